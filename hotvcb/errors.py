@@ -1,0 +1,98 @@
+"""Every error hotvcb raises on purpose, under one root.
+
+    HotvcbError                 message for the user + exit code
+    ├── UsageError              bad command line or list file               (exit 1)
+    ├── ConfigError             bad ghettoVCB.conf / per-VM file value      (exit 1)
+    ├── LockError               another run holds the work-dir lock         (exit 1)
+    ├── Interrupted             SIGINT / SIGTERM arrived                    (exit 2)
+    └── HostError               a host command failed or said no
+        ├── CommandFailed       non-zero exit of vim-cmd, vmkfstools, ...
+        ├── VmNotFound          no VM with that display name / vmid
+        ├── SnapshotError       snapshot did not appear / could not be removed
+        ├── TimeoutExpired      a bounded wait ran out
+        └── CopyError           a disk or file copy failed (per disk)
+
+Low-level exceptions (OSError, subprocess errors) are wrapped at the boundary
+with ``raise ... from err`` so the one top-level handler in ``cli`` can print a
+single line naming the problem; a traceback only appears with ``-d debug``.
+"""
+
+from typing import Optional, Sequence
+
+
+class HotvcbError(Exception):
+    """Root of every error meant for the user."""
+
+    exit_code = 1
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(HotvcbError):
+    pass
+
+
+class ConfigError(HotvcbError):
+    """A config value that cannot be used; names where it came from."""
+
+    def __init__(self, path: str, line: int, key: str, value: str, allowed: str):
+        where = "%s:%d" % (path, line) if line else path
+        super().__init__("%s: %s=%r is not valid (allowed: %s)" % (where, key, value, allowed))
+        self.path, self.line, self.key, self.value, self.allowed = path, line, key, value, allowed
+
+
+class LockError(HotvcbError):
+    pass
+
+
+class Interrupted(HotvcbError):
+    exit_code = 2
+
+    def __init__(self, signum: int):
+        import signal
+
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = "signal %d" % signum
+        super().__init__("interrupted by %s" % name)
+        self.signum = signum
+
+
+class HostError(HotvcbError):
+    pass
+
+
+class CommandFailed(HostError):
+    def __init__(self, argv: Sequence[str], returncode: int, output: str):
+        first = " ".join(argv[:2])
+        detail = output.strip().splitlines()[-1] if output.strip() else "no output"
+        super().__init__("%s failed (exit %d): %s" % (first, returncode, detail))
+        self.argv, self.returncode, self.output = list(argv), returncode, output
+
+
+class VmNotFound(HostError):
+    def __init__(self, name: str):
+        super().__init__("no VM named %r on this host" % name)
+        self.name = name
+
+
+class SnapshotError(HostError):
+    pass
+
+
+class TimeoutExpired(HostError):
+    def __init__(self, what: str, seconds: float):
+        super().__init__("timed out after %ds waiting for %s" % (seconds, what))
+        self.what, self.seconds = what, seconds
+
+
+class CopyError(HostError):
+    def __init__(self, source: str, message: str, path: Optional[str] = None):
+        super().__init__("copy of %s failed: %s" % (source, message))
+        self.source, self.path = source, path

@@ -1,0 +1,60 @@
+"""The one frozen Settings object every job reads.
+
+Field names are the ghettoVCB.conf keys in lower case, so an admin can map
+what they wrote to what hotvcb does; keys hotvcb adds are marked (hotvcb).
+`config.py` builds it from files; nothing else constructs it from text.
+"""
+
+from dataclasses import dataclass, field
+from typing import Tuple
+
+DISK_FORMATS = ("zeroedthick", "eagerzeroedthick", "thin", "2gbsparse")
+
+
+@dataclass(frozen=True)
+class Settings:
+    vm_backup_volume: str = "/vmfs/volumes/mini-local-datastore-hdd/backups"
+    disk_backup_format: str = "thin"
+    vm_backup_rotation_count: int = 3
+    power_vm_down_before_backup: bool = False
+    enable_hard_power_off: bool = False
+    iter_to_wait_shutdown: int = 3
+    power_down_timeout: int = 5  # minutes, per shutdown wait iteration
+    enable_compression: bool = False
+    vm_snapshot_memory: bool = False
+    vm_snapshot_quiesce: bool = False
+    allow_vms_with_snapshots_to_be_backedup: bool = False
+    enable_non_persistent_nfs: bool = False
+    unmount_nfs: bool = False
+    nfs_server: str = ""
+    nfs_version: str = "nfs"
+    nfs_mount: str = ""
+    nfs_local_name: str = ""
+    nfs_vm_backup_dir: str = ""
+    snapshot_timeout: int = 15  # minutes
+    email_alert: bool = False
+    email_log: bool = False
+    email_server: str = ""
+    email_server_port: int = 25
+    email_delay_interval: int = 1
+    email_user_name: str = ""
+    email_user_password: str = ""
+    email_from: str = ""
+    email_to: Tuple[str, ...] = ()
+    email_errors_to: Tuple[str, ...] = ()
+    email_tls: str = "auto"  # (hotvcb) none | starttls | smtps | auto
+    workdir_debug: bool = False
+    vm_shutdown_order: Tuple[str, ...] = ()
+    vm_startup_order: Tuple[str, ...] = ()
+    rsync_link: bool = False
+    backup_files_chmod: str = ""  # octal mode string, "" = leave as created
+    vmdk_files_to_backup: Tuple[str, ...] = ("all",)
+    snapshot_remove_timeout: int = 30  # (hotvcb) minutes to wait for consolidation
+    # where each value came from, "file:line" by key, for messages
+    origin: Tuple[Tuple[str, str], ...] = field(default=(), compare=False)
+
+    def where(self, key: str) -> str:
+        for k, v in self.origin:
+            if k == key:
+                return v
+        return "default"
