@@ -1,0 +1,316 @@
+"""ghettoVCB.conf and per-VM files -> one frozen Settings.
+
+ghettoVCB `source`d these files as root on the hypervisor; we parse them, so a
+`$(...)` in a value stays text.  Every value is checked here, once, so a typo
+stops the run before any VM is touched instead of failing half-way through a
+night, and the jobs can trust what Settings holds.
+"""
+
+import difflib
+import os
+import re
+import stat
+from dataclasses import replace
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from hotvcb.errors import ConfigError, UsageError
+from hotvcb.settings import DISK_FORMATS, Settings
+
+# Config and list files are a few hundred bytes; the cap makes `-g some.vmdk`
+# fail at once instead of reading gigabytes into memory.
+MAX_FILE_BYTES = 4 * 1024 * 1024
+
+_LINE = re.compile(r"(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)\Z", re.S)
+_DOUBLE = re.compile(r'"((?:[^"\\]|\\.)*)"(.*)\Z', re.S)
+_SINGLE = re.compile(r"'([^']*)'(.*)\Z", re.S)
+_AFTER_QUOTE = re.compile(r"(?:\s+#.*)?\Z", re.S)
+_TRAILING_COMMENT = re.compile(r"\s#")
+_EXPANSION = re.compile(r"(?<!\\)(?:\$[A-Za-z0-9_{(]|`)")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_COUNT = re.compile(r"[0-9]{1,9}")
+_MODE = re.compile(r"[0-7]{3,4}")
+
+
+class _Invalid(Exception):
+    """A value check failed; the caller knows file, line and key."""
+
+    def __init__(self, allowed: str):
+        super().__init__(allowed)
+        self.allowed = allowed
+
+
+def read_text(path: str, what: str) -> Tuple[str, List[str]]:
+    """Read a small text file an admin wrote, refusing anything that is not one.
+
+    Only regular files are opened, so a FIFO or /dev/zero cannot hang the run.
+    A file that is not UTF-8 was most likely saved as Latin-1 by an old
+    editor; decoding it that way keeps umlauts in VM names right.
+    """
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise UsageError("%s %s is not a regular file" % (what, path))
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "strerror", None) or str(err)
+        raise UsageError("cannot read %s %s: %s" % (what, path, reason)) from err
+    if len(data) > MAX_FILE_BYTES:
+        raise UsageError("%s %s is larger than %d bytes: not a %s" % (what, path, MAX_FILE_BYTES, what))
+    try:
+        return data.decode("utf-8-sig"), []
+    except UnicodeDecodeError:
+        return data.decode("latin-1"), ["%s: not valid UTF-8, read as Latin-1" % path]
+
+
+def _boolean(text: str) -> bool:
+    word = text.lower()
+    if word in ("1", "yes", "true"):
+        return True
+    if word in ("0", "no", "false"):
+        return False
+    raise _Invalid("0 or 1 (also yes/no, true/false)")
+
+
+def _count(minimum: int, maximum: int = 999999999, allowed: str = "") -> Callable[[str], int]:
+    """Digits only: shell arithmetic would read '010' as octal and '-1' as true."""
+    allowed = allowed or "a whole number from %d to %d" % (minimum, maximum)
+
+    def check(text: str) -> int:
+        if _COUNT.fullmatch(text) and minimum <= int(text) <= maximum:
+            return int(text)
+        raise _Invalid(allowed)
+
+    return check
+
+
+def _choice(options: Sequence[str], aliases: Optional[Dict[str, str]] = None) -> Callable[[str], str]:
+    aliases = aliases or {}
+    allowed = "|".join(list(options) + sorted(aliases))
+
+    def check(text: str) -> str:
+        word = text.lower()
+        if word in options:
+            return word
+        if word in aliases:
+            return aliases[word]
+        raise _Invalid(allowed)
+
+    return check
+
+
+def _absolute_path(text: str) -> str:
+    if text.startswith("/"):
+        return text
+    raise _Invalid("an absolute path such as /vmfs/volumes/<datastore>/backups")
+
+
+def _mode(text: str) -> str:
+    if not text or _MODE.fullmatch(text):
+        return text
+    raise _Invalid("an octal file mode such as 600 or 0640, or empty to leave modes alone")
+
+
+def _names(text: str) -> Tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _vmdk_files(text: str) -> Tuple[str, ...]:
+    """'all' beside file names is refused: ghettoVCB would have looked for a disk called 'all'."""
+    names = _names(text)
+    if not names or names == ("all",):
+        return ("all",)
+    if "all" in names:
+        raise _Invalid("all, or a comma list of .vmdk file names")
+    return names
+
+
+_ROTATION = (
+    "a whole number >= 1 (ghettoVCB's 0 deleted the backup it had just made, so hotvcb refuses it)"
+)
+
+# Each key's field in Settings is the key in lower case.
+KEYS = {
+    "VM_BACKUP_VOLUME": _absolute_path,
+    "DISK_BACKUP_FORMAT": _choice(DISK_FORMATS, {"thick": "zeroedthick"}),
+    "VM_BACKUP_ROTATION_COUNT": _count(1, allowed=_ROTATION),
+    "POWER_VM_DOWN_BEFORE_BACKUP": _boolean,
+    "ENABLE_HARD_POWER_OFF": _boolean,
+    "ITER_TO_WAIT_SHUTDOWN": _count(1),
+    "POWER_DOWN_TIMEOUT": _count(1),
+    "ENABLE_COMPRESSION": _boolean,
+    "VM_SNAPSHOT_MEMORY": _boolean,
+    "VM_SNAPSHOT_QUIESCE": _boolean,
+    "ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP": _boolean,
+    "ENABLE_NON_PERSISTENT_NFS": _boolean,
+    "UNMOUNT_NFS": _boolean,
+    "NFS_SERVER": str,
+    "NFS_VERSION": _choice(("nfs", "nfs41")),
+    "NFS_MOUNT": str,
+    "NFS_LOCAL_NAME": str,
+    "NFS_VM_BACKUP_DIR": str,
+    "SNAPSHOT_TIMEOUT": _count(1),
+    "EMAIL_ALERT": _boolean,
+    "EMAIL_LOG": _boolean,
+    "EMAIL_SERVER": str,
+    "EMAIL_SERVER_PORT": _count(1, 65535),
+    "EMAIL_DELAY_INTERVAL": _count(0),
+    "EMAIL_USER_NAME": str,
+    "EMAIL_USER_PASSWORD": str,
+    "EMAIL_FROM": str,
+    "EMAIL_TO": _names,
+    "EMAIL_ERRORS_TO": _names,
+    "EMAIL_TLS": _choice(("none", "starttls", "smtps", "auto")),
+    "WORKDIR_DEBUG": _boolean,
+    "VM_SHUTDOWN_ORDER": _names,
+    "VM_STARTUP_ORDER": _names,
+    "RSYNC_LINK": _boolean,
+    "BACKUP_FILES_CHMOD": _mode,
+    "VMDK_FILES_TO_BACKUP": _vmdk_files,
+    "SNAPSHOT_REMOVE_TIMEOUT": _count(1),
+}  # type: Dict[str, Callable[[str], object]]
+
+# Keys that act once per run (mail, NFS mount, start/stop order, work dir):
+# in a per-VM file they would silently do nothing, so we say so.
+RUN_WIDE = frozenset(
+    key
+    for key in KEYS
+    if key.startswith(("EMAIL_", "NFS_"))
+    or key
+    in ("ENABLE_NON_PERSISTENT_NFS", "UNMOUNT_NFS", "VM_SHUTDOWN_ORDER", "VM_STARTUP_ORDER", "WORKDIR_DEBUG")
+)
+
+_NOTICES = {
+    ("DISK_BACKUP_FORMAT", "thick"): "thick is the ESX 3.x name that vmkfstools no longer takes; using zeroedthick",
+}
+
+
+def _shown(text: str, secret: bool = False) -> str:
+    """Keep messages one readable line, and passwords out of logs that get mailed."""
+    if secret:
+        return "***"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _entries(path: str, text: str) -> Iterator[Tuple[int, str, str]]:
+    """Yield (line number, KEY, text after '=') for each assignment line."""
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _LINE.match(line)
+        if not match:
+            allowed = "KEY=value with no spaces around '=', a # comment or a blank line"
+            raise ConfigError(path, number, "line", _shown(line, "PASSWORD" in line.upper()), allowed)
+        yield number, match.group(1), match.group(2)
+
+
+def _unquote(raw: str) -> Tuple[str, bool]:
+    """Return what the shell would assign, and whether it would have expanded something.
+
+    We never expand: the warning tells the admin that a `$` in, say, a
+    password now means itself, where ghettoVCB's shell replaced it.
+    """
+    raw = raw.strip()
+    quoted = _DOUBLE.match(raw) or _SINGLE.match(raw)
+    if quoted:
+        if not _AFTER_QUOTE.match(quoted.group(2)):
+            raise _Invalid("one quoted value, optionally followed by ' # comment'")
+        inner = quoted.group(1)
+        if raw.startswith("'"):
+            return inner, False
+        return re.sub(r'\\([\\"$`])', r"\1", inner), bool(_EXPANSION.search(inner))
+    if raw.startswith(('"', "'")):
+        raise _Invalid("a value with its closing quote")
+    value = _TRAILING_COMMENT.split(raw, 1)[0].strip()
+    return value, bool(_EXPANSION.search(value))
+
+
+def _value(path: str, number: int, key: str, raw: str, warnings: List[str]) -> object:
+    secret = "PASSWORD" in key
+    shown = _shown(raw.strip(), secret)
+    try:
+        text, expands = _unquote(raw)
+        shown = _shown(text, secret)
+        if _CONTROL.search(text):
+            raise _Invalid("printable text without control characters")
+        value = KEYS[key](text)
+    except _Invalid as bad:
+        raise ConfigError(path, number, key, shown, bad.allowed) from None
+    where = "%s:%d" % (path, number)
+    if expands:
+        warnings.append("%s: %s: the shell would have expanded $ or ` here; hotvcb takes it literally" % (where, key))
+    notice = _NOTICES.get((key, text.lower()))
+    if notice:
+        warnings.append("%s: %s: %s" % (where, key, notice))
+    return value
+
+
+def _unknown(where: str, key: str) -> str:
+    guess = difflib.get_close_matches(key.upper(), KEYS, 1)
+    hint = " (did you mean %s?)" % guess[0] if guess else ""
+    return "%s: unknown key %s ignored%s" % (where, _shown(key), hint)
+
+
+def _read_settings_file(path: str, per_vm: bool) -> Tuple[Dict[str, Tuple[object, str]], List[str]]:
+    """Return {field: (value, "path:line")} for the keys the file sets, and warnings.
+
+    As in the shell, a key set twice takes the later value; we warn because
+    the earlier line is then a trap for whoever edits it next.
+    """
+    text, warnings = read_text(path, "per-VM config file" if per_vm else "config file")
+    values = {}  # type: Dict[str, Tuple[object, str]]
+    lines = {}  # type: Dict[str, int]
+    for number, key, raw in _entries(path, text):
+        where = "%s:%d" % (path, number)
+        if key not in KEYS:
+            warnings.append(_unknown(where, key))
+        elif per_vm and key in RUN_WIDE:
+            warnings.append("%s: %s applies to the whole run, not one VM; set it in the global config" % (where, key))
+        else:
+            if key in lines:
+                warnings.append("%s: %s was already set on line %d; this line wins" % (where, key, lines[key]))
+            lines[key] = number
+            values[key.lower()] = (_value(path, number, key, raw, warnings), where)
+    return values, warnings
+
+
+def _apply(base: Settings, values: Dict[str, Tuple[object, str]]) -> Settings:
+    origin = dict(base.origin)
+    origin.update((name, where) for name, (_, where) in values.items())
+    changes = {name: value for name, (value, _) in values.items()}
+    return replace(base, origin=tuple(origin.items()), **changes)
+
+
+def load_settings(global_path: Optional[str], base: Settings = Settings()) -> Tuple[Settings, List[str]]:
+    """Settings for the run: `base` overlaid with the global file (-g), if any.
+
+    `origin` records "path:line" by Settings field name (the key in lower case).
+    """
+    if global_path is None:
+        return base, []
+    values, warnings = _read_settings_file(global_path, per_vm=False)
+    return _apply(base, values), warnings
+
+
+def _can_be_file_name(vm_name: str) -> bool:
+    return vm_name not in ("", ".", "..") and "/" not in vm_name and "\0" not in vm_name
+
+
+def for_vm(settings: Settings, confdir: Optional[str], vm_name: str) -> Tuple[Settings, List[str]]:
+    """Settings for one VM: the run's settings overlaid with `<confdir>/<vm_name>`.
+
+    Always starts from the run's settings, never from the previous VM's, so
+    one VM's overrides cannot leak into the next (a ghettoVCB pitfall).  The
+    name is used literally as the file name; a VM without a file is normal.
+    """
+    if not confdir:
+        return settings, []
+    if not os.path.isdir(confdir):
+        raise UsageError("per-VM config directory %s is not a directory" % confdir)
+    if not _can_be_file_name(vm_name):
+        return settings, ["VM %r cannot have a per-VM file in %s; using the global settings" % (vm_name, confdir)]
+    path = os.path.join(confdir, vm_name)
+    if not os.path.lexists(path):
+        return settings, []
+    values, warnings = _read_settings_file(path, per_vm=True)
+    return _apply(settings, values), warnings

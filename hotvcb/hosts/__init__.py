@@ -1,0 +1,1 @@
+"""Hypervisor drivers behind one Protocol (base.py); jobs never see commands."""

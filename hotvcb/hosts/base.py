@@ -1,0 +1,62 @@
+"""The small Protocol every hypervisor driver implements.
+
+The backup job speaks only this vocabulary, so a second hypervisor (QEMU/KVM
+through QMP) plugs into the same job. Contracts:
+
+- `create_snapshot` returns only once the snapshot is visible (bounded by
+  `timeout`), raising SnapshotError/TimeoutExpired otherwise.
+- `remove_snapshot` removes exactly that snapshot (never "all") and returns
+  once its delta files are gone, bounded by `timeout`.
+- `copy_disk` writes the disk to `dst` in `fmt`, calls `progress(percent)` as
+  it goes and returns the names of the files it wrote; it raises CopyError
+  (or Interrupted) and leaves cleanup of partial files to the caller.
+"""
+
+from typing import Callable, List, Optional
+
+try:  # Protocol is 3.8+, but keep the import cheap and explicit
+    from typing import Protocol
+except ImportError:  # pragma: no cover - Python < 3.8 is out of scope
+    Protocol = object  # type: ignore
+
+from ..model import Disk, Snapshot, Vm, VmRef
+from ..shell import LocalShell
+
+Progress = Callable[[int], None]
+
+
+class Hypervisor(Protocol):
+    shell: LocalShell
+    kind: str
+
+    def describe(self) -> str: ...
+
+    def list_vms(self) -> List[VmRef]: ...
+
+    def load_vm(self, ref: VmRef) -> Vm: ...
+
+    def power_state(self, vm: Vm) -> str: ...
+
+    def shutdown(self, vm: Vm) -> None: ...
+
+    def power_off(self, vm: Vm) -> None: ...
+
+    def power_on(self, vm: Vm) -> None: ...
+
+    def snapshots(self, vm: Vm) -> List[Snapshot]: ...
+
+    def delta_files(self, vm: Vm) -> List[str]: ...
+
+    def create_snapshot(
+        self, vm: Vm, name: str, description: str, memory: bool, quiesce: bool, timeout: float
+    ) -> Snapshot: ...
+
+    def remove_snapshot(self, vm: Vm, snap: Snapshot, timeout: float) -> None: ...
+
+    def copy_disk(self, disk: Disk, dst: str, fmt: str, progress: Optional[Progress]) -> List[str]: ...
+
+    def disk_files(self, descriptor_path: str) -> List[str]: ...
+
+    def bytes_needed(self, disk: Disk, fmt: str) -> int: ...
+
+    def free_space(self, path: str) -> Optional[int]: ...

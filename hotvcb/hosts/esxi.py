@@ -1,0 +1,228 @@
+"""ESXi driver: vim-cmd and vmkfstools through a Shell.
+
+Works the same on the host (LocalShell) and from a Linux box over SSH,
+because every action is a host command or a host file read. vim-cmd reports
+many faults with exit status 0, so its output is checked for a fault block
+as well as its exit status.
+"""
+
+import re
+import time
+from typing import Dict, List, Optional
+
+from .. import vmdk
+from ..errors import CommandFailed, CopyError, HostError, SnapshotError, TimeoutExpired, VmNotFound
+from ..model import Disk, Snapshot, Vm, VmRef
+from ..vmx import VmxFile
+from . import vimcmd
+
+VIM_CMD = "/bin/vim-cmd"
+VMKFSTOOLS = "/sbin/vmkfstools"
+_FAULT = re.compile(r"^\((vim|vmodl)\.fault\.(\w+)\)", re.M)
+_DELTA = re.compile(r"-\d{6}(-delta|-sesparse)?\.vmdk$")
+POLL = 1.0
+
+
+class EsxiHost:
+    kind = "esxi"
+
+    def __init__(self, shell):
+        self.shell = shell
+        self._version = None  # type: Optional[str]
+        self._deltas_before = {}  # type: Dict[str, List[str]]
+
+    # -- host ----------------------------------------------------------------
+    def describe(self) -> str:
+        if self._version is None:
+            out = self.shell.run(["/bin/vmware", "-v"], timeout=60)
+            self._version = out.output.strip() if out.returncode == 0 else "unknown ESXi"
+        return self._version
+
+    def _wants_adapter_flag(self) -> bool:
+        """vmkfstools ignores (and warns about) -a from ESXi 6.5 on."""
+        m = re.search(r"(\d+)\.(\d+)\.\d+", self.describe())
+        return bool(m) and (int(m.group(1)), int(m.group(2))) < (6, 5)
+
+    def _vim(self, args: List[str], timeout: float = 300, interruptible: bool = True) -> str:
+        out = self.shell.run([VIM_CMD] + args, timeout=timeout, interruptible=interruptible)
+        if out.returncode != 0 or _FAULT.search(out.output):
+            raise CommandFailed(out.argv, out.returncode, _fault_message(out.output))
+        return out.output
+
+    def datastores(self) -> List[vimcmd.DatastoreInfo]:
+        return vimcmd.parse_datastore_listsummary(self._vim(["hostsvc/datastore/listsummary"]))
+
+    # -- inventory -----------------------------------------------------------
+    def list_vms(self) -> List[VmRef]:
+        names = {d.name: "/vmfs/volumes/" + d.name for d in self.datastores()}
+        return vimcmd.parse_getallvms(self._vim(["vmsvc/getallvms"]), names)
+
+    def load_vm(self, ref: VmRef) -> Vm:
+        try:
+            vmx = VmxFile(self.shell.read_text(ref.vmx_path))
+        except HostError as err:
+            raise VmNotFound(ref.name) from err
+        folder = ref.vmx_path.rsplit("/", 1)[0]
+        vm = Vm(ref=ref, datastore=_datastore_of(ref.vmx_path), folder=folder, vmx=vmx)
+        for dev, bus, name in vmx.disk_slots():
+            vm.disks.append(self._disk(vmx, folder, dev, bus, name))
+        base = ref.vmx_path[: -len(".vmx")]
+        for key, default in (("nvram", base + ".nvram"), ("extendedConfigFile", base + ".vmxf")):
+            path = _absolute(folder, vmx.get(key) or default)
+            if self.shell.exists(path):
+                vm.extra_files.append(path)
+        return vm
+
+    def _disk(self, vmx: VmxFile, folder: str, dev: str, bus: str, name: str) -> Disk:
+        path = _absolute(folder, name)
+        mode = (vmx.get(dev + ".mode") or "persistent").lower()
+        skip, adapter = "", bus if bus == "ide" else "lsilogic"
+        try:
+            desc = vmdk.parse(self.shell.read_text(path))
+            adapter = desc.adapter_type or adapter
+            if desc.is_physical_rdm:
+                skip = "physical RDM (vmfsPassthroughRawDeviceMap) cannot be snapshotted"
+        except (HostError, vmdk.NotADescriptor) as err:
+            skip = "descriptor unreadable: %s" % err
+        if "independent" in mode:
+            skip = "independent disk (%s) is not part of snapshots" % mode
+        return Disk(key=dev, path=path, datastore=_datastore_of(path), adapter=adapter, mode=mode, skip_reason=skip)
+
+    # -- power ---------------------------------------------------------------
+    def power_state(self, vm: Vm) -> str:
+        out = self._vim(["vmsvc/power.getstate", vm.ref.vmid])
+        try:
+            return vimcmd.parse_power_state(out)
+        except ValueError as err:
+            raise HostError(str(err)) from err
+
+    def shutdown(self, vm: Vm) -> None:
+        self._vim(["vmsvc/power.shutdown", vm.ref.vmid])
+
+    def power_off(self, vm: Vm) -> None:
+        self._vim(["vmsvc/power.off", vm.ref.vmid], interruptible=False)
+
+    def power_on(self, vm: Vm) -> None:
+        self._vim(["vmsvc/power.on", vm.ref.vmid], interruptible=False)
+
+    # -- snapshots -----------------------------------------------------------
+    def snapshots(self, vm: Vm, interruptible: bool = True) -> List[Snapshot]:
+        out = self._vim(["vmsvc/snapshot.get", vm.ref.vmid], interruptible=interruptible)
+        return vimcmd.parse_snapshot_get(out)
+
+    def delta_files(self, vm: Vm) -> List[str]:
+        """Delta disks next to the VM's disks: snapshots hostd may not show."""
+        folders = {vm.folder} | {d.path.rsplit("/", 1)[0] for d in vm.disks}
+        found = []
+        for folder in sorted(folders):
+            for name in self.shell.listdir(folder):
+                if _DELTA.search(name):
+                    found.append(folder + "/" + name)
+        return found
+
+    def create_snapshot(
+        self, vm: Vm, name: str, description: str, memory: bool, quiesce: bool, timeout: float
+    ) -> Snapshot:
+        before = {s.id for s in self.snapshots(vm)}
+        self._deltas_before[vm.ref.vmid] = self.delta_files(vm)
+        args = ["vmsvc/snapshot.create", vm.ref.vmid, name, description, str(int(memory)), str(int(quiesce))]
+        deadline = time.monotonic() + timeout
+        try:
+            self._vim(args, timeout=timeout)
+        except CommandFailed as err:
+            raise SnapshotError("snapshot of %s failed: %s" % (vm.name, err.output.strip())) from err
+        while True:
+            mine = [s for s in self.snapshots(vm) if s.name == name and s.id not in before]
+            if mine:
+                return mine[-1]
+            if time.monotonic() > deadline:
+                raise TimeoutExpired("snapshot %r of %s to appear" % (name, vm.name), timeout)
+            time.sleep(POLL)
+
+    def remove_snapshot(self, vm: Vm, snap: Snapshot, timeout: float) -> None:
+        if not snap.id:
+            raise SnapshotError("this host prints no snapshot ids (ESX 4.x); remove %r by hand" % snap.name)
+        deadline = time.monotonic() + timeout
+        self._vim(["vmsvc/snapshot.remove", vm.ref.vmid, snap.id], timeout=timeout, interruptible=False)
+        keep = set(self._deltas_before.get(vm.ref.vmid, []))
+        while True:
+            still = [s for s in self.snapshots(vm, interruptible=False) if s.id == snap.id]
+            extra = [f for f in self.delta_files(vm) if f not in keep] if keep is not None else []
+            if not still and not extra:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutExpired("snapshot %s of %s to be consolidated" % (snap.id, vm.name), timeout)
+            time.sleep(POLL)
+
+    # -- disks ---------------------------------------------------------------
+    def copy_disk(self, disk: Disk, dst: str, fmt: str, progress=None) -> List[str]:
+        argv = [VMKFSTOOLS, "-i", disk.path, "-d", fmt]
+        if self._wants_adapter_flag():
+            argv += ["-a", disk.adapter]
+        argv.append(dst)
+
+        def watch(fragment: str) -> None:
+            pct = vimcmd.clone_percent(fragment)
+            if pct is not None and progress is not None:
+                progress(pct)
+
+        out = self.shell.run(argv, timeout=None, idle_timeout=1800, on_output=watch)
+        if out.returncode != 0:
+            raise CopyError(disk.path, _clone_error(out.output), dst)
+        return [f.rsplit("/", 1)[-1] for f in self.disk_files(dst)]
+
+    def disk_files(self, descriptor_path: str) -> List[str]:
+        folder = descriptor_path.rsplit("/", 1)[0]
+        desc = vmdk.parse(self.shell.read_text(descriptor_path))
+        return [descriptor_path] + [folder + "/" + e.filename for e in desc.extents]
+
+    def bytes_needed(self, disk: Disk, fmt: str) -> int:
+        """Room the clone needs: thick formats take the full capacity."""
+        files = self._chain_files(disk.path)
+        if fmt in ("thin", "2gbsparse"):
+            return sum(self.shell.disk_usage(f) for f in files if self.shell.exists(f))
+        return vmdk.parse(self.shell.read_text(disk.path)).capacity or sum(
+            self.shell.file_size(f) for f in files
+        )
+
+    def _chain_files(self, path: str) -> List[str]:
+        files = []  # type: List[str]
+        for _ in range(64):  # a chain deeper than 64 is not one VMware makes
+            files += self.disk_files(path)
+            desc = vmdk.parse(self.shell.read_text(path))
+            if not desc.parent_hint:
+                break
+            path = _absolute(path.rsplit("/", 1)[0], desc.parent_hint)
+        return files
+
+    def free_space(self, path: str) -> Optional[int]:
+        real = self.shell.realpath(path)
+        for ds in self.datastores():
+            roots = {ds.url, "/vmfs/volumes/" + ds.name, self.shell.realpath("/vmfs/volumes/" + ds.name)}
+            if any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots if r):
+                return ds.free
+        return None
+
+
+def _absolute(folder: str, name: str) -> str:
+    return name if name.startswith("/") else folder + "/" + name
+
+
+def _datastore_of(path: str) -> str:
+    parts = path.split("/")
+    if len(parts) > 3 and parts[1] == "vmfs" and parts[2] == "volumes":
+        return parts[3]
+    return ""
+
+
+def _fault_message(output: str) -> str:
+    m = re.search(r'msg = "(.*)",?\s*$', output, re.M)
+    return m.group(1) if m else output.strip()
+
+
+def _clone_error(output: str) -> str:
+    m = re.search(r"(Failed to (?:clone disk|open)[^\r\n]*)", output)
+    if m:
+        return m.group(1).strip()
+    lines = [l for l in re.split(r"[\r\n]+", output) if l.strip()]
+    return lines[-1].strip() if lines else "vmkfstools failed without a message"

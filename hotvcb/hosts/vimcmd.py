@@ -1,0 +1,169 @@
+"""Turn vim-cmd's human-oriented text into data.
+
+vim-cmd has no machine-readable mode, so every parser here is written against
+the real outputs in shared/esxi-samples and tolerates their quirks: columns
+wider than the header, names with runs of spaces and brackets, multi-line
+annotations and descriptions, "Skipping invalid VM" lines, the "Desciption"
+typo, ESX 4.x snapshot listings without an Id line.
+"""
+
+import re
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional
+
+from ..model import Snapshot, VmRef
+
+_ROW = re.compile(r"^\s*(\d+)\s+(.*)$")
+_FILE = re.compile(r"^\[([^\]]+)\] (.+?\.vmx)\s+\S+\s+vmx-\d+\b")
+_SNAP_FIELD = re.compile(r"^(-*)(?:\|-(?:ROOT|CHILD))?Snapshot (\w+(?: \w+)?)\s*:\s?(.*)$")
+
+
+def parse_getallvms(text: str, datastores: Optional[Dict[str, str]] = None) -> List[VmRef]:
+    """Rows of `vim-cmd vmsvc/getallvms` as VmRefs with absolute .vmx paths.
+
+    A row is anchored on its leading vmid and on a `[datastore] path.vmx`
+    field followed by guest OS and `vmx-NN`. The name may itself contain
+    `[x] ` pieces, so every bracket is a candidate split; a candidate naming
+    a known datastore wins, else the rightmost that parses. `datastores` maps
+    datastore name -> mount path (/vmfs/volumes/<name> when not given).
+    """
+    refs = []
+    for line in text.splitlines():
+        m = _ROW.match(line)
+        if not m:
+            continue  # header, "Skipping invalid VM", annotation continuation
+        vmid, rest = m.group(1), m.group(2)
+        best = None
+        for i in _bracket_positions(rest):
+            f = _FILE.match(rest[i:])
+            if not f:
+                continue
+            cand = (rest[:i].rstrip(), f.group(1), f.group(2))
+            if datastores is not None and f.group(1) in datastores:
+                best = cand
+                break
+            best = cand  # rightmost valid wins when nothing is known
+        if best is None or not best[0]:
+            continue
+        name, ds, rel = best
+        root = (datastores or {}).get(ds, "/vmfs/volumes/" + ds)
+        refs.append(VmRef(vmid=vmid, name=unescape_name(name), vmx_path=root + "/" + rel))
+    return refs
+
+
+def _bracket_positions(rest: str) -> Iterable[int]:
+    """Positions of '[' that start a field (line start or after a space).
+
+    Yielded right to left when scanning for the rightmost, but the caller
+    wants a known datastore to win anywhere, so all are visited.
+    """
+    positions = [i for i, c in enumerate(rest) if c == "[" and (i == 0 or rest[i - 1] == " ")]
+    return positions
+
+
+def unescape_name(name: str) -> str:
+    """hostd shows %, / and \\ in display names as %25, %2f, %5c."""
+    return re.sub(r"%(25|2[fF]|5[cC])", lambda m: chr(int(m.group(1), 16)), name)
+
+
+def parse_snapshot_get(text: str) -> List[Snapshot]:
+    """Flatten the `snapshot.get` tree, depth from the run of leading dashes."""
+    snaps = []  # type: List[Snapshot]
+    current = None  # type: Optional[dict]
+    last_field = None
+    for line in text.splitlines():
+        m = _SNAP_FIELD.match(line)
+        if m:
+            label, value = m.group(2), m.group(3)
+            depth = len(m.group(1)) // 2 - 1
+            if label == "Name":
+                if current is not None:
+                    snaps.append(_snapshot(current))
+                current = {"depth": max(depth, 0), "Name": value}
+            elif current is not None:
+                current[label] = value
+            last_field = label
+            continue
+        if line.startswith(("Get Snapshot", "|-ROOT")) or re.match(r"^-*\|-CHILD\s*$", line):
+            continue
+        if current is not None and last_field in ("Desciption", "Description"):
+            current[last_field] += "\n" + line  # multi-line description
+    if current is not None:
+        snaps.append(_snapshot(current))
+    return snaps
+
+
+def _snapshot(d: dict) -> Snapshot:
+    return Snapshot(
+        id=d.get("Id", "").strip(),
+        name=d["Name"],
+        description=d.get("Desciption", d.get("Description", "")),
+        created=d.get("Created On", ""),
+        state=d.get("State", ""),
+        depth=d["depth"],
+    )
+
+
+def parse_power_state(text: str) -> str:
+    """'on', 'off' or 'suspended' from `power.getstate` (last line counts)."""
+    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    last = lines[-1].lower() if lines else ""
+    for word, state in (("powered on", "on"), ("powered off", "off"), ("suspended", "suspended")):
+        if last == word:
+            return state
+    raise ValueError("unexpected power state output: %r" % (lines[-1] if lines else ""))
+
+
+@dataclass(frozen=True)
+class DatastoreInfo:
+    name: str
+    url: str  # /vmfs/volumes/<uuid>
+    capacity: int
+    free: int
+    type: str
+
+
+_DS_FIELD = re.compile(r'^\s*(\w+) = (?:"(.*)"|\'(.*)\'|([^,]*)),?\s*$')
+
+
+def parse_datastore_listsummary(text: str) -> List[DatastoreInfo]:
+    """The vim.Datastore.Summary blocks of `hostsvc/datastore/listsummary`."""
+    out = []
+    block = {}  # type: Dict[str, str]
+    for line in text.splitlines():
+        if "(vim.Datastore.Summary) {" in line:
+            block = {}
+            continue
+        m = _DS_FIELD.match(line)
+        if m:
+            block[m.group(1)] = next(g for g in m.groups()[1:] if g is not None)
+            continue
+        if line.strip().startswith("}") and "name" in block:
+            out.append(
+                DatastoreInfo(
+                    name=block["name"],
+                    url=block.get("url", ""),
+                    capacity=_int(block.get("capacity")),
+                    free=_int(block.get("freeSpace")),
+                    type=block.get("type", ""),
+                )
+            )
+            block = {}
+    return out
+
+
+def _int(value: Optional[str]) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
+_CLONE = re.compile(r"Clone: (\d+)% done")
+
+
+def clone_percent(fragment: str) -> Optional[int]:
+    m = None
+    for m in _CLONE.finditer(fragment):
+        pass
+    return int(m.group(1)) if m else None

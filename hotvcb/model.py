@@ -1,0 +1,75 @@
+"""The domain, as plain data: what a job reads from a host and records."""
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+
+@dataclass(frozen=True)
+class VmRef:
+    """A row of the host's inventory: enough to find the VM, nothing more."""
+
+    vmid: str
+    name: str
+    vmx_path: str  # absolute host path of the .vmx
+
+
+@dataclass(frozen=True)
+class Disk:
+    key: str  # "scsi0:1", "nvme0:0", ...
+    path: str  # absolute host path of the base descriptor (never a delta)
+    datastore: str  # datastore holding the disk
+    adapter: str  # lsilogic, pvscsi, sata, ide, nvme, ... (for vmkfstools -a)
+    mode: str = "persistent"
+    skip_reason: str = ""  # why the disk cannot be backed up (independent, pRDM)
+
+    @property
+    def filename(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+
+@dataclass
+class Vm:
+    ref: VmRef
+    datastore: str
+    folder: str  # absolute folder holding the .vmx
+    vmx: "object"  # hotvcb.vmx.VmxFile
+    disks: List[Disk] = field(default_factory=list)
+    extra_files: List[str] = field(default_factory=list)  # .nvram, .vmxf
+
+    @property
+    def name(self) -> str:
+        return self.ref.name
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    id: str  # "" on ESX 4.x, whose snapshot.get prints no Id
+    name: str
+    description: str
+    created: str
+    state: str
+    depth: int  # 0 = a root snapshot
+
+
+@dataclass
+class DiskResult:
+    disk: Disk
+    ok: bool
+    files: List[str] = field(default_factory=list)  # names inside the backup
+    error: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class VmResult:
+    """How one VM's backup went; `cli` turns a list of these into an exit code."""
+
+    name: str
+    status: str = "pending"  # ok | warn | error | skipped
+    message: str = ""
+    backup_dir: Optional[str] = None
+    disks: List[DiskResult] = field(default_factory=list)
+
+    @property
+    def disk_failures(self) -> int:
+        return sum(1 for d in self.disks if not d.ok)

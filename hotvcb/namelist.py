@@ -1,0 +1,44 @@
+"""VM list files: `-f` (back these up) and `-e` (leave these out).
+
+One VM display name a line, taken literally: spaces, brackets, `+`, `*`,
+`;`, quotes and umlauts are ordinary characters, never patterns.  ghettoVCB
+fed these names to grep, so `web+1` or `db[old]` silently matched other VMs
+or none; hotvcb compares whole names, exactly.
+
+Leading and trailing blanks (space, tab, CR) are stripped although a name
+could in theory start or end with one: they are invisible in an editor and
+come from indenting or copy-paste, and a list entry that silently matches no
+VM means a VM that silently is not backed up.  A VM whose name really starts
+or ends with a blank can still be named with `-m`.  Only whole lines whose
+first non-blank character is `#` are comments, so `web#2` is a name.
+"""
+
+import re
+from typing import List
+
+from hotvcb.config import read_text
+from hotvcb.errors import UsageError
+
+_BLANKS = " \t\r"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def read_names(path: str) -> List[str]:
+    """Names in file order, each once, so the backup order is the admin's order.
+
+    A file that is not UTF-8 is read as Latin-1 without a warning: the names
+    are still compared exactly, so a wrong guess shows up as "no VM named ...".
+    """
+    text, _ = read_text(path, "VM list file")
+    names = []  # type: List[str]
+    seen = set()
+    for number, line in enumerate(text.split("\n"), 1):
+        name = line.strip(_BLANKS)
+        if not name or name.startswith("#"):
+            continue
+        if _CONTROL.search(name):
+            raise UsageError("%s:%d: %r is not a VM name (control character)" % (path, number, name[:80]))
+        if name not in seen:
+            seen.add(name)
+            names.append(name)
+    return names

@@ -1,0 +1,259 @@
+"""E-mail the run's report and log to the admin (ghettoVCB's EMAIL_* keys).
+
+Mail is a courtesy, not part of the backup: a backup that worked must not be
+reported as failed because the mail relay was down. So ``send_report`` never
+raises; every problem becomes one warning line in the log and a ``False``.
+
+What ghettoVCB users bring, and what we do with it:
+
+* EMAIL_LOG=1 mails the whole log (ghettoVCB's behaviour); the short report
+  goes first so the outcome is visible without scrolling. EMAIL_ALERT is
+  accepted by the config parser but not consulted here.
+* EMAIL_TO always, EMAIL_ERRORS_TO in addition (as Cc) when the run failed.
+* EMAIL_FROM, or ``hotvcb@<host>`` when unset.
+* EMAIL_USER_NAME / EMAIL_USER_PASSWORD: SMTP AUTH via ``smtplib.login``
+  (CRAM-MD5, PLAIN or LOGIN, whatever the server offers).
+* EMAIL_DELAY_INTERVAL: ghettoVCB slept that long between protocol lines
+  because it talked SMTP through ``nc``. smtplib waits for each reply
+  anyway, so we honour it only as one pause before connecting (capped at
+  MAX_DELAY so it stays a bounded wait).
+* EMAIL_TLS (hotvcb; ghettoVCB had no STARTTLS at all):
+
+  ========  ==============================================================
+  smtps     TLS from the first byte (``SMTP_SSL``, usually port 465)
+  starttls  STARTTLS required; a server that does not offer it is an error
+  auto      SMTPS on port 465, else STARTTLS when offered, else plain
+  none      plain text, never TLS
+  ========  ==============================================================
+
+  Credentials never cross an unencrypted connection unless EMAIL_TLS=none
+  says so explicitly (then with a warning): under ``auto`` a server without
+  STARTTLS would otherwise learn to downgrade us into leaking the password.
+
+Server certificates are verified against the system CA store. The
+environment variable ``HOTVCB_SMTP_CAFILE`` names a PEM file of extra CAs to
+trust instead -- for an internal CA or a self-signed relay (and the tests).
+
+Stdlib only; must run on ESXi's Python 3.8.
+"""
+
+import logging
+import os
+import smtplib
+import socket
+import ssl
+import time
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid, parseaddr
+from typing import Any, List, Optional, Sequence, Tuple
+
+CAFILE_ENV = "HOTVCB_SMTP_CAFILE"
+TIMEOUT = 30.0  # seconds per connect / reply; a dead relay must not hang the run
+MAX_DELAY = 60  # seconds; cap for EMAIL_DELAY_INTERVAL
+TLS_MODES = ("none", "starttls", "smtps", "auto")
+SMTPS_PORT = 465
+
+_log = logging.getLogger("hotvcb.notify")
+
+
+class _MailError(Exception):
+    """A problem already phrased for the admin; stays inside this module."""
+
+
+def send_report(
+    settings: Any,
+    *,
+    host: str,
+    job: str,
+    status_line: str,
+    failed: bool,
+    log_text: str,
+    report_text: str,
+    logger: Optional[Any] = None,
+) -> bool:
+    """Mail the report if the config asks for it; True only if a server took it.
+
+    Returns False (having logged why) when mail is off or could not be sent,
+    so the caller can mention it without having to handle any exception.
+    """
+    log = logger if logger is not None else _log
+    if not (settings.email_log and settings.email_server and _clean(settings.email_to)):
+        return False
+    where = "%s:%s" % (settings.email_server, settings.email_server_port)
+    try:
+        msg = build_message(
+            settings, host=host, job=job, status_line=status_line, failed=failed,
+            log_text=log_text, report_text=report_text,
+        )
+        rcpts = recipients(settings, failed)
+        delay = min(max(int(settings.email_delay_interval or 0), 0), MAX_DELAY)
+        if delay:
+            time.sleep(delay)
+        refused = _deliver(settings, msg, rcpts, log)
+    except _MailError as err:
+        log.warning("e-mail report not sent via %s: %s" % (where, err))
+        return False
+    except smtplib.SMTPAuthenticationError as err:
+        log.warning("e-mail report not sent: %s refused login for user %r: %s"
+                    % (where, settings.email_user_name, _reply(err)))
+        return False
+    except smtplib.SMTPRecipientsRefused as err:
+        log.warning("e-mail report not sent: %s refused every recipient: %s"
+                    % (where, _refusals(err.recipients)))
+        return False
+    except smtplib.SMTPResponseException as err:
+        log.warning("e-mail report not sent: %s answered %s" % (where, _reply(err)))
+        return False
+    except ssl.SSLError as err:  # before OSError: SSLError is one
+        log.warning("e-mail report not sent: TLS with %s failed: %s" % (where, err))
+        return False
+    except smtplib.SMTPException as err:
+        log.warning("e-mail report not sent via %s: %s" % (where, err or type(err).__name__))
+        return False
+    except (OSError, EOFError) as err:
+        log.warning("e-mail report not sent: cannot talk to %s: %s" % (where, err or type(err).__name__))
+        return False
+    except Exception as err:  # the backup must not die of a mail bug either
+        log.warning("e-mail report not sent via %s: unexpected %s: %s"
+                    % (where, type(err).__name__, err))
+        return False
+    if refused:
+        log.warning("e-mail report: %s refused some recipients: %s" % (where, _refusals(refused)))
+    taken = [r for r in rcpts if (parseaddr(r)[1] or r) not in refused]
+    log.info("e-mail report sent via %s to %s" % (where, ", ".join(taken)))
+    return True
+
+
+def recipients(settings: Any, failed: bool) -> List[str]:
+    """EMAIL_TO, plus EMAIL_ERRORS_TO on failure, each address once."""
+    wanted = list(_clean(settings.email_to))
+    if failed:
+        wanted += _clean(settings.email_errors_to)
+    seen = []  # type: List[str]
+    for addr in wanted:
+        if addr.lower() not in (s.lower() for s in seen):
+            seen.append(addr)
+    return seen
+
+
+def build_message(
+    settings: Any,
+    *,
+    host: str,
+    job: str,
+    status_line: str,
+    failed: bool,
+    log_text: str,
+    report_text: str,
+) -> EmailMessage:
+    """The report as a MIME message; separate from sending so it can be checked."""
+    host = host or "localhost"
+    msg = EmailMessage()
+    # A fixed prefix and the status verbatim, so an admin's mail filter can
+    # sort OK runs from failed ones.
+    msg["Subject"] = "hotvcb %s %s: %s" % (host, job, status_line)
+    msg["From"] = settings.email_from or "hotvcb@%s" % host
+    msg["To"] = ", ".join(_clean(settings.email_to))
+    extra = [a for a in recipients(settings, failed) if a not in _clean(settings.email_to)]
+    if extra:
+        msg["Cc"] = ", ".join(extra)
+    msg["Date"] = formatdate(localtime=True)
+    msg["Message-ID"] = make_msgid("hotvcb", domain=_msgid_domain(host))
+    body = "%s\n\n---- full log ----\n%s" % (report_text.rstrip("\n"), log_text)
+    if not body.endswith("\n"):
+        body += "\n"
+    # 8bit bodies need the server's 8BITMIME, which smtplib does not check;
+    # quoted-printable gets VM names with umlauts through any relay.
+    cte = None if _plain_ascii(body) else "quoted-printable"
+    msg.set_content(body, charset="utf-8", cte=cte)
+    return msg
+
+
+def _deliver(settings: Any, msg: EmailMessage, rcpts: Sequence[str], log: Any) -> dict:
+    """Connect, secure, log in, send; returns the recipients the server refused."""
+    mode = settings.email_tls or "auto"
+    if mode not in TLS_MODES:
+        raise _MailError("EMAIL_TLS=%r is not one of %s" % (mode, "|".join(TLS_MODES)))
+    smtp, encrypted = _connect(settings, mode)
+    try:
+        if settings.email_user_name:
+            if not encrypted:
+                if mode != "none":
+                    raise _MailError(
+                        "connection is not encrypted (server offers no STARTTLS); refusing "
+                        "to send the password in clear text -- set EMAIL_TLS=none to allow it")
+                log.warning("e-mail: sending SMTP password for %r unencrypted (EMAIL_TLS=none)"
+                            % settings.email_user_name)
+            smtp.login(settings.email_user_name, settings.email_user_password or "")
+        # The envelope wants bare addresses; EMAIL_FROM may be "Name <addr>".
+        sender = parseaddr(msg["From"])[1] or msg["From"]
+        return smtp.send_message(msg, from_addr=sender,
+                                 to_addrs=[parseaddr(r)[1] or r for r in rcpts])
+    finally:
+        try:
+            smtp.quit()
+        except Exception:  # the server may already have hung up
+            smtp.close()
+
+
+def _connect(settings: Any, mode: str) -> Tuple[smtplib.SMTP, bool]:
+    """An open session after EHLO, and whether it is encrypted."""
+    server, port = settings.email_server, int(settings.email_server_port)
+    context = _tls_context() if mode != "none" else None
+    # smtplib's default EHLO name comes from socket.getfqdn(), a DNS lookup
+    # that our timeout does not bound; the plain host name is enough.
+    me = socket.gethostname() or "localhost"
+    if mode == "smtps" or (mode == "auto" and port == SMTPS_PORT):
+        return smtplib.SMTP_SSL(server, port, local_hostname=me, timeout=TIMEOUT,
+                                context=context), True
+    smtp = smtplib.SMTP(server, port, local_hostname=me, timeout=TIMEOUT)
+    try:
+        smtp.ehlo_or_helo_if_needed()
+        if mode in ("starttls", "auto") and smtp.has_extn("starttls"):
+            smtp.starttls(context=context)
+            smtp.ehlo()  # capabilities (AUTH) may differ after TLS
+            return smtp, True
+        if mode == "starttls":
+            raise _MailError("EMAIL_TLS=starttls but the server does not offer STARTTLS")
+        return smtp, False
+    except BaseException:
+        smtp.close()
+        raise
+
+
+def _tls_context() -> ssl.SSLContext:
+    cafile = os.environ.get(CAFILE_ENV) or None
+    try:
+        return ssl.create_default_context(cafile=cafile)
+    except (OSError, ValueError) as err:
+        raise _MailError("cannot use %s=%s: %s" % (CAFILE_ENV, cafile, err)) from err
+
+
+def _clean(addrs: Sequence[str]) -> List[str]:
+    return [a.strip() for a in (addrs or ()) if a and a.strip()]
+
+
+def _plain_ascii(text: str) -> bool:
+    return text.isascii()
+
+
+def _msgid_domain(host: str) -> str:
+    safe = "".join(c for c in host if c.isascii() and (c.isalnum() or c in ".-"))
+    return safe or "localhost"
+
+
+def _reply(err: smtplib.SMTPResponseException) -> str:
+    text = err.smtp_error
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return "%s %s" % (err.smtp_code, text)
+
+
+def _refusals(refused: dict) -> str:
+    parts = []
+    for addr, reply in sorted(refused.items()):
+        code, text = reply
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "replace")
+        parts.append("%s (%s %s)" % (addr, code, text))
+    return ", ".join(parts)

@@ -1,0 +1,98 @@
+"""The run's log: ghettoVCB-style lines for files and cron, progress for people.
+
+Lines look like `2026-11-25 13:05:01 -- info: message` so existing log
+watchers keep working. Progress (percent, MB/s, ETA) is redrawn in place only
+when stderr is a terminal; otherwise a disk logs a plain line every 25 %.
+"""
+
+import io
+import os
+import sys
+import time
+from datetime import datetime
+from typing import List, Optional, TextIO
+
+LEVELS = {"debug": 10, "info": 20, "dryrun": 20, "warning": 30, "error": 40}
+
+
+class RunLog:
+    def __init__(self, level: str = "info", path: Optional[str] = None, stream: Optional[TextIO] = None):
+        self.threshold = LEVELS["debug"] if level == "debug" else LEVELS["info"]
+        self.stream = stream if stream is not None else sys.stdout
+        self.file = None  # type: Optional[io.TextIOBase]
+        self.lines = []  # type: List[str]  # kept for the e-mail report
+        self.tty = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+        if path:
+            folder = os.path.dirname(path)
+            if folder:
+                os.makedirs(folder, exist_ok=True)
+            self.file = open(path, "a", encoding="utf-8")
+
+    def _emit(self, level: str, message: str) -> None:
+        if LEVELS[level] < self.threshold:
+            return
+        stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+        for part in str(message).splitlines() or [""]:
+            line = "%s -- %s: %s" % (stamp, level, part)
+            self.lines.append(line)
+            self._clear_progress()
+            self.stream.write(line + "\n")
+            self.stream.flush()
+            if self.file is not None:
+                self.file.write(line + "\n")
+                self.file.flush()
+
+    def debug(self, message: str) -> None:
+        self._emit("debug", message)
+
+    def info(self, message: str) -> None:
+        self._emit("info", message)
+
+    def warning(self, message: str) -> None:
+        self._emit("warning", message)
+
+    def error(self, message: str) -> None:
+        self._emit("error", message)
+
+    def dryrun(self, message: str) -> None:
+        self._emit("dryrun", message)
+
+    def progress(self, label: str, total_bytes: int) -> "Progress":
+        return Progress(self, label, total_bytes)
+
+    def _clear_progress(self) -> None:
+        if self.tty:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+class Progress:
+    """Percent callbacks from a copy, shown with rate and ETA."""
+
+    def __init__(self, log: RunLog, label: str, total_bytes: int):
+        self.log, self.label, self.total = log, label, max(total_bytes, 1)
+        self.start = time.monotonic()
+        self.last_logged = -25
+
+    def __call__(self, percent: int) -> None:
+        elapsed = max(time.monotonic() - self.start, 1e-6)
+        done = self.total * percent / 100.0
+        rate = done / elapsed
+        eta = (self.total - done) / rate if rate > 0 else 0
+        text = "%s: %3d%%  %.1f MB/s  ETA %s" % (self.label, percent, rate / 1e6, _clock(eta))
+        if self.log.tty:
+            sys.stderr.write("\r\033[K" + text)
+            sys.stderr.flush()
+        elif percent >= self.last_logged + 25:
+            self.last_logged = percent - percent % 25
+            self.log.debug(text)
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    return "%d:%02d:%02d" % (s // 3600, s % 3600 // 60, s % 60)

@@ -1,0 +1,249 @@
+"""Run host commands and touch host files, locally or (later) over SSH.
+
+Everything hotvcb does to a host goes through a Shell, so the same job runs on
+the ESXi host itself (Python 3.8 there) or from a Linux box over SSH. Commands
+are argument lists, never shell strings: VM names hold spaces, quotes and
+semicolons.
+
+Interruption: the job installs signal handlers that only set a flag
+(`interrupt.pending()`); a running command is polled and terminated when the
+flag rises, unless the caller runs it with ``interruptible=False`` — the
+snapshot removal in cleanup must finish even after Ctrl-C.
+"""
+
+import hashlib
+import os
+import select
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence
+
+from . import interrupt
+from .errors import CommandFailed, HostError, TimeoutExpired
+
+
+@dataclass
+class Completed:
+    argv: List[str]
+    returncode: int
+    output: str  # stdout and stderr interleaved, as an admin would see them
+
+    def check(self) -> "Completed":
+        if self.returncode != 0:
+            raise CommandFailed(self.argv, self.returncode, self.output)
+        return self
+
+
+OutputCallback = Callable[[str], None]
+
+
+class LocalShell:
+    """The host is this machine (hotvcb runs on the ESXi host itself)."""
+
+    description = "local"
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: Optional[float] = 600,
+        idle_timeout: Optional[float] = None,
+        on_output: Optional[OutputCallback] = None,
+        interruptible: bool = True,
+    ) -> Completed:
+        """Run argv; feed each output fragment (split on CR/LF) to on_output.
+
+        vmkfstools redraws its progress line with carriage returns, so output
+        is read as it comes rather than at exit. `idle_timeout` bounds a copy
+        that may rightly take hours by how long it may stay silent instead.
+        """
+        argv = [str(a) for a in argv]
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # our signal handling decides its fate
+            )
+        except OSError as err:
+            raise HostError("cannot run %s: %s" % (argv[0], err.strerror or err)) from err
+        chunks = []  # type: List[bytes]
+        pending = b""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        quiet_since = time.monotonic()
+        fd = proc.stdout.fileno()
+        try:
+            while True:
+                if interruptible and interrupt.pending():
+                    _stop(proc)
+                    interrupt.raise_pending()
+                if deadline is not None and time.monotonic() > deadline:
+                    _stop(proc)
+                    raise TimeoutExpired(" ".join(argv[:2]), timeout)
+                if idle_timeout is not None and time.monotonic() - quiet_since > idle_timeout:
+                    _stop(proc)
+                    raise TimeoutExpired("output from " + " ".join(argv[:2]), idle_timeout)
+                ready, _, _ = select.select([fd], [], [], 0.2)
+                if not ready:
+                    continue
+                data = os.read(fd, 65536)
+                if not data:
+                    break
+                chunks.append(data)
+                quiet_since = time.monotonic()
+                if on_output is not None:
+                    pending += data
+                    pending = _feed(pending, on_output)
+            proc.wait()
+        finally:
+            if proc.poll() is None:
+                _stop(proc)
+            proc.stdout.close()
+        if on_output is not None and pending:
+            on_output(pending.decode("utf-8", "replace"))
+        return Completed(argv, proc.returncode, b"".join(chunks).decode("utf-8", "replace"))
+
+    # -- files -------------------------------------------------------------
+    def read_text(self, path: str) -> str:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as err:
+            raise HostError("cannot read %s: %s" % (path, err.strerror)) from err
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return data.decode("latin-1")
+
+    def write_text(self, path: str, text: str) -> None:
+        """Write atomically: temp file, fsync, rename, fsync the folder."""
+        folder = os.path.dirname(path) or "."
+        tmp = os.path.join(folder, ".%s.tmp" % os.path.basename(path))
+        try:
+            with open(tmp, "wb") as f:
+                f.write(text.encode("utf-8"))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            fsync_dir(folder)
+        except OSError as err:
+            raise HostError("cannot write %s: %s" % (path, err.strerror)) from err
+
+    def exists(self, path: str) -> bool:
+        return os.path.lexists(path)
+
+    def isdir(self, path: str) -> bool:
+        return os.path.isdir(path)
+
+    def listdir(self, path: str) -> List[str]:
+        try:
+            return sorted(os.listdir(path))
+        except OSError as err:
+            raise HostError("cannot list %s: %s" % (path, err.strerror)) from err
+
+    def makedirs(self, path: str) -> None:
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as err:
+            raise HostError("cannot create %s: %s" % (path, err.strerror)) from err
+
+    def rename(self, src: str, dst: str) -> None:
+        try:
+            os.rename(src, dst)
+            fsync_dir(os.path.dirname(dst) or ".")
+        except OSError as err:
+            raise HostError("cannot rename %s to %s: %s" % (src, dst, err.strerror)) from err
+
+    def remove_tree(self, path: str) -> None:
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            elif os.path.lexists(path):
+                os.unlink(path)
+        except OSError as err:
+            raise HostError("cannot remove %s: %s" % (path, err.strerror)) from err
+
+    def copy_file(self, src: str, dst: str) -> None:
+        try:
+            shutil.copyfile(src, dst)
+            with open(dst, "rb+") as f:
+                os.fsync(f.fileno())
+        except OSError as err:
+            raise HostError("cannot copy %s to %s: %s" % (src, dst, err.strerror)) from err
+
+    def file_size(self, path: str) -> int:
+        return os.stat(path).st_size
+
+    def disk_usage(self, path: str) -> int:
+        """Bytes allocated on disk (thin files are smaller than their size)."""
+        return os.stat(path).st_blocks * 512
+
+    def chmod(self, path: str, mode: int) -> None:
+        os.chmod(path, mode)
+
+    def realpath(self, path: str) -> str:
+        return os.path.realpath(path)
+
+    def sha256(self, path: str, on_block: Optional[Callable[[int], None]] = None) -> str:
+        """Hash a file; sparse holes read as zeros like any reader sees them."""
+        h = hashlib.sha256()
+        try:
+            with open(path, "rb") as f:
+                while True:
+                    if interrupt.pending():
+                        interrupt.raise_pending()
+                    block = f.read(1 << 20)
+                    if not block:
+                        break
+                    h.update(block)
+                    if on_block is not None:
+                        on_block(len(block))
+        except OSError as err:
+            raise HostError("cannot read %s: %s" % (path, err.strerror)) from err
+        return h.hexdigest()
+
+
+def fsync_dir(folder: str) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _feed(pending: bytes, callback: OutputCallback) -> bytes:
+    """Hand complete CR/LF-terminated fragments to callback, keep the rest."""
+    while True:
+        cut = -1
+        for sep in (b"\r", b"\n"):
+            i = pending.find(sep)
+            if i != -1 and (cut == -1 or i < cut):
+                cut = i
+        if cut == -1:
+            return pending
+        piece, pending = pending[:cut], pending[cut + 1 :]
+        if piece:
+            callback(piece.decode("utf-8", "replace"))
+
+
+def _stop(proc: "subprocess.Popen") -> None:
+    """Terminate a child and its group; kill it if it does not go in 10 s."""
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except OSError:
+            pass
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue

@@ -1,0 +1,87 @@
+"""The ghettoVCB folder layout, which existing users' tooling depends on.
+
+    <VOLUME>/<VM>/<VM>-YYYY-MM-DD_HH-MM-SS/     a backup (STATUS.ok|warn|error)
+    <VOLUME>/<VM>/<VM>-YYYY-MM-DD_HH-MM-SS.gz   a compressed backup (tar+gzip)
+    <VOLUME>/<VM>/<VM>-YYYY-MM-DD_HH-MM-SS-partial/   ours, being written
+
+Write order for a backup: files into the -partial folder, then hotvcb.json,
+then STATUS.*, then the rename to the final name. A reader trusts only a
+final-named folder with STATUS.ok; a -partial folder is a run that died
+(SIGKILL, power loss) and is removed by the next run, under the lock.
+"""
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import List, Optional
+
+TS_FORMAT = "%Y-%m-%d_%H-%M-%S"
+PARTIAL = "-partial"
+STATUS_FILES = ("STATUS.ok", "STATUS.warn", "STATUS.error")
+_TS = re.compile(r"^(\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})(-partial|\.gz)?$")
+
+
+@dataclass
+class BackupSet:
+    vm: str
+    path: str
+    when: datetime
+    status: str  # ok | warn | error | incomplete | partial
+    compressed: bool = False
+
+    @property
+    def good(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+
+def folder_name(vm_name: str) -> str:
+    """A display name as a single path component ('/' cannot be one)."""
+    return vm_name.replace("%", "%25").replace("/", "%2f") if "/" in vm_name else vm_name
+
+
+def vm_root(volume: str, vm_name: str) -> str:
+    return volume.rstrip("/") + "/" + folder_name(vm_name)
+
+
+def backup_name(vm_name: str, when: datetime) -> str:
+    return "%s-%s" % (folder_name(vm_name), when.strftime(TS_FORMAT))
+
+
+def parse_entry(vm_name: str, entry: str) -> Optional[re.Match]:
+    """Match `entry` as a backup of exactly this VM (literal prefix, no regex)."""
+    prefix = folder_name(vm_name) + "-"
+    if not entry.startswith(prefix):
+        return None
+    return _TS.match(entry[len(prefix) :])
+
+
+def list_backups(shell, volume: str, vm_name: str) -> List[BackupSet]:
+    """Every backup of one VM, oldest first."""
+    root = vm_root(volume, vm_name)
+    if not shell.isdir(root):
+        return []
+    found = []
+    for entry in shell.listdir(root):
+        m = parse_entry(vm_name, entry)
+        if not m:
+            continue
+        when = datetime.strptime(m.group(1), TS_FORMAT)
+        path = root + "/" + entry
+        if m.group(2) == PARTIAL:
+            found.append(BackupSet(vm_name, path, when, "partial"))
+        elif m.group(2) == ".gz":
+            found.append(BackupSet(vm_name, path, when, "ok", compressed=True))
+        elif shell.isdir(path):
+            found.append(BackupSet(vm_name, path, when, _status(shell, path)))
+    return sorted(found, key=lambda b: (b.when, b.name))
+
+
+def _status(shell, path: str) -> str:
+    for name in STATUS_FILES:
+        if shell.exists(path + "/" + name):
+            return name.split(".", 1)[1]
+    return "incomplete"

@@ -1,0 +1,91 @@
+"""VMDK descriptors: which files make up a disk, and what kind of disk it is.
+
+hotvcb never parses disk *contents* to back up (vmkfstools copies them); it
+reads descriptors to learn the extent files to checksum, the adapter type to
+pass to vmkfstools, whether a disk is a delta (and its parent) or a physical
+RDM that cannot be snapshotted. A descriptor is either a small text file or
+embedded in a hosted sparse extent (monolithicSparse: text at sector 1).
+"""
+
+import re
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+_EXTENT = re.compile(r'^(RW|RDONLY|NOACCESS)\s+(\d+)\s+(\w+)\s+"(.*)"(?:\s+\d+)?\s*$')
+_KEY = re.compile(r'^\s*([A-Za-z0-9_.]+)\s*=\s*"?(.*?)"?\s*$')
+
+
+@dataclass
+class Extent:
+    access: str
+    sectors: int
+    kind: str  # VMFS, VMFSSPARSE, SESPARSE, SPARSE, FLAT, VMFSRDM, VMFSRAW
+    filename: str
+
+
+@dataclass
+class Descriptor:
+    create_type: str
+    extents: List[Extent] = field(default_factory=list)
+    parent_hint: Optional[str] = None
+    adapter_type: str = "lsilogic"
+    thin: bool = False
+
+    @property
+    def capacity(self) -> int:
+        return sum(e.sectors for e in self.extents) * 512
+
+    @property
+    def is_delta(self) -> bool:
+        return self.parent_hint is not None
+
+    @property
+    def is_physical_rdm(self) -> bool:
+        return self.create_type.lower() == "vmfspassthroughrawdevicemap"
+
+
+class NotADescriptor(ValueError):
+    pass
+
+
+def parse(text: str) -> Descriptor:
+    create_type = None
+    desc = Descriptor(create_type="")
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = _EXTENT.match(line)
+        if m:
+            desc.extents.append(Extent(m.group(1), int(m.group(2)), m.group(3).upper(), m.group(4)))
+            continue
+        m = _KEY.match(line)
+        if not m:
+            continue
+        key, value = m.group(1), m.group(2)
+        if key == "createType":
+            create_type = value
+        elif key == "parentFileNameHint":
+            desc.parent_hint = value
+        elif key == "ddb.adapterType":
+            desc.adapter_type = value
+        elif key == "ddb.thinProvisioned":
+            desc.thin = value == "1"
+    if create_type is None:
+        raise NotADescriptor("no createType line")
+    desc.create_type = create_type
+    return desc
+
+
+def read_descriptor_bytes(head: bytes) -> str:
+    """Descriptor text from a file's first bytes (plain, or embedded in KDMV)."""
+    if head[:4] == b"KDMV":
+        # SparseExtentHeader: descriptorOffset/Size (sectors) at bytes 28/36.
+        offset = int.from_bytes(head[28:36], "little") * 512
+        size = int.from_bytes(head[36:44], "little") * 512
+        if not offset or offset + size > len(head):
+            raise NotADescriptor("sparse extent without an embedded descriptor")
+        return head[offset : offset + size].split(b"\0", 1)[0].decode("utf-8", "replace")
+    if b"\0" in head[:1024]:
+        raise NotADescriptor("binary file")
+    return head.decode("utf-8", "replace")

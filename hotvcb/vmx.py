@@ -1,0 +1,79 @@
+"""Read and rewrite .vmx files without disturbing what we do not touch.
+
+A .vmx is `key = "value"` lines. Keys are case-insensitive for VMware, so
+lookups fold case; rewriting keeps every other line byte for byte, which
+matters for restore (the admin's comments and odd keys survive).
+"""
+
+import re
+from typing import Dict, Iterator, List, Optional, Tuple
+
+_LINE = re.compile(r'^\s*([A-Za-z0-9_.:\-]+)\s*=\s*"(.*)"\s*$')
+DISK_BUSES = ("scsi", "sata", "ide", "nvme")
+_DEVICE = re.compile(r"^(scsi|sata|ide|nvme)(\d+):(\d+)$")
+
+
+class VmxFile:
+    def __init__(self, text: str):
+        self.lines = text.splitlines()
+        self._index = {}  # type: Dict[str, int]
+        for i, line in enumerate(self.lines):
+            m = _LINE.match(line)
+            if m:
+                self._index[m.group(1).lower()] = i
+
+    def get(self, key: str, default: Optional[str] = None) -> Optional[str]:
+        i = self._index.get(key.lower())
+        if i is None:
+            return default
+        return _unescape(_LINE.match(self.lines[i]).group(2))
+
+    def set(self, key: str, value: str) -> None:
+        line = '%s = "%s"' % (key, _escape(value))
+        i = self._index.get(key.lower())
+        if i is None:
+            self._index[key.lower()] = len(self.lines)
+            self.lines.append(line)
+        else:
+            self.lines[i] = line
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+    def keys(self) -> List[str]:
+        return list(self._index)
+
+    def devices(self) -> Iterator[Tuple[str, str]]:
+        """(device key, bus) of every present disk-capable device slot."""
+        seen = set()
+        for key in self._index:
+            dev = key.split(".", 1)[0]
+            m = _DEVICE.match(dev)
+            if m and dev not in seen:
+                seen.add(dev)
+                yield dev, m.group(1)
+
+    def disk_slots(self) -> List[Tuple[str, str, str]]:
+        """(device, bus, fileName) for present devices backed by a .vmdk."""
+        out = []
+        for dev, bus in self.devices():
+            present = (self.get(dev + ".present") or "").upper() == "TRUE"
+            name = self.get(dev + ".fileName") or ""
+            dtype = (self.get(dev + ".deviceType") or "").lower()
+            if present and name.lower().endswith(".vmdk") and "cdrom" not in dtype:
+                out.append((dev, bus, name))
+        return sorted(out, key=lambda t: _device_order(t[0]))
+
+
+def _device_order(dev: str):
+    m = _DEVICE.match(dev)
+    return (DISK_BUSES.index(m.group(1)), int(m.group(2)), int(m.group(3)))
+
+
+def _unescape(value: str) -> str:
+    # VMware writes special characters in values as |XX hex escapes.
+    return re.sub(r"\|([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), value)
+
+
+def _escape(value: str) -> str:
+    return "".join("|%02X" % ord(c) if c in '"|' else c for c in value)
