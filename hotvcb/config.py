@@ -124,9 +124,7 @@ def _vmdk_files(text: str) -> Tuple[str, ...]:
     return names
 
 
-_ROTATION = (
-    "a whole number >= 1 (ghettoVCB's 0 deleted the backup it had just made, so hotvcb refuses it)"
-)
+_ROTATION = "a whole number >= 1; ghettoVCB's 0 deleted the backup it had just made, so hotvcb refuses it"
 
 # Each key's field in Settings is the key in lower case.
 KEYS = {
@@ -172,11 +170,8 @@ KEYS = {
 # Keys that act once per run (mail, NFS mount, start/stop order, work dir):
 # in a per-VM file they would silently do nothing, so we say so.
 RUN_WIDE = frozenset(
-    key
-    for key in KEYS
-    if key.startswith(("EMAIL_", "NFS_"))
-    or key
-    in ("ENABLE_NON_PERSISTENT_NFS", "UNMOUNT_NFS", "VM_SHUTDOWN_ORDER", "VM_STARTUP_ORDER", "WORKDIR_DEBUG")
+    [key for key in KEYS if key.startswith(("EMAIL_", "NFS_"))]
+    + ["ENABLE_NON_PERSISTENT_NFS", "UNMOUNT_NFS", "VM_SHUTDOWN_ORDER", "VM_STARTUP_ORDER", "WORKDIR_DEBUG"]
 )
 
 _NOTICES = {

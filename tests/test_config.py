@@ -1,0 +1,486 @@
+"""Config and list files as ghettoVCB users really have them, and as they go wrong."""
+
+import dataclasses
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from hotvcb.config import KEYS, MAX_FILE_BYTES, for_vm, load_settings
+from hotvcb.errors import ConfigError, HotvcbError, UsageError
+from hotvcb.namelist import read_names
+from hotvcb.settings import Settings
+
+try:
+    from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+except ImportError:  # pragma: no cover - hypothesis is a test extra
+    given = None
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+GHETTO = SHARED / "ghettovcb-files"
+TEMPLATE = GHETTO / "ghettoVCB-vm_backup_configuration_template"
+
+
+def conf(tmp_path, text, name="ghettoVCB.conf", encoding="utf-8"):
+    path = tmp_path / name
+    path.write_bytes(text.encode(encoding) if isinstance(text, str) else text)
+    return str(path)
+
+
+def load(tmp_path, text, **kw):
+    return load_settings(conf(tmp_path, text, **kw))
+
+
+# --- the real files -------------------------------------------------------
+
+
+def test_real_ghettovcb_conf():
+    path = str(GHETTO / "ghettoVCB.conf")
+    s, warnings = load_settings(path)
+    assert warnings == []
+    assert s.vm_backup_volume == "/vmfs/volumes/dlgCore-NFS-bigboi.VM-Backups/WILLIAM_BACKUPS"
+    assert s.disk_backup_format == "thin"
+    assert s.vm_backup_rotation_count == 3
+    assert (s.iter_to_wait_shutdown, s.power_down_timeout, s.snapshot_timeout) == (3, 5, 15)
+    assert not any(
+        (
+            s.power_vm_down_before_backup,
+            s.enable_hard_power_off,
+            s.enable_compression,
+            s.vm_snapshot_memory,
+            s.vm_snapshot_quiesce,
+            s.allow_vms_with_snapshots_to_be_backedup,
+            s.enable_non_persistent_nfs,
+            s.unmount_nfs,
+            s.email_alert,
+            s.email_log,
+            s.workdir_debug,
+        )
+    )
+    assert (s.nfs_server, s.nfs_version, s.nfs_mount) == ("172.30.0.195", "nfs", "/nfsshare")
+    assert (s.nfs_local_name, s.nfs_vm_backup_dir) == ("nfs_storage_backup", "mybackups")
+    assert (s.email_server, s.email_server_port, s.email_delay_interval) == ("auroa.primp-industries.com", 25, 1)
+    assert (s.email_user_name, s.email_user_password) == ("", "")
+    assert s.email_from == "root@ghettoVCB"
+    assert s.email_to == ("auroa@primp-industries.com",)
+    assert s.email_errors_to == s.vm_shutdown_order == s.vm_startup_order == ()
+    assert s.vmdk_files_to_backup == ("all",)
+    assert s.where("vm_backup_volume") == path + ":1"
+    assert s.where("vm_startup_order") == path + ":32"
+    assert s.where("email_tls") == "default"
+
+
+def test_real_per_vm_template(tmp_path):
+    glob, _ = load_settings(str(GHETTO / "ghettoVCB.conf"))
+    shutil.copy(str(TEMPLATE), str(tmp_path / "VCAP"))
+    s, warnings = for_vm(glob, str(tmp_path), "VCAP")
+    assert warnings == []
+    assert s.iter_to_wait_shutdown == 4
+    assert s.vmdk_files_to_backup == ("VCAP.vmdk", "VCAP_2.vmdk")
+    assert s.where("vmdk_files_to_backup") == str(tmp_path / "VCAP") + ":12"
+    assert s.email_to == glob.email_to  # not in the per-VM file: the global value stays
+    assert s.where("email_to").endswith("ghettoVCB.conf:27")
+
+
+def test_every_key_is_a_settings_field_and_back():
+    fields = {f.name for f in dataclasses.fields(Settings)} - {"origin"}
+    assert {key.lower() for key in KEYS} == fields
+
+
+def test_no_global_file_means_base():
+    base = Settings(vm_backup_rotation_count=9)
+    assert load_settings(None, base) == (base, [])
+
+
+# --- syntax ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ("NFS_SERVER=nas01", "nas01"),
+        ('NFS_SERVER="nas01"', "nas01"),
+        ("NFS_SERVER='nas01'", "nas01"),
+        ("  NFS_SERVER=nas01  ", "nas01"),
+        ("\tNFS_SERVER=nas01\t", "nas01"),
+        ("export NFS_SERVER=nas01", "nas01"),
+        ("NFS_SERVER=nas01 # the big one", "nas01"),
+        ("NFS_SERVER=nas01\t# tab before comment", "nas01"),
+        ('NFS_SERVER="nas 01" # comment', "nas 01"),
+        ("NFS_SERVER='nas#01'", "nas#01"),
+        ("NFS_SERVER=nas#01", "nas#01"),  # no blank before '#': the shell keeps it too
+        ('NFS_SERVER="a \\"b\\" c"', 'a "b" c'),
+        ("NFS_SERVER='a \"b\" c'", 'a "b" c'),
+        ("NFS_SERVER=a=b", "a=b"),
+        ("NFS_SERVER=", ""),
+        ('NFS_SERVER=""', ""),
+        ("NFS_SERVER=m\u00fcller-nas", "m\u00fcller-nas"),
+    ],
+)
+def test_value_syntax(tmp_path, line, expected):
+    s, warnings = load(tmp_path, "# header\n\n" + line + "\n")
+    assert s.nfs_server == expected
+    assert s.where("nfs_server").endswith(":3")
+    assert warnings == []
+
+
+def test_crlf_and_bom(tmp_path):
+    text = "\ufeff# saved on Windows\r\nVM_BACKUP_VOLUME=/vmfs/volumes/ds1/bk\r\nEMAIL_TO=\"a@x, b@y\"\r\n"
+    s, warnings = load(tmp_path, text)
+    assert s.vm_backup_volume == "/vmfs/volumes/ds1/bk"
+    assert s.email_to == ("a@x", "b@y")
+    assert s.where("email_to").endswith(":3")
+    assert warnings == []
+
+
+def test_latin1_file_is_read_with_a_warning(tmp_path):
+    s, warnings = load(tmp_path, "NFS_LOCAL_NAME=M\u00fcller\n", encoding="latin-1")
+    assert s.nfs_local_name == "M\u00fcller"
+    assert len(warnings) == 1 and "not valid UTF-8" in warnings[0]
+
+
+@pytest.mark.parametrize(
+    "line, field, expected",
+    [
+        ("ENABLE_COMPRESSION=1", "enable_compression", True),
+        ("ENABLE_COMPRESSION=yes", "enable_compression", True),
+        ("ENABLE_COMPRESSION=TRUE", "enable_compression", True),
+        ("ENABLE_COMPRESSION=No", "enable_compression", False),
+        ("ENABLE_COMPRESSION=false", "enable_compression", False),
+        ("EMAIL_SERVER_PORT=587", "email_server_port", 587),
+        ("EMAIL_SERVER_PORT=65535", "email_server_port", 65535),
+        ("EMAIL_DELAY_INTERVAL=0", "email_delay_interval", 0),
+        ("DISK_BACKUP_FORMAT=EagerZeroedThick", "disk_backup_format", "eagerzeroedthick"),
+        ("DISK_BACKUP_FORMAT=2gbsparse", "disk_backup_format", "2gbsparse"),
+        ("BACKUP_FILES_CHMOD=600", "backup_files_chmod", "600"),
+        ("BACKUP_FILES_CHMOD=0640", "backup_files_chmod", "0640"),
+        ("BACKUP_FILES_CHMOD=", "backup_files_chmod", ""),
+        ("NFS_VERSION=nfs41", "nfs_version", "nfs41"),
+        ("EMAIL_TLS=starttls", "email_tls", "starttls"),
+        ("VM_SHUTDOWN_ORDER=db, app ,,web [old]", "vm_shutdown_order", ("db", "app", "web [old]")),
+        ("VMDK_FILES_TO_BACKUP=all", "vmdk_files_to_backup", ("all",)),
+        ("VMDK_FILES_TO_BACKUP=", "vmdk_files_to_backup", ("all",)),
+        ("VMDK_FILES_TO_BACKUP=a.vmdk, b.vmdk", "vmdk_files_to_backup", ("a.vmdk", "b.vmdk")),
+        ("SNAPSHOT_REMOVE_TIMEOUT=90", "snapshot_remove_timeout", 90),
+        ("EMAIL_ALERT=1", "email_alert", True),
+    ],
+)
+def test_typed_values(tmp_path, line, field, expected):
+    s, _ = load(tmp_path, line + "\n")
+    assert getattr(s, field) == expected
+
+
+def test_thick_is_zeroedthick_with_a_notice(tmp_path):
+    s, warnings = load(tmp_path, "DISK_BACKUP_FORMAT=thick\n")
+    assert s.disk_backup_format == "zeroedthick"
+    assert len(warnings) == 1 and ":1: DISK_BACKUP_FORMAT: thick" in warnings[0]
+
+
+def test_shell_expansion_is_taken_literally_with_a_warning(tmp_path):
+    s, warnings = load(tmp_path, 'EMAIL_USER_PASSWORD="pa$word`x`"\nEMAIL_FROM=\'root@$HOST\'\n')
+    assert s.email_user_password == "pa$word`x`"
+    assert s.email_from == "root@$HOST"
+    assert len(warnings) == 1 and ":1: EMAIL_USER_PASSWORD" in warnings[0]
+
+
+def test_unknown_keys_warn_with_file_line_and_a_guess(tmp_path):
+    path = conf(tmp_path, "VM_BACKUP_ROTATION_COUNT=2\nNFS_IO_HACK_LOOP_MAX=10\nvm_backup_volume=/x\n")
+    s, warnings = load_settings(path)
+    assert s.vm_backup_rotation_count == 2
+    assert warnings[0] == "%s:2: unknown key NFS_IO_HACK_LOOP_MAX ignored" % path
+    assert warnings[1] == "%s:3: unknown key vm_backup_volume ignored (did you mean VM_BACKUP_VOLUME?)" % path
+    assert s.vm_backup_volume == Settings().vm_backup_volume
+
+
+def test_a_key_set_twice_takes_the_later_line_and_warns(tmp_path):
+    path = conf(tmp_path, "SNAPSHOT_TIMEOUT=10\nSNAPSHOT_TIMEOUT=20\n")
+    s, warnings = load_settings(path)
+    assert s.snapshot_timeout == 20 and s.where("snapshot_timeout") == path + ":2"
+    assert warnings == ["%s:2: SNAPSHOT_TIMEOUT was already set on line 1; this line wins" % path]
+
+
+# --- bad values -----------------------------------------------------------
+
+BAD = [
+    ("VM_BACKUP_ROTATION_COUNT", "0", "deleted the backup it had just made"),
+    ("VM_BACKUP_ROTATION_COUNT", "-1", ">= 1"),
+    ("VM_BACKUP_ROTATION_COUNT", "three", ">= 1"),
+    ("VM_BACKUP_ROTATION_COUNT", "", ">= 1"),
+    ("ITER_TO_WAIT_SHUTDOWN", "0", "from 1 to"),
+    ("POWER_DOWN_TIMEOUT", "0", "from 1 to"),
+    ("SNAPSHOT_TIMEOUT", "0", "from 1 to"),
+    ("SNAPSHOT_TIMEOUT", "1.5", "from 1 to"),
+    ("SNAPSHOT_TIMEOUT", "9" * 5000, "from 1 to"),
+    ("SNAPSHOT_TIMEOUT", "\u00b2", "from 1 to"),
+    ("SNAPSHOT_REMOVE_TIMEOUT", "0", "from 1 to"),
+    ("EMAIL_DELAY_INTERVAL", "-3", "from 0 to"),
+    ("EMAIL_SERVER_PORT", "0", "from 1 to 65535"),
+    ("EMAIL_SERVER_PORT", "65536", "from 1 to 65535"),
+    ("ENABLE_COMPRESSION", "2", "0 or 1"),
+    ("ENABLE_COMPRESSION", "on", "0 or 1"),
+    ("ENABLE_COMPRESSION", "", "0 or 1"),
+    ("DISK_BACKUP_FORMAT", "qcow2", "zeroedthick|eagerzeroedthick|thin|2gbsparse|thick"),
+    ("NFS_VERSION", "nfs4", "nfs|nfs41"),
+    ("EMAIL_TLS", "ssl", "none|starttls|smtps|auto"),
+    ("BACKUP_FILES_CHMOD", "rw-r--r--", "octal"),
+    ("BACKUP_FILES_CHMOD", "0800", "octal"),
+    ("BACKUP_FILES_CHMOD", "7", "octal"),
+    ("VM_BACKUP_VOLUME", "", "absolute path"),
+    ("VM_BACKUP_VOLUME", "backups", "absolute path"),
+    ("VMDK_FILES_TO_BACKUP", "all,a.vmdk", "all, or a comma list"),
+]
+
+
+@pytest.mark.parametrize("key, value, allowed", BAD)
+def test_bad_value_names_file_line_key_value_allowed(tmp_path, key, value, allowed):
+    path = conf(tmp_path, "# ok\nDISK_BACKUP_FORMAT=thin\n%s=%s\n" % (key, value))
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    err = info.value
+    assert (err.path, err.line, err.key) == (path, 3, key)
+    message = str(err)
+    assert message.startswith("%s:3: %s=" % (path, key))
+    assert repr(value if len(value) <= 80 else value[:77] + "...") in message
+    assert allowed in message
+    assert len(message) < 400
+
+
+@pytest.mark.parametrize(
+    "line, key",
+    [
+        ("VM_BACKUP_VOLUME = /vmfs/volumes/x", "line"),
+        ("just some words", "line"),
+        ("1KEY=x", "line"),
+        ("K\u00c9Y=x", "line"),
+        ('NFS_SERVER="nas01', "NFS_SERVER"),
+        ("NFS_SERVER='nas01", "NFS_SERVER"),
+        ('NFS_SERVER="nas"01', "NFS_SERVER"),
+        ("NFS_SERVER=a\x00b", "NFS_SERVER"),
+        ("NFS_SERVER=a\x1bb", "NFS_SERVER"),
+    ],
+)
+def test_bad_line_names_file_and_line(tmp_path, line, key):
+    path = conf(tmp_path, "NFS_VERSION=nfs\n" + line + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert (info.value.line, info.value.key) == (2, key)
+    assert str(info.value).startswith(path + ":2: ")
+
+
+def test_passwords_stay_out_of_error_messages(tmp_path):
+    for text in ('EMAIL_USER_PASSWORD="s3cret\x07"\n', "EMAIL_USER_PASSWORD = s3cret\n", "EMAIL_USER_PASSWORD='s3cret\n"):
+        with pytest.raises(ConfigError) as info:
+            load(tmp_path, text)
+        assert "s3cret" not in str(info.value)
+
+
+# --- files that are not config files ---------------------------------------
+
+
+def test_missing_file_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="no-such.conf"):
+        load_settings(str(tmp_path / "no-such.conf"))
+
+
+def test_directory_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="not a regular file"):
+        load_settings(str(tmp_path))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_fifo_is_refused_without_blocking(tmp_path):
+    os.mkfifo(str(tmp_path / "fifo"))
+    with pytest.raises(UsageError, match="not a regular file"):
+        load_settings(str(tmp_path / "fifo"))
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads everything")
+def test_unreadable_file_is_a_usage_error(tmp_path):
+    path = conf(tmp_path, "NFS_VERSION=nfs\n")
+    os.chmod(path, 0)
+    with pytest.raises(UsageError, match="cannot read"):
+        load_settings(path)
+
+
+def test_huge_file_is_refused(tmp_path):
+    path = conf(tmp_path, b"#" * (MAX_FILE_BYTES + 1))
+    with pytest.raises(UsageError, match="larger than"):
+        load_settings(path)
+
+
+def test_one_megabyte_line_is_a_clean_config_error(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, "x" * 1000000 + "\n")
+    assert len(str(info.value)) < 300
+
+
+def test_random_bytes_are_a_clean_error(tmp_path):
+    data = bytes(range(256)) * 64
+    with pytest.raises(HotvcbError):
+        load(tmp_path, data)
+
+
+if given is not None:
+
+    @given(data=st.binary(max_size=2000) | st.text(max_size=400).map(lambda t: t.encode("utf-8")))
+    @hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    def test_fuzz_only_hotvcb_errors(tmp_path, data):
+        path = conf(tmp_path, data)
+        try:
+            s, warnings = load_settings(path)
+        except HotvcbError:
+            return
+        assert isinstance(s, Settings) and all(isinstance(w, str) for w in warnings)
+
+    _LINE_PARTS = st.sampled_from(sorted(KEYS) + ["export ", "=", '"', "'", "#", " ", "\t", "\r", "\n", "$", "\\"])
+
+    @given(parts=st.lists(_LINE_PARTS | st.text(max_size=8), max_size=30))
+    @hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    def test_fuzz_config_shaped_text(tmp_path, parts):
+        try:
+            load(tmp_path, "".join(parts))
+        except HotvcbError:
+            pass
+
+    @given(data=st.binary(max_size=2000))
+    @hsettings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    def test_fuzz_name_lists(tmp_path, data):
+        path = conf(tmp_path, data, name="list")
+        try:
+            names = read_names(path)
+        except HotvcbError:
+            return
+        assert len(names) == len(set(names)) and all(n == n.strip(" \t\r") and n for n in names)
+
+
+# --- per-VM files -----------------------------------------------------------
+
+
+ODD_NAMES = [
+    "web 01",
+    "  two  spaces  inside",
+    "M\u00fcller-DB",
+    "db [old] (2)",
+    "a+b*c;d",
+    "it's \"quoted\"",
+    "#hash-first",
+    "\u65e5\u672c\u8a9e",
+]
+
+
+@pytest.mark.parametrize("name", ODD_NAMES)
+def test_per_vm_file_for_odd_names(tmp_path, name):
+    path = tmp_path / name
+    path.write_text("VM_BACKUP_ROTATION_COUNT=7\n", encoding="utf-8")
+    s, warnings = for_vm(Settings(), str(tmp_path), name)
+    assert s.vm_backup_rotation_count == 7 and warnings == []
+    assert s.where("vm_backup_rotation_count") == str(path) + ":1"
+
+
+def test_names_are_literal_file_names_not_patterns(tmp_path):
+    (tmp_path / "web*").write_text("VM_BACKUP_ROTATION_COUNT=7\n")
+    (tmp_path / "web01").write_text("VM_BACKUP_ROTATION_COUNT=8\n")
+    assert for_vm(Settings(), str(tmp_path), "web0")[0].vm_backup_rotation_count == 3
+    assert for_vm(Settings(), str(tmp_path), "WEB01")[0].vm_backup_rotation_count == 3
+    assert for_vm(Settings(), str(tmp_path), "web*")[0].vm_backup_rotation_count == 7
+
+
+def test_no_leakage_between_vms(tmp_path):
+    glob, _ = load(tmp_path, "VM_BACKUP_ROTATION_COUNT=5\nDISK_BACKUP_FORMAT=thin\n")
+    confdir = tmp_path / "vms"
+    confdir.mkdir()
+    (confdir / "alpha").write_text("DISK_BACKUP_FORMAT=eagerzeroedthick\nENABLE_COMPRESSION=1\n")
+    (confdir / "beta").write_text("VM_BACKUP_ROTATION_COUNT=1\n")
+    alpha, _ = for_vm(glob, str(confdir), "alpha")
+    beta, _ = for_vm(glob, str(confdir), "beta")
+    gamma, _ = for_vm(glob, str(confdir), "gamma")
+    assert (alpha.disk_backup_format, alpha.enable_compression, alpha.vm_backup_rotation_count) == (
+        "eagerzeroedthick",
+        True,
+        5,
+    )
+    assert (beta.disk_backup_format, beta.enable_compression, beta.vm_backup_rotation_count) == ("thin", False, 1)
+    assert gamma is glob
+    assert beta.where("disk_backup_format").endswith("ghettoVCB.conf:2")
+
+
+def test_no_confdir_or_missing_file_keeps_global(tmp_path):
+    glob = Settings(snapshot_timeout=44)
+    assert for_vm(glob, None, "web01") == (glob, [])
+    assert for_vm(glob, str(tmp_path), "web01") == (glob, [])
+
+
+def test_confdir_that_is_not_a_directory(tmp_path):
+    with pytest.raises(UsageError, match="not a directory"):
+        for_vm(Settings(), str(tmp_path / "nope"), "web01")
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "../etc", "a\x00b"])
+def test_names_that_cannot_be_file_names(tmp_path, name):
+    (tmp_path / "etc").mkdir()
+    glob = Settings()
+    s, warnings = for_vm(glob, str(tmp_path / "etc"), name)
+    assert s is glob and len(warnings) == 1
+
+
+def test_per_vm_name_that_is_a_directory_is_a_usage_error(tmp_path):
+    (tmp_path / "web01").mkdir()
+    with pytest.raises(UsageError):
+        for_vm(Settings(), str(tmp_path), "web01")
+
+
+def test_run_wide_keys_in_per_vm_file_warn_and_are_ignored(tmp_path):
+    path = tmp_path / "web01"
+    path.write_text("EMAIL_TO=x@y\nNFS_SERVER=nas\nENABLE_COMPRESSION=1\n")
+    s, warnings = for_vm(Settings(), str(tmp_path), "web01")
+    assert s.email_to == () and s.nfs_server == "" and s.enable_compression
+    assert [w.split(": ")[0] for w in warnings] == ["%s:1" % path, "%s:2" % path]
+
+
+def test_bad_value_in_per_vm_file_names_that_file(tmp_path):
+    (tmp_path / "web 01").write_text("\n\nVM_BACKUP_ROTATION_COUNT=0\n")
+    with pytest.raises(ConfigError) as info:
+        for_vm(Settings(), str(tmp_path), "web 01")
+    assert str(info.value).startswith(str(tmp_path / "web 01") + ":3: VM_BACKUP_ROTATION_COUNT='0'")
+
+
+# --- -f / -e list files -----------------------------------------------------
+
+
+def test_list_file_with_odd_names(tmp_path):
+    text = (
+        "\ufeff# VMs to back up\r\n"
+        "web 01\r\n"
+        "\r\n"
+        "   # indented comment\n"
+        "  db [old] (2)  \n"
+        "a+b*c;d\n"
+        "it's \"quoted\"\n"
+        "M\u00fcller-DB\t\n"
+        "web#2\n"
+        "web 01\n"
+        "Web 01\n"
+    )
+    path = conf(tmp_path, text, name="vms.list")
+    assert read_names(path) == ["web 01", "db [old] (2)", "a+b*c;d", "it's \"quoted\"", "M\u00fcller-DB", "web#2", "Web 01"]
+
+
+def test_list_file_in_latin1(tmp_path):
+    path = conf(tmp_path, "M\u00fcller-DB\n", name="vms.list", encoding="latin-1")
+    assert read_names(path) == ["M\u00fcller-DB"]
+
+
+def test_list_file_missing_names_it(tmp_path):
+    with pytest.raises(UsageError, match="vms.list"):
+        read_names(str(tmp_path / "vms.list"))
+
+
+def test_list_file_with_control_characters(tmp_path):
+    path = conf(tmp_path, "ok\nbad\x00name\n", name="vms.list")
+    with pytest.raises(UsageError, match=r"vms.list:2"):
+        read_names(path)
+
+
+def test_empty_list_file(tmp_path):
+    assert read_names(conf(tmp_path, "# nothing yet\n\n", name="vms.list")) == []
