@@ -83,6 +83,30 @@ def _count(minimum: int, maximum: int = 999999999, allowed: str = "") -> Callabl
     return check
 
 
+def _minutes(minimum: int) -> Callable[[str], float]:
+    """Minutes as ghettoVCB counts them; hotvcb also takes `90s` or `2m`.
+
+    Seconds let an admin (and our own tests) bound a wait more tightly than
+    whole minutes without a second set of keys.
+    """
+    allowed = "a whole number of minutes >= %d, or seconds with an s suffix such as 90s" % minimum
+
+    def check(text: str) -> float:
+        m = _DURATION.fullmatch(text.lower())
+        if not m:
+            raise _Invalid(allowed)
+        value = int(m.group(1))
+        if m.group(2) == "s":
+            if value < 1:
+                raise _Invalid(allowed)
+            return value / 60.0
+        if value < minimum:
+            raise _Invalid(allowed)
+        return value
+
+    return check
+
+
 def _choice(options: Sequence[str], aliases: Optional[Dict[str, str]] = None) -> Callable[[str], str]:
     aliases = aliases or {}
     allowed = "|".join(list(options) + sorted(aliases))
@@ -124,6 +148,7 @@ def _vmdk_files(text: str) -> Tuple[str, ...]:
     return names
 
 
+_DURATION = re.compile(r"(\d{1,9})([sm]?)")
 _ROTATION = "a whole number >= 1; ghettoVCB's 0 deleted the backup it had just made, so hotvcb refuses it"
 
 # Each key's field in Settings is the key in lower case.
@@ -133,8 +158,8 @@ KEYS = {
     "VM_BACKUP_ROTATION_COUNT": _count(1, allowed=_ROTATION),
     "POWER_VM_DOWN_BEFORE_BACKUP": _boolean,
     "ENABLE_HARD_POWER_OFF": _boolean,
-    "ITER_TO_WAIT_SHUTDOWN": _count(1),
-    "POWER_DOWN_TIMEOUT": _count(1),
+    "ITER_TO_WAIT_SHUTDOWN": _minutes(1),
+    "POWER_DOWN_TIMEOUT": _minutes(1),
     "ENABLE_COMPRESSION": _boolean,
     "VM_SNAPSHOT_MEMORY": _boolean,
     "VM_SNAPSHOT_QUIESCE": _boolean,
@@ -146,7 +171,7 @@ KEYS = {
     "NFS_MOUNT": str,
     "NFS_LOCAL_NAME": str,
     "NFS_VM_BACKUP_DIR": str,
-    "SNAPSHOT_TIMEOUT": _count(1),
+    "SNAPSHOT_TIMEOUT": _minutes(1),
     "EMAIL_ALERT": _boolean,
     "EMAIL_LOG": _boolean,
     "EMAIL_SERVER": str,
@@ -164,7 +189,7 @@ KEYS = {
     "RSYNC_LINK": _boolean,
     "BACKUP_FILES_CHMOD": _mode,
     "VMDK_FILES_TO_BACKUP": _vmdk_files,
-    "SNAPSHOT_REMOVE_TIMEOUT": _count(1),
+    "SNAPSHOT_REMOVE_TIMEOUT": _minutes(1),
 }  # type: Dict[str, Callable[[str], object]]
 
 # Keys that act once per run (mail, NFS mount, start/stop order, work dir):

@@ -18,8 +18,8 @@ class Settings:
     vm_backup_rotation_count: int = 3
     power_vm_down_before_backup: bool = False
     enable_hard_power_off: bool = False
-    iter_to_wait_shutdown: int = 3
-    power_down_timeout: int = 5  # minutes, per shutdown wait iteration
+    iter_to_wait_shutdown: float = 3  # minutes (config also takes "90s")
+    power_down_timeout: float = 5  # minutes until the VM is given up on
     enable_compression: bool = False
     vm_snapshot_memory: bool = False
     vm_snapshot_quiesce: bool = False
@@ -31,7 +31,7 @@ class Settings:
     nfs_mount: str = ""
     nfs_local_name: str = ""
     nfs_vm_backup_dir: str = ""
-    snapshot_timeout: int = 15  # minutes
+    snapshot_timeout: float = 15  # minutes
     email_alert: bool = False
     email_log: bool = False
     email_server: str = ""
@@ -49,7 +49,7 @@ class Settings:
     rsync_link: bool = False
     backup_files_chmod: str = ""  # octal mode string, "" = leave as created
     vmdk_files_to_backup: Tuple[str, ...] = ("all",)
-    snapshot_remove_timeout: int = 30  # (hotvcb) minutes to wait for consolidation
+    snapshot_remove_timeout: float = 30  # (hotvcb) minutes to wait for consolidation
     # where each value came from, "file:line" by key, for messages
     origin: Tuple[Tuple[str, str], ...] = field(default=(), compare=False)
 

@@ -151,6 +151,26 @@ class LocalShell:
         except OSError as err:
             raise HostError("cannot create %s: %s" % (path, err.strerror)) from err
 
+    def list_files(self, folder: str) -> List[str]:
+        """Every file under folder, as sorted paths relative to it."""
+        out = []
+        for root, _dirs, files in os.walk(folder):
+            for name in files:
+                out.append(os.path.relpath(os.path.join(root, name), folder))
+        return sorted(out)
+
+    def make_tar_gz(self, folder: str, dst: str, arcname: str) -> None:
+        """tar+gzip a folder the way ghettoVCB's compressed backups are laid out."""
+        import tarfile
+
+        try:
+            with tarfile.open(dst, "w:gz") as tar:
+                tar.add(folder, arcname=arcname)
+            with open(dst, "rb+") as f:
+                os.fsync(f.fileno())
+        except (OSError, tarfile.TarError) as err:
+            raise HostError("cannot compress %s: %s" % (folder, err)) from err
+
     def rename(self, src: str, dst: str) -> None:
         try:
             os.rename(src, dst)
@@ -181,6 +201,17 @@ class LocalShell:
     def disk_usage(self, path: str) -> int:
         """Bytes allocated on disk (thin files are smaller than their size)."""
         return os.stat(path).st_blocks * 512
+
+    def symlink(self, target: str, link: str) -> None:
+        """Point link at target, replacing an older link atomically."""
+        tmp = link + ".tmp"
+        try:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            os.symlink(target, tmp)
+            os.replace(tmp, link)
+        except OSError as err:
+            raise HostError("cannot link %s: %s" % (link, err.strerror)) from err
 
     def chmod(self, path: str, mode: int) -> None:
         os.chmod(path, mode)

@@ -147,7 +147,7 @@ class EsxiHost:
         keep = set(self._deltas_before.get(vm.ref.vmid, []))
         while True:
             still = [s for s in self.snapshots(vm, interruptible=False) if s.id == snap.id]
-            extra = [f for f in self.delta_files(vm) if f not in keep] if keep is not None else []
+            extra = [f for f in self.delta_files(vm) if f not in keep]
             if not still and not extra:
                 return
             if time.monotonic() > deadline:

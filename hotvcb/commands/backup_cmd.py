@@ -1,0 +1,67 @@
+"""`hotvcb backup`: ghettoVCB's flags, hotvcb's guarantees."""
+
+import os
+import socket
+
+from .. import interrupt, namelist, notify
+from ..errors import HotvcbError, Interrupted, UsageError
+from ..jobs.backup import BackupJob
+from ..jobs.outcome import final_status
+from ..store.lock import WorkLock
+from . import common
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("backup", help="back up running VMs (ghettoVCB-compatible flags)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("-a", dest="all_vms", action="store_true", help="every VM on the host")
+    which.add_argument("-f", dest="vm_list", metavar="FILE", help="file with one VM display name a line")
+    which.add_argument("-m", dest="vm_names", metavar="NAME", action="append", help="one VM (repeatable)")
+    p.add_argument("-e", dest="exclude", metavar="FILE", help="file of VM names to leave out")
+    p.add_argument("-c", dest="confdir", metavar="DIR", help="folder of per-VM config files named after VMs")
+    p.add_argument("-j", dest="job_name", metavar="NAME", default="hotvcb", help="job name for log and mail")
+    common.add_host_options(p)
+    p.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    if not (args.all_vms or args.vm_list or args.vm_names):
+        raise UsageError("say which VMs: -a (all), -f FILE or -m NAME")
+    names = None if args.all_vms else (namelist.read_names(args.vm_list) if args.vm_list else args.vm_names)
+    exclude = namelist.read_names(args.exclude) if args.exclude else []
+    settings, log = common.load(args)
+    dry_run = args.level == "dryrun"
+    interrupt.install()
+    lock = WorkLock(args.workdir, log.warning)
+    code = 1
+    status = "ERROR: did not start"
+    try:
+        lock.acquire()
+        host = common.connect()
+        log.info("============================== hotvcb LOG START ==============================")
+        log.info("HOST: %s (%s), job %s, pid %d" % (socket.gethostname(), host.describe(), args.job_name, os.getpid()))
+        log.info("CONFIG: %s; backups to %s as %s, keep %d" % (
+            args.global_conf or "built-in defaults", settings.vm_backup_volume,
+            settings.disk_backup_format, settings.vm_backup_rotation_count))
+        if dry_run:
+            log.info("DRY RUN: nothing will be changed")
+        job = BackupJob(host, settings, log, confdir=args.confdir, dry_run=dry_run, job_name=args.job_name)
+        results = job.run(names, exclude)
+        status, code = final_status(results, dry_run)
+        for r in results:
+            log.debug("%s: %s %s" % (r.name, r.status, r.message))
+    except Interrupted as err:
+        status, code = "ERROR: %s, snapshots of this run removed" % err, err.exit_code
+    except HotvcbError as err:
+        log.error(str(err))
+        status, code = "ERROR: %s" % err, err.exit_code
+    finally:
+        lock.release()
+    log.info("###### Final status: %s ######" % status)
+    log.info("============================== hotvcb LOG END ================================")
+    notify.send_report(
+        settings, host=socket.gethostname(), job=args.job_name, status_line=status,
+        failed=code != 0, log_text="\n".join(log.lines), report_text=status, logger=log,
+    )
+    log.close()
+    return code

@@ -1,0 +1,36 @@
+"""What every subcommand that touches a host needs: settings, log, driver."""
+
+import argparse
+from typing import Optional, Tuple
+
+from .. import config
+from ..hosts.esxi import EsxiHost
+from ..runlog import RunLog
+from ..settings import Settings
+from ..shell import LocalShell
+
+DEFAULT_WORKDIR = "/tmp/hotvcb.work"
+
+
+def add_host_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-g", dest="global_conf", metavar="FILE", help="global config (ghettoVCB.conf format)")
+    parser.add_argument("-l", dest="log_file", metavar="FILE", help="also write the log to FILE")
+    parser.add_argument(
+        "-d", dest="level", default="info", choices=("info", "debug", "dryrun"),
+        help="log level; dryrun shows what would happen and changes nothing",
+    )
+    parser.add_argument("-w", dest="workdir", metavar="DIR", default=DEFAULT_WORKDIR, help="work/lock directory")
+
+
+def load(args) -> Tuple[Settings, RunLog]:
+    """Settings first (a bad config must fail before anything is logged as started)."""
+    settings, warnings = config.load_settings(args.global_conf)
+    log = RunLog("debug" if args.level == "debug" else "info", path=args.log_file)
+    for w in warnings:
+        log.warning(w)
+    return settings, log
+
+
+def connect(target: Optional[str] = None):
+    """The hypervisor driver for this run (the ESXi host we run on)."""
+    return EsxiHost(LocalShell())

@@ -1,0 +1,1 @@
+"""Orchestration, one module per job; jobs use drivers and the store."""

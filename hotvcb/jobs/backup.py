@@ -1,0 +1,279 @@
+"""The backup job: snapshot -> copy -> consolidate -> seal -> rotate, per VM.
+
+Each VM goes through explicit states so cleanup knows what to undo:
+
+    resolved -> [powered down] -> snapshotted -> copied -> consolidated -> sealed
+
+Whatever happens after `snapshotted` (a failed copy, a timeout, SIGTERM,
+Ctrl-C), the `finally` block removes the snapshot *we* made, by id. A
+SIGKILL cannot be caught, so our snapshots carry the recognisable prefix
+SNAPSHOT_PREFIX and the next run (or `hotvcb cleanup`) removes leftovers
+with that prefix; other snapshots are never touched.
+"""
+
+import os
+import socket
+import time
+from datetime import datetime
+from typing import Dict, List, Optional, Sequence
+
+from .. import config, interrupt
+from ..errors import HotvcbError, Interrupted, VmNotFound
+from ..model import DiskResult, Vm, VmRef, VmResult
+from ..runlog import RunLog
+from ..settings import Settings
+from ..store import layout
+from ..store.seal import Sealer
+from .leftovers import remove_our_snapshots, remove_partials
+from .power import PowerControl
+
+SNAPSHOT_PREFIX = "hotvcb-snapshot-"
+
+
+class BackupJob:
+    def __init__(
+        self,
+        host,
+        settings: Settings,
+        log: RunLog,
+        *,
+        confdir: Optional[str] = None,
+        dry_run: bool = False,
+        job_name: str = "hotvcb",
+    ):
+        self.host, self.settings, self.log = host, settings, log
+        self.confdir, self.dry_run, self.job_name = confdir, dry_run, job_name
+        self.power = PowerControl(host, log)
+
+    # -- selection -----------------------------------------------------------
+    def select(self, names: Optional[Sequence[str]], exclude: Sequence[str]) -> List[object]:
+        """VmRefs to back up, in order; a name that matches no VM is an error entry.
+
+        Names are compared literally with the display name: a list line
+        `Web Server (prod)` is that VM, never a pattern.
+        """
+        refs = self.host.list_vms()
+        by_name = {}  # type: Dict[str, List[VmRef]]
+        for ref in refs:
+            by_name.setdefault(ref.name, []).append(ref)
+        excluded = set(exclude)
+        wanted = [r.name for r in refs] if names is None else list(names)
+        out = []  # type: List[object]
+        seen = set()
+        for name in wanted:
+            if name in excluded or name in seen:
+                if name in excluded:
+                    self.log.info("%s is on the exclude list, skipping" % name)
+                seen.add(name)
+                continue
+            seen.add(name)
+            matches = by_name.get(name, [])
+            if len(matches) == 1:
+                out.append(matches[0])
+            elif not matches:
+                out.append(VmNotFound(name))
+            else:
+                ids = ", ".join(r.vmid for r in matches)
+                out.append(HotvcbError("%d VMs are named %r (vmids %s); rename one" % (len(matches), name, ids)))
+        return out
+
+    # -- the run -------------------------------------------------------------
+    def run(self, names: Optional[Sequence[str]], exclude: Sequence[str] = ()) -> List[VmResult]:
+        targets = self.select(names, exclude)
+        results = []  # type: List[VmResult]
+        ordered_down = self.power.shutdown_in_order(targets, self.settings, self.dry_run)
+        try:
+            for target in targets:
+                if isinstance(target, Exception):
+                    name = getattr(target, "name", "?")
+                    self.log.error("%s" % target)
+                    results.append(VmResult(name=name, status="error", message=str(target)))
+                    continue
+                results.append(self.backup_one(target, skip_power=target.name in ordered_down))
+                if interrupt.pending():
+                    interrupt.raise_pending()
+        finally:
+            self.power.start_in_order(ordered_down, self.settings)
+        return results
+
+    def backup_one(self, ref: VmRef, skip_power: bool = False) -> VmResult:
+        result = VmResult(name=ref.name)
+        try:
+            settings, warnings = config.for_vm(self.settings, self.confdir, ref.name)
+        except HotvcbError as err:
+            self.log.error("%s: %s" % (ref.name, err))
+            result.status, result.message = "error", str(err)
+            return result
+        for w in warnings:
+            self.log.warning(w)
+        self.log.info("Initiate backup for %s" % ref.name)
+        started = datetime.now()
+        try:
+            _VmBackup(self, ref, settings, result, started, skip_power).run()
+        except Interrupted as err:
+            result.status, result.message = "error", str(err)
+            self.log.error("%s: backup interrupted (%s)" % (ref.name, err))
+            raise
+        except HotvcbError as err:
+            result.status, result.message = "error", str(err)
+            self.log.error("%s: %s" % (ref.name, err))
+        seconds = (datetime.now() - started).total_seconds()
+        if result.status in ("ok", "warn"):
+            verb = "would be backed up" if self.dry_run else "backed up"
+            self.log.info("Successfully completed backup for %s (%s, %d s)" % (ref.name, verb, seconds))
+        return result
+
+
+class _VmBackup:
+    """One VM's backup; its attributes are the lifecycle state cleanup reads."""
+
+    def __init__(self, job: BackupJob, ref: VmRef, settings: Settings, result: VmResult, started, skip_power):
+        self.job, self.host, self.log = job, job.host, job.log
+        self.ref, self.s, self.result, self.started = ref, settings, result, started
+        self.skip_power = skip_power
+        self.vm = None  # type: Optional[Vm]
+        self.snapshot = None
+        self.powered_down = False
+        self.sealer = None  # type: Optional[Sealer]
+
+    def run(self) -> None:
+        vm = self.vm = self.host.load_vm(self.ref)
+        disks = self._disks_to_copy(vm)
+        remove_our_snapshots(self.host, vm, self.log, SNAPSHOT_PREFIX)
+        self._preflight(vm, disks)
+        if self.job.dry_run:
+            self._dry_run(vm, disks)
+            self.result.status = "ok"
+            return
+        self.sealer = Sealer(self.host.shell, self.s, vm, self.started, self.log)
+        remove_partials(self.host.shell, self.s.vm_backup_volume, vm.name, self.log)
+        self.sealer.begin()
+        try:
+            self.sealer.copy_config_files()
+            state = self.host.power_state(vm)
+            if self.s.power_vm_down_before_backup and state == "on" and not self.skip_power:
+                self.powered_down = self.job.power.power_down(vm, self.s)
+                state = "off"
+            if state != "off":
+                self._snapshot(vm)
+            self._copy_disks(vm, disks)
+        except BaseException:
+            self._cleanup(failed=True)
+            raise
+        self._cleanup(failed=False)
+
+    # -- steps ---------------------------------------------------------------
+    def _disks_to_copy(self, vm: Vm):
+        wanted = [n for n in self.s.vmdk_files_to_backup if n.lower() != "all"]
+        out = []
+        for disk in vm.disks:
+            if disk.skip_reason:
+                self.log.warning("%s: skipping %s (%s): %s" % (vm.name, disk.key, disk.filename, disk.skip_reason))
+            elif wanted and disk.filename not in wanted:
+                self.log.info("%s: %s not in VMDK_FILES_TO_BACKUP, skipping" % (vm.name, disk.filename))
+            else:
+                out.append(disk)
+        return out
+
+    def _preflight(self, vm: Vm, disks) -> None:
+        """Everything that can fail before we change anything on the host."""
+        snaps = self.host.snapshots(vm)
+        deltas = self.host.delta_files(vm)
+        if (snaps or deltas) and not self.s.allow_vms_with_snapshots_to_be_backedup:
+            what = "%d snapshot(s)" % len(snaps) if snaps else "delta files %s" % ", ".join(
+                d.rsplit("/", 1)[-1] for d in deltas
+            )
+            raise HotvcbError(
+                "%s has %s; not backing it up (set ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=1 to allow)"
+                % (vm.name, what)
+            )
+        fmt = self.s.disk_backup_format
+        needed = sum(self.host.bytes_needed(d, fmt) for d in disks)
+        free = self.host.free_space(self.s.vm_backup_volume)
+        self.needed = needed
+        if free is not None and needed > free:
+            raise HotvcbError(
+                "%s needs %s on %s but only %s is free"
+                % (vm.name, _size(needed), self.s.vm_backup_volume, _size(free))
+            )
+        self.log.debug("%s: %s needed, %s free" % (vm.name, _size(needed), "unknown" if free is None else _size(free)))
+
+    def _dry_run(self, vm: Vm, disks) -> None:
+        s = self.s
+        target = layout.vm_root(s.vm_backup_volume, vm.name) + "/" + layout.backup_name(vm.name, self.started)
+        self.log.dryrun("###############################################")
+        self.log.dryrun("Virtual Machine: %s (vmid %s)" % (vm.name, vm.ref.vmid))
+        self.log.dryrun("VM_VMX_PATH: %s" % vm.ref.vmx_path)
+        self.log.dryrun("BACKUP_TO: %s" % target)
+        self.log.dryrun("POWER_STATE: %s" % self.host.power_state(vm))
+        for d in disks:
+            self.log.dryrun(
+                "VMDK: %s (%s) -> %s, needs %s" % (d.path, d.key, s.disk_backup_format, _size(self.host.bytes_needed(d, s.disk_backup_format)))
+            )
+        for f in vm.extra_files:
+            self.log.dryrun("FILE: %s" % f)
+        self.log.dryrun("TOTAL NEEDED: %s; ROTATION: keep %d" % (_size(self.needed), s.vm_backup_rotation_count))
+        self.log.dryrun("###############################################")
+
+    def _snapshot(self, vm: Vm) -> None:
+        name = SNAPSHOT_PREFIX + self.started.strftime(layout.TS_FORMAT)
+        desc = "hotvcb backup, job %s, pid %d, host %s" % (self.job.job_name, os.getpid(), socket.gethostname())
+        self.log.info("Creating Snapshot \"%s\" for %s" % (name, vm.name))
+        self.snapshot = self.host.create_snapshot(
+            vm, name, desc, self.s.vm_snapshot_memory, self.s.vm_snapshot_quiesce, self.s.snapshot_timeout * 60.0
+        )
+        self.log.debug("%s: snapshot id %s" % (vm.name, self.snapshot.id))
+
+    def _copy_disks(self, vm: Vm, disks) -> None:
+        fmt = self.s.disk_backup_format
+        for disk in disks:
+            if interrupt.pending():
+                interrupt.raise_pending()
+            dst = self.sealer.disk_destination(disk)
+            t0 = time.monotonic()
+            progress = self.log.progress("%s %s" % (vm.name, disk.filename), self.host.bytes_needed(disk, "eagerzeroedthick"))
+            self.log.info("Backing up %s (%s) as %s" % (disk.path, disk.key, fmt))
+            try:
+                files = self.host.copy_disk(disk, dst, fmt, progress)
+                self.result.disks.append(DiskResult(disk, True, [self.sealer.relative(dst.rsplit("/", 1)[0] + "/" + f) for f in files], seconds=time.monotonic() - t0))
+            except Interrupted:
+                raise
+            except HotvcbError as err:
+                self.log.error("ERROR: error in backing up of %s for %s: %s" % (disk.path, vm.name, err))
+                self.sealer.discard_disk(dst)
+                self.result.disks.append(DiskResult(disk, False, error=str(err), seconds=time.monotonic() - t0))
+
+    def _cleanup(self, failed: bool) -> None:
+        """Undo what we did, in reverse: snapshot, power, then seal or discard."""
+        errors = []
+        if self.snapshot is not None:
+            try:
+                self.log.info("Removing snapshot %s (id %s) from %s" % (self.snapshot.name, self.snapshot.id, self.vm.name))
+                self.host.remove_snapshot(self.vm, self.snapshot, self.s.snapshot_remove_timeout * 60.0)
+                self.snapshot = None
+            except HotvcbError as err:
+                errors.append("snapshot %s could NOT be removed: %s -- remove it by hand" % (self.snapshot.id, err))
+                self.log.error("%s: %s" % (self.vm.name, errors[-1]))
+        if self.powered_down:
+            self.job.power.power_on(self.vm)
+            self.powered_down = False
+        disks = self.result.disks
+        if failed or errors or (disks and not any(d.ok for d in disks)):
+            self.result.status = "error"
+            self.result.message = "; ".join(errors) or self.result.message or "; ".join(d.error for d in disks if not d.ok)
+            if self.sealer is not None:
+                self.result.backup_dir = self.sealer.fail(self.result)
+            return
+        self.result.status = "warn" if any(not d.ok for d in disks) else "ok"
+        self.result.backup_dir = self.sealer.seal(self.result, self.snapshot_info())
+
+    def snapshot_info(self) -> Dict[str, object]:
+        return {"memory": self.s.vm_snapshot_memory, "quiesce": self.s.vm_snapshot_quiesce}
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return ("%d %s" if unit == "B" else "%.1f %s") % (n, unit)
+        n /= 1024.0
+    return "%d B" % n

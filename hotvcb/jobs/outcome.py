@@ -1,0 +1,30 @@
+"""From per-VM results to ghettoVCB's final status line and exit code."""
+
+from typing import List, Tuple
+
+from ..model import VmResult
+
+OK, DRYRUN = 0, 0
+SOME_DISKS, SOME_VMS, SOME_VMS_AND_DISKS = 3, 4, 5
+ALL_FAILED, NONE, EVERY_VM_PARTLY = 6, 7, 8
+
+
+def final_status(results: List[VmResult], dry_run: bool = False) -> Tuple[str, int]:
+    done = [r for r in results if r.status != "skipped"]
+    errors = [r for r in done if r.status == "error"]
+    warns = [r for r in done if r.status == "warn"]
+    if not done:
+        return "ERROR: No VMs backed up!", NONE
+    if dry_run and not errors:
+        return "OK, only a dryrun.", DRYRUN
+    if not errors and not warns:
+        return "All VMs backed up OK!", OK
+    if len(errors) == len(done):
+        return "ERROR: All VMs failed!", ALL_FAILED
+    if not errors and len(warns) == len(done):
+        return "ERROR: All VMs experienced at least a partial failure!", EVERY_VM_PARTLY
+    if not errors:
+        return "WARNING: All VMs backed up, but some disk(s) failed!", SOME_DISKS
+    if warns:
+        return "ERROR: Only some of the VMs backed up, and some disk(s) failed!", SOME_VMS_AND_DISKS
+    return "ERROR: Only some of the VMs backed up!", SOME_VMS

@@ -1,0 +1,83 @@
+"""Guest power handling for POWER_VM_DOWN_BEFORE_BACKUP and the order keys.
+
+ghettoVCB's semantics, with bounded waits: a clean shutdown through VMware
+Tools, a hard power off after ITER_TO_WAIT_SHUTDOWN minutes if
+ENABLE_HARD_POWER_OFF=1, and giving up on the VM after POWER_DOWN_TIMEOUT
+minutes. A VM we powered off is always powered on again, also after errors.
+"""
+
+import time
+from typing import List
+
+from .. import interrupt
+from ..errors import HotvcbError, TimeoutExpired
+
+POLL = 1.0
+
+
+class PowerControl:
+    def __init__(self, host, log):
+        self.host, self.log = host, log
+        self._loaded = {}  # name -> Vm powered down by shutdown_in_order
+
+    def power_down(self, vm, s) -> bool:
+        """Shut the guest down; True when it is off (and must be started again)."""
+        self.log.info("Powering off initiated for %s, backup will not begin until VM is off..." % vm.name)
+        try:
+            self.host.shutdown(vm)
+        except HotvcbError as err:
+            self.log.warning("%s: guest shutdown failed (%s)" % (vm.name, err))
+        start = time.monotonic()
+        hard_at = start + s.iter_to_wait_shutdown * 60.0
+        give_up = start + s.power_down_timeout * 60.0
+        hard_done = False
+        while self.host.power_state(vm) != "off":
+            now = time.monotonic()
+            if s.enable_hard_power_off and not hard_done and now >= hard_at:
+                self.log.info("Hard power off occured for %s, waited for %d seconds" % (vm.name, now - start))
+                try:
+                    self.host.power_off(vm)
+                except HotvcbError as err:
+                    self.log.error("%s: hard power off failed: %s" % (vm.name, err))
+                hard_done = True
+            if now >= give_up:
+                raise TimeoutExpired("%s to power off (ignoring it for backup)" % vm.name, now - start)
+            if interrupt.pending():
+                interrupt.raise_pending()
+            time.sleep(POLL)
+        self.log.info("%s is powered off" % vm.name)
+        return True
+
+    def power_on(self, vm) -> None:
+        try:
+            self.log.info("Powering on %s" % vm.name)
+            self.host.power_on(vm)
+        except HotvcbError as err:
+            self.log.error("%s: could NOT be powered on again: %s -- start it by hand" % (vm.name, err))
+
+    def shutdown_in_order(self, targets, settings, dry_run: bool) -> List[str]:
+        """VM_SHUTDOWN_ORDER: power those VMs down, in that order, before any backup."""
+        if not (settings.power_vm_down_before_backup and settings.vm_shutdown_order) or dry_run:
+            return []
+        by_name = {t.name: t for t in targets if not isinstance(t, Exception)}
+        down = []
+        for name in settings.vm_shutdown_order:
+            ref = by_name.get(name)
+            if ref is None:
+                continue
+            vm = self.host.load_vm(ref)
+            if self.host.power_state(vm) == "on":
+                try:
+                    self.power_down(vm, settings)
+                    down.append(name)
+                    self._loaded[name] = vm
+                except HotvcbError as err:
+                    self.log.error("%s: %s" % (name, err))
+        return down
+
+    def start_in_order(self, names: List[str], settings) -> None:
+        """VM_STARTUP_ORDER first, then any other VM we powered down."""
+        order = [n for n in settings.vm_startup_order if n in names]
+        order += [n for n in names if n not in order]
+        for name in order:
+            self.power_on(self._loaded[name])
