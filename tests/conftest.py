@@ -1,0 +1,23 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+SAMPLES = SHARED / "esxi-samples"
+sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture
+def sample():
+    def read(prefix: str) -> str:
+        matches = sorted(SAMPLES.glob(prefix + "*"))
+        assert matches, "no sample %s in %s" % (prefix, SAMPLES)
+        return matches[0].read_text(encoding="utf-8")
+
+    return read
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="esxisim needs root for unshare -m")

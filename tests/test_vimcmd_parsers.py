@@ -1,0 +1,79 @@
+"""The vim-cmd parsers against real outputs from shared/esxi-samples."""
+
+from hotvcb.hosts import vimcmd
+
+
+def names(text, datastores=None):
+    return [(r.vmid, r.name, r.vmx_path) for r in vimcmd.parse_getallvms(text, datastores)]
+
+
+def test_getallvms_name_with_space_and_string_sorted_ids(sample):
+    rows = names(sample("getallvms_01"))
+    assert ("112", "space vm", "/vmfs/volumes/WDS100T2B0A/space vm/space vm.vmx") in rows
+    assert ("11", "test.vm", "/vmfs/volumes/WDS100T2B0A/test.vm/test.vm.vmx") in rows
+    assert len(rows) == 11
+
+
+def test_getallvms_skipping_line_and_multiline_annotation(sample):
+    assert [r[0] for r in names(sample("getallvms_02"))] == ["1", "11", "2", "3"]
+    rows = names(sample("getallvms_11"))
+    assert [r[1] for r in rows] == ["xx", "makemake"]  # "autostart" is not a VM
+
+
+def test_getallvms_datastore_with_space_and_parens(sample):
+    rows = names(sample("getallvms_03"))
+    assert rows[0] == ("1424", "sap-router", "/vmfs/volumes/datastore1 (4)/sap-router/win2k8x64.vmx")
+
+
+def test_getallvms_brackets_in_name_need_known_datastores(sample):
+    text = sample("getallvms_12")
+    rows = names(text, {"datastore_050_vmfs6": "/vmfs/volumes/datastore_050_vmfs6"})
+    assert ("24", "Test Test [Test] [Test]", "/vmfs/volumes/datastore_050_vmfs6/Test/Test.vmx") in rows
+
+
+def test_getallvms_right_aligned_ids(sample):
+    assert [r[0] for r in names(sample("getallvms_06"))] == ["42", "43", "45", "51", "52", "9"]
+
+
+def test_getallvms_name_prefix_is_not_a_match():
+    text = (
+        "Vmid   Name    File    Guest OS    Version   Annotation\n"
+        "1      web     [ds1] web/web.vmx         otherGuest   vmx-19\n"
+        "2      web 2   [ds1] web 2/web 2.vmx     otherGuest   vmx-19\n"
+    )
+    assert [r.name for r in vimcmd.parse_getallvms(text)] == ["web", "web 2"]
+
+
+def test_snapshot_get_nesting_and_ids(sample):
+    snaps = vimcmd.parse_snapshot_get(sample("snapshot-get_03"))
+    assert [(s.id, s.name, s.depth) for s in snaps[:4]] == [
+        ("1", "snap01", 0), ("2", "snap02", 1), ("3", "snap03", 2), ("4", "snap04", 3)
+    ]
+    assert snaps[0].description == "snap01 description"
+
+
+def test_snapshot_get_empty_multiline_and_legacy(sample):
+    assert vimcmd.parse_snapshot_get(sample("snapshot-get_00")) == []
+    multi = vimcmd.parse_snapshot_get(sample("snapshot-get_05"))
+    assert multi[0].description == "clush configured\ntmp and all traces of mapr removed"
+    legacy = vimcmd.parse_snapshot_get(sample("snapshot-get_06"))
+    assert legacy[0].id == "" and legacy[0].name == "1311966951"
+
+
+def test_power_state(sample):
+    assert vimcmd.parse_power_state("Retrieved runtime info\nPowered on\n") == "on"
+    assert vimcmd.parse_power_state("Retrieved runtime info\nSuspended") == "suspended"
+    assert vimcmd.parse_power_state("Retrieved runtime info\nPowered off\n") == "off"
+
+
+def test_datastore_listsummary(sample):
+    ds = vimcmd.parse_datastore_listsummary(sample("datastore-listsummary_01"))
+    assert [(d.name, d.free, d.type) for d in ds] == [
+        ("local-datastore", 26277314560, "VMFS"), ("nfs-datastore", 108854874112, "NFS")
+    ]
+
+
+def test_clone_percent_from_redrawn_progress():
+    assert vimcmd.clone_percent("Clone: 10% done.") == 10
+    assert vimcmd.clone_percent("Clone: 100% done.Failed to clone disk: x (13).") == 100
+    assert vimcmd.clone_percent("Destination disk format: VMFS thin-provisioned") is None
