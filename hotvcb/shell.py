@@ -171,6 +171,16 @@ class LocalShell:
         except (OSError, tarfile.TarError) as err:
             raise HostError("cannot compress %s: %s" % (folder, err)) from err
 
+    def make_new_dir(self, path: str) -> bool:
+        """Create path; False if it already exists (the atomic claim of a name)."""
+        try:
+            os.mkdir(path)
+            return True
+        except FileExistsError:
+            return False
+        except OSError as err:
+            raise HostError("cannot create %s: %s" % (path, err.strerror)) from err
+
     def rename(self, src: str, dst: str) -> None:
         try:
             os.rename(src, dst)

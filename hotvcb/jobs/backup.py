@@ -139,7 +139,7 @@ class _VmBackup:
     def run(self) -> None:
         vm = self.vm = self.host.load_vm(self.ref)
         disks = self._disks_to_copy(vm)
-        remove_our_snapshots(self.host, vm, self.log, SNAPSHOT_PREFIX)
+        remove_our_snapshots(self.host, vm, self.log, SNAPSHOT_PREFIX, self.job.dry_run)
         self._preflight(vm, disks)
         if self.job.dry_run:
             self._dry_run(vm, disks)
@@ -157,7 +157,8 @@ class _VmBackup:
             if state != "off":
                 self._snapshot(vm)
             self._copy_disks(vm, disks)
-        except BaseException:
+        except BaseException as err:
+            self.result.message = str(err) or type(err).__name__
             self._cleanup(failed=True)
             raise
         self._cleanup(failed=False)
@@ -258,14 +259,26 @@ class _VmBackup:
             self.job.power.power_on(self.vm)
             self.powered_down = False
         disks = self.result.disks
-        if failed or errors or (disks and not any(d.ok for d in disks)):
-            self.result.status = "error"
-            self.result.message = "; ".join(errors) or self.result.message or "; ".join(d.error for d in disks if not d.ok)
-            if self.sealer is not None:
-                self.result.backup_dir = self.sealer.fail(self.result)
+        if not (failed or errors or (disks and not any(d.ok for d in disks))):
+            self.result.status = "warn" if any(not d.ok for d in disks) else "ok"
+            try:
+                self.result.backup_dir = self.sealer.seal(self.result, self.snapshot_info())
+                return
+            except BaseException as err:
+                self.log.error("%s: sealing the backup failed: %s" % (self.vm.name, err))
+                self._discard("sealing failed: %s" % err)
+                raise
+        self._discard("; ".join(errors) or self.result.message or "; ".join(d.error for d in disks if not d.ok))
+
+    def _discard(self, message: str) -> None:
+        """Record a failed backup as such; never let this hide the first error."""
+        self.result.status, self.result.message = "error", message
+        if self.sealer is None or not self.host.shell.isdir(self.sealer.partial):
             return
-        self.result.status = "warn" if any(not d.ok for d in disks) else "ok"
-        self.result.backup_dir = self.sealer.seal(self.result, self.snapshot_info())
+        try:
+            self.result.backup_dir = self.sealer.fail(self.result)
+        except HotvcbError as err:
+            self.log.error("%s: could not record the failed backup: %s" % (self.vm.name, err))
 
     def snapshot_info(self) -> Dict[str, object]:
         return {"memory": self.s.vm_snapshot_memory, "quiesce": self.s.vm_snapshot_quiesce}

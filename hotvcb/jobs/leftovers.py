@@ -6,8 +6,11 @@ only hotvcb makes, so they can be found and removed without ever touching a
 user's own snapshots or a finished backup.
 """
 
+import socket
+
 from ..errors import HotvcbError
 from ..store import layout
+from ..store.seal import owner_of
 
 
 def remove_our_snapshots(host, vm, log, prefix: str, dry_run: bool = False) -> int:
@@ -28,10 +31,19 @@ def remove_our_snapshots(host, vm, log, prefix: str, dry_run: bool = False) -> i
 
 
 def remove_partials(shell, volume: str, vm_name: str, log, dry_run: bool = False) -> int:
-    """Delete -partial folders and temp archives; call only under the lock."""
+    """Delete this host's -partial folders and temp archives; call only under the lock.
+
+    A backup volume may be shared (NFS) by several hosts: a -partial folder
+    written by another host may be a live backup, so it is only reported.
+    """
     removed = 0
+    me = socket.gethostname()
     for b in layout.list_backups(shell, volume, vm_name):
         if b.status == "partial":
+            owner = owner_of(shell, b.path)
+            if owner.split(" ", 1)[0] not in (me, "unknown"):
+                log.info("%s: %s is being written (or was left) by %s; leaving it" % (vm_name, b.path, owner))
+                continue
             if dry_run:
                 log.info("%s: would remove unfinished backup %s" % (vm_name, b.path))
                 continue

@@ -4,7 +4,9 @@ See layout.py for the write order. Nothing here decides *what* to copy; the
 job hands disks over one by one and says at the end whether it went well.
 """
 
+import os
 import re
+import socket
 from datetime import datetime
 from typing import Dict
 
@@ -16,6 +18,18 @@ from ..vmx import VmxFile
 from . import layout, manifest, rotation
 
 _DELTA_STEM = re.compile(r"-\d{6}(\.vmdk)$")
+OWNER = ".hotvcb-owner"  # who is writing a -partial folder: "host pid"
+
+
+def owner_text() -> str:
+    return "%s %d\n" % (socket.gethostname(), os.getpid())
+
+
+def owner_of(shell, partial: str) -> str:
+    try:
+        return shell.read_text(partial + "/" + OWNER).strip()
+    except HotvcbError:
+        return "unknown owner"
 
 
 def base_name(filename: str) -> str:
@@ -35,7 +49,9 @@ class Sealer:
         self.shell.makedirs(self.root)
         if self.shell.exists(self.final) or self.shell.exists(self.final + ".gz"):
             raise HotvcbError("%s already exists; not overwriting a backup" % self.final)
-        self.shell.makedirs(self.partial)
+        if not self.shell.make_new_dir(self.partial):
+            raise HotvcbError("%s is being written by another run (%s)" % (self.partial, owner_of(self.shell, self.partial)))
+        self.shell.write_text(self.partial + "/" + OWNER, owner_text())
 
     def copy_config_files(self) -> None:
         """The .vmx (pointing at the disk names in this backup), .nvram, .vmxf."""
@@ -86,12 +102,14 @@ class Sealer:
         for rel in self.shell.list_files(self.partial):
             if rel.endswith((".vmdk",)):
                 self.shell.remove_tree(self.partial + "/" + rel)
+        self.shell.remove_tree(self.partial + "/" + OWNER)
         self._write_record(result, {}, {})
         self.shell.rename(self.partial, self.final)
         self.log.info("%s: failed backup recorded as %s (STATUS.error)" % (self.vm.name, self.final))
         return self.final
 
     def _hash_files(self) -> Dict[str, Dict[str, object]]:
+        self.shell.remove_tree(self.partial + "/" + OWNER)
         files = {}
         for rel in self.shell.list_files(self.partial):
             path = self.partial + "/" + rel
