@@ -11,10 +11,10 @@ import traceback
 from typing import List, Optional
 
 from . import __version__
-from .commands import backup_cmd, cleanup_cmd
+from .commands import backup_cmd, cleanup_cmd, schedule_cmd
 from .errors import HotvcbError
 
-COMMANDS = (backup_cmd, cleanup_cmd)
+COMMANDS = (backup_cmd, cleanup_cmd, schedule_cmd)
 
 
 class _Parser(argparse.ArgumentParser):

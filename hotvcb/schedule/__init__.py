@@ -1,0 +1,167 @@
+"""Run hotvcb backups on a schedule: cron on ESXi (made to survive reboots), crontab or systemd on Linux.
+
+    schedule/
+      __init__.py   what every scheduler shares: job names, markers, the command line to run
+      cron.py       cron expressions: check, and convert to systemd OnCalendar
+      esxi.py       /var/spool/cron/crontabs/root + crond restart + local.sh / rc.local block
+      linux.py      user crontab (`crontab -l` / `crontab -`) and systemd .service + .timer
+
+Every line or block hotvcb adds carries the marker ``# hotvcb:<job>``, so
+installing twice replaces instead of adding, and ``remove`` finds exactly ours.
+"""
+
+import os
+import re
+import shlex
+import sys
+from typing import List, NamedTuple, Optional, Sequence
+
+from ..errors import UsageError
+
+DEFAULT_JOB = "hotvcb"
+ESXI_PYTHON = "/bin/python"
+_JOB_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# backup flags whose value is a path: cron runs in another folder, so they are made absolute
+_PATH_FLAGS = ("-f", "-e", "-g", "-c", "-l", "-w")
+
+
+class Job(NamedTuple):
+    name: str
+    cron: str  # five-field cron expression, checked
+    argv: List[str]  # the command to run, e.g. ["/bin/python", "/vmfs/volumes/ds/hotvcb.pyz", "backup", ...]
+    log: Optional[str]  # where cron output goes (None: systemd journal)
+
+
+class Entry(NamedTuple):
+    """One installed piece, as `show` reports it."""
+
+    job: str
+    where: str  # file or unit
+    text: str
+
+
+def check_job_name(name: str) -> str:
+    if not _JOB_RE.match(name):
+        raise UsageError(
+            "job name %r: use letters, digits, '.', '_' and '-' (up to 64, starting with a letter or digit)" % name
+        )
+    return name
+
+
+def marker(job: str) -> str:
+    return "# hotvcb:" + job
+
+
+def has_marker(line: str, job: Optional[str] = None) -> bool:
+    """True if the line ends with our marker (for `job`, or any job when None)."""
+    stripped = line.rstrip()
+    if job is not None:
+        return stripped.endswith(" " + marker(job)) or stripped == marker(job)
+    return re.search(r"(^|\s)# hotvcb:[A-Za-z0-9][A-Za-z0-9_.-]*$", stripped) is not None
+
+
+def job_of(line: str) -> Optional[str]:
+    m = re.search(r"# hotvcb:([A-Za-z0-9][A-Za-z0-9_.-]*)$", line.rstrip())
+    return m.group(1) if m else None
+
+
+def self_command(on_esxi: bool) -> List[str]:
+    """How to start this same hotvcb from cron: the .pyz it runs from, or the installed package."""
+    archive = running_pyz()
+    if archive:
+        python = ESXI_PYTHON if on_esxi else (sys.executable or "python3")
+        return [python, archive]
+    python = [sys.executable or "python3", "-m", "hotvcb"]
+    source = _source_root()
+    return ["/usr/bin/env", "PYTHONPATH=" + source] + python if source else python
+
+
+def _source_root() -> Optional[str]:
+    """The folder holding hotvcb/ when it is not installed (a checkout), else None."""
+    import site
+
+    import hotvcb
+
+    parent = os.path.dirname(os.path.dirname(os.path.abspath(hotvcb.__file__)))
+    installed = list(site.getsitepackages()) + [site.getusersitepackages()]
+    if any(os.path.abspath(d) == parent for d in installed):
+        return None
+    return parent
+
+
+def running_pyz() -> Optional[str]:
+    """Absolute path of the hotvcb.pyz this code was imported from, or None."""
+    import hotvcb
+
+    archive = getattr(getattr(hotvcb, "__loader__", None), "archive", None)
+    if archive and os.path.isfile(archive):
+        return os.path.abspath(archive)
+    return None
+
+
+def backup_argv(args: Sequence[str]) -> List[str]:
+    """The `hotvcb backup …` part: checked now (not at 17:00 on Thursday), paths made absolute."""
+    args = list(args)
+    if args and args[0] == "--":
+        args = args[1:]
+    if args and args[0] == "backup":
+        args = args[1:]
+    if not args:
+        raise UsageError("say what to back up after --, e.g. -- -a -g /vmfs/volumes/ds/hotvcb.conf")
+    out = []  # type: List[str]
+    i = 0
+    while i < len(args):
+        a = args[i]
+        out.append(a)
+        if a in _PATH_FLAGS and i + 1 < len(args):
+            out.append(os.path.abspath(args[i + 1]))
+            i += 1
+        elif len(a) > 2 and a[:2] in _PATH_FLAGS and not a.startswith("--"):
+            out[-1] = a[:2] + os.path.abspath(a[2:])
+        i += 1
+    _check_backup_args(out)
+    return ["backup"] + out
+
+
+def _check_backup_args(args: List[str]) -> None:
+    from ..cli import build_parser  # late: cli imports the command modules
+
+    parser = build_parser()
+    try:
+        import contextlib
+        import io
+
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            parsed = parser.parse_args(["backup"] + args)
+    except SystemExit:
+        lines = [ln for ln in err.getvalue().splitlines() if "error:" in ln]
+        detail = lines[-1].split("error:", 1)[1].strip() if lines else "see hotvcb backup --help"
+        raise UsageError("the backup arguments are not valid: %s" % detail) from None
+    if not (parsed.all_vms or parsed.vm_list or parsed.vm_names):
+        raise UsageError("the backup arguments do not say which VMs: add -a, -f FILE or -m NAME")
+
+
+def shell_line(argv: Sequence[str]) -> str:
+    """argv as one POSIX shell command (busybox ash and dash run cron lines): every word quoted."""
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def default_log(job: str, on_esxi: bool) -> str:
+    if on_esxi or os.geteuid() == 0:
+        return "/var/log/hotvcb-%s.log" % job
+    return os.path.join(os.path.expanduser("~"), ".hotvcb-%s.log" % job)
+
+
+def cron_line(job: Job, escape_percent: bool) -> str:
+    """The crontab line: schedule, command, output appended to the log, our marker.
+
+    Vixie cron and cronie turn an unescaped ``%`` into a newline, busybox crond
+    does not; `escape_percent` says which kind reads the line.
+    """
+    command = shell_line(job.argv)
+    if job.log:
+        command += " >> %s 2>&1" % shlex.quote(job.log)
+    if escape_percent:
+        command = command.replace("%", "\\%")
+    return "%s %s %s" % (job.cron, command, marker(job.name))

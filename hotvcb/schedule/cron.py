@@ -1,0 +1,167 @@
+"""Cron expressions: check them, and turn the common forms into systemd OnCalendar.
+
+A cron expression has five fields, ``minute hour day-of-month month day-of-week``,
+each ``*``, a number, a name (``jan``, ``mon``), a range ``a-b``, a step
+``*/n`` or ``a-b/n``, or a comma list of these; ``@hourly`` … ``@yearly`` are
+shorthands. Every field is expanded to its set of values, so a check rejects
+anything busybox crond (ESXi) or cronie/vixie cron would not run the same way.
+
+Not convertible to OnCalendar (refused with an error naming the reason):
+``@reboot``; day-of-month *and* day-of-week both restricted (cron runs when
+*either* matches, OnCalendar only when *both* do).
+"""
+
+from typing import List, NamedTuple, Sequence, Set, Tuple
+
+from ..errors import UsageError
+
+MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+
+_MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+_DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
+_SYSTEMD_DAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+
+
+class _Field(NamedTuple):
+    name: str
+    low: int
+    high: int
+    names: Sequence[str]  # names[i] means low + i
+
+
+_FIELDS = (
+    _Field("minute", 0, 59, ()),
+    _Field("hour", 0, 23, ()),
+    _Field("day of month", 1, 31, ()),
+    _Field("month", 1, 12, _MONTHS),
+    _Field("day of week", 0, 7, _DAYS),  # 7 is Sunday as well
+)
+
+
+class CronExpr(NamedTuple):
+    text: str  # the five fields as they go into a crontab
+    values: Tuple[Tuple[int, ...], ...]  # expanded, sorted; day of week 7 folded to 0
+    restricted: Tuple[bool, ...]  # field is not a bare "*"
+
+
+def parse(expr: str) -> CronExpr:
+    """Check a cron expression; raise UsageError naming the bad field."""
+    text = " ".join(expr.split())
+    if text.startswith("@"):
+        if text == "@reboot":
+            raise UsageError("cron expression @reboot is not a schedule; give five fields, e.g. \"0 17 * * 4\"")
+        if text not in MACROS:
+            raise UsageError("unknown cron shorthand %r (known: %s)" % (text, ", ".join(sorted(MACROS))))
+        text = MACROS[text]
+    parts = text.split(" ")
+    if len(parts) != 5:
+        raise UsageError(
+            "cron expression %r has %d field(s); it needs 5: minute hour day-of-month month day-of-week"
+            % (expr, len(parts))
+        )
+    values = []
+    for field, part in zip(_FIELDS, parts):
+        found = _expand(field, part, expr)
+        if field.name == "day of week" and 7 in found:
+            found.discard(7)
+            found.add(0)
+        values.append(tuple(sorted(found)))
+    return CronExpr(text, tuple(values), tuple(p != "*" for p in parts))
+
+
+def _expand(field: _Field, part: str, expr: str) -> Set[int]:
+    def bad(why: str) -> UsageError:
+        return UsageError("cron expression %r: %s field %r %s" % (expr, field.name, part, why))
+
+    result = set()  # type: Set[int]
+    for item in part.split(","):
+        base, _, step_text = item.partition("/")
+        step = 1
+        if step_text:
+            if not step_text.isdigit() or int(step_text) == 0:
+                raise bad("has a bad step %r" % step_text)
+            step = int(step_text)
+        if base == "*":
+            lo, hi = field.low, field.high
+        elif "-" in base:
+            a, _, b = base.partition("-")
+            lo, hi = _number(field, a, bad), _number(field, b, bad)
+            if lo > hi:
+                raise bad("has a range that runs backwards")
+        else:
+            lo = _number(field, base, bad)
+            hi = field.high if step_text else lo  # "5/15" means 5-max/15, as in vixie cron
+        if field.name == "day of week" and base == "*":
+            hi = 6
+        result.update(range(lo, hi + 1, step))
+    return result
+
+
+def _number(field: _Field, text: str, bad) -> int:
+    low = text.lower()
+    if low in field.names:
+        return field.low + list(field.names).index(low)
+    if not text.isdigit():
+        raise bad("is not a number, name, range or step" if text else "has an empty item")
+    n = int(text)
+    if not field.low <= n <= field.high:
+        raise bad("is out of range %d-%d" % (field.low, field.high))
+    return n
+
+
+def to_oncalendar(expr: str) -> str:
+    """systemd OnCalendar for a cron expression, or UsageError saying why not."""
+    cron = parse(expr)
+    minute, hour, dom, month, dow = cron.values
+    if cron.restricted[2] and cron.restricted[4]:
+        raise UsageError(
+            "cron expression %r restricts both day of month and day of week; cron runs when either "
+            "matches, a systemd timer only when both do. Use two jobs, or plain cron" % expr
+        )
+    date = "*-%s-%s" % (_render(month, 1, 12, 2), _render(dom, 1, 31, 2))
+    time = "%s:%s:00" % (_render(hour, 0, 23, 2), _render(minute, 0, 59, 2))
+    if cron.restricted[4] and set(dow) != set(range(7)):
+        return "%s %s %s" % (_render_days(dow), date, time)
+    return "%s %s" % (date, time)
+
+
+def _render(values: Sequence[int], low: int, high: int, width: int) -> str:
+    vals = list(values)
+    if vals == list(range(low, high + 1)):
+        return "*"
+    if len(vals) > 2:
+        step = vals[1] - vals[0]
+        if vals == list(range(vals[0], high + 1, step)) and vals[-1] + step > high:
+            return "%0*d/%d" % (width, vals[0], step)
+    return ",".join(_runs(vals, lambda v: "%0*d" % (width, v)))
+
+
+def _render_days(values: Sequence[int]) -> str:
+    # systemd weeks start on Monday: put Sunday last so "fri-sun" stays a range.
+    order = sorted(values, key=lambda d: (d + 6) % 7)
+    keyed = [(d + 6) % 7 for d in order]
+    return ",".join(_runs(keyed, lambda k: _SYSTEMD_DAYS[(k + 1) % 7]))
+
+
+def _runs(vals: List[int], fmt) -> List[str]:
+    """[1,2,3,5] -> ["1..3", "5"] (runs of three or more become ranges)."""
+    out = []  # type: List[str]
+    i = 0
+    while i < len(vals):
+        j = i
+        while j + 1 < len(vals) and vals[j + 1] == vals[j] + 1:
+            j += 1
+        if j - i >= 2:
+            out.append("%s..%s" % (fmt(vals[i]), fmt(vals[j])))
+        else:
+            out.extend(fmt(v) for v in vals[i : j + 1])
+        i = j + 1
+    return out

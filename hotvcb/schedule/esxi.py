@@ -1,0 +1,339 @@
+"""Cron on an ESXi host, and keeping it across reboots.
+
+ESXi facts this relies on (ghettoVCB README "Configure on ESXi", VMware KB 2043564,
+samples crontab-root_01 / local-sh_01 in esxi-samples):
+
+* busybox crond reads ``/var/spool/cron/crontabs/root``; it only re-reads it when
+  restarted: kill the pid in ``/var/run/crond.pid``, then start
+  ``/usr/lib/vmware/busybox/bin/busybox crond`` (7.x+) or ``/bin/busybox crond`` (older).
+* The crontab is rebuilt from the image at every boot, so a job is re-added at boot
+  by ``/etc/rc.local.d/local.sh`` (5.1+; commands go above its final ``exit 0``) or
+  ``/etc/rc.local`` (4.x / 5.0). ``/sbin/auto-backup.sh`` saves the edited file to the
+  bootbank (otherwise the edit itself is lost at reboot).
+* With UEFI Secure Boot on (ESXi 7+/8: also ``execInstalledOnly``), local.sh is not run
+  at boot: the job then lasts until the next reboot only. Checked with
+  ``/usr/lib/vmware/secureboot/bin/secureBoot.py -s`` (prints Enabled/Disabled) and,
+  where that script is missing, ``esxcli system settings encryption get``
+  ("Require Secure Boot: true").
+
+Everything we add is marked ``# hotvcb:<job>``; the boot block re-adds the line only
+when it is not there yet (``grep -qxF``), so running local.sh twice gives one line.
+"""
+
+import os
+import re
+import signal
+import time
+from typing import Callable, List, NamedTuple, Optional, Tuple
+
+from ..errors import HostError
+from ..shell import LocalShell
+from . import Entry, Job, cron_line, has_marker, job_of, shell_line
+
+CRONTAB = "/var/spool/cron/crontabs/root"
+CROND_PID = "/var/run/crond.pid"
+LOCAL_SH = "/etc/rc.local.d/local.sh"
+RC_LOCAL = "/etc/rc.local"
+AUTO_BACKUP = "/sbin/auto-backup.sh"
+BUSYBOX_7 = "/usr/lib/vmware/busybox/bin/busybox"
+BUSYBOX_OLD = "/bin/busybox"
+VMWARE = "/bin/vmware"
+SECUREBOOT = "/usr/lib/vmware/secureboot/bin/secureBoot.py"
+ESXCLI = "/bin/esxcli"
+
+Warn = Callable[[str], None]
+
+
+def is_esxi(root: str = "/") -> bool:
+    """`/bin/vmware -v` names ESX(i), or the host has an esx.conf (Workstation's /etc/vmware does not)."""
+    if version_text(root).startswith("VMware ESX"):
+        return True
+    return os.path.exists(os.path.join(root, "etc/vmware/esx.conf"))
+
+
+def version_text(root: str = "/") -> str:
+    path = _at(root, VMWARE)
+    if not os.access(path, os.X_OK):
+        return ""
+    try:
+        out = LocalShell().run([path, "-v"], timeout=30).output
+    except HostError:
+        return ""
+    lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
+    return lines[0] if lines else ""
+
+
+def parse_version(text: str) -> Optional[Tuple[int, ...]]:
+    """"VMware ESXi 7.0.3 build-20328353" -> (7, 0, 3)."""
+    m = re.search(r"\b(\d+)\.(\d+)(?:\.(\d+))?\s+build-", text)
+    if not m:
+        return None
+    return tuple(int(g) for g in m.groups() if g is not None)
+
+
+def _at(root: str, path: str) -> str:
+    return os.path.join(root, path.lstrip("/"))
+
+
+class Status(NamedTuple):
+    entries: List[Entry]
+    crond_running: bool
+    boot_file: str
+    secure_boot: Optional[bool]  # None: could not tell
+
+
+class EsxiScheduler:
+    """Install/remove/show cron jobs on the ESXi host we run on.
+
+    `root` prefixes every host path (tests point it at a folder; on a host it is "/").
+    """
+
+    def __init__(self, root: str = "/", warn: Optional[Warn] = None, version: Optional[Tuple[int, ...]] = None):
+        self.root = root
+        self.shell = LocalShell()
+        self.warn = warn or (lambda msg: None)
+        self.version = version if version is not None else parse_version(version_text(root))
+
+    # -- what to change ----------------------------------------------------
+    def boot_file(self) -> str:
+        """local.sh on 5.1+, rc.local on 4.x/5.0; unknown version: whichever exists."""
+        if self.version is not None:
+            return LOCAL_SH if self.version >= (5, 1) else RC_LOCAL
+        if os.path.exists(self.p(LOCAL_SH)) or not os.path.exists(self.p(RC_LOCAL)):
+            return LOCAL_SH
+        return RC_LOCAL
+
+    def busybox(self) -> str:
+        for candidate in (BUSYBOX_7, BUSYBOX_OLD):
+            if os.access(self.p(candidate), os.X_OK):
+                return candidate
+        return BUSYBOX_7 if self.version is None or self.version >= (7,) else BUSYBOX_OLD
+
+    def p(self, path: str) -> str:
+        return _at(self.root, path)
+
+    # -- the three commands ------------------------------------------------
+    def install(self, job: Job) -> str:
+        line = cron_line(job, escape_percent=False)
+        crontab = self._read(CRONTAB)
+        self._write(CRONTAB, _without_job(crontab, job.name) + [line])
+        boot = self.boot_file()
+        self._write(boot, _with_block(self._read(boot, missing_ok=True), job.name, self._boot_block(job.name, line), boot))
+        self.restart_crond()
+        self._persist()
+        self.warn_if_secure_boot()
+        return line
+
+    def remove(self, job: Optional[str]) -> List[str]:
+        """Take out job `job` (every hotvcb job when None); the jobs found are returned."""
+        found = set()
+        crontab = self._read(CRONTAB)
+        kept = []
+        for ln in crontab:
+            if has_marker(ln, job):
+                found.add(job_of(ln))
+            else:
+                kept.append(ln)
+        if kept != crontab:
+            self._write(CRONTAB, kept)
+        for boot in (LOCAL_SH, RC_LOCAL):
+            lines = self._read(boot, missing_ok=True)
+            if lines is None:
+                continue
+            names = {b for b in _blocks(lines) if job is None or b == job}
+            stripped = lines
+            for name in names:
+                stripped = _without_block(stripped, name)
+            if stripped != lines:
+                found.update(names)
+                self._write(boot, stripped)
+        if found:
+            self.restart_crond()
+            self._persist()
+        return sorted(n for n in found if n)
+
+    def status(self) -> Status:
+        entries = []
+        for ln in self._read(CRONTAB, missing_ok=True) or []:
+            name = job_of(ln)
+            if name and has_marker(ln, name):
+                entries.append(Entry(name, CRONTAB, ln))
+        boot = self.boot_file()
+        lines = self._read(boot, missing_ok=True) or []
+        for name, body in _blocks(lines).items():
+            entries.append(Entry(name, boot, "\n".join(body)))
+        return Status(entries, self.crond_running(), boot, self.secure_boot())
+
+    # -- crond ---------------------------------------------------------------
+    def crond_pid(self) -> Optional[int]:
+        try:
+            with open(self.p(CROND_PID)) as f:
+                text = f.read().strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() else None
+
+    def crond_running(self) -> bool:
+        pid = self.crond_pid()
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def restart_crond(self, wait: float = 5.0) -> None:
+        """The ESXi way (`kill $(cat /var/run/crond.pid)`; `busybox crond`), with argument lists."""
+        pid = self.crond_pid()
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pid = None
+            except OSError as err:
+                raise HostError("cannot stop crond (pid %d): %s" % (pid, err.strerror)) from err
+        deadline = time.monotonic() + wait
+        while pid is not None and time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            if pid is not None:
+                self.warn("crond (pid %d) did not stop within %ds; starting a new one anyway" % (pid, wait))
+        self.shell.run([self.p(self.busybox()), "crond"], timeout=30).check()
+
+    # -- persistence ---------------------------------------------------------
+    def _boot_block(self, job: str, line: str) -> List[str]:
+        crontab, quoted = CRONTAB, shell_line([line])
+        return [
+            "%s begin: added by `hotvcb schedule install`, removed by `hotvcb schedule remove --job %s`" % (_tag(job), job),
+            "/bin/kill $(cat %s) 2>/dev/null" % CROND_PID,
+            "grep -qxF %s %s || /bin/echo %s >> %s" % (quoted, crontab, quoted, crontab),
+            "%s crond" % self.busybox(),
+            "%s end" % _tag(job),
+        ]
+
+    def _persist(self) -> None:
+        script = self.p(AUTO_BACKUP)
+        if not os.access(script, os.X_OK):
+            self.warn("%s not found: the change is not saved to the bootbank and is lost at reboot" % AUTO_BACKUP)
+            return
+        done = self.shell.run([script], timeout=300)
+        if done.returncode != 0:
+            self.warn("%s failed (exit %d): the change may be lost at reboot" % (AUTO_BACKUP, done.returncode))
+
+    def secure_boot(self) -> Optional[bool]:
+        script = self.p(SECUREBOOT)
+        if os.access(script, os.X_OK):
+            try:
+                out = self.shell.run([script, "-s"], timeout=60).output
+            except HostError:
+                out = ""
+            if "enabled" in out.lower():
+                return True
+            if "disabled" in out.lower():
+                return False
+        esxcli = self.p(ESXCLI)
+        if os.access(esxcli, os.X_OK):
+            try:
+                done = self.shell.run([esxcli, "system", "settings", "encryption", "get"], timeout=60)
+            except HostError:
+                return None
+            m = re.search(r"Require Secure Boot:\s*(\w+)", done.output)
+            if done.returncode == 0 and m:
+                return m.group(1).lower() == "true"
+        return None
+
+    def warn_if_secure_boot(self) -> None:
+        if self.secure_boot():
+            self.warn(
+                "UEFI Secure Boot is enabled: ESXi does not run %s at boot, so this job lasts until the "
+                "next reboot only; re-run `hotvcb schedule install` after each reboot" % self.boot_file()
+            )
+
+    # -- files ---------------------------------------------------------------
+    def _read(self, path: str, missing_ok: bool = False) -> Optional[List[str]]:
+        try:
+            with open(self.p(path), encoding="utf-8", errors="surrogateescape") as f:
+                return f.read().splitlines()
+        except FileNotFoundError:
+            if missing_ok:
+                return None
+            raise HostError("%s does not exist; is this an ESXi host?" % path) from None
+        except OSError as err:
+            raise HostError("cannot read %s: %s" % (path, err.strerror)) from err
+
+    def _write(self, path: str, lines: List[str]) -> None:
+        """In place, keeping inode, owner and mode (auto-backup.sh keys on local.sh's sticky bit)."""
+        real = self.p(path)
+        fresh = not os.path.exists(real)
+        try:
+            with open(real, "w", encoding="utf-8", errors="surrogateescape") as f:
+                f.write("".join(ln + "\n" for ln in lines))
+                f.flush()
+                os.fsync(f.fileno())
+            if fresh and path in (LOCAL_SH, RC_LOCAL):
+                os.chmod(real, 0o1755)
+        except OSError as err:
+            raise HostError("cannot write %s: %s" % (path, err.strerror)) from err
+
+
+def _tag(job: str) -> str:
+    return "# hotvcb:%s" % job
+
+
+def _without_job(lines: List[str], job: str) -> List[str]:
+    return [ln for ln in lines if not has_marker(ln, job)]
+
+
+def _blocks(lines: List[str]) -> "dict":
+    """{job: block lines} for every hotvcb block in a boot script."""
+    out = {}
+    current = None  # type: Optional[str]
+    for ln in lines:
+        m = re.match(r"^# hotvcb:([A-Za-z0-9][A-Za-z0-9_.-]*) (begin|end)\b", ln)
+        if m and m.group(2) == "begin":
+            current = m.group(1)
+            out[current] = [ln]
+        elif current is not None:
+            out[current].append(ln)
+            if m and m.group(2) == "end" and m.group(1) == current:
+                current = None
+    return out
+
+
+def _without_block(lines: List[str], job: str) -> List[str]:
+    out = []  # type: List[str]
+    skipping = False
+    drop_blank = False
+    for ln in lines:
+        if ln.startswith("%s begin" % _tag(job)):
+            skipping = True
+            continue
+        if skipping:
+            if ln.startswith("%s end" % _tag(job)):
+                skipping, drop_blank = False, True
+            continue
+        if drop_blank and ln == "":
+            drop_blank = False
+            continue
+        drop_blank = False
+        out.append(ln)
+    return out
+
+
+def _with_block(lines: Optional[List[str]], job: str, block: List[str], path: str) -> List[str]:
+    """Our block (replacing an older one) above the final `exit 0`, followed by a blank line."""
+    if lines is None:
+        lines = ["#!/bin/sh"] if path == LOCAL_SH else ["#! /bin/ash"]
+    lines = _without_block(lines, job)
+    exits = [i for i, ln in enumerate(lines) if ln.strip() == "exit 0"]
+    if exits and path == LOCAL_SH:
+        at = exits[-1]
+        return lines[:at] + block + [""] + lines[at:]
+    return lines + block + [""]

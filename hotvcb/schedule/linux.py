@@ -1,0 +1,212 @@
+"""Schedules on a Linux box: the user's crontab, or a systemd .service + .timer pair.
+
+crontab: read with ``crontab -l`` (exit 1 and "no crontab for USER" mean empty),
+written back whole with ``crontab -`` on stdin. Only lines ending in our marker are
+touched. cron (vixie/cronie) turns ``%`` into a newline, so it is escaped.
+
+systemd: ``hotvcb-<job>.service`` (Type=oneshot, ExecStart quoted for systemd, not a
+shell) and ``hotvcb-<job>.timer`` (OnCalendar converted from the cron expression) in
+``/etc/systemd/system``; then ``systemctl daemon-reload`` and ``enable --now`` the timer.
+Units are recognised as ours by the marker comment on their first line.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+from typing import List, Optional, Sequence
+
+from ..errors import CommandFailed, HostError
+from . import Entry, Job, cron_line, cron, has_marker, job_of, marker
+
+UNIT_DIR = "/etc/systemd/system"
+
+
+def _run(argv: Sequence[str], stdin: Optional[str] = None) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(
+            list(argv), input=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            universal_newlines=True, timeout=60,
+        )
+    except FileNotFoundError as err:
+        raise HostError("%s is not installed" % argv[0]) from err
+    except (OSError, subprocess.SubprocessError) as err:
+        raise HostError("cannot run %s: %s" % (argv[0], err)) from err
+
+
+# -- crontab -----------------------------------------------------------------
+class CrontabScheduler:
+    def __init__(self, crontab: str = "crontab"):
+        self.crontab = crontab
+
+    def read(self) -> List[str]:
+        done = _run([self.crontab, "-l"])
+        if done.returncode != 0:
+            if "no crontab" in done.stdout.lower():
+                return []
+            raise CommandFailed([self.crontab, "-l"], done.returncode, done.stdout)
+        return done.stdout.splitlines()
+
+    def write(self, lines: List[str]) -> None:
+        done = _run([self.crontab, "-"], stdin="".join(ln + "\n" for ln in lines))
+        if done.returncode != 0:
+            raise CommandFailed([self.crontab, "-"], done.returncode, done.stdout)
+
+    def install(self, job: Job) -> str:
+        line = cron_line(job, escape_percent=True)
+        self.write([ln for ln in self.read() if not has_marker(ln, job.name)] + [line])
+        return line
+
+    def remove(self, job: Optional[str]) -> List[str]:
+        lines = self.read()
+        found = sorted({job_of(ln) or "" for ln in lines if has_marker(ln, job)})
+        if found:
+            self.write([ln for ln in lines if not has_marker(ln, job)])
+        return found
+
+    def status(self) -> List[Entry]:
+        return [Entry(job_of(ln) or "", "crontab of %s" % _user(), ln) for ln in self.read() if has_marker(ln)]
+
+
+def _user() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return "uid %d" % os.geteuid()
+
+
+# -- systemd -----------------------------------------------------------------
+def systemd_quote(arg: str) -> str:
+    """One ExecStart word: systemd splits like a shell but expands %specifiers and $VARS itself."""
+    text = arg.replace("%", "%%").replace("$", "$$")
+    if text and re.match(r"^[A-Za-z0-9_@%+=:,./-]+$", text):
+        return text
+    return '"%s"' % text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def unit_name(job: str) -> str:
+    return "hotvcb-%s" % job
+
+
+def service_text(job: Job) -> str:
+    lines = [
+        marker(job.name),
+        "[Unit]",
+        "Description=hotvcb backup job %s" % job.name,
+        "Wants=network-online.target",
+        "After=network-online.target",
+        "",
+        "[Service]",
+        "Type=oneshot",
+        "ExecStart=%s" % " ".join(systemd_quote(a) for a in job.argv),
+    ]
+    if job.log:
+        lines += ["StandardOutput=append:%s" % job.log.replace("%", "%%"), "StandardError=inherit"]
+    return "\n".join(lines) + "\n"
+
+
+def timer_text(job: Job) -> str:
+    return "\n".join([
+        marker(job.name),
+        "# cron: %s" % job.cron,
+        "[Unit]",
+        "Description=Schedule of hotvcb backup job %s" % job.name,
+        "",
+        "[Timer]",
+        "OnCalendar=%s" % cron.to_oncalendar(job.cron),
+        "Unit=%s.service" % unit_name(job.name),
+        "",
+        "[Install]",
+        "WantedBy=timers.target",
+    ]) + "\n"
+
+
+class SystemdScheduler:
+    def __init__(self, unit_dir: str = UNIT_DIR, systemctl: Optional[str] = "systemctl", warn=None):
+        self.unit_dir = unit_dir
+        self.systemctl = systemctl
+        self.warn = warn or (lambda msg: None)
+
+    def _path(self, job: str, kind: str) -> str:
+        return os.path.join(self.unit_dir, "%s.%s" % (unit_name(job), kind))
+
+    def install(self, job: Job) -> str:
+        texts = {"service": service_text(job), "timer": timer_text(job)}  # convert before writing anything
+        os.makedirs(self.unit_dir, exist_ok=True)
+        for kind, text in texts.items():
+            _write_atomic(self._path(job.name, kind), text)
+        self._systemctl(["daemon-reload"])
+        self._systemctl(["enable", "--now", "%s.timer" % unit_name(job.name)])
+        return texts["timer"].split("OnCalendar=", 1)[1].splitlines()[0]
+
+    def remove(self, job: Optional[str]) -> List[str]:
+        names = [job] if job is not None else sorted({e.job for e in self.status()})
+        found = []
+        for name in names:
+            paths = [self._path(name, k) for k in ("timer", "service")]
+            ours = [p for p in paths if _is_ours(p, name)]
+            if not ours:
+                continue
+            self._systemctl(["disable", "--now", "%s.timer" % unit_name(name)], check=False)
+            for p in ours:
+                os.remove(p)
+            found.append(name)
+        if found:
+            self._systemctl(["daemon-reload"])
+        return found
+
+    def status(self) -> List[Entry]:
+        out = []
+        if not os.path.isdir(self.unit_dir):
+            return out
+        for fname in sorted(os.listdir(self.unit_dir)):
+            m = re.match(r"^hotvcb-(.+)\.(timer|service)$", fname)
+            path = os.path.join(self.unit_dir, fname)
+            if m and _is_ours(path, m.group(1)):
+                with open(path, encoding="utf-8") as f:
+                    text = f.read()
+                keep = [ln for ln in text.splitlines() if ln.startswith(("OnCalendar=", "ExecStart=", "# cron:"))]
+                out.append(Entry(m.group(1), path, "\n".join(keep)))
+        return out
+
+    def _systemctl(self, args: List[str], check: bool = True) -> None:
+        if not self.systemctl:
+            return
+        if not shutil.which(self.systemctl):
+            self.warn("%s not found: run `systemctl %s` yourself" % (self.systemctl, " ".join(args)))
+            return
+        done = _run([self.systemctl] + args)
+        if done.returncode != 0:
+            if not os.path.isdir("/run/systemd/system"):  # sd_booted(): systemd is not PID 1 here
+                self.warn("systemd is not running here: run `systemctl %s` "
+                          "where it runs" % " ".join(args))
+                self.systemctl = None
+                return
+            if check:
+                raise CommandFailed([self.systemctl] + args, done.returncode, done.stdout)
+            self.warn("systemctl %s: %s" % (" ".join(args), done.stdout.strip()))
+
+
+def _is_ours(path: str, job: str) -> bool:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().rstrip("\n") == marker(job)
+    except OSError:
+        return False
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = "%s.tmp%d" % (path, os.getpid())
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as err:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise HostError("cannot write %s: %s" % (path, err.strerror)) from err
