@@ -1,0 +1,95 @@
+"""Stand-in for busybox crond: a real process whose pid is in /var/run/crond.pid.
+
+It does not run jobs; it records every start and stop (with the crontab it saw) in
+state/crond.log, which is what tests need to prove a schedule was (re)loaded.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+
+def pid_file(host):
+    return os.path.join(host.store.p("root", "run", "upper"), "crond.pid")
+
+
+def _log(host, event, **kw):
+    rec = {"event": event, "pid": os.getpid(), "wall": time.time()}
+    rec.update(kw)
+    with open(host.store.p("state", "crond.log"), "a", encoding="utf-8") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+def crontab_text(host):
+    try:
+        with open(os.path.join(host.store.p("root", "var_spool", "upper"), "cron", "crontabs", "root"),
+                  encoding="utf-8") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def start(host):
+    src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    p = subprocess.Popen([sys.executable, "-m", "esxisim.crond", host.root],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True, close_fds=True, env=dict(os.environ, PYTHONPATH=src), cwd="/")
+    for _ in range(100):
+        if _read_pid(host) == p.pid:
+            break
+        time.sleep(0.02)
+    return p.pid
+
+
+def _read_pid(host):
+    try:
+        with open(pid_file(host)) as f:
+            return int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def log(host):
+    try:
+        with open(host.store.p("state", "crond.log"), encoding="utf-8") as f:
+            return [json.loads(x) for x in f if x.strip()]
+    except OSError:
+        return []
+
+
+def stop_all(host):
+    from .host import wait_gone
+    pids = {r["pid"] for r in log(host) if r["event"] == "start"} | {_read_pid(host)}
+    for pid in pids:
+        if not pid:
+            continue
+        try:
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                if b"esxisim.crond" not in f.read():
+                    continue
+            os.kill(pid, signal.SIGTERM)
+            wait_gone(pid, 2)
+        except (OSError, ProcessLookupError):
+            pass
+
+
+def run(root):
+    from .host import Host
+    host = Host(root)
+    os.makedirs(os.path.dirname(pid_file(host)), exist_ok=True)
+    with open(pid_file(host), "w") as f:
+        f.write("%d\n" % os.getpid())
+    _log(host, "start", crontab=crontab_text(host))
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+    signal.signal(signal.SIGHUP, lambda *a: stop.append(1))
+    while not stop and os.path.exists(host.store.p("state", "host.json")):
+        time.sleep(0.5)
+    if os.path.exists(host.store.p("state")):
+        _log(host, "stop")
+
+
+if __name__ == "__main__":
+    run(sys.argv[1])

@@ -1,0 +1,471 @@
+"""The simulated host: datastores, VM inventory and power states, on top of state.Store.
+
+Every tool (vim-cmd, vmkfstools, esxcli, the writer) goes through this class, so the
+CLI, the Python API and the in-namespace tools all see one truth.
+"""
+import hashlib
+import os
+import random
+import re
+import shutil
+import signal
+import time
+import uuid as uuidlib
+from xml.sax.saxutils import escape as xml_escape
+
+from . import disks, toolgen, versions, vmx
+from .state import Store
+
+GUEST_IDS = {  # .vmx guestOS -> API guestId (what getallvms shows)
+    "ubuntu-64": "ubuntu64Guest", "other-64": "otherGuest64", "otherlinux-64": "otherLinux64Guest",
+    "windows9-64": "windows9_64Guest", "windows9srv-64": "windows9Server64Guest",
+    "centos7-64": "centos7_64Guest", "centos8-64": "centos8_64Guest", "rhel8-64": "rhel8_64Guest",
+    "rhel9-64": "rhel9_64Guest", "debian10-64": "debian10_64Guest", "debian11-64": "debian11_64Guest",
+    "other": "otherGuest", "otherlinux": "otherLinuxGuest",
+}
+GUEST_FULL = {"centos7_64Guest": "CentOS 7 (64-bit)", "debian11_64Guest": "Debian GNU/Linux 11 (64-bit)"}
+
+
+def guest_id(vmx_guest):
+    if vmx_guest in GUEST_IDS:
+        return GUEST_IDS[vmx_guest]
+    return vmx_guest.replace("-64", "_64") + "Guest"
+
+
+def vmx_guest(value):
+    """Accept either form for --guest-os; store the .vmx form."""
+    for k, v in GUEST_IDS.items():
+        if value == v:
+            return k
+    if value.endswith("Guest"):
+        return value[:-5].replace("_64", "-64")
+    return value
+
+
+class NotFound(Exception):
+    pass
+
+
+class Host:
+    def __init__(self, path):
+        self.store = Store(path)
+        self.root = self.store.root
+
+    # ------------------------------------------------------------------ paths
+    def real(self, path):
+        """Real filesystem path of a path as seen on the host (/vmfs/... lives under HOST)."""
+        path = os.path.normpath(path)
+        if path == "/vmfs" or path.startswith("/vmfs/"):
+            return self.root + path
+        return path
+
+    def host_path(self, real):
+        real = os.path.normpath(real)
+        if real.startswith(self.root + "/vmfs"):
+            return real[len(self.root):]
+        return real
+
+    def canonical(self, path):
+        """/vmfs/volumes/<name>/x -> /vmfs/volumes/<uuid>/x (ESXi stores the uuid form)."""
+        path = os.path.normpath(path)
+        m = re.match(r"^/vmfs/volumes/([^/]+)(/.*)?$", path)
+        if not m:
+            return path
+        ds = self.datastore_by_name(m.group(1)) or self.datastore_by_uuid(m.group(1))
+        if not ds:
+            return path
+        return "/vmfs/volumes/%s%s" % (ds["uuid"], m.group(2) or "")
+
+    def state(self):
+        return self.store.read()
+
+    @property
+    def version(self):
+        return self.state()["version"]
+
+    # ------------------------------------------------------------------ create
+    @classmethod
+    def create(cls, path, version="7.0.3", hostname="esxi01", nfs_root=None, crond=True):
+        versions.info(version)
+        h = cls(path)
+        if h.store.exists():
+            raise FileExistsError("%s already holds a simulated host" % path)
+        os.makedirs(h.store.p("vmfs", "volumes"), exist_ok=True)
+        os.makedirs(h.store.p("state", "locks"), exist_ok=True)
+        mac = "%012x" % random.getrandbits(48)
+        nfs_root = os.path.abspath(nfs_root or h.store.p("nfs"))
+        os.makedirs(nfs_root, exist_ok=True)
+        h.store.write({"version": version, "hostname": hostname, "mac": mac, "nfs_root": nfs_root,
+                       "datastores": {}, "vms": {}, "next_vmid": 1, "crond": []})
+        toolgen.install(h)
+        h.write_inventory()
+        if crond:
+            from . import crond as crond_mod
+            crond_mod.start(h)
+        return h
+
+    # ------------------------------------------------------------------ datastores
+    def datastore_by_name(self, name):
+        return self.state()["datastores"].get(name)
+
+    def datastore_by_uuid(self, uuid):
+        for name, ds in self.state()["datastores"].items():
+            if ds["uuid"] == uuid:
+                return dict(ds, name=name)
+        return None
+
+    def datastores(self):
+        return self.state()["datastores"]
+
+    def add_datastore(self, name, capacity=20 << 30, vmfs=6):
+        st = self.state()
+        if name in st["datastores"]:
+            raise FileExistsError("datastore %s exists" % name)
+        u = "%08x-%08x-%04x-%s" % (random.getrandbits(32), random.getrandbits(32), random.getrandbits(16), st["mac"])
+        os.makedirs(self.store.p("vmfs", "volumes", u))
+        os.symlink(u, self.store.p("vmfs", "volumes", name))
+        with self.store.edit() as s:
+            s["datastores"][name] = {"uuid": u, "type": "VMFS", "vmfs": int(vmfs), "capacity": int(capacity)}
+        return u
+
+    def add_nfs(self, name, server, share, capacity=100 << 30, readonly=False):
+        st = self.state()
+        if name in st["datastores"]:
+            raise FileExistsError(name)
+        target = os.path.join(st["nfs_root"], server, share.strip("/"))
+        os.makedirs(target, exist_ok=True)
+        u = hashlib.md5(("%s:%s" % (server, share)).encode()).hexdigest()
+        u = "%s-%s" % (u[:8], u[8:16])
+        link = self.store.p("vmfs", "volumes", u)
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.symlink(target, link)
+        os.symlink(u, self.store.p("vmfs", "volumes", name))
+        with self.store.edit() as s:
+            s["datastores"][name] = {"uuid": u, "type": "NFS", "server": server, "share": share,
+                                     "capacity": int(capacity), "readonly": bool(readonly)}
+        return u
+
+    def remove_datastore(self, name):
+        ds = self.datastore_by_name(name)
+        if not ds:
+            raise NotFound(name)
+        if ds["type"] == "NFS":
+            os.unlink(self.store.p("vmfs", "volumes", ds["uuid"]))
+        os.unlink(self.store.p("vmfs", "volumes", name))
+        with self.store.edit() as s:
+            del s["datastores"][name]
+
+    def ds_dir(self, name):
+        return self.store.p("vmfs", "volumes", self.datastore_by_name(name)["uuid"])
+
+    def ds_used(self, name):
+        top = os.path.realpath(self.ds_dir(name))
+        used = 0
+        for dirpath, _dirs, files in os.walk(top):
+            for fn in files:
+                try:
+                    used += os.lstat(os.path.join(dirpath, fn)).st_blocks * 512
+                except OSError:
+                    pass
+        return used
+
+    def ds_free(self, name):
+        ds = self.datastore_by_name(name)
+        return max(0, ds["capacity"] - self.ds_used(name))
+
+    def ds_of_path(self, host_path):
+        """(name, ds) of the datastore a host path lives on, or (None, None)."""
+        m = re.match(r"^/vmfs/volumes/([^/]+)", self.canonical(host_path))
+        if not m:
+            return None, None
+        ds = self.datastore_by_uuid(m.group(1))
+        return (ds["name"], ds) if ds else (None, None)
+
+    def bracket_path(self, host_path):
+        """/vmfs/volumes/<uuid>/a/b.vmx -> "[ds] a/b.vmx" (getallvms' File column)."""
+        c = self.canonical(host_path)
+        name, ds = self.ds_of_path(c)
+        if not ds:
+            return c
+        return "[%s] %s" % (name, c.split("/", 4)[4] if c.count("/") >= 4 else "")
+
+    # ------------------------------------------------------------------ inventory
+    def vms(self):
+        return self.state()["vms"]
+
+    def vm(self, vmid):
+        v = self.vms().get(str(vmid))
+        if v is None:
+            raise NotFound(str(vmid))
+        return v
+
+    def vmid_by_name(self, name):
+        for vmid, v in self.vms().items():
+            if self.display_name(vmid) == name:
+                return vmid
+        raise NotFound(name)
+
+    def vmx_real(self, vmid):
+        return self.real(self.vm(vmid)["vmx"])
+
+    def load_vmx(self, vmid):
+        return vmx.load(self.vmx_real(vmid))
+
+    def display_name(self, vmid):
+        try:
+            return self.load_vmx(vmid).get("displayName", "")
+        except OSError:
+            return self.vm(vmid).get("name", "")
+
+    def is_valid(self, vmid):
+        return os.path.exists(self.vmx_real(vmid))
+
+    def register(self, vmx_path, name=None, tools=True):
+        vmx_path = self.canonical(vmx_path)
+        if not os.path.isfile(self.real(vmx_path)):
+            raise NotFound(vmx_path)
+        with self.store.edit() as s:
+            for vid, v in s["vms"].items():
+                if v["vmx"] == vmx_path:
+                    raise FileExistsError(vid)
+            vmid = str(s["next_vmid"])
+            s["next_vmid"] += 1
+            s["vms"][vmid] = {"vmx": vmx_path, "power": "off", "tools": tools,
+                              "seed": int(hashlib.sha1(vmx_path.encode()).hexdigest()[:8], 16),
+                              "writer": False, "writer_pid": None}
+        if name:
+            data = vmx.load(self.real(vmx_path))
+            data["displayName"] = name
+            vmx.save(self.real(vmx_path), data)
+        self.write_inventory()
+        return vmid
+
+    def unregister(self, vmid):
+        vmid = str(vmid)
+        self.vm(vmid)
+        from . import writer
+        writer.stop(self, vmid)
+        with self.store.edit() as s:
+            del s["vms"][vmid]
+        self.write_inventory()
+
+    def write_inventory(self):
+        """/etc/vmware/hostd/vmInventory.xml; rewritten in place (it sits in an overlay upper dir)."""
+        path = self.store.p("root", "etc", "upper", "vmware", "hostd", "vmInventory.xml")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        lines = ["<ConfigRoot>"]
+        for i, (vmid, v) in enumerate(sorted(self.vms().items(), key=lambda kv: int(kv[0]))):
+            lines += ['  <ConfigEntry id="%04d">' % i, "    <objID>%s</objID>" % vmid,
+                      "    <secDomain>%d</secDomain>" % (20 + int(vmid)),
+                      "    <vmxCfgPath>%s</vmxCfgPath>" % xml_escape(v["vmx"]), "  </ConfigEntry>"]
+        lines.append("</ConfigRoot>")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+
+    # ------------------------------------------------------------------ VMs
+    def create_vm(self, name, datastore, disk_specs=None, power="off", writer=False, snapshots=(),
+                  nvram=True, vmxf=False, guest_os="centos7_64Guest", hw=19, tools=True, annotation=None):
+        if not self.datastore_by_name(datastore):
+            raise NotFound("datastore %s" % datastore)
+        disk_specs = disk_specs if disk_specs is not None else [{}]
+        folder = os.path.join(self.ds_dir(datastore), name)
+        os.makedirs(folder)
+        seed = int(hashlib.sha1(name.encode()).hexdigest()[:8], 16)
+        rng = random.Random(seed)
+        uuid_b = " ".join("%02x" % rng.getrandbits(8) for _ in range(16))
+        uuid_b = uuid_b[:23] + "-" + uuid_b[24:]
+        data = vmx.parse("")
+        for k, v in [(".encoding", "UTF-8"), ("config.version", "8"), ("virtualHW.version", str(hw))]:
+            data[k] = v
+        if nvram:
+            data["nvram"] = name + ".nvram"
+        data.update([("pciBridge0.present", "TRUE"), ("svga.present", "TRUE"),
+                     ("pciBridge4.present", "TRUE"), ("pciBridge4.virtualDev", "pcieRootPort"),
+                     ("pciBridge4.functions", "8"), ("vmci0.present", "TRUE"), ("hpet0.present", "TRUE"),
+                     ("floppy0.present", "FALSE"), ("numvcpus", "1"), ("memSize", "1024"),
+                     ("powerType.powerOff", "default"), ("powerType.suspend", "soft"),
+                     ("powerType.reset", "default"), ("tools.upgrade.policy", "manual"),
+                     ("sched.cpu.units", "mhz")])
+        counters = {"scsi": 0, "sata": 0, "ide": 0, "nvme": 0}
+        ds_uuid = self.datastore_by_name(datastore)["uuid"]
+        for i, spec in enumerate(disk_specs):
+            bus = spec.get("bus", "scsi")
+            n = counters[bus]
+            if bus == "scsi" and n == 7:
+                n += 1
+            counters[bus] = n + 1
+            if bus == "ide":
+                node = "ide%d:%d" % (n // 2, n % 2)
+            else:
+                node = "%s0:%d" % (bus, n)
+            ctl = node.split(":")[0]
+            if ctl + ".present" not in data:
+                data[ctl + ".present"] = "TRUE"
+                if bus == "scsi":
+                    data[ctl + ".virtualDev"] = spec.get("controller", "pvscsi" if hw >= 13 else "lsilogic")
+            fname = name + (".vmdk" if i == 0 else "_%d.vmdk" % i)
+            dds = spec.get("datastore", datastore)
+            if dds == datastore:
+                dfolder, ref = folder, fname
+            else:
+                if not self.datastore_by_name(dds):
+                    raise NotFound("datastore %s" % dds)
+                dfolder = os.path.join(self.ds_dir(dds), name)
+                os.makedirs(dfolder, exist_ok=True)
+                ref = "/vmfs/volumes/%s/%s/%s" % (self.datastore_by_name(dds)["uuid"], name, fname)
+            size = parse_size(spec.get("size", "32M"))
+            path = os.path.join(dfolder, fname)
+            if spec.get("rdm"):
+                disks.create_rdm(path, size, spec["rdm"], rng)
+            else:
+                disks.create_base(path, size, spec.get("format", "thin"),
+                                  "ide" if bus == "ide" else "lsilogic", hw, seed="%s:%s" % (seed, node), rng=rng)
+            if bus == "scsi":
+                data[node + ".deviceType"] = "scsi-hardDisk"
+            data[node + ".fileName"] = ref
+            if bus == "scsi":
+                data["sched.%s.shares" % node] = "normal"
+            mode = spec.get("mode", "persistent")
+            if mode != "persistent":
+                data[node + ".mode"] = mode
+            data[node + ".present"] = "TRUE"
+        data.update([("ethernet0.virtualDev", "vmxnet3"), ("ethernet0.networkName", "VM Network"),
+                     ("ethernet0.addressType", "generated"), ("ethernet0.present", "TRUE"),
+                     ("displayName", name), ("guestOS", vmx_guest(guest_os))])
+        if annotation:
+            data["annotation"] = annotation
+        data.update([("toolScripts.afterPowerOn", "TRUE"), ("tools.syncTime", "FALSE"),
+                     ("uuid.bios", uuid_b), ("uuid.location", uuid_b),
+                     ("vc.uuid", " ".join("%02x" % rng.getrandbits(8) for _ in range(8)) + "-" +
+                      " ".join("%02x" % rng.getrandbits(8) for _ in range(8))),
+                     ("sched.swap.derivedName", "/vmfs/volumes/%s/%s/%s-%08x.vswp" % (ds_uuid, name, name, seed)),
+                     ("migrate.hostlog", "./%s-%08x.hlog" % (name, seed)),
+                     ("ethernet0.generatedAddress", "00:0c:29:%02x:%02x:%02x" % (rng.getrandbits(8), rng.getrandbits(8), rng.getrandbits(8))),
+                     ("cleanShutdown", "TRUE"), ("softPowerOff", "FALSE")])
+        if vmxf:
+            data["extendedConfigFile"] = name + ".vmxf"
+            with open(os.path.join(folder, name + ".vmxf"), "w", encoding="utf-8") as f:
+                f.write('<?xml version="1.0"?>\n<Foundry>\n<VM>\n<VMId type="string">%s</VMId>\n'
+                        '<ClientMetaData>\n<clientMetaDataAttributes/>\n<HistoryEventList/></ClientMetaData></VM></Foundry>\n'
+                        % uuid_b)
+        if nvram:
+            with open(os.path.join(folder, name + ".nvram"), "wb") as f:
+                f.write(hashlib.shake_256(("nvram:%s" % seed).encode()).digest(8684))
+        open(os.path.join(folder, name + ".vmsd"), "w").close()
+        vmx_real = os.path.join(folder, name + ".vmx")
+        vmx.save(vmx_real, data)
+        os.chmod(vmx_real, 0o755)
+        vmid = self.register(self.host_path(vmx_real), tools=tools)
+        if writer:
+            with self.store.edit() as s:
+                s["vms"][vmid]["writer"] = True
+        from . import snapshots as snaps
+        for sn in snapshots:
+            snaps.create(self, vmid, sn, "", False, False)
+        if power == "on":
+            self.power_on(vmid)
+        return vmid
+
+    # ------------------------------------------------------------------ power
+    def power_state(self, vmid):
+        return self.vm(vmid)["power"]
+
+    def set_power(self, vmid, state):
+        with self.store.edit() as s:
+            s["vms"][str(vmid)]["power"] = state
+
+    def power_on(self, vmid):
+        from . import writer
+        self.set_power(vmid, "on")
+        if self.vm(vmid).get("writer"):
+            writer.start(self, vmid)
+
+    def power_off(self, vmid, state="off"):
+        from . import writer
+        writer.stop(self, vmid, keep_flag=True)
+        self.set_power(vmid, state)
+
+    def tools_running(self, vmid):
+        v = self.vm(vmid)
+        return v["power"] == "on" and v.get("tools", True)
+
+    # ------------------------------------------------------------------ disks
+    def vm_disks(self, vmid):
+        """[(node, host path of current file, mode)] for every present disk."""
+        data = self.load_vmx(vmid)
+        folder = os.path.dirname(self.vm(vmid)["vmx"])
+        out = []
+        for node in vmx.disk_nodes(data):
+            fn = data[node + ".fileName"]
+            p = fn if fn.startswith("/") else os.path.join(folder, fn)
+            out.append((node, p, data.get(node + ".mode", "persistent")))
+        return out
+
+    def read_disk(self, vmdk_path):
+        """Flattened content of a disk or snapshot chain; accepts host or real paths."""
+        return disks.read_all(self.real(vmdk_path))
+
+    def writer_log(self, name):
+        from . import writer
+        return writer.read_log(self, name)
+
+    # ------------------------------------------------------------------ faults
+    def set_faults(self, **kv):
+        with self.store.edit_faults() as f:
+            f.update({k.replace("_", ".") if "." not in k else k: str(v) for k, v in kv.items()})
+
+    def set_fault(self, key, value):
+        with self.store.edit_faults() as f:
+            f[key] = str(value)
+
+    def clear_faults(self):
+        self.store.set_faults({})
+
+    def faults(self):
+        return self.store.faults()
+
+    # ------------------------------------------------------------------ teardown
+    def stop(self):
+        """Stop every background process of this host (writers, crond)."""
+        from . import crond, writer
+        for vmid in list(self.vms()):
+            writer.stop(self, vmid, keep_flag=True)
+        crond.stop_all(self)
+
+    def destroy(self):
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def parse_size(text):
+    if isinstance(text, int):
+        return text
+    m = re.match(r"^(\d+)([kKmMgGtT]?)[bB]?$", str(text).strip())
+    if not m:
+        raise ValueError("bad size %r" % text)
+    mult = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[m.group(2).lower()]
+    return int(m.group(1)) * mult
+
+
+def wait_gone(pid, timeout=3.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return True
+        except ChildProcessError:
+            pass
+        time.sleep(0.02)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return False
+
+
+_ = uuidlib

@@ -1,0 +1,59 @@
+"""Generate the per-host files that the namespace overlays onto the real root.
+
+Tool scripts carry the HOST path and the esxisim source path, so they work from cron,
+a login shell or any script without environment variables.
+"""
+import os
+import shlex
+import shutil
+import sys
+
+from . import versions
+
+LAYERS = {  # name -> mount point
+    "usr_bin": "/usr/bin", "usr_sbin": "/usr/sbin", "usr_lib": "/usr/lib",
+    "etc": "/etc", "var_spool": "/var/spool", "run": "/run",
+}
+PY38 = "/root/.pyenv/versions/3.8.18/bin/python3.8"
+
+
+def upper(host, layer):
+    return host.store.p("root", layer, "upper")
+
+
+def _script(host, tool):
+    src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = "import sys; sys.path.insert(0, %r); from esxisim.tools import main; main()" % src
+    return "#!/bin/sh\nexec %s -c %s %s %s \"$@\"\n" % (
+        shlex.quote(sys.executable), shlex.quote(code), shlex.quote(tool), shlex.quote(host.root))
+
+
+def _put(path, text, mode=0o755):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(path, mode)
+
+
+def install(host):
+    version = host.state()["version"]
+    for layer in LAYERS:
+        os.makedirs(upper(host, layer), exist_ok=True)
+    ub, us = upper(host, "usr_bin"), upper(host, "usr_sbin")
+    for tool in ("vim-cmd", "vmware", "esxcli", "crond"):
+        _put(os.path.join(ub, tool), _script(host, tool))
+    for tool in ("vmkfstools", "esxcli", "auto-backup.sh"):
+        _put(os.path.join(us, tool), _script(host, tool))
+    _put(os.path.join(upper(host, "usr_lib"), "vmware", "busybox", "bin", "busybox"), _script(host, "busybox"))
+    if not os.path.exists("/usr/bin/busybox"):
+        _put(os.path.join(ub, "busybox"), _script(host, "busybox"))
+    py = PY38 if os.path.exists(PY38) else (shutil.which("python3") or sys.executable)
+    link = os.path.join(ub, "python")
+    if os.path.lexists(link):
+        os.unlink(link)
+    os.symlink(py, link)
+    etc = upper(host, "etc")
+    _put(os.path.join(etc, "rc.local.d", "local.sh"), versions.local_sh(version), 0o755)
+    _put(os.path.join(upper(host, "var_spool"), "cron", "crontabs", "root"), versions.crontab(version), 0o600)
+    os.makedirs(os.path.join(etc, "vmware", "hostd"), exist_ok=True)
+    _put(os.path.join(etc, "vmware", "esxisim-host"), host.root + "\n", 0o644)

@@ -1,0 +1,68 @@
+"""Entry point of the generated tool scripts: `<tool> <HOST> args...`."""
+import sys
+import time
+
+
+def main():
+    tool, root, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+    from .host import Host
+    host = Host(root)
+    if tool == "vim-cmd":
+        from . import vimcmd
+        rc = vimcmd.main(host, args)
+    elif tool == "vmkfstools":
+        from . import vmkfstools
+        rc = vmkfstools.main(host, args)
+    elif tool == "esxcli":
+        from . import esxcli
+        rc = esxcli.main(host, args)
+    elif tool == "vmware":
+        from . import esxcli
+        rc = esxcli.vmware_main(host, args)
+    elif tool in ("crond", "busybox"):
+        rc = busybox(host, tool, args)
+    elif tool == "auto-backup.sh":
+        rc = auto_backup(host)
+    else:
+        sys.stderr.write("esxisim: unknown tool %s\n" % tool)
+        rc = 127
+    sys.stdout.flush()
+    sys.exit(rc)
+
+
+def busybox(host, tool, args):
+    """`crond` and `busybox crond` start the fake crond; other applets go to the real ones."""
+    import os
+    if tool == "busybox":
+        if not args:
+            print("BusyBox v1.29.3 (ESXi) multi-call binary.")
+            return 0
+        if args[0] != "crond":
+            import shutil
+            real = shutil.which(args[0])
+            if not real:
+                sys.stderr.write("%s: applet not found\n" % args[0])
+                return 127
+            os.execv(real, args)
+        args = args[1:]
+    from . import crond
+    crond.start(host)
+    return 0
+
+
+def auto_backup(host):
+    """Persist /etc state "to the bootbank": copies local.sh aside and logs the call."""
+    import os
+    import shutil
+    bootbank = host.store.p("state", "bootbank")
+    os.makedirs(bootbank, exist_ok=True)
+    src = host.store.p("root", "etc", "upper", "rc.local.d", "local.sh")
+    if os.path.exists(src):
+        shutil.copy2(src, os.path.join(bootbank, "local.sh"))
+    with open(host.store.p("state", "auto-backup.log"), "a", encoding="utf-8") as f:
+        f.write("%f\n" % time.time())
+    t = time.gmtime()
+    print("Saving current state in /bootbank")
+    print("Clock updated.")
+    print("Time: %s   Date: %s   UTC" % (time.strftime("%H:%M:%S", t), time.strftime("%m/%d/%Y", t)))
+    return 0

@@ -1,0 +1,439 @@
+"""vim-cmd: the subset of vmsvc/, solo/ and hostsvc/ that backup scripts use.
+
+Output text follows the samples; where none exists the text is taken from VMware's API
+documentation and marked "guess" in a comment.
+"""
+import datetime
+import os
+import subprocess
+import sys
+import time
+
+from . import faults, snapshots
+from .host import NotFound, guest_id
+
+VMSVC = ["acquiremksticket", "acquireticket", "connect", "convert.toTemplate", "convert.toVm", "createdummyvm",
+         "destroy", "device.connection", "device.connusbdev", "device.diskadd", "device.diskaddexisting",
+         "device.diskremove", "device.getdevices", "device.toolsSyncSet", "device.vmiadd", "device.vmiremove",
+         "devices.createnic", "disconnect", "get.capability", "get.config", "get.config.cpuidmask",
+         "get.configoption", "get.datastores", "get.environment", "get.filelayout", "get.guest", "get.guestheartbeatStatus",
+         "get.managedentitystatus", "get.networks", "get.runtime", "get.snapshotinfo", "get.summary", "get.tasklist",
+         "getallvms", "gethostconstraints", "login", "logout", "message", "power.getstate", "power.hibernate",
+         "power.off", "power.on", "power.reboot", "power.reset", "power.shutdown", "power.suspend",
+         "power.suspendResume", "queryftcompat", "reload", "setscreenres", "snapshot.create", "snapshot.dumpoption",
+         "snapshot.get", "snapshot.remove", "snapshot.removeall", "snapshot.revert", "snapshot.setoption",
+         "tools.cancelinstall", "tools.install", "tools.upgrade", "unregister", "upgrade"]
+
+# Usage lines: snapshot.* from the samples (vimcmd-usage-texts); the description lines are guesses.
+USAGE = {
+    "snapshot.create": ("snapshot.create vmid [snapshotName] [snapshotDescription] [includeMemory] [quiesced]",
+                        "Creates a snapshot for the vm."),
+    "snapshot.remove": ("snapshot.remove vmid snapshotId", "Remove a snapshot."),
+    "snapshot.removeall": ("snapshot.removeall vmid", "Remove all the snapshots for the vm."),
+    "snapshot.revert": ("snapshot.revert vmid snapshotId suppressPowerOff", "Revert to the given snapshot."),
+    "snapshot.get": ("snapshot.get vmid", "Get the snapshot info."),
+    "nas_create": ("nas_create name nfsVersion remotePath readonly remoteHostNames",
+                   "Add a NAS datastore.\nreadonly is a boolean value, 1 for readonly and 0 for rw access.\n"
+                   "     NFS Version must be nfs for nfs v3 or nfsv41 for version 4.1 or later"),
+}
+
+
+def out(text):
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def usage(cmd):
+    u, desc = USAGE.get(cmd, ("%s vmid" % cmd, ""))
+    out("Insufficient arguments.\nUsage: %s\n\n%s\n" % (u, desc))
+    return 1
+
+
+def listing(ns, cmds):
+    out("Commands available under %s/:\n" % ns)
+    for i in range(0, len(cmds), 3):
+        out("".join(c.ljust(33) for c in cmds[i:i + 3]).rstrip() + "\n")
+    return 0
+
+
+def main(host, args):
+    if not args:
+        out("Commands available under /:\nhbrsvc/       internalsvc/  solo/         vmsvc/\n"
+            "hostsvc/      proxysvc/     vimsvc/       help\n")
+        return 0
+    path = args[0].strip("/")
+    rest = args[1:]
+    ns, _, verb = path.rpartition("/")
+    try:
+        if ns == "vmsvc":
+            return vmsvc(host, verb, rest)
+        if path == "solo/registervm":
+            return registervm(host, rest)
+        if ns == "hostsvc/datastore":
+            return datastore(host, verb, rest)
+        if path in ("vmsvc", "solo", "hostsvc", "hostsvc/datastore"):
+            return listing(path, VMSVC if path == "vmsvc" else ["registervm", "environment", "querycfgopt"])
+    except NotFound as e:
+        out(faults.not_found_vm(str(e).strip("'")))
+        return 1
+    out("Unknown command: '%s'\n" % path)  # guess: no verbatim sample of a bad verb
+    return 1
+
+
+def _vmid(host, text):
+    if text not in host.vms():
+        raise NotFound(text)
+    return text
+
+
+# ------------------------------------------------------------------ getallvms
+
+def getallvms(host):
+    rows, skipped = [], []
+    for vmid in sorted(host.vms(), key=str):  # hostd sorts ids as strings (samples 01, 12B)
+        if not host.is_valid(vmid):
+            skipped.append(vmid)
+            continue
+        data = host.load_vmx(vmid)
+        rows.append([vmid, data.get("displayName", ""), host.bracket_path(host.vm(vmid)["vmx"]),
+                     guest_id(data.get("guestOS", "other")), "vmx-%02d" % int(data.get("virtualHW.version", "19")),
+                     data.get("annotation", "")])
+    for vmid in skipped:
+        out("Skipping invalid VM '%s'\n" % vmid)
+    labels = ["Vmid", "Name", "File", "Guest OS", "Version", "Annotation"]
+    # Column width = longest value or label; labels are centred (rounded down) in the header
+    # and separated by three spaces -- reproduces samples 03, 10 and 11 exactly.
+    widths = [max([len(labels[i])] + [len(r[i]) for r in rows]) for i in range(6)]
+    sep = "   "
+    header = sep.join((" " * ((w - len(l)) // 2) + l).ljust(w) for l, w in zip(labels, widths))
+    out(header + "\n")
+    for r in rows:
+        out(sep.join(v.ljust(w) for v, w in zip(r, widths)) + "\n")
+    return 0
+
+
+# ------------------------------------------------------------------ snapshots
+
+def _fmt_time(ts):
+    t = datetime.datetime.fromtimestamp(ts)
+    return "%d/%d/%d %d:%d:%d" % (t.month, t.day, t.year, t.hour, t.minute, t.second)
+
+
+def print_tree(host, vmid):
+    for depth, s in snapshots.tree(host, vmid):
+        pre = "--" * depth
+        out("%s|-%s\n" % (pre, "ROOT" if depth == 0 else "CHILD"))
+        p = pre + "--"
+        out("%sSnapshot Name        : %s\n" % (p, s["name"]))
+        out("%sSnapshot Id        : %d\n" % (p, s["uid"]))  # 8 spaces: the real misalignment
+        out(("%sSnapshot Desciption  : %s" % (p, s["description"])).rstrip(" ") + "\n")
+        out("%sSnapshot Created On  : %s\n" % (p, _fmt_time(s["time"])))
+        out("%sSnapshot State       : %s\n" % (p, s["state"]))
+
+
+def _bool(text):
+    return text.strip().lower() in ("1", "true", "yes")
+
+
+def snapshot_create(host, vmid, rest, background=False):
+    name = rest[1] if len(rest) > 1 else ""
+    desc = rest[2] if len(rest) > 2 else ""
+    memory = _bool(rest[3]) if len(rest) > 3 else False
+    quiesce = _bool(rest[4]) if len(rest) > 4 else False
+    if not background:
+        out("Create Snapshot:\n")
+        mode = faults.get(host, "snapshot.create")
+        if mode == "fail":
+            # modelled on the SystemError block of vimcmd-faults_01 (no snapshot-specific sample)
+            out(faults.fault_block("vim.fault.GenericVmConfigFault",
+                                   "An error occurred while saving the snapshot: Failed to quiesce the virtual machine.",
+                                   [("reason", '"An error occurred while saving the snapshot"')]))
+            return 1
+        if mode == "never":
+            return 0
+        delay = faults.num(host, "snapshot.create.delay")
+        if delay > 0:
+            src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            code = ("import sys,time; sys.path.insert(0,%r); time.sleep(%f); from esxisim.host import Host; "
+                    "from esxisim import vimcmd; vimcmd.snapshot_create(Host(%r), %r, %r, background=True)"
+                    % (src, delay, host.root, vmid, list(rest)))
+            subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True, cwd="/")
+            return 0
+    if quiesce and host.power_state(vmid) == "on" and not host.tools_running(vmid):
+        out(faults.fault_block("vim.fault.ToolsUnavailable",
+                               "Cannot complete operation because VMware Tools is not running in this virtual machine."))
+        return 1
+    snapshots.create(host, vmid, name, desc, memory, quiesce)
+    return 0
+
+
+def vmsvc(host, verb, rest):
+    if verb == "getallvms":
+        rc = getallvms(host)
+        target = faults.get(host, "getallvms.unregister_after")
+        if target:
+            faults.consume(host, "getallvms.unregister_after")
+            try:
+                host.unregister(host.vmid_by_name(target))
+            except NotFound:
+                pass
+        return rc
+    if verb not in VMSVC:
+        listing("vmsvc", VMSVC)
+        return 1
+    if not rest:
+        return usage(verb)
+    vmid = _vmid(host, rest[0])
+    state = host.power_state(vmid)
+    if verb == "power.getstate":
+        out("Retrieved runtime info\n%s\n" % {"on": "Powered on", "off": "Powered off",
+                                               "suspended": "Suspended"}[state])
+        return 0
+    if verb == "power.on":
+        out("Powering on VM:\n")
+        if state == "on":
+            out("Power on failed\n")  # ESXi 6.0/6.5 text (power-on-off_01)
+            return 1
+        host.power_on(vmid)
+        return 0
+    if verb == "power.off":
+        out("Powering off VM:\n")
+        if state == "off" or faults.get(host, "power.off") == "refuse":
+            out("Power off failed\n")
+            return 1
+        host.power_off(vmid)
+        return 0
+    if verb == "power.suspend":
+        out("Suspending VM:\n")
+        if state != "on":
+            out("Suspend failed\n")
+            return 1
+        host.power_off(vmid, "suspended")
+        return 0
+    if verb == "power.reset":
+        out("Reset VM:\n")  # guess: no sample
+        if state != "on":
+            out("Reset failed\n")
+            return 1
+        return 0
+    if verb in ("power.shutdown", "power.reboot"):
+        if not host.tools_running(vmid):
+            out(faults.fault_block("vim.fault.ToolsUnavailable",
+                                   "Cannot complete operation because VMware Tools is not running in this virtual machine."))
+            return 1
+        if verb == "power.shutdown" and faults.get(host, "power.shutdown") != "ignore":
+            src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            code = ("import sys,time; sys.path.insert(0,%r); time.sleep(1.0); from esxisim.host import Host; "
+                    "h=Host(%r); h.power_state(%r)=='on' and h.power_off(%r)" % (src, host.root, vmid, vmid))
+            subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True, cwd="/")
+        return 0
+    if verb == "get.guest":
+        return get_guest(host, vmid)
+    if verb == "get.summary":
+        return get_summary(host, vmid)
+    if verb == "snapshot.get":
+        out("Get Snapshot:\n")
+        print_tree(host, vmid)
+        return 0
+    if verb == "snapshot.create":
+        return snapshot_create(host, vmid, rest)
+    if verb == "snapshot.remove":
+        if len(rest) < 2:
+            return usage(verb)
+        out("Remove Snapshot:\n")
+        try:
+            uid = int(rest[1])
+            snapshots.remove(host, vmid, uid, delay=faults.num(host, "snapshot.remove.delay"))
+        except (KeyError, ValueError):
+            # guess: no sample for an unknown snapshot id; text from the NotFound fault catalogue
+            out(faults.fault_block("vim.fault.NotFound", "The object or item referred to could not be found."))
+            return 1
+        print_tree(host, vmid)
+        return 0
+    if verb == "snapshot.removeall":
+        out("Remove All Snapshots:\n")
+        snapshots.remove_all(host, vmid, delay=faults.num(host, "snapshot.remove.delay"))
+        return 0
+    if verb == "snapshot.revert":
+        if len(rest) < 2:
+            return usage(verb)
+        try:
+            snapshots.revert(host, vmid, int(rest[1]))
+        except (KeyError, ValueError):
+            out(faults.fault_block("vim.fault.NotFound", "The object or item referred to could not be found."))
+            return 1
+        out("Revert Snapshot:\n")
+        print_tree(host, vmid)
+        return 0
+    if verb == "unregister":
+        host.unregister(vmid)
+        return 0
+    if verb == "reload":
+        return 0
+    if verb == "device.getdevices":
+        return getdevices(host, vmid)
+    out("esxisim: vmsvc/%s is not simulated\n" % verb)
+    return 1
+
+
+def get_guest(host, vmid):
+    data = host.load_vmx(vmid)
+    running = host.tools_running(vmid)
+    gid = guest_id(data.get("guestOS", "other"))
+    fields = [("toolsStatus", '"toolsOk"' if running else '"toolsNotRunning"'),
+              ("toolsVersionStatus", '"guestToolsUnmanaged"'),
+              ("toolsVersionStatus2", '"guestToolsUnmanaged"'),
+              ("toolsRunningStatus", '"guestToolsRunning"' if running else '"guestToolsNotRunning"'),
+              ("toolsVersion", '"12352"'), ("toolsInstallType", '"guestToolsTypeOpenVMTools"'),
+              ("toolsUpdateStatus", "(vim.vm.GuestInfo.ToolsUpdateStatus) null"),
+              ("guestId", '"%s"' % gid if running else "<unset>"),
+              ("hostName", '"%s"' % data.get("displayName", "").lower().replace(" ", "-") if running else "<unset>"),
+              ("ipAddress", "<unset>"),
+              ("guestState", '"running"' if running else '"notRunning"')]
+    out("Guest information:\n\n(vim.vm.GuestInfo) {\n")
+    for i, (k, v) in enumerate(fields):
+        out("   %s = %s%s\n" % (k, v, ", " if i < len(fields) - 1 else ""))
+    out("}\n")
+    return 0
+
+
+def get_summary(host, vmid):
+    data = host.load_vmx(vmid)
+    st = {"on": "poweredOn", "off": "poweredOff", "suspended": "suspended"}[host.power_state(vmid)]
+    running = host.tools_running(vmid)
+    out("Listsummary:\n\n(vim.vm.Summary) {\n   vm = 'vim.VirtualMachine:%s',\n" % vmid)
+    out("   runtime = (vim.vm.RuntimeInfo) {\n      connectionState = \"connected\",\n"
+        "      powerState = \"%s\",\n   },\n" % st)
+    out("   guest = (vim.vm.Summary.GuestSummary) {\n      guestId = \"%s\",\n"
+        "      toolsStatus = \"%s\",\n      toolsRunningStatus = \"%s\",\n   },\n"
+        % (guest_id(data.get("guestOS", "other")), "toolsOk" if running else "toolsNotRunning",
+           "guestToolsRunning" if running else "guestToolsNotRunning"))
+    out("   config = (vim.vm.Summary.ConfigSummary) {\n      name = \"%s\",\n      template = false,\n"
+        "      vmPathName = \"%s\",\n      memorySizeMB = %s,\n      numCpu = %s,\n      guestId = \"%s\",\n"
+        "      uuid = \"%s\",\n   },\n   overallStatus = \"green\"\n}\n"
+        % (data.get("displayName", ""), host.bracket_path(host.vm(vmid)["vmx"]), data.get("memSize", "1024"),
+           data.get("numvcpus", "1"), guest_id(data.get("guestOS", "other")), data.get("uuid.bios", "")))
+    return 0
+
+
+def getdevices(host, vmid):
+    from . import disks
+    out("Devices:\n\n(vim.vm.VirtualHardware) {\n   device = (vim.vm.device.VirtualDevice) [\n")
+    for i, (node, path, mode) in enumerate(host.vm_disks(vmid)):
+        try:
+            size = disks.read_descriptor(host.real(path)).sectors * 512
+        except OSError:
+            size = 0
+        out("      (vim.vm.device.VirtualDisk) {\n         key = %d,\n         deviceInfo = (vim.Description) {\n"
+            "            label = \"Hard disk %d\",\n            summary = \"%s KB\"\n         },\n"
+            "         backing = (vim.vm.device.VirtualDisk.FlatVer2BackingInfo) {\n"
+            "            fileName = \"%s\",\n            diskMode = \"%s\",\n         },\n"
+            "         capacityInKB = %d,\n         capacityInBytes = %d,\n      },\n"
+            % (2000 + i, i + 1, "{:,}".format(size // 1024), host.bracket_path(path), mode, size // 1024, size))
+    out("   ]\n}\n")
+    return 0
+
+
+# ------------------------------------------------------------------ solo / datastores
+
+def registervm(host, rest):
+    if not rest:
+        out("Insufficient arguments.\nUsage: registervm vm path [name] [resourcepool]\n\nRegister a vm.\n")
+        return 1
+    path = os.path.normpath(os.path.join(os.getcwd(), rest[0]))
+    try:
+        vmid = host.register(host.host_path(path) if path.startswith(host.root) else path,
+                             rest[1] if len(rest) > 1 else None)
+    except NotFound:
+        out(faults.fault_block("vim.fault.NotFound", "The object or item referred to could not be found."))
+        return 1
+    except FileExistsError as e:
+        # AlreadyExists block from vimcmd-faults_01 (that capture is truncated; closing brace added)
+        existing = str(e).strip("'")
+        out(faults.fault_block("vim.fault.AlreadyExists",
+                               "The specified key, name, or identifier '%s' already exists." % existing,
+                               [("name", '"%s"' % existing)]))
+        return 1
+    out("%s\n" % vmid)
+    return 0
+
+
+def datastore(host, verb, rest):
+    if verb == "listsummary":
+        out("(vim.Datastore.Summary) [\n")
+        items = list(host.datastores().items())
+        for i, (name, ds) in enumerate(items):
+            cap, free = ds["capacity"], host.ds_free(name)
+            ident = ds["uuid"] if ds["type"] == "VMFS" else "%s:%s" % (ds["server"], ds["share"])
+            out("   (vim.Datastore.Summary) {\n      datastore = 'vim.Datastore:%s',\n      name = \"%s\",\n"
+                "      url = \"/vmfs/volumes/%s\",\n      capacity = %d,\n      freeSpace = %d,\n"
+                "      uncommitted = 0,\n      accessible = true,\n      multipleHostAccess = <unset>,\n"
+                "      type = \"%s\",\n      maintenanceMode = \"normal\"\n   }%s\n"
+                % (ident, name, ds["uuid"], cap, free, ds["type"], "," if i < len(items) - 1 else ""))
+        out("]\n")
+        return 0
+    if verb == "info":
+        if not rest:
+            return usage("info")
+        name = rest[0]
+        ds = host.datastore_by_name(name)
+        if not ds:
+            found = host.datastore_by_uuid(name)
+            if found:
+                name, ds = found["name"], found
+        if not ds:
+            out("Datastore not found.\n")
+            return 1
+        return datastore_info(host, name, ds)
+    if verb == "nas_create":
+        # ESXi 5.5+ argument order; the old 4-argument form fails like on ESXi 6.5 (sample)
+        if len(rest) < 5:
+            return usage("nas_create")
+        name, _ver, share, ro, server = rest[:5]
+        try:
+            host.add_nfs(name, server, share, readonly=_bool(ro))
+        except FileExistsError:
+            out(faults.fault_block("vim.fault.AlreadyExists",
+                                   "The specified key, name, or identifier '%s' already exists." % name,
+                                   [("name", '"%s"' % name)]))
+            return 1
+        return 0
+    if verb == "destroy":
+        if not rest:
+            return usage("destroy")
+        try:
+            host.remove_datastore(rest[0])
+        except NotFound:
+            out("Datastore not found.\n")
+            return 1
+        return 0
+    return listing("hostsvc/datastore", ["destroy", "info", "listsummary", "nas_create", "refresh", "rename"])
+
+
+def datastore_info(host, name, ds):
+    """Full output not found in samples: field names from the vSphere API (HostVmfsVolume,
+    HostNasVolume); capacity appears twice as a substring ("maxVirtualDiskCapacity", "capacity"),
+    which is what made ghettoVCB's `grep -i capacity` return two lines (sample c)."""
+    cap, free = ds["capacity"], host.ds_free(name)
+    ts = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    if ds["type"] == "VMFS":
+        out("(vim.host.VmfsDatastoreInfo) {\n")
+    else:
+        out("(vim.host.NasDatastoreInfo) {\n")
+    out("   name = \"%s\",\n   url = \"/vmfs/volumes/%s\",\n   freeSpace = %d,\n   maxFileSize = 68169720922112,\n"
+        "   maxVirtualDiskCapacity = 68169720922112,\n   maxMemoryFileSize = 68169720922112,\n"
+        "   timestamp = \"%s\",\n   containerId = <unset>,\n   aliasOf = <unset>,\n" % (name, ds["uuid"], free, ts))
+    if ds["type"] == "VMFS":
+        out("   vmfs = (vim.host.VmfsVolume) {\n      type = \"VMFS\",\n      name = \"%s\",\n      capacity = %d,\n"
+            "      blockSizeMb = 1,\n      blockSize = 1024,\n      maxBlocks = 63963136,\n      majorVersion = %d,\n"
+            "      version = \"%s\",\n      uuid = \"%s\",\n      vmfsUpgradable = false,\n      ssd = true,\n"
+            "      local = true\n   }\n}\n"
+            % (name, cap, ds["vmfs"], "6.82" if ds["vmfs"] == 6 else "5.81", ds["uuid"]))
+    else:
+        out("   nas = (vim.host.NasVolume) {\n      type = \"NFS\",\n      name = \"%s\",\n      capacity = %d,\n"
+            "      remoteHost = \"%s\",\n      remotePath = \"%s\",\n      userName = <unset>,\n"
+            "      remoteHostNames = (string) [\n         \"%s\"\n      ],\n      securityType = <unset>,\n"
+            "      protocolEndpoint = <unset>\n   }\n}\n" % (name, cap, ds["server"], ds["share"], ds["server"]))
+    return 0

@@ -1,0 +1,180 @@
+"""The guest: a detached process that keeps writing known data to a VM's current disks.
+
+Each write and each snapshot event is one JSON line in state/writer/<name>.jsonl, written
+under the per-VM lock, so the order of lines in the log is the order things happened to
+the disks: a test can rebuild the exact disk content at any event from the log alone.
+"""
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+RATE = 30.0  # writes per second
+SIZES = (4096, 8192, 16384, 32768, 65536)
+
+
+def payload(seed, seq, length):
+    return hashlib.shake_256(("w:%s:%d" % (seed, seq)).encode()).digest(length)
+
+
+def _log_path(host, vmid):
+    return host.store.writer_log_path(host.display_name(vmid))
+
+
+def _append(path, record):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (json.dumps(record, sort_keys=True) + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def last_seq(path):
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 65536))
+            lines = f.read().splitlines()
+    except OSError:
+        return 0
+    for line in reversed(lines):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if "seq" in rec:
+            return rec["seq"]
+    return 0
+
+
+def log_event(host, vmid, event, **fields):
+    """Called with the VM lock held, so after_seq is exactly the last write before the event."""
+    path = _log_path(host, vmid)
+    rec = {"event": event, "t": time.monotonic(), "wall": time.time(), "after_seq": last_seq(path)}
+    rec.update(fields)
+    _append(path, rec)
+
+
+def read_log(host, name):
+    path = host.store.writer_log_path(name)
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _alive(pid):
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def start(host, vmid):
+    vmid = str(vmid)
+    v = host.vm(vmid)
+    if _alive(v.get("writer_pid")):
+        return v["writer_pid"]
+    src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=src)
+    p = subprocess.Popen([sys.executable, "-m", "esxisim.writer", host.root, vmid],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True, close_fds=True, env=env, cwd="/")
+    with host.store.edit() as s:
+        s["vms"][vmid]["writer_pid"] = p.pid
+        s["vms"][vmid]["writer"] = True
+    return p.pid
+
+
+def stop(host, vmid, keep_flag=False):
+    from .host import wait_gone
+    vmid = str(vmid)
+    try:
+        pid = host.vm(vmid).get("writer_pid")
+    except Exception:
+        return
+    if pid and _alive(pid):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        wait_gone(pid)
+    with host.store.edit() as s:
+        if vmid in s["vms"]:
+            s["vms"][vmid]["writer_pid"] = None
+            if not keep_flag:
+                s["vms"][vmid]["writer"] = False
+
+
+def run(root, vmid):
+    from .disks import Disk
+    from .host import Host
+    host = Host(root)
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *a: stopping.append(1))
+    signal.signal(signal.SIGINT, lambda *a: stopping.append(1))
+    me = os.getpid()
+    v = host.vm(vmid)
+    seed = v["seed"]
+    rng = random.Random(seed ^ me ^ int(time.time()))
+    name = host.display_name(vmid)
+    log = host.store.writer_log_path(name)
+    seq = last_seq(log)
+    _append(log, {"event": "writer.start", "pid": me, "t": time.monotonic(), "wall": time.time(), "after_seq": seq})
+    while not stopping:
+        try:
+            v = host.vm(vmid)
+        except Exception:
+            break
+        if v.get("writer_pid") not in (None, me) or v["power"] != "on":
+            if v.get("writer_pid") not in (None, me) or v["power"] != "on":
+                break
+        with host.store.vm_lock(v["vmx"]):
+            if stopping:
+                break
+            targets = [(n, p) for n, p, _m in host.vm_disks(vmid)]
+            targets = [(n, p) for n, p in targets if not p.endswith("-rdmp.vmdk")]
+            if targets:
+                node, path = rng.choice(targets)
+                try:
+                    with Disk(host.real(path), writable=True) as d:
+                        if d.layers[-1].desc.create_type.startswith("vmfsPassthrough"):
+                            raise ValueError("rdm")
+                        length = rng.choice(SIZES)
+                        if d.size >= length:
+                            offset = rng.randrange(0, (d.size - length) // 4096 + 1) * 4096
+                            seq += 1
+                            d.write(offset, payload(seed, seq, length))
+                            _append(log, {"event": "write", "seq": seq, "t": time.monotonic(), "node": node,
+                                          "file": path, "offset": offset, "length": length, "seed": seed})
+                except (OSError, ValueError):
+                    pass
+        time.sleep(1.0 / RATE)
+    _append(log, {"event": "writer.stop", "pid": me, "t": time.monotonic(), "wall": time.time(), "after_seq": seq})
+
+
+def apply_writes(content_by_node, records, until=None):
+    """Replay logged writes onto {node: bytearray}; stop before record index `until`."""
+    for i, rec in enumerate(records):
+        if until is not None and i >= until:
+            break
+        if rec.get("event") == "write" and rec["node"] in content_by_node:
+            buf = content_by_node[rec["node"]]
+            buf[rec["offset"]:rec["offset"] + rec["length"]] = payload(rec["seed"], rec["seq"], rec["length"])
+    return content_by_node
+
+
+if __name__ == "__main__":
+    run(sys.argv[1], sys.argv[2])
