@@ -203,6 +203,36 @@ class EsxiHost:
                 return ds.free
         return None
 
+    # -- registration (restore) ----------------------------------------------
+    def register_vm(self, vmx_path: str) -> str:
+        """`vim-cmd solo/registervm <vmx>` -> the new vmid.
+
+        ESXi 5.1+ prints the vmid on a line of its own; ESX/ESXi 4.x printed
+        nothing on success, so the id is then looked up in the inventory.
+        Faults (NotFound, AlreadyExists) raise CommandFailed via _vim.
+        """
+        out = self._vim(["solo/registervm", vmx_path], interruptible=False)
+        m = re.search(r"^\s*(\d+)\s*$", out, re.M)
+        if m:
+            return m.group(1)
+        real = self.shell.realpath(vmx_path)
+        for ref in self.list_vms():
+            if ref.vmx_path == vmx_path or self.shell.realpath(ref.vmx_path) == real:
+                return ref.vmid
+        raise HostError("registered %s but it does not show up in the inventory" % vmx_path)
+
+    def registered_vmx_paths(self) -> List[str]:
+        return [ref.vmx_path for ref in self.list_vms()]
+
+    def datastore_of(self, path: str) -> Optional[vimcmd.DatastoreInfo]:
+        """The datastore holding path (by name or by its /vmfs/volumes/<uuid> url)."""
+        real = self.shell.realpath(path)
+        for ds in self.datastores():
+            roots = {ds.url, "/vmfs/volumes/" + ds.name, self.shell.realpath("/vmfs/volumes/" + ds.name)}
+            if any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots if r):
+                return ds
+        return None
+
 
 def _absolute(folder: str, name: str) -> str:
     return name if name.startswith("/") else folder + "/" + name

@@ -1,0 +1,157 @@
+"""`hotvcb list [VM]`: every backup under VM_BACKUP_VOLUME and its health.
+
+A table on a terminal (or whenever --json is not given); `--json` prints one
+JSON document for scripts and monitoring:
+
+    {"volume": path, "backups": [{"vm", "name", "path", "time", "age_seconds",
+      "size_bytes", "format", "status", "sealed", "compressed", "manifest",
+      "verified", "verify_error"}, ...]}
+
+status is the folder's state: ok | warn | error (sealed), incomplete (no
+STATUS file: killed, or a foreign folder), partial (ours, being written or
+killed). size_bytes is what the files take on disk (thin disks count only
+their allocated blocks). format comes from the manifest, or for ghettoVCB
+backups from the first disk descriptor (thin | 2gbsparse | thick).
+"""
+
+import json
+import sys
+from datetime import datetime
+from typing import Any, Dict, List, Optional
+
+from .. import config, vmdk
+from ..errors import HostError
+from ..store import layout, manifest
+from . import common
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("list", help="list backups with age, size, format, status and last verification")
+    p.add_argument("vm", nargs="?", metavar="VM", help="only this VM's backups")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("-g", dest="global_conf", metavar="FILE", help="global config (for VM_BACKUP_VOLUME)")
+    p.add_argument("--volume", metavar="DIR", help="backup volume (overrides VM_BACKUP_VOLUME)")
+    p.set_defaults(handler=run)
+
+
+def vm_names(shell, volume: str) -> List[str]:
+    """VM names that have a folder under the volume (folder names unescaped)."""
+    if not shell.isdir(volume):
+        return []
+    out = []
+    for entry in shell.listdir(volume):
+        if entry.startswith(".") or not shell.isdir(volume + "/" + entry):
+            continue
+        name = entry.replace("%2f", "/").replace("%25", "%") if "%2f" in entry else entry
+        out.append(name)
+    return out
+
+
+def backup_rows(shell, volume: str, vm: Optional[str] = None, now: Optional[datetime] = None) -> List[Dict[str, Any]]:
+    now = now or datetime.now()
+    rows = []
+    for name in [vm] if vm else vm_names(shell, volume):
+        for b in layout.list_backups(shell, volume, name):
+            rows.append(describe(shell, b, now))
+    return rows
+
+
+def describe(shell, b: "layout.BackupSet", now: datetime) -> Dict[str, Any]:
+    data = None
+    error = None
+    if not b.compressed:
+        try:
+            data = manifest.load(shell, b.path)
+        except (ValueError, HostError) as err:
+            error = "manifest unreadable: %s" % err
+    fmt = (data or {}).get("disk_format") or (None if b.compressed else _detect_format(shell, b.path))
+    return {
+        "vm": b.vm,
+        "name": b.name,
+        "path": b.path,
+        "time": b.when.isoformat(timespec="seconds"),
+        "age_seconds": int((now - b.when).total_seconds()),
+        "size_bytes": _usage(shell, b.path),
+        "format": fmt,
+        "status": b.status,
+        "sealed": b.status in ("ok", "warn", "error"),
+        "compressed": b.compressed,
+        "manifest": data is not None,
+        "verified": (data or {}).get("verified"),
+        "verify_error": ((data or {}).get("verify_error") or {}).get("message") or error,
+    }
+
+
+def _usage(shell, path: str) -> int:
+    try:
+        if not shell.isdir(path):
+            return shell.disk_usage(path)
+        return sum(shell.disk_usage(path + "/" + rel) for rel in shell.list_files(path))
+    except (OSError, HostError):
+        return 0
+
+
+def _detect_format(shell, folder: str) -> Optional[str]:
+    try:
+        names = shell.list_files(folder)
+    except HostError:
+        return None
+    for rel in names:
+        if not rel.endswith(".vmdk") or rel.endswith("-flat.vmdk") or rel[-9:-5].startswith("-s"):
+            continue
+        path = folder + "/" + rel
+        try:
+            if shell.file_size(path) > 65536:
+                continue
+            desc = vmdk.parse(shell.read_text(path))
+        except (OSError, HostError, vmdk.NotADescriptor):
+            continue
+        if desc.create_type.lower() == "twogbmaxextentsparse":
+            return "2gbsparse"
+        return "thin" if desc.thin else "thick"
+    return None
+
+
+def run(args) -> int:
+    settings, warnings = config.load_settings(args.global_conf)
+    for w in warnings:
+        print("hotvcb: warning: %s" % w, file=sys.stderr)
+    volume = args.volume or settings.vm_backup_volume
+    rows = backup_rows(common.connect().shell, volume, args.vm)
+    if args.json:
+        print(json.dumps({"volume": volume, "backups": rows}, indent=2, ensure_ascii=False))
+    else:
+        print(table(rows) if rows else "no backups under %s%s" % (volume, " for %r" % args.vm if args.vm else ""))
+    return 0
+
+
+def table(rows: List[Dict[str, Any]]) -> str:
+    head = ("VM", "TIME", "AGE", "SIZE", "FORMAT", "STATUS", "VERIFIED")
+    lines = [head]
+    for r in rows:
+        status = r["status"] + (" (gz)" if r["compressed"] else "")
+        if r["verify_error"]:
+            verified = "FAILED: " + r["verify_error"]
+        else:
+            verified = (r["verified"] or "never").replace("T", " ")
+        lines.append((r["vm"], r["time"].replace("T", " "), age(r["age_seconds"]), size(r["size_bytes"]),
+                      r["format"] or "?", status, verified))
+    widths = [max(len(l[i]) for l in lines) for i in range(len(head) - 1)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(l, widths)) + "  " + l[-1] for l in lines)
+
+
+def age(seconds: int) -> str:
+    if seconds < 0:
+        return "future"
+    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= n:
+            return "%d%s" % (seconds // n, unit)
+    return "%ds" % seconds
+
+
+def size(n: float) -> str:
+    for unit in ("B", "K", "M", "G", "T"):
+        if n < 1024 or unit == "T":
+            return ("%d%s" if unit == "B" else "%.1f%s") % (n, unit)
+        n /= 1024.0
+    return "%dB" % n

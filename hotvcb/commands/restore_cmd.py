@@ -1,0 +1,118 @@
+"""`hotvcb restore`: ghettoVCB-restore's file, a backup path, or a VM's latest backup.
+
+    hotvcb restore -c FILE [-d 1|2] [-l LOG]
+    hotvcb restore BACKUP --datastore DS [--format thin] [--name NEW]
+    hotvcb restore --latest VM -g CONF --datastore DS [--format thin] [--name NEW]
+
+`-d 1` is a dry run (every step, source, destination and .vmx rewrite is
+printed, nothing changes); `-d 2` also prints the rewritten .vmx whole.
+Exit codes: 0 all restored (or a clean dry run), 4 some requests failed,
+6 all failed, 1 usage.
+"""
+
+import socket
+
+from .. import config, interrupt
+from ..errors import HotvcbError, Interrupted, UsageError
+from ..jobs.restore import RestoreJob
+from ..restorefile import BadLine, RestoreRequest, disk_format, read_restore_file, trim_path
+from ..runlog import RunLog
+from ..store import layout
+from . import common
+
+LEVELS = {"0": "info", "info": "info", "1": "dryrun", "dryrun": "dryrun", "2": "dryrun2", "debug": "debug"}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("restore", help="restore backups and register the VMs (ghettoVCB-restore compatible)")
+    p.add_argument("backup", nargs="?", metavar="BACKUP", help="a backup folder or .gz")
+    p.add_argument("-c", dest="restore_file", metavar="FILE",
+                   help='ghettoVCB-restore file: "<backup>;<datastore path>;<format 1-4>[;<new name>]" a line')
+    p.add_argument("--latest", metavar="VM", help="the latest good backup of this VM under VM_BACKUP_VOLUME (-g)")
+    p.add_argument("--datastore", metavar="DS", help="datastore name or path to restore into")
+    p.add_argument("--format", default="thin", metavar="FMT",
+                   help="zeroedthick|2gbsparse|thin|eagerzeroedthick or 1-4 (default thin)")
+    p.add_argument("--name", metavar="NEW", help="display name of the restored VM (default: the backup's)")
+    p.add_argument("--no-verify", action="store_true", help="do not check the manifest's checksums first")
+    p.add_argument("--power-on", action="store_true", help="power the VM on after registering it")
+    p.add_argument("-g", dest="global_conf", metavar="FILE", help="global config (for --latest)")
+    p.add_argument("-l", dest="log_file", metavar="FILE", help="also write the log to FILE")
+    p.add_argument("-d", dest="level", default="info", choices=sorted(LEVELS),
+                   help="1 or dryrun: show what would happen; 2: the same with the rewritten .vmx; debug: more log")
+    p.set_defaults(handler=run)
+
+
+def requests_from(args, settings) -> list:
+    """RestoreRequests (and BadLines) the command line asks for."""
+    given = [x for x in (args.backup, args.restore_file, args.latest) if x]
+    if len(given) != 1:
+        raise UsageError("say what to restore: BACKUP, -c FILE or --latest VM (exactly one)")
+    if args.restore_file:
+        if args.datastore or args.name:
+            raise UsageError("-c FILE names datastore and name per line; drop --datastore/--name")
+        return read_restore_file(args.restore_file)
+    if not args.datastore:
+        raise UsageError("say where to restore to: --datastore NAME or PATH")
+    try:
+        fmt = disk_format(args.format)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    target = args.datastore if args.datastore.startswith("/") else "/vmfs/volumes/" + args.datastore
+    backup = args.backup
+    if args.latest:
+        good = [b for b in layout.list_backups(common.connect().shell, settings.vm_backup_volume, args.latest) if b.good]
+        if not good:
+            raise UsageError("no good backup of %r under %s" % (args.latest, settings.vm_backup_volume))
+        backup = good[-1].path
+    return [RestoreRequest(trim_path(backup), trim_path(target), fmt, args.name or None)]
+
+
+def run(args) -> int:
+    level = LEVELS[args.level]
+    dry_run = level in ("dryrun", "dryrun2")
+    settings, warnings = config.load_settings(args.global_conf)
+    log = RunLog("debug" if level in ("debug", "dryrun2") else "info", path=args.log_file)
+    for w in warnings:
+        log.warning(w)
+    interrupt.install()
+    failed = done = 0
+    try:
+        items = requests_from(args, settings)
+        log.info("============================== hotvcb restore LOG START ==============================")
+        log.info("HOST: %s" % socket.gethostname())
+        if dry_run:
+            log.info("DRY RUN: nothing will be changed")
+        host = common.connect()
+        job = RestoreJob(host, log, dry_run=dry_run, verbose=level == "dryrun2",
+                         verify=not args.no_verify, power_on=args.power_on)
+        for item in items:
+            done += 1
+            if isinstance(item, BadLine):
+                log.error(str(item))
+                failed += 1
+                continue
+            if job.restore_one(item).status != "ok":
+                failed += 1
+            if interrupt.pending():
+                interrupt.raise_pending()
+        status, code = _final(done, failed, dry_run)
+    except Interrupted as err:
+        status, code = "ERROR: %s; unfinished restore folders removed" % err, err.exit_code
+    except UsageError:
+        log.close()
+        raise
+    except HotvcbError as err:
+        log.error(str(err))
+        status, code = "ERROR: %s" % err, err.exit_code
+    log.info("###### Final status: %s ######" % status)
+    log.info("============================== hotvcb restore LOG END ================================")
+    log.close()
+    return code
+
+
+def _final(done: int, failed: int, dry_run: bool):
+    if failed == 0:
+        return ("OK, only a dryrun." if dry_run else "All VMs restored OK!"), 0
+    if failed == done:
+        return "ERROR: All VMs failed to restore!", 6
+    return "ERROR: %d of %d VM(s) failed to restore!" % (failed, done), 4

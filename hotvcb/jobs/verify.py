@@ -1,0 +1,200 @@
+"""Prove a backup still holds what it held when it was sealed.
+
+Every file the manifest names is re-read and compared by size and SHA-256.
+Where the manifest carries per-block digests (manifest.BLOCK_SIZE blocks) the
+first differing byte range is reported; otherwise the range is the whole file.
+Files in the folder the manifest does not name are reported as notes, not
+damage (an admin's README does not break a backup).
+
+A successful check of a backup folder is recorded in its manifest
+(`"verified": iso time`, and `"verify_error"` cleared); a failed one records
+`"verify_error": {"at", "file", "message"}` and keeps the last good
+`verified` time. The manifest is rewritten atomically (Shell.write_text).
+A compressed backup is checked by streaming the archive; the result is not
+recorded (the archive cannot be rewritten in place).
+
+Backups without a manifest (made by ghettoVCB) cannot be verified: they are
+reported as "unverifiable", which is not a failure.
+"""
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Dict, List, Optional
+
+from .. import targz
+from ..errors import HostError
+from ..shell import LocalShell
+from ..store import layout, manifest
+
+# Files a backup folder holds besides the ones the manifest lists.
+BOOKKEEPING = (manifest.MANIFEST,) + layout.STATUS_FILES
+
+
+@dataclass
+class Problem:
+    file: str
+    message: str
+    first: Optional[int] = None  # byte range of the first damage, when known
+    last: Optional[int] = None
+
+    def __str__(self) -> str:
+        where = ""
+        if self.first is not None:
+            where = " (bytes %d-%d)" % (self.first, self.last)
+        return "%s: %s%s" % (self.file, self.message, where)
+
+
+@dataclass
+class VerifyResult:
+    path: str
+    status: str = "ok"  # ok | damaged | unverifiable | skipped
+    files: int = 0
+    bytes: int = 0
+    problems: List[Problem] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("ok", "unverifiable", "skipped")
+
+
+def verify_backup(shell, path: str, record: bool = True, progress=None) -> VerifyResult:
+    """Check one backup folder or .gz against its manifest."""
+    if path.endswith(".gz") and not shell.isdir(path):
+        if not isinstance(shell, LocalShell):
+            return VerifyResult(path, "unverifiable", message="compressed backups are checked on the host only")
+        return verify_gz(path)
+    return verify_folder(shell, path, record=record, progress=progress)
+
+
+def verify_folder(shell, folder: str, record: bool = True, progress=None) -> VerifyResult:
+    result = VerifyResult(folder)
+    if not shell.isdir(folder):
+        result.status, result.message = "damaged", "%s does not exist" % folder
+        result.problems.append(Problem(folder, "backup folder is missing"))
+        return result
+    try:
+        data = manifest.load(shell, folder)
+    except (ValueError, HostError) as err:
+        result.status, result.message = "damaged", "manifest unreadable: %s" % err
+        result.problems.append(Problem(manifest.MANIFEST, "unreadable: %s" % err))
+        return result
+    if data is None:
+        result.status = "unverifiable"
+        result.message = "no %s (a ghettoVCB backup): nothing to check against" % manifest.MANIFEST
+        return result
+    files = data.get("files") or {}
+    if data.get("result") == "error" or not files:
+        result.status, result.message = "skipped", "failed backup, holds no data to check"
+        return result
+    present = set(shell.list_files(folder))
+    for rel in sorted(files):
+        entry = files[rel]
+        problem = _check_file(shell, folder + "/" + rel, rel, entry, rel in present, progress)
+        result.files += 1
+        result.bytes += int(entry.get("size", 0))
+        if problem is not None:
+            result.problems.append(problem)
+    for rel in sorted(present - set(files) - set(BOOKKEEPING)):
+        if not rel.startswith(".") and "/." not in rel:
+            result.notes.append("%s is not in the manifest" % rel)
+    _finish(result)
+    if record:
+        _record(shell, folder, data, result)
+    return result
+
+
+def _check_file(shell, path: str, rel: str, entry: Dict, present: bool, progress) -> Optional[Problem]:
+    if not present:
+        return Problem(rel, "missing")
+    try:
+        digest = manifest.digest_file(shell, path, on_block=progress)
+    except HostError as err:
+        return Problem(rel, "unreadable: %s" % err)
+    return compare(rel, entry, digest)
+
+
+def compare(rel: str, entry: Dict, digest: "manifest.FileDigest") -> Optional[Problem]:
+    """The problem with a file's digest against its manifest entry, or None."""
+    size = int(entry.get("size", -1))
+    if digest.sha256 == entry.get("sha256") and digest.size == size:
+        return None
+    span = manifest.first_bad_block(entry, digest)
+    if digest.size != size:
+        shorter = min(digest.size, size)
+        if span is None or span[0] >= shorter:
+            span = (shorter, max(digest.size, size) - 1)
+        return Problem(rel, "size %d, manifest says %d" % (digest.size, size), *span)
+    if span is None:
+        if entry.get("blocks"):
+            return Problem(rel, "SHA-256 mismatch", 0, max(size - 1, 0))
+        return Problem(rel, "SHA-256 mismatch (no block digests in this manifest: somewhere in bytes 0-%d)" % max(size - 1, 0))
+    return Problem(rel, "SHA-256 mismatch", *span)
+
+
+def verify_gz(path: str) -> VerifyResult:
+    """Stream a compressed backup once, hashing each member, then compare."""
+    result = VerifyResult(path)
+    digests = {}  # type: Dict[str, manifest.FileDigest]
+
+    def on_file(rel, tar, info):
+        digests[rel] = manifest.digest_stream(tar.extractfile(info).read)
+
+    try:
+        _top, members, texts = targz.scan(path, wanted=(lambda r: r == manifest.MANIFEST,), on_file=on_file)
+    except HostError as err:
+        result.status, result.message = "damaged", str(err)
+        result.problems.append(Problem(path.rsplit("/", 1)[-1], str(err)))
+        return result
+    if manifest.MANIFEST not in texts:
+        result.status = "unverifiable"
+        result.message = "no %s (a ghettoVCB backup): nothing to check against" % manifest.MANIFEST
+        return result
+    try:
+        data = json.loads(texts[manifest.MANIFEST])
+    except ValueError as err:
+        result.status, result.message = "damaged", "manifest unreadable: %s" % err
+        return result
+    files = data.get("files") or {}
+    if data.get("result") == "error" or not files:
+        result.status, result.message = "skipped", "failed backup, holds no data to check"
+        return result
+    for rel in sorted(files):
+        result.files += 1
+        result.bytes += int(files[rel].get("size", 0))
+        if rel not in digests:
+            result.problems.append(Problem(rel, "missing from the archive"))
+            continue
+        problem = compare(rel, files[rel], digests[rel])
+        if problem is not None:
+            result.problems.append(problem)
+    for m in members:
+        if m.rel not in files and m.rel not in BOOKKEEPING:
+            result.notes.append("%s is not in the manifest" % m.rel)
+    _finish(result)
+    result.notes.append("compressed backup: result not recorded")
+    return result
+
+
+def _finish(result: VerifyResult) -> None:
+    if result.problems:
+        result.status = "damaged"
+        result.message = "%d of %d file(s) damaged; first: %s" % (len(result.problems), result.files, result.problems[0])
+    else:
+        result.message = "%d file(s), %d bytes intact" % (result.files, result.bytes)
+
+
+def _record(shell, folder: str, data: Dict, result: VerifyResult) -> None:
+    now = datetime.now().isoformat(timespec="seconds")
+    if result.status == "ok":
+        data["verified"] = now
+        data.pop("verify_error", None)
+    else:
+        first = result.problems[0]
+        data["verify_error"] = {"at": now, "file": first.file, "message": str(first)}
+    try:
+        shell.write_text(folder + "/" + manifest.MANIFEST, manifest.dumps(data))
+    except HostError as err:
+        result.notes.append("could not record the result: %s" % err)

@@ -1,0 +1,103 @@
+"""ghettoVCB-restore files: one VM to restore a line.
+
+    "<backup dir or .gz>;<target datastore path>;<format 1-4>[;<new display name>]"
+
+Format numbers are ghettoVCB's: 1 zeroedthick, 2 2gbsparse, 3 thin,
+4 eagerzeroedthick (hotvcb also takes the names). Surrounding quotes (" or ')
+are stripped, blank lines and lines starting with `#` are skipped, a trailing
+`/` on either path is tolerated. A line that cannot be used becomes a
+`BadLine` naming file:line, so the caller can report it and still restore the
+other lines; ghettoVCB-restore either stopped at the first bad line or
+silently restored something else.
+"""
+
+import re
+from dataclasses import dataclass
+from typing import List, Optional, Union
+
+from .config import read_text
+from .errors import UsageError
+
+FORMATS = {"1": "zeroedthick", "2": "2gbsparse", "3": "thin", "4": "eagerzeroedthick"}
+FORMAT_NAMES = tuple(FORMATS.values())
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    backup: str  # backup folder or .gz, no trailing "/"
+    target: str  # datastore path the VM folder is created in, no trailing "/"
+    disk_format: str  # one of FORMAT_NAMES
+    new_name: Optional[str] = None
+    where: str = ""  # "file:line" for messages, "" for the command-line form
+
+
+@dataclass(frozen=True)
+class BadLine:
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return "%s: %s" % (self.where, self.message)
+
+
+def disk_format(text: str) -> str:
+    """'3' or 'thin' -> 'thin'; `thick` is the ESX 3.x name for zeroedthick."""
+    value = text.strip().lower()
+    if value in FORMATS:
+        return FORMATS[value]
+    if value == "thick":
+        return "zeroedthick"
+    if value in FORMAT_NAMES:
+        return value
+    raise ValueError(
+        "disk format %r is not valid (allowed: 1=zeroedthick, 2=2gbsparse, 3=thin, 4=eagerzeroedthick)" % text
+    )
+
+
+def trim_path(path: str) -> str:
+    """Drop trailing slashes, but keep "/" itself."""
+    stripped = path.rstrip("/")
+    return stripped or path
+
+
+def parse_line(line: str, where: str) -> Union[RestoreRequest, BadLine, None]:
+    """One line -> a request, a BadLine, or None for blank/comment lines."""
+    text = line.strip(" \t\r\n")
+    if not text or text.startswith("#"):
+        return None
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        text = text[1:-1]
+    if _CONTROL.search(text):
+        return BadLine(where, "control character in line")
+    fields = [f.strip(" \t") for f in text.split(";")]
+    if len(fields) not in (3, 4):
+        return BadLine(
+            where,
+            "expected 3 or 4 fields separated by ';' "
+            '("<backup dir or .gz>;<datastore path>;<format 1-4>[;<new name>]"), found %d' % len(fields),
+        )
+    backup, target, fmt = fields[0], fields[1], fields[2]
+    if not backup:
+        return BadLine(where, "the backup folder (field 1) is empty")
+    if not target:
+        return BadLine(where, "the target datastore path (field 2) is empty")
+    try:
+        fmt_name = disk_format(fmt)
+    except ValueError as err:
+        return BadLine(where, str(err))
+    new_name = fields[3] if len(fields) == 4 and fields[3] else None
+    return RestoreRequest(trim_path(backup), trim_path(target), fmt_name, new_name, where)
+
+
+def read_restore_file(path: str) -> List[Union[RestoreRequest, BadLine]]:
+    """Every usable or unusable line of a restore file, in file order."""
+    text, _warnings = read_text(path, "restore file")
+    out = []  # type: List[Union[RestoreRequest, BadLine]]
+    for number, line in enumerate(text.split("\n"), 1):
+        item = parse_line(line, "%s:%d" % (path, number))
+        if item is not None:
+            out.append(item)
+    if not out:
+        raise UsageError("restore file %s has no lines to restore" % path)
+    return out

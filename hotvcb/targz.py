@@ -1,0 +1,188 @@
+"""Read and unpack compressed backups (`<VM>-<TS>.gz`, tar+gzip of one folder).
+
+ghettoVCB and hotvcb both write the backup folder as the archive's single
+top-level directory. Archives are read with the stdlib `tarfile` on the host
+itself, as LocalShell.make_tar_gz writes them; an SSH shell would need its own
+implementation of these three functions.
+
+Unpacking is defensive: every member must sit under that one folder, no
+absolute names, no `..`, no links or devices (a crafted archive must not
+write outside the extraction folder). Blocks of zeros are skipped with a seek,
+so a thin disk stays thin when extracted instead of inflating to full size.
+"""
+
+import os
+import tarfile
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional
+
+from . import interrupt
+from .errors import HostError
+from .store.layout import STATUS_FILES
+
+CHUNK = 1 << 20
+
+
+@dataclass
+class Member:
+    rel: str  # path inside the backup folder
+    size: int
+
+
+def _open(path: str, streaming: bool = True) -> tarfile.TarFile:
+    try:
+        return tarfile.open(path, "r|gz" if streaming else "r:gz")
+    except (OSError, tarfile.TarError) as err:
+        raise HostError("cannot open %s: %s" % (path, err)) from err
+
+
+def _rel(name: str, path: str) -> str:
+    """Member name -> path inside the backup folder; refuse anything outside it."""
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if name.startswith("/") or ".." in parts:
+        raise HostError("%s: unsafe member name %r" % (path, name))
+    return "/".join(parts[1:])
+
+
+def scan(path: str, wanted=(), on_file: Optional[Callable[[str, tarfile.TarFile, tarfile.TarInfo], None]] = None):
+    """One pass over the archive: (top folder, members, texts of `wanted` members).
+
+    `wanted` holds predicates on the relative name; matching members up to
+    1 MiB are returned decoded. `on_file(rel, tar, info)` may read each
+    regular member's data (used by verify to hash without unpacking).
+    """
+    top = None
+    members = []  # type: List[Member]
+    texts = {}  # type: Dict[str, str]
+    tar = _open(path)
+    try:
+        for info in tar:
+            if interrupt.pending():
+                interrupt.raise_pending()
+            first = [p for p in info.name.split("/") if p not in ("", ".")][:1]
+            if first:
+                if top is None:
+                    top = first[0]
+                elif first[0] != top:
+                    raise HostError("%s holds more than one folder (%s, %s)" % (path, top, first[0]))
+            rel = _rel(info.name, path)
+            if info.isdir():
+                continue
+            if not info.isfile():
+                raise HostError("%s: member %r is not a regular file" % (path, info.name))
+            members.append(Member(rel, info.size))
+            if any(w(rel) for w in wanted) and info.size <= CHUNK:
+                data = tar.extractfile(info).read()
+                try:
+                    texts[rel] = data.decode("utf-8")
+                except UnicodeDecodeError:
+                    texts[rel] = data.decode("latin-1")
+            elif on_file is not None:
+                on_file(rel, tar, info)
+    except (OSError, tarfile.TarError, EOFError) as err:
+        raise HostError("cannot read %s: %s" % (path, err)) from err
+    finally:
+        tar.close()
+    if top is None:
+        raise HostError("%s is empty" % path)
+    return top, members, texts
+
+
+def extract(path: str, dest: str) -> str:
+    """Unpack into dest (which must exist); return the backup folder inside it."""
+    top = None
+    tar = _open(path)
+    try:
+        for info in tar:
+            if interrupt.pending():
+                interrupt.raise_pending()
+            rel = _rel(info.name, path)
+            first = [p for p in info.name.split("/") if p not in ("", ".")][:1]
+            if not first:
+                continue
+            top = top or first[0]
+            if first[0] != top:
+                raise HostError("%s holds more than one folder (%s, %s)" % (path, top, first[0]))
+            target = os.path.join(dest, top, rel) if rel else os.path.join(dest, top)
+            if info.isdir():
+                os.makedirs(target, exist_ok=True)
+                continue
+            if not info.isfile():
+                raise HostError("%s: member %r is not a regular file" % (path, info.name))
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            _write_sparse(tar.extractfile(info), target, info.size)
+    except OSError as err:
+        raise HostError("cannot extract %s into %s: %s" % (path, dest, err.strerror or err)) from err
+    except (tarfile.TarError, EOFError) as err:
+        raise HostError("cannot read %s: %s" % (path, err)) from err
+    finally:
+        tar.close()
+    if top is None:
+        raise HostError("%s is empty" % path)
+    return os.path.join(dest, top)
+
+
+def _write_sparse(src, target: str, size: int) -> None:
+    zero = bytes(CHUNK)
+    with open(target, "wb") as out:
+        while True:
+            if interrupt.pending():
+                interrupt.raise_pending()
+            block = src.read(CHUNK)
+            if not block:
+                break
+            if block == zero[: len(block)]:
+                out.seek(len(block), os.SEEK_CUR)
+            else:
+                out.write(block)
+        out.truncate(size)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+class ArchiveView:
+    """Just enough of a Shell's read side to plan a restore from a .gz unopened.
+
+    The archive path stands for the backup folder; small members (.vmx,
+    descriptors, STATUS.*, the manifest) are readable, big ones only sized.
+    Used by dry runs, which must not unpack anything.
+    """
+
+    def __init__(self, path: str):
+        self.root = path
+        small = (".vmx", ".vmdk", ".json") + STATUS_FILES
+        self.top, members, self.texts = scan(path, wanted=(lambda r: r.endswith(small),))
+        self.sizes = {m.rel: m.size for m in members}
+
+    def _rel(self, path: str) -> Optional[str]:
+        if path == self.root:
+            return ""
+        if path.startswith(self.root + "/"):
+            return path[len(self.root) + 1 :]
+        return None
+
+    def exists(self, path: str) -> bool:
+        return self.isdir(path) or self._rel(path) in self.sizes
+
+    def isdir(self, path: str) -> bool:
+        rel = self._rel(path)
+        if rel is None:
+            return False
+        return rel == "" or any(r.startswith(rel + "/") for r in self.sizes)
+
+    def listdir(self, path: str) -> List[str]:
+        rel = self._rel(path)
+        prefix = rel + "/" if rel else ""
+        return sorted({r[len(prefix) :].split("/", 1)[0] for r in self.sizes if r.startswith(prefix)})
+
+    def list_files(self, path: str) -> List[str]:
+        return sorted(self.sizes)
+
+    def read_text(self, path: str) -> str:
+        rel = self._rel(path)
+        if rel not in self.texts:
+            raise HostError("%s is not readable inside %s" % (rel, self.root))
+        return self.texts[rel]
+
+    def file_size(self, path: str) -> int:
+        return self.sizes[self._rel(path)]
