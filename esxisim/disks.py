@@ -493,9 +493,15 @@ def clone(src, dst, fmt, progress=None, rng=random):
                 os.posix_fallocate(f.fileno(), 0, size)
             for off in range(0, size, CHUNK):
                 data = disk.read(off, CHUNK)
-                if fmt == "eagerzeroedthick" or data.count(0) != len(data):
+                if fmt == "eagerzeroedthick":
                     f.seek(off)
                     f.write(data)
+                else:  # leave all-zero 64 KiB blocks unwritten: holes stay holes
+                    for sub in range(0, len(data), 65536):
+                        piece = data[sub:sub + 65536]
+                        if piece.count(0) != len(piece):
+                            f.seek(off + sub)
+                            f.write(piece)
                 tick(len(data))
         write_descriptor(dst, d)
 
