@@ -11,10 +11,13 @@ import traceback
 from typing import List, Optional
 
 from . import __version__
-from .commands import backup_cmd, cleanup_cmd, list_cmd, restore_cmd, schedule_cmd, verify_cmd
+from .commands import backup_cmd, cleanup_cmd, common, list_cmd, restore_cmd, schedule_cmd, verify_cmd
 from .errors import HotvcbError
+from .sshshell import SshTarget
 
 COMMANDS = (backup_cmd, cleanup_cmd, schedule_cmd, restore_cmd, list_cmd, verify_cmd)
+# top-level options that take a value (they may precede ghettoVCB-style flags)
+_GLOBAL_VALUED = ("--host", "--port", "--identity", "--known-hosts", "--ssh-option")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,6 +35,15 @@ def build_parser() -> argparse.ArgumentParser:
         "`hotvcb -a -g FILE` works like `ghettoVCB.sh -a -g FILE`.",
     )
     parser.add_argument("--version", action="version", version="hotvcb " + __version__)
+    remote = parser.add_argument_group(
+        "SSH remote mode", "run the job from this machine against an ESXi host over SSH "
+        "(OpenSSH client; host keys must already be in known_hosts)")
+    remote.add_argument("--host", metavar="USER@HOST", help="the ESXi host to work on, e.g. root@esxi01")
+    remote.add_argument("--port", type=int, metavar="N", help="its SSH port (default 22)")
+    remote.add_argument("--identity", metavar="FILE", help="private key to log in with")
+    remote.add_argument("--known-hosts", metavar="FILE", help="known_hosts file holding the host's key")
+    remote.add_argument("--ssh-option", metavar="OPT", action="append", default=[],
+                        help="extra ssh -o option, e.g. ConnectTimeout=5 (repeatable)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for module in COMMANDS:
         module.register(sub)
@@ -40,13 +52,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
-        argv.insert(0, "backup")  # ghettoVCB style: flags only
+    first = _skip_global_options(argv)
+    if first < len(argv) and argv[first].startswith("-") and argv[first] not in ("-h", "--help", "--version"):
+        argv.insert(first, "backup")  # ghettoVCB style: flags only
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 1
+    if args.host:
+        common.use_remote(SshTarget(args.host, args.port, args.identity, args.known_hosts,
+                                    tuple(args.ssh_option)))
+    elif args.port or args.identity or args.known_hosts or args.ssh_option:
+        parser.error("--port, --identity, --known-hosts and --ssh-option need --host")
+    else:
+        common.use_remote(None)
     debug = getattr(args, "level", "") == "debug"
     try:
         return args.handler(args)
@@ -63,6 +83,19 @@ def main(argv: Optional[List[str]] = None) -> int:
             traceback.print_exc()
         print("hotvcb: internal error: %s: %s (run with -d debug for details)" % (type(err).__name__, err), file=sys.stderr)
         return 1
+
+
+def _skip_global_options(argv: List[str]) -> int:
+    """Index of the first argument after the leading top-level (SSH) options."""
+    i = 0
+    while i < len(argv):
+        if argv[i] in _GLOBAL_VALUED:
+            i += 2
+        elif argv[i].split("=", 1)[0] in _GLOBAL_VALUED:
+            i += 1
+        else:
+            break
+    return i
 
 
 if __name__ == "__main__":

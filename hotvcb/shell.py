@@ -1,4 +1,4 @@
-"""Run host commands and touch host files, locally or (later) over SSH.
+"""Run host commands and touch host files locally (SSH: sshshell.py).
 
 Everything hotvcb does to a host goes through a Shell, so the same job runs on
 the ESXi host itself (Python 3.8 there) or from a Linux box over SSH. Commands
@@ -71,41 +71,8 @@ class LocalShell:
             )
         except OSError as err:
             raise HostError("cannot run %s: %s" % (argv[0], err.strerror or err)) from err
-        chunks = []  # type: List[bytes]
-        pending = b""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        quiet_since = time.monotonic()
-        fd = proc.stdout.fileno()
-        try:
-            while True:
-                if interruptible and interrupt.pending():
-                    _stop(proc)
-                    interrupt.raise_pending()
-                if deadline is not None and time.monotonic() > deadline:
-                    _stop(proc)
-                    raise TimeoutExpired(" ".join(argv[:2]), timeout)
-                if idle_timeout is not None and time.monotonic() - quiet_since > idle_timeout:
-                    _stop(proc)
-                    raise TimeoutExpired("output from " + " ".join(argv[:2]), idle_timeout)
-                ready, _, _ = select.select([fd], [], [], 0.2)
-                if not ready:
-                    continue
-                data = os.read(fd, 65536)
-                if not data:
-                    break
-                chunks.append(data)
-                quiet_since = time.monotonic()
-                if on_output is not None:
-                    pending += data
-                    pending = _feed(pending, on_output)
-            proc.wait()
-        finally:
-            if proc.poll() is None:
-                _stop(proc)
-            proc.stdout.close()
-        if on_output is not None and pending:
-            on_output(pending.decode("utf-8", "replace"))
-        return Completed(argv, proc.returncode, b"".join(chunks).decode("utf-8", "replace"))
+        return stream(proc, argv, timeout=timeout, idle_timeout=idle_timeout,
+                      on_output=on_output, interruptible=interruptible)
 
     # -- files -------------------------------------------------------------
     def read_text(self, path: str) -> str:
@@ -259,6 +226,59 @@ def fsync_dir(folder: str) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def stream(
+    proc: "subprocess.Popen",
+    argv: List[str],
+    *,
+    timeout: Optional[float],
+    idle_timeout: Optional[float],
+    on_output: Optional[OutputCallback],
+    interruptible: bool,
+) -> Completed:
+    """Read a started child's merged output until it exits; the shared core of run().
+
+    `proc` must have been started in its own session with stdout a pipe
+    (stderr merged into it); `argv` is the command as the user should see it.
+    The child (and its group) is stopped on timeout, idle timeout or a pending
+    interrupt, and whatever else goes wrong while reading.
+    """
+    chunks = []  # type: List[bytes]
+    pending = b""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    quiet_since = time.monotonic()
+    fd = proc.stdout.fileno()
+    try:
+        while True:
+            if interruptible and interrupt.pending():
+                _stop(proc)
+                interrupt.raise_pending()
+            if deadline is not None and time.monotonic() > deadline:
+                _stop(proc)
+                raise TimeoutExpired(" ".join(argv[:2]), timeout)
+            if idle_timeout is not None and time.monotonic() - quiet_since > idle_timeout:
+                _stop(proc)
+                raise TimeoutExpired("output from " + " ".join(argv[:2]), idle_timeout)
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if not ready:
+                continue
+            data = os.read(fd, 65536)
+            if not data:
+                break
+            chunks.append(data)
+            quiet_since = time.monotonic()
+            if on_output is not None:
+                pending += data
+                pending = _feed(pending, on_output)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            _stop(proc)
+        proc.stdout.close()
+    if on_output is not None and pending:
+        on_output(pending.decode("utf-8", "replace"))
+    return Completed(argv, proc.returncode, b"".join(chunks).decode("utf-8", "replace"))
 
 
 def _feed(pending: bytes, callback: OutputCallback) -> bytes:

@@ -8,6 +8,7 @@ from ..hosts.esxi import EsxiHost
 from ..runlog import RunLog
 from ..settings import Settings
 from ..shell import LocalShell
+from ..sshshell import SshShell, SshTarget
 
 DEFAULT_WORKDIR = "/tmp/hotvcb.work"
 
@@ -31,6 +32,21 @@ def load(args) -> Tuple[Settings, RunLog]:
     return settings, log
 
 
-def connect(target: Optional[str] = None):
-    """The hypervisor driver for this run (the ESXi host we run on)."""
-    return EsxiHost(LocalShell())
+_remote = None  # type: Optional[SshTarget]
+
+
+def use_remote(target: Optional[SshTarget]) -> None:
+    """Set by the CLI from --host: host commands then go over SSH (None: this host)."""
+    global _remote
+    _remote = target
+
+
+def connect(target: Optional[SshTarget] = None):
+    """The hypervisor driver for this run: the ESXi host we run on, or the --host one over SSH.
+
+    The work/lock dir, config and list files stay on this machine either way.
+    """
+    target = target or _remote
+    if target is None:
+        return EsxiHost(LocalShell())
+    return EsxiHost(SshShell(target).open())

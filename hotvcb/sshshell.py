@@ -1,0 +1,441 @@
+"""The Shell interface over SSH: run hotvcb from a Linux box against an ESXi host.
+
+`SshShell` offers what `LocalShell` offers (run, read_text, write_text, ...),
+carried out on the remote host with the system OpenSSH client, so the core
+stays stdlib-only and the host needs nothing but its own sshd and busybox.
+
+Connection: one multiplexed master (``ControlMaster``) whose socket lives in a
+private temp dir (0700); every command is a new channel on it, so a call costs
+one round trip, not a handshake. The master is started in its own session (a
+Ctrl-C at the terminal must not take it down: snapshot cleanup after an
+interrupt still needs the host) and stopped by ``close()`` (also at exit); an
+idle ``ControlPersist`` bounds its life if we are killed outright.
+
+Host keys: always ``StrictHostKeyChecking=yes``: a key that is unknown or
+changed is refused with a message telling the admin how to check and add it.
+Nothing is ever accepted silently. Authentication is non-interactive
+(``BatchMode``): a backup run under cron cannot answer a prompt.
+
+Commands: the argv is quoted with ``shlex.quote`` for the remote POSIX shell
+(busybox ash on ESXi) and run under a small wrapper (`_WRAPPER`) that merges
+stderr into stdout and watches the channel's stdin. We hold stdin open and
+never write; when we stop the ssh client (interrupt, timeout), sshd closes that
+stdin, the watcher sees EOF and kills the command's whole process group (TERM,
+then KILL after 5 s) — without a pty sshd would otherwise leave a remote
+vmkfstools running on its own.
+
+Files: each operation is one busybox-compatible shell snippet (cat, ls, mkdir,
+mv, rm, cp, stat, ln, chmod, readlink, sha256sum, tar); an atomic write is
+``cat > tmp; sync; mv tmp path``. Long ones (hashing, compressing) go through
+the interruptible `run` path. File names containing a newline are not
+supported by listdir/list_files (ls/find print one name a line).
+"""
+
+import atexit
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence, Tuple
+
+from .errors import HostError, TimeoutExpired
+from .shell import Completed, OutputCallback, stream
+
+SSH = "ssh"
+CONNECT_TIMEOUT = 20  # seconds for TCP connect + key exchange
+PERSIST = 600  # an orphaned master goes away after this long without clients
+FILE_OP_TIMEOUT = 600
+_NOT_FOUND = "hotvcb-ssh: cannot run "
+
+# "$@" is the command. fd 3 keeps the channel's stdin for the watcher (an
+# asynchronous list would otherwise get /dev/null). The watcher ignores TERM
+# itself so it can follow up with KILL; `kill 0` reaches every process of
+# this session's group, also children of the command (sshd gives each
+# session its own group).
+_WRAPPER = """\
+command -v "$1" >/dev/null 2>&1 || { echo "%s$1: not found"; exit 127; }
+exec 3<&0
+"$@" </dev/null 2>&1 &
+p=$!
+{ trap '' TERM; while read -r _; do :; done; kill -TERM 0; sleep 5; kill -KILL 0; } <&3 >/dev/null 2>&1 &
+w=$!
+exec 3<&-
+wait $p
+r=$?
+kill -KILL $w 2>/dev/null
+exit $r
+""" % _NOT_FOUND
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """Where and how to connect; the CLI's --host/--port/--identity/... options."""
+
+    destination: str  # [user@]host, as ssh takes it
+    port: Optional[int] = None
+    identity: Optional[str] = None
+    known_hosts: Optional[str] = None
+    options: Tuple[str, ...] = ()  # extra `-o` options; given first, so they win
+
+    @property
+    def hostname(self) -> str:
+        return self.destination.rsplit("@", 1)[-1]
+
+    @property
+    def known_hosts_name(self) -> str:
+        """How the host is written in known_hosts."""
+        if self.port in (None, 22):
+            return self.hostname
+        return "[%s]:%d" % (self.hostname, self.port)
+
+    def describe(self) -> str:
+        return "ssh://%s%s" % (self.destination, "" if self.port in (None, 22) else ":%d" % self.port)
+
+
+class SshShell:
+    """The host is at the other end of an SSH connection."""
+
+    def __init__(self, target: SshTarget):
+        self.target = target
+        self.description = target.describe()
+        self._dir = None  # type: Optional[str]
+        self._control = None  # type: Optional[str]
+
+    # -- connection ----------------------------------------------------------
+    def _ssh(self, *extra: str) -> List[str]:
+        t = self.target
+        argv = [SSH]
+        for opt in t.options:
+            argv += ["-o", opt]
+        argv += [
+            "-o", "BatchMode=yes",
+            "-o", "StrictHostKeyChecking=yes",
+            "-o", "ConnectTimeout=%d" % CONNECT_TIMEOUT,
+            "-o", "ServerAliveInterval=15",
+            "-o", "ServerAliveCountMax=4",
+            "-o", "LogLevel=ERROR",
+            "-o", "ForwardAgent=no",
+            "-o", "ForwardX11=no",
+            "-o", "EscapeChar=none",
+        ]
+        if self._control:
+            argv += ["-o", "ControlPath=" + _config_value(self._control)]
+        if t.port is not None:
+            argv += ["-p", str(t.port)]
+        if t.identity:
+            argv += ["-i", t.identity, "-o", "IdentitiesOnly=yes"]
+        if t.known_hosts:
+            argv += ["-o", "UserKnownHostsFile=" + _config_value(t.known_hosts)]
+        return argv + list(extra)
+
+    def open(self) -> "SshShell":
+        """Start the master connection (idempotent); fails with the reason why not."""
+        if self._control is not None:
+            return self
+        self._dir = tempfile.mkdtemp(prefix="hotvcb-ssh-")  # 0700: only we reach the socket
+        self._control = os.path.join(self._dir, "master")
+        argv = self._ssh("-o", "ControlMaster=yes", "-o", "ControlPersist=%d" % PERSIST,
+                         "-N", "-f", self.target.destination)
+        errfile = os.path.join(self._dir, "master.err")
+        try:
+            with open(errfile, "wb") as err:
+                proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                      start_new_session=True, timeout=CONNECT_TIMEOUT * 3)
+            with open(errfile, "rb") as f:
+                message = f.read().decode("utf-8", "replace")
+        except subprocess.TimeoutExpired as err:
+            self._forget()
+            raise TimeoutExpired("the SSH connection to %s" % self.target.destination, CONNECT_TIMEOUT * 3) from err
+        except OSError as err:
+            self._forget()
+            raise HostError("cannot run %s: %s (install the OpenSSH client)" % (SSH, err.strerror or err)) from err
+        if proc.returncode != 0:
+            self._forget()
+            raise HostError(self._connect_error(message))
+        atexit.register(self.close)
+        return self
+
+    def _connect_error(self, message: str) -> str:
+        t = self.target
+        known = t.known_hosts or "~/.ssh/known_hosts"
+        port = "" if t.port in (None, 22) else "-p %d " % t.port
+        if "REMOTE HOST IDENTIFICATION HAS CHANGED" in message or "Host key for" in message:
+            return (
+                "the SSH host key of %s has CHANGED since it was recorded in %s; refusing to connect "
+                "(this can be an attack, or the host was reinstalled). If you know why it changed, remove "
+                "the old key with `ssh-keygen -R '%s' -f %s`, check the new key's fingerprint on the host "
+                "console (`for k in /etc/ssh/ssh_host_*_key.pub; do ssh-keygen -lf $k; done`) and add it as "
+                "below: `ssh-keyscan %s%s >> %s`" % (t.hostname, known, t.known_hosts_name, known,
+                                                     port, t.hostname, known)
+            )
+        if "Host key verification failed" in message or "host key is known" in message:
+            return (
+                "the SSH host key of %s is not known (not in %s), and hotvcb never accepts a host key by "
+                "itself. Compare the fingerprints of `ssh-keyscan %s%s | ssh-keygen -lf -` with those shown "
+                "on the host console (`for k in /etc/ssh/ssh_host_*_key.pub; do ssh-keygen -lf $k; done`), "
+                "then add the key: `ssh-keyscan %s%s >> %s` (or run `ssh %s%s` once and answer yes)"
+                % (t.known_hosts_name, known, port, t.hostname, port, t.hostname, known,
+                   port, t.destination)
+            )
+        detail = _last_line(message) or "ssh exited with an error"
+        if "Permission denied" in message:
+            return ("SSH login to %s refused (%s): hotvcb logs in with a key, never a password; put the "
+                    "public key in /etc/ssh/keys-<user>/authorized_keys on ESXi and pass --identity FILE"
+                    % (t.destination, detail))
+        return "cannot connect to %s over SSH: %s" % (t.destination, detail)
+
+    def close(self) -> None:
+        """Stop the master and remove its private dir (idempotent)."""
+        if self._control is None:
+            return
+        try:
+            subprocess.run(self._ssh("-O", "exit", self.target.destination), stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            pass
+        self._forget()
+
+    def _forget(self) -> None:
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+        self._dir = self._control = None
+
+    def __enter__(self) -> "SshShell":
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _lost(self, output: str) -> HostError:
+        return HostError("lost the SSH connection to %s: %s"
+                         % (self.target.destination, _last_line(output) or "ssh exited 255"))
+
+    # -- commands ------------------------------------------------------------
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: Optional[float] = 600,
+        idle_timeout: Optional[float] = None,
+        on_output: Optional[OutputCallback] = None,
+        interruptible: bool = True,
+    ) -> Completed:
+        """Run argv on the host; same contract as LocalShell.run.
+
+        Stopping the local ssh client (interrupt, timeout) closes the channel,
+        and the wrapper then kills the remote command and its children.
+        """
+        self.open()
+        argv = [str(a) for a in argv]
+        remote = _join(["sh", "-c", _WRAPPER, "hotvcb"] + argv)
+        try:
+            proc = subprocess.Popen(
+                self._ssh("-T", self.target.destination, remote),
+                stdin=subprocess.PIPE,  # held open: its EOF tells the remote side we are gone
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as err:
+            raise HostError("cannot run %s: %s" % (SSH, err.strerror or err)) from err
+        try:
+            done = stream(proc, argv, timeout=timeout, idle_timeout=idle_timeout,
+                          on_output=on_output, interruptible=interruptible)
+        finally:
+            proc.stdin.close()
+        if done.returncode == 127 and done.output.startswith(_NOT_FOUND):
+            raise HostError("cannot run %s on %s: not found" % (argv[0], self.target.destination))
+        if done.returncode == 255 and not self._master_alive():
+            raise self._lost(done.output)
+        return done
+
+    def _master_alive(self) -> bool:
+        if self._control is None:
+            return False
+        check = subprocess.run(self._ssh("-O", "check", self.target.destination), stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return check.returncode == 0
+
+    def _call(self, script: str, *args: str, data: Optional[bytes] = None,
+              timeout: Optional[float] = FILE_OP_TIMEOUT) -> Tuple[int, bytes, str]:
+        """Run a short sh snippet with positional args; (exit code, stdout, stderr)."""
+        self.open()
+        remote = _join(["sh", "-c", script, "hotvcb"] + list(args))
+        argv = self._ssh("-T", self.target.destination, remote)
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        except OSError as err:
+            raise HostError("cannot run %s: %s" % (SSH, err.strerror or err)) from err
+        try:
+            out, err = proc.communicate(data, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            proc.kill()
+            proc.communicate()
+            raise TimeoutExpired("%s on %s" % (script.split()[0], self.target.destination), timeout or 0) from exc
+        message = err.decode("utf-8", "replace")
+        if proc.returncode == 255 and not self._master_alive():
+            raise self._lost(message)
+        return proc.returncode, out, message
+
+    def _must(self, what: str, script: str, *args: str, data: Optional[bytes] = None,
+              timeout: Optional[float] = FILE_OP_TIMEOUT) -> bytes:
+        rc, out, err = self._call(script, *args, data=data, timeout=timeout)
+        if rc != 0:
+            raise HostError("%s: %s" % (what, _reason(err) or "exit %d" % rc))
+        return out
+
+    def _test(self, script: str, path: str) -> bool:
+        rc, _out, err = self._call(script, path)
+        if rc > 1:
+            raise HostError("cannot check %s: %s" % (path, _reason(err) or "exit %d" % rc))
+        return rc == 0
+
+    def _streamed(self, what: str, script: str, *args: str) -> str:
+        """A long snippet through run(): interruptible, and killed remotely when stopped."""
+        done = self.run(["sh", "-c", script, "hotvcb"] + list(args), timeout=None)
+        if done.returncode != 0:
+            raise HostError("%s: %s" % (what, _reason(done.output) or "exit %d" % done.returncode))
+        return done.output
+
+    # -- files ---------------------------------------------------------------
+    def read_text(self, path: str) -> str:
+        data = self._must("cannot read %s" % path, 'cat -- "$1"', path)
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return data.decode("latin-1")
+
+    def write_text(self, path: str, text: str) -> None:
+        """Write atomically: temp file in the same folder, sync, rename."""
+        folder, name = _split(path)
+        tmp = folder + "/." + name + ".tmp"
+        script = ('cat > "$2" && { sync -- "$2" 2>/dev/null || sync; } && mv -f -- "$2" "$1" '
+                  '|| { r=$?; rm -f -- "$2"; exit $r; }')
+        self._must("cannot write %s" % path, script, path, tmp, data=text.encode("utf-8"))
+
+    def exists(self, path: str) -> bool:
+        return self._test('[ -e "$1" ] || [ -L "$1" ]', path)
+
+    def isdir(self, path: str) -> bool:
+        return self._test('[ -d "$1" ]', path)
+
+    def listdir(self, path: str) -> List[str]:
+        out = self._must("cannot list %s" % path, 'ls -1a -- "$1"', path)
+        names = out.decode("utf-8", "surrogateescape").split("\n")
+        return sorted(n for n in names if n not in ("", ".", ".."))
+
+    def makedirs(self, path: str) -> None:
+        self._must("cannot create %s" % path, 'mkdir -p -- "$1"', path)
+
+    def make_new_dir(self, path: str) -> bool:
+        """Create path; False if it already exists (the atomic claim of a name)."""
+        rc, _out, err = self._call('mkdir -- "$1" && exit 0; [ -e "$1" ] && exit 3; exit 1', path)
+        if rc == 3:
+            return False
+        if rc != 0:
+            raise HostError("cannot create %s: %s" % (path, _reason(err) or "exit %d" % rc))
+        return True
+
+    def list_files(self, folder: str) -> List[str]:
+        """Every file under folder, as sorted paths relative to it."""
+        out = self._must("cannot list %s" % folder, 'cd -- "$1" && find . -type f', folder)
+        names = out.decode("utf-8", "surrogateescape").split("\n")
+        return sorted(n[2:] for n in names if n.startswith("./"))
+
+    def make_tar_gz(self, folder: str, dst: str, arcname: str) -> None:
+        """tar+gzip folder as <arcname>/... like LocalShell.make_tar_gz.
+
+        busybox tar cannot rename members, so a folder under another name is
+        archived through a link named arcname, with -h (backup folders hold
+        no links of their own).
+        """
+        parent, name = _split(folder.rstrip("/"))
+        if name == arcname:
+            script = 'tar -czf "$2" -C "$1" "$3" && { sync -- "$2" 2>/dev/null || sync; }'
+            args = (parent, dst, _member(arcname))
+        else:
+            script = ('d="$2.d"; rm -rf -- "$d"; mkdir -- "$d" && ln -s -- "$1" "$d/$3" '
+                      '&& tar -czhf "$2" -C "$d" "$4" && { sync -- "$2" 2>/dev/null || sync; }; '
+                      'r=$?; rm -rf -- "$d"; exit $r')
+            args = (folder, dst, arcname, _member(arcname))
+        self._streamed("cannot compress %s" % folder, script, *args)
+
+    def rename(self, src: str, dst: str) -> None:
+        # mv would move src *into* an existing directory dst; os.rename would not
+        script = ('if [ -d "$2" ] && [ ! -L "$2" ]; then echo "$2: File exists" >&2; exit 1; fi; '
+                  'mv -f -- "$1" "$2"')
+        self._must("cannot rename %s to %s" % (src, dst), script, src, dst)
+
+    def remove_tree(self, path: str) -> None:
+        self._must("cannot remove %s" % path, 'rm -rf -- "$1"', path, timeout=None)
+
+    def copy_file(self, src: str, dst: str) -> None:
+        script = 'cp -- "$1" "$2" && { sync -- "$2" 2>/dev/null || sync; }'
+        self._must("cannot copy %s to %s" % (src, dst), script, src, dst, timeout=None)
+
+    def file_size(self, path: str) -> int:
+        return int(self._must("cannot stat %s" % path, 'stat -L -c %s -- "$1"', path).split()[0])
+
+    def disk_usage(self, path: str) -> int:
+        """Bytes allocated on disk (thin files are smaller than their size)."""
+        blocks, unit = self._must("cannot stat %s" % path, "stat -L -c '%b %B' -- \"$1\"", path).split()[:2]
+        return int(blocks) * int(unit)
+
+    def symlink(self, target: str, link: str) -> None:
+        """Point link at target, replacing an older link (-n: never follow it into a folder)."""
+        self._must("cannot link %s" % link, 'ln -sfn -- "$1" "$2"', target, link)
+
+    def chmod(self, path: str, mode: int) -> None:
+        self._must("cannot chmod %s" % path, 'chmod "$2" -- "$1"', path, "%04o" % mode)
+
+    def realpath(self, path: str) -> str:
+        """Like os.path.realpath: a missing last part is kept as written."""
+        script = ('readlink -f -- "$1" 2>/dev/null && exit 0; '
+                  'd=$(readlink -f -- "$(dirname -- "$1")" 2>/dev/null) && '
+                  'echo "${d%/}/$(basename -- "$1")" && exit 0; echo "$1"')
+        out = self._must("cannot resolve %s" % path, script, path)
+        return out.decode("utf-8", "surrogateescape").rstrip("\n") or path
+
+    def sha256(self, path: str, on_block: Optional[Callable[[int], None]] = None) -> str:
+        """Hash a file on the host (sha256sum there: the data never crosses the wire)."""
+        out = self._streamed("cannot read %s" % path, 'sha256sum -- "$1"', path)
+        m = re.search(r"^\\?([0-9a-f]{64})\s", out, re.M)
+        if not m:
+            raise HostError("cannot read %s: unexpected sha256sum output %r" % (path, out[:200]))
+        if on_block is not None:
+            on_block(self.file_size(path))
+        return m.group(1)
+
+
+def _join(argv: Sequence[str]) -> str:
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def _config_value(value: str) -> str:
+    """Quote an ssh -o value that holds spaces."""
+    return '"%s"' % value if any(c.isspace() for c in value) else value
+
+
+def _split(path: str) -> Tuple[str, str]:
+    folder, _, name = path.rpartition("/")
+    return (folder if path.startswith("/") or folder else "."), name
+
+
+def _member(name: str) -> str:
+    """A tar member argument that cannot be taken for an option."""
+    return "./" + name if name.startswith("-") else name
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _reason(stderr: str) -> str:
+    """`cat: can't open 'x': No such file or directory` -> `No such file or directory`."""
+    line = _last_line(stderr)
+    return line.rsplit(": ", 1)[-1] if line else ""
