@@ -6,9 +6,10 @@ state/crond.log, which is what tests need to prove a schedule was (re)loaded.
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
+
+from . import daemon
 
 
 def pid_file(host):
@@ -33,14 +34,12 @@ def crontab_text(host):
 
 def start(host):
     src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    p = subprocess.Popen([sys.executable, "-m", "esxisim.crond", host.root],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True, close_fds=True, env=dict(os.environ, PYTHONPATH=src), cwd="/")
-    for _ in range(100):
-        if _read_pid(host) == p.pid:
+    pid = daemon.spawn([sys.executable, "-m", "esxisim.crond", host.root], dict(os.environ, PYTHONPATH=src))
+    for _ in range(200):
+        if _read_pid(host) == pid:
             break
-        time.sleep(0.02)
-    return p.pid
+        time.sleep(0.01)
+    return pid
 
 
 def _read_pid(host):
@@ -86,7 +85,7 @@ def run(root):
     signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
     signal.signal(signal.SIGHUP, lambda *a: stop.append(1))
     while not stop and os.path.exists(host.store.p("state", "host.json")):
-        time.sleep(0.5)
+        time.sleep(0.2)
     if os.path.exists(host.store.p("state")):
         _log(host, "stop")
 

@@ -30,7 +30,12 @@ def kv(pairs):
 
 def main(host, args):
     words = [a for a in args if not a.startswith("--formatter")]
-    cmd = " ".join(w for w in words if not w.startswith("-"))
+    lead = []
+    for w in words:
+        if w.startswith("-"):
+            break
+        lead.append(w)
+    cmd = " ".join(lead)
     opts = {}
     it = iter(words)
     for a in it:

@@ -449,17 +449,16 @@ def parse_size(text):
 
 
 def wait_gone(pid, timeout=3.0):
+    from .daemon import alive
     end = time.time() + timeout
     while time.time() < end:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
         try:
             if os.waitpid(pid, os.WNOHANG)[0]:
                 return True
         except ChildProcessError:
             pass
+        if not alive(pid):
+            return True
         time.sleep(0.02)
     try:
         os.kill(pid, signal.SIGKILL)

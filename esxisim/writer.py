@@ -9,9 +9,10 @@ import json
 import os
 import random
 import signal
-import subprocess
 import sys
 import time
+
+from . import daemon
 
 RATE = 30.0  # writes per second
 SIZES = (4096, 8192, 16384, 32768, 65536)
@@ -69,17 +70,7 @@ def read_log(host, name):
 
 
 def _alive(pid):
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
+    return daemon.alive(pid)
 
 
 def start(host, vmid):
@@ -89,13 +80,11 @@ def start(host, vmid):
         return v["writer_pid"]
     src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=src)
-    p = subprocess.Popen([sys.executable, "-m", "esxisim.writer", host.root, vmid],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True, close_fds=True, env=env, cwd="/")
+    pid = daemon.spawn([sys.executable, "-m", "esxisim.writer", host.root, vmid], env)
     with host.store.edit() as s:
-        s["vms"][vmid]["writer_pid"] = p.pid
+        s["vms"][vmid]["writer_pid"] = pid
         s["vms"][vmid]["writer"] = True
-    return p.pid
+    return pid
 
 
 def stop(host, vmid, keep_flag=False):

@@ -1,0 +1,115 @@
+"""Injected faults behave like the failures real hosts show."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import REPO, run_shell, sh
+from esxisim import snapshots
+
+
+def test_snapshot_create_fail_never_delay(host):
+    vmid = host.create_vm("a", "datastore1", power="on")
+    host.set_fault("snapshot.create", "fail")
+    r = run_shell(host, "vim-cmd", "vmsvc/snapshot.create", vmid, "x")
+    assert r.returncode != 0
+    assert r.stdout.startswith("Create Snapshot:\n(vim.fault.")
+    assert "   faultCause = (vmodl.MethodFault) null," in r.stdout and r.stdout.rstrip().endswith("}")
+    host.set_fault("snapshot.create", "never")
+    r = sh(host, "vim-cmd vmsvc/snapshot.create %s x; echo rc=$?; vim-cmd vmsvc/snapshot.get %s | wc -l" % (vmid, vmid))
+    assert r.stdout.split() == ["Create", "Snapshot:", "rc=0", "1"]
+    host.clear_faults()
+    host.set_fault("snapshot.create.delay", "1")
+    r = sh(host, "vim-cmd vmsvc/snapshot.create %s late; vim-cmd vmsvc/snapshot.get %s | wc -l" % (vmid, vmid))
+    assert r.stdout.split()[-1] == "1"
+    deadline = time.time() + 10
+    while time.time() < deadline and not snapshots.tree(host, vmid):
+        time.sleep(0.1)
+    assert snapshots.tree(host, vmid)[0][1]["name"] == "late"
+
+
+def test_quiesce_needs_tools(host):
+    vmid = host.create_vm("a", "datastore1", power="on", tools=False)
+    r = run_shell(host, "vim-cmd", "vmsvc/snapshot.create", vmid, "q", "d", "0", "1")
+    assert r.returncode != 0 and "VMware Tools is not running" in r.stdout
+    r = run_shell(host, "vim-cmd", "vmsvc/power.shutdown", vmid)
+    assert r.returncode != 0 and "(vim.fault.ToolsUnavailable)" in r.stdout
+
+
+def test_clone_fail_at_and_match(host):
+    a = host.create_vm("alpha", "datastore1")
+    b = host.create_vm("beta", "datastore1")
+    host.set_fault("clone.fail_at", "40")
+    host.set_fault("clone.match", "alpha")
+    r = run_shell(host, "vmkfstools", "-i", host.vm_disks(a)[0][1], "/vmfs/volumes/ds5/a.vmdk")
+    assert r.returncode != 0
+    assert "\rClone: 39% done." in r.stdout and "Clone: 40%" not in r.stdout
+    assert r.stderr == "Failed to clone disk: No such device or address (393225).\n"
+    assert not os.path.exists(host.real("/vmfs/volumes/ds5/a.vmdk"))
+    assert not os.path.exists(host.real("/vmfs/volumes/ds5/a-flat.vmdk"))
+    r = run_shell(host, "vmkfstools", "-i", host.vm_disks(b)[0][1], "/vmfs/volumes/ds5/b.vmdk")
+    assert r.returncode == 0, r.stderr
+
+
+def test_datastore_full(host):
+    host.add_datastore("tiny", 8 << 20)
+    vmid = host.create_vm("a", "datastore1", [{"size": "16M"}])
+    src = host.vm_disks(vmid)[0][1]
+    r = run_shell(host, "vmkfstools", "-i", src, "/vmfs/volumes/tiny/x.vmdk")
+    assert r.returncode != 0
+    assert "There is not enough space on the file system for the selected operation (13)." in r.stderr
+    r = run_shell(host, "vmkfstools", "-i", src, "-d", "thin", "/vmfs/volumes/tiny/x.vmdk")
+    assert r.returncode != 0 and "(13)" in r.stderr
+    assert not os.path.exists(host.real("/vmfs/volumes/tiny/x-flat.vmdk"))
+
+
+def test_clone_delay_lets_a_test_kill_midway(host):
+    vmid = host.create_vm("a", "datastore1")
+    host.set_fault("clone.delay", "4")
+    env = dict(os.environ, PYTHONPATH=REPO)
+    p = subprocess.Popen([sys.executable, "-m", "esxisim", "shell", host.root, "--", "vmkfstools", "-i",
+                          host.vm_disks(vmid)[0][1], "/vmfs/volumes/ds5/k.vmdk"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    time.sleep(1.5)
+    p.send_signal(signal.SIGTERM)
+    out, _ = p.communicate(timeout=10)
+    assert p.returncode == 128 + signal.SIGTERM
+    assert b"Clone: 10% done." in out and b"Clone: 100%" not in out
+
+
+def test_power_faults(host):
+    vmid = host.create_vm("a", "datastore1", power="on")
+    host.set_fault("power.off", "refuse")
+    r = run_shell(host, "vim-cmd", "vmsvc/power.off", vmid)
+    assert r.stdout == "Powering off VM:\nPower off failed\n" and r.returncode != 0
+    host.set_fault("power.shutdown", "ignore")
+    r = run_shell(host, "vim-cmd", "vmsvc/power.shutdown", vmid)
+    assert r.returncode == 0 and r.stdout == ""
+    time.sleep(1.5)
+    assert host.power_state(vmid) == "on"
+    host.clear_faults()
+    run_shell(host, "vim-cmd", "vmsvc/power.shutdown", vmid)
+    assert host.power_state(vmid) == "on"  # shutdown takes about a second
+    time.sleep(1.6)
+    assert host.power_state(vmid) == "off"
+
+
+def test_vm_vanishes_after_listing(host):
+    host.create_vm("stays", "datastore1")
+    host.create_vm("goes", "datastore1")
+    host.set_fault("getallvms.unregister_after", "goes")
+    r = sh(host, "vim-cmd vmsvc/getallvms; vim-cmd vmsvc/getallvms")
+    first, second = r.stdout.split("Vmid")[1:]
+    assert "goes" in first and "goes" not in second
+    assert "getallvms.unregister_after" not in host.faults()
+
+
+def test_snapshot_remove_delay(host):
+    vmid = host.create_vm("a", "datastore1")
+    sid = snapshots.create(host, vmid, "s")
+    host.set_fault("snapshot.remove.delay", "1")
+    t = time.time()
+    r = run_shell(host, "vim-cmd", "vmsvc/snapshot.remove", vmid, str(sid))
+    assert r.returncode == 0 and time.time() - t >= 1
+    assert r.stdout == "Remove Snapshot:\n"
