@@ -213,7 +213,7 @@ class EsxiScheduler:
         return [
             "%s begin: added by `hotvcb schedule install`, removed by `hotvcb schedule remove --job %s`" % (_tag(job), job),
             "/bin/kill $(cat %s) 2>/dev/null" % CROND_PID,
-            "grep -qxF %s %s || /bin/echo %s >> %s" % (quoted, crontab, quoted, crontab),
+            "grep -qxF %s %s || printf '%%s\\n' %s >> %s" % (quoted, crontab, quoted, crontab),
             "%s crond" % self.busybox(),
             "%s end" % _tag(job),
         ]

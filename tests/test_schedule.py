@@ -1,0 +1,462 @@
+"""hotvcb schedule: cron expressions, command lines, the ESXi files (in a folder), Linux crontab and systemd."""
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hotvcb import schedule
+from hotvcb.errors import UsageError
+from hotvcb.schedule import cron, esxi, linux
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT.parent / "shared" / "esxi-samples"
+
+
+def _sample_block(prefix: str, header: str) -> str:
+    """One file out of a multi-file sample: the lines after `header` up to the next ## / #### line."""
+    text = next(SAMPLES.glob(prefix + "*")).read_text(encoding="utf-8")
+    body = []
+    started = False
+    for ln in text.split(header, 1)[1].splitlines()[1:]:
+        if ln.startswith(("## ", "#####", "[root@")):
+            if started:
+                break
+            continue
+        started = True
+        body.append(ln)
+    return "\n".join(body).rstrip("\n") + "\n"
+
+
+# -- cron expressions --------------------------------------------------------
+@pytest.mark.parametrize("expr,calendar", [
+    ("0 17 * * 4", "Thu *-*-* 17:00:00"),
+    ("30 1 * * 2,4,6", "Tue,Thu,Sat *-*-* 01:30:00"),
+    ("*/15 * * * *", "*-*-* *:00/15:00"),
+    ("0 9-17 * * mon-fri", "Mon..Fri *-*-* 09..17:00:00"),
+    ("0 0 1 * *", "*-*-01 00:00:00"),
+    ("0 18 */7 * *", "*-*-01/7 18:00:00"),
+    ("5 4 * * 0", "Sun *-*-* 04:05:00"),
+    ("5 4 * * 7", "Sun *-*-* 04:05:00"),
+    ("0 2 * * 5-7", "Fri..Sun *-*-* 02:00:00"),
+    ("0 3 1,15 jan,jul *", "*-01,07-01,15 03:00:00"),
+    ("0 0 * * 1-5/2", "Mon,Wed,Fri *-*-* 00:00:00"),
+    ("@daily", "*-*-* 00:00:00"),
+    ("@weekly", "Sun *-*-* 00:00:00"),
+    ("@hourly", "*-*-* *:00:00"),
+])
+def test_oncalendar(expr, calendar):
+    assert cron.to_oncalendar(expr) == calendar
+    analyze = shutil.which("systemd-analyze")
+    if analyze:  # systemd itself must accept what we write
+        done = subprocess.run([analyze, "calendar", calendar], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert done.returncode == 0, done.stdout
+
+
+@pytest.mark.parametrize("expr,words", [
+    ("0 17 * *", "4 field"),
+    ("61 * * * *", "out of range"),
+    ("0 25 * * *", "out of range"),
+    ("0 0 0 * *", "out of range"),
+    ("0 0 * 13 *", "out of range"),
+    ("0 0 * * 8", "out of range"),
+    ("0 0 * * fri-mon", "backwards"),
+    ("*/0 * * * *", "bad step"),
+    ("0 0 L * *", "not a number"),
+    ("0 0 ? * *", "not a number"),
+    ("0 0 1,,2 * *", "empty item"),
+    ("@reboot", "not a schedule"),
+    ("@often", "unknown cron shorthand"),
+])
+def test_bad_cron_expressions(expr, words):
+    with pytest.raises(UsageError, match=words):
+        cron.parse(expr)
+
+
+def test_oncalendar_refuses_dom_and_dow_together():
+    cron.parse("0 0 1 * 1")  # fine for cron itself
+    with pytest.raises(UsageError, match="either"):
+        cron.to_oncalendar("0 0 1 * 1")
+
+
+def test_macros_become_five_fields_for_busybox():
+    assert cron.parse("@daily").text == "0 0 * * *"
+    assert cron.parse("  0  17 *  * 4 ").text == "0 17 * * 4"
+
+
+# -- command line ----------------------------------------------------------------
+def test_backup_argv_checks_and_makes_paths_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = schedule.backup_argv(["--", "-f", "my list", "-g", "conf", "-e", "/abs/x", "-lrun.log"])
+    assert argv == ["backup", "-f", str(tmp_path / "my list"), "-g", str(tmp_path / "conf"),
+                    "-e", "/abs/x", "-l" + str(tmp_path / "run.log")]
+    assert schedule.backup_argv(["-m", "conf", "-m", "x y"]) == ["backup", "-m", "conf", "-m", "x y"]
+    assert schedule.backup_argv(["backup", "-a"]) == ["backup", "-a"]
+
+
+@pytest.mark.parametrize("args,words", [
+    ([], "say what to back up"),
+    (["-g", "/x"], "which VMs"),
+    (["-a", "--bogus"], "not valid: unrecognized"),
+    (["-a", "-d", "loud"], "not valid"),
+])
+def test_backup_argv_refuses_what_would_fail_at_run_time(args, words, capsys):
+    with pytest.raises(UsageError, match=words):
+        schedule.backup_argv(args)
+    assert capsys.readouterr().err == ""  # argparse's own chatter is folded into the one error
+
+
+def test_cron_line_quotes_every_word_for_the_shell():
+    names = ["/vmfs/volumes/data store/vms to back up", "it's", "$(reboot)", "a;b", "`x`", "50%"]
+    job = schedule.Job("nightly", "0 17 * * 4", ["/bin/python", "/vmfs/volumes/ds/hotvcb.pyz", "backup", "-f"] + names,
+                       "/var/log/hot vcb.log")
+    line = schedule.cron_line(job, escape_percent=False)
+    assert line.startswith("0 17 * * 4 /bin/python /vmfs/volumes/ds/hotvcb.pyz backup -f ")
+    assert line.endswith(" >> '/var/log/hot vcb.log' 2>&1 # hotvcb:nightly")
+    command = line.split(" ", 5)[5]
+    words = shlex.split(command, comments=True)
+    assert words == job.argv + [">>", "/var/log/hot vcb.log", "2>&1"]
+    # and a real POSIX shell sees the same words
+    probe = command.replace("/bin/python /vmfs/volumes/ds/hotvcb.pyz", "printf '%s\\n'", 1)
+    probe = probe.split(" >> ")[0]
+    out = subprocess.run(["sh", "-c", probe], stdout=subprocess.PIPE, universal_newlines=True).stdout
+    assert out.splitlines() == ["backup", "-f"] + names
+    assert schedule.cron_line(job, escape_percent=True).count("\\%") == 1
+
+
+def test_markers_match_one_job_exactly():
+    line = "0 1 * * * x # hotvcb:a"
+    assert schedule.has_marker(line, "a") and not schedule.has_marker(line, "ab")
+    assert not schedule.has_marker("0 1 * * * x # hotvcb:ab", "a")
+    assert schedule.has_marker(line) and schedule.job_of(line) == "a"
+    assert not schedule.has_marker("1 * * * * /sbin/auto-backup.sh")
+
+
+@pytest.mark.parametrize("bad", ["", "a b", "../x", "-x", "a;b", "x" * 65])
+def test_job_names(bad):
+    with pytest.raises(UsageError):
+        schedule.check_job_name(bad)
+
+
+def test_self_command_from_a_checkout_runs_this_checkout():
+    argv = schedule.self_command(on_esxi=False)
+    assert argv[-2:] == ["-m", "hotvcb"]
+    env = {"PATH": os.environ["PATH"]}
+    if argv[0] == "/usr/bin/env":
+        env[argv[1].split("=", 1)[0]] = argv[1].split("=", 1)[1]
+        argv = argv[2:]
+    done = subprocess.run(argv + ["--version"], cwd="/", env=env, stdout=subprocess.PIPE, universal_newlines=True)
+    assert done.stdout.startswith("hotvcb ")
+
+
+# -- ESXi files in a folder ------------------------------------------------------------
+CRON_70 = _sample_block("crontab-root_01", "## source C2: Chinese engineering notes")
+LOCAL_SH_8 = _sample_block("local-sh_01", "## B) ESXi 8")
+
+
+def _pristine_crontab():
+    return "\n".join(ln for ln in CRON_70.splitlines() if "added by the user" not in ln) + "\n"
+
+
+def _pristine_local_sh():
+    return "\n".join(ln for ln in LOCAL_SH_8.splitlines() if not ln.startswith("esxcli")) + "\n"
+
+
+@pytest.fixture
+def host(tmp_path):
+    """A folder laid out like an ESXi root, with a busybox that starts a stand-in crond."""
+    root = tmp_path / "root"
+    (root / "var/spool/cron/crontabs").mkdir(parents=True)
+    (root / "var/spool/cron/crontabs/root").write_text(_pristine_crontab())
+    (root / "etc/rc.local.d").mkdir(parents=True)
+    (root / "etc/rc.local.d/local.sh").write_text(_pristine_local_sh())
+    os.chmod(str(root / "etc/rc.local.d/local.sh"), 0o1755)
+    (root / "var/run").mkdir(parents=True)
+    bb = root / "usr/lib/vmware/busybox/bin/busybox"
+    bb.parent.mkdir(parents=True)
+    bb.write_text('#!/bin/sh\n[ "$1" = crond ] || exit 1\nsleep 300 >/dev/null 2>&1 &\necho $! > %s\necho "$*" >> %s\n'
+                  % (root / "var/run/crond.pid", tmp_path / "busybox.log"))
+    ab = root / "sbin/auto-backup.sh"
+    ab.parent.mkdir(parents=True)
+    ab.write_text("#!/bin/sh\necho saved >> %s\n" % (tmp_path / "auto-backup.log"))
+    for f in (bb, ab):
+        f.chmod(0o755)
+    yield root
+    pid = (root / "var/run/crond.pid").read_text().strip() if (root / "var/run/crond.pid").exists() else ""
+    if pid:
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _job(name="hotvcb"):
+    return schedule.Job(name, "0 17 * * 4", ["/bin/python", "/vmfs/volumes/ds/hotvcb.pyz", "backup", "-f",
+                                             "/vmfs/volumes/ds/vm list"], "/var/log/hotvcb-%s.log" % name)
+
+
+def test_esxi_install_twice_gives_one_line_and_one_block(host, tmp_path):
+    warnings = []
+    sched = esxi.EsxiScheduler(str(host), warn=warnings.append, version=(8, 0, 1))
+    first_pid = None
+    for _ in range(2):
+        line = sched.install(_job())
+        pid = sched.crond_pid()
+        assert pid and pid != first_pid and sched.crond_running()
+        first_pid = pid
+    crontab = (host / "var/spool/cron/crontabs/root").read_text()
+    assert crontab == _pristine_crontab() + line + "\n"
+    local = (host / "etc/rc.local.d/local.sh").read_text()
+    assert local.count("# hotvcb:hotvcb begin") == 1 and local.count("# hotvcb:hotvcb end") == 1
+    assert local.rstrip().endswith("exit 0"), "the block goes above the final exit 0"
+    assert local.index("# hotvcb:hotvcb begin") > local.index("UEFI secure boot")
+    assert shlex.quote(line) in local
+    assert "/usr/lib/vmware/busybox/bin/busybox crond" in local
+    assert os.stat(str(host / "etc/rc.local.d/local.sh")).st_mode & 0o7777 == 0o1755
+    assert (tmp_path / "auto-backup.log").read_text().count("saved") == 2
+    assert (tmp_path / "busybox.log").read_text().splitlines() == ["crond", "crond"]
+    assert warnings == []
+
+
+def test_esxi_jobs_are_independent_and_remove_restores_the_files(host):
+    sched = esxi.EsxiScheduler(str(host), version=(7, 0, 3))
+    sched.install(_job("a"))
+    sched.install(_job("ab"))
+    status = sched.status()
+    assert sorted((e.job, e.where) for e in status.entries) == [
+        ("a", esxi.LOCAL_SH), ("a", esxi.CRONTAB), ("ab", esxi.LOCAL_SH), ("ab", esxi.CRONTAB)]
+    assert sched.remove("a") == ["a"]
+    assert {e.job for e in sched.status().entries} == {"ab"}
+    assert sched.remove("a") == []
+    assert sched.remove(None) == ["ab"]
+    assert (host / "var/spool/cron/crontabs/root").read_text() == _pristine_crontab()
+    assert (host / "etc/rc.local.d/local.sh").read_text() == _pristine_local_sh()
+
+
+def test_esxi_4x_uses_rc_local(host):
+    rc = host / "etc/rc.local"
+    original = "#! /bin/ash\nexport PATH=/sbin:/bin\n\n/bin/busybox crond\n"
+    rc.write_text(original)
+    sched = esxi.EsxiScheduler(str(host), version=(4, 1, 0))
+    assert sched.boot_file() == esxi.RC_LOCAL
+    sched.install(_job())
+    text = rc.read_text()
+    assert text.startswith(original) and "# hotvcb:hotvcb end" in text
+    assert "# hotvcb" not in (host / "etc/rc.local.d/local.sh").read_text()
+    sched.remove("hotvcb")
+    assert rc.read_text() == original
+
+
+def test_esxi_secure_boot_warns(host):
+    sb = host / "usr/lib/vmware/secureboot/bin/secureBoot.py"
+    sb.parent.mkdir(parents=True)
+    sb.write_text("#!/bin/sh\necho Enabled\n")
+    sb.chmod(0o755)
+    warnings = []
+    sched = esxi.EsxiScheduler(str(host), warn=warnings.append, version=(8, 0, 1))
+    sched.install(_job())
+    assert sched.secure_boot() is True
+    assert any("Secure Boot" in w and "local.sh" in w for w in warnings)
+    sb.write_text("#!/bin/sh\necho Disabled\n")
+    assert sched.secure_boot() is False
+
+
+def test_esxi_secure_boot_from_esxcli(host):
+    cli = host / "bin/esxcli"
+    cli.parent.mkdir(parents=True)
+    cli.write_text("#!/bin/sh\nprintf '   Mode: TPM\\n   Require Executables Only From Installed VIBs: true\\n"
+                   "   Require Secure Boot: true\\n'\n")
+    cli.chmod(0o755)
+    assert esxi.EsxiScheduler(str(host), version=(7, 0, 3)).secure_boot() is True
+
+
+def test_esxi_version_text():
+    assert esxi.parse_version("VMware ESXi 7.0.3 build-20328353") == (7, 0, 3)
+    assert esxi.parse_version(" VMware ESXi 5.5.0 build-3248547") == (5, 5, 0)
+    assert esxi.parse_version("VMware ESX Server 3i 3.5.0 build-207095") == (3, 5, 0)
+    assert esxi.parse_version("") is None
+
+
+def test_esxi_crond_gone_or_missing_pid_file(host):
+    sched = esxi.EsxiScheduler(str(host), version=(7, 0, 3))
+    assert sched.crond_pid() is None
+    (host / "var/run/crond.pid").write_text("999999999\n")
+    assert not sched.crond_running()
+    sched.restart_crond()  # a stale pid is not an error
+    assert sched.crond_running()
+
+
+# -- Linux crontab ----------------------------------------------------------------
+@pytest.fixture
+def fake_crontab(tmp_path, monkeypatch):
+    """A `crontab` on PATH keeping its table in a file (the real one needs a user and a spool)."""
+    table = tmp_path / "table"
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    script = bindir / "crontab"
+    script.write_text('#!/bin/sh\ncase "$1" in\n'
+                      '-l) [ -f %(t)s ] || { echo "no crontab for $(id -un)" >&2; exit 1; }; cat %(t)s;;\n'
+                      '-) cat > %(t)s;;\n*) exit 2;;\nesac\n' % {"t": table})
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", "%s:%s" % (bindir, os.environ["PATH"]))
+    return table
+
+
+def test_linux_crontab_round_trip_keeps_other_lines(fake_crontab):
+    fake_crontab.write_text("MAILTO=me\n5 * * * * other-job 100%\n")
+    sched = linux.CrontabScheduler()
+    line = sched.install(_job())
+    sched.install(_job())
+    assert fake_crontab.read_text() == "MAILTO=me\n5 * * * * other-job 100%\n" + line + "\n"
+    assert [e.job for e in sched.status()] == ["hotvcb"]
+    assert sched.remove("hotvcb") == ["hotvcb"]
+    assert fake_crontab.read_text() == "MAILTO=me\n5 * * * * other-job 100%\n"
+
+
+def test_linux_crontab_starts_from_none(fake_crontab):
+    sched = linux.CrontabScheduler()
+    assert sched.status() == [] and sched.remove(None) == []
+    sched.install(_job("x"))
+    assert fake_crontab.read_text().endswith("# hotvcb:x\n")
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"  # one that user nobody may run (pyenv's under /root is not)
+needs_real_crontab = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("crontab") or not shutil.which("runuser")
+    or not os.path.exists(SYSTEM_PYTHON), reason="needs root, runuser, /usr/bin/python3 and a real crontab")
+
+
+@needs_real_crontab
+def test_linux_real_crontab_round_trip_as_nobody():
+    """The real crontab(1), run by an unprivileged user whose table we may clobber."""
+    def hotvcb(*args):
+        return subprocess.run(["runuser", "-u", "nobody", "--", "env", "PYTHONPATH=%s" % ROOT, SYSTEM_PYTHON,
+                               "-m", "hotvcb", "schedule"] + list(args) + ["--platform", "linux"],
+                              cwd="/", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+
+    def table():
+        return subprocess.run(["crontab", "-u", "nobody", "-l"], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, universal_newlines=True).stdout
+
+    subprocess.run(["crontab", "-u", "nobody", "-r"], stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(2):
+            done = subprocess.run(["runuser", "-u", "nobody", "--", "env", "PYTHONPATH=%s" % ROOT, SYSTEM_PYTHON,
+                                   "-m", "hotvcb", "schedule", "install", "--platform", "linux", "--cron", "0 17 * * 4",
+                                   "--log", "/tmp/hotvcb-nobody.log", "--", "-f", "/tmp/vm list 100%", "-a"],
+                                  cwd="/", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+            assert done.returncode != 0 and "not valid" in done.stdout  # -f and -a together
+            done = subprocess.run(["runuser", "-u", "nobody", "--", "env", "PYTHONPATH=%s" % ROOT, SYSTEM_PYTHON,
+                                   "-m", "hotvcb", "schedule", "install", "--platform", "linux", "--cron", "0 17 * * 4",
+                                   "--log", "/tmp/hotvcb-nobody.log", "--", "-f", "/tmp/vm list 100%"],
+                                  cwd="/", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+            assert done.returncode == 0, done.stdout
+        lines = [ln for ln in table().splitlines() if "hotvcb" in ln]
+        assert len(lines) == 1
+        assert "'/tmp/vm list 100\\%'" in lines[0] and lines[0].endswith("# hotvcb:hotvcb")
+        shown = hotvcb("show")
+        assert "job hotvcb in crontab of nobody" in shown.stdout
+        assert hotvcb("remove").stdout.strip() == "removed job(s): hotvcb"
+        assert "hotvcb" not in table()
+    finally:
+        subprocess.run(["crontab", "-u", "nobody", "-r"], stderr=subprocess.DEVNULL)
+
+
+# -- systemd ---------------------------------------------------------------------------
+def test_systemd_unit_texts():
+    job = schedule.Job("nightly", "30 1 * * 2,4,6", ["/usr/bin/python3", "/opt/hotvcb.pyz", "backup", "-f",
+                                                     "/srv/vm list", "-m", 'say "hi" 100% $HOME'], None)
+    service = linux.service_text(job)
+    assert service.splitlines()[0] == "# hotvcb:nightly"
+    assert "Type=oneshot\n" in service
+    assert ('ExecStart=/usr/bin/python3 /opt/hotvcb.pyz backup -f "/srv/vm list" -m "say \\"hi\\" 100%% $$HOME"\n'
+            in service)
+    assert "StandardOutput" not in service  # no --log: the journal has it
+    timer = linux.timer_text(job)
+    assert "OnCalendar=Tue,Thu,Sat *-*-* 01:30:00\n" in timer
+    assert "Unit=hotvcb-nightly.service\n" in timer and "WantedBy=timers.target\n" in timer
+    logged = linux.service_text(job._replace(log="/var/log/hotvcb.log"))
+    assert "StandardOutput=append:/var/log/hotvcb.log\n" in logged
+
+
+def test_systemd_verify_accepts_our_units(tmp_path):
+    verify = shutil.which("systemd-analyze")
+    if not verify:
+        pytest.skip("no systemd-analyze")
+    job = schedule.Job("nightly", "0 17 * * 4", ["/bin/true", "backup", "-m", "vm one"], None)
+    (tmp_path / "hotvcb-nightly.service").write_text(linux.service_text(job))
+    (tmp_path / "hotvcb-nightly.timer").write_text(linux.timer_text(job))
+    done = subprocess.run([verify, "verify", str(tmp_path / "hotvcb-nightly.timer"),
+                           str(tmp_path / "hotvcb-nightly.service")],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    bad = [ln for ln in done.stdout.splitlines() if "hotvcb-nightly" in ln and "Failed to" not in ln]
+    assert not bad, done.stdout
+
+
+def test_systemd_scheduler_with_fake_systemctl(tmp_path):
+    calls = tmp_path / "calls"
+    fake = tmp_path / "systemctl"
+    fake.write_text('#!/bin/sh\necho "$*" >> %s\n' % calls)
+    fake.chmod(0o755)
+    units = tmp_path / "units"
+    sched = linux.SystemdScheduler(str(units), systemctl=str(fake))
+    assert sched.install(_job("n1")) == "Thu *-*-* 17:00:00"
+    sched.install(_job("n1"))
+    (units / "hotvcb-mine.timer").write_text("[Timer]\n")  # not ours: no marker
+    assert sorted(os.listdir(str(units))) == ["hotvcb-mine.timer", "hotvcb-n1.service", "hotvcb-n1.timer"]
+    assert {e.job for e in sched.status()} == {"n1"}
+    assert sched.remove(None) == ["n1"]
+    assert os.listdir(str(units)) == ["hotvcb-mine.timer"]
+    assert calls.read_text().splitlines() == [
+        "daemon-reload", "enable --now hotvcb-n1.timer", "daemon-reload", "enable --now hotvcb-n1.timer",
+        "disable --now hotvcb-n1.timer", "daemon-reload"]
+
+
+def test_systemd_refuses_before_writing(tmp_path):
+    sched = linux.SystemdScheduler(str(tmp_path / "units"), systemctl=None)
+    with pytest.raises(UsageError, match="either"):
+        sched.install(_job()._replace(cron="0 0 1 * 1"))
+    assert not (tmp_path / "units").exists()
+
+
+# -- through the CLI -------------------------------------------------------------------
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "hotvcb"] + list(args), cwd=str(ROOT), env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+
+
+def test_cli_install_show_remove_crontab(fake_crontab):
+    done = _cli("schedule", "install", "--platform", "linux", "--cron", "0 17 * * 4", "--job", "weekly",
+                "--", "-m", "vm one", "-g", "/etc/hotvcb.conf", env=dict(os.environ))
+    assert done.returncode == 0, done.stderr
+    assert "installed job weekly: 0 17 * * 4 " in done.stdout
+    assert "-m 'vm one' -g /etc/hotvcb.conf >> " in fake_crontab.read_text()
+    shown = _cli("schedule", "show", "--platform", "linux", env=dict(os.environ))
+    assert "job weekly in crontab of" in shown.stdout
+    assert _cli("schedule", "remove", "--platform", "linux", "--job", "weekly",
+                env=dict(os.environ)).stdout == "removed job(s): weekly\n"
+    assert "hotvcb" not in fake_crontab.read_text()
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--cron", "0 17 * *", "--", "-a"], "needs 5"),
+    (["--cron", "0 17 * * 4"], "say what to back up"),
+    (["--cron", "0 17 * * 4", "--job", "a b", "--", "-a"], "job name"),
+    (["--cron", "0 0 1 * 1", "--systemd", "--", "-a"], "either matches"),
+])
+def test_cli_install_errors_are_one_line_exit_1(args, words, fake_crontab):
+    done = _cli("schedule", "install", "--platform", "linux", *args, env=dict(os.environ))
+    assert done.returncode == 1
+    assert done.stderr.startswith("hotvcb: error: ") and words in done.stderr
+    assert len(done.stderr.splitlines()) == 1
+    assert not fake_crontab.exists()
+
+
+def test_cli_schedule_without_action_prints_help():
+    done = _cli("schedule")
+    assert done.returncode == 1 and "install" in done.stderr
