@@ -1,0 +1,125 @@
+"""hotvcb.pyz: built reproducibly from the package alone, runs on Python 3.8, backs up a VM on a simulated host."""
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD = ROOT / "scripts" / "build-pyz"
+PY38 = "/root/.pyenv/versions/3.8.18/bin/python3.8"
+needs_py38 = pytest.mark.skipif(not os.path.exists(PY38), reason="no Python 3.8 at %s" % PY38)
+
+
+def _build(out: Path) -> Path:
+    subprocess.run([sys.executable, str(BUILD), "-o", str(out)], check=True, stdout=subprocess.DEVNULL)
+    return out
+
+
+@pytest.fixture(scope="module")
+def pyz(tmp_path_factory):
+    return _build(tmp_path_factory.mktemp("pyz") / "hotvcb.pyz")
+
+
+def test_build_is_reproducible(pyz, tmp_path):
+    again = _build(tmp_path / "again.pyz")
+    assert again.read_bytes() == pyz.read_bytes()
+
+
+def test_holds_the_package_only(pyz):
+    assert pyz.read_bytes().startswith(b"#!/usr/bin/env python3\n")
+    with zipfile.ZipFile(str(pyz)) as zf:
+        names = zf.namelist()
+        main = zf.read("__main__.py").decode()
+    assert names == sorted(names) and names[0] == "__main__.py"
+    assert all(n.startswith("hotvcb/") and n.endswith(".py") for n in names[1:])
+    sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "hotvcb").rglob("*.py"))
+    assert names[1:] == sources
+    assert "from hotvcb.cli import main" in main
+    assert os.access(str(pyz), os.X_OK)
+
+
+def _run(python, pyz, *args):
+    return subprocess.run([python, str(pyz)] + list(args), cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, env={"PATH": "/usr/bin:/bin"}, timeout=60)
+
+
+@needs_py38
+def test_runs_on_python_38(pyz):
+    from hotvcb import __version__
+
+    done = _run(PY38, pyz, "--version")
+    assert done.returncode == 0 and done.stdout.strip() == "hotvcb " + __version__
+    done = _run(PY38, pyz, "backup", "--help")
+    assert done.returncode == 0 and "-g FILE" in done.stdout
+    done = _run(PY38, pyz, "schedule", "install", "--help")
+    assert done.returncode == 0 and "--cron" in done.stdout
+
+
+@needs_py38
+def test_errors_are_one_line_from_the_pyz(pyz):
+    done = _run(PY38, pyz, "backup", "-m", "x", "-g", "/nonexistent/hotvcb.conf")
+    assert done.returncode == 1
+    assert done.stderr.startswith("hotvcb: ") and "Traceback" not in done.stderr
+
+
+@needs_py38
+def test_schedule_from_the_pyz_runs_the_pyz(pyz, tmp_path):
+    """A job installed by the pyz starts that same pyz (systemd flavour: plain files, no host needed)."""
+    done = subprocess.run([PY38, str(pyz), "schedule", "install", "--platform", "linux", "--systemd",
+                           "--unit-dir", str(tmp_path), "--cron", "0 17 * * 4", "--", "-a"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                          env={"PATH": str(tmp_path)})  # no systemctl: the units are written, a warning said so
+    assert done.returncode == 0, done.stderr
+    service = (tmp_path / "hotvcb-hotvcb.service").read_text()
+    assert "ExecStart=%s %s backup -a\n" % (PY38, pyz) in service
+
+
+# -- inside a simulated ESXi host --------------------------------------------------------------
+def _esxisim(*args, check=True):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-m", "esxisim"] + list(args), cwd=str(ROOT), env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
+    if check:
+        assert done.returncode == 0, "%s\n%s%s" % (args, done.stdout, done.stderr)
+    return done
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="esxisim needs root (mount namespaces)")
+@pytest.mark.skipif(not (ROOT / "esxisim" / "host.py").exists(), reason="esxisim not present")
+def test_backs_up_a_running_vm_with_the_hosts_python(pyz, tmp_path):
+    host = str(tmp_path / "host")
+    _esxisim("create", host, "--version", "8.0.2")
+    try:
+        _esxisim("datastore", host, "ds1")
+        _esxisim("vm", host, "web 01", "--datastore", "ds1", "--power", "on", "--writer")
+        script = "\n".join([
+            "set -e",
+            "cp %s /vmfs/volumes/ds1/hotvcb.pyz" % shlex.quote(str(pyz)),
+            "printf 'VM_BACKUP_VOLUME=/vmfs/volumes/ds1/backups\\nDISK_BACKUP_FORMAT=thin\\n' > /vmfs/volumes/ds1/hotvcb.conf",
+            "/bin/python --version",
+            "cd /",
+            "/bin/python /vmfs/volumes/ds1/hotvcb.pyz backup -m 'web 01' -g /vmfs/volumes/ds1/hotvcb.conf",
+        ])
+        done = _esxisim("shell", host, "--", "sh", "-c", script, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "Python 3.8" in done.stdout + done.stderr
+        assert "Final status: All VMs backed up OK!" in done.stdout + done.stderr
+        listing = _esxisim("shell", host, "--", "sh", "-c",
+                           "cd '/vmfs/volumes/ds1/backups/web 01' && ls -d */ && ls */ && cat */hotvcb.json").stdout
+        folders = [ln for ln in listing.splitlines() if ln.endswith("/")]
+        assert len(folders) == 1 and folders[0].startswith("web 01-")
+        assert "STATUS.ok" in listing and "web 01.vmx" in listing and "web 01-flat.vmdk" in listing
+        manifest = json.loads(listing[listing.index("{"):])
+        assert manifest["result"] == "ok"
+        assert "web 01-flat.vmdk" in manifest["files"] and manifest["files"]["web 01-flat.vmdk"]["sha256"]
+        state = _esxisim("state", host).stdout
+        assert "hotvcb-snapshot" not in state, "our snapshot was removed"
+    finally:
+        _esxisim("destroy", host, check=False)
