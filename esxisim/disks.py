@@ -4,6 +4,7 @@ Descriptor text follows what ESXi writes (samples vmdk_01..04): base disks are
 createType="vmfs" + a -flat.vmdk, snapshot deltas vmfsSparse (VMFS5/NFS) or seSparse
 (VMFS6), 2gbsparse is twoGbMaxExtentSparse with -s00N.vmdk hosted sparse extents.
 """
+import errno
 import hashlib
 import os
 import random
@@ -148,14 +149,22 @@ class _FlatLayer:
 
     def lookup(self, off, n):
         if self.f is None:
-            self.f = open(self.path, "rb")
-        self.f.seek(self.offset + off)
-        data = self.f.read(n)
+            self.f = os.open(self.path, os.O_RDONLY)
+        pos = self.offset + off
+        try:  # a hole reads as zeros without touching the page cache
+            if os.lseek(self.f, pos, os.SEEK_DATA) >= pos + n:
+                return bytes(n), n
+        except OSError as e:
+            if e.errno == errno.ENXIO and pos < os.fstat(self.f).st_size:
+                return bytes(n), n  # nothing but hole from pos to the end
+            # beyond EOF or SEEK_DATA unsupported: read (short reads are padded)
+        data = os.pread(self.f, n, pos)
         return data.ljust(n, b"\0"), n
 
     def close(self):
-        if self.f:
-            self.f.close()
+        if self.f is not None:
+            os.close(self.f)
+            self.f = None
 
 
 class _Layer:
@@ -499,7 +508,7 @@ def clone(src, dst, fmt, progress=None, rng=random):
                 else:  # leave all-zero 64 KiB blocks unwritten: holes stay holes
                     for sub in range(0, len(data), 65536):
                         piece = data[sub:sub + 65536]
-                        if piece.count(0) != len(piece):
+                        if piece != bytes(len(piece)):
                             f.seek(off + sub)
                             f.write(piece)
                 tick(len(data))

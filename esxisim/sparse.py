@@ -337,7 +337,7 @@ def write_hosted_sparse(path, sectors, read, grain_sectors=128, progress=None):
             data = read(off, n)
             if progress:
                 progress(n)
-            if data.count(0) == len(data):
+            if data == bytes(len(data)):
                 continue
             f.write(data.ljust(gbytes, b"\0"))
             tables[gi] = nxt
