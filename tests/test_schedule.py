@@ -460,3 +460,16 @@ def test_cli_install_errors_are_one_line_exit_1(args, words, fake_crontab):
 def test_cli_schedule_without_action_prints_help():
     done = _cli("schedule")
     assert done.returncode == 1 and "install" in done.stderr
+
+
+def test_cli_schedule_of_a_remote_host_keeps_the_ssh_options(tmp_path):
+    """`hotvcb --host root@esxi01 schedule install …` on Linux: the job backs up over SSH."""
+    done = _cli("--host", "root@esxi01", "--port", "2222", "--known-hosts", "kh", "schedule", "install",
+                "--platform", "linux", "--systemd", "--unit-dir", str(tmp_path), "--cron", "0 1 * * *", "--", "-a",
+                env=dict(os.environ, PATH=str(tmp_path)))
+    assert done.returncode == 0, done.stderr
+    service = (tmp_path / "hotvcb-hotvcb.service").read_text()
+    assert " -m hotvcb --host root@esxi01 --port 2222 --known-hosts %s backup -a\n" % (ROOT / "kh") in service
+    done = _cli("--host", "root@esxi01", "schedule", "install", "--platform", "esxi", "--cron", "0 1 * * *",
+                "--", "-a")
+    assert done.returncode == 1 and "--host schedules a backup of another host" in done.stderr

@@ -74,7 +74,13 @@ def run_install(args) -> int:
     on_esxi = _on_esxi(args)
     name = schedule.check_job_name(args.job)
     expr = cron.parse(args.cron).text
-    argv = schedule.self_command(on_esxi) + schedule.backup_argv(args.backup_args)
+    remote = schedule.remote_argv(getattr(args, "host", None), getattr(args, "port", None),
+                                  getattr(args, "identity", None), getattr(args, "known_hosts", None),
+                                  getattr(args, "ssh_option", None) or [])
+    if remote and on_esxi:
+        raise UsageError("--host schedules a backup of another host from this one; run it from Linux, "
+                         "or install the schedule on the ESXi host itself without --host")
+    argv = schedule.self_command(on_esxi) + remote + schedule.backup_argv(args.backup_args)
     log = args.log or (None if args.systemd else schedule.default_log(name, on_esxi))
     job = schedule.Job(name, expr, argv, log)
     sched = _scheduler(args, on_esxi)

@@ -123,6 +123,23 @@ def backup_argv(args: Sequence[str]) -> List[str]:
     return ["backup"] + out
 
 
+def remote_argv(host: Optional[str], port: Optional[int], identity: Optional[str], known_hosts: Optional[str],
+                ssh_options: Sequence[str]) -> List[str]:
+    """The top-level SSH options (`hotvcb --host root@esxi01 …`) the scheduled run needs too."""
+    if not host:
+        return []
+    out = ["--host", host]
+    if port:
+        out += ["--port", str(port)]
+    if identity:
+        out += ["--identity", os.path.abspath(identity)]
+    if known_hosts:
+        out += ["--known-hosts", os.path.abspath(known_hosts)]
+    for opt in ssh_options:
+        out += ["--ssh-option", opt]
+    return out
+
+
 def _check_backup_args(args: List[str]) -> None:
     from ..cli import build_parser  # late: cli imports the command modules
 
