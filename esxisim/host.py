@@ -300,7 +300,7 @@ class Host:
             else:
                 node = "%s0:%d" % (bus, n)
             ctl = node.split(":")[0]
-            if ctl + ".present" not in data:
+            if ctl + ".present" not in data and bus != "ide":  # IDE controllers have no key (vmx_03)
                 data[ctl + ".present"] = "TRUE"
                 if bus == "scsi":
                     data[ctl + ".virtualDev"] = spec.get("controller", "pvscsi" if hw >= 13 else "lsilogic")
@@ -318,6 +318,13 @@ class Host:
             path = os.path.join(dfolder, fname)
             if spec.get("rdm"):
                 disks.create_rdm(path, size, spec["rdm"], rng)
+            elif spec.get("format") == "2gbsparse":
+                # a hosted-format disk (ESXi cannot power it on, but it can be registered and copied)
+                tmp = os.path.join(dfolder, ".esxisim-tmp.vmdk")
+                disks.create_base(tmp, size, "thin", "ide" if bus == "ide" else "lsilogic", hw,
+                                  seed="%s:%s" % (seed, node), rng=rng)
+                disks.clone(tmp, path, "2gbsparse", rng=rng)
+                disks.delete(tmp)
             else:
                 disks.create_base(path, size, spec.get("format", "thin"),
                                   "ide" if bus == "ide" else "lsilogic", hw, seed="%s:%s" % (seed, node), rng=rng)
