@@ -11,7 +11,6 @@ import shutil
 import signal
 import time
 import uuid as uuidlib
-from xml.sax.saxutils import escape as xml_escape
 
 from . import disks, toolgen, versions, vmx
 from .state import Store
@@ -40,6 +39,10 @@ def vmx_guest(value):
     if value.endswith("Guest"):
         return value[:-5].replace("_64", "-64")
     return value
+
+
+def xml_escape(text):
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 class NotFound(Exception):

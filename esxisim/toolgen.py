@@ -24,7 +24,8 @@ def upper(host, layer):
 def _script(host, tool):
     src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     code = "import sys; sys.path.insert(0, %r); from esxisim.tools import main; main()" % src
-    return "#!/bin/sh\nexec %s -c %s %s %s \"$@\"\n" % (
+    # -S: no site import; the tools need only the standard library and start faster
+    return "#!/bin/sh\nexec %s -S -c %s %s %s \"$@\"\n" % (
         shlex.quote(sys.executable), shlex.quote(code), shlex.quote(tool), shlex.quote(host.root))
 
 
