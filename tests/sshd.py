@@ -7,7 +7,10 @@ known_hosts) lives in one temp dir; the daemon runs in the foreground (-D) as
 our child and is stopped by its pid.
 
 `force_command` puts every session under a wrapper, e.g. an esxisim host:
-``python3 -m esxisim shell HOST -- sh -c "$SSH_ORIGINAL_COMMAND"``.
+``python3 -m esxisim shell HOST -- sh -c "$SSH_ORIGINAL_COMMAND"`` (about a
+second per session). `wrap` starts sshd itself under a prefix instead, e.g.
+``python3 -m esxisim shell HOST --``: every session then inherits the host's
+mount namespace at no cost per command.
 """
 
 import os
@@ -17,7 +20,7 @@ import subprocess
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import pytest
 
@@ -68,7 +71,8 @@ needs_sshd = pytest.mark.skipif(
 
 
 @contextmanager
-def running_sshd(tmp: Path, force_command: Optional[str] = None) -> Iterator[Sshd]:
+def running_sshd(tmp: Path, force_command: Optional[str] = None,
+                 wrap: Sequence[str] = (), env: Optional[dict] = None) -> Iterator[Sshd]:
     tmp.mkdir(parents=True, exist_ok=True)
     os.chmod(str(tmp), 0o700)
     _keygen(tmp / "host_ed25519", "hotvcb-test-host")
@@ -101,8 +105,8 @@ def running_sshd(tmp: Path, force_command: Optional[str] = None) -> Iterator[Ssh
     (tmp / "known_hosts").write_text("[127.0.0.1]:%d %s %s\n" % (port, hostkey[0], hostkey[1]))
     (tmp / "known_hosts.empty").write_text("")
     log = open(str(tmp / "sshd.log"), "wb")
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(tmp / "sshd_config")],
-                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(list(wrap) + [SSHD, "-D", "-e", "-f", str(tmp / "sshd_config")],
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + 10
         while True:

@@ -1,0 +1,244 @@
+"""SSH mode end to end: hotvcb on "the Linux box", the ESXi host behind a real sshd.
+
+sshd runs inside the simulated host (``esxisim shell HOST -- sshd ...``;
+the ForceCommand variant, one esxisim shell per session, is exercised once
+as well since it costs a second per command), so vim-cmd, vmkfstools and
+/vmfs exist only at the far end of the connection, as on a real host. The same VM is backed up in local mode (hotvcb inside the host)
+and in SSH mode; the results must match.
+"""
+
+import hashlib
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hotvcb.errors import TimeoutExpired
+from sshd import needs_sshd, running_sshd
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [needs_sshd]
+
+VM = "Prüf; it's &VM& 1"  # a quote-free name: a " in a VMDK extent name breaks qemu-img
+BK = "/vmfs/volumes/backup/bk"
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=str(ROOT))
+
+
+def local_hotvcb(host, *args, timeout=180):
+    r = subprocess.run([sys.executable, "-m", "esxisim", "shell", host.root, "--", sys.executable, "-m", "hotvcb"]
+                       + list(args), capture_output=True, timeout=timeout, env=_env(), cwd=str(ROOT))
+    r.out = r.stdout.decode("utf-8", "replace") + r.stderr.decode("utf-8", "replace")
+    return r
+
+
+def ssh_argv(sshd, *args):
+    return [sys.executable, "-m", "hotvcb"] + sshd.cli_args() + list(args)
+
+
+def ssh_hotvcb(sshd, *args, timeout=180):
+    r = subprocess.run(ssh_argv(sshd, *args), capture_output=True, timeout=timeout, env=_env(), cwd=str(ROOT))
+    r.out = r.stdout.decode("utf-8", "replace") + r.stderr.decode("utf-8", "replace")
+    return r
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("esxisim needs root for unshare -m")
+    sys.path.insert(0, str(ROOT))
+    from esxisim import Host
+
+    root = tmp_path_factory.mktemp("sshe2e")
+    host = Host.create(str(root / "host"), version="7.0.3", crond=False)
+    host.add_datastore("datastore1", 2 << 30)
+    host.add_datastore("ds2", 1 << 30)
+    host.add_datastore("backup", 2 << 30)
+    disks = [{"size": "8M", "bus": "scsi"}, {"size": "8M", "bus": "sata"}, {"size": "8M", "datastore": "ds2"}]
+    host.create_vm(VM, "datastore1", disks, power="on", writer=True, vmxf=True)
+    conf = root / "g.conf"
+    conf.write_text("VM_BACKUP_VOLUME=%s\nDISK_BACKUP_FORMAT=thin\nVM_BACKUP_ROTATION_COUNT=10\n" % BK,
+                    encoding="utf-8")
+    wrap = [sys.executable, "-m", "esxisim", "shell", host.root, "--"]
+    with running_sshd(root / "sshd", wrap=wrap, env=_env()) as sshd:
+        yield host, conf, sshd, root
+    host.stop()
+
+
+def backups(host):
+    folder = host.real("%s/%s" % (BK, VM))
+    if not os.path.isdir(folder):
+        return []
+    return sorted(e for e in os.listdir(folder) if e.startswith(VM + "-") and not e.endswith("-partial"))
+
+
+def files_of(folder):
+    out = {}
+    for d, _, fs in os.walk(folder):
+        for f in fs:
+            p = os.path.join(d, f)
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, folder)] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+def check_sealed(host, name):
+    folder = host.real("%s/%s/%s" % (BK, VM, name))
+    files = files_of(folder)
+    assert "STATUS.ok" in files, sorted(files)
+    manifest = json.loads(Path(folder, "hotvcb.json").read_text(encoding="utf-8"))
+    assert manifest["result"] == "ok"
+    for rel, entry in manifest["files"].items():
+        assert files[rel] == entry["sha256"], rel  # what the host hashed is what is on disk
+    return files, manifest
+
+
+def test_ssh_backup_matches_local_backup(site, tmp_path):
+    host, conf, sshd, root = site
+    r = local_hotvcb(host, "backup", "-m", VM, "-g", str(conf), "-w", str(tmp_path / "wl"))
+    assert r.returncode == 0, r.out
+    (local,) = backups(host)
+    time.sleep(1.1)  # the next backup gets another timestamp
+    r = ssh_hotvcb(sshd, "backup", "-m", VM, "-g", str(conf), "-w", str(tmp_path / "ws"))
+    assert r.returncode == 0, r.out
+    assert "Final status: All VMs backed up OK!" in r.out
+    (remote,) = [b for b in backups(host) if b != local]
+    local_files, local_manifest = check_sealed(host, local)
+    remote_files, remote_manifest = check_sealed(host, remote)
+    assert sorted(remote_files) == sorted(local_files)
+    assert sorted(remote_manifest["files"]) == sorted(local_manifest["files"])
+    # the guest kept writing between the two runs: the config files are identical, the disks
+    # are each a consistent snapshot-time image (checked by qemu-img below)
+    for rel in local_files:
+        if not rel.endswith(".vmdk") and rel not in ("hotvcb.json",) and not rel.startswith("STATUS."):
+            assert remote_files[rel] == local_files[rel], rel
+    for rel in remote_files:
+        if rel.endswith(".vmdk") and "-flat" not in rel:
+            p = os.path.join(host.real("%s/%s/%s" % (BK, VM, remote)), rel)
+            check = subprocess.run(["qemu-img", "check", p], capture_output=True, text=True)
+            assert check.returncode == 0, check.stdout + check.stderr
+    # our snapshots are gone, the VM still runs, and the master connection was closed at exit
+    state = host.state()["vms"]
+    (vmid,) = [k for k in state if host.display_name(k) == VM]
+    assert host.power_state(vmid) == "on"
+    r = subprocess.run([sys.executable, "-m", "esxisim", "shell", host.root, "--", "vim-cmd",
+                        "vmsvc/snapshot.get", vmid], capture_output=True, text=True, env=_env())
+    assert "hotvcb" not in r.stdout
+    assert not [p for p in _procs() if "hotvcb-ssh-" in p[1] and str(sshd.port) in p[1]]
+
+
+def test_ssh_and_local_backups_of_a_quiet_vm_are_identical(site, tmp_path):
+    """With the guest's writer stopped, both modes must produce byte-identical backups."""
+    host, conf, sshd, root = site
+    state = host.state()["vms"]
+    (vmid,) = [k for k in state if host.display_name(k) == VM]
+    from esxisim import writer
+
+    writer.stop(host, vmid)
+    try:
+        before = set(backups(host))
+        r = local_hotvcb(host, "backup", "-m", VM, "-g", str(conf), "-w", str(tmp_path / "wl"))
+        assert r.returncode == 0, r.out
+        (local,) = set(backups(host)) - before
+        time.sleep(1.1)
+        r = ssh_hotvcb(sshd, "backup", "-m", VM, "-g", str(conf), "-w", str(tmp_path / "ws"))
+        assert r.returncode == 0, r.out
+        (remote,) = set(backups(host)) - before - {local}
+        local_files, _ = check_sealed(host, local)
+        remote_files, _ = check_sealed(host, remote)
+        # every clone gets a fresh CID and ddb.uuid: descriptors are compared without those
+        assert sorted(remote_files) == sorted(local_files)
+        for rel, digest in local_files.items():
+            if rel == "hotvcb.json":
+                continue
+            if rel.endswith(".vmdk") and "-flat" not in rel:
+                assert _descriptor(host, remote, rel) == _descriptor(host, local, rel), rel
+            else:
+                assert remote_files[rel] == digest, rel
+    finally:
+        writer.start(host, vmid)
+
+
+def _descriptor(host, backup, rel):
+    text = Path(host.real("%s/%s/%s" % (BK, VM, backup)), rel).read_text(encoding="utf-8")
+    unique = ("CID=", "ddb.longContentID", "ddb.uuid")
+    return [line for line in text.splitlines() if not line.startswith(unique)]
+
+
+def _procs():
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            continue
+        out.append((int(pid), cmd))
+    return out
+
+
+def test_force_command_wrapper(site, tmp_path):
+    """Each session in its own `esxisim shell` (a wrapper process between sshd and the command)."""
+    host, conf, _, root = site
+    force = "env PYTHONPATH=%s %s -m esxisim shell %s -- sh -c \"$SSH_ORIGINAL_COMMAND\"" % (
+        shlex.quote(str(ROOT)), shlex.quote(sys.executable), shlex.quote(host.root))
+    from hotvcb.hosts.esxi import EsxiHost
+    from hotvcb.sshshell import SshShell, SshTarget
+
+    with running_sshd(tmp_path / "sshd", force_command=force) as sshd:
+        with SshShell(SshTarget(sshd.target, sshd.port, sshd.identity, sshd.known_hosts)) as shell:
+            esxi = EsxiHost(shell)
+            assert esxi.describe().startswith("VMware ESXi 7.0.3")
+            assert VM in [ref.name for ref in esxi.list_vms()]
+            assert shell.exists("/vmfs/volumes/datastore1/%s/%s.vmx" % (VM, VM))
+            pidfile = host.real("/vmfs/volumes/backup/pid")
+            with pytest.raises(TimeoutExpired):
+                shell.run(["sh", "-c", 'echo $$ > "$1"; exec sleep 120', "x", "/vmfs/volumes/backup/pid"],
+                          timeout=3)
+            pid = int(Path(pidfile).read_text())
+            deadline = time.monotonic() + 10
+            while os.path.exists("/proc/%d" % pid):
+                assert time.monotonic() < deadline, "command behind the wrapper still runs"
+                time.sleep(0.1)
+
+
+def test_ctrl_c_during_a_remote_clone(site, tmp_path):
+    """SIGINT while vmkfstools copies on the host: the copy stops there, our snapshot is removed."""
+    host, conf, sshd, root = site
+    host.set_fault("clone.delay", "60")
+    try:
+        before = set(backups(host))
+        proc = subprocess.Popen(ssh_argv(sshd, "backup", "-m", VM, "-g", str(conf), "-w", str(tmp_path / "w")),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(), cwd=str(ROOT))
+        deadline = time.monotonic() + 60
+        while not [p for p, c in _procs() if "vmkfstools" in c and VM in c]:
+            assert time.monotonic() < deadline and proc.poll() is None, "no clone started"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+        text = out.decode("utf-8", "replace")
+        assert proc.returncode == 2, text
+        deadline = time.monotonic() + 10
+        while [p for p, c in _procs() if "vmkfstools" in c and VM in c]:
+            assert time.monotonic() < deadline, "vmkfstools still running on the host after Ctrl-C"
+            time.sleep(0.1)
+        state = host.state()["vms"]
+        (vmid,) = [k for k in state if host.display_name(k) == VM]
+        r = subprocess.run([sys.executable, "-m", "esxisim", "shell", host.root, "--", "vim-cmd",
+                            "vmsvc/snapshot.get", vmid], capture_output=True, text=True, env=_env())
+        assert "hotvcb" not in r.stdout, r.stdout
+        for name in set(backups(host)) - before:  # an interrupted run is recorded as failed, never good
+            folder = host.real("%s/%s/%s" % (BK, VM, name))
+            assert "STATUS.error" in os.listdir(folder) and "STATUS.ok" not in os.listdir(folder)
+    finally:
+        host.clear_faults()
