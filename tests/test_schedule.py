@@ -115,7 +115,7 @@ def test_cron_line_quotes_every_word_for_the_shell():
     names = ["/vmfs/volumes/data store/vms to back up", "it's", "$(reboot)", "a;b", "`x`", "50%"]
     job = schedule.Job("nightly", "0 17 * * 4", ["/bin/python", "/vmfs/volumes/ds/hotvcb.pyz", "backup", "-f"] + names,
                        "/var/log/hot vcb.log")
-    line = schedule.cron_line(job, escape_percent=False)
+    line = schedule.cron_line(job, busybox=True)
     assert line.startswith("0 17 * * 4 /bin/python /vmfs/volumes/ds/hotvcb.pyz backup -f ")
     assert line.endswith(" >> '/var/log/hot vcb.log' 2>&1 # hotvcb:nightly")
     command = line.split(" ", 5)[5]
@@ -126,7 +126,19 @@ def test_cron_line_quotes_every_word_for_the_shell():
     probe = probe.split(" >> ")[0]
     out = subprocess.run(["sh", "-c", probe], stdout=subprocess.PIPE, universal_newlines=True).stdout
     assert out.splitlines() == ["backup", "-f"] + names
-    assert schedule.cron_line(job, escape_percent=True).count("\\%") == 1
+    assert schedule.cron_line(job, busybox=False).count("\\%") == 1
+
+
+def test_busybox_crond_lines_refuse_hash():
+    """busybox crond cuts a line at the first '#', quotes or not."""
+    job = schedule.Job("j", "0 1 * * *", ["/bin/python", "x.pyz", "backup", "-m", "db #2"], "/var/log/x.log")
+    with pytest.raises(UsageError, match="list file"):
+        schedule.cron_line(job, busybox=True)
+    assert "'db #2'" in schedule.cron_line(job, busybox=False)  # vixie cron only skips lines starting with #
+    with pytest.raises(UsageError, match="'#'"):
+        schedule.cron_line(job._replace(argv=job.argv[:3] + ["-a"], log="/var/log/#x.log"), busybox=True)
+    with pytest.raises(UsageError, match="line break"):
+        schedule.cron_line(job._replace(argv=job.argv[:3] + ["-m", "a\nb"]), busybox=False)
 
 
 def test_markers_match_one_job_exactly():

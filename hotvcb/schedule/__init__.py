@@ -170,15 +170,30 @@ def default_log(job: str, on_esxi: bool) -> str:
     return os.path.join(os.path.expanduser("~"), ".hotvcb-%s.log" % job)
 
 
-def cron_line(job: Job, escape_percent: bool) -> str:
+def cron_line(job: Job, busybox: bool) -> str:
     """The crontab line: schedule, command, output appended to the log, our marker.
 
-    Vixie cron and cronie turn an unescaped ``%`` into a newline, busybox crond
-    does not; `escape_percent` says which kind reads the line.
+    Two readers, two sets of rules:
+    * vixie cron / cronie (Linux) turn an unescaped ``%`` into a newline: escaped as ``\\%``.
+    * busybox crond (ESXi) cuts the line at the first ``#``, even inside quotes
+      (config_read with PARSE_EOL_COMMENTS), and joins a line ending in ``\\`` with the
+      next: a word holding ``#`` cannot be written there, so it is refused with advice.
+      The marker comment at the end is cut off harmlessly.
     """
+    words = list(job.argv) + ([job.log] if job.log else [])
+    for w in words:
+        if "\n" in w or "\r" in w:
+            raise UsageError("%r contains a line break, which cannot go into a crontab line" % w)
+    if busybox:
+        bad = [w for w in words if "#" in w]
+        if bad:
+            raise UsageError(
+                "%r contains '#', which ESXi's crond reads as the start of a comment; put VM names in a "
+                "list file (-f FILE) and use paths without '#'" % bad[0]
+            )
     command = shell_line(job.argv)
     if job.log:
         command += " >> %s 2>&1" % shlex.quote(job.log)
-    if escape_percent:
+    if not busybox:
         command = command.replace("%", "\\%")
     return "%s %s %s" % (job.cron, command, marker(job.name))

@@ -114,7 +114,7 @@ class EsxiScheduler:
 
     # -- the three commands ------------------------------------------------
     def install(self, job: Job) -> str:
-        line = cron_line(job, escape_percent=False)
+        line = cron_line(job, busybox=True)
         crontab = self._read(CRONTAB)
         self._write(CRONTAB, _without_job(crontab, job.name) + [line])
         boot = self.boot_file()

@@ -53,7 +53,7 @@ class CrontabScheduler:
             raise CommandFailed([self.crontab, "-"], done.returncode, done.stdout)
 
     def install(self, job: Job) -> str:
-        line = cron_line(job, escape_percent=True)
+        line = cron_line(job, busybox=False)
         self.write([ln for ln in self.read() if not has_marker(ln, job.name)] + [line])
         return line
 
