@@ -87,6 +87,7 @@ def test_oncalendar_refuses_dom_and_dow_together():
 def test_macros_become_five_fields_for_busybox():
     assert cron.parse("@daily").text == "0 0 * * *"
     assert cron.parse("  0  17 *  * 4 ").text == "0 17 * * 4"
+    assert cron.parse("0 2 * * 5-7").text == "0 2 * * 0,5,6"  # busybox crond has no day 7
 
 
 # -- command line ----------------------------------------------------------------

@@ -68,13 +68,16 @@ def parse(expr: str) -> CronExpr:
             % (expr, len(parts))
         )
     values = []
+    restricted = tuple(p != "*" for p in parts)
     for field, part in zip(_FIELDS, parts):
         found = _expand(field, part, expr)
         if field.name == "day of week" and 7 in found:
+            # busybox crond (ESXi) knows days 0-6 only: write Sunday as 0
             found.discard(7)
             found.add(0)
+            parts[4] = ",".join(str(d) for d in sorted(found))
         values.append(tuple(sorted(found)))
-    return CronExpr(text, tuple(values), tuple(p != "*" for p in parts))
+    return CronExpr(" ".join(parts), tuple(values), restricted)
 
 
 def _expand(field: _Field, part: str, expr: str) -> Set[int]:
