@@ -143,3 +143,48 @@ def test_usage_texts(host):
     block = "\n".join(nas.splitlines()[2:8])
     assert block in r.stdout
     assert "rc=1" in r.stdout
+
+
+def test_cli_round_trip(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from conftest import REPO
+    env = dict(os.environ, PYTHONPATH=REPO)
+    root = str(tmp_path / "cli")
+
+    def cli(*a):
+        r = subprocess.run([sys.executable, "-m", "esxisim"] + list(a), capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+    cli("create", root, "--version", "6.5.0", "--hostname", "esx65", "--no-crond")
+    cli("datastore", root, "ds", "--capacity", "1G", "--vmfs", "5")
+    vmid = cli("vm", root, "c l i", "--datastore", "ds", "--disk", "size=4M,bus=sata",
+               "--disk", "size=4M,format=2gbsparse", "--snapshot", "s1", "--no-nvram").strip()
+    assert vmid == "1"
+    cli("fault", root, "set", "clone.fail_at=10")
+    state = json.loads(cli("state", root, "--json"))
+    vm = state["vms"]["1"]
+    assert vm["name"] == "c l i" and vm["snapshots"][0]["name"] == "s1"
+    assert "c l i_1-s001.vmdk" in vm["files"] and "c l i.nvram" not in vm["files"]
+    assert state["faults"] == {"clone.fail_at": "10"}
+    r = subprocess.run([sys.executable, "-m", "esxisim", "shell", root, "--", "vmware", "-v"],
+                       capture_output=True, text=True, env=env)
+    assert r.stdout == "VMware ESXi 6.5.0 build-14320405\n"
+    cli("destroy", root)
+    assert not os.path.exists(root)
+
+
+def test_snapshot_revert(host):
+    from esxisim import disks, snapshots
+    vmid = host.create_vm("rv", "datastore1", [{"size": "4M"}])
+    before = host.read_disk(host.vm_disks(vmid)[0][1])
+    sid = snapshots.create(host, vmid, "s")
+    with disks.Disk(host.real(host.vm_disks(vmid)[0][1]), writable=True) as d:
+        d.write(0, b"changed" * 100)
+    assert host.read_disk(host.vm_disks(vmid)[0][1]) != before
+    r = run_shell(host, "vim-cmd", "vmsvc/snapshot.revert", vmid, str(sid), "0")
+    assert r.stdout.startswith("Revert Snapshot:\n|-ROOT\n--Snapshot Name        : s\n")
+    assert host.read_disk(host.vm_disks(vmid)[0][1]) == before
+    assert host.vm_disks(vmid)[0][1].endswith("rv-000001.vmdk")
