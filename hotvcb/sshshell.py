@@ -196,6 +196,7 @@ class SshShell:
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
         except (OSError, subprocess.SubprocessError):
             pass
+        atexit.unregister(self.close)
         self._forget()
 
     def _forget(self) -> None:
@@ -255,8 +256,11 @@ class SshShell:
     def _master_alive(self) -> bool:
         if self._control is None:
             return False
-        check = subprocess.run(self._ssh("-O", "check", self.target.destination), stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            check = subprocess.run(self._ssh("-O", "check", self.target.destination), stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return False
         return check.returncode == 0
 
     def _call(self, script: str, *args: str, data: Optional[bytes] = None,

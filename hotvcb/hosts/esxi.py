@@ -29,7 +29,6 @@ class EsxiHost:
     def __init__(self, shell):
         self.shell = shell
         self._version = None  # type: Optional[str]
-        self._deltas_before = {}  # type: Dict[str, List[str]]
 
     # -- host ----------------------------------------------------------------
     def describe(self) -> str:
@@ -63,9 +62,11 @@ class EsxiHost:
         except HostError as err:
             raise VmNotFound(ref.name) from err
         folder = ref.vmx_path.rsplit("/", 1)[0]
-        vm = Vm(ref=ref, datastore=_datastore_of(ref.vmx_path), folder=folder, vmx=vmx)
+        # ESXi writes another datastore's disk as /vmfs/volumes/<uuid>/...
+        names = {d.url.rsplit("/", 1)[-1]: d.name for d in self.datastores()}
+        vm = Vm(ref=ref, datastore=_datastore_of(ref.vmx_path, names), folder=folder, vmx=vmx)
         for dev, bus, name in vmx.disk_slots():
-            vm.disks.append(self._disk(vmx, folder, dev, bus, name))
+            vm.disks.append(self._disk(vmx, folder, dev, bus, name, names))
         base = ref.vmx_path[: -len(".vmx")]
         for key, default in (("nvram", base + ".nvram"), ("extendedConfigFile", base + ".vmxf")):
             path = _absolute(folder, vmx.get(key) or default)
@@ -73,7 +74,7 @@ class EsxiHost:
                 vm.extra_files.append(path)
         return vm
 
-    def _disk(self, vmx: VmxFile, folder: str, dev: str, bus: str, name: str) -> Disk:
+    def _disk(self, vmx: VmxFile, folder: str, dev: str, bus: str, name: str, names: Dict[str, str]) -> Disk:
         path = _absolute(folder, name)
         mode = (vmx.get(dev + ".mode") or "persistent").lower()
         skip, adapter = "", bus if bus == "ide" else "lsilogic"
@@ -86,7 +87,7 @@ class EsxiHost:
             skip = "descriptor unreadable: %s" % err
         if "independent" in mode:
             skip = "independent disk (%s) is not part of snapshots" % mode
-        return Disk(key=dev, path=path, datastore=_datastore_of(path), adapter=adapter, mode=mode, skip_reason=skip)
+        return Disk(key=dev, path=path, datastore=_datastore_of(path, names), adapter=adapter, mode=mode, skip_reason=skip)
 
     # -- power ---------------------------------------------------------------
     def power_state(self, vm: Vm) -> str:
@@ -124,7 +125,6 @@ class EsxiHost:
         self, vm: Vm, name: str, description: str, memory: bool, quiesce: bool, timeout: float
     ) -> Snapshot:
         before = {s.id for s in self.snapshots(vm)}
-        self._deltas_before[vm.ref.vmid] = self.delta_files(vm)
         args = ["vmsvc/snapshot.create", vm.ref.vmid, name, description, str(int(memory)), str(int(quiesce))]
         deadline = time.monotonic() + timeout
         try:
@@ -144,15 +144,24 @@ class EsxiHost:
             raise SnapshotError("this host prints no snapshot ids (ESX 4.x); remove %r by hand" % snap.name)
         deadline = time.monotonic() + timeout
         self._vim(["vmsvc/snapshot.remove", vm.ref.vmid, snap.id], timeout=timeout, interruptible=False)
-        keep = set(self._deltas_before.get(vm.ref.vmid, []))
         while True:
             still = [s for s in self.snapshots(vm, interruptible=False) if s.id == snap.id]
-            extra = [f for f in self.delta_files(vm) if f not in keep]
-            if not still and not extra:
+            if not still and not self._orphaned_deltas(vm):
                 return
             if time.monotonic() > deadline:
                 raise TimeoutExpired("snapshot %s of %s to be consolidated" % (snap.id, vm.name), timeout)
             time.sleep(POLL)
+
+    def _orphaned_deltas(self, vm: Vm) -> List[str]:
+        """Delta files no disk chain of the VM uses any more: consolidation not done."""
+        vmx = VmxFile(self.shell.read_text(vm.ref.vmx_path))
+        used = set()  # type: set
+        for _dev, _bus, name in vmx.disk_slots():
+            try:
+                used.update(self._chain_files(_absolute(vm.folder, name)))
+            except (HostError, vmdk.NotADescriptor):
+                continue
+        return [f for f in self.delta_files(vm) if f not in used]
 
     # -- disks ---------------------------------------------------------------
     def copy_disk(self, disk: Disk, dst: str, fmt: str, progress=None) -> List[str]:
@@ -238,10 +247,11 @@ def _absolute(folder: str, name: str) -> str:
     return name if name.startswith("/") else folder + "/" + name
 
 
-def _datastore_of(path: str) -> str:
+def _datastore_of(path: str, names: Dict[str, str]) -> str:
+    """Datastore name of a /vmfs/volumes path, whether it names the UUID or the label."""
     parts = path.split("/")
     if len(parts) > 3 and parts[1] == "vmfs" and parts[2] == "volumes":
-        return parts[3]
+        return names.get(parts[3], parts[3])
     return ""
 
 

@@ -118,9 +118,12 @@ class BackupJob:
             result.status, result.message = "error", str(err)
             self.log.error("%s: %s" % (ref.name, err))
         seconds = (datetime.now() - started).total_seconds()
-        if result.status in ("ok", "warn"):
+        if result.status == "ok":
             verb = "would be backed up" if self.dry_run else "backed up"
             self.log.info("Successfully completed backup for %s (%s, %d s)" % (ref.name, verb, seconds))
+        elif result.status == "warn":
+            self.log.warning("Backup for %s completed with failed disk(s) (%d s): %s" % (
+                ref.name, seconds, ", ".join(d.disk.key for d in result.disks if not d.ok)))
         return result
 
 
@@ -138,8 +141,9 @@ class _VmBackup:
 
     def run(self) -> None:
         vm = self.vm = self.host.load_vm(self.ref)
+        if remove_our_snapshots(self.host, vm, self.log, SNAPSHOT_PREFIX, self.job.dry_run):
+            vm = self.vm = self.host.load_vm(self.ref)  # its disks no longer point at our deltas
         disks = self._disks_to_copy(vm)
-        remove_our_snapshots(self.host, vm, self.log, SNAPSHOT_PREFIX, self.job.dry_run)
         self._preflight(vm, disks)
         if self.job.dry_run:
             self._dry_run(vm, disks)

@@ -1,0 +1,108 @@
+"""Run hotvcb on a simulated ESXi host, the way it runs on a real one.
+
+hotvcb is started inside the host's mount namespace with the host's own
+/bin/python (3.8 where pyenv has it), so every test also proves the 3.8 floor.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = str(Path(__file__).resolve().parents[1])
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from esxisim import Host  # noqa: E402
+
+VOLUME = "/vmfs/volumes/backup/hotvcb"
+
+
+def make_host(root, backup_capacity=2 << 30) -> Host:
+    host = Host.create(str(root), version="7.0.3", crond=False)
+    host.add_datastore("datastore1", 2 << 30, vmfs=6)
+    host.add_datastore("ds5", 2 << 30, vmfs=5)
+    host.add_datastore("backup", backup_capacity, vmfs=6)
+    return host
+
+
+def write_conf(host: Host, name="hotvcb.conf", **keys) -> str:
+    values = {"VM_BACKUP_VOLUME": VOLUME, "DISK_BACKUP_FORMAT": "thin", "VM_BACKUP_ROTATION_COUNT": "3"}
+    values.update({k: str(v) for k, v in keys.items()})
+    path = os.path.join(host.root, name)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("".join("%s=%s\n" % kv for kv in values.items()))
+    return path
+
+
+def _argv(host: Host, args):
+    return [sys.executable, "-m", "esxisim", "shell", host.root, "--", "env", "PYTHONPATH=" + REPO,
+            "/bin/python", "-m", "hotvcb"] + [str(a) for a in args]
+
+
+def hotvcb(host: Host, *args, timeout=180) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=REPO)
+    return subprocess.run(_argv(host, args), capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+
+
+def hotvcb_background(host: Host, *args) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=REPO)
+    return subprocess.Popen(_argv(host, args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, cwd=REPO)
+
+
+def vim(host: Host, *args) -> str:
+    r = subprocess.run([sys.executable, "-m", "esxisim", "shell", host.root, "--", "/bin/vim-cmd"] + list(args),
+                       capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONPATH=REPO))
+    return r.stdout
+
+
+def snapshot_names(host: Host, vmid: str):
+    return [l.split(":", 1)[1].strip() for l in vim(host, "vmsvc/snapshot.get", vmid).splitlines()
+            if "Snapshot Name" in l]
+
+
+def backup_root(host: Host, vm: str) -> str:
+    return host.real(VOLUME + "/" + vm)
+
+
+def backups(host: Host, vm: str):
+    root = backup_root(host, vm)
+    return sorted(os.listdir(root)) if os.path.isdir(root) else []
+
+
+def sealed(host: Host, vm: str):
+    root = backup_root(host, vm)
+    return [b for b in backups(host, vm) if os.path.exists(os.path.join(root, b, "STATUS.ok"))]
+
+
+def manifest(host: Host, vm: str, entry: str):
+    with open(os.path.join(backup_root(host, vm), entry, "hotvcb.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def wait_for(predicate, timeout=30.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def lock_pid(workdir: str):
+    try:
+        with open(os.path.join(workdir, "hotvcb.lock")) as f:
+            return int(f.readline())
+    except (OSError, ValueError):
+        return None
+
+
+def kill(pid: int, sig=signal.SIGKILL):
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,337 @@
+"""`hotvcb backup` against a simulated ESXi host: what issue 2 must show."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import needs_root
+from simhost import (VOLUME, backup_root, backups, hotvcb, hotvcb_background, kill, lock_pid, make_host,
+                     manifest, sealed, snapshot_names, wait_for, write_conf)
+from esxisim import writer
+
+pytestmark = needs_root
+
+
+@pytest.fixture
+def host(tmp_path):
+    h = make_host(tmp_path / "host")
+    yield h
+    h.stop()
+
+
+def content(host, vmid):
+    return {node: bytearray(host.read_disk(path)) for node, path, _m in host.vm_disks(vmid)}
+
+
+def qemu_img(*args):
+    return subprocess.run(["qemu-img"] + list(args), capture_output=True, text=True)
+
+
+def deltas(host, vm, ds="datastore1"):
+    return [f for f in os.listdir(host.real("/vmfs/volumes/%s/%s" % (ds, vm))) if "-00000" in f]
+
+
+def test_hot_backup_holds_the_snapshot_instant_and_loses_no_write(host, tmp_path):
+    vm = "Web Server (prod)"
+    vmid = host.create_vm(vm, "datastore1", [{"size": "16M"}, {"size": "8M", "datastore": "ds5", "bus": "sata"}],
+                          vmxf=True)
+    bases = {node: path for node, path, _m in host.vm_disks(vmid)}
+    initial = content(host, vmid)
+    host.power_on(vmid)
+    writer.start(host, vmid)
+    host.set_fault("clone.delay", "1.5")  # let the guest write while the copy runs
+    r = hotvcb(host, "backup", "-m", vm, "-g", write_conf(host), "-w", tmp_path / "work")
+    writer.stop(host, vmid)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Final status: All VMs backed up OK!" in r.stdout
+
+    log = host.writer_log(vm)
+    i = next(k for k, rec in enumerate(log) if rec["event"] == "snapshot.create")
+    j = next(k for k, rec in enumerate(log) if rec["event"] == "snapshot.remove")
+    assert any(rec["event"] == "write" for rec in log[:i]), "the guest wrote before the snapshot"
+    assert any(rec["event"] == "write" for rec in log[i:j]), "the guest wrote during the copy"
+    frozen = writer.apply_writes({n: bytearray(b) for n, b in initial.items()}, log, until=i)
+
+    [entry] = sealed(host, vm)
+    folder = os.path.join(backup_root(host, vm), entry)
+    assert sorted(os.listdir(folder)) == sorted([
+        "STATUS.ok", "hotvcb.json", vm + ".vmx", vm + ".nvram", vm + ".vmxf",
+        vm + ".vmdk", vm + "-flat.vmdk", "ds5"])
+    assert sorted(os.listdir(os.path.join(folder, "ds5"))) == [vm + "_1-flat.vmdk", vm + "_1.vmdk"]
+    for node, rel in (("scsi0:0", vm + ".vmdk"), ("sata0:0", "ds5/%s_1.vmdk" % vm)):
+        raw = tmp_path / ("expected-%s.raw" % node.replace(":", "_"))
+        raw.write_bytes(bytes(frozen[node]))
+        backup_disk = os.path.join(folder, rel)
+        cmp = qemu_img("compare", "-f", "vmdk", "-F", "raw", backup_disk, str(raw))
+        assert cmp.returncode == 0, "%s: %s" % (node, cmp.stdout + cmp.stderr)
+
+    # after the snapshot is gone the live disks hold every write, also those made during the copy
+    final = writer.apply_writes({n: bytearray(b) for n, b in initial.items()}, host.writer_log(vm))
+    for node, path in bases.items():
+        assert host.read_disk(path) == bytes(final[node]), node
+    assert snapshot_names(host, vmid) == []
+    assert deltas(host, vm) == [] and deltas(host, vm, "ds5") == []
+    m = manifest(host, vm, entry)
+    assert m["result"] == "ok" and m["vm"] == vm
+    assert set(m["files"]) >= {vm + "-flat.vmdk", "ds5/%s_1-flat.vmdk" % vm, vm + ".vmx"}
+
+
+@pytest.mark.parametrize("fmt, files", [
+    ("thin", ["-flat.vmdk"]),
+    ("zeroedthick", ["-flat.vmdk"]),
+    ("eagerzeroedthick", ["-flat.vmdk"]),
+    ("2gbsparse", ["-s001.vmdk"]),
+])
+def test_each_format_is_a_real_vmdk_equal_to_the_source(host, tmp_path, fmt, files):
+    vm = "fmt-" + fmt
+    vmid = host.create_vm(vm, "datastore1", [{"size": "12M", "format": "thin"}], power="on")
+    r = hotvcb(host, "-m", vm, "-g", write_conf(host, DISK_BACKUP_FORMAT=fmt), "-w", tmp_path / "w")
+    assert r.returncode == 0, r.stdout + r.stderr
+    [entry] = sealed(host, vm)
+    folder = os.path.join(backup_root(host, vm), entry)
+    disk = os.path.join(folder, vm + ".vmdk")
+    for suffix in files:
+        assert os.path.exists(os.path.join(folder, vm + suffix))
+    if fmt == "2gbsparse":
+        check = qemu_img("check", "-f", "vmdk", disk)
+        assert check.returncode == 0, check.stdout + check.stderr
+    source = host.real("/vmfs/volumes/datastore1/%s/%s.vmdk" % (vm, vm))
+    cmp = qemu_img("compare", "-f", "vmdk", "-F", "vmdk", disk, source)
+    assert cmp.returncode == 0, cmp.stdout + cmp.stderr
+    info = qemu_img("info", "--output=json", disk).stdout
+    assert '"virtual-size": 12582912' in info
+    assert snapshot_names(host, vmid) == []
+
+
+def _good_backup(host, vm, tmp_path, **conf):
+    r = hotvcb(host, "-m", vm, "-g", write_conf(host, **conf), "-w", tmp_path / "w")
+    assert r.returncode == 0, r.stdout + r.stderr
+    return sealed(host, vm)
+
+
+def _assert_nothing_left(host, vm, vmid, good_before):
+    assert [n for n in snapshot_names(host, vmid) if n.startswith("hotvcb-")] == []
+    assert deltas(host, vm) == []
+    names = backups(host, vm)
+    assert not [b for b in names if b.endswith("-partial")], names
+    assert sealed(host, vm) == good_before, "earlier good backups survive, no new one looks complete"
+
+
+def test_snapshot_that_never_appears_times_out_cleanly(host, tmp_path):
+    vm = "never"
+    vmid = host.create_vm(vm, "datastore1", [{"size": "8M"}], power="on")
+    good = _good_backup(host, vm, tmp_path)
+    time.sleep(1)
+    host.set_fault("snapshot.create", "never")
+    r = hotvcb(host, "-m", vm, "-g", write_conf(host, SNAPSHOT_TIMEOUT="3s"), "-w", tmp_path / "w")
+    assert r.returncode == 6, r.stdout + r.stderr
+    assert "timed out" in r.stdout and "Final status: ERROR: All VMs failed!" in r.stdout
+    _assert_nothing_left(host, vm, vmid, good)
+    errors = [b for b in backups(host, vm) if os.path.exists(os.path.join(backup_root(host, vm), b, "STATUS.error"))]
+    assert len(errors) == 1
+    assert not any(f.endswith(".vmdk") for f in os.listdir(os.path.join(backup_root(host, vm), errors[0])))
+
+
+def test_clone_failing_midway_fails_only_that_disk(host, tmp_path):
+    vm = "two disks"
+    vmid = host.create_vm(vm, "datastore1", [{"size": "8M"}, {"size": "8M"}], power="on")
+    host.create_vm("clean", "datastore1", [{"size": "4M"}], power="on")
+    host.set_fault("clone.fail_at", "50")
+    host.set_fault("clone.match", vm + "_1.vmdk")
+    r = hotvcb(host, "-m", vm, "-g", write_conf(host), "-w", tmp_path / "w")
+    assert r.returncode == 8, r.stdout + r.stderr
+    assert "ERROR: All VMs experienced at least a partial failure!" in r.stdout
+    assert "completed with failed disk(s)" in r.stdout
+    time.sleep(1)
+    r = hotvcb(host, "-m", vm, "-m", "clean", "-g", write_conf(host), "-w", tmp_path / "w")
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "WARNING: All VMs backed up, but some disk(s) failed!" in r.stdout
+    assert "Failed to clone disk" in r.stdout
+    entry = backups(host, vm)[-1]
+    folder = os.path.join(backup_root(host, vm), entry)
+    assert os.path.exists(os.path.join(folder, "STATUS.warn")) and not os.path.exists(os.path.join(folder, "STATUS.ok"))
+    assert not any(f.startswith(vm + "_1") for f in os.listdir(folder)), "no half-copied disk is kept"
+    m = manifest(host, vm, entry)
+    assert [d["ok"] for d in m["disks"]] == [True, False]
+    assert snapshot_names(host, vmid) == [] and deltas(host, vm) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_during_copy_removes_our_snapshot(host, tmp_path, sig):
+    vm = "signalled"
+    vmid = host.create_vm(vm, "datastore1", [{"size": "8M"}], power="on", writer=True)
+    good = _good_backup(host, vm, tmp_path)
+    host.set_fault("clone.delay", "20")
+    work = str(tmp_path / "w")
+    proc = hotvcb_background(host, "-m", vm, "-g", write_conf(host), "-w", work)
+    wait_for(lambda: any(r["event"] == "snapshot.create" for r in host.writer_log(vm)[-50:])
+             and lock_pid(work), what="the copy to start")
+    time.sleep(1.5)
+    kill(lock_pid(work), sig)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2, out
+    assert "Final status: ERROR: interrupted by %s" % sig.name in out
+    _assert_nothing_left(host, vm, vmid, good)
+    writer.stop(host, vmid)
+
+
+def test_sigkill_leftovers_are_removed_by_the_next_run_and_user_snapshots_survive(host, tmp_path):
+    vm = "killed"
+    vmid = host.create_vm(vm, "datastore1", [{"size": "8M"}], power="on", snapshots=["user snapshot"])
+    conf = write_conf(host, ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=1)
+    good = _good_backup(host, vm, tmp_path, ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=1)
+    host.set_fault("clone.delay", "30")
+    work = str(tmp_path / "w")
+    proc = hotvcb_background(host, "-m", vm, "-g", conf, "-w", work)
+    wait_for(lambda: any(n.startswith("hotvcb-") for n in snapshot_names(host, vmid)), what="our snapshot")
+    time.sleep(1)
+    kill(lock_pid(work), signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert any(n.startswith("hotvcb-") for n in snapshot_names(host, vmid)), "SIGKILL leaves the snapshot"
+    assert any(b.endswith("-partial") for b in backups(host, vm))
+    host.clear_faults()
+    time.sleep(1)
+    r = hotvcb(host, "-m", vm, "-g", conf, "-w", work)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "found leftover snapshot" in r.stdout and "removing unfinished backup" in r.stdout
+    assert "stale lock" in r.stdout
+    assert snapshot_names(host, vmid) == ["user snapshot"]
+    assert len(sealed(host, vm)) == len(good) + 1
+    assert not any(b.endswith("-partial") for b in backups(host, vm))
+
+
+def test_vm_with_user_snapshot_is_refused_unless_allowed(host, tmp_path):
+    vm = "has snapshot"
+    vmid = host.create_vm(vm, "datastore1", [{"size": "8M"}], power="on", snapshots=["keep me"])
+    r = hotvcb(host, "-m", vm, "-g", write_conf(host), "-w", tmp_path / "w")
+    assert r.returncode == 6 and "ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP" in r.stdout
+    assert backups(host, vm) == [] and snapshot_names(host, vmid) == ["keep me"]
+
+
+def test_target_full_fails_before_any_change(tmp_path):
+    host = make_host(tmp_path / "host", backup_capacity=16 << 20)
+    try:
+        vm = "big"
+        vmid = host.create_vm(vm, "datastore1", [{"size": "32M"}], power="on")
+        r = hotvcb(host, "-m", vm, "-g", write_conf(host, DISK_BACKUP_FORMAT="eagerzeroedthick"), "-w", tmp_path / "w")
+        assert r.returncode == 6, r.stdout + r.stderr
+        assert "needs 32.0 MiB" in r.stdout and "free" in r.stdout
+        assert not any(rec["event"].startswith("snapshot") for rec in host.writer_log(vm))
+        assert snapshot_names(host, vmid) == [] and backups(host, vm) == []
+    finally:
+        host.stop()
+
+
+def test_vm_vanishing_after_listing_fails_only_that_vm(host, tmp_path):
+    host.create_vm("stays", "datastore1", [{"size": "8M"}], power="on")
+    host.create_vm("vanishes", "datastore1", [{"size": "8M"}], power="on")
+    host.set_fault("getallvms.unregister_after", "vanishes")
+    r = hotvcb(host, "-m", "stays", "-m", "vanishes", "-m", "no such vm", "-g", write_conf(host), "-w", tmp_path / "w")
+    assert r.returncode == 4, r.stdout + r.stderr
+    assert "Final status: ERROR: Only some of the VMs backed up!" in r.stdout
+    assert "no VM named 'no such vm'" in r.stdout
+    assert len(sealed(host, "stays")) == 1 and sealed(host, "vanishes") == []
+    assert not any(b.endswith("-partial") for b in backups(host, "vanishes"))
+
+
+ODD = ["Web (prod) [1]+", "O'Brien \"db\"", "Datenbank-Müller; ä"]
+
+
+def test_odd_names_are_found_backed_up_and_rotated(host, tmp_path):
+    for name in ODD:
+        host.create_vm(name, "datastore1", [{"size": "4M"}], power="on")
+    host.create_vm("Web (prod) [1]", "datastore1", [{"size": "4M"}], power="on")  # a prefix, not a match
+    listing = tmp_path / "vms to backup"
+    listing.write_text("# odd names\n\n" + "\n".join(ODD) + "\n", encoding="utf-8")
+    conf = write_conf(host, VM_BACKUP_ROTATION_COUNT=2)
+    for run in range(3):
+        r = hotvcb(host, "-f", listing, "-g", conf, "-w", tmp_path / "w")
+        assert r.returncode == 0, r.stdout + r.stderr
+        time.sleep(1)
+    for name in ODD:
+        assert len(sealed(host, name)) == 2, (name, backups(host, name))
+        assert all(b.startswith(name + "-") for b in backups(host, name))
+    assert backups(host, "Web (prod) [1]") == []
+
+
+def test_garbage_config_is_one_clear_line(host, tmp_path):
+    host.create_vm("vm", "datastore1", [{"size": "4M"}], power="on")
+    bad = tmp_path / "bad.conf"
+    bad.write_text("VM_BACKUP_VOLUME=/vmfs/volumes/backup\nDISK_BACKUP_FORMAT=floppy\n")
+    r = hotvcb(host, "-m", "vm", "-g", bad, "-w", tmp_path / "w")
+    assert r.returncode == 1
+    assert "bad.conf:2" in r.stderr and "DISK_BACKUP_FORMAT" in r.stderr and "thin" in r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+    bad.write_bytes(os.urandom(4096))
+    r = hotvcb(host, "-m", "vm", "-g", bad, "-w", tmp_path / "w")
+    assert r.returncode == 1 and "Traceback" not in r.stdout + r.stderr and "bad.conf" in r.stderr
+
+
+def test_dry_run_changes_nothing(host, tmp_path):
+    vmid = host.create_vm("dry", "datastore1", [{"size": "8M"}], power="on")
+    r = hotvcb(host, "-m", "dry", "-g", write_conf(host), "-d", "dryrun", "-w", tmp_path / "w")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "OK, only a dryrun." in r.stdout and "dry.vmdk" in r.stdout and "MiB" in r.stdout
+    assert backups(host, "dry") == [] and snapshot_names(host, vmid) == []
+    assert not any(rec["event"].startswith("snapshot") for rec in host.writer_log("dry"))
+
+
+def test_second_run_is_refused_while_the_first_holds_the_lock(host, tmp_path):
+    host.create_vm("slow", "datastore1", [{"size": "8M"}], power="on")
+    host.set_fault("clone.delay", "6")
+    work = str(tmp_path / "w")
+    first = hotvcb_background(host, "-m", "slow", "-g", write_conf(host), "-w", work)
+    wait_for(lambda: lock_pid(work), what="the first run's lock")
+    r = hotvcb(host, "-m", "slow", "-g", write_conf(host), "-w", work)
+    assert r.returncode == 1 and "another hotvcb run" in r.stderr + r.stdout
+    out, _ = first.communicate(timeout=60)
+    assert first.returncode == 0, out
+
+
+def test_skipped_disks_buses_other_datastore_and_extra_files(host, tmp_path):
+    vm = "many disks"
+    host.create_vm(vm, "datastore1", [
+        {"size": "4M"}, {"size": "4M", "bus": "sata"}, {"size": "4M", "bus": "nvme"}, {"size": "4M", "bus": "ide"},
+        {"size": "4M", "datastore": "ds5"}, {"size": "4M", "mode": "independent-persistent"},
+        {"size": "4M", "rdm": "physical"},
+    ], power="on", vmxf=True)
+    r = hotvcb(host, "-m", vm, "-g", write_conf(host, BACKUP_FILES_CHMOD="640", RSYNC_LINK=1), "-w", tmp_path / "w")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "independent disk" in r.stdout and "physical RDM" in r.stdout
+    [entry] = sealed(host, vm)
+    m = manifest(host, vm, entry)
+    assert [d["key"] for d in m["disks"]] == ["scsi0:0", "scsi0:1", "sata0:0", "ide0:0", "nvme0:0"] or \
+        sorted(d["key"] for d in m["disks"]) == sorted(["scsi0:0", "sata0:0", "ide0:0", "nvme0:0", "scsi0:1"])
+    assert any(f.startswith("ds5/") for f in m["files"])
+    folder = os.path.join(backup_root(host, vm), entry)
+    assert oct(os.stat(os.path.join(folder, vm + ".vmx")).st_mode & 0o777) == "0o640"
+    link = os.path.join(backup_root(host, vm), vm + "-symlink")
+    assert os.readlink(link) == entry
+
+
+def test_power_down_mode_with_hard_power_off(host, tmp_path):
+    vm = "stubborn"
+    vmid = host.create_vm(vm, "datastore1", [{"size": "4M"}], power="on")
+    host.set_fault("power.shutdown", "ignore")
+    conf = write_conf(host, POWER_VM_DOWN_BEFORE_BACKUP=1, ENABLE_HARD_POWER_OFF=1, ITER_TO_WAIT_SHUTDOWN="2s",
+                      POWER_DOWN_TIMEOUT="20s")
+    r = hotvcb(host, "-m", vm, "-g", conf, "-w", tmp_path / "w")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Hard power off" in r.stdout and "Powering on" in r.stdout
+    assert not any(rec["event"].startswith("snapshot") for rec in host.writer_log(vm)), "an off VM needs no snapshot"
+    assert host.power_state(vmid) == "on"
+
+
+def test_compressed_backup(host, tmp_path):
+    host.create_vm("zipped", "datastore1", [{"size": "4M"}], power="on")
+    r = hotvcb(host, "-m", "zipped", "-g", write_conf(host, ENABLE_COMPRESSION=1), "-w", tmp_path / "w")
+    assert r.returncode == 0, r.stdout + r.stderr
+    [entry] = backups(host, "zipped")
+    assert entry.endswith(".gz")
+    import tarfile
+    with tarfile.open(os.path.join(backup_root(host, "zipped"), entry)) as tar:
+        names = tar.getnames()
+    assert entry[:-3] + "/STATUS.ok" in names and entry[:-3] + "/zipped-flat.vmdk" in names
