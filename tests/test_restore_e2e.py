@@ -12,11 +12,15 @@ import subprocess
 import sys
 import tarfile
 
+from pathlib import Path
+
 import pytest
 
-from conftest import ROOT, needs_root
-
-pytestmark = [needs_root, pytest.mark.skipif(shutil.which("qemu-img") is None, reason="needs qemu-img")]
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="esxisim needs root for unshare -m"),
+    pytest.mark.skipif(shutil.which("qemu-img") is None, reason="needs qemu-img"),
+]
 
 VM = "Web Prüf 1"
 BK = "/vmfs/volumes/backup/bk"
@@ -271,6 +275,11 @@ def test_ghettovcb_backup_without_manifest(site):
     host, _conf, backup = site
     old = clone_backup(host, backup, "", "2018-06-01_20-30-00")
     os.unlink(os.path.join(host.real(old), "hotvcb.json"))
+    # ghettoVCB names the folder of an other-datastore disk as the .vmx path does: by UUID
+    vmx, _ = vmx_of(host, old)
+    uuid = vmx["scsi0:1.fileName"].strip('"').split("/")[3]
+    (sub,) = [d for d in os.listdir(host.real(old)) if os.path.isdir(os.path.join(host.real(old), d))]
+    os.rename(os.path.join(host.real(old), sub), os.path.join(host.real(old), uuid))
     r = hotvcb(host, "restore", old, "--datastore", "datastore1", "--name", "Von Ghetto")
     assert r.returncode == 0 and "a ghettoVCB backup" in r.out, r.out
     check_disks_equal(host, backup, "/vmfs/volumes/datastore1/Von Ghetto")

@@ -365,19 +365,47 @@ class _Restore:
         return max(desc.capacity, apparent) if self.req.disk_format not in ("thin", "2gbsparse") else apparent
 
     def _disk_source(self, fs, backup: str, filename: str) -> Optional[str]:
-        """Where a .vmx disk entry's data sits in the backup (ghettoVCB layout)."""
+        """Where a .vmx disk entry's data sits in the backup.
+
+        A disk from another datastore sits in `<backup>/<datastore>/<file>`,
+        where <datastore> is the label (hotvcb) or whatever the .vmx path
+        named, often the UUID (ghettoVCB). Both spellings are tried through
+        this host's datastore list, then any single subfolder holding the
+        file (a restore on another host, where the datastore is unknown).
+        """
         base = filename.rsplit("/", 1)[-1]
-        folders = [backup]
+        names = (base, base_name(base))
+        folders = []
         if filename.startswith("/vmfs/volumes/"):
             parts = filename.split("/")
             if len(parts) > 4:
-                folders.insert(0, backup + "/" + parts[3])
+                folders = [backup + "/" + a for a in self._datastore_aliases(parts[3])]
+        folders.append(backup)
         for folder in folders:
-            for candidate in (base, base_name(base)):
+            for candidate in names:
                 path = folder + "/" + candidate
                 if fs.exists(path) and not fs.isdir(path):
                     return path
+        if len(folders) > 1:
+            found = [backup + "/" + sub + "/" + n for sub in fs.listdir(backup) if fs.isdir(backup + "/" + sub)
+                     for n in names if fs.exists(backup + "/" + sub + "/" + n)]
+            if len(found) == 1:
+                return found[0]
         return None
+
+    def _datastore_aliases(self, name: str) -> List[str]:
+        """A datastore's label and UUID, given either (the name itself first)."""
+        out = [name]
+        if not hasattr(self, "_ds_cache"):
+            try:
+                self._ds_cache = self.host.datastores()
+            except HotvcbError:
+                self._ds_cache = []
+        for ds in self._ds_cache:
+            uuid = ds.url.rstrip("/").rsplit("/", 1)[-1]
+            if name in (ds.name, uuid):
+                out += [a for a in (ds.name, uuid) if a and a not in out]
+        return out
 
     def _side_file(self, fs, backup: str, vmx_file: str, value: Optional[str], ext: str) -> Optional[str]:
         candidates = []
