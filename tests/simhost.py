@@ -71,7 +71,9 @@ def backup_root(host: Host, vm: str) -> str:
 
 def backups(host: Host, vm: str):
     root = backup_root(host, vm)
-    return sorted(os.listdir(root)) if os.path.isdir(root) else []
+    if not os.path.isdir(root):
+        return []
+    return sorted(e for e in os.listdir(root) if not os.path.islink(os.path.join(root, e)))
 
 
 def sealed(host: Host, vm: str):
