@@ -1,4 +1,3 @@
-import os
 import sys
 from pathlib import Path
 
@@ -19,5 +18,3 @@ def sample():
 
     return read
 
-
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="esxisim needs root for unshare -m")

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 REPO = str(Path(__file__).resolve().parents[1])
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
@@ -19,6 +21,7 @@ if REPO not in sys.path:
 from esxisim import Host  # noqa: E402
 
 VOLUME = "/vmfs/volumes/backup/hotvcb"
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="esxisim needs root for unshare -m")
 
 
 def make_host(root, backup_capacity=2 << 30) -> Host:

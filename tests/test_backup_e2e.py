@@ -7,8 +7,7 @@ import time
 
 import pytest
 
-from conftest import needs_root
-from simhost import (VOLUME, backup_root, backups, hotvcb, hotvcb_background, kill, lock_pid, make_host,
+from simhost import (VOLUME, needs_root, backup_root, backups, hotvcb, hotvcb_background, kill, lock_pid, make_host,
                      manifest, sealed, snapshot_names, wait_for, write_conf)
 from esxisim import writer
 

@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from conftest import run_shell, sh
+from simtools import run_shell, sh
 from esxisim import disks, snapshots
 
 

@@ -5,7 +5,7 @@ import subprocess
 import sys
 import time
 
-from conftest import REPO, run_shell, sh
+from simtools import REPO, run_shell, sh
 from esxisim import snapshots
 
 

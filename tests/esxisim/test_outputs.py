@@ -1,7 +1,7 @@
 """Tool output against the structure of the real samples."""
 import re
 
-from conftest import run_shell, sample, sh
+from simtools import run_shell, sample, sh
 
 
 def _label_positions(header, labels):
@@ -150,7 +150,7 @@ def test_cli_round_trip(tmp_path):
     import os
     import subprocess
     import sys
-    from conftest import REPO
+    from simtools import REPO
     env = dict(os.environ, PYTHONPATH=REPO)
     root = str(tmp_path / "cli")
 
