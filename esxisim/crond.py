@@ -81,13 +81,19 @@ def run(root):
     with open(pid_file(host), "w") as f:
         f.write("%d\n" % os.getpid())
     _log(host, "start", crontab=crontab_text(host))
-    stop = []
-    signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
-    signal.signal(signal.SIGHUP, lambda *a: stop.append(1))
-    while not stop and os.path.exists(host.store.p("state", "host.json")):
+
+    def die(*_args):
+        # busybox crond dies at once on SIGTERM/SIGHUP; a stop logged late would
+        # land after the start of the crond that replaces it.
+        if os.path.exists(host.store.p("state")):
+            _log(host, "stop")
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, die)
+    signal.signal(signal.SIGHUP, die)
+    while os.path.exists(host.store.p("state", "host.json")):
         time.sleep(0.2)
-    if os.path.exists(host.store.p("state")):
-        _log(host, "stop")
+    die()
 
 
 if __name__ == "__main__":
