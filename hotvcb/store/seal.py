@@ -113,7 +113,7 @@ class Sealer:
         files = {}
         for rel in self.shell.list_files(self.partial):
             path = self.partial + "/" + rel
-            files[rel] = {"size": self.shell.file_size(path), "sha256": self.shell.sha256(path)}
+            files[rel] = manifest.digest_file(self.shell, path).entry()
         return files
 
     def _write_record(self, result: VmResult, files, snapshot) -> None:
