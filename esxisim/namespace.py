@@ -38,7 +38,8 @@ def shell(host, cmd, cwd=None):
     _cleanup_workdirs(host)
     src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     code = ("import sys; sys.path.insert(0, %r); from esxisim.namespace import _inside; _inside()" % src)
-    argv = ["unshare", "--mount", "--propagation", "private", sys.executable, "-S", "-c", code, host.root, "--"] + list(cmd)
+    # --uts: the host's own hostname inside, as every real ESXi host has one
+    argv = ["unshare", "--mount", "--uts", "--propagation", "private", sys.executable, "-S", "-c", code, host.root, "--"] + list(cmd)
     child = subprocess.Popen(argv, cwd=cwd)
 
     def forward(sig, _frame):
@@ -76,11 +77,24 @@ def _mount(source, target, fstype=None, flags=0, data=None):
         raise OSError(err, "mount %s on %s: %s" % (source, target, os.strerror(err)))
 
 
+def _set_hostname(root):
+    import json
+    import socket
+    try:
+        with open(os.path.join(root, "state", "host.json"), encoding="utf-8") as f:
+            name = json.load(f).get("hostname")
+        if name:
+            socket.sethostname(name)
+    except (OSError, ValueError):
+        pass
+
+
 def _inside():
     root = sys.argv[1]
     cmd = sys.argv[3:]
     pid = os.getpid()
     _mount(os.path.join(root, "vmfs"), "/vmfs", None, _MS_BIND)
+    _set_hostname(root)
     for layer, target in LAYERS.items():
         if not os.path.isdir(target):
             continue

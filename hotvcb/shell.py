@@ -16,6 +16,7 @@ import os
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ OutputCallback = Callable[[str], None]
 class LocalShell:
     """The host is this machine (hotvcb runs on the ESXi host itself)."""
 
-    description = "local"
+    description = "local (%s)" % socket.gethostname()
 
     def run(
         self,

@@ -6,7 +6,8 @@ import socket
 from .. import interrupt, namelist, notify
 from ..errors import HotvcbError, Interrupted, UsageError
 from ..jobs.backup import BackupJob
-from ..jobs.outcome import final_status
+from ..jobs.nfs import NfsTarget
+from ..jobs.outcome import final_status, report
 from ..store.lock import WorkLock
 from . import common
 
@@ -35,23 +36,26 @@ def run(args) -> int:
     lock = WorkLock(args.workdir, log.warning)
     code = 1
     status = "ERROR: did not start"
+    results = []  # type: list
     try:
         lock.acquire()
         host = common.connect()
         log.info("============================== hotvcb LOG START ==============================")
-        log.info("HOST: %s (%s), job %s, pid %d" % (socket.gethostname(), host.describe(), args.job_name, os.getpid()))
+        log.info("HOST: %s (%s), job %s, pid %d" % (
+            host.shell.description, host.describe(), args.job_name, os.getpid()))
         log.info("CONFIG: %s; backups to %s as %s, keep %d" % (
             args.global_conf or "built-in defaults", settings.vm_backup_volume,
             settings.disk_backup_format, settings.vm_backup_rotation_count))
         if dry_run:
             log.info("DRY RUN: nothing will be changed")
-        job = BackupJob(host, settings, log, confdir=args.confdir, dry_run=dry_run, job_name=args.job_name)
-        results = job.run(names, exclude)
+        with NfsTarget(host, settings, log, dry_run) as run_settings:
+            job = BackupJob(host, run_settings, log, confdir=args.confdir, dry_run=dry_run, job_name=args.job_name)
+            results = job.run(names, exclude)
         status, code = final_status(results, dry_run)
         for r in results:
             log.debug("%s: %s %s" % (r.name, r.status, r.message))
     except Interrupted as err:
-        status, code = "ERROR: %s, snapshots of this run removed" % err, err.exit_code
+        status, code = "ERROR: %s" % err, err.exit_code
     except HotvcbError as err:
         log.error(str(err))
         status, code = "ERROR: %s" % err, err.exit_code
@@ -61,7 +65,7 @@ def run(args) -> int:
     log.info("============================== hotvcb LOG END ================================")
     notify.send_report(
         settings, host=socket.gethostname(), job=args.job_name, status_line=status,
-        failed=code != 0, log_text="\n".join(log.lines), report_text=status, logger=log,
+        failed=code != 0, log_text="\n".join(log.lines), report_text=report(results, status), logger=log,
     )
     log.close()
     return code

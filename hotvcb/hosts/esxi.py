@@ -51,6 +51,13 @@ class EsxiHost:
     def datastores(self) -> List[vimcmd.DatastoreInfo]:
         return vimcmd.parse_datastore_listsummary(self._vim(["hostsvc/datastore/listsummary"]))
 
+    def mount_nfs(self, name: str, server: str, share: str, version: str) -> None:
+        """ghettoVCB's non-persistent mount: `nas_create name version path readonly server`."""
+        self._vim(["hostsvc/datastore/nas_create", name, version, share, "0", server], timeout=120)
+
+    def unmount_nfs(self, name: str) -> None:
+        self._vim(["hostsvc/datastore/destroy", name], timeout=120, interruptible=False)
+
     # -- inventory -----------------------------------------------------------
     def list_vms(self) -> List[VmRef]:
         names = {d.name: "/vmfs/volumes/" + d.name for d in self.datastores()}

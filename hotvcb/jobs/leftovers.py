@@ -6,6 +6,7 @@ only hotvcb makes, so they can be found and removed without ever touching a
 user's own snapshots or a finished backup.
 """
 
+import os
 import socket
 
 from ..errors import HotvcbError
@@ -41,7 +42,7 @@ def remove_partials(shell, volume: str, vm_name: str, log, dry_run: bool = False
     for b in layout.list_backups(shell, volume, vm_name):
         if b.status == "partial":
             owner = owner_of(shell, b.path)
-            if owner.split(" ", 1)[0] not in (me, "unknown"):
+            if not _ours_and_dead(owner, me):
                 log.info("%s: %s is being written (or was left) by %s; leaving it" % (vm_name, b.path, owner))
                 continue
             if dry_run:
@@ -56,6 +57,25 @@ def remove_partials(shell, volume: str, vm_name: str, log, dry_run: bool = False
             if entry.startswith(".") and entry.endswith(".gz.tmp") and not dry_run:
                 shell.remove_tree(root + "/" + entry)
     return removed
+
+
+def _ours_and_dead(owner: str, me: str) -> bool:
+    """A -partial folder of this host whose writer is gone (we hold the lock)."""
+    parts = owner.split()
+    if parts[:1] == ["unknown"]:
+        return True  # died before it could even record its owner
+    if len(parts) != 2 or parts[0] != me or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False  # alive: a run on another host that shares our hostname
 
 
 def cleanup_host(host, volume: str, log, prefix: str, dry_run: bool = False) -> int:

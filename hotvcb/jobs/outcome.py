@@ -28,3 +28,19 @@ def final_status(results: List[VmResult], dry_run: bool = False) -> Tuple[str, i
     if warns:
         return "ERROR: Only some of the VMs backed up, and some disk(s) failed!", SOME_VMS_AND_DISKS
     return "ERROR: Only some of the VMs backed up!", SOME_VMS
+
+
+def report(results: List[VmResult], status: str) -> str:
+    """The few lines an admin reads first in the e-mail: one per VM."""
+    lines = ["Final status: " + status, ""]
+    for r in results:
+        failed = [d.disk.key for d in r.disks if not d.ok]
+        line = "%-7s %s" % (r.status.upper(), r.name)
+        if r.backup_dir:
+            line += "  -> " + r.backup_dir
+        if failed:
+            line += "  (failed disks: %s)" % ", ".join(failed)
+        if r.message and r.status != "ok":
+            line += "\n        " + r.message
+        lines.append(line)
+    return "\n".join(lines) + "\n"

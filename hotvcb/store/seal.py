@@ -7,7 +7,7 @@ job hands disks over one by one and says at the end whether it went well.
 import os
 import re
 import socket
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Dict
 
 from .. import interrupt
@@ -18,6 +18,7 @@ from ..vmx import VmxFile
 from . import layout, manifest, rotation
 
 _DELTA_STEM = re.compile(r"-\d{6}(\.vmdk)$")
+CLAIM_TRIES = 30
 OWNER = ".hotvcb-owner"  # who is writing a -partial folder: "host pid"
 
 
@@ -46,12 +47,19 @@ class Sealer:
         self.final = self.root + "/" + self.name
 
     def begin(self) -> None:
+        """Claim a backup name; on a shared volume another host may hold this second's."""
         self.shell.makedirs(self.root)
-        if self.shell.exists(self.final) or self.shell.exists(self.final + ".gz"):
-            raise HotvcbError("%s already exists; not overwriting a backup" % self.final)
-        if not self.shell.make_new_dir(self.partial):
-            raise HotvcbError("%s is being written by another run (%s)" % (self.partial, owner_of(self.shell, self.partial)))
-        self.shell.write_text(self.partial + "/" + OWNER, owner_text())
+        for bump in range(CLAIM_TRIES):
+            when = self.started + timedelta(seconds=bump)
+            self.name = layout.backup_name(self.vm.name, when)
+            self.partial = self.root + "/" + self.name + layout.PARTIAL
+            self.final = self.root + "/" + self.name
+            taken = self.shell.exists(self.final) or self.shell.exists(self.final + ".gz")
+            if not taken and self.shell.make_new_dir(self.partial):
+                self.shell.write_text(self.partial + "/" + OWNER, owner_text())
+                return
+            self.log.debug("%s is taken (%s), trying the next second" % (self.name, owner_of(self.shell, self.partial)))
+        raise HotvcbError("no free backup name under %s after %d tries" % (self.root, CLAIM_TRIES))
 
     def copy_config_files(self) -> None:
         """The .vmx (pointing at the disk names in this backup), .nvram, .vmxf."""

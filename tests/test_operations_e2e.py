@@ -1,0 +1,105 @@
+"""Issue 4 through the backup CLI: NFS target mounted for the run, two hosts on one
+share, and the e-mail an admin gets."""
+
+import os
+import time
+
+import pytest
+
+from simhost import (Host, hotvcb, hotvcb_background, make_host, needs_root, snapshot_names, write_conf)
+from smtpserver import smtp_server
+
+pytestmark = needs_root
+
+
+def nfs_conf(host, **keys):
+    return write_conf(host, VM_BACKUP_VOLUME="/vmfs/volumes/unused", ENABLE_NON_PERSISTENT_NFS=1, UNMOUNT_NFS=1,
+                      NFS_SERVER="10.0.0.5", NFS_MOUNT="/export/backups", NFS_LOCAL_NAME="nfs_backup",
+                      NFS_VM_BACKUP_DIR="hotvcb", NFS_VERSION="nfs", **keys)
+
+
+def datastore_names(host):
+    return set(host.datastores())
+
+
+def test_two_hosts_share_an_nfs_target_without_clobbering(tmp_path):
+    share = tmp_path / "nfs"
+    hosts = []
+    for name in ("esxi01", "esxi02"):
+        h = Host.create(str(tmp_path / name), version="7.0.3", hostname=name, nfs_root=str(share), crond=False)
+        h.add_datastore("datastore1", 1 << 30, vmfs=6)
+        h.create_vm("app", "datastore1", [{"size": "8M"}], power="on")
+        h.set_fault("clone.delay", "3")
+        hosts.append(h)
+    try:
+        runs = [hotvcb_background(h, "-m", "app", "-g", nfs_conf(h), "-w", tmp_path / ("w-" + h.root[-6:]))
+                for h in hosts]
+        outs = [p.communicate(timeout=120)[0] for p in runs]
+        for p, out in zip(runs, outs):
+            assert p.returncode == 0, out
+            assert "Mounting NFS 10.0.0.5:/export/backups as datastore nfs_backup" in out
+            assert "Unmounting NFS datastore nfs_backup" in out
+        folder = share / "10.0.0.5" / "export" / "backups" / "hotvcb" / "app"
+        entries = sorted(os.listdir(folder))
+        assert len(entries) == 2, entries
+        assert all((folder / e / "STATUS.ok").exists() for e in entries)
+        for h in hosts:
+            assert "nfs_backup" not in datastore_names(h), "UNMOUNT_NFS=1 unmounts what we mounted"
+            assert snapshot_names(h, h.vmid_by_name("app")) == []
+    finally:
+        for h in hosts:
+            h.stop()
+
+
+def test_nfs_mount_failure_is_one_clear_error_and_nothing_is_snapshotted(tmp_path):
+    host = make_host(tmp_path / "host")
+    try:
+        host.create_vm("app", "datastore1", [{"size": "4M"}], power="on")
+        conf = nfs_conf(host)
+        with open(conf, "a") as f:
+            f.write("NFS_LOCAL_NAME=datastore1\n")  # taken by a VMFS datastore: used, never unmounted
+        r = hotvcb(host, "-m", "app", "-g", conf, "-w", tmp_path / "w")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "already mounted; using it and leaving it mounted" in r.stdout
+        assert "datastore1" in datastore_names(host)
+    finally:
+        host.stop()
+
+
+def test_mail_report_reaches_the_admin_with_status_in_subject(tmp_path):
+    host = make_host(tmp_path / "host")
+    try:
+        host.create_vm("Mail Server (prod)", "datastore1", [{"size": "4M"}], power="on")
+        with smtp_server() as server:
+            conf = write_conf(host, EMAIL_LOG=1, EMAIL_SERVER="127.0.0.1", EMAIL_SERVER_PORT=server.port,
+                              EMAIL_TLS="none", EMAIL_TO="admin@example.com", EMAIL_ERRORS_TO="oncall@example.com",
+                              EMAIL_FROM="hotvcb@esxi01.example.com")
+            r = hotvcb(host, "-m", "Mail Server (prod)", "-m", "Gone VM", "-g", conf, "-w", tmp_path / "w",
+                       "-j", "nightly")
+            assert r.returncode == 4, r.stdout + r.stderr
+            deadline = time.monotonic() + 10
+            while not server.messages and time.monotonic() < deadline:
+                time.sleep(0.1)
+        [mail] = server.messages
+        assert sorted(mail.rcpt_tos) == ["admin@example.com", "oncall@example.com"]
+        subject = mail.message["Subject"]
+        assert "nightly" in subject and "ERROR: Only some of the VMs backed up!" in subject
+        body = mail.message.get_content()
+        assert "OK      Mail Server (prod)" in body and "ERROR   Gone VM" in body
+        assert "no VM named 'Gone VM'" in body
+        assert "-- info: Initiate backup for Mail Server (prod)" in body  # the full log follows
+    finally:
+        host.stop()
+
+
+def test_unreachable_mail_server_never_fails_the_backup(tmp_path):
+    host = make_host(tmp_path / "host")
+    try:
+        host.create_vm("vm", "datastore1", [{"size": "4M"}], power="on")
+        conf = write_conf(host, EMAIL_LOG=1, EMAIL_SERVER="127.0.0.1", EMAIL_SERVER_PORT=1, EMAIL_TLS="none",
+                          EMAIL_TO="admin@example.com")
+        r = hotvcb(host, "-m", "vm", "-g", conf, "-w", tmp_path / "w")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "warning" in r.stdout and "mail" in r.stdout.lower()
+    finally:
+        host.stop()
