@@ -18,3 +18,13 @@ def sample():
 
     return read
 
+
+
+@pytest.fixture
+def host(tmp_path):
+    """A simulated ESXi 7.0.3 host with datastore1 (VMFS6), ds5 (VMFS5) and backup."""
+    from simhost import make_host
+
+    h = make_host(tmp_path / "host")
+    yield h
+    h.stop()

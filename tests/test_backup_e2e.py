@@ -7,18 +7,11 @@ import time
 
 import pytest
 
-from simhost import (VOLUME, needs_root, backup_root, backups, hotvcb, hotvcb_background, kill, lock_pid, make_host,
+from simhost import (needs_root, backup_root, backups, hotvcb, hotvcb_background, kill, lock_pid, make_host,
                      manifest, sealed, snapshot_names, wait_for, write_conf)
 from esxisim import writer
 
 pytestmark = needs_root
-
-
-@pytest.fixture
-def host(tmp_path):
-    h = make_host(tmp_path / "host")
-    yield h
-    h.stop()
 
 
 def content(host, vmid):

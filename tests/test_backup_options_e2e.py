@@ -6,19 +6,10 @@ import re
 import signal
 import time
 
-import pytest
-
-from simhost import (backups, hotvcb, hotvcb_background, kill, lock_pid, make_host, manifest, needs_root, sealed,
+from simhost import (backups, hotvcb, hotvcb_background, kill, lock_pid, manifest, needs_root, sealed,
                      snapshot_names, wait_for, write_conf)
 
 pytestmark = needs_root
-
-
-@pytest.fixture
-def host(tmp_path):
-    h = make_host(tmp_path / "host")
-    yield h
-    h.stop()
 
 
 def test_per_vm_files_apply_to_their_vm_only_and_exclude_list(host, tmp_path):

@@ -4,8 +4,6 @@ share, and the e-mail an admin gets."""
 import os
 import time
 
-import pytest
-
 from simhost import (Host, hotvcb, hotvcb_background, make_host, needs_root, snapshot_names, write_conf)
 from smtpserver import smtp_server
 

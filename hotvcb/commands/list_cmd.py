@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional
 from .. import config, vmdk
 from ..errors import HostError
 from ..store import layout, manifest
+from ..units import human_size
 from . import common
 
 
@@ -134,7 +135,7 @@ def table(rows: List[Dict[str, Any]]) -> str:
             verified = "FAILED: " + r["verify_error"]
         else:
             verified = (r["verified"] or "never").replace("T", " ")
-        lines.append((r["vm"], r["time"].replace("T", " "), age(r["age_seconds"]), size(r["size_bytes"]),
+        lines.append((r["vm"], r["time"].replace("T", " "), age(r["age_seconds"]), human_size(r["size_bytes"], compact=True),
                       r["format"] or "?", status, verified))
     widths = [max(len(l[i]) for l in lines) for i in range(len(head) - 1)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(l, widths)) + "  " + l[-1] for l in lines)
@@ -148,10 +149,3 @@ def age(seconds: int) -> str:
             return "%d%s" % (seconds // n, unit)
     return "%ds" % seconds
 
-
-def size(n: float) -> str:
-    for unit in ("B", "K", "M", "G", "T"):
-        if n < 1024 or unit == "T":
-            return ("%d%s" if unit == "B" else "%.1f%s") % (n, unit)
-        n /= 1024.0
-    return "%dB" % n

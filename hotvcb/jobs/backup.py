@@ -22,6 +22,7 @@ from ..errors import HotvcbError, Interrupted, VmNotFound
 from ..model import DiskResult, Vm, VmRef, VmResult
 from ..runlog import RunLog
 from ..settings import Settings
+from ..units import human_size
 from ..store import layout
 from ..store.seal import Sealer
 from .leftovers import remove_our_snapshots, remove_partials
@@ -199,9 +200,9 @@ class _VmBackup:
         if free is not None and needed > free:
             raise HotvcbError(
                 "%s needs %s on %s but only %s is free"
-                % (vm.name, _size(needed), self.s.vm_backup_volume, _size(free))
+                % (vm.name, human_size(needed), self.s.vm_backup_volume, human_size(free))
             )
-        self.log.debug("%s: %s needed, %s free" % (vm.name, _size(needed), "unknown" if free is None else _size(free)))
+        self.log.debug("%s: %s needed, %s free" % (vm.name, human_size(needed), "unknown" if free is None else human_size(free)))
 
     def _dry_run(self, vm: Vm, disks) -> None:
         s = self.s
@@ -213,11 +214,11 @@ class _VmBackup:
         self.log.dryrun("POWER_STATE: %s" % self.host.power_state(vm))
         for d in disks:
             self.log.dryrun(
-                "VMDK: %s (%s) -> %s, needs %s" % (d.path, d.key, s.disk_backup_format, _size(self.host.bytes_needed(d, s.disk_backup_format)))
+                "VMDK: %s (%s) -> %s, needs %s" % (d.path, d.key, s.disk_backup_format, human_size(self.host.bytes_needed(d, s.disk_backup_format)))
             )
         for f in vm.extra_files:
             self.log.dryrun("FILE: %s" % f)
-        self.log.dryrun("TOTAL NEEDED: %s; ROTATION: keep %d" % (_size(self.needed), s.vm_backup_rotation_count))
+        self.log.dryrun("TOTAL NEEDED: %s; ROTATION: keep %d" % (human_size(self.needed), s.vm_backup_rotation_count))
         self.log.dryrun("###############################################")
 
     def _snapshot(self, vm: Vm) -> None:
@@ -286,11 +287,3 @@ class _VmBackup:
 
     def snapshot_info(self) -> Dict[str, object]:
         return {"memory": self.s.vm_snapshot_memory, "quiesce": self.s.vm_snapshot_quiesce}
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return ("%d %s" if unit == "B" else "%.1f %s") % (n, unit)
-        n /= 1024.0
-    return "%d B" % n

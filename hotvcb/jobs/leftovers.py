@@ -10,6 +10,7 @@ import os
 import socket
 
 from ..errors import HotvcbError
+from ..pids import alive
 from ..store import layout
 from ..store.seal import owner_of
 
@@ -69,13 +70,7 @@ def _ours_and_dead(owner: str, me: str) -> bool:
     pid = int(parts[1])
     if pid == os.getpid():
         return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False
-    return False  # alive: a run on another host that shares our hostname
+    return not alive(pid)  # alive: a run on another host that shares our hostname
 
 
 def cleanup_host(host, volume: str, log, prefix: str, dry_run: bool = False) -> int:

@@ -54,6 +54,7 @@ from ..shell import LocalShell
 from ..store import layout, manifest
 from ..store.seal import base_name
 from ..vmx import VmxFile
+from ..units import human_size
 from .verify import verify_folder, verify_gz
 
 RESTORING = ".hotvcb-restoring"
@@ -230,7 +231,7 @@ class _Restore:
         size = sum(view.sizes.values())
         if free is not None and 2 * size > free:
             raise RestoreError("%s needs up to %s to unpack and restore on %s, only %s free" % (
-                gz, _size(2 * size), self.req.target, _size(free)))
+                gz, human_size(2 * size), self.req.target, human_size(free)))
 
     def _check_gz_checksums(self, gz: str) -> None:
         if not self.job.verify:
@@ -352,7 +353,7 @@ class _Restore:
         self._identity(vmx, name, copy, put, quiet)
         plan.vmx_text = _drop(vmx.text(), [k for k, _o, n in rewrites if n is None])
         plan.needed = sum(d.needed for d in plan.disks) + sum(
-            fs.file_size(s) for s, _ in plan.files) + len(plan.vmx_text)
+            fs.filehuman_size(s) for s, _ in plan.files) + len(plan.vmx_text)
         return plan
 
     def _needed(self, fs, src: str, dev: str, adapter: str) -> int:
@@ -360,7 +361,7 @@ class _Restore:
             return self.host.bytes_needed(Disk(key=dev, path=src, datastore="", adapter=adapter), self.req.disk_format)
         desc = vmdk.parse(fs.read_text(src))  # archive: an upper bound from the member sizes
         folder = src.rsplit("/", 1)[0]
-        apparent = sum(fs.file_size(folder + "/" + e.filename) for e in desc.extents
+        apparent = sum(fs.filehuman_size(folder + "/" + e.filename) for e in desc.extents
                        if fs.exists(folder + "/" + e.filename))
         return max(desc.capacity, apparent) if self.req.disk_format not in ("thin", "2gbsparse") else apparent
 
@@ -450,9 +451,9 @@ class _Restore:
             self.log.warning(FORMAT_2GB_NOTE)
         if plan.free is not None and plan.needed > plan.free:
             raise RestoreError("restoring %s as %s needs %s on %s but only %s is free" % (
-                plan.name, self.req.disk_format, _size(plan.needed), self.req.target, _size(plan.free)))
+                plan.name, self.req.disk_format, human_size(plan.needed), self.req.target, human_size(plan.free)))
         self.log.debug("%s: %s needed, %s free" % (
-            plan.name, _size(plan.needed), "unknown" if plan.free is None else _size(plan.free)))
+            plan.name, human_size(plan.needed), "unknown" if plan.free is None else human_size(plan.free)))
 
     # -- dry run ---------------------------------------------------------------
     def _print_plan(self, plan: Plan, compressed: bool) -> None:
@@ -464,7 +465,7 @@ class _Restore:
         out("DISK FORMAT: %s" % self.req.disk_format)
         for d in plan.disks:
             out("VMDK: %s (%s) -> %s/%s as %s, needs %s" % (
-                d.source, d.key, plan.folder, d.target, self.req.disk_format, _size(d.needed)))
+                d.source, d.key, plan.folder, d.target, self.req.disk_format, human_size(d.needed)))
         for src, dst in plan.files:
             out("FILE: %s -> %s/%s" % (src, plan.folder, dst))
         out("VMX: %s/%s" % (plan.folder, plan.vmx_name))
@@ -474,7 +475,7 @@ class _Restore:
             else:
                 out("VMX SET: %s = %r (was %r)" % (key, new, old))
         out("REGISTER: vim-cmd solo/registervm %s/%s" % (plan.folder, plan.vmx_name))
-        out("ROOM: needs %s, %s free" % (_size(plan.needed), "unknown" if plan.free is None else _size(plan.free)))
+        out("ROOM: needs %s, %s free" % (human_size(plan.needed), "unknown" if plan.free is None else human_size(plan.free)))
         if self.job.verbose:
             for line in plan.vmx_text.splitlines():
                 out("VMX | %s" % line)
@@ -550,11 +551,3 @@ def _drop(text: str, keys: List[str]) -> str:
             continue
         kept.append(line)
     return "\n".join(kept) + "\n"
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return ("%d %s" if unit == "B" else "%.1f %s") % (n, unit)
-        n /= 1024.0
-    return "%d B" % n

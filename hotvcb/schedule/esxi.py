@@ -28,6 +28,7 @@ from typing import Callable, List, NamedTuple, Optional, Tuple
 
 from ..errors import HostError
 from ..shell import LocalShell
+from ..pids import alive
 from . import Entry, Job, cron_line, has_marker, job_of, shell_line
 
 CRONTAB = "/var/spool/cron/crontabs/root"
@@ -175,15 +176,7 @@ class EsxiScheduler:
 
     def crond_running(self) -> bool:
         pid = self.crond_pid()
-        if pid is None:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return pid is not None and alive(pid)
 
     def restart_crond(self, wait: float = 5.0) -> None:
         """The ESXi way (`kill $(cat /var/run/crond.pid)`; `busybox crond`), with argument lists."""

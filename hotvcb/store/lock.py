@@ -12,6 +12,7 @@ import time
 from typing import Callable, Optional
 
 from ..errors import LockError
+from ..pids import alive
 
 LOCK_NAME = "hotvcb.lock"
 
@@ -35,7 +36,7 @@ class WorkLock:
                 if err.errno != errno.EEXIST:
                     raise LockError("cannot create lock %s: %s" % (self.path, err.strerror)) from err
                 owner = self._owner()
-                if owner is not None and _alive(owner):
+                if owner is not None and alive(owner):
                     raise LockError(
                         "another hotvcb run (pid %d) holds %s; not starting a second one" % (owner, self.path)
                     )
@@ -71,13 +72,3 @@ class WorkLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
