@@ -1,0 +1,44 @@
+"""What a person sees: progress with rate and ETA on a terminal, plain lines in logs."""
+
+import io
+import re
+
+from hotvcb import runlog
+
+
+def test_terminal_gets_a_redrawn_progress_line(monkeypatch):
+    err = io.StringIO()
+    monkeypatch.setattr(runlog.sys, "stderr", err)
+    log = runlog.RunLog(stream=io.StringIO())
+    log.tty = True
+    progress = log.progress("Web Server (prod) disk.vmdk", 100 << 20)
+    for pct in (10, 50, 100):
+        progress(pct)
+    shown = err.getvalue().split("\r\033[K")
+    assert re.fullmatch(r"Web Server \(prod\) disk\.vmdk:  50%  [\d.]+ MB/s  ETA \d+:\d\d:\d\d", shown[2])
+    assert "100%" in shown[3]
+    log.info("done")  # a log line first clears the progress line
+    assert err.getvalue().endswith("\r\033[K")
+
+
+def test_log_files_and_cron_get_plain_ghettovcb_lines(tmp_path):
+    out = io.StringIO()
+    log = runlog.RunLog(level="debug", path=str(tmp_path / "logs" / "run.log"), stream=out)
+    log.tty = False
+    progress = log.progress("vm disk", 1 << 20)
+    for pct in range(0, 101, 5):
+        progress(pct)
+    log.info("Final status: All VMs backed up OK!")
+    log.close()
+    lines = (tmp_path / "logs" / "run.log").read_text().splitlines()
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d -- (info|debug): ", l) for l in lines)
+    assert len([l for l in lines if "vm disk:" in l]) == 5  # every 25 %, not every redraw
+    assert "\r" not in out.getvalue() and out.getvalue().splitlines() == lines
+
+
+def test_info_level_hides_debug():
+    out = io.StringIO()
+    log = runlog.RunLog(level="info", stream=out)
+    log.debug("hidden")
+    log.warning("shown")
+    assert out.getvalue().endswith("-- warning: shown\n") and "hidden" not in out.getvalue()
