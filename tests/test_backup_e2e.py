@@ -96,6 +96,11 @@ def test_each_format_is_a_real_vmdk_equal_to_the_source(host, tmp_path, fmt, fil
     info = qemu_img("info", "--output=json", disk).stdout
     assert '"virtual-size": 12582912' in info
     assert snapshot_names(host, vmid) == []
+    # a second, independent reader: dissect.hypervisor (pure Python)
+    vmdk = pytest.importorskip("dissect.hypervisor.disk.vmdk")
+    with open(disk, "rb") as fh:
+        reader = vmdk.VMDK(fh)
+        assert reader.read(12 << 20) == host.read_disk(source)
 
 
 def _good_backup(host, vm, tmp_path, **conf):

@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -345,39 +346,42 @@ needs_real_crontab = pytest.mark.skipif(
 
 
 @needs_real_crontab
-def test_linux_real_crontab_round_trip_as_nobody():
+def test_linux_real_crontab_round_trip_as_nobody(tmp_path_factory):
     """The real crontab(1), run by an unprivileged user whose table we may clobber."""
+    # nobody cannot read a checkout under a 0700 folder (CI clones into mktemp -d)
+    readable = Path(tempfile.mkdtemp(prefix="hotvcb-nobody-", dir="/tmp"))
+    shutil.copytree(str(ROOT / "hotvcb"), str(readable / "hotvcb"))
+    for path in [readable] + list(readable.rglob("*")):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
     def hotvcb(*args):
-        return subprocess.run(["runuser", "-u", "nobody", "--", "env", "PYTHONPATH=%s" % ROOT, SYSTEM_PYTHON,
-                               "-m", "hotvcb", "schedule"] + list(args) + ["--platform", "linux"],
+        return subprocess.run(["runuser", "-u", "nobody", "--", "env", "PYTHONPATH=%s" % readable, SYSTEM_PYTHON,
+                               "-m", "hotvcb", "schedule"] + list(args),
                               cwd="/", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
 
     def table():
         return subprocess.run(["crontab", "-u", "nobody", "-l"], stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, universal_newlines=True).stdout
 
+    install = ["install", "--platform", "linux", "--cron", "0 17 * * 4", "--log", "/tmp/hotvcb-nobody.log", "--",
+               "-f", "/tmp/vm list 100%"]
     subprocess.run(["crontab", "-u", "nobody", "-r"], stderr=subprocess.DEVNULL)
     try:
         for _ in range(2):
-            done = subprocess.run(["runuser", "-u", "nobody", "--", "env", "PYTHONPATH=%s" % ROOT, SYSTEM_PYTHON,
-                                   "-m", "hotvcb", "schedule", "install", "--platform", "linux", "--cron", "0 17 * * 4",
-                                   "--log", "/tmp/hotvcb-nobody.log", "--", "-f", "/tmp/vm list 100%", "-a"],
-                                  cwd="/", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+            done = hotvcb(*(install + ["-a"]))
             assert done.returncode != 0 and "not valid" in done.stdout  # -f and -a together
-            done = subprocess.run(["runuser", "-u", "nobody", "--", "env", "PYTHONPATH=%s" % ROOT, SYSTEM_PYTHON,
-                                   "-m", "hotvcb", "schedule", "install", "--platform", "linux", "--cron", "0 17 * * 4",
-                                   "--log", "/tmp/hotvcb-nobody.log", "--", "-f", "/tmp/vm list 100%"],
-                                  cwd="/", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+            done = hotvcb(*install)
             assert done.returncode == 0, done.stdout
         lines = [ln for ln in table().splitlines() if "hotvcb" in ln]
         assert len(lines) == 1
         assert "'/tmp/vm list 100\\%'" in lines[0] and lines[0].endswith("# hotvcb:hotvcb")
-        shown = hotvcb("show")
+        shown = hotvcb("show", "--platform", "linux")
         assert "job hotvcb in crontab of nobody" in shown.stdout
-        assert hotvcb("remove").stdout.strip() == "removed job(s): hotvcb"
+        assert hotvcb("remove", "--platform", "linux").stdout.strip() == "removed job(s): hotvcb"
         assert "hotvcb" not in table()
     finally:
         subprocess.run(["crontab", "-u", "nobody", "-r"], stderr=subprocess.DEVNULL)
+        shutil.rmtree(str(readable), ignore_errors=True)
 
 
 # -- systemd ---------------------------------------------------------------------------
