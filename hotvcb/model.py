@@ -14,6 +14,15 @@ class VmRef:
 
 
 @dataclass(frozen=True)
+class DatastoreInfo:
+    name: str
+    url: str  # where it is mounted, /vmfs/volumes/<uuid> on ESXi
+    capacity: int
+    free: int
+    type: str  # VMFS, NFS, ...
+
+
+@dataclass(frozen=True)
 class Disk:
     key: str  # "scsi0:1", "nvme0:0", ...
     path: str  # absolute host path of the base descriptor (never a delta)

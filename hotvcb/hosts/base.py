@@ -19,7 +19,7 @@ try:  # Protocol is 3.8+, but keep the import cheap and explicit
 except ImportError:  # pragma: no cover - Python < 3.8 is out of scope
     Protocol = object  # type: ignore
 
-from ..model import Disk, Snapshot, Vm, VmRef
+from ..model import DatastoreInfo, Disk, Snapshot, Vm, VmRef
 from ..shell import LocalShell
 
 Progress = Callable[[int], None]
@@ -30,6 +30,12 @@ class Hypervisor(Protocol):
     kind: str
 
     def describe(self) -> str: ...
+
+    def datastores(self) -> List[DatastoreInfo]: ...
+
+    def mount_nfs(self, name: str, server: str, share: str, version: str) -> None: ...
+
+    def unmount_nfs(self, name: str) -> None: ...
 
     def list_vms(self) -> List[VmRef]: ...
 

@@ -12,7 +12,7 @@ from typing import Dict, List, Optional
 
 from .. import vmdk
 from ..errors import CommandFailed, CopyError, HostError, SnapshotError, TimeoutExpired, VmNotFound
-from ..model import Disk, Snapshot, Vm, VmRef
+from ..model import DatastoreInfo, Disk, Snapshot, Vm, VmRef
 from ..vmx import VmxFile
 from . import vimcmd
 
@@ -48,7 +48,7 @@ class EsxiHost:
             raise CommandFailed(out.argv, out.returncode, _fault_message(out.output))
         return out.output
 
-    def datastores(self) -> List[vimcmd.DatastoreInfo]:
+    def datastores(self) -> List[DatastoreInfo]:
         return vimcmd.parse_datastore_listsummary(self._vim(["hostsvc/datastore/listsummary"]))
 
     def mount_nfs(self, name: str, server: str, share: str, version: str) -> None:
@@ -240,7 +240,7 @@ class EsxiHost:
     def registered_vmx_paths(self) -> List[str]:
         return [ref.vmx_path for ref in self.list_vms()]
 
-    def datastore_of(self, path: str) -> Optional[vimcmd.DatastoreInfo]:
+    def datastore_of(self, path: str) -> Optional[DatastoreInfo]:
         """The datastore holding path (by name or by its /vmfs/volumes/<uuid> url)."""
         real = self.shell.realpath(path)
         for ds in self.datastores():

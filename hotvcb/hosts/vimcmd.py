@@ -8,10 +8,9 @@ typo, ESX 4.x snapshot listings without an Id line.
 """
 
 import re
-from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional
 
-from ..model import Snapshot, VmRef
+from ..model import DatastoreInfo, Snapshot, VmRef
 
 _ROW = re.compile(r"^\s*(\d+)\s+(.*)$")
 _FILE = re.compile(r"^\[([^\]]+)\] (.+?\.vmx)\s+\S+\s+vmx-\d+\b")
@@ -112,15 +111,6 @@ def parse_power_state(text: str) -> str:
         if last == word:
             return state
     raise ValueError("unexpected power state output: %r" % (lines[-1] if lines else ""))
-
-
-@dataclass(frozen=True)
-class DatastoreInfo:
-    name: str
-    url: str  # /vmfs/volumes/<uuid>
-    capacity: int
-    free: int
-    type: str
 
 
 _DS_FIELD = re.compile(r'^\s*(\w+) = (?:"(.*)"|\'(.*)\'|([^,]*)),?\s*$')
