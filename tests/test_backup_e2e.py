@@ -222,6 +222,16 @@ def test_target_full_fails_before_any_change(tmp_path):
         host.stop()
 
 
+def test_backup_volume_on_no_datastore_is_refused(host, tmp_path):
+    vmid = host.create_vm("typo", "datastore1", [{"size": "4M"}], power="on")
+    r = hotvcb(host, "-m", "typo", "-g", write_conf(host, VM_BACKUP_VOLUME="/vmfs/volumes/bakup/hotvcb"),
+               "-w", tmp_path / "w")
+    assert r.returncode == 6, r.stdout + r.stderr
+    assert "/vmfs/volumes/bakup/hotvcb is not on a datastore of this host (datastores: backup, datastore1, ds5)" \
+        in r.stdout
+    assert not os.path.exists(host.real("/vmfs/volumes/bakup")) and snapshot_names(host, vmid) == []
+
+
 def test_vm_vanishing_after_listing_fails_only_that_vm(host, tmp_path):
     host.create_vm("stays", "datastore1", [{"size": "8M"}], power="on")
     host.create_vm("vanishes", "datastore1", [{"size": "8M"}], power="on")

@@ -212,11 +212,21 @@ class EsxiHost:
         return files
 
     def free_space(self, path: str) -> Optional[int]:
+        """Free bytes of the datastore holding path; None for a path outside /vmfs/volumes.
+
+        A /vmfs/volumes path on no datastore (a typo in VM_BACKUP_VOLUME, an
+        NFS share that is not mounted) is an error: writing there would fill
+        the host's ramdisk instead of the backup target.
+        """
         real = self.shell.realpath(path)
-        for ds in self.datastores():
+        stores = self.datastores()
+        for ds in stores:
             roots = {ds.url, "/vmfs/volumes/" + ds.name, self.shell.realpath("/vmfs/volumes/" + ds.name)}
             if any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots if r):
                 return ds.free
+        if path.startswith("/vmfs/volumes/"):
+            raise HostError("%s is not on a datastore of this host (datastores: %s)"
+                            % (path, ", ".join(sorted(d.name for d in stores)) or "none"))
         return None
 
     # -- registration (restore) ----------------------------------------------
