@@ -353,7 +353,7 @@ class _Restore:
         self._identity(vmx, name, copy, put, quiet)
         plan.vmx_text = _drop(vmx.text(), [k for k, _o, n in rewrites if n is None])
         plan.needed = sum(d.needed for d in plan.disks) + sum(
-            fs.filehuman_size(s) for s, _ in plan.files) + len(plan.vmx_text)
+            fs.file_size(s) for s, _ in plan.files) + len(plan.vmx_text)
         return plan
 
     def _needed(self, fs, src: str, dev: str, adapter: str) -> int:
@@ -361,7 +361,7 @@ class _Restore:
             return self.host.bytes_needed(Disk(key=dev, path=src, datastore="", adapter=adapter), self.req.disk_format)
         desc = vmdk.parse(fs.read_text(src))  # archive: an upper bound from the member sizes
         folder = src.rsplit("/", 1)[0]
-        apparent = sum(fs.filehuman_size(folder + "/" + e.filename) for e in desc.extents
+        apparent = sum(fs.file_size(folder + "/" + e.filename) for e in desc.extents
                        if fs.exists(folder + "/" + e.filename))
         return max(desc.capacity, apparent) if self.req.disk_format not in ("thin", "2gbsparse") else apparent
 
