@@ -15,7 +15,7 @@ _DEVICE = re.compile(r"^(scsi|sata|ide|nvme)(\d+):(\d+)$")
 
 class VmxFile:
     def __init__(self, text: str):
-        self.lines = text.splitlines()
+        self.lines = text.splitlines()  # type: List[Optional[str]]  # None = removed
         self._index = {}  # type: Dict[str, int]
         for i, line in enumerate(self.lines):
             m = _LINE.match(line)
@@ -37,8 +37,14 @@ class VmxFile:
         else:
             self.lines[i] = line
 
+    def remove(self, key: str) -> None:
+        """Drop the line setting key; every other line stays byte for byte."""
+        i = self._index.pop(key.lower(), None)
+        if i is not None:
+            self.lines[i] = None
+
     def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
+        return "\n".join(line for line in self.lines if line is not None) + "\n"
 
     def keys(self) -> List[str]:
         return list(self._index)

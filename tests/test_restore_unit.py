@@ -3,7 +3,9 @@
 import pytest
 
 from hotvcb.errors import UsageError
-from hotvcb.jobs.restore import _drop, _unique
+from hotvcb.jobs.restore import _unique
+from hotvcb.jobs.vmx_identity import answer_moved_or_copied
+from hotvcb.vmx import VmxFile
 from hotvcb.restorefile import BadLine, RestoreRequest, disk_format, parse_line, read_restore_file
 
 
@@ -58,9 +60,42 @@ def test_latin1_file_and_empty_file(tmp_path):
         read_restore_file(str(tmp_path / "e"))
 
 
-def test_drop_keeps_other_lines():
-    text = 'a = "1"\n# note\nsched.swap.derivedName = "/x"\nUUID.Location = "56"\nb = "2"\n'
-    assert _drop(text, ["sched.swap.derivedName", "uuid.location"]) == 'a = "1"\n# note\nb = "2"\n'
+def test_vmx_remove_keeps_other_lines():
+    vmx = VmxFile('a = "1"\n# note\nsched.swap.derivedName = "/x"\nUUID.Location = "56"\nb = "2"\n')
+    vmx.remove("sched.swap.derivedName")
+    vmx.remove("uuid.location")
+    assert vmx.text() == 'a = "1"\n# note\nb = "2"\n'
+    vmx.set("uuid.location", "new")
+    assert vmx.get("UUID.location") == "new" and vmx.text().endswith('uuid.location = "new"\n')
+
+
+def _identity(text, copy):
+    vmx = VmxFile(text)
+
+    def put(key, value):
+        vmx.remove(key) if value is None else vmx.set(key, value)
+
+    return vmx, answer_moved_or_copied(vmx, copy, put)
+
+
+def test_restore_under_the_same_name_keeps_the_identity():
+    vmx, warnings = _identity('uuid.bios = "56 4d"\nethernet0.addressType = "generated"\n'
+                              'ethernet0.generatedAddress = "00:0c:29:aa:bb:cc"\n', copy=False)
+    assert vmx.get("uuid.action") == "keep" and vmx.get("uuid.bios") == "56 4d"
+    assert vmx.get("ethernet0.generatedAddress") == "00:0c:29:aa:bb:cc" and warnings == []
+
+
+def test_a_copy_gets_a_new_identity_but_static_macs_stay_with_a_warning():
+    vmx, warnings = _identity(
+        'uuid.bios = "56 4d"\nvc.uuid = "52 1f"\nethernet0.addressType = "generated"\n'
+        'ethernet0.generatedAddress = "00:0c:29:aa:bb:cc"\nethernet1.addressType = "static"\n'
+        'ethernet1.address = "00:50:56:00:00:01"\n', copy=True)
+    assert vmx.get("uuid.action") == "create"
+    assert vmx.get("uuid.bios") is None and vmx.get("vc.uuid") is None
+    assert vmx.get("ethernet0.generatedAddress") is None
+    assert vmx.get("ethernet1.address") == "00:50:56:00:00:01"
+    assert warnings == ["ethernet1 keeps its static MAC address 00:50:56:00:00:01; "
+                        "change it if the original VM still runs"]
 
 
 def test_unique_disk_names():

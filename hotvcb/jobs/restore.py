@@ -28,16 +28,9 @@ One request goes through explicit states, so a failure knows what to undo:
   too; clashing names get a `_N` suffix. A disk the backup does not hold
   (skipped at backup time: independent, RDM) is left disconnected
   (`.present = "FALSE"`) with a warning rather than pointing at nothing.
-- dropped: sched.swap.derivedName (points into the old folder; ESXi
-  recreates it) and uuid.location (the old location; ESXi writes the new one).
-- ESXi's "moved or copied?" question is answered in advance with uuid.action:
-  restoring under the backup's own name means "I moved it" (uuid.action =
-  "keep": BIOS UUID, MAC addresses and vCenter id stay, as for a VM rebuilt in
-  place); restoring under a new name means a copy that may run next to the
-  original, so uuid.action = "create" and the values that would clash are
-  dropped: uuid.bios, vc.uuid, and the generated MAC addresses
-  (ethernetN.generatedAddress/Offset where addressType is generated or vpx).
-  Static MACs are kept with a warning.
+- identity: ESXi's "moved or copied?" question is answered in advance
+  (vmx_identity.py): the backup's own name keeps the identity, a new name
+  makes a copy that can run next to the original.
 """
 
 import os
@@ -56,11 +49,10 @@ from ..store.seal import base_name
 from ..vmx import VmxFile
 from ..units import human_size
 from .verify import verify_folder, verify_gz
+from .vmx_identity import answer_moved_or_copied
 
 RESTORING = ".hotvcb-restoring"
 EXTRACTING = ".hotvcb-extract-"
-_KEY = re.compile(r'^\s*([A-Za-z0-9_.:\-]+)\s*=')
-_MAC = re.compile(r"^(ethernet\d+)\.addresstype$")
 FORMAT_2GB_NOTE = (
     "2gbsparse is a hosted format: ESXi opens it only with the multiextent module loaded "
     "(`esxcli system module load -m multiextent`); prefer thin"
@@ -323,6 +315,7 @@ class _Restore:
             if value is None:
                 if old is not None:
                     rewrites.append((key, old, None))
+                    vmx.remove(key)
             elif old != value:
                 rewrites.append((key, old, value))
                 vmx.set(key, value)
@@ -350,8 +343,10 @@ class _Restore:
             elif vmx.get(key) is not None and not quiet:
                 self.log.warning("%s: %s file %s is not in the backup" % (name, key, vmx.get(key)))
         copy = self.req.new_name is not None and self.req.new_name != original
-        self._identity(vmx, name, copy, put, quiet)
-        plan.vmx_text = _drop(vmx.text(), [k for k, _o, n in rewrites if n is None])
+        for warning in answer_moved_or_copied(vmx, copy, put):
+            if not quiet:
+                self.log.warning("%s: %s" % (name, warning))
+        plan.vmx_text = vmx.text()
         plan.needed = sum(d.needed for d in plan.disks) + sum(
             fs.file_size(s) for s, _ in plan.files) + len(plan.vmx_text)
         return plan
@@ -423,28 +418,6 @@ class _Restore:
             return vmdk.parse(fs.read_text(path)).adapter_type
         except (HostError, vmdk.NotADescriptor) as err:
             raise RestoreError("%s: %s is not a readable disk descriptor: %s" % (dev, path, err)) from err
-
-    def _identity(self, vmx: VmxFile, name: str, copy: bool, put, quiet: bool) -> None:
-        put("sched.swap.derivedName", None)
-        put("uuid.location", None)
-        if not copy:
-            put("uuid.action", "keep")
-            return
-        put("uuid.action", "create")
-        put("uuid.bios", None)
-        put("vc.uuid", None)
-        for key in vmx.keys():
-            m = _MAC.match(key)
-            if not m:
-                continue
-            nic = m.group(1)
-            kind = (vmx.get(key) or "").lower()
-            if kind in ("generated", "vpx"):
-                put(nic + ".generatedAddress", None)
-                put(nic + ".generatedAddressOffset", None)
-            elif kind == "static" and not quiet:
-                self.log.warning("%s: %s keeps its static MAC address %s; change it if the original VM still runs"
-                                 % (name, nic, vmx.get(nic + ".address")))
 
     def _check_room(self, plan: Plan) -> None:
         if self.req.disk_format == "2gbsparse":
@@ -537,17 +510,3 @@ def _unique(name: str, used: set) -> str:
         candidate = "%s_%d%s" % (stem, n, ext)
     used.add(candidate.lower())
     return candidate
-
-
-def _drop(text: str, keys: List[str]) -> str:
-    """Remove the lines setting `keys` (case-insensitive), keep every other byte."""
-    gone = {k.lower() for k in keys}
-    if not gone:
-        return text
-    kept = []
-    for line in text.splitlines():
-        m = _KEY.match(line)
-        if m and m.group(1).lower() in gone:
-            continue
-        kept.append(line)
-    return "\n".join(kept) + "\n"

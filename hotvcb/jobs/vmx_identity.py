@@ -1,0 +1,45 @@
+"""Answer ESXi's "moved or copied?" question before it is asked.
+
+A restored VM powers on without a prompt only when the .vmx says how its
+identity should be treated. Restoring under the backup's own name means the
+original is gone and this is it (uuid.action = "keep": BIOS UUID, MACs and
+vCenter id stay). A new name means a copy that may run next to the original,
+so uuid.action = "create" and the values that would clash are dropped:
+uuid.bios, vc.uuid and generated MAC addresses. A static MAC is the admin's
+own choice: it is kept, with a warning.
+"""
+
+import re
+from typing import Callable, List, Optional
+
+from ..vmx import VmxFile
+
+_MAC = re.compile(r"^(ethernet\d+)\.addresstype$")
+
+Put = Callable[[str, Optional[str]], None]  # set a key, or drop it with None
+
+
+def answer_moved_or_copied(vmx: VmxFile, copy: bool, put: Put) -> List[str]:
+    """Apply the identity rewrites through put; return warnings for the log."""
+    put("sched.swap.derivedName", None)  # points into the old folder; ESXi recreates it
+    put("uuid.location", None)  # the old location; ESXi writes the new one
+    if not copy:
+        put("uuid.action", "keep")
+        return []
+    put("uuid.action", "create")
+    put("uuid.bios", None)
+    put("vc.uuid", None)
+    warnings = []
+    for key in vmx.keys():
+        m = _MAC.match(key)
+        if not m:
+            continue
+        nic = m.group(1)
+        kind = (vmx.get(key) or "").lower()
+        if kind in ("generated", "vpx"):
+            put(nic + ".generatedAddress", None)
+            put(nic + ".generatedAddressOffset", None)
+        elif kind == "static":
+            warnings.append("%s keeps its static MAC address %s; change it if the original VM still runs"
+                            % (nic, vmx.get(nic + ".address")))
+    return warnings
