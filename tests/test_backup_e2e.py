@@ -333,6 +333,17 @@ def test_power_down_mode_with_hard_power_off(host, tmp_path):
     assert host.power_state(vmid) == "on"
 
 
+def test_guest_that_will_not_shut_down_is_given_up_and_left_running(host, tmp_path):
+    vmid = host.create_vm("deaf", "datastore1", [{"size": "4M"}], power="on")
+    host.set_fault("power.shutdown", "ignore")
+    conf = write_conf(host, POWER_VM_DOWN_BEFORE_BACKUP=1, POWER_DOWN_TIMEOUT="3s")
+    r = hotvcb(host, "-m", "deaf", "-g", conf, "-w", tmp_path / "w")
+    assert r.returncode == 6, r.stdout + r.stderr
+    assert "timed out" in r.stdout and "deaf is still powered on" in r.stdout
+    assert "could NOT be powered on" not in r.stdout
+    assert host.power_state(vmid) == "on" and sealed(host, "deaf") == []
+
+
 def test_compressed_backup(host, tmp_path):
     host.create_vm("zipped", "datastore1", [{"size": "4M"}], power="on")
     r = hotvcb(host, "-m", "zipped", "-g", write_conf(host, ENABLE_COMPRESSION=1), "-w", tmp_path / "w")

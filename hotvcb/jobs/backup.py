@@ -157,7 +157,8 @@ class _VmBackup:
             self.sealer.copy_config_files()
             state = self.host.power_state(vm)
             if self.s.power_vm_down_before_backup and state == "on" and not self.skip_power:
-                self.powered_down = self.job.power.power_down(vm, self.s)
+                self.powered_down = True  # from the first shutdown request on, cleanup restarts it
+                self.job.power.power_down(vm, self.s)
                 state = "off"
             if state != "off":
                 self._snapshot(vm)
@@ -261,7 +262,7 @@ class _VmBackup:
                 errors.append("snapshot %s could NOT be removed: %s -- remove it by hand" % (self.snapshot.id, err))
                 self.log.error("%s: %s" % (self.vm.name, errors[-1]))
         if self.powered_down:
-            self.job.power.power_on(self.vm)
+            self.job.power.restore_on(self.vm)
             self.powered_down = False
         disks = self.result.disks
         if not (failed or errors or (disks and not any(d.ok for d in disks))):

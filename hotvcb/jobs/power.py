@@ -20,8 +20,8 @@ class PowerControl:
         self.host, self.log = host, log
         self._loaded = {}  # name -> Vm powered down by shutdown_in_order
 
-    def power_down(self, vm, s) -> bool:
-        """Shut the guest down; True when it is off (and must be started again)."""
+    def power_down(self, vm, s) -> None:
+        """Shut the guest down, bounded; raises TimeoutExpired when it will not go off."""
         self.log.info("Powering off initiated for %s, backup will not begin until VM is off..." % vm.name)
         try:
             self.host.shutdown(vm)
@@ -46,7 +46,18 @@ class PowerControl:
                 interrupt.raise_pending()
             time.sleep(POLL)
         self.log.info("%s is powered off" % vm.name)
-        return True
+
+    def restore_on(self, vm) -> None:
+        """Start a VM we asked to shut down, unless it never went off (a timed-out shutdown)."""
+        try:
+            state = self.host.power_state(vm)
+        except HotvcbError as err:
+            self.log.error("%s: power state unknown (%s); start it by hand if it is off" % (vm.name, err))
+            return
+        if state == "on":
+            self.log.info("%s is still powered on" % vm.name)
+            return
+        self.power_on(vm)
 
     def power_on(self, vm) -> None:
         try:
@@ -67,10 +78,10 @@ class PowerControl:
                 continue
             vm = self.host.load_vm(ref)
             if self.host.power_state(vm) == "on":
+                down.append(name)  # asked to go down: brought back up after the backups
+                self._loaded[name] = vm
                 try:
                     self.power_down(vm, settings)
-                    down.append(name)
-                    self._loaded[name] = vm
                 except HotvcbError as err:
                     self.log.error("%s: %s" % (name, err))
         return down
@@ -80,4 +91,4 @@ class PowerControl:
         order = [n for n in settings.vm_startup_order if n in names]
         order += [n for n in names if n not in order]
         for name in order:
-            self.power_on(self._loaded[name])
+            self.restore_on(self._loaded[name])
