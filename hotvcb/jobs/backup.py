@@ -237,12 +237,17 @@ class _VmBackup:
             if interrupt.pending():
                 interrupt.raise_pending()
             dst = self.sealer.disk_destination(disk)
+            folder = dst.rsplit("/", 1)[0]
+            capacity = self.host.bytes_needed(disk, "eagerzeroedthick")
+            progress = self.log.progress("%s %s" % (vm.name, disk.filename), capacity)
+            self.log.info("Backing up %s (%s, %s) as %s" % (disk.path, disk.key, human_size(capacity), fmt))
             t0 = time.monotonic()
-            progress = self.log.progress("%s %s" % (vm.name, disk.filename), self.host.bytes_needed(disk, "eagerzeroedthick"))
-            self.log.info("Backing up %s (%s) as %s" % (disk.path, disk.key, fmt))
             try:
                 files = self.host.copy_disk(disk, dst, fmt, progress)
-                self.result.disks.append(DiskResult(disk, True, [self.sealer.relative(dst.rsplit("/", 1)[0] + "/" + f) for f in files], seconds=time.monotonic() - t0))
+                took = time.monotonic() - t0
+                self.log.info("%s: %s done in %d s (%.1f MB/s)" % (vm.name, disk.filename, took, capacity / 1e6 / max(took, 0.001)))
+                rel = [self.sealer.relative(folder + "/" + f) for f in files]
+                self.result.disks.append(DiskResult(disk, True, rel, seconds=took))
             except Interrupted:
                 raise
             except HotvcbError as err:
