@@ -354,3 +354,18 @@ def test_compressed_backup(host, tmp_path):
     with tarfile.open(os.path.join(backup_root(host, "zipped"), entry)) as tar:
         names = tar.getnames()
     assert entry[:-3] + "/STATUS.ok" in names and entry[:-3] + "/zipped-flat.vmdk" in names
+
+
+def test_failed_compression_keeps_the_uncompressed_backup(host, tmp_path):
+    host.create_vm("zipfail", "datastore1", [{"size": "4M"}], power="on")
+    host.set_fault("clone.delay", "3")
+    root = backup_root(host, "zipfail")
+    proc = hotvcb_background(host, "-m", "zipfail", "-g", write_conf(host, ENABLE_COMPRESSION=1), "-w", tmp_path / "w")
+    wait_for(lambda: [b for b in backups(host, "zipfail") if b.endswith("-partial")], what="the -partial folder")
+    [partial] = [b for b in backups(host, "zipfail") if b.endswith("-partial")]
+    os.mkdir(os.path.join(root, "." + partial[: -len("-partial")] + ".gz.tmp"))  # tar cannot write there
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "compression failed, keeping the uncompressed backup" in out
+    assert sealed(host, "zipfail") == [partial[: -len("-partial")]]
+    assert not [e for e in os.listdir(root) if e.endswith((".gz", ".tmp"))]
