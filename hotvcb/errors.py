@@ -8,6 +8,7 @@
     └── HostError               a host command failed or said no
         ├── CommandFailed       non-zero exit of vim-cmd, vmkfstools, ...
         ├── VmNotFound          no VM with that display name / vmid
+        ├── AmbiguousVm         several VMs share that display name
         ├── SnapshotError       snapshot did not appear / could not be removed
         ├── TimeoutExpired      a bounded wait ran out
         └── CopyError           a disk or file copy failed (per disk)
@@ -80,6 +81,12 @@ class VmNotFound(HostError):
     def __init__(self, name: str):
         super().__init__("no VM named %r on this host" % name)
         self.name = name
+
+
+class AmbiguousVm(HostError):
+    def __init__(self, name: str, vmids: Sequence[str]):
+        super().__init__("%d VMs are named %r (vmids %s); rename one" % (len(vmids), name, ", ".join(vmids)))
+        self.name, self.vmids = name, list(vmids)
 
 
 class SnapshotError(HostError):

@@ -222,6 +222,17 @@ def test_target_full_fails_before_any_change(tmp_path):
         host.stop()
 
 
+def test_two_vms_with_one_display_name_are_refused_not_guessed(host, tmp_path):
+    a = host.create_vm("dup", "datastore1", [{"size": "4M"}], power="on")
+    b = host.create_vm("dup", "ds5", [{"size": "4M"}], power="on")
+    host.create_vm("single", "datastore1", [{"size": "4M"}], power="on")
+    r = hotvcb(host, "-a", "-g", write_conf(host), "-w", tmp_path / "w")
+    assert r.returncode == 4, r.stdout + r.stderr
+    ids = tuple(sorted([str(a), str(b)]))  # getallvms lists vmids sorted as strings
+    assert "2 VMs are named 'dup' (vmids %s, %s); rename one" % ids in r.stdout
+    assert backups(host, "dup") == [] and len(sealed(host, "single")) == 1
+
+
 def test_backup_volume_on_no_datastore_is_refused(host, tmp_path):
     vmid = host.create_vm("typo", "datastore1", [{"size": "4M"}], power="on")
     r = hotvcb(host, "-m", "typo", "-g", write_conf(host, VM_BACKUP_VOLUME="/vmfs/volumes/bakup/hotvcb"),

@@ -5,7 +5,7 @@ Each VM goes through explicit states so cleanup knows what to undo:
     resolved -> [powered down] -> snapshotted -> copied -> consolidated -> sealed
 
 Whatever happens after `snapshotted` (a failed copy, a timeout, SIGTERM,
-Ctrl-C), the `finally` block removes the snapshot *we* made, by id. A
+Ctrl-C), cleanup removes the snapshot *we* made, by id. A
 SIGKILL cannot be caught, so our snapshots carry the recognisable prefix
 SNAPSHOT_PREFIX and the next run (or `hotvcb cleanup`) removes leftovers
 with that prefix; other snapshots are never touched.
@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Dict, List, Optional, Sequence
 
 from .. import config, interrupt
-from ..errors import HotvcbError, Interrupted, VmNotFound
+from ..errors import AmbiguousVm, HotvcbError, Interrupted, VmNotFound
 from ..model import DiskResult, Vm, VmRef, VmResult
 from ..runlog import RunLog
 from ..settings import Settings
@@ -62,20 +62,19 @@ class BackupJob:
         out = []  # type: List[object]
         seen = set()
         for name in wanted:
-            if name in excluded or name in seen:
-                if name in excluded:
-                    self.log.info("%s is on the exclude list, skipping" % name)
-                seen.add(name)
+            if name in seen:
                 continue
             seen.add(name)
+            if name in excluded:
+                self.log.info("%s is on the exclude list, skipping" % name)
+                continue
             matches = by_name.get(name, [])
             if len(matches) == 1:
                 out.append(matches[0])
             elif not matches:
                 out.append(VmNotFound(name))
             else:
-                ids = ", ".join(r.vmid for r in matches)
-                out.append(HotvcbError("%d VMs are named %r (vmids %s); rename one" % (len(matches), name, ids)))
+                out.append(AmbiguousVm(name, [r.vmid for r in matches]))
         return out
 
     # -- the run -------------------------------------------------------------
@@ -85,10 +84,9 @@ class BackupJob:
         ordered_down = self.power.shutdown_in_order(targets, self.settings, self.dry_run)
         try:
             for target in targets:
-                if isinstance(target, Exception):
-                    name = getattr(target, "name", "?")
-                    self.log.error("%s" % target)
-                    results.append(VmResult(name=name, status="error", message=str(target)))
+                if isinstance(target, (VmNotFound, AmbiguousVm)):
+                    self.log.error(str(target))
+                    results.append(VmResult(name=target.name, status="error", message=str(target)))
                     continue
                 results.append(self.backup_one(target, skip_power=target.name in ordered_down))
                 if interrupt.pending():

@@ -1,0 +1,204 @@
+"""A small synchronous QMP client: one unix socket, one command at a time.
+
+QMP (the QEMU Machine Protocol) is JSON objects, one a line. The server
+speaks first (a greeting naming its version); the client must send
+`qmp_capabilities` before anything else; every command may carry an `id`
+that the server copies into its answer. Events (`{"event": ...}`) arrive
+whenever QEMU has one, also between a command and its answer: they are
+collected in `events` for whoever waits for one, never mistaken for a reply.
+
+Every wait is bounded. Errors, under hotvcb's HostError:
+
+    HostError
+    └── QmpError                  talking to QEMU failed; .path = the socket
+        ├── QmpUnavailable        no socket, or nobody listens (QEMU is gone)
+        ├── QmpTimeout            no greeting / answer in time (another client
+        │                         may hold the monitor: QEMU serves one at a time)
+        └── QmpCommandError       QEMU refused a command: .command, .error_class, .desc
+"""
+
+import json
+import select
+import socket
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+from ..errors import HostError
+
+DEFAULT_TIMEOUT = 30.0
+MAX_LINE = 16 << 20  # a query-block of hundreds of disks stays far below this
+MAX_EVENTS = 1000  # keep the newest; nobody waits for an event that old
+
+
+class QmpError(HostError):
+    def __init__(self, path: str, message: str):
+        super().__init__("QMP %s: %s" % (path, message))
+        self.path = path
+
+
+class QmpUnavailable(QmpError):
+    pass
+
+
+class QmpTimeout(QmpError):
+    def __init__(self, path: str, what: str, seconds: float):
+        super().__init__(path, "no %s within %g s" % (what, seconds))
+        self.what, self.seconds = what, seconds
+
+
+class QmpCommandError(QmpError):
+    def __init__(self, path: str, command: str, error_class: str, desc: str):
+        super().__init__(path, "%s failed: %s (%s)" % (command, desc, error_class))
+        self.command, self.error_class, self.desc = command, error_class, desc
+
+
+class QmpClient:
+    """`with QmpClient(path) as qmp: qmp.execute("query-status")`."""
+
+    def __init__(self, path: str, timeout: float = DEFAULT_TIMEOUT):
+        self.path, self.timeout = path, timeout
+        self.greeting = {}  # type: Dict[str, Any]
+        self.events = []  # type: List[Dict[str, Any]]
+        self._sock = None  # type: Optional[socket.socket]
+        self._buf = b""
+        self._next_id = 0
+
+    # -- lifecycle -----------------------------------------------------------
+    def connect(self) -> "QmpClient":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self.path)
+        except (FileNotFoundError, ConnectionRefusedError) as err:
+            sock.close()
+            raise QmpUnavailable(self.path, "QEMU is not listening (%s)" % (err.strerror or err)) from err
+        except socket.timeout as err:
+            sock.close()
+            raise QmpTimeout(self.path, "connection", self.timeout) from err
+        except OSError as err:
+            sock.close()
+            raise QmpError(self.path, "cannot connect: %s" % (err.strerror or err)) from err
+        self._sock = sock
+        try:
+            msg = self._read(time.monotonic() + self.timeout, "greeting (is another client connected?)")
+            if "QMP" not in msg:
+                raise QmpError(self.path, "expected a QMP greeting, got %.200s" % json.dumps(msg))
+            self.greeting = msg["QMP"]
+            self.execute("qmp_capabilities")
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            finally:
+                self._sock = None
+                self._buf = b""
+
+    def __enter__(self) -> "QmpClient":
+        return self.connect()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- commands and events -------------------------------------------------
+    def execute(self, command: str, arguments: Optional[Dict[str, Any]] = None,
+                timeout: Optional[float] = None) -> Any:
+        """Run one command; its `return` value, or QmpCommandError with QEMU's class and desc."""
+        self._next_id += 1
+        ident = "hotvcb-%d" % self._next_id
+        request = {"execute": command, "id": ident}  # type: Dict[str, Any]
+        if arguments:
+            request["arguments"] = arguments
+        self._send(request)
+        seconds = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + seconds
+        while True:
+            msg = self._read(deadline, "answer to %s" % command, seconds)
+            if "event" in msg:
+                self._keep_event(msg)
+                continue
+            if msg.get("id") != ident:
+                continue  # an answer to a request an earlier, abandoned call sent
+            if "error" in msg:
+                err = msg["error"] if isinstance(msg["error"], dict) else {}
+                raise QmpCommandError(self.path, command, str(err.get("class", "?")), str(err.get("desc", msg["error"])))
+            if "return" not in msg:
+                raise QmpError(self.path, "answer to %s without return: %.200s" % (command, json.dumps(msg)))
+            return msg["return"]
+
+    def wait_event(self, match: Callable[[Dict[str, Any]], bool], timeout: float) -> Optional[Dict[str, Any]]:
+        """The first collected or arriving event `match` accepts (removed from `events`); None after timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, ev in enumerate(self.events):
+                if match(ev):
+                    return self.events.pop(i)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            try:
+                msg = self._read(deadline, "event", timeout)
+            except QmpTimeout:
+                return None
+            if "event" in msg:
+                self._keep_event(msg)
+
+    def take_events(self, name: Optional[str] = None) -> List[Dict[str, Any]]:
+        """Remove and return the collected events (only those called `name`, if given)."""
+        taken, kept = [], []  # type: List[Dict[str, Any]], List[Dict[str, Any]]
+        for ev in self.events:
+            (taken if name is None or ev.get("event") == name else kept).append(ev)
+        self.events = kept
+        return taken
+
+    # -- wire ----------------------------------------------------------------
+    def _keep_event(self, msg: Dict[str, Any]) -> None:
+        self.events.append(msg)
+        del self.events[:-MAX_EVENTS]
+
+    def _send(self, obj: Dict[str, Any]) -> None:
+        if self._sock is None:
+            raise QmpError(self.path, "not connected")
+        data = json.dumps(obj).encode("utf-8") + b"\n"
+        try:
+            self._sock.sendall(data)
+        except socket.timeout as err:
+            raise QmpTimeout(self.path, "room to send %s" % obj.get("execute"), self.timeout) from err
+        except OSError as err:
+            raise QmpError(self.path, "connection lost: %s" % (err.strerror or err)) from err
+
+    def _read(self, deadline: float, what: str, seconds: Optional[float] = None) -> Dict[str, Any]:
+        """The next JSON object from the server, waiting until deadline at most."""
+        if self._sock is None:
+            raise QmpError(self.path, "not connected")
+        while True:
+            while b"\n" not in self._buf:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise QmpTimeout(self.path, what, self.timeout if seconds is None else seconds)
+                ready, _, _ = select.select([self._sock], [], [], remaining)
+                if not ready:
+                    continue
+                try:
+                    data = self._sock.recv(65536)
+                except OSError as err:
+                    raise QmpError(self.path, "connection lost: %s" % (err.strerror or err)) from err
+                if not data:
+                    raise QmpError(self.path, "QEMU closed the connection (waiting for %s)" % what)
+                self._buf += data
+                if len(self._buf) > MAX_LINE:
+                    raise QmpError(self.path, "a message longer than %d bytes" % MAX_LINE)
+            line, self._buf = self._buf.split(b"\n", 1)
+            if line.strip():
+                break
+        try:
+            msg = json.loads(line.decode("utf-8"))
+        except ValueError as err:
+            raise QmpError(self.path, "not JSON: %.200r" % line) from err
+        if not isinstance(msg, dict):
+            raise QmpError(self.path, "not a JSON object: %.200r" % line)
+        return msg
