@@ -17,7 +17,7 @@ from .sshshell import SshTarget
 
 COMMANDS = (backup_cmd, cleanup_cmd, schedule_cmd, restore_cmd, list_cmd, verify_cmd)
 # top-level options that take a value (they may precede ghettoVCB-style flags)
-_GLOBAL_VALUED = ("--host", "--port", "--identity", "--known-hosts", "--ssh-option")
+_GLOBAL_VALUED = ("--host", "--port", "--identity", "--known-hosts", "--ssh-option", "--qemu")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     remote.add_argument("--known-hosts", metavar="FILE", help="known_hosts file holding the host's key")
     remote.add_argument("--ssh-option", metavar="OPT", action="append", default=[],
                         help="extra ssh -o option, e.g. ConnectTimeout=5 (repeatable)")
+    parser.add_argument("--qemu", metavar="DIR", help="back up the QEMU/KVM VMs on this machine whose QMP "
+                        "sockets are DIR/<VM name>.qmp (instead of ESXi)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for module in COMMANDS:
         module.register(sub)
@@ -60,6 +62,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 1
+    if args.qemu and args.host:
+        parser.error("--qemu and --host exclude each other")
+    common.use_qemu(args.qemu)
     if args.host:
         common.use_remote(SshTarget(args.host, args.port, args.identity, args.known_hosts,
                                     tuple(args.ssh_option)))

@@ -41,7 +41,7 @@ class Vm:
     ref: VmRef
     datastore: str
     folder: str  # absolute folder holding the .vmx
-    vmx: "object"  # hotvcb.vmx.VmxFile
+    vmx: "object"  # hotvcb.vmx.VmxFile; QEMU: hosts.qemu.VmDescription (filename, text())
     disks: List[Disk] = field(default_factory=list)
     extra_files: List[str] = field(default_factory=list)  # .nvram, .vmxf
 

@@ -5,6 +5,7 @@ from typing import Optional, Tuple
 
 from .. import config
 from ..hosts.esxi import EsxiHost
+from ..hosts.qemu import QemuHost
 from ..runlog import RunLog
 from ..settings import Settings
 from ..shell import LocalShell
@@ -41,12 +42,24 @@ def use_remote(target: Optional[SshTarget]) -> None:
     _remote = target
 
 
+_qemu_dir = None  # type: Optional[str]
+
+
+def use_qemu(qmp_dir: Optional[str]) -> None:
+    """Set by the CLI from --qemu: the VMs are the QEMU processes with QMP sockets in qmp_dir."""
+    global _qemu_dir
+    _qemu_dir = qmp_dir
+
+
 def connect(target: Optional[SshTarget] = None):
-    """The hypervisor driver for this run: the ESXi host we run on, or the --host one over SSH.
+    """The hypervisor driver for this run: the ESXi host we run on, or the --host one over SSH,
+    or (--qemu DIR) the QEMU VMs on this machine.
 
     The work/lock dir, config and list files stay on this machine either way.
     """
     target = target or _remote
+    if target is None and _qemu_dir is not None:
+        return QemuHost(LocalShell(), _qemu_dir)
     if target is None:
         return EsxiHost(LocalShell())
     return EsxiHost(SshShell(target).open())

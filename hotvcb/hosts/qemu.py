@@ -7,9 +7,10 @@ driver connects for each step and lets go again.
 
 The backup, in the job's words:
 
-- disks: `query-block`; empty, removable (CD-ROM, floppy) and read-only
-  drives are skipped. A disk's path is its current image file (a chain the
-  user built stays, the copy flattens it) — below an overlay of ours.
+- disks: `query-block`; empty and removable drives (CD-ROM, floppy) are no
+  disks, read-only ones are skipped with a warning. A disk's path is its
+  current image file (a chain the user built stays, the copy flattens it),
+  or the image below an overlay of ours.
 - snapshot: an external qcow2 overlay per disk, all in one `transaction` of
   `blockdev-snapshot-sync`, named `<image file>.<snapshot name>.qcow2` next
   to the image. From then on the image is read-only and QEMU writes to the
@@ -139,7 +140,8 @@ class QemuHost:
             blocks = qmp.execute("query-block")
         vm = Vm(ref=ref, datastore="", folder=self.qmp_dir, vmx=None)
         for dev in blocks:
-            vm.disks.append(self._disk(dev))
+            if dev.get("inserted") and not dev.get("removable"):  # empty drives, CD-ROMs: no disks
+                vm.disks.append(self._disk(dev))
         described = "%s.qemu.json" if ref.name == "hotvcb" else "%s.json"  # hotvcb.json is the manifest
         vm.vmx = VmDescription(described % ref.name, {
             "name": ref.name,
@@ -155,20 +157,16 @@ class QemuHost:
         return vm
 
     def _disk(self, dev: Dict[str, Any]) -> Disk:
-        key, ins = _key(dev), dev.get("inserted")
+        key, ins = _key(dev), dev["inserted"]
 
         def skipped(reason: str, path: str = "") -> Disk:
             return Disk(key=key, path=path, datastore="", adapter="", skip_reason=reason)
 
-        if not ins:
-            return skipped("no medium")
         chain = _chain(ins.get("image") or {})
         i = 0  # below our overlays: the image the guest wrote before our snapshot
         while i + 1 < len(chain) and (_layer_snapshot(chain, i) or "").startswith(OUR_MARK):
             i += 1
         path = chain[i].get("filename", "") if chain else ins.get("file", "")
-        if dev.get("removable"):
-            return skipped("removable media (CD-ROM, floppy) is not backed up", path)
         if ins.get("ro"):
             return skipped("read-only drive", path)
         if not path.startswith("/"):
@@ -290,6 +288,7 @@ class QemuHost:
         """Commit every overlay called snap.name into its backing image, then delete it."""
         deadline = time.monotonic() + timeout
         with self._qmp(vm.ref.vmx_path) as qmp:
+            mine = self._overlay_files(qmp, snap.name)
             for job in qmp.execute("query-block-jobs"):
                 if str(job.get("device", "")).startswith(JOB_PREFIX):
                     self._wait_job(qmp, vm, job["device"], deadline, timeout)  # a killed run's commit
@@ -298,6 +297,10 @@ class QemuHost:
                 if target is None:
                     break
                 self._commit(qmp, vm, target, deadline, timeout)
+            used = self._overlay_files(qmp, None)
+        for f in sorted(mine - used):  # committed by a killed run's job, which died before deleting it
+            if self.shell.exists(f):
+                self.shell.remove_tree(f)
         left = [overlay_path(d.path, snap.name) for d in vm.disks if d.path]
         left = [f for f in left if self.shell.exists(f)]
         if left:
@@ -305,6 +308,14 @@ class QemuHost:
 
     def _inserted(self, qmp: QmpClient) -> Dict[str, Dict[str, Any]]:
         return {_key(dev): dev["inserted"] for dev in qmp.execute("query-block") if dev.get("inserted")}
+
+    def _overlay_files(self, qmp: QmpClient, name: Optional[str]) -> set:
+        """Files of the VM's disk chains: overlays called name, or (None) every layer."""
+        files = set()
+        for ins in self._inserted(qmp).values():
+            chain = _chain(ins.get("image") or {})
+            files.update(l["filename"] for i, l in enumerate(chain) if name is None or _layer_snapshot(chain, i) == name)
+        return files
 
     def _find_overlay(self, qmp: QmpClient, name: str) -> Optional[Tuple[str, Dict[str, Any], int, List[Dict[str, Any]]]]:
         for key, ins in sorted(self._inserted(qmp).items()):
@@ -342,7 +353,11 @@ class QemuHost:
     def _wait_job(self, qmp: QmpClient, vm: Vm, job_id: str, deadline: float, timeout: float) -> str:
         """Drive a commit job to its end (complete it once ready); its error text, "" if none."""
         completing, error = False, ""
-        mine = lambda ev: (ev.get("data") or {}).get("device") == job_id or (ev.get("data") or {}).get("id") == job_id
+
+        def mine(ev: Dict[str, Any]) -> bool:
+            data = ev.get("data") or {}
+            return data.get("device") == job_id or data.get("id") == job_id
+
         while True:
             jobs = {j.get("device"): j for j in qmp.execute("query-block-jobs", timeout=self._left(deadline, timeout))}
             job = jobs.get(job_id)
@@ -369,9 +384,7 @@ class QemuHost:
 
     def _remove_unused(self, qmp: QmpClient, files: List[str]) -> None:
         """Delete overlay files a failed transaction may have created, unless in use."""
-        used = set()
-        for ins in self._inserted(qmp).values():
-            used.update(l.get("filename") for l in _chain(ins.get("image") or {}))
+        used = self._overlay_files(qmp, None)
         for f in files:
             if f not in used and self.shell.exists(f):
                 self.shell.remove_tree(f)

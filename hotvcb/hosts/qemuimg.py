@@ -14,7 +14,7 @@ natural ones on a KVM host:
 import json
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 from ..errors import CommandFailed, HostError
 
@@ -37,7 +37,7 @@ FORMATS = {
     "2gbsparse": OutputFormat("vmdk", "subformat=twoGbMaxExtentSparse", ".vmdk", False),
     "qcow2": OutputFormat("qcow2", "", ".qcow2", False),
     "raw": OutputFormat("raw", "", ".raw", False),
-}  # type: Dict[str, OutputFormat]
+}
 
 
 @dataclass(frozen=True)

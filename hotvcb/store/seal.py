@@ -62,14 +62,21 @@ class Sealer:
         raise HotvcbError("no free backup name under %s after %d tries" % (self.root, CLAIM_TRIES))
 
     def copy_config_files(self) -> None:
-        """The .vmx (pointing at the disk names in this backup), .nvram, .vmxf."""
-        vmx = VmxFile(self.vm.vmx.text())
-        for disk in self.vm.disks:
-            current = vmx.get(disk.key + ".fileName") or ""
-            wanted = base_name(current.rsplit("/", 1)[-1])
-            if wanted != current.rsplit("/", 1)[-1]:
-                vmx.set(disk.key + ".fileName", current.rsplit("/", 1)[0] + "/" + wanted if "/" in current else wanted)
-        self.shell.write_text(self.partial + "/" + self.vm.ref.vmx_path.rsplit("/", 1)[-1], vmx.text())
+        """The .vmx (pointing at the disk names in this backup), .nvram, .vmxf.
+
+        A VM without a .vmx (QEMU) brings its driver's description instead,
+        an object with `filename` and `text()`, written as it is.
+        """
+        if not isinstance(self.vm.vmx, VmxFile):
+            self.shell.write_text(self.partial + "/" + self.vm.vmx.filename, self.vm.vmx.text())
+        else:
+            vmx = VmxFile(self.vm.vmx.text())
+            for disk in self.vm.disks:
+                current = vmx.get(disk.key + ".fileName") or ""
+                wanted = base_name(current.rsplit("/", 1)[-1])
+                if wanted != current.rsplit("/", 1)[-1]:
+                    vmx.set(disk.key + ".fileName", current.rsplit("/", 1)[0] + "/" + wanted if "/" in current else wanted)
+            self.shell.write_text(self.partial + "/" + self.vm.ref.vmx_path.rsplit("/", 1)[-1], vmx.text())
         for path in self.vm.extra_files:
             self.shell.copy_file(path, self.partial + "/" + path.rsplit("/", 1)[-1])
 

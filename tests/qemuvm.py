@@ -1,0 +1,239 @@
+"""A real QEMU VM for the QEMU driver's tests, and a guest writer.
+
+The VM needs no kernel: with no bootable disk the firmware idles, and QEMU is
+"running". It has two QMP sockets: `<inventory>/<name>.qmp`, the one hotvcb
+sees, and a control socket for the test (QEMU serves one client per socket).
+The guest writer writes through the VM's own block layer (`qemu-io` via
+`human-monitor-command`), so while our overlay exists the writes land in it,
+exactly as a guest's would.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+import pytest
+
+REPO = str(Path(__file__).resolve().parents[1])
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from hotvcb.hosts.qmp import QmpClient  # noqa: E402
+
+QEMU = shutil.which("qemu-system-x86_64")
+QEMU_IMG = shutil.which("qemu-img")
+PY38 = "/root/.pyenv/versions/3.8.18/bin/python3.8"
+PYTHON = PY38 if os.path.exists(PY38) else sys.executable  # hotvcb's floor, where we have it
+needs_qemu = pytest.mark.skipif(QEMU is None or QEMU_IMG is None,
+                                reason="needs qemu-system-x86_64 and qemu-img (scripts/install-test-deps)")
+DEVICE = "drive0"
+
+
+class QemuVm:
+    def __init__(self, name: str, image: str, fmt: str, inventory: str, control: str, log: str):
+        self.name, self.image, self.fmt = name, image, fmt
+        self.socket = os.path.join(inventory, name + ".qmp")
+        self.control = os.path.join(control, name + ".qmp")
+        argv = [QEMU, "-machine", "accel=tcg", "-nodefaults", "-display", "none", "-m", "32",
+                "-drive", "file=%s,format=%s,if=virtio,id=%s" % (image, fmt, DEVICE),
+                "-drive", "if=ide,media=cdrom,id=cd0",
+                "-qmp", "unix:%s,server=on,wait=off" % self.socket,
+                "-qmp", "unix:%s,server=on,wait=off" % self.control]
+        self.log = open(log, "wb")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while not (os.path.exists(self.socket) and os.path.exists(self.control)):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError("QEMU did not start: %s" % Path(log).read_text(errors="replace"))
+            time.sleep(0.05)
+
+    def qmp(self) -> QmpClient:
+        return QmpClient(self.control, timeout=20).connect()
+
+    def active_file(self, qmp: QmpClient) -> str:
+        for dev in qmp.execute("query-block"):
+            if dev.get("device") == DEVICE:
+                return dev["inserted"]["file"]
+        raise AssertionError("no %s" % DEVICE)
+
+    def chain_depth(self) -> int:
+        with self.qmp() as qmp:
+            for dev in qmp.execute("query-block"):
+                if dev.get("device") == DEVICE:
+                    return dev["inserted"]["backing_file_depth"]
+        raise AssertionError("no %s" % DEVICE)
+
+    def write(self, qmp: QmpClient, pattern: int, offset: int, length: int) -> None:
+        out = qmp.execute("human-monitor-command", {
+            "command-line": 'qemu-io %s "write -P 0x%02x %d %d"' % (DEVICE, pattern, offset, length)})
+        # qemu-io prints its report on QEMU's stdout; an error to the monitor says why it failed
+        assert "rror" not in out and "failed" not in out, out
+
+    def quit(self) -> None:
+        """End QEMU cleanly (its images are then closed and consistent)."""
+        try:
+            with self.qmp() as qmp:
+                qmp.execute("quit")
+        except Exception:
+            pass
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            pass
+        self.kill()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.log.close()
+
+
+@dataclass
+class Write:
+    offset: int
+    length: int
+    pattern: int
+    when: str  # before (the snapshot) | after | unsure (raced the snapshot)
+
+
+class GuestWriter(threading.Thread):
+    """Writes known patterns at spread offsets until stopped; logs each write and when it landed.
+
+    A write is "before" the snapshot when the disk's active image was the base
+    image right before and right after it, and no overlay was seen yet.
+    """
+
+    def __init__(self, vm: QemuVm, size: int, length: int = 4096, pause: float = 0.01):
+        super().__init__(daemon=True)
+        self.vm, self.size, self.length, self.pause = vm, size, length, pause
+        self.writes = []  # type: List[Write]
+        self.error = None  # type: Optional[BaseException]
+        self.saw_overlay = False
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        try:
+            with self.vm.qmp() as qmp:
+                i = 0
+                while not self._stop_event.is_set():
+                    offset = (i * 7919 * self.length) % (self.size - self.length)
+                    offset -= offset % 512
+                    pattern = 1 + i % 255
+                    before = self.vm.active_file(qmp)
+                    self.vm.write(qmp, pattern, offset, self.length)
+                    after = self.vm.active_file(qmp)
+                    base = self.vm.image
+                    if before != base or after != base:
+                        self.saw_overlay = True
+                    if before == base and after == base:
+                        when = "after" if self.saw_overlay else "before"
+                    else:
+                        when = "unsure" if before == base else "after"
+                    self.writes.append(Write(offset, self.length, pattern, when))
+                    i += 1
+                    time.sleep(self.pause)
+        except BaseException as err:  # reported by stop()
+            self.error = err
+
+    def wait_for(self, count: int, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.writes) < count:
+            assert self.error is None, self.error
+            assert time.monotonic() < deadline, "the guest writer is stuck"
+            time.sleep(0.01)
+
+    def stop(self) -> List[Write]:
+        self._stop_event.set()
+        self.join(30)
+        assert not self.is_alive(), "the guest writer did not stop"
+        assert self.error is None, self.error
+        return self.writes
+
+
+def apply(raw: str, writes: List[Write]) -> None:
+    with open(raw, "r+b") as f:
+        for w in writes:
+            f.seek(w.offset)
+            f.write(bytes([w.pattern]) * w.length)
+
+
+def make_initial(path: str, size: int, random_bytes: int) -> None:
+    """A raw image of `size`: random data in the first `random_bytes`, zeros (holes) after."""
+    with open(path, "wb") as f:
+        f.write(os.urandom(random_bytes))
+        f.truncate(size)
+
+
+def qemu_img(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([QEMU_IMG] + [str(a) for a in args], capture_output=True, text=True, timeout=120)
+
+
+def same_content(a: str, b: str) -> bool:
+    r = qemu_img("compare", a, b)
+    assert r.returncode in (0, 1), r.stdout + r.stderr
+    return r.returncode == 0
+
+
+def slow_qemu_img(folder: str, rate: str = "4M") -> str:
+    """A bin folder whose qemu-img is the real one with `convert -r RATE`: a copy that takes seconds."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "qemu-img")
+    with open(path, "w") as f:
+        f.write('#!/bin/sh\nif [ "$1" = convert ]; then shift; exec %s convert -r %s "$@"; fi\nexec %s "$@"\n'
+                % (QEMU_IMG, rate, QEMU_IMG))
+    os.chmod(path, 0o755)
+    return folder
+
+
+def short_dir(prefix: str) -> str:
+    """A unix socket path must stay below 108 bytes: pytest's tmp_path can be long."""
+    return tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+
+
+def hotvcb_argv(inventory: str, *args) -> List[str]:
+    return [PYTHON, "-m", "hotvcb", "--qemu", inventory] + [str(a) for a in args]
+
+
+def env(bin_dir: Optional[str] = None) -> dict:
+    e = dict(os.environ, PYTHONPATH=REPO)
+    if bin_dir:
+        e["PATH"] = bin_dir + os.pathsep + e.get("PATH", "")
+    return e
+
+
+def children(pid: int) -> List[int]:
+    out = []
+    try:
+        for task in os.listdir("/proc/%d/task" % pid):
+            with open("/proc/%d/task/%s/children" % (pid, task)) as f:
+                out += [int(p) for p in f.read().split()]
+    except OSError:
+        pass
+    return out
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and its children (hotvcb runs qemu-img in a session of its own)."""
+    kids = children(pid)
+    for p in [pid] + kids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def wait_until(predicate, timeout: float, what: str, poll: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting for " + what
+        time.sleep(poll)

@@ -1,0 +1,229 @@
+"""The backup job against a real, running QEMU VM, through the CLI (`hotvcb --qemu DIR`).
+
+What must hold, as for ESXi: the backup is the disk at the snapshot instant;
+every write the guest made during the backup survives the commit; no overlay
+is left behind — also after SIGTERM (exit 2) — and an overlay left by a
+SIGKILLed run is committed by the next run.
+"""
+
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from qemuvm import (
+    GuestWriter, QemuVm, apply, env, hotvcb_argv, kill_tree, make_initial, needs_qemu, qemu_img,
+    same_content, short_dir, slow_qemu_img, wait_until,
+)
+
+pytestmark = needs_qemu
+MiB = 1 << 20
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """Folders for one test; every QEMU started through it is killed at the end."""
+    sockets = short_dir("hq")
+
+    class Lab:
+        root = tmp_path
+        inventory = os.path.join(sockets, "inv")
+        control = os.path.join(sockets, "ctl")
+        images = str(tmp_path / "images")
+        volume = str(tmp_path / "backups")
+        workdir = str(tmp_path / "work")
+        vms = []
+
+        def start(self, name, image, fmt):
+            vm = QemuVm(name, image, fmt, self.inventory, self.control, str(tmp_path / (name + ".qemu.log")))
+            self.vms.append(vm)
+            return vm
+
+        def conf(self, **keys):
+            values = {"VM_BACKUP_VOLUME": self.volume, "DISK_BACKUP_FORMAT": "thin", "VM_BACKUP_ROTATION_COUNT": "3"}
+            values.update({k: str(v) for k, v in keys.items()})
+            path = str(tmp_path / "hotvcb.conf")
+            with open(path, "w") as f:
+                f.write("".join("%s=%s\n" % kv for kv in values.items()))
+            return path
+
+        def argv(self, name, *extra):
+            return hotvcb_argv(self.inventory, "backup", "-m", name, "-g", self.conf(), "-w", self.workdir, *extra)
+
+        def overlays(self):
+            return sorted(glob.glob(os.path.join(self.images, "*hotvcb-snapshot-*")))
+
+        def backups(self, name, status="ok"):
+            return sorted(os.path.dirname(p) for p in glob.glob(os.path.join(self.volume, name, "*", "STATUS." + status)))
+
+    lab = Lab()
+    for d in (lab.inventory, lab.control, lab.images):
+        os.makedirs(d)
+    try:
+        yield lab
+    finally:
+        for vm in lab.vms:
+            vm.kill()
+        shutil.rmtree(sockets, ignore_errors=True)
+
+
+def _image(lab, name, fmt, size, random_bytes):
+    initial = os.path.join(str(lab.root), name + ".initial.raw")
+    make_initial(initial, size, random_bytes)
+    image = os.path.join(lab.images, name + "." + ("qcow2" if fmt == "qcow2" else "img"))
+    if fmt == "qcow2":
+        assert qemu_img("convert", "-f", "raw", "-O", "qcow2", initial, image).returncode == 0
+    else:
+        shutil.copyfile(initial, image)
+    return initial, image
+
+
+def test_backup_is_the_disk_at_the_snapshot_and_the_commit_keeps_every_write(lab):
+    name = "web 1"  # a space: names are literal
+    size = 24 * MiB
+    initial, image = _image(lab, name, "qcow2", size, 8 * MiB)
+    vm = lab.start(name, image, "qcow2")
+    writer = GuestWriter(vm, size)
+    writer.start()
+    writer.wait_for(5)
+    r = subprocess.run(lab.argv(name), capture_output=True, text=True, timeout=120,
+                       env=env(slow_qemu_img(str(lab.root / "bin"))))
+    writer.wait_for(len(writer.writes) + 3)  # a few after the commit, straight into the base
+    writes = writer.stop()
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    assert "All VMs backed up OK" in out
+
+    when = [w.when for w in writes]
+    assert when.count("before") >= 5 and when.count("after") >= 5, when
+    assert when.count("unsure") <= 1, when
+    (backup,) = lab.backups(name)
+    files = sorted(os.listdir(backup))
+    assert files == sorted(["STATUS.ok", "hotvcb.json", name + ".json", name + ".vmdk", name + "-flat.vmdk"])
+    disk = os.path.join(backup, name + ".vmdk")
+    assert qemu_img("check", disk).returncode == 0
+
+    # (1) the backup is the disk at the snapshot instant: the initial content + the writes before it
+    before = [w for w in writes if w.when == "before"]
+    unsure = [w for w in writes if w.when == "unsure"]
+    expected = os.path.join(str(lab.root), "expected-backup.raw")
+    shutil.copyfile(initial, expected)
+    apply(expected, before)
+    if not same_content(expected, disk):
+        assert unsure, "the backup is not the disk at the snapshot instant"
+        apply(expected, unsure)
+        assert same_content(expected, disk), "the backup is not the disk at the snapshot instant"
+    assert len(before) < len(writes)  # some writes came later: the backup must not have them
+
+    # (3) no overlay left, the VM writes to its own image again
+    assert lab.overlays() == []
+    assert vm.chain_depth() == 0
+
+    # the description stands in for the .vmx
+    desc = json.loads(open(os.path.join(backup, name + ".json")).read())
+    assert desc["name"] == name and desc["hypervisor"] == "qemu"
+    assert [d["image"] for d in desc["disks"]] == [image]
+    assert "qemu" in desc["qemu_version"]
+    manifest = json.loads(open(os.path.join(backup, "hotvcb.json")).read())
+    assert manifest["result"] == "ok" and manifest["disks"][0]["files"] == [name + ".vmdk", name + "-flat.vmdk"]
+
+    # (2) after the commit the live disk holds every write, in order
+    vm.quit()
+    final = os.path.join(str(lab.root), "expected-final.raw")
+    shutil.copyfile(initial, final)
+    apply(final, writes)
+    assert qemu_img("check", image).returncode == 0
+    assert same_content(final, image), "a write made during the backup was lost in the commit"
+
+
+def _start_backup(lab, name, log):
+    out = open(log, "w")
+    proc = subprocess.Popen(lab.argv(name), stdout=out, stderr=subprocess.STDOUT,
+                            env=env(slow_qemu_img(str(lab.root / "bin"))))
+    out.close()
+
+    def copying():
+        text = open(log).read()
+        assert proc.poll() is None, text
+        return "Backing up" in text and lab.overlays() and glob.glob(os.path.join(lab.volume, name, "*-partial", "*.vmdk"))
+
+    wait_until(copying, 30, "the copy to start")
+    time.sleep(0.3)
+    return proc
+
+
+def test_sigterm_during_the_copy_commits_the_overlay_and_exits_2(lab):
+    name = "db"
+    size = 32 * MiB  # random data at 4 MiB/s: the copy takes seconds
+    initial, image = _image(lab, name, "raw", size, 24 * MiB)
+    vm = lab.start(name, image, "raw")
+    log = str(lab.root / "run.log")
+    proc = _start_backup(lab, name, log)
+    with vm.qmp() as qmp:  # the guest goes on writing into the overlay
+        assert vm.active_file(qmp) != image
+        vm.write(qmp, 0xAB, 3 * MiB, 64 * 1024)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        rc = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            kill_tree(proc.pid)
+    text = open(log).read()
+    assert rc == 2, text
+    assert "interrupted by SIGTERM" in text
+    assert lab.overlays() == []
+    assert vm.chain_depth() == 0
+    assert lab.backups(name, "ok") == []
+    (failed,) = lab.backups(name, "error")
+    assert not [f for f in os.listdir(failed) if f.endswith(".vmdk")]
+    assert not glob.glob(os.path.join(lab.volume, name, "*-partial"))
+    vm.quit()
+    expected = str(lab.root / "expected.raw")
+    shutil.copyfile(initial, expected)
+    with open(expected, "r+b") as f:
+        f.seek(3 * MiB)
+        f.write(b"\xab" * 64 * 1024)
+    assert same_content(expected, image)
+
+
+def test_an_overlay_left_by_a_killed_run_is_committed_by_the_next_run(lab):
+    name = "app"
+    size = 16 * MiB
+    initial, image = _image(lab, name, "qcow2", size, 12 * MiB)
+    vm = lab.start(name, image, "qcow2")
+    log = str(lab.root / "killed.log")
+    proc = _start_backup(lab, name, log)
+    kill_tree(proc.pid)  # SIGKILL, hotvcb and its qemu-img: nothing can clean up
+    proc.wait(10)
+    (left,) = lab.overlays()
+    with vm.qmp() as qmp:
+        assert vm.active_file(qmp) == left
+        vm.write(qmp, 0x5C, 1 * MiB, 128 * 1024)
+
+    r = subprocess.run(lab.argv(name), capture_output=True, text=True, timeout=120, env=env())
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    assert "leftover snapshot" in out and "removing unfinished backup" in out
+    assert lab.overlays() == []
+    assert vm.chain_depth() == 0
+    assert not glob.glob(os.path.join(lab.volume, name, "*-partial"))
+    (backup,) = lab.backups(name)
+    expected = str(lab.root / "expected.raw")
+    shutil.copyfile(initial, expected)
+    with open(expected, "r+b") as f:
+        f.seek(1 * MiB)
+        f.write(b"\x5c" * 128 * 1024)
+    assert same_content(expected, os.path.join(backup, name + ".vmdk"))
+    vm.quit()
+    assert same_content(expected, image)
+
+
+def test_cli_refuses_qemu_with_host(lab):
+    r = subprocess.run(hotvcb_argv(lab.inventory, "--host", "root@esxi", "backup", "-a"),
+                       capture_output=True, text=True, timeout=60, env=env())
+    assert r.returncode == 1 and "--qemu and --host" in r.stderr
