@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from hotvcb.errors import ConfigError, UsageError
-from hotvcb.settings import DISK_FORMATS, Settings
+from hotvcb.settings import DISK_FORMATS, IMAGE_FORMATS, Settings
 
 # Config and list files are a few hundred bytes; the cap makes `-g some.vmdk`
 # fail at once instead of reading gigabytes into memory.
@@ -154,7 +154,7 @@ _ROTATION = "a whole number >= 1; ghettoVCB's 0 deleted the backup it had just m
 # Each key's field in Settings is the key in lower case.
 KEYS = {
     "VM_BACKUP_VOLUME": _absolute_path,
-    "DISK_BACKUP_FORMAT": _choice(DISK_FORMATS, {"thick": "zeroedthick"}),
+    "DISK_BACKUP_FORMAT": _choice(DISK_FORMATS + IMAGE_FORMATS, {"thick": "zeroedthick"}),
     "VM_BACKUP_ROTATION_COUNT": _count(1, allowed=_ROTATION),
     "POWER_VM_DOWN_BEFORE_BACKUP": _boolean,
     "ENABLE_HARD_POWER_OFF": _boolean,

@@ -8,7 +8,8 @@ what they wrote to what hotvcb does; keys hotvcb adds are marked (hotvcb).
 from dataclasses import dataclass, field
 from typing import Tuple
 
-DISK_FORMATS = ("zeroedthick", "eagerzeroedthick", "thin", "2gbsparse")
+DISK_FORMATS = ("zeroedthick", "eagerzeroedthick", "thin", "2gbsparse")  # what vmkfstools writes
+IMAGE_FORMATS = ("qcow2", "raw")  # (hotvcb) QEMU/KVM hosts only
 
 
 @dataclass(frozen=True)

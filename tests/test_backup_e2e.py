@@ -233,6 +233,16 @@ def test_two_vms_with_one_display_name_are_refused_not_guessed(host, tmp_path):
     assert backups(host, "dup") == [] and len(sealed(host, "single")) == 1
 
 
+def test_an_image_format_esxi_cannot_write_is_refused_before_any_change(host, tmp_path):
+    vmid = host.create_vm("qc", "datastore1", [{"size": "4M"}], power="on")
+    r = hotvcb(host, "-m", "qc", "-g", write_conf(host, DISK_BACKUP_FORMAT="qcow2"), "-w", tmp_path / "w")
+    assert r.returncode == 6, r.stdout + r.stderr
+    assert "DISK_BACKUP_FORMAT=qcow2 cannot be written on this esxi host " \
+           "(allowed: zeroedthick|eagerzeroedthick|thin|2gbsparse)" in r.stdout
+    assert backups(host, "qc") == [] and not any(e["event"].startswith("snapshot") for e in host.writer_log("qc"))
+    assert snapshot_names(host, vmid) == []
+
+
 def test_backup_volume_on_no_datastore_is_refused(host, tmp_path):
     vmid = host.create_vm("typo", "datastore1", [{"size": "4M"}], power="on")
     r = hotvcb(host, "-m", "typo", "-g", write_conf(host, VM_BACKUP_VOLUME="/vmfs/volumes/bakup/hotvcb"),

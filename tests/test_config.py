@@ -224,7 +224,7 @@ BAD = [
     ("ENABLE_COMPRESSION", "2", "0 or 1"),
     ("ENABLE_COMPRESSION", "on", "0 or 1"),
     ("ENABLE_COMPRESSION", "", "0 or 1"),
-    ("DISK_BACKUP_FORMAT", "qcow2", "zeroedthick|eagerzeroedthick|thin|2gbsparse|thick"),
+    ("DISK_BACKUP_FORMAT", "vhdx", "zeroedthick|eagerzeroedthick|thin|2gbsparse|qcow2|raw|thick"),
     ("NFS_VERSION", "nfs4", "nfs|nfs41"),
     ("EMAIL_TLS", "ssl", "none|starttls|smtps|auto"),
     ("BACKUP_FILES_CHMOD", "rw-r--r--", "octal"),

@@ -227,3 +227,17 @@ def test_cli_refuses_qemu_with_host(lab):
     r = subprocess.run(hotvcb_argv(lab.inventory, "--host", "root@esxi", "backup", "-a"),
                        capture_output=True, text=True, timeout=60, env=env())
     assert r.returncode == 1 and "--qemu and --host" in r.stderr
+
+
+@pytest.mark.parametrize("fmt, ext", [("qcow2", ".qcow2"), ("raw", ".raw")])
+def test_image_formats_for_qemu_hosts(lab, fmt, ext):
+    name = "img-" + fmt
+    _initial, image = _image(lab, name, "raw", 8 * MiB, 2 * MiB)
+    lab.start(name, image, "raw")
+    argv = hotvcb_argv(lab.inventory, "backup", "-m", name, "-g", lab.conf(DISK_BACKUP_FORMAT=fmt), "-w", lab.workdir)
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env())
+    assert r.returncode == 0, r.stdout + r.stderr
+    (backup,) = lab.backups(name)
+    disk = os.path.join(backup, name + ext)
+    assert qemu_img("compare", "-f", fmt, "-F", "raw", disk, image).returncode == 0
+    assert lab.overlays() == []

@@ -12,7 +12,7 @@ through QMP) plugs into the same job. Contracts:
   (or Interrupted) and leaves cleanup of partial files to the caller.
 """
 
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 try:  # Protocol is 3.8+, but keep the import cheap and explicit
     from typing import Protocol
@@ -28,6 +28,7 @@ Progress = Callable[[int], None]
 class Hypervisor(Protocol):
     shell: LocalShell
     kind: str
+    formats: Tuple[str, ...]  # the DISK_BACKUP_FORMAT values this driver can write
 
     def describe(self) -> str: ...
 

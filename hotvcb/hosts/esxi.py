@@ -13,6 +13,7 @@ from typing import Dict, List, Optional
 from .. import vmdk
 from ..errors import CommandFailed, CopyError, HostError, SnapshotError, TimeoutExpired, VmNotFound
 from ..model import DatastoreInfo, Disk, Snapshot, Vm, VmRef
+from ..settings import DISK_FORMATS
 from ..vmx import VmxFile
 from . import vimcmd
 
@@ -25,6 +26,7 @@ POLL = 1.0
 
 class EsxiHost:
     kind = "esxi"
+    formats = DISK_FORMATS
 
     def __init__(self, shell):
         self.shell = shell

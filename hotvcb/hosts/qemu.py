@@ -102,6 +102,7 @@ def _key(dev: Dict[str, Any]) -> str:
 
 class QemuHost:
     kind = "qemu"
+    formats = tuple(qemuimg.FORMATS)
 
     def __init__(self, shell, qmp_dir: str, qemu_img: str = qemuimg.QEMU_IMG, qmp_timeout: float = QMP_TIMEOUT):
         self.shell, self.qmp_dir = shell, qmp_dir.rstrip("/") or "/"

@@ -193,6 +193,9 @@ class _VmBackup:
                 % (vm.name, what)
             )
         fmt = self.s.disk_backup_format
+        if fmt not in self.host.formats:
+            raise HotvcbError("DISK_BACKUP_FORMAT=%s cannot be written on this %s host (allowed: %s)"
+                              % (fmt, self.host.kind, "|".join(self.host.formats)))
         needed = sum(self.host.bytes_needed(d, fmt) for d in disks)
         free = self.host.free_space(self.s.vm_backup_volume)
         self.needed = needed

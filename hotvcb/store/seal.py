@@ -19,6 +19,7 @@ from . import layout, manifest, rotation
 
 _DELTA_STEM = re.compile(r"-\d{6}(\.vmdk)$")
 CLAIM_TRIES = 30
+DISK_SUFFIXES = (".vmdk", ".qcow2", ".raw")  # disk data a failed backup must not keep
 OWNER = ".hotvcb-owner"  # who is writing a -partial folder: "host pid"
 
 
@@ -92,7 +93,7 @@ class Sealer:
 
     def discard_disk(self, dst: str) -> None:
         folder, name = dst.rsplit("/", 1)
-        mine = re.compile(re.escape(name[: -len(".vmdk")]) + r"(-flat|-s\d{3})?\.vmdk$")
+        mine = re.compile(re.escape(name[: -len(".vmdk")]) + r"(-flat|-s\d{3})?\.(vmdk|qcow2|raw)$")
         for f in self.shell.listdir(folder):
             if mine.match(f):
                 self.shell.remove_tree(folder + "/" + f)
@@ -115,7 +116,7 @@ class Sealer:
     def fail(self, result: VmResult) -> str:
         """Keep a small, clearly failed record; drop the partial disk data."""
         for rel in self.shell.list_files(self.partial):
-            if rel.endswith((".vmdk",)):
+            if rel.endswith(DISK_SUFFIXES):
                 self.shell.remove_tree(self.partial + "/" + rel)
         self.shell.remove_tree(self.partial + "/" + OWNER)
         self._write_record(result, {}, {})
