@@ -6,9 +6,10 @@ raises; every problem becomes one warning line in the log and a ``False``.
 
 What ghettoVCB users bring, and what we do with it:
 
-* EMAIL_LOG=1 mails the whole log (ghettoVCB's behaviour); the short report
-  goes first so the outcome is visible without scrolling. EMAIL_ALERT is
-  accepted by the config parser but not consulted here.
+* EMAIL_LOG=1 mails the whole log after every run (ghettoVCB's behaviour);
+  the short report goes first so the outcome is visible without scrolling.
+  EMAIL_ALERT=1 on its own mails only runs that did not end all OK, for
+  admins who want silence on good nights.
 * EMAIL_TO always, EMAIL_ERRORS_TO in addition (as Cc) when the run failed.
 * EMAIL_FROM, or ``hotvcb@<host>`` when unset.
 * EMAIL_USER_NAME / EMAIL_USER_PASSWORD: SMTP AUTH via ``smtplib.login``
@@ -77,7 +78,8 @@ def send_report(
     so the caller can mention it without having to handle any exception.
     """
     log = logger if logger is not None else _log
-    if not (settings.email_log and settings.email_server and _clean(settings.email_to)):
+    wanted = settings.email_log or (settings.email_alert and failed)
+    if not (wanted and settings.email_server and _clean(settings.email_to)):
         return False
     where = "%s:%s" % (settings.email_server, settings.email_server_port)
     try:

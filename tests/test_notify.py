@@ -111,6 +111,15 @@ def test_nothing_sent_unless_configured(change):
     assert ok is False and srv.messages == [] and log.warnings == []
 
 
+def test_email_alert_alone_mails_only_failed_runs():
+    with smtp_server() as srv:
+        s = cfg(srv, email_log=False, email_alert=True)
+        quiet, _ = send(s)
+        loud, log = send(s, failed=True, status="ERROR: All VMs failed!")
+    assert quiet is False and loud is True, log.warnings
+    assert [m.message["Subject"] for m in srv.messages] == ["hotvcb esx01 nightly: ERROR: All VMs failed!"]
+
+
 @pytest.mark.parametrize("mode", ["starttls", "auto"])
 def test_starttls_with_auth(cert, trust, mode):
     with smtp_server(tls="starttls", cert=cert, users={"backup": "s3cret"}) as srv:
