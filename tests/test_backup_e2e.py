@@ -132,6 +132,16 @@ def test_snapshot_that_never_appears_times_out_cleanly(host, tmp_path):
     assert not any(f.endswith(".vmdk") for f in os.listdir(os.path.join(backup_root(host, vm), errors[0])))
 
 
+def test_snapshot_that_appears_after_the_timeout_is_removed_in_the_same_run(host, tmp_path):
+    vm = "late"
+    vmid = host.create_vm(vm, "datastore1", [{"size": "4M"}], power="on")
+    host.set_fault("snapshot.create.delay", "4")
+    r = hotvcb(host, "-m", vm, "-g", write_conf(host, SNAPSHOT_TIMEOUT="3s"), "-w", tmp_path / "w")
+    assert r.returncode == 6, r.stdout + r.stderr
+    assert "timed out" in r.stdout and "appeared after the timeout; removing it" in r.stdout
+    assert snapshot_names(host, vmid) == [] and deltas(host, vm) == []
+
+
 def test_clone_failing_midway_fails_only_that_disk(host, tmp_path):
     vm = "two disks"
     vmid = host.create_vm(vm, "datastore1", [{"size": "8M"}, {"size": "8M"}], power="on")

@@ -213,7 +213,7 @@ class QemuHost:
                 % vm.name) from err
 
     # -- snapshots -----------------------------------------------------------
-    def snapshots(self, vm: Vm) -> List[Snapshot]:
+    def snapshots(self, vm: Vm, interruptible: bool = True) -> List[Snapshot]:  # noqa: ARG002 - QMP is not interruptible
         """Overlays named `<image>.<name>.qcow2` in the VM's disk chains, one Snapshot per name."""
         with self._qmp(vm.ref.vmx_path) as qmp:
             blocks = qmp.execute("query-block")

@@ -135,6 +135,7 @@ class _VmBackup:
         self.skip_power = skip_power
         self.vm = None  # type: Optional[Vm]
         self.snapshot = None
+        self.snapshot_name = None  # type: Optional[str]  # asked for, whether or not it showed up
         self.powered_down = False
         self.sealer = None  # type: Optional[Sealer]
 
@@ -224,7 +225,7 @@ class _VmBackup:
         self.log.dryrun("###############################################")
 
     def _snapshot(self, vm: Vm) -> None:
-        name = SNAPSHOT_PREFIX + self.started.strftime(layout.TS_FORMAT)
+        name = self.snapshot_name = SNAPSHOT_PREFIX + self.started.strftime(layout.TS_FORMAT)
         desc = "hotvcb backup, job %s, pid %d, host %s" % (self.job.job_name, os.getpid(), socket.gethostname())
         self.log.info("Creating Snapshot \"%s\" for %s" % (name, vm.name))
         self.snapshot = self.host.create_snapshot(
@@ -259,6 +260,8 @@ class _VmBackup:
     def _cleanup(self, failed: bool) -> None:
         """Undo what we did, in reverse: snapshot, power, then seal or discard."""
         errors = []
+        if self.snapshot is None and self.snapshot_name is not None:
+            self.snapshot = self._late_snapshot()
         if self.snapshot is not None:
             try:
                 self.log.info("Removing snapshot %s (id %s) from %s" % (self.snapshot.name, self.snapshot.id, self.vm.name))
@@ -281,6 +284,26 @@ class _VmBackup:
                 self._discard("sealing failed: %s" % err)
                 raise
         self._discard("; ".join(errors) or self.result.message or "; ".join(d.error for d in disks if not d.ok))
+
+    def _late_snapshot(self):
+        """Our snapshot, if it shows up after we gave up on it (hostd finished the task late).
+
+        Waits as long again as SNAPSHOT_TIMEOUT allowed, at most a minute:
+        removing it now beats leaving it to grow until the next run.
+        """
+        deadline = time.monotonic() + min(60.0, self.s.snapshot_timeout * 60.0)
+        while True:
+            try:
+                mine = [x for x in self.host.snapshots(self.vm, interruptible=False) if x.name == self.snapshot_name]
+            except HotvcbError as err:
+                self.log.warning("%s: cannot check for a late snapshot: %s" % (self.vm.name, err))
+                return None
+            if mine:
+                self.log.warning("%s: snapshot %s appeared after the timeout; removing it" % (self.vm.name, self.snapshot_name))
+                return mine[-1]
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(1.0)
 
     def _discard(self, message: str) -> None:
         """Record a failed backup as such; never let this hide the first error."""
