@@ -399,15 +399,7 @@ def parent_of(path):
 def merge_into_parent(delta_path):
     """Write every grain the delta holds into its parent (consolidation); return the parent."""
     parent_path = parent_of(delta_path)
-    top = _Layer(delta_path)
-    try:
-        with Disk(parent_path, writable=True) as parent:
-            for start, _end, ext in top.parts:
-                for off, n in ext.allocated_runs():
-                    data, _ = ext.lookup(off, n)
-                    parent.write(start + off, data)
-    finally:
-        top.close()
+    merge_into(delta_path, parent_path)
     return parent_path
 
 
