@@ -12,7 +12,7 @@ from typing import List, Optional
 
 from . import __version__
 from .commands import backup_cmd, cleanup_cmd, common, list_cmd, restore_cmd, schedule_cmd, verify_cmd
-from .errors import HotvcbError
+from .errors import HotvcbError, Interrupted
 from .sshshell import SshTarget
 
 COMMANDS = (backup_cmd, cleanup_cmd, schedule_cmd, restore_cmd, list_cmd, verify_cmd)
@@ -79,6 +79,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if debug:
             traceback.print_exc()
         print("hotvcb: error: %s" % err, file=sys.stderr)
+        return err.exit_code
+    except Interrupted as err:
+        print("hotvcb: %s" % err, file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("hotvcb: interrupted", file=sys.stderr)

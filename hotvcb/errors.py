@@ -3,8 +3,7 @@
     HotvcbError                 message for the user + exit code
     ├── UsageError              bad command line or list file               (exit 1)
     ├── ConfigError             bad ghettoVCB.conf / per-VM file value      (exit 1)
-    ├── LockError               another run holds the work-dir lock         (exit 1)
-    ├── Interrupted             SIGINT / SIGTERM arrived                    (exit 2)
+    ├── LockError               another run holds the host's run lock       (exit 1)
     └── HostError               a host command failed or said no
         ├── CommandFailed       non-zero exit of vim-cmd, vmkfstools, ...
         ├── VmNotFound          no VM with that display name / vmid
@@ -12,6 +11,13 @@
         ├── SnapshotError       snapshot did not appear / could not be removed
         ├── TimeoutExpired      a bounded wait ran out
         └── CopyError           a disk or file copy failed (per disk)
+
+    Interrupted                 SIGINT / SIGTERM / SIGHUP arrived           (exit 2)
+
+Interrupted is *not* a HotvcbError (like KeyboardInterrupt is not an
+Exception): an `except HotvcbError` that handles a failed step must never
+swallow Ctrl-C. It unwinds through `finally` blocks to the CLI, which maps it
+to exit 2.
 
 Low-level exceptions (OSError, subprocess errors) are wrapped at the boundary
 with ``raise ... from err`` so the one top-level handler in ``cli`` can print a
@@ -51,7 +57,7 @@ class LockError(HotvcbError):
     pass
 
 
-class Interrupted(HotvcbError):
+class Interrupted(BaseException):
     exit_code = 2
 
     def __init__(self, signum: int):
@@ -63,6 +69,10 @@ class Interrupted(HotvcbError):
             name = "signal %d" % signum
         super().__init__("interrupted by %s" % name)
         self.signum = signum
+        self.message = "interrupted by %s" % name
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class HostError(HotvcbError):

@@ -1,4 +1,4 @@
-"""Is a process still there? (stale locks, dead writers, crond restarts)"""
+"""Is a process still there, and is it one of ours? (locks, dead writers, crond restarts)"""
 
 import os
 
@@ -11,3 +11,22 @@ def alive(pid: int) -> bool:
     except PermissionError:
         return True  # exists, owned by someone else
     return True
+
+
+def is_hotvcb(pid: int) -> bool:
+    """A live hotvcb process with this pid on this machine.
+
+    A lock naming pid 1 (or any pid reused since by another program) must not
+    block every run forever: where /proc exists the command line must name
+    hotvcb. ESXi has no /proc; there a live pid is taken at its word.
+    """
+    if pid <= 0 or not alive(pid):
+        return False
+    if not os.path.isdir("/proc/self"):
+        return True
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            cmdline = f.read()
+    except OSError:
+        return False  # gone in between
+    return b"hotvcb" in cmdline

@@ -87,6 +87,13 @@ class LocalShell:
         except UnicodeDecodeError:
             return data.decode("latin-1")
 
+    def open_binary(self, path: str):
+        """A binary file object reading path from its start (hashing, archives)."""
+        try:
+            return open(path, "rb")
+        except OSError as err:
+            raise HostError("cannot read %s: %s" % (path, err.strerror)) from err
+
     def write_text(self, path: str, text: str) -> None:
         """Write atomically: temp file, fsync, rename, fsync the folder."""
         folder = os.path.dirname(path) or "."
@@ -127,13 +134,22 @@ class LocalShell:
                 out.append(os.path.relpath(os.path.join(root, name), folder))
         return sorted(out)
 
-    def make_tar_gz(self, folder: str, dst: str, arcname: str) -> None:
-        """tar+gzip a folder the way ghettoVCB's compressed backups are laid out."""
+    def make_tar_gz(self, folder: str, dst: str, arcname: str, first: Sequence[str] = (),
+                    skip: Sequence[str] = ()) -> None:
+        """tar+gzip a folder the way ghettoVCB's compressed backups are laid out.
+
+        Members named in `first` come first (the manifest and STATUS, so a
+        reader finds them without reading the disks); `skip` are left out.
+        """
         import tarfile
 
+        rels = [r for r in self.list_files(folder) if r not in skip]
+        ordered = [r for r in first if r in rels] + [r for r in rels if r not in first]
         try:
             with tarfile.open(dst, "w:gz") as tar:
-                tar.add(folder, arcname=arcname)
+                tar.add(folder, arcname=arcname, recursive=False)
+                for rel in ordered:
+                    tar.add(os.path.join(folder, rel), arcname=arcname + "/" + rel, recursive=False)
             with open(dst, "rb+") as f:
                 os.fsync(f.fileno())
         except (OSError, tarfile.TarError) as err:
@@ -148,6 +164,35 @@ class LocalShell:
             return False
         except OSError as err:
             raise HostError("cannot create %s: %s" % (path, err.strerror)) from err
+
+    def link_new(self, src: str, dst: str) -> bool:
+        """Hard-link src as dst; False if dst exists (an atomic create-with-content, NFS-safe)."""
+        try:
+            os.link(src, dst)
+        except FileExistsError:
+            return False
+        except OSError as err:
+            raise HostError("cannot link %s to %s: %s" % (src, dst, err.strerror)) from err
+        fsync_dir(os.path.dirname(dst) or ".")
+        return True
+
+    def age(self, path: str) -> Optional[float]:
+        """Seconds since path was last modified, by this host's clock; None if it is gone."""
+        try:
+            return max(0.0, time.time() - os.stat(path).st_mtime)
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise HostError("cannot stat %s: %s" % (path, err.strerror)) from err
+
+    def touch(self, path: str) -> None:
+        """Mark path as modified now (a heartbeat); a missing path stays missing."""
+        try:
+            os.utime(path, None)
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            raise HostError("cannot touch %s: %s" % (path, err.strerror)) from err
 
     def rename(self, src: str, dst: str) -> None:
         try:

@@ -313,6 +313,21 @@ class SshShell:
         except UnicodeDecodeError:
             return data.decode("latin-1")
 
+    def open_binary(self, path: str) -> "_RemoteReader":
+        """A binary stream of a host file (`cat` over the shared connection).
+
+        Lets verify, archive reads and restore read host files from the Linux
+        box; the caller closes it, which waits for (or stops) the remote cat.
+        """
+        self.open()
+        argv = self._ssh("-T", self.target.destination, _join(["cat", "--", path]))
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, start_new_session=True)
+        except OSError as err:
+            raise HostError("cannot run %s: %s" % (SSH, err.strerror or err)) from err
+        return _RemoteReader(proc, path)
+
     def write_text(self, path: str, text: str) -> None:
         """Write atomically: temp file in the same folder, sync, rename."""
         folder, name = _split(path)
@@ -350,23 +365,43 @@ class SshShell:
         names = out.decode("utf-8", "surrogateescape").split("\n")
         return sorted(n[2:] for n in names if n.startswith("./"))
 
-    def make_tar_gz(self, folder: str, dst: str, arcname: str) -> None:
-        """tar+gzip folder as <arcname>/... like LocalShell.make_tar_gz.
+    def make_tar_gz(self, folder: str, dst: str, arcname: str, first: Sequence[str] = (),
+                    skip: Sequence[str] = ()) -> None:
+        """tar+gzip folder as <arcname>/... like LocalShell.make_tar_gz (same member order).
 
-        busybox tar cannot rename members, so a folder under another name is
-        archived through a link named arcname, with -h (backup folders hold
-        no links of their own).
+        busybox tar cannot rename members, so the folder is archived through a
+        link named arcname, with -h (backup folders hold no links of their
+        own), naming each file so `first` lead and `skip` stay out.
         """
-        parent, name = _split(folder.rstrip("/"))
-        if name == arcname:
-            script = 'tar -czf "$2" -C "$1" "$3" && { sync -- "$2" 2>/dev/null || sync; }'
-            args = (parent, dst, _member(arcname))
-        else:
-            script = ('d="$2.d"; rm -rf -- "$d"; mkdir -- "$d" && ln -s -- "$1" "$d/$3" '
-                      '&& tar -czhf "$2" -C "$d" "$4" && { sync -- "$2" 2>/dev/null || sync; }; '
-                      'r=$?; rm -rf -- "$d"; exit $r')
-            args = (folder, dst, arcname, _member(arcname))
-        self._streamed("cannot compress %s" % folder, script, *args)
+        rels = [r for r in self.list_files(folder) if r not in skip]
+        ordered = [r for r in first if r in rels] + [r for r in rels if r not in first]
+        members = [_member(arcname + "/" + r) for r in ordered]
+        script = ('DST="$2"; d="$2.d"; rm -rf -- "$d"; mkdir -- "$d" && ln -s -- "$1" "$d/$3" && shift 3 '
+                  '&& cd "$d" && tar -czhf "$DST" "$@" && { sync -- "$DST" 2>/dev/null || sync; }; '
+                  'r=$?; rm -rf -- "$d"; exit $r')
+        self._streamed("cannot compress %s" % folder, script, folder, dst, arcname, *members)
+
+    def link_new(self, src: str, dst: str) -> bool:
+        """Hard-link src as dst; False if dst exists (an atomic create-with-content)."""
+        rc, _out, err = self._call('ln -- "$1" "$2" && exit 0; [ -e "$2" ] && exit 3; exit 1', src, dst)
+        if rc == 3:
+            return False
+        if rc != 0:
+            raise HostError("cannot link %s to %s: %s" % (src, dst, _reason(err) or "exit %d" % rc))
+        return True
+
+    def age(self, path: str) -> Optional[float]:
+        """Seconds since path was last modified, by the host's clock; None if it is gone."""
+        rc, out, err = self._call('[ -e "$1" ] || exit 3; m=$(stat -c %Y -- "$1") && echo $(( $(date +%s) - m ))',
+                                  path)
+        if rc == 3:
+            return None
+        if rc != 0:
+            raise HostError("cannot stat %s: %s" % (path, _reason(err) or "exit %d" % rc))
+        return max(0.0, float(out.split()[0]))
+
+    def touch(self, path: str) -> None:
+        self._must("cannot touch %s" % path, '[ ! -e "$1" ] || touch -c -- "$1"', path)
 
     def rename(self, src: str, dst: str) -> None:
         # mv would move src *into* an existing directory dst; os.rename would not
@@ -413,6 +448,33 @@ class SshShell:
         if on_block is not None:
             on_block(self.file_size(path))
         return m.group(1)
+
+
+class _RemoteReader(object):
+    """File-like read side of a remote `cat`; a failed cat raises OSError at the end."""
+
+    def __init__(self, proc: "subprocess.Popen", path: str):
+        self.proc, self.path = proc, path
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.proc.stdout.read(n) if n is not None and n >= 0 else self.proc.stdout.read()
+        if not data and self.proc.wait() != 0:
+            err = self.proc.stderr.read().decode("utf-8", "replace")
+            raise OSError("cannot read %s: %s" % (self.path, _reason(err) or "exit %d" % self.proc.returncode))
+        return data
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+    def __enter__(self) -> "_RemoteReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _join(argv: Sequence[str]) -> str:

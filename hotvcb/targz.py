@@ -29,10 +29,13 @@ class Member:
     size: int
 
 
-def _open(path: str, streaming: bool = True) -> tarfile.TarFile:
+def _open(path: str, opener=None) -> tarfile.TarFile:
+    """Stream the archive, from a local path or a Shell's `open_binary` (SSH)."""
     try:
-        return tarfile.open(path, "r|gz" if streaming else "r:gz")
-    except (OSError, tarfile.TarError) as err:
+        if opener is None:
+            return tarfile.open(path, "r|gz")
+        return tarfile.open(fileobj=opener(path), mode="r|gz")
+    except (OSError, tarfile.TarError, HostError) as err:
         raise HostError("cannot open %s: %s" % (path, err)) from err
 
 
@@ -44,19 +47,24 @@ def _rel(name: str, path: str) -> str:
     return "/".join(parts[1:])
 
 
-def scan(path: str, wanted=(), on_file: Optional[Callable[[str, tarfile.TarFile, tarfile.TarInfo], None]] = None):
+def scan(path: str, wanted=(), on_file: Optional[Callable[[str, tarfile.TarFile, tarfile.TarInfo], None]] = None,
+         opener=None, enough: Optional[Callable[[Dict[str, str]], bool]] = None):
     """One pass over the archive: (top folder, members, texts of `wanted` members).
 
     `wanted` holds predicates on the relative name; matching members up to
     1 MiB are returned decoded. `on_file(rel, tar, info)` may read each
     regular member's data (used by verify to hash without unpacking).
+    `enough(texts)` ends the pass early once the texts it needs are in (hotvcb
+    writes its manifest and STATUS first, so that costs a few KiB of reading).
     """
     top = None
     members = []  # type: List[Member]
     texts = {}  # type: Dict[str, str]
-    tar = _open(path)
+    tar = _open(path, opener)
     try:
         for info in tar:
+            if enough is not None and enough(texts):
+                break
             if interrupt.pending():
                 interrupt.raise_pending()
             first = [p for p in info.name.split("/") if p not in ("", ".")][:1]
@@ -88,10 +96,10 @@ def scan(path: str, wanted=(), on_file: Optional[Callable[[str, tarfile.TarFile,
     return top, members, texts
 
 
-def extract(path: str, dest: str) -> str:
+def extract(path: str, dest: str, opener=None) -> str:
     """Unpack into dest (which must exist); return the backup folder inside it."""
     top = None
-    tar = _open(path)
+    tar = _open(path, opener)
     try:
         for info in tar:
             if interrupt.pending():
@@ -148,10 +156,10 @@ class ArchiveView:
     Used by dry runs, which must not unpack anything.
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, opener=None):
         self.root = path
         small = (".vmx", ".vmdk", ".json") + STATUS_FILES
-        self.top, members, self.texts = scan(path, wanted=(lambda r: r.endswith(small),))
+        self.top, members, self.texts = scan(path, wanted=(lambda r: r.endswith(small),), opener=opener)
         self.sizes = {m.rel: m.size for m in members}
 
     def _rel(self, path: str) -> Optional[str]:

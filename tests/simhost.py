@@ -6,6 +6,7 @@ hotvcb is started inside the host's mount namespace with the host's own
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -98,12 +99,19 @@ def wait_for(predicate, timeout=30.0, what="condition"):
     raise AssertionError("timed out waiting for " + what)
 
 
-def lock_pid(workdir: str):
+def host_lock_path(host: Host) -> str:
+    """The run lock hotvcb keeps on the host (/var/run/hotvcb.lock, /run being the host's own)."""
+    return host.store.p("root", "run", "upper", "hotvcb.lock")
+
+
+def lock_pid(host: Host):
+    """The pid of the hotvcb run holding the host's lock, or None."""
     try:
-        with open(os.path.join(workdir, "hotvcb.lock")) as f:
-            return int(f.readline())
-    except (OSError, ValueError):
+        with open(host_lock_path(host)) as f:
+            m = re.search(r"pid=(\d+)", f.read())
+    except OSError:
         return None
+    return int(m.group(1)) if m else None
 
 
 def kill(pid: int, sig=signal.SIGKILL):

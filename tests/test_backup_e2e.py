@@ -14,6 +14,10 @@ from esxisim import writer
 pytestmark = needs_root
 
 
+def uuid_of(host, datastore):
+    return os.path.basename(os.path.realpath(host.real("/vmfs/volumes/" + datastore)))
+
+
 def content(host, vmid):
     return {node: bytearray(host.read_disk(path)) for node, path, _m in host.vm_disks(vmid)}
 
@@ -49,11 +53,12 @@ def test_hot_backup_holds_the_snapshot_instant_and_loses_no_write(host, tmp_path
 
     [entry] = sealed(host, vm)
     folder = os.path.join(backup_root(host, vm), entry)
+    ds5 = uuid_of(host, "ds5")  # named as the .vmx names it, where ghettoVCB-restore looks
     assert sorted(os.listdir(folder)) == sorted([
         "STATUS.ok", "hotvcb.json", vm + ".vmx", vm + ".nvram", vm + ".vmxf",
-        vm + ".vmdk", vm + "-flat.vmdk", "ds5"])
-    assert sorted(os.listdir(os.path.join(folder, "ds5"))) == [vm + "_1-flat.vmdk", vm + "_1.vmdk"]
-    for node, rel in (("scsi0:0", vm + ".vmdk"), ("sata0:0", "ds5/%s_1.vmdk" % vm)):
+        vm + ".vmdk", vm + "-flat.vmdk", ds5])
+    assert sorted(os.listdir(os.path.join(folder, ds5))) == [vm + "_1-flat.vmdk", vm + "_1.vmdk"]
+    for node, rel in (("scsi0:0", vm + ".vmdk"), ("sata0:0", "%s/%s_1.vmdk" % (ds5, vm))):
         raw = tmp_path / ("expected-%s.raw" % node.replace(":", "_"))
         raw.write_bytes(bytes(frozen[node]))
         backup_disk = os.path.join(folder, rel)
@@ -68,7 +73,7 @@ def test_hot_backup_holds_the_snapshot_instant_and_loses_no_write(host, tmp_path
     assert deltas(host, vm) == [] and deltas(host, vm, "ds5") == []
     m = manifest(host, vm, entry)
     assert m["result"] == "ok" and m["vm"] == vm
-    assert set(m["files"]) >= {vm + "-flat.vmdk", "ds5/%s_1-flat.vmdk" % vm, vm + ".vmx"}
+    assert set(m["files"]) >= {vm + "-flat.vmdk", "%s/%s_1-flat.vmdk" % (ds5, vm), vm + ".vmx"}
 
 
 @pytest.mark.parametrize("fmt, files", [
@@ -175,9 +180,9 @@ def test_signal_during_copy_removes_our_snapshot(host, tmp_path, sig):
     work = str(tmp_path / "w")
     proc = hotvcb_background(host, "-m", vm, "-g", write_conf(host), "-w", work)
     wait_for(lambda: any(r["event"] == "snapshot.create" for r in host.writer_log(vm)[-50:])
-             and lock_pid(work), what="the copy to start")
+             and lock_pid(host), what="the copy to start")
     time.sleep(1.5)
-    kill(lock_pid(work), sig)
+    kill(lock_pid(host), sig)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2, out
     assert "Final status: ERROR: interrupted by %s" % sig.name in out
@@ -195,7 +200,7 @@ def test_sigkill_leftovers_are_removed_by_the_next_run_and_user_snapshots_surviv
     proc = hotvcb_background(host, "-m", vm, "-g", conf, "-w", work)
     wait_for(lambda: any(n.startswith("hotvcb-") for n in snapshot_names(host, vmid)), what="our snapshot")
     time.sleep(1)
-    kill(lock_pid(work), signal.SIGKILL)
+    kill(lock_pid(host), signal.SIGKILL)
     proc.communicate(timeout=60)
     assert any(n.startswith("hotvcb-") for n in snapshot_names(host, vmid)), "SIGKILL leaves the snapshot"
     assert any(b.endswith("-partial") for b in backups(host, vm))
@@ -204,7 +209,7 @@ def test_sigkill_leftovers_are_removed_by_the_next_run_and_user_snapshots_surviv
     r = hotvcb(host, "-m", vm, "-g", conf, "-w", work)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "found leftover snapshot" in r.stdout and "removing unfinished backup" in r.stdout
-    assert "stale lock" in r.stdout
+    assert "taking over the run lock" in r.stdout
     assert snapshot_names(host, vmid) == ["user snapshot"]
     assert len(sealed(host, vm)) == len(good) + 1
     assert not any(b.endswith("-partial") for b in backups(host, vm))
@@ -322,7 +327,7 @@ def test_second_run_is_refused_while_the_first_holds_the_lock(host, tmp_path):
     host.set_fault("clone.delay", "6")
     work = str(tmp_path / "w")
     first = hotvcb_background(host, "-m", "slow", "-g", write_conf(host), "-w", work)
-    wait_for(lambda: lock_pid(work), what="the first run's lock")
+    wait_for(lambda: lock_pid(host), what="the first run's lock")
     r = hotvcb(host, "-m", "slow", "-g", write_conf(host), "-w", work)
     assert r.returncode == 1 and "another hotvcb run" in r.stderr + r.stdout
     out, _ = first.communicate(timeout=60)
@@ -344,7 +349,7 @@ def test_skipped_disks_buses_other_datastore_and_extra_files(host, tmp_path):
     keys = [d["key"] for d in m["disks"]]
     assert len(keys) == 5 and all(d["ok"] for d in m["disks"])
     assert {k.split("0:")[0] for k in keys} == {"scsi", "sata", "ide", "nvme"}
-    assert any(f.startswith("ds5/") for f in m["files"])
+    assert any(f.startswith(uuid_of(host, "ds5") + "/") for f in m["files"])
     folder = os.path.join(backup_root(host, vm), entry)
     assert oct(os.stat(os.path.join(folder, vm + ".vmx")).st_mode & 0o777) == "0o640"
     link = os.path.join(backup_root(host, vm), vm + "-symlink")

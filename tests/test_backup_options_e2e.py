@@ -61,11 +61,11 @@ def test_cleanup_command_removes_only_our_leftovers(host, tmp_path):
     proc = hotvcb_background(host, "-m", "crashy", "-g", conf, "-w", work)
     wait_for(lambda: any(n.startswith("hotvcb-") for n in snapshot_names(host, vmid)), what="our snapshot")
     time.sleep(0.5)
-    kill(lock_pid(work), signal.SIGKILL)
+    kill(lock_pid(host), signal.SIGKILL)
     proc.communicate(timeout=60)
     host.clear_faults()
     dry = hotvcb(host, "cleanup", "-g", conf, "-w", work, "-d", "dryrun")
-    assert dry.returncode == 0 and "would remove leftover hotvcb snapshot" in dry.stdout
+    assert dry.returncode == 0 and "would remove leftover snapshot" in dry.stdout
     assert any(n.startswith("hotvcb-") for n in snapshot_names(host, vmid))
     r = hotvcb(host, "cleanup", "-g", conf, "-w", work)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -180,7 +180,8 @@ def test_flipped_byte_fails_verify_and_restore(site, tmp_path):
     assert data["verify_error"]["file"] == VM + "_1-flat.vmdk"
     before = registered(host)
     r = hotvcb(host, "restore", bad, "--datastore", "datastore1", "--name", "Never")
-    assert r.returncode != 0 and "fails verification" in r.out and VM + "_1-flat.vmdk" in r.out, r.out
+    assert r.returncode != 0 and "not a good backup (verify found it damaged" in r.out, r.out
+    assert VM + "_1-flat.vmdk" in r.out, r.out
     assert not os.path.exists(host.real("/vmfs/volumes/datastore1/Never"))
     assert registered(host) == before
     shutil.rmtree(host.real(bad))
@@ -194,7 +195,7 @@ def test_verify_records_and_list_shows_it(site):
     assert r.returncode == 0, r.out
     rows = json.loads(r.stdout.decode())["backups"]
     row = [x for x in rows if x["path"] == backup][0]
-    assert row["status"] == "ok" and row["sealed"] and row["format"] == "thin" and row["verified"]
+    assert row["status"] == "good" and row["good"] and row["sealed"] and row["format"] == "thin" and row["verified"]
     assert 0 < row["size_bytes"] < 4 * 8 << 20  # thin: less than the disks' full size
     r = hotvcb(host, "list", "-g", str(conf))
     assert VM in r.out and "VERIFIED" in r.out
@@ -209,7 +210,7 @@ def test_backup_after_2000_and_latest(site, tmp_path):
     r = hotvcb(host, "list", vm, "-g", str(conf), "--json")
     rows = json.loads(r.stdout.decode())["backups"]
     assert [(x["time"], x["status"]) for x in rows] == [
-        ("2020-03-04T09:10:11", "ok"), ("2020-03-04T21:45:10", "ok"), ("2020-03-04T22:00:00", "partial")]
+        ("2020-03-04T09:10:11", "good"), ("2020-03-04T21:45:10", "good"), ("2020-03-04T22:00:00", "partial")]
     r = hotvcb(host, "restore", "--latest", vm, "-g", str(conf), "--datastore", "datastore1", "--name", "Abend", "-d", "1")
     assert r.returncode == 0 and "RESTORE: %s" % evening in r.out, r.out
     f = restore_file(host, tmp_path, ["%s;/vmfs/volumes/datastore1;3;Morgen" % morning])

@@ -1,6 +1,5 @@
 """`hotvcb backup`: ghettoVCB's flags, hotvcb's guarantees."""
 
-import os
 import socket
 
 from .. import interrupt, namelist, notify
@@ -8,7 +7,6 @@ from ..errors import HotvcbError, Interrupted, UsageError
 from ..jobs.backup import BackupJob
 from ..jobs.nfs import NfsTarget
 from ..jobs.outcome import final_status, report
-from ..store.lock import WorkLock
 from . import common
 
 
@@ -33,23 +31,23 @@ def run(args) -> int:
     settings, log = common.load(args)
     dry_run = args.level == "dryrun"
     interrupt.install()
-    lock = WorkLock(args.workdir, log.warning)
     code = 1
     status = "ERROR: did not start"
     results = []  # type: list
+    lock = None
     try:
-        lock.acquire()
         host = common.connect()
+        lock, run = common.lock_host(host, log)
         log.info("============================== hotvcb LOG START ==============================")
-        log.info("HOST: %s (%s), job %s, pid %d" % (
-            host.shell.description, host.describe(), args.job_name, os.getpid()))
+        log.info("HOST: %s (%s), job %s, %s" % (host.shell.description, host.describe(), args.job_name, run))
         log.info("CONFIG: %s; backups to %s as %s, keep %d" % (
             args.global_conf or "built-in defaults", settings.vm_backup_volume,
             settings.disk_backup_format, settings.vm_backup_rotation_count))
         if dry_run:
             log.info("DRY RUN: nothing will be changed")
         with NfsTarget(host, settings, log, dry_run) as run_settings:
-            job = BackupJob(host, run_settings, log, confdir=args.confdir, dry_run=dry_run, job_name=args.job_name)
+            job = BackupJob(host, run_settings, log, run, lock=lock, confdir=args.confdir, dry_run=dry_run,
+                            job_name=args.job_name)
             results = job.run(names, exclude)
         status, code = final_status(results, dry_run)
         for r in results:
@@ -60,7 +58,8 @@ def run(args) -> int:
         log.error(str(err))
         status, code = "ERROR: %s" % err, err.exit_code
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
     log.info("###### Final status: %s ######" % status)
     log.info("============================== hotvcb LOG END ================================")
     notify.send_report(

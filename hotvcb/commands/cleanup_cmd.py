@@ -1,14 +1,13 @@
-"""`hotvcb cleanup`: remove what a killed run left behind (ours only)."""
+"""`hotvcb cleanup`: undo what a killed run left behind (a dead run's only)."""
 
 from .. import interrupt
-from ..jobs.backup import SNAPSHOT_PREFIX
 from ..jobs.leftovers import cleanup_host
-from ..store.lock import WorkLock
 from . import common
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("cleanup", help="remove leftover hotvcb snapshots and unfinished backups")
+    p = subparsers.add_parser("cleanup", help="remove leftover hotvcb snapshots and unfinished backups, "
+                              "power on VMs a killed run left off")
     common.add_host_options(p)
     p.set_defaults(handler=run)
 
@@ -16,7 +15,11 @@ def register(subparsers) -> None:
 def run(args) -> int:
     settings, log = common.load(args)
     interrupt.install()
-    with WorkLock(args.workdir, log.warning):
-        n = cleanup_host(common.connect(), settings.vm_backup_volume, log, SNAPSHOT_PREFIX, args.level == "dryrun")
+    host = common.connect()
+    lock, me = common.lock_host(host, log)
+    try:
+        n = cleanup_host(host, settings.vm_backup_volume, log, me, args.level == "dryrun")
+    finally:
+        lock.release()
     log.info("cleanup: %d leftover(s) %s" % (n, "found" if args.level == "dryrun" else "removed"))
     return 0

@@ -4,11 +4,14 @@ import argparse
 from typing import Optional, Tuple
 
 from .. import config
+from ..errors import HostError, LockError
 from ..hosts.esxi import EsxiHost
 from ..hosts.qemu import QemuHost
+from ..runid import RunId
 from ..runlog import RunLog
 from ..settings import Settings
 from ..shell import LocalShell
+from ..store.lock import HostLock, host_id
 from ..sshshell import SshShell, SshTarget
 
 DEFAULT_WORKDIR = "/tmp/hotvcb.work"
@@ -21,7 +24,8 @@ def add_host_options(parser: argparse.ArgumentParser) -> None:
         "-d", dest="level", default="info", choices=("info", "debug", "dryrun"),
         help="log level; dryrun shows what would happen and changes nothing",
     )
-    parser.add_argument("-w", dest="workdir", metavar="DIR", default=DEFAULT_WORKDIR, help="work/lock directory")
+    parser.add_argument("-w", dest="workdir", metavar="DIR", default=DEFAULT_WORKDIR,
+                        help="work directory (the run lock lives on the host, whatever -w says)")
 
 
 def load(args) -> Tuple[Settings, RunLog]:
@@ -31,6 +35,16 @@ def load(args) -> Tuple[Settings, RunLog]:
     for w in warnings:
         log.warning(w)
     return settings, log
+
+
+def lock_host(host, log) -> Tuple[HostLock, RunId]:
+    """Take the host's run lock: one run per host, whatever -w or machine it runs from."""
+    run = RunId.new()
+    try:
+        run = run.on_host(host_id(host.shell, host.run_dir))
+    except HostError as err:
+        raise LockError("cannot set up the run lock in %s on the host: %s" % (host.run_dir, err)) from err
+    return HostLock(host.shell, host.run_dir, run, log.warning).acquire(), run
 
 
 _remote = None  # type: Optional[SshTarget]

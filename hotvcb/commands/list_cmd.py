@@ -4,14 +4,18 @@ A table on a terminal (or whenever --json is not given); `--json` prints one
 JSON document for scripts and monitoring:
 
     {"volume": path, "backups": [{"vm", "name", "path", "time", "age_seconds",
-      "size_bytes", "format", "status", "sealed", "compressed", "manifest",
-      "verified", "verify_error"}, ...]}
+      "size_bytes", "format", "status", "good", "reason", "sealed", "compressed",
+      "manifest", "verified", "verify_error"}, ...]}
 
-status is the folder's state: ok | warn | error (sealed), incomplete (no
-STATUS file: killed, or a foreign folder), partial (ours, being written or
-killed). size_bytes is what the files take on disk (thin disks count only
-their allocated blocks). format comes from the manifest, or for ghettoVCB
-backups from the first disk descriptor (thin | 2gbsparse | thick).
+status is store/health.py's verdict, the same one rotation and restore use:
+good, unverifiable (a ghettoVCB backup: good, nothing to check against),
+warn, error, damaged (a file missing, or verify found damage), empty (no
+disk), incomplete (no STATUS file), partial (being written, or left by a
+killed run), deleting (being removed by rotation). `good` is true for the
+first two; `reason` says why a backup is not good. size_bytes is what the
+files take on disk (thin disks count only their allocated blocks). format
+comes from the manifest, or for ghettoVCB backups from the first disk
+descriptor (thin | 2gbsparse | thick).
 """
 
 import json
@@ -21,7 +25,7 @@ from typing import Any, Dict, List, Optional
 
 from .. import config, vmdk
 from ..errors import HostError
-from ..store import layout, manifest
+from ..store import health, layout, manifest
 from ..units import human_size
 from . import common
 
@@ -58,14 +62,16 @@ def backup_rows(shell, volume: str, vm: Optional[str] = None, now: Optional[date
 
 
 def describe(shell, b: "layout.BackupSet", now: datetime) -> Dict[str, Any]:
-    data = None
-    error = None
-    if not b.compressed:
+    verdict = health.judge(shell, b)
+    data = verdict.manifest
+    error = verdict.reason if verdict.state == "damaged" else None
+    if data is None and not b.compressed and verdict.state not in ("partial", "deleting"):
         try:
             data = manifest.load(shell, b.path)
-        except (ValueError, HostError) as err:
-            error = "manifest unreadable: %s" % err
-    fmt = (data or {}).get("disk_format") or (None if b.compressed else _detect_format(shell, b.path))
+        except (ValueError, HostError):
+            data = None
+    listable = not b.compressed and verdict.state not in ("partial", "deleting")
+    fmt = (data or {}).get("disk_format") or (_detect_format(shell, b.path) if listable else None)
     return {
         "vm": b.vm,
         "name": b.name,
@@ -74,12 +80,14 @@ def describe(shell, b: "layout.BackupSet", now: datetime) -> Dict[str, Any]:
         "age_seconds": int((now - b.when).total_seconds()),
         "size_bytes": _usage(shell, b.path),
         "format": fmt,
-        "status": b.status,
-        "sealed": b.status in ("ok", "warn", "error"),
+        "status": verdict.state,
+        "good": verdict.good,
+        "reason": verdict.reason,
+        "sealed": verdict.state not in ("incomplete", "partial", "deleting"),
         "compressed": b.compressed,
         "manifest": data is not None,
-        "verified": (data or {}).get("verified"),
-        "verify_error": ((data or {}).get("verify_error") or {}).get("message") or error,
+        "verified": verdict.verified or (data or {}).get("verified"),
+        "verify_error": error,
     }
 
 

@@ -17,7 +17,7 @@ from ..errors import HotvcbError, Interrupted, UsageError
 from ..jobs.restore import RestoreJob
 from ..restorefile import BadLine, RestoreRequest, disk_format, read_restore_file, trim_path
 from ..runlog import RunLog
-from ..store import layout
+from ..store import health, layout
 from . import common
 
 LEVELS = {"0": "info", "info": "info", "1": "dryrun", "dryrun": "dryrun", "2": "dryrun2", "debug": "debug"}
@@ -60,7 +60,9 @@ def requests_from(args, settings) -> list:
     target = args.datastore if args.datastore.startswith("/") else "/vmfs/volumes/" + args.datastore
     backup = args.backup
     if args.latest:
-        good = [b for b in layout.list_backups(common.connect().shell, settings.vm_backup_volume, args.latest) if b.good]
+        shell = common.connect().shell
+        good = [b for b in layout.list_backups(shell, settings.vm_backup_volume, args.latest)
+                if health.judge(shell, b).good]
         if not good:
             raise UsageError("no good backup of %r under %s" % (args.latest, settings.vm_backup_volume))
         backup = good[-1].path

@@ -5,8 +5,8 @@ VM; --all every sealed backup under VM_BACKUP_VOLUME. For each damaged backup
 the first bad file and byte range are printed. The time of a successful check
 is recorded in the manifest (see jobs/verify.py).
 Exit codes: 0 nothing damaged (ghettoVCB backups without a manifest are
-reported as unverifiable, not as damaged), 4 some backups damaged, 6 all
-checked backups damaged, 1 usage.
+reported as unverifiable, not as damaged), 4 some backups damaged or
+incomplete (no STATUS file), 6 all of them, 1 usage.
 """
 
 import json
@@ -46,7 +46,7 @@ def targets(shell, volume: str, target, all_backups: bool):
         if target and not found:
             raise UsageError("no backups of %r under %s" % (name, volume))
         for b in found:
-            if b.status in ("ok", "warn"):
+            if b.status in ("ok", "warn", "archived"):
                 paths.append(b.path)
             else:
                 skipped.append("%s: %s, not checked" % (b.path, b.status))
@@ -74,14 +74,14 @@ def run(args) -> int:
     if not args.json:
         for s in skipped:
             print("skipped %s" % s)
-    damaged = [r for r in results if r.status == "damaged"]
+    damaged = [r for r in results if not r.ok]
     if args.json:
         print(json.dumps({"results": [{
             "path": r.path, "status": r.status, "files": r.files, "bytes": r.bytes, "message": r.message,
             "problems": [{"file": p.file, "message": p.message, "first": p.first, "last": p.last} for p in r.problems],
             "notes": r.notes} for r in results], "skipped": skipped}, indent=2, ensure_ascii=False))
     else:
-        print("%d backup(s) checked, %d damaged" % (len(results), len(damaged)))
+        print("%d backup(s) checked, %d damaged or incomplete" % (len(results), len(damaged)))
     if not damaged:
         return 0
     return 6 if len(damaged) == len(results) else 4

@@ -29,6 +29,7 @@ class Hypervisor(Protocol):
     shell: LocalShell
     kind: str
     formats: Tuple[str, ...]  # the DISK_BACKUP_FORMAT values this driver can write
+    run_dir: str  # folder on the host for its run lock and host id (store/lock.py)
 
     def describe(self) -> str: ...
 

@@ -106,6 +106,7 @@ class QemuHost:
 
     def __init__(self, shell, qmp_dir: str, qemu_img: str = qemuimg.QEMU_IMG, qmp_timeout: float = QMP_TIMEOUT):
         self.shell, self.qmp_dir = shell, qmp_dir.rstrip("/") or "/"
+        self.run_dir = self.qmp_dir  # the run lock sits beside the VMs it guards
         self.qemu_img, self.qmp_timeout = qemu_img, qmp_timeout
         self._formats = {}  # type: Dict[str, str]  # image path -> format, from load_vm
 

@@ -5,30 +5,28 @@ Each VM goes through explicit states so cleanup knows what to undo:
     resolved -> [powered down] -> snapshotted -> copied -> consolidated -> sealed
 
 Whatever happens after `snapshotted` (a failed copy, a timeout, SIGTERM,
-Ctrl-C), cleanup removes the snapshot *we* made, by id. A
-SIGKILL cannot be caught, so our snapshots carry the recognisable prefix
-SNAPSHOT_PREFIX and the next run (or `hotvcb cleanup`) removes leftovers
-with that prefix; other snapshots are never touched.
+Ctrl-C), cleanup removes the snapshot *we* made, by id. A SIGKILL cannot be
+caught, so our snapshots carry the prefix SNAPSHOT_PREFIX and our run's
+record in their description; the next run (or `hotvcb cleanup`), holding the
+host's run lock, removes those of other runs (jobs/leftovers.py); other
+snapshots are never touched.
 """
 
-import os
-import socket
 import time
 from datetime import datetime
 from typing import Dict, List, Optional, Sequence
 
-from .. import config, interrupt
-from ..errors import AmbiguousVm, HotvcbError, Interrupted, VmNotFound
+from .. import config, crashpoint, interrupt
+from ..errors import AmbiguousVm, HotvcbError, Interrupted, SnapshotError, VmNotFound
 from ..model import DiskResult, Vm, VmRef, VmResult
+from ..runid import RunId
 from ..runlog import RunLog
 from ..settings import Settings
 from ..units import human_size
 from ..store import layout
-from ..store.seal import Sealer
-from .leftovers import remove_our_snapshots, remove_partials
+from ..store.seal import Sealer, base_name
+from .leftovers import SNAPSHOT_PREFIX, remove_our_snapshots, remove_partials, restore_power
 from .power import PowerControl
-
-SNAPSHOT_PREFIX = "hotvcb-snapshot-"
 
 
 class BackupJob:
@@ -37,14 +35,18 @@ class BackupJob:
         host,
         settings: Settings,
         log: RunLog,
+        run: RunId,
         *,
+        lock=None,
         confdir: Optional[str] = None,
         dry_run: bool = False,
         job_name: str = "hotvcb",
     ):
-        self.host, self.settings, self.log = host, settings, log
+        """`run` is this run's record (its host id set); `lock` the HostLock held for it,
+        whose heartbeat keeps our -partial folders visibly alive."""
+        self.host, self.settings, self.log, self.run_id, self.lock = host, settings, log, run, lock
         self.confdir, self.dry_run, self.job_name = confdir, dry_run, job_name
-        self.power = PowerControl(host, log)
+        self.power = PowerControl(host, log, run)
 
     # -- selection -----------------------------------------------------------
     def select(self, names: Optional[Sequence[str]], exclude: Sequence[str]) -> List[object]:
@@ -81,18 +83,18 @@ class BackupJob:
     def run(self, names: Optional[Sequence[str]], exclude: Sequence[str] = ()) -> List[VmResult]:
         targets = self.select(names, exclude)
         results = []  # type: List[VmResult]
-        ordered_down = self.power.shutdown_in_order(targets, self.settings, self.dry_run)
         try:
+            self.power.shutdown_in_order(targets, self.settings, self.dry_run)
             for target in targets:
                 if isinstance(target, (VmNotFound, AmbiguousVm)):
                     self.log.error(str(target))
                     results.append(VmResult(name=target.name, status="error", message=str(target)))
                     continue
-                results.append(self.backup_one(target, skip_power=target.name in ordered_down))
+                results.append(self.backup_one(target, skip_power=target.name in self.power.ordered_down))
                 if interrupt.pending():
                     interrupt.raise_pending()
         finally:
-            self.power.start_in_order(ordered_down, self.settings)
+            self.power.start_in_order(self.settings)
         return results
 
     def backup_one(self, ref: VmRef, skip_power: bool = False) -> VmResult:
@@ -136,21 +138,24 @@ class _VmBackup:
         self.vm = None  # type: Optional[Vm]
         self.snapshot = None
         self.snapshot_name = None  # type: Optional[str]  # asked for, whether or not it showed up
+        self.snapshot_refused = False  # the host said no: nothing will show up late
         self.powered_down = False
         self.sealer = None  # type: Optional[Sealer]
 
     def run(self) -> None:
         vm = self.vm = self.host.load_vm(self.ref)
-        if remove_our_snapshots(self.host, vm, self.log, SNAPSHOT_PREFIX, self.job.dry_run):
+        run, dry = self.job.run_id, self.job.dry_run
+        if remove_our_snapshots(self.host, vm, self.log, run, dry):
             vm = self.vm = self.host.load_vm(self.ref)  # its disks no longer point at our deltas
+        restore_power(self.host, vm, self.log, run, dry)
         disks = self._disks_to_copy(vm)
         self._preflight(vm, disks)
-        if self.job.dry_run:
+        if dry:
             self._dry_run(vm, disks)
             self.result.status = "ok"
             return
-        self.sealer = Sealer(self.host.shell, self.s, vm, self.started, self.log)
-        remove_partials(self.host.shell, self.s.vm_backup_volume, vm.name, self.log)
+        self.sealer = Sealer(self.host.shell, self.s, vm, self.started, self.log, run, self.job.lock)
+        remove_partials(self.host.shell, self.s.vm_backup_volume, vm.name, self.log, run)
         self.sealer.begin()
         try:
             self.sealer.copy_config_files()
@@ -170,15 +175,35 @@ class _VmBackup:
 
     # -- steps ---------------------------------------------------------------
     def _disks_to_copy(self, vm: Vm):
+        """The disks to copy; none at all fails the VM before any change.
+
+        A backup without a disk is no backup: sealed as OK it would let
+        rotation delete the real ones. VMDK_FILES_TO_BACKUP names match a
+        disk's file name or, for a disk running on a snapshot delta, its
+        base name (the name the backup gives it).
+        """
         wanted = [n for n in self.s.vmdk_files_to_backup if n.lower() != "all"]
         out = []
+        matched = set()
         for disk in vm.disks:
+            names = {disk.filename, base_name(disk.filename)}
             if disk.skip_reason:
                 self.log.warning("%s: skipping %s (%s): %s" % (vm.name, disk.key, disk.filename, disk.skip_reason))
-            elif wanted and disk.filename not in wanted:
+            elif wanted and not names & set(wanted):
                 self.log.info("%s: %s not in VMDK_FILES_TO_BACKUP, skipping" % (vm.name, disk.filename))
             else:
+                matched |= names
                 out.append(disk)
+        unknown = [n for n in wanted if n not in matched and all(n not in (d.filename, base_name(d.filename)) for d in vm.disks)]
+        if unknown:
+            self.log.warning("%s: VMDK_FILES_TO_BACKUP names %s, which this VM does not have (its disks: %s)"
+                             % (vm.name, ", ".join(unknown), ", ".join(d.filename for d in vm.disks) or "none"))
+        if not out:
+            why = "every disk was skipped" if vm.disks else "the VM has no disk"
+            if wanted:
+                why = "VMDK_FILES_TO_BACKUP=%s matches none of its disks (%s)" % (
+                    ",".join(wanted), ", ".join(d.filename for d in vm.disks) or "none")
+            raise HotvcbError("%s: nothing to back up: %s" % (vm.name, why))
         return out
 
     def _preflight(self, vm: Vm, disks) -> None:
@@ -226,12 +251,17 @@ class _VmBackup:
 
     def _snapshot(self, vm: Vm) -> None:
         name = self.snapshot_name = SNAPSHOT_PREFIX + self.started.strftime(layout.TS_FORMAT)
-        desc = "hotvcb backup, job %s, pid %d, host %s" % (self.job.job_name, os.getpid(), socket.gethostname())
+        desc = "hotvcb backup %s, job %s" % (self.job.run_id.text(), self.job.job_name)
         self.log.info("Creating Snapshot \"%s\" for %s" % (name, vm.name))
-        self.snapshot = self.host.create_snapshot(
-            vm, name, desc, self.s.vm_snapshot_memory, self.s.vm_snapshot_quiesce, self.s.snapshot_timeout * 60.0
-        )
+        try:
+            self.snapshot = self.host.create_snapshot(
+                vm, name, desc, self.s.vm_snapshot_memory, self.s.vm_snapshot_quiesce, self.s.snapshot_timeout * 60.0
+            )
+        except SnapshotError:
+            self.snapshot_refused = True
+            raise
         self.log.debug("%s: snapshot id %s" % (vm.name, self.snapshot.id))
+        crashpoint.reached("snapshot-created")
 
     def _copy_disks(self, vm: Vm, disks) -> None:
         fmt = self.s.disk_backup_format
@@ -250,6 +280,7 @@ class _VmBackup:
                 self.log.info("%s: %s done in %d s (%.1f MB/s)" % (vm.name, disk.filename, took, capacity / 1e6 / max(took, 0.001)))
                 rel = [self.sealer.relative(folder + "/" + f) for f in files]
                 self.result.disks.append(DiskResult(disk, True, rel, seconds=took))
+                crashpoint.reached("disk-copied-%d" % len(self.result.disks))
             except Interrupted:
                 raise
             except HotvcbError as err:
@@ -261,12 +292,14 @@ class _VmBackup:
         """Undo what we did, in reverse: snapshot, power, then seal or discard."""
         errors = []
         if self.snapshot is None and self.snapshot_name is not None:
-            self.snapshot = self._late_snapshot()
+            self.snapshot = self._late_snapshot(wait=not self.snapshot_refused)
         if self.snapshot is not None:
             try:
                 self.log.info("Removing snapshot %s (id %s) from %s" % (self.snapshot.name, self.snapshot.id, self.vm.name))
+                crashpoint.reached("removing-snapshot")
                 self.host.remove_snapshot(self.vm, self.snapshot, self.s.snapshot_remove_timeout * 60.0)
                 self.snapshot = None
+                crashpoint.reached("snapshot-removed")
             except HotvcbError as err:
                 errors.append("snapshot %s could NOT be removed: %s -- remove it by hand" % (self.snapshot.id, err))
                 self.log.error("%s: %s" % (self.vm.name, errors[-1]))
@@ -285,13 +318,14 @@ class _VmBackup:
                 raise
         self._discard("; ".join(errors) or self.result.message or "; ".join(d.error for d in disks if not d.ok))
 
-    def _late_snapshot(self):
+    def _late_snapshot(self, wait: bool):
         """Our snapshot, if it shows up after we gave up on it (hostd finished the task late).
 
         Waits as long again as SNAPSHOT_TIMEOUT allowed, at most a minute:
-        removing it now beats leaving it to grow until the next run.
+        removing it now beats leaving it to grow until the next run. When the
+        host refused the snapshot outright, one look is enough.
         """
-        deadline = time.monotonic() + min(60.0, self.s.snapshot_timeout * 60.0)
+        deadline = time.monotonic() + (min(60.0, self.s.snapshot_timeout * 60.0) if wait else 0.0)
         while True:
             try:
                 mine = [x for x in self.host.snapshots(self.vm, interruptible=False) if x.name == self.snapshot_name]

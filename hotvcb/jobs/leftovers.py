@@ -1,86 +1,136 @@
-"""Find and remove what a killed run left behind — ours only.
+"""Find and undo what a dead run left behind — only what provably belongs to a dead run.
 
 A SIGKILLed or power-cut run leaves its snapshot on the VM (which grows
-until the datastore is full) and a `-partial` backup folder. Both carry names
-only hotvcb makes, so they can be found and removed without ever touching a
-user's own snapshots or a finished backup.
+until the datastore is full), maybe a VM it powered off, and a `-partial`
+backup folder. Each carries its run's record (runid.py): in the snapshot
+description, in the power-off marker, in the folder's owner file.
+
+Why each removal is safe:
+- Snapshots and power-off markers live on the host, and every run that makes
+  them holds that host's lock (store/lock.py) for as long as they exist. We
+  hold it now, so one of ours made by any other run is a dead run's.
+- `-partial` folders live on the backup volume, which other hosts may share.
+  A folder whose record names this host (and another run) is a dead run's,
+  for the same reason. One of another host is dead only when its owner file
+  has missed its heartbeats for lock.STALE_AFTER seconds.
+User snapshots (any other name) and finished backups are never touched.
 """
 
-import os
-import socket
-
 from ..errors import HotvcbError
-from ..pids import alive
+from ..runid import RunId, parse
 from ..store import layout
-from ..store.seal import owner_of
+from ..store.lock import STALE_AFTER
+from ..store.rotation import finish_deleting
+from ..store.seal import OWNER, owner_of
+
+SNAPSHOT_PREFIX = "hotvcb-snapshot-"
+POWER_MARKER = ".hotvcb-powered-off"  # in the VM's folder while we hold it powered off
 
 
-def remove_our_snapshots(host, vm, log, prefix: str, dry_run: bool = False) -> int:
+def remove_our_snapshots(host, vm, log, run: RunId, dry_run: bool = False) -> int:
     removed = 0
     for snap in host.snapshots(vm):
-        if not snap.name.startswith(prefix):
+        if not snap.name.startswith(SNAPSHOT_PREFIX):
             continue
-        if dry_run:
-            log.info("%s: would remove leftover hotvcb snapshot %r (id %s)" % (vm.name, snap.name, snap.id))
+        owner = parse(snap.description)
+        if owner is not None and owner.run == run.run:
             continue
-        log.warning(
-            "%s: found leftover snapshot %r (id %s) from an earlier hotvcb run that did not finish; removing it"
-            % (vm.name, snap.name, snap.id)
-        )
-        host.remove_snapshot(vm, snap, 30 * 60.0)
+        who = str(owner) if owner else "an earlier hotvcb run"
         removed += 1
+        if dry_run:
+            log.info("%s: would remove leftover snapshot %r (id %s) of %s" % (vm.name, snap.name, snap.id, who))
+            continue
+        log.warning("%s: found leftover snapshot %r (id %s) of %s, which did not finish; removing it"
+                    % (vm.name, snap.name, snap.id, who))
+        host.remove_snapshot(vm, snap, 30 * 60.0)
     return removed
 
 
-def remove_partials(shell, volume: str, vm_name: str, log, dry_run: bool = False) -> int:
-    """Delete this host's -partial folders and temp archives; call only under the lock.
-
-    A backup volume may be shared (NFS) by several hosts: a -partial folder
-    written by another host may be a live backup, so it is only reported.
-    """
-    removed = 0
-    me = socket.gethostname()
-    for b in layout.list_backups(shell, volume, vm_name):
-        if b.status == "partial":
-            owner = owner_of(shell, b.path)
-            if not _ours_and_dead(owner, me):
-                log.info("%s: %s is being written (or was left) by %s; leaving it" % (vm_name, b.path, owner))
-                continue
-            if dry_run:
-                log.info("%s: would remove unfinished backup %s" % (vm_name, b.path))
-                continue
-            log.warning("%s: removing unfinished backup %s left by a run that died" % (vm_name, b.path))
-            shell.remove_tree(b.path)
-            removed += 1
-    root = layout.vm_root(volume, vm_name)
-    if shell.isdir(root):
-        for entry in shell.listdir(root):
-            if entry.startswith(".") and entry.endswith(".gz.tmp") and not dry_run:
-                shell.remove_tree(root + "/" + entry)
-    return removed
+def power_marker(vm) -> str:
+    return vm.folder + "/" + POWER_MARKER
 
 
-def _ours_and_dead(owner: str, me: str) -> bool:
-    """A -partial folder of this host whose writer is gone (we hold the lock)."""
-    parts = owner.split()
-    if parts[:1] == ["unknown"]:
-        return True  # died before it could even record its owner
-    if len(parts) != 2 or parts[0] != me or not parts[1].isdigit():
+def mark_powered_off(host, vm, run: RunId) -> None:
+    host.shell.write_text(power_marker(vm), run.text() + "\n")
+
+
+def clear_power_mark(host, vm) -> None:
+    host.shell.remove_tree(power_marker(vm))
+
+
+def restore_power(host, vm, log, run: RunId, dry_run: bool = False) -> bool:
+    """Power on a VM that a dead run powered off for its backup; True if there was one."""
+    path = power_marker(vm)
+    if not host.shell.exists(path):
         return False
-    pid = int(parts[1])
-    if pid == os.getpid():
+    owner = parse(host.shell.read_text(path))
+    if owner is not None and owner.run == run.run:
+        return False
+    who = str(owner) if owner else "an earlier hotvcb run"
+    state = host.power_state(vm)
+    if dry_run:
+        log.info("%s: %s powered it off for a backup and did not finish; would power it on (now %s)" % (vm.name, who, state))
         return True
-    return not alive(pid)  # alive: a run on another host that shares our hostname
+    if state == "on":
+        log.info("%s: %s powered it off for a backup and did not finish; it is on again" % (vm.name, who))
+    else:
+        log.warning("%s: %s powered it off for a backup and did not finish; powering it on" % (vm.name, who))
+        host.power_on(vm)
+    clear_power_mark(host, vm)
+    return True
 
 
-def cleanup_host(host, volume: str, log, prefix: str, dry_run: bool = False) -> int:
-    """`hotvcb cleanup`: every VM on the host, every leftover of ours."""
+def remove_partials(shell, volume: str, vm_name: str, log, run: RunId, dry_run: bool = False) -> int:
+    """Delete the -partial folders (and temp archives) of dead runs; call only under the host lock."""
+    removed = 0
+    for b in layout.list_backups(shell, volume, vm_name):
+        if b.status != "partial":
+            continue
+        if not _partial_dead(shell, b.path, run):
+            log.info("%s: %s is being written by %s; leaving it" % (vm_name, b.path, owner_of(shell, b.path)))
+            continue
+        removed += 1
+        if dry_run:
+            log.info("%s: would remove unfinished backup %s" % (vm_name, b.path))
+            continue
+        log.warning("%s: removing unfinished backup %s left by a run that died" % (vm_name, b.path))
+        shell.remove_tree(b.path)
+    root = layout.vm_root(volume, vm_name)
+    if shell.isdir(root) and not dry_run:
+        for entry in shell.listdir(root):
+            if entry.startswith(".") and entry.endswith(".gz.tmp"):
+                partial = root + "/" + entry[1 : -len(".gz.tmp")] + layout.PARTIAL
+                if not shell.exists(partial) or _partial_dead(shell, partial, run):
+                    shell.remove_tree(root + "/" + entry)
+        finish_deleting(shell, volume, vm_name, log)
+    return removed
+
+
+def _partial_dead(shell, partial: str, run: RunId) -> bool:
+    owner_file = partial + "/" + OWNER
+    try:
+        owner = parse(shell.read_text(owner_file)) if shell.exists(owner_file) else None
+    except HotvcbError:
+        owner = None
+    if owner is not None:
+        if owner.run == run.run:
+            return False
+        if owner.host and owner.host == run.host:
+            return True  # this host's run, and we hold this host's lock
+    age = shell.age(owner_file) if shell.exists(owner_file) else shell.age(partial)
+    return age is None or age > STALE_AFTER
+
+
+def cleanup_host(host, volume: str, log, run: RunId, dry_run: bool = False) -> int:
+    """`hotvcb cleanup`: every VM on the host, every leftover of a dead run."""
     count = 0
     for ref in host.list_vms():
         try:
             vm = host.load_vm(ref)
-            count += remove_our_snapshots(host, vm, log, prefix, dry_run)
-            count += remove_partials(host.shell, volume, ref.name, log, dry_run)
+            count += remove_our_snapshots(host, vm, log, run, dry_run)
+            count += int(restore_power(host, vm, log, run, dry_run))
+            count += remove_partials(host.shell, volume, ref.name, log, run, dry_run)
         except HotvcbError as err:
             log.error("%s: cleanup failed: %s" % (ref.name, err))
     return count
+

@@ -3,26 +3,34 @@
 ghettoVCB's semantics, with bounded waits: a clean shutdown through VMware
 Tools, a hard power off after ITER_TO_WAIT_SHUTDOWN minutes if
 ENABLE_HARD_POWER_OFF=1, and giving up on the VM after POWER_DOWN_TIMEOUT
-minutes. A VM we powered off is always powered on again, also after errors.
+minutes. A VM we powered off is always powered on again, also after errors
+and interrupts; from the shutdown request until it is on again a marker in
+its folder names our run, so if this run is killed the next run (or
+`hotvcb cleanup`) powers it on (jobs/leftovers.py).
 """
 
 import time
 from typing import List
 
-from .. import interrupt
+from .. import crashpoint, interrupt
 from ..errors import HotvcbError, TimeoutExpired
+from ..runid import RunId
+from .leftovers import clear_power_mark, mark_powered_off
 
 POLL = 1.0
 
 
 class PowerControl:
-    def __init__(self, host, log):
-        self.host, self.log = host, log
+    def __init__(self, host, log, run: RunId):
+        self.host, self.log, self.run = host, log, run
         self._loaded = {}  # name -> Vm powered down by shutdown_in_order
+        self.ordered_down = []  # type: List[str]  # by shutdown_in_order, to start again
 
     def power_down(self, vm, s) -> None:
         """Shut the guest down, bounded; raises TimeoutExpired when it will not go off."""
         self.log.info("Powering off initiated for %s, backup will not begin until VM is off..." % vm.name)
+        mark_powered_off(self.host, vm, self.run)
+        crashpoint.reached("powering-down")
         try:
             self.host.shutdown(vm)
         except HotvcbError as err:
@@ -56,22 +64,32 @@ class PowerControl:
             return
         if state == "on":
             self.log.info("%s is still powered on" % vm.name)
-            return
-        self.power_on(vm)
+        elif not self.power_on(vm):
+            return  # the marker stays: the next run tries again
+        try:
+            clear_power_mark(self.host, vm)
+        except HotvcbError as err:
+            self.log.warning("%s: could not remove %s: %s" % (vm.name, vm.folder, err))
 
-    def power_on(self, vm) -> None:
+    def power_on(self, vm) -> bool:
         try:
             self.log.info("Powering on %s" % vm.name)
             self.host.power_on(vm)
+            return True
         except HotvcbError as err:
             self.log.error("%s: could NOT be powered on again: %s -- start it by hand" % (vm.name, err))
+            return False
 
-    def shutdown_in_order(self, targets, settings, dry_run: bool) -> List[str]:
-        """VM_SHUTDOWN_ORDER: power those VMs down, in that order, before any backup."""
+    def shutdown_in_order(self, targets, settings, dry_run: bool) -> None:
+        """VM_SHUTDOWN_ORDER: power those VMs down, in that order, before any backup.
+
+        Each is in `ordered_down` from its shutdown request on, so an interrupt
+        halfway still starts every VM that went down (start_in_order in finally).
+        """
         if not (settings.power_vm_down_before_backup and settings.vm_shutdown_order) or dry_run:
-            return []
+            return
         by_name = {t.name: t for t in targets if not isinstance(t, Exception)}
-        down = []
+        down = self.ordered_down
         for name in settings.vm_shutdown_order:
             ref = by_name.get(name)
             if ref is None:
@@ -84,11 +102,12 @@ class PowerControl:
                     self.power_down(vm, settings)
                 except HotvcbError as err:
                     self.log.error("%s: %s" % (name, err))
-        return down
 
-    def start_in_order(self, names: List[str], settings) -> None:
+    def start_in_order(self, settings) -> None:
         """VM_STARTUP_ORDER first, then any other VM we powered down."""
+        names = self.ordered_down
         order = [n for n in settings.vm_startup_order if n in names]
         order += [n for n in names if n not in order]
         for name in order:
             self.restore_on(self._loaded[name])
+        del self.ordered_down[:]

@@ -44,7 +44,7 @@ from ..errors import HostError, HotvcbError, Interrupted
 from ..model import Disk, Vm, VmRef
 from ..restorefile import RestoreRequest
 from ..shell import LocalShell
-from ..store import layout, manifest
+from ..store import health, layout, manifest
 from ..store.seal import base_name
 from ..vmx import VmxFile
 from ..units import human_size
@@ -229,7 +229,7 @@ class _Restore:
         if not self.job.verify:
             return
         self.log.info("Verifying checksums inside %s" % gz)
-        res = verify_gz(gz)
+        res = verify_gz(self.shell, gz, record=False)
         if res.status == "damaged":
             raise RestoreError("%s fails verification, not restoring it: %s" % (self.req.backup, res.problems[0]))
         self.log.info("Checksums: %s" % res.message)
@@ -256,6 +256,11 @@ class _Restore:
                 name, taken[0].vmid))
 
     def _check_sealed(self, fs, backup: str) -> None:
+        named = layout.from_path(self.shell, backup) if fs is self.shell or backup.endswith(".gz") else None
+        if named is not None:
+            verdict = health.judge(self.shell, named)
+            if not verdict.good:
+                raise RestoreError("%s is not a good backup (%s)" % (self.req.backup, verdict.reason))
         status = [s for s in layout.STATUS_FILES if fs.exists(backup + "/" + s)]
         if "STATUS.ok" in status:
             return

@@ -10,8 +10,12 @@ A successful check of a backup folder is recorded in its manifest
 (`"verified": iso time`, and `"verify_error"` cleared); a failed one records
 `"verify_error": {"at", "file", "message"}` and keeps the last good
 `verified` time. The manifest is rewritten atomically (Shell.write_text).
-A compressed backup is checked by streaming the archive; the result is not
-recorded (the archive cannot be rewritten in place).
+A compressed backup is checked by streaming the archive (through the
+Shell, so over SSH too); its result goes to the sidecar
+`<name>.gz.verify.json` (the archive cannot be rewritten in place). Either
+record is what store/health.py reads: a damaged backup is not good.
+A folder without a STATUS file never finished: it is "incomplete", a
+failure, not something verify can pass.
 
 Backups without a manifest (made by ghettoVCB) cannot be verified: they are
 reported as "unverifiable", which is not a failure.
@@ -24,8 +28,7 @@ from typing import Dict, List, Optional
 
 from .. import targz
 from ..errors import HostError
-from ..shell import LocalShell
-from ..store import layout, manifest
+from ..store import health, layout, manifest
 
 # Files a backup folder holds besides the ones the manifest lists.
 BOOKKEEPING = (manifest.MANIFEST,) + layout.STATUS_FILES
@@ -48,7 +51,7 @@ class Problem:
 @dataclass
 class VerifyResult:
     path: str
-    status: str = "ok"  # ok | damaged | unverifiable | skipped
+    status: str = "ok"  # ok | damaged | incomplete | unverifiable | skipped
     files: int = 0
     bytes: int = 0
     problems: List[Problem] = field(default_factory=list)
@@ -63,9 +66,7 @@ class VerifyResult:
 def verify_backup(shell, path: str, record: bool = True, progress=None) -> VerifyResult:
     """Check one backup folder or .gz against its manifest."""
     if path.endswith(".gz") and not shell.isdir(path):
-        if not isinstance(shell, LocalShell):
-            return VerifyResult(path, "unverifiable", message="compressed backups are checked on the host only")
-        return verify_gz(path)
+        return verify_gz(shell, path, record=record)
     return verify_folder(shell, path, record=record, progress=progress)
 
 
@@ -74,6 +75,10 @@ def verify_folder(shell, folder: str, record: bool = True, progress=None) -> Ver
     if not shell.isdir(folder):
         result.status, result.message = "damaged", "%s does not exist" % folder
         result.problems.append(Problem(folder, "backup folder is missing"))
+        return result
+    if not any(shell.exists(folder + "/" + s) for s in layout.STATUS_FILES):
+        result.status = "incomplete"
+        result.message = "no STATUS file: this backup never finished (or is not a backup)"
         return result
     try:
         data = manifest.load(shell, folder)
@@ -134,7 +139,7 @@ def compare(rel: str, entry: Dict, digest: "manifest.FileDigest") -> Optional[Pr
     return Problem(rel, "SHA-256 mismatch", *span)
 
 
-def verify_gz(path: str) -> VerifyResult:
+def verify_gz(shell, path: str, record: bool = True) -> VerifyResult:
     """Stream a compressed backup once, hashing each member, then compare."""
     result = VerifyResult(path)
     digests = {}  # type: Dict[str, manifest.FileDigest]
@@ -143,7 +148,8 @@ def verify_gz(path: str) -> VerifyResult:
         digests[rel] = manifest.digest_stream(tar.extractfile(info).read)
 
     try:
-        _top, members, texts = targz.scan(path, wanted=(lambda r: r == manifest.MANIFEST,), on_file=on_file)
+        _top, members, texts = targz.scan(path, wanted=(lambda r: r == manifest.MANIFEST,), on_file=on_file,
+                                          opener=shell.open_binary)
     except HostError as err:
         result.status, result.message = "damaged", str(err)
         result.problems.append(Problem(path.rsplit("/", 1)[-1], str(err)))
@@ -174,7 +180,8 @@ def verify_gz(path: str) -> VerifyResult:
         if m.rel not in files and m.rel not in BOOKKEEPING:
             result.notes.append("%s is not in the manifest" % m.rel)
     _finish(result)
-    result.notes.append("compressed backup: result not recorded")
+    if record:
+        _record_gz(shell, path, result)
     return result
 
 
@@ -186,7 +193,16 @@ def _finish(result: VerifyResult) -> None:
         result.message = "%d file(s), %d bytes intact" % (result.files, result.bytes)
 
 
-def _record(shell, folder: str, data: Dict, result: VerifyResult) -> None:
+def _record_gz(shell, path: str, result: VerifyResult) -> None:
+    data = health.read_gz_verify(shell, path)
+    _apply(data, result)
+    try:
+        shell.write_text(path + health.GZ_VERIFY_SUFFIX, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    except HostError as err:
+        result.notes.append("could not record the result: %s" % err)
+
+
+def _apply(data: Dict, result: VerifyResult) -> None:
     now = datetime.now().isoformat(timespec="seconds")
     if result.status == "ok":
         data["verified"] = now
@@ -194,6 +210,10 @@ def _record(shell, folder: str, data: Dict, result: VerifyResult) -> None:
     else:
         first = result.problems[0]
         data["verify_error"] = {"at": now, "file": first.file, "message": str(first)}
+
+
+def _record(shell, folder: str, data: Dict, result: VerifyResult) -> None:
+    _apply(data, result)
     try:
         shell.write_text(folder + "/" + manifest.MANIFEST, manifest.dumps(data))
     except HostError as err:

@@ -2,12 +2,16 @@
 
     <VOLUME>/<VM>/<VM>-YYYY-MM-DD_HH-MM-SS/     a backup (STATUS.ok|warn|error)
     <VOLUME>/<VM>/<VM>-YYYY-MM-DD_HH-MM-SS.gz   a compressed backup (tar+gzip)
-    <VOLUME>/<VM>/<VM>-YYYY-MM-DD_HH-MM-SS-partial/   ours, being written
+    <VOLUME>/<VM>/<VM>-YYYY-MM-DD_HH-MM-SS-partial/    ours, being written
+    <VOLUME>/<VM>/<VM>-YYYY-MM-DD_HH-MM-SS-deleting/   being removed by rotation
 
 Write order for a backup: files into the -partial folder, then hotvcb.json,
-then STATUS.*, then the rename to the final name. A reader trusts only a
-final-named folder with STATUS.ok; a -partial folder is a run that died
-(SIGKILL, power loss) and is removed by the next run, under the lock.
+then STATUS.*, then the rename to the final name. Deletion runs the other
+way: the rename to -deleting first (out of the good namespace in one atomic
+step), then the removal, which the next run finishes if this one is killed.
+Whether a final-named backup is good is health.py's answer, nobody else's; a
+-partial folder belongs to the run its owner file names (seal.py) and is
+removed only once that run is provably gone (jobs/leftovers.py).
 """
 
 import re
@@ -17,8 +21,9 @@ from typing import List, Optional
 
 TS_FORMAT = "%Y-%m-%d_%H-%M-%S"
 PARTIAL = "-partial"
+DELETING = "-deleting"
 STATUS_FILES = ("STATUS.ok", "STATUS.warn", "STATUS.error")
-_TS = re.compile(r"^(\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})(-partial|\.gz)?$")
+_TS = re.compile(r"^(\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})(-partial|-deleting|\.gz)?$")
 
 
 @dataclass
@@ -26,12 +31,8 @@ class BackupSet:
     vm: str
     path: str
     when: datetime
-    status: str  # ok | warn | error | incomplete | partial
+    status: str  # the STATUS file's word: ok | warn | error | incomplete | partial | deleting
     compressed: bool = False
-
-    @property
-    def good(self) -> bool:
-        return self.status == "ok"
 
     @property
     def name(self) -> str:
@@ -73,11 +74,27 @@ def list_backups(shell, volume: str, vm_name: str) -> List[BackupSet]:
         path = root + "/" + entry
         if m.group(2) == PARTIAL:
             found.append(BackupSet(vm_name, path, when, "partial"))
+        elif m.group(2) == DELETING:
+            found.append(BackupSet(vm_name, path, when, "deleting"))
         elif m.group(2) == ".gz":
-            found.append(BackupSet(vm_name, path, when, "ok", compressed=True))
+            # the STATUS file is inside the archive: health.judge reads it
+            found.append(BackupSet(vm_name, path, when, "archived", compressed=True))
         elif shell.isdir(path):
             found.append(BackupSet(vm_name, path, when, _status(shell, path)))
     return sorted(found, key=lambda b: (b.when, b.name))
+
+
+def from_path(shell, path: str) -> Optional[BackupSet]:
+    """The BackupSet a backup path names (`<VM>-<TS>[.gz]`), or None for another name."""
+    root, _, entry = path.rstrip("/").rpartition("/")
+    m = re.match(r"^(.+)-(\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})(-partial|-deleting|\.gz)?$", entry)
+    if not m:
+        return None
+    vm = m.group(1).replace("%2f", "/").replace("%25", "%") if "%2f" in m.group(1) else m.group(1)
+    for b in list_backups(shell, root.rpartition("/")[0] or "/", vm) if shell.isdir(root) else []:
+        if b.path == root + "/" + entry:
+            return b
+    return None
 
 
 def _status(shell, path: str) -> str:

@@ -1,73 +1,175 @@
-"""One run at a time: a lock file in the work directory.
+"""One run per hypervisor host: a lock that lives on the host it guards.
 
-Taken with O_EXCL so two runs cannot both win. It holds the owner's pid; a
-lock whose pid is gone (the run was SIGKILLed or the host rebooted) is stale
-and is taken over, with a line in the log saying so.
+A lock in the local work directory (`-w`) let a second run with another
+`-w`, `hotvcb cleanup` during the nightly job, or a second Linux box in SSH
+mode work on the same host at once and remove each other's snapshots. So the
+lock file sits on the host itself (the driver's `run_dir`: /var/run on ESXi,
+the QMP folder for QEMU), reached through the same Shell as everything else.
+
+Taking it (no empty-file window, no double takeover):
+
+1. The run record (runid.py) is written to `<lock>.<run>` first, then
+   hard-linked as `<lock>`: the lock appears with its content, or not at all
+   (a link fails if the name exists, locally, over SSH and on NFS alike).
+2. A lock whose holder is alive refuses the run, naming the holder.
+3. A stale lock is taken over only inside a second, short-lived lock
+   `<lock>.takeover` taken the same way: of two runs that both found the lock
+   stale, one removes it and takes it; the other then finds a live holder.
+
+Liveness: a holder on this machine is alive while its pid is a hotvcb
+process (pids.is_hotvcb); a holder elsewhere (SSH mode from another box) is
+alive while its heartbeat is fresh: the holder touches the lock every
+HEARTBEAT seconds and a lock untouched for STALE_AFTER seconds is stale. The
+same heartbeat keeps the run's `-partial` folder owner files fresh (`watch`),
+which is how hosts sharing an NFS volume tell a live backup from a dead one.
+
+The host id (`host_id`) is a random id kept next to the lock: host names are
+not unique (many ESXi hosts are called `localhost`), the id is. It lives on
+the host's ramdisk on ESXi and is new after a reboot, which only makes older
+records look foreign — and foreign records are judged by their heartbeat.
 """
 
-import errno
-import os
-import socket
+import threading
 import time
-from typing import Callable, Optional
+import uuid
+from typing import Callable, List, Optional
 
-from ..errors import LockError
-from ..pids import alive
+from ..errors import HostError, LockError
+from ..pids import is_hotvcb
+from ..runid import RunId, parse
 
 LOCK_NAME = "hotvcb.lock"
+HOST_ID_NAME = "hotvcb.hostid"
+HEARTBEAT = 30.0
+STALE_AFTER = 300.0  # ten missed heartbeats
+TAKEOVER_STALE = 60.0  # a takeover takes milliseconds; one this old died mid-way
 
 
-class WorkLock:
-    def __init__(self, workdir: str, log: Optional[Callable[[str], None]] = None):
-        self.workdir = workdir
-        self.path = os.path.join(workdir, LOCK_NAME)
+def host_id(shell, run_dir: str) -> str:
+    """This host's id (created on first use; the first writer wins)."""
+    path = run_dir.rstrip("/") + "/" + HOST_ID_NAME
+    try:
+        text = shell.read_text(path).strip() if shell.exists(path) else ""
+    except HostError:
+        text = ""
+    if text:
+        return text
+    mine = uuid.uuid4().hex[:12]
+    tmp = "%s.%s" % (path, mine)
+    shell.makedirs(run_dir)
+    shell.write_text(tmp, mine + "\n")
+    try:
+        shell.link_new(tmp, path)
+    finally:
+        shell.remove_tree(tmp)
+    return shell.read_text(path).strip() or mine
+
+
+def holder_alive(shell, path: str, record: Optional[RunId], me: RunId) -> bool:
+    """Is the run that wrote `record` into `path` still running?"""
+    if record is not None and record.machine == me.machine:
+        if record.pid == me.pid and record.run != me.run:
+            return False  # our pid, another run: that one is long gone
+        return is_hotvcb(record.pid)
+    age = shell.age(path)
+    return age is not None and age < STALE_AFTER
+
+
+class HostLock:
+    def __init__(self, shell, run_dir: str, run: RunId, log: Optional[Callable[[str], None]] = None):
+        self.shell, self.run = shell, run
+        self.path = run_dir.rstrip("/") + "/" + LOCK_NAME
+        self.run_dir = run_dir
         self.log = log or (lambda msg: None)
         self.held = False
+        self._watched = []  # type: List[str]
+        self._stop = threading.Event()
+        self._beat = None  # type: Optional[threading.Thread]
 
-    def acquire(self) -> "WorkLock":
+    def acquire(self) -> "HostLock":
         try:
-            os.makedirs(self.workdir, exist_ok=True)
-        except OSError as err:
-            raise LockError("cannot create work directory %s: %s" % (self.workdir, err.strerror)) from err
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except OSError as err:
-                if err.errno != errno.EEXIST:
-                    raise LockError("cannot create lock %s: %s" % (self.path, err.strerror)) from err
-                owner = self._owner()
-                if owner is not None and alive(owner):
-                    raise LockError(
-                        "another hotvcb run (pid %d) holds %s; not starting a second one" % (owner, self.path)
-                    )
-                self.log("removing stale lock %s left by pid %s, which is gone" % (self.path, owner))
+            self.shell.makedirs(self.run_dir)
+            mine = "%s.%s" % (self.path, self.run.run)
+            self.shell.write_text(mine, self.run.text() + "\n")
+        except HostError as err:
+            raise LockError("cannot create the run lock %s: %s" % (self.path, err)) from err
+        try:
+            for _ in range(50):
+                if self.shell.link_new(mine, self.path):
+                    self.held = True
+                    self._start_heartbeat()
+                    return self
+                record, text = self._read(self.path)
+                if holder_alive(self.shell, self.path, record, self.run):
+                    raise LockError("another hotvcb run holds %s (%s); not starting a second one on this host"
+                                    % (self.path, record or "holder unknown: %r" % text[:80]))
+                self._take_over(mine, text)
+        except HostError as err:
+            raise LockError("cannot take the run lock %s: %s" % (self.path, err)) from err
+        finally:
+            self.shell.remove_tree(mine)
+        raise LockError("could not take the run lock %s (it keeps changing hands)" % self.path)
+
+    def _read(self, path: str):
+        try:
+            text = self.shell.read_text(path)
+        except HostError:
+            text = ""
+        return parse(text), text
+
+    def _take_over(self, mine: str, stale_text: str) -> None:
+        guard = self.path + ".takeover"
+        if not self.shell.link_new(mine, guard):
+            age = self.shell.age(guard)
+            if age is not None and age > TAKEOVER_STALE:
+                self.shell.remove_tree(guard)
+            time.sleep(0.1)
+            return
+        try:
+            record, text = self._read(self.path)
+            if text == stale_text and not holder_alive(self.shell, self.path, record, self.run):
+                self.log("taking over the run lock %s from %s, which is gone" % (self.path, record or "an unknown run"))
+                self.shell.remove_tree(self.path)
+        finally:
+            self.shell.remove_tree(guard)
+
+    # -- heartbeat ---------------------------------------------------------
+    def watch(self, path: str) -> None:
+        """Keep path's mtime fresh while the run lives (a -partial owner file)."""
+        self._watched.append(path)
+
+    def unwatch(self, path: str) -> None:
+        if path in self._watched:
+            self._watched.remove(path)
+
+    def _start_heartbeat(self) -> None:
+        self._stop.clear()
+        self._beat = threading.Thread(target=self._beat_loop, name="hotvcb-heartbeat", daemon=True)
+        self._beat.start()
+
+    def _beat_loop(self) -> None:
+        while not self._stop.wait(HEARTBEAT):
+            for path in [self.path] + list(self._watched):
                 try:
-                    os.unlink(self.path)
-                except FileNotFoundError:
-                    pass
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write("%d\n%s\n%d\n" % (os.getpid(), socket.gethostname(), int(time.time())))
-            self.held = True
-            return self
-        raise LockError("could not take lock %s" % self.path)
-
-    def _owner(self) -> Optional[int]:
-        try:
-            with open(self.path) as f:
-                return int(f.readline().strip())
-        except (OSError, ValueError):
-            return None
+                    self.shell.touch(path)
+                except (HostError, OSError):
+                    pass  # a missed beat is not an error; ten are a dead run
 
     def release(self) -> None:
-        if self.held:
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
-            self.held = False
+        if not self.held:
+            return
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join(10)
+        record, _text = self._read(self.path)
+        try:
+            if record is not None and record.run == self.run.run:
+                self.shell.remove_tree(self.path)
+        except HostError as err:
+            self.log("could not remove the run lock %s: %s" % (self.path, err))
+        self.held = False
 
-    def __enter__(self) -> "WorkLock":
+    def __enter__(self) -> "HostLock":
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

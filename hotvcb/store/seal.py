@@ -4,15 +4,14 @@ See layout.py for the write order. Nothing here decides *what* to copy; the
 job hands disks over one by one and says at the end whether it went well.
 """
 
-import os
 import re
-import socket
 from datetime import datetime, timedelta
 from typing import Dict
 
-from .. import interrupt
+from .. import crashpoint, interrupt
 from ..errors import HotvcbError
 from ..model import Disk, Vm, VmResult
+from ..runid import RunId
 from ..settings import Settings
 from ..vmx import VmxFile
 from . import layout, manifest, rotation
@@ -20,11 +19,11 @@ from . import layout, manifest, rotation
 _DELTA_STEM = re.compile(r"-\d{6}(\.vmdk)$")
 CLAIM_TRIES = 30
 DISK_SUFFIXES = (".vmdk", ".qcow2", ".raw")  # disk data a failed backup must not keep
-OWNER = ".hotvcb-owner"  # who is writing a -partial folder: "host pid"
-
-
-def owner_text() -> str:
-    return "%s %d\n" % (socket.gethostname(), os.getpid())
+# Who is writing a -partial folder: the run record (runid.py). It stays until
+# the folder has its final name, and the run's heartbeat keeps it fresh, so a
+# host sharing the volume can tell a live backup from a dead one.
+OWNER = ".hotvcb-owner"
+FIRST_IN_ARCHIVE = (manifest.MANIFEST,) + layout.STATUS_FILES  # read without unpacking the disks
 
 
 def owner_of(shell, partial: str) -> str:
@@ -40,8 +39,9 @@ def base_name(filename: str) -> str:
 
 
 class Sealer:
-    def __init__(self, shell, settings: Settings, vm: Vm, started: datetime, log):
+    def __init__(self, shell, settings: Settings, vm: Vm, started: datetime, log, run: RunId, heartbeat=None):
         self.shell, self.s, self.vm, self.started, self.log = shell, settings, vm, started, log
+        self.run, self.heartbeat = run, heartbeat
         self.root = layout.vm_root(settings.vm_backup_volume, vm.name)
         self.name = layout.backup_name(vm.name, started)
         self.partial = self.root + "/" + self.name + layout.PARTIAL
@@ -57,7 +57,9 @@ class Sealer:
             self.final = self.root + "/" + self.name
             taken = self.shell.exists(self.final) or self.shell.exists(self.final + ".gz")
             if not taken and self.shell.make_new_dir(self.partial):
-                self.shell.write_text(self.partial + "/" + OWNER, owner_text())
+                self.shell.write_text(self.partial + "/" + OWNER, self.run.text() + "\n")
+                if self.heartbeat is not None:
+                    self.heartbeat.watch(self.partial + "/" + OWNER)
                 return
             self.log.debug("%s is taken (%s), trying the next second" % (self.name, owner_of(self.shell, self.partial)))
         raise HotvcbError("no free backup name under %s after %d tries" % (self.root, CLAIM_TRIES))
@@ -82,9 +84,14 @@ class Sealer:
             self.shell.copy_file(path, self.partial + "/" + path.rsplit("/", 1)[-1])
 
     def disk_destination(self, disk: Disk) -> str:
+        """Where ghettoVCB puts it: a disk on another datastore goes to a folder named
+        as the .vmx path names that datastore (its UUID or its label), which is
+        where ghettoVCB-restore.sh looks for it."""
         folder = self.partial
         if disk.datastore and disk.datastore != self.vm.datastore:
-            folder = self.partial + "/" + disk.datastore
+            parts = disk.path.split("/")
+            named = parts[3] if len(parts) > 4 and parts[1:3] == ["vmfs", "volumes"] else disk.datastore
+            folder = self.partial + "/" + named
             self.shell.makedirs(folder)
         return folder + "/" + base_name(disk.filename)
 
@@ -101,15 +108,13 @@ class Sealer:
     # -- endings -------------------------------------------------------------
     def seal(self, result: VmResult, snapshot: Dict[str, object]) -> str:
         files = self._hash_files()
+        crashpoint.reached("hashed")
         self._write_record(result, files, snapshot)
-        if self.s.backup_files_chmod:
-            mode = int(self.s.backup_files_chmod, 8)
-            for rel in self.shell.list_files(self.partial):
-                self.shell.chmod(self.partial + "/" + rel, mode)
-        final = self._publish()
+        self._chmod(self.partial)
+        final = self._publish(compress=self.s.enable_compression and result.status == "ok")
         result.backup_dir = final
-        self._rotate()
-        if self.s.rsync_link and not final.endswith(".gz"):
+        rotation.rotate(self.shell, self.s.vm_backup_volume, self.vm.name, self.s.vm_backup_rotation_count, self.log)
+        if self.s.rsync_link:
             self._rsync_link(final)
         return final
 
@@ -118,19 +123,45 @@ class Sealer:
         for rel in self.shell.list_files(self.partial):
             if rel.endswith(DISK_SUFFIXES):
                 self.shell.remove_tree(self.partial + "/" + rel)
-        self.shell.remove_tree(self.partial + "/" + OWNER)
         self._write_record(result, {}, {})
         self.shell.rename(self.partial, self.final)
+        self._disown(self.final)
         self.log.info("%s: failed backup recorded as %s (STATUS.error)" % (self.vm.name, self.final))
         return self.final
 
     def _hash_files(self) -> Dict[str, Dict[str, object]]:
-        self.shell.remove_tree(self.partial + "/" + OWNER)
         files = {}
         for rel in self.shell.list_files(self.partial):
+            if rel == OWNER:
+                continue
             path = self.partial + "/" + rel
             files[rel] = manifest.digest_file(self.shell, path).entry()
         return files
+
+    def _disown(self, folder: str) -> None:
+        """The folder has its final name: no run owns it any more."""
+        if self.heartbeat is not None:
+            self.heartbeat.unwatch(self.partial + "/" + OWNER)
+        try:
+            self.shell.remove_tree(folder + "/" + OWNER)
+        except HotvcbError as err:
+            self.log.debug("could not remove %s/%s: %s" % (folder, OWNER, err))
+
+    def _chmod(self, path: str) -> None:
+        """BACKUP_FILES_CHMOD on every file, and on folders with x where r is given."""
+        if not self.s.backup_files_chmod:
+            return
+        mode = int(self.s.backup_files_chmod, 8)
+        if not self.shell.isdir(path):
+            self.shell.chmod(path, mode)
+            return
+        folders = {path}
+        for rel in self.shell.list_files(path):
+            self.shell.chmod(path + "/" + rel, mode)
+            parts = rel.split("/")[:-1]
+            folders.update(path + "/" + "/".join(parts[: i + 1]) for i in range(len(parts)))
+        for folder in sorted(folders):
+            self.shell.chmod(folder, mode | ((mode & 0o444) >> 2))
 
     def _write_record(self, result: VmResult, files, snapshot) -> None:
         status = result.status
@@ -152,32 +183,38 @@ class Sealer:
             "verified": None,
         }
         self.shell.write_text(self.partial + "/" + manifest.MANIFEST, manifest.dumps(record))
+        crashpoint.reached("manifest-written")
         self.shell.write_text(self.partial + "/STATUS." + status, "%s\n" % (result.message or status))
+        crashpoint.reached("status-written")
 
-    def _publish(self) -> str:
-        if not self.s.enable_compression:
+    def _publish(self, compress: bool) -> str:
+        """Give the backup its final name: the folder, or (only a good one) a .gz of it."""
+        if not compress:
+            if self.s.enable_compression:
+                self.log.warning("%s: not compressing a backup that is not OK; keeping it as a folder" % self.vm.name)
             self.shell.rename(self.partial, self.final)
+            crashpoint.reached("published")
+            self._disown(self.final)
             return self.final
         tmp = self.root + "/." + self.name + ".gz.tmp"
         try:
             self.log.info("Compressing %s" % self.final)
-            self.shell.make_tar_gz(self.partial, tmp, self.name)
+            self.shell.make_tar_gz(self.partial, tmp, self.name, first=FIRST_IN_ARCHIVE, skip=(OWNER,))
+            crashpoint.reached("compressed")
+            self._chmod(tmp)
             self.shell.rename(tmp, self.final + ".gz")
+            crashpoint.reached("archive-published")
         except HotvcbError as err:
             if interrupt.pending():
                 raise
             self.log.warning("compression failed, keeping the uncompressed backup: %s" % err)
             self.shell.remove_tree(tmp)
             self.shell.rename(self.partial, self.final)
+            self._disown(self.final)
             return self.final
+        self._disown(self.partial)
         self.shell.remove_tree(self.partial)
         return self.final + ".gz"
-
-    def _rotate(self) -> None:
-        backups = layout.list_backups(self.shell, self.s.vm_backup_volume, self.vm.name)
-        for old in rotation.to_delete(backups, self.s.vm_backup_rotation_count):
-            self.log.info("Removing old backup %s (%s) per rotation count %d" % (old.path, old.status, self.s.vm_backup_rotation_count))
-            self.shell.remove_tree(old.path)
 
     def _rsync_link(self, final: str) -> None:
         link = self.root + "/" + layout.folder_name(self.vm.name) + "-symlink"

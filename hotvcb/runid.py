@@ -1,0 +1,59 @@
+"""Who made a thing: the run record every snapshot, -partial folder, lock and
+power-off marker of ours carries.
+
+Names alone cannot tell a leftover of a dead run from the live work of a
+second run (another `-w`, `hotvcb cleanup` during the nightly job, a second
+Linux box in SSH mode, another host on a shared NFS volume). A record says
+which run made it, on which machine, as which process, and for which host, so
+cleanup can prove the owner is gone before it touches anything.
+
+Text form (one line, also inside snapshot descriptions):
+
+    run=<12 hex> machine=<hostname> pid=<n> started=<epoch> host=<host id>
+
+`machine` is where hotvcb runs (the ESXi host itself, or the Linux box in
+SSH mode); `host` is the id of the hypervisor host it works on
+(store/lock.py host_id), so a record names the host whose lock its run held.
+"""
+
+import os
+import re
+import socket
+import time
+import uuid
+from dataclasses import dataclass, replace
+from typing import Optional
+
+_RECORD = re.compile(r"run=([0-9a-f]+) machine=(\S+) pid=(\d+) started=(\d+)(?: host=(\S+))?")
+
+
+@dataclass(frozen=True)
+class RunId:
+    run: str
+    machine: str
+    pid: int
+    started: int
+    host: str = ""
+
+    @classmethod
+    def new(cls) -> "RunId":
+        return cls(uuid.uuid4().hex[:12], socket.gethostname() or "unknown", os.getpid(), int(time.time()))
+
+    def on_host(self, host_id: str) -> "RunId":
+        return replace(self, host=host_id)
+
+    def text(self) -> str:
+        base = "run=%s machine=%s pid=%d started=%d" % (self.run, self.machine, self.pid, self.started)
+        return base + (" host=%s" % self.host if self.host else "")
+
+    def __str__(self) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started))
+        return "run %s (pid %d on %s, started %s)" % (self.run, self.pid, self.machine, when)
+
+
+def parse(text: str) -> Optional[RunId]:
+    """The record in a text (a lock file, a snapshot description), or None."""
+    m = _RECORD.search(text or "")
+    if not m:
+        return None
+    return RunId(m.group(1), m.group(2), int(m.group(3)), int(m.group(4)), m.group(5) or "")

@@ -1,0 +1,147 @@
+"""Is this backup good? The one answer rotation, list, verify, restore and the e-mail use.
+
+A backup is good because of what it holds, not because of a marker:
+
+- it has its final name (not `-partial`, not `-deleting`);
+- its STATUS is `ok` (for a `.gz`, the STATUS inside the archive);
+- its manifest says `ok`, lists at least one disk, every listed disk was
+  copied, and every file the manifest names is there;
+- no later `hotvcb verify` found it damaged (the manifest's `verify_error`,
+  or for a `.gz` the sidecar `<name>.gz.verify.json`).
+
+A backup made by ghettoVCB has no manifest: on STATUS.ok with at least one
+.vmdk it is "unverifiable", which counts as good (nothing better is known of
+it) but is shown as such. Everything else is not good, with the reason.
+"""
+
+import json
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+from ..errors import HostError
+from .. import targz
+from . import layout, manifest
+
+GOOD_STATES = ("good", "unverifiable")
+GZ_VERIFY_SUFFIX = ".verify.json"  # next to a .gz, which cannot be rewritten in place
+
+
+@dataclass
+class Health:
+    state: str  # good | unverifiable | warn | error | damaged | empty | incomplete | partial | deleting
+    reason: str = ""
+    manifest: Optional[Dict[str, Any]] = None
+    verified: Optional[str] = None  # when a verify last passed
+
+    @property
+    def good(self) -> bool:
+        return self.state in GOOD_STATES
+
+
+def judge(shell, b: "layout.BackupSet") -> Health:
+    if b.status == "partial":
+        return Health("partial", "being written, or left by a run that died")
+    if b.status == "deleting":
+        return Health("deleting", "being removed by rotation")
+    if b.compressed:
+        return _judge_archive(shell, b.path)
+    return _judge_folder(shell, b.path, b.status)
+
+
+def _judge_folder(shell, path: str, status: str) -> Health:
+    if status != "ok":
+        return _not_ok(status)
+    try:
+        data = manifest.load(shell, path)
+        present = set(shell.list_files(path))
+    except (ValueError, HostError) as err:
+        return Health("damaged", "manifest unreadable: %s" % err)
+    if data is None:
+        if any(rel.endswith(".vmdk") for rel in present):
+            return Health("unverifiable", "ghettoVCB backup: no manifest to check against")
+        return Health("empty", "STATUS.ok but no .vmdk in the folder")
+    found = _judge_manifest(data)
+    if found.state != "good":
+        return found
+    missing = sorted(set(data.get("files") or {}) - present)
+    if missing:
+        return Health("damaged", "%d file(s) named in the manifest are missing, first %s" % (len(missing), missing[0]), data)
+    return _verified(found, data.get("verify_error"), data.get("verified"))
+
+
+def _judge_archive(shell, path: str) -> Health:
+    wanted = (manifest.MANIFEST,) + layout.STATUS_FILES
+
+    def enough(texts: Dict[str, str]) -> bool:
+        return manifest.MANIFEST in texts and any(s in texts for s in layout.STATUS_FILES)
+
+    try:
+        _top, members, texts = targz.scan(path, wanted=(lambda r: r in wanted,),
+                                          opener=shell.open_binary, enough=enough)
+    except HostError as err:
+        return Health("damaged", str(err))
+    status = [s.split(".", 1)[1] for s in layout.STATUS_FILES if s in texts]
+    if not status:
+        full = not enough(texts)  # read to the end: the archive holds no STATUS at all
+        return Health("incomplete", "no STATUS file in the archive" if full else "no STATUS file")
+    if status[0] != "ok":
+        return _not_ok(status[0])
+    if manifest.MANIFEST not in texts:
+        if any(m.rel.endswith(".vmdk") for m in members):
+            return Health("unverifiable", "ghettoVCB backup: no manifest to check against")
+        return Health("empty", "STATUS.ok but no .vmdk in the archive")
+    try:
+        data = json.loads(texts[manifest.MANIFEST])
+    except ValueError as err:
+        return Health("damaged", "manifest unreadable: %s" % err)
+    found = _judge_manifest(data)
+    if found.state != "good":
+        return found
+    sidecar = read_gz_verify(shell, path)
+    return _verified(found, sidecar.get("verify_error"), sidecar.get("verified"))
+
+
+def _judge_manifest(data: Dict[str, Any]) -> Health:
+    result = data.get("result")
+    if result != "ok":
+        return Health("warn" if result == "warn" else "error", "manifest says %s: %s" % (result, data.get("message") or ""), data)
+    disks = data.get("disks") or []
+    if not disks:
+        return Health("empty", "holds no disk", data)
+    failed = [d.get("key", "?") for d in disks if not d.get("ok")]
+    if failed:
+        return Health("warn", "disk(s) not copied: %s" % ", ".join(failed), data)
+    files = data.get("files") or {}
+    unlisted = [f for d in disks for f in d.get("files") or [] if f not in files]
+    if unlisted:
+        return Health("damaged", "disk file %s has no checksum in the manifest" % unlisted[0], data)
+    return Health("good", "", data)
+
+
+def _verified(found: Health, error: Any, verified: Any) -> Health:
+    if error:
+        message = error.get("message") if isinstance(error, dict) else str(error)
+        return Health("damaged", "verify found it damaged: %s" % message, found.manifest, verified)
+    found.verified = verified
+    return found
+
+
+def _not_ok(status: str) -> Health:
+    reasons = {
+        "warn": "STATUS.warn: some disks failed",
+        "error": "STATUS.error: the backup failed",
+        "incomplete": "not sealed (no STATUS file): never finished, or not a backup",
+    }
+    return Health(status if status in ("warn", "error") else "incomplete", reasons.get(status, status))
+
+
+def read_gz_verify(shell, path: str) -> Dict[str, Any]:
+    """The recorded verify result of a .gz backup ({} when never verified)."""
+    side = path + GZ_VERIFY_SUFFIX
+    try:
+        if shell.exists(side):
+            data = json.loads(shell.read_text(side))
+            return data if isinstance(data, dict) else {}
+    except (ValueError, HostError):
+        return {"verify_error": {"message": "%s is unreadable" % side}}
+    return {}
