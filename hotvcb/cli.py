@@ -57,6 +57,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     first = _skip_global_options(argv)
     if first < len(argv) and argv[first].startswith("-") and argv[first] not in ("-h", "--help", "--version"):
         argv.insert(first, "backup")  # ghettoVCB style: flags only
+    argv = _glue_dash_values(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
@@ -91,6 +92,27 @@ def main(argv: Optional[List[str]] = None) -> int:
             traceback.print_exc()
         print("hotvcb: internal error: %s: %s (run with -d debug for details)" % (type(err).__name__, err), file=sys.stderr)
         return 1
+
+
+# ghettoVCB's getopts takes the word after these flags as their value, whatever it
+# starts with; argparse would read `-m -web-` as two flags.
+_GETOPTS_VALUED = ("-m", "-f", "-e", "-c", "-g", "-l", "-w", "-j")
+
+
+def _glue_dash_values(argv: List[str]) -> List[str]:
+    """`-m -name` -> `-m-name`, which argparse reads as the value `-name` (ghettoVCB's meaning)."""
+    out = []  # type: List[str]
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--":
+            return out + argv[i:]
+        if argv[i] in _GETOPTS_VALUED and i + 1 < len(argv) and argv[i + 1].startswith("-") and argv[i + 1] != "-":
+            out.append(argv[i] + argv[i + 1])
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
 
 
 def _skip_global_options(argv: List[str]) -> int:

@@ -167,7 +167,7 @@ KEYS = {
     "ENABLE_NON_PERSISTENT_NFS": _boolean,
     "UNMOUNT_NFS": _boolean,
     "NFS_SERVER": str,
-    "NFS_VERSION": _choice(("nfs", "nfs41")),
+    "NFS_VERSION": _choice(("nfs", "nfsv41"), {"nfs41": "nfsv41"}),  # nas_create takes nfs | nfsv41
     "NFS_MOUNT": str,
     "NFS_LOCAL_NAME": str,
     "NFS_VM_BACKUP_DIR": str,

@@ -78,7 +78,4 @@ class VmResult:
     message: str = ""
     backup_dir: Optional[str] = None
     disks: List[DiskResult] = field(default_factory=list)
-
-    @property
-    def disk_failures(self) -> int:
-        return sum(1 for d in self.disks if not d.ok)
+    good_backups: List[str] = field(default_factory=list)  # after the run, oldest first (store/health.py)

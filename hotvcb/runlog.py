@@ -20,6 +20,7 @@ class RunLog:
         self.threshold = LEVELS["debug"] if level == "debug" else LEVELS["info"]
         self.stream = stream if stream is not None else sys.stdout
         self.file = None  # type: Optional[io.TextIOBase]
+        self.debug_file = None  # type: Optional[io.TextIOBase]  # every line, whatever the level
         self.lines = []  # type: List[str]  # kept for the e-mail report
         self.tty = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
         if path:
@@ -28,12 +29,21 @@ class RunLog:
                 os.makedirs(folder, exist_ok=True)
             self.file = open(path, "a", encoding="utf-8")
 
+    def keep_debug(self, path: str) -> None:
+        """Also write every line, debug included, to path (the run's work directory)."""
+        self.debug_file = open(path, "a", encoding="utf-8")
+
     def _emit(self, level: str, message: str) -> None:
-        if LEVELS[level] < self.threshold:
+        if LEVELS[level] < self.threshold and self.debug_file is None:
             return
         stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
         for part in str(message).splitlines() or [""]:
             line = "%s -- %s: %s" % (stamp, level, part)
+            if self.debug_file is not None:
+                self.debug_file.write(line + "\n")
+                self.debug_file.flush()
+            if LEVELS[level] < self.threshold:
+                continue
             self.lines.append(line)
             self._clear_progress()
             self.stream.write(line + "\n")
@@ -66,9 +76,10 @@ class RunLog:
             sys.stderr.flush()
 
     def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-            self.file = None
+        for f in (self.file, self.debug_file):
+            if f is not None:
+                f.close()
+        self.file = self.debug_file = None
 
 
 class Progress:

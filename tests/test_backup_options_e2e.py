@@ -39,18 +39,33 @@ def test_vmdk_files_to_backup_selects_disks(host, tmp_path):
 
 
 def test_shutdown_and_startup_order(host, tmp_path):
-    ids = {n: host.create_vm(n, "datastore1", [{"size": "4M"}], power="on") for n in ("app", "db", "web")}
-    conf = write_conf(host, POWER_VM_DOWN_BEFORE_BACKUP=1, VM_SHUTDOWN_ORDER="web,app,db",
-                      VM_STARTUP_ORDER="db,app,web", POWER_DOWN_TIMEOUT="30s")
+    """ghettoVCB's meaning: the order keys act on their own, on any VM of the host."""
+    ids = {n: host.create_vm(n, "datastore1", [{"size": "4M"}], power="on") for n in ("app", "db", "web", "mail")}
+    ids["spare"] = host.create_vm("spare", "datastore1", [{"size": "4M"}], power="off")
+    conf = write_conf(host, VM_SHUTDOWN_ORDER="web,app,db,mail", VM_STARTUP_ORDER="db,app,web,spare",
+                      POWER_DOWN_TIMEOUT="30s")
     r = hotvcb(host, "-m", "app", "-m", "db", "-m", "web", "-g", conf, "-w", tmp_path / "w")
     assert r.returncode == 0, r.stdout + r.stderr
     off = re.findall(r"Powering off initiated for (\w+)", r.stdout)
     on = re.findall(r"Powering on (\w+)", r.stdout)
-    assert off == ["web", "app", "db"] and on == ["db", "app", "web"]
+    assert off == ["web", "app", "db", "mail"] and on == ["db", "app", "web", "mail"]
     assert r.stdout.index("Powering off initiated for db") < r.stdout.index("Initiate backup for app")
     assert r.stdout.rindex("Successfully completed backup") < r.stdout.index("Powering on db")
-    assert all(host.power_state(i) == "on" for i in ids.values())
-    assert not any(e["event"].startswith("snapshot") for n in ids for e in host.writer_log(n))
+    assert "VM_STARTUP_ORDER names 'spare', which this run did not power off" in r.stdout
+    assert all(host.power_state(ids[n]) == "on" for n in ("app", "db", "web", "mail"))
+    assert host.power_state(ids["spare"]) == "off"
+    assert not any(e["event"].startswith("snapshot") for n in ("app", "db", "web") for e in host.writer_log(n))
+
+
+def test_a_vm_that_will_not_shut_down_for_the_order_is_not_backed_up(host, tmp_path):
+    host.create_vm("stubborn", "datastore1", [{"size": "4M"}], power="on")
+    host.create_vm("fine", "datastore1", [{"size": "4M"}], power="on")
+    host.set_fault("power.shutdown", "ignore")
+    conf = write_conf(host, VM_SHUTDOWN_ORDER="stubborn", POWER_DOWN_TIMEOUT="3s")
+    r = hotvcb(host, "-m", "stubborn", "-m", "fine", "-g", conf, "-w", tmp_path / "w")
+    assert r.returncode == 4, r.stdout + r.stderr
+    assert "did not shut down for VM_SHUTDOWN_ORDER" in r.stdout
+    assert backups(host, "stubborn") == [] and len(sealed(host, "fine")) == 1
 
 
 def test_cleanup_command_removes_only_our_leftovers(host, tmp_path):

@@ -85,6 +85,7 @@ def test_mail_report_reaches_the_admin_with_status_in_subject(tmp_path):
         body = mail.message.get_content()
         assert "OK      Mail Server (prod)" in body and "ERROR   Gone VM" in body
         assert "no VM named 'Gone VM'" in body
+        assert "good backups: 1, newest /vmfs/volumes/backup/hotvcb/Mail Server (prod)/Mail Server (prod)-" in body
         assert "-- info: Initiate backup for Mail Server (prod)" in body  # the full log follows
     finally:
         host.stop()

@@ -257,3 +257,110 @@ def test_a_disk_on_another_datastore_is_stored_where_ghettovcb_restore_looks(hos
     r = hotvcb(host, "restore", os.path.join(VOLUME, vm, entry), "-g", conf, "--datastore", "datastore1",
                "--name", "two back")
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# -- kill -9 at every moment that matters ----------------------------------------------------------
+
+CRASH_POINTS = ["snapshot-created", "disk-copied-1", "disk-copied-2", "removing-snapshot", "snapshot-removed",
+                "hashed", "manifest-written", "status-written", "published", "rotation-renamed"]
+ARCHIVE_POINTS = ["compressed", "archive-published"]
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS + ARCHIVE_POINTS + ["mid-clone", "power-down:disk-copied-1"])
+def test_kill_9_at_any_moment_loses_no_good_backup_and_the_next_run_repairs_all(host, tmp_path, point):
+    vm = "crash me"
+    vmid = host.create_vm(vm, "datastore1", [{"size": "4M"}, {"size": "4M", "datastore": "ds5"}], power="on",
+                          snapshots=["user snap"])
+    keys = dict(VM_BACKUP_ROTATION_COUNT=1, ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=1)
+    if point in ARCHIVE_POINTS:
+        keys["ENABLE_COMPRESSION"] = 1
+    if point.startswith("power-down:"):
+        keys.update(POWER_VM_DOWN_BEFORE_BACKUP=1, ENABLE_HARD_POWER_OFF=1, ITER_TO_WAIT_SHUTDOWN="5s")
+    conf = write_conf(host, **keys)
+    assert backup(host, conf, vm).returncode == 0
+    [before] = good(host, conf, vm)
+
+    if point == "mid-clone":
+        host.set_fault("clone.delay", "10")
+        proc = hotvcb_background(host, "-m", vm, "-g", conf)
+        wait_for(lambda: ours(host, vmid) and lock_pid(host), what="the copy")
+        time.sleep(1)
+        kill(lock_pid(host), signal.SIGKILL)
+        proc.communicate(timeout=60)
+        host.clear_faults()
+    else:
+        r = backup(host, conf, vm, env={"HOTVCB_CRASH_AT": point.split(":")[-1]})
+        assert r.returncode != 0 and "Final status" not in r.stdout, "the run was killed at %s" % point
+
+    # right after the kill: the good backup is there, or rotated away by a newer good one; nothing else is good
+    now = good(host, conf, vm)
+    assert before in now or (now and now[-1] > before), now
+    v = hotvcb(host, "verify", "--all", "-g", conf)
+    assert v.returncode == 0, v.stdout + v.stderr
+
+    # the next run repairs everything and succeeds
+    r = backup(host, write_conf(host, name="next.conf", VM_BACKUP_ROTATION_COUNT=1,
+                                ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=1), vm)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert snapshot_names(host, vmid) == ["user snap"]
+    assert "Powered on" in power(host, vmid)
+    left = [b for b in os.listdir(backup_root(host, vm)) if b.endswith(("-partial", "-deleting", ".tmp"))]
+    assert left == []
+    assert len(good(host, conf, vm)) == 1
+    v = hotvcb(host, "verify", "--all", "-g", conf)
+    assert v.returncode == 0, v.stdout + v.stderr
+
+
+# -- names the listing cannot tell apart -----------------------------------------------------------
+
+def test_the_vmx_display_name_is_the_truth_for_names_the_listing_garbles(host, tmp_path):
+    names = ["Copy of [datastore1] web", "web", "trailing ", "-leading-dash"]
+    ids = {n: host.create_vm(n, "datastore1", [{"size": "4M"}], power="on") for n in names}
+    conf = write_conf(host)
+    argv = []
+    for n in names:
+        argv += ["-m", n]
+    r = hotvcb(host, *argv, "-g", conf)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for n in names:
+        [entry] = [b for b in os.listdir(backup_root(host, n)) if not b.endswith(".gz")]
+        with open(os.path.join(backup_root(host, n), entry, "hotvcb.json"), encoding="utf-8") as f:
+            m = json.load(f)
+        assert m["vm"] == n and m["vmid"] == ids[n], (n, m["vm"], m["vmid"])
+
+
+def test_workdir_debug_keeps_the_run_folder_and_says_where(host, tmp_path):
+    host.create_vm("wd", "datastore1", [{"size": "4M"}], power="on")
+    work = tmp_path / "work"
+    r = hotvcb(host, "-m", "wd", "-g", write_conf(host), "-w", work)
+    assert r.returncode == 0 and list(work.iterdir()) == [], r.stdout + r.stderr
+    r = backup(host, write_conf(host, WORKDIR_DEBUG=1), "wd", "-w", str(work))
+    assert r.returncode == 0, r.stdout + r.stderr
+    [kept] = list(work.iterdir())
+    assert "work directory kept at %s" % kept in r.stdout
+    debug = (kept / "debug.log").read_text()
+    assert "-- debug: " in debug and "Final status: All VMs backed up OK!" in debug
+    assert "run=" in (kept / "run.txt").read_text()
+
+
+def test_backup_files_chmod_reaches_files_folders_and_archives(host, tmp_path):
+    host.create_vm("modes", "datastore1", [{"size": "4M"}, {"size": "4M", "datastore": "ds5"}], power="on")
+    conf = write_conf(host, BACKUP_FILES_CHMOD="640")
+    assert backup(host, conf, "modes").returncode == 0
+    [entry] = backups(host, "modes")
+    folder = os.path.join(backup_root(host, "modes"), entry)
+    for root, dirs, files in os.walk(folder):
+        assert oct(os.stat(root).st_mode & 0o777) == oct(0o750), root
+        for f in files:
+            assert oct(os.stat(os.path.join(root, f)).st_mode & 0o777) == oct(0o640), f
+    conf = write_conf(host, BACKUP_FILES_CHMOD="600", ENABLE_COMPRESSION=1)
+    assert backup(host, conf, "modes").returncode == 0
+    [gz] = [b for b in backups(host, "modes") if b.endswith(".gz")]
+    assert oct(os.stat(os.path.join(backup_root(host, "modes"), gz)).st_mode & 0o777) == oct(0o600)
+
+
+def test_rsync_link_points_at_the_archive_when_compressing(host, tmp_path):
+    host.create_vm("linked", "datastore1", [{"size": "4M"}], power="on")
+    assert backup(host, write_conf(host, RSYNC_LINK=1, ENABLE_COMPRESSION=1), "linked").returncode == 0
+    link = os.path.join(backup_root(host, "linked"), "linked-symlink")
+    assert os.readlink(link).endswith(".gz") and os.path.isfile(link)

@@ -34,10 +34,11 @@ def run(args) -> int:
     code = 1
     status = "ERROR: did not start"
     results = []  # type: list
-    lock = None
+    lock = work = None
     try:
         host = common.connect()
         lock, run = common.lock_host(host, log)
+        work = common.WorkDir(args.workdir, run, settings.workdir_debug, log)
         log.info("============================== hotvcb LOG START ==============================")
         log.info("HOST: %s (%s), job %s, %s" % (host.shell.description, host.describe(), args.job_name, run))
         log.info("CONFIG: %s; backups to %s as %s, keep %d" % (
@@ -61,6 +62,8 @@ def run(args) -> int:
         if lock is not None:
             lock.release()
     log.info("###### Final status: %s ######" % status)
+    if work is not None:
+        work.finish()
     log.info("============================== hotvcb LOG END ================================")
     notify.send_report(
         settings, host=socket.gethostname(), job=args.job_name, status_line=status,

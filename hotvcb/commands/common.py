@@ -1,6 +1,8 @@
 """What every subcommand that touches a host needs: settings, log, driver."""
 
 import argparse
+import os
+import shutil
 from typing import Optional, Tuple
 
 from .. import config
@@ -45,6 +47,34 @@ def lock_host(host, log) -> Tuple[HostLock, RunId]:
     except HostError as err:
         raise LockError("cannot set up the run lock in %s on the host: %s" % (host.run_dir, err)) from err
     return HostLock(host.shell, host.run_dir, run, log.warning).acquire(), run
+
+
+class WorkDir:
+    """The run's own folder under -w: its record and a debug log of everything.
+
+    Removed when the run ends, unless WORKDIR_DEBUG=1 keeps it (and the log
+    says where), as ghettoVCB's work directory was.
+    """
+
+    def __init__(self, base: str, run: RunId, keep: bool, log: RunLog):
+        self.path = os.path.join(base, "hotvcb-" + run.run)
+        self.keep, self.log = keep, log
+        try:
+            os.makedirs(self.path)
+            with open(os.path.join(self.path, "run.txt"), "w", encoding="utf-8") as f:
+                f.write(run.text() + "\n")
+            log.keep_debug(os.path.join(self.path, "debug.log"))
+        except OSError as err:
+            log.warning("cannot use work directory %s: %s" % (self.path, err.strerror or err))
+            self.path = ""
+
+    def finish(self) -> None:
+        if not self.path:
+            return
+        if self.keep:
+            self.log.info("WORKDIR_DEBUG: work directory kept at %s (debug.log holds every line)" % self.path)
+            return
+        shutil.rmtree(self.path, ignore_errors=True)
 
 
 _remote = None  # type: Optional[SshTarget]

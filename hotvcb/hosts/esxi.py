@@ -63,8 +63,27 @@ class EsxiHost:
 
     # -- inventory -----------------------------------------------------------
     def list_vms(self) -> List[VmRef]:
+        """The inventory, each VM named by its .vmx displayName (the truth; the listing is ambiguous)."""
         names = {d.name: "/vmfs/volumes/" + d.name for d in self.datastores()}
-        return vimcmd.parse_getallvms(self._vim(["vmsvc/getallvms"]), names)
+        refs = []
+        for cands in vimcmd.getallvms_candidates(self._vim(["vmsvc/getallvms"]), names):
+            refs.append(self._confirmed(cands))
+        return refs
+
+    def _confirmed(self, cands: List[VmRef]) -> VmRef:
+        """The candidate whose .vmx exists and names it; else the first readable one, by its displayName."""
+        readable = []
+        for ref in cands:
+            try:
+                shown = VmxFile(self.shell.read_text(ref.vmx_path)).get("displayName")
+            except HostError:
+                continue
+            if shown is None or shown == ref.name:
+                return ref
+            if shown.strip() == ref.name:
+                return VmRef(ref.vmid, shown, ref.vmx_path)  # blanks the listing cannot show
+            readable.append(VmRef(ref.vmid, shown, ref.vmx_path))
+        return readable[0] if readable else cands[0]
 
     def load_vm(self, ref: VmRef) -> Vm:
         try:

@@ -8,7 +8,7 @@ typo, ESX 4.x snapshot listings without an Id line.
 """
 
 import re
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, List, Optional
 
 from ..model import DatastoreInfo, Snapshot, VmRef
 
@@ -18,46 +18,45 @@ _SNAP_FIELD = re.compile(r"^(-*)(?:\|-(?:ROOT|CHILD))?Snapshot (\w+(?: \w+)?)\s*
 
 
 def parse_getallvms(text: str, datastores: Optional[Dict[str, str]] = None) -> List[VmRef]:
-    """Rows of `vim-cmd vmsvc/getallvms` as VmRefs with absolute .vmx paths.
+    """Rows of `vim-cmd vmsvc/getallvms` as VmRefs with absolute .vmx paths (best guess per row)."""
+    return [cands[0] for cands in getallvms_candidates(text, datastores)]
+
+
+def getallvms_candidates(text: str, datastores: Optional[Dict[str, str]] = None) -> List[List[VmRef]]:
+    """Every way each row of `vim-cmd vmsvc/getallvms` can be read, most likely first.
 
     A row is anchored on its leading vmid and on a `[datastore] path.vmx`
     field followed by guest OS and `vmx-NN`. The name may itself contain
-    `[x] ` pieces, so every bracket is a candidate split; a candidate naming
-    a known datastore wins, else the rightmost that parses. `datastores` maps
-    datastore name -> mount path (/vmfs/volumes/<name> when not given).
+    `[x] ` pieces (`Copy of [datastore1] web`), so every bracket is a
+    candidate split; candidates naming a known datastore come first, the
+    rightmost first among equals. The listing cannot settle it (nor show a
+    name's trailing blank): the driver confirms a candidate with the .vmx's
+    displayName. `datastores` maps datastore name -> mount path
+    (/vmfs/volumes/<name> when not given).
     """
-    refs = []
+    rows = []
     for line in text.splitlines():
         m = _ROW.match(line)
         if not m:
             continue  # header, "Skipping invalid VM", annotation continuation
         vmid, rest = m.group(1), m.group(2)
-        best = None
-        for i in _bracket_positions(rest):
+        cands = []
+        for i in reversed(_bracket_positions(rest)):
             f = _FILE.match(rest[i:])
-            if not f:
+            name = rest[:i].rstrip()
+            if not f or not name:
                 continue
-            cand = (rest[:i].rstrip(), f.group(1), f.group(2))
-            if datastores is not None and f.group(1) in datastores:
-                best = cand
-                break
-            best = cand  # rightmost valid wins when nothing is known
-        if best is None or not best[0]:
-            continue
-        name, ds, rel = best
-        root = (datastores or {}).get(ds, "/vmfs/volumes/" + ds)
-        refs.append(VmRef(vmid=vmid, name=unescape_name(name), vmx_path=root + "/" + rel))
-    return refs
+            known = datastores is not None and f.group(1) in datastores
+            root = (datastores or {}).get(f.group(1), "/vmfs/volumes/" + f.group(1))
+            cands.append((not known, VmRef(vmid=vmid, name=unescape_name(name), vmx_path=root + "/" + f.group(2))))
+        if cands:
+            rows.append([ref for _unknown, ref in sorted(cands, key=lambda c: c[0])])
+    return rows
 
 
-def _bracket_positions(rest: str) -> Iterable[int]:
-    """Positions of '[' that start a field (line start or after a space).
-
-    Yielded right to left when scanning for the rightmost, but the caller
-    wants a known datastore to win anywhere, so all are visited.
-    """
-    positions = [i for i, c in enumerate(rest) if c == "[" and (i == 0 or rest[i - 1] == " ")]
-    return positions
+def _bracket_positions(rest: str) -> List[int]:
+    """Positions of '[' that start a field (line start or after a space), left to right."""
+    return [i for i, c in enumerate(rest) if c == "[" and (i == 0 or rest[i - 1] == " ")]
 
 
 def unescape_name(name: str) -> str:

@@ -23,7 +23,7 @@ from ..runid import RunId
 from ..runlog import RunLog
 from ..settings import Settings
 from ..units import human_size
-from ..store import layout
+from ..store import health, layout
 from ..store.seal import Sealer, base_name
 from .leftovers import SNAPSHOT_PREFIX, remove_our_snapshots, remove_partials, restore_power
 from .power import PowerControl
@@ -90,6 +90,11 @@ class BackupJob:
                     self.log.error(str(target))
                     results.append(VmResult(name=target.name, status="error", message=str(target)))
                     continue
+                if target.name in self.power.problems:
+                    why = "did not shut down for VM_SHUTDOWN_ORDER; not backed up"
+                    self.log.error("%s: %s" % (target.name, why))
+                    results.append(VmResult(name=target.name, status="error", message=why))
+                    continue
                 results.append(self.backup_one(target, skip_power=target.name in self.power.ordered_down))
                 if interrupt.pending():
                     interrupt.raise_pending()
@@ -118,6 +123,8 @@ class BackupJob:
         except HotvcbError as err:
             result.status, result.message = "error", str(err)
             self.log.error("%s: %s" % (ref.name, err))
+        if not self.dry_run:
+            result.good_backups = self._good_backups(ref.name, settings)
         seconds = (datetime.now() - started).total_seconds()
         if result.status == "ok":
             verb = "would be backed up" if self.dry_run else "backed up"
@@ -126,6 +133,17 @@ class BackupJob:
             self.log.warning("Backup for %s completed with failed disk(s) (%d s): %s" % (
                 ref.name, seconds, ", ".join(d.disk.key for d in result.disks if not d.ok)))
         return result
+
+
+    def _good_backups(self, name: str, settings: Settings) -> List[str]:
+        """What this VM can be restored from now: the e-mail says it, above all on a failure."""
+        shell = self.host.shell
+        try:
+            found = layout.list_backups(shell, settings.vm_backup_volume, name)
+            return [b.path for b in found if health.judge(shell, b).good]
+        except HotvcbError as err:
+            self.log.warning("%s: cannot list its backups: %s" % (name, err))
+            return []
 
 
 class _VmBackup:

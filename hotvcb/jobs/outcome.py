@@ -42,5 +42,10 @@ def report(results: List[VmResult], status: str) -> str:
             line += "  (failed disks: %s)" % ", ".join(failed)
         if r.message and r.status != "ok":
             line += "\n        " + r.message
+        if r.status != "skipped":
+            if r.good_backups:
+                line += "\n        good backups: %d, newest %s" % (len(r.good_backups), r.good_backups[-1])
+            elif r.status in ("error", "warn") or r.backup_dir:
+                line += "\n        NO good backup of this VM exists"
         lines.append(line)
     return "\n".join(lines) + "\n"

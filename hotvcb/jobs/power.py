@@ -1,5 +1,13 @@
 """Guest power handling for POWER_VM_DOWN_BEFORE_BACKUP and the order keys.
 
+VM_SHUTDOWN_ORDER / VM_STARTUP_ORDER as in ghettoVCB: before any backup the
+listed VMs (any VM of the host, whether this run backs it up or not, and
+whether or not POWER_VM_DOWN_BEFORE_BACKUP is set) are shut down in that
+order; one that will not go down is not backed up (a failed VM). After the
+backups they are started, VM_STARTUP_ORDER first. Where we differ: a VM in
+VM_STARTUP_ORDER that this run did not power off is left as it is (ghettoVCB
+powers it on, even a VM an admin had switched off), with a warning.
+
 ghettoVCB's semantics, with bounded waits: a clean shutdown through VMware
 Tools, a hard power off after ITER_TO_WAIT_SHUTDOWN minutes if
 ENABLE_HARD_POWER_OFF=1, and giving up on the VM after POWER_DOWN_TIMEOUT
@@ -10,7 +18,7 @@ its folder names our run, so if this run is killed the next run (or
 """
 
 import time
-from typing import List
+from typing import List, Set
 
 from .. import crashpoint, interrupt
 from ..errors import HotvcbError, TimeoutExpired
@@ -25,6 +33,7 @@ class PowerControl:
         self.host, self.log, self.run = host, log, run
         self._loaded = {}  # name -> Vm powered down by shutdown_in_order
         self.ordered_down = []  # type: List[str]  # by shutdown_in_order, to start again
+        self.problems = set()  # type: Set[str]  # would not shut down: not backed up
 
     def power_down(self, vm, s) -> None:
         """Shut the guest down, bounded; raises TimeoutExpired when it will not go off."""
@@ -86,13 +95,17 @@ class PowerControl:
         Each is in `ordered_down` from its shutdown request on, so an interrupt
         halfway still starts every VM that went down (start_in_order in finally).
         """
-        if not (settings.power_vm_down_before_backup and settings.vm_shutdown_order) or dry_run:
+        if not settings.vm_shutdown_order or dry_run:
             return
         by_name = {t.name: t for t in targets if not isinstance(t, Exception)}
+        if any(n not in by_name for n in settings.vm_shutdown_order):
+            for ref in self.host.list_vms():
+                by_name.setdefault(ref.name, ref)
         down = self.ordered_down
         for name in settings.vm_shutdown_order:
             ref = by_name.get(name)
             if ref is None:
+                self.log.warning("VM_SHUTDOWN_ORDER names %r, which is not on this host" % name)
                 continue
             vm = self.host.load_vm(ref)
             if self.host.power_state(vm) == "on":
@@ -101,11 +114,15 @@ class PowerControl:
                 try:
                     self.power_down(vm, settings)
                 except HotvcbError as err:
-                    self.log.error("%s: %s" % (name, err))
+                    self.problems.add(name)
+                    self.log.error("%s: %s; it will not be backed up" % (name, err))
 
     def start_in_order(self, settings) -> None:
         """VM_STARTUP_ORDER first, then any other VM we powered down."""
         names = self.ordered_down
+        for n in settings.vm_startup_order:
+            if n not in names:
+                self.log.warning("VM_STARTUP_ORDER names %r, which this run did not power off; leaving it as it is" % n)
         order = [n for n in settings.vm_startup_order if n in names]
         order += [n for n in names if n not in order]
         for name in order:
