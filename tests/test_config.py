@@ -17,8 +17,7 @@ try:
 except ImportError:  # pragma: no cover - hypothesis is a test extra
     given = None
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-GHETTO = SHARED / "ghettovcb-files"
+GHETTO = Path(__file__).resolve().parent / "data" / "ghettovcb-files"
 TEMPLATE = GHETTO / "ghettoVCB-vm_backup_configuration_template"
 
 

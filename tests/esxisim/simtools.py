@@ -3,10 +3,8 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SAMPLES = os.environ.get("ESXI_SAMPLES", os.path.join(os.path.dirname(REPO), "shared", "esxi-samples"))
+SAMPLES = os.environ.get("ESXI_SAMPLES", os.path.join(REPO, "tests", "data", "esxi-samples"))
 sys.path.insert(0, REPO)
 
 from esxisim import Host  # noqa: E402
@@ -17,7 +15,7 @@ def sample(prefix):
         if fn.startswith(prefix):
             with open(os.path.join(SAMPLES, fn), encoding="utf-8") as f:
                 return f.read()
-    pytest.skip("sample %s not available" % prefix)
+    raise AssertionError("no sample %s in %s" % (prefix, SAMPLES))
 
 
 def run_shell(host, *cmd, input=None, timeout=60):
