@@ -118,3 +118,19 @@ def test_snapshot_remove_delay(host):
     r = run_shell(host, "vim-cmd", "vmsvc/snapshot.remove", vmid, str(sid))
     assert r.returncode == 0 and time.time() - t >= 1
     assert r.stdout == "Remove Snapshot:\n"
+
+
+def test_nfs_mount_fail_mounts_nothing(host):
+    host.set_fault("nfs.mount", "fail")
+    r = sh(host, "vim-cmd hostsvc/datastore/nas_create bk nfs /export/bk 0 10.0.0.5; echo rc=$?; "
+                 "esxcli storage nfs add -H 10.0.0.5 -s /export/bk -v bk; echo rc=$?; "
+                 "ls /vmfs/volumes/bk; esxcli storage nfs list")
+    assert r.stdout.startswith("(vim.fault.PlatformConfigFault) {\n")
+    assert 'text = "Unable to connect to NFS server",' in r.stdout
+    assert "rc=1\nError performing operation: NFS Error: Unable to Mount filesystem: " in r.stdout
+    assert r.stdout.count("rc=1") == 2
+    assert "No such file or directory" in r.stderr
+    assert "bk" not in host.datastores() and " bk " not in r.stdout.split("rc=1")[-1]
+    host.clear_faults()
+    r = run_shell(host, "vim-cmd", "hostsvc/datastore/nas_create", "bk", "nfs", "/export/bk", "0", "10.0.0.5")
+    assert r.returncode == 0 and "bk" in host.datastores()
