@@ -78,6 +78,9 @@ def test_hot_backup_holds_the_snapshot_instant_and_loses_no_write(host, tmp_path
     ("2gbsparse", ["-s001.vmdk"]),
 ])
 def test_each_format_is_a_real_vmdk_equal_to_the_source(host, tmp_path, fmt, files):
+    # a second, independent reader: dissect.hypervisor (pure Python); skip before any work is done
+    vmdk = pytest.importorskip("dissect.hypervisor.disk.vmdk", reason="dissect.hypervisor is the second VMDK reader "
+                               "(scripts/install-test-deps installs it)")
     vm = "fmt-" + fmt
     vmid = host.create_vm(vm, "datastore1", [{"size": "12M", "format": "thin"}], power="on")
     r = hotvcb(host, "-m", vm, "-g", write_conf(host, DISK_BACKUP_FORMAT=fmt), "-w", tmp_path / "w")
@@ -96,8 +99,6 @@ def test_each_format_is_a_real_vmdk_equal_to_the_source(host, tmp_path, fmt, fil
     info = qemu_img("info", "--output=json", disk).stdout
     assert '"virtual-size": 12582912' in info
     assert snapshot_names(host, vmid) == []
-    # a second, independent reader: dissect.hypervisor (pure Python)
-    vmdk = pytest.importorskip("dissect.hypervisor.disk.vmdk")
     with open(disk, "rb") as fh:
         reader = vmdk.VMDK(fh)
         assert reader.read(12 << 20) == host.read_disk(source)
