@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from simhost import (needs_root, backup_root, backups, hotvcb, hotvcb_background, kill, lock_pid, make_host,
-                     manifest, sealed, snapshot_names, wait_for, write_conf)
+from simhost import (needs_root, backup_root, backups, copying, hotvcb, hotvcb_background, kill, lock_pid,
+                     make_host, manifest, sealed, snapshot_names, wait_for, write_conf)
 from esxisim import writer
 
 pytestmark = needs_root
@@ -176,8 +176,7 @@ def test_signal_during_copy_removes_our_snapshot(host, tmp_path, sig):
     work = str(tmp_path / "w")
     proc = hotvcb_background(host, "-m", vm, "-g", write_conf(host), "-w", work)
     wait_for(lambda: any(r["event"] == "snapshot.create" for r in host.writer_log(vm)[-50:])
-             and lock_pid(work), what="the copy to start")
-    time.sleep(1.5)
+             and lock_pid(work) and copying(host, vm), what="the copy to start")
     kill(lock_pid(work), sig)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2, out
@@ -194,8 +193,8 @@ def test_sigkill_leftovers_are_removed_by_the_next_run_and_user_snapshots_surviv
     host.set_fault("clone.delay", "30")
     work = str(tmp_path / "w")
     proc = hotvcb_background(host, "-m", vm, "-g", conf, "-w", work)
-    wait_for(lambda: any(n.startswith("hotvcb-") for n in snapshot_names(host, vmid)), what="our snapshot")
-    time.sleep(1)
+    wait_for(lambda: any(n.startswith("hotvcb-") for n in snapshot_names(host, vmid)) and copying(host, vm),
+             what="our snapshot and the copy")
     kill(lock_pid(work), signal.SIGKILL)
     proc.communicate(timeout=60)
     assert any(n.startswith("hotvcb-") for n in snapshot_names(host, vmid)), "SIGKILL leaves the snapshot"

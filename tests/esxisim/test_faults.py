@@ -5,7 +5,7 @@ import subprocess
 import sys
 import time
 
-from simtools import REPO, run_shell, sh
+from simtools import REPO, run_shell, sh, wait_for
 from esxisim import snapshots
 
 
@@ -88,16 +88,18 @@ def test_power_faults(host):
     host.set_fault("power.off", "refuse")
     r = run_shell(host, "vim-cmd", "vmsvc/power.off", vmid)
     assert r.stdout == "Powering off VM:\nPower off failed\n" and r.returncode != 0
-    host.set_fault("power.shutdown", "ignore")
-    r = run_shell(host, "vim-cmd", "vmsvc/power.shutdown", vmid)
-    assert r.returncode == 0 and r.stdout == ""
-    time.sleep(1.5)
-    assert host.power_state(vmid) == "on"
     host.clear_faults()
     run_shell(host, "vim-cmd", "vmsvc/power.shutdown", vmid)
     assert host.power_state(vmid) == "on"  # shutdown takes about a second
-    time.sleep(1.6)
-    assert host.power_state(vmid) == "off"
+    t = time.monotonic()
+    wait_for(lambda: host.power_state(vmid) == "off", what="the guest to shut down")
+    took = time.monotonic() - t
+    host.power_on(vmid)
+    host.set_fault("power.shutdown", "ignore")
+    r = run_shell(host, "vim-cmd", "vmsvc/power.shutdown", vmid)
+    assert r.returncode == 0 and r.stdout == ""
+    time.sleep(2 * took + 0.5)  # nothing to wait on for "never": twice as long as a real shutdown took
+    assert host.power_state(vmid) == "on"
 
 
 def test_vm_vanishes_after_listing(host):
