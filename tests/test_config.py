@@ -306,7 +306,7 @@ def test_unreadable_file_is_a_usage_error(tmp_path):
         with pytest.raises(UsageError, match="cannot read"):
             load_settings(path)
         return
-    # root reads everything: ask as nobody, through the CLI, from folders nobody may enter
+    # root reads everything: ask as user nobody, through the CLI, in a folder that user can reach
     # (a copy of the package, since a clone under /root is closed to other users)
     import pwd
     import subprocess
