@@ -5,7 +5,7 @@ rule under the titles, numbers and booleans right-aligned (esxcli's table format
 """
 import sys
 
-from . import versions
+from . import faults, versions
 from .host import NotFound
 
 
@@ -82,6 +82,9 @@ def main(host, args):
             out("Error: Missing required parameter -H|--host\n" if not server else
                 "Error: Missing required parameter -s|--share\n" if not share else
                 "Error: Missing required parameter -v|--volume-name\n")
+            return 1
+        if faults.get(host, "nfs.mount") == "fail":
+            out("Error performing operation: NFS Error: Unable to Mount filesystem: Unable to connect to NFS server.\n")  # guess
             return 1
         try:
             host.add_nfs(name, server, share, readonly="r" in opts or "readonly" in opts)

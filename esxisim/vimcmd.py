@@ -392,6 +392,12 @@ def datastore(host, verb, rest):
         if len(rest) < 5:
             return usage("nas_create")
         name, _ver, share, ro, server = rest[:5]
+        if faults.get(host, "nfs.mount") == "fail":
+            # guess: the fault hostd raises when the vmkernel cannot reach the server
+            # (VMK_NFS_CONNECT_FAILURE); no captured nas_create failure exists
+            out(faults.fault_block("vim.fault.PlatformConfigFault", "An error occurred during host configuration.",
+                                   [("text", '"Unable to connect to NFS server"')]))
+            return 1
         try:
             host.add_nfs(name, server, share, readonly=_bool(ro))
         except FileExistsError:

@@ -4,8 +4,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-SAMPLES = SHARED / "esxi-samples"
+SAMPLES = ROOT / "tests" / "data" / "esxi-samples"
 sys.path.insert(0, str(ROOT))
 
 

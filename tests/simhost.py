@@ -4,6 +4,7 @@ hotvcb is started inside the host's mount namespace with the host's own
 /bin/python (3.8 where pyenv has it), so every test also proves the 3.8 floor.
 """
 
+import glob
 import json
 import os
 import re
@@ -71,6 +72,12 @@ def snapshot_names(host: Host, vmid: str):
 
 def backup_root(host: Host, vm: str) -> str:
     return host.real(VOLUME + "/" + vm)
+
+
+def copying(host: Host, vm: str) -> bool:
+    """A disk copy into one of vm's unfinished (-partial) backups has started: vmkfstools has
+    created its output file."""
+    return bool(glob.glob(os.path.join(glob.escape(backup_root(host, vm)), "*-partial", "*.vmdk")))
 
 
 def backups(host: Host, vm: str):

@@ -17,8 +17,9 @@ from typing import Iterator, List, NamedTuple, Optional, Tuple
 
 import pytest
 
-aiosmtpd_controller = pytest.importorskip("aiosmtpd.controller")
-aiosmtpd_smtp = pytest.importorskip("aiosmtpd.smtp")
+_WHY = "aiosmtpd (the test SMTP server) is not installed; scripts/install-test-deps installs it"
+aiosmtpd_controller = pytest.importorskip("aiosmtpd.controller", reason=_WHY)
+aiosmtpd_smtp = pytest.importorskip("aiosmtpd.smtp", reason=_WHY)
 
 
 class Received(NamedTuple):

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from simhost import (needs_root, backup_root, backups, hotvcb, hotvcb_background, kill, lock_pid, make_host,
-                     manifest, sealed, snapshot_names, wait_for, write_conf)
+from simhost import (needs_root, backup_root, backups, copying, hotvcb, hotvcb_background, kill, lock_pid,
+                     make_host, manifest, sealed, snapshot_names, wait_for, write_conf)
 from esxisim import writer
 
 pytestmark = needs_root
@@ -83,6 +83,9 @@ def test_hot_backup_holds_the_snapshot_instant_and_loses_no_write(host, tmp_path
     ("2gbsparse", ["-s001.vmdk"]),
 ])
 def test_each_format_is_a_real_vmdk_equal_to_the_source(host, tmp_path, fmt, files):
+    # a second, independent reader: dissect.hypervisor (pure Python); skip before any work is done
+    vmdk = pytest.importorskip("dissect.hypervisor.disk.vmdk", reason="dissect.hypervisor is the second VMDK reader "
+                               "(scripts/install-test-deps installs it)")
     vm = "fmt-" + fmt
     vmid = host.create_vm(vm, "datastore1", [{"size": "12M", "format": "thin"}], power="on")
     r = hotvcb(host, "-m", vm, "-g", write_conf(host, DISK_BACKUP_FORMAT=fmt), "-w", tmp_path / "w")
@@ -101,8 +104,6 @@ def test_each_format_is_a_real_vmdk_equal_to_the_source(host, tmp_path, fmt, fil
     info = qemu_img("info", "--output=json", disk).stdout
     assert '"virtual-size": 12582912' in info
     assert snapshot_names(host, vmid) == []
-    # a second, independent reader: dissect.hypervisor (pure Python)
-    vmdk = pytest.importorskip("dissect.hypervisor.disk.vmdk")
     with open(disk, "rb") as fh:
         reader = vmdk.VMDK(fh)
         assert reader.read(12 << 20) == host.read_disk(source)
@@ -180,8 +181,7 @@ def test_signal_during_copy_removes_our_snapshot(host, tmp_path, sig):
     work = str(tmp_path / "w")
     proc = hotvcb_background(host, "-m", vm, "-g", write_conf(host), "-w", work)
     wait_for(lambda: any(r["event"] == "snapshot.create" for r in host.writer_log(vm)[-50:])
-             and lock_pid(host), what="the copy to start")
-    time.sleep(1.5)
+             and lock_pid(host) and copying(host, vm), what="the copy to start")
     kill(lock_pid(host), sig)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2, out
@@ -198,8 +198,8 @@ def test_sigkill_leftovers_are_removed_by_the_next_run_and_user_snapshots_surviv
     host.set_fault("clone.delay", "30")
     work = str(tmp_path / "w")
     proc = hotvcb_background(host, "-m", vm, "-g", conf, "-w", work)
-    wait_for(lambda: any(n.startswith("hotvcb-") for n in snapshot_names(host, vmid)), what="our snapshot")
-    time.sleep(1)
+    wait_for(lambda: any(n.startswith("hotvcb-") for n in snapshot_names(host, vmid)) and copying(host, vm),
+             what="our snapshot and the copy")
     kill(lock_pid(host), signal.SIGKILL)
     proc.communicate(timeout=60)
     assert any(n.startswith("hotvcb-") for n in snapshot_names(host, vmid)), "SIGKILL leaves the snapshot"

@@ -4,9 +4,8 @@ shutdown/startup order, and `hotvcb cleanup` after a killed run."""
 import os
 import re
 import signal
-import time
 
-from simhost import (backups, hotvcb, hotvcb_background, kill, lock_pid, manifest, needs_root, sealed,
+from simhost import (backups, copying, hotvcb, hotvcb_background, kill, lock_pid, manifest, needs_root, sealed,
                      snapshot_names, wait_for, write_conf)
 
 pytestmark = needs_root
@@ -74,8 +73,8 @@ def test_cleanup_command_removes_only_our_leftovers(host, tmp_path):
     host.set_fault("clone.delay", "30")
     work = str(tmp_path / "w")
     proc = hotvcb_background(host, "-m", "crashy", "-g", conf, "-w", work)
-    wait_for(lambda: any(n.startswith("hotvcb-") for n in snapshot_names(host, vmid)), what="our snapshot")
-    time.sleep(0.5)
+    wait_for(lambda: any(n.startswith("hotvcb-") for n in snapshot_names(host, vmid)) and copying(host, "crashy"),
+             what="our snapshot and the copy")
     kill(lock_pid(host), signal.SIGKILL)
     proc.communicate(timeout=60)
     host.clear_faults()

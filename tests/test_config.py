@@ -14,11 +14,10 @@ from hotvcb.settings import Settings
 
 try:
     from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
-except ImportError:  # pragma: no cover - hypothesis is a test extra
+except ImportError:  # hypothesis is a test extra; its absence is a reported skip below
     given = None
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-GHETTO = SHARED / "ghettovcb-files"
+GHETTO = Path(__file__).resolve().parent / "data" / "ghettovcb-files"
 TEMPLATE = GHETTO / "ghettoVCB-vm_backup_configuration_template"
 
 
@@ -300,12 +299,48 @@ def test_fifo_is_refused_without_blocking(tmp_path):
         load_settings(str(tmp_path / "fifo"))
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads everything")
+@pytest.mark.skipif(os.name != "posix", reason="needs POSIX file modes")
 def test_unreadable_file_is_a_usage_error(tmp_path):
-    path = conf(tmp_path, "NFS_VERSION=nfs\n")
-    os.chmod(path, 0)
-    with pytest.raises(UsageError, match="cannot read"):
-        load_settings(path)
+    if os.geteuid() != 0:
+        path = conf(tmp_path, "NFS_VERSION=nfs\n")
+        os.chmod(path, 0)
+        with pytest.raises(UsageError, match="cannot read"):
+            load_settings(path)
+        return
+    # root reads everything: ask as user nobody, through the CLI, in a folder that user can reach
+    # (a copy of the package, since a clone under /root is closed to other users)
+    import pwd
+    import subprocess
+    import sys
+    import tempfile
+    nobody = pwd.getpwnam("nobody")
+    top = tempfile.mkdtemp(prefix="hotvcb-unreadable-")
+    try:
+        os.chmod(top, 0o755)
+        shutil.copytree(str(Path(__file__).resolve().parents[1] / "hotvcb"), os.path.join(top, "hotvcb"))
+        path = conf(Path(top), "NFS_VERSION=nfs\n")
+        os.chmod(path, 0)
+
+        def drop():
+            os.setgroups([])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+
+        def runs(python):
+            try:
+                return subprocess.run([python, "-c", ""], preexec_fn=drop, cwd=top, timeout=60).returncode == 0
+            except OSError:
+                return False
+        python = next((p for p in (sys.executable, "/usr/bin/python3") if runs(p)), None)
+        if python is None:
+            pytest.skip("running as root and no Python interpreter that user nobody may run")
+        r = subprocess.run([python, "-m", "hotvcb", "backup", "-m", "vm", "-g", path, "-w",
+                            os.path.join(top, "w")], capture_output=True, text=True, cwd=top, timeout=60,
+                           env=dict(os.environ, PYTHONPATH=top), preexec_fn=drop)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "cannot read config file %s: Permission denied" % path in r.stderr
+    finally:
+        shutil.rmtree(top)
 
 
 def test_huge_file_is_refused(tmp_path):
@@ -357,6 +392,12 @@ if given is not None:
         except HotvcbError:
             return
         assert len(names) == len(set(names)) and all(n == n.strip(" \t\r") and n for n in names)
+
+else:
+
+    def test_fuzz_config_and_name_lists():
+        pytest.skip("hypothesis is not installed: the config and name-list fuzz tests did not run "
+                    "(scripts/install-test-deps installs it)")
 
 
 # --- per-VM files -----------------------------------------------------------

@@ -5,7 +5,6 @@ import os
 import time
 
 from simhost import (Host, hotvcb, hotvcb_background, make_host, needs_root, snapshot_names, write_conf)
-from smtpserver import smtp_server
 
 pytestmark = needs_root
 
@@ -52,6 +51,54 @@ def test_two_hosts_share_an_nfs_target_without_clobbering(tmp_path):
 def test_nfs_mount_failure_is_one_clear_error_and_nothing_is_snapshotted(tmp_path):
     host = make_host(tmp_path / "host")
     try:
+        vmid = host.create_vm("app", "datastore1", [{"size": "4M"}], power="on")
+        host.set_fault("nfs.mount", "fail")  # nas_create fails as with an unreachable server
+        conf = nfs_conf(host)
+        r = hotvcb(host, "-m", "app", "-g", conf, "-w", tmp_path / "w")
+        out = r.stdout + r.stderr
+        assert r.returncode == 1, out  # README: 1 = the run could not start
+        assert "cannot mount NFS 10.0.0.5:/export/backups as nfs_backup: " in out
+        assert "Unable to connect to NFS server" in out
+        assert "Final status: ERROR: cannot mount NFS" in out
+        assert "Initiate backup" not in out and "Unmounting" not in out  # nothing started, nothing to undo
+        assert "nfs_backup" not in datastore_names(host)
+        # nothing was written where the share should have been mounted, nor on the share
+        assert not os.path.lexists(host.real("/vmfs/volumes/nfs_backup"))
+        assert not os.path.exists(os.path.join(host.state()["nfs_root"], "10.0.0.5", "export", "backups", "hotvcb"))
+        assert snapshot_names(host, vmid) == [] and host.power_state(vmid) == "on"
+        # the work lock was released: once the server is back the same run goes through and unmounts
+        host.clear_faults()
+        r = hotvcb(host, "-m", "app", "-g", conf, "-w", tmp_path / "w")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "Unmounting NFS datastore nfs_backup" in r.stdout
+        assert "nfs_backup" not in datastore_names(host)
+    finally:
+        host.stop()
+
+
+def test_nfs_target_is_unmounted_after_a_failed_backup(tmp_path):
+    host = make_host(tmp_path / "host")
+    try:
+        vmid = host.create_vm("app", "datastore1", [{"size": "4M"}], power="on")
+        host.set_fault("clone.fail_at", "40")
+        r = hotvcb(host, "-m", "app", "-g", nfs_conf(host), "-w", tmp_path / "w")
+        assert r.returncode == 6, r.stdout + r.stderr  # README: 6 = all failed
+        assert "Mounting NFS 10.0.0.5:/export/backups as datastore nfs_backup" in r.stdout
+        assert "Unmounting NFS datastore nfs_backup" in r.stdout
+        assert "nfs_backup" not in datastore_names(host)
+        folder = os.path.join(host.state()["nfs_root"], "10.0.0.5", "export", "backups", "hotvcb", "app")
+        [failed] = os.listdir(folder)  # the failed copy's disk data was dropped, the reason kept
+        files = os.listdir(os.path.join(folder, failed))
+        assert "STATUS.error" in files and "hotvcb.json" in files
+        assert not [f for f in files if f.endswith(".vmdk")], files
+        assert snapshot_names(host, vmid) == []
+    finally:
+        host.stop()
+
+
+def test_nfs_name_of_a_mounted_datastore_is_used_and_left_mounted(tmp_path):
+    host = make_host(tmp_path / "host")
+    try:
         host.create_vm("app", "datastore1", [{"size": "4M"}], power="on")
         conf = nfs_conf(host)
         with open(conf, "a") as f:
@@ -59,12 +106,16 @@ def test_nfs_mount_failure_is_one_clear_error_and_nothing_is_snapshotted(tmp_pat
         r = hotvcb(host, "-m", "app", "-g", conf, "-w", tmp_path / "w")
         assert r.returncode == 0, r.stdout + r.stderr
         assert "already mounted; using it and leaving it mounted" in r.stdout
+        assert "Unmounting" not in r.stdout
         assert "datastore1" in datastore_names(host)
+        assert os.listdir(host.real("/vmfs/volumes/datastore1/hotvcb/app"))
     finally:
         host.stop()
 
 
 def test_mail_report_reaches_the_admin_with_status_in_subject(tmp_path):
+    # imported here: without aiosmtpd only this test is skipped, not the NFS ones above
+    from smtpserver import smtp_server
     host = make_host(tmp_path / "host")
     try:
         host.create_vm("Mail Server (prod)", "datastore1", [{"size": "4M"}], power="on")

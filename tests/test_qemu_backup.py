@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 
 import pytest
 
@@ -150,10 +149,12 @@ def _start_backup(lab, name, log):
     def copying():
         text = open(log).read()
         assert proc.poll() is None, text
-        return "Backing up" in text and lab.overlays() and glob.glob(os.path.join(lab.volume, name, "*-partial", "*.vmdk"))
+        if not ("Backing up" in text and lab.overlays()):
+            return False
+        out = glob.glob(os.path.join(glob.escape(os.path.join(lab.volume, name)), "*-partial", "*.vmdk"))
+        return any(os.path.getsize(p) >= MiB for p in out)  # data is flowing, not just a header
 
-    wait_until(copying, 30, "the copy to start")
-    time.sleep(0.3)
+    wait_until(copying, 30, "the copy to be under way")
     return proc
 
 

@@ -16,7 +16,7 @@ from hotvcb.errors import UsageError
 from hotvcb.schedule import cron, esxi, linux
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT.parent / "shared" / "esxi-samples"
+SAMPLES = ROOT / "tests" / "data" / "esxi-samples"
 
 
 def _sample_block(prefix: str, header: str) -> str:

@@ -1,4 +1,4 @@
-"""The vim-cmd parsers against real outputs from shared/esxi-samples."""
+"""The vim-cmd parsers against real outputs in tests/data/esxi-samples."""
 
 from hotvcb.hosts import vimcmd
 

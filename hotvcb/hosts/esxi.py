@@ -296,7 +296,12 @@ def _datastore_of(path: str, names: Dict[str, str]) -> str:
 
 def _fault_message(output: str) -> str:
     m = re.search(r'msg = "(.*)",?\s*$', output, re.M)
-    return m.group(1) if m else output.strip()
+    if not m:
+        return output.strip()
+    # PlatformConfigFault's msg is generic ("An error occurred during host configuration."):
+    # the cause is in its text field
+    detail = re.search(r'^\s*text = "(.+)",?\s*$', output, re.M)
+    return "%s: %s" % (m.group(1).rstrip("."), detail.group(1)) if detail else m.group(1)
 
 
 def _clone_error(output: str) -> str:

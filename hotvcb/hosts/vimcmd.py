@@ -1,7 +1,7 @@
 """Turn vim-cmd's human-oriented text into data.
 
 vim-cmd has no machine-readable mode, so every parser here is written against
-the real outputs in shared/esxi-samples and tolerates their quirks: columns
+the real outputs in tests/data/esxi-samples and tolerates their quirks: columns
 wider than the header, names with runs of spaces and brackets, multi-line
 annotations and descriptions, "Skipping invalid VM" lines, the "Desciption"
 typo, ESX 4.x snapshot listings without an Id line.

@@ -5,7 +5,7 @@ import subprocess
 import sys
 import time
 
-from simtools import REPO, run_shell, sh
+from simtools import REPO, run_shell, sh, wait_for
 from esxisim import snapshots
 
 
@@ -88,16 +88,18 @@ def test_power_faults(host):
     host.set_fault("power.off", "refuse")
     r = run_shell(host, "vim-cmd", "vmsvc/power.off", vmid)
     assert r.stdout == "Powering off VM:\nPower off failed\n" and r.returncode != 0
-    host.set_fault("power.shutdown", "ignore")
-    r = run_shell(host, "vim-cmd", "vmsvc/power.shutdown", vmid)
-    assert r.returncode == 0 and r.stdout == ""
-    time.sleep(1.5)
-    assert host.power_state(vmid) == "on"
     host.clear_faults()
     run_shell(host, "vim-cmd", "vmsvc/power.shutdown", vmid)
     assert host.power_state(vmid) == "on"  # shutdown takes about a second
-    time.sleep(1.6)
-    assert host.power_state(vmid) == "off"
+    t = time.monotonic()
+    wait_for(lambda: host.power_state(vmid) == "off", what="the guest to shut down")
+    took = time.monotonic() - t
+    host.power_on(vmid)
+    host.set_fault("power.shutdown", "ignore")
+    r = run_shell(host, "vim-cmd", "vmsvc/power.shutdown", vmid)
+    assert r.returncode == 0 and r.stdout == ""
+    time.sleep(2 * took + 0.5)  # nothing to wait on for "never": twice as long as a real shutdown took
+    assert host.power_state(vmid) == "on"
 
 
 def test_vm_vanishes_after_listing(host):
@@ -118,3 +120,19 @@ def test_snapshot_remove_delay(host):
     r = run_shell(host, "vim-cmd", "vmsvc/snapshot.remove", vmid, str(sid))
     assert r.returncode == 0 and time.time() - t >= 1
     assert r.stdout == "Remove Snapshot:\n"
+
+
+def test_nfs_mount_fail_mounts_nothing(host):
+    host.set_fault("nfs.mount", "fail")
+    r = sh(host, "vim-cmd hostsvc/datastore/nas_create bk nfs /export/bk 0 10.0.0.5; echo rc=$?; "
+                 "esxcli storage nfs add -H 10.0.0.5 -s /export/bk -v bk; echo rc=$?; "
+                 "ls /vmfs/volumes/bk; esxcli storage nfs list")
+    assert r.stdout.startswith("(vim.fault.PlatformConfigFault) {\n")
+    assert 'text = "Unable to connect to NFS server",' in r.stdout
+    assert "rc=1\nError performing operation: NFS Error: Unable to Mount filesystem: " in r.stdout
+    assert r.stdout.count("rc=1") == 2
+    assert "No such file or directory" in r.stderr
+    assert "bk" not in host.datastores() and " bk " not in r.stdout.split("rc=1")[-1]
+    host.clear_faults()
+    r = run_shell(host, "vim-cmd", "hostsvc/datastore/nas_create", "bk", "nfs", "/export/bk", "0", "10.0.0.5")
+    assert r.returncode == 0 and "bk" in host.datastores()

@@ -1,10 +1,10 @@
 """A running guest keeps writing; snapshots freeze exactly what the log says, removal loses nothing."""
 import re
-import time
+import os
 
 import pytest
 
-from simtools import run_shell, sh
+from simtools import run_shell, sh, wait_for, writes_after
 from esxisim import Host, crond, writer
 
 
@@ -21,10 +21,11 @@ def test_snapshot_with_writer_keeps_every_write(host, ds):
     host.create_vm  # noqa
     host.power_on(vmid)
     writer.start(host, vmid)
-    time.sleep(0.6)
+    wait_for(lambda: len(writes_after(host.writer_log("busy vm"), "writer.start")) >= 3, what="guest writes")
     r = run_shell(host, "vim-cmd", "vmsvc/snapshot.create", vmid, "backup", "hotvcb", "0", "0")
     assert r.returncode == 0, r.stdout + r.stderr
-    time.sleep(0.6)
+    wait_for(lambda: len(writes_after(host.writer_log("busy vm"), "snapshot.create")) >= 3,
+             what="guest writes into the snapshot")
     log = host.writer_log("busy vm")
     i = next(k for k, rec in enumerate(log) if rec["event"] == "snapshot.create")
     frozen = writer.apply_writes({n: bytearray(b) for n, b in initial.items()}, log, until=i)
@@ -36,7 +37,8 @@ def test_snapshot_with_writer_keeps_every_write(host, ds):
     sid = str(log[i]["id"])
     r = run_shell(host, "vim-cmd", "vmsvc/snapshot.remove", vmid, sid)
     assert r.returncode == 0, r.stdout
-    time.sleep(0.3)
+    wait_for(lambda: len(writes_after(host.writer_log("busy vm"), "snapshot.remove")) >= 2,
+             what="guest writes after the removal")
     writer.stop(host, vmid)
     log = host.writer_log("busy vm")
     assert log[-1]["event"] == "writer.stop"
@@ -50,17 +52,26 @@ def test_snapshot_with_writer_keeps_every_write(host, ds):
 
 def test_power_off_stops_writer(host):
     vmid = host.create_vm("w", "datastore1", [{"size": "4M"}], power="on", writer=True)
-    time.sleep(0.3)
-    assert host.vm(vmid)["writer_pid"]
+    wait_for(lambda: writes_after(host.writer_log("w"), "writer.start"), what="the guest to write")
+    pid = host.vm(vmid)["writer_pid"]
+    assert pid
     run_shell(host, "vim-cmd", "vmsvc/power.off", vmid)
     assert host.vm(vmid)["writer_pid"] is None
+    # the writer has exited (it logs writer.stop last), so nothing can write any more
+    assert host.writer_log("w")[-1] == dict(host.writer_log("w")[-1], event="writer.stop", pid=pid)
+    assert not os.path.exists("/proc/%d" % pid) or _zombie(pid)
     n = len(host.writer_log("w"))
-    time.sleep(0.3)
-    assert len(host.writer_log("w")) == n
     run_shell(host, "vim-cmd", "vmsvc/power.on", vmid)  # writer flag survives power cycles
-    time.sleep(0.3)
-    assert len(host.writer_log("w")) > n
+    wait_for(lambda: writes_after(host.writer_log("w")[n:], "writer.start"), what="the writer to restart")
     writer.stop(host, vmid)
+
+
+def _zombie(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 NAMES = ["space vm", "O'Brien \"quoted\"", "semi;colon (1) [x]+", "Müller Ümlaut", "a|pipe"]
@@ -122,7 +133,8 @@ def test_crond_restart_is_recorded(tmp_path):
                   "/sbin/auto-backup.sh")
         assert r.returncode == 0, r.stderr
         assert "Saving current state in /bootbank" in r.stdout
-        time.sleep(1.0)
+        wait_for(lambda: [e["event"] for e in crond.log(h)].count("start") >= 3
+                 and "stop" in [e["event"] for e in crond.log(h)], what="the first crond's stop and two starts")
         log = crond.log(h)
         events = [e["event"] for e in log]
         assert events.count("start") == 3

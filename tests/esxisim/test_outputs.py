@@ -1,7 +1,7 @@
 """Tool output against the structure of the real samples."""
 import re
 
-from simtools import run_shell, sample, sh
+from simtools import Host, run_shell, sample, sh
 
 
 def _label_positions(header, labels):
@@ -29,22 +29,36 @@ def test_getallvms_layout_matches_hostd(host):
     assert header.index("Name") == 7 + (name_w - 4) // 2
 
 
-def test_getallvms_reproduces_sample_10_header():
-    """Feed the sample's rows to the formatter and get the sample's exact header back."""
-    from esxisim import vimcmd
+def test_getallvms_reproduces_sample_10(tmp_path):
+    """A host holding the VMs of sample getallvms_10 (ESXi 7.0.3) prints the sample's listing:
+    the same header (labels centred over columns sized by the longest value) and the same rows."""
+    import os
     text = sample("getallvms_10")
-    lines = [l for l in text.splitlines() if not l.startswith("#")]
-    header = lines[0]
-    rows = []
-    for l in lines[1:]:
-        m = re.match(r"^(\d+)\s+(\S+)\s+(\[\S+\] \S+)\s+(\S+)\s+(vmx-\d+)$", l)
-        if m:
-            rows.append(list(m.groups()) + [""])
-    labels = ["Vmid", "Name", "File", "Guest OS", "Version", "Annotation"]
-    widths = [max([len(labels[i])] + [len(r[i]) for r in rows]) for i in range(6)]
-    got = "   ".join((" " * ((w - len(l)) // 2) + l).ljust(w) for l, w in zip(labels, widths))
-    assert got.rstrip() == header.rstrip()
-    assert vimcmd  # the same formula lives in vimcmd.getallvms
+    listing = text.split("\n\n", 1)[0]
+    expected = [l.rstrip() for l in listing.splitlines() if not l.startswith("#")]
+    rows = [re.match(r"^(\d+)\s+(\S+)\s+\[(\S+)\] (\S+)\s+(\S+)\s+vmx-(\d+)$", l).groups()
+            for l in expected[1:]]
+    assert len(rows) == 9
+    h = Host.create(str(tmp_path / "host"), version="7.0.3", crond=False)
+    try:
+        h.add_datastore("samsung_4t", 2 << 30, vmfs=6)
+        for vmid, name, ds, path, guest, hw in rows:
+            tmp = h.create_vm(name, ds, [{"size": "1M"}], guest_os=guest, hw=int(hw), nvram=False)
+            h.unregister(tmp)
+            src = os.path.join(h.ds_dir(ds), name)
+            dst = os.path.join(h.ds_dir(ds), os.path.dirname(path))
+            if src != dst:
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                os.rename(src, dst)
+            with h.store.edit() as s:  # the sample's vmids (hostd never reuses one)
+                s["next_vmid"] = int(vmid)
+            assert h.register("/vmfs/volumes/%s/%s" % (ds, path)) == vmid
+        r = run_shell(h, "vim-cmd", "vmsvc/getallvms")
+    finally:
+        h.stop()
+    assert r.returncode == 0, r.stderr
+    # the sample's author trimmed trailing blanks (the empty Annotation column)
+    assert [l.rstrip() for l in r.stdout.splitlines()] == expected
 
 
 def test_power_getstate_and_notfound(host):
