@@ -18,7 +18,8 @@ SHA-256 is wanted as well).
 
 This module is self-contained (stdlib only, Python 3.8, no package imports)
 because its source is also run on a remote host by `python -c` in SSH mode:
-`python -c "<this file>" PATH BLOCK_SIZE WHOLE` prints one JSON line.
+`python -c "<this file>" PATH BLOCK_SIZE WHOLE` prints one JSON line (exit
+127 from a python older than 3.5, which the caller treats as "no python").
 """
 
 import errno
@@ -201,4 +202,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    if sys.version_info < (3, 5):
+        sys.exit(127)  # e.g. python 2 as `python` on an old host: the caller falls back to sha256sum
     sys.exit(main(sys.argv[1:]))
