@@ -10,6 +10,7 @@ import tarfile
 
 import pytest
 
+from hotvcb.errors import HostError
 from hotvcb.jobs.verify import verify_folder
 from hotvcb.shell import LocalShell
 from hotvcb.store import manifest
@@ -247,3 +248,52 @@ def test_a_newer_manifest_version_is_refused_not_misread(tmp_path):
     path.write_text(path.read_text().replace('"version": 2', '"version": 3', 1))
     res = verify_folder(shell, str(folder))
     assert res.status == "damaged" and "newer hotvcb" in res.message
+
+
+class CommandHost(object):
+    """A host reached only through run() (like SSH mode), here with a chosen PATH."""
+
+    def __init__(self, path):
+        self.path, self.local = path, LocalShell()
+
+    def run(self, argv, timeout=None, **_kw):
+        import subprocess
+
+        from hotvcb.shell import Completed
+
+        done = subprocess.run(argv, env={"PATH": self.path}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              timeout=60, universal_newlines=True)
+        return Completed(list(argv), done.returncode, done.stdout)
+
+    def file_size(self, path):
+        return self.local.file_size(path)
+
+    def sha256(self, path, on_block=None):
+        return self.local.sha256(path, on_block)
+
+
+def test_a_host_reached_by_commands_hashes_with_its_python_or_falls_back(tmp_path):
+    import shutil
+    import sys
+
+    sparse_file(tmp_path / "thin", 4 * MIB + 9, [(MIB + 1, b"data")])
+    path = str(tmp_path / "thin")
+    local = manifest.digest_file(LocalShell(), path)
+    with_python = tmp_path / "bin-python"
+    with_python.mkdir()
+    os.symlink(shutil.which("sh"), str(with_python / "sh"))
+    os.symlink(sys.executable, str(with_python / "python"))
+    seen = []
+    remote = manifest.digest_file(CommandHost(str(with_python)), path, on_block=seen.append)
+    assert remote.entry() == local.entry() and seen == [local.size]
+
+    without = tmp_path / "bin-sh-only"
+    without.mkdir()
+    os.symlink(shutil.which("sh"), str(without / "sh"))
+    host = CommandHost(str(without))
+    fallback = manifest.digest_file(host, path)
+    assert fallback.entry() == v1_entry(path, blocks=False)  # what the host's sha256sum gives
+    with pytest.raises(HostError, match="no python"):
+        manifest.digest_file(host, path, entry=local.entry())
+    with pytest.raises(HostError, match="cannot read"):
+        manifest.digest_file(CommandHost(str(with_python)), str(tmp_path / "missing"))
