@@ -115,7 +115,7 @@ def _check_file(shell, path: str, rel: str, entry: Dict, present: bool, progress
     if not present:
         return Problem(rel, "missing")
     try:
-        digest = manifest.digest_file(shell, path, on_block=progress)
+        digest = manifest.digest_file(shell, path, on_block=progress, entry=entry)
     except HostError as err:
         return Problem(rel, "unreadable: %s" % err)
     return compare(rel, entry, digest)
@@ -124,7 +124,7 @@ def _check_file(shell, path: str, rel: str, entry: Dict, present: bool, progress
 def compare(rel: str, entry: Dict, digest: "manifest.FileDigest") -> Optional[Problem]:
     """The problem with a file's digest against its manifest entry, or None."""
     size = int(entry.get("size", -1))
-    if digest.sha256 == entry.get("sha256") and digest.size == size:
+    if digest.matches(entry):
         return None
     span = manifest.first_bad_block(entry, digest)
     if digest.size != size:
