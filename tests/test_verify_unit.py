@@ -234,11 +234,11 @@ def test_v2_and_v1_compressed_backups_verify_from_the_stream(tmp_path):
         gz = str(folder) + ".gz"
         with tarfile.open(gz, "w:gz") as tar:
             tar.add(str(folder), arcname=folder.name)
-        assert verify_gz(gz).status == "ok", version
+        assert verify_gz(shell, gz).status == "ok", version
         flip(folder / "VM-flat.vmdk", 2 * MIB)
         with tarfile.open(gz, "w:gz") as tar:
             tar.add(str(folder), arcname=folder.name)
-        p = verify_gz(gz).problems[0]
+        p = verify_gz(shell, gz).problems[0]
         assert (p.file, p.first) == ("VM-flat.vmdk", 2 * MIB), version
 
 
