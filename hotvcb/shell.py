@@ -20,9 +20,9 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from . import interrupt
+from . import hostdigest, interrupt
 from .errors import CommandFailed, HostError, TimeoutExpired
 
 
@@ -241,6 +241,11 @@ class LocalShell:
 
     def realpath(self, path: str) -> str:
         return os.path.realpath(path)
+
+    def block_digests(self, path: str, block_size: int, whole: bool,
+                      on_block: Optional[Callable[[int], None]] = None) -> Optional[Dict[str, Any]]:
+        """blockdigest.py's digests of a file, read here with its holes skipped."""
+        return hostdigest.local(path, block_size, whole, on_block)
 
     def sha256(self, path: str, on_block: Optional[Callable[[int], None]] = None) -> str:
         """Hash a file; sparse holes read as zeros like any reader sees them."""

@@ -39,8 +39,9 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from . import hostdigest
 from .errors import HostError, TimeoutExpired
 from .shell import Completed, OutputCallback, stream
 
@@ -438,6 +439,11 @@ class SshShell:
                   'echo "${d%/}/$(basename -- "$1")" && exit 0; echo "$1"')
         out = self._must("cannot resolve %s" % path, script, path)
         return out.decode("utf-8", "surrogateescape").rstrip("\n") or path
+
+    def block_digests(self, path: str, block_size: int, whole: bool,
+                      on_block: Optional[Callable[[int], None]] = None) -> Optional[Dict[str, Any]]:
+        """blockdigest.py run by the host's python (one JSON line back); None: it has none."""
+        return hostdigest.by_command(self.run, path, block_size, whole, on_block)
 
     def sha256(self, path: str, on_block: Optional[Callable[[int], None]] = None) -> str:
         """Hash a file on the host (sha256sum there: the data never crosses the wire)."""

@@ -265,6 +265,11 @@ class CommandHost(object):
                               timeout=60, universal_newlines=True)
         return Completed(list(argv), done.returncode, done.stdout)
 
+    def block_digests(self, path, block_size, whole, on_block=None):
+        from hotvcb import hostdigest
+
+        return hostdigest.by_command(self.run, path, block_size, whole, on_block)
+
     def file_size(self, path):
         return self.local.file_size(path)
 

@@ -23,7 +23,8 @@ version than this code knows is refused rather than misread.
 import json
 from typing import Any, Dict, Optional, Tuple
 
-from . import blockdigest
+from .. import blockdigest
+from ..hostdigest import check_interrupt
 
 MANIFEST = "hotvcb.json"
 FORMAT = "hotvcb-backup"
@@ -114,13 +115,6 @@ class FileDigest(object):
         return self.sha256 is not None and self.sha256 == entry.get("sha256")
 
 
-def _check_interrupt() -> None:
-    from .. import interrupt
-
-    if interrupt.pending():
-        interrupt.raise_pending()
-
-
 def _from(out: Dict[str, Any], block_size: int) -> FileDigest:
     return FileDigest(int(out["size"]), out.get("sha256"), out.get("blocks") or "", block_size,
                       out.get(PROOF))
@@ -142,7 +136,7 @@ def digest_stream(read, block_size: int = BLOCK_SIZE, on_block=None, whole: bool
     `whole`, the version-1 whole-file SHA-256, is wanted: on by default,
     because a .gz member is hashed before its manifest entry is known).
     """
-    out = blockdigest.digest_read(read, block_size, whole, on_block, _check_interrupt)
+    out = blockdigest.digest_read(read, block_size, whole, on_block, check_interrupt)
     return _from(out, block_size)
 
 
@@ -152,66 +146,19 @@ def digest_file(shell, path: str, block_size: int = BLOCK_SIZE, on_block=None,
 
     Without `entry` (sealing) the version-2 digest is computed; with the
     manifest entry the file is checked against, what that entry needs
-    (version 1: also the whole-file SHA-256). LocalShell files are opened
-    directly; a shell with `open_binary` is read as a stream; any other shell
-    (SSH) runs blockdigest.py with the host's python, or, where the host has
-    none, its `sha256sum` (a version-1 entry without block digests).
+    (version 1: also the whole-file SHA-256). The shell computes it where the
+    file is (Shell.block_digests); a host without python gives the host's
+    `sha256sum` instead (a version-1 entry without block digests).
     """
     from ..errors import HostError
-    from ..shell import LocalShell
 
     block_size, whole = _wants(entry, block_size)
-    opener = getattr(shell, "open_binary", None)
-    try:
-        if isinstance(shell, LocalShell) and opener is None:
-            with open(path, "rb", buffering=0) as f:
-                return _from(blockdigest.digest_fd(f, block_size, whole, on_block, _check_interrupt), block_size)
-        if opener is not None:
-            with opener(path) as f:
-                return digest_stream(f.read, block_size, on_block, whole)
-    except OSError as err:
-        raise HostError("cannot read %s: %s" % (path, err.strerror or err)) from err
-    out = _remote_digest(shell, path, block_size, whole)
+    out = shell.block_digests(path, block_size, whole, on_block)
     if out is None:
         if entry is not None and PROOF in entry:
             raise HostError("cannot check %s: the host has no python to compute block digests" % path)
         return FileDigest(shell.file_size(path), shell.sha256(path, on_block), "", block_size)
-    if on_block is not None:
-        on_block(int(out["size"]))
     return _from(out, block_size)
-
-
-# Runs blockdigest.py with the host's python (ESXi: /bin/python, 3.8); exit 127: none.
-_REMOTE = ('for p in python3 python; do command -v "$p" >/dev/null 2>&1 && '
-           'exec "$p" -c "$1" "$2" "$3" "$4"; done; exit 127')
-
-
-def _remote_digest(shell, path: str, block_size: int, whole: bool) -> Optional[Dict[str, Any]]:
-    """blockdigest's JSON for a file on an SSH host, or None when it has no python."""
-    from ..errors import HostError
-
-    code = _blockdigest_source()
-    done = shell.run(["sh", "-c", _REMOTE, "hotvcb", code, path, str(block_size), "1" if whole else "0"],
-                     timeout=None)
-    if done.returncode == 127:
-        return None
-    lines = [l for l in done.output.splitlines() if l.startswith("{")]
-    try:
-        out = json.loads(lines[-1])
-    except (IndexError, ValueError):
-        raise HostError("cannot read %s: %s" % (path, done.output.strip()[-200:] or "exit %d" % done.returncode))
-    if "error" in out or done.returncode != 0:
-        raise HostError("cannot read %s: %s" % (path, out.get("error") or "exit %d" % done.returncode))
-    return out
-
-
-def _blockdigest_source() -> str:
-    import pkgutil
-
-    data = pkgutil.get_data(__package__, "blockdigest.py")
-    if data is None:
-        raise RuntimeError("blockdigest.py is not readable from the package")
-    return data.decode("utf-8")
 
 
 def first_bad_block(entry: Dict[str, Any], digest: FileDigest) -> Optional[Tuple[int, int]]:
