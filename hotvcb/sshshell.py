@@ -88,12 +88,12 @@ class SshTarget:
     @property
     def known_hosts_name(self) -> str:
         """How the host is written in known_hosts."""
-        if self.port in (None, 22):
+        if self.port is None or self.port == 22:
             return self.hostname
         return "[%s]:%d" % (self.hostname, self.port)
 
     def describe(self) -> str:
-        return "ssh://%s%s" % (self.destination, "" if self.port in (None, 22) else ":%d" % self.port)
+        return "ssh://%s%s" % (self.destination, "" if self.port is None or self.port == 22 else ":%d" % self.port)
 
 
 class SshShell:
@@ -162,7 +162,7 @@ class SshShell:
     def _connect_error(self, message: str) -> str:
         t = self.target
         known = t.known_hosts or "~/.ssh/known_hosts"
-        port = "" if t.port in (None, 22) else "-p %d " % t.port
+        port = "" if t.port is None or t.port == 22 else "-p %d " % t.port
         if "REMOTE HOST IDENTIFICATION HAS CHANGED" in message or "Host key for" in message:
             return (
                 "the SSH host key of %s has CHANGED since it was recorded in %s; refusing to connect "
@@ -247,7 +247,8 @@ class SshShell:
             done = stream(proc, argv, timeout=timeout, idle_timeout=idle_timeout,
                           on_output=on_output, interruptible=interruptible)
         finally:
-            proc.stdin.close()
+            if proc.stdin is not None:
+                proc.stdin.close()
         if done.returncode == 127 and done.output.startswith(_NOT_FOUND):
             raise HostError("cannot run %s on %s: not found" % (argv[0], self.target.destination))
         if done.returncode == 255 and not self._master_alive():
@@ -276,12 +277,12 @@ class SshShell:
         except OSError as err:
             raise HostError("cannot run %s: %s" % (SSH, err.strerror or err)) from err
         try:
-            out, err = proc.communicate(data, timeout=timeout)
+            out, errout = proc.communicate(data, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
             proc.kill()
             proc.communicate()
             raise TimeoutExpired("%s on %s" % (script.split()[0], self.target.destination), timeout or 0) from exc
-        message = err.decode("utf-8", "replace")
+        message = errout.decode("utf-8", "replace")
         if proc.returncode == 255 and not self._master_alive():
             raise self._lost(message)
         return proc.returncode, out, message
@@ -460,12 +461,14 @@ class _RemoteReader(object):
     """File-like read side of a remote `cat`; a failed cat raises OSError at the end."""
 
     def __init__(self, proc: "subprocess.Popen", path: str):
-        self.proc, self.path = proc, path
+        if proc.stdout is None or proc.stderr is None:
+            raise ValueError("the remote cat needs piped stdout and stderr")
+        self.proc, self.path, self.out, self.err = proc, path, proc.stdout, proc.stderr
 
     def read(self, n: int = -1) -> bytes:
-        data = self.proc.stdout.read(n) if n is not None and n >= 0 else self.proc.stdout.read()
+        data = self.out.read(n) if n is not None and n >= 0 else self.out.read()
         if not data and self.proc.wait() != 0:
-            err = self.proc.stderr.read().decode("utf-8", "replace")
+            err = self.err.read().decode("utf-8", "replace")
             raise OSError("cannot read %s: %s" % (self.path, _reason(err) or "exit %d" % self.proc.returncode))
         return data
 
@@ -473,8 +476,8 @@ class _RemoteReader(object):
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
-        self.proc.stdout.close()
-        self.proc.stderr.close()
+        self.out.close()
+        self.err.close()
 
     def __enter__(self) -> "_RemoteReader":
         return self

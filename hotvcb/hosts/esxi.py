@@ -8,12 +8,13 @@ as well as its exit status.
 
 import re
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from .. import vmdk
 from ..errors import CommandFailed, CopyError, HostError, SnapshotError, TimeoutExpired, VmNotFound
 from ..model import DatastoreInfo, Disk, Snapshot, Vm, VmRef
 from ..settings import DISK_FORMATS
+from ..shell import Shell
 from ..vmx import VmxFile
 from . import vimcmd
 
@@ -29,7 +30,7 @@ class EsxiHost:
     formats = DISK_FORMATS
     run_dir = "/var/run"  # the host's run lock and id (ramdisk: a reboot ends every run anyway)
 
-    def __init__(self, shell):
+    def __init__(self, shell: Shell):
         self.shell = shell
         self._version = None  # type: Optional[str]
 
@@ -43,7 +44,7 @@ class EsxiHost:
     def _wants_adapter_flag(self) -> bool:
         """vmkfstools ignores (and warns about) -a from ESXi 6.5 on."""
         m = re.search(r"(\d+)\.(\d+)\.\d+", self.describe())
-        return bool(m) and (int(m.group(1)), int(m.group(2))) < (6, 5)
+        return m is not None and (int(m.group(1)), int(m.group(2))) < (6, 5)
 
     def _vim(self, args: List[str], timeout: float = 300, interruptible: bool = True) -> str:
         out = self.shell.run([VIM_CMD] + args, timeout=timeout, interruptible=interruptible)
@@ -117,6 +118,16 @@ class EsxiHost:
         if "independent" in mode:
             skip = "independent disk (%s) is not part of snapshots" % mode
         return Disk(key=dev, path=path, datastore=_datastore_of(path, names), adapter=adapter, mode=mode, skip_reason=skip)
+
+    def backup_config(self, vm: Vm) -> Tuple[str, str]:
+        """The .vmx as a backup holds it: each disk named as its base (a clone of a chain is whole)."""
+        vmx = VmxFile(self.shell.read_text(vm.ref.vmx_path))
+        for disk in vm.disks:
+            current = vmx.get(disk.key + ".fileName") or ""
+            folder, _, name = current.rpartition("/")
+            if vmdk.base_name(name) != name:
+                vmx.set(disk.key + ".fileName", (folder + "/" if folder else "") + vmdk.base_name(name))
+        return vm.ref.vmx_path.rsplit("/", 1)[-1], vmx.text()
 
     # -- power ---------------------------------------------------------------
     def power_state(self, vm: Vm) -> str:
@@ -268,18 +279,6 @@ class EsxiHost:
             if ref.vmx_path == vmx_path or self.shell.realpath(ref.vmx_path) == real:
                 return ref.vmid
         raise HostError("registered %s but it does not show up in the inventory" % vmx_path)
-
-    def registered_vmx_paths(self) -> List[str]:
-        return [ref.vmx_path for ref in self.list_vms()]
-
-    def datastore_of(self, path: str) -> Optional[DatastoreInfo]:
-        """The datastore holding path (by name or by its /vmfs/volumes/<uuid> url)."""
-        real = self.shell.realpath(path)
-        for ds in self.datastores():
-            roots = {ds.url, "/vmfs/volumes/" + ds.name, self.shell.realpath("/vmfs/volumes/" + ds.name)}
-            if any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots if r):
-                return ds
-        return None
 
 
 def _absolute(folder: str, name: str) -> str:

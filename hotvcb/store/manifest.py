@@ -25,6 +25,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from .. import blockdigest
 from ..hostdigest import check_interrupt
+from ..shell import Shell
 
 MANIFEST = "hotvcb.json"
 FORMAT = "hotvcb-backup"
@@ -37,7 +38,7 @@ def dumps(data: Dict[str, Any]) -> str:
     return json.dumps(body, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
 
 
-def load(shell, folder: str) -> Optional[Dict[str, Any]]:
+def load(shell: Shell, folder: str) -> Optional[Dict[str, Any]]:
     """The manifest of a backup, or None for one made by ghettoVCB."""
     path = folder + "/" + MANIFEST
     if not shell.exists(path):
@@ -140,7 +141,7 @@ def digest_stream(read, block_size: int = BLOCK_SIZE, on_block=None, whole: bool
     return _from(out, block_size)
 
 
-def digest_file(shell, path: str, block_size: int = BLOCK_SIZE, on_block=None,
+def digest_file(shell: Shell, path: str, block_size: int = BLOCK_SIZE, on_block=None,
                 entry: Optional[Dict[str, Any]] = None) -> FileDigest:
     """Digest a host file in one pass over its data (holes are not read).
 
