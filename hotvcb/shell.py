@@ -80,7 +80,9 @@ class Shell(FileReader, Protocol):
     is atomic (a reader sees the old file or the new one); `make_new_dir` and
     `link_new` are atomic claims that return False when the name exists;
     `age` and `touch` use the host's clock; `block_digests` computes where the
-    file is and returns None only when the host cannot (no python).
+    file is and returns None only when the host cannot (no python); a file
+    `open_binary` cannot read raises HostError from the open or the first read;
+    `rename` never replaces an existing folder.
     """
 
     description: str
@@ -291,6 +293,9 @@ class LocalShell:
             raise HostError("cannot touch %s: %s" % (path, err.strerror)) from err
 
     def rename(self, src: str, dst: str) -> None:
+        """Rename src to dst; an existing folder dst is an error (os.rename would replace an empty one)."""
+        if os.path.isdir(dst) and not os.path.islink(dst):
+            raise HostError("cannot rename %s to %s: File exists" % (src, dst))
         try:
             os.rename(src, dst)
             fsync_dir(os.path.dirname(dst) or ".")

@@ -33,6 +33,7 @@ supported by listdir/list_files (ls/find print one name a line).
 
 import atexit
 import os
+import posixpath
 import re
 import shlex
 import shutil
@@ -434,7 +435,8 @@ class SshShell:
         self._must("cannot chmod %s" % path, 'chmod "$2" -- "$1"', path, "%04o" % mode)
 
     def realpath(self, path: str) -> str:
-        """Like os.path.realpath: a missing last part is kept as written."""
+        """Like os.path.realpath: a missing last part is kept as written, `..` folded."""
+        path = posixpath.normpath(path)
         script = ('readlink -f -- "$1" 2>/dev/null && exit 0; '
                   'd=$(readlink -f -- "$(dirname -- "$1")" 2>/dev/null) && '
                   'echo "${d%/}/$(basename -- "$1")" && exit 0; echo "$1"')
@@ -458,7 +460,8 @@ class SshShell:
 
 
 class _RemoteReader(object):
-    """File-like read side of a remote `cat`; a failed cat raises OSError at the end."""
+    """File-like read side of a remote `cat`; a failed cat raises HostError at the end
+    (the Shell contract: a file that cannot be read is a HostError, from open or read)."""
 
     def __init__(self, proc: "subprocess.Popen", path: str):
         if proc.stdout is None or proc.stderr is None:
@@ -469,7 +472,7 @@ class _RemoteReader(object):
         data = self.out.read(n) if n is not None and n >= 0 else self.out.read()
         if not data and self.proc.wait() != 0:
             err = self.err.read().decode("utf-8", "replace")
-            raise OSError("cannot read %s: %s" % (self.path, _reason(err) or "exit %d" % self.proc.returncode))
+            raise HostError("cannot read %s: %s" % (self.path, _reason(err) or "exit %d" % self.proc.returncode))
         return data
 
     def close(self) -> None:

@@ -41,7 +41,7 @@ from datetime import datetime
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from .. import vmdk
-from ..errors import CopyError, HostError, SnapshotError, TimeoutExpired
+from ..errors import CopyError, HostError, SnapshotError, TimeoutExpired, VmNotFound
 from ..model import DatastoreInfo, Disk, Snapshot, Vm, VmRef
 from ..shell import Shell
 from . import qemuimg
@@ -137,6 +137,8 @@ class QemuHost:
         return refs
 
     def load_vm(self, ref: VmRef) -> Vm:
+        if not self.shell.exists(ref.vmx_path):
+            raise VmNotFound(ref.name)  # its QEMU is gone since the listing
         with self._qmp(ref.vmx_path) as qmp:
             version = qmp.execute("query-version")
             status = qmp.execute("query-status")
