@@ -73,6 +73,7 @@ class DiskResult:
     files: List[str] = field(default_factory=list)  # names inside the backup
     error: str = ""
     seconds: float = 0.0
+    bytes: int = 0  # the disk's size as copied (its capacity)
 
 
 @dataclass
@@ -85,3 +86,4 @@ class VmResult:
     backup_dir: Optional[str] = None
     disks: List[DiskResult] = field(default_factory=list)
     good_backups: List[str] = field(default_factory=list)  # after the run, oldest first (store/health.py)
+    seconds: float = 0.0

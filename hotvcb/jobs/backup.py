@@ -129,7 +129,7 @@ class BackupJob:
             self.log.error("%s: %s" % (ref.name, err))
         if not self.dry_run:
             result.good_backups = self._good_backups(ref.name, settings)
-        seconds = (datetime.now() - started).total_seconds()
+        seconds = result.seconds = (datetime.now() - started).total_seconds()
         if result.status == "ok":
             verb = "would be backed up" if self.dry_run else "backed up"
             self.log.info("Successfully completed backup for %s (%s, %d s)" % (ref.name, verb, seconds))
@@ -301,7 +301,7 @@ class _VmBackup:
                 took = time.monotonic() - t0
                 self.log.info("%s: %s done in %d s (%.1f MB/s)" % (vm.name, disk.filename, took, capacity / 1e6 / max(took, 0.001)))
                 rel = [sealer.relative(folder + "/" + f) for f in files]
-                self.result.disks.append(DiskResult(disk, True, rel, seconds=took))
+                self.result.disks.append(DiskResult(disk, True, rel, seconds=took, bytes=capacity))
                 crashpoint.reached("disk-copied-%d" % len(self.result.disks))
             except Interrupted:
                 raise
