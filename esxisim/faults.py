@@ -6,6 +6,11 @@ indent, "faultMessage = <unset>" without a trailing comma, msg last without a co
 import time
 
 
+# guess (no vim-cmd capture of a failed removal): the message hostd gives when consolidation
+# cannot lock a disk, as vSphere shows it in the task error ("Failed to lock the file").
+REMOVE_FAILED = "An error occurred while consolidating disks: Failed to lock the file"
+
+
 def get(host, key, default=None):
     return host.store.faults().get(key, default)
 

@@ -168,6 +168,26 @@ def snapshot_create(host, vmid, rest, background=False):
     return 0
 
 
+def _remove_fails(host, vmid, uid=None):
+    """The snapshot.remove fault: hostd's RemoveSnapshot task fails and nothing changes.
+
+    Real hosts fail a removal when consolidation cannot lock or write a disk (vSphere API:
+    RemoveSnapshot_Task throws SnapshotFault / a VmConfigFault). The snapshot, its deltas
+    and the .vmx stay as they were. "fail" fails every removal, "fail-once" only the next.
+    """
+    mode = faults.get(host, "snapshot.remove")
+    if mode not in ("fail", "fail-once"):
+        return False
+    if uid is not None and not any(s["uid"] == uid for _d, s in snapshots.tree(host, vmid)):
+        raise KeyError(uid)  # an unknown id is still NotFound
+    if mode == "fail-once":
+        faults.consume(host, "snapshot.remove")
+    faults.sleep(faults.num(host, "snapshot.remove.delay"))
+    out(faults.fault_block("vim.fault.GenericVmConfigFault", faults.REMOVE_FAILED,
+                           [("reason", '"%s"' % faults.REMOVE_FAILED)]))
+    return True
+
+
 def vmsvc(host, verb, rest):
     if verb == "getallvms":
         rc = getallvms(host)
@@ -245,6 +265,8 @@ def vmsvc(host, verb, rest):
         out("Remove Snapshot:\n")
         try:
             uid = int(rest[1])
+            if _remove_fails(host, vmid, uid):
+                return 0
             snapshots.remove(host, vmid, uid, delay=faults.num(host, "snapshot.remove.delay"))
         except (KeyError, ValueError):
             # guess: no sample for an unknown snapshot id; text from the NotFound fault catalogue
@@ -254,6 +276,8 @@ def vmsvc(host, verb, rest):
         return 0
     if verb == "snapshot.removeall":
         out("Remove All Snapshots:\n")
+        if _remove_fails(host, vmid):
+            return 0
         snapshots.remove_all(host, vmid, delay=faults.num(host, "snapshot.remove.delay"))
         return 0
     if verb == "snapshot.revert":

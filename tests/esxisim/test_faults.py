@@ -118,3 +118,26 @@ def test_snapshot_remove_delay(host):
     r = run_shell(host, "vim-cmd", "vmsvc/snapshot.remove", vmid, str(sid))
     assert r.returncode == 0 and time.time() - t >= 1
     assert r.stdout == "Remove Snapshot:\n"
+
+
+def test_snapshot_remove_fail(host):
+    vmid = host.create_vm("a", "datastore1", power="on", writer=True)
+    sid = snapshots.create(host, vmid, "s")
+    before = host.vm_disks(vmid)
+    host.set_fault("snapshot.remove", "fail")
+    for cmd in (["vmsvc/snapshot.remove", vmid, str(sid)], ["vmsvc/snapshot.removeall", vmid]):
+        r = run_shell(host, "vim-cmd", *cmd)
+        # vim-cmd prints the task's fault and still exits 0 (see the exit-status notes in docs/esxisim.md)
+        assert r.returncode == 0
+        assert r.stdout.startswith(("Remove Snapshot:\n(vim.fault.GenericVmConfigFault) {\n",
+                                    "Remove All Snapshots:\n(vim.fault.GenericVmConfigFault) {\n"))
+        assert 'msg = "An error occurred while consolidating disks: Failed to lock the file"' in r.stdout
+        assert [s["uid"] for _d, s in snapshots.tree(host, vmid)] == [sid]
+        assert host.vm_disks(vmid) == before and os.path.exists(host.real(before[0][1]))
+    r = run_shell(host, "vim-cmd", "vmsvc/snapshot.remove", vmid, "99")
+    assert "could not be found" in r.stdout  # an unknown id is NotFound, not the injected fault
+    host.set_fault("snapshot.remove", "fail-once")
+    r = run_shell(host, "vim-cmd", "vmsvc/snapshot.remove", vmid, str(sid))
+    assert "(vim.fault.GenericVmConfigFault)" in r.stdout and "snapshot.remove" not in host.faults()
+    r = run_shell(host, "vim-cmd", "vmsvc/snapshot.remove", vmid, str(sid))
+    assert r.returncode == 0 and "fault" not in r.stdout and snapshots.tree(host, vmid) == []
