@@ -75,7 +75,7 @@ def main(host, args):
             return listing(path, VMSVC if path == "vmsvc" else ["registervm", "environment", "querycfgopt"])
     except NotFound as e:
         out(faults.not_found_vm(str(e).strip("'")))
-        return 1
+        return faults.FAULT_EXIT
     out("Unknown command: '%s'\n" % path)  # guess: no verbatim sample of a bad verb
     return 1
 
@@ -148,7 +148,7 @@ def snapshot_create(host, vmid, rest, background=False):
             out(faults.fault_block("vim.fault.GenericVmConfigFault",
                                    "An error occurred while saving the snapshot: Failed to quiesce the virtual machine.",
                                    [("reason", '"An error occurred while saving the snapshot"')]))
-            return 1
+            return faults.FAULT_EXIT
         if mode == "never":
             return 0
         delay = faults.num(host, "snapshot.create.delay")
@@ -163,7 +163,7 @@ def snapshot_create(host, vmid, rest, background=False):
     if quiesce and host.power_state(vmid) == "on" and not host.tools_running(vmid):
         out(faults.fault_block("vim.fault.ToolsUnavailable",
                                "Cannot complete operation because VMware Tools is not running in this virtual machine."))
-        return 1
+        return faults.FAULT_EXIT
     snapshots.create(host, vmid, name, desc, memory, quiesce)
     return 0
 
@@ -241,7 +241,7 @@ def vmsvc(host, verb, rest):
         if not host.tools_running(vmid):
             out(faults.fault_block("vim.fault.ToolsUnavailable",
                                    "Cannot complete operation because VMware Tools is not running in this virtual machine."))
-            return 1
+            return faults.FAULT_EXIT
         if verb == "power.shutdown" and faults.get(host, "power.shutdown") != "ignore":
             src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
             code = ("import sys,time; sys.path.insert(0,%r); time.sleep(1.0); from esxisim.host import Host; "
@@ -266,18 +266,18 @@ def vmsvc(host, verb, rest):
         try:
             uid = int(rest[1])
             if _remove_fails(host, vmid, uid):
-                return 0
+                return faults.FAULT_EXIT
             snapshots.remove(host, vmid, uid, delay=faults.num(host, "snapshot.remove.delay"))
         except (KeyError, ValueError):
             # guess: no sample for an unknown snapshot id; text from the NotFound fault catalogue
             out(faults.fault_block("vim.fault.NotFound", "The object or item referred to could not be found."))
-            return 1
+            return faults.FAULT_EXIT
         print_tree(host, vmid)
         return 0
     if verb == "snapshot.removeall":
         out("Remove All Snapshots:\n")
         if _remove_fails(host, vmid):
-            return 0
+            return faults.FAULT_EXIT
         snapshots.remove_all(host, vmid, delay=faults.num(host, "snapshot.remove.delay"))
         return 0
     if verb == "snapshot.revert":
@@ -287,7 +287,7 @@ def vmsvc(host, verb, rest):
             snapshots.revert(host, vmid, int(rest[1]))
         except (KeyError, ValueError):
             out(faults.fault_block("vim.fault.NotFound", "The object or item referred to could not be found."))
-            return 1
+            return faults.FAULT_EXIT
         out("Revert Snapshot:\n")
         print_tree(host, vmid)
         return 0
@@ -372,14 +372,14 @@ def registervm(host, rest):
                              rest[1] if len(rest) > 1 else None)
     except NotFound:
         out(faults.fault_block("vim.fault.NotFound", "The object or item referred to could not be found."))
-        return 1
+        return faults.FAULT_EXIT
     except FileExistsError as e:
         # AlreadyExists block from vimcmd-faults_01 (that capture is truncated; closing brace added)
         existing = str(e).strip("'")
         out(faults.fault_block("vim.fault.AlreadyExists",
                                "The specified key, name, or identifier '%s' already exists." % existing,
                                [("name", '"%s"' % existing)]))
-        return 1
+        return faults.FAULT_EXIT
     out("%s\n" % vmid)
     return 0
 
@@ -422,7 +422,7 @@ def datastore(host, verb, rest):
             out(faults.fault_block("vim.fault.AlreadyExists",
                                    "The specified key, name, or identifier '%s' already exists." % name,
                                    [("name", '"%s"' % name)]))
-            return 1
+            return faults.FAULT_EXIT
         return 0
     if verb == "destroy":
         if not rest:

@@ -132,6 +132,21 @@ def test_snapshot_that_never_appears_times_out_cleanly(host, tmp_path):
     assert not any(f.endswith(".vmdk") for f in os.listdir(os.path.join(backup_root(host, vm), errors[0])))
 
 
+def test_snapshot_fault_with_exit_status_0_fails_the_vm(host, tmp_path):
+    """vim-cmd prints a failed snapshot.create as a fault block and exits 0 (esxisim.faults.FAULT_EXIT):
+    the fault block alone must fail the VM, with hostd's message in the log."""
+    vm = "faulty"
+    vmid = host.create_vm(vm, "datastore1", [{"size": "4M"}], power="on")
+    good = _good_backup(host, vm, tmp_path)
+    time.sleep(1)
+    host.set_fault("snapshot.create", "fail")
+    r = hotvcb(host, "-m", vm, "-g", write_conf(host, SNAPSHOT_TIMEOUT="30s"), "-w", tmp_path / "w")
+    assert r.returncode == 6, r.stdout + r.stderr
+    assert "An error occurred while saving the snapshot" in r.stdout
+    assert "timed out" not in r.stdout, "the fault is seen at once, not by waiting for the snapshot"
+    _assert_nothing_left(host, vm, vmid, good)
+
+
 def test_snapshot_that_appears_after_the_timeout_is_removed_in_the_same_run(host, tmp_path):
     vm = "late"
     vmid = host.create_vm(vm, "datastore1", [{"size": "4M"}], power="on")
