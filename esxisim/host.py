@@ -49,6 +49,10 @@ class NotFound(Exception):
     pass
 
 
+class PowerOnFailed(Exception):
+    """The vmx could not start the VM (a disk it names cannot be opened)."""
+
+
 class Host:
     def __init__(self, path):
         self.store = Store(path)
@@ -385,11 +389,41 @@ class Host:
         with self.store.edit() as s:
             s["vms"][str(vmid)]["power"] = state
 
+    def missing_disk(self, vmid):
+        """The first disk of the VM whose descriptor, extent or parent chain is missing: (host
+        path of the disk the .vmx names, reason), or None. A real vmx refuses to power on then."""
+        for _node, path, _mode in self.vm_disks(vmid):
+            try:
+                for f in disks.chain_files(self.real(path)):
+                    if not os.path.exists(f):
+                        return path, "The system cannot find the file specified"
+            except (OSError, ValueError):
+                return path, "The system cannot find the file specified"
+        return None
+
     def power_on(self, vmid):
+        """Power on, or refuse like the vmx does when a disk cannot be opened (PowerOnFailed)."""
         from . import writer
+        missing = self.missing_disk(vmid)
+        if missing:
+            self._log_power_on_failure(vmid, *missing)
+            raise PowerOnFailed(missing[0])
         self.set_power(vmid, "on")
         if self.vm(vmid).get("writer"):
             writer.start(self, vmid)
+
+    def _log_power_on_failure(self, vmid, path, reason):
+        """vmware.log lines of a failed power-on (VMware's messages msg.disk.noBackEnd,
+        msg.module.powerOnFailed, msg.vmx.poweron.failed; KB 1004232 quotes the first)."""
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+        lines = ['DISKLIB-LINK  : "%s" : failed to open (%s).' % (path, reason),
+                 'DISK: Cannot open disk "%s": %s (25).' % (path, reason),
+                 "Msg_Post: Error",
+                 "[msg.disk.noBackEnd] Cannot open the disk '%s' or one of the snapshot disks it depends on." % path,
+                 "[msg.module.powerOnFailed] Module 'Disk' power on failed.",
+                 "[msg.vmx.poweron.failed] Failed to start the virtual machine."]
+        with open(os.path.join(os.path.dirname(self.vmx_real(vmid)), "vmware.log"), "a", encoding="utf-8") as f:
+            f.writelines("%s| vmx| I005: %s\n" % (ts, l) for l in lines)
 
     def power_off(self, vmid, state="off"):
         from . import writer

@@ -10,7 +10,7 @@ import sys
 import time
 
 from . import faults, snapshots
-from .host import NotFound, guest_id
+from .host import NotFound, PowerOnFailed, guest_id
 
 VMSVC = ["acquiremksticket", "acquireticket", "connect", "convert.toTemplate", "convert.toVm", "createdummyvm",
          "destroy", "device.connection", "device.connusbdev", "device.diskadd", "device.diskaddexisting",
@@ -215,7 +215,13 @@ def vmsvc(host, verb, rest):
         if state == "on":
             out("Power on failed\n")  # ESXi 6.0/6.5 text (power-on-off_01)
             return 1
-        host.power_on(vmid)
+        try:
+            host.power_on(vmid)
+        except PowerOnFailed:
+            # the power-on task fails; vim-cmd 6.x+ reports only its one-line verdict, the
+            # reason ("Cannot open the disk ...") is in the VM's vmware.log
+            out("Power on failed\n")
+            return 1
         return 0
     if verb == "power.off":
         out("Powering off VM:\n")
