@@ -446,6 +446,29 @@ class Host:
             out.append((node, p, data.get(node + ".mode", "persistent")))
         return out
 
+    def write_locked(self, real_path):
+        """The vmid of a running VM that holds real_path open for writing, else None.
+
+        A running vmx opens the current file of each disk (the top of its chain: descriptor and
+        extents) read-write with an exclusive lock; the parents of a snapshot chain are opened
+        read-only and can be read by others (that is how ghettoVCB clones a running VM's base).
+        An independent-nonpersistent disk writes to a redo log, its base is read-only.
+        """
+        target = os.path.realpath(real_path)
+        for vmid, v in self.vms().items():
+            if v.get("power") != "on" or not self.is_valid(vmid):
+                continue
+            for _node, path, mode in self.vm_disks(vmid):
+                if mode == "independent-nonpersistent":
+                    continue
+                try:
+                    files = disks.own_files(self.real(path))
+                except (OSError, ValueError):
+                    continue
+                if target in {os.path.realpath(f) for f in files}:
+                    return vmid
+        return None
+
     def read_disk(self, vmdk_path):
         """Flattened content of a disk or snapshot chain; accepts host or real paths."""
         return disks.read_all(self.real(vmdk_path))

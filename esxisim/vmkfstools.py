@@ -19,6 +19,7 @@ FORMATS = {"zeroedthick": "VMFS zeroedthick", "thin": "VMFS thin-provisioned",
 ERR_EXISTS = "The file already exists (39)"            # documented code; not seen verbatim
 ERR_NOSPACE = "There is not enough space on the file system for the selected operation (13)"
 ERR_FAULT = "No such device or address (393225)"
+ERR_LOCKED = "Failed to lock the file (16392)"
 
 
 class Fail(Exception):
@@ -119,6 +120,10 @@ def clone(host, o):
         size = disks.read_descriptor(src).sectors * 512
     except (ValueError, UnicodeDecodeError):
         raise Fail("Failed to open '%s': The file specified is not a virtual disk (15)." % src_arg)
+    if host.write_locked(src):
+        # vmkfstools opens the source before it prints anything (verbose trace in sample
+        # vmkfstools-i_02); the running VM's exclusive lock refuses it (same sample, ESXi 7.0U1c)
+        raise Fail("Failed to open '%s': %s." % (src_arg, ERR_LOCKED))
     w("Destination disk format: %s\n" % FORMATS[fmt])
     w("Cloning disk '%s'...\n" % src_arg)
     if os.path.exists(dst):
