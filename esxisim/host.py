@@ -135,7 +135,8 @@ class Host:
             s["datastores"][name] = {"uuid": u, "type": "VMFS", "vmfs": int(vmfs), "capacity": int(capacity)}
         return u
 
-    def add_nfs(self, name, server, share, capacity=100 << 30, readonly=False):
+    def add_nfs(self, name, server, share, capacity=100 << 30, readonly=False, version="nfs"):
+        """NFS datastore; version "nfs" (v3) or "nfsv41" (4.1, API type NFS41)."""
         st = self.state()
         if name in st["datastores"]:
             raise FileExistsError(name)
@@ -151,7 +152,14 @@ class Host:
         with self.store.edit() as s:
             s["datastores"][name] = {"uuid": u, "type": "NFS", "server": server, "share": share,
                                      "capacity": int(capacity), "readonly": bool(readonly)}
+            if version == "nfsv41":
+                s["datastores"][name]["nfs_version"] = version
         return u
+
+    @staticmethod
+    def api_type(ds):
+        """The vSphere API's datastore type: VMFS, NFS (v3) or NFS41."""
+        return "NFS41" if ds.get("nfs_version") == "nfsv41" else ds["type"]
 
     def remove_datastore(self, name):
         ds = self.datastore_by_name(name)
@@ -468,6 +476,18 @@ class Host:
                 if target in {os.path.realpath(f) for f in files}:
                     return vmid
         return None
+
+    # VMkernel modules esxisim knows. multiextent (needed to open hosted sparse extents, i.e.
+    # 2gbsparse) is not loaded at boot since ESXi 5.1 (William Lam, sample vmdk_04);
+    # `esxcli system module load -m multiextent` loads it until the host reboots.
+    KNOWN_MODULES = {"multiextent": False, "vmkernel": True}
+
+    def module_loaded(self, name):
+        return bool(self.state().get("modules", {}).get(name, self.KNOWN_MODULES.get(name, False)))
+
+    def set_module(self, name, loaded=True):
+        with self.store.edit() as s:
+            s.setdefault("modules", {})[name] = bool(loaded)
 
     def read_disk(self, vmdk_path):
         """Flattened content of a disk or snapshot chain; accepts host or real paths."""

@@ -36,6 +36,32 @@ def _put(path, text, mode=0o755):
     os.chmod(path, mode)
 
 
+def host_shell():
+    """What /bin/sh is inside the namespace: ESXi's is busybox ash, which has bash's `[[`.
+
+    A real busybox on the machine (Debian's package builds ash with `[[`) is used as is;
+    without one, bash (run as `sh` it is in POSIX mode but keeps `[[`); dash only if neither.
+    """
+    for cand in ("/usr/bin/busybox", "/bin/busybox", "/usr/sbin/busybox"):
+        if os.path.isfile(cand) and not _is_script(cand):
+            return cand
+    return shutil.which("bash")
+
+
+def _is_script(path):
+    with open(path, "rb") as f:
+        return f.read(2) == b"#!"
+
+
+def _install_sh(ub):
+    link = os.path.join(ub, "sh")
+    if os.path.lexists(link):
+        os.unlink(link)
+    target = host_shell()
+    if target:
+        os.symlink(target, link)
+
+
 def install(host):
     version = host.state()["version"]
     for layer in LAYERS:
@@ -48,6 +74,7 @@ def install(host):
     _put(os.path.join(upper(host, "usr_lib"), "vmware", "busybox", "bin", "busybox"), _script(host, "busybox"))
     if not os.path.exists("/usr/bin/busybox"):
         _put(os.path.join(ub, "busybox"), _script(host, "busybox"))
+    _install_sh(ub)
     py = PY38 if os.path.exists(PY38) else (shutil.which("python3") or sys.executable)
     link = os.path.join(ub, "python")
     if os.path.lexists(link):

@@ -80,6 +80,11 @@ def main(host, args):
     return 1
 
 
+def _older_than(host, major, minor):
+    parts = host.version.split(".")
+    return (int(parts[0]), int(parts[1])) < (major, minor)
+
+
 def _vmid(host, text):
     if text not in host.vms():
         raise NotFound(text)
@@ -278,7 +283,8 @@ def vmsvc(host, verb, rest):
             # guess: no sample for an unknown snapshot id; text from the NotFound fault catalogue
             out(faults.fault_block("vim.fault.NotFound", "The object or item referred to could not be found."))
             return faults.FAULT_EXIT
-        print_tree(host, vmid)
+        if _older_than(host, 6, 0):
+            print_tree(host, vmid)  # ESXi 5.5 prints the remaining tree (snapshot-get_03); 6.5+ only the header
         return 0
     if verb == "snapshot.removeall":
         out("Remove All Snapshots:\n")
@@ -386,7 +392,8 @@ def registervm(host, rest):
                                "The specified key, name, or identifier '%s' already exists." % existing,
                                [("name", '"%s"' % existing)]))
         return faults.FAULT_EXIT
-    out("%s\n" % vmid)
+    if not _older_than(host, 5, 1):
+        out("%s\n" % vmid)  # ESXi 5.1+ print the new vmid; ESX/ESXi 4.x print nothing (registervm-unregister_01)
     return 0
 
 
@@ -401,7 +408,7 @@ def datastore(host, verb, rest):
                 "      url = \"/vmfs/volumes/%s\",\n      capacity = %d,\n      freeSpace = %d,\n"
                 "      uncommitted = 0,\n      accessible = true,\n      multipleHostAccess = <unset>,\n"
                 "      type = \"%s\",\n      maintenanceMode = \"normal\"\n   }%s\n"
-                % (ident, name, ds["uuid"], cap, free, ds["type"], "," if i < len(items) - 1 else ""))
+                % (ident, name, ds["uuid"], cap, free, host.api_type(ds), "," if i < len(items) - 1 else ""))
         out("]\n")
         return 0
     if verb == "info":
@@ -421,9 +428,14 @@ def datastore(host, verb, rest):
         # ESXi 5.5+ argument order; the old 4-argument form fails like on ESXi 6.5 (sample)
         if len(rest) < 5:
             return usage("nas_create")
-        name, _ver, share, ro, server = rest[:5]
+        name, ver, share, ro, server = rest[:5]
+        if ver not in ("nfs", "nfsv41"):
+            # guess: the usage text itself names the only two values (sample vimcmd-usage-texts);
+            # no capture of a wrong version word exists, so it is refused with that text
+            out("Invalid NFS version '%s'.\nUsage: %s\n\n%s\n" % ((ver,) + USAGE["nas_create"]))
+            return 1
         try:
-            host.add_nfs(name, server, share, readonly=_bool(ro))
+            host.add_nfs(name, server, share, readonly=_bool(ro), version=ver)
         except FileExistsError:
             out(faults.fault_block("vim.fault.AlreadyExists",
                                    "The specified key, name, or identifier '%s' already exists." % name,
@@ -462,8 +474,9 @@ def datastore_info(host, name, ds):
             "      local = true\n   }\n}\n"
             % (name, cap, ds["vmfs"], "6.82" if ds["vmfs"] == 6 else "5.81", ds["uuid"]))
     else:
-        out("   nas = (vim.host.NasVolume) {\n      type = \"NFS\",\n      name = \"%s\",\n      capacity = %d,\n"
+        out("   nas = (vim.host.NasVolume) {\n      type = \"%s\",\n      name = \"%s\",\n      capacity = %d,\n"
             "      remoteHost = \"%s\",\n      remotePath = \"%s\",\n      userName = <unset>,\n"
             "      remoteHostNames = (string) [\n         \"%s\"\n      ],\n      securityType = <unset>,\n"
-            "      protocolEndpoint = <unset>\n   }\n}\n" % (name, cap, ds["server"], ds["share"], ds["server"]))
+            "      protocolEndpoint = <unset>\n   }\n}\n" % (host.api_type(ds), name, cap, ds["server"], ds["share"],
+                                                     ds["server"]))
     return 0

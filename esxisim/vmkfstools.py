@@ -126,6 +126,9 @@ def clone(host, o):
         raise Fail("Failed to open '%s': %s." % (src_arg, ERR_LOCKED))
     w("Destination disk format: %s\n" % FORMATS[fmt])
     w("Cloning disk '%s'...\n" % src_arg)
+    if not host.module_loaded("multiextent") and (fmt == "2gbsparse" or disks.disk_format(src) == "2gbsparse"):
+        # without the multiextent module disklib cannot open hosted sparse extents (sample vmdk_04)
+        raise Fail("Failed to clone disk: The system cannot find the file specified (25).")
     if os.path.exists(dst):
         raise Fail("Failed to clone disk: %s." % ERR_EXISTS)
     if not os.path.isdir(os.path.dirname(dst)):

@@ -142,7 +142,7 @@ def test_usage_texts(host):
     nas = sample("vimcmd-usage-texts").split("### hostsvc/datastore/nas_create", 1)[1]
     block = "\n".join(nas.splitlines()[2:8])
     assert block in r.stdout
-    assert "rc=0" in r.stdout  # a fault block, status 0 (see faults.FAULT_EXIT)
+    assert "rc=1" in r.stdout
 
 
 def test_cli_round_trip(tmp_path):
