@@ -48,6 +48,10 @@ def main(host, args):
     st = host.state()
     ver = st["version"]
     build, _level, update, patch = versions.info(ver)
+    if versions.older(ver, 5, 0) and lead[:1] in (["system"], ["storage"]):
+        # esxcli of ESX(i) 4.x had no system/storage namespaces (they came with 5.0); text: guess
+        out("Error: Unknown command or namespace %s\n" % lead[0])
+        return 1
     if cmd == "system version get":
         out(kv([("Product", "VMware ESXi"), ("Version", ver), ("Build", "Releasebuild-%s" % build),
                 ("Update", update), ("Patch", patch)]))

@@ -19,6 +19,7 @@ FAULT_EXIT = 0
 
 # guess (no vim-cmd capture of a failed removal): the message hostd gives when consolidation
 # cannot lock a disk, as vSphere shows it in the task error ("Failed to lock the file").
+CANNOT_OPEN_DISK = "Cannot open the disk '%s' or one of the snapshot disks it depends on."
 REMOVE_FAILED = "An error occurred while consolidating disks: Failed to lock the file"
 
 
@@ -39,7 +40,15 @@ def consume(host, key):
         return f.pop(key, None)
 
 
-def fault_block(kind, msg, extra=()):
+def fault_block(kind, msg, extra=(), old=False):
+    """old=True: the ESX 4.x / ESXi 5.x layout (vimcmd-faults_01: "dynamicType = <unset>," first,
+    every field line ends with ",", no faultMessage)."""
+    if old:
+        lines = ["(%s) {" % kind, "   dynamicType = <unset>,", "   faultCause = (vmodl.MethodFault) null,"]
+        lines += ["   %s = %s," % kv for kv in extra]
+        lines.append('   msg = "%s",' % msg)
+        lines.append("}")
+        return "\n".join(lines) + "\n"
     lines = ["(%s) {" % kind, "   faultCause = (vmodl.MethodFault) null,"]
     if extra:
         lines.append("   faultMessage = <unset>,")
@@ -51,8 +60,8 @@ def fault_block(kind, msg, extra=()):
     return "\n".join(lines) + "\n"
 
 
-def not_found_vm(ident):
-    return fault_block("vim.fault.NotFound", 'Unable to find a VM corresponding to "%s"' % ident)
+def not_found_vm(ident, old=False):
+    return fault_block("vim.fault.NotFound", 'Unable to find a VM corresponding to "%s"' % ident, old=old)
 
 
 def sleep(seconds):

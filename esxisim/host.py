@@ -244,7 +244,9 @@ class Host:
             for vid, v in s["vms"].items():
                 if v["vmx"] == vmx_path:
                     raise FileExistsError(vid)
-            vmid = str(s["next_vmid"])
+            # ESX(i) 4.x handed out multiples of 16 (registervm-unregister_01); 5.x+ count by one
+            step = 16 if versions.older(s["version"], 5, 0) else 1
+            vmid = str(s["next_vmid"] * step)
             s["next_vmid"] += 1
             s["vms"][vmid] = {"vmx": vmx_path, "power": "off", "tools": tools,
                               "seed": int(hashlib.sha1(vmx_path.encode()).hexdigest()[:8], 16),
@@ -478,12 +480,15 @@ class Host:
         return None
 
     # VMkernel modules esxisim knows. multiextent (needed to open hosted sparse extents, i.e.
-    # 2gbsparse) is not loaded at boot since ESXi 5.1 (William Lam, sample vmdk_04);
-    # `esxcli system module load -m multiextent` loads it until the host reboots.
+    # 2gbsparse) is not loaded at boot since ESXi 5.1 (William Lam, sample vmdk_04; older
+    # hosts open 2gbsparse without it); `esxcli system module load -m multiextent` loads it
+    # until the host reboots.
     KNOWN_MODULES = {"multiextent": False, "vmkernel": True}
 
     def module_loaded(self, name):
-        return bool(self.state().get("modules", {}).get(name, self.KNOWN_MODULES.get(name, False)))
+        st = self.state()
+        default = self.KNOWN_MODULES.get(name, False) or (name == "multiextent" and versions.older(st["version"], 5, 1))
+        return bool(st.get("modules", {}).get(name, default))
 
     def set_module(self, name, loaded=True):
         with self.store.edit() as s:

@@ -6,6 +6,7 @@ a login shell or any script without environment variables.
 import os
 import shlex
 import shutil
+import stat
 import sys
 
 from . import versions
@@ -53,6 +54,13 @@ def _is_script(path):
         return f.read(2) == b"#!"
 
 
+def _hide(upper_dir, name):
+    """An overlayfs whiteout (a 0/0 character device) hides the lower file of that name."""
+    path = os.path.join(upper_dir, name)
+    if not os.path.lexists(path):
+        os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(0, 0))
+
+
 def _install_sh(ub):
     link = os.path.join(ub, "sh")
     if os.path.lexists(link):
@@ -75,13 +83,16 @@ def install(host):
     if not os.path.exists("/usr/bin/busybox"):
         _put(os.path.join(ub, "busybox"), _script(host, "busybox"))
     _install_sh(ub)
-    py = PY38 if os.path.exists(PY38) else (shutil.which("python3") or sys.executable)
     link = os.path.join(ub, "python")
     if os.path.lexists(link):
         os.unlink(link)
-    os.symlink(py, link)
+    if versions.has_python(version):
+        os.symlink(PY38 if os.path.exists(PY38) else (shutil.which("python3") or sys.executable), link)
+    else:
+        for name in ("python", "python3"):
+            _hide(ub, name)  # the machine's own python must not show through the overlay
     etc = upper(host, "etc")
-    _put(os.path.join(etc, "rc.local.d", "local.sh"), versions.local_sh(version), 0o755)
+    _put(os.path.join(etc, versions.local_sh_path(version)), versions.local_sh(version), 0o755)
     _put(os.path.join(upper(host, "var_spool"), "cron", "crontabs", "root"), versions.crontab(version), 0o600)
     os.makedirs(os.path.join(etc, "vmware", "hostd"), exist_ok=True)
     _put(os.path.join(etc, "vmware", "esxisim-host"), host.root + "\n", 0o644)

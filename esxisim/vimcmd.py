@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from . import faults, snapshots
+from . import faults, snapshots, versions
 from .host import NotFound, PowerOnFailed, guest_id
 
 VMSVC = ["acquiremksticket", "acquireticket", "connect", "convert.toTemplate", "convert.toVm", "createdummyvm",
@@ -74,15 +74,26 @@ def main(host, args):
         if path in ("vmsvc", "solo", "hostsvc", "hostsvc/datastore"):
             return listing(path, VMSVC if path == "vmsvc" else ["registervm", "environment", "querycfgopt"])
     except NotFound as e:
-        out(faults.not_found_vm(str(e).strip("'")))
+        out(faults.not_found_vm(str(e).strip("'"), versions.old_faults(host.version)))
         return faults.FAULT_EXIT
     out("Unknown command: '%s'\n" % path)  # guess: no verbatim sample of a bad verb
     return 1
 
 
+def _invalid_power_state(host, st, text):
+    """ESX 4.x / ESXi 5.x: InvalidPowerState block after the header (power-on-off_01, VCL)."""
+    out(_fault(host, "vim.fault.InvalidPowerState",
+               "The attempted operation cannot be performed in the current state (%s)." % text,
+               [("requestedState", '"%s"' % st), ("existingState", '"%s"' % st)]))
+    return faults.FAULT_EXIT
+
+
+def _fault(host, kind, msg, extra=()):
+    return faults.fault_block(kind, msg, extra, old=versions.old_faults(host.version))
+
+
 def _older_than(host, major, minor):
-    parts = host.version.split(".")
-    return (int(parts[0]), int(parts[1])) < (major, minor)
+    return versions.older(host.version, major, minor)
 
 
 def _vmid(host, text):
@@ -125,12 +136,14 @@ def _fmt_time(ts):
 
 
 def print_tree(host, vmid):
+    ids = not _older_than(host, 5, 0)  # ESX(i) 4.x has no "Snapshot Id" line (snapshot-get_06)
     for depth, s in snapshots.tree(host, vmid):
         pre = "--" * depth
         out("%s|-%s\n" % (pre, "ROOT" if depth == 0 else "CHILD"))
         p = pre + "--"
         out("%sSnapshot Name        : %s\n" % (p, s["name"]))
-        out("%sSnapshot Id        : %d\n" % (p, s["uid"]))  # 8 spaces: the real misalignment
+        if ids:
+            out("%sSnapshot Id        : %d\n" % (p, s["uid"]))  # 8 spaces: the real misalignment
         out(("%sSnapshot Desciption  : %s" % (p, s["description"])).rstrip(" ") + "\n")
         out("%sSnapshot Created On  : %s\n" % (p, _fmt_time(s["time"])))
         out("%sSnapshot State       : %s\n" % (p, s["state"]))
@@ -150,7 +163,7 @@ def snapshot_create(host, vmid, rest, background=False):
         mode = faults.get(host, "snapshot.create")
         if mode == "fail":
             # modelled on the SystemError block of vimcmd-faults_01 (no snapshot-specific sample)
-            out(faults.fault_block("vim.fault.GenericVmConfigFault",
+            out(_fault(host, "vim.fault.GenericVmConfigFault",
                                    "An error occurred while saving the snapshot: Failed to quiesce the virtual machine.",
                                    [("reason", '"An error occurred while saving the snapshot"')]))
             return faults.FAULT_EXIT
@@ -166,10 +179,38 @@ def snapshot_create(host, vmid, rest, background=False):
                              stderr=subprocess.DEVNULL, start_new_session=True, cwd="/")
             return 0
     if quiesce and host.power_state(vmid) == "on" and not host.tools_running(vmid):
-        out(faults.fault_block("vim.fault.ToolsUnavailable",
+        out(_fault(host, "vim.fault.ToolsUnavailable",
                                "Cannot complete operation because VMware Tools is not running in this virtual machine."))
         return faults.FAULT_EXIT
     snapshots.create(host, vmid, name, desc, memory, quiesce)
+    return 0
+
+
+def _remove_by_level(host, vmid, rest):
+    """4.x `snapshot.remove vmid [removeChildren] [snapshotLevel] [snapshotIndex]`.
+
+    guess (only the usage line is known): level = depth in the tree (0 = root), index = position
+    among the snapshots of that level in display order; without them the current snapshot.
+    removeChildren is not simulated (only the addressed snapshot goes).
+    """
+    out("Remove Snapshot:\n")
+    tree = snapshots.tree(host, vmid)
+    try:
+        if len(rest) >= 4:
+            level, index = int(rest[2]), int(rest[3])
+            uid = [s for d, s in tree if d == level][index]["uid"]
+        else:
+            meta, _snaps = snapshots.load(host, vmid)
+            uid = meta["current"]
+            if not any(s["uid"] == uid for _d, s in tree):
+                raise IndexError(uid)
+        if _remove_fails(host, vmid, uid):
+            return faults.FAULT_EXIT
+        snapshots.remove(host, vmid, uid, delay=faults.num(host, "snapshot.remove.delay"))
+    except (IndexError, KeyError, ValueError):
+        out(_fault(host, "vim.fault.NotFound", "The object or item referred to could not be found."))
+        return faults.FAULT_EXIT
+    print_tree(host, vmid)
     return 0
 
 
@@ -188,7 +229,7 @@ def _remove_fails(host, vmid, uid=None):
     if mode == "fail-once":
         faults.consume(host, "snapshot.remove")
     faults.sleep(faults.num(host, "snapshot.remove.delay"))
-    out(faults.fault_block("vim.fault.GenericVmConfigFault", faults.REMOVE_FAILED,
+    out(_fault(host, "vim.fault.GenericVmConfigFault", faults.REMOVE_FAILED,
                            [("reason", '"%s"' % faults.REMOVE_FAILED)]))
     return True
 
@@ -208,6 +249,12 @@ def vmsvc(host, verb, rest):
         listing("vmsvc", VMSVC)
         return 1
     if not rest:
+        if verb == "snapshot.remove" and _older_than(host, 5, 0):
+            # ESX(i) 4.1 addresses snapshots by level and index (vimcmd-usage-texts, 4.1 block);
+            # ghettoVCB greps this usage for "snapshotId" to choose the syntax
+            out("Insufficient arguments.\nUsage: snapshot.remove vmid [removeChildren] [snapshotLevel] "
+                "[snapshotIndex]\n\nRemove a snapshot.\n")
+            return 1
         return usage(verb)
     vmid = _vmid(host, rest[0])
     state = host.power_state(vmid)
@@ -218,11 +265,17 @@ def vmsvc(host, verb, rest):
     if verb == "power.on":
         out("Powering on VM:\n")
         if state == "on":
+            if _older_than(host, 6, 0):
+                return _invalid_power_state(host, "poweredOn", "Powered On")
             out("Power on failed\n")  # ESXi 6.0/6.5 text (power-on-off_01)
             return 1
         try:
             host.power_on(vmid)
-        except PowerOnFailed:
+        except PowerOnFailed as e:
+            if _older_than(host, 6, 0):
+                # guess: older vim-cmd prints the task's fault (no capture of this one)
+                out(_fault(host, "vim.fault.GenericVmConfigFault", faults.CANNOT_OPEN_DISK % e.args[0]))
+                return faults.FAULT_EXIT
             # the power-on task fails; vim-cmd 6.x+ reports only its one-line verdict, the
             # reason ("Cannot open the disk ...") is in the VM's vmware.log
             out("Power on failed\n")
@@ -230,6 +283,8 @@ def vmsvc(host, verb, rest):
         return 0
     if verb == "power.off":
         out("Powering off VM:\n")
+        if state == "off" and _older_than(host, 6, 0):
+            return _invalid_power_state(host, "poweredOff", "Powered Off")
         if state == "off" or faults.get(host, "power.off") == "refuse":
             out("Power off failed\n")
             return 1
@@ -250,7 +305,7 @@ def vmsvc(host, verb, rest):
         return 0
     if verb in ("power.shutdown", "power.reboot"):
         if not host.tools_running(vmid):
-            out(faults.fault_block("vim.fault.ToolsUnavailable",
+            out(_fault(host, "vim.fault.ToolsUnavailable",
                                    "Cannot complete operation because VMware Tools is not running in this virtual machine."))
             return faults.FAULT_EXIT
         if verb == "power.shutdown" and faults.get(host, "power.shutdown") != "ignore":
@@ -271,6 +326,8 @@ def vmsvc(host, verb, rest):
     if verb == "snapshot.create":
         return snapshot_create(host, vmid, rest)
     if verb == "snapshot.remove":
+        if _older_than(host, 5, 0):
+            return _remove_by_level(host, vmid, rest)
         if len(rest) < 2:
             return usage(verb)
         out("Remove Snapshot:\n")
@@ -281,7 +338,7 @@ def vmsvc(host, verb, rest):
             snapshots.remove(host, vmid, uid, delay=faults.num(host, "snapshot.remove.delay"))
         except (KeyError, ValueError):
             # guess: no sample for an unknown snapshot id; text from the NotFound fault catalogue
-            out(faults.fault_block("vim.fault.NotFound", "The object or item referred to could not be found."))
+            out(_fault(host, "vim.fault.NotFound", "The object or item referred to could not be found."))
             return faults.FAULT_EXIT
         if _older_than(host, 6, 0):
             print_tree(host, vmid)  # ESXi 5.5 prints the remaining tree (snapshot-get_03); 6.5+ only the header
@@ -298,7 +355,7 @@ def vmsvc(host, verb, rest):
         try:
             snapshots.revert(host, vmid, int(rest[1]))
         except (KeyError, ValueError):
-            out(faults.fault_block("vim.fault.NotFound", "The object or item referred to could not be found."))
+            out(_fault(host, "vim.fault.NotFound", "The object or item referred to could not be found."))
             return faults.FAULT_EXIT
         out("Revert Snapshot:\n")
         print_tree(host, vmid)
@@ -383,12 +440,12 @@ def registervm(host, rest):
         vmid = host.register(host.host_path(path) if path.startswith(host.root) else path,
                              rest[1] if len(rest) > 1 else None)
     except NotFound:
-        out(faults.fault_block("vim.fault.NotFound", "The object or item referred to could not be found."))
+        out(_fault(host, "vim.fault.NotFound", "The object or item referred to could not be found."))
         return faults.FAULT_EXIT
     except FileExistsError as e:
         # AlreadyExists block from vimcmd-faults_01 (that capture is truncated; closing brace added)
         existing = str(e).strip("'")
-        out(faults.fault_block("vim.fault.AlreadyExists",
+        out(_fault(host, "vim.fault.AlreadyExists",
                                "The specified key, name, or identifier '%s' already exists." % existing,
                                [("name", '"%s"' % existing)]))
         return faults.FAULT_EXIT
@@ -437,7 +494,7 @@ def datastore(host, verb, rest):
         try:
             host.add_nfs(name, server, share, readonly=_bool(ro), version=ver)
         except FileExistsError:
-            out(faults.fault_block("vim.fault.AlreadyExists",
+            out(_fault(host, "vim.fault.AlreadyExists",
                                    "The specified key, name, or identifier '%s' already exists." % name,
                                    [("name", '"%s"' % name)]))
             return faults.FAULT_EXIT

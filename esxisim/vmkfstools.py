@@ -8,7 +8,7 @@ import os
 import sys
 import time
 
-from . import disks, faults
+from . import disks, faults, versions
 
 HELP_65 = open(os.path.join(os.path.dirname(__file__), "vmkfstools_help.txt"), encoding="utf-8").read()
 
@@ -72,7 +72,8 @@ def main(host, args):
             w("No valid command specified\n\n")
         w(help_text(host))
         return 0 if args else 1
-    if "adapter" in o and o.get("adapter") is not None:
+    if "adapter" in o and o.get("adapter") is not None and not versions.older(host.version, 6, 5):
+        # 6.5+ ignore -a (hotvcb and ghettoVCB pass it only to older hosts, which need it)
         w("Option --adaptertype is deprecated and hence will be ignored\n")
     try:
         if o.get("clone"):
@@ -88,10 +89,17 @@ def main(host, args):
         if o.get("query"):
             return query(host, o)
     except Fail as e:
-        err("%s\n" % e)
+        err("%s\n" % _era(host, str(e)))
         return 1
     w(help_text(host))
     return 1
+
+
+def _era(host, text):
+    """ESX(i) 4.x wrote "Failed to clone disk : ..." (space before the colon; vmkfstools-i_02, VCL)."""
+    if versions.older(host.version, 5, 0):
+        return text.replace("Failed to clone disk: ", "Failed to clone disk : ")
+    return text
 
 
 def _abs(p):
@@ -166,7 +174,7 @@ def clone(host, o):
             if os.path.exists(p):
                 os.unlink(p)
         w("")
-        err(str(e) + "\n")
+        err(_era(host, str(e)) + "\n")
         return 1
     except BaseException:
         for p in _outputs(dst):

@@ -105,3 +105,67 @@ def test_host_sh_has_double_brackets(host):
     assert (r.returncode, r.stdout, r.stderr) == (0, "yes\nposix\n", "")
     r = run_shell(host, "sh", "-c", "[[ 2 -gt 1 ]] && echo ok")
     assert r.stdout == "ok\n"
+
+
+def _old_host(tmp_path, version):
+    from esxisim import Host
+    h = Host.create(str(tmp_path / ("esx" + version)), version=version, crond=False)
+    h.add_datastore("datastore1", 1 << 30, vmfs=5)
+    return h
+
+
+def test_hosts_older_than_6_7_have_no_python(tmp_path):
+    for version in ("5.5.0", "6.5.0"):
+        h = _old_host(tmp_path, version)
+        r = run_shell(h, "sh", "-c", "PATH=/bin:/sbin; command -v python || command -v python3 || echo none; vmware -v")
+        assert r.stdout.splitlines()[0] == "none"
+        assert r.stdout.splitlines()[1].startswith("VMware ESXi %s build-" % version)
+
+
+def test_esxi_5_5_texts(tmp_path):
+    h = _old_host(tmp_path, "5.5.0")
+    vmid = h.create_vm("v", "datastore1", power="on")
+    r = run_shell(h, "vim-cmd", "vmsvc/power.getstate", "42")
+    # vimcmd-faults_01, ESXi 5.5: dynamicType first, every field line ends with a comma
+    assert (r.returncode, r.stdout) == (0, '(vim.fault.NotFound) {\n   dynamicType = <unset>,\n'
+                                           '   faultCause = (vmodl.MethodFault) null,\n'
+                                           '   msg = "Unable to find a VM corresponding to "42"",\n}\n')
+    r = run_shell(h, "vim-cmd", "vmsvc/power.on", vmid)
+    assert r.returncode == 0 and r.stdout.startswith("Powering on VM:\n(vim.fault.InvalidPowerState) {\n")
+    assert '   existingState = "poweredOn",\n' in r.stdout
+    assert 'msg = "The attempted operation cannot be performed in the current state (Powered On).",' in r.stdout
+    a = snapshots.create(h, vmid, "a")
+    snapshots.create(h, vmid, "b")
+    r = run_shell(h, "vim-cmd", "vmsvc/snapshot.remove", vmid, str(a))
+    assert r.stdout.startswith("Remove Snapshot:\n|-ROOT\n--Snapshot Name        : b\n--Snapshot Id        : ")
+    src = h.vm_disks(vmid)[0][1]
+    h.power_off(vmid)
+    r = run_shell(h, "vmkfstools", "-i", src, "-a", "lsilogic", "-d", "thin", "/vmfs/volumes/datastore1/c.vmdk")
+    assert r.returncode == 0 and "deprecated" not in r.stdout  # -a is still needed before 6.5
+
+
+def test_esx_4_1_texts(tmp_path):
+    h = _old_host(tmp_path, "4.1.0")
+    first = h.create_vm("one", "datastore1")
+    second = h.create_vm("two", "datastore1")
+    assert (first, second) == ("16", "32")  # 4.x vmids are multiples of 16
+    run_shell(h, "vim-cmd", "vmsvc/unregister", second)
+    r = run_shell(h, "vim-cmd", "solo/registervm", "/vmfs/volumes/datastore1/two/two.vmx")
+    assert (r.returncode, r.stdout) == (0, "")  # 4.x prints nothing on success
+    a = snapshots.create(h, first, "a")
+    snapshots.create(h, first, "b")
+    r = run_shell(h, "vim-cmd", "vmsvc/snapshot.get", first)
+    assert "Snapshot Id" not in r.stdout and "--Snapshot Name        : a\n" in r.stdout  # snapshot-get_06
+    r = run_shell(h, "vim-cmd", "vmsvc/snapshot.remove")
+    assert "Usage: snapshot.remove vmid [removeChildren] [snapshotLevel] [snapshotIndex]" in r.stdout
+    assert "snapshotId" not in r.stdout  # ghettoVCB's test for the old syntax
+    r = run_shell(h, "vim-cmd", "vmsvc/snapshot.remove", first, "0", "0", "0")
+    assert r.returncode == 0 and [s["name"] for _d, s in snapshots.tree(h, first)] == ["b"]
+    assert a not in [s["uid"] for _d, s in snapshots.tree(h, first)]
+    r = run_shell(h, "vmkfstools", "-i", "/vmfs/volumes/datastore1/nope/x.vmdk", "/vmfs/volumes/datastore1/y.vmdk")
+    assert r.returncode == 1
+    h.set_fault("clone.fail_at", "10")
+    r = run_shell(h, "vmkfstools", "-i", h.vm_disks(first)[0][1], "/vmfs/volumes/datastore1/z.vmdk")
+    assert "Failed to clone disk : No such device or address (393225)." in r.stderr
+    r = run_shell(h, "sh", "-c", "test -f /etc/rc.local && echo rc.local; esxcli system version get; echo rc=$?")
+    assert r.stdout.startswith("rc.local\n") and r.stdout.endswith("rc=1\n")
