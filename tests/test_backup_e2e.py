@@ -88,6 +88,7 @@ def test_each_format_is_a_real_vmdk_equal_to_the_source(host, tmp_path, fmt, fil
     for suffix in files:
         assert os.path.exists(os.path.join(folder, vm + suffix))
     if fmt == "2gbsparse":
+        assert host.module_loaded("multiextent"), "hotvcb loads multiextent as ghettoVCB does (ESXi 5.1+)"
         check = qemu_img("check", "-f", "vmdk", disk)
         assert check.returncode == 0, check.stdout + check.stderr
     source = host.real("/vmfs/volumes/datastore1/%s/%s.vmdk" % (vm, vm))
