@@ -37,16 +37,12 @@ def _put(path, text, mode=0o755):
     os.chmod(path, mode)
 
 
-def host_shell():
-    """What /bin/sh is inside the namespace: ESXi's is busybox ash, which has bash's `[[`.
-
-    A real busybox on the machine (Debian's package builds ash with `[[`) is used as is;
-    without one, bash (run as `sh` it is in POSIX mode but keeps `[[`); dash only if neither.
-    """
-    for cand in ("/usr/bin/busybox", "/bin/busybox", "/usr/sbin/busybox"):
-        if os.path.isfile(cand) and not _is_script(cand):
+def real_busybox():
+    """A busybox binary to run as the host's /bin/sh: $ESXISIM_BUSYBOX, else the machine's."""
+    for cand in (os.environ.get("ESXISIM_BUSYBOX"), "/usr/bin/busybox", "/bin/busybox", "/usr/sbin/busybox"):
+        if cand and os.path.isfile(cand) and not _is_script(cand):
             return cand
-    return shutil.which("bash")
+    return None
 
 
 def _is_script(path):
@@ -61,13 +57,24 @@ def _hide(upper_dir, name):
         os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(0, 0))
 
 
-def _install_sh(ub):
+def _install_sh(host, ub):
+    """/bin/sh inside the namespace: ESXi's is busybox ash, which has bash's `[[`.
+
+    A real busybox (Debian's builds ash with `[[`) is copied into the host (/usr/lib/esxisim/
+    busybox: /usr/bin/busybox is the fake that starts the simulated crond) and run as `sh`;
+    without one, bash (as `sh` it is in POSIX mode but keeps `[[`); dash only if neither.
+    """
     link = os.path.join(ub, "sh")
     if os.path.lexists(link):
         os.unlink(link)
-    target = host_shell()
-    if target:
-        os.symlink(target, link)
+    bb = real_busybox()
+    if bb:
+        copy = os.path.join(upper(host, "usr_lib"), "esxisim", "busybox")
+        os.makedirs(os.path.dirname(copy), exist_ok=True)
+        shutil.copy2(bb, copy)
+        os.symlink("/usr/lib/esxisim/busybox", link)
+    elif shutil.which("bash"):
+        os.symlink(shutil.which("bash"), link)
 
 
 def install(host):
@@ -80,9 +87,8 @@ def install(host):
     for tool in ("vmkfstools", "esxcli", "auto-backup.sh"):
         _put(os.path.join(us, tool), _script(host, tool))
     _put(os.path.join(upper(host, "usr_lib"), "vmware", "busybox", "bin", "busybox"), _script(host, "busybox"))
-    if not os.path.exists("/usr/bin/busybox"):
-        _put(os.path.join(ub, "busybox"), _script(host, "busybox"))
-    _install_sh(ub)
+    _put(os.path.join(ub, "busybox"), _script(host, "busybox"))  # `busybox crond` is always the fake
+    _install_sh(host, ub)
     link = os.path.join(ub, "python")
     if os.path.lexists(link):
         os.unlink(link)

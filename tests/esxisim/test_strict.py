@@ -99,9 +99,27 @@ def test_snapshot_remove_prints_only_the_header_after_5_5(host):
     assert [s["name"] for _d, s in snapshots.tree(host, vmid)] == ["b"]
 
 
+def test_host_sh_is_busybox_ash_when_there_is_a_busybox(tmp_path):
+    """With a real busybox (the machine's, or $ESXISIM_BUSYBOX) /bin/sh is its ash, as on ESXi;
+    `busybox crond` still starts the simulated crond."""
+    import pytest
+    from esxisim import Host, toolgen
+    if not toolgen.real_busybox():
+        pytest.skip("no busybox binary (apt-get install busybox, or set ESXISIM_BUSYBOX) -- /bin/sh is bash")
+    h = Host.create(str(tmp_path / "bb"), crond=False)
+    try:
+        r = run_shell(h, "sh", "-c", "readlink /bin/sh; [[ a == a* ]] && echo yes; busybox crond; echo rc=$?")
+        assert r.stdout == "/usr/lib/esxisim/busybox\nyes\nrc=0\n", r.stdout + r.stderr
+        r = run_shell(h, "/bin/sh", "-c", "echo $0; cat /proc/$$/cmdline | tr '\\0' ' '")
+        assert "busybox" not in r.stdout.split("\n")[0]
+    finally:
+        h.stop()
+
+
 def test_host_sh_has_double_brackets(host):
     """ESXi's /bin/sh is busybox ash, which has `[[` (third-party ESXi scripts such as ghettoVCB use it)."""
-    r = run_shell(host, "/bin/sh", "-c", 'x="a b"; [[ $x == "a b" && $x == a* ]] && echo yes; [ 1 = 1 ] && echo posix')
+    # quoted: busybox's `[[` splits words like `[` does (bash's does not); both accept this form
+    r = run_shell(host, "/bin/sh", "-c", 'x="a b"; [[ "$x" == "a b" && "$x" != c ]] && echo yes; [ 1 = 1 ] && echo posix')
     assert (r.returncode, r.stdout, r.stderr) == (0, "yes\nposix\n", "")
     r = run_shell(host, "sh", "-c", "[[ 2 -gt 1 ]] && echo ok")
     assert r.stdout == "ok\n"
