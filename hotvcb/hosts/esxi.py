@@ -33,6 +33,7 @@ class EsxiHost:
     def __init__(self, shell: Shell):
         self.shell = shell
         self._version = None  # type: Optional[str]
+        self._multiextent = False
 
     # -- host ----------------------------------------------------------------
     def describe(self) -> str:
@@ -56,7 +57,11 @@ class EsxiHost:
         return vimcmd.parse_datastore_listsummary(self._vim(["hostsvc/datastore/listsummary"]))
 
     def mount_nfs(self, name: str, server: str, share: str, version: str) -> None:
-        """ghettoVCB's non-persistent mount: `nas_create name version path readonly server`."""
+        """ghettoVCB's non-persistent mount: `nas_create name version path readonly server`.
+
+        vim-cmd takes `nfs` (v3) or `nfsv41`; the config's ghettoVCB-style `nfs41` means the latter.
+        """
+        version = {"nfs41": "nfsv41"}.get(version, version)
         self._vim(["hostsvc/datastore/nas_create", name, version, share, "0", server], timeout=120)
 
     def unmount_nfs(self, name: str) -> None:
@@ -205,6 +210,8 @@ class EsxiHost:
 
     # -- disks ---------------------------------------------------------------
     def copy_disk(self, disk: Disk, dst: str, fmt: str, progress=None) -> List[str]:
+        if fmt == "2gbsparse" or self._is_2gbsparse(disk.path):
+            self._load_multiextent()
         argv = [VMKFSTOOLS, "-i", disk.path, "-d", fmt]
         if self._wants_adapter_flag():
             argv += ["-a", disk.adapter]
@@ -219,6 +226,22 @@ class EsxiHost:
         if out.returncode != 0:
             raise CopyError(disk.path, _clone_error(out.output), dst)
         return [f.rsplit("/", 1)[-1] for f in self.disk_files(dst)]
+
+    def _is_2gbsparse(self, path: str) -> bool:
+        try:
+            return vmdk.parse(self.shell.read_text(path)).create_type.lower() == "twogbmaxextentsparse"
+        except (HostError, vmdk.NotADescriptor):
+            return False
+
+    def _load_multiextent(self) -> None:
+        """vmkfstools opens 2gbsparse (hosted sparse) disks only with the multiextent module,
+        which ESXi 5.1+ do not load at boot; as ghettoVCB does, load it when the list lacks it."""
+        if self._multiextent:
+            return
+        listed = self.shell.run(["/sbin/esxcli", "system", "module", "list"], timeout=60)
+        if not re.search(r"^multiextent\s", listed.output, re.M):
+            self.shell.run(["/sbin/esxcli", "system", "module", "load", "-m", "multiextent"], timeout=60)
+        self._multiextent = True  # a failed load shows up as the clone's own error
 
     def disk_files(self, descriptor_path: str) -> List[str]:
         folder = descriptor_path.rsplit("/", 1)[0]
