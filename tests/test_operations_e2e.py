@@ -35,7 +35,7 @@ def test_two_hosts_share_an_nfs_target_without_clobbering(tmp_path):
                 for h in hosts]
         outs = [p.communicate(timeout=120)[0] for p in runs]
         for p, out in zip(runs, outs):
-            assert p.returncode == 0, out
+            assert p.returncode == 0, "\n=====\n".join(outs)
             assert "Mounting NFS 10.0.0.5:/export/backups as datastore nfs_backup" in out
             assert "Unmounting NFS datastore nfs_backup" in out
         folder = share / "10.0.0.5" / "export" / "backups" / "hotvcb" / "app"
@@ -135,7 +135,7 @@ def test_mail_report_reaches_the_admin_with_status_in_subject(tmp_path):
         assert sorted(mail.rcpt_tos) == ["admin@example.com", "oncall@example.com"]
         subject = mail.message["Subject"]
         assert "nightly" in subject and "ERROR: Only some of the VMs backed up!" in subject
-        body = mail.message.get_content()
+        body = mail.message.get_body(preferencelist=("plain",)).get_content()
         assert "OK      Mail Server (prod)" in body and "ERROR   Gone VM" in body
         assert "no VM named 'Gone VM'" in body
         assert "good backups: 1, newest /vmfs/volumes/backup/hotvcb/Mail Server (prod)/Mail Server (prod)-" in body
