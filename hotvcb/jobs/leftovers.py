@@ -16,8 +16,12 @@ Why each removal is safe:
 User snapshots (any other name) and finished backups are never touched.
 """
 
+import re
+
 from ..errors import HotvcbError
 from ..hosts.base import Hypervisor
+from ..model import Snapshot
+from ..pids import is_hotvcb
 from ..runid import RunId, parse
 from ..shell import Shell
 from ..store import layout
@@ -29,13 +33,33 @@ SNAPSHOT_PREFIX = "hotvcb-snapshot-"
 POWER_MARKER = ".hotvcb-powered-off"  # in the VM's folder while we hold it powered off
 
 
+# how hotvcb described its snapshots before run records (still ours to clean up)
+_LEGACY = re.compile(r"^hotvcb backup, job .*, pid \d+, host \S+$")
+
+
+def is_ours(snap: Snapshot) -> bool:
+    """Made by hotvcb: our name *and* our record in the description (a name alone is a user's
+    choice: `hotvcb-snapshot-before-upgrade` is theirs)."""
+    if not snap.name.startswith(SNAPSHOT_PREFIX):
+        return False
+    return parse(snap.description) is not None or bool(_LEGACY.match(snap.description.strip()))
+
+
 def remove_our_snapshots(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False) -> int:
     removed = 0
     for snap in host.snapshots(vm):
         if not snap.name.startswith(SNAPSHOT_PREFIX):
             continue
+        if not is_ours(snap):
+            log.warning("%s: snapshot %r (id %s) is named like ours but carries no hotvcb run record; leaving it"
+                        % (vm.name, snap.name, snap.id))
+            continue
         owner = parse(snap.description)
         if owner is not None and owner.run == run.run:
+            continue
+        if owner is not None and owner_alive(owner, run):
+            log.warning("%s: snapshot %r (id %s) belongs to %s, which is still running; leaving it"
+                        % (vm.name, snap.name, snap.id, owner))
             continue
         who = str(owner) if owner else "an earlier hotvcb run"
         removed += 1
@@ -108,6 +132,12 @@ def remove_partials(shell: Shell, volume: str, vm_name: str, log, run: RunId, dr
     return removed
 
 
+def owner_alive(owner: RunId, run: RunId) -> bool:
+    """A run on this machine whose hotvcb process still lives (even if its lock file was
+    deleted under it: the lock is not the only proof we go by)."""
+    return owner.machine == run.machine and owner.pid != run.pid and is_hotvcb(owner.pid)
+
+
 def _partial_dead(shell: Shell, partial: str, run: RunId) -> bool:
     owner_file = partial + "/" + OWNER
     try:
@@ -115,7 +145,7 @@ def _partial_dead(shell: Shell, partial: str, run: RunId) -> bool:
     except HotvcbError:
         owner = None
     if owner is not None:
-        if owner.run == run.run:
+        if owner.run == run.run or owner_alive(owner, run):
             return False
         if owner.host and owner.host == run.host:
             return True  # this host's run, and we hold this host's lock

@@ -13,7 +13,7 @@ folder that the next run of that VM removes (`finish_deleting`). A .gz is
 one file: its unlink is atomic already.
 """
 
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 from .. import crashpoint
 from ..errors import HostError
@@ -33,12 +33,22 @@ def to_delete(backups: List[BackupSet], good: Callable[[BackupSet], bool], count
     return [b for b in done if (b.when, b.name) < (oldest_kept.when, oldest_kept.name)]
 
 
-def rotate(shell: Shell, volume: str, vm_name: str, count: int, log) -> List[str]:
-    """Delete what to_delete names for this VM; the paths removed."""
+def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: Optional[str] = None) -> List[str]:
+    """Delete what to_delete names for this VM; the paths removed.
+
+    The backup this run just made is never among them, whatever the names say
+    (a clock that ran ahead once names older backups "newer"): rotation then
+    keeps one more than the count until time catches up, and says so.
+    """
     backups = layout.list_backups(shell, volume, vm_name)
     verdicts = {b.path: health.judge(shell, b) for b in backups if b.status not in ("partial", "deleting")}
     removed = []
-    for old in to_delete(backups, lambda b: verdicts[b.path].good, count):
+    doomed = to_delete(backups, lambda b: verdicts[b.path].good, count)
+    if just_made is not None and any(b.path == just_made for b in doomed):
+        log.warning("%s: backups named later than the one just made exist (was the clock ahead?); "
+                    "keeping %s" % (vm_name, just_made))
+        doomed = [b for b in doomed if b.path != just_made]
+    for old in doomed:
         log.info("Removing old backup %s (%s) per rotation count %d" % (old.path, verdicts[old.path].state, count))
         remove_backup(shell, old)
         removed.append(old.path)

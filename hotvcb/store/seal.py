@@ -15,7 +15,7 @@ from ..runid import RunId
 from ..settings import Settings
 from ..shell import Shell
 from ..vmdk import base_name
-from . import layout, manifest, rotation
+from . import health, layout, manifest, rotation
 
 CLAIM_TRIES = 30
 DISK_SUFFIXES = (".vmdk", ".qcow2", ".raw")  # disk data a failed backup must not keep
@@ -98,7 +98,8 @@ class Sealer:
         self._chmod(self.partial)
         final = self._publish(compress=self.s.enable_compression and result.status == "ok")
         result.backup_dir = final
-        rotation.rotate(self.shell, self.s.vm_backup_volume, self.vm.name, self.s.vm_backup_rotation_count, self.log)
+        rotation.rotate(self.shell, self.s.vm_backup_volume, self.vm.name, self.s.vm_backup_rotation_count, self.log,
+                        just_made=final)
         if self.s.rsync_link:
             self._rsync_link(final)
         return final
@@ -187,6 +188,8 @@ class Sealer:
             self.shell.make_tar_gz(self.partial, tmp, self.name, first=FIRST_IN_ARCHIVE, skip=(OWNER,))
             crashpoint.reached("compressed")
             self._chmod(tmp)
+            # its size as written, so a truncated archive is seen without reading it (health.py)
+            health.write_gz_sidecar(self.shell, self.final + ".gz", {"archive_size": self.shell.file_size(tmp)})
             self.shell.rename(tmp, self.final + ".gz")
             crashpoint.reached("archive-published")
         except HotvcbError as err:
@@ -194,6 +197,7 @@ class Sealer:
                 raise
             self.log.warning("compression failed, keeping the uncompressed backup: %s" % err)
             self.shell.remove_tree(tmp)
+            self.shell.remove_tree(self.final + ".gz" + health.GZ_VERIFY_SUFFIX)
             self.shell.rename(self.partial, self.final)
             self._disown(self.final)
             return self.final
