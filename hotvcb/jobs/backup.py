@@ -27,7 +27,7 @@ from ..store import health, layout
 from ..store.seal import Sealer
 from ..units import human_size
 from ..vmdk import base_name
-from .leftovers import SNAPSHOT_PREFIX, remove_our_snapshots, remove_partials, restore_power
+from .leftovers import SNAPSHOT_PREFIX, cleanup_host, remove_our_snapshots, remove_partials, restore_power
 from .power import PowerControl
 
 Target = Union[VmRef, VmNotFound, AmbiguousVm]  # a VM to back up, or why a listed name is none
@@ -85,6 +85,10 @@ class BackupJob:
 
     # -- the run -------------------------------------------------------------
     def run(self, names: Optional[Sequence[str]], exclude: Sequence[str] = ()) -> List[VmResult]:
+        if self.lock is not None and self.lock.took_over and not self.dry_run:
+            # the run before us died: what it left may be on VMs this run does not back up
+            self.log.warning("the previous hotvcb run on this host died; looking for its leftovers on every VM")
+            cleanup_host(self.host, self.settings.vm_backup_volume, self.log, self.run_id)
         targets = self.select(names, exclude)
         results = []  # type: List[VmResult]
         try:
@@ -176,11 +180,13 @@ class _VmBackup:
             self._dry_run(vm, disks)
             self.result.status = "ok"
             return
-        self.sealer = Sealer(self.host.shell, self.s, vm, self.started, self.log, run, self.job.lock)
+        self.sealer = Sealer(self.host.shell, self.s, vm, self.started, self.log, run, self.job.lock,
+                             source_host=self.host.host_name())
         remove_partials(self.host.shell, self.s.vm_backup_volume, vm.name, self.log, run)
         self.sealer.begin()
         try:
-            self.sealer.copy_config_files(self.host.backup_config(vm))
+            names = self.sealer.plan_disks(disks)
+            self.sealer.copy_config_files(self.host.backup_config(vm, names))
             state = self.host.power_state(vm)
             if self.s.power_vm_down_before_backup and state == "on" and not self.skip_power:
                 self.powered_down = True  # from the first shutdown request on, cleanup restarts it
@@ -323,6 +329,8 @@ class _VmBackup:
                 self.host.remove_snapshot(vm, snap, self.s.snapshot_remove_timeout * 60.0)
                 self.snapshot = None
                 crashpoint.reached("snapshot-removed")
+                # a dead run's snapshot that hostd finished while we copied (look again, once)
+                remove_our_snapshots(self.host, vm, self.log, self.job.run_id)
             except HotvcbError as err:
                 errors.append("snapshot %s could NOT be removed: %s -- remove it by hand" % (snap.id, err))
                 self.log.error("%s: %s" % (vm.name, errors[-1]))
