@@ -17,6 +17,7 @@ User snapshots (any other name) and finished backups are never touched.
 """
 
 import re
+from typing import Optional
 
 from ..errors import HotvcbError
 from ..hosts.base import Hypervisor
@@ -149,8 +150,32 @@ def _partial_dead(shell: Shell, partial: str, run: RunId) -> bool:
             return False
         if owner.host and owner.host == run.host:
             return True  # this host's run, and we hold this host's lock
-    age = shell.age(owner_file) if shell.exists(owner_file) else shell.age(partial)
+    age = _volume_age(shell, owner_file if shell.exists(owner_file) else partial, run)
     return age is None or age > STALE_AFTER
+
+
+def _volume_age(shell: Shell, path: str, run: RunId) -> Optional[float]:
+    """How long since path was touched, by the clock of the volume that holds it.
+
+    An NFS server stamps mtimes with its own clock; a host whose clock is off
+    by minutes would otherwise see another host's live, heartbeating folder as
+    stale. A probe touched now beside it gives the volume's "now".
+    """
+    age = shell.age(path)
+    if age is None:
+        return None
+    probe = path.rsplit("/", 2)[0] + "/.hotvcb-clock." + run.run
+    try:
+        shell.write_text(probe, "")
+        skew = shell.age(probe) or 0.0
+    except HotvcbError:
+        return age
+    finally:
+        try:
+            shell.remove_tree(probe)
+        except HotvcbError:
+            pass
+    return age - skew
 
 
 def cleanup_host(host: Hypervisor, volume: str, log, run: RunId, dry_run: bool = False) -> int:
