@@ -12,6 +12,7 @@ host's run lock, removes those of other runs (jobs/leftovers.py); other
 snapshots are never touched.
 """
 
+import functools
 import time
 from datetime import datetime
 from typing import Dict, List, Optional, Sequence, Union
@@ -51,6 +52,9 @@ class BackupJob:
         self.host, self.settings, self.log, self.run_id, self.lock = host, settings, log, run, lock
         self.confdir, self.dry_run, self.job_name = confdir, dry_run, job_name
         self.power = PowerControl(host, log, run)
+        self.vm_number = self.vm_count = 0  # for the progress line: VM i of n
+        self._vm_seconds = []  # type: List[float]  # durations of the VMs done, for the run's ETA
+        self._disk_seconds = []  # type: List[float]
 
     # -- selection -----------------------------------------------------------
     def select(self, names: Optional[Sequence[str]], exclude: Sequence[str]) -> List[Target]:
@@ -93,7 +97,8 @@ class BackupJob:
         results = []  # type: List[VmResult]
         try:
             self.power.shutdown_in_order(targets, self.settings, self.dry_run)
-            for target in targets:
+            self.vm_count = len(targets)
+            for self.vm_number, target in enumerate(targets, 1):
                 if isinstance(target, (VmNotFound, AmbiguousVm)):
                     self.log.error(str(target))
                     results.append(VmResult(name=target.name, status="error", message=str(target)))
@@ -134,6 +139,7 @@ class BackupJob:
         if not self.dry_run:
             result.good_backups = self._good_backups(ref.name, settings)
         seconds = result.seconds = (datetime.now() - started).total_seconds()
+        self._vm_seconds.append(seconds)
         if result.status == "ok":
             verb = "would be backed up" if self.dry_run else "backed up"
             self.log.info("Successfully completed backup for %s (%s, %d s)" % (ref.name, verb, seconds))
@@ -142,6 +148,14 @@ class BackupJob:
                 ref.name, seconds, ", ".join(d.disk.key for d in result.disks if not d.ok)))
         return result
 
+
+    def run_eta(self, disk_left: float, disks_left: int = 0) -> Optional[float]:
+        """This disk's ETA, plus the rest of this VM and the VMs after it, by the average so far."""
+        if not self._vm_seconds and not self._disk_seconds:
+            return None
+        per_disk = sum(self._disk_seconds) / len(self._disk_seconds) if self._disk_seconds else 0.0
+        per_vm = sum(self._vm_seconds) / len(self._vm_seconds) if self._vm_seconds else per_disk
+        return disk_left + disks_left * per_disk + (self.vm_count - self.vm_number) * per_vm
 
     def _good_backups(self, name: str, settings: Settings) -> List[str]:
         """What this VM can be restored from now: the e-mail says it, above all on a failure."""
@@ -299,7 +313,10 @@ class _VmBackup:
             dst = sealer.disk_destination(disk)
             folder = dst.rsplit("/", 1)[0]
             capacity = self.host.bytes_needed(disk, "eagerzeroedthick")
-            progress = self.log.progress("%s %s" % (vm.name, disk.filename), capacity)
+            label = "VM %d/%d %s, disk %d/%d %s" % (self.job.vm_number, self.job.vm_count, vm.name,
+                                                     disks.index(disk) + 1, len(disks), disk.filename)
+            progress = self.log.progress(label, capacity, functools.partial(
+                self.job.run_eta, disks_left=len(disks) - disks.index(disk) - 1))
             self.log.info("Backing up %s (%s, %s) as %s" % (disk.path, disk.key, human_size(capacity), fmt))
             t0 = time.monotonic()
             try:
@@ -308,6 +325,7 @@ class _VmBackup:
                 self.log.info("%s: %s done in %d s (%.1f MB/s)" % (vm.name, disk.filename, took, capacity / 1e6 / max(took, 0.001)))
                 rel = [sealer.relative(folder + "/" + f) for f in files]
                 self.result.disks.append(DiskResult(disk, True, rel, seconds=took, bytes=capacity))
+                self.job._disk_seconds.append(took)
                 crashpoint.reached("disk-copied-%d" % len(self.result.disks))
             except Interrupted:
                 raise
