@@ -1,5 +1,6 @@
 """`hotvcb backup`: ghettoVCB's flags, hotvcb's guarantees."""
 
+import dataclasses
 import json
 import os
 import socket
@@ -24,6 +25,8 @@ def register(subparsers) -> None:
     p.add_argument("-c", dest="confdir", metavar="DIR", help="folder of per-VM config files named after VMs")
     p.add_argument("-j", dest="job_name", metavar="NAME", default="hotvcb", help="job name for log and mail")
     p.add_argument("--json-report", metavar="FILE", help="also write the run's per-VM report as JSON to FILE")
+    p.add_argument("--power-state", choices=("on", "off", "any"),
+                   help="back up only the VMs that are powered on (or off); overrides BACKUP_POWER_STATE")
     common.add_host_options(p)
     p.set_defaults(handler=run)
 
@@ -34,6 +37,8 @@ def run(args) -> int:
     names = None if args.all_vms else (namelist.read_names(args.vm_list) if args.vm_list else args.vm_names)
     exclude = namelist.read_names(args.exclude) if args.exclude else []
     settings, log = common.load(args)
+    if args.power_state:
+        settings = dataclasses.replace(settings, backup_power_state=args.power_state)
     started = datetime.now().isoformat(timespec="seconds")
     dry_run = args.level == "dryrun"
     interrupt.install()

@@ -125,6 +125,18 @@ class BackupJob:
             return result
         for w in warnings:
             self.log.warning(w)
+        if settings.backup_power_state != "any" and not skip_power:
+            try:
+                state = self.host.power_state(Vm(ref=ref, datastore="", folder="", vmx=None))
+            except HotvcbError as err:
+                self.log.error("%s: %s" % (ref.name, err))
+                result.status, result.message = "error", str(err)
+                return result
+            if state != settings.backup_power_state:
+                result.status = "skipped"
+                result.message = "powered %s (BACKUP_POWER_STATE=%s)" % (state, settings.backup_power_state)
+                self.log.info("%s: skipped, %s" % (ref.name, result.message))
+                return result
         self.log.info("Initiate backup for %s" % ref.name)
         started = datetime.now()
         try:
