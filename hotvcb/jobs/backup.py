@@ -24,7 +24,7 @@ from ..model import Disk, DiskResult, Snapshot, Vm, VmRef, VmResult
 from ..runid import RunId
 from ..runlog import RunLog
 from ..settings import Settings
-from ..store import health, layout
+from ..store import health, layout, rotation
 from ..store.seal import Sealer
 from ..units import human_size
 from ..vmdk import base_name
@@ -300,7 +300,19 @@ class _VmBackup:
             )
         for f in vm.extra_files:
             self.log.dryrun("FILE: %s" % f)
-        self.log.dryrun("TOTAL NEEDED: %s; ROTATION: keep %d" % (human_size(self.needed), s.vm_backup_rotation_count))
+        self.log.dryrun("TOTAL NEEDED: %s; ROTATION: keep %d%s" % (
+            human_size(self.needed), s.vm_backup_rotation_count,
+            ", within %s" % human_size(s.vm_backup_rotation_size) if s.vm_backup_rotation_size else ""))
+        # what rotation would remove once this backup is made (good): one place fewer for the others
+        shell = self.host.shell
+        if s.vm_backup_rotation_count > 1 or s.vm_backup_rotation_size:
+            budget = max(s.vm_backup_rotation_size - self.needed, 1) if s.vm_backup_rotation_size else 0
+            rotation.rotate(shell, s.vm_backup_volume, vm.name, max(s.vm_backup_rotation_count - 1, 1), self.log,
+                            budget=budget, dry_run=True)
+        else:
+            for b in layout.list_backups(shell, s.vm_backup_volume, vm.name):
+                if b.status not in ("partial", "deleting"):
+                    self.log.info("Would remove old backup %s per rotation count 1" % b.path)
         self.log.dryrun("###############################################")
 
     def _snapshot(self, vm: Vm) -> None:
