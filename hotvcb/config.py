@@ -205,6 +205,7 @@ KEYS = {
     "SNAPSHOT_REMOVE_TIMEOUT": _minutes(1),
     "BACKUP_POWER_STATE": _choice(("on", "off", "any")),
     "VM_BACKUP_ROTATION_SIZE": _size,
+    "COLD_SNAPSHOT": _boolean,
 }  # type: Dict[str, Callable[[str], object]]
 
 # Keys that act once per run (mail, NFS mount, start/stop order, work dir):

@@ -74,6 +74,10 @@ def run(args) -> int:
             lock.release()
     for line in outcome.table(outcome.rows(results)) if results else []:
         log.info(line)
+    down = [r.name for r in results if r.down]
+    if down:
+        log.error("!!! VM(s) DOWN, powered off by this backup and NOT on again: %s !!!" % ", ".join(down))
+        status = "VM DOWN: %s; %s" % (", ".join(down), status)
     log.info("###### Final status: %s ######" % status)
     if work is not None:
         work.finish()

@@ -191,6 +191,7 @@ class _VmBackup:
         self.snapshot = None  # type: Optional[Snapshot]
         self.snapshot_name = None  # type: Optional[str]  # asked for, whether or not it showed up
         self.snapshot_refused = False  # the host said no: nothing will show up late
+        self.power_failure = ""  # the VM did not come back on: the run's first news
         self.powered_down = False
         self.sealer = None  # type: Optional[Sealer]
 
@@ -214,11 +215,13 @@ class _VmBackup:
             names = self.sealer.plan_disks(disks)
             self.sealer.copy_config_files(self.host.backup_config(vm, names))
             state = self.host.power_state(vm)
-            if self.s.power_vm_down_before_backup and state == "on" and not self.skip_power:
+            if self.s.cold_snapshot and state == "on" and not self.skip_power:
+                self._cold_snapshot(vm)
+            elif self.s.power_vm_down_before_backup and state == "on" and not self.skip_power:
                 self.powered_down = True  # from the first shutdown request on, cleanup restarts it
                 self.job.power.power_down(vm, self.s)
                 state = "off"
-            if state != "off":
+            elif state != "off":
                 self._snapshot(vm)
             self._copy_disks(vm, disks, self.sealer)
         except BaseException as err:
@@ -226,6 +229,11 @@ class _VmBackup:
             self._cleanup(vm, self.sealer, failed=True)
             raise
         self._cleanup(vm, self.sealer, failed=False)
+        if self.power_failure:
+            self.result.down = True
+            self.result.status = "error"  # the backup may be good; the VM is down, and that comes first
+            self.result.message = self.power_failure + ("; the backup is %s" % self.result.backup_dir
+                                                        if self.result.backup_dir else "")
 
     # -- steps ---------------------------------------------------------------
     def _disks_to_copy(self, vm: Vm):
@@ -315,6 +323,28 @@ class _VmBackup:
                     self.log.info("Would remove old backup %s per rotation count 1" % b.path)
         self.log.dryrun("###############################################")
 
+    def _cold_snapshot(self, vm: Vm) -> None:
+        """COLD_SNAPSHOT: the backup of a shut-down guest, with minutes of downtime, not hours.
+
+        Shut down, snapshot while off (the base disks hold exactly the
+        powered-off state), power on at once, and copy while the VM runs on
+        its delta. A VM that does not come back is the first thing the log,
+        the exit code and the mail say.
+        """
+        down_at = time.monotonic()
+        self.powered_down = True
+        self.job.power.power_down(vm, self.s)
+        self._snapshot(vm)
+        self.log.info("Powering %s on again before the copy" % vm.name)
+        back = self.job.power.restore_on(vm)
+        self.powered_down = not back
+        downtime = time.monotonic() - down_at
+        if back:
+            self.log.info("%s was down for %d s (COLD_SNAPSHOT): shutdown, snapshot, boot" % (vm.name, downtime))
+        else:
+            self.power_failure = "%s did NOT power on again after its cold snapshot; it is DOWN" % vm.name
+            self.log.error("!!! %s !!!" % self.power_failure)
+
     def _snapshot(self, vm: Vm) -> None:
         name = self.snapshot_name = SNAPSHOT_PREFIX + self.started.strftime(layout.TS_FORMAT)
         desc = "hotvcb backup %s, job %s" % (self.job.run_id.text(), self.job.job_name)
@@ -377,7 +407,8 @@ class _VmBackup:
                 errors.append("snapshot %s could NOT be removed: %s -- remove it by hand" % (snap.id, err))
                 self.log.error("%s: %s" % (vm.name, errors[-1]))
         if self.powered_down:
-            self.job.power.restore_on(vm)
+            if not self.job.power.restore_on(vm):
+                self.result.down = True
             self.powered_down = False
         disks = self.result.disks
         if not (failed or errors or (disks and not any(d.ok for d in disks))):
