@@ -206,6 +206,9 @@ KEYS = {
     "BACKUP_POWER_STATE": _choice(("on", "off", "any")),
     "VM_BACKUP_ROTATION_SIZE": _size,
     "COLD_SNAPSHOT": _boolean,
+    "PRE_BACKUP_HOOK": str,
+    "POST_BACKUP_HOOK": str,
+    "HOOK_TIMEOUT": _minutes(1),
 }  # type: Dict[str, Callable[[str], object]]
 
 # Keys that act once per run (mail, NFS mount, start/stop order, work dir):

@@ -102,3 +102,61 @@ def test_a_vm_that_does_not_come_back_after_its_cold_snapshot_is_the_first_news(
     assert "!!! stays down did NOT power on again after its cold snapshot; it is DOWN !!!" in r.stdout
     assert "Final status: VM DOWN: stays down; ERROR: All VMs failed!" in r.stdout
     assert host.power_state(vmid) == "off"
+
+
+HOOK = 'echo "$HOTVCB_PHASE|$HOTVCB_VM|$HOTVCB_RESULT|$HOTVCB_BACKUP" >> /vmfs/volumes/datastore1/hooks.log'
+
+
+def _hook_lines(host):
+    import os
+
+    path = host.real("/vmfs/volumes/datastore1/hooks.log")
+    return open(path).read().splitlines() if os.path.exists(path) else []
+
+
+def test_hooks_run_in_order_on_success_failure_and_sigterm(host, tmp_path):
+    import signal
+
+    from simhost import hotvcb_background, kill, lock_pid, snapshot_names, wait_for
+
+    vmid = host.create_vm("hooked; $(x)", "datastore1", [{"size": "4M"}, {"size": "4M"}], power="on")
+    conf = write_conf(host, PRE_BACKUP_HOOK=HOOK, POST_BACKUP_HOOK=HOOK, HOOK_TIMEOUT="20s")
+    r = hotvcb(host, "-m", "hooked; $(x)", "-g", conf)
+    assert r.returncode == 0, r.stdout + r.stderr
+    pre, post = _hook_lines(host)
+    assert pre == "pre|hooked; $(x)||" and post.startswith("post|hooked; $(x)|ok|/vmfs/volumes/backup/hotvcb/")
+    assert r.stdout.index("running the pre-backup hook") < r.stdout.index("Creating Snapshot")
+    assert r.stdout.index("Removing snapshot") < r.stdout.index("running the post-backup hook")
+
+    host.set_fault("clone.fail_at", "50")  # every disk fails: the VM's backup fails
+    r = hotvcb(host, "-m", "hooked; $(x)", "-g", conf)
+    assert r.returncode == 6 and _hook_lines(host)[-1].startswith("post|hooked; $(x)|error|")
+    host.clear_faults()
+
+    host.set_fault("clone.delay", "20")
+    proc = hotvcb_background(host, "-m", "hooked; $(x)", "-g", conf)
+    wait_for(lambda: any(n.startswith("hotvcb-") for n in snapshot_names(host, vmid)) and lock_pid(host),
+             what="the copy")
+    kill(lock_pid(host), signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2, out
+    lines = _hook_lines(host)
+    assert lines[-2].startswith("pre|") and lines[-1].startswith("post|hooked; $(x)|error|"), lines
+    assert snapshot_names(host, vmid) == []
+
+
+def test_a_failing_or_hanging_pre_hook_skips_the_vm_and_changes_nothing(host, tmp_path):
+    from simhost import snapshot_names
+
+    vmid = host.create_vm("guarded", "datastore1", [{"size": "4M"}], power="on")
+    host.create_vm("other", "datastore1", [{"size": "4M"}], power="on")
+    r = hotvcb(host, "-m", "guarded", "-m", "other", "-g",
+               write_conf(host, PRE_BACKUP_HOOK='[ "$HOTVCB_VM" != guarded ] || { echo "app not quiesced"; exit 3; }',
+                          POST_BACKUP_HOOK=HOOK))
+    assert r.returncode == 4, r.stdout + r.stderr
+    assert "pre-backup hook of guarded failed (exit 3): app not quiesced" in r.stdout
+    assert backups(host, "guarded") == [] and len(backups(host, "other")) == 1
+    assert [l.split("|")[:3] for l in _hook_lines(host)] == [["post", "other", "ok"]], "no post-hook without a pre-hook"
+    assert snapshot_names(host, vmid) == []
+    r = hotvcb(host, "-m", "guarded", "-g", write_conf(host, PRE_BACKUP_HOOK="sleep 60", HOOK_TIMEOUT="2s"))
+    assert r.returncode == 6 and "pre-backup hook of guarded: timed out after 2s" in r.stdout, r.stdout

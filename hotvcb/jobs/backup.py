@@ -28,6 +28,7 @@ from ..store import health, layout, rotation
 from ..store.seal import Sealer
 from ..units import human_size
 from ..vmdk import base_name
+from .hooks import run_hook
 from .leftovers import SNAPSHOT_PREFIX, cleanup_host, remove_our_snapshots, remove_partials, restore_power
 from .power import PowerControl
 
@@ -207,6 +208,24 @@ class _VmBackup:
             self._dry_run(vm, disks)
             self.result.status = "ok"
             return
+        if self.s.pre_backup_hook:
+            run_hook(self.host, self.s.pre_backup_hook, "pre", self.ref, self.s.hook_timeout * 60.0, self.log)
+        try:
+            self._backup(vm, disks)
+        finally:
+            if self.s.post_backup_hook:  # on every path the pre-hook was followed by
+                self._post_hook()
+
+    def _post_hook(self) -> None:
+        status = self.result.status if self.result.status in ("ok", "warn", "error") else "error"
+        try:
+            run_hook(self.host, self.s.post_backup_hook, "post", self.ref, self.s.hook_timeout * 60.0, self.log,
+                     result=status, backup=self.result.backup_dir)
+        except HotvcbError as err:
+            self.log.error(str(err))
+
+    def _backup(self, vm: Vm, disks: List[Disk]) -> None:
+        run = self.job.run_id
         self.sealer = Sealer(self.host.shell, self.s, vm, self.started, self.log, run, self.job.lock,
                              source_host=self.host.host_name())
         remove_partials(self.host.shell, self.s.vm_backup_volume, vm.name, self.log, run)
