@@ -63,7 +63,7 @@ def test_cold_snapshot_backs_up_the_powered_off_disk_with_minutes_of_downtime(ho
     import subprocess
 
     from esxisim import writer
-    from simhost import backup_root, sealed, wait_for
+    from simhost import backup_root, sealed
 
     vm = "cold"
     vmid = host.create_vm(vm, "datastore1", [{"size": "8M"}], power="on")
