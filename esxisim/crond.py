@@ -10,6 +10,7 @@ import sys
 import time
 
 from . import daemon
+from .state import Store
 
 
 def pid_file(host):
@@ -59,7 +60,6 @@ def log(host):
 
 
 def stop_all(host):
-    from .host import wait_gone
     pids = {r["pid"] for r in log(host) if r["event"] == "start"} | {_read_pid(host)}
     for pid in pids:
         if not pid:
@@ -69,14 +69,20 @@ def stop_all(host):
                 if b"esxisim.crond" not in f.read():
                     continue
             os.kill(pid, signal.SIGTERM)
-            wait_gone(pid, 2)
+            daemon.wait_gone(pid, 2)
         except (OSError, ProcessLookupError):
             pass
 
 
+class _Files(object):
+    """What crond reads of its host: the state folder (no import of host.py, which starts crond)."""
+
+    def __init__(self, root):
+        self.root, self.store = root, Store(root)
+
+
 def run(root):
-    from .host import Host
-    host = Host(root)
+    host = _Files(root)
     os.makedirs(os.path.dirname(pid_file(host)), exist_ok=True)
     with open(pid_file(host), "w") as f:
         f.write("%d\n" % os.getpid())

@@ -4,6 +4,8 @@ Double fork: the daemon is re-parented to init at once, so no caller (a test, vi
 a namespace) is left holding a zombie that looks alive to the next `kill -0`.
 """
 import os
+import signal
+import time
 
 
 def spawn(argv, env=None):
@@ -47,3 +49,22 @@ def alive(pid):
             return f.read().rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
     except OSError:
         return False
+
+
+def wait_gone(pid, timeout=3.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return True
+        except ChildProcessError:
+            pass
+        if not alive(pid):
+            return True
+        time.sleep(0.02)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return False
+

@@ -8,9 +8,7 @@ import os
 import random
 import re
 import shutil
-import signal
 import time
-import uuid as uuidlib
 
 from . import disks, toolgen, versions, vmx
 from .state import Store
@@ -541,25 +539,3 @@ def parse_size(text):
         raise ValueError("bad size %r" % text)
     mult = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[m.group(2).lower()]
     return int(m.group(1)) * mult
-
-
-def wait_gone(pid, timeout=3.0):
-    from .daemon import alive
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            if os.waitpid(pid, os.WNOHANG)[0]:
-                return True
-        except ChildProcessError:
-            pass
-        if not alive(pid):
-            return True
-        time.sleep(0.02)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    return False
-
-
-_ = uuidlib

@@ -235,16 +235,9 @@ def _remove_fails(host, vmid, uid=None):
 
 
 def vmsvc(host, verb, rest):
+    """vim-cmd vmsvc/<verb>: usage and vmid checks here, each verb's behaviour in VMSVC_ACTIONS."""
     if verb == "getallvms":
-        rc = getallvms(host)
-        target = faults.get(host, "getallvms.unregister_after")
-        if target:
-            faults.consume(host, "getallvms.unregister_after")
-            try:
-                host.unregister(host.vmid_by_name(target))
-            except NotFound:
-                pass
-        return rc
+        return _getallvms(host)
     if verb not in VMSVC:
         listing("vmsvc", VMSVC)
         return 1
@@ -257,121 +250,168 @@ def vmsvc(host, verb, rest):
             return 1
         return usage(verb)
     vmid = _vmid(host, rest[0])
-    state = host.power_state(vmid)
-    if verb == "power.getstate":
-        out("Retrieved runtime info\n%s\n" % {"on": "Powered on", "off": "Powered off",
-                                               "suspended": "Suspended"}[state])
-        return 0
-    if verb == "power.on":
-        out("Powering on VM:\n")
-        if state == "on":
-            if _older_than(host, 6, 0):
-                return _invalid_power_state(host, "poweredOn", "Powered On")
-            out("Power on failed\n")  # ESXi 6.0/6.5 text (power-on-off_01)
-            return 1
-        if faults.get(host, "power.on") == "refuse":
-            out("Power on failed\n")  # the 6.x one-line verdict, as for any failed power-on task
-            return 1
+    action = VMSVC_ACTIONS.get(verb)
+    if action is None:
+        out("esxisim: vmsvc/%s is not simulated\n" % verb)
+        return 1
+    return action(host, vmid, host.power_state(vmid), verb, rest)
+
+
+def _getallvms(host):
+    rc = getallvms(host)
+    target = faults.get(host, "getallvms.unregister_after")
+    if target:
+        faults.consume(host, "getallvms.unregister_after")
         try:
-            host.power_on(vmid)
-        except PowerOnFailed as e:
-            if _older_than(host, 6, 0):
-                # guess: older vim-cmd prints the task's fault (no capture of this one)
-                out(_fault(host, "vim.fault.GenericVmConfigFault", faults.CANNOT_OPEN_DISK % e.args[0]))
-                return faults.FAULT_EXIT
-            # the power-on task fails; vim-cmd 6.x+ reports only its one-line verdict, the
-            # reason ("Cannot open the disk ...") is in the VM's vmware.log
-            out("Power on failed\n")
-            return 1
-        return 0
-    if verb == "power.off":
-        out("Powering off VM:\n")
-        if state == "off" and _older_than(host, 6, 0):
-            return _invalid_power_state(host, "poweredOff", "Powered Off")
-        if state == "off" or faults.get(host, "power.off") == "refuse":
-            out("Power off failed\n")
-            return 1
-        host.power_off(vmid)
-        return 0
-    if verb == "power.suspend":
-        out("Suspending VM:\n")
-        if state != "on":
-            out("Suspend failed\n")
-            return 1
-        host.power_off(vmid, "suspended")
-        return 0
-    if verb == "power.reset":
-        out("Reset VM:\n")  # guess: no sample
-        if state != "on":
-            out("Reset failed\n")
-            return 1
-        return 0
-    if verb in ("power.shutdown", "power.reboot"):
-        if not host.tools_running(vmid):
-            out(_fault(host, "vim.fault.ToolsUnavailable",
-                                   "Cannot complete operation because VMware Tools is not running in this virtual machine."))
-            return faults.FAULT_EXIT
-        if verb == "power.shutdown" and faults.get(host, "power.shutdown") != "ignore":
-            src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-            code = ("import sys,time; sys.path.insert(0,%r); time.sleep(1.0); from esxisim.host import Host; "
-                    "h=Host(%r); h.power_state(%r)=='on' and h.power_off(%r)" % (src, host.root, vmid, vmid))
-            subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, start_new_session=True, cwd="/")
-        return 0
-    if verb == "get.guest":
-        return get_guest(host, vmid)
-    if verb == "get.summary":
-        return get_summary(host, vmid)
-    if verb == "snapshot.get":
-        out("Get Snapshot:\n")
-        print_tree(host, vmid)
-        return 0
-    if verb == "snapshot.create":
-        return snapshot_create(host, vmid, rest)
-    if verb == "snapshot.remove":
-        if _older_than(host, 5, 0):
-            return _remove_by_level(host, vmid, rest)
-        if len(rest) < 2:
-            return usage(verb)
-        out("Remove Snapshot:\n")
-        try:
-            uid = int(rest[1])
-            if _remove_fails(host, vmid, uid):
-                return faults.FAULT_EXIT
-            snapshots.remove(host, vmid, uid, delay=faults.num(host, "snapshot.remove.delay"))
-        except (KeyError, ValueError):
-            # guess: no sample for an unknown snapshot id; text from the NotFound fault catalogue
-            out(_fault(host, "vim.fault.NotFound", "The object or item referred to could not be found."))
-            return faults.FAULT_EXIT
+            host.unregister(host.vmid_by_name(target))
+        except NotFound:
+            pass
+    return rc
+
+
+def _power_getstate(host, vmid, state, verb, rest):
+    out("Retrieved runtime info\n%s\n" % {"on": "Powered on", "off": "Powered off", "suspended": "Suspended"}[state])
+    return 0
+
+
+def _power_on(host, vmid, state, verb, rest):
+    out("Powering on VM:\n")
+    if state == "on":
         if _older_than(host, 6, 0):
-            print_tree(host, vmid)  # ESXi 5.5 prints the remaining tree (snapshot-get_03); 6.5+ only the header
-        return 0
-    if verb == "snapshot.removeall":
-        out("Remove All Snapshots:\n")
-        if _remove_fails(host, vmid):
+            return _invalid_power_state(host, "poweredOn", "Powered On")
+        out("Power on failed\n")  # ESXi 6.0/6.5 text (power-on-off_01)
+        return 1
+    if faults.get(host, "power.on") == "refuse":
+        out("Power on failed\n")  # the 6.x one-line verdict, as for any failed power-on task
+        return 1
+    try:
+        host.power_on(vmid)
+    except PowerOnFailed as e:
+        if _older_than(host, 6, 0):
+            # guess: older vim-cmd prints the task's fault (no capture of this one)
+            out(_fault(host, "vim.fault.GenericVmConfigFault", faults.CANNOT_OPEN_DISK % e.args[0]))
             return faults.FAULT_EXIT
-        snapshots.remove_all(host, vmid, delay=faults.num(host, "snapshot.remove.delay"))
-        return 0
-    if verb == "snapshot.revert":
-        if len(rest) < 2:
-            return usage(verb)
-        try:
-            snapshots.revert(host, vmid, int(rest[1]))
-        except (KeyError, ValueError):
-            out(_fault(host, "vim.fault.NotFound", "The object or item referred to could not be found."))
+        # the power-on task fails; vim-cmd 6.x+ reports only its one-line verdict, the
+        # reason ("Cannot open the disk ...") is in the VM's vmware.log
+        out("Power on failed\n")
+        return 1
+    return 0
+
+
+def _power_off(host, vmid, state, verb, rest):
+    out("Powering off VM:\n")
+    if state == "off" and _older_than(host, 6, 0):
+        return _invalid_power_state(host, "poweredOff", "Powered Off")
+    if state == "off" or faults.get(host, "power.off") == "refuse":
+        out("Power off failed\n")
+        return 1
+    host.power_off(vmid)
+    return 0
+
+
+def _power_suspend(host, vmid, state, verb, rest):
+    out("Suspending VM:\n")
+    if state != "on":
+        out("Suspend failed\n")
+        return 1
+    host.power_off(vmid, "suspended")
+    return 0
+
+
+def _power_reset(host, vmid, state, verb, rest):
+    out("Reset VM:\n")  # guess: no sample
+    if state != "on":
+        out("Reset failed\n")
+        return 1
+    return 0
+
+
+def _power_shutdown(host, vmid, state, verb, rest):
+    """power.shutdown / power.reboot: through VMware Tools; the guest goes off about a second later."""
+    if not host.tools_running(vmid):
+        out(_fault(host, "vim.fault.ToolsUnavailable",
+                   "Cannot complete operation because VMware Tools is not running in this virtual machine."))
+        return faults.FAULT_EXIT
+    if verb == "power.shutdown" and faults.get(host, "power.shutdown") != "ignore":
+        src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        code = ("import sys,time; sys.path.insert(0,%r); time.sleep(1.0); from esxisim.host import Host; "
+                "h=Host(%r); h.power_state(%r)=='on' and h.power_off(%r)" % (src, host.root, vmid, vmid))
+        subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True, cwd="/")
+    return 0
+
+
+def _snapshot_get(host, vmid, state, verb, rest):
+    out("Get Snapshot:\n")
+    print_tree(host, vmid)
+    return 0
+
+
+def _snapshot_remove(host, vmid, state, verb, rest):
+    if _older_than(host, 5, 0):
+        return _remove_by_level(host, vmid, rest)
+    if len(rest) < 2:
+        return usage(verb)
+    out("Remove Snapshot:\n")
+    try:
+        uid = int(rest[1])
+        if _remove_fails(host, vmid, uid):
             return faults.FAULT_EXIT
-        out("Revert Snapshot:\n")
-        print_tree(host, vmid)
-        return 0
-    if verb == "unregister":
-        host.unregister(vmid)
-        return 0
-    if verb == "reload":
-        return 0
-    if verb == "device.getdevices":
-        return getdevices(host, vmid)
-    out("esxisim: vmsvc/%s is not simulated\n" % verb)
-    return 1
+        snapshots.remove(host, vmid, uid, delay=faults.num(host, "snapshot.remove.delay"))
+    except (KeyError, ValueError):
+        # guess: no sample for an unknown snapshot id; text from the NotFound fault catalogue
+        out(_fault(host, "vim.fault.NotFound", "The object or item referred to could not be found."))
+        return faults.FAULT_EXIT
+    if _older_than(host, 6, 0):
+        print_tree(host, vmid)  # ESXi 5.5 prints the remaining tree (snapshot-get_03); 6.5+ only the header
+    return 0
+
+
+def _snapshot_removeall(host, vmid, state, verb, rest):
+    out("Remove All Snapshots:\n")
+    if _remove_fails(host, vmid):
+        return faults.FAULT_EXIT
+    snapshots.remove_all(host, vmid, delay=faults.num(host, "snapshot.remove.delay"))
+    return 0
+
+
+def _snapshot_revert(host, vmid, state, verb, rest):
+    if len(rest) < 2:
+        return usage(verb)
+    try:
+        snapshots.revert(host, vmid, int(rest[1]))
+    except (KeyError, ValueError):
+        out(_fault(host, "vim.fault.NotFound", "The object or item referred to could not be found."))
+        return faults.FAULT_EXIT
+    out("Revert Snapshot:\n")
+    print_tree(host, vmid)
+    return 0
+
+
+def _unregister(host, vmid, state, verb, rest):
+    host.unregister(vmid)
+    return 0
+
+
+VMSVC_ACTIONS = {
+    "power.getstate": _power_getstate,
+    "power.on": _power_on,
+    "power.off": _power_off,
+    "power.suspend": _power_suspend,
+    "power.reset": _power_reset,
+    "power.shutdown": _power_shutdown,
+    "power.reboot": _power_shutdown,
+    "get.guest": lambda host, vmid, state, verb, rest: get_guest(host, vmid),
+    "get.summary": lambda host, vmid, state, verb, rest: get_summary(host, vmid),
+    "snapshot.get": _snapshot_get,
+    "snapshot.create": lambda host, vmid, state, verb, rest: snapshot_create(host, vmid, rest),
+    "snapshot.remove": _snapshot_remove,
+    "snapshot.removeall": _snapshot_removeall,
+    "snapshot.revert": _snapshot_revert,
+    "unregister": _unregister,
+    "reload": lambda host, vmid, state, verb, rest: 0,
+    "device.getdevices": lambda host, vmid, state, verb, rest: getdevices(host, vmid),
+}
 
 
 def get_guest(host, vmid):

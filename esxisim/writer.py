@@ -88,7 +88,6 @@ def start(host, vmid):
 
 
 def stop(host, vmid, keep_flag=False):
-    from .host import wait_gone
     vmid = str(vmid)
     try:
         pid = host.vm(vmid).get("writer_pid")
@@ -99,7 +98,7 @@ def stop(host, vmid, keep_flag=False):
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-        wait_gone(pid)
+        daemon.wait_gone(pid)
     with host.store.edit() as s:
         if vmid in s["vms"]:
             s["vms"][vmid]["writer_pid"] = None

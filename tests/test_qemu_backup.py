@@ -55,6 +55,10 @@ def lab(tmp_path):
             return hotvcb_argv(self.inventory, "backup", "-m", name, "-g", self.conf(), "-w", self.workdir, *extra)
 
         def overlays(self):
+            return sorted(glob.glob(os.path.join(self.images, "*hotvcb-snapshot-*.qcow2")))
+
+        def leftovers(self):
+            """Anything of ours beside the images: overlays and their description files."""
             return sorted(glob.glob(os.path.join(self.images, "*hotvcb-snapshot-*")))
 
         def backups(self, name, status="ok"):
@@ -120,7 +124,7 @@ def test_backup_is_the_disk_at_the_snapshot_and_the_commit_keeps_every_write(lab
     assert len(before) < len(writes)  # some writes came later: the backup must not have them
 
     # (3) no overlay left, the VM writes to its own image again
-    assert lab.overlays() == []
+    assert lab.overlays() == [] and lab.leftovers() == []
     assert vm.chain_depth() == 0
 
     # the description stands in for the .vmx
@@ -177,7 +181,7 @@ def test_sigterm_during_the_copy_commits_the_overlay_and_exits_2(lab):
     text = open(log).read()
     assert rc == 2, text
     assert "interrupted by SIGTERM" in text
-    assert lab.overlays() == []
+    assert lab.overlays() == [] and lab.leftovers() == []
     assert vm.chain_depth() == 0
     assert lab.backups(name, "ok") == []
     (failed,) = lab.backups(name, "error")
@@ -210,7 +214,7 @@ def test_an_overlay_left_by_a_killed_run_is_committed_by_the_next_run(lab):
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
     assert "leftover snapshot" in out and "removing unfinished backup" in out
-    assert lab.overlays() == []
+    assert lab.overlays() == [] and lab.leftovers() == []
     assert vm.chain_depth() == 0
     assert not glob.glob(os.path.join(lab.volume, name, "*-partial"))
     (backup,) = lab.backups(name)
@@ -241,4 +245,4 @@ def test_image_formats_for_qemu_hosts(lab, fmt, ext):
     (backup,) = lab.backups(name)
     disk = os.path.join(backup, name + ext)
     assert qemu_img("compare", "-f", fmt, "-F", "raw", disk, image).returncode == 0
-    assert lab.overlays() == []
+    assert lab.overlays() == [] and lab.leftovers() == []

@@ -50,6 +50,7 @@ from .qmp import QmpClient, QmpCommandError, QmpError, QmpUnavailable
 
 SOCKET_SUFFIX = ".qmp"
 OVERLAY_SUFFIX = ".qcow2"
+DESCRIPTION_SUFFIX = ".description"  # beside an overlay: the snapshot's description
 OUR_MARK = "hotvcb-snapshot-"  # = jobs.backup.SNAPSHOT_PREFIX (a driver imports no job)
 JOB_PREFIX = "hotvcb-commit-"
 QMP_TIMEOUT = 30.0
@@ -234,10 +235,19 @@ class QemuHost:
                 if name is None:
                     continue
                 if name not in found:
-                    found[name] = Snapshot(id=name, name=name, description="overlay " + chain[i]["filename"],
+                    found[name] = Snapshot(id=name, name=name, description=self._description(chain[i]["filename"]),
                                            created="", state="", depth=depth)
                 depth += 1
         return list(found.values())
+
+    def _description(self, overlay: str) -> str:
+        """What create_snapshot was told (the run record), kept beside the overlay: qcow2 has no place for it."""
+        try:
+            if self.shell.exists(overlay + DESCRIPTION_SUFFIX):
+                return self.shell.read_text(overlay + DESCRIPTION_SUFFIX).strip()
+        except HostError:
+            pass
+        return "overlay " + overlay
 
     def delta_files(self, vm: Vm) -> List[str]:
         """Overlay files (ours or named like ours) on top of the VM's images, in use or not."""
@@ -281,10 +291,14 @@ class QemuHost:
                     "format": "qcow2", "mode": "absolute-paths",
                 }})
                 planned.append((disk.key, overlay))
+            for _key, overlay in planned:
+                self.shell.write_text(overlay + DESCRIPTION_SUFFIX, description + "\n")
             try:
                 qmp.execute("transaction", {"actions": actions}, timeout=max(timeout, 1.0))
             except QmpCommandError as err:
                 self._remove_unused(qmp, [o for _k, o in planned])
+                for _key, overlay in planned:
+                    self.shell.remove_tree(overlay + DESCRIPTION_SUFFIX)
                 raise SnapshotError("snapshot of %s failed: %s" % (vm.name, err.desc)) from err
             now = self._inserted(qmp)
         wrong = [k for k, o in planned if (now.get(k) or {}).get("file") != o]
@@ -310,6 +324,9 @@ class QemuHost:
         for f in sorted(mine - used):  # committed by a killed run's job, which died before deleting it
             if self.shell.exists(f):
                 self.shell.remove_tree(f)
+        for d in vm.disks:
+            if d.path and not self.shell.exists(overlay_path(d.path, snap.name)):
+                self.shell.remove_tree(overlay_path(d.path, snap.name) + DESCRIPTION_SUFFIX)
         left = [overlay_path(d.path, snap.name) for d in vm.disks if d.path]
         left = [f for f in left if self.shell.exists(f)]
         if left:

@@ -4,6 +4,7 @@ See layout.py for the write order. Nothing here decides *what* to copy; the
 job hands disks over one by one and says at the end whether it went well.
 """
 
+import posixpath
 import re
 from datetime import datetime, timedelta
 from typing import Dict, List, Set, Tuple
@@ -85,11 +86,11 @@ class Sealer:
             if disk.datastore and disk.datastore != self.vm.datastore:
                 parts = disk.path.split("/")
                 folder = (parts[3] if len(parts) > 4 and parts[1:3] == ["vmfs", "volumes"] else disk.datastore) + "/"
-            stem = base_name(disk.filename)[: -len(".vmdk")]
-            name, n = stem + ".vmdk", 1
+            stem, ext = posixpath.splitext(base_name(disk.filename))  # .vmdk; QEMU images keep theirs
+            name, n = stem + ext, 1
             while (folder + name).lower() in used:
                 n += 1
-                name = "%s_%d.vmdk" % (stem, n)
+                name = "%s_%d%s" % (stem, n, ext)
             used.add((folder + name).lower())
             self._planned[disk.key] = folder + name
         return {key: rel.rsplit("/", 1)[-1] for key, rel in self._planned.items()}
