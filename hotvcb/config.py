@@ -190,6 +190,7 @@ KEYS = {
     "BACKUP_FILES_CHMOD": _mode,
     "VMDK_FILES_TO_BACKUP": _vmdk_files,
     "SNAPSHOT_REMOVE_TIMEOUT": _minutes(1),
+    "CREATE_VM_BACKUP_VOLUME": _boolean,
 }  # type: Dict[str, Callable[[str], object]]
 
 # Keys that act once per run (mail, NFS mount, start/stop order, work dir):

@@ -51,6 +51,7 @@ class Settings:
     backup_files_chmod: str = ""  # octal mode string, "" = leave as created
     vmdk_files_to_backup: Tuple[str, ...] = ("all",)
     snapshot_remove_timeout: float = 30  # (hotvcb) minutes to wait for consolidation
+    create_vm_backup_volume: bool = False  # (hotvcb) create a missing VM_BACKUP_VOLUME (store/volume.py)
     # where each value came from, "file:line" by key, for messages
     origin: Tuple[Tuple[str, str], ...] = field(default=(), compare=False)
 

@@ -23,7 +23,7 @@ from ..runid import RunId
 from ..runlog import RunLog
 from ..settings import Settings
 from ..units import human_size
-from ..store import health, layout
+from ..store import health, layout, volume
 from ..store.seal import Sealer, base_name
 from .leftovers import SNAPSHOT_PREFIX, remove_our_snapshots, remove_partials, restore_power
 from .power import PowerControl
@@ -240,6 +240,7 @@ class _VmBackup:
         if fmt not in self.host.formats:
             raise HotvcbError("DISK_BACKUP_FORMAT=%s cannot be written on this %s host (allowed: %s)"
                               % (fmt, self.host.kind, "|".join(self.host.formats)))
+        volume.check(self.host, self.s.vm_backup_volume, self.s.create_vm_backup_volume)
         needed = sum(self.host.bytes_needed(d, fmt) for d in disks)
         free = self.host.free_space(self.s.vm_backup_volume)
         self.needed = needed
