@@ -74,7 +74,7 @@ class BackupJob:
             if len(matches) == 1:
                 out.append(matches[0])
             elif not matches:
-                out.append(VmNotFound(name))
+                out.append(VmNotFound(name, [r.name for r in refs]))
             else:
                 out.append(AmbiguousVm(name, [r.vmid for r in matches]))
         return out
