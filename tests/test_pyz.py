@@ -72,13 +72,18 @@ def test_errors_are_one_line_from_the_pyz(pyz):
 @needs_py38
 def test_schedule_from_the_pyz_runs_the_pyz(pyz, tmp_path):
     """A job installed by the pyz starts that same pyz (systemd flavour: plain files, no host needed)."""
+    (tmp_path / "qmp").mkdir()
+    (tmp_path / "bk").mkdir()
+    (tmp_path / "hotvcb.conf").write_text("VM_BACKUP_VOLUME=%s\n" % (tmp_path / "bk"))
+    job = ["--qemu", str(tmp_path / "qmp"), "-a", "-g", str(tmp_path / "hotvcb.conf")]
     done = subprocess.run([PY38, str(pyz), "schedule", "install", "--platform", "linux", "--systemd",
-                           "--unit-dir", str(tmp_path), "--cron", "0 17 * * 4", "--", "-a"],
+                           "--unit-dir", str(tmp_path), "--cron", "0 17 * * 4", "--"] + job,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
                           env={"PATH": str(tmp_path)})  # no systemctl: the units are written, a warning said so
     assert done.returncode == 0, done.stderr
     service = (tmp_path / "hotvcb-hotvcb.service").read_text()
-    assert "ExecStart=%s %s backup -a\n" % (PY38, pyz) in service
+    assert "ExecStart=%s %s --qemu %s backup -a -g %s\n" % (PY38, pyz, tmp_path / "qmp", tmp_path / "hotvcb.conf") \
+        in service
 
 
 OLD_PYTHONS = {v: "/root/.pyenv/versions/%s/bin/python%s" % (full, v)
