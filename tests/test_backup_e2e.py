@@ -284,6 +284,20 @@ def test_a_missing_backup_volume_off_the_datastores_is_refused_unless_told_to_cr
     assert len(glob.glob(str(tmp_path / "bk" / "ram" / "*" / "STATUS.ok"))) == 1
 
 
+def test_a_misspelt_vm_name_gets_the_close_names(host, tmp_path):
+    """Issue 10 item 3: `no VM named 'Web server (prod)'` says which names are close."""
+    host.create_vm("Web Server (prod)", "datastore1", [{"size": "4M"}], power="off")
+    host.create_vm("Web Server (test)", "datastore1", [{"size": "4M"}], power="off")
+    host.create_vm("db", "datastore1", [{"size": "4M"}], power="off")
+    r = hotvcb(host, "-m", "Web server (prod)", "-g", write_conf(host), "-w", tmp_path / "w")
+    assert r.returncode != 0
+    assert ("no VM named 'Web server (prod)' on this host (did you mean 'Web Server (prod)' or "
+            "'Web Server (test)'?)") in r.stdout, r.stdout
+    r = hotvcb(host, "-m", "zzz", "-g", write_conf(host), "-w", tmp_path / "w")
+    assert "no VM named 'zzz' on this host\n" in r.stdout or "no VM named 'zzz' on this host" in r.stdout
+    assert "did you mean" not in r.stdout
+
+
 def test_vm_vanishing_after_listing_fails_only_that_vm(host, tmp_path):
     host.create_vm("stays", "datastore1", [{"size": "8M"}], power="on")
     host.create_vm("vanishes", "datastore1", [{"size": "8M"}], power="on")
