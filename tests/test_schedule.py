@@ -561,7 +561,7 @@ def test_cli_schedule_of_an_unreachable_host_is_refused(tmp_path):
     done = _cli("--host", "root@esxi01", "--port", "2222", "--known-hosts", "kh", "schedule", "install",
                 "--platform", "linux", "--systemd", "--unit-dir", str(tmp_path), "--cron", "0 1 * * *", "--", "-a",
                 env=dict(os.environ, PATH=str(tmp_path)))  # no ssh on PATH
-    assert done.returncode == 1 and "the host does not answer" in done.stderr, done.stderr
+    assert done.returncode == 1 and "cannot reach the host to check the job" in done.stderr, done.stderr
     assert len(done.stderr.splitlines()) == 1 and os.listdir(str(tmp_path)) == []
 
 
@@ -602,12 +602,16 @@ def test_cli_schedule_refuses_two_different_targets(fake_crontab, qemu_site, tmp
     (["-m", "vm 1", "-g", "CONF"], "no VM named 'vm 1' on this host (did you mean 'vm one'?)"),
     (["-a", "-g", "NOVOLUME"], "does not exist"),
     (["-a", "-c", "per-vm", "-g", "CONF"], "-c per-vm: no such folder"),
+    (["-a", "-c", "PERVM", "-g", "CONF"], "DISK_BACKUP_FORMAT='floppy' is not valid"),
 ])
 def test_cli_install_checks_the_job_and_writes_nothing(fake_crontab, qemu_site, tmp_path, job, words):
     qmp, conf = qemu_site
     (tmp_path / "bad.conf").write_text("VM_BACKUP_VOLUME=%s\nDISK_BACKUP_FORMAT=floppy\n" % (tmp_path / "backups"))
     (tmp_path / "novol.conf").write_text("VM_BACKUP_VOLUME=%s\n" % (tmp_path / "nas" / "backups"))
-    names = {"CONF": str(conf), "BADCONF": str(tmp_path / "bad.conf"), "NOVOLUME": str(tmp_path / "novol.conf")}
+    (tmp_path / "pervm").mkdir()
+    (tmp_path / "pervm" / "vm one").write_text("DISK_BACKUP_FORMAT=floppy\n")
+    names = {"CONF": str(conf), "BADCONF": str(tmp_path / "bad.conf"), "NOVOLUME": str(tmp_path / "novol.conf"),
+             "PERVM": str(tmp_path / "pervm")}
     job = [names.get(w, w) for w in job]
     done = subprocess.run([sys.executable, "-m", "hotvcb", "--qemu", str(qmp), "schedule", "install", "--platform",
                            "linux", "--cron", "0 1 * * *", "--"] + job, cwd=str(tmp_path),

@@ -64,15 +64,21 @@ def check(args, target: "common.Target") -> List[str]:
         common.require_root(host, target.ssh is not None)
         present = [ref.name for ref in host.list_vms()]
     except HostError as err:
-        raise HostError("the host does not answer: %s" % err) from err
+        raise HostError("cannot reach the host to check the job: %s" % err) from err
     missing = [n for n in (names or []) if n not in present and n not in exclude]
     if missing:
         raise UsageError("; ".join(str(VmNotFound(n, present)) for n in missing))
+    targets = {(settings.vm_backup_volume, settings.create_vm_backup_volume)}
+    for name in [n for n in (present if names is None else names) if n not in exclude]:
+        vm_settings, vm_warnings = config.for_vm(settings, args.confdir, name)  # per-VM files parse too
+        warnings += vm_warnings
+        targets.add((vm_settings.vm_backup_volume, vm_settings.create_vm_backup_volume))
     if settings.enable_non_persistent_nfs:
         warnings.append("VM_BACKUP_VOLUME is the NFS share mounted at run time (ENABLE_NON_PERSISTENT_NFS); "
                         "not checked now")
     else:
-        volume.check(host, settings.vm_backup_volume, settings.create_vm_backup_volume)
+        for path, create in sorted(targets):
+            volume.check(host, path, create)
     return warnings
 
 
