@@ -628,8 +628,10 @@ def test_cli_install_shows_relative_paths_as_written_and_installs_them_absolute(
     qmp, conf = qemu_site
     (tmp_path / "vms").write_text("vm one\n")
     done = subprocess.run([sys.executable, "-m", "hotvcb", "--qemu", "qmp", "schedule", "install", "--platform",
-                           "linux", "--cron", "0 1 * * *", "--", "-f", "vms", "-g", "hotvcb.conf"], cwd=str(tmp_path),
+                           "linux", "--cron", "0 1 * * *", "--log", "job.log", "--", "-f", "vms", "-g", "hotvcb.conf"],
+                          cwd=str(tmp_path),
                           env=dict(os.environ, PYTHONPATH=str(ROOT), PWD=str(tmp_path)),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
     assert done.returncode == 0, done.stderr
-    assert "--qemu %s backup -f %s -g %s >> " % (qmp, tmp_path / "vms", conf) in fake_crontab.read_text()
+    assert "--qemu %s backup -f %s -g %s >> %s 2>&1" % (qmp, tmp_path / "vms", conf, tmp_path / "job.log") \
+        in fake_crontab.read_text()

@@ -135,7 +135,7 @@ def run_install(args) -> int:
     for w in backup_cmd.check(parsed, target):  # the run's own checks, with the paths as written
         _warn(w)
     argv = schedule.self_command(on_esxi) + common.target_argv(target, schedule.absolute) + words
-    log = args.log or (None if args.systemd else schedule.default_log(name, on_esxi))
+    log = schedule.absolute(args.log) if args.log else (None if args.systemd else schedule.default_log(name, on_esxi))
     job = schedule.Job(name, expr, argv, log)
     result = sched.install(job)
     if args.systemd:
