@@ -48,6 +48,10 @@ def main(host, args):
     st = host.state()
     ver = st["version"]
     build, _level, update, patch = versions.info(ver)
+    if versions.older(ver, 5, 0) and lead[:1] in (["system"], ["storage"]):
+        # esxcli of ESX(i) 4.x had no system/storage namespaces (they came with 5.0); text: guess
+        out("Error: Unknown command or namespace %s\n" % lead[0])
+        return 1
     if cmd == "system version get":
         out(kv([("Product", "VMware ESXi"), ("Version", ver), ("Build", "Releasebuild-%s" % build),
                 ("Update", update), ("Patch", patch)]))
@@ -60,7 +64,7 @@ def main(host, args):
     if cmd == "storage filesystem list":
         rows = []
         for name, ds in sorted(host.datastores().items()):
-            typ = "VMFS-%d" % ds["vmfs"] if ds["type"] == "VMFS" else "NFS"
+            typ = "VMFS-%d" % ds["vmfs"] if ds["type"] == "VMFS" else host.api_type(ds)
             rows.append(["/vmfs/volumes/" + ds["uuid"], name, ds["uuid"], "true", typ, ds["capacity"],
                          host.ds_free(name)])
         out(table(["Mount Point", "Volume Name", "UUID", "Mounted", "Type", "Size", "Free"], rows, right=(3, 5, 6)))
@@ -68,11 +72,18 @@ def main(host, args):
     if cmd == "storage nfs list":
         rows = []
         for name, ds in sorted(host.datastores().items()):
-            if ds["type"] == "NFS":
+            if host.api_type(ds) == "NFS":  # 4.1 mounts are listed by `esxcli storage nfs41 list`
                 rows.append([name, ds["server"], ds["share"], "true", "true",
                              "true" if ds.get("readonly") else "false", "false", "Not Supported"])
         out(table(["Volume Name", "Host", "Share", "Accessible", "Mounted", "Read-Only", "isPE",
                    "Hardware Acceleration"], rows, right=(3, 4, 5, 6)))
+        return 0
+    if cmd == "storage nfs41 list":
+        rows = [[name, ds["server"], ds["share"], "true", "true", "true" if ds.get("readonly") else "false",
+                 "AUTH_SYS", "false", "Not Supported"]
+                for name, ds in sorted(host.datastores().items()) if host.api_type(ds) == "NFS41"]
+        out(table(["Volume Name", "Host(s)", "Share", "Accessible", "Mounted", "Read-Only", "Security", "isPE",
+                   "Hardware Acceleration"], rows, right=(3, 4, 5, 7)))
         return 0
     if cmd == "storage nfs add":
         name = opts.get("v") or opts.get("volume-name")
@@ -101,10 +112,23 @@ def main(host, args):
             return 1
         return 0
     if cmd == "system module load":
-        return 0  # multiextent and friends: always "loaded" here
+        name = opts.get("m") or opts.get("module")
+        if not name:
+            out("Error: Missing required parameter -m|--module\n")
+            return 1
+        if name not in host.KNOWN_MODULES:
+            out("Unable to load module /usr/lib/vmware/vmkmod/%s: Not found\n" % name)  # guess
+            return 1
+        if host.module_loaded(name):
+            out("Unable to load module /usr/lib/vmware/vmkmod/%s: Busy\n" % name)  # guess
+            return 1
+        host.set_module(name, True)
+        return 0
     if cmd == "system module list":
-        out(table(["Name", "Is Loaded", "Is Enabled"], [["multiextent", "true", "true"],
-                                                        ["vmkernel", "true", "true"]], right=(1, 2)))
+        # only loaded modules are listed: ghettoVCB greps this list for multiextent and loads
+        # the module when the grep finds nothing
+        rows = [[m, "true", "true"] for m in sorted(host.KNOWN_MODULES) if host.module_loaded(m)]
+        out(table(["Name", "Is Loaded", "Is Enabled"], rows, right=(1, 2)))
         return 0
     out("Error: Unknown command or namespace %s\n" % cmd)
     return 1

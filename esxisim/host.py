@@ -49,6 +49,10 @@ class NotFound(Exception):
     pass
 
 
+class PowerOnFailed(Exception):
+    """The vmx could not start the VM (a disk it names cannot be opened)."""
+
+
 class Host:
     def __init__(self, path):
         self.store = Store(path)
@@ -131,7 +135,8 @@ class Host:
             s["datastores"][name] = {"uuid": u, "type": "VMFS", "vmfs": int(vmfs), "capacity": int(capacity)}
         return u
 
-    def add_nfs(self, name, server, share, capacity=100 << 30, readonly=False):
+    def add_nfs(self, name, server, share, capacity=100 << 30, readonly=False, version="nfs"):
+        """NFS datastore; version "nfs" (v3) or "nfsv41" (4.1, API type NFS41)."""
         st = self.state()
         if name in st["datastores"]:
             raise FileExistsError(name)
@@ -147,7 +152,14 @@ class Host:
         with self.store.edit() as s:
             s["datastores"][name] = {"uuid": u, "type": "NFS", "server": server, "share": share,
                                      "capacity": int(capacity), "readonly": bool(readonly)}
+            if version == "nfsv41":
+                s["datastores"][name]["nfs_version"] = version
         return u
+
+    @staticmethod
+    def api_type(ds):
+        """The vSphere API's datastore type: VMFS, NFS (v3) or NFS41."""
+        return "NFS41" if ds.get("nfs_version") == "nfsv41" else ds["type"]
 
     def remove_datastore(self, name):
         ds = self.datastore_by_name(name)
@@ -232,7 +244,9 @@ class Host:
             for vid, v in s["vms"].items():
                 if v["vmx"] == vmx_path:
                     raise FileExistsError(vid)
-            vmid = str(s["next_vmid"])
+            # ESX(i) 4.x handed out multiples of 16 (registervm-unregister_01); 5.x+ count by one
+            step = 16 if versions.older(s["version"], 5, 0) else 1
+            vmid = str(s["next_vmid"] * step)
             s["next_vmid"] += 1
             s["vms"][vmid] = {"vmx": vmx_path, "power": "off", "tools": tools,
                               "seed": int(hashlib.sha1(vmx_path.encode()).hexdigest()[:8], 16),
@@ -385,11 +399,41 @@ class Host:
         with self.store.edit() as s:
             s["vms"][str(vmid)]["power"] = state
 
+    def missing_disk(self, vmid):
+        """The first disk of the VM whose descriptor, extent or parent chain is missing: (host
+        path of the disk the .vmx names, reason), or None. A real vmx refuses to power on then."""
+        for _node, path, _mode in self.vm_disks(vmid):
+            try:
+                for f in disks.chain_files(self.real(path)):
+                    if not os.path.exists(f):
+                        return path, "The system cannot find the file specified"
+            except (OSError, ValueError):
+                return path, "The system cannot find the file specified"
+        return None
+
     def power_on(self, vmid):
+        """Power on, or refuse like the vmx does when a disk cannot be opened (PowerOnFailed)."""
         from . import writer
+        missing = self.missing_disk(vmid)
+        if missing:
+            self._log_power_on_failure(vmid, *missing)
+            raise PowerOnFailed(missing[0])
         self.set_power(vmid, "on")
         if self.vm(vmid).get("writer"):
             writer.start(self, vmid)
+
+    def _log_power_on_failure(self, vmid, path, reason):
+        """vmware.log lines of a failed power-on (VMware's messages msg.disk.noBackEnd,
+        msg.module.powerOnFailed, msg.vmx.poweron.failed; KB 1004232 quotes the first)."""
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+        lines = ['DISKLIB-LINK  : "%s" : failed to open (%s).' % (path, reason),
+                 'DISK: Cannot open disk "%s": %s (25).' % (path, reason),
+                 "Msg_Post: Error",
+                 "[msg.disk.noBackEnd] Cannot open the disk '%s' or one of the snapshot disks it depends on." % path,
+                 "[msg.module.powerOnFailed] Module 'Disk' power on failed.",
+                 "[msg.vmx.poweron.failed] Failed to start the virtual machine."]
+        with open(os.path.join(os.path.dirname(self.vmx_real(vmid)), "vmware.log"), "a", encoding="utf-8") as f:
+            f.writelines("%s| vmx| I005: %s\n" % (ts, l) for l in lines)
 
     def power_off(self, vmid, state="off"):
         from . import writer
@@ -411,6 +455,44 @@ class Host:
             p = fn if fn.startswith("/") else os.path.join(folder, fn)
             out.append((node, p, data.get(node + ".mode", "persistent")))
         return out
+
+    def write_locked(self, real_path):
+        """The vmid of a running VM that holds real_path open for writing, else None.
+
+        A running vmx opens the current file of each disk (the top of its chain: descriptor and
+        extents) read-write with an exclusive lock; the parents of a snapshot chain are opened
+        read-only and can be read by others (that is how ghettoVCB clones a running VM's base).
+        An independent-nonpersistent disk writes to a redo log, its base is read-only.
+        """
+        target = os.path.realpath(real_path)
+        for vmid, v in self.vms().items():
+            if v.get("power") != "on" or not self.is_valid(vmid):
+                continue
+            for _node, path, mode in self.vm_disks(vmid):
+                if mode == "independent-nonpersistent":
+                    continue
+                try:
+                    files = disks.own_files(self.real(path))
+                except (OSError, ValueError):
+                    continue
+                if target in {os.path.realpath(f) for f in files}:
+                    return vmid
+        return None
+
+    # VMkernel modules esxisim knows. multiextent (needed to open hosted sparse extents, i.e.
+    # 2gbsparse) is not loaded at boot since ESXi 5.1 (William Lam, sample vmdk_04; older
+    # hosts open 2gbsparse without it); `esxcli system module load -m multiextent` loads it
+    # until the host reboots.
+    KNOWN_MODULES = {"multiextent": False, "vmkernel": True}
+
+    def module_loaded(self, name):
+        st = self.state()
+        default = self.KNOWN_MODULES.get(name, False) or (name == "multiextent" and versions.older(st["version"], 5, 1))
+        return bool(st.get("modules", {}).get(name, default))
+
+    def set_module(self, name, loaded=True):
+        with self.store.edit() as s:
+            s.setdefault("modules", {})[name] = bool(loaded)
 
     def read_disk(self, vmdk_path):
         """Flattened content of a disk or snapshot chain; accepts host or real paths."""

@@ -12,6 +12,8 @@ import sys
 
 from .toolgen import LAYERS
 
+PRIVATE_LAYERS = ("run",)
+
 
 def _cleanup_workdirs(host):
     for layer in LAYERS:
@@ -101,8 +103,14 @@ def _inside():
         base = os.path.join(root, "root", layer)
         work = os.path.join(base, "work.%d" % pid)
         os.makedirs(work, exist_ok=True)
+        lower = target
+        if layer in PRIVATE_LAYERS:
+            # the host's own ramdisk: nothing of this machine's /run shows through (a lock or id
+            # file written there outside any simulated host must not appear on every host)
+            lower = os.path.join(base, "empty")
+            os.makedirs(os.path.join(lower, "sshd"), exist_ok=True)  # the host's sshd (SSH-mode tests)
         _mount("overlay", target, "overlay", 0,
-               "lowerdir=%s,upperdir=%s,workdir=%s" % (target, os.path.join(base, "upper"), work))
+               "lowerdir=%s,upperdir=%s,workdir=%s" % (lower, os.path.join(base, "upper"), work))
     try:
         os.chdir(os.getcwd())
     except OSError:

@@ -6,6 +6,7 @@ a login shell or any script without environment variables.
 import os
 import shlex
 import shutil
+import stat
 import sys
 
 from . import versions
@@ -36,6 +37,46 @@ def _put(path, text, mode=0o755):
     os.chmod(path, mode)
 
 
+def real_busybox():
+    """A busybox binary to run as the host's /bin/sh: $ESXISIM_BUSYBOX, else the machine's."""
+    for cand in (os.environ.get("ESXISIM_BUSYBOX"), "/usr/bin/busybox", "/bin/busybox", "/usr/sbin/busybox"):
+        if cand and os.path.isfile(cand) and not _is_script(cand):
+            return cand
+    return None
+
+
+def _is_script(path):
+    with open(path, "rb") as f:
+        return f.read(2) == b"#!"
+
+
+def _hide(upper_dir, name):
+    """An overlayfs whiteout (a 0/0 character device) hides the lower file of that name."""
+    path = os.path.join(upper_dir, name)
+    if not os.path.lexists(path):
+        os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(0, 0))
+
+
+def _install_sh(host, ub):
+    """/bin/sh inside the namespace: ESXi's is busybox ash, which has bash's `[[`.
+
+    A real busybox (Debian's builds ash with `[[`) is copied into the host (/usr/lib/esxisim/
+    busybox: /usr/bin/busybox is the fake that starts the simulated crond) and run as `sh`;
+    without one, bash (as `sh` it is in POSIX mode but keeps `[[`); dash only if neither.
+    """
+    link = os.path.join(ub, "sh")
+    if os.path.lexists(link):
+        os.unlink(link)
+    bb = real_busybox()
+    if bb:
+        copy = os.path.join(upper(host, "usr_lib"), "esxisim", "busybox")
+        os.makedirs(os.path.dirname(copy), exist_ok=True)
+        shutil.copy2(bb, copy)
+        os.symlink("/usr/lib/esxisim/busybox", link)
+    elif shutil.which("bash"):
+        os.symlink(shutil.which("bash"), link)
+
+
 def install(host):
     version = host.state()["version"]
     for layer in LAYERS:
@@ -46,15 +87,18 @@ def install(host):
     for tool in ("vmkfstools", "esxcli", "auto-backup.sh"):
         _put(os.path.join(us, tool), _script(host, tool))
     _put(os.path.join(upper(host, "usr_lib"), "vmware", "busybox", "bin", "busybox"), _script(host, "busybox"))
-    if not os.path.exists("/usr/bin/busybox"):
-        _put(os.path.join(ub, "busybox"), _script(host, "busybox"))
-    py = PY38 if os.path.exists(PY38) else (shutil.which("python3") or sys.executable)
+    _put(os.path.join(ub, "busybox"), _script(host, "busybox"))  # `busybox crond` is always the fake
+    _install_sh(host, ub)
     link = os.path.join(ub, "python")
     if os.path.lexists(link):
         os.unlink(link)
-    os.symlink(py, link)
+    if versions.has_python(version):
+        os.symlink(PY38 if os.path.exists(PY38) else (shutil.which("python3") or sys.executable), link)
+    else:
+        for name in ("python", "python3"):
+            _hide(ub, name)  # the machine's own python must not show through the overlay
     etc = upper(host, "etc")
-    _put(os.path.join(etc, "rc.local.d", "local.sh"), versions.local_sh(version), 0o755)
+    _put(os.path.join(etc, versions.local_sh_path(version)), versions.local_sh(version), 0o755)
     _put(os.path.join(upper(host, "var_spool"), "cron", "crontabs", "root"), versions.crontab(version), 0o600)
     os.makedirs(os.path.join(etc, "vmware", "hostd"), exist_ok=True)
     _put(os.path.join(etc, "vmware", "esxisim-host"), host.root + "\n", 0o644)

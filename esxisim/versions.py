@@ -6,6 +6,11 @@ Where no pristine file exists for a release the nearest sample is used (noted be
 
 VERSIONS = {
     # version: (build, level text for `vmware -l`, esxcli Update, esxcli Patch)
+    # Hosts older than 6.7 run no Python hotvcb can use (6.5 ships 3.5, 6.0/5.5 2.x, 4.1 none):
+    # esxisim gives them no /bin/python; hotvcb serves them over SSH.
+    "4.1.0": ("502767", "4.1.0 Update 2", "2", "0"),
+    "5.5.0": ("3248547", "5.5.0 Update 3", "3", "0"),
+    "6.0.0": ("3620759", "6.0.0 Update 2", "2", "0"),
     "6.5.0": ("14320405", "6.5.0 Update 3", "3", "0"),
     "6.7.0": ("17499825", "6.7.0 Update 3", "3", "0"),
     "7.0.3": ("24784741", "7.0 Update 3", "3", "150"),
@@ -39,7 +44,7 @@ _CRON_70 = """#min hour day mon dow command
 
 
 def crontab(version):
-    if version.startswith("6.5"):
+    if older(version, 6, 7):  # sample A (ESXi 6.x); no pristine file of 4.1/5.5/6.0 was found
         return _CRON_65
     if version.startswith("6.7"):
         return _CRON_67
@@ -62,8 +67,13 @@ exit 0
 """
 
 
+def local_sh_path(version):
+    """/etc/rc.local.d/local.sh from ESXi 5.1 on; /etc/rc.local on ESXi 4.x/5.0 (sample local-sh_01)."""
+    return "rc.local.d/local.sh" if not older(version, 5, 1) else "rc.local"
+
+
 def local_sh(version):
-    first = "#!/bin/sh" if version.startswith("6.") else "#!/bin/sh ++group=host/vim/vmvisor/boot"
+    first = "#!/bin/sh" if older(version, 7, 0) else "#!/bin/sh ++group=host/vim/vmvisor/boot"
     return first + "\n" + _LOCAL_SH_BODY
 
 
@@ -71,3 +81,24 @@ def info(version):
     if version not in VERSIONS:
         raise ValueError("unsupported version %s (have %s)" % (version, ", ".join(sorted(VERSIONS))))
     return VERSIONS[version]
+
+
+def tuple_of(version):
+    parts = version.split(".")
+    return int(parts[0]), int(parts[1])
+
+
+def older(version, major, minor):
+    """version < major.minor"""
+    return tuple_of(version) < (major, minor)
+
+
+def has_python(version):
+    """A /bin/python hotvcb can run on (3.8: ESXi 7/8; esxisim also gives 6.7 one)."""
+    return not older(version, 6, 7)
+
+
+def old_faults(version):
+    """ESX 4.x / ESXi 5.x print "dynamicType = <unset>," and end every field with "," (sample
+    vimcmd-faults_01); 6.x+ print "faultMessage = <unset>" and no comma after the last field."""
+    return older(version, 6, 0)

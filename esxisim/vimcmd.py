@@ -9,8 +9,8 @@ import subprocess
 import sys
 import time
 
-from . import faults, snapshots
-from .host import NotFound, guest_id
+from . import faults, snapshots, versions
+from .host import NotFound, PowerOnFailed, guest_id
 
 VMSVC = ["acquiremksticket", "acquireticket", "connect", "convert.toTemplate", "convert.toVm", "createdummyvm",
          "destroy", "device.connection", "device.connusbdev", "device.diskadd", "device.diskaddexisting",
@@ -74,10 +74,26 @@ def main(host, args):
         if path in ("vmsvc", "solo", "hostsvc", "hostsvc/datastore"):
             return listing(path, VMSVC if path == "vmsvc" else ["registervm", "environment", "querycfgopt"])
     except NotFound as e:
-        out(faults.not_found_vm(str(e).strip("'")))
-        return 1
+        out(faults.not_found_vm(str(e).strip("'"), versions.old_faults(host.version)))
+        return faults.FAULT_EXIT
     out("Unknown command: '%s'\n" % path)  # guess: no verbatim sample of a bad verb
     return 1
+
+
+def _invalid_power_state(host, st, text):
+    """ESX 4.x / ESXi 5.x: InvalidPowerState block after the header (power-on-off_01, VCL)."""
+    out(_fault(host, "vim.fault.InvalidPowerState",
+               "The attempted operation cannot be performed in the current state (%s)." % text,
+               [("requestedState", '"%s"' % st), ("existingState", '"%s"' % st)]))
+    return faults.FAULT_EXIT
+
+
+def _fault(host, kind, msg, extra=()):
+    return faults.fault_block(kind, msg, extra, old=versions.old_faults(host.version))
+
+
+def _older_than(host, major, minor):
+    return versions.older(host.version, major, minor)
 
 
 def _vmid(host, text):
@@ -120,12 +136,14 @@ def _fmt_time(ts):
 
 
 def print_tree(host, vmid):
+    ids = not _older_than(host, 5, 0)  # ESX(i) 4.x has no "Snapshot Id" line (snapshot-get_06)
     for depth, s in snapshots.tree(host, vmid):
         pre = "--" * depth
         out("%s|-%s\n" % (pre, "ROOT" if depth == 0 else "CHILD"))
         p = pre + "--"
         out("%sSnapshot Name        : %s\n" % (p, s["name"]))
-        out("%sSnapshot Id        : %d\n" % (p, s["uid"]))  # 8 spaces: the real misalignment
+        if ids:
+            out("%sSnapshot Id        : %d\n" % (p, s["uid"]))  # 8 spaces: the real misalignment
         out(("%sSnapshot Desciption  : %s" % (p, s["description"])).rstrip(" ") + "\n")
         out("%sSnapshot Created On  : %s\n" % (p, _fmt_time(s["time"])))
         out("%sSnapshot State       : %s\n" % (p, s["state"]))
@@ -145,10 +163,10 @@ def snapshot_create(host, vmid, rest, background=False):
         mode = faults.get(host, "snapshot.create")
         if mode == "fail":
             # modelled on the SystemError block of vimcmd-faults_01 (no snapshot-specific sample)
-            out(faults.fault_block("vim.fault.GenericVmConfigFault",
+            out(_fault(host, "vim.fault.GenericVmConfigFault",
                                    "An error occurred while saving the snapshot: Failed to quiesce the virtual machine.",
                                    [("reason", '"An error occurred while saving the snapshot"')]))
-            return 1
+            return faults.FAULT_EXIT
         if mode == "never":
             return 0
         delay = faults.num(host, "snapshot.create.delay")
@@ -161,11 +179,59 @@ def snapshot_create(host, vmid, rest, background=False):
                              stderr=subprocess.DEVNULL, start_new_session=True, cwd="/")
             return 0
     if quiesce and host.power_state(vmid) == "on" and not host.tools_running(vmid):
-        out(faults.fault_block("vim.fault.ToolsUnavailable",
+        out(_fault(host, "vim.fault.ToolsUnavailable",
                                "Cannot complete operation because VMware Tools is not running in this virtual machine."))
-        return 1
+        return faults.FAULT_EXIT
     snapshots.create(host, vmid, name, desc, memory, quiesce)
     return 0
+
+
+def _remove_by_level(host, vmid, rest):
+    """4.x `snapshot.remove vmid [removeChildren] [snapshotLevel] [snapshotIndex]`.
+
+    guess (only the usage line is known): level = depth in the tree (0 = root), index = position
+    among the snapshots of that level in display order; without them the current snapshot.
+    removeChildren is not simulated (only the addressed snapshot goes).
+    """
+    out("Remove Snapshot:\n")
+    tree = snapshots.tree(host, vmid)
+    try:
+        if len(rest) >= 4:
+            level, index = int(rest[2]), int(rest[3])
+            uid = [s for d, s in tree if d == level][index]["uid"]
+        else:
+            meta, _snaps = snapshots.load(host, vmid)
+            uid = meta["current"]
+            if not any(s["uid"] == uid for _d, s in tree):
+                raise IndexError(uid)
+        if _remove_fails(host, vmid, uid):
+            return faults.FAULT_EXIT
+        snapshots.remove(host, vmid, uid, delay=faults.num(host, "snapshot.remove.delay"))
+    except (IndexError, KeyError, ValueError):
+        out(_fault(host, "vim.fault.NotFound", "The object or item referred to could not be found."))
+        return faults.FAULT_EXIT
+    print_tree(host, vmid)
+    return 0
+
+
+def _remove_fails(host, vmid, uid=None):
+    """The snapshot.remove fault: hostd's RemoveSnapshot task fails and nothing changes.
+
+    Real hosts fail a removal when consolidation cannot lock or write a disk (vSphere API:
+    RemoveSnapshot_Task throws SnapshotFault / a VmConfigFault). The snapshot, its deltas
+    and the .vmx stay as they were. "fail" fails every removal, "fail-once" only the next.
+    """
+    mode = faults.get(host, "snapshot.remove")
+    if mode not in ("fail", "fail-once"):
+        return False
+    if uid is not None and not any(s["uid"] == uid for _d, s in snapshots.tree(host, vmid)):
+        raise KeyError(uid)  # an unknown id is still NotFound
+    if mode == "fail-once":
+        faults.consume(host, "snapshot.remove")
+    faults.sleep(faults.num(host, "snapshot.remove.delay"))
+    out(_fault(host, "vim.fault.GenericVmConfigFault", faults.REMOVE_FAILED,
+                           [("reason", '"%s"' % faults.REMOVE_FAILED)]))
+    return True
 
 
 def vmsvc(host, verb, rest):
@@ -183,6 +249,12 @@ def vmsvc(host, verb, rest):
         listing("vmsvc", VMSVC)
         return 1
     if not rest:
+        if verb == "snapshot.remove" and _older_than(host, 5, 0):
+            # ESX(i) 4.1 addresses snapshots by level and index (vimcmd-usage-texts, 4.1 block);
+            # ghettoVCB greps this usage for "snapshotId" to choose the syntax
+            out("Insufficient arguments.\nUsage: snapshot.remove vmid [removeChildren] [snapshotLevel] "
+                "[snapshotIndex]\n\nRemove a snapshot.\n")
+            return 1
         return usage(verb)
     vmid = _vmid(host, rest[0])
     state = host.power_state(vmid)
@@ -193,12 +265,26 @@ def vmsvc(host, verb, rest):
     if verb == "power.on":
         out("Powering on VM:\n")
         if state == "on":
+            if _older_than(host, 6, 0):
+                return _invalid_power_state(host, "poweredOn", "Powered On")
             out("Power on failed\n")  # ESXi 6.0/6.5 text (power-on-off_01)
             return 1
-        host.power_on(vmid)
+        try:
+            host.power_on(vmid)
+        except PowerOnFailed as e:
+            if _older_than(host, 6, 0):
+                # guess: older vim-cmd prints the task's fault (no capture of this one)
+                out(_fault(host, "vim.fault.GenericVmConfigFault", faults.CANNOT_OPEN_DISK % e.args[0]))
+                return faults.FAULT_EXIT
+            # the power-on task fails; vim-cmd 6.x+ reports only its one-line verdict, the
+            # reason ("Cannot open the disk ...") is in the VM's vmware.log
+            out("Power on failed\n")
+            return 1
         return 0
     if verb == "power.off":
         out("Powering off VM:\n")
+        if state == "off" and _older_than(host, 6, 0):
+            return _invalid_power_state(host, "poweredOff", "Powered Off")
         if state == "off" or faults.get(host, "power.off") == "refuse":
             out("Power off failed\n")
             return 1
@@ -219,9 +305,9 @@ def vmsvc(host, verb, rest):
         return 0
     if verb in ("power.shutdown", "power.reboot"):
         if not host.tools_running(vmid):
-            out(faults.fault_block("vim.fault.ToolsUnavailable",
+            out(_fault(host, "vim.fault.ToolsUnavailable",
                                    "Cannot complete operation because VMware Tools is not running in this virtual machine."))
-            return 1
+            return faults.FAULT_EXIT
         if verb == "power.shutdown" and faults.get(host, "power.shutdown") != "ignore":
             src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
             code = ("import sys,time; sys.path.insert(0,%r); time.sleep(1.0); from esxisim.host import Host; "
@@ -240,20 +326,27 @@ def vmsvc(host, verb, rest):
     if verb == "snapshot.create":
         return snapshot_create(host, vmid, rest)
     if verb == "snapshot.remove":
+        if _older_than(host, 5, 0):
+            return _remove_by_level(host, vmid, rest)
         if len(rest) < 2:
             return usage(verb)
         out("Remove Snapshot:\n")
         try:
             uid = int(rest[1])
+            if _remove_fails(host, vmid, uid):
+                return faults.FAULT_EXIT
             snapshots.remove(host, vmid, uid, delay=faults.num(host, "snapshot.remove.delay"))
         except (KeyError, ValueError):
             # guess: no sample for an unknown snapshot id; text from the NotFound fault catalogue
-            out(faults.fault_block("vim.fault.NotFound", "The object or item referred to could not be found."))
-            return 1
-        print_tree(host, vmid)
+            out(_fault(host, "vim.fault.NotFound", "The object or item referred to could not be found."))
+            return faults.FAULT_EXIT
+        if _older_than(host, 6, 0):
+            print_tree(host, vmid)  # ESXi 5.5 prints the remaining tree (snapshot-get_03); 6.5+ only the header
         return 0
     if verb == "snapshot.removeall":
         out("Remove All Snapshots:\n")
+        if _remove_fails(host, vmid):
+            return faults.FAULT_EXIT
         snapshots.remove_all(host, vmid, delay=faults.num(host, "snapshot.remove.delay"))
         return 0
     if verb == "snapshot.revert":
@@ -262,8 +355,8 @@ def vmsvc(host, verb, rest):
         try:
             snapshots.revert(host, vmid, int(rest[1]))
         except (KeyError, ValueError):
-            out(faults.fault_block("vim.fault.NotFound", "The object or item referred to could not be found."))
-            return 1
+            out(_fault(host, "vim.fault.NotFound", "The object or item referred to could not be found."))
+            return faults.FAULT_EXIT
         out("Revert Snapshot:\n")
         print_tree(host, vmid)
         return 0
@@ -347,16 +440,17 @@ def registervm(host, rest):
         vmid = host.register(host.host_path(path) if path.startswith(host.root) else path,
                              rest[1] if len(rest) > 1 else None)
     except NotFound:
-        out(faults.fault_block("vim.fault.NotFound", "The object or item referred to could not be found."))
-        return 1
+        out(_fault(host, "vim.fault.NotFound", "The object or item referred to could not be found."))
+        return faults.FAULT_EXIT
     except FileExistsError as e:
         # AlreadyExists block from vimcmd-faults_01 (that capture is truncated; closing brace added)
         existing = str(e).strip("'")
-        out(faults.fault_block("vim.fault.AlreadyExists",
+        out(_fault(host, "vim.fault.AlreadyExists",
                                "The specified key, name, or identifier '%s' already exists." % existing,
                                [("name", '"%s"' % existing)]))
-        return 1
-    out("%s\n" % vmid)
+        return faults.FAULT_EXIT
+    if not _older_than(host, 5, 1):
+        out("%s\n" % vmid)  # ESXi 5.1+ print the new vmid; ESX/ESXi 4.x print nothing (registervm-unregister_01)
     return 0
 
 
@@ -371,7 +465,7 @@ def datastore(host, verb, rest):
                 "      url = \"/vmfs/volumes/%s\",\n      capacity = %d,\n      freeSpace = %d,\n"
                 "      uncommitted = 0,\n      accessible = true,\n      multipleHostAccess = <unset>,\n"
                 "      type = \"%s\",\n      maintenanceMode = \"normal\"\n   }%s\n"
-                % (ident, name, ds["uuid"], cap, free, ds["type"], "," if i < len(items) - 1 else ""))
+                % (ident, name, ds["uuid"], cap, free, host.api_type(ds), "," if i < len(items) - 1 else ""))
         out("]\n")
         return 0
     if verb == "info":
@@ -391,20 +485,25 @@ def datastore(host, verb, rest):
         # ESXi 5.5+ argument order; the old 4-argument form fails like on ESXi 6.5 (sample)
         if len(rest) < 5:
             return usage("nas_create")
-        name, _ver, share, ro, server = rest[:5]
+        name, ver, share, ro, server = rest[:5]
+        if ver not in ("nfs", "nfsv41"):
+            # guess: the usage text itself names the only two values (sample vimcmd-usage-texts);
+            # no capture of a wrong version word exists, so it is refused with that text
+            out("Invalid NFS version '%s'.\nUsage: %s\n\n%s\n" % ((ver,) + USAGE["nas_create"]))
+            return 1
         if faults.get(host, "nfs.mount") == "fail":
             # guess: the fault hostd raises when the vmkernel cannot reach the server
             # (VMK_NFS_CONNECT_FAILURE); no captured nas_create failure exists
-            out(faults.fault_block("vim.fault.PlatformConfigFault", "An error occurred during host configuration.",
-                                   [("text", '"Unable to connect to NFS server"')]))
-            return 1
+            out(_fault(host, "vim.fault.PlatformConfigFault", "An error occurred during host configuration.",
+                       [("text", '"Unable to connect to NFS server"')]))
+            return faults.FAULT_EXIT
         try:
-            host.add_nfs(name, server, share, readonly=_bool(ro))
+            host.add_nfs(name, server, share, readonly=_bool(ro), version=ver)
         except FileExistsError:
-            out(faults.fault_block("vim.fault.AlreadyExists",
+            out(_fault(host, "vim.fault.AlreadyExists",
                                    "The specified key, name, or identifier '%s' already exists." % name,
                                    [("name", '"%s"' % name)]))
-            return 1
+            return faults.FAULT_EXIT
         return 0
     if verb == "destroy":
         if not rest:
@@ -438,8 +537,9 @@ def datastore_info(host, name, ds):
             "      local = true\n   }\n}\n"
             % (name, cap, ds["vmfs"], "6.82" if ds["vmfs"] == 6 else "5.81", ds["uuid"]))
     else:
-        out("   nas = (vim.host.NasVolume) {\n      type = \"NFS\",\n      name = \"%s\",\n      capacity = %d,\n"
+        out("   nas = (vim.host.NasVolume) {\n      type = \"%s\",\n      name = \"%s\",\n      capacity = %d,\n"
             "      remoteHost = \"%s\",\n      remotePath = \"%s\",\n      userName = <unset>,\n"
             "      remoteHostNames = (string) [\n         \"%s\"\n      ],\n      securityType = <unset>,\n"
-            "      protocolEndpoint = <unset>\n   }\n}\n" % (name, cap, ds["server"], ds["share"], ds["server"]))
+            "      protocolEndpoint = <unset>\n   }\n}\n" % (host.api_type(ds), name, cap, ds["server"], ds["share"],
+                                                     ds["server"]))
     return 0

@@ -11,10 +11,10 @@ import traceback
 from typing import List, Optional
 
 from . import __version__
-from .commands import backup_cmd, cleanup_cmd, common, list_cmd, restore_cmd, schedule_cmd, verify_cmd
+from .commands import backup_cmd, cleanup_cmd, common, list_cmd, restore_cmd, schedule_cmd, status_cmd, verify_cmd
 from .errors import HotvcbError, Interrupted, UsageError
 
-COMMANDS = (backup_cmd, cleanup_cmd, schedule_cmd, restore_cmd, list_cmd, verify_cmd)
+COMMANDS = (backup_cmd, cleanup_cmd, schedule_cmd, restore_cmd, list_cmd, verify_cmd, status_cmd)
 _GLOBAL_VALUED = common.GLOBAL_VALUED
 
 

@@ -11,7 +11,7 @@ import os
 import re
 import stat
 from dataclasses import replace
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from hotvcb.errors import ConfigError, UsageError
 from hotvcb.settings import DISK_FORMATS, IMAGE_FORMATS, Settings
@@ -298,7 +298,7 @@ def _read_settings_file(path: str, per_vm: bool) -> Tuple[Dict[str, Tuple[object
 def _apply(base: Settings, values: Dict[str, Tuple[object, str]]) -> Settings:
     origin = dict(base.origin)
     origin.update((name, where) for name, (_, where) in values.items())
-    changes = {name: value for name, (value, _) in values.items()}
+    changes = {name: value for name, (value, _) in values.items()}  # type: Dict[str, Any]
     return replace(base, origin=tuple(origin.items()), **changes)
 
 

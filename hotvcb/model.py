@@ -1,7 +1,7 @@
 """The domain, as plain data: what a job reads from a host and records."""
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List, Optional, Protocol
 
 
 @dataclass(frozen=True)
@@ -36,12 +36,18 @@ class Disk:
         return self.path.rsplit("/", 1)[-1]
 
 
+class VmConfig(Protocol):
+    """A VM's config as its driver read it; the driver alone knows its shape."""
+
+    def text(self) -> str: ...
+
+
 @dataclass
 class Vm:
     ref: VmRef
     datastore: str
     folder: str  # absolute folder holding the .vmx
-    vmx: "object"  # hotvcb.vmx.VmxFile; QEMU: hosts.qemu.VmDescription (filename, text())
+    vmx: Optional["VmConfig"]  # the driver's: a VmxFile (ESXi), a VmDescription (QEMU); None when only powered
     disks: List[Disk] = field(default_factory=list)
     extra_files: List[str] = field(default_factory=list)  # .nvram, .vmxf
 
@@ -67,6 +73,7 @@ class DiskResult:
     files: List[str] = field(default_factory=list)  # names inside the backup
     error: str = ""
     seconds: float = 0.0
+    bytes: int = 0  # the disk's size as copied (its capacity)
 
 
 @dataclass
@@ -79,3 +86,4 @@ class VmResult:
     backup_dir: Optional[str] = None
     disks: List[DiskResult] = field(default_factory=list)
     good_backups: List[str] = field(default_factory=list)  # after the run, oldest first (store/health.py)
+    seconds: float = 0.0

@@ -70,6 +70,7 @@ def send_report(
     failed: bool,
     log_text: str,
     report_text: str,
+    report_html: Optional[str] = None,
     logger: Optional[Any] = None,
 ) -> bool:
     """Mail the report if the config asks for it; True only if a server took it.
@@ -85,7 +86,7 @@ def send_report(
     try:
         msg = build_message(
             settings, host=host, job=job, status_line=status_line, failed=failed,
-            log_text=log_text, report_text=report_text,
+            log_text=log_text, report_text=report_text, report_html=report_html,
         )
         rcpts = recipients(settings, failed)
         delay = min(max(int(settings.email_delay_interval or 0), 0), MAX_DELAY)
@@ -147,6 +148,7 @@ def build_message(
     failed: bool,
     log_text: str,
     report_text: str,
+    report_html: Optional[str] = None,
 ) -> EmailMessage:
     """The report as a MIME message; separate from sending so it can be checked."""
     host = host or "localhost"
@@ -168,6 +170,9 @@ def build_message(
     # quoted-printable gets VM names with umlauts through any relay.
     cte = None if _plain_ascii(body) else "quoted-printable"
     msg.set_content(body, charset="utf-8", cte=cte)
+    if report_html:
+        # readable in any client: the table as HTML, the text (with the log) as the alternative
+        msg.add_alternative(report_html, subtype="html", charset="utf-8", cte="quoted-printable")
     return msg
 
 

@@ -20,9 +20,9 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence
 
-from . import interrupt
+from . import hostdigest, interrupt
 from .errors import CommandFailed, HostError, TimeoutExpired
 
 
@@ -39,6 +39,104 @@ class Completed:
 
 
 OutputCallback = Callable[[str], None]
+BlockCallback = Callable[[int], None]
+
+
+class Readable(Protocol):
+    """What open_binary returns: a byte stream the caller closes (a `with` block)."""
+
+    def read(self, n: int = -1) -> bytes: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> "Readable": ...
+
+    def __exit__(self, *exc: Any) -> Any: ...
+
+
+class FileReader(Protocol):
+    """The read side of a Shell: what planning a restore needs, also from an unopened
+    .gz (targz.ArchiveView)."""
+
+    def exists(self, path: str) -> bool: ...
+
+    def isdir(self, path: str) -> bool: ...
+
+    def listdir(self, path: str) -> List[str]: ...
+
+    def list_files(self, folder: str) -> List[str]: ...
+
+    def read_text(self, path: str) -> str: ...
+
+    def file_size(self, path: str) -> int: ...
+
+
+class Shell(FileReader, Protocol):
+    """Everything hotvcb does to a host's commands and files; one suite tests every
+    implementation (tests/test_shell_contract.py): LocalShell here, SshShell.
+
+    Contracts: paths are the host's; commands are argument lists; every
+    failure is a HostError (TimeoutExpired for a bounded wait); `write_text`
+    is atomic (a reader sees the old file or the new one); `make_new_dir` and
+    `link_new` are atomic claims that return False when the name exists;
+    `age` and `touch` use the host's clock; `block_digests` computes where the
+    file is and returns None only when the host cannot (no python); a file
+    `open_binary` cannot read raises HostError from the open or the first read;
+    `rename` never replaces an existing folder.
+    """
+
+    description: str
+
+    def run(self, argv: Sequence[str], *, timeout: Optional[float] = 600, idle_timeout: Optional[float] = None,
+            on_output: Optional[OutputCallback] = None, interruptible: bool = True) -> "Completed": ...
+
+    def read_text(self, path: str) -> str: ...
+
+    def write_text(self, path: str, text: str) -> None: ...
+
+    def open_binary(self, path: str) -> Readable: ...
+
+    def exists(self, path: str) -> bool: ...
+
+    def isdir(self, path: str) -> bool: ...
+
+    def listdir(self, path: str) -> List[str]: ...
+
+    def list_files(self, folder: str) -> List[str]: ...
+
+    def makedirs(self, path: str) -> None: ...
+
+    def make_new_dir(self, path: str) -> bool: ...
+
+    def link_new(self, src: str, dst: str) -> bool: ...
+
+    def age(self, path: str) -> Optional[float]: ...
+
+    def touch(self, path: str) -> None: ...
+
+    def rename(self, src: str, dst: str) -> None: ...
+
+    def remove_tree(self, path: str) -> None: ...
+
+    def copy_file(self, src: str, dst: str) -> None: ...
+
+    def file_size(self, path: str) -> int: ...
+
+    def disk_usage(self, path: str) -> int: ...
+
+    def symlink(self, target: str, link: str) -> None: ...
+
+    def chmod(self, path: str, mode: int) -> None: ...
+
+    def realpath(self, path: str) -> str: ...
+
+    def sha256(self, path: str, on_block: Optional[BlockCallback] = None) -> str: ...
+
+    def block_digests(self, path: str, block_size: int, whole: bool,
+                      on_block: Optional[BlockCallback] = None) -> Optional[Dict[str, Any]]: ...
+
+    def make_tar_gz(self, folder: str, dst: str, arcname: str, first: Sequence[str] = (),
+                    skip: Sequence[str] = ()) -> None: ...
 
 
 class LocalShell:
@@ -195,6 +293,9 @@ class LocalShell:
             raise HostError("cannot touch %s: %s" % (path, err.strerror)) from err
 
     def rename(self, src: str, dst: str) -> None:
+        """Rename src to dst; an existing folder dst is an error (os.rename would replace an empty one)."""
+        if os.path.isdir(dst) and not os.path.islink(dst):
+            raise HostError("cannot rename %s to %s: File exists" % (src, dst))
         try:
             os.rename(src, dst)
             fsync_dir(os.path.dirname(dst) or ".")
@@ -241,6 +342,11 @@ class LocalShell:
 
     def realpath(self, path: str) -> str:
         return os.path.realpath(path)
+
+    def block_digests(self, path: str, block_size: int, whole: bool,
+                      on_block: Optional[Callable[[int], None]] = None) -> Optional[Dict[str, Any]]:
+        """blockdigest.py's digests of a file, read here with its holes skipped."""
+        return hostdigest.local(path, block_size, whole, on_block)
 
     def sha256(self, path: str, on_block: Optional[Callable[[int], None]] = None) -> str:
         """Hash a file; sparse holes read as zeros like any reader sees them."""
@@ -294,7 +400,10 @@ def stream(
     pending = b""
     deadline = None if timeout is None else time.monotonic() + timeout
     quiet_since = time.monotonic()
-    fd = proc.stdout.fileno()
+    out = proc.stdout
+    if out is None:
+        raise ValueError("stream() needs a child whose stdout is a pipe")
+    fd = out.fileno()
     try:
         while True:
             if interruptible and interrupt.pending():
@@ -302,7 +411,7 @@ def stream(
                 interrupt.raise_pending()
             if deadline is not None and time.monotonic() > deadline:
                 _stop(proc)
-                raise TimeoutExpired(" ".join(argv[:2]), timeout)
+                raise TimeoutExpired(" ".join(argv[:2]), timeout or 0.0)
             if idle_timeout is not None and time.monotonic() - quiet_since > idle_timeout:
                 _stop(proc)
                 raise TimeoutExpired("output from " + " ".join(argv[:2]), idle_timeout)
@@ -321,7 +430,7 @@ def stream(
     finally:
         if proc.poll() is None:
             _stop(proc)
-        proc.stdout.close()
+        out.close()
     if on_output is not None and pending:
         on_output(pending.decode("utf-8", "replace"))
     return Completed(argv, proc.returncode, b"".join(chunks).decode("utf-8", "replace"))

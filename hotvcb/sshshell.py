@@ -33,14 +33,16 @@ supported by listdir/list_files (ls/find print one name a line).
 
 import atexit
 import os
+import posixpath
 import re
 import shlex
 import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from . import hostdigest
 from .errors import HostError, TimeoutExpired
 from .shell import Completed, OutputCallback, stream
 
@@ -87,12 +89,12 @@ class SshTarget:
     @property
     def known_hosts_name(self) -> str:
         """How the host is written in known_hosts."""
-        if self.port in (None, 22):
+        if self.port is None or self.port == 22:
             return self.hostname
         return "[%s]:%d" % (self.hostname, self.port)
 
     def describe(self) -> str:
-        return "ssh://%s%s" % (self.destination, "" if self.port in (None, 22) else ":%d" % self.port)
+        return "ssh://%s%s" % (self.destination, "" if self.port is None or self.port == 22 else ":%d" % self.port)
 
 
 class SshShell:
@@ -161,7 +163,7 @@ class SshShell:
     def _connect_error(self, message: str) -> str:
         t = self.target
         known = t.known_hosts or "~/.ssh/known_hosts"
-        port = "" if t.port in (None, 22) else "-p %d " % t.port
+        port = "" if t.port is None or t.port == 22 else "-p %d " % t.port
         if "REMOTE HOST IDENTIFICATION HAS CHANGED" in message or "Host key for" in message:
             return (
                 "the SSH host key of %s has CHANGED since it was recorded in %s; refusing to connect "
@@ -246,7 +248,8 @@ class SshShell:
             done = stream(proc, argv, timeout=timeout, idle_timeout=idle_timeout,
                           on_output=on_output, interruptible=interruptible)
         finally:
-            proc.stdin.close()
+            if proc.stdin is not None:
+                proc.stdin.close()
         if done.returncode == 127 and done.output.startswith(_NOT_FOUND):
             raise HostError("cannot run %s on %s: not found" % (argv[0], self.target.destination))
         if done.returncode == 255 and not self._master_alive():
@@ -275,12 +278,12 @@ class SshShell:
         except OSError as err:
             raise HostError("cannot run %s: %s" % (SSH, err.strerror or err)) from err
         try:
-            out, err = proc.communicate(data, timeout=timeout)
+            out, errout = proc.communicate(data, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
             proc.kill()
             proc.communicate()
             raise TimeoutExpired("%s on %s" % (script.split()[0], self.target.destination), timeout or 0) from exc
-        message = err.decode("utf-8", "replace")
+        message = errout.decode("utf-8", "replace")
         if proc.returncode == 255 and not self._master_alive():
             raise self._lost(message)
         return proc.returncode, out, message
@@ -432,12 +435,18 @@ class SshShell:
         self._must("cannot chmod %s" % path, 'chmod "$2" -- "$1"', path, "%04o" % mode)
 
     def realpath(self, path: str) -> str:
-        """Like os.path.realpath: a missing last part is kept as written."""
+        """Like os.path.realpath: a missing last part is kept as written, `..` folded."""
+        path = posixpath.normpath(path)
         script = ('readlink -f -- "$1" 2>/dev/null && exit 0; '
                   'd=$(readlink -f -- "$(dirname -- "$1")" 2>/dev/null) && '
                   'echo "${d%/}/$(basename -- "$1")" && exit 0; echo "$1"')
         out = self._must("cannot resolve %s" % path, script, path)
         return out.decode("utf-8", "surrogateescape").rstrip("\n") or path
+
+    def block_digests(self, path: str, block_size: int, whole: bool,
+                      on_block: Optional[Callable[[int], None]] = None) -> Optional[Dict[str, Any]]:
+        """blockdigest.py run by the host's python (one JSON line back); None: it has none."""
+        return hostdigest.by_command(self.run, path, block_size, whole, on_block)
 
     def sha256(self, path: str, on_block: Optional[Callable[[int], None]] = None) -> str:
         """Hash a file on the host (sha256sum there: the data never crosses the wire)."""
@@ -451,24 +460,27 @@ class SshShell:
 
 
 class _RemoteReader(object):
-    """File-like read side of a remote `cat`; a failed cat raises OSError at the end."""
+    """File-like read side of a remote `cat`; a failed cat raises HostError at the end
+    (the Shell contract: a file that cannot be read is a HostError, from open or read)."""
 
     def __init__(self, proc: "subprocess.Popen", path: str):
-        self.proc, self.path = proc, path
+        if proc.stdout is None or proc.stderr is None:
+            raise ValueError("the remote cat needs piped stdout and stderr")
+        self.proc, self.path, self.out, self.err = proc, path, proc.stdout, proc.stderr
 
     def read(self, n: int = -1) -> bytes:
-        data = self.proc.stdout.read(n) if n is not None and n >= 0 else self.proc.stdout.read()
+        data = self.out.read(n) if n is not None and n >= 0 else self.out.read()
         if not data and self.proc.wait() != 0:
-            err = self.proc.stderr.read().decode("utf-8", "replace")
-            raise OSError("cannot read %s: %s" % (self.path, _reason(err) or "exit %d" % self.proc.returncode))
+            err = self.err.read().decode("utf-8", "replace")
+            raise HostError("cannot read %s: %s" % (self.path, _reason(err) or "exit %d" % self.proc.returncode))
         return data
 
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
-        self.proc.stdout.close()
-        self.proc.stderr.close()
+        self.out.close()
+        self.err.close()
 
     def __enter__(self) -> "_RemoteReader":
         return self

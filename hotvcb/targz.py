@@ -14,7 +14,7 @@ so a thin disk stays thin when extracted instead of inflating to full size.
 import os
 import tarfile
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import IO, Callable, Dict, List, Optional
 
 from . import interrupt
 from .errors import HostError
@@ -33,7 +33,7 @@ def _open(path: str, opener=None) -> tarfile.TarFile:
     """Stream the archive, from a local path or a Shell's `open_binary` (SSH)."""
     try:
         if opener is None:
-            return tarfile.open(path, "r|gz")
+            return tarfile.open(name=path, mode="r|gz")
         return tarfile.open(fileobj=opener(path), mode="r|gz")
     except (OSError, tarfile.TarError, HostError) as err:
         raise HostError("cannot open %s: %s" % (path, err)) from err
@@ -45,6 +45,14 @@ def _rel(name: str, path: str) -> str:
     if name.startswith("/") or ".." in parts:
         raise HostError("%s: unsafe member name %r" % (path, name))
     return "/".join(parts[1:])
+
+
+def member_data(tar: tarfile.TarFile, info: tarfile.TarInfo) -> IO[bytes]:
+    """A regular member's data stream (scan and extract only pass regular files)."""
+    data = tar.extractfile(info)
+    if data is None:
+        raise HostError("member %r has no data" % info.name)
+    return data
 
 
 def scan(path: str, wanted=(), on_file: Optional[Callable[[str, tarfile.TarFile, tarfile.TarInfo], None]] = None,
@@ -80,7 +88,7 @@ def scan(path: str, wanted=(), on_file: Optional[Callable[[str, tarfile.TarFile,
                 raise HostError("%s: member %r is not a regular file" % (path, info.name))
             members.append(Member(rel, info.size))
             if any(w(rel) for w in wanted) and info.size <= CHUNK:
-                data = tar.extractfile(info).read()
+                data = member_data(tar, info).read()
                 try:
                     texts[rel] = data.decode("utf-8")
                 except UnicodeDecodeError:
@@ -118,7 +126,7 @@ def extract(path: str, dest: str, opener=None) -> str:
             if not info.isfile():
                 raise HostError("%s: member %r is not a regular file" % (path, info.name))
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            _write_sparse(tar.extractfile(info), target, info.size)
+            _write_sparse(member_data(tar, info), target, info.size)
     except OSError as err:
         raise HostError("cannot extract %s into %s: %s" % (path, dest, err.strerror or err)) from err
     except (tarfile.TarError, EOFError) as err:

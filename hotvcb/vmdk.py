@@ -77,15 +77,9 @@ def parse(text: str) -> Descriptor:
     return desc
 
 
-def read_descriptor_bytes(head: bytes) -> str:
-    """Descriptor text from a file's first bytes (plain, or embedded in KDMV)."""
-    if head[:4] == b"KDMV":
-        # SparseExtentHeader: descriptorOffset/Size (sectors) at bytes 28/36.
-        offset = int.from_bytes(head[28:36], "little") * 512
-        size = int.from_bytes(head[36:44], "little") * 512
-        if not offset or offset + size > len(head):
-            raise NotADescriptor("sparse extent without an embedded descriptor")
-        return head[offset : offset + size].split(b"\0", 1)[0].decode("utf-8", "replace")
-    if b"\0" in head[:1024]:
-        raise NotADescriptor("binary file")
-    return head.decode("utf-8", "replace")
+_DELTA_STEM = re.compile(r"-\d{6}(\.vmdk)$")
+
+
+def base_name(filename: str) -> str:
+    """`vm-000001.vmdk` -> `vm.vmdk`: a clone of a snapshot chain is a whole disk, named as its base."""
+    return _DELTA_STEM.sub(r"\1", filename)

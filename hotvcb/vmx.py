@@ -15,18 +15,19 @@ _DEVICE = re.compile(r"^(scsi|sata|ide|nvme)(\d+):(\d+)$")
 
 class VmxFile:
     def __init__(self, text: str):
-        self.lines = text.splitlines()  # type: List[Optional[str]]  # None = removed
+        lines = text.splitlines()
+        self.lines = list(lines)  # type: List[Optional[str]]  # None = removed
         self._index = {}  # type: Dict[str, int]
-        for i, line in enumerate(self.lines):
+        for i, line in enumerate(lines):
             m = _LINE.match(line)
             if m:
                 self._index[m.group(1).lower()] = i
 
     def get(self, key: str, default: Optional[str] = None) -> Optional[str]:
         i = self._index.get(key.lower())
-        if i is None:
-            return default
-        return _unescape(_LINE.match(self.lines[i]).group(2))
+        line = None if i is None else self.lines[i]
+        m = _LINE.match(line) if line is not None else None
+        return default if m is None else _unescape(m.group(2))
 
     def set(self, key: str, value: str) -> None:
         line = '%s = "%s"' % (key, _escape(value))
@@ -71,8 +72,10 @@ class VmxFile:
         return sorted(out, key=lambda t: _device_order(t[0]))
 
 
-def _device_order(dev: str):
+def _device_order(dev: str) -> Tuple[int, int, int]:
     m = _DEVICE.match(dev)
+    if m is None:  # disk_slots only yields names that matched
+        return (len(DISK_BUSES), 0, 0)
     return (DISK_BUSES.index(m.group(1)), int(m.group(2)), int(m.group(3)))
 
 

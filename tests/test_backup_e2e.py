@@ -97,6 +97,7 @@ def test_each_format_is_a_real_vmdk_equal_to_the_source(host, tmp_path, fmt, fil
     for suffix in files:
         assert os.path.exists(os.path.join(folder, vm + suffix))
     if fmt == "2gbsparse":
+        assert host.module_loaded("multiextent"), "hotvcb loads multiextent as ghettoVCB does (ESXi 5.1+)"
         check = qemu_img("check", "-f", "vmdk", disk)
         assert check.returncode == 0, check.stdout + check.stderr
     source = host.real("/vmfs/volumes/datastore1/%s/%s.vmdk" % (vm, vm))
@@ -137,6 +138,21 @@ def test_snapshot_that_never_appears_times_out_cleanly(host, tmp_path):
     errors = [b for b in backups(host, vm) if os.path.exists(os.path.join(backup_root(host, vm), b, "STATUS.error"))]
     assert len(errors) == 1
     assert not any(f.endswith(".vmdk") for f in os.listdir(os.path.join(backup_root(host, vm), errors[0])))
+
+
+def test_snapshot_fault_with_exit_status_0_fails_the_vm(host, tmp_path):
+    """vim-cmd prints a failed snapshot.create as a fault block and exits 0 (esxisim.faults.FAULT_EXIT):
+    the fault block alone must fail the VM, with hostd's message in the log."""
+    vm = "faulty"
+    vmid = host.create_vm(vm, "datastore1", [{"size": "4M"}], power="on")
+    good = _good_backup(host, vm, tmp_path)
+    time.sleep(1)
+    host.set_fault("snapshot.create", "fail")
+    r = hotvcb(host, "-m", vm, "-g", write_conf(host, SNAPSHOT_TIMEOUT="30s"), "-w", tmp_path / "w")
+    assert r.returncode == 6, r.stdout + r.stderr
+    assert "An error occurred while saving the snapshot" in r.stdout
+    assert "timed out" not in r.stdout, "the fault is seen at once, not by waiting for the snapshot"
+    _assert_nothing_left(host, vm, vmid, good)
 
 
 def test_snapshot_that_appears_after_the_timeout_is_removed_in_the_same_run(host, tmp_path):

@@ -164,7 +164,7 @@ def test_backs_up_a_running_vm_with_the_hosts_python(pyz, tmp_path):
         assert "STATUS.ok" in listing and "web 01.vmx" in listing and "web 01-flat.vmdk" in listing
         manifest = json.loads(listing[listing.index("{"):])
         assert manifest["result"] == "ok"
-        assert "web 01-flat.vmdk" in manifest["files"] and manifest["files"]["web 01-flat.vmdk"]["sha256"]
+        assert "web 01-flat.vmdk" in manifest["files"] and manifest["files"]["web 01-flat.vmdk"]["sha256_of_blocks"]
         state = _esxisim("state", host).stdout
         assert "hotvcb-snapshot" not in state, "our snapshot was removed"
     finally:

@@ -357,6 +357,29 @@ def test_sizes_and_checksums(shell, tmp_path):
     assert sum(blocks) == 64 << 20
 
 
+def test_block_digests_are_computed_on_the_host(shell, tmp_path):
+    """SSH mode runs blockdigest.py with the host's python: same digest as local, holes and all."""
+    from hotvcb.store import manifest
+
+    sparse = tmp_path / "thin-flat.vmdk"
+    with open(str(sparse), "wb") as f:
+        f.truncate(5 * (1 << 20) + 3)
+        f.seek((1 << 20) - 2)
+        f.write(b"across the first block edge")
+    local = manifest.digest_file(LocalShell(), str(sparse))
+    seen = []
+    here = manifest.digest_file(shell, str(sparse), on_block=seen.append)
+    assert here.entry() == local.entry() and sum(seen) == local.size
+    with open(str(sparse), "rb") as f:
+        data = f.read()
+    assert local.sha256_of_blocks == hashlib.sha256(b"".join(
+        hashlib.sha256(data[i : i + (1 << 20)]).digest() for i in range(0, len(data), 1 << 20))).hexdigest()
+    v1 = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    assert manifest.digest_file(shell, str(sparse), entry=v1).matches(v1)
+    with pytest.raises(HostError):
+        manifest.digest_file(shell, str(tmp_path / "missing"))
+
+
 def test_tar_gz_layout(shell, tmp_path):
     partial = tmp_path / "vm" / "vm-2024-01-01_00-00-00-partial"
     (partial / "ds2").mkdir(parents=True)

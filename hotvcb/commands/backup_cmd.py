@@ -1,8 +1,10 @@
 """`hotvcb backup`: ghettoVCB's flags, hotvcb's guarantees."""
 
 import argparse
+import json
 import os
 import socket
+from datetime import datetime
 from typing import List, Optional, Sequence, Tuple
 
 from .. import config, interrupt, namelist, notify
@@ -10,7 +12,8 @@ from ..errors import HostError, HotvcbError, Interrupted, UsageError, VmNotFound
 from ..store import volume
 from ..jobs.backup import BackupJob
 from ..jobs.nfs import NfsTarget
-from ..jobs.outcome import final_status, report
+from ..jobs import outcome
+from ..jobs.outcome import final_status
 from . import common
 
 
@@ -28,6 +31,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-e", dest="exclude", metavar="FILE", help="file of VM names to leave out")
     p.add_argument("-c", dest="confdir", metavar="DIR", help="folder of per-VM config files named after VMs")
     p.add_argument("-j", dest="job_name", metavar="NAME", default="hotvcb", help="job name for log and mail")
+    p.add_argument("--json-report", metavar="FILE", help="also write the run's per-VM report as JSON to FILE")
     common.add_host_options(p)
 
 
@@ -85,6 +89,7 @@ def check(args, target: "common.Target") -> List[str]:
 def run(args) -> int:
     names, exclude = selection(args)
     settings, log = common.load(args)
+    started = datetime.now().isoformat(timespec="seconds")
     dry_run = args.level == "dryrun"
     interrupt.install()
     code = 1
@@ -117,13 +122,37 @@ def run(args) -> int:
     finally:
         if lock is not None:
             lock.release()
+    for line in outcome.table(outcome.rows(results)) if results else []:
+        log.info(line)
     log.info("###### Final status: %s ######" % status)
     if work is not None:
         work.finish()
     log.info("============================== hotvcb LOG END ================================")
+    if args.json_report:
+        _write_json_report(args.json_report, log, {
+            "host": socket.gethostname(), "job": args.job_name, "started": started,
+            "finished": datetime.now().isoformat(timespec="seconds"), "status": status, "exit_code": code,
+            "dry_run": dry_run, "vms": outcome.rows(results)})
     notify.send_report(
         settings, host=socket.gethostname(), job=args.job_name, status_line=status,
-        failed=code != 0, log_text="\n".join(log.lines), report_text=report(results, status), logger=log,
+        failed=code != 0, log_text="\n".join(log.lines), report_text=outcome.report(results, status),
+        report_html=outcome.report_html(results, status, socket.gethostname(), args.job_name), logger=log,
     )
     log.close()
     return code
+
+
+def _write_json_report(path: str, log, data) -> None:
+    """For machines (monitoring, dashboards); written whole or not at all."""
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except OSError as err:
+        log.warning("cannot write the JSON report %s: %s" % (path, err.strerror or err))
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass

@@ -7,14 +7,15 @@ from typing import List, NamedTuple, Optional, Tuple, Union
 
 from .. import config
 from ..errors import HostError, LockError, UsageError
+from ..hosts.base import Hypervisor
 from ..hosts.esxi import EsxiHost
 from ..hosts.qemu import QemuHost
 from ..runid import RunId
 from ..runlog import RunLog
 from ..settings import Settings
 from ..shell import LocalShell
-from ..store.lock import HostLock, host_id
 from ..sshshell import SshShell, SshTarget
+from ..store.lock import HostLock, host_id
 
 DEFAULT_WORKDIR = "/tmp/hotvcb.work"
 
@@ -140,7 +141,7 @@ def load(args) -> Tuple[Settings, RunLog]:
     return settings, log
 
 
-def lock_host(host, log) -> Tuple[HostLock, RunId]:
+def lock_host(host: Hypervisor, log) -> Tuple[HostLock, RunId]:
     """Take the host's run lock: one run per host, whatever -w or machine it runs from."""
     require_root(host, _remote is not None)
     run = RunId.new()

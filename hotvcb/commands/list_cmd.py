@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Optional
 
 from .. import config, vmdk
 from ..errors import HostError
+from ..shell import Shell
 from ..store import health, layout, manifest
 from ..units import human_size
 from . import common
@@ -39,7 +40,7 @@ def register(subparsers) -> None:
     p.set_defaults(handler=run)
 
 
-def vm_names(shell, volume: str) -> List[str]:
+def vm_names(shell: Shell, volume: str) -> List[str]:
     """VM names that have a folder under the volume (folder names unescaped)."""
     if not shell.isdir(volume):
         return []
@@ -52,7 +53,7 @@ def vm_names(shell, volume: str) -> List[str]:
     return out
 
 
-def backup_rows(shell, volume: str, vm: Optional[str] = None, now: Optional[datetime] = None) -> List[Dict[str, Any]]:
+def backup_rows(shell: Shell, volume: str, vm: Optional[str] = None, now: Optional[datetime] = None) -> List[Dict[str, Any]]:
     now = now or datetime.now()
     rows = []
     for name in [vm] if vm else vm_names(shell, volume):
@@ -61,7 +62,7 @@ def backup_rows(shell, volume: str, vm: Optional[str] = None, now: Optional[date
     return rows
 
 
-def describe(shell, b: "layout.BackupSet", now: datetime) -> Dict[str, Any]:
+def describe(shell: Shell, b: "layout.BackupSet", now: datetime) -> Dict[str, Any]:
     verdict = health.judge(shell, b)
     data = verdict.manifest
     error = verdict.reason if verdict.state == "damaged" else None
@@ -91,7 +92,7 @@ def describe(shell, b: "layout.BackupSet", now: datetime) -> Dict[str, Any]:
     }
 
 
-def _usage(shell, path: str) -> int:
+def _usage(shell: Shell, path: str) -> int:
     try:
         if not shell.isdir(path):
             return shell.disk_usage(path)
@@ -100,7 +101,7 @@ def _usage(shell, path: str) -> int:
         return 0
 
 
-def _detect_format(shell, folder: str) -> Optional[str]:
+def _detect_format(shell: Shell, folder: str) -> Optional[str]:
     try:
         names = shell.list_files(folder)
     except HostError:

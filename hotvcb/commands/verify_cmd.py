@@ -16,6 +16,7 @@ from .. import config
 from ..errors import UsageError
 from ..jobs.verify import verify_backup
 from ..restorefile import trim_path
+from ..shell import Shell
 from ..store import layout
 from . import common, list_cmd
 
@@ -30,7 +31,7 @@ def register(subparsers) -> None:
     p.set_defaults(handler=run)
 
 
-def targets(shell, volume: str, target, all_backups: bool):
+def targets(shell: Shell, volume: str, target, all_backups: bool):
     """Backup paths to check, and notes on what was left out."""
     if bool(target) == bool(all_backups):
         raise UsageError("say what to verify: BACKUP, VM or --all (exactly one)")

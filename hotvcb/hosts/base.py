@@ -12,21 +12,16 @@ through QMP) plugs into the same job. Contracts:
   (or Interrupted) and leaves cleanup of partial files to the caller.
 """
 
-from typing import Callable, List, Optional, Tuple
-
-try:  # Protocol is 3.8+, but keep the import cheap and explicit
-    from typing import Protocol
-except ImportError:  # pragma: no cover - Python < 3.8 is out of scope
-    Protocol = object  # type: ignore
+from typing import Callable, List, Optional, Protocol, Tuple
 
 from ..model import DatastoreInfo, Disk, Snapshot, Vm, VmRef
-from ..shell import LocalShell
+from ..shell import Shell
 
 Progress = Callable[[int], None]
 
 
 class Hypervisor(Protocol):
-    shell: LocalShell
+    shell: Shell
     kind: str
     formats: Tuple[str, ...]  # the DISK_BACKUP_FORMAT values this driver can write
     run_dir: str  # folder on the host for its run lock and host id (store/lock.py)
@@ -42,6 +37,8 @@ class Hypervisor(Protocol):
     def list_vms(self) -> List[VmRef]: ...
 
     def load_vm(self, ref: VmRef) -> Vm: ...
+
+    def backup_config(self, vm: Vm) -> Tuple[str, str]: ...
 
     def power_state(self, vm: Vm) -> str: ...
 
@@ -72,4 +69,3 @@ class Hypervisor(Protocol):
     # restore (issue 3): register a restored .vmx and return its vmid
     def register_vm(self, vmx_path: str) -> str: ...
 
-    def registered_vmx_paths(self) -> List[str]: ...

@@ -8,12 +8,13 @@ as well as its exit status.
 
 import re
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from .. import vmdk
 from ..errors import CommandFailed, CopyError, HostError, SnapshotError, TimeoutExpired, VmNotFound
 from ..model import DatastoreInfo, Disk, Snapshot, Vm, VmRef
 from ..settings import DISK_FORMATS
+from ..shell import Shell
 from ..vmx import VmxFile
 from . import vimcmd
 
@@ -29,9 +30,10 @@ class EsxiHost:
     formats = DISK_FORMATS
     run_dir = "/var/run"  # the host's run lock and id (ramdisk: a reboot ends every run anyway)
 
-    def __init__(self, shell):
+    def __init__(self, shell: Shell):
         self.shell = shell
         self._version = None  # type: Optional[str]
+        self._multiextent = False
 
     # -- host ----------------------------------------------------------------
     def describe(self) -> str:
@@ -43,7 +45,7 @@ class EsxiHost:
     def _wants_adapter_flag(self) -> bool:
         """vmkfstools ignores (and warns about) -a from ESXi 6.5 on."""
         m = re.search(r"(\d+)\.(\d+)\.\d+", self.describe())
-        return bool(m) and (int(m.group(1)), int(m.group(2))) < (6, 5)
+        return m is not None and (int(m.group(1)), int(m.group(2))) < (6, 5)
 
     def _vim(self, args: List[str], timeout: float = 300, interruptible: bool = True) -> str:
         out = self.shell.run([VIM_CMD] + args, timeout=timeout, interruptible=interruptible)
@@ -55,7 +57,11 @@ class EsxiHost:
         return vimcmd.parse_datastore_listsummary(self._vim(["hostsvc/datastore/listsummary"]))
 
     def mount_nfs(self, name: str, server: str, share: str, version: str) -> None:
-        """ghettoVCB's non-persistent mount: `nas_create name version path readonly server`."""
+        """ghettoVCB's non-persistent mount: `nas_create name version path readonly server`.
+
+        vim-cmd takes `nfs` (v3) or `nfsv41`; the config's ghettoVCB-style `nfs41` means the latter.
+        """
+        version = {"nfs41": "nfsv41"}.get(version, version)
         self._vim(["hostsvc/datastore/nas_create", name, version, share, "0", server], timeout=120)
 
     def unmount_nfs(self, name: str) -> None:
@@ -117,6 +123,16 @@ class EsxiHost:
         if "independent" in mode:
             skip = "independent disk (%s) is not part of snapshots" % mode
         return Disk(key=dev, path=path, datastore=_datastore_of(path, names), adapter=adapter, mode=mode, skip_reason=skip)
+
+    def backup_config(self, vm: Vm) -> Tuple[str, str]:
+        """The .vmx as a backup holds it: each disk named as its base (a clone of a chain is whole)."""
+        vmx = VmxFile(self.shell.read_text(vm.ref.vmx_path))
+        for disk in vm.disks:
+            current = vmx.get(disk.key + ".fileName") or ""
+            folder, _, name = current.rpartition("/")
+            if vmdk.base_name(name) != name:
+                vmx.set(disk.key + ".fileName", (folder + "/" if folder else "") + vmdk.base_name(name))
+        return vm.ref.vmx_path.rsplit("/", 1)[-1], vmx.text()
 
     # -- power ---------------------------------------------------------------
     def power_state(self, vm: Vm) -> str:
@@ -194,6 +210,8 @@ class EsxiHost:
 
     # -- disks ---------------------------------------------------------------
     def copy_disk(self, disk: Disk, dst: str, fmt: str, progress=None) -> List[str]:
+        if fmt == "2gbsparse" or self._is_2gbsparse(disk.path):
+            self._load_multiextent()
         argv = [VMKFSTOOLS, "-i", disk.path, "-d", fmt]
         if self._wants_adapter_flag():
             argv += ["-a", disk.adapter]
@@ -208,6 +226,22 @@ class EsxiHost:
         if out.returncode != 0:
             raise CopyError(disk.path, _clone_error(out.output), dst)
         return [f.rsplit("/", 1)[-1] for f in self.disk_files(dst)]
+
+    def _is_2gbsparse(self, path: str) -> bool:
+        try:
+            return vmdk.parse(self.shell.read_text(path)).create_type.lower() == "twogbmaxextentsparse"
+        except (HostError, vmdk.NotADescriptor):
+            return False
+
+    def _load_multiextent(self) -> None:
+        """vmkfstools opens 2gbsparse (hosted sparse) disks only with the multiextent module,
+        which ESXi 5.1+ do not load at boot; as ghettoVCB does, load it when the list lacks it."""
+        if self._multiextent:
+            return
+        listed = self.shell.run(["/sbin/esxcli", "system", "module", "list"], timeout=60)
+        if not re.search(r"^multiextent\s", listed.output, re.M):
+            self.shell.run(["/sbin/esxcli", "system", "module", "load", "-m", "multiextent"], timeout=60)
+        self._multiextent = True  # a failed load shows up as the clone's own error
 
     def disk_files(self, descriptor_path: str) -> List[str]:
         folder = descriptor_path.rsplit("/", 1)[0]
@@ -268,18 +302,6 @@ class EsxiHost:
             if ref.vmx_path == vmx_path or self.shell.realpath(ref.vmx_path) == real:
                 return ref.vmid
         raise HostError("registered %s but it does not show up in the inventory" % vmx_path)
-
-    def registered_vmx_paths(self) -> List[str]:
-        return [ref.vmx_path for ref in self.list_vms()]
-
-    def datastore_of(self, path: str) -> Optional[DatastoreInfo]:
-        """The datastore holding path (by name or by its /vmfs/volumes/<uuid> url)."""
-        real = self.shell.realpath(path)
-        for ds in self.datastores():
-            roots = {ds.url, "/vmfs/volumes/" + ds.name, self.shell.realpath("/vmfs/volumes/" + ds.name)}
-            if any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots if r):
-                return ds
-        return None
 
 
 def _absolute(folder: str, name: str) -> str:

@@ -38,11 +38,12 @@ import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from .. import vmdk
-from ..errors import CopyError, HostError, SnapshotError, TimeoutExpired
+from ..errors import CopyError, HostError, SnapshotError, TimeoutExpired, VmNotFound
 from ..model import DatastoreInfo, Disk, Snapshot, Vm, VmRef
+from ..shell import Shell
 from . import qemuimg
 from .qmp import QmpClient, QmpCommandError, QmpError, QmpUnavailable
 
@@ -84,7 +85,7 @@ def overlay_name(filename: str, backing: str) -> Optional[str]:
 
 def _chain(image: Dict[str, Any]) -> List[Dict[str, Any]]:
     """query-block's image and its backing images, top first."""
-    out = []
+    out = []  # type: List[Dict[str, Any]]
     while image and len(out) < 256:
         out.append(image)
         image = image.get("backing-image") or {}
@@ -104,7 +105,7 @@ class QemuHost:
     kind = "qemu"
     formats = tuple(qemuimg.FORMATS)
 
-    def __init__(self, shell, qmp_dir: str, qemu_img: str = qemuimg.QEMU_IMG, qmp_timeout: float = QMP_TIMEOUT):
+    def __init__(self, shell: Shell, qmp_dir: str, qemu_img: str = qemuimg.QEMU_IMG, qmp_timeout: float = QMP_TIMEOUT):
         self.shell, self.qmp_dir = shell, qmp_dir.rstrip("/") or "/"
         self.run_dir = self.qmp_dir  # the run lock sits beside the VMs it guards
         self.qemu_img, self.qmp_timeout = qemu_img, qmp_timeout
@@ -136,6 +137,8 @@ class QemuHost:
         return refs
 
     def load_vm(self, ref: VmRef) -> Vm:
+        if not self.shell.exists(ref.vmx_path):
+            raise VmNotFound(ref.name)  # its QEMU is gone since the listing
         with self._qmp(ref.vmx_path) as qmp:
             version = qmp.execute("query-version")
             status = qmp.execute("query-status")
@@ -311,9 +314,9 @@ class QemuHost:
     def _inserted(self, qmp: QmpClient) -> Dict[str, Dict[str, Any]]:
         return {_key(dev): dev["inserted"] for dev in qmp.execute("query-block") if dev.get("inserted")}
 
-    def _overlay_files(self, qmp: QmpClient, name: Optional[str]) -> set:
+    def _overlay_files(self, qmp: QmpClient, name: Optional[str]) -> Set[str]:
         """Files of the VM's disk chains: overlays called name, or (None) every layer."""
-        files = set()
+        files = set()  # type: Set[str]
         for ins in self._inserted(qmp).values():
             chain = _chain(ins.get("image") or {})
             files.update(l["filename"] for i, l in enumerate(chain) if name is None or _layer_snapshot(chain, i) == name)
@@ -454,13 +457,16 @@ class QemuHost:
             return None
         return st.f_bavail * st.f_frsize
 
+    def backup_config(self, vm: Vm) -> Tuple[str, str]:
+        """The VM's description (image formats, disk nodes) in place of a .vmx."""
+        desc = vm.vmx
+        if not isinstance(desc, VmDescription):
+            raise HostError("%s was not loaded by this driver" % vm.name)
+        return desc.filename, desc.text()
+
     # -- registration (restore) ----------------------------------------------
     def register_vm(self, vmx_path: str) -> str:
         raise HostError("restoring to a QEMU host is not supported yet")
-
-    def registered_vmx_paths(self) -> List[str]:
-        return []
-
 
 def _node(nodes: List[Dict[str, Any]], filename: Optional[str], fmt: Optional[str]) -> Optional[str]:
     """The format node (not the protocol node below it) of an image file."""

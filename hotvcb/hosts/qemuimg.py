@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from ..errors import CommandFailed, HostError
+from ..shell import Shell
 
 QEMU_IMG = "qemu-img"
 _PERCENT = re.compile(r"\((\d+(?:\.\d+)?)/100%\)")
@@ -57,7 +58,7 @@ def output_format(name: str) -> OutputFormat:
                         % (name, ", ".join(sorted(FORMATS)))) from None
 
 
-def info(shell, path: str, qemu_img: str = QEMU_IMG) -> List[ImageLayer]:
+def info(shell: Shell, path: str, qemu_img: str = QEMU_IMG) -> List[ImageLayer]:
     """`qemu-img info --backing-chain` of an image, top layer first.
 
     -U (force share): only metadata is read, and a running VM holds a lock

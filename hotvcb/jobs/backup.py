@@ -14,25 +14,29 @@ snapshots are never touched.
 
 import time
 from datetime import datetime
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 from .. import config, crashpoint, interrupt
 from ..errors import AmbiguousVm, HotvcbError, Interrupted, SnapshotError, VmNotFound
-from ..model import DiskResult, Vm, VmRef, VmResult
+from ..hosts.base import Hypervisor
+from ..model import Disk, DiskResult, Snapshot, Vm, VmRef, VmResult
 from ..runid import RunId
 from ..runlog import RunLog
 from ..settings import Settings
-from ..units import human_size
 from ..store import health, layout, volume
-from ..store.seal import Sealer, base_name
+from ..store.seal import Sealer
+from ..units import human_size
+from ..vmdk import base_name
 from .leftovers import SNAPSHOT_PREFIX, remove_our_snapshots, remove_partials, restore_power
 from .power import PowerControl
+
+Target = Union[VmRef, VmNotFound, AmbiguousVm]  # a VM to back up, or why a listed name is none
 
 
 class BackupJob:
     def __init__(
         self,
-        host,
+        host: Hypervisor,
         settings: Settings,
         log: RunLog,
         run: RunId,
@@ -49,7 +53,7 @@ class BackupJob:
         self.power = PowerControl(host, log, run)
 
     # -- selection -----------------------------------------------------------
-    def select(self, names: Optional[Sequence[str]], exclude: Sequence[str]) -> List[object]:
+    def select(self, names: Optional[Sequence[str]], exclude: Sequence[str]) -> List[Target]:
         """VmRefs to back up, in order; a name that matches no VM is an error entry.
 
         Names are compared literally with the display name: a list line
@@ -61,7 +65,7 @@ class BackupJob:
             by_name.setdefault(ref.name, []).append(ref)
         excluded = set(exclude)
         wanted = [r.name for r in refs] if names is None else list(names)
-        out = []  # type: List[object]
+        out = []  # type: List[Target]
         seen = set()
         for name in wanted:
             if name in seen:
@@ -125,7 +129,7 @@ class BackupJob:
             self.log.error("%s: %s" % (ref.name, err))
         if not self.dry_run:
             result.good_backups = self._good_backups(ref.name, settings)
-        seconds = (datetime.now() - started).total_seconds()
+        seconds = result.seconds = (datetime.now() - started).total_seconds()
         if result.status == "ok":
             verb = "would be backed up" if self.dry_run else "backed up"
             self.log.info("Successfully completed backup for %s (%s, %d s)" % (ref.name, verb, seconds))
@@ -154,7 +158,7 @@ class _VmBackup:
         self.ref, self.s, self.result, self.started = ref, settings, result, started
         self.skip_power = skip_power
         self.vm = None  # type: Optional[Vm]
-        self.snapshot = None
+        self.snapshot = None  # type: Optional[Snapshot]
         self.snapshot_name = None  # type: Optional[str]  # asked for, whether or not it showed up
         self.snapshot_refused = False  # the host said no: nothing will show up late
         self.powered_down = False
@@ -176,7 +180,7 @@ class _VmBackup:
         remove_partials(self.host.shell, self.s.vm_backup_volume, vm.name, self.log, run)
         self.sealer.begin()
         try:
-            self.sealer.copy_config_files()
+            self.sealer.copy_config_files(self.host.backup_config(vm))
             state = self.host.power_state(vm)
             if self.s.power_vm_down_before_backup and state == "on" and not self.skip_power:
                 self.powered_down = True  # from the first shutdown request on, cleanup restarts it
@@ -184,12 +188,12 @@ class _VmBackup:
                 state = "off"
             if state != "off":
                 self._snapshot(vm)
-            self._copy_disks(vm, disks)
+            self._copy_disks(vm, disks, self.sealer)
         except BaseException as err:
             self.result.message = str(err) or type(err).__name__
-            self._cleanup(failed=True)
+            self._cleanup(vm, self.sealer, failed=True)
             raise
-        self._cleanup(failed=False)
+        self._cleanup(vm, self.sealer, failed=False)
 
     # -- steps ---------------------------------------------------------------
     def _disks_to_copy(self, vm: Vm):
@@ -279,15 +283,15 @@ class _VmBackup:
         except SnapshotError:
             self.snapshot_refused = True
             raise
-        self.log.debug("%s: snapshot id %s" % (vm.name, self.snapshot.id))
+        self.log.debug("%s: snapshot id %s" % (vm.name, self.snapshot.id if self.snapshot else "?"))
         crashpoint.reached("snapshot-created")
 
-    def _copy_disks(self, vm: Vm, disks) -> None:
+    def _copy_disks(self, vm: Vm, disks: List[Disk], sealer: Sealer) -> None:
         fmt = self.s.disk_backup_format
         for disk in disks:
             if interrupt.pending():
                 interrupt.raise_pending()
-            dst = self.sealer.disk_destination(disk)
+            dst = sealer.disk_destination(disk)
             folder = dst.rsplit("/", 1)[0]
             capacity = self.host.bytes_needed(disk, "eagerzeroedthick")
             progress = self.log.progress("%s %s" % (vm.name, disk.filename), capacity)
@@ -297,47 +301,48 @@ class _VmBackup:
                 files = self.host.copy_disk(disk, dst, fmt, progress)
                 took = time.monotonic() - t0
                 self.log.info("%s: %s done in %d s (%.1f MB/s)" % (vm.name, disk.filename, took, capacity / 1e6 / max(took, 0.001)))
-                rel = [self.sealer.relative(folder + "/" + f) for f in files]
-                self.result.disks.append(DiskResult(disk, True, rel, seconds=took))
+                rel = [sealer.relative(folder + "/" + f) for f in files]
+                self.result.disks.append(DiskResult(disk, True, rel, seconds=took, bytes=capacity))
                 crashpoint.reached("disk-copied-%d" % len(self.result.disks))
             except Interrupted:
                 raise
             except HotvcbError as err:
                 self.log.error("ERROR: error in backing up of %s for %s: %s" % (disk.path, vm.name, err))
-                self.sealer.discard_disk(dst)
+                sealer.discard_disk(dst)
                 self.result.disks.append(DiskResult(disk, False, error=str(err), seconds=time.monotonic() - t0))
 
-    def _cleanup(self, failed: bool) -> None:
+    def _cleanup(self, vm: Vm, sealer: Sealer, failed: bool) -> None:
         """Undo what we did, in reverse: snapshot, power, then seal or discard."""
-        errors = []
+        errors = []  # type: List[str]
         if self.snapshot is None and self.snapshot_name is not None:
-            self.snapshot = self._late_snapshot(wait=not self.snapshot_refused)
-        if self.snapshot is not None:
+            self.snapshot = self._late_snapshot(vm, wait=not self.snapshot_refused)
+        snap = self.snapshot
+        if snap is not None:
             try:
-                self.log.info("Removing snapshot %s (id %s) from %s" % (self.snapshot.name, self.snapshot.id, self.vm.name))
+                self.log.info("Removing snapshot %s (id %s) from %s" % (snap.name, snap.id, vm.name))
                 crashpoint.reached("removing-snapshot")
-                self.host.remove_snapshot(self.vm, self.snapshot, self.s.snapshot_remove_timeout * 60.0)
+                self.host.remove_snapshot(vm, snap, self.s.snapshot_remove_timeout * 60.0)
                 self.snapshot = None
                 crashpoint.reached("snapshot-removed")
             except HotvcbError as err:
-                errors.append("snapshot %s could NOT be removed: %s -- remove it by hand" % (self.snapshot.id, err))
-                self.log.error("%s: %s" % (self.vm.name, errors[-1]))
+                errors.append("snapshot %s could NOT be removed: %s -- remove it by hand" % (snap.id, err))
+                self.log.error("%s: %s" % (vm.name, errors[-1]))
         if self.powered_down:
-            self.job.power.restore_on(self.vm)
+            self.job.power.restore_on(vm)
             self.powered_down = False
         disks = self.result.disks
         if not (failed or errors or (disks and not any(d.ok for d in disks))):
             self.result.status = "warn" if any(not d.ok for d in disks) else "ok"
             try:
-                self.result.backup_dir = self.sealer.seal(self.result, self.snapshot_info())
+                self.result.backup_dir = sealer.seal(self.result, self.snapshot_info())
                 return
             except BaseException as err:
-                self.log.error("%s: sealing the backup failed: %s" % (self.vm.name, err))
-                self._discard("sealing failed: %s" % err)
+                self.log.error("%s: sealing the backup failed: %s" % (vm.name, err))
+                self._discard(vm, "sealing failed: %s" % err)
                 raise
-        self._discard("; ".join(errors) or self.result.message or "; ".join(d.error for d in disks if not d.ok))
+        self._discard(vm, "; ".join(errors) or self.result.message or "; ".join(d.error for d in disks if not d.ok))
 
-    def _late_snapshot(self, wait: bool):
+    def _late_snapshot(self, vm: Vm, wait: bool) -> Optional[Snapshot]:
         """Our snapshot, if it shows up after we gave up on it (hostd finished the task late).
 
         Waits as long again as SNAPSHOT_TIMEOUT allowed, at most a minute:
@@ -347,18 +352,18 @@ class _VmBackup:
         deadline = time.monotonic() + (min(60.0, self.s.snapshot_timeout * 60.0) if wait else 0.0)
         while True:
             try:
-                mine = [x for x in self.host.snapshots(self.vm, interruptible=False) if x.name == self.snapshot_name]
+                mine = [x for x in self.host.snapshots(vm, interruptible=False) if x.name == self.snapshot_name]
             except HotvcbError as err:
-                self.log.warning("%s: cannot check for a late snapshot: %s" % (self.vm.name, err))
+                self.log.warning("%s: cannot check for a late snapshot: %s" % (vm.name, err))
                 return None
             if mine:
-                self.log.warning("%s: snapshot %s appeared after the timeout; removing it" % (self.vm.name, self.snapshot_name))
+                self.log.warning("%s: snapshot %s appeared after the timeout; removing it" % (vm.name, self.snapshot_name))
                 return mine[-1]
             if time.monotonic() >= deadline:
                 return None
             time.sleep(1.0)
 
-    def _discard(self, message: str) -> None:
+    def _discard(self, vm: Vm, message: str) -> None:
         """Record a failed backup as such; never let this hide the first error."""
         self.result.status, self.result.message = "error", message
         if self.sealer is None or not self.host.shell.isdir(self.sealer.partial):
@@ -366,7 +371,7 @@ class _VmBackup:
         try:
             self.result.backup_dir = self.sealer.fail(self.result)
         except HotvcbError as err:
-            self.log.error("%s: could not record the failed backup: %s" % (self.vm.name, err))
+            self.log.error("%s: could not record the failed backup: %s" % (vm.name, err))
 
     def snapshot_info(self) -> Dict[str, object]:
         return {"memory": self.s.vm_snapshot_memory, "quiesce": self.s.vm_snapshot_quiesce}

@@ -17,7 +17,9 @@ User snapshots (any other name) and finished backups are never touched.
 """
 
 from ..errors import HotvcbError
+from ..hosts.base import Hypervisor
 from ..runid import RunId, parse
+from ..shell import Shell
 from ..store import layout
 from ..store.lock import STALE_AFTER
 from ..store.rotation import finish_deleting
@@ -27,7 +29,7 @@ SNAPSHOT_PREFIX = "hotvcb-snapshot-"
 POWER_MARKER = ".hotvcb-powered-off"  # in the VM's folder while we hold it powered off
 
 
-def remove_our_snapshots(host, vm, log, run: RunId, dry_run: bool = False) -> int:
+def remove_our_snapshots(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False) -> int:
     removed = 0
     for snap in host.snapshots(vm):
         if not snap.name.startswith(SNAPSHOT_PREFIX):
@@ -50,15 +52,15 @@ def power_marker(vm) -> str:
     return vm.folder + "/" + POWER_MARKER
 
 
-def mark_powered_off(host, vm, run: RunId) -> None:
+def mark_powered_off(host: Hypervisor, vm, run: RunId) -> None:
     host.shell.write_text(power_marker(vm), run.text() + "\n")
 
 
-def clear_power_mark(host, vm) -> None:
+def clear_power_mark(host: Hypervisor, vm) -> None:
     host.shell.remove_tree(power_marker(vm))
 
 
-def restore_power(host, vm, log, run: RunId, dry_run: bool = False) -> bool:
+def restore_power(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False) -> bool:
     """Power on a VM that a dead run powered off for its backup; True if there was one."""
     path = power_marker(vm)
     if not host.shell.exists(path):
@@ -80,7 +82,7 @@ def restore_power(host, vm, log, run: RunId, dry_run: bool = False) -> bool:
     return True
 
 
-def remove_partials(shell, volume: str, vm_name: str, log, run: RunId, dry_run: bool = False) -> int:
+def remove_partials(shell: Shell, volume: str, vm_name: str, log, run: RunId, dry_run: bool = False) -> int:
     """Delete the -partial folders (and temp archives) of dead runs; call only under the host lock."""
     removed = 0
     for b in layout.list_backups(shell, volume, vm_name):
@@ -106,7 +108,7 @@ def remove_partials(shell, volume: str, vm_name: str, log, run: RunId, dry_run: 
     return removed
 
 
-def _partial_dead(shell, partial: str, run: RunId) -> bool:
+def _partial_dead(shell: Shell, partial: str, run: RunId) -> bool:
     owner_file = partial + "/" + OWNER
     try:
         owner = parse(shell.read_text(owner_file)) if shell.exists(owner_file) else None
@@ -121,7 +123,7 @@ def _partial_dead(shell, partial: str, run: RunId) -> bool:
     return age is None or age > STALE_AFTER
 
 
-def cleanup_host(host, volume: str, log, run: RunId, dry_run: bool = False) -> int:
+def cleanup_host(host: Hypervisor, volume: str, log, run: RunId, dry_run: bool = False) -> int:
     """`hotvcb cleanup`: every VM on the host, every leftover of a dead run."""
     count = 0
     for ref in host.list_vms():

@@ -9,11 +9,12 @@ after a failed or interrupted run.
 from dataclasses import replace
 
 from ..errors import HotvcbError, UsageError
+from ..hosts.base import Hypervisor
 from ..settings import Settings
 
 
 class NfsTarget:
-    def __init__(self, host, settings: Settings, log, dry_run: bool = False):
+    def __init__(self, host: Hypervisor, settings: Settings, log, dry_run: bool = False):
         self.host, self.s, self.log, self.dry_run = host, settings, log, dry_run
         self.mounted = False
 

@@ -1,8 +1,10 @@
-"""From per-VM results to ghettoVCB's final status line and exit code."""
+"""From per-VM results to ghettoVCB's final status line, exit code, and the run report."""
 
-from typing import List, Tuple
+import html
+from typing import Any, Dict, List, Tuple
 
 from ..model import VmResult
+from ..units import human_size
 
 OK, DRYRUN = 0, 0
 SOME_DISKS, SOME_VMS, SOME_VMS_AND_DISKS = 3, 4, 5
@@ -30,6 +32,37 @@ def final_status(results: List[VmResult], dry_run: bool = False) -> Tuple[str, i
     return "ERROR: Only some of the VMs backed up!", SOME_VMS
 
 
+def rows(results: List[VmResult]) -> List[Dict[str, Any]]:
+    """One record per VM: what the table, the HTML mail and --json-report show."""
+    out = []
+    for r in results:
+        copied = [d for d in r.disks if d.ok]
+        size = sum(d.bytes for d in copied)
+        copy_seconds = sum(d.seconds for d in copied)
+        out.append({
+            "vm": r.name, "result": r.status, "message": r.message if r.status != "ok" else "",
+            "disks_ok": len(copied), "disks": len(r.disks),
+            "failed_disks": [d.disk.key for d in r.disks if not d.ok],
+            "bytes": size, "seconds": round(r.seconds, 1),
+            "rate_bytes_per_second": int(size / copy_seconds) if copy_seconds > 0 else None,
+            "backup": r.backup_dir, "good_backups": len(r.good_backups),
+            "newest_good": r.good_backups[-1] if r.good_backups else None,
+        })
+    return out
+
+
+def table(records: List[Dict[str, Any]]) -> List[str]:
+    """The per-VM table logged at the end of every run."""
+    head = ("VM", "RESULT", "DISKS", "SIZE", "TIME", "RATE", "GOOD KEPT")
+    lines = [head]
+    for r in records:
+        rate = "%.1f MB/s" % (r["rate_bytes_per_second"] / 1e6) if r["rate_bytes_per_second"] else "-"
+        lines.append((r["vm"], r["result"].upper(), "%d/%d" % (r["disks_ok"], r["disks"]),
+                      human_size(r["bytes"], compact=True), _clock(r["seconds"]), rate, str(r["good_backups"])))
+    widths = [max(len(l[i]) for l in lines) for i in range(len(head))]
+    return ["  ".join(c.ljust(w) for c, w in zip(l, widths)).rstrip() for l in lines]
+
+
 def report(results: List[VmResult], status: str) -> str:
     """The few lines an admin reads first in the e-mail: one per VM."""
     lines = ["Final status: " + status, ""]
@@ -48,4 +81,42 @@ def report(results: List[VmResult], status: str) -> str:
             elif r.status in ("error", "warn") or r.backup_dir:
                 line += "\n        NO good backup of this VM exists"
         lines.append(line)
+    lines += [""] + table(rows(results))
     return "\n".join(lines) + "\n"
+
+
+_COLOURS = {"ok": "#1a7f37", "warn": "#9a6700", "error": "#cf222e"}
+
+
+def report_html(results: List[VmResult], status: str, host: str, job: str) -> str:
+    """The e-mail's HTML part: the status first, then one table row per VM."""
+    e = html.escape
+    worst = "error" if status.startswith("ERROR") else "warn" if status.startswith("WARNING") else "ok"
+    cells = []
+    for r in rows(results):
+        colour = _COLOURS.get(r["result"], "#57606a")
+        rate = "%.1f MB/s" % (r["rate_bytes_per_second"] / 1e6) if r["rate_bytes_per_second"] else "&ndash;"
+        note = e(r["message"]) if r["message"] else ""
+        if r["failed_disks"]:
+            note += (" " if note else "") + "failed disks: " + e(", ".join(r["failed_disks"]))
+        kept = ("%d, newest %s" % (r["good_backups"], e(r["newest_good"].rsplit("/", 1)[-1]))
+                if r["newest_good"] else "<b>none</b>")
+        cells.append(
+            "<tr><td>%s</td><td style=\"color:%s;font-weight:bold\">%s</td><td>%d/%d</td><td>%s</td>"
+            "<td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>"
+            % (e(r["vm"]), colour, e(r["result"].upper()), r["disks_ok"], r["disks"],
+               e(human_size(r["bytes"])), _clock(r["seconds"]), rate, kept, note))
+    return (
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>hotvcb %s %s</title></head>"
+        "<body style=\"font-family:sans-serif\">"
+        "<h2 style=\"color:%s\">%s</h2><p>host <b>%s</b>, job <b>%s</b></p>"
+        "<table id=\"vms\" cellpadding=\"6\" style=\"border-collapse:collapse\" border=\"1\">"
+        "<thead><tr><th>VM</th><th>Result</th><th>Disks</th><th>Size</th><th>Time</th><th>Rate</th>"
+        "<th>Good backups kept</th><th>Notes</th></tr></thead><tbody>%s</tbody></table>"
+        "<p>The full log is in the text part of this message.</p></body></html>\n"
+        % (e(host), e(job), _COLOURS[worst], e(status), e(host), e(job), "".join(cells)))
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    return "%d:%02d:%02d" % (s // 3600, s % 3600 // 60, s % 60)

@@ -18,10 +18,12 @@ its folder names our run, so if this run is killed the next run (or
 """
 
 import time
-from typing import List, Set
+from typing import Dict, List, Set
 
 from .. import crashpoint, interrupt
 from ..errors import HotvcbError, TimeoutExpired
+from ..hosts.base import Hypervisor
+from ..model import Vm, VmRef
 from ..runid import RunId
 from .leftovers import clear_power_mark, mark_powered_off
 
@@ -29,9 +31,9 @@ POLL = 1.0
 
 
 class PowerControl:
-    def __init__(self, host, log, run: RunId):
+    def __init__(self, host: Hypervisor, log, run: RunId):
         self.host, self.log, self.run = host, log, run
-        self._loaded = {}  # name -> Vm powered down by shutdown_in_order
+        self._loaded = {}  # type: Dict[str, Vm]  # powered down by shutdown_in_order
         self.ordered_down = []  # type: List[str]  # by shutdown_in_order, to start again
         self.problems = set()  # type: Set[str]  # would not shut down: not backed up
 
@@ -97,10 +99,10 @@ class PowerControl:
         """
         if not settings.vm_shutdown_order or dry_run:
             return
-        by_name = {t.name: t for t in targets if not isinstance(t, Exception)}
+        by_name = {t.name: t for t in targets if isinstance(t, VmRef)}  # type: Dict[str, VmRef]
         if any(n not in by_name for n in settings.vm_shutdown_order):
-            for ref in self.host.list_vms():
-                by_name.setdefault(ref.name, ref)
+            for listed in self.host.list_vms():
+                by_name.setdefault(listed.name, listed)
         down = self.ordered_down
         for name in settings.vm_shutdown_order:
             ref = by_name.get(name)

@@ -41,13 +41,14 @@ from typing import List, Optional, Tuple
 
 from .. import interrupt, targz, vmdk
 from ..errors import HostError, HotvcbError, Interrupted
+from ..hosts.base import Hypervisor
 from ..model import Disk, Vm, VmRef
 from ..restorefile import RestoreRequest
-from ..shell import LocalShell
+from ..shell import FileReader, LocalShell
 from ..store import health, layout, manifest
-from ..store.seal import base_name
-from ..vmx import VmxFile
 from ..units import human_size
+from ..vmdk import base_name
+from ..vmx import VmxFile
 from .verify import verify_folder, verify_gz
 from .vmx_identity import answer_moved_or_copied
 
@@ -103,7 +104,7 @@ class RestoreResult:
 
 
 class RestoreJob:
-    def __init__(self, host, log, *, dry_run: bool = False, verbose: bool = False, verify: bool = True,
+    def __init__(self, host: Hypervisor, log, *, dry_run: bool = False, verbose: bool = False, verify: bool = True,
                  power_on: bool = False):
         self.host, self.shell, self.log = host, host.shell, log
         self.dry_run, self.verbose, self.verify, self.power_on = dry_run, verbose, verify, power_on
@@ -262,7 +263,7 @@ class _Restore:
                 % (self.req.where + ": " if self.req.where else "", name, ", ".join(r.vmid for r in taken),
                    ", ".join(r.vmx_path for r in taken)))
 
-    def _check_sealed(self, fs, backup: str) -> None:
+    def _check_sealed(self, fs: FileReader, backup: str) -> None:
         named = layout.from_path(self.shell, backup) if fs is self.shell or backup.endswith(".gz") else None
         if named is not None:
             verdict = health.judge(self.shell, named)
@@ -300,7 +301,7 @@ class _Restore:
             raise RestoreError("%s fails verification, not restoring it: %s" % (self.req.backup, res.problems[0]))
         self.log.info("Checksums hold: %s" % res.message)
 
-    def _plan(self, fs, backup: str, free: Optional[int], quiet: bool = False) -> Plan:
+    def _plan(self, fs: FileReader, backup: str, free: Optional[int], quiet: bool = False) -> Plan:
         """Everything the restore will do, worked out from the backup's files.
 
         `fs` is the Shell, or a targz.ArchiveView for a .gz not unpacked yet.
@@ -363,7 +364,7 @@ class _Restore:
             fs.file_size(s) for s, _ in plan.files) + len(plan.vmx_text)
         return plan
 
-    def _needed(self, fs, src: str, dev: str, adapter: str) -> int:
+    def _needed(self, fs: FileReader, src: str, dev: str, adapter: str) -> int:
         if fs is self.shell:
             return self.host.bytes_needed(Disk(key=dev, path=src, datastore="", adapter=adapter), self.req.disk_format)
         desc = vmdk.parse(fs.read_text(src))  # archive: an upper bound from the member sizes
@@ -372,7 +373,7 @@ class _Restore:
                        if fs.exists(folder + "/" + e.filename))
         return max(desc.capacity, apparent) if self.req.disk_format not in ("thin", "2gbsparse") else apparent
 
-    def _disk_source(self, fs, backup: str, filename: str) -> Optional[str]:
+    def _disk_source(self, fs: FileReader, backup: str, filename: str) -> Optional[str]:
         """Where a .vmx disk entry's data sits in the backup.
 
         A disk from another datastore sits in `<backup>/<datastore>/<file>`,
@@ -415,7 +416,7 @@ class _Restore:
                 out += [a for a in (ds.name, uuid) if a and a not in out]
         return out
 
-    def _side_file(self, fs, backup: str, vmx_file: str, value: Optional[str], ext: str) -> Optional[str]:
+    def _side_file(self, fs: FileReader, backup: str, vmx_file: str, value: Optional[str], ext: str) -> Optional[str]:
         candidates = []
         if value:
             candidates.append(value.rsplit("/", 1)[-1])
@@ -425,7 +426,7 @@ class _Restore:
                 return backup + "/" + c
         return None
 
-    def _adapter(self, fs, path: str, dev: str) -> str:
+    def _adapter(self, fs: FileReader, path: str, dev: str) -> str:
         try:
             return vmdk.parse(fs.read_text(path)).adapter_type
         except (HostError, vmdk.NotADescriptor) as err:
@@ -507,10 +508,6 @@ class _Restore:
             self.host.power_on(Vm(ref=ref, datastore="", folder=plan.folder, vmx=None))
             self.log.info("Powered on %s" % plan.name)
         return vmid
-
-
-def _is_top_vmx(rel: str) -> bool:
-    return "/" not in rel and rel.lower().endswith(".vmx")
 
 
 def _unique(name: str, used: set) -> str:

@@ -28,6 +28,7 @@ from typing import Dict, List, Optional
 
 from .. import targz
 from ..errors import HostError
+from ..shell import Shell
 from ..store import health, layout, manifest
 
 # Files a backup folder holds besides the ones the manifest lists.
@@ -44,7 +45,7 @@ class Problem:
     def __str__(self) -> str:
         where = ""
         if self.first is not None:
-            where = " (bytes %d-%d)" % (self.first, self.last)
+            where = " (bytes %d-%s)" % (self.first, self.last)
         return "%s: %s%s" % (self.file, self.message, where)
 
 
@@ -63,14 +64,14 @@ class VerifyResult:
         return self.status in ("ok", "unverifiable", "skipped")
 
 
-def verify_backup(shell, path: str, record: bool = True, progress=None) -> VerifyResult:
+def verify_backup(shell: Shell, path: str, record: bool = True, progress=None) -> VerifyResult:
     """Check one backup folder or .gz against its manifest."""
     if path.endswith(".gz") and not shell.isdir(path):
         return verify_gz(shell, path, record=record)
     return verify_folder(shell, path, record=record, progress=progress)
 
 
-def verify_folder(shell, folder: str, record: bool = True, progress=None) -> VerifyResult:
+def verify_folder(shell: Shell, folder: str, record: bool = True, progress=None) -> VerifyResult:
     result = VerifyResult(folder)
     if not shell.isdir(folder):
         result.status, result.message = "damaged", "%s does not exist" % folder
@@ -111,11 +112,11 @@ def verify_folder(shell, folder: str, record: bool = True, progress=None) -> Ver
     return result
 
 
-def _check_file(shell, path: str, rel: str, entry: Dict, present: bool, progress) -> Optional[Problem]:
+def _check_file(shell: Shell, path: str, rel: str, entry: Dict, present: bool, progress) -> Optional[Problem]:
     if not present:
         return Problem(rel, "missing")
     try:
-        digest = manifest.digest_file(shell, path, on_block=progress)
+        digest = manifest.digest_file(shell, path, on_block=progress, entry=entry)
     except HostError as err:
         return Problem(rel, "unreadable: %s" % err)
     return compare(rel, entry, digest)
@@ -124,7 +125,7 @@ def _check_file(shell, path: str, rel: str, entry: Dict, present: bool, progress
 def compare(rel: str, entry: Dict, digest: "manifest.FileDigest") -> Optional[Problem]:
     """The problem with a file's digest against its manifest entry, or None."""
     size = int(entry.get("size", -1))
-    if digest.sha256 == entry.get("sha256") and digest.size == size:
+    if digest.matches(entry):
         return None
     span = manifest.first_bad_block(entry, digest)
     if digest.size != size:
@@ -139,13 +140,13 @@ def compare(rel: str, entry: Dict, digest: "manifest.FileDigest") -> Optional[Pr
     return Problem(rel, "SHA-256 mismatch", *span)
 
 
-def verify_gz(shell, path: str, record: bool = True) -> VerifyResult:
+def verify_gz(shell: Shell, path: str, record: bool = True) -> VerifyResult:
     """Stream a compressed backup once, hashing each member, then compare."""
     result = VerifyResult(path)
     digests = {}  # type: Dict[str, manifest.FileDigest]
 
     def on_file(rel, tar, info):
-        digests[rel] = manifest.digest_stream(tar.extractfile(info).read)
+        digests[rel] = manifest.digest_stream(targz.member_data(tar, info).read)
 
     try:
         _top, members, texts = targz.scan(path, wanted=(lambda r: r == manifest.MANIFEST,), on_file=on_file,
@@ -193,7 +194,7 @@ def _finish(result: VerifyResult) -> None:
         result.message = "%d file(s), %d bytes intact" % (result.files, result.bytes)
 
 
-def _record_gz(shell, path: str, result: VerifyResult) -> None:
+def _record_gz(shell: Shell, path: str, result: VerifyResult) -> None:
     data = health.read_gz_verify(shell, path)
     _apply(data, result)
     try:
@@ -212,7 +213,7 @@ def _apply(data: Dict, result: VerifyResult) -> None:
         data["verify_error"] = {"at": now, "file": first.file, "message": str(first)}
 
 
-def _record(shell, folder: str, data: Dict, result: VerifyResult) -> None:
+def _record(shell: Shell, folder: str, data: Dict, result: VerifyResult) -> None:
     _apply(data, result)
     try:
         shell.write_text(folder + "/" + manifest.MANIFEST, manifest.dumps(data))

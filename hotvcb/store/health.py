@@ -18,8 +18,9 @@ import json
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
-from ..errors import HostError
 from .. import targz
+from ..errors import HostError
+from ..shell import Shell
 from . import layout, manifest
 
 GOOD_STATES = ("good", "unverifiable")
@@ -38,7 +39,7 @@ class Health:
         return self.state in GOOD_STATES
 
 
-def judge(shell, b: "layout.BackupSet") -> Health:
+def judge(shell: Shell, b: "layout.BackupSet") -> Health:
     if b.status == "partial":
         return Health("partial", "being written, or left by a run that died")
     if b.status == "deleting":
@@ -48,7 +49,7 @@ def judge(shell, b: "layout.BackupSet") -> Health:
     return _judge_folder(shell, b.path, b.status)
 
 
-def _judge_folder(shell, path: str, status: str) -> Health:
+def _judge_folder(shell: Shell, path: str, status: str) -> Health:
     if status != "ok":
         return _not_ok(status)
     try:
@@ -69,7 +70,7 @@ def _judge_folder(shell, path: str, status: str) -> Health:
     return _verified(found, data.get("verify_error"), data.get("verified"))
 
 
-def _judge_archive(shell, path: str) -> Health:
+def _judge_archive(shell: Shell, path: str) -> Health:
     wanted = (manifest.MANIFEST,) + layout.STATUS_FILES
 
     def enough(texts: Dict[str, str]) -> bool:
@@ -135,7 +136,7 @@ def _not_ok(status: str) -> Health:
     return Health(status if status in ("warn", "error") else "incomplete", reasons.get(status, status))
 
 
-def read_gz_verify(shell, path: str) -> Dict[str, Any]:
+def read_gz_verify(shell: Shell, path: str) -> Dict[str, Any]:
     """The recorded verify result of a .gz backup ({} when never verified)."""
     side = path + GZ_VERIFY_SUFFIX
     try:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import List, Optional
 
+from ..shell import Shell
+
 TS_FORMAT = "%Y-%m-%d_%H-%M-%S"
 PARTIAL = "-partial"
 DELETING = "-deleting"
@@ -60,7 +62,7 @@ def parse_entry(vm_name: str, entry: str) -> Optional[re.Match]:
     return _TS.match(entry[len(prefix) :])
 
 
-def list_backups(shell, volume: str, vm_name: str) -> List[BackupSet]:
+def list_backups(shell: Shell, volume: str, vm_name: str) -> List[BackupSet]:
     """Every backup of one VM, oldest first."""
     root = vm_root(volume, vm_name)
     if not shell.isdir(root):
@@ -84,7 +86,7 @@ def list_backups(shell, volume: str, vm_name: str) -> List[BackupSet]:
     return sorted(found, key=lambda b: (b.when, b.name))
 
 
-def from_path(shell, path: str) -> Optional[BackupSet]:
+def from_path(shell: Shell, path: str) -> Optional[BackupSet]:
     """The BackupSet a backup path names (`<VM>-<TS>[.gz]`), or None for another name."""
     root, _, entry = path.rstrip("/").rpartition("/")
     m = re.match(r"^(.+)-(\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})(-partial|-deleting|\.gz)?$", entry)
@@ -97,7 +99,7 @@ def from_path(shell, path: str) -> Optional[BackupSet]:
     return None
 
 
-def _status(shell, path: str) -> str:
+def _status(shell: Shell, path: str) -> str:
     for name in STATUS_FILES:
         if shell.exists(path + "/" + name):
             return name.split(".", 1)[1]

@@ -37,6 +37,7 @@ from typing import Callable, List, Optional
 from ..errors import HostError, LockError
 from ..pids import is_hotvcb
 from ..runid import RunId, parse
+from ..shell import Shell
 
 LOCK_NAME = "hotvcb.lock"
 HOST_ID_NAME = "hotvcb.hostid"
@@ -45,7 +46,7 @@ STALE_AFTER = 300.0  # ten missed heartbeats
 TAKEOVER_STALE = 60.0  # a takeover takes milliseconds; one this old died mid-way
 
 
-def host_id(shell, run_dir: str) -> str:
+def host_id(shell: Shell, run_dir: str) -> str:
     """This host's id (created on first use; the first writer wins)."""
     path = run_dir.rstrip("/") + "/" + HOST_ID_NAME
     try:
@@ -65,7 +66,7 @@ def host_id(shell, run_dir: str) -> str:
     return shell.read_text(path).strip() or mine
 
 
-def holder_alive(shell, path: str, record: Optional[RunId], me: RunId) -> bool:
+def holder_alive(shell: Shell, path: str, record: Optional[RunId], me: RunId) -> bool:
     """Is the run that wrote `record` into `path` still running?"""
     if record is not None and record.machine == me.machine:
         if record.pid == me.pid and record.run != me.run:
@@ -76,7 +77,7 @@ def holder_alive(shell, path: str, record: Optional[RunId], me: RunId) -> bool:
 
 
 class HostLock:
-    def __init__(self, shell, run_dir: str, run: RunId, log: Optional[Callable[[str], None]] = None):
+    def __init__(self, shell: Shell, run_dir: str, run: RunId, log: Optional[Callable[[str], None]] = None):
         self.shell, self.run = shell, run
         self.path = run_dir.rstrip("/") + "/" + LOCK_NAME
         self.run_dir = run_dir

@@ -1,23 +1,35 @@
 """hotvcb.json: what a backup holds and how to prove it.
 
 Written into the backup folder after every file is copied and hashed, and
-before STATUS.*; see layout.py for the whole write order. Format (version 1):
+before STATUS.*; see layout.py for the whole write order. Format (version 2):
 
-    {"format": "hotvcb-backup", "version": 1,
+    {"format": "hotvcb-backup", "version": 2,
      "vm": name, "vmid": id, "source_vmx": path, "host": text,
      "started": iso, "finished": iso, "result": "ok|warn|error", "message": text,
      "disk_format": fmt, "snapshot": {"name": n, "id": id, "memory": b, "quiesce": b},
      "disks": [{"key": "scsi0:0", "source": path, "files": [name...], "ok": b, "error": text}],
-     "files": {relative name: {"size": n, "sha256": hex}},
+     "files": {relative name: {"size": n, "sha256_of_blocks": hex,
+                               "blocks": {"size": 1048576, "hex": 16, "digests": hex...}}},
      "verified": iso or null}
+
+Version 2 differs from version 1 only in the "files" entries: the proof of a
+file is derived from its 1 MiB block digests (one pass, one hash per block,
+holes not read) instead of a whole-file SHA-256 computed beside them; see
+"file digests" below and blockdigest.py. Version-1 manifests, and version-1
+entries inside a version-2 manifest, keep verifying. A manifest of a newer
+version than this code knows is refused rather than misread.
 """
 
 import json
 from typing import Any, Dict, Optional, Tuple
 
+from .. import blockdigest
+from ..hostdigest import check_interrupt
+from ..shell import Shell
+
 MANIFEST = "hotvcb.json"
 FORMAT = "hotvcb-backup"
-VERSION = 1
+VERSION = 2
 
 
 def dumps(data: Dict[str, Any]) -> str:
@@ -26,7 +38,7 @@ def dumps(data: Dict[str, Any]) -> str:
     return json.dumps(body, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
 
 
-def load(shell, folder: str) -> Optional[Dict[str, Any]]:
+def load(shell: Shell, folder: str) -> Optional[Dict[str, Any]]:
     """The manifest of a backup, or None for one made by ghettoVCB."""
     path = folder + "/" + MANIFEST
     if not shell.exists(path):
@@ -34,83 +46,120 @@ def load(shell, folder: str) -> Optional[Dict[str, Any]]:
     data = json.loads(shell.read_text(path))
     if data.get("format") != FORMAT:
         raise ValueError("%s is not a hotvcb manifest" % path)
+    if int(data.get("version", 1)) > VERSION:
+        raise ValueError("%s is manifest version %s, made by a newer hotvcb (this one reads up to %d)"
+                         % (path, data.get("version"), VERSION))
     return data
 
 
-# -- block digests (added for `hotvcb verify`) ---------------------------------
-# A whole-file SHA-256 proves a file intact but cannot say *where* it broke.
-# Backward-compatible addition to version 1: a file entry may carry
+# -- file digests -------------------------------------------------------------
+# Version 1 proved a file by its whole-file SHA-256 ("sha256") and, added later
+# for `hotvcb verify`, could carry
 #
 #     "blocks": {"size": 1048576, "hex": 16, "digests": "<16 hex chars per block>"}
 #
 # i.e. the first 64 bits of the SHA-256 of each 1 MiB block, concatenated in
-# file order (100 GiB of disk -> 1.6 MB of text). The whole-file "sha256"
-# stays the proof; the block digests only locate the first damaged range.
-# Readers that do not know "blocks" ignore it; manifests without it verify
-# as before, with the byte range reported as unknown.
+# file order, used only to locate the first damaged range. Computing both
+# meant two hashes of every byte, holes included.
+#
+# Version 2 (see blockdigest.py) hashes each block once and derives the proof
+# from the block digests:
+#
+#     {"size": n, "sha256_of_blocks": hex,
+#      "blocks": {"size": 1048576, "hex": 16, "digests": "..."}}
+#
+# sha256_of_blocks = SHA-256 of the concatenated full 32-byte SHA-256 digests
+# of the blocks of blocks.size bytes (the last one shorter; SHA-256("") for an
+# empty file). "blocks" keeps the version-1 meaning, so the same code locates
+# damage in both. An all-zero block's digest is the SHA-256 of its zeros, so
+# the proof follows the content, not the allocation; holes are skipped without
+# being read. An entry without "sha256_of_blocks" is a version-1 entry (also
+# written by a version-2 sealer over SSH to a host without python: "size" and
+# the host's `sha256sum` only) and is checked by its whole-file SHA-256.
 
 BLOCK_SIZE = 1 << 20
 BLOCK_HEX = 16
+PROOF = "sha256_of_blocks"
 
 
 class FileDigest(object):
-    """Size, whole-file SHA-256 and per-block digests of one file."""
+    """Size, proof and per-block digests of one file.
 
-    def __init__(self, size: int, sha256: str, blocks: str, block_size: int = BLOCK_SIZE):
+    `sha256_of_blocks` is the version-2 proof, `sha256` the whole-file SHA-256
+    of version 1; either may be None when it was not computed. `blocks` is
+    BLOCK_HEX hex digits per block ("" when unknown).
+    """
+
+    def __init__(self, size: int, sha256: Optional[str], blocks: str, block_size: int = BLOCK_SIZE,
+                 sha256_of_blocks: Optional[str] = None):
         self.size, self.sha256, self.blocks, self.block_size = size, sha256, blocks, block_size
+        self.sha256_of_blocks = sha256_of_blocks
 
     def entry(self) -> Dict[str, Any]:
-        """The manifest "files" entry for this file."""
-        return {
-            "size": self.size,
-            "sha256": self.sha256,
-            "blocks": {"size": self.block_size, "hex": BLOCK_HEX, "digests": self.blocks},
-        }
+        """The manifest "files" entry for this file (version 2 when the proof is known)."""
+        if self.sha256_of_blocks is None:
+            out = {"size": self.size, "sha256": self.sha256}  # type: Dict[str, Any]
+        else:
+            out = {"size": self.size, PROOF: self.sha256_of_blocks}
+        if self.blocks:
+            out["blocks"] = {"size": self.block_size, "hex": BLOCK_HEX, "digests": self.blocks}
+        return out
+
+    def matches(self, entry: Dict[str, Any]) -> bool:
+        """Whether this digest proves the file the entry describes (either version)."""
+        if self.size != int(entry.get("size", -1)):
+            return False
+        if PROOF in entry:
+            blocks = entry.get("blocks") or {}
+            return (self.sha256_of_blocks is not None and self.sha256_of_blocks == entry[PROOF]
+                    and blocks.get("size", BLOCK_SIZE) == self.block_size)
+        return self.sha256 is not None and self.sha256 == entry.get("sha256")
 
 
-def digest_stream(read, block_size: int = BLOCK_SIZE, on_block=None) -> FileDigest:
-    """Digest what `read(n)` returns until it returns b"" (a file, a tar member)."""
-    import hashlib
-
-    from .. import interrupt
-
-    whole = hashlib.sha256()
-    parts = []
-    size = 0
-    while True:
-        if interrupt.pending():
-            interrupt.raise_pending()
-        block = _read_full(read, block_size)
-        if not block:
-            break
-        whole.update(block)
-        parts.append(hashlib.sha256(block).hexdigest()[:BLOCK_HEX])
-        size += len(block)
-        if on_block is not None:
-            on_block(len(block))
-    return FileDigest(size, whole.hexdigest(), "".join(parts), block_size)
+def _from(out: Dict[str, Any], block_size: int) -> FileDigest:
+    return FileDigest(int(out["size"]), out.get("sha256"), out.get("blocks") or "", block_size,
+                      out.get(PROOF))
 
 
-def digest_file(shell, path: str, block_size: int = BLOCK_SIZE, on_block=None) -> FileDigest:
-    """Digest a host file in one pass (holes read as zeros).
+def _wants(entry: Optional[Dict[str, Any]], block_size: int) -> Tuple[int, bool]:
+    """(block size, whole-file SHA-256 wanted) to check `entry`; new files get version 2."""
+    if entry is None:
+        return block_size, False
+    blocks = entry.get("blocks") or {}
+    size = int(blocks.get("size") or block_size)
+    return size, PROOF not in entry
 
-    LocalShell files are opened directly, as LocalShell.sha256 does; a shell
-    with `open_binary` is read through it; any other shell (SSH) hashes on the
-    host via `shell.sha256`, without block digests.
+
+def digest_stream(read, block_size: int = BLOCK_SIZE, on_block=None, whole: bool = True) -> FileDigest:
+    """Digest what `read(n)` returns until it returns b"" (a file, a tar member).
+
+    A stream has no holes, but all-zero blocks are still not hashed (unless
+    `whole`, the version-1 whole-file SHA-256, is wanted: on by default,
+    because a .gz member is hashed before its manifest entry is known).
+    """
+    out = blockdigest.digest_read(read, block_size, whole, on_block, check_interrupt)
+    return _from(out, block_size)
+
+
+def digest_file(shell: Shell, path: str, block_size: int = BLOCK_SIZE, on_block=None,
+                entry: Optional[Dict[str, Any]] = None) -> FileDigest:
+    """Digest a host file in one pass over its data (holes are not read).
+
+    Without `entry` (sealing) the version-2 digest is computed; with the
+    manifest entry the file is checked against, what that entry needs
+    (version 1: also the whole-file SHA-256). The shell computes it where the
+    file is (Shell.block_digests); a host without python gives the host's
+    `sha256sum` instead (a version-1 entry without block digests).
     """
     from ..errors import HostError
-    from ..shell import LocalShell
 
-    opener = getattr(shell, "open_binary", None)
-    if opener is None and not isinstance(shell, LocalShell):
-        # e.g. SSH mode: the host hashes the file, no block digests
+    block_size, whole = _wants(entry, block_size)
+    out = shell.block_digests(path, block_size, whole, on_block)
+    if out is None:
+        if entry is not None and PROOF in entry:
+            raise HostError("cannot check %s: the host has no python to compute block digests" % path)
         return FileDigest(shell.file_size(path), shell.sha256(path, on_block), "", block_size)
-    opener = opener or (lambda p: open(p, "rb"))
-    try:
-        with opener(path) as f:
-            return digest_stream(f.read, block_size, on_block)
-    except OSError as err:
-        raise HostError("cannot read %s: %s" % (path, err.strerror or err)) from err
+    return _from(out, block_size)
 
 
 def first_bad_block(entry: Dict[str, Any], digest: FileDigest) -> Optional[Tuple[int, int]]:
@@ -133,16 +182,3 @@ def first_bad_block(entry: Dict[str, Any], digest: FileDigest) -> Optional[Tuple
             end = min(start + size, max(digest.size, int(entry.get("size", 0)))) - 1
             return start, max(end, start)
     return None
-
-
-def _read_full(read, n: int) -> bytes:
-    """read() may return short blocks (pipes, tar streams); fill to n or EOF."""
-    chunks = []
-    want = n
-    while want > 0:
-        data = read(want)
-        if not data:
-            break
-        chunks.append(data)
-        want -= len(data)
-    return b"".join(chunks)

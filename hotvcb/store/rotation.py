@@ -17,6 +17,7 @@ from typing import Callable, List
 
 from .. import crashpoint
 from ..errors import HostError
+from ..shell import Shell
 from . import health, layout
 from .layout import BackupSet
 
@@ -32,7 +33,7 @@ def to_delete(backups: List[BackupSet], good: Callable[[BackupSet], bool], count
     return [b for b in done if (b.when, b.name) < (oldest_kept.when, oldest_kept.name)]
 
 
-def rotate(shell, volume: str, vm_name: str, count: int, log) -> List[str]:
+def rotate(shell: Shell, volume: str, vm_name: str, count: int, log) -> List[str]:
     """Delete what to_delete names for this VM; the paths removed."""
     backups = layout.list_backups(shell, volume, vm_name)
     verdicts = {b.path: health.judge(shell, b) for b in backups if b.status not in ("partial", "deleting")}
@@ -45,7 +46,7 @@ def rotate(shell, volume: str, vm_name: str, count: int, log) -> List[str]:
     return removed
 
 
-def remove_backup(shell, b: BackupSet) -> None:
+def remove_backup(shell: Shell, b: BackupSet) -> None:
     if b.compressed:
         shell.remove_tree(b.path)
         shell.remove_tree(b.path + health.GZ_VERIFY_SUFFIX)
@@ -56,7 +57,7 @@ def remove_backup(shell, b: BackupSet) -> None:
     shell.remove_tree(doomed)
 
 
-def finish_deleting(shell, volume: str, vm_name: str, log) -> None:
+def finish_deleting(shell: Shell, volume: str, vm_name: str, log) -> None:
     """Remove -deleting folders a killed run left (any host may: they are condemned)."""
     for b in layout.list_backups(shell, volume, vm_name):
         if b.status == "deleting":

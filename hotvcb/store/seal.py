@@ -6,17 +6,17 @@ job hands disks over one by one and says at the end whether it went well.
 
 import re
 from datetime import datetime, timedelta
-from typing import Dict
+from typing import Dict, Tuple
 
 from .. import crashpoint, interrupt
 from ..errors import HotvcbError
 from ..model import Disk, Vm, VmResult
 from ..runid import RunId
 from ..settings import Settings
-from ..vmx import VmxFile
+from ..shell import Shell
+from ..vmdk import base_name
 from . import layout, manifest, rotation
 
-_DELTA_STEM = re.compile(r"-\d{6}(\.vmdk)$")
 CLAIM_TRIES = 30
 DISK_SUFFIXES = (".vmdk", ".qcow2", ".raw")  # disk data a failed backup must not keep
 # Who is writing a -partial folder: the run record (runid.py). It stays until
@@ -26,20 +26,15 @@ OWNER = ".hotvcb-owner"
 FIRST_IN_ARCHIVE = (manifest.MANIFEST,) + layout.STATUS_FILES  # read without unpacking the disks
 
 
-def owner_of(shell, partial: str) -> str:
+def owner_of(shell: Shell, partial: str) -> str:
     try:
         return shell.read_text(partial + "/" + OWNER).strip()
     except HotvcbError:
         return "unknown owner"
 
 
-def base_name(filename: str) -> str:
-    """`vm-000001.vmdk` -> `vm.vmdk`: a clone of a chain is a whole disk."""
-    return _DELTA_STEM.sub(r"\1", filename)
-
-
 class Sealer:
-    def __init__(self, shell, settings: Settings, vm: Vm, started: datetime, log, run: RunId, heartbeat=None):
+    def __init__(self, shell: Shell, settings: Settings, vm: Vm, started: datetime, log, run: RunId, heartbeat=None):
         self.shell, self.s, self.vm, self.started, self.log = shell, settings, vm, started, log
         self.run, self.heartbeat = run, heartbeat
         self.root = layout.vm_root(settings.vm_backup_volume, vm.name)
@@ -64,22 +59,12 @@ class Sealer:
             self.log.debug("%s is taken (%s), trying the next second" % (self.name, owner_of(self.shell, self.partial)))
         raise HotvcbError("no free backup name under %s after %d tries" % (self.root, CLAIM_TRIES))
 
-    def copy_config_files(self) -> None:
-        """The .vmx (pointing at the disk names in this backup), .nvram, .vmxf.
-
-        A VM without a .vmx (QEMU) brings its driver's description instead,
-        an object with `filename` and `text()`, written as it is.
-        """
-        if not isinstance(self.vm.vmx, VmxFile):
-            self.shell.write_text(self.partial + "/" + self.vm.vmx.filename, self.vm.vmx.text())
-        else:
-            vmx = VmxFile(self.vm.vmx.text())
-            for disk in self.vm.disks:
-                current = vmx.get(disk.key + ".fileName") or ""
-                wanted = base_name(current.rsplit("/", 1)[-1])
-                if wanted != current.rsplit("/", 1)[-1]:
-                    vmx.set(disk.key + ".fileName", current.rsplit("/", 1)[0] + "/" + wanted if "/" in current else wanted)
-            self.shell.write_text(self.partial + "/" + self.vm.ref.vmx_path.rsplit("/", 1)[-1], vmx.text())
+    def copy_config_files(self, config: Tuple[str, str]) -> None:
+        """The VM's config as its driver words it for a backup (`backup_config`:
+        a .vmx pointing at the disk names in this backup, or QEMU's description),
+        then the .nvram and .vmxf as they are."""
+        filename, text = config
+        self.shell.write_text(self.partial + "/" + filename, text)
         for path in self.vm.extra_files:
             self.shell.copy_file(path, self.partial + "/" + path.rsplit("/", 1)[-1])
 

@@ -22,6 +22,7 @@ def vm(host):
 def test_clone_formats(host, vm, fmt):
     src = host.vm_disks(vm)[0][1]
     dst = "/vmfs/volumes/ds5/out-%s.vmdk" % fmt
+    host.set_module("multiextent", True)  # 2gbsparse needs it (test_strict covers the unloaded host)
     r = run_shell(host, "vmkfstools", "-i", src, "-d", fmt, dst)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0].startswith("Destination disk format: ")

@@ -1,0 +1,207 @@
+"""Block digests of a file in one pass over its data (manifest version 2).
+
+The file is cut into `block_size` blocks (the last one may be shorter). Each
+block gets d_i = SHA-256(block_i); the file's proof is
+
+    sha256_of_blocks = SHA-256(d_0 || d_1 || ... || d_{n-1})   (32-byte digests)
+
+(the SHA-256 of the empty string for an empty file). An all-zero block is not
+hashed: its digest is the SHA-256 of that many zero bytes, computed once. So
+the proof depends on the content only, never on how the file is allocated: a
+hole and a block of written zeros give the same digest.
+
+Holes are skipped without reading where the OS tells where they are
+(SEEK_DATA/SEEK_HOLE); elsewhere, or when lseek refuses, everything is read
+and zero blocks are recognised by one comparison. Each block of data is read
+once and hashed once (twice only for version-1 manifests, whose whole-file
+SHA-256 is wanted as well).
+
+This module is self-contained (stdlib only, Python 3.8, no package imports)
+because its source is also run on a remote host by `python -c` in SSH mode:
+`python -c "<this file>" PATH BLOCK_SIZE WHOLE` prints one JSON line (exit
+127 from a python older than 3.5, which the caller treats as "no python").
+"""
+
+import errno
+import hashlib
+import json
+import os
+import sys
+
+ZERO_RUN_CHUNK = 1 << 16  # blocks of zero digests fed to the proof at a time
+
+
+class Digester(object):
+    """Accumulates block digests in file order; see the module docstring."""
+
+    def __init__(self, block_size, whole=False, hex_width=16):
+        self.block_size = block_size
+        self.hex_width = hex_width
+        self.proof = hashlib.sha256()
+        self.whole = hashlib.sha256() if whole else None
+        self.parts = []  # hex_width hex digits per block (locates damage)
+        self.size = 0
+        self._zero = bytes(block_size)
+        self._zero_digests = {}  # length -> 32-byte digest of that many zeros
+
+    def zero_digest(self, n):
+        d = self._zero_digests.get(n)
+        if d is None:
+            d = self._zero_digests[n] = hashlib.sha256(self._zero[:n] if n <= self.block_size else bytes(n)).digest()
+        return d
+
+    def add(self, block):
+        """One block of data (bytes-like, block_size long except the last)."""
+        n = len(block)
+        zero = self._zero if n == self.block_size else self._zero[:n]
+        if block == zero:  # memcmp, stops at the first non-zero byte
+            d = self.zero_digest(n)
+        else:
+            d = hashlib.sha256(block).digest()
+        if self.whole is not None:
+            self.whole.update(block)
+        self.proof.update(d)
+        self.parts.append(d.hex()[: self.hex_width])
+        self.size += n
+
+    def add_zeros(self, n):
+        """n zero bytes starting at a block boundary (a hole): no read, no hash."""
+        full, rest = divmod(n, self.block_size)
+        if full:
+            d = self.zero_digest(self.block_size)
+            self.parts.append(d.hex()[: self.hex_width] * full)
+            left = full
+            while left:
+                k = min(left, ZERO_RUN_CHUNK)
+                self.proof.update(d * k)
+                left -= k
+            if self.whole is not None:
+                for _ in range(full):
+                    self.whole.update(self._zero)
+        if rest:
+            d = self.zero_digest(rest)
+            self.proof.update(d)
+            self.parts.append(d.hex()[: self.hex_width])
+            if self.whole is not None:
+                self.whole.update(self._zero[:rest])
+        self.size += n
+
+    def result(self):
+        return {
+            "size": self.size,
+            "sha256_of_blocks": self.proof.hexdigest(),
+            "blocks": "".join(self.parts),
+            "sha256": self.whole.hexdigest() if self.whole is not None else None,
+        }
+
+
+def _seek(fd, offset, whence, fallback):
+    """lseek(SEEK_DATA/SEEK_HOLE); `fallback` where the OS or filesystem cannot tell."""
+    if whence is None:
+        return fallback
+    try:
+        return os.lseek(fd, offset, whence)
+    except OSError as err:
+        if err.errno == errno.ENXIO:  # no data at or after offset
+            return None
+        return fallback
+
+
+def digest_fd(f, block_size, whole=False, on_block=None, check=None):
+    """Digest an open binary file (raw or buffered) from offset 0 to EOF.
+
+    `on_block(n)` is told the bytes covered after each block or hole run;
+    `check()` is called between blocks (to raise on an interrupt).
+    """
+    fd = f.fileno()
+    size = os.fstat(fd).st_size
+    seek_data = getattr(os, "SEEK_DATA", None)
+    seek_hole = getattr(os, "SEEK_HOLE", None)
+    dig = Digester(block_size, whole)
+    buf = bytearray(block_size)
+    view = memoryview(buf)
+    off = 0
+    data_end = 0  # [off, data_end) is known to hold data
+    positioned = False
+    while off < size:
+        if check is not None:
+            check()
+        if off >= data_end:
+            start = _seek(fd, off, seek_data, off)
+            if start is None or start >= size:
+                start = size
+            if start - off >= block_size or start == size:
+                # whole zero blocks up to the block that holds the next data
+                end = size if start == size else start - start % block_size
+                dig.add_zeros(end - off)
+                if on_block is not None:
+                    on_block(end - off)
+                off = end
+                positioned = False
+                continue
+            end = _seek(fd, start, seek_hole, size)
+            data_end = size if end is None else min(max(end, off + 1), size)
+            positioned = False
+        if not positioned:
+            os.lseek(fd, off, os.SEEK_SET)
+            positioned = True
+        want = min(block_size, size - off)
+        got = 0
+        while got < want:
+            n = f.readinto(view[got:want])
+            if not n:
+                break
+            got += n
+        if got == 0:
+            break  # the file shrank while we read it
+        dig.add(buf if got == block_size else bytes(view[:got]))
+        if on_block is not None:
+            on_block(got)
+        off += got
+        if got < want:
+            break
+    return dig.result()
+
+
+def digest_read(read, block_size, whole=False, on_block=None, check=None):
+    """Digest what `read(n)` returns until b"" (a pipe, a tar member): no holes, zero blocks still skipped."""
+    dig = Digester(block_size, whole)
+    while True:
+        if check is not None:
+            check()
+        chunks = []
+        want = block_size
+        while want > 0:
+            data = read(want)
+            if not data:
+                break
+            chunks.append(data)
+            want -= len(data)
+        block = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if not block:
+            break
+        dig.add(block)
+        if on_block is not None:
+            on_block(len(block))
+        if want > 0:
+            break
+    return dig.result()
+
+
+def main(argv):
+    """`PATH BLOCK_SIZE WHOLE(0|1)` -> one JSON line (run on the host in SSH mode)."""
+    path, block_size, whole = argv[0], int(argv[1]), argv[2] == "1"
+    try:
+        with open(path, "rb", buffering=0) as f:
+            out = digest_fd(f, block_size, whole)
+    except OSError as err:
+        sys.stdout.write(json.dumps({"error": err.strerror or str(err)}) + "\n")
+        return 1
+    sys.stdout.write(json.dumps(out) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.version_info < (3, 5):
+        sys.exit(127)  # e.g. python 2 as `python` on an old host: the caller falls back to sha256sum
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,58 @@
+"""`hotvcb status`: every VM's backups, every snapshot, every datastore — one line each.
+
+Exit codes follow the monitoring plugins' convention (Nagios, Icinga, Zabbix):
+0 OK, 1 WARN, 2 CRIT, 3 UNKNOWN (the host or the config could not be read).
+`--json` prints the report documented in docs/operations.md.
+"""
+
+import json
+import sys
+
+from .. import config, namelist
+from ..errors import HotvcbError
+from ..jobs.status import RANK, Limits, host_status
+from ..units import parse_duration
+from . import common
+
+UNKNOWN = 3
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("status", help="the state of the host's backups, snapshots and datastores, "
+                              "with a monitoring exit code (0 OK, 1 WARN, 2 CRIT, 3 UNKNOWN)")
+    p.add_argument("-g", dest="global_conf", metavar="FILE", help="global config (VM_BACKUP_VOLUME, format)")
+    p.add_argument("-f", dest="vm_list", metavar="FILE", help="only the VMs in this list (a missing one is CRIT)")
+    p.add_argument("-e", dest="exclude", metavar="FILE", help="leave these VMs out")
+    p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.add_argument("--max-age", default="26h", metavar="AGE",
+                   help="a VM's newest good backup older than this is WARN, twice as old CRIT (default 26h)")
+    p.add_argument("--snapshot-age", default="24h", metavar="AGE",
+                   help="a user snapshot older than this is WARN (default 24h)")
+    p.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    try:
+        settings, warnings = config.load_settings(args.global_conf)
+        limits = Limits(max_age=parse_duration(args.max_age), snapshot_age=parse_duration(args.snapshot_age))
+        names = namelist.read_names(args.vm_list) if args.vm_list else None
+        exclude = namelist.read_names(args.exclude) if args.exclude else []
+        report = host_status(common.connect(), settings, limits, names, exclude)
+    except HotvcbError as err:
+        if args.json:
+            print(json.dumps({"status": "UNKNOWN", "message": str(err), "checks": []}))
+        else:
+            print("UNKNOWN: %s" % err)
+        return UNKNOWN
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
+    else:
+        for w in warnings:
+            print("hotvcb: warning: %s" % w, file=sys.stderr)
+        worst = sorted(report.checks, key=lambda c: -RANK[c.severity])
+        counts = {s: sum(1 for c in report.checks if c.severity == s) for s in RANK}
+        print("%s: %s -- %d CRIT, %d WARN, %d OK" % (report.severity, report.host, counts["CRIT"], counts["WARN"],
+                                                     counts["OK"]))
+        for c in worst:
+            print(c.line())
+    return RANK[report.severity]

@@ -1,0 +1,237 @@
+"""`hotvcb status`: the state of one host at a glance, as checks a monitor can read.
+
+Each check has a severity with Nagios/Icinga/Zabbix meaning (OK, WARN, CRIT);
+the worst one is the host's. What is checked, and why it matters:
+
+- each VM's backups (store/health.py): no good backup, or the newest good one
+  older than the age limit, or the last run failed;
+- each snapshot on the host: ours left by a dead run (it grows until the
+  datastore is full: CRIT), a user snapshot that is old or whose delta takes
+  a large share of its datastore's free space;
+- each VM with delta files that no snapshot explains: consolidation needed;
+- each datastore's free space: a VM datastore running out (snapshot deltas
+  need room to grow), the backup target with less room than the next run.
+"""
+
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Dict, List, Optional, Sequence
+
+from ..errors import HotvcbError
+from ..hosts.base import Hypervisor
+from ..model import Snapshot, Vm
+from ..runid import RunId, parse
+from ..settings import Settings
+from ..store import health, layout
+from ..store.lock import LOCK_NAME, holder_alive
+from ..units import human_size
+from .leftovers import SNAPSHOT_PREFIX
+
+OK, WARN, CRIT = "OK", "WARN", "CRIT"
+RANK = {OK: 0, WARN: 1, CRIT: 2}
+_CREATED = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4}) (\d{1,2}):(\d{1,2}):(\d{1,2})")
+
+
+@dataclass
+class Limits:
+    max_age: float = 26 * 3600  # a nightly job that missed one night is late
+    snapshot_age: float = 24 * 3600
+    delta_share: float = 0.10  # of the datastore's free space: WARN; five times that: CRIT
+    datastore_free: float = 0.10  # of capacity: WARN below, half of it: CRIT
+
+
+@dataclass
+class Check:
+    severity: str
+    kind: str  # backup | snapshot | consolidation | datastore | host
+    name: str
+    message: str
+    details: Dict[str, Any] = field(default_factory=dict)
+
+    def line(self) -> str:
+        return "%-4s %-13s %s: %s" % (self.severity, self.kind, self.name, self.message)
+
+
+@dataclass
+class Report:
+    host: str
+    checks: List[Check] = field(default_factory=list)
+
+    @property
+    def severity(self) -> str:
+        return max((c.severity for c in self.checks), key=RANK.__getitem__, default=OK)
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"host": self.host, "status": self.severity, "checks": [asdict(c) for c in self.checks]}
+
+
+def host_status(host: Hypervisor, settings: Settings, limits: Limits, names: Optional[Sequence[str]] = None,
+                exclude: Sequence[str] = (), now: Optional[float] = None) -> Report:
+    now = time.time() if now is None else now
+    report = Report(host.describe())
+    refs = [r for r in host.list_vms() if (names is None or r.name in names) and r.name not in exclude]
+    for missing in sorted(set(names or ()) - {r.name for r in refs} - set(exclude)):
+        report.checks.append(Check(CRIT, "backup", missing, "listed, but no VM of that name is on this host"))
+    run_alive = _run_holding_lock(host)
+    needed = 0
+    for ref in refs:
+        try:
+            vm = host.load_vm(ref)
+        except HotvcbError as err:
+            report.checks.append(Check(WARN, "backup", ref.name, "cannot read the VM: %s" % err))
+            continue
+        report.checks.append(_backups(host, settings, vm.name, limits, now))
+        report.checks.extend(_snapshots(host, vm, limits, now, run_alive))
+        needed += sum(host.bytes_needed(d, settings.disk_backup_format) for d in vm.disks if not d.skip_reason)
+    report.checks.extend(_datastores(host, settings, limits, needed))
+    return report
+
+
+def _run_holding_lock(host: Hypervisor) -> bool:
+    path = host.run_dir.rstrip("/") + "/" + LOCK_NAME
+    try:
+        if not host.shell.exists(path):
+            return False
+        return holder_alive(host.shell, path, parse(host.shell.read_text(path)), RunId.new())
+    except HotvcbError:
+        return False
+
+
+def _backups(host: Hypervisor, settings: Settings, name: str, limits: Limits, now: float) -> Check:
+    found = layout.list_backups(host.shell, settings.vm_backup_volume, name)
+    verdicts = [(b, health.judge(host.shell, b)) for b in found]
+    good = [(b, v) for b, v in verdicts if v.good]
+    done = [(b, v) for b, v in verdicts if v.state not in ("partial", "deleting")]
+    if not good:
+        why = "never backed up" if not done else "no good backup (newest: %s, %s)" % (done[-1][1].state, done[-1][1].reason)
+        return Check(CRIT, "backup", name, why, {"good_backups": 0})
+    newest, verdict = good[-1]
+    age = now - time.mktime(newest.when.timetuple())
+    size = _size(host, newest)
+    details = {"good_backups": len(good), "newest_good": newest.path, "age_seconds": int(age),
+               "size_bytes": size, "verified": verdict.verified}  # type: Dict[str, Any]
+    text = "newest good backup %s old (%s), %d kept%s" % (
+        _age(age), human_size(size), len(good),
+        ", verified %s" % verdict.verified.replace("T", " ") if verdict.verified else ", never verified")
+    if age > 2 * limits.max_age:
+        return Check(CRIT, "backup", name, text, details)
+    if done and done[-1][0].path != newest.path:
+        last = done[-1][1]
+        return Check(WARN, "backup", name, "last backup %s (%s); %s" % (last.state, last.reason, text), details)
+    if age > limits.max_age:
+        return Check(WARN, "backup", name, text, details)
+    return Check(OK, "backup", name, text, details)
+
+
+def _size(host: Hypervisor, b: "layout.BackupSet") -> int:
+    try:
+        if not host.shell.isdir(b.path):
+            return host.shell.disk_usage(b.path)
+        return sum(host.shell.disk_usage(b.path + "/" + rel) for rel in host.shell.list_files(b.path))
+    except HotvcbError:
+        return 0
+
+
+def _snapshots(host: Hypervisor, vm: Vm, limits: Limits, now: float, run_alive: bool) -> List[Check]:
+    checks = []
+    snaps = host.snapshots(vm)
+    deltas = host.delta_files(vm)
+    delta_bytes = sum(_usage(host, f) for f in deltas)
+    if deltas and not snaps:
+        checks.append(Check(CRIT, "consolidation", vm.name, "needs consolidation: %d delta file(s) (%s) and no snapshot"
+                            % (len(deltas), human_size(delta_bytes)), {"delta_files": deltas, "delta_bytes": delta_bytes}))
+    free = _free_of(host, vm.folder)
+    for snap in snaps:
+        age = _snapshot_age(snap, now)
+        share = delta_bytes / free if free else 0.0
+        details = {"id": snap.id, "snapshot": snap.name, "created": snap.created, "age_seconds": age,
+                   "delta_bytes": delta_bytes, "ours": snap.name.startswith(SNAPSHOT_PREFIX)}
+        label = "%s %r (id %s, %s old, deltas %s)" % (
+            "hotvcb snapshot" if details["ours"] else "snapshot", snap.name, snap.id or "?",
+            _age(age) if age is not None else "age unknown", human_size(delta_bytes))
+        if details["ours"]:
+            owner = parse(snap.description)
+            if run_alive:
+                checks.append(Check(OK, "snapshot", vm.name, label + ": a backup is running", details))
+            else:
+                checks.append(Check(CRIT, "snapshot", vm.name, label + ": left by %s, which is gone; run `hotvcb cleanup`"
+                                    % (owner or "a hotvcb run"), details))
+        elif share > 5 * limits.delta_share:
+            checks.append(Check(CRIT, "snapshot", vm.name, label + ": deltas take %d%% of the datastore's free space"
+                                % (100 * share), details))
+        elif share > limits.delta_share or (age is not None and age > limits.snapshot_age):
+            checks.append(Check(WARN, "snapshot", vm.name, label + ": a snapshot grows until it is removed", details))
+        else:
+            checks.append(Check(OK, "snapshot", vm.name, label, details))
+    return checks
+
+
+def _datastores(host: Hypervisor, settings: Settings, limits: Limits, needed: int) -> List[Check]:
+    checks = []
+    try:
+        stores = host.datastores()
+    except HotvcbError as err:
+        return [Check(WARN, "datastore", "all", "cannot list datastores: %s" % err)]
+    target = _target_store(host, settings.vm_backup_volume, stores)
+    for ds in stores:
+        share = ds.free / ds.capacity if ds.capacity else 1.0
+        details = {"free_bytes": ds.free, "capacity_bytes": ds.capacity}
+        text = "%s free of %s (%d%%)" % (human_size(ds.free), human_size(ds.capacity), 100 * share)
+        if ds is target:
+            details["next_run_bytes"] = needed
+            text += "; the next run needs %s" % human_size(needed)
+            severity = CRIT if ds.free < needed else WARN if ds.free < 1.5 * needed else OK
+            checks.append(Check(severity, "datastore", ds.name + " (backup target)", text, details))
+            continue
+        severity = CRIT if share < limits.datastore_free / 2 else WARN if share < limits.datastore_free else OK
+        checks.append(Check(severity, "datastore", ds.name, text, details))
+    return checks
+
+
+def _target_store(host: Hypervisor, volume: str, stores):
+    try:
+        real = host.shell.realpath(volume)
+    except HotvcbError:
+        return None
+    for ds in stores:
+        for root in (ds.url, "/vmfs/volumes/" + ds.name):
+            if root and (real == root or real.startswith(root.rstrip("/") + "/") or volume.startswith(root.rstrip("/") + "/")):
+                return ds
+    return None
+
+
+def _free_of(host: Hypervisor, folder: str) -> Optional[int]:
+    try:
+        return host.free_space(folder)
+    except HotvcbError:
+        return None
+
+
+def _usage(host: Hypervisor, path: str) -> int:
+    try:
+        return host.shell.disk_usage(path)
+    except HotvcbError:
+        return 0
+
+
+def _snapshot_age(snap: Snapshot, now: float) -> Optional[int]:
+    """Seconds since `Created On` (M/D/YYYY H:M:S, the host's local time, unpadded)."""
+    m = _CREATED.search(snap.created or "")
+    if not m:
+        return None
+    month, day, year, hour, minute, second = (int(x) for x in m.groups())
+    try:
+        created = datetime(year, month, day, hour, minute, second)
+    except ValueError:
+        return None
+    return max(0, int(now - time.mktime(created.timetuple())))
+
+
+def _age(seconds: float) -> str:
+    seconds = int(seconds)
+    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= n:
+            return "%d%s" % (seconds // n, unit)
+    return "%ds" % seconds

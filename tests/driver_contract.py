@@ -1,0 +1,59 @@
+"""The Hypervisor contract (hotvcb/hosts/base.py), as one check every driver must pass.
+
+Kept free of pytest so it also runs inside a simulated ESXi host (where the
+ESXi driver works on /vmfs with the host's /bin/python); tests/test_driver_contract.py
+runs it against EsxiHost on esxisim and QemuHost on a real QEMU process.
+"""
+
+import os
+from typing import Optional
+
+from hotvcb.errors import HostError, VmNotFound
+from hotvcb.model import VmRef
+
+OURS = "hotvcb-snapshot-contract"
+
+
+def check(host, vm_name: str, target: str, user_snapshot: Optional[str] = None) -> None:
+    """Raise AssertionError naming the first clause `host` breaks; `target` is an empty folder."""
+    assert host.kind and host.formats and host.run_dir and host.describe(), "identity"
+
+    [ref] = [r for r in host.list_vms() if r.name == vm_name]
+    try:
+        host.load_vm(VmRef(ref.vmid, vm_name + " (gone)", ref.vmx_path + ".gone"))
+        raise AssertionError("load_vm of a missing VM must raise VmNotFound")
+    except VmNotFound:
+        pass
+    vm = host.load_vm(ref)
+    assert vm.name == vm_name and vm.disks, "load_vm fills the disks"
+    name, text = host.backup_config(vm)
+    assert name and "/" not in name and text, "backup_config: a file name and its text"
+    assert host.power_state(vm) in ("on", "off", "suspended")
+    for disk in vm.disks:
+        assert host.bytes_needed(disk, host.formats[0]) > 0, "bytes_needed"
+    free = host.free_space(target)
+    assert free is None or free > 0, "free_space"
+
+    before = host.snapshots(vm)
+    assert not [s for s in before if s.name == OURS], "no snapshot of ours to start with"
+    snap = host.create_snapshot(vm, OURS, "driver contract", False, False, 60.0)
+    assert any(s.id == snap.id and s.name == OURS for s in host.snapshots(vm)), "create returns once visible"
+    try:
+        disk = vm.disks[0]  # as loaded before the snapshot: the base the snapshot holds still
+        seen = []  # type: list
+        dst = os.path.join(target, "copy.vmdk")
+        files = host.copy_disk(disk, dst, "thin" if "thin" in host.formats else host.formats[0], seen.append)
+        assert files and all(os.path.exists(os.path.join(target, f)) for f in files), "copy_disk names its files"
+        assert seen and max(seen) <= 100, "copy_disk reports progress in percent"
+    finally:
+        host.remove_snapshot(vm, snap, 120.0)
+    after = host.snapshots(vm)
+    assert not [s for s in after if s.id == snap.id], "remove_snapshot removes that snapshot"
+    assert [s.name for s in after] == [s.name for s in before], "and nothing else"
+    if user_snapshot is not None:
+        assert user_snapshot in [s.name for s in after], "the user's snapshot survives"
+    try:
+        host.copy_disk(vm.disks[0], os.path.join(target, "missing", "x.vmdk"), host.formats[0], None)
+        raise AssertionError("copy_disk into a missing folder must fail")
+    except HostError:
+        pass

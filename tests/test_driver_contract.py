@@ -1,0 +1,49 @@
+"""Every hypervisor driver passes the same contract check (tests/driver_contract.py):
+the ESXi driver on a simulated host, run there with the host's own python, and
+the QEMU driver against a real QEMU process."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from qemuvm import QemuVm, make_initial, needs_qemu, short_dir
+from simhost import REPO, needs_root
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+
+
+@needs_root
+def test_the_esxi_driver_keeps_the_contract(host):
+    host.create_vm("contract vm", "datastore1", [{"size": "8M"}, {"size": "4M", "datastore": "ds5"}], power="on",
+                   writer=True, snapshots=["user snap"])
+    os.makedirs(host.real("/vmfs/volumes/backup/contract"))
+    code = ("import sys; from hotvcb.hosts.esxi import EsxiHost; from hotvcb.shell import LocalShell; "
+            "import driver_contract; driver_contract.check(EsxiHost(LocalShell()), 'contract vm', "
+            "'/vmfs/volumes/backup/contract', 'user snap'); print('contract kept')")
+    r = subprocess.run([sys.executable, "-m", "esxisim", "shell", host.root, "--", "env",
+                        "PYTHONPATH=%s:%s" % (REPO, TESTS), "/bin/python", "-c", code],
+                       capture_output=True, text=True, timeout=300, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO))
+    assert r.returncode == 0 and "contract kept" in r.stdout, r.stdout + r.stderr
+
+
+@needs_qemu
+def test_the_qemu_driver_keeps_the_contract(tmp_path):
+    from driver_contract import check
+    from hotvcb.hosts.qemu import QemuHost
+    from hotvcb.shell import LocalShell
+
+    sockets = short_dir("dc")
+    for sub in ("inv", "ctl"):
+        os.makedirs(os.path.join(sockets, sub))
+    image = str(tmp_path / "vm.raw")
+    make_initial(image, 16 << 20, 1 << 20)
+    vm = QemuVm("contract", image, "raw", os.path.join(sockets, "inv"), os.path.join(sockets, "ctl"),
+                str(tmp_path / "qemu.log"))
+    try:
+        target = tmp_path / "target"
+        target.mkdir()
+        check(QemuHost(LocalShell(), os.path.join(sockets, "inv")), "contract", str(target))
+    finally:
+        vm.quit()

@@ -1,0 +1,189 @@
+"""One conformance suite for every implementation of the Shell contract (hotvcb/shell.py).
+
+LocalShell and SshShell (to a real sshd on loopback) must behave the same for
+every call the jobs make; targz.ArchiveView must keep the read side
+(FileReader) of a backup folder packed into a .gz. Each test states one clause
+of the contract, so a shell that breaks it fails here, not in a backup.
+"""
+
+import hashlib
+import os
+import time
+
+import pytest
+
+from hotvcb import targz
+from hotvcb.errors import HostError, TimeoutExpired
+from hotvcb.shell import LocalShell
+from hotvcb.sshshell import SshShell, SshTarget
+from sshd import needs_sshd, running_sshd
+
+ODD = "Prüf \"q\" 'x' [1] ; $HOME"  # a name like the VM names admins give
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    with running_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
+
+
+@pytest.fixture(params=["local", pytest.param("ssh", marks=needs_sshd)])
+def shell(request):
+    if request.param == "local":
+        yield LocalShell()
+        return
+    server = request.getfixturevalue("sshd")
+    with SshShell(SshTarget(server.target, server.port, server.identity, server.known_hosts)) as s:
+        yield s
+
+
+def test_text_round_trips_atomically_under_odd_names(shell, tmp_path):
+    path = str(tmp_path / (ODD + ".vmx"))
+    shell.write_text(path, 'displayName = "%s"\n' % ODD)
+    shell.write_text(path, "second\n")
+    assert shell.read_text(path) == "second\n"
+    assert sorted(os.listdir(str(tmp_path))) == [ODD + ".vmx"], "no temp file is left beside it"
+    with pytest.raises(HostError):
+        shell.read_text(str(tmp_path / "missing"))
+
+
+def test_listing_and_tests(shell, tmp_path):
+    root = tmp_path / ODD
+    shell.makedirs(str(root / "ds" / "deep"))
+    shell.makedirs(str(root / "ds" / "deep"))  # again: no error
+    (root / "a.vmdk").write_text("a")
+    (root / ".hidden").write_text("h")
+    (root / "ds" / "deep" / "b-flat.vmdk").write_text("b")
+    os.symlink("a.vmdk", str(root / "link"))
+    assert shell.exists(str(root / "link")) and shell.exists(str(root / "a.vmdk"))
+    assert not shell.exists(str(root / "nope"))
+    assert shell.isdir(str(root / "ds")) and not shell.isdir(str(root / "a.vmdk"))
+    assert shell.listdir(str(root)) == [".hidden", "a.vmdk", "ds", "link"]
+    assert shell.list_files(str(root / "ds")) == ["deep/b-flat.vmdk"]
+    with pytest.raises(HostError):
+        shell.listdir(str(root / "nope"))
+
+
+def test_claims_are_atomic_and_say_who_won(shell, tmp_path):
+    folder = str(tmp_path / "vm-2026-01-01_00-00-00-partial")
+    assert shell.make_new_dir(folder) is True
+    assert shell.make_new_dir(folder) is False
+    src = str(tmp_path / "record")
+    shell.write_text(src, "run=1\n")
+    assert shell.link_new(src, str(tmp_path / "lock")) is True
+    assert shell.link_new(src, str(tmp_path / "lock")) is False
+    assert shell.read_text(str(tmp_path / "lock")) == "run=1\n"
+    with pytest.raises(HostError):
+        shell.link_new(str(tmp_path / "missing"), str(tmp_path / "other"))
+
+
+def test_age_and_touch_use_the_hosts_clock(shell, tmp_path):
+    path = tmp_path / "beat"
+    path.write_text("x")
+    past = time.time() - 3600
+    os.utime(str(path), (past, past))
+    assert 3590 < shell.age(str(path)) < 3700
+    shell.touch(str(path))
+    assert shell.age(str(path)) < 60
+    assert shell.age(str(tmp_path / "missing")) is None
+    shell.touch(str(tmp_path / "missing"))
+    assert not (tmp_path / "missing").exists(), "touch never creates"
+
+
+def test_rename_remove_copy(shell, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    (a / "f").write_text("data")
+    shell.rename(str(a), str(tmp_path / "moved"))
+    assert (tmp_path / "moved" / "f").read_text() == "data"
+    b.mkdir()
+    with pytest.raises(HostError):
+        shell.rename(str(tmp_path / "moved"), str(b))  # never moves a folder *into* another
+    shell.copy_file(str(tmp_path / "moved" / "f"), str(tmp_path / "copy"))
+    assert (tmp_path / "copy").read_text() == "data"
+    shell.remove_tree(str(tmp_path / "moved"))
+    shell.remove_tree(str(tmp_path / "copy"))
+    shell.remove_tree(str(tmp_path / "missing"))  # nothing there: fine
+    assert sorted(os.listdir(str(tmp_path))) == ["b"]
+
+
+def test_sizes_links_modes_and_paths(shell, tmp_path):
+    thin = tmp_path / "thin-flat.vmdk"
+    with open(str(thin), "wb") as f:
+        f.truncate(64 << 20)
+        f.write(b"x" * 4096)
+    assert shell.file_size(str(thin)) == 64 << 20
+    assert 0 < shell.disk_usage(str(thin)) < 1 << 20, "allocated bytes, not the size"
+    shell.symlink("thin-flat.vmdk", str(tmp_path / "latest"))
+    shell.symlink("other", str(tmp_path / "latest"))  # replaces the old link
+    assert os.readlink(str(tmp_path / "latest")) == "other"
+    shell.chmod(str(thin), 0o640)
+    assert os.stat(str(thin)).st_mode & 0o777 == 0o640
+    assert shell.realpath(str(tmp_path / "sub" / ".." / "missing")) == str(tmp_path / "missing")
+
+
+def test_reading_bytes_and_digests_where_the_file_is(shell, tmp_path):
+    path = tmp_path / "disk-flat.vmdk"
+    with open(str(path), "wb") as f:
+        f.truncate(3 << 20)
+        f.seek((1 << 20) - 3)
+        f.write(b"across an edge")
+    data = path.read_bytes()
+    with shell.open_binary(str(path)) as f:
+        assert f.read(10) + f.read() == data
+    assert shell.sha256(str(path)) == hashlib.sha256(data).hexdigest()
+    here = LocalShell().block_digests(str(path), 1 << 20, True)
+    assert shell.block_digests(str(path), 1 << 20, True) == here
+    with pytest.raises(HostError):
+        with shell.open_binary(str(tmp_path / "missing")) as f:
+            f.read()
+
+
+def test_commands_take_argument_lists_and_are_bounded(shell, tmp_path):
+    done = shell.run(["printf", "%s|", ODD, "two words"])
+    assert done.returncode == 0 and done.output == ODD + "|two words|"
+    assert shell.run(["sh", "-c", "exit 3"]).returncode == 3
+    seen = []
+    shell.run(["printf", "Clone: 10%% done.\\rClone: 60%% done.\\rdone\\n"], on_output=seen.append)
+    assert seen == ["Clone: 10% done.", "Clone: 60% done.", "done"]
+    with pytest.raises(TimeoutExpired):
+        shell.run(["sleep", "30"], timeout=1)
+
+
+def test_archives_put_the_record_first_and_leave_out_what_is_skipped(shell, tmp_path):
+    folder = tmp_path / "vm-2026-01-01_00-00-00-partial"
+    (folder / "ds").mkdir(parents=True)
+    for name, text in (("a-flat.vmdk", "disk"), ("STATUS.ok", "ok"), ("hotvcb.json", "{}"),
+                       (".hotvcb-owner", "run=1"), ("ds/b.vmdk", "b")):
+        (folder / name).write_text(text)
+    dst = str(tmp_path / "vm.gz")
+    shell.make_tar_gz(str(folder), dst, "vm-2026-01-01_00-00-00", first=("hotvcb.json", "STATUS.ok"),
+                      skip=(".hotvcb-owner",))
+    _top, members, _texts = targz.scan(dst)
+    assert [m.rel for m in members][:2] == ["hotvcb.json", "STATUS.ok"]
+    assert sorted(m.rel for m in members) == ["STATUS.ok", "a-flat.vmdk", "ds/b.vmdk", "hotvcb.json"]
+
+
+@pytest.fixture(params=["folder", "archive"])
+def reader(request, tmp_path):
+    """The read side of a backup: the folder through a shell, or its .gz unopened."""
+    folder = tmp_path / "vm-2026-01-01_00-00-00"
+    (folder / "ds5").mkdir(parents=True)
+    (folder / "vm.vmx").write_text('displayName = "vm"\n')
+    (folder / "vm-flat.vmdk").write_bytes(b"\0" * 4096)
+    (folder / "ds5" / "vm_1.vmdk").write_text("# Disk DescriptorFile\n")
+    if request.param == "folder":
+        return LocalShell(), str(folder)
+    gz = str(tmp_path / "vm-2026-01-01_00-00-00.gz")
+    LocalShell().make_tar_gz(str(folder), gz, folder.name)
+    return targz.ArchiveView(gz), gz
+
+
+def test_the_read_side_of_a_backup_is_the_same_packed_or_not(reader):
+    fs, root = reader
+    assert fs.exists(root + "/vm.vmx") and not fs.exists(root + "/nope")
+    assert fs.isdir(root + "/ds5") and not fs.isdir(root + "/vm.vmx")
+    assert fs.listdir(root) == ["ds5", "vm-flat.vmdk", "vm.vmx"]
+    assert fs.list_files(root) == ["ds5/vm_1.vmdk", "vm-flat.vmdk", "vm.vmx"]
+    assert fs.read_text(root + "/vm.vmx") == 'displayName = "vm"\n'
+    assert fs.file_size(root + "/vm-flat.vmdk") == 4096

@@ -1,0 +1,108 @@
+"""`hotvcb status` on a simulated host in trouble: each problem with its severity, and the exit code."""
+
+import json
+import os
+import time
+
+from simhost import VOLUME, hotvcb, make_host, needs_root, write_conf
+
+pytestmark = needs_root
+
+
+def status(host, conf, *extra):
+    r = hotvcb(host, "status", "-g", conf, "--json", *extra)
+    return r.returncode, json.loads(r.stdout)
+
+
+def by(report, kind, name):
+    return [c for c in report["checks"] if c["kind"] == kind and c["name"] == name]
+
+
+def test_status_names_every_problem_with_its_severity(tmp_path):
+    host = make_host(tmp_path / "host")
+    try:
+        host.add_datastore("tight", 24 << 20, vmfs=6)
+        conf = write_conf(host)
+        host.create_vm("fine", "datastore1", [{"size": "4M"}], power="on")
+        assert hotvcb(host, "-m", "fine", "-g", conf).returncode == 0
+        code, report = status(host, conf)
+        assert code == 0 and report["status"] == "OK", report
+        [fine] = by(report, "backup", "fine")
+        assert fine["severity"] == "OK" and fine["details"]["good_backups"] == 1
+
+        # a leftover snapshot of ours: a run SIGKILLed right after its snapshot
+        host.create_vm("crashed", "datastore1", [{"size": "4M"}], power="on")
+        os.environ["HOTVCB_CRASH_AT"] = "snapshot-created"
+        try:
+            assert hotvcb(host, "-m", "crashed", "-g", conf).returncode != 0
+        finally:
+            del os.environ["HOTVCB_CRASH_AT"]
+        # a user snapshot whose delta takes most of its datastore's free space
+        big = host.create_vm("big delta", "tight", [{"size": "16M", "format": "eagerzeroedthick"}], power="on",
+                             snapshots=["before upgrade"])
+        delta = [f for f in os.listdir(host.real("/vmfs/volumes/tight/big delta")) if "-000001" in f]
+        for f in delta:
+            if not f.endswith("-000001.vmdk"):
+                with open(host.real("/vmfs/volumes/tight/big delta/" + f), "r+b") as fh:
+                    fh.seek(0, 2)
+                    fh.write(os.urandom(6 << 20))
+        # delta files no snapshot explains
+        host.create_vm("orphan", "datastore1", [{"size": "4M"}], power="on")
+        with open(host.real("/vmfs/volumes/datastore1/orphan/orphan-000007.vmdk"), "w") as f:
+            f.write("# Disk DescriptorFile\n")
+
+        code, report = status(host, conf)
+        assert code == 2 and report["status"] == "CRIT", json.dumps(report, indent=1)
+        [ours] = by(report, "snapshot", "crashed")
+        assert ours["severity"] == "CRIT" and ours["details"]["ours"] and "which is gone" in ours["message"]
+        [user] = by(report, "snapshot", "big delta")
+        assert user["severity"] == "CRIT" and user["details"]["snapshot"] == "before upgrade", user
+        [orphan] = by(report, "consolidation", "orphan")
+        assert orphan["severity"] == "CRIT" and "needs consolidation" in orphan["message"]
+        [tight] = by(report, "datastore", "tight")
+        assert tight["severity"] in ("WARN", "CRIT") and tight["details"]["free_bytes"] < 4 << 20, tight
+        [target] = [c for c in report["checks"] if c["name"] == "backup (backup target)"]
+        assert target["severity"] == "OK" and target["details"]["next_run_bytes"] > 0
+        assert by(report, "backup", "fine")[0]["severity"] == "OK"
+
+        plain = hotvcb(host, "status", "-g", conf)
+        assert plain.returncode == 2
+        first = plain.stdout.splitlines()
+        assert first[0].startswith("CRIT: ") and first[1].startswith("CRIT")
+
+        r = hotvcb(host, "cleanup", "-g", conf)  # what status told the admin to do
+        assert r.returncode == 0, r.stdout + r.stderr
+        code, report = status(host, conf)
+        assert by(report, "snapshot", "crashed") == []
+        assert big  # the user's snapshot is theirs: cleanup never touches it
+        assert by(report, "snapshot", "big delta")[0]["severity"] == "CRIT"
+    finally:
+        host.stop()
+
+
+def test_an_old_backup_and_a_failed_last_run_are_reported_and_a_broken_config_is_unknown(tmp_path):
+    host = make_host(tmp_path / "host")
+    try:
+        conf = write_conf(host)
+        host.create_vm("web", "datastore1", [{"size": "4M"}, {"size": "4M"}], power="on")
+        assert hotvcb(host, "-m", "web", "-g", conf).returncode == 0
+        code, report = status(host, conf, "--max-age", "1s")
+        time.sleep(2.1)
+        code, report = status(host, conf, "--max-age", "1s")
+        assert by(report, "backup", "web")[0]["severity"] == "CRIT"  # older than twice the limit
+        host.set_fault("clone.fail_at", "50")
+        host.set_fault("clone.match", "web_1.vmdk")
+        time.sleep(1.1)
+        assert hotvcb(host, "-m", "web", "-g", conf).returncode == 8
+        code, report = status(host, conf)
+        [web] = by(report, "backup", "web")
+        assert web["severity"] == "WARN" and web["message"].startswith("last backup warn"), web
+        with open(conf, "a") as f:
+            f.write("DISK_BACKUP_FORMAT=floppy\n")
+        r = hotvcb(host, "status", "-g", conf)
+        assert r.returncode == 3 and r.stdout.startswith("UNKNOWN: ") and "floppy" in r.stdout
+        r = hotvcb(host, "status", "-g", write_conf(host, name="other.conf", VM_BACKUP_VOLUME=VOLUME),
+                   "-f", str(tmp_path / "missing-list"))
+        assert r.returncode == 3
+    finally:
+        host.stop()
