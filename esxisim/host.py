@@ -290,7 +290,10 @@ class Host:
         os.makedirs(folder)
         seed = int(hashlib.sha1(name.encode()).hexdigest()[:8], 16)
         rng = random.Random(seed)
-        uuid_b = " ".join("%02x" % rng.getrandbits(8) for _ in range(16))
+        # ESXi derives uuid.bios from the host and the VM's path: two hosts' VMs of one name
+        # differ (the disks' content stays seeded by the name alone, for the tests)
+        uuid_rng = random.Random("%s|%s" % (self.root, folder))
+        uuid_b = " ".join("%02x" % uuid_rng.getrandbits(8) for _ in range(16))
         uuid_b = uuid_b[:23] + "-" + uuid_b[24:]
         data = vmx.parse("")
         for k, v in [(".encoding", "UTF-8"), ("config.version", "8"), ("virtualHW.version", str(hw))]:

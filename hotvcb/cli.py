@@ -77,8 +77,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 # ghettoVCB's getopts takes the word after these flags as their value, whatever it
-# starts with; argparse would read `-m -web-` as two flags.
+# starts with; argparse would read `-m -web-` as two flags. The same for the options
+# that take a VM's display name.
 _GETOPTS_VALUED = ("-m", "-f", "-e", "-c", "-g", "-l", "-w", "-j")
+_NAME_VALUED = ("--latest", "--name")
 
 
 def _glue_dash_values(argv: List[str]) -> List[str]:
@@ -88,8 +90,9 @@ def _glue_dash_values(argv: List[str]) -> List[str]:
     while i < len(argv):
         if argv[i] == "--":
             return out + argv[i:]
-        if argv[i] in _GETOPTS_VALUED and i + 1 < len(argv) and argv[i + 1].startswith("-") and argv[i + 1] != "-":
-            out.append(argv[i] + argv[i + 1])
+        if argv[i] in _GETOPTS_VALUED + _NAME_VALUED and i + 1 < len(argv) and argv[i + 1].startswith("-") \
+                and argv[i + 1] != "-":
+            out.append(argv[i] + ("=" if argv[i].startswith("--") else "") + argv[i + 1])
             i += 2
             continue
         out.append(argv[i])

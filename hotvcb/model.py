@@ -50,6 +50,7 @@ class Vm:
     vmx: Optional["VmConfig"]  # the driver's: a VmxFile (ESXi), a VmDescription (QEMU); None when only powered
     disks: List[Disk] = field(default_factory=list)
     extra_files: List[str] = field(default_factory=list)  # .nvram, .vmxf
+    uuid: str = ""  # the VM's own id (ESXi uuid.bios), the same on whichever host it is registered
 
     @property
     def name(self) -> str:

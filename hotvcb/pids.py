@@ -6,8 +6,8 @@ import os
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
+    except (ProcessLookupError, OverflowError, ValueError):
+        return False  # gone, or a number no process can have (a garbage lock)
     except PermissionError:
         return True  # exists, owned by someone else
     return True
@@ -20,7 +20,7 @@ def is_hotvcb(pid: int) -> bool:
     block every run forever: where /proc exists the command line must name
     hotvcb. ESXi has no /proc; there a live pid is taken at its word.
     """
-    if pid <= 0 or not alive(pid):
+    if not 0 < pid < 1 << 22 or not alive(pid):  # Linux caps pids at 2^22
         return False
     if not os.path.isdir("/proc/self"):
         return True

@@ -10,7 +10,7 @@ import os
 import sys
 import time
 from datetime import datetime
-from typing import List, Optional, TextIO
+from typing import Callable, List, Optional, TextIO
 
 LEVELS = {"debug": 10, "info": 20, "dryrun": 20, "warning": 30, "error": 40}
 
@@ -67,8 +67,10 @@ class RunLog:
     def dryrun(self, message: str) -> None:
         self._emit("dryrun", message)
 
-    def progress(self, label: str, total_bytes: int) -> "Progress":
-        return Progress(self, label, total_bytes)
+    def progress(self, label: str, total_bytes: int,
+                 run_eta: Optional[Callable[[float], Optional[float]]] = None) -> "Progress":
+        """`run_eta(seconds left on this disk)` gives the whole run's, when the caller can tell."""
+        return Progress(self, label, total_bytes, run_eta)
 
     def _clear_progress(self) -> None:
         if self.tty:
@@ -85,8 +87,9 @@ class RunLog:
 class Progress:
     """Percent callbacks from a copy, shown with rate and ETA."""
 
-    def __init__(self, log: RunLog, label: str, total_bytes: int):
-        self.log, self.label, self.total = log, label, max(total_bytes, 1)
+    def __init__(self, log: RunLog, label: str, total_bytes: int,
+                 run_eta: Optional[Callable[[float], Optional[float]]] = None):
+        self.log, self.label, self.total, self.run_eta = log, label, max(total_bytes, 1), run_eta
         self.start = time.monotonic()
         self.last_logged = -25
 
@@ -96,6 +99,9 @@ class Progress:
         rate = done / elapsed
         eta = (self.total - done) / rate if rate > 0 else 0
         text = "%s: %3d%%  %.1f MB/s  ETA %s" % (self.label, percent, rate / 1e6, _clock(eta))
+        overall = self.run_eta(eta) if self.run_eta is not None else None
+        if overall is not None:
+            text += "  run ETA %s" % _clock(overall)
         if self.log.tty:
             sys.stderr.write("\r\033[K" + text)
             sys.stderr.flush()

@@ -26,7 +26,7 @@ def check(host, vm_name: str, target: str, user_snapshot: Optional[str] = None) 
         pass
     vm = host.load_vm(ref)
     assert vm.name == vm_name and vm.disks, "load_vm fills the disks"
-    name, text = host.backup_config(vm)
+    name, text = host.backup_config(vm, {})
     assert name and "/" not in name and text, "backup_config: a file name and its text"
     assert host.power_state(vm) in ("on", "off", "suspended")
     for disk in vm.disks:

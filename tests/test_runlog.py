@@ -42,3 +42,14 @@ def test_info_level_hides_debug():
     log.debug("hidden")
     log.warning("shown")
     assert out.getvalue().endswith("-- warning: shown\n") and "hidden" not in out.getvalue()
+
+
+def test_the_progress_line_says_which_vm_and_disk_and_the_runs_eta(monkeypatch):
+    err = io.StringIO()
+    monkeypatch.setattr(runlog.sys, "stderr", err)
+    log = runlog.RunLog(stream=io.StringIO())
+    log.tty = True
+    progress = log.progress("VM 2/5 web, disk 1/2 web.vmdk", 100 << 20, lambda eta: eta + 600)
+    progress(50)
+    shown = err.getvalue().split("\r\033[K")[-1]
+    assert re.fullmatch(r"VM 2/5 web, disk 1/2 web\.vmdk:  50%  [\d.]+ MB/s  ETA 0:00:\d\d  run ETA 0:1\d:\d\d", shown)

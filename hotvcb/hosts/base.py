@@ -12,7 +12,7 @@ through QMP) plugs into the same job. Contracts:
   (or Interrupted) and leaves cleanup of partial files to the caller.
 """
 
-from typing import Callable, List, Optional, Protocol, Tuple
+from typing import Callable, Dict, List, Optional, Protocol, Tuple
 
 from ..model import DatastoreInfo, Disk, Snapshot, Vm, VmRef
 from ..shell import Shell
@@ -28,6 +28,8 @@ class Hypervisor(Protocol):
 
     def describe(self) -> str: ...
 
+    def host_name(self) -> str: ...
+
     def datastores(self) -> List[DatastoreInfo]: ...
 
     def mount_nfs(self, name: str, server: str, share: str, version: str) -> None: ...
@@ -38,7 +40,7 @@ class Hypervisor(Protocol):
 
     def load_vm(self, ref: VmRef) -> Vm: ...
 
-    def backup_config(self, vm: Vm) -> Tuple[str, str]: ...
+    def backup_config(self, vm: Vm, disk_names: Dict[str, str]) -> Tuple[str, str]: ...
 
     def power_state(self, vm: Vm) -> str: ...
 

@@ -33,6 +33,7 @@ class EsxiHost:
     def __init__(self, shell: Shell):
         self.shell = shell
         self._version = None  # type: Optional[str]
+        self._name = None  # type: Optional[str]
         self._multiextent = False
 
     # -- host ----------------------------------------------------------------
@@ -41,6 +42,13 @@ class EsxiHost:
             out = self.shell.run(["/bin/vmware", "-v"], timeout=60)
             self._version = out.output.strip() if out.returncode == 0 else "unknown ESXi"
         return self._version
+
+    def host_name(self) -> str:
+        """The host's name as it calls itself (backups record it: hosts may share a volume)."""
+        if self._name is None:
+            out = self.shell.run(["uname", "-n"], timeout=60)
+            self._name = out.output.strip() if out.returncode == 0 and out.output.strip() else "unknown"
+        return self._name
 
     def _wants_adapter_flag(self) -> bool:
         """vmkfstools ignores (and warns about) -a from ESXi 6.5 on."""
@@ -99,7 +107,8 @@ class EsxiHost:
         folder = ref.vmx_path.rsplit("/", 1)[0]
         # ESXi writes another datastore's disk as /vmfs/volumes/<uuid>/...
         names = {d.url.rsplit("/", 1)[-1]: d.name for d in self.datastores()}
-        vm = Vm(ref=ref, datastore=_datastore_of(ref.vmx_path, names), folder=folder, vmx=vmx)
+        vm = Vm(ref=ref, datastore=_datastore_of(ref.vmx_path, names), folder=folder, vmx=vmx,
+                uuid=(vmx.get("uuid.bios") or "").replace(" ", "").replace("-", "").lower())
         for dev, bus, name in vmx.disk_slots():
             vm.disks.append(self._disk(vmx, folder, dev, bus, name, names))
         base = ref.vmx_path[: -len(".vmx")]
@@ -124,14 +133,16 @@ class EsxiHost:
             skip = "independent disk (%s) is not part of snapshots" % mode
         return Disk(key=dev, path=path, datastore=_datastore_of(path, names), adapter=adapter, mode=mode, skip_reason=skip)
 
-    def backup_config(self, vm: Vm) -> Tuple[str, str]:
-        """The .vmx as a backup holds it: each disk named as its base (a clone of a chain is whole)."""
+    def backup_config(self, vm: Vm, disk_names: Dict[str, str]) -> Tuple[str, str]:
+        """The .vmx as a backup holds it: each disk named as the backup names it (its base
+        name: a clone of a chain is whole; or the distinct name two same-named disks get)."""
         vmx = VmxFile(self.shell.read_text(vm.ref.vmx_path))
         for disk in vm.disks:
             current = vmx.get(disk.key + ".fileName") or ""
             folder, _, name = current.rpartition("/")
-            if vmdk.base_name(name) != name:
-                vmx.set(disk.key + ".fileName", (folder + "/" if folder else "") + vmdk.base_name(name))
+            wanted = disk_names.get(disk.key) or vmdk.base_name(name)
+            if wanted != name:
+                vmx.set(disk.key + ".fileName", (folder + "/" if folder else "") + wanted)
         return vm.ref.vmx_path.rsplit("/", 1)[-1], vmx.text()
 
     # -- power ---------------------------------------------------------------

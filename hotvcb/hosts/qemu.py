@@ -35,6 +35,7 @@ restore registration are ESXi's.
 import json
 import os
 import re
+import socket
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -135,6 +136,9 @@ class QemuHost:
                 name = entry[: -len(SOCKET_SUFFIX)]
                 refs.append(VmRef(vmid=name, name=name, vmx_path=self.qmp_dir + "/" + entry))
         return refs
+
+    def host_name(self) -> str:
+        return socket.gethostname()
 
     def load_vm(self, ref: VmRef) -> Vm:
         if not self.shell.exists(ref.vmx_path):
@@ -457,7 +461,7 @@ class QemuHost:
             return None
         return st.f_bavail * st.f_frsize
 
-    def backup_config(self, vm: Vm) -> Tuple[str, str]:
+    def backup_config(self, vm: Vm, disk_names: Dict[str, str]) -> Tuple[str, str]:
         """The VM's description (image formats, disk nodes) in place of a .vmx."""
         desc = vm.vmx
         if not isinstance(desc, VmDescription):

@@ -12,6 +12,7 @@ host's run lock, removes those of other runs (jobs/leftovers.py); other
 snapshots are never touched.
 """
 
+import functools
 import time
 from datetime import datetime
 from typing import Dict, List, Optional, Sequence, Union
@@ -27,7 +28,7 @@ from ..store import health, layout, volume
 from ..store.seal import Sealer
 from ..units import human_size
 from ..vmdk import base_name
-from .leftovers import SNAPSHOT_PREFIX, remove_our_snapshots, remove_partials, restore_power
+from .leftovers import SNAPSHOT_PREFIX, cleanup_host, remove_our_snapshots, remove_partials, restore_power
 from .power import PowerControl
 
 Target = Union[VmRef, VmNotFound, AmbiguousVm]  # a VM to back up, or why a listed name is none
@@ -51,6 +52,9 @@ class BackupJob:
         self.host, self.settings, self.log, self.run_id, self.lock = host, settings, log, run, lock
         self.confdir, self.dry_run, self.job_name = confdir, dry_run, job_name
         self.power = PowerControl(host, log, run)
+        self.vm_number = self.vm_count = 0  # for the progress line: VM i of n
+        self._vm_seconds = []  # type: List[float]  # durations of the VMs done, for the run's ETA
+        self._disk_seconds = []  # type: List[float]
 
     # -- selection -----------------------------------------------------------
     def select(self, names: Optional[Sequence[str]], exclude: Sequence[str]) -> List[Target]:
@@ -85,11 +89,16 @@ class BackupJob:
 
     # -- the run -------------------------------------------------------------
     def run(self, names: Optional[Sequence[str]], exclude: Sequence[str] = ()) -> List[VmResult]:
+        if self.lock is not None and self.lock.took_over and not self.dry_run:
+            # the run before us died: what it left may be on VMs this run does not back up
+            self.log.warning("the previous hotvcb run on this host died; looking for its leftovers on every VM")
+            cleanup_host(self.host, self.settings.vm_backup_volume, self.log, self.run_id)
         targets = self.select(names, exclude)
         results = []  # type: List[VmResult]
         try:
             self.power.shutdown_in_order(targets, self.settings, self.dry_run)
-            for target in targets:
+            self.vm_count = len(targets)
+            for self.vm_number, target in enumerate(targets, 1):
                 if isinstance(target, (VmNotFound, AmbiguousVm)):
                     self.log.error(str(target))
                     results.append(VmResult(name=target.name, status="error", message=str(target)))
@@ -130,6 +139,7 @@ class BackupJob:
         if not self.dry_run:
             result.good_backups = self._good_backups(ref.name, settings)
         seconds = result.seconds = (datetime.now() - started).total_seconds()
+        self._vm_seconds.append(seconds)
         if result.status == "ok":
             verb = "would be backed up" if self.dry_run else "backed up"
             self.log.info("Successfully completed backup for %s (%s, %d s)" % (ref.name, verb, seconds))
@@ -138,6 +148,14 @@ class BackupJob:
                 ref.name, seconds, ", ".join(d.disk.key for d in result.disks if not d.ok)))
         return result
 
+
+    def run_eta(self, disk_left: float, disks_left: int = 0) -> Optional[float]:
+        """This disk's ETA, plus the rest of this VM and the VMs after it, by the average so far."""
+        if not self._vm_seconds and not self._disk_seconds:
+            return None
+        per_disk = sum(self._disk_seconds) / len(self._disk_seconds) if self._disk_seconds else 0.0
+        per_vm = sum(self._vm_seconds) / len(self._vm_seconds) if self._vm_seconds else per_disk
+        return disk_left + disks_left * per_disk + (self.vm_count - self.vm_number) * per_vm
 
     def _good_backups(self, name: str, settings: Settings) -> List[str]:
         """What this VM can be restored from now: the e-mail says it, above all on a failure."""
@@ -176,11 +194,13 @@ class _VmBackup:
             self._dry_run(vm, disks)
             self.result.status = "ok"
             return
-        self.sealer = Sealer(self.host.shell, self.s, vm, self.started, self.log, run, self.job.lock)
+        self.sealer = Sealer(self.host.shell, self.s, vm, self.started, self.log, run, self.job.lock,
+                             source_host=self.host.host_name())
         remove_partials(self.host.shell, self.s.vm_backup_volume, vm.name, self.log, run)
         self.sealer.begin()
         try:
-            self.sealer.copy_config_files(self.host.backup_config(vm))
+            names = self.sealer.plan_disks(disks)
+            self.sealer.copy_config_files(self.host.backup_config(vm, names))
             state = self.host.power_state(vm)
             if self.s.power_vm_down_before_backup and state == "on" and not self.skip_power:
                 self.powered_down = True  # from the first shutdown request on, cleanup restarts it
@@ -294,7 +314,10 @@ class _VmBackup:
             dst = sealer.disk_destination(disk)
             folder = dst.rsplit("/", 1)[0]
             capacity = self.host.bytes_needed(disk, "eagerzeroedthick")
-            progress = self.log.progress("%s %s" % (vm.name, disk.filename), capacity)
+            label = "VM %d/%d %s, disk %d/%d %s" % (self.job.vm_number, self.job.vm_count, vm.name,
+                                                     disks.index(disk) + 1, len(disks), disk.filename)
+            progress = self.log.progress(label, capacity, functools.partial(
+                self.job.run_eta, disks_left=len(disks) - disks.index(disk) - 1))
             self.log.info("Backing up %s (%s, %s) as %s" % (disk.path, disk.key, human_size(capacity), fmt))
             t0 = time.monotonic()
             try:
@@ -303,6 +326,7 @@ class _VmBackup:
                 self.log.info("%s: %s done in %d s (%.1f MB/s)" % (vm.name, disk.filename, took, capacity / 1e6 / max(took, 0.001)))
                 rel = [sealer.relative(folder + "/" + f) for f in files]
                 self.result.disks.append(DiskResult(disk, True, rel, seconds=took, bytes=capacity))
+                self.job._disk_seconds.append(took)
                 crashpoint.reached("disk-copied-%d" % len(self.result.disks))
             except Interrupted:
                 raise
@@ -324,6 +348,8 @@ class _VmBackup:
                 self.host.remove_snapshot(vm, snap, self.s.snapshot_remove_timeout * 60.0)
                 self.snapshot = None
                 crashpoint.reached("snapshot-removed")
+                # a dead run's snapshot that hostd finished while we copied (look again, once)
+                remove_our_snapshots(self.host, vm, self.log, self.job.run_id)
             except HotvcbError as err:
                 errors.append("snapshot %s could NOT be removed: %s -- remove it by hand" % (snap.id, err))
                 self.log.error("%s: %s" % (vm.name, errors[-1]))

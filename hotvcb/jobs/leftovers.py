@@ -16,8 +16,13 @@ Why each removal is safe:
 User snapshots (any other name) and finished backups are never touched.
 """
 
+import re
+from typing import Optional
+
 from ..errors import HotvcbError
 from ..hosts.base import Hypervisor
+from ..model import Snapshot
+from ..pids import is_hotvcb
 from ..runid import RunId, parse
 from ..shell import Shell
 from ..store import layout
@@ -29,13 +34,33 @@ SNAPSHOT_PREFIX = "hotvcb-snapshot-"
 POWER_MARKER = ".hotvcb-powered-off"  # in the VM's folder while we hold it powered off
 
 
+# how hotvcb described its snapshots before run records (still ours to clean up)
+_LEGACY = re.compile(r"^hotvcb backup, job .*, pid \d+, host \S+$")
+
+
+def is_ours(snap: Snapshot) -> bool:
+    """Made by hotvcb: our name *and* our record in the description (a name alone is a user's
+    choice: `hotvcb-snapshot-before-upgrade` is theirs)."""
+    if not snap.name.startswith(SNAPSHOT_PREFIX):
+        return False
+    return parse(snap.description) is not None or bool(_LEGACY.match(snap.description.strip()))
+
+
 def remove_our_snapshots(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False) -> int:
     removed = 0
     for snap in host.snapshots(vm):
         if not snap.name.startswith(SNAPSHOT_PREFIX):
             continue
+        if not is_ours(snap):
+            log.warning("%s: snapshot %r (id %s) is named like ours but carries no hotvcb run record; leaving it"
+                        % (vm.name, snap.name, snap.id))
+            continue
         owner = parse(snap.description)
         if owner is not None and owner.run == run.run:
+            continue
+        if owner is not None and owner_alive(owner, run):
+            log.warning("%s: snapshot %r (id %s) belongs to %s, which is still running; leaving it"
+                        % (vm.name, snap.name, snap.id, owner))
             continue
         who = str(owner) if owner else "an earlier hotvcb run"
         removed += 1
@@ -108,6 +133,12 @@ def remove_partials(shell: Shell, volume: str, vm_name: str, log, run: RunId, dr
     return removed
 
 
+def owner_alive(owner: RunId, run: RunId) -> bool:
+    """A run on this machine whose hotvcb process still lives (even if its lock file was
+    deleted under it: the lock is not the only proof we go by)."""
+    return owner.machine == run.machine and owner.pid != run.pid and is_hotvcb(owner.pid)
+
+
 def _partial_dead(shell: Shell, partial: str, run: RunId) -> bool:
     owner_file = partial + "/" + OWNER
     try:
@@ -115,12 +146,36 @@ def _partial_dead(shell: Shell, partial: str, run: RunId) -> bool:
     except HotvcbError:
         owner = None
     if owner is not None:
-        if owner.run == run.run:
+        if owner.run == run.run or owner_alive(owner, run):
             return False
         if owner.host and owner.host == run.host:
             return True  # this host's run, and we hold this host's lock
-    age = shell.age(owner_file) if shell.exists(owner_file) else shell.age(partial)
+    age = _volume_age(shell, owner_file if shell.exists(owner_file) else partial, run)
     return age is None or age > STALE_AFTER
+
+
+def _volume_age(shell: Shell, path: str, run: RunId) -> Optional[float]:
+    """How long since path was touched, by the clock of the volume that holds it.
+
+    An NFS server stamps mtimes with its own clock; a host whose clock is off
+    by minutes would otherwise see another host's live, heartbeating folder as
+    stale. A probe touched now beside it gives the volume's "now".
+    """
+    age = shell.age(path)
+    if age is None:
+        return None
+    probe = path.rsplit("/", 2)[0] + "/.hotvcb-clock." + run.run
+    try:
+        shell.write_text(probe, "")
+        skew = shell.age(probe) or 0.0
+    except HotvcbError:
+        return age
+    finally:
+        try:
+            shell.remove_tree(probe)
+        except HotvcbError:
+            pass
+    return age - skew
 
 
 def cleanup_host(host: Hypervisor, volume: str, log, run: RunId, dry_run: bool = False) -> int:

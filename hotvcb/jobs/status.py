@@ -27,7 +27,7 @@ from ..settings import Settings
 from ..store import health, layout
 from ..store.lock import LOCK_NAME, holder_alive
 from ..units import human_size
-from .leftovers import SNAPSHOT_PREFIX
+from .leftovers import is_ours
 
 OK, WARN, CRIT = "OK", "WARN", "CRIT"
 RANK = {OK: 0, WARN: 1, CRIT: 2}
@@ -147,7 +147,7 @@ def _snapshots(host: Hypervisor, vm: Vm, limits: Limits, now: float, run_alive: 
         age = _snapshot_age(snap, now)
         share = delta_bytes / free if free else 0.0
         details = {"id": snap.id, "snapshot": snap.name, "created": snap.created, "age_seconds": age,
-                   "delta_bytes": delta_bytes, "ours": snap.name.startswith(SNAPSHOT_PREFIX)}
+                   "delta_bytes": delta_bytes, "ours": is_ours(snap)}
         label = "%s %r (id %s, %s old, deltas %s)" % (
             "hotvcb snapshot" if details["ours"] else "snapshot", snap.name, snap.id or "?",
             _age(age) if age is not None else "age unknown", human_size(delta_bytes))

@@ -21,7 +21,6 @@ Backups without a manifest (made by ghettoVCB) cannot be verified: they are
 reported as "unverifiable", which is not a failure.
 """
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Dict, List, Optional
@@ -141,7 +140,15 @@ def compare(rel: str, entry: Dict, digest: "manifest.FileDigest") -> Optional[Pr
 
 
 def verify_gz(shell: Shell, path: str, record: bool = True) -> VerifyResult:
-    """Stream a compressed backup once, hashing each member, then compare."""
+    """Stream a compressed backup once, hashing each member, then compare; record the
+    finding (damage too: a truncated archive must stop counting as good)."""
+    result = _check_gz(shell, path)
+    if record and result.status in ("ok", "damaged"):
+        _record_gz(shell, path, result)
+    return result
+
+
+def _check_gz(shell: Shell, path: str) -> VerifyResult:
     result = VerifyResult(path)
     digests = {}  # type: Dict[str, manifest.FileDigest]
 
@@ -160,9 +167,10 @@ def verify_gz(shell: Shell, path: str, record: bool = True) -> VerifyResult:
         result.message = "no %s (a ghettoVCB backup): nothing to check against" % manifest.MANIFEST
         return result
     try:
-        data = json.loads(texts[manifest.MANIFEST])
+        data = manifest.parse(texts[manifest.MANIFEST], path + ":" + manifest.MANIFEST)
     except ValueError as err:
         result.status, result.message = "damaged", "manifest unreadable: %s" % err
+        result.problems.append(Problem(manifest.MANIFEST, "unreadable: %s" % err))
         return result
     files = data.get("files") or {}
     if data.get("result") == "error" or not files:
@@ -181,8 +189,6 @@ def verify_gz(shell: Shell, path: str, record: bool = True) -> VerifyResult:
         if m.rel not in files and m.rel not in BOOKKEEPING:
             result.notes.append("%s is not in the manifest" % m.rel)
     _finish(result)
-    if record:
-        _record_gz(shell, path, result)
     return result
 
 
@@ -198,7 +204,7 @@ def _record_gz(shell: Shell, path: str, result: VerifyResult) -> None:
     data = health.read_gz_verify(shell, path)
     _apply(data, result)
     try:
-        shell.write_text(path + health.GZ_VERIFY_SUFFIX, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        health.write_gz_sidecar(shell, path, data)
     except HostError as err:
         result.notes.append("could not record the result: %s" % err)
 

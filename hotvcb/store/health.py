@@ -64,9 +64,17 @@ def _judge_folder(shell: Shell, path: str, status: str) -> Health:
     found = _judge_manifest(data)
     if found.state != "good":
         return found
-    missing = sorted(set(data.get("files") or {}) - present)
+    files = data.get("files") or {}
+    missing = sorted(set(files) - present)
     if missing:
         return Health("damaged", "%d file(s) named in the manifest are missing, first %s" % (len(missing), missing[0]), data)
+    for rel in sorted(files):  # one stat each: a truncated disk is not good, verified or not
+        try:
+            size = shell.file_size(path + "/" + rel)
+        except (HostError, OSError) as err:
+            return Health("damaged", "cannot stat %s: %s" % (rel, err), data)
+        if size != files[rel].get("size", size):
+            return Health("damaged", "%s is %d bytes, the manifest says %d" % (rel, size, files[rel]["size"]), data)
     return _verified(found, data.get("verify_error"), data.get("verified"))
 
 
@@ -81,7 +89,7 @@ def _judge_archive(shell: Shell, path: str) -> Health:
                                           opener=shell.open_binary, enough=enough)
     except HostError as err:
         return Health("damaged", str(err))
-    status = [s.split(".", 1)[1] for s in layout.STATUS_FILES if s in texts]
+    status = [s.split(".", 1)[1] for s in reversed(layout.STATUS_FILES) if s in texts]  # the worst wins
     if not status:
         full = not enough(texts)  # read to the end: the archive holds no STATUS at all
         return Health("incomplete", "no STATUS file in the archive" if full else "no STATUS file")
@@ -92,13 +100,21 @@ def _judge_archive(shell: Shell, path: str) -> Health:
             return Health("unverifiable", "ghettoVCB backup: no manifest to check against")
         return Health("empty", "STATUS.ok but no .vmdk in the archive")
     try:
-        data = json.loads(texts[manifest.MANIFEST])
+        data = manifest.parse(texts[manifest.MANIFEST], path + ":" + manifest.MANIFEST)
     except ValueError as err:
         return Health("damaged", "manifest unreadable: %s" % err)
     found = _judge_manifest(data)
     if found.state != "good":
         return found
     sidecar = read_gz_verify(shell, path)
+    written = sidecar.get("archive_size")
+    if isinstance(written, int):
+        try:
+            size = shell.file_size(path)
+        except (HostError, OSError) as err:
+            return Health("damaged", "cannot stat the archive: %s" % err, data)
+        if size != written:
+            return Health("damaged", "the archive is %d bytes, it was %d when written" % (size, written), data)
     return _verified(found, sidecar.get("verify_error"), sidecar.get("verified"))
 
 
@@ -136,8 +152,12 @@ def _not_ok(status: str) -> Health:
     return Health(status if status in ("warn", "error") else "incomplete", reasons.get(status, status))
 
 
+def write_gz_sidecar(shell: Shell, path: str, data: Dict[str, Any]) -> None:
+    shell.write_text(path + GZ_VERIFY_SUFFIX, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
 def read_gz_verify(shell: Shell, path: str) -> Dict[str, Any]:
-    """The recorded verify result of a .gz backup ({} when never verified)."""
+    """The record beside a .gz backup: its size when written, verify's last finding ({} if none)."""
     side = path + GZ_VERIFY_SUFFIX
     try:
         if shell.exists(side):

@@ -100,7 +100,8 @@ def from_path(shell: Shell, path: str) -> Optional[BackupSet]:
 
 
 def _status(shell: Shell, path: str) -> str:
-    for name in STATUS_FILES:
+    """The worst STATUS file present: a stray STATUS.ok never outvotes STATUS.error."""
+    for name in reversed(STATUS_FILES):
         if shell.exists(path + "/" + name):
             return name.split(".", 1)[1]
     return "incomplete"

@@ -83,6 +83,7 @@ class HostLock:
         self.run_dir = run_dir
         self.log = log or (lambda msg: None)
         self.held = False
+        self.took_over = False  # from a dead run: its leftovers may be anywhere on the host
         self._watched = []  # type: List[str]
         self._stop = threading.Event()
         self._beat = None  # type: Optional[threading.Thread]
@@ -131,6 +132,7 @@ class HostLock:
             if text == stale_text and not holder_alive(self.shell, self.path, record, self.run):
                 self.log("taking over the run lock %s from %s, which is gone" % (self.path, record or "an unknown run"))
                 self.shell.remove_tree(self.path)
+                self.took_over = True
         finally:
             self.shell.remove_tree(guard)
 
@@ -150,11 +152,30 @@ class HostLock:
 
     def _beat_loop(self) -> None:
         while not self._stop.wait(HEARTBEAT):
+            self._keep_lock()
             for path in [self.path] + list(self._watched):
                 try:
                     self.shell.touch(path)
                 except (HostError, OSError):
                     pass  # a missed beat is not an error; ten are a dead run
+
+    def _keep_lock(self) -> None:
+        """Put the lock file back if someone deleted it under us (an admin's rm, a reboot script)."""
+        try:
+            if self.shell.exists(self.path):
+                return
+            mine = "%s.%s" % (self.path, self.run.run)
+            self.shell.write_text(mine, self.run.text() + "\n")
+            try:
+                if self.shell.link_new(mine, self.path):
+                    self.log("the run lock %s was deleted while this run held it; put it back" % self.path)
+                else:
+                    self.log("the run lock %s was deleted and taken by another run; two runs now work on "
+                             "this host" % self.path)
+            finally:
+                self.shell.remove_tree(mine)
+        except (HostError, OSError):
+            pass
 
     def release(self) -> None:
         if not self.held:

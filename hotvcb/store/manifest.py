@@ -39,16 +39,43 @@ def dumps(data: Dict[str, Any]) -> str:
 
 
 def load(shell: Shell, folder: str) -> Optional[Dict[str, Any]]:
-    """The manifest of a backup, or None for one made by ghettoVCB."""
+    """The manifest of a backup, or None for one made by ghettoVCB; ValueError when unusable."""
     path = folder + "/" + MANIFEST
     if not shell.exists(path):
         return None
-    data = json.loads(shell.read_text(path))
-    if data.get("format") != FORMAT:
-        raise ValueError("%s is not a hotvcb manifest" % path)
-    if int(data.get("version", 1)) > VERSION:
+    return parse(shell.read_text(path), path)
+
+
+def parse(text: str, where: str) -> Dict[str, Any]:
+    """A manifest's JSON, checked for the shape every reader relies on.
+
+    A hand-edited or damaged manifest must make one backup "damaged", never
+    crash list, verify, restore or the rotation of every other backup.
+    """
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        raise ValueError("%s is not JSON: %s" % (where, err)) from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError("%s is not a hotvcb manifest" % where)
+    version = data.get("version", 1)
+    if not isinstance(version, int):
+        raise ValueError("%s has no usable version" % where)
+    if version > VERSION:
         raise ValueError("%s is manifest version %s, made by a newer hotvcb (this one reads up to %d)"
-                         % (path, data.get("version"), VERSION))
+                         % (where, version, VERSION))
+    files, disks = data.get("files", {}), data.get("disks", [])
+    if not isinstance(files, dict) or not all(
+            isinstance(k, str) and isinstance(v, dict) and isinstance(v.get("size", 0), int) for k, v in files.items()):
+        raise ValueError("%s: \"files\" is not a table of file entries" % where)
+    if not isinstance(disks, list) or not all(
+            isinstance(d, dict) and isinstance(d.get("files", []), list) for d in disks):
+        raise ValueError("%s: \"disks\" is not a list of disk records" % where)
+    for key in ("result", "message", "verified", "disk_format"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise ValueError("%s: \"%s\" is not text" % (where, key))
+    if data.get("verify_error") is not None and not isinstance(data["verify_error"], dict):
+        raise ValueError("%s: \"verify_error\" is not a record" % where)
     return data
 
 

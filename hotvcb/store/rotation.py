@@ -13,7 +13,7 @@ folder that the next run of that VM removes (`finish_deleting`). A .gz is
 one file: its unlink is atomic already.
 """
 
-from typing import Callable, List
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .. import crashpoint
 from ..errors import HostError
@@ -33,17 +33,48 @@ def to_delete(backups: List[BackupSet], good: Callable[[BackupSet], bool], count
     return [b for b in done if (b.when, b.name) < (oldest_kept.when, oldest_kept.name)]
 
 
-def rotate(shell: Shell, volume: str, vm_name: str, count: int, log) -> List[str]:
-    """Delete what to_delete names for this VM; the paths removed."""
+def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: Optional[str] = None,
+           source: Tuple[str, str] = ("", "")) -> List[str]:
+    """Delete what to_delete names for this VM; the paths removed.
+
+    The backup this run just made is never among them, whatever the names say
+    (a clock that ran ahead once names older backups "newer"): rotation then
+    keeps one more than the count until time catches up, and says so.
+
+    `source` is (host name, VM uuid) of the VM backed up. ghettoVCB's layout
+    has one folder per VM *name*: two hosts sharing a volume, each with a VM
+    called `web`, write into one folder. Backups whose manifest says another
+    host made them of another VM are that host's to rotate, never ours.
+    """
     backups = layout.list_backups(shell, volume, vm_name)
     verdicts = {b.path: health.judge(shell, b) for b in backups if b.status not in ("partial", "deleting")}
+    foreign = [b for b in backups if b.path in verdicts and _made_elsewhere(verdicts[b.path].manifest, source)]
+    if foreign:
+        hosts = sorted({str((verdicts[b.path].manifest or {}).get("source_host")) for b in foreign})
+        log.warning("%s: %d backup(s) in %s were made on %s of another VM with this name; they are left to "
+                    "that host's rotation" % (vm_name, len(foreign), layout.vm_root(volume, vm_name), ", ".join(hosts)))
+        backups = [b for b in backups if b not in foreign]
     removed = []
-    for old in to_delete(backups, lambda b: verdicts[b.path].good, count):
+    doomed = to_delete(backups, lambda b: verdicts[b.path].good, count)
+    if just_made is not None and any(b.path == just_made for b in doomed):
+        log.warning("%s: backups named later than the one just made exist (was the clock ahead?); "
+                    "keeping %s" % (vm_name, just_made))
+        doomed = [b for b in doomed if b.path != just_made]
+    for old in doomed:
         log.info("Removing old backup %s (%s) per rotation count %d" % (old.path, verdicts[old.path].state, count))
         remove_backup(shell, old)
         removed.append(old.path)
     finish_deleting(shell, volume, vm_name, log)
     return removed
+
+
+def _made_elsewhere(data: Optional[Dict[str, Any]], source: Tuple[str, str]) -> bool:
+    host, uuid = source
+    if not data or not host or not data.get("source_host"):
+        return False  # ghettoVCB's, or an older hotvcb's: ours, as they always were
+    if data["source_host"] == host:
+        return False
+    return not (uuid and data.get("vm_uuid") == uuid)  # the same VM, registered on another host now
 
 
 def remove_backup(shell: Shell, b: BackupSet) -> None:

@@ -6,7 +6,7 @@ job hands disks over one by one and says at the end whether it went well.
 
 import re
 from datetime import datetime, timedelta
-from typing import Dict, Tuple
+from typing import Dict, List, Set, Tuple
 
 from .. import crashpoint, interrupt
 from ..errors import HotvcbError
@@ -15,7 +15,7 @@ from ..runid import RunId
 from ..settings import Settings
 from ..shell import Shell
 from ..vmdk import base_name
-from . import layout, manifest, rotation
+from . import health, layout, manifest, rotation
 
 CLAIM_TRIES = 30
 DISK_SUFFIXES = (".vmdk", ".qcow2", ".raw")  # disk data a failed backup must not keep
@@ -34,9 +34,11 @@ def owner_of(shell: Shell, partial: str) -> str:
 
 
 class Sealer:
-    def __init__(self, shell: Shell, settings: Settings, vm: Vm, started: datetime, log, run: RunId, heartbeat=None):
+    def __init__(self, shell: Shell, settings: Settings, vm: Vm, started: datetime, log, run: RunId, heartbeat=None,
+                 source_host: str = ""):
         self.shell, self.s, self.vm, self.started, self.log = shell, settings, vm, started, log
-        self.run, self.heartbeat = run, heartbeat
+        self.run, self.heartbeat, self.source_host = run, heartbeat, source_host
+        self._planned = {}  # type: Dict[str, str]  # disk key -> path inside the backup
         self.root = layout.vm_root(settings.vm_backup_volume, vm.name)
         self.name = layout.backup_name(vm.name, started)
         self.partial = self.root + "/" + self.name + layout.PARTIAL
@@ -68,17 +70,35 @@ class Sealer:
         for path in self.vm.extra_files:
             self.shell.copy_file(path, self.partial + "/" + path.rsplit("/", 1)[-1])
 
+    def plan_disks(self, disks: List[Disk]) -> Dict[str, str]:
+        """Each disk's file name in the backup (by disk key), planned before the config is written.
+
+        Where ghettoVCB puts it: a disk on another datastore goes to a folder
+        named as the .vmx path names that datastore (its UUID or its label),
+        where ghettoVCB-restore.sh looks for it. Two disks with one file name
+        (attached from two folders) get distinct names, so a failed one can
+        never take the other's files with it.
+        """
+        used = set()  # type: Set[str]
+        for disk in disks:
+            folder = ""
+            if disk.datastore and disk.datastore != self.vm.datastore:
+                parts = disk.path.split("/")
+                folder = (parts[3] if len(parts) > 4 and parts[1:3] == ["vmfs", "volumes"] else disk.datastore) + "/"
+            stem = base_name(disk.filename)[: -len(".vmdk")]
+            name, n = stem + ".vmdk", 1
+            while (folder + name).lower() in used:
+                n += 1
+                name = "%s_%d.vmdk" % (stem, n)
+            used.add((folder + name).lower())
+            self._planned[disk.key] = folder + name
+        return {key: rel.rsplit("/", 1)[-1] for key, rel in self._planned.items()}
+
     def disk_destination(self, disk: Disk) -> str:
-        """Where ghettoVCB puts it: a disk on another datastore goes to a folder named
-        as the .vmx path names that datastore (its UUID or its label), which is
-        where ghettoVCB-restore.sh looks for it."""
-        folder = self.partial
-        if disk.datastore and disk.datastore != self.vm.datastore:
-            parts = disk.path.split("/")
-            named = parts[3] if len(parts) > 4 and parts[1:3] == ["vmfs", "volumes"] else disk.datastore
-            folder = self.partial + "/" + named
-            self.shell.makedirs(folder)
-        return folder + "/" + base_name(disk.filename)
+        rel = self._planned.get(disk.key) or base_name(disk.filename)
+        if "/" in rel:
+            self.shell.makedirs(self.partial + "/" + rel.rsplit("/", 1)[0])
+        return self.partial + "/" + rel
 
     def relative(self, path: str) -> str:
         return path[len(self.partial) + 1 :]
@@ -98,7 +118,8 @@ class Sealer:
         self._chmod(self.partial)
         final = self._publish(compress=self.s.enable_compression and result.status == "ok")
         result.backup_dir = final
-        rotation.rotate(self.shell, self.s.vm_backup_volume, self.vm.name, self.s.vm_backup_rotation_count, self.log)
+        rotation.rotate(self.shell, self.s.vm_backup_volume, self.vm.name, self.s.vm_backup_rotation_count, self.log,
+                        just_made=final, source=(self.source_host, self.vm.uuid))
         if self.s.rsync_link:
             self._rsync_link(final)
         return final
@@ -153,6 +174,8 @@ class Sealer:
         record = {
             "vm": self.vm.name,
             "vmid": self.vm.ref.vmid,
+            "vm_uuid": self.vm.uuid,
+            "source_host": self.source_host,
             "source_vmx": self.vm.ref.vmx_path,
             "started": self.started.isoformat(timespec="seconds"),
             "finished": datetime.now().isoformat(timespec="seconds"),
@@ -187,6 +210,8 @@ class Sealer:
             self.shell.make_tar_gz(self.partial, tmp, self.name, first=FIRST_IN_ARCHIVE, skip=(OWNER,))
             crashpoint.reached("compressed")
             self._chmod(tmp)
+            # its size as written, so a truncated archive is seen without reading it (health.py)
+            health.write_gz_sidecar(self.shell, self.final + ".gz", {"archive_size": self.shell.file_size(tmp)})
             self.shell.rename(tmp, self.final + ".gz")
             crashpoint.reached("archive-published")
         except HotvcbError as err:
@@ -194,6 +219,7 @@ class Sealer:
                 raise
             self.log.warning("compression failed, keeping the uncompressed backup: %s" % err)
             self.shell.remove_tree(tmp)
+            self.shell.remove_tree(self.final + ".gz" + health.GZ_VERIFY_SUFFIX)
             self.shell.rename(self.partial, self.final)
             self._disown(self.final)
             return self.final
