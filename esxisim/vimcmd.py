@@ -269,6 +269,9 @@ def vmsvc(host, verb, rest):
                 return _invalid_power_state(host, "poweredOn", "Powered On")
             out("Power on failed\n")  # ESXi 6.0/6.5 text (power-on-off_01)
             return 1
+        if faults.get(host, "power.on") == "refuse":
+            out("Power on failed\n")  # the 6.x one-line verdict, as for any failed power-on task
+            return 1
         try:
             host.power_on(vmid)
         except PowerOnFailed as e:

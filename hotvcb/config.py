@@ -134,6 +134,19 @@ def _mode(text: str) -> str:
     raise _Invalid("an octal file mode such as 600 or 0640, or empty to leave modes alone")
 
 
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", re.I)
+
+
+def _size(text: str) -> int:
+    """Bytes from `500G`, `1.5T`, `800MiB`; 0 or empty: no budget."""
+    if not text.strip():
+        return 0
+    m = _SIZE.fullmatch(text.strip())
+    if not m:
+        raise _Invalid("a size such as 500G, 1.5T or 800M (0: no budget)")
+    return int(float(m.group(1)) * 1024 ** "bkmgt".index((m.group(2) or "b").lower()))
+
+
 def _names(text: str) -> Tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
@@ -191,6 +204,12 @@ KEYS = {
     "VMDK_FILES_TO_BACKUP": _vmdk_files,
     "SNAPSHOT_REMOVE_TIMEOUT": _minutes(1),
     "CREATE_VM_BACKUP_VOLUME": _boolean,
+    "BACKUP_POWER_STATE": _choice(("on", "off", "any")),
+    "VM_BACKUP_ROTATION_SIZE": _size,
+    "COLD_SNAPSHOT": _boolean,
+    "PRE_BACKUP_HOOK": str,
+    "POST_BACKUP_HOOK": str,
+    "HOOK_TIMEOUT": _minutes(1),
 }  # type: Dict[str, Callable[[str], object]]
 
 # Keys that act once per run (mail, NFS mount, start/stop order, work dir):

@@ -87,4 +87,5 @@ class VmResult:
     backup_dir: Optional[str] = None
     disks: List[DiskResult] = field(default_factory=list)
     good_backups: List[str] = field(default_factory=list)  # after the run, oldest first (store/health.py)
+    down: bool = False  # we powered it off and it did not come back on: the run's first news
     seconds: float = 0.0

@@ -52,6 +52,12 @@ class Settings:
     vmdk_files_to_backup: Tuple[str, ...] = ("all",)
     snapshot_remove_timeout: float = 30  # (hotvcb) minutes to wait for consolidation
     create_vm_backup_volume: bool = False  # (hotvcb) create a missing VM_BACKUP_VOLUME (store/volume.py)
+    pre_backup_hook: str = ""  # (hotvcb) command run on the host before each VM's backup
+    post_backup_hook: str = ""  # (hotvcb) ... and after it, on every path that ran the pre-hook
+    hook_timeout: float = 10  # (hotvcb) minutes
+    cold_snapshot: bool = False  # (hotvcb) shut down, snapshot, power on, then copy
+    vm_backup_rotation_size: int = 0  # (hotvcb) bytes a VM's backups may take; 0 = no budget
+    backup_power_state: str = "any"  # (hotvcb) on | off | any: back up only VMs in this power state
     # where each value came from, "file:line" by key, for messages
     origin: Tuple[Tuple[str, str], ...] = field(default=(), compare=False)
 

@@ -126,3 +126,35 @@ def kill(pid: int, sig=signal.SIGKILL):
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
+
+
+def listing(host: Host, conf: str, vm=None):
+    """`hotvcb list --json`'s backups."""
+    r = hotvcb(host, "list", "--json", "-g", conf, *([vm] if vm else []))
+    assert r.returncode == 0, r.stdout + r.stderr
+    return json.loads(r.stdout)["backups"]
+
+
+def good(host: Host, conf: str, vm: str):
+    """Names of the VM's backups that hotvcb calls good."""
+    return [b["name"] for b in listing(host, conf, vm) if b["good"]]
+
+
+def ours(host: Host, vmid: str):
+    """hotvcb's snapshots on the VM."""
+    return [n for n in snapshot_names(host, vmid) if n.startswith("hotvcb-")]
+
+
+def backup_once(host: Host, conf: str, vm: str, *extra, env=None):
+    """One backup of vm, a second after the last (backup names have one-second resolution)."""
+    time.sleep(1.05)
+    saved = {k: os.environ.get(k) for k in env or ()}
+    os.environ.update(env or {})
+    try:
+        return hotvcb(host, "-m", vm, "-g", conf, *extra)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

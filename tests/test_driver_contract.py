@@ -6,8 +6,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from qemuvm import QemuVm, make_initial, needs_qemu, short_dir
 from simhost import REPO, needs_root
 

@@ -11,29 +11,11 @@ import time
 
 import pytest
 
-from simhost import (Host, backup_root, backups, host_lock_path, hotvcb, hotvcb_background, kill, lock_pid,
-                     needs_root, snapshot_names, vim, wait_for, write_conf)
+from simhost import (backup_once as backup, backup_root, backups, good, Host, host_lock_path, hotvcb,
+                     hotvcb_background, kill, listing, lock_pid, needs_root, ours, snapshot_names, vim, wait_for,
+                     write_conf)
 
 pytestmark = needs_root
-
-
-def listing(host, conf, vm=None):
-    r = hotvcb(host, "list", "--json", "-g", conf, *([vm] if vm else []))
-    assert r.returncode == 0, r.stdout + r.stderr
-    return json.loads(r.stdout)["backups"]
-
-
-def good(host, conf, vm):
-    return [b["name"] for b in listing(host, conf, vm) if b["good"]]
-
-
-def backup(host, conf, vm, *extra):
-    time.sleep(1.05)  # one backup name per second
-    return hotvcb(host, "-m", vm, "-g", conf, *extra)
-
-
-def ours(host, vmid):
-    return [n for n in snapshot_names(host, vmid) if n.startswith("hotvcb-")]
 
 
 def no_traceback(r):

@@ -2,7 +2,6 @@
 browser), and --json-report for machines."""
 
 import json
-import os
 import re
 import shutil
 import subprocess

@@ -12,39 +12,14 @@ import time
 
 import pytest
 
-from simhost import (VOLUME, backup_root, backups, hotvcb, hotvcb_background, kill, lock_pid, needs_root,
-                     snapshot_names, vim, wait_for, write_conf)
+from simhost import (backup_once as backup, backup_root, backups, good, hotvcb, hotvcb_background, kill, listing,
+                     lock_pid, needs_root, ours, snapshot_names, vim, VOLUME, wait_for, write_conf)
 
 pytestmark = needs_root
 
 
-def listing(host, conf, vm=None):
-    r = hotvcb(host, "list", "--json", "-g", conf, *([vm] if vm else []))
-    assert r.returncode == 0, r.stdout + r.stderr
-    return json.loads(r.stdout)["backups"]
-
-
-def good(host, conf, vm):
-    return [b["name"] for b in listing(host, conf, vm) if b["good"]]
-
-
 def power(host, vmid):
     return vim(host, "vmsvc/power.getstate", vmid).strip().splitlines()[-1]
-
-
-def ours(host, vmid):
-    return [n for n in snapshot_names(host, vmid) if n.startswith("hotvcb-")]
-
-
-def backup(host, conf, vm, *extra, env=None):
-    time.sleep(1.05)  # one backup name per second
-    if env:
-        os.environ.update(env)
-    try:
-        return hotvcb(host, "-m", vm, "-g", conf, *extra)
-    finally:
-        for k in env or ():
-            os.environ.pop(k, None)
 
 
 # -- 1. compressed partial backups ---------------------------------------------------------------

@@ -1,6 +1,7 @@
 """`hotvcb backup`: ghettoVCB's flags, hotvcb's guarantees."""
 
 import argparse
+import dataclasses
 import json
 import os
 import socket
@@ -32,6 +33,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", dest="confdir", metavar="DIR", help="folder of per-VM config files named after VMs")
     p.add_argument("-j", dest="job_name", metavar="NAME", default="hotvcb", help="job name for log and mail")
     p.add_argument("--json-report", metavar="FILE", help="also write the run's per-VM report as JSON to FILE")
+    p.add_argument("--power-state", choices=("on", "off", "any"),
+                   help="back up only the VMs that are powered on (or off); overrides BACKUP_POWER_STATE")
     common.add_host_options(p)
 
 
@@ -89,6 +92,8 @@ def check(args, target: "common.Target") -> List[str]:
 def run(args) -> int:
     names, exclude = selection(args)
     settings, log = common.load(args)
+    if args.power_state:
+        settings = dataclasses.replace(settings, backup_power_state=args.power_state)
     started = datetime.now().isoformat(timespec="seconds")
     dry_run = args.level == "dryrun"
     interrupt.install()
@@ -124,6 +129,10 @@ def run(args) -> int:
             lock.release()
     for line in outcome.table(outcome.rows(results)) if results else []:
         log.info(line)
+    down = [r.name for r in results if r.down]
+    if down:
+        log.error("!!! VM(s) DOWN, powered off by this backup and NOT on again: %s !!!" % ", ".join(down))
+        status = "VM DOWN: %s; %s" % (", ".join(down), status)
     log.info("###### Final status: %s ######" % status)
     if work is not None:
         work.finish()

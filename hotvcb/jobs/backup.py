@@ -24,10 +24,11 @@ from ..model import Disk, DiskResult, Snapshot, Vm, VmRef, VmResult
 from ..runid import RunId
 from ..runlog import RunLog
 from ..settings import Settings
-from ..store import health, layout, volume
+from ..store import health, layout, rotation, volume
 from ..store.seal import Sealer
 from ..units import human_size
 from ..vmdk import base_name
+from .hooks import run_hook
 from .leftovers import SNAPSHOT_PREFIX, cleanup_host, remove_our_snapshots, remove_partials, restore_power
 from .power import PowerControl
 
@@ -125,6 +126,18 @@ class BackupJob:
             return result
         for w in warnings:
             self.log.warning(w)
+        if settings.backup_power_state != "any" and not skip_power:
+            try:
+                state = self.host.power_state(Vm(ref=ref, datastore="", folder="", vmx=None))
+            except HotvcbError as err:
+                self.log.error("%s: %s" % (ref.name, err))
+                result.status, result.message = "error", str(err)
+                return result
+            if state != settings.backup_power_state:
+                result.status = "skipped"
+                result.message = "powered %s (BACKUP_POWER_STATE=%s)" % (state, settings.backup_power_state)
+                self.log.info("%s: skipped, %s" % (ref.name, result.message))
+                return result
         self.log.info("Initiate backup for %s" % ref.name)
         started = datetime.now()
         try:
@@ -179,6 +192,7 @@ class _VmBackup:
         self.snapshot = None  # type: Optional[Snapshot]
         self.snapshot_name = None  # type: Optional[str]  # asked for, whether or not it showed up
         self.snapshot_refused = False  # the host said no: nothing will show up late
+        self.power_failure = ""  # the VM did not come back on: the run's first news
         self.powered_down = False
         self.sealer = None  # type: Optional[Sealer]
 
@@ -194,6 +208,24 @@ class _VmBackup:
             self._dry_run(vm, disks)
             self.result.status = "ok"
             return
+        if self.s.pre_backup_hook:
+            run_hook(self.host, self.s.pre_backup_hook, "pre", self.ref, self.s.hook_timeout * 60.0, self.log)
+        try:
+            self._backup(vm, disks)
+        finally:
+            if self.s.post_backup_hook:  # on every path the pre-hook was followed by
+                self._post_hook()
+
+    def _post_hook(self) -> None:
+        status = self.result.status if self.result.status in ("ok", "warn", "error") else "error"
+        try:
+            run_hook(self.host, self.s.post_backup_hook, "post", self.ref, self.s.hook_timeout * 60.0, self.log,
+                     result=status, backup=self.result.backup_dir)
+        except HotvcbError as err:
+            self.log.error(str(err))
+
+    def _backup(self, vm: Vm, disks: List[Disk]) -> None:
+        run = self.job.run_id
         self.sealer = Sealer(self.host.shell, self.s, vm, self.started, self.log, run, self.job.lock,
                              source_host=self.host.host_name())
         remove_partials(self.host.shell, self.s.vm_backup_volume, vm.name, self.log, run)
@@ -202,11 +234,13 @@ class _VmBackup:
             names = self.sealer.plan_disks(disks)
             self.sealer.copy_config_files(self.host.backup_config(vm, names))
             state = self.host.power_state(vm)
-            if self.s.power_vm_down_before_backup and state == "on" and not self.skip_power:
+            if self.s.cold_snapshot and state == "on" and not self.skip_power:
+                self._cold_snapshot(vm)
+            elif self.s.power_vm_down_before_backup and state == "on" and not self.skip_power:
                 self.powered_down = True  # from the first shutdown request on, cleanup restarts it
                 self.job.power.power_down(vm, self.s)
                 state = "off"
-            if state != "off":
+            elif state != "off":
                 self._snapshot(vm)
             self._copy_disks(vm, disks, self.sealer)
         except BaseException as err:
@@ -214,6 +248,11 @@ class _VmBackup:
             self._cleanup(vm, self.sealer, failed=True)
             raise
         self._cleanup(vm, self.sealer, failed=False)
+        if self.power_failure:
+            self.result.down = True
+            self.result.status = "error"  # the backup may be good; the VM is down, and that comes first
+            self.result.message = self.power_failure + ("; the backup is %s" % self.result.backup_dir
+                                                        if self.result.backup_dir else "")
 
     # -- steps ---------------------------------------------------------------
     def _disks_to_copy(self, vm: Vm):
@@ -289,8 +328,42 @@ class _VmBackup:
             )
         for f in vm.extra_files:
             self.log.dryrun("FILE: %s" % f)
-        self.log.dryrun("TOTAL NEEDED: %s; ROTATION: keep %d" % (human_size(self.needed), s.vm_backup_rotation_count))
+        self.log.dryrun("TOTAL NEEDED: %s; ROTATION: keep %d%s" % (
+            human_size(self.needed), s.vm_backup_rotation_count,
+            ", within %s" % human_size(s.vm_backup_rotation_size) if s.vm_backup_rotation_size else ""))
+        # what rotation would remove once this backup is made (good): one place fewer for the others
+        shell = self.host.shell
+        if s.vm_backup_rotation_count > 1 or s.vm_backup_rotation_size:
+            budget = max(s.vm_backup_rotation_size - self.needed, 1) if s.vm_backup_rotation_size else 0
+            rotation.rotate(shell, s.vm_backup_volume, vm.name, max(s.vm_backup_rotation_count - 1, 1), self.log,
+                            budget=budget, dry_run=True)
+        else:
+            for b in layout.list_backups(shell, s.vm_backup_volume, vm.name):
+                if b.status not in ("partial", "deleting"):
+                    self.log.info("Would remove old backup %s per rotation count 1" % b.path)
         self.log.dryrun("###############################################")
+
+    def _cold_snapshot(self, vm: Vm) -> None:
+        """COLD_SNAPSHOT: the backup of a shut-down guest, with minutes of downtime, not hours.
+
+        Shut down, snapshot while off (the base disks hold exactly the
+        powered-off state), power on at once, and copy while the VM runs on
+        its delta. A VM that does not come back is the first thing the log,
+        the exit code and the mail say.
+        """
+        down_at = time.monotonic()
+        self.powered_down = True
+        self.job.power.power_down(vm, self.s)
+        self._snapshot(vm)
+        self.log.info("Powering %s on again before the copy" % vm.name)
+        back = self.job.power.restore_on(vm)
+        self.powered_down = not back
+        downtime = time.monotonic() - down_at
+        if back:
+            self.log.info("%s was down for %d s (COLD_SNAPSHOT): shutdown, snapshot, boot" % (vm.name, downtime))
+        else:
+            self.power_failure = "%s did NOT power on again after its cold snapshot; it is DOWN" % vm.name
+            self.log.error("!!! %s !!!" % self.power_failure)
 
     def _snapshot(self, vm: Vm) -> None:
         name = self.snapshot_name = SNAPSHOT_PREFIX + self.started.strftime(layout.TS_FORMAT)
@@ -354,7 +427,8 @@ class _VmBackup:
                 errors.append("snapshot %s could NOT be removed: %s -- remove it by hand" % (snap.id, err))
                 self.log.error("%s: %s" % (vm.name, errors[-1]))
         if self.powered_down:
-            self.job.power.restore_on(vm)
+            if not self.job.power.restore_on(vm):
+                self.result.down = True
             self.powered_down = False
         disks = self.result.disks
         if not (failed or errors or (disks and not any(d.ok for d in disks))):

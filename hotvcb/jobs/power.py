@@ -66,21 +66,25 @@ class PowerControl:
             time.sleep(POLL)
         self.log.info("%s is powered off" % vm.name)
 
-    def restore_on(self, vm) -> None:
-        """Start a VM we asked to shut down, unless it never went off (a timed-out shutdown)."""
+    def restore_on(self, vm) -> bool:
+        """Start a VM we asked to shut down, unless it never went off (a timed-out shutdown).
+
+        True when the VM is on again.
+        """
         try:
             state = self.host.power_state(vm)
         except HotvcbError as err:
             self.log.error("%s: power state unknown (%s); start it by hand if it is off" % (vm.name, err))
-            return
+            return False
         if state == "on":
             self.log.info("%s is still powered on" % vm.name)
         elif not self.power_on(vm):
-            return  # the marker stays: the next run tries again
+            return False  # the marker stays: the next run tries again
         try:
             clear_power_mark(self.host, vm)
         except HotvcbError as err:
             self.log.warning("%s: could not remove %s: %s" % (vm.name, vm.folder, err))
+        return True
 
     def power_on(self, vm) -> bool:
         try:

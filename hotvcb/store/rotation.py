@@ -13,12 +13,13 @@ folder that the next run of that VM removes (`finish_deleting`). A .gz is
 one file: its unlink is atomic already.
 """
 
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .. import crashpoint
 from ..errors import HostError
 from ..shell import Shell
 from . import health, layout
+from ..units import human_size
 from .layout import BackupSet
 
 
@@ -33,9 +34,32 @@ def to_delete(backups: List[BackupSet], good: Callable[[BackupSet], bool], count
     return [b for b in done if (b.when, b.name) < (oldest_kept.when, oldest_kept.name)]
 
 
+def over_budget(backups: List[BackupSet], good: Callable[[BackupSet], bool], size: Callable[[BackupSet], int],
+                budget: int, keep: Sequence[str] = ()) -> List[BackupSet]:
+    """The oldest backups to delete until the rest fit in `budget` bytes.
+
+    The newest good backup always stays (a budget smaller than one backup
+    keeps that one), and so do the paths in `keep` (the backup just made).
+    """
+    done = sorted((b for b in backups if b.status not in ("partial", "deleting")), key=lambda b: (b.when, b.name))
+    goods = [b for b in done if good(b)]
+    protected = set(keep) | ({goods[-1].path} if goods else set())
+    total = sum(size(b) for b in done)
+    doomed = []
+    for b in done:
+        if total <= budget:
+            break
+        if b.path in protected:
+            continue
+        doomed.append(b)
+        total -= size(b)
+    return doomed
+
+
 def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: Optional[str] = None,
-           source: Tuple[str, str] = ("", "")) -> List[str]:
-    """Delete what to_delete names for this VM; the paths removed.
+           source: Tuple[str, str] = ("", ""), budget: int = 0, dry_run: bool = False) -> List[str]:
+    """Delete what to_delete names for this VM (and, with a size budget, what over_budget
+    names: the stricter rule wins); the paths removed, or with dry_run those that would be.
 
     The backup this run just made is never among them, whatever the names say
     (a clock that ran ahead once names older backups "newer"): rotation then
@@ -56,16 +80,48 @@ def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: 
         backups = [b for b in backups if b not in foreign]
     removed = []
     doomed = to_delete(backups, lambda b: verdicts[b.path].good, count)
+    why = {b.path: "rotation count %d" % count for b in doomed}
     if just_made is not None and any(b.path == just_made for b in doomed):
         log.warning("%s: backups named later than the one just made exist (was the clock ahead?); "
                     "keeping %s" % (vm_name, just_made))
         doomed = [b for b in doomed if b.path != just_made]
-    for old in doomed:
-        log.info("Removing old backup %s (%s) per rotation count %d" % (old.path, verdicts[old.path].state, count))
-        remove_backup(shell, old)
+    if budget:
+        sizes = {}  # type: Dict[str, int]
+
+        def size(b: BackupSet) -> int:
+            if b.path not in sizes:
+                sizes[b.path] = backup_size(shell, b)
+            return sizes[b.path]
+
+        rest = [b for b in backups if b not in doomed]
+        for b in over_budget(rest, lambda b: verdicts[b.path].good, size, budget, [just_made] if just_made else []):
+            doomed.append(b)
+            why[b.path] = "size budget %s" % human_size(budget)
+        left = sum(size(b) for b in rest if b not in doomed and b.status not in ("partial", "deleting"))
+        if left > budget:
+            log.warning("%s: its backups take %s, over the %s budget, but the newest good one always stays"
+                        % (vm_name, human_size(left), human_size(budget)))
+    for old in sorted(doomed, key=lambda b: (b.when, b.name)):
+        state = verdicts[old.path].state
+        if dry_run:
+            log.info("Would remove old backup %s (%s) per %s" % (old.path, state, why[old.path]))
+        else:
+            log.info("Removing old backup %s (%s) per %s" % (old.path, state, why[old.path]))
+            remove_backup(shell, old)
         removed.append(old.path)
-    finish_deleting(shell, volume, vm_name, log)
+    if not dry_run:
+        finish_deleting(shell, volume, vm_name, log)
     return removed
+
+
+def backup_size(shell: Shell, b: BackupSet) -> int:
+    """Bytes a backup takes on disk (a thin disk counts its allocated blocks)."""
+    try:
+        if not shell.isdir(b.path):
+            return shell.disk_usage(b.path)
+        return sum(shell.disk_usage(b.path + "/" + rel) for rel in shell.list_files(b.path))
+    except HostError:
+        return 0
 
 
 def _made_elsewhere(data: Optional[Dict[str, Any]], source: Tuple[str, str]) -> bool:

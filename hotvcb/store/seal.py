@@ -119,7 +119,8 @@ class Sealer:
         final = self._publish(compress=self.s.enable_compression and result.status == "ok")
         result.backup_dir = final
         rotation.rotate(self.shell, self.s.vm_backup_volume, self.vm.name, self.s.vm_backup_rotation_count, self.log,
-                        just_made=final, source=(self.source_host, self.vm.uuid))
+                        just_made=final, source=(self.source_host, self.vm.uuid),
+                        budget=self.s.vm_backup_rotation_size)
         if self.s.rsync_link:
             self._rsync_link(final)
         return final
