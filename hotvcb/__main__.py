@@ -1,5 +1,14 @@
+# `python -m hotvcb` and the pyz both start here: this file must parse and run on any Python
+# (ESXi 6.x ships 3.5, older hosts 2.7), so it says what hotvcb needs before importing the rest.
 import sys
 
-from .cli import main
+if sys.version_info < (3, 8):
+    sys.stderr.write(
+        "hotvcb: error: this Python is %d.%d; hotvcb needs Python 3.8 or newer (ESXi 7.0 and later "
+        "ship it as /bin/python). For ESXi 4.1-6.x, run hotvcb from a Linux box in SSH mode: "
+        "hotvcb --host root@HOST backup ... (docs/operations.md)\n" % tuple(sys.version_info[:2]))
+    sys.exit(1)
+
+from hotvcb.cli import main  # noqa: E402  (after the version check on purpose)
 
 sys.exit(main())

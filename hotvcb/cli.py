@@ -12,12 +12,10 @@ from typing import List, Optional
 
 from . import __version__
 from .commands import backup_cmd, cleanup_cmd, common, list_cmd, restore_cmd, schedule_cmd, status_cmd, verify_cmd
-from .errors import HotvcbError, Interrupted
-from .sshshell import SshTarget
+from .errors import HotvcbError, Interrupted, UsageError
 
 COMMANDS = (backup_cmd, cleanup_cmd, schedule_cmd, restore_cmd, list_cmd, verify_cmd, status_cmd)
-# top-level options that take a value (they may precede ghettoVCB-style flags)
-_GLOBAL_VALUED = ("--host", "--port", "--identity", "--known-hosts", "--ssh-option", "--qemu")
+_GLOBAL_VALUED = common.GLOBAL_VALUED
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,17 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         "`hotvcb -a -g FILE` works like `ghettoVCB.sh -a -g FILE`.",
     )
     parser.add_argument("--version", action="version", version="hotvcb " + __version__)
-    remote = parser.add_argument_group(
-        "SSH remote mode", "run the job from this machine against an ESXi host over SSH "
-        "(OpenSSH client; host keys must already be in known_hosts)")
-    remote.add_argument("--host", metavar="USER@HOST", help="the ESXi host to work on, e.g. root@esxi01")
-    remote.add_argument("--port", type=int, metavar="N", help="its SSH port (default 22)")
-    remote.add_argument("--identity", metavar="FILE", help="private key to log in with")
-    remote.add_argument("--known-hosts", metavar="FILE", help="known_hosts file holding the host's key")
-    remote.add_argument("--ssh-option", metavar="OPT", action="append", default=[],
-                        help="extra ssh -o option, e.g. ConnectTimeout=5 (repeatable)")
-    parser.add_argument("--qemu", metavar="DIR", help="back up the QEMU/KVM VMs on this machine whose QMP "
-                        "sockets are DIR/<VM name>.qmp (instead of ESXi)")
+    common.add_target_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for module in COMMANDS:
         module.register(sub)
@@ -63,16 +51,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 1
-    if args.qemu and args.host:
-        parser.error("--qemu and --host exclude each other")
-    common.use_qemu(args.qemu)
-    if args.host:
-        common.use_remote(SshTarget(args.host, args.port, args.identity, args.known_hosts,
-                                    tuple(args.ssh_option)))
-    elif args.port or args.identity or args.known_hosts or args.ssh_option:
-        parser.error("--port, --identity, --known-hosts and --ssh-option need --host")
-    else:
-        common.use_remote(None)
+    try:
+        common.use_target(common.target_of(args))
+    except UsageError as err:
+        parser.error(str(err))
     debug = getattr(args, "level", "") == "debug"
     try:
         return args.handler(args)

@@ -203,6 +203,7 @@ KEYS = {
     "BACKUP_FILES_CHMOD": _mode,
     "VMDK_FILES_TO_BACKUP": _vmdk_files,
     "SNAPSHOT_REMOVE_TIMEOUT": _minutes(1),
+    "CREATE_VM_BACKUP_VOLUME": _boolean,
     "BACKUP_POWER_STATE": _choice(("on", "off", "any")),
     "VM_BACKUP_ROTATION_SIZE": _size,
     "COLD_SNAPSHOT": _boolean,

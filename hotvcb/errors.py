@@ -88,9 +88,15 @@ class CommandFailed(HostError):
 
 
 class VmNotFound(HostError):
-    def __init__(self, name: str):
-        super().__init__("no VM named %r on this host" % name)
-        self.name = name
+    def __init__(self, name: str, present: Sequence[str] = ()):
+        """`present`: the names the host has, to suggest the close ones (a typo, other case)."""
+        import difflib
+
+        close = [p for p in present if p.lower() == name.lower() and p != name]
+        close += [c for c in difflib.get_close_matches(name, list(present), n=3, cutoff=0.6) if c not in close]
+        hint = " (did you mean %s?)" % " or ".join(repr(c) for c in close[:3]) if close else ""
+        super().__init__("no VM named %r on this host%s" % (name, hint))
+        self.name, self.suggestions = name, close[:3]
 
 
 class AmbiguousVm(HostError):

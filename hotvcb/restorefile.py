@@ -1,6 +1,6 @@
 """ghettoVCB-restore files: one VM to restore a line.
 
-    "<backup dir or .gz>;<target datastore path>;<format 1-4>[;<new display name>]"
+    "<backup dir or .gz>;<target datastore path or name>;<format 1-4>[;<new display name>]"
 
 Format numbers are ghettoVCB's: 1 zeroedthick, 2 2gbsparse, 3 thin,
 4 eagerzeroedthick (hotvcb also takes the names). Surrounding quotes (" or ')
@@ -87,7 +87,12 @@ def parse_line(line: str, where: str) -> Union[RestoreRequest, BadLine, None]:
     except ValueError as err:
         return BadLine(where, str(err))
     new_name = fields[3] if len(fields) == 4 and fields[3] else None
-    return RestoreRequest(trim_path(backup), trim_path(target), fmt_name, new_name, where)
+    return RestoreRequest(trim_path(backup), trim_path(datastore_path(target)), fmt_name, new_name, where)
+
+
+def datastore_path(target: str) -> str:
+    """A datastore name (`datastore1`, `datastore1/restored`) means /vmfs/volumes/<it>, as --datastore does."""
+    return target if target.startswith("/") else "/vmfs/volumes/" + target
 
 
 def read_restore_file(path: str) -> List[Union[RestoreRequest, BadLine]]:

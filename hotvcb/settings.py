@@ -51,6 +51,7 @@ class Settings:
     backup_files_chmod: str = ""  # octal mode string, "" = leave as created
     vmdk_files_to_backup: Tuple[str, ...] = ("all",)
     snapshot_remove_timeout: float = 30  # (hotvcb) minutes to wait for consolidation
+    create_vm_backup_volume: bool = False  # (hotvcb) create a missing VM_BACKUP_VOLUME (store/volume.py)
     pre_backup_hook: str = ""  # (hotvcb) command run on the host before each VM's backup
     post_backup_hook: str = ""  # (hotvcb) ... and after it, on every path that ran the pre-hook
     hook_timeout: float = 10  # (hotvcb) minutes

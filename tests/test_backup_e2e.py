@@ -1,5 +1,6 @@
 """`hotvcb backup` against a simulated ESXi host: what issue 2 must show."""
 
+import glob
 import os
 import signal
 import subprocess
@@ -282,6 +283,35 @@ def test_backup_volume_on_no_datastore_is_refused(host, tmp_path):
     assert "/vmfs/volumes/bakup/hotvcb is not on a datastore of this host (datastores: backup, datastore1, ds5)" \
         in r.stdout
     assert not os.path.exists(host.real("/vmfs/volumes/bakup")) and snapshot_names(host, vmid) == []
+
+
+def test_a_missing_backup_volume_off_the_datastores_is_refused_unless_told_to_create_it(host, tmp_path):
+    """Outside /vmfs/volumes a missing folder would be made on the ESXi ramdisk (issue 10 item 6)."""
+    vmid = host.create_vm("ram", "datastore1", [{"size": "4M"}], power="on")
+    scratch = tmp_path / "scratch" / "hotvcb"  # off the datastores (the test host's / is the real one)
+    r = hotvcb(host, "-m", "ram", "-g", write_conf(host, VM_BACKUP_VOLUME=scratch), "-w", tmp_path / "w")
+    assert r.returncode == 6, r.stdout + r.stderr
+    assert not (tmp_path / "scratch").exists()
+    assert "VM_BACKUP_VOLUME %s does not exist" % scratch in r.stdout and "CREATE_VM_BACKUP_VOLUME=1" in r.stdout
+    assert snapshot_names(host, vmid) == []
+    r = hotvcb(host, "-m", "ram", "-g", write_conf(host, VM_BACKUP_VOLUME=tmp_path / "bk", CREATE_VM_BACKUP_VOLUME=1),
+               "-w", tmp_path / "w")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len(glob.glob(str(tmp_path / "bk" / "ram" / "*" / "STATUS.ok"))) == 1
+
+
+def test_a_misspelt_vm_name_gets_the_close_names(host, tmp_path):
+    """Issue 10 item 3: `no VM named 'Web server (prod)'` says which names are close."""
+    host.create_vm("Web Server (prod)", "datastore1", [{"size": "4M"}], power="off")
+    host.create_vm("Web Server (test)", "datastore1", [{"size": "4M"}], power="off")
+    host.create_vm("db", "datastore1", [{"size": "4M"}], power="off")
+    r = hotvcb(host, "-m", "Web server (prod)", "-g", write_conf(host), "-w", tmp_path / "w")
+    assert r.returncode != 0
+    assert ("no VM named 'Web server (prod)' on this host (did you mean 'Web Server (prod)' or "
+            "'Web Server (test)'?)") in r.stdout, r.stdout
+    r = hotvcb(host, "-m", "zzz", "-g", write_conf(host), "-w", tmp_path / "w")
+    assert "no VM named 'zzz' on this host\n" in r.stdout or "no VM named 'zzz' on this host" in r.stdout
+    assert "did you mean" not in r.stdout
 
 
 def test_vm_vanishing_after_listing_fails_only_that_vm(host, tmp_path):

@@ -41,6 +41,7 @@ def test_holds_the_package_only(pyz):
     sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "hotvcb").rglob("*.py"))
     assert names[1:] == sources
     assert "from hotvcb.cli import main" in main
+    assert main == (ROOT / "hotvcb" / "__main__.py").read_text()  # one guarded entry for pyz and -m
     assert os.access(str(pyz), os.X_OK)
 
 
@@ -71,13 +72,58 @@ def test_errors_are_one_line_from_the_pyz(pyz):
 @needs_py38
 def test_schedule_from_the_pyz_runs_the_pyz(pyz, tmp_path):
     """A job installed by the pyz starts that same pyz (systemd flavour: plain files, no host needed)."""
+    (tmp_path / "qmp").mkdir()
+    (tmp_path / "bk").mkdir()
+    (tmp_path / "hotvcb.conf").write_text("VM_BACKUP_VOLUME=%s\n" % (tmp_path / "bk"))
+    job = ["--qemu", str(tmp_path / "qmp"), "-a", "-g", str(tmp_path / "hotvcb.conf")]
     done = subprocess.run([PY38, str(pyz), "schedule", "install", "--platform", "linux", "--systemd",
-                           "--unit-dir", str(tmp_path), "--cron", "0 17 * * 4", "--", "-a"],
+                           "--unit-dir", str(tmp_path), "--cron", "0 17 * * 4", "--"] + job,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
                           env={"PATH": str(tmp_path)})  # no systemctl: the units are written, a warning said so
     assert done.returncode == 0, done.stderr
     service = (tmp_path / "hotvcb-hotvcb.service").read_text()
-    assert "ExecStart=%s %s backup -a\n" % (PY38, pyz) in service
+    assert "ExecStart=%s %s --qemu %s backup -a -g %s\n" % (PY38, pyz, tmp_path / "qmp", tmp_path / "hotvcb.conf") \
+        in service
+
+
+OLD_PYTHONS = {v: "/root/.pyenv/versions/%s/bin/python%s" % (full, v)
+               for v, full in (("2.7", "2.7.18"), ("3.6", "3.6.15"), ("3.7", "3.7.16"))}
+
+
+@pytest.mark.parametrize("version", sorted(OLD_PYTHONS))
+def test_an_old_python_is_told_what_is_needed_and_pointed_to_ssh_mode(pyz, version):
+    """ESXi 6.x ships 3.5, older hosts 2.7: one line and exit 1, never a traceback (pyz and -m)."""
+    python = OLD_PYTHONS[version]
+    if not os.path.exists(python):
+        pytest.skip("no Python %s at %s" % (version, python))
+    for argv, env in (([python, str(pyz), "backup", "-a"], {"PATH": "/usr/bin:/bin"}),
+                      ([python, "-m", "hotvcb", "-a"], {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})):
+        done = subprocess.run(argv, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              universal_newlines=True, env=env, timeout=60)
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.startswith("hotvcb: error: this Python is %s; hotvcb needs Python 3.8" % version)
+        assert "hotvcb --host root@HOST" in done.stderr and len(done.stderr.splitlines()) == 1
+        assert done.stdout == ""
+    if version == "2.7":
+        _entry_files_parse_on_python_27_and_35()
+
+
+def _entry_files_parse_on_python_27_and_35():
+    """What runs first (hotvcb/__init__.py, then __main__.py) must stay free of newer syntax.
+
+    No 3.5 interpreter here: vermin checks the 3.5 grammar (and 2.7 once more)."""
+    files = [str(ROOT / "hotvcb" / "__init__.py"), str(ROOT / "hotvcb" / "__main__.py")]
+    py27 = OLD_PYTHONS["2.7"]
+    if os.path.exists(py27):
+        for f in files:
+            done = subprocess.run([py27, "-c", "import sys; compile(open(sys.argv[1]).read(), sys.argv[1], 'exec')", f],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+            assert done.returncode == 0, done.stdout
+    vermin = pytest.importorskip("vermin.main")
+    done = subprocess.run([sys.executable, "-c", "import sys; from vermin.main import main; sys.exit(main())",
+                           "-q", "--no-tips", "--violations", "-t=2.7-", "-t=3.5-"] + files,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    assert vermin and done.returncode == 0, done.stdout
 
 
 # -- inside a simulated ESXi host --------------------------------------------------------------

@@ -65,7 +65,7 @@ def lab(tmp_path):
             return sorted(os.path.dirname(p) for p in glob.glob(os.path.join(self.volume, name, "*", "STATUS." + status)))
 
     lab = Lab()
-    for d in (lab.inventory, lab.control, lab.images):
+    for d in (lab.inventory, lab.control, lab.images, lab.volume):
         os.makedirs(d)
     try:
         yield lab
@@ -246,3 +246,40 @@ def test_image_formats_for_qemu_hosts(lab, fmt, ext):
     disk = os.path.join(backup, name + ext)
     assert qemu_img("compare", "-f", fmt, "-F", "raw", disk, image).returncode == 0
     assert lab.overlays() == [] and lab.leftovers() == []
+
+
+def test_a_missing_or_unmounted_backup_volume_is_refused_unless_told_to_create_it(lab):
+    """An unmounted NAS path must not be silently filled on the root filesystem (issue 10 item 6)."""
+    name = "nas"
+    _, image = _image(lab, name, "raw", 4 * MiB, 1 * MiB)
+    lab.start(name, image, "raw")
+
+    def argv(**keys):
+        return hotvcb_argv(lab.inventory, "backup", "-m", name, "-g", lab.conf(**keys), "-w", lab.workdir)
+
+    missing = os.path.join(str(lab.root), "nas", "backups")
+    r = subprocess.run(argv(VM_BACKUP_VOLUME=missing), capture_output=True, text=True,
+                       timeout=120, env=env())
+    out = r.stdout + r.stderr
+    assert r.returncode == 6, out
+    assert "VM_BACKUP_VOLUME %s does not exist" % missing in out and "CREATE_VM_BACKUP_VOLUME=1" in out
+    assert not os.path.exists(os.path.join(str(lab.root), "nas")), "nothing was created"
+    assert lab.overlays() == []
+
+    # the empty mount point of a share in /etc/fstab that is not mounted (seen in a private mount namespace)
+    point = os.path.join(str(lab.root), "mnt nas")
+    os.makedirs(point)
+    fstab = lab.root / "fstab"
+    fstab.write_text("# test\nnas:/export %s nfs noauto 0 0\n" % point.replace(" ", "\\040"))
+    wrapped = ["unshare", "-m", "sh", "-c", 'mount --bind "$0" /etc/fstab && exec "$@"', str(fstab)]
+    r = subprocess.run(wrapped + argv(VM_BACKUP_VOLUME=point + "/hotvcb", CREATE_VM_BACKUP_VOLUME=1),
+                       capture_output=True, text=True, timeout=120, env=env())
+    out = r.stdout + r.stderr
+    assert r.returncode == 6, out
+    assert "%s is a mount point in /etc/fstab but nothing is mounted there" % point in out
+    assert os.listdir(point) == []
+
+    r = subprocess.run(argv(VM_BACKUP_VOLUME=missing, CREATE_VM_BACKUP_VOLUME=1),
+                       capture_output=True, text=True, timeout=120, env=env())
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len(glob.glob(os.path.join(missing, name, "*", "STATUS.ok"))) == 1

@@ -212,7 +212,8 @@ def test_existing_target_folder_and_registered_name(site, tmp_path):
     r = hotvcb(host, "restore", "-c", f)
     assert r.returncode == 6, r.out
     assert "%s:2: target folder /vmfs/volumes/datastore1/Taken already exists" % f in r.out
-    assert "%s:3: a VM named %r is already registered" % (f, VM) in r.out
+    # the original VM's own folder: a real clash (a VM of that name elsewhere is only a warning, see below)
+    assert "%s:3: target folder /vmfs/volumes/datastore1/%s already exists" % (f, VM) in r.out
     assert os.listdir(host.real("/vmfs/volumes/datastore1/Taken")) == ["keep.txt"]
 
 
@@ -298,3 +299,33 @@ def test_unsealed_backup_refused(site):
     r = hotvcb(host, "restore", old, "--datastore", "datastore1", "--name", "Nope")
     assert r.returncode == 6 and "not sealed" in r.out, r.out
     shutil.rmtree(host.real(old))
+
+
+def test_datastore_name_in_a_restore_line_and_a_name_registered_elsewhere(site, tmp_path):
+    """Issue 10 item 3: `;backup;` works as --datastore backup does (ds2 holds the VM's own second folder), and a VM name registered elsewhere is
+    restored (as ghettoVCB did) with a clear warning; only a real clash (the folder) is refused."""
+    host, conf, backup = site
+    before = registered(host)
+    f = restore_file(host, tmp_path, ["%s;backup;3" % backup])
+    r = hotvcb(host, "restore", "-c", f)
+    try:
+        assert r.returncode == 0, r.out
+        assert "%s:2: a VM named %r is already registered (vmid %s" % (f, VM, before[VM]) in r.out
+        assert "restoring anyway" in r.out and "--name" in r.out
+        check_disks_equal(host, backup, "/vmfs/volumes/backup/" + VM)
+        twins = [k for k in host.state()["vms"] if host.display_name(k) == VM]
+        assert len(twins) == 2
+        again = hotvcb(host, "restore", "-c", f)  # now the folder is there: refused
+        assert again.returncode == 6 and "target folder /vmfs/volumes/backup/%s already exists" % VM in again.out
+    finally:
+        for vmid in [k for k in host.state()["vms"] if host.display_name(k) == VM and k != before[VM]]:
+            vim(host, "vmsvc/unregister", vmid)
+    shutil.rmtree(host.real("/vmfs/volumes/backup/" + VM), ignore_errors=True)
+    assert registered(host) == before
+
+
+def test_a_misspelt_vm_name_gets_the_close_names(site):
+    host, conf, _backup = site
+    r = hotvcb(host, "restore", "--latest", "web prüf 1", "-g", str(conf), "--datastore", "ds2")
+    assert r.returncode == 1
+    assert "no good backup of 'web prüf 1' under %s (did you mean %r?)" % (BK, VM) in r.out

@@ -101,16 +101,22 @@ def test_backup_argv_checks_and_makes_paths_absolute(tmp_path, monkeypatch):
     assert schedule.backup_argv(["backup", "-a"]) == ["backup", "-a"]
 
 
-@pytest.mark.parametrize("args,words", [
-    ([], "say what to back up"),
-    (["-g", "/x"], "which VMs"),
-    (["-a", "--bogus"], "not valid: unrecognized"),
-    (["-a", "-d", "loud"], "not valid"),
-])
-def test_backup_argv_refuses_what_would_fail_at_run_time(args, words, capsys):
-    with pytest.raises(UsageError, match=words):
-        schedule.backup_argv(args)
-    assert capsys.readouterr().err == ""  # argparse's own chatter is folded into the one error
+def test_backup_argv_needs_arguments():
+    with pytest.raises(UsageError, match="say what to back up"):
+        schedule.backup_argv(["--"])
+
+
+def test_absolute_paths_keep_the_admins_spelling(tmp_path, monkeypatch):
+    """Relative to $PWD as the shell shows it (ESXi: /vmfs/volumes/datastore1, not the UUID getcwd() gives)."""
+    real = tmp_path / "5f3c0e2a-uuid"
+    real.mkdir()
+    (tmp_path / "datastore1").symlink_to(real)
+    monkeypatch.chdir(str(tmp_path / "datastore1"))
+    monkeypatch.setenv("PWD", str(tmp_path / "datastore1"))
+    assert schedule.absolute("vms") == str(tmp_path / "datastore1" / "vms")
+    assert schedule.absolute("/vmfs/volumes/datastore1/x") == "/vmfs/volumes/datastore1/x"
+    monkeypatch.setenv("PWD", "/elsewhere")  # a stale $PWD is not trusted
+    assert schedule.absolute("vms") == str(real / "vms")
 
 
 def test_cron_line_quotes_every_word_for_the_shell():
@@ -351,12 +357,19 @@ def test_linux_real_crontab_round_trip_as_nobody(tmp_path_factory):
     # nobody cannot read a checkout under a 0700 folder (CI clones into mktemp -d)
     readable = Path(tempfile.mkdtemp(prefix="hotvcb-nobody-", dir="/tmp"))
     shutil.copytree(str(ROOT / "hotvcb"), str(readable / "hotvcb"))
+    # nobody's own QEMU VM "vm one" (its QMP folder is nobody's, so no root is needed), list, config, target
+    (readable / "qmp").mkdir()
+    (readable / "qmp" / "vm one.qmp").write_text("")
+    (readable / "vm list 100%").write_text("vm one\n")
+    (readable / "backups").mkdir()
+    (readable / "hotvcb.conf").write_text("VM_BACKUP_VOLUME=%s\n" % (readable / "backups"))
     for path in [readable] + list(readable.rglob("*")):
         path.chmod(0o755 if path.is_dir() else 0o644)
+    os.chown(str(readable / "qmp"), 65534, 65534)
 
     def hotvcb(*args):
         return subprocess.run(["runuser", "-u", "nobody", "--", "env", "PYTHONPATH=%s" % readable, SYSTEM_PYTHON,
-                               "-m", "hotvcb", "schedule"] + list(args),
+                               "-m", "hotvcb", "--qemu", str(readable / "qmp"), "schedule"] + list(args),
                               cwd="/", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
 
     def table():
@@ -364,7 +377,7 @@ def test_linux_real_crontab_round_trip_as_nobody(tmp_path_factory):
                               stderr=subprocess.DEVNULL, universal_newlines=True).stdout
 
     install = ["install", "--platform", "linux", "--cron", "0 17 * * 4", "--log", "/tmp/hotvcb-nobody.log", "--",
-               "-f", "/tmp/vm list 100%"]
+               "-f", str(readable / "vm list 100%"), "-g", str(readable / "hotvcb.conf")]
     subprocess.run(["crontab", "-u", "nobody", "-r"], stderr=subprocess.DEVNULL)
     try:
         for _ in range(2):
@@ -374,13 +387,63 @@ def test_linux_real_crontab_round_trip_as_nobody(tmp_path_factory):
             assert done.returncode == 0, done.stdout
         lines = [ln for ln in table().splitlines() if "hotvcb" in ln]
         assert len(lines) == 1
-        assert "'/tmp/vm list 100\\%'" in lines[0] and lines[0].endswith("# hotvcb:hotvcb")
+        assert "'%s/vm list 100\\%%'" % readable in lines[0] and lines[0].endswith("# hotvcb:hotvcb")
         shown = hotvcb("show", "--platform", "linux")
         assert "job hotvcb in crontab of nobody" in shown.stdout
         assert hotvcb("remove", "--platform", "linux").stdout.strip() == "removed job(s): hotvcb"
         assert "hotvcb" not in table()
     finally:
         subprocess.run(["crontab", "-u", "nobody", "-r"], stderr=subprocess.DEVNULL)
+        shutil.rmtree(str(readable), ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runuser") or not os.path.exists(SYSTEM_PYTHON),
+                    reason="needs root, runuser and /usr/bin/python3")
+def test_not_root_is_told_that_root_is_needed_and_why(tmp_path):
+    """Issue 10 item 5, as user nobody through the CLI: one line naming root and the reason."""
+    readable = Path(tempfile.mkdtemp(prefix="hotvcb-nobody-", dir="/tmp"))
+    try:
+        shutil.copytree(str(ROOT / "hotvcb"), str(readable / "hotvcb"))
+        for sub in ("qmp", "own", "bin", "backups"):
+            (readable / sub).mkdir()
+        (readable / "qmp" / "vm.qmp").write_text("")  # root's QEMU VM
+        (readable / "own" / "vm.qmp").write_text("")  # nobody's own
+        (readable / "hotvcb.conf").write_text("VM_BACKUP_VOLUME=%s\n" % (readable / "backups"))
+        (readable / "bin" / "crontab").write_text(  # a crontab(1) that cannot write its spool
+            '#!/bin/sh\n[ "$1" = -l ] && { echo "no crontab for nobody" >&2; exit 1; }\n'
+            'echo "crontab: mkstemp: Permission denied" >&2; exit 1\n')
+        for path in [readable] + list(readable.rglob("*")):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        (readable / "bin" / "crontab").chmod(0o755)
+        os.chown(str(readable / "own"), 65534, 65534)
+        conf = str(readable / "hotvcb.conf")
+
+        def hotvcb(*args):
+            return subprocess.run(["runuser", "-u", "nobody", "--", "env", "PYTHONPATH=%s" % readable,
+                                   "PATH=%s:/usr/bin:/bin" % (readable / "bin"), SYSTEM_PYTHON, "-m", "hotvcb"]
+                                  + list(args), cwd="/", stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  universal_newlines=True, timeout=60)
+
+        cron = ["schedule", "install", "--cron", "0 1 * * *"]
+        cases = [
+            (["--qemu", str(readable / "qmp"), "backup", "-a", "-g", conf], "must run as root here",
+             "run lock lives in %s" % (readable / "qmp")),
+            (["backup", "-a", "-g", conf], "must run as root here", "vim-cmd snapshots"),
+            (cron + ["--platform", "esxi", "--", "-a", "-g", conf], "must run as root on ESXi", "root's crontab"),
+            (cron + ["--platform", "linux", "--systemd", "--", "-a", "-g", conf], "must run as root",
+             "/etc/systemd/system"),
+            (["--qemu", str(readable / "qmp")] + cron + ["--platform", "linux", "--", "-a", "-g", conf],
+             "must run as root here", "QMP sockets"),
+            (["--qemu", str(readable / "own")] + cron + ["--platform", "linux", "--", "-a", "-g", conf],
+             "install the schedule as root", "mkstemp: Permission denied"),
+        ]
+        for args, words, why in cases:
+            done = hotvcb(*args)
+            assert done.returncode == 1, (args, done.stdout)
+            errors = [ln for ln in done.stdout.splitlines() if "error:" in ln]
+            assert errors and words in errors[0] and why in errors[0], (args, done.stdout)
+            assert "Traceback" not in done.stdout
+    finally:
         shutil.rmtree(str(readable), ignore_errors=True)
 
 
@@ -447,12 +510,25 @@ def _cli(*args, env=None):
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
 
 
-def test_cli_install_show_remove_crontab(fake_crontab):
-    done = _cli("schedule", "install", "--platform", "linux", "--cron", "0 17 * * 4", "--job", "weekly",
-                "--", "-m", "vm one", "-g", "/etc/hotvcb.conf", env=dict(os.environ))
+@pytest.fixture
+def qemu_site(tmp_path):
+    """A QMP folder with VM "vm one" (listing needs only the socket's name), a config, a backup target."""
+    qmp = tmp_path / "qmp"
+    qmp.mkdir()
+    (qmp / "vm one.qmp").write_text("")
+    (tmp_path / "backups").mkdir()
+    conf = tmp_path / "hotvcb.conf"
+    conf.write_text("VM_BACKUP_VOLUME=%s\n" % (tmp_path / "backups"))
+    return qmp, conf
+
+
+def test_cli_install_show_remove_crontab(fake_crontab, qemu_site):
+    qmp, conf = qemu_site
+    done = _cli("--qemu", str(qmp), "schedule", "install", "--platform", "linux", "--cron", "0 17 * * 4", "--job",
+                "weekly", "--", "-m", "vm one", "-g", str(conf), env=dict(os.environ))
     assert done.returncode == 0, done.stderr
     assert "installed job weekly: 0 17 * * 4 " in done.stdout
-    assert "-m 'vm one' -g /etc/hotvcb.conf >> " in fake_crontab.read_text()
+    assert " -m hotvcb --qemu %s backup -m 'vm one' -g %s >> " % (qmp, conf) in fake_crontab.read_text()
     shown = _cli("schedule", "show", "--platform", "linux", env=dict(os.environ))
     assert "job weekly in crontab of" in shown.stdout
     assert _cli("schedule", "remove", "--platform", "linux", "--job", "weekly",
@@ -479,14 +555,83 @@ def test_cli_schedule_without_action_prints_help():
     assert done.returncode == 1 and "install" in done.stderr
 
 
-def test_cli_schedule_of_a_remote_host_keeps_the_ssh_options(tmp_path):
-    """`hotvcb --host root@esxi01 schedule install …` on Linux: the job backs up over SSH."""
+def test_cli_schedule_of_an_unreachable_host_is_refused(tmp_path):
+    """`hotvcb --host root@esxi01 schedule install …`: the host must answer before anything is written
+    (the SSH-mode schedule that works is in test_ssh_e2e.py)."""
     done = _cli("--host", "root@esxi01", "--port", "2222", "--known-hosts", "kh", "schedule", "install",
                 "--platform", "linux", "--systemd", "--unit-dir", str(tmp_path), "--cron", "0 1 * * *", "--", "-a",
-                env=dict(os.environ, PATH=str(tmp_path)))
+                env=dict(os.environ, PATH=str(tmp_path)))  # no ssh on PATH
+    assert done.returncode == 1 and "cannot reach the host to check the job" in done.stderr, done.stderr
+    assert len(done.stderr.splitlines()) == 1 and os.listdir(str(tmp_path)) == []
+
+
+# -- issue 10 item 1: any backup that can be run can be scheduled, with exactly the flags given ------
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_cli_schedule_keeps_qemu_before_or_after_the_dashes(fake_crontab, qemu_site, where):
+    qmp, conf = qemu_site
+    job = ["-m", "vm one", "-g", str(conf)]
+    if where == "before":
+        args = ["--qemu", str(qmp), "schedule", "install", "--platform", "linux", "--cron", "0 1 * * *", "--"] + job
+    else:
+        args = ["schedule", "install", "--platform", "linux", "--cron", "0 1 * * *", "--", "--qemu", str(qmp)] + job
+    done = _cli(*args, env=dict(os.environ))
     assert done.returncode == 0, done.stderr
-    service = (tmp_path / "hotvcb-hotvcb.service").read_text()
-    assert " -m hotvcb --host root@esxi01 --port 2222 --known-hosts %s backup -a\n" % (ROOT / "kh") in service
-    done = _cli("--host", "root@esxi01", "schedule", "install", "--platform", "esxi", "--cron", "0 1 * * *",
-                "--", "-a")
-    assert done.returncode == 1 and "--host schedules a backup of another host" in done.stderr
+    line = [ln for ln in fake_crontab.read_text().splitlines() if ln.endswith("# hotvcb:hotvcb")][0]
+    assert " -m hotvcb --qemu %s backup -m 'vm one' -g %s >> " % (qmp, conf) in line
+    # and the line runs: the command before ">>" parses as the backup it names
+    words = shlex.split(line.split(" ", 5)[5].split(" >> ")[0])
+    assert words[words.index("--qemu") + 1] == str(qmp)
+
+
+def test_cli_schedule_refuses_two_different_targets(fake_crontab, qemu_site, tmp_path):
+    qmp, conf = qemu_site
+    done = _cli("--qemu", str(qmp), "schedule", "install", "--platform", "linux", "--cron", "0 1 * * *", "--",
+                "--qemu", str(tmp_path), "-a", "-g", str(conf), env=dict(os.environ))
+    assert done.returncode == 1 and "given twice" in done.stderr and not fake_crontab.exists()
+
+
+# -- issue 10 item 2: install runs the job's own checks before writing anything ----------------------
+@pytest.mark.parametrize("job,words", [
+    (["-g", "CONF"], "which VMs"),
+    (["-a", "--bogus", "-g", "CONF"], "not valid: unrecognized arguments: --bogus"),
+    (["-a", "-d", "loud", "-g", "CONF"], "not valid"),
+    (["-f", "vms to back up.txt", "-g", "CONF"], "cannot read VM list file vms to back up.txt: No such file"),
+    (["-a", "-e", "excludes", "-g", "CONF"], "cannot read VM list file excludes"),
+    (["-a", "-g", "hotvcb.cnf"], "hotvcb.cnf"),
+    (["-a", "-g", "BADCONF"], "DISK_BACKUP_FORMAT='floppy' is not valid"),
+    (["-m", "vm 1", "-g", "CONF"], "no VM named 'vm 1' on this host (did you mean 'vm one'?)"),
+    (["-a", "-g", "NOVOLUME"], "does not exist"),
+    (["-a", "-c", "per-vm", "-g", "CONF"], "-c per-vm: no such folder"),
+    (["-a", "-c", "PERVM", "-g", "CONF"], "DISK_BACKUP_FORMAT='floppy' is not valid"),
+])
+def test_cli_install_checks_the_job_and_writes_nothing(fake_crontab, qemu_site, tmp_path, job, words):
+    qmp, conf = qemu_site
+    (tmp_path / "bad.conf").write_text("VM_BACKUP_VOLUME=%s\nDISK_BACKUP_FORMAT=floppy\n" % (tmp_path / "backups"))
+    (tmp_path / "novol.conf").write_text("VM_BACKUP_VOLUME=%s\n" % (tmp_path / "nas" / "backups"))
+    (tmp_path / "pervm").mkdir()
+    (tmp_path / "pervm" / "vm one").write_text("DISK_BACKUP_FORMAT=floppy\n")
+    names = {"CONF": str(conf), "BADCONF": str(tmp_path / "bad.conf"), "NOVOLUME": str(tmp_path / "novol.conf"),
+             "PERVM": str(tmp_path / "pervm")}
+    job = [names.get(w, w) for w in job]
+    done = subprocess.run([sys.executable, "-m", "hotvcb", "--qemu", str(qmp), "schedule", "install", "--platform",
+                           "linux", "--cron", "0 1 * * *", "--"] + job, cwd=str(tmp_path),
+                          env=dict(os.environ, PYTHONPATH=str(ROOT), PWD=str(tmp_path)),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("hotvcb: error: ") and len(done.stderr.splitlines()) == 1, done.stderr
+    assert words in done.stderr
+    assert str(tmp_path) + "/vms" not in done.stderr  # relative paths are shown as written
+    assert not fake_crontab.exists()
+
+
+def test_cli_install_shows_relative_paths_as_written_and_installs_them_absolute(fake_crontab, qemu_site, tmp_path):
+    qmp, conf = qemu_site
+    (tmp_path / "vms").write_text("vm one\n")
+    done = subprocess.run([sys.executable, "-m", "hotvcb", "--qemu", "qmp", "schedule", "install", "--platform",
+                           "linux", "--cron", "0 1 * * *", "--log", "job.log", "--", "-f", "vms", "-g", "hotvcb.conf"],
+                          cwd=str(tmp_path),
+                          env=dict(os.environ, PYTHONPATH=str(ROOT), PWD=str(tmp_path)),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    assert done.returncode == 0, done.stderr
+    assert "--qemu %s backup -f %s -g %s >> %s 2>&1" % (qmp, tmp_path / "vms", conf, tmp_path / "job.log") \
+        in fake_crontab.read_text()

@@ -57,7 +57,11 @@ class Esxi:
         self.path, self.version = path, version
         _esxisim("create", str(path), "--version", version)
         _esxisim("datastore", str(path), "ds1")
+        _esxisim("vm", str(path), "web 01", "--datastore", "ds1")
         self.sh("cp %s /vmfs/volumes/ds1/hotvcb.pyz" % shlex.quote(str(pyz)))
+        # install checks the job as the run would: the list, the config and the VM must be there
+        self.sh("printf 'web 01\\n' > '/vmfs/volumes/ds1/vms to back up' && "
+                "printf 'VM_BACKUP_VOLUME=/vmfs/volumes/ds1/backups\\n' > /vmfs/volumes/ds1/hotvcb.conf")
 
     def sh(self, script, check=True):
         return _sh(self.path, script, check)
@@ -151,7 +155,7 @@ def test_install_twice_gives_one_line_and_one_block(esxi):
 
 def test_two_jobs_and_remove_all(esxi):
     esxi.hotvcb("schedule", "install", "--job", "weekly", *ARGS)
-    esxi.hotvcb("schedule", "install", "--job", "daily", "--cron", "@daily", "--", "-a")
+    esxi.hotvcb("schedule", "install", "--job", "daily", "--cron", "@daily", "--", "-a", "-g", "/vmfs/volumes/ds1/hotvcb.conf")
     crontab = esxi.read(CRONTAB)
     assert len([ln for ln in crontab.splitlines() if "# hotvcb:" in ln]) == 2
     assert "\n0 0 * * * /bin/python" in crontab  # busybox crond gets five fields, not @daily
@@ -170,3 +174,22 @@ def test_bad_arguments_change_nothing(esxi):
     done = esxi.hotvcb("schedule", "install", "--systemd", *ARGS, check=False)
     assert done.returncode == 1 and "--systemd is for Linux" in done.stderr
     assert esxi.read(CRONTAB) + esxi.read(LOCAL_SH) == before
+
+
+def test_install_checks_the_job_first_and_keeps_paths_as_written(esxi):
+    """Issue 10 item 2: a misspelt list, config or VM name is refused before anything is written; relative
+    paths from a datastore folder are installed under the datastore's name, not its UUID."""
+    before = esxi.read(CRONTAB) + esxi.read(LOCAL_SH)
+    pyz = "/bin/python /vmfs/volumes/ds1/hotvcb.pyz schedule install --cron '0 17 * * 4' -- "
+    for job, words in (("-f 'vms to backup' -g hotvcb.conf", "cannot read VM list file vms to backup: "),
+                       ("-f 'vms to back up' -g hotvcb.cnf", "hotvcb.cnf"),
+                       ("-m 'Web 01' -g hotvcb.conf", "no VM named 'Web 01' on this host (did you mean 'web 01'?)")):
+        done = esxi.sh("cd /vmfs/volumes/ds1 && " + pyz + job, check=False)
+        assert done.returncode == 1 and words in done.stderr, done.stderr
+        assert len(done.stderr.splitlines()) == 1 and "/vmfs/volumes/ds1/" not in done.stderr
+    assert esxi.read(CRONTAB) + esxi.read(LOCAL_SH) == before
+    uuid_dir = esxi.sh("cd /vmfs/volumes/ds1 && pwd -P").stdout.strip()
+    assert uuid_dir != "/vmfs/volumes/ds1"  # the datastore name is a symlink to its UUID folder
+    esxi.sh("cd /vmfs/volumes/ds1 && " + pyz + "-f 'vms to back up' -g hotvcb.conf")
+    (line,) = _ours(esxi.read(CRONTAB))
+    assert " backup -f '/vmfs/volumes/ds1/vms to back up' -g /vmfs/volumes/ds1/hotvcb.conf >> " in line

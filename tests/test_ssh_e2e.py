@@ -251,3 +251,26 @@ def test_ctrl_c_during_a_remote_clone(site, tmp_path):
             assert "STATUS.error" in os.listdir(folder) and "STATUS.ok" not in os.listdir(folder)
     finally:
         host.clear_faults()
+
+
+def test_schedule_of_an_ssh_host_keeps_every_global_option_and_asks_the_host(site, tmp_path):
+    """Issue 10 items 1-2: `hotvcb --host … schedule install` (or the options after --) installs the
+    job with exactly those options, once the host has answered and the VM names are found on it."""
+    host, conf, sshd, root = site
+    units = tmp_path / "units"
+    install = ["schedule", "install", "--platform", "linux", "--systemd", "--unit-dir", str(units),
+               "--cron", "0 1 * * *", "--"]
+    job = ["-m", VM, "-g", str(conf)]
+    env = dict(_env(), PATH="/usr/bin:/bin")
+    expected = "--host %s --port %d --identity %s --known-hosts %s --ssh-option ConnectTimeout=9 backup -m " % (
+        sshd.target, sshd.port, sshd.identity, sshd.known_hosts)
+    for argv in (sshd.cli_args() + ["--ssh-option", "ConnectTimeout=9"] + install + job,
+                 install + sshd.cli_args() + ["--ssh-option=ConnectTimeout=9"] + job):
+        r = subprocess.run([sys.executable, "-m", "hotvcb"] + argv, capture_output=True, text=True, timeout=120,
+                           env=env, cwd=str(ROOT))
+        assert r.returncode == 0, r.stderr
+        service = (units / "hotvcb-hotvcb.service").read_text()
+        assert expected in service, service
+    r = subprocess.run([sys.executable, "-m", "hotvcb"] + sshd.cli_args() + install + ["-m", VM.upper(), "-g",
+                       str(conf)], capture_output=True, text=True, timeout=120, env=env, cwd=str(ROOT))
+    assert r.returncode == 1 and "(did you mean %r?)" % VM in r.stderr, r.stderr

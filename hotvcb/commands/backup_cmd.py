@@ -1,13 +1,16 @@
 """`hotvcb backup`: ghettoVCB's flags, hotvcb's guarantees."""
 
+import argparse
 import dataclasses
 import json
 import os
 import socket
 from datetime import datetime
+from typing import List, Optional, Sequence, Tuple
 
-from .. import interrupt, namelist, notify
-from ..errors import HotvcbError, Interrupted, UsageError
+from .. import config, interrupt, namelist, notify
+from ..errors import HostError, HotvcbError, Interrupted, UsageError, VmNotFound
+from ..store import volume
 from ..jobs.backup import BackupJob
 from ..jobs.nfs import NfsTarget
 from ..jobs import outcome
@@ -17,6 +20,11 @@ from . import common
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("backup", help="back up running VMs (ghettoVCB-compatible flags)")
+    add_options(p)
+    p.set_defaults(handler=run)
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
     which = p.add_mutually_exclusive_group()
     which.add_argument("-a", dest="all_vms", action="store_true", help="every VM on the host")
     which.add_argument("-f", dest="vm_list", metavar="FILE", help="file with one VM display name a line")
@@ -28,14 +36,61 @@ def register(subparsers) -> None:
     p.add_argument("--power-state", choices=("on", "off", "any"),
                    help="back up only the VMs that are powered on (or off); overrides BACKUP_POWER_STATE")
     common.add_host_options(p)
-    p.set_defaults(handler=run)
 
 
-def run(args) -> int:
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    """`[global options] ARGS` of `hotvcb [global options] backup ARGS`, parsed as the run will parse
+    them (global options may stand anywhere here); errors are UsageErrors."""
+    p = common.RaisingParser(prog="hotvcb backup", add_help=False)
+    common.add_target_options(p)
+    add_options(p)
+    return p.parse_args(list(argv))
+
+
+def selection(args) -> Tuple[Optional[List[str]], List[str]]:
+    """(names or None for -a, excluded names): the list files are read now."""
     if not (args.all_vms or args.vm_list or args.vm_names):
         raise UsageError("say which VMs: -a (all), -f FILE or -m NAME")
     names = None if args.all_vms else (namelist.read_names(args.vm_list) if args.vm_list else args.vm_names)
     exclude = namelist.read_names(args.exclude) if args.exclude else []
+    return names, exclude
+
+
+def check(args, target: "common.Target") -> List[str]:
+    """Everything a run checks before its first VM, and nothing changed: the VMs to back up, the
+    list files, the config, that the host answers (as a user who may do the work), the backup target,
+    and that every named VM is there. Used by `schedule install`; returns the warnings to show."""
+    names, exclude = selection(args)
+    settings, warnings = config.load_settings(args.global_conf)
+    if args.confdir and not os.path.isdir(args.confdir):
+        raise UsageError("-c %s: no such folder of per-VM configs" % args.confdir)
+    if names is not None and not names:
+        raise UsageError("the VM list %s names no VM" % args.vm_list)
+    try:
+        host = common.connect(target)
+        common.require_root(host, target.ssh is not None)
+        present = [ref.name for ref in host.list_vms()]
+    except HostError as err:
+        raise HostError("cannot reach the host to check the job: %s" % err) from err
+    missing = [n for n in (names or []) if n not in present and n not in exclude]
+    if missing:
+        raise UsageError("; ".join(str(VmNotFound(n, present)) for n in missing))
+    targets = {(settings.vm_backup_volume, settings.create_vm_backup_volume)}
+    for name in [n for n in (present if names is None else names) if n not in exclude]:
+        vm_settings, vm_warnings = config.for_vm(settings, args.confdir, name)  # per-VM files parse too
+        warnings += vm_warnings
+        targets.add((vm_settings.vm_backup_volume, vm_settings.create_vm_backup_volume))
+    if settings.enable_non_persistent_nfs:
+        warnings.append("VM_BACKUP_VOLUME is the NFS share mounted at run time (ENABLE_NON_PERSISTENT_NFS); "
+                        "not checked now")
+    else:
+        for path, create in sorted(targets):
+            volume.check(host, path, create)
+    return warnings
+
+
+def run(args) -> int:
+    names, exclude = selection(args)
     settings, log = common.load(args)
     if args.power_state:
         settings = dataclasses.replace(settings, backup_power_state=args.power_state)

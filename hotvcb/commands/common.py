@@ -3,10 +3,10 @@
 import argparse
 import os
 import shutil
-from typing import Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple, Union
 
 from .. import config
-from ..errors import HostError, LockError
+from ..errors import HostError, LockError, UsageError
 from ..hosts.base import Hypervisor
 from ..hosts.esxi import EsxiHost
 from ..hosts.qemu import QemuHost
@@ -31,6 +31,107 @@ def add_host_options(parser: argparse.ArgumentParser) -> None:
                         help="work directory (the run lock lives on the host, whatever -w says)")
 
 
+# -- the target: which host (--host, SSH) or hypervisor (--qemu) a command works on --------------
+# top-level options that take a value (they may precede ghettoVCB-style flags, and a scheduled
+# job's arguments after `--` may hold them too)
+GLOBAL_VALUED = ("--host", "--port", "--identity", "--known-hosts", "--ssh-option", "--qemu")
+
+
+class Target(NamedTuple):
+    """Where a command works: the ESXi host we run on (both None), one over SSH, or QEMU here."""
+
+    ssh: Optional[SshTarget] = None
+    qemu: Optional[str] = None  # the QMP socket folder
+
+    def __bool__(self) -> bool:
+        return self.ssh is not None or self.qemu is not None
+
+
+class RaisingParser(argparse.ArgumentParser):
+    """argparse whose errors are UsageErrors (one line through the CLI), never SystemExit + chatter."""
+
+    def error(self, message: str):
+        raise UsageError(message)
+
+
+def add_target_options(parser: argparse.ArgumentParser) -> None:
+    remote = parser.add_argument_group(
+        "SSH remote mode", "run the job from this machine against an ESXi host over SSH "
+        "(OpenSSH client; host keys must already be in known_hosts)")
+    remote.add_argument("--host", metavar="USER@HOST", help="the ESXi host to work on, e.g. root@esxi01")
+    remote.add_argument("--port", type=int, metavar="N", help="its SSH port (default 22)")
+    remote.add_argument("--identity", metavar="FILE", help="private key to log in with")
+    remote.add_argument("--known-hosts", metavar="FILE", help="known_hosts file holding the host's key")
+    remote.add_argument("--ssh-option", metavar="OPT", action="append", default=[],
+                        help="extra ssh -o option, e.g. ConnectTimeout=5 (repeatable)")
+    parser.add_argument("--qemu", metavar="DIR", help="back up the QEMU/KVM VMs on this machine whose QMP "
+                        "sockets are DIR/<VM name>.qmp (instead of ESXi)")
+
+
+def target_of(args) -> Target:
+    """The Target the parsed global options name; UsageError for combinations that make no sense."""
+    host, qemu = getattr(args, "host", None), getattr(args, "qemu", None)
+    port, identity = getattr(args, "port", None), getattr(args, "identity", None)
+    known_hosts, options = getattr(args, "known_hosts", None), list(getattr(args, "ssh_option", None) or [])
+    if qemu and host:
+        raise UsageError("--qemu and --host exclude each other")
+    if host:
+        return Target(SshTarget(host, port, identity, known_hosts, tuple(options)), None)
+    if port or identity or known_hosts or options:
+        raise UsageError("--port, --identity, --known-hosts and --ssh-option need --host")
+    return Target(None, qemu)
+
+
+def use_target(target: Target) -> None:
+    """Set by the CLI: what connect() reaches when a command does not say."""
+    use_qemu(target.qemu)
+    use_remote(target.ssh)
+
+
+def target_argv(target: Target, absolute) -> List[str]:
+    """The global options that reach `target` again (a scheduled run), paths made absolute by `absolute`."""
+    if target.qemu:
+        return ["--qemu", absolute(target.qemu)]
+    ssh = target.ssh
+    if ssh is None:
+        return []
+    out = ["--host", ssh.destination]
+    if ssh.port:
+        out += ["--port", str(ssh.port)]
+    if ssh.identity:
+        out += ["--identity", absolute(ssh.identity)]
+    if ssh.known_hosts:
+        out += ["--known-hosts", absolute(ssh.known_hosts)]
+    for opt in ssh.options:
+        out += ["--ssh-option", opt]
+    return out
+
+
+def require_root(host, remote: bool) -> None:
+    """Refuse early, saying why, when this user cannot do the host's work (not root here).
+
+    On ESXi vim-cmd, vmkfstools and the run lock in /var/run are root's; a QEMU host's run lock
+    lives with the QMP sockets, which a user may own for their own VMs (then no root is needed).
+    Over SSH the remote login decides (see lock_host).
+    """
+    if remote or os.geteuid() == 0 or os.access(host.run_dir, os.W_OK):
+        return
+    raise LockError(_root_needed(host, remote=False))
+
+
+def _root_needed(host, remote: bool) -> str:
+    if remote:
+        return ("hotvcb must log in to the host as root (--host root@HOST): the run lock lives in %s there, and "
+                "vim-cmd snapshots and vmkfstools copies need root" % host.run_dir)
+    if host.kind == "qemu":
+        why = "the run lock lives in %s with the QMP sockets, and the VMs' sockets and disk images are root's" \
+              % host.run_dir
+    else:
+        why = ("the run lock lives in %s, and vim-cmd snapshots and vmkfstools disk copies need root; or run it "
+               "from a Linux box in SSH mode (--host root@HOST)" % host.run_dir)
+    return "hotvcb must run as root here (this is uid %d): %s" % (os.geteuid(), why)
+
+
 def load(args) -> Tuple[Settings, RunLog]:
     """Settings first (a bad config must fail before anything is logged as started)."""
     settings, warnings = config.load_settings(args.global_conf)
@@ -42,12 +143,19 @@ def load(args) -> Tuple[Settings, RunLog]:
 
 def lock_host(host: Hypervisor, log) -> Tuple[HostLock, RunId]:
     """Take the host's run lock: one run per host, whatever -w or machine it runs from."""
+    require_root(host, _remote is not None)
     run = RunId.new()
     try:
         run = run.on_host(host_id(host.shell, host.run_dir))
+        return HostLock(host.shell, host.run_dir, run, log.warning).acquire(), run
     except HostError as err:
+        if "ermission denied" in str(err):
+            raise LockError(_root_needed(host, _remote is not None)) from err
         raise LockError("cannot set up the run lock in %s on the host: %s" % (host.run_dir, err)) from err
-    return HostLock(host.shell, host.run_dir, run, log.warning).acquire(), run
+    except LockError as err:
+        if "ermission denied" in str(err):
+            raise LockError(_root_needed(host, _remote is not None)) from err
+        raise
 
 
 class WorkDir:
@@ -96,12 +204,16 @@ def use_qemu(qmp_dir: Optional[str]) -> None:
     _qemu_dir = qmp_dir
 
 
-def connect(target: Optional[SshTarget] = None):
+def connect(target: Union[None, SshTarget, Target] = None):
     """The hypervisor driver for this run: the ESXi host we run on, or the --host one over SSH,
     or (--qemu DIR) the QEMU VMs on this machine.
 
-    The work/lock dir, config and list files stay on this machine either way.
+    The work dir, config and list files stay on this machine either way.
     """
+    if isinstance(target, Target):
+        if target.qemu is not None:
+            return QemuHost(LocalShell(), target.qemu)
+        return EsxiHost(SshShell(target.ssh).open()) if target.ssh is not None else EsxiHost(LocalShell())
     target = target or _remote
     if target is None and _qemu_dir is not None:
         return QemuHost(LocalShell(), _qemu_dir)

@@ -13,9 +13,9 @@ Exit codes: 0 all restored (or a clean dry run), 4 some requests failed,
 import socket
 
 from .. import config, interrupt
-from ..errors import HotvcbError, Interrupted, UsageError
+from ..errors import HotvcbError, Interrupted, UsageError, VmNotFound
 from ..jobs.restore import RestoreJob
-from ..restorefile import BadLine, RestoreRequest, disk_format, read_restore_file, trim_path
+from ..restorefile import BadLine, RestoreRequest, datastore_path, disk_format, read_restore_file, trim_path
 from ..runlog import RunLog
 from ..store import health, layout
 from . import common
@@ -57,16 +57,27 @@ def requests_from(args, settings) -> list:
         fmt = disk_format(args.format)
     except ValueError as err:
         raise UsageError(str(err)) from err
-    target = args.datastore if args.datastore.startswith("/") else "/vmfs/volumes/" + args.datastore
+    target = datastore_path(args.datastore)
     backup = args.backup
     if args.latest:
         shell = common.connect().shell
         good = [b for b in layout.list_backups(shell, settings.vm_backup_volume, args.latest)
                 if health.judge(shell, b).good]
         if not good:
-            raise UsageError("no good backup of %r under %s" % (args.latest, settings.vm_backup_volume))
+            raise UsageError("no good backup of %r under %s%s" % (
+                args.latest, settings.vm_backup_volume, _close_names(shell, settings.vm_backup_volume, args.latest)))
         backup = good[-1].path
     return [RestoreRequest(trim_path(backup), trim_path(target), fmt, args.name or None)]
+
+
+def _close_names(shell, volume: str, name: str) -> str:
+    """` (did you mean 'Web Server (prod)'?)` from the VM folders under the backup volume, or ""."""
+    try:
+        present = [e for e in shell.listdir(volume) if shell.isdir(volume + "/" + e)]
+    except HotvcbError:
+        return ""
+    hint = str(VmNotFound(name, present))
+    return hint[hint.index(" (did you mean"):] if " (did you mean" in hint else ""
 
 
 def run(args) -> int:

@@ -1,11 +1,14 @@
 """`hotvcb schedule install|remove|show`: run backups unattended, also after a reboot."""
 
 import argparse
+import os
 import sys
+from typing import List, Tuple
 
 from .. import schedule
 from ..errors import UsageError
 from ..schedule import cron, esxi, linux
+from . import backup_cmd, common
 
 
 def register(subparsers) -> None:
@@ -23,7 +26,9 @@ def register(subparsers) -> None:
     inst.add_argument("--log", metavar="FILE", help="append the job's output to FILE (default /var/log/hotvcb-JOB.log)")
     inst.add_argument("--systemd", action="store_true", help="Linux: a systemd .service + .timer instead of crontab")
     _common(inst)
-    inst.add_argument("backup_args", nargs=argparse.REMAINDER, metavar="-- BACKUP ARGS", help="arguments for hotvcb backup")
+    inst.add_argument("backup_args", nargs=argparse.REMAINDER, metavar="-- BACKUP ARGS",
+                      help="arguments for hotvcb backup; global options (--qemu, --host, ...) may stand here "
+                      "too. They are checked as the run checks them (config, lists, target, host) first")
     inst.set_defaults(handler=run_install)
 
     rem = sub.add_parser("remove", help="remove a scheduled job and what keeps it across reboots")
@@ -60,30 +65,78 @@ def _on_esxi(args) -> bool:
     return esxi.is_esxi()
 
 
-def _scheduler(args, on_esxi: bool):
+def _scheduler(args, on_esxi: bool, change: bool = True):
     if on_esxi:
         if args.systemd:
             raise UsageError("--systemd is for Linux; ESXi has busybox crond only")
+        if os.geteuid() != 0:
+            raise UsageError("hotvcb schedule must run as root on ESXi (this is uid %d): the job goes into root's "
+                             "crontab %s, crond is restarted, and %s keeps it across reboots"
+                             % (os.geteuid(), esxi.CRONTAB, esxi.LOCAL_SH))
         return esxi.EsxiScheduler(warn=_warn)
     if args.systemd:
+        folder = args.unit_dir if os.path.isdir(args.unit_dir) else os.path.dirname(args.unit_dir.rstrip("/"))
+        if change and os.geteuid() != 0 and not os.access(folder, os.W_OK):
+            raise UsageError("hotvcb schedule --systemd must run as root (this is uid %d): the .service and "
+                             ".timer go into %s and systemctl enables them" % (os.geteuid(), args.unit_dir))
         return linux.SystemdScheduler(unit_dir=args.unit_dir, warn=_warn)
     return linux.CrontabScheduler()
+
+
+def split_job_args(words: List[str]) -> Tuple[List[str], List[str]]:
+    """What follows `--`: (global options such as --qemu DIR / --host H, the backup arguments)."""
+    words = list(words)
+    if words and words[0] == "--":
+        words = words[1:]
+    if words and words[0] == "backup":
+        words = words[1:]
+    glob, rest = [], []  # type: Tuple[List[str], List[str]]
+    i = 0
+    while i < len(words):
+        w = words[i]
+        if w in common.GLOBAL_VALUED and i + 1 < len(words):
+            glob += words[i:i + 2]
+            i += 2
+            continue
+        if w.split("=", 1)[0] in common.GLOBAL_VALUED and "=" in w:
+            glob.append(w)
+        else:
+            rest.append(w)
+        i += 1
+    return glob, rest
+
+
+def job_command(args):
+    """(where the job runs, the backup arguments as written), global options from either side of `--`."""
+    glob, rest = split_job_args(args.backup_args)
+    if not rest:
+        raise UsageError("say what to back up after --, e.g. -- -a -g /vmfs/volumes/ds/hotvcb.conf")
+    try:
+        parsed = backup_cmd.parse(glob + rest)
+    except UsageError as err:
+        raise UsageError("the backup arguments are not valid: %s" % err) from None
+    inner = common.target_of(parsed)
+    outer = common.target_of(args)
+    if inner and outer and inner != outer:
+        raise UsageError("the job's target is given twice (before `schedule` and after --) and differently; "
+                         "give --qemu / --host once")
+    return (inner or outer), rest, parsed
 
 
 def run_install(args) -> int:
     on_esxi = _on_esxi(args)
     name = schedule.check_job_name(args.job)
     expr = cron.parse(args.cron).text
-    remote = schedule.remote_argv(getattr(args, "host", None), getattr(args, "port", None),
-                                  getattr(args, "identity", None), getattr(args, "known_hosts", None),
-                                  getattr(args, "ssh_option", None) or [])
-    if remote and on_esxi:
-        raise UsageError("--host schedules a backup of another host from this one; run it from Linux, "
-                         "or install the schedule on the ESXi host itself without --host")
-    argv = schedule.self_command(on_esxi) + remote + schedule.backup_argv(args.backup_args)
-    log = args.log or (None if args.systemd else schedule.default_log(name, on_esxi))
+    if args.systemd:
+        cron.to_oncalendar(expr)  # a form a timer cannot express is refused before the slower checks
+    target, rest, parsed = job_command(args)
+    words = schedule.backup_argv(rest)
+    sched = _scheduler(args, on_esxi)  # may refuse (not root) before the host is asked
+    for w in backup_cmd.check(parsed, target):  # the run's own checks, with the paths as written
+        _warn(w)
+    argv = schedule.self_command(on_esxi) + common.target_argv(target, schedule.absolute) + words
+    log = schedule.absolute(args.log) if args.log else (None if args.systemd else schedule.default_log(name, on_esxi))
     job = schedule.Job(name, expr, argv, log)
-    sched = _scheduler(args, on_esxi)
     result = sched.install(job)
     if args.systemd:
         print("installed %s.timer (OnCalendar=%s) running: %s" % (linux.unit_name(name), result, schedule.shell_line(argv)))
@@ -107,7 +160,7 @@ def run_remove(args) -> int:
 
 def run_show(args) -> int:
     on_esxi = _on_esxi(args)
-    sched = _scheduler(args, on_esxi)
+    sched = _scheduler(args, on_esxi, change=False)
     if not on_esxi:
         entries = sched.status()
         if not entries:

@@ -24,7 +24,7 @@ from ..model import Disk, DiskResult, Snapshot, Vm, VmRef, VmResult
 from ..runid import RunId
 from ..runlog import RunLog
 from ..settings import Settings
-from ..store import health, layout, rotation
+from ..store import health, layout, rotation, volume
 from ..store.seal import Sealer
 from ..units import human_size
 from ..vmdk import base_name
@@ -83,7 +83,7 @@ class BackupJob:
             if len(matches) == 1:
                 out.append(matches[0])
             elif not matches:
-                out.append(VmNotFound(name))
+                out.append(VmNotFound(name, [r.name for r in refs]))
             else:
                 out.append(AmbiguousVm(name, [r.vmid for r in matches]))
         return out
@@ -303,6 +303,7 @@ class _VmBackup:
         if fmt not in self.host.formats:
             raise HotvcbError("DISK_BACKUP_FORMAT=%s cannot be written on this %s host (allowed: %s)"
                               % (fmt, self.host.kind, "|".join(self.host.formats)))
+        volume.check(self.host, self.s.vm_backup_volume, self.s.create_vm_backup_volume)
         needed = sum(self.host.bytes_needed(d, fmt) for d in disks)
         free = self.host.free_space(self.s.vm_backup_volume)
         self.needed = needed

@@ -9,7 +9,7 @@ One request goes through explicit states, so a failure knows what to undo:
   `verify=False`; ghettoVCB backups have no manifest and are accepted on
   STATUS.ok alone), the target is a directory on a datastore of this host
   with room for the disks, the VM folder and our in-progress folder do not
-  exist, and no registered VM has the name.
+  exist. A registered VM of the same name is only a warning (ghettoVCB allowed it).
 - extracted: a .gz backup is unpacked into `<target>/.hotvcb-extract-<pid>-…`
   on the *target* datastore (never next to the backups) and removed at the
   end whatever happens.
@@ -250,11 +250,18 @@ class _Restore:
             name = m.group(1) if m else folder_name
         return name
 
-    def _check_name(self, name: str) -> None:
+    def _check_name(self, name: str, quiet: bool = False) -> None:
+        """A VM of that name elsewhere is allowed, as ghettoVCB allowed it, with a warning; what
+        really clashes (the target folder, the .vmx already registered) is refused by the caller
+        and by registervm itself."""
         taken = [r for r in self.host.list_vms() if r.name == name]
-        if taken:
-            raise RestoreError("a VM named %r is already registered (vmid %s); restore under another name" % (
-                name, taken[0].vmid))
+        if taken and not quiet:
+            self.log.warning(
+                "%sa VM named %r is already registered (vmid %s, %s); restoring anyway, as ghettoVCB did. The host "
+                "will have two VMs of that name, and a backup by name (-m, -f) refuses ambiguous names until one "
+                "is renamed; restore with a new name (4th field, --name) to avoid that"
+                % (self.req.where + ": " if self.req.where else "", name, ", ".join(r.vmid for r in taken),
+                   ", ".join(r.vmx_path for r in taken)))
 
     def _check_sealed(self, fs: FileReader, backup: str) -> None:
         named = layout.from_path(self.shell, backup) if fs is self.shell or backup.endswith(".gz") else None
@@ -305,7 +312,7 @@ class _Restore:
         vmx = VmxFile(fs.read_text(backup + "/" + vmxs[0]))
         original = vmx.get("displayName")
         name = self._name_for(vmx, self.req.backup.rsplit("/", 1)[-1])
-        self._check_name(name)
+        self._check_name(name, quiet)
         folder = self.req.target + "/" + layout.folder_name(name)
         temp = folder + RESTORING
         if self.shell.exists(folder):

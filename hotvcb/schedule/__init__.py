@@ -100,7 +100,11 @@ def running_pyz() -> Optional[str]:
 
 
 def backup_argv(args: Sequence[str]) -> List[str]:
-    """The `hotvcb backup …` part: checked now (not at 17:00 on Thursday), paths made absolute."""
+    """The `backup …` part of the scheduled command, paths made absolute (cron runs elsewhere).
+
+    Checking the arguments is the backup command's own business (commands/backup_cmd.check);
+    this only rewrites the words.
+    """
     args = list(args)
     if args and args[0] == "--":
         args = args[1:]
@@ -114,49 +118,28 @@ def backup_argv(args: Sequence[str]) -> List[str]:
         a = args[i]
         out.append(a)
         if a in _PATH_FLAGS and i + 1 < len(args):
-            out.append(os.path.abspath(args[i + 1]))
+            out.append(absolute(args[i + 1]))
             i += 1
         elif len(a) > 2 and a[:2] in _PATH_FLAGS and not a.startswith("--"):
-            out[-1] = a[:2] + os.path.abspath(a[2:])
+            out[-1] = a[:2] + absolute(a[2:])
         i += 1
-    _check_backup_args(out)
     return ["backup"] + out
 
 
-def remote_argv(host: Optional[str], port: Optional[int], identity: Optional[str], known_hosts: Optional[str],
-                ssh_options: Sequence[str]) -> List[str]:
-    """The top-level SSH options (`hotvcb --host root@esxi01 …`) the scheduled run needs too."""
-    if not host:
-        return []
-    out = ["--host", host]
-    if port:
-        out += ["--port", str(port)]
-    if identity:
-        out += ["--identity", os.path.abspath(identity)]
-    if known_hosts:
-        out += ["--known-hosts", os.path.abspath(known_hosts)]
-    for opt in ssh_options:
-        out += ["--ssh-option", opt]
-    return out
-
-
-def _check_backup_args(args: List[str]) -> None:
-    from ..cli import build_parser  # late: cli imports the command modules
-
-    parser = build_parser()
+def absolute(path: str) -> str:
+    """`path` as an absolute path the way the admin sees it: relative to the shell's $PWD (so
+    /vmfs/volumes/datastore1/x stays that, not /vmfs/volumes/<uuid>/x as getcwd() says), and an
+    absolute path exactly as written."""
+    if os.path.isabs(path):
+        return path
+    base = os.getcwd()
+    pwd = os.environ.get("PWD", "")
     try:
-        import contextlib
-        import io
-
-        err = io.StringIO()
-        with contextlib.redirect_stderr(err):
-            parsed = parser.parse_args(["backup"] + args)
-    except SystemExit:
-        lines = [ln for ln in err.getvalue().splitlines() if "error:" in ln]
-        detail = lines[-1].split("error:", 1)[1].strip() if lines else "see hotvcb backup --help"
-        raise UsageError("the backup arguments are not valid: %s" % detail) from None
-    if not (parsed.all_vms or parsed.vm_list or parsed.vm_names):
-        raise UsageError("the backup arguments do not say which VMs: add -a, -f FILE or -m NAME")
+        if os.path.isabs(pwd) and os.path.samefile(pwd, base):
+            base = pwd
+    except OSError:
+        pass
+    return os.path.normpath(os.path.join(base, path))
 
 
 def shell_line(argv: Sequence[str]) -> str:

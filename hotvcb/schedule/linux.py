@@ -50,6 +50,12 @@ class CrontabScheduler:
     def write(self, lines: List[str]) -> None:
         done = _run([self.crontab, "-"], stdin="".join(ln + "\n" for ln in lines))
         if done.returncode != 0:
+            out = done.stdout.lower()
+            if os.geteuid() != 0 and ("permission denied" in out or "mkstemp" in out):
+                raise HostError(
+                    "crontab could not save the crontab of %s (%s): this user may not have one here "
+                    "(crontab(1) writes root's spool folder, by its setgid bit or cron.allow); install the "
+                    "schedule as root" % (_user(), done.stdout.strip().splitlines()[-1]))
             raise CommandFailed([self.crontab, "-"], done.returncode, done.stdout)
 
     def install(self, job: Job) -> str:
