@@ -69,11 +69,10 @@ def self_command(on_esxi: bool) -> List[str]:
     """How to start this same hotvcb from cron: the .pyz it runs from, or the installed package."""
     archive = running_pyz()
     if archive:
-        python = ESXI_PYTHON if on_esxi else (sys.executable or "python3")
-        return [python, archive]
-    python = [sys.executable or "python3", "-m", "hotvcb"]
+        return [ESXI_PYTHON if on_esxi else (sys.executable or "python3"), archive]
+    module = [sys.executable or "python3", "-m", "hotvcb"]
     source = _source_root()
-    return ["/usr/bin/env", "PYTHONPATH=" + source] + python if source else python
+    return ["/usr/bin/env", "PYTHONPATH=" + source] + module if source else module
 
 
 def _source_root() -> Optional[str]:

@@ -119,7 +119,7 @@ class EsxiScheduler:
         crontab = self._read(CRONTAB)
         self._write(CRONTAB, _without_job(crontab, job.name) + [line])
         boot = self.boot_file()
-        self._write(boot, _with_block(self._read(boot, missing_ok=True), job.name, self._boot_block(job.name, line), boot))
+        self._write(boot, _with_block(self._read_optional(boot), job.name, self._boot_block(job.name, line), boot))
         self.restart_crond()
         self._persist()
         self.warn_if_secure_boot()
@@ -138,7 +138,7 @@ class EsxiScheduler:
         if kept != crontab:
             self._write(CRONTAB, kept)
         for boot in (LOCAL_SH, RC_LOCAL):
-            lines = self._read(boot, missing_ok=True)
+            lines = self._read_optional(boot)
             if lines is None:
                 continue
             names = {b for b in _blocks(lines) if job is None or b == job}
@@ -155,14 +155,14 @@ class EsxiScheduler:
 
     def status(self) -> Status:
         entries = []
-        for ln in self._read(CRONTAB, missing_ok=True) or []:
+        for ln in self._read_optional(CRONTAB) or []:
             name = job_of(ln)
             if name and has_marker(ln, name):
                 entries.append(Entry(name, CRONTAB, ln))
         boot = self.boot_file()
-        lines = self._read(boot, missing_ok=True) or []
-        for name, body in _blocks(lines).items():
-            entries.append(Entry(name, boot, "\n".join(body)))
+        lines = self._read_optional(boot) or []
+        for block, body in _blocks(lines).items():
+            entries.append(Entry(block, boot, "\n".join(body)))
         return Status(entries, self.crond_running(), boot, self.secure_boot())
 
     # -- crond ---------------------------------------------------------------
@@ -250,14 +250,19 @@ class EsxiScheduler:
             )
 
     # -- files ---------------------------------------------------------------
-    def _read(self, path: str, missing_ok: bool = False) -> Optional[List[str]]:
+    def _read(self, path: str) -> List[str]:
+        lines = self._read_optional(path)
+        if lines is None:
+            raise HostError("%s does not exist; is this an ESXi host?" % path)
+        return lines
+
+    def _read_optional(self, path: str) -> Optional[List[str]]:
+        """The file's lines, or None when there is no such file (a boot file not yet made)."""
         try:
             with open(self.p(path), encoding="utf-8", errors="surrogateescape") as f:
                 return f.read().splitlines()
         except FileNotFoundError:
-            if missing_ok:
-                return None
-            raise HostError("%s does not exist; is this an ESXi host?" % path) from None
+            return None
         except OSError as err:
             raise HostError("cannot read %s: %s" % (path, err.strerror)) from err
 

@@ -164,7 +164,7 @@ class SystemdScheduler:
         return found
 
     def status(self) -> List[Entry]:
-        out = []
+        out = []  # type: List[Entry]
         if not os.path.isdir(self.unit_dir):
             return out
         for fname in sorted(os.listdir(self.unit_dir)):
