@@ -234,7 +234,6 @@ def test_cli_reports_unknown_host_key(sshd, tmp_path, capsys):
     assert code == 1
     captured = capsys.readouterr()
     assert "is not known" in captured.out + captured.err
-    common.use_remote(None)
 
 
 # -- CLI wiring ----------------------------------------------------------------
@@ -242,7 +241,7 @@ def test_global_options_before_ghettovcb_style_flags(monkeypatch):
     seen = {}
 
     def fake_run(args):
-        seen["remote"] = common._remote
+        seen["remote"] = args.target.ssh
         seen["names"] = args.vm_names
         return 0
 

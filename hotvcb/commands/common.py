@@ -82,12 +82,6 @@ def target_of(args) -> Target:
     return Target(None, qemu)
 
 
-def use_target(target: Target) -> None:
-    """Set by the CLI: what connect() reaches when a command does not say."""
-    use_qemu(target.qemu)
-    use_remote(target.ssh)
-
-
 def target_argv(target: Target, absolute) -> List[str]:
     """The global options that reach `target` again (a scheduled run), paths made absolute by `absolute`."""
     if target.qemu:
@@ -141,20 +135,21 @@ def load(args) -> Tuple[Settings, RunLog]:
     return settings, log
 
 
-def lock_host(host: Hypervisor, log) -> Tuple[HostLock, RunId]:
+def lock_host(host: Hypervisor, log, target: Target) -> Tuple[HostLock, RunId]:
     """Take the host's run lock: one run per host, whatever -w or machine it runs from."""
-    require_root(host, _remote is not None)
+    remote = target.ssh is not None
+    require_root(host, remote)
     run = RunId.new()
     try:
         run = run.on_host(host_id(host.shell, host.run_dir))
         return HostLock(host.shell, host.run_dir, run, log.warning).acquire(), run
     except HostError as err:
         if "ermission denied" in str(err):
-            raise LockError(_root_needed(host, _remote is not None)) from err
+            raise LockError(_root_needed(host, remote)) from err
         raise LockError("cannot set up the run lock in %s on the host: %s" % (host.run_dir, err)) from err
     except LockError as err:
         if "ermission denied" in str(err):
-            raise LockError(_root_needed(host, _remote is not None)) from err
+            raise LockError(_root_needed(host, remote)) from err
         raise
 
 
@@ -186,37 +181,12 @@ class WorkDir:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-_remote = None  # type: Optional[SshTarget]
-
-
-def use_remote(target: Optional[SshTarget]) -> None:
-    """Set by the CLI from --host: host commands then go over SSH (None: this host)."""
-    global _remote
-    _remote = target
-
-
-_qemu_dir = None  # type: Optional[str]
-
-
-def use_qemu(qmp_dir: Optional[str]) -> None:
-    """Set by the CLI from --qemu: the VMs are the QEMU processes with QMP sockets in qmp_dir."""
-    global _qemu_dir
-    _qemu_dir = qmp_dir
-
-
-def connect(target: Union[None, SshTarget, Target] = None):
+def connect(target: Target) -> Hypervisor:
     """The hypervisor driver for this run: the ESXi host we run on, or the --host one over SSH,
     or (--qemu DIR) the QEMU VMs on this machine.
 
     The work dir, config and list files stay on this machine either way.
     """
-    if isinstance(target, Target):
-        if target.qemu is not None:
-            return QemuHost(LocalShell(), target.qemu)
-        return EsxiHost(SshShell(target.ssh).open()) if target.ssh is not None else EsxiHost(LocalShell())
-    target = target or _remote
-    if target is None and _qemu_dir is not None:
-        return QemuHost(LocalShell(), _qemu_dir)
-    if target is None:
-        return EsxiHost(LocalShell())
-    return EsxiHost(SshShell(target).open())
+    if target.qemu is not None:
+        return QemuHost(LocalShell(), target.qemu)
+    return EsxiHost(SshShell(target.ssh).open()) if target.ssh is not None else EsxiHost(LocalShell())
