@@ -52,7 +52,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help()
         return 1
     try:
-        args.target = common.target_of(args)  # the run's context, passed down; no module globals
+        args.host_target = common.target_of(args)  # the run's context, passed down; no module globals
     except UsageError as err:
         parser.error(str(err))
     debug = getattr(args, "level", "") == "debug"

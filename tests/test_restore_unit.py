@@ -3,7 +3,7 @@
 import pytest
 
 from hotvcb.errors import UsageError
-from hotvcb.jobs.restore import _unique
+from hotvcb.jobs.restore_plan import _unique
 from hotvcb.jobs.vmx_identity import answer_moved_or_copied
 from hotvcb.vmx import VmxFile
 from hotvcb.restorefile import BadLine, RestoreRequest, disk_format, parse_line, read_restore_file

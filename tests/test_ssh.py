@@ -241,7 +241,7 @@ def test_global_options_before_ghettovcb_style_flags(monkeypatch):
     seen = {}
 
     def fake_run(args):
-        seen["remote"] = args.target.ssh
+        seen["remote"] = args.host_target.ssh
         seen["names"] = args.vm_names
         return 0
 

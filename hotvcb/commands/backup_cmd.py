@@ -102,8 +102,8 @@ def run(args) -> int:
     results = []  # type: list
     lock = work = None
     try:
-        host = common.connect(args.target)
-        lock, run = common.lock_host(host, log, args.target)
+        host = common.connect(args.host_target)
+        lock, run = common.lock_host(host, log, args.host_target)
         work = common.WorkDir(args.workdir, run, settings.workdir_debug, log)
         log.info("============================== hotvcb LOG START ==============================")
         log.info("HOST: %s (%s), job %s, %s" % (host.shell.description, host.describe(), args.job_name, run))

@@ -15,8 +15,8 @@ def register(subparsers) -> None:
 def run(args) -> int:
     settings, log = common.load(args)
     interrupt.install()
-    host = common.connect(args.target)
-    lock, me = common.lock_host(host, log, args.target)
+    host = common.connect(args.host_target)
+    lock, me = common.lock_host(host, log, args.host_target)
     try:
         n = cleanup_host(host, settings.vm_backup_volume, log, me, args.level == "dryrun")
     finally:

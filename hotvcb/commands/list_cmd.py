@@ -127,7 +127,7 @@ def run(args) -> int:
     for w in warnings:
         print("hotvcb: warning: %s" % w, file=sys.stderr)
     volume = args.volume or settings.vm_backup_volume
-    rows = backup_rows(common.connect(args.target).shell, volume, args.vm)
+    rows = backup_rows(common.connect(args.host_target).shell, volume, args.vm)
     if args.json:
         print(json.dumps({"volume": volume, "backups": rows}, indent=2, ensure_ascii=False))
     else:

@@ -60,7 +60,7 @@ def requests_from(args, settings) -> list:
     target = datastore_path(args.datastore)
     backup = args.backup
     if args.latest:
-        shell = common.connect(args.target).shell
+        shell = common.connect(args.host_target).shell
         good = [b for b in layout.list_backups(shell, settings.vm_backup_volume, args.latest)
                 if health.judge(shell, b).good]
         if not good:
@@ -95,7 +95,7 @@ def run(args) -> int:
         log.info("HOST: %s" % socket.gethostname())
         if dry_run:
             log.info("DRY RUN: nothing will be changed")
-        host = common.connect(args.target)
+        host = common.connect(args.host_target)
         job = RestoreJob(host, log, dry_run=dry_run, verbose=level == "dryrun2",
                          verify=not args.no_verify, power_on=args.power_on)
         for item in items:

@@ -37,7 +37,7 @@ def run(args) -> int:
         limits = Limits(max_age=parse_duration(args.max_age), snapshot_age=parse_duration(args.snapshot_age))
         names = namelist.read_names(args.vm_list) if args.vm_list else None
         exclude = namelist.read_names(args.exclude) if args.exclude else []
-        report = host_status(common.connect(args.target), settings, limits, names, exclude)
+        report = host_status(common.connect(args.host_target), settings, limits, names, exclude)
     except HotvcbError as err:
         if args.json:
             print(json.dumps({"status": "UNKNOWN", "message": str(err), "checks": []}))

@@ -58,7 +58,7 @@ def run(args) -> int:
     settings, warnings = config.load_settings(args.global_conf)
     for w in warnings:
         print("hotvcb: warning: %s" % w, file=sys.stderr)
-    shell = common.connect(args.target).shell
+    shell = common.connect(args.host_target).shell
     paths, skipped = targets(shell, args.volume or settings.vm_backup_volume, args.target, args.all)
     results = []
     for path in paths:

@@ -5,7 +5,7 @@ One request goes through explicit states, so a failure knows what to undo:
     checked -> [extracted] -> copying -> renamed -> registered [-> powered on]
 
 - checked: nothing is written before every pre-check passed: the backup
-  exists and is sealed (STATUS.ok), its manifest checksums hold (unless
+  exists and is good (store/health.py), its manifest checksums hold (unless
   `verify=False`; ghettoVCB backups have no manifest and are accepted on
   STATUS.ok alone), the target is a directory on a datastore of this host
   with room for the disks, the VM folder and our in-progress folder do not
@@ -20,7 +20,8 @@ One request goes through explicit states, so a failure knows what to undo:
 - registered: `vim-cmd solo/registervm` gives the vmid. If registration
   fails the complete folder is kept and the error says how to register it.
 
-.vmx rewrites (each is logged; dry runs print them):
+The plan (restore_plan.py) works out every disk, file and .vmx rewrite first;
+this module carries it out. .vmx rewrites (each is logged; dry runs print them):
 - displayName = the new name; nvram / extendedConfigFile = `<name>.nvram|.vmxf`
   (the files are copied under those names); every disk fileName (scsi, sata,
   ide, nvme) = the disk's file in the VM folder. Disks that lived on another
@@ -34,12 +35,11 @@ One request goes through explicit states, so a failure knows what to undo:
 """
 
 import os
-import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-from .. import interrupt, targz, vmdk
+from .. import interrupt, targz
 from ..errors import HostError, HotvcbError, Interrupted
 from ..hosts.base import Hypervisor
 from ..model import Disk, Vm, VmRef
@@ -47,50 +47,14 @@ from ..restorefile import RestoreRequest
 from ..shell import FileReader, LocalShell
 from ..store import health, layout, manifest
 from ..units import human_size
-from ..vmdk import base_name
-from ..vmx import VmxFile
 from .verify import verify_folder, verify_gz
-from .vmx_identity import answer_moved_or_copied
+from .restore_plan import Plan, Planner, RestoreError
 
-RESTORING = ".hotvcb-restoring"
 EXTRACTING = ".hotvcb-extract-"
 FORMAT_2GB_NOTE = (
     "2gbsparse is a hosted format: ESXi opens it only with the multiextent module loaded "
     "(`esxcli system module load -m multiextent`); prefer thin"
 )
-
-
-class RestoreError(HotvcbError):
-    """A restore request that cannot be carried out; names the request's line."""
-
-    def __init__(self, message: str, where: str = ""):
-        super().__init__("%s: %s" % (where, message) if where else message)
-        self.where = where
-
-
-@dataclass
-class DiskCopy:
-    key: str
-    source: str  # descriptor inside the backup
-    target: str  # descriptor file name inside the VM folder
-    adapter: str
-    needed: int
-
-
-@dataclass
-class Plan:
-    request: RestoreRequest
-    backup: str  # folder with the backup's files (the extracted one for .gz)
-    name: str
-    folder: str
-    temp: str
-    vmx_name: str
-    vmx_text: str
-    disks: List[DiskCopy] = field(default_factory=list)
-    files: List[Tuple[str, str]] = field(default_factory=list)  # (source, name in folder)
-    rewrites: List[Tuple[str, Optional[str], Optional[str]]] = field(default_factory=list)
-    needed: int = 0
-    free: Optional[int] = None
 
 
 @dataclass
@@ -152,6 +116,7 @@ class _Restore:
         self.host, self.shell, self.log = job.host, job.shell, job.log
         self.extract_dir = None  # type: Optional[str]
         self.temp = None  # type: Optional[str]
+        self.planner = Planner(self.host, self.log, req)
 
     def run(self) -> None:
         try:
@@ -176,7 +141,7 @@ class _Restore:
         source, compressed = self._locate_backup(req.backup)
         free = self._check_target(req.target)
         fs = targz.ArchiveView(source) if compressed else self.shell
-        plan = self._plan(fs, source, free)
+        plan = self.planner.plan(fs, source, free)
         self.result.name, self.result.folder = plan.name, plan.folder
         self._check_sealed(fs, source)
         if compressed:
@@ -187,7 +152,7 @@ class _Restore:
                 self._print_plan(plan, compressed)
                 return
             backup = self._extract(source)
-            plan = self._plan(self.shell, backup, self.host.free_space(req.target), quiet=True)
+            plan = self.planner.plan(self.shell, backup, self.host.free_space(req.target), quiet=True)
             self._check_sealed(self.shell, backup)
         else:
             backup = source
@@ -243,26 +208,6 @@ class _Restore:
         self.log.info("Extracting %s to %s" % (gz, dest))
         return targz.extract(gz, dest)
 
-    def _name_for(self, vmx: VmxFile, folder_name: str) -> str:
-        name = self.req.new_name or vmx.get("displayName") or ""
-        if not name:
-            m = re.match(r"^(.*)-\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}(\.gz)?$", folder_name)
-            name = m.group(1) if m else folder_name
-        return name
-
-    def _check_name(self, name: str, quiet: bool = False) -> None:
-        """A VM of that name elsewhere is allowed, as ghettoVCB allowed it, with a warning; what
-        really clashes (the target folder, the .vmx already registered) is refused by the caller
-        and by registervm itself."""
-        taken = [r for r in self.host.list_vms() if r.name == name]
-        if taken and not quiet:
-            self.log.warning(
-                "%sa VM named %r is already registered (vmid %s, %s); restoring anyway, as ghettoVCB did. The host "
-                "will have two VMs of that name, and a backup by name (-m, -f) refuses ambiguous names until one "
-                "is renamed; restore with a new name (4th field, --name) to avoid that"
-                % (self.req.where + ": " if self.req.where else "", name, ", ".join(r.vmid for r in taken),
-                   ", ".join(r.vmx_path for r in taken)))
-
     def _check_sealed(self, fs: FileReader, backup: str) -> None:
         named = layout.from_path(self.shell, backup) if fs is self.shell or backup.endswith(".gz") else None
         if named is not None:
@@ -300,137 +245,6 @@ class _Restore:
         if res.status == "damaged":
             raise RestoreError("%s fails verification, not restoring it: %s" % (self.req.backup, res.problems[0]))
         self.log.info("Checksums hold: %s" % res.message)
-
-    def _plan(self, fs: FileReader, backup: str, free: Optional[int], quiet: bool = False) -> Plan:
-        """Everything the restore will do, worked out from the backup's files.
-
-        `fs` is the Shell, or a targz.ArchiveView for a .gz not unpacked yet.
-        """
-        vmxs = [f for f in fs.listdir(backup) if f.lower().endswith(".vmx") and not f.startswith(".")]
-        if len(vmxs) != 1:
-            raise RestoreError("%s holds %d .vmx files, expected 1" % (self.req.backup, len(vmxs)))
-        vmx = VmxFile(fs.read_text(backup + "/" + vmxs[0]))
-        original = vmx.get("displayName")
-        name = self._name_for(vmx, self.req.backup.rsplit("/", 1)[-1])
-        self._check_name(name, quiet)
-        folder = self.req.target + "/" + layout.folder_name(name)
-        temp = folder + RESTORING
-        if self.shell.exists(folder):
-            raise RestoreError("target folder %s already exists; not overwriting it" % folder)
-        if self.shell.exists(temp):
-            raise RestoreError("%s exists: another restore is running or one was killed; remove it if not" % temp)
-        fname = layout.folder_name(name)
-        plan = Plan(self.req, backup, name, folder, temp, fname + ".vmx", "", free=free)
-        rewrites = plan.rewrites
-
-        def put(key: str, value: Optional[str]) -> None:
-            old = vmx.get(key)
-            if value is None:
-                if old is not None:
-                    rewrites.append((key, old, None))
-                    vmx.remove(key)
-            elif old != value:
-                rewrites.append((key, old, value))
-                vmx.set(key, value)
-
-        put("displayName", name)
-        used = set()  # type: set
-        for dev, _bus, filename in vmx.disk_slots():
-            src = self._disk_source(fs, backup, filename)
-            if src is None:
-                if not quiet:
-                    self.log.warning("%s: disk %s (%s) is not in the backup (skipped when it was taken); "
-                                     "it is restored disconnected" % (name, dev, filename))
-                put(dev + ".present", "FALSE")
-                continue
-            target = _unique(base_name(src.rsplit("/", 1)[-1]), used)
-            adapter = self._adapter(fs, src, dev)
-            needed = self._needed(fs, src, dev, adapter)
-            plan.disks.append(DiskCopy(dev, src, target, adapter, needed))
-            put(dev + ".fileName", target)
-        for key, ext in (("nvram", ".nvram"), ("extendedConfigFile", ".vmxf")):
-            src = self._side_file(fs, backup, vmxs[0], vmx.get(key), ext)
-            if src is not None:
-                plan.files.append((src, fname + ext))
-                put(key, fname + ext)
-            elif vmx.get(key) is not None and not quiet:
-                self.log.warning("%s: %s file %s is not in the backup" % (name, key, vmx.get(key)))
-        copy = self.req.new_name is not None and self.req.new_name != original
-        for warning in answer_moved_or_copied(vmx, copy, put):
-            if not quiet:
-                self.log.warning("%s: %s" % (name, warning))
-        plan.vmx_text = vmx.text()
-        plan.needed = sum(d.needed for d in plan.disks) + sum(
-            fs.file_size(s) for s, _ in plan.files) + len(plan.vmx_text)
-        return plan
-
-    def _needed(self, fs: FileReader, src: str, dev: str, adapter: str) -> int:
-        if fs is self.shell:
-            return self.host.bytes_needed(Disk(key=dev, path=src, datastore="", adapter=adapter), self.req.disk_format)
-        desc = vmdk.parse(fs.read_text(src))  # archive: an upper bound from the member sizes
-        folder = src.rsplit("/", 1)[0]
-        apparent = sum(fs.file_size(folder + "/" + e.filename) for e in desc.extents
-                       if fs.exists(folder + "/" + e.filename))
-        return max(desc.capacity, apparent) if self.req.disk_format not in ("thin", "2gbsparse") else apparent
-
-    def _disk_source(self, fs: FileReader, backup: str, filename: str) -> Optional[str]:
-        """Where a .vmx disk entry's data sits in the backup.
-
-        A disk from another datastore sits in `<backup>/<datastore>/<file>`,
-        where <datastore> is the label (hotvcb) or whatever the .vmx path
-        named, often the UUID (ghettoVCB). Both spellings are tried through
-        this host's datastore list, then any single subfolder holding the
-        file (a restore on another host, where the datastore is unknown).
-        """
-        base = filename.rsplit("/", 1)[-1]
-        names = (base, base_name(base))
-        folders = []
-        if filename.startswith("/vmfs/volumes/"):
-            parts = filename.split("/")
-            if len(parts) > 4:
-                folders = [backup + "/" + a for a in self._datastore_aliases(parts[3])]
-        folders.append(backup)
-        for folder in folders:
-            for candidate in names:
-                path = folder + "/" + candidate
-                if fs.exists(path) and not fs.isdir(path):
-                    return path
-        if len(folders) > 1:
-            found = [backup + "/" + sub + "/" + n for sub in fs.listdir(backup) if fs.isdir(backup + "/" + sub)
-                     for n in names if fs.exists(backup + "/" + sub + "/" + n)]
-            if len(found) == 1:
-                return found[0]
-        return None
-
-    def _datastore_aliases(self, name: str) -> List[str]:
-        """A datastore's label and UUID, given either (the name itself first)."""
-        out = [name]
-        if not hasattr(self, "_ds_cache"):
-            try:
-                self._ds_cache = self.host.datastores()
-            except HotvcbError:
-                self._ds_cache = []
-        for ds in self._ds_cache:
-            uuid = ds.url.rstrip("/").rsplit("/", 1)[-1]
-            if name in (ds.name, uuid):
-                out += [a for a in (ds.name, uuid) if a and a not in out]
-        return out
-
-    def _side_file(self, fs: FileReader, backup: str, vmx_file: str, value: Optional[str], ext: str) -> Optional[str]:
-        candidates = []
-        if value:
-            candidates.append(value.rsplit("/", 1)[-1])
-        candidates.append(vmx_file[: -len(".vmx")] + ext)
-        for c in candidates:
-            if fs.exists(backup + "/" + c) and not fs.isdir(backup + "/" + c):
-                return backup + "/" + c
-        return None
-
-    def _adapter(self, fs: FileReader, path: str, dev: str) -> str:
-        try:
-            return vmdk.parse(fs.read_text(path)).adapter_type
-        except (HostError, vmdk.NotADescriptor) as err:
-            raise RestoreError("%s: %s is not a readable disk descriptor: %s" % (dev, path, err)) from err
 
     def _check_room(self, plan: Plan) -> None:
         if self.req.disk_format == "2gbsparse":
@@ -508,14 +322,3 @@ class _Restore:
             self.host.power_on(Vm(ref=ref, datastore="", folder=plan.folder, vmx=None))
             self.log.info("Powered on %s" % plan.name)
         return vmid
-
-
-def _unique(name: str, used: set) -> str:
-    """name, or name_2.vmdk, name_3.vmdk... when two disks share a file name."""
-    stem, ext = name[: -len(".vmdk")] if name.lower().endswith(".vmdk") else name, ".vmdk"
-    candidate, n = stem + ext, 1
-    while candidate.lower() in used:
-        n += 1
-        candidate = "%s_%d%s" % (stem, n, ext)
-    used.add(candidate.lower())
-    return candidate
