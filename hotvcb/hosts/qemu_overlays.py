@@ -1,0 +1,276 @@
+"""The QEMU driver's snapshots: external qcow2 overlays, made in one transaction, removed by block-commit.
+
+An overlay is named `<image file>.<snapshot name>.qcow2` next to the image;
+the snapshot's description (the run record that makes it provably ours) sits
+beside it in `<overlay>.description`, qcow2 having no place for text.
+Removal is a small state machine per overlay: `block-commit` into the backing
+image; for the active layer wait until the job is ready, `block-job-complete`,
+wait for it to end — all bounded by one deadline — then delete the overlay
+and its description. A commit job of ours still running from a killed run is
+waited for first, and an overlay it committed but did not delete is removed.
+"""
+
+import os
+import re
+import time
+from datetime import datetime
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+
+from ..errors import HostError, SnapshotError, TimeoutExpired
+from ..model import Snapshot, Vm
+from ..shell import Shell
+from .qmp import QmpClient, QmpCommandError, QmpError
+
+OVERLAY_SUFFIX = ".qcow2"
+DESCRIPTION_SUFFIX = ".description"  # beside an overlay: the snapshot's description
+OUR_MARK = "hotvcb-snapshot-"  # = jobs.backup.SNAPSHOT_PREFIX (a driver imports no job)
+JOB_PREFIX = "hotvcb-commit-"
+POLL = 0.5
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def overlay_path(image: str, snapshot_name: str) -> str:
+    return "%s.%s%s" % (image, snapshot_name, OVERLAY_SUFFIX)
+
+
+def overlay_name(filename: str, backing: str) -> Optional[str]:
+    """The snapshot name if `filename` is an overlay of `backing` named the way this driver names them."""
+    if not backing or filename.rsplit("/", 1)[0] != backing.rsplit("/", 1)[0]:
+        return None
+    head = backing + "."
+    if filename.startswith(head) and filename.endswith(OVERLAY_SUFFIX):
+        name = filename[len(head): -len(OVERLAY_SUFFIX)]
+        return name if name and "/" not in name else None
+    return None
+
+
+def chain_of(image: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """query-block's image and its backing images, top first."""
+    out = []  # type: List[Dict[str, Any]]
+    while image and len(out) < 256:
+        out.append(image)
+        image = image.get("backing-image") or {}
+    return out
+
+
+def layer_snapshot(chain: List[Dict[str, Any]], i: int) -> Optional[str]:
+    backing = chain[i + 1].get("filename", "") if i + 1 < len(chain) else ""
+    return overlay_name(chain[i].get("filename", ""), backing)
+
+
+def device_key(dev: Dict[str, Any]) -> str:
+    return dev.get("device") or dev.get("qdev") or "?"
+
+
+class Overlays:
+    def __init__(self, shell: Shell, connect: Callable[[str], QmpClient], qmp_timeout: float):
+        self.shell, self.connect, self.qmp_timeout = shell, connect, qmp_timeout
+
+    def snapshots(self, vm: Vm) -> List[Snapshot]:
+        """Overlays named `<image>.<name>.qcow2` in the VM's disk chains, one Snapshot per name."""
+        with self.connect(vm.ref.vmx_path) as qmp:
+            blocks = qmp.execute("query-block")
+        found = {}  # type: Dict[str, Snapshot]
+        for dev in blocks:
+            chain = chain_of((dev.get("inserted") or {}).get("image") or {})
+            depth = 0
+            for i in reversed(range(len(chain))):
+                name = layer_snapshot(chain, i)
+                if name is None:
+                    continue
+                if name not in found:
+                    found[name] = Snapshot(id=name, name=name, description=self._description(chain[i]["filename"]),
+                                           created="", state="", depth=depth)
+                depth += 1
+        return list(found.values())
+
+    def _description(self, overlay: str) -> str:
+        """What create_snapshot was told (the run record), kept beside the overlay: qcow2 has no place for it."""
+        try:
+            if self.shell.exists(overlay + DESCRIPTION_SUFFIX):
+                return self.shell.read_text(overlay + DESCRIPTION_SUFFIX).strip()
+        except HostError:
+            pass
+        return "overlay " + overlay
+
+    def delta_files(self, vm: Vm) -> List[str]:
+        """Overlay files (ours or named like ours) on top of the VM's images, in use or not."""
+        found = []
+        by_folder = {}  # type: Dict[str, List[str]]
+        for d in vm.disks:
+            if d.path:
+                folder, name = d.path.rsplit("/", 1)
+                by_folder.setdefault(folder or "/", []).append(name)
+        for folder, names in sorted(by_folder.items()):
+            for entry in self.shell.listdir(folder):
+                if any(overlay_name(folder + "/" + entry, folder + "/" + n) for n in names):
+                    found.append(folder + "/" + entry)
+        return found
+
+    def create(self, vm: Vm, name: str, description: str, timeout: float) -> Snapshot:
+        """One transaction: every disk gets its overlay, or none does."""
+        disks = [d for d in vm.disks if not d.skip_reason]
+        if not disks:
+            raise SnapshotError("%s has no disk to snapshot" % vm.name)
+        token = os.urandom(4).hex()
+        with self.connect(vm.ref.vmx_path) as qmp:
+            current = self.inserted(qmp)
+            actions, planned = [], []  # type: List[Dict[str, Any]], List[Tuple[str, str]]
+            for i, disk in enumerate(disks):
+                ins = current.get(disk.key)
+                if ins is None or ins.get("file") != disk.path:
+                    raise SnapshotError("%s: disk %s is no longer %s (now %s)" % (
+                        vm.name, disk.key, disk.path, ins.get("file") if ins else "gone"))
+                overlay = overlay_path(disk.path, name)
+                if self.shell.exists(overlay):
+                    raise SnapshotError("%s: %s exists already" % (vm.name, overlay))
+                actions.append({"type": "blockdev-snapshot-sync", "data": {
+                    "node-name": ins["node-name"], "snapshot-file": overlay,
+                    "snapshot-node-name": "hvsnap%d-%s" % (i, token),  # node names: 31 characters at most
+                    "format": "qcow2", "mode": "absolute-paths",
+                }})
+                planned.append((disk.key, overlay))
+            for _key, overlay in planned:
+                self.shell.write_text(overlay + DESCRIPTION_SUFFIX, description + "\n")
+            try:
+                qmp.execute("transaction", {"actions": actions}, timeout=max(timeout, 1.0))
+            except QmpCommandError as err:
+                self._remove_unused(qmp, [o for _k, o in planned])
+                for _key, overlay in planned:
+                    self.shell.remove_tree(overlay + DESCRIPTION_SUFFIX)
+                raise SnapshotError("snapshot of %s failed: %s" % (vm.name, err.desc)) from err
+            now = self.inserted(qmp)
+        wrong = [k for k, o in planned if (now.get(k) or {}).get("file") != o]
+        if wrong:
+            raise SnapshotError("%s: after the snapshot %s do not write to the overlay" % (vm.name, ", ".join(wrong)))
+        return Snapshot(id=name, name=name, description=description,
+                        created=datetime.now().isoformat(timespec="seconds"), state="", depth=0)
+
+    def remove(self, vm: Vm, snap: Snapshot, timeout: float) -> None:
+        """Commit every overlay called snap.name into its backing image, then delete it."""
+        deadline = time.monotonic() + timeout
+        with self.connect(vm.ref.vmx_path) as qmp:
+            mine = self._overlay_files(qmp, snap.name)
+            for job in qmp.execute("query-block-jobs"):
+                if str(job.get("device", "")).startswith(JOB_PREFIX):
+                    self._wait_job(qmp, vm, job["device"], deadline, timeout)  # a killed run's commit
+            for _ in range(256):
+                target = self._find_overlay(qmp, snap.name)
+                if target is None:
+                    break
+                self._commit(qmp, vm, target, deadline, timeout)
+            used = self._overlay_files(qmp, None)
+        for f in sorted(mine - used):  # committed by a killed run's job, which died before deleting it
+            if self.shell.exists(f):
+                self.shell.remove_tree(f)
+        for d in vm.disks:
+            if d.path and not self.shell.exists(overlay_path(d.path, snap.name)):
+                self.shell.remove_tree(overlay_path(d.path, snap.name) + DESCRIPTION_SUFFIX)
+        left = [overlay_path(d.path, snap.name) for d in vm.disks if d.path]
+        left = [f for f in left if self.shell.exists(f)]
+        if left:
+            raise SnapshotError("%s: %s still there after the commit" % (vm.name, ", ".join(left)))
+
+    def inserted(self, qmp: QmpClient) -> Dict[str, Dict[str, Any]]:
+        return {device_key(dev): dev["inserted"] for dev in qmp.execute("query-block") if dev.get("inserted")}
+
+    def _overlay_files(self, qmp: QmpClient, name: Optional[str]) -> Set[str]:
+        """Files of the VM's disk chains: overlays called name, or (None) every layer."""
+        files = set()  # type: Set[str]
+        for ins in self.inserted(qmp).values():
+            chain = chain_of(ins.get("image") or {})
+            files.update(l["filename"] for i, l in enumerate(chain) if name is None or layer_snapshot(chain, i) == name)
+        return files
+
+    def _find_overlay(self, qmp: QmpClient, name: str) -> Optional[Tuple[str, Dict[str, Any], int, List[Dict[str, Any]]]]:
+        for key, ins in sorted(self.inserted(qmp).items()):
+            chain = chain_of(ins.get("image") or {})
+            for i in range(len(chain) - 1):
+                if layer_snapshot(chain, i) == name:
+                    return key, ins, i, chain
+        return None
+
+    def _commit(self, qmp: QmpClient, vm: Vm, target, deadline: float, timeout: float) -> None:
+        key, ins, i, chain = target
+        overlay, backing = chain[i]["filename"], chain[i + 1]
+        nodes = qmp.execute("query-named-block-nodes", {"flat": True})
+        base = _node(nodes, backing.get("filename"), backing.get("format"))
+        if base is None:
+            raise SnapshotError("%s: no block node for %s, the image below %s" % (vm.name, backing.get("filename"), overlay))
+        job_id = JOB_PREFIX + _UNSAFE.sub("-", key)
+        args = {"job-id": job_id, "device": ins["node-name"], "base-node": base}  # type: Dict[str, Any]
+        if i > 0:  # not the active layer: an ordinary commit of one layer
+            top = _node(nodes, overlay, chain[i].get("format"))
+            if top is None:
+                raise SnapshotError("%s: no block node for %s" % (vm.name, overlay))
+            args["top-node"] = top
+        try:
+            qmp.execute("block-commit", args, timeout=self._left(deadline, timeout))
+        except QmpCommandError as err:
+            raise SnapshotError("%s: commit of %s failed: %s" % (vm.name, overlay, err.desc)) from err
+        error = self._wait_job(qmp, vm, job_id, deadline, timeout)
+        still = any(l.get("filename") == overlay for l in chain_of((self.inserted(qmp).get(key) or {}).get("image") or {}))
+        if still:
+            raise SnapshotError("%s: commit of %s ended but the disk still uses it%s"
+                                % (vm.name, overlay, ": " + error if error else ""))
+        self.shell.remove_tree(overlay)
+
+    def _wait_job(self, qmp: QmpClient, vm: Vm, job_id: str, deadline: float, timeout: float) -> str:
+        """Drive a commit job to its end (complete it once ready); its error text, "" if none."""
+        completing, error = False, ""
+
+        def mine(ev: Dict[str, Any]) -> bool:
+            data = ev.get("data") or {}
+            return data.get("device") == job_id or data.get("id") == job_id
+
+        while True:
+            jobs = {j.get("device"): j for j in qmp.execute("query-block-jobs", timeout=self._left(deadline, timeout))}
+            job = jobs.get(job_id)
+            if job is None or job.get("status") in ("concluded", "null"):
+                break
+            if job.get("ready") and not completing:
+                qmp.execute("block-job-complete", {"device": job_id}, timeout=self._left(deadline, timeout))
+                completing = True
+            if time.monotonic() > deadline:
+                try:
+                    qmp.execute("block-job-cancel", {"device": job_id, "force": True}, timeout=10)
+                except QmpError:
+                    pass
+                raise TimeoutExpired("commit %s of %s" % (job_id, vm.name), timeout)
+            ev = qmp.wait_event(mine, POLL)
+            error = _job_error(ev) or error
+        for ev in [e for e in qmp.events if mine(e)]:
+            error = _job_error(ev) or error
+        qmp.take_events("JOB_STATUS_CHANGE")
+        return error
+
+    def _left(self, deadline: float, timeout: float) -> float:
+        return max(min(deadline - time.monotonic(), self.qmp_timeout), 5.0)
+
+    def _remove_unused(self, qmp: QmpClient, files: List[str]) -> None:
+        """Delete overlay files a failed transaction may have created, unless in use."""
+        used = self._overlay_files(qmp, None)
+        for f in files:
+            if f not in used and self.shell.exists(f):
+                self.shell.remove_tree(f)
+
+    # -- disks ---------------------------------------------------------------
+
+
+def _node(nodes: List[Dict[str, Any]], filename: Optional[str], fmt: Optional[str]) -> Optional[str]:
+    """The format node (not the protocol node below it) of an image file."""
+    for n in nodes:
+        if n.get("file") == filename and n.get("drv") == fmt and n.get("node-name"):
+            return n["node-name"]
+    return None
+
+
+def _job_error(ev: Optional[Dict[str, Any]]) -> str:
+    if not ev:
+        return ""
+    data = ev.get("data") or {}
+    if ev.get("event") == "BLOCK_JOB_COMPLETED" and data.get("error"):
+        return str(data["error"])
+    if ev.get("event") == "BLOCK_JOB_ERROR":
+        return "I/O error (%s)" % data.get("operation", "?")
+    return ""
