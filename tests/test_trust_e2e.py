@@ -339,3 +339,19 @@ def test_rsync_link_points_at_the_archive_when_compressing(host, tmp_path):
     assert backup(host, write_conf(host, RSYNC_LINK=1, ENABLE_COMPRESSION=1), "linked").returncode == 0
     link = os.path.join(backup_root(host, "linked"), "linked-symlink")
     assert os.readlink(link).endswith(".gz") and os.path.isfile(link)
+
+
+def test_a_snapshot_the_host_refuses_to_remove_is_reported_and_removed_by_the_next_run(host, tmp_path):
+    vm = "stuck"
+    vmid = host.create_vm(vm, "datastore1", [{"size": "4M"}], power="on", snapshots=["user snap"])
+    conf = write_conf(host, ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=1)
+    host.set_fault("snapshot.remove", "fail-once")
+    r = backup(host, conf, vm)
+    assert r.returncode == 6, r.stdout + r.stderr
+    assert "could NOT be removed" in r.stdout and "remove it by hand" in r.stdout
+    assert ours(host, vmid), "the host kept it: the run says so rather than pretending"
+    assert good(host, conf, vm) == []
+    r = backup(host, conf, vm)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "found leftover snapshot" in r.stdout
+    assert snapshot_names(host, vmid) == ["user snap"] and len(good(host, conf, vm)) == 1
