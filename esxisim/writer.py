@@ -7,7 +7,6 @@ the disks: a test can rebuild the exact disk content at any event from the log a
 import hashlib
 import json
 import os
-import random
 import signal
 import sys
 import time
@@ -26,7 +25,7 @@ def _log_path(host, vmid):
     return host.store.writer_log_path(host.display_name(vmid))
 
 
-def _append(path, record):
+def append(path, record):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
@@ -58,7 +57,7 @@ def log_event(host, vmid, event, **fields):
     path = _log_path(host, vmid)
     rec = {"event": event, "t": time.monotonic(), "wall": time.time(), "after_seq": last_seq(path)}
     rec.update(fields)
-    _append(path, rec)
+    append(path, rec)
 
 
 def read_log(host, name):
@@ -80,7 +79,7 @@ def start(host, vmid):
         return v["writer_pid"]
     src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=src)
-    pid = daemon.spawn([sys.executable, "-m", "esxisim.writer", host.root, vmid], env)
+    pid = daemon.spawn([sys.executable, "-m", "esxisim.guest", host.root, vmid], env)
     with host.store.edit() as s:
         s["vms"][vmid]["writer_pid"] = pid
         s["vms"][vmid]["writer"] = True
@@ -106,53 +105,6 @@ def stop(host, vmid, keep_flag=False):
                 s["vms"][vmid]["writer"] = False
 
 
-def run(root, vmid):
-    from .disks import Disk
-    from .host import Host
-    host = Host(root)
-    stopping = []
-    signal.signal(signal.SIGTERM, lambda *a: stopping.append(1))
-    signal.signal(signal.SIGINT, lambda *a: stopping.append(1))
-    me = os.getpid()
-    v = host.vm(vmid)
-    seed = v["seed"]
-    rng = random.Random(seed ^ me ^ int(time.time()))
-    name = host.display_name(vmid)
-    log = host.store.writer_log_path(name)
-    seq = last_seq(log)
-    _append(log, {"event": "writer.start", "pid": me, "t": time.monotonic(), "wall": time.time(), "after_seq": seq})
-    while not stopping:
-        try:
-            v = host.vm(vmid)
-        except Exception:
-            break
-        if v.get("writer_pid") not in (None, me) or v["power"] != "on":
-            if v.get("writer_pid") not in (None, me) or v["power"] != "on":
-                break
-        with host.store.vm_lock(v["vmx"]):
-            if stopping:
-                break
-            targets = [(n, p) for n, p, _m in host.vm_disks(vmid)]
-            targets = [(n, p) for n, p in targets if not p.endswith("-rdmp.vmdk")]
-            if targets:
-                node, path = rng.choice(targets)
-                try:
-                    with Disk(host.real(path), writable=True) as d:
-                        if d.layers[-1].desc.create_type.startswith("vmfsPassthrough"):
-                            raise ValueError("rdm")
-                        length = rng.choice(SIZES)
-                        if d.size >= length:
-                            offset = rng.randrange(0, (d.size - length) // 4096 + 1) * 4096
-                            seq += 1
-                            d.write(offset, payload(seed, seq, length))
-                            _append(log, {"event": "write", "seq": seq, "t": time.monotonic(), "node": node,
-                                          "file": path, "offset": offset, "length": length, "seed": seed})
-                except (OSError, ValueError):
-                    pass
-        time.sleep(1.0 / RATE)
-    _append(log, {"event": "writer.stop", "pid": me, "t": time.monotonic(), "wall": time.time(), "after_seq": seq})
-
-
 def apply_writes(content_by_node, records, until=None):
     """Replay logged writes onto {node: bytearray}; stop before record index `until`."""
     for i, rec in enumerate(records):
@@ -163,6 +115,3 @@ def apply_writes(content_by_node, records, until=None):
             buf[rec["offset"]:rec["offset"] + rec["length"]] = payload(rec["seed"], rec["seq"], rec["length"])
     return content_by_node
 
-
-if __name__ == "__main__":
-    run(sys.argv[1], sys.argv[2])
