@@ -283,3 +283,19 @@ def test_a_missing_or_unmounted_backup_volume_is_refused_unless_told_to_create_i
                        capture_output=True, text=True, timeout=120, env=env())
     assert r.returncode == 0, r.stdout + r.stderr
     assert len(glob.glob(os.path.join(missing, name, "*", "STATUS.ok"))) == 1
+
+
+@pytest.mark.parametrize("keys", [{"POWER_VM_DOWN_BEFORE_BACKUP": 1}, {"COLD_SNAPSHOT": 1},
+                                  {"VM_SHUTDOWN_ORDER": "keepup"}])
+def test_modes_that_shut_a_qemu_vm_down_are_refused_before_any_change(lab, keys):
+    """hotvcb cannot start a QEMU process again: a mode that shuts the guest down would leave it off."""
+    name = "keepup"
+    _initial, image = _image(lab, name, "raw", 4 * MiB, 1 * MiB)
+    vm = lab.start(name, image, "raw")
+    argv = hotvcb_argv(lab.inventory, "backup", "-m", name, "-g", lab.conf(**keys), "-w", lab.workdir)
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env())
+    assert r.returncode in (1, 6), r.stdout + r.stderr
+    assert "cannot start" in r.stdout + r.stderr
+    with vm.qmp() as qmp:
+        assert qmp.execute("query-status")["status"] == "running"
+    assert lab.overlays() == [] and lab.backups(name) == []

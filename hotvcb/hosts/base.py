@@ -25,6 +25,7 @@ class Hypervisor(Protocol):
     kind: str
     formats: Tuple[str, ...]  # the DISK_BACKUP_FORMAT values this driver can write
     run_dir: str  # folder on the host for its run lock and host id (store/lock.py)
+    powers_on: bool  # can start a VM it shut down (power-down modes need it)
 
     def describe(self) -> str: ...
 

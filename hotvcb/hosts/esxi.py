@@ -28,6 +28,7 @@ POLL = 1.0
 class EsxiHost:
     kind = "esxi"
     formats = DISK_FORMATS  # type: Tuple[str, ...]
+    powers_on = True
     run_dir = "/var/run"  # the host's run lock and id (ramdisk: a reboot ends every run anyway)
 
     def __init__(self, shell: Shell):

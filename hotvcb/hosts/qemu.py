@@ -69,6 +69,7 @@ class VmDescription:
 
 class QemuHost:
     kind = "qemu"
+    powers_on = False  # a guest shut down ends its QEMU process, which hotvcb cannot start again
     formats = tuple(qemuimg.FORMATS)
 
     def __init__(self, shell: Shell, qmp_dir: str, qemu_img: str = qemuimg.QEMU_IMG, qmp_timeout: float = QMP_TIMEOUT):

@@ -299,6 +299,11 @@ class _VmBackup:
                 "%s has %s; not backing it up (set ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=1 to allow)"
                 % (vm.name, what)
             )
+        modes = [k for k, on in (("POWER_VM_DOWN_BEFORE_BACKUP", self.s.power_vm_down_before_backup),
+                                 ("COLD_SNAPSHOT", self.s.cold_snapshot)) if on]
+        if modes and not self.host.powers_on:
+            raise HotvcbError("%s=1 shuts %s down, and this %s host cannot start it again; not backing it up"
+                              % (modes[0], vm.name, self.host.kind))
         fmt = self.s.disk_backup_format
         if fmt not in self.host.formats:
             raise HotvcbError("DISK_BACKUP_FORMAT=%s cannot be written on this %s host (allowed: %s)"

@@ -103,6 +103,9 @@ class PowerControl:
         """
         if not settings.vm_shutdown_order or dry_run:
             return
+        if not self.host.powers_on:
+            raise HotvcbError("VM_SHUTDOWN_ORDER shuts VMs down, and this %s host cannot start them again"
+                              % self.host.kind)
         by_name = {t.name: t for t in targets if isinstance(t, VmRef)}  # type: Dict[str, VmRef]
         if any(n not in by_name for n in settings.vm_shutdown_order):
             for listed in self.host.list_vms():
