@@ -106,3 +106,45 @@ def test_an_old_backup_and_a_failed_last_run_are_reported_and_a_broken_config_is
         assert r.returncode == 3
     finally:
         host.stop()
+
+
+def test_status_of_every_host_in_a_list_over_ssh(tmp_path):
+    """One host reachable over a real sshd (commands run inside the simulated host), one not."""
+    import subprocess
+    import sys
+
+    from sshd import available, running_sshd
+    from simhost import REPO
+
+    if not available():
+        import pytest
+
+        pytest.skip("no sshd on this machine (scripts/install-test-deps installs openssh-server)")
+    host = make_host(tmp_path / "host")
+    try:
+        host.create_vm("web", "datastore1", [{"size": "4M"}], power="on")
+        conf = write_conf(host)
+        assert hotvcb(host, "-m", "web", "-g", conf).returncode == 0
+        env = dict(os.environ, PYTHONPATH=REPO)
+        wrap = [sys.executable, "-m", "esxisim", "shell", host.root, "--"]
+        with running_sshd(tmp_path / "sshd", wrap=wrap, env=env) as sshd:
+            hosts = tmp_path / "hosts"
+            hosts.write_text("# the fleet\n%s:%d\nroot@127.0.0.1:1\n" % (sshd.target, sshd.port))
+            argv = [sys.executable, "-m", "hotvcb", "--identity", sshd.identity, "--known-hosts", sshd.known_hosts,
+                    "--ssh-option", "ConnectTimeout=5", "status", "--hosts", str(hosts), "-g", conf, "--json"]
+
+            def run():
+                r = subprocess.run(argv, capture_output=True, text=True, timeout=180, env=env, cwd=REPO)
+                return r.returncode, json.loads(r.stdout)
+
+            code, report = run()
+            assert code == 3 and report["status"] == "UNKNOWN", report  # one host unreachable, none CRIT
+            up, down = report["hosts"]
+            assert up["status"] == "OK" and [c["name"] for c in up["checks"] if c["kind"] == "backup"] == ["web"]
+            assert down["host"] == "root@127.0.0.1:1" and down["status"] == "UNKNOWN" and down["message"]
+
+            host.create_vm("never", "datastore1", [{"size": "4M"}], power="on")  # never backed up: CRIT
+            code, report = run()
+            assert code == 2 and report["status"] == "CRIT"  # CRIT anywhere outranks an unreachable host
+    finally:
+        host.stop()

@@ -1,11 +1,12 @@
 """What every subcommand that touches a host needs: settings, log, driver."""
 
 import argparse
+import re
 import os
 import shutil
 from typing import List, NamedTuple, Optional, Tuple, Union
 
-from .. import config
+from .. import config, namelist
 from ..errors import HostError, LockError, UsageError
 from ..hosts.base import Hypervisor
 from ..hosts.esxi import EsxiHost
@@ -77,9 +78,24 @@ def target_of(args) -> Target:
         raise UsageError("--qemu and --host exclude each other")
     if host:
         return Target(SshTarget(host, port, identity, known_hosts, tuple(options)), None)
-    if port or identity or known_hosts or options:
+    if (port or identity or known_hosts or options) and not getattr(args, "hosts", None):
         raise UsageError("--port, --identity, --known-hosts and --ssh-option need --host")
     return Target(None, qemu)
+
+
+def targets_in(path: str, args) -> List[Tuple[str, Target]]:
+    """`status --hosts FILE`: one `[user@]host[:port]` a line (`#` comments), each reached over
+    SSH with the global --identity/--known-hosts/--ssh-option; --port is the default port."""
+    out = []
+    for line in namelist.read_names(path):
+        dest, port = line, getattr(args, "port", None)
+        m = re.match(r"^(.*):(\d{1,5})$", line)
+        if m:
+            dest, port = m.group(1), int(m.group(2))
+        out.append((line, Target(SshTarget(dest, port, getattr(args, "identity", None),
+                                           getattr(args, "known_hosts", None),
+                                           tuple(getattr(args, "ssh_option", None) or ())), None)))
+    return out
 
 
 def target_argv(target: Target, absolute) -> List[str]:

@@ -7,6 +7,7 @@ Exit codes follow the monitoring plugins' convention (Nagios, Icinga, Zabbix):
 
 import json
 import sys
+from typing import Any, Dict, List
 
 from .. import config, namelist
 from ..errors import HotvcbError
@@ -24,6 +25,8 @@ def register(subparsers) -> None:
     p.add_argument("-f", dest="vm_list", metavar="FILE", help="only the VMs in this list (a missing one is CRIT)")
     p.add_argument("-e", dest="exclude", metavar="FILE", help="leave these VMs out")
     p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.add_argument("--hosts", metavar="FILE", help="every host in FILE (one [user@]host[:port] a line) over SSH, "
+                   "with --identity/--known-hosts/--ssh-option; the worst host decides the exit code")
     p.add_argument("--max-age", default="26h", metavar="AGE",
                    help="a VM's newest good backup older than this is WARN, twice as old CRIT (default 26h)")
     p.add_argument("--snapshot-age", default="24h", metavar="AGE",
@@ -32,11 +35,11 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    if args.hosts:
+        return _many(args)
     try:
         settings, warnings = config.load_settings(args.global_conf)
-        limits = Limits(max_age=parse_duration(args.max_age), snapshot_age=parse_duration(args.snapshot_age))
-        names = namelist.read_names(args.vm_list) if args.vm_list else None
-        exclude = namelist.read_names(args.exclude) if args.exclude else []
+        limits, names, exclude = _scope(args)
         report = host_status(common.connect(args.host_target), settings, limits, names, exclude)
     except HotvcbError as err:
         if args.json:
@@ -49,10 +52,51 @@ def run(args) -> int:
     else:
         for w in warnings:
             print("hotvcb: warning: %s" % w, file=sys.stderr)
-        worst = sorted(report.checks, key=lambda c: -RANK[c.severity])
-        counts = {s: sum(1 for c in report.checks if c.severity == s) for s in RANK}
-        print("%s: %s -- %d CRIT, %d WARN, %d OK" % (report.severity, report.host, counts["CRIT"], counts["WARN"],
-                                                     counts["OK"]))
-        for c in worst:
+        print(_headline(report.severity, report.host, report.checks))
+        for c in sorted(report.checks, key=lambda c: -RANK[c.severity]):
             print(c.line())
     return RANK[report.severity]
+
+
+def _scope(args):
+    limits = Limits(max_age=parse_duration(args.max_age), snapshot_age=parse_duration(args.snapshot_age))
+    names = namelist.read_names(args.vm_list) if args.vm_list else None
+    exclude = namelist.read_names(args.exclude) if args.exclude else []
+    return limits, names, exclude
+
+
+def _headline(severity: str, host: str, checks) -> str:
+    counts = {s: sum(1 for c in checks if c.severity == s) for s in RANK}
+    return "%s: %s -- %d CRIT, %d WARN, %d OK" % (severity, host, counts["CRIT"], counts["WARN"], counts["OK"])
+
+
+def _many(args) -> int:
+    """Every host of a list: one report each; CRIT anywhere is CRIT, else an unreachable host is UNKNOWN."""
+    try:
+        settings, _warnings = config.load_settings(args.global_conf)
+        limits, names, exclude = _scope(args)
+        hosts = common.targets_in(args.hosts, args)
+    except HotvcbError as err:
+        print(json.dumps({"status": "UNKNOWN", "message": str(err), "hosts": []}) if args.json else "UNKNOWN: %s" % err)
+        return UNKNOWN
+    reports = []  # type: List[Dict[str, Any]]
+    for line, target in hosts:
+        try:
+            report = host_status(common.connect(target), settings, limits, names, exclude)
+            reports.append(dict(report.as_dict(), host=line, describe=report.host))
+        except HotvcbError as err:
+            reports.append({"host": line, "status": "UNKNOWN", "message": str(err), "checks": []})
+    states = [r["status"] for r in reports]
+    worst = "CRIT" if "CRIT" in states else "UNKNOWN" if "UNKNOWN" in states else "WARN" if "WARN" in states else "OK"
+    if args.json:
+        print(json.dumps({"status": worst, "hosts": reports}, indent=2, ensure_ascii=False))
+    else:
+        print("%s: %d host(s) -- %s" % (worst, len(reports), ", ".join(
+            "%s %s" % (r["host"], r["status"]) for r in reports)))
+        for r in reports:
+            if r["status"] == "UNKNOWN":
+                print("UNKNOWN %s: %s" % (r["host"], r["message"]))
+                continue
+            for c in sorted(r["checks"], key=lambda c: -RANK[c["severity"]]):
+                print("%-4s %s %-13s %s: %s" % (c["severity"], r["host"], c["kind"], c["name"], c["message"]))
+    return UNKNOWN if worst == "UNKNOWN" else RANK[worst]
