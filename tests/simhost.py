@@ -84,7 +84,8 @@ def backups(host: Host, vm: str):
     root = backup_root(host, vm)
     if not os.path.isdir(root):
         return []
-    return sorted(e for e in os.listdir(root) if not os.path.islink(os.path.join(root, e)))
+    return sorted(e for e in os.listdir(root) if not os.path.islink(os.path.join(root, e))
+                  and not e.endswith(".verify.json"))  # a .gz's sidecar is not a backup
 
 
 def sealed(host: Host, vm: str):

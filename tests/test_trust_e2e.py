@@ -355,3 +355,20 @@ def test_a_snapshot_the_host_refuses_to_remove_is_reported_and_removed_by_the_ne
     assert r.returncode == 0, r.stdout + r.stderr
     assert "found leftover snapshot" in r.stdout
     assert snapshot_names(host, vmid) == ["user snap"] and len(good(host, conf, vm)) == 1
+
+
+@pytest.mark.parametrize("mode", ["POWER_VM_DOWN_BEFORE_BACKUP", "COLD_SNAPSHOT"])
+def test_sigterm_mid_copy_in_a_power_down_mode_powers_the_vm_on_again(host, tmp_path, mode):
+    vm = "downed by term"
+    vmid = host.create_vm(vm, "datastore1", [{"size": "8M"}], power="on")
+    host.set_fault("clone.delay", "20")
+    conf = write_conf(host, **{mode: 1, "ENABLE_HARD_POWER_OFF": 1, "ITER_TO_WAIT_SHUTDOWN": "10s"})
+    proc = hotvcb_background(host, "-m", vm, "-g", conf)
+    wait_for(lambda: any(b.endswith("-partial") for b in backups(host, vm)) and "Powered off" in power(host, vmid)
+             or (mode == "COLD_SNAPSHOT" and ours(host, vmid)), timeout=60, what="the copy")
+    time.sleep(1)
+    kill(lock_pid(host), signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2, out
+    assert "Powered on" in power(host, vmid), out
+    assert ours(host, vmid) == []

@@ -148,7 +148,8 @@ class EsxiHost:
 
     # -- power ---------------------------------------------------------------
     def power_state(self, vm: Vm) -> str:
-        out = self._vim(["vmsvc/power.getstate", vm.ref.vmid])
+        # not interruptible: cleanup after Ctrl-C asks it before powering a VM on again
+        out = self._vim(["vmsvc/power.getstate", vm.ref.vmid], interruptible=False)
         try:
             return vimcmd.parse_power_state(out)
         except ValueError as err:

@@ -426,8 +426,13 @@ class _VmBackup:
                 self.host.remove_snapshot(vm, snap, self.s.snapshot_remove_timeout * 60.0)
                 self.snapshot = None
                 crashpoint.reached("snapshot-removed")
-                # a dead run's snapshot that hostd finished while we copied (look again, once)
-                remove_our_snapshots(self.host, vm, self.log, self.job.run_id)
+                # a dead run's snapshot that hostd finished while we copied (look again, once;
+                # not when a signal is unwinding us: the next run looks anyway)
+                if not interrupt.pending():
+                    try:
+                        remove_our_snapshots(self.host, vm, self.log, self.job.run_id)
+                    except HotvcbError as err:
+                        self.log.warning("%s: cannot look for a dead run's snapshot: %s" % (vm.name, err))
             except HotvcbError as err:
                 errors.append("snapshot %s could NOT be removed: %s -- remove it by hand" % (snap.id, err))
                 self.log.error("%s: %s" % (vm.name, errors[-1]))
