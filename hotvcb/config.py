@@ -142,9 +142,13 @@ def _size(text: str) -> int:
     if not text.strip():
         return 0
     m = _SIZE.fullmatch(text.strip())
-    if not m:
-        raise _Invalid("a size such as 500G, 1.5T or 800M (0: no budget)")
-    return int(float(m.group(1)) * 1024 ** "bkmgt".index((m.group(2) or "b").lower()))
+    allowed = "a size such as 500G, 1.5T or 800M, at most 1000000T (0: no budget)"
+    if not m or len(m.group(1)) > 20:
+        raise _Invalid(allowed)
+    value = float(m.group(1)) * 1024 ** "bkmgt".index((m.group(2) or "b").lower())
+    if not value < 1e6 * 2 ** 40:
+        raise _Invalid(allowed)
+    return int(value)
 
 
 def _names(text: str) -> Tuple[str, ...]:

@@ -8,6 +8,7 @@
         ├── CommandFailed       non-zero exit of vim-cmd, vmkfstools, ...
         ├── VmNotFound          no VM with that display name / vmid
         ├── AmbiguousVm         several VMs share that display name
+        ├── InvalidVm           registered, but the host skips it (datastore gone)
         ├── SnapshotError       snapshot did not appear / could not be removed
         ├── TimeoutExpired      a bounded wait ran out
         └── CopyError           a disk or file copy failed (per disk)
@@ -97,6 +98,15 @@ class VmNotFound(HostError):
         hint = " (did you mean %s?)" % " or ".join(repr(c) for c in close[:3]) if close else ""
         super().__init__("no VM named %r on this host%s" % (name, hint))
         self.name, self.suggestions = name, close[:3]
+
+
+class InvalidVm(HostError):
+    """A VM the host has registered but cannot use (hostd skips it: its datastore or .vmx is gone)."""
+
+    def __init__(self, vmid: str):
+        super().__init__("vmid %s is registered but invalid: the host skips it (its datastore or .vmx is gone)"
+                         % vmid)
+        self.name = "vmid " + vmid
 
 
 class AmbiguousVm(HostError):

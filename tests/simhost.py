@@ -85,7 +85,7 @@ def backups(host: Host, vm: str):
     if not os.path.isdir(root):
         return []
     return sorted(e for e in os.listdir(root) if not os.path.islink(os.path.join(root, e))
-                  and not e.endswith(".verify.json"))  # a .gz's sidecar is not a backup
+                  and not e.endswith(".verify.json") and not e.startswith(".hotvcb-"))  # sidecars, records
 
 
 def sealed(host: Host, vm: str):

@@ -100,6 +100,7 @@ def run(args) -> int:
     code = 1
     status = "ERROR: did not start"
     results = []  # type: list
+    job = None  # type: Optional[BackupJob]
     lock = work = None
     try:
         host = common.connect(args.host_target)
@@ -121,6 +122,7 @@ def run(args) -> int:
             log.debug("%s: %s %s" % (r.name, r.status, r.message))
     except Interrupted as err:
         status, code = "ERROR: %s" % err, err.exit_code
+        results = list(job.results) if job is not None else results  # what the run got to
     except HotvcbError as err:
         log.error(str(err))
         status, code = "ERROR: %s" % err, err.exit_code

@@ -35,6 +35,7 @@ class EsxiHost:
         self.shell = shell
         self._version = None  # type: Optional[str]
         self._name = None  # type: Optional[str]
+        self._invalid = []  # type: List[str]
         self._multiextent = False
 
     # -- host ----------------------------------------------------------------
@@ -80,10 +81,16 @@ class EsxiHost:
     def list_vms(self) -> List[VmRef]:
         """The inventory, each VM named by its .vmx displayName (the truth; the listing is ambiguous)."""
         names = {d.name: "/vmfs/volumes/" + d.name for d in self.datastores()}
+        out = self._vim(["vmsvc/getallvms"])
+        self._invalid = vimcmd.invalid_vmids(out)
         refs = []
-        for cands in vimcmd.getallvms_candidates(self._vim(["vmsvc/getallvms"]), names):
+        for cands in vimcmd.getallvms_candidates(out, names):
             refs.append(self._confirmed(cands))
         return refs
+
+    def invalid_vms(self) -> List[str]:
+        """vmids registered but unusable (hostd skips them in the inventory), from the last list_vms."""
+        return list(self._invalid)
 
     def _confirmed(self, cands: List[VmRef]) -> VmRef:
         """The candidate whose .vmx exists and names it; else the first readable one, by its displayName."""

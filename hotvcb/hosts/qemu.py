@@ -107,6 +107,9 @@ class QemuHost:
     def host_name(self) -> str:
         return socket.gethostname()
 
+    def invalid_vms(self) -> List[str]:
+        return []  # a socket with no QEMU behind it is no VM at all
+
     def load_vm(self, ref: VmRef) -> Vm:
         if not self.shell.exists(ref.vmx_path):
             raise VmNotFound(ref.name)  # its QEMU is gone since the listing

@@ -17,6 +17,11 @@ _FILE = re.compile(r"^\[([^\]]+)\] (.+?\.vmx)\s+\S+\s+vmx-\d+\b")
 _SNAP_FIELD = re.compile(r"^(-*)(?:\|-(?:ROOT|CHILD))?Snapshot (\w+(?: \w+)?)\s*:\s?(.*)$")
 
 
+def invalid_vmids(text: str) -> List[str]:
+    """vmids hostd lists as "Skipping invalid VM '<vmid>'" (its datastore or .vmx is gone)."""
+    return re.findall(r"^Skipping invalid VM '(\d+)'", text, re.M)
+
+
 def parse_getallvms(text: str, datastores: Optional[Dict[str, str]] = None) -> List[VmRef]:
     """Rows of `vim-cmd vmsvc/getallvms` as VmRefs with absolute .vmx paths (best guess per row)."""
     return [cands[0] for cands in getallvms_candidates(text, datastores)]

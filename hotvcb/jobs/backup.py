@@ -18,13 +18,13 @@ from datetime import datetime
 from typing import Dict, List, Optional, Sequence, Union
 
 from .. import config, crashpoint, interrupt
-from ..errors import AmbiguousVm, HotvcbError, Interrupted, SnapshotError, VmNotFound
+from ..errors import AmbiguousVm, HotvcbError, Interrupted, InvalidVm, SnapshotError, VmNotFound
 from ..hosts.base import Hypervisor
 from ..model import Disk, DiskResult, Snapshot, Vm, VmRef, VmResult
 from ..runid import RunId
 from ..runlog import RunLog
 from ..settings import Settings
-from ..store import health, layout, rotation, volume
+from ..store import health, lastrun, layout, rotation, volume
 from ..store.seal import Sealer
 from ..units import human_size
 from ..vmdk import base_name
@@ -32,7 +32,7 @@ from .hooks import run_hook
 from .leftovers import SNAPSHOT_PREFIX, cleanup_host, remove_our_snapshots, remove_partials, restore_power
 from .power import PowerControl
 
-Target = Union[VmRef, VmNotFound, AmbiguousVm]  # a VM to back up, or why a listed name is none
+Target = Union[VmRef, VmNotFound, AmbiguousVm, InvalidVm]  # a VM to back up, or why a listed name is none
 
 
 class BackupJob:
@@ -54,6 +54,7 @@ class BackupJob:
         self.confdir, self.dry_run, self.job_name = confdir, dry_run, job_name
         self.power = PowerControl(host, log, run)
         self.vm_number = self.vm_count = 0  # for the progress line: VM i of n
+        self.results = []  # type: List[VmResult]  # so far (an interrupted run still reports them)
         self._vm_seconds = []  # type: List[float]  # durations of the VMs done, for the run's ETA
         self._disk_seconds = []  # type: List[float]
 
@@ -65,6 +66,7 @@ class BackupJob:
         `Web Server (prod)` is that VM, never a pattern.
         """
         refs = self.host.list_vms()
+        invalid = [InvalidVm(vmid) for vmid in self.host.invalid_vms()]
         by_name = {}  # type: Dict[str, List[VmRef]]
         for ref in refs:
             by_name.setdefault(ref.name, []).append(ref)
@@ -86,6 +88,11 @@ class BackupJob:
                 out.append(VmNotFound(name, [r.name for r in refs]))
             else:
                 out.append(AmbiguousVm(name, [r.vmid for r in matches]))
+        if names is None:
+            out.extend(invalid)  # -a: every VM of the host, the ones it cannot read included
+        else:
+            for bad in invalid:
+                self.log.warning(str(bad))
         return out
 
     # -- the run -------------------------------------------------------------
@@ -95,12 +102,13 @@ class BackupJob:
             self.log.warning("the previous hotvcb run on this host died; looking for its leftovers on every VM")
             cleanup_host(self.host, self.settings.vm_backup_volume, self.log, self.run_id)
         targets = self.select(names, exclude)
-        results = []  # type: List[VmResult]
+        self.results = []
+        results = self.results
         try:
             self.power.shutdown_in_order(targets, self.settings, self.dry_run)
             self.vm_count = len(targets)
             for self.vm_number, target in enumerate(targets, 1):
-                if isinstance(target, (VmNotFound, AmbiguousVm)):
+                if isinstance(target, (VmNotFound, AmbiguousVm, InvalidVm)):
                     self.log.error(str(target))
                     results.append(VmResult(name=target.name, status="error", message=str(target)))
                     continue
@@ -128,7 +136,10 @@ class BackupJob:
             self.log.warning(w)
         if settings.backup_power_state != "any" and not skip_power:
             try:
-                state = self.host.power_state(Vm(ref=ref, datastore="", folder="", vmx=None))
+                vm = self.host.load_vm(ref)
+                # a VM a dead run powered off is judged by the state it had, not the one we left it in
+                restore_power(self.host, vm, self.log, self.run_id, self.dry_run)
+                state = self.host.power_state(vm)
             except HotvcbError as err:
                 self.log.error("%s: %s" % (ref.name, err))
                 result.status, result.message = "error", str(err)
@@ -140,17 +151,22 @@ class BackupJob:
                 return result
         self.log.info("Initiate backup for %s" % ref.name)
         started = datetime.now()
+        one = _VmBackup(self, ref, settings, result, started, skip_power)
         try:
-            _VmBackup(self, ref, settings, result, started, skip_power).run()
+            one.run()
         except Interrupted as err:
             result.status, result.message = "error", str(err)
             self.log.error("%s: backup interrupted (%s)" % (ref.name, err))
+            self.results.append(result)  # the report of an interrupted run names the VM it was on
             raise
         except HotvcbError as err:
             result.status, result.message = "error", str(err)
             self.log.error("%s: %s" % (ref.name, err))
         if not self.dry_run:
-            result.good_backups = self._good_backups(ref.name, settings)
+            uuid = one.vm.uuid if one.vm is not None else ""
+            result.good_backups = self._good_backups(ref.name, settings, uuid)
+            lastrun.record(self.host.shell, settings.vm_backup_volume, ref.name, self.host.host_name(), uuid,
+                           result.status, result.message, self.log)
         seconds = result.seconds = (datetime.now() - started).total_seconds()
         self._vm_seconds.append(seconds)
         if result.status == "ok":
@@ -170,12 +186,15 @@ class BackupJob:
         per_vm = sum(self._vm_seconds) / len(self._vm_seconds) if self._vm_seconds else per_disk
         return disk_left + disks_left * per_disk + (self.vm_count - self.vm_number) * per_vm
 
-    def _good_backups(self, name: str, settings: Settings) -> List[str]:
-        """What this VM can be restored from now: the e-mail says it, above all on a failure."""
+    def _good_backups(self, name: str, settings: Settings, uuid: str = "") -> List[str]:
+        """What this VM can be restored from now: the e-mail says it, above all on a failure.
+        Never another host's backup of another VM of the same name (a shared volume)."""
         shell = self.host.shell
+        source = (self.host.host_name(), uuid)
         try:
             found = layout.list_backups(shell, settings.vm_backup_volume, name)
-            return [b.path for b in found if health.judge(shell, b).good]
+            verdicts = [(b, health.judge(shell, b)) for b in found]
+            return [b.path for b, v in verdicts if v.good and not rotation.made_elsewhere(v.manifest, source)]
         except HotvcbError as err:
             self.log.warning("%s: cannot list its backups: %s" % (name, err))
             return []

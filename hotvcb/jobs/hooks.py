@@ -10,11 +10,16 @@ environment (HOTVCB_VM, HOTVCB_VMID, HOTVCB_PHASE, HOTVCB_RESULT,
 HOTVCB_BACKUP), never spliced into the command.
 """
 
+import os
 from typing import Optional
 
 from ..errors import HotvcbError
 from ..hosts.base import Hypervisor
 from ..model import VmRef
+
+
+SHOWN_LINES = 20  # of a hook's output, in the log (the last one is the error)
+MAX_LINE = 500
 
 
 class HookFailed(HotvcbError):
@@ -23,17 +28,33 @@ class HookFailed(HotvcbError):
 
 def run_hook(host: Hypervisor, command: str, phase: str, ref: VmRef, timeout: float, log,
              result: str = "", backup: Optional[str] = None) -> None:
-    """Run one hook; HookFailed with its last output line when it fails or times out."""
+    """Run one hook; HookFailed with its last output line when it fails or times out.
+
+    The hook's output goes to a file on the host, not through our pipe: a hook
+    that starts a daemon (`/etc/init.d/x start`) returns when its shell does,
+    not when the daemon closes its output; and only the last lines are logged
+    (a hook printing megabytes must not become the log and the mail).
+    """
     env = ["HOTVCB_VM=" + ref.name, "HOTVCB_VMID=" + ref.vmid, "HOTVCB_PHASE=" + phase,
            "HOTVCB_RESULT=" + result, "HOTVCB_BACKUP=" + (backup or "")]
+    out = "%s/hotvcb-hook.%d.%s.out" % (host.run_dir.rstrip("/"), os.getpid(), phase)
+    script = 'cmd=$1; out=$2; shift 2; env "$@" sh -c "$cmd" </dev/null >"$out" 2>&1'
     log.info("%s: running the %s-backup hook" % (ref.name, phase))
     try:
-        done = host.shell.run(["env"] + env + ["sh", "-c", command], timeout=timeout,
-                              interruptible=phase == "pre")  # a post-hook finishes even after Ctrl-C
-    except HotvcbError as err:
-        raise HookFailed("%s-backup hook of %s: %s" % (phase, ref.name, err)) from err
-    for line in done.output.splitlines():
+        try:
+            done = host.shell.run(["sh", "-c", script, "hotvcb", command, out] + env, timeout=timeout,
+                                  interruptible=phase == "pre")  # a post-hook finishes even after Ctrl-C
+        except HotvcbError as err:
+            raise HookFailed("%s-backup hook of %s: %s" % (phase, ref.name, err)) from err
+        shown = host.shell.run(["tail", "-n", str(SHOWN_LINES), out], timeout=60, interruptible=False).output
+    finally:
+        try:
+            host.shell.remove_tree(out)
+        except HotvcbError:
+            pass
+    lines = [l[:MAX_LINE] for l in shown.splitlines()]
+    for line in lines:
         log.info("%s: %s-hook: %s" % (ref.name, phase, line))
     if done.returncode != 0:
-        last = done.output.strip().splitlines()[-1:] or ["no output"]
+        last = lines[-1:] or ["no output"]
         raise HookFailed("%s-backup hook of %s failed (exit %d): %s" % (phase, ref.name, done.returncode, last[0]))

@@ -24,7 +24,7 @@ from ..hosts.base import Hypervisor
 from ..model import Snapshot, Vm
 from ..runid import RunId, parse
 from ..settings import Settings
-from ..store import health, layout
+from ..store import health, lastrun, layout, rotation
 from ..store.lock import LOCK_NAME, holder_alive
 from ..units import human_size
 from .leftovers import is_ours
@@ -72,6 +72,9 @@ def host_status(host: Hypervisor, settings: Settings, limits: Limits, names: Opt
     now = time.time() if now is None else now
     report = Report(host.describe())
     refs = [r for r in host.list_vms() if (names is None or r.name in names) and r.name not in exclude]
+    for vmid in host.invalid_vms():
+        report.checks.append(Check(CRIT, "backup", "vmid " + vmid, "registered but invalid: the host skips it "
+                                   "(its datastore or .vmx is gone); it cannot be backed up"))
     for missing in sorted(set(names or ()) - {r.name for r in refs} - set(exclude)):
         report.checks.append(Check(CRIT, "backup", missing, "listed, but no VM of that name is on this host"))
     run_alive = _run_holding_lock(host)
@@ -82,7 +85,7 @@ def host_status(host: Hypervisor, settings: Settings, limits: Limits, names: Opt
         except HotvcbError as err:
             report.checks.append(Check(WARN, "backup", ref.name, "cannot read the VM: %s" % err))
             continue
-        report.checks.append(_backups(host, settings, vm.name, limits, now))
+        report.checks.append(_backups(host, settings, vm.name, vm.uuid, limits, now))
         report.checks.extend(_snapshots(host, vm, limits, now, run_alive))
         needed += sum(host.bytes_needed(d, settings.disk_backup_format) for d in vm.disks if not d.skip_reason)
     report.checks.extend(_datastores(host, settings, limits, needed))
@@ -99,9 +102,12 @@ def _run_holding_lock(host: Hypervisor) -> bool:
         return False
 
 
-def _backups(host: Hypervisor, settings: Settings, name: str, limits: Limits, now: float) -> Check:
+def _backups(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: Limits, now: float) -> Check:
     found = layout.list_backups(host.shell, settings.vm_backup_volume, name)
+    source = (host.host_name(), uuid)
     verdicts = [(b, health.judge(host.shell, b)) for b in found]
+    verdicts = [(b, v) for b, v in verdicts if not rotation.made_elsewhere(v.manifest, source)]  # another host's VM
+    tried = lastrun.last(host.shell, settings.vm_backup_volume, name, host.host_name())
     good = [(b, v) for b, v in verdicts if v.good]
     done = [(b, v) for b, v in verdicts if v.state not in ("partial", "deleting")]
     if not good:
@@ -117,6 +123,10 @@ def _backups(host: Hypervisor, settings: Settings, name: str, limits: Limits, no
         ", verified %s" % verdict.verified.replace("T", " ") if verdict.verified else ", never verified")
     if age > 2 * limits.max_age:
         return Check(CRIT, "backup", name, text, details)
+    if tried and tried.get("result") not in ("ok", "skipped") and tried["time"] > time.mktime(newest.when.timetuple()):
+        details["last_run"] = tried
+        return Check(WARN, "backup", name, "last run failed (%s); %s" % (tried.get("message") or tried.get("result"),
+                                                                          text), details)
     if done and done[-1][0].path != newest.path:
         last = done[-1][1]
         return Check(WARN, "backup", name, "last backup %s (%s); %s" % (last.state, last.reason, text), details)

@@ -72,7 +72,7 @@ def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: 
     """
     backups = layout.list_backups(shell, volume, vm_name)
     verdicts = {b.path: health.judge(shell, b) for b in backups if b.status not in ("partial", "deleting")}
-    foreign = [b for b in backups if b.path in verdicts and _made_elsewhere(verdicts[b.path].manifest, source)]
+    foreign = [b for b in backups if b.path in verdicts and made_elsewhere(verdicts[b.path].manifest, source)]
     if foreign:
         hosts = sorted({str((verdicts[b.path].manifest or {}).get("source_host")) for b in foreign})
         log.warning("%s: %d backup(s) in %s were made on %s of another VM with this name; they are left to "
@@ -124,7 +124,8 @@ def backup_size(shell: Shell, b: BackupSet) -> int:
         return 0
 
 
-def _made_elsewhere(data: Optional[Dict[str, Any]], source: Tuple[str, str]) -> bool:
+def made_elsewhere(data: Optional[Dict[str, Any]], source: Tuple[str, str]) -> bool:
+    """A backup another host made of another VM with this name (a shared volume)."""
     host, uuid = source
     if not data or not host or not data.get("source_host"):
         return False  # ghettoVCB's, or an older hotvcb's: ours, as they always were

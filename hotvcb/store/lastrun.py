@@ -1,0 +1,46 @@
+"""The last backup attempt of each VM, failed ones included: `<VOLUME>/<VM>/.hotvcb-last-run.json`.
+
+A run that fails before it claims a backup folder (a failing pre-hook, a
+pre-flight refusal, a VM that will not shut down) leaves no folder behind;
+without this record `hotvcb status` would call the VM OK on its older good
+backup until the age limit ran out. One file per VM name and host (hosts
+sharing a volume each keep their own), written atomically, best effort.
+"""
+
+import json
+import re
+import time
+from typing import Any, Dict, Optional
+
+from ..errors import HotvcbError
+from ..shell import Shell
+from . import layout
+
+PREFIX = ".hotvcb-last-run"
+
+
+def _path(volume: str, vm_name: str, host_name: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", host_name) or "host"
+    return "%s/%s.%s.json" % (layout.vm_root(volume, vm_name), PREFIX, safe)
+
+
+def record(shell: Shell, volume: str, vm_name: str, host_name: str, vm_uuid: str, result: str, message: str,
+           log) -> None:
+    data = {"vm": vm_name, "host": host_name, "vm_uuid": vm_uuid, "time": int(time.time()), "result": result,
+            "message": message}
+    try:
+        shell.makedirs(layout.vm_root(volume, vm_name))
+        shell.write_text(_path(volume, vm_name, host_name), json.dumps(data, ensure_ascii=False) + "\n")
+    except HotvcbError as err:
+        log.warning("%s: cannot record this run's result on the backup volume: %s" % (vm_name, err))
+
+
+def last(shell: Shell, volume: str, vm_name: str, host_name: str) -> Optional[Dict[str, Any]]:
+    path = _path(volume, vm_name, host_name)
+    try:
+        if not shell.exists(path):
+            return None
+        data = json.loads(shell.read_text(path))
+        return data if isinstance(data, dict) and isinstance(data.get("time"), int) else None
+    except (HotvcbError, ValueError):
+        return None
