@@ -23,6 +23,7 @@ VMKFSTOOLS = "/sbin/vmkfstools"
 _FAULT = re.compile(r"^\((vim|vmodl)\.fault\.(\w+)\)", re.M)
 _DELTA = re.compile(r"-\d{6}(-delta|-sesparse)?\.vmdk$")
 POLL = 1.0
+SNAPSHOTS_REUSED_FOR = 120.0  # seconds a snapshot list serves as create_snapshot's "before"
 
 
 class EsxiHost:
@@ -34,6 +35,16 @@ class EsxiHost:
         self.shell = shell
         self._version = None  # type: Optional[str]
         self._multiextent = False
+        # Few host commands (each is a round trip to hostd, and over SSH one more):
+        # the datastore listing is read once per run for names and roots (only a
+        # mount or unmount of ours changes it), the free-space figure is refreshed
+        # with `datastore/info` of the one datastore; the last snapshot list per VM
+        # is kept for create_snapshot's "before" set (it only has to exclude
+        # snapshots older than ours, which has a name of its own).
+        self._stores = None  # type: Optional[List[DatastoreInfo]]
+        self._roots = {}  # type: Dict[str, str]  # real path of /vmfs/volumes/<name> -> name
+        self._store_of = {}  # type: Dict[str, Optional[str]]  # path asked about -> its datastore
+        self._seen_snaps = {}  # type: Dict[str, Tuple[float, List[Snapshot]]]
 
     # -- host ----------------------------------------------------------------
     def describe(self) -> str:
@@ -54,7 +65,19 @@ class EsxiHost:
         return out.output
 
     def datastores(self) -> List[DatastoreInfo]:
-        return vimcmd.parse_datastore_listsummary(self._vim(["hostsvc/datastore/listsummary"]))
+        """The full listing, read now (free space included); also refreshes the cached names."""
+        self._stores = vimcmd.parse_datastore_listsummary(self._vim(["hostsvc/datastore/listsummary"]))
+        return list(self._stores)
+
+    def _known_stores(self) -> List[DatastoreInfo]:
+        """Names and urls: the listing read at most once until a mount or unmount changes it."""
+        if self._stores is None:
+            self.datastores()
+        return list(self._stores or [])
+
+    def _forget_stores(self) -> None:
+        self._stores = None
+        self._roots, self._store_of = {}, {}
 
     def mount_nfs(self, name: str, server: str, share: str, version: str) -> None:
         """ghettoVCB's non-persistent mount: `nas_create name version path readonly server`.
@@ -62,15 +85,21 @@ class EsxiHost:
         vim-cmd takes `nfs` (v3) or `nfsv41`; the config's ghettoVCB-style `nfs41` means the latter.
         """
         version = {"nfs41": "nfsv41"}.get(version, version)
-        self._vim(["hostsvc/datastore/nas_create", name, version, share, "0", server], timeout=120)
+        try:
+            self._vim(["hostsvc/datastore/nas_create", name, version, share, "0", server], timeout=120)
+        finally:
+            self._forget_stores()
 
     def unmount_nfs(self, name: str) -> None:
-        self._vim(["hostsvc/datastore/destroy", name], timeout=120, interruptible=False)
+        try:
+            self._vim(["hostsvc/datastore/destroy", name], timeout=120, interruptible=False)
+        finally:
+            self._forget_stores()
 
     # -- inventory -----------------------------------------------------------
     def list_vms(self) -> List[VmRef]:
         """The inventory, each VM named by its .vmx displayName (the truth; the listing is ambiguous)."""
-        names = {d.name: "/vmfs/volumes/" + d.name for d in self.datastores()}
+        names = {d.name: "/vmfs/volumes/" + d.name for d in self._known_stores()}
         refs = []
         for cands in vimcmd.getallvms_candidates(self._vim(["vmsvc/getallvms"]), names):
             refs.append(self._confirmed(cands))
@@ -98,7 +127,7 @@ class EsxiHost:
             raise VmNotFound(ref.name) from err
         folder = ref.vmx_path.rsplit("/", 1)[0]
         # ESXi writes another datastore's disk as /vmfs/volumes/<uuid>/...
-        names = {d.url.rsplit("/", 1)[-1]: d.name for d in self.datastores()}
+        names = {d.url.rsplit("/", 1)[-1]: d.name for d in self._known_stores()}
         vm = Vm(ref=ref, datastore=_datastore_of(ref.vmx_path, names), folder=folder, vmx=vmx)
         for dev, bus, name in vmx.disk_slots():
             vm.disks.append(self._disk(vmx, folder, dev, bus, name, names))
@@ -153,8 +182,18 @@ class EsxiHost:
 
     # -- snapshots -----------------------------------------------------------
     def snapshots(self, vm: Vm, interruptible: bool = True) -> List[Snapshot]:
+        """The VM's snapshots as hostd lists them now (always asked: callers poll this)."""
         out = self._vim(["vmsvc/snapshot.get", vm.ref.vmid], interruptible=interruptible)
-        return vimcmd.parse_snapshot_get(out)
+        snaps = vimcmd.parse_snapshot_get(out)
+        self._seen_snaps[vm.ref.vmid] = (time.monotonic(), snaps)
+        return list(snaps)
+
+    def _recent_snapshots(self, vm: Vm) -> List[Snapshot]:
+        """The list a caller fetched moments ago (leftover check, pre-flight), else asked now."""
+        seen = self._seen_snaps.get(vm.ref.vmid)
+        if seen is not None and time.monotonic() - seen[0] < SNAPSHOTS_REUSED_FOR:
+            return list(seen[1])
+        return self.snapshots(vm)
 
     def delta_files(self, vm: Vm) -> List[str]:
         """Delta disks next to the VM's disks: snapshots hostd may not show."""
@@ -169,7 +208,10 @@ class EsxiHost:
     def create_snapshot(
         self, vm: Vm, name: str, description: str, memory: bool, quiesce: bool, timeout: float
     ) -> Snapshot:
-        before = {s.id for s in self.snapshots(vm)}
+        # ours is told apart by its name (a timestamp) and by not being in `before`:
+        # a list from seconds ago serves, as no snapshot made since has our name
+        before = {s.id for s in self._recent_snapshots(vm)}
+        self._seen_snaps.pop(vm.ref.vmid, None)
         args = ["vmsvc/snapshot.create", vm.ref.vmid, name, description, str(int(memory)), str(int(quiesce))]
         deadline = time.monotonic() + timeout
         try:
@@ -188,6 +230,7 @@ class EsxiHost:
         if not snap.id:
             raise SnapshotError("this host prints no snapshot ids (ESX 4.x); remove %r by hand" % snap.name)
         deadline = time.monotonic() + timeout
+        self._seen_snaps.pop(vm.ref.vmid, None)
         self._vim(["vmsvc/snapshot.remove", vm.ref.vmid, snap.id], timeout=timeout, interruptible=False)
         while True:
             still = [s for s in self.snapshots(vm, interruptible=False) if s.id == snap.id]
@@ -274,16 +317,39 @@ class EsxiHost:
         NFS share that is not mounted) is an error: writing there would fill
         the host's ramdisk instead of the backup target.
         """
+        if path not in self._store_of:
+            self._store_of[path] = self._datastore_holding(path)
+        name = self._store_of[path]
+        if name is None:
+            return None
+        return self._free_of(name)
+
+    def _datastore_holding(self, path: str) -> Optional[str]:
         real = self.shell.realpath(path)
-        stores = self.datastores()
+        stores = self._known_stores()
         for ds in stores:
-            roots = {ds.url, "/vmfs/volumes/" + ds.name, self.shell.realpath("/vmfs/volumes/" + ds.name)}
+            if ds.name not in self._roots:
+                self._roots[ds.name] = self.shell.realpath("/vmfs/volumes/" + ds.name)
+            roots = {ds.url, "/vmfs/volumes/" + ds.name, self._roots[ds.name]}
             if any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots if r):
-                return ds.free
+                return ds.name
         if path.startswith("/vmfs/volumes/"):
             raise HostError("%s is not on a datastore of this host (datastores: %s)"
                             % (path, ", ".join(sorted(d.name for d in stores)) or "none"))
         return None
+
+    def _free_of(self, name: str) -> int:
+        """One datastore's free bytes now: `datastore/info NAME`, not the whole listing."""
+        try:
+            free = vimcmd.parse_datastore_free(self._vim(["hostsvc/datastore/info", name]))
+        except (CommandFailed, ValueError):
+            free = None  # an old host without `info`, or output we cannot read: the listing says it
+        if free is None:
+            found = [d.free for d in self.datastores() if d.name == name]
+            if not found:
+                raise HostError("datastore %s is gone" % name)
+            return found[0]
+        return free
 
     # -- registration (restore) ----------------------------------------------
     def register_vm(self, vmx_path: str) -> str:

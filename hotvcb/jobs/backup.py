@@ -25,6 +25,7 @@ from ..runlog import RunLog
 from ..settings import Settings
 from ..store import health, layout
 from ..store.seal import Sealer
+from ..treeview import ScannedShell
 from ..units import human_size
 from ..vmdk import base_name
 from .leftovers import SNAPSHOT_PREFIX, remove_our_snapshots, remove_partials, restore_power
@@ -141,7 +142,7 @@ class BackupJob:
 
     def _good_backups(self, name: str, settings: Settings) -> List[str]:
         """What this VM can be restored from now: the e-mail says it, above all on a failure."""
-        shell = self.host.shell
+        shell = ScannedShell(self.host.shell, layout.vm_root(settings.vm_backup_volume, name))
         try:
             found = layout.list_backups(shell, settings.vm_backup_volume, name)
             return [b.path for b in found if health.judge(shell, b).good]
@@ -167,11 +168,13 @@ class _VmBackup:
     def run(self) -> None:
         vm = self.vm = self.host.load_vm(self.ref)
         run, dry = self.job.run_id, self.job.dry_run
-        if remove_our_snapshots(self.host, vm, self.log, run, dry):
+        snaps = self.host.snapshots(vm)  # one look serves the leftover check and the pre-flight
+        if remove_our_snapshots(self.host, vm, self.log, run, dry, snaps):
             vm = self.vm = self.host.load_vm(self.ref)  # its disks no longer point at our deltas
+            snaps = self.host.snapshots(vm)
         restore_power(self.host, vm, self.log, run, dry)
         disks = self._disks_to_copy(vm)
-        self._preflight(vm, disks)
+        self._preflight(vm, disks, snaps)
         if dry:
             self._dry_run(vm, disks)
             self.result.status = "ok"
@@ -228,9 +231,8 @@ class _VmBackup:
             raise HotvcbError("%s: nothing to back up: %s" % (vm.name, why))
         return out
 
-    def _preflight(self, vm: Vm, disks) -> None:
-        """Everything that can fail before we change anything on the host."""
-        snaps = self.host.snapshots(vm)
+    def _preflight(self, vm: Vm, disks, snaps: List[Snapshot]) -> None:
+        """Everything that can fail before we change anything on the host (`snaps`: read just now)."""
         deltas = self.host.delta_files(vm)
         if (snaps or deltas) and not self.s.allow_vms_with_snapshots_to_be_backedup:
             what = "%d snapshot(s)" % len(snaps) if snaps else "delta files %s" % ", ".join(

@@ -16,22 +16,29 @@ Why each removal is safe:
 User snapshots (any other name) and finished backups are never touched.
 """
 
+from typing import List, Optional
+
 from ..errors import HotvcbError
 from ..hosts.base import Hypervisor
+from ..model import Snapshot
 from ..runid import RunId, parse
 from ..shell import Shell
 from ..store import layout
 from ..store.lock import STALE_AFTER
 from ..store.rotation import finish_deleting
 from ..store.seal import OWNER, owner_of
+from ..treeview import ScannedShell
 
 SNAPSHOT_PREFIX = "hotvcb-snapshot-"
 POWER_MARKER = ".hotvcb-powered-off"  # in the VM's folder while we hold it powered off
 
 
-def remove_our_snapshots(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False) -> int:
+def remove_our_snapshots(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False,
+                         snaps: Optional[List[Snapshot]] = None) -> int:
+    """Remove our snapshots of dead runs; `snaps`: the VM's list if the caller just read it
+    (one `snapshot.get` then serves the leftover check and the pre-flight)."""
     removed = 0
-    for snap in host.snapshots(vm):
+    for snap in host.snapshots(vm) if snaps is None else snaps:
         if not snap.name.startswith(SNAPSHOT_PREFIX):
             continue
         owner = parse(snap.description)
@@ -84,6 +91,7 @@ def restore_power(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False) 
 
 def remove_partials(shell: Shell, volume: str, vm_name: str, log, run: RunId, dry_run: bool = False) -> int:
     """Delete the -partial folders (and temp archives) of dead runs; call only under the host lock."""
+    shell = ScannedShell(shell, layout.vm_root(volume, vm_name))  # one look at the VM's folder
     removed = 0
     for b in layout.list_backups(shell, volume, vm_name):
         if b.status != "partial":

@@ -26,6 +26,7 @@ from ..runid import RunId, parse
 from ..settings import Settings
 from ..store import health, layout
 from ..store.lock import LOCK_NAME, holder_alive
+from ..treeview import ScannedShell
 from ..units import human_size
 from .leftovers import SNAPSHOT_PREFIX
 
@@ -100,8 +101,9 @@ def _run_holding_lock(host: Hypervisor) -> bool:
 
 
 def _backups(host: Hypervisor, settings: Settings, name: str, limits: Limits, now: float) -> Check:
-    found = layout.list_backups(host.shell, settings.vm_backup_volume, name)
-    verdicts = [(b, health.judge(host.shell, b)) for b in found]
+    shell = ScannedShell(host.shell, layout.vm_root(settings.vm_backup_volume, name))  # one look, not one per file
+    found = layout.list_backups(shell, settings.vm_backup_volume, name)
+    verdicts = [(b, health.judge(shell, b)) for b in found]
     good = [(b, v) for b, v in verdicts if v.good]
     done = [(b, v) for b, v in verdicts if v.state not in ("partial", "deleting")]
     if not good:

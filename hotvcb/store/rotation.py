@@ -18,6 +18,7 @@ from typing import Callable, List
 from .. import crashpoint
 from ..errors import HostError
 from ..shell import Shell
+from ..treeview import ScannedShell
 from . import health, layout
 from .layout import BackupSet
 
@@ -35,6 +36,7 @@ def to_delete(backups: List[BackupSet], good: Callable[[BackupSet], bool], count
 
 def rotate(shell: Shell, volume: str, vm_name: str, count: int, log) -> List[str]:
     """Delete what to_delete names for this VM; the paths removed."""
+    shell = ScannedShell(shell, layout.vm_root(volume, vm_name))  # one look at the VM's folder
     backups = layout.list_backups(shell, volume, vm_name)
     verdicts = {b.path: health.judge(shell, b) for b in backups if b.status not in ("partial", "deleting")}
     removed = []
