@@ -5,7 +5,8 @@ backup folder (exists, isdir, listdir, list_files, read_text of the manifest
 and STATUS, file_size, disk_usage). Over SSH each would be a round trip; a
 ScannedShell asks the host once for the whole tree (types, sizes, allocated
 bytes and the text of the small files) and answers from that, for as long as
-one judgement lasts. Anything it does not hold (open_binary, age, files too
+one judgement lasts (or, without a root, each folder it is asked about, as
+the ESXi driver reads a VM's folder between two host commands). Anything it does not hold (open_binary, age, files too
 big to have been read, paths outside the root) goes to the real shell, and any
 change made through it drops the scan, so the next read looks again. On a host
 where scan is not possible (no python) every call simply goes through.
@@ -21,28 +22,44 @@ BACKUP_TEXTS = ("hotvcb.json", "STATUS.*", "*.verify.json", ".hotvcb-owner", "*.
 
 
 class ScannedShell:
-    def __init__(self, shell: Shell, root: str, read: Sequence[str] = BACKUP_TEXTS, read_max: int = 65536):
-        self.shell, self.root = shell, root.rstrip("/") or "/"
+    """`root`: the one folder tree to scan; None: scan each folder as it is first asked
+    about (a file's folder, or the folder itself for listdir/list_files/isdir)."""
+
+    def __init__(self, shell: Shell, root: Optional[str] = None, read: Sequence[str] = BACKUP_TEXTS,
+                 read_max: int = 65536):
+        self.shell = shell
+        self.root = None if root is None else (root.rstrip("/") or "/")
         self.read, self.read_max = tuple(read), read_max
         self.description = shell.description
-        self._tree = None  # type: Optional[Tree]
-        self._scanned = False
+        self._trees = {}  # type: Dict[str, Tree]
+        self._unable = False  # the host cannot scan (no python): every call goes through
 
     # -- the scan ------------------------------------------------------------
-    def _lookup(self, path: str):
-        """(tree, rel) when path is under the root and the host could scan, else (None, "")."""
-        if path == self.root:
-            rel = ""
-        elif path.startswith(self.root.rstrip("/") + "/"):
-            rel = path[len(self.root.rstrip("/")) + 1:].rstrip("/")
+    def _lookup(self, path: str, folder: bool = False):
+        """(tree, rel) when the answer is in a scan, else (None, "")."""
+        if self._unable or not path.startswith("/") or "//" in path or "/./" in path + "/" \
+                or "/../" in path + "/":
+            return None, ""
+        path = path.rstrip("/") or "/"
+        for root, tree in self._trees.items():
+            if path == root:
+                return tree, ""
+            if path.startswith(root.rstrip("/") + "/"):
+                return tree, path[len(root.rstrip("/")) + 1:]
+        if self.root is not None:
+            if path != self.root and not path.startswith(self.root.rstrip("/") + "/"):
+                return None, ""
+            root = self.root
         else:
+            root = path if folder else (path.rsplit("/", 1)[0] or "/")
+            if root == "/":
+                return None, ""
+        scanned = self.shell.scan(root, self.read, self.read_max)
+        if scanned is None:
+            self._unable = True
             return None, ""
-        if not self._scanned:
-            self._tree = self.shell.scan(self.root, self.read, self.read_max)
-            self._scanned = True
-        if self._tree is None or "//" in rel or rel.startswith("./") or "/../" in "/" + rel + "/":
-            return None, ""
-        return self._tree, rel
+        self._trees[root] = scanned
+        return self._lookup(path, folder)
 
     def _entry(self, path: str) -> "tuple":
         tree, rel = self._lookup(path)
@@ -51,7 +68,7 @@ class ScannedShell:
         return True, tree.get(rel)
 
     def _changed(self) -> None:
-        self._tree, self._scanned = None, False
+        self._trees = {}
 
     # -- reads answered from the scan -----------------------------------------
     def exists(self, path: str) -> bool:
@@ -59,11 +76,12 @@ class ScannedShell:
         return (e is not None) if known else self.shell.exists(path)
 
     def isdir(self, path: str) -> bool:
-        known, e = self._entry(path)
+        tree, rel = self._lookup(path, folder=True)
+        known, e = (tree is not None), (tree or {}).get(rel)
         return (e is not None and e.is_dir) if known else self.shell.isdir(path)
 
     def listdir(self, path: str) -> List[str]:
-        tree, rel = self._lookup(path)
+        tree, rel = self._lookup(path, folder=True)
         if tree is None or (rel in tree and tree[rel].kind != "dir"):
             return self.shell.listdir(path)
         if rel not in tree:
@@ -72,7 +90,7 @@ class ScannedShell:
         return sorted(r[len(prefix):] for r in tree if r and r.startswith(prefix) and "/" not in r[len(prefix):])
 
     def list_files(self, folder: str) -> List[str]:
-        tree, rel = self._lookup(folder)
+        tree, rel = self._lookup(folder, folder=True)
         if tree is None or rel not in tree or tree[rel].kind != "dir":
             return self.shell.list_files(folder)
         prefix = rel + "/" if rel else ""

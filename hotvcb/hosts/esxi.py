@@ -15,6 +15,7 @@ from ..errors import CommandFailed, CopyError, HostError, SnapshotError, Timeout
 from ..model import DatastoreInfo, Disk, Snapshot, Vm, VmRef
 from ..settings import DISK_FORMATS
 from ..shell import Shell
+from ..treeview import ScannedShell
 from ..vmx import VmxFile
 from . import vimcmd
 
@@ -23,6 +24,9 @@ VMKFSTOOLS = "/sbin/vmkfstools"
 _FAULT = re.compile(r"^\((vim|vmodl)\.fault\.(\w+)\)", re.M)
 _DELTA = re.compile(r"-\d{6}(-delta|-sesparse)?\.vmdk$")
 POLL = 1.0
+# vim-cmd verbs that only read: they leave the driver's scans of VM folders valid
+_QUERIES = frozenset(["vmsvc/getallvms", "vmsvc/snapshot.get", "vmsvc/power.getstate",
+                      "hostsvc/datastore/listsummary", "hostsvc/datastore/info"])
 SNAPSHOTS_REUSED_FOR = 120.0  # seconds a snapshot list serves as create_snapshot's "before"
 
 
@@ -33,6 +37,9 @@ class EsxiHost:
 
     def __init__(self, shell: Shell):
         self.shell = shell
+        # the driver's reads of VM folders and disk descriptors: one scan per folder, kept
+        # until the next host command (which may change them: a snapshot, a clone)
+        self._files = ScannedShell(shell)
         self._version = None  # type: Optional[str]
         self._multiextent = False
         # Few host commands (each is a round trip to hostd, and over SSH one more):
@@ -59,7 +66,10 @@ class EsxiHost:
         return m is not None and (int(m.group(1)), int(m.group(2))) < (6, 5)
 
     def _vim(self, args: List[str], timeout: float = 300, interruptible: bool = True) -> str:
-        out = self.shell.run([VIM_CMD] + args, timeout=timeout, interruptible=interruptible)
+        # a query leaves the files as they are; anything else may change them (a snapshot, a
+        # registration), so the driver's scans of VM folders are dropped
+        runner = self.shell.run if args[0] in _QUERIES else self._files.run
+        out = runner([VIM_CMD] + args, timeout=timeout, interruptible=interruptible)
         if out.returncode != 0 or _FAULT.search(out.output):
             raise CommandFailed(out.argv, out.returncode, _fault_message(out.output))
         return out.output
@@ -110,7 +120,7 @@ class EsxiHost:
         readable = []
         for ref in cands:
             try:
-                shown = VmxFile(self.shell.read_text(ref.vmx_path)).get("displayName")
+                shown = VmxFile(self._files.read_text(ref.vmx_path)).get("displayName")
             except HostError:
                 continue
             if shown is None or shown == ref.name:
@@ -122,7 +132,7 @@ class EsxiHost:
 
     def load_vm(self, ref: VmRef) -> Vm:
         try:
-            vmx = VmxFile(self.shell.read_text(ref.vmx_path))
+            vmx = VmxFile(self._files.read_text(ref.vmx_path))
         except HostError as err:
             raise VmNotFound(ref.name) from err
         folder = ref.vmx_path.rsplit("/", 1)[0]
@@ -134,7 +144,7 @@ class EsxiHost:
         base = ref.vmx_path[: -len(".vmx")]
         for key, default in (("nvram", base + ".nvram"), ("extendedConfigFile", base + ".vmxf")):
             path = _absolute(folder, vmx.get(key) or default)
-            if self.shell.exists(path):
+            if self._files.exists(path):
                 vm.extra_files.append(path)
         return vm
 
@@ -143,7 +153,7 @@ class EsxiHost:
         mode = (vmx.get(dev + ".mode") or "persistent").lower()
         skip, adapter = "", bus if bus == "ide" else "lsilogic"
         try:
-            desc = vmdk.parse(self.shell.read_text(path))
+            desc = vmdk.parse(self._files.read_text(path))
             adapter = desc.adapter_type or adapter
             if desc.is_physical_rdm:
                 skip = "physical RDM (vmfsPassthroughRawDeviceMap) cannot be snapshotted"
@@ -155,7 +165,7 @@ class EsxiHost:
 
     def backup_config(self, vm: Vm) -> Tuple[str, str]:
         """The .vmx as a backup holds it: each disk named as its base (a clone of a chain is whole)."""
-        vmx = VmxFile(self.shell.read_text(vm.ref.vmx_path))
+        vmx = VmxFile(self._files.read_text(vm.ref.vmx_path))
         for disk in vm.disks:
             current = vmx.get(disk.key + ".fileName") or ""
             folder, _, name = current.rpartition("/")
@@ -200,7 +210,7 @@ class EsxiHost:
         folders = {vm.folder} | {d.path.rsplit("/", 1)[0] for d in vm.disks}
         found = []
         for folder in sorted(folders):
-            for name in self.shell.listdir(folder):
+            for name in self._files.listdir(folder):
                 if _DELTA.search(name):
                     found.append(folder + "/" + name)
         return found
@@ -242,7 +252,7 @@ class EsxiHost:
 
     def _orphaned_deltas(self, vm: Vm) -> List[str]:
         """Delta files no disk chain of the VM uses any more: consolidation not done."""
-        vmx = VmxFile(self.shell.read_text(vm.ref.vmx_path))
+        vmx = VmxFile(self._files.read_text(vm.ref.vmx_path))
         used = set()  # type: set
         for _dev, _bus, name in vmx.disk_slots():
             try:
@@ -265,14 +275,14 @@ class EsxiHost:
             if pct is not None and progress is not None:
                 progress(pct)
 
-        out = self.shell.run(argv, timeout=None, idle_timeout=1800, on_output=watch)
+        out = self._files.run(argv, timeout=None, idle_timeout=1800, on_output=watch)
         if out.returncode != 0:
             raise CopyError(disk.path, _clone_error(out.output), dst)
         return [f.rsplit("/", 1)[-1] for f in self.disk_files(dst)]
 
     def _is_2gbsparse(self, path: str) -> bool:
         try:
-            return vmdk.parse(self.shell.read_text(path)).create_type.lower() == "twogbmaxextentsparse"
+            return vmdk.parse(self._files.read_text(path)).create_type.lower() == "twogbmaxextentsparse"
         except (HostError, vmdk.NotADescriptor):
             return False
 
@@ -283,28 +293,28 @@ class EsxiHost:
             return
         listed = self.shell.run(["/sbin/esxcli", "system", "module", "list"], timeout=60)
         if not re.search(r"^multiextent\s", listed.output, re.M):
-            self.shell.run(["/sbin/esxcli", "system", "module", "load", "-m", "multiextent"], timeout=60)
+            self._files.run(["/sbin/esxcli", "system", "module", "load", "-m", "multiextent"], timeout=60)
         self._multiextent = True  # a failed load shows up as the clone's own error
 
     def disk_files(self, descriptor_path: str) -> List[str]:
         folder = descriptor_path.rsplit("/", 1)[0]
-        desc = vmdk.parse(self.shell.read_text(descriptor_path))
+        desc = vmdk.parse(self._files.read_text(descriptor_path))
         return [descriptor_path] + [folder + "/" + e.filename for e in desc.extents]
 
     def bytes_needed(self, disk: Disk, fmt: str) -> int:
         """Room the clone needs: thick formats take the full capacity."""
         files = self._chain_files(disk.path)
         if fmt in ("thin", "2gbsparse"):
-            return sum(self.shell.disk_usage(f) for f in files if self.shell.exists(f))
-        return vmdk.parse(self.shell.read_text(disk.path)).capacity or sum(
-            self.shell.file_size(f) for f in files
+            return sum(self._files.disk_usage(f) for f in files if self._files.exists(f))
+        return vmdk.parse(self._files.read_text(disk.path)).capacity or sum(
+            self._files.file_size(f) for f in files
         )
 
     def _chain_files(self, path: str) -> List[str]:
         files = []  # type: List[str]
         for _ in range(64):  # a chain deeper than 64 is not one VMware makes
             files += self.disk_files(path)
-            desc = vmdk.parse(self.shell.read_text(path))
+            desc = vmdk.parse(self._files.read_text(path))
             if not desc.parent_hint:
                 break
             path = _absolute(path.rsplit("/", 1)[0], desc.parent_hint)

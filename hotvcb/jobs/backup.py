@@ -164,6 +164,7 @@ class _VmBackup:
         self.snapshot_refused = False  # the host said no: nothing will show up late
         self.powered_down = False
         self.sealer = None  # type: Optional[Sealer]
+        self.capacity = {}  # type: Dict[str, int]  # disk key -> virtual size, from the pre-flight
 
     def run(self) -> None:
         vm = self.vm = self.host.load_vm(self.ref)
@@ -247,6 +248,8 @@ class _VmBackup:
             raise HotvcbError("DISK_BACKUP_FORMAT=%s cannot be written on this %s host (allowed: %s)"
                               % (fmt, self.host.kind, "|".join(self.host.formats)))
         needed = sum(self.host.bytes_needed(d, fmt) for d in disks)
+        # each disk's size for the copy's progress, read now while the driver has the descriptors
+        self.capacity = {d.key: self.host.bytes_needed(d, "eagerzeroedthick") for d in disks}
         free = self.host.free_space(self.s.vm_backup_volume)
         self.needed = needed
         if free is not None and needed > free:
@@ -294,7 +297,7 @@ class _VmBackup:
                 interrupt.raise_pending()
             dst = sealer.disk_destination(disk)
             folder = dst.rsplit("/", 1)[0]
-            capacity = self.host.bytes_needed(disk, "eagerzeroedthick")
+            capacity = self.capacity.get(disk.key) or self.host.bytes_needed(disk, "eagerzeroedthick")
             progress = self.log.progress("%s %s" % (vm.name, disk.filename), capacity)
             self.log.info("Backing up %s (%s, %s) as %s" % (disk.path, disk.key, human_size(capacity), fmt))
             t0 = time.monotonic()
