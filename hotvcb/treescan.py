@@ -65,8 +65,8 @@ def scan(root, patterns=(), read_max=65536):
         out[""] = _entry(root, patterns, read_max)
     except OSError:
         return out
-    if out[""][0] != "dir":
-        return out
+    if not out[""][4]:
+        return out  # a file (or a link to one); a root that is a link to a folder is entered
     for folder, dirs, files in os.walk(root):
         rel_folder = os.path.relpath(folder, root)
         for name in dirs + files:

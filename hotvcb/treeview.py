@@ -21,6 +21,9 @@ from .shell import BlockCallback, Completed, OutputCallback, Readable, Shell, Tr
 BACKUP_TEXTS = ("hotvcb.json", "STATUS.*", "*.verify.json", ".hotvcb-owner", "*.vmdk", "*.vmx")
 
 
+AUTO_MIN_DEPTH = 4  # without a root, folders nearer "/" than /vmfs/volumes/<ds>/<vm> are not scanned
+
+
 class ScannedShell:
     """`root`: the one folder tree to scan; None: scan each folder as it is first asked
     about (a file's folder, or the folder itself for listdir/list_files/isdir)."""
@@ -52,8 +55,8 @@ class ScannedShell:
             root = self.root
         else:
             root = path if folder else (path.rsplit("/", 1)[0] or "/")
-            if root == "/":
-                return None, ""
+            if root.count("/") < AUTO_MIN_DEPTH:
+                return None, ""  # e.g. a datastore itself: it may hold every VM
         scanned = self.shell.scan(root, self.read, self.read_max)
         if scanned is None:
             self._unable = True
@@ -82,7 +85,7 @@ class ScannedShell:
 
     def listdir(self, path: str) -> List[str]:
         tree, rel = self._lookup(path, folder=True)
-        if tree is None or (rel in tree and tree[rel].kind != "dir"):
+        if tree is None or (rel in tree and tree[rel].kind != "dir" and not (rel == "" and tree[rel].is_dir)):
             return self.shell.listdir(path)
         if rel not in tree:
             raise HostError("cannot list %s: No such file or directory" % path)
@@ -91,7 +94,7 @@ class ScannedShell:
 
     def list_files(self, folder: str) -> List[str]:
         tree, rel = self._lookup(folder, folder=True)
-        if tree is None or rel not in tree or tree[rel].kind != "dir":
+        if tree is None or rel not in tree or (tree[rel].kind != "dir" and not (rel == "" and tree[rel].is_dir)):
             return self.shell.list_files(folder)
         prefix = rel + "/" if rel else ""
         return sorted(r[len(prefix):] for r, e in tree.items()

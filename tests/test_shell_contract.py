@@ -162,8 +162,29 @@ def test_one_scan_sees_a_whole_tree(shell, tmp_path):
     assert tree["hotvcb.json"].text == '{"vm": "Prüf"}' and tree["STATUS.ok"].text == shell.read_text(
         str(root / "STATUS.ok"))
     assert tree["ds5/big.vmdk"].text is None and tree["ds5/big.vmdk"].size == 70000
+    via = shell.scan(str(root / "latest"), ("*.vmdk",), 65536)  # a root that links to a folder is entered
+    assert sorted(via) == ["", "big.vmdk"] and via[""].is_dir
     assert shell.scan(str(tmp_path / "missing")) == {}
     assert not shell.exists(str(tmp_path / "missing"))
+
+
+def test_a_scanned_view_without_a_root_reads_through_linked_folders(shell, tmp_path):
+    """As the ESXi driver reads /vmfs/volumes/<name>/<vm>/... where <name> links to the volume."""
+    volume = tmp_path / "volumes" / "uuid-1"
+    (volume / "web").mkdir(parents=True)
+    (volume / "web" / "web.vmx").write_text('displayName = "web"\n')
+    (volume / "top.vmx").write_text("top\n")
+    os.symlink("uuid-1", str(tmp_path / "volumes" / "ds1"))
+    view = ScannedShell(shell)
+    linked = str(tmp_path / "volumes" / "ds1")
+    assert view.read_text(linked + "/top.vmx") == "top\n"  # the datastore's own folder
+    assert view.read_text(linked + "/web/web.vmx") == 'displayName = "web"\n'
+    assert view.listdir(linked + "/web") == ["web.vmx"] and view.isdir(linked + "/web")
+    assert view.listdir(linked) == ["top.vmx", "web"]
+    (volume / "web" / "web.nvram").write_text("n")
+    assert not view.exists(linked + "/web/web.nvram"), "a view answers from its scan until a change"
+    view.run(["true"])
+    assert view.exists(linked + "/web/web.nvram"), "a command drops the scan"
 
 
 def test_commands_take_argument_lists_and_are_bounded(shell, tmp_path):
