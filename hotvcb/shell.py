@@ -96,7 +96,8 @@ class Shell(FileReader, Protocol):
     `age` and `touch` use the host's clock; `block_digests` computes where the
     file is and returns None only when the host cannot (no python); a file
     `open_binary` cannot read raises HostError from the open or the first read;
-    `rename` never replaces an existing folder; `scan` is one look at a whole
+    `rename` never replaces an existing folder; `read_texts` reads many small
+    files in one go, leaving out those it cannot read; `scan` is one look at a whole
     folder tree (a missing root gives {}), and None only when the host cannot
     (no python): the caller then asks file by file.
     """
@@ -155,6 +156,8 @@ class Shell(FileReader, Protocol):
                     skip: Sequence[str] = ()) -> None: ...
 
     def scan(self, root: str, read: Sequence[str] = (), read_max: int = 65536) -> Optional[Tree]: ...
+
+    def read_texts(self, paths: Sequence[str]) -> Dict[str, str]: ...
 
 
 def tree_of(raw: Dict[str, Any]) -> Tree:
@@ -375,6 +378,16 @@ class LocalShell:
         """Every entry under root with its type, size and allocated bytes, and the text of
         the small files whose base name matches a pattern in `read` (treescan.py)."""
         return tree_of(treescan.scan(root, tuple(read), read_max))
+
+    def read_texts(self, paths: Sequence[str]) -> Dict[str, str]:
+        """The text of each path that can be read (as read_text decodes it); others left out."""
+        out = {}
+        for path in paths:
+            try:
+                out[path] = self.read_text(path)
+            except HostError:
+                continue
+        return out
 
     def sha256(self, path: str, on_block: Optional[Callable[[int], None]] = None) -> str:
         """Hash a file; sparse holes read as zeros like any reader sees them."""

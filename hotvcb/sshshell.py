@@ -32,6 +32,7 @@ supported by listdir/list_files (ls/find print one name a line).
 """
 
 import atexit
+import io
 import json
 import os
 import pkgutil
@@ -40,6 +41,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import tarfile
 import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -470,6 +472,35 @@ class SshShell:
             return tree_of(json.loads(lines[-1])["entries"])
         except (IndexError, KeyError, TypeError, ValueError) as err:
             raise HostError("cannot scan %s: %s" % (root, _last_line(done.output) or err))
+
+    def read_texts(self, paths: Sequence[str]) -> Dict[str, str]:
+        """Many small files in one round trip: the host's tar packs those it can read
+        (busybox tar too; no python needed); missing or unreadable ones are left out."""
+        paths = [p for p in paths if p.startswith("/")]
+        if not paths:
+            return {}
+        rc, out, err = self._call('tar -cf - -- "$@" 2>/dev/null; exit 0', *paths)
+        if rc != 0:
+            raise HostError("cannot read %d files: %s" % (len(paths), _reason(err) or "exit %d" % rc))
+        wanted = {p.lstrip("/"): p for p in paths}
+        texts = {}
+        try:
+            with tarfile.open(fileobj=io.BytesIO(out), mode="r:") as tar:
+                for member in tar:
+                    name = member.name[2:] if member.name.startswith("./") else member.name
+                    path = wanted.get(name.lstrip("/"))
+                    f = tar.extractfile(member) if path is not None and member.isfile() else None
+                    if f is None or path is None:
+                        continue
+                    data = f.read()
+                    try:
+                        texts[path] = data.decode("utf-8")
+                    except UnicodeDecodeError:
+                        texts[path] = data.decode("latin-1")
+        except tarfile.TarError as exc:
+            if out:
+                raise HostError("cannot read %d files: %s" % (len(paths), exc)) from exc
+        return texts
 
     def sha256(self, path: str, on_block: Optional[Callable[[int], None]] = None) -> str:
         """Hash a file on the host (sha256sum there: the data never crosses the wire)."""

@@ -117,6 +117,9 @@ class ScannedShell:
     def scan(self, root: str, read: Sequence[str] = (), read_max: int = 65536) -> Optional[Tree]:
         return self.shell.scan(root, read, read_max)
 
+    def read_texts(self, paths: Sequence[str]) -> Dict[str, str]:
+        return self.shell.read_texts(paths)
+
     # -- everything else goes to the shell; a change drops the scan ----------------
     def run(self, argv: Sequence[str], *, timeout: Optional[float] = 600, idle_timeout: Optional[float] = None,
             on_output: Optional[OutputCallback] = None, interruptible: bool = True) -> Completed:

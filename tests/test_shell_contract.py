@@ -187,6 +187,20 @@ def test_a_scanned_view_without_a_root_reads_through_linked_folders(shell, tmp_p
     assert view.exists(linked + "/web/web.nvram"), "a command drops the scan"
 
 
+def test_many_small_files_are_read_in_one_go(shell, tmp_path):
+    folder = tmp_path / ODD
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.vmx").write_text('displayName = "%s"\n' % ODD)
+    (folder / "sub" / "-b.vmx").write_bytes(b"caf\xe9\n")  # Latin-1, as read_text decodes it
+    (folder / "./c").write_text("")
+    paths = [str(folder / "a.vmx"), str(folder / "sub" / "-b.vmx"), str(folder / "c"), str(folder / "missing"),
+             str(folder / "sub")]
+    texts = shell.read_texts(paths)
+    assert texts == {paths[0]: 'displayName = "%s"\n' % ODD, paths[1]: shell.read_text(paths[1]), paths[2]: ""}
+    assert texts[paths[1]] == "caf\xe9\n"
+    assert shell.read_texts([str(folder / "missing")]) == {} and shell.read_texts([]) == {}
+
+
 def test_commands_take_argument_lists_and_are_bounded(shell, tmp_path):
     done = shell.run(["printf", "%s|", ODD, "two words"])
     assert done.returncode == 0 and done.output == ODD + "|two words|"

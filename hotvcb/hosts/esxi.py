@@ -110,19 +110,18 @@ class EsxiHost:
     def list_vms(self) -> List[VmRef]:
         """The inventory, each VM named by its .vmx displayName (the truth; the listing is ambiguous)."""
         names = {d.name: "/vmfs/volumes/" + d.name for d in self._known_stores()}
-        refs = []
-        for cands in vimcmd.getallvms_candidates(self._vim(["vmsvc/getallvms"]), names):
-            refs.append(self._confirmed(cands))
-        return refs
+        rows = vimcmd.getallvms_candidates(self._vim(["vmsvc/getallvms"]), names)
+        # every candidate's .vmx in one go (over SSH one round trip, not one per VM)
+        texts = self.shell.read_texts(sorted({ref.vmx_path for cands in rows for ref in cands}))
+        return [self._confirmed(cands, texts) for cands in rows]
 
-    def _confirmed(self, cands: List[VmRef]) -> VmRef:
+    def _confirmed(self, cands: List[VmRef], texts: Dict[str, str]) -> VmRef:
         """The candidate whose .vmx exists and names it; else the first readable one, by its displayName."""
         readable = []
         for ref in cands:
-            try:
-                shown = VmxFile(self._files.read_text(ref.vmx_path)).get("displayName")
-            except HostError:
+            if ref.vmx_path not in texts:
                 continue
+            shown = VmxFile(texts[ref.vmx_path]).get("displayName")
             if shown is None or shown == ref.name:
                 return ref
             if shown.strip() == ref.name:
