@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence
 
-from . import hostdigest, interrupt
+from . import hostdigest, interrupt, treescan
 from .errors import CommandFailed, HostError, TimeoutExpired
 
 
@@ -38,6 +38,20 @@ class Completed:
         return self
 
 
+@dataclass(frozen=True)
+class TreeEntry:
+    """One entry of Shell.scan (see treescan.py): `kind` as lstat sees it (dir, file, link,
+    other); `size`, `allocated` and `is_dir` follow links (-1 sizes: a dangling link);
+    `text` the content of a small file the scan was asked to read, else None."""
+
+    kind: str
+    size: int
+    allocated: int
+    text: Optional[str]
+    is_dir: bool
+
+
+Tree = Dict[str, TreeEntry]  # path relative to the scanned root ("" the root itself) -> entry
 OutputCallback = Callable[[str], None]
 BlockCallback = Callable[[int], None]
 
@@ -82,7 +96,10 @@ class Shell(FileReader, Protocol):
     `age` and `touch` use the host's clock; `block_digests` computes where the
     file is and returns None only when the host cannot (no python); a file
     `open_binary` cannot read raises HostError from the open or the first read;
-    `rename` never replaces an existing folder.
+    `rename` never replaces an existing folder; `read_texts` reads many small
+    files in one go, leaving out those it cannot read; `scan` is one look at a whole
+    folder tree (a missing root gives {}), and None only when the host cannot
+    (no python): the caller then asks file by file.
     """
 
     description: str
@@ -137,6 +154,15 @@ class Shell(FileReader, Protocol):
 
     def make_tar_gz(self, folder: str, dst: str, arcname: str, first: Sequence[str] = (),
                     skip: Sequence[str] = ()) -> None: ...
+
+    def scan(self, root: str, read: Sequence[str] = (), read_max: int = 65536) -> Optional[Tree]: ...
+
+    def read_texts(self, paths: Sequence[str]) -> Dict[str, str]: ...
+
+
+def tree_of(raw: Dict[str, Any]) -> Tree:
+    """treescan.py's JSON entries as TreeEntry values."""
+    return {rel: TreeEntry(str(e[0]), int(e[1]), int(e[2]), e[3], bool(e[4])) for rel, e in raw.items()}
 
 
 class LocalShell:
@@ -347,6 +373,21 @@ class LocalShell:
                       on_block: Optional[Callable[[int], None]] = None) -> Optional[Dict[str, Any]]:
         """blockdigest.py's digests of a file, read here with its holes skipped."""
         return hostdigest.local(path, block_size, whole, on_block)
+
+    def scan(self, root: str, read: Sequence[str] = (), read_max: int = 65536) -> Optional[Tree]:
+        """Every entry under root with its type, size and allocated bytes, and the text of
+        the small files whose base name matches a pattern in `read` (treescan.py)."""
+        return tree_of(treescan.scan(root, tuple(read), read_max))
+
+    def read_texts(self, paths: Sequence[str]) -> Dict[str, str]:
+        """The text of each path that can be read (as read_text decodes it); others left out."""
+        out = {}
+        for path in paths:
+            try:
+                out[path] = self.read_text(path)
+            except HostError:
+                continue
+        return out
 
     def sha256(self, path: str, on_block: Optional[Callable[[int], None]] = None) -> str:
         """Hash a file; sparse holes read as zeros like any reader sees them."""

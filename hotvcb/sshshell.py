@@ -32,25 +32,32 @@ supported by listdir/list_files (ls/find print one name a line).
 """
 
 import atexit
+import io
+import json
 import os
+import pkgutil
 import posixpath
 import re
 import shlex
 import shutil
 import subprocess
+import tarfile
 import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import hostdigest
 from .errors import HostError, TimeoutExpired
-from .shell import Completed, OutputCallback, stream
+from .shell import Completed, OutputCallback, Tree, stream, tree_of
 
 SSH = "ssh"
 CONNECT_TIMEOUT = 20  # seconds for TCP connect + key exchange
 PERSIST = 600  # an orphaned master goes away after this long without clients
 FILE_OP_TIMEOUT = 600
 _NOT_FOUND = "hotvcb-ssh: cannot run "
+# Runs a stdlib script (its source first, then its arguments) with the host's python; 127: none.
+_PYTHON = ('s=$1; shift; for p in python3 python; do command -v "$p" >/dev/null 2>&1 && '
+           'exec "$p" -c "$s" "$@"; done; exit 127')
 
 # "$@" is the command. fd 3 keeps the channel's stdin for the watcher (an
 # asynchronous list would otherwise get /dev/null). The watcher ignores TERM
@@ -447,6 +454,53 @@ class SshShell:
                       on_block: Optional[Callable[[int], None]] = None) -> Optional[Dict[str, Any]]:
         """blockdigest.py run by the host's python (one JSON line back); None: it has none."""
         return hostdigest.by_command(self.run, path, block_size, whole, on_block)
+
+    def scan(self, root: str, read: Sequence[str] = (), read_max: int = 65536) -> Optional[Tree]:
+        """treescan.py run by the host's python: a whole folder tree in one round trip.
+        None when the host has no python (an old ESXi): the caller asks file by file."""
+        source = pkgutil.get_data(__package__, "treescan.py")
+        if source is None:
+            raise RuntimeError("treescan.py is not readable from the package")
+        done = self.run(["sh", "-c", _PYTHON, "hotvcb", source.decode("utf-8"), root, str(read_max)] + list(read),
+                        timeout=FILE_OP_TIMEOUT)
+        if done.returncode == 127:
+            return None
+        lines = [l for l in done.output.splitlines() if l.startswith("{")]
+        try:
+            if done.returncode != 0:
+                raise ValueError("exit %d" % done.returncode)
+            return tree_of(json.loads(lines[-1])["entries"])
+        except (IndexError, KeyError, TypeError, ValueError) as err:
+            raise HostError("cannot scan %s: %s" % (root, _last_line(done.output) or err))
+
+    def read_texts(self, paths: Sequence[str]) -> Dict[str, str]:
+        """Many small files in one round trip: the host's tar packs those it can read
+        (busybox tar too; no python needed); missing or unreadable ones are left out."""
+        paths = [p for p in paths if p.startswith("/")]
+        if not paths:
+            return {}
+        rc, out, err = self._call('tar -cf - -- "$@" 2>/dev/null; exit 0', *paths)
+        if rc != 0:
+            raise HostError("cannot read %d files: %s" % (len(paths), _reason(err) or "exit %d" % rc))
+        wanted = {p.lstrip("/"): p for p in paths}
+        texts = {}
+        try:
+            with tarfile.open(fileobj=io.BytesIO(out), mode="r:") as tar:
+                for member in tar:
+                    name = member.name[2:] if member.name.startswith("./") else member.name
+                    path = wanted.get(name.lstrip("/"))
+                    f = tar.extractfile(member) if path is not None and member.isfile() else None
+                    if f is None or path is None:
+                        continue
+                    data = f.read()
+                    try:
+                        texts[path] = data.decode("utf-8")
+                    except UnicodeDecodeError:
+                        texts[path] = data.decode("latin-1")
+        except tarfile.TarError as exc:
+            if out:
+                raise HostError("cannot read %d files: %s" % (len(paths), exc)) from exc
+        return texts
 
     def sha256(self, path: str, on_block: Optional[Callable[[int], None]] = None) -> str:
         """Hash a file on the host (sha256sum there: the data never crosses the wire)."""

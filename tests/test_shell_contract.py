@@ -16,6 +16,7 @@ from hotvcb import targz
 from hotvcb.errors import HostError, TimeoutExpired
 from hotvcb.shell import LocalShell
 from hotvcb.sshshell import SshShell, SshTarget
+from hotvcb.treeview import ScannedShell
 from sshd import needs_sshd, running_sshd
 
 ODD = "Prüf \"q\" 'x' [1] ; $HOME"  # a name like the VM names admins give
@@ -27,14 +28,17 @@ def sshd(tmp_path_factory):
         yield server
 
 
-@pytest.fixture(params=["local", pytest.param("ssh", marks=needs_sshd)])
-def shell(request):
-    if request.param == "local":
-        yield LocalShell()
+@pytest.fixture(params=["local", pytest.param("ssh", marks=needs_sshd), "scanned",
+                        pytest.param("scanned-ssh", marks=needs_sshd)])
+def shell(request, tmp_path):
+    """Each shell; `scanned`: a ScannedShell over the test's folder (its reads answered
+    from one Shell.scan, its changes dropping the scan) must keep the same contract."""
+    if request.param in ("local", "scanned"):
+        yield LocalShell() if request.param == "local" else ScannedShell(LocalShell(), str(tmp_path))
         return
     server = request.getfixturevalue("sshd")
     with SshShell(SshTarget(server.target, server.port, server.identity, server.known_hosts)) as s:
-        yield s
+        yield s if request.param == "ssh" else ScannedShell(s, str(tmp_path))
 
 
 def test_text_round_trips_atomically_under_odd_names(shell, tmp_path):
@@ -137,6 +141,64 @@ def test_reading_bytes_and_digests_where_the_file_is(shell, tmp_path):
     with pytest.raises(HostError):
         with shell.open_binary(str(tmp_path / "missing")) as f:
             f.read()
+
+
+def test_one_scan_sees_a_whole_tree(shell, tmp_path):
+    root = tmp_path / ("vm " + ODD)
+    (root / "ds5").mkdir(parents=True)
+    (root / "hotvcb.json").write_text('{"vm": "Prüf"}')
+    (root / "STATUS.ok").write_bytes(b"ok \xff\n")  # not UTF-8: read as Latin-1, like read_text
+    with open(str(root / "vm-flat.vmdk"), "wb") as f:
+        f.truncate(64 << 20)
+        f.write(b"x" * 4096)
+    (root / "ds5" / "big.vmdk").write_text("d" * 70000)  # over read_max: not read
+    os.symlink("ds5", str(root / "latest"))
+    tree = shell.scan(str(root), ("hotvcb.json", "STATUS.*", "*.vmdk"), 65536)
+    assert sorted(tree) == ["", "STATUS.ok", "ds5", "ds5/big.vmdk", "hotvcb.json", "latest", "vm-flat.vmdk"]
+    assert tree[""].kind == "dir" and tree["ds5"].is_dir and tree["latest"].kind == "link" and tree["latest"].is_dir
+    flat = tree["vm-flat.vmdk"]
+    assert (flat.kind, flat.size, flat.text) == ("file", 64 << 20, None), "a big file's text is never read"
+    assert flat.allocated == shell.disk_usage(str(root / "vm-flat.vmdk")) < 1 << 20
+    assert tree["hotvcb.json"].text == '{"vm": "Prüf"}' and tree["STATUS.ok"].text == shell.read_text(
+        str(root / "STATUS.ok"))
+    assert tree["ds5/big.vmdk"].text is None and tree["ds5/big.vmdk"].size == 70000
+    via = shell.scan(str(root / "latest"), ("*.vmdk",), 65536)  # a root that links to a folder is entered
+    assert sorted(via) == ["", "big.vmdk"] and via[""].is_dir
+    assert shell.scan(str(tmp_path / "missing")) == {}
+    assert not shell.exists(str(tmp_path / "missing"))
+
+
+def test_a_scanned_view_without_a_root_reads_through_linked_folders(shell, tmp_path):
+    """As the ESXi driver reads /vmfs/volumes/<name>/<vm>/... where <name> links to the volume."""
+    volume = tmp_path / "volumes" / "uuid-1"
+    (volume / "web").mkdir(parents=True)
+    (volume / "web" / "web.vmx").write_text('displayName = "web"\n')
+    (volume / "top.vmx").write_text("top\n")
+    os.symlink("uuid-1", str(tmp_path / "volumes" / "ds1"))
+    view = ScannedShell(shell)
+    linked = str(tmp_path / "volumes" / "ds1")
+    assert view.read_text(linked + "/top.vmx") == "top\n"  # the datastore's own folder
+    assert view.read_text(linked + "/web/web.vmx") == 'displayName = "web"\n'
+    assert view.listdir(linked + "/web") == ["web.vmx"] and view.isdir(linked + "/web")
+    assert view.listdir(linked) == ["top.vmx", "web"]
+    (volume / "web" / "web.nvram").write_text("n")
+    assert not view.exists(linked + "/web/web.nvram"), "a view answers from its scan until a change"
+    view.run(["true"])
+    assert view.exists(linked + "/web/web.nvram"), "a command drops the scan"
+
+
+def test_many_small_files_are_read_in_one_go(shell, tmp_path):
+    folder = tmp_path / ODD
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.vmx").write_text('displayName = "%s"\n' % ODD)
+    (folder / "sub" / "-b.vmx").write_bytes(b"caf\xe9\n")  # Latin-1, as read_text decodes it
+    (folder / "./c").write_text("")
+    paths = [str(folder / "a.vmx"), str(folder / "sub" / "-b.vmx"), str(folder / "c"), str(folder / "missing"),
+             str(folder / "sub")]
+    texts = shell.read_texts(paths)
+    assert texts == {paths[0]: 'displayName = "%s"\n' % ODD, paths[1]: shell.read_text(paths[1]), paths[2]: ""}
+    assert texts[paths[1]] == "caf\xe9\n"
+    assert shell.read_texts([str(folder / "missing")]) == {} and shell.read_texts([]) == {}
 
 
 def test_commands_take_argument_lists_and_are_bounded(shell, tmp_path):

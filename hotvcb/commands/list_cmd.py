@@ -27,6 +27,7 @@ from .. import config, vmdk
 from ..errors import HostError
 from ..shell import Shell
 from ..store import health, layout, manifest
+from ..treeview import ScannedShell
 from ..units import human_size
 from . import common
 
@@ -55,6 +56,8 @@ def vm_names(shell: Shell, volume: str) -> List[str]:
 
 def backup_rows(shell: Shell, volume: str, vm: Optional[str] = None, now: Optional[datetime] = None) -> List[Dict[str, Any]]:
     now = now or datetime.now()
+    # one look at the whole tree (one round trip over SSH), not one per file
+    shell = ScannedShell(shell, layout.vm_root(volume, vm) if vm else volume)
     rows = []
     for name in [vm] if vm else vm_names(shell, volume):
         for b in layout.list_backups(shell, volume, name):

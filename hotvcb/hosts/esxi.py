@@ -15,6 +15,7 @@ from ..errors import CommandFailed, CopyError, HostError, SnapshotError, Timeout
 from ..model import DatastoreInfo, Disk, Snapshot, Vm, VmRef
 from ..settings import DISK_FORMATS
 from ..shell import Shell
+from ..treeview import ScannedShell
 from ..vmx import VmxFile
 from . import vimcmd
 
@@ -23,6 +24,10 @@ VMKFSTOOLS = "/sbin/vmkfstools"
 _FAULT = re.compile(r"^\((vim|vmodl)\.fault\.(\w+)\)", re.M)
 _DELTA = re.compile(r"-\d{6}(-delta|-sesparse)?\.vmdk$")
 POLL = 1.0
+# vim-cmd verbs that only read: they leave the driver's scans of VM folders valid
+_QUERIES = frozenset(["vmsvc/getallvms", "vmsvc/snapshot.get", "vmsvc/power.getstate",
+                      "hostsvc/datastore/listsummary", "hostsvc/datastore/info"])
+SNAPSHOTS_REUSED_FOR = 120.0  # seconds a snapshot list serves as create_snapshot's "before"
 
 
 class EsxiHost:
@@ -33,10 +38,23 @@ class EsxiHost:
 
     def __init__(self, shell: Shell):
         self.shell = shell
+        # the driver's reads of VM folders and disk descriptors: one scan per folder, kept
+        # until the next host command (which may change them: a snapshot, a clone)
+        self._files = ScannedShell(shell)
         self._version = None  # type: Optional[str]
         self._name = None  # type: Optional[str]
         self._invalid = []  # type: List[str]
         self._multiextent = False
+        # Few host commands (each is a round trip to hostd, and over SSH one more):
+        # the datastore listing is read once per run for names and roots (only a
+        # mount or unmount of ours changes it), the free-space figure is refreshed
+        # with `datastore/info` of the one datastore; the last snapshot list per VM
+        # is kept for create_snapshot's "before" set (it only has to exclude
+        # snapshots older than ours, which has a name of its own).
+        self._stores = None  # type: Optional[List[DatastoreInfo]]
+        self._roots = {}  # type: Dict[str, str]  # real path of /vmfs/volumes/<name> -> name
+        self._store_of = {}  # type: Dict[str, Optional[str]]  # path asked about -> its datastore
+        self._seen_snaps = {}  # type: Dict[str, Tuple[float, List[Snapshot]]]
 
     # -- host ----------------------------------------------------------------
     def describe(self) -> str:
@@ -58,13 +76,28 @@ class EsxiHost:
         return m is not None and (int(m.group(1)), int(m.group(2))) < (6, 5)
 
     def _vim(self, args: List[str], timeout: float = 300, interruptible: bool = True) -> str:
-        out = self.shell.run([VIM_CMD] + args, timeout=timeout, interruptible=interruptible)
+        # a query leaves the files as they are; anything else may change them (a snapshot, a
+        # registration), so the driver's scans of VM folders are dropped
+        runner = self.shell.run if args[0] in _QUERIES else self._files.run
+        out = runner([VIM_CMD] + args, timeout=timeout, interruptible=interruptible)
         if out.returncode != 0 or _FAULT.search(out.output):
             raise CommandFailed(out.argv, out.returncode, _fault_message(out.output))
         return out.output
 
     def datastores(self) -> List[DatastoreInfo]:
-        return vimcmd.parse_datastore_listsummary(self._vim(["hostsvc/datastore/listsummary"]))
+        """The full listing, read now (free space included); also refreshes the cached names."""
+        self._stores = vimcmd.parse_datastore_listsummary(self._vim(["hostsvc/datastore/listsummary"]))
+        return list(self._stores)
+
+    def _known_stores(self) -> List[DatastoreInfo]:
+        """Names and urls: the listing read at most once until a mount or unmount changes it."""
+        if self._stores is None:
+            self.datastores()
+        return list(self._stores or [])
+
+    def _forget_stores(self) -> None:
+        self._stores = None
+        self._roots, self._store_of = {}, {}
 
     def mount_nfs(self, name: str, server: str, share: str, version: str) -> None:
         """ghettoVCB's non-persistent mount: `nas_create name version path readonly server`.
@@ -72,34 +105,39 @@ class EsxiHost:
         vim-cmd takes `nfs` (v3) or `nfsv41`; the config's ghettoVCB-style `nfs41` means the latter.
         """
         version = {"nfs41": "nfsv41"}.get(version, version)
-        self._vim(["hostsvc/datastore/nas_create", name, version, share, "0", server], timeout=120)
+        try:
+            self._vim(["hostsvc/datastore/nas_create", name, version, share, "0", server], timeout=120)
+        finally:
+            self._forget_stores()
 
     def unmount_nfs(self, name: str) -> None:
-        self._vim(["hostsvc/datastore/destroy", name], timeout=120, interruptible=False)
+        try:
+            self._vim(["hostsvc/datastore/destroy", name], timeout=120, interruptible=False)
+        finally:
+            self._forget_stores()
 
     # -- inventory -----------------------------------------------------------
     def list_vms(self) -> List[VmRef]:
         """The inventory, each VM named by its .vmx displayName (the truth; the listing is ambiguous)."""
-        names = {d.name: "/vmfs/volumes/" + d.name for d in self.datastores()}
+        names = {d.name: "/vmfs/volumes/" + d.name for d in self._known_stores()}
         out = self._vim(["vmsvc/getallvms"])
         self._invalid = vimcmd.invalid_vmids(out)
-        refs = []
-        for cands in vimcmd.getallvms_candidates(out, names):
-            refs.append(self._confirmed(cands))
-        return refs
+        rows = vimcmd.getallvms_candidates(out, names)
+        # every candidate's .vmx in one go (over SSH one round trip, not one per VM)
+        texts = self.shell.read_texts(sorted({ref.vmx_path for cands in rows for ref in cands}))
+        return [self._confirmed(cands, texts) for cands in rows]
 
     def invalid_vms(self) -> List[str]:
         """vmids registered but unusable (hostd skips them in the inventory), from the last list_vms."""
         return list(self._invalid)
 
-    def _confirmed(self, cands: List[VmRef]) -> VmRef:
+    def _confirmed(self, cands: List[VmRef], texts: Dict[str, str]) -> VmRef:
         """The candidate whose .vmx exists and names it; else the first readable one, by its displayName."""
         readable = []
         for ref in cands:
-            try:
-                shown = VmxFile(self.shell.read_text(ref.vmx_path)).get("displayName")
-            except HostError:
+            if ref.vmx_path not in texts:
                 continue
+            shown = VmxFile(texts[ref.vmx_path]).get("displayName")
             if shown is None or shown == ref.name:
                 return ref
             if shown.strip() == ref.name:
@@ -109,12 +147,12 @@ class EsxiHost:
 
     def load_vm(self, ref: VmRef) -> Vm:
         try:
-            vmx = VmxFile(self.shell.read_text(ref.vmx_path))
+            vmx = VmxFile(self._files.read_text(ref.vmx_path))
         except HostError as err:
             raise VmNotFound(ref.name) from err
         folder = ref.vmx_path.rsplit("/", 1)[0]
         # ESXi writes another datastore's disk as /vmfs/volumes/<uuid>/...
-        names = {d.url.rsplit("/", 1)[-1]: d.name for d in self.datastores()}
+        names = {d.url.rsplit("/", 1)[-1]: d.name for d in self._known_stores()}
         vm = Vm(ref=ref, datastore=_datastore_of(ref.vmx_path, names), folder=folder, vmx=vmx,
                 uuid=(vmx.get("uuid.bios") or "").replace(" ", "").replace("-", "").lower())
         for dev, bus, name in vmx.disk_slots():
@@ -122,7 +160,7 @@ class EsxiHost:
         base = ref.vmx_path[: -len(".vmx")]
         for key, default in (("nvram", base + ".nvram"), ("extendedConfigFile", base + ".vmxf")):
             path = _absolute(folder, vmx.get(key) or default)
-            if self.shell.exists(path):
+            if self._files.exists(path):
                 vm.extra_files.append(path)
         return vm
 
@@ -131,7 +169,7 @@ class EsxiHost:
         mode = (vmx.get(dev + ".mode") or "persistent").lower()
         skip, adapter = "", bus if bus == "ide" else "lsilogic"
         try:
-            desc = vmdk.parse(self.shell.read_text(path))
+            desc = vmdk.parse(self._files.read_text(path))
             adapter = desc.adapter_type or adapter
             if desc.is_physical_rdm:
                 skip = "physical RDM (vmfsPassthroughRawDeviceMap) cannot be snapshotted"
@@ -144,7 +182,7 @@ class EsxiHost:
     def backup_config(self, vm: Vm, disk_names: Dict[str, str]) -> Tuple[str, str]:
         """The .vmx as a backup holds it: each disk named as the backup names it (its base
         name: a clone of a chain is whole; or the distinct name two same-named disks get)."""
-        vmx = VmxFile(self.shell.read_text(vm.ref.vmx_path))
+        vmx = VmxFile(self._files.read_text(vm.ref.vmx_path))
         for disk in vm.disks:
             current = vmx.get(disk.key + ".fileName") or ""
             folder, _, name = current.rpartition("/")
@@ -173,15 +211,25 @@ class EsxiHost:
 
     # -- snapshots -----------------------------------------------------------
     def snapshots(self, vm: Vm, interruptible: bool = True) -> List[Snapshot]:
+        """The VM's snapshots as hostd lists them now (always asked: callers poll this)."""
         out = self._vim(["vmsvc/snapshot.get", vm.ref.vmid], interruptible=interruptible)
-        return vimcmd.parse_snapshot_get(out)
+        snaps = vimcmd.parse_snapshot_get(out)
+        self._seen_snaps[vm.ref.vmid] = (time.monotonic(), snaps)
+        return list(snaps)
+
+    def _recent_snapshots(self, vm: Vm) -> List[Snapshot]:
+        """The list a caller fetched moments ago (leftover check, pre-flight), else asked now."""
+        seen = self._seen_snaps.get(vm.ref.vmid)
+        if seen is not None and time.monotonic() - seen[0] < SNAPSHOTS_REUSED_FOR:
+            return list(seen[1])
+        return self.snapshots(vm)
 
     def delta_files(self, vm: Vm) -> List[str]:
         """Delta disks next to the VM's disks: snapshots hostd may not show."""
         folders = {vm.folder} | {d.path.rsplit("/", 1)[0] for d in vm.disks}
         found = []
         for folder in sorted(folders):
-            for name in self.shell.listdir(folder):
+            for name in self._files.listdir(folder):
                 if _DELTA.search(name):
                     found.append(folder + "/" + name)
         return found
@@ -189,7 +237,10 @@ class EsxiHost:
     def create_snapshot(
         self, vm: Vm, name: str, description: str, memory: bool, quiesce: bool, timeout: float
     ) -> Snapshot:
-        before = {s.id for s in self.snapshots(vm)}
+        # ours is told apart by its name (a timestamp) and by not being in `before`:
+        # a list from seconds ago serves, as no snapshot made since has our name
+        before = {s.id for s in self._recent_snapshots(vm)}
+        self._seen_snaps.pop(vm.ref.vmid, None)
         args = ["vmsvc/snapshot.create", vm.ref.vmid, name, description, str(int(memory)), str(int(quiesce))]
         deadline = time.monotonic() + timeout
         try:
@@ -208,6 +259,7 @@ class EsxiHost:
         if not snap.id:
             raise SnapshotError("this host prints no snapshot ids (ESX 4.x); remove %r by hand" % snap.name)
         deadline = time.monotonic() + timeout
+        self._seen_snaps.pop(vm.ref.vmid, None)
         self._vim(["vmsvc/snapshot.remove", vm.ref.vmid, snap.id], timeout=timeout, interruptible=False)
         while True:
             still = [s for s in self.snapshots(vm, interruptible=False) if s.id == snap.id]
@@ -219,7 +271,7 @@ class EsxiHost:
 
     def _orphaned_deltas(self, vm: Vm) -> List[str]:
         """Delta files no disk chain of the VM uses any more: consolidation not done."""
-        vmx = VmxFile(self.shell.read_text(vm.ref.vmx_path))
+        vmx = VmxFile(self._files.read_text(vm.ref.vmx_path))
         used = set()  # type: set
         for _dev, _bus, name in vmx.disk_slots():
             try:
@@ -242,14 +294,14 @@ class EsxiHost:
             if pct is not None and progress is not None:
                 progress(pct)
 
-        out = self.shell.run(argv, timeout=None, idle_timeout=1800, on_output=watch)
+        out = self._files.run(argv, timeout=None, idle_timeout=1800, on_output=watch)
         if out.returncode != 0:
             raise CopyError(disk.path, _clone_error(out.output), dst)
         return [f.rsplit("/", 1)[-1] for f in self.disk_files(dst)]
 
     def _is_2gbsparse(self, path: str) -> bool:
         try:
-            return vmdk.parse(self.shell.read_text(path)).create_type.lower() == "twogbmaxextentsparse"
+            return vmdk.parse(self._files.read_text(path)).create_type.lower() == "twogbmaxextentsparse"
         except (HostError, vmdk.NotADescriptor):
             return False
 
@@ -260,28 +312,28 @@ class EsxiHost:
             return
         listed = self.shell.run(["/sbin/esxcli", "system", "module", "list"], timeout=60)
         if not re.search(r"^multiextent\s", listed.output, re.M):
-            self.shell.run(["/sbin/esxcli", "system", "module", "load", "-m", "multiextent"], timeout=60)
+            self._files.run(["/sbin/esxcli", "system", "module", "load", "-m", "multiextent"], timeout=60)
         self._multiextent = True  # a failed load shows up as the clone's own error
 
     def disk_files(self, descriptor_path: str) -> List[str]:
         folder = descriptor_path.rsplit("/", 1)[0]
-        desc = vmdk.parse(self.shell.read_text(descriptor_path))
+        desc = vmdk.parse(self._files.read_text(descriptor_path))
         return [descriptor_path] + [folder + "/" + e.filename for e in desc.extents]
 
     def bytes_needed(self, disk: Disk, fmt: str) -> int:
         """Room the clone needs: thick formats take the full capacity."""
         files = self._chain_files(disk.path)
         if fmt in ("thin", "2gbsparse"):
-            return sum(self.shell.disk_usage(f) for f in files if self.shell.exists(f))
-        return vmdk.parse(self.shell.read_text(disk.path)).capacity or sum(
-            self.shell.file_size(f) for f in files
+            return sum(self._files.disk_usage(f) for f in files if self._files.exists(f))
+        return vmdk.parse(self._files.read_text(disk.path)).capacity or sum(
+            self._files.file_size(f) for f in files
         )
 
     def _chain_files(self, path: str) -> List[str]:
         files = []  # type: List[str]
         for _ in range(64):  # a chain deeper than 64 is not one VMware makes
             files += self.disk_files(path)
-            desc = vmdk.parse(self.shell.read_text(path))
+            desc = vmdk.parse(self._files.read_text(path))
             if not desc.parent_hint:
                 break
             path = _absolute(path.rsplit("/", 1)[0], desc.parent_hint)
@@ -294,16 +346,39 @@ class EsxiHost:
         NFS share that is not mounted) is an error: writing there would fill
         the host's ramdisk instead of the backup target.
         """
+        if path not in self._store_of:
+            self._store_of[path] = self._datastore_holding(path)
+        name = self._store_of[path]
+        if name is None:
+            return None
+        return self._free_of(name)
+
+    def _datastore_holding(self, path: str) -> Optional[str]:
         real = self.shell.realpath(path)
-        stores = self.datastores()
+        stores = self._known_stores()
         for ds in stores:
-            roots = {ds.url, "/vmfs/volumes/" + ds.name, self.shell.realpath("/vmfs/volumes/" + ds.name)}
+            if ds.name not in self._roots:
+                self._roots[ds.name] = self.shell.realpath("/vmfs/volumes/" + ds.name)
+            roots = {ds.url, "/vmfs/volumes/" + ds.name, self._roots[ds.name]}
             if any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots if r):
-                return ds.free
+                return ds.name
         if path.startswith("/vmfs/volumes/"):
             raise HostError("%s is not on a datastore of this host (datastores: %s)"
                             % (path, ", ".join(sorted(d.name for d in stores)) or "none"))
         return None
+
+    def _free_of(self, name: str) -> int:
+        """One datastore's free bytes now: `datastore/info NAME`, not the whole listing."""
+        try:
+            free = vimcmd.parse_datastore_free(self._vim(["hostsvc/datastore/info", name]))
+        except (CommandFailed, ValueError):
+            free = None  # an old host without `info`, or output we cannot read: the listing says it
+        if free is None:
+            found = [d.free for d in self.datastores() if d.name == name]
+            if not found:
+                raise HostError("datastore %s is gone" % name)
+            return found[0]
+        return free
 
     # -- registration (restore) ----------------------------------------------
     def register_vm(self, vmx_path: str) -> str:

@@ -146,6 +146,16 @@ def parse_datastore_listsummary(text: str) -> List[DatastoreInfo]:
     return out
 
 
+_FREE = re.compile(r"^\s*freeSpace = (\d+),?\s*$", re.M)
+
+
+def parse_datastore_free(text: str) -> Optional[int]:
+    """freeSpace of `hostsvc/datastore/info NAME` (a VmfsDatastoreInfo / NasDatastoreInfo block);
+    None when the output has none (field names from the vSphere API: no verbatim sample exists)."""
+    m = _FREE.search(text)
+    return int(m.group(1)) if m else None
+
+
 def _int(value: Optional[str]) -> int:
     try:
         return int(value or 0)

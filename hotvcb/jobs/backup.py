@@ -26,6 +26,7 @@ from ..runlog import RunLog
 from ..settings import Settings
 from ..store import health, lastrun, layout, rotation, volume
 from ..store.seal import Sealer
+from ..treeview import ScannedShell
 from ..units import human_size
 from ..vmdk import base_name
 from .hooks import run_hook
@@ -189,7 +190,7 @@ class BackupJob:
     def _good_backups(self, name: str, settings: Settings, uuid: str = "") -> List[str]:
         """What this VM can be restored from now: the e-mail says it, above all on a failure.
         Never another host's backup of another VM of the same name (a shared volume)."""
-        shell = self.host.shell
+        shell = ScannedShell(self.host.shell, layout.vm_root(settings.vm_backup_volume, name))
         source = (self.host.host_name(), uuid)
         try:
             found = layout.list_backups(shell, settings.vm_backup_volume, name)
@@ -214,15 +215,18 @@ class _VmBackup:
         self.power_failure = ""  # the VM did not come back on: the run's first news
         self.powered_down = False
         self.sealer = None  # type: Optional[Sealer]
+        self.capacity = {}  # type: Dict[str, int]  # disk key -> virtual size, from the pre-flight
 
     def run(self) -> None:
         vm = self.vm = self.host.load_vm(self.ref)
         run, dry = self.job.run_id, self.job.dry_run
-        if remove_our_snapshots(self.host, vm, self.log, run, dry):
+        snaps = self.host.snapshots(vm)  # one look serves the leftover check and the pre-flight
+        if remove_our_snapshots(self.host, vm, self.log, run, dry, snaps):
             vm = self.vm = self.host.load_vm(self.ref)  # its disks no longer point at our deltas
+            snaps = self.host.snapshots(vm)
         restore_power(self.host, vm, self.log, run, dry)
         disks = self._disks_to_copy(vm)
-        self._preflight(vm, disks)
+        self._preflight(vm, disks, snaps)
         if dry:
             self._dry_run(vm, disks)
             self.result.status = "ok"
@@ -306,9 +310,8 @@ class _VmBackup:
             raise HotvcbError("%s: nothing to back up: %s" % (vm.name, why))
         return out
 
-    def _preflight(self, vm: Vm, disks) -> None:
-        """Everything that can fail before we change anything on the host."""
-        snaps = self.host.snapshots(vm)
+    def _preflight(self, vm: Vm, disks, snaps: List[Snapshot]) -> None:
+        """Everything that can fail before we change anything on the host (`snaps`: read just now)."""
         deltas = self.host.delta_files(vm)
         if (snaps or deltas) and not self.s.allow_vms_with_snapshots_to_be_backedup:
             what = "%d snapshot(s)" % len(snaps) if snaps else "delta files %s" % ", ".join(
@@ -329,6 +332,8 @@ class _VmBackup:
                               % (fmt, self.host.kind, "|".join(self.host.formats)))
         volume.check(self.host, self.s.vm_backup_volume, self.s.create_vm_backup_volume)
         needed = sum(self.host.bytes_needed(d, fmt) for d in disks)
+        # each disk's size for the copy's progress, read now while the driver has the descriptors
+        self.capacity = {d.key: self.host.bytes_needed(d, "eagerzeroedthick") for d in disks}
         free = self.host.free_space(self.s.vm_backup_volume)
         self.needed = needed
         if free is not None and needed > free:
@@ -410,7 +415,7 @@ class _VmBackup:
                 interrupt.raise_pending()
             dst = sealer.disk_destination(disk)
             folder = dst.rsplit("/", 1)[0]
-            capacity = self.host.bytes_needed(disk, "eagerzeroedthick")
+            capacity = self.capacity.get(disk.key) or self.host.bytes_needed(disk, "eagerzeroedthick")
             label = "VM %d/%d %s, disk %d/%d %s" % (self.job.vm_number, self.job.vm_count, vm.name,
                                                      disks.index(disk) + 1, len(disks), disk.filename)
             progress = self.log.progress(label, capacity, functools.partial(

@@ -17,7 +17,7 @@ User snapshots (any other name) and finished backups are never touched.
 """
 
 import re
-from typing import Optional
+from typing import List, Optional
 
 from ..errors import HotvcbError
 from ..hosts.base import Hypervisor
@@ -29,6 +29,7 @@ from ..store import layout
 from ..store.lock import STALE_AFTER
 from ..store.rotation import finish_deleting
 from ..store.seal import OWNER, owner_of
+from ..treeview import ScannedShell
 
 SNAPSHOT_PREFIX = "hotvcb-snapshot-"
 POWER_MARKER = ".hotvcb-powered-off"  # in the VM's folder while we hold it powered off
@@ -46,9 +47,12 @@ def is_ours(snap: Snapshot) -> bool:
     return parse(snap.description) is not None or bool(_LEGACY.match(snap.description.strip()))
 
 
-def remove_our_snapshots(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False) -> int:
+def remove_our_snapshots(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False,
+                         snaps: Optional[List[Snapshot]] = None) -> int:
+    """Remove our snapshots of dead runs; `snaps`: the VM's list if the caller just read it
+    (one `snapshot.get` then serves the leftover check and the pre-flight)."""
     removed = 0
-    for snap in host.snapshots(vm):
+    for snap in host.snapshots(vm) if snaps is None else snaps:
         if not snap.name.startswith(SNAPSHOT_PREFIX):
             continue
         if not is_ours(snap):
@@ -109,6 +113,7 @@ def restore_power(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False) 
 
 def remove_partials(shell: Shell, volume: str, vm_name: str, log, run: RunId, dry_run: bool = False) -> int:
     """Delete the -partial folders (and temp archives) of dead runs; call only under the host lock."""
+    shell = ScannedShell(shell, layout.vm_root(volume, vm_name))  # one look at the VM's folder
     removed = 0
     for b in layout.list_backups(shell, volume, vm_name):
         if b.status != "partial":

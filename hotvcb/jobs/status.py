@@ -26,6 +26,7 @@ from ..runid import RunId, parse
 from ..settings import Settings
 from ..store import health, lastrun, layout, rotation
 from ..store.lock import LOCK_NAME, holder_alive
+from ..treeview import ScannedShell
 from ..units import human_size
 from .leftovers import is_ours
 
@@ -103,9 +104,10 @@ def _run_holding_lock(host: Hypervisor) -> bool:
 
 
 def _backups(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: Limits, now: float) -> Check:
-    found = layout.list_backups(host.shell, settings.vm_backup_volume, name)
+    shell = ScannedShell(host.shell, layout.vm_root(settings.vm_backup_volume, name))  # one look, not one per file
+    found = layout.list_backups(shell, settings.vm_backup_volume, name)
     source = (host.host_name(), uuid)
-    verdicts = [(b, health.judge(host.shell, b)) for b in found]
+    verdicts = [(b, health.judge(shell, b)) for b in found]
     verdicts = [(b, v) for b, v in verdicts if not rotation.made_elsewhere(v.manifest, source)]  # another host's VM
     tried = lastrun.last(host.shell, settings.vm_backup_volume, name, host.host_name())
     good = [(b, v) for b, v in verdicts if v.good]

@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from .. import crashpoint
 from ..errors import HostError
 from ..shell import Shell
+from ..treeview import ScannedShell
 from . import health, layout
 from ..units import human_size
 from .layout import BackupSet
@@ -70,6 +71,7 @@ def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: 
     called `web`, write into one folder. Backups whose manifest says another
     host made them of another VM are that host's to rotate, never ours.
     """
+    shell = ScannedShell(shell, layout.vm_root(volume, vm_name))  # one look at the VM's folder
     backups = layout.list_backups(shell, volume, vm_name)
     verdicts = {b.path: health.judge(shell, b) for b in backups if b.status not in ("partial", "deleting")}
     foreign = [b for b in backups if b.path in verdicts and made_elsewhere(verdicts[b.path].manifest, source)]

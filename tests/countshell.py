@@ -1,0 +1,62 @@
+"""Run the hotvcb CLI with every Shell call counted (a counting wrapper, not a timer).
+
+    python -m countshell OUT.json hotvcb-args...     (PYTHONPATH: the repo and tests/)
+
+Wraps every public method of LocalShell and SshShell in place, runs
+`hotvcb.cli.main(args)`, and writes {"commands": [argv...], "files": {method: n}}
+to OUT.json: `commands` are the argvs given to Shell.run (host commands:
+vim-cmd, vmkfstools, ...), `seconds` how long each took, `files` the file
+calls by name. Used by the tests
+that bound how many host commands a backup makes, and by bench/issue8.py.
+"""
+
+import functools
+import json
+import sys
+import time
+
+from hotvcb import shell as _shell
+from hotvcb import sshshell as _ssh
+
+COUNTED = {"commands": [], "seconds": [], "files": {}}  # type: dict
+
+
+def _wrap(cls):
+    for name in dir(cls):
+        if name.startswith("_") or name in ("description", "open", "close"):
+            continue
+        fn = getattr(cls, name)
+        if not callable(fn):
+            continue
+
+        def counted(self, *args, __fn=fn, __name=name, **kw):
+            if __name == "run":
+                COUNTED["commands"].append([str(a) for a in args[0]])
+                t0 = time.monotonic()
+                try:
+                    return __fn(self, *args, **kw)
+                finally:
+                    COUNTED["seconds"].append(time.monotonic() - t0)
+            else:
+                COUNTED["files"][__name] = COUNTED["files"].get(__name, 0) + 1
+            return __fn(self, *args, **kw)
+
+        setattr(cls, name, functools.wraps(fn)(counted))
+
+
+def main(argv):
+    out, args = argv[0], argv[1:]
+    _wrap(_shell.LocalShell)
+    _wrap(_ssh.SshShell)
+    from hotvcb.cli import main as cli_main
+
+    try:
+        code = cli_main(args)
+    finally:
+        with open(out, "w") as f:
+            json.dump(COUNTED, f)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
