@@ -19,11 +19,14 @@ _GLOBAL_VALUED = common.GLOBAL_VALUED
 
 
 class _Parser(argparse.ArgumentParser):
-    """Usage errors exit 1 as ghettoVCB's did (argparse would use 2 = signal)."""
+    """Usage errors exit 1 as ghettoVCB's did (argparse would use 2 = signal); `status` is a
+    monitoring plugin, for which a bad command line is UNKNOWN (3)."""
+
+    usage_exit = 1
 
     def error(self, message: str):
         self.print_usage(sys.stderr)
-        self.exit(1, "%s: error: %s\n" % (self.prog, message))
+        self.exit(self.usage_exit, "%s: error: %s\n" % (self.prog, message))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +50,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         argv.insert(first, "backup")  # ghettoVCB style: flags only
     argv = _glue_dash_values(argv)
     parser = build_parser()
+    if first < len(argv) and argv[first] == "status":
+        parser.usage_exit = 3  # type: ignore[attr-defined]  # a monitoring plugin's UNKNOWN
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()

@@ -467,7 +467,19 @@ def stream(
             if on_output is not None:
                 pending += data
                 pending = _feed(pending, on_output)
-        proc.wait()
+        # the output is closed, but the child may live on (a shell that exec'd a command whose
+        # output goes elsewhere): the same bounds apply to waiting for it
+        while True:
+            try:
+                proc.wait(0.2)
+                break
+            except subprocess.TimeoutExpired:
+                if interruptible and interrupt.pending():
+                    _stop(proc)
+                    interrupt.raise_pending()
+                if deadline is not None and time.monotonic() > deadline:
+                    _stop(proc)
+                    raise TimeoutExpired(" ".join(argv[:2]), timeout or 0.0)
     finally:
         if proc.poll() is None:
             _stop(proc)

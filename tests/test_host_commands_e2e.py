@@ -40,4 +40,4 @@ def test_a_backup_asks_hostd_little_per_vm(host, tmp_path):
     # the listing once per run for the names, the free space of the one target datastore per VM
     assert verbs["/bin/vim-cmd hostsvc/datastore/listsummary"] == 1, verbs
     assert verbs["/bin/vim-cmd hostsvc/datastore/info"] == n, verbs
-    assert len(count["commands"]) <= 3 + 8 * n, verbs  # vmware -v, getallvms, listsummary + 8 per VM
+    assert len(count["commands"]) <= 4 + 8 * n, verbs  # vmware -v, getallvms, listsummary, uname -n + 8 per VM

@@ -11,7 +11,7 @@ import os
 import signal
 import time
 
-from simhost import (backup_once as backup, backup_root, backups, good, hotvcb, hotvcb_background, kill, lock_pid,
+from simhost import (backup_once as backup, backup_root, backups, hotvcb, hotvcb_background, kill, lock_pid,
                      needs_root, ours, sealed, snapshot_names, wait_for, write_conf)
 
 pytestmark = needs_root
@@ -343,3 +343,98 @@ def test_the_run_report_does_not_offer_another_hosts_backup_as_this_vms_newest_g
     finally:
         a.stop()
         b.stop()
+
+
+# -- a power-state filter that leaves nothing to do ----------------------------------------------
+
+def test_a_run_whose_vms_are_all_skipped_by_the_power_state_filter_is_not_an_error(host, tmp_path):
+    """config-reference.md: with BACKUP_POWER_STATE the others 'are logged as skipped (not
+    failed)'. When every selected VM is skipped (`-a --power-state on` on a night all are off,
+    or the one VM of `-m` is off), the run ends 'ERROR: No VMs backed up!', exit 7, and
+    EMAIL_ALERT mails an error. Judgement call: a filter doing what it was asked is not an error."""
+    host.create_vm("template", "datastore1", [{"size": "4M"}], power="off")
+    report = str(tmp_path / "r.json")
+    r = hotvcb(host, "-a", "-g", write_conf(host), "--power-state", "on", "--json-report", report)
+    assert "template: skipped, powered off" in r.stdout, said(r)
+    status = json.load(open(report))["status"]
+    assert not status.startswith("ERROR"), (r.returncode, status)
+
+
+# -- status and a VM a dead run left powered off -------------------------------------------------
+
+def test_status_reports_a_vm_that_a_dead_run_left_powered_off(host):
+    """POWER_VM_DOWN_BEFORE_BACKUP=1, the run is SIGKILLed after the copy: the VM is off, its
+    folder holds the dead run's .hotvcb-powered-off marker, the volume a -partial. `hotvcb status`
+    says OK, exit 0 (its snapshot check would have said CRIT 'run hotvcb cleanup' for a dead
+    run's snapshot; a production VM down because of hotvcb gets nothing). `hotvcb cleanup`
+    knows at once ('powered it off for a backup and did not finish')."""
+    vmid = host.create_vm("downed", "datastore1", [{"size": "4M"}], power="on")
+    conf = write_conf(host)
+    assert hotvcb(host, "-m", "downed", "-g", conf).returncode == 0
+    pd = write_conf(host, name="pd.conf", POWER_VM_DOWN_BEFORE_BACKUP=1, ENABLE_HARD_POWER_OFF=1,
+                    ITER_TO_WAIT_SHUTDOWN="10s")
+    backup(host, pd, "downed", env={"HOTVCB_CRASH_AT": "disk-copied-1"})
+    assert host.power_state(vmid) == "off"
+    s = hotvcb(host, "status", "-g", conf)
+    no_traceback(s)
+    assert s.returncode == 2, "a VM left off by a dead run, and status says:\n" + s.stdout
+
+
+def test_a_huge_rotation_size_in_a_per_vm_file_fails_that_vm_not_the_whole_run(host, tmp_path):
+    """The same value in a per-VM file (-c DIR) is read when that VM's turn comes: the
+    OverflowError kills the whole run half-way -- the VMs before it were backed up, the ones
+    after it are not tried, and there is no table, no final status and no --json-report
+    (a monitoring pipeline reading the report sees nothing at all)."""
+    for name in ("v1", "v2", "v3"):
+        host.create_vm(name, "datastore1", [{"size": "4M"}], power="on")
+    confdir = tmp_path / "per-vm"
+    confdir.mkdir()
+    (confdir / "v2").write_text("VM_BACKUP_ROTATION_SIZE=" + "9" * 400 + "T\n")
+    report = str(tmp_path / "r.json")
+    r = hotvcb(host, "-a", "-g", write_conf(host), "-c", str(confdir), "--json-report", report)
+    no_traceback(r)
+    assert len(sealed(host, "v3")) == 1, "v3 was never tried"
+    assert os.path.exists(report) and "Final status" in r.stdout, said(r)[-1500:]
+
+
+def test_sigterm_during_a_backup_starts_the_shutdown_order_vms_again(host):
+    """VM_SHUTDOWN_ORDER=db,cache; SIGTERM while app's disk is copied. start_in_order runs in
+    a finally, but its first power.getstate re-raises the pending SIGTERM: db and cache, shut
+    down by this run, stay off."""
+    host.create_vm("app", "datastore1", [{"size": "4M"}], power="on")
+    db = host.create_vm("db", "datastore1", [{"size": "4M"}], power="on")
+    cache = host.create_vm("cache", "datastore1", [{"size": "4M"}], power="on")
+    conf = write_conf(host, VM_SHUTDOWN_ORDER="db,cache", ENABLE_HARD_POWER_OFF=1, ITER_TO_WAIT_SHUTDOWN="10s")
+    host.set_fault("clone.delay", "10")
+    proc = hotvcb_background(host, "-m", "app", "-g", conf)
+    wait_for(lambda: lock_pid(host) and any(b.endswith("-partial") for b in backups(host, "app"))
+             and any(f.endswith(".vmdk") for b in backups(host, "app")
+                     for f in os.listdir(os.path.join(backup_root(host, "app"), b))), what="app's copy")
+    kill(lock_pid(host), signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2, out
+    assert (host.power_state(db), host.power_state(cache)) == ("on", "on"), out[-1500:]
+
+
+# -- a snapshot description edited to look like the snapshot tree -------------------------------
+
+def test_a_user_snapshot_whose_description_mimics_the_tree_is_never_removed(host):
+    """A user snapshot 'before upgrade' whose (multi-line, edited) description holds lines that
+    look like vim-cmd's snapshot tree -- a 'Snapshot Name : hotvcb-snapshot-…' line and a
+    description with a run record. vim-cmd prints the description as it is; hotvcb's parser reads
+    a second snapshot with the user's id, judges it a dead run's leftover (status: CRIT 'run
+    hotvcb cleanup') and the next backup removes snapshot id 1 -- the user's snapshot."""
+    from esxisim import snapshots
+
+    vmid = host.create_vm("edited", "datastore1", [{"size": "4M"}], power="on")
+    snapshots.create(host, vmid, "before upgrade",
+                     "pre-upgrade state, keep!\n"
+                     "--Snapshot Name        : hotvcb-snapshot-2020-01-01_00-00-00\n"
+                     "--Snapshot Id        : 1\n"
+                     "--Snapshot Desciption  : hotvcb backup run=aaaaaaaaaaaa machine=esxi01 pid=1 started=1 host=x")
+    conf = write_conf(host, ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=1)
+    r = backup(host, conf, "edited")
+    no_traceback(r)
+    # the simulator's own tree (a listing parser is what the description fools)
+    assert [s["name"] for _d, s in snapshots.tree(host, vmid)] == ["before upgrade"], (
+        "the user's snapshot is gone:\n" + r.stdout[-1500:])

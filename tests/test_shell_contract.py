@@ -249,3 +249,11 @@ def test_the_read_side_of_a_backup_is_the_same_packed_or_not(reader):
     assert fs.list_files(root) == ["ds5/vm_1.vmdk", "vm-flat.vmdk", "vm.vmx"]
     assert fs.read_text(root + "/vm.vmx") == 'displayName = "vm"\n'
     assert fs.file_size(root + "/vm-flat.vmdk") == 4096
+
+
+def test_a_command_that_closes_its_output_early_is_still_bounded(shell, tmp_path):
+    """A child that closes stdout (its output redirected) and keeps running: the timeout still holds."""
+    start = time.monotonic()
+    with pytest.raises(TimeoutExpired):
+        shell.run(["sh", "-c", 'exec >"$1" 2>&1; sleep 30', "sh", str(tmp_path / "out")], timeout=2)
+    assert time.monotonic() - start < 20

@@ -63,5 +63,7 @@ def test_ssh_backup_keeps_its_round_trips_bounded(host, site, tmp_path):
     r, trips = site("backup", "-m", "small", "-g", conf, "-w", tmp_path / "work")
     assert r.returncode == 0, r.stdout + r.stderr
     assert len(sealed(host, "small")) == 1
-    # 76 before issue 8's batching; the target of 15 needs hotvcb run on the host (bench/README.md)
-    assert len(trips) <= 50, "\n".join(trips)
+    # 76 before issue 8's batching; the trust work adds ~8 (the host's id and run lock, the run's
+    # record, the power-off marker, a look at /etc/fstab); the target of 15 needs hotvcb run on the
+    # host (bench/README.md)
+    assert len(trips) <= 56, "\n".join(trips)

@@ -96,7 +96,7 @@ def test_an_old_backup_and_a_failed_last_run_are_reported_and_a_broken_config_is
         assert hotvcb(host, "-m", "web", "-g", conf).returncode == 8
         code, report = status(host, conf)
         [web] = by(report, "backup", "web")
-        assert web["severity"] == "WARN" and web["message"].startswith("last backup warn"), web
+        assert web["severity"] == "WARN" and web["message"].startswith("last run was warn"), web
         with open(conf, "a") as f:
             f.write("DISK_BACKUP_FORMAT=floppy\n")
         r = hotvcb(host, "status", "-g", conf)

@@ -298,7 +298,7 @@ def test_the_vmx_display_name_is_the_truth_for_names_the_listing_garbles(host, t
     r = hotvcb(host, *argv, "-g", conf)
     assert r.returncode == 0, r.stdout + r.stderr
     for n in names:
-        [entry] = [b for b in os.listdir(backup_root(host, n)) if not b.endswith(".gz")]
+        [entry] = backups(host, n)
         with open(os.path.join(backup_root(host, n), entry, "hotvcb.json"), encoding="utf-8") as f:
             m = json.load(f)
         assert m["vm"] == n and m["vmid"] == ids[n], (n, m["vm"], m["vmid"])

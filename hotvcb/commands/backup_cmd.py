@@ -132,9 +132,12 @@ def run(args) -> int:
     for line in outcome.table(outcome.rows(results)) if results else []:
         log.info(line)
     down = [r.name for r in results if r.down]
+    down += [n for n in (job.power.left_down if job is not None else []) if n not in down]
     if down:
         log.error("!!! VM(s) DOWN, powered off by this backup and NOT on again: %s !!!" % ", ".join(down))
         status = "VM DOWN: %s; %s" % (", ".join(down), status)
+        if code in (0, 3):
+            code = 4  # a VM this run powered off is down: never an OK run
     log.info("###### Final status: %s ######" % status)
     if work is not None:
         work.finish()

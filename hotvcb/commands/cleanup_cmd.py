@@ -19,6 +19,8 @@ def run(args) -> int:
     lock, me = common.lock_host(host, log, args.host_target)
     try:
         n = cleanup_host(host, settings.vm_backup_volume, log, me, args.level == "dryrun")
+        if args.level != "dryrun":
+            lock.sweep_done()
     finally:
         lock.release()
     log.info("cleanup: %d leftover(s) %s" % (n, "found" if args.level == "dryrun" else "removed"))

@@ -31,6 +31,7 @@ def register(subparsers) -> None:
                    help="a VM's newest good backup older than this is WARN, twice as old CRIT (default 26h)")
     p.add_argument("--snapshot-age", default="24h", metavar="AGE",
                    help="a user snapshot older than this is WARN (default 24h)")
+    p.usage_exit = 3  # a bad command line is UNKNOWN to a monitor, not WARN
     p.set_defaults(handler=run)
 
 

@@ -15,6 +15,7 @@ from ..model import DatastoreInfo, Snapshot, VmRef
 _ROW = re.compile(r"^\s*(\d+)\s+(.*)$")
 _FILE = re.compile(r"^\[([^\]]+)\] (.+?\.vmx)\s+\S+\s+vmx-\d+\b")
 _SNAP_FIELD = re.compile(r"^(-*)(?:\|-(?:ROOT|CHILD))?Snapshot (\w+(?: \w+)?)\s*:\s?(.*)$")
+_AFTER_DESCRIPTION = ("Created On", "State")  # the fields vim-cmd prints after a description
 
 
 def invalid_vmids(text: str) -> List[str]:
@@ -70,13 +71,25 @@ def unescape_name(name: str) -> str:
 
 
 def parse_snapshot_get(text: str) -> List[Snapshot]:
-    """Flatten the `snapshot.get` tree, depth from the run of leading dashes."""
+    """Flatten the `snapshot.get` tree, depth from the run of leading dashes.
+
+    A snapshot starts at a `|-ROOT` / `|-CHILD` line followed by its Name;
+    once a description has begun, every other line belongs to it — an admin's
+    description may well hold lines that look like fields of the tree.
+    """
     snaps = []  # type: List[Snapshot]
     current = None  # type: Optional[dict]
     last_field = None
+    node = False  # a ROOT/CHILD line was just seen: the next Name starts a snapshot
     for line in text.splitlines():
+        if line.startswith(("Get Snapshot", "|-ROOT")) or re.match(r"^-*\|-CHILD\s*$", line):
+            node = True
+            continue
         m = _SNAP_FIELD.match(line)
-        if m:
+        in_description = current is not None and last_field in ("Desciption", "Description")
+        if m and m.group(2) == "Name" and not node:
+            m = None  # every real Name follows its ROOT/CHILD line (all samples): this one is text
+        if m and (not in_description or m.group(2) == "Name" or m.group(2) in _AFTER_DESCRIPTION):
             label, value = m.group(2), m.group(3)
             depth = len(m.group(1)) // 2 - 1
             if label == "Name":
@@ -86,10 +99,9 @@ def parse_snapshot_get(text: str) -> List[Snapshot]:
             elif current is not None:
                 current[label] = value
             last_field = label
+            node = False
             continue
-        if line.startswith(("Get Snapshot", "|-ROOT")) or re.match(r"^-*\|-CHILD\s*$", line):
-            continue
-        if current is not None and last_field in ("Desciption", "Description"):
+        if in_description and current is not None and last_field is not None:
             current[last_field] += "\n" + line  # multi-line description
     if current is not None:
         snaps.append(_snapshot(current))

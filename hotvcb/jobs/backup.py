@@ -54,6 +54,7 @@ class BackupJob:
         self.host, self.settings, self.log, self.run_id, self.lock = host, settings, log, run, lock
         self.confdir, self.dry_run, self.job_name = confdir, dry_run, job_name
         self.power = PowerControl(host, log, run)
+        self.swept = False  # this run looked for a dead run's leftovers on every VM
         self.vm_number = self.vm_count = 0  # for the progress line: VM i of n
         self.results = []  # type: List[VmResult]  # so far (an interrupted run still reports them)
         self._vm_seconds = []  # type: List[float]  # durations of the VMs done, for the run's ETA
@@ -98,10 +99,12 @@ class BackupJob:
 
     # -- the run -------------------------------------------------------------
     def run(self, names: Optional[Sequence[str]], exclude: Sequence[str] = ()) -> List[VmResult]:
-        if self.lock is not None and self.lock.took_over and not self.dry_run:
-            # the run before us died: what it left may be on VMs this run does not back up
-            self.log.warning("the previous hotvcb run on this host died; looking for its leftovers on every VM")
+        if self.lock is not None and not self.dry_run and self.lock.sweep_needed:
+            # a run before us died: what it left may be on VMs this run does not back up
+            self.log.warning("a previous hotvcb run on this host died; looking for its leftovers on every VM")
             cleanup_host(self.host, self.settings.vm_backup_volume, self.log, self.run_id)
+            self.lock.sweep_done()
+            self.swept = True
         targets = self.select(names, exclude)
         self.results = []
         results = self.results
@@ -330,11 +333,10 @@ class _VmBackup:
         if fmt not in self.host.formats:
             raise HotvcbError("DISK_BACKUP_FORMAT=%s cannot be written on this %s host (allowed: %s)"
                               % (fmt, self.host.kind, "|".join(self.host.formats)))
-        volume.check(self.host, self.s.vm_backup_volume, self.s.create_vm_backup_volume)
+        free = volume.check(self.host, self.s.vm_backup_volume, self.s.create_vm_backup_volume)
         needed = sum(self.host.bytes_needed(d, fmt) for d in disks)
         # each disk's size for the copy's progress, read now while the driver has the descriptors
         self.capacity = {d.key: self.host.bytes_needed(d, "eagerzeroedthick") for d in disks}
-        free = self.host.free_space(self.s.vm_backup_volume)
         self.needed = needed
         if free is not None and needed > free:
             raise HotvcbError(
@@ -360,16 +362,10 @@ class _VmBackup:
         self.log.dryrun("TOTAL NEEDED: %s; ROTATION: keep %d%s" % (
             human_size(self.needed), s.vm_backup_rotation_count,
             ", within %s" % human_size(s.vm_backup_rotation_size) if s.vm_backup_rotation_size else ""))
-        # what rotation would remove once this backup is made (good): one place fewer for the others
-        shell = self.host.shell
-        if s.vm_backup_rotation_count > 1 or s.vm_backup_rotation_size:
-            budget = max(s.vm_backup_rotation_size - self.needed, 1) if s.vm_backup_rotation_size else 0
-            rotation.rotate(shell, s.vm_backup_volume, vm.name, max(s.vm_backup_rotation_count - 1, 1), self.log,
-                            budget=budget, dry_run=True)
-        else:
-            for b in layout.list_backups(shell, s.vm_backup_volume, vm.name):
-                if b.status not in ("partial", "deleting"):
-                    self.log.info("Would remove old backup %s per rotation count 1" % b.path)
+        # what rotation would remove once this backup is made (counted as the newest good one)
+        rotation.rotate(self.host.shell, s.vm_backup_volume, vm.name, s.vm_backup_rotation_count, self.log,
+                        source=(self.host.host_name(), vm.uuid), budget=s.vm_backup_rotation_size, dry_run=True,
+                        phantom=self.needed)
         self.log.dryrun("###############################################")
 
     def _cold_snapshot(self, vm: Vm) -> None:
@@ -450,9 +446,9 @@ class _VmBackup:
                 self.host.remove_snapshot(vm, snap, self.s.snapshot_remove_timeout * 60.0)
                 self.snapshot = None
                 crashpoint.reached("snapshot-removed")
-                # a dead run's snapshot that hostd finished while we copied (look again, once;
-                # not when a signal is unwinding us: the next run looks anyway)
-                if not interrupt.pending():
+                # a dead run's snapshot that hostd finished while we copied (look again, once, when
+                # a run died before us; not while a signal unwinds us: the next run looks anyway)
+                if self.job.swept and not interrupt.pending():
                     try:
                         remove_our_snapshots(self.host, vm, self.log, self.job.run_id)
                     except HotvcbError as err:

@@ -33,6 +33,7 @@ from ..treeview import ScannedShell
 
 SNAPSHOT_PREFIX = "hotvcb-snapshot-"
 POWER_MARKER = ".hotvcb-powered-off"  # in the VM's folder while we hold it powered off
+SHUTDOWN_GRACE = 30 * 60.0  # a guest asked to shut down may take this long (a marker this young is kept)
 
 
 # how hotvcb described its snapshots before run records (still ours to clean up)
@@ -52,7 +53,13 @@ def remove_our_snapshots(host: Hypervisor, vm, log, run: RunId, dry_run: bool = 
     """Remove our snapshots of dead runs; `snaps`: the VM's list if the caller just read it
     (one `snapshot.get` then serves the leftover check and the pre-flight)."""
     removed = 0
-    for snap in host.snapshots(vm) if snaps is None else snaps:
+    listed = host.snapshots(vm) if snaps is None else snaps
+    ids = [s.id for s in listed]
+    for snap in listed:
+        if snap.id and ids.count(snap.id) > 1:
+            log.warning("%s: snapshot id %s appears more than once in the host's listing; not touching it"
+                        % (vm.name, snap.id))
+            continue
         if not snap.name.startswith(SNAPSHOT_PREFIX):
             continue
         if not is_ours(snap):
@@ -97,12 +104,21 @@ def restore_power(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False) 
     owner = parse(host.shell.read_text(path))
     if owner is not None and owner.run == run.run:
         return False
+    if owner is not None and owner_alive(owner, run):
+        return False  # its run lives (its lock file was deleted under it): it powers the VM on itself
     who = str(owner) if owner else "an earlier hotvcb run"
     state = host.power_state(vm)
     if dry_run:
         log.info("%s: %s powered it off for a backup and did not finish; would power it on (now %s)" % (vm.name, who, state))
         return True
     if state == "on":
+        age = host.shell.age(path)
+        if age is not None and age < SHUTDOWN_GRACE:
+            # the guest may still be going down from that run's request: keep the marker, so the
+            # run that finds it off powers it on
+            log.info("%s: %s asked it to shut down %d s ago and died; it is still on, looking again next time"
+                     % (vm.name, who, age))
+            return True
         log.info("%s: %s powered it off for a backup and did not finish; it is on again" % (vm.name, who))
     else:
         log.warning("%s: %s powered it off for a backup and did not finish; powering it on" % (vm.name, who))

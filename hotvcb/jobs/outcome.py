@@ -15,6 +15,8 @@ def final_status(results: List[VmResult], dry_run: bool = False) -> Tuple[str, i
     done = [r for r in results if r.status != "skipped"]
     errors = [r for r in done if r.status == "error"]
     warns = [r for r in done if r.status == "warn"]
+    if not done and results:
+        return "OK, no VM to back up: all %d skipped for their power state" % len(results), OK
     if not done:
         return "ERROR: No VMs backed up!", NONE
     if dry_run and not errors:

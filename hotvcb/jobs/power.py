@@ -36,6 +36,7 @@ class PowerControl:
         self._loaded = {}  # type: Dict[str, Vm]  # powered down by shutdown_in_order
         self.ordered_down = []  # type: List[str]  # by shutdown_in_order, to start again
         self.problems = set()  # type: Set[str]  # would not shut down: not backed up
+        self.left_down = []  # type: List[str]  # powered off for the order and not on again: the run's first news
 
     def power_down(self, vm, s) -> None:
         """Shut the guest down, bounded; raises TimeoutExpired when it will not go off."""
@@ -135,5 +136,6 @@ class PowerControl:
         order = [n for n in settings.vm_startup_order if n in names]
         order += [n for n in names if n not in order]
         for name in order:
-            self.restore_on(self._loaded[name])
+            if not self.restore_on(self._loaded[name]):
+                self.left_down.append(name)
         del self.ordered_down[:]

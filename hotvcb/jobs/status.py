@@ -28,7 +28,7 @@ from ..store import health, lastrun, layout, rotation
 from ..store.lock import LOCK_NAME, holder_alive
 from ..treeview import ScannedShell
 from ..units import human_size
-from .leftovers import is_ours
+from .leftovers import is_ours, power_marker
 
 OK, WARN, CRIT = "OK", "WARN", "CRIT"
 RANK = {OK: 0, WARN: 1, CRIT: 2}
@@ -88,6 +88,7 @@ def host_status(host: Hypervisor, settings: Settings, limits: Limits, names: Opt
             continue
         report.checks.append(_backups(host, settings, vm.name, vm.uuid, limits, now))
         report.checks.extend(_snapshots(host, vm, limits, now, run_alive))
+        report.checks.extend(_left_off(host, vm, run_alive))
         needed += sum(host.bytes_needed(d, settings.disk_backup_format) for d in vm.disks if not d.skip_reason)
     report.checks.extend(_datastores(host, settings, limits, needed))
     return report
@@ -127,8 +128,8 @@ def _backups(host: Hypervisor, settings: Settings, name: str, uuid: str, limits:
         return Check(CRIT, "backup", name, text, details)
     if tried and tried.get("result") not in ("ok", "skipped") and tried["time"] > time.mktime(newest.when.timetuple()):
         details["last_run"] = tried
-        return Check(WARN, "backup", name, "last run failed (%s); %s" % (tried.get("message") or tried.get("result"),
-                                                                          text), details)
+        reason = str(tried.get("message") or ("some disks failed" if tried.get("result") == "warn" else "failed"))
+        return Check(WARN, "backup", name, "last run was %s (%s); %s" % (tried.get("result"), reason, text), details)
     if done and done[-1][0].path != newest.path:
         last = done[-1][1]
         return Check(WARN, "backup", name, "last backup %s (%s); %s" % (last.state, last.reason, text), details)
@@ -178,6 +179,19 @@ def _snapshots(host: Hypervisor, vm: Vm, limits: Limits, now: float, run_alive: 
         else:
             checks.append(Check(OK, "snapshot", vm.name, label, details))
     return checks
+
+
+def _left_off(host: Hypervisor, vm: Vm, run_alive: bool) -> List[Check]:
+    """A VM a hotvcb run powered off for its backup and that run died (its marker is still there)."""
+    path = power_marker(vm)
+    try:
+        if run_alive or not host.shell.exists(path) or host.power_state(vm) != "off":
+            return []
+        owner = parse(host.shell.read_text(path))
+    except HotvcbError:
+        return []
+    return [Check(CRIT, "power", vm.name, "powered off by %s for a backup, which died; it is still off "
+                  "(`hotvcb cleanup` powers it on)" % (owner or "a hotvcb run"))]
 
 
 def _datastores(host: Hypervisor, settings: Settings, limits: Limits, needed: int) -> List[Check]:

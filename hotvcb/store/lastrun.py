@@ -28,9 +28,13 @@ def record(shell: Shell, volume: str, vm_name: str, host_name: str, vm_uuid: str
            log) -> None:
     data = {"vm": vm_name, "host": host_name, "vm_uuid": vm_uuid, "time": int(time.time()), "result": result,
             "message": message}
+    text = json.dumps(data, ensure_ascii=False) + "\n"
     try:
-        shell.makedirs(layout.vm_root(volume, vm_name))
-        shell.write_text(_path(volume, vm_name, host_name), json.dumps(data, ensure_ascii=False) + "\n")
+        try:
+            shell.write_text(_path(volume, vm_name, host_name), text)
+        except HotvcbError:
+            shell.makedirs(layout.vm_root(volume, vm_name))  # a VM refused before its first backup
+            shell.write_text(_path(volume, vm_name, host_name), text)
     except HotvcbError as err:
         log.warning("%s: cannot record this run's result on the backup volume: %s" % (vm_name, err))
 

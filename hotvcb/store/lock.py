@@ -40,6 +40,7 @@ from ..runid import RunId, parse
 from ..shell import Shell
 
 LOCK_NAME = "hotvcb.lock"
+SWEEP_NAME = "hotvcb.sweep"  # a dead run's lock was taken over: its leftovers are still to be looked for
 HOST_ID_NAME = "hotvcb.hostid"
 HEARTBEAT = 30.0
 STALE_AFTER = 300.0  # ten missed heartbeats
@@ -50,7 +51,7 @@ def host_id(shell: Shell, run_dir: str) -> str:
     """This host's id (created on first use; the first writer wins)."""
     path = run_dir.rstrip("/") + "/" + HOST_ID_NAME
     try:
-        text = shell.read_text(path).strip() if shell.exists(path) else ""
+        text = shell.read_text(path).strip()  # one call (over SSH one round trip): missing is an error too
     except HostError:
         text = ""
     if text:
@@ -84,6 +85,7 @@ class HostLock:
         self.log = log or (lambda msg: None)
         self.held = False
         self.took_over = False  # from a dead run: its leftovers may be anywhere on the host
+        self.sweep_path = run_dir.rstrip("/") + "/" + SWEEP_NAME
         self._watched = []  # type: List[str]
         self._stop = threading.Event()
         self._beat = None  # type: Optional[threading.Thread]
@@ -131,10 +133,27 @@ class HostLock:
             record, text = self._read(self.path)
             if text == stale_text and not holder_alive(self.shell, self.path, record, self.run):
                 self.log("taking over the run lock %s from %s, which is gone" % (self.path, record or "an unknown run"))
+                # recorded until a real run has looked for what that run left (a dry run only looks)
+                self.shell.write_text(self.sweep_path, text or "unknown run\n")
                 self.shell.remove_tree(self.path)
                 self.took_over = True
         finally:
             self.shell.remove_tree(guard)
+
+    @property
+    def sweep_needed(self) -> bool:
+        """A run died on this host and nobody has looked for its leftovers yet."""
+        try:
+            return self.took_over or self.shell.exists(self.sweep_path)
+        except (HostError, OSError):
+            return True
+
+    def sweep_done(self) -> None:
+        self.took_over = False
+        try:
+            self.shell.remove_tree(self.sweep_path)
+        except (HostError, OSError) as err:
+            self.log("could not remove %s: %s" % (self.sweep_path, err))
 
     # -- heartbeat ---------------------------------------------------------
     def watch(self, path: str) -> None:

@@ -13,6 +13,7 @@ folder that the next run of that VM removes (`finish_deleting`). A .gz is
 one file: its unlink is atomic already.
 """
 
+from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .. import crashpoint
@@ -57,10 +58,16 @@ def over_budget(backups: List[BackupSet], good: Callable[[BackupSet], bool], siz
     return doomed
 
 
+PHANTOM = "(the backup this run makes)"
+
+
 def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: Optional[str] = None,
-           source: Tuple[str, str] = ("", ""), budget: int = 0, dry_run: bool = False) -> List[str]:
+           source: Tuple[str, str] = ("", ""), budget: int = 0, dry_run: bool = False,
+           phantom: Optional[int] = None) -> List[str]:
     """Delete what to_delete names for this VM (and, with a size budget, what over_budget
     names: the stricter rule wins); the paths removed, or with dry_run those that would be.
+    `phantom` (a dry run's forecast): the size of the backup the run would make, counted as the
+    newest good one.
 
     The backup this run just made is never among them, whatever the names say
     (a clock that ran ahead once names older backups "newer"): rotation then
@@ -74,6 +81,11 @@ def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: 
     shell = ScannedShell(shell, layout.vm_root(volume, vm_name))  # one look at the VM's folder
     backups = layout.list_backups(shell, volume, vm_name)
     verdicts = {b.path: health.judge(shell, b) for b in backups if b.status not in ("partial", "deleting")}
+    if phantom is not None:
+        newest = BackupSet(vm_name, PHANTOM, datetime.max, "ok")
+        backups.append(newest)
+        verdicts[PHANTOM] = health.Health("good")
+        just_made = PHANTOM
     foreign = [b for b in backups if b.path in verdicts and made_elsewhere(verdicts[b.path].manifest, source)]
     if foreign:
         hosts = sorted({str((verdicts[b.path].manifest or {}).get("source_host")) for b in foreign})
@@ -83,14 +95,16 @@ def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: 
     removed = []
     doomed = to_delete(backups, lambda b: verdicts[b.path].good, count)
     why = {b.path: "rotation count %d" % count for b in doomed}
-    if just_made is not None and any(b.path == just_made for b in doomed):
+    if just_made is not None and just_made != PHANTOM and any(b.path == just_made for b in doomed):
         log.warning("%s: backups named later than the one just made exist (was the clock ahead?); "
                     "keeping %s" % (vm_name, just_made))
-        doomed = [b for b in doomed if b.path != just_made]
+    doomed = [b for b in doomed if b.path != just_made]
     if budget:
         sizes = {}  # type: Dict[str, int]
 
         def size(b: BackupSet) -> int:
+            if b.path == PHANTOM:
+                return phantom or 0
             if b.path not in sizes:
                 sizes[b.path] = backup_size(shell, b)
             return sizes[b.path]

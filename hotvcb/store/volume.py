@@ -21,8 +21,9 @@ from ..errors import HostError
 CREATE_KEY = "CREATE_VM_BACKUP_VOLUME"
 
 
-def check(host, volume: str, create: bool) -> None:
-    """Raise HostError unless `volume` is a safe place to write backups to (nothing is changed)."""
+def check(host, volume: str, create: bool) -> Optional[int]:
+    """Raise HostError unless `volume` is a safe place to write backups to (nothing is changed);
+    its free bytes (None outside any datastore), so the caller need not ask the host again."""
     shell = host.shell
     volume = volume.rstrip("/") or "/"
     share = _unmounted_share(shell, volume)
@@ -30,15 +31,14 @@ def check(host, volume: str, create: bool) -> None:
         raise HostError("VM_BACKUP_VOLUME %s: %s is a mount point in /etc/fstab but nothing is mounted there; "
                         "mount it first (writing there would fill the host's own disk)" % (volume, share))
     if shell.isdir(volume):
-        host.free_space(volume)  # a /vmfs/volumes path on no datastore is refused by the driver
-        return
+        return host.free_space(volume)  # a /vmfs/volumes path on no datastore is refused by the driver
     if shell.exists(volume):
         raise HostError("VM_BACKUP_VOLUME %s exists but is not a folder" % volume)
     free = host.free_space(volume)  # raises for /vmfs/volumes/<no datastore>/...
     if create:
-        return
+        return free
     if host.kind == "esxi" and volume.startswith("/vmfs/volumes/") and free is not None:
-        return  # a subfolder of a mounted datastore: created by the backup, as ghettoVCB did
+        return free  # a subfolder of a mounted datastore: created by the backup, as ghettoVCB did
     raise HostError("VM_BACKUP_VOLUME %s does not exist; if it is a share, it is not mounted (writing there "
                     "would fill the host's own disk). Mount it or create the folder, or set %s=1 in the "
                     "config to have hotvcb create it" % (volume, CREATE_KEY))
@@ -59,9 +59,7 @@ def _unmounted_share(shell, volume: str) -> Optional[str]:
 
 def _read(shell, path: str) -> Optional[str]:
     try:
-        if not shell.exists(path):
-            return None
-        return shell.read_text(path)
+        return shell.read_text(path)  # a missing file is an error too: one call, not two
     except HostError:
         return None
 
