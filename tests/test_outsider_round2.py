@@ -438,3 +438,39 @@ def test_a_user_snapshot_whose_description_mimics_the_tree_is_never_removed(host
     # the simulator's own tree (a listing parser is what the description fools)
     assert [s["name"] for _d, s in snapshots.tree(host, vmid)] == ["before upgrade"], (
         "the user's snapshot is gone:\n" + r.stdout[-1500:])
+
+
+# -- what the dry run and restore --latest conclude after a kill or on a shared volume ------------
+
+def test_a_dry_run_after_a_killed_run_does_not_skip_the_vm_for_our_own_snapshot(host):
+    """The killed run's snapshot would be removed first by a real run; the dry run used to judge
+    the VM with it still there and say the VM would be skipped for having snapshots."""
+    vmid = host.create_vm("dk", "datastore1", [{"size": "4M"}], power="on")
+    conf = write_conf(host)
+    backup(host, conf, "dk", env={"HOTVCB_CRASH_AT": "snapshot-created"})
+    assert ours(host, vmid)
+    dry = hotvcb(host, "-m", "dk", "-g", conf, "-d", "dryrun")
+    no_traceback(dry)
+    assert dry.returncode == 0 and "snapshot" in dry.stdout, said(dry)
+    assert "skip" not in dry.stdout.lower(), dry.stdout[-1500:]
+    assert ours(host, vmid), "a dry run removed a snapshot"
+    real = backup(host, conf, "dk")
+    assert real.returncode == 0 and ours(host, vmid) == [], said(real)
+
+
+def test_restore_latest_never_picks_another_hosts_backup_of_a_same_named_vm(tmp_path):
+    nfs = tmp_path / "nfs"
+    nfs.mkdir()
+    a, b = (_nfs_host(tmp_path / n, nfs, "esxi-" + n) for n in ("a", "b"))
+    try:
+        for h in (a, b):
+            h.create_vm("web", "datastore1", [{"size": "4M"}], power="on")
+        conf_a, conf_b = (write_conf(h, VM_BACKUP_VOLUME="/vmfs/volumes/nfsbackup/hotvcb") for h in (a, b))
+        assert hotvcb(b, "-m", "web", "-g", conf_b).returncode == 0
+        r = hotvcb(a, "restore", "--latest", "web", "-g", conf_a, "--datastore", "datastore1",
+                   "--name", "web2", "-d", "dryrun")
+        no_traceback(r)
+        assert r.returncode != 0 and "no good backup" in said(r), said(r)
+    finally:
+        a.stop()
+        b.stop()

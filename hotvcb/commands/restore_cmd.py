@@ -17,7 +17,7 @@ from ..errors import HotvcbError, Interrupted, UsageError, VmNotFound
 from ..jobs.restore import RestoreJob
 from ..restorefile import BadLine, RestoreRequest, datastore_path, disk_format, read_restore_file, trim_path
 from ..runlog import RunLog
-from ..store import health, layout
+from ..store import health, layout, rotation
 from . import common
 
 LEVELS = {"0": "info", "info": "info", "1": "dryrun", "dryrun": "dryrun", "2": "dryrun2", "debug": "debug"}
@@ -60,9 +60,14 @@ def requests_from(args, settings) -> list:
     target = datastore_path(args.datastore)
     backup = args.backup
     if args.latest:
-        shell = common.connect(args.host_target).shell
-        good = [b for b in layout.list_backups(shell, settings.vm_backup_volume, args.latest)
-                if health.judge(shell, b).good]
+        host = common.connect(args.host_target)
+        shell = host.shell
+        # never another host's backup of another VM with this name (a shared volume)
+        here = [r for r in host.list_vms() if r.name == args.latest]
+        source = (host.host_name(), host.load_vm(here[0]).uuid if len(here) == 1 else "")
+        verdicts = [(b, health.judge(shell, b)) for b in layout.list_backups(shell, settings.vm_backup_volume,
+                                                                            args.latest)]
+        good = [b for b, v in verdicts if v.good and not rotation.made_elsewhere(v.manifest, source)]
         if not good:
             raise UsageError("no good backup of %r under %s%s" % (
                 args.latest, settings.vm_backup_volume, _close_names(shell, settings.vm_backup_volume, args.latest)))

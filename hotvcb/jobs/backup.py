@@ -30,7 +30,7 @@ from ..treeview import ScannedShell
 from ..units import human_size
 from ..vmdk import base_name
 from .hooks import run_hook
-from .leftovers import SNAPSHOT_PREFIX, cleanup_host, remove_our_snapshots, remove_partials, restore_power
+from .leftovers import SNAPSHOT_PREFIX, cleanup_host, is_ours, remove_our_snapshots, remove_partials, restore_power
 from .power import PowerControl
 
 Target = Union[VmRef, VmNotFound, AmbiguousVm, InvalidVm]  # a VM to back up, or why a listed name is none
@@ -224,12 +224,17 @@ class _VmBackup:
         vm = self.vm = self.host.load_vm(self.ref)
         run, dry = self.job.run_id, self.job.dry_run
         snaps = self.host.snapshots(vm)  # one look serves the leftover check and the pre-flight
+        pending = False  # a dry run's leftover snapshot, which the real run removes first
         if remove_our_snapshots(self.host, vm, self.log, run, dry, snaps):
-            vm = self.vm = self.host.load_vm(self.ref)  # its disks no longer point at our deltas
-            snaps = self.host.snapshots(vm)
+            if dry:  # they would be gone by now: judge the VM without them, as the real run would
+                snaps = [s for s in snaps if not is_ours(s)]
+                pending = True
+            else:
+                vm = self.vm = self.host.load_vm(self.ref)  # its disks no longer point at our deltas
+                snaps = self.host.snapshots(vm)
         restore_power(self.host, vm, self.log, run, dry)
         disks = self._disks_to_copy(vm)
-        self._preflight(vm, disks, snaps)
+        self._preflight(vm, disks, snaps, pending)
         if dry:
             self._dry_run(vm, disks)
             self.result.status = "ok"
@@ -313,9 +318,15 @@ class _VmBackup:
             raise HotvcbError("%s: nothing to back up: %s" % (vm.name, why))
         return out
 
-    def _preflight(self, vm: Vm, disks, snaps: List[Snapshot]) -> None:
-        """Everything that can fail before we change anything on the host (`snaps`: read just now)."""
-        deltas = self.host.delta_files(vm)
+    def _preflight(self, vm: Vm, disks, snaps: List[Snapshot], pending: bool = False) -> None:
+        """Everything that can fail before we change anything on the host (`snaps`: read just now).
+
+        `pending`: a dry run left a dead run's snapshot in place; its deltas are
+        still there, so stray deltas can only be told apart once it is gone.
+        """
+        if pending:
+            self.log.info("%s: delta files are checked once the leftover snapshot is gone" % vm.name)
+        deltas = [] if pending else self.host.delta_files(vm)
         if (snaps or deltas) and not self.s.allow_vms_with_snapshots_to_be_backedup:
             what = "%d snapshot(s)" % len(snaps) if snaps else "delta files %s" % ", ".join(
                 d.rsplit("/", 1)[-1] for d in deltas
