@@ -169,8 +169,9 @@ class BackupJob:
         if not self.dry_run:
             uuid = one.vm.uuid if one.vm is not None else ""
             result.good_backups = self._good_backups(ref.name, settings, uuid)
-            lastrun.record(self.host.shell, settings.vm_backup_volume, ref.name, self.host.host_name(), uuid,
-                           result.status, result.message, self.log)
+            if result.status not in ("ok", "skipped"):
+                lastrun.record(self.host.shell, settings.vm_backup_volume, ref.name, self.host.host_name(), uuid,
+                               result.status, result.message, self.log)
         seconds = result.seconds = (datetime.now() - started).total_seconds()
         self._vm_seconds.append(seconds)
         if result.status == "ok":

@@ -4,7 +4,10 @@ A run that fails before it claims a backup folder (a failing pre-hook, a
 pre-flight refusal, a VM that will not shut down) leaves no folder behind;
 without this record `hotvcb status` would call the VM OK on its older good
 backup until the age limit ran out. One file per VM name and host (hosts
-sharing a volume each keep their own), written atomically, best effort.
+sharing a volume each keep their own), written atomically, best effort, and
+only for runs that did not end well: `hotvcb status` reads it only when it is
+newer than the newest good backup. It never creates the backup volume (a
+missing or unmounted volume must stay missing, not become a local folder).
 """
 
 import json
@@ -33,6 +36,8 @@ def record(shell: Shell, volume: str, vm_name: str, host_name: str, vm_uuid: str
         try:
             shell.write_text(_path(volume, vm_name, host_name), text)
         except HotvcbError:
+            if not shell.isdir(volume):
+                return  # the failure itself is the volume; the run's log says so
             shell.makedirs(layout.vm_root(volume, vm_name))  # a VM refused before its first backup
             shell.write_text(_path(volume, vm_name, host_name), text)
     except HotvcbError as err:
