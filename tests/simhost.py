@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -159,3 +160,33 @@ def backup_once(host: Host, conf: str, vm: str, *extra, env=None):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+SHARED_VOLUME = "/vmfs/volumes/nfsbackup/hotvcb"
+
+
+@contextmanager
+def two_hosts_sharing_nfs(tmp_path, vm="web", **conf):
+    """Hosts esxi-a and esxi-b, each with its own VM `vm` (4M, on), both backing
+    up to one NFS volume: yields (a, b, conf_a, conf_b, nfs folder)."""
+    nfs = tmp_path / "nfs"
+    nfs.mkdir()
+    hosts = []
+    try:
+        for n in ("a", "b"):
+            h = Host.create(str(tmp_path / n), version="7.0.3", hostname="esxi-" + n, nfs_root=str(nfs), crond=False)
+            hosts.append(h)
+            h.add_datastore("datastore1", 2 << 30, vmfs=6)
+            h.add_nfs("nfsbackup", "10.0.0.5", "/export", 4 << 30)
+            # each host its own id, whatever the machine's real /run holds (the overlay's lower layer)
+            ids = h.store.p("root", "run", "upper")
+            os.makedirs(ids, exist_ok=True)
+            with open(os.path.join(ids, "hotvcb.hostid"), "w") as f:
+                f.write("idesxi" + n + "\n")
+            h.create_vm(vm, "datastore1", [{"size": "4M"}], power="on")
+        a, b = hosts
+        conf_a, conf_b = (write_conf(h, VM_BACKUP_VOLUME=SHARED_VOLUME, **conf) for h in hosts)
+        yield a, b, conf_a, conf_b, nfs
+    finally:
+        for h in hosts:
+            h.stop()

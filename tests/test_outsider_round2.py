@@ -12,7 +12,7 @@ import signal
 import time
 
 from simhost import (backup_once as backup, backup_root, backups, hotvcb, hotvcb_background, kill, lock_pid,
-                     needs_root, ours, sealed, snapshot_names, wait_for, write_conf)
+                     needs_root, ours, sealed, two_hosts_sharing_nfs, wait_for, write_conf)
 
 pytestmark = needs_root
 
@@ -210,40 +210,19 @@ def test_cleanup_right_after_a_kill_during_the_guest_shutdown_does_not_lose_the_
 
 # -- two hosts, one NFS volume, a VM called the same on each -------------------------------------
 
-def _nfs_host(root, nfs, hostname):
-    from simhost import Host
-
-    h = Host.create(str(root), version="7.0.3", hostname=hostname, nfs_root=str(nfs), crond=False)
-    h.add_datastore("datastore1", 2 << 30, vmfs=6)
-    h.add_nfs("nfsbackup", "10.0.0.5", "/export", 4 << 30)
-    ids = h.store.p("root", "run", "upper")
-    os.makedirs(ids, exist_ok=True)
-    with open(os.path.join(ids, "hotvcb.hostid"), "w") as f:
-        f.write("id" + hostname.replace("-", "") + "\n")
-    return h
-
 
 def test_status_does_not_count_another_hosts_backups_of_a_same_named_vm(tmp_path):
     """Hosts A and B share an NFS backup volume and each has a VM 'web' (different VMs: rotation
     knows, it leaves the other host's backups alone). Only B's 'web' is ever backed up; on A,
     `hotvcb status` reports A's 'web' OK with 'newest good backup 2s old' -- B's backup. A's
     VM has never been backed up (CRIT) and the monitor is told all is well."""
-    nfs = tmp_path / "nfs"
-    nfs.mkdir()
-    a, b = (_nfs_host(tmp_path / n, nfs, "esxi-" + n) for n in ("a", "b"))
-    try:
-        for h in (a, b):
-            h.create_vm("web", "datastore1", [{"size": "4M"}], power="on")
-        conf_a, conf_b = (write_conf(h, VM_BACKUP_VOLUME="/vmfs/volumes/nfsbackup/hotvcb") for h in (a, b))
+    with two_hosts_sharing_nfs(tmp_path) as (a, b, conf_a, conf_b, _):
         r = hotvcb(b, "-m", "web", "-g", conf_b)
         assert r.returncode == 0, said(r)
         s = hotvcb(a, "status", "-g", conf_a, "--json")
         no_traceback(s)
         web = [c for c in json.loads(s.stdout)["checks"] if c["kind"] == "backup" and c["name"] == "web"]
         assert web and web[0]["severity"] == "CRIT", web
-    finally:
-        a.stop()
-        b.stop()
 
 
 # -- the dry run's rotation forecast -------------------------------------------------------------
@@ -326,13 +305,7 @@ def test_the_run_report_does_not_offer_another_hosts_backup_as_this_vms_newest_g
     copy fails). A's --json-report says good_backups 1, newest_good = B's backup, and the log
     table 'GOOD KEPT 1': the mail tells A's admin the failed VM can be restored from a backup
     of a different VM."""
-    nfs = tmp_path / "nfs"
-    nfs.mkdir()
-    a, b = (_nfs_host(tmp_path / n, nfs, "esxi-" + n) for n in ("a", "b"))
-    try:
-        for h in (a, b):
-            h.create_vm("web", "datastore1", [{"size": "4M"}], power="on")
-        conf_a, conf_b = (write_conf(h, VM_BACKUP_VOLUME="/vmfs/volumes/nfsbackup/hotvcb") for h in (a, b))
+    with two_hosts_sharing_nfs(tmp_path) as (a, b, conf_a, conf_b, _):
         assert hotvcb(b, "-m", "web", "-g", conf_b).returncode == 0
         a.set_fault("clone.fail_at", "30")
         report = str(tmp_path / "a.json")
@@ -340,9 +313,6 @@ def test_the_run_report_does_not_offer_another_hosts_backup_as_this_vms_newest_g
         assert r.returncode == 6, said(r)
         [row] = json.load(open(report))["vms"]
         assert row["good_backups"] == 0 and row["newest_good"] is None, row
-    finally:
-        a.stop()
-        b.stop()
 
 
 # -- a power-state filter that leaves nothing to do ----------------------------------------------
@@ -459,18 +429,9 @@ def test_a_dry_run_after_a_killed_run_does_not_skip_the_vm_for_our_own_snapshot(
 
 
 def test_restore_latest_never_picks_another_hosts_backup_of_a_same_named_vm(tmp_path):
-    nfs = tmp_path / "nfs"
-    nfs.mkdir()
-    a, b = (_nfs_host(tmp_path / n, nfs, "esxi-" + n) for n in ("a", "b"))
-    try:
-        for h in (a, b):
-            h.create_vm("web", "datastore1", [{"size": "4M"}], power="on")
-        conf_a, conf_b = (write_conf(h, VM_BACKUP_VOLUME="/vmfs/volumes/nfsbackup/hotvcb") for h in (a, b))
+    with two_hosts_sharing_nfs(tmp_path) as (a, b, conf_a, conf_b, _):
         assert hotvcb(b, "-m", "web", "-g", conf_b).returncode == 0
         r = hotvcb(a, "restore", "--latest", "web", "-g", conf_a, "--datastore", "datastore1",
                    "--name", "web2", "-d", "dryrun")
         no_traceback(r)
         assert r.returncode != 0 and "no good backup" in said(r), said(r)
-    finally:
-        a.stop()
-        b.stop()

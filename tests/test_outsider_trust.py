@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from simhost import (backup_once as backup, backup_root, backups, good, Host, host_lock_path, hotvcb,
-                     hotvcb_background, kill, listing, lock_pid, needs_root, ours, snapshot_names, vim, wait_for,
-                     write_conf)
+from simhost import (backup_once as backup, backup_root, backups, good, host_lock_path, hotvcb,
+                     hotvcb_background, kill, listing, lock_pid, needs_root, ours, snapshot_names,
+                     two_hosts_sharing_nfs, vim, wait_for, write_conf)
 
 pytestmark = needs_root
 
@@ -118,32 +118,15 @@ def test_a_folder_backup_whose_disk_file_is_shorter_than_sealed_is_not_good(host
 
 # -- two hosts, one NFS backup volume, a VM called the same on each ----------------------------
 
-def _nfs_host(root, nfs, hostname):
-    h = Host.create(str(root), version="7.0.3", hostname=hostname, nfs_root=str(nfs), crond=False)
-    h.add_datastore("datastore1", 2 << 30, vmfs=6)
-    h.add_nfs("nfsbackup", "10.0.0.5", "/export", 4 << 30)
-    # each host its own id, whatever the machine's real /run holds (the overlay's lower layer)
-    ids = h.store.p("root", "run", "upper")
-    os.makedirs(ids, exist_ok=True)
-    with open(os.path.join(ids, "hotvcb.hostid"), "w") as f:
-        f.write("id" + hostname.replace("-", "") + "\n")
-    return h
-
 
 def test_two_hosts_on_one_nfs_volume_never_rotate_away_each_others_only_backup(tmp_path):
     """Host A and host B each have a VM called 'web' and back up to one NFS volume (keep 1).
     Both runs say 'All VMs backed up OK!', yet only one backup is left: the second run's
     rotation deleted the backup the other host's run had just made of its own VM."""
-    nfs = tmp_path / "nfs"
-    nfs.mkdir()
-    hosts = [_nfs_host(tmp_path / n, nfs, "esxi-" + n) for n in ("a", "b")]
-    try:
-        confs = []
-        for h in hosts:
-            h.create_vm("web", "datastore1", [{"size": "4M"}], power="on")
+    with two_hosts_sharing_nfs(tmp_path, VM_BACKUP_ROTATION_COUNT=1) as (a, b, conf_a, conf_b, nfs):
+        for h in (a, b):
             h.set_fault("clone.delay", "2")
-            confs.append(write_conf(h, VM_BACKUP_VOLUME="/vmfs/volumes/nfsbackup/hotvcb", VM_BACKUP_ROTATION_COUNT=1))
-        procs = [hotvcb_background(h, "-m", "web", "-g", c) for h, c in zip(hosts, confs)]
+        procs = [hotvcb_background(h, "-m", "web", "-g", c) for h, c in ((a, conf_a), (b, conf_b))]
         outs = [p.communicate(timeout=120)[0] for p in procs]
         assert [p.returncode for p in procs] == [0, 0], outs
         assert all("All VMs backed up OK" in o for o in outs)
@@ -151,9 +134,6 @@ def test_two_hosts_on_one_nfs_volume_never_rotate_away_each_others_only_backup(t
         left = sorted(os.listdir(str(folder)))
         assert len(left) == 2, "two hosts each backed up their own 'web' and each said OK; left: %s\n%s" % (
             left, "\n".join(l for o in outs for l in o.splitlines() if "Removing old backup" in l))
-    finally:
-        for h in hosts:
-            h.stop()
 
 
 # -- a snapshot that hostd finishes after its run was killed -------------------------------------
