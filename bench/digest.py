@@ -22,16 +22,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from hotvcb.jobs.verify import verify_folder  # noqa: E402
 from hotvcb.shell import LocalShell  # noqa: E402
 from hotvcb.store import manifest  # noqa: E402
+from _timing import best  # noqa: E402
 
 MIB = 1 << 20
 GIB = 1 << 30
-RUNS = 3
 
 
 def v1_digest(path, limit=None):
@@ -93,20 +92,6 @@ def dense_copy(src, dst):
                 out.write(f.read(min(8 * MIB, end - off)))
                 off = min(end, off + 8 * MIB)
 
-
-def timed(fn):
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
-def best(fns, runs=RUNS):
-    """Interleave the callables `runs` times; the best time of each."""
-    out = [float("inf")] * len(fns)
-    for _ in range(runs):
-        for i, fn in enumerate(fns):
-            out[i] = min(out[i], timed(fn))
-    return out
 
 
 def verify(folder):

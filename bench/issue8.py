@@ -40,9 +40,9 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 from esxisim import Host  # noqa: E402
 from esxisim import disks as simdisks  # noqa: E402
+from _timing import best  # noqa: E402
 
 MIB, GIB = 1 << 20, 1 << 30
-RUNS = 3
 QUICK = "--quick" in sys.argv[1:]
 VERBOSE = "-v" in sys.argv[1:]
 VOLUME = "/vmfs/volumes/backup/hotvcb"
@@ -60,19 +60,6 @@ def note(text):
         print("# " + text, file=sys.stderr, flush=True)
 
 
-
-def timed(fn):
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
-def best(fns, runs=RUNS):
-    out = [float("inf")] * len(fns)
-    for _ in range(runs):
-        for i, fn in enumerate(fns):
-            out[i] = min(out[i], timed(fn))
-    return out
 
 
 def run(argv, env=None, check=True):

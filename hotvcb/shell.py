@@ -433,14 +433,19 @@ def stream(
     if out is None:
         raise ValueError("stream() needs a child whose stdout is a pipe")
     fd = out.fileno()
+
+    def bounds() -> None:
+        """Stop the child on a pending interrupt or past the deadline."""
+        if interruptible and interrupt.pending():
+            _stop(proc)
+            interrupt.raise_pending()
+        if deadline is not None and time.monotonic() > deadline:
+            _stop(proc)
+            raise TimeoutExpired(" ".join(argv[:2]), timeout or 0.0)
+
     try:
         while True:
-            if interruptible and interrupt.pending():
-                _stop(proc)
-                interrupt.raise_pending()
-            if deadline is not None and time.monotonic() > deadline:
-                _stop(proc)
-                raise TimeoutExpired(" ".join(argv[:2]), timeout or 0.0)
+            bounds()
             if idle_timeout is not None and time.monotonic() - quiet_since > idle_timeout:
                 _stop(proc)
                 raise TimeoutExpired("output from " + " ".join(argv[:2]), idle_timeout)
@@ -462,12 +467,7 @@ def stream(
                 proc.wait(0.2)
                 break
             except subprocess.TimeoutExpired:
-                if interruptible and interrupt.pending():
-                    _stop(proc)
-                    interrupt.raise_pending()
-                if deadline is not None and time.monotonic() > deadline:
-                    _stop(proc)
-                    raise TimeoutExpired(" ".join(argv[:2]), timeout or 0.0)
+                bounds()
     finally:
         if proc.poll() is None:
             _stop(proc)
