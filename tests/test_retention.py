@@ -144,6 +144,19 @@ def test_a_rule_of_zero_keeps_nothing_but_rules_all_zero_or_none_keep_everything
     assert select([], keep_last=3) == []
 
 
+def test_aware_times_sort_by_instant_and_fall_into_wall_clock_periods():
+    from zoneinfo import ZoneInfo  # Python >= 3.9: the tests, not hotvcb, use it
+
+    berlin = ZoneInfo("Europe/Berlin")
+    # summer time ends at 03:00 CEST on 2025-10-26: the hour from 02:00 comes twice
+    first = B("02:30 CEST", datetime(2025, 10, 26, 2, 30, tzinfo=berlin))
+    second = B("02:30 CET", datetime(2025, 10, 26, 2, 30, fold=1, tzinfo=berlin))
+    earlier = B("01:30 CEST", datetime(2025, 10, 26, 1, 30, tzinfo=berlin))
+    decisions = select([first, earlier, second], keep_hourly=2)
+    assert kept(decisions) == [("02:30 CET", "keep-hourly"), ("01:30 CEST", "keep-hourly")]
+    assert [d.backup for d in decisions] == [second, first, earlier]
+
+
 @pytest.mark.parametrize("bad", [-1, 1.5, "3", True])
 def test_a_count_that_is_not_a_whole_number_is_refused(bad):
     with pytest.raises(UsageError, match="--keep-weekly"):

@@ -10,7 +10,7 @@ monthlies". The semantics are PBS's (`pbs-datastore/src/prune.rs`,
 - A rule's periods are the hour, day, ISO week (Monday to Sunday; the ISO
   year, so 2021-01-01 belongs to 2020's week 53), month and year of a
   backup's wall-clock time (`.time` as given: pass local time, as PBS uses
-  the server's local time). keep-last counts backups, not times.
+  the server's local time); an aware `.time` is sorted by the instant it names. keep-last counts backups, not times.
 - A rule skips a period that holds a backup an earlier rule kept, and backups
   an earlier rule already decided on. In each other period it keeps the
   newest backup and decides "remove" for the rest of that period, so no later
@@ -32,7 +32,7 @@ would go through `select` instead).
 """
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Set
 
 from ..errors import UsageError
@@ -64,7 +64,7 @@ def select(backups: Sequence[Any], keep_last: Optional[int] = None, keep_hourly:
     for rule, n in zip(RULES, counts):
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
             raise UsageError("--%s must be a whole number of 0 or more, not %r" % (rule, n))
-    ordered = sorted(backups, key=lambda b: b.time, reverse=True)  # stable: equal times keep the input's order
+    ordered = sorted(backups, key=lambda b: _instant(b.time), reverse=True)  # stable: ties keep the input's order
     if not any(counts):
         return [Decision(b, True, KEEP_ALL) for b in ordered]
     marks = {}  # type: Dict[int, Optional[str]]  # position -> rule that keeps it, or None: removed
@@ -72,6 +72,13 @@ def select(backups: Sequence[Any], keep_last: Optional[int] = None, keep_hourly:
         if n:
             _mark(rule, n, ordered, marks)
     return [Decision(b, marks.get(i) is not None, marks.get(i)) for i, b in enumerate(ordered)]
+
+
+def _instant(t: datetime) -> datetime:
+    """What to sort by: an aware time as the instant it names, as PBS sorts by epoch (Python
+    compares two times of one zone by their wall clocks, so the repeated hour when summer time
+    ends would sort 02:30 CET before 02:30 CEST)."""
+    return t if t.tzinfo is None else t.astimezone(timezone.utc)
 
 
 def _mark(rule: str, keep: int, ordered: List[Any], marks: Dict[int, Optional[str]]) -> None:
