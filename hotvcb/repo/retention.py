@@ -10,7 +10,8 @@ monthlies". The semantics are PBS's (`pbs-datastore/src/prune.rs`,
 - A rule's periods are the hour, day, ISO week (Monday to Sunday; the ISO
   year, so 2021-01-01 belongs to 2020's week 53), month and year of a
   backup's wall-clock time (`.time` as given: pass local time, as PBS uses
-  the server's local time); an aware `.time` is sorted by the instant it names. keep-last counts backups, not times.
+  the server's local time); an aware `.time` is sorted by the instant it
+  names. keep-last counts backups, not times.
 - A rule skips a period that holds a backup an earlier rule kept, and backups
   an earlier rule already decided on. In each other period it keeps the
   newest backup and decides "remove" for the rest of that period, so no later
@@ -19,8 +20,8 @@ monthlies". The semantics are PBS's (`pbs-datastore/src/prune.rs`,
 - Periods without backups do not count: keep-daily 7 keeps the newest backup
   of each of the last 7 days *that have one*.
 - A rule left out (None) and a rule of 0 keep nothing. When no rule keeps
-  anything (all None or 0), everything is kept (rule "keep-all"), as PBS does:
-  a prune without rules must not empty a repository.
+  anything (all None or 0), everything is kept (rule "keep-all"), as PBS's
+  prune API does: a prune without rules must not empty a repository.
 - Backups with equal times: the one earlier in the input counts as the newer.
   keep-last counts each of them (PBS could never have two, its times are its
   names); to every other rule they share one period.
