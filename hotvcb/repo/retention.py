@@ -34,7 +34,7 @@ would go through `select` instead).
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Set
+from typing import Any, Callable, Dict, Generic, Hashable, List, Optional, Protocol, Sequence, Set, TypeVar
 
 from ..errors import UsageError
 
@@ -50,16 +50,29 @@ _PERIODS = {
 }  # type: Dict[str, Callable[[datetime], Hashable]]
 
 
+class Dated(Protocol):
+    """What a prune needs of a backup (a repository snapshot, a backup folder)."""
+
+    @property
+    def id(self) -> object: ...
+
+    @property
+    def time(self) -> datetime: ...
+
+
+B = TypeVar("B", bound=Dated)
+
+
 @dataclass(frozen=True)
-class Decision:
-    backup: Any  # anything with .id and .time
+class Decision(Generic[B]):
+    backup: B
     kept: bool
     rule: Optional[str]  # the rule that keeps it ("keep-daily", ...); None when removed
 
 
-def select(backups: Sequence[Any], keep_last: Optional[int] = None, keep_hourly: Optional[int] = None,
+def select(backups: Sequence[B], keep_last: Optional[int] = None, keep_hourly: Optional[int] = None,
            keep_daily: Optional[int] = None, keep_weekly: Optional[int] = None,
-           keep_monthly: Optional[int] = None, keep_yearly: Optional[int] = None) -> List[Decision]:
+           keep_monthly: Optional[int] = None, keep_yearly: Optional[int] = None) -> List[Decision[B]]:
     """One decision per backup, newest first (the PBS rules of the module docstring)."""
     counts = (keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly)
     for rule, n in zip(RULES, counts):
@@ -82,7 +95,7 @@ def _instant(t: datetime) -> datetime:
     return t if t.tzinfo is None else t.astimezone(timezone.utc)
 
 
-def _mark(rule: str, keep: int, ordered: List[Any], marks: Dict[int, Optional[str]]) -> None:
+def _mark(rule: str, keep: int, ordered: Sequence[Dated], marks: Dict[int, Optional[str]]) -> None:
     """One rule's pass: PBS's mark_selections."""
     period = _PERIODS.get(rule)
 
@@ -106,7 +119,7 @@ def _mark(rule: str, keep: int, ordered: List[Any], marks: Dict[int, Optional[st
             break
 
 
-def format_decisions(decisions: Sequence[Decision]) -> List[str]:
+def format_decisions(decisions: Sequence[Decision[Any]]) -> List[str]:
     """`prune --dry-run` lines: time, backup id, and what happens to it and why."""
     ids = [str(d.backup.id) for d in decisions]
     width = max((len(i) for i in ids), default=0)
