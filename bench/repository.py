@@ -47,6 +47,7 @@ CHANGED = DATA // 100
 ROUNDS = 2
 NAME = "disk.raw"
 ENV = dict(os.environ, PYTHONPATH=ROOT)
+FAILED = {}  # tool -> what went wrong
 
 
 def note(text):
@@ -283,7 +284,13 @@ def main() -> int:
             for tool in tools:
                 # borg's and restic's times are long next to the machine's noise: one round each
                 if tool.missing is None and not (n and tool in (Borg, Restic)):
-                    r = measure(tool, tmp, v1, v2, n)
+                    try:
+                        r = measure(tool, tmp, v1, v2, n)
+                    except RuntimeError as err:  # reported in its column; the other tools still run
+                        FAILED[tool] = str(err).replace("|", "/").replace("\n", " ")[:400]
+                        tool.missing = "failed (see errors)"
+                        results.pop(tool, None)
+                        continue
                     old = results.setdefault(tool, r)
                     for key in ("full", "second", "restore"):
                         old[key] = min(old[key], r[key])
@@ -316,7 +323,9 @@ def report(tools, results) -> int:
         ("restore speed vs cp", cells(lambda r: "%.2fx" % (cp["restore"] / r["restore"])), ">= 0.9x"),
         ("restored disk = version 2 (qemu-img compare)", cells(lambda r: "yes" if r["same"] else "**no**"), "yes"),
     ]
-    ok = all(r["same"] for r in results.values())
+    if FAILED:
+        rows.append(("errors", [FAILED.get(t, "") for t in tools], ""))
+    ok = all(r["same"] for r in results.values()) and not FAILED
     ours = results.get(Hotvcb)
     if ours:
         met = [ours["full"] <= cp["full"] / 0.8, ours["second"] <= 0.5 * ours["full"],
