@@ -111,6 +111,12 @@ def _free_for(host, dst_host):
     return host.ds_free(name) if ds else None
 
 
+def _overfull(host, dst_host):
+    """The datastore holds more allocated blocks than its capacity (writes there fail)."""
+    name, ds = host.ds_of_path(dst_host)
+    return bool(ds) and host.ds_used(name) > ds["capacity"]
+
+
 def clone(host, o):
     src_arg = o["clone"]
     if not o["pos"]:
@@ -153,10 +159,9 @@ def clone(host, o):
 
     def progress(done, total):
         pct = int(done * 100 // total) if total else 100
-        if free is not None and fmt in ("thin", "2gbsparse"):
-            used = sum(os.lstat(p).st_blocks * 512 for p in _outputs(dst) if os.path.exists(p))
-            if used > free:
-                raise Fail("Failed to clone disk: %s." % ERR_NOSPACE)
+        if free is not None and _overfull(host, dst_host):
+            # the file system is full whoever filled it: this clone, others running at once, any file
+            raise Fail("Failed to clone disk: %s." % ERR_NOSPACE)
         while shown[0] < pct:
             shown[0] += 1
             if 0 <= fail_at <= shown[0]:
