@@ -224,3 +224,28 @@ def test_copies_to_one_target_reserve_its_space_against_each_other(host, tmp_pat
     assert backups(host, failed) == [] and not [c for c in proclog.read(host) if c["tool"] == "vim-cmd" and c["args"][:2]
                                                 == ["vmsvc/snapshot.create", made[failed][0]]]
     assert len([c for c in _clones(host) if c["event"] == "start"]) == 2
+
+
+def test_shutdown_and_startup_order_stay_around_the_parallel_part(host, tmp_path):
+    """VM_SHUTDOWN_ORDER goes down before the first copy and VM_STARTUP_ORDER comes back after the
+    last; POWER_VM_DOWN_BEFORE_BACKUP powers its VM down and up inside that VM's own backup."""
+    made = _vms(host, (("p1", "datastore1"), ("p2", "ds5"), ("p3", "ds5")), size="4M", writers=False)
+    vmids = {name: vmid for name, (vmid, _i) in made.items()}
+    confdir = tmp_path / "per-vm"
+    confdir.mkdir()
+    (confdir / "p3").write_text("POWER_VM_DOWN_BEFORE_BACKUP=1\n")
+    conf = write_conf(host, BACKUP_PARALLEL=3, VM_SHUTDOWN_ORDER="p2,p1", VM_STARTUP_ORDER="p1,p2")
+    r = hotvcb(host, "-a", "-g", conf, "-c", confdir, "-w", tmp_path / "w")
+    assert r.returncode == 0, r.stdout + r.stderr
+    calls = [c for c in proclog.read(host) if c["event"] == "start"]
+
+    def at(verb, name):
+        return [i for i, c in enumerate(calls) if c["args"][:2] == ["vmsvc/" + verb, vmids[name]]]
+
+    clones = [i for i, c in enumerate(calls) if c["tool"] == "vmkfstools" and c["args"][:1] == ["-i"]]
+    assert len(clones) == 3
+    assert at("power.shutdown", "p2") < at("power.shutdown", "p1") and at("power.shutdown", "p1")[0] < clones[0]
+    assert clones[-1] < at("power.on", "p1")[0] < at("power.on", "p2")[0]
+    [down], [up] = at("power.shutdown", "p3"), at("power.on", "p3")
+    assert at("power.shutdown", "p1")[0] < down < up < at("power.on", "p1")[0], "p3: down and up in its own backup"
+    assert all(host.power_state(vmid) == "on" and len(sealed(host, n)) == 1 for n, vmid in vmids.items())
