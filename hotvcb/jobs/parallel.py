@@ -21,6 +21,10 @@ free slot, so one busy datastore does not hold up VMs elsewhere. The backup
 target is not counted (every copy writes there: bounding it would bound N);
 jobs/space.py keeps the copies from counting on the same free bytes.
 
+Waits: a worker waiting for a datastore slot (or, in jobs/space.py, for
+room on the target) waits for other VMs' backups to end, and every step of
+those is bounded; it looks again every WAIT seconds, so a signal stops it.
+
 Signals: the handler (main thread) only records; every running copy stops at
 its next poll (shell.stream), each worker's cleanup removes its VM's
 snapshot, no further VM is started, and once every worker has finished the
