@@ -8,11 +8,13 @@ import os
 import re
 import signal
 import subprocess
+import sys
 
 from esxisim import proclog, writer
 from simhost import (backup_root, backups, copying, hotvcb, hotvcb_background, kill, lock_pid, needs_root,
                      ours, sealed, wait_for)
-from simhost import write_conf
+from simhost import REPO, write_conf
+from sshd import needs_sshd, running_sshd
 
 pytestmark = needs_root
 
@@ -249,3 +251,19 @@ def test_shutdown_and_startup_order_stay_around_the_parallel_part(host, tmp_path
     [down], [up] = at("power.shutdown", "p3"), at("power.on", "p3")
     assert at("power.shutdown", "p1")[0] < down < up < at("power.on", "p1")[0], "p3: down and up in its own backup"
     assert all(host.power_state(vmid) == "on" and len(sealed(host, n)) == 1 for n, vmid in vmids.items())
+
+
+@needs_sshd
+def test_three_at_once_over_ssh(host, tmp_path):
+    """SSH mode: every worker's host commands are sessions of the one multiplexed connection."""
+    made = _vms(host, (("s1", "datastore1"), ("s2", "datastore1"), ("s3", "ds5")), size="4M", writers=False)
+    conf = write_conf(host, BACKUP_PARALLEL=3)
+    host.set_fault("clone.delay", "4")
+    wrap = [sys.executable, "-m", "esxisim", "shell", host.root, "--"]
+    env = dict(os.environ, PYTHONPATH=REPO)
+    with running_sshd(tmp_path / "sshd", wrap=wrap, env=env) as sshd:
+        r = subprocess.run([sys.executable, "-m", "hotvcb"] + sshd.cli_args() + ["backup", "-a", "-g", conf],
+                           capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert proclog.most_at_once(_clones(host)) >= 2
+    assert all(len(sealed(host, n)) == 1 and ours(host, vmid) == [] for n, (vmid, _i) in made.items())
