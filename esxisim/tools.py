@@ -7,6 +7,25 @@ def main():
     tool, root, args = sys.argv[1], sys.argv[2], sys.argv[3:]
     from .host import Host
     host = Host(root)
+    if tool in LOGGED:
+        from . import proclog
+        proclog.record(host, "start", tool, args)
+        rc = -1  # raised instead of returning: no exit status of its own
+        try:
+            rc = run_tool(host, tool, args)
+        finally:
+            sys.stdout.flush()
+            proclog.record(host, "end", tool, args, rc=rc)
+    else:
+        rc = run_tool(host, tool, args)
+    sys.stdout.flush()
+    sys.exit(rc)
+
+
+LOGGED = ("vim-cmd", "vmkfstools", "esxcli", "vmware")  # the host commands (proclog.py); crond lives on
+
+
+def run_tool(host, tool, args):
     if tool == "vim-cmd":
         from . import vimcmd
         rc = vimcmd.main(host, args)
@@ -26,8 +45,7 @@ def main():
     else:
         sys.stderr.write("esxisim: unknown tool %s\n" % tool)
         rc = 127
-    sys.stdout.flush()
-    sys.exit(rc)
+    return rc
 
 
 def busybox(host, tool, args):

@@ -20,6 +20,7 @@ ERR_EXISTS = "The file already exists (39)"            # documented code; not se
 ERR_NOSPACE = "There is not enough space on the file system for the selected operation (13)"
 ERR_FAULT = "No such device or address (393225)"
 ERR_LOCKED = "Failed to lock the file (16392)"
+FULL_CHECK = 0.1  # seconds between two looks at whether the datastore is full (each walks its files)
 
 
 class Fail(Exception):
@@ -150,12 +151,15 @@ def clone(host, o):
     delay = faults.num(host, "clone.delay", 0) if applies else 0
     shown = [-1]
     created = []
+    ds_name, ds = host.ds_of_path(dst_host)
+    looked = [0.0]  # when the datastore's allocation was last added up (a walk of its files)
 
     def progress(done, total):
         pct = int(done * 100 // total) if total else 100
-        if free is not None and fmt in ("thin", "2gbsparse"):
-            used = sum(os.lstat(p).st_blocks * 512 for p in _outputs(dst) if os.path.exists(p))
-            if used > free:
+        if ds and (time.monotonic() - looked[0] >= FULL_CHECK or done >= total):
+            looked[0] = time.monotonic()
+            if host.ds_used(ds_name) > ds["capacity"]:
+                # the file system is full whoever filled it: this clone, others running at once, any file
                 raise Fail("Failed to clone disk: %s." % ERR_NOSPACE)
         while shown[0] < pct:
             shown[0] += 1

@@ -214,13 +214,16 @@ KEYS = {
     "PRE_BACKUP_HOOK": str,
     "POST_BACKUP_HOOK": str,
     "HOOK_TIMEOUT": _minutes(1),
+    "BACKUP_PARALLEL": _count(1, 16),
+    "BACKUP_PARALLEL_PER_DATASTORE": _count(1, 16),
 }  # type: Dict[str, Callable[[str], object]]
 
 # Keys that act once per run (mail, NFS mount, start/stop order, work dir):
 # in a per-VM file they would silently do nothing, so we say so.
 RUN_WIDE = frozenset(
     [key for key in KEYS if key.startswith(("EMAIL_", "NFS_"))]
-    + ["ENABLE_NON_PERSISTENT_NFS", "UNMOUNT_NFS", "VM_SHUTDOWN_ORDER", "VM_STARTUP_ORDER", "WORKDIR_DEBUG"]
+    + ["ENABLE_NON_PERSISTENT_NFS", "UNMOUNT_NFS", "VM_SHUTDOWN_ORDER", "VM_STARTUP_ORDER", "WORKDIR_DEBUG",
+       "BACKUP_PARALLEL", "BACKUP_PARALLEL_PER_DATASTORE"]
 )
 
 _NOTICES = {

@@ -44,7 +44,7 @@ class ScannedShell:
                 or "/../" in path + "/":
             return None, ""
         path = path.rstrip("/") or "/"
-        for root, tree in self._trees.items():
+        for root, tree in list(self._trees.items()):  # a copy: another thread's scan may add one
             if path == root:
                 return tree, ""
             if path.startswith(root.rstrip("/") + "/"):

@@ -53,3 +53,36 @@ def test_the_progress_line_says_which_vm_and_disk_and_the_runs_eta(monkeypatch):
     progress(50)
     shown = err.getvalue().split("\r\033[K")[-1]
     assert re.fullmatch(r"VM 2/5 web, disk 1/2 web\.vmdk:  50%  [\d.]+ MB/s  ETA 0:00:\d\d  run ETA 0:1\d:\d\d", shown)
+
+
+def test_several_vms_at_once_tag_their_lines_and_share_one_progress_line(monkeypatch):
+    """BACKUP_PARALLEL: each worker's lines name its VM; the terminal shows every copy on one line."""
+    import threading
+
+    err, out = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(runlog.sys, "stderr", err)
+    log = runlog.RunLog(stream=out)
+    log.tty = True
+    log.info("Backing up 2 VMs")
+    both = threading.Barrier(2, timeout=10)
+
+    def worker(vm, pct):
+        with log.tagged(vm):
+            log.info("Initiate backup for %s" % vm)
+            log.progress("VM x %s" % vm, 100 << 20)(pct)
+            both.wait()  # both copies are on the line before either ends
+
+    threads = [threading.Thread(target=worker, args=a) for a in (("web", 40), ("db 1", 70))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lines = out.getvalue().splitlines()
+    assert lines[0].endswith("-- info: Backing up 2 VMs")
+    assert sorted(l.split(" -- info: ")[1] for l in lines[1:]) == ["[db 1] Initiate backup for db 1",
+                                                                  "[web] Initiate backup for web"]
+    last = err.getvalue().split("\r\033[K")[-1]
+    assert re.fullmatch(r"(web 40% [\d.]+ MB/s \| db 1 70% [\d.]+ MB/s|db 1 70% [\d.]+ MB/s \| web 40% [\d.]+ MB/s)",
+                        last), last
+    log.info("after")  # outside a worker: untagged again
+    assert out.getvalue().splitlines()[-1].endswith("-- info: after")

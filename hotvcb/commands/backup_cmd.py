@@ -35,7 +35,15 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json-report", metavar="FILE", help="also write the run's per-VM report as JSON to FILE")
     p.add_argument("--power-state", choices=("on", "off", "any"),
                    help="back up only the VMs that are powered on (or off); overrides BACKUP_POWER_STATE")
+    p.add_argument("--parallel", metavar="N", type=_vms_at_once,
+                   help="back up up to N VMs at a time (1-16); overrides BACKUP_PARALLEL")
     common.add_host_options(p)
+
+
+def _vms_at_once(text: str) -> int:
+    if not (text.isdigit() and 1 <= int(text) <= 16):
+        raise argparse.ArgumentTypeError("%r: a whole number from 1 to 16" % text)
+    return int(text)
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
@@ -94,6 +102,8 @@ def run(args) -> int:
     settings, log = common.load(args)
     if args.power_state:
         settings = dataclasses.replace(settings, backup_power_state=args.power_state)
+    if args.parallel:
+        settings = dataclasses.replace(settings, backup_parallel=args.parallel)
     started = datetime.now().isoformat(timespec="seconds")
     dry_run = args.level == "dryrun"
     interrupt.install()

@@ -13,6 +13,7 @@ snapshots are never touched.
 """
 
 import functools
+import threading
 import time
 from datetime import datetime
 from typing import Dict, List, Optional, Sequence, Union
@@ -29,9 +30,11 @@ from ..store.seal import Sealer
 from ..treeview import ScannedShell
 from ..units import human_size
 from ..vmdk import base_name
+from . import parallel
 from .hooks import run_hook
 from .leftovers import SNAPSHOT_PREFIX, cleanup_host, is_ours, remove_our_snapshots, remove_partials, restore_power
 from .power import PowerControl
+from .space import SpaceLedger
 
 Target = Union[VmRef, VmNotFound, AmbiguousVm, InvalidVm]  # a VM to back up, or why a listed name is none
 
@@ -54,7 +57,10 @@ class BackupJob:
         self.host, self.settings, self.log, self.run_id, self.lock = host, settings, log, run, lock
         self.confdir, self.dry_run, self.job_name = confdir, dry_run, job_name
         self.power = PowerControl(host, log, run)
+        self.space = SpaceLedger(log)  # room on the target promised to VMs being backed up now
+        self.queue = None  # type: Optional[parallel.Queue]  # the VMs still to start, with BACKUP_PARALLEL
         self.swept = False  # this run looked for a dead run's leftovers on every VM
+        self._mine = threading.local()  # .vm_number: each worker thread's VM
         self.vm_number = self.vm_count = 0  # for the progress line: VM i of n
         self.results = []  # type: List[VmResult]  # so far (an interrupted run still reports them)
         self._vm_seconds = []  # type: List[float]  # durations of the VMs done, for the run's ETA
@@ -111,22 +117,35 @@ class BackupJob:
         try:
             self.power.shutdown_in_order(targets, self.settings, self.dry_run)
             self.vm_count = len(targets)
-            for self.vm_number, target in enumerate(targets, 1):
-                if isinstance(target, (VmNotFound, AmbiguousVm, InvalidVm)):
-                    self.log.error(str(target))
-                    results.append(VmResult(name=target.name, status="error", message=str(target)))
-                    continue
-                if target.name in self.power.problems:
-                    why = "did not shut down for VM_SHUTDOWN_ORDER; not backed up"
-                    self.log.error("%s: %s" % (target.name, why))
-                    results.append(VmResult(name=target.name, status="error", message=why))
-                    continue
-                results.append(self.backup_one(target, skip_power=target.name in self.power.ordered_down))
-                if interrupt.pending():
-                    interrupt.raise_pending()
+            if self.settings.backup_parallel > 1 and len(targets) > 1 and not self.dry_run:
+                parallel.run(self, targets)
+            else:
+                for self.vm_number, target in enumerate(targets, 1):
+                    results.append(self.backup_target(target))
+                    if interrupt.pending():
+                        interrupt.raise_pending()
         finally:
             self.power.start_in_order(self.settings)
         return results
+
+    @property
+    def vm_number(self) -> int:
+        return getattr(self._mine, "vm_number", 0)
+
+    @vm_number.setter
+    def vm_number(self, number: int) -> None:
+        self._mine.vm_number = number
+
+    def backup_target(self, target: Target) -> VmResult:
+        """One entry of the selection: its VM's backup, or why a listed name is none."""
+        if isinstance(target, (VmNotFound, AmbiguousVm, InvalidVm)):
+            self.log.error(str(target))
+            return VmResult(name=target.name, status="error", message=str(target))
+        if target.name in self.power.problems:
+            why = "did not shut down for VM_SHUTDOWN_ORDER; not backed up"
+            self.log.error("%s: %s" % (target.name, why))
+            return VmResult(name=target.name, status="error", message=why)
+        return self.backup_one(target, skip_power=target.name in self.power.ordered_down)
 
     def backup_one(self, ref: VmRef, skip_power: bool = False) -> VmResult:
         result = VmResult(name=ref.name)
@@ -166,6 +185,8 @@ class BackupJob:
         except HotvcbError as err:
             result.status, result.message = "error", str(err)
             self.log.error("%s: %s" % (ref.name, err))
+        finally:
+            self.space.release(ref.name)
         if not self.dry_run:
             uuid = one.vm.uuid if one.vm is not None else ""
             result.good_backups = self._good_backups(ref.name, settings, uuid)
@@ -189,7 +210,8 @@ class BackupJob:
             return None
         per_disk = sum(self._disk_seconds) / len(self._disk_seconds) if self._disk_seconds else 0.0
         per_vm = sum(self._vm_seconds) / len(self._vm_seconds) if self._vm_seconds else per_disk
-        return disk_left + disks_left * per_disk + (self.vm_count - self.vm_number) * per_vm
+        later = self.queue.later() if self.queue is not None else self.vm_count - self.vm_number
+        return disk_left + disks_left * per_disk + later * per_vm
 
     def _good_backups(self, name: str, settings: Settings, uuid: str = "") -> List[str]:
         """What this VM can be restored from now: the e-mail says it, above all on a failure.
@@ -345,11 +367,13 @@ class _VmBackup:
         if fmt not in self.host.formats:
             raise HotvcbError("DISK_BACKUP_FORMAT=%s cannot be written on this %s host (allowed: %s)"
                               % (fmt, self.host.kind, "|".join(self.host.formats)))
-        free = volume.check(self.host, self.s.vm_backup_volume, self.s.create_vm_backup_volume)
         needed = sum(self.host.bytes_needed(d, fmt) for d in disks)
         # each disk's size for the copy's progress, read now while the driver has the descriptors
         self.capacity = {d.key: self.host.bytes_needed(d, "eagerzeroedthick") for d in disks}
         self.needed = needed
+        # the free bytes less those promised to other VMs of this run being backed up now (BACKUP_PARALLEL)
+        free = self.job.space.reserve(vm.name, self.s.vm_backup_volume, needed, functools.partial(
+            volume.check, self.host, self.s.vm_backup_volume, self.s.create_vm_backup_volume))
         if free is not None and needed > free:
             raise HotvcbError(
                 "%s needs %s on %s but only %s is free"

@@ -37,7 +37,8 @@ def run_hook(host: Hypervisor, command: str, phase: str, ref: VmRef, timeout: fl
     """
     env = ["HOTVCB_VM=" + ref.name, "HOTVCB_VMID=" + ref.vmid, "HOTVCB_PHASE=" + phase,
            "HOTVCB_RESULT=" + result, "HOTVCB_BACKUP=" + (backup or "")]
-    out = "%s/hotvcb-hook.%d.%s.out" % (host.run_dir.rstrip("/"), os.getpid(), phase)
+    # one file per VM and phase: with BACKUP_PARALLEL several VMs' hooks run at once
+    out = "%s/hotvcb-hook.%d.%s.%s.out" % (host.run_dir.rstrip("/"), os.getpid(), ref.vmid, phase)
     script = 'cmd=$1; out=$2; shift 2; env "$@" sh -c "$cmd" </dev/null >"$out" 2>&1'
     log.info("%s: running the %s-backup hook" % (ref.name, phase))
     try:

@@ -6,7 +6,7 @@ import sys
 import time
 
 from simtools import REPO, run_shell, sh, wait_for
-from esxisim import snapshots
+from esxisim import proclog, snapshots
 
 
 def test_snapshot_create_fail_never_delay(host):
@@ -62,6 +62,32 @@ def test_datastore_full(host):
     r = run_shell(host, "vmkfstools", "-i", src, "-d", "thin", "/vmfs/volumes/tiny/x.vmdk")
     assert r.returncode != 0 and "(13)" in r.stderr
     assert not os.path.exists(host.real("/vmfs/volumes/tiny/x-flat.vmdk"))
+
+
+def test_a_datastore_filled_by_another_writer_fails_the_running_clone(host):
+    """Free space is the datastore's, not one clone's: a file (or a second clone) that fills it
+    fails a clone already under way, as a full file system fails its next write."""
+    host.add_datastore("small", 64 << 20)
+    vmid = host.create_vm("a", "datastore1", [{"size": "16M"}])
+    host.set_fault("clone.delay", "30")
+    env = dict(os.environ, PYTHONPATH=REPO)
+    p = subprocess.Popen([sys.executable, "-m", "esxisim", "shell", host.root, "--", "vmkfstools", "-i",
+                          host.vm_disks(vmid)[0][1], "-d", "thin", "/vmfs/volumes/small/x.vmdk"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    out = b""
+    while b"Clone: 10% done." not in out:
+        chunk = p.stdout.read1(4096)
+        assert chunk, out
+        out += chunk
+    with open(host.real("/vmfs/volumes/small/filler"), "wb") as f:
+        os.posix_fallocate(f.fileno(), 0, host.ds_free("small") + (1 << 20))
+    rest, err = p.communicate(timeout=60)
+    assert p.returncode == 1 and b"Clone: 100%" not in out + rest
+    assert err.decode().endswith("There is not enough space on the file system for the selected operation (13).\n")
+    assert not os.path.exists(host.real("/vmfs/volumes/small/x-flat.vmdk"))
+    calls = [r for r in proclog.read(host) if r["tool"] == "vmkfstools"]
+    assert [(r["event"], r.get("rc")) for r in calls] == [("start", None), ("end", 1)]
+    assert calls[0]["pid"] == calls[1]["pid"] and calls[0]["args"][0] == "-i"
 
 
 def test_clone_delay_lets_a_test_kill_midway(host):

@@ -1,0 +1,74 @@
+"""Room on the backup target, promised to the VMs being backed up now.
+
+One VM at a time, the pre-flight's look at the target's free space is the
+truth: nothing else of ours writes there. With several VMs at once
+(BACKUP_PARALLEL) every pre-flight would see the same free bytes, and three
+copies could start where one fits. So a VM's pre-flight reserves what it
+needs against what the other VMs of this run hold: it waits while they hold
+the room it lacks, and fails only when it does not fit with no other VM of
+ours holding any — the verdict a serial run gives. A reservation lasts
+until its VM is done (sealed and rotated, or failed).
+
+The free figure read while others copy already lacks what they have
+written so far, and their reservations count in full: the check errs on the
+side of waiting, never of promising the same bytes twice. Targets are told
+apart by datastore (`/vmfs/volumes/<name>`); anything else counts as one.
+"""
+
+import threading
+from typing import Callable, Dict, Optional, Tuple
+
+from .. import interrupt
+from ..units import human_size
+
+RECHECK = 5.0  # seconds between looks at the free space while others hold the room
+
+
+def pool_of(volume: str) -> str:
+    """The target whose free space a backup volume shares: its datastore."""
+    parts = volume.split("/")
+    if len(parts) > 3 and parts[1:3] == ["vmfs", "volumes"]:
+        return "/".join(parts[:4])
+    return ""
+
+
+class SpaceLedger:
+    def __init__(self, log):
+        self.log = log
+        self._held = {}  # type: Dict[str, Tuple[str, int]]  # VM name -> (pool, bytes reserved)
+        self._changed = threading.Condition()
+
+    def reserve(self, vm: str, volume: str, needed: int, measure: Callable[[], Optional[int]]) -> Optional[int]:
+        """The free bytes `vm` may count on: `measure()` less the other VMs' reservations.
+
+        Reserves `needed` when it fits; while it does not and other VMs hold
+        room on this target, waits for them (re-measuring); None when the
+        target has no free-space figure (nothing is reserved then).
+        """
+        pool = pool_of(volume)
+        told = False
+        while True:
+            free = measure()
+            if free is None:
+                return None
+            with self._changed:
+                others = sum(n for name, (p, n) in self._held.items() if p == pool and name != vm)
+                room = free - others
+                if needed <= room:
+                    self._held[vm] = (pool, needed)
+                    return room
+                if not others:
+                    return room  # alone, it does not fit: the caller fails it as a serial run would
+                if not told:
+                    self.log.info("%s: waiting for room on %s: needs %s, %s free, of which %s is promised to "
+                                  "VMs being backed up now" % (vm, volume, human_size(needed), human_size(free),
+                                                               human_size(others)))
+                    told = True
+                self._changed.wait(RECHECK)
+            if interrupt.pending():
+                interrupt.raise_pending()
+
+    def release(self, vm: str) -> None:
+        with self._changed:
+            if self._held.pop(vm, None) is not None:
+                self._changed.notify_all()

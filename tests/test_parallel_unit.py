@@ -1,0 +1,79 @@
+"""BACKUP_PARALLEL's parts on their own: the keys and flag, the per-datastore queue, the space ledger."""
+
+import io
+import threading
+
+import pytest
+
+from hotvcb import cli
+from hotvcb.config import for_vm, load_settings
+from hotvcb.errors import ConfigError
+from hotvcb.jobs.parallel import Queue
+from hotvcb.jobs.space import SpaceLedger
+from hotvcb.runlog import RunLog
+from hotvcb.settings import Settings
+
+
+def test_keys_take_1_to_16_and_act_once_per_run(tmp_path):
+    conf = tmp_path / "g.conf"
+    conf.write_text("BACKUP_PARALLEL=3\nBACKUP_PARALLEL_PER_DATASTORE=1\n")
+    s, warnings = load_settings(str(conf))
+    assert (s.backup_parallel, s.backup_parallel_per_datastore, warnings) == (3, 1, [])
+    assert (Settings().backup_parallel, Settings().backup_parallel_per_datastore) == (1, 2)
+    for bad in ("0", "17", "-1", "2x", "03x"):
+        conf.write_text("BACKUP_PARALLEL=%s\n" % bad)
+        with pytest.raises(ConfigError, match="BACKUP_PARALLEL='%s'.*1 to 16" % bad):
+            load_settings(str(conf))
+    (tmp_path / "web").write_text("BACKUP_PARALLEL=4\n")
+    s, warnings = for_vm(Settings(), str(tmp_path), "web")
+    assert s.backup_parallel == 1 and "applies to the whole run" in warnings[0]
+
+
+def test_the_flag_is_checked_before_anything_runs(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["-a", "--parallel", "0"])
+    assert info.value.code == 1 and "--parallel: '0': a whole number from 1 to 16" in capsys.readouterr().err
+
+
+def test_a_busy_datastore_does_not_hold_up_vms_elsewhere():
+    items = [(1, "a1", {"ds1"}), (2, "a2", {"ds1"}), (3, "a3", {"ds1"}), (4, "b1", {"ds5"}),
+             (5, "both", {"ds1", "ds5"}), (6, "nowhere", set())]
+    q = Queue(items, per_datastore=2, workers=3)
+    taken = [q.take() for _ in range(3)]
+    assert [t[1] for t in taken] == ["a1", "a2", "b1"]  # a3 waits for ds1; b1 goes ahead
+    assert q.take()[1] == "nowhere"  # (a worker past N is the caller's to limit; the queue counts datastores)
+    q.done(taken[0])
+    assert q.take()[1] == "a3"
+    q.done(taken[1])
+    assert q.take()[1] == "both"  # ds1: a3 + both, ds5: b1 + both
+    assert q.busy == {"ds1": 2, "ds5": 2} and q.later() == 0
+
+
+def test_a_stopped_queue_starts_nothing_more():
+    q = Queue([(1, "a", {"ds"}), (2, "b", {"ds"})], per_datastore=1, workers=2)
+    first = q.take()
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(q.take()))
+    waiter.start()  # waits for the datastore's one slot
+    q.stop()
+    waiter.join(10)
+    assert not waiter.is_alive() and got == [None] and first[1] == "a"
+
+
+def test_reservations_count_against_each_other_and_a_vm_waits_for_room():
+    log = RunLog(stream=io.StringIO())
+    ledger = SpaceLedger(log)
+    volume = "/vmfs/volumes/backup/hotvcb"
+    assert ledger.reserve("a", volume, 60, lambda: 100) == 100
+    assert ledger.reserve("x", "/vmfs/volumes/other/hotvcb", 90, lambda: 100) == 100  # another datastore
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(ledger.reserve("b", volume + "/sub", 60, lambda: 100)))
+    waiter.start()
+    waiter.join(0.5)
+    assert waiter.is_alive() and "b: waiting for room on /vmfs/volumes/backup/hotvcb/sub" in log.lines[-1]
+    ledger.release("a")
+    waiter.join(10)
+    assert got == [100]
+    ledger.release("b")
+    assert ledger.reserve("c", volume, 150, lambda: 100) == 100  # alone and too big: the caller fails it
+    assert ledger.reserve("d", volume, 10, lambda: None) is None  # no free-space figure: nothing to reserve
