@@ -1,0 +1,112 @@
+"""Across hypervisors (issue 12, items 3-5): ESXi backup -> KVM, QEMU backup -> ESXi, smoke boot.
+
+The guest is tests/bootguest.py: a boot sector that prints a login prompt on
+COM1, put into the first sector of an esxisim VM's disk, so "it boots" means
+SeaBIOS found the restored disk on the bus the definition names and ran it.
+"""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bootguest import write_boot_sector
+from hotvcb.convert.machine import normal_uuid
+from hotvcb.vmx import VmxFile
+from qemuvm import PYTHON, QEMU, env, needs_qemu, same_content
+from simhost import VOLUME, hotvcb, make_host, needs_root, write_conf
+
+pytestmark = [needs_qemu, needs_root]
+VM = "web (prod)"
+
+
+def cli(*args, timeout=300):
+    r = subprocess.run([PYTHON, "-m", "hotvcb"] + [str(a) for a in args], capture_output=True, text=True,
+                       timeout=timeout, env=env())
+    r.out = r.stdout + r.stderr
+    return r
+
+
+def qemus_using(path):
+    """QEMU processes whose command line names path (a smoke boot left running would)."""
+    out = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"qemu-system-x86_64") and any(path.encode() in a for a in argv):
+            out.append(int(pid))
+    return out
+
+
+@pytest.fixture(scope="module")
+def esxi(tmp_path_factory):
+    """An esxisim host with two VMs holding the test guest (one bootable, one not) and a backup of each."""
+    root = tmp_path_factory.mktemp("crosshv")
+    host = make_host(root / "host")
+    backups = {}
+    try:
+        for name, bootable, disks in ((VM, True, [{"size": "4M", "controller": "pvscsi"}, {"size": "1M", "bus": "sata"}]),
+                                      ("dead", False, [{"size": "4M"}])):
+            vmid = host.create_vm(name, "datastore1", disks, power="off", nvram=True)
+            first = host.vm_disks(vmid)[0][1]
+            write_boot_sector(host.real(first[: -len(".vmdk")] + "-flat.vmdk"), bootable)
+            conf = write_conf(host)
+            r = hotvcb(host, "-m", name, "-g", conf)
+            assert r.returncode == 0, r.stdout + r.stderr
+            (backups[name],) = glob.glob(glob.escape(host.real(VOLUME + "/" + name)) + "/" + glob.escape(name) + "-*")
+        yield host, backups
+    finally:
+        host.stop()
+
+
+def test_esxi_backup_restores_to_kvm_and_boots(esxi, tmp_path):
+    _host, backups = esxi
+    backup = backups[VM]
+    r = cli("restore", backup, "--kvm", tmp_path, "--name", "web-kvm")
+    assert r.returncode == 0, r.out
+    folder = tmp_path / "web-kvm"
+    assert sorted(os.listdir(folder)) == ["sda.qcow2", "sdb.qcow2", "web-kvm.sh", "web-kvm.xml"]
+    # pvscsi is not carried to virtio silently: the guest boots from SATA and the log says why
+    assert "pvscsi" in r.out and "virtio needs the guest's virtio drivers" in r.out
+    vmdks = sorted(f for f in os.listdir(backup) if f.endswith(".vmdk") and not f.endswith("-flat.vmdk"))
+    for vmdk, image in zip(vmdks, ("sda.qcow2", "sdb.qcow2")):
+        assert same_content(os.path.join(backup, vmdk), str(folder / image))
+    xml = (folder / "web-kvm.xml").read_text()
+    assert "<name>web-kvm</name>" in xml and "bus=\"sata\"" in xml and str(folder / "sda.qcow2") in xml
+    vmx = VmxFile(next(open(os.path.join(backup, f)).read() for f in os.listdir(backup) if f.endswith(".vmx")))
+    mac = vmx.get("ethernet0.generatedAddress")
+    assert vmx.get("uuid.bios") and mac  # the original's identity is not the copy's
+    assert normal_uuid(vmx.get("uuid.bios"), "") not in xml and mac not in xml and "<mac address=" in xml
+    r = cli("verify", "--boot", folder, "--boot-timeout", 120)
+    assert r.returncode == 0, r.out
+    assert "PASS" in r.out and "login:" in r.out
+    assert qemus_using(str(folder)) == []
+
+
+def test_esxi_backup_smoke_boots_in_place(esxi, tmp_path):
+    _host, backups = esxi
+    backup = backups[VM]
+    before = {f: os.path.getmtime(os.path.join(backup, f)) for f in os.listdir(backup)}
+    r = cli("verify", "--boot", backup, "--console-log", tmp_path / "console.log", "--boot-timeout", 120)
+    assert r.returncode == 0, r.out
+    assert "hotvcb-guest login:" in (tmp_path / "console.log").read_text()
+    assert {f: os.path.getmtime(os.path.join(backup, f)) for f in os.listdir(backup)} == before  # only read
+    assert not glob.glob("/tmp/hotvcb-boot-*/disk*.qcow2")
+
+
+def test_a_backup_that_does_not_boot_fails_with_its_console_and_no_qemu_left(esxi):
+    _host, backups = esxi
+    r = cli("verify", "--boot", backups["dead"], "--boot-timeout", 8)
+    assert r.returncode == 6, r.out
+    assert "FAIL: no sign of life" in r.out
+    log = r.out.split("console log: ")[1].split(")")[0]
+    assert os.path.exists(log) and os.path.dirname(log).startswith("/tmp/hotvcb-boot-")
+    assert os.listdir(os.path.dirname(log)) == ["console.log"]  # the overlays are gone
+    assert qemus_using(backups["dead"]) == []
