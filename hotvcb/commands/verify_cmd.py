@@ -36,6 +36,8 @@ def register(subparsers) -> None:
                       help="console text that counts as alive (default %(default)r; '.' = any output)")
     boot.add_argument("--boot-timeout", metavar="SECONDS", type=float, default=boot_check.DEFAULT_TIMEOUT,
                       help="give up after this long (default %(default)d)")
+    boot.add_argument("--boot-accel", metavar="ACCEL", default="kvm:tcg",
+                      help="QEMU accelerator: kvm, tcg, or kvm:tcg = KVM where available (default)")
     boot.add_argument("--console-log", metavar="FILE", help="write the serial console here (default: a temp folder)")
     p.set_defaults(handler=run)
 
@@ -116,6 +118,7 @@ def _boot(args, settings) -> int:
     interrupt.install()
     print("Booting %s ..." % path, flush=True)
     res = boot_check.smoke_boot(shell, path, lambda line: print("  " + line, flush=True),
-                                pattern=args.boot_pattern, timeout=args.boot_timeout, console=args.console_log)
+                                pattern=args.boot_pattern, timeout=args.boot_timeout, console=args.console_log,
+                                accel=args.boot_accel)
     print("%s: %s (console log: %s)" % ("PASS" if res.ok else "FAIL", res.message, res.console), flush=True)
     return 0 if res.ok else 6

@@ -50,7 +50,7 @@ class BootResult:
 
 
 def smoke_boot(shell: Shell, path: str, log, *, pattern: str = DEFAULT_PATTERN, timeout: float = DEFAULT_TIMEOUT,
-               console: Optional[str] = None, qemu: str = QEMU, qemu_img: str = qemuimg.QEMU_IMG) -> BootResult:
+               console: Optional[str] = None, accel: str = "kvm:tcg", qemu: str = QEMU, qemu_img: str = qemuimg.QEMU_IMG) -> BootResult:
     """Boot a throw-away copy of the backup's VM; fail (not raise) when it shows no sign of life."""
     try:
         wanted = re.compile(pattern)
@@ -77,7 +77,7 @@ def smoke_boot(shell: Shell, path: str, log, *, pattern: str = DEFAULT_PATTERN, 
         if m.firmware == "efi" and ovmf() is not None:
             efi_vars = os.path.join(work, "efivars.fd")
             shutil.copyfile(ovmf()[1], efi_vars)  # type: ignore[index]
-        argv = qemu_argv(m, qemu=qemu, network=False, efi_vars=efi_vars)
+        argv = qemu_argv(m, qemu=qemu, network=False, efi_vars=efi_vars, accel=accel)
         log("Booting %s (%s backup, %d disk(s), %s) without network; console: %s"
             % (m.name, found.kind, len(m.disks), m.firmware, console))
         with BootProcess(argv, console, os.path.join(work, "qemu.log")) as vm:
