@@ -6,18 +6,17 @@ SeaBIOS found the restored disk on the bus the definition names and ran it.
 """
 
 import glob
-import json
 import os
+import shutil
+import signal
 import subprocess
-import sys
-import time
 
 import pytest
 
 from bootguest import write_boot_sector
 from hotvcb.convert.machine import normal_uuid
 from hotvcb.vmx import VmxFile
-from qemuvm import PYTHON, QEMU, env, needs_qemu, same_content
+from qemuvm import PYTHON, env, kill_tree, needs_qemu, same_content, wait_until
 from simhost import VOLUME, hotvcb, make_host, needs_root, write_conf
 
 pytestmark = [needs_qemu, needs_root]
@@ -34,7 +33,7 @@ def cli(*args, timeout=300):
 
 
 def qemus_using(path):
-    """QEMU processes whose command line names path (a smoke boot left running would)."""
+    """QEMU processes whose command line names path (its console log: unique per test)."""
     out = []
     for pid in os.listdir("/proc"):
         try:
@@ -45,6 +44,13 @@ def qemus_using(path):
         if argv and argv[0].endswith(b"qemu-system-x86_64") and any(path.encode() in a for a in argv):
             out.append(int(pid))
     return out
+
+
+def console_of(r):
+    """The console log a smoke boot names; in its own temp folder when none was given."""
+    log = r.out.split("console log: ")[1].split(")")[0]
+    assert os.path.exists(log) and os.path.basename(os.path.dirname(log)).startswith("hotvcb-boot-"), log
+    return log
 
 
 @pytest.fixture(scope="module")
@@ -86,29 +92,56 @@ def test_esxi_backup_restores_to_kvm_and_boots(esxi, tmp_path):
     mac = vmx.get("ethernet0.generatedAddress")
     assert vmx.get("uuid.bios") and mac  # the original's identity is not the copy's
     assert normal_uuid(vmx.get("uuid.bios"), "") not in xml and mac not in xml and "<mac address=" in xml
-    r = cli("verify", "--boot", folder, "--boot-timeout", 120)
+    r = cli("verify", "--boot", folder, "--boot-timeout", 120, "--console-log", tmp_path / "console.log")
     assert r.returncode == 0, r.out
     assert "PASS" in r.out and "login:" in r.out
-    assert qemus_using(str(folder)) == []
+    assert qemus_using(str(tmp_path / "console.log")) == []
 
 
 def test_esxi_backup_smoke_boots_in_place(esxi, tmp_path):
     _host, backups = esxi
     backup = backups[VM]
     before = {f: os.path.getmtime(os.path.join(backup, f)) for f in os.listdir(backup)}
-    r = cli("verify", "--boot", backup, "--console-log", tmp_path / "console.log", "--boot-timeout", 120)
+    r = cli("verify", "--boot", backup, "--boot-timeout", 120)
     assert r.returncode == 0, r.out
-    assert "hotvcb-guest login:" in (tmp_path / "console.log").read_text()
+    log = console_of(r)
+    assert "hotvcb-guest login:" in open(log).read()
     assert {f: os.path.getmtime(os.path.join(backup, f)) for f in os.listdir(backup)} == before  # only read
-    assert not glob.glob("/tmp/hotvcb-boot-*/disk*.qcow2")
+    assert os.listdir(os.path.dirname(log)) == ["console.log"]  # the overlays are gone
+    shutil.rmtree(os.path.dirname(log))
 
 
 def test_a_backup_that_does_not_boot_fails_with_its_console_and_no_qemu_left(esxi):
     _host, backups = esxi
-    r = cli("verify", "--boot", backups["dead"], "--boot-timeout", 8)
+    r = cli("verify", "--boot", backups["dead"], "--boot-timeout", 5)
     assert r.returncode == 6, r.out
     assert "FAIL: no sign of life" in r.out
-    log = r.out.split("console log: ")[1].split(")")[0]
-    assert os.path.exists(log) and os.path.dirname(log).startswith("/tmp/hotvcb-boot-")
+    log = console_of(r)
     assert os.listdir(os.path.dirname(log)) == ["console.log"]  # the overlays are gone
-    assert qemus_using(backups["dead"]) == []
+    assert qemus_using(log) == []
+    shutil.rmtree(os.path.dirname(log))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_smoke_boot_stopped_midway_leaves_no_qemu(esxi, tmp_path, sig):
+    """Ctrl-C/SIGTERM: hotvcb kills QEMU and exits 2; SIGKILL: QEMU dies with it (PR_SET_PDEATHSIG)."""
+    _host, backups = esxi
+    console = str(tmp_path / "console.log")
+    p = subprocess.Popen([PYTHON, "-m", "hotvcb", "verify", "--boot", backups["dead"], "--boot-timeout", "600",
+                          "--boot-accel", "tcg", "--console-log", console], env=env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: qemus_using(console), 60, "the smoke boot's QEMU")
+        (work,) = glob.glob("/tmp/hotvcb-boot-%d-*" % p.pid)
+        p.send_signal(sig)
+        out = p.communicate(timeout=60)[0]
+        wait_until(lambda: not qemus_using(console), 30, "QEMU to end")
+    finally:
+        kill_tree(p.pid)
+        for pid in qemus_using(console):
+            os.kill(pid, signal.SIGKILL)  # the test's own cleanup after a failure above
+    assert p.returncode == (2 if sig == signal.SIGTERM else -signal.SIGKILL), out
+    if sig == signal.SIGKILL:  # the overlay outlived its run; the next smoke boot removes it
+        assert sorted(os.listdir(work)) == ["disk0.qcow2", "qemu.log"]
+        cli("verify", "--boot", backups["dead"], "--boot-timeout", 1, "--console-log", tmp_path / "again.log")
+    assert not os.path.exists(work)

@@ -14,7 +14,8 @@
   text matching the pattern (default `login:`); `.` takes any output.
 - the end, whatever happens (pass, fail, timeout, Ctrl-C): QEMU is killed
   and waited for, the temp folder is removed but for the console log, whose
-  path the result names.
+  path the result names. A SIGKILLed hotvcb takes its QEMU with it
+  (hosts/qemu_boot.py); its overlays are removed by the next smoke boot.
 """
 
 import os
@@ -25,7 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from .. import interrupt
+from .. import interrupt, pids
 from ..convert.firmware import ovmf
 from ..convert.qemu_argv import QEMU, qemu_argv
 from ..errors import HotvcbError
@@ -35,6 +36,7 @@ from ..shell import Shell
 from . import backup_check
 from .machine_of import machine_of
 
+WORK_PREFIX = "hotvcb-boot-"  # + the pid of the run, so a later run knows a dead run's overlays
 DEFAULT_PATTERN = "login:"
 DEFAULT_TIMEOUT = 300.0
 POLL = 0.25
@@ -65,7 +67,8 @@ def smoke_boot(shell: Shell, path: str, log, *, pattern: str = DEFAULT_PATTERN, 
     m = found.machine
     for note in m.notes:
         log("note: %s" % note)
-    work = tempfile.mkdtemp(prefix="hotvcb-boot-")
+    _remove_dead_runs_overlays()
+    work = tempfile.mkdtemp(prefix="%s%d-" % (WORK_PREFIX, os.getpid()))
     console = console or os.path.join(work, "console.log")
     started = time.monotonic()
     try:
@@ -108,6 +111,21 @@ def _watch(vm: BootProcess, wanted, pattern: str, timeout: float, started: float
             return False, "no sign of life: the console did not show %r within %d s (%d bytes of output)" % (
                 pattern, timeout, len(text.encode("utf-8")))
         time.sleep(POLL)
+
+
+def _remove_dead_runs_overlays() -> None:
+    """A SIGKILLed run cannot clean up (its QEMU dies with it): the next run removes its overlays,
+    keeping the console log."""
+    root = tempfile.gettempdir()
+    for entry in os.listdir(root):
+        pid = entry[len(WORK_PREFIX):].split("-", 1)[0]
+        if entry.startswith(WORK_PREFIX) and pid.isdigit() and not pids.alive(int(pid)):
+            folder = os.path.join(root, entry)
+            for name in os.listdir(folder):
+                if name != "console.log":
+                    _remove(os.path.join(folder, name))
+            if not os.listdir(folder):
+                _remove(folder)
 
 
 def _remove(path: str) -> None:
