@@ -169,3 +169,27 @@ def test_garbage_definitions_are_one_clear_error(tmp_path, name, text, says):
     r = cli("verify", "--boot", tmp_path, "--boot-timeout", 30)
     assert r.returncode == 1, r.out
     assert says in r.out and "Traceback" not in r.out and len(r.stderr.strip().splitlines()) == 1, r.out
+
+
+def test_kvm_restore_refusals_and_failures_leave_nothing_half_done(kvm, tmp_path):
+    r = cli("restore", kvm["libvirt"], "--kvm", tmp_path, "-d", "1")
+    assert r.returncode == 0 and "DISK: " in r.out and "vda.qcow2" in r.out, r.out
+    assert os.listdir(tmp_path) == []  # a dry run writes nothing
+    r = cli("restore", kvm["libvirt"], "--kvm", tmp_path, "--libvirt", "bogus:///nowhere")
+    assert r.returncode == 6 and "define it by hand: virsh -c bogus:///nowhere define" in r.out, r.out
+    assert sorted(os.listdir(tmp_path / "lv")) == ["lv.sh", "lv.xml", "vda.qcow2"]  # complete, kept
+    r = cli("restore", kvm["libvirt"], "--kvm", tmp_path)
+    assert r.returncode == 6 and "already exists" in r.out, r.out
+    # a damaged copy of the backup (same size, one bad header field): refused before anything is written ...
+    bad = tmp_path / "bk" / "lv" / os.path.basename(kvm["libvirt"])
+    shutil.copytree(kvm["libvirt"], str(bad))
+    with open(str(bad / "vda.qcow2"), "r+b") as f:
+        f.seek(40)  # the header's L1 table offset ...
+        f.seek(int.from_bytes(f.read(8), "big"))
+        f.write((0x201).to_bytes(8, "big"))  # ... whose first entry now points at an unaligned L2 table
+    r = cli("restore", bad, "--kvm", tmp_path, "--name", "lv3")
+    assert r.returncode == 6 and "fails verification" in r.out, r.out
+    # ... and with --no-verify qemu-img fails, and the unfinished folder is removed
+    r = cli("restore", bad, "--kvm", tmp_path, "--name", "lv3", "--no-verify")
+    assert r.returncode == 6 and "converting" in r.out, r.out
+    assert sorted(os.listdir(tmp_path)) == ["bk", "lv"]

@@ -66,7 +66,7 @@ def run(args) -> int:
         log.error(str(err))
         log.info("###### Final status: ERROR: %s ######" % err)
         log.close()
-        return err.exit_code
+        return 6  # as `restore` says "all failed"
     if dry_run:
         log.info("Dry run for %s: every check passed, nothing changed" % result.name)
     else:

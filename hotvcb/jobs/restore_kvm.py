@@ -45,7 +45,7 @@ VIRSH = "virsh"
 
 
 class KvmRestoreError(HotvcbError):
-    exit_code = 6
+    pass
 
 
 @dataclass
