@@ -77,10 +77,13 @@ def esxi(tmp_path_factory):
 def test_esxi_backup_restores_to_kvm_and_boots(esxi, tmp_path):
     _host, backups = esxi
     backup = backups[VM]
-    r = cli("restore", backup, "--kvm", tmp_path, "--name", "web-kvm")
+    conf = tmp_path / "hotvcb.conf"
+    conf.write_text("VM_BACKUP_VOLUME=%s\n" % _host.real(VOLUME))
+    r = cli("restore", "--latest", VM, "-g", conf, "--kvm", tmp_path, "--name", "web-kvm")
     assert r.returncode == 0, r.out
     folder = tmp_path / "web-kvm"
     assert sorted(os.listdir(folder)) == ["sda.qcow2", "sdb.qcow2", "web-kvm.sh", "web-kvm.xml"]
+    assert "Restoring %s to KVM" % backup in r.out
     # pvscsi is not carried to virtio silently: the guest boots from SATA and the log says why
     assert "pvscsi" in r.out and "virtio needs the guest's virtio drivers" in r.out
     vmdks = sorted(f for f in os.listdir(backup) if f.endswith(".vmdk") and not f.endswith("-flat.vmdk"))
@@ -98,12 +101,12 @@ def test_esxi_backup_restores_to_kvm_and_boots(esxi, tmp_path):
     assert qemus_using(str(tmp_path / "console.log")) == []
 
 
-def test_esxi_backup_smoke_boots_in_place(esxi, tmp_path):
+def test_esxi_backup_smoke_boots_in_place(esxi):
     _host, backups = esxi
     backup = backups[VM]
     before = {f: os.path.getmtime(os.path.join(backup, f)) for f in os.listdir(backup)}
-    r = cli("verify", "--boot", backup, "--boot-timeout", 120)
-    assert r.returncode == 0, r.out
+    r = cli("verify", "--boot", VM, "--volume", _host.real(VOLUME), "--boot-timeout", 120)  # its newest good backup
+    assert r.returncode == 0 and "Booting %s ..." % backup in r.out, r.out
     log = console_of(r)
     assert "hotvcb-guest login:" in open(log).read()
     assert {f: os.path.getmtime(os.path.join(backup, f)) for f in os.listdir(backup)} == before  # only read

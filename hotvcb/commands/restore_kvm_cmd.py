@@ -37,6 +37,8 @@ def check_options(args) -> None:
 
 
 def run(args) -> int:
+    if args.host_target:
+        raise UsageError("--kvm restores on this machine; drop --host/--qemu")
     if args.restore_file or args.datastore:
         raise UsageError("--kvm DIR names where to restore; drop -c/--datastore")
     if bool(args.backup) == bool(args.latest):
