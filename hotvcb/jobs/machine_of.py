@@ -110,7 +110,7 @@ def _qemu_description(fs: FileReader, path: str) -> Optional[dict]:
 
 
 def _from_qemu(fs: FileReader, folder: str, name: str, described: dict) -> Found:
-    """Bare QEMU records no CPU, memory or bus: the defaults apply, and a note says so."""
+    """Bare QEMU records no NICs or buses (older backups no CPUs and memory either): defaults, with a note."""
     path = folder + "/" + name
     try:
         record = manifest.load(fs, folder)  # type: ignore[arg-type]  # reads only
@@ -122,6 +122,12 @@ def _from_qemu(fs: FileReader, folder: str, name: str, described: dict) -> Found
     if not vm_name:
         raise ConvertError("%s: no VM name" % path)
     m = Machine(name=vm_name, uuid=new_uuid())
+    for key, attr in (("vcpus", "vcpus"), ("memory_mib", "memory_mib")):
+        if key in described:  # older backups lack them: the defaults stay
+            value = described[key]
+            if not isinstance(value, int) or value <= 0:
+                raise ConvertError("%s: %s %r is not a positive whole number" % (path, key, value))
+            setattr(m, attr, value)
     disks = []  # type: List[DiskSpec]
     for d in record.get("disks") or []:
         files = [f for f in d.get("files") or [] if image_format(f)]
@@ -131,8 +137,7 @@ def _from_qemu(fs: FileReader, folder: str, name: str, described: dict) -> Found
     if not disks:
         raise ConvertError("%s: no disk of the QEMU VM is in the backup" % folder)
     m.disks = disks
-    m.notes.append("a bare-QEMU backup records no CPU count, memory, NICs or disk bus: %d vCPU, %d MiB, "
-                   "no NIC, disks on sata"
+    m.notes.append("a bare-QEMU backup records no NICs or disk buses: %d vCPU, %d MiB, no NIC, disks on sata"
                    % (m.vcpus, m.memory_mib))
     number_targets(m)
     return Found(m, "qemu", path)
