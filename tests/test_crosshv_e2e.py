@@ -18,6 +18,7 @@ from hotvcb.convert.machine import normal_uuid
 from hotvcb.vmx import VmxFile
 from qemuvm import PYTHON, env, kill_tree, needs_qemu, same_content, wait_until
 from simhost import VOLUME, hotvcb, make_host, needs_root, write_conf
+from simhost import backups as simhost_backups
 
 pytestmark = [needs_qemu, needs_root]
 VM = "web (prod)"
@@ -65,10 +66,11 @@ def esxi(tmp_path_factory):
             vmid = host.create_vm(name, "datastore1", disks, power="off", nvram=True)
             first = host.vm_disks(vmid)[0][1]
             write_boot_sector(host.real(first[: -len(".vmdk")] + "-flat.vmdk"), bootable)
-            conf = write_conf(host)
+            conf = write_conf(host, ENABLE_COMPRESSION=int(not bootable))  # a .gz: unpacked to boot or restore
             r = hotvcb(host, "-m", name, "-g", conf)
             assert r.returncode == 0, r.stdout + r.stderr
-            (backups[name],) = glob.glob(glob.escape(host.real(VOLUME + "/" + name)) + "/" + glob.escape(name) + "-*")
+            (entry,) = simhost_backups(host, name)
+            backups[name] = os.path.join(host.real(VOLUME + "/" + name), entry)
         yield host, backups
     finally:
         host.stop()
@@ -125,6 +127,15 @@ def test_a_backup_that_does_not_boot_fails_with_its_console_and_no_qemu_left(esx
     shutil.rmtree(os.path.dirname(log))
 
 
+def test_a_compressed_backup_restores_to_kvm(esxi, tmp_path):
+    _host, backups = esxi
+    assert backups["dead"].endswith(".gz")
+    r = cli("restore", backups["dead"], "--kvm", tmp_path)
+    assert r.returncode == 0, r.out
+    assert os.listdir(tmp_path) == ["dead"]  # the unpacked copy is gone
+    assert sorted(os.listdir(tmp_path / "dead")) == ["dead.sh", "dead.xml", "sda.qcow2"]
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_a_smoke_boot_stopped_midway_leaves_no_qemu(esxi, tmp_path, sig):
     """Ctrl-C/SIGTERM: hotvcb kills QEMU and exits 2; SIGKILL: QEMU dies with it (PR_SET_PDEATHSIG)."""
@@ -145,6 +156,6 @@ def test_a_smoke_boot_stopped_midway_leaves_no_qemu(esxi, tmp_path, sig):
             os.kill(pid, signal.SIGKILL)  # the test's own cleanup after a failure above
     assert p.returncode == (2 if sig == signal.SIGTERM else -signal.SIGKILL), out
     if sig == signal.SIGKILL:  # the overlay outlived its run; the next smoke boot removes it
-        assert sorted(os.listdir(work)) == ["disk0.qcow2", "qemu.log"]
+        assert sorted(os.listdir(work)) == ["disk0.qcow2", "qemu.log", "unpacked"]
         cli("verify", "--boot", backups["dead"], "--boot-timeout", 1, "--console-log", tmp_path / "again.log")
     assert not os.path.exists(work)

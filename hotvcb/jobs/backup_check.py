@@ -7,10 +7,11 @@ backup on this machine rather than through a hypervisor driver.
 
 from typing import Optional
 
-from ..errors import HotvcbError
+from .. import targz
+from ..errors import HostError, HotvcbError
 from ..shell import Shell
-from ..store import health, layout, manifest
-from .verify import verify_folder
+from ..store import health, layout
+from .verify import verify_folder, verify_gz
 
 
 def is_backup(shell: Shell, folder: str) -> bool:
@@ -28,23 +29,33 @@ def require_good(shell: Shell, folder: str) -> None:
         raise HotvcbError("%s is not a good backup (no STATUS.ok)" % folder)
 
 
-def require_checksums(shell: Shell, folder: str, log) -> None:
-    """Every file against the manifest; a ghettoVCB backup (no manifest) passes on STATUS.ok."""
+def is_archive(shell: Shell, path: str) -> bool:
+    """A compressed backup (ENABLE_COMPRESSION=1): one .gz file."""
+    return path.endswith(".gz") and shell.exists(path) and not shell.isdir(path)
+
+
+def unpack(shell: Shell, gz: str, dest: str, log) -> str:
+    """A .gz backup unpacked into dest (which the caller removes); the backup folder inside it."""
+    log("Unpacking %s into %s" % (gz, dest))
     try:
-        data = manifest.load(shell, folder)
-    except ValueError as err:
-        raise HotvcbError("%s: %s" % (folder, err)) from None
-    if data is None:
-        log("%s has no %s (a ghettoVCB backup): checksums not available" % (folder, manifest.MANIFEST))
-        return
-    res = verify_folder(shell, folder, record=False)
+        return targz.extract(gz, dest)
+    except HostError as err:
+        raise HotvcbError("%s: %s" % (gz, err)) from None
+
+
+def require_checksums(shell: Shell, path: str, log) -> None:
+    """Every file against the manifest (a .gz: its members, streamed); a ghettoVCB backup (no
+    manifest) passes on STATUS.ok."""
+    res = verify_gz(shell, path, record=False) if is_archive(shell, path) else verify_folder(shell, path, record=False)
     if res.status == "damaged":
-        raise HotvcbError("%s fails verification: %s" % (folder, res.problems[0]))
+        raise HotvcbError("%s fails verification: %s" % (path, res.problems[0]))
+    if res.status == "unverifiable":
+        log("%s: %s; checksums not available" % (path, res.message))
+        return
     log("Checksums hold: %s" % res.message)
 
 
 def newest_good(shell: Shell, volume: str, vm: str) -> Optional[str]:
-    """The newest good backup folder of a VM (a .gz is skipped: these jobs read folders)."""
-    good = [b.path for b in layout.list_backups(shell, volume, vm)
-            if not b.compressed and health.judge(shell, b).good]
+    """The newest good backup (folder or .gz) of a VM."""
+    good = [b.path for b in layout.list_backups(shell, volume, vm) if health.judge(shell, b).good]
     return good[-1] if good else None

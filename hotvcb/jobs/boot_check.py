@@ -4,7 +4,7 @@
 
 - checked: a backup must be good (store/health.py; its checksums are
   `hotvcb verify`'s business); a folder `restore --kvm` wrote (no STATUS
-  file) is booted as it is.
+  file) is booted as it is; a .gz is unpacked into the temp folder first.
 - overlays: one qcow2 per disk in a temp folder, backed by the backup's own
   file (qemu reads VMDKs directly), so the guest's writes land in the
   overlay and the backup is only read.
@@ -59,19 +59,23 @@ def smoke_boot(shell: Shell, path: str, log, *, pattern: str = DEFAULT_PATTERN, 
     except re.error as err:
         raise HotvcbError("--boot-pattern %r is not a regular expression: %s" % (pattern, err)) from None
     folder = path.rstrip("/")
-    if folder.endswith(".gz") or not shell.isdir(folder):
-        raise HotvcbError("%s: the smoke boot needs a backup folder (a .gz backup: unpack it first)" % folder)
-    if backup_check.is_backup(shell, folder):
+    archive = backup_check.is_archive(shell, folder)
+    if not archive and not shell.isdir(folder):
+        raise HotvcbError("%s: no such backup folder or .gz" % folder)
+    if archive or backup_check.is_backup(shell, folder):
         backup_check.require_good(shell, folder)
-    found = machine_of(shell, folder)
-    m = found.machine
-    for note in m.notes:
-        log("note: %s" % note)
     _remove_dead_runs_overlays()
     work = tempfile.mkdtemp(prefix="%s%d-" % (WORK_PREFIX, os.getpid()))
     console = console or os.path.join(work, "console.log")
     started = time.monotonic()
     try:
+        if archive:  # unpacked into the temp folder, removed with the overlays
+            os.makedirs(os.path.join(work, "unpacked"))
+            folder = backup_check.unpack(shell, folder, os.path.join(work, "unpacked"), log)
+        found = machine_of(shell, folder)
+        m = found.machine
+        for note in m.notes:
+            log("note: %s" % note)
         for i, d in enumerate(m.disks):
             overlay = os.path.join(work, "disk%d.qcow2" % i)
             qemuimg.create_overlay(shell, os.path.abspath(d.source), d.fmt, overlay, qemu_img)
@@ -91,7 +95,7 @@ def smoke_boot(shell: Shell, path: str, log, *, pattern: str = DEFAULT_PATTERN, 
                 _remove(os.path.join(work, entry))
         if not os.listdir(work):
             _remove(work)
-    return BootResult(folder, ok, message, console, time.monotonic() - started)
+    return BootResult(path, ok, message, console, time.monotonic() - started)
 
 
 def _watch(vm: BootProcess, wanted, pattern: str, timeout: float, started: float):

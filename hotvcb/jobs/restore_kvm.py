@@ -3,7 +3,8 @@
     checked -> converting -> renamed -> [defined in libvirt]
 
 - checked: nothing is written before the backup is found good, its
-  checksums hold (unless verify=False), its VM definition reads (a .vmx,
+  checksums hold (unless verify=False; a .gz is checked as it is, then
+  unpacked into the target folder and removed at the end), its VM definition reads (a .vmx,
   domain.xml or a bare-QEMU description: machine_of.py), the target folder
   and our in-progress folder do not exist, and there is room.
 - converting: every disk is converted with `qemu-img convert` into
@@ -23,6 +24,7 @@ UUID and, unless kept, new MAC addresses (convert/machine.renamed).
 import os
 import shlex
 import shutil
+import tempfile
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -40,6 +42,7 @@ from . import backup_check
 from .machine_of import Found, machine_of
 
 RESTORING = ".hotvcb-restoring"
+UNPACKING = ".hotvcb-extract-"  # in the target folder, as the ESXi restore unpacks
 KVM_FORMATS = ("qcow2", "raw")
 VIRSH = "virsh"
 
@@ -73,25 +76,34 @@ class KvmRestore:
                  qemu_img: str = qemuimg.QEMU_IMG):
         self.shell, self.log, self.verify, self.dry_run, self.qemu_img = shell, log, verify, dry_run, qemu_img
         self.temp = None  # type: Optional[str]  # set once created: removed on any failure
+        self.unpacked = None  # type: Optional[str]  # a .gz backup unpacked: removed at the end
 
     def run(self, req: KvmRequest) -> KvmResult:
         try:
             return self._run(req)
         finally:
-            if self.temp is not None:
-                self.log.info("Removing the unfinished restore folder %s" % self.temp)
-                shutil.rmtree(self.temp, ignore_errors=True)
+            for path, what in ((self.temp, "unfinished restore folder"), (self.unpacked, "unpacked copy")):
+                if path is not None:
+                    self.log.info("Removing the %s %s" % (what, path))
+                    shutil.rmtree(path, ignore_errors=True)
 
     def _run(self, req: KvmRequest) -> KvmResult:
         backup = req.backup.rstrip("/")
         if req.fmt not in KVM_FORMATS:
             raise KvmRestoreError("--format %s: a KVM restore writes %s" % (req.fmt, " or ".join(KVM_FORMATS)))
-        if not self.shell.isdir(backup):
-            hint = " (a .gz backup: unpack it first)" if self.shell.exists(backup) else ""
-            raise KvmRestoreError("backup %s is not a folder%s" % (backup, hint))
+        archive = backup_check.is_archive(self.shell, backup)
+        if not archive and not self.shell.isdir(backup):
+            raise KvmRestoreError("backup %s does not exist" % backup)
         if not self.shell.isdir(req.target):
             raise KvmRestoreError("target folder %s does not exist" % req.target)
         backup_check.require_good(self.shell, backup)
+        if archive:  # checked as it is, then unpacked beside the target (never next to the backups)
+            self._verify(backup)
+            if self.dry_run:
+                self.log.dryrun("RESTORE TO KVM: %s would be unpacked in %s and restored" % (backup, req.target))
+                return KvmResult("", "", "", "")
+            self.unpacked = tempfile.mkdtemp(prefix=UNPACKING, dir=req.target)
+            backup = backup_check.unpack(self.shell, backup, self.unpacked, self.log.info)
         found = machine_of(self.shell, backup, req.disk_bus, req.nic_model)
         m = found.machine
         renamed(m, req.name or m.name, req.keep_macs)
@@ -100,11 +112,8 @@ class KvmRestore:
                           (folder + RESTORING, "exists: another restore is running or one was killed; remove it if not")):
             if self.shell.exists(path):
                 raise KvmRestoreError("%s %s" % (path, why))
-        if self.verify:
-            self.log.info("Verifying checksums of %s" % backup)
-            backup_check.require_checksums(self.shell, backup, self.log.info)
-        else:
-            self.log.info("Not verifying checksums (--no-verify)")
+        if not archive:
+            self._verify(backup)
         for note in m.notes:
             self.log.warning("%s: %s" % (m.name, note))
         self._check_room(m, req, folder)
@@ -112,6 +121,13 @@ class KvmRestore:
             self._print_plan(found, req, folder)
             return KvmResult(m.name, folder, "", "")
         return self._write(found, req, folder)
+
+    def _verify(self, backup: str) -> None:
+        if self.verify:
+            self.log.info("Verifying checksums of %s" % backup)
+            backup_check.require_checksums(self.shell, backup, self.log.info)
+        else:
+            self.log.info("Not verifying checksums (--no-verify)")
 
     def _check_room(self, m: Machine, req: KvmRequest, folder: str) -> None:
         needed = 0
