@@ -22,6 +22,8 @@ scsi0.virtualDev = "pvscsi"
 scsi0.present = "TRUE"
 scsi0:0.present = "TRUE"
 scsi0:0.fileName = "win.vmdk"
+ide0:0.present = "TRUE"
+ide0:0.fileName = "win_2.vmdk"
 nvme0:0.present = "TRUE"
 nvme0:0.fileName = "/vmfs/volumes/ds2/win/win_1.vmdk"
 ide1:0.present = "TRUE"
@@ -49,7 +51,8 @@ def test_vmx_maps_to_bootable_devices_with_notes():
     assert (m.name, m.vcpus, m.memory_mib, m.firmware, m.windows) == ("Win Server", 4, 4096, "efi", True)
     assert m.uuid == "564d7b2a-5e0e-4b8f-a91c-2d3e4f506172"
     assert [(d.origin, d.bus, d.target, d.source) for d in m.disks] == [
-        ("scsi0:0", "sata", "sda", "/b/win.vmdk"), ("nvme0:0", "sata", "sdb", "/b/win_1.vmdk")]  # no CD-ROM
+        ("scsi0:0", "sata", "sda", "/b/win.vmdk"), ("ide0:0", "sata", "sdb", "/b/win_2.vmdk"),
+        ("nvme0:0", "sata", "sdc", "/b/win_1.vmdk")]  # no CD-ROM
     assert [(n.model, n.mac) for n in m.nics] == [("e1000", "00:0c:29:0f:1f:27"), ("e1000e", "00:50:56:00:00:01")]
     notes = " | ".join(m.notes)
     assert "pvscsi (paravirtual: virtio needs the guest's virtio drivers)" in notes
@@ -58,7 +61,7 @@ def test_vmx_maps_to_bootable_devices_with_notes():
 
 def test_asked_for_buses_are_used_without_notes():
     m = from_vmx(disk_bus="virtio", nic_model="virtio")
-    assert [(d.bus, d.target) for d in m.disks] == [("virtio", "vda"), ("virtio", "vdb")]
+    assert [(d.bus, d.target) for d in m.disks] == [("virtio", "vda"), ("virtio", "vdb"), ("virtio", "vdc")]
     assert {n.model for n in m.nics} == {"virtio"}
     assert not [n for n in m.notes if "paravirtual" in n]
 
@@ -79,7 +82,7 @@ def test_domain_xml_round_trip_and_libvirt_accepts_it(tmp_path):
         assert "<loader readonly=\"yes\" type=\"pflash\">%s</loader>" % ovmf()[0] in xml
     else:
         assert "firmware=\"efi\"" in xml
-    assert "<clock offset=\"localtime\"" in xml
+    assert "<clock offset=\"localtime\"" in xml and "bus=\"ide\"" not in xml  # q35 has no IDE
     back = domain_xml.machine_from_xml(xml, "d.xml", lambda dev, src: (src, "vmdk"))
     assert (back.name, back.uuid, back.vcpus, back.memory_mib, back.firmware, back.windows) == (
         m.name, m.uuid, 4, 4096, "efi", True)

@@ -9,7 +9,7 @@ Exit codes: 0 restored (or a clean dry run), 6 failed, 1 usage.
 """
 
 from .. import config, interrupt
-from ..convert.machine import DISK_BUSES, NIC_MODELS
+from ..convert.machine import BUILT_BUSES, NIC_MODELS
 from ..errors import HotvcbError, UsageError
 from ..jobs import backup_check
 from ..jobs.restore_kvm import KVM_FORMATS, KvmRequest, KvmRestore, how_to_start
@@ -25,7 +25,7 @@ def add_options(p) -> None:
     kvm.add_argument("--libvirt", dest="define_in", nargs="?", const="", metavar="URI",
                      help="also `virsh define` it (in URI, default virsh's own)")
     kvm.add_argument("--keep-macs", action="store_true", help="keep the MAC addresses under a new name")
-    kvm.add_argument("--disk-bus", choices=DISK_BUSES, help="put every disk on this bus (default: sata for "
+    kvm.add_argument("--disk-bus", choices=BUILT_BUSES, help="put every disk on this bus (default: sata for "
                      "VMware disks, which every guest boots from; a libvirt VM keeps its own)")
     kvm.add_argument("--nic-model", choices=NIC_MODELS, help="every NIC's model (default: e1000 for VMware NICs)")
 

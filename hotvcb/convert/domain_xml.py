@@ -164,6 +164,8 @@ def _build(m: Machine) -> ET.Element:
     ET.SubElement(features, "apic")
     ET.SubElement(root, "clock", offset="localtime" if m.windows else "utc")
     devices = ET.SubElement(root, "devices")
+    if any(d.bus == "scsi" for d in m.disks):  # virtio-scsi, as qemu_argv.py has it (libvirt would pick lsilogic)
+        ET.SubElement(devices, "controller", type="scsi", index="0", model="virtio-scsi")
     for d in m.disks:
         disk = ET.SubElement(devices, "disk", type="file", device="disk")
         ET.SubElement(disk, "driver", name="qemu", type=d.fmt)

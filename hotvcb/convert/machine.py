@@ -18,6 +18,7 @@ from ..errors import HotvcbError
 # buses a restored disk can sit on; sata is the default because every guest
 # (Linux, Windows since Vista) boots from AHCI without extra drivers
 DISK_BUSES = ("sata", "ide", "scsi", "virtio")
+BUILT_BUSES = ("sata", "scsi", "virtio")  # what a definition we build uses (q35 has no IDE)
 # NIC models; e1000 is the default for the same reason (virtio and vmxnet3 need guest drivers)
 NIC_MODELS = ("e1000", "e1000e", "rtl8139", "virtio", "vmxnet3")
 FIRMWARES = ("bios", "efi")

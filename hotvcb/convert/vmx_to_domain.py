@@ -63,7 +63,7 @@ def _disks(vmx: VmxFile, m: Machine, where: str, resolve: Resolve, disk_bus: Opt
         controller = bus
         if bus == "scsi":
             controller = (vmx.get(dev.split(":")[0] + ".virtualDev") or "lsilogic").lower()
-        target = disk_bus or ("ide" if bus == "ide" else "sata")
+        target = disk_bus or "sata"  # IDE too: libvirt's q35 has no IDE controller
         if not disk_bus and controller != target:
             extra = " (paravirtual: virtio needs the guest's virtio drivers)" if controller in _PARAVIRTUAL else ""
             m.notes.append("disk %s was on %s%s; restored on %s, which every guest boots from "
