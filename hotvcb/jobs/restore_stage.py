@@ -6,9 +6,9 @@ the target datastore, beside a .vmx generated from the VM's definition
 (convert/domain_to_vmx.py). The folder is then shaped like an ESXi backup,
 and the ordinary restore (restore_plan.py, restore.py) clones it into the
 format asked for and registers it; the staging folder is removed at the
-end, as an unpacked .gz is. qemu-img must be where hotvcb runs: on a
-Linux machine (SSH mode, esxisim) it is; an ESXi host has none, and the
-error says so.
+end, as an unpacked .gz is. qemu-img runs through the host's shell, so it
+must be on the host the restore writes to: esxisim's namespace has the
+test machine's; a real ESXi host has none, and the error says so.
 """
 
 from typing import List, Optional
@@ -21,6 +21,8 @@ from ..shell import FileReader, Shell
 from ..store import layout
 from .machine_of import Found, machine_of
 
+NO_QEMU_IMG = ("restoring a KVM backup to ESXi converts its disks with qemu-img where the restore writes, and "
+               "this host has none (%s)")
 # a hosted VMDK vmkfstools -i imports; lsilogic, as ESXi writes for disks it creates
 STAGED = qemuimg.OutputFormat("vmdk", "subformat=monolithicFlat,adapter_type=lsilogic", ".vmdk", False)
 
@@ -49,8 +51,9 @@ def stage(shell: Shell, found: Found, dest: str, log, qemu_img: str = qemuimg.QE
         try:
             out = shell.run(argv, timeout=None, idle_timeout=1800)
         except HostError as err:
-            raise HostError("restoring a KVM backup to ESXi converts its disks with qemu-img, which this host "
-                            "lacks (%s); run hotvcb on a Linux machine with qemu-img (--host)" % err) from err
+            raise HostError(NO_QEMU_IMG % err) from err
+        if out.returncode == 127:  # the shell's "not found" (over SSH)
+            raise HostError(NO_QEMU_IMG % qemuimg.error_line(out.output))
         if out.returncode != 0:
             raise HostError("converting %s for ESXi failed: %s" % (d.source, qemuimg.error_line(out.output)))
         names.append(name)
