@@ -14,6 +14,7 @@ import subprocess
 import pytest
 
 from bootguest import write_boot_sector
+from hotvcb.convert.firmware import ovmf
 from hotvcb.convert.machine import normal_uuid
 from hotvcb.vmx import VmxFile
 from qemuvm import PYTHON, env, kill_tree, needs_qemu, same_content, wait_until
@@ -62,11 +63,14 @@ def esxi(tmp_path_factory):
     backups = {}
     try:
         for name, bootable, disks in ((VM, True, [{"size": "4M", "controller": "pvscsi"}, {"size": "1M", "bus": "sata"}]),
-                                      ("dead", False, [{"size": "4M"}])):
+                                      ("dead", False, [{"size": "4M"}]), ("uefi", False, [{"size": "1M"}])):
             vmid = host.create_vm(name, "datastore1", disks, power="off", nvram=True)
+            if name == "uefi":
+                with open(host.real(host.vm(vmid)["vmx"]), "a") as f:
+                    f.write('firmware = "efi"\n')
             first = host.vm_disks(vmid)[0][1]
             write_boot_sector(host.real(first[: -len(".vmdk")] + "-flat.vmdk"), bootable)
-            conf = write_conf(host, ENABLE_COMPRESSION=int(not bootable))  # a .gz: unpacked to boot or restore
+            conf = write_conf(host, ENABLE_COMPRESSION=int(name == "dead"))  # a .gz: unpacked to boot or restore
             r = hotvcb(host, "-m", name, "-g", conf)
             assert r.returncode == 0, r.stdout + r.stderr
             (entry,) = simhost_backups(host, name)
@@ -159,3 +163,18 @@ def test_a_smoke_boot_stopped_midway_leaves_no_qemu(esxi, tmp_path, sig):
         assert sorted(os.listdir(work)) == ["disk0.qcow2", "qemu.log", "unpacked"]
         cli("verify", "--boot", backups["dead"], "--boot-timeout", 1, "--console-log", tmp_path / "again.log")
     assert not os.path.exists(work)
+
+
+@pytest.mark.skipif(ovmf() is None, reason="needs OVMF (apt-get install ovmf)")
+def test_an_efi_vm_restores_with_ovmf_and_its_firmware_starts(esxi, tmp_path):
+    """The disk holds no EFI loader: OVMF's boot manager (BdsDxe) on the console proves the
+    firmware, its variables copy and the SATA disk it tried to boot from."""
+    _host, backups = esxi
+    r = cli("restore", backups["uefi"], "--kvm", tmp_path)
+    assert r.returncode == 0, r.out
+    xml = (tmp_path / "uefi" / "uefi.xml").read_text()
+    assert "<loader readonly=\"yes\" type=\"pflash\">%s</loader>" % ovmf()[0] in xml
+    assert (tmp_path / "uefi" / "efivars.fd").exists()  # for uefi.sh; libvirt makes its own from the template
+    r = cli("verify", "--boot", tmp_path / "uefi", "--boot-pattern", "BdsDxe.*QEMU HARDDISK", "--boot-timeout", 120,
+            "--console-log", tmp_path / "console.log")
+    assert r.returncode == 0 and "PASS" in r.out, r.out

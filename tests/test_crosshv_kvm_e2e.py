@@ -109,7 +109,7 @@ def test_qemu_backup_restores_to_kvm_defines_in_libvirt_and_boots(kvm, tmp_path)
     assert ("Defined in libvirt" in r.out) == bool(VIRSH)
     assert "records no NICs or disk buses: 1 vCPU, 32 MiB" in r.out  # what a bare-QEMU backup cannot say is said
     assert '<memory unit="MiB">32</memory>' in (folder / "guest copy.xml").read_text()  # QemuVm's -m 32
-    r = cli("verify", "--boot", folder, "--boot-timeout", 120)
+    r = cli("verify", "--boot", folder, "--boot-timeout", 120, "--console-log", tmp_path / "console.log")
     assert r.returncode == 0 and "PASS" in r.out, r.out
 
 
