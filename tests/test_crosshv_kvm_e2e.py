@@ -194,3 +194,16 @@ def test_kvm_restore_refusals_and_failures_leave_nothing_half_done(kvm, tmp_path
     r = cli("restore", bad, "--kvm", tmp_path, "--name", "lv3", "--no-verify")
     assert r.returncode == 6 and "converting" in r.out, r.out
     assert sorted(os.listdir(tmp_path)) == ["bk", "lv"]
+
+
+@needs_root
+def test_kvm_restore_to_a_full_filesystem_is_refused_before_writing(kvm, tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True, timeout=30)
+    try:
+        r = cli("restore", kvm["libvirt"], "--kvm", small, "--format", "raw")
+        assert r.returncode == 6 and "needs up to 4.0 MiB" in r.out and "free" in r.out, r.out
+        assert os.listdir(small) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=True, timeout=30)

@@ -90,7 +90,7 @@ def _close_names(shell, volume: str, name: str) -> str:
 def run(args) -> int:
     restore_kvm_cmd.check_options(args)
     if args.kvm is not None:
-        return restore_kvm_cmd.run(args)
+        return restore_kvm_cmd.run(args, LEVELS[args.level])
     level = LEVELS[args.level]
     dry_run = level in ("dryrun", "dryrun2")
     settings, warnings = config.load_settings(args.global_conf)

@@ -36,7 +36,8 @@ def check_options(args) -> None:
         raise UsageError("--libvirt, --keep-macs, --disk-bus and --nic-model go with --kvm DIR")
 
 
-def run(args) -> int:
+def run(args, level: str) -> int:
+    """level: restore's log level (info, dryrun, dryrun2, debug)."""
     if args.host_target:
         raise UsageError("--kvm restores on this machine; drop --host/--qemu")
     if args.restore_file or args.datastore:
@@ -47,8 +48,8 @@ def run(args) -> int:
     if fmt not in KVM_FORMATS:
         raise UsageError("--format %s: a KVM restore writes %s" % (fmt, " or ".join(KVM_FORMATS)))
     settings, warnings = config.load_settings(args.global_conf)
-    dry_run = args.level in ("1", "dryrun", "2", "dryrun2")
-    log = RunLog("debug" if args.level in ("debug", "2", "dryrun2") else "info", path=args.log_file)
+    dry_run = level in ("dryrun", "dryrun2")
+    log = RunLog("debug" if level in ("debug", "dryrun2") else "info", path=args.log_file)
     for w in warnings:
         log.warning(w)
     shell = LocalShell()
@@ -57,7 +58,7 @@ def run(args) -> int:
         backup = backup_check.newest_good(shell, settings.vm_backup_volume, args.latest)
         if backup is None:
             log.close()
-            raise UsageError("no good backup folder of %r under %s" % (args.latest, settings.vm_backup_volume))
+            raise UsageError("no good backup of %r under %s" % (args.latest, settings.vm_backup_volume))
     interrupt.install()
     req = KvmRequest(trim_path(backup), trim_path(args.kvm), fmt, args.name or None, args.keep_macs,
                      args.disk_bus, args.nic_model, args.define_in)

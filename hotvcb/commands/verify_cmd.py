@@ -113,7 +113,7 @@ def _boot(args, settings) -> int:
         volume = args.volume or settings.vm_backup_volume
         newest = backup_check.newest_good(shell, volume, args.target)
         if newest is None:
-            raise UsageError("no good backup folder of %r under %s to boot" % (args.target, volume))
+            raise UsageError("no good backup of %r under %s to boot" % (args.target, volume))
         path = newest
     interrupt.install()
     print("Booting %s ..." % path, flush=True)

@@ -55,7 +55,7 @@ class KvmRestoreError(HotvcbError):
 class KvmRequest:
     backup: str
     target: str  # the folder the VM's folder is made in
-    fmt: str = "qcow2"
+    fmt: str = "qcow2"  # one of KVM_FORMATS
     name: Optional[str] = None  # None: the backup's own
     keep_macs: bool = False
     disk_bus: Optional[str] = None  # None: what the source had, or sata for ESXi's (machine.DISK_BUSES)
@@ -89,8 +89,6 @@ class KvmRestore:
 
     def _run(self, req: KvmRequest) -> KvmResult:
         backup = req.backup.rstrip("/")
-        if req.fmt not in KVM_FORMATS:
-            raise KvmRestoreError("--format %s: a KVM restore writes %s" % (req.fmt, " or ".join(KVM_FORMATS)))
         archive = backup_check.is_archive(self.shell, backup)
         if not archive and not self.shell.isdir(backup):
             raise KvmRestoreError("backup %s does not exist" % backup)
