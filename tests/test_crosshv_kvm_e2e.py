@@ -150,6 +150,11 @@ def test_kvm_backup_restores_to_esxi_in_every_format(kvm, tmp_path, which, forma
             assert same_content(kvm["image"], os.path.join(folder, disk))
             assert host.vmid_by_name("k-" + fmt)
         assert not [e for e in os.listdir(host.real("/vmfs/volumes/datastore1")) if e.startswith(".hotvcb")]
+        host.add_datastore("tiny", 4 << 20)  # 4 MiB thick + the staged VMDK's data do not fit
+        r = hotvcb(host, "restore", inside, "--datastore", "tiny", "--format", "eagerzeroedthick")
+        assert r.returncode != 0 and "(the staged VMDKs and the VM), only" in r.stdout + r.stderr, r.stdout + r.stderr
+        assert "Converting" not in r.stdout + r.stderr  # refused before any conversion
+        assert os.listdir(host.real("/vmfs/volumes/tiny")) == []
     finally:
         host.stop()
 

@@ -176,6 +176,10 @@ class _Restore:
         folder = self.req.target + "/" + layout.folder_name(self.req.new_name or kvm.machine.name)
         if self.shell.exists(folder):
             raise RestoreError("target folder %s already exists; not overwriting it" % folder)
+        needed = restore_stage.bytes_needed(self.shell, kvm, self.req.disk_format)
+        if free is not None and needed > free:
+            raise RestoreError("restoring %s as %s needs up to %s on %s (the staged VMDKs and the VM), only %s free"
+                               % (folder, self.req.disk_format, human_size(needed), self.req.target, human_size(free)))
         if self.job.dry_run:
             self.log.dryrun("RESTORE: %s (%s backup) as %s in %s, disks %s converted to VMDK with qemu-img first" % (
                 backup, kvm.kind, self.req.disk_format, folder, ", ".join(d.source for d in kvm.machine.disks)))

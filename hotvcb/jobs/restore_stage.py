@@ -38,6 +38,16 @@ def kvm_machine(fs: FileReader, backup: str) -> Optional[Found]:
     return found if found.kind in ("libvirt", "qemu") else None
 
 
+def bytes_needed(shell: Shell, found: Found, disk_format: str) -> int:
+    """Room for the staged VMDKs (holes kept) and the restored disks in disk_format, together."""
+    total = 0
+    for d in found.machine.disks:
+        virtual, allocated = qemuimg.sizes(qemuimg.info(shell, d.source))
+        staged = min(virtual, allocated)
+        total += staged + (staged if disk_format in ("thin", "2gbsparse") else virtual)
+    return total
+
+
 def stage(shell: Shell, found: Found, dest: str, log, qemu_img: str = qemuimg.QEMU_IMG) -> None:
     """Fill dest with `<target dev>.vmdk` per disk and `<VM>.vmx`; raise HostError on failure."""
     m = found.machine
