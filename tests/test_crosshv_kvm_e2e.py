@@ -101,13 +101,14 @@ def kvm(tmp_path_factory):
 
 def test_qemu_backup_restores_to_kvm_defines_in_libvirt_and_boots(kvm, tmp_path):
     define = ("--libvirt", "test:///default") if VIRSH else ()
-    r = cli("restore", kvm["qemu"], "--kvm", tmp_path, "--name", "guest copy", "--format", "raw", *define)
+    r = cli("restore", kvm["qemu"], "--kvm", tmp_path, "--name", "guest copy", "--format", "raw", "--disk-bus",
+            "virtio", *define)
     assert r.returncode == 0, r.out
     folder = tmp_path / "guest copy"
-    assert sorted(os.listdir(folder)) == ["guest copy.sh", "guest copy.xml", "sda.raw"]
-    assert same_content(kvm["image"], str(folder / "sda.raw"))
+    assert sorted(os.listdir(folder)) == ["guest copy.sh", "guest copy.xml", "vda.raw"]  # as the VM had it
+    assert same_content(kvm["image"], str(folder / "vda.raw"))
     assert ("Defined in libvirt" in r.out) == bool(VIRSH)
-    assert "records no NICs or disk buses: 1 vCPU, 32 MiB" in r.out  # what a bare-QEMU backup cannot say is said
+    assert "records no NICs or disk buses: 1 vCPU, 32 MiB, no NIC, disks on virtio" in r.out  # what a bare-QEMU backup cannot say is said
     assert '<memory unit="MiB">32</memory>' in (folder / "guest copy.xml").read_text()  # QemuVm's -m 32
     r = cli("verify", "--boot", folder, "--boot-timeout", 120, "--console-log", tmp_path / "console.log")
     assert r.returncode == 0 and "PASS" in r.out, r.out

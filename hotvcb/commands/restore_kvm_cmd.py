@@ -26,7 +26,7 @@ def add_options(p) -> None:
                      help="also `virsh define` it (in URI, default virsh's own)")
     kvm.add_argument("--keep-macs", action="store_true", help="keep the MAC addresses under a new name")
     kvm.add_argument("--disk-bus", choices=BUILT_BUSES, help="put every disk on this bus (default: sata for "
-                     "VMware disks, which every guest boots from; a libvirt VM keeps its own)")
+                     "VMware and bare-QEMU disks, which every guest boots from; a libvirt VM keeps its own)")
     kvm.add_argument("--nic-model", choices=NIC_MODELS, help="every NIC's model (default: e1000 for VMware NICs)")
 
 

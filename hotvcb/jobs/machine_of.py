@@ -56,7 +56,7 @@ def machine_of(fs: FileReader, folder: str, disk_bus: Optional[str] = None,
         if e.endswith(".json") and e != manifest.MANIFEST:
             described = _qemu_description(fs, folder + "/" + e)
             if described is not None:
-                return _from_qemu(fs, folder, e, described)
+                return _from_qemu(fs, folder, e, described, disk_bus)
     xmls = [e for e in entries if e.endswith(".xml")]
     if len(xmls) == 1:
         return _from_xml(fs, folder, xmls[0], "libvirt")
@@ -109,7 +109,7 @@ def _qemu_description(fs: FileReader, path: str) -> Optional[dict]:
     return data if isinstance(data, dict) and data.get("hypervisor") == "qemu" else None
 
 
-def _from_qemu(fs: FileReader, folder: str, name: str, described: dict) -> Found:
+def _from_qemu(fs: FileReader, folder: str, name: str, described: dict, disk_bus: Optional[str]) -> Found:
     """Bare QEMU records no NICs or buses (older backups no CPUs and memory either): defaults, with a note."""
     path = folder + "/" + name
     try:
@@ -133,12 +133,12 @@ def _from_qemu(fs: FileReader, folder: str, name: str, described: dict) -> Found
         files = [f for f in d.get("files") or [] if image_format(f)]
         if d.get("ok") and files:
             disks.append(DiskSpec(source=folder + "/" + files[0], fmt=image_format(files[0]) or "raw",
-                                  bus="sata", origin=str(d.get("key", ""))))
+                                  bus=disk_bus or "sata", origin=str(d.get("key", ""))))
     if not disks:
         raise ConvertError("%s: no disk of the QEMU VM is in the backup" % folder)
     m.disks = disks
-    m.notes.append("a bare-QEMU backup records no NICs or disk buses: %d vCPU, %d MiB, no NIC, disks on sata"
-                   % (m.vcpus, m.memory_mib))
+    m.notes.append("a bare-QEMU backup records no NICs or disk buses: %d vCPU, %d MiB, no NIC, disks on %s"
+                   % (m.vcpus, m.memory_mib, disk_bus or "sata (--disk-bus virtio if the guest has the drivers)"))
     number_targets(m)
     return Found(m, "qemu", path)
 
