@@ -141,6 +141,9 @@ def test_kvm_backup_restores_to_esxi_in_every_format(kvm, tmp_path, which, forma
         inside = "%s/%s/%s" % (VOLUME, vm, name)
         os.makedirs(os.path.dirname(host.real(inside)))
         shutil.copytree(kvm[which], host.real(inside))
+        r = hotvcb(host, "restore", inside, "--datastore", "datastore1", "-d", "1")
+        assert r.returncode == 0 and "converted to VMDK with qemu-img first" in r.stdout, r.stdout + r.stderr
+        assert os.listdir(host.real("/vmfs/volumes/datastore1")) == []  # a dry run stages nothing
         for fmt in formats:
             host.set_module("multiextent", fmt == "2gbsparse")
             r = hotvcb(host, "restore", inside, "--datastore", "datastore1", "--format", fmt, "--name", "k-" + fmt)
