@@ -23,7 +23,7 @@ The backup, in the job's words:
   active layer wait for it to be ready, `block-job-complete`, wait for the
   job to end, all bounded by the timeout — then delete the overlay file.
   A commit job of ours still running from a killed run is finished first.
-- the backup holds `<name>.json` (name, disks, QEMU version) in place of a .vmx.
+- the backup holds `<name>.json` (name, disks, vCPUs, memory, QEMU version) in place of a .vmx.
 
 Not supported for QEMU: POWER_VM_DOWN_BEFORE_BACKUP — a guest shut down
 (`system_powerdown`) or hard powered off (`quit`) usually ends the QEMU
@@ -117,6 +117,8 @@ class QemuHost:
             version = qmp.execute("query-version")
             status = qmp.execute("query-status")
             blocks = qmp.execute("query-block")
+            cpus = qmp.execute("query-cpus-fast")
+            memory = qmp.execute("query-memory-size-summary")
         vm = Vm(ref=ref, datastore="", folder=self.qmp_dir, vmx=None)
         for dev in blocks:
             if dev.get("inserted") and not dev.get("removable"):  # empty drives, CD-ROMs: no disks
@@ -128,6 +130,8 @@ class QemuHost:
             "qmp_socket": ref.vmx_path,
             "qemu_version": version,
             "status": status.get("status"),
+            "vcpus": len(cpus),  # what a restore to KVM or ESXi gives the VM (jobs/machine_of.py)
+            "memory_mib": int(memory.get("base-memory", 0)) >> 20,
             "disks": [
                 {"key": d.key, "image": d.path, "format": self._formats.get(d.path, ""), "skipped": d.skip_reason}
                 for d in vm.disks

@@ -116,3 +116,10 @@ def sizes(layers: List[ImageLayer]) -> Tuple[int, int]:
     if not layers:
         return 0, 0
     return layers[0].virtual_size, sum(l.actual_size for l in layers)
+
+
+def create_overlay(shell: Shell, backing: str, backing_format: str, dst: str, qemu_img: str = QEMU_IMG) -> None:
+    """A qcow2 on top of `backing`: writes land in dst, the backing file is only read."""
+    out = shell.run([qemu_img, "create", "-q", "-f", "qcow2", "-F", backing_format, "-b", backing, dst], timeout=120)
+    if out.returncode != 0:
+        raise CommandFailed(out.argv, out.returncode, out.output)

@@ -48,6 +48,7 @@ from ..shell import FileReader, LocalShell
 from ..store import health, layout, manifest
 from ..units import human_size
 from .verify import verify_folder, verify_gz
+from . import restore_stage
 from .restore_plan import Plan, Planner, RestoreError
 
 EXTRACTING = ".hotvcb-extract-"
@@ -140,6 +141,10 @@ class _Restore:
         req = self.req
         source, compressed = self._locate_backup(req.backup)
         free = self._check_target(req.target)
+        kvm = None if compressed else restore_stage.kvm_machine(self.shell, source)
+        if kvm is not None:
+            self._restore_kvm_backup(source, kvm, free)
+            return
         fs = targz.ArchiveView(source) if compressed else self.shell
         plan = self.planner.plan(fs, source, free)
         self.result.name, self.result.folder = plan.name, plan.folder
@@ -161,6 +166,31 @@ class _Restore:
         if self.job.dry_run:
             self._print_plan(plan, compressed)
             return
+        self._copy(plan)
+        self.result.vmid = self._register(plan)
+
+    def _restore_kvm_backup(self, backup: str, kvm: "restore_stage.Found", free: Optional[int]) -> None:
+        """A libvirt or bare-QEMU backup: checked, staged as VMDKs + a .vmx (restore_stage.py), restored."""
+        self._check_sealed(self.shell, backup)
+        self._check_checksums(backup)
+        folder = self.req.target + "/" + layout.folder_name(self.req.new_name or kvm.machine.name)
+        if self.shell.exists(folder):
+            raise RestoreError("target folder %s already exists; not overwriting it" % folder)
+        needed = restore_stage.bytes_needed(self.shell, kvm, self.req.disk_format)
+        if free is not None and needed > free:
+            raise RestoreError("restoring %s as %s needs up to %s on %s (the staged VMDKs and the VM), only %s free"
+                               % (folder, self.req.disk_format, human_size(needed), self.req.target, human_size(free)))
+        if self.job.dry_run:
+            self.log.dryrun("RESTORE: %s (%s backup) as %s in %s, disks %s converted to VMDK with qemu-img first" % (
+                backup, kvm.kind, self.req.disk_format, folder, ", ".join(d.source for d in kvm.machine.disks)))
+            return
+        dest = "%s/%s%d-%d" % (self.req.target, EXTRACTING, os.getpid(), int(time.time()))
+        self.shell.makedirs(dest)
+        self.extract_dir = dest  # from here on, `run` removes it
+        restore_stage.stage(self.shell, kvm, dest, self.log)
+        plan = self.planner.plan(self.shell, dest, free)
+        self.result.name, self.result.folder = plan.name, plan.folder
+        self._check_room(plan)
         self._copy(plan)
         self.result.vmid = self._register(plan)
 
