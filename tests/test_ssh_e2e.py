@@ -144,7 +144,13 @@ def test_ssh_backup_matches_local_backup(site, tmp_path):
     assert not [p for p in _procs() if "hotvcb-ssh-" in p[1] and str(sshd.port) in p[1]]
 
 
-def test_ssh_and_local_backups_of_a_quiet_vm_are_identical(site, tmp_path):
+# SSH mode runs hotvcb on a host whose python can (one round trip per run, hostrun.py), and
+# drives it file by file where it cannot (or when told to); both must keep every promise
+MODES = {"on the host": ([], "HOST: local ("), "file by file": (["--file-by-file"], "HOST: ssh://")}
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_ssh_and_local_backups_of_a_quiet_vm_are_identical(site, tmp_path, mode):
     """With the guest's writer stopped, both modes must produce byte-identical backups."""
     host, conf, sshd, root = site
     state = host.state()["vms"]
@@ -158,8 +164,10 @@ def test_ssh_and_local_backups_of_a_quiet_vm_are_identical(site, tmp_path):
         assert r.returncode == 0, r.out
         (local,) = set(backups(host)) - before
         time.sleep(1.1)
-        r = ssh_hotvcb(sshd, "backup", "-m", VM, "-g", str(conf), "-w", str(tmp_path / "ws"))
+        flags, says = MODES[mode]
+        r = ssh_hotvcb(sshd, "backup", "-m", VM, "-g", str(conf), "-w", str(tmp_path / "ws"), *flags)
         assert r.returncode == 0, r.out
+        assert says in r.out, r.out
         (remote,) = set(backups(host)) - before - {local}
         local_files, _ = check_sealed(host, local)
         remote_files, _ = check_sealed(host, remote)
@@ -221,13 +229,15 @@ def test_force_command_wrapper(site, tmp_path):
                 time.sleep(0.1)
 
 
-def test_ctrl_c_during_a_remote_clone(site, tmp_path):
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_ctrl_c_during_a_remote_clone(site, tmp_path, mode):
     """SIGINT while vmkfstools copies on the host: the copy stops there, our snapshot is removed."""
     host, conf, sshd, root = site
     host.set_fault("clone.delay", "60")
     try:
         before = set(backups(host))
-        proc = subprocess.Popen(ssh_argv(sshd, "backup", "-m", VM, "-g", str(conf), "-w", str(tmp_path / "w")),
+        flags, says = MODES[mode]
+        proc = subprocess.Popen(ssh_argv(sshd, "backup", "-m", VM, "-g", str(conf), "-w", str(tmp_path / "w"), *flags),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(), cwd=str(ROOT))
         deadline = time.monotonic() + 60
         while not [p for p, c in _procs() if "vmkfstools" in c and VM in c]:
@@ -237,6 +247,7 @@ def test_ctrl_c_during_a_remote_clone(site, tmp_path):
         out, _ = proc.communicate(timeout=120)
         text = out.decode("utf-8", "replace")
         assert proc.returncode == 2, text
+        assert says in text and "Final status: ERROR" in text, text  # the run's own end, relayed
         deadline = time.monotonic() + 10
         while [p for p, c in _procs() if "vmkfstools" in c and VM in c]:
             assert time.monotonic() < deadline, "vmkfstools still running on the host after Ctrl-C"

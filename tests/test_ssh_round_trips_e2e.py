@@ -1,41 +1,20 @@
 """SSH mode without a round trip per file (issue 8): `hotvcb list` reads a whole backup volume
-in one scan, and a backup keeps its ssh sessions bounded. Round trips are the ssh client's
-sessions, counted by an `ssh` wrapper first on PATH (the master connection and its control
-requests are not sessions): behaviour, not time."""
+in one scan; a backup runs hotvcb on the host itself where the host's python can (one session
+per run, ≤ 15 per VM is the target), and file by file keeps its sessions bounded where it
+cannot. Sessions are counted by tests/sshsite.py: behaviour, not time."""
 
 import json
 import os
-import shutil
-import subprocess
-import sys
+import stat
 
 import pytest
 
-from simhost import REPO, hotvcb, needs_root, sealed, write_conf, VOLUME
-from sshd import needs_sshd, running_sshd
+from simhost import hotvcb, needs_root, sealed, write_conf, VOLUME
+from sshd import needs_sshd
+from sshsite import site  # noqa: F401  (the fixture)
 
 pytestmark = [needs_root, needs_sshd]
-
-
-@pytest.fixture
-def site(host, tmp_path):
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    sessions = tmp_path / "sessions"
-    (bindir / "ssh").write_text('#!/bin/sh\ncase " $* " in *" -O "*|*" -N "*) ;; *) printf %%s "$*" | tr "\\n" " " >> %s; echo >> %s ;; esac\n'
-                                'exec %s "$@"\n' % (sessions, sessions, shutil.which("ssh")))
-    (bindir / "ssh").chmod(0o755)
-    env = dict(os.environ, PYTHONPATH=REPO, PATH="%s:%s" % (bindir, os.environ["PATH"]))
-    wrap = [sys.executable, "-m", "esxisim", "shell", host.root, "--"]
-    with running_sshd(tmp_path / "sshd", wrap=wrap, env=dict(os.environ, PYTHONPATH=REPO)) as sshd:
-        def remote(*args):
-            if sessions.exists():
-                sessions.unlink()
-            r = subprocess.run([sys.executable, "-m", "hotvcb"] + sshd.cli_args() + [str(a) for a in args],
-                               capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
-            trips = sessions.read_text().splitlines() if sessions.exists() else []
-            return r, trips
-        yield remote
+PY37 = "/root/.pyenv/versions/3.7.16/bin/python3.7"
 
 
 def test_ssh_list_is_one_look_however_many_backups(host, site, tmp_path):
@@ -47,8 +26,8 @@ def test_ssh_list_is_one_look_however_many_backups(host, site, tmp_path):
         r = hotvcb(host, "backup", "-a", "-g", conf, "-w", tmp_path / "work")
         assert r.returncode == 0, r.stdout + r.stderr
     local = hotvcb(host, "list", "--json", "--volume", VOLUME)
-    r, trips = site("list", "--json", "--volume", VOLUME)
-    assert r.returncode == 0, r.stdout + r.stderr
+    r, trips = site.run("list", "--json", "--volume", VOLUME)
+    assert r.returncode == 0, r.out
     def rows(text):
         return [{k: v for k, v in b.items() if k != "age_seconds"} for b in json.loads(text)["backups"]]
 
@@ -57,13 +36,69 @@ def test_ssh_list_is_one_look_however_many_backups(host, site, tmp_path):
     assert len(trips) <= 2, trips  # the scan (and nothing per VM, backup or file)
 
 
-def test_ssh_backup_keeps_its_round_trips_bounded(host, site, tmp_path):
+def test_a_backup_run_on_the_host_is_one_round_trip_and_sends_hotvcb_once(host, site, tmp_path):
+    for i in range(3):
+        host.create_vm("vm %d" % i, "datastore1", [{"size": "4M"}], power="on")
+    conf = write_conf(host)
+    r, trips = site.run("backup", "-m", "vm 0", "-g", conf, "-l", tmp_path / "client.log")
+    assert r.returncode == 0, r.out
+    assert "Final status: All VMs backed up OK!" in r.stdout and "HOST: local (" in r.stdout
+    assert len(sealed(host, "vm 0")) == 1
+    assert len(trips) == 1, "\n".join(trips)  # look for the build, send it, run: one session (target ≤ 15)
+    (build,) = site.builds()
+    first = os.stat(str(site.folder / build))
+    assert "Final status: All VMs backed up OK!" in (tmp_path / "client.log").read_text(), \
+        "-l names a file on this machine, and it gets the host's lines"
+    assert os.listdir(str(site.folder)) == [build], "the run's folder (config copies) is removed"
+
+    r, trips = site.run("backup", "-a", "-g", conf, "--json-report", tmp_path / "report.json")
+    assert r.returncode == 0, r.out
+    assert len(trips) == 1, "\n".join(trips)  # three VMs: still one (target ≤ 45)
+    assert [len(sealed(host, "vm %d" % i)) for i in range(3)] == [2, 1, 1]
+    again = os.stat(str(site.folder / build))
+    assert site.builds() == [build] and again.st_ino == first.st_ino, \
+        "the second run sent nothing: the host's copy was re-used"
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["exit_code"] == 0 and sorted(v["vm"] for v in report["vms"]) == ["vm 0", "vm 1", "vm 2"]
+
+
+def test_file_by_file_keeps_its_round_trips_bounded(host, site, tmp_path):
     host.create_vm("small", "datastore1", [{"size": "4M"}], power="on")
     conf = write_conf(host)
-    r, trips = site("backup", "-m", "small", "-g", conf, "-w", tmp_path / "work")
-    assert r.returncode == 0, r.stdout + r.stderr
+    r, trips = site.run("backup", "--file-by-file", "-m", "small", "-g", conf, "-w", tmp_path / "work")
+    assert r.returncode == 0, r.out
+    assert "HOST: ssh://" in r.out
     assert len(sealed(host, "small")) == 1
     # 76 before issue 8's batching; the trust work adds ~8 (the host's id and run lock, the run's
-    # record, the power-off marker, a look at /etc/fstab); the target of 15 needs hotvcb run on the
-    # host (bench/README.md)
+    # record, the power-off marker, a look at /etc/fstab)
     assert len(trips) <= 56, "\n".join(trips)
+
+
+def _python_of_the_host(host, target):
+    """Point (or, target None, hide) the host's python and python3: an older ESXi's state."""
+    from esxisim import toolgen
+
+    usr_bin = toolgen.upper(host, "usr_bin")
+    for name in ("python", "python3"):
+        path = os.path.join(usr_bin, name)
+        if os.path.lexists(path):
+            os.unlink(path)
+        if target is None:
+            os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(0, 0))  # an overlayfs whiteout
+        else:
+            os.symlink(target, path)
+
+
+@pytest.mark.parametrize("python", ["missing", "3.7"])
+def test_a_host_without_a_usable_python_is_served_file_by_file(host, site, tmp_path, python):
+    if python == "3.7" and not os.path.exists(PY37):
+        pytest.skip("no Python 3.7 at %s" % PY37)
+    _python_of_the_host(host, None if python == "missing" else PY37)
+    host.create_vm("old", "datastore1", [{"size": "4M"}], power="on")
+    r, trips = site.run("backup", "-m", "old", "-g", write_conf(host))
+    assert r.returncode == 0, r.out
+    why = "it has no python" if python == "missing" else "its python is 3.7 (hotvcb needs 3.8)"
+    assert "SSH mode: hotvcb cannot run on %s (%s): backing up file by file over SSH" % (
+        site.sshd.target, why) in r.stdout
+    assert "HOST: ssh://" in r.out and len(sealed(host, "old")) == 1
+    assert not os.path.exists(str(site.folder)) or site.builds() == [], "nothing was sent"
