@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from hotvcb.errors import TimeoutExpired
+from simhost import host_lock_path
 from sshd import needs_sshd, running_sshd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -229,37 +230,65 @@ def test_force_command_wrapper(site, tmp_path):
                 time.sleep(0.1)
 
 
+def _backup_in_a_clone(site, tmp_path, flags):
+    """A backup over SSH, returned once vmkfstools copies on the host (slowed to ~60 s)."""
+    host, conf, sshd, root = site
+    host.set_fault("clone.delay", "60")
+    proc = subprocess.Popen(ssh_argv(sshd, "backup", "-m", VM, "-g", str(conf), "-w", str(tmp_path / "w"), *flags),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(), cwd=str(ROOT))
+    deadline = time.monotonic() + 60
+    while not [p for p, c in _procs() if "vmkfstools" in c and VM in c]:
+        assert time.monotonic() < deadline and proc.poll() is None, "no clone started"
+        time.sleep(0.1)
+    return proc
+
+
+def _stopped_and_clean(host, before, within=10):
+    """The copy stopped, our snapshot is gone, and what the run left is marked failed."""
+    state = host.state()["vms"]
+    (vmid,) = [k for k in state if host.display_name(k) == VM]
+    deadline = time.monotonic() + within
+    while True:
+        copying = [p for p, c in _procs() if "vmkfstools" in c and VM in c]
+        r = subprocess.run([sys.executable, "-m", "esxisim", "shell", host.root, "--", "vim-cmd",
+                            "vmsvc/snapshot.get", vmid], capture_output=True, text=True, env=_env())
+        if not copying and "hotvcb" not in r.stdout and not os.path.exists(host_lock_path(host)):
+            break
+        assert time.monotonic() < deadline, "still on the host: %s %s" % (copying, r.stdout)
+        time.sleep(0.5)
+    for name in set(backups(host)) - before:  # an interrupted run is recorded as failed, never good
+        folder = host.real("%s/%s/%s" % (BK, VM, name))
+        assert "STATUS.error" in os.listdir(folder) and "STATUS.ok" not in os.listdir(folder)
+
+
 @pytest.mark.parametrize("mode", sorted(MODES))
 def test_ctrl_c_during_a_remote_clone(site, tmp_path, mode):
     """SIGINT while vmkfstools copies on the host: the copy stops there, our snapshot is removed."""
-    host, conf, sshd, root = site
-    host.set_fault("clone.delay", "60")
+    host = site[0]
+    before = set(backups(host))
+    flags, says = MODES[mode]
     try:
-        before = set(backups(host))
-        flags, says = MODES[mode]
-        proc = subprocess.Popen(ssh_argv(sshd, "backup", "-m", VM, "-g", str(conf), "-w", str(tmp_path / "w"), *flags),
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(), cwd=str(ROOT))
-        deadline = time.monotonic() + 60
-        while not [p for p, c in _procs() if "vmkfstools" in c and VM in c]:
-            assert time.monotonic() < deadline and proc.poll() is None, "no clone started"
-            time.sleep(0.1)
+        proc = _backup_in_a_clone(site, tmp_path, flags)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=120)
         text = out.decode("utf-8", "replace")
         assert proc.returncode == 2, text
         assert says in text and "Final status: ERROR" in text, text  # the run's own end, relayed
-        deadline = time.monotonic() + 10
-        while [p for p, c in _procs() if "vmkfstools" in c and VM in c]:
-            assert time.monotonic() < deadline, "vmkfstools still running on the host after Ctrl-C"
-            time.sleep(0.1)
-        state = host.state()["vms"]
-        (vmid,) = [k for k in state if host.display_name(k) == VM]
-        r = subprocess.run([sys.executable, "-m", "esxisim", "shell", host.root, "--", "vim-cmd",
-                            "vmsvc/snapshot.get", vmid], capture_output=True, text=True, env=_env())
-        assert "hotvcb" not in r.stdout, r.stdout
-        for name in set(backups(host)) - before:  # an interrupted run is recorded as failed, never good
-            folder = host.real("%s/%s/%s" % (BK, VM, name))
-            assert "STATUS.error" in os.listdir(folder) and "STATUS.ok" not in os.listdir(folder)
+        _stopped_and_clean(host, before)
+    finally:
+        host.clear_faults()
+
+
+def test_a_killed_client_stops_the_run_on_the_host(site, tmp_path):
+    """kill -9 of hotvcb on the Linux box: its ssh channel closes, and the run on the host, told
+    so by the EOF, stops and removes its snapshot (file by file, the next run would have to)."""
+    host = site[0]
+    before = set(backups(host))
+    try:
+        proc = _backup_in_a_clone(site, tmp_path, [])
+        proc.kill()
+        proc.communicate(timeout=30)
+        _stopped_and_clean(host, before, within=60)
     finally:
         host.clear_faults()
 
