@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 from .. import hostrun
-from ..errors import UsageError
+from ..errors import HostError, UsageError
 from ..runlog import RunLog
 from ..sshshell import SshShell
 
@@ -54,9 +54,13 @@ def backup(args, parser: argparse.ArgumentParser, log: RunLog) -> Optional[Repor
     goes file by file. HostError before the run started on the host."""
     request = _request(args, parser)
     shell = SshShell(args.host_target.ssh)
+    try:
+        shell.open()
+    except HostError:
+        return None  # no connection: the file-by-file path reports why, as it always has
     tee = _Tee(log)
     try:
-        done = hostrun.run(shell.open(), request, tee.stdout, tee.stderr)
+        done = hostrun.run(shell, request, tee.stdout, tee.stderr)
     finally:
         shell.close()
     if isinstance(done, str):
