@@ -314,3 +314,26 @@ def test_schedule_of_an_ssh_host_keeps_every_global_option_and_asks_the_host(sit
     r = subprocess.run([sys.executable, "-m", "hotvcb"] + sshd.cli_args() + install + ["-m", VM.upper(), "-g",
                        str(conf)], capture_output=True, text=True, timeout=120, env=env, cwd=str(ROOT))
     assert r.returncode == 1 and "(did you mean %r?)" % VM in r.stderr, r.stderr
+
+
+def test_lists_and_per_vm_configs_on_the_client_reach_the_run_on_the_host(site, tmp_path):
+    """-f, -e and -c name files on the Linux box; the run on the host gets their contents (the
+    per-VM file's 2gbsparse shows in what was written) and nothing of them stays on the host."""
+    host, conf, sshd, root = site
+    (tmp_path / "vms").write_text("# the list\n%s\nnot here\n" % VM, encoding="utf-8")
+    (tmp_path / "skip").write_text("not here\n", encoding="utf-8")
+    (tmp_path / "per-vm").mkdir()
+    (tmp_path / "per-vm" / VM).write_text("DISK_BACKUP_FORMAT=2gbsparse\n", encoding="utf-8")
+    folder = tmp_path / "onhost"
+    before = set(backups(host))
+    r = subprocess.run(ssh_argv(sshd, "backup", "-f", str(tmp_path / "vms"), "-e", str(tmp_path / "skip"),
+                                "-c", str(tmp_path / "per-vm"), "-g", str(conf), "-j", "-dash job"),
+                       capture_output=True, timeout=180, cwd=str(ROOT),
+                       env=dict(_env(), HOTVCB_HOST_FOLDER=str(folder)))
+    out = r.stdout.decode("utf-8", "replace") + r.stderr.decode("utf-8", "replace")
+    assert r.returncode == 0, out
+    assert "HOST: local (" in out and "job -dash job" in out, out
+    (new,) = set(backups(host)) - before
+    files, _ = check_sealed(host, new)
+    assert [f for f in files if f.endswith("-s001.vmdk")], sorted(files)
+    assert [p.name for p in folder.iterdir()] == [b for b in os.listdir(str(folder)) if b.endswith(".pyz")]
