@@ -35,10 +35,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json-report", metavar="FILE", help="also write the run's per-VM report as JSON to FILE")
     p.add_argument("--power-state", choices=("on", "off", "any"),
                    help="back up only the VMs that are powered on (or off); overrides BACKUP_POWER_STATE")
-    p.add_argument("--file-by-file", action="store_true",
-                   help="SSH mode: drive the host command by command from here, as for hosts without "
-                   "Python 3.8, instead of running hotvcb on the host itself")
     p.add_argument("--outbox", help=argparse.SUPPRESS)  # an on-host run for an SSH client (onhost.py)
+    onhost.add_option(p)
     common.add_host_options(p)
 
 
@@ -103,7 +101,7 @@ def run(args) -> int:
     interrupt.install()
     if args.host_target.ssh is not None and not args.file_by_file:
         try:
-            report = onhost.backup(args, _parser(), log)
+            report = onhost.backup(args, log)
         except HostError as err:
             log.warning("SSH mode: cannot run hotvcb on the host (%s): backing up file by file over SSH" % err)
             report = None
@@ -160,12 +158,6 @@ def run(args) -> int:
             "host": socket.gethostname(), "job": args.job_name, "started": started,
             "finished": datetime.now().isoformat(timespec="seconds"), "status": status, "exit_code": code,
             "dry_run": dry_run, "vms": outcome.rows(results)}))
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = common.RaisingParser(prog="hotvcb backup", add_help=False)
-    add_options(p)
-    return p
 
 
 def _deliver(args, settings, log, report: "onhost.Report") -> int:

@@ -1,4 +1,5 @@
-"""`hotvcb --host H backup …` run by hotvcb on the host itself (`hostrun.py`), one SSH round trip.
+"""`hotvcb --host H backup …` (and cleanup, status, verify) run by hotvcb on the host itself
+(`hostrun.py`): one SSH round trip instead of one per host command and file.
 
 The command line is the client's: config, list files and the per-VM folder are read here and
 sent along (so `-g`, `-f`, `-e` and `-c` name files on this machine, as in file-by-file SSH
@@ -15,7 +16,7 @@ import os
 import sys
 import codecs
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from .. import hostrun
 from ..errors import HostError, UsageError
@@ -23,7 +24,7 @@ from ..runlog import RunLog
 from ..sshshell import SshShell
 
 # backup options that mean something on this machine only, or are ours to add
-CLIENT_SIDE = ("log_file", "workdir", "json_report", "file_by_file", "outbox", "help")
+CLIENT_SIDE = ("log_file", "workdir", "json_report", "file_by_file", "outbox", "help", "parser", "hosts")
 SHIPPED_FILES = ("global_conf", "vm_list", "exclude")
 SHIPPED_DIRS = ("confdir",)
 OUTBOX = hostrun.RUN_DIR + "/outbox.json"
@@ -49,25 +50,19 @@ class Report:
         os.replace(tmp, path)
 
 
-def backup(args, parser: argparse.ArgumentParser, log: RunLog) -> Optional[Report]:
+def add_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--file-by-file", action="store_true",
+                   help="SSH mode: drive the host command by command from here, as for hosts without "
+                   "Python 3.8, instead of running hotvcb on the host itself")
+    p.set_defaults(parser=p)  # its options are passed on to the host (_request)
+
+
+def backup(args, log: RunLog) -> Optional[Report]:
     """The run's Report, or None (said in the log) when the host cannot run hotvcb: the caller then
     goes file by file. HostError before the run started on the host."""
-    request = _request(args, parser)
-    shell = SshShell(args.host_target.ssh)
-    try:
-        shell.open()
-    except HostError:
-        return None  # no connection: the file-by-file path reports why, as it always has
-    tee = _Tee(log)
-    try:
-        done = hostrun.run(shell, request, tee.stdout, tee.stderr)
-    finally:
-        shell.close()
-    if isinstance(done, str):
-        log.info("SSH mode: hotvcb cannot run on %s (%s): backing up file by file over SSH"
-                 % (args.host_target.ssh.destination, done))
+    done = _run(args, log, ["--outbox", OUTBOX])
+    if done is None:
         return None
-    tee.flush()
     try:
         return Report(**json.loads(done.outbox.decode("utf-8")))
     except (TypeError, ValueError) as err:
@@ -78,13 +73,59 @@ def backup(args, parser: argparse.ArgumentParser, log: RunLog) -> Optional[Repor
                       args.host_target.ssh.hostname, "\n".join(log.lines), "", "", {})
 
 
-def _request(args, parser: argparse.ArgumentParser) -> hostrun.Request:
-    """The same backup command line for the host, files named in it sent along; every option of
-    the backup command is passed on (new ones too) unless it is CLIENT_SIDE."""
-    argv, files = ["backup"], {}
+def command(args, failed: int, log: Optional[RunLog] = None) -> Optional[int]:
+    """A command other than backup, run on the host when SSH mode can: its exit code (`failed` if
+    the connection broke), or None: the caller goes file by file (the reason is on stderr)."""
+    if args.host_target.ssh is None or args.file_by_file:
+        return None
+    try:
+        done = _run(args, log)
+    except HostError as err:
+        print("hotvcb: warning: SSH mode: cannot run hotvcb on the host (%s): going file by file over SSH"
+              % err, file=sys.stderr)
+        return None
+    if done is None:
+        return None
+    if done.lost:
+        print("hotvcb: error: %s" % done.lost, file=sys.stderr)
+        return failed
+    return done.returncode
+
+
+def _run(args, log: Optional[RunLog], extra: Sequence[str] = ()) -> Optional[hostrun.Finished]:
+    request = _request(args, args.parser, extra)
+    shell = SshShell(args.host_target.ssh)
+    try:
+        shell.open()
+    except HostError:
+        return None  # no connection: the file-by-file path reports why, as it always has
+    tee = _Tee(log)
+    try:
+        done = hostrun.run(shell, request, tee.stdout, tee.stderr)
+    finally:
+        shell.close()
+    tee.flush()
+    if isinstance(done, str):
+        note = "SSH mode: hotvcb cannot run on %s (%s): going file by file over SSH" % (
+            args.host_target.ssh.destination, done)
+        if log is not None:
+            log.info(note)
+        else:
+            print("hotvcb: %s" % note, file=sys.stderr)
+        return None
+    return done
+
+
+def _request(args, parser: argparse.ArgumentParser, extra: Sequence[str]) -> hostrun.Request:
+    """The same command line for the host, files named in it sent along; every option of the
+    command is passed on (new ones too) unless it is CLIENT_SIDE."""
+    argv, files, positional = [args.command], {}, []  # type: List[str], Dict[str, bytes], List[str]
     for action in parser._actions:  # noqa: SLF001 - argparse offers no public list of options
         value = getattr(args, action.dest, None)
-        if not action.option_strings or action.dest in CLIENT_SIDE or value in (None, False, action.default):
+        if action.dest in CLIENT_SIDE or value is None or value is False or value == action.default:
+            continue
+        if not action.option_strings:
+            positional += [str(v) for v in (value if isinstance(value, list) else [value])]
             continue
         opt = action.option_strings[0]
         if action.dest in SHIPPED_FILES:
@@ -106,7 +147,7 @@ def _request(args, parser: argparse.ArgumentParser) -> hostrun.Request:
             else:
                 argv += [opt, str(v)]
     env = {"HOTVCB_PROGRESS": "tty"} if sys.stderr.isatty() else {}
-    return hostrun.Request(argv + ["--outbox", OUTBOX], files, env)
+    return hostrun.Request(argv + list(extra) + (["--"] + positional if positional else []), files, env)
 
 
 def _read(path: str, option: str) -> bytes:
@@ -120,14 +161,14 @@ def _read(path: str, option: str) -> bytes:
 class _Tee:
     """The host's output to our stdout/stderr as it comes; its log lines (stdout) also to -l."""
 
-    def __init__(self, log: RunLog):
+    def __init__(self, log: Optional[RunLog]):
         self.log = log
         self.decode = codecs.getincrementaldecoder("utf-8")("replace")
 
     def stdout(self, data: bytes) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
-        if self.log.file is not None:
+        if self.log is not None and self.log.file is not None:
             self.log.file.write(self.decode.decode(data))
             self.log.file.flush()
 
@@ -136,5 +177,5 @@ class _Tee:
         sys.stderr.buffer.flush()
 
     def flush(self) -> None:
-        if self.log.file is not None:
+        if self.log is not None and self.log.file is not None:
             self.log.file.write(self.decode.decode(b"", final=True))

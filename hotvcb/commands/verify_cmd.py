@@ -18,7 +18,7 @@ from ..jobs.verify import verify_backup
 from ..restorefile import trim_path
 from ..shell import Shell
 from ..store import layout
-from . import common, list_cmd
+from . import common, list_cmd, onhost
 
 
 def register(subparsers) -> None:
@@ -28,6 +28,7 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("-g", dest="global_conf", metavar="FILE", help="global config (for VM_BACKUP_VOLUME)")
     p.add_argument("--volume", metavar="DIR", help="backup volume (overrides VM_BACKUP_VOLUME)")
+    onhost.add_option(p)
     p.set_defaults(handler=run)
 
 
@@ -58,6 +59,9 @@ def run(args) -> int:
     settings, warnings = config.load_settings(args.global_conf)
     for w in warnings:
         print("hotvcb: warning: %s" % w, file=sys.stderr)
+    code = onhost.command(args, 1)
+    if code is not None:
+        return code
     shell = common.connect(args.host_target).shell
     paths, skipped = targets(shell, args.volume or settings.vm_backup_volume, args.target, args.all)
     results = []
