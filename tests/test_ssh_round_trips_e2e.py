@@ -61,6 +61,20 @@ def test_a_backup_run_on_the_host_is_one_round_trip_and_sends_hotvcb_once(host, 
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["exit_code"] == 0 and sorted(v["vm"] for v in report["vms"]) == ["vm 0", "vm 1", "vm 2"]
 
+    (site.folder / build).write_bytes(b"garbage")  # a damaged copy on the host is never run
+    r, trips = site.run("backup", "-m", "vm 2", "-g", conf)
+    assert r.returncode == 0 and len(trips) == 1, r.out
+    assert site.builds() == [build] and os.stat(str(site.folder / build)).st_size == first.st_size
+
+
+def test_a_build_folder_others_may_write_to_is_not_used(host, site):
+    """/tmp/hotvcb-onhost is root's alone: a pyz in a folder others can write could be swapped."""
+    site.folder.mkdir(mode=0o777)
+    site.folder.chmod(0o777)
+    r, trips = site.run("status")
+    assert "is not a private folder of this user" in r.stderr and "going file by file over SSH" in r.stderr, r.out
+    assert site.builds() == [] and len(trips) > 1
+
 
 def test_status_verify_and_cleanup_run_on_the_host_too(host, site, tmp_path):
     """The same answers as file by file (~20 round trips per VM or backup each), in one round trip."""

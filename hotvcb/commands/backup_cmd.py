@@ -99,14 +99,9 @@ def run(args) -> int:
     started = datetime.now().isoformat(timespec="seconds")
     dry_run = args.level == "dryrun"
     interrupt.install()
-    if args.host_target.ssh is not None and not args.file_by_file:
-        try:
-            report = onhost.backup(args, log)
-        except HostError as err:
-            log.warning("SSH mode: cannot run hotvcb on the host (%s): backing up file by file over SSH" % err)
-            report = None
-        if report is not None:
-            return _deliver(args, settings, log, report)
+    report = onhost.backup(args, log)  # SSH mode: the whole run on the host, where it can
+    if report is not None:
+        return _deliver(args, settings, log, report)
     code = 1
     status = "ERROR: did not start"
     results = []  # type: list

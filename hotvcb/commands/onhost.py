@@ -58,8 +58,8 @@ def add_option(p: argparse.ArgumentParser) -> None:
 
 
 def backup(args, log: RunLog) -> Optional[Report]:
-    """The run's Report, or None (said in the log) when the host cannot run hotvcb: the caller then
-    goes file by file. HostError before the run started on the host."""
+    """The run's Report, or None when it is not run on the host (no SSH, --file-by-file, or the
+    host cannot: said in the log), and the caller goes file by file."""
     done = _run(args, log, ["--outbox", OUTBOX])
     if done is None:
         return None
@@ -75,15 +75,8 @@ def backup(args, log: RunLog) -> Optional[Report]:
 
 def command(args, failed: int, log: Optional[RunLog] = None) -> Optional[int]:
     """A command other than backup, run on the host when SSH mode can: its exit code (`failed` if
-    the connection broke), or None: the caller goes file by file (the reason is on stderr)."""
-    if args.host_target.ssh is None or args.file_by_file:
-        return None
-    try:
-        done = _run(args, log)
-    except HostError as err:
-        print("hotvcb: warning: SSH mode: cannot run hotvcb on the host (%s): going file by file over SSH"
-              % err, file=sys.stderr)
-        return None
+    the connection broke), or None as for backup."""
+    done = _run(args, log)
     if done is None:
         return None
     if done.lost:
@@ -93,6 +86,8 @@ def command(args, failed: int, log: Optional[RunLog] = None) -> Optional[int]:
 
 
 def _run(args, log: Optional[RunLog], extra: Sequence[str] = ()) -> Optional[hostrun.Finished]:
+    if args.host_target.ssh is None or args.file_by_file:
+        return None
     request = _request(args, args.parser, extra)
     shell = SshShell(args.host_target.ssh)
     try:
@@ -102,6 +97,8 @@ def _run(args, log: Optional[RunLog], extra: Sequence[str] = ()) -> Optional[hos
     tee = _Tee(log)
     try:
         done = hostrun.run(shell, request, tee.stdout, tee.stderr)
+    except HostError as err:  # before the run started on the host
+        done = "cannot start it there: %s" % err
     finally:
         shell.close()
     tee.flush()
