@@ -166,7 +166,7 @@ def relay(pyz, argv, env, run, stdin):
         child = subprocess.Popen([sys.executable, pyz] + argv, stdin=null, stdout=out, stderr=err, cwd="/",
                                  env=environ, start_new_session=True)
     with open(os.path.join(run, "pid"), "w") as f:
-        f.write("%d\n" % child.pid)
+        f.write("%d %d\n" % (os.getpid(), child.pid))  # the folder is in use while either lives
     received = []
 
     def forward(signum, _frame):
@@ -227,7 +227,7 @@ def write_out(stream, data):
 
 
 def forget_dead_runs(cache):
-    """Folders of runs whose hotvcb is gone (its relay was killed): they hold config copies."""
+    """Folders of runs whose relay and hotvcb are both gone (killed): they hold config copies."""
     import os
     import shutil
     import time
@@ -238,15 +238,17 @@ def forget_dead_runs(cache):
             continue
         try:
             with open(os.path.join(path, "pid")) as f:
-                pid = int(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
+                pids = [int(p) for p in f.read().split()]
+            if not pids:
+                raise ValueError("no pid written yet")
+        except (OSError, ValueError):
             try:
                 if time.time() - os.path.getmtime(path) > 3600:  # never started
                     shutil.rmtree(path, ignore_errors=True)
             except OSError:
                 pass
             continue
-        if not alive(pid):
+        if not any(alive(pid) for pid in pids):
             shutil.rmtree(path, ignore_errors=True)
 
 
