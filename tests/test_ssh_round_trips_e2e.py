@@ -6,6 +6,7 @@ cannot. Sessions are counted by tests/sshsite.py: behaviour, not time."""
 import json
 import os
 import stat
+import subprocess
 
 import pytest
 
@@ -109,6 +110,22 @@ def test_status_verify_and_cleanup_run_on_the_host_too(host, site, tmp_path):
         assert answer(here.stdout) == answer(old.stdout), (args, here.out, old.out)
     assert old.returncode == 0 and answer(here.stdout), here.out
     assert verified(site.run("verify", "--all", "--json", "-g", conf)[0].stdout)[0][1][1] == "damaged"
+
+
+def test_restore_runs_on_the_host_too_so_a_gz_backup_restores_over_ssh(host, site, tmp_path):
+    host.create_vm("src", "datastore1", [{"size": "4M"}])
+    conf = write_conf(host, ENABLE_COMPRESSION=1)
+    r, _ = site.run("backup", "-m", "src", "-g", conf)
+    assert r.returncode == 0 and [b for b in os.listdir(backup_root(host, "src")) if b.endswith(".gz")], r.out
+    r, trips = site.run("restore", "--latest", "src", "-g", conf, "--datastore", "ds5", "--name", "copy")
+    assert r.returncode == 0, r.out
+    assert "All VMs restored OK!" in r.stdout and len(trips) == 1, trips
+    assert "copy" in {host.display_name(k) for k in host.state()["vms"]}
+    restored = host.real("/vmfs/volumes/ds5/copy")
+    (disk,) = [f for f in os.listdir(restored) if f.endswith(".vmdk") and "-flat" not in f]
+    src = host.real("/vmfs/volumes/datastore1/src/src.vmdk")
+    same = subprocess.run(["qemu-img", "compare", src, os.path.join(restored, disk)], capture_output=True, text=True)
+    assert same.returncode == 0, same.stdout + same.stderr
 
 
 def test_file_by_file_keeps_its_round_trips_bounded(host, site, tmp_path):

@@ -1,4 +1,4 @@
-"""`hotvcb --host H backup …` (and cleanup, status, verify) run by hotvcb on the host itself
+"""`hotvcb --host H backup …` (and cleanup, status, verify, restore) run by hotvcb on the host itself
 (`hostrun.py`): one SSH round trip instead of one per host command and file.
 
 The command line is the client's: config, list files and the per-VM folder are read here and
@@ -25,7 +25,7 @@ from ..sshshell import SshShell
 
 # backup options that mean something on this machine only, or are ours to add
 CLIENT_SIDE = ("log_file", "workdir", "json_report", "file_by_file", "outbox", "help", "parser", "hosts")
-SHIPPED_FILES = ("global_conf", "vm_list", "exclude")
+SHIPPED_FILES = ("global_conf", "vm_list", "exclude", "restore_file")
 SHIPPED_DIRS = ("confdir",)
 OUTBOX = hostrun.RUN_DIR + "/outbox.json"
 

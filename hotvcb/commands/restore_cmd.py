@@ -18,7 +18,7 @@ from ..jobs.restore import RestoreJob
 from ..restorefile import BadLine, RestoreRequest, datastore_path, disk_format, read_restore_file, trim_path
 from ..runlog import RunLog
 from ..store import health, layout, rotation
-from . import common
+from . import common, onhost
 
 LEVELS = {"0": "info", "info": "info", "1": "dryrun", "dryrun": "dryrun", "2": "dryrun2", "debug": "debug"}
 
@@ -39,6 +39,7 @@ def register(subparsers) -> None:
     p.add_argument("-l", dest="log_file", metavar="FILE", help="also write the log to FILE")
     p.add_argument("-d", dest="level", default="info", choices=sorted(LEVELS),
                    help="1 or dryrun: show what would happen; 2: the same with the rewritten .vmx; debug: more log")
+    onhost.add_option(p)
     p.set_defaults(handler=run)
 
 
@@ -93,6 +94,9 @@ def run(args) -> int:
     for w in warnings:
         log.warning(w)
     interrupt.install()
+    code = onhost.command(args, 1, log)  # SSH mode: the restore on the host, where it can
+    if code is not None:
+        return code
     failed = done = 0
     try:
         items = requests_from(args, settings)
