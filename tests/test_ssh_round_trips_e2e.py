@@ -81,6 +81,22 @@ def test_a_build_folder_others_may_write_to_is_not_used(host, site):
     assert site.builds() == [] and len(trips) > 1
 
 
+def test_the_client_mails_the_report_of_a_run_on_the_host(host, site):
+    """The run on the host hands its report back; the Linux box sends the one mail (ESXi's firewall
+    blocks outgoing SMTP by default), with the host's log and the final status."""
+    smtpserver = pytest.importorskip("smtpserver", reason="aiosmtpd is needed for the mail part")
+    host.create_vm("mailed", "datastore1", [{"size": "4M"}], power="on")
+    with smtpserver.smtp_server() as server:
+        conf = write_conf(host, EMAIL_LOG=1, EMAIL_SERVER="127.0.0.1", EMAIL_SERVER_PORT=server.port,
+                          EMAIL_TLS="none", EMAIL_TO="admin@example.com")
+        r, trips = site.run("backup", "-m", "mailed", "-g", conf, "-j", "nightly")
+        assert r.returncode == 0 and len(trips) == 1, r.out
+    [mail] = server.messages
+    assert mail.message["Subject"].endswith("nightly: All VMs backed up OK!"), mail.message["Subject"]
+    parts = {p.get_content_type(): p.get_content() for p in mail.message.walk() if not p.is_multipart()}
+    assert "hotvcb LOG START" in parts["text/plain"] and "mailed" in parts["text/html"]
+
+
 def test_status_verify_and_cleanup_run_on_the_host_too(host, site, tmp_path):
     """The same answers as file by file (~20 round trips per VM or backup each), in one round trip."""
     for i in range(2):
