@@ -179,8 +179,8 @@ class _Session:
                     if at >= 0:
                         self.ended = True
                         outbox, self.out = self.out[at + len(self.end):], self.out[:at]
-                    keep = 0 if self.ended or not data else len(self.end) - 1  # a mark cut in two
-                    cut = max(0, len(self.out) - keep)
+                    keep = 0 if self.ended or not data else _cut_mark(self.out, self.end)
+                    cut = len(self.out) - keep
                     if cut:
                         stdout(self.out[:cut])
                     self.out = self.out[cut:]
@@ -214,3 +214,10 @@ class _Session:
                 pass
         self.selector.close()
 
+
+def _cut_mark(buf: bytes, mark: bytes) -> int:
+    """How many bytes at the end of buf may be the start of mark (held back until more comes)."""
+    for n in range(min(len(buf), len(mark) - 1), 0, -1):
+        if mark.startswith(buf[-n:]):
+            return n
+    return 0
