@@ -18,7 +18,7 @@ from ..jobs.restore import RestoreJob
 from ..restorefile import BadLine, RestoreRequest, datastore_path, disk_format, read_restore_file, trim_path
 from ..runlog import RunLog
 from ..store import health, layout, rotation
-from . import common, restore_kvm_cmd
+from . import common, onhost, restore_kvm_cmd
 
 LEVELS = {"0": "info", "info": "info", "1": "dryrun", "dryrun": "dryrun", "2": "dryrun2", "debug": "debug"}
 
@@ -41,6 +41,7 @@ def register(subparsers) -> None:
     p.add_argument("-d", dest="level", default="info", choices=sorted(LEVELS),
                    help="1 or dryrun: show what would happen; 2: the same with the rewritten .vmx; debug: more log")
     restore_kvm_cmd.add_options(p)
+    onhost.add_option(p)
     p.set_defaults(handler=run)
 
 
@@ -98,6 +99,9 @@ def run(args) -> int:
     for w in warnings:
         log.warning(w)
     interrupt.install()
+    code = onhost.command(args, 1, log)  # SSH mode: the restore on the host, where it can
+    if code is not None:
+        return code
     failed = done = 0
     try:
         items = requests_from(args, settings)

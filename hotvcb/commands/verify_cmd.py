@@ -19,7 +19,7 @@ from ..jobs.verify import verify_backup
 from ..restorefile import trim_path
 from ..shell import LocalShell, Shell
 from ..store import layout
-from . import common, list_cmd
+from . import common, list_cmd, onhost
 
 
 def register(subparsers) -> None:
@@ -39,6 +39,7 @@ def register(subparsers) -> None:
     boot.add_argument("--boot-accel", metavar="ACCEL", default="kvm:tcg",
                       help="QEMU accelerator: kvm, tcg, or kvm:tcg = KVM where available (default)")
     boot.add_argument("--console-log", metavar="FILE", help="write the serial console here (default: a temp folder)")
+    onhost.add_option(p)
     p.set_defaults(handler=run)
 
 
@@ -71,6 +72,9 @@ def run(args) -> int:
         print("hotvcb: warning: %s" % w, file=sys.stderr)
     if args.boot:
         return _boot(args, settings)
+    code = onhost.command(args, 1)
+    if code is not None:
+        return code
     shell = common.connect(args.host_target).shell
     paths, skipped = targets(shell, args.volume or settings.vm_backup_volume, args.target, args.all)
     results = []
