@@ -28,6 +28,7 @@ MARK = "HOTVCB-ONHOST"
 RUN_DIR = "\x00run\x00"  # no argument can hold a NUL: the token cannot clash with a VM name
 KEEP_OLD_BUILDS = 7 * 86400  # seconds another hotvcb version's pyz is kept unused
 FRAME_MAX = 64 << 20
+MIN_FREE = 4 << 20  # bytes the folder needs to start a run: the pyz, the run's files and its output
 
 
 def say(nonce, what):
@@ -55,6 +56,10 @@ def serve(nonce, sha, cache, version):
 
     private_dir(cache)
     forget_dead_runs(cache)
+    room = os.statvfs(cache)
+    if room.f_bavail * room.f_frsize < MIN_FREE:  # a full /tmp: the client goes file by file
+        raise ValueError("only %d KiB free in %s (hotvcb needs %d MiB there)"
+                         % (room.f_bavail * room.f_frsize >> 10, cache, MIN_FREE >> 20))
     pyz = os.path.join(cache, "hotvcb-%s.pyz" % sha)
     held = holds(pyz, sha)
     say(nonce, ("have " if held else "need ") + version)
@@ -130,11 +135,18 @@ def receive_pyz(pyz, sha, data):
     if hashlib.sha256(data).hexdigest() != sha:
         raise ValueError("the hotvcb build arrived damaged (SHA-256 differs)")
     tmp = "%s.%d.tmp" % (pyz, os.getpid())
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, pyz)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, pyz)
+    except OSError:
+        try:
+            os.unlink(tmp)  # a part of a build must not fill the host's /tmp (a ramdisk) for good
+        except OSError:
+            pass
+        raise
 
 
 def put_file(run, rel, b64):

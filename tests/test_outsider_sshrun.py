@@ -1,0 +1,85 @@
+"""An outsider's attacks on SSH mode's on-host runs (`hotvcb --host … backup|status|…` running
+hotvcb itself on the ESXi host): lost connections, a full /tmp on the host, planted folders, two
+clients at once, kill -9 of the client, and what the admin is shown on each of those paths."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from simhost import backups, copying, host_lock_path, hotvcb, needs_root, ours, sealed, wait_for, write_conf
+from sshd import needs_sshd
+from sshsite import site  # noqa: F401  (the fixture)
+
+pytestmark = [needs_root, needs_sshd]
+
+
+def _procs():
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+            with open("/proc/%s/stat" % pid) as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        out.append((int(pid), ppid, cmd))
+    return out
+
+
+def _under(pid):
+    """(pid, cmdline) of every process below pid."""
+    procs, kids = _procs(), {pid}
+    grew = True
+    while grew:
+        grew = False
+        for p, pp, _ in procs:
+            if pp in kids and p not in kids:
+                kids.add(p)
+                grew = True
+    return [(p, c) for p, _, c in procs if p in kids and p != pid]
+
+
+def _vmid(host, name):
+    (vmid,) = [k for k in host.state()["vms"] if host.display_name(k) == name]
+    return vmid
+
+
+def _run(site, *args, env=None):
+    r = subprocess.run(site.argv(*args), capture_output=True, text=True, timeout=300,
+                       env=dict(site.env(), **(env or {})))
+    r.out = r.stdout + r.stderr
+    return r
+
+
+def _final(text):
+    return [l.split(" -- ", 1)[1] for l in text.splitlines() if "Final status" in l]
+
+
+@pytest.fixture
+def small_tmp(tmp_path, request):
+    """A tmpfs of request.param bytes: the host's /tmp (a ramdisk on ESXi) almost full. Mounted
+    before the site fixture starts sshd in the host's mount namespace, so the host sees it."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%d" % request.param, "tmpfs", str(folder)], check=True)
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.mark.parametrize("small_tmp", [100 << 10, 224 << 10], indirect=True, ids=["no-room-for-hotvcb", "little-room"])
+def test_a_full_tmp_on_the_host_goes_file_by_file_and_leaves_nothing_there(small_tmp, host, site):
+    """No room for the build (a part of it was left to fill the ramdisk for good), or room for the
+    build but not for the run's output and report (the backup was done, yet the client said it
+    failed, exit 120): either way the run goes file by file and /tmp holds no scraps."""
+    host.create_vm("web", "datastore1", [{"size": "4M"}], power="on")
+    folder = small_tmp / "onhost"
+    r = _run(site, "backup", "-m", "web", "-g", write_conf(host), env={"HOTVCB_HOST_FOLDER": str(folder)})
+    assert r.returncode == 0, r.out
+    assert "KiB free in %s" % folder in r.out and "going file by file over SSH" in r.out, r.out
+    assert len(sealed(host, "web")) == 1
+    assert [n for n in os.listdir(str(folder)) if not n.endswith(".pyz")] == [], os.listdir(str(folder))
