@@ -60,6 +60,24 @@ def _final(text):
     return [l.split(" -- ", 1)[1] for l in text.splitlines() if "Final status" in l]
 
 
+def test_messages_name_the_files_the_admin_gave_never_the_hosts_temp_copies(host, site, tmp_path):
+    """-g and -c are files on the Linux box; the run on the host reads copies in its temp folder,
+    but the log, the errors and the JSON report must name what the admin wrote (the temp folder is
+    gone when the run ends, and it is a path on another machine)."""
+    host.create_vm("web", "datastore1", [{"size": "4M"}], power="on")
+    conf = write_conf(host, BOGUS_KEY=1)
+    per_vm = tmp_path / "per vm ü"
+    per_vm.mkdir()
+    (per_vm / "web").write_text("DISK_BACKUP_FORMAT=zzz\n")
+    r, trips = site.run("backup", "-m", "web", "-g", conf, "-c", per_vm, "--json-report", tmp_path / "r.json")
+    assert r.returncode == 6 and len(trips) == 1, r.out
+    assert str(site.folder) not in r.out, r.out
+    assert "%s/web:1: DISK_BACKUP_FORMAT='zzz' is not valid" % per_vm in r.stdout, r.stdout
+    assert "CONFIG: %s;" % conf in r.stdout and "%s:4: unknown key BOGUS_KEY" % conf in r.stdout, r.stdout
+    [vm] = json.loads((tmp_path / "r.json").read_text())["vms"]
+    assert vm["message"].startswith("%s/web:1: " % per_vm), vm
+
+
 @pytest.fixture
 def small_tmp(tmp_path, request):
     """A tmpfs of request.param bytes: the host's /tmp (a ramdisk on ESXi) almost full. Mounted

@@ -18,13 +18,14 @@ import codecs
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
-from .. import hostrun
+from .. import config, hostrun
 from ..errors import HostError, UsageError
 from ..runlog import RunLog
 from ..sshshell import SshShell
 
 # backup options that mean something on this machine only, or are ours to add
-CLIENT_SIDE = ("log_file", "workdir", "json_report", "file_by_file", "outbox", "help", "parser", "hosts")
+CLIENT_SIDE = ("log_file", "workdir", "json_report", "file_by_file", "outbox", "help", "parser", "hosts",
+               "shown_as")
 SHIPPED_FILES = ("global_conf", "vm_list", "exclude", "restore_file")
 SHIPPED_DIRS = ("confdir",)
 OUTBOX = hostrun.RUN_DIR + "/outbox.json"
@@ -54,7 +55,14 @@ def add_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--file-by-file", action="store_true",
                    help="SSH mode: drive the host command by command from here, as for hosts without "
                    "Python 3.8, instead of running hotvcb on the host itself")
+    p.add_argument("--shown-as", action="append", help=argparse.SUPPRESS)  # DEST=the client's name of a sent file
     p.set_defaults(parser=p)  # its options are passed on to the host (_request)
+
+
+def adopt_client_names(args) -> None:
+    """On the host: messages name the files the client sent as the admin wrote them (`--shown-as`)."""
+    pairs = [item.split("=", 1) for item in getattr(args, "shown_as", None) or [] if "=" in item]
+    config.show_files_as({getattr(args, dest): name for dest, name in pairs if getattr(args, dest, None)})
 
 
 def backup(args, log: RunLog) -> Optional[Report]:
@@ -125,6 +133,8 @@ def _request(args, parser: argparse.ArgumentParser, extra: Sequence[str]) -> hos
             positional += [str(v) for v in (value if isinstance(value, list) else [value])]
             continue
         opt = action.option_strings[0]
+        if action.dest in SHIPPED_FILES + SHIPPED_DIRS:
+            argv.append("--shown-as=%s=%s" % (action.dest, value))
         if action.dest in SHIPPED_FILES:
             files[action.dest] = _read(str(value), opt)
             value = hostrun.RUN_DIR + "/" + action.dest
