@@ -78,6 +78,40 @@ def test_messages_name_the_files_the_admin_gave_never_the_hosts_temp_copies(host
     assert vm["message"].startswith("%s/web:1: " % per_vm), vm
 
 
+def test_a_dropped_connection_ends_with_a_final_status_and_a_real_report(host, site, tmp_path):
+    """sshd's end of the connection dies mid-copy: the run on the host stops and cleans up by
+    itself; the client ends like any failed run (final status line in its output and -l log, a
+    --json-report that says ERROR, exit 1), never an empty `{}` report."""
+    host.create_vm("web", "datastore1", [{"size": "8M"}], power="on")
+    conf = write_conf(host)
+    report, log = tmp_path / "r.json", tmp_path / "client.log"
+    host.set_fault("clone.delay", "30")
+    try:
+        proc = subprocess.Popen(site.argv("backup", "-m", "web", "-g", conf, "--json-report", report, "-l", log),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=site.env(), text=True)
+        wait_for(lambda: copying(host, "web"), 60, "the copy")
+        for pid, cmd in _under(site.sshd.proc.pid):
+            if cmd.startswith("sshd: root"):  # the connection's processes, not the listener
+                os.kill(pid, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        host.clear_faults()
+    assert proc.returncode == 1, out
+    assert "lost the SSH connection" in out and "Traceback" not in out, out
+    [final] = _final(out)
+    assert final.startswith("info: ###### Final status: ERROR: lost the SSH connection"), final
+    assert _final(log.read_text()) == [final]
+    data = json.loads(report.read_text())
+    assert data["exit_code"] == 1 and data["status"].startswith("ERROR: lost the SSH connection"), data
+    assert data["job"] == "hotvcb" and data["vms"] == [], data
+    # the host's end stopped the run: snapshot gone, lock free, VM on, the partial backup not good
+    wait_for(lambda: not ours(host, _vmid(host, "web")) and not os.path.exists(host_lock_path(host)), 60,
+             "the run on the host to clean up")
+    assert sealed(host, "web") == [] and host.state()["vms"][_vmid(host, "web")]["power"] == "on"
+    wait_for(lambda: [n for n in os.listdir(str(site.folder)) if n.startswith("run-")] == [], 30,
+             "the run's folder (config copies) to go")
+
+
 @pytest.fixture
 def small_tmp(tmp_path, request):
     """A tmpfs of request.param bytes: the host's /tmp (a ramdisk on ESXi) almost full. Mounted

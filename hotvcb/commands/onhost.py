@@ -16,9 +16,11 @@ import os
 import sys
 import codecs
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Dict, List, Optional, Sequence
 
 from .. import config, hostrun
+from ..jobs import outcome
 from ..errors import HostError, UsageError
 from ..runlog import RunLog
 from ..sshshell import SshShell
@@ -68,6 +70,7 @@ def adopt_client_names(args) -> None:
 def backup(args, log: RunLog) -> Optional[Report]:
     """The run's Report, or None when it is not run on the host (no SSH, --file-by-file, or the
     host cannot: said in the log), and the caller goes file by file."""
+    started = datetime.now().isoformat(timespec="seconds")
     done = _run(args, log, ["--outbox", OUTBOX])
     if done is None:
         return None
@@ -76,9 +79,18 @@ def backup(args, log: RunLog) -> Optional[Report]:
     except (TypeError, ValueError) as err:
         why = done.lost or "the run on the host ended without its report (exit %d%s)" % (
             done.returncode, ": %s" % err if done.outbox else "")
-        log.error(why)
-        return Report(done.returncode if done.returncode not in (0, 255) else 1, "ERROR: %s" % why,
-                      args.host_target.ssh.hostname, "\n".join(log.lines), "", "", {})
+    # the run's end as a local run's error path writes it: the final status line, and a report
+    # (mail, --json-report) that says so, never an empty one
+    log.error(why)
+    code = done.returncode if 1 <= done.returncode <= 8 else 1  # hotvcb's codes, not a signal's or ssh's
+    status, host = "ERROR: %s" % why, args.host_target.ssh.hostname
+    log.info("###### Final status: %s ######" % status)
+    log.info("============================== hotvcb LOG END ================================")
+    return Report(code, status, host, "\n".join(log.lines), outcome.report([], status),
+                  outcome.report_html([], status, host, args.job_name), {
+                      "host": host, "job": args.job_name, "started": started,
+                      "finished": datetime.now().isoformat(timespec="seconds"), "status": status,
+                      "exit_code": code, "dry_run": args.level == "dryrun", "vms": []})
 
 
 def command(args, failed: int, log: Optional[RunLog] = None) -> Optional[int]:
