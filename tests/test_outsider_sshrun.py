@@ -135,3 +135,45 @@ def test_a_full_tmp_on_the_host_goes_file_by_file_and_leaves_nothing_there(small
     assert "KiB free in %s" % folder in r.out and "going file by file over SSH" in r.out, r.out
     assert len(sealed(host, "web")) == 1
     assert [n for n in os.listdir(str(folder)) if not n.endswith(".pyz")] == [], os.listdir(str(folder))
+
+
+def _host_python(host, script):
+    """The host's python and python3 replaced by a shell script (a host that misbehaves)."""
+    from esxisim import toolgen
+
+    usr_bin = toolgen.upper(host, "usr_bin")
+    for name in ("python", "python3"):
+        path = os.path.join(usr_bin, name)
+        if os.path.lexists(path):
+            os.unlink(path)
+        with open(path, "w") as f:
+            f.write(script.replace("PY38", toolgen.PY38))
+        os.chmod(path, 0o755)
+
+
+def test_sigterm_while_the_host_starts_hotvcb_ends_like_any_interrupted_run(host, site, tmp_path):
+    """SIGTERM (systemd stopping the job) while the host's python is still starting: nothing runs
+    there yet, but the run must still end as an interrupted run does - exit 2, the final status
+    line, the --json-report and the alert mail - not with a bare 'interrupted' and no report."""
+    smtpserver = pytest.importorskip("smtpserver", reason="aiosmtpd is needed for the mail part")
+    host.create_vm("web", "datastore1", [{"size": "4M"}], power="on")
+    _host_python(host, '#!/bin/sh\nsleep 3\nexec PY38 "$@"\n')  # a slow (busy) host
+    report = tmp_path / "r.json"
+    with smtpserver.smtp_server() as server:
+        conf = write_conf(host, EMAIL_ALERT=1, EMAIL_SERVER="127.0.0.1", EMAIL_SERVER_PORT=server.port,
+                          EMAIL_TLS="none", EMAIL_TO="admin@example.com")
+        proc = subprocess.Popen(site.argv("backup", "-m", "web", "-g", conf, "--json-report", report),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=site.env(), text=True)
+        wait_for(lambda: any("HOTVCB-ONHOST" in c for _, c in _under(site.sshd.proc.pid)), 30,
+                 "the host's end to start")
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2, out
+    assert _final(out) == ["info: ###### Final status: ERROR: interrupted by SIGTERM ######"], out
+    data = json.loads(report.read_text())
+    assert data["exit_code"] == 2 and data["status"] == "ERROR: interrupted by SIGTERM", data
+    [mail] = server.messages
+    assert mail.message["Subject"].endswith("hotvcb: ERROR: interrupted by SIGTERM"), mail.message["Subject"]
+    assert ours(host, _vmid(host, "web")) == [] and not os.path.exists(host_lock_path(host))
+    wait_for(lambda: not site.folder.exists() or [n for n in os.listdir(str(site.folder))
+                                                  if not n.endswith(".pyz")] == [], 30, "no scraps on the host")

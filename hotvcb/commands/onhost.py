@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from .. import config, hostrun
 from ..jobs import outcome
-from ..errors import HostError, UsageError
+from ..errors import HostError, Interrupted, UsageError
 from ..runlog import RunLog
 from ..sshshell import SshShell
 
@@ -71,7 +71,10 @@ def backup(args, log: RunLog) -> Optional[Report]:
     """The run's Report, or None when it is not run on the host (no SSH, --file-by-file, or the
     host cannot: said in the log), and the caller goes file by file."""
     started = datetime.now().isoformat(timespec="seconds")
-    done = _run(args, log, ["--outbox", OUTBOX])
+    try:
+        done = _run(args, log, ["--outbox", OUTBOX])
+    except Interrupted as err:  # before the run started on the host: nothing to undo there
+        return _ended(args, log, started, "ERROR: %s" % err, err.exit_code)
     if done is None:
         return None
     try:
@@ -79,11 +82,15 @@ def backup(args, log: RunLog) -> Optional[Report]:
     except (TypeError, ValueError) as err:
         why = done.lost or "the run on the host ended without its report (exit %d%s)" % (
             done.returncode, ": %s" % err if done.outbox else "")
-    # the run's end as a local run's error path writes it: the final status line, and a report
-    # (mail, --json-report) that says so, never an empty one
     log.error(why)
     code = done.returncode if 1 <= done.returncode <= 8 else 1  # hotvcb's codes, not a signal's or ssh's
-    status, host = "ERROR: %s" % why, args.host_target.ssh.hostname
+    return _ended(args, log, started, "ERROR: %s" % why, code)
+
+
+def _ended(args, log: RunLog, started: str, status: str, code: int) -> Report:
+    """A run with no report from the host ends as a local run's error path does: the final status
+    line, and a report (mail, --json-report) that says so, never an empty one."""
+    host = args.host_target.ssh.hostname
     log.info("###### Final status: %s ######" % status)
     log.info("============================== hotvcb LOG END ================================")
     return Report(code, status, host, "\n".join(log.lines), outcome.report([], status),
