@@ -12,7 +12,7 @@ The protocol (lines end with a newline; a frame is a decimal length, a newline, 
   client: the pyz frame (after `need` only), then the request frame: JSON {"argv": [...],
           "files": {relative path: base64}, "env": {...}}; in argv, RUN_DIR stands for the run's
           private folder on the host, where the files are
-  host:   the run's stdout and stderr, as they come
+  host:   HOTVCB-ONHOST NONCE run, then the run's stdout and stderr, as they come
   client: `INT` or `TERM` lines: that signal goes to the run; EOF (the client is gone): TERM
   host:   HOTVCB-ONHOST NONCE end, then the outbox (`--outbox`, may be empty) until EOF;
           the exit code is the run's.
@@ -74,6 +74,7 @@ def serve(nonce, sha, cache, version):
         for rel, b64 in sorted(request["files"].items()):
             put_file(run, rel, b64)
         argv = [a.replace(RUN_DIR, run) for a in request["argv"]]
+        say(nonce, "run")  # everything before may fail (a full /tmp...): the client then goes file by file
         code = relay(pyz, argv, request.get("env") or {}, run, stdin)
         outbox = os.path.join(run, "outbox.json")
         say(nonce, "end")

@@ -177,3 +177,21 @@ def test_sigterm_while_the_host_starts_hotvcb_ends_like_any_interrupted_run(host
     assert ours(host, _vmid(host, "web")) == [] and not os.path.exists(host_lock_path(host))
     wait_for(lambda: not site.folder.exists() or [n for n in os.listdir(str(site.folder))
                                                   if not n.endswith(".pyz")] == [], 30, "no scraps on the host")
+
+
+def test_a_damaged_build_folder_entry_never_stops_backups(host, site):
+    """A directory where the host's end stores the build (hand-made, a half-done cleanup): the build
+    cannot be stored, and every backup of the host failed with 'ended without its report' although
+    nothing had run there. Whatever fails before the run starts on the host: file by file."""
+    import hashlib
+
+    from hotvcb import pyzpack
+
+    host.create_vm("web", "datastore1", [{"size": "4M"}], power="on")
+    site.folder.mkdir(mode=0o700)
+    build = site.folder / ("hotvcb-%s.pyz" % hashlib.sha256(pyzpack.this_package()).hexdigest())
+    build.mkdir()
+    r, trips = site.run("backup", "-m", "web", "-g", write_conf(host))
+    assert r.returncode == 0 and len(sealed(host, "web")) == 1, r.out
+    assert "Is a directory" in r.out and "going file by file over SSH" in r.out, r.out
+    assert os.listdir(str(site.folder)) == [build.name] and build.is_dir(), "nothing else left there"
