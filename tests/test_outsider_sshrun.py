@@ -6,11 +6,10 @@ import json
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 
-from simhost import backups, copying, host_lock_path, hotvcb, needs_root, ours, sealed, wait_for, write_conf
+from simhost import copying, host_lock_path, needs_root, ours, sealed, wait_for, write_conf
 from sshd import needs_sshd
 from sshsite import site  # noqa: F401  (the fixture)
 
@@ -49,9 +48,9 @@ def _vmid(host, name):
     return vmid
 
 
-def _run(site, *args, env=None):
+def _run(site, *args, env=None, cwd=None):
     r = subprocess.run(site.argv(*args), capture_output=True, text=True, timeout=300,
-                       env=dict(site.env(), **(env or {})))
+                       env=dict(site.env(), **(env or {})), cwd=cwd)
     r.out = r.stdout + r.stderr
     return r
 
@@ -69,11 +68,14 @@ def test_messages_name_the_files_the_admin_gave_never_the_hosts_temp_copies(host
     per_vm = tmp_path / "per vm ü"
     per_vm.mkdir()
     (per_vm / "web").write_text("DISK_BACKUP_FORMAT=zzz\n")
-    r, trips = site.run("backup", "-m", "web", "-g", conf, "-c", per_vm, "--json-report", tmp_path / "r.json")
-    assert r.returncode == 6 and len(trips) == 1, r.out
+    os.rename(conf, str(tmp_path / "-my hotvcb.conf"))  # relative, and read as a value of -g
+    r = _run(site, "backup", "-m", "web", "-g", "-my hotvcb.conf", "-c", per_vm, "--json-report", "r.json",
+             cwd=str(tmp_path))
+    assert r.returncode == 6 and "HOST: local (" in r.out, r.out
     assert str(site.folder) not in r.out, r.out
     assert "%s/web:1: DISK_BACKUP_FORMAT='zzz' is not valid" % per_vm in r.stdout, r.stdout
-    assert "CONFIG: %s;" % conf in r.stdout and "%s:4: unknown key BOGUS_KEY" % conf in r.stdout, r.stdout
+    assert "CONFIG: -my hotvcb.conf;" in r.stdout and "-my hotvcb.conf:4: unknown key BOGUS_KEY" in r.stdout, \
+        r.stdout
     [vm] = json.loads((tmp_path / "r.json").read_text())["vms"]
     assert vm["message"].startswith("%s/web:1: " % per_vm), vm
 
@@ -123,11 +125,12 @@ def small_tmp(tmp_path, request):
     subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
-@pytest.mark.parametrize("small_tmp", [100 << 10, 224 << 10], indirect=True, ids=["no-room-for-hotvcb", "little-room"])
+@pytest.mark.parametrize("small_tmp", [224 << 10], indirect=True)  # room for the build, not for more
 def test_a_full_tmp_on_the_host_goes_file_by_file_and_leaves_nothing_there(small_tmp, host, site):
-    """No room for the build (a part of it was left to fill the ramdisk for good), or room for the
-    build but not for the run's output and report (the backup was done, yet the client said it
-    failed, exit 120): either way the run goes file by file and /tmp holds no scraps."""
+    """Room for the build but not for the run's output and report: the backup was done, yet the
+    client said it failed (exit 120). With no room for the build, a part of it stayed to fill the
+    ramdisk for good. The host's end now refuses a nearly full folder before anything is sent: the
+    run goes file by file, and /tmp holds no scraps."""
     host.create_vm("web", "datastore1", [{"size": "4M"}], power="on")
     folder = small_tmp / "onhost"
     r = _run(site, "backup", "-m", "web", "-g", write_conf(host), env={"HOTVCB_HOST_FOLDER": str(folder)})
@@ -195,3 +198,35 @@ def test_a_damaged_build_folder_entry_never_stops_backups(host, site):
     assert r.returncode == 0 and len(sealed(host, "web")) == 1, r.out
     assert "Is a directory" in r.out and "going file by file over SSH" in r.out, r.out
     assert os.listdir(str(site.folder)) == [build.name] and build.is_dir(), "nothing else left there"
+
+
+def test_a_link_planted_at_the_build_folder_is_not_followed(host, site, tmp_path):
+    """/tmp is world-writable: anyone may create /tmp/hotvcb-onhost first, as a link to a private
+    looking folder of root's. hotvcb (running as root) must not store or run a build through it."""
+    host.create_vm("web", "datastore1", [{"size": "4M"}], power="on")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    site.folder.symlink_to(elsewhere)
+    r, trips = site.run("status", "-g", write_conf(host))
+    assert "is not a private folder of this user" in r.out and "going file by file over SSH" in r.out, r.out
+    assert r.returncode == 2 and "Traceback" not in r.out, r.out  # CRIT: web has no backup yet
+    assert os.listdir(str(elsewhere)) == [] and site.folder.is_symlink()
+
+
+def test_kill_9_of_the_client_before_the_run_leaves_nothing_on_the_host(host, site, tmp_path):
+    """kill -9 while the host's end starts (before the build and the request arrive): that end reads
+    a cut frame and stops; no run folder, no part of a build, and the next run works."""
+    host.create_vm("web", "datastore1", [{"size": "4M"}], power="on")
+    conf = write_conf(host)
+    _host_python(host, '#!/bin/sh\nsleep 2\nexec PY38 "$@"\n')
+    proc = subprocess.Popen(site.argv("backup", "-m", "web", "-g", conf), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=site.env())
+    wait_for(lambda: any("HOTVCB-ONHOST" in c for _, c in _under(site.sshd.proc.pid)), 30, "the host's end")
+    proc.kill()
+    proc.wait()
+    wait_for(lambda: not any("HOTVCB-ONHOST" in c for _, c in _under(site.sshd.proc.pid)), 30,
+             "the host's end to stop")
+    assert os.listdir(str(site.folder)) == [], "no build, no run folder"
+    r, trips = site.run("backup", "-m", "web", "-g", conf)
+    assert r.returncode == 0 and len(trips) == 1 and len(site.builds()) == 1, r.out
+    assert len(sealed(host, "web")) == 1 and os.listdir(str(site.folder)) == site.builds()
