@@ -230,3 +230,19 @@ def test_kill_9_of_the_client_before_the_run_leaves_nothing_on_the_host(host, si
     r, trips = site.run("backup", "-m", "web", "-g", conf)
     assert r.returncode == 0 and len(trips) == 1 and len(site.builds()) == 1, r.out
     assert len(sealed(host, "web")) == 1 and os.listdir(str(site.folder)) == site.builds()
+
+
+@pytest.mark.parametrize("args, code", [
+    (["status", "-f", "FIFO"], 3),  # a monitoring plugin's UNKNOWN, not a check that never answers
+    (["status", "-g", "/dev/zero"], 3),
+    (["restore", "-c", "FIFO"], 1),
+], ids=["status-list-fifo", "status-conf-dev-zero", "restore-file-fifo"])
+def test_a_fifo_or_device_given_as_a_file_to_send_is_refused_not_read_forever(site, tmp_path, args, code):
+    """Local mode opens only regular files (config.read_text); the files SSH mode sends to the host
+    were read whole: a FIFO hung the command for good, /dev/zero filled memory."""
+    fifo = tmp_path / "vms ü fifo"
+    os.mkfifo(str(fifo))
+    argv = [str(fifo) if a == "FIFO" else a for a in args]
+    r = subprocess.run(site.argv(*argv), capture_output=True, text=True, timeout=60, env=site.env())
+    assert r.returncode == code, r.stdout + r.stderr
+    assert "%s is not a regular file" % argv[-1] in r.stdout + r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import json
 import os
+import stat
 import sys
 import codecs
 from dataclasses import dataclass
@@ -177,11 +178,17 @@ def _request(args, parser: argparse.ArgumentParser, extra: Sequence[str]) -> hos
 
 
 def _read(path: str, option: str) -> bytes:
+    """A file to send, refused as config.read_text refuses it: a FIFO would hang us, /dev/zero fill memory."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise UsageError("%s %s is not a regular file" % (option, path))
         with open(path, "rb") as f:
-            return f.read()
+            data = f.read(config.MAX_FILE_BYTES + 1)
     except OSError as err:
         raise UsageError("%s %s: %s" % (option, path, err.strerror or err)) from err
+    if len(data) > config.MAX_FILE_BYTES:
+        raise UsageError("%s %s is larger than %d bytes" % (option, path, config.MAX_FILE_BYTES))
+    return data
 
 
 class _Tee:
