@@ -85,7 +85,7 @@ def test_a_dropped_connection_ends_with_a_final_status_and_a_real_report(host, s
     itself; the client ends like any failed run (final status line in its output and -l log, a
     --json-report that says ERROR, exit 1), never an empty `{}` report."""
     host.create_vm("web", "datastore1", [{"size": "8M"}], power="on")
-    conf = write_conf(host)
+    conf = write_conf(host, POWER_VM_DOWN_BEFORE_BACKUP=1)  # the VM is off while it is copied
     report, log = tmp_path / "r.json", tmp_path / "client.log"
     host.set_fault("clone.delay", "30")
     try:
@@ -105,7 +105,7 @@ def test_a_dropped_connection_ends_with_a_final_status_and_a_real_report(host, s
     data = json.loads(report.read_text())
     assert data["exit_code"] == 1 and "###### Final status: %s ######" % data["status"] in final, data
     assert data["job"] == "hotvcb" and data["vms"] == [], data
-    # the host's end stopped the run: snapshot gone, lock free, VM on, the partial backup not good
+    # the host's end stopped the run: snapshot gone, lock free, VM on again, the partial backup not good
     wait_for(lambda: not ours(host, _vmid(host, "web")) and not os.path.exists(host_lock_path(host)), 60,
              "the run on the host to clean up")
     assert sealed(host, "web") == [] and host.state()["vms"][_vmid(host, "web")]["power"] == "on"
