@@ -1,0 +1,1 @@
+"""The deduplicating backup repository; its format is docs/repository.md."""

@@ -1,0 +1,61 @@
+"""A chunk's stored form: compressed when that pays, checked when read back.
+
+zstd is used when the `zstandard` package is importable (never required);
+zlib level 1 otherwise. Data that does not shrink by 1/32 is stored raw:
+random data then costs no CPU on restore.
+"""
+
+import hashlib
+import zlib
+from typing import Any, Optional, Tuple
+
+from ..errors import RepoError
+from .format import RAW, ZLIB, ZSTD
+
+_zstd = None  # type: Any
+
+
+def _zstd_module() -> Optional[Any]:
+    global _zstd
+    if _zstd is None:
+        try:
+            import zstandard  # type: ignore  # optional extra
+            _zstd = zstandard
+        except ImportError:
+            _zstd = False
+    return _zstd or None
+
+
+def encode(raw: bytes, use_zstd: bool = True) -> Tuple[int, bytes]:
+    """(method, stored bytes) for a chunk."""
+    zstd = _zstd_module() if use_zstd else None
+    if zstd is not None:
+        method, packed = ZSTD, zstd.ZstdCompressor(level=3).compress(raw)
+    else:
+        method, packed = ZLIB, zlib.compress(raw, 1)
+    if len(packed) > len(raw) - len(raw) // 32:
+        return RAW, raw
+    return method, packed
+
+
+def decode(method: int, stored: bytes, raw_len: int, digest: bytes) -> bytes:
+    """The chunk's bytes; RepoError (caller names the chunk) if they are not what `digest` says."""
+    try:
+        if method == RAW:
+            raw = stored
+        elif method == ZLIB:
+            raw = zlib.decompress(stored)
+        elif method == ZSTD:
+            zstd = _zstd_module()
+            if zstd is None:
+                raise RepoError("stored with zstd, and the zstandard package is not installed")
+            raw = zstd.ZstdDecompressor().decompress(stored, max_output_size=raw_len)
+        else:
+            raise RepoError("unknown compression method %d" % method)
+    except RepoError:
+        raise
+    except Exception as err:  # zlib.error, zstd.ZstdError: the stored bytes are damaged
+        raise RepoError("cannot be decompressed (%s)" % err) from err
+    if len(raw) != raw_len or hashlib.sha256(raw).digest() != digest:
+        raise RepoError("its content does not match its hash")
+    return raw
