@@ -20,6 +20,7 @@ BACKUP_LIMIT = 24 * 3600
 SETTLE = 600
 
 PACK_MAGIC = b"HVCBPACK\x01"
+PACK_HEADER = len(PACK_MAGIC) + 16  # magic, then 16 random bytes: no two packs are ever the same object
 PACK_END = b"HVCBPEND"
 _ENTRY = struct.Struct(">32sBII")  # sha256, method, raw length, stored length
 _TRAILER = struct.Struct(">I32s8s")  # table length, sha256 of the table, end magic
@@ -63,7 +64,7 @@ def parse_table(table: bytes, digest: bytes, where: str) -> List[Blob]:
     if hashlib.sha256(table).digest() != digest:
         raise RepoError("%s: the pack's table is damaged (checksum mismatch)" % where)
     blobs = []
-    offset = len(PACK_MAGIC)
+    offset = PACK_HEADER
     for i in range(0, len(table), _ENTRY.size):
         d, method, raw_len, stored_len = _ENTRY.unpack_from(table, i)
         blobs.append(Blob(d, method, raw_len, offset, stored_len))

@@ -5,6 +5,7 @@ its bytes, so a crash leaves at most an upload that no name points to.
 """
 
 import hashlib
+import os
 from typing import List, Optional, Set
 
 from .. import crashpoint
@@ -33,9 +34,10 @@ class PackWriter:
     def add(self, digest: bytes, method: int, raw_len: int, stored: bytes) -> None:
         if self._upload is None:
             self._upload = self.backend.new_upload()
-            self._write(PACK_MAGIC)
+            self._write(PACK_MAGIC + os.urandom(16))
         self._blobs.append(Blob(digest, method, raw_len, self._offset, len(stored)))
         self._write(stored)
+        crashpoint.reached("repo-pack-writing")
         self.pending.add(digest)
         self.bytes_written += len(stored)
         if self._offset >= self.pack_size:

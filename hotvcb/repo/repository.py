@@ -13,7 +13,7 @@ from typing import Any, Dict, Iterable, List, Optional, Set
 from ..errors import RepoError
 from . import codec
 from .backend import Backend, LocalBackend, NotFound
-from .format import (BACKUP_LIMIT, CHUNK_SIZE, CONFIG, PACK_MAGIC, PACK_SIZE, SETTLE, TRAILER_SIZE, VERSION, Blob,
+from .format import (BACKUP_LIMIT, CHUNK_SIZE, CONFIG, PACK_HEADER, PACK_SIZE, SETTLE, TRAILER_SIZE, VERSION, Blob,
                      DiskIndex, decode_index, dumps, loads, parse_table, table_length)
 
 PACKS, INDEXES, SNAPSHOTS, CONDEMNED, VERIFIED = "packs/", "indexes/", "snapshots/", "condemned/", "verified/"
@@ -154,10 +154,10 @@ class Repository:
 
     def pack_blobs(self, name: str, size: int) -> List[Blob]:
         """A pack's table, read from its tail without reading its chunks."""
-        if size < len(PACK_MAGIC) + TRAILER_SIZE:
+        if size < PACK_HEADER + TRAILER_SIZE:
             raise RepoError("%s: too short to be a pack" % name)
         length, digest = table_length(self.backend.get(name, size - TRAILER_SIZE, TRAILER_SIZE), name)
-        if length > size - len(PACK_MAGIC) - TRAILER_SIZE:
+        if length > size - PACK_HEADER - TRAILER_SIZE:
             raise RepoError("%s: not a pack (bad trailer)" % name)
         return parse_table(self.backend.get(name, size - TRAILER_SIZE - length, length), digest, name)
 
@@ -181,12 +181,21 @@ class Repository:
                 out.setdefault(blob.digest, Location(info.name, blob))
         return out
 
+    def read_stored(self, loc: Location) -> bytes:
+        """A chunk as stored (compressed), after checking that it decodes to its hash."""
+        b = loc.blob
+        try:
+            stored = self.backend.get(loc.pack, b.offset, b.stored_len)
+            codec.decode(b.method, stored, b.raw_len, b.digest)
+            return stored
+        except RepoError as err:
+            raise BadChunk(b.digest, loc.pack, str(err), self.users_of(b.digest)) from err
+
     def read_chunk(self, loc: Location) -> bytes:
         """A chunk's bytes, hash-checked; BadChunk (naming its users) if they are not what was stored."""
         b = loc.blob
         try:
-            stored = self.backend.get(loc.pack, b.offset, b.stored_len)
-            return codec.decode(b.method, stored, b.raw_len, b.digest)
+            return codec.decode(b.method, self.backend.get(loc.pack, b.offset, b.stored_len), b.raw_len, b.digest)
         except RepoError as err:
             raise BadChunk(b.digest, loc.pack, str(err), self.users_of(b.digest)) from err
 
