@@ -172,6 +172,8 @@ class LocalBackend:
         out = []  # type: List[ObjectInfo]
         top = self._path(prefix)
         for folder, dirs, files in os.walk(top):
+            if os.path.normpath(folder) == os.path.normpath(self.root) and TMP in dirs:
+                dirs.remove(TMP)  # uploads in progress are never listed
             dirs.sort()
             for fname in sorted(files):
                 path = os.path.join(folder, fname)
