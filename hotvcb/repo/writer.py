@@ -30,7 +30,7 @@ def _prepare(data: bytes, known: Set[bytes], use_zstd: bool) -> Tuple[bytes, Opt
     digest = hashlib.sha256(data).digest()
     if digest in known:
         return digest, None
-    return digest, codec.encode(bytes(data), use_zstd)
+    return digest, codec.encode(data, use_zstd)
 
 
 class BackupWriter:
