@@ -58,6 +58,7 @@ class Settings:
     cold_snapshot: bool = False  # (hotvcb) shut down, snapshot, power on, then copy
     vm_backup_rotation_size: int = 0  # (hotvcb) bytes a VM's backups may take; 0 = no budget
     backup_power_state: str = "any"  # (hotvcb) on | off | any: back up only VMs in this power state
+    vm_backup_repository: str = ""  # (hotvcb) back up into this deduplicating repository (docs/repository.md)
     # where each value came from, "file:line" by key, for messages
     origin: Tuple[Tuple[str, str], ...] = field(default=(), compare=False)
 

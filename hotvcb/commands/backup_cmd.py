@@ -35,6 +35,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json-report", metavar="FILE", help="also write the run's per-VM report as JSON to FILE")
     p.add_argument("--power-state", choices=("on", "off", "any"),
                    help="back up only the VMs that are powered on (or off); overrides BACKUP_POWER_STATE")
+    p.add_argument("--repo", metavar="PATH", help="back up into the deduplicating repository at PATH "
+                   "(overrides VM_BACKUP_REPOSITORY; docs/repository.md)")
     common.add_host_options(p)
 
 
@@ -94,6 +96,8 @@ def run(args) -> int:
     settings, log = common.load(args)
     if args.power_state:
         settings = dataclasses.replace(settings, backup_power_state=args.power_state)
+    if args.repo:
+        settings = dataclasses.replace(settings, vm_backup_repository=args.repo)
     started = datetime.now().isoformat(timespec="seconds")
     dry_run = args.level == "dryrun"
     interrupt.install()

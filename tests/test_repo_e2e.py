@@ -1,0 +1,65 @@
+"""`hotvcb backup --repo` against a simulated ESXi host: the usual snapshot
+lifecycle, the base disks read directly while our snapshot holds them."""
+
+import os
+import subprocess
+
+from simhost import needs_root, hotvcb, snapshot_names, write_conf
+from esxisim import writer
+
+from hotvcb.repo.reader import read_file, restore_disk
+from hotvcb.repo.repository import open_path
+from hotvcb.repo.verify import verify
+
+pytestmark = needs_root
+REPO = "/vmfs/volumes/backup/repo"
+
+
+def test_hot_backup_into_a_repository_holds_the_snapshot_instant_and_dedups_the_next(host, tmp_path):
+    vm = "Web Server (prod)"
+    vmid = host.create_vm(vm, "datastore1", [{"size": "16M"}, {"size": "8M", "datastore": "ds5", "bus": "sata"}])
+    initial = {node: bytearray(host.read_disk(path)) for node, path, _m in host.vm_disks(vmid)}
+    host.power_on(vmid)
+    writer.start(host, vmid)
+    conf = write_conf(host)
+    r = hotvcb(host, "backup", "-m", vm, "-g", conf, "--repo", REPO, "-w", tmp_path / "work")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r2 = hotvcb(host, "backup", "-m", vm, "-g", conf, "--repo", REPO, "-w", tmp_path / "work")
+    writer.stop(host, vmid)
+    assert r2.returncode == 0, r2.stdout + r2.stderr
+    assert snapshot_names(host, vmid) == []
+    assert not any("-00000" in f for f in os.listdir(host.real("/vmfs/volumes/datastore1/" + vm)))
+
+    repo = open_path(host.real(REPO))
+    first, second = repo.snapshots(vm)
+    log = host.writer_log(vm)
+    creates = [k for k, rec in enumerate(log) if rec["event"] == "snapshot.create"]
+    assert len(creates) == 2
+    for snap, until in ((first, creates[0]), (second, creates[1])):
+        frozen = writer.apply_writes({n: bytearray(b) for n, b in initial.items()}, log, until=until)
+        for disk, node in zip(snap.disks, ("scsi0:0", "sata0:0")):
+            expected = tmp_path / ("expected-%s-%s.raw" % (snap.id, node.replace(":", "_")))
+            expected.write_bytes(bytes(frozen[node]))
+            out = tmp_path / ("restored-%s-%s.raw" % (snap.id, node.replace(":", "_")))
+            restore_disk(repo, snap, disk, str(out))
+            cmp = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "raw", str(out), str(expected)],
+                                 capture_output=True, text=True)
+            assert cmp.returncode == 0, "%s %s: %s" % (snap.id, node, cmp.stdout + cmp.stderr)
+    assert 'displayName = "%s"' % vm in read_file(repo, second, vm + ".vmx").decode()
+    # the second backup stores only chunks the guest wrote to in between (holes and unchanged chunks: nothing)
+    chunk = repo.config.chunk_size
+    touched = {(rec["node"], n) for rec in log[creates[0]:creates[1]] if rec["event"] == "write"
+               for n in range(rec["offset"] // chunk, (rec["offset"] + rec["length"] - 1) // chunk + 1)}
+    assert 0 < sum(d["new_chunks"] for d in second.disks) <= len(touched)
+    assert sum(d["new_chunks"] for d in second.disks) < sum(d["chunks"] for d in second.disks)
+    assert verify(repo, "all").ok
+
+
+def test_a_repository_on_a_missing_volume_fails_the_vm_before_any_snapshot(host, tmp_path):
+    vmid = host.create_vm("db", "datastore1", [{"size": "4M"}])
+    host.power_on(vmid)
+    r = hotvcb(host, "backup", "-m", "db", "-g", write_conf(host), "--repo", "/vmfs/volumes/nowhere/repo",
+               "-w", tmp_path / "work")
+    assert r.returncode != 0 and "does not exist" in r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+    assert snapshot_names(host, vmid) == []
