@@ -18,7 +18,7 @@ from ..jobs.restore import RestoreJob
 from ..restorefile import BadLine, RestoreRequest, datastore_path, disk_format, read_restore_file, trim_path
 from ..runlog import RunLog
 from ..store import health, layout, rotation
-from . import common
+from . import common, repo_cmd
 
 LEVELS = {"0": "info", "info": "info", "1": "dryrun", "dryrun": "dryrun", "2": "dryrun2", "debug": "debug"}
 
@@ -35,6 +35,8 @@ def register(subparsers) -> None:
     p.add_argument("--name", metavar="NEW", help="display name of the restored VM (default: the backup's)")
     p.add_argument("--no-verify", action="store_true", help="do not check the manifest's checksums first")
     p.add_argument("--power-on", action="store_true", help="power the VM on after registering it")
+    repo_cmd.add_repo_option(p)
+    p.add_argument("--to", metavar="DIR", help="with --repo: a new folder for the raw disks and the VM's files")
     p.add_argument("-g", dest="global_conf", metavar="FILE", help="global config (for --latest)")
     p.add_argument("-l", dest="log_file", metavar="FILE", help="also write the log to FILE")
     p.add_argument("-d", dest="level", default="info", choices=sorted(LEVELS),
@@ -86,6 +88,8 @@ def _close_names(shell, volume: str, name: str) -> str:
 
 
 def run(args) -> int:
+    if args.repo:
+        return repo_cmd.restore(args.repo, args.backup, args.to)
     level = LEVELS[args.level]
     dry_run = level in ("dryrun", "dryrun2")
     settings, warnings = config.load_settings(args.global_conf)

@@ -18,7 +18,7 @@ from ..jobs.verify import verify_backup
 from ..restorefile import trim_path
 from ..shell import Shell
 from ..store import layout
-from . import common, list_cmd
+from . import common, list_cmd, repo_cmd
 
 
 def register(subparsers) -> None:
@@ -28,6 +28,9 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("-g", dest="global_conf", metavar="FILE", help="global config (for VM_BACKUP_VOLUME)")
     p.add_argument("--volume", metavar="DIR", help="backup volume (overrides VM_BACKUP_VOLUME)")
+    repo_cmd.add_repo_option(p)
+    p.add_argument("--sample", type=float, default=0, metavar="PCT", help="with --repo: read this share of the packs")
+    p.add_argument("--new", action="store_true", help="with --repo: read only packs never verified")
     p.set_defaults(handler=run)
 
 
@@ -55,6 +58,8 @@ def targets(shell: Shell, volume: str, target, all_backups: bool):
 
 
 def run(args) -> int:
+    if args.repo:
+        return repo_cmd.verify_repository(args.repo, args.sample, args.new, args.json)
     settings, warnings = config.load_settings(args.global_conf)
     for w in warnings:
         print("hotvcb: warning: %s" % w, file=sys.stderr)

@@ -123,7 +123,7 @@ class BackupWriter:
                             % (took, self.repo.config.backup_limit))
         local = when or datetime.datetime.now()
         record = {"format": "hotvcb-snapshot", "version": 1, "id": self.snap_id, "vm": self.vm,
-                  "time": local.strftime("%Y-%m-%dT%H:%M:%S"), "utc": int(self.started), "host": self.host,
+                  "time": local.strftime("%Y-%m-%dT%H:%M:%S"), "utc": round(self.started, 6), "host": self.host,
                   "run": self.run, "disks": self.disks, "files": self.files}
         if not self.repo.backend.put_new(SNAPSHOTS + self.snap_id, dumps(record)):
             raise RepoError("backup id %s exists already" % self.snap_id)

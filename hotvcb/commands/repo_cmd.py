@@ -1,0 +1,118 @@
+"""The repository side of `list`, `verify` and `restore` (`--repo PATH`).
+
+`hotvcb list --repo PATH [VM]`, `hotvcb verify --repo PATH [--sample PCT |
+--new]` and `hotvcb restore --repo PATH ID --to DIR` read the repository
+directly (docs/repository.md); they need no hypervisor. `hotvcb prune` is
+commands/prune_cmd.py. Exit codes of verify: 0 all good, 4 something damaged.
+"""
+
+import json
+import os
+import shutil
+from typing import Any, Dict, List
+
+from .. import interrupt
+from ..errors import RepoError, UsageError
+from ..repo.reader import read_file, restore_disk
+from ..repo.repository import Repository, Snapshot, open_path
+from ..repo.verify import verify
+from ..units import human_size
+
+
+def add_repo_option(p) -> None:
+    p.add_argument("--repo", metavar="PATH", help="a deduplicating repository (docs/repository.md) instead of "
+                   "VM_BACKUP_VOLUME")
+
+
+def row(snap: Snapshot) -> Dict[str, Any]:
+    return {"vm": snap.vm, "id": snap.id, "time": snap.time.isoformat(),
+            "size_bytes": sum(d["size"] for d in snap.disks),
+            "new_bytes": sum(d["new_bytes"] for d in snap.disks),
+            "disks": [d["name"] for d in snap.disks]}
+
+
+def list_backups(path: str, vm: str, as_json: bool) -> int:
+    rows = [row(s) for s in open_path(path).snapshots(vm or None)]
+    if as_json:
+        print(json.dumps({"repository": path, "backups": rows}, indent=2, ensure_ascii=False))
+        return 0
+    if not rows:
+        print("no backups in %s%s" % (path, " for %r" % vm if vm else ""))
+        return 0
+    lines = [("VM", "TIME", "ID", "SIZE", "STORED NEW")] + [
+        (r["vm"], r["time"].replace("T", " "), r["id"], human_size(r["size_bytes"], compact=True),
+         human_size(r["new_bytes"], compact=True)) for r in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    for line in lines:
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
+    return 0
+
+
+def verify_repository(path: str, sample: float, new_only: bool, as_json: bool) -> int:
+    if sample and new_only:
+        raise UsageError("--sample and --new: choose one")
+    if not 0 <= sample <= 100:
+        raise UsageError("--sample %s: a percentage of the packs, 1 to 100" % sample)
+    mode = "sample" if sample else "new" if new_only else "all"
+    report = verify(open_path(path), mode, share=sample / 100.0)
+    if as_json:
+        print(json.dumps({"repository": path, "mode": mode, "backups": report.backups,
+                          "packs_read": report.packs_read, "chunks_read": report.chunks_read,
+                          "problems": report.problems}, indent=2, ensure_ascii=False))
+    else:
+        for problem in report.problems:
+            print("DAMAGED: %s" % problem)
+        print("%d backup(s), %d pack(s) and %d chunk(s) read (%s): %s" % (
+            report.backups, report.packs_read, report.chunks_read, mode,
+            "OK" if report.ok else "%d problem(s)" % len(report.problems)))
+    return 0 if report.ok else 4
+
+
+def find(repo: Repository, ident: str) -> Snapshot:
+    """A backup by its id or an unambiguous prefix of it."""
+    matches = [s for s in repo.snapshots() if s.id.startswith(ident)] if ident else []
+    if len(matches) != 1:
+        raise UsageError("%s backup in the repository matches %r (hotvcb list --repo shows them)"
+                         % ("no" if not matches else "more than one", ident))
+    return matches[0]
+
+
+def restore(path: str, ident: str, to: str) -> int:
+    """Each disk as a sparse raw image plus the VM's files into the new folder `to`, whole or not at all."""
+    if not to:
+        raise UsageError("restore --repo needs --to DIR (a new folder for the disks and the VM's files)")
+    if os.path.lexists(to):
+        raise UsageError("%s exists; restore never overwrites" % to)
+    repo = open_path(path)
+    snap = find(repo, ident)
+    work = to.rstrip("/") + ".hotvcb-restoring"
+    try:
+        os.makedirs(work)
+    except OSError as err:
+        raise RepoError("cannot create %s: %s" % (work, err.strerror or err)) from err
+    done = False
+    try:
+        chunk_map = repo.chunk_map()
+        written = []  # type: List[str]
+        for f in snap.files:
+            with open(os.path.join(work, os.path.basename(f["name"])), "wb") as out:
+                out.write(read_file(repo, snap, f["name"], chunk_map))
+        for disk in snap.disks:
+            name = os.path.splitext(os.path.basename(disk["name"]))[0] + ".raw"
+            print("Restoring %s (%s) ..." % (disk["name"], human_size(disk["size"])), flush=True)
+            restore_disk(repo, snap, disk, os.path.join(work, name), check=_check, chunk_map=chunk_map)
+            written.append(name)
+        os.rename(work, to)
+        done = True
+        print("Restored %s into %s: %s" % (snap, to, ", ".join(written)))
+        return 0
+    except OSError as err:
+        raise RepoError("cannot restore into %s: %s" % (work, err.strerror or err)) from err
+    finally:
+        if not done:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _check() -> None:
+    if interrupt.pending():
+        interrupt.raise_pending()
