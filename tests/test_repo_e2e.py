@@ -63,3 +63,25 @@ def test_a_repository_on_a_missing_volume_fails_the_vm_before_any_snapshot(host,
     assert r.returncode != 0 and "does not exist" in r.stdout + r.stderr
     assert "Traceback" not in r.stdout + r.stderr
     assert snapshot_names(host, vmid) == []
+
+
+def test_a_backup_killed_mid_disk_leaves_no_half_backup_and_the_next_run_cleans_up(host, tmp_path, monkeypatch):
+    vm = "db"
+    vmid = host.create_vm(vm, "datastore1", [{"size": "8M"}])
+    host.power_on(vmid)
+    conf = write_conf(host)
+    monkeypatch.setenv("HOTVCB_CRASH_AT", "repo-pack-committed")
+    r = hotvcb(host, "backup", "-m", vm, "-g", conf, "--repo", REPO, "-w", tmp_path / "work")
+    assert r.returncode in (-9, 137), r.stdout + r.stderr
+    assert snapshot_names(host, vmid) != []  # killed while our snapshot held the disk
+    repo = open_path(host.real(REPO))
+    assert repo.snapshots() == [] and verify(repo, "all").ok  # packs without a record: no backup, nothing damaged
+    monkeypatch.delenv("HOTVCB_CRASH_AT")
+    r = hotvcb(host, "backup", "-m", vm, "-g", conf, "--repo", REPO, "-w", tmp_path / "work")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert snapshot_names(host, vmid) == []
+    [snap] = repo.snapshots()
+    out = tmp_path / "restored.raw"
+    restore_disk(repo, snap, snap.disks[0], str(out))
+    assert out.read_bytes() == host.read_disk(host.vm_disks(vmid)[0][1])  # no guest writer here: the disk is unchanged
+    assert verify(repo, "all").ok
