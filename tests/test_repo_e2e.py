@@ -85,3 +85,24 @@ def test_a_backup_killed_mid_disk_leaves_no_half_backup_and_the_next_run_cleans_
     restore_disk(repo, snap, snap.disks[0], str(out))
     assert out.read_bytes() == host.read_disk(host.vm_disks(vmid)[0][1])  # no guest writer here: the disk is unchanged
     assert verify(repo, "all").ok
+
+
+def test_two_hosts_back_up_into_one_repository_on_shared_nfs_at_once(tmp_path):
+    from simhost import hotvcb_background, two_hosts_sharing_nfs
+
+    repo_path = "/vmfs/volumes/nfsbackup/repo"
+    with two_hosts_sharing_nfs(tmp_path, VM_BACKUP_REPOSITORY=repo_path) as (a, b, conf_a, conf_b, _nfs):
+        procs = [hotvcb_background(h, "backup", "-m", "web", "-g", conf, "-w", tmp_path / ("work-" + n))
+                 for h, conf, n in ((a, conf_a, "a"), (b, conf_b, "b"))]
+        outs = [p.communicate(timeout=300)[0] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], outs
+        repo = open_path(a.real(repo_path))
+        snaps = repo.snapshots("web")
+        assert len(snaps) == 2 and len({s.record["vm_uuid"] for s in snaps}) == 2  # two VMs of one name
+        for h, n in ((a, "a"), (b, "b")):
+            [snap] = [s for s in snaps if s.record["host"] == "idesxi" + n]
+            out = tmp_path / ("web-%s.raw" % n)
+            restore_disk(repo, snap, snap.disks[0], str(out))
+            [(_node, path, _mode)] = h.vm_disks(h.vmid_by_name("web"))
+            assert out.read_bytes() == h.read_disk(path)
+        assert verify(repo, "all").ok

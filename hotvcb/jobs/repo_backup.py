@@ -58,7 +58,7 @@ class RepoSink:
             raise HotvcbError("VM_BACKUP_REPOSITORY needs hotvcb running on the host itself (its disks are read "
                               "directly); over --host use VM_BACKUP_VOLUME")
         repo = open_repository(self.s.vm_backup_repository)
-        self.writer = BackupWriter(repo, self.vm.name, host=self.run.host, run=self.run.text())
+        self.writer = BackupWriter(repo, self.vm.name, host=self.run.host, run=self.run.text(), vm_uuid=self.vm.uuid)
 
     def plan_disks(self, disks: List[Disk]) -> Dict[str, str]:
         used = set()  # type: set

@@ -8,7 +8,7 @@ the chunks go later, through GC's grace period (gc.py).
 
 import importlib
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .. import crashpoint
 from ..errors import RepoError
@@ -34,9 +34,9 @@ def plan(repo: Repository, keep: Dict[str, int], vm: Optional[str] = None,
     if not any(keep.values()):
         raise RepoError("prune needs at least one --keep-* rule above 0 (it would drop every backup)")
     choose = select or importlib.import_module(".retention", __package__).select
-    by_vm = {}  # type: Dict[str, List[Snapshot]]
-    for snap in repo.snapshots(vm):
-        by_vm.setdefault(snap.vm, []).append(snap)
+    by_vm = {}  # type: Dict[Tuple[str, str], List[Snapshot]]
+    for snap in repo.snapshots(vm):  # two hosts' VMs of one name are two VMs (told apart by uuid.bios)
+        by_vm.setdefault((snap.vm, snap.record.get("vm_uuid") or ""), []).append(snap)
     out = []  # type: List[Decision]
     args = {"keep_" + rule: n for rule, n in keep.items() if n}
     for name in sorted(by_vm):

@@ -35,8 +35,8 @@ def _prepare(data: bytes, known: Set[bytes], use_zstd: bool) -> Tuple[bytes, Opt
 
 class BackupWriter:
     def __init__(self, repo: Repository, vm: str, host: str = "", run: str = "", workers: Optional[int] = None,
-                 use_zstd: bool = True):
-        self.repo, self.vm, self.host, self.run = repo, vm, host, run
+                 use_zstd: bool = True, vm_uuid: str = ""):
+        self.repo, self.vm, self.host, self.run, self.vm_uuid = repo, vm, host, run, vm_uuid
         self.use_zstd = use_zstd
         self.started = repo.backend.now()  # before the map: the backup limit counts from here
         self.known = set(repo.chunk_map(usable_only=True))  # type: Set[bytes]
@@ -124,7 +124,7 @@ class BackupWriter:
         local = when or datetime.datetime.now()
         record = {"format": "hotvcb-snapshot", "version": 1, "id": self.snap_id, "vm": self.vm,
                   "time": local.strftime("%Y-%m-%dT%H:%M:%S"), "utc": round(self.started, 6), "host": self.host,
-                  "run": self.run, "disks": self.disks, "files": self.files}
+                  "vm_uuid": self.vm_uuid, "run": self.run, "disks": self.disks, "files": self.files}
         if not self.repo.backend.put_new(SNAPSHOTS + self.snap_id, dumps(record)):
             raise RepoError("backup id %s exists already" % self.snap_id)
         return self.repo.snapshot(self.snap_id)
