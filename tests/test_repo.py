@@ -216,3 +216,29 @@ def test_a_backup_slower_than_the_repository_limit_is_not_recorded(tmp_path):
     with pytest.raises(RepoError, match="backup limit"):
         w.commit()
     assert repo.snapshots() == []
+
+
+def test_a_disk_whose_pack_could_not_be_written_never_lends_its_chunks_to_the_next(tmp_path):
+    disk = tmp_path / "disk.raw"
+    make_disk(disk, size=4 * MiB)
+
+    class FullOnce(LocalBackend):
+        failed = False
+
+        def put_new_file(self, name, upload):
+            if name.startswith(PACKS) and not self.failed:
+                self.failed = True
+                upload.discard()
+                raise RepoError("cannot write %s: No space left on device" % name)
+            return super().put_new_file(name, upload)
+
+    new_repo(tmp_path / "repo")
+    repo = Repository.open(FullOnce(str(tmp_path / "repo")))
+    w = BackupWriter(repo, "web")
+    with pytest.raises(RepoError, match="No space"):
+        w.add_disk("a.raw", str(disk))
+    w.add_disk("b.raw", str(disk))  # the same content: the chunks of the lost pack must be stored again
+    snap = w.commit()
+    assert [d["name"] for d in snap.disks] == ["b.raw"]
+    assert same(restore(repo, snap, tmp_path / "out.raw"), disk)
+    assert verify(repo, "all").ok

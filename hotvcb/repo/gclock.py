@@ -45,5 +45,9 @@ def gc_lock(repo: Repository) -> Iterator[None]:
     try:
         yield
     finally:
-        if repo.backend.get(LOCK) == record:
+        try:
+            mine = repo.backend.get(LOCK) == record
+        except NotFound:
+            mine = False  # taken over as stale while we ran (a GC longer than the grace period)
+        if mine:
             repo.backend.delete(LOCK)

@@ -56,7 +56,11 @@ class PackWriter:
         self._hash, self._blobs, self._offset, self.pending = hashlib.sha256(), [], 0, set()
         return name
 
-    def discard(self) -> None:
+    def discard(self) -> Set[bytes]:
+        """Drop the open pack; returns the chunks that were in it (no longer stored anywhere)."""
+        lost, self.pending = self.pending, set()
         if self._upload is not None:
             self._upload.discard()
             self._upload = None
+        self._hash, self._blobs, self._offset = hashlib.sha256(), [], 0
+        return lost

@@ -53,9 +53,13 @@ class BackupWriter:
             with open(path, "rb", buffering=0) as f:
                 size = os.fstat(f.fileno()).st_size
                 entries, new_chunks, new_bytes = self._chunk(f, check, progress)
-        except OSError as err:
-            raise RepoError("cannot read %s: %s" % (path, err.strerror or err)) from err
-        self.packs.flush()  # every chunk the index names is in a committed pack before the index exists
+            self.packs.flush()  # every chunk the index names is in a committed pack before the index exists
+        except BaseException as err:
+            # the open pack's chunks are stored nowhere now: the next disk must not count on them
+            self.known -= self.packs.discard()
+            if isinstance(err, OSError):
+                raise RepoError("cannot read %s: %s" % (path, err.strerror or err)) from err
+            raise
         index = encode_index(DiskIndex(self.repo.config.chunk_size, size, entries))
         index_name = "%s%s.%d" % (INDEXES, self.snap_id, len(self.disks))
         self.repo.backend.put_new(index_name, index)
@@ -131,4 +135,4 @@ class BackupWriter:
 
     def abort(self) -> None:
         """Drop the open pack's upload; committed packs stay for GC (nothing references them)."""
-        self.packs.discard()
+        self.known -= self.packs.discard()
