@@ -46,6 +46,17 @@ def test_hot_backup_into_a_repository_holds_the_snapshot_instant_and_dedups_the_
                                  capture_output=True, text=True)
             assert cmp.returncode == 0, "%s %s: %s" % (snap.id, node, cmp.stdout + cmp.stderr)
     assert 'displayName = "%s"' % vm in read_file(repo, second, vm + ".vmx").decode()
+    # the CLI's restore gives back the .vmx and each disk as a thin VMDK (descriptor + sparse -flat)
+    r = hotvcb(host, "restore", "--repo", REPO, second.id, "--to", "/vmfs/volumes/datastore1/restored")
+    assert r.returncode == 0, r.stdout + r.stderr
+    restored = host.real("/vmfs/volumes/datastore1/restored")
+    assert sorted(os.listdir(restored)) == sorted([vm + ".vmx", vm + ".nvram", vm + ".vmdk", vm + "-flat.vmdk",
+                                                   vm + "_1.vmdk", vm + "_1-flat.vmdk"])
+    for name, node in ((vm + ".vmdk", "scsi0:0"), (vm + "_1.vmdk", "sata0:0")):
+        expected = tmp_path / ("expected-%s-%s.raw" % (second.id, node.replace(":", "_")))
+        cmp = subprocess.run(["qemu-img", "compare", "-f", "vmdk", "-F", "raw", os.path.join(restored, name),
+                              str(expected)], capture_output=True, text=True)
+        assert cmp.returncode == 0, "%s: %s" % (name, cmp.stdout + cmp.stderr)
     # the second backup stores only chunks the guest wrote to in between (holes and unchanged chunks: nothing)
     chunk = repo.config.chunk_size
     touched = {(rec["node"], n) for rec in log[creates[0]:creates[1]] if rec["event"] == "write"

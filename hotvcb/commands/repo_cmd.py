@@ -2,7 +2,9 @@
 
 `hotvcb list --repo PATH [VM]`, `hotvcb verify --repo PATH [--sample PCT |
 --new]` and `hotvcb restore --repo PATH ID --to DIR` read the repository
-directly (docs/repository.md); they need no hypervisor. `hotvcb prune` is
+directly (docs/repository.md); they need no hypervisor. A restored VMDK disk
+is its descriptor plus a sparse `-flat.vmdk` (a thin disk); other disks are
+sparse `.raw` images. `hotvcb prune` is
 commands/prune_cmd.py. Exit codes of verify: 0 all good, 4 something damaged.
 """
 
@@ -13,6 +15,7 @@ from typing import Any, Dict, List
 
 from .. import interrupt
 from ..errors import RepoError, UsageError
+from ..jobs.repo_backup import flat_name
 from ..repo.reader import read_file, restore_disk
 from ..repo.repository import Repository, Snapshot, open_path
 from ..repo.verify import verify
@@ -97,8 +100,11 @@ def restore(path: str, ident: str, to: str) -> int:
         for f in snap.files:
             with open(os.path.join(work, os.path.basename(f["name"])), "wb") as out:
                 out.write(read_file(repo, snap, f["name"], chunk_map))
+        stored = {f["name"] for f in snap.files}
         for disk in snap.disks:
-            name = os.path.splitext(os.path.basename(disk["name"]))[0] + ".raw"
+            # a VMDK's descriptor came back with the files above: the data goes where it points
+            base = os.path.basename(disk["name"])
+            name = flat_name(base) if disk["name"] in stored else os.path.splitext(base)[0] + ".raw"
             print("Restoring %s (%s) ..." % (disk["name"], human_size(disk["size"])), flush=True)
             restore_disk(repo, snap, disk, os.path.join(work, name), check=_check, chunk_map=chunk_map)
             written.append(name)

@@ -7,7 +7,9 @@ instead of `vmkfstools -i`, the base disk's flat extent is read directly
 while our snapshot holds it (the guest writes into the delta meanwhile),
 and chunked, hashed and stored in one pass (hotvcb/repo/writer.py). Sealing
 writes the snapshot record; a failure writes nothing a reader could take for
-a backup (what was stored stays for dedup, GC removes it if unused).
+a backup (what was stored stays for dedup, GC removes it if unused). A VMDK
+disk's descriptor is stored among the VM's files under the disk's name, its
+extent renamed `<disk>-flat.vmdk`, so a restore gives back a thin VMDK.
 
 The disk is read by this process, so hotvcb must run on the host itself
 (not --host over SSH), and the disk must be a flat one: a VMFS thin or thick
@@ -39,6 +41,11 @@ def open_repository(path: str) -> Repository:
     if os.path.isdir(path) and os.listdir(path):
         raise RepoError("VM_BACKUP_REPOSITORY %s: a folder that holds something other than a repository" % path)
     return Repository.init(LocalBackend(path))
+
+
+def flat_name(descriptor_name: str) -> str:
+    """`web.vmdk` -> `web-flat.vmdk`: where a restore writes the data its descriptor names."""
+    return os.path.splitext(descriptor_name)[0] + "-flat.vmdk"
 
 
 def _check() -> None:
@@ -103,6 +110,9 @@ class RepoSink:
 
         try:
             entry = self.writer.add_disk(dst, source, check=_check, progress=step)
+            if source != disk.path:  # its descriptor, naming the extent as a restore writes it
+                text = vmdk.rename_extent(host.shell.read_text(disk.path), flat_name(dst))
+                self.writer.add_file(dst, text.encode("utf-8"))
         except RepoError as err:
             raise CopyError(disk.path, str(err)) from err
         self.log.debug("%s: %d chunks, %d new (%d bytes stored)" % (dst, entry["chunks"], entry["new_chunks"],
