@@ -288,7 +288,7 @@ class _VmBackup:
         """Where the backup goes: a backup folder, or (the same lifecycle) a repository."""
         run = self.job.run_id
         if self.s.vm_backup_repository:
-            return RepoSink(self.host, self.s, vm, self.log, run)
+            return RepoSink(self.host, self.s, vm, self.started, self.log, run)
         remove_partials(self.host.shell, self.s.vm_backup_volume, vm.name, self.log, run)
         return Sealer(self.host.shell, self.s, vm, self.started, self.log, run, self.job.lock,
                       source_host=self.host.host_name())

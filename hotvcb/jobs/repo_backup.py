@@ -17,6 +17,7 @@ base (descriptor + -flat extent) or a raw image.
 """
 
 import os
+from datetime import datetime
 from typing import Dict, List, Optional, Tuple
 
 from .. import interrupt, vmdk
@@ -54,8 +55,8 @@ def _check() -> None:
 
 
 class RepoSink:
-    def __init__(self, host: Hypervisor, settings: Settings, vm: Vm, log, run: RunId):
-        self.host, self.s, self.vm, self.log, self.run = host, settings, vm, log, run
+    def __init__(self, host: Hypervisor, settings: Settings, vm: Vm, started: datetime, log, run: RunId):
+        self.host, self.s, self.vm, self.started, self.log, self.run = host, settings, vm, started, log, run
         self.partial = ""  # no folder of ours on the target: nothing for _discard to record
         self.writer = None  # type: Optional[BackupWriter]
         self._names = {}  # type: Dict[str, str]
@@ -137,7 +138,7 @@ class RepoSink:
 
     def seal(self, result: VmResult, snapshot: Dict[str, object]) -> str:
         assert self.writer is not None
-        snap = self.writer.commit()
+        snap = self.writer.commit(self.started)  # the backup's time, as a folder backup's name has it
         where = "%s/%s%s" % (self.s.vm_backup_repository.rstrip("/"), SNAPSHOTS, snap.id)
         self.log.info("%s: backup %s recorded in the repository %s" % (self.vm.name, snap.id,
                                                                       self.s.vm_backup_repository))
