@@ -120,6 +120,8 @@ def test_verify_finds_a_missing_pack_and_a_damaged_index(tmp_path):
     with open(os.path.join(str(tmp_path / "repo"), snap.disks[0]["index"]), "r+b") as f:
         f.write(b"X")
     assert any("index is damaged" in p for p in verify(repo, "new").problems)
+    (tmp_path / "repo" / "snapshots" / "20990101T000000Z-00000000").write_bytes(b"\0garbage")
+    assert any("20990101T000000Z-00000000: damaged" in p for p in verify(repo, "new").problems)
 
 
 def test_repository_refuses_garbage_a_newer_version_and_a_second_init(tmp_path):

@@ -16,7 +16,7 @@ from ..errors import RepoError
 from . import codec
 from .backend import ObjectInfo
 from .format import PACK_HEADER, TRAILER_SIZE, dumps, parse_table, table_length
-from .repository import PACKS, VERIFIED, BadChunk, Location, Repository, Snapshot
+from .repository import PACKS, SNAPSHOTS, VERIFIED, BadChunk, Location, Repository, Snapshot
 
 MODES = ("all", "sample", "new")
 
@@ -38,7 +38,12 @@ def verify(repo: Repository, mode: str = "all", share: float = 0.1, rng: Optiona
     if mode not in MODES:
         raise RepoError("verify mode %r: one of %s" % (mode, ", ".join(MODES)))
     report = VerifyReport()
-    snaps = repo.snapshots()
+    snaps = []  # type: List[Snapshot]
+    for info in repo.backend.list(SNAPSHOTS):  # one by one: a damaged record is a finding, not the end
+        try:
+            snaps.append(repo.snapshot(info.name[len(SNAPSHOTS):]))
+        except RepoError as err:
+            report.problems.append(str(err))
     report.backups = len(snaps)
     users = {}  # type: Dict[bytes, List[Snapshot]]
     for snap in snaps:
