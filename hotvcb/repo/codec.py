@@ -1,7 +1,8 @@
 """A chunk's stored form: compressed when that pays, checked when read back.
 
-zstd is used when the `zstandard` package is importable (never required);
-zlib level 1 otherwise. Data that does not shrink by 1/32 is stored raw:
+zstd is used in a repository made with it (`compression: zstd`, chosen at
+init when the `zstandard` package is importable there) by a writer that has
+the package; zlib level 1 otherwise, which every hotvcb reads. Data that does not shrink by 1/32 is stored raw:
 random data then costs no CPU on restore; a chunk whose first 4 KiB do not
 shrink is not compressed at all (it costs ~1/10 of zlib's speed to find out
 the long way).
@@ -31,7 +32,12 @@ def _zstd_module() -> Optional[Any]:
 PROBE = 4096  # compressing this much first tells random data from the rest at ~1/16 of the cost
 
 
-def encode(raw: bytes, use_zstd: bool = True) -> Tuple[int, bytes]:
+def available() -> bool:
+    """Can this python write and read zstd chunks?"""
+    return _zstd_module() is not None
+
+
+def encode(raw: bytes, use_zstd: bool = False) -> Tuple[int, bytes]:
     """(method, stored bytes) for a chunk."""
     if len(raw) > 2 * PROBE and len(zlib.compress(raw[:PROBE], 1)) > PROBE - PROBE // 32:
         return RAW, bytes(raw)  # random-looking (encrypted, already compressed): zlib would run at ~1/10 speed for nothing

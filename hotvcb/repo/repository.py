@@ -26,6 +26,7 @@ class Config:
     pack_size: int
     backup_limit: float  # seconds from loading the chunk map to writing the record
     settle: float  # how long another host may not yet see a new object (NFS caches)
+    compression: str = "zlib"  # or "zstd": what writers use when they can
 
     @property
     def grace(self) -> float:
@@ -79,12 +80,14 @@ class Repository:
 
     @classmethod
     def init(cls, backend: Backend, chunk_size: int = CHUNK_SIZE, pack_size: int = PACK_SIZE,
-             backup_limit: float = BACKUP_LIMIT, settle: float = SETTLE) -> "Repository":
+             backup_limit: float = BACKUP_LIMIT, settle: float = SETTLE, compression: str = "zlib") -> "Repository":
         if chunk_size < 4096 or chunk_size & (chunk_size - 1) or chunk_size > 1 << 24:
             raise RepoError("chunk size %d: must be a power of two from 4 KiB to 16 MiB" % chunk_size)
         data = {"format": "hotvcb-repository", "version": VERSION, "id": uuid.uuid4().hex,
                 "chunk_size": chunk_size, "pack_size": pack_size, "backup_limit_seconds": backup_limit,
-                "settle_seconds": settle}
+                "settle_seconds": settle, "compression": compression}
+        if compression not in ("zlib", "zstd") or compression == "zstd" and not codec.available():
+            raise RepoError("compression %r: zlib, or zstd where the zstandard package is installed" % compression)
         if not backend.put_new(CONFIG, dumps(data)):
             raise RepoError("a repository already exists there")
         return cls.open(backend)
@@ -98,7 +101,8 @@ class Repository:
         data = loads(raw, "hotvcb-repository", CONFIG)
         try:
             config = Config(str(data["id"]), int(data["chunk_size"]), int(data["pack_size"]),
-                            float(data["backup_limit_seconds"]), float(data["settle_seconds"]))
+                            float(data["backup_limit_seconds"]), float(data["settle_seconds"]),
+                            str(data.get("compression", "zlib")))
         except (KeyError, TypeError, ValueError) as err:
             raise RepoError("%s: damaged (%s)" % (CONFIG, err)) from err
         return cls(backend, config)

@@ -35,9 +35,9 @@ def _prepare(data: bytes, known: Set[bytes], use_zstd: bool) -> Tuple[bytes, Opt
 
 class BackupWriter:
     def __init__(self, repo: Repository, vm: str, host: str = "", run: str = "", workers: Optional[int] = None,
-                 use_zstd: bool = True, vm_uuid: str = ""):
+                 vm_uuid: str = ""):
         self.repo, self.vm, self.host, self.run, self.vm_uuid = repo, vm, host, run, vm_uuid
-        self.use_zstd = use_zstd
+        self.use_zstd = repo.config.compression == "zstd"  # falls back to zlib where the package is missing
         self.started = repo.backend.now()  # before the map: the backup limit counts from here
         self.known = set(repo.chunk_map(usable_only=True))  # type: Set[bytes]
         self.snap_id = new_snapshot_id(self.started)
