@@ -4,7 +4,7 @@ lifecycle, the base disks read directly while our snapshot holds them."""
 import os
 import subprocess
 
-from simhost import needs_root, hotvcb, snapshot_names, write_conf
+from simhost import needs_root, hotvcb, snapshot_names, vim, write_conf
 from esxisim import writer
 
 from hotvcb.repo.reader import read_file, restore_disk
@@ -57,6 +57,17 @@ def test_hot_backup_into_a_repository_holds_the_snapshot_instant_and_dedups_the_
         cmp = subprocess.run(["qemu-img", "compare", "-f", "vmdk", "-F", "raw", os.path.join(restored, name),
                               str(expected)], capture_output=True, text=True)
         assert cmp.returncode == 0, "%s: %s" % (name, cmp.stdout + cmp.stderr)
+    # ... or, through the folder restore, as a registered VM in any ESXi format
+    r = hotvcb(host, "restore", "--repo", REPO, first.id, "--datastore", "ds5", "--format", "eagerzeroedthick",
+               "--name", "Web (restored)")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Web (restored)" in vim(host, "vmsvc/getallvms")
+    folder = host.real("/vmfs/volumes/ds5/Web (restored)")
+    assert not [e for e in os.listdir(host.real("/vmfs/volumes/ds5")) if e.startswith(".hotvcb")]  # staging gone
+    expected = tmp_path / ("expected-%s-scsi0_0.raw" % first.id)
+    cmp = subprocess.run(["qemu-img", "compare", "-f", "vmdk", "-F", "raw", os.path.join(folder, vm + ".vmdk"),
+                          str(expected)], capture_output=True, text=True)
+    assert cmp.returncode == 0, cmp.stdout + cmp.stderr + str(os.listdir(folder))
     # the second backup stores only chunks the guest wrote to in between (holes and unchanged chunks: nothing)
     chunk = repo.config.chunk_size
     touched = {(rec["node"], n) for rec in log[creates[0]:creates[1]] if rec["event"] == "write"

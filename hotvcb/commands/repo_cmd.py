@@ -4,21 +4,28 @@
 --new]` and `hotvcb restore --repo PATH ID --to DIR` read the repository
 directly (docs/repository.md); they need no hypervisor. A restored VMDK disk
 is its descriptor plus a sparse `-flat.vmdk` (a thin disk); other disks are
-sparse `.raw` images. `hotvcb prune` is
+sparse `.raw` images. `hotvcb restore --repo PATH ID --datastore DS
+[--format F] [--name N]` stages the backup as a sealed folder on the target
+datastore (`staged`) and hands it to the folder restore, which converts the
+disks and registers the VM. `hotvcb prune` is
 commands/prune_cmd.py. Exit codes of verify: 0 all good, 4 something damaged.
 """
 
 import json
 import os
 import shutil
-from typing import Any, Dict, List
+import time
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List
 
 from .. import interrupt
 from ..errors import RepoError, UsageError
 from ..jobs.repo_backup import flat_name
-from ..repo.reader import read_file, restore_disk
+from ..jobs.restore import EXTRACTING
+from ..repo.reader import read_file, restore_disk, whole_or_nothing
 from ..repo.repository import Repository, Snapshot, open_path
 from ..repo.verify import verify
+from ..store import layout
 from ..units import human_size
 
 
@@ -81,20 +88,42 @@ def find(repo: Repository, ident: str) -> Snapshot:
 
 
 def restore(path: str, ident: str, to: str) -> int:
-    """Each disk as a sparse raw image plus the VM's files into the new folder `to`, whole or not at all."""
-    if not to:
-        raise UsageError("restore --repo needs --to DIR (a new folder for the disks and the VM's files)")
+    """Each disk (thin VMDK or sparse raw) plus the VM's files into the new folder `to`, whole or not at all."""
     if os.path.lexists(to):
         raise UsageError("%s exists; restore never overwrites" % to)
     repo = open_path(path)
     snap = find(repo, ident)
     work = to.rstrip("/") + ".hotvcb-restoring"
+    written = _materialize(repo, snap, work)
+    os.rename(work, to)
+    print("Restored %s into %s: %s" % (snap, to, ", ".join(written)))
+    return 0
+
+
+@contextmanager
+def staged(path: str, ident: str, target: str) -> Iterator[str]:
+    """The backup as a sealed backup folder (thin disks, STATUS.ok) on the target datastore, for the
+    folder restore to convert and register; removed afterwards, whatever happens."""
+    repo = open_path(path)
+    snap = find(repo, ident)
+    folder = "%s/%s%d-%d/%s" % (target.rstrip("/"), EXTRACTING, os.getpid(), int(time.time()),
+                               layout.backup_name(snap.vm, snap.time))
+    try:
+        _materialize(repo, snap, folder)
+        with open(os.path.join(folder, "STATUS.ok"), "w") as f:
+            f.write("restored from the repository %s, backup %s (every chunk hash-checked)\n" % (path, snap.id))
+        yield folder
+    finally:
+        shutil.rmtree(os.path.dirname(folder), ignore_errors=True)
+
+
+def _materialize(repo: Repository, snap: Snapshot, work: str) -> List[str]:
+    """Write the backup's files and disks into the new folder `work`; on any failure remove it."""
     try:
         os.makedirs(work)
     except OSError as err:
         raise RepoError("cannot create %s: %s" % (work, err.strerror or err)) from err
-    done = False
-    try:
+    with whole_or_nothing(work, lambda p: shutil.rmtree(p, ignore_errors=True)):
         chunk_map = repo.chunk_map()
         written = []  # type: List[str]
         for f in snap.files:
@@ -108,15 +137,7 @@ def restore(path: str, ident: str, to: str) -> int:
             print("Restoring %s (%s) ..." % (disk["name"], human_size(disk["size"])), flush=True)
             restore_disk(repo, snap, disk, os.path.join(work, name), check=_check, chunk_map=chunk_map)
             written.append(name)
-        os.rename(work, to)
-        done = True
-        print("Restored %s into %s: %s" % (snap, to, ", ".join(written)))
-        return 0
-    except OSError as err:
-        raise RepoError("cannot restore into %s: %s" % (work, err.strerror or err)) from err
-    finally:
-        if not done:
-            shutil.rmtree(work, ignore_errors=True)
+        return written
 
 
 def _check() -> None:

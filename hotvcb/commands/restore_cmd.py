@@ -10,6 +10,7 @@ Exit codes: 0 all restored (or a clean dry run), 4 some requests failed,
 6 all failed, 1 usage.
 """
 
+import argparse
 import socket
 
 from .. import config, interrupt
@@ -88,8 +89,13 @@ def _close_names(shell, volume: str, name: str) -> str:
 
 
 def run(args) -> int:
-    if args.repo:
+    if args.repo and args.to:
         return repo_cmd.restore(args.repo, args.backup, args.to)
+    if args.repo:  # through the folder restore: formats, checks and registration as for any backup
+        if not args.backup or not args.datastore:
+            raise UsageError("restore --repo PATH ID needs --to DIR, or --datastore DS to restore the VM")
+        with repo_cmd.staged(args.repo, args.backup, datastore_path(args.datastore)) as folder:
+            return run(argparse.Namespace(**dict(vars(args), repo=None, backup=folder)))
     level = LEVELS[args.level]
     dry_run = level in ("dryrun", "dryrun2")
     settings, warnings = config.load_settings(args.global_conf)

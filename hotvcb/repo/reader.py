@@ -10,7 +10,8 @@ partial output, so nothing half-written looks like a disk.
 import collections
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Deque, Dict, Optional, Tuple
+from contextlib import contextmanager
+from typing import Callable, Deque, Dict, Iterator, Optional, Tuple
 
 from ..errors import RepoError
 from .repository import BadChunk, Location, Repository, Snapshot
@@ -32,18 +33,27 @@ def restore_disk(repo: Repository, snap: Snapshot, disk: Dict, out_path: str, ch
         fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as err:
         raise RepoError("cannot create %s: %s" % (out_path, err.strerror or err)) from err
-    done = False
     try:
-        size = _restore_fd(repo, disk, fd, check, chunk_map, workers or os.cpu_count() or 1)
-        os.fsync(fd)
-        done = True
-        return size
-    except OSError as err:
-        raise RepoError("cannot write %s: %s" % (out_path, err.strerror or err)) from err
+        with whole_or_nothing(out_path, os.unlink):
+            size = _restore_fd(repo, disk, fd, check, chunk_map, workers or os.cpu_count() or 1)
+            os.fsync(fd)
     finally:
         os.close(fd)
-        if not done:
-            os.unlink(out_path)
+    return size
+
+
+@contextmanager
+def whole_or_nothing(path: str, remove: Callable[[str], None]) -> Iterator[None]:
+    """On any failure in the body, `path` is removed (nothing half-written may look complete);
+    an OSError becomes a RepoError naming it."""
+    try:
+        yield
+    except OSError as err:
+        remove(path)
+        raise RepoError("cannot write %s: %s" % (path, err.strerror or err)) from err
+    except BaseException:
+        remove(path)
+        raise
 
 
 def _restore_fd(repo: Repository, disk: Dict, fd: int, check: Check, chunk_map: Optional[Dict[bytes, Location]],
