@@ -10,6 +10,7 @@ backup, prune or GC in a process of its own (and SIGKILL it).
 import collections
 import os
 import random
+import subprocess
 import sys
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from hotvcb.repo.repository import Repository  # noqa: E402
 from hotvcb.repo.writer import BackupWriter  # noqa: E402
 
 MiB = 1 << 20
+PY38 = "/root/.pyenv/versions/3.8.18/bin/python3.8"
+PYTHON = PY38 if os.path.exists(PY38) else sys.executable  # the ESXi host's python where pyenv has it
 Decision = collections.namedtuple("Decision", "backup kept rule")
 
 
@@ -85,6 +88,24 @@ def backup(repo, vm, *disks, when=None):
         return w.commit(when)
     finally:
         w.abort()
+
+
+def same(a, b):
+    r = subprocess.run(["qemu-img", "compare", "-q", "-f", "raw", "-F", "raw", str(a), str(b)])
+    return r.returncode == 0
+
+
+def corrupt_one_chunk(repo_path, repo, snap):
+    """Flip a byte inside the first chunk the backup names; returns that chunk's digest."""
+    digest = repo.disk_index(snap.disks[0]).entries[0][1]
+    loc = repo.chunk_map()[digest]
+    path = os.path.join(str(repo_path), loc.pack)
+    with open(path, "r+b") as f:
+        f.seek(loc.blob.offset + loc.blob.stored_len // 2)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0xFF]))
+    return digest
 
 
 def main(argv):

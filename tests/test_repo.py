@@ -3,10 +3,9 @@ bad chunks named with their backups, prune and GC (docs/repository.md)."""
 
 import datetime
 import os
-import subprocess
 
 import pytest
-from repotool import MiB, age, backup, keep_last, make_disk, new_repo, scatter
+from repotool import MiB, age, backup, corrupt_one_chunk, keep_last, make_disk, new_repo, same, scatter
 
 from hotvcb.errors import RepoError
 from hotvcb.repo import gc, prune
@@ -15,11 +14,6 @@ from hotvcb.repo.reader import read_file, restore_disk
 from hotvcb.repo.repository import PACKS, BadChunk, Repository
 from hotvcb.repo.verify import verify
 from hotvcb.repo.writer import BackupWriter
-
-
-def same(a, b):
-    r = subprocess.run(["qemu-img", "compare", "-q", "-f", "raw", "-F", "raw", str(a), str(b)])
-    return r.returncode == 0
 
 
 def restore(repo, snap, out):
@@ -59,19 +53,6 @@ def test_second_backup_stores_only_the_chunks_scattered_writes_touched(tmp_path)
     assert second.disks[0]["new_bytes"] <= 20 * 65536
     assert same(disk, restore(repo, second, tmp_path / "second.raw"))
     assert not same(disk, restore(repo, first, tmp_path / "first.raw"))  # the first backup is still itself
-
-
-def corrupt_one_chunk(repo_path, repo, snap):
-    """Flip a byte inside the first chunk the backup names; returns that chunk's digest."""
-    digest = repo.disk_index(snap.disks[0]).entries[0][1]
-    loc = repo.chunk_map()[digest]
-    path = os.path.join(str(repo_path), loc.pack)
-    with open(path, "r+b") as f:
-        f.seek(loc.blob.offset + loc.blob.stored_len // 2)
-        b = f.read(1)
-        f.seek(-1, 1)
-        f.write(bytes([b[0] ^ 0xFF]))
-    return digest
 
 
 def test_a_corrupted_chunk_is_found_and_named_with_every_backup_that_needs_it(tmp_path):

@@ -8,9 +8,7 @@ import os
 import subprocess
 
 import pytest
-from repotool import age, backup, make_disk, new_repo, scatter
-from test_repo import corrupt_one_chunk, same
-from test_repo_crash import PYTHON
+from repotool import PYTHON, age, backup, corrupt_one_chunk, make_disk, new_repo, same, scatter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

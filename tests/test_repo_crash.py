@@ -11,12 +11,10 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
-from repotool import MiB, age, backup, make_disk, new_repo, scatter
-from test_repo import same
+from repotool import PYTHON, MiB, age, backup, make_disk, new_repo, same, scatter
 
 from hotvcb.repo import gc
 from hotvcb.repo.reader import restore_disk
@@ -24,8 +22,6 @@ from hotvcb.repo.repository import INDEXES, PACKS, Repository
 from hotvcb.repo.backend import LocalBackend
 from hotvcb.repo.verify import verify
 
-PY38 = "/root/.pyenv/versions/3.8.18/bin/python3.8"
-PYTHON = PY38 if os.path.exists(PY38) else sys.executable
 TOOL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "repotool.py")
 
 
