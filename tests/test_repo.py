@@ -10,7 +10,7 @@ from repotool import MiB, age, backup, corrupt_one_chunk, keep_last, make_disk, 
 from hotvcb.errors import RepoError
 from hotvcb.repo import gc, prune
 from hotvcb.repo.backend import LocalBackend
-from hotvcb.repo.reader import read_file, restore_disk
+from hotvcb.repo.reader import read_file, restore_disk, restore_stream
 from hotvcb.repo.repository import PACKS, BadChunk, Repository
 from hotvcb.repo.verify import verify
 from hotvcb.repo.writer import BackupWriter
@@ -38,6 +38,9 @@ def test_round_trip_keeps_content_holes_and_stores_no_zeros(tmp_path):
     stored = sum(i.size for i in repo.backend.list(PACKS))
     assert stored < len(nonzero) * chunk  # text compressed, random stored raw
     assert read_file(repo, snap, "web.vmx") == b'displayName = "web"\n'
+    with open(tmp_path / "streamed.raw", "wb") as pipe_like:  # a stream: zeros written, never seeked over
+        assert restore_stream(repo, snap.disks[0], pipe_like.write) == 24 * MiB
+    assert (tmp_path / "streamed.raw").read_bytes() == disk.read_bytes()
     assert not os.listdir(tmp_path / "repo" / "tmp")
 
 

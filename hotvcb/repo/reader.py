@@ -1,4 +1,5 @@
-"""Restore a disk's virtual content from a backup, every chunk hash-checked.
+"""Restore a disk's virtual content from a backup, every chunk hash-checked,
+to a sparse raw file or to a stream.
 
 Chunks are fetched in disk order, and decompressed and checked in a pool of
 one thread per core; chunks the index does not name are zeros and stay holes
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 from typing import Callable, Deque, Dict, Iterator, Optional, Tuple
 
 from ..errors import RepoError
+from .format import DiskIndex
 from .repository import BadChunk, Location, Repository, Snapshot
 
 Check = Optional[Callable[[], None]]
@@ -59,14 +61,33 @@ def whole_or_nothing(path: str, remove: Callable[[str], None]) -> Iterator[None]
 def _restore_fd(repo: Repository, disk: Dict, fd: int, check: Check, chunk_map: Optional[Dict[bytes, Location]],
                 workers: int) -> int:
     index = repo.disk_index(disk)
-    where = chunk_map if chunk_map is not None else repo.chunk_map()
     os.ftruncate(fd, index.size)
+    for offset, data in chunks(repo, index, check, chunk_map, workers):
+        os.pwrite(fd, data, offset)
+    return index.size
+
+
+def restore_stream(repo: Repository, disk: Dict, write: Callable[[bytes], object], check: Check = None,
+                   chunk_map: Optional[Dict[bytes, Location]] = None, workers: Optional[int] = None) -> int:
+    """Write the disk's whole virtual content, zeros included, to a stream (a pipe, stdout, ssh)."""
+    index = repo.disk_index(disk)
+    zeros = bytes(index.chunk_size)
+    at = 0
+    for offset, data in chunks(repo, index, check, chunk_map, workers or os.cpu_count() or 1):
+        for at in range(at, offset, len(zeros)):
+            write(zeros[:min(len(zeros), offset - at)])
+        write(data)
+        at = offset + len(data)
+    for at in range(at, index.size, len(zeros)):
+        write(zeros[:min(len(zeros), index.size - at)])
+    return index.size
+
+
+def chunks(repo: Repository, index: DiskIndex, check: Check, chunk_map: Optional[Dict[bytes, Location]],
+           workers: int) -> Iterator[Tuple[int, bytes]]:
+    """(offset, bytes) of every stored chunk of a disk in disk order, fetched and checked in a pool."""
+    where = chunk_map if chunk_map is not None else repo.chunk_map()
     window = collections.deque()  # type: Deque[Tuple[int, Future]]
-
-    def write_one() -> None:
-        number, fut = window.popleft()
-        os.pwrite(fd, fut.result(), number * index.chunk_size)
-
     with ThreadPoolExecutor(workers) as pool:
         try:
             for number, digest in index.entries:
@@ -75,15 +96,16 @@ def _restore_fd(repo: Repository, disk: Dict, fd: int, check: Check, chunk_map: 
                 loc = where.get(digest)
                 if loc is None:
                     raise BadChunk(digest, "", "missing from the repository", repo.users_of(digest))
-                window.append((number, pool.submit(repo.read_chunk, loc)))
+                window.append((number * index.chunk_size, pool.submit(repo.read_chunk, loc)))
                 if len(window) >= 4 * workers:
-                    write_one()
+                    offset, fut = window.popleft()
+                    yield offset, fut.result()
             while window:
-                write_one()
+                offset, fut = window.popleft()
+                yield offset, fut.result()
         finally:
             for _n, fut in window:
                 fut.cancel()
-    return index.size
 
 
 def read_file(repo: Repository, snap: Snapshot, name: str, chunk_map: Optional[Dict[bytes, Location]] = None) -> bytes:
