@@ -1,1 +1,0 @@
-"""The deduplicating backup repository; its format is docs/repository.md."""
