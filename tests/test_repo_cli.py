@@ -42,6 +42,8 @@ def test_list_and_restore_by_id_prefix_into_a_new_folder(tmp_path, filled):
     assert r.returncode == 0, r.stdout + r.stderr
     assert sorted(os.listdir(tmp_path / "out")) == ["Web Server (prod).vmx", "disk.raw"]
     assert same(tmp_path / "out" / "disk.raw", tmp_path / "first.raw")
+    r = hotvcb("restore", "--repo", tmp_path / "repo", "--latest", "Web Server (prod)", "--to", tmp_path / "newest")
+    assert r.returncode == 0 and same(tmp_path / "newest" / "disk.raw", disk), r.stdout + r.stderr
     again = hotvcb("restore", "--repo", tmp_path / "repo", second.id, "--to", tmp_path / "out")
     assert again.returncode == 1 and "never overwrites" in again.stderr and "Traceback" not in again.stderr
     nothing = hotvcb("restore", "--repo", tmp_path / "repo", "2099", "--to", tmp_path / "none")

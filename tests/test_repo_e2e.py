@@ -58,13 +58,13 @@ def test_hot_backup_into_a_repository_holds_the_snapshot_instant_and_dedups_the_
                               str(expected)], capture_output=True, text=True)
         assert cmp.returncode == 0, "%s: %s" % (name, cmp.stdout + cmp.stderr)
     # ... or, through the folder restore, as a registered VM in any ESXi format
-    r = hotvcb(host, "restore", "--repo", REPO, first.id, "--datastore", "ds5", "--format", "eagerzeroedthick",
+    r = hotvcb(host, "restore", "--repo", REPO, "--latest", vm, "--datastore", "ds5", "--format", "eagerzeroedthick",
                "--name", "Web (restored)")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Web (restored)" in vim(host, "vmsvc/getallvms")
     folder = host.real("/vmfs/volumes/ds5/Web (restored)")
     assert not [e for e in os.listdir(host.real("/vmfs/volumes/ds5")) if e.startswith(".hotvcb")]  # staging gone
-    expected = tmp_path / ("expected-%s-scsi0_0.raw" % first.id)
+    expected = tmp_path / ("expected-%s-scsi0_0.raw" % second.id)
     cmp = subprocess.run(["qemu-img", "compare", "-f", "vmdk", "-F", "raw", os.path.join(folder, vm + ".vmdk"),
                           str(expected)], capture_output=True, text=True)
     assert cmp.returncode == 0, cmp.stdout + cmp.stderr + str(os.listdir(folder))

@@ -1,7 +1,7 @@
 """The repository side of `list`, `verify` and `restore` (`--repo PATH`).
 
 `hotvcb list --repo PATH [VM]`, `hotvcb verify --repo PATH [--sample PCT |
---new]` and `hotvcb restore --repo PATH ID --to DIR` read the repository
+--new]` and `hotvcb restore --repo PATH ID|--latest VM --to DIR` read the repository
 directly (docs/repository.md); they need no hypervisor. A restored VMDK disk
 is its descriptor plus a sparse `-flat.vmdk` (a thin disk); other disks are
 sparse `.raw` images. `hotvcb restore --repo PATH ID --datastore DS
@@ -78,8 +78,13 @@ def verify_repository(path: str, sample: float, new_only: bool, as_json: bool) -
     return 0 if report.ok else 4
 
 
-def find(repo: Repository, ident: str) -> Snapshot:
-    """A backup by its id or an unambiguous prefix of it."""
+def find(repo: Repository, ident: str, latest: str = "") -> Snapshot:
+    """A backup by its id or an unambiguous prefix of it, or the newest of the VM `latest`."""
+    if latest:
+        newest = repo.snapshots(latest)[-1:]
+        if not newest:
+            raise UsageError("no backup of %r in the repository (hotvcb list --repo shows them)" % latest)
+        return newest[0]
     matches = [s for s in repo.snapshots() if s.id.startswith(ident)] if ident else []
     if len(matches) != 1:
         raise UsageError("%s backup in the repository matches %r (hotvcb list --repo shows them)"
@@ -87,12 +92,12 @@ def find(repo: Repository, ident: str) -> Snapshot:
     return matches[0]
 
 
-def restore(path: str, ident: str, to: str) -> int:
+def restore(path: str, ident: str, to: str, latest: str = "") -> int:
     """Each disk (thin VMDK or sparse raw) plus the VM's files into the new folder `to`, whole or not at all."""
     if os.path.lexists(to):
         raise UsageError("%s exists; restore never overwrites" % to)
     repo = open_path(path)
-    snap = find(repo, ident)
+    snap = find(repo, ident, latest)
     work = to.rstrip("/") + ".hotvcb-restoring"
     written = _materialize(repo, snap, work)
     os.rename(work, to)
@@ -101,11 +106,11 @@ def restore(path: str, ident: str, to: str) -> int:
 
 
 @contextmanager
-def staged(path: str, ident: str, target: str) -> Iterator[str]:
+def staged(path: str, ident: str, target: str, latest: str = "") -> Iterator[str]:
     """The backup as a sealed backup folder (thin disks, STATUS.ok) on the target datastore, for the
     folder restore to convert and register; removed afterwards, whatever happens."""
     repo = open_path(path)
-    snap = find(repo, ident)
+    snap = find(repo, ident, latest)
     folder = "%s/%s%d-%d/%s" % (target.rstrip("/"), EXTRACTING, os.getpid(), int(time.time()),
                                layout.backup_name(snap.vm, snap.time))
     try:

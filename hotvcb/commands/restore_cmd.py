@@ -89,13 +89,16 @@ def _close_names(shell, volume: str, name: str) -> str:
 
 
 def run(args) -> int:
-    if args.repo and args.to:
-        return repo_cmd.restore(args.repo, args.backup, args.to)
-    if args.repo:  # through the folder restore: formats, checks and registration as for any backup
-        if not args.backup or not args.datastore:
-            raise UsageError("restore --repo PATH ID needs --to DIR, or --datastore DS to restore the VM")
-        with repo_cmd.staged(args.repo, args.backup, datastore_path(args.datastore)) as folder:
-            return run(argparse.Namespace(**dict(vars(args), repo=None, backup=folder)))
+    if args.repo:
+        if bool(args.backup) == bool(args.latest):
+            raise UsageError("say which backup of the repository: its ID, or --latest VM (exactly one)")
+        if args.to:
+            return repo_cmd.restore(args.repo, args.backup, args.to, args.latest)
+        if not args.datastore:
+            raise UsageError("restore --repo needs --to DIR, or --datastore DS to restore the VM")
+        # through the folder restore: formats, checks and registration as for any backup
+        with repo_cmd.staged(args.repo, args.backup, datastore_path(args.datastore), args.latest) as folder:
+            return run(argparse.Namespace(**dict(vars(args), repo=None, backup=folder, latest=None)))
     level = LEVELS[args.level]
     dry_run = level in ("dryrun", "dryrun2")
     settings, warnings = config.load_settings(args.global_conf)
