@@ -228,3 +228,17 @@ def test_a_disk_whose_pack_could_not_be_written_never_lends_its_chunks_to_the_ne
     assert [d["name"] for d in snap.disks] == ["b.raw"]
     assert same(restore(repo, snap, tmp_path / "out.raw"), disk)
     assert verify(repo, "all").ok
+
+
+def test_first_use_creates_the_repository_only_in_an_existing_folder_that_holds_nothing_else(tmp_path):
+    from hotvcb.jobs.repo_backup import open_repository
+
+    with pytest.raises(RepoError, match="does not exist"):
+        open_repository(str(tmp_path / "unmounted" / "repo"))
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(RepoError, match="something other"):
+        open_repository(str(tmp_path / "busy"))
+    (tmp_path / "racing" / "tmp").mkdir(parents=True)  # another host is writing its config right now
+    first = open_repository(str(tmp_path / "racing"))
+    assert open_repository(str(tmp_path / "racing")).config.id == first.config.id

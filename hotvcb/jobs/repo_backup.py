@@ -24,7 +24,7 @@ from .. import interrupt, vmdk
 from ..errors import CopyError, HotvcbError, RepoError
 from ..hosts.base import Hypervisor
 from ..model import Disk, Vm, VmResult
-from ..repo.backend import LocalBackend
+from ..repo.backend import TMP, LocalBackend
 from ..repo.repository import SNAPSHOTS, Repository
 from ..repo.writer import BackupWriter
 from ..runid import RunId
@@ -39,9 +39,14 @@ def open_repository(path: str) -> Repository:
     parent = os.path.dirname(path.rstrip("/"))
     if not os.path.isdir(parent):
         raise RepoError("VM_BACKUP_REPOSITORY %s: %s does not exist (is the datastore mounted?)" % (path, parent))
-    if os.path.isdir(path) and os.listdir(path):
+    if os.path.isdir(path) and set(os.listdir(path)) - {TMP}:  # tmp/: another host creating it right now
         raise RepoError("VM_BACKUP_REPOSITORY %s: a folder that holds something other than a repository" % path)
-    return Repository.init(LocalBackend(path))
+    try:
+        return Repository.init(LocalBackend(path))
+    except RepoError:
+        if os.path.exists(os.path.join(path, "config")):  # another host (a shared volume) was first
+            return Repository.open(LocalBackend(path))
+        raise
 
 
 def flat_name(descriptor_name: str) -> str:
