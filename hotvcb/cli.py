@@ -12,9 +12,10 @@ from typing import List, Optional
 
 from . import __version__
 from .commands import backup_cmd, cleanup_cmd, common, list_cmd, restore_cmd, schedule_cmd, status_cmd, verify_cmd
+from .commands import prune_cmd
 from .errors import HotvcbError, Interrupted, UsageError
 
-COMMANDS = (backup_cmd, cleanup_cmd, schedule_cmd, restore_cmd, list_cmd, verify_cmd, status_cmd)
+COMMANDS = (backup_cmd, cleanup_cmd, schedule_cmd, restore_cmd, list_cmd, verify_cmd, status_cmd, prune_cmd)
 _GLOBAL_VALUED = common.GLOBAL_VALUED
 
 

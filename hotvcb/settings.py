@@ -60,6 +60,7 @@ class Settings:
     backup_power_state: str = "any"  # (hotvcb) on | off | any: back up only VMs in this power state
     backup_parallel: int = 1  # (hotvcb) VMs backed up at once (jobs/parallel.py)
     backup_parallel_per_datastore: int = 2  # (hotvcb) ... of them at most this many reading one datastore
+    vm_backup_repository: str = ""  # (hotvcb) back up into this deduplicating repository (docs/repository.md)
     # where each value came from, "file:line" by key, for messages
     origin: Tuple[Tuple[str, str], ...] = field(default=(), compare=False)
 

@@ -83,3 +83,14 @@ _DELTA_STEM = re.compile(r"-\d{6}(\.vmdk)$")
 def base_name(filename: str) -> str:
     """`vm-000001.vmdk` -> `vm.vmdk`: a clone of a snapshot chain is a whole disk, named as its base."""
     return _DELTA_STEM.sub(r"\1", filename)
+
+
+def rename_extent(text: str, filename: str) -> str:
+    """A one-extent descriptor whose extent is `filename` (a disk stored under a new name)."""
+    out = []
+    for raw in text.splitlines(True):
+        m = _EXTENT.match(raw.strip())
+        if m:
+            raw = raw.replace('"%s"' % m.group(4), '"%s"' % filename.replace('"', ""), 1)
+        out.append(raw)
+    return "".join(out)

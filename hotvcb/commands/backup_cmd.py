@@ -39,6 +39,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="back up up to N VMs at a time (1-16); overrides BACKUP_PARALLEL")
     p.add_argument("--outbox", help=argparse.SUPPRESS)  # an on-host run for an SSH client (onhost.py)
     onhost.add_option(p)
+    p.add_argument("--repo", metavar="PATH", help="back up into the deduplicating repository at PATH "
+                   "(overrides VM_BACKUP_REPOSITORY; docs/repository.md)")
     common.add_host_options(p)
 
 
@@ -106,6 +108,8 @@ def run(args) -> int:
         settings = dataclasses.replace(settings, backup_power_state=args.power_state)
     if args.parallel:
         settings = dataclasses.replace(settings, backup_parallel=args.parallel)
+    if args.repo:
+        settings = dataclasses.replace(settings, vm_backup_repository=args.repo)
     started = datetime.now().isoformat(timespec="seconds")
     dry_run = args.level == "dryrun"
     interrupt.install()

@@ -19,7 +19,7 @@ from ..jobs.verify import verify_backup
 from ..restorefile import trim_path
 from ..shell import LocalShell, Shell
 from ..store import layout
-from . import common, list_cmd, onhost
+from . import common, list_cmd, onhost, repo_cmd
 
 
 def register(subparsers) -> None:
@@ -40,6 +40,9 @@ def register(subparsers) -> None:
                       help="QEMU accelerator: kvm, tcg, or kvm:tcg = KVM where available (default)")
     boot.add_argument("--console-log", metavar="FILE", help="write the serial console here (default: a temp folder)")
     onhost.add_option(p)
+    repo_cmd.add_repo_option(p)
+    p.add_argument("--sample", type=float, default=0, metavar="PCT", help="with --repo: read this share of the packs")
+    p.add_argument("--new", action="store_true", help="with --repo: read only packs never verified")
     p.set_defaults(handler=run)
 
 
@@ -75,6 +78,9 @@ def run(args) -> int:
     code = onhost.command(args, 1)
     if code is not None:
         return code
+    if args.repo:
+        repo_cmd.here_only(args)
+        return repo_cmd.verify_repository(args.repo, args.sample, args.new, args.json)
     shell = common.connect(args.host_target).shell
     paths, skipped = targets(shell, args.volume or settings.vm_backup_volume, args.target, args.all)
     results = []

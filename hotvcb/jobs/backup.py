@@ -34,6 +34,7 @@ from . import parallel
 from .hooks import run_hook
 from .leftovers import SNAPSHOT_PREFIX, cleanup_host, is_ours, remove_our_snapshots, remove_partials, restore_power
 from .power import PowerControl
+from .repo_backup import RepoSink
 from .space import SpaceLedger
 
 Target = Union[VmRef, VmNotFound, AmbiguousVm, InvalidVm]  # a VM to back up, or why a listed name is none
@@ -240,7 +241,7 @@ class _VmBackup:
         self.snapshot_refused = False  # the host said no: nothing will show up late
         self.power_failure = ""  # the VM did not come back on: the run's first news
         self.powered_down = False
-        self.sealer = None  # type: Optional[Sealer]
+        self.sealer = None  # type: Optional[Union[Sealer, RepoSink]]
         self.capacity = {}  # type: Dict[str, int]  # disk key -> virtual size, from the pre-flight
 
     def run(self) -> None:
@@ -279,10 +280,7 @@ class _VmBackup:
             self.log.error(str(err))
 
     def _backup(self, vm: Vm, disks: List[Disk]) -> None:
-        run = self.job.run_id
-        self.sealer = Sealer(self.host.shell, self.s, vm, self.started, self.log, run, self.job.lock,
-                             source_host=self.host.host_name())
-        remove_partials(self.host.shell, self.s.vm_backup_volume, vm.name, self.log, run)
+        self.sealer = self._sink(vm)
         self.sealer.begin()
         try:
             names = self.sealer.plan_disks(disks)
@@ -307,6 +305,15 @@ class _VmBackup:
             self.result.status = "error"  # the backup may be good; the VM is down, and that comes first
             self.result.message = self.power_failure + ("; the backup is %s" % self.result.backup_dir
                                                         if self.result.backup_dir else "")
+
+    def _sink(self, vm: Vm) -> Union[Sealer, RepoSink]:
+        """Where the backup goes: a backup folder, or (the same lifecycle) a repository."""
+        run = self.job.run_id
+        if self.s.vm_backup_repository:
+            return RepoSink(self.host, self.s, vm, self.started, self.log, run)
+        remove_partials(self.host.shell, self.s.vm_backup_volume, vm.name, self.log, run)
+        return Sealer(self.host.shell, self.s, vm, self.started, self.log, run, self.job.lock,
+                      source_host=self.host.host_name())
 
     # -- steps ---------------------------------------------------------------
     def _disks_to_copy(self, vm: Vm):
@@ -371,8 +378,9 @@ class _VmBackup:
         # each disk's size for the copy's progress, read now while the driver has the descriptors
         self.capacity = {d.key: self.host.bytes_needed(d, "eagerzeroedthick") for d in disks}
         self.needed = needed
-        # the free bytes less those promised to other VMs of this run being backed up now (BACKUP_PARALLEL)
-        free = self.job.space.reserve(vm.name, self.s.vm_backup_volume, needed, functools.partial(
+        # the free bytes less those promised to other VMs of this run being backed up now (BACKUP_PARALLEL);
+        # a repository stores only new chunks, so no estimate of the copy's size applies to it
+        free = None if self.s.vm_backup_repository else self.job.space.reserve(vm.name, self.s.vm_backup_volume, needed, functools.partial(
             volume.check, self.host, self.s.vm_backup_volume, self.s.create_vm_backup_volume))
         if free is not None and needed > free:
             raise HotvcbError(
@@ -440,7 +448,7 @@ class _VmBackup:
         self.log.debug("%s: snapshot id %s" % (vm.name, self.snapshot.id if self.snapshot else "?"))
         crashpoint.reached("snapshot-created")
 
-    def _copy_disks(self, vm: Vm, disks: List[Disk], sealer: Sealer) -> None:
+    def _copy_disks(self, vm: Vm, disks: List[Disk], sealer: Union[Sealer, RepoSink]) -> None:
         fmt = self.s.disk_backup_format
         for disk in disks:
             if interrupt.pending():
@@ -455,7 +463,7 @@ class _VmBackup:
             self.log.info("Backing up %s (%s, %s) as %s" % (disk.path, disk.key, human_size(capacity), fmt))
             t0 = time.monotonic()
             try:
-                files = self.host.copy_disk(disk, dst, fmt, progress)
+                files = sealer.copy_disk(self.host, disk, dst, fmt, progress)
                 took = time.monotonic() - t0
                 self.log.info("%s: %s done in %d s (%.1f MB/s)" % (vm.name, disk.filename, took, capacity / 1e6 / max(took, 0.001)))
                 rel = [sealer.relative(folder + "/" + f) for f in files]
@@ -469,7 +477,7 @@ class _VmBackup:
                 sealer.discard_disk(dst)
                 self.result.disks.append(DiskResult(disk, False, error=str(err), seconds=time.monotonic() - t0))
 
-    def _cleanup(self, vm: Vm, sealer: Sealer, failed: bool) -> None:
+    def _cleanup(self, vm: Vm, sealer: Union[Sealer, RepoSink], failed: bool) -> None:
         """Undo what we did, in reverse: snapshot, power, then seal or discard."""
         errors = []  # type: List[str]
         if self.snapshot is None and self.snapshot_name is not None:
