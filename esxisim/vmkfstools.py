@@ -132,6 +132,14 @@ def clone(host, o):
         # vmkfstools opens the source before it prints anything (verbose trace in sample
         # vmkfstools-i_02); the running VM's exclusive lock refuses it (same sample, ESXi 7.0U1c)
         raise Fail("Failed to open '%s': %s." % (src_arg, ERR_LOCKED))
+    try:
+        broken = [f for f in disks.chain_files(src) if not os.path.exists(f)]
+    except (OSError, ValueError):
+        broken = [src]
+    if broken:
+        # a delta or extent of the chain is gone: disklib cannot open the disk it would flatten
+        # guess: the wording of a real host for a chain with a missing member was not captured
+        raise Fail("Failed to open '%s': The system cannot find the file specified (25)." % src_arg)
     w("Destination disk format: %s\n" % FORMATS[fmt])
     w("Cloning disk '%s'...\n" % src_arg)
     if not host.module_loaded("multiextent") and (fmt == "2gbsparse" or disks.disk_format(src) == "2gbsparse"):

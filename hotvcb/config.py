@@ -181,6 +181,7 @@ KEYS = {
     "VM_SNAPSHOT_MEMORY": _boolean,
     "VM_SNAPSHOT_QUIESCE": _boolean,
     "ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP": _boolean,
+    "BACKUP_SNAPSHOT_TREE": _boolean,
     "ENABLE_NON_PERSISTENT_NFS": _boolean,
     "UNMOUNT_NFS": _boolean,
     "NFS_SERVER": str,

@@ -25,6 +25,7 @@ class Settings:
     vm_snapshot_memory: bool = False
     vm_snapshot_quiesce: bool = False
     allow_vms_with_snapshots_to_be_backedup: bool = False
+    backup_snapshot_tree: bool = False  # (hotvcb) also keep the user's snapshot tree, restorable as snapshots
     enable_non_persistent_nfs: bool = False
     unmount_nfs: bool = False
     nfs_server: str = ""

@@ -14,7 +14,7 @@ through QMP) plugs into the same job. Contracts:
 
 from typing import Callable, Dict, List, Optional, Protocol, Tuple
 
-from ..model import DatastoreInfo, Disk, Snapshot, Vm, VmRef
+from ..model import DatastoreInfo, Disk, Snapshot, SnapshotTree, Vm, VmRef
 from ..shell import Shell
 
 Progress = Callable[[int], None]
@@ -62,6 +62,9 @@ class Hypervisor(Protocol):
     ) -> Snapshot: ...
 
     def remove_snapshot(self, vm: Vm, snap: Snapshot, timeout: float) -> None: ...
+
+    # the user's snapshots as files (BACKUP_SNAPSHOT_TREE), read and checked before any change
+    def snapshot_tree(self, vm: Vm, disks: List[Disk]) -> SnapshotTree: ...
 
     def copy_disk(self, disk: Disk, dst: str, fmt: str, progress: Optional[Progress]) -> List[str]: ...
 

@@ -43,7 +43,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .. import vmdk
 from ..errors import CopyError, HostError, SnapshotError, VmNotFound
-from ..model import DatastoreInfo, Disk, Snapshot, Vm, VmRef
+from ..model import DatastoreInfo, Disk, Snapshot, SnapshotTree, Vm, VmRef
 from ..shell import Shell
 from . import qemuimg
 from .qemu_overlays import OUR_MARK, Overlays, chain_of, device_key, layer_snapshot
@@ -197,6 +197,11 @@ class QemuHost:
 
     def delta_files(self, vm: Vm) -> List[str]:
         return self.overlays.delta_files(vm)
+
+    def snapshot_tree(self, vm: Vm, disks: List[Disk]) -> SnapshotTree:
+        """QEMU keeps no snapshot tree hotvcb could restore as one (overlays carry no .vmsd)."""
+        raise HostError("%s: BACKUP_SNAPSHOT_TREE=1 is for ESXi; on QEMU the backup holds the current state "
+                        "(the overlay chain read through)" % vm.name)
 
     def create_snapshot(
         self, vm: Vm, name: str, description: str, memory: bool, quiesce: bool, timeout: float

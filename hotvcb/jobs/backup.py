@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence, Union
 from .. import config, crashpoint, interrupt
 from ..errors import AmbiguousVm, HotvcbError, Interrupted, InvalidVm, SnapshotError, VmNotFound
 from ..hosts.base import Hypervisor
-from ..model import Disk, DiskResult, Snapshot, Vm, VmRef, VmResult
+from ..model import Disk, DiskResult, Snapshot, SnapshotTree, Vm, VmRef, VmResult
 from ..runid import RunId
 from ..runlog import RunLog
 from ..settings import Settings
@@ -32,6 +32,7 @@ from ..vmdk import base_name
 from .hooks import run_hook
 from .leftovers import SNAPSHOT_PREFIX, cleanup_host, is_ours, remove_our_snapshots, remove_partials, restore_power
 from .power import PowerControl
+from .snaptree import TREE, copy_tree, describe
 
 Target = Union[VmRef, VmNotFound, AmbiguousVm, InvalidVm]  # a VM to back up, or why a listed name is none
 
@@ -220,6 +221,9 @@ class _VmBackup:
         self.powered_down = False
         self.sealer = None  # type: Optional[Sealer]
         self.capacity = {}  # type: Dict[str, int]  # disk key -> virtual size, from the pre-flight
+        self.tree = None  # type: Optional[SnapshotTree]  # the user's, to keep (BACKUP_SNAPSHOT_TREE)
+        self.tree_record = None  # type: Optional[Dict[str, object]]
+        self.user_snapshots = []  # type: List[str]  # their ids when the tree was read
 
     def run(self) -> None:
         vm = self.vm = self.host.load_vm(self.ref)
@@ -275,6 +279,10 @@ class _VmBackup:
             elif state != "off":
                 self._snapshot(vm)
             self._copy_disks(vm, disks, self.sealer)
+            if self.tree is not None and any(d.ok for d in self.result.disks):
+                self.tree_record = copy_tree(self.host, self.tree, self.sealer.partial, self.s.disk_backup_format,
+                                             self.log)
+                self._check_tree_unchanged(vm)
         except BaseException as err:
             self.result.message = str(err) or type(err).__name__
             self._cleanup(vm, self.sealer, failed=True)
@@ -350,6 +358,14 @@ class _VmBackup:
         # each disk's size for the copy's progress, read now while the driver has the descriptors
         self.capacity = {d.key: self.host.bytes_needed(d, "eagerzeroedthick") for d in disks}
         self.needed = needed
+        if self.s.backup_snapshot_tree and [x for x in snaps if not is_ours(x)] and not pending:
+            # every chain of the tree is checked now: a missing delta fails the VM before any change
+            self.tree = self.host.snapshot_tree(vm, disks)
+            self.user_snapshots = [x.id for x in snaps if not is_ours(x)]
+            needed += sum(self.host.bytes_needed(d, fmt) for d in self.tree.bases) + sum(
+                self.host.shell.file_size(f) for delta, _ in self.tree.deltas for f in self.host.disk_files(delta))
+            self.needed = needed
+            self.log.info("%s: keeping its snapshot tree, %s" % (vm.name, describe(self.tree)))
         if free is not None and needed > free:
             raise HotvcbError(
                 "%s needs %s on %s but only %s is free"
@@ -371,6 +387,8 @@ class _VmBackup:
             )
         for f in vm.extra_files:
             self.log.dryrun("FILE: %s" % f)
+        if self.tree is not None:
+            self.log.dryrun("SNAPSHOT TREE: %s -> %s/" % (describe(self.tree), TREE))
         self.log.dryrun("TOTAL NEEDED: %s; ROTATION: keep %d%s" % (
             human_size(self.needed), s.vm_backup_rotation_count,
             ", within %s" % human_size(s.vm_backup_rotation_size) if s.vm_backup_rotation_size else ""))
@@ -415,6 +433,15 @@ class _VmBackup:
             raise
         self.log.debug("%s: snapshot id %s" % (vm.name, self.snapshot.id if self.snapshot else "?"))
         crashpoint.reached("snapshot-created")
+
+    def _check_tree_unchanged(self, vm: Vm) -> None:
+        """A snapshot the user took or removed between the pre-flight and ours makes the kept
+        tree (read in the pre-flight) not the one the VM has: such a backup is not sealed."""
+        now = [x.id for x in self.host.snapshots(vm) if not is_ours(x)]
+        if now != self.user_snapshots:
+            raise HotvcbError("%s: its snapshots changed while it was backed up (ids %s, now %s); the snapshot "
+                              "tree kept would not be the VM's" % (vm.name, ",".join(self.user_snapshots),
+                                                                   ",".join(now)))
 
     def _copy_disks(self, vm: Vm, disks: List[Disk], sealer: Sealer) -> None:
         fmt = self.s.disk_backup_format
@@ -476,7 +503,7 @@ class _VmBackup:
         if not (failed or errors or (disks and not any(d.ok for d in disks))):
             self.result.status = "warn" if any(not d.ok for d in disks) else "ok"
             try:
-                self.result.backup_dir = sealer.seal(self.result, self.snapshot_info())
+                self.result.backup_dir = sealer.seal(self.result, self.snapshot_info(), tree=self.tree_record)
                 return
             except BaseException as err:
                 self.log.error("%s: sealing the backup failed: %s" % (vm.name, err))

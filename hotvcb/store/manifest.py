@@ -21,7 +21,7 @@ version than this code knows is refused rather than misread.
 """
 
 import json
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .. import blockdigest
 from ..hostdigest import check_interrupt
@@ -76,7 +76,17 @@ def parse(text: str, where: str) -> Dict[str, Any]:
             raise ValueError("%s: \"%s\" is not text" % (where, key))
     if data.get("verify_error") is not None and not isinstance(data["verify_error"], dict):
         raise ValueError("%s: \"verify_error\" is not a record" % where)
+    tree = data.get("snapshot_tree")
+    if tree is not None and not (isinstance(tree, dict) and isinstance(tree.get("files"), list)
+                                 and all(isinstance(f, str) for f in tree["files"])):
+        raise ValueError("%s: \"snapshot_tree\" is not a record listing its files" % where)
     return data
+
+
+def tree_files(data: Dict[str, Any]) -> List[str]:
+    """The files of the user's snapshot tree kept in the backup (BACKUP_SNAPSHOT_TREE), by relative name."""
+    tree = data.get("snapshot_tree")
+    return list(tree["files"]) if isinstance(tree, dict) else []
 
 
 # -- file digests -------------------------------------------------------------
