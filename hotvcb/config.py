@@ -215,6 +215,8 @@ KEYS = {
     "PRE_BACKUP_HOOK": str,
     "POST_BACKUP_HOOK": str,
     "HOOK_TIMEOUT": _minutes(1),
+    "GUEST_PRE_BACKUP_HOOK": str,
+    "GUEST_POST_BACKUP_HOOK": str,
 }  # type: Dict[str, Callable[[str], object]]
 
 # Keys that act once per run (mail, NFS mount, start/stop order, work dir):

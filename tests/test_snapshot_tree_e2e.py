@@ -190,3 +190,19 @@ def test_kill_9_while_the_tree_is_copied_next_run_removes_only_our_snapshot(host
 def glob_tree(host):
     root = backup_root(host, VM)
     return copying(host, VM) and any(os.path.isdir(os.path.join(root, b, "snapshot-tree")) for b in backups(host, VM))
+
+
+def test_a_failed_tree_copy_fails_the_backup_keeps_no_data_and_removes_only_our_snapshot(host, tmp_path):
+    vmid = host.create_vm(VM, "datastore1", [{"size": "4M"}], power="on", snapshots=["one", "two"])
+    before = vim(host, "vmsvc/snapshot.get", vmid)
+    host.set_fault("clone.match", "tree vm.vmdk")  # the tree's base; the current-state copy goes through
+    host.set_fault("clone.fail_at", "50")
+    r = hotvcb(host, "-m", VM, "-g", write_conf(host, ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=1,
+                                                 BACKUP_SNAPSHOT_TREE=1))
+    assert r.returncode == 6, r.stdout + r.stderr
+    assert "No such device or address (393225)" in r.stdout
+    assert vim(host, "vmsvc/snapshot.get", vmid) == before
+    [entry] = backups(host, VM)
+    folder = os.path.join(backup_root(host, VM), entry)
+    left = [os.path.relpath(os.path.join(d, f), folder) for d, _, fs in os.walk(folder) for f in fs]
+    assert "STATUS.error" in left and not [f for f in left if f.endswith((".vmdk", ".vmsn"))], left

@@ -34,6 +34,9 @@ class EsxiHost:
     kind = "esxi"
     formats = DISK_FORMATS  # type: Tuple[str, ...]
     powers_on = True
+    # VMware Tools' guest operations are the vSphere API's (GuestOperationsManager); a standalone
+    # host's vim-cmd has no guest exec (docs/config-reference.md, GUEST_PRE_BACKUP_HOOK)
+    runs_in_guest = False
     run_dir = "/var/run"  # the host's run lock and id (ramdisk: a reboot ends every run anyway)
 
     def __init__(self, shell: Shell):
@@ -333,6 +336,11 @@ class EsxiHost:
         """Every file of the disk's chain, each checked to be there (BrokenChain names the gap)."""
         links = esxi_tree.chain(self._files, path, path.rsplit("/", 1)[-1])
         return [f for link, _desc in links for f in self.disk_files(link)]
+
+    def guest_exec(self, vm: Vm, argv: List[str], env: List[str], timeout: float,
+                   interruptible: bool = True) -> Tuple[int, str]:
+        raise HostError("%s: vim-cmd cannot run a command in the guest (that is the vSphere API's "
+                        "GuestOperationsManager)" % vm.name)
 
     def snapshot_tree(self, vm: Vm, disks: List[Disk]) -> SnapshotTree:
         return esxi_tree.read_tree(self._files, vm, disks)

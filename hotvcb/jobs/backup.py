@@ -29,6 +29,7 @@ from ..store.seal import Sealer
 from ..treeview import ScannedShell
 from ..units import human_size
 from ..vmdk import base_name
+from .guest_hooks import refuse_unless_possible, run_guest_hook
 from .hooks import run_hook
 from .leftovers import SNAPSHOT_PREFIX, cleanup_host, is_ours, remove_our_snapshots, remove_partials, restore_power
 from .power import PowerControl
@@ -247,16 +248,28 @@ class _VmBackup:
         if self.s.pre_backup_hook:
             run_hook(self.host, self.s.pre_backup_hook, "pre", self.ref, self.s.hook_timeout * 60.0, self.log)
         try:
-            self._backup(vm, disks)
+            if self.s.guest_pre_backup_hook:  # inside the guest, after the host's own
+                run_guest_hook(self.host, vm, self.s.guest_pre_backup_hook, "pre", self.s.hook_timeout * 60.0,
+                               self.log)
+            try:
+                self._backup(vm, disks)
+            finally:
+                if self.s.guest_post_backup_hook:
+                    self._post_hook(vm)
         finally:
             if self.s.post_backup_hook:  # on every path the pre-hook was followed by
                 self._post_hook()
 
-    def _post_hook(self) -> None:
+    def _post_hook(self, guest: Optional[Vm] = None) -> None:
+        """The host's post-hook, or with `guest` the in-guest one; a failure is logged, not raised."""
         status = self.result.status if self.result.status in ("ok", "warn", "error") else "error"
         try:
-            run_hook(self.host, self.s.post_backup_hook, "post", self.ref, self.s.hook_timeout * 60.0, self.log,
-                     result=status, backup=self.result.backup_dir)
+            if guest is not None:
+                run_guest_hook(self.host, guest, self.s.guest_post_backup_hook, "post", self.s.hook_timeout * 60.0,
+                               self.log, result=status, backup=self.result.backup_dir)
+            else:
+                run_hook(self.host, self.s.post_backup_hook, "post", self.ref, self.s.hook_timeout * 60.0, self.log,
+                         result=status, backup=self.result.backup_dir)
         except HotvcbError as err:
             self.log.error(str(err))
 
@@ -344,6 +357,8 @@ class _VmBackup:
                 "%s has %s; not backing it up (set ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=1 to allow)"
                 % (vm.name, what)
             )
+        if self.s.guest_pre_backup_hook or self.s.guest_post_backup_hook:
+            refuse_unless_possible(self.host, vm)
         modes = [k for k, on in (("POWER_VM_DOWN_BEFORE_BACKUP", self.s.power_vm_down_before_backup),
                                  ("COLD_SNAPSHOT", self.s.cold_snapshot)) if on]
         if modes and not self.host.powers_on:

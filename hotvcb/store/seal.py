@@ -19,7 +19,7 @@ from ..vmdk import base_name
 from . import health, layout, manifest, rotation
 
 CLAIM_TRIES = 30
-DISK_SUFFIXES = (".vmdk", ".qcow2", ".raw")  # disk data a failed backup must not keep
+DISK_SUFFIXES = (".vmdk", ".qcow2", ".raw", ".vmsn", ".vmem")  # disk (and snapshot memory) data a failed backup must not keep
 # Who is writing a -partial folder: the run record (runid.py). It stays until
 # the folder has its final name, and the run's heartbeat keeps it fresh, so a
 # host sharing the volume can tell a live backup from a dead one.
