@@ -9,12 +9,14 @@ the protocol, guest-exec and its output capture are the real agent's; only
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 
 import pytest
 
-from qemuvm import QemuVm, env, hotvcb_argv, make_initial, needs_qemu, short_dir, wait_until
+from qemuvm import (QemuVm, env, hotvcb_argv, kill_tree, make_initial, needs_qemu, short_dir, slow_qemu_img,
+                    wait_until)
 from simhost import backups, hotvcb, needs_root, snapshot_names, write_conf
 
 QGA = shutil.which("qemu-ga") or ("/usr/sbin/qemu-ga" if os.path.exists("/usr/sbin/qemu-ga") else None)
@@ -30,7 +32,7 @@ def lab(tmp_path):
     for d in (inventory, control, str(tmp_path / "state")):
         os.makedirs(d)
     image = str(tmp_path / "app.img")
-    make_initial(image, 8 * MiB, 1 * MiB)
+    make_initial(image, 8 * MiB, 4 * MiB)
     vm = QemuVm(VM, image, "raw", inventory, control, str(tmp_path / "qemu.log"))
     agent = None
     trace = str(tmp_path / "trace")
@@ -44,11 +46,19 @@ def lab(tmp_path):
             f.write("".join("%s=%s\n" % kv for kv in values.items()))
         return path
 
+    def argv(**keys):
+        return hotvcb_argv(inventory, "backup", "-m", VM, "-g", conf(**keys), "-w", str(tmp_path / "w"))
+
     def run(**keys):
-        argv = hotvcb_argv(inventory, "backup", "-m", VM, "-g", conf(**keys), "-w", str(tmp_path / "w"))
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env())
+        r = subprocess.run(argv(**keys), capture_output=True, text=True, timeout=120, env=env())
         r.out = r.stdout + r.stderr
         return r
+
+    def start(log, **keys):
+        """In the background, its copy slowed to seconds."""
+        with open(log, "w") as out:
+            return subprocess.Popen(argv(**keys), stdout=out, stderr=subprocess.STDOUT,
+                                    env=env(slow_qemu_img(str(tmp_path / "bin"), "1M")))
 
     def start_agent():
         nonlocal agent
@@ -63,7 +73,7 @@ def lab(tmp_path):
     def overlays():
         return [f for f in os.listdir(str(tmp_path)) if "hotvcb-snapshot" in f]
 
-    lab = type("Lab", (), dict(run=staticmethod(run), start_agent=staticmethod(start_agent), trace=trace,
+    lab = type("Lab", (), dict(run=staticmethod(run), start=staticmethod(start), start_agent=staticmethod(start_agent), trace=trace,
                                lines=staticmethod(lines), overlays=staticmethod(overlays),
                                backups=str(tmp_path / "backups" / VM)))
     try:
@@ -108,6 +118,27 @@ def test_a_failing_guest_pre_hook_skips_the_vm_and_the_host_post_hook_still_runs
     assert lab.lines() == ["host post error %s" % VM], "the guest's post-hook only follows its pre-hook"
     assert "Creating Snapshot" not in r.out and lab.overlays() == []
     assert not os.path.isdir(lab.backups) or not os.listdir(lab.backups)
+
+
+@needs_qemu
+@needs_agent
+def test_sigterm_during_the_copy_still_runs_the_guest_post_hook_then_the_hosts(lab, tmp_path):
+    lab.start_agent()
+    log = str(tmp_path / "run.log")
+    proc = lab.start(log, PRE_BACKUP_HOOK=_hook(lab.trace, "host"), POST_BACKUP_HOOK=_hook(lab.trace, "host"),
+                     GUEST_PRE_BACKUP_HOOK=_hook(lab.trace, "guest"), GUEST_POST_BACKUP_HOOK=_hook(lab.trace, "guest"))
+    try:
+        wait_until(lambda: "Backing up" in open(log).read(), 30, "the copy")
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            kill_tree(proc.pid)
+    out = open(log).read()
+    assert rc == 2 and "interrupted by SIGTERM" in out, out
+    assert lab.lines() == ["host pre %s" % VM, "guest pre %s" % VM, "guest post error %s" % VM,
+                           "host post error %s" % VM]
+    assert lab.overlays() == []
 
 
 @needs_qemu
