@@ -70,7 +70,7 @@ def test_vm_with_two_user_snapshots_backed_up_hot_keeps_them_and_its_tree_restor
     vmsd = host.real("/vmfs/volumes/datastore1/%s/%s.vmsd" % (VM, VM))
     vmsd_before = _user_tree(vmsd)
     host.set_fault("clone.delay", "1")  # the guest writes while the copy runs
-    conf = write_conf(host, ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=1, BACKUP_SNAPSHOT_TREE=1)
+    conf = write_conf(host, BACKUP_SNAPSHOT_TREE=1)  # asking for the tree allows VMs with snapshots
     r = hotvcb(host, "-m", VM, "-g", conf, "-w", tmp_path / "w")
     writer.stop(host, vmid)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -109,8 +109,12 @@ def test_vm_with_two_user_snapshots_backed_up_hot_keeps_them_and_its_tree_restor
     assert v.returncode == 0, v.stdout + v.stderr
 
     # a restore with the tree: both snapshots there, each reverts to its own content
-    r = hotvcb(host, "restore", "/vmfs/volumes/backup/hotvcb/%s/%s" % (VM, entry), "--datastore", "datastore1",
-               "--name", "tree copy")
+    args = ("restore", "/vmfs/volumes/backup/hotvcb/%s/%s" % (VM, entry), "--datastore", "datastore1",
+            "--name", "tree copy")
+    dry = hotvcb(host, *args, "-d", "dryrun")
+    assert "SNAPSHOT TREE: one, two (4 delta(s) relinked) -> /vmfs/volumes/datastore1/tree copy/tree copy.vmsd" \
+        in dry.stdout, dry.stdout + dry.stderr
+    r = hotvcb(host, *args)
     assert r.returncode == 0, r.stdout + r.stderr
     new = next(k for k in host.state()["vms"] if host.display_name(k) == "tree copy")
     assert snapshot_names(host, new) == ["one", "two"]

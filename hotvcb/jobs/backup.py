@@ -349,7 +349,8 @@ class _VmBackup:
         if pending:
             self.log.info("%s: delta files are checked once the leftover snapshot is gone" % vm.name)
         deltas = [] if pending else self.host.delta_files(vm)
-        if (snaps or deltas) and not self.s.allow_vms_with_snapshots_to_be_backedup:
+        allowed = self.s.allow_vms_with_snapshots_to_be_backedup or self.s.backup_snapshot_tree  # asked to keep them
+        if (snaps or deltas) and not allowed:
             what = "%d snapshot(s)" % len(snaps) if snaps else "delta files %s" % ", ".join(
                 d.rsplit("/", 1)[-1] for d in deltas
             )
