@@ -10,7 +10,9 @@ before STATUS.*; see layout.py for the whole write order. Format (version 2):
      "disks": [{"key": "scsi0:0", "source": path, "files": [name...], "ok": b, "error": text}],
      "files": {relative name: {"size": n, "sha256_of_blocks": hex,
                                "blocks": {"size": 1048576, "hex": 16, "digests": hex...}}},
-     "verified": iso or null}
+     "verified": iso or null,
+     "snapshot_tree": {"folder": "snapshot-tree", "vmx": name, "vmsd": name, "snapshots": [name...],
+                       "files": [relative name...]}}      only with BACKUP_SNAPSHOT_TREE (jobs/snaptree.py)
 
 Version 2 differs from version 1 only in the "files" entries: the proof of a
 file is derived from its 1 MiB block digests (one pass, one hash per block,
