@@ -43,10 +43,11 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .. import vmdk
 from ..errors import CopyError, HostError, SnapshotError, VmNotFound
-from ..model import DatastoreInfo, Disk, Snapshot, Vm, VmRef
+from ..model import DatastoreInfo, Disk, Snapshot, SnapshotTree, Vm, VmRef
 from ..shell import Shell
 from . import qemuimg
 from .qemu_overlays import OUR_MARK, Overlays, chain_of, device_key, layer_snapshot
+from .qga import SOCKET_SUFFIX as QGA_SUFFIX, GuestAgent
 from .qmp import QmpClient, QmpError, QmpUnavailable
 
 SOCKET_SUFFIX = ".qmp"
@@ -70,6 +71,7 @@ class VmDescription:
 class QemuHost:
     kind = "qemu"
     powers_on = False  # a guest shut down ends its QEMU process, which hotvcb cannot start again
+    runs_in_guest = True  # through the guest agent's socket beside the QMP one (qga.py)
     formats = tuple(qemuimg.FORMATS)
 
     def __init__(self, shell: Shell, qmp_dir: str, qemu_img: str = qemuimg.QEMU_IMG, qmp_timeout: float = QMP_TIMEOUT):
@@ -201,6 +203,20 @@ class QemuHost:
 
     def delta_files(self, vm: Vm) -> List[str]:
         return self.overlays.delta_files(vm)
+
+    def guest_exec(self, vm: Vm, argv: List[str], env: List[str], timeout: float,
+                   interruptible: bool = True) -> Tuple[int, str]:
+        agent = GuestAgent(self.qmp_dir + "/" + vm.name + QGA_SUFFIX, self.qmp_timeout)
+        agent.connect()
+        try:
+            return agent.run(argv, env, timeout, interruptible)
+        finally:
+            agent.close()
+
+    def snapshot_tree(self, vm: Vm, disks: List[Disk]) -> SnapshotTree:
+        """QEMU keeps no snapshot tree hotvcb could restore as one (overlays carry no .vmsd)."""
+        raise HostError("%s: BACKUP_SNAPSHOT_TREE=1 is for ESXi; on QEMU the backup holds the current state "
+                        "(the overlay chain read through)" % vm.name)
 
     def create_snapshot(
         self, vm: Vm, name: str, description: str, memory: bool, quiesce: bool, timeout: float

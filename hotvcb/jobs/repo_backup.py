@@ -141,8 +141,8 @@ class RepoSink:
     def discard_disk(self, dst: str) -> None:
         """Nothing to remove: a failed disk gets no index, its stored chunks wait for dedup or GC."""
 
-    def seal(self, result: VmResult, snapshot: Dict[str, object]) -> str:
-        assert self.writer is not None
+    def seal(self, result: VmResult, snapshot: Dict[str, object], tree: Optional[Dict[str, object]] = None) -> str:
+        assert self.writer is not None and tree is None  # the job refuses BACKUP_SNAPSHOT_TREE with a repository
         snap = self.writer.commit(self.started)  # the backup's time, as a folder backup's name has it
         where = "%s/%s%s" % (self.s.vm_backup_repository.rstrip("/"), SNAPSHOTS, snap.id)
         self.log.info("%s: backup %s recorded in the repository %s" % (self.vm.name, snap.id,

@@ -47,6 +47,7 @@ from ..restorefile import RestoreRequest
 from ..shell import FileReader, LocalShell
 from ..store import health, layout, manifest
 from ..units import human_size
+from . import restore_tree
 from .verify import verify_folder, verify_gz
 from . import restore_stage
 from .restore_plan import Plan, Planner, RestoreError
@@ -298,6 +299,9 @@ class _Restore:
                 d.source, d.key, plan.folder, d.target, self.req.disk_format, human_size(d.needed)))
         for src, dst in plan.files:
             out("FILE: %s -> %s/%s" % (src, plan.folder, dst))
+        if plan.tree is not None:
+            out("SNAPSHOT TREE: %s (%d delta(s) relinked) -> %s/%s" % (
+                ", ".join(plan.tree.snapshots), len(plan.tree.deltas), plan.folder, plan.tree.vmsd_name))
         out("VMX: %s/%s" % (plan.folder, plan.vmx_name))
         for key, old, new in plan.rewrites:
             if new is None:
@@ -330,6 +334,10 @@ class _Restore:
                 raise RestoreError("disk %s of %s: %s; nothing was registered" % (d.key, plan.name, err)) from err
         for src, dst in plan.files:
             self.shell.copy_file(src, plan.temp + "/" + dst)
+        if plan.tree is not None:
+            self.log.info("Restoring the snapshot tree (%s): %d delta(s), relinked" % (
+                ", ".join(plan.tree.snapshots), len(plan.tree.deltas)))
+            restore_tree.copy(self.shell, plan.tree, plan.temp)
         for key, old, new in plan.rewrites:
             self.log.debug("%s: .vmx %s: %r -> %r" % (plan.name, key, old, new))
         self.shell.write_text(plan.temp + "/" + plan.vmx_name, plan.vmx_text)

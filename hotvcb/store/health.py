@@ -132,6 +132,9 @@ def _judge_manifest(data: Dict[str, Any]) -> Health:
     unlisted = [f for d in disks for f in d.get("files") or [] if f not in files]
     if unlisted:
         return Health("damaged", "disk file %s has no checksum in the manifest" % unlisted[0], data)
+    unlisted = [f for f in manifest.tree_files(data) if f not in files]
+    if unlisted:
+        return Health("damaged", "snapshot tree file %s has no checksum in the manifest" % unlisted[0], data)
     return Health("good", "", data)
 
 

@@ -7,7 +7,7 @@ job hands disks over one by one and says at the end whether it went well.
 import posixpath
 import re
 from datetime import datetime, timedelta
-from typing import Dict, List, Set, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 from .. import crashpoint, interrupt
 from ..errors import HotvcbError
@@ -20,7 +20,7 @@ from ..vmdk import base_name
 from . import health, layout, manifest, rotation
 
 CLAIM_TRIES = 30
-DISK_SUFFIXES = (".vmdk", ".qcow2", ".raw")  # disk data a failed backup must not keep
+DISK_SUFFIXES = (".vmdk", ".qcow2", ".raw", ".vmsn", ".vmem")  # disk (and snapshot memory) data a failed backup must not keep
 # Who is writing a -partial folder: the run record (runid.py). It stays until
 # the folder has its final name, and the run's heartbeat keeps it fresh, so a
 # host sharing the volume can tell a live backup from a dead one.
@@ -117,10 +117,11 @@ class Sealer:
                 self.shell.remove_tree(folder + "/" + f)
 
     # -- endings -------------------------------------------------------------
-    def seal(self, result: VmResult, snapshot: Dict[str, object]) -> str:
+    def seal(self, result: VmResult, snapshot: Dict[str, object], tree: Optional[Dict[str, object]] = None) -> str:
+        """`tree`: the record of the user's snapshot tree kept beside the disks (jobs/snaptree.py)."""
         files = self._hash_files()
         crashpoint.reached("hashed")
-        self._write_record(result, files, snapshot)
+        self._write_record(result, files, snapshot, tree)
         self._chmod(self.partial)
         final = self._publish(compress=self.s.enable_compression and result.status == "ok")
         result.backup_dir = final
@@ -176,7 +177,7 @@ class Sealer:
         for folder in sorted(folders):
             self.shell.chmod(folder, mode | ((mode & 0o444) >> 2))
 
-    def _write_record(self, result: VmResult, files, snapshot) -> None:
+    def _write_record(self, result: VmResult, files, snapshot, tree: Optional[Dict[str, object]] = None) -> None:
         status = result.status
         record = {
             "vm": self.vm.name,
@@ -197,6 +198,8 @@ class Sealer:
             "files": files,
             "verified": None,
         }
+        if tree:
+            record["snapshot_tree"] = tree
         self.shell.write_text(self.partial + "/" + manifest.MANIFEST, manifest.dumps(record))
         crashpoint.reached("manifest-written")
         self.shell.write_text(self.partial + "/STATUS." + status, "%s\n" % (result.message or status))
