@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = common.libvirt_uri_given(list(sys.argv[1:] if argv is None else argv))
     first = _skip_global_options(argv)
     if first < len(argv) and argv[first].startswith("-") and argv[first] not in ("-h", "--help", "--version"):
         argv.insert(first, "backup")  # ghettoVCB style: flags only

@@ -36,13 +36,12 @@ restore registration are ESXi's.
 
 import json
 import os
-import re
 import socket
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from .. import vmdk
-from ..errors import CopyError, HostError, SnapshotError, VmNotFound
+from ..errors import HostError, SnapshotError, VmNotFound
 from ..model import DatastoreInfo, Disk, Snapshot, Vm, VmRef
 from ..shell import Shell
 from . import qemuimg
@@ -51,8 +50,6 @@ from .qmp import QmpClient, QmpError, QmpUnavailable
 
 SOCKET_SUFFIX = ".qmp"
 QMP_TIMEOUT = 30.0
-_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
-_IMAGE_EXT = re.compile(r"\.(qcow2|img|raw|vmdk|qed|vdi|vhdx?)$", re.I)
 
 
 
@@ -210,39 +207,9 @@ class QemuHost:
         self.overlays.remove(vm, snap, timeout)
 
     def copy_disk(self, disk: Disk, dst: str, fmt: str, progress=None) -> List[str]:
-        """qemu-img convert to dst's folder; the file name keeps dst's stem and takes fmt's extension.
-
-        On any failure (or interruption) the files this copy started are removed again.
-        """
-        try:
-            spec = qemuimg.output_format(fmt)
-        except HostError as err:
-            raise CopyError(disk.path, str(err), dst) from err
-        folder, name = dst.rsplit("/", 1)
-        stem = _IMAGE_EXT.sub("", name) or name
-        out = "%s/%s%s" % (folder, stem, spec.extension)
-        if self.shell.exists(out):  # two disks with one file name (from different folders)
-            out = "%s/%s-%s%s" % (folder, stem, _UNSAFE_NAME.sub("-", disk.key).strip("-"), spec.extension)
+        """qemu-img convert of the image (read-only under our overlay) into dst's folder."""
         src_format = self._formats.get(disk.path) or qemuimg.info(self.shell, disk.path, self.qemu_img)[0].format
-        argv = qemuimg.convert_argv(disk.path, src_format, out, spec, self.qemu_img)
-
-        def watch(fragment: str) -> None:
-            pct = qemuimg.percent(fragment)
-            if pct is not None and progress is not None:
-                progress(pct)
-
-        before = set(self.shell.listdir(folder))
-        try:
-            result = self.shell.run(argv, timeout=None, idle_timeout=1800, on_output=watch)
-            if result.returncode != 0:
-                raise CopyError(disk.path, qemuimg.error_line(result.output), out)
-        except BaseException:
-            for f in set(self.shell.listdir(folder)) - before:
-                self.shell.remove_tree(folder + "/" + f)
-            raise
-        made = set(self.shell.listdir(folder)) - before
-        first = out.rsplit("/", 1)[-1]
-        return sorted(made, key=lambda f: (f != first, f))
+        return qemuimg.copy_to(self.shell, disk, disk.path, src_format, dst, fmt, progress, self.qemu_img)
 
     def disk_files(self, descriptor_path: str) -> List[str]:
         if not descriptor_path.lower().endswith(".vmdk"):
@@ -258,18 +225,7 @@ class QemuHost:
         return virtual if spec is None or spec.thick else min(allocated, virtual)
 
     def free_space(self, path: str) -> Optional[int]:
-        """Free bytes where path is (or would be created); QMP is local, so is this."""
-        probe = path
-        while probe and not os.path.exists(probe):
-            parent = os.path.dirname(probe.rstrip("/"))
-            if parent == probe:
-                break
-            probe = parent
-        try:
-            st = os.statvfs(probe or "/")
-        except OSError:
-            return None
-        return st.f_bavail * st.f_frsize
+        return local_free_space(path)
 
     def backup_config(self, vm: Vm, disk_names: Dict[str, str]) -> Tuple[str, str]:
         """The VM's description (image formats, disk nodes) in place of a .vmx."""
@@ -281,3 +237,18 @@ class QemuHost:
     # -- registration (restore) ----------------------------------------------
     def register_vm(self, vmx_path: str) -> str:
         raise HostError("restoring to a QEMU host is not supported yet")
+
+
+def local_free_space(path: str) -> Optional[int]:
+    """Free bytes where path is (or would be created); the driver runs on its host, so is this."""
+    probe = path
+    while probe and not os.path.exists(probe):
+        parent = os.path.dirname(probe.rstrip("/"))
+        if parent == probe:
+            break
+        probe = parent
+    try:
+        st = os.statvfs(probe or "/")
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize

@@ -1,0 +1,154 @@
+"""The libvirt driver against a real libvirtd and a booted TCG guest that writes and checksums (tests/kvmguest.py).
+
+What must hold: a running domain is backed up hot, the backup is the disk at
+one instant (records 0..N of the guest, exactly) and the guest loses nothing;
+the domain is not tainted and nothing of ours is left (job, scratch, stale
+checkpoint); the second backup is a qcow2 overlay on the first holding only
+the clusters written since (counted) and restores identically.
+"""
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+import kvmguest
+from kvmguest import Guest, MiB, RECORD, expected_region, last_record, needs_libvirt, read_region, region_sha, virsh
+from qemuvm import PYTHON, env, qemu_img
+
+pytestmark = needs_libvirt
+CLUSTER = 64 << 10
+
+
+@pytest.fixture
+def lab():
+    kvmguest.ensure_libvirtd()
+    root = tempfile.mkdtemp(prefix="hvl", dir="/var/tmp")
+    os.chmod(root, 0o755)  # QEMU runs as libvirt's user and must reach the images
+
+    class Lab:
+        volume = os.path.join(root, "backups")
+        workdir = os.path.join(root, "work")
+        guests = []
+
+        def guest(self, name):
+            folder = os.path.join(root, name)
+            os.makedirs(folder)
+            os.chmod(folder, 0o755)
+            g = Guest(name, folder)
+            self.guests.append(g)
+            return g
+
+        def conf(self, **keys):
+            values = {"VM_BACKUP_VOLUME": self.volume, "DISK_BACKUP_FORMAT": "qcow2", "VM_BACKUP_ROTATION_COUNT": "3"}
+            values.update({k: str(v) for k, v in keys.items()})
+            path = os.path.join(root, "hotvcb.conf")
+            with open(path, "w") as f:
+                f.write("".join("%s=%s\n" % kv for kv in values.items()))
+            return path
+
+        def argv(self, *args, **keys):
+            return [PYTHON, "-m", "hotvcb", "--libvirt", "backup", "-g", self.conf(**keys), "-w", self.workdir] + list(args)
+
+        def backup(self, name, **keys):
+            r = subprocess.run(self.argv("-m", name, **keys), capture_output=True, text=True, timeout=300, env=env())
+            return r.returncode, r.stdout + r.stderr
+
+        def backups(self, name):
+            return sorted(os.path.dirname(p) for p in glob.glob(os.path.join(self.volume, name, "*", "STATUS.ok")))
+
+    lab = Lab()
+    os.makedirs(lab.volume)
+    try:
+        yield lab
+    finally:
+        for g in lab.guests:
+            g.remove()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def ours_left(name):
+    """Anything of ours libvirt still holds for the domain: a backup job, our scratch folders."""
+    job = virsh("backup-dumpxml", name, check=False)
+    jobs = glob.glob("/run/hotvcb/libvirt-*/jobs/*")
+    return (["job"] if job.returncode == 0 else []) + jobs
+
+
+def checkpoints(name):
+    return virsh("checkpoint-list", name, "--name").stdout.split()
+
+
+def top_clusters(image):
+    """Offsets of the clusters the image's own (top) layer holds."""
+    out = json.loads(qemu_img("map", "--output=json", image).stdout)
+    return {off for e in out if e["depth"] == 0 and e["data"]
+            for off in range(e["start"], e["start"] + e["length"], CLUSTER)}
+
+
+def dirtied(first, last):
+    return {kvmguest.record(n)[0] // CLUSTER * CLUSTER for n in range(first, last + 1)}
+
+
+def test_hot_backup_then_incremental_is_exact_and_leaves_nothing(lab):
+    name = "hv lab1"  # a space: names are literal
+    g = lab.guest(name)
+    before = g.wait_writes(30)
+    code, out = lab.backup(name)
+    after = g.console()[0][-1]
+    assert code == 0, out
+    assert "no checkpoint of ours to start from: a full backup" in out
+    (first,) = lab.backups(name)
+    assert sorted(os.listdir(first)) == ["STATUS.ok", "domain.xml", "hotvcb-checkpoint", "hotvcb.json", "vda.qcow2"]
+    assert virsh("domuuid", name).stdout.strip() in open(os.path.join(first, "domain.xml")).read()
+
+    # the backup is the disk at one instant: exactly records 0..n1, n1 between before and after the run
+    region = read_region(os.path.join(first, "vda.qcow2"))
+    n1 = last_record(region)
+    assert before <= n1 <= after and region == expected_region(g.initial, n1), (before, n1, after)
+    [cp1] = checkpoints(name)
+    assert open(os.path.join(first, "hotvcb-checkpoint")).read().strip() == cp1
+    assert not ours_left(name)
+
+    g.wait_writes(len(g.console()[0]) + 40)
+    code, out = lab.backup(name)
+    assert code == 0, out
+    assert "vda is incremental on %s" % os.path.basename(first) in out
+    second = lab.backups(name)[-1]
+    disk = os.path.join(second, "vda.qcow2")
+    info = json.loads(qemu_img("info", "--output=json", disk).stdout)
+    assert info["backing-filename"] == "../%s/vda.qcow2" % os.path.basename(first)
+    region = read_region(disk)
+    n2 = last_record(region)
+    assert n2 > n1 + 30 and region == expected_region(g.initial, n2)
+    # only what the guest wrote since the first backup is in the incremental: cluster for cluster
+    held = top_clusters(disk)
+    assert held == dirtied(n1 + 1, n2), (len(held), len(dirtied(n1 + 1, n2)))
+    assert len(held) * CLUSTER < 8 * MiB  # of a 64 MiB disk holding 32 MiB of data
+
+    # restores identically: the whole disk is the initial one with records 0..n2
+    expected = os.path.join(lab.volume, "expected.raw")
+    shutil.copyfile(g.initial, expected)
+    with open(expected, "r+b") as f:
+        f.write(expected_region(g.initial, n2))
+    restored = os.path.join(lab.volume, "restored.raw")
+    assert qemu_img("convert", "-O", "raw", disk, restored).returncode == 0
+    assert qemu_img("compare", "-f", "raw", "-F", "raw", expected, restored).returncode == 0
+
+    assert checkpoints(name) == [open(os.path.join(second, "hotvcb-checkpoint")).read().strip()]
+    assert not ours_left(name)
+    assert "taint" not in virsh("dumpxml", name).stdout
+    qemu_log = "/var/log/libvirt/qemu/%s.log" % name
+    assert not os.path.exists(qemu_log) or "taint" not in open(qemu_log, errors="replace").read()
+
+    # the guest lost nothing: every record it reported is on its disk, every checksum it read back was right
+    last = g.wait_writes(len(g.console()[0]) + 10)
+    virsh("destroy", name)
+    writes, sums, errors = g.console()
+    live = read_region(g.image)
+    assert not errors and last_record(live) >= writes[-1] >= last
+    assert live == expected_region(g.initial, last_record(live))
+    assert sums and all(region_sha(expected_region(g.initial, n)) == s for n, s in sums.items())
