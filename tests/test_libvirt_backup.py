@@ -18,13 +18,13 @@ import pytest
 
 import kvmguest
 from kvmguest import Guest, MiB, RECORD, expected_region, last_record, needs_libvirt, read_region, region_sha, virsh
-from qemuvm import PYTHON, env, qemu_img
+from qemuvm import PYTHON, env, kill_tree, qemu_img, slow_qemu_img, wait_until
 
 pytestmark = needs_libvirt
 CLUSTER = 64 << 10
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def lab():
     kvmguest.ensure_libvirtd()
     root = tempfile.mkdtemp(prefix="hvl", dir="/var/tmp")
@@ -93,9 +93,17 @@ def dirtied(first, last):
     return {kvmguest.record(n)[0] // CLUSTER * CLUSTER for n in range(first, last + 1)}
 
 
-def test_hot_backup_then_incremental_is_exact_and_leaves_nothing(lab):
-    name = "hv lab1"  # a space: names are literal
-    g = lab.guest(name)
+NAME = "hv lab1"  # a space: names are literal
+
+
+@pytest.fixture(scope="module")
+def guest(lab):
+    """One booted guest for the module (a boot costs ~15 s under TCG); the tests go on from each other's state."""
+    return lab.guest(NAME)
+
+
+def test_hot_backup_then_incremental_is_exact_and_leaves_nothing(lab, guest):
+    name, g = NAME, guest
     before = g.wait_writes(30)
     code, out = lab.backup(name)
     after = g.console()[0][-1]
@@ -144,11 +152,41 @@ def test_hot_backup_then_incremental_is_exact_and_leaves_nothing(lab):
     qemu_log = "/var/log/libvirt/qemu/%s.log" % name
     assert not os.path.exists(qemu_log) or "taint" not in open(qemu_log, errors="replace").read()
 
-    # the guest lost nothing: every record it reported is on its disk, every checksum it read back was right
+
+
+def guest_lost_nothing(g):
+    """Every record the guest reported is on its disk, every checksum it read back was right (stops it)."""
     last = g.wait_writes(len(g.console()[0]) + 10)
-    virsh("destroy", name)
+    virsh("destroy", g.name)
     writes, sums, errors = g.console()
     live = read_region(g.image)
     assert not errors and last_record(live) >= writes[-1] >= last
     assert live == expected_region(g.initial, last_record(live))
     assert sums and all(region_sha(expected_region(g.initial, n)) == s for n, s in sums.items())
+
+
+def test_kill_9_mid_backup_keeps_the_vm_and_cleanup_leaves_nothing(lab, guest, tmp_path):
+    name, g = NAME, guest
+    [good_cp] = checkpoints(name)
+    p = subprocess.Popen(lab.argv("-m", name, DISK_BACKUP_FORMAT="raw"), stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, env=env(slow_qemu_img(str(tmp_path / "bin"), "2M")))
+    try:
+        wait_until(lambda: glob.glob(os.path.join(lab.volume, name, "*-partial", "vda.raw")), 60, "the copy")
+        assert len(checkpoints(name)) == 2 and ours_left(name)
+    finally:
+        kill_tree(p.pid)
+        p.wait(10)
+    assert virsh("domstate", name).stdout.strip() == "running"
+    g.wait_writes(len(g.console()[0]) + 20)  # the guest goes on writing, through the job's copy-before-write
+
+    r = subprocess.run([PYTHON, "-m", "hotvcb", "--libvirt", "cleanup", "-g", lab.conf(), "-w", lab.workdir],
+                       capture_output=True, text=True, timeout=120, env=env())
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not ours_left(name)
+    assert checkpoints(name) == [good_cp]  # the dead run's is gone, the last good backup's stays
+    assert not glob.glob(os.path.join(lab.volume, name, "*-partial"))
+    assert "taint" not in virsh("dumpxml", name).stdout
+
+
+def test_last_test_the_guest_lost_nothing(guest):
+    guest_lost_nothing(guest)

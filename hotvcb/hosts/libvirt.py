@@ -297,10 +297,12 @@ class LibvirtHost:
             if self.virsh.backup_job(vm.name) is not None:
                 raise SnapshotError("%s: its backup job is still there after domjobabort" % vm.name)
         active = self._active.pop(snap.name, None)
-        complete = active is not None and active.disks <= active.copied
-        for cp in self.virsh.checkpoints(vm.name):
-            if cp.name.startswith(OUR_MARK) and (cp.name != snap.name or not complete):
-                self._drop_checkpoint(vm.name, cp.name)
+        if active is not None and active.disks <= active.copied:  # the next incremental starts here
+            for cp in self.virsh.checkpoints(vm.name):
+                if cp.name.startswith(OUR_MARK) and cp.name != snap.name:
+                    self._drop_checkpoint(vm.name, cp.name)
+        else:  # a failed or a dead run's backup: no backup holds this checkpoint
+            self._drop_checkpoint(vm.name, snap.name)
         self.shell.remove_tree("%s/jobs/%s" % (self.run_dir, snap.name))
 
     def _drop_checkpoint(self, domain: str, name: str) -> None:
