@@ -11,12 +11,15 @@ import glob
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 
 import pytest
 
 import kvmguest
+from hotvcb.shell import LocalShell
+from hotvcb.store import health, layout
 from kvmguest import Guest, MiB, RECORD, expected_region, last_record, needs_libvirt, read_region, region_sha, virsh
 from qemuvm import PYTHON, env, kill_tree, qemu_img, slow_qemu_img, wait_until
 
@@ -188,5 +191,60 @@ def test_kill_9_mid_backup_keeps_the_vm_and_cleanup_leaves_nothing(lab, guest, t
     assert "taint" not in virsh("dumpxml", name).stdout
 
 
-def test_last_test_the_guest_lost_nothing(guest):
+def judge(folder):
+    verdict = health.judge(LocalShell(), layout.from_path(LocalShell(), folder))
+    return verdict.state, verdict.reason
+
+
+def backing(folder):
+    return json.loads(qemu_img("info", "--output=json", os.path.join(folder, "vda.qcow2")).stdout).get("backing-filename")
+
+
+def test_rotation_keeps_an_incrementals_bases_and_a_lost_base_or_checkpoint_means_full(lab, guest):
+    name = NAME
+    b1, b2 = lab.backups(name)
+    code, out = lab.backup(name, VM_BACKUP_ROTATION_COUNT=1)
+    assert code == 0, out
+    b3 = lab.backups(name)[-1]
+    assert backing(b3) == "../%s/vda.qcow2" % os.path.basename(b2)
+    assert lab.backups(name) == [b1, b2, b3]  # count 1, but b3 stands on b2, which stands on b1
+    assert "Keeping %s" % b1 in out and "Keeping %s" % b2 in out
+
+    shutil.rmtree(b1)  # the base is gone (by hand): what stands on it is not good, so the next one is full
+    code, out = lab.backup(name, VM_BACKUP_ROTATION_COUNT=1)
+    assert code == 0, out
+    assert "base backup %s is gone" % os.path.basename(b1) in out and "a full backup instead" in out
+    b4 = lab.backups(name)[-1]
+    assert backing(b4) is None
+    assert lab.backups(name) == [b2, b3, b4]  # rotation deletes nothing while it has no more good ones than its count
+    assert [judge(b) for b in (b2, b3, b4)] == [
+        ("incomplete", "its base backup %s is gone" % os.path.basename(b1)),
+        ("incomplete", "its base backup %s is not good: its base backup %s is gone" % (
+            os.path.basename(b2), os.path.basename(b1))),
+        ("good", "")]
+
+    virsh("checkpoint-delete", name, checkpoints(name)[0])  # by hand
+    code, out = lab.backup(name, VM_BACKUP_ROTATION_COUNT=2)
+    assert code == 0, out
+    assert "no checkpoint of ours to start from: a full backup" in out
+    assert backing(lab.backups(name)[-1]) is None and len(checkpoints(name)) == 1
+
+
+def test_the_guest_lost_nothing(guest):
     guest_lost_nothing(guest)
+
+
+def test_after_a_crash_the_bitmap_is_not_trusted(lab, guest):
+    """QEMU killed (as by a host crash): its checkpoint's bitmap was not saved, so the next backup is full."""
+    name = NAME
+    if virsh("domstate", name).stdout.strip() != "running":
+        virsh("start", name)
+    assert lab.backup(name)[0] == 0 and len(checkpoints(name)) == 1
+    with open("/run/libvirt/qemu/%s.pid" % name) as f:
+        os.kill(int(f.read().strip()), signal.SIGKILL)
+    wait_until(lambda: virsh("domstate", name).stdout.strip() == "shut off", 30, "libvirt to see the crash")
+    virsh("start", name)
+    code, out = lab.backup(name)
+    assert code == 0, out
+    assert "no incremental from checkpoint" in out, out
+    assert backing(lab.backups(name)[-1]) is None and len(checkpoints(name)) == 1

@@ -104,8 +104,8 @@ class Virsh:
             out.append(Checkpoint(name, root.findtext("description") or "", root.findtext("parent/name") or ""))
         return out
 
-    def delete_checkpoint(self, domain: str, name: str) -> None:
-        self.run("checkpoint-delete", domain, name, interruptible=False)
+    def delete_checkpoint(self, domain: str, name: str, metadata_only: bool = False) -> None:
+        self.run("checkpoint-delete", domain, name, *(["--metadata"] if metadata_only else []), interruptible=False)
 
     # -- backup jobs ---------------------------------------------------------
     def backup_begin(self, domain: str, backup_xml: str, checkpoint_xml: str) -> None:
