@@ -9,7 +9,11 @@ it reads it back (`C <n> <sha>`). So a test knows, from the console alone,
 every write the guest believes is on its disk, in order, and what the region
 held at given moments: a backup taken at one instant must hold records 0..N
 for one N (a prefix, nothing lost, nothing from after), and the disk after
-the backup must hold every record the console names.
+the backup must hold every record the console names. The QEMU guest agent
+(qemu-ga with the libraries it loads) runs beside the writer and logs the
+commands it gets (guest-fsfreeze-freeze, -thaw) on the console too; it has
+no filesystem to freeze (the guest writes its raw disk), so a freeze is
+proven by its log, not by stalled writes.
 
 libvirtd is started by `ensure_libvirtd` when qemu:///system does not answer
 (as root, as on a host whose init system would start it).
@@ -31,7 +35,8 @@ import pytest
 
 GUEST_DIR = os.environ.get("HOTVCB_TEST_GUEST", "/var/cache/hotvcb-test-guest")
 URI = "qemu:///system"
-MODULES = ["virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci", "virtio_blk"]
+MODULES = ["virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci", "virtio_blk",
+           "virtio_console"]
 RECORD = 4096
 SLOTS = 2048  # the record region: the first 8 MiB of the disk
 STRIDE = 37  # record n goes to slot n*STRIDE % SLOTS: writes spread over the region's clusters
@@ -47,6 +52,10 @@ for m in %(modules)s; do insmod /lib/$m.ko; done
 n=0
 while [ ! -b /dev/vda ] && [ $n -lt 200 ]; do sleep 0.1; n=$((n+1)); done
 [ -b /dev/vda ] || { echo HOTVCB-GUEST-NO-DISK; poweroff -f; }
+for port in /dev/vport*; do  # the guest agent's channel, if the domain has one: its log goes to the console
+  [ -c "$port" ] && /qga/ld-linux-x86-64.so.2 --library-path /qga /qga/qemu-ga -m virtio-serial -p "$port" \
+    -t /tmp -f /tmp/qga.pid -v -l /dev/ttyS0 &
+done
 echo HOTVCB-GUEST-UP
 i=0
 while true; do
@@ -112,7 +121,10 @@ def _cpio(entries: List[Tuple[str, int, bytes]]) -> bytes:
 
 
 def initramfs(path: str) -> str:
-    entries = [(d, stat.S_IFDIR | 0o755, b"") for d in ("bin", "dev", "proc", "sys", "lib")]
+    entries = [(d, stat.S_IFDIR | 0o755, b"") for d in ("bin", "dev", "proc", "sys", "lib", "tmp", "qga")]
+    for lib in sorted(os.listdir(os.path.join(GUEST_DIR, "qga"))):
+        with open(os.path.join(GUEST_DIR, "qga", lib), "rb") as f:
+            entries.append(("qga/" + lib, stat.S_IFREG | 0o755, f.read()))
     with open(os.path.join(GUEST_DIR, "busybox"), "rb") as f:
         entries.append(("bin/busybox", stat.S_IFREG | 0o755, f.read()))
     for m in MODULES:
@@ -124,23 +136,27 @@ def initramfs(path: str) -> str:
     return path
 
 
-def domain_xml(name: str, image: str, fmt: str, console: str, kernel: str, initrd: str) -> str:
+def domain_xml(name: str, image: str, fmt: str, console: str, kernel: str = "", initrd: str = "",
+               agent: bool = True) -> str:
+    """Without a kernel the firmware finds nothing to boot and idles: a running domain, for the driver contract."""
+    boot = ("<kernel>%s</kernel><initrd>%s</initrd><cmdline>console=ttyS0 quiet panic=-1</cmdline>" % (kernel, initrd)
+            if kernel else "")
     return """<domain type='qemu'>
   <name>%(name)s</name>
   <memory unit='MiB'>128</memory>
   <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type><kernel>%(kernel)s</kernel><initrd>%(initrd)s</initrd>
-    <cmdline>console=ttyS0 quiet panic=-1</cmdline></os>
+  <os><type arch='x86_64' machine='pc'>hvm</type>%(boot)s</os>
   <on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash>
   <devices>
     <disk type='file' device='disk'><driver name='qemu' type='%(fmt)s'/><source file='%(image)s'/>
       <target dev='vda' bus='virtio'/></disk>
     <controller type='usb' model='none'/>
     <serial type='file'><source path='%(console)s'/><target port='0'/></serial>
-    <memballoon model='none'/>
+    <memballoon model='none'/>%(agent)s
   </devices>
 </domain>
-""" % {"name": name, "image": image, "fmt": fmt, "console": console, "kernel": kernel, "initrd": initrd}
+""" % {"name": name, "image": image, "fmt": fmt, "console": console, "boot": boot,
+       "agent": "\n    <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>" if agent else ""}
 
 
 class Guest:

@@ -10,6 +10,7 @@ the clusters written since (counted) and restores identically.
 import glob
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -77,7 +78,7 @@ def lab():
 def ours_left(name):
     """Anything of ours libvirt still holds for the domain: a backup job, our scratch folders."""
     job = virsh("backup-dumpxml", name, check=False)
-    jobs = glob.glob("/run/hotvcb/libvirt-*/jobs/*")
+    jobs = glob.glob("/run/hotvcb/libvirt-*/jobs/%s/*" % glob.escape(name.replace(" ", "_")))
     return (["job"] if job.returncode == 0 else []) + jobs
 
 
@@ -125,8 +126,12 @@ def test_hot_backup_then_incremental_is_exact_and_leaves_nothing(lab, guest):
     assert not ours_left(name)
 
     g.wait_writes(len(g.console()[0]) + 40)
-    code, out = lab.backup(name)
+    code, out = lab.backup(name, VM_SNAPSHOT_QUIESCE=1)
     assert code == 0, out
+    # quiesced by the guest agent, and thawed again (its own log on the guest's console)
+    commands = re.findall(r'"execute":"(guest-fsfreeze-\w+)"', open(g.console_path, errors="replace").read())
+    assert commands == ["guest-fsfreeze-freeze", "guest-fsfreeze-thaw"], commands
+    assert "not quiesced" not in out
     assert "vda is incremental on %s" % os.path.basename(first) in out
     second = lab.backups(name)[-1]
     disk = os.path.join(second, "vda.qcow2")
@@ -248,3 +253,23 @@ def test_after_a_crash_the_bitmap_is_not_trusted(lab, guest):
     assert code == 0, out
     assert "no incremental from checkpoint" in out, out
     assert backing(lab.backups(name)[-1]) is None and len(checkpoints(name)) == 1
+
+
+def test_quiesce_without_an_agent_backs_up_crash_consistent(lab):
+    """A domain whose guest runs no agent (here: no kernel, the firmware idles)."""
+    folder = os.path.join(os.path.dirname(lab.volume), "noagent")
+    os.makedirs(folder)
+    os.chmod(folder, 0o755)
+    image = os.path.join(folder, "vda.qcow2")
+    assert qemu_img("create", "-q", "-f", "qcow2", image, "8M").returncode == 0
+    xml = os.path.join(folder, "domain.xml")
+    with open(xml, "w") as f:
+        f.write(kvmguest.domain_xml("hv noagent", image, "qcow2", os.path.join(folder, "console.log")))
+    virsh("create", xml)  # transient: gone with its QEMU, checkpoints and all
+    try:
+        code, out = lab.backup("hv noagent", VM_SNAPSHOT_QUIESCE=1)
+        assert code == 0, out
+        assert "hv noagent: not quiesced (" in out and "backing up crash-consistent" in out
+        assert not ours_left("hv noagent")
+    finally:
+        virsh("destroy", "hv noagent", check=False)

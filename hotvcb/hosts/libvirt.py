@@ -42,6 +42,7 @@ a remote URI (qemu+ssh://) is refused.
 import io
 import re
 import socket
+import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -62,6 +63,7 @@ CONFIG_NAME = "domain.xml"
 CHECKPOINT_FILE = "hotvcb-checkpoint"  # in a backup: the checkpoint it was taken at
 MAX_CHAIN = 7  # incrementals on one full: then a full again, so rotation can free space
 QUIESCE_TIMEOUT = 60.0
+POLL = 0.2
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -213,7 +215,10 @@ class LibvirtHost:
         since = ours[-1].name if ours else ""
         if not since:
             self.log.info("%s: no checkpoint of ours to start from: a full backup" % vm.name)
-        scratch = "%s/jobs/%s" % (self.run_dir, name)
+        jobs = self._jobs_dir(vm.name)
+        for stale in self.shell.listdir(jobs) if self.shell.isdir(jobs) else []:
+            self.shell.remove_tree(jobs + "/" + stale)  # of a run that died after its job ended (we hold the lock)
+        scratch = "%s/%s" % (jobs, name)
         self.shell.makedirs(scratch + "/nbd")
         owner = _qemu_owner(self.virsh.dumpxml(vm.name))
         if owner:  # QEMU (not root) creates the NBD socket in it; the folder stays closed to others
@@ -294,8 +299,11 @@ class LibvirtHost:
         job = self.virsh.backup_job(vm.name)
         if job is not None and _job_snapshot(job) == snap.name:
             self.virsh.abort_job(vm.name)
-            if self.virsh.backup_job(vm.name) is not None:
-                raise SnapshotError("%s: its backup job is still there after domjobabort" % vm.name)
+            deadline = time.monotonic() + timeout  # domjobabort may return before the job has ended
+            while self.virsh.backup_job(vm.name) is not None:
+                if time.monotonic() > deadline:
+                    raise TimeoutExpired("the end of %s's backup job" % vm.name, timeout)
+                time.sleep(POLL)
         active = self._active.pop(snap.name, None)
         if active is not None and active.disks <= active.copied:  # the next incremental starts here
             for cp in self.virsh.checkpoints(vm.name):
@@ -303,7 +311,11 @@ class LibvirtHost:
                     self._drop_checkpoint(vm.name, cp.name)
         else:  # a failed or a dead run's backup: no backup holds this checkpoint
             self._drop_checkpoint(vm.name, snap.name)
-        self.shell.remove_tree("%s/jobs/%s" % (self.run_dir, snap.name))
+        self.shell.remove_tree("%s/%s" % (self._jobs_dir(vm.name), snap.name))
+
+    def _jobs_dir(self, domain: str) -> str:
+        """Scratch files and the NBD socket of the domain's pull job: <run dir>/jobs/<domain>/<snapshot>/."""
+        return "%s/jobs/%s" % (self.run_dir, _UNSAFE.sub("_", domain))
 
     def _drop_checkpoint(self, domain: str, name: str) -> None:
         """Delete a checkpoint of ours; one whose bitmap QEMU cannot use any more is forgotten by libvirt."""
@@ -397,9 +409,9 @@ def _parse(text: str, name: str) -> ET.Element:
 
 
 def _job_snapshot(job: BackupJob) -> str:
-    """The snapshot (= checkpoint) name of a pull job of ours: its socket is <run dir>/jobs/<name>/nbd/nbd.sock."""
+    """The snapshot (= checkpoint) name of a pull job of ours: its socket is .../jobs/<domain>/<name>/nbd/nbd.sock."""
     parts = job.socket.split("/")
-    if len(parts) >= 4 and parts[-2] == "nbd" and parts[-4] == "jobs" and parts[-3].startswith(OUR_MARK):
+    if len(parts) >= 5 and parts[-2] == "nbd" and parts[-5] == "jobs" and parts[-3].startswith(OUR_MARK):
         return parts[-3]
     return ""
 
