@@ -91,8 +91,9 @@ def target_of(args) -> Target:
     port, identity = getattr(args, "port", None), getattr(args, "identity", None)
     known_hosts, options = getattr(args, "known_hosts", None), list(getattr(args, "ssh_option", None) or [])
     libvirt = getattr(args, "libvirt", None)
-    if len([t for t in (qemu, host, libvirt) if t]) > 1:
-        raise UsageError("--qemu, --libvirt and --host exclude each other")
+    given = [opt for opt, value in (("--qemu", qemu), ("--libvirt", libvirt), ("--host", host)) if value]
+    if len(given) > 1:
+        raise UsageError("%s exclude each other" % " and ".join(given))
     if host:
         return Target(SshTarget(host, port, identity, known_hosts, tuple(options)), None)
     if (port or identity or known_hosts or options) and not getattr(args, "hosts", None):
