@@ -41,7 +41,6 @@ a remote URI (qemu+ssh://) is refused.
 
 import io
 import re
-import socket
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -50,12 +49,12 @@ from typing import Dict, List, Optional, Set, Tuple
 
 from ..errors import CopyError, HostError, SnapshotError, TimeoutExpired, VmNotFound
 from ..runlog import RunLog
-from ..model import DatastoreInfo, Disk, Snapshot, Vm, VmRef
+from ..model import Disk, Snapshot, Vm, VmRef
 from ..shell import Shell
 from ..store import health, layout
 from ..store.chain import chain_length
 from . import nbdcopy, qemuimg
-from .qemu import local_free_space
+from .qemu import LocalKvmHost
 from .qemu_overlays import OUR_MARK
 from .virsh import DEFAULT_URI, BackupJob, Virsh, VirshError
 
@@ -88,7 +87,7 @@ class _Active:
     copied: Set[str] = field(default_factory=set)
 
 
-class LibvirtHost:
+class LibvirtHost(LocalKvmHost):
     kind = "libvirt"
     powers_on = True  # `virsh start` brings a shut-down domain back
     formats = tuple(qemuimg.FORMATS)
@@ -108,18 +107,6 @@ class LibvirtHost:
     # -- host ----------------------------------------------------------------
     def describe(self) -> str:
         return "libvirt %s" % self.uri
-
-    def host_name(self) -> str:
-        return socket.gethostname()
-
-    def datastores(self) -> List[DatastoreInfo]:
-        return []
-
-    def mount_nfs(self, name: str, server: str, share: str, version: str) -> None:
-        raise HostError("ENABLE_NON_PERSISTENT_NFS is for ESXi; on a libvirt host mount %s:%s yourself" % (server, share))
-
-    def unmount_nfs(self, name: str) -> None:
-        raise HostError("ENABLE_NON_PERSISTENT_NFS is for ESXi")
 
     # -- inventory -----------------------------------------------------------
     def list_vms(self) -> List[VmRef]:
@@ -393,9 +380,6 @@ class LibvirtHost:
         virtual, allocated = qemuimg.sizes(qemuimg.info(self.shell, disk.path, self.qemu_img))
         spec = qemuimg.FORMATS.get(fmt)
         return virtual if spec is None or spec.thick else min(allocated, virtual) or virtual
-
-    def free_space(self, path: str) -> Optional[int]:
-        return local_free_space(path)
 
     def register_vm(self, vmx_path: str) -> str:
         raise HostError("restoring into libvirt is `hotvcb restore`'s (not this driver's) work")

@@ -64,7 +64,29 @@ class VmDescription:
         return json.dumps(self.data, indent=2, sort_keys=True) + "\n"
 
 
-class QemuHost:
+class LocalKvmHost:
+    """What the QEMU and the libvirt driver share: the VMs run on this machine, which has no datastores."""
+
+    kind = "kvm"
+
+    def host_name(self) -> str:
+        return socket.gethostname()
+
+    def datastores(self) -> List[DatastoreInfo]:
+        return []
+
+    def mount_nfs(self, name: str, server: str, share: str, version: str) -> None:
+        raise HostError("ENABLE_NON_PERSISTENT_NFS is for ESXi; on a %s host mount %s:%s yourself"
+                        % ("QEMU" if self.kind == "qemu" else self.kind, server, share))
+
+    def unmount_nfs(self, name: str) -> None:
+        raise HostError("ENABLE_NON_PERSISTENT_NFS is for ESXi")
+
+    def free_space(self, path: str) -> Optional[int]:
+        return local_free_space(path)
+
+
+class QemuHost(LocalKvmHost):
     kind = "qemu"
     powers_on = False  # a guest shut down ends its QEMU process, which hotvcb cannot start again
     formats = tuple(qemuimg.FORMATS)
@@ -83,15 +105,6 @@ class QemuHost:
     def describe(self) -> str:
         return "QEMU/KVM, QMP sockets in %s" % self.qmp_dir
 
-    def datastores(self) -> List[DatastoreInfo]:
-        return []
-
-    def mount_nfs(self, name: str, server: str, share: str, version: str) -> None:
-        raise HostError("ENABLE_NON_PERSISTENT_NFS is for ESXi; on a QEMU host mount %s:%s yourself" % (server, share))
-
-    def unmount_nfs(self, name: str) -> None:
-        raise HostError("ENABLE_NON_PERSISTENT_NFS is for ESXi")
-
     # -- inventory -----------------------------------------------------------
     def list_vms(self) -> List[VmRef]:
         refs = []
@@ -100,9 +113,6 @@ class QemuHost:
                 name = entry[: -len(SOCKET_SUFFIX)]
                 refs.append(VmRef(vmid=name, name=name, vmx_path=self.qmp_dir + "/" + entry))
         return refs
-
-    def host_name(self) -> str:
-        return socket.gethostname()
 
     def invalid_vms(self) -> List[str]:
         return []  # a socket with no QEMU behind it is no VM at all
@@ -223,9 +233,6 @@ class QemuHost:
         virtual, allocated = qemuimg.sizes(qemuimg.info(self.shell, disk.path, self.qemu_img))
         spec = qemuimg.FORMATS.get(fmt)
         return virtual if spec is None or spec.thick else min(allocated, virtual)
-
-    def free_space(self, path: str) -> Optional[int]:
-        return local_free_space(path)
 
     def backup_config(self, vm: Vm, disk_names: Dict[str, str]) -> Tuple[str, str]:
         """The VM's description (image formats, disk nodes) in place of a .vmx."""
