@@ -272,3 +272,27 @@ def test_quiesce_without_an_agent_backs_up_crash_consistent(lab):
         assert not ours_left("hv noagent")
     finally:
         virsh("destroy", "hv noagent", check=False)
+
+
+def test_a_domain_that_is_off_is_copied_from_its_image(lab):
+    folder = os.path.join(os.path.dirname(lab.volume), "off")
+    os.makedirs(folder)
+    os.chmod(folder, 0o755)
+    image = os.path.join(folder, "vda.qcow2")
+    raw = os.path.join(folder, "data.raw")
+    with open(raw, "wb") as f:
+        f.write(os.urandom(MiB))
+        f.truncate(4 * MiB)
+    assert qemu_img("convert", "-f", "raw", "-O", "qcow2", raw, image).returncode == 0
+    xml = os.path.join(folder, "domain.xml")
+    with open(xml, "w") as f:
+        f.write(kvmguest.domain_xml("hv off", image, "qcow2", os.path.join(folder, "console.log"), agent=False))
+    virsh("define", xml)
+    try:
+        code, out = lab.backup("hv off", DISK_BACKUP_FORMAT="thin")
+        assert code == 0, out
+        (b,) = lab.backups("hv off")
+        assert qemu_img("compare", "-f", "raw", raw, os.path.join(b, "vda.vmdk")).returncode == 0
+        assert virsh("domstate", "hv off").stdout.strip() == "shut off" and not checkpoints("hv off")
+    finally:
+        virsh("undefine", "hv off", check=False)

@@ -317,10 +317,12 @@ class LibvirtHost(LocalKvmHost):
     # -- disks ---------------------------------------------------------------
     def copy_disk(self, disk: Disk, dst: str, fmt: str, progress=None) -> List[str]:
         """The disk as it was at backup-begin: only its dirty clusters when a good base holds the
-        bitmap's checkpoint and fmt is qcow2, else all of it."""
+        bitmap's checkpoint and fmt is qcow2, else all of it; a domain that is off, from its image."""
         found = [(n, a) for n, a in self._active.items() if disk.key in a.disks]
-        if not found:
-            raise CopyError(disk.path, "no backup job of ours exports it", dst)
+        if not found:  # the domain is off (no snapshot was taken): its image holds still
+            return qemuimg.copy_to(self.shell, disk, disk.path, self._formats.get(disk.path, "raw"),
+                                   "%s/%s" % (dst.rsplit("/", 1)[0], _UNSAFE.sub("_", disk.key)), fmt, progress,
+                                   self.qemu_img)
         name, active = found[-1]
         exports = [d for d in active.job.disks if d.target == disk.key]
         if not exports:
