@@ -199,6 +199,23 @@ def judge(folder):
     return verdict.state, verdict.reason
 
 
+def test_sigterm_mid_backup_ends_the_job_at_once(lab, guest, tmp_path):
+    name = NAME
+    [good_cp] = checkpoints(name)
+    p = subprocess.Popen(lab.argv("-m", name, DISK_BACKUP_FORMAT="raw"), stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, env=env(slow_qemu_img(str(tmp_path / "bin"), "2M")))
+    try:
+        wait_until(lambda: glob.glob(os.path.join(lab.volume, name, "*-partial", "vda.raw")), 60, "the copy")
+        p.send_signal(signal.SIGTERM)
+        out = p.communicate(timeout=60)[0]
+    finally:
+        kill_tree(p.pid)
+    assert p.returncode == 2, out
+    assert not ours_left(name) and checkpoints(name) == [good_cp], out
+    assert not glob.glob(os.path.join(lab.volume, name, "*-partial"))
+    assert virsh("domstate", name).stdout.strip() == "running"
+
+
 def backing(folder):
     return json.loads(qemu_img("info", "--output=json", os.path.join(folder, "vda.qcow2")).stdout).get("backing-filename")
 

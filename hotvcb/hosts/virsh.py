@@ -60,7 +60,9 @@ class Virsh:
     def __init__(self, shell: Shell, uri: str = DEFAULT_URI, timeout: float = TIMEOUT):
         self.shell, self.uri, self.timeout = shell, uri, timeout
 
-    def run(self, *args: str, timeout: Optional[float] = None, interruptible: bool = True) -> str:
+    def run(self, *args: str, timeout: Optional[float] = None, interruptible: bool = False) -> str:
+        """Every virsh call is short and bounded, and most are part of undoing something (ending a
+        job, dropping a checkpoint, thawing), so none is cut short by a pending signal."""
         argv = ["virsh", "-q", "-c", self.uri] + list(args)
         result = self.shell.run(argv, timeout=timeout or self.timeout, interruptible=interruptible)
         if result.returncode != 0:
@@ -79,20 +81,20 @@ class Virsh:
         return _STATES.get(lines[0].strip() if lines else "", "on")
 
     def start(self, domain: str) -> None:
-        self.run("start", domain, interruptible=False)
+        self.run("start", domain)
 
     def shutdown(self, domain: str) -> None:
         self.run("shutdown", domain)
 
     def destroy(self, domain: str) -> None:
-        self.run("destroy", domain, interruptible=False)
+        self.run("destroy", domain)
 
     # -- guest agent ---------------------------------------------------------
     def fsfreeze(self, domain: str, timeout: float) -> None:
         self.run("domfsfreeze", domain, timeout=timeout)
 
     def fsthaw(self, domain: str, timeout: float) -> None:
-        self.run("domfsthaw", domain, timeout=timeout, interruptible=False)
+        self.run("domfsthaw", domain, timeout=timeout)
 
     # -- checkpoints ---------------------------------------------------------
     def checkpoints(self, domain: str) -> List[Checkpoint]:
@@ -105,7 +107,7 @@ class Virsh:
         return out
 
     def delete_checkpoint(self, domain: str, name: str, metadata_only: bool = False) -> None:
-        self.run("checkpoint-delete", domain, name, *(["--metadata"] if metadata_only else []), interruptible=False)
+        self.run("checkpoint-delete", domain, name, *(["--metadata"] if metadata_only else []))
 
     # -- backup jobs ---------------------------------------------------------
     def backup_begin(self, domain: str, backup_xml: str, checkpoint_xml: str) -> None:
@@ -114,7 +116,7 @@ class Virsh:
     def backup_job(self, domain: str) -> Optional[BackupJob]:
         """The domain's running pull-mode backup, None when it runs none."""
         try:
-            text = self.run("backup-dumpxml", domain, interruptible=False)
+            text = self.run("backup-dumpxml", domain)
         except VirshError as err:
             if "no domain backup job" in err.text:
                 return None
@@ -132,7 +134,7 @@ class Virsh:
                          root.findtext("incremental") or "", disks)
 
     def abort_job(self, domain: str) -> None:
-        self.run("domjobabort", domain, interruptible=False)
+        self.run("domjobabort", domain)
 
 
 def _error_line(output: str) -> str:
