@@ -60,11 +60,11 @@ class Virsh:
     def __init__(self, shell: Shell, uri: str = DEFAULT_URI, timeout: float = TIMEOUT):
         self.shell, self.uri, self.timeout = shell, uri, timeout
 
-    def run(self, *args: str, timeout: Optional[float] = None, interruptible: bool = False) -> str:
+    def run(self, *args: str, timeout: Optional[float] = None) -> str:
         """Every virsh call is short and bounded, and most are part of undoing something (ending a
         job, dropping a checkpoint, thawing), so none is cut short by a pending signal."""
         argv = ["virsh", "-q", "-c", self.uri] + list(args)
-        result = self.shell.run(argv, timeout=timeout or self.timeout, interruptible=interruptible)
+        result = self.shell.run(argv, timeout=timeout or self.timeout, interruptible=False)
         if result.returncode != 0:
             raise VirshError(list(args), _error_line(result.output))
         return result.output
