@@ -219,7 +219,7 @@ class LibvirtHost(LocalKvmHost):
                 raise SnapshotError("backup-begin of %s failed: %s" % (vm.name, err.text)) from err
             # the checkpoint cannot serve (its bitmap is gone or inconsistent: a crash, a restart without it)
             self.log.info("%s: no incremental from checkpoint %s (%s); a full backup instead"
-                        % (vm.name, since, err.text))
+                          % (vm.name, since, err.text))
             self._drop_checkpoint(vm.name, since)
             try:
                 self._begin(vm, name, description, disks, scratch, "", quiesce, timeout)
@@ -257,7 +257,7 @@ class LibvirtHost(LocalKvmHost):
         self.shell.write_text(cfile, ET.tostring(checkpoint, encoding="unicode"))
         frozen = quiesce and self._freeze(vm)
         try:
-            self.virsh.run("backup-begin", vm.name, bfile, cfile, timeout=max(timeout, 30.0))
+            self.virsh.backup_begin(vm.name, bfile, cfile, timeout=max(timeout, 30.0))
         finally:
             if frozen:
                 self._thaw(vm)
@@ -269,7 +269,7 @@ class LibvirtHost(LocalKvmHost):
         except TimeoutExpired:
             self._thaw(vm)  # the freeze may have gone through after all: never leave it frozen
             self.log.info("%s: the guest agent did not freeze the filesystems within %d s; backing up without "
-                        "quiescing" % (vm.name, QUIESCE_TIMEOUT))
+                          "quiescing" % (vm.name, QUIESCE_TIMEOUT))
         except VirshError as err:
             self.log.info("%s: not quiesced (%s); backing up crash-consistent" % (vm.name, err.text))
         return False
@@ -279,7 +279,7 @@ class LibvirtHost(LocalKvmHost):
             self.virsh.fsthaw(vm.name, QUIESCE_TIMEOUT)
         except HostError as err:
             self.log.error("!!! %s: THAWING THE GUEST'S FILESYSTEMS FAILED: %s -- run `virsh domfsthaw %s` now !!!"
-                        % (vm.name, err, vm.name))
+                           % (vm.name, err, vm.name))
 
     def remove_snapshot(self, vm: Vm, snap: Snapshot, timeout: float) -> None:
         """End the pull job named by snap, then keep only the checkpoint a complete backup holds."""
@@ -352,7 +352,7 @@ class LibvirtHost(LocalKvmHost):
             return ""
         if fmt != "qcow2":
             self.log.info("%s: incremental backups are written as qcow2 overlays; with DISK_BACKUP_FORMAT=%s every "
-                        "backup is full" % (active.domain, fmt))
+                          "backup is full" % (active.domain, fmt))
             return ""
         volume = dst.rsplit("/", 3)[0]  # <volume>/<VM>/<backup>-partial/<disk>
         disk_file = "%s.qcow2" % _UNSAFE.sub("_", disk.key)
@@ -365,14 +365,14 @@ class LibvirtHost(LocalKvmHost):
             verdict = health.judge(self.shell, b)
             if not verdict.good or not self.shell.exists(b.path + "/" + disk_file):
                 self.log.info("%s: the backup %s taken at checkpoint %s is not good (%s); a full backup instead"
-                            % (active.domain, b.name, since, verdict.reason or "no " + disk_file))
+                              % (active.domain, b.name, since, verdict.reason or "no " + disk_file))
                 return ""
             if chain_length(self.shell, b.path + "/" + disk_file) >= MAX_CHAIN:
                 self.log.info("%s: %d incrementals on one full; a full backup this time" % (active.domain, MAX_CHAIN))
                 return ""
             return "../%s/%s" % (b.name, disk_file)
         self.log.info("%s: no good backup holds checkpoint %s (rotated away, failed or compressed); a full backup "
-                    "instead" % (active.domain, since))
+                      "instead" % (active.domain, since))
         return ""
 
     def disk_files(self, descriptor_path: str) -> List[str]:

@@ -110,8 +110,9 @@ class Virsh:
         self.run("checkpoint-delete", domain, name, *(["--metadata"] if metadata_only else []))
 
     # -- backup jobs ---------------------------------------------------------
-    def backup_begin(self, domain: str, backup_xml: str, checkpoint_xml: str) -> None:
-        self.run("backup-begin", domain, backup_xml, checkpoint_xml)
+    def backup_begin(self, domain: str, backup_xml: str, checkpoint_xml: str, timeout: float) -> None:
+        """Files holding the <domainbackup> and <domaincheckpoint> XML."""
+        self.run("backup-begin", domain, backup_xml, checkpoint_xml, timeout=timeout)
 
     def backup_job(self, domain: str) -> Optional[BackupJob]:
         """The domain's running pull-mode backup, None when it runs none."""
