@@ -27,3 +27,12 @@ def test_one_target_at_a_time():
     args = build_parser().parse_args(common.libvirt_uri_given(["--libvirt", "--qemu", "/run/qmp", "backup", "-a"]))
     with pytest.raises(UsageError, match="--qemu and --libvirt exclude each other"):
         common.target_of(args)
+
+
+def test_only_the_global_option_is_rewritten():
+    from hotvcb.cli import _skip_global_options
+
+    argv = ["--libvirt", "restore", "X", "--kvm", "D", "--libvirt"]
+    first = _skip_global_options(argv)
+    assert first == 1 and common.libvirt_uri_given(argv[:first]) + argv[first:] == [
+        "--libvirt=qemu:///system", "restore", "X", "--kvm", "D", "--libvirt"]

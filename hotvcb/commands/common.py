@@ -74,13 +74,16 @@ def add_target_options(parser: argparse.ArgumentParser) -> None:
                         "libvirt's backup API (URI default %s)" % LIBVIRT_DEFAULT)
 
 
+def is_uri(word: str) -> bool:
+    return "://" in word
+
+
 def libvirt_uri_given(argv: List[str]) -> List[str]:
-    """`--libvirt` takes an optional URI: `--libvirt backup -m web` means the default one."""
+    """`--libvirt` takes an optional URI: `--libvirt backup -m web` means the default one.
+    `argv`: global options only (those before the subcommand, or a scheduled job's)."""
     out = list(argv)
     for i, arg in enumerate(out):
-        if arg == "--":
-            break
-        if arg == "--libvirt" and (i + 1 >= len(out) or "://" not in out[i + 1]):
+        if arg == "--libvirt" and not is_uri(out[i + 1] if i + 1 < len(out) else ""):
             out[i] = "--libvirt=" + LIBVIRT_DEFAULT
     return out
 

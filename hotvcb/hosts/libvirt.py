@@ -45,7 +45,7 @@ import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Dict, List, NoReturn, Optional, Set, Tuple
 
 from ..errors import CopyError, HostError, SnapshotError, TimeoutExpired, VmNotFound
 from ..runlog import RunLog
@@ -382,6 +382,17 @@ class LibvirtHost(LocalKvmHost):
         virtual, allocated = qemuimg.sizes(qemuimg.info(self.shell, disk.path, self.qemu_img))
         spec = qemuimg.FORMATS.get(fmt)
         return virtual if spec is None or spec.thick else min(allocated, virtual) or virtual
+
+    # what main's Hypervisor asks since in-guest hooks and BACKUP_SNAPSHOT_TREE landed beside this branch
+    runs_in_guest = False  # `virsh qemu-agent-command` would taint the domain
+
+    def guest_exec(self, vm: Vm, argv: List[str], env: List[str], timeout: float,
+                   interruptible: bool = True) -> NoReturn:
+        raise HostError("%s: in-guest hooks are not supported for libvirt domains yet" % vm.name)
+
+    def snapshot_tree(self, vm: Vm, disks: List[Disk]) -> NoReturn:
+        raise HostError("%s: BACKUP_SNAPSHOT_TREE=1 is for ESXi; a libvirt backup holds the disks' current "
+                        "state" % vm.name)
 
     def register_vm(self, vmx_path: str) -> str:
         raise HostError("restoring into libvirt is `hotvcb restore`'s (not this driver's) work")
