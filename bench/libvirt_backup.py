@@ -19,13 +19,10 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), os.path.dirname(os.path.abspath(__file__))]
-
-from _timing import best  # noqa: E402
+from _libvirt import kvmguest, scratch
+from _timing import best
 
 MiB = 1 << 20
 DATA_MIB = 1024  # of 4 GiB: enough that the fixed cost of a handful of virsh calls does not decide
@@ -33,18 +30,13 @@ NAME = "hotvcb-bench"
 
 
 def main() -> int:
-    import kvmguest
     from hotvcb.hosts.libvirt import LibvirtHost
     from hotvcb.model import VmRef
     from hotvcb.shell import LocalShell
 
-    why = kvmguest.available()
-    if why:
-        print("skipped: %s" % why)
+    root = scratch("hvbench")
+    if root is None:
         return 0
-    kvmguest.ensure_libvirtd()
-    root = tempfile.mkdtemp(prefix="hvbench", dir="/var/tmp")
-    os.chmod(root, 0o755)
     try:
         raw, image = os.path.join(root, "data.raw"), os.path.join(root, "vda.qcow2")
         with open(raw, "wb") as f:

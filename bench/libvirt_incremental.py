@@ -16,26 +16,18 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+from _libvirt import ROOT, kvmguest, scratch
 
 MiB = 1 << 20
 NAME = "hotvcb-bench-inc"
 
 
 def main() -> int:
-    import kvmguest
-
-    why = kvmguest.available()
-    if why:
-        print("skipped: %s" % why)
+    root = scratch("hvbinc")
+    if root is None:
         return 0
-    kvmguest.ensure_libvirtd()
-    root = tempfile.mkdtemp(prefix="hvbinc", dir="/var/tmp")
-    os.chmod(root, 0o755)
     guest = None
     try:
         folder = os.path.join(root, "guest")

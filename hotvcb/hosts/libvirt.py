@@ -166,14 +166,14 @@ class LibvirtHost(LocalKvmHost):
         return self.virsh.state(vm.name)
 
     def shutdown(self, vm: Vm) -> None:
-        self.virsh.shutdown(vm.name)
+        self.virsh.power("shutdown", vm.name)
 
     def power_off(self, vm: Vm) -> None:
-        self.virsh.destroy(vm.name)
+        self.virsh.power("destroy", vm.name)
 
     def power_on(self, vm: Vm) -> None:
         if self.virsh.state(vm.name) != "on":
-            self.virsh.start(vm.name)
+            self.virsh.power("start", vm.name)
 
     # -- snapshots: pull-mode backup jobs + checkpoints --------------------------
     def snapshots(self, vm: Vm, interruptible: bool = True) -> List[Snapshot]:  # noqa: ARG002

@@ -80,14 +80,9 @@ class Virsh:
         lines = self.run("domstate", domain).strip().splitlines()
         return _STATES.get(lines[0].strip() if lines else "", "on")
 
-    def start(self, domain: str) -> None:
-        self.run("start", domain)
-
-    def shutdown(self, domain: str) -> None:
-        self.run("shutdown", domain)
-
-    def destroy(self, domain: str) -> None:
-        self.run("destroy", domain)
+    def power(self, verb: str, domain: str) -> None:
+        """`start`, `shutdown` (ask the guest) or `destroy` (pull the plug)."""
+        self.run(verb, domain)
 
     # -- guest agent ---------------------------------------------------------
     def fsfreeze(self, domain: str, timeout: float) -> None:
