@@ -122,7 +122,7 @@ def run(args) -> int:
     job = None  # type: Optional[BackupJob]
     lock = work = None
     try:
-        host = common.connect(args.host_target)
+        host = common.connect(args.host_target, log)
         lock, run = common.lock_host(host, log, args.host_target)
         work = common.WorkDir(args.workdir, run, settings.workdir_debug, log)
         log.info("============================== hotvcb LOG START ==============================")

@@ -17,7 +17,7 @@ from ..runid import RunId
 from ..settings import Settings
 from ..shell import Shell
 from ..vmdk import base_name
-from . import health, layout, manifest, rotation
+from . import chain, health, layout, manifest, rotation
 
 CLAIM_TRIES = 30
 DISK_SUFFIXES = (".vmdk", ".qcow2", ".raw", ".vmsn", ".vmem")  # disk (and snapshot memory) data a failed backup must not keep
@@ -123,7 +123,7 @@ class Sealer:
         crashpoint.reached("hashed")
         self._write_record(result, files, snapshot, tree)
         self._chmod(self.partial)
-        final = self._publish(compress=self.s.enable_compression and result.status == "ok")
+        final = self._publish(compress=self.s.enable_compression and result.status == "ok" and self._standalone(result))
         result.backup_dir = final
         rotation.rotate(self.shell, self.s.vm_backup_volume, self.vm.name, self.s.vm_backup_rotation_count, self.log,
                         just_made=final, source=(self.source_host, self.vm.uuid),
@@ -131,6 +131,14 @@ class Sealer:
         if self.s.rsync_link:
             self._rsync_link(final)
         return final
+
+    def _standalone(self, result: VmResult) -> bool:
+        """An incremental stays a folder: packed, its disks could not reach the base beside it."""
+        if not chain.bases(self.shell, self.partial, [f for d in result.disks for f in d.files]):
+            return True
+        self.log.info("%s: an incremental backup is kept as a folder (ENABLE_COMPRESSION packs full ones only)"
+                      % self.vm.name)
+        return False
 
     def fail(self, result: VmResult) -> str:
         """Keep a small, clearly failed record; drop the partial disk data."""
