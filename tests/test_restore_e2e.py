@@ -160,6 +160,7 @@ def test_flipped_byte_fails_verify_and_restore(site, tmp_path):
     before = registered(host)
     r = hotvcb(host, "restore", bad, "--datastore", "datastore1", "--name", "Never")
     assert r.returncode != 0 and "fails verification" in r.out and VM + "_1-flat.vmdk" in r.out, r.out
+    assert not [e for e in os.listdir(host.real("/vmfs/volumes/datastore1")) if e.startswith("Never")]
     r = hotvcb(host, "verify", bad)
     assert r.returncode != 0, r.out
     assert "%s_1-flat.vmdk: SHA-256 mismatch (bytes 3145728-4194303)" % VM in r.out
@@ -169,6 +170,27 @@ def test_flipped_byte_fails_verify_and_restore(site, tmp_path):
     assert r.returncode != 0 and "not a good backup (verify found it damaged" in r.out, r.out
     assert VM + "_1-flat.vmdk" in r.out, r.out
     assert not os.path.exists(host.real("/vmfs/volumes/datastore1/Never"))
+    assert registered(host) == before
+    shutil.rmtree(host.real(bad))
+
+
+def test_damage_found_while_cloning_stops_the_clone(site):
+    """The checksums are verified while the disks are cloned (issue 8): a damaged backup is found
+    during a clone that would take a minute, the clone is stopped and nothing is left or registered."""
+    host, _conf, backup = site
+    bad = clone_backup(host, backup, "bad", "2001-01-02_01-00-00")
+    with open(os.path.join(host.real(bad), VM + "_1-flat.vmdk"), "r+b") as fh:
+        fh.seek((1 << 20) * 5)
+        fh.write(b"\xff")
+    before = registered(host)
+    host.set_faults(**{"clone.delay": "60", "clone.match": "2001-01-02"})
+    try:
+        r = hotvcb(host, "restore", bad, "--datastore", "datastore1", "--name", "Stopped")
+    finally:
+        host.clear_faults()
+    assert r.returncode == 6 and "fails verification" in r.out and VM + "_1-flat.vmdk" in r.out, r.out
+    assert "failed verification during the copy: copy stopped" in r.out, r.out
+    assert not [e for e in os.listdir(host.real("/vmfs/volumes/datastore1")) if e.startswith("Stopped")]
     assert registered(host) == before
     shutil.rmtree(host.real(bad))
 
