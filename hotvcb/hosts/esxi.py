@@ -28,6 +28,7 @@ POLL = 1.0
 _QUERIES = frozenset(["vmsvc/getallvms", "vmsvc/snapshot.get", "vmsvc/power.getstate",
                       "hostsvc/datastore/listsummary", "hostsvc/datastore/info"])
 SNAPSHOTS_REUSED_FOR = 120.0  # seconds a snapshot list serves as create_snapshot's "before"
+FLAT_FORMATS = ("thin", "zeroedthick", "eagerzeroedthick")  # a descriptor and one -flat file
 
 
 class EsxiHost:
@@ -298,6 +299,23 @@ class EsxiHost:
         if out.returncode != 0:
             raise CopyError(disk.path, _clone_error(out.output), dst)
         return [f.rsplit("/", 1)[-1] for f in self.disk_files(dst)]
+
+    def copied_as(self, disk: Disk, dst: str, fmt: str) -> Optional[Tuple[str, str]]:
+        """A base disk of one flat VMFS extent, cloned to a flat format: the copy's -flat file
+        holds the extent's bytes (the snapshot holds the base still; a parent of a snapshot
+        chain is opened read-only, so it can be read while the clone reads it)."""
+        if fmt not in FLAT_FORMATS:
+            return None
+        try:
+            desc = vmdk.parse(self._files.read_text(disk.path))
+        except (HostError, vmdk.NotADescriptor):
+            return None
+        if desc.create_type.lower() != "vmfs" or desc.is_delta or len(desc.extents) != 1:
+            return None
+        extent = desc.extents[0]
+        if extent.kind != "VMFS" or "/" in extent.filename:
+            return None
+        return disk.path.rsplit("/", 1)[0] + "/" + extent.filename, dst[: -len(".vmdk")] + "-flat.vmdk"
 
     def _is_2gbsparse(self, path: str) -> bool:
         try:

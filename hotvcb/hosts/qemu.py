@@ -244,6 +244,10 @@ class QemuHost:
         first = out.rsplit("/", 1)[-1]
         return sorted(made, key=lambda f: (f != first, f))
 
+    def copied_as(self, disk: Disk, dst: str, fmt: str) -> Optional[Tuple[str, str]]:
+        """None: qemu-img writes the copy in a format of its own, so the copy is what gets hashed."""
+        return None
+
     def disk_files(self, descriptor_path: str) -> List[str]:
         if not descriptor_path.lower().endswith(".vmdk"):
             return [descriptor_path]

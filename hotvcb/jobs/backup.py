@@ -29,6 +29,7 @@ from ..store.seal import Sealer
 from ..treeview import ScannedShell
 from ..units import human_size
 from ..vmdk import base_name
+from . import source_digest
 from .hooks import run_hook
 from .leftovers import SNAPSHOT_PREFIX, cleanup_host, is_ours, remove_our_snapshots, remove_partials, restore_power
 from .power import PowerControl
@@ -431,7 +432,8 @@ class _VmBackup:
             self.log.info("Backing up %s (%s, %s) as %s" % (disk.path, disk.key, human_size(capacity), fmt))
             t0 = time.monotonic()
             try:
-                files = self.host.copy_disk(disk, dst, fmt, progress)
+                files, digests = source_digest.copy_disk(self.host, disk, dst, fmt, progress, self.log)
+                sealer.adopt(digests)
                 took = time.monotonic() - t0
                 self.log.info("%s: %s done in %d s (%.1f MB/s)" % (vm.name, disk.filename, took, capacity / 1e6 / max(took, 0.001)))
                 rel = [sealer.relative(folder + "/" + f) for f in files]

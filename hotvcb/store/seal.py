@@ -40,6 +40,7 @@ class Sealer:
         self.shell, self.s, self.vm, self.started, self.log = shell, settings, vm, started, log
         self.run, self.heartbeat, self.source_host = run, heartbeat, source_host
         self._planned = {}  # type: Dict[str, str]  # disk key -> path inside the backup
+        self._digests = {}  # type: Dict[str, manifest.FileDigest]  # relative name -> digest of its source
         self.root = layout.vm_root(settings.vm_backup_volume, vm.name)
         self.name = layout.backup_name(vm.name, started)
         self.partial = self.root + "/" + self.name + layout.PARTIAL
@@ -104,6 +105,11 @@ class Sealer:
     def relative(self, path: str) -> str:
         return path[len(self.partial) + 1 :]
 
+    def adopt(self, digests: Dict[str, manifest.FileDigest]) -> None:
+        """Digests of copied files taken from their sources during the copy (jobs/source_digest.py):
+        the seal uses them instead of reading those files back, where the size agrees."""
+        self._digests.update({self.relative(path): d for path, d in digests.items()})
+
     def discard_disk(self, dst: str) -> None:
         folder, name = dst.rsplit("/", 1)
         mine = re.compile(re.escape(name[: -len(".vmdk")]) + r"(-flat|-s\d{3})?\.(vmdk|qcow2|raw)$")
@@ -143,7 +149,10 @@ class Sealer:
             if rel == OWNER:
                 continue
             path = self.partial + "/" + rel
-            files[rel] = manifest.digest_file(self.shell, path).entry()
+            known = self._digests.get(rel)
+            if known is None or known.size != self.shell.file_size(path):
+                known = manifest.digest_file(self.shell, path)
+            files[rel] = known.entry()
         return files
 
     def _disown(self, folder: str) -> None:
