@@ -7,7 +7,7 @@ digest's time to the clone's. Where the driver says a source file holds the
 same bytes as a file of the copy (`Hypervisor.copied_as`: a flat base disk
 cloned to a flat format, held still by the snapshot), that source is
 digested in a thread while the clone reads it, and the seal uses that digest
-for the copy's file (store/seal.py checks the size). The manifest then
+for the copy's file (store/seal.py). The manifest then
 records the disk's content at the snapshot instant: `hotvcb verify` (and the
 check during every restore) proves the backup reproduces it, and a write
 that went wrong on the target is found there instead of being sealed as the

@@ -107,7 +107,8 @@ class Sealer:
 
     def adopt(self, digests: Dict[str, manifest.FileDigest]) -> None:
         """Digests of copied files taken from their sources during the copy (jobs/source_digest.py):
-        the seal uses them instead of reading those files back, where the size agrees."""
+        the seal records them instead of reading those files back, so the manifest says what the
+        copy must hold; a copy that differs (size included) is damaged for health.py and verify."""
         self._digests.update({self.relative(path): d for path, d in digests.items()})
 
     def discard_disk(self, dst: str) -> None:
@@ -149,9 +150,7 @@ class Sealer:
             if rel == OWNER:
                 continue
             path = self.partial + "/" + rel
-            known = self._digests.get(rel)
-            if known is None or known.size != self.shell.file_size(path):
-                known = manifest.digest_file(self.shell, path)
+            known = self._digests.get(rel) or manifest.digest_file(self.shell, path)
             files[rel] = known.entry()
         return files
 
