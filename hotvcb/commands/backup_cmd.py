@@ -8,7 +8,7 @@ import socket
 from datetime import datetime
 from typing import List, Optional, Sequence, Tuple
 
-from .. import config, interrupt, namelist, notify
+from .. import config, interrupt, namelist
 from ..errors import HostError, HotvcbError, Interrupted, UsageError, VmNotFound
 from ..store import volume
 from ..jobs.backup import BackupJob
@@ -147,11 +147,14 @@ def run(args) -> int:
             "host": socket.gethostname(), "job": args.job_name, "started": started,
             "finished": datetime.now().isoformat(timespec="seconds"), "status": status, "exit_code": code,
             "dry_run": dry_run, "vms": outcome.rows(results)})
-    notify.send_report(
-        settings, host=socket.gethostname(), job=args.job_name, status_line=status,
-        failed=code != 0, log_text="\n".join(log.lines), report_text=outcome.report(results, status),
-        report_html=outcome.report_html(results, status, socket.gethostname(), args.job_name), logger=log,
-    )
+    if settings.email_log or settings.email_alert:
+        from .. import notify  # smtplib, ssl, email: ~0.1 s of imports that a run without mail skips
+
+        notify.send_report(
+            settings, host=socket.gethostname(), job=args.job_name, status_line=status,
+            failed=code != 0, log_text="\n".join(log.lines), report_text=outcome.report(results, status),
+            report_html=outcome.report_html(results, status, socket.gethostname(), args.job_name), logger=log,
+        )
     log.close()
     return code
 
