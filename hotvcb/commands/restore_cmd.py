@@ -33,7 +33,8 @@ def register(subparsers) -> None:
     p.add_argument("--format", default="thin", metavar="FMT",
                    help="zeroedthick|2gbsparse|thin|eagerzeroedthick or 1-4 (default thin)")
     p.add_argument("--name", metavar="NEW", help="display name of the restored VM (default: the backup's)")
-    p.add_argument("--no-verify", action="store_true", help="do not check the manifest's checksums first")
+    p.add_argument("--no-verify", action="store_true",
+                   help="do not check the manifest's checksums (checked while the disks are copied)")
     p.add_argument("--power-on", action="store_true", help="power the VM on after registering it")
     p.add_argument("-g", dest="global_conf", metavar="FILE", help="global config (for --latest)")
     p.add_argument("-l", dest="log_file", metavar="FILE", help="also write the log to FILE")
