@@ -181,6 +181,9 @@ def clone(host, o):
         disks.clone(src, dst, fmt, progress)
         if size == 0:
             progress(1, 1)
+        corrupt = faults.num(host, "clone.corrupt_at", -1) if applies else -1
+        if corrupt >= 0 and os.path.exists(_outputs(dst)[1]):
+            _flip_byte(_outputs(dst)[1], int(corrupt))
     except Fail as e:
         for p in _outputs(dst):
             if os.path.exists(p):
@@ -207,6 +210,15 @@ def _missing_member(host, src):
         parent = disks.parent_of(path)
         path, whose = (host.real(parent) if parent and parent.startswith("/vmfs") else parent), "parent"
     return None
+
+
+def _flip_byte(path, offset):
+    """A target that silently corrupts what was written (fault injection, not an ESXi behaviour)."""
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1) or b"\0"
+        f.seek(offset)
+        f.write(bytes([b[0] ^ 0x5A]))
 
 
 def _outputs(dst):

@@ -51,9 +51,14 @@ def check(host, vm_name: str, target: str, user_snapshot: Optional[str] = None) 
         disk = vm.disks[0]  # as loaded before the snapshot: the base the snapshot holds still
         seen = []  # type: list
         dst = os.path.join(target, "copy.vmdk")
-        files = host.copy_disk(disk, dst, "thin" if "thin" in host.formats else host.formats[0], seen.append)
+        fmt = "thin" if "thin" in host.formats else host.formats[0]
+        files = host.copy_disk(disk, dst, fmt, seen.append)
         assert files and all(os.path.exists(os.path.join(target, f)) for f in files), "copy_disk names its files"
         assert seen and max(seen) <= 100, "copy_disk reports progress in percent"
+        same = host.copied_as(disk, dst, fmt)
+        if same is not None:
+            with open(same[0], "rb") as a, open(same[1], "rb") as b:
+                assert a.read() == b.read(), "copied_as names a source file whose bytes the copy holds"
     finally:
         host.remove_snapshot(vm, snap, 120.0)
     after = host.snapshots(vm)

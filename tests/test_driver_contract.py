@@ -32,6 +32,7 @@ def test_the_esxi_driver_keeps_the_contract(host):
 @needs_qemu
 def test_the_qemu_driver_keeps_the_contract(tmp_path):
     from driver_contract import check
+    from hotvcb.hosts import qemuimg
     from hotvcb.hosts.qemu import QemuHost
     from hotvcb.shell import LocalShell
 
@@ -46,6 +47,12 @@ def test_the_qemu_driver_keeps_the_contract(tmp_path):
         target = tmp_path / "target"
         target.mkdir()
         check(QemuHost(LocalShell(), os.path.join(sockets, "inv")), "contract", str(target))
+        # the pre-flight's sizes come from query-block at load_vm: the same as qemu-img info says
+        host = QemuHost(LocalShell(), os.path.join(sockets, "inv"))
+        [disk] = host.load_vm(host.list_vms()[0]).disks
+        virtual, allocated = qemuimg.sizes(qemuimg.info(LocalShell(), image))
+        assert (host.bytes_needed(disk, "thin"), host.bytes_needed(disk, "eagerzeroedthick")) == (
+            min(allocated, virtual), virtual)
     finally:
         vm.quit()
 

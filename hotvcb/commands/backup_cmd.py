@@ -8,7 +8,7 @@ import socket
 from datetime import datetime
 from typing import List, Optional, Sequence, Tuple
 
-from .. import config, interrupt, namelist, notify
+from .. import config, interrupt, namelist
 from ..errors import HostError, HotvcbError, Interrupted, UsageError, VmNotFound
 from ..store import volume
 from ..jobs.backup import BackupJob
@@ -175,7 +175,9 @@ def _deliver(args, settings, log, report: "onhost.Report") -> int:
         _write_json_report(args.json_report, log, report.json_report)
     if args.outbox:
         report.save(args.outbox)
-    else:
+    elif settings.email_log or settings.email_alert:
+        from .. import notify  # smtplib, ssl, email: ~0.1 s of imports that a run without mail skips
+
         notify.send_report(
             settings, host=report.host, job=args.job_name, status_line=report.status, failed=report.code != 0,
             log_text=report.log_text, report_text=report.report_text, report_html=report.report_html, logger=log)

@@ -35,7 +35,8 @@ def register(subparsers) -> None:
                    help="zeroedthick|2gbsparse|thin|eagerzeroedthick or 1-4 (default thin); qcow2|raw with --kvm "
                    "(default qcow2)")
     p.add_argument("--name", metavar="NEW", help="display name of the restored VM (default: the backup's)")
-    p.add_argument("--no-verify", action="store_true", help="do not check the manifest's checksums first")
+    p.add_argument("--no-verify", action="store_true",
+                   help="do not check the manifest's checksums (checked while the disks are copied)")
     p.add_argument("--power-on", action="store_true", help="power the VM on after registering it")
     repo_cmd.add_repo_option(p)
     p.add_argument("--to", metavar="DIR", help="with --repo: a new folder for the raw disks and the VM's files")

@@ -10,6 +10,9 @@ through QMP) plugs into the same job. Contracts:
 - `copy_disk` writes the disk to `dst` in `fmt`, calls `progress(percent)` as
   it goes and returns the names of the files it wrote; it raises CopyError
   (or Interrupted) and leaves cleanup of partial files to the caller.
+- `copied_as` names a source file that holds, byte for byte, what one file of
+  the copy will hold (so the job can digest the source while the copy is
+  made, instead of reading the copy back), or None where no file does.
 """
 
 from typing import Callable, Dict, List, Optional, Protocol, Tuple
@@ -72,6 +75,8 @@ class Hypervisor(Protocol):
                    interruptible: bool = True) -> Tuple[int, str]: ...
 
     def copy_disk(self, disk: Disk, dst: str, fmt: str, progress: Optional[Progress]) -> List[str]: ...
+
+    def copied_as(self, disk: Disk, dst: str, fmt: str) -> Optional[Tuple[str, str]]: ...  # (source, copy)
 
     def disk_files(self, descriptor_path: str) -> List[str]: ...
 

@@ -28,6 +28,7 @@ POLL = 1.0
 _QUERIES = frozenset(["vmsvc/getallvms", "vmsvc/snapshot.get", "vmsvc/power.getstate",
                       "hostsvc/datastore/listsummary", "hostsvc/datastore/info"])
 SNAPSHOTS_REUSED_FOR = 120.0  # seconds a snapshot list serves as create_snapshot's "before"
+FLAT_FORMATS = ("thin", "zeroedthick", "eagerzeroedthick")  # a descriptor and one -flat file
 
 
 class EsxiHost:
@@ -58,6 +59,9 @@ class EsxiHost:
         self._roots = {}  # type: Dict[str, str]  # real path of /vmfs/volumes/<name> -> name
         self._store_of = {}  # type: Dict[str, Optional[str]]  # path asked about -> its datastore
         self._seen_snaps = {}  # type: Dict[str, Tuple[float, List[Snapshot]]]
+        # base descriptor path -> its one flat VMFS extent (or None), read at load_vm: copied_as
+        # needs no second read of the descriptor (over SSH a round trip) after the snapshot
+        self._flat_extent = {}  # type: Dict[str, Optional[str]]
 
     # -- host ----------------------------------------------------------------
     def describe(self) -> str:
@@ -174,6 +178,7 @@ class EsxiHost:
         try:
             desc = vmdk.parse(self._files.read_text(path))
             adapter = desc.adapter_type or adapter
+            self._flat_extent[path] = _flat_extent(desc)
             if desc.is_physical_rdm:
                 skip = "physical RDM (vmfsPassthroughRawDeviceMap) cannot be snapshotted"
         except (HostError, vmdk.NotADescriptor) as err:
@@ -302,6 +307,15 @@ class EsxiHost:
             raise CopyError(disk.path, _clone_error(out.output), dst)
         return [f.rsplit("/", 1)[-1] for f in self.disk_files(dst)]
 
+    def copied_as(self, disk: Disk, dst: str, fmt: str) -> Optional[Tuple[str, str]]:
+        """A base disk of one flat VMFS extent, cloned to a flat format: the copy's -flat file
+        holds the extent's bytes (the snapshot holds the base still; a parent of a snapshot
+        chain is opened read-only, so it can be read while the clone reads it)."""
+        extent = self._flat_extent.get(disk.path)
+        if fmt not in FLAT_FORMATS or extent is None:
+            return None
+        return disk.path.rsplit("/", 1)[0] + "/" + extent, dst[: -len(".vmdk")] + "-flat.vmdk"
+
     def _is_2gbsparse(self, path: str) -> bool:
         try:
             return vmdk.parse(self._files.read_text(path)).create_type.lower() == "twogbmaxextentsparse"
@@ -415,6 +429,14 @@ def _datastore_of(path: str, names: Dict[str, str]) -> str:
     if len(parts) > 3 and parts[1] == "vmfs" and parts[2] == "volumes":
         return names.get(parts[3], parts[3])
     return ""
+
+
+def _flat_extent(desc: vmdk.Descriptor) -> Optional[str]:
+    """The file of a base disk's one flat VMFS extent in its own folder, else None."""
+    if desc.create_type.lower() != "vmfs" or desc.is_delta or len(desc.extents) != 1:
+        return None
+    extent = desc.extents[0]
+    return extent.filename if extent.kind == "VMFS" and "/" not in extent.filename else None
 
 
 def _fault_message(output: str) -> str:

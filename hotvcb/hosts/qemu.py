@@ -86,6 +86,10 @@ class LocalKvmHost:
     def free_space(self, path: str) -> Optional[int]:
         return local_free_space(path)
 
+    def copied_as(self, disk: Disk, dst: str, fmt: str) -> Optional[Tuple[str, str]]:
+        """None: qemu-img writes the copy in a format of its own, so the copy is what gets hashed."""
+        return None
+
 
 class QemuHost(LocalKvmHost):
     kind = "qemu"
@@ -98,6 +102,9 @@ class QemuHost(LocalKvmHost):
         self.run_dir = self.qmp_dir  # the run lock sits beside the VMs it guards
         self.qemu_img, self.qmp_timeout = qemu_img, qmp_timeout
         self._formats = {}  # type: Dict[str, str]  # image path -> format, from load_vm
+        # image path -> (virtual, allocated by its chain) as query-block showed them at load_vm,
+        # so the pre-flight needs no `qemu-img info` process per disk and question
+        self._sizes = {}  # type: Dict[str, Tuple[int, int]]
         self.overlays = Overlays(shell, self._qmp, qmp_timeout)
 
     def _qmp(self, socket_path: str) -> QmpClient:
@@ -164,6 +171,9 @@ class QemuHost(LocalKvmHost):
         if not path.startswith("/"):
             return skipped("not a local image file: %s" % path[:200])
         self._formats[path] = chain[i].get("format", "") if chain else ""
+        below = chain[i:]
+        if below and all("virtual-size" in l and "actual-size" in l for l in below):
+            self._sizes[path] = (int(below[0]["virtual-size"]), sum(int(l["actual-size"]) for l in below))
         return Disk(key=key, path=path, datastore="", adapter="", mode="persistent")
 
     # -- power ---------------------------------------------------------------
@@ -250,7 +260,8 @@ class QemuHost(LocalKvmHost):
 
     def bytes_needed(self, disk: Disk, fmt: str) -> int:
         """Thick formats take the virtual size; the others what the chain has allocated."""
-        virtual, allocated = qemuimg.sizes(qemuimg.info(self.shell, disk.path, self.qemu_img))
+        virtual, allocated = self._sizes.get(disk.path) or qemuimg.sizes(
+            qemuimg.info(self.shell, disk.path, self.qemu_img))
         spec = qemuimg.FORMATS.get(fmt)
         return virtual if spec is None or spec.thick else min(allocated, virtual)
 

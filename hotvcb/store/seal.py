@@ -17,7 +17,7 @@ from ..runid import RunId
 from ..settings import Settings
 from ..shell import Shell
 from ..vmdk import base_name
-from . import chain, health, layout, manifest, rotation
+from . import chain, health, layout, manifest, rotation, source_digest
 
 CLAIM_TRIES = 30
 DISK_SUFFIXES = (".vmdk", ".qcow2", ".raw", ".vmsn", ".vmem")  # disk (and snapshot memory) data a failed backup must not keep
@@ -41,6 +41,7 @@ class Sealer:
         self.shell, self.s, self.vm, self.started, self.log = shell, settings, vm, started, log
         self.run, self.heartbeat, self.source_host = run, heartbeat, source_host
         self._planned = {}  # type: Dict[str, str]  # disk key -> path inside the backup
+        self._digests = {}  # type: Dict[str, manifest.FileDigest]  # relative name -> digest of its source
         self.root = layout.vm_root(settings.vm_backup_volume, vm.name)
         self.name = layout.backup_name(vm.name, started)
         self.partial = self.root + "/" + self.name + layout.PARTIAL
@@ -103,11 +104,20 @@ class Sealer:
         return self.partial + "/" + rel
 
     def copy_disk(self, host: Hypervisor, disk: Disk, dst: str, fmt: str, progress) -> List[str]:
-        """The host's own tool writes the disk into the folder (jobs/repo_backup.py reads it instead)."""
-        return host.copy_disk(disk, dst, fmt, progress)
+        """The host's own tool writes the disk into the folder (jobs/repo_backup.py reads it instead),
+        while its source is digested where the driver says the copy holds the source's bytes."""
+        files, digests = source_digest.copy_disk(host, disk, dst, fmt, progress, self.log)
+        self.adopt(digests)
+        return files
 
     def relative(self, path: str) -> str:
         return path[len(self.partial) + 1 :]
+
+    def adopt(self, digests: Dict[str, manifest.FileDigest]) -> None:
+        """Digests of copied files taken from their sources during the copy (store/source_digest.py):
+        the seal records them instead of reading those files back, so the manifest says what the
+        copy must hold; a copy that differs (size included) is damaged for health.py and verify."""
+        self._digests.update({self.relative(path): d for path, d in digests.items()})
 
     def discard_disk(self, dst: str) -> None:
         folder, name = dst.rsplit("/", 1)
@@ -157,7 +167,8 @@ class Sealer:
             if rel == OWNER:
                 continue
             path = self.partial + "/" + rel
-            files[rel] = manifest.digest_file(self.shell, path).entry()
+            known = self._digests.get(rel) or manifest.digest_file(self.shell, path)
+            files[rel] = known.entry()
         return files
 
     def _disown(self, folder: str) -> None:
