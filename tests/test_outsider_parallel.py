@@ -1,0 +1,68 @@
+"""An outsider's attacks on BACKUP_PARALLEL / `backup --parallel N`, through the CLI against esxisim.
+
+Each test is an attack a hostile, careful admin could make; the ones the product withstood stay
+only where they assert something that could regress.
+"""
+
+import os
+import re
+import signal
+
+import pytest
+
+from esxisim import proclog
+from simhost import (backup_root, backups, hotvcb, hotvcb_background, kill, lock_pid, needs_root, ours, sealed,
+                     wait_for, write_conf)
+
+pytestmark = needs_root
+
+
+def _vms(host, specs, size="4M", power="on"):
+    """{name: vmid} for (name, datastore) pairs, powered as asked, no guest writer."""
+    return {name: host.create_vm(name, ds, [{"size": size}], power=power) for name, ds in specs}
+
+
+def _clone_starts(host, since=0):
+    return [r for r in proclog.read(host)[since:] if r["tool"] == "vmkfstools" and r["args"][:1] == ["-i"]
+            and r["event"] == "start"]
+
+
+def _no_traceback(out):
+    assert "Traceback" not in out and "internal error" not in out, out
+
+
+def _fill_backup_to(host, room):
+    """Leave only `room` bytes free on the backup datastore."""
+    with open(host.real("/vmfs/volumes/backup/someone-elses-file"), "wb") as f:
+        os.posix_fallocate(f.fileno(), 0, host.ds_free("backup") - room)
+
+
+def _needed(host, vmids):
+    """What one of these VMs' thin backup takes on the target (their largest allocated disk)."""
+    return max(os.lstat(host.real(p)).st_blocks * 512 for vmid in vmids
+               for _n, p, _m in host.vm_disks(vmid) for p in (p, p[:-5] + "-flat.vmdk"))
+
+
+# -- 1. the space ledger and a target written two ways ------------------------------------------
+
+def test_one_target_named_by_uuid_and_by_name_is_reserved_as_one(host, tmp_path):
+    """Global config writes to /vmfs/volumes/backup/..., a per-VM file (an old ghettoVCB one) to the
+    same datastore by its UUID path. Room for two backups, three VMs at once: the third must wait
+    and then fail before any change, not start a third copy on bytes already promised twice."""
+    made = _vms(host, (("r1", "datastore1"), ("r2", "ds5"), ("r3", "ds5")), size="16M", power="on")
+    uuid = host.state()["datastores"]["backup"]["uuid"]
+    confdir = tmp_path / "per-vm"
+    confdir.mkdir()
+    (confdir / "r3").write_text("VM_BACKUP_VOLUME=/vmfs/volumes/%s/hotvcb\n" % uuid)
+    _fill_backup_to(host, int(2.5 * _needed(host, made.values())))
+    host.set_fault("clone.delay", "3")
+    r = hotvcb(host, "-a", "-g", write_conf(host, BACKUP_PARALLEL=3), "-c", confdir, "-w", tmp_path / "w")
+    _no_traceback(r.stdout + r.stderr)
+    assert r.returncode == 4, r.stdout + r.stderr
+    done = [n for n in made if sealed(host, n)]
+    assert len(done) == 2, r.stdout
+    (failed,) = set(made) - set(done)
+    assert re.search(r"\[%s\] %s: %s needs .* but only .* is free" % ((failed,) * 3), r.stdout), r.stdout
+    assert len(_clone_starts(host)) == 2, "a third copy started on room promised to the other two"
+    assert backups(host, failed) == []
+    assert all(ours(host, vmid) == [] for vmid in made.values())
