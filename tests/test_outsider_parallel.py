@@ -66,3 +66,19 @@ def test_one_target_named_by_uuid_and_by_name_is_reserved_as_one(host, tmp_path)
     assert len(_clone_starts(host)) == 2, "a third copy started on room promised to the other two"
     assert backups(host, failed) == []
     assert all(ours(host, vmid) == [] for vmid in made.values())
+
+
+# -- 2. garbage on the command line -------------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["\u00b3", "\u0663", "\uff13", "2\n", "0", "17"])
+def test_parallel_flag_takes_ascii_digits_only_with_a_clear_message(value, capsys):
+    """`--parallel ³` (superscript three: str.isdigit() says yes, int() says no) must not surface
+    as argparse's "invalid _vms_at_once value", and `--parallel ٣` / `３` (other scripts' digits,
+    which int() reads as 3) must be refused as the config file refuses them."""
+    from hotvcb import cli
+    with pytest.raises(SystemExit) as info:
+        cli.main(["-a", "--parallel", value])
+    err = capsys.readouterr().err
+    assert info.value.code == 1
+    assert "--parallel: %r: a whole number from 1 to 16" % value in err, err
+    assert "_vms_at_once" not in err

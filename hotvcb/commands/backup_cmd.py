@@ -4,6 +4,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import socket
 from datetime import datetime
 from typing import List, Optional, Sequence, Tuple
@@ -41,7 +42,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
 
 
 def _vms_at_once(text: str) -> int:
-    if not (text.isdigit() and 1 <= int(text) <= 16):
+    # ASCII digits, as the config's BACKUP_PARALLEL: isdigit() also passes '³' (int() fails) and '٣'
+    if not (re.fullmatch(r"[0-9]{1,2}", text) and 1 <= int(text) <= 16):
         raise argparse.ArgumentTypeError("%r: a whole number from 1 to 16" % text)
     return int(text)
 
