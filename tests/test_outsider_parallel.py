@@ -11,7 +11,7 @@ import signal
 import pytest
 
 from esxisim import proclog
-from simhost import (backup_root, backups, hotvcb, hotvcb_background, kill, lock_pid, needs_root, ours, sealed,
+from simhost import (backups, hotvcb, hotvcb_background, kill, lock_pid, needs_root, ours, sealed,
                      wait_for, write_conf)
 
 pytestmark = needs_root
@@ -82,3 +82,38 @@ def test_parallel_flag_takes_ascii_digits_only_with_a_clear_message(value, capsy
     assert info.value.code == 1
     assert "--parallel: %r: a whole number from 1 to 16" % value in err, err
     assert "_vms_at_once" not in err
+
+
+# -- 3. signals while several VMs are powered down or cold-snapshotted ---------------------------
+
+def test_sigterm_with_two_vms_down_or_on_a_cold_snapshot_brings_both_back_and_starts_no_more(host, tmp_path):
+    """p1 powered down for its copy (POWER_VM_DOWN_BEFORE_BACKUP), p2 copying from a COLD_SNAPSHOT
+    (per-VM file), p3/p4 waiting for their datastore's one slot. SIGTERM: exit 2, both VMs on,
+    no snapshot, no power marker, no -partial, nothing sealed, p3/p4 never touched."""
+    made = _vms(host, (("p1", "datastore1"), ("p2", "ds5"), ("p3", "datastore1"), ("p4", "ds5")))
+    confdir = tmp_path / "per-vm"
+    confdir.mkdir()
+    (confdir / "p2").write_text("POWER_VM_DOWN_BEFORE_BACKUP=0\nCOLD_SNAPSHOT=1\n")
+    conf = write_conf(host, BACKUP_PARALLEL=3, BACKUP_PARALLEL_PER_DATASTORE=1, POWER_VM_DOWN_BEFORE_BACKUP=1,
+                      ENABLE_HARD_POWER_OFF=1, ITER_TO_WAIT_SHUTDOWN="10s")
+    host.set_fault("clone.delay", "60")
+    since = len(proclog.read(host))
+    proc = hotvcb_background(host, "-a", "-g", conf, "-c", confdir, "-w", tmp_path / "w")
+    wait_for(lambda: len(_clone_starts(host, since)) == 2 and host.power_state(made["p1"]) == "off"
+             and host.power_state(made["p2"]) == "on" and ours(host, made["p2"]), timeout=60,
+             what="p1 copying while off, p2 copying from its cold snapshot")
+    kill(lock_pid(host), signal.SIGTERM)
+    out, _ = proc.communicate(timeout=90)
+    _no_traceback(out)
+    assert proc.returncode == 2, out
+    assert "###### Final status: ERROR: interrupted by SIGTERM ######" in out
+    for name, vmid in made.items():
+        assert host.power_state(vmid) == "on", name + " left off:\n" + out[-2000:]
+        assert ours(host, vmid) == [], name
+        assert sealed(host, name) == [] and not [b for b in backups(host, name) if b.endswith("-partial")], name
+        assert not [f for f in os.listdir(os.path.dirname(host.vmx_real(vmid)))
+                    if f.startswith(".hotvcb")], name + ": power marker left"
+    assert "Initiate backup for p3" not in out and "Initiate backup for p4" not in out
+    assert "VM DOWN" not in out
+
+
