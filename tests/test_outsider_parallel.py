@@ -117,3 +117,19 @@ def test_sigterm_with_two_vms_down_or_on_a_cold_snapshot_brings_both_back_and_st
     assert "VM DOWN" not in out
 
 
+
+
+# -- 4. garbage per-VM config folder ------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_a_per_vm_config_folder_that_is_none_is_a_usage_error_before_any_vm(host, tmp_path, kind):
+    """`-c` naming no folder (a typo, or the global config file itself) is a usage problem: exit 1
+    and one line, before the lock or any VM, not six "VM failed" results and exit 6."""
+    made = _vms(host, (("u1", "datastore1"), ("u2", "ds5")), size="1M")
+    conf = write_conf(host, BACKUP_PARALLEL=2)
+    confdir = conf if kind == "file" else str(tmp_path / "no-such-dir")
+    r = hotvcb(host, "-a", "-g", conf, "-c", confdir, "-w", tmp_path / "w")
+    _no_traceback(r.stdout + r.stderr)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "-c %s" % confdir in r.stderr and "Initiate backup" not in r.stdout, r.stdout + r.stderr
+    assert all(backups(host, n) == [] and ours(host, vmid) == [] for n, vmid in made.items())

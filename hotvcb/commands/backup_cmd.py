@@ -61,6 +61,8 @@ def selection(args) -> Tuple[Optional[List[str]], List[str]]:
     """(names or None for -a, excluded names): the list files are read now."""
     if not (args.all_vms or args.vm_list or args.vm_names):
         raise UsageError("say which VMs: -a (all), -f FILE or -m NAME")
+    if args.confdir and not os.path.isdir(args.confdir):  # else every VM would fail on it: exit 6, not 1
+        raise UsageError("-c %s: no such folder of per-VM configs" % args.confdir)
     names = None if args.all_vms else (namelist.read_names(args.vm_list) if args.vm_list else args.vm_names)
     exclude = namelist.read_names(args.exclude) if args.exclude else []
     return names, exclude
@@ -72,8 +74,6 @@ def check(args, target: "common.Target") -> List[str]:
     and that every named VM is there. Used by `schedule install`; returns the warnings to show."""
     names, exclude = selection(args)
     settings, warnings = config.load_settings(args.global_conf)
-    if args.confdir and not os.path.isdir(args.confdir):
-        raise UsageError("-c %s: no such folder of per-VM configs" % args.confdir)
     if names is not None and not names:
         raise UsageError("the VM list %s names no VM" % args.vm_list)
     try:
