@@ -4,6 +4,7 @@ Each test is an attack a hostile, careful admin could make; the ones the product
 only where they assert something that could regress.
 """
 
+import json
 import os
 import re
 import signal
@@ -133,3 +134,93 @@ def test_a_per_vm_config_folder_that_is_none_is_a_usage_error_before_any_vm(host
     assert r.returncode == 1, r.stdout + r.stderr
     assert "-c %s" % confdir in r.stderr and "Initiate backup" not in r.stdout, r.stdout + r.stderr
     assert all(backups(host, n) == [] and ours(host, vmid) == [] for n, vmid in made.items())
+
+
+# -- 5. hooks of several VMs at once ------------------------------------------------------------
+
+def _procs_with(word):
+    found = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                if word.encode() in f.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def test_hooks_of_vms_at_once_keep_their_own_vm_and_a_hung_pre_hook_is_killed(host, tmp_path):
+    """Three VMs at once; h2's pre-hook hangs past HOOK_TIMEOUT (per-VM file). h2 fails before any
+    change and its hook is killed; h1/h3's post-hooks, running side by side, each get their own VM,
+    result and backup folder; exit 4."""
+    made = _vms(host, (("h1", "datastore1"), ("h2", "ds5"), ("h3", "datastore1")), size="1M")
+    hooklog = tmp_path / "hooks.log"
+    confdir = tmp_path / "per-vm"
+    confdir.mkdir()
+    (confdir / "h2").write_text("PRE_BACKUP_HOOK='sleep 4242'\nHOOK_TIMEOUT=3s\n")
+    conf = write_conf(host, BACKUP_PARALLEL=3, PRE_BACKUP_HOOK="'sleep 1'",
+                      POST_BACKUP_HOOK="'sleep 1; echo \"$HOTVCB_VM|$HOTVCB_RESULT|$HOTVCB_BACKUP\" >> %s'" % hooklog)
+    r = hotvcb(host, "-a", "-g", conf, "-c", confdir, "-w", tmp_path / "w")
+    out = r.stdout + r.stderr
+    _no_traceback(out)
+    assert r.returncode == 4, out
+    assert re.search(r"\[h2\] h2: pre-backup hook of h2: .*", r.stdout), out
+    assert _procs_with("sleep 4242") == [], "the timed-out hook still runs"
+    assert backups(host, "h2") == [] and ours(host, made["h2"]) == []
+    lines = sorted(hooklog.read_text().splitlines())
+    assert [l.split("|")[:2] for l in lines] == [["h1", "ok"], ["h3", "ok"]], lines
+    for line in lines:
+        vm, _res, folder = line.split("|")
+        assert folder.startswith(backup_root_path(vm)) and sealed(host, vm) == [folder.rsplit("/", 1)[1]], line
+
+
+def backup_root_path(vm):
+    return "/vmfs/volumes/backup/hotvcb/%s/%s-" % (vm, vm)
+
+
+# -- 6. a VM that does not come back, among others backed up at once ----------------------------
+
+def test_a_cold_snapshot_vm_that_stays_down_is_the_runs_first_news_in_parallel(host, tmp_path):
+    made = _vms(host, (("c1", "datastore1"), ("c2", "ds5"), ("c3", "datastore1")), size="1M")
+    confdir = tmp_path / "per-vm"
+    confdir.mkdir()
+    (confdir / "c1").write_text("COLD_SNAPSHOT=1\nENABLE_HARD_POWER_OFF=1\nITER_TO_WAIT_SHUTDOWN=5s\n")
+    host.set_fault("power.on", "refuse")
+    report = tmp_path / "report.json"
+    r = hotvcb(host, "-a", "-g", write_conf(host, BACKUP_PARALLEL=3), "-c", confdir, "-w", tmp_path / "w",
+               "--json-report", report)
+    out = r.stdout + r.stderr
+    _no_traceback(out)
+    assert r.returncode == 4, out
+    assert "###### Final status: VM DOWN: c1; " in r.stdout, out
+    data = json.loads(report.read_text())
+    assert data["exit_code"] == 4 and data["status"].startswith("VM DOWN: c1")
+    assert [(v["vm"], v["result"]) for v in data["vms"]] == [("c1", "error"), ("c2", "ok"), ("c3", "ok")], data
+    assert all(ours(host, vmid) == [] for vmid in made.values())
+    assert host.power_state(made["c2"]) == host.power_state(made["c3"]) == "on"
+
+
+# -- 7. a mixed list: same-named VMs, a missing name, a VM refused by pre-flight, a dry run -------
+
+def test_a_mixed_list_in_parallel_reports_every_entry_in_list_order(host, tmp_path):
+    made = _vms(host, (("ok1", "datastore1"), ("twin", "datastore1"), ("twin", "ds5"), ("ok2", "ds5")), size="1M")
+    snapped = host.create_vm("snapped", "ds5", [{"size": "1M"}], power="on", snapshots=["user-snap"])
+    vms = tmp_path / "vms.txt"
+    vms.write_text("ok1\ntwin\nnot-here\nsnapped\nok2\n")
+    conf = write_conf(host, BACKUP_PARALLEL=4)
+
+    dry = hotvcb(host, "-f", vms, "-g", conf, "-w", tmp_path / "w", "-d", "dryrun", "--parallel", "4")
+    _no_traceback(dry.stdout + dry.stderr)
+    assert dry.returncode == 4 and "at a time" not in dry.stdout, dry.stdout + dry.stderr
+    assert not re.search(r" -- \w+: \[", dry.stdout), "a dry run plans one VM at a time"
+    assert all(backups(host, n) == [] for n in ("ok1", "ok2", "twin", "snapped"))
+
+    report = tmp_path / "report.json"
+    r = hotvcb(host, "-f", vms, "-g", conf, "-w", tmp_path / "w", "--json-report", report)
+    _no_traceback(r.stdout + r.stderr)
+    assert r.returncode == 4, r.stdout + r.stderr
+    rows = [(v["vm"], v["result"]) for v in json.loads(report.read_text())["vms"]]
+    assert rows == [("ok1", "ok"), ("twin", "error"), ("not-here", "error"), ("snapped", "error"), ("ok2", "ok")]
+    assert ours(host, snapped) == [] and backups(host, "snapped") == [] and backups(host, "twin") == []
+    assert len(sealed(host, "ok1")) == len(sealed(host, "ok2")) == 1
