@@ -12,7 +12,7 @@ import signal
 import pytest
 
 from esxisim import proclog
-from simhost import (backups, hotvcb, hotvcb_background, kill, lock_pid, needs_root, ours, sealed,
+from simhost import (backups, copying, hotvcb, hotvcb_background, kill, lock_pid, needs_root, ours, sealed,
                      wait_for, write_conf)
 
 pytestmark = needs_root
@@ -224,3 +224,68 @@ def test_a_mixed_list_in_parallel_reports_every_entry_in_list_order(host, tmp_pa
     assert rows == [("ok1", "ok"), ("twin", "error"), ("not-here", "error"), ("snapped", "error"), ("ok2", "ok")]
     assert ours(host, snapped) == [] and backups(host, "snapped") == [] and backups(host, "twin") == []
     assert len(sealed(host, "ok1")) == len(sealed(host, "ok2")) == 1
+
+
+# -- 8. two VMs in one folder, powered down at once ---------------------------------------------
+
+def _second_vm_in_folder_of(host, first, name, size="1M"):
+    """Register VM `name` with its files in the folder of VM `first` (ESXi allows it: a copied or
+    re-registered VM)."""
+    vmid = host.create_vm(name, "datastore1", [{"size": size}])
+    src = os.path.dirname(host.vmx_real(vmid))
+    dst = os.path.dirname(host.vmx_real(first))
+    host.unregister(vmid)
+    for f in os.listdir(src):
+        os.rename(os.path.join(src, f), os.path.join(dst, f))
+    os.rmdir(src)
+    vmid = host.register(host.host_path(os.path.join(dst, name + ".vmx")))
+    host.power_on(vmid)
+    return vmid
+
+
+def test_two_vms_of_one_folder_powered_down_at_once_each_come_back_after_a_kill(host, tmp_path):
+    """x1 and x2 share a folder; both are powered down for their backups at once. x1 finishes
+    (and is on again) while x2 is still off and copying; the run is killed. The next run must
+    power x2 on: x1's end must not have erased the record that x2 is ours to power on."""
+    x1 = host.create_vm("x1", "datastore1", [{"size": "1M"}], power="on")
+    x2 = _second_vm_in_folder_of(host, x1, "x2")
+    conf = write_conf(host, BACKUP_PARALLEL=2, POWER_VM_DOWN_BEFORE_BACKUP=1, ENABLE_HARD_POWER_OFF=1,
+                      ITER_TO_WAIT_SHUTDOWN="5s")
+    host.set_faults(**{"clone.delay": "60", "clone.match": "x2"})
+    proc = hotvcb_background(host, "-a", "-g", conf, "-w", tmp_path / "w")
+    wait_for(lambda: sealed(host, "x1") and host.power_state(x1) == "on" and host.power_state(x2) == "off"
+             and copying(host, "x2"), timeout=60, what="x1 done and on, x2 off and copying")
+    kill(lock_pid(host), signal.SIGKILL)
+    proc.communicate(timeout=60)
+    _end_orphaned_clones(host)
+    host.clear_faults()
+    r = hotvcb(host, "cleanup", "-g", conf)
+    _no_traceback(r.stdout + r.stderr)
+    assert host.power_state(x2) == "on", "the killed run's x2 stays off:\n" + r.stdout + r.stderr
+    assert host.power_state(x1) == "on"
+
+
+def test_a_vm_switched_off_by_the_admin_is_not_powered_on_for_its_folder_neighbour(host, tmp_path):
+    """x1 is off on purpose; x2 (same folder) is powered down by a run that is killed. Cleanup
+    powers x2 on, and leaves x1 off."""
+    x1 = host.create_vm("x1", "datastore1", [{"size": "1M"}], power="off")
+    x2 = _second_vm_in_folder_of(host, x1, "x2")
+    conf = write_conf(host, POWER_VM_DOWN_BEFORE_BACKUP=1, ENABLE_HARD_POWER_OFF=1, ITER_TO_WAIT_SHUTDOWN="5s")
+    host.set_fault("clone.delay", "60")
+    proc = hotvcb_background(host, "-m", "x2", "-g", conf, "-w", tmp_path / "w")
+    wait_for(lambda: host.power_state(x2) == "off" and copying(host, "x2"), timeout=60, what="x2 off and copying")
+    kill(lock_pid(host), signal.SIGKILL)
+    proc.communicate(timeout=60)
+    _end_orphaned_clones(host)
+    host.clear_faults()
+    r = hotvcb(host, "cleanup", "-g", conf)
+    _no_traceback(r.stdout + r.stderr)
+    assert host.power_state(x2) == "on", r.stdout + r.stderr
+    assert host.power_state(x1) == "off", "cleanup powered on a VM the admin had switched off:\n" + r.stdout
+
+
+def _end_orphaned_clones(host):
+    """A killed run's vmkfstools go on by themselves (as on a host); these tests do not need them."""
+    for pid in _procs_with("vmkfstools"):
+        if pid != os.getpid():
+            kill(pid, signal.SIGKILL)
