@@ -289,3 +289,18 @@ def _end_orphaned_clones(host):
     for pid in _procs_with("vmkfstools"):
         if pid != os.getpid():
             kill(pid, signal.SIGKILL)
+
+
+def test_two_vms_of_one_folder_snapshotted_at_once_both_back_up(host, tmp_path):
+    """x1 and x2 share a folder and are backed up hot at once: x1's delta is not x2's (x2's
+    pre-flight must not refuse it for "delta files"), and x2's live delta is not a sign that x1's
+    consolidation is unfinished (x1 must not wait out SNAPSHOT_REMOVE_TIMEOUT and be discarded)."""
+    x1 = host.create_vm("x1", "datastore1", [{"size": "1M"}], power="on")
+    x2 = _second_vm_in_folder_of(host, x1, "x2")
+    conf = write_conf(host, BACKUP_PARALLEL=2, SNAPSHOT_REMOVE_TIMEOUT="3s")
+    host.set_faults(**{"clone.delay": "7", "clone.match": "x2"})
+    r = hotvcb(host, "-a", "-g", conf, "-w", tmp_path / "w")
+    _no_traceback(r.stdout + r.stderr)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len(sealed(host, "x1")) == len(sealed(host, "x2")) == 1
+    assert ours(host, x1) == ours(host, x2) == []
