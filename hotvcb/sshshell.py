@@ -461,8 +461,10 @@ class SshShell:
         source = pkgutil.get_data(__package__, "treescan.py")
         if source is None:
             raise RuntimeError("treescan.py is not readable from the package")
+        # a bounded read like every other file call here, so not stopped by a pending signal: cleanup
+        # (a consolidation's wait, failing the -partial folder) reads folders through scans too
         done = self.run(["sh", "-c", _PYTHON, "hotvcb", source.decode("utf-8"), root, str(read_max)] + list(read),
-                        timeout=FILE_OP_TIMEOUT)
+                        timeout=FILE_OP_TIMEOUT, interruptible=False)
         if done.returncode == 127:
             return None
         lines = [l for l in done.output.splitlines() if l.startswith("{")]

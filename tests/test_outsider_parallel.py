@@ -8,10 +8,14 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 
 import pytest
 
 from esxisim import proclog
+from sshd import needs_sshd, running_sshd
+from simhost import REPO
 from simhost import (backups, copying, hotvcb, hotvcb_background, kill, lock_pid, needs_root, ours, sealed,
                      wait_for, write_conf)
 
@@ -283,11 +287,24 @@ def test_a_vm_switched_off_by_the_admin_is_not_powered_on_for_its_folder_neighbo
     assert host.power_state(x1) == "off", "cleanup powered on a VM the admin had switched off:\n" + r.stdout
 
 
+def _running_clones(host):
+    """This host's `vmkfstools -i` processes (pids from its process log) that still run."""
+    ended = {r["pid"] for r in proclog.read(host) if r["tool"] == "vmkfstools" and r["event"] == "end"}
+    alive = []
+    for pid in {r["pid"] for r in _clone_starts(host)} - ended:
+        try:
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                if b"vmkfstools" in f.read():
+                    alive.append(pid)
+        except OSError:
+            pass
+    return alive
+
+
 def _end_orphaned_clones(host):
     """A killed run's vmkfstools go on by themselves (as on a host); these tests do not need them."""
-    for pid in _procs_with("vmkfstools"):
-        if pid != os.getpid():
-            kill(pid, signal.SIGKILL)
+    for pid in _running_clones(host):
+        kill(pid, signal.SIGKILL)
 
 
 def test_two_vms_of_one_folder_snapshotted_at_once_both_back_up(host, tmp_path):
@@ -303,3 +320,26 @@ def test_two_vms_of_one_folder_snapshotted_at_once_both_back_up(host, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert len(sealed(host, "x1")) == len(sealed(host, "x2")) == 1
     assert ours(host, x1) == ours(host, x2) == []
+
+
+# -- 9. SSH mode: SIGTERM with three copies running over the one connection ----------------------
+
+@needs_sshd
+def test_sigterm_over_ssh_stops_every_remote_copy_and_removes_every_snapshot(host, tmp_path):
+    made = _vms(host, (("s1", "datastore1"), ("s2", "datastore1"), ("s3", "ds5")), size="1M")
+    conf = write_conf(host, BACKUP_PARALLEL=3)
+    host.set_fault("clone.delay", "120")
+    wrap = [sys.executable, "-m", "esxisim", "shell", host.root, "--"]
+    env = dict(os.environ, PYTHONPATH=REPO)
+    with running_sshd(tmp_path / "sshd", wrap=wrap, env=env) as sshd:
+        proc = subprocess.Popen([sys.executable, "-m", "hotvcb"] + sshd.cli_args() + ["backup", "-a", "-g", conf],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
+        wait_for(lambda: len(_clone_starts(host)) == 3, timeout=60, what="three remote copies")
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    _no_traceback(out)
+    assert proc.returncode == 2, out
+    assert all(ours(host, vmid) == [] for vmid in made.values()), out
+    assert _running_clones(host) == [], "a remote copy goes on after the run ended"
+    assert all(sealed(host, n) == [] and not [b for b in backups(host, n) if b.endswith("-partial")] for n in made), (
+        {n: backups(host, n) for n in made}, out)
