@@ -26,6 +26,11 @@ def pending() -> bool:
     return bool(_received)
 
 
+def signals() -> List[int]:
+    """Every signal received so far, in order (an on-host run passes each on to the host)."""
+    return list(_received)
+
+
 def raise_pending() -> None:
     if _received:
         raise Interrupted(_received[0])

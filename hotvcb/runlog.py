@@ -31,7 +31,8 @@ class RunLog:
         self.file = None  # type: Optional[io.TextIOBase]
         self.debug_file = None  # type: Optional[io.TextIOBase]  # every line, whatever the level
         self.lines = []  # type: List[str]  # kept for the e-mail report
-        self.tty = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+        # HOTVCB_PROGRESS=tty: an on-host run whose SSH client shows its progress on a terminal
+        self.tty = (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()) or os.environ.get("HOTVCB_PROGRESS") == "tty"
         if path:
             folder = os.path.dirname(path)
             if folder:

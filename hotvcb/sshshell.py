@@ -56,7 +56,8 @@ PERSIST = 600  # an orphaned master goes away after this long without clients
 FILE_OP_TIMEOUT = 600
 _NOT_FOUND = "hotvcb-ssh: cannot run "
 # Runs a stdlib script (its source first, then its arguments) with the host's python; 127: none.
-_PYTHON = ('s=$1; shift; for p in python3 python; do command -v "$p" >/dev/null 2>&1 && '
+# `python` first: ESXi's own is /bin/python (3.8 on 7/8).
+_PYTHON = ('s=$1; shift; for p in python python3; do command -v "$p" >/dev/null 2>&1 && '
            'exec "$p" -c "$s" "$@"; done; exit 127')
 
 # "$@" is the command. fd 3 keeps the channel's stdin for the watcher (an
@@ -263,6 +264,25 @@ class SshShell:
             raise self._lost(done.output)
         return done
 
+    def python_argv(self, source: str, *args: str) -> List[str]:
+        """argv that runs a stdlib script's source with the host's python (exit 127: it has none)."""
+        return ["sh", "-c", _PYTHON, "hotvcb", source] + list(args)
+
+    def channel(self, argv: Sequence[str]) -> "subprocess.Popen":
+        """One session running argv on the host with its stdin, stdout and stderr piped to us, for a
+        program that speaks its own protocol over them (`hostrun.py`); the caller waits for it."""
+        self.open()
+        try:
+            return subprocess.Popen(self._ssh("-T", self.target.destination, _join([str(a) for a in argv])),
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    start_new_session=True)  # a Ctrl-C here is passed on, not taken by ssh
+        except OSError as err:
+            raise HostError("cannot run %s: %s" % (SSH, err.strerror or err)) from err
+
+    def lost(self, output: str) -> Optional[HostError]:
+        """The error to raise when a session ended with ssh's 255 because the connection is gone."""
+        return None if self._master_alive() else self._lost(output)
+
     def _master_alive(self) -> bool:
         if self._control is None:
             return False
@@ -463,8 +483,8 @@ class SshShell:
             raise RuntimeError("treescan.py is not readable from the package")
         # a bounded read like every other file call here, so not stopped by a pending signal: cleanup
         # (a consolidation's wait, failing the -partial folder) reads folders through scans too
-        done = self.run(["sh", "-c", _PYTHON, "hotvcb", source.decode("utf-8"), root, str(read_max)] + list(read),
-                        timeout=FILE_OP_TIMEOUT, interruptible=False)
+        done = self.run(self.python_argv(source.decode("utf-8"), root, str(read_max), *read), timeout=FILE_OP_TIMEOUT,
+                        interruptible=False)
         if done.returncode == 127:
             return None
         lines = [l for l in done.output.splitlines() if l.startswith("{")]

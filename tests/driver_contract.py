@@ -36,6 +36,15 @@ def check(host, vm_name: str, target: str, user_snapshot: Optional[str] = None) 
 
     before = host.snapshots(vm)
     assert not [s for s in before if s.name == OURS], "no snapshot of ours to start with"
+    try:
+        tree = host.snapshot_tree(vm, vm.disks)
+    except HostError:
+        tree = None  # a driver with no tree to keep says so (QEMU)
+    assert tree is not None or host.kind != "esxi", "snapshot_tree reads an ESXi VM's tree"
+    if tree is not None:
+        assert tree.snapshots == [s.name for s in before], "snapshot_tree names the user's snapshots"
+        assert sorted(d.key for d in tree.bases) == sorted(d.key for d in vm.disks), "one base per disk"
+        assert len(tree.deltas) == len(vm.disks) * len(before), "a delta per disk and snapshot"
     snap = host.create_snapshot(vm, OURS, "driver contract", False, False, 60.0)
     assert any(s.id == snap.id and s.name == OURS for s in host.snapshots(vm)), "create returns once visible"
     try:

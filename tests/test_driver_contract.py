@@ -1,12 +1,15 @@
 """Every hypervisor driver passes the same contract check (tests/driver_contract.py):
-the ESXi driver on a simulated host, run there with the host's own python, and
-the QEMU driver against a real QEMU process."""
+the ESXi driver on a simulated host, run there with the host's own python, the
+QEMU driver against a real QEMU process, and the libvirt driver against a
+domain of a real libvirtd."""
 
 import os
+import shutil
 import subprocess
 import sys
 
-from qemuvm import QemuVm, make_initial, needs_qemu, short_dir
+import kvmguest
+from qemuvm import QemuVm, make_initial, needs_qemu, qemu_img, short_dir
 from simhost import REPO, needs_root
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -45,3 +48,27 @@ def test_the_qemu_driver_keeps_the_contract(tmp_path):
         check(QemuHost(LocalShell(), os.path.join(sockets, "inv")), "contract", str(target))
     finally:
         vm.quit()
+
+
+@kvmguest.needs_libvirt
+def test_the_libvirt_driver_keeps_the_contract(tmp_path):
+    from driver_contract import check
+    from hotvcb.hosts.libvirt import LibvirtHost
+    from hotvcb.shell import LocalShell
+
+    kvmguest.ensure_libvirtd()
+    folder = short_dir("dcl")
+    os.chmod(folder, 0o755)  # libvirt's QEMU user reads the image
+    image = os.path.join(folder, "vda.qcow2")
+    assert qemu_img("create", "-q", "-f", "qcow2", image, "16M").returncode == 0
+    xml = os.path.join(folder, "domain.xml")
+    with open(xml, "w") as f:
+        f.write(kvmguest.domain_xml("hvcontract", image, "qcow2", os.path.join(folder, "console.log"), agent=False))
+    kvmguest.virsh("create", xml)  # a transient domain: gone with its QEMU
+    try:
+        target = tmp_path / "target"
+        target.mkdir()
+        check(LibvirtHost(LocalShell()), "hvcontract", str(target))
+    finally:
+        kvmguest.virsh("destroy", "hvcontract", check=False)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -169,3 +169,15 @@ def test_backs_up_a_running_vm_with_the_hosts_python(pyz, tmp_path):
         assert "hotvcb-snapshot" not in state, "our snapshot was removed"
     finally:
         _esxisim("destroy", host, check=False)
+
+
+@pytest.mark.parametrize("version", sorted(OLD_PYTHONS))
+def test_an_old_python_on_a_host_tells_ssh_mode_to_go_file_by_file(version):
+    """onhost_boot.py (hostrun.py starts it with the host's python) parses on 2.7 and answers `old`."""
+    python = OLD_PYTHONS[version]
+    if not os.path.exists(python):
+        pytest.skip("no Python %s at %s" % (version, python))
+    source = (ROOT / "hotvcb" / "onhost_boot.py").read_text()
+    done = subprocess.run([python, "-c", source, "n0nce", "0" * 64, "/nonexistent"], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, env={"PATH": "/usr/bin:/bin"}, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "HOTVCB-ONHOST n0nce old %s\n" % version, "")

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from hotvcb.errors import TimeoutExpired
+from simhost import host_lock_path
 from sshd import needs_sshd, running_sshd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,7 +145,13 @@ def test_ssh_backup_matches_local_backup(site, tmp_path):
     assert not [p for p in _procs() if "hotvcb-ssh-" in p[1] and str(sshd.port) in p[1]]
 
 
-def test_ssh_and_local_backups_of_a_quiet_vm_are_identical(site, tmp_path):
+# SSH mode runs hotvcb on a host whose python can (one round trip per run, hostrun.py), and
+# drives it file by file where it cannot (or when told to); both must keep every promise
+MODES = {"on the host": ([], "HOST: local ("), "file by file": (["--file-by-file"], "HOST: ssh://")}
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_ssh_and_local_backups_of_a_quiet_vm_are_identical(site, tmp_path, mode):
     """With the guest's writer stopped, both modes must produce byte-identical backups."""
     host, conf, sshd, root = site
     state = host.state()["vms"]
@@ -158,8 +165,10 @@ def test_ssh_and_local_backups_of_a_quiet_vm_are_identical(site, tmp_path):
         assert r.returncode == 0, r.out
         (local,) = set(backups(host)) - before
         time.sleep(1.1)
-        r = ssh_hotvcb(sshd, "backup", "-m", VM, "-g", str(conf), "-w", str(tmp_path / "ws"))
+        flags, says = MODES[mode]
+        r = ssh_hotvcb(sshd, "backup", "-m", VM, "-g", str(conf), "-w", str(tmp_path / "ws"), *flags)
         assert r.returncode == 0, r.out
+        assert says in r.out, r.out
         (remote,) = set(backups(host)) - before - {local}
         local_files, _ = check_sealed(host, local)
         remote_files, _ = check_sealed(host, remote)
@@ -221,34 +230,65 @@ def test_force_command_wrapper(site, tmp_path):
                 time.sleep(0.1)
 
 
-def test_ctrl_c_during_a_remote_clone(site, tmp_path):
-    """SIGINT while vmkfstools copies on the host: the copy stops there, our snapshot is removed."""
+def _backup_in_a_clone(site, tmp_path, flags):
+    """A backup over SSH, returned once vmkfstools copies on the host (slowed to ~60 s)."""
     host, conf, sshd, root = site
     host.set_fault("clone.delay", "60")
+    proc = subprocess.Popen(ssh_argv(sshd, "backup", "-m", VM, "-g", str(conf), "-w", str(tmp_path / "w"), *flags),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(), cwd=str(ROOT))
+    deadline = time.monotonic() + 60
+    while not [p for p, c in _procs() if "vmkfstools" in c and VM in c]:
+        assert time.monotonic() < deadline and proc.poll() is None, "no clone started"
+        time.sleep(0.1)
+    return proc
+
+
+def _stopped_and_clean(host, before, within=10):
+    """The copy stopped, our snapshot is gone, and what the run left is marked failed."""
+    state = host.state()["vms"]
+    (vmid,) = [k for k in state if host.display_name(k) == VM]
+    deadline = time.monotonic() + within
+    while True:
+        copying = [p for p, c in _procs() if "vmkfstools" in c and VM in c]
+        r = subprocess.run([sys.executable, "-m", "esxisim", "shell", host.root, "--", "vim-cmd",
+                            "vmsvc/snapshot.get", vmid], capture_output=True, text=True, env=_env())
+        if not copying and "hotvcb" not in r.stdout and not os.path.exists(host_lock_path(host)):
+            break
+        assert time.monotonic() < deadline, "still on the host: %s %s" % (copying, r.stdout)
+        time.sleep(0.5)
+    for name in set(backups(host)) - before:  # an interrupted run is recorded as failed, never good
+        folder = host.real("%s/%s/%s" % (BK, VM, name))
+        assert "STATUS.error" in os.listdir(folder) and "STATUS.ok" not in os.listdir(folder)
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_ctrl_c_during_a_remote_clone(site, tmp_path, mode):
+    """SIGINT while vmkfstools copies on the host: the copy stops there, our snapshot is removed."""
+    host = site[0]
+    before = set(backups(host))
+    flags, says = MODES[mode]
     try:
-        before = set(backups(host))
-        proc = subprocess.Popen(ssh_argv(sshd, "backup", "-m", VM, "-g", str(conf), "-w", str(tmp_path / "w")),
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(), cwd=str(ROOT))
-        deadline = time.monotonic() + 60
-        while not [p for p, c in _procs() if "vmkfstools" in c and VM in c]:
-            assert time.monotonic() < deadline and proc.poll() is None, "no clone started"
-            time.sleep(0.1)
+        proc = _backup_in_a_clone(site, tmp_path, flags)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=120)
         text = out.decode("utf-8", "replace")
         assert proc.returncode == 2, text
-        deadline = time.monotonic() + 10
-        while [p for p, c in _procs() if "vmkfstools" in c and VM in c]:
-            assert time.monotonic() < deadline, "vmkfstools still running on the host after Ctrl-C"
-            time.sleep(0.1)
-        state = host.state()["vms"]
-        (vmid,) = [k for k in state if host.display_name(k) == VM]
-        r = subprocess.run([sys.executable, "-m", "esxisim", "shell", host.root, "--", "vim-cmd",
-                            "vmsvc/snapshot.get", vmid], capture_output=True, text=True, env=_env())
-        assert "hotvcb" not in r.stdout, r.stdout
-        for name in set(backups(host)) - before:  # an interrupted run is recorded as failed, never good
-            folder = host.real("%s/%s/%s" % (BK, VM, name))
-            assert "STATUS.error" in os.listdir(folder) and "STATUS.ok" not in os.listdir(folder)
+        assert says in text and "Final status: ERROR" in text, text  # the run's own end, relayed
+        _stopped_and_clean(host, before)
+    finally:
+        host.clear_faults()
+
+
+def test_a_killed_client_stops_the_run_on_the_host(site, tmp_path):
+    """kill -9 of hotvcb on the Linux box: its ssh channel closes, and the run on the host, told
+    so by the EOF, stops and removes its snapshot (file by file, the next run would have to)."""
+    host = site[0]
+    before = set(backups(host))
+    try:
+        proc = _backup_in_a_clone(site, tmp_path, [])
+        proc.kill()
+        proc.communicate(timeout=30)
+        _stopped_and_clean(host, before, within=60)
     finally:
         host.clear_faults()
 
@@ -274,3 +314,26 @@ def test_schedule_of_an_ssh_host_keeps_every_global_option_and_asks_the_host(sit
     r = subprocess.run([sys.executable, "-m", "hotvcb"] + sshd.cli_args() + install + ["-m", VM.upper(), "-g",
                        str(conf)], capture_output=True, text=True, timeout=120, env=env, cwd=str(ROOT))
     assert r.returncode == 1 and "(did you mean %r?)" % VM in r.stderr, r.stderr
+
+
+def test_lists_and_per_vm_configs_on_the_client_reach_the_run_on_the_host(site, tmp_path):
+    """-f, -e and -c name files on the Linux box; the run on the host gets their contents (the
+    per-VM file's 2gbsparse shows in what was written) and nothing of them stays on the host."""
+    host, conf, sshd, root = site
+    (tmp_path / "vms").write_text("# the list\n%s\nnot here\n" % VM, encoding="utf-8")
+    (tmp_path / "skip").write_text("not here\n", encoding="utf-8")
+    (tmp_path / "per-vm").mkdir()
+    (tmp_path / "per-vm" / VM).write_text("DISK_BACKUP_FORMAT=2gbsparse\n", encoding="utf-8")
+    folder = tmp_path / "onhost"
+    before = set(backups(host))
+    r = subprocess.run(ssh_argv(sshd, "backup", "-f", str(tmp_path / "vms"), "-e", str(tmp_path / "skip"),
+                                "-c", str(tmp_path / "per-vm"), "-g", str(conf), "-j", "-dash job"),
+                       capture_output=True, timeout=180, cwd=str(ROOT),
+                       env=dict(_env(), HOTVCB_HOST_FOLDER=str(folder)))
+    out = r.stdout.decode("utf-8", "replace") + r.stderr.decode("utf-8", "replace")
+    assert r.returncode == 0, out
+    assert "HOST: local (" in out and "job -dash job" in out, out
+    (new,) = set(backups(host)) - before
+    files, _ = check_sealed(host, new)
+    assert [f for f in files if f.endswith("-s001.vmdk")], sorted(files)
+    assert [p.name for p in folder.iterdir()] == [b for b in os.listdir(str(folder)) if b.endswith(".pyz")]

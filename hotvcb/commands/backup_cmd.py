@@ -16,7 +16,7 @@ from ..jobs.backup import BackupJob
 from ..jobs.nfs import NfsTarget
 from ..jobs import outcome
 from ..jobs.outcome import final_status
-from . import common
+from . import common, onhost
 
 
 def register(subparsers) -> None:
@@ -38,6 +38,10 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="back up only the VMs that are powered on (or off); overrides BACKUP_POWER_STATE")
     p.add_argument("--parallel", metavar="N", type=_vms_at_once,
                    help="back up up to N VMs at a time (1-16); overrides BACKUP_PARALLEL")
+    p.add_argument("--outbox", help=argparse.SUPPRESS)  # an on-host run for an SSH client (onhost.py)
+    onhost.add_option(p)
+    p.add_argument("--repo", metavar="PATH", help="back up into the deduplicating repository at PATH "
+                   "(overrides VM_BACKUP_REPOSITORY; docs/repository.md)")
     common.add_host_options(p)
 
 
@@ -106,16 +110,21 @@ def run(args) -> int:
         settings = dataclasses.replace(settings, backup_power_state=args.power_state)
     if args.parallel:
         settings = dataclasses.replace(settings, backup_parallel=args.parallel)
+    if args.repo:
+        settings = dataclasses.replace(settings, vm_backup_repository=args.repo)
     started = datetime.now().isoformat(timespec="seconds")
     dry_run = args.level == "dryrun"
     interrupt.install()
+    report = onhost.backup(args, log)  # SSH mode: the whole run on the host, where it can
+    if report is not None:
+        return _deliver(args, settings, log, report)
     code = 1
     status = "ERROR: did not start"
     results = []  # type: list
     job = None  # type: Optional[BackupJob]
     lock = work = None
     try:
-        host = common.connect(args.host_target)
+        host = common.connect(args.host_target, log)
         lock, run = common.lock_host(host, log, args.host_target)
         work = common.WorkDir(args.workdir, run, settings.workdir_debug, log)
         log.info("============================== hotvcb LOG START ==============================")
@@ -154,18 +163,26 @@ def run(args) -> int:
     if work is not None:
         work.finish()
     log.info("============================== hotvcb LOG END ================================")
-    if args.json_report:
-        _write_json_report(args.json_report, log, {
+    return _deliver(args, settings, log, onhost.Report(
+        code, status, socket.gethostname(), "\n".join(log.lines), outcome.report(results, status),
+        outcome.report_html(results, status, socket.gethostname(), args.job_name), {
             "host": socket.gethostname(), "job": args.job_name, "started": started,
             "finished": datetime.now().isoformat(timespec="seconds"), "status": status, "exit_code": code,
-            "dry_run": dry_run, "vms": outcome.rows(results)})
-    notify.send_report(
-        settings, host=socket.gethostname(), job=args.job_name, status_line=status,
-        failed=code != 0, log_text="\n".join(log.lines), report_text=outcome.report(results, status),
-        report_html=outcome.report_html(results, status, socket.gethostname(), args.job_name), logger=log,
-    )
+            "dry_run": dry_run, "vms": outcome.rows(results)}))
+
+
+def _deliver(args, settings, log, report: "onhost.Report") -> int:
+    """The JSON report and the mail, or (an on-host run) the outbox the SSH client does both from."""
+    if args.json_report:
+        _write_json_report(args.json_report, log, report.json_report)
+    if args.outbox:
+        report.save(args.outbox)
+    else:
+        notify.send_report(
+            settings, host=report.host, job=args.job_name, status_line=report.status, failed=report.code != 0,
+            log_text=report.log_text, report_text=report.report_text, report_html=report.report_html, logger=log)
     log.close()
-    return code
+    return report.code
 
 
 def _write_json_report(path: str, log, data) -> None:

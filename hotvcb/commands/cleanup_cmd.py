@@ -2,19 +2,23 @@
 
 from .. import interrupt
 from ..jobs.leftovers import cleanup_host
-from . import common
+from . import common, onhost
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("cleanup", help="remove leftover hotvcb snapshots and unfinished backups, "
                               "power on VMs a killed run left off")
     common.add_host_options(p)
+    onhost.add_option(p)
     p.set_defaults(handler=run)
 
 
 def run(args) -> int:
     settings, log = common.load(args)
     interrupt.install()
+    code = onhost.command(args, 1, log)
+    if code is not None:
+        return code
     host = common.connect(args.host_target)
     lock, me = common.lock_host(host, log, args.host_target)
     try:

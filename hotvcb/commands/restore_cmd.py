@@ -10,6 +10,7 @@ Exit codes: 0 all restored (or a clean dry run), 4 some requests failed,
 6 all failed, 1 usage.
 """
 
+import argparse
 import socket
 
 from .. import config, interrupt
@@ -18,7 +19,7 @@ from ..jobs.restore import RestoreJob
 from ..restorefile import BadLine, RestoreRequest, datastore_path, disk_format, read_restore_file, trim_path
 from ..runlog import RunLog
 from ..store import health, layout, rotation
-from . import common
+from . import common, onhost, repo_cmd, restore_kvm_cmd
 
 LEVELS = {"0": "info", "info": "info", "1": "dryrun", "dryrun": "dryrun", "2": "dryrun2", "debug": "debug"}
 
@@ -30,15 +31,20 @@ def register(subparsers) -> None:
                    help='ghettoVCB-restore file: "<backup>;<datastore path>;<format 1-4>[;<new name>]" a line')
     p.add_argument("--latest", metavar="VM", help="the latest good backup of this VM under VM_BACKUP_VOLUME (-g)")
     p.add_argument("--datastore", metavar="DS", help="datastore name or path to restore into")
-    p.add_argument("--format", default="thin", metavar="FMT",
-                   help="zeroedthick|2gbsparse|thin|eagerzeroedthick or 1-4 (default thin)")
+    p.add_argument("--format", metavar="FMT",
+                   help="zeroedthick|2gbsparse|thin|eagerzeroedthick or 1-4 (default thin); qcow2|raw with --kvm "
+                   "(default qcow2)")
     p.add_argument("--name", metavar="NEW", help="display name of the restored VM (default: the backup's)")
     p.add_argument("--no-verify", action="store_true", help="do not check the manifest's checksums first")
     p.add_argument("--power-on", action="store_true", help="power the VM on after registering it")
+    repo_cmd.add_repo_option(p)
+    p.add_argument("--to", metavar="DIR", help="with --repo: a new folder for the raw disks and the VM's files")
     p.add_argument("-g", dest="global_conf", metavar="FILE", help="global config (for --latest)")
     p.add_argument("-l", dest="log_file", metavar="FILE", help="also write the log to FILE")
     p.add_argument("-d", dest="level", default="info", choices=sorted(LEVELS),
                    help="1 or dryrun: show what would happen; 2: the same with the rewritten .vmx; debug: more log")
+    restore_kvm_cmd.add_options(p)
+    onhost.add_option(p)
     p.set_defaults(handler=run)
 
 
@@ -54,7 +60,7 @@ def requests_from(args, settings) -> list:
     if not args.datastore:
         raise UsageError("say where to restore to: --datastore NAME or PATH")
     try:
-        fmt = disk_format(args.format)
+        fmt = disk_format(args.format or "thin")
     except ValueError as err:
         raise UsageError(str(err)) from err
     target = datastore_path(args.datastore)
@@ -86,6 +92,9 @@ def _close_names(shell, volume: str, name: str) -> str:
 
 
 def run(args) -> int:
+    restore_kvm_cmd.check_options(args)
+    if args.kvm is not None:
+        return restore_kvm_cmd.run(args, LEVELS[args.level])
     level = LEVELS[args.level]
     dry_run = level in ("dryrun", "dryrun2")
     settings, warnings = config.load_settings(args.global_conf)
@@ -93,6 +102,20 @@ def run(args) -> int:
     for w in warnings:
         log.warning(w)
     interrupt.install()
+    code = onhost.command(args, 1, log)  # SSH mode: the restore on the host, where it can
+    if code is not None:
+        return code
+    if args.repo:
+        repo_cmd.here_only(args)
+        if bool(args.backup) == bool(args.latest):
+            raise UsageError("say which backup of the repository: its ID, or --latest VM (exactly one)")
+        if args.to:
+            return repo_cmd.restore(args.repo, args.backup, args.to, args.latest)
+        if not args.datastore:
+            raise UsageError("restore --repo needs --to DIR, or --datastore DS to restore the VM")
+        # through the folder restore: formats, checks and registration as for any backup
+        with repo_cmd.staged(args.repo, args.backup, datastore_path(args.datastore), args.latest) as folder:
+            return run(argparse.Namespace(**dict(vars(args), repo=None, backup=folder, latest=None)))
     failed = done = 0
     try:
         items = requests_from(args, settings)

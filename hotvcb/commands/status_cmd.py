@@ -13,7 +13,7 @@ from .. import config, namelist
 from ..errors import HotvcbError
 from ..jobs.status import RANK, Limits, host_status
 from ..units import parse_duration
-from . import common
+from . import common, onhost
 
 UNKNOWN = 3
 
@@ -32,6 +32,7 @@ def register(subparsers) -> None:
     p.add_argument("--snapshot-age", default="24h", metavar="AGE",
                    help="a user snapshot older than this is WARN (default 24h)")
     p.usage_exit = 3  # a bad command line is UNKNOWN to a monitor, not WARN
+    onhost.add_option(p)
     p.set_defaults(handler=run)
 
 
@@ -39,6 +40,9 @@ def run(args) -> int:
     if args.hosts:
         return _many(args)
     try:
+        code = onhost.command(args, UNKNOWN)
+        if code is not None:
+            return code
         settings, warnings = config.load_settings(args.global_conf)
         limits, names, exclude = _scope(args)
         report = host_status(common.connect(args.host_target), settings, limits, names, exclude)

@@ -12,13 +12,14 @@ incomplete (no STATUS file), 6 all of them, 1 usage.
 import json
 import sys
 
-from .. import config
+from .. import config, interrupt
 from ..errors import UsageError
+from ..jobs import backup_check, boot_check
 from ..jobs.verify import verify_backup
 from ..restorefile import trim_path
-from ..shell import Shell
+from ..shell import LocalShell, Shell
 from ..store import layout
-from . import common, list_cmd
+from . import common, list_cmd, onhost, repo_cmd
 
 
 def register(subparsers) -> None:
@@ -28,6 +29,20 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("-g", dest="global_conf", metavar="FILE", help="global config (for VM_BACKUP_VOLUME)")
     p.add_argument("--volume", metavar="DIR", help="backup volume (overrides VM_BACKUP_VOLUME)")
+    boot = p.add_argument_group("smoke boot", "boot a throw-away copy of the backup's VM under QEMU "
+                                "(no network, nothing persists) and wait for a sign of life")
+    boot.add_argument("--boot", action="store_true", help="boot the backup (its newest good one for a VM name)")
+    boot.add_argument("--boot-pattern", metavar="REGEX", default=boot_check.DEFAULT_PATTERN,
+                      help="console text that counts as alive (default %(default)r; '.' = any output)")
+    boot.add_argument("--boot-timeout", metavar="SECONDS", type=float, default=boot_check.DEFAULT_TIMEOUT,
+                      help="give up after this long (default %(default)d)")
+    boot.add_argument("--boot-accel", metavar="ACCEL", default="kvm:tcg",
+                      help="QEMU accelerator: kvm, tcg, or kvm:tcg = KVM where available (default)")
+    boot.add_argument("--console-log", metavar="FILE", help="write the serial console here (default: a temp folder)")
+    onhost.add_option(p)
+    repo_cmd.add_repo_option(p)
+    p.add_argument("--sample", type=float, default=0, metavar="PCT", help="with --repo: read this share of the packs")
+    p.add_argument("--new", action="store_true", help="with --repo: read only packs never verified")
     p.set_defaults(handler=run)
 
 
@@ -58,6 +73,14 @@ def run(args) -> int:
     settings, warnings = config.load_settings(args.global_conf)
     for w in warnings:
         print("hotvcb: warning: %s" % w, file=sys.stderr)
+    if args.boot:
+        return _boot(args, settings)
+    code = onhost.command(args, 1)
+    if code is not None:
+        return code
+    if args.repo:
+        repo_cmd.here_only(args)
+        return repo_cmd.verify_repository(args.repo, args.sample, args.new, args.json)
     shell = common.connect(args.host_target).shell
     paths, skipped = targets(shell, args.volume or settings.vm_backup_volume, args.target, args.all)
     results = []
@@ -86,3 +109,26 @@ def run(args) -> int:
     if not damaged:
         return 0
     return 6 if len(damaged) == len(results) else 4
+
+
+def _boot(args, settings) -> int:
+    """0 when the VM showed a sign of life, 6 when it did not."""
+    if args.all or not args.target:
+        raise UsageError("--boot takes one BACKUP or VM (not --all)")
+    if args.host_target:
+        raise UsageError("--boot runs QEMU on this machine; drop --host/--qemu")
+    shell = LocalShell()
+    path = trim_path(args.target)
+    if not (path.startswith("/") or shell.exists(path)):  # a VM name: its newest good backup
+        volume = args.volume or settings.vm_backup_volume
+        newest = backup_check.newest_good(shell, volume, args.target)
+        if newest is None:
+            raise UsageError("no good backup of %r under %s to boot" % (args.target, volume))
+        path = newest
+    interrupt.install()
+    print("Booting %s ..." % path, flush=True)
+    res = boot_check.smoke_boot(shell, path, lambda line: print("  " + line, flush=True),
+                                pattern=args.boot_pattern, timeout=args.boot_timeout, console=args.console_log,
+                                accel=args.boot_accel)
+    print("%s: %s (console log: %s)" % ("PASS" if res.ok else "FAIL", res.message, res.console), flush=True)
+    return 0 if res.ok else 6

@@ -12,12 +12,12 @@ from typing import Dict, List, Optional, Tuple
 
 from .. import vmdk
 from ..errors import CommandFailed, CopyError, HostError, SnapshotError, TimeoutExpired, VmNotFound
-from ..model import DatastoreInfo, Disk, Snapshot, Vm, VmRef
+from ..model import DatastoreInfo, Disk, Snapshot, SnapshotTree, Vm, VmRef
 from ..settings import DISK_FORMATS
 from ..shell import Shell
 from ..treeview import ScannedShell
 from ..vmx import VmxFile
-from . import vimcmd
+from . import esxi_tree, vimcmd
 
 VIM_CMD = "/bin/vim-cmd"
 VMKFSTOOLS = "/sbin/vmkfstools"
@@ -41,6 +41,9 @@ class EsxiHost:
     kind = "esxi"
     formats = DISK_FORMATS  # type: Tuple[str, ...]
     powers_on = True
+    # VMware Tools' guest operations are the vSphere API's (GuestOperationsManager); a standalone
+    # host's vim-cmd has no guest exec (docs/config-reference.md, GUEST_PRE_BACKUP_HOOK)
+    runs_in_guest = False
     run_dir = "/var/run"  # the host's run lock and id (ramdisk: a reboot ends every run anyway)
 
     def __init__(self, shell: Shell):
@@ -339,14 +342,17 @@ class EsxiHost:
         )
 
     def _chain_files(self, path: str) -> List[str]:
-        files = []  # type: List[str]
-        for _ in range(64):  # a chain deeper than 64 is not one VMware makes
-            files += self.disk_files(path)
-            desc = vmdk.parse(self._files.read_text(path))
-            if not desc.parent_hint:
-                break
-            path = _absolute(path.rsplit("/", 1)[0], desc.parent_hint)
-        return files
+        """Every file of the disk's chain, each checked to be there (BrokenChain names the gap)."""
+        links = esxi_tree.chain(self._files, path, path.rsplit("/", 1)[-1])
+        return [f for link, _desc in links for f in self.disk_files(link)]
+
+    def guest_exec(self, vm: Vm, argv: List[str], env: List[str], timeout: float,
+                   interruptible: bool = True) -> Tuple[int, str]:
+        raise HostError("%s: vim-cmd cannot run a command in the guest (that is the vSphere API's "
+                        "GuestOperationsManager)" % vm.name)
+
+    def snapshot_tree(self, vm: Vm, disks: List[Disk]) -> SnapshotTree:
+        return esxi_tree.read_tree(self._files, vm, disks)
 
     def free_space(self, path: str) -> Optional[int]:
         """Free bytes of the datastore holding path; None for a path outside /vmfs/volumes.

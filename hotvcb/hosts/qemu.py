@@ -23,7 +23,7 @@ The backup, in the job's words:
   active layer wait for it to be ready, `block-job-complete`, wait for the
   job to end, all bounded by the timeout — then delete the overlay file.
   A commit job of ours still running from a killed run is finished first.
-- the backup holds `<name>.json` (name, disks, QEMU version) in place of a .vmx.
+- the backup holds `<name>.json` (name, disks, vCPUs, memory, QEMU version) in place of a .vmx.
 
 Not supported for QEMU: POWER_VM_DOWN_BEFORE_BACKUP — a guest shut down
 (`system_powerdown`) or hard powered off (`quit`) usually ends the QEMU
@@ -36,23 +36,21 @@ restore registration are ESXi's.
 
 import json
 import os
-import re
 import socket
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from .. import vmdk
-from ..errors import CopyError, HostError, SnapshotError, VmNotFound
-from ..model import DatastoreInfo, Disk, Snapshot, Vm, VmRef
+from ..errors import HostError, SnapshotError, VmNotFound
+from ..model import DatastoreInfo, Disk, Snapshot, SnapshotTree, Vm, VmRef
 from ..shell import Shell
 from . import qemuimg
 from .qemu_overlays import OUR_MARK, Overlays, chain_of, device_key, layer_snapshot
+from .qga import SOCKET_SUFFIX as QGA_SUFFIX, GuestAgent
 from .qmp import QmpClient, QmpError, QmpUnavailable
 
 SOCKET_SUFFIX = ".qmp"
 QMP_TIMEOUT = 30.0
-_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
-_IMAGE_EXT = re.compile(r"\.(qcow2|img|raw|vmdk|qed|vdi|vhdx?)$", re.I)
 
 
 
@@ -67,9 +65,32 @@ class VmDescription:
         return json.dumps(self.data, indent=2, sort_keys=True) + "\n"
 
 
-class QemuHost:
+class LocalKvmHost:
+    """What the QEMU and the libvirt driver share: the VMs run on this machine, which has no datastores."""
+
+    kind = "kvm"
+
+    def host_name(self) -> str:
+        return socket.gethostname()
+
+    def datastores(self) -> List[DatastoreInfo]:
+        return []
+
+    def mount_nfs(self, name: str, server: str, share: str, version: str) -> None:
+        raise HostError("ENABLE_NON_PERSISTENT_NFS is for ESXi; on a %s host mount %s:%s yourself"
+                        % ("QEMU" if self.kind == "qemu" else self.kind, server, share))
+
+    def unmount_nfs(self, name: str) -> None:
+        raise HostError("ENABLE_NON_PERSISTENT_NFS is for ESXi")
+
+    def free_space(self, path: str) -> Optional[int]:
+        return local_free_space(path)
+
+
+class QemuHost(LocalKvmHost):
     kind = "qemu"
     powers_on = False  # a guest shut down ends its QEMU process, which hotvcb cannot start again
+    runs_in_guest = True  # through the guest agent's socket beside the QMP one (qga.py)
     formats = tuple(qemuimg.FORMATS)
 
     def __init__(self, shell: Shell, qmp_dir: str, qemu_img: str = qemuimg.QEMU_IMG, qmp_timeout: float = QMP_TIMEOUT):
@@ -86,15 +107,6 @@ class QemuHost:
     def describe(self) -> str:
         return "QEMU/KVM, QMP sockets in %s" % self.qmp_dir
 
-    def datastores(self) -> List[DatastoreInfo]:
-        return []
-
-    def mount_nfs(self, name: str, server: str, share: str, version: str) -> None:
-        raise HostError("ENABLE_NON_PERSISTENT_NFS is for ESXi; on a QEMU host mount %s:%s yourself" % (server, share))
-
-    def unmount_nfs(self, name: str) -> None:
-        raise HostError("ENABLE_NON_PERSISTENT_NFS is for ESXi")
-
     # -- inventory -----------------------------------------------------------
     def list_vms(self) -> List[VmRef]:
         refs = []
@@ -103,9 +115,6 @@ class QemuHost:
                 name = entry[: -len(SOCKET_SUFFIX)]
                 refs.append(VmRef(vmid=name, name=name, vmx_path=self.qmp_dir + "/" + entry))
         return refs
-
-    def host_name(self) -> str:
-        return socket.gethostname()
 
     def invalid_vms(self) -> List[str]:
         return []  # a socket with no QEMU behind it is no VM at all
@@ -117,6 +126,8 @@ class QemuHost:
             version = qmp.execute("query-version")
             status = qmp.execute("query-status")
             blocks = qmp.execute("query-block")
+            cpus = qmp.execute("query-cpus-fast")
+            memory = qmp.execute("query-memory-size-summary")
         vm = Vm(ref=ref, datastore="", folder=self.qmp_dir, vmx=None)
         for dev in blocks:
             if dev.get("inserted") and not dev.get("removable"):  # empty drives, CD-ROMs: no disks
@@ -128,6 +139,8 @@ class QemuHost:
             "qmp_socket": ref.vmx_path,
             "qemu_version": version,
             "status": status.get("status"),
+            "vcpus": len(cpus),  # what a restore to KVM or ESXi gives the VM (jobs/machine_of.py)
+            "memory_mib": int(memory.get("base-memory", 0)) >> 20,
             "disks": [
                 {"key": d.key, "image": d.path, "format": self._formats.get(d.path, ""), "skipped": d.skip_reason}
                 for d in vm.disks
@@ -198,6 +211,20 @@ class QemuHost:
     def delta_files(self, vm: Vm) -> List[str]:
         return self.overlays.delta_files(vm)
 
+    def guest_exec(self, vm: Vm, argv: List[str], env: List[str], timeout: float,
+                   interruptible: bool = True) -> Tuple[int, str]:
+        agent = GuestAgent(self.qmp_dir + "/" + vm.name + QGA_SUFFIX, self.qmp_timeout)
+        agent.connect()
+        try:
+            return agent.run(argv, env, timeout, interruptible)
+        finally:
+            agent.close()
+
+    def snapshot_tree(self, vm: Vm, disks: List[Disk]) -> SnapshotTree:
+        """QEMU keeps no snapshot tree hotvcb could restore as one (overlays carry no .vmsd)."""
+        raise HostError("%s: BACKUP_SNAPSHOT_TREE=1 is for ESXi; on QEMU the backup holds the current state "
+                        "(the overlay chain read through)" % vm.name)
+
     def create_snapshot(
         self, vm: Vm, name: str, description: str, memory: bool, quiesce: bool, timeout: float
     ) -> Snapshot:
@@ -210,39 +237,9 @@ class QemuHost:
         self.overlays.remove(vm, snap, timeout)
 
     def copy_disk(self, disk: Disk, dst: str, fmt: str, progress=None) -> List[str]:
-        """qemu-img convert to dst's folder; the file name keeps dst's stem and takes fmt's extension.
-
-        On any failure (or interruption) the files this copy started are removed again.
-        """
-        try:
-            spec = qemuimg.output_format(fmt)
-        except HostError as err:
-            raise CopyError(disk.path, str(err), dst) from err
-        folder, name = dst.rsplit("/", 1)
-        stem = _IMAGE_EXT.sub("", name) or name
-        out = "%s/%s%s" % (folder, stem, spec.extension)
-        if self.shell.exists(out):  # two disks with one file name (from different folders)
-            out = "%s/%s-%s%s" % (folder, stem, _UNSAFE_NAME.sub("-", disk.key).strip("-"), spec.extension)
+        """qemu-img convert of the image (read-only under our overlay) into dst's folder."""
         src_format = self._formats.get(disk.path) or qemuimg.info(self.shell, disk.path, self.qemu_img)[0].format
-        argv = qemuimg.convert_argv(disk.path, src_format, out, spec, self.qemu_img)
-
-        def watch(fragment: str) -> None:
-            pct = qemuimg.percent(fragment)
-            if pct is not None and progress is not None:
-                progress(pct)
-
-        before = set(self.shell.listdir(folder))
-        try:
-            result = self.shell.run(argv, timeout=None, idle_timeout=1800, on_output=watch)
-            if result.returncode != 0:
-                raise CopyError(disk.path, qemuimg.error_line(result.output), out)
-        except BaseException:
-            for f in set(self.shell.listdir(folder)) - before:
-                self.shell.remove_tree(folder + "/" + f)
-            raise
-        made = set(self.shell.listdir(folder)) - before
-        first = out.rsplit("/", 1)[-1]
-        return sorted(made, key=lambda f: (f != first, f))
+        return qemuimg.copy_to(self.shell, disk, disk.path, src_format, dst, fmt, progress, self.qemu_img)
 
     def disk_files(self, descriptor_path: str) -> List[str]:
         if not descriptor_path.lower().endswith(".vmdk"):
@@ -257,20 +254,6 @@ class QemuHost:
         spec = qemuimg.FORMATS.get(fmt)
         return virtual if spec is None or spec.thick else min(allocated, virtual)
 
-    def free_space(self, path: str) -> Optional[int]:
-        """Free bytes where path is (or would be created); QMP is local, so is this."""
-        probe = path
-        while probe and not os.path.exists(probe):
-            parent = os.path.dirname(probe.rstrip("/"))
-            if parent == probe:
-                break
-            probe = parent
-        try:
-            st = os.statvfs(probe or "/")
-        except OSError:
-            return None
-        return st.f_bavail * st.f_frsize
-
     def backup_config(self, vm: Vm, disk_names: Dict[str, str]) -> Tuple[str, str]:
         """The VM's description (image formats, disk nodes) in place of a .vmx."""
         desc = vm.vmx
@@ -281,3 +264,18 @@ class QemuHost:
     # -- registration (restore) ----------------------------------------------
     def register_vm(self, vmx_path: str) -> str:
         raise HostError("restoring to a QEMU host is not supported yet")
+
+
+def local_free_space(path: str) -> Optional[int]:
+    """Free bytes where path is (or would be created); the driver runs on its host, so is this."""
+    probe = path
+    while probe and not os.path.exists(probe):
+        parent = os.path.dirname(probe.rstrip("/"))
+        if parent == probe:
+            break
+        probe = parent
+    try:
+        st = os.statvfs(probe or "/")
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize

@@ -47,7 +47,9 @@ from ..restorefile import RestoreRequest
 from ..shell import FileReader, LocalShell
 from ..store import health, layout, manifest
 from ..units import human_size
+from . import restore_tree
 from .verify import verify_folder, verify_gz
+from . import restore_stage
 from .restore_plan import Plan, Planner, RestoreError
 
 EXTRACTING = ".hotvcb-extract-"
@@ -140,6 +142,10 @@ class _Restore:
         req = self.req
         source, compressed = self._locate_backup(req.backup)
         free = self._check_target(req.target)
+        kvm = None if compressed else restore_stage.kvm_machine(self.shell, source)
+        if kvm is not None:
+            self._restore_kvm_backup(source, kvm, free)
+            return
         fs = targz.ArchiveView(source) if compressed else self.shell
         plan = self.planner.plan(fs, source, free)
         self.result.name, self.result.folder = plan.name, plan.folder
@@ -161,6 +167,31 @@ class _Restore:
         if self.job.dry_run:
             self._print_plan(plan, compressed)
             return
+        self._copy(plan)
+        self.result.vmid = self._register(plan)
+
+    def _restore_kvm_backup(self, backup: str, kvm: "restore_stage.Found", free: Optional[int]) -> None:
+        """A libvirt or bare-QEMU backup: checked, staged as VMDKs + a .vmx (restore_stage.py), restored."""
+        self._check_sealed(self.shell, backup)
+        self._check_checksums(backup)
+        folder = self.req.target + "/" + layout.folder_name(self.req.new_name or kvm.machine.name)
+        if self.shell.exists(folder):
+            raise RestoreError("target folder %s already exists; not overwriting it" % folder)
+        needed = restore_stage.bytes_needed(self.shell, kvm, self.req.disk_format)
+        if free is not None and needed > free:
+            raise RestoreError("restoring %s as %s needs up to %s on %s (the staged VMDKs and the VM), only %s free"
+                               % (folder, self.req.disk_format, human_size(needed), self.req.target, human_size(free)))
+        if self.job.dry_run:
+            self.log.dryrun("RESTORE: %s (%s backup) as %s in %s, disks %s converted to VMDK with qemu-img first" % (
+                backup, kvm.kind, self.req.disk_format, folder, ", ".join(d.source for d in kvm.machine.disks)))
+            return
+        dest = "%s/%s%d-%d" % (self.req.target, EXTRACTING, os.getpid(), int(time.time()))
+        self.shell.makedirs(dest)
+        self.extract_dir = dest  # from here on, `run` removes it
+        restore_stage.stage(self.shell, kvm, dest, self.log)
+        plan = self.planner.plan(self.shell, dest, free)
+        self.result.name, self.result.folder = plan.name, plan.folder
+        self._check_room(plan)
         self._copy(plan)
         self.result.vmid = self._register(plan)
 
@@ -268,6 +299,9 @@ class _Restore:
                 d.source, d.key, plan.folder, d.target, self.req.disk_format, human_size(d.needed)))
         for src, dst in plan.files:
             out("FILE: %s -> %s/%s" % (src, plan.folder, dst))
+        if plan.tree is not None:
+            out("SNAPSHOT TREE: %s (%d delta(s) relinked) -> %s/%s" % (
+                ", ".join(plan.tree.snapshots), len(plan.tree.deltas), plan.folder, plan.tree.vmsd_name))
         out("VMX: %s/%s" % (plan.folder, plan.vmx_name))
         for key, old, new in plan.rewrites:
             if new is None:
@@ -300,6 +334,10 @@ class _Restore:
                 raise RestoreError("disk %s of %s: %s; nothing was registered" % (d.key, plan.name, err)) from err
         for src, dst in plan.files:
             self.shell.copy_file(src, plan.temp + "/" + dst)
+        if plan.tree is not None:
+            self.log.info("Restoring the snapshot tree (%s): %d delta(s), relinked" % (
+                ", ".join(plan.tree.snapshots), len(plan.tree.deltas)))
+            restore_tree.copy(self.shell, plan.tree, plan.temp)
         for key, old, new in plan.rewrites:
             self.log.debug("%s: .vmx %s: %r -> %r" % (plan.name, key, old, new))
         self.shell.write_text(plan.temp + "/" + plan.vmx_name, plan.vmx_text)

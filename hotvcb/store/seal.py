@@ -7,19 +7,20 @@ job hands disks over one by one and says at the end whether it went well.
 import posixpath
 import re
 from datetime import datetime, timedelta
-from typing import Dict, List, Set, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 from .. import crashpoint, interrupt
 from ..errors import HotvcbError
+from ..hosts.base import Hypervisor
 from ..model import Disk, Vm, VmResult
 from ..runid import RunId
 from ..settings import Settings
 from ..shell import Shell
 from ..vmdk import base_name
-from . import health, layout, manifest, rotation
+from . import chain, health, layout, manifest, rotation
 
 CLAIM_TRIES = 30
-DISK_SUFFIXES = (".vmdk", ".qcow2", ".raw")  # disk data a failed backup must not keep
+DISK_SUFFIXES = (".vmdk", ".qcow2", ".raw", ".vmsn", ".vmem")  # disk (and snapshot memory) data a failed backup must not keep
 # Who is writing a -partial folder: the run record (runid.py). It stays until
 # the folder has its final name, and the run's heartbeat keeps it fresh, so a
 # host sharing the volume can tell a live backup from a dead one.
@@ -101,6 +102,10 @@ class Sealer:
             self.shell.makedirs(self.partial + "/" + rel.rsplit("/", 1)[0])
         return self.partial + "/" + rel
 
+    def copy_disk(self, host: Hypervisor, disk: Disk, dst: str, fmt: str, progress) -> List[str]:
+        """The host's own tool writes the disk into the folder (jobs/repo_backup.py reads it instead)."""
+        return host.copy_disk(disk, dst, fmt, progress)
+
     def relative(self, path: str) -> str:
         return path[len(self.partial) + 1 :]
 
@@ -112,12 +117,13 @@ class Sealer:
                 self.shell.remove_tree(folder + "/" + f)
 
     # -- endings -------------------------------------------------------------
-    def seal(self, result: VmResult, snapshot: Dict[str, object]) -> str:
+    def seal(self, result: VmResult, snapshot: Dict[str, object], tree: Optional[Dict[str, object]] = None) -> str:
+        """`tree`: the record of the user's snapshot tree kept beside the disks (jobs/snaptree.py)."""
         files = self._hash_files()
         crashpoint.reached("hashed")
-        self._write_record(result, files, snapshot)
+        self._write_record(result, files, snapshot, tree)
         self._chmod(self.partial)
-        final = self._publish(compress=self.s.enable_compression and result.status == "ok")
+        final = self._publish(compress=self.s.enable_compression and result.status == "ok" and self._standalone(result))
         result.backup_dir = final
         rotation.rotate(self.shell, self.s.vm_backup_volume, self.vm.name, self.s.vm_backup_rotation_count, self.log,
                         just_made=final, source=(self.source_host, self.vm.uuid),
@@ -125,6 +131,14 @@ class Sealer:
         if self.s.rsync_link:
             self._rsync_link(final)
         return final
+
+    def _standalone(self, result: VmResult) -> bool:
+        """An incremental stays a folder: packed, its disks could not reach the base beside it."""
+        if not chain.bases(self.shell, self.partial, [f for d in result.disks for f in d.files]):
+            return True
+        self.log.info("%s: an incremental backup is kept as a folder (ENABLE_COMPRESSION packs full ones only)"
+                      % self.vm.name)
+        return False
 
     def fail(self, result: VmResult) -> str:
         """Keep a small, clearly failed record; drop the partial disk data."""
@@ -171,7 +185,7 @@ class Sealer:
         for folder in sorted(folders):
             self.shell.chmod(folder, mode | ((mode & 0o444) >> 2))
 
-    def _write_record(self, result: VmResult, files, snapshot) -> None:
+    def _write_record(self, result: VmResult, files, snapshot, tree: Optional[Dict[str, object]] = None) -> None:
         status = result.status
         record = {
             "vm": self.vm.name,
@@ -192,6 +206,8 @@ class Sealer:
             "files": files,
             "verified": None,
         }
+        if tree:
+            record["snapshot_tree"] = tree
         self.shell.write_text(self.partial + "/" + manifest.MANIFEST, manifest.dumps(record))
         crashpoint.reached("manifest-written")
         self.shell.write_text(self.partial + "/STATUS." + status, "%s\n" % (result.message or status))

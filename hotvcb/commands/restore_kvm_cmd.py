@@ -1,0 +1,81 @@
+"""`hotvcb restore --kvm DIR`: a backup of any hypervisor, restored as a KVM VM.
+
+    hotvcb restore BACKUP --kvm DIR [--format qcow2|raw] [--name NEW] [--libvirt [URI]]
+    hotvcb restore --latest VM -g CONF --kvm DIR ...
+
+The options live on `restore`'s parser (restore_cmd.register calls
+add_options); restore_cmd.run hands over when --kvm is given.
+Exit codes: 0 restored (or a clean dry run), 6 failed, 1 usage.
+"""
+
+from .. import config, interrupt
+from ..convert.machine import BUILT_BUSES, NIC_MODELS
+from ..errors import HotvcbError, UsageError
+from ..jobs import backup_check
+from ..jobs.restore_kvm import KVM_FORMATS, KvmRequest, KvmRestore, how_to_start
+from ..restorefile import trim_path
+from ..runlog import RunLog
+from ..shell import LocalShell
+
+
+def add_options(p) -> None:
+    kvm = p.add_argument_group("restore to KVM", "convert the backup (ESXi, libvirt or QEMU) to a KVM VM "
+                               "on this machine: images plus a libvirt domain XML and a QEMU start script")
+    kvm.add_argument("--kvm", metavar="DIR", help="restore into DIR/<name>/ as a KVM VM")
+    kvm.add_argument("--libvirt", dest="define_in", nargs="?", const="", metavar="URI",
+                     help="also `virsh define` it (in URI, default virsh's own)")
+    kvm.add_argument("--keep-macs", action="store_true", help="keep the MAC addresses under a new name")
+    kvm.add_argument("--disk-bus", choices=BUILT_BUSES, help="put every disk on this bus (default: sata for "
+                     "VMware and bare-QEMU disks, which every guest boots from; a libvirt VM keeps its own)")
+    kvm.add_argument("--nic-model", choices=NIC_MODELS, help="every NIC's model (default: e1000 for VMware NICs)")
+
+
+def check_options(args) -> None:
+    """--kvm-only options without --kvm are a mistake the ESXi restore would silently ignore."""
+    if args.kvm is None and (args.define_in is not None or args.keep_macs or args.disk_bus or args.nic_model):
+        raise UsageError("--libvirt, --keep-macs, --disk-bus and --nic-model go with --kvm DIR")
+
+
+def run(args, level: str) -> int:
+    """level: restore's log level (info, dryrun, dryrun2, debug)."""
+    if args.host_target:
+        raise UsageError("--kvm restores on this machine; drop --host/--qemu")
+    if args.restore_file or args.datastore:
+        raise UsageError("--kvm DIR names where to restore; drop -c/--datastore")
+    if bool(args.backup) == bool(args.latest):
+        raise UsageError("say what to restore: BACKUP or --latest VM (exactly one)")
+    fmt = args.format or "qcow2"
+    if fmt not in KVM_FORMATS:
+        raise UsageError("--format %s: a KVM restore writes %s" % (fmt, " or ".join(KVM_FORMATS)))
+    settings, warnings = config.load_settings(args.global_conf)
+    dry_run = level in ("dryrun", "dryrun2")
+    log = RunLog("debug" if level in ("debug", "dryrun2") else "info", path=args.log_file)
+    for w in warnings:
+        log.warning(w)
+    shell = LocalShell()
+    backup = args.backup
+    if args.latest:
+        backup = backup_check.newest_good(shell, settings.vm_backup_volume, args.latest)
+        if backup is None:
+            log.close()
+            raise UsageError("no good backup of %r under %s" % (args.latest, settings.vm_backup_volume))
+    interrupt.install()
+    req = KvmRequest(trim_path(backup), trim_path(args.kvm), fmt, args.name or None, args.keep_macs,
+                     args.disk_bus, args.nic_model, args.define_in)
+    log.info("Restoring %s to KVM in %s (%s)" % (req.backup, req.target, fmt))
+    try:
+        result = KvmRestore(shell, log, verify=not args.no_verify, dry_run=dry_run).run(req)
+    except HotvcbError as err:
+        log.error(str(err))
+        log.info("###### Final status: ERROR: %s ######" % err)
+        log.close()
+        return 6  # as `restore` says "all failed"
+    if dry_run:
+        log.info("Dry run for %s: every check passed, nothing changed" % result.name)
+    else:
+        log.info("Restored %s to %s" % (result.name, result.folder))
+        for line in how_to_start(result, req.define_in is not None):
+            log.info(line)
+    log.info("###### Final status: %s ######" % ("OK, only a dryrun." if dry_run else "All VMs restored OK!"))
+    log.close()
+    return 0

@@ -1,0 +1,122 @@
+"""The neutral VM description every format converts to and from.
+
+Only what a restored VM needs to boot and be recognisable is kept: CPUs,
+memory, firmware, disks (image, format, bus) and NICs (model, MAC, network).
+`notes` collect what the reader had to change or drop, for the log: a
+restore that silently moved a Windows disk from pvscsi to SATA would leave
+the admin guessing why the guest behaves differently.
+"""
+
+import random
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import List
+
+from ..errors import HotvcbError
+
+# buses a restored disk can sit on; sata is the default because every guest
+# (Linux, Windows since Vista) boots from AHCI without extra drivers
+DISK_BUSES = ("sata", "ide", "scsi", "virtio")
+BUILT_BUSES = ("sata", "scsi", "virtio")  # what a definition we build uses (q35 has no IDE)
+# NIC models; e1000 is the default for the same reason (virtio and vmxnet3 need guest drivers)
+NIC_MODELS = ("e1000", "e1000e", "rtl8139", "virtio", "vmxnet3")
+FIRMWARES = ("bios", "efi")
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_TARGET_PREFIX = {"sata": "sd", "scsi": "sd", "ide": "hd", "virtio": "vd"}
+
+
+class ConvertError(HotvcbError):
+    """A VM definition we cannot carry over (a garbage value, an unknown bus)."""
+
+
+@dataclass
+class DiskSpec:
+    source: str  # the image file (in the backup, or restored)
+    fmt: str  # its qemu format: qcow2, raw, vmdk
+    bus: str  # one of DISK_BUSES
+    origin: str  # where it came from: a .vmx device key (scsi0:0) or a libvirt target (vda)
+    target: str = ""  # the libvirt target dev (sda, vdb, ...), assigned by number_targets
+
+
+@dataclass
+class NicSpec:
+    model: str
+    mac: str  # lower case, colon-separated
+    network: str  # the network it was on (a portgroup or libvirt network name)
+
+
+@dataclass
+class Machine:
+    name: str
+    uuid: str  # 8-4-4-4-12
+    vcpus: int = 1
+    memory_mib: int = 1024
+    firmware: str = "bios"
+    windows: bool = False  # RTC in local time, as Windows expects
+    disks: List[DiskSpec] = field(default_factory=list)
+    nics: List[NicSpec] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+
+
+def positive_int(value: str, what: str, where: str) -> int:
+    try:
+        n = int(value.strip())
+    except ValueError:
+        n = 0
+    if n <= 0:
+        raise ConvertError("%s: %s %r is not a positive whole number" % (where, what, value))
+    return n
+
+
+def normal_uuid(value: str, where: str) -> str:
+    """VMware's `56 4d 12 ...-...` and libvirt's 8-4-4-4-12 both, as 8-4-4-4-12."""
+    try:
+        return str(uuid.UUID(hex=re.sub(r"[\s-]", "", value)))
+    except ValueError:
+        raise ConvertError("%s: %r is not a UUID" % (where, value)) from None
+
+
+def normal_mac(value: str, where: str) -> str:
+    mac = value.strip().lower().replace("-", ":")
+    if not _MAC.match(mac):
+        raise ConvertError("%s: %r is not a MAC address" % (where, value))
+    return mac
+
+
+def new_uuid() -> str:
+    return str(uuid.uuid4())
+
+
+def new_mac() -> str:
+    """A locally administered address in QEMU's 52:54:00 range, as libvirt makes them."""
+    return "52:54:00:%02x:%02x:%02x" % tuple(random.randrange(256) for _ in range(3))
+
+
+def number_targets(machine: Machine) -> None:
+    """sda, sdb... per bus family, in the order the disks were found (the boot disk first)."""
+    used = {}  # type: dict
+    for d in machine.disks:
+        prefix = _TARGET_PREFIX[d.bus]
+        n = used.get(prefix, 0)
+        used[prefix] = n + 1
+        d.target = prefix + _letters(n)
+
+
+def _letters(n: int) -> str:
+    out = ""
+    n += 1
+    while n:
+        n, r = divmod(n - 1, 26)
+        out = chr(ord("a") + r) + out
+    return out
+
+
+def renamed(machine: Machine, name: str, keep_macs: bool) -> None:
+    """A copy that can run beside the original: new UUID, new MACs unless kept."""
+    if name == machine.name:
+        return
+    machine.name, machine.uuid = name, new_uuid()
+    if not keep_macs:
+        for nic in machine.nics:
+            nic.mac = new_mac()

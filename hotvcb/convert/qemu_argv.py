@@ -1,0 +1,73 @@
+"""A Machine as a QEMU command line: the start script of a bare-QEMU restore, and the smoke boot.
+
+The machine type is q35 (its AHCI controller is built in, ports ide.0-5;
+IDE disks sit there too, as q35 has no PIIX IDE). The first disk boots.
+The start script adds a QMP socket beside nothing in particular: the admin
+points it at the folder `hotvcb --qemu DIR` backs up.
+"""
+
+import shlex
+from typing import List, Optional
+
+from .firmware import ovmf
+from .machine import ConvertError, Machine
+
+QEMU = "qemu-system-x86_64"
+_NIC_DEVICE = {"e1000": "e1000", "e1000e": "e1000e", "rtl8139": "rtl8139", "virtio": "virtio-net-pci",
+               "vmxnet3": "vmxnet3"}
+AHCI_PORTS = 6
+
+
+def qemu_argv(m: Machine, *, qemu: str = QEMU, network: bool = True, efi_vars: Optional[str] = None,
+              accel: str = "kvm:tcg") -> List[str]:
+    """Disks as m names them (the smoke boot swaps in its overlays first); no display, no serial
+    (callers add theirs); NICs on user networking unless `network` is False."""
+    argv = [qemu, "-name", m.name, "-uuid", m.uuid, "-machine", "q35,accel=" + accel,
+            "-m", str(m.memory_mib), "-smp", str(m.vcpus), "-nodefaults"]
+    if m.windows:
+        argv += ["-rtc", "base=localtime"]
+    if m.firmware == "efi":
+        found = ovmf()
+        if found is None or efi_vars is None:
+            raise ConvertError("%s boots with UEFI, and no OVMF firmware is installed here (apt-get install ovmf)"
+                               % m.name)
+        argv += ["-drive", "if=pflash,format=raw,readonly=on,file=" + _opt(found[0]),
+                 "-drive", "if=pflash,format=raw,file=" + _opt(efi_vars)]
+    ahci = 0
+    scsi = False
+    for i, d in enumerate(m.disks):
+        node = "disk%d" % i
+        argv += ["-drive", "if=none,id=%s,format=%s,file=%s" % (node, d.fmt, _opt(d.source))]
+        boot = ",bootindex=%d" % i
+        if d.bus in ("sata", "ide"):
+            if ahci == AHCI_PORTS:
+                raise ConvertError("%s has more than %d SATA/IDE disks; put some on virtio (--disk-bus)"
+                                   % (m.name, AHCI_PORTS))
+            argv += ["-device", "ide-hd,drive=%s,bus=ide.%d%s" % (node, ahci, boot)]
+            ahci += 1
+        elif d.bus == "virtio":
+            argv += ["-device", "virtio-blk-pci,drive=%s%s" % (node, boot)]
+        else:
+            if not scsi:
+                argv += ["-device", "virtio-scsi-pci,id=scsi0"]
+                scsi = True
+            argv += ["-device", "scsi-hd,drive=%s,bus=scsi0.0%s" % (node, boot)]
+    for i, n in enumerate(m.nics if network else []):
+        argv += ["-netdev", "user,id=net%d" % i,
+                 "-device", "%s,netdev=net%d,mac=%s" % (_NIC_DEVICE.get(n.model, "e1000"), i, n.mac)]
+    return argv
+
+
+def _opt(value: str) -> str:
+    """A file name inside a QEMU option: a comma is written twice."""
+    return value.replace(",", ",,")
+
+
+def start_script(m: Machine, argv: List[str]) -> str:
+    """A shell script that starts the restored VM the way hotvcb can back it up (QMP socket)."""
+    qmp = "${HOTVCB_QMP_DIR:-/run/qmp}/%s.qmp" % m.name
+    line = " ".join(shlex.quote(a) for a in argv)
+    return ("#!/bin/sh\n# %s, restored by hotvcb. Back it up with: hotvcb --qemu \"${HOTVCB_QMP_DIR:-/run/qmp}\" "
+            "backup -m %s\nmkdir -p \"${HOTVCB_QMP_DIR:-/run/qmp}\"\nexec %s -vga std -serial mon:stdio \\\n"
+            "  -qmp \"unix:%s,server=on,wait=off\" \"$@\"\n"
+            % (m.name.replace("\n", " "), shlex.quote(m.name), line, qmp.replace('"', '\\"')))

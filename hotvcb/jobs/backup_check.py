@@ -1,0 +1,61 @@
+"""The checks a backup passes before it is converted or booted (restore --kvm, verify --boot).
+
+The same answers the ESXi restore gives (store/health.py decides what is
+good; jobs/verify.py re-reads the checksums), for the jobs that read a
+backup on this machine rather than through a hypervisor driver.
+"""
+
+from typing import Optional
+
+from .. import targz
+from ..errors import HostError, HotvcbError
+from ..shell import Shell
+from ..store import health, layout
+from .verify import verify_folder, verify_gz
+
+
+def is_backup(shell: Shell, folder: str) -> bool:
+    """A backup has a STATUS file; a folder `restore --kvm` wrote has none."""
+    return any(shell.exists(folder + "/" + s) for s in layout.STATUS_FILES)
+
+
+def require_good(shell: Shell, folder: str) -> None:
+    named = layout.from_path(shell, folder)
+    if named is not None:
+        verdict = health.judge(shell, named)
+        if not verdict.good:
+            raise HotvcbError("%s is not a good backup (%s)" % (folder, verdict.reason))
+    elif not shell.exists(folder + "/STATUS.ok"):
+        raise HotvcbError("%s is not a good backup (no STATUS.ok)" % folder)
+
+
+def is_archive(shell: Shell, path: str) -> bool:
+    """A compressed backup (ENABLE_COMPRESSION=1): one .gz file."""
+    return path.endswith(".gz") and shell.exists(path) and not shell.isdir(path)
+
+
+def unpack(shell: Shell, gz: str, dest: str, log) -> str:
+    """A .gz backup unpacked into dest (which the caller removes); the backup folder inside it."""
+    log("Unpacking %s into %s" % (gz, dest))
+    try:
+        return targz.extract(gz, dest)
+    except HostError as err:
+        raise HotvcbError("%s: %s" % (gz, err)) from None
+
+
+def require_checksums(shell: Shell, path: str, log) -> None:
+    """Every file against the manifest (a .gz: its members, streamed); a ghettoVCB backup (no
+    manifest) passes on STATUS.ok."""
+    res = verify_gz(shell, path, record=False) if is_archive(shell, path) else verify_folder(shell, path, record=False)
+    if res.status == "damaged":
+        raise HotvcbError("%s fails verification: %s" % (path, res.problems[0]))
+    if res.status == "unverifiable":
+        log("%s: %s; checksums not available" % (path, res.message))
+        return
+    log("Checksums hold: %s" % res.message)
+
+
+def newest_good(shell: Shell, volume: str, vm: str) -> Optional[str]:
+    """The newest good backup (folder or .gz) of a VM."""
+    good = [b.path for b in layout.list_backups(shell, volume, vm) if health.judge(shell, b).good]
+    return good[-1] if good else None

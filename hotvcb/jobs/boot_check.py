@@ -1,0 +1,143 @@
+"""Smoke boot: does the VM in a backup start? (`hotvcb verify --boot`)
+
+    checked -> overlays -> booting -> sign of life | no sign of life -> killed, overlays removed
+
+- checked: a backup must be good (store/health.py; its checksums are
+  `hotvcb verify`'s business); a folder `restore --kvm` wrote (no STATUS
+  file) is booted as it is; a .gz is unpacked into the temp folder first.
+- overlays: one qcow2 per disk in a temp folder, backed by the backup's own
+  file (qemu reads VMDKs directly), so the guest's writes land in the
+  overlay and the backup is only read.
+- booting: QEMU (hosts/qemu_boot.py) with the machine the backup describes,
+  no network, the serial console to a file, `-no-reboot` (a guest that
+  resets gives up at once instead of looping). A sign of life is console
+  text matching the pattern (default `login:`); `.` takes any output.
+- the end, whatever happens (pass, fail, timeout, Ctrl-C): QEMU is killed
+  and waited for, the temp folder is removed but for the console log, whose
+  path the result names. A SIGKILLed hotvcb takes its QEMU with it
+  (hosts/qemu_boot.py); its overlays are removed by the next smoke boot.
+"""
+
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+from .. import interrupt, pids
+from ..convert.firmware import ovmf
+from ..convert.qemu_argv import QEMU, qemu_argv
+from ..errors import HotvcbError
+from ..hosts import qemuimg
+from ..hosts.qemu_boot import BootProcess
+from ..shell import Shell
+from . import backup_check
+from .machine_of import machine_of
+
+WORK_PREFIX = "hotvcb-boot-"  # + the pid of the run, so a later run knows a dead run's overlays
+DEFAULT_PATTERN = "login:"
+DEFAULT_TIMEOUT = 300.0
+POLL = 0.25
+
+
+@dataclass
+class BootResult:
+    path: str
+    ok: bool
+    message: str
+    console: str = ""  # the console log, kept
+    seconds: float = 0.0
+
+
+def smoke_boot(shell: Shell, path: str, log, *, pattern: str = DEFAULT_PATTERN, timeout: float = DEFAULT_TIMEOUT,
+               console: Optional[str] = None, accel: str = "kvm:tcg", qemu: str = QEMU, qemu_img: str = qemuimg.QEMU_IMG) -> BootResult:
+    """Boot a throw-away copy of the backup's VM; fail (not raise) when it shows no sign of life."""
+    try:
+        wanted = re.compile(pattern)
+    except re.error as err:
+        raise HotvcbError("--boot-pattern %r is not a regular expression: %s" % (pattern, err)) from None
+    folder = path.rstrip("/")
+    archive = backup_check.is_archive(shell, folder)
+    if not archive and not shell.isdir(folder):
+        raise HotvcbError("%s: no such backup folder or .gz" % folder)
+    if archive or backup_check.is_backup(shell, folder):
+        backup_check.require_good(shell, folder)
+    _remove_dead_runs_overlays()
+    work = tempfile.mkdtemp(prefix="%s%d-" % (WORK_PREFIX, os.getpid()))
+    console = console or os.path.join(work, "console.log")
+    started = time.monotonic()
+    try:
+        if archive:  # unpacked into the temp folder, removed with the overlays
+            os.makedirs(os.path.join(work, "unpacked"))
+            folder = backup_check.unpack(shell, folder, os.path.join(work, "unpacked"), log)
+        found = machine_of(shell, folder)
+        m = found.machine
+        for note in m.notes:
+            log("note: %s" % note)
+        for i, d in enumerate(m.disks):
+            overlay = os.path.join(work, "disk%d.qcow2" % i)
+            qemuimg.create_overlay(shell, os.path.abspath(d.source), d.fmt, overlay, qemu_img)
+            d.source, d.fmt = overlay, "qcow2"
+        efi_vars = None
+        if m.firmware == "efi" and ovmf() is not None:
+            efi_vars = os.path.join(work, "efivars.fd")
+            shutil.copyfile(ovmf()[1], efi_vars)  # type: ignore[index]
+        argv = qemu_argv(m, qemu=qemu, network=False, efi_vars=efi_vars, accel=accel)
+        log("Booting %s (%s backup, %d disk(s), %s) without network; console: %s"
+            % (m.name, found.kind, len(m.disks), m.firmware, console))
+        with BootProcess(argv, console, os.path.join(work, "qemu.log")) as vm:
+            ok, message = _watch(vm, wanted, pattern, timeout, started)
+    finally:
+        for entry in os.listdir(work):
+            if os.path.join(work, entry) != console:
+                _remove(os.path.join(work, entry))
+        if not os.listdir(work):
+            _remove(work)
+    return BootResult(path, ok, message, console, time.monotonic() - started)
+
+
+def _watch(vm: BootProcess, wanted, pattern: str, timeout: float, started: float):
+    deadline = started + timeout
+    while True:
+        if interrupt.pending():
+            interrupt.raise_pending()  # BootProcess.__exit__ kills QEMU on the way out
+        text = vm.console_text()
+        hit = wanted.search(text)
+        if hit:
+            return True, "console showed %r after %d s" % (hit.group(0)[:60], time.monotonic() - started)
+        code = vm.exit_code()
+        if code is not None:
+            return False, "QEMU ended (exit %d) before the console showed %r%s" % (
+                code, pattern, (": " + vm.last_words()) if vm.last_words() else "")
+        if time.monotonic() > deadline:
+            return False, "no sign of life: the console did not show %r within %d s (%d bytes of output)" % (
+                pattern, timeout, len(text.encode("utf-8")))
+        time.sleep(POLL)
+
+
+def _remove_dead_runs_overlays() -> None:
+    """A SIGKILLed run cannot clean up (its QEMU dies with it): the next run removes its overlays,
+    keeping the console log."""
+    root = tempfile.gettempdir()
+    for entry in os.listdir(root):
+        pid = entry[len(WORK_PREFIX):].split("-", 1)[0]
+        if entry.startswith(WORK_PREFIX) and pid.isdigit() and not pids.alive(int(pid)):
+            folder = os.path.join(root, entry)
+            for name in os.listdir(folder):
+                if name != "console.log":
+                    _remove(os.path.join(folder, name))
+            if not os.listdir(folder):
+                _remove(folder)
+
+
+def _remove(path: str) -> None:
+    """Best effort: the folder is ours, in /tmp, and a leftover overlay holds only the guest's writes."""
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass

@@ -1,0 +1,144 @@
+"""Which VM a backup (or a restored KVM folder) holds: its Machine, with disk paths resolved.
+
+A backup says what it is by the definition it holds:
+
+    <VM>.vmx            ESXi (hotvcb or ghettoVCB)      disks as the .vmx names them (.vmdk)
+    domain.xml          libvirt (virsh dumpxml --inactive)   disks `<target dev>.qcow2|.raw|.vmdk`
+    <VM>.json           bare QEMU (hosts/qemu.py)       disks as hotvcb.json lists them
+    <VM>.xml            a folder `hotvcb restore --kvm` wrote (disks by absolute path)
+
+A disk format is taken from the file's extension and always passed on to
+qemu: an image's format is never probed (a guest can write a qcow2 header
+into a raw disk).
+"""
+
+import json
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+from ..convert.domain_xml import machine_from_xml
+from ..convert.machine import ConvertError, DiskSpec, Machine, new_uuid, number_targets
+from ..convert.vmx_to_domain import machine_from_vmx
+from ..errors import HostError
+from ..shell import FileReader
+from ..store import manifest
+from ..vmdk import base_name
+
+DOMAIN_XML = "domain.xml"
+_FORMATS = {".qcow2": "qcow2", ".raw": "raw", ".img": "raw", ".vmdk": "vmdk"}
+
+
+@dataclass
+class Found:
+    machine: Machine
+    kind: str  # esxi | libvirt | qemu
+    definition: str  # the file it was read from
+    base_xml: Optional[str] = None  # a domain XML to keep and rewrite (libvirt)
+
+
+def image_format(path: str) -> Optional[str]:
+    dot = path.rfind(".")
+    return _FORMATS.get(path[dot:].lower()) if dot >= 0 else None
+
+
+def machine_of(fs: FileReader, folder: str, disk_bus: Optional[str] = None,
+               nic_model: Optional[str] = None) -> Found:
+    """The VM the folder holds; ConvertError if it holds none we can read."""
+    entries = [e for e in fs.listdir(folder) if not e.startswith(".")]
+    vmxs = [e for e in entries if e.lower().endswith(".vmx")]
+    if DOMAIN_XML in entries:
+        return _from_xml(fs, folder, DOMAIN_XML, "libvirt")
+    if len(vmxs) == 1:
+        return _from_vmx(fs, folder, vmxs[0], disk_bus, nic_model)
+    if len(vmxs) > 1:
+        raise ConvertError("%s holds %d .vmx files, expected 1" % (folder, len(vmxs)))
+    for e in entries:
+        if e.endswith(".json") and e != manifest.MANIFEST:
+            described = _qemu_description(fs, folder + "/" + e)
+            if described is not None:
+                return _from_qemu(fs, folder, e, described, disk_bus)
+    xmls = [e for e in entries if e.endswith(".xml")]
+    if len(xmls) == 1:
+        return _from_xml(fs, folder, xmls[0], "libvirt")
+    raise ConvertError("%s holds no VM definition (a .vmx, domain.xml or a QEMU description)" % folder)
+
+
+def _read(fs: FileReader, path: str) -> str:
+    try:
+        return fs.read_text(path)
+    except (HostError, UnicodeDecodeError) as err:
+        raise ConvertError("%s cannot be read: %s" % (path, err)) from None
+
+
+def _from_vmx(fs: FileReader, folder: str, name: str, disk_bus: Optional[str], nic_model: Optional[str]) -> Found:
+    def resolve(_dev: str, filename: str) -> Optional[Tuple[str, str]]:
+        base = filename.rsplit("/", 1)[-1]
+        candidates = [folder + "/" + n for n in (base, base_name(base))]
+        candidates += [folder + "/" + sub + "/" + n for sub in fs.listdir(folder) if fs.isdir(folder + "/" + sub)
+                       for n in (base, base_name(base))]  # a disk from another datastore
+        for path in candidates:
+            if fs.exists(path) and not fs.isdir(path):
+                return path, "vmdk"
+        return None
+
+    path = folder + "/" + name
+    return Found(machine_from_vmx(_read(fs, path), path, resolve, disk_bus, nic_model), "esxi", path)
+
+
+def _from_xml(fs: FileReader, folder: str, name: str, kind: str) -> Found:
+    def resolve(dev: str, source: str) -> Optional[Tuple[str, str]]:
+        candidates = [folder + "/" + dev + ext for ext in (".qcow2", ".raw", ".vmdk")]
+        if source.startswith("/"):
+            candidates += [source, folder + "/" + source.rsplit("/", 1)[-1]]
+        for path in candidates:
+            fmt = image_format(path)
+            if fmt and fs.exists(path) and not fs.isdir(path):
+                return path, fmt
+        return None
+
+    path = folder + "/" + name
+    text = _read(fs, path)
+    return Found(machine_from_xml(text, path, resolve), kind, path, base_xml=text)
+
+
+def _qemu_description(fs: FileReader, path: str) -> Optional[dict]:
+    try:
+        data = json.loads(_read(fs, path))
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and data.get("hypervisor") == "qemu" else None
+
+
+def _from_qemu(fs: FileReader, folder: str, name: str, described: dict, disk_bus: Optional[str]) -> Found:
+    """Bare QEMU records no NICs or buses (older backups no CPUs and memory either): defaults, with a note."""
+    path = folder + "/" + name
+    try:
+        record = manifest.load(fs, folder)  # type: ignore[arg-type]  # reads only
+    except ValueError as err:
+        raise ConvertError("%s: %s" % (folder, err)) from None
+    if record is None:
+        raise ConvertError("%s has no %s: which file holds which disk is unknown" % (folder, manifest.MANIFEST))
+    vm_name = str(described.get("name") or "")
+    if not vm_name:
+        raise ConvertError("%s: no VM name" % path)
+    m = Machine(name=vm_name, uuid=new_uuid())
+    for key, attr in (("vcpus", "vcpus"), ("memory_mib", "memory_mib")):
+        if key in described:  # older backups lack them: the defaults stay
+            value = described[key]
+            if not isinstance(value, int) or value <= 0:
+                raise ConvertError("%s: %s %r is not a positive whole number" % (path, key, value))
+            setattr(m, attr, value)
+    disks = []  # type: List[DiskSpec]
+    for d in record.get("disks") or []:
+        files = [f for f in d.get("files") or [] if image_format(f)]
+        if d.get("ok") and files:
+            disks.append(DiskSpec(source=folder + "/" + files[0], fmt=image_format(files[0]) or "raw",
+                                  bus=disk_bus or "sata", origin=str(d.get("key", ""))))
+    if not disks:
+        raise ConvertError("%s: no disk of the QEMU VM is in the backup" % folder)
+    m.disks = disks
+    m.notes.append("a bare-QEMU backup records no NICs or disk buses: %d vCPU, %d MiB, no NIC, disks on %s"
+                   % (m.vcpus, m.memory_mib, disk_bus or "sata (--disk-bus virtio if the guest has the drivers)"))
+    number_targets(m)
+    return Found(m, "qemu", path)
+

@@ -1,0 +1,227 @@
+"""Restore to KVM: a backup of any hypervisor -> qcow2/raw images + a domain definition.
+
+    checked -> converting -> renamed -> [defined in libvirt]
+
+- checked: nothing is written before the backup is found good, its
+  checksums hold (unless verify=False; a .gz is checked as it is, then
+  unpacked into the target folder and removed at the end), its VM definition reads (a .vmx,
+  domain.xml or a bare-QEMU description: machine_of.py), the target folder
+  and our in-progress folder do not exist, and there is room.
+- converting: every disk is converted with `qemu-img convert` into
+  `<target>/<name>.hotvcb-restoring/<target dev>.qcow2|.raw`; then the
+  definition is written: `<name>.xml` (`virsh define`-able; a libvirt
+  backup's own XML rewritten, else built from the Machine) and `<name>.sh`
+  (the same VM as a QEMU command line, with a QMP socket hotvcb can back up).
+  Any failure or Ctrl-C removes that folder.
+- renamed: the folder gets its final name only when every file is in place.
+- defined: with a libvirt URI, `virsh define`. If libvirt refuses, the
+  complete folder stays and the error says how to define it by hand.
+
+Under a new name the VM is a copy that can run beside the original: new
+UUID and, unless kept, new MAC addresses (convert/machine.renamed).
+"""
+
+import os
+import shlex
+import shutil
+import tempfile
+from dataclasses import dataclass
+from typing import List, Optional
+
+from .. import interrupt
+from ..convert import domain_xml
+from ..convert.firmware import ovmf
+from ..convert.machine import ConvertError, Machine, renamed
+from ..convert.qemu_argv import qemu_argv, start_script
+from ..errors import HotvcbError
+from ..hosts import qemuimg
+from ..shell import Shell
+from ..store import layout
+from ..units import human_size
+from . import backup_check
+from .machine_of import Found, machine_of
+
+RESTORING = ".hotvcb-restoring"
+UNPACKING = ".hotvcb-extract-"  # in the target folder, as the ESXi restore unpacks
+KVM_FORMATS = ("qcow2", "raw")
+VIRSH = "virsh"
+
+
+class KvmRestoreError(HotvcbError):
+    pass
+
+
+@dataclass
+class KvmRequest:
+    backup: str
+    target: str  # the folder the VM's folder is made in
+    fmt: str = "qcow2"  # one of KVM_FORMATS
+    name: Optional[str] = None  # None: the backup's own
+    keep_macs: bool = False
+    disk_bus: Optional[str] = None  # None: what the source had, or sata for ESXi's (machine.DISK_BUSES)
+    nic_model: Optional[str] = None
+    define_in: Optional[str] = None  # a libvirt URI to define the domain in; "" = virsh's default
+
+
+@dataclass
+class KvmResult:
+    name: str
+    folder: str
+    xml: str
+    script: str
+
+
+class KvmRestore:
+    def __init__(self, shell: Shell, log, *, verify: bool = True, dry_run: bool = False,
+                 qemu_img: str = qemuimg.QEMU_IMG):
+        self.shell, self.log, self.verify, self.dry_run, self.qemu_img = shell, log, verify, dry_run, qemu_img
+        self.temp = None  # type: Optional[str]  # set once created: removed on any failure
+        self.unpacked = None  # type: Optional[str]  # a .gz backup unpacked: removed at the end
+
+    def run(self, req: KvmRequest) -> KvmResult:
+        try:
+            return self._run(req)
+        finally:
+            for path, what in ((self.temp, "unfinished restore folder"), (self.unpacked, "unpacked copy")):
+                if path is not None:
+                    self.log.info("Removing the %s %s" % (what, path))
+                    shutil.rmtree(path, ignore_errors=True)
+
+    def _run(self, req: KvmRequest) -> KvmResult:
+        backup = req.backup.rstrip("/")
+        archive = backup_check.is_archive(self.shell, backup)
+        if not archive and not self.shell.isdir(backup):
+            raise KvmRestoreError("backup %s does not exist" % backup)
+        if not self.shell.isdir(req.target):
+            raise KvmRestoreError("target folder %s does not exist" % req.target)
+        backup_check.require_good(self.shell, backup)
+        if archive:  # checked as it is, then unpacked beside the target (never next to the backups)
+            self._verify(backup)
+            if self.dry_run:
+                self.log.dryrun("RESTORE TO KVM: %s would be unpacked in %s and restored" % (backup, req.target))
+                return KvmResult("", "", "", "")
+            self.unpacked = tempfile.mkdtemp(prefix=UNPACKING, dir=req.target)
+            backup = backup_check.unpack(self.shell, backup, self.unpacked, self.log.info)
+        found = machine_of(self.shell, backup, req.disk_bus, req.nic_model)
+        m = found.machine
+        renamed(m, req.name or m.name, req.keep_macs)
+        folder = req.target.rstrip("/") + "/" + layout.folder_name(m.name)
+        for path, why in ((folder, "already exists; not overwriting it"),
+                          (folder + RESTORING, "exists: another restore is running or one was killed; remove it if not")):
+            if self.shell.exists(path):
+                raise KvmRestoreError("%s %s" % (path, why))
+        if not archive:
+            self._verify(backup)
+        for note in m.notes:
+            self.log.warning("%s: %s" % (m.name, note))
+        self._check_room(m, req, folder)
+        if self.dry_run:
+            self._print_plan(found, req, folder)
+            return KvmResult(m.name, folder, "", "")
+        return self._write(found, req, folder)
+
+    def _verify(self, backup: str) -> None:
+        if self.verify:
+            self.log.info("Verifying checksums of %s" % backup)
+            backup_check.require_checksums(self.shell, backup, self.log.info)
+        else:
+            self.log.info("Not verifying checksums (--no-verify)")
+
+    def _check_room(self, m: Machine, req: KvmRequest, folder: str) -> None:
+        needed = 0
+        for d in m.disks:
+            virtual, allocated = qemuimg.sizes(qemuimg.info(self.shell, d.source, self.qemu_img))
+            needed += min(virtual, allocated) if req.fmt == "qcow2" else virtual  # raw: an upper bound
+        st = os.statvfs(req.target)
+        free = st.f_bavail * st.f_frsize
+        if needed > free:
+            raise KvmRestoreError("restoring %s as %s needs up to %s in %s but only %s is free"
+                                  % (m.name, req.fmt, human_size(needed), req.target, human_size(free)))
+        self.log.debug("%s: up to %s needed, %s free" % (folder, human_size(needed), human_size(free)))
+
+    def _print_plan(self, found: Found, req: KvmRequest, folder: str) -> None:
+        m, out = found.machine, self.log.dryrun
+        out("RESTORE TO KVM: %s (%s backup, definition %s)" % (req.backup, found.kind, found.definition))
+        out("VM NAME: %s, UUID %s, %d vCPU, %d MiB, %s" % (m.name, m.uuid, m.vcpus, m.memory_mib, m.firmware))
+        out("TARGET FOLDER: %s (written as %s%s, renamed when complete)" % (folder, folder, RESTORING))
+        for d in m.disks:
+            out("DISK: %s (%s, %s) -> %s/%s.%s on %s" % (d.source, d.origin, d.fmt, folder, d.target, req.fmt, d.bus))
+        for n in m.nics:
+            out("NIC: %s %s" % (n.model, n.mac))
+        if req.define_in is not None:
+            out("DEFINE: virsh%s define %s/%s.xml" % (" -c " + req.define_in if req.define_in else "", folder,
+                                                    layout.folder_name(m.name)))
+
+    def _write(self, found: Found, req: KvmRequest, folder: str) -> KvmResult:
+        m = found.machine
+        temp = folder + RESTORING
+        os.makedirs(temp)
+        self.temp = temp
+        spec = qemuimg.output_format(req.fmt)
+        for d in m.disks:
+            if interrupt.pending():
+                interrupt.raise_pending()
+            name = d.target + spec.extension
+            self.log.info("Converting %s (%s, %s) to %s/%s" % (d.source, d.origin, d.fmt, folder, name))
+            progress = self.log.progress("%s %s" % (m.name, name), os.path.getsize(d.source))
+            self._convert(d.source, d.fmt, temp + "/" + name, spec, progress)
+            d.source, d.fmt = folder + "/" + name, req.fmt
+        fname = layout.folder_name(m.name)
+        xml = domain_xml.render(m, found.base_xml, found.definition)
+        self.shell.write_text(temp + "/" + fname + ".xml", xml)
+        script = self._script(m, temp, folder)
+        if self.shell.exists(folder):
+            raise KvmRestoreError("target folder %s appeared during the restore; not overwriting it" % folder)
+        self.shell.rename(temp, folder)
+        self.temp = None
+        result = KvmResult(m.name, folder, folder + "/" + fname + ".xml", script)
+        if req.define_in is not None:
+            self._define(req.define_in, result.xml)
+        return result
+
+    def _convert(self, src: str, src_fmt: str, dst: str, spec: qemuimg.OutputFormat, progress) -> None:
+        def watch(fragment: str) -> None:
+            pct = qemuimg.percent(fragment)
+            if pct is not None:
+                progress(pct)
+
+        argv = qemuimg.convert_argv(src, src_fmt, dst, spec, self.qemu_img)
+        out = self.shell.run(argv, timeout=None, idle_timeout=1800, on_output=watch)
+        if out.returncode != 0:
+            raise KvmRestoreError("converting %s failed: %s; nothing was defined" % (src, qemuimg.error_line(out.output)))
+
+    def _script(self, m: Machine, temp: str, folder: str) -> str:
+        """`<name>.sh`, the VM as a QEMU command line; "" for an EFI VM on a machine without OVMF."""
+        efi_vars = None
+        found = ovmf()
+        if m.firmware == "efi" and found is not None:
+            shutil.copyfile(found[1], temp + "/efivars.fd")
+            efi_vars = folder + "/efivars.fd"
+        try:
+            argv = qemu_argv(m, efi_vars=efi_vars)
+        except ConvertError as err:
+            self.log.warning("no QEMU start script: %s" % err)
+            return ""
+        name = layout.folder_name(m.name) + ".sh"
+        self.shell.write_text(temp + "/" + name, start_script(m, argv))
+        self.shell.chmod(temp + "/" + name, 0o755)
+        return folder + "/" + name
+
+    def _define(self, uri: str, xml: str) -> None:
+        argv = [VIRSH] + (["-c", uri] if uri else []) + ["define", xml]
+        out = self.shell.run(argv, timeout=120)
+        if out.returncode != 0:
+            last = [l for l in out.output.strip().splitlines() if l.strip()]
+            raise KvmRestoreError("the VM is restored, but libvirt refused it (%s); define it by hand: %s"
+                                  % (last[-1] if last else "exit %d" % out.returncode, " ".join(argv)))
+        self.log.info("Defined in libvirt: %s" % " ".join(argv))
+
+
+def how_to_start(result: KvmResult, defined: bool) -> List[str]:
+    name = shlex.quote(result.name)
+    if defined:
+        return ["start it: virsh start %s" % name]
+    lines = ["define it in libvirt: virsh define %s && virsh start %s" % (shlex.quote(result.xml), name)]
+    if result.script:
+        lines.append("or start it with plain QEMU: %s" % shlex.quote(result.script))
+    return lines

@@ -1,0 +1,73 @@
+"""A KVM backup (libvirt or bare QEMU) made ready for the ESXi restore.
+
+vmkfstools reads VMDKs only, so each qcow2/raw disk is first converted with
+`qemu-img convert` into a hosted monolithicFlat VMDK in a staging folder on
+the target datastore, beside a .vmx generated from the VM's definition
+(convert/domain_to_vmx.py). The folder is then shaped like an ESXi backup,
+and the ordinary restore (restore_plan.py, restore.py) clones it into the
+format asked for and registers it; the staging folder is removed at the
+end, as an unpacked .gz is. qemu-img runs through the host's shell, so it
+must be on the host the restore writes to: esxisim's namespace has the
+test machine's; a real ESXi host has none, and the error says so.
+"""
+
+from typing import List, Optional
+
+from .. import interrupt
+from ..convert.domain_to_vmx import vmx_from_machine
+from ..errors import HostError
+from ..hosts import qemuimg
+from ..shell import FileReader, Shell
+from ..store import layout
+from .machine_of import Found, machine_of
+
+NO_QEMU_IMG = ("restoring a KVM backup to ESXi converts its disks with qemu-img where the restore writes, and "
+               "this host has none (%s)")
+# a hosted VMDK vmkfstools -i imports; lsilogic, as ESXi writes for disks it creates
+STAGED = qemuimg.OutputFormat("vmdk", "subformat=monolithicFlat,adapter_type=lsilogic", ".vmdk", False)
+
+
+def kvm_machine(fs: FileReader, backup: str) -> Optional[Found]:
+    """The VM of a libvirt or bare-QEMU backup; None for anything else (an ESXi backup has a .vmx)."""
+    entries = fs.listdir(backup)
+    if any(e.lower().endswith(".vmx") for e in entries):
+        return None
+    if not any(e.endswith(".xml") or (e.endswith(".json") and e != "hotvcb.json") for e in entries):
+        return None
+    found = machine_of(fs, backup)
+    return found if found.kind in ("libvirt", "qemu") else None
+
+
+def bytes_needed(shell: Shell, found: Found, disk_format: str) -> int:
+    """Room for the staged VMDKs (holes kept) and the restored disks in disk_format, together."""
+    total = 0
+    for d in found.machine.disks:
+        virtual, allocated = qemuimg.sizes(qemuimg.info(shell, d.source))
+        staged = min(virtual, allocated)
+        total += staged + (staged if disk_format in ("thin", "2gbsparse") else virtual)
+    return total
+
+
+def stage(shell: Shell, found: Found, dest: str, log, qemu_img: str = qemuimg.QEMU_IMG) -> None:
+    """Fill dest with `<target dev>.vmdk` per disk and `<VM>.vmx`; raise HostError on failure."""
+    m = found.machine
+    names = []  # type: List[str]
+    for d in m.disks:
+        if interrupt.pending():
+            interrupt.raise_pending()
+        name = d.target + ".vmdk"
+        log.info("Converting %s (%s) to a VMDK ESXi can import: %s/%s" % (d.source, d.fmt, dest, name))
+        argv = qemuimg.convert_argv(d.source, d.fmt, dest + "/" + name, STAGED, qemu_img)
+        try:
+            out = shell.run(argv, timeout=None, idle_timeout=1800)
+        except HostError as err:
+            raise HostError(NO_QEMU_IMG % err) from err
+        if out.returncode == 127:  # the shell's "not found" (over SSH)
+            raise HostError(NO_QEMU_IMG % qemuimg.error_line(out.output))
+        if out.returncode != 0:
+            raise HostError("converting %s for ESXi failed: %s" % (d.source, qemuimg.error_line(out.output)))
+        names.append(name)
+    vmx = vmx_from_machine(m, names)
+    for note in m.notes:
+        log.warning("%s: %s" % (m.name, note))
+    shell.write_text(dest + "/" + layout.folder_name(m.name) + ".vmx", vmx)

@@ -1,0 +1,283 @@
+"""The host's end of an on-host run (`hostrun.py`): started by SSH mode with the host's own
+python (`python -c <this file> NONCE SHA256 FOLDER`) on one SSH channel, it takes the hotvcb pyz (only
+when the host does not hold that build yet) and the run's files from stdin, runs hotvcb there,
+relays its output live and passes the client's Ctrl-C / SIGTERM on to it.
+
+This file parses on Python 2.7 and 3.5 (ESXi 5.x/6.x), so an old host's python answers "old"
+instead of a SyntaxError and the client goes file by file; everything after the version check
+needs 3.8.
+
+The protocol (lines end with a newline; a frame is a decimal length, a newline, the bytes):
+  host:   HOTVCB-ONHOST NONCE need|have|old VERSION
+  client: the pyz frame (after `need` only), then the request frame: JSON {"argv": [...],
+          "files": {relative path: base64}, "env": {...}}; in argv, RUN_DIR stands for the run's
+          private folder on the host, where the files are
+  host:   the run's stdout and stderr, as they come
+  client: `INT` or `TERM` lines: that signal goes to the run; EOF (the client is gone): TERM
+  host:   HOTVCB-ONHOST NONCE end, then the outbox (`--outbox`, may be empty) until EOF;
+          the exit code is the run's.
+
+The run writes its output to files in its folder, never to the channel: a lost connection must
+not break the run's cleanup (a write to a closed pipe would), and the run holds the host's run
+lock and removes its snapshot whatever happens to us.
+"""
+
+import sys
+
+MARK = "HOTVCB-ONHOST"
+RUN_DIR = "\x00run\x00"  # no argument can hold a NUL: the token cannot clash with a VM name
+KEEP_OLD_BUILDS = 7 * 86400  # seconds another hotvcb version's pyz is kept unused
+FRAME_MAX = 64 << 20
+
+
+def say(nonce, what):
+    sys.stdout.write("%s %s %s\n" % (MARK, nonce, what))
+    sys.stdout.flush()
+
+
+def main(argv):
+    nonce, sha, cache = argv[1], argv[2], argv[3]
+    version = "%d.%d" % tuple(sys.version_info[:2])
+    if sys.version_info < (3, 8):
+        say(nonce, "old " + version)
+        return 0
+    try:
+        return serve(nonce, sha, cache, version)
+    except (OSError, ValueError) as err:
+        sys.stderr.write("hotvcb: error: on the host: %s\n" % (err,))
+        return 1
+
+
+def serve(nonce, sha, cache, version):
+    import os
+    import shutil
+    import tempfile
+
+    private_dir(cache)
+    forget_dead_runs(cache)
+    pyz = os.path.join(cache, "hotvcb-%s.pyz" % sha)
+    held = holds(pyz, sha)
+    say(nonce, ("have " if held else "need ") + version)
+    stdin = __import__("io").open(0, "rb", buffering=0, closefd=False)  # unbuffered: the signal lines
+    # after the frames must reach select(), not a buffer
+    if not held:
+        receive_pyz(pyz, sha, frame(stdin))
+    os.utime(pyz, None)  # in use: kept by forget_old_builds
+    request = __import__("json").loads(frame(stdin).decode("utf-8"))
+    run = tempfile.mkdtemp(prefix="run-", dir=cache)
+    try:
+        for rel, b64 in sorted(request["files"].items()):
+            put_file(run, rel, b64)
+        argv = [a.replace(RUN_DIR, run) for a in request["argv"]]
+        code = relay(pyz, argv, request.get("env") or {}, run, stdin)
+        outbox = os.path.join(run, "outbox.json")
+        say(nonce, "end")
+        if os.path.exists(outbox):
+            with open(outbox, "rb") as f:
+                write_out(sys.stdout.buffer, f.read())
+        return code
+    finally:
+        shutil.rmtree(run, ignore_errors=True)
+        forget_old_builds(cache, pyz)
+
+
+def private_dir(path):
+    """Ours alone: a pyz in a folder others can write to could be swapped under us (we run as root)."""
+    import os
+    import stat
+
+    try:
+        os.mkdir(path, 0o700)
+    except OSError:
+        pass
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        raise ValueError("%s is not a private folder of this user (a link, another owner, or open to "
+                         "others); remove it" % path)
+
+
+def holds(pyz, sha):
+    import hashlib
+    import os
+
+    try:
+        with open(pyz, "rb") as f:
+            if hashlib.sha256(f.read()).hexdigest() == sha:
+                return True
+    except OSError:
+        return False
+    os.unlink(pyz)  # damaged: replaced by the build the client sends
+    return False
+
+
+def frame(stream):
+    line = stream.readline(32)
+    if not line.endswith(b"\n") or not line.strip().isdigit() or int(line) > FRAME_MAX:
+        raise ValueError("the client sent no valid frame header: %r" % line[:32])
+    size, data = int(line), b""
+    while len(data) < size:
+        part = stream.read(size - len(data))
+        if not part:
+            raise ValueError("the client sent %d of %d bytes" % (len(data), size))
+        data += part
+    return data
+
+
+def receive_pyz(pyz, sha, data):
+    import hashlib
+    import os
+
+    if hashlib.sha256(data).hexdigest() != sha:
+        raise ValueError("the hotvcb build arrived damaged (SHA-256 differs)")
+    tmp = "%s.%d.tmp" % (pyz, os.getpid())
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, pyz)
+
+
+def put_file(run, rel, b64):
+    import base64
+    import os
+
+    parts = rel.split("/")
+    if rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError("refusing the file name %r" % rel)
+    path = os.path.join(run, *parts)
+    if not os.path.isdir(os.path.dirname(path)):
+        os.makedirs(os.path.dirname(path), 0o700)
+    with open(path, "wb") as f:
+        f.write(base64.b64decode(b64))
+
+
+def relay(pyz, argv, env, run, stdin):
+    """Run hotvcb, relay its output files to the channel and the client's signals to it."""
+    import os
+    import select
+    import signal
+    import subprocess
+    import time
+
+    environ = dict(os.environ)
+    environ.update(env)
+    out_path, err_path = os.path.join(run, "stdout"), os.path.join(run, "stderr")
+    with open(out_path, "wb") as out, open(err_path, "wb") as err, open(os.devnull, "rb") as null:
+        child = subprocess.Popen([sys.executable, pyz] + argv, stdin=null, stdout=out, stderr=err, cwd="/",
+                                 env=environ, start_new_session=True)
+    with open(os.path.join(run, "pid"), "w") as f:
+        f.write("%d %d\n" % (os.getpid(), child.pid))  # the folder is in use while either lives
+    received = []
+
+    def forward(signum, _frame):
+        received.append(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, forward)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    pipes = [[open(out_path, "rb"), sys.stdout.buffer], [open(err_path, "rb"), sys.stderr.buffer]]
+    control, pending = stdin.fileno(), b""
+    while True:
+        finished = child.poll() is not None
+        for pipe in pipes:
+            data = pipe[0].read()
+            if data and pipe[1] is not None and not write_out(pipe[1], data):
+                pipe[1] = None  # the channel is gone: the run goes on (its output stays in files)
+        if finished:
+            break
+        while received:
+            signal_child(child, received.pop(0))
+        if control is None:
+            time.sleep(0.1)
+            continue
+        ready = select.select([control], [], [], 0.1)[0]
+        if not ready:
+            continue
+        data = os.read(control, 4096)
+        if not data:  # the client went away: stop the run as its own Ctrl-C would
+            control = None
+            signal_child(child, signal.SIGTERM)
+            continue
+        pending += data
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            name = line.strip().decode("ascii", "replace")
+            if name in ("INT", "TERM", "HUP"):
+                signal_child(child, getattr(signal, "SIG" + name))
+    for pipe in pipes:
+        pipe[0].close()
+    code = child.returncode
+    return code if code >= 0 else 128 - code
+
+
+def signal_child(child, signum):
+    try:
+        child.send_signal(signum)
+    except OSError:
+        pass  # already gone
+
+
+def write_out(stream, data):
+    try:
+        stream.write(data)
+        stream.flush()
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def forget_dead_runs(cache):
+    """Folders of runs whose relay and hotvcb are both gone (killed): they hold config copies."""
+    import os
+    import shutil
+    import time
+
+    for name in os.listdir(cache):
+        path = os.path.join(cache, name)
+        if not name.startswith("run-"):
+            continue
+        try:
+            with open(os.path.join(path, "pid")) as f:
+                pids = [int(p) for p in f.read().split()]
+            if not pids:
+                raise ValueError("no pid written yet")
+        except (OSError, ValueError):
+            try:
+                if time.time() - os.path.getmtime(path) > 3600:  # never started
+                    shutil.rmtree(path, ignore_errors=True)
+            except OSError:
+                pass
+            continue
+        if not any(alive(pid) for pid in pids):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def alive(pid):
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def forget_old_builds(cache, current):
+    """Builds of other hotvcb versions unused for a week (/tmp on ESXi is a small ramdisk)."""
+    import os
+    import time
+
+    for name in os.listdir(cache):
+        path = os.path.join(cache, name)
+        if name.startswith("hotvcb-") and path != current:
+            try:
+                if time.time() - os.path.getmtime(path) > KEEP_OLD_BUILDS:
+                    os.unlink(path)
+            except OSError:
+                pass
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,55 @@
+"""hotvcb in SSH mode against a simulated host behind a real sshd, with its ssh sessions counted.
+
+Round trips are the ssh client's sessions, counted by an `ssh` wrapper first on PATH (the master
+connection and its control requests are not sessions): behaviour, not time. sshd runs inside
+the host's namespace (`esxisim shell HOST -- sshd`), so every session sees the host's tools.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from simhost import REPO
+from sshd import running_sshd
+
+
+class Site:
+    def __init__(self, host, sshd, bindir, tmp):
+        self.host, self.sshd, self.bindir = host, sshd, bindir
+        self.sessions = tmp / "sessions"
+        self.folder = tmp / "onhost"  # the host's folder of our builds (HOTVCB_HOST_FOLDER)
+
+    def env(self):
+        return dict(os.environ, PYTHONPATH=REPO, PATH="%s:%s" % (self.bindir, os.environ["PATH"]),
+                    HOTVCB_HOST_FOLDER=str(self.folder))
+
+    def argv(self, *args):
+        return [sys.executable, "-m", "hotvcb"] + self.sshd.cli_args() + [str(a) for a in args]
+
+    def run(self, *args):
+        """(completed process with .out = stdout + stderr, the ssh sessions it opened)"""
+        if self.sessions.exists():
+            self.sessions.unlink()
+        r = subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=300, env=self.env(), cwd=REPO)
+        r.out = r.stdout + r.stderr
+        trips = self.sessions.read_text().splitlines() if self.sessions.exists() else []
+        return r, trips
+
+    def builds(self):
+        return sorted(p for p in os.listdir(str(self.folder)) if p.endswith(".pyz"))
+
+
+@pytest.fixture
+def site(host, tmp_path):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    sessions = tmp_path / "sessions"
+    (bindir / "ssh").write_text('#!/bin/sh\ncase " $* " in *" -O "*|*" -N "*) ;; *) printf %%s "$*" | tr "\\n" " " >> %s; echo >> %s ;; esac\n'
+                                'exec %s "$@"\n' % (sessions, sessions, shutil.which("ssh")))
+    (bindir / "ssh").chmod(0o755)
+    wrap = [sys.executable, "-m", "esxisim", "shell", host.root, "--"]
+    with running_sshd(tmp_path / "sshd", wrap=wrap, env=dict(os.environ, PYTHONPATH=REPO)) as sshd:
+        yield Site(host, sshd, bindir, tmp_path)

@@ -1,0 +1,121 @@
+"""The .vmx <-> Machine <-> domain XML / .vmx / QEMU mappings (hotvcb/convert), as docs/restore.md tables them."""
+
+import shutil
+import subprocess
+
+import pytest
+
+from hotvcb.convert import domain_xml
+from hotvcb.convert.domain_to_vmx import vmx_from_machine
+from hotvcb.convert.firmware import ovmf
+from hotvcb.convert.machine import ConvertError, DiskSpec, Machine, renamed
+from hotvcb.convert.qemu_argv import qemu_argv
+from hotvcb.convert.vmx_to_domain import machine_from_vmx
+
+VMX = """displayName = "Win Server"
+guestOS = "windows2019srv-64"
+memSize = "4096"
+numvcpus = "4"
+firmware = "efi"
+uuid.bios = "56 4d 7b 2a 5e 0e 4b 8f-a9 1c 2d 3e 4f 50 61 72"
+scsi0.virtualDev = "pvscsi"
+scsi0.present = "TRUE"
+scsi0:0.present = "TRUE"
+scsi0:0.fileName = "win.vmdk"
+ide0:0.present = "TRUE"
+ide0:0.fileName = "win_2.vmdk"
+nvme0:0.present = "TRUE"
+nvme0:0.fileName = "/vmfs/volumes/ds2/win/win_1.vmdk"
+ide1:0.present = "TRUE"
+ide1:0.deviceType = "cdrom-image"
+ide1:0.fileName = "/vmfs/volumes/iso/x.iso"
+ethernet0.present = "TRUE"
+ethernet0.virtualDev = "vmxnet3"
+ethernet0.networkName = "VM Network"
+ethernet0.addressType = "generated"
+ethernet0.generatedAddress = "00:0c:29:0f:1f:27"
+ethernet1.present = "TRUE"
+ethernet1.virtualDev = "e1000e"
+ethernet1.addressType = "static"
+ethernet1.address = "00:50:56:00:00:01"
+ethernet2.present = "FALSE"
+"""
+
+
+def from_vmx(text=VMX, **kw):
+    return machine_from_vmx(text, "x.vmx", lambda dev, f: ("/b/" + f.rsplit("/", 1)[-1], "vmdk"), **kw)
+
+
+def test_vmx_maps_to_bootable_devices_with_notes():
+    m = from_vmx()
+    assert (m.name, m.vcpus, m.memory_mib, m.firmware, m.windows) == ("Win Server", 4, 4096, "efi", True)
+    assert m.uuid == "564d7b2a-5e0e-4b8f-a91c-2d3e4f506172"
+    assert [(d.origin, d.bus, d.target, d.source) for d in m.disks] == [
+        ("scsi0:0", "sata", "sda", "/b/win.vmdk"), ("ide0:0", "sata", "sdb", "/b/win_2.vmdk"),
+        ("nvme0:0", "sata", "sdc", "/b/win_1.vmdk")]  # no CD-ROM
+    assert [(n.model, n.mac) for n in m.nics] == [("e1000", "00:0c:29:0f:1f:27"), ("e1000e", "00:50:56:00:00:01")]
+    notes = " | ".join(m.notes)
+    assert "pvscsi (paravirtual: virtio needs the guest's virtio drivers)" in notes
+    assert "ethernet0 was vmxnet3 (paravirtual" in notes and "'VM Network'" in notes
+
+
+def test_asked_for_buses_are_used_without_notes():
+    m = from_vmx(disk_bus="virtio", nic_model="virtio")
+    assert [(d.bus, d.target) for d in m.disks] == [("virtio", "vda"), ("virtio", "vdb"), ("virtio", "vdc")]
+    assert {n.model for n in m.nics} == {"virtio"}
+    assert not [n for n in m.notes if "paravirtual" in n]
+
+
+def test_a_copy_gets_a_new_identity_unless_macs_are_kept():
+    m = from_vmx()
+    renamed(m, "copy", keep_macs=False)
+    assert m.uuid != "564d7b2a-5e0e-4b8f-a91c-2d3e4f506172" and all(n.mac.startswith("52:54:00") for n in m.nics)
+    kept = from_vmx()
+    renamed(kept, "copy", keep_macs=True)
+    assert [n.mac for n in kept.nics] == ["00:0c:29:0f:1f:27", "00:50:56:00:00:01"]
+
+
+def test_domain_xml_round_trip_and_libvirt_accepts_it(tmp_path):
+    m = from_vmx()
+    xml = domain_xml.render(m)
+    if ovmf():
+        assert "<loader readonly=\"yes\" type=\"pflash\">%s</loader>" % ovmf()[0] in xml
+    else:
+        assert "firmware=\"efi\"" in xml
+    assert "<clock offset=\"localtime\"" in xml and "bus=\"ide\"" not in xml  # q35 has no IDE
+    back = domain_xml.machine_from_xml(xml, "d.xml", lambda dev, src: (src, "vmdk"))
+    assert (back.name, back.uuid, back.vcpus, back.memory_mib, back.firmware, back.windows) == (
+        m.name, m.uuid, 4, 4096, "efi", True)
+    assert [(d.target, d.bus, d.source) for d in back.disks] == [(d.target, d.bus, d.source) for d in m.disks]
+    assert [(n.model, n.mac) for n in back.nics] == [(n.model, n.mac) for n in m.nics]
+    virsh = shutil.which("virsh")
+    if virsh:
+        (tmp_path / "d.xml").write_text(xml)
+        r = subprocess.run([virsh, "-c", "test:///default", "define", str(tmp_path / "d.xml")],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_machine_to_vmx_and_back():
+    m = Machine("lv", "0f4c2a56-5d0b-4d6c-9a3e-6c1f0e9d1a11", vcpus=2, memory_mib=512, firmware="efi",
+                disks=[DiskSpec("/b/vda.qcow2", "qcow2", "virtio", "vda", "vda"),
+                       DiskSpec("/b/hda.raw", "raw", "ide", "hda", "hda")])
+    text = vmx_from_machine(m, ["vda.vmdk", "hda.vmdk"])
+    assert 'uuid.bios = "0f 4c 2a 56 5d 0b 4d 6c-9a 3e 6c 1f 0e 9d 1a 11"' in text
+    assert 'sata0:0.fileName = "vda.vmdk"' in text and 'ide0:0.fileName = "hda.vmdk"' in text
+    assert any("vda was on virtio; it goes to SATA" in n for n in m.notes)
+    back = machine_from_vmx(text, "x.vmx", lambda dev, f: (f, "vmdk"))
+    assert (back.uuid, back.vcpus, back.memory_mib, back.firmware) == (m.uuid, 2, 512, "efi")
+    assert [d.origin for d in back.disks] == ["sata0:0", "ide0:0"]
+
+
+def test_qemu_command_line_limits():
+    m = Machine("efi vm", "0f4c2a56-5d0b-4d6c-9a3e-6c1f0e9d1a11", firmware="efi",
+                disks=[DiskSpec("/b/a,b.qcow2", "qcow2", "sata", "sda", "sda")])
+    with pytest.raises(ConvertError, match="UEFI"):
+        qemu_argv(m)  # no variables file to write to
+    m.firmware = "bios"
+    assert "if=none,id=disk0,format=qcow2,file=/b/a,,b.qcow2" in qemu_argv(m)  # a comma in a name, escaped
+    m.disks *= 7
+    with pytest.raises(ConvertError, match="more than 6 SATA"):
+        qemu_argv(m)
