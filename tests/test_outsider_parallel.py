@@ -15,8 +15,7 @@ import pytest
 
 from esxisim import proclog
 from sshd import needs_sshd, running_sshd
-from simhost import REPO
-from simhost import (backups, copying, hotvcb, hotvcb_background, kill, lock_pid, needs_root, ours, sealed,
+from simhost import (REPO, backups, copying, hotvcb, hotvcb_background, kill, lock_pid, needs_root, ours, sealed,
                      wait_for, write_conf)
 
 pytestmark = needs_root
@@ -184,7 +183,7 @@ def backup_root_path(vm):
 # -- 6. a mixed list: same-named VMs, a missing name, a VM refused by pre-flight ----------------
 
 def test_a_mixed_list_in_parallel_reports_every_entry_in_list_order(host, tmp_path):
-    made = _vms(host, (("ok1", "datastore1"), ("twin", "datastore1"), ("twin", "ds5"), ("ok2", "ds5")), size="1M")
+    _vms(host, (("ok1", "datastore1"), ("twin", "datastore1"), ("twin", "ds5"), ("ok2", "ds5")), size="1M")
     snapped = host.create_vm("snapped", "ds5", [{"size": "1M"}], power="on", snapshots=["user-snap"])
     vms = tmp_path / "vms.txt"
     vms.write_text("ok1\ntwin\nnot-here\nsnapped\nok2\n")
