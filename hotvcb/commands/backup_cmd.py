@@ -4,6 +4,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import socket
 from datetime import datetime
 from typing import List, Optional, Sequence, Tuple
@@ -45,7 +46,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
 
 
 def _vms_at_once(text: str) -> int:
-    if not (text.isdigit() and 1 <= int(text) <= 16):
+    # ASCII digits, as the config's BACKUP_PARALLEL: isdigit() also passes '³' (int() fails) and '٣'
+    if not (re.fullmatch(r"[0-9]{1,2}", text) and 1 <= int(text) <= 16):
         raise argparse.ArgumentTypeError("%r: a whole number from 1 to 16" % text)
     return int(text)
 
@@ -63,6 +65,8 @@ def selection(args) -> Tuple[Optional[List[str]], List[str]]:
     """(names or None for -a, excluded names): the list files are read now."""
     if not (args.all_vms or args.vm_list or args.vm_names):
         raise UsageError("say which VMs: -a (all), -f FILE or -m NAME")
+    if args.confdir and not os.path.isdir(args.confdir):  # else every VM would fail on it: exit 6, not 1
+        raise UsageError("-c %s: no such folder of per-VM configs" % args.confdir)
     names = None if args.all_vms else (namelist.read_names(args.vm_list) if args.vm_list else args.vm_names)
     exclude = namelist.read_names(args.exclude) if args.exclude else []
     return names, exclude
@@ -74,8 +78,6 @@ def check(args, target: "common.Target") -> List[str]:
     and that every named VM is there. Used by `schedule install`; returns the warnings to show."""
     names, exclude = selection(args)
     settings, warnings = config.load_settings(args.global_conf)
-    if args.confdir and not os.path.isdir(args.confdir):
-        raise UsageError("-c %s: no such folder of per-VM configs" % args.confdir)
     if names is not None and not names:
         raise UsageError("the VM list %s names no VM" % args.vm_list)
     try:

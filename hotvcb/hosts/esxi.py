@@ -23,12 +23,19 @@ VIM_CMD = "/bin/vim-cmd"
 VMKFSTOOLS = "/sbin/vmkfstools"
 _FAULT = re.compile(r"^\((vim|vmodl)\.fault\.(\w+)\)", re.M)
 _DELTA = re.compile(r"-\d{6}(-delta|-sesparse)?\.vmdk$")
+_DELTA_SUFFIXES = re.compile(r"(-\d{6})*(-delta|-sesparse|-flat)?\.vmdk$")
 POLL = 1.0
 # vim-cmd verbs that only read: they leave the driver's scans of VM folders valid
 _QUERIES = frozenset(["vmsvc/getallvms", "vmsvc/snapshot.get", "vmsvc/power.getstate",
                       "hostsvc/datastore/listsummary", "hostsvc/datastore/info"])
 SNAPSHOTS_REUSED_FOR = 120.0  # seconds a snapshot list serves as create_snapshot's "before"
 FLAT_FORMATS = ("thin", "zeroedthick", "eagerzeroedthick")  # a descriptor and one -flat file
+
+
+def _disk_stem(filename: str) -> str:
+    """`web_1-000002-sesparse.vmdk`, `web_1-000001.vmdk`, `web_1.vmdk` -> `web_1`: the base disk a
+    delta belongs to (ESXi names a snapshot's delta after the disk it was taken of)."""
+    return _DELTA_SUFFIXES.sub("", filename)
 
 
 class EsxiHost:
@@ -233,12 +240,14 @@ class EsxiHost:
         return self.snapshots(vm)
 
     def delta_files(self, vm: Vm) -> List[str]:
-        """Delta disks next to the VM's disks: snapshots hostd may not show."""
+        """Delta disks next to the VM's disks and named after them: snapshots hostd may not show.
+        Another VM's deltas in a shared folder are not this VM's (BACKUP_PARALLEL snapshots both)."""
         folders = {vm.folder} | {d.path.rsplit("/", 1)[0] for d in vm.disks}
+        stems = {_disk_stem(d.path.rsplit("/", 1)[-1]) for d in vm.disks}
         found = []
         for folder in sorted(folders):
             for name in self._files.listdir(folder):
-                if _DELTA.search(name):
+                if _DELTA.search(name) and _disk_stem(name) in stems:
                     found.append(folder + "/" + name)
         return found
 
