@@ -1,0 +1,254 @@
+"""An outsider's attacks on restore across hypervisors and `verify --boot`.
+
+Each test is one thing a careful, hostile admin does: a .vmx or domain.xml
+with garbage or hostile values, names that break quoting, a backup still
+being written, two restores racing for one target, a target that cannot be
+written or fills up, Ctrl-C and kill -9 mid-conversion. The promise checked:
+one clear error line (never a traceback or "internal error"), nothing
+half-written that looks complete, no orphaned process, and the backup itself
+unchanged (checksums before and after).
+
+Backups are made by hand in hotvcb's layout (sealed with its own manifest):
+they are the hostile input, so they are built to be hostile.
+"""
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+import time
+
+import pytest
+
+from bootguest import make_boot_disk
+from hotvcb.shell import LocalShell
+from hotvcb.store import manifest
+from hotvcb.vmx import VmxFile
+from qemuvm import PYTHON, QEMU_IMG, env, kill_tree, needs_qemu, same_content, slow_qemu_img, wait_until
+
+pytestmark = needs_qemu
+TS = "2026-12-01_21-00-00"
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs")
+
+
+def cli(*args, timeout=120, bin_dir=None):
+    args = tuple(str(a) for a in args)
+    if "--boot" in args:
+        args += ("--boot-accel", "tcg")
+    r = subprocess.run([PYTHON, "-m", "hotvcb"] + list(args), capture_output=True, text=True, timeout=timeout,
+                       env=env(bin_dir))
+    r.out = r.stdout + r.stderr
+    return r
+
+
+def one_clear_error(r):
+    """Failed with one error line naming the problem (`hotvcb: error: ...`, or restore's log line
+    `-- error: ...`), no traceback, no internal error."""
+    assert "Traceback" not in r.out and "internal error" not in r.out, r.out
+    errors = [l for l in r.out.splitlines() if l.startswith("hotvcb: error: ") or " -- error: " in l]
+    assert len(errors) == 1, r.out
+    return errors[0]
+
+
+def digests(folder):
+    """Every file of a folder (or a single file): its SHA-256 and mtime."""
+    if os.path.isfile(folder):
+        return {"": (hashlib.sha256(open(folder, "rb").read()).hexdigest(), os.path.getmtime(folder))}
+    out = {}
+    for root, _dirs, files in os.walk(folder):
+        for f in files:
+            p = os.path.join(root, f)
+            out[os.path.relpath(p, folder)] = (hashlib.sha256(open(p, "rb").read()).hexdigest(), os.path.getmtime(p))
+    return out
+
+
+def seal(folder, vm, disks, result="ok"):
+    """hotvcb.json with hotvcb's own digests; disks: [(key, [files])]."""
+    shell = LocalShell()
+    files = {}
+    for root, _dirs, names in os.walk(folder):
+        for n in names:
+            if n == manifest.MANIFEST:
+                continue
+            rel = os.path.relpath(os.path.join(root, n), folder)
+            files[rel] = manifest.digest_file(shell, os.path.join(root, n)).entry()
+    data = {"format": manifest.FORMAT, "version": manifest.VERSION, "vm": vm, "result": result, "message": "",
+            "disk_format": "thin", "disks": [{"key": k, "source": "", "files": f, "ok": True, "error": ""}
+                                             for k, f in disks],
+            "files": files, "verified": None}
+    with open(os.path.join(folder, manifest.MANIFEST), "w") as f:
+        f.write(manifest.dumps(data))
+
+
+def flat_vmdk(folder, name, size=1 << 20, bootable=True):
+    """A monolithicFlat VMDK (descriptor + -flat extent) holding the test guest."""
+    flat = name[: -len(".vmdk")] + "-flat.vmdk"
+    make_boot_disk(os.path.join(folder, flat), size, bootable)
+    with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
+        f.write('# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="monolithicFlat"\n'
+                '\nRW %d FLAT "%s" 0\n\nddb.adapterType = "lsilogic"\n' % (size // 512, flat))
+    return [name, flat]
+
+
+def esxi_backup(volume, vm, keys=None, disks=(("scsi0:0", "disk.vmdk"),), status="STATUS.ok", suffix="",
+                size=1 << 20, folder_vm=None, random_bytes=0, raw_vmx=""):
+    """`<volume>/<vm>/<vm>-<TS>[suffix]`: a .vmx (keys override), flat VMDKs, hotvcb.json, STATUS."""
+    fvm = folder_vm or vm
+    folder = os.path.join(str(volume), fvm, "%s-%s%s" % (fvm, TS, suffix))
+    os.makedirs(folder)
+    vmx = VmxFile("")
+    values = {".encoding": "UTF-8", "displayName": vm, "memSize": "64", "numvcpus": "1", "guestOS": "otherlinux-64",
+              "scsi0.present": "TRUE", "scsi0.virtualDev": "lsilogic", "uuid.bios":
+              "56 4d 12 34 56 78 9a bc-de f0 12 34 56 78 9a bc"}
+    sealed = []
+    for i, (dev, filename) in enumerate(disks):
+        values[dev + ".present"] = "TRUE"
+        values[dev + ".fileName"] = filename
+        files = flat_vmdk(folder, filename.rsplit("/", 1)[-1], size, bootable=i == 0)
+        sealed.append((dev, files))
+        with open(os.path.join(folder, files[1]), "r+b") as f:  # data a copy must really move
+            f.seek(4096)
+            f.write(os.urandom(random_bytes))
+    values.update(keys or {})
+    for k, v in values.items():
+        if v is not None:
+            vmx.set(k, v)
+    with open(os.path.join(folder, fvm + ".vmx"), "w", encoding="utf-8") as f:
+        f.write(vmx.text() + raw_vmx)
+    if suffix != "-partial":
+        seal(folder, vm, sealed)
+    if status:
+        with open(os.path.join(folder, status), "w") as f:
+            f.write(status.split(".")[1] + "\n")
+    return folder
+
+
+def libvirt_backup(volume, xml_disks, outside=None):
+    """A libvirt-layout backup `lv` with disk vda.qcow2 (the test guest) and the given <disk> elements."""
+    folder = os.path.join(str(volume), "lv", "lv-" + TS)
+    os.makedirs(folder)
+    raw = os.path.join(str(volume), "guest.raw")
+    make_boot_disk(raw, 1 << 20)
+    subprocess.run([QEMU_IMG, "convert", "-f", "raw", "-O", "qcow2", raw, os.path.join(folder, "vda.qcow2")],
+                   check=True, timeout=60)
+    with open(os.path.join(folder, "domain.xml"), "w") as f:
+        f.write("<domain type='kvm'><name>lv</name><uuid>0f4c2a56-5d0b-4d6c-9a3e-6c1f0e9d1a11</uuid>"
+                "<memory unit='MiB'>64</memory><vcpu>1</vcpu><os><type arch='x86_64'>hvm</type></os>"
+                "<devices>%s</devices></domain>" % xml_disks)
+    seal(folder, "lv", [("vda", ["vda.qcow2"])])
+    with open(os.path.join(folder, "STATUS.ok"), "w") as f:
+        f.write("ok\n")
+    return folder
+
+
+def procs_naming(text):
+    """pids of processes whose command line names text."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if any(text.encode() in a for a in argv[1:]) and b"pytest" not in argv[0] + (argv[1] if len(argv) > 1 else b""):
+            out.append(int(pid))
+    return out
+
+
+# --- hostile names ----------------------------------------------------------------------------
+
+def test_a_hostile_vm_name_does_not_run_in_the_start_script(tmp_path):
+    """The start script puts the name into a double-quoted QMP path: `$(...)` and backticks there
+    would run when the admin starts the restored VM."""
+    vm = "web $(touch pwned1) `touch pwned2` \"q\" \\x, it's\ntouch pwned3 'x"
+    raw = 'displayName = "%s"\n' % vm.replace("\n", "|0A").replace('"', "|22")  # VMware's escapes
+    backup = esxi_backup(tmp_path / "vol", vm, folder_vm="web", raw_vmx=raw)
+    before = digests(backup)
+    out = tmp_path / "out"
+    out.mkdir()
+    r = cli("restore", backup, "--kvm", out, "--no-verify")
+    assert r.returncode == 0, r.out
+    (folder,) = os.listdir(out)
+    script = os.path.join(str(out), folder, folder + ".sh")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "qemu-system-x86_64").write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\0" "$a"; done > args\n')
+    os.chmod(str(fake / "qemu-system-x86_64"), 0o755)
+    run = tmp_path / "run"
+    run.mkdir()
+    subprocess.run(["sh", script], cwd=str(run), timeout=30, check=True,
+                   env=dict(os.environ, PATH="%s:%s" % (fake, os.environ["PATH"]), HOTVCB_QMP_DIR=str(run / "qmp")))
+    assert sorted(os.listdir(str(run))) == ["args", "qmp"]  # nothing touched
+    args = (run / "args").read_text().split("\0")
+    assert args[args.index("-name") + 1] == vm.replace(",", ",,")  # QEMU's escape
+    assert args[args.index("-qmp") + 1] == "unix:%s/%s.qmp,server=on,wait=off" % (run / "qmp", vm.replace(",", ",,"))
+    assert digests(backup) == before
+
+
+def test_a_vm_name_with_a_comma_smoke_boots(tmp_path):
+    """QEMU reads `-name a,b` as the name `a` and an option `b`: a VM called `web, prod` must
+    still boot (the comma doubled, as for file names)."""
+    backup = esxi_backup(tmp_path / "vol", "web, prod")
+    before = digests(backup)
+    r = cli("verify", "--boot", backup, "--boot-timeout", 60, "--console-log", tmp_path / "console.log")
+    assert r.returncode == 0 and "PASS" in r.out, r.out
+    assert digests(backup) == before
+
+
+def test_disk_names_with_spaces_quotes_umlauts_and_dotdot_restore_and_boot(tmp_path):
+    """fileName values that need quoting, or climb out with ../, are the backup's own files by
+    their base name; the backup is only read."""
+    backup = esxi_backup(tmp_path / "vol", "Ümlaut 'VM'", disks=(
+        ("scsi0:0", "../../other ds/Dïsk 'one' (1).vmdk"), ("sata0:0", "/vmfs/volumes/ds2/x/two\ttab.vmdk")))
+    before = digests(backup)
+    out = tmp_path / "out"
+    out.mkdir()
+    r = cli("restore", backup, "--kvm", out, "--format", "raw")
+    assert r.returncode == 0, r.out
+    folder = out / "Ümlaut 'VM'"
+    assert sorted(os.listdir(str(folder))) == ["sda.raw", "sdb.raw", "Ümlaut 'VM'.sh", "Ümlaut 'VM'.xml"]
+    assert same_content(os.path.join(backup, "Dïsk 'one' (1).vmdk"), str(folder / "sda.raw"))
+    r = cli("verify", "--boot", folder, "--boot-timeout", 60, "--console-log", tmp_path / "console.log")
+    assert r.returncode == 0 and "PASS" in r.out, r.out
+    assert digests(backup) == before
+    assert sorted(os.listdir(str(tmp_path))) == ["console.log", "out", "vol"]
+
+
+# --- hostile definitions ----------------------------------------------------------------------
+
+# --- backups that are not good ----------------------------------------------------------------
+
+# --- the target -------------------------------------------------------------------------------
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    mounted = []
+
+    def mount(size, ro=False):
+        where = tmp_path / ("mnt%d" % len(mounted))
+        where.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s%s" % (size, ",ro" if ro else ""), "tmpfs", str(where)],
+                       check=True, timeout=30)
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], timeout=30)
+
+
+def gz_backup(volume, vm, size):
+    """An ENABLE_COMPRESSION-style `<vm>-<TS>.gz` of an esxi_backup whose disk holds random data."""
+    folder = esxi_backup(volume, vm, size=size, random_bytes=size - 8192)
+    with tarfile.open(folder + ".gz", "w:gz", compresslevel=1) as tar:
+        tar.add(folder, arcname=os.path.basename(folder))
+    shutil.rmtree(folder)
+    return folder + ".gz"
+
+
+# --- stopped midway ---------------------------------------------------------------------------
+
