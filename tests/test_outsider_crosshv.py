@@ -220,6 +220,40 @@ def test_disk_names_with_spaces_quotes_umlauts_and_dotdot_restore_and_boot(tmp_p
 
 # --- hostile definitions ----------------------------------------------------------------------
 
+def test_a_domain_xml_target_dev_cannot_write_outside_the_restore_folder(tmp_path):
+    """<target dev> names the restored image: `../../x` would put it anywhere."""
+    backup = libvirt_backup(tmp_path / "vol", "<disk type='file' device='disk'><driver type='qcow2'/>"
+                            "<source file='/var/lib/libvirt/images/vda.qcow2'/>"
+                            "<target dev='../../../escaped' bus='virtio'/></disk>")
+    out = tmp_path / "a" / "b" / "out"
+    out.mkdir(parents=True)
+    r = cli("restore", backup, "--kvm", out, "--name", "lv2")
+    assert r.returncode == 6, r.out
+    assert "'../../../escaped'" in one_clear_error(r)
+    assert os.listdir(str(out)) == [] and sorted(os.listdir(str(tmp_path))) == ["a", "vol"]
+
+
+def test_a_domain_xml_disk_outside_the_backup_is_not_restored_from_there(tmp_path):
+    """A libvirt backup whose domain.xml names a disk the backup does not hold (not backed up) must
+    not take that disk from wherever the path points on this machine (the live VM's image)."""
+    live = tmp_path / "live.qcow2"
+    subprocess.run([QEMU_IMG, "create", "-q", "-f", "qcow2", str(live), "2M"], check=True, timeout=60)
+    backup = libvirt_backup(tmp_path / "vol", (
+        "<disk type='file' device='disk'><driver type='qcow2'/><source file='/x/vda.qcow2'/>"
+        "<target dev='vda' bus='virtio'/></disk>"
+        "<disk type='file' device='disk'><driver type='qcow2'/><source file='%s'/>"
+        "<target dev='vdb' bus='virtio'/></disk>") % live)
+    before = digests(backup)
+    out = tmp_path / "out"
+    out.mkdir()
+    r = cli("restore", backup, "--kvm", out)
+    assert r.returncode == 0, r.out
+    assert "disk vdb (%s) is not in the backup; it is left out" % live in r.out
+    assert sorted(os.listdir(str(out / "lv"))) == ["lv.sh", "lv.xml", "vda.qcow2"]
+    assert str(live) not in (out / "lv" / "lv.xml").read_text()
+    assert digests(backup) == before
+
+
 # --- backups that are not good ----------------------------------------------------------------
 
 # --- the target -------------------------------------------------------------------------------

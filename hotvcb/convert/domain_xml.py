@@ -7,6 +7,7 @@ UEFI variables file (a copy must not share the original's). A VM from ESXi
 or bare QEMU gets a definition built from the Machine.
 """
 
+import re
 import xml.etree.ElementTree as ET
 from typing import Callable, Dict, Optional, Tuple
 
@@ -16,6 +17,7 @@ from .machine import ConvertError, DISK_BUSES, DiskSpec, Machine, NicSpec, new_u
 _UNITS = {"b": 1, "bytes": 1, "kb": 1000, "k": 1024, "kib": 1024, "mb": 1000 ** 2, "m": 1 << 20, "mib": 1 << 20,
           "gb": 1000 ** 3, "g": 1 << 30, "gib": 1 << 30, "tb": 1000 ** 4, "t": 1 << 40, "tib": 1 << 40}
 
+_DEV = re.compile(r"^[A-Za-z0-9_-]+$")  # vda, sdb, hdc, xvda: it names the restored image file
 Resolve = Callable[[str, str], Optional[Tuple[str, str]]]  # (target dev, source file) -> (image path, format)
 
 
@@ -47,6 +49,8 @@ def machine_from_xml(text: str, where: str, resolve: Resolve) -> Machine:
         bus = target.get("bus", "") if target is not None else ""
         if not dev:
             raise ConvertError("%s: a <disk> without <target dev>" % where)
+        if not _DEV.match(dev):
+            raise ConvertError("%s: <target dev=%r> is not a device name" % (where, dev))
         source = disk.find("source")
         path = "" if source is None else source.get("file") or source.get("dev") or source.get("name") or ""
         found = resolve(dev, path)

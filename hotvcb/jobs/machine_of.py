@@ -5,7 +5,8 @@ A backup says what it is by the definition it holds:
     <VM>.vmx            ESXi (hotvcb or ghettoVCB)      disks as the .vmx names them (.vmdk)
     domain.xml          libvirt (virsh dumpxml --inactive)   disks `<target dev>.qcow2|.raw|.vmdk`
     <VM>.json           bare QEMU (hosts/qemu.py)       disks as hotvcb.json lists them
-    <VM>.xml            a folder `hotvcb restore --kvm` wrote (disks by absolute path)
+    <VM>.xml            a folder `hotvcb restore --kvm` wrote (disks by absolute path; only
+                        files in the folder are used, found by their name)
 
 A disk format is taken from the file's extension and always passed on to
 qemu: an image's format is never probed (a guest can write a qcow2 header
@@ -87,9 +88,10 @@ def _from_vmx(fs: FileReader, folder: str, name: str, disk_bus: Optional[str], n
 
 def _from_xml(fs: FileReader, folder: str, name: str, kind: str) -> Found:
     def resolve(dev: str, source: str) -> Optional[Tuple[str, str]]:
+        # only the folder's own files: a source elsewhere (the live VM's image) is not the backup's
         candidates = [folder + "/" + dev + ext for ext in (".qcow2", ".raw", ".vmdk")]
-        if source.startswith("/"):
-            candidates += [source, folder + "/" + source.rsplit("/", 1)[-1]]
+        if source:
+            candidates.append(folder + "/" + source.rsplit("/", 1)[-1])
         for path in candidates:
             fmt = image_format(path)
             if fmt and fs.exists(path) and not fs.isdir(path):
