@@ -256,6 +256,28 @@ def test_a_domain_xml_disk_outside_the_backup_is_not_restored_from_there(tmp_pat
 
 # --- backups that are not good ----------------------------------------------------------------
 
+def test_verify_boot_refuses_a_backup_that_is_being_written(tmp_path):
+    """A -partial folder has no STATUS yet: it is a backup being written, not a restored folder."""
+    volume = tmp_path / "vol"
+    backup = esxi_backup(volume, "web", status=None, suffix="-partial")
+    r = cli("verify", "--boot", backup, "--boot-timeout", 30, "--console-log", tmp_path / "console.log")
+    assert r.returncode != 0 and "PASS" not in r.out, r.out
+    assert "is not a good backup (being written" in one_clear_error(r)
+    assert not (tmp_path / "console.log").exists()  # QEMU never started
+
+
+@pytest.mark.parametrize("status, says", [("STATUS.error", "not a good backup"), ("STATUS.warn", "not a good backup")])
+def test_a_failed_or_partly_failed_backup_is_neither_restored_nor_booted(tmp_path, status, says):
+    backup = esxi_backup(tmp_path / "vol", "web", status=status)
+    out = tmp_path / "out"
+    out.mkdir()
+    r = cli("restore", backup, "--kvm", out)
+    assert r.returncode == 6 and says in one_clear_error(r), r.out
+    r = cli("verify", "--boot", backup, "--boot-timeout", 30, "--console-log", tmp_path / "console.log")
+    assert r.returncode != 0 and says in one_clear_error(r), r.out
+    assert os.listdir(str(out)) == [] and not (tmp_path / "console.log").exists()
+
+
 # --- the target -------------------------------------------------------------------------------
 
 @pytest.fixture

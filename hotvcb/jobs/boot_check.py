@@ -3,8 +3,9 @@
     checked -> overlays -> booting -> sign of life | no sign of life -> killed, overlays removed
 
 - checked: a backup must be good (store/health.py; its checksums are
-  `hotvcb verify`'s business); a folder `restore --kvm` wrote (no STATUS
-  file) is booted as it is; a .gz is unpacked into the temp folder first.
+  `hotvcb verify`'s business), also one without a STATUS file yet that is
+  named as a backup (`-partial`: being written); any other folder
+  `restore --kvm` wrote (no STATUS file) is booted as it is; a .gz is unpacked into the temp folder first.
 - overlays: one qcow2 per disk in a temp folder, backed by the backup's own
   file (qemu reads VMDKs directly), so the guest's writes land in the
   overlay and the backup is only read.
@@ -33,6 +34,7 @@ from ..errors import HotvcbError
 from ..hosts import qemuimg
 from ..hosts.qemu_boot import BootProcess
 from ..shell import Shell
+from ..store import layout
 from . import backup_check
 from .machine_of import machine_of
 
@@ -62,8 +64,8 @@ def smoke_boot(shell: Shell, path: str, log, *, pattern: str = DEFAULT_PATTERN, 
     archive = backup_check.is_archive(shell, folder)
     if not archive and not shell.isdir(folder):
         raise HotvcbError("%s: no such backup folder or .gz" % folder)
-    if archive or backup_check.is_backup(shell, folder):
-        backup_check.require_good(shell, folder)
+    if archive or backup_check.is_backup(shell, folder) or layout.from_path(shell, folder) is not None:
+        backup_check.require_good(shell, folder)  # a backup named as one (-partial: being written) too
     _remove_dead_runs_overlays()
     work = tempfile.mkdtemp(prefix="%s%d-" % (WORK_PREFIX, os.getpid()))
     console = console or os.path.join(work, "console.log")
