@@ -306,5 +306,53 @@ def gz_backup(volume, vm, size):
     return folder + ".gz"
 
 
+@needs_root
+def test_a_read_only_target_is_one_clear_error(tmp_path, tmpfs):
+    ro = tmpfs("4m", ro=True)
+    for backup in (esxi_backup(tmp_path / "vol", "web"), gz_backup(tmp_path / "vol", "gz", 1 << 20)):
+        r = cli("restore", backup, "--kvm", ro)
+        assert r.returncode == 6, r.out
+        assert "Read-only file system" in one_clear_error(r)
+
+
+@needs_root
+def test_a_gz_backup_too_big_for_the_target_leaves_nothing(tmp_path, tmpfs):
+    """The .gz is unpacked into the target first: a target it does not fit fails in one line and
+    keeps no half-unpacked copy."""
+    small = tmpfs("2m")
+    backup = gz_backup(tmp_path / "vol", "gz", 4 << 20)
+    before = digests(backup)
+    r = cli("restore", backup, "--kvm", small)
+    assert r.returncode == 6 and "No space left on device" in one_clear_error(r), r.out
+    assert os.listdir(str(small)) == []
+    assert digests(backup) == before
+
+
+def test_two_restores_to_one_target_at_once(tmp_path):
+    """Both pass the checks (neither folder exists yet) while the room is measured (a slow
+    `qemu-img info` holds them there): one restores, the other is refused in one line, and the
+    winner's folder is complete."""
+    backup = esxi_backup(tmp_path / "vol", "web", size=4 << 20)
+    out = tmp_path / "out"
+    out.mkdir()
+    slow = tmp_path / "bin"
+    slow.mkdir()
+    (slow / "qemu-img").write_text('#!/bin/sh\n[ "$1" = info ] && sleep 2\nexec %s "$@"\n' % QEMU_IMG)
+    os.chmod(str(slow / "qemu-img"), 0o755)
+    argv = [PYTHON, "-m", "hotvcb", "restore", backup, "--kvm", str(out)]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(str(slow)))
+             for _ in range(2)]
+    results = [(p.wait(120), *p.communicate()) for p in procs]
+    codes = sorted(code for code, _o, _e in results)
+    assert codes == [0, 6], results
+    (loser,) = [subprocess.CompletedProcess(argv, code, o, e) for code, o, e in results if code == 6]
+    loser.out = loser.stdout + loser.stderr
+    says = one_clear_error(loser)
+    assert "already exists" in says or "another restore is running" in says, loser.out
+    assert os.listdir(str(out)) == ["web"]
+    assert sorted(os.listdir(str(out / "web"))) == ["sda.qcow2", "web.sh", "web.xml"]
+    assert same_content(os.path.join(backup, "disk.vmdk"), str(out / "web" / "sda.qcow2"))
+
+
 # --- stopped midway ---------------------------------------------------------------------------
 

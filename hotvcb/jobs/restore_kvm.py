@@ -81,6 +81,9 @@ class KvmRestore:
     def run(self, req: KvmRequest) -> KvmResult:
         try:
             return self._run(req)
+        except OSError as err:  # a file this machine would not let us write (read-only, full)
+            raise KvmRestoreError("cannot restore into %s: %s" % (err.filename or req.target, err.strerror or err)) \
+                from err
         finally:
             for path, what in ((self.temp, "unfinished restore folder"), (self.unpacked, "unpacked copy")):
                 if path is not None:
@@ -155,8 +158,11 @@ class KvmRestore:
     def _write(self, found: Found, req: KvmRequest, folder: str) -> KvmResult:
         m = found.machine
         temp = folder + RESTORING
-        os.makedirs(temp)
+        if not self.shell.make_new_dir(temp):  # the atomic claim: a second restore passed the checks too
+            raise KvmRestoreError("%s exists: another restore is running or one was killed; remove it if not" % temp)
         self.temp = temp
+        if self.shell.exists(folder):  # that other restore finished between our checks and the claim
+            raise KvmRestoreError("%s already exists (restored meanwhile); not overwriting it" % folder)
         spec = qemuimg.output_format(req.fmt)
         for d in m.disks:
             if interrupt.pending():
