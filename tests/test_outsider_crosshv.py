@@ -356,3 +356,33 @@ def test_two_restores_to_one_target_at_once(tmp_path):
 
 # --- stopped midway ---------------------------------------------------------------------------
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_restore_stopped_during_the_conversion(tmp_path, sig):
+    """SIGTERM: exit 2, the unfinished folder and qemu-img gone. SIGKILL: nothing can clean up, but
+    qemu-img dies too, the folder never gets its final name, and the next restore names it."""
+    backup = esxi_backup(tmp_path / "vol", "web", size=32 << 20, random_bytes=16 << 20)
+    before = digests(backup)
+    out = tmp_path / "out"
+    out.mkdir()
+    slow = slow_qemu_img(str(tmp_path / "slowbin"), "2M")
+    p = subprocess.Popen([PYTHON, "-m", "hotvcb", "restore", backup, "--kvm", str(out), "--format", "raw"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env(slow))
+    temp = out / "web.hotvcb-restoring"
+    try:
+        wait_until(lambda: (temp / "sda.raw").exists(), 60, "the conversion to start")
+        time.sleep(0.5)
+        p.send_signal(sig)
+        text = p.communicate(timeout=60)[0]
+        wait_until(lambda: not procs_naming(str(temp)), 10, "qemu-img to end")
+    finally:
+        kill_tree(p.pid)
+        for pid in procs_naming(str(temp)):
+            os.kill(pid, signal.SIGKILL)
+    assert not (out / "web").exists()
+    if sig == signal.SIGTERM:
+        assert p.returncode == 2, text
+        assert os.listdir(str(out)) == []
+    else:
+        r = cli("restore", backup, "--kvm", out)
+        assert r.returncode == 6 and "web.hotvcb-restoring exists" in one_clear_error(r), r.out
+    assert digests(backup) == before

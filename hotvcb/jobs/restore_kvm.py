@@ -24,6 +24,7 @@ UUID and, unless kept, new MAC addresses (convert/machine.renamed).
 import os
 import shlex
 import shutil
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from typing import List, Optional
@@ -35,7 +36,8 @@ from ..convert.machine import ConvertError, Machine, renamed
 from ..convert.qemu_argv import qemu_argv, start_script
 from ..errors import HotvcbError
 from ..hosts import qemuimg
-from ..shell import Shell
+from ..hosts.qemu_boot import die_with_parent
+from ..shell import Shell, stream
 from ..store import layout
 from ..units import human_size
 from . import backup_check
@@ -192,7 +194,12 @@ class KvmRestore:
                 progress(pct)
 
         argv = qemuimg.convert_argv(src, src_fmt, dst, spec, self.qemu_img)
-        out = self.shell.run(argv, timeout=None, idle_timeout=1800, on_output=watch)
+        try:  # started here, not by shell.run: a SIGKILLed restore must not leave qemu-img writing on
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    start_new_session=True, preexec_fn=die_with_parent)
+        except OSError as err:
+            raise KvmRestoreError("cannot run %s: %s" % (argv[0], err.strerror or err)) from err
+        out = stream(proc, argv, timeout=None, idle_timeout=1800, on_output=watch, interruptible=True)
         if out.returncode != 0:
             raise KvmRestoreError("converting %s failed: %s; nothing was defined" % (src, qemuimg.error_line(out.output)))
 
