@@ -220,6 +220,23 @@ def test_disk_names_with_spaces_quotes_umlauts_and_dotdot_restore_and_boot(tmp_p
 
 # --- hostile definitions ----------------------------------------------------------------------
 
+@pytest.mark.parametrize("keys, says", [
+    ({"numvcpus": "0"}, "numvcpus '0' is not a positive whole number"),
+    ({"memSize": "-64"}, "memSize '-64' is not a positive whole number"),
+    ({"memSize": "99999999999999999999"}, "memSize"),
+    ({"numvcpus": "100000"}, "numvcpus"),
+    ({"scsi0:0.fileName": "/vmfs/volumes/datastore1/elsewhere/not-here.vmdk"}, "no disk of the .vmx is in the backup"),
+])
+def test_hostile_vmx_values_are_one_clear_error_and_nothing_is_written(tmp_path, keys, says):
+    backup = esxi_backup(tmp_path / "vol", "web", keys)
+    out = tmp_path / "out"
+    out.mkdir()
+    r = cli("restore", backup, "--kvm", out, "--no-verify")
+    assert r.returncode == 6, r.out
+    assert says in one_clear_error(r)
+    assert os.listdir(str(out)) == []
+
+
 def test_a_domain_xml_target_dev_cannot_write_outside_the_restore_folder(tmp_path):
     """<target dev> names the restored image: `../../x` would put it anywhere."""
     backup = libvirt_backup(tmp_path / "vol", "<disk type='file' device='disk'><driver type='qcow2'/>"
@@ -276,6 +293,21 @@ def test_a_failed_or_partly_failed_backup_is_neither_restored_nor_booted(tmp_pat
     r = cli("verify", "--boot", backup, "--boot-timeout", 30, "--console-log", tmp_path / "console.log")
     assert r.returncode != 0 and says in one_clear_error(r), r.out
     assert os.listdir(str(out)) == [] and not (tmp_path / "console.log").exists()
+
+
+def test_a_damaged_vmdk_is_refused_and_with_no_verify_fails_in_one_line(tmp_path):
+    backup = esxi_backup(tmp_path / "vol", "web")
+    path = os.path.join(backup, "disk.vmdk")
+    text = open(path).read()
+    with open(path, "w") as f:  # the same size: only the checksums can tell
+        f.write(text.replace("disk-flat.vmdk", "gone-flat.vmdk"))
+    out = tmp_path / "out"
+    out.mkdir()
+    r = cli("restore", backup, "--kvm", out)
+    assert r.returncode == 6 and "fails verification" in one_clear_error(r), r.out
+    r = cli("restore", backup, "--kvm", out, "--no-verify")
+    assert r.returncode == 6 and "gone-flat.vmdk" in one_clear_error(r), r.out
+    assert os.listdir(str(out)) == []
 
 
 # --- the target -------------------------------------------------------------------------------

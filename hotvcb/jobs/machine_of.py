@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from ..convert.domain_xml import machine_from_xml
-from ..convert.machine import ConvertError, DiskSpec, Machine, new_uuid, number_targets
+from ..convert.machine import (MAX_MEMORY_MIB, MAX_VCPUS, ConvertError, DiskSpec, Machine, at_most, new_uuid,
+                               number_targets)
 from ..convert.vmx_to_domain import machine_from_vmx
 from ..errors import HostError
 from ..shell import FileReader
@@ -129,7 +130,7 @@ def _from_qemu(fs: FileReader, folder: str, name: str, described: dict, disk_bus
             value = described[key]
             if not isinstance(value, int) or value <= 0:
                 raise ConvertError("%s: %s %r is not a positive whole number" % (path, key, value))
-            setattr(m, attr, value)
+            setattr(m, attr, at_most(value, MAX_VCPUS if key == "vcpus" else MAX_MEMORY_MIB, key, path))
     disks = []  # type: List[DiskSpec]
     for d in record.get("disks") or []:
         files = [f for f in d.get("files") or [] if image_format(f)]
