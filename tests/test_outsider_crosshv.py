@@ -418,3 +418,32 @@ def test_a_restore_stopped_during_the_conversion(tmp_path, sig):
         r = cli("restore", backup, "--kvm", out)
         assert r.returncode == 6 and "web.hotvcb-restoring exists" in one_clear_error(r), r.out
     assert digests(backup) == before
+
+
+# --- libvirt ----------------------------------------------------------------------------------
+
+@pytest.mark.skipif(shutil.which("virsh") is None, reason="needs virsh")
+def test_libvirt_define_never_replaces_an_existing_domain(tmp_path):
+    """Under its own name a restore keeps the UUID, and `virsh define` of a name and UUID libvirt
+    already has replaces that VM's definition (the original then boots the restored disks).
+    test:///default always holds the domain `test` with this UUID."""
+    folder = os.path.join(str(tmp_path / "vol"), "test", "test-" + TS)
+    os.makedirs(folder)
+    raw = str(tmp_path / "guest.raw")
+    make_boot_disk(raw, 1 << 20)
+    subprocess.run([QEMU_IMG, "convert", "-f", "raw", "-O", "qcow2", raw, os.path.join(folder, "vda.qcow2")],
+                   check=True, timeout=60)
+    with open(os.path.join(folder, "domain.xml"), "w") as f:
+        f.write("<domain type='test'><name>test</name><uuid>6695eb01-f6a4-8304-79aa-97f2502e193f</uuid>"
+                "<memory unit='MiB'>64</memory><vcpu>1</vcpu><os><type arch='x86_64'>hvm</type></os><devices>"
+                "<disk type='file' device='disk'><source file='/x/vda.qcow2'/><target dev='vda' bus='virtio'/>"
+                "</disk></devices></domain>")
+    seal(folder, "test", [("vda", ["vda.qcow2"])])
+    with open(os.path.join(folder, "STATUS.ok"), "w") as f:
+        f.write("ok\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    r = cli("restore", folder, "--kvm", out, "--libvirt", "test:///default")
+    assert r.returncode == 6 and "Defined in libvirt" not in r.out, r.out
+    assert "libvirt already has a domain named 'test'" in one_clear_error(r)
+    assert sorted(os.listdir(str(out / "test"))) == ["test.sh", "test.xml", "vda.qcow2"]  # complete, kept

@@ -184,7 +184,7 @@ class KvmRestore:
         self.temp = None
         result = KvmResult(m.name, folder, folder + "/" + fname + ".xml", script)
         if req.define_in is not None:
-            self._define(req.define_in, result.xml)
+            self._define(req.define_in, result.xml, m.name)
         return result
 
     def _convert(self, src: str, src_fmt: str, dst: str, spec: qemuimg.OutputFormat, progress) -> None:
@@ -220,8 +220,13 @@ class KvmRestore:
         self.shell.chmod(temp + "/" + name, 0o755)
         return folder + "/" + name
 
-    def _define(self, uri: str, xml: str) -> None:
+    def _define(self, uri: str, xml: str, name: str) -> None:
         argv = [VIRSH] + (["-c", uri] if uri else []) + ["define", xml]
+        listed = self.shell.run(argv[:-2] + ["list", "--all", "--name"], timeout=120)
+        if listed.returncode == 0 and name in [l.strip() for l in listed.output.splitlines()]:
+            # `virsh define` would replace that domain's definition (under its own UUID: silently)
+            raise KvmRestoreError("the VM is restored, but libvirt already has a domain named %r; not replacing it "
+                                  "(undefine that one first, or restore with --name): %s" % (name, " ".join(argv)))
         out = self.shell.run(argv, timeout=120)
         if out.returncode != 0:
             last = [l for l in out.output.strip().splitlines() if l.strip()]
