@@ -447,3 +447,19 @@ def test_libvirt_define_never_replaces_an_existing_domain(tmp_path):
     assert r.returncode == 6 and "Defined in libvirt" not in r.out, r.out
     assert "libvirt already has a domain named 'test'" in one_clear_error(r)
     assert sorted(os.listdir(str(out / "test"))) == ["test.sh", "test.xml", "vda.qcow2"]  # complete, kept
+
+
+# --- the backup is only read ------------------------------------------------------------------
+
+def test_a_console_log_or_restore_target_inside_the_backup_is_refused(tmp_path):
+    """A mistyped --console-log that names a file of the backup was truncated by the smoke boot (the
+    disk itself: the backup destroyed), and --kvm naming the backup wrote the restore into it."""
+    backup = esxi_backup(tmp_path / "vol", "web")
+    before = digests(backup)
+    for log in ("disk-flat.vmdk", "console.log"):
+        r = cli("verify", "--boot", backup, "--boot-timeout", 30, "--console-log", os.path.join(backup, log))
+        assert r.returncode != 0 and "PASS" not in r.out, r.out
+        assert "inside the backup" in one_clear_error(r)
+    r = cli("restore", backup, "--kvm", backup)
+    assert r.returncode == 6 and "inside the backup" in one_clear_error(r), r.out
+    assert digests(backup) == before

@@ -5,6 +5,7 @@ good; jobs/verify.py re-reads the checksums), for the jobs that read a
 backup on this machine rather than through a hypervisor driver.
 """
 
+import os
 from typing import Optional
 
 from .. import targz
@@ -27,6 +28,12 @@ def require_good(shell: Shell, folder: str) -> None:
             raise HotvcbError("%s is not a good backup (%s)" % (folder, verdict.reason))
     elif not shell.exists(folder + "/STATUS.ok"):
         raise HotvcbError("%s is not a good backup (no STATUS.ok)" % folder)
+
+
+def inside(path: str, backup: str) -> bool:
+    """path is the backup (a .gz) or in its folder: somewhere a job that only reads it must not write."""
+    path, backup = os.path.realpath(path), os.path.realpath(backup)
+    return path == backup or path.startswith(backup.rstrip("/") + "/")
 
 
 def is_archive(shell: Shell, path: str) -> bool:

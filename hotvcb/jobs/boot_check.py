@@ -66,6 +66,8 @@ def smoke_boot(shell: Shell, path: str, log, *, pattern: str = DEFAULT_PATTERN, 
         raise HotvcbError("%s: no such backup folder or .gz" % folder)
     if archive or backup_check.is_backup(shell, folder) or layout.from_path(shell, folder) is not None:
         backup_check.require_good(shell, folder)  # a backup named as one (-partial: being written) too
+    if console is not None and backup_check.inside(console, folder):
+        raise HotvcbError("--console-log %s is inside the backup %s, which a smoke boot only reads" % (console, folder))
     _remove_dead_runs_overlays()
     work = tempfile.mkdtemp(prefix="%s%d-" % (WORK_PREFIX, os.getpid()))
     console = console or os.path.join(work, "console.log")

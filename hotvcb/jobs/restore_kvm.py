@@ -99,6 +99,9 @@ class KvmRestore:
             raise KvmRestoreError("backup %s does not exist" % backup)
         if not self.shell.isdir(req.target):
             raise KvmRestoreError("target folder %s does not exist" % req.target)
+        if backup_check.inside(req.target, backup):
+            raise KvmRestoreError("target folder %s is inside the backup %s, which a restore only reads"
+                                  % (req.target, backup))
         backup_check.require_good(self.shell, backup)
         if archive:  # checked as it is, then unpacked beside the target (never next to the backups)
             self._verify(backup)
