@@ -463,3 +463,26 @@ def test_a_console_log_or_restore_target_inside_the_backup_is_refused(tmp_path):
     r = cli("restore", backup, "--kvm", backup)
     assert r.returncode == 6 and "inside the backup" in one_clear_error(r), r.out
     assert digests(backup) == before
+
+
+# --- verify --boot's own input ----------------------------------------------------------------
+
+@pytest.mark.parametrize("option, value, says", [
+    ("--boot-pattern", "", "matches an empty console"),
+    ("--boot-pattern", "x*", "matches an empty console"),
+    ("--boot-timeout", "nan", "--boot-timeout"),
+    ("--boot-timeout", "-1", "--boot-timeout"),
+])
+def test_a_boot_check_that_proves_nothing_or_never_ends_is_refused(tmp_path, option, value, says):
+    """An empty pattern (`--boot-pattern "$UNSET"`) matched before QEMU printed anything: every backup
+    PASSed, even one that cannot boot. A NaN timeout never ran out."""
+    backup = esxi_backup(tmp_path / "vol", "web")
+    with open(os.path.join(backup, "disk-flat.vmdk"), "r+b") as f:
+        f.write(bytes(512))  # no boot sector: this backup cannot boot
+    seal(backup, "web", [("scsi0:0", ["disk.vmdk", "disk-flat.vmdk"])])
+    extra = () if option == "--boot-timeout" else ("--boot-timeout", 20)
+    r = cli("verify", "--boot", backup, option + "=" + value, *extra, "--console-log", tmp_path / "console.log",
+            timeout=60)
+    assert r.returncode == 1 and "PASS" not in r.out, r.out
+    assert says in r.stderr.strip().splitlines()[-1] and "Traceback" not in r.out, r.out
+    assert not (tmp_path / "console.log").exists()  # QEMU never started

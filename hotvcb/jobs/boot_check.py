@@ -60,6 +60,9 @@ def smoke_boot(shell: Shell, path: str, log, *, pattern: str = DEFAULT_PATTERN, 
         wanted = re.compile(pattern)
     except re.error as err:
         raise HotvcbError("--boot-pattern %r is not a regular expression: %s" % (pattern, err)) from None
+    if wanted.search(""):  # it would PASS before QEMU printed anything
+        raise HotvcbError("--boot-pattern %r matches an empty console, which proves nothing ('.' takes any output)"
+                          % pattern)
     folder = path.rstrip("/")
     archive = backup_check.is_archive(shell, folder)
     if not archive and not shell.isdir(folder):
