@@ -486,3 +486,26 @@ def test_a_boot_check_that_proves_nothing_or_never_ends_is_refused(tmp_path, opt
     assert r.returncode == 1 and "PASS" not in r.out, r.out
     assert says in r.stderr.strip().splitlines()[-1] and "Traceback" not in r.out, r.out
     assert not (tmp_path / "console.log").exists()  # QEMU never started
+
+
+def test_the_unpacked_copy_of_a_sigkilled_gz_restore_is_removed_by_the_next(tmp_path):
+    """kill -9 while a .gz is unpacked into the target: the hidden copy (a whole backup, with its
+    STATUS.ok) stays; the next restore into that folder removes it and restores."""
+    backup = gz_backup(tmp_path / "vol", "gz", 24 << 20)
+    before = digests(backup)
+    out = tmp_path / "out"
+    out.mkdir()
+    p = subprocess.Popen([PYTHON, "-m", "hotvcb", "restore", backup, "--kvm", str(out), "--no-verify"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env())
+    try:
+        wait_until(lambda: any(e.startswith(".hotvcb-extract-") for e in os.listdir(str(out))), 30, "the unpacking",
+                   poll=0.01)
+        p.kill()
+        p.wait(30)
+    finally:
+        kill_tree(p.pid)
+    assert [e for e in os.listdir(str(out)) if e.startswith(".hotvcb-extract-")], "unpacked too fast to kill"
+    r = cli("restore", backup, "--kvm", out)
+    assert r.returncode == 0, r.out
+    assert sorted(os.listdir(str(out))) == ["gz"], "unpacked by a restore that died" in r.out
+    assert digests(backup) == before

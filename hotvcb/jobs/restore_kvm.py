@@ -29,7 +29,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import List, Optional
 
-from .. import interrupt
+from .. import interrupt, pids
 from ..convert import domain_xml
 from ..convert.firmware import ovmf
 from ..convert.machine import ConvertError, Machine, renamed
@@ -44,7 +44,7 @@ from . import backup_check
 from .machine_of import Found, machine_of
 
 RESTORING = ".hotvcb-restoring"
-UNPACKING = ".hotvcb-extract-"  # in the target folder, as the ESXi restore unpacks
+UNPACKING = ".hotvcb-extract-"  # + our pid, in the target folder, as the ESXi restore unpacks
 KVM_FORMATS = ("qcow2", "raw")
 VIRSH = "virsh"
 
@@ -108,7 +108,8 @@ class KvmRestore:
             if self.dry_run:
                 self.log.dryrun("RESTORE TO KVM: %s would be unpacked in %s and restored" % (backup, req.target))
                 return KvmResult("", "", "", "")
-            self.unpacked = tempfile.mkdtemp(prefix=UNPACKING, dir=req.target)
+            _remove_dead_runs_copies(req.target, self.log)
+            self.unpacked = tempfile.mkdtemp(prefix="%s%d-" % (UNPACKING, os.getpid()), dir=req.target)
             backup = backup_check.unpack(self.shell, backup, self.unpacked, self.log.info)
         found = machine_of(self.shell, backup, req.disk_bus, req.nic_model)
         m = found.machine
@@ -236,6 +237,15 @@ class KvmRestore:
             raise KvmRestoreError("the VM is restored, but libvirt refused it (%s); define it by hand: %s"
                                   % (last[-1] if last else "exit %d" % out.returncode, " ".join(argv)))
         self.log.info("Defined in libvirt: %s" % " ".join(argv))
+
+
+def _remove_dead_runs_copies(target: str, log) -> None:
+    """A SIGKILLed restore cannot remove the .gz it unpacked (a whole backup's size): the next one does."""
+    for entry in os.listdir(target):
+        pid = entry[len(UNPACKING):].split("-", 1)[0]
+        if entry.startswith(UNPACKING) and pid.isdigit() and not pids.alive(int(pid)):
+            log.info("Removing %s/%s, unpacked by a restore that died" % (target, entry))
+            shutil.rmtree(os.path.join(target, entry), ignore_errors=True)
 
 
 def how_to_start(result: KvmResult, defined: bool) -> List[str]:
