@@ -14,6 +14,7 @@ they are the hostile input, so they are built to be hostile.
 
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -509,3 +510,38 @@ def test_the_unpacked_copy_of_a_sigkilled_gz_restore_is_removed_by_the_next(tmp_
     assert r.returncode == 0, r.out
     assert sorted(os.listdir(str(out))) == ["gz"], "unpacked by a restore that died" in r.out
     assert digests(backup) == before
+
+
+# --- KVM -> ESXi ------------------------------------------------------------------------------
+
+@needs_root
+def test_a_domain_name_cannot_inject_vmx_keys_into_the_esxi_restore(tmp_path):
+    """A libvirt backup restored to ESXi gets a generated .vmx whose displayName is the domain's
+    <name>: a newline in it wrote a line of the attacker's choosing (here: another VM's disk)."""
+    from simhost import VOLUME, hotvcb, make_host
+
+    name = "lv\nsata0:1.present = TRUE\nsata0:1.fileName = /vmfs/volumes/datastore1/victim/victim.vmdk"
+    host = make_host(tmp_path / "host")
+    try:
+        inside = "%s/lv/lv-%s" % (VOLUME, TS)
+        made = libvirt_backup(tmp_path / "vol", "<disk type='file' device='disk'><driver type='qcow2'/>"
+                              "<source file='/x/vda.qcow2'/><target dev='vda' bus='virtio'/></disk>")
+        xml = open(os.path.join(made, "domain.xml")).read().replace("<name>lv</name>",
+                                                                     "<name>%s</name>" % name.replace('"', "&quot;"))
+        with open(os.path.join(made, "domain.xml"), "w") as f:
+            f.write(xml)
+        seal(made, "lv", [("vda", ["vda.qcow2"])])
+        shutil.copytree(made, host.real(inside))
+        r = hotvcb(host, "restore", inside, "--datastore", "datastore1", "--name", "lv-esxi")
+        assert r.returncode == 0, r.stdout + r.stderr
+        folder = host.real("/vmfs/volumes/datastore1/lv-esxi")
+        r = hotvcb(host, "restore", inside, "--datastore", "datastore1")  # under the domain's own name
+        vmx = [os.path.join(dirpath, f) for dirpath, _d, files in os.walk(host.real("/vmfs/volumes/datastore1"))
+               for f in files if f.endswith(".vmx")]
+        assert len(vmx) == 2 and folder in vmx[0] + vmx[1], (vmx, r.stdout + r.stderr)
+        for path in vmx:
+            text = open(path, encoding="utf-8", newline="").read()
+            assert all(re.match(r'^[\w.:-]+ = "[^"]*"$', l) for l in text.split("\n") if l), text
+            assert VmxFile(text).get("displayName") in ("lv-esxi", name), text  # VMware's |0A escapes
+    finally:
+        host.stop()
