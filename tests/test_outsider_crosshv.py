@@ -539,3 +539,26 @@ def test_a_domain_name_cannot_inject_vmx_keys_into_the_esxi_restore(tmp_path):
         assert VmxFile(text).get("displayName") == name, text  # written with VMware's |0A escapes
     finally:
         host.stop()
+
+
+def test_a_vmdk_whose_extent_lies_outside_the_backup_is_refused(tmp_path):
+    """The .vmx names a disk in the backup, but its descriptor's extent is a file elsewhere on this
+    machine (a host disk, another VM's image): qemu follows it, so restore and smoke boot would
+    read it as the backup's disk. A ghettoVCB backup has no checksums to catch that."""
+    secret = tmp_path / "host-disk.img"
+    make_boot_disk(str(secret), 1 << 20)
+    for extent in (str(secret),):
+        backup = esxi_backup(tmp_path / "vol", "web")
+        path = os.path.join(backup, "disk.vmdk")
+        text = open(path).read().replace('"disk-flat.vmdk"', '"%s"' % extent)
+        with open(path, "w") as f:
+            f.write(text)
+        seal(backup, "web", [("scsi0:0", ["disk.vmdk", "disk-flat.vmdk"])])
+        out = tmp_path / "out"
+        out.mkdir(exist_ok=True)
+        r = cli("restore", backup, "--kvm", out)
+        assert r.returncode == 6 and "outside the backup" in one_clear_error(r), r.out
+        assert os.listdir(str(out)) == []
+        r = cli("verify", "--boot", backup, "--boot-timeout", 20, "--console-log", tmp_path / "console.log")
+        assert r.returncode == 1 and "outside the backup" in one_clear_error(r), r.out
+        assert not (tmp_path / "console.log").exists()
