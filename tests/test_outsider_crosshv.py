@@ -562,3 +562,23 @@ def test_a_vmdk_whose_extent_lies_outside_the_backup_is_refused(tmp_path):
         r = cli("verify", "--boot", backup, "--boot-timeout", 20, "--console-log", tmp_path / "console.log")
         assert r.returncode == 1 and "outside the backup" in one_clear_error(r), r.out
         assert not (tmp_path / "console.log").exists()
+
+
+def test_a_qcow2_with_a_backing_file_outside_the_backup_is_refused(tmp_path):
+    """The same for a libvirt backup's qcow2: its header can name a backing file anywhere, which
+    qemu-img convert and the smoke boot's overlay would read as the backup's data."""
+    secret = tmp_path / "host-disk.raw"
+    make_boot_disk(str(secret), 1 << 20)
+    backup = libvirt_backup(tmp_path / "vol", "<disk type='file' device='disk'><driver type='qcow2'/>"
+                            "<source file='/x/vda.qcow2'/><target dev='vda' bus='virtio'/></disk>")
+    subprocess.run([QEMU_IMG, "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(secret),
+                    os.path.join(backup, "vda.qcow2")], check=True, timeout=60)
+    seal(backup, "lv", [("vda", ["vda.qcow2"])])
+    out = tmp_path / "out"
+    out.mkdir()
+    r = cli("restore", backup, "--kvm", out)
+    assert r.returncode == 6 and "backing file" in one_clear_error(r), r.out
+    assert os.listdir(str(out)) == []
+    r = cli("verify", "--boot", backup, "--boot-timeout", 20, "--console-log", tmp_path / "console.log")
+    assert r.returncode == 1 and "backing file" in one_clear_error(r), r.out
+    assert not (tmp_path / "console.log").exists()

@@ -81,6 +81,7 @@ def smoke_boot(shell: Shell, path: str, log, *, pattern: str = DEFAULT_PATTERN, 
             folder = backup_check.unpack(shell, folder, os.path.join(work, "unpacked"), log)
         found = machine_of(shell, folder)
         m = found.machine
+        backup_check.require_whole(shell, m, qemu_img)
         for note in m.notes:
             log("note: %s" % note)
         for i, d in enumerate(m.disks):

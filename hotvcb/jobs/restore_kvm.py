@@ -113,6 +113,7 @@ class KvmRestore:
             backup = backup_check.unpack(self.shell, backup, self.unpacked, self.log.info)
         found = machine_of(self.shell, backup, req.disk_bus, req.nic_model)
         m = found.machine
+        backup_check.require_whole(self.shell, m, self.qemu_img)
         renamed(m, req.name or m.name, req.keep_macs)
         folder = req.target.rstrip("/") + "/" + layout.folder_name(m.name)
         for path, why in ((folder, "already exists; not overwriting it"),
