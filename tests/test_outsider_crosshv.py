@@ -515,7 +515,8 @@ def test_the_unpacked_copy_of_a_sigkilled_gz_restore_is_removed_by_the_next(tmp_
 @needs_root
 def test_a_domain_name_cannot_inject_vmx_keys_into_the_esxi_restore(tmp_path):
     """A libvirt backup restored to ESXi gets a generated .vmx whose displayName is the domain's
-    <name>: a newline in it wrote a line of the attacker's choosing (here: another VM's disk)."""
+    <name>: a newline in it wrote a line of the attacker's choosing (here: another VM's disk).
+    And a qcow2 backed by another VM's disk is refused, as restore --kvm refuses it."""
     from simhost import VOLUME, hotvcb, make_host
 
     name = "lv\nsata0:1.present = TRUE\nsata0:1.fileName = /vmfs/volumes/datastore1/victim/victim.vmdk"
@@ -537,6 +538,16 @@ def test_a_domain_name_cannot_inject_vmx_keys_into_the_esxi_restore(tmp_path):
         text = open(vmx, encoding="utf-8", newline="").read()
         assert all(re.match(r'^[\w.:-]+ = "[^"]*"$', l) for l in text.split("\n") if l), text
         assert VmxFile(text).get("displayName") == name, text  # written with VMware's |0A escapes
+        # and its qcow2 may not name a backing file (here another VM's disk on the datastore)
+        make_boot_disk(host.real("/vmfs/volumes/datastore1/victim.raw"), 1 << 20)
+        subprocess.run([QEMU_IMG, "create", "-q", "-u", "-f", "qcow2", "-F", "raw", "-b",
+                        "/vmfs/volumes/datastore1/victim.raw", "-o", "size=1M",
+                        host.real(inside + "/vda.qcow2")], check=True, timeout=60)
+        seal(host.real(inside), "lv", [("vda", ["vda.qcow2"])])
+        r = hotvcb(host, "restore", inside, "--datastore", "datastore1", "--name", "lv-victim")
+        assert r.returncode != 0 and "has a backing file (/vmfs/volumes/datastore1/victim.raw)" in r.stdout + r.stderr, \
+            r.stdout + r.stderr
+        assert not os.path.exists(host.real("/vmfs/volumes/datastore1/lv-victim"))
     finally:
         host.stop()
 
