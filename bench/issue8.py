@@ -318,6 +318,7 @@ def qemu_row(tmp):
         f.write(os.urandom(data))
         f.truncate(size)
     volume = os.path.join(tmp, "qbackups")
+    os.makedirs(volume)  # a missing backup volume is refused (it may be an unmounted share)
     g = os.path.join(tmp, "q.conf")
     with open(g, "w") as f:
         f.write("VM_BACKUP_VOLUME=%s\nDISK_BACKUP_FORMAT=qcow2\nVM_BACKUP_ROTATION_COUNT=1\n" % volume)

@@ -133,6 +133,14 @@ def clone(host, o):
         # vmkfstools opens the source before it prints anything (verbose trace in sample
         # vmkfstools-i_02); the running VM's exclusive lock refuses it (same sample, ESXi 7.0U1c)
         raise Fail("Failed to open '%s': %s." % (src_arg, ERR_LOCKED))
+    gone = _missing_member(host, src)
+    if gone is not None:
+        # a delta or extent of the chain is gone: disklib cannot open the disk it would flatten.
+        # guess: no real host's wording captured; the parent's is the hosted one (vmkfstools-e-q_01 E,
+        # with the code -e uses here), a file of the disk itself is "not found" (25)
+        why = ("The system cannot find the file specified (25)" if gone == "own"
+               else "The parent of this virtual disk could not be opened (23)")
+        raise Fail("Failed to open '%s': %s." % (src_arg, why))
     w("Destination disk format: %s\n" % FORMATS[fmt])
     w("Cloning disk '%s'...\n" % src_arg)
     if not host.module_loaded("multiextent") and (fmt == "2gbsparse" or disks.disk_format(src) == "2gbsparse"):
@@ -173,6 +181,9 @@ def clone(host, o):
         disks.clone(src, dst, fmt, progress)
         if size == 0:
             progress(1, 1)
+        corrupt = faults.num(host, "clone.corrupt_at", -1) if applies else -1
+        if corrupt >= 0 and os.path.exists(_outputs(dst)[1]):
+            _flip_byte(_outputs(dst)[1], int(corrupt))
     except Fail as e:
         for p in _outputs(dst):
             if os.path.exists(p):
@@ -188,6 +199,26 @@ def clone(host, o):
     del created
     w("\n")
     return 0
+
+
+def _missing_member(host, src):
+    """None when every file of src's chain is there, else whose file is gone: "own" or "parent"."""
+    path, whose = src, "own"
+    while path:
+        if not os.path.exists(path) or not all(os.path.exists(f) for f in disks.own_files(path)):
+            return whose
+        parent = disks.parent_of(path)
+        path, whose = (host.real(parent) if parent and parent.startswith("/vmfs") else parent), "parent"
+    return None
+
+
+def _flip_byte(path, offset):
+    """A target that silently corrupts what was written (fault injection, not an ESXi behaviour)."""
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1) or b"\0"
+        f.seek(offset)
+        f.write(bytes([b[0] ^ 0x5A]))
 
 
 def _outputs(dst):

@@ -107,17 +107,20 @@ def _seek(fd, offset, whence, fallback):
         return fallback
 
 
-def digest_fd(f, block_size, whole=False, on_block=None, check=None):
-    """Digest an open binary file (raw or buffered) from offset 0 to EOF.
+def read_blocks(f, block_size, check=None, fresh=False):
+    """Yield (offset, length, data) over an open binary file from offset 0 to EOF.
 
-    `on_block(n)` is told the bytes covered after each block or hole run;
-    `check()` is called between blocks (to raise on an interrupt).
+    `data` is None for a run of whole zero blocks the OS reports as a hole
+    (`length` then covers the run; it is never read), else one block of what
+    was read (block_size long except the last; it may still be all zeros).
+    The same buffer is reused for every block unless `fresh`. `check()` is
+    called between blocks (to raise on an interrupt). The repository's chunker
+    reads disks through this too (hotvcb/repo/writer.py).
     """
     fd = f.fileno()
     size = os.fstat(fd).st_size
     seek_data = getattr(os, "SEEK_DATA", None)
     seek_hole = getattr(os, "SEEK_HOLE", None)
-    dig = Digester(block_size, whole)
     buf = bytearray(block_size)
     view = memoryview(buf)
     off = 0
@@ -133,9 +136,7 @@ def digest_fd(f, block_size, whole=False, on_block=None, check=None):
             if start - off >= block_size or start == size:
                 # whole zero blocks up to the block that holds the next data
                 end = size if start == size else start - start % block_size
-                dig.add_zeros(end - off)
-                if on_block is not None:
-                    on_block(end - off)
+                yield off, end - off, None
                 off = end
                 positioned = False
                 continue
@@ -145,6 +146,9 @@ def digest_fd(f, block_size, whole=False, on_block=None, check=None):
         if not positioned:
             os.lseek(fd, off, os.SEEK_SET)
             positioned = True
+        if fresh:
+            buf = bytearray(block_size)
+            view = memoryview(buf)
         want = min(block_size, size - off)
         got = 0
         while got < want:
@@ -154,12 +158,26 @@ def digest_fd(f, block_size, whole=False, on_block=None, check=None):
             got += n
         if got == 0:
             break  # the file shrank while we read it
-        dig.add(buf if got == block_size else bytes(view[:got]))
-        if on_block is not None:
-            on_block(got)
+        yield off, got, buf if got == block_size else bytes(view[:got])
         off += got
         if got < want:
             break
+
+
+def digest_fd(f, block_size, whole=False, on_block=None, check=None):
+    """Digest an open binary file (raw or buffered) from offset 0 to EOF.
+
+    `on_block(n)` is told the bytes covered after each block or hole run;
+    `check()` is called between blocks (to raise on an interrupt).
+    """
+    dig = Digester(block_size, whole)
+    for _off, length, data in read_blocks(f, block_size, check):
+        if data is None:
+            dig.add_zeros(length)
+        else:
+            dig.add(data)
+        if on_block is not None:
+            on_block(length)
     return dig.result()
 
 

@@ -12,9 +12,10 @@ from typing import List, Optional
 
 from . import __version__
 from .commands import backup_cmd, cleanup_cmd, common, list_cmd, onhost, restore_cmd, schedule_cmd, status_cmd, verify_cmd
+from .commands import prune_cmd
 from .errors import HotvcbError, Interrupted, UsageError
 
-COMMANDS = (backup_cmd, cleanup_cmd, schedule_cmd, restore_cmd, list_cmd, verify_cmd, status_cmd)
+COMMANDS = (backup_cmd, cleanup_cmd, schedule_cmd, restore_cmd, list_cmd, verify_cmd, status_cmd, prune_cmd)
 _GLOBAL_VALUED = common.GLOBAL_VALUED
 
 
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     first = _skip_global_options(argv)
+    argv = common.libvirt_uri_given(argv[:first]) + argv[first:]  # a subcommand's own --libvirt is its own
     if first < len(argv) and argv[first].startswith("-") and argv[first] not in ("-h", "--help", "--version"):
         argv.insert(first, "backup")  # ghettoVCB style: flags only
     argv = _glue_dash_values(argv)
@@ -110,7 +112,9 @@ def _skip_global_options(argv: List[str]) -> int:
     """Index of the first argument after the leading top-level (SSH) options."""
     i = 0
     while i < len(argv):
-        if argv[i] in _GLOBAL_VALUED:
+        if argv[i] == "--libvirt" and not common.is_uri(argv[i + 1] if i + 1 < len(argv) else ""):
+            i += 1  # its URI is optional
+        elif argv[i] in _GLOBAL_VALUED:
             i += 2
         elif argv[i].split("=", 1)[0] in _GLOBAL_VALUED:
             i += 1

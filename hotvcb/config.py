@@ -199,6 +199,7 @@ KEYS = {
     "VM_SNAPSHOT_MEMORY": _boolean,
     "VM_SNAPSHOT_QUIESCE": _boolean,
     "ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP": _boolean,
+    "BACKUP_SNAPSHOT_TREE": _boolean,
     "ENABLE_NON_PERSISTENT_NFS": _boolean,
     "UNMOUNT_NFS": _boolean,
     "NFS_SERVER": str,
@@ -227,6 +228,7 @@ KEYS = {
     "SNAPSHOT_REMOVE_TIMEOUT": _minutes(1),
     "CREATE_VM_BACKUP_VOLUME": _boolean,
     "BACKUP_POWER_STATE": _choice(("on", "off", "any")),
+    "VM_BACKUP_REPOSITORY": lambda text: text and _absolute_path(text),
     "VM_BACKUP_ROTATION_SIZE": _size,
     "COLD_SNAPSHOT": _boolean,
     "PRE_BACKUP_HOOK": str,
@@ -234,6 +236,8 @@ KEYS = {
     "HOOK_TIMEOUT": _minutes(1),
     "BACKUP_PARALLEL": _count(1, 16),
     "BACKUP_PARALLEL_PER_DATASTORE": _count(1, 16),
+    "GUEST_PRE_BACKUP_HOOK": str,
+    "GUEST_POST_BACKUP_HOOK": str,
 }  # type: Dict[str, Callable[[str], object]]
 
 # Keys that act once per run (mail, NFS mount, start/stop order, work dir):

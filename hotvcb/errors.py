@@ -4,6 +4,7 @@
     ├── UsageError              bad command line or list file               (exit 1)
     ├── ConfigError             bad ghettoVCB.conf / per-VM file value      (exit 1)
     ├── LockError               another run holds the host's run lock       (exit 1)
+    ├── RepoError               a repository is unusable, damaged or busy   (exit 1)
     └── HostError               a host command failed or said no
         ├── CommandFailed       non-zero exit of vim-cmd, vmkfstools, ...
         ├── VmNotFound          no VM with that display name / vmid
@@ -129,3 +130,7 @@ class CopyError(HostError):
     def __init__(self, source: str, message: str, path: Optional[str] = None):
         super().__init__("copy of %s failed: %s" % (source, message))
         self.source, self.path = source, path
+
+
+class RepoError(HotvcbError):
+    """A backup repository (hotvcb/repo/) is unusable, damaged, or refused the operation."""

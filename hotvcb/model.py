@@ -1,7 +1,7 @@
 """The domain, as plain data: what a job reads from a host and records."""
 
 from dataclasses import dataclass, field
-from typing import List, Optional, Protocol
+from typing import List, Optional, Protocol, Tuple
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,25 @@ class Snapshot:
     created: str
     state: str
     depth: int  # 0 = a root snapshot
+
+
+@dataclass
+class SnapshotTree:
+    """The user's snapshots as files, read before our snapshot: what BACKUP_SNAPSHOT_TREE keeps.
+
+    Every file is named by its base name in the backup (one folder), so the
+    deltas' parent hints and the .vmsd's disk names resolve there and after
+    a restore. The texts are the user's, before our snapshot changed them.
+    """
+
+    vmx_name: str
+    vmx_text: str  # the .vmx naming the user's current deltas
+    vmsd_name: str
+    vmsd_text: str
+    snapshots: List[str]  # the user's snapshot names, tree order
+    state_files: List[str] = field(default_factory=list)  # .vmsn/.vmem paths, copied as they are
+    bases: List[Disk] = field(default_factory=list)  # disks without a parent: cloned in the backup's format
+    deltas: List[Tuple[str, str]] = field(default_factory=list)  # (delta, its parent) descriptors, parents first
 
 
 @dataclass

@@ -25,6 +25,7 @@ class Settings:
     vm_snapshot_memory: bool = False
     vm_snapshot_quiesce: bool = False
     allow_vms_with_snapshots_to_be_backedup: bool = False
+    backup_snapshot_tree: bool = False  # (hotvcb) also keep the user's snapshot tree, restorable as snapshots
     enable_non_persistent_nfs: bool = False
     unmount_nfs: bool = False
     nfs_server: str = ""
@@ -55,11 +56,14 @@ class Settings:
     pre_backup_hook: str = ""  # (hotvcb) command run on the host before each VM's backup
     post_backup_hook: str = ""  # (hotvcb) ... and after it, on every path that ran the pre-hook
     hook_timeout: float = 10  # (hotvcb) minutes
+    guest_pre_backup_hook: str = ""  # (hotvcb) command run inside the guest before the snapshot (QEMU agent)
+    guest_post_backup_hook: str = ""  # (hotvcb) ... and after it is gone
     cold_snapshot: bool = False  # (hotvcb) shut down, snapshot, power on, then copy
     vm_backup_rotation_size: int = 0  # (hotvcb) bytes a VM's backups may take; 0 = no budget
     backup_power_state: str = "any"  # (hotvcb) on | off | any: back up only VMs in this power state
     backup_parallel: int = 1  # (hotvcb) VMs backed up at once (jobs/parallel.py)
     backup_parallel_per_datastore: int = 2  # (hotvcb) ... of them at most this many reading one datastore
+    vm_backup_repository: str = ""  # (hotvcb) back up into this deduplicating repository (docs/repository.md)
     # where each value came from, "file:line" by key, for messages
     origin: Tuple[Tuple[str, str], ...] = field(default=(), compare=False)
 

@@ -481,7 +481,10 @@ class SshShell:
         source = pkgutil.get_data(__package__, "treescan.py")
         if source is None:
             raise RuntimeError("treescan.py is not readable from the package")
-        done = self.run(self.python_argv(source.decode("utf-8"), root, str(read_max), *read), timeout=FILE_OP_TIMEOUT)
+        # a bounded read like every other file call here, so not stopped by a pending signal: cleanup
+        # (a consolidation's wait, failing the -partial folder) reads folders through scans too
+        done = self.run(self.python_argv(source.decode("utf-8"), root, str(read_max), *read), timeout=FILE_OP_TIMEOUT,
+                        interruptible=False)
         if done.returncode == 127:
             return None
         lines = [l for l in done.output.splitlines() if l.startswith("{")]

@@ -83,3 +83,38 @@ _DELTA_STEM = re.compile(r"-\d{6}(\.vmdk)$")
 def base_name(filename: str) -> str:
     """`vm-000001.vmdk` -> `vm.vmdk`: a clone of a snapshot chain is a whole disk, named as its base."""
     return _DELTA_STEM.sub(r"\1", filename)
+
+
+def rename_extent(text: str, filename: str) -> str:
+    """A one-extent descriptor whose extent is `filename` (a disk stored under a new name)."""
+    out = []
+    for raw in text.splitlines(True):
+        m = _EXTENT.match(raw.strip())
+        if m:
+            raw = raw.replace('"%s"' % m.group(4), '"%s"' % filename.replace('"', ""), 1)
+        out.append(raw)
+    return "".join(out)
+
+_LINK = re.compile(r'^(\s*)(CID|parentCID|parentFileNameHint)(\s*=\s*)"?([^"\r\n]*)"?(\s*)$', re.M)
+
+
+def content_id(text: str) -> str:
+    """The descriptor's CID: what a child's parentCID must name for the chain to open."""
+    for m in _LINK.finditer(text):
+        if m.group(2) == "CID":
+            return m.group(4)
+    raise NotADescriptor("no CID line")
+
+
+def relinked(text: str, parent_hint: str, parent_cid: str) -> str:
+    """A delta's descriptor pointing at a parent in a new place (KB 1007969's fix, done on purpose).
+
+    Only parentFileNameHint and parentCID change; the delta's own CID and
+    extents stay, so its own children still open. Used where the parent was
+    cloned (vmkfstools gives a clone a new CID) or moved (backup, restore).
+    """
+    def swap(m):
+        value = {"parentCID": parent_cid, "parentFileNameHint": '"%s"' % parent_hint}.get(m.group(2))
+        return m.group(0) if value is None else m.group(1) + m.group(2) + m.group(3) + value + m.group(5)
+
+    return _LINK.sub(swap, text)

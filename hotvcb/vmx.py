@@ -85,4 +85,6 @@ def _unescape(value: str) -> str:
 
 
 def _escape(value: str) -> str:
-    return "".join("|%02X" % ord(c) if c in '"|' else c for c in value)
+    # a control character (a newline in a VM name from a domain XML) would end the line early and
+    # start one of the name's choosing: VMware writes those as |XX too
+    return "".join("|%02X" % ord(c) if c in '"|' or ord(c) < 0x20 or ord(c) == 0x7F else c for c in value)

@@ -36,15 +36,29 @@ def check(host, vm_name: str, target: str, user_snapshot: Optional[str] = None) 
 
     before = host.snapshots(vm)
     assert not [s for s in before if s.name == OURS], "no snapshot of ours to start with"
+    try:
+        tree = host.snapshot_tree(vm, vm.disks)
+    except HostError:
+        tree = None  # a driver with no tree to keep says so (QEMU)
+    assert tree is not None or host.kind != "esxi", "snapshot_tree reads an ESXi VM's tree"
+    if tree is not None:
+        assert tree.snapshots == [s.name for s in before], "snapshot_tree names the user's snapshots"
+        assert sorted(d.key for d in tree.bases) == sorted(d.key for d in vm.disks), "one base per disk"
+        assert len(tree.deltas) == len(vm.disks) * len(before), "a delta per disk and snapshot"
     snap = host.create_snapshot(vm, OURS, "driver contract", False, False, 60.0)
     assert any(s.id == snap.id and s.name == OURS for s in host.snapshots(vm)), "create returns once visible"
     try:
         disk = vm.disks[0]  # as loaded before the snapshot: the base the snapshot holds still
         seen = []  # type: list
         dst = os.path.join(target, "copy.vmdk")
-        files = host.copy_disk(disk, dst, "thin" if "thin" in host.formats else host.formats[0], seen.append)
+        fmt = "thin" if "thin" in host.formats else host.formats[0]
+        files = host.copy_disk(disk, dst, fmt, seen.append)
         assert files and all(os.path.exists(os.path.join(target, f)) for f in files), "copy_disk names its files"
         assert seen and max(seen) <= 100, "copy_disk reports progress in percent"
+        same = host.copied_as(disk, dst, fmt)
+        if same is not None:
+            with open(same[0], "rb") as a, open(same[1], "rb") as b:
+                assert a.read() == b.read(), "copied_as names a source file whose bytes the copy holds"
     finally:
         host.remove_snapshot(vm, snap, 120.0)
     after = host.snapshots(vm)

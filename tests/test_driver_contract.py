@@ -1,12 +1,15 @@
 """Every hypervisor driver passes the same contract check (tests/driver_contract.py):
-the ESXi driver on a simulated host, run there with the host's own python, and
-the QEMU driver against a real QEMU process."""
+the ESXi driver on a simulated host, run there with the host's own python, the
+QEMU driver against a real QEMU process, and the libvirt driver against a
+domain of a real libvirtd."""
 
 import os
+import shutil
 import subprocess
 import sys
 
-from qemuvm import QemuVm, make_initial, needs_qemu, short_dir
+import kvmguest
+from qemuvm import QemuVm, make_initial, needs_qemu, qemu_img, short_dir
 from simhost import REPO, needs_root
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -29,6 +32,7 @@ def test_the_esxi_driver_keeps_the_contract(host):
 @needs_qemu
 def test_the_qemu_driver_keeps_the_contract(tmp_path):
     from driver_contract import check
+    from hotvcb.hosts import qemuimg
     from hotvcb.hosts.qemu import QemuHost
     from hotvcb.shell import LocalShell
 
@@ -43,5 +47,35 @@ def test_the_qemu_driver_keeps_the_contract(tmp_path):
         target = tmp_path / "target"
         target.mkdir()
         check(QemuHost(LocalShell(), os.path.join(sockets, "inv")), "contract", str(target))
+        # the pre-flight's sizes come from query-block at load_vm: the same as qemu-img info says
+        host = QemuHost(LocalShell(), os.path.join(sockets, "inv"))
+        [disk] = host.load_vm(host.list_vms()[0]).disks
+        virtual, allocated = qemuimg.sizes(qemuimg.info(LocalShell(), image))
+        assert (host.bytes_needed(disk, "thin"), host.bytes_needed(disk, "eagerzeroedthick")) == (
+            min(allocated, virtual), virtual)
     finally:
         vm.quit()
+
+
+@kvmguest.needs_libvirt
+def test_the_libvirt_driver_keeps_the_contract(tmp_path):
+    from driver_contract import check
+    from hotvcb.hosts.libvirt import LibvirtHost
+    from hotvcb.shell import LocalShell
+
+    kvmguest.ensure_libvirtd()
+    folder = short_dir("dcl")
+    os.chmod(folder, 0o755)  # libvirt's QEMU user reads the image
+    image = os.path.join(folder, "vda.qcow2")
+    assert qemu_img("create", "-q", "-f", "qcow2", image, "16M").returncode == 0
+    xml = os.path.join(folder, "domain.xml")
+    with open(xml, "w") as f:
+        f.write(kvmguest.domain_xml("hvcontract", image, "qcow2", os.path.join(folder, "console.log"), agent=False))
+    kvmguest.virsh("create", xml)  # a transient domain: gone with its QEMU
+    try:
+        target = tmp_path / "target"
+        target.mkdir()
+        check(LibvirtHost(LocalShell()), "hvcontract", str(target))
+    finally:
+        kvmguest.virsh("destroy", "hvcontract", check=False)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -77,6 +77,14 @@ def clone_backup(host, src, name, stamp, vm=VM):
     return dst
 
 
+def restore_with_faults(host, backup, name, **faults):
+    host.set_faults(**faults)
+    try:
+        return hotvcb(host, "restore", backup, "--datastore", "datastore1", "--name", name)
+    finally:
+        host.clear_faults()
+
+
 def restore_file(host, tmp_path, lines):
     f = tmp_path / "restore.conf"
     f.write_text("# ghettoVCB-restore file\n" + "\n".join(lines) + "\n", encoding="utf-8")
@@ -160,6 +168,7 @@ def test_flipped_byte_fails_verify_and_restore(site, tmp_path):
     before = registered(host)
     r = hotvcb(host, "restore", bad, "--datastore", "datastore1", "--name", "Never")
     assert r.returncode != 0 and "fails verification" in r.out and VM + "_1-flat.vmdk" in r.out, r.out
+    assert not [e for e in os.listdir(host.real("/vmfs/volumes/datastore1")) if e.startswith("Never")]
     r = hotvcb(host, "verify", bad)
     assert r.returncode != 0, r.out
     assert "%s_1-flat.vmdk: SHA-256 mismatch (bytes 3145728-4194303)" % VM in r.out
@@ -169,6 +178,23 @@ def test_flipped_byte_fails_verify_and_restore(site, tmp_path):
     assert r.returncode != 0 and "not a good backup (verify found it damaged" in r.out, r.out
     assert VM + "_1-flat.vmdk" in r.out, r.out
     assert not os.path.exists(host.real("/vmfs/volumes/datastore1/Never"))
+    assert registered(host) == before
+    shutil.rmtree(host.real(bad))
+
+
+def test_damage_found_while_cloning_stops_the_clone(site):
+    """The checksums are verified while the disks are cloned (issue 8): a damaged backup is found
+    during a clone that would take a minute, the clone is stopped and nothing is left or registered."""
+    host, _conf, backup = site
+    bad = clone_backup(host, backup, "bad", "2001-01-02_01-00-00")
+    with open(os.path.join(host.real(bad), VM + "_1-flat.vmdk"), "r+b") as fh:
+        fh.seek((1 << 20) * 5)
+        fh.write(b"\xff")
+    before = registered(host)
+    r = restore_with_faults(host, bad, "Stopped", **{"clone.delay": "60", "clone.match": "2001-01-02"})
+    assert r.returncode == 6 and "fails verification" in r.out and VM + "_1-flat.vmdk" in r.out, r.out
+    assert "failed verification during the copy: copy stopped" in r.out, r.out
+    assert not [e for e in os.listdir(host.real("/vmfs/volumes/datastore1")) if e.startswith("Stopped")]
     assert registered(host) == before
     shutil.rmtree(host.real(bad))
 
@@ -279,11 +305,7 @@ def test_ghettovcb_backup_without_manifest(site):
 def test_failed_disk_copy_registers_nothing_and_cleans_up(site):
     host, _conf, backup = site
     before = registered(host)
-    host.set_faults(**{"clone.fail_at": "40", "clone.match": "_2.vmdk"})
-    try:
-        r = hotvcb(host, "restore", backup, "--datastore", "datastore1", "--name", "Half")
-    finally:
-        host.clear_faults()
+    r = restore_with_faults(host, backup, "Half", **{"clone.fail_at": "40", "clone.match": "_2.vmdk"})
     assert r.returncode == 6 and "disk nvme0:0 of Half" in r.out and "nothing was registered" in r.out, r.out
     assert not [e for e in os.listdir(host.real("/vmfs/volumes/datastore1")) if e.startswith("Half")]
     assert registered(host) == before

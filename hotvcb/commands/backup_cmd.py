@@ -4,11 +4,12 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import socket
 from datetime import datetime
 from typing import List, Optional, Sequence, Tuple
 
-from .. import config, interrupt, namelist, notify
+from .. import config, interrupt, namelist
 from ..errors import HostError, HotvcbError, Interrupted, UsageError, VmNotFound
 from ..store import volume
 from ..jobs.backup import BackupJob
@@ -39,11 +40,14 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="back up up to N VMs at a time (1-16); overrides BACKUP_PARALLEL")
     p.add_argument("--outbox", help=argparse.SUPPRESS)  # an on-host run for an SSH client (onhost.py)
     onhost.add_option(p)
+    p.add_argument("--repo", metavar="PATH", help="back up into the deduplicating repository at PATH "
+                   "(overrides VM_BACKUP_REPOSITORY; docs/repository.md)")
     common.add_host_options(p)
 
 
 def _vms_at_once(text: str) -> int:
-    if not (text.isdigit() and 1 <= int(text) <= 16):
+    # ASCII digits, as the config's BACKUP_PARALLEL: isdigit() also passes '³' (int() fails) and '٣'
+    if not (re.fullmatch(r"[0-9]{1,2}", text) and 1 <= int(text) <= 16):
         raise argparse.ArgumentTypeError("%r: a whole number from 1 to 16" % text)
     return int(text)
 
@@ -61,6 +65,8 @@ def selection(args) -> Tuple[Optional[List[str]], List[str]]:
     """(names or None for -a, excluded names): the list files are read now."""
     if not (args.all_vms or args.vm_list or args.vm_names):
         raise UsageError("say which VMs: -a (all), -f FILE or -m NAME")
+    if args.confdir and not os.path.isdir(args.confdir):  # else every VM would fail on it: exit 6, not 1
+        raise UsageError("-c %s: no such folder of per-VM configs" % args.confdir)
     names = None if args.all_vms else (namelist.read_names(args.vm_list) if args.vm_list else args.vm_names)
     exclude = namelist.read_names(args.exclude) if args.exclude else []
     return names, exclude
@@ -72,8 +78,6 @@ def check(args, target: "common.Target") -> List[str]:
     and that every named VM is there. Used by `schedule install`; returns the warnings to show."""
     names, exclude = selection(args)
     settings, warnings = config.load_settings(args.global_conf)
-    if args.confdir and not os.path.isdir(args.confdir):
-        raise UsageError("-c %s: no such folder of per-VM configs" % args.confdir)
     if names is not None and not names:
         raise UsageError("the VM list %s names no VM" % args.vm_list)
     try:
@@ -106,6 +110,8 @@ def run(args) -> int:
         settings = dataclasses.replace(settings, backup_power_state=args.power_state)
     if args.parallel:
         settings = dataclasses.replace(settings, backup_parallel=args.parallel)
+    if args.repo:
+        settings = dataclasses.replace(settings, vm_backup_repository=args.repo)
     started = datetime.now().isoformat(timespec="seconds")
     dry_run = args.level == "dryrun"
     interrupt.install()
@@ -118,7 +124,7 @@ def run(args) -> int:
     job = None  # type: Optional[BackupJob]
     lock = work = None
     try:
-        host = common.connect(args.host_target)
+        host = common.connect(args.host_target, log)
         lock, run = common.lock_host(host, log, args.host_target)
         work = common.WorkDir(args.workdir, run, settings.workdir_debug, log)
         log.info("============================== hotvcb LOG START ==============================")
@@ -171,7 +177,9 @@ def _deliver(args, settings, log, report: "onhost.Report") -> int:
         _write_json_report(args.json_report, log, report.json_report)
     if args.outbox:
         report.save(args.outbox)
-    else:
+    elif settings.email_log or settings.email_alert:
+        from .. import notify  # smtplib, ssl, email: ~0.1 s of imports that a run without mail skips
+
         notify.send_report(
             settings, host=report.host, job=args.job_name, status_line=report.status, failed=report.code != 0,
             log_text=report.log_text, report_text=report.report_text, report_html=report.report_html, logger=log)

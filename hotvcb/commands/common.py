@@ -10,6 +10,7 @@ from .. import config, namelist
 from ..errors import HostError, LockError, UsageError
 from ..hosts.base import Hypervisor
 from ..hosts.esxi import EsxiHost
+from ..hosts.libvirt import LibvirtHost
 from ..hosts.qemu import QemuHost
 from ..runid import RunId
 from ..runlog import RunLog
@@ -35,7 +36,8 @@ def add_host_options(parser: argparse.ArgumentParser) -> None:
 # -- the target: which host (--host, SSH) or hypervisor (--qemu) a command works on --------------
 # top-level options that take a value (they may precede ghettoVCB-style flags, and a scheduled
 # job's arguments after `--` may hold them too)
-GLOBAL_VALUED = ("--host", "--port", "--identity", "--known-hosts", "--ssh-option", "--qemu")
+GLOBAL_VALUED = ("--host", "--port", "--identity", "--known-hosts", "--ssh-option", "--qemu", "--libvirt")
+LIBVIRT_DEFAULT = "qemu:///system"
 
 
 class Target(NamedTuple):
@@ -43,9 +45,10 @@ class Target(NamedTuple):
 
     ssh: Optional[SshTarget] = None
     qemu: Optional[str] = None  # the QMP socket folder
+    libvirt: Optional[str] = None  # the libvirt URI
 
     def __bool__(self) -> bool:
-        return self.ssh is not None or self.qemu is not None
+        return self.ssh is not None or self.qemu is not None or self.libvirt is not None
 
 
 class RaisingParser(argparse.ArgumentParser):
@@ -67,6 +70,22 @@ def add_target_options(parser: argparse.ArgumentParser) -> None:
                         help="extra ssh -o option, e.g. ConnectTimeout=5 (repeatable)")
     parser.add_argument("--qemu", metavar="DIR", help="back up the QEMU/KVM VMs on this machine whose QMP "
                         "sockets are DIR/<VM name>.qmp (instead of ESXi)")
+    parser.add_argument("--libvirt", metavar="URI", help="back up the libvirt domains on this machine through "
+                        "libvirt's backup API (URI default %s)" % LIBVIRT_DEFAULT)
+
+
+def is_uri(word: str) -> bool:
+    return "://" in word
+
+
+def libvirt_uri_given(argv: List[str]) -> List[str]:
+    """`--libvirt` takes an optional URI: `--libvirt backup -m web` means the default one.
+    `argv`: global options only (those before the subcommand, or a scheduled job's)."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--libvirt" and not is_uri(out[i + 1] if i + 1 < len(out) else ""):
+            out[i] = "--libvirt=" + LIBVIRT_DEFAULT
+    return out
 
 
 def target_of(args) -> Target:
@@ -74,13 +93,15 @@ def target_of(args) -> Target:
     host, qemu = getattr(args, "host", None), getattr(args, "qemu", None)
     port, identity = getattr(args, "port", None), getattr(args, "identity", None)
     known_hosts, options = getattr(args, "known_hosts", None), list(getattr(args, "ssh_option", None) or [])
-    if qemu and host:
-        raise UsageError("--qemu and --host exclude each other")
+    libvirt = getattr(args, "libvirt", None)
+    given = [opt for opt, value in (("--qemu", qemu), ("--libvirt", libvirt), ("--host", host)) if value]
+    if len(given) > 1:
+        raise UsageError("%s exclude each other" % " and ".join(given))
     if host:
         return Target(SshTarget(host, port, identity, known_hosts, tuple(options)), None)
     if (port or identity or known_hosts or options) and not getattr(args, "hosts", None):
         raise UsageError("--port, --identity, --known-hosts and --ssh-option need --host")
-    return Target(None, qemu)
+    return Target(None, qemu, libvirt)
 
 
 def targets_in(path: str, args) -> List[Tuple[str, Target]]:
@@ -102,6 +123,8 @@ def target_argv(target: Target, absolute) -> List[str]:
     """The global options that reach `target` again (a scheduled run), paths made absolute by `absolute`."""
     if target.qemu:
         return ["--qemu", absolute(target.qemu)]
+    if target.libvirt:
+        return ["--libvirt", target.libvirt]
     ssh = target.ssh
     if ssh is None:
         return []
@@ -197,12 +220,15 @@ class WorkDir:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def connect(target: Target) -> Hypervisor:
+def connect(target: Target, log: Optional[RunLog] = None) -> Hypervisor:
     """The hypervisor driver for this run: the ESXi host we run on, or the --host one over SSH,
-    or (--qemu DIR) the QEMU VMs on this machine.
+    or (--qemu DIR) the QEMU VMs on this machine, or (--libvirt) its libvirt domains.
+    `log` takes what a driver has to say (libvirt: why a backup is full, not incremental).
 
     The work dir, config and list files stay on this machine either way.
     """
+    if target.libvirt is not None:
+        return LibvirtHost(LocalShell(), target.libvirt, log=log)
     if target.qemu is not None:
         return QemuHost(LocalShell(), target.qemu)
     return EsxiHost(SshShell(target.ssh).open()) if target.ssh is not None else EsxiHost(LocalShell())

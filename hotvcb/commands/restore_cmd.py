@@ -10,6 +10,7 @@ Exit codes: 0 all restored (or a clean dry run), 4 some requests failed,
 6 all failed, 1 usage.
 """
 
+import argparse
 import socket
 
 from .. import config, interrupt
@@ -18,7 +19,7 @@ from ..jobs.restore import RestoreJob
 from ..restorefile import BadLine, RestoreRequest, datastore_path, disk_format, read_restore_file, trim_path
 from ..runlog import RunLog
 from ..store import health, layout, rotation
-from . import common, onhost, restore_kvm_cmd
+from . import common, onhost, repo_cmd, restore_kvm_cmd
 
 LEVELS = {"0": "info", "info": "info", "1": "dryrun", "dryrun": "dryrun", "2": "dryrun2", "debug": "debug"}
 
@@ -34,8 +35,11 @@ def register(subparsers) -> None:
                    help="zeroedthick|2gbsparse|thin|eagerzeroedthick or 1-4 (default thin); qcow2|raw with --kvm "
                    "(default qcow2)")
     p.add_argument("--name", metavar="NEW", help="display name of the restored VM (default: the backup's)")
-    p.add_argument("--no-verify", action="store_true", help="do not check the manifest's checksums first")
+    p.add_argument("--no-verify", action="store_true",
+                   help="do not check the manifest's checksums (checked while the disks are copied)")
     p.add_argument("--power-on", action="store_true", help="power the VM on after registering it")
+    repo_cmd.add_repo_option(p)
+    p.add_argument("--to", metavar="DIR", help="with --repo: a new folder for the raw disks and the VM's files")
     p.add_argument("-g", dest="global_conf", metavar="FILE", help="global config (for --latest)")
     p.add_argument("-l", dest="log_file", metavar="FILE", help="also write the log to FILE")
     p.add_argument("-d", dest="level", default="info", choices=sorted(LEVELS),
@@ -102,6 +106,17 @@ def run(args) -> int:
     code = onhost.command(args, 1, log)  # SSH mode: the restore on the host, where it can
     if code is not None:
         return code
+    if args.repo:
+        repo_cmd.here_only(args)
+        if bool(args.backup) == bool(args.latest):
+            raise UsageError("say which backup of the repository: its ID, or --latest VM (exactly one)")
+        if args.to:
+            return repo_cmd.restore(args.repo, args.backup, args.to, args.latest)
+        if not args.datastore:
+            raise UsageError("restore --repo needs --to DIR, or --datastore DS to restore the VM")
+        # through the folder restore: formats, checks and registration as for any backup
+        with repo_cmd.staged(args.repo, args.backup, datastore_path(args.datastore), args.latest) as folder:
+            return run(argparse.Namespace(**dict(vars(args), repo=None, backup=folder, latest=None)))
     failed = done = 0
     try:
         items = requests_from(args, settings)

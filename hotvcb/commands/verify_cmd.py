@@ -9,7 +9,9 @@ reported as unverifiable, not as damaged), 4 some backups damaged or
 incomplete (no STATUS file), 6 all of them, 1 usage.
 """
 
+import argparse
 import json
+import math
 import sys
 
 from .. import config, interrupt
@@ -19,7 +21,7 @@ from ..jobs.verify import verify_backup
 from ..restorefile import trim_path
 from ..shell import LocalShell, Shell
 from ..store import layout
-from . import common, list_cmd, onhost
+from . import common, list_cmd, onhost, repo_cmd
 
 
 def register(subparsers) -> None:
@@ -34,13 +36,27 @@ def register(subparsers) -> None:
     boot.add_argument("--boot", action="store_true", help="boot the backup (its newest good one for a VM name)")
     boot.add_argument("--boot-pattern", metavar="REGEX", default=boot_check.DEFAULT_PATTERN,
                       help="console text that counts as alive (default %(default)r; '.' = any output)")
-    boot.add_argument("--boot-timeout", metavar="SECONDS", type=float, default=boot_check.DEFAULT_TIMEOUT,
+    boot.add_argument("--boot-timeout", metavar="SECONDS", type=_seconds, default=boot_check.DEFAULT_TIMEOUT,
                       help="give up after this long (default %(default)d)")
     boot.add_argument("--boot-accel", metavar="ACCEL", default="kvm:tcg",
                       help="QEMU accelerator: kvm, tcg, or kvm:tcg = KVM where available (default)")
     boot.add_argument("--console-log", metavar="FILE", help="write the serial console here (default: a temp folder)")
     onhost.add_option(p)
+    repo_cmd.add_repo_option(p)
+    p.add_argument("--sample", type=float, default=0, metavar="PCT", help="with --repo: read this share of the packs")
+    p.add_argument("--new", action="store_true", help="with --repo: read only packs never verified")
     p.set_defaults(handler=run)
+
+
+def _seconds(value: str) -> float:
+    """A positive, finite number of seconds (NaN would never run out)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (0 < seconds < math.inf):
+        raise argparse.ArgumentTypeError("%r is not a positive number of seconds" % value)
+    return seconds
 
 
 def targets(shell: Shell, volume: str, target, all_backups: bool):
@@ -75,6 +91,9 @@ def run(args) -> int:
     code = onhost.command(args, 1)
     if code is not None:
         return code
+    if args.repo:
+        repo_cmd.here_only(args)
+        return repo_cmd.verify_repository(args.repo, args.sample, args.new, args.json)
     shell = common.connect(args.host_target).shell
     paths, skipped = targets(shell, args.volume or settings.vm_backup_volume, args.target, args.all)
     results = []

@@ -7,15 +7,18 @@ UEFI variables file (a copy must not share the original's). A VM from ESXi
 or bare QEMU gets a definition built from the Machine.
 """
 
+import re
 import xml.etree.ElementTree as ET
 from typing import Callable, Dict, Optional, Tuple
 
 from .firmware import ovmf
-from .machine import ConvertError, DISK_BUSES, DiskSpec, Machine, NicSpec, new_uuid, normal_mac, normal_uuid
+from .machine import (DISK_BUSES, MAX_MEMORY_MIB, MAX_VCPUS, ConvertError, DiskSpec, Machine, NicSpec, at_most, new_uuid,
+                      normal_mac, normal_uuid)
 
 _UNITS = {"b": 1, "bytes": 1, "kb": 1000, "k": 1024, "kib": 1024, "mb": 1000 ** 2, "m": 1 << 20, "mib": 1 << 20,
           "gb": 1000 ** 3, "g": 1 << 30, "gib": 1 << 30, "tb": 1000 ** 4, "t": 1 << 40, "tib": 1 << 40}
 
+_DEV = re.compile(r"^[A-Za-z0-9_-]+$")  # vda, sdb, hdc, xvda: it names the restored image file
 Resolve = Callable[[str, str], Optional[Tuple[str, str]]]  # (target dev, source file) -> (image path, format)
 
 
@@ -34,6 +37,7 @@ def machine_from_xml(text: str, where: str, resolve: Resolve) -> Machine:
         m.vcpus = 0
     if m.vcpus <= 0:
         raise ConvertError("%s: <vcpu> %r is not a CPU count" % (where, vcpu))
+    at_most(m.vcpus, MAX_VCPUS, "<vcpu>", where)
     os_el = root.find("os")
     if os_el is not None and (os_el.get("firmware") == "efi" or os_el.find("loader") is not None):
         m.firmware = "efi"
@@ -47,6 +51,8 @@ def machine_from_xml(text: str, where: str, resolve: Resolve) -> Machine:
         bus = target.get("bus", "") if target is not None else ""
         if not dev:
             raise ConvertError("%s: a <disk> without <target dev>" % where)
+        if not _DEV.match(dev):
+            raise ConvertError("%s: <target dev=%r> is not a device name" % (where, dev))
         source = disk.find("source")
         path = "" if source is None else source.get("file") or source.get("dev") or source.get("name") or ""
         found = resolve(dev, path)
@@ -89,7 +95,7 @@ def _memory_mib(root: ET.Element, where: str) -> int:
         amount = 0
     if amount < 1 << 20:
         raise ConvertError("%s: <memory unit=%r> %r is not a memory size" % (where, el.get("unit"), el.text))
-    return amount >> 20
+    return at_most(amount >> 20, MAX_MEMORY_MIB, "<memory> (MiB)", where)
 
 
 def render(m: Machine, base: Optional[str] = None, where: str = "domain.xml") -> str:

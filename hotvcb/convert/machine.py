@@ -11,7 +11,7 @@ import random
 import re
 import uuid
 from dataclasses import dataclass, field
-from typing import List
+from typing import List, Optional
 
 from ..errors import HotvcbError
 
@@ -59,13 +59,25 @@ class Machine:
     notes: List[str] = field(default_factory=list)
 
 
-def positive_int(value: str, what: str, where: str) -> int:
+# beyond what any VM can have (vSphere 8: 768 vCPUs, 24 TiB; QEMU q35: 4096 vCPUs): a definition
+# asking for more is garbage, refused before a VM that can never start is written
+MAX_VCPUS = 4096
+MAX_MEMORY_MIB = 24 << 20
+
+
+def positive_int(value: str, what: str, where: str, most: Optional[int] = None) -> int:
     try:
         n = int(value.strip())
     except ValueError:
         n = 0
     if n <= 0:
         raise ConvertError("%s: %s %r is not a positive whole number" % (where, what, value))
+    return at_most(n, most, what, where)
+
+
+def at_most(n: int, most: Optional[int], what: str, where: str) -> int:
+    if most is not None and n > most:
+        raise ConvertError("%s: %s %d is more than a VM can have (%d)" % (where, what, n, most))
     return n
 
 

@@ -22,7 +22,7 @@ def qemu_argv(m: Machine, *, qemu: str = QEMU, network: bool = True, efi_vars: O
               accel: str = "kvm:tcg") -> List[str]:
     """Disks as m names them (the smoke boot swaps in its overlays first); no display, no serial
     (callers add theirs); NICs on user networking unless `network` is False."""
-    argv = [qemu, "-name", m.name, "-uuid", m.uuid, "-machine", "q35,accel=" + accel,
+    argv = [qemu, "-name", _opt(m.name), "-uuid", m.uuid, "-machine", "q35,accel=" + accel,
             "-m", str(m.memory_mib), "-smp", str(m.vcpus), "-nodefaults"]
     if m.windows:
         argv += ["-rtc", "base=localtime"]
@@ -59,15 +59,19 @@ def qemu_argv(m: Machine, *, qemu: str = QEMU, network: bool = True, efi_vars: O
 
 
 def _opt(value: str) -> str:
-    """A file name inside a QEMU option: a comma is written twice."""
+    """A name inside a QEMU option (a file, the VM's -name): a comma is written twice."""
     return value.replace(",", ",,")
 
 
 def start_script(m: Machine, argv: List[str]) -> str:
-    """A shell script that starts the restored VM the way hotvcb can back it up (QMP socket)."""
-    qmp = "${HOTVCB_QMP_DIR:-/run/qmp}/%s.qmp" % m.name
+    """A shell script that starts the restored VM the way hotvcb can back it up (QMP socket).
+
+    Only the folder comes from the environment (double quotes); the name, which a .vmx or domain
+    XML chose, is single-quoted, so `$(...)` or a backtick in it is never run."""
     line = " ".join(shlex.quote(a) for a in argv)
+    flat = " ".join(m.name.splitlines())  # for the comment line, which a newline would end
+    qmp = '"unix:${HOTVCB_QMP_DIR:-/run/qmp}/"%s' % shlex.quote(_opt(m.name) + ".qmp,server=on,wait=off")
     return ("#!/bin/sh\n# %s, restored by hotvcb. Back it up with: hotvcb --qemu \"${HOTVCB_QMP_DIR:-/run/qmp}\" "
             "backup -m %s\nmkdir -p \"${HOTVCB_QMP_DIR:-/run/qmp}\"\nexec %s -vga std -serial mon:stdio \\\n"
-            "  -qmp \"unix:%s,server=on,wait=off\" \"$@\"\n"
-            % (m.name.replace("\n", " "), shlex.quote(m.name), line, qmp.replace('"', '\\"')))
+            "  -qmp %s \"$@\"\n"
+            % (flat, shlex.quote(flat), line, qmp))

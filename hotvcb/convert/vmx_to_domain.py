@@ -11,8 +11,8 @@ virtio drivers (`--disk-bus virtio`, `--nic-model virtio`).
 from typing import Callable, Optional, Tuple
 
 from ..vmx import VmxFile
-from .machine import (ConvertError, DiskSpec, Machine, NicSpec, new_mac, new_uuid, normal_mac, normal_uuid,
-                      number_targets, positive_int)
+from .machine import (MAX_MEMORY_MIB, MAX_VCPUS, ConvertError, DiskSpec, Machine, NicSpec, new_mac, new_uuid,
+                      normal_mac, normal_uuid, number_targets, positive_int)
 
 # what a VMware NIC becomes when nothing is asked; "needs drivers" marks paravirtual ones
 _NIC = {"e1000": "e1000", "e1000e": "e1000e", "vlance": "rtl8139", "flexible": "rtl8139",
@@ -37,12 +37,12 @@ def machine_from_vmx(text: str, where: str, resolve: Resolve, disk_bus: Optional
     raw_uuid = value("uuid.bios")
     m = Machine(name=name, uuid=normal_uuid(raw_uuid, where + ": uuid.bios") if raw_uuid else new_uuid())
     if value("numvcpus"):
-        m.vcpus = positive_int(value("numvcpus") or "", "numvcpus", where)
+        m.vcpus = positive_int(value("numvcpus") or "", "numvcpus", where, MAX_VCPUS)
     mem = value("memSize") or value("memsize")
     if mem is None:
         m.notes.append("the .vmx sets no memSize; the VM gets %d MiB" % m.memory_mib)
     else:
-        m.memory_mib = positive_int(mem, "memSize", where)
+        m.memory_mib = positive_int(mem, "memSize", where, MAX_MEMORY_MIB)
     firmware = (value("firmware") or "bios").lower()
     if firmware not in ("bios", "efi"):
         raise ConvertError("%s: firmware %r is neither bios nor efi" % (where, firmware))

@@ -10,11 +10,14 @@ through QMP) plugs into the same job. Contracts:
 - `copy_disk` writes the disk to `dst` in `fmt`, calls `progress(percent)` as
   it goes and returns the names of the files it wrote; it raises CopyError
   (or Interrupted) and leaves cleanup of partial files to the caller.
+- `copied_as` names a source file that holds, byte for byte, what one file of
+  the copy will hold (so the job can digest the source while the copy is
+  made, instead of reading the copy back), or None where no file does.
 """
 
 from typing import Callable, Dict, List, Optional, Protocol, Tuple
 
-from ..model import DatastoreInfo, Disk, Snapshot, Vm, VmRef
+from ..model import DatastoreInfo, Disk, Snapshot, SnapshotTree, Vm, VmRef
 from ..shell import Shell
 
 Progress = Callable[[int], None]
@@ -26,6 +29,7 @@ class Hypervisor(Protocol):
     formats: Tuple[str, ...]  # the DISK_BACKUP_FORMAT values this driver can write
     run_dir: str  # folder on the host for its run lock and host id (store/lock.py)
     powers_on: bool  # can start a VM it shut down (power-down modes need it)
+    runs_in_guest: bool  # can run a command inside a guest (in-guest hooks need it)
 
     def describe(self) -> str: ...
 
@@ -63,7 +67,16 @@ class Hypervisor(Protocol):
 
     def remove_snapshot(self, vm: Vm, snap: Snapshot, timeout: float) -> None: ...
 
+    # the user's snapshots as files (BACKUP_SNAPSHOT_TREE), read and checked before any change
+    def snapshot_tree(self, vm: Vm, disks: List[Disk]) -> SnapshotTree: ...
+
+    # an in-guest hook: (exit code, output) of argv run in the guest, `env` its whole environment
+    def guest_exec(self, vm: Vm, argv: List[str], env: List[str], timeout: float,
+                   interruptible: bool = True) -> Tuple[int, str]: ...
+
     def copy_disk(self, disk: Disk, dst: str, fmt: str, progress: Optional[Progress]) -> List[str]: ...
+
+    def copied_as(self, disk: Disk, dst: str, fmt: str) -> Optional[Tuple[str, str]]: ...  # (source, copy)
 
     def disk_files(self, descriptor_path: str) -> List[str]: ...
 

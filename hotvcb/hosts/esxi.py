@@ -12,28 +12,39 @@ from typing import Dict, List, Optional, Tuple
 
 from .. import vmdk
 from ..errors import CommandFailed, CopyError, HostError, SnapshotError, TimeoutExpired, VmNotFound
-from ..model import DatastoreInfo, Disk, Snapshot, Vm, VmRef
+from ..model import DatastoreInfo, Disk, Snapshot, SnapshotTree, Vm, VmRef
 from ..settings import DISK_FORMATS
 from ..shell import Shell
 from ..treeview import ScannedShell
 from ..vmx import VmxFile
-from . import vimcmd
+from . import esxi_tree, vimcmd
 
 VIM_CMD = "/bin/vim-cmd"
 VMKFSTOOLS = "/sbin/vmkfstools"
 _FAULT = re.compile(r"^\((vim|vmodl)\.fault\.(\w+)\)", re.M)
 _DELTA = re.compile(r"-\d{6}(-delta|-sesparse)?\.vmdk$")
+_DELTA_SUFFIXES = re.compile(r"(-\d{6})*(-delta|-sesparse|-flat)?\.vmdk$")
 POLL = 1.0
 # vim-cmd verbs that only read: they leave the driver's scans of VM folders valid
 _QUERIES = frozenset(["vmsvc/getallvms", "vmsvc/snapshot.get", "vmsvc/power.getstate",
                       "hostsvc/datastore/listsummary", "hostsvc/datastore/info"])
 SNAPSHOTS_REUSED_FOR = 120.0  # seconds a snapshot list serves as create_snapshot's "before"
+FLAT_FORMATS = ("thin", "zeroedthick", "eagerzeroedthick")  # a descriptor and one -flat file
+
+
+def _disk_stem(filename: str) -> str:
+    """`web_1-000002-sesparse.vmdk`, `web_1-000001.vmdk`, `web_1.vmdk` -> `web_1`: the base disk a
+    delta belongs to (ESXi names a snapshot's delta after the disk it was taken of)."""
+    return _DELTA_SUFFIXES.sub("", filename)
 
 
 class EsxiHost:
     kind = "esxi"
     formats = DISK_FORMATS  # type: Tuple[str, ...]
     powers_on = True
+    # VMware Tools' guest operations are the vSphere API's (GuestOperationsManager); a standalone
+    # host's vim-cmd has no guest exec (docs/config-reference.md, GUEST_PRE_BACKUP_HOOK)
+    runs_in_guest = False
     run_dir = "/var/run"  # the host's run lock and id (ramdisk: a reboot ends every run anyway)
 
     def __init__(self, shell: Shell):
@@ -55,6 +66,9 @@ class EsxiHost:
         self._roots = {}  # type: Dict[str, str]  # real path of /vmfs/volumes/<name> -> name
         self._store_of = {}  # type: Dict[str, Optional[str]]  # path asked about -> its datastore
         self._seen_snaps = {}  # type: Dict[str, Tuple[float, List[Snapshot]]]
+        # base descriptor path -> its one flat VMFS extent (or None), read at load_vm: copied_as
+        # needs no second read of the descriptor (over SSH a round trip) after the snapshot
+        self._flat_extent = {}  # type: Dict[str, Optional[str]]
 
     # -- host ----------------------------------------------------------------
     def describe(self) -> str:
@@ -171,6 +185,7 @@ class EsxiHost:
         try:
             desc = vmdk.parse(self._files.read_text(path))
             adapter = desc.adapter_type or adapter
+            self._flat_extent[path] = _flat_extent(desc)
             if desc.is_physical_rdm:
                 skip = "physical RDM (vmfsPassthroughRawDeviceMap) cannot be snapshotted"
         except (HostError, vmdk.NotADescriptor) as err:
@@ -225,12 +240,14 @@ class EsxiHost:
         return self.snapshots(vm)
 
     def delta_files(self, vm: Vm) -> List[str]:
-        """Delta disks next to the VM's disks: snapshots hostd may not show."""
+        """Delta disks next to the VM's disks and named after them: snapshots hostd may not show.
+        Another VM's deltas in a shared folder are not this VM's (BACKUP_PARALLEL snapshots both)."""
         folders = {vm.folder} | {d.path.rsplit("/", 1)[0] for d in vm.disks}
+        stems = {_disk_stem(d.path.rsplit("/", 1)[-1]) for d in vm.disks}
         found = []
         for folder in sorted(folders):
             for name in self._files.listdir(folder):
-                if _DELTA.search(name):
+                if _DELTA.search(name) and _disk_stem(name) in stems:
                     found.append(folder + "/" + name)
         return found
 
@@ -299,6 +316,15 @@ class EsxiHost:
             raise CopyError(disk.path, _clone_error(out.output), dst)
         return [f.rsplit("/", 1)[-1] for f in self.disk_files(dst)]
 
+    def copied_as(self, disk: Disk, dst: str, fmt: str) -> Optional[Tuple[str, str]]:
+        """A base disk of one flat VMFS extent, cloned to a flat format: the copy's -flat file
+        holds the extent's bytes (the snapshot holds the base still; a parent of a snapshot
+        chain is opened read-only, so it can be read while the clone reads it)."""
+        extent = self._flat_extent.get(disk.path)
+        if fmt not in FLAT_FORMATS or extent is None:
+            return None
+        return disk.path.rsplit("/", 1)[0] + "/" + extent, dst[: -len(".vmdk")] + "-flat.vmdk"
+
     def _is_2gbsparse(self, path: str) -> bool:
         try:
             return vmdk.parse(self._files.read_text(path)).create_type.lower() == "twogbmaxextentsparse"
@@ -330,14 +356,17 @@ class EsxiHost:
         )
 
     def _chain_files(self, path: str) -> List[str]:
-        files = []  # type: List[str]
-        for _ in range(64):  # a chain deeper than 64 is not one VMware makes
-            files += self.disk_files(path)
-            desc = vmdk.parse(self._files.read_text(path))
-            if not desc.parent_hint:
-                break
-            path = _absolute(path.rsplit("/", 1)[0], desc.parent_hint)
-        return files
+        """Every file of the disk's chain, each checked to be there (BrokenChain names the gap)."""
+        links = esxi_tree.chain(self._files, path, path.rsplit("/", 1)[-1])
+        return [f for link, _desc in links for f in self.disk_files(link)]
+
+    def guest_exec(self, vm: Vm, argv: List[str], env: List[str], timeout: float,
+                   interruptible: bool = True) -> Tuple[int, str]:
+        raise HostError("%s: vim-cmd cannot run a command in the guest (that is the vSphere API's "
+                        "GuestOperationsManager)" % vm.name)
+
+    def snapshot_tree(self, vm: Vm, disks: List[Disk]) -> SnapshotTree:
+        return esxi_tree.read_tree(self._files, vm, disks)
 
     def free_space(self, path: str) -> Optional[int]:
         """Free bytes of the datastore holding path; None for a path outside /vmfs/volumes.
@@ -409,6 +438,14 @@ def _datastore_of(path: str, names: Dict[str, str]) -> str:
     if len(parts) > 3 and parts[1] == "vmfs" and parts[2] == "volumes":
         return names.get(parts[3], parts[3])
     return ""
+
+
+def _flat_extent(desc: vmdk.Descriptor) -> Optional[str]:
+    """The file of a base disk's one flat VMFS extent in its own folder, else None."""
+    if desc.create_type.lower() != "vmfs" or desc.is_delta or len(desc.extents) != 1:
+        return None
+    extent = desc.extents[0]
+    return extent.filename if extent.kind == "VMFS" and "/" not in extent.filename else None
 
 
 def _fault_message(output: str) -> str:

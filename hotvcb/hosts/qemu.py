@@ -36,23 +36,21 @@ restore registration are ESXi's.
 
 import json
 import os
-import re
 import socket
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from .. import vmdk
-from ..errors import CopyError, HostError, SnapshotError, VmNotFound
-from ..model import DatastoreInfo, Disk, Snapshot, Vm, VmRef
+from ..errors import HostError, SnapshotError, VmNotFound
+from ..model import DatastoreInfo, Disk, Snapshot, SnapshotTree, Vm, VmRef
 from ..shell import Shell
 from . import qemuimg
 from .qemu_overlays import OUR_MARK, Overlays, chain_of, device_key, layer_snapshot
+from .qga import SOCKET_SUFFIX as QGA_SUFFIX, GuestAgent
 from .qmp import QmpClient, QmpError, QmpUnavailable
 
 SOCKET_SUFFIX = ".qmp"
 QMP_TIMEOUT = 30.0
-_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
-_IMAGE_EXT = re.compile(r"\.(qcow2|img|raw|vmdk|qed|vdi|vhdx?)$", re.I)
 
 
 
@@ -67,9 +65,36 @@ class VmDescription:
         return json.dumps(self.data, indent=2, sort_keys=True) + "\n"
 
 
-class QemuHost:
+class LocalKvmHost:
+    """What the QEMU and the libvirt driver share: the VMs run on this machine, which has no datastores."""
+
+    kind = "kvm"
+
+    def host_name(self) -> str:
+        return socket.gethostname()
+
+    def datastores(self) -> List[DatastoreInfo]:
+        return []
+
+    def mount_nfs(self, name: str, server: str, share: str, version: str) -> None:
+        raise HostError("ENABLE_NON_PERSISTENT_NFS is for ESXi; on a %s host mount %s:%s yourself"
+                        % ("QEMU" if self.kind == "qemu" else self.kind, server, share))
+
+    def unmount_nfs(self, name: str) -> None:
+        raise HostError("ENABLE_NON_PERSISTENT_NFS is for ESXi")
+
+    def free_space(self, path: str) -> Optional[int]:
+        return local_free_space(path)
+
+    def copied_as(self, disk: Disk, dst: str, fmt: str) -> Optional[Tuple[str, str]]:
+        """None: qemu-img writes the copy in a format of its own, so the copy is what gets hashed."""
+        return None
+
+
+class QemuHost(LocalKvmHost):
     kind = "qemu"
     powers_on = False  # a guest shut down ends its QEMU process, which hotvcb cannot start again
+    runs_in_guest = True  # through the guest agent's socket beside the QMP one (qga.py)
     formats = tuple(qemuimg.FORMATS)
 
     def __init__(self, shell: Shell, qmp_dir: str, qemu_img: str = qemuimg.QEMU_IMG, qmp_timeout: float = QMP_TIMEOUT):
@@ -77,6 +102,9 @@ class QemuHost:
         self.run_dir = self.qmp_dir  # the run lock sits beside the VMs it guards
         self.qemu_img, self.qmp_timeout = qemu_img, qmp_timeout
         self._formats = {}  # type: Dict[str, str]  # image path -> format, from load_vm
+        # image path -> (virtual, allocated by its chain) as query-block showed them at load_vm,
+        # so the pre-flight needs no `qemu-img info` process per disk and question
+        self._sizes = {}  # type: Dict[str, Tuple[int, int]]
         self.overlays = Overlays(shell, self._qmp, qmp_timeout)
 
     def _qmp(self, socket_path: str) -> QmpClient:
@@ -86,15 +114,6 @@ class QemuHost:
     def describe(self) -> str:
         return "QEMU/KVM, QMP sockets in %s" % self.qmp_dir
 
-    def datastores(self) -> List[DatastoreInfo]:
-        return []
-
-    def mount_nfs(self, name: str, server: str, share: str, version: str) -> None:
-        raise HostError("ENABLE_NON_PERSISTENT_NFS is for ESXi; on a QEMU host mount %s:%s yourself" % (server, share))
-
-    def unmount_nfs(self, name: str) -> None:
-        raise HostError("ENABLE_NON_PERSISTENT_NFS is for ESXi")
-
     # -- inventory -----------------------------------------------------------
     def list_vms(self) -> List[VmRef]:
         refs = []
@@ -103,9 +122,6 @@ class QemuHost:
                 name = entry[: -len(SOCKET_SUFFIX)]
                 refs.append(VmRef(vmid=name, name=name, vmx_path=self.qmp_dir + "/" + entry))
         return refs
-
-    def host_name(self) -> str:
-        return socket.gethostname()
 
     def invalid_vms(self) -> List[str]:
         return []  # a socket with no QEMU behind it is no VM at all
@@ -155,6 +171,9 @@ class QemuHost:
         if not path.startswith("/"):
             return skipped("not a local image file: %s" % path[:200])
         self._formats[path] = chain[i].get("format", "") if chain else ""
+        below = chain[i:]
+        if below and all("virtual-size" in l and "actual-size" in l for l in below):
+            self._sizes[path] = (int(below[0]["virtual-size"]), sum(int(l["actual-size"]) for l in below))
         return Disk(key=key, path=path, datastore="", adapter="", mode="persistent")
 
     # -- power ---------------------------------------------------------------
@@ -202,6 +221,20 @@ class QemuHost:
     def delta_files(self, vm: Vm) -> List[str]:
         return self.overlays.delta_files(vm)
 
+    def guest_exec(self, vm: Vm, argv: List[str], env: List[str], timeout: float,
+                   interruptible: bool = True) -> Tuple[int, str]:
+        agent = GuestAgent(self.qmp_dir + "/" + vm.name + QGA_SUFFIX, self.qmp_timeout)
+        agent.connect()
+        try:
+            return agent.run(argv, env, timeout, interruptible)
+        finally:
+            agent.close()
+
+    def snapshot_tree(self, vm: Vm, disks: List[Disk]) -> SnapshotTree:
+        """QEMU keeps no snapshot tree hotvcb could restore as one (overlays carry no .vmsd)."""
+        raise HostError("%s: BACKUP_SNAPSHOT_TREE=1 is for ESXi; on QEMU the backup holds the current state "
+                        "(the overlay chain read through)" % vm.name)
+
     def create_snapshot(
         self, vm: Vm, name: str, description: str, memory: bool, quiesce: bool, timeout: float
     ) -> Snapshot:
@@ -214,39 +247,9 @@ class QemuHost:
         self.overlays.remove(vm, snap, timeout)
 
     def copy_disk(self, disk: Disk, dst: str, fmt: str, progress=None) -> List[str]:
-        """qemu-img convert to dst's folder; the file name keeps dst's stem and takes fmt's extension.
-
-        On any failure (or interruption) the files this copy started are removed again.
-        """
-        try:
-            spec = qemuimg.output_format(fmt)
-        except HostError as err:
-            raise CopyError(disk.path, str(err), dst) from err
-        folder, name = dst.rsplit("/", 1)
-        stem = _IMAGE_EXT.sub("", name) or name
-        out = "%s/%s%s" % (folder, stem, spec.extension)
-        if self.shell.exists(out):  # two disks with one file name (from different folders)
-            out = "%s/%s-%s%s" % (folder, stem, _UNSAFE_NAME.sub("-", disk.key).strip("-"), spec.extension)
+        """qemu-img convert of the image (read-only under our overlay) into dst's folder."""
         src_format = self._formats.get(disk.path) or qemuimg.info(self.shell, disk.path, self.qemu_img)[0].format
-        argv = qemuimg.convert_argv(disk.path, src_format, out, spec, self.qemu_img)
-
-        def watch(fragment: str) -> None:
-            pct = qemuimg.percent(fragment)
-            if pct is not None and progress is not None:
-                progress(pct)
-
-        before = set(self.shell.listdir(folder))
-        try:
-            result = self.shell.run(argv, timeout=None, idle_timeout=1800, on_output=watch)
-            if result.returncode != 0:
-                raise CopyError(disk.path, qemuimg.error_line(result.output), out)
-        except BaseException:
-            for f in set(self.shell.listdir(folder)) - before:
-                self.shell.remove_tree(folder + "/" + f)
-            raise
-        made = set(self.shell.listdir(folder)) - before
-        first = out.rsplit("/", 1)[-1]
-        return sorted(made, key=lambda f: (f != first, f))
+        return qemuimg.copy_to(self.shell, disk, disk.path, src_format, dst, fmt, progress, self.qemu_img)
 
     def disk_files(self, descriptor_path: str) -> List[str]:
         if not descriptor_path.lower().endswith(".vmdk"):
@@ -257,23 +260,10 @@ class QemuHost:
 
     def bytes_needed(self, disk: Disk, fmt: str) -> int:
         """Thick formats take the virtual size; the others what the chain has allocated."""
-        virtual, allocated = qemuimg.sizes(qemuimg.info(self.shell, disk.path, self.qemu_img))
+        virtual, allocated = self._sizes.get(disk.path) or qemuimg.sizes(
+            qemuimg.info(self.shell, disk.path, self.qemu_img))
         spec = qemuimg.FORMATS.get(fmt)
         return virtual if spec is None or spec.thick else min(allocated, virtual)
-
-    def free_space(self, path: str) -> Optional[int]:
-        """Free bytes where path is (or would be created); QMP is local, so is this."""
-        probe = path
-        while probe and not os.path.exists(probe):
-            parent = os.path.dirname(probe.rstrip("/"))
-            if parent == probe:
-                break
-            probe = parent
-        try:
-            st = os.statvfs(probe or "/")
-        except OSError:
-            return None
-        return st.f_bavail * st.f_frsize
 
     def backup_config(self, vm: Vm, disk_names: Dict[str, str]) -> Tuple[str, str]:
         """The VM's description (image formats, disk nodes) in place of a .vmx."""
@@ -285,3 +275,18 @@ class QemuHost:
     # -- registration (restore) ----------------------------------------------
     def register_vm(self, vmx_path: str) -> str:
         raise HostError("restoring to a QEMU host is not supported yet")
+
+
+def local_free_space(path: str) -> Optional[int]:
+    """Free bytes where path is (or would be created); the driver runs on its host, so is this."""
+    probe = path
+    while probe and not os.path.exists(probe):
+        parent = os.path.dirname(probe.rstrip("/"))
+        if parent == probe:
+            break
+        probe = parent
+    try:
+        st = os.statvfs(probe or "/")
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize

@@ -17,7 +17,7 @@ PR_SET_PDEATHSIG = 1
 KILL_WAIT = 30.0
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def die_with_parent() -> None:  # runs in the child between fork and exec (also restore_kvm's qemu-img)
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
@@ -36,7 +36,7 @@ class BootProcess:
             with open(log, "wb") as out:
                 self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=out,
                                              stderr=subprocess.STDOUT, start_new_session=True,
-                                             preexec_fn=_die_with_parent)
+                                             preexec_fn=die_with_parent)
         except OSError as err:
             raise HostError("cannot start %s: %s" % (self.argv[0], err)) from err
 

@@ -14,9 +14,10 @@ natural ones on a KVM host:
 import json
 import re
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
-from ..errors import CommandFailed, HostError
+from ..errors import CommandFailed, CopyError, HostError
+from ..model import Disk
 from ..shell import Shell
 
 QEMU_IMG = "qemu-img"
@@ -123,3 +124,44 @@ def create_overlay(shell: Shell, backing: str, backing_format: str, dst: str, qe
     out = shell.run([qemu_img, "create", "-q", "-f", "qcow2", "-F", backing_format, "-b", backing, dst], timeout=120)
     if out.returncode != 0:
         raise CommandFailed(out.argv, out.returncode, out.output)
+
+
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+_IMAGE_EXT = re.compile(r"\.(qcow2|img|raw|vmdk|qed|vdi|vhdx?)$", re.I)
+
+
+def copy_to(shell: Shell, disk: Disk, src: str, src_format: str, dst: str, fmt: str,
+            progress: Optional[Callable[[int], None]], qemu_img: str = QEMU_IMG) -> List[str]:
+    """qemu-img convert of `src` to dst's folder, the file named by dst's stem and fmt's extension;
+    the names of the files written, the disk file first.
+
+    On any failure (or interruption) the files this copy started are removed again.
+    """
+    try:
+        spec = output_format(fmt)
+    except HostError as err:
+        raise CopyError(disk.path, str(err), dst) from err
+    folder, name = dst.rsplit("/", 1)
+    stem = _IMAGE_EXT.sub("", name) or name
+    out = "%s/%s%s" % (folder, stem, spec.extension)
+    if shell.exists(out):  # two disks with one file name (from different folders)
+        out = "%s/%s-%s%s" % (folder, stem, _UNSAFE_NAME.sub("-", disk.key).strip("-"), spec.extension)
+    argv = convert_argv(src, src_format, out, spec, qemu_img)
+
+    def watch(fragment: str) -> None:
+        pct = percent(fragment)
+        if pct is not None and progress is not None:
+            progress(pct)
+
+    before = set(shell.listdir(folder))
+    try:
+        result = shell.run(argv, timeout=None, idle_timeout=1800, on_output=watch)
+        if result.returncode != 0:
+            raise CopyError(disk.path, error_line(result.output), out)
+    except BaseException:
+        for f in set(shell.listdir(folder)) - before:
+            shell.remove_tree(folder + "/" + f)
+        raise
+    made = set(shell.listdir(folder)) - before
+    first = out.rsplit("/", 1)[-1]
+    return sorted(made, key=lambda f: (f != first, f))

@@ -65,6 +65,23 @@ class QmpClient:
 
     # -- lifecycle -----------------------------------------------------------
     def connect(self) -> "QmpClient":
+        self._open()
+        try:
+            self._hello()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _hello(self) -> None:
+        """QMP speaks first: its greeting, then capabilities negotiation."""
+        msg = self._read(time.monotonic() + self.timeout, "greeting (is another client connected?)")
+        if "QMP" not in msg:
+            raise QmpError(self.path, "expected a QMP greeting, got %.200s" % json.dumps(msg))
+        self.greeting = msg["QMP"]
+        self.execute("qmp_capabilities")
+
+    def _open(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(self.timeout)
@@ -79,16 +96,6 @@ class QmpClient:
             sock.close()
             raise QmpError(self.path, "cannot connect: %s" % (err.strerror or err)) from err
         self._sock = sock
-        try:
-            msg = self._read(time.monotonic() + self.timeout, "greeting (is another client connected?)")
-            if "QMP" not in msg:
-                raise QmpError(self.path, "expected a QMP greeting, got %.200s" % json.dumps(msg))
-            self.greeting = msg["QMP"]
-            self.execute("qmp_capabilities")
-        except BaseException:
-            self.close()
-            raise
-        return self
 
     def close(self) -> None:
         if self._sock is not None:
@@ -171,27 +178,31 @@ class QmpClient:
         except OSError as err:
             raise QmpError(self.path, "connection lost: %s" % (err.strerror or err)) from err
 
-    def _read(self, deadline: float, what: str, seconds: Optional[float] = None) -> Dict[str, Any]:
-        """The next JSON object from the server, waiting until deadline at most."""
+    def _fill(self, until: bytes, deadline: float, what: str, seconds: Optional[float] = None) -> None:
+        """Read until the buffer holds `until` (a line's end, a sync marker), by deadline at most."""
         if self._sock is None:
             raise QmpError(self.path, "not connected")
+        while until not in self._buf:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise QmpTimeout(self.path, what, self.timeout if seconds is None else seconds)
+            ready, _, _ = select.select([self._sock], [], [], remaining)
+            if not ready:
+                continue
+            try:
+                data = self._sock.recv(65536)
+            except OSError as err:
+                raise QmpError(self.path, "connection lost: %s" % (err.strerror or err)) from err
+            if not data:
+                raise QmpError(self.path, "QEMU closed the connection (waiting for %s)" % what)
+            self._buf += data
+            if len(self._buf) > MAX_LINE:
+                raise QmpError(self.path, "a message longer than %d bytes" % MAX_LINE)
+
+    def _read(self, deadline: float, what: str, seconds: Optional[float] = None) -> Dict[str, Any]:
+        """The next JSON object from the server, waiting until deadline at most."""
         while True:
-            while b"\n" not in self._buf:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise QmpTimeout(self.path, what, self.timeout if seconds is None else seconds)
-                ready, _, _ = select.select([self._sock], [], [], remaining)
-                if not ready:
-                    continue
-                try:
-                    data = self._sock.recv(65536)
-                except OSError as err:
-                    raise QmpError(self.path, "connection lost: %s" % (err.strerror or err)) from err
-                if not data:
-                    raise QmpError(self.path, "QEMU closed the connection (waiting for %s)" % what)
-                self._buf += data
-                if len(self._buf) > MAX_LINE:
-                    raise QmpError(self.path, "a message longer than %d bytes" % MAX_LINE)
+            self._fill(b"\n", deadline, what, seconds)
             line, self._buf = self._buf.split(b"\n", 1)
             if line.strip():
                 break

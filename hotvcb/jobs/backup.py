@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Sequence, Union
 from .. import config, crashpoint, interrupt
 from ..errors import AmbiguousVm, HotvcbError, Interrupted, InvalidVm, SnapshotError, VmNotFound
 from ..hosts.base import Hypervisor
-from ..model import Disk, DiskResult, Snapshot, Vm, VmRef, VmResult
+from ..model import Disk, DiskResult, Snapshot, SnapshotTree, Vm, VmRef, VmResult
 from ..runid import RunId
 from ..runlog import RunLog
 from ..settings import Settings
@@ -31,9 +31,12 @@ from ..treeview import ScannedShell
 from ..units import human_size
 from ..vmdk import base_name
 from . import parallel
+from .guest_hooks import refuse_unless_possible, run_guest_hook
 from .hooks import run_hook
 from .leftovers import SNAPSHOT_PREFIX, cleanup_host, is_ours, remove_our_snapshots, remove_partials, restore_power
 from .power import PowerControl
+from .repo_backup import RepoSink
+from .snaptree import TREE, copy_tree, describe
 from .space import SpaceLedger
 
 Target = Union[VmRef, VmNotFound, AmbiguousVm, InvalidVm]  # a VM to back up, or why a listed name is none
@@ -240,8 +243,11 @@ class _VmBackup:
         self.snapshot_refused = False  # the host said no: nothing will show up late
         self.power_failure = ""  # the VM did not come back on: the run's first news
         self.powered_down = False
-        self.sealer = None  # type: Optional[Sealer]
+        self.sealer = None  # type: Optional[Union[Sealer, RepoSink]]
         self.capacity = {}  # type: Dict[str, int]  # disk key -> virtual size, from the pre-flight
+        self.tree = None  # type: Optional[SnapshotTree]  # the user's, to keep (BACKUP_SNAPSHOT_TREE)
+        self.tree_record = None  # type: Optional[Dict[str, object]]
+        self.user_snapshots = []  # type: List[str]  # their ids when the tree was read
 
     def run(self) -> None:
         vm = self.vm = self.host.load_vm(self.ref)
@@ -265,24 +271,33 @@ class _VmBackup:
         if self.s.pre_backup_hook:
             run_hook(self.host, self.s.pre_backup_hook, "pre", self.ref, self.s.hook_timeout * 60.0, self.log)
         try:
-            self._backup(vm, disks)
+            if self.s.guest_pre_backup_hook:  # inside the guest, after the host's own
+                run_guest_hook(self.host, vm, self.s.guest_pre_backup_hook, "pre", self.s.hook_timeout * 60.0,
+                               self.log)
+            try:
+                self._backup(vm, disks)
+            finally:
+                if self.s.guest_post_backup_hook:
+                    self._post_hook(vm)
         finally:
             if self.s.post_backup_hook:  # on every path the pre-hook was followed by
                 self._post_hook()
 
-    def _post_hook(self) -> None:
+    def _post_hook(self, guest: Optional[Vm] = None) -> None:
+        """The host's post-hook, or with `guest` the in-guest one; a failure is logged, not raised."""
         status = self.result.status if self.result.status in ("ok", "warn", "error") else "error"
         try:
-            run_hook(self.host, self.s.post_backup_hook, "post", self.ref, self.s.hook_timeout * 60.0, self.log,
-                     result=status, backup=self.result.backup_dir)
+            if guest is not None:
+                run_guest_hook(self.host, guest, self.s.guest_post_backup_hook, "post", self.s.hook_timeout * 60.0,
+                               self.log, result=status, backup=self.result.backup_dir)
+            else:
+                run_hook(self.host, self.s.post_backup_hook, "post", self.ref, self.s.hook_timeout * 60.0, self.log,
+                         result=status, backup=self.result.backup_dir)
         except HotvcbError as err:
             self.log.error(str(err))
 
     def _backup(self, vm: Vm, disks: List[Disk]) -> None:
-        run = self.job.run_id
-        self.sealer = Sealer(self.host.shell, self.s, vm, self.started, self.log, run, self.job.lock,
-                             source_host=self.host.host_name())
-        remove_partials(self.host.shell, self.s.vm_backup_volume, vm.name, self.log, run)
+        self.sealer = self._sink(vm)
         self.sealer.begin()
         try:
             names = self.sealer.plan_disks(disks)
@@ -297,6 +312,10 @@ class _VmBackup:
             elif state != "off":
                 self._snapshot(vm)
             self._copy_disks(vm, disks, self.sealer)
+            if self.tree is not None and any(d.ok for d in self.result.disks):
+                self.tree_record = copy_tree(self.host, self.tree, self.sealer.partial, self.s.disk_backup_format,
+                                             self.log)
+                self._check_tree_unchanged(vm)
         except BaseException as err:
             self.result.message = str(err) or type(err).__name__
             self._cleanup(vm, self.sealer, failed=True)
@@ -307,6 +326,15 @@ class _VmBackup:
             self.result.status = "error"  # the backup may be good; the VM is down, and that comes first
             self.result.message = self.power_failure + ("; the backup is %s" % self.result.backup_dir
                                                         if self.result.backup_dir else "")
+
+    def _sink(self, vm: Vm) -> Union[Sealer, RepoSink]:
+        """Where the backup goes: a backup folder, or (the same lifecycle) a repository."""
+        run = self.job.run_id
+        if self.s.vm_backup_repository:
+            return RepoSink(self.host, self.s, vm, self.started, self.log, run)
+        remove_partials(self.host.shell, self.s.vm_backup_volume, vm.name, self.log, run)
+        return Sealer(self.host.shell, self.s, vm, self.started, self.log, run, self.job.lock,
+                      source_host=self.host.host_name())
 
     # -- steps ---------------------------------------------------------------
     def _disks_to_copy(self, vm: Vm):
@@ -350,7 +378,8 @@ class _VmBackup:
         if pending:
             self.log.info("%s: delta files are checked once the leftover snapshot is gone" % vm.name)
         deltas = [] if pending else self.host.delta_files(vm)
-        if (snaps or deltas) and not self.s.allow_vms_with_snapshots_to_be_backedup:
+        allowed = self.s.allow_vms_with_snapshots_to_be_backedup or self.s.backup_snapshot_tree  # asked to keep them
+        if (snaps or deltas) and not allowed:
             what = "%d snapshot(s)" % len(snaps) if snaps else "delta files %s" % ", ".join(
                 d.rsplit("/", 1)[-1] for d in deltas
             )
@@ -358,11 +387,16 @@ class _VmBackup:
                 "%s has %s; not backing it up (set ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=1 to allow)"
                 % (vm.name, what)
             )
+        if self.s.guest_pre_backup_hook or self.s.guest_post_backup_hook:
+            refuse_unless_possible(self.host, vm)
         modes = [k for k, on in (("POWER_VM_DOWN_BEFORE_BACKUP", self.s.power_vm_down_before_backup),
                                  ("COLD_SNAPSHOT", self.s.cold_snapshot)) if on]
         if modes and not self.host.powers_on:
             raise HotvcbError("%s=1 shuts %s down, and this %s host cannot start it again; not backing it up"
                               % (modes[0], vm.name, self.host.kind))
+        if self.s.vm_backup_repository and self.s.backup_snapshot_tree:
+            raise HotvcbError("BACKUP_SNAPSHOT_TREE=1 keeps delta files, which a repository does not store; "
+                              "back this VM up to a folder (VM_BACKUP_VOLUME) instead")
         fmt = self.s.disk_backup_format
         if fmt not in self.host.formats:
             raise HotvcbError("DISK_BACKUP_FORMAT=%s cannot be written on this %s host (allowed: %s)"
@@ -371,8 +405,17 @@ class _VmBackup:
         # each disk's size for the copy's progress, read now while the driver has the descriptors
         self.capacity = {d.key: self.host.bytes_needed(d, "eagerzeroedthick") for d in disks}
         self.needed = needed
-        # the free bytes less those promised to other VMs of this run being backed up now (BACKUP_PARALLEL)
-        free = self.job.space.reserve(vm.name, self.s.vm_backup_volume, needed, functools.partial(
+        if self.s.backup_snapshot_tree and [x for x in snaps if not is_ours(x)] and not pending:
+            # every chain of the tree is checked now: a missing delta fails the VM before any change
+            self.tree = self.host.snapshot_tree(vm, disks)
+            self.user_snapshots = [x.id for x in snaps if not is_ours(x)]
+            needed += sum(self.host.bytes_needed(d, fmt) for d in self.tree.bases) + sum(
+                self.host.shell.file_size(f) for delta, _ in self.tree.deltas for f in self.host.disk_files(delta))
+            self.needed = needed
+            self.log.info("%s: keeping its snapshot tree, %s" % (vm.name, describe(self.tree)))
+        # the free bytes less those promised to other VMs of this run being backed up now (BACKUP_PARALLEL);
+        # a repository stores only new chunks, so no estimate of the copy's size applies to it
+        free = None if self.s.vm_backup_repository else self.job.space.reserve(vm.name, self.s.vm_backup_volume, needed, functools.partial(
             volume.check, self.host, self.s.vm_backup_volume, self.s.create_vm_backup_volume))
         if free is not None and needed > free:
             raise HotvcbError(
@@ -395,6 +438,8 @@ class _VmBackup:
             )
         for f in vm.extra_files:
             self.log.dryrun("FILE: %s" % f)
+        if self.tree is not None:
+            self.log.dryrun("SNAPSHOT TREE: %s -> %s/" % (describe(self.tree), TREE))
         self.log.dryrun("TOTAL NEEDED: %s; ROTATION: keep %d%s" % (
             human_size(self.needed), s.vm_backup_rotation_count,
             ", within %s" % human_size(s.vm_backup_rotation_size) if s.vm_backup_rotation_size else ""))
@@ -440,7 +485,16 @@ class _VmBackup:
         self.log.debug("%s: snapshot id %s" % (vm.name, self.snapshot.id if self.snapshot else "?"))
         crashpoint.reached("snapshot-created")
 
-    def _copy_disks(self, vm: Vm, disks: List[Disk], sealer: Sealer) -> None:
+    def _check_tree_unchanged(self, vm: Vm) -> None:
+        """A snapshot the user took or removed between the pre-flight and ours makes the kept
+        tree (read in the pre-flight) not the one the VM has: such a backup is not sealed."""
+        now = [x.id for x in self.host.snapshots(vm) if not is_ours(x)]
+        if now != self.user_snapshots:
+            raise HotvcbError("%s: its snapshots changed while it was backed up (ids %s, now %s); the snapshot "
+                              "tree kept would not be the VM's" % (vm.name, ",".join(self.user_snapshots),
+                                                                   ",".join(now)))
+
+    def _copy_disks(self, vm: Vm, disks: List[Disk], sealer: Union[Sealer, RepoSink]) -> None:
         fmt = self.s.disk_backup_format
         for disk in disks:
             if interrupt.pending():
@@ -455,7 +509,7 @@ class _VmBackup:
             self.log.info("Backing up %s (%s, %s) as %s" % (disk.path, disk.key, human_size(capacity), fmt))
             t0 = time.monotonic()
             try:
-                files = self.host.copy_disk(disk, dst, fmt, progress)
+                files = sealer.copy_disk(self.host, disk, dst, fmt, progress)
                 took = time.monotonic() - t0
                 self.log.info("%s: %s done in %d s (%.1f MB/s)" % (vm.name, disk.filename, took, capacity / 1e6 / max(took, 0.001)))
                 rel = [sealer.relative(folder + "/" + f) for f in files]
@@ -469,7 +523,7 @@ class _VmBackup:
                 sealer.discard_disk(dst)
                 self.result.disks.append(DiskResult(disk, False, error=str(err), seconds=time.monotonic() - t0))
 
-    def _cleanup(self, vm: Vm, sealer: Sealer, failed: bool) -> None:
+    def _cleanup(self, vm: Vm, sealer: Union[Sealer, RepoSink], failed: bool) -> None:
         """Undo what we did, in reverse: snapshot, power, then seal or discard."""
         errors = []  # type: List[str]
         if self.snapshot is None and self.snapshot_name is not None:
@@ -500,7 +554,7 @@ class _VmBackup:
         if not (failed or errors or (disks and not any(d.ok for d in disks))):
             self.result.status = "warn" if any(not d.ok for d in disks) else "ok"
             try:
-                self.result.backup_dir = sealer.seal(self.result, self.snapshot_info())
+                self.result.backup_dir = sealer.seal(self.result, self.snapshot_info(), tree=self.tree_record)
                 return
             except BaseException as err:
                 self.log.error("%s: sealing the backup failed: %s" % (vm.name, err))

@@ -5,9 +5,12 @@ good; jobs/verify.py re-reads the checksums), for the jobs that read a
 backup on this machine rather than through a hypervisor driver.
 """
 
+import os
 from typing import Optional
 
 from .. import targz
+from ..convert.machine import Machine
+from ..hosts import qemuimg
 from ..errors import HostError, HotvcbError
 from ..shell import Shell
 from ..store import health, layout
@@ -27,6 +30,23 @@ def require_good(shell: Shell, folder: str) -> None:
             raise HotvcbError("%s is not a good backup (%s)" % (folder, verdict.reason))
     elif not shell.exists(folder + "/STATUS.ok"):
         raise HotvcbError("%s is not a good backup (no STATUS.ok)" % folder)
+
+
+def inside(path: str, backup: str) -> bool:
+    """path is the backup (a .gz) or in its folder: somewhere a job that only reads it must not write."""
+    path, backup = os.path.realpath(path), os.path.realpath(backup)
+    return path == backup or path.startswith(backup.rstrip("/") + "/")
+
+
+def require_whole(shell: Shell, m: Machine, qemu_img: str = qemuimg.QEMU_IMG) -> None:
+    """A backup's qcow2 disk stands alone: a backing file its header names is not the backup's, yet
+    qemu-img convert and the smoke boot's overlay would read it as the disk's data."""
+    for d in m.disks:
+        if d.fmt == "qcow2":
+            layers = qemuimg.info(shell, d.source, qemu_img)
+            if layers and layers[0].backing_filename:
+                raise HotvcbError("%s has a backing file (%s), which is not part of the backup"
+                                  % (d.source, layers[0].backing_filename))
 
 
 def is_archive(shell: Shell, path: str) -> bool:

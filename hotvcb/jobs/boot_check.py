@@ -3,8 +3,9 @@
     checked -> overlays -> booting -> sign of life | no sign of life -> killed, overlays removed
 
 - checked: a backup must be good (store/health.py; its checksums are
-  `hotvcb verify`'s business); a folder `restore --kvm` wrote (no STATUS
-  file) is booted as it is; a .gz is unpacked into the temp folder first.
+  `hotvcb verify`'s business), also one without a STATUS file yet that is
+  named as a backup (`-partial`: being written); any other folder
+  `restore --kvm` wrote (no STATUS file) is booted as it is; a .gz is unpacked into the temp folder first.
 - overlays: one qcow2 per disk in a temp folder, backed by the backup's own
   file (qemu reads VMDKs directly), so the guest's writes land in the
   overlay and the backup is only read.
@@ -33,6 +34,7 @@ from ..errors import HotvcbError
 from ..hosts import qemuimg
 from ..hosts.qemu_boot import BootProcess
 from ..shell import Shell
+from ..store import layout
 from . import backup_check
 from .machine_of import machine_of
 
@@ -58,12 +60,17 @@ def smoke_boot(shell: Shell, path: str, log, *, pattern: str = DEFAULT_PATTERN, 
         wanted = re.compile(pattern)
     except re.error as err:
         raise HotvcbError("--boot-pattern %r is not a regular expression: %s" % (pattern, err)) from None
+    if wanted.search(""):  # it would PASS before QEMU printed anything
+        raise HotvcbError("--boot-pattern %r matches an empty console, which proves nothing ('.' takes any output)"
+                          % pattern)
     folder = path.rstrip("/")
     archive = backup_check.is_archive(shell, folder)
     if not archive and not shell.isdir(folder):
         raise HotvcbError("%s: no such backup folder or .gz" % folder)
-    if archive or backup_check.is_backup(shell, folder):
-        backup_check.require_good(shell, folder)
+    if archive or backup_check.is_backup(shell, folder) or layout.from_path(shell, folder) is not None:
+        backup_check.require_good(shell, folder)  # a backup named as one (-partial: being written) too
+    if console is not None and backup_check.inside(console, folder):
+        raise HotvcbError("--console-log %s is inside the backup %s, which a smoke boot only reads" % (console, folder))
     _remove_dead_runs_overlays()
     work = tempfile.mkdtemp(prefix="%s%d-" % (WORK_PREFIX, os.getpid()))
     console = console or os.path.join(work, "console.log")
@@ -74,6 +81,7 @@ def smoke_boot(shell: Shell, path: str, log, *, pattern: str = DEFAULT_PATTERN, 
             folder = backup_check.unpack(shell, folder, os.path.join(work, "unpacked"), log)
         found = machine_of(shell, folder)
         m = found.machine
+        backup_check.require_whole(shell, m, qemu_img)
         for note in m.notes:
             log("note: %s" % note)
         for i, d in enumerate(m.disks):

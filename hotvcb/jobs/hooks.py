@@ -11,7 +11,7 @@ HOTVCB_BACKUP), never spliced into the command.
 """
 
 import os
-from typing import Optional
+from typing import List, Optional
 
 from ..errors import HotvcbError
 from ..hosts.base import Hypervisor
@@ -35,8 +35,7 @@ def run_hook(host: Hypervisor, command: str, phase: str, ref: VmRef, timeout: fl
     not when the daemon closes its output; and only the last lines are logged
     (a hook printing megabytes must not become the log and the mail).
     """
-    env = ["HOTVCB_VM=" + ref.name, "HOTVCB_VMID=" + ref.vmid, "HOTVCB_PHASE=" + phase,
-           "HOTVCB_RESULT=" + result, "HOTVCB_BACKUP=" + (backup or "")]
+    env = hook_env(ref, phase, result, backup)
     # one file per VM and phase: with BACKUP_PARALLEL several VMs' hooks run at once
     out = "%s/hotvcb-hook.%d.%s.%s.out" % (host.run_dir.rstrip("/"), os.getpid(), ref.vmid, phase)
     script = 'cmd=$1; out=$2; shift 2; env "$@" sh -c "$cmd" </dev/null >"$out" 2>&1'
@@ -53,9 +52,21 @@ def run_hook(host: Hypervisor, command: str, phase: str, ref: VmRef, timeout: fl
             host.shell.remove_tree(out)
         except HotvcbError:
             pass
-    lines = [l[:MAX_LINE] for l in shown.splitlines()]
+    report(log, ref, "%s-backup hook" % phase, shown, done.returncode)
+
+
+def hook_env(ref: VmRef, phase: str, result: str = "", backup: Optional[str] = None) -> List[str]:
+    """What a hook learns of its VM and run, as environment entries (never in its command line)."""
+    return ["HOTVCB_VM=" + ref.name, "HOTVCB_VMID=" + ref.vmid, "HOTVCB_PHASE=" + phase,
+            "HOTVCB_RESULT=" + result, "HOTVCB_BACKUP=" + (backup or "")]
+
+
+def report(log, ref: VmRef, what: str, output: str, returncode: int) -> None:
+    """Log a hook's last lines; HookFailed with the last one when it failed."""
+    lines = [l[:MAX_LINE] for l in output.splitlines()[-SHOWN_LINES:]]
+    label = what.replace("-backup hook", "-hook")
     for line in lines:
-        log.info("%s: %s-hook: %s" % (ref.name, phase, line))
-    if done.returncode != 0:
+        log.info("%s: %s: %s" % (ref.name, label, line))
+    if returncode != 0:
         last = lines[-1:] or ["no output"]
-        raise HookFailed("%s-backup hook of %s failed (exit %d): %s" % (phase, ref.name, done.returncode, last[0]))
+        raise HookFailed("%s of %s failed (exit %d): %s" % (what, ref.name, returncode, last[0]))

@@ -32,7 +32,7 @@ from ..store.seal import OWNER, owner_of
 from ..treeview import ScannedShell
 
 SNAPSHOT_PREFIX = "hotvcb-snapshot-"
-POWER_MARKER = ".hotvcb-powered-off"  # in the VM's folder while we hold it powered off
+POWER_MARKER = ".hotvcb-powered-off"  # + ".<vmx file name>", in the VM's folder while we hold it powered off
 SHUTDOWN_GRACE = 30 * 60.0  # a guest asked to shut down may take this long (a marker this young is kept)
 
 
@@ -85,7 +85,9 @@ def remove_our_snapshots(host: Hypervisor, vm, log, run: RunId, dry_run: bool = 
 
 
 def power_marker(vm) -> str:
-    return vm.folder + "/" + POWER_MARKER
+    """One per VM, named after its .vmx: a folder may hold several VMs, which BACKUP_PARALLEL powers
+    down at once (one VM's end must not erase another's marker, nor a marker power on its neighbour)."""
+    return "%s/%s.%s" % (vm.folder, POWER_MARKER, vm.ref.vmx_path.rsplit("/", 1)[-1])
 
 
 def mark_powered_off(host: Hypervisor, vm, run: RunId) -> None:

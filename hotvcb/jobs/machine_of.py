@@ -5,7 +5,8 @@ A backup says what it is by the definition it holds:
     <VM>.vmx            ESXi (hotvcb or ghettoVCB)      disks as the .vmx names them (.vmdk)
     domain.xml          libvirt (virsh dumpxml --inactive)   disks `<target dev>.qcow2|.raw|.vmdk`
     <VM>.json           bare QEMU (hosts/qemu.py)       disks as hotvcb.json lists them
-    <VM>.xml            a folder `hotvcb restore --kvm` wrote (disks by absolute path)
+    <VM>.xml            a folder `hotvcb restore --kvm` wrote (disks by absolute path; only
+                        files in the folder are used, found by their name)
 
 A disk format is taken from the file's extension and always passed on to
 qemu: an image's format is never probed (a guest can write a qcow2 header
@@ -17,14 +18,17 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from ..convert.domain_xml import machine_from_xml
-from ..convert.machine import ConvertError, DiskSpec, Machine, new_uuid, number_targets
+from ..convert.machine import (MAX_MEMORY_MIB, MAX_VCPUS, ConvertError, DiskSpec, Machine, at_most, new_uuid,
+                               number_targets)
 from ..convert.vmx_to_domain import machine_from_vmx
 from ..errors import HostError
 from ..shell import FileReader
 from ..store import manifest
+from .. import vmdk
 from ..vmdk import base_name
 
 DOMAIN_XML = "domain.xml"
+DESCRIPTOR_MAX = 64 << 10  # a VMDK descriptor file is a few hundred bytes
 _FORMATS = {".qcow2": "qcow2", ".raw": "raw", ".img": "raw", ".vmdk": "vmdk"}
 
 
@@ -78,6 +82,7 @@ def _from_vmx(fs: FileReader, folder: str, name: str, disk_bus: Optional[str], n
                        for n in (base, base_name(base))]  # a disk from another datastore
         for path in candidates:
             if fs.exists(path) and not fs.isdir(path):
+                _require_extents_inside(fs, path)
                 return path, "vmdk"
         return None
 
@@ -85,11 +90,26 @@ def _from_vmx(fs: FileReader, folder: str, name: str, disk_bus: Optional[str], n
     return Found(machine_from_vmx(_read(fs, path), path, resolve, disk_bus, nic_model), "esxi", path)
 
 
+def _require_extents_inside(fs: FileReader, path: str) -> None:
+    """qemu opens the files a VMDK descriptor names: they must be the backup's own, beside it (a
+    descriptor naming /dev/sda or ../other/vm-flat.vmdk would have that read as the backup's disk)."""
+    if fs.file_size(path) > DESCRIPTOR_MAX:
+        return  # not a descriptor file: a sparse extent (its embedded descriptor names only itself)
+    try:
+        desc = vmdk.parse(_read(fs, path))
+    except vmdk.NotADescriptor:
+        return
+    for named in [e.filename for e in desc.extents] + [desc.parent_hint or ""]:
+        if "/" in named or named in ("..", "."):
+            raise ConvertError("%s names %r, a file outside the backup" % (path, named))
+
+
 def _from_xml(fs: FileReader, folder: str, name: str, kind: str) -> Found:
     def resolve(dev: str, source: str) -> Optional[Tuple[str, str]]:
+        # only the folder's own files: a source elsewhere (the live VM's image) is not the backup's
         candidates = [folder + "/" + dev + ext for ext in (".qcow2", ".raw", ".vmdk")]
-        if source.startswith("/"):
-            candidates += [source, folder + "/" + source.rsplit("/", 1)[-1]]
+        if source:
+            candidates.append(folder + "/" + source.rsplit("/", 1)[-1])
         for path in candidates:
             fmt = image_format(path)
             if fmt and fs.exists(path) and not fs.isdir(path):
@@ -127,7 +147,7 @@ def _from_qemu(fs: FileReader, folder: str, name: str, described: dict, disk_bus
             value = described[key]
             if not isinstance(value, int) or value <= 0:
                 raise ConvertError("%s: %s %r is not a positive whole number" % (path, key, value))
-            setattr(m, attr, value)
+            setattr(m, attr, at_most(value, MAX_VCPUS if key == "vcpus" else MAX_MEMORY_MIB, key, path))
     disks = []  # type: List[DiskSpec]
     for d in record.get("disks") or []:
         files = [f for f in d.get("files") or [] if image_format(f)]

@@ -103,6 +103,7 @@ def run(job: "BackupJob", targets: List["Target"]) -> None:
     workers = min(s.backup_parallel, len(targets))
     job.log.info("Backing up %d VMs, up to %d at a time and at most %d per datastore"
                  % (len(targets), workers, s.backup_parallel_per_datastore))
+    job.space.resolve = job.host.shell.realpath  # one datastore by name or UUID is one target
     queue = job.queue = Queue([(n, t, datastores_of(job, t)) for n, t in enumerate(targets, 1)],
                               s.backup_parallel_per_datastore, workers)
     crashed = []  # type: List[BaseException]  # a worker's unexpected error, raised here once all stopped

@@ -5,18 +5,22 @@ One request goes through explicit states, so a failure knows what to undo:
     checked -> [extracted] -> copying -> renamed -> registered [-> powered on]
 
 - checked: nothing is written before every pre-check passed: the backup
-  exists and is good (store/health.py), its manifest checksums hold (unless
-  `verify=False`; ghettoVCB backups have no manifest and are accepted on
-  STATUS.ok alone), the target is a directory on a datastore of this host
-  with room for the disks, the VM folder and our in-progress folder do not
-  exist. A registered VM of the same name is only a warning (ghettoVCB allowed it).
+  exists and is good (store/health.py), its manifest says ok (ghettoVCB
+  backups have no manifest and are accepted on STATUS.ok alone), the target
+  is a directory on a datastore of this host with room for the disks, the VM
+  folder and our in-progress folder do not exist. A registered VM of the same
+  name is only a warning (ghettoVCB allowed it).
 - extracted: a .gz backup is unpacked into `<target>/.hotvcb-extract-<pid>-…`
   on the *target* datastore (never next to the backups) and removed at the
   end whatever happens.
 - copying: disks are cloned with vmkfstools -i into `<target>/<name>.hotvcb-restoring`;
-  .nvram/.vmxf copied, the rewritten .vmx written last. Any failure (or
-  Ctrl-C) removes that folder; a VM is never registered from it.
-- renamed: the folder gets its final name only when every file is in place.
+  .nvram/.vmxf copied, the rewritten .vmx written last. Meanwhile a thread
+  checks every file of the backup against the manifest's digests (unless
+  `verify=False`), so the backup is read once in time rather than verified
+  and then cloned; damage found stops the clone. Any failure (or Ctrl-C)
+  removes that folder; a VM is never registered from it.
+- renamed: the folder gets its final name only when every file is in place
+  and the check passed (a dry run checks before it prints the plan).
 - registered: `vim-cmd solo/registervm` gives the vmid. If registration
   fails the complete folder is kept and the error says how to register it.
 
@@ -37,9 +41,10 @@ this module carries it out. .vmx rewrites (each is logged; dry runs print them):
 import os
 import time
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from .. import interrupt, targz
+from ..background import Background
 from ..errors import HostError, HotvcbError, Interrupted
 from ..hosts.base import Hypervisor
 from ..model import Disk, Vm, VmRef
@@ -47,8 +52,8 @@ from ..restorefile import RestoreRequest
 from ..shell import FileReader, LocalShell
 from ..store import health, layout, manifest
 from ..units import human_size
-from .verify import verify_folder, verify_gz
-from . import restore_stage
+from . import restore_stage, restore_tree
+from .verify import VerifyResult, verify_folder, verify_gz
 from .restore_plan import Plan, Planner, RestoreError
 
 EXTRACTING = ".hotvcb-extract-"
@@ -109,6 +114,40 @@ def _where(req: RestoreRequest, message: str) -> str:
     return "%s: %s" % (req.where, message) if req.where else message
 
 
+def _refuse_damaged(req: RestoreRequest, log, res: VerifyResult) -> None:
+    if res.status == "damaged":
+        raise RestoreError("%s fails verification, not restoring it: %s" % (req.backup, res.problems[0]))
+    log.info("Checksums hold: %s" % res.message)
+
+
+class _Checking:
+    """The backup's checksums as the copy sees them: verified in the background, or not at all
+    (`work` None: no manifest, or --no-verify)."""
+
+    def __init__(self, req: RestoreRequest, log, work: "Optional[Background[VerifyResult]]"):
+        self.req, self.log, self.work = req, log, work
+
+    def watching(self, progress: Callable[[int], None]) -> Callable[[int], None]:
+        """`progress` that also stops the clone (by raising) as soon as the check found damage."""
+        def watch(pct: int) -> None:
+            progress(pct)
+            self.stop_if_damaged()
+        return progress if self.work is None else watch
+
+    def stop_if_damaged(self) -> None:
+        if self.work is not None and self.work.done() and self.work.result().status == "damaged":
+            self.log.info("The backup failed verification during the copy: copy stopped")
+            self.wait()
+
+    def wait(self) -> None:
+        if self.work is not None:
+            _refuse_damaged(self.req, self.log, self.work.result())
+
+    def cancel(self) -> None:
+        if self.work is not None:
+            self.work.cancel()
+
+
 class _Restore:
     """One request; attributes are the lifecycle state cleanup reads."""
 
@@ -161,18 +200,25 @@ class _Restore:
             self._check_sealed(self.shell, backup)
         else:
             backup = source
-        self._check_checksums(backup)
+        verify = self._check_manifest(backup)
+        if verify and self.job.dry_run:
+            self._verify_now(backup)
         self._check_room(plan)
         if self.job.dry_run:
             self._print_plan(plan, compressed)
             return
-        self._copy(plan)
+        checking = self._verify_in_background(backup) if verify else _Checking(self.req, self.log, None)
+        try:
+            self._copy(plan, checking)
+        finally:
+            checking.cancel()
         self.result.vmid = self._register(plan)
 
     def _restore_kvm_backup(self, backup: str, kvm: "restore_stage.Found", free: Optional[int]) -> None:
         """A libvirt or bare-QEMU backup: checked, staged as VMDKs + a .vmx (restore_stage.py), restored."""
         self._check_sealed(self.shell, backup)
-        self._check_checksums(backup)
+        if self._check_manifest(backup):  # before qemu-img reads it: the staged VMDKs are new files
+            self._verify_now(backup)
         folder = self.req.target + "/" + layout.folder_name(self.req.new_name or kvm.machine.name)
         if self.shell.exists(folder):
             raise RestoreError("target folder %s already exists; not overwriting it" % folder)
@@ -191,7 +237,7 @@ class _Restore:
         plan = self.planner.plan(self.shell, dest, free)
         self.result.name, self.result.folder = plan.name, plan.folder
         self._check_room(plan)
-        self._copy(plan)
+        self._copy(plan, _Checking(self.req, self.log, None))
         self.result.vmid = self._register(plan)
 
     def _locate_backup(self, path: str) -> Tuple[str, bool]:
@@ -256,7 +302,12 @@ class _Restore:
                 self.req.backup, status[0], ": " + reason if reason else ""))
         raise RestoreError("%s is not sealed (no STATUS.ok): an unfinished or foreign backup" % self.req.backup)
 
-    def _check_checksums(self, backup: str) -> None:
+    def _verify_now(self, backup: str) -> None:
+        self.log.info("Verifying checksums of %s" % self.req.backup)
+        _refuse_damaged(self.req, self.log, verify_folder(self.shell, backup, record=False))
+
+    def _check_manifest(self, backup: str) -> bool:
+        """Whether the backup's checksums are to be verified (it has a manifest that says ok)."""
         try:
             data = manifest.load(self.shell, backup)
         except ValueError as err:
@@ -264,17 +315,21 @@ class _Restore:
         if data is None:
             self.log.info("%s has no %s (a ghettoVCB backup): accepted on STATUS.ok, checksums not available" % (
                 self.req.backup, manifest.MANIFEST))
-            return
+            return False
         if data.get("result") not in ("ok", None):
             raise RestoreError("%s is recorded as %s: %s" % (self.req.backup, data.get("result"), data.get("message", "")))
         if not self.job.verify:
             self.log.info("Not verifying checksums (--no-verify)")
-            return
-        self.log.info("Verifying checksums of %s" % self.req.backup)
-        res = verify_folder(self.shell, backup, record=False)
-        if res.status == "damaged":
-            raise RestoreError("%s fails verification, not restoring it: %s" % (self.req.backup, res.problems[0]))
-        self.log.info("Checksums hold: %s" % res.message)
+            return False
+        return True
+
+    def _verify_in_background(self, backup: str) -> "_Checking":
+        """Read the backup for its checksums while the clone reads it (one read in time, not two
+        in a row); `_copy` stops early on damage and renames nothing before the check passed."""
+        self.log.info("Verifying checksums of %s while copying" % self.req.backup)
+        shell = self.shell
+        return _Checking(self.req, self.log, Background(
+            lambda check: verify_folder(shell, backup, record=False, progress=lambda _n: check()), "restore-verify"))
 
     def _check_room(self, plan: Plan) -> None:
         if self.req.disk_format == "2gbsparse":
@@ -298,6 +353,9 @@ class _Restore:
                 d.source, d.key, plan.folder, d.target, self.req.disk_format, human_size(d.needed)))
         for src, dst in plan.files:
             out("FILE: %s -> %s/%s" % (src, plan.folder, dst))
+        if plan.tree is not None:
+            out("SNAPSHOT TREE: %s (%d delta(s) relinked) -> %s/%s" % (
+                ", ".join(plan.tree.snapshots), len(plan.tree.deltas), plan.folder, plan.tree.vmsd_name))
         out("VMX: %s/%s" % (plan.folder, plan.vmx_name))
         for key, old, new in plan.rewrites:
             if new is None:
@@ -312,27 +370,33 @@ class _Restore:
         out("###############################################")
 
     # -- the writes ------------------------------------------------------------
-    def _copy(self, plan: Plan) -> None:
+    def _copy(self, plan: Plan, checking: "_Checking") -> None:
         self.shell.makedirs(plan.temp)
         self.temp = plan.temp  # from here on, a failure removes it
         fmt = self.req.disk_format
         for d in plan.disks:
             if interrupt.pending():
                 interrupt.raise_pending()
+            checking.stop_if_damaged()
             self.log.info("Restoring %s (%s) to %s/%s as %s" % (d.source, d.key, plan.folder, d.target, fmt))
             disk = Disk(key=d.key, path=d.source, datastore="", adapter=d.adapter)
-            progress = self.log.progress("%s %s" % (plan.name, d.target), d.needed)
+            progress = checking.watching(self.log.progress("%s %s" % (plan.name, d.target), d.needed))
             try:
                 self.host.copy_disk(disk, plan.temp + "/" + d.target, fmt, progress)
-            except Interrupted:
+            except (Interrupted, RestoreError):
                 raise
             except HotvcbError as err:
                 raise RestoreError("disk %s of %s: %s; nothing was registered" % (d.key, plan.name, err)) from err
         for src, dst in plan.files:
             self.shell.copy_file(src, plan.temp + "/" + dst)
+        if plan.tree is not None:
+            self.log.info("Restoring the snapshot tree (%s): %d delta(s), relinked" % (
+                ", ".join(plan.tree.snapshots), len(plan.tree.deltas)))
+            restore_tree.copy(self.shell, plan.tree, plan.temp)
         for key, old, new in plan.rewrites:
             self.log.debug("%s: .vmx %s: %r -> %r" % (plan.name, key, old, new))
         self.shell.write_text(plan.temp + "/" + plan.vmx_name, plan.vmx_text)
+        checking.wait()  # every byte checked before the folder gets its name
         if self.shell.exists(plan.folder):
             raise RestoreError("target folder %s appeared during the restore; not overwriting it" % plan.folder)
         self.shell.rename(plan.temp, plan.folder)

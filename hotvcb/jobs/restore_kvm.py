@@ -24,25 +24,27 @@ UUID and, unless kept, new MAC addresses (convert/machine.renamed).
 import os
 import shlex
 import shutil
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from typing import List, Optional
 
-from .. import interrupt
+from .. import interrupt, pids
 from ..convert import domain_xml
 from ..convert.firmware import ovmf
 from ..convert.machine import ConvertError, Machine, renamed
 from ..convert.qemu_argv import qemu_argv, start_script
 from ..errors import HotvcbError
 from ..hosts import qemuimg
-from ..shell import Shell
+from ..hosts.qemu_boot import die_with_parent
+from ..shell import Shell, stream
 from ..store import layout
 from ..units import human_size
 from . import backup_check
 from .machine_of import Found, machine_of
 
 RESTORING = ".hotvcb-restoring"
-UNPACKING = ".hotvcb-extract-"  # in the target folder, as the ESXi restore unpacks
+UNPACKING = ".hotvcb-extract-"  # + our pid, in the target folder, as the ESXi restore unpacks
 KVM_FORMATS = ("qcow2", "raw")
 VIRSH = "virsh"
 
@@ -81,6 +83,9 @@ class KvmRestore:
     def run(self, req: KvmRequest) -> KvmResult:
         try:
             return self._run(req)
+        except OSError as err:  # a file this machine would not let us write (read-only, full)
+            raise KvmRestoreError("cannot restore into %s: %s" % (err.filename or req.target, err.strerror or err)) \
+                from err
         finally:
             for path, what in ((self.temp, "unfinished restore folder"), (self.unpacked, "unpacked copy")):
                 if path is not None:
@@ -94,16 +99,21 @@ class KvmRestore:
             raise KvmRestoreError("backup %s does not exist" % backup)
         if not self.shell.isdir(req.target):
             raise KvmRestoreError("target folder %s does not exist" % req.target)
+        if backup_check.inside(req.target, backup):
+            raise KvmRestoreError("target folder %s is inside the backup %s, which a restore only reads"
+                                  % (req.target, backup))
         backup_check.require_good(self.shell, backup)
         if archive:  # checked as it is, then unpacked beside the target (never next to the backups)
             self._verify(backup)
             if self.dry_run:
                 self.log.dryrun("RESTORE TO KVM: %s would be unpacked in %s and restored" % (backup, req.target))
                 return KvmResult("", "", "", "")
-            self.unpacked = tempfile.mkdtemp(prefix=UNPACKING, dir=req.target)
+            _remove_dead_runs_copies(req.target, self.log)
+            self.unpacked = tempfile.mkdtemp(prefix="%s%d-" % (UNPACKING, os.getpid()), dir=req.target)
             backup = backup_check.unpack(self.shell, backup, self.unpacked, self.log.info)
         found = machine_of(self.shell, backup, req.disk_bus, req.nic_model)
         m = found.machine
+        backup_check.require_whole(self.shell, m, self.qemu_img)
         renamed(m, req.name or m.name, req.keep_macs)
         folder = req.target.rstrip("/") + "/" + layout.folder_name(m.name)
         for path, why in ((folder, "already exists; not overwriting it"),
@@ -155,8 +165,11 @@ class KvmRestore:
     def _write(self, found: Found, req: KvmRequest, folder: str) -> KvmResult:
         m = found.machine
         temp = folder + RESTORING
-        os.makedirs(temp)
+        if not self.shell.make_new_dir(temp):  # the atomic claim: a second restore passed the checks too
+            raise KvmRestoreError("%s exists: another restore is running or one was killed; remove it if not" % temp)
         self.temp = temp
+        if self.shell.exists(folder):  # that other restore finished between our checks and the claim
+            raise KvmRestoreError("%s already exists (restored meanwhile); not overwriting it" % folder)
         spec = qemuimg.output_format(req.fmt)
         for d in m.disks:
             if interrupt.pending():
@@ -176,7 +189,7 @@ class KvmRestore:
         self.temp = None
         result = KvmResult(m.name, folder, folder + "/" + fname + ".xml", script)
         if req.define_in is not None:
-            self._define(req.define_in, result.xml)
+            self._define(req.define_in, result.xml, m.name)
         return result
 
     def _convert(self, src: str, src_fmt: str, dst: str, spec: qemuimg.OutputFormat, progress) -> None:
@@ -186,7 +199,12 @@ class KvmRestore:
                 progress(pct)
 
         argv = qemuimg.convert_argv(src, src_fmt, dst, spec, self.qemu_img)
-        out = self.shell.run(argv, timeout=None, idle_timeout=1800, on_output=watch)
+        try:  # started here, not by shell.run: a SIGKILLed restore must not leave qemu-img writing on
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    start_new_session=True, preexec_fn=die_with_parent)
+        except OSError as err:
+            raise KvmRestoreError("cannot run %s: %s" % (argv[0], err.strerror or err)) from err
+        out = stream(proc, argv, timeout=None, idle_timeout=1800, on_output=watch, interruptible=True)
         if out.returncode != 0:
             raise KvmRestoreError("converting %s failed: %s; nothing was defined" % (src, qemuimg.error_line(out.output)))
 
@@ -207,14 +225,28 @@ class KvmRestore:
         self.shell.chmod(temp + "/" + name, 0o755)
         return folder + "/" + name
 
-    def _define(self, uri: str, xml: str) -> None:
+    def _define(self, uri: str, xml: str, name: str) -> None:
         argv = [VIRSH] + (["-c", uri] if uri else []) + ["define", xml]
+        listed = self.shell.run(argv[:-2] + ["list", "--all", "--name"], timeout=120)
+        if listed.returncode == 0 and name in [l.strip() for l in listed.output.splitlines()]:
+            # `virsh define` would replace that domain's definition (under its own UUID: silently)
+            raise KvmRestoreError("the VM is restored, but libvirt already has a domain named %r; not replacing it "
+                                  "(undefine that one first, or restore with --name): %s" % (name, " ".join(argv)))
         out = self.shell.run(argv, timeout=120)
         if out.returncode != 0:
             last = [l for l in out.output.strip().splitlines() if l.strip()]
             raise KvmRestoreError("the VM is restored, but libvirt refused it (%s); define it by hand: %s"
                                   % (last[-1] if last else "exit %d" % out.returncode, " ".join(argv)))
         self.log.info("Defined in libvirt: %s" % " ".join(argv))
+
+
+def _remove_dead_runs_copies(target: str, log) -> None:
+    """A SIGKILLed restore cannot remove the .gz it unpacked (a whole backup's size): the next one does."""
+    for entry in os.listdir(target):
+        pid = entry[len(UNPACKING):].split("-", 1)[0]
+        if entry.startswith(UNPACKING) and pid.isdigit() and not pids.alive(int(pid)):
+            log.info("Removing %s/%s, unpacked by a restore that died" % (target, entry))
+            shutil.rmtree(os.path.join(target, entry), ignore_errors=True)
 
 
 def how_to_start(result: KvmResult, defined: bool) -> List[str]:

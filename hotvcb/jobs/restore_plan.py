@@ -19,6 +19,8 @@ from ..shell import FileReader
 from ..store import layout
 from ..vmdk import base_name
 from ..vmx import VmxFile
+from . import restore_tree
+from .restore_tree import TreeRestore
 from .vmx_identity import answer_moved_or_copied
 
 RESTORING = ".hotvcb-restoring"
@@ -55,6 +57,7 @@ class Plan:
     rewrites: List[Tuple[str, Optional[str], Optional[str]]] = field(default_factory=list)
     needed: int = 0
     free: Optional[int] = None
+    tree: Optional[TreeRestore] = None  # the user's snapshot tree, brought back (restore_tree.py)
 
 
 class Planner:
@@ -82,6 +85,9 @@ class Planner:
             raise RestoreError("%s exists: another restore is running or one was killed; remove it if not" % temp)
         fname = layout.folder_name(name)
         plan = Plan(self.req, backup, name, folder, temp, fname + ".vmx", "", free=free)
+        tree_folder = restore_tree.find(fs, backup)
+        if tree_folder is not None:  # the VM comes back with its snapshots, on the user's .vmx
+            vmx, plan.tree = restore_tree.plan(fs, tree_folder, vmxs[0], fname)
         rewrites = plan.rewrites
 
         def put(key: str, value: Optional[str]) -> None:
@@ -97,22 +103,32 @@ class Planner:
         put("displayName", name)
         used = set()  # type: set
         for dev, _bus, filename in vmx.disk_slots():
-            src = self._disk_source(fs, backup, filename)
-            if src is None:
-                if not quiet:
-                    self.log.warning("%s: disk %s (%s) is not in the backup (skipped when it was taken); "
-                                     "it is restored disconnected" % (name, dev, filename))
-                put(dev + ".present", "FALSE")
-                continue
-            target = _unique(base_name(src.rsplit("/", 1)[-1]), used)
+            top = filename.rsplit("/", 1)[-1]
+            if plan.tree is not None and fs.exists(plan.tree.folder + "/" + top):
+                # the base is cloned under its own name: the deltas above it name it
+                target = restore_tree.chain(fs, plan.tree.folder, top)[-1]
+                src = plan.tree.folder + "/" + target
+                if target.lower() in used:
+                    raise RestoreError("two disks have a base named %s in the snapshot tree" % target)
+                used.add(target.lower())
+            else:
+                found = self._disk_source(fs, backup, filename)
+                if found is None:
+                    if not quiet:
+                        self.log.warning("%s: disk %s (%s) is not in the backup (skipped when it was taken); "
+                                         "it is restored disconnected" % (name, dev, filename))
+                    put(dev + ".present", "FALSE")
+                    continue
+                src, target = found, _unique(base_name(found.rsplit("/", 1)[-1]), used)
+                top = target
             adapter = self._adapter(fs, src, dev)
             needed = self._needed(fs, src, dev, adapter)
             plan.disks.append(DiskCopy(dev, src, target, adapter, needed))
-            put(dev + ".fileName", target)
+            put(dev + ".fileName", top)
         for key, ext in (("nvram", ".nvram"), ("extendedConfigFile", ".vmxf")):
-            src = self._side_file(fs, backup, vmxs[0], vmx.get(key), ext)
-            if src is not None:
-                plan.files.append((src, fname + ext))
+            side = self._side_file(fs, backup, vmxs[0], vmx.get(key), ext)
+            if side is not None:
+                plan.files.append((side, fname + ext))
                 put(key, fname + ext)
             elif vmx.get(key) is not None and not quiet:
                 self.log.warning("%s: %s file %s is not in the backup" % (name, key, vmx.get(key)))
@@ -122,7 +138,7 @@ class Planner:
                 self.log.warning("%s: %s" % (name, warning))
         plan.vmx_text = vmx.text()
         plan.needed = sum(d.needed for d in plan.disks) + sum(
-            fs.file_size(s) for s, _ in plan.files) + len(plan.vmx_text)
+            fs.file_size(s) for s, _ in plan.files) + len(plan.vmx_text) + (plan.tree.needed if plan.tree else 0)
         return plan
 
     def _needed(self, fs: FileReader, src: str, dev: str, adapter: str) -> int:

@@ -39,10 +39,15 @@ def kvm_machine(fs: FileReader, backup: str) -> Optional[Found]:
 
 
 def bytes_needed(shell: Shell, found: Found, disk_format: str) -> int:
-    """Room for the staged VMDKs (holes kept) and the restored disks in disk_format, together."""
+    """Room for the staged VMDKs (holes kept) and the restored disks in disk_format, together; a
+    qcow2 with a backing file (outside the backup) is refused here, where its header is read."""
     total = 0
     for d in found.machine.disks:
-        virtual, allocated = qemuimg.sizes(qemuimg.info(shell, d.source))
+        layers = qemuimg.info(shell, d.source)
+        if d.fmt == "qcow2" and layers and layers[0].backing_filename:  # qemu-img would read it as the disk
+            raise HostError("%s has a backing file (%s), which is not part of the backup"
+                            % (d.source, layers[0].backing_filename))
+        virtual, allocated = qemuimg.sizes(layers)
         staged = min(virtual, allocated)
         total += staged + (staged if disk_format in ("thin", "2gbsparse") else virtual)
     return total

@@ -12,13 +12,15 @@ until its VM is done (sealed and rotated, or failed).
 The free figure read while others copy already lacks what they have
 written so far, and their reservations count in full: the check errs on the
 side of waiting, never of promising the same bytes twice. Targets are told
-apart by datastore (`/vmfs/volumes/<name>`); anything else counts as one.
+apart by datastore (`/vmfs/volumes/<name>`, resolved, so the datastore's name and
+its UUID path are one target); anything else counts as one.
 """
 
 import threading
 from typing import Callable, Dict, Optional, Tuple
 
 from .. import interrupt
+from ..errors import HotvcbError
 from ..units import human_size
 
 RECHECK = 5.0  # seconds between looks at the free space while others hold the room
@@ -33,8 +35,11 @@ def pool_of(volume: str) -> str:
 
 
 class SpaceLedger:
-    def __init__(self, log):
-        self.log = log
+    def __init__(self, log, resolve: Optional[Callable[[str], str]] = None):
+        """`resolve`: the host's realpath, so `/vmfs/volumes/<name>` and `/vmfs/volumes/<uuid>` (one
+        datastore, as a per-VM file may name it) are one pool; parallel.run sets it."""
+        self.log, self.resolve = log, resolve
+        self._roots = {}  # type: Dict[str, str]  # datastore path as written -> resolved
         self._held = {}  # type: Dict[str, Tuple[str, int]]  # VM name -> (pool, bytes reserved)
         self._changed = threading.Condition()
 
@@ -45,7 +50,7 @@ class SpaceLedger:
         room on this target, waits for them (re-measuring); None when the
         target has no free-space figure (nothing is reserved then).
         """
-        pool = pool_of(volume)
+        pool = self._pool(volume)
         told = False
         while True:
             free = measure()
@@ -67,6 +72,17 @@ class SpaceLedger:
                 self._changed.wait(RECHECK)
             if interrupt.pending():
                 interrupt.raise_pending()
+
+    def _pool(self, volume: str) -> str:
+        pool = pool_of(volume)
+        if not pool or self.resolve is None:
+            return pool
+        if pool not in self._roots:
+            try:
+                self._roots[pool] = self.resolve(pool)
+            except HotvcbError:
+                return pool
+        return self._roots[pool]
 
     def release(self, vm: str) -> None:
         with self._changed:

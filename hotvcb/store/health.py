@@ -7,7 +7,9 @@ A backup is good because of what it holds, not because of a marker:
 - its manifest says `ok`, lists at least one disk, every listed disk was
   copied, and every file the manifest names is there;
 - no later `hotvcb verify` found it damaged (the manifest's `verify_error`,
-  or for a `.gz` the sidecar `<name>.gz.verify.json`).
+  or for a `.gz` the sidecar `<name>.gz.verify.json`);
+- an incremental's base backup (chain.py: its qcow2 disks name it) is there
+  and good: without it the incremental restores nothing.
 
 A backup made by ghettoVCB has no manifest: on STATUS.ok with at least one
 .vmdk it is "unverifiable", which counts as good (nothing better is known of
@@ -21,7 +23,7 @@ from typing import Any, Dict, Optional
 from .. import targz
 from ..errors import HostError
 from ..shell import Shell
-from . import layout, manifest
+from . import chain, layout, manifest
 
 GOOD_STATES = ("good", "unverifiable")
 GZ_VERIFY_SUFFIX = ".verify.json"  # next to a .gz, which cannot be rewritten in place
@@ -39,17 +41,17 @@ class Health:
         return self.state in GOOD_STATES
 
 
-def judge(shell: Shell, b: "layout.BackupSet") -> Health:
+def judge(shell: Shell, b: "layout.BackupSet", depth: int = 0) -> Health:
     if b.status == "partial":
         return Health("partial", "being written, or left by a run that died")
     if b.status == "deleting":
         return Health("deleting", "being removed by rotation")
     if b.compressed:
         return _judge_archive(shell, b.path)
-    return _judge_folder(shell, b.path, b.status)
+    return _judge_folder(shell, b.path, b.status, depth)
 
 
-def _judge_folder(shell: Shell, path: str, status: str) -> Health:
+def _judge_folder(shell: Shell, path: str, status: str, depth: int = 0) -> Health:
     if status != "ok":
         return _not_ok(status)
     try:
@@ -75,7 +77,29 @@ def _judge_folder(shell: Shell, path: str, status: str) -> Health:
             return Health("damaged", "cannot stat %s: %s" % (rel, err), data)
         if size != files[rel].get("size", size):
             return Health("damaged", "%s is %d bytes, the manifest says %d" % (rel, size, files[rel]["size"]), data)
-    return _verified(found, data.get("verify_error"), data.get("verified"))
+    verdict = _verified(found, data.get("verify_error"), data.get("verified"))
+    return _judge_bases(shell, path, sorted(files), verdict, depth)
+
+
+def _judge_bases(shell: Shell, path: str, files, verdict: Health, depth: int) -> Health:
+    """An incremental is only as good as the backups it stands on."""
+    if not verdict.good:
+        return verdict
+    try:
+        needed = chain.bases(shell, path, files)
+    except HostError as err:
+        return Health("damaged", str(err), verdict.manifest)
+    for name in needed:
+        base = layout.from_path(shell, path.rsplit("/", 1)[0] + "/" + name)
+        if base is None:
+            return Health("incomplete", "its base backup %s is gone" % name, verdict.manifest)
+        if depth >= chain.MAX_DEPTH:
+            return Health("damaged", "its chain of base backups is longer than %d" % chain.MAX_DEPTH, verdict.manifest)
+        below = judge(shell, base, depth + 1)
+        if not below.good:
+            return Health("incomplete", "its base backup %s is not good: %s" % (name, below.reason or below.state),
+                          verdict.manifest)
+    return verdict
 
 
 def _judge_archive(shell: Shell, path: str) -> Health:
@@ -132,6 +156,9 @@ def _judge_manifest(data: Dict[str, Any]) -> Health:
     unlisted = [f for d in disks for f in d.get("files") or [] if f not in files]
     if unlisted:
         return Health("damaged", "disk file %s has no checksum in the manifest" % unlisted[0], data)
+    unlisted = [f for f in manifest.tree_files(data) if f not in files]
+    if unlisted:
+        return Health("damaged", "snapshot tree file %s has no checksum in the manifest" % unlisted[0], data)
     return Health("good", "", data)
 
 

@@ -10,7 +10,9 @@ before STATUS.*; see layout.py for the whole write order. Format (version 2):
      "disks": [{"key": "scsi0:0", "source": path, "files": [name...], "ok": b, "error": text}],
      "files": {relative name: {"size": n, "sha256_of_blocks": hex,
                                "blocks": {"size": 1048576, "hex": 16, "digests": hex...}}},
-     "verified": iso or null}
+     "verified": iso or null,
+     "snapshot_tree": {"folder": "snapshot-tree", "vmx": name, "vmsd": name, "snapshots": [name...],
+                       "files": [relative name...]}}      only with BACKUP_SNAPSHOT_TREE (jobs/snaptree.py)
 
 Version 2 differs from version 1 only in the "files" entries: the proof of a
 file is derived from its 1 MiB block digests (one pass, one hash per block,
@@ -21,7 +23,7 @@ version than this code knows is refused rather than misread.
 """
 
 import json
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .. import blockdigest
 from ..hostdigest import check_interrupt
@@ -76,7 +78,17 @@ def parse(text: str, where: str) -> Dict[str, Any]:
             raise ValueError("%s: \"%s\" is not text" % (where, key))
     if data.get("verify_error") is not None and not isinstance(data["verify_error"], dict):
         raise ValueError("%s: \"verify_error\" is not a record" % where)
+    tree = data.get("snapshot_tree")
+    if tree is not None and not (isinstance(tree, dict) and isinstance(tree.get("files"), list)
+                                 and all(isinstance(f, str) for f in tree["files"])):
+        raise ValueError("%s: \"snapshot_tree\" is not a record listing its files" % where)
     return data
+
+
+def tree_files(data: Dict[str, Any]) -> List[str]:
+    """The files of the user's snapshot tree kept in the backup (BACKUP_SNAPSHOT_TREE), by relative name."""
+    tree = data.get("snapshot_tree")
+    return list(tree["files"]) if isinstance(tree, dict) else []
 
 
 # -- file digests -------------------------------------------------------------

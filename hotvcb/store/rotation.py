@@ -20,7 +20,7 @@ from .. import crashpoint
 from ..errors import HostError
 from ..shell import Shell
 from ..treeview import ScannedShell
-from . import health, layout
+from . import chain, health, layout
 from ..units import human_size
 from .layout import BackupSet
 
@@ -117,6 +117,7 @@ def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: 
         if left > budget:
             log.warning("%s: its backups take %s, over the %s budget, but the newest good one always stays"
                         % (vm_name, human_size(left), human_size(budget)))
+    doomed = _spare_bases(shell, backups, doomed, verdicts, log)
     for old in sorted(doomed, key=lambda b: (b.when, b.name)):
         state = verdicts[old.path].state
         if dry_run:
@@ -128,6 +129,29 @@ def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: 
     if not dry_run:
         finish_deleting(shell, volume, vm_name, log)
     return removed
+
+
+def _spare_bases(shell: Shell, backups: List[BackupSet], doomed: List[BackupSet],
+                 verdicts: Dict[str, "health.Health"], log) -> List[BackupSet]:
+    """Never delete a backup that a kept one stands on (an incremental's base, and its base)."""
+    by_name = {b.name: b for b in backups}
+    needed = {}  # type: Dict[str, str]  # base name -> the backup standing on it
+    todo = [b for b in backups if b not in doomed and b.path in verdicts]
+    while todo:
+        b = todo.pop()
+        files = sorted(((verdicts.get(b.path) and verdicts[b.path].manifest) or {}).get("files") or {})
+        try:
+            names = chain.bases(shell, b.path, files) if not b.compressed else []
+        except HostError:
+            names = []
+        for name in names:
+            if name not in needed and name in by_name:
+                needed[name] = b.name
+                todo.append(by_name[name])
+    for b in doomed:
+        if b.name in needed:
+            log.info("Keeping %s: %s is an incremental on it" % (b.path, needed[b.name]))
+    return [b for b in doomed if b.name not in needed]
 
 
 def backup_size(shell: Shell, b: BackupSet) -> int:

@@ -7,19 +7,20 @@ job hands disks over one by one and says at the end whether it went well.
 import posixpath
 import re
 from datetime import datetime, timedelta
-from typing import Dict, List, Set, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 from .. import crashpoint, interrupt
 from ..errors import HotvcbError
+from ..hosts.base import Hypervisor
 from ..model import Disk, Vm, VmResult
 from ..runid import RunId
 from ..settings import Settings
 from ..shell import Shell
 from ..vmdk import base_name
-from . import health, layout, manifest, rotation
+from . import chain, health, layout, manifest, rotation, source_digest
 
 CLAIM_TRIES = 30
-DISK_SUFFIXES = (".vmdk", ".qcow2", ".raw")  # disk data a failed backup must not keep
+DISK_SUFFIXES = (".vmdk", ".qcow2", ".raw", ".vmsn", ".vmem")  # disk (and snapshot memory) data a failed backup must not keep
 # Who is writing a -partial folder: the run record (runid.py). It stays until
 # the folder has its final name, and the run's heartbeat keeps it fresh, so a
 # host sharing the volume can tell a live backup from a dead one.
@@ -40,6 +41,7 @@ class Sealer:
         self.shell, self.s, self.vm, self.started, self.log = shell, settings, vm, started, log
         self.run, self.heartbeat, self.source_host = run, heartbeat, source_host
         self._planned = {}  # type: Dict[str, str]  # disk key -> path inside the backup
+        self._digests = {}  # type: Dict[str, manifest.FileDigest]  # relative name -> digest of its source
         self.root = layout.vm_root(settings.vm_backup_volume, vm.name)
         self.name = layout.backup_name(vm.name, started)
         self.partial = self.root + "/" + self.name + layout.PARTIAL
@@ -101,8 +103,21 @@ class Sealer:
             self.shell.makedirs(self.partial + "/" + rel.rsplit("/", 1)[0])
         return self.partial + "/" + rel
 
+    def copy_disk(self, host: Hypervisor, disk: Disk, dst: str, fmt: str, progress) -> List[str]:
+        """The host's own tool writes the disk into the folder (jobs/repo_backup.py reads it instead),
+        while its source is digested where the driver says the copy holds the source's bytes."""
+        files, digests = source_digest.copy_disk(host, disk, dst, fmt, progress, self.log)
+        self.adopt(digests)
+        return files
+
     def relative(self, path: str) -> str:
         return path[len(self.partial) + 1 :]
+
+    def adopt(self, digests: Dict[str, manifest.FileDigest]) -> None:
+        """Digests of copied files taken from their sources during the copy (store/source_digest.py):
+        the seal records them instead of reading those files back, so the manifest says what the
+        copy must hold; a copy that differs (size included) is damaged for health.py and verify."""
+        self._digests.update({self.relative(path): d for path, d in digests.items()})
 
     def discard_disk(self, dst: str) -> None:
         folder, name = dst.rsplit("/", 1)
@@ -112,12 +127,13 @@ class Sealer:
                 self.shell.remove_tree(folder + "/" + f)
 
     # -- endings -------------------------------------------------------------
-    def seal(self, result: VmResult, snapshot: Dict[str, object]) -> str:
+    def seal(self, result: VmResult, snapshot: Dict[str, object], tree: Optional[Dict[str, object]] = None) -> str:
+        """`tree`: the record of the user's snapshot tree kept beside the disks (jobs/snaptree.py)."""
         files = self._hash_files()
         crashpoint.reached("hashed")
-        self._write_record(result, files, snapshot)
+        self._write_record(result, files, snapshot, tree)
         self._chmod(self.partial)
-        final = self._publish(compress=self.s.enable_compression and result.status == "ok")
+        final = self._publish(compress=self.s.enable_compression and result.status == "ok" and self._standalone(result))
         result.backup_dir = final
         rotation.rotate(self.shell, self.s.vm_backup_volume, self.vm.name, self.s.vm_backup_rotation_count, self.log,
                         just_made=final, source=(self.source_host, self.vm.uuid),
@@ -125,6 +141,14 @@ class Sealer:
         if self.s.rsync_link:
             self._rsync_link(final)
         return final
+
+    def _standalone(self, result: VmResult) -> bool:
+        """An incremental stays a folder: packed, its disks could not reach the base beside it."""
+        if not chain.bases(self.shell, self.partial, [f for d in result.disks for f in d.files]):
+            return True
+        self.log.info("%s: an incremental backup is kept as a folder (ENABLE_COMPRESSION packs full ones only)"
+                      % self.vm.name)
+        return False
 
     def fail(self, result: VmResult) -> str:
         """Keep a small, clearly failed record; drop the partial disk data."""
@@ -143,7 +167,8 @@ class Sealer:
             if rel == OWNER:
                 continue
             path = self.partial + "/" + rel
-            files[rel] = manifest.digest_file(self.shell, path).entry()
+            known = self._digests.get(rel) or manifest.digest_file(self.shell, path)
+            files[rel] = known.entry()
         return files
 
     def _disown(self, folder: str) -> None:
@@ -171,7 +196,7 @@ class Sealer:
         for folder in sorted(folders):
             self.shell.chmod(folder, mode | ((mode & 0o444) >> 2))
 
-    def _write_record(self, result: VmResult, files, snapshot) -> None:
+    def _write_record(self, result: VmResult, files, snapshot, tree: Optional[Dict[str, object]] = None) -> None:
         status = result.status
         record = {
             "vm": self.vm.name,
@@ -192,6 +217,8 @@ class Sealer:
             "files": files,
             "verified": None,
         }
+        if tree:
+            record["snapshot_tree"] = tree
         self.shell.write_text(self.partial + "/" + manifest.MANIFEST, manifest.dumps(record))
         crashpoint.reached("manifest-written")
         self.shell.write_text(self.partial + "/STATUS." + status, "%s\n" % (result.message or status))

@@ -56,6 +56,23 @@ def test_clone_of_a_disk_the_running_vm_writes_is_refused(host):
     assert r.returncode == 0, r.stderr
 
 
+def test_clone_of_a_chain_flattens_it_and_a_broken_chain_is_refused_cleanly(host):
+    """vmkfstools-i_01: -i of a delta writes the whole disk (the chain read through); with a
+    member gone it fails with one line and writes nothing (the wording is a guess)."""
+    vmid = host.create_vm("b", "datastore1", [{"size": "4M"}])
+    snapshots.create(host, vmid, "one")
+    snapshots.create(host, vmid, "two")
+    top = host.vm_disks(vmid)[0][1]
+    r = run_shell(host, "vmkfstools", "-i", top, "-d", "thin", "/vmfs/volumes/ds5/whole.vmdk")
+    assert r.returncode == 0, r.stderr
+    assert host.read_disk("/vmfs/volumes/ds5/whole.vmdk") == host.read_disk(top)
+    os.unlink(host.real("/vmfs/volumes/datastore1/b/b-000001.vmdk"))  # the middle delta's descriptor
+    r = run_shell(host, "vmkfstools", "-i", top, "-d", "thin", "/vmfs/volumes/ds5/x.vmdk")
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr == "Failed to open '%s': The parent of this virtual disk could not be opened (23).\n" % top
+    assert not os.path.exists(host.real("/vmfs/volumes/ds5/x-flat.vmdk"))
+
+
 def test_nas_create_takes_the_nfs_version(host):
     """Usage text (sample vimcmd-usage-texts): "NFS Version must be nfs for nfs v3 or nfsv41 for 4.1"."""
     r = run_shell(host, "vim-cmd", "hostsvc/datastore/nas_create", "n3", "nfs", "/export/a", "0", "10.0.0.5")

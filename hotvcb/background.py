@@ -1,0 +1,69 @@
+"""One piece of reading work run in a thread beside a copy, so data is read once in time.
+
+A restore checks the backup's digests while `vmkfstools` clones it, instead
+of reading the whole backup first and then cloning it: on a host where both
+reads come from the page cache or the same datastore the check then costs
+little more than the clone. The work itself (a digest of files) must be
+side-effect free: when the copy fails, the check is only stopped.
+
+The work gets a `check` callable to call between units of work (each block
+it reads): it raises `Cancelled` once the owner gave up, and `Interrupted`
+on a pending signal (which the owner's own loops see as well). Its return
+value or exception is handed to the owner by `result()`, in the owner's
+thread, so a failure there is a failure of the run, never a lost traceback.
+"""
+
+import threading
+from typing import Callable, Generic, Optional, TypeVar
+
+from . import interrupt
+
+T = TypeVar("T")
+CANCEL_WAIT = 30.0  # seconds a cancelled worker may take to notice (one block read)
+POLL = 0.2
+
+
+class Cancelled(Exception):
+    """Raised inside the worker after `cancel()`; never seen by the owner."""
+
+
+class Background(Generic[T]):
+    def __init__(self, work: Callable[[Callable[[], None]], T], name: str):
+        self._work = work
+        self._stop = threading.Event()
+        self._value = None  # type: Optional[T]
+        self._error = None  # type: Optional[BaseException]
+        self._thread = threading.Thread(target=self._main, name="hotvcb-" + name, daemon=True)
+        self._thread.start()
+
+    def _check(self) -> None:
+        if self._stop.is_set():
+            raise Cancelled()
+        if interrupt.pending():
+            interrupt.raise_pending()
+
+    def _main(self) -> None:
+        try:
+            self._value = self._work(self._check)
+        except BaseException as err:  # handed to the owner by result()
+            self._error = err
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def result(self) -> T:
+        """Wait for the work (as long as it needs: it reads a bounded amount) and
+        return its value or raise its exception; a signal meanwhile stops it."""
+        while self._thread.is_alive():
+            self._thread.join(POLL)
+            if interrupt.pending():
+                self.cancel()
+                interrupt.raise_pending()
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
+
+    def cancel(self) -> None:
+        """Stop the work at its next `check` and wait for it briefly (it only reads)."""
+        self._stop.set()
+        self._thread.join(CANCEL_WAIT)

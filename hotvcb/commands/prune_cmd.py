@@ -1,0 +1,51 @@
+"""`hotvcb prune --repo PATH --keep-*`: drop what the keep rules do not keep, then collect garbage.
+
+The rules are Proxmox Backup Server's, per VM (hotvcb/repo/retention.py);
+`--dry-run` prints every backup with the rule that keeps it, or "remove",
+and changes nothing. The repository is `--repo` or VM_BACKUP_REPOSITORY (-g).
+"""
+
+import sys
+
+from .. import config
+from ..errors import UsageError
+from ..repo import prune
+from ..repo.repository import open_path
+from ..units import human_size
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("prune", help="apply keep rules to a repository, then collect garbage")
+    p.add_argument("--repo", metavar="PATH", help="the repository (overrides VM_BACKUP_REPOSITORY)")
+    p.add_argument("-g", dest="global_conf", metavar="FILE", help="global config (for VM_BACKUP_REPOSITORY)")
+    p.add_argument("-m", dest="vm", metavar="NAME", help="only this VM's backups")
+    for rule in prune.KEEP_RULES:
+        p.add_argument("--keep-" + rule, type=int, default=0, metavar="N", help="keep-%s (PBS semantics)" % rule)
+    p.add_argument("--dry-run", action="store_true", help="show what is kept (by which rule) and removed")
+    p.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    settings, warnings = config.load_settings(args.global_conf)
+    for w in warnings:
+        print("hotvcb: warning: %s" % w, file=sys.stderr)
+    path = args.repo or settings.vm_backup_repository
+    if args.host_target.ssh is not None:
+        raise UsageError("prune works on the host itself (the repository is a folder there); run hotvcb there")
+    if not path:
+        raise UsageError("which repository? --repo PATH or VM_BACKUP_REPOSITORY in -g FILE")
+    keep = {rule: getattr(args, "keep_" + rule) for rule in prune.KEEP_RULES}
+    if any(n < 0 for n in keep.values()):
+        raise UsageError("--keep-* values are counts (0 or more)")
+    repo = open_path(path)
+    decisions = prune.plan(repo, keep, args.vm)
+    for d in decisions:
+        print("%-8s %s%s" % ("keep" if d.kept else "remove", d.snapshot, " (%s)" % d.rule if d.rule else ""))
+    if args.dry_run:
+        print("dry run: nothing removed")
+        return 0
+    report = prune.prune(repo, decisions, log=lambda msg: None)
+    print("removed %d backup(s); garbage collection: %d pack(s) marked, %d deleted (%s freed), %d chunk(s) "
+          "copied" % (sum(not d.kept for d in decisions), report.packs_condemned, report.packs_deleted,
+                      human_size(report.bytes_freed), report.chunks_copied))
+    return 0

@@ -1,0 +1,159 @@
+"""The repository side of `list`, `verify` and `restore` (`--repo PATH`).
+
+`hotvcb list --repo PATH [VM]`, `hotvcb verify --repo PATH [--sample PCT |
+--new]` and `hotvcb restore --repo PATH ID|--latest VM --to DIR` read the repository
+directly (docs/repository.md); they need no hypervisor. A restored VMDK disk
+is its descriptor plus a sparse `-flat.vmdk` (a thin disk); other disks are
+sparse `.raw` images. `hotvcb restore --repo PATH ID --datastore DS
+[--format F] [--name N]` stages the backup as a sealed folder on the target
+datastore (`staged`) and hands it to the folder restore, which converts the
+disks and registers the VM. `hotvcb prune` is
+commands/prune_cmd.py. Exit codes of verify: 0 all good, 4 something damaged.
+"""
+
+import json
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List
+
+from .. import interrupt
+from ..errors import RepoError, UsageError
+from ..jobs.repo_backup import flat_name
+from ..jobs.restore import EXTRACTING
+from ..repo.reader import read_file, restore_disk, whole_or_nothing
+from ..repo.repository import Repository, Snapshot, open_path
+from ..repo.verify import verify
+from ..store import layout
+from ..units import human_size
+
+
+def add_repo_option(p) -> None:
+    p.add_argument("--repo", metavar="PATH", help="a deduplicating repository (docs/repository.md) instead of "
+                   "VM_BACKUP_VOLUME")
+
+
+def here_only(args) -> None:
+    """A repository path names a folder on the machine the command runs on: over SSH that is the
+    host, so the command must run there (SSH mode does so where the host's python can); a
+    repository command that reached the file-by-file path would read the client's own disk."""
+    if args.repo and args.host_target.ssh is not None:
+        raise UsageError("--repo works on the host itself: over SSH it needs the host's python 3.8 "
+                         "(ESXi 7/8) and no --file-by-file; or run hotvcb on the host")
+
+
+def row(snap: Snapshot) -> Dict[str, Any]:
+    return {"vm": snap.vm, "id": snap.id, "time": snap.time.isoformat(),
+            "size_bytes": sum(d["size"] for d in snap.disks),
+            "new_bytes": sum(d["new_bytes"] for d in snap.disks),
+            "disks": [d["name"] for d in snap.disks]}
+
+
+def list_backups(path: str, vm: str, as_json: bool) -> int:
+    rows = [row(s) for s in open_path(path).snapshots(vm or None)]
+    if as_json:
+        print(json.dumps({"repository": path, "backups": rows}, indent=2, ensure_ascii=False))
+        return 0
+    if not rows:
+        print("no backups in %s%s" % (path, " for %r" % vm if vm else ""))
+        return 0
+    lines = [("VM", "TIME", "ID", "SIZE", "STORED NEW")] + [
+        (r["vm"], r["time"].replace("T", " "), r["id"], human_size(r["size_bytes"], compact=True),
+         human_size(r["new_bytes"], compact=True)) for r in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    for line in lines:
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
+    return 0
+
+
+def verify_repository(path: str, sample: float, new_only: bool, as_json: bool) -> int:
+    if sample and new_only:
+        raise UsageError("--sample and --new: choose one")
+    if not 0 <= sample <= 100:
+        raise UsageError("--sample %s: a percentage of the packs, 1 to 100" % sample)
+    mode = "sample" if sample else "new" if new_only else "all"
+    report = verify(open_path(path), mode, share=sample / 100.0)
+    if as_json:
+        print(json.dumps({"repository": path, "mode": mode, "backups": report.backups,
+                          "packs_read": report.packs_read, "chunks_read": report.chunks_read,
+                          "problems": report.problems}, indent=2, ensure_ascii=False))
+    else:
+        for problem in report.problems:
+            print("DAMAGED: %s" % problem)
+        print("%d backup(s), %d pack(s) and %d chunk(s) read (%s): %s" % (
+            report.backups, report.packs_read, report.chunks_read, mode,
+            "OK" if report.ok else "%d problem(s)" % len(report.problems)))
+    return 0 if report.ok else 4
+
+
+def find(repo: Repository, ident: str, latest: str = "") -> Snapshot:
+    """A backup by its id or an unambiguous prefix of it, or the newest of the VM `latest`."""
+    if latest:
+        newest = repo.snapshots(latest)[-1:]
+        if not newest:
+            raise UsageError("no backup of %r in the repository (hotvcb list --repo shows them)" % latest)
+        return newest[0]
+    matches = [s for s in repo.snapshots() if s.id.startswith(ident)] if ident else []
+    if len(matches) != 1:
+        raise UsageError("%s backup in the repository matches %r (hotvcb list --repo shows them)"
+                         % ("no" if not matches else "more than one", ident))
+    return matches[0]
+
+
+def restore(path: str, ident: str, to: str, latest: str = "") -> int:
+    """Each disk (thin VMDK or sparse raw) plus the VM's files into the new folder `to`, whole or not at all."""
+    if os.path.lexists(to):
+        raise UsageError("%s exists; restore never overwrites" % to)
+    repo = open_path(path)
+    snap = find(repo, ident, latest)
+    work = to.rstrip("/") + ".hotvcb-restoring"
+    written = _materialize(repo, snap, work)
+    os.rename(work, to)
+    print("Restored %s into %s: %s" % (snap, to, ", ".join(written)))
+    return 0
+
+
+@contextmanager
+def staged(path: str, ident: str, target: str, latest: str = "") -> Iterator[str]:
+    """The backup as a sealed backup folder (thin disks, STATUS.ok) on the target datastore, for the
+    folder restore to convert and register; removed afterwards, whatever happens."""
+    repo = open_path(path)
+    snap = find(repo, ident, latest)
+    folder = "%s/%s%d-%d/%s" % (target.rstrip("/"), EXTRACTING, os.getpid(), int(time.time()),
+                               layout.backup_name(snap.vm, snap.time))
+    try:
+        _materialize(repo, snap, folder)
+        with open(os.path.join(folder, "STATUS.ok"), "w") as f:
+            f.write("restored from the repository %s, backup %s (every chunk hash-checked)\n" % (path, snap.id))
+        yield folder
+    finally:
+        shutil.rmtree(os.path.dirname(folder), ignore_errors=True)
+
+
+def _materialize(repo: Repository, snap: Snapshot, work: str) -> List[str]:
+    """Write the backup's files and disks into the new folder `work`; on any failure remove it."""
+    try:
+        os.makedirs(work)
+    except OSError as err:
+        raise RepoError("cannot create %s: %s" % (work, err.strerror or err)) from err
+    with whole_or_nothing(work, lambda p: shutil.rmtree(p, ignore_errors=True)):
+        chunk_map = repo.chunk_map()
+        written = []  # type: List[str]
+        for f in snap.files:
+            with open(os.path.join(work, os.path.basename(f["name"])), "wb") as out:
+                out.write(read_file(repo, snap, f["name"], chunk_map))
+        stored = {f["name"] for f in snap.files}
+        for disk in snap.disks:
+            # a VMDK's descriptor came back with the files above: the data goes where it points
+            base = os.path.basename(disk["name"])
+            name = flat_name(base) if disk["name"] in stored else os.path.splitext(base)[0] + ".raw"
+            print("Restoring %s (%s) ..." % (disk["name"], human_size(disk["size"])), flush=True)
+            restore_disk(repo, snap, disk, os.path.join(work, name), check=_check, chunk_map=chunk_map)
+            written.append(name)
+        return written
+
+
+def _check() -> None:
+    if interrupt.pending():
+        interrupt.raise_pending()

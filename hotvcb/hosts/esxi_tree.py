@@ -1,0 +1,130 @@
+"""A VM's snapshot chains and tree as files, read from its descriptors and .vmsd.
+
+A disk running on snapshots is a chain: the .vmx names the newest delta,
+each delta's descriptor names its parent (parentFileNameHint), the base has
+none. `vmkfstools -i` of the newest delta reads the chain through, so every
+member must be there; a missing one is found here, before anything changes
+on the VM, instead of half-way through a copy. The .vmsd (same `key = "value"`
+syntax as a .vmx) names each snapshot's frozen disk per device and its
+.vmsn state file; BACKUP_SNAPSHOT_TREE copies exactly those files.
+"""
+
+import posixpath
+from typing import Dict, List, Optional, Tuple
+
+from .. import vmdk
+from ..errors import HostError
+from ..model import Disk, SnapshotTree, Vm
+from ..shell import FileReader
+from ..vmx import VmxFile
+
+MAX_DEPTH = 64  # VMware allows 32 snapshots in a chain; deeper is a loop
+
+
+class BrokenChain(HostError):
+    """A delta, base or extent of a disk's chain is missing: the disk cannot be read through."""
+
+
+def _absolute(folder: str, name: str) -> str:
+    return name if name.startswith("/") else folder + "/" + name
+
+
+def chain(files: FileReader, top: str, what: str) -> List[Tuple[str, vmdk.Descriptor]]:
+    """(descriptor path, descriptor) from `top` down to the base, each checked with its extents.
+
+    `what` says whose chain it is (a disk of the current state, a snapshot), for the error.
+    """
+    out = []  # type: List[Tuple[str, vmdk.Descriptor]]
+    path, child = top, None  # type: str, Optional[str]
+    for _ in range(MAX_DEPTH):
+        if not files.exists(path):
+            raise BrokenChain("%s: %s is missing%s; the snapshot chain is broken" % (
+                what, path, " (parent of %s)" % posixpath.basename(child) if child else ""))
+        try:
+            desc = vmdk.parse(files.read_text(path))
+        except vmdk.NotADescriptor as err:
+            raise BrokenChain("%s: %s is not a disk descriptor (%s)" % (what, path, err)) from err
+        folder = posixpath.dirname(path)
+        for extent in desc.extents:
+            if not files.exists(_absolute(folder, extent.filename)):
+                raise BrokenChain("%s: %s, the data of %s, is missing; the snapshot chain is broken" % (
+                    what, _absolute(folder, extent.filename), posixpath.basename(path)))
+        out.append((path, desc))
+        if not desc.parent_hint:
+            return out
+        path, child = _absolute(folder, desc.parent_hint), path
+    raise BrokenChain("%s: the chain of %s is deeper than %d (a loop?)" % (what, top, MAX_DEPTH))
+
+
+def read_tree(files: FileReader, vm: Vm, disks: List[Disk]) -> SnapshotTree:
+    """The user's snapshot tree of `disks`: every chain the .vmx and the .vmsd name, checked.
+
+    Files are kept by base name in the backup, so two distinct files of one
+    name (a disk and its namesake on another datastore) cannot both be kept:
+    that is refused here, before any change.
+    """
+    vmx_path = vm.ref.vmx_path
+    vmsd_path = vmx_path[: -len(".vmx")] + ".vmsd"
+    vmsd_text = files.read_text(vmsd_path) if files.exists(vmsd_path) else ""
+    vmsd = VmxFile(vmsd_text)
+    by_node = {d.key.lower(): d for d in disks}
+    tops = [(d, d.path, "%s %s (current state)" % (vm.name, d.key)) for d in disks]
+    names, state = [], []  # type: List[str], List[str]
+    for i in range(_count(vmsd.get("snapshot.numSnapshots"))):
+        p = "snapshot%d." % i
+        if vmsd.get(p + "uid") is None:
+            continue
+        name = vmsd.get(p + "displayName") or ""
+        names.append(name)
+        vmsn = vmsd.get(p + "filename")
+        if vmsn:
+            path = _absolute(vm.folder, vmsn)
+            if not files.exists(path):
+                raise BrokenChain("%s snapshot %r: its state file %s is missing" % (vm.name, name, path))
+            state.append(path)
+            vmem = path[: -len(".vmsn")] + ".vmem" if path.endswith(".vmsn") else ""
+            if vmem and files.exists(vmem):
+                state.append(vmem)
+        for j in range(_count(vmsd.get(p + "numDisks"))):
+            disk = by_node.get((vmsd.get(p + "disk%d.node" % j) or "").lower())
+            fname = vmsd.get(p + "disk%d.fileName" % j)
+            if disk is not None and fname:
+                tops.append((disk, _absolute(vm.folder, fname), "%s snapshot %r, %s" % (vm.name, name, disk.key)))
+    tree = SnapshotTree(vmx_path.rsplit("/", 1)[-1], files.read_text(vmx_path), vmsd_path.rsplit("/", 1)[-1],
+                        vmsd_text, names, state)
+    seen = {}  # type: Dict[str, str]  # base name -> the path that has it
+    for path in state + [vmx_path, vmsd_path]:
+        _claim(seen, path)
+    for disk, top, what in tops:
+        links = chain(files, top, what)
+        for k in range(len(links) - 1, -1, -1):  # base first, so parents come before children
+            path, desc = links[k]
+            if _claim(seen, path):
+                continue
+            for extent in desc.extents:
+                _claim(seen, _absolute(posixpath.dirname(path), extent.filename))
+            if k == len(links) - 1:
+                tree.bases.append(Disk(key=disk.key, path=path, datastore=disk.datastore, adapter=disk.adapter,
+                                       mode=disk.mode))
+            else:
+                tree.deltas.append((path, links[k + 1][0]))
+    return tree
+
+
+def _claim(seen: Dict[str, str], path: str) -> bool:
+    """True if `path` was seen already; a different file of the same base name is refused."""
+    name = posixpath.basename(path)
+    if seen.get(name) == path:
+        return True
+    if name in seen:
+        raise HostError("the snapshot tree has two files named %s (%s and %s); BACKUP_SNAPSHOT_TREE keeps the tree "
+                        "in one folder and cannot hold both" % (name, seen[name], path))
+    seen[name] = path
+    return False
+
+
+def _count(value: Optional[str]) -> int:
+    try:
+        return max(0, int(value or "0"))
+    except ValueError:
+        return 0

@@ -1,0 +1,424 @@
+"""libvirt driver: domains backed up through libvirt's own backup API (pull mode), read with qemu-img.
+
+libvirt owns its domains' QMP monitor; hotvcb never talks to it. Everything
+goes through `virsh` (virsh.py), so the domain is never tainted:
+
+- inventory: `virsh list --all`, one VM per domain, named by the domain name;
+  `virsh dumpxml` gives the disks (`<target dev>` is the disk's key; CD-ROMs
+  and floppies are no disks; read-only, shareable, transient and network
+  disks are skipped with the reason).
+- snapshot: `virsh backup-begin` in pull mode with a checkpoint named as the
+  job names its snapshot, the run record in the checkpoint's description.
+  From then on libvirt serves each disk as it was at that instant over NBD
+  on a unix socket of ours (writes of the guest go on; qemu copies the old
+  data to a scratch file first). With a checkpoint of ours to start from,
+  the export also carries the dirty bitmap since that checkpoint.
+- copy: `qemu-img convert` of the export into DISK_BACKUP_FORMAT, or, for
+  qcow2 when the previous good backup holds the checkpoint the bitmap starts
+  at, only the dirty clusters into a qcow2 overlay on that backup's disk
+  (nbdcopy.py). Anything else (no checkpoint, a VM restarted, a checkpoint
+  deleted by hand, the base backup rotated away or bad, its chain at
+  MAX_CHAIN) is a full copy, and the log says why.
+- remove: `virsh domjobabort` ends the pull job (libvirt deletes the scratch
+  files), then the checkpoints: after a backup whose every disk was copied
+  only its own checkpoint stays (the next incremental starts there); after a
+  failed or a dead run's backup its checkpoint goes (no backup holds it).
+- quiesce (VM_SNAPSHOT_QUIESCE=1): `virsh domfsfreeze` before backup-begin,
+  `domfsthaw` right after it in a finally, both bounded; a guest without an
+  agent is backed up crash-consistent, which the log says.
+
+Why pull mode and not push (libvirt writing the file itself): the job's
+snapshot -> copy -> remove states map one to one (the point in time is fixed
+before the backup folder is chosen), every DISK_BACKUP_FORMAT is written by
+the same qemu-img as for bare QEMU, and a job left by a killed run is found
+by `backup-dumpxml` and ended by the next run with no file written behind
+its back (a push job goes on writing into a folder the next run removes).
+Measured in docs/kvm.md.
+
+The host is this machine: the NBD socket and the images are local files, so
+a remote URI (qemu+ssh://) is refused.
+"""
+
+import io
+import re
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Dict, List, NoReturn, Optional, Set, Tuple
+
+from ..errors import CopyError, HostError, SnapshotError, TimeoutExpired, VmNotFound
+from ..runlog import RunLog
+from ..model import Disk, Snapshot, Vm, VmRef
+from ..shell import Shell
+from ..store import health, layout
+from ..store.chain import chain_length
+from . import nbdcopy, qemuimg
+from .qemu import LocalKvmHost
+from .qemu_overlays import OUR_MARK
+from .virsh import DEFAULT_URI, BackupJob, Virsh, VirshError
+
+CONFIG_NAME = "domain.xml"
+CHECKPOINT_FILE = "hotvcb-checkpoint"  # in a backup: the checkpoint it was taken at
+MAX_CHAIN = 7  # incrementals on one full: then a full again, so rotation can free space
+QUIESCE_TIMEOUT = 60.0
+POLL = 0.2
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+@dataclass
+class DomainConfig:
+    """What a libvirt backup holds in place of a .vmx: `virsh dumpxml --inactive` at backup time."""
+
+    xml: str
+    filename: str = CONFIG_NAME
+
+    def text(self) -> str:
+        return self.xml
+
+
+@dataclass
+class _Active:
+    """The pull job of a snapshot this process made, for copy_disk and remove_snapshot."""
+
+    domain: str
+    job: BackupJob
+    disks: Set[str]  # keys of the disks in the job
+    copied: Set[str] = field(default_factory=set)
+
+
+class LibvirtHost(LocalKvmHost):
+    kind = "libvirt"
+    powers_on = True  # `virsh start` brings a shut-down domain back
+    formats = tuple(qemuimg.FORMATS)
+
+    def __init__(self, shell: Shell, uri: str = DEFAULT_URI, qemu_img: str = qemuimg.QEMU_IMG,
+                 log: Optional[RunLog] = None, run_root: str = "/run/hotvcb"):
+        if "+" in uri.split(":", 1)[0] or not uri.split("://", 1)[-1].startswith("/"):
+            raise HostError("--libvirt %s: only a local libvirt (qemu:///system, qemu:///session) can be backed up; "
+                            "run hotvcb on that host" % uri)
+        self.shell, self.uri, self.qemu_img = shell, uri, qemu_img
+        self.virsh = Virsh(shell, uri)
+        self.log = log or RunLog("info", stream=io.StringIO())  # no log given: a contract check, a listing
+        self.run_dir = run_root.rstrip("/") + "/libvirt-" + _UNSAFE.sub("_", uri.split("://", 1)[-1]).strip("_")
+        self._formats = {}  # type: Dict[str, str]  # image path -> format
+        self._active = {}  # type: Dict[str, _Active]  # snapshot name -> its job
+
+    # -- host ----------------------------------------------------------------
+    def describe(self) -> str:
+        return "libvirt %s" % self.uri
+
+    # -- inventory -----------------------------------------------------------
+    def list_vms(self) -> List[VmRef]:
+        return [VmRef(vmid=name, name=name, vmx_path="%s#%s" % (self.uri, name)) for name in self.virsh.domains()]
+
+    def invalid_vms(self) -> List[str]:
+        return []
+
+    def load_vm(self, ref: VmRef) -> Vm:
+        try:
+            live = self.virsh.dumpxml(ref.name)
+            inactive = self.virsh.dumpxml(ref.name, inactive=True)
+        except VirshError as err:
+            if "ailed to get domain" in err.text or "not found" in err.text:
+                raise VmNotFound(ref.name) from err
+            raise
+        root = _parse(live, ref.name)
+        folder = self.run_dir + "/vms/" + _UNSAFE.sub("_", ref.name)
+        self.shell.makedirs(folder)  # where a power-down marker of ours goes
+        vm = Vm(ref=ref, datastore="", folder=folder, vmx=DomainConfig(inactive), uuid=root.findtext("uuid") or "")
+        for d in root.findall("devices/disk"):
+            if d.get("device", "disk") == "disk":
+                vm.disks.append(self._disk(d))
+        return vm
+
+    def _disk(self, d: ET.Element) -> Disk:
+        target = d.find("target")
+        key = target.get("dev", "?") if target is not None else "?"
+        bus = target.get("bus", "") if target is not None else ""
+        source = d.find("source")
+        kind = d.get("type", "file")
+        path = ""
+        if source is not None:
+            path = source.get("file") or source.get("dev") or ""
+        driver = d.find("driver")
+        reason = ""
+        if kind not in ("file", "block") or not path.startswith("/"):
+            reason = "not a local image (%s disk)" % kind
+        elif d.find("readonly") is not None:
+            reason = "read-only disk"
+        elif d.find("shareable") is not None:
+            reason = "shareable disk (another domain writes it too)"
+        elif d.find("transient") is not None:
+            reason = "transient disk (its writes are thrown away)"
+        if not reason:
+            self._formats[path] = driver.get("type", "raw") if driver is not None else "raw"
+        return Disk(key=key, path=path, datastore="", adapter=bus, mode="persistent", skip_reason=reason)
+
+    def backup_config(self, vm: Vm, disk_names: Dict[str, str]) -> Tuple[str, str]:
+        """`virsh dumpxml --inactive` as it was at backup time (restore defines a domain from it)."""
+        if not isinstance(vm.vmx, DomainConfig):
+            raise HostError("%s was not loaded by this driver" % vm.name)
+        return vm.vmx.filename, vm.vmx.text()
+
+    # -- power ---------------------------------------------------------------
+    def power_state(self, vm: Vm) -> str:
+        return self.virsh.state(vm.name)
+
+    def shutdown(self, vm: Vm) -> None:
+        self.virsh.power("shutdown", vm.name)
+
+    def power_off(self, vm: Vm) -> None:
+        self.virsh.power("destroy", vm.name)
+
+    def power_on(self, vm: Vm) -> None:
+        if self.virsh.state(vm.name) != "on":
+            self.virsh.power("start", vm.name)
+
+    # -- snapshots: pull-mode backup jobs + checkpoints --------------------------
+    def snapshots(self, vm: Vm, interruptible: bool = True) -> List[Snapshot]:  # noqa: ARG002
+        """The domain's running backup job, if any: ours is named by its checkpoint (whose
+        description is the run record), another tool's shows as a snapshot that is not ours."""
+        job = self.virsh.backup_job(vm.name)
+        if job is None:
+            return []
+        name = _job_snapshot(job)
+        if not name:
+            return [Snapshot(id="libvirt-backup-job", name="a libvirt backup job of another tool", description="",
+                             created="", state="", depth=0)]
+        described = {c.name: c.description for c in self.virsh.checkpoints(vm.name)}
+        return [Snapshot(id=name, name=name, description=described.get(name, ""), created="", state="", depth=0)]
+
+    def delta_files(self, vm: Vm) -> List[str]:
+        return []  # libvirt keeps its scratch files to itself and deletes them when the job ends
+
+    def create_snapshot(
+        self, vm: Vm, name: str, description: str, memory: bool, quiesce: bool, timeout: float
+    ) -> Snapshot:
+        disks = [d for d in vm.disks if not d.skip_reason]
+        if not disks:
+            raise SnapshotError("%s has no disk to back up" % vm.name)
+        ours = [c for c in self.virsh.checkpoints(vm.name) if c.name.startswith(OUR_MARK)]
+        since = ours[-1].name if ours else ""
+        if not since:
+            self.log.info("%s: no checkpoint of ours to start from: a full backup" % vm.name)
+        jobs = self._jobs_dir(vm.name)
+        for stale in self.shell.listdir(jobs) if self.shell.isdir(jobs) else []:
+            self.shell.remove_tree(jobs + "/" + stale)  # of a run that died after its job ended (we hold the lock)
+        scratch = "%s/%s" % (jobs, name)
+        self.shell.makedirs(scratch + "/nbd")
+        owner = _qemu_owner(self.virsh.dumpxml(vm.name))
+        if owner:  # QEMU (not root) creates the NBD socket in it; the folder stays closed to others
+            self.shell.run(["chown", owner, scratch + "/nbd"], timeout=30)
+        self.shell.chmod(scratch + "/nbd", 0o700)
+        try:
+            self._begin(vm, name, description, disks, scratch, since, quiesce, timeout)
+        except VirshError as err:
+            if not since:
+                self.shell.remove_tree(scratch)
+                raise SnapshotError("backup-begin of %s failed: %s" % (vm.name, err.text)) from err
+            # the checkpoint cannot serve (its bitmap is gone or inconsistent: a crash, a restart without it)
+            self.log.info("%s: no incremental from checkpoint %s (%s); a full backup instead"
+                          % (vm.name, since, err.text))
+            self._drop_checkpoint(vm.name, since)
+            try:
+                self._begin(vm, name, description, disks, scratch, "", quiesce, timeout)
+            except VirshError as again:
+                self.shell.remove_tree(scratch)
+                raise SnapshotError("backup-begin of %s failed: %s" % (vm.name, again.text)) from again
+        job = self.virsh.backup_job(vm.name)
+        if job is None or _job_snapshot(job) != name:
+            raise SnapshotError("%s: libvirt shows no backup job of ours after backup-begin" % vm.name)
+        self._active[name] = _Active(vm.name, job, {d.key for d in disks})
+        return Snapshot(id=name, name=name, description=description,
+                        created=datetime.now().isoformat(timespec="seconds"), state="", depth=0)
+
+    def _begin(self, vm: Vm, name: str, description: str, disks: List[Disk], scratch: str, since: str,
+               quiesce: bool, timeout: float) -> None:
+        chosen = {d.key for d in disks}
+        backup = ET.Element("domainbackup", mode="pull")
+        if since:
+            ET.SubElement(backup, "incremental").text = since
+        ET.SubElement(backup, "server", transport="unix", socket=scratch + "/nbd/nbd.sock")
+        checkpoint = ET.Element("domaincheckpoint")
+        ET.SubElement(checkpoint, "name").text = name
+        ET.SubElement(checkpoint, "description").text = description
+        bdisks, cdisks = ET.SubElement(backup, "disks"), ET.SubElement(checkpoint, "disks")
+        for d in vm.disks:
+            if d.key in chosen:
+                el = ET.SubElement(bdisks, "disk", name=d.key, backup="yes", type="file")
+                ET.SubElement(el, "scratch", file="%s/%s.scratch" % (scratch, _UNSAFE.sub("_", d.key)))
+                ET.SubElement(cdisks, "disk", name=d.key, checkpoint="bitmap")
+            elif d.key != "?":
+                ET.SubElement(bdisks, "disk", name=d.key, backup="no")
+                ET.SubElement(cdisks, "disk", name=d.key, checkpoint="no")
+        bfile, cfile = scratch + "/backup.xml", scratch + "/checkpoint.xml"
+        self.shell.write_text(bfile, ET.tostring(backup, encoding="unicode"))
+        self.shell.write_text(cfile, ET.tostring(checkpoint, encoding="unicode"))
+        frozen = quiesce and self._freeze(vm)
+        try:
+            self.virsh.backup_begin(vm.name, bfile, cfile, timeout=max(timeout, 30.0))
+        finally:
+            if frozen:
+                self._thaw(vm)
+
+    def _freeze(self, vm: Vm) -> bool:
+        try:
+            self.virsh.fsfreeze(vm.name, QUIESCE_TIMEOUT)
+            return True
+        except TimeoutExpired:
+            self._thaw(vm)  # the freeze may have gone through after all: never leave it frozen
+            self.log.info("%s: the guest agent did not freeze the filesystems within %d s; backing up without "
+                          "quiescing" % (vm.name, QUIESCE_TIMEOUT))
+        except VirshError as err:
+            self.log.info("%s: not quiesced (%s); backing up crash-consistent" % (vm.name, err.text))
+        return False
+
+    def _thaw(self, vm: Vm) -> None:
+        try:
+            self.virsh.fsthaw(vm.name, QUIESCE_TIMEOUT)
+        except HostError as err:
+            self.log.error("!!! %s: THAWING THE GUEST'S FILESYSTEMS FAILED: %s -- run `virsh domfsthaw %s` now !!!"
+                           % (vm.name, err, vm.name))
+
+    def remove_snapshot(self, vm: Vm, snap: Snapshot, timeout: float) -> None:
+        """End the pull job named by snap, then keep only the checkpoint a complete backup holds."""
+        job = self.virsh.backup_job(vm.name)
+        if job is not None and _job_snapshot(job) == snap.name:
+            self.virsh.abort_job(vm.name)
+            deadline = time.monotonic() + timeout  # domjobabort may return before the job has ended
+            while self.virsh.backup_job(vm.name) is not None:
+                if time.monotonic() > deadline:
+                    raise TimeoutExpired("the end of %s's backup job" % vm.name, timeout)
+                time.sleep(POLL)
+        active = self._active.pop(snap.name, None)
+        if active is not None and active.disks <= active.copied:  # the next incremental starts here
+            for cp in self.virsh.checkpoints(vm.name):
+                if cp.name.startswith(OUR_MARK) and cp.name != snap.name:
+                    self._drop_checkpoint(vm.name, cp.name)
+        else:  # a failed or a dead run's backup: no backup holds this checkpoint
+            self._drop_checkpoint(vm.name, snap.name)
+        self.shell.remove_tree("%s/%s" % (self._jobs_dir(vm.name), snap.name))
+
+    def _jobs_dir(self, domain: str) -> str:
+        """Scratch files and the NBD socket of the domain's pull job: <run dir>/jobs/<domain>/<snapshot>/."""
+        return "%s/jobs/%s" % (self.run_dir, _UNSAFE.sub("_", domain))
+
+    def _drop_checkpoint(self, domain: str, name: str) -> None:
+        """Delete a checkpoint of ours; one whose bitmap QEMU cannot use any more is forgotten by libvirt."""
+        try:
+            self.virsh.delete_checkpoint(domain, name)
+        except VirshError as err:
+            if "no domain checkpoint with matching name" in err.text:
+                return
+            self.log.warning("%s: checkpoint %s: %s; libvirt forgets it instead" % (domain, name, err.text))
+            self.virsh.delete_checkpoint(domain, name, metadata_only=True)
+
+    # -- disks ---------------------------------------------------------------
+    def copy_disk(self, disk: Disk, dst: str, fmt: str, progress=None) -> List[str]:
+        """The disk as it was at backup-begin: only its dirty clusters when a good base holds the
+        bitmap's checkpoint and fmt is qcow2, else all of it; a domain that is off, from its image."""
+        found = [(n, a) for n, a in self._active.items() if disk.key in a.disks]
+        if not found:  # the domain is off (no snapshot was taken): its image holds still
+            return qemuimg.copy_to(self.shell, disk, disk.path, self._formats.get(disk.path, "raw"),
+                                   "%s/%s" % (dst.rsplit("/", 1)[0], _UNSAFE.sub("_", disk.key)), fmt, progress,
+                                   self.qemu_img)
+        name, active = found[-1]
+        exports = [d for d in active.job.disks if d.target == disk.key]
+        if not exports:
+            raise CopyError(disk.path, "the backup job does not export %s" % disk.key, dst)
+        export, folder = exports[0], dst.rsplit("/", 1)[0]
+        base = self._base(active, export.incremental, export.bitmap, disk, dst, fmt)
+        if base:
+            out = "%s/%s.qcow2" % (folder, _UNSAFE.sub("_", disk.key))
+            ranges = nbdcopy.dirty_ranges(self.shell, active.job.socket, export.export, export.bitmap, self.qemu_img)
+            size = qemuimg.info(self.shell, disk.path, self.qemu_img)[0].virtual_size
+            self.log.info("%s: %s is incremental on %s: %d dirty range(s), %d MiB" % (
+                active.domain, disk.key, base.split("/")[1], len(ranges), sum(l for _o, l in ranges) >> 20))
+            nbdcopy.copy_incremental(self.shell, active.job.socket, export.export, ranges, out, base, size, progress,
+                                     self.qemu_img)
+            files = [out.rsplit("/", 1)[-1]]
+        else:
+            src = nbdcopy.export_uri(active.job.socket, export.export)
+            files = qemuimg.copy_to(self.shell, disk, src, "raw", "%s/%s" % (folder, _UNSAFE.sub("_", disk.key)),
+                                    fmt, progress, self.qemu_img)
+        self.shell.write_text(folder + "/" + CHECKPOINT_FILE, name + "\n")
+        active.copied.add(disk.key)
+        return files
+
+    def _base(self, active: _Active, since: str, bitmap: str, disk: Disk, dst: str, fmt: str) -> str:
+        """`../<backup>/<disk>.qcow2` of the good backup taken at checkpoint `since`, or "" (a full copy)."""
+        if not since or not bitmap:
+            return ""
+        if fmt != "qcow2":
+            self.log.info("%s: incremental backups are written as qcow2 overlays; with DISK_BACKUP_FORMAT=%s every "
+                          "backup is full" % (active.domain, fmt))
+            return ""
+        volume = dst.rsplit("/", 3)[0]  # <volume>/<VM>/<backup>-partial/<disk>
+        disk_file = "%s.qcow2" % _UNSAFE.sub("_", disk.key)
+        for b in reversed(layout.list_backups(self.shell, volume, active.domain)):
+            if b.compressed or b.status != "ok":
+                continue
+            marker = b.path + "/" + CHECKPOINT_FILE
+            if not self.shell.exists(marker) or self.shell.read_text(marker).strip() != since:
+                continue
+            verdict = health.judge(self.shell, b)
+            if not verdict.good or not self.shell.exists(b.path + "/" + disk_file):
+                self.log.info("%s: the backup %s taken at checkpoint %s is not good (%s); a full backup instead"
+                              % (active.domain, b.name, since, verdict.reason or "no " + disk_file))
+                return ""
+            if chain_length(self.shell, b.path + "/" + disk_file) >= MAX_CHAIN:
+                self.log.info("%s: %d incrementals on one full; a full backup this time" % (active.domain, MAX_CHAIN))
+                return ""
+            return "../%s/%s" % (b.name, disk_file)
+        self.log.info("%s: no good backup holds checkpoint %s (rotated away, failed or compressed); a full backup "
+                      "instead" % (active.domain, since))
+        return ""
+
+    def disk_files(self, descriptor_path: str) -> List[str]:
+        return [descriptor_path]
+
+    def bytes_needed(self, disk: Disk, fmt: str) -> int:
+        virtual, allocated = qemuimg.sizes(qemuimg.info(self.shell, disk.path, self.qemu_img))
+        spec = qemuimg.FORMATS.get(fmt)
+        return virtual if spec is None or spec.thick else min(allocated, virtual) or virtual
+
+    # what main's Hypervisor asks since in-guest hooks and BACKUP_SNAPSHOT_TREE landed beside this branch
+    runs_in_guest = False  # `virsh qemu-agent-command` would taint the domain
+
+    def guest_exec(self, vm: Vm, argv: List[str], env: List[str], timeout: float,
+                   interruptible: bool = True) -> NoReturn:
+        raise HostError("%s: in-guest hooks are not supported for libvirt domains yet" % vm.name)
+
+    def snapshot_tree(self, vm: Vm, disks: List[Disk]) -> NoReturn:
+        raise HostError("%s: BACKUP_SNAPSHOT_TREE=1 is for ESXi; a libvirt backup holds the disks' current "
+                        "state" % vm.name)
+
+    def register_vm(self, vmx_path: str) -> str:
+        raise HostError("restoring into libvirt is `hotvcb restore`'s (not this driver's) work")
+
+
+def _parse(text: str, name: str) -> ET.Element:
+    try:
+        return ET.fromstring(text)
+    except ET.ParseError as err:
+        raise HostError("virsh dumpxml %s printed no readable XML: %s" % (name, err)) from err
+
+
+def _job_snapshot(job: BackupJob) -> str:
+    """The snapshot (= checkpoint) name of a pull job of ours: its socket is .../jobs/<domain>/<name>/nbd/nbd.sock."""
+    parts = job.socket.split("/")
+    if len(parts) >= 5 and parts[-2] == "nbd" and parts[-5] == "jobs" and parts[-3].startswith(OUR_MARK):
+        return parts[-3]
+    return ""
+
+
+def _qemu_owner(live_xml: str) -> str:
+    """`uid:gid` the domain's QEMU runs as (its DAC seclabel), "" when unknown or root."""
+    root = _parse(live_xml, "domain")
+    for label in root.findall("seclabel"):
+        if label.get("model") == "dac":
+            text = (label.findtext("label") or "").replace("+", "")
+            if re.match(r"^\d+:\d+$", text) and text != "0:0":
+                return text
+    return ""

@@ -1,0 +1,146 @@
+"""The one wrapper over the `virsh` CLI: argument lists in, dataclasses out.
+
+The libvirt python binding is not on ESXi and not needed: every call here is
+`virsh -q -c URI COMMAND ARGS...`, bounded by a timeout, and a failure is a
+HostError carrying virsh's own `error: ...` line. XML that virsh prints is
+parsed with the standard library; XML we hand it goes through a temp file
+(virsh takes files, not strings), written and removed by the caller's shell.
+"""
+
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import List, Optional
+
+from ..errors import HostError
+from ..shell import Shell
+
+DEFAULT_URI = "qemu:///system"
+TIMEOUT = 120.0
+
+# `virsh domstate` words -> the job's power states
+_STATES = {"running": "on", "shut off": "off", "paused": "suspended", "pmsuspended": "suspended",
+           "in shutdown": "on", "blocked": "on", "idle": "on", "crashed": "off", "dying": "off"}
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    name: str
+    description: str
+    parent: str  # "" for the first
+
+
+@dataclass(frozen=True)
+class BackupDisk:
+    """One disk of a running pull-mode backup job (`virsh backup-dumpxml`)."""
+
+    target: str  # vda
+    export: str  # the NBD export name
+    bitmap: str  # the dirty bitmap exported beside it ("" for a full backup)
+    incremental: str  # the checkpoint it is incremental from ("" for full)
+    scratch: str
+
+
+@dataclass(frozen=True)
+class BackupJob:
+    socket: str  # the NBD server's unix socket
+    incremental: str
+    disks: List[BackupDisk]
+
+
+class VirshError(HostError):
+    """virsh said no; `text` is its error line."""
+
+    def __init__(self, argv: List[str], text: str):
+        super().__init__("virsh %s: %s" % (argv[0] if argv else "", text))
+        self.text = text
+
+
+class Virsh:
+    def __init__(self, shell: Shell, uri: str = DEFAULT_URI, timeout: float = TIMEOUT):
+        self.shell, self.uri, self.timeout = shell, uri, timeout
+
+    def run(self, *args: str, timeout: Optional[float] = None) -> str:
+        """Every virsh call is short and bounded, and most are part of undoing something (ending a
+        job, dropping a checkpoint, thawing), so none is cut short by a pending signal."""
+        argv = ["virsh", "-q", "-c", self.uri] + list(args)
+        result = self.shell.run(argv, timeout=timeout or self.timeout, interruptible=False)
+        if result.returncode != 0:
+            raise VirshError(list(args), _error_line(result.output))
+        return result.output
+
+    # -- domains -------------------------------------------------------------
+    def domains(self) -> List[str]:
+        return [n for n in self.run("list", "--all", "--name").splitlines() if n.strip()]
+
+    def dumpxml(self, domain: str, inactive: bool = False) -> str:
+        return self.run("dumpxml", domain, *(["--inactive"] if inactive else []))
+
+    def state(self, domain: str) -> str:
+        lines = self.run("domstate", domain).strip().splitlines()
+        return _STATES.get(lines[0].strip() if lines else "", "on")
+
+    def power(self, verb: str, domain: str) -> None:
+        """`start`, `shutdown` (ask the guest) or `destroy` (pull the plug)."""
+        self.run(verb, domain)
+
+    # -- guest agent ---------------------------------------------------------
+    def fsfreeze(self, domain: str, timeout: float) -> None:
+        self.run("domfsfreeze", domain, timeout=timeout)
+
+    def fsthaw(self, domain: str, timeout: float) -> None:
+        self.run("domfsthaw", domain, timeout=timeout)
+
+    # -- checkpoints ---------------------------------------------------------
+    def checkpoints(self, domain: str) -> List[Checkpoint]:
+        out = []
+        for name in [n.strip() for n in self.run("checkpoint-list", domain, "--name", "--topological").splitlines()]:
+            if not name:
+                continue
+            root = _xml(self.run("checkpoint-dumpxml", domain, name, "--no-domain"), "checkpoint " + name)
+            out.append(Checkpoint(name, root.findtext("description") or "", root.findtext("parent/name") or ""))
+        return out
+
+    def delete_checkpoint(self, domain: str, name: str, metadata_only: bool = False) -> None:
+        self.run("checkpoint-delete", domain, name, *(["--metadata"] if metadata_only else []))
+
+    # -- backup jobs ---------------------------------------------------------
+    def backup_begin(self, domain: str, backup_xml: str, checkpoint_xml: str, timeout: float) -> None:
+        """Files holding the <domainbackup> and <domaincheckpoint> XML."""
+        self.run("backup-begin", domain, backup_xml, checkpoint_xml, timeout=timeout)
+
+    def backup_job(self, domain: str) -> Optional[BackupJob]:
+        """The domain's running pull-mode backup, None when it runs none."""
+        try:
+            text = self.run("backup-dumpxml", domain)
+        except VirshError as err:
+            if "no domain backup job" in err.text:
+                return None
+            raise
+        root = _xml(text, "backup of " + domain)
+        server = root.find("server")
+        disks = []
+        for d in root.findall("disks/disk"):
+            if d.get("backup") != "yes":
+                continue
+            scratch = d.find("scratch")
+            disks.append(BackupDisk(d.get("name", ""), d.get("exportname", ""), d.get("exportbitmap", ""),
+                                    d.get("incremental", ""), scratch.get("file", "") if scratch is not None else ""))
+        return BackupJob(server.get("socket", "") if server is not None else "",
+                         root.findtext("incremental") or "", disks)
+
+    def abort_job(self, domain: str) -> None:
+        self.run("domjobabort", domain)
+
+
+def _error_line(output: str) -> str:
+    lines = [l.strip() for l in output.splitlines() if l.strip()]
+    errors = [re.sub(r"^error:\s*", "", l) for l in lines if l.startswith("error:")]
+    return "; ".join(errors[-2:]) or (lines[-1] if lines else "failed")[:300]
+
+
+def _xml(text: str, what: str) -> ET.Element:
+    try:
+        return ET.fromstring(text)
+    except ET.ParseError as err:
+        raise HostError("virsh printed no readable XML for %s: %s" % (what, err)) from err

@@ -1,0 +1,156 @@
+"""A VM's backup into a deduplicating repository (VM_BACKUP_REPOSITORY / --repo).
+
+`RepoSink` stands where store/seal.Sealer stands in jobs/backup.py and
+answers the same calls, so the VM goes through the very same lifecycle
+(snapshot, copy, consolidate, seal or fail, cleanup). Only the copy differs:
+instead of `vmkfstools -i`, the base disk's flat extent is read directly
+while our snapshot holds it (the guest writes into the delta meanwhile),
+and chunked, hashed and stored in one pass (hotvcb/repo/writer.py). Sealing
+writes the snapshot record; a failure writes nothing a reader could take for
+a backup (what was stored stays for dedup, GC removes it if unused). A VMDK
+disk's descriptor is stored among the VM's files under the disk's name, its
+extent renamed `<disk>-flat.vmdk`, so a restore gives back a thin VMDK.
+
+The disk is read by this process, so hotvcb must run on the host itself
+(not --host over SSH), and the disk must be a flat one: a VMFS thin or thick
+base (descriptor + -flat extent) or a raw image.
+"""
+
+import os
+from datetime import datetime
+from typing import Dict, List, Optional, Tuple
+
+from .. import interrupt, vmdk
+from ..errors import CopyError, HotvcbError, RepoError
+from ..hosts.base import Hypervisor
+from ..model import Disk, Vm, VmResult
+from ..repo.backend import TMP, LocalBackend
+from ..repo.repository import SNAPSHOTS, Repository
+from ..repo.writer import BackupWriter
+from ..runid import RunId
+from ..settings import Settings
+from ..shell import LocalShell
+
+
+def open_repository(path: str) -> Repository:
+    """The repository at `path`, created on first use inside an existing folder (never a missing volume)."""
+    if os.path.exists(os.path.join(path, "config")):
+        return Repository.open(LocalBackend(path))
+    parent = os.path.dirname(path.rstrip("/"))
+    if not os.path.isdir(parent):
+        raise RepoError("VM_BACKUP_REPOSITORY %s: %s does not exist (is the datastore mounted?)" % (path, parent))
+    if os.path.isdir(path) and set(os.listdir(path)) - {TMP}:  # tmp/: another host creating it right now
+        raise RepoError("VM_BACKUP_REPOSITORY %s: a folder that holds something other than a repository" % path)
+    try:
+        return Repository.init(LocalBackend(path))
+    except RepoError:
+        if os.path.exists(os.path.join(path, "config")):  # another host (a shared volume) was first
+            return Repository.open(LocalBackend(path))
+        raise
+
+
+def flat_name(descriptor_name: str) -> str:
+    """`web.vmdk` -> `web-flat.vmdk`: where a restore writes the data its descriptor names."""
+    return os.path.splitext(descriptor_name)[0] + "-flat.vmdk"
+
+
+def _check() -> None:
+    if interrupt.pending():
+        interrupt.raise_pending()
+
+
+class RepoSink:
+    def __init__(self, host: Hypervisor, settings: Settings, vm: Vm, started: datetime, log, run: RunId):
+        self.host, self.s, self.vm, self.started, self.log, self.run = host, settings, vm, started, log, run
+        self.partial = ""  # no folder of ours on the target: nothing for _discard to record
+        self.writer = None  # type: Optional[BackupWriter]
+        self._names = {}  # type: Dict[str, str]
+
+    def begin(self) -> None:
+        if not isinstance(self.host.shell, LocalShell):
+            raise HotvcbError("VM_BACKUP_REPOSITORY needs hotvcb running on the host itself (its disks are read "
+                              "directly); over --host use VM_BACKUP_VOLUME")
+        repo = open_repository(self.s.vm_backup_repository)
+        self.writer = BackupWriter(repo, self.vm.name, host=self.run.host, run=self.run.text(), vm_uuid=self.vm.uuid)
+
+    def plan_disks(self, disks: List[Disk]) -> Dict[str, str]:
+        used = set()  # type: set
+        for disk in disks:
+            stem, ext = os.path.splitext(vmdk.base_name(disk.filename))
+            name, n = stem + ext, 1
+            while name.lower() in used:
+                n += 1
+                name = "%s_%d%s" % (stem, n, ext)
+            used.add(name.lower())
+            self._names[disk.key] = name
+        return dict(self._names)
+
+    def copy_config_files(self, config: Tuple[str, str]) -> None:
+        assert self.writer is not None
+        filename, text = config
+        self.writer.add_file(filename, text.encode("utf-8"))
+        for path in self.vm.extra_files:
+            try:
+                with open(path, "rb") as f:
+                    self.writer.add_file(os.path.basename(path), f.read())
+            except OSError as err:
+                raise HotvcbError("cannot read %s: %s" % (path, err.strerror or err)) from err
+
+    def disk_destination(self, disk: Disk) -> str:
+        return self._names.get(disk.key) or vmdk.base_name(disk.filename)
+
+    def relative(self, path: str) -> str:
+        return path
+
+    def copy_disk(self, host: Hypervisor, disk: Disk, dst: str, fmt: str, progress) -> List[str]:
+        """Store the disk's virtual content under the name `dst`; returns [dst]."""
+        assert self.writer is not None
+        source = self._flat_source(host, disk)
+        total = max(os.path.getsize(source), 1)
+        done = [0]
+
+        def step(n: int) -> None:
+            done[0] += n
+            if progress is not None:
+                progress(min(100, done[0] * 100 // total))
+
+        try:
+            entry = self.writer.add_disk(dst, source, check=_check, progress=step)
+            if source != disk.path:  # its descriptor, naming the extent as a restore writes it
+                text = vmdk.rename_extent(host.shell.read_text(disk.path), flat_name(dst))
+                self.writer.add_file(dst, text.encode("utf-8"))
+        except RepoError as err:
+            raise CopyError(disk.path, str(err)) from err
+        self.log.debug("%s: %d chunks, %d new (%d bytes stored)" % (dst, entry["chunks"], entry["new_chunks"],
+                                                                  entry["new_bytes"]))
+        return [dst]
+
+    def _flat_source(self, host: Hypervisor, disk: Disk) -> str:
+        if disk.path.endswith((".raw", ".img")):
+            return disk.path
+        try:
+            desc = vmdk.parse(host.shell.read_text(disk.path))
+        except (HotvcbError, vmdk.NotADescriptor) as err:
+            raise CopyError(disk.path, "cannot read its descriptor: %s" % err) from err
+        files = host.disk_files(disk.path)
+        if desc.create_type.lower() not in ("vmfs", "monolithicflat") or desc.parent_hint or len(files) != 2:
+            raise CopyError(disk.path, "a %s disk; the repository reads flat disks (VMFS thin or thick bases) only"
+                            % (desc.create_type or "delta"))
+        return files[1]
+
+    def discard_disk(self, dst: str) -> None:
+        """Nothing to remove: a failed disk gets no index, its stored chunks wait for dedup or GC."""
+
+    def seal(self, result: VmResult, snapshot: Dict[str, object], tree: Optional[Dict[str, object]] = None) -> str:
+        assert self.writer is not None and tree is None  # the job refuses BACKUP_SNAPSHOT_TREE with a repository
+        snap = self.writer.commit(self.started)  # the backup's time, as a folder backup's name has it
+        where = "%s/%s%s" % (self.s.vm_backup_repository.rstrip("/"), SNAPSHOTS, snap.id)
+        self.log.info("%s: backup %s recorded in the repository %s" % (self.vm.name, snap.id,
+                                                                      self.s.vm_backup_repository))
+        result.backup_dir = where
+        return where
+
+    def fail(self, result: VmResult) -> str:
+        if self.writer is not None:
+            self.writer.abort()
+        return ""

@@ -1,0 +1,117 @@
+"""Restoring a backup that holds the user's snapshot tree (`snapshot-tree/`, jobs/snaptree.py).
+
+The restored VM gets the tree back: each base disk is cloned in the
+restore's format under its own name, every delta is copied as it is and
+relinked to its parent in the new folder (the clone has a new CID), the
+.vmx is the user's (naming the current deltas), and the .vmsd is written
+under the new VM's name with each snapshot's state file renamed with it and
+every disk path made relative to the new folder. Each snapshot can then be
+reverted to (`vim-cmd vmsvc/snapshot.revert`).
+"""
+
+import posixpath
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+from .. import vmdk
+from ..errors import HostError, HotvcbError
+from ..shell import FileReader, Shell
+from ..vmx import VmxFile
+from .snaptree import TREE, relink
+
+MAX_DEPTH = 64
+
+
+@dataclass
+class TreeRestore:
+    folder: str  # the backup's snapshot-tree folder
+    vmx_name: str
+    vmsd_name: str  # the .vmsd's name in the restored VM's folder
+    vmsd_text: str  # rewritten for the new folder and name
+    snapshots: List[str] = field(default_factory=list)
+    deltas: List[Tuple[str, str]] = field(default_factory=list)  # (delta, parent) names, parents first
+    files: List[Tuple[str, str]] = field(default_factory=list)  # (source, name in the VM folder), copied as they are
+    needed: int = 0
+
+
+def find(fs: FileReader, backup: str) -> Optional[str]:
+    folder = backup + "/" + TREE
+    return folder if fs.isdir(folder) else None
+
+
+def plan(fs: FileReader, folder: str, vmx_name: str, new_stem: str) -> Tuple[VmxFile, TreeRestore]:
+    """The tree's .vmx and what the restore of the tree must do, every chain checked in the backup."""
+    if not fs.exists(folder + "/" + vmx_name):
+        raise HotvcbError("%s holds no %s: the snapshot tree is incomplete" % (folder, vmx_name))
+    vmx = VmxFile(fs.read_text(folder + "/" + vmx_name))
+    old_stem = vmx_name[: -len(".vmx")]
+    vmsds = [f for f in fs.listdir(folder) if f.lower().endswith(".vmsd")]
+    if len(vmsds) != 1:
+        raise HotvcbError("%s holds %d .vmsd files, expected 1" % (folder, len(vmsds)))
+    vmsd = VmxFile(fs.read_text(folder + "/" + vmsds[0]))
+    tree = TreeRestore(folder, vmx_name, new_stem + ".vmsd", "")
+    tops = [posixpath.basename(name) for _dev, _bus, name in vmx.disk_slots()
+            if fs.exists(folder + "/" + posixpath.basename(name))]
+    for key in vmsd.keys():
+        value = vmsd.get(key) or ""
+        if key.startswith("snapshot") and key.endswith(".filename") and ".disk" not in key:
+            state = posixpath.basename(value)
+            renamed = new_stem + state[len(old_stem):] if state.startswith(old_stem) else state
+            vmsd.set(_spelled(vmsd, key), renamed)
+            for src, dst in ((state, renamed), (state[:-5] + ".vmem", renamed[:-5] + ".vmem")):
+                if fs.exists(folder + "/" + src) and (src, dst) not in tree.files:
+                    tree.files.append((folder + "/" + src, dst))
+        elif ".disk" in key and key.endswith(".filename"):
+            vmsd.set(_spelled(vmsd, key), posixpath.basename(value))
+            tops.append(posixpath.basename(value))
+        elif key.endswith(".displayname") and key.startswith("snapshot") and key.count(".") == 1:
+            tree.snapshots.append(value)
+    tree.vmsd_text = vmsd.text()
+    for top in tops:
+        links = chain(fs, folder, top)
+        for k in range(len(links) - 2, -1, -1):  # parents first; the base is cloned as the VM's disk
+            link = (links[k], links[k + 1])
+            if link not in tree.deltas:
+                tree.deltas.append(link)
+                for f in _own_files(fs, folder, links[k]):
+                    tree.files.append((folder + "/" + f, f))
+    tree.needed = sum(fs.file_size(src) for src, _ in tree.files) + len(tree.vmsd_text)
+    return vmx, tree
+
+
+def chain(fs: FileReader, folder: str, top: str) -> List[str]:
+    """Names from `top` down to its base, all inside `folder` (where the backup put them)."""
+    out, name = [], top  # type: List[str], Optional[str]
+    while name is not None and len(out) < MAX_DEPTH:
+        if not fs.exists(folder + "/" + name):
+            raise HotvcbError("the snapshot tree in %s lacks %s%s" % (
+                folder, name, " (parent of %s)" % out[-1] if out else ""))
+        out.append(name)
+        try:
+            hint = vmdk.parse(fs.read_text(folder + "/" + name)).parent_hint
+        except (HostError, vmdk.NotADescriptor) as err:
+            raise HotvcbError("%s/%s is not a readable disk descriptor: %s" % (folder, name, err)) from err
+        name = posixpath.basename(hint) if hint else None
+    return out
+
+
+def copy(shell: Shell, tree: TreeRestore, dst: str) -> None:
+    """Into the restore's folder, after the base disks were cloned there."""
+    for src, name in tree.files:
+        shell.copy_file(src, dst + "/" + name)
+    for delta, parent in tree.deltas:
+        relink(shell, dst, delta, parent)
+    shell.write_text(dst + "/" + tree.vmsd_name, tree.vmsd_text)
+
+
+def _own_files(fs: FileReader, folder: str, name: str) -> List[str]:
+    return [name] + [e.filename for e in vmdk.parse(fs.read_text(folder + "/" + name)).extents]
+
+
+def _spelled(vmsd: VmxFile, key: str) -> str:
+    """The key as the file spells it (VmxFile.keys() folds case; VMware reads either)."""
+    for line in vmsd.lines:
+        if line is not None and "=" in line and line.split("=", 1)[0].strip().lower() == key:
+            return line.split("=", 1)[0].strip()
+    return key
+

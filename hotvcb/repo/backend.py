@@ -1,0 +1,229 @@
+"""Where a repository's objects live: the storage-backend seam.
+
+Everything above this module (packs, indexes, records, GC) speaks only these
+eight calls on named, immutable objects, so an object store can follow the
+local folder without touching the chunker. What each call must guarantee is
+written in docs/repository.md ("Storage-backend contract") and checked for
+every implementation by tests/test_repo_backend.py.
+"""
+
+import errno
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from typing import BinaryIO, List, Optional
+
+from ..errors import RepoError
+
+try:
+    from typing import Protocol
+except ImportError:  # pragma: no cover - Python 3.7 has no Protocol; 3.8 does
+    Protocol = object  # type: ignore
+
+
+class NotFound(RepoError):
+    """The named object does not exist."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    name: str
+    size: int
+    mtime: float
+
+
+class Upload(Protocol):
+    """A large object being written; invisible under any name until committed."""
+
+    def write(self, data: bytes) -> int: ...
+
+    def discard(self) -> None: ...
+
+
+class Backend(Protocol):
+    def put_new(self, name: str, data: bytes) -> bool: ...
+
+    def new_upload(self) -> Upload: ...
+
+    def put_new_file(self, name: str, upload: Upload) -> bool: ...
+
+    def get(self, name: str, offset: int = 0, length: Optional[int] = None) -> bytes: ...
+
+    def list(self, prefix: str) -> List[ObjectInfo]: ...
+
+    def delete(self, name: str) -> None: ...
+
+    def stat(self, name: str) -> Optional[ObjectInfo]: ...
+
+    def now(self) -> float: ...
+
+    def forget_uploads(self, older_than: float) -> int: ...
+
+
+TMP = "tmp"
+
+
+class _FileUpload:
+    """A temp file under <root>/tmp; link()ed to its name on commit."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.f = open(path, "xb")  # type: Optional[BinaryIO]
+
+    def write(self, data: bytes) -> int:
+        assert self.f is not None
+        return self.f.write(data)
+
+    def close(self) -> None:
+        if self.f is not None:
+            self.f.flush()
+            os.fsync(self.f.fileno())
+            self.f.close()
+            self.f = None
+
+    def discard(self) -> None:
+        if self.f is not None:
+            self.f.close()
+            self.f = None
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems (and NFS clients) refuse fsync on a folder; the link is already durable there
+    finally:
+        os.close(fd)
+
+
+class LocalBackend:
+    """Objects as files under a folder (local disk, VMFS or NFS).
+
+    put-if-absent is link(2): atomic, and it fails when the name exists, on
+    NFS as locally; the data was fsynced in a temp file first, so a name
+    never holds half an object.
+    """
+
+    def __init__(self, root: str):
+        self.root = root
+
+    def _path(self, name: str) -> str:
+        if name.startswith("/") or ".." in name.split("/"):
+            raise RepoError("bad object name %r" % name)
+        return os.path.join(self.root, name)
+
+    def new_upload(self) -> _FileUpload:
+        folder = os.path.join(self.root, TMP)
+        try:
+            os.makedirs(folder, exist_ok=True)
+            return _FileUpload(os.path.join(folder, "%s.%d" % (uuid.uuid4().hex, os.getpid())))
+        except OSError as err:
+            raise RepoError("cannot write to the repository %s: %s" % (self.root, err.strerror or err)) from err
+
+    def put_new_file(self, name: str, upload: Upload) -> bool:
+        assert isinstance(upload, _FileUpload)
+        path = self._path(name)
+        try:
+            upload.close()
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            try:
+                os.link(upload.path, path)
+            except FileExistsError:
+                return False
+            _fsync_dir(os.path.dirname(path))
+            return True
+        except OSError as err:
+            raise RepoError("cannot write %s in the repository %s: %s"
+                            % (name, self.root, err.strerror or err)) from err
+        finally:
+            upload.discard()
+
+    def put_new(self, name: str, data: bytes) -> bool:
+        upload = self.new_upload()
+        try:
+            upload.write(data)
+        except OSError as err:
+            upload.discard()
+            raise RepoError("cannot write %s in the repository %s: %s"
+                            % (name, self.root, err.strerror or err)) from err
+        return self.put_new_file(name, upload)
+
+    def get(self, name: str, offset: int = 0, length: Optional[int] = None) -> bytes:
+        try:
+            with open(self._path(name), "rb") as f:
+                if offset < 0:
+                    f.seek(offset, os.SEEK_END)
+                else:
+                    f.seek(offset)
+                return f.read() if length is None else f.read(length)
+        except FileNotFoundError as err:
+            raise NotFound("%s is missing from the repository %s" % (name, self.root)) from err
+        except OSError as err:
+            raise RepoError("cannot read %s in the repository %s: %s"
+                            % (name, self.root, err.strerror or err)) from err
+
+    def list(self, prefix: str) -> List[ObjectInfo]:
+        out = []  # type: List[ObjectInfo]
+        top = self._path(prefix)
+        for folder, dirs, files in os.walk(top):
+            if os.path.normpath(folder) == os.path.normpath(self.root) and TMP in dirs:
+                dirs.remove(TMP)  # uploads in progress are never listed
+            dirs.sort()
+            for fname in sorted(files):
+                path = os.path.join(folder, fname)
+                try:
+                    st = os.stat(path)
+                except FileNotFoundError:
+                    continue  # deleted while we looked
+                out.append(ObjectInfo(os.path.relpath(path, self.root).replace(os.sep, "/"), st.st_size,
+                                      st.st_mtime))
+        return out
+
+    def delete(self, name: str) -> None:
+        try:
+            os.unlink(self._path(name))
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            raise RepoError("cannot delete %s in the repository %s: %s"
+                            % (name, self.root, err.strerror or err)) from err
+
+    def stat(self, name: str) -> Optional[ObjectInfo]:
+        try:
+            st = os.stat(self._path(name))
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            if err.errno == errno.ENOTDIR:
+                return None
+            raise RepoError("cannot read %s in the repository %s: %s"
+                            % (name, self.root, err.strerror or err)) from err
+        return ObjectInfo(name, st.st_size, st.st_mtime)
+
+    def now(self) -> float:
+        upload = self.new_upload()
+        try:
+            return os.fstat(upload.f.fileno()).st_mtime if upload.f is not None else time.time()
+        finally:
+            upload.discard()
+
+    def forget_uploads(self, older_than: float) -> int:
+        """Discard uploads begun more than `older_than` seconds ago (their writer died)."""
+        folder = os.path.join(self.root, TMP)
+        now = self.now()
+        gone = 0
+        for fname in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+            path = os.path.join(folder, fname)
+            try:
+                if now - os.stat(path).st_mtime > older_than:
+                    os.unlink(path)
+                    gone += 1
+            except FileNotFoundError:
+                continue
+        return gone

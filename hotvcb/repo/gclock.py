@@ -1,0 +1,53 @@
+"""One garbage collection at a time per repository: the `locks/gc` object.
+
+Backups never take it (they only add objects; docs/repository.md "Garbage
+collection and concurrency" says why that is safe). It holds the run record
+of its GC; a holder that is a dead process on this machine, or a lock older
+than the repository's grace period, is taken over.
+"""
+
+import socket
+from contextlib import contextmanager
+from typing import Iterator
+
+from ..errors import RepoError
+from ..pids import alive
+from ..runid import RunId, parse
+from .backend import NotFound
+from .repository import Repository
+
+LOCK = "locks/gc"
+
+
+def _stale(repo: Repository, me: RunId) -> bool:
+    try:
+        text = repo.backend.get(LOCK).decode("utf-8", "replace")
+    except NotFound:
+        return True
+    info = repo.backend.stat(LOCK)
+    holder = parse(text)
+    if holder is not None and holder.machine == me.machine == socket.gethostname():
+        return not alive(holder.pid) or (holder.pid == me.pid and holder.run != me.run)
+    return info is None or repo.backend.now() - info.mtime > repo.config.grace
+
+
+@contextmanager
+def gc_lock(repo: Repository) -> Iterator[None]:
+    me = RunId.new()
+    record = (me.text() + "\n").encode("utf-8")
+    if not repo.backend.put_new(LOCK, record):
+        if not _stale(repo, me):
+            raise RepoError("another garbage collection of this repository is running (%s)"
+                            % repo.backend.get(LOCK).decode("utf-8", "replace").strip())
+        repo.backend.delete(LOCK)
+        if not repo.backend.put_new(LOCK, record):
+            raise RepoError("another garbage collection of this repository started just now")
+    try:
+        yield
+    finally:
+        try:
+            mine = repo.backend.get(LOCK) == record
+        except NotFound:
+            mine = False  # taken over as stale while we ran (a GC longer than the grace period)
+        if mine:
+            repo.backend.delete(LOCK)

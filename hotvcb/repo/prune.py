@@ -1,0 +1,58 @@
+"""Prune: drop the backups the keep rules do not keep, then collect garbage.
+
+The rules are Proxmox Backup Server's, applied per VM by
+`hotvcb.repo.retention.select` (a pure function). A dropped backup's record
+is deleted first (it stops existing in one step), then its disk indexes;
+the chunks go later, through GC's grace period (gc.py).
+"""
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from .. import crashpoint
+from ..errors import RepoError
+from .gc import GcReport, collect
+from .repository import SNAPSHOTS, Repository, Snapshot
+
+KEEP_RULES = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
+
+
+@dataclass
+class Decision:
+    snapshot: Snapshot
+    kept: bool
+    rule: Optional[str]
+
+
+def plan(repo: Repository, keep: Dict[str, int], vm: Optional[str] = None,
+         select: Optional[Callable[..., List[Any]]] = None) -> List[Decision]:
+    """What the keep rules keep (and by which rule) and what they drop, VM by VM."""
+    unknown = set(keep) - set(KEEP_RULES)
+    if unknown:
+        raise RepoError("unknown keep rule(s): %s" % ", ".join(sorted(unknown)))
+    if not any(keep.values()):
+        raise RepoError("prune needs at least one --keep-* rule above 0 (it would drop every backup)")
+    choose = select or importlib.import_module(".retention", __package__).select
+    by_vm = {}  # type: Dict[Tuple[str, str], List[Snapshot]]
+    for snap in repo.snapshots(vm):  # two hosts' VMs of one name are two VMs (told apart by uuid.bios)
+        by_vm.setdefault((snap.vm, snap.record.get("vm_uuid") or ""), []).append(snap)
+    out = []  # type: List[Decision]
+    args = {"keep_" + rule: n for rule, n in keep.items() if n}
+    for name in sorted(by_vm):
+        for d in choose(by_vm[name], **args):
+            out.append(Decision(d.backup, bool(d.kept), d.rule))
+    return out
+
+
+def prune(repo: Repository, decisions: List[Decision], log: Callable[[str], None] = lambda msg: None) -> GcReport:
+    """Delete the dropped backups (record, then indexes), then run GC."""
+    for d in decisions:
+        if d.kept:
+            continue
+        log("removing backup %s" % d.snapshot)
+        repo.backend.delete(SNAPSHOTS + d.snapshot.id)
+        crashpoint.reached("repo-prune-record-deleted")
+        for disk in d.snapshot.disks:
+            repo.backend.delete(disk["index"])
+    return collect(repo, log)

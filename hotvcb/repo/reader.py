@@ -1,0 +1,124 @@
+"""Restore a disk's virtual content from a backup, every chunk hash-checked,
+to a sparse raw file or to a stream.
+
+Chunks are fetched in disk order, and decompressed and checked in a pool of
+one thread per core; chunks the index does not name are zeros and stay holes
+in the output. A bad or missing chunk stops the restore with a BadChunk that
+names it and the backups that need it, and a restore to a path removes its
+partial output, so nothing half-written looks like a disk.
+"""
+
+import collections
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Callable, Deque, Dict, Iterator, Optional, Tuple
+
+from ..errors import RepoError
+from .format import DiskIndex
+from .repository import BadChunk, Location, Repository, Snapshot
+
+Check = Optional[Callable[[], None]]
+
+
+def find_disk(snap: Snapshot, name: str) -> Dict:
+    for disk in snap.disks:
+        if disk["name"] == name:
+            return disk
+    raise RepoError("backup %s has no disk %r (it has %s)" % (snap, name, ", ".join(d["name"] for d in snap.disks)))
+
+
+def restore_disk(repo: Repository, snap: Snapshot, disk: Dict, out_path: str, check: Check = None,
+                 chunk_map: Optional[Dict[bytes, Location]] = None, workers: Optional[int] = None) -> int:
+    """Write the disk as a sparse raw file at `out_path` (must not exist); returns its size."""
+    try:
+        fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as err:
+        raise RepoError("cannot create %s: %s" % (out_path, err.strerror or err)) from err
+    try:
+        with whole_or_nothing(out_path, os.unlink):
+            size = _restore_fd(repo, disk, fd, check, chunk_map, workers or os.cpu_count() or 1)
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    return size
+
+
+@contextmanager
+def whole_or_nothing(path: str, remove: Callable[[str], None]) -> Iterator[None]:
+    """On any failure in the body, `path` is removed (nothing half-written may look complete);
+    an OSError becomes a RepoError naming it."""
+    try:
+        yield
+    except OSError as err:
+        remove(path)
+        raise RepoError("cannot write %s: %s" % (path, err.strerror or err)) from err
+    except BaseException:
+        remove(path)
+        raise
+
+
+def _restore_fd(repo: Repository, disk: Dict, fd: int, check: Check, chunk_map: Optional[Dict[bytes, Location]],
+                workers: int) -> int:
+    index = repo.disk_index(disk)
+    os.ftruncate(fd, index.size)
+    for offset, data in chunks(repo, index, check, chunk_map, workers):
+        os.pwrite(fd, data, offset)
+    return index.size
+
+
+def restore_stream(repo: Repository, disk: Dict, write: Callable[[bytes], object], check: Check = None,
+                   chunk_map: Optional[Dict[bytes, Location]] = None, workers: Optional[int] = None) -> int:
+    """Write the disk's whole virtual content, zeros included, to a stream (a pipe, stdout, ssh)."""
+    index = repo.disk_index(disk)
+    zeros = bytes(index.chunk_size)
+    at = 0
+    for offset, data in chunks(repo, index, check, chunk_map, workers or os.cpu_count() or 1):
+        for at in range(at, offset, len(zeros)):
+            write(zeros[:min(len(zeros), offset - at)])
+        write(data)
+        at = offset + len(data)
+    for at in range(at, index.size, len(zeros)):
+        write(zeros[:min(len(zeros), index.size - at)])
+    return index.size
+
+
+def chunks(repo: Repository, index: DiskIndex, check: Check, chunk_map: Optional[Dict[bytes, Location]],
+           workers: int) -> Iterator[Tuple[int, bytes]]:
+    """(offset, bytes) of every stored chunk of a disk in disk order, fetched and checked in a pool."""
+    where = chunk_map if chunk_map is not None else repo.chunk_map()
+    window = collections.deque()  # type: Deque[Tuple[int, Future]]
+    with ThreadPoolExecutor(workers) as pool:
+        try:
+            for number, digest in index.entries:
+                if check is not None:
+                    check()
+                loc = where.get(digest)
+                if loc is None:
+                    raise BadChunk(digest, "", "missing from the repository", repo.users_of(digest))
+                window.append((number * index.chunk_size, pool.submit(repo.read_chunk, loc)))
+                if len(window) >= 4 * workers:
+                    offset, fut = window.popleft()
+                    yield offset, fut.result()
+            while window:
+                offset, fut = window.popleft()
+                yield offset, fut.result()
+        finally:
+            for _n, fut in window:
+                fut.cancel()
+
+
+def read_file(repo: Repository, snap: Snapshot, name: str, chunk_map: Optional[Dict[bytes, Location]] = None) -> bytes:
+    """One of the VM's small files (.vmx, .nvram) as stored in the backup."""
+    where = chunk_map if chunk_map is not None else repo.chunk_map()
+    for f in snap.files:
+        if f["name"] == name:
+            parts = []
+            for h in f["chunks"]:
+                digest = bytes.fromhex(h)
+                loc = where.get(digest)
+                if loc is None:
+                    raise BadChunk(digest, "", "missing from the repository", repo.users_of(digest))
+                parts.append(repo.read_chunk(loc))
+            return b"".join(parts)
+    raise RepoError("backup %s has no file %r" % (snap, name))

@@ -1,0 +1,209 @@
+"""Opening a repository and reading what it holds: config, backups, chunk map.
+
+Everything here only reads (and `init` writes the config once), so the
+writer, restore, verify and GC share one view of the format.
+"""
+
+import datetime
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Optional, Set
+
+from ..errors import RepoError
+from . import codec
+from .backend import Backend, LocalBackend, NotFound
+from .format import (BACKUP_LIMIT, CHUNK_SIZE, CONFIG, PACK_HEADER, PACK_SIZE, SETTLE, TRAILER_SIZE, VERSION, Blob,
+                     DiskIndex, decode_index, dumps, loads, parse_table, table_length)
+
+PACKS, INDEXES, SNAPSHOTS, CONDEMNED, VERIFIED = "packs/", "indexes/", "snapshots/", "condemned/", "verified/"
+
+
+@dataclass(frozen=True)
+class Config:
+    id: str
+    chunk_size: int
+    pack_size: int
+    backup_limit: float  # seconds from loading the chunk map to writing the record
+    settle: float  # how long another host may not yet see a new object (NFS caches)
+    compression: str = "zlib"  # or "zstd": what writers use when they can
+
+    @property
+    def grace(self) -> float:
+        """Age before GC may condemn a pack, and before it may delete a condemned one."""
+        return self.backup_limit + 2 * self.settle
+
+
+@dataclass
+class Snapshot:
+    """One backup: what its record says (docs/repository.md "Snapshot record")."""
+
+    id: str
+    vm: str
+    time: datetime.datetime  # local wall time, naive: what retention counts periods in
+    disks: List[Dict[str, Any]]
+    files: List[Dict[str, Any]]
+    record: Dict[str, Any] = field(repr=False)
+
+    def __str__(self) -> str:
+        return "%s @ %s (%s)" % (self.vm, self.time.strftime("%Y-%m-%d %H:%M:%S"), self.id)
+
+
+@dataclass(frozen=True)
+class Location:
+    pack: str
+    blob: Blob
+
+
+class BadChunk(RepoError):
+    """A chunk that cannot be read back as its hash says, named with the backups that need it."""
+
+    def __init__(self, digest: bytes, pack: str, reason: str, users: Iterable[Snapshot] = ()):
+        users = list(users)
+        needed = "; needed by " + ", ".join(str(u) for u in users) if users else ""
+        super().__init__("chunk %s in %s: %s%s" % (digest.hex(), pack or "no pack", reason, needed))
+        self.digest, self.pack, self.reason, self.users = digest, pack, reason, users
+
+
+def pack_name(digest_hex: str) -> str:
+    return "%s%s/%s" % (PACKS, digest_hex[:2], digest_hex)
+
+
+def new_snapshot_id(utc: float) -> str:
+    stamp = datetime.datetime.fromtimestamp(int(utc), datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return "%s-%s" % (stamp, uuid.uuid4().hex[:8])
+
+
+class Repository:
+    def __init__(self, backend: Backend, config: Config):
+        self.backend, self.config = backend, config
+
+    @classmethod
+    def init(cls, backend: Backend, chunk_size: int = CHUNK_SIZE, pack_size: int = PACK_SIZE,
+             backup_limit: float = BACKUP_LIMIT, settle: float = SETTLE, compression: str = "zlib") -> "Repository":
+        if chunk_size < 4096 or chunk_size & (chunk_size - 1) or chunk_size > 1 << 24:
+            raise RepoError("chunk size %d: must be a power of two from 4 KiB to 16 MiB" % chunk_size)
+        data = {"format": "hotvcb-repository", "version": VERSION, "id": uuid.uuid4().hex,
+                "chunk_size": chunk_size, "pack_size": pack_size, "backup_limit_seconds": backup_limit,
+                "settle_seconds": settle, "compression": compression}
+        if compression not in ("zlib", "zstd") or compression == "zstd" and not codec.available():
+            raise RepoError("compression %r: zlib, or zstd where the zstandard package is installed" % compression)
+        if not backend.put_new(CONFIG, dumps(data)):
+            raise RepoError("a repository already exists there")
+        return cls.open(backend)
+
+    @classmethod
+    def open(cls, backend: Backend) -> "Repository":
+        try:
+            raw = backend.get(CONFIG)
+        except NotFound as err:
+            raise RepoError("no hotvcb repository there (no %s file)" % CONFIG) from err
+        data = loads(raw, "hotvcb-repository", CONFIG)
+        try:
+            config = Config(str(data["id"]), int(data["chunk_size"]), int(data["pack_size"]),
+                            float(data["backup_limit_seconds"]), float(data["settle_seconds"]),
+                            str(data.get("compression", "zlib")))
+        except (KeyError, TypeError, ValueError) as err:
+            raise RepoError("%s: damaged (%s)" % (CONFIG, err)) from err
+        return cls(backend, config)
+
+    # --- backups ---------------------------------------------------------
+
+    def snapshots(self, vm: Optional[str] = None) -> List[Snapshot]:
+        """Every backup whose record exists (oldest first); a damaged record is an error, never skipped."""
+        out = [self.snapshot(info.name[len(SNAPSHOTS):]) for info in self.backend.list(SNAPSHOTS)]
+        out.sort(key=lambda s: (s.record.get("utc", 0), s.id))
+        return [s for s in out if vm is None or s.vm == vm]
+
+    def snapshot(self, snap_id: str) -> Snapshot:
+        name = SNAPSHOTS + snap_id
+        try:
+            data = loads(self.backend.get(name), "hotvcb-snapshot", name)
+        except NotFound as err:
+            raise RepoError("no backup %s in the repository" % snap_id) from err
+        try:
+            when = datetime.datetime.strptime(data["time"], "%Y-%m-%dT%H:%M:%S")
+            return Snapshot(data["id"], data["vm"], when, list(data["disks"]), list(data["files"]), data)
+        except (KeyError, TypeError, ValueError) as err:
+            raise RepoError("%s: damaged (%s)" % (name, err)) from err
+
+    def disk_index(self, disk: Dict[str, Any]) -> DiskIndex:
+        name = disk["index"]
+        data = self.backend.get(name)
+        if hashlib.sha256(data).hexdigest() != disk["index_sha256"]:
+            raise RepoError("%s: the disk index is damaged (not the one its backup recorded)" % name)
+        return decode_index(data, name)
+
+    def references(self, snaps: List[Snapshot]) -> Dict[bytes, List[Snapshot]]:
+        """Every chunk the backups need -> the backups needing it."""
+        users = {}  # type: Dict[bytes, List[Snapshot]]
+        for snap in snaps:
+            digests = set()  # type: Set[bytes]
+            for disk in snap.disks:
+                digests.update(d for _n, d in self.disk_index(disk).entries)
+            for f in snap.files:
+                digests.update(bytes.fromhex(h) for h in f["chunks"])
+            for d in digests:
+                users.setdefault(d, []).append(snap)
+        return users
+
+    def users_of(self, digest: bytes) -> List[Snapshot]:
+        """The backups that need a chunk (for naming them beside a bad one)."""
+        try:
+            return self.references(self.snapshots()).get(digest, [])
+        except RepoError:
+            return []  # naming users is a courtesy; the bad chunk is the error
+
+    # --- packs -----------------------------------------------------------
+
+    def pack_blobs(self, name: str, size: int) -> List[Blob]:
+        """A pack's table, read from its tail without reading its chunks."""
+        if size < PACK_HEADER + TRAILER_SIZE:
+            raise RepoError("%s: too short to be a pack" % name)
+        length, digest = table_length(self.backend.get(name, size - TRAILER_SIZE, TRAILER_SIZE), name)
+        if length > size - PACK_HEADER - TRAILER_SIZE:
+            raise RepoError("%s: not a pack (bad trailer)" % name)
+        return parse_table(self.backend.get(name, size - TRAILER_SIZE - length, length), digest, name)
+
+    def condemned(self) -> Dict[str, str]:
+        """Pack -> the GC mark that condemned it."""
+        out = {}  # type: Dict[str, str]
+        for info in self.backend.list(CONDEMNED):
+            data = loads(self.backend.get(info.name), "hotvcb-condemned", info.name)
+            for pack in data.get("packs", []):
+                out[pack] = info.name
+        return out
+
+    def chunk_map(self, usable_only: bool = False) -> Dict[bytes, Location]:
+        """Where each stored chunk lies. `usable_only`: leave out condemned packs (a backup may not reuse those)."""
+        skip = set(self.condemned()) if usable_only else set()  # type: Set[str]
+        out = {}  # type: Dict[bytes, Location]
+        for info in self.backend.list(PACKS):
+            if info.name in skip:
+                continue
+            for blob in self.pack_blobs(info.name, info.size):
+                out.setdefault(blob.digest, Location(info.name, blob))
+        return out
+
+    def read_stored(self, loc: Location) -> bytes:
+        """A chunk as stored (compressed), after checking that it decodes to its hash."""
+        b = loc.blob
+        try:
+            stored = self.backend.get(loc.pack, b.offset, b.stored_len)
+            codec.decode(b.method, stored, b.raw_len, b.digest)
+            return stored
+        except RepoError as err:
+            raise BadChunk(b.digest, loc.pack, str(err), self.users_of(b.digest)) from err
+
+    def read_chunk(self, loc: Location) -> bytes:
+        """A chunk's bytes, hash-checked; BadChunk (naming its users) if they are not what was stored."""
+        b = loc.blob
+        try:
+            return codec.decode(b.method, self.backend.get(loc.pack, b.offset, b.stored_len), b.raw_len, b.digest)
+        except RepoError as err:
+            raise BadChunk(b.digest, loc.pack, str(err), self.users_of(b.digest)) from err
+
+
+def open_path(path: str) -> Repository:
+    """The repository in a folder (local disk, VMFS, NFS)."""
+    return Repository.open(LocalBackend(path))

@@ -1,0 +1,138 @@
+"""One backup into a repository: chunk, hash, compress and store, in one pass.
+
+The disk is read once (holes skipped, blockdigest.read_blocks); each chunk
+is hashed, and compressed only if the repository lacks it, in a pool of one
+thread per core (hashlib and zlib release the GIL) while the main thread
+reads ahead and fills packs in disk order. Write order: packs, then the
+disk's index, then — in `commit` — the snapshot record.
+"""
+
+import collections
+import datetime
+import hashlib
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
+
+from .. import crashpoint
+from ..blockdigest import read_blocks
+from ..errors import RepoError
+from . import codec
+from .format import DiskIndex, dumps, encode_index
+from .packs import PackWriter
+from .repository import INDEXES, SNAPSHOTS, Repository, Snapshot, new_snapshot_id
+
+Check = Optional[Callable[[], None]]
+
+
+def _prepare(data: bytes, known: Set[bytes], use_zstd: bool) -> Tuple[bytes, Optional[Tuple[int, bytes]]]:
+    """(digest, stored form or None when the repository has the chunk) — runs in a worker."""
+    digest = hashlib.sha256(data).digest()
+    if digest in known:
+        return digest, None
+    return digest, codec.encode(data, use_zstd)
+
+
+class BackupWriter:
+    def __init__(self, repo: Repository, vm: str, host: str = "", run: str = "", workers: Optional[int] = None,
+                 vm_uuid: str = ""):
+        self.repo, self.vm, self.host, self.run, self.vm_uuid = repo, vm, host, run, vm_uuid
+        self.use_zstd = repo.config.compression == "zstd"  # falls back to zlib where the package is missing
+        self.started = repo.backend.now()  # before the map: the backup limit counts from here
+        self.known = set(repo.chunk_map(usable_only=True))  # type: Set[bytes]
+        self.snap_id = new_snapshot_id(self.started)
+        self.packs = PackWriter(repo.backend, repo.config.pack_size)
+        self.disks = []  # type: List[Dict[str, Any]]
+        self.files = []  # type: List[Dict[str, Any]]
+        self.workers = workers or os.cpu_count() or 1
+
+    def add_disk(self, name: str, path: str, check: Check = None,
+                 progress: Optional[Callable[[int], None]] = None) -> Dict[str, Any]:
+        """Store the virtual content of the disk at `path` (a -flat, raw or sparse file)."""
+        try:
+            with open(path, "rb", buffering=0) as f:
+                size = os.fstat(f.fileno()).st_size
+                entries, new_chunks, new_bytes = self._chunk(f, check, progress)
+            self.packs.flush()  # every chunk the index names is in a committed pack before the index exists
+        except BaseException as err:
+            # the open pack's chunks are stored nowhere now: the next disk must not count on them
+            self.known -= self.packs.discard()
+            if isinstance(err, OSError):
+                raise RepoError("cannot read %s: %s" % (path, err.strerror or err)) from err
+            raise
+        index = encode_index(DiskIndex(self.repo.config.chunk_size, size, entries))
+        index_name = "%s%s.%d" % (INDEXES, self.snap_id, len(self.disks))
+        self.repo.backend.put_new(index_name, index)
+        disk = {"name": name, "size": size, "index": index_name, "index_sha256": hashlib.sha256(index).hexdigest(),
+                "chunks": len(entries), "new_chunks": new_chunks, "new_bytes": new_bytes}
+        self.disks.append(disk)
+        return disk
+
+    def _chunk(self, f: Any, check: Check, progress: Optional[Callable[[int], None]]):
+        chunk_size = self.repo.config.chunk_size
+        zero = bytes(chunk_size)
+        entries = []  # type: List[Tuple[int, bytes]]
+        new = [0, 0]
+        window = collections.deque()  # type: Deque[Tuple[int, Future]]
+
+        def settle_one() -> None:
+            number, fut = window.popleft()
+            digest, stored = fut.result()
+            entries.append((number, digest))
+            if stored is not None and digest not in self.known:
+                self.packs.add(digest, stored[0], chunk_size if number * chunk_size + chunk_size <= size
+                               else size - number * chunk_size, stored[1])
+                self.known.add(digest)
+                new[0] += 1
+                new[1] += len(stored[1])
+
+        size = os.fstat(f.fileno()).st_size
+        with ThreadPoolExecutor(self.workers) as pool:
+            try:
+                for off, length, data in read_blocks(f, chunk_size, check, fresh=True):
+                    if progress is not None:
+                        progress(length)
+                    if data is None or data == (zero if length == chunk_size else zero[:length]):
+                        continue  # zeros are never stored: the index has no entry there
+                    window.append((off // chunk_size, pool.submit(_prepare, data, self.known, self.use_zstd)))
+                    if len(window) >= 4 * self.workers:
+                        settle_one()
+                while window:
+                    settle_one()
+            finally:
+                for _n, fut in window:
+                    fut.cancel()
+        return entries, new[0], new[1]
+
+    def add_file(self, name: str, data: bytes) -> None:
+        """A small file of the VM (.vmx, .nvram), stored as chunks like a disk."""
+        step = self.repo.config.chunk_size
+        digests = []
+        for off in range(0, len(data), step):
+            digest, stored = _prepare(data[off:off + step], self.known, self.use_zstd)
+            if stored is not None and digest not in self.known:
+                self.packs.add(digest, stored[0], len(data[off:off + step]), stored[1])
+                self.known.add(digest)
+            digests.append(digest.hex())
+        self.files.append({"name": name, "size": len(data), "chunks": digests})
+
+    def commit(self, when: Optional[datetime.datetime] = None) -> Snapshot:
+        """Write the snapshot record, the step that makes the backup exist."""
+        self.packs.flush()
+        crashpoint.reached("repo-before-record")
+        took = self.repo.backend.now() - self.started
+        if took > self.repo.config.backup_limit:
+            raise RepoError("the backup took %ds, longer than the repository's backup limit (%ds): garbage "
+                            "collection may have removed chunks it reused; not recorded, run it again"
+                            % (took, self.repo.config.backup_limit))
+        local = when or datetime.datetime.now()
+        record = {"format": "hotvcb-snapshot", "version": 1, "id": self.snap_id, "vm": self.vm,
+                  "time": local.strftime("%Y-%m-%dT%H:%M:%S"), "utc": round(self.started, 6), "host": self.host,
+                  "vm_uuid": self.vm_uuid, "run": self.run, "disks": self.disks, "files": self.files}
+        if not self.repo.backend.put_new(SNAPSHOTS + self.snap_id, dumps(record)):
+            raise RepoError("backup id %s exists already" % self.snap_id)
+        return self.repo.snapshot(self.snap_id)
+
+    def abort(self) -> None:
+        """Drop the open pack's upload; committed packs stay for GC (nothing references them)."""
+        self.known -= self.packs.discard()

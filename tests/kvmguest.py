@@ -1,0 +1,246 @@
+"""A real libvirt domain for the libvirt driver's tests: a Debian kernel and a busybox initramfs that writes and checksums.
+
+scripts/install-test-deps unpacks the kernel, the few modules a virtio disk
+needs and a static busybox into GUEST_DIR. The guest's /init writes numbered
+4 KiB records to /dev/vda (each one `dd conv=fsync`, so one after the other
+reaches the disk), prints `W <n>` on the serial console after record n is on
+the disk, and every CHECK_EVERY records the SHA-256 of its record region as
+it reads it back (`C <n> <sha>`). So a test knows, from the console alone,
+every write the guest believes is on its disk, in order, and what the region
+held at given moments: a backup taken at one instant must hold records 0..N
+for one N (a prefix, nothing lost, nothing from after), and the disk after
+the backup must hold every record the console names. The QEMU guest agent
+(qemu-ga with the libraries it loads) runs beside the writer and logs the
+commands it gets (guest-fsfreeze-freeze, -thaw) on the console too; it has
+no filesystem to freeze (the guest writes its raw disk), so a freeze is
+proven by its log, not by stalled writes.
+
+libvirtd is started by `ensure_libvirtd` when qemu:///system does not answer
+(as root, as on a host whose init system would start it).
+"""
+
+import gzip
+import hashlib
+import io
+import os
+import re
+import shutil
+import stat
+import subprocess
+import tempfile
+import time
+from typing import Dict, List, Optional, Tuple
+
+import pytest
+
+GUEST_DIR = os.environ.get("HOTVCB_TEST_GUEST", "/var/cache/hotvcb-test-guest")
+URI = "qemu:///system"
+MODULES = ["virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci", "virtio_blk",
+           "virtio_console"]
+RECORD = 4096
+SLOTS = 2048  # the record region: the first 8 MiB of the disk
+STRIDE = 37  # record n goes to slot n*STRIDE % SLOTS: writes spread over the region's clusters
+CHECK_EVERY = 64
+MiB = 1 << 20
+
+INIT = """#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for m in %(modules)s; do insmod /lib/$m.ko; done
+n=0
+while [ ! -b /dev/vda ] && [ $n -lt 200 ]; do sleep 0.1; n=$((n+1)); done
+[ -b /dev/vda ] || { echo HOTVCB-GUEST-NO-DISK; poweroff -f; }
+for port in /dev/vport*; do  # the guest agent's channel, if the domain has one: its log goes to the console
+  [ -c "$port" ] && /qga/ld-linux-x86-64.so.2 --library-path /qga /qga/qemu-ga -m virtio-serial -p "$port" \
+    -t /tmp -f /tmp/qga.pid -v -l /dev/ttyS0 &
+done
+echo HOTVCB-GUEST-UP
+i=0
+while true; do
+  slot=$(( (i * %(stride)d) %% %(slots)d ))
+  printf 'hotvcb-rec %%08d slot %%05d\\n' $i $slot | dd of=/dev/vda bs=%(record)d seek=$slot count=1 conv=sync,fsync 2>/dev/null || echo "E $i"
+  echo "W $i"
+  if [ $(( i %% %(check)d )) -eq %(last)d ]; then
+    echo "C $i $(dd if=/dev/vda bs=%(record)d count=%(slots)d iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)"
+  fi
+  i=$((i+1))
+done
+""" % {"modules": " ".join(MODULES), "stride": STRIDE, "slots": SLOTS, "record": RECORD, "check": CHECK_EVERY,
+       "last": CHECK_EVERY - 1}
+
+
+def available() -> Optional[str]:
+    """Why the libvirt tests cannot run here, or None."""
+    for tool in ("virsh", "libvirtd", "qemu-system-x86_64", "qemu-img"):
+        if shutil.which(tool) is None and not os.path.exists("/usr/sbin/" + tool):
+            return "needs %s (scripts/install-test-deps)" % tool
+    if not os.path.exists(os.path.join(GUEST_DIR, "vmlinuz")):
+        return "needs the test guest in %s (scripts/install-test-deps)" % GUEST_DIR
+    if os.geteuid() != 0:
+        return "libvirt's qemu:///system needs root"
+    return None
+
+
+needs_libvirt = pytest.mark.skipif(available() is not None, reason=available() or "")
+
+
+def virsh(*args, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+    r = subprocess.run(["virsh", "-q", "-c", URI] + [str(a) for a in args], capture_output=True, text=True,
+                       timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError("virsh %s: %s" % (" ".join(map(str, args)), r.stderr.strip()))
+    return r
+
+
+def ensure_libvirtd() -> None:
+    """Start virtlogd and libvirtd if qemu:///system does not answer (no init system in a container)."""
+    if virsh("version", check=False, timeout=20).returncode == 0:
+        return
+    for d in ("/var/log/libvirt", "/var/lib/libvirt", "/var/cache/libvirt", "/run/libvirt"):
+        os.makedirs(d, exist_ok=True)
+    for daemon in ("virtlogd", "libvirtd"):
+        if subprocess.run(["pgrep", "-x", daemon], capture_output=True).returncode != 0:
+            subprocess.run([shutil.which(daemon) or "/usr/sbin/" + daemon, "-d"], check=True, timeout=30)
+    deadline = time.monotonic() + 30
+    while virsh("version", check=False, timeout=20).returncode != 0:
+        assert time.monotonic() < deadline, "libvirtd did not come up"
+        time.sleep(0.2)
+
+
+def _cpio(entries: List[Tuple[str, int, bytes]]) -> bytes:
+    """A newc cpio archive of (name, mode, data)."""
+    out = io.BytesIO()
+    for ino, (name, mode, data) in enumerate(entries + [("TRAILER!!!", 0, b"")], 1):
+        nb = name.encode() + b"\0"
+        fields = [ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(nb), 0]
+        out.write(b"070701" + b"".join(b"%08X" % f for f in fields) + nb)
+        out.write(b"\0" * (-(110 + len(nb)) % 4) + data + b"\0" * (-len(data) % 4))
+    return out.getvalue()
+
+
+def initramfs(path: str) -> str:
+    entries = [(d, stat.S_IFDIR | 0o755, b"") for d in ("bin", "dev", "proc", "sys", "lib", "tmp", "qga")]
+    for lib in sorted(os.listdir(os.path.join(GUEST_DIR, "qga"))):
+        with open(os.path.join(GUEST_DIR, "qga", lib), "rb") as f:
+            entries.append(("qga/" + lib, stat.S_IFREG | 0o755, f.read()))
+    with open(os.path.join(GUEST_DIR, "busybox"), "rb") as f:
+        entries.append(("bin/busybox", stat.S_IFREG | 0o755, f.read()))
+    for m in MODULES:
+        with open(os.path.join(GUEST_DIR, m + ".ko"), "rb") as f:
+            entries.append(("lib/%s.ko" % m, stat.S_IFREG | 0o644, f.read()))
+    entries.append(("init", stat.S_IFREG | 0o755, INIT.encode()))
+    with open(path, "wb") as f:
+        f.write(gzip.compress(_cpio(entries), 1))
+    return path
+
+
+def domain_xml(name: str, image: str, fmt: str, console: str, kernel: str = "", initrd: str = "",
+               agent: bool = True) -> str:
+    """Without a kernel the firmware finds nothing to boot and idles: a running domain, for the driver contract."""
+    boot = ("<kernel>%s</kernel><initrd>%s</initrd><cmdline>console=ttyS0 quiet panic=-1</cmdline>" % (kernel, initrd)
+            if kernel else "")
+    return """<domain type='qemu'>
+  <name>%(name)s</name>
+  <memory unit='MiB'>128</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type>%(boot)s</os>
+  <on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash>
+  <devices>
+    <disk type='file' device='disk'><driver name='qemu' type='%(fmt)s'/><source file='%(image)s'/>
+      <target dev='vda' bus='virtio'/></disk>
+    <controller type='usb' model='none'/>
+    <serial type='file'><source path='%(console)s'/><target port='0'/></serial>
+    <memballoon model='none'/>%(agent)s
+  </devices>
+</domain>
+""" % {"name": name, "image": image, "fmt": fmt, "console": console, "boot": boot,
+       "agent": "\n    <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>" if agent else ""}
+
+
+class Guest:
+    """A defined, running domain; `console()` parses what the guest said so far."""
+
+    def __init__(self, name: str, folder: str, size: int = 64 * MiB, random_bytes: int = 32 * MiB):
+        self.name, self.folder = name, folder
+        self.initial = os.path.join(folder, "initial.raw")
+        with open(self.initial, "wb") as f:
+            f.write(os.urandom(random_bytes))
+            f.truncate(size)
+        self.image = os.path.join(folder, "vda.qcow2")
+        subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", self.initial, self.image], check=True)
+        self.console_path = os.path.join(folder, "console.log")
+        kernel = os.path.join(folder, "vmlinuz")
+        shutil.copyfile(os.path.join(GUEST_DIR, "vmlinuz"), kernel)
+        initrd = initramfs(os.path.join(folder, "initrd.gz"))
+        xml = os.path.join(folder, "domain.xml")
+        with open(xml, "w") as f:
+            f.write(domain_xml(name, self.image, "qcow2", self.console_path, kernel, initrd))
+        virsh("define", xml)
+        virsh("start", name)
+
+    def console(self) -> Tuple[List[int], Dict[int, str], List[int]]:
+        """(records the guest wrote, in order; checksums it read back by record; write errors)."""
+        try:
+            with open(self.console_path, errors="replace") as f:
+                text = f.read()
+        except FileNotFoundError:
+            return [], {}, []
+        writes = [int(n) for n in re.findall(r"^W (\d+)\r?$", text, re.M)]
+        sums = {int(n): s for n, s in re.findall(r"^C (\d+) ([0-9a-f]{64})\r?$", text, re.M)}
+        errors = [int(n) for n in re.findall(r"^E (\d+)\r?$", text, re.M)]
+        return writes, sums, errors
+
+    def wait_writes(self, count: int, timeout: float = 180) -> int:
+        deadline = time.monotonic() + timeout
+        while True:
+            writes = self.console()[0]
+            if len(writes) >= count:
+                return writes[-1]
+            assert time.monotonic() < deadline, "the guest wrote %d records of %d in %d s" % (
+                len(writes), count, timeout)
+            time.sleep(0.2)
+
+    def remove(self) -> None:
+        virsh("destroy", self.name, check=False)
+        for cp in reversed(virsh("checkpoint-list", self.name, "--name", check=False).stdout.split()):
+            virsh("checkpoint-delete", self.name, cp, "--metadata", check=False)
+        virsh("undefine", self.name, "--checkpoints-metadata", check=False)
+
+
+# -- what the disk must hold -------------------------------------------------------------------
+def record(n: int) -> Tuple[int, bytes]:
+    slot = (n * STRIDE) % SLOTS
+    text = b"hotvcb-rec %08d slot %05d\n" % (n, slot)
+    return slot * RECORD, text + b"\0" * (RECORD - len(text))
+
+
+def expected_region(initial: str, upto: int) -> bytes:
+    """The record region after records 0..upto (-1: none) landed on the initial disk."""
+    with open(initial, "rb") as f:
+        region = bytearray(f.read(SLOTS * RECORD))
+    for n in range(upto + 1):
+        off, data = record(n)
+        region[off: off + RECORD] = data
+    return bytes(region)
+
+
+def read_region(image: str, fmt: Optional[str] = None) -> bytes:
+    """The record region of any image qemu-img reads (a chain of overlays too)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = os.path.join(tmp, "r.raw")
+        argv = ["qemu-img", "convert"] + (["-f", fmt] if fmt else []) + ["-O", "raw", image, raw]
+        subprocess.run(argv, check=True, capture_output=True, timeout=120)
+        with open(raw, "rb") as f:
+            return f.read(SLOTS * RECORD)
+
+
+def last_record(region: bytes) -> int:
+    """The newest record number in a region (-1: none)."""
+    found = [int(n) for n in re.findall(rb"hotvcb-rec (\d{8}) slot", region)]
+    return max(found) if found else -1
+
+
+def region_sha(region: bytes) -> str:
+    return hashlib.sha256(region).hexdigest()

@@ -1,0 +1,123 @@
+"""Helpers for the repository tests: disks with holes and mixed data, a stand-in
+for the keep rules, ageing a repository, and a command line so a test can run a
+backup, prune or GC in a process of its own (and SIGKILL it).
+
+    python3 tests/repotool.py backup REPO VM DISK [DISK...]
+    python3 tests/repotool.py prune REPO KEEP_LAST
+    python3 tests/repotool.py gc REPO
+"""
+
+import collections
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = str(Path(__file__).resolve().parents[1])
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from hotvcb.repo import gc, prune  # noqa: E402
+from hotvcb.repo.backend import LocalBackend  # noqa: E402
+from hotvcb.repo.repository import Repository  # noqa: E402
+from hotvcb.repo.writer import BackupWriter  # noqa: E402
+
+MiB = 1 << 20
+PY38 = "/root/.pyenv/versions/3.8.18/bin/python3.8"
+PYTHON = PY38 if os.path.exists(PY38) else sys.executable  # the ESXi host's python where pyenv has it
+Decision = collections.namedtuple("Decision", "backup kept rule")
+
+
+def keep_last(backups, keep_last=0, **_other):
+    """A tiny stand-in for retention.select (keep-last only), in its API."""
+    newest = sorted(backups, key=lambda b: b.time, reverse=True)[:keep_last]
+    return [Decision(b, b in newest, "keep-last" if b in newest else None) for b in backups]
+
+
+def make_disk(path, size=24 * MiB, seed=1, regions=12):
+    """A sparse disk: holes, text-like data, random data and written zeros, size not chunk-aligned."""
+    rnd = random.Random(seed)
+    with open(path, "wb") as f:
+        f.truncate(size)
+        for i in range(regions):
+            f.seek(rnd.randrange(0, size - MiB) // 4096 * 4096)
+            kind = i % 3
+            if kind == 0:
+                f.write(b"".join(b"line %d of file %d: the quick brown fox\n" % (n, i) for n in range(20000))[:MiB])
+            elif kind == 1:
+                f.write(rnd.getrandbits(8 * MiB).to_bytes(MiB, "little"))
+            else:
+                f.write(bytes(MiB))
+        f.seek(size - 100)
+        f.write(b"tail" * 25)
+
+
+def scatter(path, writes, seed=2, align=64 * 1024):
+    """Overwrite `writes` random 64 KiB blocks, as a VM writes."""
+    rnd = random.Random(seed)
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        for _ in range(writes):
+            f.seek(rnd.randrange(0, size - 65536) // align * align)
+            f.write(rnd.getrandbits(8 * 65536).to_bytes(65536, "little"))
+
+
+def age(repo_path, seconds):
+    """Make every object in the repository `seconds` older (GC's grace period counts by mtime)."""
+    for folder, _dirs, files in os.walk(repo_path):
+        for name in files:
+            p = os.path.join(folder, name)
+            st = os.stat(p)
+            os.utime(p, (st.st_atime - seconds, st.st_mtime - seconds))
+
+
+def new_repo(path, **kw):
+    kw.setdefault("backup_limit", 60)
+    kw.setdefault("settle", 0)
+    kw.setdefault("pack_size", 2 * MiB)  # several packs even for small test disks
+    return Repository.init(LocalBackend(str(path)), **kw)
+
+
+def backup(repo, vm, *disks, when=None):
+    w = BackupWriter(repo, vm)
+    try:
+        for d in disks:
+            w.add_disk(os.path.basename(str(d)), str(d))
+        w.add_file(vm + ".vmx", ('displayName = "%s"\n' % vm).encode())
+        return w.commit(when)
+    finally:
+        w.abort()
+
+
+def same(a, b):
+    r = subprocess.run(["qemu-img", "compare", "-q", "-f", "raw", "-F", "raw", str(a), str(b)])
+    return r.returncode == 0
+
+
+def corrupt_one_chunk(repo_path, repo, snap):
+    """Flip a byte inside the first chunk the backup names; returns that chunk's digest."""
+    digest = repo.disk_index(snap.disks[0]).entries[0][1]
+    loc = repo.chunk_map()[digest]
+    path = os.path.join(str(repo_path), loc.pack)
+    with open(path, "r+b") as f:
+        f.seek(loc.blob.offset + loc.blob.stored_len // 2)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0xFF]))
+    return digest
+
+
+def main(argv):
+    repo = Repository.open(LocalBackend(argv[1]))
+    if argv[0] == "backup":
+        print(backup(repo, argv[2], *argv[3:]).id)
+    elif argv[0] == "prune":
+        prune.prune(repo, prune.plan(repo, {"last": int(argv[2])}, select=keep_last))
+    elif argv[0] == "gc":
+        gc.collect(repo)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

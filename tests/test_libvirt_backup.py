@@ -1,0 +1,315 @@
+"""The libvirt driver against a real libvirtd and a booted TCG guest that writes and checksums (tests/kvmguest.py).
+
+What must hold: a running domain is backed up hot, the backup is the disk at
+one instant (records 0..N of the guest, exactly) and the guest loses nothing;
+the domain is not tainted and nothing of ours is left (job, scratch, stale
+checkpoint); the second backup is a qcow2 overlay on the first holding only
+the clusters written since (counted) and restores identically.
+"""
+
+import glob
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+
+import pytest
+
+import kvmguest
+from hotvcb.shell import LocalShell
+from hotvcb.store import health, layout
+from kvmguest import Guest, MiB, expected_region, last_record, needs_libvirt, read_region, region_sha, virsh
+from qemuvm import PYTHON, env, kill_tree, qemu_img, slow_qemu_img, wait_until
+
+pytestmark = needs_libvirt
+CLUSTER = 64 << 10
+
+
+@pytest.fixture(scope="module")
+def lab():
+    kvmguest.ensure_libvirtd()
+    root = tempfile.mkdtemp(prefix="hvl", dir="/var/tmp")
+    os.chmod(root, 0o755)  # QEMU runs as libvirt's user and must reach the images
+
+    class Lab:
+        volume = os.path.join(root, "backups")
+        workdir = os.path.join(root, "work")
+        guests = []
+
+        def guest(self, name):
+            folder = os.path.join(root, name)
+            os.makedirs(folder)
+            os.chmod(folder, 0o755)
+            g = Guest(name, folder)
+            self.guests.append(g)
+            return g
+
+        def conf(self, **keys):
+            values = {"VM_BACKUP_VOLUME": self.volume, "DISK_BACKUP_FORMAT": "qcow2", "VM_BACKUP_ROTATION_COUNT": "3"}
+            values.update({k: str(v) for k, v in keys.items()})
+            path = os.path.join(root, "hotvcb.conf")
+            with open(path, "w") as f:
+                f.write("".join("%s=%s\n" % kv for kv in values.items()))
+            return path
+
+        def argv(self, *args, **keys):
+            return [PYTHON, "-m", "hotvcb", "--libvirt", "backup", "-g", self.conf(**keys), "-w", self.workdir] + list(args)
+
+        def backup(self, name, **keys):
+            r = subprocess.run(self.argv("-m", name, **keys), capture_output=True, text=True, timeout=300, env=env())
+            return r.returncode, r.stdout + r.stderr
+
+        def backups(self, name):
+            return sorted(os.path.dirname(p) for p in glob.glob(os.path.join(self.volume, name, "*", "STATUS.ok")))
+
+    lab = Lab()
+    os.makedirs(lab.volume)
+    yield lab  # what follows runs whatever the tests did
+    for g in lab.guests:
+        g.remove()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def ours_left(name):
+    """Anything of ours libvirt still holds for the domain: a backup job, our scratch folders."""
+    job = virsh("backup-dumpxml", name, check=False)
+    jobs = glob.glob("/run/hotvcb/libvirt-*/jobs/%s/*" % glob.escape(name.replace(" ", "_")))
+    return (["job"] if job.returncode == 0 else []) + jobs
+
+
+def checkpoints(name):
+    return virsh("checkpoint-list", name, "--name").stdout.split()
+
+
+def top_clusters(image):
+    """Offsets of the clusters the image's own (top) layer holds."""
+    out = json.loads(qemu_img("map", "--output=json", image).stdout)
+    return {off for e in out if e["depth"] == 0 and e["data"]
+            for off in range(e["start"], e["start"] + e["length"], CLUSTER)}
+
+
+def dirtied(first, last):
+    return {kvmguest.record(n)[0] // CLUSTER * CLUSTER for n in range(first, last + 1)}
+
+
+NAME = "hv lab1"  # a space: names are literal
+
+
+@pytest.fixture(scope="module")
+def guest(lab):
+    """One booted guest for the module (a boot costs ~15 s under TCG); the tests go on from each other's state."""
+    return lab.guest(NAME)
+
+
+def test_hot_backup_then_incremental_is_exact_and_leaves_nothing(lab, guest):
+    name, g = NAME, guest
+    before = g.wait_writes(30)
+    code, out = lab.backup(name)
+    after = g.console()[0][-1]
+    assert code == 0, out
+    assert "no checkpoint of ours to start from: a full backup" in out
+    (first,) = lab.backups(name)
+    assert sorted(os.listdir(first)) == ["STATUS.ok", "domain.xml", "hotvcb-checkpoint", "hotvcb.json", "vda.qcow2"]
+    assert virsh("domuuid", name).stdout.strip() in open(os.path.join(first, "domain.xml")).read()
+
+    # the backup is the disk at one instant: exactly records 0..n1, n1 between before and after the run
+    region = read_region(os.path.join(first, "vda.qcow2"))
+    n1 = last_record(region)
+    assert before <= n1 <= after and region == expected_region(g.initial, n1), (before, n1, after)
+    [cp1] = checkpoints(name)
+    assert open(os.path.join(first, "hotvcb-checkpoint")).read().strip() == cp1
+    assert not ours_left(name)
+
+    g.wait_writes(len(g.console()[0]) + 40)
+    code, out = lab.backup(name, VM_SNAPSHOT_QUIESCE=1)
+    assert code == 0, out
+    # quiesced by the guest agent, and thawed again (its own log on the guest's console)
+    commands = re.findall(r'"execute":"(guest-fsfreeze-\w+)"', open(g.console_path, errors="replace").read())
+    assert commands == ["guest-fsfreeze-freeze", "guest-fsfreeze-thaw"], commands
+    assert "not quiesced" not in out
+    assert "vda is incremental on %s" % os.path.basename(first) in out
+    second = lab.backups(name)[-1]
+    disk = os.path.join(second, "vda.qcow2")
+    info = json.loads(qemu_img("info", "--output=json", disk).stdout)
+    assert info["backing-filename"] == "../%s/vda.qcow2" % os.path.basename(first)
+    region = read_region(disk)
+    n2 = last_record(region)
+    assert n2 > n1 + 30 and region == expected_region(g.initial, n2)
+    # only what the guest wrote since the first backup is in the incremental: cluster for cluster
+    held = top_clusters(disk)
+    assert held == dirtied(n1 + 1, n2), (len(held), len(dirtied(n1 + 1, n2)))
+    assert len(held) * CLUSTER < 8 * MiB  # of a 64 MiB disk holding 32 MiB of data
+
+    # restores identically: the whole disk is the initial one with records 0..n2
+    expected = os.path.join(lab.volume, "expected.raw")
+    shutil.copyfile(g.initial, expected)
+    with open(expected, "r+b") as f:
+        f.write(expected_region(g.initial, n2))
+    restored = os.path.join(lab.volume, "restored.raw")
+    assert qemu_img("convert", "-O", "raw", disk, restored).returncode == 0
+    assert qemu_img("compare", "-f", "raw", "-F", "raw", expected, restored).returncode == 0
+
+    assert checkpoints(name) == [open(os.path.join(second, "hotvcb-checkpoint")).read().strip()]
+    assert not ours_left(name)
+    assert "taint" not in virsh("dumpxml", name).stdout
+    qemu_log = "/var/log/libvirt/qemu/%s.log" % name
+    assert not os.path.exists(qemu_log) or "taint" not in open(qemu_log, errors="replace").read()
+
+
+
+def guest_lost_nothing(g):
+    """Every record the guest reported is on its disk, every checksum it read back was right (stops it)."""
+    last = g.wait_writes(len(g.console()[0]) + 10)
+    virsh("destroy", g.name)
+    writes, sums, errors = g.console()
+    live = read_region(g.image)
+    assert not errors and last_record(live) >= writes[-1] >= last
+    assert live == expected_region(g.initial, last_record(live))
+    assert sums and all(region_sha(expected_region(g.initial, n)) == s for n, s in sums.items())
+
+
+def test_kill_9_mid_backup_keeps_the_vm_and_cleanup_leaves_nothing(lab, guest, tmp_path):
+    name, g = NAME, guest
+    [good_cp] = checkpoints(name)
+    p = subprocess.Popen(lab.argv("-m", name, DISK_BACKUP_FORMAT="raw"), stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, env=env(slow_qemu_img(str(tmp_path / "bin"), "2M")))
+    try:
+        wait_until(lambda: glob.glob(os.path.join(lab.volume, name, "*-partial", "vda.raw")), 60, "the copy")
+        assert len(checkpoints(name)) == 2 and ours_left(name)
+    finally:
+        kill_tree(p.pid)
+        p.wait(10)
+    assert virsh("domstate", name).stdout.strip() == "running"
+    g.wait_writes(len(g.console()[0]) + 20)  # the guest goes on writing, through the job's copy-before-write
+
+    r = subprocess.run([PYTHON, "-m", "hotvcb", "--libvirt", "cleanup", "-g", lab.conf(), "-w", lab.workdir],
+                       capture_output=True, text=True, timeout=120, env=env())
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not ours_left(name)
+    assert checkpoints(name) == [good_cp]  # the dead run's is gone, the last good backup's stays
+    assert not glob.glob(os.path.join(lab.volume, name, "*-partial"))
+    assert "taint" not in virsh("dumpxml", name).stdout
+
+
+def judge(folder):
+    verdict = health.judge(LocalShell(), layout.from_path(LocalShell(), folder))
+    return verdict.state, verdict.reason
+
+
+def test_sigterm_mid_backup_ends_the_job_at_once(lab, guest, tmp_path):
+    name = NAME
+    [good_cp] = checkpoints(name)
+    p = subprocess.Popen(lab.argv("-m", name, DISK_BACKUP_FORMAT="raw"), stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, env=env(slow_qemu_img(str(tmp_path / "bin"), "2M")))
+    try:
+        wait_until(lambda: glob.glob(os.path.join(lab.volume, name, "*-partial", "vda.raw")), 60, "the copy")
+        p.send_signal(signal.SIGTERM)
+        out = p.communicate(timeout=60)[0]
+    finally:
+        kill_tree(p.pid)
+    assert p.returncode == 2, out
+    assert not ours_left(name) and checkpoints(name) == [good_cp], out
+    assert not glob.glob(os.path.join(lab.volume, name, "*-partial"))
+    assert virsh("domstate", name).stdout.strip() == "running"
+
+
+def backing(folder):
+    return json.loads(qemu_img("info", "--output=json", os.path.join(folder, "vda.qcow2")).stdout).get("backing-filename")
+
+
+def test_rotation_keeps_an_incrementals_bases_and_a_lost_base_or_checkpoint_means_full(lab, guest):
+    name = NAME
+    b1, b2 = lab.backups(name)
+    code, out = lab.backup(name, VM_BACKUP_ROTATION_COUNT=1, ENABLE_COMPRESSION=1)
+    assert code == 0, out
+    assert "an incremental backup is kept as a folder" in out  # packed, it could not reach its base
+    b3 = lab.backups(name)[-1]
+    assert backing(b3) == "../%s/vda.qcow2" % os.path.basename(b2)
+    assert lab.backups(name) == [b1, b2, b3]  # count 1, but b3 stands on b2, which stands on b1
+    assert "Keeping %s" % b1 in out and "Keeping %s" % b2 in out
+
+    shutil.rmtree(b1)  # the base is gone (by hand): what stands on it is not good, so the next one is full
+    code, out = lab.backup(name, VM_BACKUP_ROTATION_COUNT=1)
+    assert code == 0, out
+    assert "base backup %s is gone" % os.path.basename(b1) in out and "a full backup instead" in out
+    b4 = lab.backups(name)[-1]
+    assert backing(b4) is None
+    assert lab.backups(name) == [b2, b3, b4]  # rotation deletes nothing while it has no more good ones than its count
+    assert [judge(b) for b in (b2, b3, b4)] == [
+        ("incomplete", "its base backup %s is gone" % os.path.basename(b1)),
+        ("incomplete", "its base backup %s is not good: its base backup %s is gone" % (
+            os.path.basename(b2), os.path.basename(b1))),
+        ("good", "")]
+
+    virsh("checkpoint-delete", name, checkpoints(name)[0])  # by hand
+    code, out = lab.backup(name, VM_BACKUP_ROTATION_COUNT=2)
+    assert code == 0, out
+    assert "no checkpoint of ours to start from: a full backup" in out
+    assert backing(lab.backups(name)[-1]) is None and len(checkpoints(name)) == 1
+
+
+def test_the_guest_lost_nothing(guest):
+    guest_lost_nothing(guest)
+
+
+def test_after_a_crash_the_bitmap_is_not_trusted(lab, guest):
+    """QEMU killed (as by a host crash): its checkpoint's bitmap was not saved, so the next backup is full."""
+    name = NAME
+    if virsh("domstate", name).stdout.strip() != "running":
+        virsh("start", name)
+    assert lab.backup(name)[0] == 0 and len(checkpoints(name)) == 1
+    with open("/run/libvirt/qemu/%s.pid" % name) as f:
+        os.kill(int(f.read().strip()), signal.SIGKILL)
+    wait_until(lambda: virsh("domstate", name).stdout.strip() == "shut off", 30, "libvirt to see the crash")
+    virsh("start", name)
+    code, out = lab.backup(name)
+    assert code == 0, out
+    assert "no incremental from checkpoint" in out, out
+    assert backing(lab.backups(name)[-1]) is None and len(checkpoints(name)) == 1
+
+
+def test_quiesce_without_an_agent_backs_up_crash_consistent(lab):
+    """A domain whose guest runs no agent (here: no kernel, the firmware idles)."""
+    folder = os.path.join(os.path.dirname(lab.volume), "noagent")
+    os.makedirs(folder)
+    os.chmod(folder, 0o755)
+    image = os.path.join(folder, "vda.qcow2")
+    assert qemu_img("create", "-q", "-f", "qcow2", image, "8M").returncode == 0
+    xml = os.path.join(folder, "domain.xml")
+    with open(xml, "w") as f:
+        f.write(kvmguest.domain_xml("hv noagent", image, "qcow2", os.path.join(folder, "console.log")))
+    virsh("create", xml)  # transient: gone with its QEMU, checkpoints and all
+    try:
+        code, out = lab.backup("hv noagent", VM_SNAPSHOT_QUIESCE=1)
+        assert code == 0, out
+        assert "hv noagent: not quiesced (" in out and "backing up crash-consistent" in out
+        assert not ours_left("hv noagent")
+    finally:
+        virsh("destroy", "hv noagent", check=False)
+
+
+def test_a_domain_that_is_off_is_copied_from_its_image(lab):
+    folder = os.path.join(os.path.dirname(lab.volume), "off")
+    os.makedirs(folder)
+    os.chmod(folder, 0o755)
+    image = os.path.join(folder, "vda.qcow2")
+    raw = os.path.join(folder, "data.raw")
+    with open(raw, "wb") as f:
+        f.write(os.urandom(MiB))
+        f.truncate(4 * MiB)
+    assert qemu_img("convert", "-f", "raw", "-O", "qcow2", raw, image).returncode == 0
+    xml = os.path.join(folder, "domain.xml")
+    with open(xml, "w") as f:
+        f.write(kvmguest.domain_xml("hv off", image, "qcow2", os.path.join(folder, "console.log"), agent=False))
+    virsh("define", xml)
+    try:
+        code, out = lab.backup("hv off", DISK_BACKUP_FORMAT="thin")
+        assert code == 0, out
+        (b,) = lab.backups("hv off")
+        assert qemu_img("compare", "-f", "raw", raw, os.path.join(b, "vda.vmdk")).returncode == 0
+        assert virsh("domstate", "hv off").stdout.strip() == "shut off" and not checkpoints("hv off")
+    finally:
+        virsh("undefine", "hv off", check=False)
