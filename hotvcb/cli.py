@@ -11,7 +11,7 @@ import traceback
 from typing import List, Optional
 
 from . import __version__
-from .commands import backup_cmd, cleanup_cmd, common, list_cmd, restore_cmd, schedule_cmd, status_cmd, verify_cmd
+from .commands import backup_cmd, cleanup_cmd, common, list_cmd, onhost, restore_cmd, schedule_cmd, status_cmd, verify_cmd
 from .commands import prune_cmd
 from .errors import HotvcbError, Interrupted, UsageError
 
@@ -63,6 +63,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except UsageError as err:
         parser.error(str(err))
     debug = getattr(args, "level", "") == "debug"
+    onhost.adopt_client_names(args)
     try:
         return args.handler(args)
     except HotvcbError as err:

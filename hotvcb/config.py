@@ -39,6 +39,23 @@ class _Invalid(Exception):
         self.allowed = allowed
 
 
+# host path -> the name to show for it: files an SSH client sent to a run on the host are named
+# as the admin wrote them on the client (commands/onhost.py), never by the run's temp folder
+_SHOWN_AS = {}  # type: Dict[str, str]
+
+
+def show_files_as(names: Dict[str, str]) -> None:
+    _SHOWN_AS.update(names)
+
+
+def shown_as(path: str) -> str:
+    """How messages name a file (or a file in a folder) given on the command line."""
+    for here, there in _SHOWN_AS.items():
+        if path == here or path.startswith(here.rstrip("/") + "/"):
+            return there + path[len(here):]
+    return path
+
+
 def read_text(path: str, what: str) -> Tuple[str, List[str]]:
     """Read a small text file an admin wrote, refusing anything that is not one.
 
@@ -46,10 +63,11 @@ def read_text(path: str, what: str) -> Tuple[str, List[str]]:
     A file that is not UTF-8 was most likely saved as Latin-1 by an old
     editor; decoding it that way keeps umlauts in VM names right.
     """
+    path, name = shown_as(path), path  # messages name `path`; `name` is opened
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
+        if not stat.S_ISREG(os.stat(name).st_mode):
             raise UsageError("%s %s is not a regular file" % (what, path))
-        with open(path, "rb") as handle:
+        with open(name, "rb") as handle:
             data = handle.read(MAX_FILE_BYTES + 1)
     except (OSError, ValueError) as err:
         reason = getattr(err, "strerror", None) or str(err)
@@ -309,6 +327,7 @@ def _read_settings_file(path: str, per_vm: bool) -> Tuple[Dict[str, Tuple[object
     the earlier line is then a trap for whoever edits it next.
     """
     text, warnings = read_text(path, "per-VM config file" if per_vm else "config file")
+    path = shown_as(path)
     values = {}  # type: Dict[str, Tuple[object, str]]
     lines = {}  # type: Dict[str, int]
     for number, key, raw in _entries(path, text):
@@ -357,9 +376,9 @@ def for_vm(settings: Settings, confdir: Optional[str], vm_name: str) -> Tuple[Se
     if not confdir:
         return settings, []
     if not os.path.isdir(confdir):
-        raise UsageError("per-VM config directory %s is not a directory" % confdir)
+        raise UsageError("per-VM config directory %s is not a directory" % shown_as(confdir))
     if not _can_be_file_name(vm_name):
-        return settings, ["VM %r cannot have a per-VM file in %s; using the global settings" % (vm_name, confdir)]
+        return settings, ["VM %r cannot have a per-VM file in %s; using the global settings" % (vm_name, shown_as(confdir))]
     path = os.path.join(confdir, vm_name)
     if not os.path.lexists(path):
         return settings, []

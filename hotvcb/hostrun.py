@@ -84,6 +84,10 @@ def run(shell: SshShell, request: Request, stdout: Output, stderr: Output) -> Un
             "argv": request.argv, "env": request.env,
             "files": {k: base64.b64encode(v).decode("ascii") for k, v in request.files.items()},
         }).encode("utf-8"))
+        if not session.started():  # nothing ran there: the caller may go file by file
+            code = session.wait()
+            raise shell.lost(session.err_text()) or HostError(
+                _last_line(session.err_text()) or "its end of the session ended (exit %d)" % code)
         code, outbox = session.relay(stdout, stderr)
         lost = None
         if code == 255 and not session.ended:
@@ -130,6 +134,16 @@ class _Session:
 
     def handshake(self):
         """("need"|"have"|"old", python version), or None if the session ended without one."""
+        words = self._expect(("need", "have", "old"), 2)
+        return None if words is None else (words[0], words[1])
+
+    def started(self) -> bool:
+        """The host said it starts the run (False: its end failed before, e.g. a full /tmp)."""
+        return self._expect(("run",), 1) is not None
+
+    def _expect(self, kinds, count: int):
+        """The words of the host's next mark line (one of kinds, count words), or None if the
+        session ended without one."""
         deadline = time.monotonic() + HANDSHAKE_TIMEOUT
         while self.open:
             if interrupt.pending():
@@ -143,8 +157,8 @@ class _Session:
             if at >= 0 and b"\n" in self.out[at:]:
                 line, self.out = self.out[at:].split(b"\n", 1)
                 words = line[len(self.mark):].decode("ascii", "replace").split()
-                if len(words) == 2 and words[0] in ("need", "have", "old"):
-                    return words[0], words[1]
+                if len(words) == count and words[0] in kinds:
+                    return words
                 raise HostError("unexpected answer from the host: %r" % line[:200])
         return None
 

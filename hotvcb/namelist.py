@@ -16,7 +16,7 @@ first non-blank character is `#` are comments, so `web#2` is a name.
 import re
 from typing import List
 
-from hotvcb.config import read_text
+from hotvcb.config import read_text, shown_as
 from hotvcb.errors import UsageError
 
 _BLANKS = " \t\r"
@@ -37,7 +37,7 @@ def read_names(path: str) -> List[str]:
         if not name or name.startswith("#"):
             continue
         if _CONTROL.search(name):
-            raise UsageError("%s:%d: %r is not a VM name (control character)" % (path, number, name[:80]))
+            raise UsageError("%s:%d: %r is not a VM name (control character)" % (shown_as(path), number, name[:80]))
         if name not in seen:
             seen.add(name)
             names.append(name)

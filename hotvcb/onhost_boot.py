@@ -12,7 +12,7 @@ The protocol (lines end with a newline; a frame is a decimal length, a newline, 
   client: the pyz frame (after `need` only), then the request frame: JSON {"argv": [...],
           "files": {relative path: base64}, "env": {...}}; in argv, RUN_DIR stands for the run's
           private folder on the host, where the files are
-  host:   the run's stdout and stderr, as they come
+  host:   HOTVCB-ONHOST NONCE run, then the run's stdout and stderr, as they come
   client: `INT` or `TERM` lines: that signal goes to the run; EOF (the client is gone): TERM
   host:   HOTVCB-ONHOST NONCE end, then the outbox (`--outbox`, may be empty) until EOF;
           the exit code is the run's.
@@ -28,6 +28,7 @@ MARK = "HOTVCB-ONHOST"
 RUN_DIR = "\x00run\x00"  # no argument can hold a NUL: the token cannot clash with a VM name
 KEEP_OLD_BUILDS = 7 * 86400  # seconds another hotvcb version's pyz is kept unused
 FRAME_MAX = 64 << 20
+MIN_FREE = 4 << 20  # bytes the folder needs to start a run: the pyz, the run's files and its output
 
 
 def say(nonce, what):
@@ -55,6 +56,10 @@ def serve(nonce, sha, cache, version):
 
     private_dir(cache)
     forget_dead_runs(cache)
+    room = os.statvfs(cache)
+    if room.f_bavail * room.f_frsize < MIN_FREE:  # a full /tmp: the client goes file by file
+        raise ValueError("only %d KiB free in %s (hotvcb needs %d MiB there)"
+                         % (room.f_bavail * room.f_frsize >> 10, cache, MIN_FREE >> 20))
     pyz = os.path.join(cache, "hotvcb-%s.pyz" % sha)
     held = holds(pyz, sha)
     say(nonce, ("have " if held else "need ") + version)
@@ -69,6 +74,7 @@ def serve(nonce, sha, cache, version):
         for rel, b64 in sorted(request["files"].items()):
             put_file(run, rel, b64)
         argv = [a.replace(RUN_DIR, run) for a in request["argv"]]
+        say(nonce, "run")  # everything before may fail (a full /tmp...): the client then goes file by file
         code = relay(pyz, argv, request.get("env") or {}, run, stdin)
         outbox = os.path.join(run, "outbox.json")
         say(nonce, "end")
@@ -130,11 +136,18 @@ def receive_pyz(pyz, sha, data):
     if hashlib.sha256(data).hexdigest() != sha:
         raise ValueError("the hotvcb build arrived damaged (SHA-256 differs)")
     tmp = "%s.%d.tmp" % (pyz, os.getpid())
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, pyz)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, pyz)
+    except OSError:
+        try:
+            os.unlink(tmp)  # a part of a build must not fill the host's /tmp (a ramdisk) for good
+        except OSError:
+            pass
+        raise
 
 
 def put_file(run, rel, b64):

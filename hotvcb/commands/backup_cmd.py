@@ -130,7 +130,7 @@ def run(args) -> int:
         log.info("============================== hotvcb LOG START ==============================")
         log.info("HOST: %s (%s), job %s, %s" % (host.shell.description, host.describe(), args.job_name, run))
         log.info("CONFIG: %s; backups to %s as %s, keep %d" % (
-            args.global_conf or "built-in defaults", settings.vm_backup_volume,
+            config.shown_as(args.global_conf or "built-in defaults"), settings.vm_backup_volume,
             settings.disk_backup_format, settings.vm_backup_rotation_count))
         if dry_run:
             log.info("DRY RUN: nothing will be changed")

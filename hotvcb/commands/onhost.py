@@ -13,18 +13,22 @@ import argparse
 import dataclasses
 import json
 import os
+import stat
 import sys
 import codecs
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Dict, List, Optional, Sequence
 
-from .. import hostrun
-from ..errors import HostError, UsageError
+from .. import config, hostrun
+from ..jobs import outcome
+from ..errors import HostError, Interrupted, UsageError
 from ..runlog import RunLog
 from ..sshshell import SshShell
 
 # backup options that mean something on this machine only, or are ours to add
-CLIENT_SIDE = ("log_file", "workdir", "json_report", "file_by_file", "outbox", "help", "parser", "hosts")
+CLIENT_SIDE = ("log_file", "workdir", "json_report", "file_by_file", "outbox", "help", "parser", "hosts",
+               "shown_as")
 SHIPPED_FILES = ("global_conf", "vm_list", "exclude", "restore_file")
 SHIPPED_DIRS = ("confdir",)
 OUTBOX = hostrun.RUN_DIR + "/outbox.json"
@@ -54,13 +58,24 @@ def add_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--file-by-file", action="store_true",
                    help="SSH mode: drive the host command by command from here, as for hosts without "
                    "Python 3.8, instead of running hotvcb on the host itself")
+    p.add_argument("--shown-as", action="append", help=argparse.SUPPRESS)  # DEST=the client's name of a sent file
     p.set_defaults(parser=p)  # its options are passed on to the host (_request)
+
+
+def adopt_client_names(args) -> None:
+    """On the host: messages name the files the client sent as the admin wrote them (`--shown-as`)."""
+    pairs = [item.split("=", 1) for item in getattr(args, "shown_as", None) or [] if "=" in item]
+    config.show_files_as({getattr(args, dest): name for dest, name in pairs if getattr(args, dest, None)})
 
 
 def backup(args, log: RunLog) -> Optional[Report]:
     """The run's Report, or None when it is not run on the host (no SSH, --file-by-file, or the
     host cannot: said in the log), and the caller goes file by file."""
-    done = _run(args, log, ["--outbox", OUTBOX])
+    started = datetime.now().isoformat(timespec="seconds")
+    try:
+        done = _run(args, log, ["--outbox", OUTBOX])
+    except Interrupted as err:  # before the run started on the host: nothing to undo there
+        return _ended(args, log, started, "ERROR: %s" % err, err.exit_code)
     if done is None:
         return None
     try:
@@ -68,9 +83,22 @@ def backup(args, log: RunLog) -> Optional[Report]:
     except (TypeError, ValueError) as err:
         why = done.lost or "the run on the host ended without its report (exit %d%s)" % (
             done.returncode, ": %s" % err if done.outbox else "")
-        log.error(why)
-        return Report(done.returncode if done.returncode not in (0, 255) else 1, "ERROR: %s" % why,
-                      args.host_target.ssh.hostname, "\n".join(log.lines), "", "", {})
+    log.error(why)
+    code = done.returncode if 1 <= done.returncode <= 8 else 1  # hotvcb's codes, not a signal's or ssh's
+    return _ended(args, log, started, "ERROR: %s" % why, code)
+
+
+def _ended(args, log: RunLog, started: str, status: str, code: int) -> Report:
+    """A run with no report from the host ends as a local run's error path does: the final status
+    line, and a report (mail, --json-report) that says so, never an empty one."""
+    host = args.host_target.ssh.hostname
+    log.info("###### Final status: %s ######" % status)
+    log.info("============================== hotvcb LOG END ================================")
+    return Report(code, status, host, "\n".join(log.lines), outcome.report([], status),
+                  outcome.report_html([], status, host, args.job_name), {
+                      "host": host, "job": args.job_name, "started": started,
+                      "finished": datetime.now().isoformat(timespec="seconds"), "status": status,
+                      "exit_code": code, "dry_run": args.level == "dryrun", "vms": []})
 
 
 def command(args, failed: int, log: Optional[RunLog] = None) -> Optional[int]:
@@ -125,6 +153,8 @@ def _request(args, parser: argparse.ArgumentParser, extra: Sequence[str]) -> hos
             positional += [str(v) for v in (value if isinstance(value, list) else [value])]
             continue
         opt = action.option_strings[0]
+        if action.dest in SHIPPED_FILES + SHIPPED_DIRS:
+            argv.append("--shown-as=%s=%s" % (action.dest, value))
         if action.dest in SHIPPED_FILES:
             files[action.dest] = _read(str(value), opt)
             value = hostrun.RUN_DIR + "/" + action.dest
@@ -148,11 +178,17 @@ def _request(args, parser: argparse.ArgumentParser, extra: Sequence[str]) -> hos
 
 
 def _read(path: str, option: str) -> bytes:
+    """A file to send, refused as config.read_text refuses it: a FIFO would hang us, /dev/zero fill memory."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise UsageError("%s %s is not a regular file" % (option, path))
         with open(path, "rb") as f:
-            return f.read()
+            data = f.read(config.MAX_FILE_BYTES + 1)
     except OSError as err:
         raise UsageError("%s %s: %s" % (option, path, err.strerror or err)) from err
+    if len(data) > config.MAX_FILE_BYTES:
+        raise UsageError("%s %s is larger than %d bytes" % (option, path, config.MAX_FILE_BYTES))
+    return data
 
 
 class _Tee:
