@@ -5,10 +5,11 @@ The rules are Proxmox Backup Server's, per VM (hotvcb/repo/retention.py);
 and changes nothing. The repository is `--repo` or VM_BACKUP_REPOSITORY (-g).
 """
 
+import signal
 import sys
 
 from .. import config
-from ..errors import UsageError
+from ..errors import Interrupted, UsageError
 from ..repo import prune
 from ..repo.repository import open_path
 from ..units import human_size
@@ -23,6 +24,11 @@ def register(subparsers) -> None:
         p.add_argument("--keep-" + rule, type=int, default=0, metavar="N", help="keep-%s (PBS semantics)" % rule)
     p.add_argument("--dry-run", action="store_true", help="show what is kept (by which rule) and removed")
     p.set_defaults(handler=run)
+
+
+def _stop(signum, _frame) -> None:
+    """Every step of prune and GC is safe to cut anywhere (a SIGKILL is), so unwinding at once is too."""
+    raise Interrupted(signum)
 
 
 def run(args) -> int:
@@ -44,6 +50,8 @@ def run(args) -> int:
     if args.dry_run:
         print("dry run: nothing removed")
         return 0
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # unwind as Ctrl-C does, so the GC lock is given back: another
+        signal.signal(sig, _stop)               # host would wait out the grace period (a day) for a dead one's
     report = prune.prune(repo, decisions, log=lambda msg: None)
     print("removed %d backup(s); garbage collection: %d pack(s) marked, %d deleted (%s freed), %d chunk(s) "
           "copied" % (sum(not d.kept for d in decisions), report.packs_condemned, report.packs_deleted,

@@ -14,6 +14,7 @@ commands/prune_cmd.py. Exit codes of verify: 0 all good, 4 something damaged.
 import json
 import os
 import shutil
+import sys
 import time
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List
@@ -74,6 +75,9 @@ def verify_repository(path: str, sample: float, new_only: bool, as_json: bool) -
         raise UsageError("--sample %s: a percentage of the packs, 1 to 100" % sample)
     mode = "sample" if sample else "new" if new_only else "all"
     report = verify(open_path(path), mode, share=sample / 100.0)
+    if report.marker_error:
+        print("hotvcb: warning: packs found good are not marked as verified (--new reads them again): %s"
+              % report.marker_error, file=sys.stderr)
     if as_json:
         print(json.dumps({"repository": path, "mode": mode, "backups": report.backups,
                           "packs_read": report.packs_read, "chunks_read": report.chunks_read,
@@ -105,6 +109,9 @@ def restore(path: str, ident: str, to: str, latest: str = "") -> int:
     """Each disk (thin VMDK or sparse raw) plus the VM's files into the new folder `to`, whole or not at all."""
     if os.path.lexists(to):
         raise UsageError("%s exists; restore never overwrites" % to)
+    parent = os.path.dirname(os.path.abspath(to.rstrip("/")))
+    if not os.path.isdir(parent):  # a typo'd or unmounted datastore: never fill the host's ramdisk instead
+        raise UsageError("%s: its folder %s does not exist (is the datastore mounted?)" % (to, parent))
     repo = open_path(path)
     snap = find(repo, ident, latest)
     work = to.rstrip("/") + ".hotvcb-restoring"

@@ -143,6 +143,10 @@ class RepoSink:
 
     def seal(self, result: VmResult, snapshot: Dict[str, object], tree: Optional[Dict[str, object]] = None) -> str:
         assert self.writer is not None and tree is None  # the job refuses BACKUP_SNAPSHOT_TREE with a repository
+        failed = [d.disk.filename for d in result.disks if not d.ok]
+        if failed:  # a record is a whole backup: restore --latest and prune take every record for one
+            raise RepoError("not recorded in the repository: %s failed, and a backup there holds every disk "
+                            "(the chunks stored so far stay for the next backup)" % ", ".join(failed))
         snap = self.writer.commit(self.started)  # the backup's time, as a folder backup's name has it
         where = "%s/%s%s" % (self.s.vm_backup_repository.rstrip("/"), SNAPSHOTS, snap.id)
         self.log.info("%s: backup %s recorded in the repository %s" % (self.vm.name, snap.id,
