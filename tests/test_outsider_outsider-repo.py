@@ -278,3 +278,32 @@ def test_prune_stopped_by_sigterm_during_gc_gives_the_gc_lock_back(two_backups, 
     os.unlink(str(repo_path / "condemned" / "1-stuck"))
     r = cli("prune", "--repo", repo_path, "--keep-last", "1")
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+@needs_root
+def test_a_vm_named_with_quotes_and_umlauts_and_two_odd_disks_restores_whole(host, tmp_path):
+    """A VM named with `"`: the stored descriptor names its extent without the quote (a quote cannot be
+    inside the quoted name), restore wrote the data under the name with it; `--to` gave a VMDK whose
+    extent is missing (exit 0), `--datastore` failed ("the snapshot chain is broken")."""
+    name = "Wé \"Q\" 'x' Ümlaut"
+    vmid = host.create_vm(name, "datastore1", [{"size": "0"}, {"size": "1000K", "datastore": "ds5"}])  # 0 B; not 64K-aligned
+    host.power_on(vmid)
+    r = host_hotvcb(host, "backup", "-m", name, "-g", write_conf(host), "--repo", REPO, "-w", tmp_path / "work")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = host_hotvcb(host, "restore", "--repo", REPO, "--latest", name, "--to", "/vmfs/volumes/datastore1/r")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for (_node, path, _mode), restored in zip(host.vm_disks(vmid), (name + ".vmdk", name + "_1.vmdk")):
+        raw = tmp_path / "disk.raw"
+        raw.write_bytes(host.read_disk(path))
+        cmp = subprocess.run(["qemu-img", "compare", "-f", "vmdk", "-F", "raw",
+                              host.real("/vmfs/volumes/datastore1/r/" + restored), str(raw)],
+                             capture_output=True, text=True)
+        assert cmp.returncode == 0, restored + ": " + cmp.stdout + cmp.stderr
+    os.makedirs(host.real("/vmfs/volumes/ds5/taken"))
+    r = host_hotvcb(host, "restore", "--repo", REPO, "--latest", name, "--datastore", "ds5", "--name", "taken")
+    assert r.returncode != 0 and "already exists" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert os.listdir(host.real("/vmfs/volumes/ds5/taken")) == []
+    r = host_hotvcb(host, "restore", "--repo", REPO, "--latest", name, "--datastore", "ds5", "--name", name + " (r)")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not [e for e in os.listdir(host.real("/vmfs/volumes/ds5")) if e.startswith(".hotvcb")]  # staging gone
+    assert snapshot_names(host, vmid) == []

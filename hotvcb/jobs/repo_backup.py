@@ -50,8 +50,9 @@ def open_repository(path: str) -> Repository:
 
 
 def flat_name(descriptor_name: str) -> str:
-    """`web.vmdk` -> `web-flat.vmdk`: where a restore writes the data its descriptor names."""
-    return os.path.splitext(descriptor_name)[0] + "-flat.vmdk"
+    """`web.vmdk` -> `web-flat.vmdk`: where a restore writes the data its descriptor names (a `"` cannot be
+    written inside the descriptor's quoted extent name, so vmdk.rename_extent drops it: so does this)."""
+    return os.path.splitext(descriptor_name)[0].replace('"', "") + "-flat.vmdk"
 
 
 def _check() -> None:
