@@ -25,7 +25,7 @@ from ..errors import CopyError, HotvcbError, RepoError
 from ..hosts.base import Hypervisor
 from ..model import Disk, Vm, VmResult
 from ..repo.backend import TMP, LocalBackend
-from ..repo.repository import SNAPSHOTS, Repository
+from ..repo.repository import SNAPSHOTS, Repository, open_path
 from ..repo.writer import BackupWriter
 from ..runid import RunId
 from ..settings import Settings
@@ -35,7 +35,7 @@ from ..shell import LocalShell
 def open_repository(path: str) -> Repository:
     """The repository at `path`, created on first use inside an existing folder (never a missing volume)."""
     if os.path.exists(os.path.join(path, "config")):
-        return Repository.open(LocalBackend(path))
+        return open_path(path)
     parent = os.path.dirname(path.rstrip("/"))
     if not os.path.isdir(parent):
         raise RepoError("VM_BACKUP_REPOSITORY %s: %s does not exist (is the datastore mounted?)" % (path, parent))

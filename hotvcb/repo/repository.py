@@ -250,5 +250,9 @@ class Repository:
 
 
 def open_path(path: str) -> Repository:
-    """The repository in a folder (local disk, VMFS, NFS)."""
-    return Repository.open(LocalBackend(path))
+    """The repository in a folder (local disk, VMFS, NFS); an error names the folder (its `config` is
+    not the user's hotvcb.conf)."""
+    try:
+        return Repository.open(LocalBackend(path))
+    except RepoError as err:
+        raise RepoError("repository %s: %s" % (path, err)) from err
