@@ -308,3 +308,16 @@ def test_a_vm_named_with_quotes_and_umlauts_and_two_odd_disks_restores_whole(hos
     assert os.listdir(host.real("/vmfs/volumes/ds5/taken")) == []
     assert not [e for e in os.listdir(host.real("/vmfs/volumes/ds5")) if e.startswith(".hotvcb")]  # staging gone
     assert snapshot_names(host, vmid) == []
+
+
+@needs_root
+def test_a_backup_failing_before_its_first_disk_leaves_no_upload_in_the_repository(host, tmp_path):
+    """The .vmx goes into a pack upload first; a VM failing before its disks (here: the snapshot)
+    left that upload in tmp/ (RepoSink.fail never ran: the job only calls it for a folder)."""
+    vmid = host.create_vm("db", "datastore1", [{"size": "4M"}])
+    host.power_on(vmid)
+    host.set_fault("snapshot.create", "fail")
+    r = host_hotvcb(host, "backup", "-m", "db", "-g", write_conf(host), "--repo", REPO, "-w", tmp_path / "w")
+    assert r.returncode == 6 and "Traceback" not in r.stdout + r.stderr, r.stdout + r.stderr
+    assert os.listdir(host.real(REPO + "/tmp")) == [] and not os.path.exists(host.real(REPO + "/snapshots"))
+    assert snapshot_names(host, vmid) == [] and host.power_state(vmid) == "on"
