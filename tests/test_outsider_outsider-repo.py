@@ -321,3 +321,17 @@ def test_a_backup_failing_before_its_first_disk_leaves_no_upload_in_the_reposito
     assert r.returncode == 6 and "Traceback" not in r.stdout + r.stderr, r.stdout + r.stderr
     assert os.listdir(host.real(REPO + "/tmp")) == [] and not os.path.exists(host.real(REPO + "/snapshots"))
     assert snapshot_names(host, vmid) == [] and host.power_state(vmid) == "on"
+
+
+def test_one_damaged_record_does_not_stop_list_and_restore_of_the_other_backups(two_backups, tmp_path):
+    """Garbage in one snapshot record made `list --repo` and every restore (by id or --latest) of
+    every other backup fail: they read all records and stopped at the first damaged one."""
+    _repo, a, b, _a_disk, b_disk = two_backups
+    (tmp_path / "repo" / "snapshots" / a.id).write_bytes(b"\0garbage")
+    r = cli("list", "--repo", tmp_path / "repo", "--json")
+    assert r.returncode == 0 and [x["id"] for x in json.loads(r.stdout)["backups"]] == [b.id], r.stdout + r.stderr
+    assert "snapshots/%s: damaged" % a.id in r.stderr
+    r = cli("restore", "--repo", tmp_path / "repo", b.id[:-3], "--to", tmp_path / "b")
+    assert r.returncode == 0 and same(tmp_path / "b" / "b.raw", b_disk), r.stdout + r.stderr
+    r = cli("restore", "--repo", tmp_path / "repo", "--latest", "B", "--to", tmp_path / "latest")
+    assert r.returncode == 0 and same(tmp_path / "latest" / "b.raw", b_disk), r.stdout + r.stderr

@@ -24,7 +24,7 @@ from ..errors import RepoError, UsageError
 from ..jobs.repo_backup import flat_name
 from ..jobs.restore import EXTRACTING
 from ..repo.reader import read_file, restore_disk, whole_or_nothing
-from ..repo.repository import Repository, Snapshot, open_path
+from ..repo.repository import SNAPSHOTS, Repository, Snapshot, open_path
 from ..repo.verify import verify
 from ..store import layout
 from ..units import human_size
@@ -51,8 +51,15 @@ def row(snap: Snapshot) -> Dict[str, Any]:
             "disks": [d["name"] for d in snap.disks]}
 
 
+def _readable(repo: Repository, vm: str = "") -> List[Snapshot]:
+    snaps, damaged = repo.readable_snapshots(vm or None)
+    for problem in damaged:
+        print("hotvcb: warning: %s (left out; hotvcb verify --repo names what it hurts)" % problem, file=sys.stderr)
+    return snaps
+
+
 def list_backups(path: str, vm: str, as_json: bool) -> int:
-    rows = [row(s) for s in open_path(path).snapshots(vm or None)]
+    rows = [row(s) for s in _readable(open_path(path), vm)]
     if as_json:
         print(json.dumps({"repository": path, "backups": rows}, indent=2, ensure_ascii=False))
         return 0
@@ -94,15 +101,16 @@ def verify_repository(path: str, sample: float, new_only: bool, as_json: bool) -
 def find(repo: Repository, ident: str, latest: str = "") -> Snapshot:
     """A backup by its id or an unambiguous prefix of it, or the newest of the VM `latest`."""
     if latest:
-        newest = repo.snapshots(latest)[-1:]
+        newest = _readable(repo, latest)[-1:]
         if not newest:
             raise UsageError("no backup of %r in the repository (hotvcb list --repo shows them)" % latest)
         return newest[0]
-    matches = [s for s in repo.snapshots() if s.id.startswith(ident)] if ident else []
+    ids = [i.name[len(SNAPSHOTS):] for i in repo.backend.list(SNAPSHOTS)]  # by name: another record's
+    matches = [i for i in ids if i.startswith(ident)] if ident else []    # damage must not stop this restore
     if len(matches) != 1:
         raise UsageError("%s backup in the repository matches %r (hotvcb list --repo shows them)"
                          % ("no" if not matches else "more than one", ident))
-    return matches[0]
+    return repo.snapshot(matches[0])
 
 
 def restore(path: str, ident: str, to: str, latest: str = "") -> int:

@@ -10,7 +10,7 @@ import math
 import string
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Set
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from ..errors import RepoError
 from . import codec
@@ -146,6 +146,20 @@ class Repository:
         out = [self.snapshot(info.name[len(SNAPSHOTS):]) for info in self.backend.list(SNAPSHOTS)]
         out.sort(key=lambda s: (s.record.get("utc", 0), s.id))
         return [s for s in out if vm is None or s.vm == vm]
+
+    def readable_snapshots(self, vm: Optional[str] = None) -> Tuple[List[Snapshot], List[str]]:
+        """(the backups whose record reads, oldest first; why each other record does not): for list and
+        restore, where one damaged record must not hide the others. GC and prune use snapshots()."""
+        good, bad = [], []  # type: List[Snapshot], List[str]
+        for info in self.backend.list(SNAPSHOTS):
+            try:
+                good.append(self.snapshot(info.name[len(SNAPSHOTS):]))
+            except NotFound:
+                continue  # pruned while we looked
+            except RepoError as err:
+                bad.append(str(err))
+        good.sort(key=lambda s: (s.record.get("utc", 0), s.id))
+        return [s for s in good if vm is None or s.vm == vm], bad
 
     def snapshot(self, snap_id: str) -> Snapshot:
         name = SNAPSHOTS + snap_id
