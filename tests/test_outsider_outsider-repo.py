@@ -335,3 +335,21 @@ def test_one_damaged_record_does_not_stop_list_and_restore_of_the_other_backups(
     assert r.returncode == 0 and same(tmp_path / "b" / "b.raw", b_disk), r.stdout + r.stderr
     r = cli("restore", "--repo", tmp_path / "repo", "--latest", "B", "--to", tmp_path / "latest")
     assert r.returncode == 0 and same(tmp_path / "latest" / "b.raw", b_disk), r.stdout + r.stderr
+
+
+@needs_root
+def test_a_repository_under_an_unmounted_share_is_refused_before_any_snapshot(host, tmp_path):
+    """VM_BACKUP_VOLUME refuses a folder under an /etc/fstab mount point with nothing mounted; the
+    repository took the empty mount point and created itself there, on the host's own disk."""
+    point = "/vmfs/volumes/backup/nas"
+    os.makedirs(host.real(point))
+    etc = host.store.p("root", "etc", "upper")
+    os.makedirs(etc, exist_ok=True)
+    with open(os.path.join(etc, "fstab"), "w") as f:
+        f.write("nas:/export %s nfs defaults 0 0\n" % point)
+    vmid = host.create_vm("db", "datastore1", [{"size": "4M"}])
+    host.power_on(vmid)
+    r = host_hotvcb(host, "backup", "-m", "db", "-g", write_conf(host, VM_BACKUP_REPOSITORY=point + "/repo"),
+                    "-w", tmp_path / "w")
+    assert r.returncode == 6 and "nothing is mounted there" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert os.listdir(host.real(point)) == [] and snapshot_names(host, vmid) == []

@@ -30,6 +30,7 @@ from ..repo.writer import BackupWriter
 from ..runid import RunId
 from ..settings import Settings
 from ..shell import LocalShell
+from ..store import volume
 
 
 def open_repository(path: str) -> Repository:
@@ -71,6 +72,8 @@ class RepoSink:
         if not isinstance(self.host.shell, LocalShell):
             raise HotvcbError("VM_BACKUP_REPOSITORY needs hotvcb running on the host itself (its disks are read "
                               "directly); over --host use VM_BACKUP_VOLUME")
+        # an empty mount point of an unmounted share would get a new repository on the host's own disk
+        volume.refuse_unmounted(self.host.shell, self.s.vm_backup_repository, "VM_BACKUP_REPOSITORY")
         repo = open_repository(self.s.vm_backup_repository)
         self.writer = BackupWriter(repo, self.vm.name, host=self.run.host, run=self.run.text(), vm_uuid=self.vm.uuid)
 
