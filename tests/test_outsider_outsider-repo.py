@@ -340,7 +340,8 @@ def test_one_damaged_record_does_not_stop_list_and_restore_of_the_other_backups(
 @needs_root
 def test_a_repository_under_an_unmounted_share_is_refused_before_any_snapshot(host, tmp_path):
     """VM_BACKUP_VOLUME refuses a folder under an /etc/fstab mount point with nothing mounted; the
-    repository took the empty mount point and created itself there, on the host's own disk."""
+    repository took the empty mount point and created itself there, on the host's own disk. And a
+    relative --repo was taken relative to wherever hotvcb runs (on ESXi: the ramdisk)."""
     point = "/vmfs/volumes/backup/nas"
     os.makedirs(host.real(point))
     etc = host.store.p("root", "etc", "upper")
@@ -353,3 +354,8 @@ def test_a_repository_under_an_unmounted_share_is_refused_before_any_snapshot(ho
                     "-w", tmp_path / "w")
     assert r.returncode == 6 and "nothing is mounted there" in r.stdout + r.stderr, r.stdout + r.stderr
     assert os.listdir(host.real(point)) == [] and snapshot_names(host, vmid) == []
+    # a relative --repo (VM_BACKUP_REPOSITORY must be absolute) landed wherever hotvcb was started
+    relative = os.path.relpath(str(tmp_path / "rel"), ROOT)
+    r = host_hotvcb(host, "backup", "-m", "db", "-g", write_conf(host), "--repo", relative, "-w", tmp_path / "w")
+    assert r.returncode == 1 and "absolute path" in r.stderr, r.stdout + r.stderr
+    assert not os.path.exists(str(tmp_path / "rel")) and snapshot_names(host, vmid) == []
