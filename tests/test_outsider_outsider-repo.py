@@ -287,7 +287,8 @@ def test_prune_stopped_by_sigterm_during_gc_gives_the_gc_lock_back(two_backups, 
 def test_a_vm_named_with_quotes_and_umlauts_and_two_odd_disks_restores_whole(host, tmp_path):
     """A VM named with `"`: the stored descriptor names its extent without the quote (a quote cannot be
     inside the quoted name), restore wrote the data under the name with it; `--to` gave a VMDK whose
-    extent is missing (exit 0), `--datastore` failed ("the snapshot chain is broken")."""
+    extent is missing (exit 0), `--datastore` failed ("the snapshot chain is broken"). And a `-d dryrun`
+    restore --datastore (or one to a name that exists) wrote the whole backup to the datastore first."""
     name = "Wé \"Q\" 'x' Ümlaut"
     vmid = host.create_vm(name, "datastore1", [{"size": "0"}, {"size": "1000K", "datastore": "ds5"}])  # 0 B; not 64K-aligned
     host.power_on(vmid)
@@ -303,9 +304,15 @@ def test_a_vm_named_with_quotes_and_umlauts_and_two_odd_disks_restores_whole(hos
                              capture_output=True, text=True)
         assert cmp.returncode == 0, restored + ": " + cmp.stdout + cmp.stderr
     os.makedirs(host.real("/vmfs/volumes/ds5/taken"))
+    ds5 = os.stat(host.real("/vmfs/volumes/ds5")).st_mtime_ns  # staging there and removing it changes it
     r = host_hotvcb(host, "restore", "--repo", REPO, "--latest", name, "--datastore", "ds5", "--name", "taken")
     assert r.returncode != 0 and "already exists" in r.stdout + r.stderr, r.stdout + r.stderr
     assert os.listdir(host.real("/vmfs/volumes/ds5/taken")) == []
+    # a dry run, and a restore to a name that exists, used to stage the whole backup on the datastore first
+    r = host_hotvcb(host, "restore", "-d", "dryrun", "--repo", REPO, "--latest", name, "--datastore", "ds5",
+                    "--name", "fresh")
+    assert r.returncode == 0 and "dry run" in r.stdout, r.stdout + r.stderr
+    assert os.stat(host.real("/vmfs/volumes/ds5")).st_mtime_ns == ds5
     assert not [e for e in os.listdir(host.real("/vmfs/volumes/ds5")) if e.startswith(".hotvcb")]  # staging gone
     assert snapshot_names(host, vmid) == []
 
