@@ -246,9 +246,14 @@ def test_prune_dry_run_and_refused_keep_values_change_nothing_byte_for_byte(two_
 # --- restore ----------------------------------------------------------------------------------------
 
 
-def test_restore_into_a_folder_on_a_missing_volume_creates_nothing(two_backups, tmp_path):
-    """--to /vmfs/volumes/<typo>/web created the whole path (makedirs): on ESXi, in the ramdisk."""
+def test_restore_into_a_folder_on_a_missing_volume_creates_nothing(two_backups, tmp_path, tmpfs):
+    """--to /vmfs/volumes/<typo>/web created the whole path (makedirs): on ESXi, in the ramdisk.
+    (A restore that fills its target is refused and leaves nothing: that held.)"""
     _repo, a, _b, _a_disk, _b_disk = two_backups
+    small = tmpfs("small", "512k")
+    r = cli("restore", "--repo", tmp_path / "repo", a.id, "--to", small / "web")
+    assert r.returncode == 1 and "No space left on device" in r.stderr and os.listdir(str(small)) == [], r.stderr
+    one_clear_line(r)
     r = cli("restore", "--repo", tmp_path / "repo", a.id, "--to", tmp_path / "unmounted" / "web")
     assert r.returncode == 1 and "does not exist" in r.stderr, r.stdout + r.stderr
     one_clear_line(r)
