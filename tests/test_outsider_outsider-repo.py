@@ -371,3 +371,20 @@ def test_a_repository_under_an_unmounted_share_is_refused_before_any_snapshot(ho
     r = host_hotvcb(host, "backup", "-m", "db", "-g", write_conf(host), "--repo", relative, "-w", tmp_path / "w")
     assert r.returncode == 1 and "absolute path" in r.stderr, r.stdout + r.stderr
     assert not os.path.exists(str(tmp_path / "rel")) and snapshot_names(host, vmid) == []
+
+
+def test_a_deleted_disk_index_is_named_by_verify_and_restore_leaves_nothing(tmp_path):
+    """Withstood: kept because a restore that stopped at its second disk must never leave the first."""
+    first, second = tmp_path / "first.raw", tmp_path / "second.raw"
+    make_disk(first, size=2 * MiB)
+    make_disk(second, size=2 * MiB, seed=4)
+    repo = new_repo(tmp_path / "repo")
+    snap = backup(repo, "two disks", first, second)
+    os.unlink(str(tmp_path / "repo" / snap.disks[1]["index"]))
+    r = cli("verify", "--repo", tmp_path / "repo")
+    assert r.returncode == 4 and any(snap.id in l and snap.disks[1]["index"] in l for l in r.stdout.splitlines()
+                                     if l.startswith("DAMAGED")), r.stdout
+    r = cli("restore", "--repo", tmp_path / "repo", snap.id, "--to", tmp_path / "out")
+    assert r.returncode == 1 and snap.disks[1]["index"] in r.stderr, r.stdout + r.stderr
+    one_clear_line(r)
+    assert not os.path.exists(tmp_path / "out") and not os.path.exists(str(tmp_path / "out") + ".hotvcb-restoring")
