@@ -166,7 +166,8 @@ def test_garbage_in_a_snapshot_record_is_named_never_an_internal_error(two_backu
 
 def test_a_truncated_pack_hurts_only_the_backups_that_need_it(two_backups, tmp_path):
     """One truncated pack made every restore fail (also of backups that do not need it) and every
-    later backup fail: the chunk map refused the whole repository."""
+    later backup fail: the chunk map refused the whole repository. And prune's GC left the pack
+    alone without a word (its log went nowhere)."""
     repo, a, b, a_disk, b_disk = two_backups
     where = repo.chunk_map()
     only_b = sorted({where[d].pack for _n, d in repo.disk_index(b.disks[0]).entries}
@@ -181,6 +182,8 @@ def test_a_truncated_pack_hurts_only_the_backups_that_need_it(two_backups, tmp_p
     assert not os.path.exists(tmp_path / "b") and not os.path.exists(str(tmp_path / "b") + ".hotvcb-restoring")
     r = cli("verify", "--repo", tmp_path / "repo")
     assert r.returncode == 4 and only_b in r.stdout and b.id in r.stdout, r.stdout
+    r = cli("prune", "--repo", tmp_path / "repo", "--keep-last", 1)  # GC leaves the pack alone: and says so
+    assert r.returncode == 0 and "leaving %s alone" % only_b in r.stdout, r.stdout + r.stderr
     healed = backup(repo, "B", b_disk)  # stores what only the damaged pack held once more
     r = cli("restore", "--repo", tmp_path / "repo", healed.id, "--to", tmp_path / "b2")
     assert r.returncode == 0 and same(tmp_path / "b2" / "b.raw", b_disk), r.stdout + r.stderr

@@ -54,7 +54,7 @@ def run(args) -> int:
         return 0
     for sig in (signal.SIGTERM, signal.SIGHUP):  # unwind as Ctrl-C does, so the GC lock is given back: another
         signal.signal(sig, _stop)               # host would wait out the grace period (a day) for a dead one's
-    report = prune.prune(repo, decisions, log=lambda msg: None)
+    report = prune.prune(repo, decisions, log=lambda msg: print(msg, flush=True))  # GC says what it leaves alone
     print("removed %d backup(s); garbage collection: %d pack(s) marked, %d deleted (%s freed), %d chunk(s) "
           "copied" % (sum(not d.kept for d in decisions), report.packs_condemned, report.packs_deleted,
                       human_size(report.bytes_freed), report.chunks_copied))
