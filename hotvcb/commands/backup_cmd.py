@@ -111,6 +111,8 @@ def run(args) -> int:
     if args.parallel:
         settings = dataclasses.replace(settings, backup_parallel=args.parallel)
     if args.repo:
+        if not args.repo.startswith("/"):  # as VM_BACKUP_REPOSITORY: relative to wherever cron or a shell runs us
+            raise UsageError("--repo %s: an absolute path such as /vmfs/volumes/<datastore>/repo" % args.repo)
         settings = dataclasses.replace(settings, vm_backup_repository=args.repo)
     started = datetime.now().isoformat(timespec="seconds")
     dry_run = args.level == "dryrun"

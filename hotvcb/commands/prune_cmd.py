@@ -5,10 +5,11 @@ The rules are Proxmox Backup Server's, per VM (hotvcb/repo/retention.py);
 and changes nothing. The repository is `--repo` or VM_BACKUP_REPOSITORY (-g).
 """
 
+import signal
 import sys
 
 from .. import config
-from ..errors import UsageError
+from ..errors import Interrupted, UsageError
 from ..repo import prune
 from ..repo.repository import open_path
 from ..units import human_size
@@ -25,6 +26,11 @@ def register(subparsers) -> None:
     p.set_defaults(handler=run)
 
 
+def _stop(signum, _frame) -> None:
+    """Every step of prune and GC is safe to cut anywhere (a SIGKILL is), so unwinding at once is too."""
+    raise Interrupted(signum)
+
+
 def run(args) -> int:
     settings, warnings = config.load_settings(args.global_conf)
     for w in warnings:
@@ -39,12 +45,16 @@ def run(args) -> int:
         raise UsageError("--keep-* values are counts (0 or more)")
     repo = open_path(path)
     decisions = prune.plan(repo, keep, args.vm)
+    if args.vm and not decisions:  # a typo would otherwise "prune" nothing and say so as a success
+        raise UsageError("no backup of %r in the repository %s (hotvcb list --repo shows them)" % (args.vm, path))
     for d in decisions:
         print("%-8s %s%s" % ("keep" if d.kept else "remove", d.snapshot, " (%s)" % d.rule if d.rule else ""))
     if args.dry_run:
         print("dry run: nothing removed")
         return 0
-    report = prune.prune(repo, decisions, log=lambda msg: None)
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # unwind as Ctrl-C does, so the GC lock is given back: another
+        signal.signal(sig, _stop)               # host would wait out the grace period (a day) for a dead one's
+    report = prune.prune(repo, decisions, log=lambda msg: print(msg, flush=True))  # GC says what it leaves alone
     print("removed %d backup(s); garbage collection: %d pack(s) marked, %d deleted (%s freed), %d chunk(s) "
           "copied" % (sum(not d.kept for d in decisions), report.packs_condemned, report.packs_deleted,
                       human_size(report.bytes_freed), report.chunks_copied))

@@ -14,6 +14,7 @@ commands/prune_cmd.py. Exit codes of verify: 0 all good, 4 something damaged.
 import json
 import os
 import shutil
+import sys
 import time
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List
@@ -23,7 +24,7 @@ from ..errors import RepoError, UsageError
 from ..jobs.repo_backup import flat_name
 from ..jobs.restore import EXTRACTING
 from ..repo.reader import read_file, restore_disk, whole_or_nothing
-from ..repo.repository import Repository, Snapshot, open_path
+from ..repo.repository import SNAPSHOTS, Repository, Snapshot, open_path
 from ..repo.verify import verify
 from ..store import layout
 from ..units import human_size
@@ -50,8 +51,15 @@ def row(snap: Snapshot) -> Dict[str, Any]:
             "disks": [d["name"] for d in snap.disks]}
 
 
+def _readable(repo: Repository, vm: str = "") -> List[Snapshot]:
+    snaps, damaged = repo.readable_snapshots(vm or None)
+    for problem in damaged:
+        print("hotvcb: warning: %s (left out; hotvcb verify --repo names what it hurts)" % problem, file=sys.stderr)
+    return snaps
+
+
 def list_backups(path: str, vm: str, as_json: bool) -> int:
-    rows = [row(s) for s in open_path(path).snapshots(vm or None)]
+    rows = [row(s) for s in _readable(open_path(path), vm)]
     if as_json:
         print(json.dumps({"repository": path, "backups": rows}, indent=2, ensure_ascii=False))
         return 0
@@ -74,6 +82,9 @@ def verify_repository(path: str, sample: float, new_only: bool, as_json: bool) -
         raise UsageError("--sample %s: a percentage of the packs, 1 to 100" % sample)
     mode = "sample" if sample else "new" if new_only else "all"
     report = verify(open_path(path), mode, share=sample / 100.0)
+    if report.marker_error:
+        print("hotvcb: warning: packs found good are not marked as verified (--new reads them again): %s"
+              % report.marker_error, file=sys.stderr)
     if as_json:
         print(json.dumps({"repository": path, "mode": mode, "backups": report.backups,
                           "packs_read": report.packs_read, "chunks_read": report.chunks_read,
@@ -90,21 +101,25 @@ def verify_repository(path: str, sample: float, new_only: bool, as_json: bool) -
 def find(repo: Repository, ident: str, latest: str = "") -> Snapshot:
     """A backup by its id or an unambiguous prefix of it, or the newest of the VM `latest`."""
     if latest:
-        newest = repo.snapshots(latest)[-1:]
+        newest = _readable(repo, latest)[-1:]
         if not newest:
             raise UsageError("no backup of %r in the repository (hotvcb list --repo shows them)" % latest)
         return newest[0]
-    matches = [s for s in repo.snapshots() if s.id.startswith(ident)] if ident else []
+    ids = [i.name[len(SNAPSHOTS):] for i in repo.backend.list(SNAPSHOTS)]  # by name: another record's
+    matches = [i for i in ids if i.startswith(ident)] if ident else []    # damage must not stop this restore
     if len(matches) != 1:
         raise UsageError("%s backup in the repository matches %r (hotvcb list --repo shows them)"
                          % ("no" if not matches else "more than one", ident))
-    return matches[0]
+    return repo.snapshot(matches[0])
 
 
 def restore(path: str, ident: str, to: str, latest: str = "") -> int:
     """Each disk (thin VMDK or sparse raw) plus the VM's files into the new folder `to`, whole or not at all."""
     if os.path.lexists(to):
         raise UsageError("%s exists; restore never overwrites" % to)
+    parent = os.path.dirname(os.path.abspath(to.rstrip("/")))
+    if not os.path.isdir(parent):  # a typo'd or unmounted datastore: never fill the host's ramdisk instead
+        raise UsageError("%s: its folder %s does not exist (is the datastore mounted?)" % (to, parent))
     repo = open_path(path)
     snap = find(repo, ident, latest)
     work = to.rstrip("/") + ".hotvcb-restoring"

@@ -11,12 +11,14 @@ Exit codes: 0 all restored (or a clean dry run), 4 some requests failed,
 """
 
 import argparse
+import os
 import socket
 
 from .. import config, interrupt
 from ..errors import HotvcbError, Interrupted, UsageError, VmNotFound
 from ..jobs.restore import RestoreJob
 from ..restorefile import BadLine, RestoreRequest, datastore_path, disk_format, read_restore_file, trim_path
+from ..repo.repository import open_path
 from ..runlog import RunLog
 from ..store import health, layout, rotation
 from . import common, onhost, repo_cmd, restore_kvm_cmd
@@ -114,8 +116,17 @@ def run(args) -> int:
             return repo_cmd.restore(args.repo, args.backup, args.to, args.latest)
         if not args.datastore:
             raise UsageError("restore --repo needs --to DIR, or --datastore DS to restore the VM")
-        # through the folder restore: formats, checks and registration as for any backup
-        with repo_cmd.staged(args.repo, args.backup, datastore_path(args.datastore), args.latest) as folder:
+        # through the folder restore: formats, checks and registration as for any backup; but the name
+        # is checked, and a dry run ends, before the whole backup is staged on the target datastore
+        target = datastore_path(args.datastore)
+        snap = repo_cmd.find(open_path(args.repo), args.backup or "", args.latest or "")
+        final = "%s/%s" % (target.rstrip("/"), layout.folder_name(args.name or snap.vm))
+        if os.path.lexists(final):
+            raise UsageError("target folder %s already exists; not overwriting it" % final)
+        if dry_run:
+            print("dry run: would restore %s from the repository %s into %s; nothing written" % (snap, args.repo, final))
+            return 0
+        with repo_cmd.staged(args.repo, snap.id, target) as folder:
             return run(argparse.Namespace(**dict(vars(args), repo=None, backup=folder, latest=None)))
     failed = done = 0
     try:

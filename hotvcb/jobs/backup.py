@@ -586,6 +586,9 @@ class _VmBackup:
     def _discard(self, vm: Vm, message: str) -> None:
         """Record a failed backup as such; never let this hide the first error."""
         self.result.status, self.result.message = "error", message
+        if isinstance(self.sealer, RepoSink):  # no folder: it only drops its open pack's upload
+            self.sealer.fail(self.result)
+            return
         if self.sealer is None or not self.host.shell.isdir(self.sealer.partial):
             return
         try:

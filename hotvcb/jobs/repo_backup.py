@@ -25,17 +25,18 @@ from ..errors import CopyError, HotvcbError, RepoError
 from ..hosts.base import Hypervisor
 from ..model import Disk, Vm, VmResult
 from ..repo.backend import TMP, LocalBackend
-from ..repo.repository import SNAPSHOTS, Repository
+from ..repo.repository import SNAPSHOTS, Repository, open_path
 from ..repo.writer import BackupWriter
 from ..runid import RunId
 from ..settings import Settings
 from ..shell import LocalShell
+from ..store import volume
 
 
 def open_repository(path: str) -> Repository:
     """The repository at `path`, created on first use inside an existing folder (never a missing volume)."""
     if os.path.exists(os.path.join(path, "config")):
-        return Repository.open(LocalBackend(path))
+        return open_path(path)
     parent = os.path.dirname(path.rstrip("/"))
     if not os.path.isdir(parent):
         raise RepoError("VM_BACKUP_REPOSITORY %s: %s does not exist (is the datastore mounted?)" % (path, parent))
@@ -50,8 +51,9 @@ def open_repository(path: str) -> Repository:
 
 
 def flat_name(descriptor_name: str) -> str:
-    """`web.vmdk` -> `web-flat.vmdk`: where a restore writes the data its descriptor names."""
-    return os.path.splitext(descriptor_name)[0] + "-flat.vmdk"
+    """`web.vmdk` -> `web-flat.vmdk`: where a restore writes the data its descriptor names (a `"` cannot be
+    written inside the descriptor's quoted extent name, so vmdk.rename_extent drops it: so does this)."""
+    return os.path.splitext(descriptor_name)[0].replace('"', "") + "-flat.vmdk"
 
 
 def _check() -> None:
@@ -70,6 +72,8 @@ class RepoSink:
         if not isinstance(self.host.shell, LocalShell):
             raise HotvcbError("VM_BACKUP_REPOSITORY needs hotvcb running on the host itself (its disks are read "
                               "directly); over --host use VM_BACKUP_VOLUME")
+        # an empty mount point of an unmounted share would get a new repository on the host's own disk
+        volume.refuse_unmounted(self.host.shell, self.s.vm_backup_repository, "VM_BACKUP_REPOSITORY")
         repo = open_repository(self.s.vm_backup_repository)
         self.writer = BackupWriter(repo, self.vm.name, host=self.run.host, run=self.run.text(), vm_uuid=self.vm.uuid)
 
@@ -143,6 +147,10 @@ class RepoSink:
 
     def seal(self, result: VmResult, snapshot: Dict[str, object], tree: Optional[Dict[str, object]] = None) -> str:
         assert self.writer is not None and tree is None  # the job refuses BACKUP_SNAPSHOT_TREE with a repository
+        failed = [d.disk.filename for d in result.disks if not d.ok]
+        if failed:  # a record is a whole backup: restore --latest and prune take every record for one
+            raise RepoError("not recorded in the repository: %s failed, and a backup there holds every disk "
+                            "(the chunks stored so far stay for the next backup)" % ", ".join(failed))
         snap = self.writer.commit(self.started)  # the backup's time, as a folder backup's name has it
         where = "%s/%s%s" % (self.s.vm_backup_repository.rstrip("/"), SNAPSHOTS, snap.id)
         self.log.info("%s: backup %s recorded in the repository %s" % (self.vm.name, snap.id,

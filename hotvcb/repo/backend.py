@@ -73,7 +73,10 @@ class _FileUpload:
 
     def write(self, data: bytes) -> int:
         assert self.f is not None
-        return self.f.write(data)
+        try:
+            return self.f.write(data)
+        except OSError as err:  # a full or read-only repository: say so, not "cannot read" the source
+            raise RepoError("cannot write %s: %s" % (self.path, err.strerror or err)) from err
 
     def close(self) -> None:
         if self.f is not None:
@@ -148,10 +151,9 @@ class LocalBackend:
         upload = self.new_upload()
         try:
             upload.write(data)
-        except OSError as err:
+        except BaseException:
             upload.discard()
-            raise RepoError("cannot write %s in the repository %s: %s"
-                            % (name, self.root, err.strerror or err)) from err
+            raise
         return self.put_new_file(name, upload)
 
     def get(self, name: str, offset: int = 0, length: Optional[int] = None) -> bytes:

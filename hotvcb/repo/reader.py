@@ -95,7 +95,7 @@ def chunks(repo: Repository, index: DiskIndex, check: Check, chunk_map: Optional
                     check()
                 loc = where.get(digest)
                 if loc is None:
-                    raise BadChunk(digest, "", "missing from the repository", repo.users_of(digest))
+                    raise repo.missing(digest)
                 window.append((number * index.chunk_size, pool.submit(repo.read_chunk, loc)))
                 if len(window) >= 4 * workers:
                     offset, fut = window.popleft()
@@ -118,7 +118,7 @@ def read_file(repo: Repository, snap: Snapshot, name: str, chunk_map: Optional[D
                 digest = bytes.fromhex(h)
                 loc = where.get(digest)
                 if loc is None:
-                    raise BadChunk(digest, "", "missing from the repository", repo.users_of(digest))
+                    raise repo.missing(digest)
                 parts.append(repo.read_chunk(loc))
             return b"".join(parts)
     raise RepoError("backup %s has no file %r" % (snap, name))

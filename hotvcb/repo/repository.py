@@ -6,9 +6,11 @@ writer, restore, verify and GC share one view of the format.
 
 import datetime
 import hashlib
+import math
+import string
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Set
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from ..errors import RepoError
 from . import codec
@@ -65,6 +67,35 @@ class BadChunk(RepoError):
         self.digest, self.pack, self.reason, self.users = digest, pack, reason, users
 
 
+def _check_config(chunk_size: int, pack_size: int, backup_limit: float, settle: float) -> None:
+    if chunk_size < 4096 or chunk_size & (chunk_size - 1) or chunk_size > 1 << 24:
+        raise RepoError("chunk size %d: must be a power of two from 4 KiB to 16 MiB" % chunk_size)
+    if not chunk_size <= pack_size <= 1 << 32:
+        raise RepoError("pack size %d: must be from the chunk size to 4 GiB" % pack_size)
+    if not (math.isfinite(backup_limit) and backup_limit > 0 and math.isfinite(settle) and settle >= 0):
+        raise RepoError("GC timing %r/%r: the backup limit must be above 0 s, the settle time 0 s or more"
+                        % (backup_limit, settle))
+
+
+def _check_record(data: Dict[str, Any], snap_id: str) -> None:
+    """The shape every reader of a snapshot record relies on: one that lacks it is damaged, never half-read."""
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise ValueError("bad %s" % what)
+
+    need(data["id"] == snap_id and isinstance(data["vm"], str), "id or vm")
+    need(isinstance(data.get("utc", 0), (int, float)), "utc")
+    need(isinstance(data["disks"], list) and isinstance(data["files"], list), "disks or files")
+    for d in data["disks"]:
+        need(isinstance(d, dict) and all(isinstance(d.get(k), str) for k in ("name", "index", "index_sha256"))
+             and all(isinstance(d.get(k), int) for k in ("size", "chunks", "new_chunks", "new_bytes")), "disk entry")
+    for f in data["files"]:
+        need(isinstance(f, dict) and isinstance(f.get("name"), str) and isinstance(f.get("size"), int)
+             and isinstance(f.get("chunks"), list) and all(isinstance(h, str) and len(h) == 64 and
+                                                          set(h) <= set(string.hexdigits) for h in f["chunks"]),
+             "file entry")
+
+
 def pack_name(digest_hex: str) -> str:
     return "%s%s/%s" % (PACKS, digest_hex[:2], digest_hex)
 
@@ -77,12 +108,12 @@ def new_snapshot_id(utc: float) -> str:
 class Repository:
     def __init__(self, backend: Backend, config: Config):
         self.backend, self.config = backend, config
+        self.unreadable = {}  # type: Dict[str, str]  # pack -> why its table could not be read (chunk_map)
 
     @classmethod
     def init(cls, backend: Backend, chunk_size: int = CHUNK_SIZE, pack_size: int = PACK_SIZE,
              backup_limit: float = BACKUP_LIMIT, settle: float = SETTLE, compression: str = "zlib") -> "Repository":
-        if chunk_size < 4096 or chunk_size & (chunk_size - 1) or chunk_size > 1 << 24:
-            raise RepoError("chunk size %d: must be a power of two from 4 KiB to 16 MiB" % chunk_size)
+        _check_config(chunk_size, pack_size, backup_limit, settle)
         data = {"format": "hotvcb-repository", "version": VERSION, "id": uuid.uuid4().hex,
                 "chunk_size": chunk_size, "pack_size": pack_size, "backup_limit_seconds": backup_limit,
                 "settle_seconds": settle, "compression": compression}
@@ -103,7 +134,8 @@ class Repository:
             config = Config(str(data["id"]), int(data["chunk_size"]), int(data["pack_size"]),
                             float(data["backup_limit_seconds"]), float(data["settle_seconds"]),
                             str(data.get("compression", "zlib")))
-        except (KeyError, TypeError, ValueError) as err:
+            _check_config(config.chunk_size, config.pack_size, config.backup_limit, config.settle)
+        except (KeyError, TypeError, ValueError, RepoError) as err:
             raise RepoError("%s: damaged (%s)" % (CONFIG, err)) from err
         return cls(backend, config)
 
@@ -115,6 +147,20 @@ class Repository:
         out.sort(key=lambda s: (s.record.get("utc", 0), s.id))
         return [s for s in out if vm is None or s.vm == vm]
 
+    def readable_snapshots(self, vm: Optional[str] = None) -> Tuple[List[Snapshot], List[str]]:
+        """(the backups whose record reads, oldest first; why each other record does not): for list and
+        restore, where one damaged record must not hide the others. GC and prune use snapshots()."""
+        good, bad = [], []  # type: List[Snapshot], List[str]
+        for info in self.backend.list(SNAPSHOTS):
+            try:
+                good.append(self.snapshot(info.name[len(SNAPSHOTS):]))
+            except NotFound:
+                continue  # pruned while we looked
+            except RepoError as err:
+                bad.append(str(err))
+        good.sort(key=lambda s: (s.record.get("utc", 0), s.id))
+        return [s for s in good if vm is None or s.vm == vm], bad
+
     def snapshot(self, snap_id: str) -> Snapshot:
         name = SNAPSHOTS + snap_id
         try:
@@ -123,6 +169,7 @@ class Repository:
             raise RepoError("no backup %s in the repository" % snap_id) from err
         try:
             when = datetime.datetime.strptime(data["time"], "%Y-%m-%dT%H:%M:%S")
+            _check_record(data, snap_id)
             return Snapshot(data["id"], data["vm"], when, list(data["disks"]), list(data["files"]), data)
         except (KeyError, TypeError, ValueError) as err:
             raise RepoError("%s: damaged (%s)" % (name, err)) from err
@@ -181,9 +228,21 @@ class Repository:
         for info in self.backend.list(PACKS):
             if info.name in skip:
                 continue
-            for blob in self.pack_blobs(info.name, info.size):
+            try:
+                blobs = self.pack_blobs(info.name, info.size)
+            except RepoError as err:  # one damaged pack hurts only the backups that need it (verify names them):
+                self.unreadable[info.name] = str(err)  # its chunks are missing to a restore, absent to a backup
+                continue
+            for blob in blobs:
                 out.setdefault(blob.digest, Location(info.name, blob))
         return out
+
+    def missing(self, digest: bytes) -> BadChunk:
+        """A chunk no readable pack holds, with the backups that need it (and the packs that could not be read)."""
+        why = "missing from the repository"
+        if self.unreadable:
+            why += " (unreadable: %s)" % "; ".join(sorted(self.unreadable.values()))
+        return BadChunk(digest, "", why, self.users_of(digest))
 
     def read_stored(self, loc: Location) -> bytes:
         """A chunk as stored (compressed), after checking that it decodes to its hash."""
@@ -205,5 +264,9 @@ class Repository:
 
 
 def open_path(path: str) -> Repository:
-    """The repository in a folder (local disk, VMFS, NFS)."""
-    return Repository.open(LocalBackend(path))
+    """The repository in a folder (local disk, VMFS, NFS); an error names the folder (its `config` is
+    not the user's hotvcb.conf)."""
+    try:
+        return Repository.open(LocalBackend(path))
+    except RepoError as err:
+        raise RepoError("repository %s: %s" % (path, err)) from err

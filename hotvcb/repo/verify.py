@@ -27,6 +27,7 @@ class VerifyReport:
     packs_read: int = 0
     chunks_read: int = 0
     problems: List[str] = field(default_factory=list)
+    marker_error: str = ""  # why a good pack's verified/ marker could not be written (a read-only repository)
 
     @property
     def ok(self) -> bool:
@@ -66,9 +67,12 @@ def verify(repo: Repository, mode: str = "all", share: float = 0.1, rng: Optiona
     for info in _choose(repo, packs, mode, share, rng or random.Random()):
         log("reading %s" % info.name)
         bad = _check_pack(repo, info, users, report)
-        if not bad:
-            repo.backend.put_new(VERIFIED + info.name.rsplit("/", 1)[-1],
-                                 dumps({"format": "hotvcb-verified", "version": 1, "time": repo.backend.now()}))
+        if not bad and not report.marker_error:
+            try:  # a marker only spares --new a re-read: failing to write one never hides what was found
+                repo.backend.put_new(VERIFIED + info.name.rsplit("/", 1)[-1],
+                                     dumps({"format": "hotvcb-verified", "version": 1, "time": repo.backend.now()}))
+            except RepoError as err:
+                report.marker_error = str(err)
     return report
 
 

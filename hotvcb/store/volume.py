@@ -44,6 +44,14 @@ def check(host, volume: str, create: bool) -> Optional[int]:
                     "config to have hotvcb create it" % (volume, CREATE_KEY))
 
 
+def refuse_unmounted(shell, path: str, key: str) -> None:
+    """HostError when /etc/fstab puts a share at or above `path` and nothing is mounted there."""
+    share = _unmounted_share(shell, path.rstrip("/") or "/")
+    if share:
+        raise HostError("%s %s: %s is a mount point in /etc/fstab but nothing is mounted there; mount it first "
+                        "(writing there would fill the host's own disk)" % (key, path, share))
+
+
 def _unmounted_share(shell, volume: str) -> Optional[str]:
     """The /etc/fstab mount point at or above `volume` (the deepest) when nothing is mounted there."""
     points = _fstab_points(shell)
