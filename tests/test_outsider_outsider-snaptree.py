@@ -105,3 +105,74 @@ def test_deep_branching_tree_with_odd_names_restores_elsewhere_and_each_snapshot
         assert "fault" not in out.lower(), out
         assert _content(host, new) == content, "reverted to %r" % name
     assert vim(host, "vmsvc/snapshot.get", vmid) == before
+
+
+def _linear(host, name=VM, specs=({"size": "2M"},)):
+    """A running VM with user snapshots 'one' and 'two', each disk stamped differently before each."""
+    vmid = host.create_vm(name, "datastore1", [dict(s) for s in specs], power="on")
+    want = {}
+    for i, snap in enumerate(("one", "two")):
+        _stamp(host, vmid, "%s state" % snap, i)
+        want[snap] = _content(host, vmid)
+        _snap(host, vmid, snap)
+    _stamp(host, vmid, "now", 5)
+    return vmid, want
+
+
+def _vm_named(host, name):
+    return [k for k in host.state()["vms"] if host.display_name(k) == name]
+
+
+def test_a_corrupted_delta_in_the_tree_is_named_by_verify_and_refused_by_restore(host):
+    vmid, _want = _linear(host)
+    conf = write_conf(host, BACKUP_SNAPSHOT_TREE=1)
+    r = hotvcb(host, "-m", VM, "-g", conf)
+    assert r.returncode == 0, r.stdout + r.stderr
+    [entry] = sealed(host, VM)
+    tree = os.path.join(backup_root(host, VM), entry, "snapshot-tree")
+    data = os.path.join(tree, VM + "-000001-sesparse.vmdk")
+    os.chmod(data, 0o644)
+    with open(data, "r+b") as f:  # one flipped byte in the data of snapshot 'two''s delta
+        f.seek(os.path.getsize(data) - 100)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0xFF]))
+    v = hotvcb(host, "verify", "--all", "-g", conf)
+    assert v.returncode != 0 and "snapshot-tree/%s-000001-sesparse.vmdk" % VM in v.stdout + v.stderr, v.stdout
+    r = hotvcb(host, "restore", "/vmfs/volumes/backup/hotvcb/%s/%s" % (VM, entry), "--datastore", "datastore1",
+               "--name", "from corrupt")
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+    assert _vm_named(host, "from corrupt") == []
+    assert not os.path.exists(host.real("/vmfs/volumes/datastore1/from corrupt"))
+
+
+def test_a_tree_for_a_subset_of_disks_is_refused_before_any_change(host):
+    """VMDK_FILES_TO_BACKUP leaves a disk out: the .vmsd still names that disk's deltas."""
+    vmid, want = _linear(host, specs=({"size": "2M"}, {"size": "1M"}))
+    conf = write_conf(host, BACKUP_SNAPSHOT_TREE=1, VMDK_FILES_TO_BACKUP=VM + ".vmdk")
+    before = vim(host, "vmsvc/snapshot.get", vmid)
+    r = hotvcb(host, "-m", VM, "-g", conf)
+    # it was sealed, and its restore failed: "the snapshot tree in ... lacks <VM>_1.vmdk"
+    assert r.returncode == 6, r.stdout + r.stderr
+    assert "snapshot 'one' holds disk scsi0:1 (%s_1.vmdk), which this backup leaves out" % VM in r.stdout
+    assert "Traceback" not in r.stdout + r.stderr
+    assert sealed(host, VM) == [] and vim(host, "vmsvc/snapshot.get", vmid) == before
+    assert not any(n.startswith("hotvcb-") for n in snapshot_names(host, vmid)), "refused before any change"
+
+
+def test_a_compressed_tree_backup_restores_with_its_snapshots(host):
+    vmid, want = _linear(host)
+    conf = write_conf(host, BACKUP_SNAPSHOT_TREE=1, ENABLE_COMPRESSION=1)
+    r = hotvcb(host, "-m", VM, "-g", conf)
+    assert r.returncode == 0, r.stdout + r.stderr
+    v = hotvcb(host, "verify", "--all", "-g", conf)
+    assert v.returncode == 0, v.stdout + v.stderr
+    r = hotvcb(host, "restore", "--latest", VM, "-g", conf, "--datastore", "datastore1", "--name", "from gz")
+    assert r.returncode == 0, r.stdout + r.stderr
+    [new] = _vm_named(host, "from gz")
+    assert snapshot_names(host, new) == ["one", "two"]
+    ids = _ids(host, new)
+    out = vim(host, "vmsvc/snapshot.revert", new, ids["one"], "0")
+    assert "fault" not in out.lower(), out
+    assert _content(host, new) == want["one"]
