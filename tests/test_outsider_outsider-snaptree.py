@@ -176,3 +176,129 @@ def test_a_compressed_tree_backup_restores_with_its_snapshots(host):
     out = vim(host, "vmsvc/snapshot.revert", new, ids["one"], "0")
     assert "fault" not in out.lower(), out
     assert _content(host, new) == want["one"]
+
+
+# -- in-guest hooks (QEMU, the guest agent) ---------------------------------------------------
+
+@pytest.fixture
+def qlab(tmp_path):
+    """A QEMU VM 'app 1' (QMP at <inventory>/app 1.qmp); the caller puts something at its .qga."""
+    from qemuvm import QemuVm, make_initial, short_dir
+    sockets = short_dir("ost")
+    inventory, control = os.path.join(sockets, "inv"), os.path.join(sockets, "ctl")
+    for d in (inventory, control):
+        os.makedirs(d)
+    image = str(tmp_path / "app.img")
+    make_initial(image, 4 << 20, 1 << 20)
+    vm = QemuVm("app 1", image, "raw", inventory, control, str(tmp_path / "qemu.log"))
+    lab = type("QLab", (), {})()
+    lab.inventory, lab.qga, lab.tmp = inventory, os.path.join(inventory, "app 1.qga"), tmp_path
+    lab.backups = str(tmp_path / "backups" / "app 1")
+    lab.procs = []
+
+    def argv(**keys):
+        from qemuvm import hotvcb_argv
+        values = {"VM_BACKUP_VOLUME": str(tmp_path / "backups"), "DISK_BACKUP_FORMAT": "thin",
+                  "CREATE_VM_BACKUP_VOLUME": "1"}
+        values.update(keys)
+        conf = str(tmp_path / "hotvcb.conf")
+        with open(conf, "w") as f:
+            f.write("".join("%s=%s\n" % kv for kv in values.items()))
+        return hotvcb_argv(inventory, "backup", "-m", "app 1", "-g", conf, "-w", str(tmp_path / "w"))
+
+    lab.argv = argv
+    try:
+        yield lab
+    finally:
+        vm.kill()
+        for p in lab.procs:
+            p.kill()
+            p.wait(10)
+        import shutil
+        shutil.rmtree(sockets, ignore_errors=True)
+
+
+def _mute_agent(path):
+    """A guest agent port that accepts and never answers (qemu-ga hung, or not started in the guest:
+    QEMU's chardev accepts either way)."""
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(8)
+    held = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            held.append(conn)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv
+
+
+def _overlays(lab):
+    return [f for f in os.listdir(str(lab.tmp)) if "hotvcb-snapshot" in f]
+
+
+def _needs_qemu():
+    from qemuvm import needs_qemu
+    return needs_qemu
+
+
+@_needs_qemu()
+def test_a_mute_guest_agent_is_bounded_by_hook_timeout_and_sigterm_ends_the_wait(qlab):
+    from qemuvm import env, kill_tree
+    srv = _mute_agent(qlab.qga)
+    try:
+        t0 = time.monotonic()
+        r = subprocess.run(qlab.argv(GUEST_PRE_BACKUP_HOOK="sync", HOOK_TIMEOUT="2s"), capture_output=True,
+                           text=True, timeout=120, env=env())
+        took = time.monotonic() - t0
+        out = r.stdout + r.stderr
+        assert r.returncode == 6, out
+        assert "in-guest pre-backup hook of app 1" in out and "Traceback" not in out, out
+        assert took < 15, "HOOK_TIMEOUT=2s, and the run waited %.0f s for a mute agent" % took
+        assert "Creating Snapshot" not in out and _overlays(qlab) == []
+
+        # SIGTERM while the pre-hook waits on the mute agent (HOOK_TIMEOUT long): ends at once
+        log = str(qlab.tmp / "run.log")
+        with open(log, "w") as f:
+            proc = subprocess.Popen(qlab.argv(GUEST_PRE_BACKUP_HOOK="sync", HOOK_TIMEOUT="5"), stdout=f,
+                                    stderr=subprocess.STDOUT, env=env())
+        try:
+            wait_for(lambda: "running the in-guest pre-backup hook" in open(log).read(), 30, "the guest hook")
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGTERM)
+            t0 = time.monotonic()
+            rc = proc.wait(60)
+            took = time.monotonic() - t0
+        finally:
+            if proc.poll() is None:
+                kill_tree(proc.pid)
+        out = open(log).read()
+        assert rc == 2 and "interrupted by SIGTERM" in out, out
+        assert took < 10, "SIGTERM took %.0f s to end the run" % took
+        assert _overlays(qlab) == []
+    finally:
+        srv.close()
+
+
+@_needs_qemu()
+def test_a_guest_hook_that_prints_megabytes_and_succeeds_is_a_success(qlab):
+    from qemuvm import env
+    qga = subprocess.run(["which", "qemu-ga"], capture_output=True, text=True).stdout.strip() or "/usr/sbin/qemu-ga"
+    if not os.path.exists(qga):
+        pytest.skip("needs qemu-ga")
+    os.makedirs(str(qlab.tmp / "state"))
+    qlab.procs.append(subprocess.Popen([qga, "-m", "unix-listen", "-p", qlab.qga, "-t", str(qlab.tmp / "state")],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    wait_for(lambda: os.path.exists(qlab.qga), 10, "the agent's socket")
+    # 13 MiB of output (the agent keeps up to 16 MiB; base64 makes 17 MiB of it)
+    r = subprocess.run(qlab.argv(GUEST_PRE_BACKUP_HOOK="head -c 13631488 /dev/zero | tr '\\0' x; echo; echo flushed"),
+                       capture_output=True, text=True, timeout=120, env=env())
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    assert "in-guest pre-hook: flushed" in out
+    assert len(out) < 200000, "the hook's megabytes went into the log"
