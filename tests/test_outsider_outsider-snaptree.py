@@ -146,6 +146,36 @@ def test_a_corrupted_delta_in_the_tree_is_named_by_verify_and_refused_by_restore
     assert _vm_named(host, "from corrupt") == []
     assert not os.path.exists(host.real("/vmfs/volumes/datastore1/from corrupt"))
 
+    # mended, verified good again; then a tampered descriptor (its size kept) whose extent climbs
+    # out of the backup, restored with --no-verify: refused, nothing read or written outside
+    with open(data, "r+b") as f:
+        f.seek(os.path.getsize(data) - 100)
+        f.write(b)
+    v = hotvcb(host, "verify", "--all", "-g", conf)
+    assert v.returncode == 0, v.stdout + v.stderr
+    secret = host.real("/vmfs/volumes/datastore1/secret.bin")
+    with open(secret, "wb") as f:
+        f.write(b"not yours")
+    desc = os.path.join(tree, VM + "-000001.vmdk")
+    os.chmod(desc, 0o644)
+    text = open(desc).read()
+    extent = VM + "-000001-sesparse.vmdk"
+    assert extent in text
+    pad = len(extent.encode()) - len("../../../../../datastore1/secret.bin")  # the size stays the manifest's
+    climb = "../../../../../datastore1/" + "./" * (pad // 2) + "/" * (pad % 2) + "secret.bin"
+    with open(desc, "w") as f:
+        f.write(text.replace('"%s"' % extent, '"%s"' % climb))
+    r = hotvcb(host, "restore", "/vmfs/volumes/backup/hotvcb/%s/%s" % (VM, entry), "--datastore", "datastore1",
+               "--name", "climber", "--no-verify")
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert "secret.bin" in r.stdout and "Traceback" not in r.stdout, r.stdout
+    assert "Traceback" not in r.stdout + r.stderr
+    assert _vm_named(host, "climber") == []
+    assert not os.path.exists(host.real("/vmfs/volumes/datastore1/climber"))
+    left = {os.path.realpath(os.path.join(d, f)) for d, _, fs in os.walk(host.real("/vmfs/volumes")) for f in fs
+            if os.path.isfile(os.path.join(d, f)) and open(os.path.join(d, f), "rb").read(9) == b"not yours"}
+    assert left == {os.path.realpath(secret)}, left
+
 
 def test_a_tree_for_a_subset_of_disks_is_refused_before_any_change(host):
     """VMDK_FILES_TO_BACKUP leaves a disk out: the .vmsd still names that disk's deltas."""
@@ -302,3 +332,101 @@ def test_a_guest_hook_that_prints_megabytes_and_succeeds_is_a_success(qlab):
     assert r.returncode == 0, out[-3000:]
     assert "in-guest pre-hook: flushed" in out
     assert len(out) < 200000, "the hook's megabytes went into the log"
+
+
+def _background(host, log, *args):
+    from simhost import _argv
+    with open(log, "w") as f:
+        return subprocess.Popen(_argv(host, args), stdout=f, stderr=subprocess.STDOUT,
+                                env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(__file__))))
+
+
+def test_a_user_snapshot_taken_during_our_copy_is_kept_and_the_backup_is_not_sealed(host, tmp_path):
+    vmid, _want = _linear(host)
+    conf = write_conf(host, BACKUP_SNAPSHOT_TREE=1)
+    host.set_fault("clone.delay", "3")
+    log = str(tmp_path / "run.log")
+    proc = _background(host, log, "-m", VM, "-g", conf)
+    try:
+        wait_for(lambda: "Backing up" in open(log).read(), 60, "the copy")
+        _snap(host, vmid, "taken mid-backup", "by the admin, during hotvcb's copy")
+        rc = proc.wait(120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = open(log).read()
+    assert rc == 6, out
+    assert "its snapshots changed while it was backed up" in out, out
+    assert sealed(host, VM) == []
+    names = snapshot_names(host, vmid)
+    assert names == ["one", "two", "taken mid-backup"], names
+    assert "Traceback" not in out
+
+
+def test_kill_9_during_our_snapshot_removal_then_cleanup_leaves_the_users_tree_alone(host, tmp_path):
+    """The user has a snapshot named like ours (no run record in its description)."""
+    vmid, _want = _linear(host)
+    _snap(host, vmid, "hotvcb-snapshot-2026-01-01_00-00-00", "the admin's, named after ours")
+    before = vim(host, "vmsvc/snapshot.get", vmid)
+    conf = write_conf(host, BACKUP_SNAPSHOT_TREE=1)
+    host.set_fault("snapshot.remove.delay", "4")
+    log = str(tmp_path / "run.log")
+    proc = _background(host, log, "-m", VM, "-g", conf)
+    try:
+        wait_for(lambda: "Removing snapshot" in open(log).read(), 90, "our snapshot's removal")
+        kill(lock_pid(host), signal.SIGKILL)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    host.clear_faults()
+    r = hotvcb(host, "cleanup", "-g", conf)
+    assert r.returncode in (0, 1), r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+    assert vim(host, "vmsvc/snapshot.get", vmid) == before, "the user's tree was touched"
+    assert [b for b in backups(host, VM) if b.endswith("-partial")] == []
+    # and the next run backs it up, its tree with the snapshot named like ours
+    time.sleep(1.05)
+    r = hotvcb(host, "-m", VM, "-g", conf)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert vim(host, "vmsvc/snapshot.get", vmid) == before
+    entry = sealed(host, VM)[-1]
+    m = json.load(open(os.path.join(backup_root(host, VM), entry, "hotvcb.json")))
+    assert m["snapshot_tree"]["snapshots"] == ["one", "two", "hotvcb-snapshot-2026-01-01_00-00-00"]
+
+
+def test_the_target_fills_up_while_the_tree_is_copied(tmp_path):
+    from simhost import make_host
+    host = make_host(tmp_path / "small", backup_capacity=64 << 20)
+    try:
+        vmid, _want = _linear(host, specs=({"size": "2M"}, {"size": "2M", "datastore": "ds5"}))
+        before = vim(host, "vmsvc/snapshot.get", vmid)
+        conf = write_conf(host, BACKUP_SNAPSHOT_TREE=1, DISK_BACKUP_FORMAT="zeroedthick")
+        host.set_fault("clone.delay", "3")
+        host.set_fault("clone.match", VM + ".vmdk")  # the tree's first base: slow, so the target fills meanwhile
+        log = str(tmp_path / "run.log")
+        proc = _background(host, log, "-m", VM, "-g", conf)
+        filler = os.path.join(host.ds_dir("backup"), "filler.bin")
+        try:
+            wait_for(lambda: "Snapshot tree: cloning base disk" in open(log).read(), 90, "the tree's copy")
+            with open(filler, "wb") as f:
+                f.write(b"\1" * max(0, host.ds_free("backup") - (1 << 20)))
+            rc = proc.wait(120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        out = open(log).read()
+        assert rc == 6, out
+        assert "Traceback" not in out
+        assert sealed(host, VM) == []
+        assert vim(host, "vmsvc/snapshot.get", vmid) == before
+        root = backup_root(host, VM)
+        left = [os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs]
+        assert not [f for f in left if f.endswith((".vmdk", ".vmsn"))], left
+        os.unlink(filler)
+        host.clear_faults()
+        time.sleep(1.05)
+        r = hotvcb(host, "-m", VM, "-g", conf)
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        host.stop()
