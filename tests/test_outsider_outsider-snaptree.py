@@ -318,7 +318,7 @@ def test_a_mute_guest_agent_is_bounded_by_hook_timeout_and_sigterm_ends_the_wait
 
 
 @_needs_qemu()
-def test_a_guest_hook_that_prints_megabytes_and_succeeds_is_a_success(qlab):
+def test_a_guest_hook_that_prints_megabytes_succeeds_and_sigterm_ends_a_running_one(qlab):
     from qemuvm import env
     qga = subprocess.run(["which", "qemu-ga"], capture_output=True, text=True).stdout.strip() or "/usr/sbin/qemu-ga"
     if not os.path.exists(qga):
@@ -334,6 +334,24 @@ def test_a_guest_hook_that_prints_megabytes_and_succeeds_is_a_success(qlab):
     assert r.returncode == 0, out[-3000:]
     assert "in-guest pre-hook: flushed" in out
     assert len(out) < 200000, "the hook's megabytes went into the log"
+
+    # SIGTERM while the in-guest pre-hook runs (it would for 60 s): the run ends in seconds, no overlay
+    log = str(qlab.tmp / "term.log")
+    with open(log, "w") as f:
+        proc = subprocess.Popen(qlab.argv(GUEST_PRE_BACKUP_HOOK="sleep 60"), stdout=f, stderr=subprocess.STDOUT,
+                                env=env())
+    try:
+        wait_for(lambda: "running the in-guest pre-backup hook" in open(log).read(), 30, "the guest hook")
+        time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        rc = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = open(log).read()
+    assert rc == 2 and "interrupted by SIGTERM" in out, out
+    assert time.monotonic() - t0 < 10 and "Creating Snapshot" not in out and _overlays(qlab) == []
 
 
 def _background(host, log, *args):
