@@ -189,6 +189,13 @@ def test_a_tree_for_a_subset_of_disks_is_refused_before_any_change(host):
     assert sealed(host, VM) == [] and vim(host, "vmsvc/snapshot.get", vmid) == before
     assert not any(n.startswith("hotvcb-") for n in snapshot_names(host, vmid)), "refused before any change"
 
+    # the state file of snapshot 'one' gone: refused before any change, naming it
+    os.unlink(host.vmx_real(vmid)[:-4] + "-Snapshot1.vmsn")
+    r = hotvcb(host, "-m", VM, "-g", write_conf(host, BACKUP_SNAPSHOT_TREE=1))
+    assert r.returncode == 6, r.stdout + r.stderr
+    assert "snapshot 'one': its state file" in r.stdout and "-Snapshot1.vmsn is missing" in r.stdout, r.stdout
+    assert sealed(host, VM) == [] and vim(host, "vmsvc/snapshot.get", vmid) == before
+
 
 def test_a_compressed_tree_backup_with_memory_snapshots_restores_with_its_snapshots(host):
     vmid, want = _linear(host, memory="1")
