@@ -389,6 +389,26 @@ def test_a_user_snapshot_taken_during_our_copy_is_kept_and_the_backup_is_not_sea
     assert names == ["one", "two", "taken mid-backup"], names
     assert "Traceback" not in out
 
+    # and one the user removes during our copy
+    time.sleep(1.05)
+    proc = _background(host, log, "-m", VM, "-g", conf)
+    try:
+        wait_for(lambda: "Backing up" in open(log).read(), 60, "the copy")
+        out = vim(host, "vmsvc/snapshot.remove", vmid, _ids(host, vmid)["one"])
+        assert "fault" not in out.lower(), out
+        rc = proc.wait(120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = open(log).read()
+    # (the tree's copy then finds a delta gone, or the check after it the ids changed: either one line)
+    assert rc == 6 and "Traceback" not in out, out
+    assert "its snapshots changed while it was backed up" in out or "No such file or directory" in out, out
+    assert sealed(host, VM) == [] and snapshot_names(host, vmid) == ["two", "taken mid-backup"]
+    root = backup_root(host, VM)
+    left = [os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs]
+    assert not [f for f in left if f.endswith((".vmdk", ".vmsn"))], "a failed backup keeps disk data: %s" % left
+
 
 def test_kill_9_during_our_snapshot_removal_then_cleanup_leaves_the_users_tree_alone(host, tmp_path):
     """The user has a snapshot named like ours (no run record in its description)."""
