@@ -166,7 +166,7 @@ class ArchiveView:
 
     def __init__(self, path: str, opener=None):
         self.root = path
-        small = (".vmx", ".vmdk", ".json") + STATUS_FILES
+        small = (".vmx", ".vmsd", ".vmdk", ".json") + STATUS_FILES  # .vmsd: a kept snapshot tree's
         self.top, members, self.texts = scan(path, wanted=(lambda r: r.endswith(small),), opener=opener)
         self.sizes = {m.rel: m.size for m in members}
 

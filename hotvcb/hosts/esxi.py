@@ -287,10 +287,19 @@ class EsxiHost:
             time.sleep(POLL)
 
     def _orphaned_deltas(self, vm: Vm) -> List[str]:
-        """Delta files no disk chain of the VM uses any more: consolidation not done."""
+        """Delta files no disk chain of the VM uses any more: consolidation not done.
+
+        A chain is the current state's (the .vmx) or a user snapshot's (the .vmsd): after a
+        revert, the deltas of the branch left behind belong to its snapshots, not to the .vmx.
+        """
         vmx = VmxFile(self._files.read_text(vm.ref.vmx_path))
+        tops = [name for _dev, _bus, name in vmx.disk_slots()]
+        vmsd_path = vm.ref.vmx_path[: -len(".vmx")] + ".vmsd"
+        if self._files.exists(vmsd_path):
+            vmsd = VmxFile(self._files.read_text(vmsd_path))
+            tops += [vmsd.get(k) or "" for k in vmsd.keys() if ".disk" in k and k.endswith(".filename")]
         used = set()  # type: set
-        for _dev, _bus, name in vmx.disk_slots():
+        for name in tops:
             try:
                 used.update(self._chain_files(_absolute(vm.folder, name)))
             except (HostError, vmdk.NotADescriptor):

@@ -86,8 +86,13 @@ def read_tree(files: FileReader, vm: Vm, disks: List[Disk]) -> SnapshotTree:
             if vmem and files.exists(vmem):
                 state.append(vmem)
         for j in range(_count(vmsd.get(p + "numDisks"))):
-            disk = by_node.get((vmsd.get(p + "disk%d.node" % j) or "").lower())
+            node = vmsd.get(p + "disk%d.node" % j) or ""
+            disk = by_node.get(node.lower())
             fname = vmsd.get(p + "disk%d.fileName" % j)
+            if disk is None and fname:  # its restore would name deltas the backup lacks
+                raise HostError("%s snapshot %r holds disk %s (%s), which this backup leaves out "
+                                "(VMDK_FILES_TO_BACKUP); BACKUP_SNAPSHOT_TREE keeps the tree of every disk or none"
+                                % (vm.name, name, node, posixpath.basename(fname)))
             if disk is not None and fname:
                 tops.append((disk, _absolute(vm.folder, fname), "%s snapshot %r, %s" % (vm.name, name, disk.key)))
     tree = SnapshotTree(vmx_path.rsplit("/", 1)[-1], files.read_text(vmx_path), vmsd_path.rsplit("/", 1)[-1],

@@ -223,7 +223,10 @@ class QemuHost(LocalKvmHost):
 
     def guest_exec(self, vm: Vm, argv: List[str], env: List[str], timeout: float,
                    interruptible: bool = True) -> Tuple[int, str]:
-        agent = GuestAgent(self.qmp_dir + "/" + vm.name + QGA_SUFFIX, self.qmp_timeout)
+        # a mute agent (hung, or not started in the guest: QEMU's socket accepts anyway) is bounded by
+        # the hook's own timeout too, and a signal ends the wait
+        agent = GuestAgent(self.qmp_dir + "/" + vm.name + QGA_SUFFIX, min(self.qmp_timeout, timeout))
+        agent.interruptible = interruptible
         agent.connect()
         try:
             return agent.run(argv, env, timeout, interruptible)

@@ -30,6 +30,9 @@ POLL = (0.1, 1.0)  # first and longest pause between guest-exec-status polls
 class GuestAgent(QmpClient):
     """`with GuestAgent(path) as qga: code, output = qga.run(["/bin/sh", "-c", cmd], env, 60.0)`."""
 
+    # guest-exec-status returns up to 16 MiB of each of stdout and stderr (qemu-ga's cap), base64'd
+    max_message = 48 << 20
+
     def _open(self) -> None:
         try:
             super()._open()

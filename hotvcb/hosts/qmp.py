@@ -23,6 +23,7 @@ import socket
 import time
 from typing import Any, Callable, Dict, List, Optional
 
+from .. import interrupt
 from ..errors import HostError
 
 DEFAULT_TIMEOUT = 30.0
@@ -54,6 +55,9 @@ class QmpCommandError(QmpError):
 
 class QmpClient:
     """`with QmpClient(path) as qmp: qmp.execute("query-status")`."""
+
+    max_message = MAX_LINE
+    interruptible = False  # a pending SIGTERM/SIGINT ends a wait for the server (Interrupted)
 
     def __init__(self, path: str, timeout: float = DEFAULT_TIMEOUT):
         self.path, self.timeout = path, timeout
@@ -182,22 +186,27 @@ class QmpClient:
         """Read until the buffer holds `until` (a line's end, a sync marker), by deadline at most."""
         if self._sock is None:
             raise QmpError(self.path, "not connected")
-        while until not in self._buf:
+        found = until in self._buf
+        while not found:
+            if self.interruptible and interrupt.pending():
+                interrupt.raise_pending()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise QmpTimeout(self.path, what, self.timeout if seconds is None else seconds)
-            ready, _, _ = select.select([self._sock], [], [], remaining)
+            ready, _, _ = select.select([self._sock], [], [], min(remaining, 0.5) if self.interruptible else remaining)
             if not ready:
                 continue
             try:
-                data = self._sock.recv(65536)
+                data = self._sock.recv(1 << 20)
             except OSError as err:
                 raise QmpError(self.path, "connection lost: %s" % (err.strerror or err)) from err
             if not data:
                 raise QmpError(self.path, "QEMU closed the connection (waiting for %s)" % what)
+            seen = max(0, len(self._buf) - len(until) + 1)  # only the new bytes are searched
             self._buf += data
-            if len(self._buf) > MAX_LINE:
-                raise QmpError(self.path, "a message longer than %d bytes" % MAX_LINE)
+            found = until in self._buf[seen:]
+            if len(self._buf) > self.max_message:
+                raise QmpError(self.path, "a message longer than %d bytes" % self.max_message)
 
     def _read(self, deadline: float, what: str, seconds: Optional[float] = None) -> Dict[str, Any]:
         """The next JSON object from the server, waiting until deadline at most."""
