@@ -166,6 +166,7 @@ class LocalShell:
         idle_timeout: Optional[float] = None,
         on_output: Optional[OutputCallback] = None,
         interruptible: bool = True,
+        preexec_fn: Optional[Callable[[], None]] = None,
     ) -> Completed:
         """Run argv; feed each output fragment (split on CR/LF) to on_output.
 
@@ -181,6 +182,7 @@ class LocalShell:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # our signal handling decides its fate
+                preexec_fn=preexec_fn,  # tether.py: one that must die with hotvcb
             )
         except OSError as err:
             raise HostError("cannot run %s: %s" % (argv[0], err.strerror or err)) from err

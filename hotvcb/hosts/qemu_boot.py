@@ -6,22 +6,13 @@ SIGKILLed hotvcb takes its QEMU with it: a smoke boot never leaves a VM
 running. Its serial console goes to a file the caller watches.
 """
 
-import ctypes
-import signal
 import subprocess
 from typing import List, Optional
 
 from ..errors import HostError
+from ..tether import die_with_parent
 
-PR_SET_PDEATHSIG = 1
 KILL_WAIT = 30.0
-
-
-def die_with_parent() -> None:  # runs in the child between fork and exec (also restore_kvm's qemu-img)
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass  # not Linux: the caller's finally still kills it
 
 
 class BootProcess:

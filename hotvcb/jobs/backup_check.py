@@ -8,13 +8,15 @@ backup on this machine rather than through a hypervisor driver.
 import os
 from typing import Optional
 
-from .. import targz
+from .. import targz, vmdk
 from ..convert.machine import Machine
 from ..hosts import qemuimg
 from ..errors import HostError, HotvcbError
-from ..shell import Shell
+from ..shell import FileReader, Shell
 from ..store import health, layout
 from .verify import verify_folder, verify_gz
+
+DESCRIPTOR_MAX = 64 << 10  # a VMDK descriptor file is a few hundred bytes
 
 
 def is_backup(shell: Shell, folder: str) -> bool:
@@ -47,6 +49,25 @@ def require_whole(shell: Shell, m: Machine, qemu_img: str = qemuimg.QEMU_IMG) ->
             if layers and layers[0].backing_filename:
                 raise HotvcbError("%s has a backing file (%s), which is not part of the backup"
                                   % (d.source, layers[0].backing_filename))
+
+
+def require_extents_inside(fs: FileReader, path: str, parent: bool = True) -> None:
+    """vmkfstools and qemu open the files a VMDK descriptor names: they must be the backup's own,
+    beside it (a descriptor naming /dev/sda or ../other/vm-flat.vmdk would have that read as the
+    backup's disk, and a ghettoVCB backup has no checksums to notice). `parent=False`: the
+    parentFileNameHint is not followed (a snapshot-tree delta is relinked by name)."""
+    if fs.file_size(path) > DESCRIPTOR_MAX:
+        return  # not a descriptor file: a sparse extent (its embedded descriptor names only itself)
+    try:
+        desc = vmdk.parse(fs.read_text(path))
+    except (HostError, UnicodeDecodeError) as err:
+        raise HotvcbError("%s cannot be read: %s" % (path, err)) from None
+    except vmdk.NotADescriptor:
+        return
+    named_files = [e.filename for e in desc.extents] + ([desc.parent_hint or ""] if parent else [])
+    for named in named_files:
+        if "/" in named or named in ("..", "."):
+            raise HotvcbError("%s names %r, a file outside the backup" % (path, named))
 
 
 def is_archive(shell: Shell, path: str) -> bool:

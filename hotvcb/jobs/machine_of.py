@@ -24,11 +24,10 @@ from ..convert.vmx_to_domain import machine_from_vmx
 from ..errors import HostError
 from ..shell import FileReader
 from ..store import manifest
-from .. import vmdk
 from ..vmdk import base_name
+from . import backup_check
 
 DOMAIN_XML = "domain.xml"
-DESCRIPTOR_MAX = 64 << 10  # a VMDK descriptor file is a few hundred bytes
 _FORMATS = {".qcow2": "qcow2", ".raw": "raw", ".img": "raw", ".vmdk": "vmdk"}
 
 
@@ -82,26 +81,12 @@ def _from_vmx(fs: FileReader, folder: str, name: str, disk_bus: Optional[str], n
                        for n in (base, base_name(base))]  # a disk from another datastore
         for path in candidates:
             if fs.exists(path) and not fs.isdir(path):
-                _require_extents_inside(fs, path)
+                backup_check.require_extents_inside(fs, path)
                 return path, "vmdk"
         return None
 
     path = folder + "/" + name
     return Found(machine_from_vmx(_read(fs, path), path, resolve, disk_bus, nic_model), "esxi", path)
-
-
-def _require_extents_inside(fs: FileReader, path: str) -> None:
-    """qemu opens the files a VMDK descriptor names: they must be the backup's own, beside it (a
-    descriptor naming /dev/sda or ../other/vm-flat.vmdk would have that read as the backup's disk)."""
-    if fs.file_size(path) > DESCRIPTOR_MAX:
-        return  # not a descriptor file: a sparse extent (its embedded descriptor names only itself)
-    try:
-        desc = vmdk.parse(_read(fs, path))
-    except vmdk.NotADescriptor:
-        return
-    for named in [e.filename for e in desc.extents] + [desc.parent_hint or ""]:
-        if "/" in named or named in ("..", "."):
-            raise ConvertError("%s names %r, a file outside the backup" % (path, named))
 
 
 def _from_xml(fs: FileReader, folder: str, name: str, kind: str) -> Found:

@@ -178,6 +178,9 @@ class _Restore:
     # -- the steps -------------------------------------------------------------
     def _run(self) -> None:
         req = self.req
+        unusable = None if req.new_name is None else layout.unusable_name(req.new_name)
+        if unusable is not None:
+            raise RestoreError(unusable)
         source, compressed = self._locate_backup(req.backup)
         free = self._check_target(req.target)
         kvm = None if compressed else restore_stage.kvm_machine(self.shell, source)

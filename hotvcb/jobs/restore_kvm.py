@@ -24,20 +24,18 @@ UUID and, unless kept, new MAC addresses (convert/machine.renamed).
 import os
 import shlex
 import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from typing import List, Optional
 
-from .. import interrupt, pids
+from .. import interrupt, pids, tether
 from ..convert import domain_xml
 from ..convert.firmware import ovmf
 from ..convert.machine import ConvertError, Machine, renamed
 from ..convert.qemu_argv import qemu_argv, start_script
-from ..errors import HotvcbError
+from ..errors import HostError, HotvcbError
 from ..hosts import qemuimg
-from ..hosts.qemu_boot import die_with_parent
-from ..shell import Shell, stream
+from ..shell import Shell
 from ..store import layout
 from ..units import human_size
 from . import backup_check
@@ -94,6 +92,9 @@ class KvmRestore:
 
     def _run(self, req: KvmRequest) -> KvmResult:
         backup = req.backup.rstrip("/")
+        unusable = None if req.name is None else layout.unusable_name(req.name)
+        if unusable is not None:
+            raise KvmRestoreError(unusable)
         archive = backup_check.is_archive(self.shell, backup)
         if not archive and not self.shell.isdir(backup):
             raise KvmRestoreError("backup %s does not exist" % backup)
@@ -199,12 +200,10 @@ class KvmRestore:
                 progress(pct)
 
         argv = qemuimg.convert_argv(src, src_fmt, dst, spec, self.qemu_img)
-        try:  # started here, not by shell.run: a SIGKILLed restore must not leave qemu-img writing on
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    start_new_session=True, preexec_fn=die_with_parent)
-        except OSError as err:
-            raise KvmRestoreError("cannot run %s: %s" % (argv[0], err.strerror or err)) from err
-        out = stream(proc, argv, timeout=None, idle_timeout=1800, on_output=watch, interruptible=True)
+        try:  # tethered: a SIGKILLed restore must not leave qemu-img writing on
+            out = tether.run(self.shell, argv, timeout=None, idle_timeout=1800, on_output=watch)
+        except HostError as err:
+            raise KvmRestoreError(str(err)) from err
         if out.returncode != 0:
             raise KvmRestoreError("converting %s failed: %s; nothing was defined" % (src, qemuimg.error_line(out.output)))
 

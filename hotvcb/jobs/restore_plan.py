@@ -19,7 +19,7 @@ from ..shell import FileReader
 from ..store import layout
 from ..vmdk import base_name
 from ..vmx import VmxFile
-from . import restore_tree
+from . import backup_check, restore_tree
 from .restore_tree import TreeRestore
 from .vmx_identity import answer_moved_or_copied
 
@@ -121,6 +121,7 @@ class Planner:
                     continue
                 src, target = found, _unique(base_name(found.rsplit("/", 1)[-1]), used)
                 top = target
+            backup_check.require_extents_inside(fs, src)  # vmkfstools -i would clone whatever it names
             adapter = self._adapter(fs, src, dev)
             needed = self._needed(fs, src, dev, adapter)
             plan.disks.append(DiskCopy(dev, src, target, adapter, needed))

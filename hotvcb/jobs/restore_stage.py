@@ -8,12 +8,13 @@ and the ordinary restore (restore_plan.py, restore.py) clones it into the
 format asked for and registers it; the staging folder is removed at the
 end, as an unpacked .gz is. qemu-img runs through the host's shell, so it
 must be on the host the restore writes to: esxisim's namespace has the
-test machine's; a real ESXi host has none, and the error says so.
+test machine's; a real ESXi host has none, and the error says so. It dies
+with hotvcb (tether.py), as restore --kvm's conversion does.
 """
 
 from typing import List, Optional
 
-from .. import interrupt
+from .. import interrupt, tether
 from ..convert.domain_to_vmx import vmx_from_machine
 from ..errors import HostError
 from ..hosts import qemuimg
@@ -64,7 +65,7 @@ def stage(shell: Shell, found: Found, dest: str, log, qemu_img: str = qemuimg.QE
         log.info("Converting %s (%s) to a VMDK ESXi can import: %s/%s" % (d.source, d.fmt, dest, name))
         argv = qemuimg.convert_argv(d.source, d.fmt, dest + "/" + name, STAGED, qemu_img)
         try:
-            out = shell.run(argv, timeout=None, idle_timeout=1800)
+            out = tether.run(shell, argv, timeout=None, idle_timeout=1800)  # a SIGKILLed restore ends it too
         except HostError as err:
             raise HostError(NO_QEMU_IMG % err) from err
         if out.returncode == 127:  # the shell's "not found" (over SSH)

@@ -17,6 +17,7 @@ from .. import vmdk
 from ..errors import HostError, HotvcbError
 from ..shell import FileReader, Shell
 from ..vmx import VmxFile
+from . import backup_check
 from .snaptree import TREE, relink
 
 MAX_DEPTH = 64
@@ -105,6 +106,7 @@ def copy(shell: Shell, tree: TreeRestore, dst: str) -> None:
 
 
 def _own_files(fs: FileReader, folder: str, name: str) -> List[str]:
+    backup_check.require_extents_inside(fs, folder + "/" + name, parent=False)  # copied as they are
     return [name] + [e.filename for e in vmdk.parse(fs.read_text(folder + "/" + name)).extents]
 
 

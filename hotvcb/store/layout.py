@@ -46,6 +46,15 @@ def folder_name(vm_name: str) -> str:
     return vm_name.replace("%", "%25").replace("/", "%2f") if "/" in vm_name else vm_name
 
 
+def unusable_name(name: str) -> Optional[str]:
+    """Why a name given for a restored VM cannot be its display and folder name (one line), or
+    None. A '/' would be folder_name's escape in the folder but the name itself in vSphere and
+    libvirt; NUL ends the name in C; "", "." and ".." are no folder of their own."""
+    why = ("it holds a NUL character" if "\0" in name else "it holds '/'" if "/" in name
+           else "it is only dots and spaces" if not name.strip(" .") else None)
+    return None if why is None else "%r cannot be the restored VM's name: %s" % (name, why)
+
+
 def vm_root(volume: str, vm_name: str) -> str:
     return volume.rstrip("/") + "/" + folder_name(vm_name)
 
