@@ -201,7 +201,18 @@ class Guest:
         with open(xml, "w") as f:
             f.write(domain_xml(name, self.image, "qcow2", self.console_path, kernel, initrd))
         virsh("define", xml)
+        self.qemu_log = "/var/log/libvirt/qemu/%s.log" % name  # appended to at every start of the name
+        self._log_from = os.path.getsize(self.qemu_log) if os.path.exists(self.qemu_log) else 0
         virsh("start", name)
+
+    def qemu_log_text(self) -> str:
+        """What libvirt logged for the domain since this guest started (taints, QEMU's errors)."""
+        try:
+            with open(self.qemu_log, errors="replace") as f:
+                f.seek(self._log_from)
+                return f.read()
+        except FileNotFoundError:
+            return ""
 
     def console(self) -> Tuple[List[int], Dict[int, str], List[int]]:
         """(records the guest wrote, in order; checksums it read back by record; write errors)."""
