@@ -1,4 +1,4 @@
-"""A real libvirt domain for the libvirt driver's tests: a Debian kernel and a busybox initramfs that writes and checksums.
+"""A real guest for the KVM tests: a Debian kernel and a busybox initramfs that writes and checksums, with qemu-ga.
 
 scripts/install-test-deps unpacks the kernel, the few modules a virtio disk
 needs and a static busybox into GUEST_DIR. The guest's /init writes numbered
@@ -13,7 +13,10 @@ the backup must hold every record the console names. The QEMU guest agent
 (qemu-ga with the libraries it loads) runs beside the writer and logs the
 commands it gets (guest-fsfreeze-freeze, -thaw) on the console too; it has
 no filesystem to freeze (the guest writes its raw disk), so a freeze is
-proven by its log, not by stalled writes.
+proven by its log, not by stalled writes. With `hotvcb.idle` on its kernel
+command line the guest does not write (only its agent runs): booted under bare
+QEMU by `bare_qemu_guest` for the in-guest hook tests, as a libvirt domain by
+`Guest`.
 
 libvirtd is started by `ensure_libvirtd` when qemu:///system does not answer
 (as root, as on a host whose init system would start it).
@@ -29,9 +32,13 @@ import stat
 import subprocess
 import tempfile
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import pytest
+
+from qemuvm import QemuVm  # first: puts the repository on sys.path
+
+from hotvcb.hosts.qga import GuestAgent  # noqa: E402
 
 GUEST_DIR = os.environ.get("HOTVCB_TEST_GUEST", "/var/cache/hotvcb-test-guest")
 URI = "qemu:///system"
@@ -42,6 +49,7 @@ SLOTS = 2048  # the record region: the first 8 MiB of the disk
 STRIDE = 37  # record n goes to slot n*STRIDE % SLOTS: writes spread over the region's clusters
 CHECK_EVERY = 64
 MiB = 1 << 20
+CMDLINE = "console=ttyS0 quiet panic=-1"
 
 INIT = """#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -57,6 +65,9 @@ for port in /dev/vport*; do  # the guest agent's channel, if the domain has one:
     -t /tmp -f /tmp/qga.pid -v -l /dev/ttyS0 &
 done
 echo HOTVCB-GUEST-UP
+if grep -qw hotvcb.idle /proc/cmdline; then  # no writer: a guest only for its agent (in-guest hooks)
+  while true; do sleep 3600; done
+fi
 i=0
 while true; do
   slot=$(( (i * %(stride)d) %% %(slots)d ))
@@ -71,19 +82,27 @@ done
        "last": CHECK_EVERY - 1}
 
 
-def available() -> Optional[str]:
-    """Why the libvirt tests cannot run here, or None."""
-    for tool in ("virsh", "libvirtd", "qemu-system-x86_64", "qemu-img"):
+def _missing(tools: Sequence[str]) -> Optional[str]:
+    """Why the guest cannot be booted with `tools`, or None."""
+    for tool in tools:
         if shutil.which(tool) is None and not os.path.exists("/usr/sbin/" + tool):
             return "needs %s (scripts/install-test-deps)" % tool
-    if not os.path.exists(os.path.join(GUEST_DIR, "vmlinuz")):
+    if not os.path.exists(os.path.join(GUEST_DIR, "vmlinuz")) or not os.path.isdir(os.path.join(GUEST_DIR, "qga")):
         return "needs the test guest in %s (scripts/install-test-deps)" % GUEST_DIR
-    if os.geteuid() != 0:
-        return "libvirt's qemu:///system needs root"
     return None
 
 
+def available() -> Optional[str]:
+    """Why the libvirt tests cannot run here, or None."""
+    why = _missing(("virsh", "libvirtd", "qemu-system-x86_64", "qemu-img"))
+    if why is None and os.geteuid() != 0:
+        return "libvirt's qemu:///system needs root"
+    return why
+
+
 needs_libvirt = pytest.mark.skipif(available() is not None, reason=available() or "")
+needs_guest = pytest.mark.skipif(_missing(("qemu-system-x86_64", "qemu-img")) is not None,
+                                 reason=_missing(("qemu-system-x86_64", "qemu-img")) or "")
 
 
 def virsh(*args, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -136,11 +155,17 @@ def initramfs(path: str) -> str:
     return path
 
 
+def boot_files(folder: str) -> Tuple[str, str]:
+    """(kernel, initramfs) of the guest in `folder`, where the QEMU that boots it can read them."""
+    kernel = os.path.join(folder, "vmlinuz")
+    shutil.copyfile(os.path.join(GUEST_DIR, "vmlinuz"), kernel)
+    return kernel, initramfs(os.path.join(folder, "initrd.gz"))
+
+
 def domain_xml(name: str, image: str, fmt: str, console: str, kernel: str = "", initrd: str = "",
                agent: bool = True) -> str:
     """Without a kernel the firmware finds nothing to boot and idles: a running domain, for the driver contract."""
-    boot = ("<kernel>%s</kernel><initrd>%s</initrd><cmdline>console=ttyS0 quiet panic=-1</cmdline>" % (kernel, initrd)
-            if kernel else "")
+    boot = "<kernel>%s</kernel><initrd>%s</initrd><cmdline>%s</cmdline>" % (kernel, initrd, CMDLINE) if kernel else ""
     return """<domain type='qemu'>
   <name>%(name)s</name>
   <memory unit='MiB'>128</memory>
@@ -171,14 +196,23 @@ class Guest:
         self.image = os.path.join(folder, "vda.qcow2")
         subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", self.initial, self.image], check=True)
         self.console_path = os.path.join(folder, "console.log")
-        kernel = os.path.join(folder, "vmlinuz")
-        shutil.copyfile(os.path.join(GUEST_DIR, "vmlinuz"), kernel)
-        initrd = initramfs(os.path.join(folder, "initrd.gz"))
+        kernel, initrd = boot_files(folder)
         xml = os.path.join(folder, "domain.xml")
         with open(xml, "w") as f:
             f.write(domain_xml(name, self.image, "qcow2", self.console_path, kernel, initrd))
         virsh("define", xml)
+        self.qemu_log = "/var/log/libvirt/qemu/%s.log" % name  # appended to at every start of the name
+        self._log_from = os.path.getsize(self.qemu_log) if os.path.exists(self.qemu_log) else 0
         virsh("start", name)
+
+    def qemu_log_text(self) -> str:
+        """What libvirt logged for the domain since this guest started (taints, QEMU's errors)."""
+        try:
+            with open(self.qemu_log, errors="replace") as f:
+                f.seek(self._log_from)
+                return f.read()
+        except FileNotFoundError:
+            return ""
 
     def console(self) -> Tuple[List[int], Dict[int, str], List[int]]:
         """(records the guest wrote, in order; checksums it read back by record; write errors)."""
@@ -207,6 +241,42 @@ class Guest:
         for cp in reversed(virsh("checkpoint-list", self.name, "--name", check=False).stdout.split()):
             virsh("checkpoint-delete", self.name, cp, "--metadata", check=False)
         virsh("undefine", self.name, "--checkpoints-metadata", check=False)
+
+
+def bare_qemu_guest(name: str, image: str, inventory: str, control: str, folder: str, cmdline: str = "") -> QemuVm:
+    """The guest under bare QEMU (`hotvcb --qemu INVENTORY`), without the writer, its agent answering.
+
+    The agent's virtio-serial port has its host side on `<inventory>/<name>.qga`,
+    as docs/kvm.md tells users to start a VM; `cmdline` is added to the
+    guest's kernel command line (a test can read it back in the guest).
+    """
+    kernel, initrd = boot_files(folder)
+    qga = os.path.join(inventory, name + ".qga")
+    vm = QemuVm(name, image, "raw", inventory, control, os.path.join(folder, "qemu.log"), memory=128, extra=[
+        "-kernel", kernel, "-initrd", initrd, "-append", " ".join([CMDLINE, "hotvcb.idle", cmdline]),
+        "-serial", "file:" + os.path.join(folder, "console.log"),
+        "-chardev", "socket,path=%s,server=on,wait=off,id=qga0" % qga.replace(",", ",,"),
+        "-device", "virtio-serial", "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0"])
+    try:
+        wait_for_agent(qga)
+    except BaseException:
+        vm.kill()
+        raise
+    return vm
+
+
+def wait_for_agent(socket: str, timeout: float = 300) -> None:
+    """Until the agent in the guest runs a command (TCG boots take a while on a busy machine)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with GuestAgent(socket, timeout=5).connect() as qga:
+                if qga.run(["/bin/true"], [], 30)[0] == 0:
+                    return
+        except Exception as err:  # not booted yet: no answer to the sync
+            if time.monotonic() > deadline:
+                raise AssertionError("the guest's agent did not answer within %d s: %s" % (timeout, err))
+        time.sleep(1)
 
 
 # -- what the disk must hold -------------------------------------------------------------------

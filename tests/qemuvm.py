@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence, Tuple
 
 import pytest
 
@@ -38,15 +38,17 @@ DEVICE = "drive0"
 
 
 class QemuVm:
-    def __init__(self, name: str, image: str, fmt: str, inventory: str, control: str, log: str):
+    def __init__(self, name: str, image: str, fmt: str, inventory: str, control: str, log: str, memory: int = 32,
+                 extra: Sequence[str] = ()):
+        """`extra`: more QEMU options, e.g. a kernel to boot (tests/kvmguest.py)."""
         self.name, self.image, self.fmt = name, image, fmt
         self.socket = os.path.join(inventory, name + ".qmp")
         self.control = os.path.join(control, name + ".qmp")
-        argv = [QEMU, "-machine", "accel=tcg", "-nodefaults", "-display", "none", "-m", "32",
+        argv = [QEMU, "-machine", "accel=tcg", "-nodefaults", "-display", "none", "-m", str(memory),
                 "-drive", "file=%s,format=%s,if=virtio,id=%s" % (image, fmt, DEVICE),
                 "-drive", "if=ide,media=cdrom,id=cd0",
                 "-qmp", "unix:%s,server=on,wait=off" % self.socket,
-                "-qmp", "unix:%s,server=on,wait=off" % self.control]
+                "-qmp", "unix:%s,server=on,wait=off" % self.control] + list(extra)
         self.log = open(log, "wb")
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
@@ -198,6 +200,15 @@ def slow_qemu_img(folder: str, rate: str = "4M") -> str:
 def short_dir(prefix: str) -> str:
     """A unix socket path must stay below 108 bytes: pytest's tmp_path can be long."""
     return tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+
+
+def vm_dirs(prefix: str) -> Tuple[str, str, str]:
+    """(root, inventory, control): a short folder with one for hotvcb's QMP sockets and one for the test's."""
+    root = short_dir(prefix)
+    inventory, control = os.path.join(root, "inv"), os.path.join(root, "ctl")
+    os.makedirs(inventory)
+    os.makedirs(control)
+    return root, inventory, control
 
 
 def hotvcb_argv(inventory: str, *args) -> List[str]:

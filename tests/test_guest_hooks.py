@@ -1,56 +1,63 @@
 """In-guest hooks (issue 13 item 5): GUEST_PRE_BACKUP_HOOK / GUEST_POST_BACKUP_HOOK.
 
-QEMU runs them through the guest agent. The test VM has no guest OS (the
-firmware idles), so the real qemu-ga runs on this machine, listening on the
-socket where QEMU would expose the guest's agent port (`<inventory>/<VM>.qga`):
-the protocol, guest-exec and its output capture are the real agent's; only
-"inside the guest" is this machine. ESXi refuses the keys before any change.
+QEMU runs them through the guest agent. The VM is the test guest of
+tests/kvmguest.py (a Debian kernel, a busybox initramfs, qemu-ga inside),
+booted once for the file under bare QEMU with its agent's port on
+`<inventory>/<VM>.qga`. Each guest hook writes one line to its own 4 KiB slot
+of the guest's raw disk (/dev/vda, through the VM's block layer, then `sync`):
+its environment and the guest kernel's command line, which carries a token of
+this boot, so a marker can only come from inside this guest. The backup's image
+says which markers were written before the snapshot; the live disk, which ones
+were written at all. ESXi refuses the keys before any change.
 """
 
+import glob
 import os
+import secrets
 import shutil
 import signal
 import subprocess
-import time
 
 import pytest
 
-from qemuvm import (QemuVm, env, hotvcb_argv, kill_tree, make_initial, needs_qemu, short_dir, slow_qemu_img,
-                    wait_until)
+import kvmguest
+from qemuvm import QemuVm, env, hotvcb_argv, kill_tree, make_initial, needs_qemu, slow_qemu_img, vm_dirs, wait_until
 from simhost import backups, hotvcb, needs_root, snapshot_names, write_conf
 
-QGA = shutil.which("qemu-ga") or ("/usr/sbin/qemu-ga" if os.path.exists("/usr/sbin/qemu-ga") else None)
-needs_agent = pytest.mark.skipif(QGA is None, reason="needs qemu-ga (scripts/install-test-deps)")
 MiB = 1 << 20
+SLOT = 4096
 VM = "app 1"
 
 
-@pytest.fixture
-def lab(tmp_path):
-    sockets = short_dir("hg")
-    inventory, control = os.path.join(sockets, "inv"), os.path.join(sockets, "ctl")
-    for d in (inventory, control, str(tmp_path / "state")):
-        os.makedirs(d)
-    image = str(tmp_path / "app.img")
-    make_initial(image, 8 * MiB, 4 * MiB)
-    vm = QemuVm(VM, image, "raw", inventory, control, str(tmp_path / "qemu.log"))
-    agent = None
-    trace = str(tmp_path / "trace")
+@pytest.fixture(scope="module")
+def guest():
+    root, inventory, control = vm_dirs("hg")
+    image = os.path.join(root, "app.img")
+    make_initial(image, 16 * MiB, 4 * MiB)  # data to copy: a slowed copy takes seconds
+    boot = "hotvcb.boot=" + secrets.token_hex(4)
+    vm = kvmguest.bare_qemu_guest(VM, image, inventory, control, root, boot)
+    try:
+        yield type("Guest", (), dict(root=root, inventory=inventory, image=image, boot=boot))
+    finally:
+        vm.kill()
+        shutil.rmtree(root, ignore_errors=True)
 
-    def conf(**keys):
-        values = {"VM_BACKUP_VOLUME": str(tmp_path / "backups"), "DISK_BACKUP_FORMAT": "thin",
-                  "CREATE_VM_BACKUP_VOLUME": "1"}
-        values.update(keys)
-        path = str(tmp_path / "hotvcb.conf")
-        with open(path, "w") as f:
-            f.write("".join("%s=%s\n" % kv for kv in values.items()))
-        return path
+
+@pytest.fixture
+def lab(guest, tmp_path):
+    trace = str(tmp_path / "trace")
+    volume = str(tmp_path / "backups")
 
     def argv(**keys):
-        return hotvcb_argv(inventory, "backup", "-m", VM, "-g", conf(**keys), "-w", str(tmp_path / "w"))
+        values = {"VM_BACKUP_VOLUME": volume, "DISK_BACKUP_FORMAT": "raw", "CREATE_VM_BACKUP_VOLUME": "1"}
+        values.update(keys)
+        conf = str(tmp_path / "hotvcb.conf")
+        with open(conf, "w") as f:
+            f.write("".join("%s=%s\n" % kv for kv in values.items()))
+        return hotvcb_argv(guest.inventory, "backup", "-m", VM, "-g", conf, "-w", str(tmp_path / "w"))
 
     def run(**keys):
-        r = subprocess.run(argv(**keys), capture_output=True, text=True, timeout=120, env=env())
+        r = subprocess.run(argv(**keys), capture_output=True, text=True, timeout=300, env=env())
         r.out = r.stdout + r.stderr
         return r
 
@@ -60,105 +67,132 @@ def lab(tmp_path):
             return subprocess.Popen(argv(**keys), stdout=out, stderr=subprocess.STDOUT,
                                     env=env(slow_qemu_img(str(tmp_path / "bin"), "1M")))
 
-    def start_agent():
-        nonlocal agent
-        sock = os.path.join(inventory, VM + ".qga")
-        agent = subprocess.Popen([QGA, "-m", "unix-listen", "-p", sock, "-t", str(tmp_path / "state")],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: os.path.exists(sock), 10, "the guest agent's socket")
-
     def lines():
         return open(trace).read().splitlines() if os.path.exists(trace) else []
 
+    def backup_disk():
+        found = glob.glob(os.path.join(volume, VM, "*", "app.raw"))
+        assert len(found) == 1, found
+        return found[0]
+
     def overlays():
-        return [f for f in os.listdir(str(tmp_path)) if "hotvcb-snapshot" in f]
+        return [f for f in os.listdir(guest.root) if "hotvcb-snapshot" in f]
 
-    lab = type("Lab", (), dict(run=staticmethod(run), start=staticmethod(start), start_agent=staticmethod(start_agent), trace=trace,
-                               lines=staticmethod(lines), overlays=staticmethod(overlays),
-                               backups=str(tmp_path / "backups" / VM)))
-    try:
-        yield lab
-    finally:
-        if agent is not None:
-            agent.kill()
-            agent.wait(10)
-        vm.kill()
-        shutil.rmtree(sockets, ignore_errors=True)
+    yield type("Lab", (), dict(run=staticmethod(run), start=staticmethod(start), trace=trace,
+                               lines=staticmethod(lines), backup_disk=staticmethod(backup_disk),
+                               overlays=staticmethod(overlays), backups=os.path.join(volume, VM)))
 
 
-def _hook(trace, tag):
+def _host_hook(trace, tag):
     return "echo %s $HOTVCB_PHASE $HOTVCB_RESULT \"$HOTVCB_VM\" >> %s" % (tag, trace)
 
 
+def _guest_hook(slot, tag):
+    """A guest command: one line with its environment and the kernel's command line into a slot of /dev/vda."""
+    return ("printf '%%s %%s|%%s|%%s|%%s\\n' %s \"$HOTVCB_PHASE\" \"$HOTVCB_RESULT\" \"$HOTVCB_VM\" "
+            "\"$(cat /proc/cmdline)\" | dd of=/dev/vda bs=%d seek=%d count=1 conv=sync,fsync 2>/dev/null && sync"
+            % (tag, SLOT, slot))
+
+
+def _marker(raw_image, slot, tag):
+    """What the guest hook `tag` wrote into a slot of a raw image: (phase, result, VM, kernel command line), or None."""
+    with open(raw_image, "rb") as f:  # the live image too: QEMU's lock keeps qemu-img out, not a reader
+        f.seek(slot * SLOT)
+        line = f.read(SLOT).split(b"\n")[0].decode(errors="replace")
+    return tuple(line.split(" ", 1)[1].split("|")) if line.startswith(tag + " ") else None
+
+
+def _cmdline(guest):
+    return " ".join([kvmguest.CMDLINE, "hotvcb.idle", guest.boot])
+
+
 @needs_qemu
-@needs_agent
-def test_guest_hooks_run_inside_between_the_host_hooks_with_the_vm_in_their_environment(lab):
-    lab.start_agent()
-    r = lab.run(PRE_BACKUP_HOOK=_hook(lab.trace, "host"), POST_BACKUP_HOOK=_hook(lab.trace, "host"),
-                GUEST_PRE_BACKUP_HOOK=_hook(lab.trace, "guest") + "; echo flushed the app",
-                GUEST_POST_BACKUP_HOOK=_hook(lab.trace, "guest"))
+@kvmguest.needs_guest
+def test_guest_hooks_run_inside_the_guest_before_the_snapshot_and_after_it_is_gone(guest, lab):
+    tag = secrets.token_hex(4)
+    r = lab.run(PRE_BACKUP_HOOK=_host_hook(lab.trace, "host"), POST_BACKUP_HOOK=_host_hook(lab.trace, "host"),
+                GUEST_PRE_BACKUP_HOOK=_guest_hook(0, "pre" + tag) + "; echo flushed the app",
+                GUEST_POST_BACKUP_HOOK=_guest_hook(1, "post" + tag))
     assert r.returncode == 0, r.out
-    assert lab.lines() == ["host pre %s" % VM, "guest pre %s" % VM, "guest post ok %s" % VM,
-                           "host post ok %s" % VM]
+    pre = ("pre", "", VM, _cmdline(guest))
+    assert _marker(lab.backup_disk(), 0, "pre" + tag) == pre, "the pre-hook's write is in the backup"
+    assert _marker(lab.backup_disk(), 1, "post" + tag) is None, "the post-hook ran after the snapshot"
+    assert _marker(guest.image, 0, "pre" + tag) == pre
+    assert _marker(guest.image, 1, "post" + tag) == ("post", "ok", VM, _cmdline(guest))
+    assert lab.lines() == ["host pre %s" % VM, "host post ok %s" % VM]
     assert "%s: in-guest pre-hook: flushed the app" % VM in r.out
     out = r.out
-    assert out.index("running the in-guest pre-backup hook") < out.index("Creating Snapshot") < out.index(
-        "running the in-guest post-backup hook")
+    assert (out.index("running the pre-backup hook") < out.index("running the in-guest pre-backup hook")
+            < out.index("Creating Snapshot") < out.index("Removing snapshot")
+            < out.index("running the in-guest post-backup hook") < out.index("running the post-backup hook")), out
     assert lab.overlays() == []
 
 
 @needs_qemu
-@needs_agent
-def test_a_failing_guest_pre_hook_skips_the_vm_and_the_host_post_hook_still_runs(lab):
-    lab.start_agent()
-    r = lab.run(GUEST_PRE_BACKUP_HOOK="echo database busy; exit 4", POST_BACKUP_HOOK=_hook(lab.trace, "host"),
-                GUEST_POST_BACKUP_HOOK=_hook(lab.trace, "guest"))
+@kvmguest.needs_guest
+def test_a_failing_guest_pre_hook_skips_the_vm_and_the_host_post_hook_still_runs(guest, lab):
+    tag = secrets.token_hex(4)
+    r = lab.run(GUEST_PRE_BACKUP_HOOK="echo database busy; exit 4", POST_BACKUP_HOOK=_host_hook(lab.trace, "host"),
+                GUEST_POST_BACKUP_HOOK=_guest_hook(2, "post" + tag))
     assert r.returncode == 6, r.out
     assert "in-guest pre-backup hook of %s failed (exit 4): database busy" % VM in r.out
-    assert lab.lines() == ["host post error %s" % VM], "the guest's post-hook only follows its pre-hook"
+    assert lab.lines() == ["host post error %s" % VM]
+    assert _marker(guest.image, 2, "post" + tag) is None, "the guest's post-hook only follows its pre-hook"
     assert "Creating Snapshot" not in r.out and lab.overlays() == []
     assert not os.path.isdir(lab.backups) or not os.listdir(lab.backups)
 
 
 @needs_qemu
-@needs_agent
-def test_sigterm_during_the_copy_still_runs_the_guest_post_hook_then_the_hosts(lab, tmp_path):
-    lab.start_agent()
+@kvmguest.needs_guest
+def test_sigterm_during_the_copy_still_runs_the_guest_post_hook_then_the_hosts(guest, lab, tmp_path):
+    tag = secrets.token_hex(4)
     log = str(tmp_path / "run.log")
-    proc = lab.start(log, PRE_BACKUP_HOOK=_hook(lab.trace, "host"), POST_BACKUP_HOOK=_hook(lab.trace, "host"),
-                     GUEST_PRE_BACKUP_HOOK=_hook(lab.trace, "guest"), GUEST_POST_BACKUP_HOOK=_hook(lab.trace, "guest"))
+    proc = lab.start(log, PRE_BACKUP_HOOK=_host_hook(lab.trace, "host"), POST_BACKUP_HOOK=_host_hook(lab.trace, "host"),
+                     GUEST_POST_BACKUP_HOOK=_guest_hook(3, "post" + tag))
     try:
-        wait_until(lambda: "Backing up" in open(log).read(), 30, "the copy")
+        wait_until(lambda: "Backing up" in open(log).read(), 120, "the copy")
         proc.send_signal(signal.SIGTERM)
-        rc = proc.wait(60)
+        rc = proc.wait(120)
     finally:
         if proc.poll() is None:
             kill_tree(proc.pid)
     out = open(log).read()
     assert rc == 2 and "interrupted by SIGTERM" in out, out
-    assert lab.lines() == ["host pre %s" % VM, "guest pre %s" % VM, "guest post error %s" % VM,
-                           "host post error %s" % VM]
+    assert _marker(guest.image, 3, "post" + tag) == ("post", "error", VM, _cmdline(guest))
+    assert out.index("running the in-guest post-backup hook") < out.index("running the post-backup hook"), out
+    assert lab.lines() == ["host pre %s" % VM, "host post error %s" % VM]
     assert lab.overlays() == []
 
 
 @needs_qemu
-@needs_agent
-def test_a_hanging_guest_hook_is_bounded_by_hook_timeout(lab):
-    lab.start_agent()
-    t0 = time.monotonic()
-    r = lab.run(GUEST_PRE_BACKUP_HOOK="sleep 10", HOOK_TIMEOUT="2s")
+@kvmguest.needs_guest
+def test_a_hanging_guest_hook_is_bounded_by_hook_timeout(guest, lab):
+    r = lab.run(GUEST_PRE_BACKUP_HOOK="sleep 3600", HOOK_TIMEOUT="2s", POST_BACKUP_HOOK=_host_hook(lab.trace, "host"))
     assert r.returncode == 6, r.out
     assert "in-guest pre-backup hook of %s: timed out after 2s" % VM in r.out and "may still run" in r.out, r.out
-    assert time.monotonic() - t0 < 10, "the run did not wait for the hook"
-    assert lab.overlays() == []
+    assert lab.lines() == ["host post error %s" % VM]
+    assert "Creating Snapshot" not in r.out and lab.overlays() == []
 
 
 @needs_qemu
-def test_no_agent_in_the_guest_is_a_clear_error_before_any_change(lab):
-    r = lab.run(GUEST_PRE_BACKUP_HOOK="true")
-    assert r.returncode == 6, r.out
-    assert "no guest agent here" in r.out and "org.qemu.guest_agent.0" in r.out
-    assert "Traceback" not in r.out and "Creating Snapshot" not in r.out
+def test_no_agent_in_the_guest_is_a_clear_error_before_any_change(tmp_path):
+    root, inventory, control = vm_dirs("hn")
+    image = str(tmp_path / "bare.img")
+    make_initial(image, 8 * MiB, 1 * MiB)
+    vm = QemuVm("bare", image, "raw", inventory, control, str(tmp_path / "qemu.log"))  # the firmware idles
+    try:
+        conf = str(tmp_path / "hotvcb.conf")
+        with open(conf, "w") as f:
+            f.write("VM_BACKUP_VOLUME=%s\nCREATE_VM_BACKUP_VOLUME=1\nGUEST_PRE_BACKUP_HOOK=true\n" % (tmp_path / "b"))
+        r = subprocess.run(hotvcb_argv(inventory, "backup", "-m", "bare", "-g", conf, "-w", str(tmp_path / "w")),
+                           capture_output=True, text=True, timeout=120, env=env())
+    finally:
+        vm.kill()
+        shutil.rmtree(root, ignore_errors=True)
+    out = r.stdout + r.stderr
+    assert r.returncode == 6, out
+    assert "no guest agent here" in out and "org.qemu.guest_agent.0" in out
+    assert "Traceback" not in out and "Creating Snapshot" not in out
 
 
 @needs_root

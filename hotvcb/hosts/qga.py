@@ -16,7 +16,7 @@ so a command that outlives the timeout keeps running in the guest.
 import base64
 import random
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 from .. import interrupt
 from ..errors import TimeoutExpired
@@ -53,28 +53,35 @@ class GuestAgent(QmpClient):
             raise QmpError(self.path, "guest agent out of sync (%.100s)" % answer)
 
     def run(self, argv: List[str], env: List[str], timeout: float, interruptible: bool = True) -> Tuple[int, str]:
-        """(exit code, stdout then stderr) of argv run in the guest; TimeoutExpired past `timeout`.
+        return run_in_guest(self.execute, argv, env, timeout, interruptible)
 
-        `env` is the command's whole environment (the agent passes no other).
-        A signal's death is reported as 128 + the signal, as a shell does.
-        """
-        pid = self.execute("guest-exec", {"path": argv[0], "arg": argv[1:], "env": env, "capture-output": True})["pid"]
-        deadline = time.monotonic() + timeout
-        pause = POLL[0]
-        while True:
-            status = self.execute("guest-exec-status", {"pid": pid})  # type: Dict[str, Any]
-            if status.get("exited"):
-                code = status.get("exitcode")
-                if code is None:
-                    code = 128 + int(status.get("signal") or 0)
-                return int(code), _text(status, "out-data") + _text(status, "err-data")
-            if interruptible and interrupt.pending():
-                interrupt.raise_pending()
-            if time.monotonic() >= deadline:
-                raise TimeoutExpired("%s in the guest (pid %s; the agent cannot stop it, it may still run)"
-                                     % (argv[-1], pid), timeout)
-            time.sleep(pause)
-            pause = min(POLL[1], pause * 2)
+
+def run_in_guest(execute: Callable[[str, Dict[str, Any]], Any], argv: List[str], env: List[str], timeout: float,
+                 interruptible: bool = True) -> Tuple[int, str]:
+    """(exit code, stdout then stderr) of argv run in the guest; TimeoutExpired past `timeout`.
+
+    `execute(command, arguments)` is one agent command's answer, over any
+    channel to the agent (our socket, or libvirt's). `env` is the command's
+    whole environment (the agent passes no other). A signal's death is
+    reported as 128 + the signal, as a shell does.
+    """
+    pid = execute("guest-exec", {"path": argv[0], "arg": argv[1:], "env": env, "capture-output": True})["pid"]
+    deadline = time.monotonic() + timeout
+    pause = POLL[0]
+    while True:
+        status = execute("guest-exec-status", {"pid": pid})  # type: Dict[str, Any]
+        if status.get("exited"):
+            code = status.get("exitcode")
+            if code is None:
+                code = 128 + int(status.get("signal") or 0)
+            return int(code), _text(status, "out-data") + _text(status, "err-data")
+        if interruptible and interrupt.pending():
+            interrupt.raise_pending()
+        if time.monotonic() >= deadline:
+            raise TimeoutExpired("%s in the guest (pid %s; the agent cannot stop it, it may still run)"
+                                 % (argv[-1], pid), timeout)
+        time.sleep(pause)
+        pause = min(POLL[1], pause * 2)
 
 
 def _text(status: Dict[str, Any], key: str) -> str:
