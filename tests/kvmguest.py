@@ -22,6 +22,8 @@ libvirtd is started by `ensure_libvirtd` when qemu:///system does not answer
 (as root, as on a host whose init system would start it).
 """
 
+import contextlib
+import fcntl
 import gzip
 import hashlib
 import io
@@ -32,7 +34,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import pytest
 
@@ -111,6 +113,20 @@ def virsh(*args, check: bool = True, timeout: float = 60) -> subprocess.Complete
     if check and r.returncode != 0:
         raise AssertionError("virsh %s: %s" % (" ".join(map(str, args)), r.stderr.strip()))
     return r
+
+
+@contextlib.contextmanager
+def libvirt_turn() -> Iterator[None]:
+    """This process's turn at the machine's libvirt: hotvcb's run lock for qemu:///system is one per
+    machine (/run/hotvcb/libvirt-system), so two test files on two xdist workers backing up libvirt
+    domains at once would refuse each other's runs. Held for a module's tests, then released."""
+    fd = os.open("/run/lock/hotvcb-tests-libvirt", os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        ensure_libvirtd()
+        yield
+    finally:
+        os.close(fd)
 
 
 def ensure_libvirtd() -> None:

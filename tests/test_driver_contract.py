@@ -63,19 +63,19 @@ def test_the_libvirt_driver_keeps_the_contract(tmp_path):
     from hotvcb.hosts.libvirt import LibvirtHost
     from hotvcb.shell import LocalShell
 
-    kvmguest.ensure_libvirtd()
-    folder = short_dir("dcl")
-    os.chmod(folder, 0o755)  # libvirt's QEMU user reads the image
-    image = os.path.join(folder, "vda.qcow2")
-    assert qemu_img("create", "-q", "-f", "qcow2", image, "16M").returncode == 0
-    xml = os.path.join(folder, "domain.xml")
-    with open(xml, "w") as f:
-        f.write(kvmguest.domain_xml("hvcontract", image, "qcow2", os.path.join(folder, "console.log"), agent=False))
-    kvmguest.virsh("create", xml)  # a transient domain: gone with its QEMU
-    try:
-        target = tmp_path / "target"
-        target.mkdir()
-        check(LibvirtHost(LocalShell()), "hvcontract", str(target))
-    finally:
-        kvmguest.virsh("destroy", "hvcontract", check=False)
-        shutil.rmtree(folder, ignore_errors=True)
+    with kvmguest.libvirt_turn():
+        folder = short_dir("dcl")
+        os.chmod(folder, 0o755)  # libvirt's QEMU user reads the image
+        image = os.path.join(folder, "vda.qcow2")
+        assert qemu_img("create", "-q", "-f", "qcow2", image, "16M").returncode == 0
+        xml = os.path.join(folder, "domain.xml")
+        with open(xml, "w") as f:
+            f.write(kvmguest.domain_xml("hvcontract", image, "qcow2", os.path.join(folder, "console.log"), agent=False))
+        kvmguest.virsh("create", xml)  # a transient domain: gone with its QEMU
+        try:
+            target = tmp_path / "target"
+            target.mkdir()
+            check(LibvirtHost(LocalShell()), "hvcontract", str(target))
+        finally:
+            kvmguest.virsh("destroy", "hvcontract", check=False)
+            shutil.rmtree(folder, ignore_errors=True)

@@ -30,7 +30,11 @@ CLUSTER = 64 << 10
 
 @pytest.fixture(scope="module")
 def lab():
-    kvmguest.ensure_libvirtd()
+    with kvmguest.libvirt_turn():
+        yield from _lab()
+
+
+def _lab():
     root = tempfile.mkdtemp(prefix="hvl", dir="/var/tmp")
     os.chmod(root, 0o755)  # QEMU runs as libvirt's user and must reach the images
 
