@@ -335,3 +335,12 @@ def test_a_domain_that_is_off_is_copied_from_its_image(lab):
         assert virsh("domstate", "hv off").stdout.strip() == "shut off" and not checkpoints("hv off")
     finally:
         virsh("undefine", "hv off", check=False)
+
+
+def test_a_repository_refuses_a_domain_before_any_job(lab, guest):
+    """The repository reads a base image as a file held still by the snapshot; libvirt's job holds
+    nothing still, so reading the live image would store a disk of no one instant."""
+    before = checkpoints(NAME)
+    code, out = lab.backup(NAME, VM_BACKUP_REPOSITORY=os.path.join(os.path.dirname(lab.volume), "repo"))
+    assert code == 6 and "a repository cannot take libvirt domains yet" in out, out
+    assert checkpoints(NAME) == before and not ours_left(NAME)

@@ -394,6 +394,11 @@ class _VmBackup:
         if modes and not self.host.powers_on:
             raise HotvcbError("%s=1 shuts %s down, and this %s host cannot start it again; not backing it up"
                               % (modes[0], vm.name, self.host.kind))
+        if self.s.vm_backup_repository and self.host.kind == "libvirt":
+            # the repository reads a base image as a file the snapshot holds still; libvirt's backup
+            # job holds no file still (the guest goes on writing the image), it exports the instant over NBD
+            raise HotvcbError("a repository cannot take libvirt domains yet (their images change during "
+                              "libvirt's backup job); back %s up to a folder (VM_BACKUP_VOLUME)" % vm.name)
         if self.s.vm_backup_repository and self.s.backup_snapshot_tree:
             raise HotvcbError("BACKUP_SNAPSHOT_TREE=1 keeps delta files, which a repository does not store; "
                               "back this VM up to a folder (VM_BACKUP_VOLUME) instead")
