@@ -115,7 +115,7 @@ def run(args) -> int:
             raise UsageError("restore --repo needs --to DIR, or --datastore DS to restore the VM")
         # through the folder restore: formats, checks and registration as for any backup
         with repo_cmd.staged(args.repo, args.backup, datastore_path(args.datastore), args.latest) as folder:
-            return run(argparse.Namespace(**dict(vars(args), repo=None, backup=folder, latest=None)))
+            return run(argparse.Namespace(**dict(vars(args), repo=None, backup=folder, latest=None, staged=True)))
     failed = done = 0
     try:
         items = requests_from(args, settings)
@@ -125,7 +125,7 @@ def run(args) -> int:
             log.info("DRY RUN: nothing will be changed")
         host = common.connect(args.host_target)
         job = RestoreJob(host, log, dry_run=dry_run, verbose=level == "dryrun2",
-                         verify=not args.no_verify, power_on=args.power_on)
+                         verify=not args.no_verify, power_on=args.power_on, staged=getattr(args, "staged", False))
         for item in items:
             done += 1
             if isinstance(item, BadLine):

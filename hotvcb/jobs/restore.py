@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-from .. import interrupt, targz
+from .. import interrupt, targz, vmdk
 from ..errors import HostError, HotvcbError, Interrupted
 from ..hosts.base import Hypervisor
 from ..model import Disk, Vm, VmRef
@@ -71,8 +71,9 @@ class RestoreResult:
 
 class RestoreJob:
     def __init__(self, host: Hypervisor, log, *, dry_run: bool = False, verbose: bool = False, verify: bool = True,
-                 power_on: bool = False):
+                 power_on: bool = False, staged: bool = False):
         self.host, self.shell, self.log = host, host.shell, log
+        self.staged = staged  # the backups are copies this run made on the target datastore (restore --repo)
         self.dry_run, self.verbose, self.verify, self.power_on = dry_run, verbose, verify, power_on
 
     def run(self, requests) -> List[RestoreResult]:
@@ -327,7 +328,7 @@ class _Restore:
             disk = Disk(key=d.key, path=d.source, datastore="", adapter=d.adapter)
             progress = self.log.progress("%s %s" % (plan.name, d.target), d.needed)
             try:
-                self.host.copy_disk(disk, plan.temp + "/" + d.target, fmt, progress)
+                self._put_disk(disk, plan.temp + "/" + d.target, fmt, progress)
             except Interrupted:
                 raise
             except HotvcbError as err:
@@ -345,6 +346,19 @@ class _Restore:
             raise RestoreError("target folder %s appeared during the restore; not overwriting it" % plan.folder)
         self.shell.rename(plan.temp, plan.folder)
         self.temp = None
+
+    def _put_disk(self, disk: Disk, dst: str, fmt: str, progress) -> None:
+        """Clone the disk into the new folder; a thin flat disk this run staged (restore --repo) is
+        already what the clone would write, on the same datastore, so it is moved instead of
+        written a second time."""
+        text = self.shell.read_text(disk.path) if self.job.staged and fmt == "thin" else ""
+        desc = vmdk.parse(text) if text else None
+        if desc is None or not desc.thin or desc.is_delta or len(desc.extents) != 1:
+            self.host.copy_disk(disk, dst, fmt, progress)
+            return
+        flat = dst[:-len(".vmdk")] + "-flat.vmdk"
+        self.shell.rename(disk.path.rsplit("/", 1)[0] + "/" + desc.extents[0].filename, flat)
+        self.shell.write_text(dst, vmdk.rename_extent(text, flat.rsplit("/", 1)[1]))
 
     def _register(self, plan: Plan) -> str:
         vmx = plan.folder + "/" + plan.vmx_name
