@@ -7,6 +7,8 @@ import subprocess
 
 from simhost import needs_root, hotvcb, vim, write_conf
 
+from hotvcb.repo.repository import open_path
+
 pytestmark = needs_root
 REPO = "/vmfs/volumes/backup/repo"
 
@@ -39,3 +41,32 @@ def test_a_thin_restore_moves_the_staged_disk_and_a_thick_one_clones_it(host, tm
     assert r.returncode != 0 and "Traceback" not in r.stdout + r.stderr, r.stdout + r.stderr
     assert not os.path.exists(host.real("/vmfs/volumes/datastore1/thick"))
     assert _leftovers(host, "datastore1") == []
+
+
+def test_a_restore_file_line_names_a_repository_backup_by_id_or_as_a_vms_latest(host, tmp_path):
+    host.create_vm("web", "datastore1", [{"size": "4M"}])
+    conf = write_conf(host)
+    r = hotvcb(host, "backup", "-m", "web", "-g", conf, "--repo", REPO, "-w", tmp_path / "work")
+    assert r.returncode == 0, r.stdout + r.stderr
+    [snap] = open_path(host.real(REPO)).snapshots("web")
+    lines = ['"repo:%s#%s;datastore1;3;by id"' % (REPO, snap.id[:-3]),
+             "repo:%s/#latest=web;/vmfs/volumes/ds5;1;newest" % REPO,
+             "repo:%s;datastore1;3" % REPO,  # no '#': which backup?
+             "repo:%s#latest=nobody;datastore1;3" % REPO]
+    restore_file = host.root + "/vms_to_restore"
+    with open(restore_file, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    dry = hotvcb(host, "restore", "-c", restore_file, "-d", "1")
+    assert "RESTORE: web @" in dry.stdout + dry.stderr and _leftovers(host, "datastore1") == [], dry.stdout + dry.stderr
+    assert not os.path.exists(host.real("/vmfs/volumes/datastore1/by id"))
+    r = hotvcb(host, "restore", "-c", restore_file)
+    out = r.stdout + r.stderr
+    assert r.returncode == 4 and "Traceback" not in out, out
+    assert "vms_to_restore:3: a repository backup is repo:" in out and "vms_to_restore:4: no backup of 'nobody'" in out
+    listing = vim(host, "vmsvc/getallvms")
+    assert "by id" in listing and "newest" in listing
+    for folder in ("/vmfs/volumes/datastore1/by id", "/vmfs/volumes/ds5/newest"):
+        cmp = subprocess.run(["qemu-img", "compare", "-f", "vmdk", "-F", "vmdk", host.real(folder + "/web.vmdk"),
+                              host.real("/vmfs/volumes/datastore1/web/web.vmdk")], capture_output=True, text=True)
+        assert cmp.returncode == 0, folder + cmp.stdout + cmp.stderr
+    assert _leftovers(host, "datastore1") == [] and _leftovers(host, "ds5") == []

@@ -71,9 +71,8 @@ class RestoreResult:
 
 class RestoreJob:
     def __init__(self, host: Hypervisor, log, *, dry_run: bool = False, verbose: bool = False, verify: bool = True,
-                 power_on: bool = False, staged: bool = False):
+                 power_on: bool = False):
         self.host, self.shell, self.log = host, host.shell, log
-        self.staged = staged  # the backups are copies this run made on the target datastore (restore --repo)
         self.dry_run, self.verbose, self.verify, self.power_on = dry_run, verbose, verify, power_on
 
     def run(self, requests) -> List[RestoreResult]:
@@ -351,7 +350,7 @@ class _Restore:
         """Clone the disk into the new folder; a thin flat disk this run staged (restore --repo) is
         already what the clone would write, on the same datastore, so it is moved instead of
         written a second time."""
-        text = self.shell.read_text(disk.path) if self.job.staged and fmt == "thin" else ""
+        text = self.shell.read_text(disk.path) if self.req.staged and fmt == "thin" else ""
         desc = vmdk.parse(text) if text else None
         if desc is None or not desc.thin or desc.is_delta or len(desc.extents) != 1:
             self.host.copy_disk(disk, dst, fmt, progress)
