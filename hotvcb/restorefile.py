@@ -1,6 +1,8 @@
 """ghettoVCB-restore files: one VM to restore a line.
 
     "<backup dir or .gz>;<target datastore path or name>;<format 1-4>[;<new display name>]"
+    "repo:<repository path>#<backup id or prefix>;<target>;<format>[;<name>]"
+    "repo:<repository path>#latest=<VM>;<target>;<format>[;<name>]"
 
 Format numbers are ghettoVCB's: 1 zeroedthick, 2 2gbsparse, 3 thin,
 4 eagerzeroedthick (hotvcb also takes the names). Surrounding quotes (" or ')
@@ -20,6 +22,7 @@ from .errors import UsageError
 
 FORMATS = {"1": "zeroedthick", "2": "2gbsparse", "3": "thin", "4": "eagerzeroedthick"}
 FORMAT_NAMES = tuple(FORMATS.values())
+REPO_PREFIX = "repo:"  # field 1 naming a backup in a repository (docs/restore.md)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -30,6 +33,9 @@ class RestoreRequest:
     disk_format: str  # one of FORMAT_NAMES
     new_name: Optional[str] = None
     where: str = ""  # "file:line" for messages, "" for the command-line form
+    repo: str = ""  # `backup` is then a backup id (or prefix) in this repository, or "" with `latest`
+    latest: str = ""  # with `repo`: the newest backup of this VM
+    staged: bool = False  # `backup` is a copy this run made on the target datastore (restore --repo)
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,14 @@ def parse_line(line: str, where: str) -> Union[RestoreRequest, BadLine, None]:
     except ValueError as err:
         return BadLine(where, str(err))
     new_name = fields[3] if len(fields) == 4 and fields[3] else None
+    if backup.startswith(REPO_PREFIX):
+        path, _sep, which = backup[len(REPO_PREFIX):].rpartition("#")
+        latest = which[len("latest="):] if which.startswith("latest=") else ""
+        if not path or not which or which == "latest=":
+            return BadLine(where, "a repository backup is %s<repository>#<backup id> or %s<repository>#latest=<VM>"
+                           % (REPO_PREFIX, REPO_PREFIX))
+        return RestoreRequest("" if latest else which, trim_path(datastore_path(target)), fmt_name, new_name, where,
+                              repo=trim_path(path), latest=latest)
     return RestoreRequest(trim_path(backup), trim_path(datastore_path(target)), fmt_name, new_name, where)
 
 

@@ -10,8 +10,7 @@ Exit codes: 0 all restored (or a clean dry run), 4 some requests failed,
 6 all failed, 1 usage.
 """
 
-import argparse
-import os
+import dataclasses
 import socket
 
 from .. import config, interrupt
@@ -20,6 +19,7 @@ from ..jobs.restore import RestoreJob
 from ..restorefile import BadLine, RestoreRequest, datastore_path, disk_format, read_restore_file, trim_path
 from ..repo.repository import open_path
 from ..runlog import RunLog
+from ..shell import LocalShell
 from ..store import health, layout, rotation
 from . import common, onhost, repo_cmd, restore_kvm_cmd
 
@@ -67,6 +67,9 @@ def requests_from(args, settings) -> list:
     except ValueError as err:
         raise UsageError(str(err)) from err
     target = datastore_path(args.datastore)
+    if args.repo:  # staged from the repository, then the folder restore (_restore)
+        return [RestoreRequest(args.backup or "", trim_path(target), fmt, args.name or None, repo=args.repo,
+                               latest=args.latest or "")]
     backup = args.backup
     if args.latest:
         host = common.connect(args.host_target)
@@ -116,18 +119,6 @@ def run(args) -> int:
             return repo_cmd.restore(args.repo, args.backup, args.to, args.latest)
         if not args.datastore:
             raise UsageError("restore --repo needs --to DIR, or --datastore DS to restore the VM")
-        # through the folder restore: formats, checks and registration as for any backup; but the name
-        # is checked, and a dry run ends, before the whole backup is staged on the target datastore
-        target = datastore_path(args.datastore)
-        snap = repo_cmd.find(open_path(args.repo), args.backup or "", args.latest or "")
-        final = "%s/%s" % (target.rstrip("/"), layout.folder_name(args.name or snap.vm))
-        if os.path.lexists(final):
-            raise UsageError("target folder %s already exists; not overwriting it" % final)
-        if dry_run:
-            print("dry run: would restore %s from the repository %s into %s; nothing written" % (snap, args.repo, final))
-            return 0
-        with repo_cmd.staged(args.repo, snap.id, target) as folder:
-            return run(argparse.Namespace(**dict(vars(args), repo=None, backup=folder, latest=None)))
     failed = done = 0
     try:
         items = requests_from(args, settings)
@@ -144,7 +135,7 @@ def run(args) -> int:
                 log.error(str(item))
                 failed += 1
                 continue
-            if job.restore_one(item).status != "ok":
+            if not _restore(job, item, log, dry_run):
                 failed += 1
             if interrupt.pending():
                 interrupt.raise_pending()
@@ -161,6 +152,34 @@ def run(args) -> int:
     log.info("============================== hotvcb restore LOG END ================================")
     log.close()
     return code
+
+
+def _restore(job: RestoreJob, req: RestoreRequest, log, dry_run: bool) -> bool:
+    """One request; a repository's backup is first written (every chunk hash-checked) as a sealed
+    folder on the target datastore, then restored like any folder: formats, checks, registration."""
+    if not req.repo:
+        return job.restore_one(req).status == "ok"
+    try:
+        if not isinstance(job.shell, LocalShell):
+            raise UsageError("a repository is read on the host itself: run hotvcb there (SSH mode does so "
+                             "where the host has python 3.8)")
+        snap = repo_cmd.find(open_path(req.repo), req.backup, req.latest)
+        final = "%s/%s" % (req.target.rstrip("/"), layout.folder_name(req.new_name or snap.vm))
+        if job.shell.exists(final):  # before the whole backup is staged on the datastore
+            raise HotvcbError("target folder %s already exists; not overwriting it" % final)
+        if dry_run:
+            log.dryrun("RESTORE: %s from the repository %s to %s as %s%s (staged on the target datastore, then "
+                       "restored as a folder backup)" % (snap, req.repo, req.target, req.disk_format,
+                                                          ", named " + req.new_name if req.new_name else ""))
+            return True
+        with repo_cmd.staged(req.repo, snap.id, req.target) as folder:
+            staged = dataclasses.replace(req, backup=folder, repo="", latest="", staged=True)
+            return job.restore_one(staged).status == "ok"
+    except Interrupted:
+        raise
+    except HotvcbError as err:
+        log.error("%s%s" % (req.where + ": " if req.where else "", err))
+        return False
 
 
 def _final(done: int, failed: int, dry_run: bool):

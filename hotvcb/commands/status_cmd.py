@@ -5,6 +5,7 @@ Exit codes follow the monitoring plugins' convention (Nagios, Icinga, Zabbix):
 `--json` prints the report documented in docs/operations.md.
 """
 
+import dataclasses
 import json
 import sys
 from typing import Any, Dict, List
@@ -13,7 +14,7 @@ from .. import config, namelist
 from ..errors import HotvcbError
 from ..jobs.status import RANK, Limits, host_status
 from ..units import parse_duration
-from . import common, onhost
+from . import common, onhost, repo_cmd
 
 UNKNOWN = 3
 
@@ -31,6 +32,7 @@ def register(subparsers) -> None:
                    help="a VM's newest good backup older than this is WARN, twice as old CRIT (default 26h)")
     p.add_argument("--snapshot-age", default="24h", metavar="AGE",
                    help="a user snapshot older than this is WARN (default 24h)")
+    repo_cmd.add_repo_option(p)
     p.usage_exit = 3  # a bad command line is UNKNOWN to a monitor, not WARN
     onhost.add_option(p)
     p.set_defaults(handler=run)
@@ -44,6 +46,8 @@ def run(args) -> int:
         if code is not None:
             return code
         settings, warnings = config.load_settings(args.global_conf)
+        if args.repo:
+            settings = dataclasses.replace(settings, vm_backup_repository=args.repo)
         limits, names, exclude = _scope(args)
         report = host_status(common.connect(args.host_target), settings, limits, names, exclude)
     except HotvcbError as err:

@@ -12,11 +12,14 @@ disk's descriptor is stored among the VM's files under the disk's name, its
 extent renamed `<disk>-flat.vmdk`, so a restore gives back a thin VMDK.
 
 The disk is read by this process, so hotvcb must run on the host itself
-(not --host over SSH), and the disk must be a flat one: a VMFS thin or thick
-base (descriptor + -flat extent) or a raw image.
+(not --host over SSH). A VMFS thin or thick base (descriptor + -flat extent)
+or a raw image is read as it is; a delta of a user's snapshot is first cloned
+by vmkfstools to a temporary thin disk in the repository's tmp/ (why:
+docs/repository.md "Deltas of a user's snapshot").
 """
 
 import os
+import uuid
 from datetime import datetime
 from typing import Dict, List, Optional, Tuple
 
@@ -109,7 +112,22 @@ class RepoSink:
     def copy_disk(self, host: Hypervisor, disk: Disk, dst: str, fmt: str, progress) -> List[str]:
         """Store the disk's virtual content under the name `dst`; returns [dst]."""
         assert self.writer is not None
-        source = self._flat_source(host, disk)
+        descriptor, source = self._flat_source(host, disk)
+        try:
+            return self._store(host, disk, dst, descriptor, source, progress)
+        finally:
+            if descriptor.startswith(self._tmp_prefix()):  # a flattened delta: gone once stored or failed
+                for path in (descriptor, source):
+                    try:
+                        os.unlink(path)
+                    except OSError:
+                        pass  # GC's forget_uploads removes what a killed run left in tmp/
+
+    def _tmp_prefix(self) -> str:
+        return os.path.join(self.s.vm_backup_repository, TMP, "flatten-")
+
+    def _store(self, host: Hypervisor, disk: Disk, dst: str, descriptor: str, source: str, progress) -> List[str]:
+        assert self.writer is not None
         total = max(os.path.getsize(source), 1)
         done = [0]
 
@@ -120,8 +138,8 @@ class RepoSink:
 
         try:
             entry = self.writer.add_disk(dst, source, check=_check, progress=step)
-            if source != disk.path:  # its descriptor, naming the extent as a restore writes it
-                text = vmdk.rename_extent(host.shell.read_text(disk.path), flat_name(dst))
+            if source != descriptor:  # its descriptor, naming the extent as a restore writes it
+                text = vmdk.rename_extent(host.shell.read_text(descriptor), flat_name(dst))
                 self.writer.add_file(dst, text.encode("utf-8"))
         except RepoError as err:
             raise CopyError(disk.path, str(err)) from err
@@ -129,18 +147,37 @@ class RepoSink:
                                                                   entry["new_bytes"]))
         return [dst]
 
-    def _flat_source(self, host: Hypervisor, disk: Disk) -> str:
+    def _flat_source(self, host: Hypervisor, disk: Disk) -> Tuple[str, str]:
+        """(descriptor, flat data file) to read: the disk's own, or — for a delta of a user's snapshot —
+        a temporary thin clone of its chain (docs/repository.md "Deltas of a user's snapshot")."""
         if disk.path.endswith((".raw", ".img")):
-            return disk.path
+            return disk.path, disk.path
         try:
             desc = vmdk.parse(host.shell.read_text(disk.path))
         except (HotvcbError, vmdk.NotADescriptor) as err:
             raise CopyError(disk.path, "cannot read its descriptor: %s" % err) from err
+        if desc.is_delta:
+            return self._flattened(host, disk)
         files = host.disk_files(disk.path)
-        if desc.create_type.lower() not in ("vmfs", "monolithicflat") or desc.parent_hint or len(files) != 2:
-            raise CopyError(disk.path, "a %s disk; the repository reads flat disks (VMFS thin or thick bases) only"
-                            % (desc.create_type or "delta"))
-        return files[1]
+        if desc.create_type.lower() not in ("vmfs", "monolithicflat") or len(files) != 2:
+            raise CopyError(disk.path, "a %s disk; the repository reads flat disks (VMFS thin or thick bases) and "
+                            "snapshot deltas only" % desc.create_type)
+        return disk.path, files[1]
+
+    def _flattened(self, host: Hypervisor, disk: Disk) -> Tuple[str, str]:
+        """The chain as it stands under our snapshot, cloned by vmkfstools into the repository's tmp/."""
+        os.makedirs(os.path.dirname(self._tmp_prefix()), exist_ok=True)
+        tmp = "%s%s-%d.vmdk" % (self._tmp_prefix(), uuid.uuid4().hex[:12], os.getpid())
+        self.log.info("%s is a delta of a snapshot: cloning its chain to a temporary thin disk first" % disk.path)
+        flat = tmp[:-len(".vmdk")] + "-flat.vmdk"  # where a thin clone keeps its data
+        try:
+            host.copy_disk(disk, tmp, "thin", None)
+        except HotvcbError:
+            for path in (tmp, flat):
+                if os.path.exists(path):
+                    os.unlink(path)
+            raise
+        return tmp, flat
 
     def discard_disk(self, dst: str) -> None:
         """Nothing to remove: a failed disk gets no index, its stored chunks wait for dedup or GC."""

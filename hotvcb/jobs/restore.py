@@ -43,7 +43,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
-from .. import interrupt, targz
+from .. import interrupt, targz, vmdk
 from ..background import Background
 from ..errors import HostError, HotvcbError, Interrupted
 from ..hosts.base import Hypervisor
@@ -385,7 +385,7 @@ class _Restore:
             disk = Disk(key=d.key, path=d.source, datastore="", adapter=d.adapter)
             progress = checking.watching(self.log.progress("%s %s" % (plan.name, d.target), d.needed))
             try:
-                self.host.copy_disk(disk, plan.temp + "/" + d.target, fmt, progress)
+                self._put_disk(disk, plan.temp + "/" + d.target, fmt, progress)
             except (Interrupted, RestoreError):
                 raise
             except HotvcbError as err:
@@ -404,6 +404,19 @@ class _Restore:
             raise RestoreError("target folder %s appeared during the restore; not overwriting it" % plan.folder)
         self.shell.rename(plan.temp, plan.folder)
         self.temp = None
+
+    def _put_disk(self, disk: Disk, dst: str, fmt: str, progress) -> None:
+        """Clone the disk into the new folder; a thin flat disk this run staged (restore --repo) is
+        already what the clone would write, on the same datastore, so it is moved instead of
+        written a second time."""
+        text = self.shell.read_text(disk.path) if self.req.staged and fmt == "thin" else ""
+        desc = vmdk.parse(text) if text else None
+        if desc is None or not desc.thin or desc.is_delta or len(desc.extents) != 1:
+            self.host.copy_disk(disk, dst, fmt, progress)
+            return
+        flat = dst[:-len(".vmdk")] + "-flat.vmdk"
+        self.shell.rename(disk.path.rsplit("/", 1)[0] + "/" + desc.extents[0].filename, flat)
+        self.shell.write_text(dst, vmdk.rename_extent(text, flat.rsplit("/", 1)[1]))
 
     def _register(self, plan: Plan) -> str:
         vmx = plan.folder + "/" + plan.vmx_name

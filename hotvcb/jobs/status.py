@@ -24,6 +24,7 @@ from ..hosts.base import Hypervisor
 from ..model import Snapshot, Vm
 from ..runid import RunId, parse
 from ..settings import Settings
+from ..shell import LocalShell
 from ..store import health, lastrun, layout, rotation
 from ..store.lock import LOCK_NAME, holder_alive
 from ..treeview import ScannedShell
@@ -79,6 +80,7 @@ def host_status(host: Hypervisor, settings: Settings, limits: Limits, names: Opt
     for missing in sorted(set(names or ()) - {r.name for r in refs} - set(exclude)):
         report.checks.append(Check(CRIT, "backup", missing, "listed, but no VM of that name is on this host"))
     run_alive = _run_holding_lock(host)
+    repo = _repository(host, settings)
     needed = 0
     for ref in refs:
         try:
@@ -86,12 +88,24 @@ def host_status(host: Hypervisor, settings: Settings, limits: Limits, names: Opt
         except HotvcbError as err:
             report.checks.append(Check(WARN, "backup", ref.name, "cannot read the VM: %s" % err))
             continue
-        report.checks.append(_backups(host, settings, vm.name, vm.uuid, limits, now))
+        report.checks.append(repo(vm.name, vm.uuid, limits, now) if repo is not None
+                             else _backups(host, settings, vm.name, vm.uuid, limits, now))
         report.checks.extend(_snapshots(host, vm, limits, now, run_alive))
         report.checks.extend(_left_off(host, vm, run_alive))
         needed += sum(host.bytes_needed(d, settings.disk_backup_format) for d in vm.disks if not d.skip_reason)
     report.checks.extend(_datastores(host, settings, limits, needed))
     return report
+
+
+def _repository(host: Hypervisor, settings: Settings):
+    """The check of a VM's backups in VM_BACKUP_REPOSITORY (jobs/repo_status.py), or None without one."""
+    if not settings.vm_backup_repository:
+        return None
+    if not isinstance(host.shell, LocalShell):  # a repository path is a folder where hotvcb runs
+        return lambda name, uuid, limits, now: Check(WARN, "backup", name, "the repository %s is read only by "
+                                                     "hotvcb on the host itself" % settings.vm_backup_repository)
+    from .repo_status import RepoView  # it builds on this module's checks
+    return RepoView(settings.vm_backup_repository).check
 
 
 def _run_holding_lock(host: Hypervisor) -> bool:
@@ -200,7 +214,7 @@ def _datastores(host: Hypervisor, settings: Settings, limits: Limits, needed: in
         stores = host.datastores()
     except HotvcbError as err:
         return [Check(WARN, "datastore", "all", "cannot list datastores: %s" % err)]
-    target = _target_store(host, settings.vm_backup_volume, stores)
+    target = _target_store(host, settings.vm_backup_repository or settings.vm_backup_volume, stores)
     for ds in stores:
         share = ds.free / ds.capacity if ds.capacity else 1.0
         details = {"free_bytes": ds.free, "capacity_bytes": ds.capacity}

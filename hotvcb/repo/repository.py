@@ -256,12 +256,24 @@ class Repository:
 
     def read_chunk(self, loc: Location) -> bytes:
         """A chunk's bytes, hash-checked; BadChunk (naming its users) if they are not what was stored."""
-        b = loc.blob
-        try:
-            return codec.decode(b.method, self.backend.get(loc.pack, b.offset, b.stored_len), b.raw_len, b.digest)
-        except RepoError as err:
-            raise BadChunk(b.digest, loc.pack, str(err), self.users_of(b.digest)) from err
+        return self.read_chunks([loc])[0]
 
+    def read_chunks(self, locs: List[Location]) -> List[bytes]:
+        """Chunks lying side by side in one pack, read with one ranged read, each hash-checked."""
+        first, last = locs[0].blob, locs[-1].blob
+        try:
+            data = self.backend.get(locs[0].pack, first.offset, last.offset + last.stored_len - first.offset)
+        except RepoError as err:
+            raise BadChunk(first.digest, locs[0].pack, str(err), self.users_of(first.digest)) from err
+        out = []
+        for loc in locs:
+            b = loc.blob
+            try:
+                out.append(codec.decode(b.method, data[b.offset - first.offset:b.offset - first.offset + b.stored_len],
+                                        b.raw_len, b.digest))
+            except RepoError as err:
+                raise BadChunk(b.digest, loc.pack, str(err), self.users_of(b.digest)) from err
+        return out
 
 def open_path(path: str) -> Repository:
     """The repository in a folder (local disk, VMFS, NFS); an error names the folder (its `config` is

@@ -23,6 +23,8 @@ from .packs import PackWriter
 from .repository import INDEXES, SNAPSHOTS, Repository, Snapshot, new_snapshot_id
 
 Check = Optional[Callable[[], None]]
+Prepared = Tuple[int, int, bytes, Optional[Tuple[int, bytes]]]  # chunk number, length, digest, stored form
+BATCH = 16  # chunks read at once and handed to a worker together: 1 MiB at 64 KiB
 
 
 def _prepare(data: bytes, known: Set[bytes], use_zstd: bool) -> Tuple[bytes, Optional[Tuple[int, bytes]]]:
@@ -31,6 +33,11 @@ def _prepare(data: bytes, known: Set[bytes], use_zstd: bool) -> Tuple[bytes, Opt
     if digest in known:
         return digest, None
     return digest, codec.encode(data, use_zstd)
+
+
+def _prepare_batch(batch: List[Tuple[int, bytes]], known: Set[bytes], use_zstd: bool) -> List[Prepared]:
+    """_prepare for a batch of (chunk number, bytes): the pool's cost is paid per batch, not per chunk."""
+    return [(number, len(data)) + _prepare(data, known, use_zstd) for number, data in batch]
 
 
 class BackupWriter:
@@ -73,34 +80,37 @@ class BackupWriter:
         zero = bytes(chunk_size)
         entries = []  # type: List[Tuple[int, bytes]]
         new = [0, 0]
-        window = collections.deque()  # type: Deque[Tuple[int, Future]]
+        window = collections.deque()  # type: Deque[Future]
 
         def settle_one() -> None:
-            number, fut = window.popleft()
-            digest, stored = fut.result()
-            entries.append((number, digest))
-            if stored is not None and digest not in self.known:
-                self.packs.add(digest, stored[0], chunk_size if number * chunk_size + chunk_size <= size
-                               else size - number * chunk_size, stored[1])
-                self.known.add(digest)
-                new[0] += 1
-                new[1] += len(stored[1])
+            for number, length, digest, stored in window.popleft().result():
+                entries.append((number, digest))
+                if stored is not None and digest not in self.known:
+                    self.packs.add(digest, stored[0], length, stored[1])
+                    self.known.add(digest)
+                    new[0] += 1
+                    new[1] += len(stored[1])
 
-        size = os.fstat(f.fileno()).st_size
         with ThreadPoolExecutor(self.workers) as pool:
             try:
-                for off, length, data in read_blocks(f, chunk_size, check, fresh=True):
+                # BATCH chunks per read: blocks stay chunk-aligned, holes are still skipped unread
+                for off, length, data in read_blocks(f, BATCH * chunk_size, check, fresh=True):
                     if progress is not None:
                         progress(length)
-                    if data is None or data == (zero if length == chunk_size else zero[:length]):
+                    if data is None:
+                        continue
+                    batch = [(off // chunk_size + i // chunk_size, data[i:i + chunk_size])
+                             for i in range(0, len(data), chunk_size)]
+                    batch = [(n, c) for n, c in batch if c != (zero if len(c) == chunk_size else zero[:len(c)])]
+                    if not batch:
                         continue  # zeros are never stored: the index has no entry there
-                    window.append((off // chunk_size, pool.submit(_prepare, data, self.known, self.use_zstd)))
-                    if len(window) >= 4 * self.workers:
+                    window.append(pool.submit(_prepare_batch, batch, self.known, self.use_zstd))
+                    if len(window) >= 2 * self.workers:
                         settle_one()
                 while window:
                     settle_one()
             finally:
-                for _n, fut in window:
+                for fut in window:
                     fut.cancel()
         return entries, new[0], new[1]
 

@@ -1,0 +1,77 @@
+"""`hotvcb status` for VMs backed up into a repository (VM_BACKUP_REPOSITORY or `status --repo`).
+
+A repository holds no half backups (a record is written last), so every backup
+it lists is complete; what can still be wrong is its age and its chunks. The
+newest backup of the VM (its name and, where recorded, its uuid: another
+host's VM of that name is not this one) is judged by age as a folder backup
+is, and its last verify is the oldest `verified/` marker among the packs that
+hold its chunks: the backup was read whole no later than that. A pack without
+a marker means "not wholly verified"; a chunk no pack holds is CRIT.
+The repository is read once per status run (records, pack tables, markers),
+not once per VM.
+"""
+
+import time
+from typing import Dict, List, Optional, Set
+
+from ..errors import RepoError
+from ..repo.repository import VERIFIED, Location, Repository, Snapshot, open_path
+from ..units import human_size
+from .status import CRIT, OK, WARN, Check, Limits
+from .status import _age as age_text
+
+
+class RepoView:
+    def __init__(self, path: str):
+        self.path = path
+        self._repo = None  # type: Optional[Repository]
+        self._map = None  # type: Optional[Dict[bytes, Location]]
+        self._marks = {}  # type: Dict[str, float]
+
+    def _open(self) -> Repository:
+        if self._repo is None:
+            self._repo = open_path(self.path)
+            self._snaps = self._repo.snapshots()
+            self._marks = {i.name[len(VERIFIED):]: i.mtime for i in self._repo.backend.list(VERIFIED)}
+        return self._repo
+
+    def check(self, name: str, uuid: str, limits: Limits, now: float) -> Check:
+        try:
+            repo = self._open()
+            mine = [s for s in self._snaps if s.vm == name and s.record.get("vm_uuid", "") in ("", uuid)]
+            if not mine:
+                return Check(CRIT, "backup", name, "never backed up into %s" % self.path, {"good_backups": 0})
+            newest = mine[-1]
+            verified = self._verified(repo, newest)
+        except RepoError as err:
+            return Check(CRIT, "backup", name, "repository %s: %s" % (self.path, err), {"repository": self.path})
+        age = now - time.mktime(newest.time.timetuple())
+        size = sum(d["size"] for d in newest.disks)
+        details = {"good_backups": len(mine), "newest_good": newest.id, "repository": self.path,
+                   "age_seconds": int(age), "size_bytes": size,
+                   "verified": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(verified)) if verified else None}
+        text = "newest backup %s old (%s, %s), %d in the repository, %s" % (
+            age_text(age), newest.id, human_size(size), len(mine),
+            "verified %s" % details["verified"].replace("T", " ") if verified else "not wholly verified yet")
+        severity = CRIT if age > 2 * limits.max_age else WARN if age > limits.max_age else OK
+        return Check(severity, "backup", name, text, details)
+
+    def _verified(self, repo: Repository, snap: Snapshot) -> Optional[float]:
+        """When every pack holding the backup's chunks was last found good (the oldest such marker)."""
+        if self._map is None:
+            self._map = repo.chunk_map()
+        digests = set()  # type: Set[bytes]
+        for disk in snap.disks:
+            digests.update(d for _n, d in repo.disk_index(disk).entries)
+        for f in snap.files:
+            digests.update(bytes.fromhex(h) for h in f["chunks"])
+        packs = set()  # type: Set[str]
+        for digest in digests:
+            loc = self._map.get(digest)
+            if loc is None:
+                raise RepoError("backup %s needs chunk %s, which no pack holds" % (snap.id, digest.hex()))
+            packs.add(loc.pack.rsplit("/", 1)[-1])
+        times = [self._marks.get(p) for p in packs]  # type: List[Optional[float]]
+        if not times or None in times:
+            return None
+        return min(t for t in times if t is not None)
