@@ -80,10 +80,11 @@ class VirtNbdBackup:
         return took
 
     def restore(self, until: str, target: str) -> str:
-        """The disk image `virtnbdrestore` makes of the set up to checkpoint `until` (its vda, qcow2)."""
+        """The disk image `virtnbdrestore` makes of the set up to checkpoint `until` (all of it if ""): its vda."""
         os.makedirs(target)
-        subprocess.run(["virtnbdrestore", "-U", kvmguest.URI, "-i", self.folder, "-o", target, "-u", until, "-n",
-                        "-L", os.path.join(target, "restore.log")], check=True, capture_output=True, timeout=1800)
+        subprocess.run(["virtnbdrestore", "-U", kvmguest.URI, "-i", self.folder, "-o", target, "-n",
+                        "-L", os.path.join(target, "restore.log")] + (["-u", until] if until else []),
+                       check=True, capture_output=True, timeout=1800)
         images = [p for p in glob.glob(os.path.join(target, "*")) if not p.endswith((".xml", ".log"))]
         if len(images) != 1:
             raise RuntimeError("virtnbdrestore left %s in %s, expected one disk image" % (images, target))
