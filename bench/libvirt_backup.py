@@ -1,4 +1,4 @@
-"""A full hot backup of a running libvirt domain: hotvcb's pull mode vs libvirt's push mode vs virtnbdbackup vs `qemu-img convert`.
+"""A full hot backup of a running libvirt domain: hotvcb's pull mode vs push mode vs virtnbdbackup vs qemu-img convert.
 
 The domain runs with no kernel (the firmware idles), so the disk holds still
 and all read the same bytes: a 4 GiB qcow2 with 1 GiB of random data.
