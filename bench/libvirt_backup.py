@@ -1,13 +1,17 @@
-"""A full hot backup of a running libvirt domain: hotvcb's pull mode vs libvirt's push mode vs `qemu-img convert`.
+"""A full hot backup of a running libvirt domain: hotvcb's pull mode vs push mode vs virtnbdbackup vs qemu-img convert.
 
 The domain runs with no kernel (the firmware idles), so the disk holds still
-and the three read the same bytes: a 4 GiB qcow2 with 1 GiB of random data.
+and all read the same bytes: a 4 GiB qcow2 with 1 GiB of random data.
 
 - pull (what hotvcb does): `virsh backup-begin` in pull mode, `qemu-img
   convert` of the NBD export to qcow2, `domjobabort` (LibvirtHost's own
   create_snapshot / copy_disk / remove_snapshot);
 - push: `virsh backup-begin` in push mode, libvirt writing the qcow2 itself,
   waited for until the job is gone;
+- virtnbdbackup `-l copy` (a full backup without a checkpoint) into a fresh
+  folder, end to end; its set restored once afterwards (`virtnbdrestore`) and
+  compared with the image (`qemu-img compare`). Where it is not installed its
+  row says why;
 - reference: `qemu-img convert -U` of the image file (no point in time held).
 
 No target: a measurement behind the choice of pull mode (docs/kvm.md). With
@@ -25,6 +29,7 @@ import time
 
 from _libvirt import kvmguest, scratch
 from _timing import best
+from _virtnbdbackup import VirtNbdBackup, missing
 
 MiB = 1 << 20
 DATA_MIB = 1024  # of 4 GiB: enough that the fixed cost of a handful of virsh calls does not decide
@@ -88,7 +93,19 @@ def main() -> int:
             while kvmguest.virsh("backup-dumpxml", NAME, check=False).returncode == 0:
                 time.sleep(0.02)
 
-        ref_s, pull_s, push_s = best([reference, pull, push], runs=2)
+        why_not = missing()
+        other = VirtNbdBackup(NAME, out + "/vnbd", root)
+
+        def vnbd():
+            fresh()
+            other.backup("copy")
+
+        runs = [reference, pull, push] + ([] if why_not else [vnbd])
+        ref_s, pull_s, push_s, *vnbd_s = best(runs, runs=2)
+        if not why_not:
+            image_held = subprocess.run(["qemu-img", "compare", "-U", image,
+                                         other.restore("", os.path.join(root, "restored"))], capture_output=True)
+            held = "restores equal to the image" if image_held.returncode == 0 else "**restores differently**"
         print("| what | seconds | x qemu-img convert | target | met |")
         print("|---|---|---|---|---|")
         print("| qemu-img convert -U of the image (reference) | %.2f | x1.00 | - | - |" % ref_s)
@@ -96,6 +113,10 @@ def main() -> int:
               % (pull_s, pull_s / ref_s))
         print("| of it: the copy (qemu-img over NBD) | %.2f | x%.2f | - | - |" % (min(copies), min(copies) / ref_s))
         print("| libvirt push mode (libvirt writes the file) | %.2f | x%.2f | - | - |" % (push_s, push_s / ref_s))
+        if why_not:
+            print("| virtnbdbackup -l copy | not measured: %s | - | - | - |" % why_not)
+        else:
+            print("| virtnbdbackup -l copy (%s) | %.2f | x%.2f | - | - |" % (held, vnbd_s[0], vnbd_s[0] / ref_s))
         print("\n%d GiB qcow2 with %d MiB of data, the domain running with an idle guest; best of 2, interleaved." % (4 * DATA_MIB >> 10, DATA_MIB))
         return 0
     finally:
