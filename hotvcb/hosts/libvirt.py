@@ -248,7 +248,11 @@ class LibvirtHost(LocalKvmHost):
             if d.key in chosen:
                 el = ET.SubElement(bdisks, "disk", name=d.key, backup="yes", type="file")
                 ET.SubElement(el, "scratch", file="%s/%s.scratch" % (scratch, _UNSAFE.sub("_", d.key)))
-                ET.SubElement(cdisks, "disk", name=d.key, checkpoint="bitmap")
+                # only a qcow2 image keeps a dirty bitmap: any other disk is copied in full every time
+                bitmap = self._formats.get(d.path) == "qcow2"
+                if since and not bitmap:
+                    el.set("backupmode", "full")
+                ET.SubElement(cdisks, "disk", name=d.key, checkpoint="bitmap" if bitmap else "no")
             elif d.key != "?":
                 ET.SubElement(bdisks, "disk", name=d.key, backup="no")
                 ET.SubElement(cdisks, "disk", name=d.key, checkpoint="no")

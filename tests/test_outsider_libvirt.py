@@ -1,0 +1,212 @@
+"""Outside attacks on the libvirt driver: odd disks and names, garbage URIs, two runs, kill -9, restore hand-off."""
+
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+import kvmguest
+from kvmguest import MiB, needs_libvirt, virsh
+from qemuvm import PYTHON, env, kill_tree, qemu_img, slow_qemu_img, wait_until
+
+pytestmark = needs_libvirt
+
+
+@pytest.fixture(scope="module")
+def lab():
+    kvmguest.ensure_libvirtd()
+    root = tempfile.mkdtemp(prefix="hvo", dir="/var/tmp")
+    os.chmod(root, 0o755)
+
+    class Lab:
+        volume = os.path.join(root, "backups")
+        workdir = os.path.join(root, "work")
+        domains = []  # type: list
+
+        def conf(self, **keys):
+            values = {"VM_BACKUP_VOLUME": self.volume, "DISK_BACKUP_FORMAT": "qcow2", "VM_BACKUP_ROTATION_COUNT": "3"}
+            values.update({k: str(v) for k, v in keys.items()})
+            path = os.path.join(root, "hotvcb.conf")
+            with open(path, "w") as f:
+                f.write("".join("%s=%s\n" % kv for kv in values.items()))
+            return path
+
+        def run(self, *args, uri="qemu:///system", bin_dir=None, timeout=300):
+            argv = [PYTHON, "-m", "hotvcb"] + (["--libvirt", uri] if uri is not None else []) + list(args)
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env(bin_dir))
+            return r.returncode, r.stdout + r.stderr
+
+        def argv(self, *args, **keys):
+            return [PYTHON, "-m", "hotvcb", "--libvirt", "qemu:///system", "backup", "-g", self.conf(**keys),
+                    "-w", self.workdir] + list(args)
+
+        def backup(self, name, bin_dir=None, **keys):
+            r = subprocess.run(self.argv("-m", name, **keys), capture_output=True, text=True, timeout=300,
+                               env=env(bin_dir))
+            return r.returncode, r.stdout + r.stderr
+
+        def backups(self, name):
+            return sorted(os.path.dirname(p) for p in glob.glob(os.path.join(glob.escape(self.volume), glob.escape(name),
+                                                                              "*", "STATUS.ok")))
+
+        def folder(self, name):
+            path = os.path.join(root, name)
+            os.makedirs(path)
+            os.chmod(path, 0o755)
+            return path
+
+    lab = Lab()
+    os.makedirs(lab.volume)
+    yield lab
+    for name in lab.domains:
+        virsh("destroy", name, check=False)
+        for cp in reversed(virsh("checkpoint-list", name, "--name", check=False).stdout.split()):
+            virsh("checkpoint-delete", name, cp, "--metadata", check=False)
+        virsh("undefine", name, "--checkpoints-metadata", check=False)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def ours_left(name):
+    job = virsh("backup-dumpxml", name, check=False)
+    return ["job"] if job.returncode == 0 else []
+
+
+def checkpoints(name):
+    return virsh("checkpoint-list", name, "--name").stdout.split()
+
+
+def one_line_error(code, out):
+    assert code != 0, out
+    assert "Traceback" not in out, out
+
+
+# -- garbage URIs: one clear line, no traceback -----------------------------------------------
+@pytest.mark.parametrize("uri", ["garbage:", "qemu+ssh://root@nohost/system", "qemu:///nosuchthing", "xen:///",
+                                 "qemu:///system?x='"])
+def test_garbage_uri_is_one_clear_line(lab, uri):
+    code, out = lab.run("backup", "-m", "x", "-g", lab.conf(), "-w", lab.workdir, uri=uri, timeout=60)
+    one_line_error(code, out)
+    assert uri in out, out
+
+
+# -- a domain with a qcow2 disk, a raw disk, a CD-ROM, on a path with spaces, an odd name ------------
+ODD = "hv \"ölig' dom"
+
+
+def odd_domain_xml(name, folder, console):
+    """The test guest (it writes records to vda all along), plus a raw vdb nobody writes and an empty CD-ROM."""
+    q, r = os.path.join(folder, "sys disk.qcow2"), os.path.join(folder, "data disk.raw")
+    kernel = os.path.join(folder, "vmlinuz")
+    shutil.copyfile(os.path.join(kvmguest.GUEST_DIR, "vmlinuz"), kernel)
+    initrd = kvmguest.initramfs(os.path.join(folder, "initrd.gz"))
+    return """<domain type='qemu'>
+  <name>%s</name>
+  <memory unit='MiB'>128</memory><vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type><kernel>%s</kernel><initrd>%s</initrd>
+    <cmdline>console=ttyS0 quiet panic=-1</cmdline></os>
+  <devices>
+    <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='%s'/>
+      <target dev='vda' bus='virtio'/></disk>
+    <disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='%s'/>
+      <target dev='vdb' bus='virtio'/></disk>
+    <disk type='file' device='cdrom'><driver name='qemu' type='raw'/><target dev='hdc' bus='ide'/><readonly/></disk>
+    <controller type='usb' model='none'/>
+    <serial type='file'><source path='%s'/><target port='0'/></serial>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+""" % (name.replace("'", "&apos;").replace('"', "&quot;"), kernel, initrd, q, r, console), q, r
+
+
+@pytest.fixture(scope="module")
+def odd(lab):
+    folder = lab.folder("odd dir")
+    xml, q, r = odd_domain_xml(ODD, folder, os.path.join(folder, "console.log"))
+    data = {}
+    for path, fmt in ((q, "qcow2"), (r, "raw")):
+        raw = path + ".src"
+        with open(raw, "wb") as f:
+            f.write(os.urandom(2 * MiB))
+            f.truncate(8 * MiB)
+        assert qemu_img("convert", "-f", "raw", "-O", fmt, raw, path).returncode == 0
+        data[os.path.basename(raw)] = raw
+    with open(os.path.join(folder, "domain.xml"), "w") as f:
+        f.write(xml)
+    virsh("define", os.path.join(folder, "domain.xml"))
+    lab.domains.append(ODD)
+    virsh("start", ODD)
+    data["console"] = os.path.join(folder, "console.log")
+    wait_writes(data["console"], 5)
+    return data
+
+
+def writes(console):
+    try:
+        with open(console, errors="replace") as f:
+            return len(re.findall(r"^W \d+\r?$", f.read(), re.M))
+    except FileNotFoundError:
+        return 0
+
+
+def wait_writes(console, more, timeout=240):
+    """Wait until the guest wrote `more` records beyond what it wrote so far: it runs and writes."""
+    target = writes(console) + more
+    wait_until(lambda: writes(console) >= target, timeout, "the guest to write", poll=0.2)
+
+
+def backing(path):
+    return json.loads(qemu_img("info", "--output=json", path).stdout).get("backing-filename")
+
+
+def test_two_disks_a_raw_one_a_cdrom_spaces_and_quotes_back_up_twice(lab, odd):
+    code, out = lab.backup(ODD)
+    assert code == 0, out
+    code, out = lab.backup(ODD)
+    assert code == 0, out
+    first, second = lab.backups(ODD)
+    assert "vda is incremental on %s" % os.path.basename(first) in out, out
+    assert backing(os.path.join(second, "vda.qcow2")) == "../%s/vda.qcow2" % os.path.basename(first)
+    for b in (first, second):
+        assert sorted(os.listdir(b)) == ["STATUS.ok", "domain.xml", "hotvcb-checkpoint", "hotvcb.json", "vda.qcow2",
+                                         "vdb.qcow2"]
+        assert backing(os.path.join(b, "vdb.qcow2")) is None  # raw: no bitmap, a full copy every time
+        assert qemu_img("compare", "-F", "raw", os.path.join(b, "vdb.qcow2"), odd["data disk.raw.src"]).returncode == 0
+    assert not ours_left(ODD) and len(checkpoints(ODD)) == 1
+    assert virsh("domstate", ODD).stdout.strip() == "running"
+
+
+def restored_equals(backup_disk, restored):
+    return qemu_img("compare", backup_disk, restored).returncode == 0
+
+
+def test_an_incremental_restores_to_kvm_and_to_esxi_as_its_content(lab, odd, tmp_path):
+    """The hand-off: the overlay's backing file is ../<previous>/vda.qcow2; the restored disk is the backup's content."""
+    first, second = lab.backups(ODD)[:2]
+    disk = os.path.join(second, "vda.qcow2")
+    assert backing(disk)
+    os.makedirs(str(tmp_path / "kvm"))
+    for b in (first, second):
+        code, out = lab.run("restore", b, "--kvm", str(tmp_path / "kvm"), "--name", "r " + os.path.basename(b)[-8:],
+                            uri=None)
+        assert code == 0, out
+        folder = tmp_path / "kvm" / ("r " + os.path.basename(b)[-8:])
+        assert restored_equals(os.path.join(b, "vda.qcow2"), str(folder / "vda.qcow2")), out
+        assert backing(str(folder / "vda.qcow2")) is None  # standalone
+        assert restored_equals(os.path.join(b, "vdb.qcow2"), str(folder / "vdb.qcow2"))
+    from simhost import VOLUME, hotvcb, make_host
+    host = make_host(tmp_path / "host")
+    try:
+        vmdir = "%s/%s" % (VOLUME, ODD)
+        shutil.copytree(os.path.join(lab.volume, ODD), host.real(vmdir))
+        r = hotvcb(host, "restore", "%s/%s" % (vmdir, os.path.basename(second)), "--datastore", "datastore1",
+                   "--name", "esx-inc")
+        assert r.returncode == 0, r.stdout + r.stderr
+        folder = host.real("/vmfs/volumes/datastore1/esx-inc")
+        assert restored_equals(disk, os.path.join(folder, "vda.vmdk")), os.listdir(folder)
+    finally:
+        host.close() if hasattr(host, "close") else None
