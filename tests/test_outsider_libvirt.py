@@ -210,3 +210,58 @@ def test_an_incremental_restores_to_kvm_and_to_esxi_as_its_content(lab, odd, tmp
         assert restored_equals(disk, os.path.join(folder, "vda.vmdk")), os.listdir(folder)
     finally:
         host.close() if hasattr(host, "close") else None
+
+
+def jobs_left():
+    return glob.glob("/run/hotvcb/libvirt-*/jobs/%s/*" % glob.escape(re.sub(r"[^A-Za-z0-9_.-]+", "_", ODD)))
+
+
+def killing_virsh(folder, verb):
+    """A bin folder whose virsh is the real one, but kills its caller (hotvcb) with -9 right after `verb` ran."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "virsh")
+    with open(path, "w") as f:
+        f.write('#!/bin/sh\n%s "$@"\nrc=$?\nfor a in "$@"; do [ "$a" = %s ] && kill -9 $PPID; done\nexit $rc\n'
+                % (shutil.which("virsh"), verb))
+    os.chmod(path, 0o755)
+    return folder
+
+
+@pytest.mark.parametrize("moment", ["backup-begin", "mid-copy", "domjobabort"])
+def test_kill_9_at_any_moment_then_cleanup_leaves_nothing_and_the_next_backup_works(lab, odd, tmp_path, moment):
+    good = checkpoints(ODD)
+    assert len(good) == 1
+    kept = lab.backups(ODD)
+    if moment == "mid-copy":
+        bin_dir = slow_qemu_img(str(tmp_path / "bin"), "1M")
+    else:
+        bin_dir = killing_virsh(str(tmp_path / "bin"), moment)
+    p = subprocess.Popen(lab.argv("-m", ODD), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env=env(bin_dir))
+    try:
+        if moment == "mid-copy":
+            wait_until(lambda: glob.glob(os.path.join(glob.escape(lab.volume), glob.escape(ODD), "*-partial", "vd*")),
+                       120, "the copy")
+            kill_tree(p.pid)
+        out = p.communicate(timeout=240)[0]
+    finally:
+        kill_tree(p.pid)
+    assert p.returncode == -9, out
+    assert virsh("domstate", ODD).stdout.strip() == "running"
+    wait_writes(odd["console"], 3)  # the guest writes on, job or no job
+
+    code, out = lab.run("cleanup", "-g", lab.conf(), "-w", lab.workdir)
+    assert code == 0, out
+    assert not ours_left(ODD) and not jobs_left(), out
+    assert not glob.glob(os.path.join(glob.escape(lab.volume), glob.escape(ODD), "*-partial")), out
+    assert checkpoints(ODD) == good, out
+    assert set(kept) <= set(lab.backups(ODD))
+
+    code, out = lab.backup(ODD)
+    assert code == 0, out
+    assert "vda is incremental on %s" % os.path.basename(kept[-1]) in out, out  # the good checkpoint served
+    assert not ours_left(ODD) and not jobs_left()
+    [cp] = checkpoints(ODD)
+    newest = lab.backups(ODD)[-1]
+    assert open(os.path.join(newest, "hotvcb-checkpoint")).read().strip() == cp
+    assert virsh("domstate", ODD).stdout.strip() == "running"

@@ -178,10 +178,15 @@ class LibvirtHost(LocalKvmHost):
     # -- snapshots: pull-mode backup jobs + checkpoints --------------------------
     def snapshots(self, vm: Vm, interruptible: bool = True) -> List[Snapshot]:  # noqa: ARG002
         """The domain's running backup job, if any: ours is named by its checkpoint (whose
-        description is the run record), another tool's shows as a snapshot that is not ours."""
+        description is the run record), another tool's shows as a snapshot that is not ours.
+        With no job, a checkpoint whose scratch folder is still there is one of a run that died
+        between ending its job and dropping the checkpoint."""
         job = self.virsh.backup_job(vm.name)
-        if job is None:
-            return []
+        if job is None:  # a run killed after its job ended left its scratch folder, named after its checkpoint
+            jobs = self._jobs_dir(vm.name)
+            left = set(self.shell.listdir(jobs)) if self.shell.isdir(jobs) else set()
+            return [Snapshot(id=c.name, name=c.name, description=c.description, created="", state="", depth=0)
+                    for c in self.virsh.checkpoints(vm.name) if c.name in left] if left else []
         name = _job_snapshot(job)
         if not name:
             return [Snapshot(id="libvirt-backup-job", name="a libvirt backup job of another tool", description="",
