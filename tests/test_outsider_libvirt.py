@@ -265,3 +265,70 @@ def test_kill_9_at_any_moment_then_cleanup_leaves_nothing_and_the_next_backup_wo
     newest = lab.backups(ODD)[-1]
     assert open(os.path.join(newest, "hotvcb-checkpoint")).read().strip() == cp
     assert virsh("domstate", ODD).stdout.strip() == "running"
+
+
+def partial_disk(lab):
+    """vda was copied (its checkpoint noted), vdb's copy is under way (slow_convert)."""
+    return glob.glob(os.path.join(glob.escape(lab.volume), glob.escape(ODD), "*-partial", "hotvcb-checkpoint"))
+
+
+def slow_convert(folder, seconds=8):
+    """A bin folder whose qemu-img waits before each convert (vdb, raw, is always a full convert)."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "qemu-img")
+    with open(path, "w") as f:
+        f.write('#!/bin/sh\n[ "$1" = convert ] && sleep %d\nexec %s "$@"\n' % (seconds, shutil.which("qemu-img")))
+    os.chmod(path, 0o755)
+    return folder
+
+
+def test_two_runs_at_once_on_one_domain(lab, odd, tmp_path):
+    before = lab.backups(ODD)
+    p = subprocess.Popen(lab.argv("-m", ODD), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env=env(slow_convert(str(tmp_path / "bin"))))
+    try:
+        wait_until(lambda: partial_disk(lab), 120, "the copy")
+        code, out = lab.backup(ODD)
+        one_line_error(code, out)
+        assert "lock" in out, out
+        assert ours_left(ODD) and partial_disk(lab)  # the first run's job and folder are untouched
+        out = p.communicate(timeout=240)[0]
+    finally:
+        kill_tree(p.pid)
+    assert p.returncode == 0, out
+    assert len(lab.backups(ODD)) == len(before) + 1 and not ours_left(ODD) and len(checkpoints(ODD)) == 1
+
+
+def test_a_truncated_base_means_a_full_backup(lab, odd):
+    last = lab.backups(ODD)[-1]
+    disk = os.path.join(last, "vda.qcow2")
+    with open(disk, "r+b") as f:
+        f.truncate(os.path.getsize(disk) // 2)
+    code, out = lab.backup(ODD)
+    assert code == 0, out
+    assert "a full backup instead" in out, out
+    newest = lab.backups(ODD)[-1]
+    assert backing(os.path.join(newest, "vda.qcow2")) is None
+    code, out = lab.run("verify", last, uri=None)
+    assert code != 0 and "Traceback" not in out, out
+
+
+def test_the_domain_shut_off_mid_backup(lab, odd, tmp_path):
+    good = lab.backups(ODD)
+    p = subprocess.Popen(lab.argv("-m", ODD), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env=env(slow_convert(str(tmp_path / "bin"))))
+    try:
+        wait_until(lambda: partial_disk(lab), 120, "the copy")
+        virsh("destroy", ODD)
+        out = p.communicate(timeout=240)[0]
+    finally:
+        kill_tree(p.pid)
+    one_line_error(p.returncode, out)
+    assert lab.backups(ODD) == good, out  # nothing that looks complete
+    assert not glob.glob(os.path.join(glob.escape(lab.volume), glob.escape(ODD), "*-partial")), out
+    assert not jobs_left(), out
+    virsh("start", ODD)
+    wait_writes(odd["console"], 3)
+    code, out = lab.backup(ODD)
+    assert code == 0, out
+    assert not ours_left(ODD) and len(checkpoints(ODD)) == 1
