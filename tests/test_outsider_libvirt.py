@@ -336,25 +336,6 @@ def test_a_truncated_base_means_a_full_backup(lab, odd):
     assert code != 0 and "Traceback" not in out, out
 
 
-def test_the_domain_shut_off_mid_backup(lab, odd, tmp_path):
-    good = lab.backups(ODD)
-    p = lab.start(slow_convert(str(tmp_path / "bin")), lambda: partial_disk(lab))
-    try:
-        virsh("destroy", ODD)
-        out = p.communicate(timeout=240)[0]
-    finally:
-        kill_tree(p.pid)
-    one_line_error(p.returncode, out)
-    assert lab.backups(ODD) == good, out  # nothing that looks complete
-    assert not glob.glob(os.path.join(glob.escape(lab.volume), glob.escape(ODD), "*-partial")), out
-    assert not jobs_left(), out
-    virsh("start", ODD)
-    wait_writes(odd["console"], 3)
-    code, out = lab.backup(ODD)
-    assert code == 0, out
-    assert not ours_left(ODD) and len(checkpoints(ODD)) == 1
-
-
 def test_list_and_status_report_the_truncated_backup(lab, odd):
     """After the truncated base (test above): list --json calls it damaged, naming the disk; status reads the domain."""
     code, out = lab.run("list", "--json", "--volume", lab.volume, ODD, uri=None)
@@ -365,3 +346,44 @@ def test_list_and_status_report_the_truncated_backup(lab, odd):
     assert listed[-1]["good"]
     code, out = lab.run("status", "-g", lab.conf())
     assert "Traceback" not in out and "OK   backup        %s: newest good backup" % ODD in out, out
+
+
+def destroying_virsh(folder):
+    """A bin folder whose virsh pulls the domain's plug right before `domjobabort`: off just as its backup ends."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "virsh")
+    real = shutil.which("virsh")
+    with open(path, "w") as f:
+        f.write('#!/bin/sh\nabort=0\nfor a in "$@"; do [ "$a" = domjobabort ] && abort=1; last="$a"; done\n'
+                '[ $abort = 1 ] && %s -q -c qemu:///system destroy "$last" >/dev/null\nexec %s "$@"\n' % (real, real))
+    os.chmod(path, 0o755)
+    return folder
+
+
+@pytest.mark.parametrize("moment", ["mid-copy", "at-the-end"])
+def test_the_domain_shut_off_during_the_backup(lab, odd, tmp_path, moment):
+    good = lab.backups(ODD)
+    if moment == "mid-copy":
+        p = lab.start(slow_convert(str(tmp_path / "bin")), lambda: partial_disk(lab))
+    else:
+        p = lab.start(destroying_virsh(str(tmp_path / "bin")), lambda: True)
+    try:
+        if moment == "mid-copy":
+            virsh("destroy", ODD)
+        out = p.communicate(timeout=240)[0]
+    finally:
+        kill_tree(p.pid)
+    assert "could NOT be removed" not in out and "Traceback" not in out, out
+    if moment == "mid-copy":
+        one_line_error(p.returncode, out)
+        assert lab.backups(ODD) == good, out  # nothing that looks complete
+    else:  # every disk was copied before the plug was pulled: a good backup of that instant
+        assert p.returncode == 0 and lab.backups(ODD)[-1] not in good, out
+    assert not glob.glob(os.path.join(glob.escape(lab.volume), glob.escape(ODD), "*-partial")), out
+    assert not jobs_left(), out
+    assert virsh("domstate", ODD).stdout.strip() == "shut off"
+    virsh("start", ODD)
+    wait_writes(odd["console"], 3)
+    code, out = lab.backup(ODD)
+    assert code == 0, out
+    assert not ours_left(ODD) and len(checkpoints(ODD)) == 1
