@@ -185,10 +185,15 @@ class LibvirtHost(LocalKvmHost):
     # -- snapshots: pull-mode backup jobs + checkpoints --------------------------
     def snapshots(self, vm: Vm, interruptible: bool = True) -> List[Snapshot]:  # noqa: ARG002
         """The domain's running backup job, if any: ours is named by its checkpoint (whose
-        description is the run record), another tool's shows as a snapshot that is not ours."""
+        description is the run record), another tool's shows as a snapshot that is not ours.
+        With no job, a checkpoint whose scratch folder is still there is one of a run that died
+        between ending its job and dropping the checkpoint."""
         job = self.virsh.backup_job(vm.name)
-        if job is None:
-            return []
+        if job is None:  # a run killed after its job ended left its scratch folder, named after its checkpoint
+            jobs = self._jobs_dir(vm.name)
+            left = set(self.shell.listdir(jobs)) if self.shell.isdir(jobs) else set()
+            return [Snapshot(id=c.name, name=c.name, description=c.description, created="", state="", depth=0)
+                    for c in self.virsh.checkpoints(vm.name) if c.name in left] if left else []
         name = _job_snapshot(job)
         if not name:
             return [Snapshot(id="libvirt-backup-job", name="a libvirt backup job of another tool", description="",
@@ -255,7 +260,11 @@ class LibvirtHost(LocalKvmHost):
             if d.key in chosen:
                 el = ET.SubElement(bdisks, "disk", name=d.key, backup="yes", type="file")
                 ET.SubElement(el, "scratch", file="%s/%s.scratch" % (scratch, _UNSAFE.sub("_", d.key)))
-                ET.SubElement(cdisks, "disk", name=d.key, checkpoint="bitmap")
+                # only a qcow2 image keeps a dirty bitmap: any other disk is copied in full every time
+                bitmap = self._formats.get(d.path) == "qcow2"
+                if since and not bitmap:
+                    el.set("backupmode", "full")
+                ET.SubElement(cdisks, "disk", name=d.key, checkpoint="bitmap" if bitmap else "no")
             elif d.key != "?":
                 ET.SubElement(bdisks, "disk", name=d.key, backup="no")
                 ET.SubElement(cdisks, "disk", name=d.key, checkpoint="no")

@@ -128,8 +128,8 @@ class Virsh:
         try:
             text = self.run("backup-dumpxml", domain)
         except VirshError as err:
-            if "no domain backup job" in err.text:
-                return None
+            if "no domain backup job" in err.text or "domain is not running" in err.text:
+                return None  # a domain shut off (or killed) runs no job: its job ended with its QEMU
             raise
         root = _xml(text, "backup of " + domain)
         server = root.find("server")
@@ -144,7 +144,11 @@ class Virsh:
                          root.findtext("incremental") or "", disks)
 
     def abort_job(self, domain: str) -> None:
-        self.run("domjobabort", domain)
+        try:
+            self.run("domjobabort", domain)
+        except VirshError as err:
+            if "domain is not running" not in err.text:
+                raise  # shut off meanwhile: its job ended with its QEMU
 
 
 def _error_line(output: str) -> str:
