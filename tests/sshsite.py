@@ -53,3 +53,16 @@ def site(host, tmp_path):
     wrap = [sys.executable, "-m", "esxisim", "shell", host.root, "--"]
     with running_sshd(tmp_path / "sshd", wrap=wrap, env=dict(os.environ, PYTHONPATH=REPO)) as sshd:
         yield Site(host, sshd, bindir, tmp_path)
+
+
+def replace_host_python(host, make) -> None:
+    """The simulated host's python and python3 replaced by what `make(path)` puts there (nothing,
+    an older python, a script that misbehaves): the host states SSH mode must cope with."""
+    from esxisim import toolgen
+
+    usr_bin = toolgen.upper(host, "usr_bin")
+    for name in ("python", "python3"):
+        path = os.path.join(usr_bin, name)
+        if os.path.lexists(path):
+            os.unlink(path)
+        make(path)

@@ -158,6 +158,8 @@ def test_a_tampered_or_corrupted_tree_is_refused_by_restore_and_named_by_verify(
     left = {os.path.realpath(os.path.join(d, f)) for d, _, fs in os.walk(host.real("/vmfs/volumes")) for f in fs
             if os.path.isfile(os.path.join(d, f)) and open(os.path.join(d, f), "rb").read(9) == b"not yours"}
     assert left == {os.path.realpath(secret)}, left
+    with open(desc, "w") as f:  # the descriptor as sealed again: what follows is about the data alone
+        f.write(text)
 
     # one flipped byte in the data of snapshot 'two''s delta: verify names it, restore refuses
     data = os.path.join(tree, VM + "-000001-sesparse.vmdk")

@@ -11,7 +11,7 @@ import pytest
 
 from simhost import copying, host_lock_path, needs_root, ours, sealed, wait_for, write_conf
 from sshd import needs_sshd
-from sshsite import site  # noqa: F401  (the fixture)
+from sshsite import replace_host_python, site  # noqa: F401  (the fixture)
 
 pytestmark = [needs_root, needs_sshd]
 
@@ -143,14 +143,12 @@ def _host_python(host, script):
     """The host's python and python3 replaced by a shell script (a host that misbehaves)."""
     from esxisim import toolgen
 
-    usr_bin = toolgen.upper(host, "usr_bin")
-    for name in ("python", "python3"):
-        path = os.path.join(usr_bin, name)
-        if os.path.lexists(path):
-            os.unlink(path)
+    def write(path):
         with open(path, "w") as f:
             f.write(script.replace("PY38", toolgen.PY38))
         os.chmod(path, 0o755)
+
+    replace_host_python(host, write)
 
 
 def test_sigterm_while_the_host_starts_hotvcb_ends_like_any_interrupted_run(host, site, tmp_path):

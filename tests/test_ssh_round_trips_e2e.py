@@ -12,7 +12,7 @@ import pytest
 
 from simhost import backup_root, hotvcb, needs_root, sealed, write_conf, VOLUME
 from sshd import needs_sshd
-from sshsite import site  # noqa: F401  (the fixture)
+from sshsite import replace_host_python, site  # noqa: F401  (the fixture)
 
 pytestmark = [needs_root, needs_sshd]
 PY37 = "/root/.pyenv/versions/3.7.16/bin/python3.7"
@@ -158,17 +158,13 @@ def test_file_by_file_keeps_its_round_trips_bounded(host, site, tmp_path):
 
 def _python_of_the_host(host, target):
     """Point (or, target None, hide) the host's python and python3: an older ESXi's state."""
-    from esxisim import toolgen
-
-    usr_bin = toolgen.upper(host, "usr_bin")
-    for name in ("python", "python3"):
-        path = os.path.join(usr_bin, name)
-        if os.path.lexists(path):
-            os.unlink(path)
+    def put(path):
         if target is None:
             os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(0, 0))  # an overlayfs whiteout
         else:
             os.symlink(target, path)
+
+    replace_host_python(host, put)
 
 
 @pytest.mark.parametrize("python", ["missing", "3.7"])

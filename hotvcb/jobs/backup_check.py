@@ -13,7 +13,7 @@ from ..convert.machine import Machine
 from ..hosts import qemuimg
 from ..errors import HostError, HotvcbError
 from ..shell import FileReader, Shell
-from ..store import health, layout
+from ..store import chain, health, layout
 from .verify import verify_folder, verify_gz
 
 DESCRIPTOR_MAX = 64 << 10  # a VMDK descriptor file is a few hundred bytes
@@ -47,8 +47,18 @@ def require_whole(shell: Shell, m: Machine, qemu_img: str = qemuimg.QEMU_IMG) ->
         if d.fmt == "qcow2":
             layers = qemuimg.info(shell, d.source, qemu_img)
             if layers and layers[0].backing_filename:
-                raise HotvcbError("%s has a backing file (%s), which is not part of the backup"
-                                  % (d.source, layers[0].backing_filename))
+                _incremental_only(shell, d.source)
+
+
+def _incremental_only(shell: Shell, path: str) -> None:
+    """A backing file is allowed only as an incremental's base: the same disk in a backup beside
+    this one (which health.py judged good before anything reads it); anything else would be read
+    as the backup's data."""
+    folder, rel = path.rsplit("/", 1)
+    try:
+        chain.bases(shell, folder, [rel])
+    except HostError as err:
+        raise HotvcbError("%s has a backing file that is not part of the backup: %s" % (path, err)) from err
 
 
 def require_extents_inside(fs: FileReader, path: str, parent: bool = True) -> None:

@@ -20,6 +20,7 @@ from ..errors import HostError
 from ..hosts import qemuimg
 from ..shell import FileReader, Shell
 from ..store import layout
+from . import backup_check
 from .machine_of import Found, machine_of
 
 NO_QEMU_IMG = ("restoring a KVM backup to ESXi converts its disks with qemu-img where the restore writes, and "
@@ -41,13 +42,11 @@ def kvm_machine(fs: FileReader, backup: str) -> Optional[Found]:
 
 def bytes_needed(shell: Shell, found: Found, disk_format: str) -> int:
     """Room for the staged VMDKs (holes kept) and the restored disks in disk_format, together; a
-    qcow2 with a backing file (outside the backup) is refused here, where its header is read."""
+    qcow2 standing on anything but an incremental's base beside it is refused."""
+    backup_check.require_whole(shell, found.machine)  # qemu-img would read a backing file as the disk
     total = 0
     for d in found.machine.disks:
         layers = qemuimg.info(shell, d.source)
-        if d.fmt == "qcow2" and layers and layers[0].backing_filename:  # qemu-img would read it as the disk
-            raise HostError("%s has a backing file (%s), which is not part of the backup"
-                            % (d.source, layers[0].backing_filename))
         virtual, allocated = qemuimg.sizes(layers)
         staged = min(virtual, allocated)
         total += staged + (staged if disk_format in ("thin", "2gbsparse") else virtual)
