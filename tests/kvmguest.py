@@ -129,6 +129,13 @@ def libvirt_turn() -> Iterator[None]:
         os.close(fd)
 
 
+@pytest.fixture(scope="module")
+def libvirt_exclusive():
+    """A module's tests run in one turn at the machine's libvirt (libvirt_turn)."""
+    with libvirt_turn():
+        yield
+
+
 def ensure_libvirtd() -> None:
     """Start virtlogd and libvirtd if qemu:///system does not answer (no init system in a container)."""
     if virsh("version", check=False, timeout=20).returncode == 0:

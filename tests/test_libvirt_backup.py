@@ -19,6 +19,7 @@ import tempfile
 import pytest
 
 import kvmguest
+from kvmguest import libvirt_exclusive  # noqa: F401  (the fixture)
 from hotvcb.shell import LocalShell
 from hotvcb.store import health, layout
 from kvmguest import Guest, MiB, expected_region, last_record, needs_libvirt, read_region, region_sha, virsh
@@ -29,12 +30,7 @@ CLUSTER = 64 << 10
 
 
 @pytest.fixture(scope="module")
-def lab():
-    with kvmguest.libvirt_turn():
-        yield from _lab()
-
-
-def _lab():
+def lab(libvirt_exclusive):
     root = tempfile.mkdtemp(prefix="hvl", dir="/var/tmp")
     os.chmod(root, 0o755)  # QEMU runs as libvirt's user and must reach the images
 

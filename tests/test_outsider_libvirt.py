@@ -12,6 +12,7 @@ import time
 import pytest
 
 import kvmguest
+from kvmguest import libvirt_exclusive  # noqa: F401  (the fixture)
 from kvmguest import MiB, needs_libvirt, virsh
 from qemuvm import PYTHON, env, kill_tree, qemu_img, slow_qemu_img, wait_until
 
@@ -24,12 +25,7 @@ def someone_elses_lock(out):
 
 
 @pytest.fixture(scope="module")
-def lab():
-    with kvmguest.libvirt_turn():
-        yield from _lab()
-
-
-def _lab():
+def lab(libvirt_exclusive):
     root = tempfile.mkdtemp(prefix="hvo", dir="/var/tmp")
     os.chmod(root, 0o755)
 
