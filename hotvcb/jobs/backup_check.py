@@ -47,10 +47,10 @@ def require_whole(shell: Shell, m: Machine, qemu_img: str = qemuimg.QEMU_IMG) ->
         if d.fmt == "qcow2":
             layers = qemuimg.info(shell, d.source, qemu_img)
             if layers and layers[0].backing_filename:
-                _incremental_only(shell, d.source)
+                require_base_beside(shell, d.source)
 
 
-def _incremental_only(shell: Shell, path: str) -> None:
+def require_base_beside(shell: Shell, path: str) -> None:
     """A backing file is allowed only as an incremental's base: the same disk in a backup beside
     this one (which health.py judged good before anything reads it); anything else would be read
     as the backup's data."""

@@ -43,10 +43,11 @@ def kvm_machine(fs: FileReader, backup: str) -> Optional[Found]:
 def bytes_needed(shell: Shell, found: Found, disk_format: str) -> int:
     """Room for the staged VMDKs (holes kept) and the restored disks in disk_format, together; a
     qcow2 standing on anything but an incremental's base beside it is refused."""
-    backup_check.require_whole(shell, found.machine)  # qemu-img would read a backing file as the disk
     total = 0
     for d in found.machine.disks:
         layers = qemuimg.info(shell, d.source)
+        if d.fmt == "qcow2" and layers and layers[0].backing_filename:  # qemu-img would read it as the disk
+            backup_check.require_base_beside(shell, d.source)
         virtual, allocated = qemuimg.sizes(layers)
         staged = min(virtual, allocated)
         total += staged + (staged if disk_format in ("thin", "2gbsparse") else virtual)
