@@ -136,6 +136,16 @@ def libvirt_exclusive():
         yield
 
 
+def write_conf(root: str, volume: str, **keys) -> str:
+    """`root`/hotvcb.conf for a libvirt lab: qcow2 backups into `volume`, three kept, plus `keys`."""
+    values = {"VM_BACKUP_VOLUME": volume, "DISK_BACKUP_FORMAT": "qcow2", "VM_BACKUP_ROTATION_COUNT": "3"}
+    values.update({k: str(v) for k, v in keys.items()})
+    path = os.path.join(root, "hotvcb.conf")
+    with open(path, "w") as f:
+        f.write("".join("%s=%s\n" % kv for kv in values.items()))
+    return path
+
+
 def ensure_libvirtd() -> None:
     """Start virtlogd and libvirtd if qemu:///system does not answer (no init system in a container)."""
     if virsh("version", check=False, timeout=20).returncode == 0:

@@ -35,12 +35,7 @@ def lab(libvirt_exclusive):
         domains = []  # type: list
 
         def conf(self, **keys):
-            values = {"VM_BACKUP_VOLUME": self.volume, "DISK_BACKUP_FORMAT": "qcow2", "VM_BACKUP_ROTATION_COUNT": "3"}
-            values.update({k: str(v) for k, v in keys.items()})
-            path = os.path.join(root, "hotvcb.conf")
-            with open(path, "w") as f:
-                f.write("".join("%s=%s\n" % kv for kv in values.items()))
-            return path
+            return kvmguest.write_conf(root, self.volume, **keys)
 
         def run(self, *args, uri="qemu:///system", bin_dir=None, timeout=300):
             argv = [PYTHON, "-m", "hotvcb"] + (["--libvirt", uri] if uri is not None else []) + list(args)
