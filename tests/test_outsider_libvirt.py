@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-import time
 
 import pytest
 
@@ -17,11 +16,6 @@ from kvmguest import MiB, needs_libvirt, virsh
 from qemuvm import PYTHON, env, kill_tree, qemu_img, slow_qemu_img, wait_until
 
 pytestmark = needs_libvirt
-LOCK_RETRIES = 20
-
-
-def someone_elses_lock(out):
-    return "another hotvcb run holds" in out and "not starting a second one" in out
 
 
 @pytest.fixture(scope="module")
@@ -39,39 +33,27 @@ def lab(libvirt_exclusive):
 
         def run(self, *args, uri="qemu:///system", bin_dir=None, timeout=300):
             argv = [PYTHON, "-m", "hotvcb"] + (["--libvirt", uri] if uri is not None else []) + list(args)
-            for _ in range(LOCK_RETRIES):  # the libvirt lock is host-wide: other people's tests share this libvirtd
-                r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env(bin_dir))
-                if not someone_elses_lock(r.stdout + r.stderr):
-                    break
-                time.sleep(3)
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env(bin_dir))
             return r.returncode, r.stdout + r.stderr
 
         def argv(self, *args, **keys):
             return [PYTHON, "-m", "hotvcb", "--libvirt", "qemu:///system", "backup", "-g", self.conf(**keys),
                     "-w", self.workdir] + list(args)
 
-        def backup(self, name, bin_dir=None, retry=True, **keys):
-            for _ in range(LOCK_RETRIES if retry else 1):
-                r = subprocess.run(self.argv("-m", name, **keys), capture_output=True, text=True, timeout=300,
-                                   env=env(bin_dir))
-                if not someone_elses_lock(r.stdout + r.stderr):
-                    break
-                time.sleep(3)
+        def backup(self, name, bin_dir=None, **keys):
+            r = subprocess.run(self.argv("-m", name, **keys), capture_output=True, text=True, timeout=300,
+                               env=env(bin_dir))
             return r.returncode, r.stdout + r.stderr
 
         def start(self, bin_dir, ready):
-            """A backup run in the background, once `ready()` (or it ended: another's lock means try again)."""
-            for _ in range(LOCK_RETRIES):
-                p = subprocess.Popen(self.argv("-m", ODD), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, env=env(bin_dir))
-                wait_until(lambda: ready() or p.poll() is not None, 120, "the backup to get going")
-                if p.poll() is None or p.returncode == -9:
-                    return p
-                out = p.communicate()[0]
-                if not someone_elses_lock(out):
-                    raise AssertionError(out)
-                time.sleep(3)
-            raise AssertionError("the libvirt lock stayed taken")
+            """A backup run in the background, once `ready()` (an end before that is a failure: the module
+            holds its turn at libvirt, so no other run can hold the lock)."""
+            p = subprocess.Popen(self.argv("-m", ODD), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True, env=env(bin_dir))
+            wait_until(lambda: ready() or p.poll() is not None, 120, "the backup to get going")
+            if p.poll() is None or p.returncode == -9:
+                return p
+            raise AssertionError(p.communicate()[0])
 
         def backups(self, name):
             return sorted(os.path.dirname(p) for p in glob.glob(os.path.join(glob.escape(self.volume), glob.escape(name),
@@ -306,7 +288,7 @@ def test_two_runs_at_once_on_one_domain(lab, odd, tmp_path):
     before = lab.backups(ODD)
     p = lab.start(slow_convert(str(tmp_path / "bin")), lambda: partial_disk(lab))
     try:
-        code, out = lab.backup(ODD, retry=False)
+        code, out = lab.backup(ODD)
         one_line_error(code, out)
         assert "lock" in out, out
         assert ours_left(ODD) and partial_disk(lab)  # the first run's job and folder are untouched
