@@ -76,6 +76,7 @@ def test_messages_name_the_files_the_admin_gave_never_the_hosts_temp_copies(host
     assert "%s/web:1: DISK_BACKUP_FORMAT='zzz' is not valid" % per_vm in r.stdout, r.stdout
     assert "CONFIG: -my hotvcb.conf;" in r.stdout and "-my hotvcb.conf:4: unknown key BOGUS_KEY" in r.stdout, \
         r.stdout
+    assert r.out.count("unknown key BOGUS_KEY") == 1, r.out  # said by the host's run, not by the client as well
     [vm] = json.loads((tmp_path / "r.json").read_text())["vms"]
     assert vm["message"].startswith("%s/web:1: " % per_vm), vm
 
@@ -132,9 +133,10 @@ def test_a_full_tmp_on_the_host_goes_file_by_file_and_leaves_nothing_there(small
     run goes file by file, and /tmp holds no scraps."""
     host.create_vm("web", "datastore1", [{"size": "4M"}], power="on")
     folder = small_tmp / "onhost"
-    r = _run(site, "backup", "-m", "web", "-g", write_conf(host), env={"HOTVCB_HOST_FOLDER": str(folder)})
+    r = _run(site, "backup", "-m", "web", "-g", write_conf(host, BOGUS_KEY=1), env={"HOTVCB_HOST_FOLDER": str(folder)})
     assert r.returncode == 0, r.out
     assert "KiB free in %s" % folder in r.out and "going file by file over SSH" in r.out, r.out
+    assert r.out.count("unknown key BOGUS_KEY") == 1, r.out  # the client's, as the run stayed here
     assert len(sealed(host, "web")) == 1
     assert [n for n in os.listdir(str(folder)) if not n.endswith(".pyz")] == [], os.listdir(str(folder))
 

@@ -7,6 +7,7 @@ import shutil
 from typing import List, NamedTuple, Optional, Tuple, Union
 
 from .. import config, namelist
+from . import onhost
 from ..errors import HostError, LockError, UsageError
 from ..hosts.base import Hypervisor
 from ..hosts.esxi import EsxiHost
@@ -169,8 +170,7 @@ def load(args) -> Tuple[Settings, RunLog]:
     """Settings first (a bad config must fail before anything is logged as started)."""
     settings, warnings = config.load_settings(args.global_conf)
     log = RunLog("debug" if args.level == "debug" else "info", path=args.log_file)
-    for w in warnings:
-        log.warning(w)
+    onhost.say_warnings(args, warnings, log.warning)
     return settings, log
 
 

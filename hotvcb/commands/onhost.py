@@ -11,6 +11,7 @@ the host hands its report back in an outbox (`--outbox`) instead of mailing it.
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import stat
@@ -18,7 +19,7 @@ import sys
 import codecs
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .. import config, hostrun
 from ..jobs import outcome
@@ -68,6 +69,26 @@ def adopt_client_names(args) -> None:
     config.show_files_as({getattr(args, dest): name for dest, name in pairs if getattr(args, dest, None)})
 
 
+def say_warnings(args, warnings: Sequence[str], say: Callable[[str], None]) -> None:
+    """The config's warnings, said where the command runs: a run on the host reads the same config
+    and says them itself (in its log, so in -l and the mail too), so here they wait until `_run`
+    knows the command stays on this machine. Said on both sides, each appeared twice."""
+    held = functools.partial(_say_each, list(warnings), say)
+    if _may_go_to_host(args):
+        args.unsaid_warnings = held  # `_run` says them if the command stays here after all
+    else:
+        held()
+
+
+def _say_each(warnings: List[str], say: Callable[[str], None]) -> None:
+    for w in warnings:
+        say(w)
+
+
+def _may_go_to_host(args) -> bool:
+    return args.host_target.ssh is not None and not args.file_by_file
+
+
 def backup(args, log: RunLog) -> Optional[Report]:
     """The run's Report, or None when it is not run on the host (no SSH, --file-by-file, or the
     host cannot: said in the log), and the caller goes file by file."""
@@ -114,7 +135,14 @@ def command(args, failed: int, log: Optional[RunLog] = None) -> Optional[int]:
 
 
 def _run(args, log: Optional[RunLog], extra: Sequence[str] = ()) -> Optional[hostrun.Finished]:
-    if args.host_target.ssh is None or args.file_by_file:
+    done = _on_host(args, log, extra)
+    if done is None:  # the command stays here: say what the host's run would have said
+        vars(args).pop("unsaid_warnings", lambda: None)()
+    return done
+
+
+def _on_host(args, log: Optional[RunLog], extra: Sequence[str]) -> Optional[hostrun.Finished]:
+    if not _may_go_to_host(args):
         return None
     request = _request(args, args.parser, extra)
     shell = SshShell(args.host_target.ssh)

@@ -105,8 +105,7 @@ def run(args) -> int:
     dry_run = level in ("dryrun", "dryrun2")
     settings, warnings = config.load_settings(args.global_conf)
     log = RunLog("debug" if level in ("debug", "dryrun2") else "info", path=args.log_file)
-    for w in warnings:
-        log.warning(w)
+    onhost.say_warnings(args, warnings, log.warning)
     interrupt.install()
     code = onhost.command(args, 1, log)  # SSH mode: the restore on the host, where it can
     if code is not None:

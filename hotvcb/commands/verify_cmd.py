@@ -84,8 +84,7 @@ def targets(shell: Shell, volume: str, target, all_backups: bool):
 
 def run(args) -> int:
     settings, warnings = config.load_settings(args.global_conf)
-    for w in warnings:
-        print("hotvcb: warning: %s" % w, file=sys.stderr)
+    onhost.say_warnings(args, warnings, lambda w: print("hotvcb: warning: %s" % w, file=sys.stderr))
     if args.boot:
         return _boot(args, settings)
     code = onhost.command(args, 1)
