@@ -48,6 +48,8 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 from typing import Any, List, Optional, Sequence, Tuple
 
+from . import mailgate
+
 CAFILE_ENV = "HOTVCB_SMTP_CAFILE"
 TIMEOUT = 30.0  # seconds per connect / reply; a dead relay must not hang the run
 MAX_DELAY = 60  # seconds; cap for EMAIL_DELAY_INTERVAL
@@ -79,8 +81,7 @@ def send_report(
     so the caller can mention it without having to handle any exception.
     """
     log = logger if logger is not None else _log
-    wanted = settings.email_log or (settings.email_alert and failed)
-    if not (wanted and settings.email_server and _clean(settings.email_to)):
+    if not mailgate.wanted(settings, failed):
         return False
     where = "%s:%s" % (settings.email_server, settings.email_server_port)
     try:

@@ -9,7 +9,7 @@ import socket
 from datetime import datetime
 from typing import List, Optional, Sequence, Tuple
 
-from .. import config, interrupt, namelist
+from .. import config, interrupt, mailgate, namelist
 from ..errors import HostError, HotvcbError, Interrupted, UsageError, VmNotFound
 from ..store import volume
 from ..jobs.backup import BackupJob
@@ -179,7 +179,7 @@ def _deliver(args, settings, log, report: "onhost.Report") -> int:
         _write_json_report(args.json_report, log, report.json_report)
     if args.outbox:
         report.save(args.outbox)
-    elif settings.email_log or settings.email_alert:
+    elif mailgate.wanted(settings, report.code != 0):
         from .. import notify  # smtplib, ssl, email: ~0.1 s of imports that a run without mail skips
 
         notify.send_report(
