@@ -24,6 +24,7 @@ libvirtd is started by `ensure_libvirtd` when qemu:///system does not answer
 
 import contextlib
 import fcntl
+import glob
 import gzip
 import hashlib
 import io
@@ -134,6 +135,34 @@ def libvirt_exclusive():
     """A module's tests run in one turn at the machine's libvirt (libvirt_turn)."""
     with libvirt_turn():
         yield
+
+
+def killing_virsh(folder: str, verb: str) -> str:
+    """A bin folder whose virsh is the real one, but kills its caller (hotvcb) with -9 right after `verb` ran."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "virsh")
+    with open(path, "w") as f:
+        f.write('#!/bin/sh\n%s "$@"\nrc=$?\nfor a in "$@"; do [ "$a" = %s ] && kill -9 $PPID; done\nexit $rc\n'
+                % (shutil.which("virsh"), verb))
+    os.chmod(path, 0o755)
+    return folder
+
+
+def slow_convert(folder: str, seconds: int = 8) -> str:
+    """A bin folder whose qemu-img waits before each convert (a full copy of a libvirt export)."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "qemu-img")
+    with open(path, "w") as f:
+        f.write('#!/bin/sh\n[ "$1" = convert ] && sleep %d\nexec %s "$@"\n' % (seconds, shutil.which("qemu-img")))
+    os.chmod(path, 0o755)
+    return folder
+
+
+def scratch_left(name: str) -> List[str]:
+    """The domain's scratch folders of ours under hotvcb's run dir, named as hosts/libvirt.py names
+    them (`<name sanitised>-<8 hex of its SHA-256>`), written out here as the witness."""
+    own = "%s-%s" % (re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:100], hashlib.sha256(name.encode()).hexdigest()[:8])
+    return glob.glob("/run/hotvcb/libvirt-*/jobs/%s/*" % glob.escape(own))
 
 
 def write_conf(root: str, volume: str, **keys) -> str:

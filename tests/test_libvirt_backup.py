@@ -71,8 +71,7 @@ def lab(libvirt_exclusive):
 def ours_left(name):
     """Anything of ours libvirt still holds for the domain: a backup job, our scratch folders."""
     job = virsh("backup-dumpxml", name, check=False)
-    jobs = glob.glob("/run/hotvcb/libvirt-*/jobs/%s/*" % glob.escape(name.replace(" ", "_")))
-    return (["job"] if job.returncode == 0 else []) + jobs
+    return (["job"] if job.returncode == 0 else []) + kvmguest.scratch_left(name)
 
 
 def checkpoints(name):

@@ -12,7 +12,7 @@ import pytest
 
 import kvmguest
 from kvmguest import libvirt_exclusive  # noqa: F401  (the fixture)
-from kvmguest import MiB, needs_libvirt, virsh
+from kvmguest import MiB, killing_virsh, needs_libvirt, slow_convert, virsh
 from qemuvm import PYTHON, env, kill_tree, qemu_img, slow_qemu_img, wait_until
 
 pytestmark = needs_libvirt
@@ -217,18 +217,7 @@ def test_an_incremental_restores_to_kvm_and_to_esxi_as_its_content(lab, odd, tmp
 
 
 def jobs_left():
-    return glob.glob("/run/hotvcb/libvirt-*/jobs/%s/*" % glob.escape(re.sub(r"[^A-Za-z0-9_.-]+", "_", ODD)))
-
-
-def killing_virsh(folder, verb):
-    """A bin folder whose virsh is the real one, but kills its caller (hotvcb) with -9 right after `verb` ran."""
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, "virsh")
-    with open(path, "w") as f:
-        f.write('#!/bin/sh\n%s "$@"\nrc=$?\nfor a in "$@"; do [ "$a" = %s ] && kill -9 $PPID; done\nexit $rc\n'
-                % (shutil.which("virsh"), verb))
-    os.chmod(path, 0o755)
-    return folder
+    return kvmguest.scratch_left(ODD)
 
 
 @pytest.mark.parametrize("moment", ["backup-begin", "mid-copy", "domjobabort"])
@@ -272,16 +261,6 @@ def test_kill_9_at_any_moment_then_cleanup_leaves_nothing_and_the_next_backup_wo
 def partial_disk(lab):
     """vda was copied (its checkpoint noted), vdb's copy is under way (slow_convert)."""
     return glob.glob(os.path.join(glob.escape(lab.volume), glob.escape(ODD), "*-partial", "hotvcb-checkpoint"))
-
-
-def slow_convert(folder, seconds=8):
-    """A bin folder whose qemu-img waits before each convert (vdb, raw, is always a full convert)."""
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, "qemu-img")
-    with open(path, "w") as f:
-        f.write('#!/bin/sh\n[ "$1" = convert ] && sleep %d\nexec %s "$@"\n' % (seconds, shutil.which("qemu-img")))
-    os.chmod(path, 0o755)
-    return folder
 
 
 def test_two_runs_at_once_on_one_domain(lab, odd, tmp_path):

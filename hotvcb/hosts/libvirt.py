@@ -45,6 +45,7 @@ The host is this machine: the NBD socket and the images are local files, so
 a remote URI (qemu+ssh://) is refused.
 """
 
+import hashlib
 import io
 import re
 import time
@@ -71,6 +72,13 @@ MAX_CHAIN = 7  # incrementals on one full: then a full again, so rotation can fr
 QUIESCE_TIMEOUT = 60.0
 POLL = 0.2
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def _own_folder(domain: str) -> str:
+    """The domain's folder name under the run dir: readable, and its alone. `web 1` and `web_1`
+    sanitise alike, and sharing a folder, one's backup cleared the other's scratch as a dead
+    run's; a short hash of the exact name tells them apart."""
+    return "%s-%s" % (_UNSAFE.sub("_", domain)[:100], hashlib.sha256(domain.encode("utf-8")).hexdigest()[:8])
 
 
 @dataclass
@@ -131,7 +139,7 @@ class LibvirtHost(LocalKvmHost):
                 raise VmNotFound(ref.name) from err
             raise
         root = _parse(live, ref.name)
-        folder = self.run_dir + "/vms/" + _UNSAFE.sub("_", ref.name)
+        folder = self.run_dir + "/vms/" + _own_folder(ref.name)
         self.shell.makedirs(folder)  # where a power-down marker of ours goes
         vm = Vm(ref=ref, datastore="", folder=folder, vmx=DomainConfig(inactive), uuid=root.findtext("uuid") or "")
         for d in root.findall("devices/disk"):
@@ -318,7 +326,7 @@ class LibvirtHost(LocalKvmHost):
 
     def _jobs_dir(self, domain: str) -> str:
         """Scratch files and the NBD socket of the domain's pull job: <run dir>/jobs/<domain>/<snapshot>/."""
-        return "%s/jobs/%s" % (self.run_dir, _UNSAFE.sub("_", domain))
+        return "%s/jobs/%s" % (self.run_dir, _own_folder(domain))
 
     def _drop_checkpoint(self, domain: str, name: str) -> None:
         """Delete a checkpoint of ours; one whose bitmap QEMU cannot use any more is forgotten by libvirt."""

@@ -1,0 +1,61 @@
+"""Two libvirt domains whose names sanitise alike (`twin a`, `twin_a`) keep apart what hotvcb holds
+for each on the host: one's backup never takes the other's scratch folder for a dead run's."""
+
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+import kvmguest
+from kvmguest import libvirt_exclusive  # noqa: F401  (the fixture)
+from kvmguest import needs_libvirt, scratch_left, slow_convert, virsh
+from qemuvm import PYTHON, env, qemu_img
+
+pytestmark = needs_libvirt
+TWINS = ("twin a", "twin_a")
+
+
+@pytest.fixture(scope="module")
+def lab(libvirt_exclusive):  # noqa: F811
+    """Both twins running (the firmware idles: no guest needed), and a config backing them up."""
+    root = tempfile.mkdtemp(prefix="hvn", dir="/var/tmp")
+    os.chmod(root, 0o755)
+    try:
+        for name in TWINS:
+            image = os.path.join(root, name + ".qcow2")
+            assert qemu_img("create", "-q", "-f", "qcow2", image, "8M").returncode == 0
+            xml = os.path.join(root, name + ".xml")
+            with open(xml, "w") as f:
+                f.write(kvmguest.domain_xml(name, image, "qcow2", os.path.join(root, name + ".log"), agent=False))
+            virsh("define", xml)
+            virsh("start", name)
+        os.makedirs(os.path.join(root, "backups"))
+        yield root, kvmguest.write_conf(root, os.path.join(root, "backups"))
+    finally:
+        for name in TWINS:
+            virsh("destroy", name, check=False)
+            for cp in reversed(virsh("checkpoint-list", name, "--name", check=False).stdout.split()):
+                virsh("checkpoint-delete", name, cp, "--metadata", check=False)
+            virsh("undefine", name, "--checkpoints-metadata", check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def hotvcb(root, *args, bin_dir=None):
+    argv = [PYTHON, "-m", "hotvcb", "--libvirt", kvmguest.URI] + list(args) + ["-w", os.path.join(root, "work")]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env(bin_dir))
+
+
+def test_twins_backed_up_at_once_keep_their_scratch_apart(lab, tmp_path):
+    """Both backups at once (--parallel 2), each copy starting seconds after its job began (a slow
+    qemu-img): when the twins shared one scratch folder, one job's start cleared the other's folder
+    as a dead run's, or both jobs began in the same second and claimed the same scratch file."""
+    root, conf = lab
+    r = hotvcb(root, "backup", "--parallel", "2", "-m", TWINS[0], "-m", TWINS[1], "-g", conf,
+               bin_dir=slow_convert(str(tmp_path / "bin"), 5))
+    assert r.returncode == 0, r.stdout + r.stderr
+    for name in TWINS:
+        assert len(glob.glob(os.path.join(glob.escape(root), "backups", glob.escape(name), "*", "STATUS.ok"))) == 1
+        assert not scratch_left(name)
