@@ -28,7 +28,8 @@ from typing import Callable, Dict, List, Optional, Union
 from . import interrupt, pyzpack
 from .errors import HostError, TimeoutExpired
 from .onhost_boot import MARK, RUN_DIR
-from .sshshell import SshShell, _last_line
+from .sshscripts import last_line as _last_line
+from .sshshell import SshShell
 # the host's folder for our builds and the runs' files, private (0700; /tmp is a ramdisk on ESXi);
 # $HOTVCB_HOST_FOLDER here names another
 FOLDER = "/tmp/hotvcb-onhost"

@@ -16,29 +16,17 @@ changed is refused with a message telling the admin how to check and add it.
 Nothing is ever accepted silently. Authentication is non-interactive
 (``BatchMode``): a backup run under cron cannot answer a prompt.
 
-Commands: the argv is quoted with ``shlex.quote`` for the remote POSIX shell
-(busybox ash on ESXi) and run under a small wrapper (`_WRAPPER`) that merges
-stderr into stdout and watches the channel's stdin. We hold stdin open and
-never write; when we stop the ssh client (interrupt, timeout), sshd closes that
-stdin, the watcher sees EOF and kills the command's whole process group (TERM,
-then KILL after 5 s) — without a pty sshd would otherwise leave a remote
-vmkfstools running on its own.
-
-Files: each operation is one busybox-compatible shell snippet (cat, ls, mkdir,
-mv, rm, cp, stat, ln, chmod, readlink, sha256sum, tar); an atomic write is
-``cat > tmp; sync; mv tmp path``. Long ones (hashing, compressing) go through
-the interruptible `run` path. File names containing a newline are not
-supported by listdir/list_files (ls/find print one name a line).
+Commands run under a wrapper that kills them on the host when we stop the ssh
+client; each file operation is one busybox-compatible shell snippet. Both, and
+the readers of their answers, are in sshscripts.py. Long operations (hashing,
+compressing) go through the interruptible `run` path.
 """
 
 import atexit
-import io
 import json
 import os
 import pkgutil
 import posixpath
-import re
-import shlex
 import shutil
 import subprocess
 import tarfile
@@ -46,7 +34,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import hostdigest
+from . import hostdigest, sshscripts as sh
 from .errors import HostError, TimeoutExpired
 from .shell import Completed, OutputCallback, Tree, stream, tree_of
 
@@ -54,30 +42,6 @@ SSH = "ssh"
 CONNECT_TIMEOUT = 20  # seconds for TCP connect + key exchange
 PERSIST = 600  # an orphaned master goes away after this long without clients
 FILE_OP_TIMEOUT = 600
-_NOT_FOUND = "hotvcb-ssh: cannot run "
-# Runs a stdlib script (its source first, then its arguments) with the host's python; 127: none.
-# `python` first: ESXi's own is /bin/python (3.8 on 7/8).
-_PYTHON = ('s=$1; shift; for p in python python3; do command -v "$p" >/dev/null 2>&1 && '
-           'exec "$p" -c "$s" "$@"; done; exit 127')
-
-# "$@" is the command. fd 3 keeps the channel's stdin for the watcher (an
-# asynchronous list would otherwise get /dev/null). The watcher ignores TERM
-# itself so it can follow up with KILL; `kill 0` reaches every process of
-# this session's group, also children of the command (sshd gives each
-# session its own group).
-_WRAPPER = """\
-command -v "$1" >/dev/null 2>&1 || { echo "%s$1: not found"; exit 127; }
-exec 3<&0
-"$@" </dev/null 2>&1 &
-p=$!
-{ trap '' TERM; while read -r _; do :; done; kill -TERM 0; sleep 5; kill -KILL 0; } <&3 >/dev/null 2>&1 &
-w=$!
-exec 3<&-
-wait $p
-r=$?
-kill -KILL $w 2>/dev/null
-exit $r
-""" % _NOT_FOUND
 
 
 @dataclass(frozen=True)
@@ -190,7 +154,7 @@ class SshShell:
                 % (t.known_hosts_name, known, port, t.hostname, port, t.hostname, known,
                    port, t.destination)
             )
-        detail = _last_line(message) or "ssh exited with an error"
+        detail = sh.last_line(message) or "ssh exited with an error"
         if "Permission denied" in message:
             return ("SSH login to %s refused (%s): hotvcb logs in with a key, never a password; put the "
                     "public key in /etc/ssh/keys-<user>/authorized_keys on ESXi and pass --identity FILE"
@@ -222,7 +186,7 @@ class SshShell:
 
     def _lost(self, output: str) -> HostError:
         return HostError("lost the SSH connection to %s: %s"
-                         % (self.target.destination, _last_line(output) or "ssh exited 255"))
+                         % (self.target.destination, sh.last_line(output) or "ssh exited 255"))
 
     # -- commands ------------------------------------------------------------
     def run(
@@ -241,7 +205,7 @@ class SshShell:
         """
         self.open()
         argv = [str(a) for a in argv]
-        remote = _join(["sh", "-c", _WRAPPER, "hotvcb"] + argv)
+        remote = sh.wrapped(argv)
         try:
             proc = subprocess.Popen(
                 self._ssh("-T", self.target.destination, remote),
@@ -258,7 +222,7 @@ class SshShell:
         finally:
             if proc.stdin is not None:
                 proc.stdin.close()
-        if done.returncode == 127 and done.output.startswith(_NOT_FOUND):
+        if done.returncode == 127 and done.output.startswith(sh.NOT_FOUND):
             raise HostError("cannot run %s on %s: not found" % (argv[0], self.target.destination))
         if done.returncode == 255 and not self._master_alive():
             raise self._lost(done.output)
@@ -266,14 +230,14 @@ class SshShell:
 
     def python_argv(self, source: str, *args: str) -> List[str]:
         """argv that runs a stdlib script's source with the host's python (exit 127: it has none)."""
-        return ["sh", "-c", _PYTHON, "hotvcb", source] + list(args)
+        return sh.python_argv(source, args)
 
     def channel(self, argv: Sequence[str]) -> "subprocess.Popen":
         """One session running argv on the host with its stdin, stdout and stderr piped to us, for a
         program that speaks its own protocol over them (`hostrun.py`); the caller waits for it."""
         self.open()
         try:
-            return subprocess.Popen(self._ssh("-T", self.target.destination, _join([str(a) for a in argv])),
+            return subprocess.Popen(self._ssh("-T", self.target.destination, sh.join([str(a) for a in argv])),
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     start_new_session=True)  # a Ctrl-C here is passed on, not taken by ssh
         except OSError as err:
@@ -297,7 +261,7 @@ class SshShell:
               timeout: Optional[float] = FILE_OP_TIMEOUT) -> Tuple[int, bytes, str]:
         """Run a short sh snippet with positional args; (exit code, stdout, stderr)."""
         self.open()
-        remote = _join(["sh", "-c", script, "hotvcb"] + list(args))
+        remote = sh.snippet(script, args)
         argv = self._ssh("-T", self.target.destination, remote)
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
@@ -319,79 +283,77 @@ class SshShell:
               timeout: Optional[float] = FILE_OP_TIMEOUT) -> bytes:
         rc, out, err = self._call(script, *args, data=data, timeout=timeout)
         if rc != 0:
-            raise HostError("%s: %s" % (what, _reason(err) or "exit %d" % rc))
+            raise HostError("%s: %s" % (what, sh.reason(err) or "exit %d" % rc))
         return out
 
     def _test(self, script: str, path: str) -> bool:
         rc, _out, err = self._call(script, path)
         if rc > 1:
-            raise HostError("cannot check %s: %s" % (path, _reason(err) or "exit %d" % rc))
+            raise HostError("cannot check %s: %s" % (path, sh.reason(err) or "exit %d" % rc))
         return rc == 0
 
     def _streamed(self, what: str, script: str, *args: str) -> str:
         """A long snippet through run(): interruptible, and killed remotely when stopped."""
         done = self.run(["sh", "-c", script, "hotvcb"] + list(args), timeout=None)
         if done.returncode != 0:
-            raise HostError("%s: %s" % (what, _reason(done.output) or "exit %d" % done.returncode))
+            raise HostError("%s: %s" % (what, sh.reason(done.output) or "exit %d" % done.returncode))
         return done.output
 
     # -- files ---------------------------------------------------------------
     def read_text(self, path: str) -> str:
-        data = self._must("cannot read %s" % path, 'cat -- "$1"', path)
+        data = self._must("cannot read %s" % path, sh.READ, path)
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError:
             return data.decode("latin-1")
 
-    def open_binary(self, path: str) -> "_RemoteReader":
+    def open_binary(self, path: str) -> "sh.RemoteReader":
         """A binary stream of a host file (`cat` over the shared connection).
 
         Lets verify, archive reads and restore read host files from the Linux
         box; the caller closes it, which waits for (or stops) the remote cat.
         """
         self.open()
-        argv = self._ssh("-T", self.target.destination, _join(["cat", "--", path]))
+        argv = self._ssh("-T", self.target.destination, sh.join(["cat", "--", path]))
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, start_new_session=True)
         except OSError as err:
             raise HostError("cannot run %s: %s" % (SSH, err.strerror or err)) from err
-        return _RemoteReader(proc, path)
+        return sh.RemoteReader(proc, path)
 
     def write_text(self, path: str, text: str) -> None:
         """Write atomically: temp file in the same folder, sync, rename."""
         folder, name = _split(path)
         tmp = folder + "/." + name + ".tmp"
-        script = ('cat > "$2" && { sync -- "$2" 2>/dev/null || sync; } && mv -f -- "$2" "$1" '
-                  '|| { r=$?; rm -f -- "$2"; exit $r; }')
-        self._must("cannot write %s" % path, script, path, tmp, data=text.encode("utf-8"))
+        self._must("cannot write %s" % path, sh.WRITE, path, tmp, data=text.encode("utf-8"))
 
     def exists(self, path: str) -> bool:
-        return self._test('[ -e "$1" ] || [ -L "$1" ]', path)
+        return self._test(sh.EXISTS, path)
 
     def isdir(self, path: str) -> bool:
-        return self._test('[ -d "$1" ]', path)
+        return self._test(sh.ISDIR, path)
 
     def listdir(self, path: str) -> List[str]:
-        out = self._must("cannot list %s" % path, 'ls -1a -- "$1"', path)
+        out = self._must("cannot list %s" % path, sh.LIST, path)
         names = out.decode("utf-8", "surrogateescape").split("\n")
         return sorted(n for n in names if n not in ("", ".", ".."))
 
     def makedirs(self, path: str) -> None:
-        self._must("cannot create %s" % path, 'mkdir -p -- "$1"', path)
+        self._must("cannot create %s" % path, sh.MAKEDIRS, path)
 
     def make_new_dir(self, path: str) -> bool:
         """Create path; False if it already exists (the atomic claim of a name)."""
-        rc, _out, err = self._call('mkdir -- "$1" && exit 0; [ -e "$1" ] && exit 3; exit 1', path)
+        rc, _out, err = self._call(sh.MAKE_NEW_DIR, path)
         if rc == 3:
             return False
         if rc != 0:
-            raise HostError("cannot create %s: %s" % (path, _reason(err) or "exit %d" % rc))
+            raise HostError("cannot create %s: %s" % (path, sh.reason(err) or "exit %d" % rc))
         return True
 
     def list_files(self, folder: str) -> List[str]:
         """Every file under folder, as sorted paths relative to it."""
-        out = self._must("cannot list %s" % folder, 'cd -- "$1" && find . -type f', folder)
+        out = self._must("cannot list %s" % folder, sh.LIST_FILES, folder)
         names = out.decode("utf-8", "surrogateescape").split("\n")
         return sorted(n[2:] for n in names if n.startswith("./"))
 
@@ -405,69 +367,58 @@ class SshShell:
         """
         rels = [r for r in self.list_files(folder) if r not in skip]
         ordered = [r for r in first if r in rels] + [r for r in rels if r not in first]
-        members = [_member(arcname + "/" + r) for r in ordered]
-        script = ('DST="$2"; d="$2.d"; rm -rf -- "$d"; mkdir -- "$d" && ln -s -- "$1" "$d/$3" && shift 3 '
-                  '&& cd "$d" && tar -czhf "$DST" "$@" && { sync -- "$DST" 2>/dev/null || sync; }; '
-                  'r=$?; rm -rf -- "$d"; exit $r')
-        self._streamed("cannot compress %s" % folder, script, folder, dst, arcname, *members)
+        members = [sh.member(arcname + "/" + r) for r in ordered]
+        self._streamed("cannot compress %s" % folder, sh.TAR_GZ, folder, dst, arcname, *members)
 
     def link_new(self, src: str, dst: str) -> bool:
         """Hard-link src as dst; False if dst exists (an atomic create-with-content)."""
-        rc, _out, err = self._call('ln -- "$1" "$2" && exit 0; [ -e "$2" ] && exit 3; exit 1', src, dst)
+        rc, _out, err = self._call(sh.LINK_NEW, src, dst)
         if rc == 3:
             return False
         if rc != 0:
-            raise HostError("cannot link %s to %s: %s" % (src, dst, _reason(err) or "exit %d" % rc))
+            raise HostError("cannot link %s to %s: %s" % (src, dst, sh.reason(err) or "exit %d" % rc))
         return True
 
     def age(self, path: str) -> Optional[float]:
         """Seconds since path was last modified, by the host's clock; None if it is gone."""
-        rc, out, err = self._call('[ -e "$1" ] || exit 3; m=$(stat -c %Y -- "$1") && echo $(( $(date +%s) - m ))',
-                                  path)
+        rc, out, err = self._call(sh.AGE, path)
         if rc == 3:
             return None
         if rc != 0:
-            raise HostError("cannot stat %s: %s" % (path, _reason(err) or "exit %d" % rc))
+            raise HostError("cannot stat %s: %s" % (path, sh.reason(err) or "exit %d" % rc))
         return max(0.0, float(out.split()[0]))
 
     def touch(self, path: str) -> None:
-        self._must("cannot touch %s" % path, '[ ! -e "$1" ] || touch -c -- "$1"', path)
+        self._must("cannot touch %s" % path, sh.TOUCH, path)
 
     def rename(self, src: str, dst: str) -> None:
-        # mv would move src *into* an existing directory dst; os.rename would not
-        script = ('if [ -d "$2" ] && [ ! -L "$2" ]; then echo "$2: File exists" >&2; exit 1; fi; '
-                  'mv -f -- "$1" "$2"')
-        self._must("cannot rename %s to %s" % (src, dst), script, src, dst)
+        self._must("cannot rename %s to %s" % (src, dst), sh.RENAME, src, dst)
 
     def remove_tree(self, path: str) -> None:
-        self._must("cannot remove %s" % path, 'rm -rf -- "$1"', path, timeout=None)
+        self._must("cannot remove %s" % path, sh.REMOVE, path, timeout=None)
 
     def copy_file(self, src: str, dst: str) -> None:
-        script = 'cp -- "$1" "$2" && { sync -- "$2" 2>/dev/null || sync; }'
-        self._must("cannot copy %s to %s" % (src, dst), script, src, dst, timeout=None)
+        self._must("cannot copy %s to %s" % (src, dst), sh.COPY, src, dst, timeout=None)
 
     def file_size(self, path: str) -> int:
-        return int(self._must("cannot stat %s" % path, 'stat -L -c %s -- "$1"', path).split()[0])
+        return int(self._must("cannot stat %s" % path, sh.SIZE, path).split()[0])
 
     def disk_usage(self, path: str) -> int:
         """Bytes allocated on disk (thin files are smaller than their size)."""
-        blocks, unit = self._must("cannot stat %s" % path, "stat -L -c '%b %B' -- \"$1\"", path).split()[:2]
+        blocks, unit = self._must("cannot stat %s" % path, sh.USAGE, path).split()[:2]
         return int(blocks) * int(unit)
 
     def symlink(self, target: str, link: str) -> None:
-        """Point link at target, replacing an older link (-n: never follow it into a folder)."""
-        self._must("cannot link %s" % link, 'ln -sfn -- "$1" "$2"', target, link)
+        """Point link at target, replacing an older link."""
+        self._must("cannot link %s" % link, sh.SYMLINK, target, link)
 
     def chmod(self, path: str, mode: int) -> None:
-        self._must("cannot chmod %s" % path, 'chmod "$2" -- "$1"', path, "%04o" % mode)
+        self._must("cannot chmod %s" % path, sh.CHMOD, path, "%04o" % mode)
 
     def realpath(self, path: str) -> str:
         """Like os.path.realpath: a missing last part is kept as written, `..` folded."""
         path = posixpath.normpath(path)
-        script = ('readlink -f -- "$1" 2>/dev/null && exit 0; '
-                  'd=$(readlink -f -- "$(dirname -- "$1")" 2>/dev/null) && '
-                  'echo "${d%/}/$(basename -- "$1")" && exit 0; echo "$1"')
-        out = self._must("cannot resolve %s" % path, script, path)
+        out = self._must("cannot resolve %s" % path, sh.REALPATH, path)
         return out.decode("utf-8", "surrogateescape").rstrip("\n") or path
 
     def block_digests(self, path: str, block_size: int, whole: bool,
@@ -493,7 +444,7 @@ class SshShell:
                 raise ValueError("exit %d" % done.returncode)
             return tree_of(json.loads(lines[-1])["entries"])
         except (IndexError, KeyError, TypeError, ValueError) as err:
-            raise HostError("cannot scan %s: %s" % (root, _last_line(done.output) or err))
+            raise HostError("cannot scan %s: %s" % (root, sh.last_line(done.output) or err))
 
     def read_texts(self, paths: Sequence[str]) -> Dict[str, str]:
         """Many small files in one round trip: the host's tar packs those it can read
@@ -501,72 +452,25 @@ class SshShell:
         paths = [p for p in paths if p.startswith("/")]
         if not paths:
             return {}
-        rc, out, err = self._call('tar -cf - -- "$@" 2>/dev/null; exit 0', *paths)
+        rc, out, err = self._call(sh.READ_MANY, *paths)
         if rc != 0:
-            raise HostError("cannot read %d files: %s" % (len(paths), _reason(err) or "exit %d" % rc))
-        wanted = {p.lstrip("/"): p for p in paths}
-        texts = {}
+            raise HostError("cannot read %d files: %s" % (len(paths), sh.reason(err) or "exit %d" % rc))
         try:
-            with tarfile.open(fileobj=io.BytesIO(out), mode="r:") as tar:
-                for member in tar:
-                    name = member.name[2:] if member.name.startswith("./") else member.name
-                    path = wanted.get(name.lstrip("/"))
-                    f = tar.extractfile(member) if path is not None and member.isfile() else None
-                    if f is None or path is None:
-                        continue
-                    data = f.read()
-                    try:
-                        texts[path] = data.decode("utf-8")
-                    except UnicodeDecodeError:
-                        texts[path] = data.decode("latin-1")
+            return sh.texts_of(out, paths)
         except tarfile.TarError as exc:
             if out:
                 raise HostError("cannot read %d files: %s" % (len(paths), exc)) from exc
-        return texts
+            return {}
 
     def sha256(self, path: str, on_block: Optional[Callable[[int], None]] = None) -> str:
         """Hash a file on the host (sha256sum there: the data never crosses the wire)."""
-        out = self._streamed("cannot read %s" % path, 'sha256sum -- "$1"', path)
-        m = re.search(r"^\\?([0-9a-f]{64})\s", out, re.M)
-        if not m:
+        out = self._streamed("cannot read %s" % path, sh.SHA256, path)
+        digest = sh.sha256_of(out)
+        if not digest:
             raise HostError("cannot read %s: unexpected sha256sum output %r" % (path, out[:200]))
         if on_block is not None:
             on_block(self.file_size(path))
-        return m.group(1)
-
-
-class _RemoteReader(object):
-    """File-like read side of a remote `cat`; a failed cat raises HostError at the end
-    (the Shell contract: a file that cannot be read is a HostError, from open or read)."""
-
-    def __init__(self, proc: "subprocess.Popen", path: str):
-        if proc.stdout is None or proc.stderr is None:
-            raise ValueError("the remote cat needs piped stdout and stderr")
-        self.proc, self.path, self.out, self.err = proc, path, proc.stdout, proc.stderr
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.out.read(n) if n is not None and n >= 0 else self.out.read()
-        if not data and self.proc.wait() != 0:
-            err = self.err.read().decode("utf-8", "replace")
-            raise HostError("cannot read %s: %s" % (self.path, _reason(err) or "exit %d" % self.proc.returncode))
-        return data
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self.out.close()
-        self.err.close()
-
-    def __enter__(self) -> "_RemoteReader":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def _join(argv: Sequence[str]) -> str:
-    return " ".join(shlex.quote(a) for a in argv)
+        return digest
 
 
 def _config_value(value: str) -> str:
@@ -577,19 +481,3 @@ def _config_value(value: str) -> str:
 def _split(path: str) -> Tuple[str, str]:
     folder, _, name = path.rpartition("/")
     return (folder if path.startswith("/") or folder else "."), name
-
-
-def _member(name: str) -> str:
-    """A tar member argument that cannot be taken for an option."""
-    return "./" + name if name.startswith("-") else name
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
-    return lines[-1] if lines else ""
-
-
-def _reason(stderr: str) -> str:
-    """`cat: can't open 'x': No such file or directory` -> `No such file or directory`."""
-    line = _last_line(stderr)
-    return line.rsplit(": ", 1)[-1] if line else ""

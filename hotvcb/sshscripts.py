@@ -1,0 +1,172 @@
+"""What SshShell runs on the host, and how it reads the answers: busybox sh snippets and the
+remote command lines they travel in.
+
+Every snippet takes its paths as positional parameters ("$1", "$@"), never spliced into its text,
+and the command line is quoted with ``shlex.quote`` for the remote POSIX shell (busybox ash on
+ESXi): names holding spaces, quotes or `;` reach the host's tools as they are. An atomic write is
+``cat > tmp; sync; mv tmp path``. File names containing a newline are not supported by the
+listings (ls and find print one name a line).
+
+Commands run under `WRAPPER`, which merges stderr into stdout and watches the channel's stdin:
+SshShell holds it open and never writes, so when it stops the ssh client (interrupt, timeout)
+sshd closes that stdin, the watcher sees EOF and kills the command's whole process group (TERM,
+then KILL after 5 s) -- without a pty sshd would otherwise leave a remote vmkfstools running on
+its own.
+"""
+
+import io
+import re
+import shlex
+import subprocess
+import tarfile
+from typing import Dict, List, Sequence
+
+from .errors import HostError
+
+NOT_FOUND = "hotvcb-ssh: cannot run "
+# Runs a stdlib script (its source first, then its arguments) with the host's python; 127: none.
+# `python` first: ESXi's own is /bin/python (3.8 on 7/8).
+PYTHON = ('s=$1; shift; for p in python python3; do command -v "$p" >/dev/null 2>&1 && '
+          'exec "$p" -c "$s" "$@"; done; exit 127')
+
+# "$@" is the command. fd 3 keeps the channel's stdin for the watcher (an
+# asynchronous list would otherwise get /dev/null). The watcher ignores TERM
+# itself so it can follow up with KILL; `kill 0` reaches every process of
+# this session's group, also children of the command (sshd gives each
+# session its own group).
+WRAPPER = """\
+command -v "$1" >/dev/null 2>&1 || { echo "%s$1: not found"; exit 127; }
+exec 3<&0
+"$@" </dev/null 2>&1 &
+p=$!
+{ trap '' TERM; while read -r _; do :; done; kill -TERM 0; sleep 5; kill -KILL 0; } <&3 >/dev/null 2>&1 &
+w=$!
+exec 3<&-
+wait $p
+r=$?
+kill -KILL $w 2>/dev/null
+exit $r
+""" % NOT_FOUND
+
+# -- the file operations ($1, $2: paths; exit 3 where a caller tells "exists" from a failure) --
+READ = 'cat -- "$1"'
+WRITE = ('cat > "$2" && { sync -- "$2" 2>/dev/null || sync; } && mv -f -- "$2" "$1" '
+         '|| { r=$?; rm -f -- "$2"; exit $r; }')  # $1 the file, $2 its temp name beside it
+EXISTS = '[ -e "$1" ] || [ -L "$1" ]'
+ISDIR = '[ -d "$1" ]'
+LIST = 'ls -1a -- "$1"'
+MAKEDIRS = 'mkdir -p -- "$1"'
+MAKE_NEW_DIR = 'mkdir -- "$1" && exit 0; [ -e "$1" ] && exit 3; exit 1'
+LIST_FILES = 'cd -- "$1" && find . -type f'
+# busybox tar cannot rename members: $1 is archived through a link named $3, with -h, as $2
+TAR_GZ = ('DST="$2"; d="$2.d"; rm -rf -- "$d"; mkdir -- "$d" && ln -s -- "$1" "$d/$3" && shift 3 '
+          '&& cd "$d" && tar -czhf "$DST" "$@" && { sync -- "$DST" 2>/dev/null || sync; }; '
+          'r=$?; rm -rf -- "$d"; exit $r')
+LINK_NEW = 'ln -- "$1" "$2" && exit 0; [ -e "$2" ] && exit 3; exit 1'
+AGE = '[ -e "$1" ] || exit 3; m=$(stat -c %Y -- "$1") && echo $(( $(date +%s) - m ))'
+TOUCH = '[ ! -e "$1" ] || touch -c -- "$1"'
+# mv would move $1 *into* an existing directory $2; os.rename would not
+RENAME = ('if [ -d "$2" ] && [ ! -L "$2" ]; then echo "$2: File exists" >&2; exit 1; fi; '
+          'mv -f -- "$1" "$2"')
+REMOVE = 'rm -rf -- "$1"'
+COPY = 'cp -- "$1" "$2" && { sync -- "$2" 2>/dev/null || sync; }'
+SIZE = 'stat -L -c %s -- "$1"'
+USAGE = "stat -L -c '%b %B' -- \"$1\""
+SYMLINK = 'ln -sfn -- "$1" "$2"'  # -n: never follow an older link into a folder
+CHMOD = 'chmod "$2" -- "$1"'
+REALPATH = ('readlink -f -- "$1" 2>/dev/null && exit 0; '
+            'd=$(readlink -f -- "$(dirname -- "$1")" 2>/dev/null) && '
+            'echo "${d%/}/$(basename -- "$1")" && exit 0; echo "$1"')
+READ_MANY = 'tar -cf - -- "$@" 2>/dev/null; exit 0'  # those it can read; busybox tar too
+SHA256 = 'sha256sum -- "$1"'
+
+
+def join(argv: Sequence[str]) -> str:
+    """One remote command line: the remote shell splits it back into exactly argv."""
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def snippet(script: str, args: Sequence[str]) -> str:
+    """The command line running a snippet with its positional parameters."""
+    return join(["sh", "-c", script, "hotvcb"] + list(args))
+
+
+def wrapped(argv: Sequence[str]) -> str:
+    """The command line running argv under WRAPPER."""
+    return snippet(WRAPPER, argv)
+
+
+def python_argv(source: str, args: Sequence[str]) -> List[str]:
+    """argv that runs a stdlib script's source with the host's python (exit 127: it has none)."""
+    return ["sh", "-c", PYTHON, "hotvcb", source] + list(args)
+
+
+def member(name: str) -> str:
+    """A tar member argument that cannot be taken for an option."""
+    return "./" + name if name.startswith("-") else name
+
+
+def last_line(text: str) -> str:
+    lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def reason(stderr: str) -> str:
+    """`cat: can't open 'x': No such file or directory` -> `No such file or directory`."""
+    line = last_line(stderr)
+    return line.rsplit(": ", 1)[-1] if line else ""
+
+
+def texts_of(tar_bytes: bytes, paths: Sequence[str]) -> Dict[str, str]:
+    """READ_MANY's answer as {path: text} (UTF-8, else Latin-1); raises tarfile.TarError."""
+    wanted = {p.lstrip("/"): p for p in paths}
+    texts = {}
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:") as tar:
+        for m in tar:
+            name = m.name[2:] if m.name.startswith("./") else m.name
+            path = wanted.get(name.lstrip("/"))
+            f = tar.extractfile(m) if path is not None and m.isfile() else None
+            if f is None or path is None:
+                continue
+            data = f.read()
+            try:
+                texts[path] = data.decode("utf-8")
+            except UnicodeDecodeError:
+                texts[path] = data.decode("latin-1")
+    return texts
+
+
+def sha256_of(output: str) -> str:
+    """The digest in SHA256's answer, or "" if it holds none."""
+    m = re.search(r"^\\?([0-9a-f]{64})\s", output, re.M)
+    return m.group(1) if m else ""
+
+
+class RemoteReader(object):
+    """File-like read side of a remote `cat`; a failed cat raises HostError at the end
+    (the Shell contract: a file that cannot be read is a HostError, from open or read)."""
+
+    def __init__(self, proc: "subprocess.Popen", path: str):
+        if proc.stdout is None or proc.stderr is None:
+            raise ValueError("the remote cat needs piped stdout and stderr")
+        self.proc, self.path, self.out, self.err = proc, path, proc.stdout, proc.stderr
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.out.read(n) if n is not None and n >= 0 else self.out.read()
+        if not data and self.proc.wait() != 0:
+            err = self.err.read().decode("utf-8", "replace")
+            raise HostError("cannot read %s: %s" % (self.path, reason(err) or "exit %d" % self.proc.returncode))
+        return data
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.out.close()
+        self.err.close()
+
+    def __enter__(self) -> "RemoteReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
