@@ -1,6 +1,11 @@
-"""Debts from the last stop's closing note, each through the CLI: the mail gate decided in one place."""
+"""Debts from the last stop's closing note, each through the CLI: the mail gate decided in one place;
+the scratch folders of killed restores found by `hotvcb cleanup`."""
 
-from simhost import hotvcb, make_host, needs_root, write_conf
+import glob
+import os
+
+from qemuvm import kill_tree
+from simhost import VOLUME, hotvcb, hotvcb_background, make_host, needs_root, wait_for, write_conf
 
 pytestmark = needs_root
 
@@ -22,3 +27,51 @@ def test_mail_alert_imports_the_mailer_only_for_a_run_it_mails(tmp_path, monkeyp
         assert "hotvcb.notify" in failed.stderr and "e-mail report not sent" in failed.stdout, failed.stdout
     finally:
         host.stop()
+
+
+def _scratch(host):
+    """Our restores' scratch folders and their records, in datastore1 and its folder `restored`."""
+    root = host.real("/vmfs/volumes/datastore1")
+    return sorted(os.path.relpath(p, root) for p in glob.glob(os.path.join(root, ".hotvcb-extract-*"))
+                  + glob.glob(os.path.join(root, "restored", ".hotvcb-extract-*")))
+
+
+def test_cleanup_removes_the_scratch_folders_of_killed_restores_only(host, tmp_path):
+    """A restore from a .gz or a repository writes the whole backup into a scratch folder on the
+    target datastore first. SIGKILLed, it cannot remove it: `hotvcb cleanup` must, and say so, but
+    never while its restore still runs (here: both restores in a slow clone)."""
+    host.create_vm("web", "datastore1", [{"size": "8M"}])
+    w = tmp_path / "w"
+    r = hotvcb(host, "backup", "-m", "web", "-g", write_conf(host, "gz.conf", ENABLE_COMPRESSION=1), "-w", w)
+    assert r.returncode == 0, r.stdout + r.stderr
+    conf = write_conf(host)
+    r = hotvcb(host, "backup", "-m", "web", "-g", conf, "--repo", "/vmfs/volumes/backup/repo", "-w", w)
+    assert r.returncode == 0, r.stdout + r.stderr
+    [gz] = glob.glob(host.real(VOLUME + "/web/*.gz"))
+    os.makedirs(host.real("/vmfs/volumes/datastore1/restored"))
+    host.set_fault("clone.delay", "120")
+    restores = [
+        hotvcb_background(host, "restore", VOLUME + "/web/" + os.path.basename(gz), "--datastore",
+                          "datastore1/restored", "--name", "from gz", "--format", "zeroedthick"),
+        hotvcb_background(host, "restore", "--repo", "/vmfs/volumes/backup/repo", "--latest", "web", "--datastore",
+                          "datastore1", "--name", "from repo", "--format", "zeroedthick")]
+    try:
+        wait_for(lambda: len(glob.glob(host.real("/vmfs/volumes/datastore1/*/*.hotvcb-restoring"))
+                             + glob.glob(host.real("/vmfs/volumes/datastore1/*.hotvcb-restoring"))) == 2,
+                 120, "both restores to clone")
+        running = _scratch(host)
+        assert len(running) == 4, running  # two folders, two records
+        r = hotvcb(host, "cleanup", "-g", conf)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert r.stdout.count("scratch folder of a running restore") == 2, r.stdout
+        assert _scratch(host) == running
+    finally:
+        for p in restores:
+            kill_tree(p.pid)
+            p.communicate()
+    r = hotvcb(host, "cleanup", "-g", conf)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("left by a restore that died") == 2, r.stdout
+    assert _scratch(host) == [], r.stdout
+    r = hotvcb(host, "cleanup", "-g", conf)
+    assert "left by a restore that died" not in r.stdout and "cleanup: 0 leftover(s) removed" in r.stdout, r.stdout

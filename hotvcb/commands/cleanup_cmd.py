@@ -1,13 +1,14 @@
 """`hotvcb cleanup`: undo what a killed run left behind (a dead run's only)."""
 
 from .. import interrupt
+from ..jobs import restore_scratch
 from ..jobs.leftovers import cleanup_host
 from . import common, onhost
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("cleanup", help="remove leftover hotvcb snapshots and unfinished backups, "
-                              "power on VMs a killed run left off")
+    p = subparsers.add_parser("cleanup", help="remove leftover hotvcb snapshots, unfinished backups and killed "
+                              "restores' scratch folders, power on VMs a killed run left off")
     common.add_host_options(p)
     onhost.add_option(p)
     p.set_defaults(handler=run)
@@ -23,6 +24,7 @@ def run(args) -> int:
     lock, me = common.lock_host(host, log, args.host_target)
     try:
         n = cleanup_host(host, settings.vm_backup_volume, log, me, args.level == "dryrun")
+        n += restore_scratch.sweep(host.shell, [d.url for d in host.datastores()], log, me, args.level == "dryrun")
         if args.level != "dryrun":
             lock.sweep_done()
     finally:

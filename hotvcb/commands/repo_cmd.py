@@ -15,18 +15,18 @@ import json
 import os
 import shutil
 import sys
-import time
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List
 
 from .. import interrupt
-from ..errors import RepoError, UsageError
+from ..errors import HostError, RepoError, UsageError
 from ..jobs.repo_backup import flat_name
-from ..jobs.restore import EXTRACTING
+from ..jobs import restore_scratch
 from ..repo.reader import read_file, restore_disk, whole_or_nothing
 from ..repo.repository import SNAPSHOTS, Repository, Snapshot, open_path
 from ..repo.verify import verify
 from ..store import layout
+from ..shell import LocalShell
 from ..units import human_size
 
 
@@ -135,15 +135,19 @@ def staged(path: str, ident: str, target: str, latest: str = "") -> Iterator[str
     folder restore to convert and register; removed afterwards, whatever happens."""
     repo = open_path(path)
     snap = find(repo, ident, latest)
-    folder = "%s/%s%d-%d/%s" % (target.rstrip("/"), EXTRACTING, os.getpid(), int(time.time()),
-                               layout.backup_name(snap.vm, snap.time))
+    shell = LocalShell()
+    scratch = restore_scratch.make(shell, target)  # its record lets `hotvcb cleanup` remove it if we are killed
+    folder = scratch + "/" + layout.backup_name(snap.vm, snap.time)
     try:
         _materialize(repo, snap, folder)
         with open(os.path.join(folder, "STATUS.ok"), "w") as f:
             f.write("restored from the repository %s, backup %s (every chunk hash-checked)\n" % (path, snap.id))
         yield folder
     finally:
-        shutil.rmtree(os.path.dirname(folder), ignore_errors=True)
+        try:
+            restore_scratch.remove(shell, scratch)
+        except HostError as err:  # not over the error that brought us here
+            print("hotvcb: warning: %s -- remove %s by hand" % (err, scratch), file=sys.stderr)
 
 
 def _materialize(repo: Repository, snap: Snapshot, work: str) -> List[str]:

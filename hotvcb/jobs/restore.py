@@ -12,7 +12,8 @@ One request goes through explicit states, so a failure knows what to undo:
   name is only a warning (ghettoVCB allowed it).
 - extracted: a .gz backup is unpacked into `<target>/.hotvcb-extract-<pid>-…`
   on the *target* datastore (never next to the backups) and removed at the
-  end whatever happens.
+  end whatever happens; its record lets `hotvcb cleanup` remove it after a
+  SIGKILL (restore_scratch.py).
 - copying: disks are cloned with vmkfstools -i into `<target>/<name>.hotvcb-restoring`;
   .nvram/.vmxf copied, the rewritten .vmx written last. Meanwhile a thread
   checks every file of the backup against the manifest's digests (unless
@@ -38,7 +39,6 @@ this module carries it out. .vmx rewrites (each is logged; dry runs print them):
   makes a copy that can run next to the original.
 """
 
-import os
 import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
@@ -52,11 +52,10 @@ from ..restorefile import RestoreRequest
 from ..shell import FileReader, LocalShell
 from ..store import health, layout, manifest
 from ..units import human_size
-from . import restore_stage, restore_tree
+from . import restore_scratch, restore_stage, restore_tree
 from .verify import VerifyResult, verify_folder, verify_gz
 from .restore_plan import Plan, Planner, RestoreError
 
-EXTRACTING = ".hotvcb-extract-"
 FORMAT_2GB_NOTE = (
     "2gbsparse is a hosted format: ESXi opens it only with the multiextent module loaded "
     "(`esxcli system module load -m multiextent`); prefer thin"
@@ -167,13 +166,16 @@ class _Restore:
                 self._remove(self.temp)
             if self.extract_dir is not None:
                 self.log.info("Removing the extracted copy %s" % self.extract_dir)
-                self._remove(self.extract_dir)
+                if self._remove(self.extract_dir):
+                    self._remove(restore_scratch.record_of(self.extract_dir))
 
-    def _remove(self, path: str) -> None:
+    def _remove(self, path: str) -> bool:
         try:
             self.shell.remove_tree(path)
+            return True
         except HostError as err:
             self.log.error("could not remove %s: %s -- remove it by hand" % (path, err))
+            return False
 
     # -- the steps -------------------------------------------------------------
     def _run(self) -> None:
@@ -233,8 +235,7 @@ class _Restore:
             self.log.dryrun("RESTORE: %s (%s backup) as %s in %s, disks %s converted to VMDK with qemu-img first" % (
                 backup, kvm.kind, self.req.disk_format, folder, ", ".join(d.source for d in kvm.machine.disks)))
             return
-        dest = "%s/%s%d-%d" % (self.req.target, EXTRACTING, os.getpid(), int(time.time()))
-        self.shell.makedirs(dest)
+        dest = restore_scratch.make(self.shell, self.req.target)
         self.extract_dir = dest  # from here on, `run` removes it
         restore_stage.stage(self.shell, kvm, dest, self.log)
         plan = self.planner.plan(self.shell, dest, free)
@@ -281,8 +282,7 @@ class _Restore:
 
     def _extract(self, gz: str) -> str:
         """Unpack a .gz on the target datastore, never next to the backups."""
-        dest = "%s/%s%d-%d" % (self.req.target, EXTRACTING, os.getpid(), int(time.time()))
-        self.shell.makedirs(dest)
+        dest = restore_scratch.make(self.shell, self.req.target)
         self.extract_dir = dest  # from here on, `run` removes it
         self.log.info("Extracting %s to %s" % (gz, dest))
         return targz.extract(gz, dest)

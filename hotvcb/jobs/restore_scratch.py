@@ -1,0 +1,93 @@
+"""A restore's scratch folder on the target datastore, and finding those of restores that died.
+
+A `.gz` backup is unpacked, a repository backup written out as a folder, a KVM backup converted
+to VMDKs in `<target>/.hotvcb-extract-<pid>-<time>-<run>/` before the ordinary restore reads it,
+and the restore removes the folder when it ends. A SIGKILLed one cannot: a whole backup's size
+stays behind, maybe in a folder of the admin's choosing (`--datastore datastore1/restored`).
+
+So the restore first writes its run record (runid.py) and the folder's path into
+`<datastore root>/<folder name>.owner`, the one place `hotvcb cleanup` looks (the root of every
+datastore of the host); the folder is made after its record and removed before it, so no folder
+of ours is without one. Cleanup removes a folder only when its restore is provably dead: recorded
+on this machine by a process that is no longer a hotvcb (leftovers.owner_alive, as for snapshots
+and markers). One recorded on another machine (a datastore shared over NFS) is reported and left:
+its pid means nothing here. A folder with our prefix and no record (an older hotvcb's) is reported
+and left too.
+"""
+
+import re
+from typing import Iterable
+
+from ..errors import HostError
+from ..runid import RunId, parse
+from ..shell import Shell
+from .leftovers import owner_alive
+
+PREFIX = ".hotvcb-extract-"
+RECORD = ".owner"  # appended to the folder's name, at the datastore's root
+_PATH = re.compile(r"^path=(/.+)$", re.M)
+
+
+def make(shell: Shell, target: str) -> str:
+    """A new scratch folder in target, its record written first; its path."""
+    run = RunId.new()
+    path = "%s/%s%d-%d-%s" % (target.rstrip("/"), PREFIX, run.pid, run.started, run.run[:6])
+    shell.write_text(record_of(path), "%s\npath=%s\n" % (run.text(), path))
+    shell.makedirs(path)
+    return path
+
+
+def record_of(path: str) -> str:
+    """`<datastore root>/<name>.owner` of the scratch folder `path`."""
+    parts = path.rstrip("/").split("/")
+    root = "/".join(parts[:4]) if path.startswith("/vmfs/volumes/") and len(parts) > 4 else "/".join(parts[:-1])
+    return "%s/%s%s" % (root, parts[-1], RECORD)
+
+
+def remove(shell: Shell, path: str) -> None:
+    """The folder, then its record (a record without its folder is harmless; the reverse is not)."""
+    shell.remove_tree(path)
+    shell.remove_tree(record_of(path))
+
+
+def sweep(shell: Shell, roots: Iterable[str], log, me: RunId, dry_run: bool = False) -> int:
+    """Remove the scratch folders of dead restores recorded in the roots; how many there were."""
+    found = 0
+    for root in sorted({r.rstrip("/") for r in roots}):
+        try:
+            entries = shell.listdir(root) if shell.isdir(root) else []
+        except HostError as err:
+            log.warning("cannot look for restores' scratch folders in %s: %s" % (root, err))
+            continue
+        for entry in entries:
+            if not entry.startswith(PREFIX):
+                continue
+            if not entry.endswith(RECORD):
+                if entry + RECORD not in entries:
+                    log.warning("%s/%s: a restore's scratch folder without its record (an older hotvcb's?); "
+                                "leaving it -- remove it by hand if no restore is running" % (root, entry))
+                continue
+            try:
+                text = shell.read_text(root + "/" + entry)
+            except HostError as err:
+                log.warning("%s/%s: %s" % (root, entry, err))
+                continue
+            owner, path = parse(text), _PATH.search(text)
+            if owner is None or path is None or path.group(1).rsplit("/", 1)[-1] + RECORD != entry:
+                log.warning("%s/%s: not a record hotvcb wrote; leaving it" % (root, entry))
+                continue
+            folder = path.group(1)
+            if owner.machine != me.machine:
+                log.warning("%s: scratch folder of a restore on %s (%s); leaving it to a cleanup there"
+                            % (folder, owner.machine, owner))
+                continue
+            if owner_alive(owner, me):
+                log.info("%s: scratch folder of a running restore (%s); leaving it" % (folder, owner))
+                continue
+            found += 1
+            if dry_run:
+                log.info("would remove %s, left by a restore that died (%s)" % (folder, owner))
+                continue
+            log.warning("removing %s, left by a restore that died (%s)" % (folder, owner))
+            remove(shell, folder)
+    return found
