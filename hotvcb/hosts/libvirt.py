@@ -59,7 +59,7 @@ from ..runlog import RunLog
 from ..model import Disk, Snapshot, Vm, VmRef
 from ..shell import Shell
 from ..store import health, layout
-from ..store.chain import chain_length
+from ..store.chain import chain_length, written_after_seal
 from . import nbdcopy, qemuimg
 from .qemu import LocalKvmHost
 from .qemu_overlays import OUR_MARK
@@ -393,6 +393,11 @@ class LibvirtHost(LocalKvmHost):
                 return ""
             if chain_length(self.shell, b.path + "/" + disk_file) >= MAX_CHAIN:
                 self.log.info("%s: %d incrementals on one full; a full backup this time" % (active.domain, MAX_CHAIN))
+                return ""
+            changed = written_after_seal(self.shell, b.path + "/" + disk_file)
+            if changed:
+                self.log.info("%s: %s was written after its backup was sealed; a full backup instead"
+                              % (active.domain, changed))
                 return ""
             return "../%s/%s" % (b.name, disk_file)
         self.log.info("%s: no good backup holds checkpoint %s (rotated away, failed or compressed); a full backup "

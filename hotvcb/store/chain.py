@@ -6,7 +6,9 @@ is what qemu-img follows on restore), so it is read here rather than
 recorded a second time: offset 8 holds the backing file name's offset (u64,
 big-endian), offset 16 its length (u32). A backup whose base is gone or not
 good is not good (health.py), and rotation never deletes a base a kept
-backup needs (rotation.py).
+backup needs (rotation.py). An incremental is built on a base only while no
+image of its chain was written after its backup was sealed
+(`written_after_seal`; what that does and does not catch: docs/kvm.md).
 """
 
 import struct
@@ -18,6 +20,7 @@ from ..shell import Shell
 QCOW2_MAGIC = b"QFI\xfb"
 _HEADER_MAX = 1 << 16  # qemu puts the backing file name right after the header and its extensions
 MAX_DEPTH = 64
+SEAL_SLACK = 2.0  # seconds: a write this soon after the seal is not told from the seal's own
 
 
 def backing_file(shell: Shell, path: str) -> Optional[str]:
@@ -61,3 +64,24 @@ def chain_length(shell: Shell, path: str) -> int:
         path = path.rsplit("/", 1)[0] + "/" + backing
         depth += 1
     return depth
+
+
+def written_after_seal(shell: Shell, path: str) -> Optional[str]:
+    """The first image of a backup's qcow2 chain (the disk itself, then each base) whose file was
+    written after its backup was sealed, or None.
+
+    STATUS.ok is written after every file of a backup, so a disk younger than it was written
+    since: booted by hand, opened read-write by a tool, restored into. Its age is asked first:
+    "now" only grows between the two looks, so a disk as old as its seal never looks younger.
+    """
+    for _ in range(MAX_DEPTH + 1):
+        folder = path.rsplit("/", 1)[0]
+        sealed = shell.age(folder + "/STATUS.ok")
+        disk = shell.age(path)
+        if sealed is not None and disk is not None and disk + SEAL_SLACK < sealed:
+            return path
+        backing = backing_file(shell, path)
+        if not backing:
+            return None
+        path = folder + "/" + backing
+    return None

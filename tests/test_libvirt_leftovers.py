@@ -1,8 +1,11 @@
-"""Two libvirt domains whose names sanitise alike (`twin a`, `twin_a`) keep apart what hotvcb holds
-for each on the host: one's backup never takes the other's scratch folder for a dead run's."""
+"""Defects left from the last stop, on a real libvirtd: two domains whose names sanitise alike
+(`twin a`, `twin_a`) keep apart what hotvcb holds for each on the host; an incremental is never
+built on a base written after its seal."""
 
 import glob
+import json
 import os
+import time
 import shutil
 import subprocess
 import tempfile
@@ -59,3 +62,33 @@ def test_twins_backed_up_at_once_keep_their_scratch_apart(lab, tmp_path):
     for name in TWINS:
         assert len(glob.glob(os.path.join(glob.escape(root), "backups", glob.escape(name), "*", "STATUS.ok"))) == 1
         assert not scratch_left(name)
+
+
+def _newest(root, name):
+    return sorted(glob.glob(os.path.join(glob.escape(root), "backups", glob.escape(name), "*", "STATUS.ok")))[-1]
+
+
+def test_a_base_written_after_its_seal_is_not_built_on(lab):
+    """A base changed in place, its size kept (here 4 KiB overwritten in the qcow2 an hour after its
+    backup), would hand every incremental on it data that only `verify` reads: the backup is full
+    instead, and says why."""
+    root, conf = lab
+    r = hotvcb(root, "backup", "-m", TWINS[0], "-g", conf)
+    assert r.returncode == 0, r.stdout + r.stderr
+    base = os.path.dirname(_newest(root, TWINS[0]))
+    an_hour_ago = time.time() - 3600
+    for entry in os.listdir(base):  # the backup as made an hour ago
+        os.utime(os.path.join(base, entry), (an_hour_ago, an_hour_ago))
+    disk = os.path.join(base, "vda.qcow2")
+    size = os.path.getsize(disk)
+    with open(disk, "r+b") as f:
+        f.seek(size // 2)
+        f.write(b"\xa5" * 4096)
+    assert os.path.getsize(disk) == size
+
+    r = hotvcb(root, "backup", "-m", TWINS[0], "-g", conf)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "%s was written after its backup was sealed; a full backup instead" % disk in r.stdout, r.stdout
+    newest = os.path.join(os.path.dirname(_newest(root, TWINS[0])), "vda.qcow2")
+    info = json.loads(qemu_img("info", "--output=json", newest).stdout)
+    assert "backing-filename" not in info, info
