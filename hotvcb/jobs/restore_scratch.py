@@ -33,7 +33,11 @@ def make(shell: Shell, target: str) -> str:
     run = RunId.new()
     path = "%s/%s%d-%d-%s" % (target.rstrip("/"), PREFIX, run.pid, run.started, run.run[:6])
     shell.write_text(record_of(path), "%s\npath=%s\n" % (run.text(), path))
-    shell.makedirs(path)
+    try:
+        shell.makedirs(path)
+    except HostError:
+        shell.remove_tree(record_of(path))
+        raise
     return path
 
 
