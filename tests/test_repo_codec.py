@@ -9,9 +9,12 @@ import subprocess
 import sys
 import zlib
 
+import pytest
+
 import zstandard  # noqa: F401  # the zstd path is tested, never skipped: install-test-deps installs it
 from repotool import PYTHON, ROOT, MiB, backup, make_disk, new_repo, same, scatter
 
+from hotvcb.errors import HotvcbError
 from hotvcb.repo import codec
 from hotvcb.repo.format import RAW, ZLIB, ZSTD
 from hotvcb.repo.reader import restore_disk
@@ -146,3 +149,18 @@ def data_extents(path):
             at = os.lseek(fd, start, os.SEEK_HOLE)
             out.append((start, at))
     return out
+
+
+def test_the_config_key_chooses_the_codec_of_a_repository_made_on_first_use(tmp_path):
+    from hotvcb.config import load_settings
+    from hotvcb.jobs.repo_backup import open_repository
+
+    conf = tmp_path / "hotvcb.conf"
+    conf.write_text("VM_BACKUP_REPOSITORY=%s\nVM_BACKUP_REPOSITORY_COMPRESSION=ZSTD\n" % (tmp_path / "repo"))
+    s, _warnings = load_settings(str(conf))
+    made = open_repository(s.vm_backup_repository, s.vm_backup_repository_compression)
+    assert made.config.compression == "zstd"
+    assert open_repository(s.vm_backup_repository, "zlib").config.compression == "zstd"  # chosen once, kept
+    conf.write_text("VM_BACKUP_REPOSITORY_COMPRESSION=lz4\n")
+    with pytest.raises(HotvcbError, match="zlib|zstd"):
+        load_settings(str(conf))
