@@ -12,7 +12,7 @@ warm page cache, so a busy machine slows every tool alike.
 | column | backup | restore |
 |---|---|---|
 | cp --sparse=always | a copy per version | a copy back |
-| snapshot + cp + snapshot remove | in one `esxisim shell`: `vim-cmd vmsvc/snapshot.create`, cp of the running VM's flat disk, `vim-cmd vmsvc/snapshot.removeall` | a copy back in one `esxisim shell` |
+| snapshot + cp + snapshot remove | in one `esxisim shell`: `vim-cmd vmsvc/snapshot.create`, cp of the running VM's flat disk and `sync` of the copy, `vim-cmd vmsvc/snapshot.removeall` | a copy back and its `sync`, in one `esxisim shell` |
 | hotvcb CLI | `hotvcb backup --repo` of the running esxisim VM whose disk is the image (snapshot lifecycle included), with the host's python: no zstandard there, as on ESXi, so zlib | `hotvcb restore --repo --latest --datastore` (registers the VM) |
 | hotvcb library, zstd / zlib | the data path alone: `BackupWriter.add_disk` of the image, in this process | `reader.restore_disk` to a file |
 | borg | `borg create --chunker-params fixed,4194304 --compression lz4 --sparse` (unencrypted) | `borg extract --sparse` |
@@ -22,7 +22,9 @@ Targets (issue 11): full backup >= 0.8x the speed of cp; the second backup store
 the data and takes <= 0.5x the first; restore >= 0.9x the speed of cp. They are judged on the
 hotvcb CLI (what an ESXi host runs) against "snapshot + cp + snapshot remove": a backup of a
 running VM pays the snapshot lifecycle and a shell on the host whoever copies, and a plain cp
-pays neither, so that is the fair cp. The library columns against plain cp show the data path
+pays neither, so that is the fair cp; and hotvcb (like borg and restic) has what it wrote on disk
+(fsync) when it returns, while cp leaves it in the page cache, so the fair cp ends with `sync`
+of its copy. The library columns against plain cp show the data path
 alone, with zstd (where the package is: never on ESXi) and zlib; they are reported, not judged. Prints one markdown table; exit 1 if the judged column misses a
 target or any restore is wrong. `--quick`: 1 GiB / 256 MiB (ratios, not the issue's sizes);
 `-v`: each step as measured. borg, restic and zstandard come from scripts/install-bench-deps;
@@ -245,11 +247,12 @@ class SnapCp:
         SimHost.use(src)
         self.n += 1
         SimHost.shell("/bin/sh", "-c", 'vim-cmd vmsvc/snapshot.create "$1" bench && cp --sparse=always "$2" "$3" && '
-                      'vim-cmd vmsvc/snapshot.removeall "$1"', "sh", self.vmid, SimHost.FLAT,
+                      'sync "$3" && vim-cmd vmsvc/snapshot.removeall "$1"', "sh", self.vmid, SimHost.FLAT,
                       os.path.join(self.repo, "v%d.raw" % self.n))
 
     def restore(self, dst):
-        SimHost.shell("cp", "--sparse=always", os.path.join(self.repo, "v%d.raw" % self.n), os.path.join(dst, NAME))
+        SimHost.shell("/bin/sh", "-c", 'cp --sparse=always "$1" "$2" && sync "$2"', "sh",
+                      os.path.join(self.repo, "v%d.raw" % self.n), os.path.join(dst, NAME))
 
 
 class HotvcbLib:
@@ -398,7 +401,7 @@ def report(tools, results, load) -> int:
          cells(lambda r: "+%s (%.1f %%)" % (mib(r["stored2"]), 100.0 * r["stored2"] / DATA)), "<= 1.5 %"),
         ("restore", cells(lambda r: "%.2f s" % r["restore"]), ""),
         ("restore speed vs cp", vs(Cp, "restore"), ">= 0.9x (library)"),
-        ("restore speed vs cp through the host's shell", vs(SnapCp, "restore"), ">= 0.9x (CLI)"),
+        ("restore speed vs cp + sync through the host's shell", vs(SnapCp, "restore"), ">= 0.9x (CLI)"),
         ("restored disk = version 2 (qemu-img compare)", cells(lambda r: "yes" if r["same"] else "**no**"), "yes"),
     ]
     if FAILED:

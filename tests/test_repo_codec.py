@@ -4,6 +4,7 @@ else (the ESXi host); repositories holding both, or holding the zlib level 1
 chunks of older hotvcb, read back whole; a reader without the package names the
 problem instead of failing halfway; restores write in order with holes kept."""
 
+import errno
 import os
 import subprocess
 import sys
@@ -14,9 +15,10 @@ import pytest
 import zstandard  # noqa: F401  # the zstd path is tested, never skipped: install-test-deps installs it
 from repotool import PYTHON, ROOT, MiB, backup, make_disk, new_repo, same, scatter
 
-from hotvcb.errors import HotvcbError
+from hotvcb.errors import HotvcbError, RepoError
 from hotvcb.repo import codec
 from hotvcb.repo.format import RAW, ZLIB, ZSTD
+from hotvcb.repo import reader
 from hotvcb.repo.reader import restore_disk
 from hotvcb.repo.repository import PACKS
 from hotvcb.repo.verify import verify
@@ -118,7 +120,7 @@ def test_a_reader_without_zstandard_names_the_package_and_leaves_nothing_behind(
     assert not (tmp_path / "repo2" / "config").exists()
 
 
-def test_a_parallel_restore_writes_every_run_in_place_and_leaves_holes_as_holes(tmp_path):
+def test_a_parallel_restore_writes_every_run_in_place_and_leaves_holes_as_holes(tmp_path, monkeypatch):
     # data islands of 1-3 chunks between holes, more runs than the pool has tasks in flight, so runs
     # finish out of order in the workers and must still land at their own offsets
     disk = tmp_path / "disk.raw"
@@ -131,6 +133,7 @@ def test_a_parallel_restore_writes_every_run_in_place_and_leaves_holes_as_holes(
     repo = new_repo(tmp_path / "repo", compression="zstd")
     snap = backup(repo, "web", disk)
     out = tmp_path / "out.raw"
+    monkeypatch.setattr(reader, "FLUSH_EVERY", MiB)  # background flushes run while later runs are written
     restore_disk(repo, snap, snap.disks[0], str(out), workers=4)
     assert same(disk, out)
     assert data_extents(out) == data_extents(disk)  # every hole of the source is a hole of the restore
@@ -164,3 +167,20 @@ def test_the_config_key_chooses_the_codec_of_a_repository_made_on_first_use(tmp_
     conf.write_text("VM_BACKUP_REPOSITORY_COMPRESSION=lz4\n")
     with pytest.raises(HotvcbError, match="zlib|zstd"):
         load_settings(str(conf))
+
+
+def test_a_disk_error_in_a_background_flush_fails_the_restore_and_removes_it(tmp_path, monkeypatch):
+    disk = tmp_path / "disk.raw"
+    make_disk(disk, seed=13)
+    repo = new_repo(tmp_path / "repo")
+    snap = backup(repo, "web", disk)
+    monkeypatch.setattr(reader, "FLUSH_EVERY", MiB)
+
+    def failing(fd):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "fdatasync", failing)  # the disk under the restore fails as it writes back
+    out = tmp_path / "out.raw"
+    with pytest.raises(RepoError, match="cannot write .*out.raw: Input/output error"):
+        restore_disk(repo, snap, snap.disks[0], str(out))
+    assert not out.exists()
