@@ -4,7 +4,7 @@ zstd level 1 is used in a repository made with it (`compression: zstd`,
 chosen at init when the `zstandard` package is importable there) by a writer
 that has the package; elsewhere zlib with the Z_RLE strategy (Huffman coding
 plus runs of one byte, no string matching), in an ordinary zlib stream that
-every hotvcb reads with zlib.decompress: ~3x the speed of zlib level 1 on
+every hotvcb reads with zlib.decompress: ~1.6x the speed of zlib level 1 on
 text for a ~1/6 larger result (docs/repository.md "Compression" has the
 numbers). Data that does not shrink by 1/32 is stored raw: random data then
 costs no CPU on restore; with zlib, a chunk whose first 4 KiB do not shrink
