@@ -71,7 +71,7 @@ class _Flusher:
 
     def _sync(self) -> None:
         try:
-            os.fdatasync(self.fd)
+            getattr(os, "fdatasync", os.fsync)(self.fd)  # a python without fdatasync (not every Unix has it)
         except OSError as err:  # raised by finish(): a later fsync may no longer report it
             self.error = err
 
