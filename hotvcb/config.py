@@ -229,6 +229,7 @@ KEYS = {
     "CREATE_VM_BACKUP_VOLUME": _boolean,
     "BACKUP_POWER_STATE": _choice(("on", "off", "any")),
     "VM_BACKUP_REPOSITORY": lambda text: text and _absolute_path(text),
+    "VM_BACKUP_REPOSITORY_COMPRESSION": _choice(("zlib", "zstd")),
     "VM_BACKUP_ROTATION_SIZE": _size,
     "COLD_SNAPSHOT": _boolean,
     "PRE_BACKUP_HOOK": str,

@@ -64,6 +64,7 @@ class Settings:
     backup_parallel: int = 1  # (hotvcb) VMs backed up at once (jobs/parallel.py)
     backup_parallel_per_datastore: int = 2  # (hotvcb) ... of them at most this many reading one datastore
     vm_backup_repository: str = ""  # (hotvcb) back up into this deduplicating repository (docs/repository.md)
+    vm_backup_repository_compression: str = "zlib"  # (hotvcb) zlib | zstd: a new repository's codec
     # where each value came from, "file:line" by key, for messages
     origin: Tuple[Tuple[str, str], ...] = field(default=(), compare=False)
 

@@ -36,8 +36,9 @@ from ..shell import LocalShell
 from ..store import volume
 
 
-def open_repository(path: str) -> Repository:
-    """The repository at `path`, created on first use inside an existing folder (never a missing volume)."""
+def open_repository(path: str, compression: str = "zlib") -> Repository:
+    """The repository at `path`, created on first use inside an existing folder (never a missing volume),
+    with `compression` (a repository's codec is chosen once: docs/repository.md "Compression")."""
     if os.path.exists(os.path.join(path, "config")):
         return open_path(path)
     parent = os.path.dirname(path.rstrip("/"))
@@ -46,7 +47,7 @@ def open_repository(path: str) -> Repository:
     if os.path.isdir(path) and set(os.listdir(path)) - {TMP}:  # tmp/: another host creating it right now
         raise RepoError("VM_BACKUP_REPOSITORY %s: a folder that holds something other than a repository" % path)
     try:
-        return Repository.init(LocalBackend(path))
+        return Repository.init(LocalBackend(path), compression=compression)
     except RepoError:
         if os.path.exists(os.path.join(path, "config")):  # another host (a shared volume) was first
             return Repository.open(LocalBackend(path))
@@ -77,7 +78,7 @@ class RepoSink:
                               "directly); over --host use VM_BACKUP_VOLUME")
         # an empty mount point of an unmounted share would get a new repository on the host's own disk
         volume.refuse_unmounted(self.host.shell, self.s.vm_backup_repository, "VM_BACKUP_REPOSITORY")
-        repo = open_repository(self.s.vm_backup_repository)
+        repo = open_repository(self.s.vm_backup_repository, self.s.vm_backup_repository_compression)
         self.writer = BackupWriter(repo, self.vm.name, host=self.run.host, run=self.run.text(), vm_uuid=self.vm.uuid)
 
     def plan_disks(self, disks: List[Disk]) -> Dict[str, str]:

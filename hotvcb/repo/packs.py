@@ -2,10 +2,16 @@
 
 A pack becomes visible only whole (put_new_file), named by the SHA-256 of
 its bytes, so a crash leaves at most an upload that no name points to.
+
+A full pack is committed (fsync, link) by a thread of its own while the next
+one fills: the fsync of 32 MiB would otherwise stall reading and compressing.
+One commit runs at a time, and flush() returns only when every pack is
+committed, so an index is still written after the packs it names.
 """
 
 import hashlib
 import os
+import threading
 from typing import List, Optional, Set
 
 from .. import crashpoint
@@ -24,6 +30,7 @@ class PackWriter:
         self.pending = set()  # type: Set[bytes]  # in the open pack, not yet committed
         self.committed = []  # type: List[str]
         self.bytes_written = 0
+        self._committing = None  # type: Optional[_Commit]
 
     def _write(self, data: bytes) -> None:
         assert self._upload is not None
@@ -41,26 +48,64 @@ class PackWriter:
         self.pending.add(digest)
         self.bytes_written += len(stored)
         if self._offset >= self.pack_size:
-            self.flush()
+            self._close_pack()
 
-    def flush(self) -> Optional[str]:
-        """Commit the open pack (if any); returns its name."""
-        if self._upload is None:
-            return None
+    def _close_pack(self) -> None:
+        """Finish the open pack and start committing it (after the previous commit has ended)."""
+        self._wait()
+        assert self._upload is not None
         self._write(pack_table(self._blobs))
-        name = pack_name(self._hash.hexdigest())
-        upload, self._upload = self._upload, None
-        self.backend.put_new_file(name, upload)  # False: the very same bytes are there already
-        crashpoint.reached("repo-pack-committed")
-        self.committed.append(name)
+        self._committing = _Commit(self.backend, pack_name(self._hash.hexdigest()), self._upload, self.pending)
+        self._upload = None
         self._hash, self._blobs, self._offset, self.pending = hashlib.sha256(), [], 0, set()
-        return name
+
+    def _wait(self) -> None:
+        """The running commit's end; its error (a full repository) is raised here, in the writer's thread."""
+        if self._committing is not None:  # kept when it failed: discard() then counts its chunks as lost
+            self.committed.append(self._committing.result())
+            self._committing = None
+
+    def flush(self) -> None:
+        """Commit the open pack (if any) and wait until every pack is committed."""
+        if self._upload is not None:
+            self._close_pack()
+        self._wait()
 
     def discard(self) -> Set[bytes]:
-        """Drop the open pack; returns the chunks that were in it (no longer stored anywhere)."""
+        """Drop the open pack; returns the chunks stored nowhere now (the open pack's, and those of a
+        pack whose commit failed)."""
         lost, self.pending = self.pending, set()
+        commit, self._committing = self._committing, None
+        if commit is not None:
+            try:
+                self.committed.append(commit.result())
+            except Exception:
+                lost |= commit.chunks
         if self._upload is not None:
             self._upload.discard()
             self._upload = None
         self._hash, self._blobs, self._offset = hashlib.sha256(), [], 0
         return lost
+
+
+class _Commit:
+    """put_new_file of one finished pack in a thread; result() waits and returns its name."""
+
+    def __init__(self, backend: Backend, name: str, upload: Upload, chunks: Set[bytes]):
+        self.name, self.chunks = name, chunks
+        self._error = None  # type: Optional[BaseException]
+        self._thread = threading.Thread(target=self._run, args=(backend, upload), name="pack-commit", daemon=True)
+        self._thread.start()
+
+    def _run(self, backend: Backend, upload: Upload) -> None:
+        try:
+            backend.put_new_file(self.name, upload)  # False: the very same bytes are there already
+            crashpoint.reached("repo-pack-committed")
+        except BaseException as err:  # handed to the writer's thread by result()
+            self._error = err
+
+    def result(self) -> str:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.name
