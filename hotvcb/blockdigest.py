@@ -22,6 +22,7 @@ because its source is also run on a remote host by `python -c` in SSH mode:
 127 from a python older than 3.5, which the caller treats as "no python").
 """
 
+import collections
 import errno
 import hashlib
 import json
@@ -29,6 +30,7 @@ import os
 import sys
 
 ZERO_RUN_CHUNK = 1 << 16  # blocks of zero digests fed to the proof at a time
+MAX_THREADS = 4  # hashing threads; SHA-256 of 1 MiB blocks scales to a few cores
 
 
 class Digester(object):
@@ -50,16 +52,22 @@ class Digester(object):
             d = self._zero_digests[n] = hashlib.sha256(self._zero[:n] if n <= self.block_size else bytes(n)).digest()
         return d
 
-    def add(self, block):
-        """One block of data (bytes-like, block_size long except the last)."""
+    def block_digest(self, block):
+        """d_i of one block; touches no running state, so blocks may be hashed in threads."""
         n = len(block)
         zero = self._zero if n == self.block_size else self._zero[:n]
         if block == zero:  # memcmp, stops at the first non-zero byte
-            d = self.zero_digest(n)
-        else:
-            d = hashlib.sha256(block).digest()
+            return self.zero_digest(n)
+        return hashlib.sha256(block).digest()
+
+    def add(self, block):
+        """One block of data (bytes-like, block_size long except the last)."""
         if self.whole is not None:
             self.whole.update(block)
+        self.add_digest(self.block_digest(block), len(block))
+
+    def add_digest(self, d, n):
+        """The next block's digest, in file order."""
         self.proof.update(d)
         self.parts.append(d.hex()[: self.hex_width])
         self.size += n
@@ -164,20 +172,55 @@ def read_blocks(f, block_size, check=None, fresh=False):
             break
 
 
-def digest_fd(f, block_size, whole=False, on_block=None, check=None):
+def digest_fd(f, block_size, whole=False, on_block=None, check=None, threads=None):
     """Digest an open binary file (raw or buffered) from offset 0 to EOF.
 
     `on_block(n)` is told the bytes covered after each block or hole run;
-    `check()` is called between blocks (to raise on an interrupt).
+    `check()` is called between blocks (to raise on an interrupt). The blocks'
+    SHA-256s are independent, so they are computed by `threads` threads (one
+    per core, at most MAX_THREADS, by default) while this one reads on:
+    hashlib lets go of the GIL while it hashes, and the digest of a backup
+    just written, the one read a seal cannot avoid, then takes a fraction of
+    one core's time. A version-1 whole-file SHA-256 is one sequential hash, so
+    `whole` hashes in this thread.
     """
     dig = Digester(block_size, whole)
-    for _off, length, data in read_blocks(f, block_size, check):
-        if data is None:
-            dig.add_zeros(length)
-        else:
-            dig.add(data)
-        if on_block is not None:
-            on_block(length)
+    if threads is None:
+        threads = min(MAX_THREADS, os.cpu_count() or 1)
+    if whole or threads < 2:
+        for _off, length, data in read_blocks(f, block_size, check):
+            if data is None:
+                dig.add_zeros(length)
+            else:
+                dig.add(data)
+            if on_block is not None:
+                on_block(length)
+        return dig.result()
+    from concurrent.futures import ThreadPoolExecutor  # only here: the one-thread path stays light
+
+    queued = collections.deque()  # type: collections.deque  # (future digest or None: a hole run, length), in order
+
+    def settle(keep):
+        while len(queued) > keep or (queued and (queued[0][0] is None or queued[0][0].done())):
+            d, length = queued.popleft()
+            if d is None:
+                dig.add_zeros(length)
+            else:
+                dig.add_digest(d.result(), length)
+            if on_block is not None:
+                on_block(length)
+
+    pool = ThreadPoolExecutor(threads)
+    try:
+        for _off, length, data in read_blocks(f, block_size, check, fresh=True):
+            queued.append((None if data is None else pool.submit(dig.block_digest, data), length))
+            settle(2 * threads)  # blocks in flight: bounded memory, every thread kept busy
+        settle(0)
+    finally:
+        for d, _length in queued:
+            if d is not None:
+                d.cancel()
+        pool.shutdown(wait=True)
     return dig.result()
 
 
