@@ -115,13 +115,15 @@ def _seek(fd, offset, whence, fallback):
         return fallback
 
 
-def read_blocks(f, block_size, check=None, fresh=False):
+def read_blocks(f, block_size, check=None, fresh=False, ring=1):
     """Yield (offset, length, data) over an open binary file from offset 0 to EOF.
 
     `data` is None for a run of whole zero blocks the OS reports as a hole
     (`length` then covers the run; it is never read), else one block of what
     was read (block_size long except the last; it may still be all zeros).
-    The same buffer is reused for every block unless `fresh`. `check()` is
+    The same buffer is reused for every block unless `fresh`; with `ring` > 1,
+    `ring` buffers in turn (a block's data stays valid while the next ring-1
+    are read: the reader hands blocks to other threads). `check()` is
     called between blocks (to raise on an interrupt). The repository's chunker
     reads disks through this too (hotvcb/repo/writer.py).
     """
@@ -129,8 +131,8 @@ def read_blocks(f, block_size, check=None, fresh=False):
     size = os.fstat(fd).st_size
     seek_data = getattr(os, "SEEK_DATA", None)
     seek_hole = getattr(os, "SEEK_HOLE", None)
-    buf = bytearray(block_size)
-    view = memoryview(buf)
+    bufs = [bytearray(block_size) for _ in range(max(1, ring))]
+    buf, view, turn = bufs[0], memoryview(bufs[0]), 0
     off = 0
     data_end = 0  # [off, data_end) is known to hold data
     positioned = False
@@ -157,6 +159,9 @@ def read_blocks(f, block_size, check=None, fresh=False):
         if fresh:
             buf = bytearray(block_size)
             view = memoryview(buf)
+        elif len(bufs) > 1:
+            turn = (turn + 1) % len(bufs)
+            buf, view = bufs[turn], memoryview(bufs[turn])
         want = min(block_size, size - off)
         got = 0
         while got < want:
@@ -212,9 +217,11 @@ def digest_fd(f, block_size, whole=False, on_block=None, check=None, threads=Non
 
     pool = ThreadPoolExecutor(threads)
     try:
-        for _off, length, data in read_blocks(f, block_size, check, fresh=True):
+        in_flight = 2 * threads  # bounded memory, every thread kept busy
+        # a buffer is read into again only after the block it held was settled
+        for _off, length, data in read_blocks(f, block_size, check, ring=in_flight + 2):
             queued.append((None if data is None else pool.submit(dig.block_digest, data), length))
-            settle(2 * threads)  # blocks in flight: bounded memory, every thread kept busy
+            settle(in_flight)
         settle(0)
     finally:
         for d, _length in queued:

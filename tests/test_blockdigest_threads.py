@@ -18,11 +18,12 @@ def proof_of(data, block=MIB):
 
 
 def mixed_file(path):
-    """Data, written zeros, a hole of several blocks, data across a block edge, a short last block."""
+    """Data (more blocks than the reader's ring of buffers), written zeros, a hole of several blocks,
+    data across a block edge, a short last block."""
     with open(str(path), "wb") as f:
-        f.write(os.urandom(3 * MIB + 17))
+        f.write(os.urandom(12 * MIB + 17))
         f.write(bytes(2 * MIB))
-        f.seek(9 * MIB - 5)
+        f.seek(18 * MIB - 5)
         f.write(os.urandom(MIB))
         f.write(os.urandom(MIB // 3))
     return path.read_bytes()
