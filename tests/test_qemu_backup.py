@@ -299,3 +299,38 @@ def test_modes_that_shut_a_qemu_vm_down_are_refused_before_any_change(lab, keys)
     with vm.qmp() as qmp:
         assert qmp.execute("query-status")["status"] == "running"
     assert lab.overlays() == [] and lab.backups(name) == []
+
+
+def test_a_qemu_that_dies_mid_copy_fails_the_vm_in_one_line_and_keeps_the_guests_writes(lab):
+    """QEMU killed while its image is copied: the run ends with the VM failed and why, no traceback, no
+    backup that looks complete; the overlay, which now holds the guest's last writes, is not deleted."""
+    name = "gone"
+    initial, image = _image(lab, name, "raw", 32 * MiB, 24 * MiB)
+    vm = lab.start(name, image, "raw")
+    log = str(lab.root / "run.log")
+    proc = _start_backup(lab, name, log)
+    with vm.qmp() as qmp:
+        vm.write(qmp, 0x3D, 2 * MiB, 64 * 1024)  # lands in the overlay
+    vm.kill()
+    try:
+        rc = proc.wait(120)
+    finally:
+        if proc.poll() is None:
+            kill_tree(proc.pid)
+    text = open(log).read()
+    assert rc == 6, text  # ghettoVCB's "all VMs failed"
+    assert "Traceback" not in text and "internal error" not in text, text
+    assert lab.backups(name, "ok") == []
+    (failed,) = lab.backups(name, "error")
+    assert not [f for f in os.listdir(failed) if f.endswith((".vmdk", ".qcow2", ".raw"))]
+    assert not glob.glob(os.path.join(lab.volume, name, "*-partial"))
+    (overlay,) = lab.overlays()
+    assert overlay in text, text  # the log names what holds the guest's writes
+    restored = str(lab.root / "restored.raw")
+    assert qemu_img("convert", "-O", "raw", overlay, restored).returncode == 0
+    expected = str(lab.root / "expected.raw")
+    shutil.copyfile(initial, expected)
+    with open(expected, "r+b") as f:
+        f.seek(2 * MiB)
+        f.write(b"\x3d" * 64 * 1024)
+    assert same_content(expected, restored)
