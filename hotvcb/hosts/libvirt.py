@@ -192,14 +192,14 @@ class LibvirtHost(LocalKvmHost):
         if job is None:  # a run killed after its job ended left its scratch folder, named after its checkpoint
             jobs = self._jobs_dir(vm.name)
             left = set(self.shell.listdir(jobs)) if self.shell.isdir(jobs) else set()
-            return [Snapshot(id=c.name, name=c.name, description=c.description, created="", state="", depth=0)
-                    for c in self.virsh.checkpoints(vm.name) if c.name in left] if left else []
+            return [Snapshot(id=c, name=c, description=self.virsh.checkpoint_description(vm.name, c), created="",
+                             state="", depth=0) for c in self.virsh.checkpoints(vm.name) if c in left] if left else []
         name = _job_snapshot(job)
         if not name:
             return [Snapshot(id="libvirt-backup-job", name="a libvirt backup job of another tool", description="",
                              created="", state="", depth=0)]
-        described = {c.name: c.description for c in self.virsh.checkpoints(vm.name)}
-        return [Snapshot(id=name, name=name, description=described.get(name, ""), created="", state="", depth=0)]
+        described = self.virsh.checkpoint_description(vm.name, name) if name in self.virsh.checkpoints(vm.name) else ""
+        return [Snapshot(id=name, name=name, description=described, created="", state="", depth=0)]
 
     def delta_files(self, vm: Vm) -> List[str]:
         return []  # libvirt keeps its scratch files to itself and deletes them when the job ends
@@ -210,8 +210,8 @@ class LibvirtHost(LocalKvmHost):
         disks = [d for d in vm.disks if not d.skip_reason]
         if not disks:
             raise SnapshotError("%s has no disk to back up" % vm.name)
-        ours = [c for c in self.virsh.checkpoints(vm.name) if c.name.startswith(OUR_MARK)]
-        since = ours[-1].name if ours else ""
+        ours = [c for c in self.virsh.checkpoints(vm.name) if c.startswith(OUR_MARK)]
+        since = ours[-1] if ours else ""
         if not since:
             self.log.info("%s: no checkpoint of ours to start from: a full backup" % vm.name)
         jobs = self._jobs_dir(vm.name)
@@ -310,8 +310,8 @@ class LibvirtHost(LocalKvmHost):
         active = self._active.pop(snap.name, None)
         if active is not None and active.disks <= active.copied:  # the next incremental starts here
             for cp in self.virsh.checkpoints(vm.name):
-                if cp.name.startswith(OUR_MARK) and cp.name != snap.name:
-                    self._drop_checkpoint(vm.name, cp.name)
+                if cp.startswith(OUR_MARK) and cp != snap.name:
+                    self._drop_checkpoint(vm.name, cp)
         else:  # a failed or a dead run's backup: no backup holds this checkpoint
             self._drop_checkpoint(vm.name, snap.name)
         self.shell.remove_tree("%s/%s" % (self._jobs_dir(vm.name), snap.name))
