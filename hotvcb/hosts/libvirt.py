@@ -110,6 +110,9 @@ class LibvirtHost(LocalKvmHost):
         self.run_dir = run_root.rstrip("/") + "/libvirt-" + _UNSAFE.sub("_", uri.split("://", 1)[-1]).strip("_")
         self._formats = {}  # type: Dict[str, str]  # image path -> format
         self._active = {}  # type: Dict[str, _Active]  # snapshot name -> its job
+        # domain -> `uid:gid` its QEMU runs as, from load_vm's live XML: the NBD socket's folder is
+        # handed to it without one more `virsh dumpxml` (the label is qemu.conf's, not per start)
+        self._owners = {}  # type: Dict[str, str]
 
     # -- host ----------------------------------------------------------------
     def describe(self) -> str:
@@ -131,6 +134,7 @@ class LibvirtHost(LocalKvmHost):
                 raise VmNotFound(ref.name) from err
             raise
         root = _parse(live, ref.name)
+        self._owners[ref.name] = _qemu_owner(root)
         folder = self.run_dir + "/vms/" + _UNSAFE.sub("_", ref.name)
         self.shell.makedirs(folder)  # where a power-down marker of ours goes
         vm = Vm(ref=ref, datastore="", folder=folder, vmx=DomainConfig(inactive), uuid=root.findtext("uuid") or "")
@@ -219,7 +223,7 @@ class LibvirtHost(LocalKvmHost):
             self.shell.remove_tree(jobs + "/" + stale)  # of a run that died after its job ended (we hold the lock)
         scratch = "%s/%s" % (jobs, name)
         self.shell.makedirs(scratch + "/nbd")
-        owner = _qemu_owner(self.virsh.dumpxml(vm.name))
+        owner = self._owners.get(vm.name, "")
         if owner:  # QEMU (not root) creates the NBD socket in it; the folder stays closed to others
             self.shell.run(["chown", owner, scratch + "/nbd"], timeout=30)
         self.shell.chmod(scratch + "/nbd", 0o700)
@@ -432,9 +436,8 @@ def _job_snapshot(job: BackupJob) -> str:
     return ""
 
 
-def _qemu_owner(live_xml: str) -> str:
-    """`uid:gid` the domain's QEMU runs as (its DAC seclabel), "" when unknown or root."""
-    root = _parse(live_xml, "domain")
+def _qemu_owner(root: ET.Element) -> str:
+    """`uid:gid` the domain's QEMU runs as (its DAC seclabel in the live XML), "" when unknown or root."""
     for label in root.findall("seclabel"):
         if label.get("model") == "dac":
             text = (label.findtext("label") or "").replace("+", "")
