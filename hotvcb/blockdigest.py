@@ -192,7 +192,8 @@ def digest_fd(f, block_size, whole=False, on_block=None, check=None, threads=Non
     dig = Digester(block_size, whole)
     if threads is None:
         threads = min(MAX_THREADS, os.cpu_count() or 1)
-    if whole or threads < 2:
+    pool_class = _thread_pool() if threads > 1 and not whole else None
+    if pool_class is None:
         for _off, length, data in read_blocks(f, block_size, check):
             if data is None:
                 dig.add_zeros(length)
@@ -201,8 +202,6 @@ def digest_fd(f, block_size, whole=False, on_block=None, check=None, threads=Non
             if on_block is not None:
                 on_block(length)
         return dig.result()
-    from concurrent.futures import ThreadPoolExecutor  # only here: the one-thread path stays light
-
     queued = collections.deque()  # type: collections.deque  # (future digest or None: a hole run, length), in order
 
     def settle(keep):
@@ -215,7 +214,7 @@ def digest_fd(f, block_size, whole=False, on_block=None, check=None, threads=Non
             if on_block is not None:
                 on_block(length)
 
-    pool = ThreadPoolExecutor(threads)
+    pool = pool_class(threads)
     try:
         in_flight = 2 * threads  # bounded memory, every thread kept busy
         # a buffer is read into again only after the block it held was settled
@@ -229,6 +228,16 @@ def digest_fd(f, block_size, whole=False, on_block=None, check=None, threads=Non
                 d.cancel()
         pool.shutdown(wait=True)
     return dig.result()
+
+
+def _thread_pool():
+    """concurrent.futures' pool, imported only when used; None from a python without it (this file
+    also runs with a host's own python in SSH mode, which need not have the whole standard library)."""
+    try:
+        from concurrent.futures import ThreadPoolExecutor
+    except ImportError:
+        return None
+    return ThreadPoolExecutor
 
 
 def digest_read(read, block_size, whole=False, on_block=None, check=None):

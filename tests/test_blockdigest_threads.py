@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import sys
 import threading
 
 import pytest
@@ -58,3 +59,13 @@ def test_an_interrupt_mid_file_stops_every_hashing_thread(tmp_path):
             blockdigest.digest_fd(f, MIB, check=check, threads=3)
     assert len(calls) == 4
     assert set(threading.enumerate()) == before
+
+
+def test_a_python_without_concurrent_futures_digests_in_one_thread(tmp_path, monkeypatch):
+    """blockdigest.py also runs with a host's own python (SSH mode), whose standard library may be trimmed."""
+    data = mixed_file(tmp_path / "disk")
+    monkeypatch.setitem(sys.modules, "concurrent.futures", None)  # its import now fails
+    before = set(threading.enumerate())
+    with open(str(tmp_path / "disk"), "rb", buffering=0) as f:
+        out = blockdigest.digest_fd(f, MIB, threads=4)
+    assert out["sha256_of_blocks"] == proof_of(data) and set(threading.enumerate()) == before
