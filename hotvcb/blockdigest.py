@@ -22,6 +22,7 @@ because its source is also run on a remote host by `python -c` in SSH mode:
 127 from a python older than 3.5, which the caller treats as "no python").
 """
 
+import collections
 import errno
 import hashlib
 import json
@@ -29,6 +30,7 @@ import os
 import sys
 
 ZERO_RUN_CHUNK = 1 << 16  # blocks of zero digests fed to the proof at a time
+MAX_THREADS = 4  # hashing threads; SHA-256 of 1 MiB blocks scales to a few cores
 
 
 class Digester(object):
@@ -50,16 +52,22 @@ class Digester(object):
             d = self._zero_digests[n] = hashlib.sha256(self._zero[:n] if n <= self.block_size else bytes(n)).digest()
         return d
 
-    def add(self, block):
-        """One block of data (bytes-like, block_size long except the last)."""
+    def block_digest(self, block):
+        """d_i of one block; touches no running state, so blocks may be hashed in threads."""
         n = len(block)
         zero = self._zero if n == self.block_size else self._zero[:n]
         if block == zero:  # memcmp, stops at the first non-zero byte
-            d = self.zero_digest(n)
-        else:
-            d = hashlib.sha256(block).digest()
+            return self.zero_digest(n)
+        return hashlib.sha256(block).digest()
+
+    def add(self, block):
+        """One block of data (bytes-like, block_size long except the last)."""
         if self.whole is not None:
             self.whole.update(block)
+        self.add_digest(self.block_digest(block), len(block))
+
+    def add_digest(self, d, n):
+        """The next block's digest, in file order."""
         self.proof.update(d)
         self.parts.append(d.hex()[: self.hex_width])
         self.size += n
@@ -107,13 +115,15 @@ def _seek(fd, offset, whence, fallback):
         return fallback
 
 
-def read_blocks(f, block_size, check=None, fresh=False):
+def read_blocks(f, block_size, check=None, fresh=False, ring=1):
     """Yield (offset, length, data) over an open binary file from offset 0 to EOF.
 
     `data` is None for a run of whole zero blocks the OS reports as a hole
     (`length` then covers the run; it is never read), else one block of what
     was read (block_size long except the last; it may still be all zeros).
-    The same buffer is reused for every block unless `fresh`. `check()` is
+    The same buffer is reused for every block unless `fresh`; with `ring` > 1,
+    `ring` buffers in turn (a block's data stays valid while the next ring-1
+    are read: the reader hands blocks to other threads). `check()` is
     called between blocks (to raise on an interrupt). The repository's chunker
     reads disks through this too (hotvcb/repo/writer.py).
     """
@@ -121,8 +131,8 @@ def read_blocks(f, block_size, check=None, fresh=False):
     size = os.fstat(fd).st_size
     seek_data = getattr(os, "SEEK_DATA", None)
     seek_hole = getattr(os, "SEEK_HOLE", None)
-    buf = bytearray(block_size)
-    view = memoryview(buf)
+    bufs = [bytearray(block_size) for _ in range(max(1, ring))]
+    buf, view, turn = bufs[0], memoryview(bufs[0]), 0
     off = 0
     data_end = 0  # [off, data_end) is known to hold data
     positioned = False
@@ -149,6 +159,9 @@ def read_blocks(f, block_size, check=None, fresh=False):
         if fresh:
             buf = bytearray(block_size)
             view = memoryview(buf)
+        elif len(bufs) > 1:
+            turn = (turn + 1) % len(bufs)
+            buf, view = bufs[turn], memoryview(bufs[turn])
         want = min(block_size, size - off)
         got = 0
         while got < want:
@@ -164,21 +177,67 @@ def read_blocks(f, block_size, check=None, fresh=False):
             break
 
 
-def digest_fd(f, block_size, whole=False, on_block=None, check=None):
+def digest_fd(f, block_size, whole=False, on_block=None, check=None, threads=None):
     """Digest an open binary file (raw or buffered) from offset 0 to EOF.
 
     `on_block(n)` is told the bytes covered after each block or hole run;
-    `check()` is called between blocks (to raise on an interrupt).
+    `check()` is called between blocks (to raise on an interrupt). The blocks'
+    SHA-256s are independent, so they are computed by `threads` threads (one
+    per core, at most MAX_THREADS, by default) while this one reads on:
+    hashlib lets go of the GIL while it hashes, and the digest of a backup
+    just written, the one read a seal cannot avoid, then takes a fraction of
+    one core's time. A version-1 whole-file SHA-256 is one sequential hash, so
+    `whole` hashes in this thread.
     """
     dig = Digester(block_size, whole)
-    for _off, length, data in read_blocks(f, block_size, check):
-        if data is None:
-            dig.add_zeros(length)
-        else:
-            dig.add(data)
-        if on_block is not None:
-            on_block(length)
+    if threads is None:
+        threads = min(MAX_THREADS, os.cpu_count() or 1)
+    pool_class = _thread_pool() if threads > 1 and not whole else None
+    if pool_class is None:
+        for _off, length, data in read_blocks(f, block_size, check):
+            if data is None:
+                dig.add_zeros(length)
+            else:
+                dig.add(data)
+            if on_block is not None:
+                on_block(length)
+        return dig.result()
+    queued = collections.deque()  # type: collections.deque  # (future digest or None: a hole run, length), in order
+
+    def settle(keep):
+        while len(queued) > keep or (queued and (queued[0][0] is None or queued[0][0].done())):
+            d, length = queued.popleft()
+            if d is None:
+                dig.add_zeros(length)
+            else:
+                dig.add_digest(d.result(), length)
+            if on_block is not None:
+                on_block(length)
+
+    pool = pool_class(threads)
+    try:
+        in_flight = 2 * threads  # bounded memory, every thread kept busy
+        # a buffer is read into again only after the block it held was settled
+        for _off, length, data in read_blocks(f, block_size, check, ring=in_flight + 2):
+            queued.append((None if data is None else pool.submit(dig.block_digest, data), length))
+            settle(in_flight)
+        settle(0)
+    finally:
+        for d, _length in queued:
+            if d is not None:
+                d.cancel()
+        pool.shutdown(wait=True)
     return dig.result()
+
+
+def _thread_pool():
+    """concurrent.futures' pool, imported only when used; None from a python without it (this file
+    also runs with a host's own python in SSH mode, which need not have the whole standard library)."""
+    try:
+        from concurrent.futures import ThreadPoolExecutor
+    except ImportError:
+        return None
+    return ThreadPoolExecutor
 
 
 def digest_read(read, block_size, whole=False, on_block=None, check=None):

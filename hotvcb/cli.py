@@ -6,16 +6,18 @@ VMs failed, 5 some VMs and some disks, 6 all failed, 7 none backed up,
 """
 
 import argparse
+import importlib
 import sys
 import traceback
 from typing import List, Optional
 
 from . import __version__
-from .commands import backup_cmd, cleanup_cmd, common, list_cmd, onhost, restore_cmd, schedule_cmd, status_cmd, verify_cmd
-from .commands import prune_cmd
+from .commands import common, onhost
 from .errors import HotvcbError, Interrupted, UsageError
 
-COMMANDS = (backup_cmd, cleanup_cmd, schedule_cmd, restore_cmd, list_cmd, verify_cmd, status_cmd, prune_cmd)
+# each is commands/<name>_cmd.py, imported only when its name is the command given (or for help and
+# usage errors, all): a `backup` run does not load restore, verify and the repository's code first
+COMMANDS = ("backup", "cleanup", "schedule", "restore", "list", "verify", "status", "prune")
 _GLOBAL_VALUED = common.GLOBAL_VALUED
 
 
@@ -30,7 +32,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(self.usage_exit, "%s: error: %s\n" % (self.prog, message))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     parser = _Parser(
         prog="hotvcb",
         description="Hot backups of running VMs, ghettoVCB-compatible. "
@@ -39,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version="hotvcb " + __version__)
     common.add_target_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module in COMMANDS:
-        module.register(sub)
+    for name in [command] if command in COMMANDS else COMMANDS:
+        importlib.import_module("%s.commands.%s_cmd" % (__package__, name)).register(sub)
     return parser
 
 
@@ -51,7 +53,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if first < len(argv) and argv[first].startswith("-") and argv[first] not in ("-h", "--help", "--version"):
         argv.insert(first, "backup")  # ghettoVCB style: flags only
     argv = _glue_dash_values(argv)
-    parser = build_parser()
+    parser = build_parser(argv[first] if first < len(argv) else None)
     if first < len(argv) and argv[first] == "status":
         parser.usage_exit = 3  # type: ignore[attr-defined]  # a monitoring plugin's UNKNOWN
     args = parser.parse_args(argv)

@@ -263,6 +263,37 @@ def test_guest_hooks_run_inside_the_domain_through_libvirts_agent_channel(lab, g
     assert "Creating Snapshot" not in out and lab.backups(NAME) == before and not ours_left(NAME)
 
 
+def test_other_tools_checkpoints_cost_an_incremental_no_virsh_call(lab, guest, tmp_path):
+    """One `checkpoint-list` per question, a checkpoint's XML only where its description is needed:
+    the virsh calls of an incremental do not grow with the domain's checkpoints (other tools' too)."""
+    calls, bin_dir = tmp_path / "calls", tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "virsh").write_text('#!/bin/sh\necho "$*" >> %s\nexec %s "$@"\n' % (calls, shutil.which("virsh")))
+    (bin_dir / "virsh").chmod(0o755)
+
+    def incremental():
+        if calls.exists():
+            calls.unlink()
+        r = subprocess.run(lab.argv("-m", NAME), capture_output=True, text=True, timeout=300, env=env(str(bin_dir)))
+        assert r.returncode == 0 and "vda is incremental on" in r.stdout + r.stderr, r.stdout + r.stderr
+        return calls.read_text().splitlines()
+
+    assert lab.backup(NAME)[0] == 0  # a base with our checkpoint, whatever ran before
+    guest.wait_writes(len(guest.console()[0]) + 5)
+    alone = incremental()
+    others = ["other-tool-%d" % i for i in range(3)]
+    try:
+        for other in others:
+            virsh("checkpoint-create-as", NAME, other)
+        beside = incremental()
+    finally:
+        for other in others:
+            virsh("checkpoint-delete", NAME, other, check=False)
+    assert len(beside) == len(alone), (alone, beside)
+    assert not [c for c in beside if "checkpoint-dumpxml" in c and "other-tool-" in c], beside
+    assert sum("checkpoint-list" in c for c in beside) <= 3 and not ours_left(NAME)
+
+
 def test_the_guest_lost_nothing(guest):
     guest_lost_nothing(guest)
 

@@ -144,6 +144,34 @@ def test_backup_is_the_disk_at_the_snapshot_and_the_commit_keeps_every_write(lab
     assert same_content(final, image), "a write made during the backup was lost in the commit"
 
 
+def _written(lab, initial, offset, pattern, length):
+    """The initial disk with one guest write: what the disk must hold after it."""
+    expected = str(lab.root / "expected.raw")
+    shutil.copyfile(initial, expected)
+    with open(expected, "r+b") as f:
+        f.seek(offset)
+        f.write(bytes([pattern]) * length)
+    return expected
+
+
+def _finished(proc, log):
+    """The run's exit code and log, once it ended (killed, with its qemu-img, if it hangs)."""
+    try:
+        rc = proc.wait(120)
+    finally:
+        if proc.poll() is None:
+            kill_tree(proc.pid)
+    return rc, open(log).read()
+
+
+def _only_a_failed_record(lab, name):
+    """No good backup, no -partial folder: one STATUS.error folder without disk data."""
+    assert lab.backups(name, "ok") == []
+    (failed,) = lab.backups(name, "error")
+    assert not [f for f in os.listdir(failed) if f.endswith((".vmdk", ".qcow2", ".raw"))]
+    assert not glob.glob(os.path.join(lab.volume, name, "*-partial"))
+
+
 def _start_backup(lab, name, log):
     out = open(log, "w")
     proc = subprocess.Popen(lab.argv(name), stdout=out, stderr=subprocess.STDOUT,
@@ -173,26 +201,14 @@ def test_sigterm_during_the_copy_commits_the_overlay_and_exits_2(lab):
         assert vm.active_file(qmp) != image
         vm.write(qmp, 0xAB, 3 * MiB, 64 * 1024)
     proc.send_signal(signal.SIGTERM)
-    try:
-        rc = proc.wait(60)
-    finally:
-        if proc.poll() is None:
-            kill_tree(proc.pid)
-    text = open(log).read()
+    rc, text = _finished(proc, log)
     assert rc == 2, text
     assert "interrupted by SIGTERM" in text
     assert lab.overlays() == [] and lab.leftovers() == []
     assert vm.chain_depth() == 0
-    assert lab.backups(name, "ok") == []
-    (failed,) = lab.backups(name, "error")
-    assert not [f for f in os.listdir(failed) if f.endswith(".vmdk")]
-    assert not glob.glob(os.path.join(lab.volume, name, "*-partial"))
+    _only_a_failed_record(lab, name)
     vm.quit()
-    expected = str(lab.root / "expected.raw")
-    shutil.copyfile(initial, expected)
-    with open(expected, "r+b") as f:
-        f.seek(3 * MiB)
-        f.write(b"\xab" * 64 * 1024)
+    expected = _written(lab, initial, 3 * MiB, 0xAB, 64 * 1024)
     assert same_content(expected, image)
 
 
@@ -218,11 +234,7 @@ def test_an_overlay_left_by_a_killed_run_is_committed_by_the_next_run(lab):
     assert vm.chain_depth() == 0
     assert not glob.glob(os.path.join(lab.volume, name, "*-partial"))
     (backup,) = lab.backups(name)
-    expected = str(lab.root / "expected.raw")
-    shutil.copyfile(initial, expected)
-    with open(expected, "r+b") as f:
-        f.seek(1 * MiB)
-        f.write(b"\x5c" * 128 * 1024)
+    expected = _written(lab, initial, 1 * MiB, 0x5C, 128 * 1024)
     assert same_content(expected, os.path.join(backup, name + ".vmdk"))
     vm.quit()
     assert same_content(expected, image)
@@ -299,3 +311,26 @@ def test_modes_that_shut_a_qemu_vm_down_are_refused_before_any_change(lab, keys)
     with vm.qmp() as qmp:
         assert qmp.execute("query-status")["status"] == "running"
     assert lab.overlays() == [] and lab.backups(name) == []
+
+
+def test_a_qemu_that_dies_mid_copy_fails_the_vm_in_one_line_and_keeps_the_guests_writes(lab):
+    """QEMU killed while its image is copied: the run ends with the VM failed and why, no traceback, no
+    backup that looks complete; the overlay, which now holds the guest's last writes, is not deleted."""
+    name = "gone"
+    initial, image = _image(lab, name, "raw", 32 * MiB, 24 * MiB)
+    vm = lab.start(name, image, "raw")
+    log = str(lab.root / "run.log")
+    proc = _start_backup(lab, name, log)
+    with vm.qmp() as qmp:
+        vm.write(qmp, 0x3D, 2 * MiB, 64 * 1024)  # lands in the overlay
+    vm.kill()
+    rc, text = _finished(proc, log)
+    assert rc == 6, text  # ghettoVCB's "all VMs failed"
+    assert "Traceback" not in text and "internal error" not in text, text
+    _only_a_failed_record(lab, name)
+    (overlay,) = lab.overlays()
+    assert overlay in text, text  # the log names what holds the guest's writes
+    restored = str(lab.root / "restored.raw")
+    assert qemu_img("convert", "-O", "raw", overlay, restored).returncode == 0
+    expected = _written(lab, initial, 2 * MiB, 0x3D, 64 * 1024)
+    assert same_content(expected, restored)

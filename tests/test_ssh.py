@@ -247,8 +247,8 @@ def test_global_options_before_ghettovcb_style_flags(monkeypatch):
 
     parser_build = cli.build_parser
 
-    def build():
-        p = parser_build()
+    def build(command=None):
+        p = parser_build(command)
         p._subparsers._group_actions[0].choices["backup"].set_defaults(handler=fake_run)
         return p
 

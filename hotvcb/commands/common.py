@@ -10,9 +10,6 @@ from .. import config, namelist
 from . import onhost
 from ..errors import HostError, LockError, UsageError
 from ..hosts.base import Hypervisor
-from ..hosts.esxi import EsxiHost
-from ..hosts.libvirt import LibvirtHost
-from ..hosts.qemu import QemuHost
 from ..runid import RunId
 from ..runlog import RunLog
 from ..settings import Settings
@@ -227,8 +224,12 @@ def connect(target: Target, log: Optional[RunLog] = None) -> Hypervisor:
 
     The work dir, config and list files stay on this machine either way.
     """
+    # each driver imported only for its own runs
     if target.libvirt is not None:
+        from ..hosts.libvirt import LibvirtHost
         return LibvirtHost(LocalShell(), target.libvirt, log=log)
     if target.qemu is not None:
+        from ..hosts.qemu import QemuHost
         return QemuHost(LocalShell(), target.qemu)
+    from ..hosts.esxi import EsxiHost
     return EsxiHost(SshShell(target.ssh).open()) if target.ssh is not None else EsxiHost(LocalShell())

@@ -118,6 +118,9 @@ class LibvirtHost(LocalKvmHost):
         self.run_dir = run_root.rstrip("/") + "/libvirt-" + _UNSAFE.sub("_", uri.split("://", 1)[-1]).strip("_")
         self._formats = {}  # type: Dict[str, str]  # image path -> format
         self._active = {}  # type: Dict[str, _Active]  # snapshot name -> its job
+        # domain -> `uid:gid` its QEMU runs as, from load_vm's live XML: the NBD socket's folder is
+        # handed to it without one more `virsh dumpxml` (the label is qemu.conf's, not per start)
+        self._owners = {}  # type: Dict[str, str]
 
     # -- host ----------------------------------------------------------------
     def describe(self) -> str:
@@ -139,6 +142,7 @@ class LibvirtHost(LocalKvmHost):
                 raise VmNotFound(ref.name) from err
             raise
         root = _parse(live, ref.name)
+        self._owners[ref.name] = _qemu_owner(root)
         folder = self.run_dir + "/vms/" + _own_folder(ref.name)
         self.shell.makedirs(folder)  # where a power-down marker of ours goes
         vm = Vm(ref=ref, datastore="", folder=folder, vmx=DomainConfig(inactive), uuid=root.findtext("uuid") or "")
@@ -200,14 +204,14 @@ class LibvirtHost(LocalKvmHost):
         if job is None:  # a run killed after its job ended left its scratch folder, named after its checkpoint
             jobs = self._jobs_dir(vm.name)
             left = set(self.shell.listdir(jobs)) if self.shell.isdir(jobs) else set()
-            return [Snapshot(id=c.name, name=c.name, description=c.description, created="", state="", depth=0)
-                    for c in self.virsh.checkpoints(vm.name) if c.name in left] if left else []
+            return [Snapshot(id=c, name=c, description=self.virsh.checkpoint_description(vm.name, c), created="",
+                             state="", depth=0) for c in self.virsh.checkpoints(vm.name) if c in left] if left else []
         name = _job_snapshot(job)
         if not name:
             return [Snapshot(id="libvirt-backup-job", name="a libvirt backup job of another tool", description="",
                              created="", state="", depth=0)]
-        described = {c.name: c.description for c in self.virsh.checkpoints(vm.name)}
-        return [Snapshot(id=name, name=name, description=described.get(name, ""), created="", state="", depth=0)]
+        described = self.virsh.checkpoint_description(vm.name, name) if name in self.virsh.checkpoints(vm.name) else ""
+        return [Snapshot(id=name, name=name, description=described, created="", state="", depth=0)]
 
     def delta_files(self, vm: Vm) -> List[str]:
         return []  # libvirt keeps its scratch files to itself and deletes them when the job ends
@@ -218,8 +222,8 @@ class LibvirtHost(LocalKvmHost):
         disks = [d for d in vm.disks if not d.skip_reason]
         if not disks:
             raise SnapshotError("%s has no disk to back up" % vm.name)
-        ours = [c for c in self.virsh.checkpoints(vm.name) if c.name.startswith(OUR_MARK)]
-        since = ours[-1].name if ours else ""
+        ours = [c for c in self.virsh.checkpoints(vm.name) if c.startswith(OUR_MARK)]
+        since = ours[-1] if ours else ""
         if not since:
             self.log.info("%s: no checkpoint of ours to start from: a full backup" % vm.name)
         jobs = self._jobs_dir(vm.name)
@@ -227,7 +231,7 @@ class LibvirtHost(LocalKvmHost):
             self.shell.remove_tree(jobs + "/" + stale)  # of a run that died after its job ended (we hold the lock)
         scratch = "%s/%s" % (jobs, name)
         self.shell.makedirs(scratch + "/nbd")
-        owner = _qemu_owner(self.virsh.dumpxml(vm.name))
+        owner = self._owners.get(vm.name, "")
         if owner:  # QEMU (not root) creates the NBD socket in it; the folder stays closed to others
             self.shell.run(["chown", owner, scratch + "/nbd"], timeout=30)
         self.shell.chmod(scratch + "/nbd", 0o700)
@@ -318,8 +322,8 @@ class LibvirtHost(LocalKvmHost):
         active = self._active.pop(snap.name, None)
         if active is not None and active.disks <= active.copied:  # the next incremental starts here
             for cp in self.virsh.checkpoints(vm.name):
-                if cp.name.startswith(OUR_MARK) and cp.name != snap.name:
-                    self._drop_checkpoint(vm.name, cp.name)
+                if cp.startswith(OUR_MARK) and cp != snap.name:
+                    self._drop_checkpoint(vm.name, cp)
         else:  # a failed or a dead run's backup: no backup holds this checkpoint
             self._drop_checkpoint(vm.name, snap.name)
         self.shell.remove_tree("%s/%s" % (self._jobs_dir(vm.name), snap.name))
@@ -445,9 +449,8 @@ def _job_snapshot(job: BackupJob) -> str:
     return ""
 
 
-def _qemu_owner(live_xml: str) -> str:
-    """`uid:gid` the domain's QEMU runs as (its DAC seclabel), "" when unknown or root."""
-    root = _parse(live_xml, "domain")
+def _qemu_owner(root: ET.Element) -> str:
+    """`uid:gid` the domain's QEMU runs as (its DAC seclabel in the live XML), "" when unknown or root."""
     for label in root.findall("seclabel"):
         if label.get("model") == "dac":
             text = (label.findtext("label") or "").replace("+", "")

@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 from ..errors import HostError, SnapshotError, TimeoutExpired
 from ..model import Snapshot, Vm
 from ..shell import Shell
-from .qmp import QmpClient, QmpCommandError, QmpError
+from .qmp import QmpClient, QmpCommandError, QmpError, QmpUnavailable
 
 OVERLAY_SUFFIX = ".qcow2"
 DESCRIPTION_SUFFIX = ".description"  # beside an overlay: the snapshot's description
@@ -149,7 +149,11 @@ class Overlays:
     def remove(self, vm: Vm, snap: Snapshot, timeout: float) -> None:
         """Commit every overlay called snap.name into its backing image, then delete it."""
         deadline = time.monotonic() + timeout
-        with self.connect(vm.ref.vmx_path) as qmp:
+        try:
+            qmp = self.connect(vm.ref.vmx_path).connect()
+        except QmpUnavailable as err:
+            raise self._orphaned(vm, snap, err) from err
+        try:
             mine = self._overlay_files(qmp, snap.name)
             for job in qmp.execute("query-block-jobs"):
                 if str(job.get("device", "")).startswith(JOB_PREFIX):
@@ -160,6 +164,8 @@ class Overlays:
                     break
                 self._commit(qmp, vm, target, deadline, timeout)
             used = self._overlay_files(qmp, None)
+        finally:
+            qmp.close()
         for f in sorted(mine - used):  # committed by a killed run's job, which died before deleting it
             if self.shell.exists(f):
                 self.shell.remove_tree(f)
@@ -170,6 +176,16 @@ class Overlays:
         left = [f for f in left if self.shell.exists(f)]
         if left:
             raise SnapshotError("%s: %s still there after the commit" % (vm.name, ", ".join(left)))
+
+    def _orphaned(self, vm: Vm, snap: Snapshot, err: QmpUnavailable) -> SnapshotError:
+        """QEMU died with our overlay on top: the guest's last writes are in it, so it is no leftover to delete."""
+        kept = [o for o in (overlay_path(d.path, snap.name) for d in vm.disks if d.path) if self.shell.exists(o)]
+        if not kept:
+            return SnapshotError("%s: %s" % (vm.name, err))
+        return SnapshotError(
+            "%s: its QEMU is gone (%s); the guest's writes since the snapshot are in %s: to remove it by hand, "
+            "`qemu-img commit` each into its image before the VM is started again (deleting one loses those writes)"
+            % (vm.name, err, ", ".join(kept)))
 
     def inserted(self, qmp: QmpClient) -> Dict[str, Dict[str, Any]]:
         return {device_key(dev): dev["inserted"] for dev in qmp.execute("query-block") if dev.get("inserted")}

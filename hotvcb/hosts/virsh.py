@@ -25,13 +25,6 @@ _STATES = {"running": "on", "shut off": "off", "paused": "suspended", "pmsuspend
 
 
 @dataclass(frozen=True)
-class Checkpoint:
-    name: str
-    description: str
-    parent: str  # "" for the first
-
-
-@dataclass(frozen=True)
 class BackupDisk:
     """One disk of a running pull-mode backup job (`virsh backup-dumpxml`)."""
 
@@ -106,14 +99,15 @@ class Virsh:
             raise HostError("virsh qemu-agent-command %s: not an answer: %.200s" % (command, output)) from err
 
     # -- checkpoints ---------------------------------------------------------
-    def checkpoints(self, domain: str) -> List[Checkpoint]:
-        out = []
-        for name in [n.strip() for n in self.run("checkpoint-list", domain, "--name", "--topological").splitlines()]:
-            if not name:
-                continue
-            root = _xml(self.run("checkpoint-dumpxml", domain, name, "--no-domain"), "checkpoint " + name)
-            out.append(Checkpoint(name, root.findtext("description") or "", root.findtext("parent/name") or ""))
-        return out
+    def checkpoints(self, domain: str) -> List[str]:
+        """The domain's checkpoint names, oldest first: one call, whatever their number (other tools'
+        included); a description is read only for the checkpoint that needs it."""
+        return [n.strip() for n in self.run("checkpoint-list", domain, "--name", "--topological").splitlines()
+                if n.strip()]
+
+    def checkpoint_description(self, domain: str, name: str) -> str:
+        root = _xml(self.run("checkpoint-dumpxml", domain, name, "--no-domain"), "checkpoint " + name)
+        return root.findtext("description") or ""
 
     def delete_checkpoint(self, domain: str, name: str, metadata_only: bool = False) -> None:
         self.run("checkpoint-delete", domain, name, *(["--metadata"] if metadata_only else []))

@@ -16,7 +16,7 @@ import functools
 import threading
 import time
 from datetime import datetime
-from typing import Dict, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Union
 
 from .. import config, crashpoint, interrupt
 from ..errors import AmbiguousVm, HotvcbError, Interrupted, InvalidVm, SnapshotError, VmNotFound
@@ -35,9 +35,11 @@ from .guest_hooks import refuse_unless_possible, run_guest_hook
 from .hooks import run_hook
 from .leftovers import SNAPSHOT_PREFIX, cleanup_host, is_ours, remove_our_snapshots, remove_partials, restore_power
 from .power import PowerControl
-from .repo_backup import RepoSink
 from .snaptree import TREE, copy_tree, describe
 from .space import SpaceLedger
+
+if TYPE_CHECKING:  # imported by the runs that write to a repository (it loads the repository's code)
+    from .repo_backup import RepoSink
 
 Target = Union[VmRef, VmNotFound, AmbiguousVm, InvalidVm]  # a VM to back up, or why a listed name is none
 
@@ -327,10 +329,11 @@ class _VmBackup:
             self.result.message = self.power_failure + ("; the backup is %s" % self.result.backup_dir
                                                         if self.result.backup_dir else "")
 
-    def _sink(self, vm: Vm) -> Union[Sealer, RepoSink]:
+    def _sink(self, vm: Vm) -> "Union[Sealer, RepoSink]":
         """Where the backup goes: a backup folder, or (the same lifecycle) a repository."""
         run = self.job.run_id
         if self.s.vm_backup_repository:
+            from .repo_backup import RepoSink
             return RepoSink(self.host, self.s, vm, self.started, self.log, run)
         remove_partials(self.host.shell, self.s.vm_backup_volume, vm.name, self.log, run)
         return Sealer(self.host.shell, self.s, vm, self.started, self.log, run, self.job.lock,
@@ -499,7 +502,7 @@ class _VmBackup:
                               "tree kept would not be the VM's" % (vm.name, ",".join(self.user_snapshots),
                                                                    ",".join(now)))
 
-    def _copy_disks(self, vm: Vm, disks: List[Disk], sealer: Union[Sealer, RepoSink]) -> None:
+    def _copy_disks(self, vm: Vm, disks: List[Disk], sealer: "Union[Sealer, RepoSink]") -> None:
         fmt = self.s.disk_backup_format
         for disk in disks:
             if interrupt.pending():
@@ -528,7 +531,7 @@ class _VmBackup:
                 sealer.discard_disk(dst)
                 self.result.disks.append(DiskResult(disk, False, error=str(err), seconds=time.monotonic() - t0))
 
-    def _cleanup(self, vm: Vm, sealer: Union[Sealer, RepoSink], failed: bool) -> None:
+    def _cleanup(self, vm: Vm, sealer: "Union[Sealer, RepoSink]", failed: bool) -> None:
         """Undo what we did, in reverse: snapshot, power, then seal or discard."""
         errors = []  # type: List[str]
         if self.snapshot is None and self.snapshot_name is not None:
@@ -591,7 +594,7 @@ class _VmBackup:
     def _discard(self, vm: Vm, message: str) -> None:
         """Record a failed backup as such; never let this hide the first error."""
         self.result.status, self.result.message = "error", message
-        if isinstance(self.sealer, RepoSink):  # no folder: it only drops its open pack's upload
+        if self.sealer is not None and not isinstance(self.sealer, Sealer):  # a RepoSink: no folder, it only drops its open pack's upload
             self.sealer.fail(self.result)
             return
         if self.sealer is None or not self.host.shell.isdir(self.sealer.partial):

@@ -1,0 +1,71 @@
+"""Block digests hashed by several threads give the manifest's definition, and stop cleanly."""
+
+import hashlib
+import os
+import sys
+import threading
+
+import pytest
+
+from hotvcb import blockdigest
+
+MIB = 1 << 20
+
+
+def proof_of(data, block=MIB):
+    """sha256_of_blocks as docs/backup-format.md defines it, by the slowest obvious route."""
+    return hashlib.sha256(b"".join(hashlib.sha256(data[i: i + block]).digest()
+                                   for i in range(0, len(data), block))).hexdigest()
+
+
+def mixed_file(path):
+    """Data (more blocks than the reader's ring of buffers), written zeros, a hole of several blocks,
+    data across a block edge, a short last block."""
+    with open(str(path), "wb") as f:
+        f.write(os.urandom(12 * MIB + 17))
+        f.write(bytes(2 * MIB))
+        f.seek(18 * MIB - 5)
+        f.write(os.urandom(MIB))
+        f.write(os.urandom(MIB // 3))
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_threads_give_the_one_thread_digest(tmp_path, threads):
+    data = mixed_file(tmp_path / "disk")
+    with open(str(tmp_path / "disk"), "rb", buffering=0) as f:
+        alone = blockdigest.digest_fd(f, MIB, threads=1)
+    seen = []
+    with open(str(tmp_path / "disk"), "rb", buffering=0) as f:
+        shared = blockdigest.digest_fd(f, MIB, on_block=seen.append, threads=threads)
+    assert shared == alone
+    assert shared["sha256_of_blocks"] == proof_of(data)
+    assert shared["size"] == len(data) == sum(seen)
+    assert len(shared["blocks"]) == 16 * -(-len(data) // MIB)
+
+
+def test_an_interrupt_mid_file_stops_every_hashing_thread(tmp_path):
+    mixed_file(tmp_path / "disk")
+    before = set(threading.enumerate())
+    calls = []
+
+    def check():
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt  # what interrupt.raise_pending does, as far as the reader sees
+
+    with open(str(tmp_path / "disk"), "rb", buffering=0) as f:
+        with pytest.raises(KeyboardInterrupt):
+            blockdigest.digest_fd(f, MIB, check=check, threads=3)
+    assert len(calls) == 4
+    assert set(threading.enumerate()) == before
+
+
+def test_a_python_without_concurrent_futures_digests_in_one_thread(tmp_path, monkeypatch):
+    """blockdigest.py also runs with a host's own python (SSH mode), whose standard library may be trimmed."""
+    data = mixed_file(tmp_path / "disk")
+    monkeypatch.setitem(sys.modules, "concurrent.futures", None)  # its import now fails
+    before = set(threading.enumerate())
+    with open(str(tmp_path / "disk"), "rb", buffering=0) as f:
+        out = blockdigest.digest_fd(f, MIB, threads=4)
+    assert out["sha256_of_blocks"] == proof_of(data) and set(threading.enumerate()) == before
