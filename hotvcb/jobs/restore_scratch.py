@@ -77,7 +77,8 @@ def sweep(shell: Shell, roots: Iterable[str], log, me: RunId, dry_run: bool = Fa
                 log.warning("%s/%s: %s" % (root, entry, err))
                 continue
             owner, path = parse(text), _PATH.search(text)
-            if owner is None or path is None or path.group(1).rsplit("/", 1)[-1] + RECORD != entry:
+            if owner is None or path is None or path.group(1).rsplit("/", 1)[-1] + RECORD != entry \
+                    or not _inside(shell, path.group(1), root):
                 log.warning("%s/%s: not a record hotvcb wrote; leaving it" % (root, entry))
                 continue
             folder = path.group(1)
@@ -95,3 +96,16 @@ def sweep(shell: Shell, roots: Iterable[str], log, me: RunId, dry_run: bool = Fa
             log.warning("removing %s, left by a restore that died (%s)" % (folder, owner))
             remove(shell, folder)
     return found
+
+
+def _inside(shell: Shell, path: str, root: str) -> bool:
+    """path is a folder of the datastore whose root holds its record, as make() writes it: a
+    record naming a folder elsewhere (another datastore, `..`, through a symlinked folder) is
+    forged or garbage, and cleanup deletes what its record names."""
+    if any(part in ("", ".", "..") for part in path.split("/")[1:]):
+        return False
+    try:
+        real_root, parent = shell.realpath(root).rstrip("/"), shell.realpath(path.rsplit("/", 1)[0])
+    except HostError:
+        return False
+    return parent == real_root or parent.startswith(real_root + "/")
