@@ -75,3 +75,132 @@ def test_forged_record_never_deletes_outside_its_own_datastore(host):
     gone = [n for n, real in reals.items() if not survives(real)]
     assert gone == [], "cleanup deleted folders outside datastore1's root: %s\n%s" % (gone, r.stdout)
     assert "removed" in r.stdout and "left by a restore that died" not in r.stdout, r.stdout
+
+
+def scratch(host, name, root=DS1):
+    """A scratch folder `<root>/<name>` with a file, as an unpacked backup; its real path."""
+    return victim(host, root + "/" + name)
+
+
+def exists(host, path):
+    return os.path.lexists(host.real(path))
+
+
+def test_symlinked_scratch_folder_or_record_never_takes_what_it_points_at(host):
+    """A `.hotvcb-extract-*` entry that is a symlink to a VM's folder (or a record that is a symlink
+    to a VM's .vmx) is removed as a link: the VM's files stay."""
+    conf = write_conf(host)
+    web = victim(host, DS1 + "/web")
+    os.symlink(web, host.real(DS1 + "/.hotvcb-extract-5-1-eeeeee"))
+    record(host, ".hotvcb-extract-5-1-eeeeee", dead_pid(), DS1 + "/.hotvcb-extract-5-1-eeeeee")
+    os.symlink(os.path.join(web, "precious.vmdk"), host.real(DS1 + "/.hotvcb-extract-6-1-ffffff.owner"))
+    r = hotvcb(host, "cleanup", "-g", conf)
+    no_traceback(r)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert survives(web), r.stdout
+    assert not exists(host, DS1 + "/.hotvcb-extract-5-1-eeeeee"), r.stdout
+    assert ".hotvcb-extract-6-1-ffffff.owner: not a record hotvcb wrote" in r.stdout, r.stdout
+    assert "cleanup: 1 leftover(s) removed" in r.stdout, r.stdout
+
+
+def test_who_owns_a_record_decides(host):
+    """Only a record of this machine whose pid is no hotvcb process is a dead restore's: a pid reused
+    by a non-hotvcb process is dead (removed), one held by a hotvcb process is a running restore
+    (left, even with no folder yet: a restore between its record and its folder), another machine's
+    is left; a folder without a record is left; a dead record without its folder goes; a folder
+    in a subfolder of the datastore (`--datastore datastore1/restored`) is found from the root."""
+    conf = write_conf(host)
+    sleeper = subprocess.Popen(["sleep", "60"])
+    ours = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "hotvcb", "restore"])
+    try:
+        reused = scratch(host, ".hotvcb-extract-10-1-aaaaaa")
+        record(host, ".hotvcb-extract-10-1-aaaaaa", sleeper.pid, DS1 + "/.hotvcb-extract-10-1-aaaaaa")
+        live = scratch(host, ".hotvcb-extract-11-1-bbbbbb")
+        record(host, ".hotvcb-extract-11-1-bbbbbb", ours.pid, DS1 + "/.hotvcb-extract-11-1-bbbbbb")
+        record(host, ".hotvcb-extract-12-1-cccccc", ours.pid, DS1 + "/.hotvcb-extract-12-1-cccccc")  # starting
+        other = scratch(host, ".hotvcb-extract-13-1-dddddd")
+        record(host, ".hotvcb-extract-13-1-dddddd", dead_pid(), DS1 + "/.hotvcb-extract-13-1-dddddd",
+               machine="esxi02")
+        orphan = scratch(host, ".hotvcb-extract-14-1-eeeeee")
+        record(host, ".hotvcb-extract-15-1-ffffff", dead_pid(), DS1 + "/.hotvcb-extract-15-1-ffffff")  # no folder
+        os.makedirs(host.real(DS1 + "/restored dir ä 'q'"))
+        sub = scratch(host, ".hotvcb-extract-16-1-abcdef", root=DS1 + "/restored dir ä 'q'")
+        record(host, ".hotvcb-extract-16-1-abcdef", dead_pid(), DS1 + "/restored dir ä 'q'/.hotvcb-extract-16-1-abcdef")
+        dry = hotvcb(host, "cleanup", "-g", conf, "-d", "dryrun")
+        no_traceback(dry)
+        assert dry.returncode == 0, dry.stdout + dry.stderr
+        assert dry.stdout.count("would remove") == 3 and survives(reused) and survives(sub), dry.stdout
+        r = hotvcb(host, "cleanup", "-g", conf)
+        no_traceback(r)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert not os.path.exists(reused) and not exists(host, DS1 + "/.hotvcb-extract-10-1-aaaaaa.owner"), r.stdout
+        assert not os.path.exists(sub) and not exists(host, DS1 + "/.hotvcb-extract-16-1-abcdef.owner"), r.stdout
+        assert not exists(host, DS1 + "/.hotvcb-extract-15-1-ffffff.owner"), r.stdout
+        assert survives(live) and exists(host, DS1 + "/.hotvcb-extract-11-1-bbbbbb.owner"), r.stdout
+        assert exists(host, DS1 + "/.hotvcb-extract-12-1-cccccc.owner"), r.stdout
+        assert r.stdout.count("scratch folder of a running restore") == 2, r.stdout
+        assert survives(other) and "leaving it to a cleanup there" in r.stdout, r.stdout
+        assert survives(orphan) and "scratch folder without its record" in r.stdout, r.stdout
+        assert "cleanup: 3 leftover(s) removed" in r.stdout, r.stdout
+    finally:
+        for p in (sleeper, ours):
+            p.kill()
+            p.wait()
+
+
+def test_garbage_records_are_reported_and_nothing_is_deleted(host):
+    """Records that are empty, binary, truncated, folders, or name `/`, a relative path, a folder
+    with a trailing slash, or another record (`x.owner.owner` naming a running restore's `x.owner`):
+    each is one warning line, nothing is deleted, exit 0."""
+    conf = write_conf(host)
+    pid = dead_pid()
+    folders = {}
+    bad = {
+        "a": "",
+        "b": "\x00\xff garbage \x01",
+        "c": "run=abcdef012345 machine=%s pid=%d" % (MACHINE, pid),  # truncated: no started, no path
+        "d": "run=abcdef012345 machine=%s pid=%d started=1\npath=/\n" % (MACHINE, pid),
+        "e": "run=abcdef012345 machine=%s pid=%d started=1\npath=.hotvcb-extract-e\n" % (MACHINE, pid),
+        "f": "run=abcdef012345 machine=%s pid=%d started=1\npath=%s/.hotvcb-extract-f/\n" % (MACHINE, pid, DS1),
+    }
+    for key, text in bad.items():
+        folders[key] = scratch(host, ".hotvcb-extract-" + key)
+        record(host, ".hotvcb-extract-" + key, pid, "", raw=text)
+    folders["g"] = scratch(host, ".hotvcb-extract-g")
+    os.makedirs(host.real(DS1 + "/.hotvcb-extract-g.owner"))  # a folder where the record should be
+    ours = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "hotvcb", "restore"])
+    try:
+        live = scratch(host, ".hotvcb-extract-h")
+        record(host, ".hotvcb-extract-h", ours.pid, DS1 + "/.hotvcb-extract-h")
+        record(host, ".hotvcb-extract-h.owner", pid, DS1 + "/.hotvcb-extract-h.owner")
+        r = hotvcb(host, "cleanup", "-g", conf)
+        no_traceback(r)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert [k for k, real in folders.items() if not survives(real)] == [], r.stdout
+        assert survives(live) and exists(host, DS1 + "/.hotvcb-extract-h.owner"), \
+            "a running restore lost its record\n" + r.stdout
+        assert "cleanup: 0 leftover(s) removed" in r.stdout, r.stdout
+        for key in "abcdef":
+            assert ".hotvcb-extract-%s.owner: not a record hotvcb wrote" % key in r.stdout, r.stdout
+    finally:
+        ours.kill()
+        ours.wait()
+
+
+def test_two_cleanups_at_once_remove_each_dead_folder_once_and_both_say_so(host):
+    """Two cleanups started together: every dead folder and record goes, no "cannot remove" from
+    one deleting under the other, and the counts add up to what there was."""
+    conf = write_conf(host)
+    names = [".hotvcb-extract-%d-1-abc%03d" % (i, i) for i in range(20)]
+    for name in names:
+        scratch(host, name)
+        record(host, name, dead_pid(), DS1 + "/" + name)
+    procs = [hotvcb_background(host, "cleanup", "-g", conf) for _ in range(2)]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    for p, out in zip(procs, outs):
+        assert "Traceback" not in out and "cannot remove" not in out, out
+    for p, out in zip(procs, outs):  # the loser of the host lock says so in one line, exit 1
+        assert p.returncode == 0 or (p.returncode == 1 and "not starting a second one" in out), out
+    assert [n for n in names if exists(host, DS1 + "/" + n) or exists(host, DS1 + "/" + n + ".owner")] == [], outs
+    removed = [int(m) for out in outs for m in __import__("re").findall(r"cleanup: (\d+) leftover", out)]
+    assert sum(removed) == 20, outs

@@ -26,6 +26,7 @@ from .leftovers import owner_alive
 PREFIX = ".hotvcb-extract-"
 RECORD = ".owner"  # appended to the folder's name, at the datastore's root
 _PATH = re.compile(r"^path=(/.+)$", re.M)
+_NAME = re.compile(r"^%s\d+-\d+-[0-9a-f]+$" % re.escape(PREFIX))  # as make() names a folder
 
 
 def make(shell: Shell, target: str) -> str:
@@ -77,11 +78,12 @@ def sweep(shell: Shell, roots: Iterable[str], log, me: RunId, dry_run: bool = Fa
                 log.warning("%s/%s: %s" % (root, entry, err))
                 continue
             owner, path = parse(text), _PATH.search(text)
-            if owner is None or path is None or path.group(1).rsplit("/", 1)[-1] + RECORD != entry \
-                    or not _inside(shell, path.group(1), root):
+            folder = "" if path is None else path.group(1)
+            name = folder.rsplit("/", 1)[-1]
+            if owner is None or name + RECORD != entry or not _NAME.match(name) \
+                    or not _inside(shell, folder, root):
                 log.warning("%s/%s: not a record hotvcb wrote; leaving it" % (root, entry))
                 continue
-            folder = path.group(1)
             if owner.machine != me.machine:
                 log.warning("%s: scratch folder of a restore on %s (%s); leaving it to a cleanup there"
                             % (folder, owner.machine, owner))
