@@ -204,3 +204,27 @@ def test_two_cleanups_at_once_remove_each_dead_folder_once_and_both_say_so(host)
     assert [n for n in names if exists(host, DS1 + "/" + n) or exists(host, DS1 + "/" + n + ".owner")] == [], outs
     removed = [int(m) for out in outs for m in __import__("re").findall(r"cleanup: (\d+) leftover", out)]
     assert sum(removed) == 20, outs
+
+
+def test_a_folder_that_cannot_be_removed_is_one_error_and_the_others_still_go(host):
+    """A dead restore's folder that cannot be deleted (an immutable file; a read-only datastore
+    alike) must not stop the sweep: the others are removed, the failure is named, the exit code
+    is not 0, and the record stays so a later cleanup tries again."""
+    conf = write_conf(host)
+    stuck = scratch(host, ".hotvcb-extract-1-1-aaaaaa")
+    record(host, ".hotvcb-extract-1-1-aaaaaa", dead_pid(), DS1 + "/.hotvcb-extract-1-1-aaaaaa")
+    fine = scratch(host, ".hotvcb-extract-2-1-bbbbbb")
+    record(host, ".hotvcb-extract-2-1-bbbbbb", dead_pid(), DS1 + "/.hotvcb-extract-2-1-bbbbbb")
+    frozen = os.path.join(stuck, "precious.vmdk")
+    if subprocess.run(["chattr", "+i", frozen], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i does not work here")
+    try:
+        r = hotvcb(host, "cleanup", "-g", conf)
+    finally:
+        subprocess.run(["chattr", "-i", frozen])
+    no_traceback(r)
+    assert not os.path.exists(fine), "one undeletable folder stopped the sweep\n" + r.stdout + r.stderr
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert "precious.vmdk" in r.stdout + r.stderr or ".hotvcb-extract-1-1-aaaaaa" in r.stdout + r.stderr
+    assert exists(host, DS1 + "/.hotvcb-extract-1-1-aaaaaa.owner"), r.stdout
+    assert "cleanup: 1 leftover(s) removed, 1 failed" in r.stdout, r.stdout

@@ -22,6 +22,7 @@ def run(args) -> int:
         return code
     host = common.connect(args.host_target)
     lock, me = common.lock_host(host, log, args.host_target)
+    before = len(log.lines)
     try:
         n = cleanup_host(host, settings.vm_backup_volume, log, me, args.level == "dryrun")
         n += restore_scratch.sweep(host.shell, [d.url for d in host.datastores()], log, me, args.level == "dryrun")
@@ -29,5 +30,7 @@ def run(args) -> int:
             lock.sweep_done()
     finally:
         lock.release()
-    log.info("cleanup: %d leftover(s) %s" % (n, "found" if args.level == "dryrun" else "removed"))
-    return 0
+    failed = sum(" -- error: " in line for line in log.lines[before:])  # a VM's or a folder's cleanup
+    log.info("cleanup: %d leftover(s) %s%s" % (n, "found" if args.level == "dryrun" else "removed",
+                                               ", %d failed (see above)" % failed if failed else ""))
+    return 1 if failed else 0

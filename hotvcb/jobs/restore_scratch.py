@@ -56,7 +56,8 @@ def remove(shell: Shell, path: str) -> None:
 
 
 def sweep(shell: Shell, roots: Iterable[str], log, me: RunId, dry_run: bool = False) -> int:
-    """Remove the scratch folders of dead restores recorded in the roots; how many there were."""
+    """Remove the scratch folders of dead restores recorded in the roots; how many were removed
+    (would be, dry run). One that cannot be is logged as an error."""
     found = 0
     for root in sorted({r.rstrip("/") for r in roots}):
         try:
@@ -91,12 +92,17 @@ def sweep(shell: Shell, roots: Iterable[str], log, me: RunId, dry_run: bool = Fa
             if owner_alive(owner, me):
                 log.info("%s: scratch folder of a running restore (%s); leaving it" % (folder, owner))
                 continue
-            found += 1
             if dry_run:
+                found += 1
                 log.info("would remove %s, left by a restore that died (%s)" % (folder, owner))
                 continue
             log.warning("removing %s, left by a restore that died (%s)" % (folder, owner))
-            remove(shell, folder)
+            try:
+                remove(shell, folder)
+            except HostError as err:  # one stuck folder must not keep the others
+                log.error("%s -- left with its record for the next cleanup; remove it by hand" % err)
+                continue
+            found += 1
     return found
 
 
