@@ -5,6 +5,8 @@ folders may ever be deleted; a live restore never loses its folder; the report s
 
 import glob
 import os
+import socket
+import stat
 import subprocess
 import sys
 
@@ -322,3 +324,28 @@ def test_sigkilled_restore_leaves_no_half_cloned_vm_folder_after_cleanup(host, t
     r = hotvcb(host, "cleanup", "-g", conf)
     assert r.returncode == 0, r.stdout + r.stderr
     assert not exists(host, DS1 + "/copy.hotvcb-restoring"), r.stdout
+
+
+from sshsite import replace_host_python, site  # noqa: E402,F401
+
+
+def test_ssh_mode_cleanup_checks_and_removes_through_the_ssh_shell(site, host):
+    """SSH mode with no python on the host: cleanup runs here and removes through the SSH shell.
+    A dead restore of this machine in a folder named with quotes and an umlaut goes (quoting holds),
+    a record naming another datastore's folder is refused (realpath on the host), and one of the
+    ESXi host's own restores (its hostname) is left to a cleanup there."""
+    replace_host_python(host, lambda path: os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(0, 0)))  # whiteout
+    me = socket.gethostname()
+    os.makedirs(host.real(TARGET))
+    sub = scratch(host, ".hotvcb-extract-1-1-aaaaaa", root=TARGET)
+    record(host, ".hotvcb-extract-1-1-aaaaaa", dead_pid(), TARGET + "/.hotvcb-extract-1-1-aaaaaa", machine=me)
+    far = scratch(host, ".hotvcb-extract-2-1-bbbbbb", root="/vmfs/volumes/ds5")
+    record(host, ".hotvcb-extract-2-1-bbbbbb", dead_pid(), "/vmfs/volumes/ds5/.hotvcb-extract-2-1-bbbbbb", machine=me)
+    onhost = scratch(host, ".hotvcb-extract-3-1-cccccc")
+    record(host, ".hotvcb-extract-3-1-cccccc", dead_pid(), DS1 + "/.hotvcb-extract-3-1-cccccc")
+    r, _ = site.run("cleanup", "-g", write_conf(host))
+    assert "Traceback" not in r.out and r.returncode == 0, r.out
+    assert not os.path.exists(sub) and not exists(host, DS1 + "/.hotvcb-extract-1-1-aaaaaa.owner"), r.out
+    assert survives(far) and ".hotvcb-extract-2-1-bbbbbb.owner: not a record hotvcb wrote" in r.out, r.out
+    assert survives(onhost) and "leaving it to a cleanup there" in r.out, r.out
+    assert "cleanup: 1 leftover(s) removed" in r.out and "going file by file over SSH" in r.out, r.out
