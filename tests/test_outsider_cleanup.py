@@ -127,7 +127,8 @@ def test_who_owns_a_record_decides(host):
         record(host, ".hotvcb-extract-15-1-ffffff", dead_pid(), DS1 + "/.hotvcb-extract-15-1-ffffff")  # no folder
         os.makedirs(host.real(DS1 + "/restored dir ä 'q'"))
         sub = scratch(host, ".hotvcb-extract-16-1-abcdef", root=DS1 + "/restored dir ä 'q'")
-        record(host, ".hotvcb-extract-16-1-abcdef", dead_pid(), DS1 + "/restored dir ä 'q'/.hotvcb-extract-16-1-abcdef")
+        record(host, ".hotvcb-extract-16-1-abcdef", dead_pid(),
+               DS1 + "/restored dir ä 'q'/.hotvcb-extract-16-1-abcdef")
         dry = hotvcb(host, "cleanup", "-g", conf, "-d", "dryrun")
         no_traceback(dry)
         assert dry.returncode == 0, dry.stdout + dry.stderr
@@ -193,6 +194,9 @@ def test_two_cleanups_at_once_remove_each_dead_folder_once_and_both_say_so(host)
     """Two cleanups started together: every dead folder and record goes, no "cannot remove" from
     one deleting under the other, and the counts add up to what there was."""
     conf = write_conf(host)
+    # the host's id made first: two first runs racing to make it through two overlay mounts of one
+    # /run get ESTALE from overlayfs (an esxisim artifact; hotvcb still says it in one line, exit 1)
+    assert hotvcb(host, "cleanup", "-g", conf).returncode == 0
     names = [".hotvcb-extract-%d-1-abc%03d" % (i, i) for i in range(20)]
     for name in names:
         scratch(host, name)
@@ -311,8 +315,9 @@ def test_sigkilled_restore_leaves_no_half_cloned_vm_folder_after_cleanup(host, t
     conf = write_conf(host)
     r = hotvcb(host, "backup", "-m", "web", "-g", conf, "-w", tmp_path / "w")
     assert r.returncode == 0, r.stdout + r.stderr
-    [backup] = [e for e in os.listdir(host.real(VOLUME + "/web")) if not e.startswith(".")
-                and os.path.isdir(host.real(VOLUME + "/web/" + e)) and not os.path.islink(host.real(VOLUME + "/web/" + e))]
+    web = host.real(VOLUME + "/web")
+    [backup] = [e for e in os.listdir(web) if not e.startswith(".") and os.path.isdir(os.path.join(web, e))
+                and not os.path.islink(os.path.join(web, e))]
     host.set_fault("clone.delay", "120")
     p = hotvcb_background(host, "restore", VOLUME + "/web/" + backup, "--datastore", "datastore1", "--name", "copy")
     try:
@@ -349,3 +354,23 @@ def test_ssh_mode_cleanup_checks_and_removes_through_the_ssh_shell(site, host):
     assert survives(far) and ".hotvcb-extract-2-1-bbbbbb.owner: not a record hotvcb wrote" in r.out, r.out
     assert survives(onhost) and "leaving it to a cleanup there" in r.out, r.out
     assert "cleanup: 1 leftover(s) removed" in r.out and "going file by file over SSH" in r.out, r.out
+
+
+@pytest.mark.xfail(strict=True, reason="records are told apart by hostname only; adding the host id (as snapshots and "
+                   "-partial folders have) alone would be wrong: ESXi's id lives in /var/run, a ramdisk, so after a "
+                   "power loss (the case cleanup is for) this host's own dead records would look like another "
+                   "host's; -partial folders fall back on a heartbeat, restores have none")
+def test_a_record_of_another_host_with_our_hostname_is_left(host):
+    """Two ESXi hosts that share an NFS datastore and one hostname (ESXi's default is `localhost`):
+    host B's restore record says machine=<our name> and a pid that means nothing here. Its host id
+    differs from ours; cleanup must leave its folder to a cleanup on that host, as it does for
+    snapshots and -partial folders (host id), not delete a restore that may be running there."""
+    conf = write_conf(host)
+    theirs = scratch(host, ".hotvcb-extract-7-1-abcdef")
+    record(host, ".hotvcb-extract-7-1-abcdef", 0, "", raw="run=abcdef012345 machine=%s pid=%d started=1700000000 "
+           "host=idotherhost0\npath=%s/.hotvcb-extract-7-1-abcdef\n" % (MACHINE, dead_pid(), DS1))
+    r = hotvcb(host, "cleanup", "-g", conf)
+    no_traceback(r)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert survives(theirs) and exists(host, DS1 + "/.hotvcb-extract-7-1-abcdef.owner"), r.stdout
+    assert "cleanup: 0 leftover(s) removed" in r.stdout and "idotherhost0" in r.stdout, r.stdout

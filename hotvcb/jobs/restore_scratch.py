@@ -12,7 +12,8 @@ of ours is without one. Cleanup removes a folder only when its restore is provab
 on this machine by a process that is no longer a hotvcb (leftovers.owner_alive, as for snapshots
 and markers). One recorded on another machine (a datastore shared over NFS) is reported and left:
 its pid means nothing here. A folder with our prefix and no record (an older hotvcb's) is reported
-and left too.
+and left too; so is a record naming a folder outside its datastore or not named as make() names one
+(forged, garbage: cleanup deletes what a record names).
 """
 
 import re
