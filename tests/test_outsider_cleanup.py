@@ -5,6 +5,7 @@ folders may ever be deleted; a live restore never loses its folder; the report s
 
 import glob
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -76,7 +77,7 @@ def test_forged_record_never_deletes_outside_its_own_datastore(host):
     assert r.returncode == 0, r.stdout + r.stderr
     gone = [n for n, real in reals.items() if not survives(real)]
     assert gone == [], "cleanup deleted folders outside datastore1's root: %s\n%s" % (gone, r.stdout)
-    assert "removed" in r.stdout and "left by a restore that died" not in r.stdout, r.stdout
+    assert "left by a restore that died" not in r.stdout and r.stdout.count("outside this datastore") == 4, r.stdout
 
 
 def scratch(host, name, root=DS1):
@@ -257,31 +258,39 @@ def ours_in(host, folder):
 
 
 def test_sigkilled_restore_mid_copy_into_an_awkward_folder_is_cleaned_up(host, tmp_path):
-    """A .gz restore into `datastore1/rest ä 'q' "x"` under a name with quotes and an umlaut,
-    SIGKILLed mid-clone: while it runs cleanup leaves its folder; once dead, cleanup removes the
-    unpacked copy and its record (quoting intact), says so, and the datastore's VM is untouched."""
+    """.gz restores into `datastore1/rest ä 'q' "x"` under a name with quotes and an umlaut, and
+    into `datastore1/../ds5` (a path --datastore takes as given), SIGKILLed mid-clone: while they
+    run cleanup leaves their folders; once dead, cleanup removes each unpacked copy and its record
+    (quoting intact), says so, and the datastore's VM is untouched."""
     gz = _gz_backup(host, tmp_path)
     conf = write_conf(host)
     host.set_fault("clone.delay", "120")
-    p = hotvcb_background(host, "restore", gz, "--datastore", TARGET[len("/vmfs/volumes/"):],
-                          "--name", "Prüf 'a' \"b\"", "--format", "thin")
+    ds5 = "/vmfs/volumes/ds5"
+    procs = [hotvcb_background(host, "restore", gz, "--datastore", TARGET[len("/vmfs/volumes/"):],
+                               "--name", "Prüf 'a' \"b\"", "--format", "thin"),
+             hotvcb_background(host, "restore", gz, "--datastore", "datastore1/../ds5", "--name", "up")]
     try:
-        wait_for(lambda: any(e.endswith(".hotvcb-restoring") for e in ours_in(host, TARGET)), 60, "the clone")
+        wait_for(lambda: any(e.endswith(".hotvcb-restoring") for e in ours_in(host, TARGET) + ours_in(host, ds5)),
+                 60, "the clones")
+        wait_for(lambda: all(any(e.endswith(".hotvcb-restoring") for e in ours_in(host, where))
+                             for where in (TARGET, ds5)), 60, "both clones")
         [folder] = [e for e in ours_in(host, TARGET) if e.startswith(".hotvcb-extract-")]
         assert exists(host, DS1 + "/" + folder + ".owner")
         r = hotvcb(host, "cleanup", "-g", conf)
-        assert r.returncode == 0 and "scratch folder of a running restore" in r.stdout, r.stdout + r.stderr
+        assert r.returncode == 0 and r.stdout.count("scratch folder of a running restore") == 2, r.stdout + r.stderr
         assert folder in ours_in(host, TARGET), r.stdout
     finally:
-        kill_tree(p.pid)
-        p.communicate()
+        for p in procs:
+            kill_tree(p.pid)
+            p.communicate()
     host.clear_faults()
     r = hotvcb(host, "cleanup", "-g", conf)
     no_traceback(r)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "left by a restore that died" in r.stdout and "cleanup: 1 leftover(s) removed" in r.stdout, r.stdout
-    assert not [e for e in ours_in(host, TARGET) if e.startswith(".hotvcb-extract-")], r.stdout
-    assert not glob.glob(host.real(DS1 + "/.hotvcb-extract-*")), r.stdout
+    assert r.stdout.count("left by a restore that died") == 2 and "cleanup: 2 leftover(s) removed" in r.stdout, \
+        r.stdout
+    for where in (TARGET, ds5, DS1):
+        assert not [e for e in os.listdir(host.real(where)) if e.startswith(".hotvcb-extract-")], (where, r.stdout)
     assert os.path.exists(host.real(DS1 + "/web/web.vmx")), r.stdout
 
 
@@ -351,7 +360,7 @@ def test_ssh_mode_cleanup_checks_and_removes_through_the_ssh_shell(site, host):
     r, _ = site.run("cleanup", "-g", write_conf(host))
     assert "Traceback" not in r.out and r.returncode == 0, r.out
     assert not os.path.exists(sub) and not exists(host, DS1 + "/.hotvcb-extract-1-1-aaaaaa.owner"), r.out
-    assert survives(far) and ".hotvcb-extract-2-1-bbbbbb.owner: not a record hotvcb wrote" in r.out, r.out
+    assert survives(far) and ".hotvcb-extract-2-1-bbbbbb.owner names" in r.out, r.out
     assert survives(onhost) and "leaving it to a cleanup there" in r.out, r.out
     assert "cleanup: 1 leftover(s) removed" in r.out and "going file by file over SSH" in r.out, r.out
 
@@ -374,3 +383,21 @@ def test_a_record_of_another_host_with_our_hostname_is_left(host):
     assert r.returncode == 0, r.stdout + r.stderr
     assert survives(theirs) and exists(host, DS1 + "/.hotvcb-extract-7-1-abcdef.owner"), r.stdout
     assert "cleanup: 0 leftover(s) removed" in r.stdout and "idotherhost0" in r.stdout, r.stdout
+
+
+def test_sigterm_mid_copy_removes_the_scratch_folder_and_then_its_record(host, tmp_path):
+    """SIGTERM (systemd, Ctrl-C alike) while a .gz restore clones: exit 2, and the restore itself
+    removes its unpacked copy, its record and the unfinished VM folder; cleanup finds nothing."""
+    gz = _gz_backup(host, tmp_path)
+    host.set_fault("clone.delay", "120")
+    p = hotvcb_background(host, "restore", gz, "--datastore", TARGET[len("/vmfs/volumes/"):], "--name", "t")
+    try:
+        wait_for(lambda: any(e.endswith(".hotvcb-restoring") for e in ours_in(host, TARGET)), 60, "the clone")
+        p.send_signal(signal.SIGTERM)
+        out = p.communicate(timeout=60)[0]
+    finally:
+        kill_tree(p.pid)
+    assert p.returncode == 2 and "Traceback" not in out, out
+    assert ours_in(host, TARGET) == [] and not glob.glob(host.real(DS1 + "/.hotvcb-extract-*")), out
+    r = hotvcb(host, "cleanup", "-g", write_conf(host))
+    assert r.returncode == 0 and "cleanup: 0 leftover(s) removed" in r.stdout, r.stdout + r.stderr

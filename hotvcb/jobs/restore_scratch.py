@@ -16,6 +16,7 @@ and left too; so is a record naming a folder outside its datastore or not named 
 (forged, garbage: cleanup deletes what a record names).
 """
 
+import posixpath
 import re
 from typing import Iterable
 
@@ -33,6 +34,7 @@ _NAME = re.compile(r"^%s\d+-\d+-[0-9a-f]+$" % re.escape(PREFIX))  # as make() na
 def make(shell: Shell, target: str) -> str:
     """A new scratch folder in target, its record written first; its path."""
     run = RunId.new()
+    target = posixpath.normpath(target)  # `datastore1/../ds5`: the record in ds5's root, where sweep checks it
     path = "%s/%s%d-%d-%s" % (target.rstrip("/"), PREFIX, run.pid, run.started, run.run[:6])
     shell.write_text(record_of(path), "%s\npath=%s\n" % (run.text(), path))
     try:
@@ -82,9 +84,12 @@ def sweep(shell: Shell, roots: Iterable[str], log, me: RunId, dry_run: bool = Fa
             owner, path = parse(text), _PATH.search(text)
             folder = "" if path is None else path.group(1)
             name = folder.rsplit("/", 1)[-1]
-            if owner is None or name + RECORD != entry or not _NAME.match(name) \
-                    or not _inside(shell, folder, root):
+            if owner is None or name + RECORD != entry or not _NAME.match(name):
                 log.warning("%s/%s: not a record hotvcb wrote; leaving it" % (root, entry))
+                continue
+            if not _inside(shell, folder, root):
+                log.warning("%s/%s names %s, outside this datastore (through a symlink?); leaving it -- remove "
+                            "both by hand if no restore is running" % (root, entry, folder))
                 continue
             if owner.machine != me.machine:
                 log.warning("%s: scratch folder of a restore on %s (%s); leaving it to a cleanup there"
