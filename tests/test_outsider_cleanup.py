@@ -401,3 +401,22 @@ def test_sigterm_mid_copy_removes_the_scratch_folder_and_then_its_record(host, t
     assert ours_in(host, TARGET) == [] and not glob.glob(host.real(DS1 + "/.hotvcb-extract-*")), out
     r = hotvcb(host, "cleanup", "-g", write_conf(host))
     assert r.returncode == 0 and "cleanup: 0 leftover(s) removed" in r.stdout, r.stdout + r.stderr
+
+
+def test_dead_restores_on_an_nfs_datastore_are_still_removed(host):
+    """An NFS datastore's /vmfs/volumes entry is an absolute symlink to the mount: the check that a
+    record's folder lies in its datastore must resolve both sides alike, or a dead restore's
+    folder on NFS (in its root or a subfolder) would never be removed."""
+    host.add_nfs("nfs1", "10.0.0.5", "/export", 1 << 30)
+    conf = write_conf(host)
+    nfs = "/vmfs/volumes/nfs1"
+    top = scratch(host, ".hotvcb-extract-1-1-aaaaaa", root=nfs)
+    record(host, ".hotvcb-extract-1-1-aaaaaa", dead_pid(), nfs + "/.hotvcb-extract-1-1-aaaaaa", root=nfs)
+    os.makedirs(host.real(nfs + "/sub"))
+    sub = scratch(host, ".hotvcb-extract-2-1-bbbbbb", root=nfs + "/sub")
+    record(host, ".hotvcb-extract-2-1-bbbbbb", dead_pid(), nfs + "/sub/.hotvcb-extract-2-1-bbbbbb", root=nfs)
+    r = hotvcb(host, "cleanup", "-g", conf)
+    no_traceback(r)
+    assert r.returncode == 0 and "cleanup: 2 leftover(s) removed" in r.stdout, r.stdout + r.stderr
+    assert not os.path.exists(top) and not os.path.exists(sub), r.stdout
+    assert not glob.glob(host.real(nfs) + "/.hotvcb-extract-*"), r.stdout
