@@ -13,13 +13,13 @@ import sys
 
 import pytest
 
-from simhost import VOLUME, hotvcb, hotvcb_background, make_host, needs_root, wait_for, write_conf  # noqa: F401
+from qemuvm import kill_tree
+from simhost import VOLUME, hotvcb, hotvcb_background, needs_root, wait_for, write_conf
+from sshsite import replace_host_python, site  # noqa: F401 (the fixture)
 
 pytestmark = needs_root
 
 DS1 = "/vmfs/volumes/datastore1"
-
-
 MACHINE = "esxi01"  # the simulated host's hostname, which hotvcb sees inside its namespace
 
 
@@ -236,9 +236,6 @@ def test_a_folder_that_cannot_be_removed_is_one_error_and_the_others_still_go(ho
     assert exists(host, DS1 + "/.hotvcb-extract-1-1-aaaaaa.owner"), r.stdout
     assert "cleanup: 1 leftover(s) removed, 1 failed" in r.stdout, r.stdout
 
-
-from qemuvm import kill_tree  # noqa: E402
-
 TARGET = DS1 + "/rest ä 'q' \"x\""
 
 
@@ -340,10 +337,7 @@ def test_sigkilled_restore_leaves_no_half_cloned_vm_folder_after_cleanup(host, t
     assert not exists(host, DS1 + "/copy.hotvcb-restoring"), r.stdout
 
 
-from sshsite import replace_host_python, site  # noqa: E402,F401
-
-
-def test_ssh_mode_cleanup_checks_and_removes_through_the_ssh_shell(site, host):
+def test_ssh_mode_cleanup_checks_and_removes_through_the_ssh_shell(site, host):  # noqa: F811
     """SSH mode with no python on the host: cleanup runs here and removes through the SSH shell.
     A dead restore of this machine in a folder named with quotes and an umlaut goes (quoting holds),
     a record naming another datastore's folder is refused (realpath on the host), and one of the
