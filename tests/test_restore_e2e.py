@@ -199,6 +199,26 @@ def test_damage_found_while_cloning_stops_the_clone(site):
     shutil.rmtree(host.real(bad))
 
 
+def test_a_pre_check_refusing_after_the_check_started_gives_its_own_reason(site):
+    """The checksums are checked from the moment the backup is found (issue 8), before the
+    target and name checks: a name check refusing the restore of a damaged backup still says
+    why in its own words, the check is stopped with it, and nothing is written."""
+    host, _conf, backup = site
+    bad = clone_backup(host, backup, "bad", "2001-01-03_01-00-00")
+    with open(os.path.join(host.real(bad), VM + "_1-flat.vmdk"), "r+b") as fh:
+        fh.seek((1 << 20) * 2)
+        fh.write(b"\xff")
+    os.makedirs(host.real("/vmfs/volumes/datastore1/Occupied"))
+    before = (registered(host), sorted(os.listdir(host.real("/vmfs/volumes/datastore1"))))
+    r = hotvcb(host, "restore", bad, "--datastore", "datastore1", "--name", "Occupied")
+    assert r.returncode == 6 and "target folder /vmfs/volumes/datastore1/Occupied already exists" in r.out, r.out
+    assert "fails verification" not in r.out and "Traceback" not in r.out and "internal error" not in r.out, r.out
+    assert (registered(host), sorted(os.listdir(host.real("/vmfs/volumes/datastore1")))) == before
+    assert os.listdir(host.real("/vmfs/volumes/datastore1/Occupied")) == []
+    os.rmdir(host.real("/vmfs/volumes/datastore1/Occupied"))
+    shutil.rmtree(host.real(bad))
+
+
 def test_verify_records_and_list_shows_it(site):
     host, conf, backup = site
     r = hotvcb(host, "verify", VM, "-g", str(conf))
