@@ -12,10 +12,14 @@ def timed(fn):
     return time.perf_counter() - t0
 
 
-def best(fns, runs=RUNS):
-    """Interleave the callables `runs` times; the best time of each."""
+def best(fns, runs=RUNS, after=()):
+    """Interleave the callables `runs` times; the best time of each. `after[i]` (None: nothing)
+    runs untimed after each run of fns[i]: removing what the run made is the benchmark's
+    housekeeping, not part of what is measured."""
     out = [float("inf")] * len(fns)
     for _ in range(runs):
         for i, fn in enumerate(fns):
             out[i] = min(out[i], timed(fn))
+            if i < len(after) and after[i] is not None:
+                after[i]()
     return out
