@@ -29,7 +29,7 @@ from ..store import health, lastrun, layout, rotation
 from ..store.seal import Sealer
 from ..treeview import ScannedShell
 from ..units import human_size
-from . import parallel, preflight
+from . import lookahead, parallel, preflight
 from .guest_hooks import run_guest_hook
 from .hooks import run_hook
 from .leftovers import SNAPSHOT_PREFIX, cleanup_host, is_ours, remove_our_snapshots, remove_partials, restore_power
@@ -62,6 +62,8 @@ class BackupJob:
         self.power = PowerControl(host, log, run)
         self.space = SpaceLedger(log)  # room on the target promised to VMs being backed up now
         self.queue = None  # type: Optional[parallel.Queue]  # the VMs still to start, with BACKUP_PARALLEL
+        self.lookahead = lookahead.Lookahead(host)
+        self.next_vm = None  # type: Optional[VmRef]  # the serial loop's next VM, asked about ahead
         self.swept = False  # this run looked for a dead run's leftovers on every VM
         self._mine = threading.local()  # .vm_number: each worker thread's VM
         self.vm_number = self.vm_count = 0  # for the progress line: VM i of n
@@ -124,11 +126,13 @@ class BackupJob:
                 parallel.run(self, targets)
             else:
                 for self.vm_number, target in enumerate(targets, 1):
+                    self.next_vm = next((t for t in targets[self.vm_number:] if isinstance(t, VmRef)), None)
                     results.append(self.backup_target(target))
                     if interrupt.pending():
                         interrupt.raise_pending()
         finally:
             self.power.start_in_order(self.settings)
+            self.lookahead.drop()
         return results
 
     @property
@@ -207,6 +211,11 @@ class BackupJob:
         return result
 
 
+    def look_ahead(self) -> None:
+        """A VM's copy starts: ask about the next one meanwhile (jobs/lookahead.py)."""
+        if self.next_vm is not None and not self.dry_run:
+            self.lookahead.ask(self.next_vm)
+
     def run_eta(self, disk_left: float, disks_left: int = 0) -> Optional[float]:
         """This disk's ETA, plus the rest of this VM and the VMs after it, by the average so far."""
         if not self._vm_seconds and not self._disk_seconds:
@@ -248,11 +257,14 @@ class _VmBackup:
         self.tree = None  # type: Optional[SnapshotTree]  # the user's, to keep (BACKUP_SNAPSHOT_TREE)
         self.tree_record = None  # type: Optional[Dict[str, object]]
         self.user_snapshots = []  # type: List[str]  # their ids when the tree was read
+        self.asked = None  # type: Optional[lookahead.Answers]  # asked while the VM before it was copied
 
     def run(self) -> None:
         vm = self.vm = self.host.load_vm(self.ref)
         run, dry = self.job.run_id, self.job.dry_run
-        vm, snaps, pending = clear_dead_runs(self.host, self.ref, vm, self.log, run, dry)
+        self.asked = self.job.lookahead.take(self.ref)  # while the VM before it was copied
+        vm, snaps, pending = clear_dead_runs(self.host, self.ref, vm, self.log, run, dry,
+                                             lookahead.snapshots(self.asked, self.s))
         self.vm = vm
         disks = preflight.disks_to_copy(vm, self.s, self.log)
         plan = preflight.check(self.host, self.s, self.log, self.job.space, vm, disks, snaps, pending)
@@ -296,7 +308,7 @@ class _VmBackup:
         try:
             names = self.sealer.plan_disks(disks)
             self.sealer.copy_config_files(self.host.backup_config(vm, names))
-            state = self.host.power_state(vm)
+            state = lookahead.power_state(self.host, vm, self.asked, self.s, self.skip_power)
             if self.s.cold_snapshot and state == "on" and not self.skip_power:
                 self._cold_snapshot(vm)
             elif self.s.power_vm_down_before_backup and state == "on" and not self.skip_power:
@@ -305,6 +317,7 @@ class _VmBackup:
                 state = "off"
             elif state != "off":
                 self._snapshot(vm)
+            self.job.look_ahead()
             self._copy_disks(vm, disks, self.sealer)
             if self.tree is not None and any(d.ok for d in self.result.disks):
                 self.tree_record = copy_tree(self.host, self.tree, self.sealer.partial, self.s.disk_backup_format,

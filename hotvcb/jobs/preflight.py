@@ -117,8 +117,9 @@ def check(host: Hypervisor, s: Settings, log, space: SpaceLedger, vm: Vm, disks:
         log.info("%s: keeping its snapshot tree, %s" % (vm.name, describe(plan.tree)))
     # the free bytes less those promised to other VMs of this run being backed up now (BACKUP_PARALLEL);
     # a repository stores only new chunks, so no estimate of the copy's size applies to it
-    free = None if s.vm_backup_repository else space.reserve(vm.name, s.vm_backup_volume, needed, functools.partial(
-        volume.check, host, s.vm_backup_volume, s.create_vm_backup_volume))
+    target = functools.partial(volume.check, host, s.vm_backup_volume, s.create_vm_backup_volume)
+    free = None if s.vm_backup_repository else space.reserve(vm.name, s.vm_backup_volume, needed, target,
+                                                             functools.partial(target, free=False))
     if free is not None and needed > free:
         raise HotvcbError(
             "%s needs %s on %s but only %s is free"

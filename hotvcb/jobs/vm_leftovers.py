@@ -15,11 +15,13 @@ from ..runid import RunId
 from .leftovers import is_ours, remove_our_snapshots, restore_power
 
 
-def clear_dead_runs(host: Hypervisor, ref: VmRef, vm: Vm, log, run: RunId,
-                    dry_run: bool) -> Tuple[Vm, List[Snapshot], bool]:
+def clear_dead_runs(host: Hypervisor, ref: VmRef, vm: Vm, log, run: RunId, dry_run: bool,
+                    snaps: Optional[List[Snapshot]] = None) -> Tuple[Vm, List[Snapshot], bool]:
     """A dead run's snapshots removed and the VM it powered off powered on: (the VM as it is now,
-    its snapshots, whether a dry run left a leftover snapshot that the real run removes first)."""
-    snaps = host.snapshots(vm)  # one look serves the leftover check and the pre-flight
+    its snapshots, whether a dry run left a leftover snapshot that the real run removes first).
+    `snaps`: the VM's snapshots if they were asked about already (jobs/lookahead.py)."""
+    if snaps is None:
+        snaps = host.snapshots(vm)  # one look serves the leftover check and the pre-flight
     pending = False
     if remove_our_snapshots(host, vm, log, run, dry_run, snaps):
         if dry_run:  # they would be gone by now: judge the VM without them, as the real run would
