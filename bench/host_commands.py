@@ -2,7 +2,9 @@
 
 issue8.py's `backup -a` row measures hotvcb's overhead per VM beyond the
 clones. This splits it: the host commands other than the clone that each VM
-needs (counted and timed by tests/countshell.py), what one simulated
+needs (counted and timed by tests/countshell.py; those asked ahead in a
+thread beside a copy, jobs/lookahead.py, are off the critical path and
+counted apart), what one simulated
 `vim-cmd` costs against a bare start-up of the host's python and of
 `/bin/true` (all started from one python inside the host, so no
 `esxisim shell` start-up is counted), and what is left: hotvcb's own work.

@@ -18,8 +18,9 @@ best of RUNS taken, so a busy shared machine moves both sides alike.
 Both sides of the ESXi rows run through `esxisim shell` (the simulated host's
 namespace: about 0.2 s of start-up each, on both sides alike). `backup -a`
 uses N=50 VMs of 8 MiB as in the issue; its overhead is split into the time
-spent in host commands other than the clone (each simulated vim-cmd is a Python
-start-up, where a real host's hostd answers) and hotvcb's own, from a counting
+spent in host commands other than the clone on the run's critical path (each
+simulated vim-cmd is a Python start-up, where a real host's hostd answers; those
+asked ahead beside a copy are counted apart) and hotvcb's own, from a counting
 Shell wrapper (tests/countshell.py). Round trips over SSH are the ssh client's
 sessions, counted by an `ssh` wrapper first on PATH (the master connection and
 its control requests are not sessions). Prints a markdown table; exit 1 if a
