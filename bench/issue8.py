@@ -18,8 +18,9 @@ best of RUNS taken, so a busy shared machine moves both sides alike.
 Both sides of the ESXi rows run through `esxisim shell` (the simulated host's
 namespace: about 0.2 s of start-up each, on both sides alike). `backup -a`
 uses N=50 VMs of 8 MiB as in the issue; its overhead is split into the time
-spent in host commands other than the clone (each simulated vim-cmd is a Python
-start-up, where a real host's hostd answers) and hotvcb's own, from a counting
+spent in host commands other than the clone on the run's critical path (each
+simulated vim-cmd is a Python start-up, where a real host's hostd answers; those
+asked ahead beside a copy are counted apart) and hotvcb's own, from a counting
 Shell wrapper (tests/countshell.py). Round trips over SSH are the ssh client's
 sessions, counted by an `ssh` wrapper first on PATH (the master connection and
 its control requests are not sessions). Prints a markdown table; exit 1 if a
@@ -41,6 +42,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 from esxisim import Host  # noqa: E402
 from esxisim import disks as simdisks  # noqa: E402
 from _timing import best  # noqa: E402
+from countshell import asked_ahead  # noqa: E402
 
 MIB, GIB = 1 << 20, 1 << 30
 QUICK = "--quick" in sys.argv[1:]
@@ -229,15 +231,18 @@ def many_vm_rows(tmp):
             with open(counts) as f:
                 c = json.load(f)
             clone_s = sum(s for a, s in zip(c["commands"], c["seconds"]) if a[0].endswith("vmkfstools"))
-            other_s = sum(s for a, s in zip(c["commands"], c["seconds"]) if not a[0].endswith("vmkfstools"))
-            seen.setdefault("runs", []).append((clone_s, other_s, len(c["commands"])))
+            # the others on the run's critical path: not those asked beside a copy (jobs/lookahead.py)
+            other_s = sum(s for a, s, early in zip(c["commands"], c["seconds"], asked_ahead(c))
+                          if not a[0].endswith("vmkfstools") and not early)
+            seen.setdefault("runs", []).append((clone_s, other_s, len(c["commands"]), sum(asked_ahead(c))))
 
         ours, ref = best([backup_all, lambda: on_host(host, "sh", "-c", script, "clones", *sources)], runs=2)
         per_vm = (ours - ref) / count
-        clone_s, other_s, ncmd = min(seen["runs"])
+        clone_s, other_s, ncmd, nahead = min(seen["runs"])
         row("backup -a, %d VMs x 8 MiB" % count, "%.1f s" % ours, "%d clones %.1f s" % (count, ref),
-            "%.2f s overhead per VM: %.2f s in %.1f simulated host commands other than the clone, "
-            "%.2f s hotvcb's own" % (per_vm, other_s / count, ncmd / count - 1, per_vm - other_s / count),
+            "%.2f s overhead per VM: %.2f s in %.1f simulated host commands other than the clone "
+            "(%.1f more asked beside the copies), %.2f s hotvcb's own"
+            % (per_vm, other_s / count, (ncmd - nahead) / count - 1, nahead / count, per_vm - other_s / count),
             "<= 0.15 s", per_vm <= 0.15)
 
         # a third backup of each VM (copied: the list reads, never writes) -> N x 3 backups

@@ -164,6 +164,12 @@ def remove(host, vmid, uid, delay=0.0):
     folder = os.path.dirname(vmx_host)
     with host.store.vm_lock(vmx_host):
         meta, snaps = load(host, vmid)
+        # hostd's task finds its snapshot by id when it runs: one removed meanwhile is NotFound
+        # (guess: no sample of two removals of one snapshot), and a snapshot taken meanwhile is
+        # not merged by what the tree looked like before
+        target = next((s for s in snaps if s["uid"] == uid), None)
+        if target is None:
+            raise KeyError(uid)
         others = [s for s in snaps if s["uid"] != uid]
         refs = _references(host, vmid, snaps, exclude_uid=uid)
         data = host.load_vmx(vmid)

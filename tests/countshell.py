@@ -5,7 +5,8 @@
 Wraps every public method of LocalShell and SshShell in place, runs
 `hotvcb.cli.main(args)`, and writes {"commands": [argv...], "files": {method: n}}
 to OUT.json: `commands` are the argvs given to Shell.run (host commands:
-vim-cmd, vmkfstools, ...), `seconds` how long each took, `files` the file
+vim-cmd, vmkfstools, ...), `seconds` how long each took, `started` when
+(seconds since the run began), `threads` by which thread, `files` the file
 calls by name. Used by the tests
 that bound how many host commands a backup makes, and by bench/issue8.py.
 """
@@ -13,12 +14,15 @@ that bound how many host commands a backup makes, and by bench/issue8.py.
 import functools
 import json
 import sys
+import threading
 import time
 
 from hotvcb import shell as _shell
 from hotvcb import sshshell as _ssh
 
-COUNTED = {"commands": [], "seconds": [], "files": {}}  # type: dict
+COUNTED = {"commands": [], "seconds": [], "started": [], "threads": [], "files": {}}  # type: dict
+BEGAN = time.monotonic()
+_LOCK = threading.Lock()
 
 
 def _wrap(cls):
@@ -31,17 +35,28 @@ def _wrap(cls):
 
         def counted(self, *args, __fn=fn, __name=name, **kw):
             if __name == "run":
-                COUNTED["commands"].append([str(a) for a in args[0]])
                 t0 = time.monotonic()
+                with _LOCK:  # one entry per command in all three lists, whichever thread runs it
+                    i = len(COUNTED["commands"])
+                    COUNTED["commands"].append([str(a) for a in args[0]])
+                    COUNTED["started"].append(t0 - BEGAN)
+                    COUNTED["threads"].append(threading.current_thread().name)
+                    COUNTED["seconds"].append(0.0)
                 try:
                     return __fn(self, *args, **kw)
                 finally:
-                    COUNTED["seconds"].append(time.monotonic() - t0)
+                    COUNTED["seconds"][i] = time.monotonic() - t0
             else:
                 COUNTED["files"][__name] = COUNTED["files"].get(__name, 0) + 1
             return __fn(self, *args, **kw)
 
         setattr(cls, name, functools.wraps(fn)(counted))
+
+
+def asked_ahead(counted):
+    """For each command counted: whether it was asked ahead, in a thread beside a copy
+    (jobs/lookahead.py), off the run's critical path."""
+    return [name == "hotvcb-lookahead" for name in counted["threads"]]
 
 
 def main(argv):

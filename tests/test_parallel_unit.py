@@ -8,6 +8,7 @@ import pytest
 from hotvcb import cli
 from hotvcb.config import for_vm, load_settings
 from hotvcb.errors import ConfigError
+from hotvcb.jobs import space
 from hotvcb.jobs.parallel import Queue
 from hotvcb.jobs.space import SpaceLedger
 from hotvcb.runlog import RunLog
@@ -76,4 +77,26 @@ def test_reservations_count_against_each_other_and_a_vm_waits_for_room():
     assert got == [100]
     ledger.release("b")
     assert ledger.reserve("c", volume, 150, lambda: 100) == 100  # alone and too big: the caller fails it
-    assert ledger.reserve("d", volume, 10, lambda: None) is None  # no free-space figure: nothing to reserve
+    assert ledger.reserve("d", "/backup", 10, lambda: None) is None  # no free-space figure: nothing to reserve
+
+
+def test_a_look_at_the_free_space_serves_the_next_vms_while_it_settles_their_need(monkeypatch):
+    ledger = SpaceLedger(RunLog(stream=io.StringIO()))
+    volume = "/vmfs/volumes/backup/hotvcb"
+    looks, checks = [], []
+
+    def measure():
+        looks.append(1)
+        return 1000
+
+    def reserve(vm, needed):
+        got = ledger.reserve(vm, volume, needed, measure, lambda: checks.append(vm))
+        ledger.release(vm)
+        return got
+
+    assert reserve("a", 100) == 1000 and len(looks) == 1
+    assert reserve("b", 200) == 900 and len(looks) == 1 and checks == ["b"]  # 1000 less a's 100 holds it twice
+    assert reserve("c", 400) == 1000 and len(looks) == 2  # 700 left would not: looked at again
+    assert reserve("d", 1200) == 1000 and len(looks) == 3  # too big: never judged by an old look
+    monkeypatch.setattr(space, "REUSE_FOR", 0.0)
+    assert reserve("e", 1) == 1000 and len(looks) == 4 and checks == ["b"]  # too old

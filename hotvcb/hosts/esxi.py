@@ -278,6 +278,10 @@ class EsxiHost:
         deadline = time.monotonic() + timeout
         self._seen_snaps.pop(vm.ref.vmid, None)
         self._vim(["vmsvc/snapshot.remove", vm.ref.vmid, snap.id], timeout=timeout, interruptible=False)
+        # the .vmsd is hostd's own record of the tree: when it no longer holds ours (and no delta
+        # is left over), hostd need not be asked; else hostd is asked until it is gone
+        if esxi_tree.holds(self._files, vm, snap) is False and not self._orphaned_deltas(vm):
+            return
         while True:
             still = [s for s in self.snapshots(vm, interruptible=False) if s.id == snap.id]
             if not still and not self._orphaned_deltas(vm):

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Tuple
 
 from .. import vmdk
 from ..errors import HostError
-from ..model import Disk, SnapshotTree, Vm
+from ..model import Disk, Snapshot, SnapshotTree, Vm
 from ..shell import FileReader
 from ..vmx import VmxFile
 
@@ -54,6 +54,22 @@ def chain(files: FileReader, top: str, what: str) -> List[Tuple[str, vmdk.Descri
             return out
         path, child = _absolute(folder, desc.parent_hint), path
     raise BrokenChain("%s: the chain of %s is deeper than %d (a loop?)" % (what, top, MAX_DEPTH))
+
+
+def holds(files: FileReader, vm: Vm, snap: Snapshot) -> Optional[bool]:
+    """Whether the VM's .vmsd still lists `snap` (by its id or by its name, either will do);
+    None where there is no .vmsd to tell (hostd writes one with the VM's first snapshot)."""
+    vmsd_path = vm.ref.vmx_path[: -len(".vmx")] + ".vmsd"
+    try:
+        vmsd = VmxFile(files.read_text(vmsd_path))
+    except HostError:
+        return None
+    for key in vmsd.keys():  # every entry, whatever snapshot.numSnapshots says
+        field = key.lower().rsplit(".", 1)[-1]
+        if key.lower().startswith("snapshot") and (field, vmsd.get(key)) in (("uid", snap.id),
+                                                                          ("displayname", snap.name)):
+            return True
+    return False
 
 
 def read_tree(files: FileReader, vm: Vm, disks: List[Disk]) -> SnapshotTree:

@@ -25,18 +25,18 @@ from ..model import Disk, DiskResult, Snapshot, SnapshotTree, Vm, VmRef, VmResul
 from ..runid import RunId
 from ..runlog import RunLog
 from ..settings import Settings
-from ..store import health, lastrun, layout, rotation, volume
+from ..store import health, lastrun, layout, rotation
 from ..store.seal import Sealer
 from ..treeview import ScannedShell
 from ..units import human_size
-from ..vmdk import base_name
-from . import parallel
-from .guest_hooks import refuse_unless_possible, run_guest_hook
+from . import lookahead, parallel, preflight
+from .guest_hooks import run_guest_hook
 from .hooks import run_hook
 from .leftovers import SNAPSHOT_PREFIX, cleanup_host, is_ours, remove_our_snapshots, remove_partials, restore_power
 from .power import PowerControl
 from .snaptree import TREE, copy_tree, describe
 from .space import SpaceLedger
+from .vm_leftovers import clear_dead_runs, late_snapshot
 
 if TYPE_CHECKING:  # imported by the runs that write to a repository (it loads the repository's code)
     from .repo_backup import RepoSink
@@ -64,6 +64,8 @@ class BackupJob:
         self.power = PowerControl(host, log, run)
         self.space = SpaceLedger(log)  # room on the target promised to VMs being backed up now
         self.queue = None  # type: Optional[parallel.Queue]  # the VMs still to start, with BACKUP_PARALLEL
+        self.lookahead = lookahead.Lookahead(host)
+        self.next_vm = None  # type: Optional[VmRef]  # the serial loop's next VM, asked about ahead
         self.swept = False  # this run looked for a dead run's leftovers on every VM
         self._mine = threading.local()  # .vm_number: each worker thread's VM
         self.vm_number = self.vm_count = 0  # for the progress line: VM i of n
@@ -126,11 +128,13 @@ class BackupJob:
                 parallel.run(self, targets)
             else:
                 for self.vm_number, target in enumerate(targets, 1):
+                    self.next_vm = next((t for t in targets[self.vm_number:] if isinstance(t, VmRef)), None)
                     results.append(self.backup_target(target))
                     if interrupt.pending():
                         interrupt.raise_pending()
         finally:
             self.power.start_in_order(self.settings)
+            self.lookahead.drop()
         return results
 
     @property
@@ -209,6 +213,11 @@ class BackupJob:
         return result
 
 
+    def look_ahead(self) -> None:
+        """A VM's copy starts: ask about the next one meanwhile (jobs/lookahead.py)."""
+        if self.next_vm is not None and not self.dry_run:
+            self.lookahead.ask(self.next_vm)
+
     def run_eta(self, disk_left: float, disks_left: int = 0) -> Optional[float]:
         """This disk's ETA, plus the rest of this VM and the VMs after it, by the average so far."""
         if not self._vm_seconds and not self._disk_seconds:
@@ -250,22 +259,19 @@ class _VmBackup:
         self.tree = None  # type: Optional[SnapshotTree]  # the user's, to keep (BACKUP_SNAPSHOT_TREE)
         self.tree_record = None  # type: Optional[Dict[str, object]]
         self.user_snapshots = []  # type: List[str]  # their ids when the tree was read
+        self.asked = None  # type: Optional[lookahead.Answers]  # asked while the VM before it was copied
 
     def run(self) -> None:
         vm = self.vm = self.host.load_vm(self.ref)
         run, dry = self.job.run_id, self.job.dry_run
-        snaps = self.host.snapshots(vm)  # one look serves the leftover check and the pre-flight
-        pending = False  # a dry run's leftover snapshot, which the real run removes first
-        if remove_our_snapshots(self.host, vm, self.log, run, dry, snaps):
-            if dry:  # they would be gone by now: judge the VM without them, as the real run would
-                snaps = [s for s in snaps if not is_ours(s)]
-                pending = True
-            else:
-                vm = self.vm = self.host.load_vm(self.ref)  # its disks no longer point at our deltas
-                snaps = self.host.snapshots(vm)
-        restore_power(self.host, vm, self.log, run, dry)
-        disks = self._disks_to_copy(vm)
-        self._preflight(vm, disks, snaps, pending)
+        self.asked = self.job.lookahead.take(self.ref)  # while the VM before it was copied
+        vm, snaps, pending = clear_dead_runs(self.host, self.ref, vm, self.log, run, dry,
+                                             lookahead.snapshots(self.asked, self.s))
+        self.vm = vm
+        disks = preflight.disks_to_copy(vm, self.s, self.log)
+        plan = preflight.check(self.host, self.s, self.log, self.job.space, vm, disks, snaps, pending)
+        self.capacity, self.needed, self.tree, self.user_snapshots = (plan.capacity, plan.needed, plan.tree,
+                                                                      plan.user_snapshots)
         if dry:
             self._dry_run(vm, disks)
             self.result.status = "ok"
@@ -304,7 +310,7 @@ class _VmBackup:
         try:
             names = self.sealer.plan_disks(disks)
             self.sealer.copy_config_files(self.host.backup_config(vm, names))
-            state = self.host.power_state(vm)
+            state = lookahead.power_state(self.host, vm, self.asked, self.s, self.skip_power)
             if self.s.cold_snapshot and state == "on" and not self.skip_power:
                 self._cold_snapshot(vm)
             elif self.s.power_vm_down_before_backup and state == "on" and not self.skip_power:
@@ -313,6 +319,7 @@ class _VmBackup:
                 state = "off"
             elif state != "off":
                 self._snapshot(vm)
+            self.job.look_ahead()
             self._copy_disks(vm, disks, self.sealer)
             if self.tree is not None and any(d.ok for d in self.result.disks):
                 self.tree_record = copy_tree(self.host, self.tree, self.sealer.partial, self.s.disk_backup_format,
@@ -340,98 +347,6 @@ class _VmBackup:
                       source_host=self.host.host_name())
 
     # -- steps ---------------------------------------------------------------
-    def _disks_to_copy(self, vm: Vm):
-        """The disks to copy; none at all fails the VM before any change.
-
-        A backup without a disk is no backup: sealed as OK it would let
-        rotation delete the real ones. VMDK_FILES_TO_BACKUP names match a
-        disk's file name or, for a disk running on a snapshot delta, its
-        base name (the name the backup gives it).
-        """
-        wanted = [n for n in self.s.vmdk_files_to_backup if n.lower() != "all"]
-        out = []
-        matched = set()
-        for disk in vm.disks:
-            names = {disk.filename, base_name(disk.filename)}
-            if disk.skip_reason:
-                self.log.warning("%s: skipping %s (%s): %s" % (vm.name, disk.key, disk.filename, disk.skip_reason))
-            elif wanted and not names & set(wanted):
-                self.log.info("%s: %s not in VMDK_FILES_TO_BACKUP, skipping" % (vm.name, disk.filename))
-            else:
-                matched |= names
-                out.append(disk)
-        unknown = [n for n in wanted if n not in matched and all(n not in (d.filename, base_name(d.filename)) for d in vm.disks)]
-        if unknown:
-            self.log.warning("%s: VMDK_FILES_TO_BACKUP names %s, which this VM does not have (its disks: %s)"
-                             % (vm.name, ", ".join(unknown), ", ".join(d.filename for d in vm.disks) or "none"))
-        if not out:
-            why = "every disk was skipped" if vm.disks else "the VM has no disk"
-            if wanted:
-                why = "VMDK_FILES_TO_BACKUP=%s matches none of its disks (%s)" % (
-                    ",".join(wanted), ", ".join(d.filename for d in vm.disks) or "none")
-            raise HotvcbError("%s: nothing to back up: %s" % (vm.name, why))
-        return out
-
-    def _preflight(self, vm: Vm, disks, snaps: List[Snapshot], pending: bool = False) -> None:
-        """Everything that can fail before we change anything on the host (`snaps`: read just now).
-
-        `pending`: a dry run left a dead run's snapshot in place; its deltas are
-        still there, so stray deltas can only be told apart once it is gone.
-        """
-        if pending:
-            self.log.info("%s: delta files are checked once the leftover snapshot is gone" % vm.name)
-        deltas = [] if pending else self.host.delta_files(vm)
-        allowed = self.s.allow_vms_with_snapshots_to_be_backedup or self.s.backup_snapshot_tree  # asked to keep them
-        if (snaps or deltas) and not allowed:
-            what = "%d snapshot(s)" % len(snaps) if snaps else "delta files %s" % ", ".join(
-                d.rsplit("/", 1)[-1] for d in deltas
-            )
-            raise HotvcbError(
-                "%s has %s; not backing it up (set ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=1 to allow)"
-                % (vm.name, what)
-            )
-        if self.s.guest_pre_backup_hook or self.s.guest_post_backup_hook:
-            refuse_unless_possible(self.host, vm)
-        modes = [k for k, on in (("POWER_VM_DOWN_BEFORE_BACKUP", self.s.power_vm_down_before_backup),
-                                 ("COLD_SNAPSHOT", self.s.cold_snapshot)) if on]
-        if modes and not self.host.powers_on:
-            raise HotvcbError("%s=1 shuts %s down, and this %s host cannot start it again; not backing it up"
-                              % (modes[0], vm.name, self.host.kind))
-        if self.s.vm_backup_repository and self.host.kind == "libvirt":
-            # the repository reads a base image as a file the snapshot holds still; libvirt's backup
-            # job holds no file still (the guest goes on writing the image), it exports the instant over NBD
-            raise HotvcbError("a repository cannot take libvirt domains yet (their images change during "
-                              "libvirt's backup job); back %s up to a folder (VM_BACKUP_VOLUME)" % vm.name)
-        if self.s.vm_backup_repository and self.s.backup_snapshot_tree:
-            raise HotvcbError("BACKUP_SNAPSHOT_TREE=1 keeps delta files, which a repository does not store; "
-                              "back this VM up to a folder (VM_BACKUP_VOLUME) instead")
-        fmt = self.s.disk_backup_format
-        if fmt not in self.host.formats:
-            raise HotvcbError("DISK_BACKUP_FORMAT=%s cannot be written on this %s host (allowed: %s)"
-                              % (fmt, self.host.kind, "|".join(self.host.formats)))
-        needed = sum(self.host.bytes_needed(d, fmt) for d in disks)
-        # each disk's size for the copy's progress, read now while the driver has the descriptors
-        self.capacity = {d.key: self.host.bytes_needed(d, "eagerzeroedthick") for d in disks}
-        self.needed = needed
-        if self.s.backup_snapshot_tree and [x for x in snaps if not is_ours(x)] and not pending:
-            # every chain of the tree is checked now: a missing delta fails the VM before any change
-            self.tree = self.host.snapshot_tree(vm, disks)
-            self.user_snapshots = [x.id for x in snaps if not is_ours(x)]
-            needed += sum(self.host.bytes_needed(d, fmt) for d in self.tree.bases) + sum(
-                self.host.shell.file_size(f) for delta, _ in self.tree.deltas for f in self.host.disk_files(delta))
-            self.needed = needed
-            self.log.info("%s: keeping its snapshot tree, %s" % (vm.name, describe(self.tree)))
-        # the free bytes less those promised to other VMs of this run being backed up now (BACKUP_PARALLEL);
-        # a repository stores only new chunks, so no estimate of the copy's size applies to it
-        free = None if self.s.vm_backup_repository else self.job.space.reserve(vm.name, self.s.vm_backup_volume, needed, functools.partial(
-            volume.check, self.host, self.s.vm_backup_volume, self.s.create_vm_backup_volume))
-        if free is not None and needed > free:
-            raise HotvcbError(
-                "%s needs %s on %s but only %s is free"
-                % (vm.name, human_size(needed), self.s.vm_backup_volume, human_size(free))
-            )
-        self.log.debug("%s: %s needed, %s free" % (vm.name, human_size(needed), "unknown" if free is None else human_size(free)))
-
     def _dry_run(self, vm: Vm, disks) -> None:
         s = self.s
         target = layout.vm_root(s.vm_backup_volume, vm.name) + "/" + layout.backup_name(vm.name, self.started)
@@ -535,7 +450,9 @@ class _VmBackup:
         """Undo what we did, in reverse: snapshot, power, then seal or discard."""
         errors = []  # type: List[str]
         if self.snapshot is None and self.snapshot_name is not None:
-            self.snapshot = self._late_snapshot(vm, wait=not self.snapshot_refused)
+            # as long again as SNAPSHOT_TIMEOUT allowed, at most a minute; once if the host refused it
+            wait = 0.0 if self.snapshot_refused else min(60.0, self.s.snapshot_timeout * 60.0)
+            self.snapshot = late_snapshot(self.host, vm, self.snapshot_name, wait, self.log)
         snap = self.snapshot
         if snap is not None:
             try:
@@ -569,27 +486,6 @@ class _VmBackup:
                 self._discard(vm, "sealing failed: %s" % err)
                 raise
         self._discard(vm, "; ".join(errors) or self.result.message or "; ".join(d.error for d in disks if not d.ok))
-
-    def _late_snapshot(self, vm: Vm, wait: bool) -> Optional[Snapshot]:
-        """Our snapshot, if it shows up after we gave up on it (hostd finished the task late).
-
-        Waits as long again as SNAPSHOT_TIMEOUT allowed, at most a minute:
-        removing it now beats leaving it to grow until the next run. When the
-        host refused the snapshot outright, one look is enough.
-        """
-        deadline = time.monotonic() + (min(60.0, self.s.snapshot_timeout * 60.0) if wait else 0.0)
-        while True:
-            try:
-                mine = [x for x in self.host.snapshots(vm, interruptible=False) if x.name == self.snapshot_name]
-            except HotvcbError as err:
-                self.log.warning("%s: cannot check for a late snapshot: %s" % (vm.name, err))
-                return None
-            if mine:
-                self.log.warning("%s: snapshot %s appeared after the timeout; removing it" % (vm.name, self.snapshot_name))
-                return mine[-1]
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(1.0)
 
     def _discard(self, vm: Vm, message: str) -> None:
         """Record a failed backup as such; never let this hide the first error."""

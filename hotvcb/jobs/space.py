@@ -13,17 +13,27 @@ The free figure read while others copy already lacks what they have
 written so far, and their reservations count in full: the check errs on the
 side of waiting, never of promising the same bytes twice. Targets are told
 apart by datastore (`/vmfs/volumes/<name>`, resolved, so the datastore's name and
-its UUID path are one target); anything else counts as one.
+its UUID path are one target); anything else by its path.
+
+A free figure serves the VMs after it for REUSE_FOR seconds (each look is a
+host command, a round trip to hostd on ESXi), less everything this run
+reserved since, while it holds a VM's need twice over and no other VM of
+ours holds room there: then a fresh look could not change the verdict
+unless something else filled half the target within that time. Otherwise
+the target is looked at again. The target's own checks (mounted, a folder)
+run for every VM either way.
 """
 
 import threading
-from typing import Callable, Dict, Optional, Tuple
+import time
+from typing import Callable, Dict, List, Optional, Tuple
 
 from .. import interrupt
 from ..errors import HotvcbError
 from ..units import human_size
 
 RECHECK = 5.0  # seconds between looks at the free space while others hold the room
+REUSE_FOR = 60.0  # seconds a look at the free space serves the next VMs' pre-flights
 
 
 def pool_of(volume: str) -> str:
@@ -41,26 +51,37 @@ class SpaceLedger:
         self.log, self.resolve = log, resolve
         self._roots = {}  # type: Dict[str, str]  # datastore path as written -> resolved
         self._held = {}  # type: Dict[str, Tuple[str, int]]  # VM name -> (pool, bytes reserved)
+        self._looked = {}  # type: Dict[str, List[float]]  # pool -> [free bytes seen, when, bytes reserved since]
         self._changed = threading.Condition()
 
-    def reserve(self, vm: str, volume: str, needed: int, measure: Callable[[], Optional[int]]) -> Optional[int]:
+    def reserve(self, vm: str, volume: str, needed: int, measure: Callable[[], Optional[int]],
+                check: Callable[[], object] = lambda: None) -> Optional[int]:
         """The free bytes `vm` may count on: `measure()` less the other VMs' reservations.
 
-        Reserves `needed` when it fits; while it does not and other VMs hold
-        room on this target, waits for them (re-measuring); None when the
-        target has no free-space figure (nothing is reserved then).
+        `measure` checks the target and looks at its free bytes; where an
+        earlier look serves, only `check` runs. Reserves `needed` when it fits;
+        while it does not and other VMs hold room on this target, waits for
+        them (re-measuring); None when the target has no free-space figure
+        (nothing is reserved then).
         """
-        pool = self._pool(volume)
+        pool = self._pool(volume) or volume
         told = False
         while True:
-            free = measure()
-            if free is None:
-                return None
+            free = self._seen(vm, pool, needed)
+            if free is not None:
+                check()
+            else:
+                free = measure()
+                if free is None:
+                    return None
+                with self._changed:
+                    self._looked[pool] = [free, time.monotonic(), 0]
             with self._changed:
                 others = sum(n for name, (p, n) in self._held.items() if p == pool and name != vm)
                 room = free - others
                 if needed <= room:
                     self._held[vm] = (pool, needed)
+                    self._looked[pool][2] += needed
                     return room
                 if not others:
                     return room  # alone, it does not fit: the caller fails it as a serial run would
@@ -72,6 +93,16 @@ class SpaceLedger:
                 self._changed.wait(RECHECK)
             if interrupt.pending():
                 interrupt.raise_pending()
+
+    def _seen(self, vm: str, pool: str, needed: int) -> Optional[int]:
+        """The free bytes an earlier look says are left, where they settle this VM's need."""
+        with self._changed:
+            looked = self._looked.get(pool)
+            if looked is None or any(p == pool and name != vm for name, (p, _n) in self._held.items()):
+                return None
+            free, when, since = looked
+            left = int(free - since)
+            return left if time.monotonic() - when < REUSE_FOR and 2 * needed <= left else None
 
     def _pool(self, volume: str) -> str:
         pool = pool_of(volume)

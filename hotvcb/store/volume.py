@@ -21,9 +21,10 @@ from ..errors import HostError
 CREATE_KEY = "CREATE_VM_BACKUP_VOLUME"
 
 
-def check(host, volume: str, create: bool) -> Optional[int]:
+def check(host, volume: str, create: bool, free: bool = True) -> Optional[int]:
     """Raise HostError unless `volume` is a safe place to write backups to (nothing is changed);
-    its free bytes (None outside any datastore), so the caller need not ask the host again."""
+    its free bytes (None outside any datastore), so the caller need not ask the host again.
+    `free=False`: the checks only, for a caller who knows the free bytes (None for a folder)."""
     shell = host.shell
     volume = volume.rstrip("/") or "/"
     share = _unmounted_share(shell, volume)
@@ -31,7 +32,8 @@ def check(host, volume: str, create: bool) -> Optional[int]:
         raise HostError("VM_BACKUP_VOLUME %s: %s is a mount point in /etc/fstab but nothing is mounted there; "
                         "mount it first (writing there would fill the host's own disk)" % (volume, share))
     if shell.isdir(volume):
-        return host.free_space(volume)  # a /vmfs/volumes path on no datastore is refused by the driver
+        # a /vmfs/volumes path on no datastore is refused by the driver
+        return host.free_space(volume) if free else None
     if shell.exists(volume):
         raise HostError("VM_BACKUP_VOLUME %s exists but is not a folder" % volume)
     free = host.free_space(volume)  # raises for /vmfs/volumes/<no datastore>/...

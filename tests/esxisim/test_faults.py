@@ -148,6 +148,27 @@ def test_snapshot_remove_delay(host):
     assert r.stdout == "Remove Snapshot:\n"
 
 
+def test_a_delayed_removal_of_a_snapshot_removed_meanwhile_is_not_found_and_merges_nothing(host):
+    """A run killed during its removal leaves hostd's task running; the next run removes the
+    snapshot itself and takes its own: the late task must not merge that one away."""
+    vmid = host.create_vm("a", "datastore1")
+    sid = snapshots.create(host, vmid, "s")
+    host.set_fault("snapshot.remove.delay", "3")
+    env = dict(os.environ, PYTHONPATH=REPO)
+    late = subprocess.Popen([sys.executable, "-m", "esxisim", "shell", host.root, "--", "vim-cmd",
+                             "vmsvc/snapshot.remove", vmid, str(sid)], stdout=subprocess.PIPE, text=True, env=env)
+    wait_for(lambda: any(e["event"] == "start" and e["args"][:1] == ["vmsvc/snapshot.remove"]
+                         for e in proclog.read(host)), what="the removal to start")
+    time.sleep(1.0)  # it has read its snapshot and waits out the delay
+    snapshots.remove(host, vmid, sid)
+    snapshots.create(host, vmid, "taken since")
+    current = [d[1] for d in host.vm_disks(vmid)]
+    out, _ = late.communicate(timeout=60)
+    assert "vim.fault.NotFound" in out, out
+    assert [s["name"] for s in snapshots.load(host, vmid)[1]] == ["taken since"]
+    assert [d[1] for d in host.vm_disks(vmid)] == current and all(os.path.exists(host.real(p)) for p in current)
+
+
 def test_nfs_mount_fail_mounts_nothing(host):
     host.set_fault("nfs.mount", "fail")
     r = sh(host, "vim-cmd hostsvc/datastore/nas_create bk nfs /export/bk 0 10.0.0.5; echo rc=$?; "

@@ -1,0 +1,101 @@
+"""The next VM's first questions to the host, asked while this VM's disks are copied.
+
+Every host query is a round trip to hostd (0.1-1 s on a real host, which
+answers queries while a clone runs), and a copy mostly waits on storage. So
+when a VM's copy starts, the serial loop asks in a thread what the next
+VM's backup asks first: its snapshot list and its power state. An answer
+that old is used only where acting on it is as safe as acting on a fresh
+one, and only for FRESH_FOR seconds; otherwise the question is asked again:
+
+- the snapshot list serves the leftover check, the pre-flight and the
+  create's "before" set where the VM's snapshots are refused: a snapshot
+  taken since has delta files next to the disks, which the pre-flight reads
+  at its own time, and no dead run makes new ones (this run holds the host's
+  lock). Where snapshots are allowed or kept (ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP,
+  BACKUP_SNAPSHOT_TREE), the list is asked again.
+- "on" serves to decide on a snapshot: a VM that went off or suspended
+  since is snapshotted all the same, which ESXi allows. "off" (copied
+  without a snapshot, which needs it off now), any other answer, a power-down
+  mode and a VM VM_SHUTDOWN_ORDER powered down ask again.
+
+Only the serial loop looks ahead (BACKUP_PARALLEL already overlaps VMs), never a dry run.
+"""
+
+import time
+from dataclasses import dataclass
+from typing import List, Optional
+
+from ..background import Background
+from ..errors import HotvcbError, Interrupted
+from ..hosts.base import Hypervisor
+from ..model import Snapshot, Vm, VmRef
+from ..settings import Settings
+
+FRESH_FOR = 120.0  # seconds an answer asked ahead serves (the driver's own SNAPSHOTS_REUSED_FOR)
+
+
+@dataclass
+class Answers:
+    vmid: str
+    asked: float  # time.monotonic() when the questions were asked
+    snapshots: List[Snapshot]
+    power: str
+
+
+class Lookahead:
+    def __init__(self, host: Hypervisor):
+        self.host = host
+        self._asking = None  # type: Optional[Background[Answers]]
+
+    def ask(self, ref: VmRef) -> None:
+        """Ask about `ref` in a thread, unless questions are still out. The VM's files are read
+        here, first: the driver's reads of VM folders are not to overlap this VM's changes."""
+        if self._asking is not None:
+            return
+        try:
+            vm = self.host.load_vm(ref)
+        except HotvcbError:
+            return  # its own turn says why
+        self._asking = Background(lambda _check: self._answers(vm), "lookahead")
+
+    def _answers(self, vm: Vm) -> Answers:
+        asked = time.monotonic()
+        return Answers(vm.ref.vmid, asked, self.host.snapshots(vm), self.host.power_state(vm))
+
+    def take(self, ref: VmRef) -> Optional[Answers]:
+        """The answers about `ref`, if they were asked and are fresh; waits for questions still out."""
+        asking, self._asking = self._asking, None
+        if asking is None:
+            return None
+        try:
+            found = asking.result()
+        except HotvcbError:
+            return None  # asked again, in the VM's own turn
+        if found.vmid != ref.vmid or time.monotonic() - found.asked > FRESH_FOR:
+            return None
+        return found
+
+    def drop(self) -> None:
+        """As the run ends: wait for questions still out (each is bounded) and forget them, so no
+        query outlives the run; a signal meanwhile stops them, and the run says so itself."""
+        asking, self._asking = self._asking, None
+        if asking is not None:
+            try:
+                asking.result()
+            except (HotvcbError, Interrupted):
+                pass
+
+
+def snapshots(found: Optional[Answers], s: Settings) -> Optional[List[Snapshot]]:
+    """The VM's snapshot list asked ahead, where it may serve (None: ask now)."""
+    if found is None or s.allow_vms_with_snapshots_to_be_backedup or s.backup_snapshot_tree:
+        return None
+    return list(found.snapshots)
+
+
+def power_state(host: Hypervisor, vm: Vm, found: Optional[Answers], s: Settings, skip_power: bool) -> str:
+    """The power state the backup decides by: asked ahead where "on" may serve, else asked now."""
+    if (found is not None and found.power == "on" and not skip_power and not s.power_vm_down_before_backup
+            and not s.cold_snapshot):
+        return "on"
+    return host.power_state(vm)

@@ -1,0 +1,129 @@
+"""A VM's pre-flight: everything that can fail its backup before anything on the host changes.
+
+Which disks are copied (a VM left with none fails here), the user's
+snapshots and stray delta files, what the driver cannot do (a format, a
+power-down mode, in-guest hooks, a repository), the user's snapshot tree to
+keep, and the room the backup takes on the target, reserved against the
+other VMs of the run (jobs/space.py). What it finds is the `Plan` the copy
+and the dry run go by.
+"""
+
+import functools
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from ..errors import HotvcbError
+from ..hosts.base import Hypervisor
+from ..model import Disk, Snapshot, SnapshotTree, Vm
+from ..settings import Settings
+from ..store import volume
+from ..units import human_size
+from ..vmdk import base_name
+from .guest_hooks import refuse_unless_possible
+from .leftovers import is_ours
+from .snaptree import describe
+from .space import SpaceLedger
+
+
+@dataclass
+class Plan:
+    needed: int  # bytes the backup takes on the target
+    capacity: Dict[str, int]  # disk key -> virtual size, for the copy's progress
+    tree: Optional[SnapshotTree] = None  # the user's, to keep (BACKUP_SNAPSHOT_TREE)
+    user_snapshots: List[str] = field(default_factory=list)  # their ids when the tree was read
+
+
+def disks_to_copy(vm: Vm, s: Settings, log) -> List[Disk]:
+    """The disks to copy; none at all fails the VM before any change.
+
+    A backup without a disk is no backup: sealed as OK it would let
+    rotation delete the real ones. VMDK_FILES_TO_BACKUP names match a
+    disk's file name or, for a disk running on a snapshot delta, its
+    base name (the name the backup gives it).
+    """
+    wanted = [n for n in s.vmdk_files_to_backup if n.lower() != "all"]
+    out = []
+    matched = set()
+    for disk in vm.disks:
+        names = {disk.filename, base_name(disk.filename)}
+        if disk.skip_reason:
+            log.warning("%s: skipping %s (%s): %s" % (vm.name, disk.key, disk.filename, disk.skip_reason))
+        elif wanted and not names & set(wanted):
+            log.info("%s: %s not in VMDK_FILES_TO_BACKUP, skipping" % (vm.name, disk.filename))
+        else:
+            matched |= names
+            out.append(disk)
+    unknown = [n for n in wanted if n not in matched and all(n not in (d.filename, base_name(d.filename)) for d in vm.disks)]
+    if unknown:
+        log.warning("%s: VMDK_FILES_TO_BACKUP names %s, which this VM does not have (its disks: %s)"
+                    % (vm.name, ", ".join(unknown), ", ".join(d.filename for d in vm.disks) or "none"))
+    if not out:
+        why = "every disk was skipped" if vm.disks else "the VM has no disk"
+        if wanted:
+            why = "VMDK_FILES_TO_BACKUP=%s matches none of its disks (%s)" % (
+                ",".join(wanted), ", ".join(d.filename for d in vm.disks) or "none")
+        raise HotvcbError("%s: nothing to back up: %s" % (vm.name, why))
+    return out
+
+
+def check(host: Hypervisor, s: Settings, log, space: SpaceLedger, vm: Vm, disks: List[Disk],
+          snaps: List[Snapshot], pending: bool = False) -> Plan:
+    """Everything that can fail before we change anything on the host (`snaps`: read just now).
+
+    `pending`: a dry run left a dead run's snapshot in place; its deltas are
+    still there, so stray deltas can only be told apart once it is gone.
+    """
+    if pending:
+        log.info("%s: delta files are checked once the leftover snapshot is gone" % vm.name)
+    deltas = [] if pending else host.delta_files(vm)
+    allowed = s.allow_vms_with_snapshots_to_be_backedup or s.backup_snapshot_tree  # asked to keep them
+    if (snaps or deltas) and not allowed:
+        what = "%d snapshot(s)" % len(snaps) if snaps else "delta files %s" % ", ".join(
+            d.rsplit("/", 1)[-1] for d in deltas
+        )
+        raise HotvcbError(
+            "%s has %s; not backing it up (set ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=1 to allow)"
+            % (vm.name, what)
+        )
+    if s.guest_pre_backup_hook or s.guest_post_backup_hook:
+        refuse_unless_possible(host, vm)
+    modes = [k for k, on in (("POWER_VM_DOWN_BEFORE_BACKUP", s.power_vm_down_before_backup),
+                             ("COLD_SNAPSHOT", s.cold_snapshot)) if on]
+    if modes and not host.powers_on:
+        raise HotvcbError("%s=1 shuts %s down, and this %s host cannot start it again; not backing it up"
+                          % (modes[0], vm.name, host.kind))
+    if s.vm_backup_repository and host.kind == "libvirt":
+        # the repository reads a base image as a file the snapshot holds still; libvirt's backup
+        # job holds no file still (the guest goes on writing the image), it exports the instant over NBD
+        raise HotvcbError("a repository cannot take libvirt domains yet (their images change during "
+                          "libvirt's backup job); back %s up to a folder (VM_BACKUP_VOLUME)" % vm.name)
+    if s.vm_backup_repository and s.backup_snapshot_tree:
+        raise HotvcbError("BACKUP_SNAPSHOT_TREE=1 keeps delta files, which a repository does not store; "
+                          "back this VM up to a folder (VM_BACKUP_VOLUME) instead")
+    fmt = s.disk_backup_format
+    if fmt not in host.formats:
+        raise HotvcbError("DISK_BACKUP_FORMAT=%s cannot be written on this %s host (allowed: %s)"
+                          % (fmt, host.kind, "|".join(host.formats)))
+    needed = sum(host.bytes_needed(d, fmt) for d in disks)
+    # each disk's size for the copy's progress, read now while the driver has the descriptors
+    plan = Plan(needed, {d.key: host.bytes_needed(d, "eagerzeroedthick") for d in disks})
+    if s.backup_snapshot_tree and [x for x in snaps if not is_ours(x)] and not pending:
+        # every chain of the tree is checked now: a missing delta fails the VM before any change
+        plan.tree = host.snapshot_tree(vm, disks)
+        plan.user_snapshots = [x.id for x in snaps if not is_ours(x)]
+        needed += sum(host.bytes_needed(d, fmt) for d in plan.tree.bases) + sum(
+            host.shell.file_size(f) for delta, _ in plan.tree.deltas for f in host.disk_files(delta))
+        plan.needed = needed
+        log.info("%s: keeping its snapshot tree, %s" % (vm.name, describe(plan.tree)))
+    # the free bytes less those promised to other VMs of this run being backed up now (BACKUP_PARALLEL);
+    # a repository stores only new chunks, so no estimate of the copy's size applies to it
+    target = functools.partial(volume.check, host, s.vm_backup_volume, s.create_vm_backup_volume)
+    free = None if s.vm_backup_repository else space.reserve(vm.name, s.vm_backup_volume, needed, target,
+                                                             functools.partial(target, free=False))
+    if free is not None and needed > free:
+        raise HotvcbError(
+            "%s needs %s on %s but only %s is free"
+            % (vm.name, human_size(needed), s.vm_backup_volume, human_size(free))
+        )
+    log.debug("%s: %s needed, %s free" % (vm.name, human_size(needed), "unknown" if free is None else human_size(free)))
+    return plan

@@ -1,0 +1,55 @@
+"""One VM's leftovers around its backup: a dead run's, cleared before it; our own snapshot that
+hostd made only after we gave up waiting for it, found and handed to the cleanup.
+
+What is whose, and why removing it is safe, is jobs/leftovers.py's; this
+is the order a VM's backup applies it in.
+"""
+
+import time
+from typing import List, Optional, Tuple
+
+from ..errors import HotvcbError
+from ..hosts.base import Hypervisor
+from ..model import Snapshot, Vm, VmRef
+from ..runid import RunId
+from .leftovers import is_ours, remove_our_snapshots, restore_power
+
+
+def clear_dead_runs(host: Hypervisor, ref: VmRef, vm: Vm, log, run: RunId, dry_run: bool,
+                    snaps: Optional[List[Snapshot]] = None) -> Tuple[Vm, List[Snapshot], bool]:
+    """A dead run's snapshots removed and the VM it powered off powered on: (the VM as it is now,
+    its snapshots, whether a dry run left a leftover snapshot that the real run removes first).
+    `snaps`: the VM's snapshots if they were asked about already (jobs/lookahead.py)."""
+    if snaps is None:
+        snaps = host.snapshots(vm)  # one look serves the leftover check and the pre-flight
+    pending = False
+    if remove_our_snapshots(host, vm, log, run, dry_run, snaps):
+        if dry_run:  # they would be gone by now: judge the VM without them, as the real run would
+            snaps = [s for s in snaps if not is_ours(s)]
+            pending = True
+        else:
+            vm = host.load_vm(ref)  # its disks no longer point at our deltas
+            snaps = host.snapshots(vm)
+    restore_power(host, vm, log, run, dry_run)
+    return vm, snaps, pending
+
+
+def late_snapshot(host: Hypervisor, vm: Vm, name: str, wait: float, log) -> Optional[Snapshot]:
+    """Our snapshot `name`, if it shows up after we gave up on it (hostd finished the task late).
+
+    Looks for `wait` seconds (0: once): removing it now beats leaving it to
+    grow until the next run.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            mine = [x for x in host.snapshots(vm, interruptible=False) if x.name == name]
+        except HotvcbError as err:
+            log.warning("%s: cannot check for a late snapshot: %s" % (vm.name, err))
+            return None
+        if mine:
+            log.warning("%s: snapshot %s appeared after the timeout; removing it" % (vm.name, name))
+            return mine[-1]
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(1.0)
