@@ -237,6 +237,13 @@ class Repository:
                 out.setdefault(blob.digest, Location(info.name, blob))
         return out
 
+    def require_codec(self, doing: str) -> None:
+        """Refuse `doing` (reading every chunk it meets) where this repository's zstd chunks cannot be
+        read: each would look damaged, and GC, which copies only chunks it has checked, would stop halfway."""
+        if self.config.compression == "zstd" and not codec.available():
+            raise RepoError("cannot %s here: the repository compresses with zstd and the zstandard package is "
+                            "not installed (run it where it is; list and restore work here)" % doing)
+
     def missing(self, digest: bytes) -> BadChunk:
         """A chunk no readable pack holds, with the backups that need it (and the packs that could not be read)."""
         why = "missing from the repository"
