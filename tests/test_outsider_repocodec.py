@@ -104,3 +104,37 @@ def test_list_without_zstandard_still_lists_a_zstd_repository(zstd_repo, tmp_pat
     repo, a, b, _disk = zstd_repo
     r = cli("list", "--repo", tmp_path / "repo", zstd=False)
     assert r.returncode == 0 and a.id in r.stdout and b.id in r.stdout, r.stdout + r.stderr
+
+
+# --- the new config key --------------------------------------------------------------------------------
+
+
+@needs_root
+def test_zstd_asked_of_a_host_without_zstandard_fails_before_any_snapshot_and_creates_nothing(host, tmp_path):
+    """VM_BACKUP_REPOSITORY_COMPRESSION=zstd on an ESXi host (its python has no zstandard) for a new repository.
+    Bug: the error was `compression 'zstd': zlib, or zstd where ...`, naming neither the key nor the repository."""
+    vmid = host.create_vm("web", "datastore1", [{"size": "4M"}], power="on")
+    repo = "/vmfs/volumes/backup/repo"
+    conf = write_conf(host, VM_BACKUP_REPOSITORY=repo, VM_BACKUP_REPOSITORY_COMPRESSION="zstd")
+    r = host_hotvcb(host, "backup", "-m", "web", "-g", conf, "-w", tmp_path / "work")
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "Traceback" not in out, out
+    assert "zstandard" in out and "VM_BACKUP_REPOSITORY_COMPRESSION" in out, out
+    assert snapshot_names(host, vmid) == [] and host.power_state(vmid) == "on"
+    real = host.real(repo)
+    assert not os.path.exists(real), os.listdir(real)
+    # the same config with zlib then makes the repository there
+    conf = write_conf(host, VM_BACKUP_REPOSITORY=repo, VM_BACKUP_REPOSITORY_COMPRESSION="zlib")
+    r = host_hotvcb(host, "backup", "-m", "web", "-g", conf, "-w", tmp_path / "work")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert Repository.open(LocalBackend(real)).config.compression == "zlib"
+
+
+@pytest.mark.parametrize("garbage", ["lz4", "zstd:3", "zstd,zlib"])
+def test_a_garbage_codec_is_one_line_naming_the_key(tmp_path, garbage):
+    conf = tmp_path / "hotvcb.conf"
+    conf.write_text("VM_BACKUP_REPOSITORY=%s\nVM_BACKUP_REPOSITORY_COMPRESSION=%s\n" % (tmp_path / "repo", garbage))
+    r = cli("prune", "-g", conf, "--keep-last", "1", "--dry-run")
+    line = one_clear_line(r)
+    assert r.returncode != 0 and "VM_BACKUP_REPOSITORY_COMPRESSION" in line and "zstd" in line, line
+    assert not (tmp_path / "repo").exists()
