@@ -13,6 +13,7 @@ import time
 import pytest
 from repotool import MiB, age, backup, make_disk, new_repo, same
 
+from hotvcb.errors import RepoError
 from hotvcb.repo import codec
 from hotvcb.repo.backend import LocalBackend
 from hotvcb.repo.format import ZSTD
@@ -138,3 +139,132 @@ def test_a_garbage_codec_is_one_line_naming_the_key(tmp_path, garbage):
     line = one_clear_line(r)
     assert r.returncode != 0 and "VM_BACKUP_REPOSITORY_COMPRESSION" in line and "zstd" in line, line
     assert not (tmp_path / "repo").exists()
+
+
+# --- restores stopped halfway ----------------------------------------------------------------------------
+
+
+def big_text_backup(tmp_path, size=384 * MiB):
+    """A zstd backup whose restore writes `size` bytes (one text chunk over and over: small to store)."""
+    disk = tmp_path / "big.raw"
+    block = b"".join(b"log line %08d: the quick brown fox jumps over the lazy dog\n" % n for n in range(20000))[:MiB]
+    with open(disk, "wb") as f:
+        for _ in range(size // MiB):
+            f.write(block)
+    repo = new_repo(tmp_path / "repo", compression="zstd")
+    return repo, backup(repo, "web", disk), disk
+
+
+def test_sigterm_mid_restore_with_background_flushes_removes_the_output_and_exits_2(tmp_path):
+    repo, snap, disk = big_text_backup(tmp_path)
+    os.unlink(str(disk))
+    to = tmp_path / "restored"
+    work = str(to) + ".hotvcb-restoring"
+    p = subprocess.Popen([sys.executable, "-m", "hotvcb", "restore", "--repo", str(tmp_path / "repo"), snap.id,
+                          "--to", str(to)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                         env=dict(os.environ, PYTHONPATH=ROOT))
+    target = os.path.join(work, "big.raw")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # stopped once data is written (a background flush has run or runs)
+        try:
+            if os.stat(target).st_blocks * 512 >= 80 * MiB:
+                break
+        except OSError:
+            pass
+        time.sleep(0.01)
+    else:
+        pytest.fail("the restore wrote nothing")
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 2, out + err
+    assert "Traceback" not in out + err and "Exception in thread" not in err, out + err
+    assert not to.exists() and not os.path.exists(work), os.listdir(str(tmp_path))
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    mounted = []
+
+    def mount(name, size):
+        where = tmp_path / name
+        where.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s" % size, "tmpfs", str(where)], check=True)
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", str(where)])
+
+
+@needs_root
+def test_a_restore_filling_its_disk_fails_in_one_line_and_leaves_nothing(zstd_repo, tmp_path, tmpfs):
+    repo, a, b, disk = zstd_repo
+    small = tmpfs("small", "1m")
+    to = small / "restored"
+    r = cli("restore", "--repo", tmp_path / "repo", b.id, "--to", to)
+    line = one_clear_line(r)
+    assert r.returncode != 0 and "No space left on device" in line, line
+    assert os.listdir(str(small)) == []
+
+
+# --- damaged chunks of either codec ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["zstd", "zlib"])
+def test_a_damaged_chunk_of_either_codec_is_named_with_the_backups_that_need_it(tmp_path, method):
+    disk = tmp_path / "disk.raw"
+    make_disk(disk, size=6 * MiB, seed=3)
+    repo = new_repo(tmp_path / "repo", compression=method)
+    snap = backup(repo, "web", disk)
+    want = ZSTD if method == "zstd" else 1
+    loc = next(l for l in repo.chunk_map().values() if l.blob.method == want)
+    with open(os.path.join(str(tmp_path / "repo"), loc.pack), "r+b") as f:
+        f.seek(loc.blob.offset)
+        stored = bytearray(f.read(loc.blob.stored_len))
+        for at in range(len(stored) // 2, len(stored)):  # a byte whose change changes the content (in a deflate
+            stored[at] ^= 0x55                           # stream some bits may say the same thing two ways)
+            try:
+                codec.decode(loc.blob.method, bytes(stored), loc.blob.raw_len, loc.blob.digest)
+            except RepoError:
+                break
+            stored[at] ^= 0x55
+        f.seek(loc.blob.offset)
+        f.write(stored)
+    v = cli("verify", "--repo", tmp_path / "repo")
+    assert v.returncode == 4 and loc.blob.digest.hex() in v.stdout and snap.id in v.stdout, v.stdout + v.stderr
+    to = tmp_path / "restored"
+    r = cli("restore", "--repo", tmp_path / "repo", snap.id, "--to", to)
+    line = one_clear_line(r)
+    assert loc.blob.digest.hex() in line and snap.id in line, line
+    assert not to.exists() and not os.path.exists(str(to) + ".hotvcb-restoring")
+
+
+# --- the repository fills up while a pack is committed ------------------------------------------------------
+
+
+@needs_root
+def test_a_repository_filling_up_at_a_pack_commit_is_named_never_the_source_disk(tmp_path, tmpfs):
+    """Bug: a pack's last buffered bytes reach the disk in its commit (close: flush + fsync, now in the
+    background thread). When that flush hit ENOSPC, discarding the upload closed the file again, which
+    re-raised the bare OSError over the RepoError: the backup failed as `cannot read <the VM's disk>: No
+    space left on device` (blaming the source), or with an unhandled OSError when it was the index's."""
+    import shutil
+
+    full = tmpfs("full", "64k")
+    disk = tmp_path / "disk.raw"
+    failures = 0
+    for n in range(280, 460, 4):  # chunks of ~120 stored bytes each: the repository fills at every step
+        shutil.rmtree(str(full / "repo"), ignore_errors=True)  # of a pack's writing, commit and index
+        with open(str(disk), "wb") as f:
+            for i in range(n):
+                f.write((b"chunk %d " % i).ljust(64 * 1024, b"\0"))
+        repo = new_repo(full / "repo")
+        try:
+            backup(repo, "web", disk)
+        except RepoError as err:
+            failures += 1
+            assert "cannot read" not in str(err) and str(full / "repo") in str(err), (n, str(err))
+            assert "No space left on device" in str(err), (n, str(err))
+            assert repo.backend.list(SNAPSHOTS) == [], n
+    assert failures > 20
