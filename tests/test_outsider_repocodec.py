@@ -19,7 +19,7 @@ from hotvcb.repo.backend import LocalBackend
 from hotvcb.repo.format import ZSTD
 from hotvcb.repo.repository import PACKS, SNAPSHOTS, Repository
 from simhost import hotvcb as host_hotvcb
-from simhost import needs_root, snapshot_names, write_conf
+from simhost import needs_root, snapshot_names, vim, write_conf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # the CLI in a python where `zstandard` cannot be imported, as on an ESXi host
@@ -268,3 +268,117 @@ def test_a_repository_filling_up_at_a_pack_commit_is_named_never_the_source_disk
             assert "No space left on device" in str(err), (n, str(err))
             assert repo.backend.list(SNAPSHOTS) == [], n
     assert failures > 20
+
+
+# --- an ESXi host restoring from a zstd repository -----------------------------------------------------------
+
+
+@needs_root
+def test_an_esxi_restore_of_zstd_chunks_fails_in_one_line_and_registers_nothing(host, tmp_path):
+    """A Linux host (with zstandard) backed the VM up into a zstd repository on a shared datastore; the ESXi
+    host restores it: refused in one line, no VM registered, no staging left, the source VM untouched."""
+    from hotvcb.repo.writer import BackupWriter
+
+    vmid = host.create_vm("web", "datastore1", [{"size": "4M"}], power="on")
+    repo = new_repo(host.real("/vmfs/volumes/backup/repo"), compression="zstd")
+    folder = host.real("/vmfs/volumes/datastore1/web")
+    w = BackupWriter(repo, "web")
+    try:
+        w.add_disk("web.vmdk", os.path.join(folder, "web-flat.vmdk"))
+        for name in ("web.vmx", "web.nvram", "web.vmdk"):
+            with open(os.path.join(folder, name), "rb") as f:
+                w.add_file(name, f.read())
+        w.commit()
+    finally:
+        w.abort()
+    assert ZSTD in {loc.blob.method for loc in repo.chunk_map().values()}
+    before = vim(host, "vmsvc/getallvms")
+    r = host_hotvcb(host, "restore", "--repo", "/vmfs/volumes/backup/repo", "--latest", "web", "--datastore",
+                    "datastore1", "--name", "copy")
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "Traceback" not in out and "zstandard" in out, out
+    vim_vms = vim(host, "vmsvc/getallvms")
+    assert vim_vms == before and "copy" not in vim_vms, vim_vms
+    assert not os.path.exists(host.real("/vmfs/volumes/datastore1/copy"))
+    ds = host.real("/vmfs/volumes/datastore1")
+    assert [e for e in os.listdir(ds) if e.startswith(".hotvcb") or "restoring" in e] == [], os.listdir(ds)
+    assert host.power_state(vmid) == "on" and snapshot_names(host, vmid) == []
+
+
+# --- a backup stopped while a pack is committed in the background ---------------------------------------------
+
+
+@needs_root
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGKILL"])
+def test_a_backup_stopped_while_a_pack_commits_leaves_a_sound_repository(host, tmp_path, stop):
+    """Stopped once its first pack is committed (the next fills, or commits): no record, verify --repo
+    passes, the next backup succeeds, the VM keeps no snapshot. SIGKILL comes from the commit thread itself
+    (HOTVCB_CRASH_AT=repo-pack-committed): the instant the first background commit has linked its pack."""
+    from simhost import backup_once, hotvcb_background, lock_pid
+
+    vmid = host.create_vm("web", "datastore1", [{"size": "128M"}], power="on")
+    repo = "/vmfs/volumes/backup/repo"
+    real = host.real(repo)
+    conf = write_conf(host, VM_BACKUP_REPOSITORY=repo)
+    if stop == "SIGKILL":
+        r = backup_once(host, conf, "web", "-w", tmp_path / "work", env={"HOTVCB_CRASH_AT": "repo-pack-committed"})
+        assert r.returncode != 0 and "recorded in the repository" not in r.stdout + r.stderr, r.stdout + r.stderr
+        assert os.listdir(os.path.join(real, "packs"))  # the pack the commit thread had just linked
+    else:
+        p = hotvcb_background(host, "backup", "-m", "web", "-g", conf, "-w", tmp_path / "work")
+        try:
+            packs, deadline = os.path.join(real, "packs"), time.monotonic() + 60
+            while not (os.path.isdir(packs) and os.listdir(packs)) and time.monotonic() < deadline:
+                time.sleep(0.005)
+            os.kill(lock_pid(host), signal.SIGTERM)
+            out = p.communicate(timeout=60)[0]
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        assert p.returncode == 2 and "Traceback" not in out and "Exception in thread" not in out, out
+        assert "recorded in the repository" not in out, out
+        assert snapshot_names(host, vmid) == [] and host.power_state(vmid) == "on"
+        assert os.listdir(os.path.join(real, "tmp")) == []
+    assert not os.path.isdir(os.path.join(real, "snapshots")) or os.listdir(os.path.join(real, "snapshots")) == []
+    v = cli("verify", "--repo", real)
+    assert v.returncode == 0 and "0 backup(s)" in v.stdout, v.stdout + v.stderr
+    r = backup_once(host, conf, "web", "-w", tmp_path / "work")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert snapshot_names(host, vmid) == [] and host.power_state(vmid) == "on"
+    v = cli("verify", "--repo", real)
+    assert v.returncode == 0 and "1 backup(s)" in v.stdout, v.stdout + v.stderr
+
+
+# --- two writers at once, one with zstd and one without ----------------------------------------------------
+
+
+def test_two_backups_at_once_with_and_without_zstd_then_prune_keep_a_whole_repository(tmp_path):
+    """Both store the same chunks, one as zstd and one as zlib, in packs of their own; pruning one backup
+    and collecting its garbage must leave the other whole, whichever copy of a chunk is found first."""
+    disk = tmp_path / "disk.raw"
+    make_disk(disk, size=24 * MiB, seed=4)
+    new_repo(tmp_path / "repo", compression="zstd")
+    tool = os.path.join(ROOT, "tests", "repotool.py")
+    hide = ("import sys; sys.modules['zstandard'] = None; sys.argv = sys.argv[1:]; sys.path.insert(0, %r); "
+            "import repotool; sys.exit(repotool.main(sys.argv))" % os.path.join(ROOT, "tests"))
+    runs = [subprocess.Popen([sys.executable] + pre + ["backup", str(tmp_path / "repo"), "web", str(disk)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+            for pre in ([tool], ["-c", hide])]
+    for p in runs:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+    repo = Repository.open(LocalBackend(str(tmp_path / "repo")))
+    # (mostly both store every chunk, as zstd and as zlib; one that starts after the other ends stores none)
+    assert ZSTD in {b.method for info in repo.backend.list(PACKS) for b in repo.pack_blobs(info.name, info.size)}
+    r = cli("prune", "--repo", tmp_path / "repo", "--keep-last", 1)
+    assert r.returncode == 0 and "remove" in r.stdout, r.stdout + r.stderr
+    for _ in range(2):  # mark, then sweep, each after the grace period
+        age(tmp_path / "repo", 100000)
+        assert cli("prune", "--repo", tmp_path / "repo", "--keep-last", 1).returncode == 0
+    v = cli("verify", "--repo", tmp_path / "repo")
+    assert v.returncode == 0 and "1 backup(s)" in v.stdout, v.stdout + v.stderr
+    [snap] = repo.snapshots()
+    out = tmp_path / "restored"
+    assert cli("restore", "--repo", tmp_path / "repo", snap.id, "--to", out).returncode == 0
+    assert same(out / "disk.raw", disk)
