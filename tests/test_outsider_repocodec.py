@@ -1,7 +1,9 @@
 """An outsider's attacks on the repository's codecs (zstd, zlib Z_RLE) and its background writes (pack
 commits, restore flushes), through the public CLI: a host without `zstandard` (the ESXi host's python
 never has it) meeting a zstd repository for verify/prune/list/restore, the new config key with garbage
-and on a host that cannot honour it, a damaged zstd chunk, a restore stopped by SIGTERM or a full disk."""
+and on a host that cannot honour it, a damaged zstd or Z_RLE chunk, a restore stopped by SIGTERM or a
+full disk, a repository filling up as a pack is committed, a backup stopped (SIGTERM, SIGKILL) while a
+pack commits in the background, two writers with and without zstd at once."""
 
 import datetime
 import os
