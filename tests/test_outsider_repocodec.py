@@ -384,3 +384,21 @@ def test_two_backups_at_once_with_and_without_zstd_then_prune_keep_a_whole_repos
     out = tmp_path / "restored"
     assert cli("restore", "--repo", tmp_path / "repo", snap.id, "--to", out).returncode == 0
     assert same(out / "disk.raw", disk)
+
+
+@pytest.mark.parametrize("garbage", ["ZSTD", ["zstd"]])
+def test_a_garbage_codec_in_the_repository_config_is_refused_in_one_line(zstd_repo, tmp_path, garbage):
+    """Bug: any value was taken, and every writer then silently stored zlib (`ZSTD`, a typo'd `zstf`), while
+    every other damaged field of the config is refused naming it."""
+    import json
+
+    repo, a, b, _disk = zstd_repo
+    path = tmp_path / "repo" / "config"
+    config = json.loads(path.read_text())
+    config["compression"] = garbage
+    path.write_text(json.dumps(config))
+    for args in (["list"], ["restore", b.id, "--to", tmp_path / "out"]):
+        r = cli(*(args[:1] + ["--repo", tmp_path / "repo"] + args[1:]))
+        line = one_clear_line(r)
+        assert r.returncode == 1 and "config" in line and "compression" in line, line
+    assert not (tmp_path / "out").exists()

@@ -135,6 +135,8 @@ class Repository:
                             float(data["backup_limit_seconds"]), float(data["settle_seconds"]),
                             str(data.get("compression", "zlib")))
             _check_config(config.chunk_size, config.pack_size, config.backup_limit, config.settle)
+            if config.compression not in ("zlib", "zstd"):  # a writer would silently fall back to zlib
+                raise RepoError("compression %r: zlib or zstd" % data.get("compression"))
         except (KeyError, TypeError, ValueError, RepoError) as err:
             raise RepoError("%s: damaged (%s)" % (CONFIG, err)) from err
         return cls(backend, config)
