@@ -27,6 +27,7 @@ from .. import interrupt, vmdk
 from ..errors import CopyError, HotvcbError, RepoError
 from ..hosts.base import Hypervisor
 from ..model import Disk, Vm, VmResult
+from ..repo import codec
 from ..repo.backend import TMP, LocalBackend
 from ..repo.repository import SNAPSHOTS, Repository, open_path
 from ..repo.writer import BackupWriter
@@ -46,6 +47,9 @@ def open_repository(path: str, compression: str = "zlib") -> Repository:
         raise RepoError("VM_BACKUP_REPOSITORY %s: %s does not exist (is the datastore mounted?)" % (path, parent))
     if os.path.isdir(path) and set(os.listdir(path)) - {TMP}:  # tmp/: another host creating it right now
         raise RepoError("VM_BACKUP_REPOSITORY %s: a folder that holds something other than a repository" % path)
+    if compression == "zstd" and not codec.available():  # before anything is made there
+        raise RepoError("VM_BACKUP_REPOSITORY_COMPRESSION=zstd for the new repository %s: the zstandard package is "
+                        "not installed here (never on ESXi): use zlib" % path)
     try:
         return Repository.init(LocalBackend(path), compression=compression)
     except RepoError:

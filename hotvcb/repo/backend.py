@@ -86,9 +86,12 @@ class _FileUpload:
             self.f = None
 
     def discard(self) -> None:
-        if self.f is not None:
-            self.f.close()
-            self.f = None
+        f, self.f = self.f, None
+        if f is not None:
+            try:
+                f.close()
+            except OSError:  # the flush of what is thrown away (a full disk): close() already said so
+                pass
         try:
             os.unlink(self.path)
         except FileNotFoundError:

@@ -119,6 +119,7 @@ class _Collector:
 
 
 def collect(repo: Repository, log: Callable[[str], None] = lambda msg: None) -> GcReport:
+    repo.require_codec("collect its garbage")
     with gc_lock(repo):
         gc = _Collector(repo, log)
         try:

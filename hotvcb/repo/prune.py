@@ -48,6 +48,7 @@ def plan(repo: Repository, keep: Dict[str, int], vm: Optional[str] = None,
 
 def prune(repo: Repository, decisions: List[Decision], log: Callable[[str], None] = lambda msg: None) -> GcReport:
     """Delete the dropped backups (record, then indexes), then run GC."""
+    repo.require_codec("prune it")  # before any record goes: its GC could not finish
     for d in decisions:
         if d.kept:
             continue

@@ -135,6 +135,8 @@ class Repository:
                             float(data["backup_limit_seconds"]), float(data["settle_seconds"]),
                             str(data.get("compression", "zlib")))
             _check_config(config.chunk_size, config.pack_size, config.backup_limit, config.settle)
+            if config.compression not in ("zlib", "zstd"):  # a writer would silently fall back to zlib
+                raise RepoError("compression %r: zlib or zstd" % data.get("compression"))
         except (KeyError, TypeError, ValueError, RepoError) as err:
             raise RepoError("%s: damaged (%s)" % (CONFIG, err)) from err
         return cls(backend, config)
@@ -236,6 +238,13 @@ class Repository:
             for blob in blobs:
                 out.setdefault(blob.digest, Location(info.name, blob))
         return out
+
+    def require_codec(self, doing: str) -> None:
+        """Refuse `doing` (reading every chunk it meets) where this repository's zstd chunks cannot be
+        read: each would look damaged, and GC, which copies only chunks it has checked, would stop halfway."""
+        if self.config.compression == "zstd" and not codec.available():
+            raise RepoError("cannot %s here: the repository compresses with zstd and the zstandard package is "
+                            "not installed (run it where it is; list and restore work here)" % doing)
 
     def missing(self, digest: bytes) -> BadChunk:
         """A chunk no readable pack holds, with the backups that need it (and the packs that could not be read)."""

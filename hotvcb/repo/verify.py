@@ -38,6 +38,7 @@ def verify(repo: Repository, mode: str = "all", share: float = 0.1, rng: Optiona
            log: Callable[[str], None] = lambda msg: None) -> VerifyReport:
     if mode not in MODES:
         raise RepoError("verify mode %r: one of %s" % (mode, ", ".join(MODES)))
+    repo.require_codec("verify it")
     report = VerifyReport()
     snaps = []  # type: List[Snapshot]
     for info in repo.backend.list(SNAPSHOTS):  # one by one: a damaged record is a finding, not the end
