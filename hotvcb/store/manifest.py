@@ -117,6 +117,7 @@ def tree_files(data: Dict[str, Any]) -> List[str]:
 # the host's `sha256sum` only) and is checked by its whole-file SHA-256.
 
 BLOCK_SIZE = 1 << 20
+MIN_BLOCK_SIZE, MAX_BLOCK_SIZE = 4096, 64 << 20  # what a manifest's "blocks.size" may say
 BLOCK_HEX = 16
 PROOF = "sha256_of_blocks"
 
@@ -165,7 +166,12 @@ def _wants(entry: Optional[Dict[str, Any]], block_size: int) -> Tuple[int, bool]
     if entry is None:
         return block_size, False
     blocks = entry.get("blocks") or {}
-    size = int(blocks.get("size") or block_size)
+    size = (blocks.get("size") or block_size) if isinstance(blocks, dict) else None
+    if type(size) is not int or not MIN_BLOCK_SIZE <= size <= MAX_BLOCK_SIZE:
+        # the manifest is input: a size it cannot hold would end verify in a ValueError, or make the
+        # threaded reader allocate its ring of buffers of that size (gigabytes)
+        raise ValueError("its block size %.40r is not one hotvcb writes (%d to %d bytes)"
+                         % (size, MIN_BLOCK_SIZE, MAX_BLOCK_SIZE))
     return size, PROOF not in entry
 
 

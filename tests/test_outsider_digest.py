@@ -1,0 +1,180 @@
+"""An outsider's attacks on the threaded block digests and the lazily imported CLI.
+
+The digests are checked against an implementation written here from docs/backup-format.md alone
+(not against hotvcb's own single-thread path), on files whose shape the reader's hole skipping,
+ring of buffers and short last block could get wrong; then through the CLI on a simulated host:
+damage in a hole and in a short last block is found and named, a manifest with a garbage block
+size is damage (one line), not an internal error or an allocation of gigabytes.
+"""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from simhost import backup_root, hotvcb, needs_root, sealed, write_conf
+
+REPO = str(Path(__file__).resolve().parents[1])
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from hotvcb import blockdigest  # noqa: E402
+
+MIB = 1 << 20
+KIB = 1 << 10
+
+
+def by_the_book(data: bytes, block: int = MIB) -> dict:
+    """docs/backup-format.md: SHA-256 of each block's SHA-256; `blocks` = 16 hex digits of each."""
+    digests = [hashlib.sha256(data[i:i + block]).digest() for i in range(0, len(data), block)]
+    return {"size": len(data), "sha256_of_blocks": hashlib.sha256(b"".join(digests)).hexdigest(),
+            "blocks": "".join(d.hex()[:16] for d in digests)}
+
+
+def _sparse(path: Path, size: int, pieces) -> None:
+    """A sparse file of `size` bytes holding `pieces` [(offset, bytes)] and holes elsewhere."""
+    with open(str(path), "wb") as f:
+        f.truncate(size)
+        for off, data in pieces:
+            f.seek(off)
+            f.write(data)
+
+
+AWKWARD = {
+    "empty": lambda p: _sparse(p, 0, []),
+    "one byte": lambda p: _sparse(p, 1, [(0, b"\x01")]),
+    "one zero byte": lambda p: _sparse(p, 1, [(0, b"\0")]),
+    "not a block multiple": lambda p: _sparse(p, 3 * MIB + 7, [(0, os.urandom(3 * MIB + 7))]),
+    # a hole that starts and one that ends mid-block, data across a block edge, a short last block
+    "holes mid-block": lambda p: _sparse(p, 9 * MIB + 12345, [
+        (MIB // 2, os.urandom(8 * KIB)), (3 * MIB - 4 * KIB, os.urandom(12 * KIB)),
+        (6 * MIB + 100 * KIB, os.urandom(MIB)), (9 * MIB + 4 * KIB, os.urandom(100))]),
+    "data only in the last block": lambda p: _sparse(p, 20 * MIB + 333, [(20 * MIB + 300, b"tail" * 8)]),
+    "data only in the last byte": lambda p: _sparse(p, 17 * MIB, [(17 * MIB - 1, b"\xff")]),
+    # more data blocks than the ring of buffers, each holding many tiny extents between holes
+    "many tiny extents": lambda p: _sparse(p, 14 * MIB + 1, [
+        (off, os.urandom(16)) for off in range(0, 14 * MIB + 1, 8 * KIB)]),
+    # data blocks and hole runs alternating, so that hole entries interleave with queued hashes
+    "alternating": lambda p: _sparse(p, 40 * MIB, [
+        (off, os.urandom(MIB)) for off in range(0, 40 * MIB, 3 * MIB)]),
+    # written zeros (read, recognised as zero blocks) next to identical data blocks
+    "written zeros and repeats": lambda p: _sparse(p, 12 * MIB + 5, [
+        (0, bytes(4 * MIB)), (4 * MIB, b"\xab" * (4 * MIB)), (8 * MIB, bytes(4 * MIB + 5))]),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(AWKWARD))
+def test_threaded_digests_are_the_documented_digests_on_awkward_files(tmp_path, shape):
+    path = tmp_path / "disk"
+    AWKWARD[shape](path)
+    want = by_the_book(path.read_bytes())
+    for threads in (1, 2, 3, 4):
+        seen = []
+        with open(str(path), "rb", buffering=0) as f:
+            got = blockdigest.digest_fd(f, MIB, on_block=seen.append, threads=threads)
+        assert {k: got[k] for k in want} == want, (shape, threads)
+        assert sum(seen) == want["size"], (shape, threads)
+    # SSH mode: the module's own source run by `python -c` (hostdigest.by_command), threads and all
+    src = (Path(REPO) / "hotvcb" / "blockdigest.py").read_text()
+    r = subprocess.run([sys.executable, "-c", src, str(path), str(MIB), "0"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert {k: got[k] for k in want} == want, shape
+
+
+def _backup(host, tmp_path, vm, disk_size="6M"):
+    host.create_vm(vm, "datastore1", [{"size": disk_size}], power="on")
+    r = hotvcb(host, "backup", "-m", vm, "-g", write_conf(host), "-w", tmp_path / "w")
+    assert r.returncode == 0, r.stdout + r.stderr
+    [entry] = sealed(host, vm)
+    return os.path.join(backup_root(host, vm), entry), "/vmfs/volumes/backup/hotvcb/%s/%s" % (vm, entry)
+
+
+def _flip(path: str, offset: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        old = f.read(1) or b"\0"
+        f.seek(offset)
+        f.write(bytes([old[0] ^ 0x5a]))
+
+
+@needs_root
+def test_damage_in_a_hole_and_in_a_short_last_block_is_found_and_named(host, tmp_path):
+    vm = "dig \"äö\" 'x'"
+    real, folder = _backup(host, tmp_path, vm)
+    flat = os.path.join(real, vm + "-flat.vmdk")
+    with open(flat, "r+b") as f:  # the copy's last block becomes a hole, then one byte is written in it
+        f.truncate(5 * MIB)
+        f.truncate(6 * MIB)
+    with open(os.path.join(real, "hotvcb.json"), encoding="utf-8") as f:
+        man = json.load(f)
+    with open(flat, "rb") as f:  # the manifest's entry made to describe the copy as it now is
+        book = by_the_book(f.read())
+    man["files"][vm + "-flat.vmdk"] = {"size": book["size"], "sha256_of_blocks": book["sha256_of_blocks"],
+                                       "blocks": {"size": MIB, "hex": 16, "digests": book["blocks"]}}
+    with open(os.path.join(real, "hotvcb.json"), "w", encoding="utf-8") as f:
+        json.dump(man, f)
+    r = hotvcb(host, "verify", folder)
+    assert r.returncode == 0, r.stdout + r.stderr  # the hole reads as the zeros the manifest has
+    _flip(flat, 5 * MIB + 4097)  # inside the hole
+    nvram = os.path.join(real, vm + ".nvram")
+    size = os.path.getsize(nvram)
+    assert size % MIB, "the .nvram is a short last block"
+    _flip(nvram, size - 1)
+    r = hotvcb(host, "verify", folder)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    assert "%s-flat.vmdk: SHA-256 mismatch (bytes %d-%d)" % (vm, 5 * MIB, 6 * MIB - 1) in out, out
+    assert "%s.nvram: SHA-256 mismatch (bytes 0-%d)" % (vm, size - 1) in out, out
+    assert "Traceback" not in out
+
+
+@needs_root
+@pytest.mark.parametrize("block_size", [-1, "x", [1], 1 << 40, 1 << 27])
+def test_a_garbage_block_size_in_the_manifest_is_damage_in_one_line(host, tmp_path, block_size):
+    """A manifest is input: a block size no hotvcb writes (edited, or from a hostile copy) must be
+    reported as a damaged entry, not end verify in an internal error, nor make the threaded reader
+    allocate its ring of (2 x threads + 2) buffers of that size."""
+    vm = "garbage-bs"
+    real, folder = _backup(host, tmp_path, vm, "2M")
+    path = os.path.join(real, "hotvcb.json")
+    with open(path, encoding="utf-8") as f:
+        man = json.load(f)
+    man["files"][vm + ".vmx"]["blocks"]["size"] = block_size
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(man, f)
+    r = hotvcb(host, "verify", folder)
+    out = r.stdout + r.stderr
+    assert r.returncode not in (0, 1), out  # 1 is an internal error's
+    assert "internal error" not in out and "Traceback" not in out, out
+    assert "%s.vmx: " % vm in out and "block size" in out, out
+    r = hotvcb(host, "list", "--json", "-g", write_conf(host))
+    [b] = json.loads(r.stdout)["backups"]
+    assert b["status"] != "ok", b
+
+
+COMMANDS = ("backup", "cleanup", "schedule", "restore", "list", "verify", "status", "prune")
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "hotvcb"] + list(args), capture_output=True, text=True,
+                          timeout=60, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO))
+
+
+def test_every_command_loads_alone_and_the_parser_still_knows_them_all():
+    """The CLI imports only the given command's module: each must load, register and parse by itself,
+    also behind global options; an unknown command or none is still told in one usage line."""
+    for cmd in COMMANDS:
+        for argv in ([cmd, "--help"], ["--qemu", "/nonexistent", cmd, "--help"]):
+            r = _cli(*argv)
+            assert r.returncode == 0 and "usage: hotvcb %s" % cmd in r.stdout, (argv, r.stdout, r.stderr)
+    r = _cli("--qemu", "/nonexistent", "bogus")
+    assert r.returncode == 1 and "invalid choice: 'bogus'" in r.stderr, r.stderr
+    assert all(cmd in r.stderr for cmd in COMMANDS) and "Traceback" not in r.stderr, r.stderr
+    r = _cli()
+    assert r.returncode == 1 and all(cmd in r.stdout for cmd in COMMANDS), r.stdout + r.stderr
