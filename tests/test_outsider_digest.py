@@ -10,13 +10,15 @@ size is damage (one line), not an internal error or an allocation of gigabytes.
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from simhost import backup_root, hotvcb, needs_root, sealed, write_conf
+from simhost import backup_root, hotvcb, hotvcb_background, needs_root, sealed, write_conf
 
 REPO = str(Path(__file__).resolve().parents[1])
 if REPO not in sys.path:
@@ -178,3 +180,70 @@ def test_every_command_loads_alone_and_the_parser_still_knows_them_all():
     assert all(cmd in r.stderr for cmd in COMMANDS) and "Traceback" not in r.stderr, r.stderr
     r = _cli()
     assert r.returncode == 1 and all(cmd in r.stdout for cmd in COMMANDS), r.stdout + r.stderr
+
+
+def _hotvcb_pid(marker: str):
+    """The pid of the python running hotvcb with `marker` among its arguments (inside esxisim's shell)."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"hotvcb" in argv and marker.encode() in argv and b"shell" not in argv:
+            return int(pid)
+    return None
+
+
+def _reading(pid: int, name: str) -> bool:
+    try:
+        return any(os.readlink("/proc/%d/fd/%s" % (pid, fd)).endswith(name) for fd in os.listdir("/proc/%d/fd" % pid))
+    except OSError:
+        return False
+
+
+@needs_root
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_mid_digest_stops_verify_at_once_and_records_nothing(host, tmp_path, sig):
+    """Verify stopped (SIGSTOP) while its threads digest a disk, sent the signal, continued: it must end
+    promptly with the interrupt's exit code in one line, and neither pass nor damn the backup."""
+    vm = "sig-verify"
+    vmid = host.create_vm(vm, "datastore1", [{"size": "160M"}])
+    [(_node, src, _mode)] = host.vm_disks(vmid)
+    src_flat = host.real(src)[:-len(".vmdk")] + "-flat.vmdk"
+    with open(src_flat, "r+b") as f:  # data to read and hash in every block
+        f.write(os.urandom(160 * MIB))
+    r = hotvcb(host, "backup", "-m", vm, "-g", write_conf(host), "-w", tmp_path / "w")
+    assert r.returncode == 0, r.stdout + r.stderr
+    [entry] = sealed(host, vm)
+    real = os.path.join(backup_root(host, vm), entry)
+    with open(os.path.join(real, "hotvcb.json"), "rb") as f:
+        before = f.read()
+    folder = "/vmfs/volumes/backup/hotvcb/%s/%s" % (vm, entry)
+    proc = hotvcb_background(host, "verify", folder)
+    try:
+        deadline = time.monotonic() + 30
+        pid = None
+        while time.monotonic() < deadline:
+            pid = pid or _hotvcb_pid(folder)
+            if pid and _reading(pid, vm + "-flat.vmdk"):
+                os.kill(pid, signal.SIGSTOP)
+                break
+            time.sleep(0.002)
+        else:
+            pytest.fail("verify never read the disk")
+        os.kill(pid, sig)
+        os.kill(pid, signal.SIGCONT)
+        t0 = time.monotonic()
+        out, _ = proc.communicate(timeout=30)
+        stopped = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2, out
+    assert "hotvcb: interrupted by %s" % sig.name in out and "Traceback" not in out, out
+    assert stopped < 5, "verify took %.1f s to stop" % stopped
+    with open(os.path.join(real, "hotvcb.json"), "rb") as f:
+        assert f.read() == before, "an interrupted verify recorded a result"
