@@ -10,6 +10,7 @@ size is damage (one line), not an internal error or an allocation of gigabytes.
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from simhost import backup_root, hotvcb, hotvcb_background, needs_root, sealed, write_conf
+from simhost import backup_root, hotvcb, hotvcb_background, listing, make_host, needs_root, sealed, write_conf
 
 REPO = str(Path(__file__).resolve().parents[1])
 if REPO not in sys.path:
@@ -137,26 +138,34 @@ def test_damage_in_a_hole_and_in_a_short_last_block_is_found_and_named(host, tmp
 
 
 @needs_root
-@pytest.mark.parametrize("block_size", [-1, "x", [1], 1 << 40, 1 << 27])
-def test_a_garbage_block_size_in_the_manifest_is_damage_in_one_line(host, tmp_path, block_size):
+def test_garbage_block_digests_in_the_manifest_are_damage_in_one_line(host, tmp_path):
     """A manifest is input: a block size no hotvcb writes (edited, or from a hostile copy) must be
     reported as a damaged entry, not end verify in an internal error, nor make the threaded reader
-    allocate its ring of (2 x threads + 2) buffers of that size."""
+    allocate its ring of (2 x threads + 2) buffers of that size; block digests that are not text
+    must not hide which file is damaged."""
     vm = "garbage-bs"
     real, folder = _backup(host, tmp_path, vm, "2M")
-    path = os.path.join(real, "hotvcb.json")
+    path, vmx = os.path.join(real, "hotvcb.json"), os.path.join(real, vm + ".vmx")
     with open(path, encoding="utf-8") as f:
-        man = json.load(f)
-    man["files"][vm + ".vmx"]["blocks"]["size"] = block_size
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(man, f)
-    r = hotvcb(host, "verify", folder)
-    out = r.stdout + r.stderr
-    assert r.returncode not in (0, 1), out  # 1 is an internal error's
-    assert "internal error" not in out and "Traceback" not in out, out
-    assert "%s.vmx: " % vm in out and "block size" in out, out
-    r = hotvcb(host, "list", "--json", "-g", write_conf(host))
-    [b] = json.loads(r.stdout)["backups"]
+        sealed_manifest = f.read()
+    with open(vmx, "rb") as f:
+        sealed_vmx = f.read()
+    for field, value in [("size", -1), ("size", "x"), ("size", [1]), ("size", 1 << 40), ("size", 1 << 27),
+                         ("digests", 5)]:
+        man = json.loads(sealed_manifest)
+        man["files"][vm + ".vmx"]["blocks"][field] = value
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(man, f)
+        with open(vmx, "wb") as f:
+            f.write(sealed_vmx)
+        if field == "digests":  # they only locate damage: there must be some
+            _flip(vmx, 10)
+        r = hotvcb(host, "verify", folder)
+        out = r.stdout + r.stderr
+        assert r.returncode == 6, (field, value, out)  # all (one) damaged; 1 would be an internal error's
+        assert "internal error" not in out and "Traceback" not in out, out
+        assert "first: %s.vmx: " % vm in out and ("block size %.40r is not" % value in out or field != "size"), out
+    [b] = listing(host, write_conf(host), vm)
     assert b["status"] != "ok", b
 
 
@@ -204,46 +213,77 @@ def _reading(pid: int, name: str) -> bool:
         return False
 
 
-@needs_root
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_mid_digest_stops_verify_at_once_and_records_nothing(host, tmp_path, sig):
-    """Verify stopped (SIGSTOP) while its threads digest a disk, sent the signal, continued: it must end
-    promptly with the interrupt's exit code in one line, and neither pass nor damn the backup."""
-    vm = "sig-verify"
-    vmid = host.create_vm(vm, "datastore1", [{"size": "160M"}])
-    [(_node, src, _mode)] = host.vm_disks(vmid)
-    src_flat = host.real(src)[:-len(".vmdk")] + "-flat.vmdk"
-    with open(src_flat, "r+b") as f:  # data to read and hash in every block
-        f.write(os.urandom(160 * MIB))
-    r = hotvcb(host, "backup", "-m", vm, "-g", write_conf(host), "-w", tmp_path / "w")
-    assert r.returncode == 0, r.stdout + r.stderr
-    [entry] = sealed(host, vm)
-    real = os.path.join(backup_root(host, vm), entry)
-    with open(os.path.join(real, "hotvcb.json"), "rb") as f:
-        before = f.read()
-    folder = "/vmfs/volumes/backup/hotvcb/%s/%s" % (vm, entry)
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    """One sealed backup of a VM whose 160 MiB disk is data in every block (verify reads and hashes it
+    all), shared by the attacks that stop verify mid-digest: (host, vm, real folder, host folder)."""
+    if os.geteuid() != 0:
+        pytest.skip("esxisim needs root for unshare -m")
+    root = tmp_path_factory.mktemp("big")
+    host = make_host(root / "host")
+    try:
+        vm = "mid digest"
+        vmid = host.create_vm(vm, "datastore1", [{"size": "160M"}])
+        [(_node, src, _mode)] = host.vm_disks(vmid)
+        with open(host.real(src)[:-len(".vmdk")] + "-flat.vmdk", "r+b") as f:
+            f.write(os.urandom(160 * MIB))
+        r = hotvcb(host, "backup", "-m", vm, "-g", write_conf(host), "-w", root / "w")
+        assert r.returncode == 0, r.stdout + r.stderr
+        [entry] = sealed(host, vm)
+        yield host, vm, os.path.join(backup_root(host, vm), entry), "/vmfs/volumes/backup/hotvcb/%s/%s" % (vm, entry)
+    finally:
+        host.stop()
+
+
+def _verify_stopped_mid_digest(host, folder: str, disk: str, then) -> str:
+    """Run verify on `folder`, stop it (SIGSTOP) while it has `disk` open, call then(pid), let it go on;
+    its output. The returncode is the caller's to read from the returned process."""
     proc = hotvcb_background(host, "verify", folder)
     try:
         deadline = time.monotonic() + 30
         pid = None
         while time.monotonic() < deadline:
             pid = pid or _hotvcb_pid(folder)
-            if pid and _reading(pid, vm + "-flat.vmdk"):
+            if pid and _reading(pid, disk):
                 os.kill(pid, signal.SIGSTOP)
                 break
             time.sleep(0.002)
         else:
             pytest.fail("verify never read the disk")
-        os.kill(pid, sig)
+        then(pid)
         os.kill(pid, signal.SIGCONT)
         t0 = time.monotonic()
         out, _ = proc.communicate(timeout=30)
-        stopped = time.monotonic() - t0
+        return proc.returncode, out, time.monotonic() - t0
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 2, out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_mid_digest_stops_verify_at_once_and_records_nothing(big, sig):
+    """Verify stopped (SIGSTOP) while its threads digest a disk, sent the signal, continued: it must end
+    promptly with the interrupt's exit code in one line, and neither pass nor damn the backup."""
+    host, vm, real, folder = big
+    with open(os.path.join(real, "hotvcb.json"), "rb") as f:
+        before = f.read()
+    code, out, stopped = _verify_stopped_mid_digest(host, folder, vm + "-flat.vmdk", lambda pid: os.kill(pid, sig))
+    assert code == 2, out
     assert "hotvcb: interrupted by %s" % sig.name in out and "Traceback" not in out, out
     assert stopped < 5, "verify took %.1f s to stop" % stopped
     with open(os.path.join(real, "hotvcb.json"), "rb") as f:
         assert f.read() == before, "an interrupted verify recorded a result"
+
+
+def test_a_disk_truncated_while_verify_digests_it_is_damage(big):
+    """The reader knew the file's size and data extents before it read: a file cut short under it must
+    come out damaged (its new size named), never as the sealed size with the lost tail passing."""
+    host, vm, real, folder = big
+    second = "%02d" % ((int(real[-2:]) + 1) % 60)  # a second backup of the VM, a copy of the first
+    shutil.copytree(real, real[:-2] + second)
+    flat = os.path.join(real[:-2] + second, vm + "-flat.vmdk")
+    code, out, _ = _verify_stopped_mid_digest(host, folder[:-2] + second, vm + "-flat.vmdk",
+                                              lambda pid: os.truncate(flat, 100 * MIB + 3))
+    assert code not in (0, 1, 2), out
+    assert "%s-flat.vmdk: size %d, manifest says %d" % (vm, 100 * MIB + 3, 160 * MIB) in out, out
+    assert "Traceback" not in out and "internal error" not in out, out

@@ -216,8 +216,8 @@ def first_bad_block(entry: Dict[str, Any], digest: FileDigest) -> Optional[Tuple
     recorded = blocks.get("digests")
     width = blocks.get("hex", BLOCK_HEX)
     size = blocks.get("size", 0)
-    if not recorded or size != digest.block_size or width != BLOCK_HEX:
-        return None
+    if not isinstance(recorded, str) or not recorded or size != digest.block_size or width != BLOCK_HEX:
+        return None  # (digests that are not text, from a damaged manifest, locate nothing)
     count = max(len(recorded), len(digest.blocks)) // width
     for i in range(count):
         a = recorded[i * width : (i + 1) * width]
