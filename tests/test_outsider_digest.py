@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from simhost import backup_root, hotvcb, hotvcb_background, listing, make_host, needs_root, sealed, write_conf
+from simhost import backup_root, backups, hotvcb, hotvcb_background, listing, make_host, needs_root, sealed, snapshot_names, write_conf
 
 REPO = str(Path(__file__).resolve().parents[1])
 if REPO not in sys.path:
@@ -216,7 +216,7 @@ def _reading(pid: int, name: str) -> bool:
 @pytest.fixture(scope="module")
 def big(tmp_path_factory):
     """One sealed backup of a VM whose 160 MiB disk is data in every block (verify reads and hashes it
-    all), shared by the attacks that stop verify mid-digest: (host, vm, real folder, host folder)."""
+    all), shared by the attacks that stop hotvcb mid-digest: (host, vm, real folder, host folder, vmid)."""
     if os.geteuid() != 0:
         pytest.skip("esxisim needs root for unshare -m")
     root = tmp_path_factory.mktemp("big")
@@ -230,15 +230,16 @@ def big(tmp_path_factory):
         r = hotvcb(host, "backup", "-m", vm, "-g", write_conf(host), "-w", root / "w")
         assert r.returncode == 0, r.stdout + r.stderr
         [entry] = sealed(host, vm)
-        yield host, vm, os.path.join(backup_root(host, vm), entry), "/vmfs/volumes/backup/hotvcb/%s/%s" % (vm, entry)
+        yield (host, vm, os.path.join(backup_root(host, vm), entry),
+               "/vmfs/volumes/backup/hotvcb/%s/%s" % (vm, entry), vmid)
     finally:
         host.stop()
 
 
-def _verify_stopped_mid_digest(host, folder: str, disk: str, then) -> str:
-    """Run verify on `folder`, stop it (SIGSTOP) while it has `disk` open, call then(pid), let it go on;
-    its output. The returncode is the caller's to read from the returned process."""
-    proc = hotvcb_background(host, "verify", folder)
+def _verify_stopped_mid_digest(host, folder: str, disk: str, then, *argv):
+    """Run verify on `folder` (or hotvcb with `argv`), stop it (SIGSTOP) while it has `disk` open, call
+    then(pid), let it go on: (exit code, output, seconds it took from there)."""
+    proc = hotvcb_background(host, *(argv or ("verify", folder)))
     try:
         deadline = time.monotonic() + 30
         pid = None
@@ -264,7 +265,7 @@ def _verify_stopped_mid_digest(host, folder: str, disk: str, then) -> str:
 def test_a_signal_mid_digest_stops_verify_at_once_and_records_nothing(big, sig):
     """Verify stopped (SIGSTOP) while its threads digest a disk, sent the signal, continued: it must end
     promptly with the interrupt's exit code in one line, and neither pass nor damn the backup."""
-    host, vm, real, folder = big
+    host, vm, real, folder, _vmid = big
     with open(os.path.join(real, "hotvcb.json"), "rb") as f:
         before = f.read()
     code, out, stopped = _verify_stopped_mid_digest(host, folder, vm + "-flat.vmdk", lambda pid: os.kill(pid, sig))
@@ -278,7 +279,7 @@ def test_a_signal_mid_digest_stops_verify_at_once_and_records_nothing(big, sig):
 def test_a_disk_truncated_while_verify_digests_it_is_damage(big):
     """The reader knew the file's size and data extents before it read: a file cut short under it must
     come out damaged (its new size named), never as the sealed size with the lost tail passing."""
-    host, vm, real, folder = big
+    host, vm, real, folder, _vmid = big
     second = "%02d" % ((int(real[-2:]) + 1) % 60)  # a second backup of the VM, a copy of the first
     shutil.copytree(real, real[:-2] + second)
     flat = os.path.join(real[:-2] + second, vm + "-flat.vmdk")
@@ -287,3 +288,22 @@ def test_a_disk_truncated_while_verify_digests_it_is_damage(big):
     assert code not in (0, 1, 2), out
     assert "%s-flat.vmdk: size %d, manifest says %d" % (vm, 100 * MIB + 3, 160 * MIB) in out, out
     assert "Traceback" not in out and "internal error" not in out, out
+
+
+def test_a_sigterm_while_the_seal_digests_a_copy_leaves_no_backup_that_looks_complete(big, tmp_path):
+    """A 2gbsparse copy is digested from the copy by the seal (threads): SIGTERM there must end the run
+    interrupted (exit 2), with no STATUS.ok, no -partial folder, no snapshot, the VM still on."""
+    host, vm, _real, _folder, vmid = big
+    host.power_on(vmid)
+    before = sealed(host, vm)
+    conf = write_conf(host, "sparse.conf", DISK_BACKUP_FORMAT="2gbsparse")
+    marker = str(tmp_path / "w")
+    code, out, stopped = _verify_stopped_mid_digest(
+        host, marker, "-s001.vmdk", lambda pid: os.kill(pid, signal.SIGTERM),
+        "backup", "-m", vm, "-g", conf, "-w", marker)
+    assert code == 2, out
+    assert "Traceback" not in out and stopped < 10, out
+    assert "sealing the backup failed: interrupted by SIGTERM" in out, out  # it was stopped mid-seal
+    assert sealed(host, vm) == before, out
+    assert not [b for b in backups(host, vm) if b.endswith("-partial")], backups(host, vm)
+    assert snapshot_names(host, vmid) == [] and host.power_state(vmid) == "on"
