@@ -8,12 +8,14 @@ size is damage (one line), not an internal error or an allocation of gigabytes.
 """
 
 import hashlib
+import io
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -167,6 +169,35 @@ def test_garbage_block_digests_in_the_manifest_are_damage_in_one_line(host, tmp_
         assert "first: %s.vmx: " % vm in out and ("block size %.40r is not" % value in out or field != "size"), out
     [b] = listing(host, write_conf(host), vm)
     assert b["status"] != "ok", b
+
+
+@needs_root
+def test_a_compressed_backups_manifest_with_blocks_that_are_no_table_is_damage_in_one_line(host, tmp_path):
+    """A .gz is verified by streaming its members and comparing them with the manifest inside: an entry
+    whose "blocks" is not a table must make the manifest unreadable (damage), not an internal error."""
+    vm = "gz-garbage"
+    host.create_vm(vm, "datastore1", [{"size": "2M"}], power="on")
+    r = hotvcb(host, "backup", "-m", vm, "-g", write_conf(host, ENABLE_COMPRESSION=1), "-w", tmp_path / "w")
+    assert r.returncode == 0, r.stdout + r.stderr
+    [gz] = [b for b in backups(host, vm) if b.endswith(".gz")]
+    path = os.path.join(backup_root(host, vm), gz)
+    with tarfile.open(path) as t:
+        members = [(m, t.extractfile(m).read() if m.isfile() else None) for m in t.getmembers()]
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as t:
+        for m, data in members:
+            if m.name.endswith("/hotvcb.json"):
+                man = json.loads(data)
+                man["files"][vm + ".vmx"]["blocks"] = "zz"
+                data = json.dumps(man).encode()
+                m.size = len(data)
+            t.addfile(m, io.BytesIO(data) if data is not None else None)
+    with open(path, "wb") as f:
+        f.write(out.getvalue())
+    r = hotvcb(host, "verify", "/vmfs/volumes/backup/hotvcb/%s/%s" % (vm, gz))
+    out = r.stdout + r.stderr
+    assert r.returncode == 6, out
+    assert "manifest unreadable" in out and "internal error" not in out and "Traceback" not in out, out
 
 
 COMMANDS = ("backup", "cleanup", "schedule", "restore", "list", "verify", "status", "prune")

@@ -68,7 +68,8 @@ def parse(text: str, where: str) -> Dict[str, Any]:
                          % (where, version, VERSION))
     files, disks = data.get("files", {}), data.get("disks", [])
     if not isinstance(files, dict) or not all(
-            isinstance(k, str) and isinstance(v, dict) and isinstance(v.get("size", 0), int) for k, v in files.items()):
+            isinstance(k, str) and isinstance(v, dict) and isinstance(v.get("size", 0), int)
+            and isinstance(v.get("blocks") or {}, dict) for k, v in files.items()):
         raise ValueError("%s: \"files\" is not a table of file entries" % where)
     if not isinstance(disks, list) or not all(
             isinstance(d, dict) and isinstance(d.get("files", []), list) for d in disks):
