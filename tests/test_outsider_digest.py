@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +29,7 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 from hotvcb import blockdigest  # noqa: E402
+from kvmguest import libvirt_exclusive  # noqa: E402,F401  (the fixture)
 
 MIB = 1 << 20
 KIB = 1 << 10
@@ -338,3 +340,97 @@ def test_a_sigterm_while_the_seal_digests_a_copy_leaves_no_backup_that_looks_com
     assert sealed(host, vm) == before, out
     assert not [b for b in backups(host, vm) if b.endswith("-partial")], backups(host, vm)
     assert snapshot_names(host, vmid) == [] and host.power_state(vmid) == "on"
+
+
+# -- libvirt: other tools' checkpoints with odd names, listed once (hosts/virsh.py) ----------------------
+DOM = "dg ck \"ü'"
+
+
+@pytest.fixture(scope="module")
+def bare_domain(request):
+    """A running libvirt domain without an OS (SeaBIOS finds nothing to boot and waits): its qcow2 disk
+    holds data written here, enough for block-level backups. Yields (virsh, run)."""
+    kvmguest = pytest.importorskip("kvmguest")
+    if kvmguest.available() is not None:
+        pytest.skip(kvmguest.available())
+    from qemuvm import PYTHON, env, qemu_img
+
+    request.getfixturevalue("libvirt_exclusive")
+    virsh = kvmguest.virsh
+    root = tempfile.mkdtemp(prefix="hvdg", dir="/var/tmp")
+    os.chmod(root, 0o755)
+    disk = os.path.join(root, "the disk.qcow2")
+    raw = disk + ".src"
+    with open(raw, "wb") as f:
+        f.write(os.urandom(MIB))
+        f.truncate(8 * MIB)
+    assert qemu_img("convert", "-f", "raw", "-O", "qcow2", raw, disk).returncode == 0
+    xml = os.path.join(root, "domain.xml")
+    with open(xml, "w") as f:
+        f.write("""<domain type='qemu'><name>%s</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='%s'/>
+    <target dev='vda' bus='virtio'/></disk><controller type='usb' model='none'/><memballoon model='none'/>
+  </devices></domain>""" % (DOM.replace("'", "&apos;").replace('"', "&quot;"), disk))
+    virsh("define", xml)
+    os.makedirs(os.path.join(root, "backups"))
+    conf = kvmguest.write_conf(root, os.path.join(root, "backups"))
+
+    def run(*args, bin_dir=None):
+        r = subprocess.run([PYTHON, "-m", "hotvcb", "--libvirt", "qemu:///system", "backup", "-g", conf,
+                            "-w", os.path.join(root, "work")] + list(args), capture_output=True, text=True,
+                           timeout=120, env=env(bin_dir))
+        return r.returncode, r.stdout + r.stderr
+
+    try:
+        virsh("start", DOM)
+        yield virsh, run
+    finally:
+        virsh("destroy", DOM, check=False)
+        for cp in reversed(virsh("checkpoint-list", DOM, "--name", check=False).stdout.splitlines()):
+            if cp.strip():
+                virsh("checkpoint-delete", DOM, cp.strip(), "--metadata", check=False)
+        virsh("undefine", DOM, "--checkpoints-metadata", check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_other_tools_checkpoints_with_odd_names_are_neither_used_nor_touched(bare_domain):
+    """checkpoint-list --name is read as one name a line: other tools' checkpoints, before and after ours
+    (one holding our mark inside its name), must not be taken for ours, deleted, or break the incremental
+    of a domain whose name has a space, quotes and an umlaut."""
+    virsh, run = bare_domain
+    def names():
+        return [n.strip() for n in virsh("checkpoint-list", DOM, "--name", "--topological").stdout.splitlines()
+                if n.strip()]
+    first, later = "other-tool.1", "zz_later-hotvcb-snapshot-x"  # (libvirt refuses spaces, quotes, umlauts)
+    virsh("checkpoint-create-as", DOM, first)
+    code, out = run("-m", DOM)
+    assert code == 0 and "no checkpoint of ours to start from: a full backup" in out, out
+    ours = [n for n in names() if n.startswith("hotvcb-")]
+    assert len(ours) == 1 and first in names(), names()
+    virsh("checkpoint-create-as", DOM, later)
+    code, out = run("-m", DOM)
+    assert code == 0 and "is incremental on" in out, out
+    now = names()
+    assert first in now and later in now, now
+    assert len([n for n in now if n.startswith("hotvcb-")]) == 1 and ours[0] not in now, now
+
+
+def test_our_checkpoint_deleted_between_its_listing_and_backup_begin_means_a_full_backup(bare_domain, tmp_path):
+    """Checkpoints are listed once, then used: one deleted by hand (or another tool) in between must make
+    the run fall back to a full backup in one log line, with exactly one checkpoint of ours after it."""
+    virsh, run = bare_domain
+    real = shutil.which("virsh")
+    (tmp_path / "virsh").write_text(
+        '#!/bin/sh\nif [ "$4" = backup-begin ] && [ ! -e %s/done ]; then touch %s/done\n'  # -q -c URI VERB DOMAIN
+        '  %s -q -c qemu:///system checkpoint-list "$5" --name | grep "^hotvcb-" | while read c; do\n'
+        '    %s -q -c qemu:///system checkpoint-delete "$5" "$c" >/dev/null; done\nfi\nexec %s "$@"\n'
+        % (tmp_path, tmp_path, real, real, real))
+    (tmp_path / "virsh").chmod(0o755)
+    code, out = run("-m", DOM)  # a base with our checkpoint, whatever ran before
+    assert code == 0, out
+    code, out = run("-m", DOM, bin_dir=str(tmp_path))
+    assert (tmp_path / "done").exists(), out
+    assert code == 0 and "a full backup instead" in out and "Traceback" not in out, out
+    ours = [n for n in virsh("checkpoint-list", DOM, "--name").stdout.split() if n.startswith("hotvcb-")]
+    assert len(ours) == 1, ours
