@@ -202,6 +202,23 @@ def test_a_compressed_backups_manifest_with_blocks_that_are_no_table_is_damage_i
     assert "manifest unreadable" in out and "internal error" not in out and "Traceback" not in out, out
 
 
+@needs_root
+def test_a_fifo_or_a_device_where_a_backups_file_was_is_damage_not_a_hang(host, tmp_path):
+    """The digest opened every named file as it found it: a FIFO blocked open() for ever (and, with the
+    signal handlers installed, SIGTERM could not end it: the open is retried); a device is no file."""
+    vm = "fifo"
+    real, folder = _backup(host, tmp_path, vm, "2M")
+    os.unlink(os.path.join(real, vm + ".nvram"))
+    os.mkfifo(os.path.join(real, vm + ".nvram"))
+    os.unlink(os.path.join(real, vm + ".vmdk"))
+    os.symlink("/dev/zero", os.path.join(real, vm + ".vmdk"))
+    r = hotvcb(host, "verify", folder, timeout=60)
+    out = r.stdout + r.stderr
+    assert r.returncode == 6, out
+    for name in (vm + ".nvram", vm + ".vmdk"):
+        assert "%s: unreadable: cannot read %s/%s: not a regular file" % (name, folder, name) in out, out
+
+
 COMMANDS = ("backup", "cleanup", "schedule", "restore", "list", "verify", "status", "prune")
 
 
