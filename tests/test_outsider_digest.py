@@ -4,7 +4,9 @@ The digests are checked against an implementation written here from docs/backup-
 (not against hotvcb's own single-thread path), on files whose shape the reader's hole skipping,
 ring of buffers and short last block could get wrong; then through the CLI on a simulated host:
 damage in a hole and in a short last block is found and named, a manifest with a garbage block
-size is damage (one line), not an internal error or an allocation of gigabytes.
+size is damage (one line), not an internal error or an allocation of gigabytes; verify and the seal
+stopped mid-digest by a signal, a disk truncated under the reader, a FIFO in a backup; every command
+loaded alone (also from the pyz); libvirt's checkpoints of other tools, and ours deleted in between.
 """
 
 import hashlib
