@@ -27,6 +27,7 @@ import errno
 import hashlib
 import json
 import os
+import stat
 import sys
 
 ZERO_RUN_CHUNK = 1 << 16  # blocks of zero digests fed to the proof at a time
@@ -230,6 +231,19 @@ def digest_fd(f, block_size, whole=False, on_block=None, check=None, threads=Non
     return dig.result()
 
 
+def open_regular(path):
+    """`path` opened for reading (unbuffered), or OSError if it is no regular file: a FIFO put where a
+    backup's file was would block open() for ever (no signal ends a retried open), a device never ends."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # no effect on a regular file
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        return os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _thread_pool():
     """concurrent.futures' pool, imported only when used; None from a python without it (this file
     also runs with a host's own python in SSH mode, which need not have the whole standard library)."""
@@ -269,7 +283,7 @@ def main(argv):
     """`PATH BLOCK_SIZE WHOLE(0|1)` -> one JSON line (run on the host in SSH mode)."""
     path, block_size, whole = argv[0], int(argv[1]), argv[2] == "1"
     try:
-        with open(path, "rb", buffering=0) as f:
+        with open_regular(path) as f:
             out = digest_fd(f, block_size, whole)
     except OSError as err:
         sys.stdout.write(json.dumps({"error": err.strerror or str(err)}) + "\n")

@@ -25,7 +25,7 @@ def check_interrupt() -> None:
 
 def local(path: str, block_size: int, whole: bool, on_block: Optional[Callable[[int], None]]) -> Dict[str, Any]:
     try:
-        with open(path, "rb", buffering=0) as f:
+        with blockdigest.open_regular(path) as f:
             return blockdigest.digest_fd(f, block_size, whole, on_block, check_interrupt)
     except OSError as err:
         raise HostError("cannot read %s: %s" % (path, err.strerror or err)) from err

@@ -93,6 +93,9 @@ def run(args) -> int:
     if args.repo:
         repo_cmd.here_only(args)
         return repo_cmd.verify_repository(args.repo, args.sample, args.new, args.json)
+    # the digests and the archive reader stop between blocks on a recorded signal (exit 2, one
+    # line); without the handler SIGTERM killed verify mid-file, silently, with exit 143
+    interrupt.install()
     shell = common.connect(args.host_target).shell
     paths, skipped = targets(shell, args.volume or settings.vm_backup_volume, args.target, args.all)
     results = []

@@ -118,6 +118,8 @@ def _check_file(shell: Shell, path: str, rel: str, entry: Dict, present: bool, p
         digest = manifest.digest_file(shell, path, on_block=progress, entry=entry)
     except HostError as err:
         return Problem(rel, "unreadable: %s" % err)
+    except ValueError as err:  # the manifest's entry for it is damaged
+        return Problem(rel, "manifest entry unusable: %s" % err)
     return compare(rel, entry, digest)
 
 

@@ -68,7 +68,8 @@ def parse(text: str, where: str) -> Dict[str, Any]:
                          % (where, version, VERSION))
     files, disks = data.get("files", {}), data.get("disks", [])
     if not isinstance(files, dict) or not all(
-            isinstance(k, str) and isinstance(v, dict) and isinstance(v.get("size", 0), int) for k, v in files.items()):
+            isinstance(k, str) and isinstance(v, dict) and isinstance(v.get("size", 0), int)
+            and isinstance(v.get("blocks") or {}, dict) for k, v in files.items()):
         raise ValueError("%s: \"files\" is not a table of file entries" % where)
     if not isinstance(disks, list) or not all(
             isinstance(d, dict) and isinstance(d.get("files", []), list) for d in disks):
@@ -117,6 +118,7 @@ def tree_files(data: Dict[str, Any]) -> List[str]:
 # the host's `sha256sum` only) and is checked by its whole-file SHA-256.
 
 BLOCK_SIZE = 1 << 20
+MIN_BLOCK_SIZE, MAX_BLOCK_SIZE = 4096, 64 << 20  # what a manifest's "blocks.size" may say
 BLOCK_HEX = 16
 PROOF = "sha256_of_blocks"
 
@@ -165,7 +167,12 @@ def _wants(entry: Optional[Dict[str, Any]], block_size: int) -> Tuple[int, bool]
     if entry is None:
         return block_size, False
     blocks = entry.get("blocks") or {}
-    size = int(blocks.get("size") or block_size)
+    size = (blocks.get("size") or block_size) if isinstance(blocks, dict) else None
+    if type(size) is not int or not MIN_BLOCK_SIZE <= size <= MAX_BLOCK_SIZE:
+        # the manifest is input: a size it cannot hold would end verify in a ValueError, or make the
+        # threaded reader allocate its ring of buffers of that size (gigabytes)
+        raise ValueError("its block size %.40r is not one hotvcb writes (%d to %d bytes)"
+                         % (size, MIN_BLOCK_SIZE, MAX_BLOCK_SIZE))
     return size, PROOF not in entry
 
 
@@ -210,8 +217,8 @@ def first_bad_block(entry: Dict[str, Any], digest: FileDigest) -> Optional[Tuple
     recorded = blocks.get("digests")
     width = blocks.get("hex", BLOCK_HEX)
     size = blocks.get("size", 0)
-    if not recorded or size != digest.block_size or width != BLOCK_HEX:
-        return None
+    if not isinstance(recorded, str) or not recorded or size != digest.block_size or width != BLOCK_HEX:
+        return None  # (digests that are not text, from a damaged manifest, locate nothing)
     count = max(len(recorded), len(digest.blocks)) // width
     for i in range(count):
         a = recorded[i * width : (i + 1) * width]
