@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence
@@ -209,9 +210,13 @@ class LocalShell:
             raise HostError("cannot read %s: %s" % (path, err.strerror)) from err
 
     def write_text(self, path: str, text: str) -> None:
-        """Write atomically: temp file, fsync, rename, fsync the folder."""
+        """Write atomically: temp file, fsync, rename, fsync the folder.
+
+        The temp name is the writer's own: two runs recording one file at once (two verifies of
+        one backup) would otherwise rename each other's half-written temp into place.
+        """
         folder = os.path.dirname(path) or "."
-        tmp = os.path.join(folder, ".%s.tmp" % os.path.basename(path))
+        tmp = os.path.join(folder, ".%s.%s.tmp" % (os.path.basename(path), temp_tag()))
         try:
             with open(tmp, "wb") as f:
                 f.write(text.encode("utf-8"))
@@ -220,6 +225,10 @@ class LocalShell:
             os.replace(tmp, path)
             fsync_dir(folder)
         except OSError as err:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
             raise HostError("cannot write %s: %s" % (path, err.strerror)) from err
 
     def exists(self, path: str) -> bool:
@@ -396,6 +405,11 @@ class LocalShell:
         except OSError as err:
             raise HostError("cannot read %s: %s" % (path, err.strerror)) from err
         return h.hexdigest()
+
+
+def temp_tag() -> str:
+    """A temp-file tag no other writer uses at the same time: this process, this thread, a random part."""
+    return "%d-%d-%s" % (os.getpid(), threading.get_ident() % 100000, os.urandom(3).hex())
 
 
 def fsync_dir(folder: str) -> None:

@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import hostdigest, sshscripts as sh
 from .errors import HostError, TimeoutExpired
-from .shell import Completed, OutputCallback, Tree, stream, tree_of
+from .shell import Completed, OutputCallback, Tree, stream, temp_tag, tree_of
 
 SSH = "ssh"
 CONNECT_TIMEOUT = 20  # seconds for TCP connect + key exchange
@@ -325,7 +325,7 @@ class SshShell:
     def write_text(self, path: str, text: str) -> None:
         """Write atomically: temp file in the same folder, sync, rename."""
         folder, name = _split(path)
-        tmp = folder + "/." + name + ".tmp"
+        tmp = "%s/.%s.%s.tmp" % (folder, name, temp_tag())  # the writer's own, as LocalShell's
         self._must("cannot write %s" % path, sh.WRITE, path, tmp, data=text.encode("utf-8"))
 
     def exists(self, path: str) -> bool:
