@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from hotvcb.jobs.restore_scratch import record_of
 from qemuvm import kill_tree
 from simhost import VOLUME, hotvcb, hotvcb_background, needs_root, wait_for, write_conf
 from sshsite import replace_host_python, site  # noqa: F401 (the fixture)
@@ -375,7 +376,6 @@ def test_a_dead_restores_record_never_takes_a_later_restores_folder(host, tmp_pa
     """A restore killed after removing its unfinished folder but before its record leaves a dead
     record naming `copy.hotvcb-restoring`; a later restore under that name makes that very folder.
     Cleanup must see the later, running restore there, not the dead one, and leave the folder."""
-    from hotvcb.jobs.restore_scratch import record_of
     backup = _backup_of_web(host, tmp_path)
     conf = write_conf(host)
     folder = DS1 + "/copy.hotvcb-restoring"

@@ -13,7 +13,9 @@ on this machine by a process that is no longer a hotvcb (leftovers.owner_alive, 
 and markers). One recorded on another machine (a datastore shared over NFS) is reported and left:
 its pid means nothing here. A folder with our prefix and no record (an older hotvcb's) is reported
 and left too; so is a record naming a folder outside its datastore or not named as make() names one
-(forged, garbage: cleanup deletes what a record names).
+(forged, garbage: cleanup deletes what a record names). A record is read with Shell.read_regular:
+anyone who can write a datastore root can plant a FIFO (a plain read waits forever), a device or
+a symlink there.
 
 The VM folder a restore clones into, `<name>.hotvcb-restoring` (restore_plan.RESTORING), is as
 big and is recorded the same way (claim, release), but its name is not unique: a later restore
@@ -21,10 +23,13 @@ under that name makes a folder of the same path. So its record is named by the f
 (`.hotvcb-restoring-<digest>.owner`, distinct for two targets' folders of one name) and a new
 restore writes its record over a dead one's (atomically, write_text) before it makes the folder,
 which must not exist yet (make_new_dir): a dead record is gone before a later folder appears, so
-it can never name that folder to cleanup. The one window left: a cleanup that read a dead record
-just before a later restore replaced it and made its folder removes that folder, and that restore
-then fails; it needs a killed restore's record without its folder (killed between removing the
-two) and a new restore of that folder in the same instant as cleanup's check.
+it can never name that folder to cleanup. Windows left, no lock being shared by restores and
+cleanup: a cleanup that read a dead record just before a later restore replaced it and made its
+folder removes that folder, and that restore fails (it takes a dead record without its folder: a
+restore killed between its folder's removal or rename and its record's, and a new restore of that
+folder in the same instant as cleanup's check); and of two restores into one folder at once the
+one refused by make_new_dir takes the record with it, so the other's folder, if it is killed too,
+stays without one (cleanup leaves it; nothing is deleted).
 """
 
 import hashlib
