@@ -23,13 +23,14 @@ under that name makes a folder of the same path. So its record is named by the f
 (`.hotvcb-restoring-<digest>.owner`, distinct for two targets' folders of one name) and a new
 restore writes its record over a dead one's (atomically, write_text) before it makes the folder,
 which must not exist yet (make_new_dir): a dead record is gone before a later folder appears, so
-it can never name that folder to cleanup. Windows left, no lock being shared by restores and
-cleanup: a cleanup that read a dead record just before a later restore replaced it and made its
-folder removes that folder, and that restore fails (it takes a dead record without its folder: a
-restore killed between its folder's removal or rename and its record's, and a new restore of that
-folder in the same instant as cleanup's check); and of two restores into one folder at once the
-one refused by make_new_dir takes the record with it, so the other's folder, if it is killed too,
-stays without one (cleanup leaves it; nothing is deleted).
+it can never name that folder to cleanup; and cleanup looks at the folder before it reads the
+record a second time (_seen_dead), so a later restore's record and folder made while it decides
+are seen, and a dead record whose folder was not there only loses its record. No lock is shared
+by restores and cleanup, so windows stay where nothing of a live restore is deleted: cleanup
+removing a dead record just as a later restore replaces it, or of two restores into one folder at
+once the one make_new_dir refuses removing the record, leaves the other's folder without one
+(kept by cleanup, if that restore is killed too). Only an admin removing a dead restore's folder
+by hand while cleanup removes it, and a new restore remaking it in between, could lose a folder.
 """
 
 import hashlib
@@ -136,18 +137,38 @@ def sweep(shell: Shell, roots: Iterable[str], log, me: RunId, dry_run: bool = Fa
             if owner_alive(owner, me):
                 log.info("%s: %s of a running restore (%s); leaving it" % (folder, _kind(name), owner))
                 continue
+            present = _seen_dead(shell, root + "/" + entry, text, folder)
+            if present is None:
+                log.info("%s: a new restore took it over meanwhile; leaving it" % folder)
+                continue
             if dry_run:
                 found += 1
                 log.info("would remove %s, left by a restore that died (%s)" % (folder, owner))
                 continue
             log.warning("removing %s, left by a restore that died (%s)" % (folder, owner))
             try:
-                remove(shell, folder)
+                if present:
+                    remove(shell, folder)
+                else:  # a folder made from now on is a later restore's
+                    release(shell, folder)
             except HostError as err:  # one stuck folder must not keep the others
                 log.error("%s -- left with its record for the next cleanup; remove it by hand" % err)
                 continue
             found += 1
     return found
+
+
+def _seen_dead(shell: Shell, record: str, text: str, folder: str) -> Optional[bool]:
+    """Whether the dead restore's folder is there; None when its record changed (a new restore
+    of that folder took it over). The folder is looked at before the record is read again: while
+    the dead restore's folder is there no later restore can make one at that path (claim), and a
+    later one replaces the record before it makes its folder, so the record unchanged after the
+    look makes the folder seen the dead restore's."""
+    present = shell.exists(folder)
+    try:
+        return present if shell.read_regular(record, RECORD_MAX) == text else None
+    except HostError:
+        return None
 
 
 def _named_ours(name: str) -> bool:
