@@ -11,12 +11,14 @@ flag rises, unless the caller runs it with ``interruptible=False`` — the
 snapshot removal in cleanup must finish even after Ctrl-C.
 """
 
+import errno
 import hashlib
 import os
 import select
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import threading
 import time
@@ -98,7 +100,9 @@ class Shell(FileReader, Protocol):
     file is and returns None only when the host cannot (no python); a file
     `open_binary` cannot read raises HostError from the open or the first read;
     `rename` never replaces an existing folder; `read_texts` reads many small
-    files in one go, leaving out those it cannot read; `scan` is one look at a whole
+    files in one go, leaving out those it cannot read; `read_regular` reads at most
+    `limit` bytes of a regular file and refuses (HostError) a symlink, FIFO, device or
+    folder without following it or waiting on it; `scan` is one look at a whole
     folder tree (a missing root gives {}), and None only when the host cannot
     (no python): the caller then asks file by file.
     """
@@ -147,6 +151,19 @@ class Shell(FileReader, Protocol):
     def scan(self, root: str, read: Sequence[str] = (), read_max: int = 65536) -> Optional[Tree]: ...
 
     def read_texts(self, paths: Sequence[str]) -> Dict[str, str]: ...
+
+    def read_regular(self, path: str, limit: int) -> str: ...
+
+
+NOT_REGULAR = "not a regular file"  # read_regular's refusal, the same from every shell
+
+
+def decoded(data: bytes) -> str:
+    """A file's text as read_text gives it: UTF-8, else Latin-1 (a .vmx of any age decodes)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
 
 
 def tree_of(raw: Dict[str, Any]) -> Tree:
@@ -197,10 +214,24 @@ class LocalShell:
                 data = f.read()
         except OSError as err:
             raise HostError("cannot read %s: %s" % (path, err.strerror)) from err
+        return decoded(data)
+
+    def read_regular(self, path: str, limit: int) -> str:
+        """For files anyone may have planted (restore records): a FIFO would block the open
+        or read, a symlink lead elsewhere, a huge file fill memory."""
         try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
-            return data.decode("latin-1")
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as err:
+            why = NOT_REGULAR if err.errno == errno.ELOOP else err.strerror
+            raise HostError("cannot read %s: %s" % (path, why)) from err
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise HostError("cannot read %s: %s" % (path, NOT_REGULAR))
+            return decoded(os.read(fd, limit))
+        except OSError as err:
+            raise HostError("cannot read %s: %s" % (path, err.strerror)) from err
+        finally:
+            os.close(fd)
 
     def open_binary(self, path: str):
         """A binary file object reading path from its start (hashing, archives)."""

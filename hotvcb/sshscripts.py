@@ -50,6 +50,9 @@ exit $r
 
 # -- the file operations ($1, $2: paths; exit 3 where a caller tells "exists" from a failure) --
 READ = 'cat -- "$1"'
+# a FIFO swapped in between the test and dd blocks dd until FILE_OP_TIMEOUT: bounded, and refused
+READ_REGULAR = ('[ -f "$1" ] && [ ! -L "$1" ] || { echo "not a regular file" >&2; exit 1; }; '
+                'dd if="$1" bs="$2" count=1 2>/dev/null || { echo "cannot read it" >&2; exit 1; }')
 WRITE = ('cat > "$2" && { sync -- "$2" 2>/dev/null || sync; } && mv -f -- "$2" "$1" '
          '|| { r=$?; rm -f -- "$2"; exit $r; }')  # $1 the file, $2 its temp name beside it
 EXISTS = '[ -e "$1" ] || [ -L "$1" ]'

@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import hostdigest, sshscripts as sh
 from .errors import HostError, TimeoutExpired
-from .shell import Completed, OutputCallback, Tree, stream, temp_tag, tree_of
+from .shell import Completed, OutputCallback, Tree, decoded, stream, temp_tag, tree_of
 
 SSH = "ssh"
 CONNECT_TIMEOUT = 20  # seconds for TCP connect + key exchange
@@ -301,11 +301,10 @@ class SshShell:
 
     # -- files ---------------------------------------------------------------
     def read_text(self, path: str) -> str:
-        data = self._must("cannot read %s" % path, sh.READ, path)
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
-            return data.decode("latin-1")
+        return decoded(self._must("cannot read %s" % path, sh.READ, path))
+
+    def read_regular(self, path: str, limit: int) -> str:
+        return decoded(self._must("cannot read %s" % path, sh.READ_REGULAR, path, str(limit)))
 
     def open_binary(self, path: str) -> "sh.RemoteReader":
         """A binary stream of a host file (`cat` over the shared connection).

@@ -120,6 +120,9 @@ class ScannedShell:
     def read_texts(self, paths: Sequence[str]) -> Dict[str, str]:
         return self.shell.read_texts(paths)
 
+    def read_regular(self, path: str, limit: int) -> str:
+        return self.shell.read_regular(path, limit)
+
     # -- everything else goes to the shell; a change drops the scan ----------------
     def run(self, argv: Sequence[str], *, timeout: Optional[float] = 600, idle_timeout: Optional[float] = None,
             on_output: Optional[OutputCallback] = None, interruptible: bool = True) -> Completed:

@@ -32,6 +32,13 @@ def _scratch(host):
                   + glob.glob(os.path.join(root, "restored", ".hotvcb-extract-*")))
 
 
+def _unfinished(host):
+    """The restores' unfinished VM folders and their records in datastore1."""
+    root = host.real("/vmfs/volumes/datastore1")
+    return glob.glob(root + "/*.hotvcb-restoring") + glob.glob(root + "/*/*.hotvcb-restoring") \
+        + glob.glob(root + "/.hotvcb-restoring-*.owner")
+
+
 def test_cleanup_removes_the_scratch_folders_of_killed_restores_only(host, tmp_path):
     """A restore from a .gz or a repository writes the whole backup into a scratch folder on the
     target datastore first. SIGKILLed, it cannot remove it: `hotvcb cleanup` must, and say so, but
@@ -52,22 +59,22 @@ def test_cleanup_removes_the_scratch_folders_of_killed_restores_only(host, tmp_p
         hotvcb_background(host, "restore", "--repo", "/vmfs/volumes/backup/repo", "--latest", "web", "--datastore",
                           "datastore1", "--name", "from repo", "--format", "zeroedthick")]
     try:
-        wait_for(lambda: len(glob.glob(host.real("/vmfs/volumes/datastore1/*/*.hotvcb-restoring"))
-                             + glob.glob(host.real("/vmfs/volumes/datastore1/*.hotvcb-restoring"))) == 2,
-                 120, "both restores to clone")
+        wait_for(lambda: len([f for f in _unfinished(host) if not f.endswith(".owner")]) == 2, 120,
+                 "both restores to clone")
         running = _scratch(host)
         assert len(running) == 4, running  # two folders, two records
         r = hotvcb(host, "cleanup", "-g", conf)
         assert r.returncode == 0, r.stdout + r.stderr
         assert r.stdout.count("scratch folder of a running restore") == 2, r.stdout
-        assert _scratch(host) == running
+        assert r.stdout.count("unfinished VM folder of a running restore") == 2, r.stdout
+        assert _scratch(host) == running and len(_unfinished(host)) == 4  # two VM folders, two records
     finally:
         for p in restores:
             kill_tree(p.pid)
             p.communicate()
     r = hotvcb(host, "cleanup", "-g", conf)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.count("left by a restore that died") == 2, r.stdout
-    assert _scratch(host) == [], r.stdout
+    assert r.stdout.count("left by a restore that died") == 4, r.stdout  # scratch and VM folders
+    assert _scratch(host) == [] and _unfinished(host) == [], r.stdout
     r = hotvcb(host, "cleanup", "-g", conf)
     assert "left by a restore that died" not in r.stdout and "cleanup: 0 leftover(s) removed" in r.stdout, r.stdout

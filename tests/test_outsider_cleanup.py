@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from hotvcb.jobs.restore_scratch import record_of
 from qemuvm import kill_tree
 from simhost import VOLUME, hotvcb, hotvcb_background, needs_root, wait_for, write_conf
 from sshsite import replace_host_python, site  # noqa: F401 (the fixture)
@@ -102,7 +103,7 @@ def test_symlinked_scratch_folder_or_record_never_takes_what_it_points_at(host):
     assert r.returncode == 0, r.stdout + r.stderr
     assert survives(web), r.stdout
     assert not exists(host, DS1 + "/.hotvcb-extract-5-1-eeeeee"), r.stdout
-    assert ".hotvcb-extract-6-1-ffffff.owner: not a record hotvcb wrote" in r.stdout, r.stdout
+    assert ".hotvcb-extract-6-1-ffffff.owner: not a regular file -- leaving it" in r.stdout, r.stdout
     assert "cleanup: 1 leftover(s) removed" in r.stdout, r.stdout
 
 
@@ -275,6 +276,7 @@ def test_sigkilled_restore_mid_copy_into_an_awkward_folder_is_cleaned_up(host, t
         assert exists(host, DS1 + "/" + folder + ".owner")
         r = hotvcb(host, "cleanup", "-g", conf)
         assert r.returncode == 0 and r.stdout.count("scratch folder of a running restore") == 2, r.stdout + r.stderr
+        assert r.stdout.count("unfinished VM folder of a running restore") == 2, r.stdout
         assert folder in ours_in(host, TARGET), r.stdout
     finally:
         for p in procs:
@@ -284,10 +286,12 @@ def test_sigkilled_restore_mid_copy_into_an_awkward_folder_is_cleaned_up(host, t
     r = hotvcb(host, "cleanup", "-g", conf)
     no_traceback(r)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.count("left by a restore that died") == 2 and "cleanup: 2 leftover(s) removed" in r.stdout, \
+    # each restore's unpacked copy and its unfinished VM folder
+    assert r.stdout.count("left by a restore that died") == 4 and "cleanup: 4 leftover(s) removed" in r.stdout, \
         r.stdout
     for where in (TARGET, ds5, DS1):
-        assert not [e for e in os.listdir(host.real(where)) if e.startswith(".hotvcb-extract-")], (where, r.stdout)
+        assert ours_in(host, where) == [], (where, r.stdout)
+    assert restoring_records(host) == [] and not glob.glob(host.real(ds5 + "/*.owner")), r.stdout
     assert os.path.exists(host.real(DS1 + "/web/web.vmx")), r.stdout
 
 
@@ -313,28 +317,98 @@ def test_restore_into_a_read_only_folder_or_datastore_leaves_no_record(host, tmp
     assert r.returncode == 0 and "cleanup: 0 leftover(s) removed" in r.stdout, r.stdout + r.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="a SIGKILLed restore's `<name>.hotvcb-restoring` (the half-cloned VM folder, "
-                   "a whole VM's size) has no owner record, so `hotvcb cleanup` cannot tell it from a running "
-                   "restore's and leaves it; the next restore under that name refuses, asking to remove it by hand")
-def test_sigkilled_restore_leaves_no_half_cloned_vm_folder_after_cleanup(host, tmp_path):
+def _backup_of_web(host, tmp_path):
     host.create_vm("web", "datastore1", [{"size": "4M"}])
-    conf = write_conf(host)
-    r = hotvcb(host, "backup", "-m", "web", "-g", conf, "-w", tmp_path / "w")
+    r = hotvcb(host, "backup", "-m", "web", "-g", write_conf(host), "-w", tmp_path / "w")
     assert r.returncode == 0, r.stdout + r.stderr
     web = host.real(VOLUME + "/web")
     [backup] = [e for e in os.listdir(web) if not e.startswith(".") and os.path.isdir(os.path.join(web, e))
                 and not os.path.islink(os.path.join(web, e))]
+    return VOLUME + "/web/" + backup
+
+
+def _restoring_in_the_clone(host, backup, name):
+    """A restore of backup as `name` into datastore1, held in its clone; the process."""
     host.set_fault("clone.delay", "120")
-    p = hotvcb_background(host, "restore", VOLUME + "/web/" + backup, "--datastore", "datastore1", "--name", "copy")
+    p = hotvcb_background(host, "restore", backup, "--datastore", "datastore1", "--name", name)
     try:
-        wait_for(lambda: exists(host, DS1 + "/copy.hotvcb-restoring"), 60, "the clone")
+        wait_for(lambda: exists(host, DS1 + "/" + name + ".hotvcb-restoring"), 60, "the clone")
+    except BaseException:
+        kill_tree(p.pid)
+        p.communicate()
+        raise
+    return p
+
+
+def restoring_records(host):
+    return glob.glob(host.real(DS1) + "/.hotvcb-restoring-*.owner")
+
+
+def test_sigkilled_restore_leaves_no_half_cloned_vm_folder_after_cleanup(host, tmp_path):
+    """A restore SIGKILLed mid-clone leaves `<name>.hotvcb-restoring` (a whole VM's size): while it
+    runs cleanup leaves it; once dead, cleanup removes it and its record and says so, and a new
+    restore under that name (refused before, asking to remove the folder by hand) then works."""
+    backup = _backup_of_web(host, tmp_path)
+    conf = write_conf(host)
+    p = _restoring_in_the_clone(host, backup, "copy")
+    try:
+        r = hotvcb(host, "cleanup", "-g", conf)
+        assert r.returncode == 0 and "unfinished VM folder of a running restore" in r.stdout, r.stdout + r.stderr
+        assert exists(host, DS1 + "/copy.hotvcb-restoring") and len(restoring_records(host)) == 1, r.stdout
     finally:
         kill_tree(p.pid)
         p.communicate()
     host.clear_faults()
+    again = hotvcb(host, "restore", backup, "--datastore", "datastore1", "--name", "copy")
+    assert again.returncode != 0 and "hotvcb cleanup" in again.stdout + again.stderr, again.stdout + again.stderr
     r = hotvcb(host, "cleanup", "-g", conf)
+    no_traceback(r)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert not exists(host, DS1 + "/copy.hotvcb-restoring"), r.stdout
+    assert not exists(host, DS1 + "/copy.hotvcb-restoring") and restoring_records(host) == [], r.stdout
+    assert "removing %s/copy.hotvcb-restoring, left by a restore that died" % DS1 in r.stdout, r.stdout
+    assert "cleanup: 1 leftover(s) removed" in r.stdout, r.stdout
+    again = hotvcb(host, "restore", backup, "--datastore", "datastore1", "--name", "copy")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert os.path.exists(host.real(DS1 + "/copy/copy.vmx")) and restoring_records(host) == [], again.stdout
+
+
+def test_a_dead_restores_record_never_takes_a_later_restores_folder(host, tmp_path):
+    """A restore killed after removing its unfinished folder but before its record leaves a dead
+    record naming `copy.hotvcb-restoring`; a later restore under that name makes that very folder.
+    Cleanup must see the later, running restore there, not the dead one, and leave the folder."""
+    backup = _backup_of_web(host, tmp_path)
+    conf = write_conf(host)
+    folder = DS1 + "/copy.hotvcb-restoring"
+    dead = record_of(folder).rsplit("/", 1)[1][:-len(".owner")]
+    record(host, dead, dead_pid(), folder)
+    p = _restoring_in_the_clone(host, backup, "copy")
+    try:
+        r = hotvcb(host, "cleanup", "-g", conf)
+        no_traceback(r)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert exists(host, folder), "cleanup deleted a running restore's folder\n" + r.stdout
+        assert "left by a restore that died" not in r.stdout and "of a running restore" in r.stdout, r.stdout
+    finally:
+        kill_tree(p.pid)
+        p.communicate()
+
+
+def test_records_that_are_fifos_or_devices_are_refused_unread(host):
+    """A record that is a FIFO nobody writes (a plain read waits forever) or a character device
+    (/dev/zero's: a read never ends), of either kind of folder: cleanup refuses each in one
+    line, without waiting on it, and deletes nothing."""
+    conf = write_conf(host)
+    fifo, device = DS1 + "/.hotvcb-extract-1-1-aaaaaa.owner", DS1 + "/.hotvcb-restoring-0123456789abcdef.owner"
+    folder = scratch(host, ".hotvcb-extract-1-1-aaaaaa")
+    os.mkfifo(host.real(fifo))
+    os.mknod(host.real(device), 0o600 | stat.S_IFCHR, os.makedev(1, 5))
+    r = hotvcb(host, "cleanup", "-g", conf, timeout=120)
+    no_traceback(r)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for path in (fifo, device):
+        assert "/%s: not a regular file -- leaving it" % path.rsplit("/", 1)[1] in r.stdout, r.stdout
+        assert exists(host, path), r.stdout
+    assert survives(folder) and "cleanup: 0 leftover(s) removed" in r.stdout, r.stdout
 
 
 def test_ssh_mode_cleanup_checks_and_removes_through_the_ssh_shell(site, host):  # noqa: F811
@@ -393,6 +467,7 @@ def test_sigterm_mid_copy_removes_the_scratch_folder_and_then_its_record(host, t
         kill_tree(p.pid)
     assert p.returncode == 2 and "Traceback" not in out, out
     assert ours_in(host, TARGET) == [] and not glob.glob(host.real(DS1 + "/.hotvcb-extract-*")), out
+    assert restoring_records(host) == [], out
     r = hotvcb(host, "cleanup", "-g", write_conf(host))
     assert r.returncode == 0 and "cleanup: 0 leftover(s) removed" in r.stdout, r.stdout + r.stderr
 

@@ -201,6 +201,25 @@ def test_many_small_files_are_read_in_one_go(shell, tmp_path):
     assert shell.read_texts([str(folder / "missing")]) == {} and shell.read_texts([]) == {}
 
 
+def test_planted_files_are_read_bounded_and_never_through_a_fifo_or_symlink(shell, tmp_path):
+    """read_regular: a FIFO (nobody writes it: a plain open would wait forever), a symlink to a
+    file, a device and a folder are refused; a huge file gives only its first `limit` bytes."""
+    folder = tmp_path / ODD
+    folder.mkdir()
+    (folder / "record").write_bytes(b"caf\xe9\n")
+    (folder / "huge").write_bytes(b"x" * 100000)
+    os.mkfifo(str(folder / "fifo"))
+    os.symlink(str(folder / "record"), str(folder / "link"))
+    assert shell.read_regular(str(folder / "record"), 4096) == "caf\xe9\n"
+    assert shell.read_regular(str(folder / "huge"), 4096) == "x" * 4096
+    for name in ("fifo", "link", "missing"):
+        with pytest.raises(HostError):
+            shell.read_regular(str(folder / name), 4096)
+    for path in ("/dev/zero", str(folder)):
+        with pytest.raises(HostError, match="not a regular file"):
+            shell.read_regular(path, 4096)
+
+
 def test_commands_take_argument_lists_and_are_bounded(shell, tmp_path):
     done = shell.run(["printf", "%s|", ODD, "two words"])
     assert done.returncode == 0 and done.output == ODD + "|two words|"

@@ -169,11 +169,15 @@ class _Restore:
                 self.early.cancel()
             if self.temp is not None:
                 self.log.info("Removing the unfinished restore folder %s" % self.temp)
-                self._remove(self.temp)
+                self._remove_recorded(self.temp)
             if self.extract_dir is not None:
                 self.log.info("Removing the extracted copy %s" % self.extract_dir)
-                if self._remove(self.extract_dir):
-                    self._remove(restore_scratch.record_of(self.extract_dir))
+                self._remove_recorded(self.extract_dir)
+
+    def _remove_recorded(self, folder: str) -> None:
+        """A folder restore_scratch recorded, then its record (kept while the folder stays)."""
+        if self._remove(folder):
+            self._remove(restore_scratch.record_of(folder))
 
     def _remove(self, path: str) -> bool:
         try:
@@ -397,7 +401,7 @@ class _Restore:
 
     # -- the writes ------------------------------------------------------------
     def _copy(self, plan: Plan, checking: "_Checking") -> None:
-        self.shell.makedirs(plan.temp)
+        restore_scratch.claim(self.shell, plan.temp)  # recorded: `hotvcb cleanup` removes it if we are killed
         self.temp = plan.temp  # from here on, a failure removes it
         fmt = self.req.disk_format
         for d in plan.disks:
@@ -427,6 +431,7 @@ class _Restore:
             raise RestoreError("target folder %s appeared during the restore; not overwriting it" % plan.folder)
         self.shell.rename(plan.temp, plan.folder)
         self.temp = None
+        self._remove(restore_scratch.record_of(plan.temp))
 
     def _put_disk(self, disk: Disk, dst: str, fmt: str, progress) -> None:
         """Clone the disk into the new folder; a thin flat disk this run staged (restore --repo) is

@@ -82,7 +82,8 @@ class Planner:
         if self.shell.exists(folder):
             raise RestoreError("target folder %s already exists; not overwriting it" % folder)
         if self.shell.exists(temp):
-            raise RestoreError("%s exists: another restore is running or one was killed; remove it if not" % temp)
+            raise RestoreError("%s exists: another restore is running, or one was killed and `hotvcb cleanup` "
+                               "removes it" % temp)
         fname = layout.folder_name(name)
         plan = Plan(self.req, backup, name, folder, temp, fname + ".vmx", "", free=free)
         tree_folder = restore_tree.find(fs, backup)

@@ -13,20 +13,41 @@ on this machine by a process that is no longer a hotvcb (leftovers.owner_alive, 
 and markers). One recorded on another machine (a datastore shared over NFS) is reported and left:
 its pid means nothing here. A folder with our prefix and no record (an older hotvcb's) is reported
 and left too; so is a record naming a folder outside its datastore or not named as make() names one
-(forged, garbage: cleanup deletes what a record names).
+(forged, garbage: cleanup deletes what a record names). A record is read with Shell.read_regular:
+anyone who can write a datastore root can plant a FIFO (a plain read waits forever), a device or
+a symlink there.
+
+The VM folder a restore clones into, `<name>.hotvcb-restoring` (restore_plan.RESTORING), is as
+big and is recorded the same way (claim, release), but its name is not unique: a later restore
+under that name makes a folder of the same path. So its record is named by the folder's path
+(`.hotvcb-restoring-<digest>.owner`, distinct for two targets' folders of one name) and a new
+restore writes its record over a dead one's (atomically, write_text) before it makes the folder,
+which must not exist yet (make_new_dir): a dead record is gone before a later folder appears, so
+it can never name that folder to cleanup; and cleanup looks at the folder before it reads the
+record a second time (_seen_dead), so a later restore's record and folder made while it decides
+are seen, and a dead record whose folder was not there only loses its record. No lock is shared
+by restores and cleanup, so windows stay where nothing of a live restore is deleted: cleanup
+removing a dead record just as a later restore replaces it, or of two restores into one folder at
+once the one make_new_dir refuses removing the record, leaves the other's folder without one
+(kept by cleanup, if that restore is killed too). Only an admin removing a dead restore's folder
+by hand while cleanup removes it, and a new restore remaking it in between, could lose a folder.
 """
 
+import hashlib
 import posixpath
 import re
-from typing import Iterable
+from typing import Iterable, Optional
 
 from ..errors import HostError
 from ..runid import RunId, parse
 from ..shell import Shell
 from .leftovers import owner_alive
+from .restore_plan import RESTORING
 
 PREFIX = ".hotvcb-extract-"
 RECORD = ".owner"  # appended to the folder's name, at the datastore's root
+RESTORING_RECORD = RESTORING + "-"  # + the digest of the folder's path + RECORD
+RECORD_MAX = 4096  # a record is two short lines; anything planted is read no further
 _PATH = re.compile(r"^path=(/.+)$", re.M)
 _NAME = re.compile(r"^%s\d+-\d+-[0-9a-f]+$" % re.escape(PREFIX))  # as make() names a folder
 
@@ -36,26 +57,44 @@ def make(shell: Shell, target: str) -> str:
     run = RunId.new()
     target = posixpath.normpath(target)  # `datastore1/../ds5`: the record in ds5's root, where sweep checks it
     path = "%s/%s%d-%d-%s" % (target.rstrip("/"), PREFIX, run.pid, run.started, run.run[:6])
-    shell.write_text(record_of(path), "%s\npath=%s\n" % (run.text(), path))
-    try:
-        shell.makedirs(path)
-    except HostError:
-        shell.remove_tree(record_of(path))
-        raise
+    claim(shell, path, run)
     return path
 
 
+def claim(shell: Shell, path: str, run: Optional[RunId] = None) -> None:
+    """Make the folder `path` (which must not exist), its record written first: over the record
+    of a dead restore of the same folder, if any. HostError when it cannot be made or exists,
+    and then no record of ours is left to name a folder that is not ours."""
+    path = posixpath.normpath(path)
+    shell.write_text(record_of(path), "%s\npath=%s\n" % ((run or RunId.new()).text(), path))
+    try:
+        if not shell.make_new_dir(path):
+            raise HostError("%s exists: another restore into it started meanwhile" % path)
+    except HostError:
+        release(shell, path)
+        raise
+
+
 def record_of(path: str) -> str:
-    """`<datastore root>/<name>.owner` of the scratch folder `path`."""
-    parts = path.rstrip("/").split("/")
+    """`<datastore root>/<name>.owner` of the folder `path` (a VM folder being restored: by digest)."""
+    path = posixpath.normpath(path)
+    parts = path.split("/")
     root = "/".join(parts[:4]) if path.startswith("/vmfs/volumes/") and len(parts) > 4 else "/".join(parts[:-1])
-    return "%s/%s%s" % (root, parts[-1], RECORD)
+    name = parts[-1]
+    if name.endswith(RESTORING):
+        name = RESTORING_RECORD + hashlib.sha1(path.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return "%s/%s%s" % (root, name, RECORD)
+
+
+def release(shell: Shell, path: str) -> None:
+    """The record of `path`, once the folder is gone or renamed to its final name."""
+    shell.remove_tree(record_of(path))
 
 
 def remove(shell: Shell, path: str) -> None:
     """The folder, then its record (a record without its folder is harmless; the reverse is not)."""
     shell.remove_tree(path)
-    shell.remove_tree(record_of(path))
+    release(shell, path)
 
 
 def sweep(shell: Shell, roots: Iterable[str], log, me: RunId, dry_run: bool = False) -> int:
@@ -69,22 +108,22 @@ def sweep(shell: Shell, roots: Iterable[str], log, me: RunId, dry_run: bool = Fa
             log.warning("cannot look for restores' scratch folders in %s: %s" % (root, err))
             continue
         for entry in entries:
-            if not entry.startswith(PREFIX):
+            if not entry.startswith((PREFIX, RESTORING_RECORD)):
                 continue
             if not entry.endswith(RECORD):
-                if entry + RECORD not in entries:
+                if entry.startswith(PREFIX) and entry + RECORD not in entries:
                     log.warning("%s/%s: a restore's scratch folder without its record (an older hotvcb's?); "
                                 "leaving it -- remove it by hand if no restore is running" % (root, entry))
                 continue
             try:
-                text = shell.read_text(root + "/" + entry)
+                text = shell.read_regular(root + "/" + entry, RECORD_MAX)
             except HostError as err:
-                log.warning("%s/%s: %s" % (root, entry, err))
+                log.warning("%s -- leaving it" % err)
                 continue
             owner, path = parse(text), _PATH.search(text)
             folder = "" if path is None else path.group(1)
             name = folder.rsplit("/", 1)[-1]
-            if owner is None or name + RECORD != entry or not _NAME.match(name):
+            if owner is None or not _named_ours(name) or record_of(folder).rsplit("/", 1)[-1] != entry:
                 log.warning("%s/%s: not a record hotvcb wrote; leaving it" % (root, entry))
                 continue
             if not _inside(shell, folder, root):
@@ -92,11 +131,15 @@ def sweep(shell: Shell, roots: Iterable[str], log, me: RunId, dry_run: bool = Fa
                             "both by hand if no restore is running" % (root, entry, folder))
                 continue
             if owner.machine != me.machine:
-                log.warning("%s: scratch folder of a restore on %s (%s); leaving it to a cleanup there"
-                            % (folder, owner.machine, owner))
+                log.warning("%s: %s of a restore on %s (%s); leaving it to a cleanup there"
+                            % (folder, _kind(name), owner.machine, owner))
                 continue
             if owner_alive(owner, me):
-                log.info("%s: scratch folder of a running restore (%s); leaving it" % (folder, owner))
+                log.info("%s: %s of a running restore (%s); leaving it" % (folder, _kind(name), owner))
+                continue
+            present = _seen_dead(shell, root + "/" + entry, text, folder)
+            if present is None:
+                log.info("%s: a new restore took it over meanwhile; leaving it" % folder)
                 continue
             if dry_run:
                 found += 1
@@ -104,12 +147,37 @@ def sweep(shell: Shell, roots: Iterable[str], log, me: RunId, dry_run: bool = Fa
                 continue
             log.warning("removing %s, left by a restore that died (%s)" % (folder, owner))
             try:
-                remove(shell, folder)
+                if present:
+                    remove(shell, folder)
+                else:  # a folder made from now on is a later restore's
+                    release(shell, folder)
             except HostError as err:  # one stuck folder must not keep the others
                 log.error("%s -- left with its record for the next cleanup; remove it by hand" % err)
                 continue
             found += 1
     return found
+
+
+def _seen_dead(shell: Shell, record: str, text: str, folder: str) -> Optional[bool]:
+    """Whether the dead restore's folder is there; None when its record changed (a new restore
+    of that folder took it over). The folder is looked at before the record is read again: while
+    the dead restore's folder is there no later restore can make one at that path (claim), and a
+    later one replaces the record before it makes its folder, so the record unchanged after the
+    look makes the folder seen the dead restore's."""
+    present = shell.exists(folder)
+    try:
+        return present if shell.read_regular(record, RECORD_MAX) == text else None
+    except HostError:
+        return None
+
+
+def _named_ours(name: str) -> bool:
+    """A folder named as make() or a restore (claim) names one: cleanup deletes what a record names."""
+    return bool(_NAME.match(name)) or (name.endswith(RESTORING) and len(name) > len(RESTORING))
+
+
+def _kind(name: str) -> str:
+    return "unfinished VM folder" if name.endswith(RESTORING) else "scratch folder"
 
 
 def _inside(shell: Shell, path: str, root: str) -> bool:

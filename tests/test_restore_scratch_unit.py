@@ -1,0 +1,92 @@
+"""Cleanup deciding about a dead restore's record while a later restore of the same VM folder
+starts (restore_scratch.sweep): no lock is shared by the two, so each step of the later restore is
+played at the moment that would make a careless cleanup delete its folder."""
+
+import os
+import subprocess
+
+from hotvcb.jobs import restore_scratch
+from hotvcb.runid import RunId
+from hotvcb.shell import LocalShell
+
+
+class Log:
+    def __init__(self):
+        self.lines = []
+
+    def info(self, m):
+        self.lines.append(m)
+
+    warning = error = info
+
+
+class RacingShell(LocalShell):
+    """Runs `later` once, just after the call named `when` (its `nth` call) returned."""
+
+    def __init__(self, when: str, nth: int, later):
+        self.when, self.nth, self.later, self.calls = when, nth, later, 0
+
+    def _tick(self, name: str) -> None:
+        if name == self.when:
+            self.calls += 1
+            if self.calls == self.nth:
+                self.later()
+
+    def exists(self, path):
+        found = super().exists(path)
+        self._tick("exists")
+        return found
+
+    def read_regular(self, path, limit):
+        text = super().read_regular(path, limit)
+        self._tick("read_regular")
+        return text
+
+
+def dead_record(folder: str) -> None:
+    p = subprocess.Popen(["true"])
+    p.wait()
+    dead = RunId("abcdef012345", RunId.new().machine, p.pid, 1700000000)
+    with open(restore_scratch.record_of(folder), "w") as f:
+        f.write("%s\npath=%s\n" % (dead.text(), folder))
+
+
+def sweep(shell, root):
+    log = Log()
+    n = restore_scratch.sweep(shell, [root], log, RunId.new())
+    return n, log.lines
+
+
+def test_a_later_restore_claiming_the_folder_while_cleanup_looks_keeps_it(tmp_path):
+    """The dead restore's folder is gone (killed after removing it, before its record); cleanup
+    has read the dead record and looks for the folder, and right then a later restore writes its
+    record and makes the folder. Cleanup must leave that folder and its record."""
+    root = str(tmp_path)
+    folder = root + "/copy.hotvcb-restoring"
+    dead_record(folder)
+    shell = RacingShell("exists", 1, lambda: restore_scratch.claim(LocalShell(), folder))
+    n, lines = sweep(shell, root)
+    assert os.path.isdir(folder) and os.path.exists(restore_scratch.record_of(folder)), lines
+    assert n == 0 and any("took it over meanwhile" in line for line in lines), lines
+
+
+def test_a_folder_made_after_cleanup_found_none_is_not_deleted(tmp_path):
+    """Cleanup saw no folder for a dead record and read the record again; a folder made at that
+    path from then on is not the dead restore's: only the record goes."""
+    root = str(tmp_path)
+    folder = root + "/copy.hotvcb-restoring"
+    dead_record(folder)
+    shell = RacingShell("read_regular", 2, lambda: os.mkdir(folder))
+    n, lines = sweep(shell, root)
+    assert os.path.isdir(folder), "cleanup deleted a folder made after it looked\n%s" % lines
+    assert n == 1 and not os.path.exists(restore_scratch.record_of(folder)), lines
+
+
+def test_a_dead_restores_folder_and_record_go(tmp_path):
+    """The plain case through the same path: the folder is there, the record unchanged."""
+    root = str(tmp_path)
+    folder = root + "/copy.hotvcb-restoring"
+    os.mkdir(folder)
+    dead_record(folder)
+    n, lines = sweep(LocalShell(), root)
+    assert n == 1 and not os.path.exists(folder) and not os.path.exists(restore_scratch.record_of(folder)), lines
