@@ -9,7 +9,7 @@ from esxisim import proclog, snapshots
 from simhost import (backups, hotvcb_background, kill, lock_pid, make_host, needs_root, ours, sealed,
                      snapshot_names, wait_for, write_conf)
 
-FIRST, SECOND = "älpha 1", "bëta \"2\" 'x'"
+FIRST, SECOND, THIRD = "älpha 1", "bëta \"2\" 'x'", "gämma 3"
 
 
 def _asked_ahead(host, vmid):
@@ -98,7 +98,7 @@ def test_sigterm_while_the_next_vm_is_asked_about_leaves_nothing_behind(host, tm
         out, _ = run.communicate(timeout=60)
     finally:
         kill(run.pid)
-    assert run.returncode not in (0, 4) and "Traceback" not in out, (run.returncode, out)
+    assert run.returncode == 2 and "Traceback" not in out, (run.returncode, out)
     assert ours(host, first) == [] and ours(host, second) == [], out
     assert not sealed(host, FIRST) and not backups(host, SECOND), out
     assert host.power_state(first) == "on" and host.power_state(second) == "on"
@@ -106,10 +106,11 @@ def test_sigterm_while_the_next_vm_is_asked_about_leaves_nothing_behind(host, tm
 
 
 @needs_root
-def test_the_target_filled_by_another_writer_within_the_reuse_window_fails_the_next_vm_cleanly(tmp_path):
+def test_the_target_filled_by_another_writer_within_the_reuse_window_fails_the_next_vms_cleanly(tmp_path):
     host = make_host(tmp_path / "h", backup_capacity=96 << 20)
     try:
         second = _two_vms(host, delay=3, second_size="32M")
+        third = host.create_vm(THIRD, "datastore1", [{"size": "32M"}], power="on")
         filler = host.real("/vmfs/volumes/backup/someone else's.bin")
 
         def fill():  # another writer takes all but 5 MiB of the target while the first VM (4 MiB) copies
@@ -119,9 +120,60 @@ def test_the_target_filled_by_another_writer_within_the_reuse_window_fails_the_n
         code, out = _run_changing_second(host, tmp_path, second, fill)
         assert code == 4 and "Traceback" not in out, out
         assert len(sealed(host, FIRST)) == 1, out
-        # no backup of the second VM that looks complete, nothing half-written left, no snapshot
+        # the free figure looked at before the fill let the second VM's copy start: it fails
+        # cleanly, no backup that looks complete, nothing half-written left, no snapshot
         assert not sealed(host, SECOND) and not [b for b in backups(host, SECOND) if "partial" in b], out
         assert snapshot_names(host, second) == [] and host.power_state(second) == "on"
-        assert "space" in out or "free" in out, out
+        assert "not enough space" in out, out
+        # once a VM failed, the next looks again: its pre-flight fails it before any change
+        assert "%s needs" % THIRD in out and "is free" in out, out
+        assert not backups(host, THIRD), out
+        assert not [e for e in proclog.read(host) if e["args"][:2] == ["vmsvc/snapshot.create", third]], out
     finally:
         host.stop()
+
+
+def _misbehave(host, tmp_path, verb, vmid, what):
+    """hostd misbehaves once on `verb` about `vmid`: `what` is the shell run instead of vim-cmd
+    (a wrapper in the host's own /bin, as a broken hostd would answer); returns the flag that arms it."""
+    tool = host.store.p("root", "usr_bin", "upper", "vim-cmd")
+    os.rename(tool, tool + ".real")
+    flag = str(tmp_path / "armed")
+    with open(tool, "w") as f:
+        f.write('#!/bin/sh\nif [ "$1" = "%s" ] && [ "$2" = "%s" ] && [ -e "%s" ]; then\n  rm -f "%s"\n  %s\nfi\n'
+                'exec "$0.real" "$@"\n' % (verb, vmid, flag, flag, what))
+    os.chmod(tool, 0o755)
+    open(flag, "w").close()
+    return flag
+
+
+@needs_root
+def test_a_failing_question_asked_ahead_fails_neither_vm(host, tmp_path):
+    second = _two_vms(host)
+    flag = _misbehave(host, tmp_path, "vmsvc/snapshot.get", second,
+                      'echo "(vim.fault.GenericVmConfigFault) {"; echo "   msg = \\"hostd is busy\\""; echo "}"; exit 0')
+    run = hotvcb_background(host, "backup", "-a", "-g", write_conf(host), "-w", tmp_path / "work")
+    out, _ = run.communicate(timeout=120)
+    assert not os.path.exists(flag), out  # the fault was served, to the look-ahead (the second VM's first question)
+    assert run.returncode == 0 and "Traceback" not in out, out
+    assert len(sealed(host, FIRST)) == 1 and len(sealed(host, SECOND)) == 1, out
+
+
+@needs_root
+def test_sigterm_while_a_question_asked_ahead_hangs_ends_the_run_promptly_and_cleanly(host, tmp_path):
+    first = host.create_vm(FIRST, "datastore1", [{"size": "4M"}], power="on")
+    second = host.create_vm(SECOND, "datastore1", [{"size": "4M"}], power="on")
+    host.set_fault("clone.delay", 30)
+    hung = str(tmp_path / "hung")
+    _misbehave(host, tmp_path, "vmsvc/snapshot.get", second, 'touch "%s"; sleep 300' % hung)
+    run = hotvcb_background(host, "backup", "-a", "-g", write_conf(host), "-w", tmp_path / "work")
+    try:
+        wait_for(lambda: os.path.exists(hung), timeout=60, what="the look-ahead's question to hang")
+        run.send_signal(signal.SIGTERM)
+        out, _ = run.communicate(timeout=45)  # not the question's own 300 s
+    finally:
+        kill(run.pid)
+    assert run.returncode == 2 and "Traceback" not in out, (run.returncode, out)
+    assert ours(host, first) == [] and ours(host, second) == [], out
+    assert not sealed(host, FIRST) and not backups(host, SECOND), out
+    assert lock_pid(host) is None, out
