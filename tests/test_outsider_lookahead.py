@@ -4,6 +4,7 @@ the question asked while the VM before is copied and the answer's use."""
 
 import os
 import signal
+import time
 
 from esxisim import proclog, snapshots
 from simhost import (backups, hotvcb_background, kill, lock_pid, make_host, needs_root, ours, sealed,
@@ -165,15 +166,49 @@ def test_sigterm_while_a_question_asked_ahead_hangs_ends_the_run_promptly_and_cl
     second = host.create_vm(SECOND, "datastore1", [{"size": "4M"}], power="on")
     host.set_fault("clone.delay", 30)
     hung = str(tmp_path / "hung")
-    _misbehave(host, tmp_path, "vmsvc/snapshot.get", second, 'touch "%s"; sleep 300' % hung)
+    # the power state is asked uninterruptibly (cleanup asks it after a signal): the harder one to hang
+    _misbehave(host, tmp_path, "vmsvc/power.getstate", second, 'echo $$ > "%s"; exec sleep 300' % hung)
     run = hotvcb_background(host, "backup", "-a", "-g", write_conf(host), "-w", tmp_path / "work")
     try:
-        wait_for(lambda: os.path.exists(hung), timeout=60, what="the look-ahead's question to hang")
+        wait_for(lambda: os.path.exists(hung) and os.path.getsize(hung), timeout=60, what="a question to hang")
+        began = time.monotonic()
         run.send_signal(signal.SIGTERM)
-        out, _ = run.communicate(timeout=45)  # not the question's own 300 s
+        out, _ = run.communicate(timeout=60)
+        took = time.monotonic() - began
     finally:
         kill(run.pid)
+        with open(hung) as f:
+            kill(int(f.read()))  # the hung question itself
     assert run.returncode == 2 and "Traceback" not in out, (run.returncode, out)
+    assert took < 15, "a hung read-only question held the run's end %d s" % took
     assert ours(host, first) == [] and ours(host, second) == [], out
     assert not sealed(host, FIRST) and not backups(host, SECOND), out
+    assert lock_pid(host) is None, out
+
+
+@needs_root
+def test_kill_9_while_a_question_asked_ahead_hangs_then_the_next_run_cleans_up_and_backs_up(host, tmp_path):
+    first = host.create_vm(FIRST, "datastore1", [{"size": "4M"}], power="on")
+    second = host.create_vm(SECOND, "datastore1", [{"size": "4M"}], power="on")
+    host.set_fault("clone.delay", 30)
+    hung = str(tmp_path / "hung")
+    _misbehave(host, tmp_path, "vmsvc/snapshot.get", second, 'echo $$ > "%s"; exec sleep 300' % hung)
+    conf = write_conf(host)
+    run = hotvcb_background(host, "backup", "-a", "-g", conf, "-w", tmp_path / "work")
+    try:
+        wait_for(lambda: os.path.exists(hung) and lock_pid(host), timeout=60, what="the look-ahead's question to hang")
+        kill(lock_pid(host))
+        run.communicate(timeout=30)
+    finally:
+        kill(run.pid)
+        with open(hung) as f:
+            kill(int(f.read()))  # the hung question, orphaned by the kill
+    assert ours(host, first), "the killed run's snapshot is the next run's to remove"
+    host.clear_faults()
+    again = hotvcb_background(host, "backup", "-a", "-g", conf, "-w", tmp_path / "work")
+    out, _ = again.communicate(timeout=120)
+    assert again.returncode == 0 and "Traceback" not in out, out
+    assert ours(host, first) == [] and ours(host, second) == [], out
+    assert len(sealed(host, FIRST)) == 1 and len(sealed(host, SECOND)) == 1, out
+    assert host.power_state(first) == "on" and host.power_state(second) == "on"
     assert lock_pid(host) is None, out

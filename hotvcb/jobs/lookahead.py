@@ -70,7 +70,7 @@ class Lookahead:
         if asking is None:
             return None
         try:
-            found = asking.result()
+            found = asking.result(cancel_wait=0)  # a signal: not waited for (see drop)
         except HotvcbError:
             return None  # asked again, in the VM's own turn
         if found.vmid != ref.vmid or time.monotonic() - found.asked > FRESH_FOR:
@@ -79,11 +79,13 @@ class Lookahead:
 
     def drop(self) -> None:
         """As the run ends: wait for questions still out (each is bounded) and forget them, so no
-        query outlives the run; a signal meanwhile stops them, and the run says so itself."""
+        query outlives the run; a signal meanwhile stops them, and the run says so itself. Once a
+        signal came they are not waited for: they only read, and a power state is asked
+        uninterruptibly (cleanup asks it after Ctrl-C), so a hung hostd held the run's end 30 s."""
         asking, self._asking = self._asking, None
         if asking is not None:
             try:
-                asking.result()
+                asking.result(cancel_wait=0)
             except (HotvcbError, Interrupted):
                 pass
 
