@@ -151,8 +151,8 @@ def _misbehave(host, tmp_path, verb, vmid, what):
 @needs_root
 def test_a_failing_question_asked_ahead_fails_neither_vm(host, tmp_path):
     second = _two_vms(host)
-    flag = _misbehave(host, tmp_path, "vmsvc/snapshot.get", second,
-                      'echo "(vim.fault.GenericVmConfigFault) {"; echo "   msg = \\"hostd is busy\\""; echo "}"; exit 0')
+    fault = 'echo "(vim.fault.GenericVmConfigFault) {"; echo "   msg = \\"hostd is busy\\""; echo "}"; exit 0'
+    flag = _misbehave(host, tmp_path, "vmsvc/snapshot.get", second, fault)
     run = hotvcb_background(host, "backup", "-a", "-g", write_conf(host), "-w", tmp_path / "work")
     out, _ = run.communicate(timeout=120)
     assert not os.path.exists(flag), out  # the fault was served, to the look-ahead (the second VM's first question)
