@@ -51,19 +51,20 @@ class Background(Generic[T]):
     def done(self) -> bool:
         return not self._thread.is_alive()
 
-    def result(self) -> T:
+    def result(self, cancel_wait: float = CANCEL_WAIT) -> T:
         """Wait for the work (as long as it needs: it reads a bounded amount) and
-        return its value or raise its exception; a signal meanwhile stops it."""
+        return its value or raise its exception; a signal meanwhile stops it
+        (waiting `cancel_wait` seconds for it to notice)."""
         while self._thread.is_alive():
             self._thread.join(POLL)
             if interrupt.pending():
-                self.cancel()
+                self.cancel(cancel_wait)
                 interrupt.raise_pending()
         if self._error is not None:
             raise self._error
         return self._value  # type: ignore[return-value]
 
-    def cancel(self) -> None:
+    def cancel(self, wait: float = CANCEL_WAIT) -> None:
         """Stop the work at its next `check` and wait for it briefly (it only reads)."""
         self._stop.set()
-        self._thread.join(CANCEL_WAIT)
+        self._thread.join(wait)

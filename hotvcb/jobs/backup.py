@@ -195,7 +195,7 @@ class BackupJob:
             result.status, result.message = "error", str(err)
             self.log.error("%s: %s" % (ref.name, err))
         finally:
-            self.space.release(ref.name)
+            self.space.release(ref.name, failed=result.status not in ("ok", "skipped"))
         if not self.dry_run:
             uuid = one.vm.uuid if one.vm is not None else ""
             result.good_backups = self._good_backups(ref.name, settings, uuid)

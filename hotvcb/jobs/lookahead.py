@@ -7,12 +7,14 @@ VM's backup asks first: its snapshot list and its power state. An answer
 that old is used only where acting on it is as safe as acting on a fresh
 one, and only for FRESH_FOR seconds; otherwise the question is asked again:
 
-- the snapshot list serves the leftover check, the pre-flight and the
+- an empty snapshot list serves the leftover check, the pre-flight and the
   create's "before" set where the VM's snapshots are refused: a snapshot
   taken since has delta files next to the disks, which the pre-flight reads
   at its own time, and no dead run makes new ones (this run holds the host's
-  lock). Where snapshots are allowed or kept (ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP,
-  BACKUP_SNAPSHOT_TREE), the list is asked again.
+  lock). A list that names any snapshot is asked again: the user may have
+  removed it since (refusing the VM for it would be wrong), and a dead run's
+  is removed by its fresh id. Where snapshots are allowed or kept
+  (ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP, BACKUP_SNAPSHOT_TREE), the list is asked again.
 - "on" serves to decide on a snapshot: a VM that went off or suspended
   since is snapshotted all the same, which ESXi allows. "off" (copied
   without a snapshot, which needs it off now), any other answer, a power-down
@@ -68,7 +70,7 @@ class Lookahead:
         if asking is None:
             return None
         try:
-            found = asking.result()
+            found = asking.result(cancel_wait=0)  # a signal: not waited for (see drop)
         except HotvcbError:
             return None  # asked again, in the VM's own turn
         if found.vmid != ref.vmid or time.monotonic() - found.asked > FRESH_FOR:
@@ -77,18 +79,20 @@ class Lookahead:
 
     def drop(self) -> None:
         """As the run ends: wait for questions still out (each is bounded) and forget them, so no
-        query outlives the run; a signal meanwhile stops them, and the run says so itself."""
+        query outlives the run; a signal meanwhile stops them, and the run says so itself. Once a
+        signal came they are not waited for: they only read, and a power state is asked
+        uninterruptibly (cleanup asks it after Ctrl-C), so a hung hostd held the run's end 30 s."""
         asking, self._asking = self._asking, None
         if asking is not None:
             try:
-                asking.result()
+                asking.result(cancel_wait=0)
             except (HotvcbError, Interrupted):
                 pass
 
 
 def snapshots(found: Optional[Answers], s: Settings) -> Optional[List[Snapshot]]:
-    """The VM's snapshot list asked ahead, where it may serve (None: ask now)."""
-    if found is None or s.allow_vms_with_snapshots_to_be_backedup or s.backup_snapshot_tree:
+    """The VM's snapshot list asked ahead, where it may serve: none then (None: ask now)."""
+    if found is None or found.snapshots or s.allow_vms_with_snapshots_to_be_backedup or s.backup_snapshot_tree:
         return None
     return list(found.snapshots)
 

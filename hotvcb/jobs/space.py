@@ -19,8 +19,9 @@ A free figure serves the VMs after it for REUSE_FOR seconds (each look is a
 host command, a round trip to hostd on ESXi), less everything this run
 reserved since, while it holds a VM's need twice over and no other VM of
 ours holds room there: then a fresh look could not change the verdict
-unless something else filled half the target within that time. Otherwise
-the target is looked at again. The target's own checks (mounted, a folder)
+unless something else filled half the target within that time. Otherwise,
+and once a VM that held room there failed (a copy out of room, say), the
+target is looked at again. The target's own checks (mounted, a folder)
 run for every VM either way.
 """
 
@@ -115,7 +116,12 @@ class SpaceLedger:
                 return pool
         return self._roots[pool]
 
-    def release(self, vm: str) -> None:
+    def release(self, vm: str, failed: bool = False) -> None:
+        """`vm` is done; `failed`: its figure is not to serve the next VMs (a copy that ran out of
+        room says the target holds less than the last look saw: something else is writing there)."""
         with self._changed:
-            if self._held.pop(vm, None) is not None:
+            held = self._held.pop(vm, None)
+            if held is not None:
+                if failed:
+                    self._looked.pop(held[0], None)
                 self._changed.notify_all()
