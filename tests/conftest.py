@@ -1,3 +1,4 @@
+import subprocess
 import sys
 from pathlib import Path
 
@@ -27,3 +28,20 @@ def host(tmp_path):
     h = make_host(tmp_path / "host")
     yield h
     h.stop()
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A small file system of its own (to fill it, or to make it read-only): mount(name, size)."""
+    mounted = []
+
+    def mount(name, size):
+        where = tmp_path / name
+        where.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s" % size, "tmpfs", str(where)], check=True)
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", str(where)])

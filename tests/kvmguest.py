@@ -224,6 +224,15 @@ def boot_files(folder: str) -> Tuple[str, str]:
     return kernel, initramfs(os.path.join(folder, "initrd.gz"))
 
 
+def random_qcow2(raw: str, image: str, size: int, random_bytes: int = MiB) -> str:
+    """A qcow2 of `size` whose first `random_bytes` are random (kept as the raw file `raw` to compare with)."""
+    with open(raw, "wb") as f:
+        f.write(os.urandom(random_bytes))
+        f.truncate(size)
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, image], check=True)
+    return image
+
+
 def domain_xml(name: str, image: str, fmt: str, console: str, kernel: str = "", initrd: str = "",
                agent: bool = True) -> str:
     """Without a kernel the firmware finds nothing to boot and idles: a running domain, for the driver contract."""
@@ -252,11 +261,7 @@ class Guest:
     def __init__(self, name: str, folder: str, size: int = 64 * MiB, random_bytes: int = 32 * MiB):
         self.name, self.folder = name, folder
         self.initial = os.path.join(folder, "initial.raw")
-        with open(self.initial, "wb") as f:
-            f.write(os.urandom(random_bytes))
-            f.truncate(size)
-        self.image = os.path.join(folder, "vda.qcow2")
-        subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", self.initial, self.image], check=True)
+        self.image = random_qcow2(self.initial, os.path.join(folder, "vda.qcow2"), size, random_bytes)
         self.console_path = os.path.join(folder, "console.log")
         kernel, initrd = boot_files(folder)
         xml = os.path.join(folder, "domain.xml")

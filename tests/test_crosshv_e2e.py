@@ -17,6 +17,7 @@ from bootguest import write_boot_sector
 from hotvcb.convert.firmware import ovmf
 from hotvcb.convert.machine import normal_uuid
 from hotvcb.vmx import VmxFile
+import procs
 from qemuvm import PYTHON, env, kill_tree, needs_qemu, same_content, wait_until
 from simhost import VOLUME, hotvcb, make_host, needs_root, write_conf
 from simhost import backups as simhost_backups
@@ -36,16 +37,8 @@ def cli(*args, timeout=300):
 
 def qemus_using(path):
     """QEMU processes whose command line names path (its console log: unique per test)."""
-    out = []
-    for pid in os.listdir("/proc"):
-        try:
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if argv and argv[0].endswith(b"qemu-system-x86_64") and any(path.encode() in a for a in argv):
-            out.append(int(pid))
-    return out
+    return [pid for pid, argv in procs.argvs()
+            if argv[0].endswith(b"qemu-system-x86_64") and any(path.encode() in a for a in argv)]
 
 
 def console_of(r):

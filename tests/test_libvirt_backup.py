@@ -338,12 +338,8 @@ def test_a_domain_that_is_off_is_copied_from_its_image(lab):
     folder = os.path.join(os.path.dirname(lab.volume), "off")
     os.makedirs(folder)
     os.chmod(folder, 0o755)
-    image = os.path.join(folder, "vda.qcow2")
     raw = os.path.join(folder, "data.raw")
-    with open(raw, "wb") as f:
-        f.write(os.urandom(MiB))
-        f.truncate(4 * MiB)
-    assert qemu_img("convert", "-f", "raw", "-O", "qcow2", raw, image).returncode == 0
+    image = kvmguest.random_qcow2(raw, os.path.join(folder, "vda.qcow2"), 4 * MiB)
     xml = os.path.join(folder, "domain.xml")
     with open(xml, "w") as f:
         f.write(kvmguest.domain_xml("hv off", image, "qcow2", os.path.join(folder, "console.log"), agent=False))

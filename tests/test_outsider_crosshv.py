@@ -27,6 +27,7 @@ from bootguest import make_boot_disk
 from hotvcb.shell import LocalShell
 from hotvcb.store import manifest
 from hotvcb.vmx import VmxFile
+import procs
 from qemuvm import PYTHON, QEMU_IMG, env, kill_tree, needs_qemu, same_content, slow_qemu_img, wait_until
 
 pytestmark = needs_qemu
@@ -147,18 +148,8 @@ def libvirt_backup(volume, xml_disks, outside=None, name="lv", uuid="0f4c2a56-5d
 
 def procs_naming(text):
     """pids of processes whose command line names text."""
-    out = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if any(text.encode() in a for a in argv[1:]) and b"pytest" not in argv[0] + (argv[1] if len(argv) > 1 else b""):
-            out.append(int(pid))
-    return out
+    return [pid for pid, argv in procs.argvs()
+            if any(text.encode() in a for a in argv[1:]) and b"pytest" not in argv[0] + (argv[1] if len(argv) > 1 else b"")]
 
 
 # --- hostile names ----------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+import procs
 from simhost import backup_root, backups, hotvcb, hotvcb_background, listing, make_host, needs_root, sealed, snapshot_names, write_conf
 
 REPO = str(Path(__file__).resolve().parents[1])
@@ -262,16 +263,9 @@ def test_every_command_loads_alone_from_the_pyz_with_the_oldest_python(tmp_path)
 
 def _hotvcb_pid(marker: str):
     """The pid of the python running hotvcb with `marker` among its arguments (inside esxisim's shell)."""
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
+    for pid, argv in procs.argvs():
         if b"hotvcb" in argv and marker.encode() in argv and b"shell" not in argv:
-            return int(pid)
+            return pid
     return None
 
 
@@ -389,25 +383,17 @@ def bare_domain(request):
     kvmguest = pytest.importorskip("kvmguest")
     if kvmguest.available() is not None:
         pytest.skip(kvmguest.available())
-    from qemuvm import PYTHON, env, qemu_img
+    from qemuvm import PYTHON, env
 
     request.getfixturevalue("libvirt_exclusive")
     virsh = kvmguest.virsh
     root = tempfile.mkdtemp(prefix="hvdg", dir="/var/tmp")
     os.chmod(root, 0o755)
-    disk = os.path.join(root, "the disk.qcow2")
-    raw = disk + ".src"
-    with open(raw, "wb") as f:
-        f.write(os.urandom(MIB))
-        f.truncate(8 * MIB)
-    assert qemu_img("convert", "-f", "raw", "-O", "qcow2", raw, disk).returncode == 0
+    disk = kvmguest.random_qcow2(os.path.join(root, "the disk.src"), os.path.join(root, "the disk.qcow2"), 8 * MIB)
     xml = os.path.join(root, "domain.xml")
     with open(xml, "w") as f:
-        f.write("""<domain type='qemu'><name>%s</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type></os>
-  <devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='%s'/>
-    <target dev='vda' bus='virtio'/></disk><controller type='usb' model='none'/><memballoon model='none'/>
-  </devices></domain>""" % (DOM.replace("'", "&apos;").replace('"', "&quot;"), disk))
+        f.write(kvmguest.domain_xml(DOM.replace("'", "&apos;").replace('"', "&quot;"), disk, "qcow2",
+                                    os.path.join(root, "console.log"), agent=False))
     virsh("define", xml)
     os.makedirs(os.path.join(root, "backups"))
     conf = kvmguest.write_conf(root, os.path.join(root, "backups"))

@@ -160,14 +160,21 @@ def test_a_failing_question_asked_ahead_fails_neither_vm(host, tmp_path):
     assert len(sealed(host, FIRST)) == 1 and len(sealed(host, SECOND)) == 1, out
 
 
-@needs_root
-def test_sigterm_while_a_question_asked_ahead_hangs_ends_the_run_promptly_and_cleanly(host, tmp_path):
+def _two_vms_the_second_ones_question_hangs(host, tmp_path, verb):
+    """Both VMs on, the first one's copy slow; `verb` about the second VM hangs and leaves its pid in
+    the returned file: (first vmid, second vmid, that file)."""
     first = host.create_vm(FIRST, "datastore1", [{"size": "4M"}], power="on")
     second = host.create_vm(SECOND, "datastore1", [{"size": "4M"}], power="on")
     host.set_fault("clone.delay", 30)
     hung = str(tmp_path / "hung")
+    _misbehave(host, tmp_path, verb, second, 'echo $$ > "%s"; exec sleep 300' % hung)
+    return first, second, hung
+
+
+@needs_root
+def test_sigterm_while_a_question_asked_ahead_hangs_ends_the_run_promptly_and_cleanly(host, tmp_path):
     # the power state is asked uninterruptibly (cleanup asks it after a signal): the harder one to hang
-    _misbehave(host, tmp_path, "vmsvc/power.getstate", second, 'echo $$ > "%s"; exec sleep 300' % hung)
+    first, second, hung = _two_vms_the_second_ones_question_hangs(host, tmp_path, "vmsvc/power.getstate")
     run = hotvcb_background(host, "backup", "-a", "-g", write_conf(host), "-w", tmp_path / "work")
     try:
         wait_for(lambda: os.path.exists(hung) and os.path.getsize(hung), timeout=60, what="a question to hang")
@@ -188,11 +195,7 @@ def test_sigterm_while_a_question_asked_ahead_hangs_ends_the_run_promptly_and_cl
 
 @needs_root
 def test_kill_9_while_a_question_asked_ahead_hangs_then_the_next_run_cleans_up_and_backs_up(host, tmp_path):
-    first = host.create_vm(FIRST, "datastore1", [{"size": "4M"}], power="on")
-    second = host.create_vm(SECOND, "datastore1", [{"size": "4M"}], power="on")
-    host.set_fault("clone.delay", 30)
-    hung = str(tmp_path / "hung")
-    _misbehave(host, tmp_path, "vmsvc/snapshot.get", second, 'echo $$ > "%s"; exec sleep 300' % hung)
+    first, second, hung = _two_vms_the_second_ones_question_hangs(host, tmp_path, "vmsvc/snapshot.get")
     conf = write_conf(host)
     run = hotvcb_background(host, "backup", "-a", "-g", conf, "-w", tmp_path / "work")
     try:

@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+import procs
 from esxisim import proclog
 from sshd import needs_sshd, running_sshd
 from simhost import (REPO, backups, copying, hotvcb, hotvcb_background, kill, lock_pid, needs_root, ours, sealed,
@@ -140,15 +141,7 @@ def test_a_per_vm_config_folder_that_is_none_is_a_usage_error_before_any_vm(host
 # -- 5. hooks of several VMs at once ------------------------------------------------------------
 
 def _procs_with(word):
-    found = []
-    for pid in os.listdir("/proc"):
-        try:
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
-                if word.encode() in f.read():
-                    found.append(int(pid))
-        except OSError:
-            pass
-    return found
+    return [pid for pid, argv in procs.argvs() if word.encode() in b"\0".join(argv)]
 
 
 def test_hooks_of_vms_at_once_keep_their_own_vm_and_a_hung_pre_hook_is_killed(host, tmp_path):

@@ -47,23 +47,6 @@ def tree(path):
 
 
 @pytest.fixture
-def tmpfs(tmp_path):
-    """A small file system of its own (to fill it, or to make it read-only)."""
-    mounted = []
-
-    def mount(name, size):
-        where = tmp_path / name
-        where.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s" % size, "tmpfs", str(where)], check=True)
-        mounted.append(where)
-        return where
-
-    yield mount
-    for where in mounted:
-        subprocess.run(["umount", str(where)])
-
-
-@pytest.fixture
 def two_backups(tmp_path):
     a_disk, b_disk = tmp_path / "a.raw", tmp_path / "b.raw"
     make_disk(a_disk, size=3 * MiB + 1234)  # not a multiple of the chunk size

@@ -183,22 +183,6 @@ def test_sigterm_mid_restore_with_background_flushes_removes_the_output_and_exit
     assert not to.exists() and not os.path.exists(work), os.listdir(str(tmp_path))
 
 
-@pytest.fixture
-def tmpfs(tmp_path):
-    mounted = []
-
-    def mount(name, size):
-        where = tmp_path / name
-        where.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s" % size, "tmpfs", str(where)], check=True)
-        mounted.append(where)
-        return where
-
-    yield mount
-    for where in mounted:
-        subprocess.run(["umount", str(where)])
-
-
 @needs_root
 def test_a_restore_filling_its_disk_fails_in_one_line_and_leaves_nothing(zstd_repo, tmp_path, tmpfs):
     repo, a, b, disk = zstd_repo

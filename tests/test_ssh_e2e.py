@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+import procs
 from hotvcb.errors import TimeoutExpired
 from simhost import host_lock_path
 from sshd import needs_sshd, running_sshd
@@ -192,17 +193,7 @@ def _descriptor(host, backup, rel):
 
 
 def _procs():
-    out = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
-        except OSError:
-            continue
-        out.append((int(pid), cmd))
-    return out
+    return [(pid, b" ".join(argv).decode("utf-8", "replace")) for pid, argv in procs.argvs()]
 
 
 def test_force_command_wrapper(site, tmp_path):
