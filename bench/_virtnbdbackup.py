@@ -88,4 +88,26 @@ class VirtNbdBackup:
         images = [p for p in glob.glob(os.path.join(target, "*")) if not p.endswith((".xml", ".log"))]
         if len(images) != 1:
             raise RuntimeError("virtnbdrestore left %s in %s, expected one disk image" % (images, target))
+        closed(images[0])
         return images[0]
+
+
+def closed(image: str, timeout: float = 120) -> None:
+    """Wait until no process holds `image` open for writing (QEMU's image lock is free).
+
+    virtnbdrestore (1.9.15) writes through a `qemu-nbd --fork` it starts, and on
+    its way out only disconnects from it: it exits while that qemu-nbd still
+    closes the image and writes its last qcow2 metadata (an L2 table: read then,
+    the data past 512 MiB looks unwritten). A compare run at once on a quiet
+    machine saw "Content mismatch at offset 536870912" that was gone a moment
+    later. So the image is read only once its writer has let go.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        held = subprocess.run(["qemu-img", "info", image], capture_output=True, text=True, timeout=60)
+        if held.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError("%s still held open %d s after virtnbdrestore exited: %s"
+                               % (image, timeout, held.stderr.strip().splitlines()[:1]))
+        time.sleep(0.05)

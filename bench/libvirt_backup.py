@@ -10,8 +10,8 @@ and all read the same bytes: a 4 GiB qcow2 with 1 GiB of random data.
   waited for until the job is gone;
 - virtnbdbackup `-l copy` (a full backup without a checkpoint) into a fresh
   folder, end to end; its set restored once afterwards (`virtnbdrestore`) and
-  compared with the image (`qemu-img compare`). Where it is not installed its
-  row says why;
+  compared with the image (`qemu-img compare`) once the qemu-nbd virtnbdrestore
+  leaves running has closed it. Where it is not installed its row says why;
 - reference: `qemu-img convert -U` of the image file (no point in time held).
 
 No target: a measurement behind the choice of pull mode (docs/kvm.md). With
@@ -118,6 +118,8 @@ def main() -> int:
         else:
             print("| virtnbdbackup -l copy (%s) | %.2f | x%.2f | - | - |" % (held, vnbd_s[0], vnbd_s[0] / ref_s))
         print("\n%d GiB qcow2 with %d MiB of data, the domain running with an idle guest; best of 2, interleaved." % (4 * DATA_MIB >> 10, DATA_MIB))
+        if not why_not:
+            print("virtnbdrestore's image is compared once the qemu-nbd it leaves behind has closed it.")
         return 0
     finally:
         kvmguest.virsh("destroy", NAME, check=False)

@@ -13,9 +13,11 @@ checkpoints (neither touches the other's). For each pair the domain is paused
 (`virsh suspend`: QEMU runs, the guest's writes wait), so both read the disk at
 the same instant: hotvcb's backup is compared with the paused disk, and
 `virtnbdrestore`'s image of virtnbdbackup's set with hotvcb's backup, both with
-`qemu-img compare`, after the timed runs. The order alternates (hotvcb first
-for the full backups, virtnbdbackup first for the incrementals). Where
-virtnbdbackup is not installed its rows say why and the rest still runs.
+`qemu-img compare`, after the timed runs (and after the qemu-nbd virtnbdrestore
+leaves running has closed its image: bench/_virtnbdbackup.py closed()). The
+order alternates (hotvcb first for the full backups, virtnbdbackup first for
+the incrementals). Where virtnbdbackup is not installed its rows say why and
+the rest still runs.
 
 Target: hotvcb's incremental takes less than half its full backup's time (it
 reads only the dirty clusters), and hotvcb's backups hold the disk as it was.
@@ -147,7 +149,8 @@ def main() -> int:
         if vfull is not None and vinc is not None:
             print("\nhotvcb / virtnbdbackup time: full x%.2f, incremental x%.2f." % (full / vfull, inc / vinc))
         print("\n1 GiB qcow2 with 512 MiB of data, the guest writing between the backups and paused during each "
-              "pair; one run each (a backup changes what the next one reads).")
+              "pair; one run each (a backup changes what the next one reads). virtnbdrestore's images are "
+              "compared once the qemu-nbd it leaves behind has closed them.")
         return 0 if ok else 1
     finally:
         if guest is not None:
