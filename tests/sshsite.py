@@ -50,9 +50,15 @@ def site(host, tmp_path):
     (bindir / "ssh").write_text('#!/bin/sh\ncase " $* " in *" -O "*|*" -N "*) ;; *) printf %%s "$*" | tr "\\n" " " >> %s; echo >> %s ;; esac\n'
                                 'exec %s "$@"\n' % (sessions, sessions, shutil.which("ssh")))
     (bindir / "ssh").chmod(0o755)
-    wrap = [sys.executable, "-m", "esxisim", "shell", host.root, "--"]
-    with running_sshd(tmp_path / "sshd", wrap=wrap, env=dict(os.environ, PYTHONPATH=REPO)) as sshd:
+    with host_sshd(host, tmp_path / "sshd") as sshd:
         yield Site(host, sshd, bindir, tmp_path)
+
+
+def host_sshd(host, folder):
+    """An sshd on loopback whose sessions run inside the simulated host, as a real ESXi's sshd's do
+    (a context manager: running_sshd's server)."""
+    return running_sshd(folder, wrap=[sys.executable, "-m", "esxisim", "shell", host.root, "--"],
+                        env=dict(os.environ, PYTHONPATH=REPO))
 
 
 def replace_host_python(host, make) -> None:

@@ -15,7 +15,8 @@ import pytest
 
 import procs
 from esxisim import proclog
-from sshd import needs_sshd, running_sshd
+from sshd import needs_sshd
+from sshsite import host_sshd
 from simhost import (REPO, backups, copying, hotvcb, hotvcb_background, kill, lock_pid, needs_root, ours, sealed,
                      wait_for, write_conf)
 
@@ -277,9 +278,8 @@ def test_sigterm_over_ssh_stops_every_remote_copy_and_removes_every_snapshot(hos
     made = _vms(host, (("s1", "datastore1"), ("s2", "datastore1"), ("s3", "ds5")), size="1M")
     conf = write_conf(host, BACKUP_PARALLEL=3)
     host.set_fault("clone.delay", "120")
-    wrap = [sys.executable, "-m", "esxisim", "shell", host.root, "--"]
     env = dict(os.environ, PYTHONPATH=REPO)
-    with running_sshd(tmp_path / "sshd", wrap=wrap, env=env) as sshd:
+    with host_sshd(host, tmp_path / "sshd") as sshd:
         proc = subprocess.Popen([sys.executable, "-m", "hotvcb"] + sshd.cli_args() + ["backup", "-a", "-g", conf],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
         wait_for(lambda: len(_clone_starts(host)) == 3, timeout=60, what="three remote copies")

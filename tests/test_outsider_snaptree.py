@@ -290,7 +290,7 @@ def _needs_qemu():
 
 @_needs_qemu()
 def test_a_mute_guest_agent_is_bounded_by_hook_timeout_and_sigterm_ends_the_wait(qlab):
-    from qemuvm import env, kill_tree
+    from qemuvm import env
     srv = _mute_agent(qlab.qga)
     try:
         t0 = time.monotonic()
@@ -304,21 +304,8 @@ def test_a_mute_guest_agent_is_bounded_by_hook_timeout_and_sigterm_ends_the_wait
         assert "Creating Snapshot" not in out and _overlays(qlab) == []
 
         # SIGTERM while the pre-hook waits on the mute agent (HOOK_TIMEOUT long): ends at once
-        log = str(qlab.tmp / "run.log")
-        with open(log, "w") as f:
-            proc = subprocess.Popen(qlab.argv(GUEST_PRE_BACKUP_HOOK="sync", HOOK_TIMEOUT="5"), stdout=f,
-                                    stderr=subprocess.STDOUT, env=env())
-        try:
-            wait_for(lambda: "running the in-guest pre-backup hook" in open(log).read(), 30, "the guest hook")
-            time.sleep(0.5)
-            proc.send_signal(signal.SIGTERM)
-            t0 = time.monotonic()
-            rc = proc.wait(60)
-            took = time.monotonic() - t0
-        finally:
-            if proc.poll() is None:
-                kill_tree(proc.pid)
-        out = open(log).read()
+        rc, took, out = _sigterm_during_the_guest_hook(qlab, "run.log", 0.5, GUEST_PRE_BACKUP_HOOK="sync",
+                                                       HOOK_TIMEOUT="5")
         assert rc == 2 and "interrupted by SIGTERM" in out, out
         assert took < 10, "SIGTERM took %.0f s to end the run" % took
         assert _overlays(qlab) == []
@@ -345,22 +332,30 @@ def test_a_guest_hook_that_prints_megabytes_succeeds_and_sigterm_ends_a_running_
     assert len(out) < 200000, "the hook's megabytes went into the log"
 
     # SIGTERM while the in-guest pre-hook runs (it would for 60 s): the run ends in seconds, no overlay
-    log = str(qlab.tmp / "term.log")
+    rc, took, out = _sigterm_during_the_guest_hook(qlab, "term.log", 1, GUEST_PRE_BACKUP_HOOK="sleep 60")
+    assert rc == 2 and "interrupted by SIGTERM" in out, out
+    assert took < 10 and "Creating Snapshot" not in out and _overlays(qlab) == []
+
+
+def _sigterm_during_the_guest_hook(qlab, log_name, settle, **keys):
+    """A run whose in-guest pre-backup hook is running gets SIGTERM `settle` s into it:
+    (exit code, seconds it then took to end, its output)."""
+    from qemuvm import env, kill_tree
+    log = str(qlab.tmp / log_name)
     with open(log, "w") as f:
-        proc = subprocess.Popen(qlab.argv(GUEST_PRE_BACKUP_HOOK="sleep 60"), stdout=f, stderr=subprocess.STDOUT,
-                                env=env())
+        proc = subprocess.Popen(qlab.argv(**keys), stdout=f, stderr=subprocess.STDOUT, env=env())
     try:
         wait_for(lambda: "running the in-guest pre-backup hook" in open(log).read(), 30, "the guest hook")
-        time.sleep(1)
+        time.sleep(settle)
         proc.send_signal(signal.SIGTERM)
         t0 = time.monotonic()
         rc = proc.wait(60)
+        took = time.monotonic() - t0
     finally:
         if proc.poll() is None:
-            proc.kill()
-    out = open(log).read()
-    assert rc == 2 and "interrupted by SIGTERM" in out, out
-    assert time.monotonic() - t0 < 10 and "Creating Snapshot" not in out and _overlays(qlab) == []
+            kill_tree(proc.pid)
+    with open(log) as f:
+        return rc, took, f.read()
 
 
 def _background(host, log, *args):

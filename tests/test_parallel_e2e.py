@@ -14,7 +14,8 @@ from esxisim import proclog, writer
 from simhost import (backup_root, backups, copying, hotvcb, hotvcb_background, kill, lock_pid, needs_root,
                      ours, sealed, wait_for)
 from simhost import REPO, write_conf
-from sshd import needs_sshd, running_sshd
+from sshd import needs_sshd
+from sshsite import host_sshd
 
 pytestmark = needs_root
 
@@ -259,9 +260,8 @@ def test_three_at_once_over_ssh(host, tmp_path):
     made = _vms(host, (("s1", "datastore1"), ("s2", "datastore1"), ("s3", "ds5")), size="4M", writers=False)
     conf = write_conf(host, BACKUP_PARALLEL=3)
     host.set_fault("clone.delay", "4")
-    wrap = [sys.executable, "-m", "esxisim", "shell", host.root, "--"]
     env = dict(os.environ, PYTHONPATH=REPO)
-    with running_sshd(tmp_path / "sshd", wrap=wrap, env=env) as sshd:
+    with host_sshd(host, tmp_path / "sshd") as sshd:
         r = subprocess.run([sys.executable, "-m", "hotvcb"] + sshd.cli_args() + ["backup", "-a", "-g", conf],
                            capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -23,6 +23,7 @@ import procs
 from hotvcb.errors import TimeoutExpired
 from simhost import host_lock_path
 from sshd import needs_sshd, running_sshd
+from sshsite import host_sshd
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [needs_sshd]
@@ -69,8 +70,7 @@ def site(tmp_path_factory):
     conf = root / "g.conf"
     conf.write_text("VM_BACKUP_VOLUME=%s\nDISK_BACKUP_FORMAT=thin\nVM_BACKUP_ROTATION_COUNT=10\n" % BK,
                     encoding="utf-8")
-    wrap = [sys.executable, "-m", "esxisim", "shell", host.root, "--"]
-    with running_sshd(root / "sshd", wrap=wrap, env=_env()) as sshd:
+    with host_sshd(host, root / "sshd") as sshd:
         yield host, conf, sshd, root
     host.stop()
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from sshd import needs_sshd, running_sshd
+from sshd import needs_sshd
+from sshsite import host_sshd
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [needs_sshd]
@@ -42,8 +43,7 @@ def test_hot_backup_over_ssh_of_a_host_without_python(tmp_path, version):
         conf = tmp_path / "g.conf"
         conf.write_text("VM_BACKUP_VOLUME=%s\nDISK_BACKUP_FORMAT=thin\nVM_BACKUP_ROTATION_COUNT=3\n" % BK,
                         encoding="utf-8")
-        wrap = [sys.executable, "-m", "esxisim", "shell", host.root, "--"]
-        with running_sshd(tmp_path / "sshd", wrap=wrap, env=_env()) as sshd:
+        with host_sshd(host, tmp_path / "sshd") as sshd:
             r = subprocess.run([sys.executable, "-m", "hotvcb"] + sshd.cli_args()
                                + ["backup", "-m", "old", "-g", str(conf), "-w", str(tmp_path / "w")],
                                capture_output=True, text=True, timeout=300, env=_env(), cwd=str(ROOT))

@@ -113,7 +113,8 @@ def test_status_of_every_host_in_a_list_over_ssh(tmp_path):
     import subprocess
     import sys
 
-    from sshd import available, running_sshd
+    from sshd import available
+    from sshsite import host_sshd
     from simhost import REPO
 
     if not available():
@@ -126,8 +127,7 @@ def test_status_of_every_host_in_a_list_over_ssh(tmp_path):
         conf = write_conf(host)
         assert hotvcb(host, "-m", "web", "-g", conf).returncode == 0
         env = dict(os.environ, PYTHONPATH=REPO)
-        wrap = [sys.executable, "-m", "esxisim", "shell", host.root, "--"]
-        with running_sshd(tmp_path / "sshd", wrap=wrap, env=env) as sshd:
+        with host_sshd(host, tmp_path / "sshd") as sshd:
             hosts = tmp_path / "hosts"
             hosts.write_text("# the fleet\n%s:%d\nroot@127.0.0.1:1\n" % (sshd.target, sshd.port))
             argv = [sys.executable, "-m", "hotvcb", "--identity", sshd.identity, "--known-hosts", sshd.known_hosts,
