@@ -231,10 +231,12 @@ def digest_fd(f, block_size, whole=False, on_block=None, check=None, threads=Non
     return dig.result()
 
 
-def open_regular(path):
+def open_regular(path, follow=True):
     """`path` opened for reading (unbuffered), or OSError if it is no regular file: a FIFO put where a
-    backup's file was would block open() for ever (no signal ends a retried open), a device never ends."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # no effect on a regular file
+    backup's file was would block open() for ever (no signal ends a retried open), a device never ends.
+    With follow=False a symlink is refused too (ELOOP)."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)  # no effect on a regular file
+    fd = os.open(path, flags if follow else flags | os.O_NOFOLLOW)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "not a regular file")

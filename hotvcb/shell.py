@@ -18,14 +18,13 @@ import select
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence
 
-from . import hostdigest, interrupt, treescan
+from . import blockdigest, hostdigest, interrupt, treescan
 from .errors import CommandFailed, HostError, TimeoutExpired
 
 
@@ -220,18 +219,11 @@ class LocalShell:
         """For files anyone may have planted (restore records): a FIFO would block the open
         or read, a symlink lead elsewhere, a huge file fill memory."""
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            with blockdigest.open_regular(path, follow=False) as f:
+                return decoded(f.read(limit))
         except OSError as err:
-            why = NOT_REGULAR if err.errno == errno.ELOOP else err.strerror
+            why = NOT_REGULAR if err.errno == errno.ELOOP else err.strerror  # else open_regular's own
             raise HostError("cannot read %s: %s" % (path, why)) from err
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise HostError("cannot read %s: %s" % (path, NOT_REGULAR))
-            return decoded(os.read(fd, limit))
-        except OSError as err:
-            raise HostError("cannot read %s: %s" % (path, err.strerror)) from err
-        finally:
-            os.close(fd)
 
     def open_binary(self, path: str):
         """A binary file object reading path from its start (hashing, archives)."""
