@@ -53,7 +53,8 @@ def _kvm(args) -> int:
     if not os.path.isdir(args.kvm):
         raise UsageError("--kvm %s: no such folder" % args.kvm)
     _settings, log = common.load(args)
-    n = restore_scratch.sweep(LocalShell(), [args.kvm], log, RunId.new(), args.level == "dryrun")
+    n = restore_scratch.sweep(LocalShell(), [args.kvm], log, RunId.new().on_host(restore_scratch.machine_id()),
+                              args.level == "dryrun")
     return _summary(args, log, n, 0)
 
 

@@ -14,7 +14,7 @@
   definition is written: `<name>.xml` (`virsh define`-able; a libvirt
   backup's own XML rewritten, else built from the Machine) and `<name>.sh`
   (the same VM as a QEMU command line, with a QMP socket hotvcb can back up).
-  The folder is made after its owner record (restore_scratch.claim), so a
+  The folder is made after its owner record (restore_scratch.Records), so a
   SIGKILLed restore's is removed by the next restore into the target folder or
   by `hotvcb cleanup --kvm DIR`. Any failure or Ctrl-C removes that folder.
 - renamed: the folder gets its final name only when every file is in place.
@@ -38,7 +38,6 @@ from ..convert.machine import ConvertError, Machine, renamed
 from ..convert.qemu_argv import qemu_argv, start_script
 from ..errors import HostError, HotvcbError
 from ..hosts import qemuimg
-from ..runid import RunId
 from ..shell import Shell
 from ..store import layout
 from ..units import human_size
@@ -81,6 +80,7 @@ class KvmRestore:
         self.shell, self.log, self.verify, self.dry_run, self.qemu_img = shell, log, verify, dry_run, qemu_img
         self.temp = None  # type: Optional[str]  # set once created: removed on any failure
         self.unpacked = None  # type: Optional[str]  # a .gz backup unpacked: removed at the end
+        self.records = restore_scratch.Records(shell, restore_scratch.machine_id)
 
     def run(self, req: KvmRequest) -> KvmResult:
         try:
@@ -93,7 +93,7 @@ class KvmRestore:
                 if path is not None:
                     self.log.info("Removing the %s %s" % (what, path))
                     try:
-                        restore_scratch.remove(self.shell, path)
+                        self.records.remove(path)
                     except HostError as err:  # not over the error that brought us here
                         self.log.error("%s -- remove it by hand" % err)
 
@@ -111,13 +111,13 @@ class KvmRestore:
             raise KvmRestoreError("target folder %s is inside the backup %s, which a restore only reads"
                                   % (req.target, backup))
         backup_check.require_good(self.shell, backup)
-        restore_scratch.sweep(self.shell, [req.target], self.log, RunId.new(), self.dry_run)
+        restore_scratch.sweep(self.shell, [req.target], self.log, self.records.run(), self.dry_run)
         if archive:  # checked as it is, then unpacked beside the target (never next to the backups)
             self._verify(backup)
             if self.dry_run:
                 self.log.dryrun("RESTORE TO KVM: %s would be unpacked in %s and restored" % (backup, req.target))
                 return KvmResult("", "", "", "")
-            self.unpacked = restore_scratch.make(self.shell, req.target)
+            self.unpacked = self.records.make(req.target)
             backup = backup_check.unpack(self.shell, backup, self.unpacked, self.log.info)
         found = machine_of(self.shell, backup, req.disk_bus, req.nic_model)
         m = found.machine
@@ -174,7 +174,7 @@ class KvmRestore:
         m = found.machine
         temp = folder + RESTORING
         try:  # the atomic claim: a second restore passed the checks too
-            restore_scratch.claim(self.shell, temp)
+            self.records.claim(temp)
         except HostError as err:
             raise KvmRestoreError("%s %s" % (temp, IN_USE) if self.shell.exists(temp) else str(err)) from err
         self.temp = temp
@@ -197,7 +197,7 @@ class KvmRestore:
             raise KvmRestoreError("target folder %s appeared during the restore; not overwriting it" % folder)
         self.shell.rename(temp, folder)
         self.temp = None
-        restore_scratch.release(self.shell, temp)
+        self.records.release(temp)
         result = KvmResult(m.name, folder, folder + "/" + fname + ".xml", script)
         if req.define_in is not None:
             self._define(req.define_in, result.xml, m.name)
