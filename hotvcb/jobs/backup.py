@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Union
 
 from .. import config, crashpoint, interrupt
-from ..errors import AmbiguousVm, HotvcbError, Interrupted, InvalidVm, SnapshotError, VmNotFound
+from ..errors import AmbiguousVm, HotvcbError, Interrupted, InvalidVm, SnapshotError, VmGone, VmNotFound
 from ..hosts.base import Hypervisor
 from ..model import Disk, DiskResult, Snapshot, SnapshotTree, Vm, VmRef, VmResult
 from ..runid import RunId
@@ -252,6 +252,7 @@ class _VmBackup:
         self.snapshot = None  # type: Optional[Snapshot]
         self.snapshot_name = None  # type: Optional[str]  # asked for, whether or not it showed up
         self.snapshot_refused = False  # the host said no: nothing will show up late
+        self.gone = False  # the host no longer has the VM (asked about ahead, jobs/lookahead.py)
         self.power_failure = ""  # the VM did not come back on: the run's first news
         self.powered_down = False
         self.sealer = None  # type: Optional[Union[Sealer, RepoSink]]
@@ -402,8 +403,9 @@ class _VmBackup:
             self.snapshot = self.host.create_snapshot(
                 vm, name, desc, self.s.vm_snapshot_memory, self.s.vm_snapshot_quiesce, self.s.snapshot_timeout * 60.0
             )
-        except SnapshotError:
+        except SnapshotError as err:
             self.snapshot_refused = True
+            self.gone = isinstance(err, VmGone)  # leaves no folder, as its pre-flight's failure did
             raise
         self.log.debug("%s: snapshot id %s" % (vm.name, self.snapshot.id if self.snapshot else "?"))
         crashpoint.reached("snapshot-created")
@@ -449,7 +451,7 @@ class _VmBackup:
     def _cleanup(self, vm: Vm, sealer: "Union[Sealer, RepoSink]", failed: bool) -> None:
         """Undo what we did, in reverse: snapshot, power, then seal or discard."""
         errors = []  # type: List[str]
-        if self.snapshot is None and self.snapshot_name is not None:
+        if self.snapshot is None and self.snapshot_name is not None and not self.gone:
             # as long again as SNAPSHOT_TIMEOUT allowed, at most a minute; once if the host refused it
             wait = 0.0 if self.snapshot_refused else min(60.0, self.s.snapshot_timeout * 60.0)
             self.snapshot = late_snapshot(self.host, vm, self.snapshot_name, wait, self.log)
@@ -496,7 +498,10 @@ class _VmBackup:
         if self.sealer is None or not self.host.shell.isdir(self.sealer.partial):
             return
         try:
-            self.result.backup_dir = self.sealer.fail(self.result)
+            if self.gone:
+                self.sealer.abandon()
+            else:
+                self.result.backup_dir = self.sealer.fail(self.result)
         except HotvcbError as err:
             self.log.error("%s: could not record the failed backup: %s" % (vm.name, err))
 

@@ -20,6 +20,13 @@ one, and only for FRESH_FOR seconds; otherwise the question is asked again:
   without a snapshot, which needs it off now), any other answer, a power-down
   mode and a VM VM_SHUTDOWN_ORDER powered down ask again.
 
+A VM unregistered (or registered anew under another vmid) since it was asked
+about is found out by its snapshot's create, after its folder was claimed:
+the driver says VmGone and the folder, which holds only the VM's config, is
+removed whole (jobs/backup.py), as a pre-flight's failure leaves none. A
+fresh question before the claim would put a host command back on every
+VM's critical path.
+
 Only the serial loop looks ahead (BACKUP_PARALLEL already overlaps VMs), never a dry run.
 """
 

@@ -8,10 +8,10 @@ stays behind, maybe in a folder of the admin's choosing (`--datastore datastore1
 So the restore first writes its run record (runid.py) and the folder's path into
 `<datastore root>/<folder name>.owner`, the one place `hotvcb cleanup` looks (the root of every
 datastore of the host; a KVM restore's target folder, which is no datastore, holds its records
-itself, and there the next KVM restore and `hotvcb cleanup --kvm DIR` look); the folder is made after its record and removed before it, so no folder
-of ours is without one. Cleanup removes a folder only when its restore is provably dead: recorded
-on this machine by a process that is no longer a hotvcb (leftovers.owner_alive, as for snapshots
-and markers). One recorded on another machine (a datastore shared over NFS) is reported and left:
+itself, and there the next KVM restore and `hotvcb cleanup --kvm DIR` look); the folder is made
+after its record and removed before it, so no folder of ours is without one. Cleanup removes a
+folder only when its restore is provably dead: recorded on this machine by a process that is no
+longer a hotvcb (leftovers.owner_alive, as for snapshots and markers). One recorded on another machine (a datastore shared over NFS) is reported and left:
 its pid means nothing here. A folder with our prefix and no record (an older hotvcb's) is reported
 and left too; so is a record naming a folder outside its datastore or not named as make() names one
 (forged, garbage: cleanup deletes what a record names). A record is read with Shell.read_regular:
