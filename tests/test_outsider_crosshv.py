@@ -414,6 +414,8 @@ def test_a_restore_stopped_during_the_conversion(tmp_path, sig, then):
     else:
         assert temp.exists() and [e for e in os.listdir(str(out)) if e.endswith(".owner")], os.listdir(str(out))
         if then == "cleanup":
+            r = cli("cleanup", "--kvm", out, "-d", "dryrun")
+            assert r.returncode == 0 and "cleanup: 1 leftover(s) found" in r.out and temp.exists(), r.out
             r = cli("cleanup", "--kvm", out)
             assert r.returncode == 0 and "cleanup: 1 leftover(s) removed" in r.out, r.out
             assert os.listdir(str(out)) == [], r.out

@@ -197,7 +197,10 @@ class KvmRestore:
             raise KvmRestoreError("target folder %s appeared during the restore; not overwriting it" % folder)
         self.shell.rename(temp, folder)
         self.temp = None
-        self.records.release(temp)
+        try:
+            self.records.release(temp)
+        except HostError as err:  # the VM is restored; a record naming no folder is harmless
+            self.log.warning("%s -- remove it by hand" % err)
         result = KvmResult(m.name, folder, folder + "/" + fname + ".xml", script)
         if req.define_in is not None:
             self._define(req.define_in, result.xml, m.name)
