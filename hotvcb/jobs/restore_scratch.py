@@ -6,17 +6,17 @@ and the restore removes the folder when it ends. A SIGKILLed one cannot: a whole
 stays behind, maybe in a folder of the admin's choosing (`--datastore datastore1/restored`).
 
 So the restore first writes its run record (runid.py) and the folder's path into
-`<datastore root>/<folder name>.owner`, the one place `hotvcb cleanup` looks (the root of every datastore of
-the host; a KVM restore's target folder, which is no datastore, holds its records itself, and there
-the next KVM restore and `hotvcb cleanup --kvm DIR` look); the folder is made after its record and
-removed before it, so no folder of ours is without one. Cleanup removes a folder only when its
-restore is provably dead: recorded on this machine by a process that is no longer a hotvcb
-(leftovers.owner_alive, as for snapshots and markers). One recorded on another machine (a datastore
-shared over NFS) is reported and left: its pid means nothing here. A folder with our prefix and no
-record (an older hotvcb's) is reported and left too; so is a record naming a folder outside its
-datastore or not named as make() names one (forged, garbage: cleanup deletes what a record names).
-A record is read with Shell.read_regular: anyone who can write a datastore root can plant a FIFO (a
-plain read waits forever), a device or a symlink there.
+`<datastore root>/<folder name>.owner`, the one place `hotvcb cleanup` looks (the root of every
+datastore of the host; a KVM restore's target folder, which is no datastore, holds its records
+itself, and there the next KVM restore and `hotvcb cleanup --kvm DIR` look); the folder is made
+after its record and removed before it, so no folder of ours is without one. Cleanup removes a
+folder only when its restore is provably dead: recorded on this machine by a process that is no
+longer a hotvcb (leftovers.owner_alive, as for snapshots and markers). One recorded on another
+machine (a datastore shared over NFS) is reported and left: its pid means nothing here. A folder
+with our prefix and no record (an older hotvcb's) is reported and left too; so is a record naming a
+folder outside its datastore or not named as make() names one (forged, garbage: cleanup deletes
+what a record names). A record is read with Shell.read_regular: anyone who can write a datastore
+root can plant a FIFO (a plain read waits forever), a device or a symlink there.
 
 The VM folder a restore clones into, `<name>.hotvcb-restoring` (restore_plan.RESTORING), is as
 big and is recorded the same way (Records.claim, release), but its name is not unique: a later
