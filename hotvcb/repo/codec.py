@@ -13,12 +13,13 @@ is not compressed at all.
 
 import hashlib
 import zlib
-from typing import Any, Optional, Tuple
+from typing import Any, Optional, Tuple, Union
 
 from ..errors import RepoError
 from .format import RAW, ZLIB, ZSTD
 
 _zstd = None  # type: Any
+Data = Union[bytes, bytearray, memoryview]  # a chunk; the writer hands out views of its read buffers
 
 
 def _zstd_module() -> Optional[Any]:
@@ -36,7 +37,7 @@ PROBE = 4096  # compressing this much first tells random data from the rest at ~
 ZSTD_LEVEL = 1  # level 3 stores ~7 % less of text-like data at ~0.6x the speed
 
 
-def _zlib_rle(data: bytes) -> bytes:
+def _zlib_rle(data: Data) -> bytes:
     """A standard zlib stream (header, deflate, adler32): only the encoder's strategy differs."""
     z = zlib.compressobj(1, zlib.DEFLATED, 15, 8, zlib.Z_RLE)
     return z.compress(data) + z.flush()
@@ -47,17 +48,17 @@ def available() -> bool:
     return _zstd_module() is not None
 
 
-def encode(raw: bytes, use_zstd: bool = False) -> Tuple[int, bytes]:
-    """(method, stored bytes) for a chunk."""
+def encode(raw: Data, use_zstd: bool = False) -> Tuple[int, Data]:
+    """(method, stored bytes) for a chunk; stored raw, it is `raw` itself (a view stays a view: no copy)."""
     zstd = _zstd_module() if use_zstd else None
     if zstd is not None:  # zstd gives up on random data by itself, at ~2.5 GB/s: no probe
         method, packed = ZSTD, zstd.ZstdCompressor(level=ZSTD_LEVEL).compress(raw)
     elif len(raw) > 2 * PROBE and len(_zlib_rle(raw[:PROBE])) > PROBE - PROBE // 32:
-        return RAW, bytes(raw)  # random-looking (encrypted, already compressed): compressing it costs for nothing
+        return RAW, raw  # random-looking (encrypted, already compressed): compressing it costs for nothing
     else:
         method, packed = ZLIB, _zlib_rle(raw)
     if len(packed) > len(raw) - len(raw) // 32:
-        return RAW, bytes(raw)
+        return RAW, raw
     return method, packed
 
 
