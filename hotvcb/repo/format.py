@@ -6,6 +6,7 @@ by side; who writes what, and when, is in writer.py, gc.py and prune.py.
 
 import hashlib
 import json
+import os
 import struct
 from dataclasses import dataclass
 from typing import Any, Dict, List, Tuple
@@ -19,8 +20,9 @@ PACK_SIZE = 32 * 1024 * 1024
 BACKUP_LIMIT = 24 * 3600
 SETTLE = 600
 
-PACK_MAGIC = b"HVCBPACK\x01"
-PACK_HEADER = len(PACK_MAGIC) + 16  # magic, then 16 random bytes: no two packs are ever the same object
+PACK_MAGIC = b"HVCBPACK"
+PACK_VERSION = 2  # 1 (still read): named by the SHA-256 of all its bytes; 2: see pack_id
+PACK_HEADER = len(PACK_MAGIC) + 1 + 16  # magic, version, 16 random bytes: no two packs are ever the same object
 PACK_END = b"HVCBPEND"
 _ENTRY = struct.Struct(">32sBII")  # sha256, method, raw length, stored length
 _TRAILER = struct.Struct(">I32s8s")  # table length, sha256 of the table, end magic
@@ -42,6 +44,30 @@ class Blob:
     raw_len: int
     offset: int
     stored_len: int
+
+
+def pack_header() -> bytes:
+    return PACK_MAGIC + bytes([PACK_VERSION]) + os.urandom(16)
+
+
+def pack_version(header: bytes, where: str) -> int:
+    """The version a pack's header says (1 or 2); RepoError for a header that is not a pack's."""
+    if len(header) < PACK_HEADER or header[:len(PACK_MAGIC)] != PACK_MAGIC:
+        raise RepoError("%s: not a pack (bad header)" % where)
+    version = header[len(PACK_MAGIC)]
+    if version not in (1, 2):
+        raise RepoError("%s: pack version %d, made by a newer hotvcb (this one reads 1 and 2)" % (where, version))
+    return version
+
+
+def pack_id(header: bytes, tail: bytes) -> str:
+    """A version-2 pack's name (64 hex): the SHA-256 of its header and of its table and trailer (`tail`).
+
+    Not of its blobs: hashing every stored byte a second time cost a backup as much CPU as
+    hashing the disk's data did. The name still covers the whole pack: the header is in it, the
+    table gives each blob's place and length (they fill the pack between the header and the
+    table) and the SHA-256 of the chunk it decodes to, which every read checks."""
+    return hashlib.sha256(header[:PACK_HEADER] + tail).hexdigest()
 
 
 def pack_table(blobs: List[Blob]) -> bytes:

@@ -1,7 +1,8 @@
 """Filling packs: stored chunks go into one upload until it holds ~pack_size.
 
 A pack becomes visible only whole (put_new_file), named by the SHA-256 of
-its bytes, so a crash leaves at most an upload that no name points to.
+its header and table (format.pack_id), so a crash leaves at most an upload
+that no name points to.
 
 A full pack is committed (fsync, link) by a thread of its own while the next
 one fills: the fsync of 32 MiB would otherwise stall reading and compressing.
@@ -9,14 +10,13 @@ One commit runs at a time, and flush() returns only when every pack is
 committed, so an index is still written after the packs it names.
 """
 
-import hashlib
-import os
 import threading
 from typing import List, Optional, Set
 
 from .. import crashpoint
 from .backend import Backend, Upload
-from .format import PACK_MAGIC, Blob, pack_table
+from .codec import Data
+from .format import Blob, pack_header, pack_id, pack_table
 from .repository import pack_name
 
 
@@ -24,7 +24,7 @@ class PackWriter:
     def __init__(self, backend: Backend, pack_size: int):
         self.backend, self.pack_size = backend, pack_size
         self._upload = None  # type: Optional[Upload]
-        self._hash = hashlib.sha256()
+        self._header = b""
         self._blobs = []  # type: List[Blob]
         self._offset = 0
         self.pending = set()  # type: Set[bytes]  # in the open pack, not yet committed
@@ -32,16 +32,17 @@ class PackWriter:
         self.bytes_written = 0
         self._committing = None  # type: Optional[_Commit]
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: Data) -> None:
         assert self._upload is not None
         self._upload.write(data)
-        self._hash.update(data)
         self._offset += len(data)
 
-    def add(self, digest: bytes, method: int, raw_len: int, stored: bytes) -> None:
+    def add(self, digest: bytes, method: int, raw_len: int, stored: Data) -> None:
+        """One chunk as stored; `stored` is written before this returns (a view of a buffer may be reused then)."""
         if self._upload is None:
             self._upload = self.backend.new_upload()
-            self._write(PACK_MAGIC + os.urandom(16))
+            self._header = pack_header()
+            self._write(self._header)
         self._blobs.append(Blob(digest, method, raw_len, self._offset, len(stored)))
         self._write(stored)
         crashpoint.reached("repo-pack-writing")
@@ -54,10 +55,11 @@ class PackWriter:
         """Finish the open pack and start committing it (after the previous commit has ended)."""
         self._wait()
         assert self._upload is not None
-        self._write(pack_table(self._blobs))
-        self._committing = _Commit(self.backend, pack_name(self._hash.hexdigest()), self._upload, self.pending)
+        tail = pack_table(self._blobs)
+        self._write(tail)
+        self._committing = _Commit(self.backend, pack_name(pack_id(self._header, tail)), self._upload, self.pending)
         self._upload = None
-        self._hash, self._blobs, self._offset, self.pending = hashlib.sha256(), [], 0, set()
+        self._blobs, self._offset, self.pending = [], 0, set()
 
     def _wait(self) -> None:
         """The running commit's end; its error (a full repository) is raised here, in the writer's thread."""
@@ -84,7 +86,7 @@ class PackWriter:
         if self._upload is not None:
             self._upload.discard()
             self._upload = None
-        self._hash, self._blobs, self._offset = hashlib.sha256(), [], 0
+        self._blobs, self._offset = [], 0
         return lost
 
 

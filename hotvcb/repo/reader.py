@@ -18,10 +18,12 @@ from contextlib import contextmanager
 from typing import Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
 from ..errors import RepoError
+from . import codec
 from .format import DiskIndex
 from .repository import Location, Repository, Snapshot
 
 Check = Optional[Callable[[], None]]
+Run = Tuple[int, List[codec.Data]]  # chunks lying back to back in the disk from an offset
 
 
 def find_disk(snap: Snapshot, name: str) -> Dict:
@@ -105,13 +107,25 @@ def _restore_fd(repo: Repository, disk: Dict, fd: int, check: Check, chunk_map: 
                 workers: int, wrote: Callable[[int], None]) -> int:
     index = repo.disk_index(disk)
     os.ftruncate(fd, index.size)
-    for offset, data in chunks(repo, index, check, chunk_map, workers):
-        view = memoryview(data)
-        while view:  # a regular file takes it whole; a short write is continued, never lost
-            n = os.pwrite(fd, view, offset)
-            view, offset = view[n:], offset + n
-        wrote(len(data))
+    for offset, parts in chunks(repo, index, check, chunk_map, workers):
+        wrote(write_at(fd, offset, parts))
     return index.size
+
+
+def write_at(fd: int, offset: int, parts: List[codec.Data]) -> int:
+    """Write `parts` back to back at `offset`, with one pwritev where python has it (joining them
+    first would copy every restored byte once more); a short write is continued, never lost."""
+    pwritev = getattr(os, "pwritev", None)
+    views = [memoryview(p) for p in parts] if pwritev is not None else [memoryview(b"".join(parts))]
+    total = 0
+    while views:
+        n = pwritev(fd, views, offset) if pwritev is not None else os.pwrite(fd, views[0], offset)
+        offset, total = offset + n, total + n
+        while views and n >= len(views[0]):
+            n -= len(views.pop(0))
+        if n:
+            views[0] = views[0][n:]
+    return total
 
 
 def restore_stream(repo: Repository, disk: Dict, write: Callable[[bytes], object], check: Check = None,
@@ -120,9 +134,10 @@ def restore_stream(repo: Repository, disk: Dict, write: Callable[[bytes], object
     index = repo.disk_index(disk)
     zeros = bytes(index.chunk_size)
     at = 0
-    for offset, data in chunks(repo, index, check, chunk_map, workers or os.cpu_count() or 1):
+    for offset, parts in chunks(repo, index, check, chunk_map, workers or os.cpu_count() or 1):
         for at in range(at, offset, len(zeros)):
             write(zeros[:min(len(zeros), offset - at)])
+        data = b"".join(parts)
         write(data)
         at = offset + len(data)
     for at in range(at, index.size, len(zeros)):
@@ -134,11 +149,11 @@ BATCH = 16  # chunks per task: 1 MiB at 64 KiB, so pool and syscall costs are pa
 
 
 def chunks(repo: Repository, index: DiskIndex, check: Check, chunk_map: Optional[Dict[bytes, Location]],
-           workers: int) -> Iterator[Tuple[int, bytes]]:
-    """(offset, bytes) runs of a disk's stored chunks in disk order, fetched and checked in a pool.
+           workers: int) -> Iterator[Run]:
+    """(offset, chunks) runs of a disk's stored chunks in disk order, fetched and checked in a pool.
 
-    Consecutive chunks come back joined into one run (one write for the caller), and chunks lying
-    side by side in a pack are read with one ranged read."""
+    Consecutive chunks come back as one run (one write for the caller), and chunks lying side by
+    side in a pack are read with one ranged read."""
     where = chunk_map if chunk_map is not None else repo.chunk_map()
     window = collections.deque()  # type: Deque[Future]
     batch = []  # type: List[Tuple[int, Location]]
@@ -166,11 +181,10 @@ def chunks(repo: Repository, index: DiskIndex, check: Check, chunk_map: Optional
                 fut.cancel()
 
 
-def _fetch(repo: Repository, batch: List[Tuple[int, Location]], chunk_size: int) -> List[Tuple[int, bytes]]:
-    """A batch of chunks, read (side-by-side blobs in one read), checked and joined into runs — in a worker."""
-    runs = []  # type: List[Tuple[int, bytes]]
-    parts = []  # type: List[bytes]
-    start = nxt = -1
+def _fetch(repo: Repository, batch: List[Tuple[int, Location]], chunk_size: int) -> List[Run]:
+    """A batch of chunks, read (side-by-side blobs in one read), checked and cut into runs — in a worker."""
+    runs = []  # type: List[Run]
+    nxt = -1
     i = 0
     while i < len(batch):
         j = i + 1  # batch[i:j]: blobs lying side by side in one pack
@@ -179,16 +193,11 @@ def _fetch(repo: Repository, batch: List[Tuple[int, Location]], chunk_size: int)
             j += 1
         data = repo.read_chunks([loc for _n, loc in batch[i:j]])
         for (number, _loc), raw in zip(batch[i:j], data):
-            if number != nxt and parts:
-                runs.append((start * chunk_size, b"".join(parts)))
-                parts = []
-            if not parts:
-                start = number
-            parts.append(raw)
+            if number != nxt:
+                runs.append((number * chunk_size, []))
+            runs[-1][1].append(raw)
             nxt = number + 1
         i = j
-    if parts:
-        runs.append((start * chunk_size, b"".join(parts)))
     return runs
 
 

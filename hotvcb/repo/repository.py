@@ -263,15 +263,17 @@ class Repository:
         except RepoError as err:
             raise BadChunk(b.digest, loc.pack, str(err), self.users_of(b.digest)) from err
 
-    def read_chunk(self, loc: Location) -> bytes:
+    def read_chunk(self, loc: Location) -> codec.Data:
         """A chunk's bytes, hash-checked; BadChunk (naming its users) if they are not what was stored."""
         return self.read_chunks([loc])[0]
 
-    def read_chunks(self, locs: List[Location]) -> List[bytes]:
-        """Chunks lying side by side in one pack, read with one ranged read, each hash-checked."""
+    def read_chunks(self, locs: List[Location]) -> List[codec.Data]:
+        """Chunks lying side by side in one pack, read with one ranged read, each hash-checked (a chunk
+        stored raw comes back as a view of what was read: no copy)."""
         first, last = locs[0].blob, locs[-1].blob
         try:
-            data = self.backend.get(locs[0].pack, first.offset, last.offset + last.stored_len - first.offset)
+            data = memoryview(self.backend.get(locs[0].pack, first.offset,
+                                               last.offset + last.stored_len - first.offset))
         except RepoError as err:
             raise BadChunk(first.digest, locs[0].pack, str(err), self.users_of(first.digest)) from err
         out = []

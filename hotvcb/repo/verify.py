@@ -2,8 +2,9 @@
 
 Metadata first (every record's disk indexes are there and are the ones
 recorded, every chunk they name is in some pack's table), then packs are read
-whole: a pack's name is the SHA-256 of its bytes, and each chunk is
-decompressed and hash-checked. A pack found good gets a `verified/` marker,
+whole: each chunk is decompressed and hash-checked, and the pack's name
+checked against its bytes (format.pack_id; a version-1 pack's name is the
+SHA-256 of all of them). A pack found good gets a `verified/` marker,
 which the "new" mode skips. Every problem names the backups it hurts.
 """
 
@@ -15,7 +16,7 @@ from typing import Callable, Dict, List, Optional
 from ..errors import RepoError
 from . import codec
 from .backend import ObjectInfo
-from .format import PACK_HEADER, TRAILER_SIZE, dumps, parse_table, table_length
+from .format import PACK_HEADER, TRAILER_SIZE, dumps, pack_id, pack_version, parse_table, table_length
 from .repository import PACKS, SNAPSHOTS, VERIFIED, BadChunk, Location, Repository, Snapshot
 
 MODES = ("all", "sample", "new")
@@ -92,7 +93,8 @@ def _check_pack(repo: Repository, info: ObjectInfo, users: Dict[bytes, List[Snap
     try:
         data = repo.backend.get(info.name)
         length, digest = table_length(data[-TRAILER_SIZE:], info.name)
-        blobs = parse_table(data[len(data) - TRAILER_SIZE - length:len(data) - TRAILER_SIZE], digest, info.name)
+        table_at = len(data) - TRAILER_SIZE - length
+        blobs = parse_table(data[table_at:len(data) - TRAILER_SIZE], digest, info.name)
     except RepoError as err:
         report.problems.append("%s; it may hold chunks of any backup" % err)
         return True
@@ -107,7 +109,16 @@ def _check_pack(repo: Repository, info: ObjectInfo, users: Dict[bytes, List[Snap
         except RepoError as err:
             bad = True
             report.problems.append(str(BadChunk(blob.digest, info.name, str(err), users.get(blob.digest, []))))
-    if not bad and hashlib.sha256(data).hexdigest() != info.name.rsplit("/", 1)[-1]:
-        bad = True  # damage outside any chunk (the header); the chunks themselves read fine
-        report.problems.append("%s: damaged outside its chunks (its bytes do not match its name)" % info.name)
+    if not bad:  # damage outside any chunk (the header, bytes between blobs); the chunks themselves read fine
+        try:
+            if pack_version(data, info.name) == 1:
+                whole = hashlib.sha256(data).hexdigest()
+            else:  # the blobs fill the pack from its header to its table, each checked above by its chunk's hash
+                fill = sum(b.stored_len for b in blobs) == table_at - PACK_HEADER
+                whole = pack_id(data, data[table_at:]) if fill else ""
+            if whole != info.name.rsplit("/", 1)[-1]:
+                raise RepoError("%s: damaged outside its chunks (its bytes do not match its name)" % info.name)
+        except RepoError as err:
+            bad = True
+            report.problems.append(str(err))
     return bad

@@ -5,6 +5,11 @@ is hashed, and compressed only if the repository lacks it, in a pool of one
 thread per core (hashlib and zlib release the GIL) while the main thread
 reads ahead and fills packs in disk order. Write order: packs, then the
 disk's index, then — in `commit` — the snapshot record.
+
+The main thread touches each byte of data once, to tell zero chunks (one
+memcmp each, no copy); everything else gets views of a ring of read
+buffers, so the data path copies nothing that it neither hashes, compresses
+nor writes (bench/README.md "Issue 11" has what the copies cost).
 """
 
 import collections
@@ -23,11 +28,12 @@ from .packs import PackWriter
 from .repository import INDEXES, SNAPSHOTS, Repository, Snapshot, new_snapshot_id
 
 Check = Optional[Callable[[], None]]
-Prepared = Tuple[int, int, bytes, Optional[Tuple[int, bytes]]]  # chunk number, length, digest, stored form
+Stored = Tuple[int, codec.Data]  # method, the chunk as stored (may be a view of the read buffer)
+Prepared = Tuple[int, int, bytes, Optional[Stored]]  # chunk number, length, digest, stored form
 BATCH = 16  # chunks read at once and handed to a worker together: 1 MiB at 64 KiB
 
 
-def _prepare(data: bytes, known: Set[bytes], use_zstd: bool) -> Tuple[bytes, Optional[Tuple[int, bytes]]]:
+def _prepare(data: codec.Data, known: Set[bytes], use_zstd: bool) -> Tuple[bytes, Optional[Stored]]:
     """(digest, stored form or None when the repository has the chunk) — runs in a worker."""
     digest = hashlib.sha256(data).digest()
     if digest in known:
@@ -35,7 +41,7 @@ def _prepare(data: bytes, known: Set[bytes], use_zstd: bool) -> Tuple[bytes, Opt
     return digest, codec.encode(data, use_zstd)
 
 
-def _prepare_batch(batch: List[Tuple[int, bytes]], known: Set[bytes], use_zstd: bool) -> List[Prepared]:
+def _prepare_batch(batch: List[Tuple[int, memoryview]], known: Set[bytes], use_zstd: bool) -> List[Prepared]:
     """_prepare for a batch of (chunk number, bytes): the pool's cost is paid per batch, not per chunk."""
     return [(number, len(data)) + _prepare(data, known, use_zstd) for number, data in batch]
 
@@ -80,10 +86,12 @@ class BackupWriter:
         zero = bytes(chunk_size)
         entries = []  # type: List[Tuple[int, bytes]]
         new = [0, 0]
-        window = collections.deque()  # type: Deque[Future]
+        window = collections.deque()  # type: Deque[Tuple[int, Future]]  # (read number, its batch's future)
+        window_size = 2 * self.workers
+        ring = window_size + 1
 
         def settle_one() -> None:
-            for number, length, digest, stored in window.popleft().result():
+            for number, length, digest, stored in window.popleft()[1].result():
                 entries.append((number, digest))
                 if stored is not None and digest not in self.known:
                     self.packs.add(digest, stored[0], length, stored[1])
@@ -93,24 +101,29 @@ class BackupWriter:
 
         with ThreadPoolExecutor(self.workers) as pool:
             try:
-                # BATCH chunks per read: blocks stay chunk-aligned, holes are still skipped unread
-                for off, length, data in read_blocks(f, BATCH * chunk_size, check, fresh=True):
+                # BATCH chunks per read: blocks stay chunk-aligned, holes are still skipped unread. Workers get
+                # views of the read buffers (a ring: a block stays valid while the next ring - 1 are read), and
+                # a batch's stored forms may be views too, so it is settled before its buffer is read into again
+                reads = 0
+                for off, length, data in read_blocks(f, BATCH * chunk_size, check, ring=ring):
                     if progress is not None:
                         progress(length)
                     if data is None:
                         continue
-                    batch = [(off // chunk_size + i // chunk_size, data[i:i + chunk_size])
-                             for i in range(0, len(data), chunk_size)]
-                    batch = [(n, c) for n, c in batch if c != (zero if len(c) == chunk_size else zero[:len(c)])]
-                    if not batch:
-                        continue  # zeros are never stored: the index has no entry there
-                    window.append(pool.submit(_prepare_batch, batch, self.known, self.use_zstd))
-                    if len(window) >= 2 * self.workers:
+                    reads += 1
+                    view = memoryview(data)
+                    batch = [(off // chunk_size + i // chunk_size, view[i:i + chunk_size])
+                             for i in range(0, len(data), chunk_size)
+                             if not data.startswith(zero if len(data) - i >= chunk_size else zero[:len(data) - i],
+                                                    i, i + chunk_size)]  # memcmp in place, no copy
+                    if batch:  # zeros are never stored: the index has no entry there
+                        window.append((reads, pool.submit(_prepare_batch, batch, self.known, self.use_zstd)))
+                    while window and (len(window) >= window_size or window[0][0] <= reads + 1 - ring):
                         settle_one()
                 while window:
                     settle_one()
             finally:
-                for fut in window:
+                for _n, fut in window:
                     fut.cancel()
         return entries, new[0], new[1]
 
