@@ -341,6 +341,65 @@ def test_after_a_crash_the_bitmap_is_not_trusted(lab, guest):
     assert backing(lab.backups(name)[-1]) is None and len(checkpoints(name)) == 1
 
 
+def test_power_down_before_backup_copies_the_image_and_starts_the_domain_again(lab, guest):
+    """POWER_VM_DOWN_BEFORE_BACKUP on libvirt: `virsh shutdown` (this guest has nothing that acts on
+    it: its agent finds no shutdown command, its kernel no ACPI daemon), `virsh destroy` after
+    ITER_TO_WAIT_SHUTDOWN, the image copied while the domain is off (no backup job, no checkpoint),
+    `virsh start` after."""
+    name, g = NAME, guest
+    if virsh("domstate", name).stdout.strip() != "running":
+        virsh("start", name)
+    before = checkpoints(name)
+    last = g.wait_writes(len(g.console()[0]) + 5)
+    code, out = lab.backup(name, POWER_VM_DOWN_BEFORE_BACKUP=1, ENABLE_HARD_POWER_OFF=1, ITER_TO_WAIT_SHUTDOWN="3s",
+                           POWER_DOWN_TIMEOUT="60s")
+    assert code == 0, out
+    assert "Hard power off occured for %s" % name in out and "%s is powered off" % name in out, out
+    assert "Creating Snapshot" not in out and "Powering on %s" % name in out, out
+    assert virsh("domstate", name).stdout.strip() == "running"
+    b = lab.backups(name)[-1]
+    assert backing(b) is None and not os.path.exists(os.path.join(b, "hotvcb-checkpoint"))
+    # the disk as the power-off left it: every record the guest had reported, a prefix, nothing torn
+    region = read_region(os.path.join(b, "vda.qcow2"))
+    assert last_record(region) >= last and region == expected_region(g.initial, last_record(region))
+    assert checkpoints(name) == before and not ours_left(name)
+    g.wait_writes(5)  # booted again and writing (its console starts anew with each start)
+
+
+def test_cold_snapshot_starts_the_domain_paused_for_its_job_and_a_killed_run_leaves_it_to_the_next(lab, guest):
+    """COLD_SNAPSHOT: libvirt's backup job needs a running domain, so the domain shut down for it is
+    started paused (its disks as shut down, nothing of the guest running), the job begun, and the
+    guest resumed for the copy. A run killed while the domain is paused: the next run ends its job
+    and resumes it."""
+    name, g = NAME, guest
+    if virsh("domstate", name).stdout.strip() != "running":
+        virsh("start", name)
+    last = g.wait_writes(len(g.console()[0]) + 5)
+    down = dict(COLD_SNAPSHOT=1, ENABLE_HARD_POWER_OFF=1, ITER_TO_WAIT_SHUTDOWN="3s", POWER_DOWN_TIMEOUT="60s")
+    code, out = lab.backup(name, **down)
+    assert code == 0, out
+    assert "Hard power off occured for %s" % name in out and "%s: started paused for its backup job" % name in out
+    assert "%s was down for" % name in out and "(COLD_SNAPSHOT)" in out, out
+    assert out.index("started paused") < out.index("Powering on %s" % name) < out.index("Backing up"), out
+    b = lab.backups(name)[-1]
+    region = read_region(os.path.join(b, "vda.qcow2"))
+    assert last_record(region) >= last and region == expected_region(g.initial, last_record(region))
+    assert checkpoints(name) == [open(os.path.join(b, "hotvcb-checkpoint")).read().strip()] and not ours_left(name)
+    assert virsh("domstate", name).stdout.strip() == "running"
+
+    g.wait_writes(5)
+    r = subprocess.run(lab.argv("-m", name, **down), capture_output=True, text=True, timeout=300,
+                       env=dict(env(), HOTVCB_CRASH_AT="snapshot-created"))
+    assert r.returncode == -signal.SIGKILL, r.stdout + r.stderr
+    assert virsh("domstate", name).stdout.strip() == "paused" and ours_left(name)
+    code, out = lab.backup(name)
+    assert code == 0, out
+    assert "powered it off for a backup and did not finish; powering it on" in out, out
+    assert virsh("domstate", name).stdout.strip() == "running" and not ours_left(name)
+    assert len(checkpoints(name)) == 1
+    g.wait_writes(5)
+
+
 def test_quiesce_without_an_agent_backs_up_crash_consistent(lab):
     """A domain whose guest runs no agent (here: no kernel, the firmware idles)."""
     folder = os.path.join(os.path.dirname(lab.volume), "noagent")
@@ -388,3 +447,4 @@ def test_a_repository_refuses_a_domain_before_any_job(lab, guest):
     code, out = lab.backup(NAME, VM_BACKUP_REPOSITORY=os.path.join(os.path.dirname(lab.volume), "repo"))
     assert code == 6 and "a repository cannot take libvirt domains yet" in out, out
     assert checkpoints(NAME) == before and not ours_left(NAME)
+

@@ -129,6 +129,7 @@ class LibvirtHost(LocalKvmHost):
         # the host's run lock, so no other hotvcb run makes or drops ours meanwhile)
         self._checkpoints = {}  # type: Dict[str, Tuple[float, List[str]]]
         self._sizes = {}  # type: Dict[str, Tuple[int, int]]  # image -> qemuimg.sizes, for the VM load_vm read
+        self._downed = set()  # type: Set[str]  # domains this run shut down or powered off
 
     # -- host ----------------------------------------------------------------
     def describe(self) -> str:
@@ -195,14 +196,19 @@ class LibvirtHost(LocalKvmHost):
         return self.virsh.state(vm.name)
 
     def shutdown(self, vm: Vm) -> None:
+        self._downed.add(vm.name)
         self.virsh.power("shutdown", vm.name)
 
     def power_off(self, vm: Vm) -> None:
+        self._downed.add(vm.name)
         self.virsh.power("destroy", vm.name)
 
     def power_on(self, vm: Vm) -> None:
-        if self.virsh.state(vm.name) != "on":
-            self.virsh.power("start", vm.name)
+        """Start it, or resume it: a domain hotvcb powered down is paused when it was started for a
+        cold snapshot's job (create_snapshot), and a run killed then left it so."""
+        state = self.virsh.state(vm.name)
+        if state != "on":
+            self.virsh.power("resume" if state == "suspended" else "start", vm.name)
 
     # -- snapshots: pull-mode backup jobs + checkpoints --------------------------
     def snapshots(self, vm: Vm, interruptible: bool = True) -> List[Snapshot]:  # noqa: ARG002
@@ -247,6 +253,12 @@ class LibvirtHost(LocalKvmHost):
         disks = [d for d in vm.disks if not d.skip_reason]
         if not disks:
             raise SnapshotError("%s has no disk to back up" % vm.name)
+        if vm.name in self._downed and self.virsh.state(vm.name) == "off":
+            # COLD_SNAPSHOT: libvirt backs up running domains only. Started paused, the domain's QEMU
+            # holds its disks as they were shut down, and nothing of the guest runs until power_on
+            # resumes it, after backup-begin; a domain not powered down by us is never started here
+            self.log.info("%s: started paused for its backup job" % vm.name)
+            self.virsh.power("start", vm.name, "--paused")
         ours = [c for c in self._known_checkpoints(vm.name) if c.startswith(OUR_MARK)]
         since = ours[-1] if ours else ""
         if not since:
@@ -263,7 +275,7 @@ class LibvirtHost(LocalKvmHost):
         try:
             job = self._begin(vm, name, description, disks, scratch, since, quiesce, timeout)
         except VirshError as err:
-            if not since:
+            if not since or "inactive domain" in err.text or "not running" in err.text:  # no fault of the checkpoint's
                 self.shell.remove_tree(scratch)
                 raise SnapshotError("backup-begin of %s failed: %s" % (vm.name, err.text)) from err
             # the checkpoint cannot serve (its bitmap is gone or inconsistent: a crash, a restart without it)

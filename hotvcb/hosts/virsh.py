@@ -74,9 +74,9 @@ class Virsh:
         lines = self.run("domstate", domain).strip().splitlines()
         return _STATES.get(lines[0].strip() if lines else "", "on")
 
-    def power(self, verb: str, domain: str) -> None:
-        """`start`, `shutdown` (ask the guest) or `destroy` (pull the plug)."""
-        self.run(verb, domain)
+    def power(self, verb: str, domain: str, *flags: str) -> None:
+        """`start [--paused]`, `resume`, `shutdown` (ask the guest) or `destroy` (pull the plug)."""
+        self.run(verb, domain, *flags)
 
     # -- guest agent ---------------------------------------------------------
     def fsfreeze(self, domain: str, timeout: float) -> None:
