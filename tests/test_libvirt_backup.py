@@ -209,6 +209,23 @@ def test_sigterm_mid_backup_ends_the_job_at_once(lab, guest, tmp_path):
     assert virsh("domstate", name).stdout.strip() == "running"
 
 
+def test_sigterm_while_backup_begin_runs_leaves_no_job_and_keeps_the_checkpoint(lab, guest, tmp_path):
+    """The signal is pending while libvirt starts the job (virsh calls are never cut short): the job
+    it started, and its checkpoint, are ended by the run itself on its way out."""
+    [good_cp] = checkpoints(NAME)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "virsh").write_text('#!/bin/sh\nfor a in "$@"; do [ "$a" = backup-begin ] && kill -TERM $PPID; done\n'
+                                   'exec %s "$@"\n' % shutil.which("virsh"))
+    (bin_dir / "virsh").chmod(0o755)
+    r = subprocess.run(lab.argv("-m", NAME), capture_output=True, text=True, timeout=300, env=env(str(bin_dir)))
+    out = r.stdout + r.stderr
+    assert r.returncode == 2 and "Removing snapshot" in out, out
+    assert not ours_left(NAME) and checkpoints(NAME) == [good_cp], out
+    assert not glob.glob(os.path.join(lab.volume, NAME, "*-partial"))
+    assert virsh("domstate", NAME).stdout.strip() == "running"
+
+
 def backing(folder):
     return json.loads(qemu_img("info", "--output=json", os.path.join(folder, "vda.qcow2")).stdout).get("backing-filename")
 

@@ -54,7 +54,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Dict, List, NoReturn, Optional, Set, Tuple
 
-from ..background import Background
 from ..errors import CopyError, HostError, SnapshotError, TimeoutExpired, VmNotFound
 from ..runlog import RunLog
 from ..model import Disk, Snapshot, Vm, VmRef
@@ -65,7 +64,7 @@ from . import nbdcopy, qemuimg
 from .qemu import LocalKvmHost
 from .qemu_overlays import OUR_MARK
 from .qga import run_in_guest
-from .virsh import DEFAULT_URI, BackupDisk, BackupJob, Virsh, VirshError
+from .virsh import DEFAULT_URI, BackupDisk, BackupJob, Virsh, VirshError, together
 
 CONFIG_NAME = "domain.xml"
 CHECKPOINT_FILE = "hotvcb-checkpoint"  # in a backup: the checkpoint it was taken at
@@ -144,10 +143,9 @@ class LibvirtHost(LocalKvmHost):
 
     def load_vm(self, ref: VmRef) -> Vm:
         self._sizes.clear()  # a new look at the VM: its images' sizes are read again
-        try:  # two independent questions: one virsh start's time instead of two
-            asked = Background(lambda _check: self.virsh.dumpxml(ref.name, inactive=True), "virsh")
-            live = self.virsh.dumpxml(ref.name)
-            inactive = asked.result()
+        try:
+            live, inactive = together(lambda: self.virsh.dumpxml(ref.name),
+                                      lambda: self.virsh.dumpxml(ref.name, inactive=True))
         except VirshError as err:
             if "ailed to get domain" in err.text or "not found" in err.text:
                 raise VmNotFound(ref.name) from err
@@ -217,9 +215,7 @@ class LibvirtHost(LocalKvmHost):
         With no job, a checkpoint whose scratch folder is still there is one of a run that died
         between ending its job and dropping the checkpoint. The checkpoint list is asked beside the
         job (one virsh start's time) and kept for create_snapshot."""
-        asked = Background(lambda _check: self._list_checkpoints(vm.name), "virsh")
-        job = self.virsh.backup_job(vm.name)
-        listed = asked.result()
+        job, listed = together(lambda: self.virsh.backup_job(vm.name), lambda: self._list_checkpoints(vm.name))
         if job is None:  # a run killed after its job ended left its scratch folder, named after its checkpoint
             jobs = self._jobs_dir(vm.name)
             left = set(self.shell.listdir(jobs)) if self.shell.isdir(jobs) else set()
