@@ -61,6 +61,7 @@ from ..shell import Shell
 from ..store import health, layout
 from ..store.chain import chain_length, written_after_seal
 from . import nbdcopy, qemuimg
+from .checkpoints import Checkpoints
 from .qemu import LocalKvmHost
 from .qemu_overlays import OUR_MARK
 from .qga import run_in_guest
@@ -71,7 +72,6 @@ CHECKPOINT_FILE = "hotvcb-checkpoint"  # in a backup: the checkpoint it was take
 MAX_CHAIN = 7  # incrementals on one full: then a full again, so rotation can free space
 QUIESCE_TIMEOUT = 60.0
 POLL = 0.2
-CHECKPOINTS_REUSED_FOR = 60.0  # seconds a checkpoint list read with the leftover check serves the snapshot
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -123,10 +123,7 @@ class LibvirtHost(LocalKvmHost):
         # domain -> `uid:gid` its QEMU runs as, from load_vm's live XML: the NBD socket's folder is
         # handed to it without one more `virsh dumpxml` (the label is qemu.conf's, not per start)
         self._owners = {}  # type: Dict[str, str]
-        # domain -> (time.monotonic() when read, its checkpoint names): the leftover check's list,
-        # kept up to date with our own changes, serves create_snapshot and remove_snapshot (we hold
-        # the host's run lock, so no other hotvcb run makes or drops ours meanwhile)
-        self._checkpoints = {}  # type: Dict[str, Tuple[float, List[str]]]
+        self.checkpoints = Checkpoints(self.virsh, self.log)  # the leftover check's list serves the job
         self._sizes = {}  # type: Dict[str, Tuple[int, int]]  # image -> qemuimg.sizes, for the VM load_vm read
         self._downed = set()  # type: Set[str]  # domains this run shut down or powered off
 
@@ -215,7 +212,7 @@ class LibvirtHost(LocalKvmHost):
         With no job, a checkpoint whose scratch folder is still there is one of a run that died
         between ending its job and dropping the checkpoint. The checkpoint list is asked beside the
         job (one virsh start's time) and kept for create_snapshot."""
-        job, listed = together(lambda: self.virsh.backup_job(vm.name), lambda: self._list_checkpoints(vm.name))
+        job, listed = together(lambda: self.virsh.backup_job(vm.name), lambda: self.checkpoints.listed(vm.name))
         if job is None:  # a run killed after its job ended left its scratch folder, named after its checkpoint
             jobs = self._jobs_dir(vm.name)
             left = set(self.shell.listdir(jobs)) if self.shell.isdir(jobs) else set()
@@ -227,18 +224,6 @@ class LibvirtHost(LocalKvmHost):
                              created="", state="", depth=0)]
         described = self.virsh.checkpoint_description(vm.name, name) if name in listed else ""
         return [Snapshot(id=name, name=name, description=described, created="", state="", depth=0)]
-
-    def _list_checkpoints(self, domain: str) -> List[str]:
-        listed = self.virsh.checkpoints(domain)
-        self._checkpoints[domain] = (time.monotonic(), listed)
-        return list(listed)
-
-    def _known_checkpoints(self, domain: str) -> List[str]:
-        """The domain's checkpoints as the last list (with our changes since) has them, or as asked now."""
-        read, listed = self._checkpoints.get(domain, (0.0, []))
-        if time.monotonic() - read > CHECKPOINTS_REUSED_FOR or domain not in self._checkpoints:
-            return self._list_checkpoints(domain)
-        return list(listed)
 
     def delta_files(self, vm: Vm) -> List[str]:
         return []  # libvirt keeps its scratch files to itself and deletes them when the job ends
@@ -255,7 +240,7 @@ class LibvirtHost(LocalKvmHost):
             # resumes it, after backup-begin; a domain not powered down by us is never started here
             self.log.info("%s: started paused for its backup job" % vm.name)
             self.virsh.power("start", vm.name, "--paused")
-        ours = [c for c in self._known_checkpoints(vm.name) if c.startswith(OUR_MARK)]
+        ours = [c for c in self.checkpoints.known(vm.name) if c.startswith(OUR_MARK)]
         since = ours[-1] if ours else ""
         if not since:
             self.log.info("%s: no checkpoint of ours to start from: a full backup" % vm.name)
@@ -277,14 +262,14 @@ class LibvirtHost(LocalKvmHost):
             # the checkpoint cannot serve (its bitmap is gone or inconsistent: a crash, a restart without it)
             self.log.info("%s: no incremental from checkpoint %s (%s); a full backup instead"
                           % (vm.name, since, err.text))
-            self._drop_checkpoint(vm.name, since)
+            self.checkpoints.drop(vm.name, since)
             ours.remove(since)
             try:
                 job = self._begin(vm, name, description, disks, scratch, "", quiesce, timeout)
             except VirshError as again:
                 self.shell.remove_tree(scratch)
                 raise SnapshotError("backup-begin of %s failed: %s" % (vm.name, again.text)) from again
-        self._note_checkpoint(vm.name, name)
+        self.checkpoints.made(vm.name, name)
         # backup-begin returned once QEMU serves the exports, named by us: no backup-dumpxml to ask
         # what they are; the socket being there is libvirt's own sign that this job is the one serving
         if not self.shell.exists(job.socket):
@@ -369,31 +354,14 @@ class LibvirtHost(LocalKvmHost):
         active = self._active.pop(snap.name, None)
         if active is not None and active.disks <= active.copied:  # the next incremental starts here
             for cp in active.older:
-                self._drop_checkpoint(vm.name, cp)
+                self.checkpoints.drop(vm.name, cp)
         else:  # a failed or a dead run's backup: no backup holds this checkpoint
-            self._drop_checkpoint(vm.name, snap.name)
+            self.checkpoints.drop(vm.name, snap.name)
         self.shell.remove_tree("%s/%s" % (self._jobs_dir(vm.name), snap.name))
 
     def _jobs_dir(self, domain: str) -> str:
         """Scratch files and the NBD socket of the domain's pull job: <run dir>/jobs/<domain>/<snapshot>/."""
         return "%s/jobs/%s" % (self.run_dir, _own_folder(domain))
-
-    def _drop_checkpoint(self, domain: str, name: str) -> None:
-        """Delete a checkpoint of ours; one whose bitmap QEMU cannot use any more is forgotten by libvirt."""
-        try:
-            self.virsh.delete_checkpoint(domain, name)
-        except VirshError as err:
-            if "no domain checkpoint with matching name" not in err.text:
-                self.log.warning("%s: checkpoint %s: %s; libvirt forgets it instead" % (domain, name, err.text))
-                self.virsh.delete_checkpoint(domain, name, metadata_only=True)
-        if domain in self._checkpoints:
-            read, listed = self._checkpoints[domain]
-            self._checkpoints[domain] = (read, [c for c in listed if c != name])
-
-    def _note_checkpoint(self, domain: str, name: str) -> None:
-        if domain in self._checkpoints:
-            read, listed = self._checkpoints[domain]
-            self._checkpoints[domain] = (read, listed + [name])
 
     # -- disks ---------------------------------------------------------------
     def copy_disk(self, disk: Disk, dst: str, fmt: str, progress=None) -> List[str]:
