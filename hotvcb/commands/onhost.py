@@ -19,20 +19,23 @@ import sys
 import codecs
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
-from .. import config, hostrun
+from .. import config
 from ..jobs import outcome
 from ..errors import HostError, Interrupted, UsageError
+from ..onhost_boot import RUN_DIR
 from ..runlog import RunLog
-from ..sshshell import SshShell
+
+if TYPE_CHECKING:  # hostrun (with pyzpack, uuid, ...) is imported by an SSH run only: a local run starts sooner
+    from .. import hostrun
 
 # backup options that mean something on this machine only, or are ours to add
 CLIENT_SIDE = ("log_file", "workdir", "json_report", "file_by_file", "outbox", "help", "parser", "hosts",
                "shown_as")
 SHIPPED_FILES = ("global_conf", "vm_list", "exclude", "restore_file")
 SHIPPED_DIRS = ("confdir",)
-OUTBOX = hostrun.RUN_DIR + "/outbox.json"
+OUTBOX = RUN_DIR + "/outbox.json"
 
 
 @dataclass
@@ -134,16 +137,18 @@ def command(args, failed: int, log: Optional[RunLog] = None) -> Optional[int]:
     return done.returncode
 
 
-def _run(args, log: Optional[RunLog], extra: Sequence[str] = ()) -> Optional[hostrun.Finished]:
+def _run(args, log: Optional[RunLog], extra: Sequence[str] = ()) -> "Optional[hostrun.Finished]":
     done = _on_host(args, log, extra)
     if done is None:  # the command stays here: say what the host's run would have said
         vars(args).pop("unsaid_warnings", lambda: None)()
     return done
 
 
-def _on_host(args, log: Optional[RunLog], extra: Sequence[str]) -> Optional[hostrun.Finished]:
+def _on_host(args, log: Optional[RunLog], extra: Sequence[str]) -> "Optional[hostrun.Finished]":
     if not _may_go_to_host(args):
         return None
+    from .. import hostrun
+    from ..sshshell import SshShell
     request = _request(args, args.parser, extra)
     shell = SshShell(args.host_target.ssh)
     try:
@@ -169,7 +174,7 @@ def _on_host(args, log: Optional[RunLog], extra: Sequence[str]) -> Optional[host
     return done
 
 
-def _request(args, parser: argparse.ArgumentParser, extra: Sequence[str]) -> hostrun.Request:
+def _request(args, parser: argparse.ArgumentParser, extra: Sequence[str]) -> "hostrun.Request":
     """The same command line for the host, files named in it sent along; every option of the
     command is passed on (new ones too) unless it is CLIENT_SIDE."""
     argv, files, positional = [args.command], {}, []  # type: List[str], Dict[str, bytes], List[str]
@@ -185,7 +190,7 @@ def _request(args, parser: argparse.ArgumentParser, extra: Sequence[str]) -> hos
             argv.append("--shown-as=%s=%s" % (action.dest, value))
         if action.dest in SHIPPED_FILES:
             files[action.dest] = _read(str(value), opt)
-            value = hostrun.RUN_DIR + "/" + action.dest
+            value = RUN_DIR + "/" + action.dest
         elif action.dest in SHIPPED_DIRS:
             folder = str(value)
             if not os.path.isdir(folder):
@@ -193,7 +198,7 @@ def _request(args, parser: argparse.ArgumentParser, extra: Sequence[str]) -> hos
             for name in sorted(os.listdir(folder)):
                 if os.path.isfile(os.path.join(folder, name)):
                     files[action.dest + "/" + name] = _read(os.path.join(folder, name), opt)
-            value = hostrun.RUN_DIR + "/" + action.dest
+            value = RUN_DIR + "/" + action.dest
         for v in (value if isinstance(value, list) else [value]):
             if v is True:
                 argv.append(opt)
@@ -202,6 +207,7 @@ def _request(args, parser: argparse.ArgumentParser, extra: Sequence[str]) -> hos
             else:
                 argv += [opt, str(v)]
     env = {"HOTVCB_PROGRESS": "tty"} if sys.stderr.isatty() else {}
+    from .. import hostrun
     return hostrun.Request(argv + list(extra) + (["--"] + positional if positional else []), files, env)
 
 

@@ -61,10 +61,11 @@ from ..shell import Shell
 from ..store import health, layout
 from ..store.chain import chain_length, written_after_seal
 from . import nbdcopy, qemuimg
+from .checkpoints import Checkpoints
 from .qemu import LocalKvmHost
 from .qemu_overlays import OUR_MARK
 from .qga import run_in_guest
-from .virsh import DEFAULT_URI, BackupJob, Virsh, VirshError
+from .virsh import DEFAULT_URI, BackupDisk, BackupJob, Virsh, VirshError, together
 
 CONFIG_NAME = "domain.xml"
 CHECKPOINT_FILE = "hotvcb-checkpoint"  # in a backup: the checkpoint it was taken at
@@ -99,6 +100,7 @@ class _Active:
     domain: str
     job: BackupJob
     disks: Set[str]  # keys of the disks in the job
+    older: List[str]  # our checkpoints before this one: dropped once every disk is copied
     copied: Set[str] = field(default_factory=set)
 
 
@@ -121,6 +123,9 @@ class LibvirtHost(LocalKvmHost):
         # domain -> `uid:gid` its QEMU runs as, from load_vm's live XML: the NBD socket's folder is
         # handed to it without one more `virsh dumpxml` (the label is qemu.conf's, not per start)
         self._owners = {}  # type: Dict[str, str]
+        self.checkpoints = Checkpoints(self.virsh, self.log)  # the leftover check's list serves the job
+        self._sizes = {}  # type: Dict[str, Tuple[int, int]]  # image -> qemuimg.sizes, for the VM load_vm read
+        self._downed = set()  # type: Set[str]  # domains this run shut down or powered off
 
     # -- host ----------------------------------------------------------------
     def describe(self) -> str:
@@ -134,9 +139,10 @@ class LibvirtHost(LocalKvmHost):
         return []
 
     def load_vm(self, ref: VmRef) -> Vm:
+        self._sizes.clear()  # a new look at the VM: its images' sizes are read again
         try:
-            live = self.virsh.dumpxml(ref.name)
-            inactive = self.virsh.dumpxml(ref.name, inactive=True)
+            live, inactive = together(lambda: self.virsh.dumpxml(ref.name),
+                                      lambda: self.virsh.dumpxml(ref.name, inactive=True))
         except VirshError as err:
             if "ailed to get domain" in err.text or "not found" in err.text:
                 raise VmNotFound(ref.name) from err
@@ -185,32 +191,38 @@ class LibvirtHost(LocalKvmHost):
         return self.virsh.state(vm.name)
 
     def shutdown(self, vm: Vm) -> None:
+        self._downed.add(vm.name)
         self.virsh.power("shutdown", vm.name)
 
     def power_off(self, vm: Vm) -> None:
+        self._downed.add(vm.name)
         self.virsh.power("destroy", vm.name)
 
     def power_on(self, vm: Vm) -> None:
-        if self.virsh.state(vm.name) != "on":
-            self.virsh.power("start", vm.name)
+        """Start it, or resume it: a domain hotvcb powered down is paused when it was started for a
+        cold snapshot's job (create_snapshot), and a run killed then left it so."""
+        state = self.virsh.state(vm.name)
+        if state != "on":
+            self.virsh.power("resume" if state == "suspended" else "start", vm.name)
 
     # -- snapshots: pull-mode backup jobs + checkpoints --------------------------
     def snapshots(self, vm: Vm, interruptible: bool = True) -> List[Snapshot]:  # noqa: ARG002
         """The domain's running backup job, if any: ours is named by its checkpoint (whose
         description is the run record), another tool's shows as a snapshot that is not ours.
         With no job, a checkpoint whose scratch folder is still there is one of a run that died
-        between ending its job and dropping the checkpoint."""
-        job = self.virsh.backup_job(vm.name)
+        between ending its job and dropping the checkpoint. The checkpoint list is asked beside the
+        job (one virsh start's time) and kept for create_snapshot."""
+        job, listed = together(lambda: self.virsh.backup_job(vm.name), lambda: self.checkpoints.listed(vm.name))
         if job is None:  # a run killed after its job ended left its scratch folder, named after its checkpoint
             jobs = self._jobs_dir(vm.name)
             left = set(self.shell.listdir(jobs)) if self.shell.isdir(jobs) else set()
             return [Snapshot(id=c, name=c, description=self.virsh.checkpoint_description(vm.name, c), created="",
-                             state="", depth=0) for c in self.virsh.checkpoints(vm.name) if c in left] if left else []
+                             state="", depth=0) for c in listed if c in left]
         name = _job_snapshot(job)
         if not name:
             return [Snapshot(id="libvirt-backup-job", name="a libvirt backup job of another tool", description="",
                              created="", state="", depth=0)]
-        described = self.virsh.checkpoint_description(vm.name, name) if name in self.virsh.checkpoints(vm.name) else ""
+        described = self.virsh.checkpoint_description(vm.name, name) if name in listed else ""
         return [Snapshot(id=name, name=name, description=described, created="", state="", depth=0)]
 
     def delta_files(self, vm: Vm) -> List[str]:
@@ -222,7 +234,13 @@ class LibvirtHost(LocalKvmHost):
         disks = [d for d in vm.disks if not d.skip_reason]
         if not disks:
             raise SnapshotError("%s has no disk to back up" % vm.name)
-        ours = [c for c in self.virsh.checkpoints(vm.name) if c.startswith(OUR_MARK)]
+        if vm.name in self._downed and self.virsh.state(vm.name) == "off":
+            # COLD_SNAPSHOT: libvirt backs up running domains only. Started paused, the domain's QEMU
+            # holds its disks as they were shut down, and nothing of the guest runs until power_on
+            # resumes it, after backup-begin; a domain not powered down by us is never started here
+            self.log.info("%s: started paused for its backup job" % vm.name)
+            self.virsh.power("start", vm.name, "--paused")
+        ours = [c for c in self.checkpoints.known(vm.name) if c.startswith(OUR_MARK)]
         since = ours[-1] if ours else ""
         if not since:
             self.log.info("%s: no checkpoint of ours to start from: a full backup" % vm.name)
@@ -236,47 +254,60 @@ class LibvirtHost(LocalKvmHost):
             self.shell.run(["chown", owner, scratch + "/nbd"], timeout=30)
         self.shell.chmod(scratch + "/nbd", 0o700)
         try:
-            self._begin(vm, name, description, disks, scratch, since, quiesce, timeout)
+            job = self._begin(vm, name, description, disks, scratch, since, quiesce, timeout)
         except VirshError as err:
-            if not since:
+            if not since or "inactive domain" in err.text or "not running" in err.text:  # no fault of the checkpoint's
                 self.shell.remove_tree(scratch)
                 raise SnapshotError("backup-begin of %s failed: %s" % (vm.name, err.text)) from err
             # the checkpoint cannot serve (its bitmap is gone or inconsistent: a crash, a restart without it)
             self.log.info("%s: no incremental from checkpoint %s (%s); a full backup instead"
                           % (vm.name, since, err.text))
-            self._drop_checkpoint(vm.name, since)
+            self.checkpoints.drop(vm.name, since)
+            ours.remove(since)
             try:
-                self._begin(vm, name, description, disks, scratch, "", quiesce, timeout)
+                job = self._begin(vm, name, description, disks, scratch, "", quiesce, timeout)
             except VirshError as again:
                 self.shell.remove_tree(scratch)
                 raise SnapshotError("backup-begin of %s failed: %s" % (vm.name, again.text)) from again
-        job = self.virsh.backup_job(vm.name)
-        if job is None or _job_snapshot(job) != name:
-            raise SnapshotError("%s: libvirt shows no backup job of ours after backup-begin" % vm.name)
-        self._active[name] = _Active(vm.name, job, {d.key for d in disks})
+        self.checkpoints.made(vm.name, name)
+        # backup-begin returned once QEMU serves the exports, named by us: no backup-dumpxml to ask
+        # what they are; the socket being there is libvirt's own sign that this job is the one serving
+        if not self.shell.exists(job.socket):
+            raise SnapshotError("%s: libvirt shows no NBD socket of ours after backup-begin (%s)" % (vm.name, job.socket))
+        self._active[name] = _Active(vm.name, job, {d.key for d in disks}, ours)
         return Snapshot(id=name, name=name, description=description,
                         created=datetime.now().isoformat(timespec="seconds"), state="", depth=0)
 
     def _begin(self, vm: Vm, name: str, description: str, disks: List[Disk], scratch: str, since: str,
-               quiesce: bool, timeout: float) -> None:
+               quiesce: bool, timeout: float) -> BackupJob:
+        """backup-begin; the job as it was asked for (exports named by the disks' keys, as libvirt
+        names them by default, bitmaps `backup-<key>`), which is the job libvirt runs once it said yes."""
         chosen = {d.key for d in disks}
+        socket = scratch + "/nbd/nbd.sock"
         backup = ET.Element("domainbackup", mode="pull")
         if since:
             ET.SubElement(backup, "incremental").text = since
-        ET.SubElement(backup, "server", transport="unix", socket=scratch + "/nbd/nbd.sock")
+        ET.SubElement(backup, "server", transport="unix", socket=socket)
         checkpoint = ET.Element("domaincheckpoint")
         ET.SubElement(checkpoint, "name").text = name
         ET.SubElement(checkpoint, "description").text = description
         bdisks, cdisks = ET.SubElement(backup, "disks"), ET.SubElement(checkpoint, "disks")
+        exports = []  # type: List[BackupDisk]
         for d in vm.disks:
             if d.key in chosen:
-                el = ET.SubElement(bdisks, "disk", name=d.key, backup="yes", type="file")
-                ET.SubElement(el, "scratch", file="%s/%s.scratch" % (scratch, _UNSAFE.sub("_", d.key)))
+                el = ET.SubElement(bdisks, "disk", name=d.key, backup="yes", type="file", exportname=d.key)
+                file = "%s/%s.scratch" % (scratch, _UNSAFE.sub("_", d.key))
+                ET.SubElement(el, "scratch", file=file)
                 # only a qcow2 image keeps a dirty bitmap: any other disk is copied in full every time
                 bitmap = self._formats.get(d.path) == "qcow2"
                 if since and not bitmap:
                     el.set("backupmode", "full")
+                elif since:
+                    el.set("exportbitmap", "backup-" + d.key)
                 ET.SubElement(cdisks, "disk", name=d.key, checkpoint="bitmap" if bitmap else "no")
+                dirty = since and bitmap
+                exports.append(BackupDisk(d.key, d.key, "backup-" + d.key if dirty else "", since if dirty else "",
+                                          file))
             elif d.key != "?":
                 ET.SubElement(bdisks, "disk", name=d.key, backup="no")
                 ET.SubElement(cdisks, "disk", name=d.key, checkpoint="no")
@@ -289,6 +320,7 @@ class LibvirtHost(LocalKvmHost):
         finally:
             if frozen:
                 self._thaw(vm)
+        return BackupJob(socket, since, exports)
 
     def _freeze(self, vm: Vm) -> bool:
         try:
@@ -321,26 +353,15 @@ class LibvirtHost(LocalKvmHost):
                 time.sleep(POLL)
         active = self._active.pop(snap.name, None)
         if active is not None and active.disks <= active.copied:  # the next incremental starts here
-            for cp in self.virsh.checkpoints(vm.name):
-                if cp.startswith(OUR_MARK) and cp != snap.name:
-                    self._drop_checkpoint(vm.name, cp)
+            for cp in active.older:
+                self.checkpoints.drop(vm.name, cp)
         else:  # a failed or a dead run's backup: no backup holds this checkpoint
-            self._drop_checkpoint(vm.name, snap.name)
+            self.checkpoints.drop(vm.name, snap.name)
         self.shell.remove_tree("%s/%s" % (self._jobs_dir(vm.name), snap.name))
 
     def _jobs_dir(self, domain: str) -> str:
         """Scratch files and the NBD socket of the domain's pull job: <run dir>/jobs/<domain>/<snapshot>/."""
         return "%s/jobs/%s" % (self.run_dir, _own_folder(domain))
-
-    def _drop_checkpoint(self, domain: str, name: str) -> None:
-        """Delete a checkpoint of ours; one whose bitmap QEMU cannot use any more is forgotten by libvirt."""
-        try:
-            self.virsh.delete_checkpoint(domain, name)
-        except VirshError as err:
-            if "no domain checkpoint with matching name" in err.text:
-                return
-            self.log.warning("%s: checkpoint %s: %s; libvirt forgets it instead" % (domain, name, err.text))
-            self.virsh.delete_checkpoint(domain, name, metadata_only=True)
 
     # -- disks ---------------------------------------------------------------
     def copy_disk(self, disk: Disk, dst: str, fmt: str, progress=None) -> List[str]:
@@ -359,8 +380,8 @@ class LibvirtHost(LocalKvmHost):
         base = self._base(active, export.incremental, export.bitmap, disk, dst, fmt)
         if base:
             out = "%s/%s.qcow2" % (folder, _UNSAFE.sub("_", disk.key))
-            ranges = nbdcopy.dirty_ranges(self.shell, active.job.socket, export.export, export.bitmap, self.qemu_img)
-            size = qemuimg.info(self.shell, disk.path, self.qemu_img)[0].virtual_size
+            ranges, size = nbdcopy.dirty_ranges(self.shell, active.job.socket, export.export, export.bitmap,
+                                                self.qemu_img)
             self.log.info("%s: %s is incremental on %s: %d dirty range(s), %d MiB" % (
                 active.domain, disk.key, base.split("/")[1], len(ranges), sum(l for _o, l in ranges) >> 20))
             nbdcopy.copy_incremental(self.shell, active.job.socket, export.export, ranges, out, base, size, progress,
@@ -412,7 +433,11 @@ class LibvirtHost(LocalKvmHost):
         return [descriptor_path]
 
     def bytes_needed(self, disk: Disk, fmt: str) -> int:
-        virtual, allocated = qemuimg.sizes(qemuimg.info(self.shell, disk.path, self.qemu_img))
+        """From one `qemu-img info` per image and load_vm: the pre-flight asks for each disk twice
+        (its need in the format, its size for the progress), seconds apart."""
+        if disk.path not in self._sizes:
+            self._sizes[disk.path] = qemuimg.sizes(qemuimg.info(self.shell, disk.path, self.qemu_img))
+        virtual, allocated = self._sizes[disk.path]
         spec = qemuimg.FORMATS.get(fmt)
         return virtual if spec is None or spec.thick else min(allocated, virtual) or virtual
 

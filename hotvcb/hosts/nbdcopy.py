@@ -42,8 +42,10 @@ def _escape(value: str) -> str:
     return value.replace(",", ",,")
 
 
-def dirty_ranges(shell: Shell, socket: str, export: str, bitmap: str, qemu_img: str = qemuimg.QEMU_IMG) -> List[Range]:
-    """The extents the bitmap marks dirty, adjacent ones merged."""
+def dirty_ranges(shell: Shell, socket: str, export: str, bitmap: str,
+                 qemu_img: str = qemuimg.QEMU_IMG) -> Tuple[List[Range], int]:
+    """The extents the bitmap marks dirty, adjacent ones merged, and the export's size (where the
+    map, which covers the whole export, ends)."""
     spec = _nbd_opts(socket, export) + ",x-dirty-bitmap=qemu:dirty-bitmap:" + _escape(bitmap)
     out = shell.run([qemu_img, "map", "--output=json", "--image-opts", spec], timeout=600)
     if out.returncode != 0:
@@ -52,16 +54,19 @@ def dirty_ranges(shell: Shell, socket: str, export: str, bitmap: str, qemu_img: 
         extents = json.loads(out.output)
     except ValueError as err:
         raise HostError("qemu-img map of the dirty bitmap %s: output is not JSON" % bitmap) from err
-    ranges = []  # type: List[Range]
+    ranges, size = [], 0  # type: List[Range], int
     for e in extents:
+        start, length = int(e["start"]), int(e["length"])
+        size = max(size, start + length)
         if e.get("data"):
             continue  # clean
-        start, length = int(e["start"]), int(e["length"])
         if ranges and ranges[-1][0] + ranges[-1][1] == start:
             ranges[-1] = (ranges[-1][0], ranges[-1][1] + length)
         else:
             ranges.append((start, length))
-    return ranges
+    if not size:
+        raise HostError("qemu-img map of the dirty bitmap %s: no extents" % bitmap)
+    return ranges, size
 
 
 def copy_incremental(shell: Shell, socket: str, export: str, ranges: List[Range], out: str, backing: str,
