@@ -1,0 +1,177 @@
+"""hotvcb/qcow2.py against images qemu made: the virtual disk it reads digests exactly as qemu-img's
+own raw conversion of the image (the independent witness), for what `qemu-img convert -O qcow2`
+writes and what users make; whatever it does not read is refused in one HostError line."""
+
+import struct
+import subprocess
+
+import pytest
+
+from qemuvm import QEMU_IMG, qemu_img as run_qemu_img
+
+from hotvcb import qcow2
+from hotvcb.errors import HostError
+from hotvcb.shell import LocalShell
+from hotvcb.store import manifest
+
+pytestmark = pytest.mark.skipif(QEMU_IMG is None, reason="needs qemu-img (qemu-utils)")
+MIB = 1 << 20
+
+
+def qemu_img(*args):
+    done = run_qemu_img(*args)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def qemu_io(path, *commands, fmt="qcow2"):
+    argv = ["qemu-io", "-f", fmt]
+    for c in commands:
+        argv += ["-c", c]
+    subprocess.run(argv + [path], check=True, stdout=subprocess.DEVNULL)
+
+
+def content(path):
+    return manifest.digest_content(LocalShell(), path, "qcow2").entry()
+
+
+def witness(path, tmp_path):
+    """The digest of qemu-img's own raw conversion of the image."""
+    raw = str(tmp_path / "witness.raw")
+    qemu_img("convert", "-O", "raw", path, raw)
+    return manifest.digest_file(LocalShell(), raw).entry()
+
+
+@pytest.fixture
+def user_image(tmp_path):
+    """Data, a zero-flag range, a partial cluster and the last block, as a guest leaves them."""
+    path = str(tmp_path / "user.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", path, "40M")
+    qemu_io(path, "write -P 0xab 1M 3M", "write -z 2M 512k", "write -P 0x11 20M 64k", "write -P 0x33 5000 1000",
+            "write -P 0x22 39M 1M")
+    return path
+
+
+@pytest.mark.parametrize("options", [[], ["-o", "cluster_size=4096"], ["-o", "cluster_size=2M"],
+                                     ["-o", "compat=0.10"], ["-o", "preallocation=metadata"]])
+def test_what_qemu_img_convert_writes_reads_as_its_raw_conversion(user_image, tmp_path, options):
+    out = str(tmp_path / "copy.qcow2")
+    qemu_img("convert", "-O", "qcow2", *options, user_image, out)
+    assert content(out) == witness(out, tmp_path) == witness(user_image, tmp_path)
+
+
+def test_a_users_image_with_zero_flag_clusters_reads_as_zeros(user_image, tmp_path):
+    got = content(user_image)
+    assert got == witness(user_image, tmp_path)
+    qemu_io(user_image, "write -z 1M 3M")  # zero-flag clusters over what was data (qcow2 v3, L2 bit 0)
+    zeroed = content(user_image)
+    assert zeroed != got and zeroed == witness(user_image, tmp_path)
+
+
+def test_a_size_that_is_no_whole_block_and_an_empty_image(tmp_path):
+    odd = str(tmp_path / "odd.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", odd, str(5 * MIB + 512))
+    qemu_io(odd, "write -P 0x5a 5M 512")
+    assert content(odd)["size"] == 5 * MIB + 512 and content(odd) == witness(odd, tmp_path)
+    empty = str(tmp_path / "empty.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", empty, "3G")
+    assert content(empty) == witness(empty, tmp_path)
+
+
+def test_threads_and_one_thread_agree(user_image):
+    from hotvcb import blockdigest
+
+    with open(user_image, "rb", buffering=0) as f:
+        image = qcow2.Image(f, user_image)
+        one = blockdigest.digest_blocks(lambda ring: image.blocks(MIB, None, ring), MIB, threads=1)
+        many = blockdigest.digest_blocks(lambda ring: image.blocks(MIB, None, ring), MIB, threads=4)
+    assert one == many
+
+
+def refused(path):
+    with pytest.raises(HostError) as err:
+        content(path)
+    message = str(err.value)
+    assert "\n" not in message and path in message
+    return message
+
+
+def test_a_backing_file_is_refused(user_image, tmp_path):
+    top = str(tmp_path / "top.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", user_image, top)
+    assert "backing file" in refused(top)
+
+
+def test_compressed_clusters_are_refused(user_image, tmp_path):
+    out = str(tmp_path / "c.qcow2")
+    qemu_img("convert", "-c", "-O", "qcow2", user_image, out)
+    assert "compressed" in refused(out)
+
+
+def test_encryption_external_data_and_extended_l2_are_refused(tmp_path):
+    enc = str(tmp_path / "enc.qcow2")
+    qemu_img("create", "-q", "--object", "secret,id=s0,data=pw", "-f", "qcow2", "-o",
+             "encrypt.format=luks,encrypt.key-secret=s0", enc, "8M")
+    assert "encrypted" in refused(enc)
+    ext = str(tmp_path / "ext.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", "-o", "data_file=" + str(tmp_path / "ext.data"), ext, "8M")
+    assert "external data file" in refused(ext)
+    l2 = str(tmp_path / "l2.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", "-o", "extended_l2=on", l2, "8M")
+    assert "extended L2" in refused(l2)
+
+
+def poke(path, offset, data):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+def header(path):
+    with open(path, "rb") as f:
+        return f.read(512)
+
+
+def l2_of_first_data(path):
+    """(file offset of the L2 entry of the first allocated cluster, its value)."""
+    h = header(path)
+    cluster = 1 << struct.unpack(">I", h[20:24])[0]
+    l1_offset = struct.unpack(">Q", h[40:48])[0]
+    with open(path, "rb") as f:
+        f.seek(l1_offset)
+        l2 = struct.unpack(">Q", f.read(8))[0] & 0x00FFFFFFFFFFFE00
+        f.seek(l2)
+        table = struct.unpack(">%dQ" % (cluster // 8), f.read(cluster))
+    i = next(k for k, e in enumerate(table) if e & 0x00FFFFFFFFFFFE00)
+    return l2 + 8 * i, table[i]
+
+
+@pytest.mark.parametrize("damage,why", [
+    (lambda p: poke(p, 0, b"QFI\x00"), "not a qcow2"),
+    (lambda p: poke(p, 4, struct.pack(">I", 4)), "version 4"),
+    (lambda p: poke(p, 20, struct.pack(">I", 30)), "cluster bits"),
+    (lambda p: poke(p, 24, struct.pack(">Q", 1 << 62)), "virtual size"),
+    (lambda p: poke(p, 36, struct.pack(">I", 1 << 30)), "L1 table"),
+    (lambda p: poke(p, 36, struct.pack(">I", 0)), "too small"),
+    (lambda p: poke(p, 40, struct.pack(">Q", 12345)), "L1 table"),
+    (lambda p: poke(p, 40, struct.pack(">Q", 1 << 40)), "L1 table"),
+    (lambda p: poke(p, 72, struct.pack(">Q", 1 << 1)), "corrupt"),
+    (lambda p: poke(p, 72, struct.pack(">Q", 1 << 9)), "unknown incompatible"),
+    (lambda p: poke(p, l2_of_first_data(p)[0], struct.pack(">Q", l2_of_first_data(p)[1] + 512)), "cluster"),
+    (lambda p: poke(p, l2_of_first_data(p)[0], struct.pack(">Q", 1 << 63 | 1 << 50)), "cluster"),
+    (lambda p: poke(p, l2_of_first_data(p)[0], struct.pack(">Q", l2_of_first_data(p)[1] | 1 << 57)), "reserved"),
+])
+def test_damage_is_refused_in_one_line(user_image, tmp_path, damage, why):
+    out = str(tmp_path / "copy.qcow2")
+    qemu_img("convert", "-O", "qcow2", user_image, out)
+    damage(out)
+    assert why in refused(out)
+
+
+def test_a_garbage_file_and_a_truncated_header_are_refused(tmp_path):
+    junk = tmp_path / "junk.qcow2"
+    junk.write_bytes(b"\x00" * 4096)
+    assert "not a qcow2" in refused(str(junk))
+    cut = tmp_path / "cut.qcow2"
+    qemu_img("create", "-q", "-f", "qcow2", str(cut), "8M")
+    cut.write_bytes(cut.read_bytes()[:80])
+    assert "cut short" in refused(str(cut))
