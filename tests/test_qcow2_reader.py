@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from qemuvm import QEMU_IMG, qemu_img as run_qemu_img
+from qemuvm import QEMU_IMG, first_l2_entry, qemu_img as run_qemu_img
 
 from hotvcb import qcow2
 from hotvcb.errors import HostError
@@ -126,25 +126,6 @@ def poke(path, offset, data):
         f.write(data)
 
 
-def header(path):
-    with open(path, "rb") as f:
-        return f.read(512)
-
-
-def l2_of_first_data(path):
-    """(file offset of the L2 entry of the first allocated cluster, its value)."""
-    h = header(path)
-    cluster = 1 << struct.unpack(">I", h[20:24])[0]
-    l1_offset = struct.unpack(">Q", h[40:48])[0]
-    with open(path, "rb") as f:
-        f.seek(l1_offset)
-        l2 = struct.unpack(">Q", f.read(8))[0] & 0x00FFFFFFFFFFFE00
-        f.seek(l2)
-        table = struct.unpack(">%dQ" % (cluster // 8), f.read(cluster))
-    i = next(k for k, e in enumerate(table) if e & 0x00FFFFFFFFFFFE00)
-    return l2 + 8 * i, table[i]
-
-
 @pytest.mark.parametrize("damage,why", [
     (lambda p: poke(p, 0, b"QFI\x00"), "not a qcow2"),
     (lambda p: poke(p, 4, struct.pack(">I", 4)), "version 4"),
@@ -156,9 +137,9 @@ def l2_of_first_data(path):
     (lambda p: poke(p, 40, struct.pack(">Q", 1 << 40)), "L1 table"),
     (lambda p: poke(p, 72, struct.pack(">Q", 1 << 1)), "corrupt"),
     (lambda p: poke(p, 72, struct.pack(">Q", 1 << 9)), "unknown incompatible"),
-    (lambda p: poke(p, l2_of_first_data(p)[0], struct.pack(">Q", l2_of_first_data(p)[1] + 512)), "cluster"),
-    (lambda p: poke(p, l2_of_first_data(p)[0], struct.pack(">Q", 1 << 63 | 1 << 50)), "cluster"),
-    (lambda p: poke(p, l2_of_first_data(p)[0], struct.pack(">Q", l2_of_first_data(p)[1] | 1 << 57)), "reserved"),
+    (lambda p: poke(p, first_l2_entry(p)[0], struct.pack(">Q", first_l2_entry(p)[1] + 512)), "cluster"),
+    (lambda p: poke(p, first_l2_entry(p)[0], struct.pack(">Q", 1 << 63 | 1 << 50)), "cluster"),
+    (lambda p: poke(p, first_l2_entry(p)[0], struct.pack(">Q", first_l2_entry(p)[1] | 1 << 57)), "reserved"),
 ])
 def test_damage_is_refused_in_one_line(user_image, tmp_path, damage, why):
     out = str(tmp_path / "copy.qcow2")
