@@ -156,3 +156,74 @@ def test_a_garbage_file_and_a_truncated_header_are_refused(tmp_path):
     qemu_img("create", "-q", "-f", "qcow2", str(cut), "8M")
     cut.write_bytes(cut.read_bytes()[:80])
     assert "cut short" in refused(str(cut))
+
+
+# -- content entries through verify (jobs/verify.py), the manifest hand-made as the seal writes it --------
+
+
+def content_backup(tmp_path, edit=None):
+    """A sealed folder holding one qcow2 with a content entry (and a .vmx with a file entry)."""
+    from hotvcb.store.manifest import ContentDigest
+
+    folder = tmp_path / "VM-2026-12-02_12-00-00"
+    folder.mkdir()
+    disk = str(folder / "VM.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", disk, "6M")
+    qemu_io(disk, "write -P 0x77 1M 2M")
+    (folder / "VM.json").write_text("{}\n")
+    shell = LocalShell()
+    files = {"VM.json": manifest.digest_file(shell, str(folder / "VM.json")).entry(),
+             "VM.qcow2": ContentDigest("qcow2", manifest.digest_content(shell, disk, "qcow2")).entry(
+                 shell.file_size(disk))}
+    if edit is not None:
+        edit(files["VM.qcow2"])
+    (folder / manifest.MANIFEST).write_text(manifest.dumps({"vm": "VM", "result": "ok", "files": files}))
+    (folder / "STATUS.ok").write_text("ok\n")
+    return shell, folder
+
+
+def test_a_content_entry_verifies_and_is_written_as_version_3(tmp_path):
+    from hotvcb.jobs.verify import verify_folder
+
+    shell, folder = content_backup(tmp_path)
+    assert manifest.load(shell, str(folder))["version"] == 3
+    res = verify_folder(shell, str(folder))
+    assert res.status == "ok", res.message
+    assert manifest.load(shell, str(folder))["version"] == 3  # recording the result keeps it
+
+
+def test_a_qcow2_grown_or_cut_is_damaged_by_its_size_before_it_is_read(tmp_path):
+    from hotvcb.jobs.verify import verify_folder
+
+    shell, folder = content_backup(tmp_path)
+    with open(str(folder / "VM.qcow2"), "ab") as f:
+        f.write(b"\0" * 65536)  # the same virtual disk: only the file's size tells
+    res = verify_folder(shell, str(folder))
+    assert res.status == "damaged" and "VM.qcow2: size" in res.message, res.message
+
+
+@pytest.mark.parametrize("edit,says", [
+    (lambda e: e["content"].update(format="vdi"), "manifest entry unusable: its content format 'vdi'"),
+    (lambda e: e["content"]["blocks"].update(size=7), "manifest entry unusable: its block size 7"),
+    (lambda e: e["content"].update(sha256_of_blocks="0" * 64), "VM.qcow2: content SHA-256 mismatch"),
+    (lambda e: e.update(content="garbage"), "a \"content\" entry is not a record"),
+])
+def test_a_damaged_content_entry_is_damage_in_one_line(tmp_path, edit, says):
+    from hotvcb.jobs.verify import verify_folder
+
+    shell, folder = content_backup(tmp_path, edit)
+    res = verify_folder(shell, str(folder), record=False)
+    assert res.status == "damaged" and says in res.message and "\n" not in res.message, res.message
+
+
+def test_a_content_only_entry_inside_a_gz_is_named_not_misread(tmp_path):
+    import tarfile
+
+    from hotvcb.jobs.verify import verify_gz
+
+    shell, folder = content_backup(tmp_path)
+    gz = str(tmp_path / (folder.name + ".gz"))
+    with tarfile.open(gz, "w:gz") as tar:
+        tar.add(str(folder), arcname=folder.name)
+    res = verify_gz(shell, gz, record=False)
+    assert res.status == "damaged" and "VM.qcow2: holds only a disk's content digest" in res.message, res.message

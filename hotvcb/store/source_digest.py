@@ -7,7 +7,11 @@ digest's time to the clone's. Where the driver says a source file holds the
 same bytes as a file of the copy (`Hypervisor.copied_as`: a flat base disk
 cloned to a flat format, held still by the snapshot), that source is
 digested in a thread while the clone reads it, and the seal uses that digest
-for the copy's file (store/seal.py). The manifest then
+for the copy's file (store/seal.py). A copy in an image format of the tool's
+own (qemu-img's qcow2) holds no source file's bytes, but the virtual disk of
+one: the source's *content* is digested (a raw image as it is, a qcow2 one
+through qcow2.py) and recorded as a content entry (manifest.py), unless the
+copy's image states another size. The manifest then
 records the disk's content at the snapshot instant: `hotvcb verify` (and the
 check during every restore) proves the backup reproduces it, and a write
 that went wrong on the target is found there instead of being sealed as the
