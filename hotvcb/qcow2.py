@@ -126,10 +126,16 @@ class Image(object):
         bufs = [bytearray(block_size) for _ in range(max(1, ring))]
         turn = 0
         zeros = bytes(min(block_size, self.cluster))
+        span = self.cluster * self.l2_entries
         off, run = 0, 0  # a run of zero blocks not yet yielded starts at off - run
         while off < self.size:
             if check is not None:
                 check()
+            skip = self._unmapped(off, span, block_size)
+            if skip:  # a whole L2 table's span with none: a terabyte disk's empty half is no loop
+                run += skip
+                off += skip
+                continue
             n = min(block_size, self.size - off)
             pieces = self._pieces(off, n)
             if all(host is None for _, host, _ in pieces):
@@ -152,6 +158,14 @@ class Image(object):
             off += n
         if run:
             yield off - run, run, None
+
+    def _unmapped(self, off: int, span: int, block_size: int) -> int:
+        """Whole blocks from `off` (a block boundary) inside an L2 span without a table, or 0."""
+        index = off // span
+        if self.l1[index] & _OFFSET or self.l1[index] & _L1_RESERVED:
+            return 0
+        end = min((index + 1) * span, self.size)
+        return end - off if end == self.size else (end - off) // block_size * block_size
 
     def _pieces(self, off: int, n: int):
         """[(virtual offset, host offset or None, length)] covering [off, off+n), runs merged."""

@@ -227,3 +227,46 @@ def test_a_content_only_entry_inside_a_gz_is_named_not_misread(tmp_path):
         tar.add(str(folder), arcname=folder.name)
     res = verify_gz(shell, gz, record=False)
     assert res.status == "damaged" and "VM.qcow2: holds only a disk's content digest" in res.message, res.message
+
+
+def test_a_header_claiming_another_size_is_damage_found_without_reading_the_disk(tmp_path):
+    """A flipped size field could claim petabytes: the header is compared with the entry first."""
+    from hotvcb.jobs.verify import verify_folder
+
+    shell, folder = content_backup(tmp_path)
+    with open(str(folder / "VM.qcow2"), "r+b") as f:
+        f.seek(24)
+        f.write(struct.pack(">Q", 1 << 50))
+    res = verify_folder(shell, str(folder), record=False)
+    assert res.status == "damaged" and "VM.qcow2: content size %d, manifest says" % (1 << 50) in res.message, (
+        res.message)
+
+
+def test_an_empty_terabyte_is_read_by_l2_span_not_block_by_block(tmp_path):
+    image = str(tmp_path / "tb.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", image, "1T")
+    qemu_io(image, "write -P 0x99 768G 64k")
+    looked = []
+
+    class Counting(qcow2.Image):
+        def _pieces(self, off, n):
+            looked.append(off)
+            return super()._pieces(off, n)
+
+    with open(image, "rb", buffering=0) as f:
+        blocks = [(off, n, d is None) for off, n, d in Counting(f, image).blocks(MIB)]
+    assert blocks == [(0, 768 << 30, True), (768 << 30, MIB, False), ((768 << 30) + MIB, (256 << 30) - MIB, True)]
+    assert len(looked) == 512  # the blocks of the one 512 MiB span that has an L2 table, of 1,048,576
+    assert content(image)["size"] == 1 << 40
+
+
+def test_a_fifo_in_place_of_the_qcow2_is_not_opened(tmp_path):
+    import os
+
+    from hotvcb.jobs.verify import verify_folder
+
+    shell, folder = content_backup(tmp_path, lambda e: e.update(size=0))
+    os.unlink(str(folder / "VM.qcow2"))
+    os.mkfifo(str(folder / "VM.qcow2"))
+    res = verify_folder(shell, str(folder), record=False)
+    assert res.status == "damaged" and "cannot hold a disk image" in res.message, res.message

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Dict, List, Optional
 
-from .. import targz
+from .. import qcow2, targz
 from ..errors import HostError
 from ..shell import Shell
 from ..store import health, layout, manifest
@@ -125,6 +125,8 @@ def _check_file(shell: Shell, path: str, rel: str, entry: Dict, present: bool, p
         size = shell.file_size(path)
         if size != entry.get("size", size):  # cut short or grown: no need to read it
             return Problem(rel, "size %d, manifest says %d" % (size, entry["size"]))
+        if size < qcow2.HEADER_V2:  # (also what a FIFO or device put there says: never opened)
+            return Problem(rel, "%d bytes cannot hold a disk image" % size)
         digest = manifest.digest_content(shell, path, content.get("format", ""), on_block=progress, entry=content)
     except HostError as err:
         return Problem(rel, "unreadable: %s" % err)
