@@ -16,7 +16,7 @@ import subprocess
 import pytest
 
 from qemuvm import (
-    GuestWriter, QemuVm, apply, env, first_data_offset, first_l2_entry, hotvcb_argv, kill_tree, make_initial,
+    PYTHON, GuestWriter, QemuVm, apply, env, first_data_offset, first_l2_entry, hotvcb_argv, kill_tree, make_initial,
     needs_qemu, qemu_img, same_content, short_dir, slow_qemu_img, wait_until,
 )
 
@@ -383,6 +383,13 @@ def test_a_qcow2_backup_records_the_disks_content_taken_from_the_source_and_veri
 
     pristine = open(disk, "rb").read()
     _flip(disk, first_data_offset(disk) + 4097)
+    if source == "raw":  # restore's own check reads the content too (before verify marks it damaged)
+        target = str(lab.root / "restored")
+        os.makedirs(target)
+        r = subprocess.run([PYTHON, "-m", "hotvcb", "restore", backup, "--kvm", target], capture_output=True,
+                           text=True, timeout=120, env=env())
+        assert r.returncode == 6 and "fails verification" in r.stdout + r.stderr, r.stdout + r.stderr
+        assert os.listdir(target) == []  # nothing half-written
     r = _verify(lab, backup)
     assert r.returncode != 0 and name + ".qcow2: content SHA-256 mismatch (virtual bytes" in r.stdout + r.stderr, (
         r.stdout + r.stderr)
