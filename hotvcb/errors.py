@@ -11,6 +11,7 @@
         ├── AmbiguousVm         several VMs share that display name
         ├── InvalidVm           registered, but the host skips it (datastore gone)
         ├── SnapshotError       snapshot did not appear / could not be removed
+        │   └── VmGone          the VM left the host before its snapshot was taken
         ├── TimeoutExpired      a bounded wait ran out
         └── CopyError           a disk or file copy failed (per disk)
 
@@ -82,11 +83,12 @@ class HostError(HotvcbError):
 
 
 class CommandFailed(HostError):
-    def __init__(self, argv: Sequence[str], returncode: int, output: str):
+    def __init__(self, argv: Sequence[str], returncode: int, output: str, fault: str = ""):
+        """`fault`: the fault's type where the tool names one (vim-cmd's `vim.fault.NotFound`: NotFound)."""
         first = " ".join(argv[:2])
         detail = output.strip().splitlines()[-1] if output.strip() else "no output"
         super().__init__("%s failed (exit %d): %s" % (first, returncode, detail))
-        self.argv, self.returncode, self.output = list(argv), returncode, output
+        self.argv, self.returncode, self.output, self.fault = list(argv), returncode, output, fault
 
 
 class VmNotFound(HostError):
@@ -118,6 +120,15 @@ class AmbiguousVm(HostError):
 
 class SnapshotError(HostError):
     pass
+
+
+class VmGone(SnapshotError):
+    """The VM was there when the run asked about it, and is not when its snapshot is asked for
+    (unregistered, or registered again under another vmid, while the VM before it was copied)."""
+
+    def __init__(self, name: str, vmid: str):
+        super().__init__("%s (vmid %s) is no longer registered on this host; not backed up" % (name, vmid))
+        self.name = name
 
 
 class TimeoutExpired(HostError):

@@ -10,6 +10,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -30,12 +31,16 @@ def dead_pid() -> int:
     return p.pid
 
 
-def record(host, name, pid, path, machine=None, root=DS1, raw=None):
-    """Write `<root>/<name>.owner` as a restore would (or raw text)."""
+def record(host, name, pid, path, machine=None, root=DS1, raw=None, age=3600):
+    """Write `<root>/<name>.owner` as a restore would (or raw text), last touched `age` seconds ago:
+    without this host's id in it, only a record whose heartbeat stopped is a dead restore's."""
     text = raw if raw is not None else "run=abcdef012345 machine=%s pid=%d started=1700000000\npath=%s\n" % (
         machine or MACHINE, pid, path)
-    with open(host.real(root + "/" + name + ".owner"), "w", encoding="utf-8") as f:
+    real = host.real(root + "/" + name + ".owner")
+    with open(real, "w", encoding="utf-8") as f:
         f.write(text)
+    then = time.time() - age
+    os.utime(real, (then, then))
 
 
 def victim(host, path):
@@ -433,24 +438,27 @@ def test_ssh_mode_cleanup_checks_and_removes_through_the_ssh_shell(site, host): 
     assert "cleanup: 1 leftover(s) removed" in r.out and "going file by file over SSH" in r.out, r.out
 
 
-@pytest.mark.xfail(strict=True, reason="records are told apart by hostname only; adding the host id (as snapshots and "
-                   "-partial folders have) alone would be wrong: ESXi's id lives in /var/run, a ramdisk, so after a "
-                   "power loss (the case cleanup is for) this host's own dead records would look like another "
-                   "host's; -partial folders fall back on a heartbeat, restores have none")
-def test_a_record_of_another_host_with_our_hostname_is_left(host):
+def test_a_record_of_another_host_with_our_hostname_is_left_while_its_heartbeat_is_fresh(host):
     """Two ESXi hosts that share an NFS datastore and one hostname (ESXi's default is `localhost`):
     host B's restore record says machine=<our name> and a pid that means nothing here. Its host id
-    differs from ours; cleanup must leave its folder to a cleanup on that host, as it does for
-    snapshots and -partial folders (host id), not delete a restore that may be running there."""
+    differs from ours; while B's restore touches it, cleanup must leave its folder (it once took
+    it by the pid). Once untouched for five minutes it is a dead restore's, B's or ours before a
+    reboot (ESXi's host id lives on a ramdisk), and goes."""
     conf = write_conf(host)
     theirs = scratch(host, ".hotvcb-extract-7-1-abcdef")
-    record(host, ".hotvcb-extract-7-1-abcdef", 0, "", raw="run=abcdef012345 machine=%s pid=%d started=1700000000 "
-           "host=idotherhost0\npath=%s/.hotvcb-extract-7-1-abcdef\n" % (MACHINE, dead_pid(), DS1))
+    text = "run=abcdef012345 machine=%s pid=%d started=1700000000 host=idotherhost0\npath=%s/%s\n" % (
+        MACHINE, dead_pid(), DS1, ".hotvcb-extract-7-1-abcdef")
+    record(host, ".hotvcb-extract-7-1-abcdef", 0, "", raw=text, age=250)
     r = hotvcb(host, "cleanup", "-g", conf)
     no_traceback(r)
     assert r.returncode == 0, r.stdout + r.stderr
     assert survives(theirs) and exists(host, DS1 + "/.hotvcb-extract-7-1-abcdef.owner"), r.stdout
     assert "cleanup: 0 leftover(s) removed" in r.stdout and "idotherhost0" in r.stdout, r.stdout
+    record(host, ".hotvcb-extract-7-1-abcdef", 0, "", raw=text, age=310)
+    r = hotvcb(host, "cleanup", "-g", conf)
+    no_traceback(r)
+    assert r.returncode == 0 and "cleanup: 1 leftover(s) removed" in r.stdout, r.stdout + r.stderr
+    assert not os.path.exists(theirs) and not exists(host, DS1 + "/.hotvcb-extract-7-1-abcdef.owner"), r.stdout
 
 
 def test_sigterm_mid_copy_removes_the_scratch_folder_and_then_its_record(host, tmp_path):

@@ -379,10 +379,12 @@ def test_two_restores_to_one_target_at_once(tmp_path):
 
 # --- stopped midway ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
-def test_a_restore_stopped_during_the_conversion(tmp_path, sig):
+@pytest.mark.parametrize("sig, then", [(signal.SIGINT, None), (signal.SIGKILL, "cleanup"), (signal.SIGKILL, "restore")])
+def test_a_restore_stopped_during_the_conversion(tmp_path, sig, then):
     """Ctrl-C (SIGINT): exit 2, the unfinished folder and qemu-img gone. SIGKILL: nothing can clean up, but
-    qemu-img dies too, the folder never gets its final name, and the next restore names it."""
+    qemu-img dies too and the folder never gets its final name; its owner record lets `hotvcb cleanup --kvm
+    DIR` or the next restore into DIR remove it (it once refused the name until removed by hand), while
+    the same cleanup during the conversion left the running restore's folder alone."""
     backup = esxi_backup(tmp_path / "vol", "web", size=32 << 20, random_bytes=16 << 20)
     before = digests(backup)
     out = tmp_path / "out"
@@ -393,6 +395,10 @@ def test_a_restore_stopped_during_the_conversion(tmp_path, sig):
     temp = out / "web.hotvcb-restoring"
     try:
         wait_until(lambda: (temp / "sda.raw").exists(), 60, "the conversion to start")
+        if then == "cleanup":
+            r = cli("cleanup", "--kvm", out)
+            assert r.returncode == 0 and "unfinished VM folder of a running restore" in r.out, r.out
+            assert (temp / "sda.raw").exists() and p.poll() is None, r.out
         time.sleep(0.5)
         p.send_signal(sig)
         text = p.communicate(timeout=60)[0]
@@ -406,8 +412,18 @@ def test_a_restore_stopped_during_the_conversion(tmp_path, sig):
         assert p.returncode == 2, text
         assert os.listdir(str(out)) == []
     else:
+        assert temp.exists() and [e for e in os.listdir(str(out)) if e.endswith(".owner")], os.listdir(str(out))
+        if then == "cleanup":
+            r = cli("cleanup", "--kvm", out, "-d", "dryrun")
+            assert r.returncode == 0 and "cleanup: 1 leftover(s) found" in r.out and temp.exists(), r.out
+            r = cli("cleanup", "--kvm", out)
+            assert r.returncode == 0 and "cleanup: 1 leftover(s) removed" in r.out, r.out
+            assert os.listdir(str(out)) == [], r.out
         r = cli("restore", backup, "--kvm", out)
-        assert r.returncode == 6 and "web.hotvcb-restoring exists" in one_clear_error(r), r.out
+        assert r.returncode == 0, r.out
+        assert ("left by a restore that died" in r.out) == (then == "restore"), r.out
+        assert os.listdir(str(out)) == ["web"], r.out
+        assert same_content(os.path.join(backup, "disk.vmdk"), str(out / "web" / "sda.qcow2"))
     assert digests(backup) == before
 
 

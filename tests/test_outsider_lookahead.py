@@ -6,6 +6,8 @@ import os
 import signal
 import time
 
+import pytest
+
 from esxisim import proclog, snapshots
 from simhost import (backups, hotvcb_background, kill, lock_pid, make_host, needs_root, ours, sealed,
                      snapshot_names, wait_for, write_conf)
@@ -77,13 +79,26 @@ def test_a_vm_powered_on_during_the_copy_before_is_snapshotted_not_copied_as_if_
     assert host.power_state(second) == "on"
 
 
+def _renamed(host, vmid):
+    """Renamed the way ESXi 6.x+ users do it by hand: unregistered, registered again under a new name."""
+    vmx = host.vm(vmid)["vmx"]
+    host.unregister(vmid)
+    host.register(vmx, name="renamed")
+
+
 @needs_root
-def test_a_vm_unregistered_during_the_copy_before_fails_alone_in_one_line(host, tmp_path):
+@pytest.mark.parametrize("change", ["unregistered", "renamed"])
+def test_a_vm_unregistered_during_the_copy_before_fails_alone_in_one_line_and_leaves_no_folder(host, tmp_path,
+                                                                                             change):
+    """Before the look-ahead such a VM failed its pre-flight (its snapshot list) and left nothing on the
+    target; asked about ahead, it was claimed a folder and failed at its snapshot, leaving a
+    STATUS.error backup folder. It must leave none again, and say why in one line."""
     second = _two_vms(host)
-    code, out = _run_changing_second(host, tmp_path, second, lambda: host.unregister(second))
+    how = (lambda: host.unregister(second)) if change == "unregistered" else (lambda: _renamed(host, second))
+    code, out = _run_changing_second(host, tmp_path, second, how)
     assert code == 4 and "Traceback" not in out, out  # some VMs failed
-    assert len(sealed(host, FIRST)) == 1 and not sealed(host, SECOND), out
-    assert [l for l in out.splitlines() if "-- error:" in l and SECOND in l], out
+    assert len(sealed(host, FIRST)) == 1 and backups(host, SECOND) == [], out
+    assert [l for l in out.splitlines() if "-- error:" in l and SECOND in l and "no longer registered" in l], out
     assert not ours(host, host.vmid_by_name(FIRST))
 
 

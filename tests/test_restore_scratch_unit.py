@@ -4,6 +4,7 @@ played at the moment that would make a careless cleanup delete its folder."""
 
 import os
 import subprocess
+import time
 
 from hotvcb.jobs import restore_scratch
 from hotvcb.runid import RunId
@@ -43,17 +44,24 @@ class RacingShell(LocalShell):
         return text
 
 
+HOST = "thishost0001"  # the host id both the dead restore and cleanup run on
+
+
 def dead_record(folder: str) -> None:
     p = subprocess.Popen(["true"])
     p.wait()
-    dead = RunId("abcdef012345", RunId.new().machine, p.pid, 1700000000)
+    dead = RunId("abcdef012345", RunId.new().machine, p.pid, 1700000000, HOST)
     with open(restore_scratch.record_of(folder), "w") as f:
         f.write("%s\npath=%s\n" % (dead.text(), folder))
 
 
+def records():
+    return restore_scratch.Records(LocalShell(), lambda: HOST)
+
+
 def sweep(shell, root):
     log = Log()
-    n = restore_scratch.sweep(shell, [root], log, RunId.new())
+    n = restore_scratch.sweep(shell, [root], log, RunId.new().on_host(HOST))
     return n, log.lines
 
 
@@ -64,7 +72,7 @@ def test_a_later_restore_claiming_the_folder_while_cleanup_looks_keeps_it(tmp_pa
     root = str(tmp_path)
     folder = root + "/copy.hotvcb-restoring"
     dead_record(folder)
-    shell = RacingShell("exists", 1, lambda: restore_scratch.claim(LocalShell(), folder))
+    shell = RacingShell("exists", 1, lambda: records().claim(folder))
     n, lines = sweep(shell, root)
     assert os.path.isdir(folder) and os.path.exists(restore_scratch.record_of(folder)), lines
     assert n == 0 and any("took it over meanwhile" in line for line in lines), lines
@@ -90,3 +98,25 @@ def test_a_dead_restores_folder_and_record_go(tmp_path):
     dead_record(folder)
     n, lines = sweep(LocalShell(), root)
     assert n == 1 and not os.path.exists(folder) and not os.path.exists(restore_scratch.record_of(folder)), lines
+
+
+def test_a_live_restore_keeps_its_records_fresh_and_stops_once_they_are_gone(tmp_path, monkeypatch):
+    """Cleanup takes a record without this host's id only once its heartbeat is old: the restore
+    must touch every record it holds, and touch none (make none) after releasing it."""
+    monkeypatch.setattr(restore_scratch, "HEARTBEAT", 0.05)
+    root = str(tmp_path)
+    mine = records()
+    folder, scratch = root + "/copy.hotvcb-restoring", mine.make(root)
+    mine.claim(folder)
+    for path in (folder, scratch):
+        os.utime(restore_scratch.record_of(path), (1, 1))
+    deadline = time.time() + 10
+    while time.time() < deadline and min(os.path.getmtime(restore_scratch.record_of(p)) for p in (folder, scratch)) < 2:
+        time.sleep(0.05)
+    assert all(time.time() - os.path.getmtime(restore_scratch.record_of(p)) < 10 for p in (folder, scratch))
+    beat = mine._beat
+    mine.remove(scratch)
+    mine.release(folder)
+    beat.join(5)
+    assert not beat.is_alive(), "the heartbeat outlived every record"
+    assert not os.path.exists(restore_scratch.record_of(folder)) and not os.path.exists(scratch)

@@ -1,8 +1,18 @@
-"""`hotvcb cleanup`: undo what a killed run left behind (a dead run's only)."""
+"""`hotvcb cleanup`: undo what a killed run left behind (a dead run's only).
+
+`--kvm DIR` looks only in DIR, a `restore --kvm` target on this machine: such a folder is on no
+host's datastore, so the host's cleanup cannot find the records there, and it needs no host lock
+(restores take none).
+"""
+
+import os
 
 from .. import interrupt
+from ..errors import UsageError
 from ..jobs import restore_scratch
 from ..jobs.leftovers import cleanup_host
+from ..runid import RunId
+from ..shell import LocalShell
 from . import common, onhost
 
 
@@ -10,11 +20,15 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("cleanup", help="remove leftover hotvcb snapshots, unfinished backups and killed "
                               "restores' scratch folders, power on VMs a killed run left off")
     common.add_host_options(p)
+    p.add_argument("--kvm", metavar="DIR", help="only remove what killed `restore --kvm DIR` runs of this machine "
+                   "left in DIR")
     onhost.add_option(p)
     p.set_defaults(handler=run)
 
 
 def run(args) -> int:
+    if args.kvm is not None:
+        return _kvm(args)
     settings, log = common.load(args)
     interrupt.install()
     code = onhost.command(args, 1, log)
@@ -30,6 +44,21 @@ def run(args) -> int:
             lock.sweep_done()
     finally:
         lock.release()
+    return _summary(args, log, n, before)
+
+
+def _kvm(args) -> int:
+    if args.host_target:
+        raise UsageError("--kvm DIR is a folder on this machine; drop --host/--qemu/--libvirt")
+    if not os.path.isdir(args.kvm):
+        raise UsageError("--kvm %s: no such folder" % args.kvm)
+    _settings, log = common.load(args)
+    n = restore_scratch.sweep(LocalShell(), [args.kvm], log, RunId.new().on_host(restore_scratch.machine_id()),
+                              args.level == "dryrun")
+    return _summary(args, log, n, 0)
+
+
+def _summary(args, log, n: int, before: int) -> int:
     failed = sum(" -- error: " in line for line in log.lines[before:])  # a VM's or a folder's cleanup
     log.info("cleanup: %d leftover(s) %s%s" % (n, "found" if args.level == "dryrun" else "removed",
                                                ", %d failed (see above)" % failed if failed else ""))

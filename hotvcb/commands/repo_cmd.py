@@ -21,12 +21,11 @@ from typing import Any, Dict, Iterator, List
 from .. import interrupt
 from ..errors import HostError, RepoError, UsageError
 from ..jobs.repo_backup import flat_name
-from ..jobs import restore_scratch
+from ..jobs.restore_scratch import Records
 from ..repo.reader import read_file, restore_disk, whole_or_nothing
 from ..repo.repository import SNAPSHOTS, Repository, Snapshot, open_path
 from ..repo.verify import verify
 from ..store import layout
-from ..shell import LocalShell
 from ..units import human_size
 
 
@@ -130,13 +129,12 @@ def restore(path: str, ident: str, to: str, latest: str = "") -> int:
 
 
 @contextmanager
-def staged(path: str, ident: str, target: str, latest: str = "") -> Iterator[str]:
+def staged(path: str, ident: str, target: str, records: Records, latest: str = "") -> Iterator[str]:
     """The backup as a sealed backup folder (thin disks, STATUS.ok) on the target datastore, for the
     folder restore to convert and register; removed afterwards, whatever happens."""
     repo = open_path(path)
     snap = find(repo, ident, latest)
-    shell = LocalShell()
-    scratch = restore_scratch.make(shell, target)  # its record lets `hotvcb cleanup` remove it if we are killed
+    scratch = records.make(target)  # its record lets `hotvcb cleanup` remove it if we are killed
     folder = scratch + "/" + layout.backup_name(snap.vm, snap.time)
     try:
         _materialize(repo, snap, folder)
@@ -145,7 +143,7 @@ def staged(path: str, ident: str, target: str, latest: str = "") -> Iterator[str
         yield folder
     finally:
         try:
-            restore_scratch.remove(shell, scratch)
+            records.remove(scratch)
         except HostError as err:  # not over the error that brought us here
             print("hotvcb: warning: %s -- remove %s by hand" % (err, scratch), file=sys.stderr)
 

@@ -11,7 +11,7 @@ import time
 from typing import Dict, List, Optional, Tuple
 
 from .. import vmdk
-from ..errors import CommandFailed, CopyError, HostError, SnapshotError, TimeoutExpired, VmNotFound
+from ..errors import CommandFailed, CopyError, HostError, SnapshotError, TimeoutExpired, VmGone, VmNotFound
 from ..model import DatastoreInfo, Disk, Snapshot, SnapshotTree, Vm, VmRef
 from ..settings import DISK_FORMATS
 from ..shell import Shell
@@ -95,8 +95,9 @@ class EsxiHost:
         # registration), so the driver's scans of VM folders are dropped
         runner = self.shell.run if args[0] in _QUERIES else self._files.run
         out = runner([VIM_CMD] + args, timeout=timeout, interruptible=interruptible)
-        if out.returncode != 0 or _FAULT.search(out.output):
-            raise CommandFailed(out.argv, out.returncode, _fault_message(out.output))
+        fault = _FAULT.search(out.output)
+        if out.returncode != 0 or fault:
+            raise CommandFailed(out.argv, out.returncode, _fault_message(out.output), fault.group(2) if fault else "")
         return out.output
 
     def datastores(self) -> List[DatastoreInfo]:
@@ -264,6 +265,8 @@ class EsxiHost:
         try:
             self._vim(args, timeout=timeout)
         except CommandFailed as err:
+            if err.fault == "NotFound":  # the only object snapshot.create names is the VM
+                raise VmGone(vm.name, vm.ref.vmid) from err
             raise SnapshotError("snapshot of %s failed: %s" % (vm.name, err.output.strip())) from err
         while True:
             mine = [s for s in self.snapshots(vm) if s.name == name and s.id not in before]

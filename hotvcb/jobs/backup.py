@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Union
 
 from .. import config, crashpoint, interrupt
-from ..errors import AmbiguousVm, HotvcbError, Interrupted, InvalidVm, SnapshotError, VmNotFound
+from ..errors import AmbiguousVm, HotvcbError, Interrupted, InvalidVm, SnapshotError, VmGone, VmNotFound
 from ..hosts.base import Hypervisor
 from ..model import Disk, DiskResult, Snapshot, SnapshotTree, Vm, VmRef, VmResult
 from ..runid import RunId
@@ -34,7 +34,7 @@ from .guest_hooks import run_guest_hook
 from .hooks import run_hook
 from .leftovers import SNAPSHOT_PREFIX, cleanup_host, is_ours, remove_our_snapshots, remove_partials, restore_power
 from .power import PowerControl
-from .snaptree import TREE, copy_tree, describe
+from .snaptree import copy_tree
 from .space import SpaceLedger
 from .vm_leftovers import clear_dead_runs, late_snapshot
 
@@ -64,8 +64,7 @@ class BackupJob:
         self.power = PowerControl(host, log, run)
         self.space = SpaceLedger(log)  # room on the target promised to VMs being backed up now
         self.queue = None  # type: Optional[parallel.Queue]  # the VMs still to start, with BACKUP_PARALLEL
-        self.lookahead = lookahead.Lookahead(host)
-        self.next_vm = None  # type: Optional[VmRef]  # the serial loop's next VM, asked about ahead
+        self.lookahead = lookahead.Lookahead(host, dry_run)  # the serial loop, asking about the next VM
         self.swept = False  # this run looked for a dead run's leftovers on every VM
         self._mine = threading.local()  # .vm_number: each worker thread's VM
         self.vm_number = self.vm_count = 0  # for the progress line: VM i of n
@@ -120,22 +119,17 @@ class BackupJob:
             self.swept = True
         targets = self.select(names, exclude)
         self.results = []
-        results = self.results
         try:
             self.power.shutdown_in_order(targets, self.settings, self.dry_run)
             self.vm_count = len(targets)
             if self.settings.backup_parallel > 1 and len(targets) > 1 and not self.dry_run:
                 parallel.run(self, targets)
             else:
-                for self.vm_number, target in enumerate(targets, 1):
-                    self.next_vm = next((t for t in targets[self.vm_number:] if isinstance(t, VmRef)), None)
-                    results.append(self.backup_target(target))
-                    if interrupt.pending():
-                        interrupt.raise_pending()
+                self.lookahead.run(self, targets)
         finally:
             self.power.start_in_order(self.settings)
             self.lookahead.drop()
-        return results
+        return self.results
 
     @property
     def vm_number(self) -> int:
@@ -213,11 +207,6 @@ class BackupJob:
         return result
 
 
-    def look_ahead(self) -> None:
-        """A VM's copy starts: ask about the next one meanwhile (jobs/lookahead.py)."""
-        if self.next_vm is not None and not self.dry_run:
-            self.lookahead.ask(self.next_vm)
-
     def run_eta(self, disk_left: float, disks_left: int = 0) -> Optional[float]:
         """This disk's ETA, plus the rest of this VM and the VMs after it, by the average so far."""
         if not self._vm_seconds and not self._disk_seconds:
@@ -252,6 +241,7 @@ class _VmBackup:
         self.snapshot = None  # type: Optional[Snapshot]
         self.snapshot_name = None  # type: Optional[str]  # asked for, whether or not it showed up
         self.snapshot_refused = False  # the host said no: nothing will show up late
+        self.gone = False  # the host no longer has the VM (asked about ahead, jobs/lookahead.py)
         self.power_failure = ""  # the VM did not come back on: the run's first news
         self.powered_down = False
         self.sealer = None  # type: Optional[Union[Sealer, RepoSink]]
@@ -270,10 +260,9 @@ class _VmBackup:
         self.vm = vm
         disks = preflight.disks_to_copy(vm, self.s, self.log)
         plan = preflight.check(self.host, self.s, self.log, self.job.space, vm, disks, snaps, pending)
-        self.capacity, self.needed, self.tree, self.user_snapshots = (plan.capacity, plan.needed, plan.tree,
-                                                                      plan.user_snapshots)
+        self.capacity, self.tree, self.user_snapshots = plan.capacity, plan.tree, plan.user_snapshots
         if dry:
-            self._dry_run(vm, disks)
+            preflight.dry_run(self.host, self.s, self.log, vm, disks, plan, self.started)
             self.result.status = "ok"
             return
         if self.s.pre_backup_hook:
@@ -319,7 +308,7 @@ class _VmBackup:
                 state = "off"
             elif state != "off":
                 self._snapshot(vm)
-            self.job.look_ahead()
+            self.job.lookahead.ask_next()  # while this VM's disks are copied
             self._copy_disks(vm, disks, self.sealer)
             if self.tree is not None and any(d.ok for d in self.result.disks):
                 self.tree_record = copy_tree(self.host, self.tree, self.sealer.partial, self.s.disk_backup_format,
@@ -347,31 +336,6 @@ class _VmBackup:
                       source_host=self.host.host_name())
 
     # -- steps ---------------------------------------------------------------
-    def _dry_run(self, vm: Vm, disks) -> None:
-        s = self.s
-        target = layout.vm_root(s.vm_backup_volume, vm.name) + "/" + layout.backup_name(vm.name, self.started)
-        self.log.dryrun("###############################################")
-        self.log.dryrun("Virtual Machine: %s (vmid %s)" % (vm.name, vm.ref.vmid))
-        self.log.dryrun("VM_VMX_PATH: %s" % vm.ref.vmx_path)
-        self.log.dryrun("BACKUP_TO: %s" % target)
-        self.log.dryrun("POWER_STATE: %s" % self.host.power_state(vm))
-        for d in disks:
-            self.log.dryrun(
-                "VMDK: %s (%s) -> %s, needs %s" % (d.path, d.key, s.disk_backup_format, human_size(self.host.bytes_needed(d, s.disk_backup_format)))
-            )
-        for f in vm.extra_files:
-            self.log.dryrun("FILE: %s" % f)
-        if self.tree is not None:
-            self.log.dryrun("SNAPSHOT TREE: %s -> %s/" % (describe(self.tree), TREE))
-        self.log.dryrun("TOTAL NEEDED: %s; ROTATION: keep %d%s" % (
-            human_size(self.needed), s.vm_backup_rotation_count,
-            ", within %s" % human_size(s.vm_backup_rotation_size) if s.vm_backup_rotation_size else ""))
-        # what rotation would remove once this backup is made (counted as the newest good one)
-        rotation.rotate(self.host.shell, s.vm_backup_volume, vm.name, s.vm_backup_rotation_count, self.log,
-                        source=(self.host.host_name(), vm.uuid), budget=s.vm_backup_rotation_size, dry_run=True,
-                        phantom=self.needed)
-        self.log.dryrun("###############################################")
-
     def _cold_snapshot(self, vm: Vm) -> None:
         """COLD_SNAPSHOT: the backup of a shut-down guest, with minutes of downtime, not hours.
 
@@ -402,8 +366,9 @@ class _VmBackup:
             self.snapshot = self.host.create_snapshot(
                 vm, name, desc, self.s.vm_snapshot_memory, self.s.vm_snapshot_quiesce, self.s.snapshot_timeout * 60.0
             )
-        except SnapshotError:
+        except SnapshotError as err:
             self.snapshot_refused = True
+            self.gone = isinstance(err, VmGone)  # leaves no folder, as its pre-flight's failure did
             raise
         self.log.debug("%s: snapshot id %s" % (vm.name, self.snapshot.id if self.snapshot else "?"))
         crashpoint.reached("snapshot-created")
@@ -449,7 +414,7 @@ class _VmBackup:
     def _cleanup(self, vm: Vm, sealer: "Union[Sealer, RepoSink]", failed: bool) -> None:
         """Undo what we did, in reverse: snapshot, power, then seal or discard."""
         errors = []  # type: List[str]
-        if self.snapshot is None and self.snapshot_name is not None:
+        if self.snapshot is None and self.snapshot_name is not None and not self.gone:
             # as long again as SNAPSHOT_TIMEOUT allowed, at most a minute; once if the host refused it
             wait = 0.0 if self.snapshot_refused else min(60.0, self.s.snapshot_timeout * 60.0)
             self.snapshot = late_snapshot(self.host, vm, self.snapshot_name, wait, self.log)
@@ -496,7 +461,10 @@ class _VmBackup:
         if self.sealer is None or not self.host.shell.isdir(self.sealer.partial):
             return
         try:
-            self.result.backup_dir = self.sealer.fail(self.result)
+            if self.gone:
+                self.sealer.abandon()
+            else:
+                self.result.backup_dir = self.sealer.fail(self.result)
         except HotvcbError as err:
             self.log.error("%s: could not record the failed backup: %s" % (vm.name, err))
 

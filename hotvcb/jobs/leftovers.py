@@ -173,21 +173,21 @@ def _partial_dead(shell: Shell, partial: str, run: RunId) -> bool:
             return False
         if owner.host and owner.host == run.host:
             return True  # this host's run, and we hold this host's lock
-    age = _volume_age(shell, owner_file if shell.exists(owner_file) else partial, run)
+    age = volume_age(shell, owner_file if shell.exists(owner_file) else partial, partial.rsplit("/", 1)[0], run)
     return age is None or age > STALE_AFTER
 
 
-def _volume_age(shell: Shell, path: str, run: RunId) -> Optional[float]:
-    """How long since path was touched, by the clock of the volume that holds it.
+def volume_age(shell: Shell, path: str, folder: str, run: RunId) -> Optional[float]:
+    """How long since path was touched, by the clock of the volume that holds it and `folder`.
 
     An NFS server stamps mtimes with its own clock; a host whose clock is off
     by minutes would otherwise see another host's live, heartbeating folder as
-    stale. A probe touched now beside it gives the volume's "now".
+    stale. A probe touched now in `folder` gives the volume's "now".
     """
     age = shell.age(path)
     if age is None:
         return None
-    probe = path.rsplit("/", 2)[0] + "/.hotvcb-clock." + run.run
+    probe = folder.rstrip("/") + "/.hotvcb-clock." + run.run
     try:
         shell.write_text(probe, "")
         skew = shell.age(probe) or 0.0

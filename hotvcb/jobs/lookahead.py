@@ -20,18 +20,29 @@ one, and only for FRESH_FOR seconds; otherwise the question is asked again:
   without a snapshot, which needs it off now), any other answer, a power-down
   mode and a VM VM_SHUTDOWN_ORDER powered down ask again.
 
+A VM unregistered (or registered anew under another vmid) since it was asked
+about is found out by its snapshot's create, after its folder was claimed:
+the driver says VmGone and the folder, which holds only the VM's config, is
+removed whole (jobs/backup.py), as a pre-flight's failure leaves none. A
+fresh question before the claim would put a host command back on every
+VM's critical path.
+
 Only the serial loop looks ahead (BACKUP_PARALLEL already overlaps VMs), never a dry run.
 """
 
 import time
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
+from .. import interrupt
 from ..background import Background
 from ..errors import HotvcbError, Interrupted
 from ..hosts.base import Hypervisor
 from ..model import Snapshot, Vm, VmRef
 from ..settings import Settings
+
+if TYPE_CHECKING:
+    from .backup import BackupJob, Target
 
 FRESH_FOR = 120.0  # seconds an answer asked ahead serves (the driver's own SNAPSHOTS_REUSED_FOR)
 
@@ -45,9 +56,24 @@ class Answers:
 
 
 class Lookahead:
-    def __init__(self, host: Hypervisor):
-        self.host = host
+    def __init__(self, host: Hypervisor, dry_run: bool = False):
+        self.host, self.dry_run = host, dry_run
         self._asking = None  # type: Optional[Background[Answers]]
+        self.next_vm = None  # type: Optional[VmRef]  # the serial loop's next VM, asked about ahead
+
+    def run(self, job: "BackupJob", targets: "List[Target]") -> None:
+        """The serial loop: one VM after the other, job.results in list order, the next VM known
+        to each VM's copy (ask_next)."""
+        for job.vm_number, target in enumerate(targets, 1):
+            self.next_vm = next((t for t in targets[job.vm_number:] if isinstance(t, VmRef)), None)
+            job.results.append(job.backup_target(target))
+            if interrupt.pending():
+                interrupt.raise_pending()
+
+    def ask_next(self) -> None:
+        """A VM's copy starts: ask about the next one meanwhile (never in a dry run)."""
+        if self.next_vm is not None and not self.dry_run:
+            self.ask(self.next_vm)
 
     def ask(self, ref: VmRef) -> None:
         """Ask about `ref` in a thread, unless questions are still out. The VM's files are read

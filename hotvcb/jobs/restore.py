@@ -80,6 +80,7 @@ class RestoreJob:
                  power_on: bool = False):
         self.host, self.shell, self.log = host, host.shell, log
         self.dry_run, self.verbose, self.verify, self.power_on = dry_run, verbose, verify, power_on
+        self.records = restore_scratch.on_host(self.shell, host.run_dir)  # one heartbeat for all requests
 
     def run(self, requests) -> List[RestoreResult]:
         results = []
@@ -177,7 +178,13 @@ class _Restore:
     def _remove_recorded(self, folder: str) -> None:
         """A folder restore_scratch recorded, then its record (kept while the folder stays)."""
         if self._remove(folder):
-            self._remove(restore_scratch.record_of(folder))
+            self._release(folder)
+
+    def _release(self, folder: str) -> None:
+        try:
+            self.job.records.release(folder)
+        except HostError as err:
+            self.log.error("could not remove %s: %s -- remove it by hand" % (restore_scratch.record_of(folder), err))
 
     def _remove(self, path: str) -> bool:
         try:
@@ -246,7 +253,7 @@ class _Restore:
             self.log.dryrun("RESTORE: %s (%s backup) as %s in %s, disks %s converted to VMDK with qemu-img first" % (
                 backup, kvm.kind, self.req.disk_format, folder, ", ".join(d.source for d in kvm.machine.disks)))
             return
-        dest = restore_scratch.make(self.shell, self.req.target)
+        dest = self.job.records.make(self.req.target)
         self.extract_dir = dest  # from here on, `run` removes it
         restore_stage.stage(self.shell, kvm, dest, self.log)
         plan = self.planner.plan(self.shell, dest, free)
@@ -293,7 +300,7 @@ class _Restore:
 
     def _extract(self, gz: str) -> str:
         """Unpack a .gz on the target datastore, never next to the backups."""
-        dest = restore_scratch.make(self.shell, self.req.target)
+        dest = self.job.records.make(self.req.target)
         self.extract_dir = dest  # from here on, `run` removes it
         self.log.info("Extracting %s to %s" % (gz, dest))
         return targz.extract(gz, dest)
@@ -401,7 +408,7 @@ class _Restore:
 
     # -- the writes ------------------------------------------------------------
     def _copy(self, plan: Plan, checking: "_Checking") -> None:
-        restore_scratch.claim(self.shell, plan.temp)  # recorded: `hotvcb cleanup` removes it if we are killed
+        self.job.records.claim(plan.temp)  # recorded: `hotvcb cleanup` removes it if we are killed
         self.temp = plan.temp  # from here on, a failure removes it
         fmt = self.req.disk_format
         for d in plan.disks:
@@ -431,7 +438,7 @@ class _Restore:
             raise RestoreError("target folder %s appeared during the restore; not overwriting it" % plan.folder)
         self.shell.rename(plan.temp, plan.folder)
         self.temp = None
-        self._remove(restore_scratch.record_of(plan.temp))
+        self._release(plan.temp)
 
     def _put_disk(self, disk: Disk, dst: str, fmt: str, progress) -> None:
         """Clone the disk into the new folder; a thin flat disk this run staged (restore --repo) is

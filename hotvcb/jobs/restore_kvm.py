@@ -6,13 +6,17 @@
   checksums hold (unless verify=False; a .gz is checked as it is, then
   unpacked into the target folder and removed at the end), its VM definition reads (a .vmx,
   domain.xml or a bare-QEMU description: machine_of.py), the target folder
-  and our in-progress folder do not exist, and there is room.
+  and our in-progress folder do not exist, and there is room. Dead restores' folders in the
+  target folder (their owner records, restore_scratch.py) are removed first: a SIGKILLed restore
+  cannot remove its own, and its in-progress folder would refuse this restore's name.
 - converting: every disk is converted with `qemu-img convert` into
   `<target>/<name>.hotvcb-restoring/<target dev>.qcow2|.raw`; then the
   definition is written: `<name>.xml` (`virsh define`-able; a libvirt
   backup's own XML rewritten, else built from the Machine) and `<name>.sh`
   (the same VM as a QEMU command line, with a QMP socket hotvcb can back up).
-  Any failure or Ctrl-C removes that folder.
+  The folder is made after its owner record (restore_scratch.Records), so a
+  SIGKILLed restore's is removed by the next restore into the target folder or
+  by `hotvcb cleanup --kvm DIR`. Any failure or Ctrl-C removes that folder.
 - renamed: the folder gets its final name only when every file is in place.
 - defined: with a libvirt URI, `virsh define`. If libvirt refuses, the
   complete folder stays and the error says how to define it by hand.
@@ -24,11 +28,10 @@ UUID and, unless kept, new MAC addresses (convert/machine.renamed).
 import os
 import shlex
 import shutil
-import tempfile
 from dataclasses import dataclass
 from typing import List, Optional
 
-from .. import interrupt, pids, tether
+from .. import interrupt, tether
 from ..convert import domain_xml
 from ..convert.firmware import ovmf
 from ..convert.machine import ConvertError, Machine, renamed
@@ -38,11 +41,11 @@ from ..hosts import qemuimg
 from ..shell import Shell
 from ..store import layout
 from ..units import human_size
-from . import backup_check
+from . import backup_check, restore_scratch
 from .machine_of import Found, machine_of
 
 RESTORING = ".hotvcb-restoring"
-UNPACKING = ".hotvcb-extract-"  # + our pid, in the target folder, as the ESXi restore unpacks
+IN_USE = "exists: another restore into it is running (or one that died on another machine left it)"
 KVM_FORMATS = ("qcow2", "raw")
 VIRSH = "virsh"
 
@@ -77,6 +80,7 @@ class KvmRestore:
         self.shell, self.log, self.verify, self.dry_run, self.qemu_img = shell, log, verify, dry_run, qemu_img
         self.temp = None  # type: Optional[str]  # set once created: removed on any failure
         self.unpacked = None  # type: Optional[str]  # a .gz backup unpacked: removed at the end
+        self.records = restore_scratch.Records(shell, restore_scratch.machine_id)
 
     def run(self, req: KvmRequest) -> KvmResult:
         try:
@@ -88,7 +92,10 @@ class KvmRestore:
             for path, what in ((self.temp, "unfinished restore folder"), (self.unpacked, "unpacked copy")):
                 if path is not None:
                     self.log.info("Removing the %s %s" % (what, path))
-                    shutil.rmtree(path, ignore_errors=True)
+                    try:
+                        self.records.remove(path)
+                    except HostError as err:  # not over the error that brought us here
+                        self.log.error("%s -- remove it by hand" % err)
 
     def _run(self, req: KvmRequest) -> KvmResult:
         backup = req.backup.rstrip("/")
@@ -104,13 +111,13 @@ class KvmRestore:
             raise KvmRestoreError("target folder %s is inside the backup %s, which a restore only reads"
                                   % (req.target, backup))
         backup_check.require_good(self.shell, backup)
+        restore_scratch.sweep(self.shell, [req.target], self.log, self.records.run(), self.dry_run)
         if archive:  # checked as it is, then unpacked beside the target (never next to the backups)
             self._verify(backup)
             if self.dry_run:
                 self.log.dryrun("RESTORE TO KVM: %s would be unpacked in %s and restored" % (backup, req.target))
                 return KvmResult("", "", "", "")
-            _remove_dead_runs_copies(req.target, self.log)
-            self.unpacked = tempfile.mkdtemp(prefix="%s%d-" % (UNPACKING, os.getpid()), dir=req.target)
+            self.unpacked = self.records.make(req.target)
             backup = backup_check.unpack(self.shell, backup, self.unpacked, self.log.info)
         found = machine_of(self.shell, backup, req.disk_bus, req.nic_model)
         m = found.machine
@@ -118,7 +125,7 @@ class KvmRestore:
         renamed(m, req.name or m.name, req.keep_macs)
         folder = req.target.rstrip("/") + "/" + layout.folder_name(m.name)
         for path, why in ((folder, "already exists; not overwriting it"),
-                          (folder + RESTORING, "exists: another restore is running or one was killed; remove it if not")):
+                          (folder + RESTORING, IN_USE)):
             if self.shell.exists(path):
                 raise KvmRestoreError("%s %s" % (path, why))
         if not archive:
@@ -166,8 +173,10 @@ class KvmRestore:
     def _write(self, found: Found, req: KvmRequest, folder: str) -> KvmResult:
         m = found.machine
         temp = folder + RESTORING
-        if not self.shell.make_new_dir(temp):  # the atomic claim: a second restore passed the checks too
-            raise KvmRestoreError("%s exists: another restore is running or one was killed; remove it if not" % temp)
+        try:  # the atomic claim: a second restore passed the checks too
+            self.records.claim(temp)
+        except HostError as err:
+            raise KvmRestoreError("%s %s" % (temp, IN_USE) if self.shell.exists(temp) else str(err)) from err
         self.temp = temp
         if self.shell.exists(folder):  # that other restore finished between our checks and the claim
             raise KvmRestoreError("%s already exists (restored meanwhile); not overwriting it" % folder)
@@ -188,6 +197,10 @@ class KvmRestore:
             raise KvmRestoreError("target folder %s appeared during the restore; not overwriting it" % folder)
         self.shell.rename(temp, folder)
         self.temp = None
+        try:
+            self.records.release(temp)
+        except HostError as err:  # the VM is restored; a record naming no folder is harmless
+            self.log.warning("%s -- remove it by hand" % err)
         result = KvmResult(m.name, folder, folder + "/" + fname + ".xml", script)
         if req.define_in is not None:
             self._define(req.define_in, result.xml, m.name)
@@ -237,15 +250,6 @@ class KvmRestore:
             raise KvmRestoreError("the VM is restored, but libvirt refused it (%s); define it by hand: %s"
                                   % (last[-1] if last else "exit %d" % out.returncode, " ".join(argv)))
         self.log.info("Defined in libvirt: %s" % " ".join(argv))
-
-
-def _remove_dead_runs_copies(target: str, log) -> None:
-    """A SIGKILLed restore cannot remove the .gz it unpacked (a whole backup's size): the next one does."""
-    for entry in os.listdir(target):
-        pid = entry[len(UNPACKING):].split("-", 1)[0]
-        if entry.startswith(UNPACKING) and pid.isdigit() and not pids.alive(int(pid)):
-            log.info("Removing %s/%s, unpacked by a restore that died" % (target, entry))
-            shutil.rmtree(os.path.join(target, entry), ignore_errors=True)
 
 
 def how_to_start(result: KvmResult, defined: bool) -> List[str]:

@@ -7,19 +7,20 @@ stays behind, maybe in a folder of the admin's choosing (`--datastore datastore1
 
 So the restore first writes its run record (runid.py) and the folder's path into
 `<datastore root>/<folder name>.owner`, the one place `hotvcb cleanup` looks (the root of every
-datastore of the host); the folder is made after its record and removed before it, so no folder
-of ours is without one. Cleanup removes a folder only when its restore is provably dead: recorded
-on this machine by a process that is no longer a hotvcb (leftovers.owner_alive, as for snapshots
-and markers). One recorded on another machine (a datastore shared over NFS) is reported and left:
-its pid means nothing here. A folder with our prefix and no record (an older hotvcb's) is reported
-and left too; so is a record naming a folder outside its datastore or not named as make() names one
-(forged, garbage: cleanup deletes what a record names). A record is read with Shell.read_regular:
-anyone who can write a datastore root can plant a FIFO (a plain read waits forever), a device or
-a symlink there.
+datastore of the host; a KVM restore's target folder, which is no datastore, holds its records
+itself, and there the next KVM restore and `hotvcb cleanup --kvm DIR` look); the folder is made
+after its record and removed before it, so no folder of ours is without one. Cleanup removes a
+folder only when its restore is provably dead: recorded on this machine by a process that is no
+longer a hotvcb (leftovers.owner_alive, as for snapshots and markers). One recorded on another
+machine (a datastore shared over NFS) is reported and left: its pid means nothing here. A folder
+with our prefix and no record (an older hotvcb's) is reported and left too; so is a record naming a
+folder outside its datastore or not named as make() names one (forged, garbage: cleanup deletes
+what a record names). A record is read with Shell.read_regular: anyone who can write a datastore
+root can plant a FIFO (a plain read waits forever), a device or a symlink there.
 
 The VM folder a restore clones into, `<name>.hotvcb-restoring` (restore_plan.RESTORING), is as
-big and is recorded the same way (claim, release), but its name is not unique: a later restore
-under that name makes a folder of the same path. So its record is named by the folder's path
+big and is recorded the same way (Records.claim, release), but its name is not unique: a later
+restore under that name makes a folder of the same path. So its record is named by the folder's path
 (`.hotvcb-restoring-<digest>.owner`, distinct for two targets' folders of one name) and a new
 restore writes its record over a dead one's (atomically, write_text) before it makes the folder,
 which must not exist yet (make_new_dir): a dead record is gone before a later folder appears, so
@@ -31,48 +32,133 @@ removing a dead record just as a later restore replaces it, or of two restores i
 once the one make_new_dir refuses removing the record, leaves the other's folder without one
 (kept by cleanup, if that restore is killed too). Only an admin removing a dead restore's folder
 by hand while cleanup removes it, and a new restore remaking it in between, could lose a folder.
+
+A pid proves a restore dead only on the host that ran it, and hostnames are not unique: two ESXi
+hosts sharing an NFS datastore are often both `localhost`. So a record also carries the host's id
+(store/lock.host_id on the hypervisor host, /etc/machine-id for a KVM restore on this machine),
+and the restore touches its records every lock.HEARTBEAT seconds while they exist (Records). A
+record of this machine's name is judged by its pid only when its host id is ours; one with
+another id (another host of that name, or ours before a reboot: ESXi keeps its id on a ramdisk)
+or none (an older hotvcb's) is a dead restore's only once its heartbeat is lock.STALE_AFTER old
+as well, by the datastore's own clock (leftovers.volume_age).
 """
 
 import hashlib
 import posixpath
 import re
-from typing import Iterable, Optional
+import threading
+import time
+from typing import Callable, Iterable, Optional, Set
 
-from ..errors import HostError
+from ..errors import HostError, HotvcbError
 from ..runid import RunId, parse
 from ..shell import Shell
-from .leftovers import owner_alive
+from ..store.lock import HEARTBEAT, STALE_AFTER, host_id
+from .leftovers import owner_alive, volume_age
 from .restore_plan import RESTORING
 
 PREFIX = ".hotvcb-extract-"
 RECORD = ".owner"  # appended to the folder's name, at the datastore's root
 RESTORING_RECORD = RESTORING + "-"  # + the digest of the folder's path + RECORD
+MACHINE_ID = "/etc/machine-id"
 RECORD_MAX = 4096  # a record is two short lines; anything planted is read no further
 _PATH = re.compile(r"^path=(/.+)$", re.M)
 _NAME = re.compile(r"^%s\d+-\d+-[0-9a-f]+$" % re.escape(PREFIX))  # as make() names a folder
 
 
-def make(shell: Shell, target: str) -> str:
-    """A new scratch folder in target, its record written first; its path."""
-    run = RunId.new()
-    target = posixpath.normpath(target)  # `datastore1/../ds5`: the record in ds5's root, where sweep checks it
-    path = "%s/%s%d-%d-%s" % (target.rstrip("/"), PREFIX, run.pid, run.started, run.run[:6])
-    claim(shell, path, run)
-    return path
+class Records:
+    """The records of one restore process: written with its run and host id, touched every
+    HEARTBEAT seconds by a thread of their own while any exists. `host_id` is asked once, when
+    the first record is written (a dry run or a refused restore asks the host nothing)."""
+
+    def __init__(self, shell: Shell, host_id: Callable[[], str]):
+        self.shell, self._host_id = shell, host_id
+        self._run = None  # type: Optional[RunId]
+        self._held = set()  # type: Set[str]  # folders whose records the heartbeat keeps fresh
+        self._lock = threading.Lock()
+        self._beat = None  # type: Optional[threading.Thread]
+
+    def run(self) -> RunId:
+        if self._run is None:
+            self._run = RunId.new().on_host(self._host_id())
+        return self._run
+
+    def make(self, target: str) -> str:
+        """A new scratch folder in target, its record written first; its path."""
+        run = self.run()
+        target = posixpath.normpath(target)  # `datastore1/../ds5`: the record in ds5's root, where sweep checks it
+        path = "%s/%s%d-%d-%s" % (target.rstrip("/"), PREFIX, run.pid, run.started, run.run[:6])
+        self.claim(path)
+        return path
+
+    def claim(self, path: str) -> None:
+        """Make the folder `path` (which must not exist), its record written first: over the record
+        of a dead restore of the same folder, if any. HostError when it cannot be made or exists,
+        and then no record of ours is left to name a folder that is not ours."""
+        path = posixpath.normpath(path)
+        self.shell.write_text(record_of(path), "%s\npath=%s\n" % (self.run().text(), path))
+        self._keep(path)
+        try:
+            if not self.shell.make_new_dir(path):
+                raise HostError("%s exists: another restore into it started meanwhile" % path)
+        except HostError:
+            self.release(path)
+            raise
+
+    def release(self, path: str) -> None:
+        """The record of `path`, once the folder is gone or renamed to its final name."""
+        path = posixpath.normpath(path)
+        with self._lock:
+            self._held.discard(path)
+        self.shell.remove_tree(record_of(path))
+
+    def remove(self, path: str) -> None:
+        """The folder, then its record (a record without its folder is harmless; the reverse is not)."""
+        self.shell.remove_tree(path)
+        self.release(path)
+
+    def _keep(self, path: str) -> None:
+        with self._lock:
+            self._held.add(path)
+            if self._beat is None:
+                self._beat = threading.Thread(target=self._beat_loop, name="hotvcb-restore-heartbeat", daemon=True)
+                self._beat.start()
+
+    def _beat_loop(self) -> None:
+        """Ends when no record is held (a later claim starts another)."""
+        while True:
+            time.sleep(HEARTBEAT)
+            with self._lock:
+                held = sorted(self._held)
+                if not held:
+                    self._beat = None
+                    return
+            for path in held:
+                try:  # a record released meanwhile stays gone (touch makes nothing)
+                    self.shell.touch(record_of(path))
+                except HotvcbError:
+                    pass  # a datastore that hiccups: the next beat tries again, well within STALE_AFTER
 
 
-def claim(shell: Shell, path: str, run: Optional[RunId] = None) -> None:
-    """Make the folder `path` (which must not exist), its record written first: over the record
-    of a dead restore of the same folder, if any. HostError when it cannot be made or exists,
-    and then no record of ours is left to name a folder that is not ours."""
-    path = posixpath.normpath(path)
-    shell.write_text(record_of(path), "%s\npath=%s\n" % ((run or RunId.new()).text(), path))
+def on_host(shell: Shell, run_dir: str) -> Records:
+    """The records of a restore onto a hypervisor host: its id is the one its run lock's holders
+    record (store/lock.host_id), so `hotvcb cleanup`, holding that lock, knows them as its host's."""
+    def ident() -> str:
+        try:
+            return host_id(shell, run_dir)
+        except HostError:
+            return ""  # the records are judged by their heartbeat alone
+    return Records(shell, ident)
+
+
+def machine_id() -> str:
+    """This machine's own id (systemd's /etc/machine-id), for a KVM restore's records; "" if none."""
     try:
-        if not shell.make_new_dir(path):
-            raise HostError("%s exists: another restore into it started meanwhile" % path)
-    except HostError:
-        release(shell, path)
-        raise
+        with open(MACHINE_ID, encoding="ascii", errors="replace") as f:
+            text = f.read(64).strip()
+    except OSError:
+        return ""
+    return text if re.match(r"^[0-9a-f]{8,64}$", text) else ""  # a record's field: one word
 
 
 def record_of(path: str) -> str:
@@ -84,17 +170,6 @@ def record_of(path: str) -> str:
     if name.endswith(RESTORING):
         name = RESTORING_RECORD + hashlib.sha1(path.encode("utf-8", "surrogateescape")).hexdigest()[:16]
     return "%s/%s%s" % (root, name, RECORD)
-
-
-def release(shell: Shell, path: str) -> None:
-    """The record of `path`, once the folder is gone or renamed to its final name."""
-    shell.remove_tree(record_of(path))
-
-
-def remove(shell: Shell, path: str) -> None:
-    """The folder, then its record (a record without its folder is harmless; the reverse is not)."""
-    shell.remove_tree(path)
-    release(shell, path)
 
 
 def sweep(shell: Shell, roots: Iterable[str], log, me: RunId, dry_run: bool = False) -> int:
@@ -137,6 +212,13 @@ def sweep(shell: Shell, roots: Iterable[str], log, me: RunId, dry_run: bool = Fa
             if owner_alive(owner, me):
                 log.info("%s: %s of a running restore (%s); leaving it" % (folder, _kind(name), owner))
                 continue
+            beat = _heartbeat_fresh(shell, root, entry, owner, me)
+            if beat is not None:
+                log.warning("%s: %s of a restore whose record names %s, not this host (%s), touched %d s ago; "
+                            "leaving it (another host named %s? a cleanup takes it once untouched for %d s)"
+                            % (folder, _kind(name), "host id " + owner.host if owner.host else "no host id",
+                               me.host or "no id", beat, owner.machine, STALE_AFTER))
+                continue
             present = _seen_dead(shell, root + "/" + entry, text, folder)
             if present is None:
                 log.info("%s: a new restore took it over meanwhile; leaving it" % folder)
@@ -148,14 +230,25 @@ def sweep(shell: Shell, roots: Iterable[str], log, me: RunId, dry_run: bool = Fa
             log.warning("removing %s, left by a restore that died (%s)" % (folder, owner))
             try:
                 if present:
-                    remove(shell, folder)
-                else:  # a folder made from now on is a later restore's
-                    release(shell, folder)
+                    shell.remove_tree(folder)
+                shell.remove_tree(record_of(folder))  # a folder made from now on is a later restore's
             except HostError as err:  # one stuck folder must not keep the others
                 log.error("%s -- left with its record for the next cleanup; remove it by hand" % err)
                 continue
             found += 1
     return found
+
+
+def _heartbeat_fresh(shell: Shell, root: str, entry: str, owner: RunId, me: RunId) -> Optional[float]:
+    """None when the record's pid is proof enough (its host id is ours) or its heartbeat is stale;
+    else the seconds since it was touched."""
+    if owner.host and owner.host == me.host:
+        return None
+    try:
+        age = volume_age(shell, root + "/" + entry, root, me)
+    except HostError:
+        age = 0.0  # cannot tell: not stale
+    return None if age is None or age > STALE_AFTER else age
 
 
 def _seen_dead(shell: Shell, record: str, text: str, folder: str) -> Optional[bool]:

@@ -151,6 +151,13 @@ class Sealer:
                       % self.vm.name)
         return False
 
+    def abandon(self) -> None:
+        """Remove the claimed folder whole: the VM left the host before anything of it but its
+        config was copied, and a VM that fails before any change leaves no folder."""
+        self._disown(self.partial)
+        self.shell.remove_tree(self.partial)
+        self.log.info("%s: nothing was backed up; %s removed" % (self.vm.name, self.partial))
+
     def fail(self, result: VmResult) -> str:
         """Keep a small, clearly failed record; drop the partial disk data."""
         for rel in self.shell.list_files(self.partial):
