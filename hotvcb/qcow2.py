@@ -33,7 +33,7 @@ from .errors import HostError
 MAGIC = b"QFI\xfb"
 HEADER_V2 = 72  # bytes of a version-2 header; version 3 says its own length
 MAX_L1_BYTES = 32 << 20  # QEMU's QCOW_MAX_L1_SIZE
-MAX_VIRTUAL_SIZE = 1 << 61  # QEMU's QCOW_MAX_..., well above anything it creates (64 TiB clusters of 2 MiB)
+MAX_VIRTUAL_SIZE = 1 << 61  # the most QEMU's largest L1 table can map: 4 Mi entries x 512 GiB (2 MiB clusters)
 MIN_CLUSTER_BITS, MAX_CLUSTER_BITS = 9, 21  # 512 B to 2 MiB, as QEMU allows
 
 _INCOMPATIBLE = {  # bit -> (readable, name)
