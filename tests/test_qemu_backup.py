@@ -54,8 +54,9 @@ def lab(tmp_path):
                 f.write("".join("%s=%s\n" % kv for kv in values.items()))
             return path
 
-        def argv(self, name, *extra):
-            return hotvcb_argv(self.inventory, "backup", "-m", name, "-g", self.conf(), "-w", self.workdir, *extra)
+        def argv(self, name, *extra, **keys):
+            return hotvcb_argv(self.inventory, "backup", "-m", name, "-g", self.conf(**keys), "-w", self.workdir,
+                               *extra)
 
         def overlays(self):
             return sorted(glob.glob(os.path.join(self.images, "*hotvcb-snapshot-*.qcow2")))
@@ -175,9 +176,9 @@ def _only_a_failed_record(lab, name):
     assert not glob.glob(os.path.join(lab.volume, name, "*-partial"))
 
 
-def _start_backup(lab, name, log):
+def _start_backup(lab, name, log, **keys):
     out = open(log, "w")
-    proc = subprocess.Popen(lab.argv(name), stdout=out, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(lab.argv(name, **keys), stdout=out, stderr=subprocess.STDOUT,
                             env=env(slow_qemu_img(str(lab.root / "bin"))))
     out.close()
 
@@ -186,20 +187,21 @@ def _start_backup(lab, name, log):
         assert proc.poll() is None, text
         if not ("Backing up" in text and lab.overlays()):
             return False
-        out = glob.glob(os.path.join(glob.escape(os.path.join(lab.volume, name)), "*-partial", "*.vmdk"))
+        out = glob.glob(os.path.join(glob.escape(os.path.join(lab.volume, name)), "*-partial", "*.*"))
         return any(os.path.getsize(p) >= MiB for p in out)  # data is flowing, not just a header
 
     wait_until(copying, 30, "the copy to be under way")
     return proc
 
 
-def test_sigterm_during_the_copy_commits_the_overlay_and_exits_2(lab):
+@pytest.mark.parametrize("fmt", ["thin", "qcow2"])  # qcow2: the source's content is being digested too
+def test_sigterm_during_the_copy_commits_the_overlay_and_exits_2(lab, fmt):
     name = "db"
     size = 32 * MiB  # random data at 4 MiB/s: the copy takes seconds
     initial, image = _image(lab, name, "raw", size, 24 * MiB)
     vm = lab.start(name, image, "raw")
     log = str(lab.root / "run.log")
-    proc = _start_backup(lab, name, log)
+    proc = _start_backup(lab, name, log, DISK_BACKUP_FORMAT=fmt)
     with vm.qmp() as qmp:  # the guest goes on writing into the overlay
         assert vm.active_file(qmp) != image
         vm.write(qmp, 0xAB, 3 * MiB, 64 * 1024)
