@@ -179,23 +179,29 @@ def read_blocks(f, block_size, check=None, fresh=False, ring=1):
 
 
 def digest_fd(f, block_size, whole=False, on_block=None, check=None, threads=None):
-    """Digest an open binary file (raw or buffered) from offset 0 to EOF.
+    """Digest an open binary file (raw or buffered) from offset 0 to EOF (see digest_blocks)."""
+    return digest_blocks(lambda ring: read_blocks(f, block_size, check, ring=ring), block_size, whole, on_block,
+                         threads)
 
-    `on_block(n)` is told the bytes covered after each block or hole run;
-    `check()` is called between blocks (to raise on an interrupt). The blocks'
-    SHA-256s are independent, so they are computed by `threads` threads (one
-    per core, at most MAX_THREADS, by default) while this one reads on:
-    hashlib lets go of the GIL while it hashes, and the digest of a backup
-    just written, the one read a seal cannot avoid, then takes a fraction of
-    one core's time. A version-1 whole-file SHA-256 is one sequential hash, so
-    `whole` hashes in this thread.
+
+def digest_blocks(blocks, block_size, whole=False, on_block=None, threads=None):
+    """Digest what `blocks(ring)` yields: (offset, length, data or None for a run of zero blocks),
+    as read_blocks does for a file (qcow2.py for the virtual disk of an image).
+
+    `on_block(n)` is told the bytes covered after each block or hole run.
+    The blocks' SHA-256s are independent, so they are computed by `threads`
+    threads (one per core, at most MAX_THREADS, by default) while this one
+    reads on: hashlib lets go of the GIL while it hashes, and the digest of a
+    backup just written, the one read a seal cannot avoid, then takes a
+    fraction of one core's time. A version-1 whole-file SHA-256 is one
+    sequential hash, so `whole` hashes in this thread.
     """
     dig = Digester(block_size, whole)
     if threads is None:
         threads = min(MAX_THREADS, os.cpu_count() or 1)
     pool_class = _thread_pool() if threads > 1 and not whole else None
     if pool_class is None:
-        for _off, length, data in read_blocks(f, block_size, check):
+        for _off, length, data in blocks(1):
             if data is None:
                 dig.add_zeros(length)
             else:
@@ -219,7 +225,7 @@ def digest_fd(f, block_size, whole=False, on_block=None, check=None, threads=Non
     try:
         in_flight = 2 * threads  # bounded memory, every thread kept busy
         # a buffer is read into again only after the block it held was settled
-        for _off, length, data in read_blocks(f, block_size, check, ring=in_flight + 2):
+        for _off, length, data in blocks(in_flight + 2):
             queued.append((None if data is None else pool.submit(dig.block_digest, data), length))
             settle(in_flight)
         settle(0)

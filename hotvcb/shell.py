@@ -96,7 +96,9 @@ class Shell(FileReader, Protocol):
     is atomic (a reader sees the old file or the new one); `make_new_dir` and
     `link_new` are atomic claims that return False when the name exists;
     `age` and `touch` use the host's clock; `block_digests` computes where the
-    file is and returns None only when the host cannot (no python); a file
+    file is and returns None only when the host cannot (no python), and with
+    `content` "qcow2" digests the image's virtual disk (HostError where it
+    cannot: the image is refused, or over SSH file by file); a file
     `open_binary` cannot read raises HostError from the open or the first read;
     `rename` never replaces an existing folder; `read_texts` reads many small
     files in one go, leaving out those it cannot read; `read_regular` reads at most
@@ -142,7 +144,7 @@ class Shell(FileReader, Protocol):
     def sha256(self, path: str, on_block: Optional[BlockCallback] = None) -> str: ...
 
     def block_digests(self, path: str, block_size: int, whole: bool,
-                      on_block: Optional[BlockCallback] = None) -> Optional[Dict[str, Any]]: ...
+                      on_block: Optional[BlockCallback] = None, content: str = "") -> Optional[Dict[str, Any]]: ...
 
     def make_tar_gz(self, folder: str, dst: str, arcname: str, first: Sequence[str] = (),
                     skip: Sequence[str] = ()) -> None: ...
@@ -392,9 +394,10 @@ class LocalShell:
         return os.path.realpath(path)
 
     def block_digests(self, path: str, block_size: int, whole: bool,
-                      on_block: Optional[Callable[[int], None]] = None) -> Optional[Dict[str, Any]]:
-        """blockdigest.py's digests of a file, read here with its holes skipped."""
-        return hostdigest.local(path, block_size, whole, on_block)
+                      on_block: Optional[Callable[[int], None]] = None, content: str = "") -> Optional[Dict[str, Any]]:
+        """blockdigest.py's digests of a file, read here with its holes skipped (of the virtual disk
+        it holds with `content` "qcow2")."""
+        return hostdigest.local(path, block_size, whole, on_block, content)
 
     def scan(self, root: str, read: Sequence[str] = (), read_max: int = 65536) -> Optional[Tree]:
         """Every entry under root with its type, size and allocated bytes, and the text of

@@ -421,8 +421,12 @@ class SshShell:
         return out.decode("utf-8", "surrogateescape").rstrip("\n") or path
 
     def block_digests(self, path: str, block_size: int, whole: bool,
-                      on_block: Optional[Callable[[int], None]] = None) -> Optional[Dict[str, Any]]:
-        """blockdigest.py run by the host's python (one JSON line back); None: it has none."""
+                      on_block: Optional[Callable[[int], None]] = None, content: str = "") -> Optional[Dict[str, Any]]:
+        """blockdigest.py run by the host's python (one JSON line back); None: it has none.
+        A qcow2's virtual disk is read by hotvcb running on the host (onhost.py), not file by file."""
+        if content:
+            raise HostError("cannot read the disk in %s file by file over SSH: verify it with hotvcb on the host "
+                            "(without --file-by-file)" % path)
         return hostdigest.by_command(self.run, path, block_size, whole, on_block)
 
     def scan(self, root: str, read: Sequence[str] = (), read_max: int = 65536) -> Optional[Tree]:

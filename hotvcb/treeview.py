@@ -143,8 +143,8 @@ class ScannedShell:
         return self.shell.sha256(path, on_block)
 
     def block_digests(self, path: str, block_size: int, whole: bool,
-                      on_block: Optional[BlockCallback] = None) -> Optional[Dict[str, Any]]:
-        return self.shell.block_digests(path, block_size, whole, on_block)
+                      on_block: Optional[BlockCallback] = None, content: str = "") -> Optional[Dict[str, Any]]:
+        return self.shell.block_digests(path, block_size, whole, on_block, content)
 
     def touch(self, path: str) -> None:
         self.shell.touch(path)  # a heartbeat: changes no answer the scan gives

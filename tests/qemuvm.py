@@ -8,9 +8,11 @@ The guest writer writes through the VM's own block layer (`qemu-io` via
 exactly as a guest's would.
 """
 
+import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -178,6 +180,27 @@ def make_initial(path: str, size: int, random_bytes: int) -> None:
 
 def qemu_img(*args) -> subprocess.CompletedProcess:
     return subprocess.run([QEMU_IMG] + [str(a) for a in args], capture_output=True, text=True, timeout=120)
+
+
+def first_l2_entry(path: str) -> Tuple[int, int]:
+    """(file offset, value) of the L2 entry of a qcow2's first allocated cluster: where to damage its
+    metadata."""
+    with open(path, "rb") as f:
+        head = f.read(48)
+        cluster = 1 << struct.unpack(">I", head[20:24])[0]
+        f.seek(struct.unpack(">Q", head[40:48])[0])
+        l2 = struct.unpack(">Q", f.read(8))[0] & 0x00FFFFFFFFFFFE00
+        f.seek(l2)
+        table = struct.unpack(">%dQ" % (cluster // 8), f.read(cluster))
+    i = next(k for k, e in enumerate(table) if e & 0x00FFFFFFFFFFFE00)
+    return l2 + 8 * i, table[i]
+
+
+def first_data_offset(path: str) -> int:
+    """Where in an image file its first byte of guest data is (`qemu-img map`)."""
+    r = qemu_img("map", "--output=json", path)
+    assert r.returncode == 0, r.stderr
+    return next(e["offset"] for e in json.loads(r.stdout) if e["data"] and "offset" in e)
 
 
 def same_content(a: str, b: str) -> bool:

@@ -16,9 +16,12 @@ import subprocess
 import pytest
 
 from qemuvm import (
-    GuestWriter, QemuVm, apply, env, hotvcb_argv, kill_tree, make_initial, needs_qemu, qemu_img,
-    same_content, short_dir, slow_qemu_img, wait_until,
+    PYTHON, GuestWriter, QemuVm, apply, env, first_data_offset, first_l2_entry, hotvcb_argv, kill_tree, make_initial,
+    needs_qemu, qemu_img, same_content, short_dir, slow_qemu_img, wait_until,
 )
+
+from hotvcb.shell import LocalShell
+from hotvcb.store import manifest as manifests
 
 pytestmark = needs_qemu
 MiB = 1 << 20
@@ -51,8 +54,9 @@ def lab(tmp_path):
                 f.write("".join("%s=%s\n" % kv for kv in values.items()))
             return path
 
-        def argv(self, name, *extra):
-            return hotvcb_argv(self.inventory, "backup", "-m", name, "-g", self.conf(), "-w", self.workdir, *extra)
+        def argv(self, name, *extra, **keys):
+            return hotvcb_argv(self.inventory, "backup", "-m", name, "-g", self.conf(**keys), "-w", self.workdir,
+                               *extra)
 
         def overlays(self):
             return sorted(glob.glob(os.path.join(self.images, "*hotvcb-snapshot-*.qcow2")))
@@ -172,9 +176,9 @@ def _only_a_failed_record(lab, name):
     assert not glob.glob(os.path.join(lab.volume, name, "*-partial"))
 
 
-def _start_backup(lab, name, log):
+def _start_backup(lab, name, log, **keys):
     out = open(log, "w")
-    proc = subprocess.Popen(lab.argv(name), stdout=out, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(lab.argv(name, **keys), stdout=out, stderr=subprocess.STDOUT,
                             env=env(slow_qemu_img(str(lab.root / "bin"))))
     out.close()
 
@@ -183,20 +187,21 @@ def _start_backup(lab, name, log):
         assert proc.poll() is None, text
         if not ("Backing up" in text and lab.overlays()):
             return False
-        out = glob.glob(os.path.join(glob.escape(os.path.join(lab.volume, name)), "*-partial", "*.vmdk"))
+        out = glob.glob(os.path.join(glob.escape(os.path.join(lab.volume, name)), "*-partial", "*.*"))
         return any(os.path.getsize(p) >= MiB for p in out)  # data is flowing, not just a header
 
     wait_until(copying, 30, "the copy to be under way")
     return proc
 
 
-def test_sigterm_during_the_copy_commits_the_overlay_and_exits_2(lab):
+@pytest.mark.parametrize("fmt", ["thin", "qcow2"])  # qcow2: the source's content is being digested too
+def test_sigterm_during_the_copy_commits_the_overlay_and_exits_2(lab, fmt):
     name = "db"
     size = 32 * MiB  # random data at 4 MiB/s: the copy takes seconds
     initial, image = _image(lab, name, "raw", size, 24 * MiB)
     vm = lab.start(name, image, "raw")
     log = str(lab.root / "run.log")
-    proc = _start_backup(lab, name, log)
+    proc = _start_backup(lab, name, log, DISK_BACKUP_FORMAT=fmt)
     with vm.qmp() as qmp:  # the guest goes on writing into the overlay
         assert vm.active_file(qmp) != image
         vm.write(qmp, 0xAB, 3 * MiB, 64 * 1024)
@@ -334,3 +339,97 @@ def test_a_qemu_that_dies_mid_copy_fails_the_vm_in_one_line_and_keeps_the_guests
     assert qemu_img("convert", "-O", "raw", overlay, restored).returncode == 0
     expected = _written(lab, initial, 2 * MiB, 0x3D, 64 * 1024)
     assert same_content(expected, restored)
+
+
+def _verify(lab, backup):
+    return subprocess.run(hotvcb_argv(lab.inventory, "verify", backup), capture_output=True, text=True,
+                          timeout=120, env=env())
+
+
+def _flip(path, offset, mask=0xFF):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)[0]
+        f.seek(offset)
+        f.write(bytes([byte ^ mask]))
+
+
+@pytest.mark.parametrize("source", ["qcow2", "raw"])
+def test_a_qcow2_backup_records_the_disks_content_taken_from_the_source_and_verify_checks_it(lab, source):
+    """Issue 8: the seal does not read qemu-img's copy back. The manifest's content entry (no file
+    proof: the seal's own digest of the copy would have written one) is the virtual disk, and a byte
+    flipped in the copy's data or its L2 table fails verify naming the disk."""
+    name = "content-" + source
+    size = 24 * MiB
+    _initial, image = _image(lab, name, source, size, 6 * MiB)
+    vm = lab.start(name, image, source)
+    writer = GuestWriter(vm, size)
+    writer.start()
+    writer.wait_for(3)
+    argv = hotvcb_argv(lab.inventory, "backup", "-m", name, "-g", lab.conf(DISK_BACKUP_FORMAT="qcow2"),
+                       "-w", lab.workdir)
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env(slow_qemu_img(str(lab.root / "bin"))))
+    writer.stop()
+    assert r.returncode == 0, r.stdout + r.stderr
+    (backup,) = lab.backups(name)
+    disk = os.path.join(backup, name + ".qcow2")
+    data = json.loads(open(os.path.join(backup, "hotvcb.json")).read())
+    entry = data["files"][name + ".qcow2"]
+    assert data["version"] == 3 and set(entry) == {"size", "content"}, entry
+    assert entry["size"] == os.path.getsize(disk) and entry["content"]["format"] == "qcow2"
+    raw = str(lab.root / "backup.raw")
+    assert qemu_img("convert", "-O", "raw", disk, raw).returncode == 0
+    witness = manifests.digest_file(LocalShell(), raw).entry()
+    assert {k: v for k, v in entry["content"].items() if k != "format"} == witness
+    assert _verify(lab, backup).returncode == 0
+
+    pristine = open(disk, "rb").read()
+    _flip(disk, first_data_offset(disk) + 4097)
+    if source == "raw":  # restore's own check reads the content too (before verify marks it damaged)
+        target = str(lab.root / "restored")
+        os.makedirs(target)
+        r = subprocess.run([PYTHON, "-m", "hotvcb", "restore", backup, "--kvm", target], capture_output=True,
+                           text=True, timeout=120, env=env())
+        assert r.returncode == 6 and "fails verification" in r.stdout + r.stderr, r.stdout + r.stderr
+        assert os.listdir(target) == []  # nothing half-written
+    r = _verify(lab, backup)
+    assert r.returncode != 0 and name + ".qcow2: content SHA-256 mismatch (virtual bytes" in r.stdout + r.stderr, (
+        r.stdout + r.stderr)
+    open(disk, "wb").write(pristine)
+    offset, _value = first_l2_entry(disk)
+    _flip(disk, offset + 5, 0x01)  # bit 16: the cluster's host offset moves by 64 KiB
+    r = _verify(lab, backup)
+    assert r.returncode != 0 and name + ".qcow2" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_a_source_the_reader_refuses_leaves_the_copy_to_the_seal(lab):
+    """A qcow2 image on a backing file of the user's: its content is partly elsewhere, so the copy is
+    digested after the copy as before (a version-2 file entry), and verifies."""
+    name = "chained"
+    _initial, base = _image(lab, name, "qcow2", 8 * MiB, 2 * MiB)
+    top = os.path.join(lab.images, name + "-top.qcow2")
+    assert qemu_img("create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base, top).returncode == 0
+    lab.start(name, top, "qcow2")
+    argv = hotvcb_argv(lab.inventory, "backup", "-m", name, "-g", lab.conf(DISK_BACKUP_FORMAT="qcow2"),
+                       "-w", lab.workdir)
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env())
+    assert r.returncode == 0, r.stdout + r.stderr
+    (backup,) = lab.backups(name)
+    data = json.loads(open(os.path.join(backup, "hotvcb.json")).read())
+    entry = data["files"][name + "-top.qcow2"]
+    assert data["version"] == 2 and "content" not in entry and "sha256_of_blocks" in entry, entry
+    assert same_content(base, os.path.join(backup, name + "-top.qcow2"))
+    assert _verify(lab, backup).returncode == 0
+
+
+def test_a_compressed_qcow2_backup_carries_its_files_proof_and_verifies_as_an_archive(lab):
+    name = "packed"
+    _initial, image = _image(lab, name, "raw", 8 * MiB, 2 * MiB)
+    lab.start(name, image, "raw")
+    argv = hotvcb_argv(lab.inventory, "backup", "-m", name, "-g",
+                       lab.conf(DISK_BACKUP_FORMAT="qcow2", ENABLE_COMPRESSION=1), "-w", lab.workdir)
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env())
+    assert r.returncode == 0, r.stdout + r.stderr
+    (archive,) = glob.glob(os.path.join(lab.volume, name, "*.gz"))
+    r = _verify(lab, archive)
+    assert r.returncode == 0 and "intact" in r.stdout + r.stderr, r.stdout + r.stderr

@@ -1,15 +1,18 @@
 """store/source_digest.py through its API with a real copy (qemu-img convert to raw): the digest
 taken from the source during the copy is the copy's, keyed by the copy's path; a source that
-cannot be read leaves the copy to the seal; a failed copy raises its own error."""
+cannot be read leaves the copy to the seal; a failed copy raises its own error. A qcow2 copy
+(the QEMU driver's own copied_as) gets the content digest of its source, raw or qcow2, unless
+the reader refuses the source or the copy's disk is not the source's size."""
 
 import logging
 import os
 
 import pytest
 
-from qemuvm import make_initial, needs_qemu
+from qemuvm import make_initial, needs_qemu, qemu_img
 
 from hotvcb.errors import HostError
+from hotvcb.hosts.base import Copied
 from hotvcb.hosts.qemu import QemuHost
 from hotvcb.store import source_digest
 from hotvcb.model import Disk
@@ -27,7 +30,7 @@ class RawHost(QemuHost):
         self.source = source
 
     def copied_as(self, disk, dst, fmt):
-        return self.source, dst[: -len(".img")] + ".raw"
+        return Copied(self.source, dst[: -len(".img")] + ".raw")
 
 
 @pytest.fixture
@@ -59,3 +62,42 @@ def test_a_failed_copy_raises_its_own_error(tmp_path, disk):
     with pytest.raises(HostError):
         source_digest.copy_disk(host, disk, str(tmp_path / "missing" / "d.img"), "raw", None, logging.getLogger("t"))
     assert not os.path.exists(str(tmp_path / "missing"))
+
+
+def qemu_host(tmp_path, disk, fmt):
+    host = QemuHost(LocalShell(), str(tmp_path))
+    host._formats[disk.path] = fmt  # what load_vm learns from query-block
+    return host
+
+
+@pytest.mark.parametrize("fmt", ["raw", "qcow2"])
+def test_a_qcow2_copy_gets_the_content_of_its_source(tmp_path, disk, fmt):
+    if fmt == "qcow2":
+        image = str(tmp_path / "d.qcow2")
+        assert qemu_img("convert", "-O", "qcow2", disk.path, image).returncode == 0
+        disk = Disk(key=disk.key, path=image, datastore="", adapter="")
+    host = qemu_host(tmp_path, disk, fmt)
+    files, digests = source_digest.copy_disk(host, disk, str(tmp_path / "out" / "d.img"), "qcow2", None,
+                                             logging.getLogger("t"))
+    copy = str(tmp_path / "out" / "d.qcow2")
+    assert files == ["d.qcow2"] and list(digests) == [copy]
+    assert isinstance(digests[copy], manifest.ContentDigest)
+    assert digests[copy].digest.entry() == manifest.digest_content(LocalShell(), copy, "qcow2").entry()
+
+
+def test_a_raw_source_of_no_whole_sector_leaves_the_copy_to_the_seal(tmp_path):
+    """qemu-img rounds the disk up to 512 bytes: the raw file's digest is not the copy's content."""
+    src = str(tmp_path / "odd.img")
+    make_initial(src, 1000001, 4096)
+    (tmp_path / "out").mkdir()
+    disk = Disk(key="drive0", path=src, datastore="", adapter="")
+    files, digests = source_digest.copy_disk(qemu_host(tmp_path, disk, "raw"), disk, str(tmp_path / "out" / "d.img"),
+                                             "qcow2", None, logging.getLogger("t"))
+    assert files == ["d.qcow2"] and digests == {}
+
+
+def test_only_a_qcow2_copy_of_a_raw_or_qcow2_image_is_a_content_copy(tmp_path, disk):
+    assert qemu_host(tmp_path, disk, "raw").copied_as(disk, str(tmp_path / "out" / "d.img"), "qcow2") == Copied(
+        disk.path, str(tmp_path / "out" / "d.qcow2"), "qcow2", "raw")
+    assert qemu_host(tmp_path, disk, "raw").copied_as(disk, str(tmp_path / "out" / "d.img"), "thin") is None
+    assert qemu_host(tmp_path, disk, "vmdk").copied_as(disk, str(tmp_path / "out" / "d.img"), "qcow2") is None

@@ -356,6 +356,19 @@ def test_sizes_and_checksums(shell, tmp_path):
     assert sum(blocks) == 64 << 20
 
 
+def test_a_qcow2s_disk_is_not_read_file_by_file_over_ssh(shell, tmp_path):
+    """A content entry (manifest version 3) is checked by hotvcb on the host; file by file it says so
+    (here, the reader itself refuses this cut-short image: either way one line, no traceback)."""
+    from hotvcb.store import manifest
+
+    image = tmp_path / "d.qcow2"
+    image.write_bytes(b"QFI\xfb")
+    with pytest.raises(HostError) as err:
+        manifest.digest_content(shell, str(image), "qcow2")
+    says = "file by file over SSH" if isinstance(shell, SshShell) else "cannot read this qcow2"
+    assert says in str(err.value) and "\n" not in str(err.value)
+
+
 def test_block_digests_are_computed_on_the_host(shell, tmp_path):
     """SSH mode runs blockdigest.py with the host's python: same digest as local, holes and all."""
     from hotvcb.store import manifest

@@ -245,7 +245,7 @@ def test_v2_and_v1_compressed_backups_verify_from_the_stream(tmp_path):
 def test_a_newer_manifest_version_is_refused_not_misread(tmp_path):
     shell, folder = make_backup(tmp_path)
     path = folder / manifest.MANIFEST
-    path.write_text(path.read_text().replace('"version": 2', '"version": 3', 1))
+    path.write_text(path.read_text().replace('"version": 2', '"version": %d' % (manifest.VERSION + 1), 1))
     res = verify_folder(shell, str(folder))
     assert res.status == "damaged" and "newer hotvcb" in res.message
 

@@ -12,15 +12,28 @@ through QMP) plugs into the same job. Contracts:
   (or Interrupted) and leaves cleanup of partial files to the caller.
 - `copied_as` names a source file that holds, byte for byte, what one file of
   the copy will hold (so the job can digest the source while the copy is
-  made, instead of reading the copy back), or None where no file does.
+  made, instead of reading the copy back), or None where no file does; or,
+  for a copy in an image format of the copying tool's own (qcow2), a source
+  whose virtual disk is the one the copy's image holds (`Copied.content`).
 """
 
-from typing import Callable, Dict, List, Optional, Protocol, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Protocol, Tuple
 
 from ..model import DatastoreInfo, Disk, Snapshot, SnapshotTree, Vm, VmRef
 from ..shell import Shell
 
 Progress = Callable[[int], None]
+
+
+class Copied(NamedTuple):
+    """`copied_as`'s answer. With `content` "" the copy file holds the source file's bytes; else the
+    copy is an image of format `content` whose virtual disk is the source's, read as `source_format`
+    ("raw": the file is the disk, or "qcow2"): the manifest then records a content entry."""
+
+    source: str
+    copy: str
+    content: str = ""
+    source_format: str = ""
 
 
 class Hypervisor(Protocol):
@@ -76,7 +89,7 @@ class Hypervisor(Protocol):
 
     def copy_disk(self, disk: Disk, dst: str, fmt: str, progress: Optional[Progress]) -> List[str]: ...
 
-    def copied_as(self, disk: Disk, dst: str, fmt: str) -> Optional[Tuple[str, str]]: ...  # (source, copy)
+    def copied_as(self, disk: Disk, dst: str, fmt: str) -> Optional[Copied]: ...
 
     def disk_files(self, descriptor_path: str) -> List[str]: ...
 

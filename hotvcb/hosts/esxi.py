@@ -18,6 +18,7 @@ from ..shell import Shell
 from ..treeview import ScannedShell
 from ..vmx import VmxFile
 from . import esxi_tree, vimcmd
+from .base import Copied
 
 VIM_CMD = "/bin/vim-cmd"
 VMKFSTOOLS = "/sbin/vmkfstools"
@@ -332,14 +333,14 @@ class EsxiHost:
             raise CopyError(disk.path, _clone_error(out.output), dst)
         return [f.rsplit("/", 1)[-1] for f in self.disk_files(dst)]
 
-    def copied_as(self, disk: Disk, dst: str, fmt: str) -> Optional[Tuple[str, str]]:
+    def copied_as(self, disk: Disk, dst: str, fmt: str) -> Optional[Copied]:
         """A base disk of one flat VMFS extent, cloned to a flat format: the copy's -flat file
         holds the extent's bytes (the snapshot holds the base still; a parent of a snapshot
         chain is opened read-only, so it can be read while the clone reads it)."""
         extent = self._flat_extent.get(disk.path)
         if fmt not in FLAT_FORMATS or extent is None:
             return None
-        return disk.path.rsplit("/", 1)[0] + "/" + extent, dst[: -len(".vmdk")] + "-flat.vmdk"
+        return Copied(disk.path.rsplit("/", 1)[0] + "/" + extent, dst[: -len(".vmdk")] + "-flat.vmdk")
 
     def _is_2gbsparse(self, path: str) -> bool:
         try:

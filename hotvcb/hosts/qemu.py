@@ -45,6 +45,7 @@ from ..errors import HostError, SnapshotError, VmNotFound
 from ..model import DatastoreInfo, Disk, Snapshot, SnapshotTree, Vm, VmRef
 from ..shell import Shell
 from . import qemuimg
+from .base import Copied
 from .qemu_overlays import OUR_MARK, Overlays, chain_of, device_key, layer_snapshot
 from .qga import SOCKET_SUFFIX as QGA_SUFFIX, GuestAgent
 from .qmp import QmpClient, QmpError, QmpUnavailable
@@ -86,8 +87,9 @@ class LocalKvmHost:
     def free_space(self, path: str) -> Optional[int]:
         return local_free_space(path)
 
-    def copied_as(self, disk: Disk, dst: str, fmt: str) -> Optional[Tuple[str, str]]:
-        """None: qemu-img writes the copy in a format of its own, so the copy is what gets hashed."""
+    def copied_as(self, disk: Disk, dst: str, fmt: str) -> Optional[Copied]:
+        """None: the guest writes the image while libvirt's backup job exports it (LibvirtHost), so no
+        file holds what the copy will; QemuHost's image is held still by the overlay."""
         return None
 
 
@@ -248,6 +250,15 @@ class QemuHost(LocalKvmHost):
 
     def remove_snapshot(self, vm: Vm, snap: Snapshot, timeout: float) -> None:
         self.overlays.remove(vm, snap, timeout)
+
+    def copied_as(self, disk: Disk, dst: str, fmt: str) -> Optional[Copied]:
+        """A qcow2 copy holds the virtual disk of the image, which our overlay keeps read-only: a raw
+        image is that disk, a qcow2 one is read by qcow2.py (one with a backing chain or anything else
+        it refuses leaves the copy to the seal). Other formats: the seal hashes the copy."""
+        src_format = self._formats.get(disk.path, "")
+        if fmt != "qcow2" or src_format not in ("raw", "qcow2"):
+            return None
+        return Copied(disk.path, qemuimg.output_path(self.shell, disk, dst, qemuimg.FORMATS[fmt]), fmt, src_format)
 
     def copy_disk(self, disk: Disk, dst: str, fmt: str, progress=None) -> List[str]:
         """qemu-img convert of the image (read-only under our overlay) into dst's folder."""

@@ -130,6 +130,17 @@ _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 _IMAGE_EXT = re.compile(r"\.(qcow2|img|raw|vmdk|qed|vdi|vhdx?)$", re.I)
 
 
+def output_path(shell: Shell, disk: Disk, dst: str, spec: OutputFormat) -> str:
+    """The file copy_to writes: named by dst's stem and the format's extension (the disk's key added
+    where two disks share a file name, from different folders)."""
+    folder, name = dst.rsplit("/", 1)
+    stem = _IMAGE_EXT.sub("", name) or name
+    out = "%s/%s%s" % (folder, stem, spec.extension)
+    if shell.exists(out):
+        out = "%s/%s-%s%s" % (folder, stem, _UNSAFE_NAME.sub("-", disk.key).strip("-"), spec.extension)
+    return out
+
+
 def copy_to(shell: Shell, disk: Disk, src: str, src_format: str, dst: str, fmt: str,
             progress: Optional[Callable[[int], None]], qemu_img: str = QEMU_IMG) -> List[str]:
     """qemu-img convert of `src` to dst's folder, the file named by dst's stem and fmt's extension;
@@ -141,11 +152,8 @@ def copy_to(shell: Shell, disk: Disk, src: str, src_format: str, dst: str, fmt: 
         spec = output_format(fmt)
     except HostError as err:
         raise CopyError(disk.path, str(err), dst) from err
-    folder, name = dst.rsplit("/", 1)
-    stem = _IMAGE_EXT.sub("", name) or name
-    out = "%s/%s%s" % (folder, stem, spec.extension)
-    if shell.exists(out):  # two disks with one file name (from different folders)
-        out = "%s/%s-%s%s" % (folder, stem, _UNSAFE_NAME.sub("-", disk.key).strip("-"), spec.extension)
+    folder = dst.rsplit("/", 1)[0]
+    out = output_path(shell, disk, dst, spec)
     argv = convert_argv(src, src_format, out, spec, qemu_img)
 
     def watch(fragment: str) -> None:

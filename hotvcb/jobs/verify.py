@@ -3,6 +3,9 @@
 Every file the manifest names is re-read and compared by size and SHA-256.
 Where the manifest carries per-block digests (manifest.BLOCK_SIZE blocks) the
 first differing byte range is reported; otherwise the range is the whole file.
+A disk with a content entry (a qcow2 made by qemu-img, manifest version 3) is
+checked by the virtual disk it holds, read by qcow2.py, and damage is located
+in virtual bytes; in a .gz, by its file's own proof (the seal adds one there).
 Files in the folder the manifest does not name are reported as notes, not
 damage (an admin's README does not break a backup).
 
@@ -25,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Dict, List, Optional
 
-from .. import targz
+from .. import qcow2, targz
 from ..errors import HostError
 from ..shell import Shell
 from ..store import health, layout, manifest
@@ -40,11 +43,12 @@ class Problem:
     message: str
     first: Optional[int] = None  # byte range of the first damage, when known
     last: Optional[int] = None
+    unit: str = "bytes"  # "virtual bytes": the range is in the disk an image holds
 
     def __str__(self) -> str:
         where = ""
         if self.first is not None:
-            where = " (bytes %d-%s)" % (self.first, self.last)
+            where = " (%s %d-%s)" % (self.unit, self.first, self.last)
         return "%s: %s%s" % (self.file, self.message, where)
 
 
@@ -114,13 +118,24 @@ def verify_folder(shell: Shell, folder: str, record: bool = True, progress=None)
 def _check_file(shell: Shell, path: str, rel: str, entry: Dict, present: bool, progress) -> Optional[Problem]:
     if not present:
         return Problem(rel, "missing")
+    content = entry.get(manifest.CONTENT)
     try:
-        digest = manifest.digest_file(shell, path, on_block=progress, entry=entry)
+        if content is None:
+            return compare(rel, entry, manifest.digest_file(shell, path, on_block=progress, entry=entry))
+        size = shell.file_size(path)
+        if size != entry.get("size", size):  # cut short or grown: no need to read it
+            return Problem(rel, "size %d, manifest says %d" % (size, entry["size"]))
+        if size < qcow2.HEADER_V2:  # (also what a FIFO or device put there says: never opened)
+            return Problem(rel, "%d bytes cannot hold a disk image" % size)
+        digest = manifest.digest_content(shell, path, content.get("format", ""), on_block=progress, entry=content)
     except HostError as err:
         return Problem(rel, "unreadable: %s" % err)
     except ValueError as err:  # the manifest's entry for it is damaged
         return Problem(rel, "manifest entry unusable: %s" % err)
-    return compare(rel, entry, digest)
+    problem = compare(rel, content, digest)
+    if problem is not None:
+        problem.message, problem.unit = "content " + problem.message, "virtual bytes"
+    return problem
 
 
 def compare(rel: str, entry: Dict, digest: "manifest.FileDigest") -> Optional[Problem]:
@@ -183,6 +198,10 @@ def _check_gz(shell: Shell, path: str) -> VerifyResult:
         result.bytes += int(files[rel].get("size", 0))
         if rel not in digests:
             result.problems.append(Problem(rel, "missing from the archive"))
+            continue
+        if manifest.CONTENT in files[rel] and not ({manifest.PROOF, "sha256"} & set(files[rel])):
+            result.problems.append(Problem(rel, "holds only a disk's content digest, which is not read inside a "
+                                                ".gz (unpack the archive and verify the folder)"))
             continue
         problem = compare(rel, files[rel], digests[rel])
         if problem is not None:

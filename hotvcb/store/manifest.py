@@ -1,7 +1,8 @@
 """hotvcb.json: what a backup holds and how to prove it.
 
 Written into the backup folder after every file is copied and hashed, and
-before STATUS.*; see layout.py for the whole write order. Format (version 2):
+before STATUS.*; see layout.py for the whole write order. Format (version 3;
+a manifest without content entries is still written as version 2):
 
     {"format": "hotvcb-backup", "version": 2,
      "vm": name, "vmid": id, "source_vmx": path, "host": text,
@@ -9,7 +10,9 @@ before STATUS.*; see layout.py for the whole write order. Format (version 2):
      "disk_format": fmt, "snapshot": {"name": n, "id": id, "memory": b, "quiesce": b},
      "disks": [{"key": "scsi0:0", "source": path, "files": [name...], "ok": b, "error": text}],
      "files": {relative name: {"size": n, "sha256_of_blocks": hex,
-                               "blocks": {"size": 1048576, "hex": 16, "digests": hex...}}},
+                               "blocks": {"size": 1048576, "hex": 16, "digests": hex...}},
+               relative name: {"size": n, "content": {"format": "qcow2", "size": virtual n,
+                               "sha256_of_blocks": hex, "blocks": {...}}}},   version 3, see below
      "verified": iso or null,
      "snapshot_tree": {"folder": "snapshot-tree", "vmx": name, "vmsd": name, "snapshots": [name...],
                        "files": [relative name...]}}      only with BACKUP_SNAPSHOT_TREE (jobs/snaptree.py)
@@ -20,22 +23,30 @@ holes not read) instead of a whole-file SHA-256 computed beside them; see
 "file digests" below and blockdigest.py. Version-1 manifests, and version-1
 entries inside a version-2 manifest, keep verifying. A manifest of a newer
 version than this code knows is refused rather than misread.
+
+Version 3 adds content entries ("content entries" below): a disk image whose
+proof is the virtual disk it holds rather than its file's bytes. Only a
+manifest holding one is written as version 3, so an older hotvcb refuses
+exactly the backups it could not check, and reads every other.
 """
 
 import json
 from typing import Any, Dict, List, Optional, Tuple
 
-from .. import blockdigest
+from .. import blockdigest, qcow2
 from ..hostdigest import check_interrupt
 from ..shell import Shell
 
 MANIFEST = "hotvcb.json"
 FORMAT = "hotvcb-backup"
-VERSION = 2
+VERSION = 3
+CONTENT = "content"
+CONTENT_FORMATS = ("qcow2",)  # how the virtual disk is read from the file (qcow2.py)
 
 
 def dumps(data: Dict[str, Any]) -> str:
-    body = {"format": FORMAT, "version": VERSION}
+    files = data.get("files") or {}
+    body = {"format": FORMAT, "version": VERSION if any(CONTENT in e for e in files.values()) else 2}
     body.update(data)
     return json.dumps(body, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
 
@@ -71,6 +82,8 @@ def parse(text: str, where: str) -> Dict[str, Any]:
             isinstance(k, str) and isinstance(v, dict) and isinstance(v.get("size", 0), int)
             and isinstance(v.get("blocks") or {}, dict) for k, v in files.items()):
         raise ValueError("%s: \"files\" is not a table of file entries" % where)
+    if not all(_content_shape(v.get(CONTENT, {})) for v in files.values()):
+        raise ValueError("%s: a \"content\" entry is not a record of a disk's content" % where)
     if not isinstance(disks, list) or not all(
             isinstance(d, dict) and isinstance(d.get("files", []), list) for d in disks):
         raise ValueError("%s: \"disks\" is not a list of disk records" % where)
@@ -84,6 +97,11 @@ def parse(text: str, where: str) -> Dict[str, Any]:
                                  and all(isinstance(f, str) for f in tree["files"])):
         raise ValueError("%s: \"snapshot_tree\" is not a record listing its files" % where)
     return data
+
+
+def _content_shape(content: Any) -> bool:
+    return isinstance(content, dict) and isinstance(content.get("size", 0), int) and isinstance(
+        content.get("blocks") or {}, dict) and isinstance(content.get("format", ""), str)
 
 
 def tree_files(data: Dict[str, Any]) -> List[str]:
@@ -228,3 +246,61 @@ def first_bad_block(entry: Dict[str, Any], digest: FileDigest) -> Optional[Tuple
             end = min(start + size, max(digest.size, int(entry.get("size", 0)))) - 1
             return start, max(end, start)
     return None
+
+
+# -- content entries (version 3) ------------------------------------------------
+# A disk written by `qemu-img convert -O qcow2` holds no file's bytes: qemu-img
+# lays the clusters out itself. Its entry keeps the file's "size" (health.py
+# compares it without reading) and proves the *virtual disk* instead:
+#
+#     {"size": file bytes, "content": {"format": "qcow2", "size": virtual bytes,
+#                                      "sha256_of_blocks": hex, "blocks": {...}}}
+#
+# "content" is a version-2 file entry of the virtual disk (its bytes from 0 to
+# its virtual size; unallocated and zero-flag clusters are zeros): the same
+# block digests, proof and damage location, in virtual offsets. It is taken
+# from the *source* while qemu-img copies it (store/source_digest.py), so the
+# seal reads nothing back, and verify proves the copy reproduces the disk as
+# the snapshot held it. A backup packed to .gz also gets the file's own proof
+# (version-2 fields beside "content"), as a stream cannot be read as a qcow2:
+# the archive is read whole to be packed anyway, and verify_gz checks that
+# proof; a folder is checked by its content.
+
+
+class ContentDigest(object):
+    """The virtual disk an image holds (read as `fmt`), digested: a content entry's "content"."""
+
+    def __init__(self, fmt: str, digest: FileDigest):
+        self.format, self.digest = fmt, digest
+
+    def entry(self, file_size: int, whole: Optional[FileDigest] = None) -> Dict[str, Any]:
+        """The "files" entry: the file's size, the content, and the file's own proof if given."""
+        out = whole.entry() if whole is not None else {}
+        out["size"] = file_size
+        out[CONTENT] = dict(self.digest.entry(), format=self.format)
+        return out
+
+
+def digest_content(shell: Shell, path: str, fmt: str, block_size: int = BLOCK_SIZE, on_block=None,
+                   entry: Optional[Dict[str, Any]] = None) -> FileDigest:
+    """Digest the virtual disk in `path`, an image of format `fmt` ("raw": the file is the disk; qcow2.py).
+
+    With `entry` (a content entry's "content") its block size; ValueError for
+    a format hotvcb does not read, HostError where the image cannot be read.
+    """
+    if fmt == "raw":
+        return digest_file(shell, path, block_size, on_block, entry)
+    if fmt not in CONTENT_FORMATS:
+        raise ValueError("its content format %.40r is not one hotvcb reads (%s)" % (fmt, ", ".join(CONTENT_FORMATS)))
+    block_size, _whole = _wants(entry, block_size)
+    if entry is not None:
+        with shell.open_binary(path) as f:
+            stated = qcow2.virtual_size(f.read(512), path)
+        if stated != entry.get("size"):  # a damaged header may claim petabytes: not read, not digested
+            return FileDigest(stated, None, "", block_size)
+    out = shell.block_digests(path, block_size, False, on_block, content=fmt)
+    if out is None:
+        from ..errors import HostError
+
+        raise HostError("cannot check %s: the host has no python to read its disk" % path)
+    return _from(out, block_size)

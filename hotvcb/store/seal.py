@@ -41,7 +41,7 @@ class Sealer:
         self.shell, self.s, self.vm, self.started, self.log = shell, settings, vm, started, log
         self.run, self.heartbeat, self.source_host = run, heartbeat, source_host
         self._planned = {}  # type: Dict[str, str]  # disk key -> path inside the backup
-        self._digests = {}  # type: Dict[str, manifest.FileDigest]  # relative name -> digest of its source
+        self._digests = {}  # type: Dict[str, source_digest.Digest]  # relative name -> digest of its source
         self.root = layout.vm_root(settings.vm_backup_volume, vm.name)
         self.name = layout.backup_name(vm.name, started)
         self.partial = self.root + "/" + self.name + layout.PARTIAL
@@ -113,7 +113,7 @@ class Sealer:
     def relative(self, path: str) -> str:
         return path[len(self.partial) + 1 :]
 
-    def adopt(self, digests: Dict[str, manifest.FileDigest]) -> None:
+    def adopt(self, digests: Dict[str, source_digest.Digest]) -> None:
         """Digests of copied files taken from their sources during the copy (store/source_digest.py):
         the seal records them instead of reading those files back, so the manifest says what the
         copy must hold; a copy that differs (size included) is damaged for health.py and verify."""
@@ -129,11 +129,12 @@ class Sealer:
     # -- endings -------------------------------------------------------------
     def seal(self, result: VmResult, snapshot: Dict[str, object], tree: Optional[Dict[str, object]] = None) -> str:
         """`tree`: the record of the user's snapshot tree kept beside the disks (jobs/snaptree.py)."""
-        files = self._hash_files()
+        compress = self.s.enable_compression and result.status == "ok" and self._standalone(result)
+        files = self._hash_files(whole_files=compress)
         crashpoint.reached("hashed")
         self._write_record(result, files, snapshot, tree)
         self._chmod(self.partial)
-        final = self._publish(compress=self.s.enable_compression and result.status == "ok" and self._standalone(result))
+        final = self._publish(compress)
         result.backup_dir = final
         rotation.rotate(self.shell, self.s.vm_backup_volume, self.vm.name, self.s.vm_backup_rotation_count, self.log,
                         just_made=final, source=(self.source_host, self.vm.uuid),
@@ -168,14 +169,20 @@ class Sealer:
         self.log.info("%s: failed backup recorded as %s (STATUS.error)" % (self.vm.name, self.final))
         return self.final
 
-    def _hash_files(self) -> Dict[str, Dict[str, object]]:
+    def _hash_files(self, whole_files: bool) -> Dict[str, Dict[str, object]]:
+        """Each file's entry; a disk whose content was digested from its source gets a content entry,
+        plus its file's own proof when `whole_files` (a .gz is verified as a stream, manifest.py)."""
         files = {}
         for rel in self.shell.list_files(self.partial):
             if rel == OWNER:
                 continue
             path = self.partial + "/" + rel
-            known = self._digests.get(rel) or manifest.digest_file(self.shell, path)
-            files[rel] = known.entry()
+            known = self._digests.get(rel)
+            if isinstance(known, manifest.ContentDigest):
+                whole = manifest.digest_file(self.shell, path) if whole_files else None
+                files[rel] = known.entry(self.shell.file_size(path), whole)
+            else:
+                files[rel] = (known or manifest.digest_file(self.shell, path)).entry()
         return files
 
     def _disown(self, folder: str) -> None:

@@ -7,7 +7,11 @@ digest's time to the clone's. Where the driver says a source file holds the
 same bytes as a file of the copy (`Hypervisor.copied_as`: a flat base disk
 cloned to a flat format, held still by the snapshot), that source is
 digested in a thread while the clone reads it, and the seal uses that digest
-for the copy's file (store/seal.py). The manifest then
+for the copy's file (store/seal.py). A copy in an image format of the tool's
+own (qemu-img's qcow2) holds no source file's bytes, but the virtual disk of
+one: the source's *content* is digested (a raw image as it is, a qcow2 one
+through qcow2.py) and recorded as a content entry (manifest.py), unless the
+copy's image states another size. The manifest then
 records the disk's content at the snapshot instant: `hotvcb verify` (and the
 check during every restore) proves the backup reproduces it, and a write
 that went wrong on the target is found there instead of being sealed as the
@@ -17,32 +21,56 @@ Where the source cannot be read (a host that refuses it), the copy is
 digested by the seal as before.
 """
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
+from .. import qcow2
 from ..background import Background
 from ..errors import HostError
-from ..hosts.base import Hypervisor, Progress
+from ..hosts.base import Copied, Hypervisor, Progress
 from ..model import Disk
 from . import manifest
 
+Digest = Union[manifest.FileDigest, manifest.ContentDigest]
+
 
 def copy_disk(host: Hypervisor, disk: Disk, dst: str, fmt: str, progress: Optional[Progress],
-              log) -> Tuple[List[str], Dict[str, manifest.FileDigest]]:
+              log) -> Tuple[List[str], Dict[str, Digest]]:
     """`host.copy_disk`, plus {path of a file of the copy: its digest, taken from the source}."""
-    pair = host.copied_as(disk, dst, fmt)
-    if pair is None:
+    copied = host.copied_as(disk, dst, fmt)
+    if copied is None:
         return host.copy_disk(disk, dst, fmt, progress), {}
-    source, copy = pair
     shell = host.shell
-    work = Background(lambda check: manifest.digest_file(shell, source, on_block=lambda _n: check()),
-                      "source-digest")
+    work = Background(lambda check: _digest(shell, copied, lambda _n: check()), "source-digest")
     try:
         files = host.copy_disk(disk, dst, fmt, progress)
     except BaseException:
         work.cancel()
         raise
     try:
-        return files, {copy: work.result()}
+        digest = work.result()
+        _same_disk(shell, copied, digest)
     except HostError as err:
         log.debug("%s: digest of the source failed (%s); the seal digests the copy" % (disk.path, err))
         return files, {}
+    if copied.copy.rsplit("/", 1)[-1] not in files:
+        log.debug("%s: the copy is not %s; the seal digests it" % (disk.path, copied.copy))
+        return files, {}
+    return files, {copied.copy: digest}
+
+
+def _digest(shell, copied: Copied, on_block) -> Digest:
+    if not copied.content:
+        return manifest.digest_file(shell, copied.source, on_block=on_block)
+    return manifest.ContentDigest(copied.content, manifest.digest_content(shell, copied.source, copied.source_format,
+                                                                          on_block=on_block))
+
+
+def _same_disk(shell, copied: Copied, digest: Digest) -> None:
+    """HostError unless the copy's image is as large as the disk digested: a raw source whose size is
+    no whole sector is rounded up by qemu-img, and its digest would then not be the copy's."""
+    if not isinstance(digest, manifest.ContentDigest):
+        return
+    with shell.open_binary(copied.copy) as f:
+        size = qcow2.virtual_size(f.read(512), copied.copy)
+    if size != digest.digest.size:
+        raise HostError("the copy holds a disk of %d bytes, the source %d" % (size, digest.digest.size))
