@@ -21,7 +21,9 @@ a backing file (the content is partly elsewhere), encryption, an external data
 file, extended L2 entries, compressed clusters, unknown incompatible features,
 an image marked corrupt, and damage: sizes beyond what QEMU writes, tables or
 clusters not cluster-aligned, outside the file or with reserved bits set.
-Nothing can loop: the lookup is one fixed level (L1 -> L2 -> cluster).
+Nothing can loop: the lookup is one fixed level (L1 -> L2 -> cluster); and an
+image that maps more tables and clusters than its file holds (some used twice)
+is refused as it is met, so a damaged small file is never read a terabyte long.
 """
 
 import os
@@ -73,6 +75,7 @@ class Image(object):
             raise self._bad("its L1 table ends beyond the end of the file")
         self.l1 = struct.unpack(">%dQ" % l1_entries, raw)
         self._l2_index, self._l2 = -1, ()  # type: int, Tuple[int, ...]
+        self._used, self._last = 0, -1  # L2 tables and data clusters met so far, the last cluster (_count)
 
     def _bad(self, why: str) -> ImageError:
         return ImageError("%s: cannot read this qcow2: %s" % (self.name, why))
@@ -98,6 +101,7 @@ class Image(object):
                 if len(raw) != self.cluster:
                     raise self._bad("L2 table %d ends beyond the end of the file" % index)
                 self._l2 = struct.unpack(">%dQ" % self.l2_entries, raw)
+                self._count()
             else:
                 self._l2 = ()
             self._l2_index = index
@@ -117,13 +121,27 @@ class Image(object):
         if entry & _ZERO or not offset:
             return None
         self._aligned(offset, "cluster %d" % cluster)
+        if cluster != self._last:  # a cluster larger than a block is looked up once per block
+            self._last = cluster
+            self._count()
         return offset
+
+    def _count(self) -> None:
+        """One more L2 table or data cluster met. The disk is read in order, so each virtual cluster and
+        each L2 table is met once, and a sound image gives each its own cluster of the file after the header:
+        more of them than the file has clusters means tables or clusters used twice (damage), and a
+        terabyte mapped onto one cluster is refused here rather than read a terabyte long."""
+        self._used += 1
+        if self._used * self.cluster > self.file_size:
+            raise self._bad("it maps more clusters than its %d bytes hold (tables or clusters used twice)"
+                            % self.file_size)
 
     def blocks(self, block_size: int, check=None, ring: int = 1) -> Iterator[Tuple[int, int, Optional[bytearray]]]:
         """(offset, length, data) over the virtual disk, as blockdigest.read_blocks gives a file's:
         `data` None for a run of whole zero blocks (never read), else the block, in one of `ring`
         buffers used in turn (valid while the next ring-1 are read)."""
         bufs = [bytearray(block_size) for _ in range(max(1, ring))]
+        self._used, self._last, self._l2_index = 0, -1, -1  # each read of the disk counts anew (_count)
         turn = 0
         zeros = bytes(min(block_size, self.cluster))
         span = self.cluster * self.l2_entries
@@ -160,11 +178,14 @@ class Image(object):
             yield off - run, run, None
 
     def _unmapped(self, off: int, span: int, block_size: int) -> int:
-        """Whole blocks from `off` (a block boundary) inside an L2 span without a table, or 0."""
-        index = off // span
-        if self.l1[index] & _OFFSET or self.l1[index] & _L1_RESERVED:
+        """Whole blocks from `off` (a block boundary) inside L2 spans without a table, or 0. Spans
+        in a row are taken together: with clusters of 2 KiB or less one span is less than a block."""
+        index = last = off // span
+        while last < len(self.l1) and not self.l1[last] & (_OFFSET | _L1_RESERVED):
+            last += 1
+        if last == index:
             return 0
-        end = min((index + 1) * span, self.size)
+        end = min(last * span, self.size)
         return end - off if end == self.size else (end - off) // block_size * block_size
 
     def _pieces(self, off: int, n: int):
