@@ -558,6 +558,11 @@ def test_a_small_cluster_qcow2_source_is_proven_by_content_and_a_damaged_copy_is
     assert same_content(src, disk)
     assert _verify(backup).returncode == 0
     l2_at_l1(disk)  # damage the reader follows without complaint: only the content tells
+    _refused_restore(backup, name, tmp_path)
+
+
+def _refused_restore(backup, name, tmp_path):
+    """`restore --kvm` of the damaged backup refuses in one line naming the disk and writes nothing."""
     target = str(tmp_path / "restored")
     os.makedirs(target)
     r = subprocess.run([PYTHON, "-m", "hotvcb", "restore", backup, "--kvm", target], capture_output=True,
@@ -575,13 +580,7 @@ def test_a_refused_header_in_a_backup_fails_restore_in_one_line_and_leaves_nothi
     _backup(lab, name, "raw")
     (backup,) = lab.backups(name)
     backing_file(os.path.join(backup, name + ".qcow2"))
-    target = str(tmp_path / "restored")
-    os.makedirs(target)
-    r = subprocess.run([PYTHON, "-m", "hotvcb", "restore", backup, "--kvm", target], capture_output=True,
-                       text=True, timeout=120, env=env())
-    out = r.stdout + r.stderr
-    assert r.returncode != 0 and "Traceback" not in out and name + ".qcow2" in out, out
-    assert os.listdir(target) == [], os.listdir(target)
+    _refused_restore(backup, name, tmp_path)
 
 
 @pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="needs qemu-system-x86_64")
