@@ -1,4 +1,5 @@
-"""One piece of reading work run in a thread beside a copy, so data is read once in time.
+"""One piece of reading work run in a thread beside a copy, so data is read once in time;
+and questions to the host asked in threads before their answers are needed (`Ahead`).
 
 A restore checks the backup's digests while `vmkfstools` clones it, instead
 of reading the whole backup first and then cloning it: on a host where both
@@ -17,6 +18,7 @@ import threading
 from typing import Callable, Generic, Optional, TypeVar
 
 from . import interrupt
+from .errors import HotvcbError, Interrupted
 
 T = TypeVar("T")
 CANCEL_WAIT = 30.0  # seconds a cancelled worker may take to notice (one block read)
@@ -68,3 +70,41 @@ class Background(Generic[T]):
         """Stop the work at its next `check` and wait for it briefly (it only reads)."""
         self._stop.set()
         self._thread.join(wait)
+
+
+class Ahead(Generic[T]):
+    """A question to the host asked in a thread now, its answer taken where it is needed.
+
+    Each question is a round trip to hostd (a process on esxisim), so questions that do not
+    depend on each other are asked at once rather than one after the other. Only questions:
+    nothing that changes the host is asked ahead, so the order of what acts stays as it was.
+    A question that failed is asked again by `answer()` in the caller's own turn, where its
+    error is the one it always gave, in the order the checks always ran (`take()` leaves that
+    to the caller). `drop()` waits for a question still out, so none outlives its run.
+    """
+
+    def __init__(self, ask: Callable[[], T], name: str):
+        self._ask = ask
+        self._work = Background(lambda _check: ask(), name)  # type: Background[T]
+
+    def take(self) -> Optional[T]:
+        """The answer; None where the question failed (the caller asks again, in its own turn)."""
+        try:
+            return self._work.result(cancel_wait=0)  # a signal: not waited for (see drop)
+        except HotvcbError:
+            return None
+
+    def answer(self) -> T:
+        """The answer; where the question failed, asked again now (the caller's own error then)."""
+        try:
+            return self._work.result(cancel_wait=0)
+        except HotvcbError:
+            return self._ask()
+
+    def drop(self) -> None:
+        """Wait for the question if it is still out (each is bounded) and forget it. Once a signal
+        came it is not waited for: it only reads, and the run is to end promptly."""
+        try:
+            self._work.result(cancel_wait=0)
+        except (HotvcbError, Interrupted):
+            pass

@@ -7,6 +7,7 @@ as well as its exit status.
 """
 
 import re
+import threading
 import time
 from typing import Dict, List, Optional, Tuple
 
@@ -54,6 +55,10 @@ class EsxiHost:
         self._files = ScannedShell(shell)
         self._version = None  # type: Optional[str]
         self._name = None  # type: Optional[str]
+        # the answers kept for the run (version, name, datastore listing) are asked by one thread
+        # at a time: a run asks them beside each other (jobs/ahead.py), and a caller meanwhile
+        # waits for the answer on its way rather than asking hostd a second time
+        self._asking = {key: threading.Lock() for key in ("version", "name", "stores")}
         self._invalid = []  # type: List[str]
         self._multiextent = False
         # Few host commands (each is a round trip to hostd, and over SSH one more):
@@ -72,17 +77,19 @@ class EsxiHost:
 
     # -- host ----------------------------------------------------------------
     def describe(self) -> str:
-        if self._version is None:
-            out = self.shell.run(["/bin/vmware", "-v"], timeout=60)
-            self._version = out.output.strip() if out.returncode == 0 else "unknown ESXi"
-        return self._version
+        with self._asking["version"]:
+            if self._version is None:
+                out = self.shell.run(["/bin/vmware", "-v"], timeout=60)
+                self._version = out.output.strip() if out.returncode == 0 else "unknown ESXi"
+            return self._version
 
     def host_name(self) -> str:
         """The host's name as it calls itself (backups record it: hosts may share a volume)."""
-        if self._name is None:
-            out = self.shell.run(["uname", "-n"], timeout=60)
-            self._name = out.output.strip() if out.returncode == 0 and out.output.strip() else "unknown"
-        return self._name
+        with self._asking["name"]:
+            if self._name is None:
+                out = self.shell.run(["uname", "-n"], timeout=60)
+                self._name = out.output.strip() if out.returncode == 0 and out.output.strip() else "unknown"
+            return self._name
 
     def _wants_adapter_flag(self) -> bool:
         """vmkfstools ignores (and warns about) -a from ESXi 6.5 on."""
@@ -105,9 +112,10 @@ class EsxiHost:
 
     def _known_stores(self) -> List[DatastoreInfo]:
         """Names and urls: the listing read at most once until a mount or unmount changes it."""
-        if self._stores is None:
-            self.datastores()
-        return list(self._stores or [])
+        with self._asking["stores"]:
+            if self._stores is None:
+                self.datastores()
+            return list(self._stores or [])
 
     def _forget_stores(self) -> None:
         self._stores = None
@@ -133,8 +141,9 @@ class EsxiHost:
     # -- inventory -----------------------------------------------------------
     def list_vms(self) -> List[VmRef]:
         """The inventory, each VM named by its .vmx displayName (the truth; the listing is ambiguous)."""
-        names = {d.name: "/vmfs/volumes/" + d.name for d in self._known_stores()}
         out = self._vim(["vmsvc/getallvms"])
+        # the datastores' names after the inventory: a run asks the listing ahead, beside it
+        names = {d.name: "/vmfs/volumes/" + d.name for d in self._known_stores()}
         self._invalid = vimcmd.invalid_vmids(out)
         rows = vimcmd.getallvms_candidates(out, names)
         # every candidate's .vmx in one go (over SSH one round trip, not one per VM)

@@ -30,11 +30,12 @@ from ..store.seal import Sealer
 from ..treeview import ScannedShell
 from ..units import human_size
 from . import lookahead, parallel, preflight
+from .ahead import RunStart
 from .guest_hooks import run_guest_hook
 from .hooks import run_hook
 from .leftovers import SNAPSHOT_PREFIX, cleanup_host, is_ours, remove_our_snapshots, remove_partials, restore_power
 from .power import PowerControl
-from .snaptree import TREE, copy_tree, describe
+from .snaptree import copy_tree
 from .space import SpaceLedger
 from .vm_leftovers import clear_dead_runs, late_snapshot
 
@@ -52,17 +53,20 @@ class BackupJob:
         log: RunLog,
         run: RunId,
         *,
+        asked: RunStart,
         lock=None,
         confdir: Optional[str] = None,
         dry_run: bool = False,
         job_name: str = "hotvcb",
     ):
         """`run` is this run's record (its host id set); `lock` the HostLock held for it,
-        whose heartbeat keeps our -partial folders visibly alive."""
+        whose heartbeat keeps our -partial folders visibly alive; `asked` the run's first questions."""
         self.host, self.settings, self.log, self.run_id, self.lock = host, settings, log, run, lock
         self.confdir, self.dry_run, self.job_name = confdir, dry_run, job_name
+        self.asked = asked
         self.power = PowerControl(host, log, run)
-        self.space = SpaceLedger(log)  # room on the target promised to VMs being backed up now
+        # room on the target promised to VMs being backed up now
+        self.space = SpaceLedger(log, first_look=self.asked.look)
         self.queue = None  # type: Optional[parallel.Queue]  # the VMs still to start, with BACKUP_PARALLEL
         self.lookahead = lookahead.Lookahead(host)
         self.next_vm = None  # type: Optional[VmRef]  # the serial loop's next VM, asked about ahead
@@ -80,7 +84,7 @@ class BackupJob:
         Names are compared literally with the display name: a list line
         `Web Server (prod)` is that VM, never a pattern.
         """
-        refs = self.host.list_vms()
+        refs = self.asked.vms()
         invalid = [InvalidVm(vmid) for vmid in self.host.invalid_vms()]
         by_name = {}  # type: Dict[str, List[VmRef]]
         for ref in refs:
@@ -127,6 +131,8 @@ class BackupJob:
             if self.settings.backup_parallel > 1 and len(targets) > 1 and not self.dry_run:
                 parallel.run(self, targets)
             else:
+                self.next_vm = next((t for t in targets if isinstance(t, VmRef)), None)
+                self.look_ahead()  # the first VM's questions, beside what the run still asks
                 for self.vm_number, target in enumerate(targets, 1):
                     self.next_vm = next((t for t in targets[self.vm_number:] if isinstance(t, VmRef)), None)
                     results.append(self.backup_target(target))
@@ -270,10 +276,9 @@ class _VmBackup:
         self.vm = vm
         disks = preflight.disks_to_copy(vm, self.s, self.log)
         plan = preflight.check(self.host, self.s, self.log, self.job.space, vm, disks, snaps, pending)
-        self.capacity, self.needed, self.tree, self.user_snapshots = (plan.capacity, plan.needed, plan.tree,
-                                                                      plan.user_snapshots)
+        self.capacity, self.tree, self.user_snapshots = plan.capacity, plan.tree, plan.user_snapshots
         if dry:
-            self._dry_run(vm, disks)
+            preflight.show(self.host, self.s, self.log, vm, disks, plan, self.started)
             self.result.status = "ok"
             return
         if self.s.pre_backup_hook:
@@ -347,31 +352,6 @@ class _VmBackup:
                       source_host=self.host.host_name())
 
     # -- steps ---------------------------------------------------------------
-    def _dry_run(self, vm: Vm, disks) -> None:
-        s = self.s
-        target = layout.vm_root(s.vm_backup_volume, vm.name) + "/" + layout.backup_name(vm.name, self.started)
-        self.log.dryrun("###############################################")
-        self.log.dryrun("Virtual Machine: %s (vmid %s)" % (vm.name, vm.ref.vmid))
-        self.log.dryrun("VM_VMX_PATH: %s" % vm.ref.vmx_path)
-        self.log.dryrun("BACKUP_TO: %s" % target)
-        self.log.dryrun("POWER_STATE: %s" % self.host.power_state(vm))
-        for d in disks:
-            self.log.dryrun(
-                "VMDK: %s (%s) -> %s, needs %s" % (d.path, d.key, s.disk_backup_format, human_size(self.host.bytes_needed(d, s.disk_backup_format)))
-            )
-        for f in vm.extra_files:
-            self.log.dryrun("FILE: %s" % f)
-        if self.tree is not None:
-            self.log.dryrun("SNAPSHOT TREE: %s -> %s/" % (describe(self.tree), TREE))
-        self.log.dryrun("TOTAL NEEDED: %s; ROTATION: keep %d%s" % (
-            human_size(self.needed), s.vm_backup_rotation_count,
-            ", within %s" % human_size(s.vm_backup_rotation_size) if s.vm_backup_rotation_size else ""))
-        # what rotation would remove once this backup is made (counted as the newest good one)
-        rotation.rotate(self.host.shell, s.vm_backup_volume, vm.name, s.vm_backup_rotation_count, self.log,
-                        source=(self.host.host_name(), vm.uuid), budget=s.vm_backup_rotation_size, dry_run=True,
-                        phantom=self.needed)
-        self.log.dryrun("###############################################")
-
     def _cold_snapshot(self, vm: Vm) -> None:
         """COLD_SNAPSHOT: the backup of a shut-down guest, with minutes of downtime, not hours.
 

@@ -5,23 +5,24 @@ snapshots and stray delta files, what the driver cannot do (a format, a
 power-down mode, in-guest hooks, a repository), the user's snapshot tree to
 keep, and the room the backup takes on the target, reserved against the
 other VMs of the run (jobs/space.py). What it finds is the `Plan` the copy
-and the dry run go by.
+goes by, and a dry run shows (`show`).
 """
 
 import functools
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Dict, List, Optional
 
 from ..errors import HotvcbError
 from ..hosts.base import Hypervisor
 from ..model import Disk, Snapshot, SnapshotTree, Vm
 from ..settings import Settings
-from ..store import volume
+from ..store import layout, rotation, volume
 from ..units import human_size
 from ..vmdk import base_name
 from .guest_hooks import refuse_unless_possible
 from .leftovers import is_ours
-from .snaptree import describe
+from .snaptree import TREE, describe
 from .space import SpaceLedger
 
 
@@ -127,3 +128,28 @@ def check(host: Hypervisor, s: Settings, log, space: SpaceLedger, vm: Vm, disks:
         )
     log.debug("%s: %s needed, %s free" % (vm.name, human_size(needed), "unknown" if free is None else human_size(free)))
     return plan
+
+
+def show(host: Hypervisor, s: Settings, log, vm: Vm, disks: List[Disk], plan: Plan, started: datetime) -> None:
+    """`-d dryrun`: the plan, and what rotation would remove once this backup is made."""
+    out = log.dryrun
+    out("###############################################")
+    out("Virtual Machine: %s (vmid %s)" % (vm.name, vm.ref.vmid))
+    out("VM_VMX_PATH: %s" % vm.ref.vmx_path)
+    out("BACKUP_TO: %s/%s" % (layout.vm_root(s.vm_backup_volume, vm.name), layout.backup_name(vm.name, started)))
+    out("POWER_STATE: %s" % host.power_state(vm))
+    for d in disks:
+        out("VMDK: %s (%s) -> %s, needs %s" % (d.path, d.key, s.disk_backup_format,
+                                              human_size(host.bytes_needed(d, s.disk_backup_format))))
+    for f in vm.extra_files:
+        out("FILE: %s" % f)
+    if plan.tree is not None:
+        out("SNAPSHOT TREE: %s -> %s/" % (describe(plan.tree), TREE))
+    out("TOTAL NEEDED: %s; ROTATION: keep %d%s" % (
+        human_size(plan.needed), s.vm_backup_rotation_count,
+        ", within %s" % human_size(s.vm_backup_rotation_size) if s.vm_backup_rotation_size else ""))
+    # counted as the newest good one
+    rotation.rotate(host.shell, s.vm_backup_volume, vm.name, s.vm_backup_rotation_count, log,
+                    source=(host.host_name(), vm.uuid), budget=s.vm_backup_rotation_size, dry_run=True,
+                    phantom=plan.needed)
+    out("###############################################")

@@ -46,10 +46,12 @@ def pool_of(volume: str) -> str:
 
 
 class SpaceLedger:
-    def __init__(self, log, resolve: Optional[Callable[[str], str]] = None):
+    def __init__(self, log, resolve: Optional[Callable[[str], str]] = None,
+                 first_look: Optional[Callable[[str], Optional[Tuple[Optional[int], float]]]] = None):
         """`resolve`: the host's realpath, so `/vmfs/volumes/<name>` and `/vmfs/volumes/<uuid>` (one
-        datastore, as a per-VM file may name it) are one pool; parallel.run sets it."""
-        self.log, self.resolve = log, resolve
+        datastore, as a per-VM file may name it) are one pool; parallel.run sets it. `first_look(volume)`:
+        a look at its free bytes asked as the run started (jobs/ahead.py), (free, when) or None."""
+        self.log, self.resolve, self.first_look = log, resolve, first_look
         self._roots = {}  # type: Dict[str, str]  # datastore path as written -> resolved
         self._held = {}  # type: Dict[str, Tuple[str, int]]  # VM name -> (pool, bytes reserved)
         self._looked = {}  # type: Dict[str, List[float]]  # pool -> [free bytes seen, when, bytes reserved since]
@@ -66,6 +68,10 @@ class SpaceLedger:
         (nothing is reserved then).
         """
         pool = self._pool(volume) or volume
+        look = self.first_look(volume) if self.first_look is not None else None
+        if look is not None and look[0] is not None:
+            with self._changed:  # as if a pre-flight had looked then: the same rules for serving it
+                self._looked.setdefault(pool, [look[0], look[1], 0])
         told = False
         while True:
             free = self._seen(vm, pool, needed)
