@@ -78,13 +78,13 @@ class Ahead(Generic[T]):
     Each question is a round trip to hostd (a process on esxisim), so questions that do not
     depend on each other are asked at once rather than one after the other. Only questions:
     nothing that changes the host is asked ahead, so the order of what acts stays as it was.
-    A question that failed is asked again by `answer()` in the caller's own turn, where its
-    error is the one it always gave, in the order the checks always ran (`take()` leaves that
-    to the caller). `drop()` waits for a question still out, so none outlives its run.
+    The error of a question that failed is raised by `answer()` in the caller's own turn, where
+    the question was asked before: the same error, in the order the checks always ran, after
+    one wait for a hung host, not two (`take()` gives None, and the caller asks again).
+    `drop()` waits for a question still out, so none outlives its run.
     """
 
     def __init__(self, ask: Callable[[], T], name: str):
-        self._ask = ask
         self._work = Background(lambda _check: ask(), name)  # type: Background[T]
 
     def take(self) -> Optional[T]:
@@ -95,11 +95,8 @@ class Ahead(Generic[T]):
             return None
 
     def answer(self) -> T:
-        """The answer; where the question failed, asked again now (the caller's own error then)."""
-        try:
-            return self._work.result(cancel_wait=0)
-        except HotvcbError:
-            return self._ask()
+        """The answer, or the question's error raised here."""
+        return self._work.result(cancel_wait=0)
 
     def drop(self) -> None:
         """Wait for the question if it is still out (each is bounded) and forget it. Once a signal

@@ -13,7 +13,10 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
+
+import pytest
 
 from esxisim import proclog, snapshots
 from simhost import (REPO, backups, hotvcb, hotvcb_background, kill, lock_pid, needs_root, ours, sealed,
@@ -96,10 +99,10 @@ def answers_only_after(host, tmp_path, waits):
     ended while it was asked ("ok") or not ("late") goes to the returned file, a line per call."""
     seen, log = tmp_path / "asked-meanwhile", host.store.p("state", "processes.jsonl")
     since = len(proclog.read(host)) + 1
-    cases = "".join(
-        '  %s) if ended %s; then echo "$1 ok" >> %s; else echo "$1 late" >> %s; fi ;;\n'
-        % (shlex.quote(verb), " ".join(shlex.quote(p) for p in patterns), shlex.quote(str(seen)), shlex.quote(str(seen)))
-        for verb, patterns in waits.items())
+    out = shlex.quote(str(seen))
+    cases = "".join('  %s) if ended %s; then echo "$1 ok" >> %s; else echo "$1 late" >> %s; fi ;;\n'
+                    % (shlex.quote(verb), " ".join(shlex.quote(p) for p in patterns), out, out)
+                    for verb, patterns in waits.items())
     wrap_tool(host, "vim-cmd", 'ended() {\n  n=0\n  while [ $n -lt 300 ]; do\n    ok=1\n'
               '    for p in "$@"; do tail -n +%d %s | grep \'"event": "end"\' | grep -qF "$p" || ok=0; done\n'
               '    [ $ok = 1 ] && return 0\n    sleep 0.1; n=$((n+1))\n  done\n  return 1\n}\n'
@@ -151,7 +154,8 @@ def test_sigterm_while_a_question_of_the_runs_start_hangs_ends_the_run_promptly_
     wrap_tool(host, "vmware", 'echo $$ > %s; exec sleep 300' % shlex.quote(str(hung)))
     run = hotvcb_background(host, "backup", "-m", "alpha", "-g", write_conf(host), "-w", tmp_path / "work")
     try:
-        wait_for(lambda: hung.exists() and hung.stat().st_size and lock_pid(host), timeout=60, what="the version to hang")
+        wait_for(lambda: hung.exists() and hung.stat().st_size and lock_pid(host), timeout=60,
+                 what="the version to hang")
         began = time.monotonic()
         run.send_signal(signal.SIGTERM)
         out, _ = run.communicate(timeout=60)
@@ -195,3 +199,50 @@ def test_a_restores_question_that_fails_fails_it_with_its_own_error_and_nothing_
     errors = [line for line in out.splitlines() if "error:" in line]
     assert len(errors) == 1 and "vmsvc/getallvms" in errors[0] and "hostd is busy" in errors[0], out
     assert sorted(os.listdir(host.real("/vmfs/volumes/datastore1"))) == ["alpha"], out  # no folder, no scratch
+
+
+def test_a_kept_answer_two_threads_ask_at_once_is_asked_once_and_its_failure_shared():
+    """The driver's kept answers (here the datastore listing) are asked by one thread at a time; a
+    thread that arrives meanwhile gets that answer or that error: a hung hostd costs one timeout."""
+    from hotvcb.errors import CommandFailed
+    from hotvcb.hosts.esxi import EsxiHost
+    from hotvcb.shell import Completed
+
+    asked, answering, second_there = [], threading.Event(), threading.Event()
+
+    class Hostd:
+        description = "a hostd whose listing fails once it is let go"
+
+        def realpath(self, path):
+            if threading.current_thread().name == "second":
+                second_there.set()
+            return path
+
+        def run(self, argv, **_kw):
+            asked.append(argv[1])
+            answering.wait(30)
+            return Completed(argv, 0, '(vim.fault.GenericVmConfigFault) {\n   msg = "hostd is busy"\n}\n')
+
+    host = EsxiHost(Hostd())
+    errors = []
+
+    def free_space():
+        try:
+            host.free_space("/vmfs/volumes/backup/hotvcb")
+        except CommandFailed as err:
+            errors.append(str(err))
+
+    threads = [threading.Thread(target=free_space, name=name) for name in ("first", "second")]
+    threads[0].start()
+    wait_for(lambda: asked, what="the listing to be asked")
+    threads[1].start()
+    wait_for(second_there.is_set, what="the second thread to ask")
+    time.sleep(0.5)  # on its way to the listing being asked
+    answering.set()
+    for t in threads:
+        t.join(30)
+    assert asked == ["hostsvc/datastore/listsummary"] and len(errors) == 2, (asked, errors)
+    assert all("hostd is busy" in e for e in errors), errors
+    with pytest.raises(CommandFailed):  # a later caller asks again
+        host.free_space("/vmfs/volumes/backup/hotvcb")
+    assert asked == ["hostsvc/datastore/listsummary"] * 2

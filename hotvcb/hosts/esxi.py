@@ -9,7 +9,7 @@ as well as its exit status.
 import re
 import threading
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, Generic, List, Optional, Tuple, TypeVar
 
 from .. import vmdk
 from ..errors import CommandFailed, CopyError, HostError, SnapshotError, TimeoutExpired, VmNotFound
@@ -33,6 +33,36 @@ SNAPSHOTS_REUSED_FOR = 120.0  # seconds a snapshot list serves as create_snapsho
 FLAT_FORMATS = ("thin", "zeroedthick", "eagerzeroedthick")  # a descriptor and one -flat file
 
 
+T = TypeVar("T")
+
+
+class _Kept(Generic[T]):
+    """An answer the driver keeps for the run (version, name, datastore listing), asked by one
+    thread at a time: a run asks them beside each other (jobs/ahead.py), and a caller arriving
+    while one is being asked waits for that answer, or that error, rather than asking hostd a
+    second time (a hung hostd then costs one timeout, not one per caller)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.value = None  # type: Optional[T]
+        self._failures = 0  # how many times asking it failed
+        self._error = None  # type: Optional[Exception]  # the last failure's
+
+    def get(self, ask: Callable[[], T]) -> T:
+        arrived = self._failures
+        with self._lock:
+            if self.value is not None:
+                return self.value
+            if self._failures > arrived and self._error is not None:
+                raise self._error  # asked, and failed, while this caller waited
+            try:
+                self.value = ask()
+            except Exception as err:
+                self._failures, self._error = self._failures + 1, err
+                raise
+            return self.value
+
+
 def _disk_stem(filename: str) -> str:
     """`web_1-000002-sesparse.vmdk`, `web_1-000001.vmdk`, `web_1.vmdk` -> `web_1`: the base disk a
     delta belongs to (ESXi names a snapshot's delta after the disk it was taken of)."""
@@ -53,12 +83,8 @@ class EsxiHost:
         # the driver's reads of VM folders and disk descriptors: one scan per folder, kept
         # until the next host command (which may change them: a snapshot, a clone)
         self._files = ScannedShell(shell)
-        self._version = None  # type: Optional[str]
-        self._name = None  # type: Optional[str]
-        # the answers kept for the run (version, name, datastore listing) are asked by one thread
-        # at a time: a run asks them beside each other (jobs/ahead.py), and a caller meanwhile
-        # waits for the answer on its way rather than asking hostd a second time
-        self._asking = {key: threading.Lock() for key in ("version", "name", "stores")}
+        self._version = _Kept()  # type: _Kept[str]
+        self._name = _Kept()  # type: _Kept[str]
         self._invalid = []  # type: List[str]
         self._multiextent = False
         # Few host commands (each is a round trip to hostd, and over SSH one more):
@@ -67,7 +93,7 @@ class EsxiHost:
         # with `datastore/info` of the one datastore; the last snapshot list per VM
         # is kept for create_snapshot's "before" set (it only has to exclude
         # snapshots older than ours, which has a name of its own).
-        self._stores = None  # type: Optional[List[DatastoreInfo]]
+        self._stores = _Kept()  # type: _Kept[List[DatastoreInfo]]
         self._roots = {}  # type: Dict[str, str]  # real path of /vmfs/volumes/<name> -> name
         self._store_of = {}  # type: Dict[str, Optional[str]]  # path asked about -> its datastore
         self._seen_snaps = {}  # type: Dict[str, Tuple[float, List[Snapshot]]]
@@ -77,19 +103,17 @@ class EsxiHost:
 
     # -- host ----------------------------------------------------------------
     def describe(self) -> str:
-        with self._asking["version"]:
-            if self._version is None:
-                out = self.shell.run(["/bin/vmware", "-v"], timeout=60)
-                self._version = out.output.strip() if out.returncode == 0 else "unknown ESXi"
-            return self._version
+        def ask() -> str:
+            out = self.shell.run(["/bin/vmware", "-v"], timeout=60)
+            return out.output.strip() if out.returncode == 0 else "unknown ESXi"
+        return self._version.get(ask)
 
     def host_name(self) -> str:
         """The host's name as it calls itself (backups record it: hosts may share a volume)."""
-        with self._asking["name"]:
-            if self._name is None:
-                out = self.shell.run(["uname", "-n"], timeout=60)
-                self._name = out.output.strip() if out.returncode == 0 and out.output.strip() else "unknown"
-            return self._name
+        def ask() -> str:
+            out = self.shell.run(["uname", "-n"], timeout=60)
+            return out.output.strip() if out.returncode == 0 and out.output.strip() else "unknown"
+        return self._name.get(ask)
 
     def _wants_adapter_flag(self) -> bool:
         """vmkfstools ignores (and warns about) -a from ESXi 6.5 on."""
@@ -107,18 +131,18 @@ class EsxiHost:
 
     def datastores(self) -> List[DatastoreInfo]:
         """The full listing, read now (free space included); also refreshes the cached names."""
-        self._stores = vimcmd.parse_datastore_listsummary(self._vim(["hostsvc/datastore/listsummary"]))
-        return list(self._stores)
+        stores = self._stores.value = self._listing()
+        return list(stores)
+
+    def _listing(self) -> List[DatastoreInfo]:
+        return vimcmd.parse_datastore_listsummary(self._vim(["hostsvc/datastore/listsummary"]))
 
     def _known_stores(self) -> List[DatastoreInfo]:
         """Names and urls: the listing read at most once until a mount or unmount changes it."""
-        with self._asking["stores"]:
-            if self._stores is None:
-                self.datastores()
-            return list(self._stores or [])
+        return list(self._stores.get(self._listing))
 
     def _forget_stores(self) -> None:
-        self._stores = None
+        self._stores.value = None
         self._roots, self._store_of = {}, {}
 
     def mount_nfs(self, name: str, server: str, share: str, version: str) -> None:

@@ -7,9 +7,10 @@ the clone's flags, `uname -n` for every backup's record), which VMs it has
 process on esxisim), and none waits on another's answer except the free space
 on the listing, which the driver asks once for both. So, once the run holds
 the host's lock, each is asked in a thread of its own (`background.Ahead`),
-and the answer is taken where the question used to be asked: a question that
-failed is asked again there, so its error, and the order in which the checks
-fail, are those of a run asking one after the other. The first VM's own
+and the answer is taken where the question used to be asked: the error of a
+question that failed is raised there, so the errors, and the order in which
+the checks fail, are those of a run asking one after the other (the free space
+alone is looked at again by the pre-flight, which then says why). The first VM's own
 questions follow as soon as the inventory is in (jobs/lookahead.py).
 
 Only questions are asked ahead; what acts (snapshots, copies, removals) keeps

@@ -274,8 +274,8 @@ class _Restore:
         another's answer, asked at once (background.Ahead) rather than one after the other: the
         target's free space (the datastore listing, then `datastore/info`), the inventory (a VM of
         the same name is warned about) and the host's version (the clone's flags). Each answer is
-        taken where it was always asked; one that failed is asked again there, so the checks fail
-        in their order with their own errors. Returns the free space's."""
+        taken where it was always asked, and the error of one that failed is raised there, so the
+        checks fail in their order with their own errors. Returns the free space's."""
         target = self.req.target
         room = Ahead(lambda: self.host.free_space(target), "restore")
         inventory = Ahead(self.host.list_vms, "restore")
