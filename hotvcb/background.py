@@ -1,5 +1,6 @@
 """One piece of reading work run in a thread beside a copy, so data is read once in time;
-and questions to the host asked in threads before their answers are needed (`Ahead`).
+and questions to the host asked in threads before their answers are needed (`Ahead`), whose
+kept answers several threads share (`Kept`).
 
 A restore checks the backup's digests while `vmkfstools` clones it, instead
 of reading the whole backup first and then cloning it: on a host where both
@@ -105,3 +106,31 @@ class Ahead(Generic[T]):
             self._work.result(cancel_wait=0)
         except (HotvcbError, Interrupted):
             pass
+
+
+class Kept(Generic[T]):
+    """An answer a driver keeps for the run (ESXi: version, name, datastore listing), asked by one
+    thread at a time: a run asks them beside each other (jobs/ahead.py), and a caller arriving
+    while one is being asked waits for that answer, or that error, rather than asking hostd a
+    second time (a hung hostd then costs one timeout, not one per caller); a later caller asks
+    again after a failure."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.value = None  # type: Optional[T]
+        self._failures = 0  # how many times asking it failed
+        self._error = None  # type: Optional[Exception]  # the last failure's
+
+    def get(self, ask: Callable[[], T]) -> T:
+        arrived = self._failures
+        with self._lock:
+            if self.value is not None:
+                return self.value
+            if self._failures > arrived and self._error is not None:
+                raise self._error  # asked, and failed, while this caller waited
+            try:
+                self.value = ask()
+            except Exception as err:
+                self._failures, self._error = self._failures + 1, err
+                raise
+            return self.value

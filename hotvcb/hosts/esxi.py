@@ -7,11 +7,11 @@ as well as its exit status.
 """
 
 import re
-import threading
 import time
-from typing import Callable, Dict, Generic, List, Optional, Tuple, TypeVar
+from typing import Dict, List, Optional, Tuple
 
 from .. import vmdk
+from ..background import Kept
 from ..errors import CommandFailed, CopyError, HostError, SnapshotError, TimeoutExpired, VmNotFound
 from ..model import DatastoreInfo, Disk, Snapshot, SnapshotTree, Vm, VmRef
 from ..settings import DISK_FORMATS
@@ -31,36 +31,6 @@ _QUERIES = frozenset(["vmsvc/getallvms", "vmsvc/snapshot.get", "vmsvc/power.gets
                       "hostsvc/datastore/listsummary", "hostsvc/datastore/info"])
 SNAPSHOTS_REUSED_FOR = 120.0  # seconds a snapshot list serves as create_snapshot's "before"
 FLAT_FORMATS = ("thin", "zeroedthick", "eagerzeroedthick")  # a descriptor and one -flat file
-
-
-T = TypeVar("T")
-
-
-class _Kept(Generic[T]):
-    """An answer the driver keeps for the run (version, name, datastore listing), asked by one
-    thread at a time: a run asks them beside each other (jobs/ahead.py), and a caller arriving
-    while one is being asked waits for that answer, or that error, rather than asking hostd a
-    second time (a hung hostd then costs one timeout, not one per caller)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.value = None  # type: Optional[T]
-        self._failures = 0  # how many times asking it failed
-        self._error = None  # type: Optional[Exception]  # the last failure's
-
-    def get(self, ask: Callable[[], T]) -> T:
-        arrived = self._failures
-        with self._lock:
-            if self.value is not None:
-                return self.value
-            if self._failures > arrived and self._error is not None:
-                raise self._error  # asked, and failed, while this caller waited
-            try:
-                self.value = ask()
-            except Exception as err:
-                self._failures, self._error = self._failures + 1, err
-                raise
-            return self.value
 
 
 def _disk_stem(filename: str) -> str:
@@ -83,8 +53,8 @@ class EsxiHost:
         # the driver's reads of VM folders and disk descriptors: one scan per folder, kept
         # until the next host command (which may change them: a snapshot, a clone)
         self._files = ScannedShell(shell)
-        self._version = _Kept()  # type: _Kept[str]
-        self._name = _Kept()  # type: _Kept[str]
+        self._version = Kept()  # type: Kept[str]
+        self._name = Kept()  # type: Kept[str]
         self._invalid = []  # type: List[str]
         self._multiextent = False
         # Few host commands (each is a round trip to hostd, and over SSH one more):
@@ -93,7 +63,7 @@ class EsxiHost:
         # with `datastore/info` of the one datastore; the last snapshot list per VM
         # is kept for create_snapshot's "before" set (it only has to exclude
         # snapshots older than ours, which has a name of its own).
-        self._stores = _Kept()  # type: _Kept[List[DatastoreInfo]]
+        self._stores = Kept()  # type: Kept[List[DatastoreInfo]]
         self._roots = {}  # type: Dict[str, str]  # real path of /vmfs/volumes/<name> -> name
         self._store_of = {}  # type: Dict[str, Optional[str]]  # path asked about -> its datastore
         self._seen_snaps = {}  # type: Dict[str, Tuple[float, List[Snapshot]]]
