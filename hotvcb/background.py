@@ -1,4 +1,6 @@
-"""One piece of reading work run in a thread beside a copy, so data is read once in time.
+"""One piece of reading work run in a thread beside a copy, so data is read once in time;
+and questions to the host asked in threads before their answers are needed (`Ahead`), whose
+kept answers several threads share (`Kept`).
 
 A restore checks the backup's digests while `vmkfstools` clones it, instead
 of reading the whole backup first and then cloning it: on a host where both
@@ -17,6 +19,7 @@ import threading
 from typing import Callable, Generic, Optional, TypeVar
 
 from . import interrupt
+from .errors import HotvcbError, Interrupted
 
 T = TypeVar("T")
 CANCEL_WAIT = 30.0  # seconds a cancelled worker may take to notice (one block read)
@@ -68,3 +71,66 @@ class Background(Generic[T]):
         """Stop the work at its next `check` and wait for it briefly (it only reads)."""
         self._stop.set()
         self._thread.join(wait)
+
+
+class Ahead(Generic[T]):
+    """A question to the host asked in a thread now, its answer taken where it is needed.
+
+    Each question is a round trip to hostd (a process on esxisim), so questions that do not
+    depend on each other are asked at once rather than one after the other. Only questions:
+    nothing that changes the host is asked ahead, so the order of what acts stays as it was.
+    The error of a question that failed is raised by `answer()` in the caller's own turn, where
+    the question was asked before: the same error, in the order the checks always ran, after
+    one wait for a hung host, not two (`take()` gives None, and the caller asks again).
+    `drop()` waits for a question still out, so none outlives its run.
+    """
+
+    def __init__(self, ask: Callable[[], T], name: str):
+        self._work = Background(lambda _check: ask(), name)  # type: Background[T]
+
+    def take(self) -> Optional[T]:
+        """The answer; None where the question failed (the caller asks again, in its own turn)."""
+        try:
+            return self._work.result(cancel_wait=0)  # a signal: not waited for (see drop)
+        except HotvcbError:
+            return None
+
+    def answer(self) -> T:
+        """The answer, or the question's error raised here."""
+        return self._work.result(cancel_wait=0)
+
+    def drop(self) -> None:
+        """Wait for the question if it is still out (each is bounded) and forget it. Once a signal
+        came it is not waited for: it only reads, and the run is to end promptly."""
+        try:
+            self._work.result(cancel_wait=0)
+        except (HotvcbError, Interrupted):
+            pass
+
+
+class Kept(Generic[T]):
+    """An answer a driver keeps for the run (ESXi: version, name, datastore listing), asked by one
+    thread at a time: a run asks them beside each other (jobs/ahead.py), and a caller arriving
+    while one is being asked waits for that answer, or that error, rather than asking hostd a
+    second time (a hung hostd then costs one timeout, not one per caller); a later caller asks
+    again after a failure."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.value = None  # type: Optional[T]
+        self._failures = 0  # how many times asking it failed
+        self._error = None  # type: Optional[Exception]  # the last failure's
+
+    def get(self, ask: Callable[[], T]) -> T:
+        arrived = self._failures
+        with self._lock:
+            if self.value is not None:
+                return self.value
+            if self._failures > arrived and self._error is not None:
+                raise self._error  # asked, and failed, while this caller waited
+            try:
+                self.value = ask()
+            except Exception as err:
+                self._failures, self._error = self._failures + 1, err
+                raise
+            return self.value

@@ -2,16 +2,25 @@
 and over SSH one more. Counted by a counting Shell wrapper around the CLI (tests/countshell.py),
 on a simulated host: behaviour, not time. What is asked ahead, while the VM before is copied
 (jobs/lookahead.py), is told by the order of esxisim's process log, and must not let a user's
-snapshot taken meanwhile slip past the pre-flight."""
+snapshot taken meanwhile slip past the pre-flight. That a run's and a restore's first questions
+are asked at once (jobs/ahead.py, background.Ahead) is told by a hostd that answers one of them
+only once others have been answered: asked one after the other, they never are."""
 
 import collections
 import json
 import os
+import shlex
+import signal
 import subprocess
 import sys
+import threading
+import time
+
+import pytest
 
 from esxisim import proclog, snapshots
-from simhost import REPO, hotvcb_background, needs_root, sealed, snapshot_names, wait_for, write_conf
+from simhost import (REPO, backups, hotvcb, hotvcb_background, kill, lock_pid, needs_root, ours, sealed,
+                     snapshot_names, wait_for, wrap_tool, write_conf)
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -82,3 +91,158 @@ def test_the_next_vm_is_asked_about_during_a_copy_and_a_snapshot_taken_since_is_
     assert len(sealed(host, "alpha")) == 1
     assert "beta has delta files" in out and not sealed(host, "beta"), out
     assert snapshot_names(host, second) == ["user's own"]  # refused before any change
+
+
+def answers_only_after(host, tmp_path, waits):
+    """hostd answers `verb` (a key of `waits`) only once calls named by its patterns (text of their
+    "end" records in the host's process log, from now on) have ended, or after 30 s; whether they
+    ended while it was asked ("ok") or not ("late") goes to the returned file, a line per call."""
+    seen, log = tmp_path / "asked-meanwhile", host.store.p("state", "processes.jsonl")
+    since = len(proclog.read(host)) + 1
+    out = shlex.quote(str(seen))
+    cases = "".join('  %s) if ended %s; then echo "$1 ok" >> %s; else echo "$1 late" >> %s; fi ;;\n'
+                    % (shlex.quote(verb), " ".join(shlex.quote(p) for p in patterns), out, out)
+                    for verb, patterns in waits.items())
+    wrap_tool(host, "vim-cmd", 'ended() {\n  n=0\n  while [ $n -lt 300 ]; do\n    ok=1\n'
+              '    for p in "$@"; do tail -n +%d %s | grep \'"event": "end"\' | grep -qF "$p" || ok=0; done\n'
+              '    [ $ok = 1 ] && return 0\n    sleep 0.1; n=$((n+1))\n  done\n  return 1\n}\n'
+              'case "$1" in\n%sesac' % (since, shlex.quote(log), cases))
+    return seen
+
+
+def hostd_fails(host, verb):
+    wrap_tool(host, "vim-cmd", 'if [ "$1" = %s ]; then echo "(vim.fault.GenericVmConfigFault) {"; '
+              'echo "   msg = \\"hostd is busy\\""; echo "}"; exit 0; fi' % shlex.quote(verb))
+
+
+@needs_root
+def test_a_runs_first_questions_are_asked_at_once_each_once(host, tmp_path):
+    vmid = host.create_vm("alpha", "datastore1", [{"size": "4M"}], power="on")
+    seen = answers_only_after(host, tmp_path, {
+        # the inventory and the version beside the datastore listing
+        "hostsvc/datastore/listsummary": ['"tool": "vmware"', '"vmsvc/getallvms"'],
+        # the first VM's snapshot list and power state beside the target's free space
+        "hostsvc/datastore/info": ['"vmsvc/snapshot.get", "%s"' % vmid, '"vmsvc/power.getstate", "%s"' % vmid]})
+    r, count = counted_backup(host, tmp_path, "backup", "-m", "alpha", "-g", write_conf(host), "-w", tmp_path / "work")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert set(seen.read_text().splitlines()) == {"hostsvc/datastore/listsummary ok", "hostsvc/datastore/info ok"}
+    verbs = collections.Counter(" ".join(argv[:2]) for argv in count["commands"])
+    assert verbs["/bin/vmware -v"] == verbs["/bin/vim-cmd vmsvc/getallvms"] == 1, verbs
+    assert verbs["/bin/vim-cmd hostsvc/datastore/listsummary"] == verbs["uname -n"] == 1, verbs
+    assert per_vm(count["commands"], vmid) == {"vmsvc/snapshot.get": 2, "vmsvc/power.getstate": 1,
+                                               "vmsvc/snapshot.create": 1, "vmsvc/snapshot.remove": 1}
+    assert len(sealed(host, "alpha")) == 1
+
+
+@needs_root
+def test_a_question_of_the_runs_start_that_fails_fails_the_run_with_its_own_error_and_nothing_done(host, tmp_path):
+    vmid = host.create_vm("alpha", "datastore1", [{"size": "4M"}], power="on")
+    hostd_fails(host, "hostsvc/datastore/listsummary")  # read by the inventory and the free space alike
+    r = hotvcb(host, "backup", "-m", "alpha", "-g", write_conf(host), "-w", tmp_path / "work")
+    out = r.stdout + r.stderr
+    assert r.returncode == 1 and "Traceback" not in out, out
+    errors = [line for line in out.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "hostsvc/datastore/listsummary" in errors[0] and "hostd is busy" in errors[0], out
+    assert ours(host, vmid) == [] and not backups(host, "alpha") and lock_pid(host) is None, out
+
+
+@needs_root
+def test_sigterm_while_a_question_of_the_runs_start_hangs_ends_the_run_promptly_and_cleanly(host, tmp_path):
+    vmid = host.create_vm("alpha", "datastore1", [{"size": "4M"}], power="on")
+    hung = tmp_path / "hung"
+    # the version: asked ahead, and waited for by the log's first line
+    wrap_tool(host, "vmware", 'echo $$ > %s; exec sleep 300' % shlex.quote(str(hung)))
+    run = hotvcb_background(host, "backup", "-m", "alpha", "-g", write_conf(host), "-w", tmp_path / "work")
+    try:
+        wait_for(lambda: hung.exists() and hung.stat().st_size and lock_pid(host), timeout=60,
+                 what="the version to hang")
+        began = time.monotonic()
+        run.send_signal(signal.SIGTERM)
+        out, _ = run.communicate(timeout=60)
+        took = time.monotonic() - began
+    finally:
+        kill(run.pid)
+        kill(int(hung.read_text()))
+    assert run.returncode == 2 and "Traceback" not in out, (run.returncode, out)
+    assert took < 15, "a hung question of the run's start held its end %d s" % took
+    assert ours(host, vmid) == [] and not backups(host, "alpha") and lock_pid(host) is None, out
+
+
+def _a_backup_to_restore(host, tmp_path):
+    host.create_vm("alpha", "datastore1", [{"size": "4M"}], power="on")
+    r = hotvcb(host, "backup", "-m", "alpha", "-g", write_conf(host), "-w", tmp_path / "work")
+    assert r.returncode == 0, r.stdout + r.stderr
+    return "/vmfs/volumes/backup/hotvcb/alpha/" + sealed(host, "alpha")[0]
+
+
+@needs_root
+def test_a_restores_questions_are_asked_at_once_each_once(host, tmp_path):
+    backup = _a_backup_to_restore(host, tmp_path)
+    seen = answers_only_after(host, tmp_path, {
+        "hostsvc/datastore/listsummary": ['"tool": "vmware"', '"vmsvc/getallvms"']})
+    r, count = counted_backup(host, tmp_path, "restore", backup, "--datastore", "datastore1", "--name", "beta")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert seen.read_text().splitlines() == ["hostsvc/datastore/listsummary ok"]
+    verbs = collections.Counter(" ".join(argv[:2]) for argv in count["commands"])
+    assert verbs == {"/bin/vim-cmd hostsvc/datastore/listsummary": 1, "/bin/vim-cmd hostsvc/datastore/info": 1,
+                     "/bin/vim-cmd vmsvc/getallvms": 1, "/bin/vmware -v": 1, "/sbin/vmkfstools -i": 1,
+                     "/bin/vim-cmd solo/registervm": 1}, verbs
+
+
+@needs_root
+def test_a_restores_question_that_fails_fails_it_with_its_own_error_and_nothing_left(host, tmp_path):
+    backup = _a_backup_to_restore(host, tmp_path)
+    hostd_fails(host, "vmsvc/getallvms")  # asked ahead for the name check, which comes after the target's
+    r = hotvcb(host, "restore", backup, "--datastore", "datastore1", "--name", "beta")
+    out = r.stdout + r.stderr
+    assert r.returncode == 6 and "Traceback" not in out, out
+    errors = [line for line in out.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "vmsvc/getallvms" in errors[0] and "hostd is busy" in errors[0], out
+    assert sorted(os.listdir(host.real("/vmfs/volumes/datastore1"))) == ["alpha"], out  # no folder, no scratch
+
+
+def test_a_kept_answer_two_threads_ask_at_once_is_asked_once_and_its_failure_shared():
+    """The driver's kept answers (here the datastore listing) are asked by one thread at a time; a
+    thread that arrives meanwhile gets that answer or that error: a hung hostd costs one timeout."""
+    from hotvcb.errors import CommandFailed
+    from hotvcb.hosts.esxi import EsxiHost
+    from hotvcb.shell import Completed
+
+    asked, answering, second_there = [], threading.Event(), threading.Event()
+
+    class Hostd:
+        description = "a hostd whose listing fails once it is let go"
+
+        def realpath(self, path):
+            if threading.current_thread().name == "second":
+                second_there.set()
+            return path
+
+        def run(self, argv, **_kw):
+            asked.append(argv[1])
+            answering.wait(30)
+            return Completed(argv, 0, '(vim.fault.GenericVmConfigFault) {\n   msg = "hostd is busy"\n}\n')
+
+    host = EsxiHost(Hostd())
+    errors = []
+
+    def free_space():
+        try:
+            host.free_space("/vmfs/volumes/backup/hotvcb")
+        except CommandFailed as err:
+            errors.append(str(err))
+
+    threads = [threading.Thread(target=free_space, name=name) for name in ("first", "second")]
+    threads[0].start()
+    wait_for(lambda: asked, what="the listing to be asked")
+    threads[1].start()
+    wait_for(second_there.is_set, what="the second thread to ask")
+    time.sleep(0.5)  # on its way to the listing being asked
+    answering.set()
+    for t in threads:
+        t.join(30)
+    assert asked == ["hostsvc/datastore/listsummary"] and len(errors) == 2, (asked, errors)
+    assert all("hostd is busy" in e for e in errors), errors
+    with pytest.raises(CommandFailed):  # a later caller asks again
+        host.free_space("/vmfs/volumes/backup/hotvcb")
+    assert asked == ["hostsvc/datastore/listsummary"] * 2

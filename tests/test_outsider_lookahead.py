@@ -10,7 +10,7 @@ import pytest
 
 from esxisim import proclog, snapshots
 from simhost import (backups, hotvcb_background, kill, lock_pid, make_host, needs_root, ours, sealed,
-                     snapshot_names, wait_for, write_conf)
+                     snapshot_names, wait_for, wrap_tool, write_conf)
 
 FIRST, SECOND, THIRD = "älpha 1", "bëta \"2\" 'x'", "gämma 3"
 
@@ -152,13 +152,9 @@ def test_the_target_filled_by_another_writer_within_the_reuse_window_fails_the_n
 def _misbehave(host, tmp_path, verb, vmid, what):
     """hostd misbehaves once on `verb` about `vmid`: `what` is the shell run instead of vim-cmd
     (a wrapper in the host's own /bin, as a broken hostd would answer); returns the flag that arms it."""
-    tool = host.store.p("root", "usr_bin", "upper", "vim-cmd")
-    os.rename(tool, tool + ".real")
     flag = str(tmp_path / "armed")
-    with open(tool, "w") as f:
-        f.write('#!/bin/sh\nif [ "$1" = "%s" ] && [ "$2" = "%s" ] && [ -e "%s" ]; then\n  rm -f "%s"\n  %s\nfi\n'
-                'exec "$0.real" "$@"\n' % (verb, vmid, flag, flag, what))
-    os.chmod(tool, 0o755)
+    wrap_tool(host, "vim-cmd", 'if [ "$1" = "%s" ] && [ "$2" = "%s" ] && [ -e "%s" ]; then\n  rm -f "%s"\n  %s\nfi'
+              % (verb, vmid, flag, flag, what))
     open(flag, "w").close()
     return flag
 

@@ -12,6 +12,7 @@ from typing import List, Optional, Sequence, Tuple
 from .. import config, interrupt, mailgate, namelist
 from ..errors import HostError, HotvcbError, Interrupted, UsageError, VmNotFound
 from ..store import volume
+from ..jobs.ahead import RunStart
 from ..jobs.backup import BackupJob
 from ..jobs.nfs import NfsTarget
 from ..jobs import outcome
@@ -124,10 +125,11 @@ def run(args) -> int:
     status = "ERROR: did not start"
     results = []  # type: list
     job = None  # type: Optional[BackupJob]
-    lock = work = None
+    lock = work = asked = None
     try:
         host = common.connect(args.host_target, log)
         lock, run = common.lock_host(host, log, args.host_target)
+        asked = RunStart(host, settings)  # the run's first questions, at once (jobs/ahead.py)
         work = common.WorkDir(args.workdir, run, settings.workdir_debug, log)
         log.info("============================== hotvcb LOG START ==============================")
         log.info("HOST: %s (%s), job %s, %s" % (host.shell.description, host.describe(), args.job_name, run))
@@ -137,8 +139,8 @@ def run(args) -> int:
         if dry_run:
             log.info("DRY RUN: nothing will be changed")
         with NfsTarget(host, settings, log, dry_run) as run_settings:
-            job = BackupJob(host, run_settings, log, run, lock=lock, confdir=args.confdir, dry_run=dry_run,
-                            job_name=args.job_name)
+            job = BackupJob(host, run_settings, log, run, asked=asked, lock=lock, confdir=args.confdir,
+                            dry_run=dry_run, job_name=args.job_name)
             results = job.run(names, exclude)
         status, code = final_status(results, dry_run)
         for r in results:
@@ -150,6 +152,8 @@ def run(args) -> int:
         log.error(str(err))
         status, code = "ERROR: %s" % err, err.exit_code
     finally:
+        if asked is not None:
+            asked.drop()
         if lock is not None:
             lock.release()
     for line in outcome.table(outcome.rows(results)) if results else []:

@@ -11,6 +11,7 @@ import time
 from typing import Dict, List, Optional, Tuple
 
 from .. import vmdk
+from ..background import Kept
 from ..errors import CommandFailed, CopyError, HostError, SnapshotError, TimeoutExpired, VmGone, VmNotFound
 from ..model import DatastoreInfo, Disk, Snapshot, SnapshotTree, Vm, VmRef
 from ..settings import DISK_FORMATS
@@ -53,8 +54,8 @@ class EsxiHost:
         # the driver's reads of VM folders and disk descriptors: one scan per folder, kept
         # until the next host command (which may change them: a snapshot, a clone)
         self._files = ScannedShell(shell)
-        self._version = None  # type: Optional[str]
-        self._name = None  # type: Optional[str]
+        self._version = Kept()  # type: Kept[str]
+        self._name = Kept()  # type: Kept[str]
         self._invalid = []  # type: List[str]
         self._multiextent = False
         # Few host commands (each is a round trip to hostd, and over SSH one more):
@@ -63,7 +64,7 @@ class EsxiHost:
         # with `datastore/info` of the one datastore; the last snapshot list per VM
         # is kept for create_snapshot's "before" set (it only has to exclude
         # snapshots older than ours, which has a name of its own).
-        self._stores = None  # type: Optional[List[DatastoreInfo]]
+        self._stores = Kept()  # type: Kept[List[DatastoreInfo]]
         self._roots = {}  # type: Dict[str, str]  # real path of /vmfs/volumes/<name> -> name
         self._store_of = {}  # type: Dict[str, Optional[str]]  # path asked about -> its datastore
         self._seen_snaps = {}  # type: Dict[str, Tuple[float, List[Snapshot]]]
@@ -73,17 +74,17 @@ class EsxiHost:
 
     # -- host ----------------------------------------------------------------
     def describe(self) -> str:
-        if self._version is None:
+        def ask() -> str:
             out = self.shell.run(["/bin/vmware", "-v"], timeout=60)
-            self._version = out.output.strip() if out.returncode == 0 else "unknown ESXi"
-        return self._version
+            return out.output.strip() if out.returncode == 0 else "unknown ESXi"
+        return self._version.get(ask)
 
     def host_name(self) -> str:
         """The host's name as it calls itself (backups record it: hosts may share a volume)."""
-        if self._name is None:
+        def ask() -> str:
             out = self.shell.run(["uname", "-n"], timeout=60)
-            self._name = out.output.strip() if out.returncode == 0 and out.output.strip() else "unknown"
-        return self._name
+            return out.output.strip() if out.returncode == 0 and out.output.strip() else "unknown"
+        return self._name.get(ask)
 
     def _wants_adapter_flag(self) -> bool:
         """vmkfstools ignores (and warns about) -a from ESXi 6.5 on."""
@@ -102,17 +103,18 @@ class EsxiHost:
 
     def datastores(self) -> List[DatastoreInfo]:
         """The full listing, read now (free space included); also refreshes the cached names."""
-        self._stores = vimcmd.parse_datastore_listsummary(self._vim(["hostsvc/datastore/listsummary"]))
-        return list(self._stores)
+        stores = self._stores.value = self._listing()
+        return list(stores)
+
+    def _listing(self) -> List[DatastoreInfo]:
+        return vimcmd.parse_datastore_listsummary(self._vim(["hostsvc/datastore/listsummary"]))
 
     def _known_stores(self) -> List[DatastoreInfo]:
         """Names and urls: the listing read at most once until a mount or unmount changes it."""
-        if self._stores is None:
-            self.datastores()
-        return list(self._stores or [])
+        return list(self._stores.get(self._listing))
 
     def _forget_stores(self) -> None:
-        self._stores = None
+        self._stores.value = None
         self._roots, self._store_of = {}, {}
 
     def mount_nfs(self, name: str, server: str, share: str, version: str) -> None:
@@ -135,8 +137,9 @@ class EsxiHost:
     # -- inventory -----------------------------------------------------------
     def list_vms(self) -> List[VmRef]:
         """The inventory, each VM named by its .vmx displayName (the truth; the listing is ambiguous)."""
-        names = {d.name: "/vmfs/volumes/" + d.name for d in self._known_stores()}
         out = self._vim(["vmsvc/getallvms"])
+        # the datastores' names after the inventory: a run asks the listing ahead, beside it
+        names = {d.name: "/vmfs/volumes/" + d.name for d in self._known_stores()}
         self._invalid = vimcmd.invalid_vmids(out)
         rows = vimcmd.getallvms_candidates(out, names)
         # every candidate's .vmx in one go (over SSH one round trip, not one per VM)

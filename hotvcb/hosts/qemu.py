@@ -37,6 +37,7 @@ restore registration are ESXi's.
 import json
 import os
 import socket
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -107,10 +108,14 @@ class QemuHost(LocalKvmHost):
         # image path -> (virtual, allocated by its chain) as query-block showed them at load_vm,
         # so the pre-flight needs no `qemu-img info` process per disk and question
         self._sizes = {}  # type: Dict[str, Tuple[int, int]]
+        self._turns = {}  # type: Dict[str, threading.Lock]  # QMP socket -> its client's turn
+        self._turns_lock = threading.Lock()
         self.overlays = Overlays(shell, self._qmp, qmp_timeout)
 
     def _qmp(self, socket_path: str) -> QmpClient:
-        return QmpClient(socket_path, self.qmp_timeout)
+        with self._turns_lock:  # one client per VM's monitor at a time, whichever thread asks
+            turn = self._turns.setdefault(socket_path, threading.Lock())
+        return QmpClient(socket_path, self.qmp_timeout, turn)
 
     # -- host ----------------------------------------------------------------
     def describe(self) -> str:

@@ -21,6 +21,7 @@ import json
 import select
 import socket
 import time
+from threading import Lock
 from typing import Any, Callable, Dict, List, Optional
 
 from .. import interrupt
@@ -59,8 +60,12 @@ class QmpClient:
     max_message = MAX_LINE
     interruptible = False  # a pending SIGTERM/SIGINT ends a wait for the server (Interrupted)
 
-    def __init__(self, path: str, timeout: float = DEFAULT_TIMEOUT):
-        self.path, self.timeout = path, timeout
+    def __init__(self, path: str, timeout: float = DEFAULT_TIMEOUT, turn: Optional[Lock] = None):
+        """`turn`: held from connect to close. QEMU's monitor serves one client at a time (another
+        one's connect fails, EAGAIN, or waits unanswered), so threads asking about one VM at once
+        (the look-ahead's questions, the VM's own turn) take turns on its lock instead."""
+        self.path, self.timeout, self._turn = path, timeout, turn
+        self._holding = False
         self.greeting = {}  # type: Dict[str, Any]
         self.events = []  # type: List[Dict[str, Any]]
         self._sock = None  # type: Optional[socket.socket]
@@ -69,8 +74,11 @@ class QmpClient:
 
     # -- lifecycle -----------------------------------------------------------
     def connect(self) -> "QmpClient":
-        self._open()
+        if self._turn is not None:
+            self._turn.acquire()
+            self._holding = True
         try:
+            self._open()
             self._hello()
         except BaseException:
             self.close()
@@ -102,12 +110,17 @@ class QmpClient:
         self._sock = sock
 
     def close(self) -> None:
-        if self._sock is not None:
-            try:
-                self._sock.close()
-            finally:
-                self._sock = None
-                self._buf = b""
+        try:
+            if self._sock is not None:
+                try:
+                    self._sock.close()
+                finally:
+                    self._sock = None
+                    self._buf = b""
+        finally:
+            if self._holding and self._turn is not None:
+                self._holding = False
+                self._turn.release()
 
     def __enter__(self) -> "QmpClient":
         return self.connect()

@@ -30,6 +30,7 @@ from ..store.seal import Sealer
 from ..treeview import ScannedShell
 from ..units import human_size
 from . import lookahead, parallel, preflight
+from .ahead import RunStart
 from .guest_hooks import run_guest_hook
 from .hooks import run_hook
 from .leftovers import SNAPSHOT_PREFIX, cleanup_host, is_ours, remove_our_snapshots, remove_partials, restore_power
@@ -52,17 +53,20 @@ class BackupJob:
         log: RunLog,
         run: RunId,
         *,
+        asked: RunStart,
         lock=None,
         confdir: Optional[str] = None,
         dry_run: bool = False,
         job_name: str = "hotvcb",
     ):
         """`run` is this run's record (its host id set); `lock` the HostLock held for it,
-        whose heartbeat keeps our -partial folders visibly alive."""
+        whose heartbeat keeps our -partial folders visibly alive; `asked` the run's first questions."""
         self.host, self.settings, self.log, self.run_id, self.lock = host, settings, log, run, lock
         self.confdir, self.dry_run, self.job_name = confdir, dry_run, job_name
+        self.asked = asked
         self.power = PowerControl(host, log, run)
-        self.space = SpaceLedger(log)  # room on the target promised to VMs being backed up now
+        # room on the target promised to VMs being backed up now
+        self.space = SpaceLedger(log, first_look=self.asked.look)
         self.queue = None  # type: Optional[parallel.Queue]  # the VMs still to start, with BACKUP_PARALLEL
         self.lookahead = lookahead.Lookahead(host, dry_run)  # the serial loop, asking about the next VM
         self.swept = False  # this run looked for a dead run's leftovers on every VM
@@ -79,7 +83,7 @@ class BackupJob:
         Names are compared literally with the display name: a list line
         `Web Server (prod)` is that VM, never a pattern.
         """
-        refs = self.host.list_vms()
+        refs = self.asked.vms()
         invalid = [InvalidVm(vmid) for vmid in self.host.invalid_vms()]
         by_name = {}  # type: Dict[str, List[VmRef]]
         for ref in refs:

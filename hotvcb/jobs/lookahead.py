@@ -2,8 +2,10 @@
 
 Every host query is a round trip to hostd (0.1-1 s on a real host, which
 answers queries while a clone runs), and a copy mostly waits on storage. So
-when a VM's copy starts, the serial loop asks in a thread what the next
-VM's backup asks first: its snapshot list and its power state. An answer
+when a VM's copy starts, the serial loop asks in threads what the next
+VM's backup asks first: its snapshot list and its power state (each in a
+thread of its own: two round trips at once). The first VM is asked about as
+the run starts, beside the run's own questions (jobs/ahead.py). An answer
 that old is used only where acting on it is as safe as acting on a fresh
 one, and only for FRESH_FOR seconds; otherwise the question is asked again:
 
@@ -32,11 +34,11 @@ Only the serial loop looks ahead (BACKUP_PARALLEL already overlaps VMs), never a
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, List, Optional, Tuple
 
 from .. import interrupt
-from ..background import Background
-from ..errors import HotvcbError, Interrupted
+from ..background import Ahead
+from ..errors import HotvcbError
 from ..hosts.base import Hypervisor
 from ..model import Snapshot, Vm, VmRef
 from ..settings import Settings
@@ -58,12 +60,16 @@ class Answers:
 class Lookahead:
     def __init__(self, host: Hypervisor, dry_run: bool = False):
         self.host, self.dry_run = host, dry_run
-        self._asking = None  # type: Optional[Background[Answers]]
+        # (vmid, when asked, its snapshot list, its power state): two round trips, asked at once
+        self._asking = None  # type: Optional[Tuple[str, float, Ahead[List[Snapshot]], Ahead[str]]]
         self.next_vm = None  # type: Optional[VmRef]  # the serial loop's next VM, asked about ahead
 
     def run(self, job: "BackupJob", targets: "List[Target]") -> None:
         """The serial loop: one VM after the other, job.results in list order, the next VM known
-        to each VM's copy (ask_next)."""
+        to each VM's copy (ask_next); the first VM asked about at once, beside the run's own
+        questions still out (jobs/ahead.py)."""
+        self.next_vm = next((t for t in targets if isinstance(t, VmRef)), None)
+        self.ask_next()
         for job.vm_number, target in enumerate(targets, 1):
             self.next_vm = next((t for t in targets[job.vm_number:] if isinstance(t, VmRef)), None)
             job.results.append(job.backup_target(target))
@@ -76,7 +82,7 @@ class Lookahead:
             self.ask(self.next_vm)
 
     def ask(self, ref: VmRef) -> None:
-        """Ask about `ref` in a thread, unless questions are still out. The VM's files are read
+        """Ask about `ref` in threads, unless questions are still out. The VM's files are read
         here, first: the driver's reads of VM folders are not to overlap this VM's changes."""
         if self._asking is not None:
             return
@@ -84,24 +90,21 @@ class Lookahead:
             vm = self.host.load_vm(ref)
         except HotvcbError:
             return  # its own turn says why
-        self._asking = Background(lambda _check: self._answers(vm), "lookahead")
-
-    def _answers(self, vm: Vm) -> Answers:
-        asked = time.monotonic()
-        return Answers(vm.ref.vmid, asked, self.host.snapshots(vm), self.host.power_state(vm))
+        self._asking = (ref.vmid, time.monotonic(), Ahead(lambda: self.host.snapshots(vm), "lookahead"),
+                        Ahead(lambda: self.host.power_state(vm), "lookahead"))
 
     def take(self, ref: VmRef) -> Optional[Answers]:
         """The answers about `ref`, if they were asked and are fresh; waits for questions still out."""
         asking, self._asking = self._asking, None
         if asking is None:
             return None
-        try:
-            found = asking.result(cancel_wait=0)  # a signal: not waited for (see drop)
-        except HotvcbError:
+        vmid, asked, snaps, power = asking
+        listed, state = snaps.take(), power.take()
+        if listed is None or state is None:
             return None  # asked again, in the VM's own turn
-        if found.vmid != ref.vmid or time.monotonic() - found.asked > FRESH_FOR:
+        if vmid != ref.vmid or time.monotonic() - asked > FRESH_FOR:
             return None
-        return found
+        return Answers(vmid, asked, listed, state)
 
     def drop(self) -> None:
         """As the run ends: wait for questions still out (each is bounded) and forget them, so no
@@ -110,10 +113,8 @@ class Lookahead:
         uninterruptibly (cleanup asks it after Ctrl-C), so a hung hostd held the run's end 30 s."""
         asking, self._asking = self._asking, None
         if asking is not None:
-            try:
-                asking.result(cancel_wait=0)
-            except (HotvcbError, Interrupted):
-                pass
+            for question in asking[2:]:
+                question.drop()
 
 
 def snapshots(found: Optional[Answers], s: Settings) -> Optional[List[Snapshot]]:

@@ -5,7 +5,7 @@ snapshots and stray delta files, what the driver cannot do (a format, a
 power-down mode, in-guest hooks, a repository), the user's snapshot tree to
 keep, and the room the backup takes on the target, reserved against the
 other VMs of the run (jobs/space.py). What it finds is the `Plan` the copy
-and the dry run go by.
+goes by, and a dry run shows (`show`).
 """
 
 import functools

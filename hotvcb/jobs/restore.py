@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
 from .. import interrupt, targz, vmdk
-from ..background import Background
+from ..background import Ahead, Background
 from ..errors import HostError, HotvcbError, Interrupted
 from ..hosts.base import Hypervisor
 from ..model import Disk, Vm, VmRef
@@ -160,7 +160,7 @@ class _Restore:
         self.extract_dir = None  # type: Optional[str]
         self.temp = None  # type: Optional[str]
         self.early = None  # type: Optional[_Checking]  # the check started before the pre-checks ran
-        self.planner = Planner(self.host, self.log, req)
+        self.asked = []  # type: List[Ahead]  # the pre-checks' questions to the host, asked at once
 
     def run(self) -> None:
         try:
@@ -168,6 +168,8 @@ class _Restore:
         finally:
             if self.early is not None:
                 self.early.cancel()
+            for question in self.asked:
+                question.drop()
             if self.temp is not None:
                 self.log.info("Removing the unfinished restore folder %s" % self.temp)
                 self._remove_recorded(self.temp)
@@ -200,9 +202,10 @@ class _Restore:
         unusable = None if req.new_name is None else layout.unusable_name(req.new_name)
         if unusable is not None:
             raise RestoreError(unusable)
+        room = self._ask_ahead()
         source, compressed = self._locate_backup(req.backup)
         self.early = self._check_early(source, compressed)
-        free = self._check_target(req.target)
+        free = self._check_target(req.target, room)
         kvm = None if compressed else restore_stage.kvm_machine(self.shell, source)
         if kvm is not None:
             self._restore_kvm_backup(source, kvm, free)
@@ -273,10 +276,24 @@ class _Restore:
                 return gz, True
         raise RestoreError("backup %s does not exist" % path)
 
-    def _check_target(self, target: str) -> Optional[int]:
+    def _ask_ahead(self) -> "Ahead[Optional[int]]":
+        """The pre-checks' questions to the host, each a round trip to hostd and none waiting on
+        another's answer, asked at once (background.Ahead) rather than one after the other: the
+        target's free space (the datastore listing, then `datastore/info`), the inventory (a VM of
+        the same name is warned about) and the host's version (the clone's flags). Each answer is
+        taken where it was always asked, and the error of one that failed is raised there, so the
+        checks fail in their order with their own errors. Returns the free space's."""
+        target = self.req.target
+        room = Ahead(lambda: self.host.free_space(target), "restore")
+        inventory = Ahead(self.host.list_vms, "restore")
+        self.asked = [room, inventory, Ahead(self.host.describe, "restore")]
+        self.planner = Planner(self.host, self.log, self.req, inventory.answer)
+        return room
+
+    def _check_target(self, target: str, room: "Ahead[Optional[int]]") -> Optional[int]:
         if not self.shell.isdir(target):
             raise RestoreError("target datastore path %s does not exist" % target)
-        free = self.host.free_space(target)
+        free = room.answer()
         if free is None:
             names = ", ".join(d.name for d in self.host.datastores()) or "none"
             raise RestoreError("%s is not on a datastore of this host (datastores: %s)" % (target, names))

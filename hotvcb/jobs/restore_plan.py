@@ -8,12 +8,12 @@ targz.ArchiveView for a .gz not unpacked yet (a dry run plans from it).
 
 import re
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from .. import vmdk
 from ..errors import HostError, HotvcbError
 from ..hosts.base import Hypervisor
-from ..model import DatastoreInfo, Disk
+from ..model import DatastoreInfo, Disk, VmRef
 from ..restorefile import RestoreRequest
 from ..shell import FileReader
 from ..store import layout
@@ -61,8 +61,9 @@ class Plan:
 
 
 class Planner:
-    def __init__(self, host: Hypervisor, log, req: RestoreRequest):
-        self.host, self.shell, self.log, self.req = host, host.shell, log, req
+    def __init__(self, host: Hypervisor, log, req: RestoreRequest, vms: Callable[[], List[VmRef]]):
+        """`vms`: the host's VMs (asked ahead by the restore, beside its other pre-checks)."""
+        self.host, self.shell, self.log, self.req, self.vms = host, host.shell, log, req, vms
         self._ds_cache = None  # type: Optional[List[DatastoreInfo]]
 
     def plan(self, fs: FileReader, backup: str, free: Optional[int], quiet: bool = False) -> Plan:
@@ -222,8 +223,10 @@ class Planner:
         """A VM of that name elsewhere is allowed, as ghettoVCB allowed it, with a warning; what
         really clashes (the target folder, the .vmx already registered) is refused by the caller
         and by registervm itself."""
-        taken = [r for r in self.host.list_vms() if r.name == name]
-        if taken and not quiet:
+        if quiet:
+            return  # planned again after unpacking: said the first time
+        taken = [r for r in self.vms() if r.name == name]
+        if taken:
             self.log.warning(
                 "%sa VM named %r is already registered (vmid %s, %s); restoring anyway, as ghettoVCB did. The host "
                 "will have two VMs of that name, and a backup by name (-m, -f) refuses ambiguous names until one "

@@ -22,7 +22,9 @@ ours holds room there: then a fresh look could not change the verdict
 unless something else filled half the target within that time. Otherwise,
 and once a VM that held room there failed (a copy out of room, say), the
 target is looked at again. The target's own checks (mounted, a folder)
-run for every VM either way.
+run for every VM either way. The first look is the run's own, asked as it
+starts beside its other questions (jobs/ahead.py): it checked the target
+too, and serves the first VM's pre-flight by the same rules.
 """
 
 import threading
@@ -46,10 +48,12 @@ def pool_of(volume: str) -> str:
 
 
 class SpaceLedger:
-    def __init__(self, log, resolve: Optional[Callable[[str], str]] = None):
+    def __init__(self, log, resolve: Optional[Callable[[str], str]] = None,
+                 first_look: Optional[Callable[[str], Optional[Tuple[Optional[int], float]]]] = None):
         """`resolve`: the host's realpath, so `/vmfs/volumes/<name>` and `/vmfs/volumes/<uuid>` (one
-        datastore, as a per-VM file may name it) are one pool; parallel.run sets it."""
-        self.log, self.resolve = log, resolve
+        datastore, as a per-VM file may name it) are one pool; parallel.run sets it. `first_look(volume)`:
+        a look at its free bytes asked as the run started (jobs/ahead.py), (free, when) or None."""
+        self.log, self.resolve, self.first_look = log, resolve, first_look
         self._roots = {}  # type: Dict[str, str]  # datastore path as written -> resolved
         self._held = {}  # type: Dict[str, Tuple[str, int]]  # VM name -> (pool, bytes reserved)
         self._looked = {}  # type: Dict[str, List[float]]  # pool -> [free bytes seen, when, bytes reserved since]
@@ -66,11 +70,13 @@ class SpaceLedger:
         (nothing is reserved then).
         """
         pool = self._pool(volume) or volume
+        checked = self._first(volume, pool)
         told = False
         while True:
             free = self._seen(vm, pool, needed)
             if free is not None:
-                check()
+                if not checked:
+                    check()
             else:
                 free = measure()
                 if free is None:
@@ -92,8 +98,20 @@ class SpaceLedger:
                                                                human_size(others)))
                     told = True
                 self._changed.wait(RECHECK)
+            checked = False
             if interrupt.pending():
                 interrupt.raise_pending()
+
+    def _first(self, volume: str, pool: str) -> bool:
+        """Whether the run's start looked at this target just now (jobs/ahead.py): the look is then
+        recorded as a pre-flight's would be, served by the same rules, and the target's checks that
+        came with it need not run again for the VM that takes it."""
+        look = self.first_look(volume) if self.first_look is not None else None
+        if look is None or look[0] is None:
+            return False
+        with self._changed:
+            self._looked.setdefault(pool, [look[0], look[1], 0])
+        return True
 
     def _seen(self, vm: str, pool: str, needed: int) -> Optional[int]:
         """The free bytes an earlier look says are left, where they settle this VM's need."""
