@@ -123,8 +123,9 @@ class SnapshotError(HostError):
 
 
 class VmGone(SnapshotError):
-    """The VM was there when the run asked about it, and is not when its snapshot is asked for
-    (unregistered, or registered again under another vmid, while the VM before it was copied)."""
+    """The VM was there when the run asked about it, and is not when its snapshots are listed or
+    one is taken (unregistered, or registered again under another vmid, while the VM before it was
+    copied)."""
 
     def __init__(self, name: str, vmid: str):
         super().__init__("%s (vmid %s) is no longer registered on this host; not backed up" % (name, vmid))

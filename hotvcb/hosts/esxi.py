@@ -232,7 +232,12 @@ class EsxiHost:
     # -- snapshots -----------------------------------------------------------
     def snapshots(self, vm: Vm, interruptible: bool = True) -> List[Snapshot]:
         """The VM's snapshots as hostd lists them now (always asked: callers poll this)."""
-        out = self._vim(["vmsvc/snapshot.get", vm.ref.vmid], interruptible=interruptible)
+        try:
+            out = self._vim(["vmsvc/snapshot.get", vm.ref.vmid], interruptible=interruptible)
+        except CommandFailed as err:
+            if err.fault == "NotFound":  # the only object snapshot.get names is the VM
+                raise VmGone(vm.name, vm.ref.vmid) from err
+            raise
         snaps = vimcmd.parse_snapshot_get(out)
         self._seen_snaps[vm.ref.vmid] = (time.monotonic(), snaps)
         return list(snaps)
