@@ -1,0 +1,176 @@
+"""Outside tester's attacks on recovering SIGKILLed restores into a KVM directory
+(`hotvcb restore --kvm DIR`, then `hotvcb cleanup --kvm DIR` or the next restore into DIR):
+kills at every step, awkward ways to name DIR, hostile VM names, forged and garbage records,
+a read-only DIR, cleanups racing each other and a restore. The promise: exactly a dead restore's
+folders and records go; a live restore's, a finished VM's and anything outside DIR stay; every
+problem is one line, never a traceback."""
+
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from qemuvm import PYTHON, env, kill_tree, needs_qemu, slow_qemu_img, wait_until
+from test_outsider_crosshv import esxi_backup, gz_backup
+
+pytestmark = needs_qemu
+HOST_ID = open("/etc/machine-id").read().strip() if os.path.exists("/etc/machine-id") else ""
+MACHINE = socket.gethostname()
+
+
+def cli(*args, cwd=None, timeout=120, bin_dir=None):
+    r = subprocess.run([PYTHON, "-m", "hotvcb"] + [str(a) for a in args], capture_output=True, text=True,
+                       timeout=timeout, env=env(bin_dir), cwd=cwd)
+    r.out = r.stdout + r.stderr
+    assert "Traceback" not in r.out and "internal error" not in r.out, r.out
+    return r
+
+
+def start_restore(backup, out, *extra, cwd=None, bin_dir=None):
+    return subprocess.Popen([PYTHON, "-m", "hotvcb", "restore", str(backup), "--kvm", str(out)] + list(extra),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env(bin_dir),
+                            cwd=cwd, start_new_session=True)
+
+
+def sigkill(p):
+    """SIGKILL the restore and everything it started (qemu-img dies with it, as at a power cut)."""
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    p.communicate(timeout=30)
+    kill_tree(p.pid)
+
+
+def dead_pid():
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+def digest(path):
+    return hashlib.sha1(path.encode()).hexdigest()[:16]
+
+
+def record(folder, path, pid=None, host=HOST_ID, name=None, raw=None, age=0):
+    """A record as a restore writes it, `<folder>/<name>` (default: the VM folder's digest name)."""
+    name = name or ".hotvcb-restoring-%s.owner" % digest(path)
+    f = os.path.join(str(folder), name)
+    with open(f, "w", encoding="utf-8") as fh:
+        fh.write(raw if raw is not None else "run=abcdef012345 machine=%s pid=%s started=1700000000 host=%s\npath=%s\n"
+                 % (MACHINE, dead_pid() if pid is None else pid, host, path))
+    if age:
+        then = time.time() - age
+        os.utime(f, (then, then))
+    return f
+
+
+def victim(path):
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "precious"), "w") as f:
+        f.write("data")
+    return path
+
+
+def survives(path):
+    return os.path.exists(os.path.join(path, "precious"))
+
+
+def converting(out, names, timeout=60):
+    """Wait until every named restore converts into its unfinished folder."""
+    wait_until(lambda: all(os.path.exists(os.path.join(str(out), n + ".hotvcb-restoring", "sda.raw")) for n in names),
+               timeout, "the conversions to start")
+
+
+# --- how DIR is named ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("given", ["relative", "relative/"])
+def test_a_killed_restore_into_a_relative_dir_is_recoverable(tmp_path, given):
+    """`hotvcb restore B --kvm images` (a relative DIR, as typed in /var/lib/libvirt) SIGKILLed mid-conversion:
+    its record must let `cleanup --kvm` (from the same directory, or by DIR's absolute path) and the next restore
+    remove the folder. The record holds the path as typed (`path=images/web.hotvcb-restoring`), so every
+    later cleanup calls it "not a record hotvcb wrote" and the next restore refuses the name ("another restore
+    into it is running") until the folder is removed by hand."""
+    backup = esxi_backup(tmp_path / "vol", "web", size=16 << 20, random_bytes=8 << 20)
+    out = tmp_path / "images"
+    out.mkdir()
+    slow = slow_qemu_img(str(tmp_path / "slowbin"), "2M")
+    p = start_restore(backup, "images" + given[len("relative"):], "--format", "raw", "--no-verify",
+                      cwd=str(tmp_path), bin_dir=slow)
+    try:
+        converting(out, ["web"])
+    finally:
+        sigkill(p)
+    assert (out / "web.hotvcb-restoring").exists()
+    r = cli("cleanup", "--kvm", "images", cwd=str(tmp_path))
+    r2 = cli("cleanup", "--kvm", out)
+    assert "not a record hotvcb wrote" not in r.out + r2.out, r.out + r2.out
+    assert os.listdir(str(out)) == [], r.out + r2.out
+    r = cli("restore", backup, "--kvm", "images", "--no-verify", cwd=str(tmp_path))
+    assert r.returncode == 0 and os.listdir(str(out)) == ["web"], r.out
+
+
+def test_a_killed_restore_through_a_symlinked_dir_is_found_by_its_real_path(tmp_path):
+    """DIR given through a symlink (`/var/lib/libvirt/images` -> a bigger disk): cleanup by the real path
+    finds the record and removes the folder (through the link: nothing beside it)."""
+    backup = esxi_backup(tmp_path / "vol", "web", size=16 << 20, random_bytes=8 << 20)
+    real = tmp_path / "real"
+    real.mkdir()
+    os.symlink(str(real), str(tmp_path / "alias"))
+    slow = slow_qemu_img(str(tmp_path / "slowbin"), "2M")
+    p = start_restore(backup, tmp_path / "alias", "--format", "raw", "--no-verify", bin_dir=slow)
+    try:
+        converting(real, ["web"])
+    finally:
+        sigkill(p)
+    r = cli("cleanup", "--kvm", real)
+    assert r.returncode == 0 and "cleanup: 1 leftover(s) removed" in r.out, r.out
+    assert os.listdir(str(real)) == [] and os.path.islink(str(tmp_path / "alias")), r.out
+
+
+# --- hostile names ------------------------------------------------------------------------------
+
+NAMES = ["a b", "it's \"q\"", "Ümläut", "tab\there", "back\\slash", "-dash", "..x", "x..", " lead", "$(touch pwn)",
+         "x" * 200]
+
+
+def test_killed_restores_under_hostile_names_are_all_recovered(tmp_path):
+    """Many restores under names that need quoting, all SIGKILLed mid-conversion: one cleanup removes every
+    folder and record, says so once each, and runs nothing the names hold."""
+    backup = esxi_backup(tmp_path / "vol", "web", size=8 << 20, random_bytes=4 << 20)
+    out = tmp_path / "out"
+    out.mkdir()
+    slow = slow_qemu_img(str(tmp_path / "slowbin"), "512K")
+    ps = [start_restore(backup, out, "--format", "raw", "--no-verify", "--name", n, bin_dir=slow, cwd=str(tmp_path))
+          for n in NAMES]
+    try:
+        converting(out, NAMES)
+    finally:
+        for p in ps:
+            sigkill(p)
+    assert len(os.listdir(str(out))) == 2 * len(NAMES)
+    r = cli("cleanup", "--kvm", out, cwd=str(tmp_path))
+    assert r.returncode == 0 and "cleanup: %d leftover(s) removed" % len(NAMES) in r.out, r.out
+    assert os.listdir(str(out)) == [] and not (tmp_path / "pwn").exists(), r.out
+
+
+def test_a_killed_restore_under_a_name_with_a_newline_is_recovered(tmp_path):
+    """`--name $'web\\nx'` is accepted (a new name is refused only for `/`, NUL, or dots and spaces), but the
+    newline splits the record's `path=` line: killed mid-conversion, its record is "not a record hotvcb
+    wrote" to every cleanup and the folder stays for good. Either refuse the name or recover it."""
+    backup = esxi_backup(tmp_path / "vol", "web", size=16 << 20, random_bytes=8 << 20)
+    out = tmp_path / "out"
+    out.mkdir()
+    slow = slow_qemu_img(str(tmp_path / "slowbin"), "2M")
+    p = start_restore(backup, out, "--format", "raw", "--no-verify", "--name", "web\nhost=x pid=1", bin_dir=slow)
+    try:
+        wait_until(lambda: os.path.exists(str(out / "web\nhost=x pid=1.hotvcb-restoring" / "sda.raw"))
+                   or p.poll() is not None, 60, "the conversion to start or the name to be refused")
+    finally:
+        sigkill(p)
+    r = cli("cleanup", "--kvm", out)
+    assert r.returncode == 0 and os.listdir(str(out)) == [], r.out
