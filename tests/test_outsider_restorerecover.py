@@ -174,3 +174,53 @@ def test_a_killed_restore_under_a_name_with_a_newline_is_recovered(tmp_path):
         sigkill(p)
     r = cli("cleanup", "--kvm", out)
     assert r.returncode == 0 and os.listdir(str(out)) == [], r.out
+
+
+# --- races --------------------------------------------------------------------------------------
+
+def dead_folders(out, count, files=600):
+    """`count` unfinished VM folders with records of a dead restore of this machine; big enough that
+    removing them takes a while."""
+    names = ["vm%02d" % i for i in range(count)]
+    for n in names:
+        folder = victim(os.path.join(str(out), n + ".hotvcb-restoring"))
+        for j in range(files):
+            open(os.path.join(folder, "f%d" % j), "w").close()
+        record(out, folder)
+    return names
+
+
+def test_two_cleanups_at_once_remove_each_dead_folder_once_and_both_say_so(tmp_path):
+    """`cleanup --kvm DIR` takes no lock, so two of them (two admins, or cron and an admin) sweep the
+    same dead folders together: every folder and record must go, neither may call a folder the other
+    removed "cannot remove ... No such file or directory -- remove it by hand" and exit 1, and the
+    counts add up. (On ESXi the host lock serialises them; in DIR nothing does.)"""
+    out = tmp_path / "out"
+    out.mkdir()
+    dead_folders(out, 8)
+    ps = [subprocess.Popen([PYTHON, "-m", "hotvcb", "cleanup", "--kvm", str(out)], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, env=env()) for _ in range(2)]
+    outs = [p.communicate(timeout=120)[0] for p in ps]
+    assert os.listdir(str(out)) == [], outs
+    for p, text in zip(ps, outs):
+        assert "Traceback" not in text and "cannot remove" not in text and p.returncode == 0, text
+    removed = [int(m) for text in outs for m in __import__("re").findall(r"cleanup: (\d+) leftover", text)]
+    assert sum(removed) == 8, outs
+
+
+def test_a_cleanup_and_a_restore_of_that_name_sweeping_together(tmp_path):
+    """The next restore into DIR removes a dead restore's folder of its name itself; a cleanup started at the
+    same moment removes it too. The restore must succeed and leave the complete VM; the cleanup must not
+    report a failure (exit 1, "remove it by hand") for a folder that is gone."""
+    backup = esxi_backup(tmp_path / "vol", "vm00")
+    out = tmp_path / "out"
+    out.mkdir()
+    dead_folders(out, 1, files=15000)
+    c = subprocess.Popen([PYTHON, "-m", "hotvcb", "cleanup", "--kvm", str(out)], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, env=env())
+    p = start_restore(backup, out, "--no-verify")
+    texts = [c.communicate(timeout=120)[0], p.communicate(timeout=120)[0]]
+    assert "Traceback" not in "".join(texts), texts
+    assert p.returncode == 0 and os.listdir(str(out)) == ["vm00"], "\n".join(texts)
+    assert sorted(os.listdir(str(out / "vm00"))) == ["sda.qcow2", "vm00.sh", "vm00.xml"], texts
+    assert c.returncode == 0 and "cannot remove" not in texts[0], texts
