@@ -224,3 +224,115 @@ def test_a_cleanup_and_a_restore_of_that_name_sweeping_together(tmp_path):
     assert p.returncode == 0 and os.listdir(str(out)) == ["vm00"], "\n".join(texts)
     assert sorted(os.listdir(str(out / "vm00"))) == ["sda.qcow2", "vm00.sh", "vm00.xml"], texts
     assert c.returncode == 0 and "cannot remove" not in texts[0], texts
+
+
+# --- forged, garbage and foreign records ---------------------------------------------------------
+
+def test_forged_and_garbage_records_take_nothing_but_a_dead_restores_folders(tmp_path):
+    """Records that climb out of DIR (`..`, a symlinked subfolder), name a finished VM's folder, carry a wrong
+    digest name, absurd pids, a FIFO, another host's fresh heartbeat or a heartbeat from the future, a folder
+    that is a symlink to a VM: only what a dead restore of this machine left in DIR goes, symlinks as links."""
+    d = tmp_path / "d"
+    d.mkdir()
+    outside = tmp_path / "outside"
+    D, O = str(d), str(outside)
+    keep, gone = [], []
+    keep.append(victim(O + "/v1.hotvcb-restoring"))
+    record(d, D + "/web.hotvcb-restoring/../../outside/v1.hotvcb-restoring")
+    os.symlink(O, D + "/link")
+    keep.append(victim(O + "/v2.hotvcb-restoring"))
+    record(d, D + "/link/v2.hotvcb-restoring")
+    keep.append(victim(D + "/vm3"))                       # a finished VM named by a record
+    record(d, D + "/vm3")
+    record(d, D + "/vm3", name=".hotvcb-extract-9-9-999999.owner")
+    keep.append(victim(D + "/vm4.hotvcb-restoring"))      # a record under another folder's digest
+    record(d, D + "/vm4.hotvcb-restoring", name=".hotvcb-restoring-0000000000000000.owner")
+    keep.append(victim(D + "/vm6.hotvcb-restoring"))
+    record(d, D + "/vm6.hotvcb-restoring", pid="-1")
+    keep.append(victim(D + "/vm7.hotvcb-restoring"))      # a FIFO where the record is: never opened
+    os.mkfifo(D + "/.hotvcb-restoring-%s.owner" % digest(D + "/vm7.hotvcb-restoring"))
+    keep.append(victim(O + "/realvm"))
+    os.symlink(O + "/realvm", D + "/vm8.hotvcb-restoring")  # removed as a link
+    record(d, D + "/vm8.hotvcb-restoring")
+    keep.append(victim(D + "/vm9.hotvcb-restoring"))      # another host, touched "in an hour" (clock skew)
+    record(d, D + "/vm9.hotvcb-restoring", host="f" * 32, age=-3600)
+    keep.append(victim(D + "/vm10.hotvcb-restoring"))     # another host, fresh
+    record(d, D + "/vm10.hotvcb-restoring", host="f" * 32)
+    keep.append(victim(D + "/vm11.hotvcb-restoring"))     # another machine
+    record(d, D + "/vm11.hotvcb-restoring", raw="run=abcdef012345 machine=other-box pid=%d started=1 host=%s\npath=%s\n"
+           % (dead_pid(), HOST_ID, D + "/vm11.hotvcb-restoring"))
+    keep.append(victim(D + "/vm12.hotvcb-restoring"))     # a record far beyond 4 KiB
+    record(d, D + "/vm12.hotvcb-restoring", raw="run=abcdef012345 machine=%s pid=%d started=1 host=%s %s\npath=%s\n"
+           % (MACHINE, dead_pid(), HOST_ID, "x" * 8192, D + "/vm12.hotvcb-restoring"))
+    keep.append(victim(D + "/vm13.hotvcb-restoring"))     # no record at all
+    gone.append(victim(D + "/vm5.hotvcb-restoring"))
+    record(d, D + "/vm5.hotvcb-restoring", pid="99999999999999999999999")
+    gone.append(victim(D + "/old host.hotvcb-restoring"))  # another host id, silent for an hour
+    record(d, D + "/old host.hotvcb-restoring", host="f" * 32, age=3600)
+    gone.append(victim(D + "/.hotvcb-extract-1-2-abcdef"))
+    record(d, D + "/.hotvcb-extract-1-2-abcdef", name=".hotvcb-extract-1-2-abcdef.owner")
+    dry = cli("cleanup", "--kvm", d, "-d", "dryrun", timeout=30)
+    assert dry.returncode == 0 and all(map(survives, keep + gone)), dry.out
+    r = cli("cleanup", "--kvm", d, timeout=30)
+    assert r.returncode == 0 and "cleanup: 4 leftover(s) removed" in r.out, r.out
+    assert [k for k in keep if not survives(k)] == [], r.out
+    assert [g for g in gone if os.path.lexists(g)] == [], r.out
+    assert not os.path.lexists(D + "/vm8.hotvcb-restoring") and os.path.islink(D + "/link"), r.out
+    assert len([e for e in os.listdir(D) if e.endswith(".owner")]) == 11, r.out
+
+
+def test_a_record_whose_pid_now_belongs_to_someone_else(tmp_path):
+    """A dead restore's pid reused by an unrelated process is dead (removed); one naming a live hotvcb
+    process is a running restore (left, even with no folder yet)."""
+    d = tmp_path / "d"
+    d.mkdir()
+    sleeper = subprocess.Popen(["sleep", "60"])
+    ours = subprocess.Popen([PYTHON, "-c", "import time; time.sleep(60)", "hotvcb", "restore"])
+    try:
+        reused = victim(str(d / "reused.hotvcb-restoring"))
+        record(d, reused, pid=sleeper.pid)
+        live = victim(str(d / "live.hotvcb-restoring"))
+        r_live = record(d, live, pid=ours.pid)
+        r_starting = record(d, str(d / "starting.hotvcb-restoring"), pid=ours.pid)
+        r = cli("cleanup", "--kvm", d)
+        assert r.returncode == 0 and "cleanup: 1 leftover(s) removed" in r.out, r.out
+        assert not os.path.exists(reused) and survives(live), r.out
+        assert os.path.exists(r_live) and os.path.exists(r_starting), r.out
+    finally:
+        for p in (sleeper, ours):
+            p.kill()
+            p.wait()
+
+
+@pytest.mark.parametrize("arg, says", [("file", "no such folder"), ("fifo", "no such folder"),
+                                       ("missing", "no such folder"), ("", "no such folder")])
+def test_cleanup_kvm_given_something_that_is_no_folder(tmp_path, arg, says):
+    if arg == "file":
+        (tmp_path / "file").write_text("x")
+    if arg == "fifo":
+        os.mkfifo(str(tmp_path / "fifo"))
+    r = cli("cleanup", "--kvm", tmp_path / arg if arg else "", timeout=30)
+    assert r.returncode == 1 and says in r.out and len(r.out.strip().splitlines()) == 1, r.out
+
+
+def test_cleanup_kvm_at_the_root_touches_nothing(tmp_path):
+    """`cleanup --kvm /` looks at `/`'s entries only, finds nothing of ours and says so."""
+    r = cli("cleanup", "--kvm", "/", timeout=60)
+    assert r.returncode == 0 and "cleanup: 0 leftover(s) removed" in r.out, r.out
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="bind-mounts DIR read-only")
+def test_a_read_only_dir_is_one_error_per_folder_and_exit_1(tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    folder = victim(str(d / "w.hotvcb-restoring"))
+    rec = record(d, folder)
+    subprocess.run(["mount", "--bind", str(d), str(d)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(d)], check=True)
+        r = cli("cleanup", "--kvm", d)
+    finally:
+        subprocess.run(["umount", str(d)], check=True)
+    assert r.returncode == 1 and "Read-only file system" in r.out and "1 failed" in r.out, r.out
+    assert survives(folder) and os.path.exists(rec), r.out
+    assert cli("cleanup", "--kvm", d).returncode == 0 and os.listdir(str(d)) == []
