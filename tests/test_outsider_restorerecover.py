@@ -336,3 +336,48 @@ def test_a_read_only_dir_is_one_error_per_folder_and_exit_1(tmp_path):
     assert r.returncode == 1 and "Read-only file system" in r.out and "1 failed" in r.out, r.out
     assert survives(folder) and os.path.exists(rec), r.out
     assert cli("cleanup", "--kvm", d).returncode == 0 and os.listdir(str(d)) == []
+
+
+# --- SIGKILL at every step ----------------------------------------------------------------------
+
+def _seen(out, step):
+    try:
+        names = os.listdir(out)
+    except OSError:
+        return False
+    if step == "record":
+        return any(n.endswith(".owner") for n in names)
+    if step == "folder":
+        return any(n.endswith(".hotvcb-restoring") or (n.startswith(".hotvcb-extract-") and not n.endswith(".owner"))
+                   for n in names)
+    if step in ("disk", "xml"):
+        f = os.path.join(out, "web.hotvcb-restoring", "sda.qcow2" if step == "disk" else "web.xml")
+        return os.path.exists(f)
+    return "web" in names  # final
+
+
+@pytest.mark.parametrize("kind", ["folder", "gz"])
+def test_sigkill_at_every_step_then_cleanup_leaves_nothing_or_the_whole_vm(tmp_path, kind):
+    """A restore SIGKILLed as soon as its record, its folder, its disk, its domain XML or its final folder
+    appears: after `cleanup --kvm DIR` DIR holds nothing, or the complete VM (never a record naming it, never a
+    half folder), and a restore under that name then succeeds or refuses the existing VM in one line."""
+    backup = (gz_backup(tmp_path / "vol", "web", 2 << 20) if kind == "gz"
+              else esxi_backup(tmp_path / "vol", "web", size=4 << 20, random_bytes=2 << 20))
+    outcomes = {}
+    for step in ("record", "folder", "disk", "xml", "final"):
+        out = str(tmp_path / ("out-" + step))
+        os.mkdir(out)
+        p = start_restore(backup, out, "--no-verify")
+        try:
+            wait_until(lambda: _seen(out, step) or p.poll() is not None, 60, step, poll=0.001)
+        finally:
+            sigkill(p)
+        r = cli("cleanup", "--kvm", out)
+        left = sorted(os.listdir(out))
+        outcomes[step] = left
+        assert r.returncode == 0 and left in ([], ["web"]), (step, r.out)
+        if left:
+            assert sorted(os.listdir(os.path.join(out, "web"))) == ["sda.qcow2", "web.sh", "web.xml"], (step, r.out)
+        again = cli("restore", backup, "--kvm", out, "--no-verify")
+        assert again.returncode == (6 if left else 0) and sorted(os.listdir(out)) == ["web"], (step, again.out)
+    assert outcomes["record"] == [] and outcomes["final"] == ["web"], outcomes
