@@ -381,3 +381,53 @@ def test_sigkill_at_every_step_then_cleanup_leaves_nothing_or_the_whole_vm(tmp_p
         again = cli("restore", backup, "--kvm", out, "--no-verify")
         assert again.returncode == (6 if left else 0) and sorted(os.listdir(out)) == ["web"], (step, again.out)
     assert outcomes["record"] == [] and outcomes["final"] == ["web"], outcomes
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs")
+@pytest.mark.parametrize("inodes", [1, 2, 3, 4, 5])
+def test_a_dir_out_of_inodes_at_each_file_leaves_nothing(tmp_path, inodes):
+    """A DIR whose inodes run out at the record, the folder, the disk, the XML or the start script: one error
+    line, exit 6, and neither a folder nor a record left behind (a zero-length record would be "not a
+    record hotvcb wrote" for ever)."""
+    backup = esxi_backup(tmp_path / "vol", "web")
+    d = tmp_path / "d"
+    d.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,nr_inodes=%d" % inodes, "tmpfs", str(d)], check=True)
+    try:
+        r = cli("restore", backup, "--kvm", d, "--no-verify")
+        left = os.listdir(str(d))
+    finally:
+        subprocess.run(["umount", str(d)], check=True)
+    assert r.returncode == 6 and "No space left on device" in r.out and left == [], (left, r.out)
+    assert len([l for l in r.out.splitlines() if " -- error: " in l]) == 1, r.out
+
+
+# --- ESXi (esxisim) -----------------------------------------------------------------------------
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="esxisim needs root")
+def test_esxi_restore_to_the_datastores_uuid_path_killed_is_recovered(host):
+    """ESXi's datastores are `/vmfs/volumes/<uuid>` with the name as a symlink, and the uuid path is what ESXi
+    itself prints (`esxcli storage filesystem list`): a restore given `--datastore /vmfs/volumes/<uuid>`,
+    SIGKILLed mid-clone, must be recovered by `hotvcb cleanup` like one given the name."""
+    from simhost import hotvcb, hotvcb_background, wait_for, write_conf
+    host.create_vm("web", "datastore1", [{"size": "4M"}])
+    conf = write_conf(host)
+    r = hotvcb(host, "backup", "-m", "web", "-g", conf, "-w", host.root + "/w")
+    assert r.returncode == 0, r.stdout + r.stderr
+    root = host.real("/vmfs/volumes/datastore1")
+    uuid = os.path.basename(os.readlink(root))
+    [backup] = [b for b in os.listdir(host.real("/vmfs/volumes/backup/hotvcb/web"))]
+    host.set_fault("clone.delay", "120")
+    p = hotvcb_background(host, "restore", "/vmfs/volumes/backup/hotvcb/web/" + backup, "--datastore",
+                          "/vmfs/volumes/" + uuid, "--name", "copy", "--format", "thin")
+    try:
+        wait_for(lambda: os.path.isdir(os.path.join(root, "copy.hotvcb-restoring")), 60, "the clone to start")
+    finally:
+        kill_tree(p.pid)
+        p.communicate()
+    host.set_fault("clone.delay", "0")
+    r = hotvcb(host, "cleanup", "-g", conf)
+    assert "Traceback" not in r.stdout + r.stderr and r.returncode == 0, r.stdout + r.stderr
+    assert "left by a restore that died" in r.stdout, r.stdout
+    ours = [e for e in os.listdir(root) if "hotvcb" in e]
+    assert ours == [], (ours, r.stdout)
