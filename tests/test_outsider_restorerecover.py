@@ -178,52 +178,80 @@ def test_a_killed_restore_under_a_name_with_a_newline_is_recovered(tmp_path):
 
 # --- races --------------------------------------------------------------------------------------
 
-def dead_folders(out, count, files=600):
-    """`count` unfinished VM folders with records of a dead restore of this machine; big enough that
-    removing them takes a while."""
-    names = ["vm%02d" % i for i in range(count)]
-    for n in names:
-        folder = victim(os.path.join(str(out), n + ".hotvcb-restoring"))
+def dead_folder(out, name="vm00", subs=60, files=60):
+    """An unfinished VM folder with the record of a dead restore of this machine, in `subs` subfolders so
+    that a cleanup can be caught (and stopped) in the middle of removing it."""
+    folder = os.path.join(str(out), name + ".hotvcb-restoring")
+    for i in range(subs):
+        os.makedirs(os.path.join(folder, "s%02d" % i))
         for j in range(files):
-            open(os.path.join(folder, "f%d" % j), "w").close()
-        record(out, folder)
-    return names
+            open(os.path.join(folder, "s%02d" % i, "f%d" % j), "w").close()
+    record(out, folder)
+    return folder
+
+
+def stopped_while_removing(folder, subs=60):
+    """A `cleanup --kvm` of folder's DIR, SIGSTOPped once it has begun to remove folder."""
+    c = subprocess.Popen([PYTHON, "-m", "hotvcb", "cleanup", "--kvm", os.path.dirname(folder)],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env())
+
+    def removing():
+        try:
+            return len(os.listdir(folder)) < subs
+        except OSError:
+            return True
+    wait_until(lambda: removing() or c.poll() is not None, 60, "the cleanup to remove", poll=0.001)
+    c.send_signal(signal.SIGSTOP)
+    assert c.poll() is None and os.path.exists(folder), "the cleanup ended before it could be stopped"
+    return c
 
 
 def test_two_cleanups_at_once_remove_each_dead_folder_once_and_both_say_so(tmp_path):
-    """`cleanup --kvm DIR` takes no lock, so two of them (two admins, or cron and an admin) sweep the
-    same dead folders together: every folder and record must go, neither may call a folder the other
-    removed "cannot remove ... No such file or directory -- remove it by hand" and exit 1, and the
-    counts add up. (On ESXi the host lock serialises them; in DIR nothing does.)"""
+    """`cleanup --kvm DIR` takes no lock, so two of them (cron and an admin) sweep the same dead folder
+    together: here one is held in the middle of removing it while the other removes it all. Neither may
+    then report the folder the other removed as "cannot remove ... No such file or directory -- left with
+    its record for the next cleanup; remove it by hand" (exit 1): it is gone, and so is its record.
+    (On ESXi the host lock serialises cleanups; in DIR nothing does.)"""
     out = tmp_path / "out"
     out.mkdir()
-    dead_folders(out, 8)
-    ps = [subprocess.Popen([PYTHON, "-m", "hotvcb", "cleanup", "--kvm", str(out)], stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True, env=env()) for _ in range(2)]
-    outs = [p.communicate(timeout=120)[0] for p in ps]
-    assert os.listdir(str(out)) == [], outs
-    for p, text in zip(ps, outs):
-        assert "Traceback" not in text and "cannot remove" not in text and p.returncode == 0, text
-    removed = [int(m) for text in outs for m in __import__("re").findall(r"cleanup: (\d+) leftover", text)]
-    assert sum(removed) == 8, outs
+    folder = dead_folder(out)
+    a = stopped_while_removing(folder)
+    try:
+        b = cli("cleanup", "--kvm", out)
+    finally:
+        a.send_signal(signal.SIGCONT)
+    text = a.communicate(timeout=60)[0]
+    assert b.returncode == 0 and "cleanup: 1 leftover(s) removed" in b.out, b.out
+    assert os.listdir(str(out)) == [], text
+    assert "Traceback" not in text and "cannot remove" not in text and a.returncode == 0, text
 
 
-def test_a_cleanup_and_a_restore_of_that_name_sweeping_together(tmp_path):
-    """The next restore into DIR removes a dead restore's folder of its name itself; a cleanup started at the
-    same moment removes it too. The restore must succeed and leave the complete VM; the cleanup must not
-    report a failure (exit 1, "remove it by hand") for a folder that is gone."""
-    backup = esxi_backup(tmp_path / "vol", "vm00")
+def test_a_restore_of_that_name_while_a_cleanup_removes_the_dead_folder(tmp_path):
+    """The next restore into DIR removes a dead restore's folder of its name by itself, while a cleanup is
+    removing it (held here in the middle): the restore must succeed and write its own record and folder; the
+    cleanup, resumed while that restore converts, must leave the live restore's folder and record alone, and
+    not call the dead folder it no longer finds a failure ("cannot remove ...", exit 1)."""
+    backup = esxi_backup(tmp_path / "vol", "vm00", size=8 << 20, random_bytes=4 << 20)
     out = tmp_path / "out"
     out.mkdir()
-    dead_folders(out, 1, files=15000)
-    c = subprocess.Popen([PYTHON, "-m", "hotvcb", "cleanup", "--kvm", str(out)], stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, env=env())
-    p = start_restore(backup, out, "--no-verify")
-    texts = [c.communicate(timeout=120)[0], p.communicate(timeout=120)[0]]
-    assert "Traceback" not in "".join(texts), texts
-    assert p.returncode == 0 and os.listdir(str(out)) == ["vm00"], "\n".join(texts)
-    assert sorted(os.listdir(str(out / "vm00"))) == ["sda.qcow2", "vm00.sh", "vm00.xml"], texts
-    assert c.returncode == 0 and "cannot remove" not in texts[0], texts
+    folder = dead_folder(out)
+    slow = slow_qemu_img(str(tmp_path / "slowbin"), "2M")
+    c = stopped_while_removing(folder)
+    p = None
+    try:
+        p = start_restore(backup, out, "--format", "raw", "--no-verify", bin_dir=slow)
+        wait_until(lambda: os.path.exists(os.path.join(folder, "sda.raw")) or p.poll() is not None, 60,
+                   "the restore to convert")
+        assert p.poll() is None, p.communicate()[0]
+        live = sorted(os.listdir(str(out)))
+        assert len(live) == 2, live  # its record and its folder
+    finally:
+        c.send_signal(signal.SIGCONT)
+    text = c.communicate(timeout=60)[0]
+    assert sorted(os.listdir(str(out))) == live and os.path.exists(os.path.join(folder, "sda.raw")), text
+    restored = p.communicate(timeout=120)[0]
+    assert p.returncode == 0 and os.listdir(str(out)) == ["vm00"], restored
+    assert "Traceback" not in text and "cannot remove" not in text and c.returncode == 0, text
 
 
 # --- forged, garbage and foreign records ---------------------------------------------------------
@@ -356,15 +384,15 @@ def _seen(out, step):
     return "web" in names  # final
 
 
-@pytest.mark.parametrize("kind", ["folder", "gz"])
-def test_sigkill_at_every_step_then_cleanup_leaves_nothing_or_the_whole_vm(tmp_path, kind):
+@pytest.mark.parametrize("kind, steps", [("gz", ("record", "folder", "final")), ("folder", ("disk", "xml"))])
+def test_sigkill_at_every_step_then_cleanup_leaves_nothing_or_the_whole_vm(tmp_path, kind, steps):
     """A restore SIGKILLed as soon as its record, its folder, its disk, its domain XML or its final folder
     appears: after `cleanup --kvm DIR` DIR holds nothing, or the complete VM (never a record naming it, never a
     half folder), and a restore under that name then succeeds or refuses the existing VM in one line."""
     backup = (gz_backup(tmp_path / "vol", "web", 2 << 20) if kind == "gz"
               else esxi_backup(tmp_path / "vol", "web", size=4 << 20, random_bytes=2 << 20))
     outcomes = {}
-    for step in ("record", "folder", "disk", "xml", "final"):
+    for step in steps:
         out = str(tmp_path / ("out-" + step))
         os.mkdir(out)
         p = start_restore(backup, out, "--no-verify")
@@ -380,11 +408,11 @@ def test_sigkill_at_every_step_then_cleanup_leaves_nothing_or_the_whole_vm(tmp_p
             assert sorted(os.listdir(os.path.join(out, "web"))) == ["sda.qcow2", "web.sh", "web.xml"], (step, r.out)
         again = cli("restore", backup, "--kvm", out, "--no-verify")
         assert again.returncode == (6 if left else 0) and sorted(os.listdir(out)) == ["web"], (step, again.out)
-    assert outcomes["record"] == [] and outcomes["final"] == ["web"], outcomes
+    assert outcomes.get("record", []) == [] and outcomes.get("final", ["web"]) == ["web"], outcomes
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs")
-@pytest.mark.parametrize("inodes", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("inodes", [1, 2, 4])
 def test_a_dir_out_of_inodes_at_each_file_leaves_nothing(tmp_path, inodes):
     """A DIR whose inodes run out at the record, the folder, the disk, the XML or the start script: one error
     line, exit 6, and neither a folder nor a record left behind (a zero-length record would be "not a
