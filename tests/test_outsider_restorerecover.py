@@ -178,7 +178,7 @@ def test_a_killed_restore_under_a_name_with_a_newline_is_recovered(tmp_path):
 
 # --- races --------------------------------------------------------------------------------------
 
-def dead_folder(out, name="vm00", subs=60, files=60):
+def dead_folder(out, name="vm00", subs=40, files=40):
     """An unfinished VM folder with the record of a dead restore of this machine, in `subs` subfolders so
     that a cleanup can be caught (and stopped) in the middle of removing it."""
     folder = os.path.join(str(out), name + ".hotvcb-restoring")
@@ -190,7 +190,7 @@ def dead_folder(out, name="vm00", subs=60, files=60):
     return folder
 
 
-def stopped_while_removing(folder, subs=60):
+def stopped_while_removing(folder, subs=40):
     """A `cleanup --kvm` of folder's DIR, SIGSTOPped once it has begun to remove folder."""
     c = subprocess.Popen([PYTHON, "-m", "hotvcb", "cleanup", "--kvm", os.path.dirname(folder)],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env())
@@ -231,7 +231,7 @@ def test_a_restore_of_that_name_while_a_cleanup_removes_the_dead_folder(tmp_path
     removing it (held here in the middle): the restore must succeed and write its own record and folder; the
     cleanup, resumed while that restore converts, must leave the live restore's folder and record alone, and
     not call the dead folder it no longer finds a failure ("cannot remove ...", exit 1)."""
-    backup = esxi_backup(tmp_path / "vol", "vm00", size=8 << 20, random_bytes=4 << 20)
+    backup = esxi_backup(tmp_path / "vol", "vm00", size=4 << 20, random_bytes=2 << 20)
     out = tmp_path / "out"
     out.mkdir()
     folder = dead_folder(out)
