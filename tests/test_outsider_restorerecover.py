@@ -459,3 +459,46 @@ def test_esxi_restore_to_the_datastores_uuid_path_killed_is_recovered(host):
     assert "left by a restore that died" in r.stdout, r.stdout
     ours = [e for e in os.listdir(root) if "hotvcb" in e]
     assert ours == [], (ours, r.stdout)
+
+
+def test_a_cleanup_held_between_its_verdict_and_the_removal_never_takes_a_live_restores_folder(tmp_path):
+    """A cleanup finds a dead restore's folder and is held (its log pipe full: `hotvcb cleanup --kvm DIR | less`
+    with the pager not yet scrolled) just as it says "removing ...";
+    meanwhile a restore of that name removes the dead folder itself, writes its record over the dead one and
+    converts into a new folder of the same name. Let go, the cleanup must not remove the live restore's
+    folder or record: the restore finishes and the VM is complete."""
+    backup = esxi_backup(tmp_path / "vol", "vm00", size=4 << 20, random_bytes=2 << 20)
+    out = tmp_path / "out"
+    out.mkdir()
+    folder = dead_folder(out, subs=2, files=2)
+    slow = slow_qemu_img(str(tmp_path / "slowbin"), "1M")
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    try:
+        while True:
+            os.write(w, b"x" * 4096)
+    except BlockingIOError:
+        pass
+    try:
+        while True:
+            os.write(w, b"x")
+    except BlockingIOError:
+        pass
+    os.set_blocking(w, True)
+    c = subprocess.Popen([PYTHON, "-m", "hotvcb", "cleanup", "--kvm", str(out)], stdout=w, stderr=w, env=env())
+    os.close(w)
+    p = None
+    try:
+        time.sleep(3)  # the cleanup has judged the record and blocks writing "removing ..."
+        assert c.poll() is None and os.path.exists(os.path.join(folder, "s00", "f0")), "not held before removing"
+        p = start_restore(backup, out, "--format", "raw", "--no-verify", bin_dir=slow)
+        wait_until(lambda: os.path.exists(os.path.join(folder, "sda.raw")) or p.poll() is not None, 60,
+                   "the restore to convert")
+        assert p.poll() is None, p.communicate()[0]
+    finally:
+        with os.fdopen(r, "rb") as f:
+            text = f.read().decode(errors="replace").lstrip("x")
+        c.wait(timeout=60)
+    restored = p.communicate(timeout=120)[0]
+    assert p.returncode == 0 and os.listdir(str(out)) == ["vm00"], text + "\n" + restored
+    assert "Traceback" not in text, text
