@@ -191,18 +191,23 @@ def dead_folder(out, name="vm00", subs=40, files=40):
 
 
 def stopped_while_removing(folder, subs=40):
-    """A `cleanup --kvm` of folder's DIR, SIGSTOPped once it has begun to remove folder."""
-    c = subprocess.Popen([PYTHON, "-m", "hotvcb", "cleanup", "--kvm", os.path.dirname(folder)],
+    """A `cleanup --kvm` of folder's DIR, SIGSTOPped once it has begun to remove folder (where it is
+    removed: under its name, or a name of the cleanup's own it was first renamed to, in DIR)."""
+    out = os.path.dirname(folder)
+    c = subprocess.Popen([PYTHON, "-m", "hotvcb", "cleanup", "--kvm", out],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env())
 
     def removing():
-        try:
-            return len(os.listdir(folder)) < subs
-        except OSError:
-            return True
+        for entry in os.listdir(out):
+            try:
+                if len(os.listdir(os.path.join(out, entry))) < subs:
+                    return os.path.join(out, entry)
+            except OSError:
+                pass  # a record, or gone meanwhile
+        return None
     wait_until(lambda: removing() or c.poll() is not None, 60, "the cleanup to remove", poll=0.001)
     c.send_signal(signal.SIGSTOP)
-    assert c.poll() is None and os.path.exists(folder), "the cleanup ended before it could be stopped"
+    assert c.poll() is None and removing(), "the cleanup ended before it could be stopped"
     return c
 
 
@@ -243,7 +248,7 @@ def test_a_restore_of_that_name_while_a_cleanup_removes_the_dead_folder(tmp_path
         wait_until(lambda: os.path.exists(os.path.join(folder, "sda.raw")) or p.poll() is not None, 60,
                    "the restore to convert")
         assert p.poll() is None, p.communicate()[0]
-        live = sorted(os.listdir(str(out)))
+        live = sorted(e for e in os.listdir(str(out)) if not e.startswith(".hotvcb-extract-"))  # not the cleanup's
         assert len(live) == 2, live  # its record and its folder
     finally:
         c.send_signal(signal.SIGCONT)
