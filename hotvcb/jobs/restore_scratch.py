@@ -25,13 +25,22 @@ restore under that name makes a folder of the same path. So its record is named 
 restore writes its record over a dead one's (atomically, write_text) before it makes the folder,
 which must not exist yet (make_new_dir): a dead record is gone before a later folder appears, so
 it can never name that folder to cleanup; and cleanup looks at the folder before it reads the
-record a second time (_seen_dead), so a later restore's record and folder made while it decides
-are seen, and a dead record whose folder was not there only loses its record. No lock is shared
-by restores and cleanup, so windows stay where nothing of a live restore is deleted: cleanup
-removing a dead record just as a later restore replaces it, or of two restores into one folder at
-once the one make_new_dir refuses removing the record, leaves the other's folder without one
-(kept by cleanup, if that restore is killed too). Only an admin removing a dead restore's folder
+record a second time (_seen_dead), after it has said what it removes (a log held by a full pipe
+holds no verdict), so a later restore's record and folder made while it decides are seen, and a
+dead record whose folder was not there only loses its record. The folder is then renamed to a
+scratch folder of the cleanup's own (Records.take) and the record read a third time before
+anything is deleted (_remove_dead): unchanged, what was renamed is the dead restore's, removed
+where no restore or other cleanup looks; replaced, it goes back. No lock is shared by restores and
+cleanups, so windows stay where nothing of a live restore is deleted: cleanup removing a dead
+record just as a later restore replaces it, or of two restores into one folder at once the one
+make_new_dir refuses removing the record, leaves the other's folder without one (kept by cleanup,
+if that restore is killed too); a live folder renamed in the instant between the last look and the
+rename is back under its name a moment later (a restore writing a new file into it right then
+fails, and removes it as it would on any failure). Only an admin removing a dead restore's folder
 by hand while cleanup removes it, and a new restore remaking it in between, could lose a folder.
+
+A record is the run's line and `path=<folder>`, or `path-quoted=<folder, percent-encoded>` for a
+path with a line break (record_text): a VM name may hold one, which would end the line.
 
 A pid proves a restore dead only on the host that ran it, and hostnames are not unique: two ESXi
 hosts sharing an NFS datastore are often both `localhost`. So a record also carries the host's id
