@@ -231,6 +231,21 @@ def test_two_cleanups_at_once_remove_each_dead_folder_once_and_both_say_so(tmp_p
     assert "Traceback" not in text and "cannot remove" not in text and a.returncode == 0, text
 
 
+def test_a_cleanup_killed_while_removing_leaves_what_the_next_one_removes(tmp_path):
+    """A cleanup removes a dead folder under a name of its own (recorded): SIGKILLed in the middle,
+    the rest is a dead run's scratch folder, which the next cleanup removes with its record, and a
+    restore of that name then goes ahead."""
+    out = tmp_path / "out"
+    out.mkdir()
+    folder = dead_folder(out)
+    c = stopped_while_removing(folder)
+    c.kill()
+    c.communicate(timeout=30)
+    assert any(e.startswith(".hotvcb-extract-") and not e.endswith(".owner") for e in os.listdir(str(out)))
+    r = cli("cleanup", "--kvm", out)
+    assert r.returncode == 0 and os.listdir(str(out)) == [], r.out
+
+
 def test_a_restore_of_that_name_while_a_cleanup_removes_the_dead_folder(tmp_path):
     """The next restore into DIR removes a dead restore's folder of its name by itself, while a cleanup is
     removing it (held here in the middle): the restore must succeed and write its own record and folder; the
