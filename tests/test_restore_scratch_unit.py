@@ -38,6 +38,14 @@ class RacingShell(LocalShell):
         self._tick("exists")
         return found
 
+    def write_text(self, path, text):
+        super().write_text(path, text)
+        self._tick("write_text")
+
+    def rename(self, src, dst):
+        super().rename(src, dst)
+        self._tick("rename")
+
     def read_regular(self, path, limit):
         text = super().read_regular(path, limit)
         self._tick("read_regular")
@@ -79,12 +87,13 @@ def test_a_later_restore_claiming_the_folder_while_cleanup_looks_keeps_it(tmp_pa
 
 
 def test_a_folder_made_after_cleanup_found_none_is_not_deleted(tmp_path):
-    """Cleanup saw no folder for a dead record and read the record again; a folder made at that
-    path from then on is not the dead restore's: only the record goes."""
+    """Cleanup saw no folder for a dead record and read the record again (its last look, after
+    saying "removing"); a folder made at that path from then on is not the dead restore's: only
+    the record goes."""
     root = str(tmp_path)
     folder = root + "/copy.hotvcb-restoring"
     dead_record(folder)
-    shell = RacingShell("read_regular", 2, lambda: os.mkdir(folder))
+    shell = RacingShell("read_regular", 3, lambda: os.mkdir(folder))
     n, lines = sweep(shell, root)
     assert os.path.isdir(folder), "cleanup deleted a folder made after it looked\n%s" % lines
     assert n == 1 and not os.path.exists(restore_scratch.record_of(folder)), lines
@@ -120,3 +129,59 @@ def test_a_live_restore_keeps_its_records_fresh_and_stops_once_they_are_gone(tmp
     beat.join(5)
     assert not beat.is_alive(), "the heartbeat outlived every record"
     assert not os.path.exists(restore_scratch.record_of(folder)) and not os.path.exists(scratch)
+
+
+def test_a_live_folder_renamed_in_the_last_instant_is_given_back(tmp_path):
+    """Between cleanup's last look and its rename of the dead folder, the dead folder goes (another
+    cleanup) and a later restore writes its record and makes its folder: cleanup renames that live
+    folder, then finds the record replaced, and must put the folder back, whole, and leave the record."""
+    root = str(tmp_path)
+    folder = root + "/copy.hotvcb-restoring"
+    os.mkdir(folder)
+    dead_record(folder)
+
+    def later_restore():
+        os.rmdir(folder)
+        records().claim(folder)
+        open(folder + "/disk", "w").close()
+    shell = RacingShell("write_text", 1, later_restore)  # the cleanup's own record of the name it renames to
+    n, lines = sweep(shell, root)
+    assert n == 0 and os.path.exists(folder + "/disk") and any("took it over" in line for line in lines), lines
+    with open(restore_scratch.record_of(folder)) as f:
+        assert "abcdef012345" not in f.read(), "the later restore's record was replaced or removed"
+    assert sorted(os.listdir(root)) == sorted([os.path.basename(folder), os.path.basename(
+        restore_scratch.record_of(folder))]), "the cleanup left its own name behind"
+
+
+def test_two_sweeps_at_once_both_count_the_folder_and_neither_fails(tmp_path, monkeypatch):
+    """A second cleanup sweeps right after the first renamed the dead folder away to remove it: it
+    finds no folder, removes the record and counts it (and leaves the first's renamed folder: that
+    cleanup lives); the first removes what it renamed, finds the record gone, and counts it too: no
+    error from either, nothing left."""
+    monkeypatch.setattr(restore_scratch, "owner_alive", lambda owner, me: owner.pid == os.getpid())  # the first
+    root = str(tmp_path)
+    folder = root + "/copy.hotvcb-restoring"
+    os.makedirs(folder + "/sub")
+    dead_record(folder)
+    second = []
+    shell = RacingShell("rename", 1, lambda: second.append(sweep(LocalShell(), root)))
+    n, lines = sweep(shell, root)
+    assert (n, second[0][0]) == (1, 1) and os.listdir(root) == [], (lines, second)
+    assert not [line for line in lines + second[0][1] if "cannot" in line or "by hand" in line], (lines, second)
+
+
+def test_a_folder_named_with_a_line_break_is_recorded_and_swept(tmp_path):
+    """A line break in the path (a `--name` may hold one) would end the record's `path=` line: it is
+    written percent-encoded, and the dead restore's folder found by it."""
+    root = str(tmp_path)
+    folder = root + "/web\nhost=x pid=1.hotvcb-restoring"
+    mine = records()
+    mine.claim(folder)
+    with open(restore_scratch.record_of(folder)) as f:
+        text = f.read()
+    assert len(text.splitlines()) == 2 and restore_scratch.recorded_path(text) == folder, text
+    mine.release(folder)  # the folder stays, its record now a dead restore's:
+    with open(restore_scratch.record_of(folder), "w") as f:
+        f.write(text.replace(text.split("\n")[0], RunId("abcdef012345", RunId.new().machine, 1, 1, HOST).text()))
+    n, lines = sweep(LocalShell(), root)
+    assert n == 1 and os.listdir(root) == [], lines

@@ -28,7 +28,7 @@ UUID and, unless kept, new MAC addresses (convert/machine.renamed).
 import os
 import shlex
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import List, Optional
 
 from .. import interrupt, tether
@@ -107,6 +107,8 @@ class KvmRestore:
             raise KvmRestoreError("backup %s does not exist" % backup)
         if not self.shell.isdir(req.target):
             raise KvmRestoreError("target folder %s does not exist" % req.target)
+        # recorded by its real path: a relative one names nothing to a cleanup run elsewhere
+        req = replace(req, target=self.shell.realpath(req.target))
         if backup_check.inside(req.target, backup):
             raise KvmRestoreError("target folder %s is inside the backup %s, which a restore only reads"
                                   % (req.target, backup))

@@ -25,13 +25,22 @@ restore under that name makes a folder of the same path. So its record is named 
 restore writes its record over a dead one's (atomically, write_text) before it makes the folder,
 which must not exist yet (make_new_dir): a dead record is gone before a later folder appears, so
 it can never name that folder to cleanup; and cleanup looks at the folder before it reads the
-record a second time (_seen_dead), so a later restore's record and folder made while it decides
-are seen, and a dead record whose folder was not there only loses its record. No lock is shared
-by restores and cleanup, so windows stay where nothing of a live restore is deleted: cleanup
-removing a dead record just as a later restore replaces it, or of two restores into one folder at
-once the one make_new_dir refuses removing the record, leaves the other's folder without one
-(kept by cleanup, if that restore is killed too). Only an admin removing a dead restore's folder
+record a second time (_seen_dead), after it has said what it removes (a log held by a full pipe
+holds no verdict), so a later restore's record and folder made while it decides are seen, and a
+dead record whose folder was not there only loses its record. The folder is then renamed to a
+scratch folder of the cleanup's own (Records.take) and the record read a third time before
+anything is deleted (_remove_dead): unchanged, what was renamed is the dead restore's, removed
+where no restore or other cleanup looks; replaced, it goes back. No lock is shared by restores and
+cleanups, so windows stay where nothing of a live restore is deleted: cleanup removing a dead
+record just as a later restore replaces it, or of two restores into one folder at once the one
+make_new_dir refuses removing the record, leaves the other's folder without one (kept by cleanup,
+if that restore is killed too); a live folder renamed in the instant between the last look and the
+rename is back under its name a moment later (a restore writing a new file into it right then
+fails, and removes it as it would on any failure). Only an admin removing a dead restore's folder
 by hand while cleanup removes it, and a new restore remaking it in between, could lose a folder.
+
+A record is the run's line and `path=<folder>`, or `path-quoted=<folder, percent-encoded>` for a
+path with a line break (record_text): a VM name may hold one, which would end the line.
 
 A pid proves a restore dead only on the host that ran it, and hostnames are not unique: two ESXi
 hosts sharing an NFS datastore are often both `localhost`. So a record also carries the host's id
@@ -49,6 +58,7 @@ import re
 import threading
 import time
 from typing import Callable, Iterable, Optional, Set
+from urllib.parse import quote, unquote
 
 from ..errors import HostError, HotvcbError
 from ..runid import RunId, parse
@@ -61,8 +71,10 @@ PREFIX = ".hotvcb-extract-"
 RECORD = ".owner"  # appended to the folder's name, at the datastore's root
 RESTORING_RECORD = RESTORING + "-"  # + the digest of the folder's path + RECORD
 MACHINE_ID = "/etc/machine-id"
+TAKEN_OVER = "%s: a new restore took it over meanwhile; leaving it"
 RECORD_MAX = 4096  # a record is two short lines; anything planted is read no further
 _PATH = re.compile(r"^path=(/.+)$", re.M)
+_QUOTED_PATH = re.compile(r"^path-quoted=(\S+)$", re.M)  # a path holding a line break (a VM name may)
 _NAME = re.compile(r"^%s\d+-\d+-[0-9a-f]+$" % re.escape(PREFIX))  # as make() names a folder
 
 
@@ -71,9 +83,10 @@ class Records:
     HEARTBEAT seconds by a thread of their own while any exists. `host_id` is asked once, when
     the first record is written (a dry run or a refused restore asks the host nothing)."""
 
-    def __init__(self, shell: Shell, host_id: Callable[[], str]):
+    def __init__(self, shell: Shell, host_id: Callable[[], str], run: Optional[RunId] = None):
         self.shell, self._host_id = shell, host_id
-        self._run = None  # type: Optional[RunId]
+        self._run = run  # None: made when the first record is written
+        self._made = 0  # scratch folders named so far: each its own name
         self._held = set()  # type: Set[str]  # folders whose records the heartbeat keeps fresh
         self._lock = threading.Lock()
         self._beat = None  # type: Optional[threading.Thread]
@@ -85,18 +98,37 @@ class Records:
 
     def make(self, target: str) -> str:
         """A new scratch folder in target, its record written first; its path."""
-        run = self.run()
-        target = posixpath.normpath(target)  # `datastore1/../ds5`: the record in ds5's root, where sweep checks it
-        path = "%s/%s%d-%d-%s" % (target.rstrip("/"), PREFIX, run.pid, run.started, run.run[:6])
+        path = self._scratch_name(target)
         self.claim(path)
         return path
+
+    def take(self, folder: str) -> str:
+        """Rename `folder` to a new scratch folder of ours beside it (its record written first, so a
+        cleanup killed while removing it leaves a dead restore's scratch folder, found by the next);
+        its new path. HostError, and no record of ours left, when it cannot be renamed."""
+        path = self._scratch_name(posixpath.dirname(posixpath.normpath(folder)))
+        self.shell.write_text(record_of(path), record_text(self.run(), path))
+        self._keep(path)
+        try:
+            self.shell.rename(folder, path)
+        except HostError:
+            self.release(path)
+            raise
+        return path
+
+    def _scratch_name(self, target: str) -> str:
+        run = self.run()
+        target = posixpath.normpath(target)  # `datastore1/../ds5`: the record in ds5's root, where sweep checks it
+        self._made += 1
+        return "%s/%s%d-%d-%s%s" % (target.rstrip("/"), PREFIX, run.pid, run.started, run.run[:6],
+                                    "%x" % self._made if self._made > 1 else "")
 
     def claim(self, path: str) -> None:
         """Make the folder `path` (which must not exist), its record written first: over the record
         of a dead restore of the same folder, if any. HostError when it cannot be made or exists,
         and then no record of ours is left to name a folder that is not ours."""
         path = posixpath.normpath(path)
-        self.shell.write_text(record_of(path), "%s\npath=%s\n" % (self.run().text(), path))
+        self.shell.write_text(record_of(path), record_text(self.run(), path))
         self._keep(path)
         try:
             if not self.shell.make_new_dir(path):
@@ -161,6 +193,24 @@ def machine_id() -> str:
     return text if re.match(r"^[0-9a-f]{8,64}$", text) else ""  # a record's field: one word
 
 
+def record_text(run: RunId, path: str) -> str:
+    """The run's line, then the folder's path: as it is, or percent-encoded (`path-quoted=`) when it
+    holds a line break, which would end the line (a `--name` may hold one)."""
+    if "\n" in path or "\r" in path:
+        return "%s\npath-quoted=%s\n" % (run.text(), quote(path, safe="/", errors="surrogateescape"))
+    return "%s\npath=%s\n" % (run.text(), path)
+
+
+def recorded_path(text: str) -> str:
+    """The folder a record names; "" when it names none."""
+    found = _PATH.search(text)
+    if found is not None:
+        return found.group(1)
+    found = _QUOTED_PATH.search(text)
+    path = "" if found is None else unquote(found.group(1), errors="surrogateescape")
+    return path if path.startswith("/") else ""
+
+
 def record_of(path: str) -> str:
     """`<datastore root>/<name>.owner` of the folder `path` (a VM folder being restored: by digest)."""
     path = posixpath.normpath(path)
@@ -176,6 +226,7 @@ def sweep(shell: Shell, roots: Iterable[str], log, me: RunId, dry_run: bool = Fa
     """Remove the scratch folders of dead restores recorded in the roots; how many were removed
     (would be, dry run). One that cannot be is logged as an error."""
     found = 0
+    taker = Records(shell, lambda: me.host, RunId.new().on_host(me.host))  # its own names, beside a restore's
     for root in sorted({r.rstrip("/") for r in roots}):
         try:
             entries = shell.listdir(root) if shell.isdir(root) else []
@@ -195,8 +246,7 @@ def sweep(shell: Shell, roots: Iterable[str], log, me: RunId, dry_run: bool = Fa
             except HostError as err:
                 log.warning("%s -- leaving it" % err)
                 continue
-            owner, path = parse(text), _PATH.search(text)
-            folder = "" if path is None else path.group(1)
+            owner, folder = parse(text), recorded_path(text)
             name = folder.rsplit("/", 1)[-1]
             if owner is None or not _named_ours(name) or record_of(folder).rsplit("/", 1)[-1] != entry:
                 log.warning("%s/%s: not a record hotvcb wrote; leaving it" % (root, entry))
@@ -219,24 +269,69 @@ def sweep(shell: Shell, roots: Iterable[str], log, me: RunId, dry_run: bool = Fa
                             % (folder, _kind(name), "host id " + owner.host if owner.host else "no host id",
                                me.host or "no id", beat, owner.machine, STALE_AFTER))
                 continue
-            present = _seen_dead(shell, root + "/" + entry, text, folder)
-            if present is None:
-                log.info("%s: a new restore took it over meanwhile; leaving it" % folder)
+            if _seen_dead(shell, root + "/" + entry, text, folder) is None:
+                log.info(TAKEN_OVER % folder)
                 continue
             if dry_run:
                 found += 1
                 log.info("would remove %s, left by a restore that died (%s)" % (folder, owner))
                 continue
+            # said before the last look: a log held (`cleanup | less`) must not hold a verdict
             log.warning("removing %s, left by a restore that died (%s)" % (folder, owner))
             try:
-                if present:
-                    shell.remove_tree(folder)
-                shell.remove_tree(record_of(folder))  # a folder made from now on is a later restore's
+                removed = _remove_dead(shell, taker, root + "/" + entry, text, folder)
             except HostError as err:  # one stuck folder must not keep the others
                 log.error("%s -- left with its record for the next cleanup; remove it by hand" % err)
                 continue
-            found += 1
+            if removed:
+                found += 1
+            else:
+                log.info(TAKEN_OVER % folder)
     return found
+
+
+def _remove_dead(shell: Shell, taker: Records, record: str, text: str, folder: str) -> bool:
+    """Remove a dead restore's folder, then its record; False when a later restore took them over.
+
+    The folder is renamed to a scratch folder of this cleanup's (Records.take) and the record read
+    again before anything is deleted: a later restore writes its record before it makes its folder,
+    so the record unchanged after the rename makes what was renamed the dead restore's, and it is
+    removed where no restore looks (one may make the folder's name anew meanwhile). A record
+    replaced after all gets its folder back. A folder another cleanup took first counts as removed."""
+    present = _seen_dead(shell, record, text, folder)
+    if present is None:
+        return False
+    if present:
+        try:
+            taken = taker.take(folder)  # type: Optional[str]
+        except HostError:
+            if shell.exists(folder):
+                raise
+            taken = None  # another cleanup took it
+        if taken is not None and _replaced(shell, record, text):
+            try:
+                shell.rename(taken, folder)
+            except HostError as err:
+                raise HostError("%s: a running restore's folder, moved to %s by mistake: move it back by hand (%s)"
+                                % (folder, taken, err)) from err
+            taker.release(taken)
+            return False
+        if taken is not None:
+            taker.remove(taken)
+    if not _replaced(shell, record, text):
+        shell.remove_tree(record)  # a folder made from now on is a later restore's
+    return True
+
+
+def _replaced(shell: Shell, record: str, text: str) -> bool:
+    """Whether the record now holds another restore's (one unreadable counts: it is not the dead
+    one's); a record removed (by another cleanup) is not."""
+    if not shell.exists(record):
+        return False
+    try:
+        return shell.read_regular(record, RECORD_MAX) != text
+    except HostError:
+        return True
 
 
 def _heartbeat_fresh(shell: Shell, root: str, entry: str, owner: RunId, me: RunId) -> Optional[float]:
