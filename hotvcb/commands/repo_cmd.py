@@ -16,7 +16,7 @@ import os
 import shutil
 import sys
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional
 
 from .. import interrupt
 from ..errors import HostError, RepoError, UsageError
@@ -74,13 +74,14 @@ def list_backups(path: str, vm: str, as_json: bool) -> int:
     return 0
 
 
-def verify_repository(path: str, sample: float, new_only: bool, as_json: bool) -> int:
-    if sample and new_only:
+def verify_repository(path: str, sample: Optional[float], new_only: bool, as_json: bool) -> int:
+    """`sample` None: no --sample (0 is a share like any other, refused: it read every pack)."""
+    if sample is not None and new_only:
         raise UsageError("--sample and --new: choose one")
-    if not 0 <= sample <= 100:
+    if sample is not None and not 0 < sample <= 100:  # NaN fails every comparison: refused too
         raise UsageError("--sample %s: a percentage of the packs, 1 to 100" % sample)
-    mode = "sample" if sample else "new" if new_only else "all"
-    report = verify(open_path(path), mode, share=sample / 100.0)
+    mode = "all" if sample is None and not new_only else "new" if new_only else "sample"
+    report = verify(open_path(path), mode, share=(sample or 0) / 100.0)
     if report.marker_error:
         print("hotvcb: warning: packs found good are not marked as verified (--new reads them again): %s"
               % report.marker_error, file=sys.stderr)
