@@ -82,7 +82,7 @@ def verify_repository(path: str, sample: Optional[float], new_only: bool, as_jso
         raise UsageError("--sample and --new: choose one")
     if sample is not None and not 0 < sample <= 100:  # NaN fails every comparison: refused too
         raise UsageError("--sample %s: a percentage of the packs, 1 to 100" % sample)
-    mode = "all" if sample is None and not new_only else "new" if new_only else "sample"
+    mode = "sample" if sample is not None else "new" if new_only else "all"
     report = verify(open_path(path), mode, share=(sample or 0) / 100.0)
     if report.marker_error:
         print("hotvcb: warning: what verify found is not recorded (--new reads good packs again; a backup "
