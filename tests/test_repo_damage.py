@@ -3,7 +3,10 @@ next backup, read from a sound copy by a restore, dropped by GC with their pack;
 `restore --repo --to` builds, recorded so a killed one's never blocks the next restore for good."""
 
 import os
+import random
+import signal
 import subprocess
+import time
 
 import pytest
 from repotool import PYTHON, ROOT, MiB, age, backup, corrupt_one_chunk, make_disk, new_repo
@@ -79,3 +82,28 @@ def test_restore_to_records_its_folder_and_names_a_leftover_it_cannot_prove_dead
     assert r.returncode == 0, r.stdout + r.stderr
     assert (out / "disk.raw").read_bytes() == src.read_bytes()
     assert [p.name for p in tmp_path.iterdir() if "hotvcb" in p.name] == []  # neither folder nor record left
+
+
+def test_cleanup_kvm_removes_a_killed_restore_to_folder_and_its_record(tmp_path):
+    src = tmp_path / "disk.raw"
+    with open(str(src), "wb") as f:
+        for i in range(48):
+            f.write(random.Random(i).getrandbits(8 * MiB).to_bytes(MiB, "little"))
+    repo = new_repo(tmp_path / "repo", pack_size=8 * MiB)
+    snap = backup(repo, "web", src)
+    target = tmp_path / "t"
+    target.mkdir()
+    proc = subprocess.Popen([PYTHON, "-m", "hotvcb", "restore", "--repo", str(tmp_path / "repo"), snap.id, "--to",
+                             str(target / "out")], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not (target / "out.hotvcb-restoring" / "disk.raw").exists() and proc.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    if proc.wait() == 0:
+        pytest.skip("the restore ended before it could be killed")
+    assert len([n for n in os.listdir(str(target)) if n.endswith(".owner")]) == 1  # recorded before it was made
+    r = cli("cleanup", "--kvm", target)
+    assert r.returncode == 0 and "left by a restore that died" in r.stdout, r.stdout + r.stderr
+    assert os.listdir(str(target)) == []
