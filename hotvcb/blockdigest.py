@@ -116,6 +116,15 @@ def _seek(fd, offset, whence, fallback):
         return fallback
 
 
+def file_size(fd):
+    """The bytes an open file or block device holds: a block device's st_size is 0 (an LV or loop
+    device behind a disk's symlink would read as an empty disk), so it is measured by seeking to its end."""
+    st = os.fstat(fd)
+    if stat.S_ISBLK(st.st_mode):
+        return os.lseek(fd, 0, os.SEEK_END)
+    return st.st_size
+
+
 def read_blocks(f, block_size, check=None, fresh=False, ring=1):
     """Yield (offset, length, data) over an open binary file from offset 0 to EOF.
 
@@ -129,7 +138,7 @@ def read_blocks(f, block_size, check=None, fresh=False, ring=1):
     reads disks through this too (hotvcb/repo/writer.py).
     """
     fd = f.fileno()
-    size = os.fstat(fd).st_size
+    size = file_size(fd)
     seek_data = getattr(os, "SEEK_DATA", None)
     seek_hole = getattr(os, "SEEK_HOLE", None)
     bufs = [bytearray(block_size) for _ in range(max(1, ring))]

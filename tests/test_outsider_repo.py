@@ -6,6 +6,7 @@ folder on a missing volume."""
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -253,8 +254,12 @@ def test_prune_stopped_by_sigterm_during_gc_gives_the_gc_lock_back(two_backups, 
     """SIGTERM killed prune outright in GC: `locks/gc` stayed, and another host on the shared volume is
     refused GC until the lock is older than the grace period (a day by default)."""
     repo_path = tmp_path / "repo"
-    (repo_path / "condemned").mkdir()
-    os.mkfifo(str(repo_path / "condemned" / "1-stuck"))  # GC blocks reading it: SIGTERM comes mid-GC
+    # GC names each pack it cannot read, under its lock: with stdout unread, the pipe fills and GC blocks
+    # there, so SIGTERM comes mid-GC (a FIFO among the objects no longer blocks anything: it is refused)
+    junk = repo_path / "packs" / "ff"
+    junk.mkdir()
+    for i in range(1000):
+        (junk / ("ff%062x" % i)).write_bytes(b"junk")
     proc = subprocess.Popen([PYTHON, "-m", "hotvcb", "prune", "--repo", str(repo_path), "--keep-last", "1"],
                             cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -269,7 +274,7 @@ def test_prune_stopped_by_sigterm_during_gc_gives_the_gc_lock_back(two_backups, 
         proc.kill()
     assert proc.returncode == 2 and "interrupted by SIGTERM" in err, (proc.returncode, out, err)
     assert not os.path.exists(str(repo_path / "locks" / "gc"))
-    os.unlink(str(repo_path / "condemned" / "1-stuck"))
+    shutil.rmtree(str(junk))
     r = cli("prune", "--repo", repo_path, "--keep-last", "1")
     assert r.returncode == 0, r.stdout + r.stderr
 

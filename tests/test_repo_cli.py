@@ -55,6 +55,8 @@ def test_verify_exit_codes_and_a_damaged_restore_leaves_nothing(tmp_path, filled
     r = hotvcb("verify", "--repo", tmp_path / "repo")
     assert r.returncode == 0 and "OK" in r.stdout, r.stdout + r.stderr
     assert "0 pack(s)" in hotvcb("verify", "--repo", tmp_path / "repo", "--new").stdout
+    r = hotvcb("verify", "--repo", tmp_path / "repo", "--sample", "100", "--json")  # 1..100 read; 0 is refused
+    assert r.returncode == 0 and json.loads(r.stdout)["mode"] == "sample" and json.loads(r.stdout)["packs_read"] > 0
     digest = corrupt_one_chunk(tmp_path / "repo", repo, first)
     r = hotvcb("verify", "--repo", tmp_path / "repo")
     assert r.returncode == 4

@@ -16,15 +16,17 @@ import os
 import shutil
 import sys
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from .. import interrupt
 from ..errors import HostError, RepoError, UsageError
 from ..jobs.repo_backup import flat_name
-from ..jobs.restore_scratch import Records
+from ..jobs.restore_plan import RESTORING
+from ..jobs.restore_scratch import Records, machine_id, record_of, sweep
 from ..repo.reader import read_file, restore_disk, whole_or_nothing
 from ..repo.repository import SNAPSHOTS, Repository, Snapshot, open_path
 from ..repo.verify import verify
+from ..shell import LocalShell
 from ..store import layout
 from ..units import human_size
 
@@ -74,16 +76,17 @@ def list_backups(path: str, vm: str, as_json: bool) -> int:
     return 0
 
 
-def verify_repository(path: str, sample: float, new_only: bool, as_json: bool) -> int:
-    if sample and new_only:
+def verify_repository(path: str, sample: Optional[float], new_only: bool, as_json: bool) -> int:
+    """`sample` None: no --sample (0 is a share like any other, refused: it read every pack)."""
+    if sample is not None and new_only:
         raise UsageError("--sample and --new: choose one")
-    if not 0 <= sample <= 100:
+    if sample is not None and not 0 < sample <= 100:  # NaN fails every comparison: refused too
         raise UsageError("--sample %s: a percentage of the packs, 1 to 100" % sample)
-    mode = "sample" if sample else "new" if new_only else "all"
-    report = verify(open_path(path), mode, share=sample / 100.0)
+    mode = "sample" if sample is not None else "new" if new_only else "all"
+    report = verify(open_path(path), mode, share=(sample or 0) / 100.0)
     if report.marker_error:
-        print("hotvcb: warning: packs found good are not marked as verified (--new reads them again): %s"
-              % report.marker_error, file=sys.stderr)
+        print("hotvcb: warning: what verify found is not recorded (--new reads good packs again; a backup "
+              "reuses chunks found damaged): %s" % report.marker_error, file=sys.stderr)
     if as_json:
         print(json.dumps({"repository": path, "mode": mode, "backups": report.backups,
                           "packs_read": report.packs_read, "chunks_read": report.chunks_read,
@@ -112,8 +115,13 @@ def find(repo: Repository, ident: str, latest: str = "") -> Snapshot:
     return repo.snapshot(matches[0])
 
 
-def restore(path: str, ident: str, to: str, latest: str = "") -> int:
-    """Each disk (thin VMDK or sparse raw) plus the VM's files into the new folder `to`, whole or not at all."""
+def restore(path: str, ident: str, to: str, log, latest: str = "") -> int:
+    """Each disk (thin VMDK or sparse raw) plus the VM's files into the new folder `to`, whole or not at all.
+
+    It is written as `to`.hotvcb-restoring, recorded the way a KVM restore records its folder
+    (restore_scratch.Records: host id, pid, heartbeat), so that the folder of a killed restore is
+    removed by the next restore into the same parent folder, or by `hotvcb cleanup --kvm PARENT`,
+    once that restore is provably dead, and never blocks a later restore for good."""
     if os.path.lexists(to):
         raise UsageError("%s exists; restore never overwrites" % to)
     parent = os.path.dirname(os.path.abspath(to.rstrip("/")))
@@ -121,9 +129,35 @@ def restore(path: str, ident: str, to: str, latest: str = "") -> int:
         raise UsageError("%s: its folder %s does not exist (is the datastore mounted?)" % (to, parent))
     repo = open_path(path)
     snap = find(repo, ident, latest)
-    work = to.rstrip("/") + ".hotvcb-restoring"
-    written = _materialize(repo, snap, work)
-    os.rename(work, to)
+    work = os.path.abspath(to.rstrip("/")) + RESTORING  # absolute: its record goes beside it (record_of)
+    shell = LocalShell()
+    records = Records(shell, machine_id)
+    sweep(shell, [os.path.dirname(record_of(work))], log, records.run())
+
+    def drop(folder: str) -> None:
+        try:
+            records.remove(folder)
+        except HostError as err:  # not over the error that brought us here
+            log.error("%s -- remove it by hand" % err)
+
+    try:
+        records.claim(work)
+    except HostError as err:
+        if not os.path.lexists(work):
+            raise
+        raise RepoError("%s exists: another restore to %s is running, or one that was killed left it and its "
+                        "death cannot be proven here (`hotvcb cleanup --kvm %s` says why; remove it by hand if no "
+                        "restore is running)" % (work, to, os.path.dirname(record_of(work)))) from err
+    written = _materialize(repo, snap, work, drop)
+    try:
+        os.rename(work, to)
+    except OSError as err:
+        drop(work)
+        raise RepoError("cannot rename %s to %s: %s" % (work, to, err.strerror or err)) from err
+    try:
+        records.release(work)
+    except HostError as err:  # the backup is restored; a record naming no folder is harmless
+        log.warning("%s -- remove it by hand" % err)
     print("Restored %s into %s: %s" % (snap, to, ", ".join(written)))
     return 0
 
@@ -137,7 +171,8 @@ def staged(path: str, ident: str, target: str, records: Records, latest: str = "
     scratch = records.make(target)  # its record lets `hotvcb cleanup` remove it if we are killed
     folder = scratch + "/" + layout.backup_name(snap.vm, snap.time)
     try:
-        _materialize(repo, snap, folder)
+        records.shell.makedirs(folder)
+        _materialize(repo, snap, folder, lambda p: shutil.rmtree(p, ignore_errors=True))
         with open(os.path.join(folder, "STATUS.ok"), "w") as f:
             f.write("restored from the repository %s, backup %s (every chunk hash-checked)\n" % (path, snap.id))
         yield folder
@@ -148,13 +183,9 @@ def staged(path: str, ident: str, target: str, records: Records, latest: str = "
             print("hotvcb: warning: %s -- remove %s by hand" % (err, scratch), file=sys.stderr)
 
 
-def _materialize(repo: Repository, snap: Snapshot, work: str) -> List[str]:
-    """Write the backup's files and disks into the new folder `work`; on any failure remove it."""
-    try:
-        os.makedirs(work)
-    except OSError as err:
-        raise RepoError("cannot create %s: %s" % (work, err.strerror or err)) from err
-    with whole_or_nothing(work, lambda p: shutil.rmtree(p, ignore_errors=True)):
+def _materialize(repo: Repository, snap: Snapshot, work: str, remove: Callable[[str], None]) -> List[str]:
+    """Write the backup's files and disks into the new, empty folder `work`; on any failure `remove` it."""
+    with whole_or_nothing(work, remove):
         chunk_map = repo.chunk_map()
         written = []  # type: List[str]
         for f in snap.files:

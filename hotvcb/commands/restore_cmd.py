@@ -115,7 +115,7 @@ def run(args) -> int:
         if bool(args.backup) == bool(args.latest):
             raise UsageError("say which backup of the repository: its ID, or --latest VM (exactly one)")
         if args.to:
-            return repo_cmd.restore(args.repo, args.backup, args.to, args.latest)
+            return repo_cmd.restore(args.repo, args.backup, args.to, log, args.latest)
         if not args.datastore:
             raise UsageError("restore --repo needs --to DIR, or --datastore DS to restore the VM")
     failed = done = 0

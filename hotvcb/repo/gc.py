@@ -17,7 +17,7 @@ from .backend import ObjectInfo
 from .format import Blob, dumps, loads
 from .gclock import gc_lock
 from .packs import PackWriter
-from .repository import CONDEMNED, INDEXES, PACKS, VERIFIED, Location, Repository
+from .repository import CONDEMNED, DAMAGED, INDEXES, PACKS, VERIFIED, Location, Repository
 
 REPACK_SHARE = 0.25  # a pack this much garbage is rewritten; below it, the garbage waits
 
@@ -53,11 +53,13 @@ class _Collector:
         for info in self.backend.list(CONDEMNED):
             self.marks[info.name] = list(loads(self.backend.get(info.name), "hotvcb-condemned", info.name)["packs"])
         self.mark_age = {i.name: self.now - i.mtime for i in self.backend.list(CONDEMNED)}
+        self.damaged = repo.damaged()  # a chunk a verify found bad holds nothing: copy a sound one out
         self.writer = PackWriter(self.backend, repo.config.pack_size)
 
     def copy_needed(self, leaving: Set[str], excluded: Set[str]) -> None:
         """Copy each referenced chunk of the `leaving` packs that no pack outside `excluded` holds."""
-        held = {b.digest for name, blobs in self.tables.items() if name not in excluded for b in blobs}
+        held = {b.digest for name, blobs in self.tables.items() if name not in excluded for b in blobs
+                if b.digest not in self.damaged.get(name, ())}
         for name in sorted(leaving):
             for blob in self.tables.get(name, []):
                 if blob.digest in self.referenced and blob.digest not in held:
@@ -105,7 +107,8 @@ class _Collector:
         self.report.packs_condemned += len(doomed)
 
     def orphans(self) -> None:
-        """Indexes whose backup has no record (a killed backup or prune), old marker files, uploads."""
+        """Indexes whose backup has no record (a killed backup or prune), markers and damage records of
+        packs gone, uploads."""
         for info in self.backend.list(INDEXES):
             snap_id = info.name[len(INDEXES):].rsplit(".", 1)[0]
             if snap_id not in self.snap_ids and self.now - info.mtime >= self.grace:
@@ -114,6 +117,9 @@ class _Collector:
         live = {name.rsplit("/", 1)[-1] for name in self.packs}
         for info in self.backend.list(VERIFIED):
             if info.name[len(VERIFIED):] not in live:
+                self.backend.delete(info.name)
+        for info in self.backend.list(DAMAGED):  # named <pack id>.<tag>: the pack's, once it is gone
+            if info.name[len(DAMAGED):].split(".", 1)[0] not in live:
                 self.backend.delete(info.name)
         self.report.uploads_discarded = self.backend.forget_uploads(self.grace)
 

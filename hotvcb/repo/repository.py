@@ -19,6 +19,7 @@ from .format import (BACKUP_LIMIT, CHUNK_SIZE, CONFIG, PACK_HEADER, PACK_SIZE, S
                      DiskIndex, decode_index, dumps, loads, parse_table, table_length)
 
 PACKS, INDEXES, SNAPSHOTS, CONDEMNED, VERIFIED = "packs/", "indexes/", "snapshots/", "condemned/", "verified/"
+DAMAGED = "damaged/"
 
 
 @dataclass(frozen=True)
@@ -223,10 +224,29 @@ class Repository:
                 out[pack] = info.name
         return out
 
+    def damaged(self) -> Dict[str, Set[bytes]]:
+        """Pack -> the chunks in it a verify found damaged (docs/repository.md "Damaged chunks")."""
+        out = {}  # type: Dict[str, Set[bytes]]
+        for info in self.backend.list(DAMAGED):
+            data = loads(self.backend.get(info.name), "hotvcb-damaged", info.name)
+            try:
+                out.setdefault(str(data["pack"]), set()).update(bytes.fromhex(h) for h in data["chunks"])
+            except (KeyError, TypeError, ValueError) as err:
+                raise RepoError("%s: damaged (%s)" % (info.name, err)) from err
+        return out
+
     def chunk_map(self, usable_only: bool = False) -> Dict[bytes, Location]:
-        """Where each stored chunk lies. `usable_only`: leave out condemned packs (a backup may not reuse those)."""
+        """Where each stored chunk lies. `usable_only`: leave out condemned packs and chunks a verify found
+        damaged (a backup may not reuse those: it stores a damaged one again). Else a damaged copy is
+        where a chunk lies only when no other is (a restore reads the sound one; a bad record, the first)."""
         skip = set(self.condemned()) if usable_only else set()  # type: Set[str]
-        out = {}  # type: Dict[bytes, Location]
+        try:
+            damaged = self.damaged()
+        except RepoError:
+            if usable_only:  # a backup must not build on what it cannot tell is sound
+                raise
+            damaged = {}
+        out, last_resort = {}, {}  # type: Dict[bytes, Location], Dict[bytes, Location]
         for info in self.backend.list(PACKS):
             if info.name in skip:
                 continue
@@ -235,8 +255,12 @@ class Repository:
             except RepoError as err:  # one damaged pack hurts only the backups that need it (verify names them):
                 self.unreadable[info.name] = str(err)  # its chunks are missing to a restore, absent to a backup
                 continue
+            bad = damaged.get(info.name, set())
             for blob in blobs:
-                out.setdefault(blob.digest, Location(info.name, blob))
+                (last_resort if blob.digest in bad else out).setdefault(blob.digest, Location(info.name, blob))
+        if not usable_only:
+            for digest, loc in last_resort.items():
+                out.setdefault(digest, loc)
         return out
 
     def require_codec(self, doing: str) -> None:

@@ -5,19 +5,21 @@ recorded, every chunk they name is in some pack's table), then packs are read
 whole: each chunk is decompressed and hash-checked, and the pack's name
 checked against its bytes (format.pack_id; a version-1 pack's name is the
 SHA-256 of all of them). A pack found good gets a `verified/` marker,
-which the "new" mode skips. Every problem names the backups it hurts.
+which the "new" mode skips; one with bad chunks a `damaged/` record naming
+them, so the next backup stores them again instead of building on them.
+Every problem names the backups it hurts.
 """
 
 import hashlib
 import random
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from ..errors import RepoError
 from . import codec
 from .backend import ObjectInfo
 from .format import PACK_HEADER, TRAILER_SIZE, dumps, pack_id, pack_version, parse_table, table_length
-from .repository import PACKS, SNAPSHOTS, VERIFIED, BadChunk, Location, Repository, Snapshot
+from .repository import DAMAGED, PACKS, SNAPSHOTS, VERIFIED, BadChunk, Location, Repository, Snapshot
 
 MODES = ("all", "sample", "new")
 
@@ -68,14 +70,28 @@ def verify(repo: Repository, mode: str = "all", share: float = 0.1, rng: Optiona
             report.problems.append(str(BadChunk(digest, "", "missing from the repository", needing)))
     for info in _choose(repo, packs, mode, share, rng or random.Random()):
         log("reading %s" % info.name)
-        bad = _check_pack(repo, info, users, report)
-        if not bad and not report.marker_error:
-            try:  # a marker only spares --new a re-read: failing to write one never hides what was found
-                repo.backend.put_new(VERIFIED + info.name.rsplit("/", 1)[-1],
-                                     dumps({"format": "hotvcb-verified", "version": 1, "time": repo.backend.now()}))
+        bad, chunks = _check_pack(repo, info, users, report)
+        if (chunks or not bad) and not report.marker_error:
+            try:  # a marker only spares --new a re-read or a backup a bad chunk: failing never hides what was found
+                _mark(repo, info.name, chunks)
             except RepoError as err:
                 report.marker_error = str(err)
     return report
+
+
+def _mark(repo: Repository, pack: str, damaged: List[bytes]) -> None:
+    """A good pack's verified/ marker, or the record of its damaged chunks, which the next backup
+    stores again (docs/repository.md "Damaged chunks"): named by what was found, so verifying
+    again and finding the same writes nothing."""
+    pack_id_ = pack.rsplit("/", 1)[-1]
+    now = repo.backend.now()
+    if not damaged:
+        repo.backend.put_new(VERIFIED + pack_id_, dumps({"format": "hotvcb-verified", "version": 1, "time": now}))
+        return
+    found = sorted(d.hex() for d in damaged)
+    tag = hashlib.sha256(" ".join(found).encode("ascii")).hexdigest()[:16]
+    repo.backend.put_new("%s%s.%s" % (DAMAGED, pack_id_, tag), dumps({"format": "hotvcb-damaged", "version": 1,
+                                                                     "time": now, "pack": pack, "chunks": found}))
 
 
 def _choose(repo: Repository, packs: List[ObjectInfo], mode: str, share: float, rng: random.Random) -> List[ObjectInfo]:
@@ -87,8 +103,9 @@ def _choose(repo: Repository, packs: List[ObjectInfo], mode: str, share: float, 
     return [p for p in packs if p.name.rsplit("/", 1)[-1] not in done]
 
 
-def _check_pack(repo: Repository, info: ObjectInfo, users: Dict[bytes, List[Snapshot]], report: VerifyReport) -> bool:
-    """Read one pack whole; True if something in it is bad (each bad chunk reported)."""
+def _check_pack(repo: Repository, info: ObjectInfo, users: Dict[bytes, List[Snapshot]],
+                report: VerifyReport) -> Tuple[bool, List[bytes]]:
+    """Read one pack whole; (whether something in it is bad, the chunks found bad), each reported."""
     report.packs_read += 1
     try:
         data = repo.backend.get(info.name)
@@ -97,8 +114,8 @@ def _check_pack(repo: Repository, info: ObjectInfo, users: Dict[bytes, List[Snap
         blobs = parse_table(data[table_at:len(data) - TRAILER_SIZE], digest, info.name)
     except RepoError as err:
         report.problems.append("%s; it may hold chunks of any backup" % err)
-        return True
-    bad = False
+        return True, []
+    bad = []  # type: List[bytes]
     for blob in blobs:
         report.chunks_read += 1
         try:
@@ -107,7 +124,7 @@ def _check_pack(repo: Repository, info: ObjectInfo, users: Dict[bytes, List[Snap
                 raise RepoError("lies outside its pack")
             codec.decode(blob.method, stored, blob.raw_len, blob.digest)
         except RepoError as err:
-            bad = True
+            bad.append(blob.digest)
             report.problems.append(str(BadChunk(blob.digest, info.name, str(err), users.get(blob.digest, []))))
     if not bad:  # damage outside any chunk (the header, bytes between blobs); the chunks themselves read fine
         try:
@@ -119,6 +136,6 @@ def _check_pack(repo: Repository, info: ObjectInfo, users: Dict[bytes, List[Snap
             if whole != info.name.rsplit("/", 1)[-1]:
                 raise RepoError("%s: damaged outside its chunks (its bytes do not match its name)" % info.name)
         except RepoError as err:
-            bad = True
             report.problems.append(str(err))
-    return bad
+            return True, bad
+    return bool(bad), bad

@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 from .. import crashpoint
-from ..blockdigest import read_blocks
+from ..blockdigest import file_size, read_blocks
 from ..errors import RepoError
 from . import codec
 from .format import DiskIndex, dumps, encode_index
@@ -61,11 +61,16 @@ class BackupWriter:
 
     def add_disk(self, name: str, path: str, check: Check = None,
                  progress: Optional[Callable[[int], None]] = None) -> Dict[str, Any]:
-        """Store the virtual content of the disk at `path` (a -flat, raw or sparse file)."""
+        """Store the virtual content of the disk at `path` (a -flat, raw or sparse file, a block device).
+        A disk that shrinks while it is read is refused, naming it: its index would record the size it had."""
         try:
             with open(path, "rb", buffering=0) as f:
-                size = os.fstat(f.fileno()).st_size
-                entries, new_chunks, new_bytes = self._chunk(f, check, progress)
+                size = file_size(f.fileno())
+                entries, new_chunks, new_bytes, read = self._chunk(f, check, progress)
+                now = file_size(f.fileno())
+            if read < size or now < size:  # the index would say `size`: what is past the new end would restore as zeros
+                raise RepoError("%s (%s) shrank from %d to %d bytes while it was read: not stored, back it up again"
+                                % (name, path, size, min(read, now)))
             self.packs.flush()  # every chunk the index names is in a committed pack before the index exists
         except BaseException as err:
             # the open pack's chunks are stored nowhere now: the next disk must not count on them
@@ -85,7 +90,7 @@ class BackupWriter:
         chunk_size = self.repo.config.chunk_size
         zero = bytes(chunk_size)
         entries = []  # type: List[Tuple[int, bytes]]
-        new = [0, 0]
+        new = [0, 0, 0]  # new chunks, their stored bytes, where the reading ended
         window = collections.deque()  # type: Deque[Tuple[int, Future]]  # (read number, its batch's future)
         window_size = 2 * self.workers
         ring = window_size + 1
@@ -106,6 +111,7 @@ class BackupWriter:
                 # a batch's stored forms may be views too, so it is settled before its buffer is read into again
                 reads = 0
                 for off, length, data in read_blocks(f, BATCH * chunk_size, check, ring=ring):
+                    new[2] = off + length
                     if progress is not None:
                         progress(length)
                     if data is None:
@@ -125,7 +131,7 @@ class BackupWriter:
             finally:
                 for _n, fut in window:
                     fut.cancel()
-        return entries, new[0], new[1]
+        return entries, new[0], new[1], new[2]
 
     def add_file(self, name: str, data: bytes) -> None:
         """A small file of the VM (.vmx, .nvram), stored as chunks like a disk."""
