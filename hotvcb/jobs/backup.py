@@ -246,6 +246,7 @@ class _VmBackup:
         self.snapshot_name = None  # type: Optional[str]  # asked for, whether or not it showed up
         self.snapshot_refused = False  # the host said no: nothing will show up late
         self.gone = False  # the host no longer has the VM (asked about ahead, jobs/lookahead.py)
+        self.untouched = False  # stopped before its snapshot was asked for: its folder holds only its config
         self.power_failure = ""  # the VM did not come back on: the run's first news
         self.powered_down = False
         self.sealer = None  # type: Optional[Union[Sealer, RepoSink]]
@@ -320,6 +321,9 @@ class _VmBackup:
                 self._check_tree_unchanged(vm)
         except BaseException as err:
             self.result.message = str(err) or type(err).__name__
+            # a signal before the snapshot (as a worker of --parallel may meet one, its folder
+            # claimed) leaves no folder, as it leaves none in the serial loop
+            self.untouched = isinstance(err, Interrupted) and self.snapshot_name is None and not self.result.disks
             self._cleanup(vm, self.sealer, failed=True)
             raise
         self._cleanup(vm, self.sealer, failed=False)
@@ -363,6 +367,8 @@ class _VmBackup:
             self.log.error("!!! %s !!!" % self.power_failure)
 
     def _snapshot(self, vm: Vm) -> None:
+        if interrupt.pending():  # asked for no snapshot: none can show up late (see _cleanup)
+            interrupt.raise_pending()
         name = self.snapshot_name = SNAPSHOT_PREFIX + self.started.strftime(layout.TS_FORMAT)
         desc = "hotvcb backup %s, job %s" % (self.job.run_id.text(), self.job.job_name)
         self.log.info("Creating Snapshot \"%s\" for %s" % (name, vm.name))
@@ -465,7 +471,7 @@ class _VmBackup:
         if self.sealer is None or not self.host.shell.isdir(self.sealer.partial):
             return
         try:
-            if self.gone:
+            if self.gone or self.untouched:
                 self.sealer.abandon()
             else:
                 self.result.backup_dir = self.sealer.fail(self.result)
