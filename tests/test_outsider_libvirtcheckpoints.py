@@ -273,7 +273,11 @@ def test_a_checkpoint_recreated_during_the_run_is_not_trusted(lab, tmp_path):
 
 
 # -- someone else's backup job on the domain ---------------------------------------------------------
-def test_a_foreign_backup_job_is_refused_and_left_running(lab, tmp_path):
+@pytest.mark.parametrize("allow", [0, 1])
+def test_a_foreign_backup_job_is_refused_and_left_running(lab, tmp_path, allow):
+    """Another tool's pull job on the domain (virsh backup-begin by hand): hotvcb must refuse the
+    domain with a line naming the job, and neither the backup nor `cleanup` may end that job, also
+    with ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=1 (the key the refusal without it points to)."""
     g = lab.guest
     ensure_running(g)
     cps = checkpoints()
@@ -287,12 +291,13 @@ def test_a_foreign_backup_job_is_refused_and_left_running(lab, tmp_path):
     virsh("backup-begin", NAME, str(xml))
     try:
         assert job_running()
-        code, out = lab.run()
+        code, out = lab.run(ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=allow)
         assert code != 0, out
         clean(out)
         assert job_running(), "hotvcb ended a backup job that was not its own:\n" + out
         assert sock_dir in virsh("backup-dumpxml", NAME).stdout
         assert lab.backups() == before and not lab.partials(), out
+        assert checkpoints() == cps, "the refused run took the last good backup's checkpoint:\n" + out
         code, out = lab.run("cleanup")
         clean(out)
         assert job_running(), "cleanup ended a backup job that was not its own:\n" + out
