@@ -273,6 +273,14 @@ def test_a_checkpoint_recreated_during_the_run_is_not_trusted(lab, tmp_path):
 
 
 # -- someone else's backup job on the domain ---------------------------------------------------------
+def foreign_job_xml(tmp_path, sock_dir):
+    xml = tmp_path / "foreign.xml"
+    xml.write_text("<domainbackup mode='pull'><server transport='unix' socket='%s/nbd.sock'/>"
+                   "<disks><disk name='vda' backup='yes' type='file'><scratch file='%s/scratch.qcow2'/></disk>"
+                   "</disks></domainbackup>" % (sock_dir, sock_dir))
+    return str(xml)
+
+
 @pytest.mark.parametrize("allow", [0, 1])
 def test_a_foreign_backup_job_is_refused_and_left_running(lab, tmp_path, allow):
     """Another tool's pull job on the domain (virsh backup-begin by hand): hotvcb must refuse the
@@ -284,16 +292,14 @@ def test_a_foreign_backup_job_is_refused_and_left_running(lab, tmp_path, allow):
     before = lab.backups()
     sock_dir = tempfile.mkdtemp(prefix="hvf", dir="/var/tmp")
     os.chmod(sock_dir, 0o777)
-    xml = tmp_path / "foreign.xml"
-    xml.write_text("<domainbackup mode='pull'><server transport='unix' socket='%s/nbd.sock'/>"
-                   "<disks><disk name='vda' backup='yes' type='file'><scratch file='%s/scratch.qcow2'/></disk>"
-                   "</disks></domainbackup>" % (sock_dir, sock_dir))
-    virsh("backup-begin", NAME, str(xml))
+    virsh("backup-begin", NAME, foreign_job_xml(tmp_path, sock_dir))
     try:
         assert job_running()
         code, out = lab.run(ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=allow)
         assert code != 0, out
         clean(out)
+        # refused before any job of ours: it is no snapshot, and no key lets a second job start beside it
+        assert "another backup job is running on the domain" in out and "ALLOW_VMS" not in out, out
         assert job_running(), "hotvcb ended a backup job that was not its own:\n" + out
         assert sock_dir in virsh("backup-dumpxml", NAME).stdout
         assert lab.backups() == before and not lab.partials(), out
@@ -306,6 +312,40 @@ def test_a_foreign_backup_job_is_refused_and_left_running(lab, tmp_path, allow):
     finally:
         virsh("domjobabort", NAME, check=False)
         shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+def test_a_foreign_job_begun_just_before_ours_costs_no_checkpoint(lab, tmp_path):
+    """Another tool's job begun between hotvcb's look and its `backup-begin`: libvirt refuses ours
+    (its state lock, after a wait). That says nothing about our checkpoint's bitmap: the last good
+    backup's checkpoint must stay, and the foreign job run on."""
+    g = lab.guest
+    ensure_running(g, lab)
+    cps = checkpoints()
+    before = lab.backups()
+    sock_dir = tempfile.mkdtemp(prefix="hvf", dir="/var/tmp")
+    os.chmod(sock_dir, 0o777)
+    xml = foreign_job_xml(tmp_path, sock_dir)
+    real = shutil.which("virsh")
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    (folder / "virsh").write_text(
+        '#!/bin/sh\nfor a in "$@"; do\n  if [ "$a" = backup-begin ]; then\n'
+        '    %s -q -c qemu:///system backup-begin "$HV_DOM" %s >/dev/null 2>&1\n  fi\ndone\nexec %s "$@"\n'
+        % (real, xml, real))
+    (folder / "virsh").chmod(0o755)
+    try:
+        code, out = lab.run(bin_dir=str(folder), extra_env={"HV_DOM": NAME})
+        assert code != 0, out
+        clean(out)
+        assert job_running() and sock_dir in virsh("backup-dumpxml", NAME).stdout, out
+        assert checkpoints() == cps, "a refused backup-begin cost the last good backup's checkpoint:\n" + out
+        assert lab.backups() == before and not lab.partials(), out
+    finally:
+        virsh("domjobabort", NAME, check=False)
+        shutil.rmtree(sock_dir, ignore_errors=True)
+    g.wait_writes(len(g.console()[0]) + 3)
+    code, out = lab.run()  # the good checkpoint still serves
+    assert code == 0 and "vda is incremental on" in out, out
 
 
 # -- the domain paused by its user before the run -----------------------------------------------------
