@@ -18,8 +18,10 @@ in-guest hooks, below):
   qcow2 when the previous good backup holds the checkpoint the bitmap starts
   at, only the dirty clusters into a qcow2 overlay on that backup's disk
   (nbdcopy.py). Anything else (no checkpoint, a VM restarted, a checkpoint
-  deleted by hand, the base backup rotated away or bad, its chain at
-  MAX_CHAIN) is a full copy, and the log says why.
+  deleted by hand or made again under its name (its creation time is not
+  the one the base backup recorded, checked once backup-begin took the
+  bitmap), the base backup rotated away or bad, its chain at MAX_CHAIN) is a
+  full copy, and the log says why.
 - remove: `virsh domjobabort` ends the pull job (libvirt deletes the scratch
   files), then the checkpoints: after a backup whose every disk was copied
   only its own checkpoint stays (the next incremental starts there); after a

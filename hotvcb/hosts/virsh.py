@@ -12,6 +12,7 @@ import re
 import threading
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 from ..errors import HostError
@@ -107,12 +108,14 @@ class Virsh:
     def checkpoints(self, domain: str) -> List[Tuple[str, str]]:
         """The domain's checkpoints, oldest first, each (name, creation time): one call, whatever their
         number (other tools' included); a description is read only for the checkpoint that needs it.
-        The creation time (libvirt's, to the second) tells ours from one made again under its name."""
+        The creation time (libvirt's, to the second) tells ours from one made again under its name;
+        virsh prints it in local time, so it is kept in UTC: a DST change or another TZ is no new time."""
         rows = []
         for line in self.run("checkpoint-list", domain, "--topological").splitlines():
             row = _CHECKPOINT_ROW.match(line)
             if row:
-                rows.append((row.group(1), row.group(2)))
+                when = datetime.strptime(row.group(2), "%Y-%m-%d %H:%M:%S %z").astimezone(timezone.utc)
+                rows.append((row.group(1), when.strftime("%Y-%m-%d %H:%M:%S %z")))
         return rows
 
     def checkpoint_description(self, domain: str, name: str) -> str:
