@@ -245,6 +245,11 @@ class LibvirtHost(LocalKvmHost):
             self.log.info("%s: started paused for its backup job" % vm.name)
             self.virsh.power("start", vm.name, "--paused")
         ours = [c for c in self.checkpoints.known(vm.name) if c.startswith(OUR_MARK)]
+        if name in ours:  # named by the second a run started: a backup begun in this same second holds it
+            self.log.info("%s: checkpoint %s of a backup begun in the same second holds this run's name; a full "
+                          "backup instead" % (vm.name, name))
+            self.checkpoints.drop(vm.name, name)
+            ours.remove(name)
         since = ours[-1] if ours else ""
         if not since:
             self.log.info("%s: no checkpoint of ours to start from: a full backup" % vm.name)
@@ -421,11 +426,15 @@ class LibvirtHost(LocalKvmHost):
             if not lines or lines[0].strip() != since:
                 continue
             recorded = lines[1].strip() if len(lines) > 1 else ""
-            if not recorded or recorded != active.base_at:
+            if not recorded:
+                self.log.info("%s: the backup %s records no creation time of checkpoint %s (an older hotvcb's), so "
+                              "the checkpoint cannot be told from one made again; a full backup instead"
+                              % (active.domain, b.name, since))
+                return ""
+            if recorded != active.base_at:
                 self.log.info("%s: checkpoint %s is not the one the backup %s was taken at (created %s, the backup "
                               "recorded %s): made again under its name, its bitmap misses writes; a full backup "
-                              "instead" % (active.domain, since, b.name, active.base_at or "?",
-                                           recorded or "nothing, an older hotvcb's backup"))
+                              "instead" % (active.domain, since, b.name, active.base_at or "?", recorded))
                 return ""
             verdict = health.judge(self.shell, b)
             if not verdict.good or not self.shell.exists(b.path + "/" + disk_file):
