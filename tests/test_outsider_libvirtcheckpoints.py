@@ -343,6 +343,7 @@ def test_a_foreign_job_begun_just_before_ours_costs_no_checkpoint(lab, tmp_path)
     finally:
         virsh("domjobabort", NAME, check=False)
         shutil.rmtree(sock_dir, ignore_errors=True)
+    wait_until(lambda: not job_running(), 30, "the foreign job to end")  # domjobabort may return before it has
     g.wait_writes(len(g.console()[0]) + 3)
     code, out = lab.run()  # the good checkpoint still serves
     assert code == 0 and "vda is incremental on" in out, out
