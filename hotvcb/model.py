@@ -65,6 +65,8 @@ class Snapshot:
     created: str
     state: str
     depth: int  # 0 = a root snapshot
+    # another tool's backup job (libvirt): it holds the domain, so no backup of ours can start beside it
+    foreign_job: bool = False
 
 
 @dataclass

@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from datetime import datetime
 
 import pytest
 
@@ -114,7 +115,11 @@ def test_hot_backup_then_incremental_is_exact_and_leaves_nothing(lab, guest):
     n1 = last_record(region)
     assert before <= n1 <= after and region == expected_region(g.initial, n1), (before, n1, after)
     [cp1] = checkpoints(name)
-    assert open(os.path.join(first, "hotvcb-checkpoint")).read().strip() == cp1
+    recorded_name, recorded_at = open(os.path.join(first, "hotvcb-checkpoint")).read().splitlines()
+    assert recorded_name == cp1
+    # the second line is libvirt's creation time of that checkpoint (what tells it from one made again)
+    created = re.search(r"<creationTime>(\d+)</creationTime>", virsh("checkpoint-dumpxml", name, cp1).stdout)
+    assert datetime.strptime(recorded_at, "%Y-%m-%d %H:%M:%S %z").timestamp() == int(created.group(1)), recorded_at
     assert not ours_left(name)
 
     g.wait_writes(len(g.console()[0]) + 40)
@@ -146,7 +151,7 @@ def test_hot_backup_then_incremental_is_exact_and_leaves_nothing(lab, guest):
     assert qemu_img("convert", "-O", "raw", disk, restored).returncode == 0
     assert qemu_img("compare", "-f", "raw", "-F", "raw", expected, restored).returncode == 0
 
-    assert checkpoints(name) == [open(os.path.join(second, "hotvcb-checkpoint")).read().strip()]
+    assert checkpoints(name) == [open(os.path.join(second, "hotvcb-checkpoint")).read().splitlines()[0]]
     assert not ours_left(name)
     assert "taint" not in virsh("dumpxml", name).stdout
     assert "taint" not in g.qemu_log_text()
@@ -260,6 +265,16 @@ def test_rotation_keeps_an_incrementals_bases_and_a_lost_base_or_checkpoint_mean
     assert "no checkpoint of ours to start from: a full backup" in out
     assert backing(lab.backups(name)[-1]) is None and len(checkpoints(name)) == 1
 
+    # a backup whose marker names its checkpoint but no creation time (as before they were recorded)
+    # cannot prove its checkpoint is the one libvirt has now: the next backup is full
+    marker = os.path.join(lab.backups(name)[-1], "hotvcb-checkpoint")
+    first_line = open(marker).read().splitlines()[0]
+    with open(marker, "w") as f:
+        f.write(first_line + "\n")
+    code, out = lab.backup(name, VM_BACKUP_ROTATION_COUNT=2)
+    assert code == 0 and "records no creation time of checkpoint" in out, out
+    assert backing(lab.backups(name)[-1]) is None and len(checkpoints(name)) == 1
+
 
 def test_guest_hooks_run_inside_the_domain_through_libvirts_agent_channel(lab, guest):
     guest.wait_writes(5)  # booted: its agent runs before it writes
@@ -284,7 +299,7 @@ def test_guest_hooks_run_inside_the_domain_through_libvirts_agent_channel(lab, g
 # either order): the name, both XMLs, the leftover check with the checkpoints, the power state, the
 # job's begin (its exports are the ones asked for), its end, and the checkpoint the last backup held
 FULL = ["list", "dumpxml || dumpxml", "backup-dumpxml || checkpoint-list", "domstate", "backup-begin",
-        "backup-dumpxml", "domjobabort", "backup-dumpxml"]
+        "checkpoint-list", "backup-dumpxml", "domjobabort", "backup-dumpxml"]
 INCREMENTAL = FULL + ["checkpoint-delete"]
 
 
@@ -401,7 +416,7 @@ def test_cold_snapshot_starts_the_domain_paused_for_its_job_and_a_killed_run_lea
     b = lab.backups(name)[-1]
     region = read_region(os.path.join(b, "vda.qcow2"))
     assert last_record(region) >= last and region == expected_region(g.initial, last_record(region))
-    assert checkpoints(name) == [open(os.path.join(b, "hotvcb-checkpoint")).read().strip()] and not ours_left(name)
+    assert checkpoints(name) == [open(os.path.join(b, "hotvcb-checkpoint")).read().splitlines()[0]] and not ours_left(name)
     assert virsh("domstate", name).stdout.strip() == "running"
 
     g.wait_writes(5)

@@ -36,3 +36,34 @@ def test_only_the_global_option_is_rewritten():
     first = _skip_global_options(argv)
     assert first == 1 and common.libvirt_uri_given(argv[:first]) + argv[first:] == [
         "--libvirt=qemu:///system", "restore", "X", "--kvm", "D", "--libvirt"]
+
+
+class _Answer:
+    returncode = 0
+
+    def __init__(self, output):
+        self.output = output
+
+
+class _OneAnswerShell:
+    def __init__(self, output):
+        self.output, self.argv = output, None
+
+    def run(self, argv, timeout, interruptible):
+        self.argv = argv
+        return _Answer(self.output)
+
+
+def test_checkpoint_rows_keep_names_with_spaces_and_one_instant_is_one_time_whatever_the_offset():
+    """`virsh -q checkpoint-list` prints local time: the same checkpoint read before and after a DST
+    change (or under another TZ) must keep its creation time, or every backup would be full."""
+    from hotvcb.hosts.virsh import Virsh
+
+    shell = _OneAnswerShell(" hotvcb-snapshot-2026-03-29_01-00-00   2026-03-29 01:30:00 +0000\n"
+                            " a checkpoint  of a user   2026-03-29 03:30:00 +0200\n"
+                            " -5 is a name too          2026-03-29 00:30:00 -0100\n")
+    rows = Virsh(shell).checkpoints("dom")
+    assert rows == [("hotvcb-snapshot-2026-03-29_01-00-00", "2026-03-29 01:30:00 +0000"),
+                    ("a checkpoint  of a user", "2026-03-29 01:30:00 +0000"),
+                    ("-5 is a name too", "2026-03-29 01:30:00 +0000")]
+    assert shell.argv[-3:] == ["checkpoint-list", "dom", "--topological"]

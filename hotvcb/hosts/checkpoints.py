@@ -8,6 +8,14 @@ to drop): the run holds the host's lock, so no other hotvcb run makes or
 drops ours meanwhile. A list older than REUSED_FOR is asked again; one of
 ours deleted by hand meanwhile makes `backup-begin` fail, which falls back to
 a full backup (hosts/libvirt.py), and a drop of one already gone is no error.
+
+A name is not enough to know a checkpoint: one deleted and made again under
+the same name (by hand, from its saved XML, description and all) has a
+bitmap that starts at its re-creation, and an incremental from it would miss
+every write before. So the list keeps libvirt's creation times, and the
+driver asks it once more after `backup-begin` (the instant the bitmap was
+taken): the new checkpoint's time goes into the backup, the base's is
+checked against the one its backup recorded.
 """
 
 import time
@@ -22,24 +30,24 @@ REUSED_FOR = 60.0  # seconds a list serves
 class Checkpoints:
     def __init__(self, virsh: Virsh, log: RunLog):
         self.virsh, self.log = virsh, log
-        self._lists = {}  # type: Dict[str, Tuple[float, List[str]]]  # domain -> (time.monotonic() read, names)
+        # domain -> (time.monotonic() read, [(name, creation time)])
+        self._lists = {}  # type: Dict[str, Tuple[float, List[Tuple[str, str]]]]
 
     def listed(self, domain: str) -> List[str]:
         """Asked now, oldest first."""
-        names = self.virsh.checkpoints(domain)
-        self._lists[domain] = (time.monotonic(), names)
-        return list(names)
+        rows = self.virsh.checkpoints(domain)
+        self._lists[domain] = (time.monotonic(), rows)
+        return [name for name, _created in rows]
 
     def known(self, domain: str) -> List[str]:
         """As the last list, with this run's changes since, has them; asked now if that is old."""
         if domain not in self._lists or time.monotonic() - self._lists[domain][0] > REUSED_FOR:
             return self.listed(domain)
-        return list(self._lists[domain][1])
+        return [name for name, _created in self._lists[domain][1]]
 
-    def made(self, domain: str, name: str) -> None:
-        if domain in self._lists:
-            read, names = self._lists[domain]
-            self._lists[domain] = (read, names + [name])
+    def created(self, domain: str, name: str) -> str:
+        """The checkpoint's creation time as the last list had it, "" when it had none of that name."""
+        return dict(self._lists.get(domain, (0.0, []))[1]).get(name, "")
 
     def drop(self, domain: str, name: str) -> None:
         """Delete a checkpoint of ours; one whose bitmap QEMU cannot use any more is forgotten by libvirt."""
@@ -51,4 +59,4 @@ class Checkpoints:
                 self.virsh.delete_checkpoint(domain, name, metadata_only=True)
         if domain in self._lists:
             read, names = self._lists[domain]
-            self._lists[domain] = (read, [c for c in names if c != name])
+            self._lists[domain] = (read, [c for c in names if c[0] != name])

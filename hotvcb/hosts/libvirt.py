@@ -18,8 +18,10 @@ in-guest hooks, below):
   qcow2 when the previous good backup holds the checkpoint the bitmap starts
   at, only the dirty clusters into a qcow2 overlay on that backup's disk
   (nbdcopy.py). Anything else (no checkpoint, a VM restarted, a checkpoint
-  deleted by hand, the base backup rotated away or bad, its chain at
-  MAX_CHAIN) is a full copy, and the log says why.
+  deleted by hand or made again under its name (its creation time is not
+  the one the base backup recorded, checked once backup-begin took the
+  bitmap), the base backup rotated away or bad, its chain at MAX_CHAIN) is a
+  full copy, and the log says why.
 - remove: `virsh domjobabort` ends the pull job (libvirt deletes the scratch
   files), then the checkpoints: after a backup whose every disk was copied
   only its own checkpoint stays (the next incremental starts there); after a
@@ -101,6 +103,8 @@ class _Active:
     job: BackupJob
     disks: Set[str]  # keys of the disks in the job
     older: List[str]  # our checkpoints before this one: dropped once every disk is copied
+    made_at: str  # libvirt's creation time of the job's checkpoint: recorded in the backup
+    base_at: str  # that of the checkpoint the bitmap starts at, read after backup-begin ("" if none)
     copied: Set[str] = field(default_factory=set)
 
 
@@ -221,7 +225,7 @@ class LibvirtHost(LocalKvmHost):
         name = _job_snapshot(job)
         if not name:
             return [Snapshot(id="libvirt-backup-job", name="a libvirt backup job of another tool", description="",
-                             created="", state="", depth=0)]
+                             created="", state="", depth=0, foreign_job=True)]
         described = self.virsh.checkpoint_description(vm.name, name) if name in listed else ""
         return [Snapshot(id=name, name=name, description=described, created="", state="", depth=0)]
 
@@ -241,6 +245,11 @@ class LibvirtHost(LocalKvmHost):
             self.log.info("%s: started paused for its backup job" % vm.name)
             self.virsh.power("start", vm.name, "--paused")
         ours = [c for c in self.checkpoints.known(vm.name) if c.startswith(OUR_MARK)]
+        if name in ours:  # named by the second a run started: a backup begun in this same second holds it
+            self.log.info("%s: checkpoint %s of a backup begun in the same second holds this run's name; a full "
+                          "backup instead" % (vm.name, name))
+            self.checkpoints.drop(vm.name, name)
+            ours.remove(name)
         since = ours[-1] if ours else ""
         if not since:
             self.log.info("%s: no checkpoint of ours to start from: a full backup" % vm.name)
@@ -256,7 +265,7 @@ class LibvirtHost(LocalKvmHost):
         try:
             job = self._begin(vm, name, description, disks, scratch, since, quiesce, timeout)
         except VirshError as err:
-            if not since or "inactive domain" in err.text or "not running" in err.text:  # no fault of the checkpoint's
+            if not since or not _checkpoint_fault(err.text):  # a lock timeout, a domain gone: the checkpoint is fine
                 self.shell.remove_tree(scratch)
                 raise SnapshotError("backup-begin of %s failed: %s" % (vm.name, err.text)) from err
             # the checkpoint cannot serve (its bitmap is gone or inconsistent: a crash, a restart without it)
@@ -264,17 +273,21 @@ class LibvirtHost(LocalKvmHost):
                           % (vm.name, since, err.text))
             self.checkpoints.drop(vm.name, since)
             ours.remove(since)
+            since = ""
             try:
-                job = self._begin(vm, name, description, disks, scratch, "", quiesce, timeout)
+                job = self._begin(vm, name, description, disks, scratch, since, quiesce, timeout)
             except VirshError as again:
                 self.shell.remove_tree(scratch)
                 raise SnapshotError("backup-begin of %s failed: %s" % (vm.name, again.text)) from again
-        self.checkpoints.made(vm.name, name)
+        # asked after backup-begin took the bitmap: a base made again under its name before it shows here
+        self.checkpoints.listed(vm.name)
         # backup-begin returned once QEMU serves the exports, named by us: no backup-dumpxml to ask
         # what they are; the socket being there is libvirt's own sign that this job is the one serving
         if not self.shell.exists(job.socket):
             raise SnapshotError("%s: libvirt shows no NBD socket of ours after backup-begin (%s)" % (vm.name, job.socket))
-        self._active[name] = _Active(vm.name, job, {d.key for d in disks}, ours)
+        self._active[name] = _Active(vm.name, job, {d.key for d in disks}, ours,
+                                     self.checkpoints.created(vm.name, name),
+                                     self.checkpoints.created(vm.name, since) if since else "")
         return Snapshot(id=name, name=name, description=description,
                         created=datetime.now().isoformat(timespec="seconds"), state="", depth=0)
 
@@ -391,7 +404,7 @@ class LibvirtHost(LocalKvmHost):
             src = nbdcopy.export_uri(active.job.socket, export.export)
             files = qemuimg.copy_to(self.shell, disk, src, "raw", "%s/%s" % (folder, _UNSAFE.sub("_", disk.key)),
                                     fmt, progress, self.qemu_img)
-        self.shell.write_text(folder + "/" + CHECKPOINT_FILE, name + "\n")
+        self.shell.write_text(folder + "/" + CHECKPOINT_FILE, "%s\n%s\n" % (name, active.made_at))
         active.copied.add(disk.key)
         return files
 
@@ -409,8 +422,20 @@ class LibvirtHost(LocalKvmHost):
             if b.compressed or b.status != "ok":
                 continue
             marker = b.path + "/" + CHECKPOINT_FILE
-            if not self.shell.exists(marker) or self.shell.read_text(marker).strip() != since:
+            lines = self.shell.read_text(marker).splitlines() if self.shell.exists(marker) else []
+            if not lines or lines[0].strip() != since:
                 continue
+            recorded = lines[1].strip() if len(lines) > 1 else ""
+            if not recorded:
+                self.log.info("%s: the backup %s records no creation time of checkpoint %s (an older hotvcb's), so "
+                              "the checkpoint cannot be told from one made again; a full backup instead"
+                              % (active.domain, b.name, since))
+                return ""
+            if recorded != active.base_at:
+                self.log.info("%s: checkpoint %s is not the one the backup %s was taken at (created %s, the backup "
+                              "recorded %s): made again under its name, its bitmap misses writes; a full backup "
+                              "instead" % (active.domain, since, b.name, active.base_at or "?", recorded))
+                return ""
             verdict = health.judge(self.shell, b)
             if not verdict.good or not self.shell.exists(b.path + "/" + disk_file):
                 self.log.info("%s: the backup %s taken at checkpoint %s is not good (%s); a full backup instead"
@@ -464,6 +489,13 @@ def _parse(text: str, name: str) -> ET.Element:
         return ET.fromstring(text)
     except ET.ParseError as err:
         raise HostError("virsh dumpxml %s printed no readable XML: %s" % (name, err)) from err
+
+
+def _checkpoint_fault(text: str) -> bool:
+    """backup-begin refused the checkpoint itself (gone, its bitmap missing or broken), so a full backup
+    may do without it. A timeout (libvirt's state lock held by another job) says nothing about it."""
+    low = text.lower()
+    return ("bitmap" in low or "checkpoint" in low) and "lock" not in low and "timed out" not in low
 
 
 def _job_snapshot(job: BackupJob) -> str:

@@ -12,6 +12,7 @@ import re
 import threading
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 from ..errors import HostError
@@ -22,6 +23,8 @@ TIMEOUT = 120.0
 A = TypeVar("A")
 B = TypeVar("B")
 
+# a `virsh -q checkpoint-list` row: the name (it may hold spaces), then `%Y-%m-%d %H:%M:%S %z`
+_CHECKPOINT_ROW = re.compile(r"^\s*(\S.*?)\s+(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4})\s*$")
 # `virsh domstate` words -> the job's power states
 _STATES = {"running": "on", "shut off": "off", "paused": "suspended", "pmsuspended": "suspended",
            "in shutdown": "on", "blocked": "on", "idle": "on", "crashed": "off", "dying": "off"}
@@ -102,11 +105,18 @@ class Virsh:
             raise HostError("virsh qemu-agent-command %s: not an answer: %.200s" % (command, output)) from err
 
     # -- checkpoints ---------------------------------------------------------
-    def checkpoints(self, domain: str) -> List[str]:
-        """The domain's checkpoint names, oldest first: one call, whatever their number (other tools'
-        included); a description is read only for the checkpoint that needs it."""
-        return [n.strip() for n in self.run("checkpoint-list", domain, "--name", "--topological").splitlines()
-                if n.strip()]
+    def checkpoints(self, domain: str) -> List[Tuple[str, str]]:
+        """The domain's checkpoints, oldest first, each (name, creation time): one call, whatever their
+        number (other tools' included); a description is read only for the checkpoint that needs it.
+        The creation time (libvirt's, to the second) tells ours from one made again under its name;
+        virsh prints it in local time, so it is kept in UTC: a DST change or another TZ is no new time."""
+        rows = []
+        for line in self.run("checkpoint-list", domain, "--topological").splitlines():
+            row = _CHECKPOINT_ROW.match(line)
+            if row:
+                when = datetime.strptime(row.group(2), "%Y-%m-%d %H:%M:%S %z").astimezone(timezone.utc)
+                rows.append((row.group(1), when.strftime("%Y-%m-%d %H:%M:%S %z")))
+        return rows
 
     def checkpoint_description(self, domain: str, name: str) -> str:
         root = _xml(self.run("checkpoint-dumpxml", domain, name, "--no-domain"), "checkpoint " + name)

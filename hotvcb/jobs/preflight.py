@@ -76,6 +76,9 @@ def check(host: Hypervisor, s: Settings, log, space: SpaceLedger, vm: Vm, disks:
     """
     if pending:
         log.info("%s: delta files are checked once the leftover snapshot is gone" % vm.name)
+    if any(x.foreign_job for x in snaps):  # not a snapshot: ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP has no say
+        raise HotvcbError("another backup job is running on the domain (not hotvcb's); not backing it up "
+                          "until that job ends")  # the log line names the VM
     deltas = [] if pending else host.delta_files(vm)
     allowed = s.allow_vms_with_snapshots_to_be_backedup or s.backup_snapshot_tree  # asked to keep them
     if (snaps or deltas) and not allowed:
