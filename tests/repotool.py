@@ -121,3 +121,16 @@ def main(argv):
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+def cli(*args, timeout=60):
+    """hotvcb's CLI run by the host's python, as a user runs it."""
+    return subprocess.run([PYTHON, "-m", "hotvcb"] + [str(a) for a in args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=timeout, env=dict(os.environ, PYTHONPATH=ROOT))
+
+
+def one_clear_line(r):
+    """A refusal is one `hotvcb: error:` line, never a traceback or an internal error."""
+    out = r.stdout + r.stderr
+    assert "Traceback" not in out and "internal error" not in out, out
+    assert [l for l in r.stderr.splitlines() if l.startswith("hotvcb: error:")], out

@@ -12,24 +12,13 @@ import subprocess
 import time
 
 import pytest
-from repotool import PYTHON, MiB, backup, corrupt_one_chunk, make_disk, new_repo, same
+from repotool import PYTHON, MiB, backup, cli, corrupt_one_chunk, make_disk, new_repo, one_clear_line, same
 from simhost import hotvcb as host_hotvcb
 from simhost import needs_root, snapshot_names, write_conf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO = "/vmfs/volumes/backup/repo"
 
-
-def cli(*args, timeout=60):
-    return subprocess.run([PYTHON, "-m", "hotvcb"] + [str(a) for a in args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=timeout, env=dict(os.environ, PYTHONPATH=ROOT))
-
-
-def one_clear_line(r):
-    """A refusal is one `hotvcb: error:` line, never a traceback or an internal error."""
-    out = r.stdout + r.stderr
-    assert "Traceback" not in out and "internal error" not in out, out
-    assert [l for l in r.stderr.splitlines() if l.startswith("hotvcb: error:")], out
 
 
 def tree(path):

@@ -12,7 +12,7 @@ import subprocess
 import time
 
 import pytest
-from repotool import PYTHON, ROOT, MiB, age, backup, corrupt_one_chunk, make_disk, new_repo, same
+from repotool import PYTHON, ROOT, MiB, age, backup, cli, corrupt_one_chunk, make_disk, new_repo, one_clear_line, same
 
 from hotvcb.errors import RepoError
 from hotvcb.repo.backend import LocalBackend
@@ -26,16 +26,6 @@ CHUNK = 64 * KiB
 TOOL = os.path.join(ROOT, "tests", "repotool.py")
 DATA = os.path.join(ROOT, "tests", "data")
 
-
-def cli(*args, timeout=60):
-    return subprocess.run([PYTHON, "-m", "hotvcb"] + [str(a) for a in args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=timeout, env=dict(os.environ, PYTHONPATH=ROOT))
-
-
-def one_clear_line(r):
-    out = r.stdout + r.stderr
-    assert "Traceback" not in out and "internal error" not in out, out
-    assert [l for l in r.stderr.splitlines() if l.startswith("hotvcb: error:")], out
 
 
 def rand(n, seed):

@@ -8,6 +8,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from esxisim import proclog
 from simhost import (backups, hotvcb, hotvcb_background, kill, lock_pid, needs_root, ours, sealed, wait_for,
                      wrap_tool, write_conf)
@@ -54,10 +56,12 @@ def _signal_while_hung(host, tmp_path, pidfile, sig, *args):
 
 
 @needs_root
-def test_sigint_while_getallvms_hangs_ends_the_run_promptly_and_cleanly(host, tmp_path):
+@pytest.mark.parametrize("question, sig", [("vmsvc/getallvms", signal.SIGINT),
+                                           ("hostsvc/datastore/info", signal.SIGTERM)])
+def test_a_signal_while_a_start_up_question_hangs_ends_the_run_promptly_and_cleanly(host, tmp_path, question, sig):
     vmid = host.create_vm(VM, "datastore1", [{"size": "4M"}], power="on")
-    pidfile = _hang_on(host, tmp_path, "vmsvc/getallvms")
-    code, out, took = _signal_while_hung(host, tmp_path, pidfile, signal.SIGINT,
+    pidfile = _hang_on(host, tmp_path, question)
+    code, out, took = _signal_while_hung(host, tmp_path, pidfile, sig,
                                          "backup", "-m", VM, "-g", write_conf(host), "-w", tmp_path / "work")
     assert code == 2 and "Traceback" not in out, (code, out)
     assert took < 15, took
@@ -225,14 +229,3 @@ def test_restore_whose_target_datastore_disappears_during_its_questions(host, tm
     assert len(_errors(out)) == 1 and "ds5" in _errors(out)[0], out
     assert os.listdir(ds5) == [] or all(not e.startswith(("beta", ".hotvcb")) for e in os.listdir(ds5)), out
     assert "beta" not in [host.display_name(v) for v in host.vms()]
-
-
-@needs_root
-def test_sigterm_while_the_targets_free_space_hangs_serial(host, tmp_path):
-    vmid = host.create_vm(VM, "datastore1", [{"size": "4M"}], power="on")
-    pidfile = _hang_on(host, tmp_path, "hostsvc/datastore/info")
-    code, out, took = _signal_while_hung(host, tmp_path, pidfile, signal.SIGTERM,
-                                         "backup", "-m", VM, "-g", write_conf(host), "-w", tmp_path / "work")
-    assert code == 2 and "Traceback" not in out, (code, out)
-    assert took < 15, took
-    assert ours(host, vmid) == [] and not backups(host, VM) and lock_pid(host) is None, out
