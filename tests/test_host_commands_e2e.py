@@ -120,12 +120,10 @@ def test_a_runs_first_questions_are_asked_at_once_each_once(host, tmp_path):
     vmid = host.create_vm("alpha", "datastore1", [{"size": "4M"}], power="on")
     seen = answers_only_after(host, tmp_path, {
         # the inventory and the version beside the datastore listing
-        "hostsvc/datastore/listsummary": ['"tool": "vmware"', '"vmsvc/getallvms"'],
-        # the first VM's snapshot list and power state beside the target's free space
-        "hostsvc/datastore/info": ['"vmsvc/snapshot.get", "%s"' % vmid, '"vmsvc/power.getstate", "%s"' % vmid]})
+        "hostsvc/datastore/listsummary": ['"tool": "vmware"', '"vmsvc/getallvms"']})
     r, count = counted_backup(host, tmp_path, "backup", "-m", "alpha", "-g", write_conf(host), "-w", tmp_path / "work")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert set(seen.read_text().splitlines()) == {"hostsvc/datastore/listsummary ok", "hostsvc/datastore/info ok"}
+    assert set(seen.read_text().splitlines()) == {"hostsvc/datastore/listsummary ok"}
     verbs = collections.Counter(" ".join(argv[:2]) for argv in count["commands"])
     assert verbs["/bin/vmware -v"] == verbs["/bin/vim-cmd vmsvc/getallvms"] == 1, verbs
     assert verbs["/bin/vim-cmd hostsvc/datastore/listsummary"] == verbs["uname -n"] == 1, verbs
@@ -162,7 +160,8 @@ def test_sigterm_while_a_question_of_the_runs_start_hangs_ends_the_run_promptly_
         took = time.monotonic() - began
     finally:
         kill(run.pid)
-        kill(int(hung.read_text()))
+        if hung.exists() and hung.read_text().strip():
+            kill(int(hung.read_text()))
     assert run.returncode == 2 and "Traceback" not in out, (run.returncode, out)
     assert took < 15, "a hung question of the run's start held its end %d s" % took
     assert ours(host, vmid) == [] and not backups(host, "alpha") and lock_pid(host) is None, out

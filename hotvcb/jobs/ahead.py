@@ -11,7 +11,8 @@ and the answer is taken where the question used to be asked: the error of a
 question that failed is raised there, so the errors, and the order in which
 the checks fail, are those of a run asking one after the other (the free space
 alone is looked at again by the pre-flight, which then says why). The first VM's own
-questions follow as soon as the inventory is in (jobs/lookahead.py).
+questions are not asked ahead: on libvirt they need its definition read first
+(two virsh calls, asked again by its backup), and the next VMs' are (jobs/lookahead.py).
 
 Only questions are asked ahead; what acts (snapshots, copies, removals) keeps
 its order. With ENABLE_NON_PERSISTENT_NFS the run mounts its target first,

@@ -4,8 +4,7 @@ Every host query is a round trip to hostd (0.1-1 s on a real host, which
 answers queries while a clone runs), and a copy mostly waits on storage. So
 when a VM's copy starts, the serial loop asks in threads what the next
 VM's backup asks first: its snapshot list and its power state (each in a
-thread of its own: two round trips at once). The first VM is asked about as
-the run starts, beside the run's own questions (jobs/ahead.py). An answer
+thread of its own: two round trips at once). An answer
 that old is used only where acting on it is as safe as acting on a fresh
 one, and only for FRESH_FOR seconds; otherwise the question is asked again:
 
@@ -66,10 +65,7 @@ class Lookahead:
 
     def run(self, job: "BackupJob", targets: "List[Target]") -> None:
         """The serial loop: one VM after the other, job.results in list order, the next VM known
-        to each VM's copy (ask_next); the first VM asked about at once, beside the run's own
-        questions still out (jobs/ahead.py)."""
-        self.next_vm = next((t for t in targets if isinstance(t, VmRef)), None)
-        self.ask_next()
+        to each VM's copy (ask_next)."""
         for job.vm_number, target in enumerate(targets, 1):
             self.next_vm = next((t for t in targets[job.vm_number:] if isinstance(t, VmRef)), None)
             job.results.append(job.backup_target(target))
