@@ -10,7 +10,7 @@ import sys
 
 from .. import config
 from ..errors import Interrupted, UsageError
-from ..repo import prune
+from ..repo import gc, prune
 from ..repo.repository import open_path
 from ..units import human_size
 
@@ -55,7 +55,9 @@ def run(args) -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP):  # unwind as Ctrl-C does, so the GC lock is given back: another
         signal.signal(sig, _stop)               # host would wait out the grace period (a day) for a dead one's
     report = prune.prune(repo, decisions, log=lambda msg: print(msg, flush=True))  # GC says what it leaves alone
-    print("removed %d backup(s); garbage collection: %d pack(s) marked, %d deleted (%s freed), %d chunk(s) "
-          "copied" % (sum(not d.kept for d in decisions), report.packs_condemned, report.packs_deleted,
-                      human_size(report.bytes_freed), report.chunks_copied))
+    marked, deleted = gc.describe(report.condemned_why), gc.describe(report.deleted_why)
+    print("removed %d backup(s); garbage collection: %d pack(s) marked%s, %d deleted (%s freed%s), %d chunk(s) "
+          "copied" % (sum(not d.kept for d in decisions), report.packs_condemned, " (%s)" % marked if marked else "",
+                      report.packs_deleted, human_size(report.bytes_freed), "; " + deleted if deleted else "",
+                      report.chunks_copied))
     return 0

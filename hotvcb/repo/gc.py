@@ -1,14 +1,17 @@
-"""Garbage collection: mark unreferenced packs, sweep them a grace period later.
+"""Garbage collection: mark packs that hold nothing live, sweep them a grace period later.
 
 The rules (and why a running backup never loses a chunk it reuses) are in
 docs/repository.md "Garbage collection and concurrency". One run does both
 phases: first it sweeps the marks old enough (copying out any chunk a newer
-backup has come to need), then it marks what is garbage now. Young packs are
-never marked: they may belong to a backup still running.
+backup has come to need), then it marks what is garbage now: packs whose
+chunks no backup needs, duplicates of chunks whose live copy (copy_rank) lies
+in another pack, damaged packs whose damage has been stored again, mostly
+dead packs. Young packs are never marked: they may belong to a backup still
+running.
 """
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Set
 
 from .. import crashpoint
@@ -17,9 +20,16 @@ from .backend import ObjectInfo
 from .format import Blob, dumps, loads
 from .gclock import gc_lock
 from .packs import PackWriter
-from .repository import CONDEMNED, DAMAGED, INDEXES, PACKS, VERIFIED, Location, Repository
+from .repository import CONDEMNED, DAMAGED, INDEXES, PACKS, VERIFIED, Location, Repository, copy_rank
 
-REPACK_SHARE = 0.25  # a pack this much garbage is rewritten; below it, the garbage waits
+REPACK_SHARE = 0.25  # a pack this much dead (garbage or duplicates) is rewritten; below it, the dead part waits
+WHY = {  # a mark's reason per pack (its "why"), as prune prints it
+    "garbage": "held only chunks no backup needs",
+    "duplicates": "held only duplicates",
+    "damaged": "held damaged chunks stored soundly elsewhere",
+    "repack": "were mostly dead (live chunks copied)",
+}
+FIRST_PASS = ("damaged", "repack")  # reasons that copy live chunks out: decided before duplicates are
 
 
 @dataclass
@@ -30,6 +40,14 @@ class GcReport:
     chunks_copied: int = 0
     indexes_deleted: int = 0
     uploads_discarded: int = 0
+    condemned_why: Dict[str, int] = field(default_factory=dict)  # reason (WHY's keys) -> packs marked for it
+    deleted_why: Dict[str, int] = field(default_factory=dict)  # reason -> packs deleted ("" from an older mark)
+
+
+def describe(why: Dict[str, int]) -> str:
+    """"2 held only duplicates, 1 held damaged chunks ..." for a report's counts by reason."""
+    return ", ".join("%d %s" % (n, WHY.get(reason, "marked by an older hotvcb"))
+                     for reason, n in sorted(why.items()) if n)
 
 
 class _Collector:
@@ -50,23 +68,30 @@ class _Collector:
             except RepoError as err:
                 log("leaving %s alone: %s (hotvcb verify --repo names what it hurts)" % (name, err))
         self.marks = {}  # type: Dict[str, List[str]]
+        self.why = {}  # type: Dict[str, str]  # condemned pack -> its mark's reason (WHY)
         for info in self.backend.list(CONDEMNED):
-            self.marks[info.name] = list(loads(self.backend.get(info.name), "hotvcb-condemned", info.name)["packs"])
+            data = loads(self.backend.get(info.name), "hotvcb-condemned", info.name)
+            self.marks[info.name] = list(data["packs"])
+            why = data.get("why")
+            if isinstance(why, dict):  # only said, never acted on: a mark without it is swept the same
+                self.why.update((str(p), str(r)) for p, r in why.items())
         self.mark_age = {i.name: self.now - i.mtime for i in self.backend.list(CONDEMNED)}
         self.damaged = repo.damaged()  # a chunk a verify found bad holds nothing: copy a sound one out
         self.writer = PackWriter(self.backend, repo.config.pack_size)
 
     def copy_needed(self, leaving: Set[str], excluded: Set[str]) -> None:
-        """Copy each referenced chunk of the `leaving` packs that no pack outside `excluded` holds."""
+        """Copy each referenced chunk of the `leaving` packs that no pack outside `excluded` holds soundly,
+        from its best copy among them (a damaged copy is read only where there is no other: it stops GC)."""
         held = {b.digest for name, blobs in self.tables.items() if name not in excluded for b in blobs
                 if b.digest not in self.damaged.get(name, ())}
-        for name in sorted(leaving):
-            for blob in self.tables.get(name, []):
-                if blob.digest in self.referenced and blob.digest not in held:
-                    stored = self.repo.read_stored(Location(name, blob))  # a bad chunk stops GC: never lose more
-                    self.writer.add(blob.digest, blob.method, blob.raw_len, stored)
-                    held.add(blob.digest)
-                    self.report.chunks_copied += 1
+        copies = sorted(((name, blob) for name in leaving for blob in self.tables.get(name, [])),
+                        key=lambda nb: copy_rank(nb[0], nb[1].digest, self.damaged, ()))
+        for name, blob in copies:
+            if blob.digest in self.referenced and blob.digest not in held:
+                stored = self.repo.read_stored(Location(name, blob))  # a bad chunk stops GC: never lose more
+                self.writer.add(blob.digest, blob.method, blob.raw_len, stored)
+                held.add(blob.digest)
+                self.report.chunks_copied += 1
         self.writer.flush()
         for new in self.writer.committed:
             info = self.backend.stat(new)
@@ -82,29 +107,74 @@ class _Collector:
             for name in self.marks.pop(mark):
                 crashpoint.reached("repo-gc-sweep")
                 self.backend.delete(name)
+                crashpoint.reached("repo-gc-swept")  # the pack gone, its markers and mark not yet
                 self.backend.delete(VERIFIED + name.rsplit("/", 1)[-1])
                 if name in self.packs:
                     self.report.packs_deleted += 1
                     self.report.bytes_freed += self.packs.pop(name).size
+                    why = self.why.get(name, "")
+                    self.report.deleted_why[why] = self.report.deleted_why.get(why, 0) + 1
                 self.tables.pop(name, None)
             self.backend.delete(mark)
 
+    def live_copies(self, excluded: Set[str]) -> Dict[bytes, str]:
+        """Referenced chunk -> the pack holding its live copy: of the packs outside `excluded`, the first by
+        copy_rank (the copy every reader reads); its other copies are duplicates."""
+        live = {}  # type: Dict[bytes, str]
+        for name, blobs in self.tables.items():
+            if name in excluded:
+                continue
+            for b in blobs:
+                if b.digest in self.referenced:
+                    have = live.get(b.digest)
+                    if have is None or (copy_rank(name, b.digest, self.damaged, ())
+                                        < copy_rank(have, b.digest, self.damaged, ())):
+                        live[b.digest] = name
+        return live
+
+    def stuck(self, name: str, blobs: List[Blob], live: Dict[bytes, str]) -> List[str]:
+        """The chunks whose live copy is this pack's damaged one (no sound copy that GC keeps): copying them
+        out would fail, so the pack stays until a backup stores them again."""
+        bad = self.damaged.get(name, set())
+        return sorted(b.digest.hex() for b in blobs if b.digest in bad and live.get(b.digest) == name)
+
+    def verdict(self, name: str, blobs: List[Blob], live: Dict[bytes, str]) -> str:
+        """Why pack `name` goes (a WHY key), or "" if it stays."""
+        if self.stuck(name, blobs, live):
+            return ""
+        mine = sum(1 for b in blobs if live.get(b.digest) == name)
+        if not mine:
+            return "duplicates" if any(b.digest in self.referenced for b in blobs) else "garbage"
+        if name in self.damaged:
+            return "damaged"
+        return "repack" if len(blobs) - mine >= REPACK_SHARE * len(blobs) else ""
+
     def mark(self) -> None:
         condemned = {p for packs in self.marks.values() for p in packs}
-        doomed = set()  # type: Set[str]
-        for name, blobs in sorted(self.tables.items()):
-            if name in condemned or self.now - self.packs[name].mtime < self.grace or not blobs:
-                continue
-            garbage = sum(1 for b in blobs if b.digest not in self.referenced)
-            if garbage and garbage >= REPACK_SHARE * len(blobs):
-                doomed.add(name)
+        old = {name: blobs for name, blobs in sorted(self.tables.items())
+               if name not in condemned and self.now - self.packs[name].mtime >= self.grace and blobs}
+        live = self.live_copies(condemned)
+        doomed = {name: why for name, why in ((n, self.verdict(n, b, live)) for n, b in old.items())
+                  if why in FIRST_PASS}
+        # then the packs that copy nothing out: a duplicate of a chunk whose live copy is about to be copied
+        # out (a pack doomed above) becomes its live copy instead
+        live = self.live_copies(condemned | set(doomed))
+        for name, blobs in old.items():
+            why = doomed.get(name) or self.verdict(name, blobs, live)
+            if why:
+                doomed[name] = why
+            elif self.stuck(name, blobs, live):
+                self.log("keeping %s for now: chunk(s) %s, damaged in it, have no sound copy yet (the next backup "
+                         "of a VM needing them stores them again)" % (name, ", ".join(self.stuck(name, blobs, live))))
         if not doomed:
             return
-        self.copy_needed(doomed, doomed | condemned)
+        self.copy_needed(set(doomed), set(doomed) | condemned)
         crashpoint.reached("repo-gc-before-mark")
-        record = {"format": "hotvcb-condemned", "version": 1, "packs": sorted(doomed)}
+        record = {"format": "hotvcb-condemned", "version": 1, "packs": sorted(doomed), "why": doomed}
         self.backend.put_new("%s%d-%s" % (CONDEMNED, int(self.now), uuid.uuid4().hex[:8]), dumps(record))
         self.report.packs_condemned += len(doomed)
+        for why in doomed.values():
+            self.report.condemned_why[why] = self.report.condemned_why.get(why, 0) + 1
 
     def orphans(self) -> None:
         """Indexes whose backup has no record (a killed backup or prune), markers and damage records of

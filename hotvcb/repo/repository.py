@@ -10,7 +10,7 @@ import math
 import string
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any, Container, Dict, Iterable, List, Optional, Set, Tuple
 
 from ..errors import RepoError
 from . import codec
@@ -99,6 +99,16 @@ def _check_record(data: Dict[str, Any], snap_id: str) -> None:
 
 def pack_name(digest_hex: str) -> str:
     return "%s%s/%s" % (PACKS, digest_hex[:2], digest_hex)
+
+
+def copy_rank(pack: str, digest: bytes, damaged: Dict[str, Set[bytes]],
+              condemned: Container[str]) -> Tuple[bool, bool, bool, str]:
+    """Of a chunk's copies, the smallest is the one read and the one GC keeps (its live copy): a sound
+    copy, then one in a pack no mark names, then one in a pack without recorded damage (GC drops such a
+    pack), then the smallest pack name, so that of two writers' identical packs every reader and GC
+    pick the same one (docs/repository.md "Garbage collection and concurrency")."""
+    bad = damaged.get(pack, ())
+    return digest in bad, pack in condemned, bool(bad), pack
 
 
 def new_snapshot_id(utc: float) -> str:
@@ -236,19 +246,19 @@ class Repository:
         return out
 
     def chunk_map(self, usable_only: bool = False) -> Dict[bytes, Location]:
-        """Where each stored chunk lies. `usable_only`: leave out condemned packs and chunks a verify found
-        damaged (a backup may not reuse those: it stores a damaged one again). Else a damaged copy is
-        where a chunk lies only when no other is (a restore reads the sound one; a bad record, the first)."""
-        skip = set(self.condemned()) if usable_only else set()  # type: Set[str]
+        """Where each stored chunk lies: of its copies, the first by copy_rank (the live copy GC keeps).
+        `usable_only`: leave out condemned packs and chunks a verify found damaged (a backup may not reuse
+        those: it stores a damaged one again). Else a damaged or condemned copy is where a chunk lies only
+        when no better one is (a restore reads the sound one; a bad record, the first)."""
         try:
-            damaged = self.damaged()
+            damaged, condemned = self.damaged(), set(self.condemned())
         except RepoError:
             if usable_only:  # a backup must not build on what it cannot tell is sound
                 raise
-            damaged = {}
-        out, last_resort = {}, {}  # type: Dict[bytes, Location], Dict[bytes, Location]
+            damaged, condemned = {}, set()  # to a restore they only say which copy to prefer
+        out = {}  # type: Dict[bytes, Location]
         for info in self.backend.list(PACKS):
-            if info.name in skip:
+            if usable_only and info.name in condemned:
                 continue
             try:
                 blobs = self.pack_blobs(info.name, info.size)
@@ -257,10 +267,12 @@ class Repository:
                 continue
             bad = damaged.get(info.name, set())
             for blob in blobs:
-                (last_resort if blob.digest in bad else out).setdefault(blob.digest, Location(info.name, blob))
-        if not usable_only:
-            for digest, loc in last_resort.items():
-                out.setdefault(digest, loc)
+                if usable_only and blob.digest in bad:
+                    continue
+                have = out.get(blob.digest)
+                if have is None or (copy_rank(info.name, blob.digest, damaged, condemned)
+                                    < copy_rank(have.pack, blob.digest, damaged, condemned)):
+                    out[blob.digest] = Location(info.name, blob)
         return out
 
     def require_codec(self, doing: str) -> None:
