@@ -76,7 +76,9 @@ class Reads(threading.Thread):
         return list(self.read)
 
     def close(self):
-        os.close(self.fd)
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 @pytest.mark.parametrize("source, fmt, copy", [
@@ -104,6 +106,7 @@ def test_a_raw_backup_is_the_disk_at_the_snapshot_and_the_copy_is_not_read_back(
         disk = name + copy
         assert disk not in during_backup, during_backup  # neither the seal nor anyone read the copy
 
+        reads.close()
         reads = Reads(backup)
         reads.start()
         r = _verify(lab, backup)
