@@ -82,9 +82,14 @@ def _holds_what_copied_as_says(host, same) -> None:
 
     if same is None:
         return
-    if not same.content:
+    if not same.content and not same.source_format:
         with open(same.source, "rb") as a, open(same.copy, "rb") as b:
             assert a.read() == b.read(), "copied_as names a source file whose bytes the copy holds"
+        return
+    if not same.content:
+        source = manifest.digest_content(host.shell, same.source, same.source_format).entry()
+        assert source == manifest.digest_file(host.shell, same.copy).entry(), (
+            "copied_as names a source whose virtual disk the copy file holds")
         return
     source = manifest.digest_content(host.shell, same.source, same.source_format).entry()
     copy = manifest.digest_content(host.shell, same.copy, same.content).entry()

@@ -10,11 +10,12 @@ through QMP) plugs into the same job. Contracts:
 - `copy_disk` writes the disk to `dst` in `fmt`, calls `progress(percent)` as
   it goes and returns the names of the files it wrote; it raises CopyError
   (or Interrupted) and leaves cleanup of partial files to the caller.
-- `copied_as` names a source file that holds, byte for byte, what one file of
-  the copy will hold (so the job can digest the source while the copy is
-  made, instead of reading the copy back), or None where no file does; or,
-  for a copy in an image format of the copying tool's own (qcow2), a source
-  whose virtual disk is the one the copy's image holds (`Copied.content`).
+- `copied_as` names a source whose bytes one file of the copy will hold, byte
+  for byte (so the job can digest the source while the copy is made, instead
+  of reading the copy back): the source file's own, or its virtual disk (a raw
+  copy of a qcow2 image); or, for a copy in an image format of the copying
+  tool's own (qcow2), a source whose virtual disk is the one the copy's image
+  holds (`Copied.content`); or None where no file does.
 """
 
 from typing import Callable, Dict, List, NamedTuple, Optional, Protocol, Tuple
@@ -26,9 +27,10 @@ Progress = Callable[[int], None]
 
 
 class Copied(NamedTuple):
-    """`copied_as`'s answer. With `content` "" the copy file holds the source file's bytes; else the
-    copy is an image of format `content` whose virtual disk is the source's, read as `source_format`
-    ("raw": the file is the disk, or "qcow2"): the manifest then records a content entry."""
+    """`copied_as`'s answer. With `content` "" the copy file holds the source's bytes: the file's own
+    (`source_format` ""), or the virtual disk of the source read as `source_format` ("raw": the file
+    is the disk, or "qcow2"); else the copy is an image of format `content` whose virtual disk is
+    the source's, read as `source_format`: the manifest then records a content entry."""
 
     source: str
     copy: str

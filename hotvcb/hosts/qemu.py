@@ -257,13 +257,23 @@ class QemuHost(LocalKvmHost):
         self.overlays.remove(vm, snap, timeout)
 
     def copied_as(self, disk: Disk, dst: str, fmt: str) -> Optional[Copied]:
-        """A qcow2 copy holds the virtual disk of the image, which our overlay keeps read-only: a raw
-        image is that disk, a qcow2 one is read by qcow2.py (one with a backing chain or anything else
-        it refuses leaves the copy to the seal). Other formats: the seal hashes the copy."""
+        """The image's virtual disk, which our overlay keeps read-only (a raw image is that disk, a qcow2
+        one is read by qcow2.py: one with a backing chain or anything else it refuses leaves the copy to
+        the seal), is byte for byte what a raw copy holds and the flat extent of a flat VMDK (qemu-img
+        writes the disk into it as it is, -S 0 only allocates every block), and what a qcow2 copy's
+        image holds. A sparse VMDK's extents hold qemu-img's own layout: the seal hashes those."""
         src_format = self._formats.get(disk.path, "")
-        if fmt != "qcow2" or src_format not in ("raw", "qcow2"):
+        spec = qemuimg.FORMATS.get(fmt)
+        if spec is None or src_format not in ("raw", "qcow2"):
             return None
-        return Copied(disk.path, qemuimg.output_path(self.shell, disk, dst, qemuimg.FORMATS[fmt]), fmt, src_format)
+        out = qemuimg.output_path(self.shell, disk, dst, spec)
+        if spec.driver == "qcow2":
+            return Copied(disk.path, out, fmt, src_format)
+        if spec.driver == "raw":
+            return Copied(disk.path, out, "", src_format)
+        if spec.options == qemuimg.FLAT_VMDK:
+            return Copied(disk.path, out[: -len(spec.extension)] + "-flat" + spec.extension, "", src_format)
+        return None
 
     def copy_disk(self, disk: Disk, dst: str, fmt: str, progress=None) -> List[str]:
         """qemu-img convert of the image (read-only under our overlay) into dst's folder."""

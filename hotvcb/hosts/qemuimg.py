@@ -21,6 +21,7 @@ from ..model import Disk
 from ..shell import Shell
 
 QEMU_IMG = "qemu-img"
+FLAT_VMDK = "subformat=monolithicFlat"  # a descriptor and `<stem>-flat.vmdk`, the disk as it is
 _PERCENT = re.compile(r"\((\d+(?:\.\d+)?)/100%\)")
 
 
@@ -33,9 +34,9 @@ class OutputFormat:
 
 
 FORMATS = {
-    "thin": OutputFormat("vmdk", "subformat=monolithicFlat", ".vmdk", False),
-    "zeroedthick": OutputFormat("vmdk", "subformat=monolithicFlat", ".vmdk", True),
-    "eagerzeroedthick": OutputFormat("vmdk", "subformat=monolithicFlat", ".vmdk", True),
+    "thin": OutputFormat("vmdk", FLAT_VMDK, ".vmdk", False),
+    "zeroedthick": OutputFormat("vmdk", FLAT_VMDK, ".vmdk", True),
+    "eagerzeroedthick": OutputFormat("vmdk", FLAT_VMDK, ".vmdk", True),
     "2gbsparse": OutputFormat("vmdk", "subformat=twoGbMaxExtentSparse", ".vmdk", False),
     "qcow2": OutputFormat("qcow2", "", ".qcow2", False),
     "raw": OutputFormat("raw", "", ".raw", False),

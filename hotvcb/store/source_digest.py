@@ -7,11 +7,14 @@ digest's time to the clone's. Where the driver says a source file holds the
 same bytes as a file of the copy (`Hypervisor.copied_as`: a flat base disk
 cloned to a flat format, held still by the snapshot), that source is
 digested in a thread while the clone reads it, and the seal uses that digest
-for the copy's file (store/seal.py). A copy in an image format of the tool's
-own (qemu-img's qcow2) holds no source file's bytes, but the virtual disk of
-one: the source's *content* is digested (a raw image as it is, a qcow2 one
-through qcow2.py) and recorded as a content entry (manifest.py), unless the
-copy's image states another size. The manifest then
+for the copy's file (store/seal.py). qemu-img's raw copy (and the flat
+extent of its VMDK) holds the source's virtual disk byte for byte: the
+source's *content* is digested (a raw image as it is, a qcow2 one through
+qcow2.py) and recorded as the copy file's plain entry. A copy in an image
+format of the tool's own (qemu-img's qcow2) holds no source file's bytes, but
+the virtual disk of one: that content is recorded as a content entry
+(manifest.py). Either is dropped where the copy's disk is not the size
+digested (qemu-img rounds a raw source up to whole sectors). The manifest then
 records the disk's content at the snapshot instant: `hotvcb verify` (and the
 check during every restore) proves the backup reproduces it, and a write
 that went wrong on the target is found there instead of being sealed as the
@@ -59,18 +62,20 @@ def copy_disk(host: Hypervisor, disk: Disk, dst: str, fmt: str, progress: Option
 
 
 def _digest(shell, copied: Copied, on_block) -> Digest:
-    if not copied.content:
-        return manifest.digest_file(shell, copied.source, on_block=on_block)
-    return manifest.ContentDigest(copied.content, manifest.digest_content(shell, copied.source, copied.source_format,
-                                                                          on_block=on_block))
+    disk = manifest.digest_content(shell, copied.source, copied.source_format or "raw", on_block=on_block)
+    return manifest.ContentDigest(copied.content, disk) if copied.content else disk
 
 
 def _same_disk(shell, copied: Copied, digest: Digest) -> None:
-    """HostError unless the copy's image is as large as the disk digested: a raw source whose size is
-    no whole sector is rounded up by qemu-img, and its digest would then not be the copy's."""
-    if not isinstance(digest, manifest.ContentDigest):
+    """HostError unless the copy holds a disk as large as the one digested: qemu-img rounds a raw
+    source whose size is no whole sector up, and the source's digest would then not be the copy's.
+    (A file copied as it is, vmkfstools' flat extent, needs no look.)"""
+    if not copied.source_format:
         return
-    with shell.open_binary(copied.copy) as f:
-        size = qcow2.virtual_size(f.read(512), copied.copy)
-    if size != digest.digest.size:
-        raise HostError("the copy holds a disk of %d bytes, the source %d" % (size, digest.digest.size))
+    if isinstance(digest, manifest.ContentDigest):
+        with shell.open_binary(copied.copy) as f:
+            size, digested = qcow2.virtual_size(f.read(512), copied.copy), digest.digest.size
+    else:
+        size, digested = shell.file_size(copied.copy), digest.size
+    if size != digested:
+        raise HostError("the copy holds a disk of %d bytes, the source %d" % (size, digested))
