@@ -14,6 +14,7 @@ import pytest
 from repotool import PYTHON, MiB, age, backup, cli, keep_last, make_disk, new_repo, one_clear_line, same
 from test_repo_gcdup import copies, prune_all, restores, store_twice_at_once
 
+from hotvcb.errors import RepoError
 from hotvcb.repo import gc, prune
 from hotvcb.repo.backend import LocalBackend
 from hotvcb.repo.format import dumps
@@ -585,3 +586,73 @@ def test_gc_on_a_full_repository_fails_cleanly_and_finishes_once_there_is_room(t
     no_orphans(repo)
     assert verify(repo, "all").ok and repo.backend.list(DAMAGED) == []
     restores(repo, tmp_path, disk)
+
+
+def test_a_garbage_mark_stops_backup_and_prune_in_one_line_but_no_restore(tmp_path, twins):
+    repo, disk, digest, live, twin = twins
+    repo.backend.put_new(CONDEMNED + "1000-garbage", b"\xff\xfe not json")
+    age(tmp_path / "repo", HOUR)
+    before = tree(tmp_path / "repo")
+    r = cli("prune", "--repo", tmp_path / "repo", "--keep-last", 100)
+    assert r.returncode == 1 and "condemned/1000-garbage" in r.stderr, r.stdout + r.stderr
+    one_clear_line(r)
+    r = tool("backup", tmp_path / "repo", "web", disk)  # it cannot tell which packs are condemned: it stops
+    assert r.returncode != 0 and "condemned/1000-garbage" in r.stderr, r.stdout + r.stderr
+    assert tree(tmp_path / "repo") == before
+    restores(repo, tmp_path, disk)
+
+
+def test_prune_stopped_by_sigterm_while_gc_copies_gives_the_lock_back(tmp_path):
+    disk = tmp_path / "disk.raw"
+    make_disk(disk, size=32 * MiB, regions=30)
+    repo = new_repo(tmp_path / "repo")
+    store_twice_at_once(repo, disk)
+    for n, pack in enumerate(sorted(i.name for i in repo.backend.list(PACKS))):
+        blobs = repo.pack_blobs(pack, repo.backend.stat(pack).size)
+        flip(tmp_path / "repo", pack, blobs[n % len(blobs)].digest, repo)  # every pack must be copied out
+    assert not verify(repo, "all").ok
+    age(tmp_path / "repo", HOUR)
+    root = os.path.dirname(os.path.dirname(TOOL))
+    proc = subprocess.Popen([PYTHON, "-m", "hotvcb", "prune", "--repo", str(tmp_path / "repo"), "--keep-last", "100"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root,
+                            env=dict(os.environ, PYTHONPATH=root))
+    tmp = tmp_path / "repo" / "tmp"
+    deadline = time.monotonic() + 30  # until GC writes a pack of copies (the xfail test below: not sooner)
+    while not (tmp.is_dir() and any(p.stat().st_size > 1 << 16 for p in tmp.iterdir() if p.exists())) \
+            and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("prune ended before the signal")
+    assert proc.returncode == 2 and "interrupted" in err, out + err
+    assert repo.backend.stat("locks/gc") is None and repo.backend.list(CONDEMNED) == []
+    restores(repo, tmp_path, disk)
+    for _ in range(2):
+        age(tmp_path / "repo", HOUR)
+        prune_all(tmp_path / "repo")
+    no_orphans(repo)
+    assert os.listdir(str(tmp)) == []  # an upload the signal cut is GC's after the grace period
+    assert verify(repo, "all").ok
+
+
+class LockStoredThenFailed(LocalBackend):
+    """put_new of locks/gc stores it and then fails: an object store's PUT that timed out after the server
+    stored it, or (what a prune stopped by SIGTERM just then does, seen above) a signal right after the link."""
+
+    def put_new(self, name, data):
+        done = super().put_new(name, data)
+        if name == "locks/gc":
+            raise RepoError("cannot write %s: timed out" % name)
+        return done
+
+
+@pytest.mark.xfail(strict=True, reason="DEFECT: a GC whose taking of locks/gc fails after the lock was stored "
+                                       "(a timeout, or SIGTERM right after the link) leaves the lock: another host's "
+                                       "GC is refused for the grace period (a day)")
+def test_a_lock_stored_but_reported_failed_is_given_back(tmp_path, twins):
+    repo, disk, digest, live, twin = twins
+    flaky = Repository(LockStoredThenFailed(str(tmp_path / "repo")), repo.config)
+    with pytest.raises(RepoError, match="timed out"):
+        gc.collect(flaky)
+    assert repo.backend.stat("locks/gc") is None
