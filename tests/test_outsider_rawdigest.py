@@ -133,17 +133,24 @@ def test_a_copy_damaged_after_the_backup_fails_verify_and_restore(lab, fmt, dama
     assert r.returncode != 0 and name + DATA[fmt] in r.stdout + r.stderr, r.stdout + r.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a qemu-img that exits 0 without writing the copy ends the run in "
-                   "'internal error: FileNotFoundError' (source_digest._same_disk stats the missing copy)")
+@pytest.mark.xfail(strict=True, reason="DEFECT: a qemu-img that exits 0 without writing the copy ends the whole run "
+                   "in 'internal error: FileNotFoundError' (source_digest._same_disk stats the missing copy); the "
+                   "next VM is not backed up")
 @pytest.mark.parametrize("fmt", ["raw", "thin"])
-def test_a_copy_qemu_img_never_wrote_fails_the_vm_in_one_line(lab, fmt):
-    name = "nocopy-" + fmt
-    _initial, image = _image(lab, name, "raw", 4 * MiB, 3 * MiB)
-    vm = lab.start(name, image, "raw")
-    rc, out = backup(lab, name, fmt, wrapped_qemu_img(str(lab.root / "bin"), "os.remove(data)"))
-    assert lab.backups(name) == [] and not glob.glob(os.path.join(lab.volume, name, "*-partial")), out
-    no_leftovers(lab, vm)
-    assert rc == 6 and "internal error" not in out and "Traceback" not in out, out
+def test_a_copy_qemu_img_never_wrote_fails_that_vm_in_one_line(lab, fmt):
+    vms = {}
+    for name in ("a-nocopy", "b-next"):
+        _initial, image = _image(lab, name, "raw", 4 * MiB, 3 * MiB)
+        vms[name] = lab.start(name, image, "raw")
+    r = subprocess.run(hotvcb_argv(lab.inventory, "backup", "-a", "-g", lab.conf(DISK_BACKUP_FORMAT=fmt),
+                                   "-w", lab.workdir), capture_output=True, text=True, timeout=120,
+                       env=env(wrapped_qemu_img(str(lab.root / "bin"), "os.remove(data) if 'a-nocopy' in data else 0")))
+    out = r.stdout + r.stderr
+    for vm in vms.values():
+        no_leftovers(lab, vm)
+    assert lab.backups("a-nocopy") == [] and not glob.glob(os.path.join(lab.volume, "a-nocopy", "*-partial")), out
+    assert "internal error" not in out and "Traceback" not in out, out
+    assert r.returncode != 0 and len(lab.backups("b-next")) == 1, out
 
 
 @pytest.mark.parametrize("fmt", ["raw", "thin", "eagerzeroedthick"])
@@ -245,6 +252,20 @@ def test_an_empty_raw_image(lab, fmt):
     assert _verify(lab, good).returncode == 0
 
 
+def test_an_empty_qcow2_image_copied_raw(lab):
+    name = "empty-qcow2"
+    image = os.path.join(lab.images, name + ".qcow2")
+    assert qemu_img("create", "-q", "-f", "qcow2", image, "0").returncode == 0
+    vm = lab.start(name, image, "qcow2")
+    rc, out = backup(lab, name, "raw")
+    assert rc == 0 and "Traceback" not in out, out
+    no_leftovers(lab, vm)
+    (good,) = lab.backups(name)
+    assert os.path.getsize(os.path.join(good, name + ".raw")) == 0
+    assert files_of(good)[name + ".raw"]["size"] == 0
+    assert _verify(lab, good).returncode == 0
+
+
 def test_a_huge_sparse_raw_image_is_digested_by_its_data_not_its_size(lab):
     """256 GiB virtual, 3 MiB of data: the source digest skips the holes (a full read would take minutes)."""
     name = "sparse"
@@ -333,6 +354,20 @@ def test_a_block_device_source_is_backed_up_and_restored(lab, loop_device):
     (good,) = lab.backups(name)
     assert _verify(lab, good).returncode == 0
     assert open(restored_disk(lab, good), "rb").read() == open(backing, "rb").read()
+
+
+@pytest.mark.xfail(strict=True, reason="DEFECT: a block-device source counts as '0 B needed' in the free-space "
+                   "pre-flight (query-block's actual-size), so a target too small is found only mid-copy")
+def test_a_block_device_source_too_big_for_the_target_is_refused_before_the_snapshot(lab, loop_device, tmpfs):
+    dev, _backing = loop_device
+    name = "lv-too-big"
+    link = os.path.join(lab.images, "vg-root")
+    os.symlink(dev, link)
+    vm = lab.start(name, link, "raw")
+    rc, out = backup(lab, name, "raw", VM_BACKUP_VOLUME=str(tmpfs("vol", "2M")))
+    no_leftovers(lab, vm)
+    assert rc == 6, out
+    assert "needs 6.0 MiB" in out and "Creating Snapshot" not in out, out
 
 
 @pytest.mark.xfail(strict=True, reason="DEFECT: a raw image on a block device (LV, loop) is refused by the source "
@@ -619,3 +654,119 @@ def test_sigterm_during_a_raw_copy_commits_the_overlay_and_leaves_no_backup(lab)
     _only_a_failed_record(lab, name)
     vm.quit()
     assert same_content(_written(lab, initial, 3 * MiB, 0xAB, 64 * 1024), image)
+
+
+def kill_hotvcb_alone_mid_copy(lab, name):
+    """`kill -9 <hotvcb's pid>` as an admin types it: qemu-img runs in a session of its own and goes on.
+    The orphaned qemu-img's pid."""
+    import signal
+
+    from qemuvm import children
+    from test_qemu_backup import _start_backup
+
+    proc = _start_backup(lab, name, str(lab.root / "killed.log"), DISK_BACKUP_FORMAT="raw")
+    (orphan,) = children(proc.pid)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    assert lab.backups(name) == []
+    return orphan
+
+
+def test_after_kill_9_of_hotvcb_alone_the_next_run_works_once_its_qemu_img_ended(lab):
+    from qemuvm import wait_until
+
+    name = "orphaned"
+    _initial, image = _image(lab, name, "raw", 24 * MiB, 20 * MiB)
+    vm = lab.start(name, image, "raw")
+    orphan = kill_hotvcb_alone_mid_copy(lab, name)
+    with vm.qmp() as qmp:
+        vm.write(qmp, 0x71, 7 * MiB, 64 * 1024)
+    wait_until(lambda: not os.path.exists("/proc/%d" % orphan) or open("/proc/%d/stat" % orphan).read().split()[2]
+               == "Z", 60, "the orphaned qemu-img to end")
+    only_one_good_backup_of_the_disk_now(lab, name, vm, "raw")
+
+
+@pytest.mark.xfail(strict=True, reason="DEFECT: after kill -9 of hotvcb alone its qemu-img copies on (own session); "
+                   "the next run cannot commit the overlay (Failed to get \"write\" lock) and fails the VM")
+def test_after_kill_9_of_hotvcb_alone_the_next_run_works_at_once(lab):
+    name = "orphaned-now"
+    _initial, image = _image(lab, name, "raw", 32 * MiB, 28 * MiB)
+    vm = lab.start(name, image, "raw")
+    orphan = kill_hotvcb_alone_mid_copy(lab, name)
+    try:
+        only_one_good_backup_of_the_disk_now(lab, name, vm, "raw")
+    finally:
+        try:
+            os.kill(orphan, 9)
+        except OSError:
+            pass
+
+
+@pytest.mark.parametrize("options", ["compat=0.10", "lazy_refcounts=on", "refcount_bits=1", "refcount_bits=64",
+                                     "internal-snapshot", "zeroed-and-discarded"])
+def test_qcow2_sources_of_every_kind_the_reader_takes_are_proven_by_their_content(lab, options):
+    """A guest's write-zeroes and discards, an internal snapshot, a dirty (lazy refcounts) or version-2
+    header: the raw copy's entry is the disk the VM sees, so a byte qemu-img wrote wrong fails verify."""
+    name = "kind-" + options.replace("=", "-")
+    size = 8 * MiB
+    raw, _keep = odd_image(lab, name + "-src", size)
+    image = os.path.join(lab.images, name + ".qcow2")
+    opts = ["-o", options] if "=" in options else []
+    assert qemu_img("convert", "-f", "raw", "-O", "qcow2", *opts, raw, image).returncode == 0
+    if options == "internal-snapshot":
+        assert qemu_img("snapshot", "-c", "old", image).returncode == 0
+    vm = lab.start(name, image, "qcow2")
+    with vm.qmp() as qmp:
+        vm.write(qmp, 0x33, 1 * MiB, 64 * 1024)
+        if options == "zeroed-and-discarded":
+            for cmd in ("write -z 0 65536", "write -z -u %d 131072" % (2 * MiB), "discard %d 65536" % (3 * MiB)):
+                out = qmp.execute("human-monitor-command", {"command-line": 'qemu-io drive0 "%s"' % cmd})
+                assert "rror" not in out, out
+    rc, out = backup(lab, name, "raw", wrapped_qemu_img(
+        str(lab.root / "bin"), "f = open(data, 'r+b'); f.seek(4097); b = f.read(1)[0]; f.seek(4097); "
+        "f.write(bytes([b ^ 1]))"))
+    assert rc == 0, out
+    no_leftovers(lab, vm)
+    (good,) = lab.backups(name)
+    vm.quit()
+    seen = str(lab.root / "seen.raw")  # what the guest's disk holds (nothing wrote since the backup)
+    assert qemu_img("convert", "-f", "qcow2", "-O", "raw", image, seen).returncode == 0
+    assert files_of(good)[name + ".raw"] == digest_of(seen), out
+    r = _verify(lab, good)
+    assert r.returncode != 0 and "SHA-256 mismatch (bytes 0-1048575)" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("fmt", ["raw", "thin"])
+def test_a_compressed_backup_keeps_the_source_digest(lab, fmt):
+    """ENABLE_COMPRESSION=1 reads the copy whole to pack it: that read must not replace the source's
+    digest with one of what the target wrote."""
+    name = "packed-" + fmt
+    _initial, image = _image(lab, name, "raw", 4 * MiB, 3 * MiB)
+    vm = lab.start(name, image, "raw")
+    rc, out = backup(lab, name, fmt, wrapped_qemu_img(
+        str(lab.root / "bin"), "f = open(data, 'r+b'); f.seek(99); b = f.read(1)[0]; f.seek(99); "
+        "f.write(bytes([b ^ 1]))"), ENABLE_COMPRESSION=1)
+    assert rc == 0, out
+    no_leftovers(lab, vm)
+    (archive,) = glob.glob(os.path.join(glob.escape(os.path.join(lab.volume, name)), "*.gz"))
+    r = _verify(lab, archive)
+    assert r.returncode != 0 and name + DATA[fmt] in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_a_backup_under_way_on_a_slow_target_does_not_look_complete(lab):
+    from test_qemu_backup import _finished, _start_backup
+
+    name = "slow"
+    _initial, image = _image(lab, name, "raw", 24 * MiB, 20 * MiB)
+    vm = lab.start(name, image, "raw")
+    log = str(lab.root / "slow.log")
+    proc = _start_backup(lab, name, log, DISK_BACKUP_FORMAT="thin")
+    (partial,) = glob.glob(os.path.join(glob.escape(os.path.join(lab.volume, name)), "*-partial"))
+    assert lab.backups(name) == [] and not os.path.exists(os.path.join(partial, "hotvcb.json"))
+    r = _verify(lab, partial)
+    assert r.returncode != 0, r.stdout + r.stderr
+    rc, text = _finished(proc, log)
+    assert rc == 0, text
+    no_leftovers(lab, vm)
+    (good,) = lab.backups(name)
+    assert _verify(lab, good).returncode == 0
