@@ -266,9 +266,10 @@ def test_an_empty_qcow2_image_copied_raw(lab):
     assert _verify(lab, good).returncode == 0
 
 
-def test_a_huge_sparse_raw_image_is_digested_by_its_data_not_its_size(lab):
+@pytest.mark.parametrize("fmt", ["raw", "thin"])
+def test_a_huge_sparse_raw_image_is_digested_by_its_data_not_its_size(lab, fmt):
     """256 GiB virtual, 3 MiB of data: the source digest skips the holes (a full read would take minutes)."""
-    name = "sparse"
+    name = "sparse-" + fmt
     size = 256 << 30
     image, _keep = odd_image(lab, name, 3 * MiB)
     with open(image, "r+b") as f:
@@ -277,13 +278,13 @@ def test_a_huge_sparse_raw_image_is_digested_by_its_data_not_its_size(lab):
         f.truncate(size)
     keep = open(image, "rb").read(3 * MiB)
     vm = lab.start(name, image, "raw")
-    rc, out = backup(lab, name, "raw")
+    rc, out = backup(lab, name, fmt)
     assert rc == 0, out
     no_leftovers(lab, vm)
     (good,) = lab.backups(name)
-    copy = os.path.join(good, name + ".raw")
+    copy = os.path.join(good, name + DATA[fmt])
     assert os.path.getsize(copy) == size and os.stat(copy).st_blocks * 512 < 64 * MiB
-    entry = files_of(good)[name + ".raw"]
+    entry = files_of(good)[name + DATA[fmt]]
     assert entry["size"] == size
     assert _verify(lab, good).returncode == 0
     with open(copy, "rb") as f:
