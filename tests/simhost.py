@@ -141,6 +141,35 @@ def kill(pid: int, sig=signal.SIGKILL):
         pass
 
 
+def change_during_run(host: Host, args, ready, what: str, change):
+    """hotvcb `args` in the background, and `change()` done to the host once `ready()`: (exit code,
+    output). Pass or fail, the run is killed after."""
+    run = hotvcb_background(host, *args)
+    try:
+        wait_for(ready, timeout=60, what=what)
+        change()
+        out, _ = run.communicate(timeout=120)
+    finally:
+        kill(run.pid)
+    return run.returncode, out
+
+
+def sigterm_when(run: subprocess.Popen, ready, what: str, hung: str):
+    """SIGTERM `run` once `ready()`: (its output, seconds from the signal to its end). Pass or fail,
+    the run is killed after, and so is the hung question whose pid the file `hung` holds."""
+    try:
+        wait_for(ready, timeout=60, what=what)
+        began = time.monotonic()
+        run.send_signal(signal.SIGTERM)
+        out, _ = run.communicate(timeout=60)
+        return out, time.monotonic() - began
+    finally:
+        kill(run.pid)
+        pid = open(hung).read().strip() if os.path.exists(hung) else ""
+        if pid:
+            kill(int(pid))
+
+
 def listing(host: Host, conf: str, vm=None):
     """`hotvcb list --json`'s backups."""
     r = hotvcb(host, "list", "--json", "-g", conf, *([vm] if vm else []))

@@ -10,7 +10,6 @@ import collections
 import json
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import threading
@@ -19,7 +18,7 @@ import time
 import pytest
 
 from esxisim import proclog, snapshots
-from simhost import (REPO, backups, hotvcb, hotvcb_background, kill, lock_pid, needs_root, ours, sealed,
+from simhost import (REPO, backups, hotvcb, hotvcb_background, lock_pid, needs_root, ours, sealed, sigterm_when,
                      snapshot_names, wait_for, wrap_tool, write_conf)
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -151,17 +150,8 @@ def test_sigterm_while_a_question_of_the_runs_start_hangs_ends_the_run_promptly_
     # the version: asked ahead, and waited for by the log's first line
     wrap_tool(host, "vmware", 'echo $$ > %s; exec sleep 300' % shlex.quote(str(hung)))
     run = hotvcb_background(host, "backup", "-m", "alpha", "-g", write_conf(host), "-w", tmp_path / "work")
-    try:
-        wait_for(lambda: hung.exists() and hung.stat().st_size and lock_pid(host), timeout=60,
-                 what="the version to hang")
-        began = time.monotonic()
-        run.send_signal(signal.SIGTERM)
-        out, _ = run.communicate(timeout=60)
-        took = time.monotonic() - began
-    finally:
-        kill(run.pid)
-        if hung.exists() and hung.read_text().strip():
-            kill(int(hung.read_text()))
+    out, took = sigterm_when(run, lambda: hung.exists() and hung.stat().st_size and lock_pid(host),
+                             "the version to hang", str(hung))
     assert run.returncode == 2 and "Traceback" not in out, (run.returncode, out)
     assert took < 15, "a hung question of the run's start held its end %d s" % took
     assert ours(host, vmid) == [] and not backups(host, "alpha") and lock_pid(host) is None, out

@@ -10,12 +10,12 @@ import socket
 import stat
 import subprocess
 import sys
-import time
 
 import pytest
 
 from hotvcb.jobs.restore_scratch import record_of
 from qemuvm import kill_tree
+from restorerecords import KEPT, dead_pid, survives, victim, write_record
 from simhost import VOLUME, hotvcb, hotvcb_background, needs_root, wait_for, write_conf
 from sshsite import replace_host_python, site  # noqa: F401 (the fixture)
 
@@ -25,35 +25,10 @@ DS1 = "/vmfs/volumes/datastore1"
 MACHINE = "esxi01"  # the simulated host's hostname, which hotvcb sees inside its namespace
 
 
-def dead_pid() -> int:
-    p = subprocess.Popen(["true"])
-    p.wait()
-    return p.pid
-
-
 def record(host, name, pid, path, machine=None, root=DS1, raw=None, age=3600):
     """Write `<root>/<name>.owner` as a restore would (or raw text), last touched `age` seconds ago:
     without this host's id in it, only a record whose heartbeat stopped is a dead restore's."""
-    text = raw if raw is not None else "run=abcdef012345 machine=%s pid=%d started=1700000000\npath=%s\n" % (
-        machine or MACHINE, pid, path)
-    real = host.real(root + "/" + name + ".owner")
-    with open(real, "w", encoding="utf-8") as f:
-        f.write(text)
-    then = time.time() - age
-    os.utime(real, (then, then))
-
-
-def victim(host, path):
-    """A folder with a file in it that must survive; its real path."""
-    real = host.real(path)
-    os.makedirs(real, exist_ok=True)
-    with open(os.path.join(real, "precious.vmdk"), "w") as f:
-        f.write("data")
-    return real
-
-
-def survives(real):
-    return os.path.exists(os.path.join(real, "precious.vmdk"))
+    write_record(host.real(root + "/" + name + ".owner"), machine or MACHINE, pid, path, raw=raw, age=age)
 
 
 def no_traceback(r):
@@ -76,7 +51,7 @@ def test_forged_record_never_deletes_outside_its_own_datastore(host):
     }
     reals = {}
     for name, path in cases.items():
-        reals[name] = victim(host, path if "/link/" not in path else VOLUME + "/web/" + name)
+        reals[name] = victim(host.real(path if "/link/" not in path else VOLUME + "/web/" + name))
         record(host, name, pid, path)
     r = hotvcb(host, "cleanup", "-g", conf)
     no_traceback(r)
@@ -88,7 +63,7 @@ def test_forged_record_never_deletes_outside_its_own_datastore(host):
 
 def scratch(host, name, root=DS1):
     """A scratch folder `<root>/<name>` with a file, as an unpacked backup; its real path."""
-    return victim(host, root + "/" + name)
+    return victim(host.real(root + "/" + name))
 
 
 def exists(host, path):
@@ -99,10 +74,10 @@ def test_symlinked_scratch_folder_or_record_never_takes_what_it_points_at(host):
     """A `.hotvcb-extract-*` entry that is a symlink to a VM's folder (or a record that is a symlink
     to a VM's .vmx) is removed as a link: the VM's files stay."""
     conf = write_conf(host)
-    web = victim(host, DS1 + "/web")
+    web = victim(host.real(DS1 + "/web"))
     os.symlink(web, host.real(DS1 + "/.hotvcb-extract-5-1-eeeeee"))
     record(host, ".hotvcb-extract-5-1-eeeeee", dead_pid(), DS1 + "/.hotvcb-extract-5-1-eeeeee")
-    os.symlink(os.path.join(web, "precious.vmdk"), host.real(DS1 + "/.hotvcb-extract-6-1-ffffff.owner"))
+    os.symlink(os.path.join(web, KEPT), host.real(DS1 + "/.hotvcb-extract-6-1-ffffff.owner"))
     r = hotvcb(host, "cleanup", "-g", conf)
     no_traceback(r)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -228,7 +203,7 @@ def test_a_folder_that_cannot_be_removed_is_one_error_and_the_others_still_go(ho
     record(host, ".hotvcb-extract-1-1-aaaaaa", dead_pid(), DS1 + "/.hotvcb-extract-1-1-aaaaaa")
     fine = scratch(host, ".hotvcb-extract-2-1-bbbbbb")
     record(host, ".hotvcb-extract-2-1-bbbbbb", dead_pid(), DS1 + "/.hotvcb-extract-2-1-bbbbbb")
-    frozen = os.path.join(stuck, "precious.vmdk")
+    frozen = os.path.join(stuck, KEPT)
     if subprocess.run(["chattr", "+i", frozen], capture_output=True).returncode != 0:
         pytest.skip("chattr +i does not work here")
     try:
@@ -238,7 +213,7 @@ def test_a_folder_that_cannot_be_removed_is_one_error_and_the_others_still_go(ho
     no_traceback(r)
     assert not os.path.exists(fine), "one undeletable folder stopped the sweep\n" + r.stdout + r.stderr
     assert r.returncode != 0, r.stdout + r.stderr
-    assert "precious.vmdk" in r.stdout + r.stderr or ".hotvcb-extract-1-1-aaaaaa" in r.stdout + r.stderr
+    assert KEPT in r.stdout + r.stderr or ".hotvcb-extract-1-1-aaaaaa" in r.stdout + r.stderr
     assert exists(host, DS1 + "/.hotvcb-extract-1-1-aaaaaa.owner"), r.stdout
     assert "cleanup: 1 leftover(s) removed, 1 failed" in r.stdout, r.stdout
 

@@ -4,13 +4,12 @@ the question asked while the VM before is copied and the answer's use."""
 
 import os
 import signal
-import time
 
 import pytest
 
 from esxisim import proclog, snapshots
-from simhost import (backups, hotvcb_background, kill, lock_pid, make_host, needs_root, ours, sealed,
-                     snapshot_names, wait_for, wrap_tool, write_conf)
+from simhost import (backups, change_during_run, hotvcb_background, kill, lock_pid, make_host, needs_root, ours,
+                     sealed, sigterm_when, snapshot_names, wait_for, wrap_tool, write_conf)
 
 FIRST, SECOND, THIRD = "älpha 1", "bëta \"2\" 'x'", "gämma 3"
 
@@ -30,14 +29,8 @@ def _two_vms(host, second_power="on", delay=4, second_size="4M"):
 
 def _run_changing_second(host, tmp_path, second, change, **conf):
     """backup -a of both VMs; `change` runs once the second VM was asked about during the first's copy."""
-    run = hotvcb_background(host, "backup", "-a", "-g", write_conf(host, **conf), "-w", tmp_path / "work")
-    try:
-        wait_for(lambda: _asked_ahead(host, second), timeout=60, what="the second VM asked about ahead")
-        change()
-        out, _ = run.communicate(timeout=120)
-    finally:
-        kill(run.pid)
-    return run.returncode, out
+    return change_during_run(host, ["backup", "-a", "-g", write_conf(host, **conf), "-w", tmp_path / "work"],
+                             lambda: _asked_ahead(host, second), "the second VM asked about ahead", change)
 
 
 @needs_root
@@ -187,16 +180,7 @@ def test_sigterm_while_a_question_asked_ahead_hangs_ends_the_run_promptly_and_cl
     # the power state is asked uninterruptibly (cleanup asks it after a signal): the harder one to hang
     first, second, hung = _two_vms_the_second_ones_question_hangs(host, tmp_path, "vmsvc/power.getstate")
     run = hotvcb_background(host, "backup", "-a", "-g", write_conf(host), "-w", tmp_path / "work")
-    try:
-        wait_for(lambda: os.path.exists(hung) and os.path.getsize(hung), timeout=60, what="a question to hang")
-        began = time.monotonic()
-        run.send_signal(signal.SIGTERM)
-        out, _ = run.communicate(timeout=60)
-        took = time.monotonic() - began
-    finally:
-        kill(run.pid)
-        with open(hung) as f:
-            kill(int(f.read()))  # the hung question itself
+    out, took = sigterm_when(run, lambda: os.path.exists(hung) and os.path.getsize(hung), "a question to hang", hung)
     assert run.returncode == 2 and "Traceback" not in out, (run.returncode, out)
     assert took < 15, "a hung read-only question held the run's end %d s" % took
     assert ours(host, first) == [] and ours(host, second) == [], out

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from qemuvm import PYTHON, env, kill_tree, needs_qemu, slow_qemu_img, wait_until
+from restorerecords import dead_pid, survives, victim, write_record
 from test_outsider_crosshv import esxi_backup, gz_backup
 
 pytestmark = needs_qemu
@@ -46,12 +47,6 @@ def sigkill(p):
     kill_tree(p.pid)
 
 
-def dead_pid():
-    p = subprocess.Popen(["true"])
-    p.wait()
-    return p.pid
-
-
 def digest(path):
     return hashlib.sha1(path.encode()).hexdigest()[:16]
 
@@ -59,25 +54,8 @@ def digest(path):
 def record(folder, path, pid=None, host=HOST_ID, name=None, raw=None, age=0):
     """A record as a restore writes it, `<folder>/<name>` (default: the VM folder's digest name)."""
     name = name or ".hotvcb-restoring-%s.owner" % digest(path)
-    f = os.path.join(str(folder), name)
-    with open(f, "w", encoding="utf-8") as fh:
-        fh.write(raw if raw is not None else "run=abcdef012345 machine=%s pid=%s started=1700000000 host=%s\npath=%s\n"
-                 % (MACHINE, dead_pid() if pid is None else pid, host, path))
-    if age:
-        then = time.time() - age
-        os.utime(f, (then, then))
-    return f
-
-
-def victim(path):
-    os.makedirs(path, exist_ok=True)
-    with open(os.path.join(path, "precious"), "w") as f:
-        f.write("data")
-    return path
-
-
-def survives(path):
-    return os.path.exists(os.path.join(path, "precious"))
+    return write_record(os.path.join(str(folder), name), MACHINE, dead_pid() if pid is None else pid, path,
+                        host=host, raw=raw, age=age)
 
 
 def converting(out, names, timeout=60):

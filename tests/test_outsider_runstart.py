@@ -11,8 +11,8 @@ import time
 import pytest
 
 from esxisim import proclog
-from simhost import (backups, hotvcb, hotvcb_background, kill, lock_pid, needs_root, ours, sealed, wait_for,
-                     wrap_tool, write_conf)
+from simhost import (backups, change_during_run, hotvcb, hotvcb_background, kill, lock_pid, needs_root, ours, sealed,
+                     wait_for, wrap_tool, write_conf)
 
 VM = "Wéb \"prod\" 'x' 1"
 ACTING = ("snapshot.create", "snapshot.remove", "snapshot.removeall", "power.off", "power.on",
@@ -184,27 +184,26 @@ def test_parallel_one_vm_unregistered_after_the_inventory_the_other_is_backed_up
     assert lock_pid(host) is None
 
 
-def _stall_free_space(host, tmp_path):
+def _free_space_asked_then(host, tmp_path, meanwhile, *args):
+    """Run hotvcb `args` with its target's free space held unanswered until `meanwhile()` has changed
+    the host: (exit code, output)."""
     asked, go = tmp_path / "info-asked", tmp_path / "info-go"
     wrap_tool(host, "vim-cmd", 'if [ "$1" = hostsvc/datastore/info ]; then touch %s; n=0; '
               'while [ ! -e %s ] && [ $n -lt 300 ]; do sleep 0.1; n=$((n+1)); done; fi'
               % (shlex.quote(str(asked)), shlex.quote(str(go))))
-    return asked, go
+
+    def change():
+        meanwhile()
+        go.touch()
+    return change_during_run(host, args, asked.exists, "the target's free space asked", change)
 
 
 @needs_root
 def test_backup_target_unmounted_between_the_listing_and_its_free_space(host, tmp_path):
     vmid = host.create_vm(VM, "datastore1", [{"size": "4M"}], power="on")
-    asked, go = _stall_free_space(host, tmp_path)
-    run = hotvcb_background(host, "backup", "-m", VM, "-g", write_conf(host), "-w", tmp_path / "work")
-    try:
-        wait_for(asked.exists, timeout=60, what="the target's free space asked")
-        host.remove_datastore("backup")
-        go.touch()
-        out, _ = run.communicate(timeout=120)
-    finally:
-        kill(run.pid)
-    assert run.returncode not in (0, 2) and "Traceback" not in out, (run.returncode, out)
+    code, out = _free_space_asked_then(host, tmp_path, lambda: host.remove_datastore("backup"),
+                                       "backup", "-m", VM, "-g", write_conf(host), "-w", tmp_path / "work")
+    assert code not in (0, 2) and "Traceback" not in out, (code, out)
     assert len(_errors(out)) == 1 and "backup" in _errors(out)[0], out
     assert ours(host, vmid) == [] and lock_pid(host) is None, out
 
@@ -215,17 +214,10 @@ def test_restore_whose_target_datastore_disappears_during_its_questions(host, tm
     r = hotvcb(host, "backup", "-m", "alpha", "-g", write_conf(host), "-w", tmp_path / "work")
     assert r.returncode == 0, r.stdout + r.stderr
     backup = "/vmfs/volumes/backup/hotvcb/alpha/" + sealed(host, "alpha")[0]
-    asked, go = _stall_free_space(host, tmp_path)
-    run = hotvcb_background(host, "restore", backup, "--datastore", "ds5", "--name", "beta")
-    try:
-        wait_for(asked.exists, timeout=60, what="the target's free space asked")
-        ds5 = host.ds_dir("ds5")
-        host.remove_datastore("ds5")
-        go.touch()
-        out, _ = run.communicate(timeout=120)
-    finally:
-        kill(run.pid)
-    assert run.returncode not in (0, 2) and "Traceback" not in out, (run.returncode, out)
+    ds5 = host.ds_dir("ds5")
+    code, out = _free_space_asked_then(host, tmp_path, lambda: host.remove_datastore("ds5"),
+                                       "restore", backup, "--datastore", "ds5", "--name", "beta")
+    assert code not in (0, 2) and "Traceback" not in out, (code, out)
     assert len(_errors(out)) == 1 and "ds5" in _errors(out)[0], out
     assert os.listdir(ds5) == [] or all(not e.startswith(("beta", ".hotvcb")) for e in os.listdir(ds5)), out
     assert "beta" not in [host.display_name(v) for v in host.vms()]

@@ -5,17 +5,13 @@ import datetime
 import importlib.util
 import json
 import os
-import subprocess
 
 import pytest
-from repotool import PYTHON, age, backup, corrupt_one_chunk, make_disk, new_repo, same, scatter
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from repotool import age, backup, cli, corrupt_one_chunk, make_disk, new_repo, same, scatter
 
 
 def hotvcb(*args):
-    return subprocess.run([PYTHON, "-m", "hotvcb"] + [str(a) for a in args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=120, env=dict(os.environ, PYTHONPATH=ROOT))
+    return cli(*args, timeout=120)
 
 
 @pytest.fixture

@@ -9,18 +9,13 @@ import subprocess
 import time
 
 import pytest
-from repotool import PYTHON, ROOT, MiB, age, backup, corrupt_one_chunk, make_disk, new_repo
+from repotool import PYTHON, ROOT, MiB, age, backup, cli, corrupt_one_chunk, make_disk, new_repo
 
 from hotvcb.errors import RepoError
 from hotvcb.repo import gc
 from hotvcb.repo.reader import restore_disk
 from hotvcb.repo.repository import DAMAGED, PACKS, SNAPSHOTS
 from hotvcb.repo.verify import verify
-
-
-def cli(*args):
-    return subprocess.run([PYTHON, "-m", "hotvcb"] + [str(a) for a in args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=60, env=dict(os.environ, PYTHONPATH=ROOT))
 
 
 @pytest.fixture

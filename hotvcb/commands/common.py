@@ -220,7 +220,8 @@ class WorkDir:
 def connect(target: Target, log: Optional[RunLog] = None) -> Hypervisor:
     """The hypervisor driver for this run: the ESXi host we run on, or the --host one over SSH,
     or (--qemu DIR) the QEMU VMs on this machine, or (--libvirt) its libvirt domains.
-    `log` takes what a driver has to say (libvirt: why a backup is full, not incremental).
+    `log` takes what a driver has to say (libvirt: why a backup is full, not incremental; ESXi: that
+    the host's release is unknown).
 
     The work dir, config and list files stay on this machine either way.
     """
@@ -232,4 +233,4 @@ def connect(target: Target, log: Optional[RunLog] = None) -> Hypervisor:
         from ..hosts.qemu import QemuHost
         return QemuHost(LocalShell(), target.qemu)
     from ..hosts.esxi import EsxiHost
-    return EsxiHost(SshShell(target.ssh).open()) if target.ssh is not None else EsxiHost(LocalShell())
+    return EsxiHost(SshShell(target.ssh).open() if target.ssh is not None else LocalShell(), log)

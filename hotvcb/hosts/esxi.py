@@ -6,6 +6,7 @@ many faults with exit status 0, so its output is checked for a fault block
 as well as its exit status.
 """
 
+import io
 import re
 import time
 from typing import Dict, List, Optional, Tuple
@@ -14,6 +15,7 @@ from .. import vmdk
 from ..background import Kept
 from ..errors import CommandFailed, CopyError, HostError, SnapshotError, TimeoutExpired, VmGone, VmNotFound
 from ..model import DatastoreInfo, Disk, Snapshot, SnapshotTree, Vm, VmRef
+from ..runlog import RunLog
 from ..settings import DISK_FORMATS
 from ..shell import Shell
 from ..treeview import ScannedShell
@@ -49,12 +51,15 @@ class EsxiHost:
     runs_in_guest = False
     run_dir = "/var/run"  # the host's run lock and id (ramdisk: a reboot ends every run anyway)
 
-    def __init__(self, shell: Shell):
+    def __init__(self, shell: Shell, log: Optional[RunLog] = None):
         self.shell = shell
+        self.log = log or RunLog("info", stream=io.StringIO())  # no log given: a contract check, a listing
         # the driver's reads of VM folders and disk descriptors: one scan per folder, kept
         # until the next host command (which may change them: a snapshot, a clone)
         self._files = ScannedShell(shell)
-        self._version = Kept()  # type: Kept[str]
+        self._version = Kept()  # type: Kept[Tuple[str, str]]
+        # the log was told the host's release is unknown: once, of all the threads that copy
+        self._unknown_said = Kept()  # type: Kept[bool]
         self._name = Kept()  # type: Kept[str]
         self._invalid = []  # type: List[str]
         self._multiextent = False
@@ -74,9 +79,15 @@ class EsxiHost:
 
     # -- host ----------------------------------------------------------------
     def describe(self) -> str:
-        def ask() -> str:
+        return self._release()[0] or "unknown ESXi"
+
+    def _release(self) -> Tuple[str, str]:
+        """(`vmware -v`'s line naming the host's ESX(i) release or "", what it printed instead)."""
+        def ask() -> Tuple[str, str]:
             out = self.shell.run(["/bin/vmware", "-v"], timeout=60)
-            return out.output.strip() if out.returncode == 0 else "unknown ESXi"
+            line = vimcmd.version_line(out.output) if out.returncode == 0 else ""
+            said = next((l.strip() for l in out.output.splitlines() if l.strip()), "nothing")
+            return line, said if out.returncode == 0 else "exit %d: %s" % (out.returncode, said)
         return self._version.get(ask)
 
     def host_name(self) -> str:
@@ -86,10 +97,20 @@ class EsxiHost:
             return out.output.strip() if out.returncode == 0 and out.output.strip() else "unknown"
         return self._name.get(ask)
 
-    def _wants_adapter_flag(self) -> bool:
-        """vmkfstools ignores (and warns about) -a from ESXi 6.5 on."""
-        m = re.search(r"(\d+)\.(\d+)\.\d+", self.describe())
-        return m is not None and (int(m.group(1)), int(m.group(2))) < (6, 5)
+    def _wants_adapter_flag(self, adapter: str) -> bool:
+        """vmkfstools ignores (and warns about) -a from ESXi 6.5 on, and older hosts need it for the
+        copy's adapter type: a host whose release is unknown gets it too, the one choice safe on both."""
+        line, said = self._release()
+        version = vimcmd.parse_version(line)
+
+        def say() -> bool:
+            self.log.warning("the host's ESXi release is unknown (`vmware -v` printed %r, not \"VMware ESXi X.Y.Z "
+                             "build-N\"): vmkfstools is given -a %s as ESXi before 6.5 needs (later releases ignore "
+                             "it with a warning)" % (said[:100], adapter))
+            return True
+        if version is None:
+            self._unknown_said.get(say)
+        return version is None or version[:2] < (6, 5)
 
     def _vim(self, args: List[str], timeout: float = 300, interruptible: bool = True) -> str:
         # a query leaves the files as they are; anything else may change them (a snapshot, a
@@ -327,7 +348,7 @@ class EsxiHost:
         if fmt == "2gbsparse" or self._is_2gbsparse(disk.path):
             self._load_multiextent()
         argv = [VMKFSTOOLS, "-i", disk.path, "-d", fmt]
-        if self._wants_adapter_flag():
+        if self._wants_adapter_flag(disk.adapter):
             argv += ["-a", disk.adapter]
         argv.append(dst)
 

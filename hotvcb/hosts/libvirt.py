@@ -8,8 +8,9 @@ in-guest hooks, below):
   `virsh dumpxml` gives the disks (`<target dev>` is the disk's key; CD-ROMs
   and floppies are no disks; read-only, shareable, transient and network
   disks are skipped with the reason).
-- snapshot: `virsh backup-begin` in pull mode with a checkpoint named as the
-  job names its snapshot, the run record in the checkpoint's description.
+- snapshot: `virsh backup-begin` in pull mode (pulljob.py) with a checkpoint
+  named as the job names its snapshot, the run record in the checkpoint's
+  description.
   From then on libvirt serves each disk as it was at that instant over NBD
   on a unix socket of ours (writes of the guest go on; qemu copies the old
   data to a scratch file first). With a checkpoint of ours to start from,
@@ -47,16 +48,14 @@ The host is this machine: the NBD socket and the images are local files, so
 a remote URI (qemu+ssh://) is refused.
 """
 
-import hashlib
 import io
 import re
-import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Dict, List, NoReturn, Optional, Set, Tuple
 
-from ..errors import CopyError, HostError, SnapshotError, TimeoutExpired, VmNotFound
+from ..errors import CopyError, HostError, SnapshotError, VmNotFound
 from ..runlog import RunLog
 from ..model import Disk, Snapshot, Vm, VmRef
 from ..shell import Shell
@@ -65,23 +64,14 @@ from ..store.chain import chain_length, written_after_seal
 from . import nbdcopy, qemuimg
 from .checkpoints import Checkpoints
 from .qemu import LocalKvmHost
+from .pulljob import PullJobs, checkpoint_fault, job_snapshot, own_folder, safe
 from .qemu_overlays import OUR_MARK
 from .qga import run_in_guest
-from .virsh import DEFAULT_URI, BackupDisk, BackupJob, Virsh, VirshError, together
+from .virsh import DEFAULT_URI, BackupJob, Virsh, VirshError, together
 
 CONFIG_NAME = "domain.xml"
 CHECKPOINT_FILE = "hotvcb-checkpoint"  # in a backup: the checkpoint it was taken at
 MAX_CHAIN = 7  # incrementals on one full: then a full again, so rotation can free space
-QUIESCE_TIMEOUT = 60.0
-POLL = 0.2
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-def _own_folder(domain: str) -> str:
-    """The domain's folder name under the run dir: readable, and its alone. `web 1` and `web_1`
-    sanitise alike, and sharing a folder, one's backup cleared the other's scratch as a dead
-    run's; a short hash of the exact name tells them apart."""
-    return "%s-%s" % (_UNSAFE.sub("_", domain)[:100], hashlib.sha256(domain.encode("utf-8")).hexdigest()[:8])
 
 
 @dataclass
@@ -121,7 +111,7 @@ class LibvirtHost(LocalKvmHost):
         self.shell, self.uri, self.qemu_img = shell, uri, qemu_img
         self.virsh = Virsh(shell, uri)
         self.log = log or RunLog("info", stream=io.StringIO())  # no log given: a contract check, a listing
-        self.run_dir = run_root.rstrip("/") + "/libvirt-" + _UNSAFE.sub("_", uri.split("://", 1)[-1]).strip("_")
+        self.run_dir = run_root.rstrip("/") + "/libvirt-" + safe(uri.split("://", 1)[-1]).strip("_")
         self._formats = {}  # type: Dict[str, str]  # image path -> format
         self._active = {}  # type: Dict[str, _Active]  # snapshot name -> its job
         # domain -> `uid:gid` its QEMU runs as, from load_vm's live XML: the NBD socket's folder is
@@ -130,6 +120,7 @@ class LibvirtHost(LocalKvmHost):
         self.checkpoints = Checkpoints(self.virsh, self.log)  # the leftover check's list serves the job
         self._sizes = {}  # type: Dict[str, Tuple[int, int]]  # image -> qemuimg.sizes, for the VM load_vm read
         self._downed = set()  # type: Set[str]  # domains this run shut down or powered off
+        self.jobs = PullJobs(shell, self.virsh, self.log, self.run_dir)
 
     # -- host ----------------------------------------------------------------
     def describe(self) -> str:
@@ -153,7 +144,7 @@ class LibvirtHost(LocalKvmHost):
             raise
         root = _parse(live, ref.name)
         self._owners[ref.name] = _qemu_owner(root)
-        folder = self.run_dir + "/vms/" + _own_folder(ref.name)
+        folder = self.run_dir + "/vms/" + own_folder(ref.name)
         self.shell.makedirs(folder)  # where a power-down marker of ours goes
         vm = Vm(ref=ref, datastore="", folder=folder, vmx=DomainConfig(inactive), uuid=root.findtext("uuid") or "")
         for d in root.findall("devices/disk"):
@@ -218,11 +209,10 @@ class LibvirtHost(LocalKvmHost):
         job (one virsh start's time) and kept for create_snapshot."""
         job, listed = together(lambda: self.virsh.backup_job(vm.name), lambda: self.checkpoints.listed(vm.name))
         if job is None:  # a run killed after its job ended left its scratch folder, named after its checkpoint
-            jobs = self._jobs_dir(vm.name)
-            left = set(self.shell.listdir(jobs)) if self.shell.isdir(jobs) else set()
+            left = self.jobs.left(vm.name)
             return [Snapshot(id=c, name=c, description=self.virsh.checkpoint_description(vm.name, c), created="",
                              state="", depth=0) for c in listed if c in left]
-        name = _job_snapshot(job)
+        name = job_snapshot(job)
         if not name:
             return [Snapshot(id="libvirt-backup-job", name="a libvirt backup job of another tool", description="",
                              created="", state="", depth=0, foreign_job=True)]
@@ -253,19 +243,11 @@ class LibvirtHost(LocalKvmHost):
         since = ours[-1] if ours else ""
         if not since:
             self.log.info("%s: no checkpoint of ours to start from: a full backup" % vm.name)
-        jobs = self._jobs_dir(vm.name)
-        for stale in self.shell.listdir(jobs) if self.shell.isdir(jobs) else []:
-            self.shell.remove_tree(jobs + "/" + stale)  # of a run that died after its job ended (we hold the lock)
-        scratch = "%s/%s" % (jobs, name)
-        self.shell.makedirs(scratch + "/nbd")
-        owner = self._owners.get(vm.name, "")
-        if owner:  # QEMU (not root) creates the NBD socket in it; the folder stays closed to others
-            self.shell.run(["chown", owner, scratch + "/nbd"], timeout=30)
-        self.shell.chmod(scratch + "/nbd", 0o700)
+        scratch = self.jobs.prepare(vm.name, name, self._owners.get(vm.name, ""))
         try:
-            job = self._begin(vm, name, description, disks, scratch, since, quiesce, timeout)
+            job = self.jobs.begin(vm, name, description, disks, self._formats, scratch, since, quiesce, timeout)
         except VirshError as err:
-            if not since or not _checkpoint_fault(err.text):  # a lock timeout, a domain gone: the checkpoint is fine
+            if not since or not checkpoint_fault(err.text):  # a lock timeout, a domain gone: the checkpoint is fine
                 self.shell.remove_tree(scratch)
                 raise SnapshotError("backup-begin of %s failed: %s" % (vm.name, err.text)) from err
             # the checkpoint cannot serve (its bitmap is gone or inconsistent: a crash, a restart without it)
@@ -275,7 +257,7 @@ class LibvirtHost(LocalKvmHost):
             ours.remove(since)
             since = ""
             try:
-                job = self._begin(vm, name, description, disks, scratch, since, quiesce, timeout)
+                job = self.jobs.begin(vm, name, description, disks, self._formats, scratch, since, quiesce, timeout)
             except VirshError as again:
                 self.shell.remove_tree(scratch)
                 raise SnapshotError("backup-begin of %s failed: %s" % (vm.name, again.text)) from again
@@ -291,90 +273,16 @@ class LibvirtHost(LocalKvmHost):
         return Snapshot(id=name, name=name, description=description,
                         created=datetime.now().isoformat(timespec="seconds"), state="", depth=0)
 
-    def _begin(self, vm: Vm, name: str, description: str, disks: List[Disk], scratch: str, since: str,
-               quiesce: bool, timeout: float) -> BackupJob:
-        """backup-begin; the job as it was asked for (exports named by the disks' keys, as libvirt
-        names them by default, bitmaps `backup-<key>`), which is the job libvirt runs once it said yes."""
-        chosen = {d.key for d in disks}
-        socket = scratch + "/nbd/nbd.sock"
-        backup = ET.Element("domainbackup", mode="pull")
-        if since:
-            ET.SubElement(backup, "incremental").text = since
-        ET.SubElement(backup, "server", transport="unix", socket=socket)
-        checkpoint = ET.Element("domaincheckpoint")
-        ET.SubElement(checkpoint, "name").text = name
-        ET.SubElement(checkpoint, "description").text = description
-        bdisks, cdisks = ET.SubElement(backup, "disks"), ET.SubElement(checkpoint, "disks")
-        exports = []  # type: List[BackupDisk]
-        for d in vm.disks:
-            if d.key in chosen:
-                el = ET.SubElement(bdisks, "disk", name=d.key, backup="yes", type="file", exportname=d.key)
-                file = "%s/%s.scratch" % (scratch, _UNSAFE.sub("_", d.key))
-                ET.SubElement(el, "scratch", file=file)
-                # only a qcow2 image keeps a dirty bitmap: any other disk is copied in full every time
-                bitmap = self._formats.get(d.path) == "qcow2"
-                if since and not bitmap:
-                    el.set("backupmode", "full")
-                elif since:
-                    el.set("exportbitmap", "backup-" + d.key)
-                ET.SubElement(cdisks, "disk", name=d.key, checkpoint="bitmap" if bitmap else "no")
-                dirty = since and bitmap
-                exports.append(BackupDisk(d.key, d.key, "backup-" + d.key if dirty else "", since if dirty else "",
-                                          file))
-            elif d.key != "?":
-                ET.SubElement(bdisks, "disk", name=d.key, backup="no")
-                ET.SubElement(cdisks, "disk", name=d.key, checkpoint="no")
-        bfile, cfile = scratch + "/backup.xml", scratch + "/checkpoint.xml"
-        self.shell.write_text(bfile, ET.tostring(backup, encoding="unicode"))
-        self.shell.write_text(cfile, ET.tostring(checkpoint, encoding="unicode"))
-        frozen = quiesce and self._freeze(vm)
-        try:
-            self.virsh.backup_begin(vm.name, bfile, cfile, timeout=max(timeout, 30.0))
-        finally:
-            if frozen:
-                self._thaw(vm)
-        return BackupJob(socket, since, exports)
-
-    def _freeze(self, vm: Vm) -> bool:
-        try:
-            self.virsh.fsfreeze(vm.name, QUIESCE_TIMEOUT)
-            return True
-        except TimeoutExpired:
-            self._thaw(vm)  # the freeze may have gone through after all: never leave it frozen
-            self.log.info("%s: the guest agent did not freeze the filesystems within %d s; backing up without "
-                          "quiescing" % (vm.name, QUIESCE_TIMEOUT))
-        except VirshError as err:
-            self.log.info("%s: not quiesced (%s); backing up crash-consistent" % (vm.name, err.text))
-        return False
-
-    def _thaw(self, vm: Vm) -> None:
-        try:
-            self.virsh.fsthaw(vm.name, QUIESCE_TIMEOUT)
-        except HostError as err:
-            self.log.error("!!! %s: THAWING THE GUEST'S FILESYSTEMS FAILED: %s -- run `virsh domfsthaw %s` now !!!"
-                           % (vm.name, err, vm.name))
-
     def remove_snapshot(self, vm: Vm, snap: Snapshot, timeout: float) -> None:
         """End the pull job named by snap, then keep only the checkpoint a complete backup holds."""
-        job = self.virsh.backup_job(vm.name)
-        if job is not None and _job_snapshot(job) == snap.name:
-            self.virsh.abort_job(vm.name)
-            deadline = time.monotonic() + timeout  # domjobabort may return before the job has ended
-            while self.virsh.backup_job(vm.name) is not None:
-                if time.monotonic() > deadline:
-                    raise TimeoutExpired("the end of %s's backup job" % vm.name, timeout)
-                time.sleep(POLL)
+        self.jobs.end(vm.name, snap.name, timeout)
         active = self._active.pop(snap.name, None)
         if active is not None and active.disks <= active.copied:  # the next incremental starts here
             for cp in active.older:
                 self.checkpoints.drop(vm.name, cp)
         else:  # a failed or a dead run's backup: no backup holds this checkpoint
             self.checkpoints.drop(vm.name, snap.name)
-        self.shell.remove_tree("%s/%s" % (self._jobs_dir(vm.name), snap.name))
-
-    def _jobs_dir(self, domain: str) -> str:
-        """Scratch files and the NBD socket of the domain's pull job: <run dir>/jobs/<domain>/<snapshot>/."""
-        return "%s/jobs/%s" % (self.run_dir, _own_folder(domain))
+        self.jobs.remove(vm.name, snap.name)
 
     # -- disks ---------------------------------------------------------------
     def copy_disk(self, disk: Disk, dst: str, fmt: str, progress=None) -> List[str]:
@@ -383,7 +291,7 @@ class LibvirtHost(LocalKvmHost):
         found = [(n, a) for n, a in self._active.items() if disk.key in a.disks]
         if not found:  # the domain is off (no snapshot was taken): its image holds still
             return qemuimg.copy_to(self.shell, disk, disk.path, self._formats.get(disk.path, "raw"),
-                                   "%s/%s" % (dst.rsplit("/", 1)[0], _UNSAFE.sub("_", disk.key)), fmt, progress,
+                                   "%s/%s" % (dst.rsplit("/", 1)[0], safe(disk.key)), fmt, progress,
                                    self.qemu_img)
         name, active = found[-1]
         exports = [d for d in active.job.disks if d.target == disk.key]
@@ -392,7 +300,7 @@ class LibvirtHost(LocalKvmHost):
         export, folder = exports[0], dst.rsplit("/", 1)[0]
         base = self._base(active, export.incremental, export.bitmap, disk, dst, fmt)
         if base:
-            out = "%s/%s.qcow2" % (folder, _UNSAFE.sub("_", disk.key))
+            out = "%s/%s.qcow2" % (folder, safe(disk.key))
             ranges, size = nbdcopy.dirty_ranges(self.shell, active.job.socket, export.export, export.bitmap,
                                                 self.qemu_img)
             self.log.info("%s: %s is incremental on %s: %d dirty range(s), %d MiB" % (
@@ -402,7 +310,7 @@ class LibvirtHost(LocalKvmHost):
             files = [out.rsplit("/", 1)[-1]]
         else:
             src = nbdcopy.export_uri(active.job.socket, export.export)
-            files = qemuimg.copy_to(self.shell, disk, src, "raw", "%s/%s" % (folder, _UNSAFE.sub("_", disk.key)),
+            files = qemuimg.copy_to(self.shell, disk, src, "raw", "%s/%s" % (folder, safe(disk.key)),
                                     fmt, progress, self.qemu_img)
         self.shell.write_text(folder + "/" + CHECKPOINT_FILE, "%s\n%s\n" % (name, active.made_at))
         active.copied.add(disk.key)
@@ -417,7 +325,7 @@ class LibvirtHost(LocalKvmHost):
                           "backup is full" % (active.domain, fmt))
             return ""
         volume = dst.rsplit("/", 3)[0]  # <volume>/<VM>/<backup>-partial/<disk>
-        disk_file = "%s.qcow2" % _UNSAFE.sub("_", disk.key)
+        disk_file = "%s.qcow2" % safe(disk.key)
         for b in reversed(layout.list_backups(self.shell, volume, active.domain)):
             if b.compressed or b.status != "ok":
                 continue
@@ -489,21 +397,6 @@ def _parse(text: str, name: str) -> ET.Element:
         return ET.fromstring(text)
     except ET.ParseError as err:
         raise HostError("virsh dumpxml %s printed no readable XML: %s" % (name, err)) from err
-
-
-def _checkpoint_fault(text: str) -> bool:
-    """backup-begin refused the checkpoint itself (gone, its bitmap missing or broken), so a full backup
-    may do without it. A timeout (libvirt's state lock held by another job) says nothing about it."""
-    low = text.lower()
-    return ("bitmap" in low or "checkpoint" in low) and "lock" not in low and "timed out" not in low
-
-
-def _job_snapshot(job: BackupJob) -> str:
-    """The snapshot (= checkpoint) name of a pull job of ours: its socket is .../jobs/<domain>/<name>/nbd/nbd.sock."""
-    parts = job.socket.split("/")
-    if len(parts) >= 5 and parts[-2] == "nbd" and parts[-5] == "jobs" and parts[-3].startswith(OUR_MARK):
-        return parts[-3]
-    return ""
 
 
 def _qemu_owner(root: ET.Element) -> str:

@@ -8,7 +8,7 @@ typo, ESX 4.x snapshot listings without an Id line.
 """
 
 import re
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from ..model import DatastoreInfo, Snapshot, VmRef
 
@@ -176,6 +176,25 @@ def _int(value: Optional[str]) -> int:
 
 
 _CLONE = re.compile(r"Clone: (\d+)% done")
+_VERSION = re.compile(r"\b(\d+)\.(\d+)(?:\.(\d+))?\s+build-")
+
+
+def parse_version(text: str) -> Optional[Tuple[int, ...]]:
+    """"VMware ESXi 7.0.3 build-20328353" -> (7, 0, 3)."""
+    m = _VERSION.search(text)
+    if not m:
+        return None
+    return tuple(int(g) for g in m.groups() if g is not None)
+
+
+def version_line(output: str) -> str:
+    """The line of `vmware -v`'s output that names ESX(i) and its version, "" if none does: every
+    release prints one such line (vmware-v_01, ESX Server 3i to 8.0), which a login shell's or a
+    wrapper's chatter may stand around."""
+    for line in output.splitlines():
+        if line.strip().startswith("VMware ESX") and parse_version(line):
+            return line.strip()
+    return ""
 
 
 def clone_percent(fragment: str) -> Optional[int]:

@@ -27,6 +27,7 @@ import time
 from typing import Callable, List, NamedTuple, Optional, Tuple
 
 from ..errors import HostError
+from ..hosts.vimcmd import parse_version
 from ..shell import LocalShell
 from ..pids import alive
 from . import Entry, Job, cron_line, has_marker, job_of, shell_line
@@ -62,14 +63,6 @@ def version_text(root: str = "/") -> str:
         return ""
     lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
     return lines[0] if lines else ""
-
-
-def parse_version(text: str) -> Optional[Tuple[int, ...]]:
-    """"VMware ESXi 7.0.3 build-20328353" -> (7, 0, 3)."""
-    m = re.search(r"\b(\d+)\.(\d+)(?:\.(\d+))?\s+build-", text)
-    if not m:
-        return None
-    return tuple(int(g) for g in m.groups() if g is not None)
 
 
 def _at(root: str, path: str) -> str:
