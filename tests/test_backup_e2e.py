@@ -451,3 +451,23 @@ def test_failed_compression_keeps_the_uncompressed_backup(host, tmp_path):
     assert "compression failed, keeping the uncompressed backup" in out
     assert sealed(host, "zipfail") == [partial[: -len("-partial")]]
     assert not [e for e in os.listdir(root) if e.endswith((".gz", ".tmp"))]
+
+
+def test_a_backup_moved_on_to_a_free_second_names_its_snapshot_after_it(host, tmp_path):
+    """A run begun in the second of the last backup (its folder takes the next free second) must not name its
+    snapshot as the last run did: on libvirt that name is the checkpoint the incremental stands on."""
+    from datetime import datetime, timedelta
+    vm = "Quick"
+    vmid = host.create_vm(vm, "datastore1", [{"size": "4M"}])
+    host.power_on(vmid)
+    root = backup_root(host, vm)
+    now = datetime.now()
+    taken = [(now + timedelta(seconds=k)).strftime("%Y-%m-%d_%H-%M-%S") for k in range(6)]
+    for ts in taken:
+        os.makedirs(os.path.join(root, "%s-%s" % (vm, ts)))
+    r = hotvcb(host, "backup", "-m", vm, "-g", write_conf(host, VM_BACKUP_ROTATION_COUNT=20), "-w", tmp_path / "work")
+    assert r.returncode == 0, r.stdout + r.stderr
+    [entry] = sealed(host, vm)
+    ts = entry[len(vm) + 1:]
+    assert ts not in taken, entry
+    assert 'Creating Snapshot "hotvcb-snapshot-%s"' % ts in r.stdout, r.stdout

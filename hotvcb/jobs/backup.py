@@ -369,7 +369,11 @@ class _VmBackup:
     def _snapshot(self, vm: Vm) -> None:
         if interrupt.pending():  # asked for no snapshot: none can show up late (see _cleanup)
             interrupt.raise_pending()
-        name = self.snapshot_name = SNAPSHOT_PREFIX + self.started.strftime(layout.TS_FORMAT)
+        # named after the second the backup folder claimed, which a run begun in the same second as the
+        # last one moves on by one: the last run's snapshot name (a libvirt checkpoint still kept under it,
+        # the next incremental's base) is then never this run's
+        named_at = self.sealer.named_at if self.sealer is not None else self.started
+        name = self.snapshot_name = SNAPSHOT_PREFIX + named_at.strftime(layout.TS_FORMAT)
         desc = "hotvcb backup %s, job %s" % (self.job.run_id.text(), self.job.job_name)
         self.log.info("Creating Snapshot \"%s\" for %s" % (name, vm.name))
         try:

@@ -44,6 +44,7 @@ class Sealer:
         self._digests = {}  # type: Dict[str, source_digest.Digest]  # relative name -> digest of its source
         self.root = layout.vm_root(settings.vm_backup_volume, vm.name)
         self.name = layout.backup_name(vm.name, started)
+        self.named_at = started  # the second the backup is named after: its snapshot is named after it too
         self.partial = self.root + "/" + self.name + layout.PARTIAL
         self.final = self.root + "/" + self.name
 
@@ -57,6 +58,7 @@ class Sealer:
             self.final = self.root + "/" + self.name
             taken = self.shell.exists(self.final) or self.shell.exists(self.final + ".gz")
             if not taken and self.shell.make_new_dir(self.partial):
+                self.named_at = when
                 self.shell.write_text(self.partial + "/" + OWNER, self.run.text() + "\n")
                 if self.heartbeat is not None:
                     self.heartbeat.watch(self.partial + "/" + OWNER)
