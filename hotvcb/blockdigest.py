@@ -11,7 +11,8 @@ the proof depends on the content only, never on how the file is allocated: a
 hole and a block of written zeros give the same digest.
 
 Holes are skipped without reading where the OS tells where they are
-(SEEK_DATA/SEEK_HOLE); elsewhere, or when lseek refuses, everything is read
+(SEEK_DATA/SEEK_HOLE on a file); elsewhere (a block device: an LV or loop
+device holding a VM's raw disk), or when lseek refuses, everything is read
 and zero blocks are recognised by one comparison. Each block of data is read
 once and hashed once (twice only for version-1 manifests, whose whole-file
 SHA-256 is wanted as well).
@@ -139,8 +140,10 @@ def read_blocks(f, block_size, check=None, fresh=False, ring=1):
     """
     fd = f.fileno()
     size = file_size(fd)
-    seek_data = getattr(os, "SEEK_DATA", None)
-    seek_hole = getattr(os, "SEEK_HOLE", None)
+    # a block device has no holes to report: Linux calls all of it data, another OS may refuse
+    device = stat.S_ISBLK(os.fstat(fd).st_mode)
+    seek_data = None if device else getattr(os, "SEEK_DATA", None)
+    seek_hole = None if device else getattr(os, "SEEK_HOLE", None)
     bufs = [bytearray(block_size) for _ in range(max(1, ring))]
     buf, view, turn = bufs[0], memoryview(bufs[0]), 0
     off = 0
@@ -246,15 +249,19 @@ def digest_blocks(blocks, block_size, whole=False, on_block=None, threads=None):
     return dig.result()
 
 
-def open_regular(path, follow=True):
+def open_regular(path, follow=True, block_device=False):
     """`path` opened for reading (unbuffered), or OSError if it is no regular file: a FIFO put where a
-    backup's file was would block open() for ever (no signal ends a retried open), a device never ends.
-    With follow=False a symlink is refused too (ELOOP)."""
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)  # no effect on a regular file
+    backup's file was would block open() for ever (no signal ends a retried open), a character device
+    never ends. With follow=False a symlink is refused too (ELOOP). With block_device=True a block
+    device is taken as well: a VM's disk may be an LV or a loop device, which ends (file_size)."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)  # no effect on a regular file or a block device
     fd = os.open(path, flags if follow else flags | os.O_NOFOLLOW)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(mode) or block_device and stat.S_ISBLK(mode)):
             raise OSError(errno.EINVAL, "not a regular file")
+        if stat.S_ISBLK(mode):
+            os.set_blocking(fd, True)  # O_NONBLOCK was for a FIFO's open; a device's reads must wait for data
         return os.fdopen(fd, "rb", buffering=0)
     except BaseException:
         os.close(fd)
@@ -300,7 +307,7 @@ def main(argv):
     """`PATH BLOCK_SIZE WHOLE(0|1)` -> one JSON line (run on the host in SSH mode)."""
     path, block_size, whole = argv[0], int(argv[1]), argv[2] == "1"
     try:
-        with open_regular(path) as f:
+        with open_regular(path, block_device=True) as f:
             out = digest_fd(f, block_size, whole)
     except OSError as err:
         sys.stdout.write(json.dumps({"error": err.strerror or str(err)}) + "\n")

@@ -28,7 +28,7 @@ def local(path: str, block_size: int, whole: bool, on_block: Optional[Callable[[
           content: str = "") -> Dict[str, Any]:
     """`content` "qcow2": the digests of the virtual disk the image holds (qcow2.py), not of the file."""
     try:
-        with blockdigest.open_regular(path) as f:
+        with blockdigest.open_regular(path, block_device=True) as f:  # a VM's disk may be an LV
             if content == "qcow2":
                 image = qcow2.Image(f, path)
                 return blockdigest.digest_blocks(lambda ring: image.blocks(block_size, check_interrupt, ring),

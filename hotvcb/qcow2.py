@@ -26,10 +26,10 @@ image that maps more tables and clusters than its file holds (some used twice)
 is refused as it is met, so a damaged small file is never read a terabyte long.
 """
 
-import os
 import struct
 from typing import BinaryIO, Iterator, Optional, Tuple
 
+from . import blockdigest
 from .errors import HostError
 
 MAGIC = b"QFI\xfb"
@@ -61,7 +61,7 @@ class Image(object):
 
     def __init__(self, f: BinaryIO, name: str):
         self.f, self.name = f, name
-        self.file_size = os.fstat(f.fileno()).st_size
+        self.file_size = blockdigest.file_size(f.fileno())  # a qcow2 on an LV: the device's size, not 0
         head = self._read(0, 512)
         self.version, self.cluster_bits, self.size, l1_entries, l1_offset = header_fields(head, name)
         self.cluster = 1 << self.cluster_bits

@@ -370,7 +370,10 @@ class LocalShell:
             raise HostError("cannot copy %s to %s: %s" % (src, dst, err.strerror)) from err
 
     def file_size(self, path: str) -> int:
-        return os.stat(path).st_size
+        try:
+            return os.stat(path).st_size
+        except OSError as err:
+            raise HostError("cannot stat %s: %s" % (path, err.strerror)) from err
 
     def disk_usage(self, path: str) -> int:
         """Bytes allocated on disk (thin files are smaller than their size)."""

@@ -86,8 +86,6 @@ def no_leftovers(lab, vm, depth=0):
 
 # --- a copy that lies about what it wrote ------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a copy qemu-img cut short or padded (exit 0) is sealed OK and "
-                   "verifies intact: the size check in source_digest._same_disk falls back to digesting the copy")
 @pytest.mark.parametrize("fmt", ["raw", "thin"])
 @pytest.mark.parametrize("action", ["os.truncate(data, os.path.getsize(data) - (1 << 20))",
                                     "open(data, 'ab').write(b'\\0' * 512)"], ids=["short", "padded"])
@@ -133,9 +131,6 @@ def test_a_copy_damaged_after_the_backup_fails_verify_and_restore(lab, fmt, dama
     assert r.returncode != 0 and name + DATA[fmt] in r.stdout + r.stderr, r.stdout + r.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a qemu-img that exits 0 without writing the copy ends the whole run "
-                   "in 'internal error: FileNotFoundError' (source_digest._same_disk stats the missing copy); the "
-                   "next VM is not backed up")
 @pytest.mark.parametrize("fmt", ["raw", "thin"])
 def test_a_copy_qemu_img_never_wrote_fails_that_vm_in_one_line(lab, fmt):
     vms = {}
@@ -313,8 +308,6 @@ def test_a_raw_image_reached_through_a_symlink_with_an_odd_name(lab):
     assert open(disk, "rb").read() == open(keep, "rb").read()
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: an image file name with a double quote cannot be backed up as a "
-                   "flat VMDK: the copy is named after it and qemu-img rejects its own descriptor's extent line")
 def test_an_image_name_with_a_double_quote_copied_as_a_flat_vmdk(lab):
     name = "quoted"
     image, keep = odd_image(lab, 'web "prod"', 2 * MiB)
@@ -357,8 +350,6 @@ def test_a_block_device_source_is_backed_up_and_restored(lab, loop_device):
     assert open(restored_disk(lab, good), "rb").read() == open(backing, "rb").read()
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a block-device source counts as '0 B needed' in the free-space "
-                   "pre-flight (query-block's actual-size), so a target too small is found only mid-copy")
 def test_a_block_device_source_too_big_for_the_target_is_refused_before_the_snapshot(lab, loop_device, tmpfs):
     dev, _backing = loop_device
     name = "lv-too-big"
@@ -371,8 +362,6 @@ def test_a_block_device_source_too_big_for_the_target_is_refused_before_the_snap
     assert "needs 6.0 MiB" in out and "Creating Snapshot" not in out, out
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a raw image on a block device (LV, loop) is refused by the source "
-                   "digest (open_regular: not a regular file), so the copy is sealed as the truth")
 def test_a_block_device_source_is_proven_by_its_own_digest(lab, loop_device):
     dev, backing = loop_device
     name = "lvm-disk"
@@ -583,8 +572,6 @@ def test_a_backup_made_before_the_change_verifies_and_restores(lab, old_hotvcb, 
 
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: two disks x-flat.img and x.img copied thin: the second's flat extent "
-                   "overwrites the first's descriptor x-flat.vmdk; sealed OK and verifies intact, disk 1 is lost")
 def test_two_disks_whose_flat_vmdk_names_meet(lab):
     from qemuvm import QemuVm
 
@@ -687,8 +674,6 @@ def test_after_kill_9_of_hotvcb_alone_the_next_run_works_once_its_qemu_img_ended
     only_one_good_backup_of_the_disk_now(lab, name, vm, "raw")
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: after kill -9 of hotvcb alone its qemu-img copies on (own session); "
-                   "the next run cannot commit the overlay (Failed to get \"write\" lock) and fails the VM")
 def test_after_kill_9_of_hotvcb_alone_the_next_run_works_at_once(lab):
     name = "orphaned-now"
     _initial, image = _image(lab, name, "raw", 32 * MiB, 28 * MiB)

@@ -37,8 +37,9 @@ restore registration are ESXi's.
 import json
 import os
 import socket
+import stat
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Tuple
 
 from .. import vmdk
@@ -180,7 +181,9 @@ class QemuHost(LocalKvmHost):
         self._formats[path] = chain[i].get("format", "") if chain else ""
         below = chain[i:]
         if below and all("virtual-size" in l and "actual-size" in l for l in below):
-            self._sizes[path] = (int(below[0]["virtual-size"]), sum(int(l["actual-size"]) for l in below))
+            self._sizes[path] = local_sizes([qemuimg.ImageLayer(l.get("filename", ""), l.get("format", ""),
+                                                                int(l["virtual-size"]), int(l["actual-size"]), "")
+                                             for l in below])
         return Disk(key=key, path=path, datastore="", adapter="", mode="persistent")
 
     # -- power ---------------------------------------------------------------
@@ -289,7 +292,7 @@ class QemuHost(LocalKvmHost):
 
     def bytes_needed(self, disk: Disk, fmt: str) -> int:
         """Thick formats take the virtual size; the others what the chain has allocated."""
-        virtual, allocated = self._sizes.get(disk.path) or qemuimg.sizes(
+        virtual, allocated = self._sizes.get(disk.path) or local_sizes(
             qemuimg.info(self.shell, disk.path, self.qemu_img))
         spec = qemuimg.FORMATS.get(fmt)
         return virtual if spec is None or spec.thick else min(allocated, virtual)
@@ -304,6 +307,20 @@ class QemuHost(LocalKvmHost):
     # -- registration (restore) ----------------------------------------------
     def register_vm(self, vmx_path: str) -> str:
         raise HostError("restoring to a QEMU host is not supported yet")
+
+
+def local_sizes(layers: List[qemuimg.ImageLayer]) -> Tuple[int, int]:
+    """qemuimg.sizes, where a layer on a block device (an LV, a loop device) counts whole (its virtual size,
+    a raw one's is the device's): qemu's actual-size is what a file system allocated, 0 for a device node."""
+    return qemuimg.sizes([replace(l, actual_size=l.virtual_size) if _on_block_device(l.filename) else l
+                          for l in layers])
+
+
+def _on_block_device(path: str) -> bool:
+    try:
+        return stat.S_ISBLK(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def local_free_space(path: str) -> Optional[int]:

@@ -14,8 +14,9 @@ natural ones on a KVM host:
 import json
 import re
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Set, Tuple
 
+from .. import tether, vmdk
 from ..errors import CommandFailed, CopyError, HostError
 from ..model import Disk
 from ..shell import Shell
@@ -129,17 +130,35 @@ def create_overlay(shell: Shell, backing: str, backing_format: str, dst: str, qe
 
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 _IMAGE_EXT = re.compile(r"\.(qcow2|img|raw|vmdk|qed|vdi|vhdx?)$", re.I)
+# qemu's VMDK reader takes an extent's name up to the next `"`, CR or LF (block/vmdk.c), and qemu-img
+# names the extents after the descriptor: such a character in the stem makes a copy qemu-img refuses
+_NOT_IN_VMDK = re.compile(r'["\r\n]')
+_EXTENT_SUFFIX = r"(-flat|-s\d{3})?"  # the extents qemu-img writes beside a `<stem>.vmdk` descriptor
+NAME_TRIES = 100
 
 
 def output_path(shell: Shell, disk: Disk, dst: str, spec: OutputFormat) -> str:
-    """The file copy_to writes: named by dst's stem and the format's extension (the disk's key added
-    where two disks share a file name, from different folders)."""
+    """The file copy_to writes: named by dst's stem and the format's extension, that stem followed by the
+    disk's key (then a number) where the folder already holds a file this copy would write.
+
+    qemu-img writes over whatever it is told to write, and the names that meet are not only equal
+    ones: disks `x-flat.img` and `x.img` copied as flat VMDKs both write `x-flat.vmdk` (one's descriptor,
+    the other's extent). The folder (a backup's, filled one disk after the other) is compared without
+    case, as plan_disks does (a share may fold it).
+    """
     folder, name = dst.rsplit("/", 1)
     stem = _IMAGE_EXT.sub("", name) or name
-    out = "%s/%s%s" % (folder, stem, spec.extension)
-    if shell.exists(out):
-        out = "%s/%s-%s%s" % (folder, stem, _UNSAFE_NAME.sub("-", disk.key).strip("-"), spec.extension)
-    return out
+    suffix = ""
+    if spec.driver == "vmdk":
+        stem, suffix = _NOT_IN_VMDK.sub("_", stem), _EXTENT_SUFFIX
+    taken = shell.listdir(folder)
+    key = _UNSAFE_NAME.sub("-", disk.key).strip("-")
+    for n in range(NAME_TRIES):
+        candidate = stem if n == 0 else "%s-%s" % (stem, key) if n == 1 else "%s-%s-%d" % (stem, key, n)
+        writes = re.compile(re.escape(candidate) + suffix + re.escape(spec.extension), re.I)
+        if not any(writes.fullmatch(f) for f in taken):
+            return "%s/%s%s" % (folder, candidate, spec.extension)
+    raise HostError("%s: no free name for the copy of %s after %d tries" % (folder, disk.path, NAME_TRIES))
 
 
 def copy_to(shell: Shell, disk: Disk, src: str, src_format: str, dst: str, fmt: str,
@@ -147,7 +166,10 @@ def copy_to(shell: Shell, disk: Disk, src: str, src_format: str, dst: str, fmt: 
     """qemu-img convert of `src` to dst's folder, the file named by dst's stem and fmt's extension;
     the names of the files written, the disk file first.
 
-    On any failure (or interruption) the files this copy started are removed again.
+    qemu-img runs tethered (tether.py): killed with hotvcb, it would go on reading the image under
+    our overlay, and the next run could not commit that overlay (qemu-img holds the image's lock).
+    An exit 0 is not taken on its word: the files it should have written must be there. On any
+    failure (or interruption) the files this copy started are removed again.
     """
     try:
         spec = output_format(fmt)
@@ -164,13 +186,27 @@ def copy_to(shell: Shell, disk: Disk, src: str, src_format: str, dst: str, fmt: 
 
     before = set(shell.listdir(folder))
     try:
-        result = shell.run(argv, timeout=None, idle_timeout=1800, on_output=watch)
+        result = tether.run(shell, argv, timeout=None, idle_timeout=1800, on_output=watch)
         if result.returncode != 0:
             raise CopyError(disk.path, error_line(result.output), out)
+        made = set(shell.listdir(folder)) - before
+        missing = [f for f in _written(shell, disk, out, spec, made) if f not in made]
+        if missing:
+            raise CopyError(disk.path, "qemu-img exited 0 but wrote no %s" % ", ".join(missing), out)
     except BaseException:
         for f in set(shell.listdir(folder)) - before:
             shell.remove_tree(folder + "/" + f)
         raise
-    made = set(shell.listdir(folder)) - before
     first = out.rsplit("/", 1)[-1]
     return sorted(made, key=lambda f: (f != first, f))
+
+
+def _written(shell: Shell, disk: Disk, out: str, spec: OutputFormat, made: Set[str]) -> List[str]:
+    """The names a copy to `out` consists of: the file, and a VMDK descriptor's extents."""
+    first = out.rsplit("/", 1)[-1]
+    if spec.driver != "vmdk" or first not in made:
+        return [first]
+    try:
+        return [first] + [e.filename for e in vmdk.parse(shell.read_text(out)).extents]
+    except vmdk.NotADescriptor as err:
+        raise CopyError(disk.path, "qemu-img wrote no VMDK descriptor: %s" % err, out) from err
