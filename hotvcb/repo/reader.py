@@ -148,10 +148,11 @@ def restore_stream(repo: Repository, disk: Dict, write: Callable[[bytes], object
 
 
 class _Where:
-    """Where a restore reads each chunk: the chunk map it was given (or built), built again once for each pack
-    found gone and once for a chunk it lacks. A sweep that ran meanwhile copied the chunks a backup needs
-    out of the packs it deleted, into packs a fresh map lists (docs/repository.md "Restore"); a pack found gone
-    is never read again, so this ends."""
+    """Where a restore reads each chunk: the chunk map it was given (or built), brought up to date in place
+    once for each pack found gone and once for a chunk it lacks, so the caller's next disk or file reads by
+    it too. A sweep that ran meanwhile copied the chunks a backup needs out of the packs it deleted, into
+    packs a fresh map lists (docs/repository.md "Restore"); a pack found gone is never read again, so this
+    ends."""
 
     def __init__(self, repo: Repository, given: Optional[Dict[bytes, Location]]):
         self.repo = repo
@@ -164,7 +165,7 @@ class _Where:
         with self.lock:
             if why not in self.looked_again:
                 self.looked_again.add(why)
-                self.map = self.repo.chunk_map()
+                self.map.update(self.repo.chunk_map())  # one step under the GIL: workers read it meanwhile
 
     def locate(self, digest: bytes) -> Location:
         loc = self.map.get(digest)
