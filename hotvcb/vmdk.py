@@ -95,6 +95,23 @@ def rename_extent(text: str, filename: str) -> str:
         out.append(raw)
     return "".join(out)
 
+_THIN = re.compile(r'^(\s*ddb\.thinProvisioned\s*=\s*)"?[^"\r\n]*"?', re.M)
+_DDB = re.compile(r'^\s*ddb\.[^\r\n]*(\r?\n|$)', re.M)
+
+
+def as_thin(text: str) -> str:
+    """The descriptor of a VMFS flat disk marked thin (`ddb.thinProvisioned = "1"`, what ESXi writes
+    for one), whatever the disk it describes was: the flat file beside it is sparse."""
+    if _THIN.search(text):
+        return _THIN.sub(r'\g<1>"1"', text, count=1)
+    ddb = list(_DDB.finditer(text))
+    at = ddb[-1].end() if ddb else len(text)
+    line = 'ddb.thinProvisioned = "1"\n'
+    if at and text[at - 1] != "\n":
+        line = "\n" + line
+    return text[:at] + line + text[at:]
+
+
 _LINK = re.compile(r'^(\s*)(CID|parentCID|parentFileNameHint)(\s*=\s*)"?([^"\r\n]*)"?(\s*)$', re.M)
 
 

@@ -7,12 +7,14 @@ Wraps every public method of LocalShell and SshShell in place, runs
 to OUT.json: `commands` are the argvs given to Shell.run (host commands:
 vim-cmd, vmkfstools, ...), `seconds` how long each took, `started` when
 (seconds since the run began), `threads` by which thread, `files` the file
-calls by name. Used by the tests
+calls by name, `read_opens` how often each .vmdk file was opened for reading
+by this process (an audit hook: how many times a restore reads a disk). Used by the tests
 that bound how many host commands a backup makes, and by bench/issue8.py.
 """
 
 import functools
 import json
+import os
 import sys
 import threading
 import time
@@ -20,7 +22,7 @@ import time
 from hotvcb import shell as _shell
 from hotvcb import sshshell as _ssh
 
-COUNTED = {"commands": [], "seconds": [], "started": [], "threads": [], "files": {}}  # type: dict
+COUNTED = {"commands": [], "seconds": [], "started": [], "threads": [], "files": {}, "read_opens": {}}  # type: dict
 BEGAN = time.monotonic()
 _LOCK = threading.Lock()
 
@@ -53,6 +55,15 @@ def _wrap(cls):
         setattr(cls, name, functools.wraps(fn)(counted))
 
 
+def _count_read_opens(event, args):
+    """sys.addaudithook: `open` (builtin open and os.open) of a .vmdk file, read only."""
+    if event == "open" and isinstance(args[0], str) and args[0].endswith(".vmdk"):
+        flags = args[2] if isinstance(args[2], int) else 0
+        if flags & os.O_ACCMODE == os.O_RDONLY:
+            with _LOCK:
+                COUNTED["read_opens"][args[0]] = COUNTED["read_opens"].get(args[0], 0) + 1
+
+
 def asked_ahead(counted):
     """For each command counted: whether it was asked ahead, in a thread beside a copy
     (jobs/lookahead.py), off the run's critical path."""
@@ -63,6 +74,7 @@ def main(argv):
     out, args = argv[0], argv[1:]
     _wrap(_shell.LocalShell)
     _wrap(_ssh.SshShell)
+    sys.addaudithook(_count_read_opens)
     from hotvcb.cli import main as cli_main
 
     try:

@@ -333,9 +333,11 @@ def _backup_of_web(host, tmp_path):
 
 
 def _restoring_in_the_clone(host, backup, name):
-    """A restore of backup as `name` into datastore1, held in its clone; the process."""
+    """A restore of backup as `name` into datastore1, held in its clone; the process. (Zeroedthick:
+    a thin disk is copied by hotvcb itself, no vmkfstools clone to hold.)"""
     host.set_fault("clone.delay", "120")
-    p = hotvcb_background(host, "restore", backup, "--datastore", "datastore1", "--name", name)
+    p = hotvcb_background(host, "restore", backup, "--datastore", "datastore1", "--name", name,
+                          "--format", "zeroedthick")
     try:
         wait_for(lambda: exists(host, DS1 + "/" + name + ".hotvcb-restoring"), 60, "the clone")
     except BaseException:

@@ -467,7 +467,7 @@ def test_esxi_restore_to_the_datastores_uuid_path_killed_is_recovered(host):
     [backup] = [b for b in os.listdir(host.real("/vmfs/volumes/backup/hotvcb/web"))]
     host.set_fault("clone.delay", "120")
     p = hotvcb_background(host, "restore", "/vmfs/volumes/backup/hotvcb/web/" + backup, "--datastore",
-                          "/vmfs/volumes/" + uuid, "--name", "copy", "--format", "thin")
+                          "/vmfs/volumes/" + uuid, "--name", "copy", "--format", "zeroedthick")  # cloned (thin: copied)
     try:
         wait_for(lambda: os.path.isdir(os.path.join(root, "copy.hotvcb-restoring")), 60, "the clone to start")
     finally:

@@ -18,7 +18,7 @@ from repotool import PYTHON, ROOT, MiB, backup, make_disk, new_repo, same, scatt
 from hotvcb.errors import HotvcbError, RepoError
 from hotvcb.repo import codec
 from hotvcb.repo.format import RAW, ZLIB, ZSTD
-from hotvcb.repo import reader
+from hotvcb import sparsewrite
 from hotvcb.repo.reader import restore_disk
 from hotvcb.repo.repository import PACKS
 from hotvcb.repo.verify import verify
@@ -133,7 +133,7 @@ def test_a_parallel_restore_writes_every_run_in_place_and_leaves_holes_as_holes(
     repo = new_repo(tmp_path / "repo", compression="zstd")
     snap = backup(repo, "web", disk)
     out = tmp_path / "out.raw"
-    monkeypatch.setattr(reader, "FLUSH_EVERY", MiB)  # background flushes run while later runs are written
+    monkeypatch.setattr(sparsewrite, "FLUSH_EVERY", MiB)  # background flushes run while later runs are written
     restore_disk(repo, snap, snap.disks[0], str(out), workers=4)
     assert same(disk, out)
     assert data_extents(out) == data_extents(disk)  # every hole of the source is a hole of the restore
@@ -174,7 +174,7 @@ def test_a_disk_error_in_a_background_flush_fails_the_restore_and_removes_it(tmp
     make_disk(disk, seed=13)
     repo = new_repo(tmp_path / "repo")
     snap = backup(repo, "web", disk)
-    monkeypatch.setattr(reader, "FLUSH_EVERY", MiB)
+    monkeypatch.setattr(sparsewrite, "FLUSH_EVERY", MiB)
 
     def failing(fd):
         raise OSError(errno.EIO, os.strerror(errno.EIO))

@@ -78,9 +78,11 @@ def clone_backup(host, src, name, stamp, vm=VM):
 
 
 def restore_with_faults(host, backup, name, **faults):
+    """A restore as zeroedthick, the format vmkfstools clones (and the clone faults act on): a thin disk
+    is copied by hotvcb itself (tests/test_restore_selfcopy.py)."""
     host.set_faults(**faults)
     try:
-        return hotvcb(host, "restore", backup, "--datastore", "datastore1", "--name", name)
+        return hotvcb(host, "restore", backup, "--datastore", "datastore1", "--name", name, "--format", "zeroedthick")
     finally:
         host.clear_faults()
 

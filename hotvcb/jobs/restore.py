@@ -18,7 +18,15 @@ One request goes through explicit states, so a failure knows what to undo:
   .nvram/.vmxf copied, the rewritten .vmx written last. Meanwhile a thread
   checks every file of the backup against the manifest's digests (unless
   `verify=False`), so the backup is read once in time rather than verified
-  and then cloned; damage found stops the clone. Any failure (or Ctrl-C)
+  and then cloned; damage found stops the clone. A disk restored thin from
+  a folder backup, on the host itself (LocalShell), that is one flat extent
+  the manifest proves by block digests is not cloned but copied here
+  (restore_copy.py): one read, each block digested as verify does and written
+  from the same buffer, the proof compared before the descriptor is written;
+  the thread leaves such disks to it (_OwnCopies). Decided so because a clone
+  beside a check reads the backup twice and writes bytes that were not the
+  ones checked; it gives up vmkfstools' copy offload (VAAI XCOPY), which
+  zeroedthick, eagerzeroedthick and 2gbsparse targets keep. Any failure (or Ctrl-C)
   removes that folder; a VM is never registered from it. The check of a
   folder backup starts as soon as the backup is found, so it also reads
   while the target and name checks wait on their host commands; a check
@@ -42,12 +50,13 @@ this module carries it out. .vmx rewrites (each is logged; dry runs print them):
   makes a copy that can run next to the original.
 """
 
+import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from .. import interrupt, targz, vmdk
-from ..background import Ahead, Background
+from ..background import POLL, Ahead, Background
 from ..errors import HostError, HotvcbError, Interrupted
 from ..hosts.base import Hypervisor
 from ..model import Disk, Vm, VmRef
@@ -55,8 +64,8 @@ from ..restorefile import RestoreRequest
 from ..shell import FileReader, LocalShell
 from ..store import health, layout, manifest
 from ..units import human_size
-from . import restore_scratch, restore_stage, restore_tree
-from .verify import VerifyResult, verify_folder, verify_gz
+from . import restore_copy, restore_scratch, restore_stage, restore_tree
+from .verify import Problem, VerifyResult, verify_folder, verify_gz
 from .restore_plan import Plan, Planner, RestoreError
 
 FORMAT_2GB_NOTE = (
@@ -119,16 +128,45 @@ def _where(req: RestoreRequest, message: str) -> str:
 
 def _refuse_damaged(req: RestoreRequest, log, res: VerifyResult) -> None:
     if res.status == "damaged":
-        raise RestoreError("%s fails verification, not restoring it: %s" % (req.backup, res.problems[0]))
+        raise RestoreError(_damaged(req, res.problems[0]))
     log.info("Checksums hold: %s" % res.message)
 
 
-class _Checking:
-    """The backup's checksums as the copy sees them: verified in the background, or not at all
-    (`work` None: no manifest, or --no-verify)."""
+def _damaged(req: RestoreRequest, problem: Problem) -> str:
+    return "%s fails verification, not restoring it: %s" % (req.backup, problem)
 
-    def __init__(self, req: RestoreRequest, log, work: "Optional[Background[VerifyResult]]"):
+
+class _OwnCopies:
+    """The disks this restore copies itself (restore_copy.py), known once the plan is made. The
+    background check reads every other file at once but waits for that decision before a file such
+    a copy could prove (`provable`), so a disk copied here is never read a second time."""
+
+    def __init__(self, provable: Set[str]):
+        self.provable = provable
+        self.by_source = {}  # type: Dict[str, restore_copy.OwnCopy]  # by the disk's descriptor in the backup
+        self._decided = threading.Event()
+
+    def decide(self, by_source: "Dict[str, restore_copy.OwnCopy]") -> None:
+        self.by_source = by_source
+        self._decided.set()
+
+    def skips(self, rel: str, check: Callable[[], None]) -> bool:
+        """Whether the background check leaves `rel` to the copy; `check` raises once it is cancelled."""
+        if rel not in self.provable:
+            return False
+        while not self._decided.wait(POLL):
+            check()
+        return any(own.rel == rel for own in self.by_source.values())
+
+
+class _Checking:
+    """The backup's checksums as the copy sees them: verified in the background (but for the disks
+    the copy proves itself: `own`), or not at all (`work` None: no manifest, or --no-verify)."""
+
+    def __init__(self, req: RestoreRequest, log, work: "Optional[Background[VerifyResult]]",
+                 own: Optional[_OwnCopies] = None):
         self.req, self.log, self.work = req, log, work
+        self.own = own or _OwnCopies(set())
 
     def watching(self, progress: Callable[[int], None]) -> Callable[[int], None]:
         """`progress` that also stops the clone (by raising) as soon as the check found damage."""
@@ -226,14 +264,18 @@ class _Restore:
             self._check_sealed(self.shell, backup)
         else:
             backup = source
-        verify = self._check_manifest(backup)
-        if verify and self.job.dry_run:
+        data = self._check_manifest(backup)
+        if data is not None and self.job.dry_run:
             self._verify_now(backup)
         self._check_room(plan)
         if self.job.dry_run:
             self._print_plan(plan, compressed)
             return
-        checking = (self.early or self._verify_in_background(backup)) if verify else _Checking(self.req, self.log, None)
+        if data is None:
+            checking = _Checking(self.req, self.log, None)
+        else:
+            checking = self.early or self._verify_in_background(backup, self._provable(data, compressed))
+        checking.own.decide(self._own_copies(plan, backup, data, compressed))
         try:
             self._copy(plan, checking)
         finally:
@@ -243,7 +285,7 @@ class _Restore:
     def _restore_kvm_backup(self, backup: str, kvm: "restore_stage.Found", free: Optional[int]) -> None:
         """A libvirt or bare-QEMU backup: checked, staged as VMDKs + a .vmx (restore_stage.py), restored."""
         self._check_sealed(self.shell, backup)
-        if self._check_manifest(backup):  # before qemu-img reads it: the staged VMDKs are new files
+        if self._check_manifest(backup) is not None:  # before qemu-img reads it: the staged VMDKs are new files
             self._verify_now(backup)
         folder = self.req.target + "/" + layout.folder_name(self.req.new_name or kvm.machine.name)
         if self.shell.exists(folder):
@@ -344,8 +386,9 @@ class _Restore:
         self.log.info("Verifying checksums of %s" % self.req.backup)
         _refuse_damaged(self.req, self.log, verify_folder(self.shell, backup, record=False))
 
-    def _check_manifest(self, backup: str) -> bool:
-        """Whether the backup's checksums are to be verified (it has a manifest that says ok)."""
+    def _check_manifest(self, backup: str) -> Optional[Dict[str, Any]]:
+        """The manifest the backup's checksums are verified against (one that says ok), or None:
+        not verified."""
         try:
             data = manifest.load(self.shell, backup)
         except ValueError as err:
@@ -353,13 +396,13 @@ class _Restore:
         if data is None:
             self.log.info("%s has no %s (a ghettoVCB backup): accepted on STATUS.ok, checksums not available" % (
                 self.req.backup, manifest.MANIFEST))
-            return False
+            return None
         if data.get("result") not in ("ok", None):
             raise RestoreError("%s is recorded as %s: %s" % (self.req.backup, data.get("result"), data.get("message", "")))
         if not self.job.verify:
             self.log.info("Not verifying checksums (--no-verify)")
-            return False
-        return True
+            return None
+        return data
 
     def _check_early(self, source: str, compressed: bool) -> "Optional[_Checking]":
         """The background check of a folder backup that will be checked (a manifest that says
@@ -375,15 +418,41 @@ class _Restore:
                 return None
         except (HotvcbError, ValueError):
             return None
-        return self._verify_in_background(source)
+        return self._verify_in_background(source, self._provable(data, compressed))
 
-    def _verify_in_background(self, backup: str) -> "_Checking":
+    def _verify_in_background(self, backup: str, provable: Set[str]) -> "_Checking":
         """Read the backup for its checksums while the clone reads it (one read in time, not two
-        in a row); `_copy` stops early on damage and renames nothing before the check passed."""
+        in a row); `_copy` stops early on damage and renames nothing before the check passed.
+        The disks the copy proves itself (`provable`, once decided) are left to it."""
         self.log.info("Verifying checksums of %s while copying" % self.req.backup)
-        shell = self.shell
+        shell, own = self.shell, _OwnCopies(provable)
         return _Checking(self.req, self.log, Background(
-            lambda check: verify_folder(shell, backup, record=False, progress=lambda _n: check()), "restore-verify"))
+            lambda check: verify_folder(shell, backup, record=False, progress=lambda _n: check(),
+                                        skip=lambda rel: own.skips(rel, check)), "restore-verify"), own)
+
+    def _copies_itself(self, compressed: bool) -> bool:
+        """Whether thin disks are copied by this process (restore_copy.py) rather than cloned: it runs
+        on the host itself (LocalShell: also SSH mode's run on the host, never the file-by-file SSH
+        shell), from a folder backup (a .gz is unpacked and cloned as before) not staged by this run."""
+        return (self.req.disk_format == "thin" and isinstance(self.shell, LocalShell)
+                and not compressed and not self.req.staged)
+
+    def _provable(self, data: Dict[str, Any], compressed: bool) -> Set[str]:
+        return restore_copy.provable(data.get("files") or {}) if self._copies_itself(compressed) else set()
+
+    def _own_copies(self, plan: Plan, backup: str, data: Optional[Dict[str, Any]],
+                    compressed: bool) -> "Dict[str, restore_copy.OwnCopy]":
+        """The plan's disks copied by this process, by their descriptor in the backup: single-extent flat
+        disks the manifest proves (not a user's snapshot tree: its deltas name their base's clone)."""
+        if data is None or plan.tree is not None or not self._copies_itself(compressed):
+            return {}
+        files = data.get("files") or {}
+        found = {}
+        for d in plan.disks:
+            own = restore_copy.own_copy(self.shell, backup, d.source, files)
+            if own is not None:
+                found[d.source] = own
+        return found
 
     def _check_room(self, plan: Plan) -> None:
         if self.req.disk_format == "2gbsparse":
@@ -432,11 +501,16 @@ class _Restore:
             if interrupt.pending():
                 interrupt.raise_pending()
             checking.stop_if_damaged()
-            self.log.info("Restoring %s (%s) to %s/%s as %s" % (d.source, d.key, plan.folder, d.target, fmt))
+            own = checking.own.by_source.get(d.source)
+            self.log.info("Restoring %s (%s) to %s/%s as %s%s" % (d.source, d.key, plan.folder, d.target, fmt,
+                                                                 "" if own is None else ", checked as it is copied"))
             disk = Disk(key=d.key, path=d.source, datastore="", adapter=d.adapter)
             progress = checking.watching(self.log.progress("%s %s" % (plan.name, d.target), d.needed))
             try:
-                self._put_disk(disk, plan.temp + "/" + d.target, fmt, progress)
+                if own is None:
+                    self._put_disk(disk, plan.temp + "/" + d.target, fmt, progress)
+                else:
+                    self._copy_itself(own, plan.temp + "/" + d.target, progress)
             except (Interrupted, RestoreError):
                 raise
             except HotvcbError as err:
@@ -469,6 +543,14 @@ class _Restore:
         flat = dst[:-len(".vmdk")] + "-flat.vmdk"
         self.shell.rename(disk.path.rsplit("/", 1)[0] + "/" + desc.extents[0].filename, flat)
         self.shell.write_text(dst, vmdk.rename_extent(text, flat.rsplit("/", 1)[1]))
+
+    def _copy_itself(self, own: "restore_copy.OwnCopy", dst: str, progress: Callable[[int], None]) -> None:
+        """One read of the disk, digested as verify does and written from the same buffers; damage
+        refuses the restore as the background check's would."""
+        problem = restore_copy.copy(self.shell, own, dst, progress)
+        if problem is not None:
+            raise RestoreError(_damaged(self.req, problem))
+        self.log.info("Checksums hold: %s, checked as it was copied" % own.rel)
 
     def _register(self, plan: Plan) -> str:
         vmx = plan.folder + "/" + plan.vmx_name

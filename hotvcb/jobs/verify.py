@@ -26,7 +26,7 @@ reported as "unverifiable", which is not a failure.
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from .. import qcow2, targz
 from ..errors import HostError
@@ -74,7 +74,10 @@ def verify_backup(shell: Shell, path: str, record: bool = True, progress=None) -
     return verify_folder(shell, path, record=record, progress=progress)
 
 
-def verify_folder(shell: Shell, folder: str, record: bool = True, progress=None) -> VerifyResult:
+def verify_folder(shell: Shell, folder: str, record: bool = True, progress=None,
+                  skip: Optional[Callable[[str], bool]] = None) -> VerifyResult:
+    """`skip(rel)`: a file not to read here, because its reader checks it (a restore copying a disk
+    itself, restore_copy.py); it is neither read nor counted."""
     result = VerifyResult(folder)
     if not shell.isdir(folder):
         result.status, result.message = "damaged", "%s does not exist" % folder
@@ -100,6 +103,8 @@ def verify_folder(shell: Shell, folder: str, record: bool = True, progress=None)
         return result
     present = set(shell.list_files(folder))
     for rel in sorted(files):
+        if skip is not None and skip(rel):
+            continue
         entry = files[rel]
         problem = _check_file(shell, folder + "/" + rel, rel, entry, rel in present, progress)
         result.files += 1

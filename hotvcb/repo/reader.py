@@ -8,7 +8,7 @@ backups need) makes the restore look again where its chunks lie now. A bad or
 missing chunk stops the restore with a BadChunk that names it and the backups
 that need it, and a restore to a path removes its
 partial output, so nothing half-written looks like a disk. The output is
-flushed to disk in the background as it grows (_Flusher), so the fsync that
+flushed to disk in the background as it grows (sparsewrite.Flusher), so the fsync that
 ends a restore waits for the last part only.
 """
 
@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from typing import Callable, Deque, Dict, Iterator, List, Optional, Set, Tuple
 
 from ..errors import RepoError
+from ..sparsewrite import Flusher, write_at
 from . import codec
 from .format import DiskIndex
 from .repository import Location, PackGone, Repository, Snapshot
@@ -42,7 +43,7 @@ def restore_disk(repo: Repository, snap: Snapshot, disk: Dict, out_path: str, ch
         fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as err:
         raise RepoError("cannot create %s: %s" % (out_path, err.strerror or err)) from err
-    flusher = _Flusher(fd)
+    flusher = Flusher(fd)
     try:
         with whole_or_nothing(out_path, os.unlink):
             size = _restore_fd(repo, disk, fd, check, chunk_map, workers or os.cpu_count() or 1, flusher.wrote)
@@ -51,44 +52,6 @@ def restore_disk(repo: Repository, snap: Snapshot, disk: Dict, out_path: str, ch
         flusher.join()  # never close the fd under a running fdatasync
         os.close(fd)
     return size
-
-
-FLUSH_EVERY = 64 << 20  # bytes written between two background flushes
-
-
-class _Flusher:
-    """fdatasync of the output in a thread, every FLUSH_EVERY bytes written, one at a time: the disk
-    writes the restored data while the next is decompressed, instead of all of it in a final fsync
-    (a restore is durable when it returns; the page cache alone is not a restore)."""
-
-    def __init__(self, fd: int):
-        self.fd, self.unflushed = fd, 0
-        self.thread = None  # type: Optional[threading.Thread]
-        self.error = None  # type: Optional[OSError]
-
-    def wrote(self, n: int) -> None:
-        self.unflushed += n
-        if self.unflushed >= FLUSH_EVERY and (self.thread is None or not self.thread.is_alive()):
-            self.unflushed = 0
-            self.thread = threading.Thread(target=self._sync, name="restore-flush", daemon=True)
-            self.thread.start()
-
-    def _sync(self) -> None:
-        try:
-            getattr(os, "fdatasync", os.fsync)(self.fd)  # a python without fdatasync (not every Unix has it)
-        except OSError as err:  # raised by finish(): a later fsync may no longer report it
-            self.error = err
-
-    def join(self) -> None:
-        if self.thread is not None:
-            self.thread.join()
-
-    def finish(self) -> None:
-        """Everything written is on disk, or the OSError that says why not."""
-        self.join()
-        if self.error is not None:
-            raise self.error
-        os.fsync(self.fd)
 
 
 @contextmanager
@@ -112,22 +75,6 @@ def _restore_fd(repo: Repository, disk: Dict, fd: int, check: Check, chunk_map: 
     for offset, parts in chunks(repo, index, check, chunk_map, workers):
         wrote(write_at(fd, offset, parts))
     return index.size
-
-
-def write_at(fd: int, offset: int, parts: List[codec.Data]) -> int:
-    """Write `parts` back to back at `offset`, with one pwritev where python has it (joining them
-    first would copy every restored byte once more); a short write is continued, never lost."""
-    pwritev = getattr(os, "pwritev", None)
-    views = [memoryview(p) for p in parts] if pwritev is not None else [memoryview(b"".join(parts))]
-    total = 0
-    while views:
-        n = pwritev(fd, views, offset) if pwritev is not None else os.pwrite(fd, views[0], offset)
-        offset, total = offset + n, total + n
-        while views and n >= len(views[0]):
-            n -= len(views.pop(0))
-        if n:
-            views[0] = views[0][n:]
-    return total
 
 
 def restore_stream(repo: Repository, disk: Dict, write: Callable[[bytes], object], check: Check = None,

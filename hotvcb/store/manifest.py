@@ -175,13 +175,15 @@ class FileDigest(object):
         return self.sha256 is not None and self.sha256 == entry.get("sha256")
 
 
-def _from(out: Dict[str, Any], block_size: int) -> FileDigest:
+def from_blockdigest(out: Dict[str, Any], block_size: int) -> FileDigest:
+    """blockdigest's result as a FileDigest (also what a restore that digests as it copies gets)."""
     return FileDigest(int(out["size"]), out.get("sha256"), out.get("blocks") or "", block_size,
                       out.get(PROOF))
 
 
-def _wants(entry: Optional[Dict[str, Any]], block_size: int) -> Tuple[int, bool]:
-    """(block size, whole-file SHA-256 wanted) to check `entry`; new files get version 2."""
+def block_size_for(entry: Optional[Dict[str, Any]], block_size: int) -> Tuple[int, bool]:
+    """(block size, whole-file SHA-256 wanted) to check `entry`; new files get version 2.
+    ValueError for a block size no hotvcb writes."""
     if entry is None:
         return block_size, False
     blocks = entry.get("blocks") or {}
@@ -202,7 +204,7 @@ def digest_stream(read, block_size: int = BLOCK_SIZE, on_block=None, whole: bool
     because a .gz member is hashed before its manifest entry is known).
     """
     out = blockdigest.digest_read(read, block_size, whole, on_block, check_interrupt)
-    return _from(out, block_size)
+    return from_blockdigest(out, block_size)
 
 
 def digest_file(shell: Shell, path: str, block_size: int = BLOCK_SIZE, on_block=None,
@@ -217,13 +219,13 @@ def digest_file(shell: Shell, path: str, block_size: int = BLOCK_SIZE, on_block=
     """
     from ..errors import HostError
 
-    block_size, whole = _wants(entry, block_size)
+    block_size, whole = block_size_for(entry, block_size)
     out = shell.block_digests(path, block_size, whole, on_block)
     if out is None:
         if entry is not None and PROOF in entry:
             raise HostError("cannot check %s: the host has no python to compute block digests" % path)
         return FileDigest(shell.file_size(path), shell.sha256(path, on_block), "", block_size)
-    return _from(out, block_size)
+    return from_blockdigest(out, block_size)
 
 
 def first_bad_block(entry: Dict[str, Any], digest: FileDigest) -> Optional[Tuple[int, int]]:
@@ -292,7 +294,7 @@ def digest_content(shell: Shell, path: str, fmt: str, block_size: int = BLOCK_SI
         return digest_file(shell, path, block_size, on_block, entry)
     if fmt not in CONTENT_FORMATS:
         raise ValueError("its content format %.40r is not one hotvcb reads (%s)" % (fmt, ", ".join(CONTENT_FORMATS)))
-    block_size, _whole = _wants(entry, block_size)
+    block_size, _whole = block_size_for(entry, block_size)
     if entry is not None:
         with shell.open_binary(path) as f:
             stated = qcow2.virtual_size(f.read(512), path)
@@ -303,4 +305,4 @@ def digest_content(shell: Shell, path: str, fmt: str, block_size: int = BLOCK_SI
         from ..errors import HostError
 
         raise HostError("cannot check %s: the host has no python to read its disk" % path)
-    return _from(out, block_size)
+    return from_blockdigest(out, block_size)

@@ -1,0 +1,124 @@
+"""A backup's flat disk restored thin by hotvcb itself, checked by the very bytes it writes.
+
+`vmkfstools -i` would clone the disk while verify reads it a second time for
+its digests: two reads of the backup, and the bytes the clone wrote were not
+the bytes that were checked (a bit flipping between the two reads, on the
+datastore or in memory, would be restored unnoticed). A thin ESXi disk is a
+descriptor (createType "vmfs") and a -flat.vmdk that is a sparse file,
+allocated on write, so hotvcb can write one itself: each block of the
+backup's -flat.vmdk is read once, digested exactly as verify digests it
+(blockdigest.py, the manifest entry's block size; an all-zero block is the
+constant zero digest), and the same buffer is written at its offset unless it
+is all zeros (zeros and holes stay holes; sparsewrite.py). The file is sized,
+fsynced, and its proof compared with the manifest's entry before the
+descriptor (the backup's, extent renamed, marked thin) is written beside it.
+
+What is lost: vmkfstools' copy offload (VAAI XCOPY on an array that has it)
+and its own zeroing; what is won: one read instead of two, and a restored
+disk proved byte for byte. This module only copies and says what it found:
+which disks qualify and what a mismatch means are restore.py's.
+"""
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, Optional, Set, Tuple
+
+from .. import blockdigest, crashpoint, vmdk
+from ..errors import HostError
+from ..hostdigest import check_interrupt
+from ..shell import Shell
+from ..sparsewrite import Flusher, write_at
+from ..store import manifest
+from .verify import Problem, compare
+
+
+@dataclass
+class OwnCopy:
+    """A disk the restore copies itself: the backup's descriptor and flat file, and the flat's entry."""
+    descriptor: str  # the backup's descriptor file
+    text: str  # its text
+    flat: str  # the backup's -flat.vmdk
+    rel: str  # the flat's name in the manifest
+    entry: Dict[str, Any]  # its manifest entry (a version-2 proof)
+
+
+def provable(files: Dict[str, Dict[str, Any]]) -> Set[str]:
+    """The manifest's files a restore could copy itself: VMDK files with a block-digest proof."""
+    return {rel for rel, e in files.items()
+            if rel.lower().endswith(".vmdk") and manifest.PROOF in e and manifest.CONTENT not in e}
+
+
+def own_copy(shell: Shell, backup: str, source: str, files: Dict[str, Dict[str, Any]]) -> Optional[OwnCopy]:
+    """How the disk whose descriptor is `source` is copied here, or None when it is not a single-extent,
+    non-delta VMFS flat disk whose flat file the manifest proves by its block digests."""
+    text = shell.read_text(source)
+    try:
+        desc = vmdk.parse(text)
+    except vmdk.NotADescriptor:
+        return None
+    if desc.create_type.lower() != "vmfs" or desc.is_delta or len(desc.extents) != 1 \
+            or desc.extents[0].kind != "VMFS":
+        return None
+    flat = source.rsplit("/", 1)[0] + "/" + desc.extents[0].filename
+    rel = flat[len(backup) + 1:]
+    if not flat.startswith(backup + "/") or rel not in provable(files):
+        return None
+    return OwnCopy(source, text, flat, rel, files[rel])
+
+
+def copy(shell: Shell, own: OwnCopy, dst: str, progress: Callable[[int], None]) -> Optional[Problem]:
+    """Write the disk as a thin disk at `dst` (its descriptor; the flat beside it) in one read of the
+    backup; the Problem when what was read is not what the manifest proves (then no descriptor is
+    written: the caller removes the folder). HostError when a file cannot be read or written."""
+    flat = dst[:-len(".vmdk")] + "-flat.vmdk"
+    try:
+        block_size, _whole = manifest.block_size_for(own.entry, manifest.BLOCK_SIZE)
+    except ValueError as err:
+        return Problem(own.rel, "manifest entry unusable: %s" % err)
+    try:
+        digest = _copy_flat(own.flat, flat, block_size, progress)
+    except OSError as err:
+        raise HostError("cannot copy %s to %s: %s" % (own.flat, flat, err.strerror or err)) from err
+    problem = compare(own.rel, own.entry, digest)
+    if problem is None:
+        shell.write_text(dst, vmdk.as_thin(vmdk.rename_extent(own.text, flat.rsplit("/", 1)[1])))
+    return problem
+
+
+def _copy_flat(src: str, dst: str, block_size: int, progress: Callable[[int], None]) -> "manifest.FileDigest":
+    with blockdigest.open_regular(src) as f:
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        flusher = Flusher(fd)
+        try:
+            size = blockdigest.file_size(f.fileno())
+            os.ftruncate(fd, size)  # sized first: what is never written stays a hole
+            zero = bytes(block_size)
+
+            def blocks(ring: int) -> Iterator[Tuple[int, int, Any]]:
+                # each block is written before it is handed on to be hashed, from the same buffer, which
+                # read_blocks reads into again only after the digest of what it held was taken
+                for off, length, data in blockdigest.read_blocks(f, block_size, check_interrupt, ring=ring):
+                    if data is not None and data != (zero if length == block_size else zero[:length]):
+                        flusher.wrote(write_at(fd, off, [data]))
+                        crashpoint.reached("restore-copy-wrote")
+                    yield off, length, data
+
+            out = blockdigest.digest_blocks(blocks, block_size, on_block=_percent(size, progress))
+            flusher.finish()
+        finally:
+            flusher.join()  # never close the fd under a running fdatasync
+            os.close(fd)
+    return manifest.from_blockdigest(out, block_size)
+
+
+def _percent(size: int, progress: Callable[[int], None]) -> Callable[[int], None]:
+    """An on_block(bytes) that calls progress(percent) when the percentage moves, as a clone's output does."""
+    state = {"done": 0, "shown": -1}
+
+    def on_block(n: int) -> None:
+        state["done"] += n
+        pct = state["done"] * 100 // size if size else 100
+        if pct != state["shown"]:
+            state["shown"] = pct
+            progress(pct)
+    return on_block
