@@ -614,7 +614,10 @@ def test_prune_stopped_by_sigterm_while_gc_copies_gives_the_lock_back(tmp_path):
     assert proc.returncode == 2 and "interrupted" in err, out + err
     assert repo.backend.stat("locks/gc") is None and repo.backend.list(CONDEMNED) == []
     restores(repo, tmp_path, disk)
-    for _ in range(2):
+    # three, as after the kills above: where the signal came after a pack of copies was committed, the next
+    # GC copies what that pack lacks out of the doomed twins and keeps the other twin for now (its damaged
+    # chunk's sound copy is doomed), the second marks it, the third deletes it (seen 1 run in ~30 with two)
+    for _ in range(3):
         age(tmp_path / "repo", HOUR)
         prune_all(tmp_path / "repo")
     no_orphans(repo)
