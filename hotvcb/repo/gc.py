@@ -113,7 +113,7 @@ class _Collector:
         # cannot be copied out: the packs holding it stay, and their marks, until a backup stores it again
         live = self.live_copies(condemned - leaving)
         kept = {name for name in sorted(leaving) if self.keeping(name, live)}
-        self.copy_needed(leaving - kept, condemned)
+        self.copy_needed(leaving - kept, condemned - kept)  # what a kept pack holds soundly is held: it stays
         for mark in ripe:
             for name in self.marks[mark]:
                 if name not in self.tables or name in kept:
