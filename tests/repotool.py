@@ -98,14 +98,18 @@ def same(a, b):
 def corrupt_one_chunk(repo_path, repo, snap):
     """Flip a byte inside the first chunk the backup names; returns that chunk's digest."""
     digest = repo.disk_index(snap.disks[0]).entries[0][1]
-    loc = repo.chunk_map()[digest]
-    path = os.path.join(str(repo_path), loc.pack)
-    with open(path, "r+b") as f:
-        f.seek(loc.blob.offset + loc.blob.stored_len // 2)
+    corrupt_chunk(repo_path, repo, repo.chunk_map()[digest].pack, digest)
+    return digest
+
+
+def corrupt_chunk(repo_path, repo, pack, digest):
+    """Flip a byte inside `digest`'s copy in `pack` (bit rot in that copy only)."""
+    (blob,) = [b for b in repo.pack_blobs(pack, repo.backend.stat(pack).size) if b.digest == digest]
+    with open(os.path.join(str(repo_path), pack), "r+b") as f:
+        f.seek(blob.offset + blob.stored_len // 2)
         b = f.read(1)
         f.seek(-1, 1)
         f.write(bytes([b[0] ^ 0xFF]))
-    return digest
 
 
 def main(argv):

@@ -99,8 +99,6 @@ def twins(tmp_path):
 
 # --- damage in duplicated chunks ---------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a chunk damaged in both its copies makes GC condemn one copy as a "
-                                       "duplicate, then stop on copying it out: prune fails, nothing else is marked")
 def test_a_chunk_damaged_in_both_copies_keeps_both_and_gc_goes_on(tmp_path, twins):
     repo, disk, digest, live, twin = twins
     flip(tmp_path / "repo", live, digest, repo)
@@ -193,8 +191,6 @@ def test_damage_in_the_kept_copy_found_between_mark_and_sweep_is_copied_from_the
 
 # --- hand-edited marks and damage records -----------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: the sweep deletes whatever a condemned/ mark names, a backup's "
-                                       "record, its index and the config included (only packs are ever condemned)")
 def test_a_mark_naming_a_backup_record_index_and_config_does_not_delete_them(tmp_path):
     disk = tmp_path / "disk.raw"
     make_disk(disk, size=4 * MiB, regions=4)
@@ -207,8 +203,6 @@ def test_a_mark_naming_a_backup_record_index_and_config_does_not_delete_them(tmp
     assert repo.backend.stat(snap.disks[0]["index"]) is not None
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a condemned/ mark without a packs list (or with a number there) "
-                                       "is an internal error in prune, not a line naming the object")
 @pytest.mark.parametrize("packs", [None, 5])
 def test_a_mark_without_a_packs_list_is_refused_in_one_line(tmp_path, packs):
     disk = tmp_path / "disk.raw"
@@ -460,9 +454,8 @@ def test_two_prunes_at_once_one_gc_runs_and_nothing_is_lost(tmp_path, twins):
     procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root,
                               env=dict(os.environ, PYTHONPATH=root)) for _ in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]
-    for p, (out, err) in zip(procs, outs):  # "no backup": the race of the xfail test below, seen 1 run in 8
-        assert p.returncode == 0 or (p.returncode == 1 and ("another garbage collection" in err
-                                                            or "no backup" in err)), (out, err)
+    for p, (out, err) in zip(procs, outs):  # a record the other pruned meanwhile is skipped (the test below)
+        assert p.returncode == 0 or (p.returncode == 1 and "another garbage collection" in err), (out, err)
     assert 0 in [p.returncode for p in procs], outs
     assert repo.backend.stat("locks/gc") is None
     assert len(repo.snapshots()) == 2  # web's newest, mail's only one
@@ -484,8 +477,6 @@ class LaggingListing(LocalBackend):
         return self.stale if prefix == SNAPSHOTS else super().list(prefix)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a prune (and its GC) that listed a record another host's prune "
-                                       "deleted meanwhile fails with 'no backup ... in the repository'")
 def test_a_prune_beside_another_hosts_prune_skips_the_record_that_went_meanwhile(tmp_path, twins):
     repo, disk, digest, live, twin = twins
     backup(repo, "web", disk)
@@ -511,9 +502,6 @@ def test_prune_dry_run_changes_nothing_with_ripe_marks_and_twins(tmp_path, twins
     assert tree(tmp_path / "repo") == before
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a restore that mapped its chunks before a sweep fails with the "
-                                       "pack missing when the sweep copied a chunk it needs out of a condemned pack "
-                                       "and deleted that pack (no retry with a fresh chunk map)")
 def test_a_restore_running_across_a_sweep_that_copies_its_chunks_out_keeps_working(tmp_path, twins):
     """The late backup of the test above reused both condemned twins; a restore of it starts (maps its
     chunks: they lie only in condemned packs) and is still reading when the sweep copies them and deletes."""
@@ -538,8 +526,6 @@ def test_a_restore_running_across_a_sweep_that_copies_its_chunks_out_keeps_worki
     assert same(out, disk)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: one damage record that does not read (a newer hotvcb's) makes a "
-                                       "restore ignore all of them and read the damaged copy, though a sound twin exists")
 def test_a_restore_reads_the_sound_twin_beside_a_damage_record_it_cannot_read(tmp_path, twins):
     repo, disk, digest, live, twin = twins
     flip(tmp_path / "repo", live, digest, repo)
@@ -617,7 +603,7 @@ def test_prune_stopped_by_sigterm_while_gc_copies_gives_the_lock_back(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root,
                             env=dict(os.environ, PYTHONPATH=root))
     tmp = tmp_path / "repo" / "tmp"
-    deadline = time.monotonic() + 30  # until GC writes a pack of copies (the xfail test below: not sooner)
+    deadline = time.monotonic() + 30  # until GC writes a pack of copies (not sooner: the lock test below)
     while not (tmp.is_dir() and any(p.stat().st_size > 1 << 16 for p in tmp.iterdir() if p.exists())) \
             and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.002)
@@ -628,7 +614,10 @@ def test_prune_stopped_by_sigterm_while_gc_copies_gives_the_lock_back(tmp_path):
     assert proc.returncode == 2 and "interrupted" in err, out + err
     assert repo.backend.stat("locks/gc") is None and repo.backend.list(CONDEMNED) == []
     restores(repo, tmp_path, disk)
-    for _ in range(2):
+    # three, as after the kills above: where the signal came after a pack of copies was committed, the next
+    # GC copies what that pack lacks out of the doomed twins and keeps the other twin for now (its damaged
+    # chunk's sound copy is doomed), the second marks it, the third deletes it (seen 1 run in ~30 with two)
+    for _ in range(3):
         age(tmp_path / "repo", HOUR)
         prune_all(tmp_path / "repo")
     no_orphans(repo)
@@ -647,9 +636,6 @@ class LockStoredThenFailed(LocalBackend):
         return done
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a GC whose taking of locks/gc fails after the lock was stored "
-                                       "(a timeout, or SIGTERM right after the link) leaves the lock: another host's "
-                                       "GC is refused for the grace period (a day)")
 def test_a_lock_stored_but_reported_failed_is_given_back(tmp_path, twins):
     repo, disk, digest, live, twin = twins
     flaky = Repository(LockStoredThenFailed(str(tmp_path / "repo")), repo.config)

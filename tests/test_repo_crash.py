@@ -130,6 +130,7 @@ def test_gc_refuses_to_run_beside_a_live_gc(tmp_path, setup):
                              .encode())
         with pytest.raises(Exception, match="another garbage collection"):
             gc.collect(repo)
+        assert repo.backend.stat("locks/gc") is not None  # refused: the holder's lock is left as it was
     finally:
         holder.kill()
         holder.wait()

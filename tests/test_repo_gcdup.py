@@ -9,11 +9,11 @@ import signal
 import subprocess
 
 import pytest
-from repotool import PYTHON, MiB, age, backup, cli, corrupt_one_chunk, make_disk, new_repo, same
+from repotool import PYTHON, MiB, age, backup, cli, corrupt_chunk, corrupt_one_chunk, make_disk, new_repo, same
 
 from hotvcb.repo import gc
 from hotvcb.repo.reader import restore_disk
-from hotvcb.repo.repository import DAMAGED, PACKS
+from hotvcb.repo.repository import CONDEMNED, DAMAGED, PACKS
 from hotvcb.repo.verify import verify
 from hotvcb.repo.writer import BackupWriter
 
@@ -205,4 +205,39 @@ def test_of_two_identical_packs_the_damaged_one_goes_and_the_sound_one_stays(tmp
     assert report.chunks_copied == 0  # every chunk of the damaged pack had a sound copy elsewhere
     assert all(len(where) == 1 for where in copies(repo).values())
     assert verify(repo, "all").ok and repo.backend.list(DAMAGED) == []
+    restores(repo, tmp_path, disk)
+
+
+def test_a_chunk_rotting_in_both_copies_after_the_mark_keeps_both_and_the_sweep_goes_on(tmp_path):
+    """The twin was marked as a duplicate; then the chunk rotted in it and in its live copy: the sweep cannot
+    copy it out, so that twin stays (with its mark) and the live copy too, the other twins go, and once a
+    backup stored the chunk again both damaged packs go."""
+    disk = tmp_path / "disk.raw"
+    make_disk(disk)
+    repo = new_repo(tmp_path / "repo")
+    store_twice_at_once(repo, disk)
+    age(tmp_path / "repo", HOUR)
+    gc.collect(repo)  # marks one pack of each identical pair
+    condemned = repo.condemned()
+    digest = repo.disk_index(repo.snapshots()[0].disks[0]).entries[0][1]
+    (twin,) = [p for p in copies(repo)[digest] if p in condemned]
+    (live,) = [p for p in copies(repo)[digest] if p not in condemned]
+    for pack in (live, twin):
+        corrupt_chunk(tmp_path / "repo", repo, pack, digest)
+    assert not verify(repo, "all").ok
+    age(tmp_path / "repo", HOUR)
+    out = prune_all(tmp_path / "repo")
+    assert "keeping %s for now: chunk(s) %s" % (twin, digest.hex()) in out, out
+    assert "%d deleted" % (len(condemned) - 1) in out, out  # every other twin
+    assert {p for p in condemned if repo.backend.stat(p) is not None} == {twin}
+    assert repo.backend.stat(live) is not None
+    assert [i.name for i in repo.backend.list(CONDEMNED)] == [condemned[twin]]  # tried again at the next sweep
+    assert backup(repo, "web", disk).disks[0]["new_chunks"] == 1
+    for _ in range(2):
+        age(tmp_path / "repo", HOUR)
+        prune_all(tmp_path / "repo")
+    assert repo.backend.stat(live) is None and repo.backend.stat(twin) is None
+    assert repo.backend.list(CONDEMNED) == [] and repo.backend.list(DAMAGED) == []
+    assert all(len(where) == 1 for where in copies(repo).values())
+    assert verify(repo, "all").ok
     restores(repo, tmp_path, disk)

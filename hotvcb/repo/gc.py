@@ -17,7 +17,7 @@ from typing import Callable, Dict, List, Set
 from .. import crashpoint
 from ..errors import RepoError
 from .backend import ObjectInfo
-from .format import Blob, dumps, loads
+from .format import Blob, dumps
 from .gclock import gc_lock
 from .packs import PackWriter
 from .repository import CONDEMNED, DAMAGED, INDEXES, PACKS, VERIFIED, Location, Repository, copy_rank
@@ -44,6 +44,11 @@ class GcReport:
     deleted_why: Dict[str, int] = field(default_factory=dict)  # reason -> packs deleted ("" from an older mark)
 
 
+def _id(pack: str) -> str:
+    """A pack's id, the last part of its name: what its verified/ marker and damaged/ records are named by."""
+    return pack.rsplit("/", 1)[-1]
+
+
 def describe(why: Dict[str, int]) -> str:
     """"2 held only duplicates, 1 held damaged chunks ..." for a report's counts by reason."""
     return ", ".join("%d %s" % (n, WHY.get(reason, "marked by an older hotvcb"))
@@ -61,6 +66,7 @@ class _Collector:
         self.snap_ids = {s.id for s in snaps}
         self.referenced = set(repo.references(snaps))  # type: Set[bytes]
         self.packs = {i.name: i for i in self.backend.list(PACKS)}  # type: Dict[str, ObjectInfo]
+        self.listed = {_id(name) for name in self.packs}  # the packs there as GC began
         self.tables = {}  # type: Dict[str, List[Blob]]
         for name, info in self.packs.items():
             try:
@@ -68,14 +74,14 @@ class _Collector:
             except RepoError as err:
                 log("leaving %s alone: %s (hotvcb verify --repo names what it hurts)" % (name, err))
         self.marks = {}  # type: Dict[str, List[str]]
+        self.mark_age = {}  # type: Dict[str, float]
         self.why = {}  # type: Dict[str, str]  # condemned pack -> its mark's reason (WHY)
-        for info in self.backend.list(CONDEMNED):
-            data = loads(self.backend.get(info.name), "hotvcb-condemned", info.name)
-            self.marks[info.name] = list(data["packs"])
-            why = data.get("why")
-            if isinstance(why, dict):  # only said, never acted on: a mark without it is swept the same
-                self.why.update((str(p), str(r)) for p, r in why.items())
-        self.mark_age = {i.name: self.now - i.mtime for i in self.backend.list(CONDEMNED)}
+        for mark in repo.marks():
+            self.marks[mark.name] = [p for p in mark.packs if p.startswith(PACKS)]
+            for other in sorted(set(mark.packs) - set(self.marks[mark.name])):  # a hand-edited mark
+                log("ignoring %s in %s: GC condemns only packs" % (other, mark.name))
+            self.mark_age[mark.name] = self.now - mark.mtime
+            self.why.update(mark.why)
         self.damaged = repo.damaged()  # a chunk a verify found bad holds nothing: copy a sound one out
         self.writer = PackWriter(self.backend, repo.config.pack_size)
 
@@ -102,20 +108,28 @@ class _Collector:
     def sweep(self) -> None:
         condemned = {p for packs in self.marks.values() for p in packs}
         ripe = sorted(mark for mark in self.marks if self.mark_age[mark] >= self.grace)
-        self.copy_needed({p for mark in ripe for p in self.marks[mark]}, condemned)
+        leaving = {p for mark in ripe for p in self.marks[mark]}
+        # a chunk whose copies here and in packs no mark names are all damaged (they rotted after the mark)
+        # cannot be copied out: the packs holding it stay, and their marks, until a backup stores it again
+        live = self.live_copies(condemned - leaving)
+        kept = {name for name in sorted(leaving) if self.keeping(name, live)}
+        self.copy_needed(leaving - kept, condemned - kept)  # what a kept pack holds soundly is held: it stays
         for mark in ripe:
-            for name in self.marks.pop(mark):
+            for name in self.marks[mark]:
+                if name not in self.tables or name in kept:
+                    continue  # gone (a sweep cut short), or no pack whose table reads: "leaving ... alone" above
                 crashpoint.reached("repo-gc-sweep")
                 self.backend.delete(name)
                 crashpoint.reached("repo-gc-swept")  # the pack gone, its markers and mark not yet
-                self.backend.delete(VERIFIED + name.rsplit("/", 1)[-1])
-                if name in self.packs:
-                    self.report.packs_deleted += 1
-                    self.report.bytes_freed += self.packs.pop(name).size
-                    why = self.why.get(name, "")
-                    self.report.deleted_why[why] = self.report.deleted_why.get(why, 0) + 1
-                self.tables.pop(name, None)
-            self.backend.delete(mark)
+                self.backend.delete(VERIFIED + _id(name))
+                self.report.packs_deleted += 1
+                self.report.bytes_freed += self.packs.pop(name).size
+                why = self.why.get(name, "")
+                self.report.deleted_why[why] = self.report.deleted_why.get(why, 0) + 1
+                del self.tables[name]
+            if not kept.intersection(self.marks[mark]):
+                self.backend.delete(mark)
+                del self.marks[mark]
 
     def live_copies(self, excluded: Set[str]) -> Dict[bytes, str]:
         """Referenced chunk -> the pack holding its live copy: of the packs outside `excluded`, the first by
@@ -132,11 +146,21 @@ class _Collector:
                         live[b.digest] = name
         return live
 
+    def keeping(self, name: str, live: Dict[bytes, str]) -> bool:
+        """Whether pack `name` must stay for chunks stuck in it (and the log line that says so)."""
+        stuck = self.stuck(name, self.tables.get(name, []), live)
+        if stuck:
+            self.log("keeping %s for now: chunk(s) %s, damaged in it, have no sound copy yet (the next backup "
+                     "of a VM needing them stores them again)" % (name, ", ".join(stuck)))
+        return bool(stuck)
+
     def stuck(self, name: str, blobs: List[Blob], live: Dict[bytes, str]) -> List[str]:
-        """The chunks whose live copy is this pack's damaged one (no sound copy that GC keeps): copying them
-        out would fail, so the pack stays until a backup stores them again."""
+        """The chunks damaged in this pack whose live copy is damaged too, this one or another's (no sound copy
+        that GC keeps): copying them out would fail, so every pack holding them stays until a backup stores
+        them again."""
         bad = self.damaged.get(name, set())
-        return sorted(b.digest.hex() for b in blobs if b.digest in bad and live.get(b.digest) == name)
+        return sorted(b.digest.hex() for b in blobs
+                      if b.digest in bad and b.digest in self.damaged.get(live.get(b.digest, ""), ()))
 
     def verdict(self, name: str, blobs: List[Blob], live: Dict[bytes, str]) -> str:
         """Why pack `name` goes (a WHY key), or "" if it stays."""
@@ -163,9 +187,8 @@ class _Collector:
             why = doomed.get(name) or self.verdict(name, blobs, live)
             if why:
                 doomed[name] = why
-            elif self.stuck(name, blobs, live):
-                self.log("keeping %s for now: chunk(s) %s, damaged in it, have no sound copy yet (the next backup "
-                         "of a VM needing them stores them again)" % (name, ", ".join(self.stuck(name, blobs, live))))
+            else:
+                self.keeping(name, live)
         if not doomed:
             return
         self.copy_needed(set(doomed), set(doomed) | condemned)
@@ -184,14 +207,21 @@ class _Collector:
             if snap_id not in self.snap_ids and self.now - info.mtime >= self.grace:
                 self.backend.delete(info.name)
                 self.report.indexes_deleted += 1
-        live = {name.rsplit("/", 1)[-1] for name in self.packs}
+        here = {_id(name) for name in self.packs}
         for info in self.backend.list(VERIFIED):
-            if info.name[len(VERIFIED):] not in live:
+            if self.gone(info.name[len(VERIFIED):], info, here):
                 self.backend.delete(info.name)
-        for info in self.backend.list(DAMAGED):  # named <pack id>.<tag>: the pack's, once it is gone
-            if info.name[len(DAMAGED):].split(".", 1)[0] not in live:
+        for info in self.backend.list(DAMAGED):  # named <pack id>.<tag>
+            if self.gone(info.name[len(DAMAGED):].split(".", 1)[0], info, here):
                 self.backend.delete(info.name)
         self.report.uploads_discarded = self.backend.forget_uploads(self.grace)
+
+    def gone(self, pack: str, about: ObjectInfo, here: Set[str]) -> bool:
+        """Whether the pack (by id) a marker or damage record is `about` is gone: not `here` now, and there as
+        this GC began (its sweep deleted it), or not though the record was older than the grace period then
+        (so was its pack, which every listing shows by then). A record another host's verify wrote during
+        this GC about a pack written meanwhile is not yet in our listing of packs, and stays."""
+        return pack not in here and (pack in self.listed or self.now - about.mtime >= self.grace)
 
 
 def collect(repo: Repository, log: Callable[[str], None] = lambda msg: None) -> GcReport:

@@ -31,10 +31,7 @@ def _stale(repo: Repository, me: RunId) -> bool:
     return info is None or repo.backend.now() - info.mtime > repo.config.grace
 
 
-@contextmanager
-def gc_lock(repo: Repository) -> Iterator[None]:
-    me = RunId.new()
-    record = (me.text() + "\n").encode("utf-8")
+def _take(repo: Repository, me: RunId, record: bytes) -> None:
     if not repo.backend.put_new(LOCK, record):
         if not _stale(repo, me):
             raise RepoError("another garbage collection of this repository is running (%s)"
@@ -42,12 +39,22 @@ def gc_lock(repo: Repository) -> Iterator[None]:
         repo.backend.delete(LOCK)
         if not repo.backend.put_new(LOCK, record):
             raise RepoError("another garbage collection of this repository started just now")
+
+
+@contextmanager
+def gc_lock(repo: Repository) -> Iterator[None]:
+    """Held for the body. Given back on any way out once taking it began: a put_new that stored the lock and
+    then failed (a PUT that timed out after the server stored it, a signal right after the link) must not
+    leave it for the grace period. Only our own record is removed (its run id is ours alone)."""
+    me = RunId.new()
+    record = (me.text() + "\n").encode("utf-8")
     try:
+        _take(repo, me, record)
         yield
     finally:
         try:
             mine = repo.backend.get(LOCK) == record
         except NotFound:
-            mine = False  # taken over as stale while we ran (a GC longer than the grace period)
+            mine = False  # never stored, or taken over as stale while we ran (a GC longer than the grace period)
         if mine:
             repo.backend.delete(LOCK)

@@ -3,8 +3,10 @@ to a sparse raw file or to a stream.
 
 Chunks are fetched in disk order, and decompressed and checked in a pool of
 one thread per core; chunks the index does not name are zeros and stay holes
-in the output. A bad or missing chunk stops the restore with a BadChunk that
-names it and the backups that need it, and a restore to a path removes its
+in the output. A pack found gone (a sweep deleted it after copying out what
+backups need) makes the restore look again where its chunks lie now. A bad or
+missing chunk stops the restore with a BadChunk that names it and the backups
+that need it, and a restore to a path removes its
 partial output, so nothing half-written looks like a disk. The output is
 flushed to disk in the background as it grows (sparsewrite.Flusher), so the fsync that
 ends a restore waits for the last part only.
@@ -12,15 +14,16 @@ ends a restore waits for the last part only.
 
 import collections
 import os
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Callable, Deque, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Deque, Dict, Iterator, List, Optional, Set, Tuple
 
 from ..errors import RepoError
 from ..sparsewrite import Flusher, write_at
 from . import codec
 from .format import DiskIndex
-from .repository import Location, Repository, Snapshot
+from .repository import Location, PackGone, Repository, Snapshot
 
 Check = Optional[Callable[[], None]]
 Run = Tuple[int, List[codec.Data]]  # chunks lying back to back in the disk from an offset
@@ -91,6 +94,44 @@ def restore_stream(repo: Repository, disk: Dict, write: Callable[[bytes], object
     return index.size
 
 
+class _Where:
+    """Where a restore reads each chunk: the chunk map it was given (or built), brought up to date in place
+    once for each pack found gone and once for a chunk it lacks, so the caller's next disk or file reads by
+    it too. A sweep that ran meanwhile copied the chunks a backup needs out of the packs it deleted, into
+    packs a fresh map lists (docs/repository.md "Restore"); a pack found gone is never read again, so this
+    ends."""
+
+    def __init__(self, repo: Repository, given: Optional[Dict[bytes, Location]]):
+        self.repo = repo
+        self.map = given if given is not None else repo.chunk_map()
+        self.looked_again = set()  # type: Set[str]  # the packs found gone ("": a chunk the map lacked)
+        self.lock = threading.Lock()
+
+    def again(self, why: str) -> None:
+        """Build the map again, unless it was for `why` already (by another worker, or before)."""
+        with self.lock:
+            if why not in self.looked_again:
+                self.looked_again.add(why)
+                self.map.update(self.repo.chunk_map())  # one step under the GIL: workers read it meanwhile
+
+    def locate(self, digest: bytes) -> Location:
+        loc = self.map.get(digest)
+        if loc is None or loc.pack in self.looked_again:
+            self.again("")
+            loc = self.map.get(digest)
+        if loc is None or loc.pack in self.looked_again:
+            raise self.repo.missing(digest)
+        return loc
+
+    def read(self, locs: List[Location]) -> List[codec.Data]:
+        """The chunks of `locs` (side by side in one pack); where that pack is gone, wherever they lie now."""
+        try:
+            return self.repo.read_chunks(locs)
+        except PackGone as err:
+            self.again(err.pack)
+        return [chunk for loc in locs for chunk in self.read([self.locate(loc.blob.digest)])]
+
+
 BATCH = 16  # chunks per task: 1 MiB at 64 KiB, so pool and syscall costs are paid per MiB, not per chunk
 
 
@@ -100,7 +141,7 @@ def chunks(repo: Repository, index: DiskIndex, check: Check, chunk_map: Optional
 
     Consecutive chunks come back as one run (one write for the caller), and chunks lying side by
     side in a pack are read with one ranged read."""
-    where = chunk_map if chunk_map is not None else repo.chunk_map()
+    where = _Where(repo, chunk_map)
     window = collections.deque()  # type: Deque[Future]
     batch = []  # type: List[Tuple[int, Location]]
     with ThreadPoolExecutor(workers) as pool:
@@ -108,18 +149,15 @@ def chunks(repo: Repository, index: DiskIndex, check: Check, chunk_map: Optional
             for number, digest in index.entries:
                 if check is not None and not len(batch):
                     check()
-                loc = where.get(digest)
-                if loc is None:
-                    raise repo.missing(digest)
-                batch.append((number, loc))
+                batch.append((number, where.locate(digest)))
                 if len(batch) < BATCH:
                     continue
-                window.append(pool.submit(_fetch, repo, batch, index.chunk_size))
+                window.append(pool.submit(_fetch, where, batch, index.chunk_size))
                 batch = []
                 if len(window) >= 2 * workers:
                     yield from window.popleft().result()
             if batch:
-                window.append(pool.submit(_fetch, repo, batch, index.chunk_size))
+                window.append(pool.submit(_fetch, where, batch, index.chunk_size))
             while window:
                 yield from window.popleft().result()
         finally:
@@ -127,7 +165,7 @@ def chunks(repo: Repository, index: DiskIndex, check: Check, chunk_map: Optional
                 fut.cancel()
 
 
-def _fetch(repo: Repository, batch: List[Tuple[int, Location]], chunk_size: int) -> List[Run]:
+def _fetch(where: _Where, batch: List[Tuple[int, Location]], chunk_size: int) -> List[Run]:
     """A batch of chunks, read (side-by-side blobs in one read), checked and cut into runs — in a worker."""
     runs = []  # type: List[Run]
     nxt = -1
@@ -137,7 +175,7 @@ def _fetch(repo: Repository, batch: List[Tuple[int, Location]], chunk_size: int)
         while (j < len(batch) and batch[j][1].pack == batch[i][1].pack
                and batch[j][1].blob.offset == batch[j - 1][1].blob.offset + batch[j - 1][1].blob.stored_len):
             j += 1
-        data = repo.read_chunks([loc for _n, loc in batch[i:j]])
+        data = where.read([loc for _n, loc in batch[i:j]])
         for (number, _loc), raw in zip(batch[i:j], data):
             if number != nxt:
                 runs.append((number * chunk_size, []))
@@ -149,15 +187,11 @@ def _fetch(repo: Repository, batch: List[Tuple[int, Location]], chunk_size: int)
 
 def read_file(repo: Repository, snap: Snapshot, name: str, chunk_map: Optional[Dict[bytes, Location]] = None) -> bytes:
     """One of the VM's small files (.vmx, .nvram) as stored in the backup."""
-    where = chunk_map if chunk_map is not None else repo.chunk_map()
+    where = _Where(repo, chunk_map)
     for f in snap.files:
         if f["name"] == name:
             parts = []
             for h in f["chunks"]:
-                digest = bytes.fromhex(h)
-                loc = where.get(digest)
-                if loc is None:
-                    raise repo.missing(digest)
-                parts.append(repo.read_chunk(loc))
+                parts.extend(where.read([where.locate(bytes.fromhex(h))]))
             return b"".join(parts)
     raise RepoError("backup %s has no file %r" % (snap, name))

@@ -10,16 +10,17 @@ import math
 import string
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Container, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any, Callable, Container, Dict, Iterable, Iterator, List, Optional, Set, Tuple, TypeVar
 
 from ..errors import RepoError
 from . import codec
-from .backend import Backend, LocalBackend, NotFound
+from .backend import Backend, LocalBackend, NotFound, ObjectInfo
 from .format import (BACKUP_LIMIT, CHUNK_SIZE, CONFIG, PACK_HEADER, PACK_SIZE, SETTLE, TRAILER_SIZE, VERSION, Blob,
                      DiskIndex, decode_index, dumps, loads, parse_table, table_length)
 
 PACKS, INDEXES, SNAPSHOTS, CONDEMNED, VERIFIED = "packs/", "indexes/", "snapshots/", "condemned/", "verified/"
 DAMAGED = "damaged/"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,16 @@ class Location:
     blob: Blob
 
 
+@dataclass(frozen=True)
+class Mark:
+    """A GC mark (`condemned/<time>-<random>`): the packs it condemns, and why each (only said, never acted on)."""
+
+    name: str
+    mtime: float
+    packs: List[str]
+    why: Dict[str, str]
+
+
 class BadChunk(RepoError):
     """A chunk that cannot be read back as its hash says, named with the backups that need it."""
 
@@ -66,6 +77,11 @@ class BadChunk(RepoError):
         needed = "; needed by " + ", ".join(str(u) for u in users) if users else ""
         super().__init__("chunk %s in %s: %s%s" % (digest.hex(), pack or "no pack", reason, needed))
         self.digest, self.pack, self.reason, self.users = digest, pack, reason, users
+
+
+class PackGone(BadChunk):
+    """The pack a chunk map named is gone: a sweep deleted it since the map was built, after copying out
+    what a backup needs (a reader builds its map again rather than report the chunk lost)."""
 
 
 def _check_config(chunk_size: int, pack_size: int, backup_limit: float, settle: float) -> None:
@@ -156,30 +172,41 @@ class Repository:
 
     def snapshots(self, vm: Optional[str] = None) -> List[Snapshot]:
         """Every backup whose record exists (oldest first); a damaged record is an error, never skipped."""
-        out = [self.snapshot(info.name[len(SNAPSHOTS):]) for info in self.backend.list(SNAPSHOTS)]
-        out.sort(key=lambda s: (s.record.get("utc", 0), s.id))
-        return [s for s in out if vm is None or s.vm == vm]
+        return self._listed(vm, None)
 
     def readable_snapshots(self, vm: Optional[str] = None) -> Tuple[List[Snapshot], List[str]]:
-        """(the backups whose record reads, oldest first; why each other record does not): for list and
-        restore, where one damaged record must not hide the others. GC and prune use snapshots()."""
-        good, bad = [], []  # type: List[Snapshot], List[str]
+        """(the backups whose record reads, oldest first; why each other record does not): for list, restore
+        and verify, where one damaged record must not hide the others. GC and prune use snapshots()."""
+        bad = []  # type: List[str]
+        return self._listed(vm, bad), bad
+
+    def _listed(self, vm: Optional[str], bad: Optional[List[str]]) -> List[Snapshot]:
+        """The backups the listing names, oldest first. A record gone since the listing (another host pruned
+        it: a listing may lag) is no backup any more and is skipped; one that does not read goes to `bad`, or
+        is raised where there is no `bad`."""
+        good = []  # type: List[Snapshot]
         for info in self.backend.list(SNAPSHOTS):
             try:
-                good.append(self.snapshot(info.name[len(SNAPSHOTS):]))
+                good.append(self._record(info.name[len(SNAPSHOTS):]))
             except NotFound:
-                continue  # pruned while we looked
+                continue
             except RepoError as err:
+                if bad is None:
+                    raise
                 bad.append(str(err))
         good.sort(key=lambda s: (s.record.get("utc", 0), s.id))
-        return [s for s in good if vm is None or s.vm == vm], bad
+        return [s for s in good if vm is None or s.vm == vm]
 
     def snapshot(self, snap_id: str) -> Snapshot:
-        name = SNAPSHOTS + snap_id
         try:
-            data = loads(self.backend.get(name), "hotvcb-snapshot", name)
+            return self._record(snap_id)
         except NotFound as err:
             raise RepoError("no backup %s in the repository" % snap_id) from err
+
+    def _record(self, snap_id: str) -> Snapshot:
+        """A backup's record; NotFound if it does not exist."""
+        name = SNAPSHOTS + snap_id
+        data = loads(self.backend.get(name), "hotvcb-snapshot", name)
         try:
             when = datetime.datetime.strptime(data["time"], "%Y-%m-%dT%H:%M:%S")
             _check_record(data, snap_id)
@@ -199,8 +226,13 @@ class Repository:
         users = {}  # type: Dict[bytes, List[Snapshot]]
         for snap in snaps:
             digests = set()  # type: Set[bytes]
-            for disk in snap.disks:
-                digests.update(d for _n, d in self.disk_index(disk).entries)
+            try:
+                for disk in snap.disks:
+                    digests.update(d for _n, d in self.disk_index(disk).entries)
+            except NotFound:
+                if self.backend.stat(SNAPSHOTS + snap.id) is None:
+                    continue  # pruned since its record was read (record first, then indexes): it needs nothing
+                raise
             for f in snap.files:
                 digests.update(bytes.fromhex(h) for h in f["chunks"])
             for d in digests:
@@ -225,37 +257,56 @@ class Repository:
             raise RepoError("%s: not a pack (bad trailer)" % name)
         return parse_table(self.backend.get(name, size - TRAILER_SIZE - length, length), digest, name)
 
-    def condemned(self) -> Dict[str, str]:
-        """Pack -> the GC mark that condemned it."""
-        out = {}  # type: Dict[str, str]
-        for info in self.backend.list(CONDEMNED):
-            data = loads(self.backend.get(info.name), "hotvcb-condemned", info.name)
-            for pack in data.get("packs", []):
-                out[pack] = info.name
-        return out
-
-    def damaged(self) -> Dict[str, Set[bytes]]:
-        """Pack -> the chunks in it a verify found damaged (docs/repository.md "Damaged chunks")."""
-        out = {}  # type: Dict[str, Set[bytes]]
-        for info in self.backend.list(DAMAGED):
-            data = loads(self.backend.get(info.name), "hotvcb-damaged", info.name)
+    def _objects(self, prefix: str, kind: str, read: Callable[[ObjectInfo, Dict[str, Any]], T],
+                 strict: bool) -> Iterator[T]:
+        """`read` of each `kind` object under `prefix`. One gone since the listing is skipped (GC deleted it,
+        after what it was about); one that does not read is an error naming it, or `strict=False`, skipped."""
+        for info in self.backend.list(prefix):
             try:
-                out.setdefault(str(data["pack"]), set()).update(bytes.fromhex(h) for h in data["chunks"])
-            except (KeyError, TypeError, ValueError) as err:
-                raise RepoError("%s: damaged (%s)" % (info.name, err)) from err
+                data = loads(self.backend.get(info.name), kind, info.name)
+                try:
+                    item = read(info, data)
+                except (KeyError, TypeError, ValueError) as err:
+                    raise RepoError("%s: damaged (%s)" % (info.name, err)) from err
+            except NotFound:
+                continue
+            except RepoError:
+                if strict:
+                    raise
+                continue
+            yield item
+
+    def marks(self, strict: bool = True) -> List[Mark]:
+        """Every GC mark (docs/repository.md "Garbage collection and concurrency")."""
+        def read(info: ObjectInfo, data: Dict[str, Any]) -> Mark:
+            packs, why = data.get("packs"), data.get("why")
+            if not isinstance(packs, list) or not all(isinstance(p, str) for p in packs):
+                raise ValueError("no list of packs")
+            why = {str(p): str(r) for p, r in why.items()} if isinstance(why, dict) else {}
+            return Mark(info.name, info.mtime, packs, why)
+        return list(self._objects(CONDEMNED, "hotvcb-condemned", read, strict))
+
+    def condemned(self, strict: bool = True) -> Dict[str, str]:
+        """Pack -> the GC mark that condemned it."""
+        return {pack: mark.name for mark in self.marks(strict) for pack in mark.packs}
+
+    def damaged(self, strict: bool = True) -> Dict[str, Set[bytes]]:
+        """Pack -> the chunks in it a verify found damaged (docs/repository.md "Damaged chunks")."""
+        def read(_info: ObjectInfo, data: Dict[str, Any]) -> Tuple[str, Set[bytes]]:
+            return str(data["pack"]), {bytes.fromhex(h) for h in data["chunks"]}
+        out = {}  # type: Dict[str, Set[bytes]]
+        for pack, chunks in self._objects(DAMAGED, "hotvcb-damaged", read, strict):
+            out.setdefault(pack, set()).update(chunks)
         return out
 
     def chunk_map(self, usable_only: bool = False) -> Dict[bytes, Location]:
         """Where each stored chunk lies: of its copies, the first by copy_rank (the live copy GC keeps).
         `usable_only`: leave out condemned packs and chunks a verify found damaged (a backup may not reuse
         those: it stores a damaged one again). Else a damaged or condemned copy is where a chunk lies only
-        when no better one is (a restore reads the sound one; a bad record, the first)."""
-        try:
-            damaged, condemned = self.damaged(), set(self.condemned())
-        except RepoError:
-            if usable_only:  # a backup must not build on what it cannot tell is sound
-                raise
-            damaged, condemned = {}, set()  # to a restore they only say which copy to prefer
+        when no better one is (a restore reads the sound one; of the records, those that read)."""
+        # a backup must not build on what it cannot tell is sound; to a restore they only say which copy to
+        # prefer, so one record that does not read costs only what it would have said
+        damaged, condemned = self.damaged(usable_only), set(self.condemned(usable_only))
         out = {}  # type: Dict[bytes, Location]
         for info in self.backend.list(PACKS):
             if usable_only and info.name in condemned:
@@ -310,6 +361,8 @@ class Repository:
         try:
             data = memoryview(self.backend.get(locs[0].pack, first.offset,
                                                last.offset + last.stored_len - first.offset))
+        except NotFound as err:
+            raise PackGone(first.digest, locs[0].pack, str(err)) from err
         except RepoError as err:
             raise BadChunk(first.digest, locs[0].pack, str(err), self.users_of(first.digest)) from err
         out = []

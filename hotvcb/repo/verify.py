@@ -19,7 +19,7 @@ from ..errors import RepoError
 from . import codec
 from .backend import ObjectInfo
 from .format import PACK_HEADER, TRAILER_SIZE, dumps, pack_id, pack_version, parse_table, table_length
-from .repository import DAMAGED, PACKS, SNAPSHOTS, VERIFIED, BadChunk, Location, Repository, Snapshot
+from .repository import DAMAGED, PACKS, VERIFIED, BadChunk, Location, Repository, Snapshot
 
 MODES = ("all", "sample", "new")
 
@@ -43,12 +43,8 @@ def verify(repo: Repository, mode: str = "all", share: float = 0.1, rng: Optiona
         raise RepoError("verify mode %r: one of %s" % (mode, ", ".join(MODES)))
     repo.require_codec("verify it")
     report = VerifyReport()
-    snaps = []  # type: List[Snapshot]
-    for info in repo.backend.list(SNAPSHOTS):  # one by one: a damaged record is a finding, not the end
-        try:
-            snaps.append(repo.snapshot(info.name[len(SNAPSHOTS):]))
-        except RepoError as err:
-            report.problems.append(str(err))
+    snaps, unreadable = repo.readable_snapshots()  # a damaged record is a finding, not the end
+    report.problems.extend(unreadable)
     report.backups = len(snaps)
     users = {}  # type: Dict[bytes, List[Snapshot]]
     for snap in snaps:

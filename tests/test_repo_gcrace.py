@@ -1,0 +1,159 @@
+"""GC, prune and restore beside other hosts' work on one repository (docs/repository.md "Garbage collection
+and concurrency", "Restore"): a damage record another host's verify writes during a GC, a backup pruned
+between GC reading its record and its index, a restore whose chunk map a sweep made stale, and a
+hand-edited mark naming what is no pack. Through the library's API, with backends that do the other
+host's step at the moment it hurts."""
+
+import os
+import shutil
+
+import pytest
+from repotool import MiB, age, backup, cli, corrupt_one_chunk, make_disk, new_repo, same
+
+from hotvcb.errors import RepoError
+from hotvcb.repo import gc
+from hotvcb.repo.backend import LocalBackend
+from hotvcb.repo.format import dumps
+from hotvcb.repo.reader import read_file, restore_disk
+from hotvcb.repo.repository import CONDEMNED, DAMAGED, PACKS, SNAPSHOTS, BadChunk, Repository
+from hotvcb.repo.verify import verify
+
+HOUR = 3600  # past the test repositories' grace period (60 s + 2 x 0 s)
+
+
+@pytest.fixture
+def repo_disk(tmp_path):
+    disk = tmp_path / "disk.raw"
+    make_disk(disk, size=4 * MiB, regions=4)
+    repo = new_repo(tmp_path / "repo")
+    return repo, disk
+
+
+class Beside(LocalBackend):
+    """A backend that runs `act` (another host's step) once, when `when(call, name)` first says so."""
+
+    def __init__(self, root, when, act):
+        super().__init__(root)
+        self.when, self.act = when, act
+
+    def _maybe(self, call, name):
+        if self.act is not None and self.when(call, name):
+            act, self.act = self.act, None
+            act()
+
+    def list(self, prefix):
+        self._maybe("list", prefix)
+        return super().list(prefix)
+
+    def get(self, name, offset=0, length=None):
+        data = super().get(name, offset, length)
+        self._maybe("get", name)
+        return data
+
+
+def test_a_damage_record_written_during_gc_for_a_pack_written_meanwhile_stays(tmp_path, repo_disk):
+    repo, disk = repo_disk
+    backup(repo, "web", disk)
+    age(tmp_path / "repo", HOUR)
+    other = tmp_path / "other.raw"
+    make_disk(other, size=4 * MiB, seed=9, regions=4)
+
+    def other_host():  # after GC listed the packs: a backup commits new ones, a verify finds one damaged
+        mail = backup(repo, "mail", other)
+        corrupt_one_chunk(tmp_path / "repo", repo, mail)
+        assert not verify(repo, "all").ok
+    racing = Repository(Beside(str(tmp_path / "repo"), lambda call, name: name == DAMAGED, other_host), repo.config)
+    gc.collect(racing)
+    records = [i.name for i in repo.backend.list(DAMAGED)]
+    assert len(records) == 1 and repo.damaged(), "the record of a pack GC did not list was deleted"
+    (pack,) = repo.damaged()
+    assert repo.backend.stat(pack) is not None
+    age(tmp_path / "repo", HOUR)
+    gc.collect(repo)  # the pack is listed now: its record stays while the pack does
+    assert [i.name for i in repo.backend.list(DAMAGED)] == records
+    repo.backend.delete(pack)  # once the pack is gone, and the record is old, GC deletes it
+    age(tmp_path / "repo", HOUR)
+    gc.collect(repo)
+    assert repo.backend.list(DAMAGED) == []
+
+
+def test_a_backup_pruned_between_gc_reading_its_record_and_its_index_is_skipped(tmp_path, repo_disk):
+    repo, disk = repo_disk
+    old = backup(repo, "web", disk)
+    new = backup(repo, "web", disk)
+
+    def other_prune():  # another host prunes the record GC just read, then its index
+        repo.backend.delete(SNAPSHOTS + old.id)
+        for d in old.disks:
+            repo.backend.delete(d["index"])
+    racing = Repository(Beside(str(tmp_path / "repo"), lambda call, name: name == SNAPSHOTS + old.id, other_prune),
+                        repo.config)
+    gc.collect(racing)
+    assert [s.id for s in repo.snapshots()] == [new.id]
+    out = tmp_path / "restored.raw"
+    restore_disk(repo, new, new.disks[0], str(out))
+    assert same(out, disk)
+
+
+def test_an_index_missing_beside_its_record_still_stops_gc(tmp_path, repo_disk):
+    repo, disk = repo_disk
+    snap = backup(repo, "web", disk)
+    repo.backend.delete(snap.disks[0]["index"])
+    packs = [i.name for i in repo.backend.list(PACKS)]
+    age(tmp_path / "repo", HOUR)
+    with pytest.raises(RepoError, match=snap.disks[0]["index"]):
+        gc.collect(repo)
+    assert [i.name for i in repo.backend.list(PACKS)] == packs and repo.backend.list(CONDEMNED) == []
+
+
+def test_a_restore_finds_chunks_moved_since_its_map_was_built(tmp_path, repo_disk):
+    """What a sweep does to a restore's map, done by hand: the packs' chunks now lie under other names."""
+    repo, disk = repo_disk
+    snap = backup(repo, "web", disk)
+    stale = repo.chunk_map()
+    root = str(tmp_path / "repo")
+    for info in repo.backend.list(PACKS):
+        moved = os.path.join(root, "packs", "00", info.name.rsplit("/", 1)[-1])
+        os.makedirs(os.path.dirname(moved), exist_ok=True)
+        shutil.move(os.path.join(root, info.name), moved)
+    assert read_file(repo, snap, "web.vmx", dict(stale)) == b'displayName = "web"\n'
+    out = tmp_path / "restored.raw"
+    restore_disk(repo, snap, snap.disks[0], str(out), chunk_map=stale)
+    assert same(out, disk)
+    assert {loc.pack.split("/")[1] for loc in stale.values()} == {"00"}  # brought up to date for the next disk
+    out.unlink()
+    restore_disk(repo, snap, snap.disks[0], str(out), chunk_map={})  # a map built before the packs were seen
+    assert same(out, disk)
+
+
+def test_a_restore_whose_pack_went_with_no_copy_elsewhere_names_the_chunk(tmp_path, repo_disk):
+    repo, disk = repo_disk
+    snap = backup(repo, "web", disk)
+    stale = repo.chunk_map()
+    digest = repo.disk_index(snap.disks[0]).entries[0][1]
+    pack = stale[digest].pack
+    repo.backend.delete(pack)
+    out = tmp_path / "restored.raw"
+    with pytest.raises(BadChunk, match="in no pack: missing from the repository; needed by web") as err:
+        restore_disk(repo, snap, snap.disks[0], str(out), chunk_map=stale)
+    assert stale[err.value.digest].pack == pack  # one of the chunks that lay only there
+    assert not out.exists()
+
+
+def test_a_mark_naming_a_record_beside_a_pack_sweeps_only_the_pack_and_says_so(tmp_path, repo_disk):
+    repo, disk = repo_disk
+    snap = backup(repo, "web", disk)
+    pack = repo.backend.list(PACKS)[0].name
+    mark = CONDEMNED + "1000-deadbeef"
+    repo.backend.put_new(mark, dumps({"format": "hotvcb-condemned", "version": 1,
+                                      "packs": [SNAPSHOTS + snap.id, pack, "packs/../config"]}))
+    age(tmp_path / "repo", HOUR)
+    r = cli("prune", "--repo", tmp_path / "repo", "--keep-last", 100)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "ignoring %s in %s: GC condemns only packs" % (SNAPSHOTS + snap.id, mark) in r.stdout, r.stdout
+    assert repo.backend.stat(pack) is None and repo.backend.stat(mark) is None  # its chunks copied out first
+    assert [s.id for s in repo.snapshots()] == [snap.id] and repo.backend.stat("config") is not None
+    assert verify(repo, "all").ok
+    out = tmp_path / "restored.raw"
+    restore_disk(repo, snap, snap.disks[0], str(out))
+    assert same(out, disk)
