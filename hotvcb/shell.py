@@ -370,14 +370,11 @@ class LocalShell:
             raise HostError("cannot copy %s to %s: %s" % (src, dst, err.strerror)) from err
 
     def file_size(self, path: str) -> int:
-        try:
-            return os.stat(path).st_size
-        except OSError as err:
-            raise HostError("cannot stat %s: %s" % (path, err.strerror)) from err
+        return _stat(path).st_size
 
     def disk_usage(self, path: str) -> int:
         """Bytes allocated on disk (thin files are smaller than their size)."""
-        return os.stat(path).st_blocks * 512
+        return _stat(path).st_blocks * 512
 
     def symlink(self, target: str, link: str) -> None:
         """Point link at target, replacing an older link atomically."""
@@ -439,6 +436,15 @@ class LocalShell:
 def temp_tag() -> str:
     """A temp-file tag no other writer uses at the same time: this process, this thread, a random part."""
     return "%d-%d-%s" % (os.getpid(), threading.get_ident() % 100000, os.urandom(3).hex())
+
+
+def _stat(path: str) -> os.stat_result:
+    """The file's stat (a symlink followed), or the HostError the shell contract raises for any file it
+    cannot look at, as SshShell's does (a dangling symlink, a folder taken away)."""
+    try:
+        return os.stat(path)
+    except OSError as err:
+        raise HostError("cannot stat %s: %s" % (path, err.strerror)) from err
 
 
 def fsync_dir(folder: str) -> None:

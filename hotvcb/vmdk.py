@@ -8,6 +8,7 @@ embedded in a hosted sparse extent (monolithicSparse: text at sector 1).
 """
 
 import re
+import secrets
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -30,6 +31,7 @@ class Descriptor:
     parent_hint: Optional[str] = None
     adapter_type: str = "lsilogic"
     thin: bool = False
+    parent_cid: Optional[str] = None  # "ffffffff" for a base disk
 
     @property
     def capacity(self) -> int:
@@ -65,6 +67,8 @@ def parse(text: str) -> Descriptor:
         key, value = m.group(1), m.group(2)
         if key == "createType":
             create_type = value
+        elif key == "parentCID":
+            desc.parent_cid = value
         elif key == "parentFileNameHint":
             desc.parent_hint = value
         elif key == "ddb.adapterType":
@@ -85,31 +89,56 @@ def base_name(filename: str) -> str:
     return _DELTA_STEM.sub(r"\1", filename)
 
 
+def flat_beside(descriptor: str) -> str:
+    """`…/web.vmdk` -> `…/web-flat.vmdk`: where ESXi keeps a VMFS flat disk's data, beside its descriptor."""
+    return descriptor[:-len(".vmdk")] + "-flat.vmdk"
+
+
 def rename_extent(text: str, filename: str) -> str:
-    """A one-extent descriptor whose extent is `filename` (a disk stored under a new name)."""
+    """A one-extent descriptor whose extent is `filename` (a disk stored under a new name), written
+    between the quotes as it is, a `"` in it too: so vmkfstools writes a clone's extent, and an
+    extent's name runs to the line's last quote (`_EXTENT`), so the descriptor names that very file."""
     out = []
     for raw in text.splitlines(True):
         m = _EXTENT.match(raw.strip())
         if m:
-            raw = raw.replace('"%s"' % m.group(4), '"%s"' % filename.replace('"', ""), 1)
+            raw = raw.replace('"%s"' % m.group(4), '"%s"' % filename, 1)
         out.append(raw)
     return "".join(out)
 
-_THIN = re.compile(r'^(\s*ddb\.thinProvisioned\s*=\s*)"?[^"\r\n]*"?', re.M)
+
 _DDB = re.compile(r'^\s*ddb\.[^\r\n]*(\r?\n|$)', re.M)
+
+
+def _set(text: str, key: str, value: str) -> str:
+    """`key` set to `value` (quoted as its line was); a missing key is added after the last ddb line."""
+    line = re.compile(r'^(\s*%s\s*=\s*)("?)[^"\r\n]*"?' % re.escape(key), re.M)
+    if line.search(text):
+        return line.sub(lambda m: m.group(1) + m.group(2) + value + m.group(2), text, count=1)
+    ddb = list(_DDB.finditer(text))
+    at = ddb[-1].end() if ddb else len(text)
+    new = '%s = "%s"\n' % (key, value)
+    if at and text[at - 1] != "\n":
+        new = "\n" + new
+    return text[:at] + new + text[at:]
 
 
 def as_thin(text: str) -> str:
     """The descriptor of a VMFS flat disk marked thin (`ddb.thinProvisioned = "1"`, what ESXi writes
     for one), whatever the disk it describes was: the flat file beside it is sparse."""
-    if _THIN.search(text):
-        return _THIN.sub(r'\g<1>"1"', text, count=1)
-    ddb = list(_DDB.finditer(text))
-    at = ddb[-1].end() if ddb else len(text)
-    line = 'ddb.thinProvisioned = "1"\n'
-    if at and text[at - 1] != "\n":
-        line = "\n" + line
-    return text[:at] + line + text[at:]
+    return _set(text, "ddb.thinProvisioned", "1")
+
+
+def new_identity(text: str) -> str:
+    """The descriptor of a copy of its disk: a new CID, ddb.longContentID (96 random bits, then the CID)
+    and ddb.uuid (`60 00 C2 9x …`), in the shapes vmkfstools gives a clone, so two copies of one disk
+    never claim one identity (a guest's /dev/disk/by-id, a disk vCenter tracks by its uuid)."""
+    cid = "%08x" % secrets.randbits(32)
+    raw = ["%02x" % b for b in secrets.token_bytes(14)]
+    uuid = "60 00 C2 9%x %s-%s" % (secrets.randbits(4), " ".join(raw[:6]), " ".join(raw[6:]))
+    text = _set(text, "CID", cid)
+    text = _set(text, "ddb.longContentID", "%024x%s" % (secrets.randbits(96), cid))
+    return _set(text, "ddb.uuid", uuid)
 
 
 _LINK = re.compile(r'^(\s*)(CID|parentCID|parentFileNameHint)(\s*=\s*)"?([^"\r\n]*)"?(\s*)$', re.M)

@@ -236,9 +236,7 @@ def test_damage_anywhere_refuses_and_leaves_nothing(site, what):
     nothing_left(host, "Nie Ü", before)
 
 
-@pytest.mark.parametrize("kind", ["fifo", "directory", pytest.param("dangling symlink", marks=pytest.mark.xfail(
-    strict=True, reason="DEFECT: a thin restore of a backup whose flat is a dangling symlink ends in 'internal error: "
-                        "FileNotFoundError' (restore_plan -> bytes_needed -> LocalShell.disk_usage) instead of a refusal"))])
+@pytest.mark.parametrize("kind", ["fifo", "directory", "dangling symlink"])
 def test_a_flat_that_is_no_file_is_refused_at_once(site, kind):
     host, _conf, backups = site
     bad = copy_of(host, backups[VM], "2001-02-03_04-05-07")
@@ -516,8 +514,6 @@ def identity(path):
     return d["CID"], d["ddb.uuid"], d["ddb.longContentID"]
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a thin restore under a new name keeps the backup's disk CID and "
-                                        "ddb.uuid (vmkfstools -i gives the copy new ones): two restores share a disk UUID")
 def test_a_copy_under_a_new_name_gets_new_disk_ids_as_a_clone_does(site):
     host, _conf, backups = site
     for name, fmt in (("Id Dick", "zeroedthick"), ("Id Dünn", "thin")):
@@ -530,8 +526,6 @@ def test_a_copy_under_a_new_name_gets_new_disk_ids_as_a_clone_does(site):
     assert all(a != b for a, b in zip(src, copied)), (src, copied)
 
 
-@pytest.mark.xfail(strict=True, reason='DEFECT: a disk file name holding " loses it in the restored descriptor\'s '
-                                        "extent (vmdk.rename_extent): the thin restore names a flat that does not exist")
 def test_a_double_quote_in_the_disk_name_still_powers_on(site):
     host, _conf, backups = site
     r = restore(host, backups[QVM], "--datastore", "datastore1", "--name", "Q Dick", "--format", "zeroedthick",
@@ -548,9 +542,6 @@ LIES = {"short": "the flat is 1 MiB, its descriptor says 2 MiB", "zero": "the fl
         "parentcid": "a base disk's descriptor names a parent CID"}
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a thin restore copies a descriptor and flat that disagree as they are "
-                                        "(flat length kept, parentCID kept): vmkfstools writes a flat of the extent's "
-                                        "size under a fresh descriptor")
 @pytest.mark.parametrize("lie", sorted(LIES))
 def test_a_descriptor_that_disagrees_with_its_flat_comes_back_as_a_clone_would_write_it(site, lie):
     """A backup another tool left (or one repaired by hand) whose manifest holds the files as they are: the

@@ -70,3 +70,18 @@ def test_a_restore_file_line_names_a_repository_backup_by_id_or_as_a_vms_latest(
                               host.real("/vmfs/volumes/datastore1/web/web.vmdk")], capture_output=True, text=True)
         assert cmp.returncode == 0, folder + cmp.stdout + cmp.stderr
     assert _leftovers(host, "datastore1") == [] and _leftovers(host, "ds5") == []
+
+
+def test_a_thin_restore_of_a_disk_named_with_a_double_quote_powers_on(host, tmp_path):
+    """The staged disk moved into the VM's folder keeps its name, `"` included, and its descriptor names
+    that very file (vmdk.rename_extent writes the name as vmkfstools writes a clone's), so the VM starts."""
+    name = 'Zitat "Q"'
+    host.create_vm(name, "datastore1", [{"size": "2M"}])
+    conf = write_conf(host)
+    r = hotvcb(host, "backup", "-m", name, "-g", conf, "--repo", REPO, "-w", tmp_path / "work")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = hotvcb(host, "restore", "--repo", REPO, "--latest", name, "--datastore", "datastore1", "--name", "Q copy",
+               "--power-on")
+    assert r.returncode == 0, r.stdout + r.stderr
+    folder = host.real("/vmfs/volumes/datastore1/Q copy")
+    assert sorted(e for e in os.listdir(folder) if e.endswith(".vmdk")) == [name + "-flat.vmdk", name + ".vmdk"]

@@ -10,6 +10,7 @@ counted by tests/countshell.py.
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -203,3 +204,40 @@ def test_a_full_target_says_so_and_leaves_nothing(site):
     assert r.returncode == 6 and "No space left on device" in out and "nothing was registered" in out, out
     assert "LEFT: \n" in out, out
     assert "Voll" not in registered(host)
+
+
+def disk_ids(path):
+    ids = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            key, sep, value = line.partition("=")
+            if sep and key.strip() in ("CID", "ddb.longContentID", "ddb.uuid"):
+                ids[key.strip()] = value.strip().strip('"')
+    return ids
+
+
+def test_the_backups_own_name_keeps_the_disk_ids_a_new_name_gets_new_ones(site):
+    """Under the backup's own name the VM is itself again (uuid.action keep), and so are its disks: CID,
+    longContentID and ddb.uuid as backed up (a guest's /dev/disk/by-id stays). Under a new name each disk
+    gets new ones in ESXi's shapes, as vmkfstools gives a clone: two copies never share a disk uuid."""
+    host, _conf, backups = site
+    r = hotvcb(host, "restore", backups["thin"], "--datastore", "small")
+    assert r.returncode == 0 and r.out.count("checked as it was copied") == 2, r.out
+    r = hotvcb(host, "restore", backups["thin"], "--datastore", "small", "--name", "Neue Ids")
+    assert r.returncode == 0 and r.out.count("checked as it was copied") == 2, r.out
+    for disk in (VM + ".vmdk", VM + "_1.vmdk"):
+        backed_up = disk_ids(os.path.join(host.real(backups["thin"]), disk))
+        assert len(backed_up) == 3, backed_up
+        assert disk_ids(os.path.join(host.real("/vmfs/volumes/small/" + VM), disk)) == backed_up
+        fresh = disk_ids(os.path.join(host.real("/vmfs/volumes/small/Neue Ids"), disk))
+        assert all(fresh[k] != backed_up[k] for k in backed_up), (fresh, backed_up)
+        assert re.fullmatch(r"[0-9a-f]{8}", fresh["CID"]), fresh
+        assert re.fullmatch(r"[0-9a-f]{24}" + fresh["CID"], fresh["ddb.longContentID"]), fresh
+        uuid = r"60 00 C2 9[0-9a-f]( [0-9a-f]{2}){6}-[0-9a-f]{2}( [0-9a-f]{2}){7}"
+        assert re.fullmatch(uuid, fresh["ddb.uuid"]), fresh
+    check_restored(host, backups["thin"], "/vmfs/volumes/small/Neue Ids")
+    r = hotvcb(host, "restore", backups["thin"], "--datastore", "small", "--name", "Neue Ids 2")
+    assert r.returncode == 0, r.out
+    first, second = (disk_ids(os.path.join(host.real("/vmfs/volumes/small/" + n), VM + ".vmdk"))
+                     for n in ("Neue Ids", "Neue Ids 2"))
+    assert first["ddb.uuid"] != second["ddb.uuid"] and first["CID"] != second["CID"]

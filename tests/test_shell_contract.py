@@ -121,6 +121,9 @@ def test_sizes_links_modes_and_paths(shell, tmp_path):
     shell.symlink("thin-flat.vmdk", str(tmp_path / "latest"))
     shell.symlink("other", str(tmp_path / "latest"))  # replaces the old link
     assert os.readlink(str(tmp_path / "latest")) == "other"
+    for look in (shell.file_size, shell.disk_usage):  # a dangling link: the contract's error, naming it
+        with pytest.raises(HostError, match="latest"):
+            look(str(tmp_path / "latest"))
     shell.chmod(str(thin), 0o640)
     assert os.stat(str(thin)).st_mode & 0o777 == 0o640
     assert shell.realpath(str(tmp_path / "sub" / ".." / "missing")) == str(tmp_path / "missing")

@@ -369,7 +369,7 @@ class EsxiHost:
         extent = self._flat_extent.get(disk.path)
         if fmt not in FLAT_FORMATS or extent is None:
             return None
-        return Copied(disk.path.rsplit("/", 1)[0] + "/" + extent, dst[: -len(".vmdk")] + "-flat.vmdk")
+        return Copied(disk.path.rsplit("/", 1)[0] + "/" + extent, vmdk.flat_beside(dst))
 
     def _is_2gbsparse(self, path: str) -> bool:
         try:

@@ -59,8 +59,9 @@ def open_repository(path: str, compression: str = "zlib") -> Repository:
 
 
 def flat_name(descriptor_name: str) -> str:
-    """`web.vmdk` -> `web-flat.vmdk`: where a restore writes the data its descriptor names (a `"` cannot be
-    written inside the descriptor's quoted extent name, so vmdk.rename_extent drops it: so does this)."""
+    """`web.vmdk` -> `web-flat.vmdk`: where a restore writes the data its descriptor names. A `"` is
+    dropped: the descriptors repositories hold name their flat so (written when vmdk.rename_extent
+    dropped it too), and a restore from any of them must find its data under that name."""
     return os.path.splitext(descriptor_name)[0].replace('"', "") + "-flat.vmdk"
 
 
@@ -175,7 +176,7 @@ class RepoSink:
         os.makedirs(os.path.dirname(self._tmp_prefix()), exist_ok=True)
         tmp = "%s%s-%d.vmdk" % (self._tmp_prefix(), uuid.uuid4().hex[:12], os.getpid())
         self.log.info("%s is a delta of a snapshot: cloning its chain to a temporary thin disk first" % disk.path)
-        flat = tmp[:-len(".vmdk")] + "-flat.vmdk"  # where a thin clone keeps its data
+        flat = vmdk.flat_beside(tmp)  # where a thin clone keeps its data
         try:
             host.copy_disk(disk, tmp, "thin", None)
         except HotvcbError:

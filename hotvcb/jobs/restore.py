@@ -23,10 +23,16 @@ One request goes through explicit states, so a failure knows what to undo:
   the manifest proves by block digests is not cloned but copied here
   (restore_copy.py): one read, each block digested as verify does and written
   from the same buffer, the proof compared before the descriptor is written;
-  the thread leaves such disks to it (_OwnCopies). Decided so because a clone
+  the thread leaves such disks to it (restore_check.py). Decided so because a clone
   beside a check reads the backup twice and writes bytes that were not the
   ones checked; it gives up vmkfstools' copy offload (VAAI XCOPY), which
-  zeroedthick, eagerzeroedthick and 2gbsparse targets keep. Any failure (or Ctrl-C)
+  zeroedthick, eagerzeroedthick and 2gbsparse targets keep. Only a disk whose
+  descriptor and flat agree (the flat's size is the extent's, no parentCID) is
+  copied so: vmkfstools writes any other whole, under a fresh descriptor. A
+  VM restored under a new name gets new disk ids (CID, longContentID,
+  ddb.uuid) from the copy as from a clone; under its own name (identity kept,
+  below) the copy keeps the disks' ids, so they come back as they were backed
+  up, where a clone would give them new ones. Any failure (or Ctrl-C)
   removes that folder; a VM is never registered from it. The check of a
   folder backup starts as soon as the backup is found, so it also reads
   while the target and name checks wait on their host commands; a check
@@ -47,16 +53,16 @@ this module carries it out. .vmx rewrites (each is logged; dry runs print them):
   (`.present = "FALSE"`) with a warning rather than pointing at nothing.
 - identity: ESXi's "moved or copied?" question is answered in advance
   (vmx_identity.py): the backup's own name keeps the identity, a new name
-  makes a copy that can run next to the original.
+  makes a copy that can run next to the original (Plan.copy; a disk this
+  process copies then gets new ids too, restore_copy.py).
 """
 
-import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .. import interrupt, targz, vmdk
-from ..background import POLL, Ahead, Background
+from ..background import Ahead
 from ..errors import HostError, HotvcbError, Interrupted
 from ..hosts.base import Hypervisor
 from ..model import Disk, Vm, VmRef
@@ -65,7 +71,8 @@ from ..shell import FileReader, LocalShell
 from ..store import health, layout, manifest
 from ..units import human_size
 from . import restore_copy, restore_scratch, restore_stage, restore_tree
-from .verify import Problem, VerifyResult, verify_folder, verify_gz
+from .restore_check import Checking, damaged, in_background, refuse_damaged
+from .verify import verify_folder, verify_gz
 from .restore_plan import Plan, Planner, RestoreError
 
 FORMAT_2GB_NOTE = (
@@ -126,69 +133,6 @@ def _where(req: RestoreRequest, message: str) -> str:
     return "%s: %s" % (req.where, message) if req.where else message
 
 
-def _refuse_damaged(req: RestoreRequest, log, res: VerifyResult) -> None:
-    if res.status == "damaged":
-        raise RestoreError(_damaged(req, res.problems[0]))
-    log.info("Checksums hold: %s" % res.message)
-
-
-def _damaged(req: RestoreRequest, problem: Problem) -> str:
-    return "%s fails verification, not restoring it: %s" % (req.backup, problem)
-
-
-class _OwnCopies:
-    """The disks this restore copies itself (restore_copy.py), known once the plan is made. The
-    background check reads every other file at once but waits for that decision before a file such
-    a copy could prove (`provable`), so a disk copied here is never read a second time."""
-
-    def __init__(self, provable: Set[str]):
-        self.provable = provable
-        self.by_source = {}  # type: Dict[str, restore_copy.OwnCopy]  # by the disk's descriptor in the backup
-        self._decided = threading.Event()
-
-    def decide(self, by_source: "Dict[str, restore_copy.OwnCopy]") -> None:
-        self.by_source = by_source
-        self._decided.set()
-
-    def skips(self, rel: str, check: Callable[[], None]) -> bool:
-        """Whether the background check leaves `rel` to the copy; `check` raises once it is cancelled."""
-        if rel not in self.provable:
-            return False
-        while not self._decided.wait(POLL):
-            check()
-        return any(own.rel == rel for own in self.by_source.values())
-
-
-class _Checking:
-    """The backup's checksums as the copy sees them: verified in the background (but for the disks
-    the copy proves itself: `own`), or not at all (`work` None: no manifest, or --no-verify)."""
-
-    def __init__(self, req: RestoreRequest, log, work: "Optional[Background[VerifyResult]]",
-                 own: Optional[_OwnCopies] = None):
-        self.req, self.log, self.work = req, log, work
-        self.own = own or _OwnCopies(set())
-
-    def watching(self, progress: Callable[[int], None]) -> Callable[[int], None]:
-        """`progress` that also stops the clone (by raising) as soon as the check found damage."""
-        def watch(pct: int) -> None:
-            progress(pct)
-            self.stop_if_damaged()
-        return progress if self.work is None else watch
-
-    def stop_if_damaged(self) -> None:
-        if self.work is not None and self.work.done() and self.work.result().status == "damaged":
-            self.log.info("The backup failed verification during the copy: copy stopped")
-            self.wait()
-
-    def wait(self) -> None:
-        if self.work is not None:
-            _refuse_damaged(self.req, self.log, self.work.result())
-
-    def cancel(self) -> None:
-        if self.work is not None:
-            self.work.cancel()
-
-
 class _Restore:
     """One request; attributes are the lifecycle state cleanup reads."""
 
@@ -197,7 +141,7 @@ class _Restore:
         self.host, self.shell, self.log = job.host, job.shell, job.log
         self.extract_dir = None  # type: Optional[str]
         self.temp = None  # type: Optional[str]
-        self.early = None  # type: Optional[_Checking]  # the check started before the pre-checks ran
+        self.early = None  # type: Optional[Checking]  # the check started before the pre-checks ran
         self.asked = []  # type: List[Ahead]  # the pre-checks' questions to the host, asked at once
 
     def run(self) -> None:
@@ -272,9 +216,9 @@ class _Restore:
             self._print_plan(plan, compressed)
             return
         if data is None:
-            checking = _Checking(self.req, self.log, None)
+            checking = Checking(self.req, self.log, None)
         else:
-            checking = self.early or self._verify_in_background(backup, self._provable(data, compressed))
+            checking = self.early or self._in_background(backup, data, compressed)
         checking.own.decide(self._own_copies(plan, backup, data, compressed))
         try:
             self._copy(plan, checking)
@@ -304,7 +248,7 @@ class _Restore:
         plan = self.planner.plan(self.shell, dest, free)
         self.result.name, self.result.folder = plan.name, plan.folder
         self._check_room(plan)
-        self._copy(plan, _Checking(self.req, self.log, None))
+        self._copy(plan, Checking(self.req, self.log, None))
         self.result.vmid = self._register(plan)
 
     def _locate_backup(self, path: str) -> Tuple[str, bool]:
@@ -354,7 +298,7 @@ class _Restore:
         self.log.info("Verifying checksums inside %s" % gz)
         res = verify_gz(self.shell, gz, record=False)
         if res.status == "damaged":
-            raise RestoreError("%s fails verification, not restoring it: %s" % (self.req.backup, res.problems[0]))
+            raise RestoreError(damaged(self.req, res.problems[0]))
         self.log.info("Checksums: %s" % res.message)
 
     def _extract(self, gz: str) -> str:
@@ -384,7 +328,7 @@ class _Restore:
 
     def _verify_now(self, backup: str) -> None:
         self.log.info("Verifying checksums of %s" % self.req.backup)
-        _refuse_damaged(self.req, self.log, verify_folder(self.shell, backup, record=False))
+        refuse_damaged(self.req, self.log, verify_folder(self.shell, backup, record=False))
 
     def _check_manifest(self, backup: str) -> Optional[Dict[str, Any]]:
         """The manifest the backup's checksums are verified against (one that says ok), or None:
@@ -404,7 +348,7 @@ class _Restore:
             return None
         return data
 
-    def _check_early(self, source: str, compressed: bool) -> "Optional[_Checking]":
+    def _check_early(self, source: str, compressed: bool) -> "Optional[Checking]":
         """The background check of a folder backup that will be checked (a manifest that says
         ok, an ESXi backup, no --no-verify, no dry run), started before the pre-checks' host
         commands (~0.1 s each on esxisim; a round trip to hostd each on a host) instead of after
@@ -418,17 +362,12 @@ class _Restore:
                 return None
         except (HotvcbError, ValueError):
             return None
-        return self._verify_in_background(source, self._provable(data, compressed))
+        return self._in_background(source, data, compressed)
 
-    def _verify_in_background(self, backup: str, provable: Set[str]) -> "_Checking":
-        """Read the backup for its checksums while the clone reads it (one read in time, not two
-        in a row); `_copy` stops early on damage and renames nothing before the check passed.
-        The disks the copy proves itself (`provable`, once decided) are left to it."""
-        self.log.info("Verifying checksums of %s while copying" % self.req.backup)
-        shell, own = self.shell, _OwnCopies(provable)
-        return _Checking(self.req, self.log, Background(
-            lambda check: verify_folder(shell, backup, record=False, progress=lambda _n: check(),
-                                        skip=lambda rel: own.skips(rel, check)), "restore-verify"), own)
+    def _in_background(self, backup: str, data: Dict[str, Any], compressed: bool) -> Checking:
+        """The background check, told which files a copy by this process could prove instead."""
+        provable = restore_copy.provable(data.get("files") or {}) if self._copies_itself(compressed) else set()
+        return in_background(self.shell, self.req, self.log, backup, provable)
 
     def _copies_itself(self, compressed: bool) -> bool:
         """Whether thin disks are copied by this process (restore_copy.py) rather than cloned: it runs
@@ -436,9 +375,6 @@ class _Restore:
         shell), from a folder backup (a .gz is unpacked and cloned as before) not staged by this run."""
         return (self.req.disk_format == "thin" and isinstance(self.shell, LocalShell)
                 and not compressed and not self.req.staged)
-
-    def _provable(self, data: Dict[str, Any], compressed: bool) -> Set[str]:
-        return restore_copy.provable(data.get("files") or {}) if self._copies_itself(compressed) else set()
 
     def _own_copies(self, plan: Plan, backup: str, data: Optional[Dict[str, Any]],
                     compressed: bool) -> "Dict[str, restore_copy.OwnCopy]":
@@ -449,7 +385,7 @@ class _Restore:
         files = data.get("files") or {}
         found = {}
         for d in plan.disks:
-            own = restore_copy.own_copy(self.shell, backup, d.source, files)
+            own = restore_copy.own_copy(self.shell, backup, d.source, files, plan.copy)
             if own is not None:
                 found[d.source] = own
         return found
@@ -493,7 +429,7 @@ class _Restore:
         out("###############################################")
 
     # -- the writes ------------------------------------------------------------
-    def _copy(self, plan: Plan, checking: "_Checking") -> None:
+    def _copy(self, plan: Plan, checking: "Checking") -> None:
         self.job.records.claim(plan.temp)  # recorded: `hotvcb cleanup` removes it if we are killed
         self.temp = plan.temp  # from here on, a failure removes it
         fmt = self.req.disk_format
@@ -540,7 +476,7 @@ class _Restore:
         if desc is None or not desc.thin or desc.is_delta or len(desc.extents) != 1:
             self.host.copy_disk(disk, dst, fmt, progress)
             return
-        flat = dst[:-len(".vmdk")] + "-flat.vmdk"
+        flat = vmdk.flat_beside(dst)
         self.shell.rename(disk.path.rsplit("/", 1)[0] + "/" + desc.extents[0].filename, flat)
         self.shell.write_text(dst, vmdk.rename_extent(text, flat.rsplit("/", 1)[1]))
 
@@ -549,7 +485,7 @@ class _Restore:
         refuses the restore as the background check's would."""
         problem = restore_copy.copy(self.shell, own, dst, progress)
         if problem is not None:
-            raise RestoreError(_damaged(self.req, problem))
+            raise RestoreError(damaged(self.req, problem))
         self.log.info("Checksums hold: %s, checked as it was copied" % own.rel)
 
     def _register(self, plan: Plan) -> str:

@@ -12,6 +12,14 @@ constant zero digest), and the same buffer is written at its offset unless it
 is all zeros (zeros and holes stay holes; sparsewrite.py). The file is sized,
 fsynced, and its proof compared with the manifest's entry before the
 descriptor (the backup's, extent renamed, marked thin) is written beside it.
+A copy under a new name gets a new CID, ddb.longContentID and ddb.uuid, as a
+clone does; under the backup's own name (the VM's identity kept) the disk
+keeps its own, so it comes back as it was (vmx_identity.py).
+
+Only a disk whose descriptor and flat agree is copied here (the flat's
+manifest size is the extent's sectors × 512, no parent CID): a backup another
+tool or a hand repair left otherwise is cloned, and vmkfstools writes it whole
+under a fresh descriptor, as it always did.
 
 What is lost: vmkfstools' copy offload (VAAI XCOPY on an array that has it)
 and its own zeroing; what is won: one read instead of two, and a restored
@@ -31,6 +39,8 @@ from ..sparsewrite import Flusher, write_at
 from ..store import manifest
 from .verify import Problem, compare
 
+BASE = "ffffffff"  # the parentCID of a disk with no parent
+
 
 @dataclass
 class OwnCopy:
@@ -40,6 +50,7 @@ class OwnCopy:
     flat: str  # the backup's -flat.vmdk
     rel: str  # the flat's name in the manifest
     entry: Dict[str, Any]  # its manifest entry (a version-2 proof)
+    new_identity: bool  # a copy under a new name: new CID, longContentID and ddb.uuid
 
 
 def provable(files: Dict[str, Dict[str, Any]]) -> Set[str]:
@@ -48,29 +59,31 @@ def provable(files: Dict[str, Dict[str, Any]]) -> Set[str]:
             if rel.lower().endswith(".vmdk") and manifest.PROOF in e and manifest.CONTENT not in e}
 
 
-def own_copy(shell: Shell, backup: str, source: str, files: Dict[str, Dict[str, Any]]) -> Optional[OwnCopy]:
-    """How the disk whose descriptor is `source` is copied here, or None when it is not a single-extent,
-    non-delta VMFS flat disk whose flat file the manifest proves by its block digests."""
+def own_copy(shell: Shell, backup: str, source: str, files: Dict[str, Dict[str, Any]],
+             new_identity: bool) -> Optional[OwnCopy]:
+    """How the disk whose descriptor is `source` is copied here, or None when it is not a single-extent
+    VMFS flat base disk (parentCID ffffffff) whose flat file the manifest proves by its block digests,
+    of exactly the extent's size (anything else is left to vmkfstools, which writes it whole)."""
     text = shell.read_text(source)
     try:
         desc = vmdk.parse(text)
     except vmdk.NotADescriptor:
         return None
     if desc.create_type.lower() != "vmfs" or desc.is_delta or len(desc.extents) != 1 \
-            or desc.extents[0].kind != "VMFS":
+            or desc.extents[0].kind != "VMFS" or (desc.parent_cid or BASE).lower() != BASE:
         return None
     flat = source.rsplit("/", 1)[0] + "/" + desc.extents[0].filename
     rel = flat[len(backup) + 1:]
-    if not flat.startswith(backup + "/") or rel not in provable(files):
+    if not flat.startswith(backup + "/") or rel not in provable(files) or files[rel].get("size") != desc.capacity:
         return None
-    return OwnCopy(source, text, flat, rel, files[rel])
+    return OwnCopy(source, text, flat, rel, files[rel], new_identity)
 
 
 def copy(shell: Shell, own: OwnCopy, dst: str, progress: Callable[[int], None]) -> Optional[Problem]:
     """Write the disk as a thin disk at `dst` (its descriptor; the flat beside it) in one read of the
     backup; the Problem when what was read is not what the manifest proves (then no descriptor is
     written: the caller removes the folder). HostError when a file cannot be read or written."""
-    flat = dst[:-len(".vmdk")] + "-flat.vmdk"
+    flat = vmdk.flat_beside(dst)
     try:
         block_size, _whole = manifest.block_size_for(own.entry, manifest.BLOCK_SIZE)
     except ValueError as err:
@@ -81,7 +94,8 @@ def copy(shell: Shell, own: OwnCopy, dst: str, progress: Callable[[int], None]) 
         raise HostError("cannot copy %s to %s: %s" % (own.flat, flat, err.strerror or err)) from err
     problem = compare(own.rel, own.entry, digest)
     if problem is None:
-        shell.write_text(dst, vmdk.as_thin(vmdk.rename_extent(own.text, flat.rsplit("/", 1)[1])))
+        text = vmdk.as_thin(vmdk.rename_extent(own.text, flat.rsplit("/", 1)[1]))
+        shell.write_text(dst, vmdk.new_identity(text) if own.new_identity else text)
     return problem
 
 

@@ -58,6 +58,7 @@ class Plan:
     needed: int = 0
     free: Optional[int] = None
     tree: Optional[TreeRestore] = None  # the user's snapshot tree, brought back (restore_tree.py)
+    copy: bool = False  # a new name: a copy that can run beside the original (vmx_identity.py), not the VM itself
 
 
 class Planner:
@@ -135,8 +136,8 @@ class Planner:
                 put(key, fname + ext)
             elif vmx.get(key) is not None and not quiet:
                 self.log.warning("%s: %s file %s is not in the backup" % (name, key, vmx.get(key)))
-        copy = self.req.new_name is not None and self.req.new_name != original
-        for warning in answer_moved_or_copied(vmx, copy, put):
+        plan.copy = self.req.new_name is not None and self.req.new_name != original
+        for warning in answer_moved_or_copied(vmx, plan.copy, put):
             if not quiet:
                 self.log.warning("%s: %s" % (name, warning))
         plan.vmx_text = vmx.text()
@@ -146,7 +147,11 @@ class Planner:
 
     def _needed(self, fs: FileReader, src: str, dev: str, adapter: str) -> int:
         if fs is self.shell:
-            return self.host.bytes_needed(Disk(key=dev, path=src, datastore="", adapter=adapter), self.req.disk_format)
+            try:
+                return self.host.bytes_needed(Disk(key=dev, path=src, datastore="", adapter=adapter),
+                                              self.req.disk_format)
+            except HostError as err:  # a file of the disk that is not there to read (a dangling symlink)
+                raise RestoreError("%s: disk %s cannot be read: %s" % (dev, src, err)) from err
         desc = vmdk.parse(fs.read_text(src))  # archive: an upper bound from the member sizes
         folder = src.rsplit("/", 1)[0]
         apparent = sum(fs.file_size(folder + "/" + e.filename) for e in desc.extents
