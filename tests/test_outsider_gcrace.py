@@ -480,8 +480,9 @@ def test_prune_sigkilled_at_seeded_random_moments_then_verify_backup_and_restore
 
 # --- a restore stopped by a signal while a prune sweeps --------------------------------------------------------
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_restore_stopped_by_a_signal_while_a_prune_sweeps_leaves_nothing_and_restores_again(tmp_path, sig):
+def restore_hit_while_a_prune_sweeps(tmp_path, sig):
+    """A restore of two writers' twins, sent `sig` once it is writing its disk, while a prune sweeps the
+    duplicates marked before: (the repository, the disk, the backup, its --to folder, the restore's result)."""
     disk = tmp_path / "disk.raw"
     make_disk(disk, size=40 * MiB, regions=40)
     repo_path = tmp_path / "repo"
@@ -500,18 +501,33 @@ def test_a_restore_stopped_by_a_signal_while_a_prune_sweeps_leaves_nothing_and_r
         time.sleep(0.002)
     prune = popen_cli("prune", "--repo", repo_path, "--keep-last", 100)
     restore.send_signal(sig)
-    rc, out, err = finish(restore)
+    result = finish(restore)
     prc, pout, perr = finish(prune)
     assert prc == 0, pout + perr
     assert not repo.condemned() and all(len(w) == 1 for w in copies(repo).values())  # the sweep ran
-    if rc == 0:
+    if result[0] == 0:
         pytest.skip("the restore ended before the signal")
+    return repo_path, disk, snap, to, result
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_restore_stopped_by_a_signal_while_a_prune_sweeps_leaves_nothing_and_restores_again(tmp_path, sig):
+    repo_path, disk, snap, to, (rc, out, err) = restore_hit_while_a_prune_sweeps(tmp_path, sig)
     assert rc == 2 and "interrupted" in out + err and "Traceback" not in out + err, out + err
-    assert not to.exists() and not work.exists(), os.listdir(str(tmp_path))
-    assert sorted(os.listdir(str(tmp_path))) == ["disk.raw", "repo"]
+    assert sorted(os.listdir(str(tmp_path))) == ["disk.raw", "repo"]  # no --to folder, nothing half restored
     r = cli("restore", "--repo", repo_path, snap.id, "--to", to)
     assert r.returncode == 0, r.stdout + r.stderr
     assert same(to / "disk.raw", disk)
+
+
+def test_a_restore_sigkilled_while_a_prune_sweeps_is_cleared_by_the_next_restore(tmp_path):
+    repo_path, disk, snap, to, (rc, out, err) = restore_hit_while_a_prune_sweeps(tmp_path, signal.SIGKILL)
+    assert rc == -signal.SIGKILL and not to.exists()
+    assert (tmp_path / "out.hotvcb-restoring").exists()  # what the dead restore left, with its record
+    r = cli("restore", "--repo", repo_path, snap.id, "--to", to)
+    assert r.returncode == 0 and "left by a restore that died" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert same(to / "disk.raw", disk)
+    assert sorted(os.listdir(str(tmp_path))) == ["disk.raw", "out", "repo"]
 
 
 # --- a nearly full repository while a sweep copies chunks out --------------------------------------------------
