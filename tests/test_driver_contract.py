@@ -29,6 +29,30 @@ def test_the_esxi_driver_keeps_the_contract(host):
     assert r.returncode == 0 and "contract kept" in r.stdout, r.stdout + r.stderr
 
 
+@needs_root
+def test_the_esxi_driver_names_a_flat_base_disks_extent_as_its_copys(host):
+    """The contract lets copied_as answer None; ESXi answers for a base disk of one flat extent (read
+    when the VM was loaded), so the seal digests that file during the clone instead of reading the
+    copy back. A 2gbsparse copy, or a disk on a snapshot's delta, has no file equal to the source's."""
+    host.create_vm("flat vm", "datastore1", [{"size": "4M"}], power="on", writer=True)
+    os.makedirs(host.real("/vmfs/volumes/backup/flat"))
+    code = ("import sys; from hotvcb.hosts.esxi import EsxiHost; from hotvcb.shell import LocalShell; "
+            "import driver_contract; h = EsxiHost(LocalShell()); [ref] = h.list_vms(); vm = h.load_vm(ref); "
+            "d = vm.disks[0]; dst = '/vmfs/volumes/backup/flat/copy.vmdk'; "
+            "snap = h.create_snapshot(vm, 'hotvcb-snapshot-x', '', False, False, 60.0); "
+            "same = h.copied_as(d, dst, 'thin'); sparse = h.copied_as(d, dst, '2gbsparse'); "
+            "h.copy_disk(d, dst, 'thin'); driver_contract._holds_what_copied_as_says(h, same); "
+            "on_delta = EsxiHost(LocalShell()).copied_as(h.load_vm(ref).disks[0], dst, 'thin'); "
+            "h.remove_snapshot(vm, snap, 120.0); print(same.source, same.copy, sparse, on_delta, sep='|')")
+    r = subprocess.run([sys.executable, "-m", "esxisim", "shell", host.root, "--", "env",
+                        "PYTHONPATH=%s:%s" % (REPO, TESTS), "/bin/python", "-c", code],
+                       capture_output=True, text=True, timeout=300, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO))
+    assert r.returncode == 0, r.stdout + r.stderr
+    source, copy, sparse, on_delta = r.stdout.strip().split("|")
+    assert source.endswith("-flat.vmdk") and source.startswith("/vmfs/volumes/datastore1/")
+    assert copy == "/vmfs/volumes/backup/flat/copy-flat.vmdk" and sparse == on_delta == "None"
+
+
 @needs_qemu
 def test_the_qemu_driver_keeps_the_contract(tmp_path):
     from driver_contract import check

@@ -3,7 +3,8 @@
 Works the same on the host (LocalShell) and from a Linux box over SSH,
 because every action is a host command or a host file read. vim-cmd reports
 many faults with exit status 0, so its output is checked for a fault block
-as well as its exit status.
+as well as its exit status. A disk's copy is vmkfstools' business, with
+answers of its own kept for the run: esxi_disks.py.
 """
 
 import io
@@ -13,7 +14,7 @@ from typing import Dict, List, Optional, Tuple
 
 from .. import vmdk
 from ..background import Kept
-from ..errors import CommandFailed, CopyError, HostError, SnapshotError, TimeoutExpired, VmGone, VmNotFound
+from ..errors import CommandFailed, HostError, SnapshotError, TimeoutExpired, VmGone, VmNotFound
 from ..model import DatastoreInfo, Disk, Snapshot, SnapshotTree, Vm, VmRef
 from ..runlog import RunLog
 from ..settings import DISK_FORMATS
@@ -22,9 +23,9 @@ from ..treeview import ScannedShell
 from ..vmx import VmxFile
 from . import esxi_tree, vimcmd
 from .base import Copied
+from .esxi_disks import EsxiDisks
 
 VIM_CMD = "/bin/vim-cmd"
-VMKFSTOOLS = "/sbin/vmkfstools"
 _FAULT = re.compile(r"^\((vim|vmodl)\.fault\.(\w+)\)", re.M)
 _DELTA = re.compile(r"-\d{6}(-delta|-sesparse)?\.vmdk$")
 _DELTA_SUFFIXES = re.compile(r"(-\d{6})*(-delta|-sesparse|-flat)?\.vmdk$")
@@ -33,7 +34,6 @@ POLL = 1.0
 _QUERIES = frozenset(["vmsvc/getallvms", "vmsvc/snapshot.get", "vmsvc/power.getstate",
                       "hostsvc/datastore/listsummary", "hostsvc/datastore/info"])
 SNAPSHOTS_REUSED_FOR = 120.0  # seconds a snapshot list serves as create_snapshot's "before"
-FLAT_FORMATS = ("thin", "zeroedthick", "eagerzeroedthick")  # a descriptor and one -flat file
 
 
 def _disk_stem(filename: str) -> str:
@@ -58,11 +58,9 @@ class EsxiHost:
         # until the next host command (which may change them: a snapshot, a clone)
         self._files = ScannedShell(shell)
         self._version = Kept()  # type: Kept[Tuple[str, str]]
-        # the log was told the host's release is unknown: once, of all the threads that copy
-        self._unknown_said = Kept()  # type: Kept[bool]
         self._name = Kept()  # type: Kept[str]
         self._invalid = []  # type: List[str]
-        self._multiextent = False
+        self._disks = EsxiDisks(shell, self._files, self.log, self._release)
         # Few host commands (each is a round trip to hostd, and over SSH one more):
         # the datastore listing is read once per run for names and roots (only a
         # mount or unmount of ours changes it), the free-space figure is refreshed
@@ -73,9 +71,6 @@ class EsxiHost:
         self._roots = {}  # type: Dict[str, str]  # real path of /vmfs/volumes/<name> -> name
         self._store_of = {}  # type: Dict[str, Optional[str]]  # path asked about -> its datastore
         self._seen_snaps = {}  # type: Dict[str, Tuple[float, List[Snapshot]]]
-        # base descriptor path -> its one flat VMFS extent (or None), read at load_vm: copied_as
-        # needs no second read of the descriptor (over SSH a round trip) after the snapshot
-        self._flat_extent = {}  # type: Dict[str, Optional[str]]
 
     # -- host ----------------------------------------------------------------
     def describe(self) -> str:
@@ -96,21 +91,6 @@ class EsxiHost:
             out = self.shell.run(["uname", "-n"], timeout=60)
             return out.output.strip() if out.returncode == 0 and out.output.strip() else "unknown"
         return self._name.get(ask)
-
-    def _wants_adapter_flag(self, adapter: str) -> bool:
-        """vmkfstools ignores (and warns about) -a from ESXi 6.5 on, and older hosts need it for the
-        copy's adapter type: a host whose release is unknown gets it too, the one choice safe on both."""
-        line, said = self._release()
-        version = vimcmd.parse_version(line)
-
-        def say() -> bool:
-            self.log.warning("the host's ESXi release is unknown (`vmware -v` printed %r, not \"VMware ESXi X.Y.Z "
-                             "build-N\"): vmkfstools is given -a %s as ESXi before 6.5 needs (later releases ignore "
-                             "it with a warning)" % (said[:100], adapter))
-            return True
-        if version is None:
-            self._unknown_said.get(say)
-        return version is None or version[:2] < (6, 5)
 
     def _vim(self, args: List[str], timeout: float = 300, interruptible: bool = True) -> str:
         # a query leaves the files as they are; anything else may change them (a snapshot, a
@@ -211,7 +191,7 @@ class EsxiHost:
         try:
             desc = vmdk.parse(self._files.read_text(path))
             adapter = desc.adapter_type or adapter
-            self._flat_extent[path] = _flat_extent(desc)
+            self._disks.loaded(path, desc)
             if desc.is_physical_rdm:
                 skip = "physical RDM (vmfsPassthroughRawDeviceMap) cannot be snapshotted"
         except (HostError, vmdk.NotADescriptor) as err:
@@ -338,73 +318,23 @@ class EsxiHost:
         used = set()  # type: set
         for name in tops:
             try:
-                used.update(self._chain_files(_absolute(vm.folder, name)))
+                used.update(self._disks.chain_files(_absolute(vm.folder, name)))
             except (HostError, vmdk.NotADescriptor):
                 continue
         return [f for f in self.delta_files(vm) if f not in used]
 
-    # -- disks ---------------------------------------------------------------
+    # -- disks: vmkfstools clones and the files they read (esxi_disks.py) ----
     def copy_disk(self, disk: Disk, dst: str, fmt: str, progress=None) -> List[str]:
-        if fmt == "2gbsparse" or self._is_2gbsparse(disk.path):
-            self._load_multiextent()
-        argv = [VMKFSTOOLS, "-i", disk.path, "-d", fmt]
-        if self._wants_adapter_flag(disk.adapter):
-            argv += ["-a", disk.adapter]
-        argv.append(dst)
-
-        def watch(fragment: str) -> None:
-            pct = vimcmd.clone_percent(fragment)
-            if pct is not None and progress is not None:
-                progress(pct)
-
-        out = self._files.run(argv, timeout=None, idle_timeout=1800, on_output=watch)
-        if out.returncode != 0:
-            raise CopyError(disk.path, _clone_error(out.output), dst)
-        return [f.rsplit("/", 1)[-1] for f in self.disk_files(dst)]
+        return self._disks.copy(disk, dst, fmt, progress)
 
     def copied_as(self, disk: Disk, dst: str, fmt: str) -> Optional[Copied]:
-        """A base disk of one flat VMFS extent, cloned to a flat format: the copy's -flat file
-        holds the extent's bytes (the snapshot holds the base still; a parent of a snapshot
-        chain is opened read-only, so it can be read while the clone reads it)."""
-        extent = self._flat_extent.get(disk.path)
-        if fmt not in FLAT_FORMATS or extent is None:
-            return None
-        return Copied(disk.path.rsplit("/", 1)[0] + "/" + extent, vmdk.flat_beside(dst))
-
-    def _is_2gbsparse(self, path: str) -> bool:
-        try:
-            return vmdk.parse(self._files.read_text(path)).create_type.lower() == "twogbmaxextentsparse"
-        except (HostError, vmdk.NotADescriptor):
-            return False
-
-    def _load_multiextent(self) -> None:
-        """vmkfstools opens 2gbsparse (hosted sparse) disks only with the multiextent module,
-        which ESXi 5.1+ do not load at boot; as ghettoVCB does, load it when the list lacks it."""
-        if self._multiextent:
-            return
-        listed = self.shell.run(["/sbin/esxcli", "system", "module", "list"], timeout=60)
-        if not re.search(r"^multiextent\s", listed.output, re.M):
-            self._files.run(["/sbin/esxcli", "system", "module", "load", "-m", "multiextent"], timeout=60)
-        self._multiextent = True  # a failed load shows up as the clone's own error
+        return self._disks.copied_as(disk, dst, fmt)
 
     def disk_files(self, descriptor_path: str) -> List[str]:
-        folder = descriptor_path.rsplit("/", 1)[0]
-        desc = vmdk.parse(self._files.read_text(descriptor_path))
-        return [descriptor_path] + [folder + "/" + e.filename for e in desc.extents]
+        return self._disks.files(descriptor_path)
 
     def bytes_needed(self, disk: Disk, fmt: str) -> int:
-        """Room the clone needs: thick formats take the full capacity."""
-        files = self._chain_files(disk.path)
-        if fmt in ("thin", "2gbsparse"):
-            return sum(self._files.disk_usage(f) for f in files if self._files.exists(f))
-        return vmdk.parse(self._files.read_text(disk.path)).capacity or sum(
-            self._files.file_size(f) for f in files
-        )
-
-    def _chain_files(self, path: str) -> List[str]:
-        """Every file of the disk's chain, each checked to be there (BrokenChain names the gap)."""
-        links = esxi_tree.chain(self._files, path, path.rsplit("/", 1)[-1])
-        return [f for link, _desc in links for f in self.disk_files(link)]
+        return self._disks.bytes_needed(disk, fmt)
 
     def guest_exec(self, vm: Vm, argv: List[str], env: List[str], timeout: float,
                    interruptible: bool = True) -> Tuple[int, str]:
@@ -486,14 +416,6 @@ def _datastore_of(path: str, names: Dict[str, str]) -> str:
     return ""
 
 
-def _flat_extent(desc: vmdk.Descriptor) -> Optional[str]:
-    """The file of a base disk's one flat VMFS extent in its own folder, else None."""
-    if desc.create_type.lower() != "vmfs" or desc.is_delta or len(desc.extents) != 1:
-        return None
-    extent = desc.extents[0]
-    return extent.filename if extent.kind == "VMFS" and "/" not in extent.filename else None
-
-
 def _fault_message(output: str) -> str:
     m = re.search(r'msg = "(.*)",?\s*$', output, re.M)
     if not m:
@@ -502,11 +424,3 @@ def _fault_message(output: str) -> str:
     # the cause is in its text field
     detail = re.search(r'^\s*text = "(.+)",?\s*$', output, re.M)
     return "%s: %s" % (m.group(1).rstrip("."), detail.group(1)) if detail else m.group(1)
-
-
-def _clone_error(output: str) -> str:
-    m = re.search(r"(Failed to (?:clone disk|open)[^\r\n]*)", output)
-    if m:
-        return m.group(1).strip()
-    lines = [l for l in re.split(r"[\r\n]+", output) if l.strip()]
-    return lines[-1].strip() if lines else "vmkfstools failed without a message"

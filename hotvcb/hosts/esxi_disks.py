@@ -1,0 +1,135 @@
+"""An ESXi VM's disks as files, and their copies by `vmkfstools -i`.
+
+The ESXi driver (esxi.py) asks hostd through vim-cmd; a disk's copy is
+vmkfstools' and the descriptors' business instead, with answers of its own
+kept for the run: whether the host's release wants `-a`, whether the
+multiextent module is loaded, each base disk's flat extent (read when the VM
+is loaded, so telling which copied file equals which source file costs no
+second read of a descriptor, over SSH a round trip, after the snapshot).
+Copies run through the driver's ScannedShell, so they drop its scans of the
+folders they write.
+"""
+
+import re
+from typing import Callable, Dict, List, Optional, Tuple
+
+from .. import vmdk
+from ..background import Kept
+from ..errors import CopyError, HostError
+from ..model import Disk
+from ..runlog import RunLog
+from ..shell import Shell
+from ..treeview import ScannedShell
+from . import esxi_tree, vimcmd
+from .base import Copied
+
+VMKFSTOOLS = "/sbin/vmkfstools"
+FLAT_FORMATS = ("thin", "zeroedthick", "eagerzeroedthick")  # a descriptor and one -flat file
+
+
+class EsxiDisks:
+    def __init__(self, shell: Shell, files: ScannedShell, log: RunLog, release: Callable[[], Tuple[str, str]]):
+        """`release` is the driver's kept `vmware -v` answer: (the release line or "", what it printed)."""
+        self.shell, self._files, self.log, self._release = shell, files, log, release
+        # the log was told the host's release is unknown: once, of all the threads that copy
+        self._unknown_said = Kept()  # type: Kept[bool]
+        self._multiextent = False
+        # base descriptor path -> its one flat VMFS extent (or None), read at load_vm
+        self._flat_extent = {}  # type: Dict[str, Optional[str]]
+
+    def loaded(self, path: str, desc: vmdk.Descriptor) -> None:
+        """The driver read a disk's descriptor as it loaded its VM: keep what copied_as needs of it."""
+        self._flat_extent[path] = _flat_extent(desc)
+
+    def copy(self, disk: Disk, dst: str, fmt: str, progress=None) -> List[str]:
+        if fmt == "2gbsparse" or self._is_2gbsparse(disk.path):
+            self._load_multiextent()
+        argv = [VMKFSTOOLS, "-i", disk.path, "-d", fmt]
+        if self._wants_adapter_flag(disk.adapter):
+            argv += ["-a", disk.adapter]
+        argv.append(dst)
+
+        def watch(fragment: str) -> None:
+            pct = vimcmd.clone_percent(fragment)
+            if pct is not None and progress is not None:
+                progress(pct)
+
+        out = self._files.run(argv, timeout=None, idle_timeout=1800, on_output=watch)
+        if out.returncode != 0:
+            raise CopyError(disk.path, _clone_error(out.output), dst)
+        return [f.rsplit("/", 1)[-1] for f in self.files(dst)]
+
+    def copied_as(self, disk: Disk, dst: str, fmt: str) -> Optional[Copied]:
+        """A base disk of one flat VMFS extent, cloned to a flat format: the copy's -flat file
+        holds the extent's bytes (the snapshot holds the base still; a parent of a snapshot
+        chain is opened read-only, so it can be read while the clone reads it)."""
+        extent = self._flat_extent.get(disk.path)
+        if fmt not in FLAT_FORMATS or extent is None:
+            return None
+        return Copied(disk.path.rsplit("/", 1)[0] + "/" + extent, vmdk.flat_beside(dst))
+
+    def _wants_adapter_flag(self, adapter: str) -> bool:
+        """vmkfstools ignores (and warns about) -a from ESXi 6.5 on, and older hosts need it for the
+        copy's adapter type: a host whose release is unknown gets it too, the one choice safe on both."""
+        line, said = self._release()
+        version = vimcmd.parse_version(line)
+
+        def say() -> bool:
+            self.log.warning("the host's ESXi release is unknown (`vmware -v` printed %r, not \"VMware ESXi X.Y.Z "
+                             "build-N\"): vmkfstools is given -a %s as ESXi before 6.5 needs (later releases ignore "
+                             "it with a warning)" % (said[:100], adapter))
+            return True
+        if version is None:
+            self._unknown_said.get(say)
+        return version is None or version[:2] < (6, 5)
+
+    def _is_2gbsparse(self, path: str) -> bool:
+        try:
+            return vmdk.parse(self._files.read_text(path)).create_type.lower() == "twogbmaxextentsparse"
+        except (HostError, vmdk.NotADescriptor):
+            return False
+
+    def _load_multiextent(self) -> None:
+        """vmkfstools opens 2gbsparse (hosted sparse) disks only with the multiextent module,
+        which ESXi 5.1+ do not load at boot; as ghettoVCB does, load it when the list lacks it."""
+        if self._multiextent:
+            return
+        listed = self.shell.run(["/sbin/esxcli", "system", "module", "list"], timeout=60)
+        if not re.search(r"^multiextent\s", listed.output, re.M):
+            self._files.run(["/sbin/esxcli", "system", "module", "load", "-m", "multiextent"], timeout=60)
+        self._multiextent = True  # a failed load shows up as the clone's own error
+
+    def files(self, descriptor_path: str) -> List[str]:
+        folder = descriptor_path.rsplit("/", 1)[0]
+        desc = vmdk.parse(self._files.read_text(descriptor_path))
+        return [descriptor_path] + [folder + "/" + e.filename for e in desc.extents]
+
+    def bytes_needed(self, disk: Disk, fmt: str) -> int:
+        """Room the clone needs: thick formats take the full capacity."""
+        files = self.chain_files(disk.path)
+        if fmt in ("thin", "2gbsparse"):
+            return sum(self._files.disk_usage(f) for f in files if self._files.exists(f))
+        return vmdk.parse(self._files.read_text(disk.path)).capacity or sum(
+            self._files.file_size(f) for f in files
+        )
+
+    def chain_files(self, path: str) -> List[str]:
+        """Every file of the disk's chain, each checked to be there (BrokenChain names the gap)."""
+        links = esxi_tree.chain(self._files, path, path.rsplit("/", 1)[-1])
+        return [f for link, _desc in links for f in self.files(link)]
+
+
+def _flat_extent(desc: vmdk.Descriptor) -> Optional[str]:
+    """The file of a base disk's one flat VMFS extent in its own folder, else None."""
+    if desc.create_type.lower() != "vmfs" or desc.is_delta or len(desc.extents) != 1:
+        return None
+    extent = desc.extents[0]
+    return extent.filename if extent.kind == "VMFS" and "/" not in extent.filename else None
+
+
+def _clone_error(output: str) -> str:
+    m = re.search(r"(Failed to (?:clone disk|open)[^\r\n]*)", output)
+    if m:
+        return m.group(1).strip()
+    lines = [l for l in re.split(r"[\r\n]+", output) if l.strip()]
+    return lines[-1].strip() if lines else "vmkfstools failed without a message"
