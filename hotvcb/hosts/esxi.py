@@ -179,13 +179,13 @@ class EsxiHost:
             vm.disks.append(self._disk(vmx, folder, dev, bus, name, names))
         base = ref.vmx_path[: -len(".vmx")]
         for key, default in (("nvram", base + ".nvram"), ("extendedConfigFile", base + ".vmxf")):
-            path = _absolute(folder, vmx.get(key) or default)
+            path = esxi_tree.absolute(folder, vmx.get(key) or default)
             if self._files.exists(path):
                 vm.extra_files.append(path)
         return vm
 
     def _disk(self, vmx: VmxFile, folder: str, dev: str, bus: str, name: str, names: Dict[str, str]) -> Disk:
-        path = _absolute(folder, name)
+        path = esxi_tree.absolute(folder, name)
         mode = (vmx.get(dev + ".mode") or "persistent").lower()
         skip, adapter = "", bus if bus == "ide" else "lsilogic"
         try:
@@ -318,7 +318,7 @@ class EsxiHost:
         used = set()  # type: set
         for name in tops:
             try:
-                used.update(self._disks.chain_files(_absolute(vm.folder, name)))
+                used.update(self._disks.chain_files(esxi_tree.absolute(vm.folder, name)))
             except (HostError, vmdk.NotADescriptor):
                 continue
         return [f for f in self.delta_files(vm) if f not in used]
@@ -402,10 +402,6 @@ class EsxiHost:
             if ref.vmx_path == vmx_path or self.shell.realpath(ref.vmx_path) == real:
                 return ref.vmid
         raise HostError("registered %s but it does not show up in the inventory" % vmx_path)
-
-
-def _absolute(folder: str, name: str) -> str:
-    return name if name.startswith("/") else folder + "/" + name
 
 
 def _datastore_of(path: str, names: Dict[str, str]) -> str:

@@ -25,7 +25,8 @@ class BrokenChain(HostError):
     """A delta, base or extent of a disk's chain is missing: the disk cannot be read through."""
 
 
-def _absolute(folder: str, name: str) -> str:
+def absolute(folder: str, name: str) -> str:
+    """A .vmx or descriptor names files relative to its own folder, or by a full path."""
     return name if name.startswith("/") else folder + "/" + name
 
 
@@ -46,13 +47,13 @@ def chain(files: FileReader, top: str, what: str) -> List[Tuple[str, vmdk.Descri
             raise BrokenChain("%s: %s is not a disk descriptor (%s)" % (what, path, err)) from err
         folder = posixpath.dirname(path)
         for extent in desc.extents:
-            if not files.exists(_absolute(folder, extent.filename)):
+            if not files.exists(absolute(folder, extent.filename)):
                 raise BrokenChain("%s: %s, the data of %s, is missing; the snapshot chain is broken" % (
-                    what, _absolute(folder, extent.filename), posixpath.basename(path)))
+                    what, absolute(folder, extent.filename), posixpath.basename(path)))
         out.append((path, desc))
         if not desc.parent_hint:
             return out
-        path, child = _absolute(folder, desc.parent_hint), path
+        path, child = absolute(folder, desc.parent_hint), path
     raise BrokenChain("%s: the chain of %s is deeper than %d (a loop?)" % (what, top, MAX_DEPTH))
 
 
@@ -94,7 +95,7 @@ def read_tree(files: FileReader, vm: Vm, disks: List[Disk]) -> SnapshotTree:
         names.append(name)
         vmsn = vmsd.get(p + "filename")
         if vmsn:
-            path = _absolute(vm.folder, vmsn)
+            path = absolute(vm.folder, vmsn)
             if not files.exists(path):
                 raise BrokenChain("%s snapshot %r: its state file %s is missing" % (vm.name, name, path))
             state.append(path)
@@ -110,7 +111,7 @@ def read_tree(files: FileReader, vm: Vm, disks: List[Disk]) -> SnapshotTree:
                                 "(VMDK_FILES_TO_BACKUP); BACKUP_SNAPSHOT_TREE keeps the tree of every disk or none"
                                 % (vm.name, name, node, posixpath.basename(fname)))
             if disk is not None and fname:
-                tops.append((disk, _absolute(vm.folder, fname), "%s snapshot %r, %s" % (vm.name, name, disk.key)))
+                tops.append((disk, absolute(vm.folder, fname), "%s snapshot %r, %s" % (vm.name, name, disk.key)))
     tree = SnapshotTree(vmx_path.rsplit("/", 1)[-1], files.read_text(vmx_path), vmsd_path.rsplit("/", 1)[-1],
                         vmsd_text, names, state)
     seen = {}  # type: Dict[str, str]  # base name -> the path that has it
@@ -123,7 +124,7 @@ def read_tree(files: FileReader, vm: Vm, disks: List[Disk]) -> SnapshotTree:
             if _claim(seen, path):
                 continue
             for extent in desc.extents:
-                _claim(seen, _absolute(posixpath.dirname(path), extent.filename))
+                _claim(seen, absolute(posixpath.dirname(path), extent.filename))
             if k == len(links) - 1:
                 tree.bases.append(Disk(key=disk.key, path=path, datastore=disk.datastore, adapter=disk.adapter,
                                        mode=disk.mode))
