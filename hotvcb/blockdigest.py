@@ -253,18 +253,26 @@ def open_regular(path, follow=True, block_device=False):
     """`path` opened for reading (unbuffered), or OSError if it is no regular file: a FIFO put where a
     backup's file was would block open() for ever (no signal ends a retried open), a character device
     never ends. With follow=False a symlink is refused too (ELOOP). With block_device=True a block
-    device is taken as well: a VM's disk may be an LV or a loop device, which ends (file_size)."""
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)  # no effect on a regular file or a block device
-    fd = os.open(path, flags if follow else flags | os.O_NOFOLLOW)
+    device is taken as well: a VM's disk may be an LV or a loop device, which ends (file_size).
+
+    The file object owns the descriptor from the instant it exists, and nothing else ever closes it: a
+    signal handler that raises (prune's SIGTERM, Ctrl-C) may strike between any two steps here, and a
+    second close of the number fails with EBADF (hiding the signal) or, once another thread's open has
+    reused it, closes that thread's file."""
+    extra = getattr(os, "O_NONBLOCK", 0) | (0 if follow else os.O_NOFOLLOW)  # no effect on a regular file
     try:
-        mode = os.fstat(fd).st_mode
+        f = open(path, "rb", buffering=0, opener=lambda name, flags: os.open(name, flags | extra))
+    except IsADirectoryError:  # refused by the file object itself: said as for any other non-file
+        raise OSError(errno.EINVAL, "not a regular file") from None
+    try:
+        mode = os.fstat(f.fileno()).st_mode
         if not (stat.S_ISREG(mode) or block_device and stat.S_ISBLK(mode)):
             raise OSError(errno.EINVAL, "not a regular file")
         if stat.S_ISBLK(mode):
-            os.set_blocking(fd, True)  # O_NONBLOCK was for a FIFO's open; a device's reads must wait for data
-        return os.fdopen(fd, "rb", buffering=0)
+            os.set_blocking(f.fileno(), True)  # O_NONBLOCK was for a FIFO's open; a device's reads must wait
+        return f
     except BaseException:
-        os.close(fd)
+        f.close()
         raise
 
 

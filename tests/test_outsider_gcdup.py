@@ -8,12 +8,16 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 from repotool import PYTHON, MiB, age, backup, cli, keep_last, make_disk, new_repo, one_clear_line, same
 from test_repo_gcdup import copies, prune_all, restores, store_twice_at_once
 
+from hotvcb import cli as hotvcb_cli
+from hotvcb import interrupt
+from hotvcb.blockdigest import open_regular
 from hotvcb.errors import RepoError
 from hotvcb.repo import gc, prune
 from hotvcb.repo.backend import LocalBackend
@@ -625,9 +629,98 @@ def test_prune_stopped_by_sigterm_while_gc_copies_gives_the_lock_back(tmp_path):
     assert verify(repo, "all").ok
 
 
+def signal_inside(code, kth, deliver, armed=lambda: True):
+    """A profile hook that calls `deliver(frame)` (a signal's Python handler, as CPython runs it in the main
+    thread between two steps) at the `kth` return of a C call inside the first run of `code` (a function
+    opening a file) that starts once `armed()`. Returns the hook and a list that holds True once it fired
+    (never where `kth` is past that run's end)."""
+    fired, state = [], {"depth": 0, "seen": 0, "done": False}
+
+    def hook(frame, event, arg):
+        if state["done"]:
+            return
+        if event == "call" and frame.f_code is code and armed():
+            state["depth"] += 1
+        elif event == "return" and frame.f_code is code and state["depth"]:
+            state["done"] = True
+        elif event == "c_return" and state["depth"]:
+            state["seen"] += 1
+            if state["seen"] == kth:
+                state["done"] = True
+                fired.append(True)
+                deliver(frame)
+    return hook, fired
+
+
+def every_instant(code, deliver, run, armed=lambda: True):
+    """run(kth, fired) with the signal delivered at each instant in turn of the first `code` once `armed()`,
+    until an instant past its end (`fired` empty after the run); returns how many instants there were."""
+    kth = 0
+    while True:
+        kth += 1
+        hook, fired = signal_inside(code, kth, deliver, armed)
+        sys.setprofile(hook)
+        try:
+            run(kth, fired)
+        finally:
+            sys.setprofile(None)
+        if not fired:
+            return kth - 1
+
+
+def test_ctrl_c_at_every_instant_of_opening_an_object_is_a_keyboard_interrupt(tmp_path):
+    """Ctrl-C's handler raises wherever it lands (in every command that does not record signals). Landing just
+    after an object's file was opened, before the code guarding it had taken the descriptor over, made that
+    descriptor closed twice: the second close failed with EBADF, hiding the interrupt, or closed the file of
+    another thread whose open had reused the number meanwhile."""
+    backend = LocalBackend(str(tmp_path))
+    backend.put_new("snapshots/x", b"record")
+
+    def interrupt_here(frame):
+        signal.default_int_handler(signal.SIGINT, frame)
+
+    def get(kth, fired):
+        try:
+            assert backend.get("snapshots/x") == b"record", kth
+        except KeyboardInterrupt:
+            assert fired, kth
+    assert every_instant(open_regular.__code__, interrupt_here, get) > 2
+
+
+def test_prune_signalled_at_every_instant_of_opening_an_object_stops_as_interrupted(tmp_path, capsys):
+    """prune's SIGTERM (what the SIGTERM test above saw exit 1 with "cannot read packs/...: Bad file
+    descriptor" about one run in many): it stops as interrupted and gives the GC lock back, wherever it lands."""
+    disk = tmp_path / "disk.raw"
+    make_disk(disk, size=2 * MiB, regions=4)
+    template = tmp_path / "template"
+    repo = new_repo(template)
+    store_twice_at_once(repo, disk)
+    age(template, HOUR)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+
+    def sigterm(frame):
+        signal.getsignal(signal.SIGTERM)(signal.SIGTERM, frame)
+
+    def prune_once(kth, fired):
+        where = tmp_path / ("repo%d" % kth)
+        shutil.copytree(str(template), str(where))
+        try:
+            code = hotvcb_cli.main(["prune", "--repo", str(where), "--keep-last", "100"])
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+            interrupt.reset()
+        err = capsys.readouterr().err
+        assert (code, "interrupted" in err) == ((2, True) if fired else (0, False)), (kth, err)
+        assert Repository.open(LocalBackend(str(where))).backend.stat("locks/gc") is None
+    # armed once prune has a handler of its own (SIGTERM before that ends the process, as it should)
+    assert every_instant(open_regular.__code__, sigterm, prune_once,
+                         armed=lambda: signal.getsignal(signal.SIGTERM) != handlers[signal.SIGTERM]) > 2
+
+
 class LockStoredThenFailed(LocalBackend):
     """put_new of locks/gc stores it and then fails: an object store's PUT that timed out after the server
-    stored it, or (what a prune stopped by SIGTERM just then does, seen above) a signal right after the link."""
+    stored it, or Ctrl-C right after the link in a caller of the API that does not record signals."""
 
     def put_new(self, name, data):
         done = super().put_new(name, data)

@@ -5,11 +5,10 @@ The rules are Proxmox Backup Server's, per VM (hotvcb/repo/retention.py);
 and changes nothing. The repository is `--repo` or VM_BACKUP_REPOSITORY (-g).
 """
 
-import signal
 import sys
 
-from .. import config
-from ..errors import Interrupted, UsageError
+from .. import config, interrupt
+from ..errors import UsageError
 from ..repo import gc, prune
 from ..repo.repository import open_path
 from ..units import human_size
@@ -24,11 +23,6 @@ def register(subparsers) -> None:
         p.add_argument("--keep-" + rule, type=int, default=0, metavar="N", help="keep-%s (PBS semantics)" % rule)
     p.add_argument("--dry-run", action="store_true", help="show what is kept (by which rule) and removed")
     p.set_defaults(handler=run)
-
-
-def _stop(signum, _frame) -> None:
-    """Every step of prune and GC is safe to cut anywhere (a SIGKILL is), so unwinding at once is too."""
-    raise Interrupted(signum)
 
 
 def run(args) -> int:
@@ -52,9 +46,12 @@ def run(args) -> int:
     if args.dry_run:
         print("dry run: nothing removed")
         return 0
-    for sig in (signal.SIGTERM, signal.SIGHUP):  # unwind as Ctrl-C does, so the GC lock is given back: another
-        signal.signal(sig, _stop)               # host would wait out the grace period (a day) for a dead one's
-    report = prune.prune(repo, decisions, log=lambda msg: print(msg, flush=True))  # GC says what it leaves alone
+    # a signal stops GC at its next step, through `finally` blocks, so the GC lock is given back: another host
+    # would wait out the grace period (a day) for a dead one's. Never at any instant: a handler raising between
+    # an open and the object that owns its descriptor made that descriptor closed twice
+    interrupt.install()
+    report = prune.prune(repo, decisions, log=lambda msg: print(msg, flush=True),  # GC says what it leaves alone
+                         check=interrupt.raise_pending)
     marked, deleted = gc.describe(report.condemned_why), gc.describe(report.deleted_why)
     print("removed %d backup(s); garbage collection: %d pack(s) marked%s, %d deleted (%s freed%s), %d chunk(s) "
           "copied" % (sum(not d.kept for d in decisions), report.packs_condemned, " (%s)" % marked if marked else "",

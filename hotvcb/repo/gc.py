@@ -56,8 +56,8 @@ def describe(why: Dict[str, int]) -> str:
 
 
 class _Collector:
-    def __init__(self, repo: Repository, log: Callable[[str], None]):
-        self.repo, self.log = repo, log
+    def __init__(self, repo: Repository, log: Callable[[str], None], check: Callable[[], None]):
+        self.repo, self.log, self.check = repo, log, check  # check: raises Interrupted once a signal came
         self.backend = repo.backend
         self.now = self.backend.now()
         self.grace = repo.config.grace
@@ -69,6 +69,7 @@ class _Collector:
         self.listed = {_id(name) for name in self.packs}  # the packs there as GC began
         self.tables = {}  # type: Dict[str, List[Blob]]
         for name, info in self.packs.items():
+            check()
             try:
                 self.tables[name] = repo.pack_blobs(name, info.size)
             except RepoError as err:
@@ -93,6 +94,7 @@ class _Collector:
         copies = sorted(((name, blob) for name in leaving for blob in self.tables.get(name, [])),
                         key=lambda nb: copy_rank(nb[0], nb[1].digest, self.damaged, ()))
         for name, blob in copies:
+            self.check()
             if blob.digest in self.referenced and blob.digest not in held:
                 stored = self.repo.read_stored(Location(name, blob))  # a bad chunk stops GC: never lose more
                 self.writer.add(blob.digest, blob.method, blob.raw_len, stored)
@@ -118,6 +120,7 @@ class _Collector:
             for name in self.marks[mark]:
                 if name not in self.tables or name in kept:
                     continue  # gone (a sweep cut short), or no pack whose table reads: "leaving ... alone" above
+                self.check()
                 crashpoint.reached("repo-gc-sweep")
                 self.backend.delete(name)
                 crashpoint.reached("repo-gc-swept")  # the pack gone, its markers and mark not yet
@@ -224,10 +227,14 @@ class _Collector:
         return pack not in here and (pack in self.listed or self.now - about.mtime >= self.grace)
 
 
-def collect(repo: Repository, log: Callable[[str], None] = lambda msg: None) -> GcReport:
+def collect(repo: Repository, log: Callable[[str], None] = lambda msg: None,
+            check: Callable[[], None] = lambda: None) -> GcReport:
+    """`check` is called between steps (a chunk copied, a pack deleted) and raises to stop GC there: a
+    signal handler must only record the signal, as everywhere (docs/architecture.md "Signals"), for an
+    exception raised at any instant splits steps that hand a file from one owner to the next."""
     repo.require_codec("collect its garbage")
     with gc_lock(repo):
-        gc = _Collector(repo, log)
+        gc = _Collector(repo, log, check)
         try:
             gc.sweep()
             gc.mark()

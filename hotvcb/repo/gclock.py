@@ -44,8 +44,9 @@ def _take(repo: Repository, me: RunId, record: bytes) -> None:
 @contextmanager
 def gc_lock(repo: Repository) -> Iterator[None]:
     """Held for the body. Given back on any way out once taking it began: a put_new that stored the lock and
-    then failed (a PUT that timed out after the server stored it, a signal right after the link) must not
-    leave it for the grace period. Only our own record is removed (its run id is ours alone)."""
+    then failed (a PUT that timed out after the server stored it, Ctrl-C right after the link where no
+    handler records it) must not leave it for the grace period. Only our own record is removed (its run id
+    is ours alone)."""
     me = RunId.new()
     record = (me.text() + "\n").encode("utf-8")
     try:

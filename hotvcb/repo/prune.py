@@ -46,15 +46,17 @@ def plan(repo: Repository, keep: Dict[str, int], vm: Optional[str] = None,
     return out
 
 
-def prune(repo: Repository, decisions: List[Decision], log: Callable[[str], None] = lambda msg: None) -> GcReport:
-    """Delete the dropped backups (record, then indexes), then run GC."""
+def prune(repo: Repository, decisions: List[Decision], log: Callable[[str], None] = lambda msg: None,
+          check: Callable[[], None] = lambda: None) -> GcReport:
+    """Delete the dropped backups (record, then indexes), then run GC; `check` as collect's."""
     repo.require_codec("prune it")  # before any record goes: its GC could not finish
     for d in decisions:
         if d.kept:
             continue
+        check()
         log("removing backup %s" % d.snapshot)
         repo.backend.delete(SNAPSHOTS + d.snapshot.id)
         crashpoint.reached("repo-prune-record-deleted")
         for disk in d.snapshot.disks:
             repo.backend.delete(disk["index"])
-    return collect(repo, log)
+    return collect(repo, log, check)
