@@ -53,6 +53,11 @@ def test_verify_exit_codes_and_a_damaged_restore_leaves_nothing(tmp_path, filled
     assert "0 pack(s)" in hotvcb("verify", "--repo", tmp_path / "repo", "--new").stdout
     r = hotvcb("verify", "--repo", tmp_path / "repo", "--sample", "100", "--json")  # 1..100 read; 0 is refused
     assert r.returncode == 0 and json.loads(r.stdout)["mode"] == "sample" and json.loads(r.stdout)["packs_read"] > 0
+    for below in ("0.001", "0.99"):  # what the message says is what is accepted
+        r = hotvcb("verify", "--repo", tmp_path / "repo", "--sample", below)
+        assert r.returncode == 1 and "1 to 100" in r.stderr and "packs_read" not in r.stdout, r.stdout + r.stderr
+    r = hotvcb("verify", "--repo", tmp_path / "repo", "--sample", "1", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["packs_read"] == 1, r.stdout + r.stderr
     digest = corrupt_one_chunk(tmp_path / "repo", repo, first)
     r = hotvcb("verify", "--repo", tmp_path / "repo")
     assert r.returncode == 4

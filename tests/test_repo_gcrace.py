@@ -1,18 +1,23 @@
-"""GC, prune and restore beside other hosts' work on one repository (docs/repository.md "Garbage collection
-and concurrency", "Restore"): a damage record another host's verify writes during a GC, a backup pruned
-between GC reading its record and its index, a restore whose chunk map a sweep made stale, and a
-hand-edited mark naming what is no pack. Through the library's API, with backends that do the other
+"""GC, prune, verify and restore beside other hosts' work on one repository (docs/repository.md "Garbage
+collection and concurrency", "Verify", "Restore"): a damage record another host's verify writes during a GC,
+a backup pruned between GC reading its record and its index, a restore whose chunk map a sweep made stale,
+a pack deleted under a verify by no sweep, a restore waiting out the settle time for a pack gone for good,
+and a hand-edited mark naming what is no pack. Through the library's API, with backends that do the other
 host's step at the moment it hurts."""
 
 import os
 import shutil
+import signal
+import time
 
 import pytest
 from repotool import MiB, age, backup, cli, corrupt_one_chunk, make_disk, new_repo, same
+from test_repo_gcdup import copies, store_twice_at_once
 
-from hotvcb.errors import RepoError
+from hotvcb import interrupt
+from hotvcb.errors import Interrupted, RepoError
 from hotvcb.repo import gc
-from hotvcb.repo.backend import LocalBackend
+from hotvcb.repo.backend import LocalBackend, NotFound
 from hotvcb.repo.format import dumps
 from hotvcb.repo.reader import read_file, restore_disk
 from hotvcb.repo.repository import CONDEMNED, DAMAGED, PACKS, SNAPSHOTS, BadChunk, Repository
@@ -138,6 +143,125 @@ def test_a_restore_whose_pack_went_with_no_copy_elsewhere_names_the_chunk(tmp_pa
         restore_disk(repo, snap, snap.disks[0], str(out), chunk_map=stale)
     assert stale[err.value.digest].pack == pack  # one of the chunks that lay only there
     assert not out.exists()
+
+
+class DeletedUnmarked(LocalBackend):
+    """Someone deletes `pack`, with no GC mark naming it (by hand: no sweep does that), once this host has
+    listed the packs: before verify reads its table, or (`whole`) as verify comes to read it whole."""
+
+    def __init__(self, root, pack, whole):
+        super().__init__(root)
+        self.pack, self.whole, self.armed = pack, whole, True
+
+    def _delete_once(self):
+        if self.armed:
+            self.armed = False
+            self.delete(self.pack)
+
+    def list(self, prefix):
+        out = super().list(prefix)
+        if prefix == PACKS and not self.whole:
+            self._delete_once()
+        return out
+
+    def get(self, name, offset=0, length=None):
+        if name == self.pack and length is None and self.whole:
+            self._delete_once()
+        return super().get(name, offset, length)
+
+
+@pytest.mark.parametrize("whole", [False, True])
+def test_a_pack_deleted_under_a_verify_by_no_sweep_is_damage_when_it_took_chunks_with_it(tmp_path, repo_disk,
+                                                                                         whole):
+    repo, disk = repo_disk
+    snap = backup(repo, "web", disk)
+    pack = repo.chunk_map()[repo.disk_index(snap.disks[0]).entries[0][1]].pack
+    report = verify(Repository(DeletedUnmarked(str(tmp_path / "repo"), pack, whole), repo.config), "all")
+    assert repo.backend.stat(pack) is None
+    assert any(p.startswith("%s is missing from the repository" % pack) for p in report.problems), report.problems
+    assert any("in no pack: missing from the repository; needed by web" in p for p in report.problems)
+
+
+@pytest.mark.parametrize("whole", [False, True])
+def test_a_duplicate_deleted_under_a_verify_by_no_sweep_is_damage_only_where_its_table_was_not_read(tmp_path,
+                                                                                                     whole):
+    """A pack gone whose chunks verify saw in it all lie in packs still there took nothing with it; one gone
+    before its table was read, and named by no mark, may have held anything: that is reported."""
+    disk = tmp_path / "disk.raw"
+    make_disk(disk, size=4 * MiB, regions=4)
+    repo = new_repo(tmp_path / "repo")
+    store_twice_at_once(repo, disk)
+    pack = sorted(copies(repo).values())[0][0]  # every chunk of every pack has its twin's copy too
+    report = verify(Repository(DeletedUnmarked(str(tmp_path / "repo"), pack, whole), repo.config), "all")
+    assert repo.backend.stat(pack) is None
+    if whole:
+        assert report.ok, report.problems
+    else:
+        assert [p for p in report.problems if pack in p] == [p for p in report.problems], report.problems
+        assert len(report.problems) == 1 and "missing from the repository" in report.problems[0]
+
+
+class CountingLists(LocalBackend):
+    """Notes when this host lists packs/ (calling `on_list` each time) and when a read finds an object gone."""
+
+    def __init__(self, root, on_list=lambda: None):
+        super().__init__(root)
+        self.on_list, self.listed, self.missed = on_list, [], []
+
+    def list(self, prefix):
+        if prefix == PACKS:
+            self.listed.append(time.monotonic())
+            self.on_list()
+        return super().list(prefix)
+
+    def get(self, name, offset=0, length=None):
+        try:
+            return super().get(name, offset, length)
+        except NotFound:
+            self.missed.append(time.monotonic())
+            raise
+
+
+def gone_for_good(tmp_path, settle):
+    """A backup, a chunk map built before the pack holding its first chunks was deleted (no copy elsewhere)."""
+    disk = tmp_path / "disk.raw"
+    make_disk(disk, size=4 * MiB, regions=4)
+    repo = new_repo(tmp_path / "repo", settle=settle)
+    snap = backup(repo, "web", disk)
+    stale = repo.chunk_map()
+    repo.backend.delete(stale[repo.disk_index(snap.disks[0]).entries[0][1]].pack)
+    return repo, snap, stale
+
+
+def test_a_restore_whose_pack_is_gone_for_good_looks_again_at_the_settle_time_then_names_the_chunk(tmp_path):
+    """A listing may lag by the settle time: the restore lists once at once and once more when that has passed
+    since the pack was found gone (none in between: the pause doubles from 1 s), then gives up. (The bound
+    on when is a lower one, kept by a sleep: no machine's speed can break it.)"""
+    repo, snap, stale = gone_for_good(tmp_path, settle=1)
+    counting = Repository(CountingLists(str(tmp_path / "repo")), repo.config)
+    out = tmp_path / "restored.raw"
+    with pytest.raises(BadChunk, match="in no pack: missing from the repository; needed by web"):
+        restore_disk(counting, snap, snap.disks[0], str(out), chunk_map=stale, workers=1)
+    listed, missed = counting.backend.listed, counting.backend.missed
+    assert len(listed) == 2 and listed[1] >= missed[0] + repo.config.settle, (listed, missed)
+    assert not out.exists()
+
+
+def test_a_restore_waiting_for_a_lagging_listing_stops_on_sigterm(tmp_path):
+    repo, snap, stale = gone_for_good(tmp_path, settle=30)
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    interrupt.install()
+    try:  # the signal comes as the restore lists the packs again, so it is pending when the pause begins
+        sigterm = Repository(CountingLists(str(tmp_path / "repo"), lambda: os.kill(os.getpid(), signal.SIGTERM)),
+                             repo.config)
+        out = tmp_path / "restored.raw"
+        with pytest.raises(Interrupted):
+            restore_disk(sigterm, snap, snap.disks[0], str(out), chunk_map=stale, workers=1)
+    finally:
+        interrupt.reset()
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    assert len(sigterm.backend.listed) == 1 and not out.exists()
 
 
 def test_a_mark_naming_a_record_beside_a_pack_sweeps_only_the_pack_and_says_so(tmp_path, repo_disk):

@@ -80,7 +80,7 @@ def verify_repository(path: str, sample: Optional[float], new_only: bool, as_jso
     """`sample` None: no --sample (0 is a share like any other, refused: it read every pack)."""
     if sample is not None and new_only:
         raise UsageError("--sample and --new: choose one")
-    if sample is not None and not 0 < sample <= 100:  # NaN fails every comparison: refused too
+    if sample is not None and not 1 <= sample <= 100:  # NaN fails every comparison: refused too
         raise UsageError("--sample %s: a percentage of the packs, 1 to 100" % sample)
     mode = "sample" if sample is not None else "new" if new_only else "all"
     report = verify(open_path(path), mode, share=(sample or 0) / 100.0)

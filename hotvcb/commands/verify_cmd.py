@@ -43,7 +43,7 @@ def register(subparsers) -> None:
     boot.add_argument("--console-log", metavar="FILE", help="write the serial console here (default: a temp folder)")
     onhost.add_option(p)
     repo_cmd.add_repo_option(p)
-    p.add_argument("--sample", type=float, metavar="PCT", help="with --repo: read this share of the packs")
+    p.add_argument("--sample", type=float, metavar="PCT", help="with --repo: read this share of the packs, 1 to 100")
     p.add_argument("--new", action="store_true", help="with --repo: read only packs never verified")
     p.set_defaults(handler=run)
 

@@ -4,7 +4,8 @@ to a sparse raw file or to a stream.
 Chunks are fetched in disk order, and decompressed and checked in a pool of
 one thread per core; chunks the index does not name are zeros and stay holes
 in the output. A pack found gone (a sweep deleted it after copying out what
-backups need) makes the restore look again where its chunks lie now. A bad or
+backups need) makes the restore look again where its chunks lie now, for as
+long as another host's listing may lag (the settle time). A bad or
 missing chunk stops the restore with a BadChunk that names it and the backups
 that need it, and a restore to a path removes its
 partial output, so nothing half-written looks like a disk. The output is
@@ -15,10 +16,12 @@ ends a restore waits for the last part only.
 import collections
 import os
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Callable, Deque, Dict, Iterator, List, Optional, Set, Tuple
 
+from .. import interrupt
 from ..errors import RepoError
 from ..sparsewrite import Flusher, write_at
 from . import codec
@@ -96,40 +99,59 @@ def restore_stream(repo: Repository, disk: Dict, write: Callable[[bytes], object
 
 class _Where:
     """Where a restore reads each chunk: the chunk map it was given (or built), brought up to date in place
-    once for each pack found gone and once for a chunk it lacks, so the caller's next disk or file reads by
-    it too. A sweep that ran meanwhile copied the chunks a backup needs out of the packs it deleted, into
-    packs a fresh map lists (docs/repository.md "Restore"); a pack found gone is never read again, so this
-    ends."""
+    where it has no place for a chunk, so the caller's next disk or file reads by it too. A sweep that ran
+    meanwhile copied the chunks a backup needs out of the packs it deleted, into packs a fresh map lists;
+    a listing may lag by up to the repository's settle time, so a chunk a fresh map still has no place for
+    is looked for again, after pauses, until a listing begun that long after it was first missed has none
+    (docs/repository.md "Restore"). Each chunk's search is bounded by that time, so this ends."""
 
     def __init__(self, repo: Repository, given: Optional[Dict[bytes, Location]]):
         self.repo = repo
         self.map = given if given is not None else repo.chunk_map()
-        self.looked_again = set()  # type: Set[str]  # the packs found gone ("": a chunk the map lacked)
-        self.lock = threading.Lock()
+        self.listed = float("-inf")  # when the listing behind the map began (a given map's: before any miss)
+        self.gone = {}  # type: Dict[str, float]  # pack -> when a read found it gone; until a listing names it
+        self.lock = threading.Lock()  # one rebuild at a time; the map is read under it too
 
-    def again(self, why: str) -> None:
-        """Build the map again, unless it was for `why` already (by another worker, or before)."""
+    def locate(self, digest: bytes, since: Optional[float] = None) -> Location:
+        """Where the chunk lies; `since`: when it was first missed, if before (a read found its pack gone)."""
+        settle = self.repo.config.settle
         with self.lock:
-            if why not in self.looked_again:
-                self.looked_again.add(why)
-                self.map.update(self.repo.chunk_map())  # one step under the GIL: workers read it meanwhile
+            while True:
+                loc = self.map.get(digest)
+                if loc is not None and loc.pack not in self.gone:
+                    return loc
+                went = self.gone[loc.pack] if loc is not None else time.monotonic()
+                since = went if since is None else min(since, went)
+                if self.listed >= since:  # a listing begun after the miss has no place for it either
+                    if self.listed >= since + settle:
+                        raise self.repo.missing(digest)
+                    now = time.monotonic()
+                    _pause(min(since + settle, now + max(1.0, now - since)))  # 1, 2, 4 ... s, the last at settle
+                self.listed = time.monotonic()
+                fresh = self.repo.chunk_map()
+                for pack in {where.pack for where in fresh.values()}:
+                    self.gone.pop(pack, None)  # a listing that names it again is trusted: it is read again
+                self.map.update(fresh)
 
-    def locate(self, digest: bytes) -> Location:
-        loc = self.map.get(digest)
-        if loc is None or loc.pack in self.looked_again:
-            self.again("")
-            loc = self.map.get(digest)
-        if loc is None or loc.pack in self.looked_again:
-            raise self.repo.missing(digest)
-        return loc
-
-    def read(self, locs: List[Location]) -> List[codec.Data]:
+    def read(self, locs: List[Location], since: Optional[float] = None) -> List[codec.Data]:
         """The chunks of `locs` (side by side in one pack); where that pack is gone, wherever they lie now."""
         try:
             return self.repo.read_chunks(locs)
         except PackGone as err:
-            self.again(err.pack)
-        return [chunk for loc in locs for chunk in self.read([self.locate(loc.blob.digest)])]
+            with self.lock:
+                went = self.gone.setdefault(err.pack, time.monotonic())
+        since = went if since is None else since
+        return [chunk for loc in locs for chunk in self.read([self.locate(loc.blob.digest, since)], since)]
+
+
+def _pause(until: float) -> None:
+    """Sleep until `until` (time.monotonic), ending early on SIGINT/SIGTERM (interrupt.Interrupted)."""
+    while True:
+        interrupt.raise_pending()
+        left = until - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(left, 0.1))
 
 
 BATCH = 16  # chunks per task: 1 MiB at 64 KiB, so pool and syscall costs are paid per MiB, not per chunk

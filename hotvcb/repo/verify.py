@@ -7,19 +7,21 @@ checked against its bytes (format.pack_id; a version-1 pack's name is the
 SHA-256 of all of them). A pack found good gets a `verified/` marker,
 which the "new" mode skips; one with bad chunks a `damaged/` record naming
 them, so the next backup stores them again instead of building on them.
-Every problem names the backups it hurts.
+A pack that went while verify ran is judged against a fresh listing: one a
+sweep deleted (a GC mark names it), or whose chunks lie in packs still there,
+is no damage. Every problem names the backups it hurts.
 """
 
 import hashlib
 import random
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from ..errors import RepoError
 from . import codec
-from .backend import ObjectInfo
-from .format import PACK_HEADER, TRAILER_SIZE, dumps, pack_id, pack_version, parse_table, table_length
-from .repository import DAMAGED, PACKS, VERIFIED, BadChunk, Location, Repository, Snapshot
+from .backend import NotFound, ObjectInfo
+from .format import PACK_HEADER, Blob, TRAILER_SIZE, dumps, pack_id, pack_version, parse_table, table_length
+from .repository import DAMAGED, PACKS, VERIFIED, BadChunk, Repository, Snapshot
 
 MODES = ("all", "sample", "new")
 
@@ -53,26 +55,71 @@ def verify(repo: Repository, mode: str = "all", share: float = 0.1, rng: Optiona
                 users.setdefault(digest, []).extend(needing)
         except RepoError as err:
             report.problems.append("backup %s: %s" % (snap, err))
+    marked = set(repo.condemned(strict=False))  # before the listing: a sweep deletes only packs a mark names
     packs = repo.backend.list(PACKS)
-    chunk_map = {}  # type: Dict[bytes, Location]
-    for info in packs:
-        try:
-            for blob in repo.pack_blobs(info.name, info.size):
-                chunk_map.setdefault(blob.digest, Location(info.name, blob))
-        except RepoError as err:
-            report.problems.append("%s; it may hold chunks of any backup" % err)
-    for digest, needing in sorted(users.items()):
-        if digest not in chunk_map:
-            report.problems.append(str(BadChunk(digest, "", "missing from the repository", needing)))
+    tables = {}  # type: Dict[str, List[Blob]]
+    gone = {}  # type: Dict[str, Gone]
+    _read_tables(repo, packs, tables, gone, report)
+    found_bad = {}  # type: Dict[str, List[bytes]]
     for info in _choose(repo, packs, mode, share, rng or random.Random()):
+        if info.name in gone:
+            continue
         log("reading %s" % info.name)
-        bad, chunks = _check_pack(repo, info, users, report)
+        try:
+            bad, chunks = _check_pack(repo, info, users, report)
+        except NotFound as err:
+            gone[info.name] = Gone(str(err), tables.get(info.name))
+            continue
+        found_bad[info.name] = chunks
         if (chunks or not bad) and not report.marker_error:
             try:  # a marker only spares --new a re-read or a backup a bad chunk: failing never hides what was found
                 _mark(repo, info.name, chunks)
             except RepoError as err:
                 report.marker_error = str(err)
+    if gone:
+        _judge_gone(repo, gone, tables, marked, found_bad, report)
+    held = {blob.digest for blobs in tables.values() for blob in blobs}
+    for digest, needing in sorted(users.items()):
+        if digest not in held:
+            report.problems.append(str(BadChunk(digest, "", "missing from the repository", needing)))
     return report
+
+
+@dataclass(frozen=True)
+class Gone:
+    """A pack verify listed that was gone when it came to read it: why, and its table if that was read."""
+
+    why: str
+    table: Optional[List[Blob]]
+
+
+def _read_tables(repo: Repository, packs: List[ObjectInfo], tables: Dict[str, List[Blob]], gone: Dict[str, Gone],
+                 report: VerifyReport) -> None:
+    """Each pack's table into `tables`; a pack gone since the listing into `gone` (judged at the end)."""
+    for info in packs:
+        try:
+            tables[info.name] = repo.pack_blobs(info.name, info.size)
+        except NotFound as err:
+            gone[info.name] = Gone(str(err), None)
+        except RepoError as err:
+            report.problems.append("%s; it may hold chunks of any backup" % err)
+
+
+def _judge_gone(repo: Repository, gone: Dict[str, Gone], tables: Dict[str, List[Blob]], marked: Set[str],
+                found_bad: Dict[str, List[bytes]], report: VerifyReport) -> None:
+    """Packs that went while verify ran, judged against a fresh listing: one a GC mark names (a sweep deleted
+    it), or whose chunks all lie soundly in packs still there (a duplicate), is no damage; any other is
+    reported. `tables` becomes the fresh listing's, for the check that every chunk a backup needs is there."""
+    fresh = [info for info in repo.backend.list(PACKS) if info.name not in tables and info.name not in gone]
+    marked = marked | set(repo.condemned(strict=False))
+    _read_tables(repo, fresh, tables, {}, report)  # a pack gone as soon as written held nothing for this verify
+    for name in gone:
+        tables.pop(name, None)
+    sound = {blob.digest for name, blobs in tables.items() for blob in blobs
+             if blob.digest not in found_bad.get(name, ())}
+    for name, pack in sorted(gone.items()):
+        if name not in marked and (pack.table is None or any(b.digest not in sound for b in pack.table)):
+            report.problems.append("%s; it may hold chunks of any backup" % pack.why)
 
 
 def _mark(repo: Repository, pack: str, damaged: List[bytes]) -> None:
@@ -101,13 +148,16 @@ def _choose(repo: Repository, packs: List[ObjectInfo], mode: str, share: float, 
 
 def _check_pack(repo: Repository, info: ObjectInfo, users: Dict[bytes, List[Snapshot]],
                 report: VerifyReport) -> Tuple[bool, List[bytes]]:
-    """Read one pack whole; (whether something in it is bad, the chunks found bad), each reported."""
+    """Read one pack whole; (whether something in it is bad, the chunks found bad), each reported. NotFound:
+    the pack went since it was listed (for the caller to judge)."""
     report.packs_read += 1
     try:
         data = repo.backend.get(info.name)
         length, digest = table_length(data[-TRAILER_SIZE:], info.name)
         table_at = len(data) - TRAILER_SIZE - length
         blobs = parse_table(data[table_at:len(data) - TRAILER_SIZE], digest, info.name)
+    except NotFound:
+        raise
     except RepoError as err:
         report.problems.append("%s; it may hold chunks of any backup" % err)
         return True, []
