@@ -247,6 +247,17 @@ def test_a_restore_whose_pack_is_gone_for_good_looks_again_at_the_settle_time_th
     assert not out.exists()
 
 
+def test_a_chunk_missing_with_no_gc_at_work_is_named_at_once_not_after_the_settle_time(tmp_path):
+    """A pack deleted before the restore built its map, with no GC lock or mark about: nothing can have moved
+    the chunk, so waiting out a (here hour-long) settle time in silence would only delay the bad news."""
+    repo, snap, _stale = gone_for_good(tmp_path, settle=3600)
+    counting = Repository(CountingLists(str(tmp_path / "repo")), repo.config)
+    out = tmp_path / "restored.raw"
+    with pytest.raises(BadChunk, match="in no pack: missing from the repository; needed by web"):
+        restore_disk(counting, snap, snap.disks[0], str(out), workers=1)
+    assert len(counting.backend.listed) == 2 and not out.exists(), counting.backend.listed
+
+
 def test_a_restore_waiting_for_a_lagging_listing_stops_on_sigterm(tmp_path):
     repo, snap, stale = gone_for_good(tmp_path, settle=30)
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}

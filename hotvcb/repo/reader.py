@@ -26,6 +26,7 @@ from ..errors import RepoError
 from ..sparsewrite import Flusher, write_at
 from . import codec
 from .format import DiskIndex
+from .gclock import LOCK
 from .repository import Location, PackGone, Repository, Snapshot
 
 Check = Optional[Callable[[], None]]
@@ -116,14 +117,18 @@ class _Where:
         """Where the chunk lies; `since`: when it was first missed, if before (a read found its pack gone)."""
         settle = self.repo.config.settle
         with self.lock:
+            moved = since is not None  # a read found a pack gone: something is deleting packs
             while True:
                 loc = self.map.get(digest)
                 if loc is not None and loc.pack not in self.gone:
                     return loc
+                moved = moved or loc is not None
                 went = self.gone[loc.pack] if loc is not None else time.monotonic()
                 since = went if since is None else min(since, went)
                 if self.listed >= since:  # a listing begun after the miss has no place for it either
-                    if self.listed >= since + settle:
+                    # waited for only where a sweep may have moved it: a chunk simply missing (its pack's
+                    # table damaged, say) is reported at once, not after a silent settle time
+                    if self.listed >= since + settle or not (moved or self._sweeping()):
                         raise self.repo.missing(digest)
                     now = time.monotonic()
                     _pause(min(since + settle, now + max(1.0, now - since)))  # 1, 2, 4 ... s, the last at settle
@@ -132,6 +137,10 @@ class _Where:
                 for pack in {where.pack for where in fresh.values()}:
                     self.gone.pop(pack, None)  # a listing that names it again is trusted: it is read again
                 self.map.update(fresh)
+
+    def _sweeping(self) -> bool:
+        """Is a GC at work (its lock held, or a mark of packs to delete waiting)?"""
+        return self.repo.backend.stat(LOCK) is not None or bool(self.repo.marks(strict=False))
 
     def read(self, locs: List[Location], since: Optional[float] = None) -> List[codec.Data]:
         """The chunks of `locs` (side by side in one pack); where that pack is gone, wherever they lie now."""
