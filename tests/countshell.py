@@ -55,9 +55,18 @@ def _wrap(cls):
         setattr(cls, name, functools.wraps(fn)(counted))
 
 
+_OPENING = threading.local()  # the path a builtin open() of this thread is opening (its opener's os.open follows)
+
+
 def _count_read_opens(event, args):
-    """sys.addaudithook: `open` (builtin open and os.open) of a .vmdk file, read only."""
+    """sys.addaudithook: `open` (builtin open and os.open) of a .vmdk file, read only. A builtin open() given
+    an opener raises the event twice, itself (mode a str) and then the opener's os.open (mode None) of the
+    same path in the same thread: that is one open, counted once."""
+    opening, _OPENING.path = getattr(_OPENING, "path", None), None  # only the very next event can be its opener's
     if event == "open" and isinstance(args[0], str) and args[0].endswith(".vmdk"):
+        if args[1] is None and opening == args[0]:
+            return
+        _OPENING.path = args[0] if args[1] is not None else None
         flags = args[2] if isinstance(args[2], int) else 0
         if flags & os.O_ACCMODE == os.O_RDONLY:
             with _LOCK:
