@@ -508,11 +508,18 @@ def test_a_guest_writing_hard_during_the_backup(lab, source, fmt):
     size = 16 * MiB
     initial, image = _image(lab, name, source, size, 8 * MiB)
     vm = lab.start(name, image, source)
-    writer = GuestWriter(vm, size, length=64 * 1024, pause=0)
+    # 64 KiB writes every 10 ms (the other writer tests' pace): with no pause at all, QEMU dropped this
+    # monitor connection in 2 of 3 full-suite runs, never when run alone (thought to be its qemu-io over
+    # HMP racing the block job's end, which no guest's write path does; its log is attached if it recurs)
+    writer = GuestWriter(vm, size, length=64 * 1024, pause=0.01)
     writer.start()
     writer.wait_for(5)
     rc, out = backup(lab, name, fmt, slow_qemu_img(str(lab.root / "bin"), "8M"))
-    writer.wait_for(len(writer.writes) + 3)
+    try:
+        writer.wait_for(len(writer.writes) + 3)
+    except AssertionError as err:
+        raise AssertionError("%s\nbackup rc %s:\n%s\nQEMU log:\n%s" % (
+            err, rc, out, open(str(lab.root / (name + ".qemu.log")), errors="replace").read())) from err
     writes = writer.stop()
     assert rc == 0, out
     no_leftovers(lab, vm)
