@@ -246,7 +246,7 @@ def test_prune_stopped_by_sigterm_during_gc_gives_the_gc_lock_back(two_backups, 
     # GC names each pack it cannot read, under its lock: with stdout unread, the pipe fills and GC blocks
     # there, so SIGTERM comes mid-GC (a FIFO among the objects no longer blocks anything: it is refused)
     junk = repo_path / "packs" / "ff"
-    junk.mkdir()
+    junk.mkdir(exist_ok=True)  # a real pack's name begins with ff once in 256 backups
     for i in range(1000):
         (junk / ("ff%062x" % i)).write_bytes(b"junk")
     proc = subprocess.Popen([PYTHON, "-m", "hotvcb", "prune", "--repo", str(repo_path), "--keep-last", "1"],
