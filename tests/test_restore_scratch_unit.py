@@ -185,3 +185,23 @@ def test_a_folder_named_with_a_line_break_is_recorded_and_swept(tmp_path):
         f.write(text.replace(text.split("\n")[0], RunId("abcdef012345", RunId.new().machine, 1, 1, HOST).text()))
     n, lines = sweep(LocalShell(), root)
     assert n == 1 and os.listdir(root) == [], lines
+
+
+def test_a_record_a_dead_restore_was_writing_goes_and_a_live_ones_stays(tmp_path):
+    """Killed between writing its record's temp file and renaming it into place, a restore leaves
+    `.<record>.<pid>-<tid>-<hex>.tmp` beside the records (seen: a SIGKILL at a random moment): cleanup
+    removes it once the owner it names is dead; another machine's (a shared datastore) is left to it."""
+    root = str(tmp_path)
+    folder = root + "/copy.hotvcb-restoring"
+    dead_record(folder)
+    record = restore_scratch.record_of(folder)
+    dead_temp = "%s/.%s.%d-1-abcdef.tmp" % (root, os.path.basename(record), 99999)
+    os.rename(record, dead_temp)
+    live = RunId("abcdef012346", "othermachine", 1, 1700000000, "otherhost")
+    live_temp = "%s/.%s.%d-2-abcdef.tmp" % (root, os.path.basename(restore_scratch.record_of(root + "/b.hotvcb-restoring")),
+                                            os.getpid())
+    with open(live_temp, "w") as f:
+        f.write(restore_scratch.record_text(live, root + "/b.hotvcb-restoring"))
+    n, lines = sweep(LocalShell(), root)
+    assert not os.path.exists(dead_temp) and n == 1, lines
+    assert os.path.exists(live_temp), lines

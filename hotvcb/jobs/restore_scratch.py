@@ -234,6 +234,9 @@ def sweep(shell: Shell, roots: Iterable[str], log, me: RunId, dry_run: bool = Fa
             log.warning("cannot look for restores' scratch folders in %s: %s" % (root, err))
             continue
         for entry in entries:
+            if _RECORD_TEMP.match(entry):
+                found += _remove_dead_temp(shell, root + "/" + entry, log, me, dry_run)
+                continue
             if not entry.startswith((PREFIX, RESTORING_RECORD)):
                 continue
             if not entry.endswith(RECORD):
@@ -357,6 +360,35 @@ def _seen_dead(shell: Shell, record: str, text: str, folder: str) -> Optional[bo
         return present if shell.read_regular(record, RECORD_MAX) == text else None
     except HostError:
         return None
+
+
+# the temp file Shell.write_text writes a record through: "." + the record's name + "." + temp_tag() + ".tmp"
+_RECORD_TEMP = re.compile(r"^\.(%s|%s).*%s\.\d+-\d+-[0-9a-f]+\.tmp$" % (
+    re.escape(PREFIX), re.escape(RESTORING_RECORD), re.escape(RECORD)))
+
+
+def _remove_dead_temp(shell: Shell, path: str, log, me: RunId, dry_run: bool) -> int:
+    """A record's temp file left by a restore killed while it wrote the record (before the rename): it
+    holds the record's text, so its owner is known; removed once that owner is dead on this host. One
+    killed before its text was written says nothing, and goes once older than a record can be in writing."""
+    try:
+        owner = parse(shell.read_regular(path, RECORD_MAX))
+    except HostError:
+        return 0
+    if owner is not None and (owner.machine != me.machine or owner_alive(owner, me)):
+        return 0
+    if owner is None and (shell.age(path) or 0) < STALE_AFTER:
+        return 0
+    if dry_run:
+        log.info("would remove %s, a record a dead restore was writing" % path)
+        return 1
+    log.warning("removing %s, a record a dead restore was writing" % path)
+    try:
+        shell.remove_tree(path)
+    except HostError as err:
+        log.error("%s -- remove it by hand" % err)
+        return 0
+    return 1
 
 
 def _named_ours(name: str) -> bool:
