@@ -385,7 +385,7 @@ class _Restore:
         files = data.get("files") or {}
         found = {}
         for d in plan.disks:
-            own = restore_copy.own_copy(self.shell, backup, d.source, files, plan.copy)
+            own = restore_copy.own_copy(backup, d.source, d.text, files, plan.copy)
             if own is not None:
                 found[d.source] = own
         return found

@@ -59,12 +59,12 @@ def provable(files: Dict[str, Dict[str, Any]]) -> Set[str]:
             if rel.lower().endswith(".vmdk") and manifest.PROOF in e and manifest.CONTENT not in e}
 
 
-def own_copy(shell: Shell, backup: str, source: str, files: Dict[str, Dict[str, Any]],
+def own_copy(backup: str, source: str, text: str, files: Dict[str, Dict[str, Any]],
              new_identity: bool) -> Optional[OwnCopy]:
-    """How the disk whose descriptor is `source` is copied here, or None when it is not a single-extent
-    VMFS flat base disk (parentCID ffffffff) whose flat file the manifest proves by its block digests,
-    of exactly the extent's size (anything else is left to vmkfstools, which writes it whole)."""
-    text = shell.read_text(source)
+    """How the disk whose descriptor is `source` (its `text` as the plan read it) is copied here, or None
+    when it is not a single-extent VMFS flat base disk (parentCID ffffffff) whose flat file the manifest
+    proves by its block digests, of exactly the extent's size (anything else is left to vmkfstools, which
+    writes it whole)."""
     try:
         desc = vmdk.parse(text)
     except vmdk.NotADescriptor:
