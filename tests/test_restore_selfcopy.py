@@ -117,10 +117,11 @@ def test_a_thin_restore_reads_each_flat_once_and_keeps_holes(site, tmp_path, fmt
     flats = {p: n for p, n in counted["read_opens"].items() if p.startswith(backups[fmt]) and p.endswith("-flat.vmdk")}
     assert flats == {backups[fmt] + "/" + VM + "-flat.vmdk": 1, backups[fmt] + "/" + SPARSE: 1}, counted["read_opens"]
     descriptors = [backups[fmt] + "/" + d for d in (VM + ".vmdk", VM + "_1.vmdk")]
-    assert {p: counted["text_reads"].get(p) for p in descriptors} == dict.fromkeys(descriptors, 1), counted["text_reads"]
+    texts, opens = counted["text_reads"], counted["read_opens"]
+    assert {p: texts.get(p) for p in descriptors} == dict.fromkeys(descriptors, 1), texts
     # every open of a descriptor: that read, the driver's one scan of the backup folder (bytes_needed)
     # and the background check's digest of it
-    assert {p: counted["read_opens"].get(p) for p in descriptors} == dict.fromkeys(descriptors, 3), counted["read_opens"]
+    assert {p: opens.get(p) for p in descriptors} == dict.fromkeys(descriptors, 3), opens
     assert r.out.count("checked as it was copied") == 2, r.out
     assert "Checksums hold: " in r.out.replace("Checksums hold: %s" % SPARSE, ""), r.out  # the other files
     folder = "%s/%s" % (DS1, name)
