@@ -1,9 +1,23 @@
 """What a restore will do, worked out from the backup's files before anything is written.
 
 The plan names every disk (where its data sits in the backup, its target
-name, adapter and the room it needs), the .nvram/.vmxf, and every .vmx
-rewrite; jobs/restore.py carries it out. `fs` is the Shell, or a
-targz.ArchiveView for a .gz not unpacked yet (a dry run plans from it).
+name, adapter, the room it needs and its descriptor's text, read once), the
+.nvram/.vmxf, and every .vmx rewrite; jobs/restore.py carries it out. `fs` is
+the Shell, or a targz.ArchiveView for a .gz not unpacked yet (a dry run plans
+from it).
+
+.vmx rewrites (each is logged; dry runs print them):
+- displayName = the new name; nvram / extendedConfigFile = `<name>.nvram|.vmxf`
+  (the files are copied under those names); every disk fileName (scsi, sata,
+  ide, nvme) = the disk's file in the VM folder. Disks that lived on another
+  datastore (`<backup>/<datastore>/<file>`) are restored into the VM folder
+  too; clashing names get a `_N` suffix. A disk the backup does not hold
+  (skipped at backup time: independent, RDM) is left disconnected
+  (`.present = "FALSE"`) with a warning rather than pointing at nothing.
+- identity: ESXi's "moved or copied?" question is answered in advance
+  (vmx_identity.py): the backup's own name keeps the identity, a new name
+  makes a copy that can run next to the original (Plan.copy; a disk the
+  restore copies itself then gets new ids too, restore_copy.py).
 """
 
 import re
