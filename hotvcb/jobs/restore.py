@@ -207,7 +207,8 @@ class _Restore:
         req, shell = self.req, self.shell
         restore_source.check_sealed(shell, req, shell, backup)
         if restore_source.manifest_to_verify(shell, req, self.log, backup, self.job.verify) is not None:
-            restore_check.verify_now(shell, req, self.log, backup)  # before qemu-img reads it: the staged VMDKs are new
+            # before qemu-img reads it: the staged VMDKs are new files
+            restore_check.verify_now(shell, req, self.log, backup)
         folder = req.target + "/" + layout.folder_name(req.new_name or kvm.machine.name)
         if shell.exists(folder):
             raise RestoreError("target folder %s already exists; not overwriting it" % folder)
