@@ -45,8 +45,8 @@ class Settle:
         now = time.monotonic()
         if what not in self.waited:
             self.waited.add(what)
-            self.say("waiting up to %d s for %s, which a GC on another host may have moved: this host's listing of "
-                     "the packs may lag behind it that long (the repository's settle_seconds)"
+            self.say("waiting up to %d s for %s: a GC on another host may be moving packs, and this host's listing "
+                     "of them may lag behind it that long (the repository's settle_seconds)"
                      % (math.ceil(max(0.0, since + settle - now)), what))
         pause(min(since + settle, now + max(1.0, now - since)))  # 1, 2, 4 ... s, the last at settle
         return True

@@ -143,7 +143,7 @@ def _lacking(repo: Repository, users: Dict[bytes, List[Snapshot]], tables: Dict[
         lacking = sorted(digest for digest in users if digest not in held)
         if not lacking:
             return []
-        what = what or "chunk %s%s, in no listed pack" % (
+        what = what or "chunk %s%s in no listed pack" % (
             lacking[0].hex(), " and %d more" % (len(lacking) - 1) if len(lacking) > 1 else "")
         if listed >= since and not settle.again(what, since, listed, moved):
             settle.give_up(what, since, BadChunk(lacking[0], "", "missing from the repository", users[lacking[0]]))
