@@ -104,6 +104,7 @@ def _read_tables(repo: Repository, packs: List[ObjectInfo], tables: Dict[str, Li
                  report: VerifyReport) -> None:
     """Each pack's table into `tables`; a pack gone since the listing into `gone` (judged at the end)."""
     for info in packs:
+        interrupt.raise_pending()
         try:
             tables[info.name] = repo.pack_blobs(info.name, info.size)
         except NotFound as err:
