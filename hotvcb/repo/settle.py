@@ -48,7 +48,7 @@ class Settle:
             self.say("waiting up to %d s for %s: a GC on another host may be moving packs, and this host's listing "
                      "of them may lag behind it that long (the repository's settle_seconds)"
                      % (math.ceil(max(0.0, since + settle - now)), what))
-        pause(min(since + settle, now + max(1.0, now - since)))  # 1, 2, 4 ... s, the last at settle
+        _pause(min(since + settle, now + max(1.0, now - since)))  # 1, 2, 4 ... s, the last at settle
         return True
 
     def give_up(self, what: str, since: float, missing: BadChunk) -> None:
@@ -61,7 +61,7 @@ class Settle:
         return self.repo.backend.stat(LOCK) is not None or bool(self.repo.marks(strict=False))
 
 
-def pause(until: float) -> None:
+def _pause(until: float) -> None:
     """Sleep until `until` (time.monotonic), ending early on SIGINT/SIGTERM (interrupt.Interrupted)."""
     while True:
         interrupt.raise_pending()
