@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -67,7 +68,7 @@ class QemuVm:
         self.log = open(log, "wb")
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
-        while not (os.path.exists(self.socket) and os.path.exists(self.control)):
+        while not (_listening(self.socket) and _listening(self.control)):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.kill()
                 raise RuntimeError("QEMU did not start: %s" % Path(log).read_text(errors="replace"))
@@ -127,6 +128,19 @@ class QemuVm:
             self.proc.kill()
             self.proc.wait(10)
         self.log.close()
+
+
+def _listening(path: str) -> bool:
+    """QEMU binds a socket before it listens on it: on a busy machine a client can come in between
+    and be refused (seen: the guest writer's first QMP connection)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
 
 
 @dataclass
