@@ -3,15 +3,23 @@
 The VM needs no kernel: with no bootable disk the firmware idles, and QEMU is
 "running". It has two QMP sockets: `<inventory>/<name>.qmp`, the one hotvcb
 sees, and a control socket for the test (QEMU serves one client per socket).
-The guest writer writes through the VM's own block layer (`qemu-io` via
-`human-monitor-command`), so while our overlay exists the writes land in it,
-exactly as a guest's would.
+`write` puts one test write in through the VM's own block layer (`qemu-io` via
+`human-monitor-command`), so while our overlay exists it lands there, as a
+guest's would. The guest writer, which writes while hotvcb's block jobs run,
+writes instead through a writable NBD export of the disk's node served by the
+same QEMU: that export follows the disk's active layer through snapshot and
+commit like the guest's device, and holds proper write permissions. HMP
+`qemu-io` bypasses QEMU's permission system, and a write of it that overlaps
+the end of a commit (the graph change) aborts QEMU 7.2
+(`bdrv_co_write_req_prepare: Assertion 'child->perm & BLK_PERM_WRITE'`), a
+test-only path no guest takes.
 """
 
 import json
 import os
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -29,6 +37,7 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 from hotvcb.hosts.qmp import QmpClient  # noqa: E402
+from nbdclient import NbdClient  # noqa: E402
 
 QEMU = shutil.which("qemu-system-x86_64")
 QEMU_IMG = shutil.which("qemu-img")
@@ -37,24 +46,29 @@ PYTHON = PY38 if os.path.exists(PY38) else sys.executable  # hotvcb's floor, whe
 needs_qemu = pytest.mark.skipif(QEMU is None or QEMU_IMG is None,
                                 reason="needs qemu-system-x86_64 and qemu-img (scripts/install-test-deps)")
 DEVICE = "drive0"
+EXPORT = "guest"  # the guest writer's NBD export of DEVICE
 
 
 class QemuVm:
     def __init__(self, name: str, image: str, fmt: str, inventory: str, control: str, log: str, memory: int = 32,
-                 extra: Sequence[str] = ()):
-        """`extra`: more QEMU options, e.g. a kernel to boot (tests/kvmguest.py)."""
+                 extra: Sequence[str] = (), shared: bool = False):
+        """`extra`: more QEMU options, e.g. a kernel to boot (tests/kvmguest.py). `shared`: the disk's
+        device lets another writer at its image (share-rw), as the guest writer's export must be."""
         self.name, self.image, self.fmt = name, image, fmt
         self.socket = os.path.join(inventory, name + ".qmp")
         self.control = os.path.join(control, name + ".qmp")
-        argv = [QEMU, "-machine", "accel=tcg", "-nodefaults", "-display", "none", "-m", str(memory),
-                "-drive", "file=%s,format=%s,if=virtio,id=%s" % (image, fmt, DEVICE),
+        drive = "file=%s,format=%s,id=%s" % (image, fmt, DEVICE)
+        disk = ["-drive", drive + ",if=none", "-device", "virtio-blk-pci,drive=%s,share-rw=on" % DEVICE] if shared \
+            else ["-drive", drive + ",if=virtio"]
+        argv = [QEMU, "-machine", "accel=tcg", "-nodefaults", "-display", "none", "-m", str(memory)] + disk + [
                 "-drive", "if=ide,media=cdrom,id=cd0",
                 "-qmp", "unix:%s,server=on,wait=off" % self.socket,
                 "-qmp", "unix:%s,server=on,wait=off" % self.control] + list(extra)
+        self.log_path = log
         self.log = open(log, "wb")
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
-        while not (os.path.exists(self.socket) and os.path.exists(self.control)):
+        while not (_listening(self.socket) and _listening(self.control)):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.kill()
                 raise RuntimeError("QEMU did not start: %s" % Path(log).read_text(errors="replace"))
@@ -82,6 +96,20 @@ class QemuVm:
         # qemu-io prints its report on QEMU's stdout; an error to the monitor says why it failed
         assert "rror" not in out and "failed" not in out, out
 
+    def log_text(self) -> str:
+        """What QEMU printed (an assertion that aborted it, qemu-io's reports)."""
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def export_disk(self, qmp: QmpClient) -> NbdClient:
+        """A writable NBD export of the disk, served by this QEMU, opened: writes to it are the guest's."""
+        path = os.path.join(os.path.dirname(self.control), self.name + ".nbd")
+        node = next(dev["inserted"]["node-name"] for dev in qmp.execute("query-block") if dev.get("device") == DEVICE)
+        qmp.execute("nbd-server-start", {"addr": {"type": "unix", "data": {"path": path}}})
+        qmp.execute("block-export-add", {"type": "nbd", "id": EXPORT, "name": EXPORT, "node-name": node,
+                                         "writable": True})
+        return NbdClient(path, EXPORT)
+
     def quit(self) -> None:
         """End QEMU cleanly (its images are then closed and consistent)."""
         try:
@@ -102,6 +130,19 @@ class QemuVm:
         self.log.close()
 
 
+def _listening(path: str) -> bool:
+    """QEMU binds a socket before it listens on it: on a busy machine a client can come in between
+    and be refused (seen: the guest writer's first QMP connection)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
 @dataclass
 class Write:
     offset: int
@@ -114,7 +155,10 @@ class GuestWriter(threading.Thread):
     """Writes known patterns at spread offsets until stopped; logs each write and when it landed.
 
     A write is "before" the snapshot when the disk's active image was the base
-    image right before and right after it, and no overlay was seen yet.
+    image right before and right after it, and no overlay was seen yet. It
+    writes through the disk's NBD export (QemuVm.export_disk): the VM must be
+    started `shared`. When it fails, QEMU's log comes with the error (QEMU
+    ending under it shows only as a lost connection here).
     """
 
     def __init__(self, vm: QemuVm, size: int, length: int = 4096, pause: float = 0.01):
@@ -127,14 +171,14 @@ class GuestWriter(threading.Thread):
 
     def run(self) -> None:
         try:
-            with self.vm.qmp() as qmp:
+            with self.vm.qmp() as qmp, self.vm.export_disk(qmp) as disk:
                 i = 0
                 while not self._stop_event.is_set():
                     offset = (i * 7919 * self.length) % (self.size - self.length)
                     offset -= offset % 512
                     pattern = 1 + i % 255
                     before = self.vm.active_file(qmp)
-                    self.vm.write(qmp, pattern, offset, self.length)
+                    disk.write(offset, bytes([pattern]) * self.length)
                     after = self.vm.active_file(qmp)
                     base = self.vm.image
                     if before != base or after != base:
@@ -152,16 +196,20 @@ class GuestWriter(threading.Thread):
     def wait_for(self, count: int, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
         while len(self.writes) < count:
-            assert self.error is None, self.error
-            assert time.monotonic() < deadline, "the guest writer is stuck"
+            self._check(self.error is None, str(self.error))
+            self._check(time.monotonic() < deadline, "the guest writer is stuck")
             time.sleep(0.01)
 
     def stop(self) -> List[Write]:
         self._stop_event.set()
         self.join(30)
-        assert not self.is_alive(), "the guest writer did not stop"
-        assert self.error is None, self.error
+        self._check(not self.is_alive(), "the guest writer did not stop")
+        self._check(self.error is None, str(self.error))
         return self.writes
+
+    def _check(self, ok: bool, failure: str) -> None:
+        if not ok:
+            raise AssertionError("%s\nQEMU log:\n%s" % (failure, self.vm.log_text()))
 
 
 def apply(raw: str, writes: List[Write]) -> None:
@@ -218,6 +266,26 @@ def slow_qemu_img(folder: str, rate: str = "4M") -> str:
                 % (QEMU_IMG, rate, QEMU_IMG))
     os.chmod(path, 0o755)
     return folder
+
+
+@pytest.fixture
+def loop_devices():
+    """attach(file) -> a loop device holding it, as an LV holds a disk; detached after the test, which is
+    skipped where the machine gives none (no losetup, no /dev/loop*, not root)."""
+    attached = []  # type: List[str]
+
+    def attach(path: str) -> str:
+        r = subprocess.run(["losetup", "--find", "--show", path], capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip("no loop device: " + r.stderr.strip())
+        attached.append(r.stdout.strip())
+        return attached[-1]
+
+    try:
+        yield attach
+    finally:
+        for dev in attached:
+            subprocess.run(["losetup", "-d", dev])
 
 
 def short_dir(prefix: str) -> str:

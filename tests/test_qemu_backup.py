@@ -41,8 +41,9 @@ def lab(tmp_path):
         workdir = str(tmp_path / "work")
         vms = []
 
-        def start(self, name, image, fmt):
-            vm = QemuVm(name, image, fmt, self.inventory, self.control, str(tmp_path / (name + ".qemu.log")))
+        def start(self, name, image, fmt, shared=False):
+            vm = QemuVm(name, image, fmt, self.inventory, self.control, str(tmp_path / (name + ".qemu.log")),
+                        shared=shared)
             self.vms.append(vm)
             return vm
 
@@ -94,7 +95,7 @@ def test_backup_is_the_disk_at_the_snapshot_and_the_commit_keeps_every_write(lab
     name = "web 1"  # a space: names are literal
     size = 24 * MiB
     initial, image = _image(lab, name, "qcow2", size, 8 * MiB)
-    vm = lab.start(name, image, "qcow2")
+    vm = lab.start(name, image, "qcow2", shared=True)
     writer = GuestWriter(vm, size)
     writer.start()
     writer.wait_for(5)
@@ -362,7 +363,7 @@ def test_a_qcow2_backup_records_the_disks_content_taken_from_the_source_and_veri
     name = "content-" + source
     size = 24 * MiB
     _initial, image = _image(lab, name, source, size, 6 * MiB)
-    vm = lab.start(name, image, source)
+    vm = lab.start(name, image, source, shared=True)
     writer = GuestWriter(vm, size)
     writer.start()
     writer.wait_for(3)

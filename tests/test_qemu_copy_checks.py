@@ -11,11 +11,11 @@ the free-space check.
 import glob
 import json
 import os
-import subprocess
 
 import pytest
 
 from qemuvm import QemuVm, needs_qemu, qemu_img
+from qemuvm import loop_devices  # noqa: F401  (the fixture)
 from test_outsider_rawdigest import backup, digest_of, files_of, no_leftovers, odd_image, restored_disk, wrapped_qemu_img
 from test_qemu_backup import _verify, lab  # noqa: F401  (the fixture)
 
@@ -91,21 +91,14 @@ def test_a_double_quote_in_an_image_name_for_every_format(lab, fmt):
 
 
 @pytest.fixture
-def qcow2_on_a_loop_device(lab):
+def qcow2_on_a_loop_device(lab, loop_devices):
     """A qcow2 image (6 MiB virtual, 2 MiB of data) written onto a loop device, as on an LV."""
     raw, keep = odd_image(lab, "lv-src", 6 * MiB, os.urandom(2 * MiB))
     image = str(lab.root / "lv.qcow2")
     assert qemu_img("convert", "-f", "raw", "-O", "qcow2", raw, image).returncode == 0
-    r = subprocess.run(["losetup", "--find", "--show", image], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip("no loop device: " + r.stderr.strip())
-    dev = r.stdout.strip()
     link = os.path.join(lab.images, "vg-qcow")  # as /dev/vg/qcow: a symlink to the device
-    os.symlink(dev, link)
-    try:
-        yield link, keep
-    finally:
-        subprocess.run(["losetup", "-d", dev])
+    os.symlink(loop_devices(image), link)
+    return link, keep
 
 
 def test_a_qcow2_on_a_block_device_is_proven_by_the_disk_it_holds(lab, qcow2_on_a_loop_device):

@@ -88,7 +88,7 @@ def test_a_raw_backup_is_the_disk_at_the_snapshot_and_the_copy_is_not_read_back(
     name = "rawcopy-" + source + "-" + fmt
     size = 16 * MiB
     initial, image = _image(lab, name, source, size, 6 * MiB)
-    vm = lab.start(name, image, source)
+    vm = lab.start(name, image, source, shared=True)
     writer = GuestWriter(vm, size)
     writer.start()
     writer.wait_for(5)
