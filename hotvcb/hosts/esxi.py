@@ -284,9 +284,9 @@ class EsxiHost:
         # trip to hostd; where the .vmsd does not name ours (yet), hostd is asked until it lists it
         version = vimcmd.parse_version(self._release()[0])
         if version is not None and version[:2] >= VMSD_UIDS_FROM:
-            mine = esxi_tree.created(self._files, vm, name, before)
-            if mine is not None:
-                return mine
+            written = esxi_tree.created(self._files, vm, name, before)
+            if written is not None:
+                return written
         while True:
             mine = [s for s in self.snapshots(vm) if s.name == name and s.id not in before]
             if mine:
