@@ -161,6 +161,22 @@ def test_a_runs_first_questions_are_asked_at_once_each_once(host, tmp_path):
 
 
 @needs_root
+def test_the_first_vms_questions_are_asked_beside_the_runs_own_and_each_once(host, tmp_path):
+    """The first VM's snapshot list and power state go out as soon as the VMs are known, while the
+    target's free space (a question of the run's start) is still out: hostd answers that only once
+    both ended, which, asked one after the other (the power state after the pre-flight that
+    reads the free space), they never are. Nothing is asked twice for it."""
+    vmid = host.create_vm("alpha", "datastore1", [{"size": "4M"}], power="on")
+    seen = answers_only_after(host, tmp_path, {
+        "hostsvc/datastore/info": ['"vmsvc/power.getstate", "%s"' % vmid, '"vmsvc/snapshot.get", "%s"' % vmid]})
+    r, count = counted_backup(host, tmp_path, "backup", "-m", "alpha", "-g", write_conf(host), "-w", tmp_path / "work")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert set(seen.read_text().splitlines()) == {"hostsvc/datastore/info ok"}
+    assert per_vm(count["commands"], vmid) == ONE_VM
+    assert len(sealed(host, "alpha")) == 1
+
+
+@needs_root
 def test_a_question_of_the_runs_start_that_fails_fails_the_run_with_its_own_error_and_nothing_done(host, tmp_path):
     vmid = host.create_vm("alpha", "datastore1", [{"size": "4M"}], power="on")
     hostd_fails(host, "hostsvc/datastore/listsummary")  # read by the inventory and the free space alike
