@@ -33,7 +33,8 @@ The run's first VM is asked about as the loop starts, while the run's own first
 questions (the target's free space, the host's name) may still be out; its
 VM as read to ask is its backup's, so no driver reads it twice (on libvirt
 that read is two virsh calls). Not where VM_SHUTDOWN_ORDER powered VMs down
-(their power is the loop's to judge).
+(their power is the loop's to judge), nor with BACKUP_POWER_STATE, whose check
+asks the power state itself.
 
 Only the serial loop looks ahead (BACKUP_PARALLEL already overlaps VMs), never a dry run.
 """
@@ -77,7 +78,8 @@ class Lookahead:
         to each VM's copy (ask_next), the first asked about at once (beside the run's own first
         questions, jobs/ahead.py), its VM as loaded for that kept for its backup."""
         first = next((t for t in targets if isinstance(t, VmRef)), None)
-        if first is not None and not self.dry_run and not (job.power.ordered_down or job.power.problems):
+        if (first is not None and not self.dry_run and not (job.power.ordered_down or job.power.problems)
+                and job.settings.backup_power_state == "any"):
             self.ask(first, keep=True)
         for job.vm_number, target in enumerate(targets, 1):
             self.next_vm = next((t for t in targets[job.vm_number:] if isinstance(t, VmRef)), None)
