@@ -34,6 +34,9 @@ POLL = 1.0
 _QUERIES = frozenset(["vmsvc/getallvms", "vmsvc/snapshot.get", "vmsvc/power.getstate",
                       "hostsvc/datastore/listsummary", "hostsvc/datastore/info"])
 SNAPSHOTS_REUSED_FOR = 120.0  # seconds a snapshot list serves as create_snapshot's "before"
+# the first release whose snapshot.get Ids are known to be the .vmsd's uids (samples from 5.5 on;
+# ESX 4.x prints no Id at all): from it on a new snapshot's id is read from the .vmsd
+VMSD_UIDS_FROM = (5, 5)
 
 
 def _disk_stem(filename: str) -> str:
@@ -277,6 +280,13 @@ class EsxiHost:
             if err.fault == "NotFound":  # the only object snapshot.create names is the VM
                 raise VmGone(vm.name, vm.ref.vmid) from err
             raise SnapshotError("snapshot of %s failed: %s" % (vm.name, err.output.strip())) from err
+        # hostd writes the new snapshot into the .vmsd as it creates it: a file read, not a round
+        # trip to hostd; where the .vmsd does not name ours (yet), hostd is asked until it lists it
+        version = vimcmd.parse_version(self._release()[0])
+        if version is not None and version[:2] >= VMSD_UIDS_FROM:
+            written = esxi_tree.created(self._files, vm, name, before)
+            if written is not None:
+                return written
         while True:
             mine = [s for s in self.snapshots(vm) if s.name == name and s.id not in before]
             if mine:

@@ -10,7 +10,8 @@ syntax as a .vmx) names each snapshot's frozen disk per device and its
 """
 
 import posixpath
-from typing import Dict, List, Optional, Tuple
+import re
+from typing import Collection, Dict, List, Optional, Tuple
 
 from .. import vmdk
 from ..errors import HostError
@@ -19,6 +20,7 @@ from ..shell import FileReader
 from ..vmx import VmxFile
 
 MAX_DEPTH = 64  # VMware allows 32 snapshots in a chain; deeper is a loop
+_ENTRY = re.compile(r"^snapshot(\d+)\.(\w+)$", re.I)  # snapshotN.field: one snapshot's entry
 
 
 class BrokenChain(HostError):
@@ -60,10 +62,8 @@ def chain(files: FileReader, top: str, what: str) -> List[Tuple[str, vmdk.Descri
 def holds(files: FileReader, vm: Vm, snap: Snapshot) -> Optional[bool]:
     """Whether the VM's .vmsd still lists `snap` (by its id or by its name, either will do);
     None where there is no .vmsd to tell (hostd writes one with the VM's first snapshot)."""
-    vmsd_path = vm.ref.vmx_path[: -len(".vmx")] + ".vmsd"
-    try:
-        vmsd = VmxFile(files.read_text(vmsd_path))
-    except HostError:
+    vmsd = _vmsd(files, vm)
+    if vmsd is None:
         return None
     for key in vmsd.keys():  # every entry, whatever snapshot.numSnapshots says
         field = key.lower().rsplit(".", 1)[-1]
@@ -71,6 +71,44 @@ def holds(files: FileReader, vm: Vm, snap: Snapshot) -> Optional[bool]:
                                                                           ("displayname", snap.name)):
             return True
     return False
+
+
+def created(files: FileReader, vm: Vm, name: str, before: Collection[str]) -> Optional[Snapshot]:
+    """The snapshot `name` just created, as the VM's .vmsd names it: the entry of that name whose
+    uid is the VM's last (`snapshot.lastUID`) and none of `before`; None where there is no such
+    entry (not written yet, or another snapshot came after ours), and hostd is asked instead.
+
+    Relies on hostd's Id for a snapshot (`vim-cmd vmsvc/snapshot.get`) being its `uid` in the
+    .vmsd (docs/architecture.md, ESXi facts). What only snapshot.get says (created, state) is
+    left empty: a backup needs ours for its id alone.
+    """
+    vmsd = _vmsd(files, vm)
+    if vmsd is None:
+        return None
+    entries = {}  # type: Dict[str, Dict[str, str]]  # N of snapshotN -> its fields, lower case
+    for key in vmsd.keys():
+        m = _ENTRY.match(key)
+        if m:
+            entries.setdefault(m.group(1), {})[m.group(2).lower()] = vmsd.get(key) or ""
+    parents = {e.get("uid", ""): e.get("parent", "") for e in entries.values()}
+    last = vmsd.get("snapshot.lastUID")
+    for entry in entries.values():
+        uid = entry.get("uid", "")
+        if uid and uid == last and uid not in before and entry.get("displayname") == name:
+            depth, up = 0, parents.get(uid, "")
+            while up in parents and depth < MAX_DEPTH:
+                depth, up = depth + 1, parents[up]
+            return Snapshot(id=uid, name=name, description=entry.get("description", ""), created="", state="",
+                            depth=depth)
+    return None
+
+
+def _vmsd(files: FileReader, vm: Vm) -> Optional[VmxFile]:
+    """The VM's .vmsd; None where there is none to read (hostd writes one with the first snapshot)."""
+    try:
+        return VmxFile(files.read_text(vm.ref.vmx_path[: -len(".vmx")] + ".vmsd"))
+    except HostError:
+        return None
 
 
 def read_tree(files: FileReader, vm: Vm, disks: List[Disk]) -> SnapshotTree:

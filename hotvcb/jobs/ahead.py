@@ -11,8 +11,9 @@ and the answer is taken where the question used to be asked: the error of a
 question that failed is raised there, so the errors, and the order in which
 the checks fail, are those of a run asking one after the other (the free space
 alone is looked at again by the pre-flight, which then says why). The first VM's own
-questions are not asked ahead: on libvirt they need its definition read first
-(two virsh calls, asked again by its backup), and the next VMs' are (jobs/lookahead.py).
+questions are asked as soon as the VMs are known, beside those still out, by the
+serial loop's look-ahead (jobs/lookahead.py), which keeps the VM it read to ask them
+for that VM's backup (on libvirt the read is two virsh calls, not to be made twice).
 
 Only questions are asked ahead; what acts (snapshots, copies, removals) keeps
 its order. With ENABLE_NON_PERSISTENT_NFS the run mounts its target first,

@@ -257,9 +257,10 @@ class _VmBackup:
         self.asked = None  # type: Optional[lookahead.Answers]  # asked while the VM before it was copied
 
     def run(self) -> None:
-        vm = self.vm = self.host.load_vm(self.ref)
+        self.asked = self.job.lookahead.take(self.ref)  # while the VM before it was copied, or at the run's start
+        vm = self.vm = self.asked.vm if self.asked is not None and self.asked.vm is not None else \
+            self.host.load_vm(self.ref)
         run, dry = self.job.run_id, self.job.dry_run
-        self.asked = self.job.lookahead.take(self.ref)  # while the VM before it was copied
         vm, snaps, pending = clear_dead_runs(self.host, self.ref, vm, self.log, run, dry,
                                              lookahead.snapshots(self.asked, self.s))
         self.vm = vm

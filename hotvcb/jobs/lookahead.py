@@ -1,4 +1,5 @@
-"""The next VM's first questions to the host, asked while this VM's disks are copied.
+"""The next VM's first questions to the host, asked while this VM's disks are copied
+(the run's first VM's as the serial loop starts, beside the run's own, jobs/ahead.py).
 
 Every host query is a round trip to hostd (0.1-1 s on a real host, which
 answers queries while a clone runs), and a copy mostly waits on storage. So
@@ -28,6 +29,13 @@ removed whole (jobs/backup.py), as a pre-flight's failure leaves none. A
 fresh question before the claim would put a host command back on every
 VM's critical path.
 
+The run's first VM is asked about as the loop starts, while the run's own first
+questions (the target's free space, the host's name) may still be out; its
+VM as read to ask is its backup's, so no driver reads it twice (on libvirt
+that read is two virsh calls). Not where VM_SHUTDOWN_ORDER powered VMs down
+(their power is the loop's to judge), nor with BACKUP_POWER_STATE, whose check
+asks the power state itself.
+
 Only the serial loop looks ahead (BACKUP_PARALLEL already overlaps VMs), never a dry run.
 """
 
@@ -54,18 +62,25 @@ class Answers:
     asked: float  # time.monotonic() when the questions were asked
     snapshots: List[Snapshot]
     power: str
+    vm: Optional[Vm] = None  # the first VM as loaded to ask about it, its backup's to use
 
 
 class Lookahead:
     def __init__(self, host: Hypervisor, dry_run: bool = False):
         self.host, self.dry_run = host, dry_run
-        # (vmid, when asked, its snapshot list, its power state): two round trips, asked at once
-        self._asking = None  # type: Optional[Tuple[str, float, Ahead[List[Snapshot]], Ahead[str]]]
+        # (vmid, when asked, its snapshot list, its power state, the VM loaded if it is the run's
+        # first): two round trips, asked at once
+        self._asking = None  # type: Optional[Tuple[str, float, Ahead[List[Snapshot]], Ahead[str], Optional[Vm]]]
         self.next_vm = None  # type: Optional[VmRef]  # the serial loop's next VM, asked about ahead
 
     def run(self, job: "BackupJob", targets: "List[Target]") -> None:
         """The serial loop: one VM after the other, job.results in list order, the next VM known
-        to each VM's copy (ask_next)."""
+        to each VM's copy (ask_next), the first asked about at once (beside the run's own first
+        questions, jobs/ahead.py), its VM as loaded for that kept for its backup."""
+        first = next((t for t in targets if isinstance(t, VmRef)), None)
+        if (first is not None and not self.dry_run and not (job.power.ordered_down or job.power.problems)
+                and job.settings.backup_power_state == "any"):
+            self.ask(first, keep=True)
         for job.vm_number, target in enumerate(targets, 1):
             self.next_vm = next((t for t in targets[job.vm_number:] if isinstance(t, VmRef)), None)
             job.results.append(job.backup_target(target))
@@ -77,9 +92,12 @@ class Lookahead:
         if self.next_vm is not None and not self.dry_run:
             self.ask(self.next_vm)
 
-    def ask(self, ref: VmRef) -> None:
+    def ask(self, ref: VmRef, keep: bool = False) -> None:
         """Ask about `ref` in threads, unless questions are still out. The VM's files are read
-        here, first: the driver's reads of VM folders are not to overlap this VM's changes."""
+        here, first: the driver's reads of VM folders are not to overlap this VM's changes.
+        With `keep` (the run's first VM, whose backup starts now) the VM as read here is its
+        backup's (on libvirt the read is two virsh calls); a VM read during the copy before
+        is read again in its own turn, as it may have changed meanwhile."""
         if self._asking is not None:
             return
         try:
@@ -87,20 +105,20 @@ class Lookahead:
         except HotvcbError:
             return  # its own turn says why
         self._asking = (ref.vmid, time.monotonic(), Ahead(lambda: self.host.snapshots(vm), "lookahead"),
-                        Ahead(lambda: self.host.power_state(vm), "lookahead"))
+                        Ahead(lambda: self.host.power_state(vm), "lookahead"), vm if keep else None)
 
     def take(self, ref: VmRef) -> Optional[Answers]:
         """The answers about `ref`, if they were asked and are fresh; waits for questions still out."""
         asking, self._asking = self._asking, None
         if asking is None:
             return None
-        vmid, asked, snaps, power = asking
+        vmid, asked, snaps, power, vm = asking
         listed, state = snaps.take(), power.take()
         if listed is None or state is None:
             return None  # asked again, in the VM's own turn
         if vmid != ref.vmid or time.monotonic() - asked > FRESH_FOR:
             return None
-        return Answers(vmid, asked, listed, state)
+        return Answers(vmid, asked, listed, state, vm)
 
     def drop(self) -> None:
         """As the run ends: wait for questions still out (each is bounded) and forget them, so no
@@ -109,7 +127,7 @@ class Lookahead:
         uninterruptibly (cleanup asks it after Ctrl-C), so a hung hostd held the run's end 30 s."""
         asking, self._asking = self._asking, None
         if asking is not None:
-            for question in asking[2:]:
+            for question in (asking[2], asking[3]):
                 question.drop()
 
 
