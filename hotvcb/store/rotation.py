@@ -7,10 +7,11 @@ than the oldest of those are deleted. With fewer than `count` good backups
 nothing is deleted at all. Failed or partial backups newer than that line
 stay until good ones push them out, so an admin can still look at them.
 
-A folder is first renamed to `<name>-deleting` (one atomic step out of the
-good namespace), then removed; a run killed in between leaves a -deleting
-folder that the next run of that VM removes (`finish_deleting`). A .gz is
-one file: its unlink is atomic already.
+A backup (a folder, or a .gz file) is first renamed to `<name>-deleting` (one
+atomic step out of the good namespace), then removed: by the run's Deleter,
+in a thread while the run goes on (deleter.py), or at once. A run killed in
+between leaves a -deleting entry that the next run of that VM, or `hotvcb
+cleanup`, removes (`finish_deleting`).
 """
 
 import functools
