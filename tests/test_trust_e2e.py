@@ -139,6 +139,25 @@ def test_a_kill_while_rotation_removes_in_the_background_leaves_nothing_good_and
     assert not os.path.exists(doomed) and len(good(host, conf, vm)) == 1
 
 
+def test_a_compressed_backup_is_renamed_out_of_the_good_namespace_before_its_removal_too(host, tmp_path):
+    vm = "zipgone"
+    host.create_vm(vm, "datastore1", [{"size": "8M"}], power="on")
+    conf = write_conf(host, ENABLE_COMPRESSION=1, VM_BACKUP_ROTATION_COUNT=1)
+    assert backup(host, conf, vm).returncode == 0
+    [old] = good(host, conf, vm)
+    assert hotvcb(host, "verify", vm, "-g", conf).returncode == 0  # leaves its .verify.json beside the .gz
+    assert os.path.exists(os.path.join(backup_root(host, vm), old + ".verify.json"))
+    r = backup(host, conf, vm, env={"HOTVCB_CRASH_AT": "rotation-renamed"})
+    assert r.returncode != 0
+    doomed = old[: -len(".gz")] + "-deleting"
+    assert doomed in backups(host, vm) and old not in backups(host, vm)
+    assert [(b["status"], b["good"]) for b in listing(host, conf, vm)] == [("deleting", False), ("good", True)]
+    assert backup(host, conf, vm).returncode == 0  # finishes the removal, rotates the second one away
+    [kept] = good(host, conf, vm)
+    left = [n for n in os.listdir(backup_root(host, vm)) if not n.startswith(".")]
+    assert kept.endswith(".gz") and set(left) <= {kept, kept + ".verify.json"}, left  # no sidecar of the removed
+
+
 def test_rotation_is_done_when_the_run_ends_and_a_refused_removal_is_a_warning_the_next_run_finishes(host, tmp_path):
     vms = ["rot a", "rot b"]
     for vm in vms:

@@ -135,8 +135,7 @@ def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: 
     if not dry_run:
         for b in backups:
             if b.status == "deleting":  # a killed run's
-                log.info("Finishing the removal of %s" % b.path)
-                remove(b.path)
+                _finish(shell, log, b, remove)
     return removed
 
 
@@ -205,5 +204,12 @@ def finish_deleting(shell: Shell, volume: str, vm_name: str, log) -> None:
     """Remove -deleting entries a killed run left (any host may: they are condemned)."""
     for b in layout.list_backups(shell, volume, vm_name):
         if b.status == "deleting":
-            log.info("Finishing the removal of %s" % b.path)
-            remove_now(shell, log, b.path)
+            _finish(shell, log, b, functools.partial(remove_now, shell, log))
+
+
+def _finish(shell: Shell, log, b: BackupSet, remove: Callable[[str], None]) -> None:
+    log.info("Finishing the removal of %s" % b.path)
+    remove(b.path)
+    side = b.path[: -len(layout.DELETING)] + ".gz" + health.GZ_VERIFY_SUFFIX  # a .gz's, killed before condemn dropped it
+    if shell.exists(side):
+        remove(side)
