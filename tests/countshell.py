@@ -7,8 +7,9 @@ Wraps every public method of LocalShell and SshShell in place, runs
 to OUT.json: `commands` are the argvs given to Shell.run (host commands:
 vim-cmd, vmkfstools, ...), `seconds` how long each took, `started` when
 (seconds since the run began), `threads` by which thread, `files` the file
-calls by name, `read_opens` how often each .vmdk file was opened for reading
-by this process (an audit hook: how many times a restore reads a disk). Used by the tests
+calls by name, `text_reads` the read_text calls by path, `read_opens` how often
+each .vmdk file was opened for reading by this process (an audit hook, whatever
+opened it: how many times a restore reads a disk). Used by the tests
 that bound how many host commands a backup makes, and by bench/issue8.py.
 """
 
@@ -22,7 +23,8 @@ import time
 from hotvcb import shell as _shell
 from hotvcb import sshshell as _ssh
 
-COUNTED = {"commands": [], "seconds": [], "started": [], "threads": [], "files": {}, "read_opens": {}}  # type: dict
+COUNTED = {"commands": [], "seconds": [], "started": [], "threads": [], "files": {}, "text_reads": {},
+           "read_opens": {}}  # type: dict
 BEGAN = time.monotonic()
 _LOCK = threading.Lock()
 
@@ -48,8 +50,10 @@ def _wrap(cls):
                     return __fn(self, *args, **kw)
                 finally:
                     COUNTED["seconds"][i] = time.monotonic() - t0
-            else:
+            with _LOCK:
                 COUNTED["files"][__name] = COUNTED["files"].get(__name, 0) + 1
+                if __name == "read_text":
+                    COUNTED["text_reads"][args[0]] = COUNTED["text_reads"].get(args[0], 0) + 1
             return __fn(self, *args, **kw)
 
         setattr(cls, name, functools.wraps(fn)(counted))

@@ -1,10 +1,12 @@
 """GC reclaims the space the repository used to keep forever (issue 11): the duplicate packs of two
 writers that stored the same chunks at once, and a pack verify found damaged once a backup has stored
-its damaged chunks again (docs/repository.md "Garbage collection and concurrency", "Damaged chunks").
-Through prune's command line where what it prints matters, the library's API elsewhere, and SIGKILL
+its damaged chunks again; a pack kept for one stuck chunk holds its sound copies meanwhile
+(docs/repository.md "Garbage collection and concurrency", "Damaged chunks"). Through prune's command line where what it prints matters, the library's API elsewhere, and SIGKILL
 during the GC that drops a damaged pack."""
 
+import hashlib
 import os
+import random
 import signal
 import subprocess
 
@@ -12,6 +14,8 @@ import pytest
 from repotool import PYTHON, MiB, age, backup, cli, corrupt_chunk, corrupt_one_chunk, make_disk, new_repo, same
 
 from hotvcb.repo import gc
+from hotvcb.repo.format import CHUNK_SIZE as CHUNK
+from hotvcb.repo.format import dumps
 from hotvcb.repo.reader import restore_disk
 from hotvcb.repo.repository import CONDEMNED, DAMAGED, PACKS
 from hotvcb.repo.verify import verify
@@ -41,10 +45,11 @@ def copies(repo):
 
 
 def restores(repo, tmp_path, disk):
+    """Every backup restores to `disk` (a dict: to its VM's)."""
     for snap in repo.snapshots():
         out = tmp_path / ("restored-%s.raw" % snap.id)
         restore_disk(repo, snap, snap.disks[0], str(out))
-        assert same(out, disk), snap
+        assert same(out, disk[snap.vm] if isinstance(disk, dict) else disk), snap
         out.unlink()
 
 
@@ -241,3 +246,61 @@ def test_a_chunk_rotting_in_both_copies_after_the_mark_keeps_both_and_the_sweep_
     assert all(len(where) == 1 for where in copies(repo).values())
     assert verify(repo, "all").ok
     restores(repo, tmp_path, disk)
+
+
+def chunk_disk(path, *blocks):
+    """A disk of one 64 KiB chunk per block: the same block in two disks is the same chunk."""
+    with open(path, "wb") as f:
+        for block in blocks:
+            f.write(block)
+
+
+def test_a_pack_kept_for_one_stuck_chunk_holds_its_sound_copies_so_a_damaged_copy_elsewhere_is_never_read(
+        tmp_path):
+    """Packs A (web's chunks S and Y) and B (mail's Y and Z) are condemned by one ripe mark; S rotted in A,
+    its only copy, so A stays; Y rotted in B. A's sound Y holds Y: the sweep deletes B after copying out
+    only Z, instead of reading B's damaged Y and stopping (the copy GC would have made is the damaged
+    one). Once a backup stores S again, A goes too. The mark is written by hand:
+    the state a mark and later rot leave, without staging the GC runs that lead there."""
+    rnd = random.Random(7)
+    s, y, z = (rnd.getrandbits(8 * CHUNK).to_bytes(CHUNK, "little") for _ in range(3))
+    web, mail = tmp_path / "web.raw", tmp_path / "mail.raw"
+    chunk_disk(web, s, y)
+    chunk_disk(mail, y, z)
+    repo = new_repo(tmp_path / "repo")
+    writers = [BackupWriter(repo, vm) for vm in ("web", "mail")]  # both load the map before either stores
+    for w, disk in zip(writers, (web, mail)):
+        try:
+            w.add_disk("disk.raw", str(disk))
+            w.commit()
+        finally:
+            w.abort()
+    digest = {name: hashlib.sha256(block).digest() for name, block in (("s", s), ("y", y), ("z", z))}
+    where = copies(repo)
+    (a,) = where[digest["s"]]
+    (b,) = where[digest["z"]]
+    assert sorted(where[digest["y"]]) == sorted([a, b]) and a != b
+    corrupt_chunk(tmp_path / "repo", repo, a, digest["s"])
+    corrupt_chunk(tmp_path / "repo", repo, b, digest["y"])
+    assert len(verify(repo, "all").problems) == 2  # both recorded in damaged/
+    repo.backend.put_new(CONDEMNED + "1000-0badc0de", dumps({"format": "hotvcb-condemned", "version": 1,
+                                                              "packs": sorted([a, b])}))
+    age(tmp_path / "repo", HOUR)
+    out = prune_all(tmp_path / "repo")
+    assert "keeping %s for now: chunk(s) %s" % (a, digest["s"].hex()) in out, out
+    assert "1 deleted" in out and "1 chunk(s) copied" in out, out  # B went; only Z was copied out of it
+    assert repo.backend.stat(a) is not None and repo.backend.stat(b) is None
+    where = copies(repo)
+    assert where[digest["y"]] == [a] and where[digest["s"]] == [a] and a not in where[digest["z"]]
+    (mail_snap,) = [snap for snap in repo.snapshots() if snap.vm == "mail"]
+    restore_disk(repo, mail_snap, mail_snap.disks[0], str(tmp_path / "mail-restored.raw"))
+    assert same(tmp_path / "mail-restored.raw", mail)
+    # S stored again (A is stuck no more), and Y, whose only copy lies in a condemned pack
+    assert backup(repo, "web", web).disks[0]["new_chunks"] == 2
+    for _ in range(2):
+        age(tmp_path / "repo", HOUR)
+        prune_all(tmp_path / "repo")
+    assert repo.backend.stat(a) is None and repo.backend.list(CONDEMNED) == [] and repo.backend.list(DAMAGED) == []
+    assert all(len(packs) == 1 for packs in copies(repo).values())
+    assert verify(repo, "all").ok
+    restores(repo, tmp_path, {"web": web, "mail": mail})

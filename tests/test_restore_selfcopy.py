@@ -105,9 +105,10 @@ def check_restored(host, backup, folder):
 
 @pytest.mark.parametrize("fmt", ["thin", "zeroedthick"])
 def test_a_thin_restore_reads_each_flat_once_and_keeps_holes(site, tmp_path, fmt):
-    """No vmkfstools, each backup flat opened for reading once (the check is the copy's read), the
-    disks qemu-equal to the backup's, thin, and the mostly-empty disk still mostly holes; from a
-    zeroedthick backup (every block allocated) too."""
+    """No vmkfstools, each backup flat opened for reading once (the check is the copy's read), each
+    descriptor's text read once (the plan's read is the one the copy writes), the disks qemu-equal to
+    the backup's, thin, and the mostly-empty disk still mostly holes; from a zeroedthick backup (every
+    block allocated) too."""
     host, _conf, backups = site
     name = "Kopie aus " + fmt
     r, counted = counted_restore(host, tmp_path, backups[fmt], "--datastore", "datastore1", "--name", name)
@@ -115,6 +116,12 @@ def test_a_thin_restore_reads_each_flat_once_and_keeps_holes(site, tmp_path, fmt
     assert clones(counted) == [], counted["commands"]
     flats = {p: n for p, n in counted["read_opens"].items() if p.startswith(backups[fmt]) and p.endswith("-flat.vmdk")}
     assert flats == {backups[fmt] + "/" + VM + "-flat.vmdk": 1, backups[fmt] + "/" + SPARSE: 1}, counted["read_opens"]
+    descriptors = [backups[fmt] + "/" + d for d in (VM + ".vmdk", VM + "_1.vmdk")]
+    texts, opens = counted["text_reads"], counted["read_opens"]
+    assert {p: texts.get(p) for p in descriptors} == dict.fromkeys(descriptors, 1), texts
+    # every open of a descriptor: that read, the driver's one scan of the backup folder (bytes_needed)
+    # and the background check's digest of it
+    assert {p: opens.get(p) for p in descriptors} == dict.fromkeys(descriptors, 3), opens
     assert r.out.count("checked as it was copied") == 2, r.out
     assert "Checksums hold: " in r.out.replace("Checksums hold: %s" % SPARSE, ""), r.out  # the other files
     folder = "%s/%s" % (DS1, name)

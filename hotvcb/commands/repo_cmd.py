@@ -25,6 +25,7 @@ from ..jobs.restore_plan import RESTORING
 from ..jobs.restore_scratch import Records, machine_id, record_of, sweep
 from ..repo.reader import read_file, restore_disk, whole_or_nothing
 from ..repo.repository import SNAPSHOTS, Repository, Snapshot, open_path
+from ..repo.settle import Say
 from ..repo.verify import verify
 from ..shell import LocalShell
 from ..store import layout
@@ -83,7 +84,7 @@ def verify_repository(path: str, sample: Optional[float], new_only: bool, as_jso
     if sample is not None and not 1 <= sample <= 100:  # NaN fails every comparison: refused too
         raise UsageError("--sample %s: a percentage of the packs, 1 to 100" % sample)
     mode = "sample" if sample is not None else "new" if new_only else "all"
-    report = verify(open_path(path), mode, share=(sample or 0) / 100.0)
+    report = verify(open_path(path), mode, share=(sample or 0) / 100.0, say=_say)
     if report.marker_error:
         print("hotvcb: warning: what verify found is not recorded (--new reads good packs again; a backup "
               "reuses chunks found damaged): %s" % report.marker_error, file=sys.stderr)
@@ -98,6 +99,11 @@ def verify_repository(path: str, sample: Optional[float], new_only: bool, as_jso
             report.backups, report.packs_read, report.chunks_read, mode,
             "OK" if report.ok else "%d problem(s)" % len(report.problems)))
     return 0 if report.ok else 4
+
+
+def _say(line: str) -> None:
+    """Verify's word of a wait goes to stderr: stdout is its report (--json's a document)."""
+    print("hotvcb: %s" % line, file=sys.stderr, flush=True)
 
 
 def find(repo: Repository, ident: str, latest: str = "") -> Snapshot:
@@ -148,7 +154,7 @@ def restore(path: str, ident: str, to: str, log, latest: str = "") -> int:
         raise RepoError("%s exists: another restore to %s is running, or one that was killed left it and its "
                         "death cannot be proven here (`hotvcb cleanup --kvm %s` says why; remove it by hand if no "
                         "restore is running)" % (work, to, os.path.dirname(record_of(work)))) from err
-    written = _materialize(repo, snap, work, drop)
+    written = _materialize(repo, snap, work, drop, log.info)
     try:
         os.rename(work, to)
     except OSError as err:
@@ -163,16 +169,16 @@ def restore(path: str, ident: str, to: str, log, latest: str = "") -> int:
 
 
 @contextmanager
-def staged(path: str, ident: str, target: str, records: Records, latest: str = "") -> Iterator[str]:
+def staged(path: str, ident: str, target: str, records: Records, say: Say, latest: str = "") -> Iterator[str]:
     """The backup as a sealed backup folder (thin disks, STATUS.ok) on the target datastore, for the
-    folder restore to convert and register; removed afterwards, whatever happens."""
+    folder restore to convert and register; removed afterwards, whatever happens. `say`: the run's log."""
     repo = open_path(path)
     snap = find(repo, ident, latest)
     scratch = records.make(target)  # its record lets `hotvcb cleanup` remove it if we are killed
     folder = scratch + "/" + layout.backup_name(snap.vm, snap.time)
     try:
         records.shell.makedirs(folder)
-        _materialize(repo, snap, folder, lambda p: shutil.rmtree(p, ignore_errors=True))
+        _materialize(repo, snap, folder, lambda p: shutil.rmtree(p, ignore_errors=True), say)
         with open(os.path.join(folder, "STATUS.ok"), "w") as f:
             f.write("restored from the repository %s, backup %s (every chunk hash-checked)\n" % (path, snap.id))
         yield folder
@@ -183,21 +189,22 @@ def staged(path: str, ident: str, target: str, records: Records, latest: str = "
             print("hotvcb: warning: %s -- remove %s by hand" % (err, scratch), file=sys.stderr)
 
 
-def _materialize(repo: Repository, snap: Snapshot, work: str, remove: Callable[[str], None]) -> List[str]:
-    """Write the backup's files and disks into the new, empty folder `work`; on any failure `remove` it."""
+def _materialize(repo: Repository, snap: Snapshot, work: str, remove: Callable[[str], None], say: Say) -> List[str]:
+    """Write the backup's files and disks into the new, empty folder `work`; on any failure `remove` it.
+    `say` tells of a wait for a pack another host's GC moved (repo/settle.py)."""
     with whole_or_nothing(work, remove):
         chunk_map = repo.chunk_map()
         written = []  # type: List[str]
         for f in snap.files:
             with open(os.path.join(work, os.path.basename(f["name"])), "wb") as out:
-                out.write(read_file(repo, snap, f["name"], chunk_map))
+                out.write(read_file(repo, snap, f["name"], chunk_map, say))
         stored = {f["name"] for f in snap.files}
         for disk in snap.disks:
             # a VMDK's descriptor came back with the files above: the data goes where it points
             base = os.path.basename(disk["name"])
             name = flat_name(base) if disk["name"] in stored else os.path.splitext(base)[0] + ".raw"
             print("Restoring %s (%s) ..." % (disk["name"], human_size(disk["size"])), flush=True)
-            restore_disk(repo, snap, disk, os.path.join(work, name), check=_check, chunk_map=chunk_map)
+            restore_disk(repo, snap, disk, os.path.join(work, name), check=_check, chunk_map=chunk_map, say=say)
             written.append(name)
         return written
 

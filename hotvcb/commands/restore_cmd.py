@@ -171,7 +171,7 @@ def _restore(job: RestoreJob, req: RestoreRequest, log, dry_run: bool) -> bool:
                        "restored as a folder backup)" % (snap, req.repo, req.target, req.disk_format,
                                                           ", named " + req.new_name if req.new_name else ""))
             return True
-        with repo_cmd.staged(req.repo, snap.id, req.target, job.records) as folder:
+        with repo_cmd.staged(req.repo, snap.id, req.target, job.records, log.info) as folder:
             staged = dataclasses.replace(req, backup=folder, repo="", latest="", staged=True)
             return job.restore_one(staged).status == "ok"
     except Interrupted:

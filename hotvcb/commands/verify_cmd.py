@@ -90,12 +90,13 @@ def run(args) -> int:
     code = onhost.command(args, 1)
     if code is not None:
         return code
+    # the digests and the archive reader stop between blocks on a recorded signal, a repository's verify
+    # between packs and in a wait on a lagging listing (exit 2, one line); without the handler SIGTERM
+    # killed verify mid-file, silently, with exit 143
+    interrupt.install()
     if args.repo:
         repo_cmd.here_only(args)
         return repo_cmd.verify_repository(args.repo, args.sample, args.new, args.json)
-    # the digests and the archive reader stop between blocks on a recorded signal (exit 2, one
-    # line); without the handler SIGTERM killed verify mid-file, silently, with exit 143
-    interrupt.install()
     shell = common.connect(args.host_target).shell
     paths, skipped = targets(shell, args.volume or settings.vm_backup_volume, args.target, args.all)
     results = []

@@ -61,23 +61,27 @@ def require_base_beside(shell: Shell, path: str) -> None:
         raise HotvcbError("%s has a backing file that is not part of the backup: %s" % (path, err)) from err
 
 
-def require_extents_inside(fs: FileReader, path: str, parent: bool = True) -> None:
+def require_extents_inside(fs: FileReader, path: str, parent: bool = True) -> Optional[str]:
     """vmkfstools and qemu open the files a VMDK descriptor names: they must be the backup's own,
     beside it (a descriptor naming /dev/sda or ../other/vm-flat.vmdk would have that read as the
     backup's disk, and a ghettoVCB backup has no checksums to notice). `parent=False`: the
-    parentFileNameHint is not followed (a snapshot-tree delta is relinked by name)."""
+    parentFileNameHint is not followed (a snapshot-tree delta is relinked by name). Returns the
+    text read (None for a file too big to be a descriptor), so a caller that parses the descriptor
+    too does not read it a second time."""
     if fs.file_size(path) > DESCRIPTOR_MAX:
-        return  # not a descriptor file: a sparse extent (its embedded descriptor names only itself)
+        return None  # not a descriptor file: a sparse extent (its embedded descriptor names only itself)
     try:
-        desc = vmdk.parse(fs.read_text(path))
+        text = fs.read_text(path)
+        desc = vmdk.parse(text)
     except (HostError, UnicodeDecodeError) as err:
         raise HotvcbError("%s cannot be read: %s" % (path, err)) from None
     except vmdk.NotADescriptor:
-        return
+        return text
     named_files = [e.filename for e in desc.extents] + ([desc.parent_hint or ""] if parent else [])
     for named in named_files:
         if "/" in named or named in ("..", "."):
             raise HotvcbError("%s names %r, a file outside the backup" % (path, named))
+    return text
 
 
 def is_archive(shell: Shell, path: str) -> bool:

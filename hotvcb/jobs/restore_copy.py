@@ -21,10 +21,18 @@ manifest size is the extent's sectors × 512, no parent CID): a backup another
 tool or a hand repair left otherwise is cloned, and vmkfstools writes it whole
 under a fresh descriptor, as it always did.
 
-What is lost: vmkfstools' copy offload (VAAI XCOPY on an array that has it)
+What is lost: vmkfstools' copy offload (VAAI XCOPY on an array that has it;
+zeroedthick, eagerzeroedthick and 2gbsparse targets, still cloned, keep it)
 and its own zeroing; what is won: one read instead of two, and a restored
-disk proved byte for byte. This module only copies and says what it found:
-which disks qualify and what a mismatch means are restore.py's.
+disk proved byte for byte.
+
+Which restores copy so (`copies_itself`, `own_copies`): a thin one where
+hotvcb runs on the host itself (the local shell: also SSH mode's run on the
+host, never the file-by-file SSH shell), from a folder backup (a .gz is
+unpacked and cloned) that this run did not stage, with checksums to prove it
+(a manifest, no --no-verify), and not a user's snapshot tree (its deltas name
+their base's clone). What a mismatch means is the restore's (restore_write.py
+refuses it).
 """
 
 import os
@@ -34,9 +42,11 @@ from typing import Any, Callable, Dict, Iterator, Optional, Set, Tuple
 from .. import blockdigest, crashpoint, vmdk
 from ..errors import HostError
 from ..hostdigest import check_interrupt
-from ..shell import Shell
+from ..restorefile import RestoreRequest
+from ..shell import LocalShell, Shell
 from ..sparsewrite import Flusher, write_at
 from ..store import manifest
+from .restore_plan import Plan
 from .verify import Problem, compare
 
 BASE = "ffffffff"  # the parentCID of a disk with no parent
@@ -59,12 +69,32 @@ def provable(files: Dict[str, Dict[str, Any]]) -> Set[str]:
             if rel.lower().endswith(".vmdk") and manifest.PROOF in e and manifest.CONTENT not in e}
 
 
-def own_copy(shell: Shell, backup: str, source: str, files: Dict[str, Dict[str, Any]],
+def copies_itself(shell: Shell, req: RestoreRequest, compressed: bool) -> bool:
+    """Whether thin disks are copied by this process rather than cloned (the module's docstring says where)."""
+    return req.disk_format == "thin" and isinstance(shell, LocalShell) and not compressed and not req.staged
+
+
+def own_copies(shell: Shell, req: RestoreRequest, plan: Plan, backup: str, data: Optional[Dict[str, Any]],
+               compressed: bool) -> Dict[str, OwnCopy]:
+    """The plan's disks copied by this process, by their descriptor in the backup: single-extent flat
+    disks the manifest `data` proves (not a user's snapshot tree: its deltas name their base's clone)."""
+    if data is None or plan.tree is not None or not copies_itself(shell, req, compressed):
+        return {}
+    files = data.get("files") or {}
+    found = {}
+    for d in plan.disks:
+        own = own_copy(backup, d.source, d.text, files, plan.copy)
+        if own is not None:
+            found[d.source] = own
+    return found
+
+
+def own_copy(backup: str, source: str, text: str, files: Dict[str, Dict[str, Any]],
              new_identity: bool) -> Optional[OwnCopy]:
-    """How the disk whose descriptor is `source` is copied here, or None when it is not a single-extent
-    VMFS flat base disk (parentCID ffffffff) whose flat file the manifest proves by its block digests,
-    of exactly the extent's size (anything else is left to vmkfstools, which writes it whole)."""
-    text = shell.read_text(source)
+    """How the disk whose descriptor is `source` (its `text` as the plan read it) is copied here, or None
+    when it is not a single-extent VMFS flat base disk (parentCID ffffffff) whose flat file the manifest
+    proves by its block digests, of exactly the extent's size (anything else is left to vmkfstools, which
+    writes it whole)."""
     try:
         desc = vmdk.parse(text)
     except vmdk.NotADescriptor:

@@ -1,9 +1,23 @@
 """What a restore will do, worked out from the backup's files before anything is written.
 
 The plan names every disk (where its data sits in the backup, its target
-name, adapter and the room it needs), the .nvram/.vmxf, and every .vmx
-rewrite; jobs/restore.py carries it out. `fs` is the Shell, or a
-targz.ArchiveView for a .gz not unpacked yet (a dry run plans from it).
+name, adapter, the room it needs and its descriptor's text, read once), the
+.nvram/.vmxf, and every .vmx rewrite; jobs/restore.py carries it out. `fs` is
+the Shell, or a targz.ArchiveView for a .gz not unpacked yet (a dry run plans
+from it).
+
+.vmx rewrites (each is logged; dry runs print them):
+- displayName = the new name; nvram / extendedConfigFile = `<name>.nvram|.vmxf`
+  (the files are copied under those names); every disk fileName (scsi, sata,
+  ide, nvme) = the disk's file in the VM folder. Disks that lived on another
+  datastore (`<backup>/<datastore>/<file>`) are restored into the VM folder
+  too; clashing names get a `_N` suffix. A disk the backup does not hold
+  (skipped at backup time: independent, RDM) is left disconnected
+  (`.present = "FALSE"`) with a warning rather than pointing at nothing.
+- identity: ESXi's "moved or copied?" question is answered in advance
+  (vmx_identity.py): the backup's own name keeps the identity, a new name
+  makes a copy that can run next to the original (Plan.copy; a disk the
+  restore copies itself then gets new ids too, restore_copy.py).
 """
 
 import re
@@ -41,6 +55,7 @@ class DiskCopy:
     target: str  # descriptor file name inside the VM folder
     adapter: str
     needed: int
+    text: str  # the descriptor as the plan read it (restore_copy.py writes it renamed: read once)
 
 
 @dataclass
@@ -124,10 +139,10 @@ class Planner:
                     continue
                 src, target = found, _unique(base_name(found.rsplit("/", 1)[-1]), used)
                 top = target
-            backup_check.require_extents_inside(fs, src)  # vmkfstools -i would clone whatever it names
-            adapter = self._adapter(fs, src, dev)
-            needed = self._needed(fs, src, dev, adapter)
-            plan.disks.append(DiskCopy(dev, src, target, adapter, needed))
+            read = backup_check.require_extents_inside(fs, src)  # vmkfstools -i would clone whatever it names
+            text, desc = self._descriptor(fs, src, dev, read)
+            needed = self._needed(fs, src, dev, desc)
+            plan.disks.append(DiskCopy(dev, src, target, desc.adapter_type, needed, text))
             put(dev + ".fileName", top)
         for key, ext in (("nvram", ".nvram"), ("extendedConfigFile", ".vmxf")):
             side = self._side_file(fs, backup, vmxs[0], vmx.get(key), ext)
@@ -145,14 +160,14 @@ class Planner:
             fs.file_size(s) for s, _ in plan.files) + len(plan.vmx_text) + (plan.tree.needed if plan.tree else 0)
         return plan
 
-    def _needed(self, fs: FileReader, src: str, dev: str, adapter: str) -> int:
+    def _needed(self, fs: FileReader, src: str, dev: str, desc: vmdk.Descriptor) -> int:
         if fs is self.shell:
             try:
-                return self.host.bytes_needed(Disk(key=dev, path=src, datastore="", adapter=adapter),
+                return self.host.bytes_needed(Disk(key=dev, path=src, datastore="", adapter=desc.adapter_type),
                                               self.req.disk_format)
             except HostError as err:  # a file of the disk that is not there to read (a dangling symlink)
                 raise RestoreError("%s: disk %s cannot be read: %s" % (dev, src, err)) from err
-        desc = vmdk.parse(fs.read_text(src))  # archive: an upper bound from the member sizes
+        # archive: an upper bound from the member sizes
         folder = src.rsplit("/", 1)[0]
         apparent = sum(fs.file_size(folder + "/" + e.filename) for e in desc.extents
                        if fs.exists(folder + "/" + e.filename))
@@ -211,9 +226,13 @@ class Planner:
                 return backup + "/" + c
         return None
 
-    def _adapter(self, fs: FileReader, path: str, dev: str) -> str:
+    def _descriptor(self, fs: FileReader, path: str, dev: str, text: Optional[str]) -> Tuple[str, vmdk.Descriptor]:
+        """The disk's descriptor (text, parsed) from the text the extents check read; read here only where
+        that check read none (a file too big to be a descriptor, refused by the parse)."""
         try:
-            return vmdk.parse(fs.read_text(path)).adapter_type
+            if text is None:
+                text = fs.read_text(path)
+            return text, vmdk.parse(text)
         except (HostError, vmdk.NotADescriptor) as err:
             raise RestoreError("%s: %s is not a readable disk descriptor: %s" % (dev, path, err)) from err
 

@@ -5,7 +5,8 @@ Chunks are fetched in disk order, and decompressed and checked in a pool of
 one thread per core; chunks the index does not name are zeros and stay holes
 in the output. A pack found gone (a sweep deleted it after copying out what
 backups need) makes the restore look again where its chunks lie now, for as
-long as another host's listing may lag (the settle time). A bad or
+long as another host's listing may lag (the settle time; settle.py, which
+says so in the run's log). A bad or
 missing chunk stops the restore with a BadChunk that names it and the backups
 that need it, and a restore to a path removes its
 partial output, so nothing half-written looks like a disk. The output is
@@ -19,15 +20,14 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Callable, Deque, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
-from .. import interrupt
 from ..errors import RepoError
 from ..sparsewrite import Flusher, write_at
 from . import codec
 from .format import DiskIndex
-from .gclock import LOCK
 from .repository import Location, PackGone, Repository, Snapshot
+from .settle import Say, Settle, silent
 
 Check = Optional[Callable[[], None]]
 Run = Tuple[int, List[codec.Data]]  # chunks lying back to back in the disk from an offset
@@ -41,8 +41,10 @@ def find_disk(snap: Snapshot, name: str) -> Dict:
 
 
 def restore_disk(repo: Repository, snap: Snapshot, disk: Dict, out_path: str, check: Check = None,
-                 chunk_map: Optional[Dict[bytes, Location]] = None, workers: Optional[int] = None) -> int:
-    """Write the disk as a sparse raw file at `out_path` (must not exist); returns its size."""
+                 chunk_map: Optional[Dict[bytes, Location]] = None, workers: Optional[int] = None,
+                 say: Say = silent) -> int:
+    """Write the disk as a sparse raw file at `out_path` (must not exist); returns its size. `say`: the
+    run's log line, for a wait on a lagging listing (settle.py)."""
     try:
         fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as err:
@@ -50,7 +52,8 @@ def restore_disk(repo: Repository, snap: Snapshot, disk: Dict, out_path: str, ch
     flusher = Flusher(fd)
     try:
         with whole_or_nothing(out_path, os.unlink):
-            size = _restore_fd(repo, disk, fd, check, chunk_map, workers or os.cpu_count() or 1, flusher.wrote)
+            size = _restore_fd(repo, disk, fd, check, _Where(repo, chunk_map, say), workers or os.cpu_count() or 1,
+                               flusher.wrote)
             flusher.finish()
     finally:
         flusher.join()  # never close the fd under a running fdatasync
@@ -72,22 +75,23 @@ def whole_or_nothing(path: str, remove: Callable[[str], None]) -> Iterator[None]
         raise
 
 
-def _restore_fd(repo: Repository, disk: Dict, fd: int, check: Check, chunk_map: Optional[Dict[bytes, Location]],
-                workers: int, wrote: Callable[[int], None]) -> int:
+def _restore_fd(repo: Repository, disk: Dict, fd: int, check: Check, where: "_Where", workers: int,
+                wrote: Callable[[int], None]) -> int:
     index = repo.disk_index(disk)
     os.ftruncate(fd, index.size)
-    for offset, parts in chunks(repo, index, check, chunk_map, workers):
+    for offset, parts in chunks(where, index, check, workers):
         wrote(write_at(fd, offset, parts))
     return index.size
 
 
 def restore_stream(repo: Repository, disk: Dict, write: Callable[[bytes], object], check: Check = None,
-                   chunk_map: Optional[Dict[bytes, Location]] = None, workers: Optional[int] = None) -> int:
+                   chunk_map: Optional[Dict[bytes, Location]] = None, workers: Optional[int] = None,
+                   say: Say = silent) -> int:
     """Write the disk's whole virtual content, zeros included, to a stream (a pipe, stdout, ssh)."""
     index = repo.disk_index(disk)
     zeros = bytes(index.chunk_size)
     at = 0
-    for offset, parts in chunks(repo, index, check, chunk_map, workers or os.cpu_count() or 1):
+    for offset, parts in chunks(_Where(repo, chunk_map, say), index, check, workers or os.cpu_count() or 1):
         for at in range(at, offset, len(zeros)):
             write(zeros[:min(len(zeros), offset - at)])
         data = b"".join(parts)
@@ -106,8 +110,8 @@ class _Where:
     is looked for again, after pauses, until a listing begun that long after it was first missed has none
     (docs/repository.md "Restore"). Each chunk's search is bounded by that time, so this ends."""
 
-    def __init__(self, repo: Repository, given: Optional[Dict[bytes, Location]]):
-        self.repo = repo
+    def __init__(self, repo: Repository, given: Optional[Dict[bytes, Location]], say: Say):
+        self.repo, self.settle = repo, Settle(repo, say)
         self.map = given if given is not None else repo.chunk_map()
         self.listed = float("-inf")  # when the listing behind the map began (a given map's: before any miss)
         self.gone = {}  # type: Dict[str, float]  # pack -> when a read found it gone; until a listing names it
@@ -115,32 +119,27 @@ class _Where:
 
     def locate(self, digest: bytes, since: Optional[float] = None) -> Location:
         """Where the chunk lies; `since`: when it was first missed, if before (a read found its pack gone)."""
-        settle = self.repo.config.settle
         with self.lock:
             moved = since is not None  # a read found a pack gone: something is deleting packs
+            what = ""
             while True:
                 loc = self.map.get(digest)
                 if loc is not None and loc.pack not in self.gone:
                     return loc
                 moved = moved or loc is not None
+                what = what or ("pack %s" % loc.pack if loc is not None else "chunk %s" % digest.hex())
                 went = self.gone[loc.pack] if loc is not None else time.monotonic()
                 since = went if since is None else min(since, went)
-                if self.listed >= since:  # a listing begun after the miss has no place for it either
-                    # waited for only where a sweep may have moved it: a chunk simply missing (its pack's
-                    # table damaged, say) is reported at once, not after a silent settle time
-                    if self.listed >= since + settle or not (moved or self._sweeping()):
-                        raise self.repo.missing(digest)
-                    now = time.monotonic()
-                    _pause(min(since + settle, now + max(1.0, now - since)))  # 1, 2, 4 ... s, the last at settle
+                # a listing begun after the miss has no place for it either
+                if self.listed >= since and not self.settle.again(what, since, self.listed, moved):
+                    missing = self.repo.missing(digest)
+                    self.settle.give_up(what, since, missing)
+                    raise missing
                 self.listed = time.monotonic()
                 fresh = self.repo.chunk_map()
                 for pack in {where.pack for where in fresh.values()}:
                     self.gone.pop(pack, None)  # a listing that names it again is trusted: it is read again
                 self.map.update(fresh)
-
-    def _sweeping(self) -> bool:
-        """Is a GC at work (its lock held, or a mark of packs to delete waiting)?"""
-        return self.repo.backend.stat(LOCK) is not None or bool(self.repo.marks(strict=False))
 
     def read(self, locs: List[Location], since: Optional[float] = None) -> List[codec.Data]:
         """The chunks of `locs` (side by side in one pack); where that pack is gone, wherever they lie now."""
@@ -153,26 +152,14 @@ class _Where:
         return [chunk for loc in locs for chunk in self.read([self.locate(loc.blob.digest, since)], since)]
 
 
-def _pause(until: float) -> None:
-    """Sleep until `until` (time.monotonic), ending early on SIGINT/SIGTERM (interrupt.Interrupted)."""
-    while True:
-        interrupt.raise_pending()
-        left = until - time.monotonic()
-        if left <= 0:
-            return
-        time.sleep(min(left, 0.1))
-
-
 BATCH = 16  # chunks per task: 1 MiB at 64 KiB, so pool and syscall costs are paid per MiB, not per chunk
 
 
-def chunks(repo: Repository, index: DiskIndex, check: Check, chunk_map: Optional[Dict[bytes, Location]],
-           workers: int) -> Iterator[Run]:
+def chunks(where: _Where, index: DiskIndex, check: Check, workers: int) -> Iterator[Run]:
     """(offset, chunks) runs of a disk's stored chunks in disk order, fetched and checked in a pool.
 
     Consecutive chunks come back as one run (one write for the caller), and chunks lying side by
     side in a pack are read with one ranged read."""
-    where = _Where(repo, chunk_map)
     window = collections.deque()  # type: Deque[Future]
     batch = []  # type: List[Tuple[int, Location]]
     with ThreadPoolExecutor(workers) as pool:
@@ -216,9 +203,10 @@ def _fetch(where: _Where, batch: List[Tuple[int, Location]], chunk_size: int) ->
     return runs
 
 
-def read_file(repo: Repository, snap: Snapshot, name: str, chunk_map: Optional[Dict[bytes, Location]] = None) -> bytes:
+def read_file(repo: Repository, snap: Snapshot, name: str, chunk_map: Optional[Dict[bytes, Location]] = None,
+              say: Say = silent) -> bytes:
     """One of the VM's small files (.vmx, .nvram) as stored in the backup."""
-    where = _Where(repo, chunk_map)
+    where = _Where(repo, chunk_map, say)
     for f in snap.files:
         if f["name"] == name:
             parts = []

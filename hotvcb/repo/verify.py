@@ -9,19 +9,25 @@ which the "new" mode skips; one with bad chunks a `damaged/` record naming
 them, so the next backup stores them again instead of building on them.
 A pack that went while verify ran is judged against a fresh listing: one a
 sweep deleted (a GC mark names it), or whose chunks lie in packs still there,
-is no damage. Every problem names the backups it hurts.
+is no damage. A chunk a backup needs that no listed pack holds, while a GC
+may have moved it, is looked for again as long as the listing may lag, as a
+restore does (settle.py). Every problem names the backups it hurts. A signal
+ends verify between packs (interrupt.Interrupted).
 """
 
 import hashlib
 import random
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
+from .. import interrupt
 from ..errors import RepoError
 from . import codec
 from .backend import NotFound, ObjectInfo
 from .format import PACK_HEADER, Blob, TRAILER_SIZE, dumps, pack_id, pack_version, parse_table, table_length
 from .repository import DAMAGED, PACKS, VERIFIED, BadChunk, Repository, Snapshot
+from .settle import Say, Settle, silent
 
 MODES = ("all", "sample", "new")
 
@@ -40,7 +46,8 @@ class VerifyReport:
 
 
 def verify(repo: Repository, mode: str = "all", share: float = 0.1, rng: Optional[random.Random] = None,
-           log: Callable[[str], None] = lambda msg: None) -> VerifyReport:
+           log: Callable[[str], None] = lambda msg: None, say: Say = silent) -> VerifyReport:
+    """`log`: each pack as it is read; `say`: what the user must hear of (a wait on a lagging listing)."""
     if mode not in MODES:
         raise RepoError("verify mode %r: one of %s" % (mode, ", ".join(MODES)))
     repo.require_codec("verify it")
@@ -64,6 +71,7 @@ def verify(repo: Repository, mode: str = "all", share: float = 0.1, rng: Optiona
     for info in _choose(repo, packs, mode, share, rng or random.Random()):
         if info.name in gone:
             continue
+        interrupt.raise_pending()
         log("reading %s" % info.name)
         try:
             bad, chunks = _check_pack(repo, info, users, report)
@@ -76,12 +84,11 @@ def verify(repo: Repository, mode: str = "all", share: float = 0.1, rng: Optiona
                 _mark(repo, info.name, chunks)
             except RepoError as err:
                 report.marker_error = str(err)
+    seen = {info.name for info in packs}
     if gone:
-        _judge_gone(repo, gone, tables, marked, found_bad, report)
-    held = {blob.digest for blobs in tables.values() for blob in blobs}
-    for digest, needing in sorted(users.items()):
-        if digest not in held:
-            report.problems.append(str(BadChunk(digest, "", "missing from the repository", needing)))
+        seen.update(_judge_gone(repo, gone, tables, marked, found_bad, report))
+    for digest in _lacking(repo, users, tables, seen, bool(gone), Settle(repo, say), report):
+        report.problems.append(str(BadChunk(digest, "", "missing from the repository", users[digest])))
     return report
 
 
@@ -97,6 +104,7 @@ def _read_tables(repo: Repository, packs: List[ObjectInfo], tables: Dict[str, Li
                  report: VerifyReport) -> None:
     """Each pack's table into `tables`; a pack gone since the listing into `gone` (judged at the end)."""
     for info in packs:
+        interrupt.raise_pending()
         try:
             tables[info.name] = repo.pack_blobs(info.name, info.size)
         except NotFound as err:
@@ -106,10 +114,11 @@ def _read_tables(repo: Repository, packs: List[ObjectInfo], tables: Dict[str, Li
 
 
 def _judge_gone(repo: Repository, gone: Dict[str, Gone], tables: Dict[str, List[Blob]], marked: Set[str],
-                found_bad: Dict[str, List[bytes]], report: VerifyReport) -> None:
+                found_bad: Dict[str, List[bytes]], report: VerifyReport) -> List[str]:
     """Packs that went while verify ran, judged against a fresh listing: one a GC mark names (a sweep deleted
     it), or whose chunks all lie soundly in packs still there (a duplicate), is no damage; any other is
-    reported. `tables` becomes the fresh listing's, for the check that every chunk a backup needs is there."""
+    reported. `tables` becomes the fresh listing's, for the check that every chunk a backup needs is there;
+    returns the packs that listing added."""
     fresh = [info for info in repo.backend.list(PACKS) if info.name not in tables and info.name not in gone]
     marked = marked | set(repo.condemned(strict=False))
     _read_tables(repo, fresh, tables, {}, report)  # a pack gone as soon as written held nothing for this verify
@@ -120,6 +129,30 @@ def _judge_gone(repo: Repository, gone: Dict[str, Gone], tables: Dict[str, List[
     for name, pack in sorted(gone.items()):
         if name not in marked and (pack.table is None or any(b.digest not in sound for b in pack.table)):
             report.problems.append("%s; it may hold chunks of any backup" % pack.why)
+    return [info.name for info in fresh]
+
+
+def _lacking(repo: Repository, users: Dict[bytes, List[Snapshot]], tables: Dict[str, List[Blob]], seen: Set[str],
+             moved: bool, settle: Settle, report: VerifyReport) -> List[bytes]:
+    """The chunks a backup needs that no pack in `tables` holds, once a listing begun after they were missed
+    lacks them too; while a GC may have moved them (`moved`: a pack went while verify ran), until one begun
+    the settle time after (docs/repository.md "Verify"). The packs new listings name go into `tables`
+    (`seen`: the packs listed so far, each read once)."""
+    since, listed, what = time.monotonic(), float("-inf"), ""
+    while True:
+        held = {blob.digest for blobs in tables.values() for blob in blobs}
+        lacking = sorted(digest for digest in users if digest not in held)
+        if not lacking:
+            return []
+        what = what or "chunk %s%s in no listed pack" % (
+            lacking[0].hex(), " and %d more" % (len(lacking) - 1) if len(lacking) > 1 else "")
+        if listed >= since and not settle.again(what, since, listed, moved):
+            settle.give_up(what, since, BadChunk(lacking[0], "", "missing from the repository", users[lacking[0]]))
+            return lacking
+        listed = time.monotonic()
+        fresh = [info for info in repo.backend.list(PACKS) if info.name not in seen]
+        seen.update(info.name for info in fresh)
+        _read_tables(repo, fresh, tables, {}, report)
 
 
 def _mark(repo: Repository, pack: str, damaged: List[bytes]) -> None:

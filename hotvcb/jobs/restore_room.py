@@ -1,0 +1,57 @@
+"""Whether a restore fits where it goes: the target is a folder on a datastore of this host, with
+room for all the restore writes there (the VM; a .gz unpacked beside it; a KVM backup's staged
+VMDKs). Checked before anything is written; the free space is the one asked ahead (restore.py)."""
+
+from typing import Optional
+
+from ..background import Ahead
+from ..hosts.base import Hypervisor
+from ..restorefile import RestoreRequest
+from ..shell import Shell
+from ..targz import ArchiveView
+from ..units import human_size
+from . import restore_stage
+from .restore_plan import Plan, RestoreError
+
+FORMAT_2GB_NOTE = (
+    "2gbsparse is a hosted format: ESXi opens it only with the multiextent module loaded "
+    "(`esxcli system module load -m multiextent`); prefer thin"
+)
+
+
+def free_on_target(host: Hypervisor, target: str, room: "Ahead[Optional[int]]") -> Optional[int]:
+    """The target's free bytes (`room`'s answer), once the target is known to be a folder on a datastore."""
+    if not host.shell.isdir(target):
+        raise RestoreError("target datastore path %s does not exist" % target)
+    free = room.answer()
+    if free is None:
+        names = ", ".join(d.name for d in host.datastores()) or "none"
+        raise RestoreError("%s is not on a datastore of this host (datastores: %s)" % (target, names))
+    return free
+
+
+def check_unpack_room(req: RestoreRequest, view: ArchiveView, gz: str, free: Optional[int]) -> None:
+    """Unpacking and cloning together need at most twice the archive's content."""
+    size = sum(view.sizes.values())
+    if free is not None and 2 * size > free:
+        raise RestoreError("%s needs up to %s to unpack and restore on %s, only %s free" % (
+            gz, human_size(2 * size), req.target, human_size(free)))
+
+
+def check_staged_room(shell: Shell, req: RestoreRequest, kvm: "restore_stage.Found", folder: str,
+                      free: Optional[int]) -> None:
+    """A KVM backup's disks are staged on the target as VMDKs, then restored beside them."""
+    needed = restore_stage.bytes_needed(shell, kvm, req.disk_format)
+    if free is not None and needed > free:
+        raise RestoreError("restoring %s as %s needs up to %s on %s (the staged VMDKs and the VM), only %s free"
+                           % (folder, req.disk_format, human_size(needed), req.target, human_size(free)))
+
+
+def check_room(req: RestoreRequest, log, plan: Plan) -> None:
+    if req.disk_format == "2gbsparse":
+        log.warning(FORMAT_2GB_NOTE)
+    if plan.free is not None and plan.needed > plan.free:
+        raise RestoreError("restoring %s as %s needs %s on %s but only %s is free" % (
+            plan.name, req.disk_format, human_size(plan.needed), req.target, human_size(plan.free)))
+    log.debug("%s: %s needed, %s free" % (
+        plan.name, human_size(plan.needed), "unknown" if plan.free is None else human_size(plan.free)))

@@ -1,0 +1,68 @@
+"""The backup a restore request names: where it is, and whether it may be restored.
+
+It is a folder or a .gz (found also when the folder's name is given without
+`.gz`); a .gz is restored only where hotvcb runs on the host itself, which
+unpacks it. It may be restored when it is good (store/health.py: the answer
+rotation, list, verify and restore share), sealed (STATUS.ok), and its
+manifest says ok; a ghettoVCB backup has no manifest and is accepted on
+STATUS.ok alone, its checksums not available.
+"""
+
+from typing import Any, Dict, Optional, Tuple
+
+from ..errors import HostError
+from ..restorefile import RestoreRequest
+from ..shell import FileReader, LocalShell, Shell
+from ..store import health, layout, manifest
+from .restore_plan import RestoreError
+
+
+def locate(shell: Shell, path: str) -> Tuple[str, bool]:
+    """The backup (a folder, or a .gz) and whether it is compressed."""
+    if shell.isdir(path):
+        return path, False
+    for gz in ([path] if path.endswith(".gz") else []) + [path + ".gz"]:
+        if shell.exists(gz):
+            if not isinstance(shell, LocalShell):
+                raise RestoreError("%s: compressed backups restore only when hotvcb runs on the host itself" % gz)
+            return gz, True
+    raise RestoreError("backup %s does not exist" % path)
+
+
+def check_sealed(shell: Shell, req: RestoreRequest, fs: FileReader, backup: str) -> None:
+    """`fs` reads the backup's files: the shell, or a targz.ArchiveView of a .gz not unpacked yet."""
+    named = layout.from_path(shell, backup) if fs is shell or backup.endswith(".gz") else None
+    if named is not None:
+        verdict = health.judge(shell, named)
+        if not verdict.good:
+            raise RestoreError("%s is not a good backup (%s)" % (req.backup, verdict.reason))
+    status = [s for s in layout.STATUS_FILES if fs.exists(backup + "/" + s)]
+    if "STATUS.ok" in status:
+        return
+    if status:
+        try:
+            reason = fs.read_text(backup + "/" + status[0]).strip()
+        except HostError:
+            reason = ""
+        raise RestoreError("%s is not a good backup (%s%s)" % (
+            req.backup, status[0], ": " + reason if reason else ""))
+    raise RestoreError("%s is not sealed (no STATUS.ok): an unfinished or foreign backup" % req.backup)
+
+
+def manifest_to_verify(shell: Shell, req: RestoreRequest, log, backup: str, verify: bool) -> Optional[Dict[str, Any]]:
+    """The manifest the backup's checksums are verified against (one that says ok), or None: not
+    verified (a ghettoVCB backup, or `verify` False: --no-verify)."""
+    try:
+        data = manifest.load(shell, backup)
+    except ValueError as err:
+        raise RestoreError("%s: %s" % (req.backup, err)) from err
+    if data is None:
+        log.info("%s has no %s (a ghettoVCB backup): accepted on STATUS.ok, checksums not available" % (
+            req.backup, manifest.MANIFEST))
+        return None
+    if data.get("result") not in ("ok", None):
+        raise RestoreError("%s is recorded as %s: %s" % (req.backup, data.get("result"), data.get("message", "")))
+    if not verify:
+        log.info("Not verifying checksums (--no-verify)")
+        return None
+    return data

@@ -1,0 +1,71 @@
+"""Waiting out a listing that lags behind another host's sweep, for restore and verify alike.
+
+A sweep on another host copies the chunks backups need out of the packs it
+deletes into new packs; this host's listing of packs/ may not show those for up
+to the repository's settle time (the backend contract: NFS attribute caching).
+So a reader that finds a chunk in no listed pack, while something may have moved
+it, lists again after pauses of 1, 2, 4 ... s, the last once the settle time has
+passed since the chunk was first missed, and only then gives up. It says so once
+per thing it waits for (the default settle time is 10 minutes: a silent wait that
+long looks like a hang), and again when it gives up. A signal ends the wait
+(interrupt.Interrupted), so Ctrl-C or SIGTERM never waits the settle time out.
+"""
+
+import math
+import time
+from typing import Callable, Set
+
+from .. import interrupt
+from .gclock import LOCK
+from .repository import BadChunk, Repository
+
+Say = Callable[[str], None]
+
+
+def silent(_line: str) -> None:
+    """The library's default `say`: a caller that shows nothing to anyone (a test, a tool)."""
+
+
+class Settle:
+    """One reader's waits: `say` is the run's log line (each thing waited for is named once)."""
+
+    def __init__(self, repo: Repository, say: Say):
+        self.repo, self.say = repo, say
+        self.waited = set()  # type: Set[str]
+
+    def again(self, what: str, since: float, listed: float, moved: bool) -> bool:
+        """Whether to list again for `what`, first missed at `since` (time.monotonic), which the listing begun at
+        `listed` lacked; True after the pause before that listing. False (give up) once a listing begun the
+        settle time after the miss lacked it, or at once where nothing can have moved it: no read found its
+        pack gone (`moved`) and no GC is at work (a chunk simply missing, its pack's table damaged, say, is
+        bad news that a silent wait would only delay)."""
+        settle = self.repo.config.settle
+        if listed >= since + settle or not (moved or self.sweeping()):
+            return False
+        now = time.monotonic()
+        if what not in self.waited:
+            self.waited.add(what)
+            self.say("waiting up to %d s for %s: a GC on another host may be moving packs, and this host's listing "
+                     "of them may lag behind it that long (the repository's settle_seconds)"
+                     % (math.ceil(max(0.0, since + settle - now)), what))
+        _pause(min(since + settle, now + max(1.0, now - since)))  # 1, 2, 4 ... s, the last at settle
+        return True
+
+    def give_up(self, what: str, since: float, missing: BadChunk) -> None:
+        """Say that the wait for `what` ended without it (only where one was said to begin)."""
+        if what in self.waited:
+            self.say("gave up waiting for %s after %d s: %s" % (what, round(time.monotonic() - since), missing))
+
+    def sweeping(self) -> bool:
+        """Is a GC at work (its lock held, or a mark of packs to delete waiting)?"""
+        return self.repo.backend.stat(LOCK) is not None or bool(self.repo.marks(strict=False))
+
+
+def _pause(until: float) -> None:
+    """Sleep until `until` (time.monotonic), ending early on SIGINT/SIGTERM (interrupt.Interrupted)."""
+    while True:
+        interrupt.raise_pending()
+        left = until - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(left, 0.1))
