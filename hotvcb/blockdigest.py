@@ -191,7 +191,11 @@ def read_blocks(f, block_size, check=None, fresh=False, ring=1):
 
 
 def digest_fd(f, block_size, whole=False, on_block=None, check=None, threads=None):
-    """Digest an open binary file (raw or buffered) from offset 0 to EOF (see digest_blocks)."""
+    """Digest an open binary file (raw or buffered) from offset 0 to EOF (see digest_blocks).
+    A file of one block (a .vmx, .nvram, descriptor) has nothing to hash beside that block: it
+    is hashed in this thread, with no pool to start (every backup seals a few such files)."""
+    if threads is None and file_size(f.fileno()) <= block_size:
+        threads = 1
     return digest_blocks(lambda ring: read_blocks(f, block_size, check, ring=ring), block_size, whole, on_block,
                          threads)
 

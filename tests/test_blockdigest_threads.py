@@ -69,3 +69,22 @@ def test_a_python_without_concurrent_futures_digests_in_one_thread(tmp_path, mon
     with open(str(tmp_path / "disk"), "rb", buffering=0) as f:
         out = blockdigest.digest_fd(f, MIB, threads=4)
     assert out["sha256_of_blocks"] == proof_of(data) and set(threading.enumerate()) == before
+
+
+def test_a_file_of_one_block_is_hashed_without_a_pool_and_a_bigger_one_with_it(tmp_path, monkeypatch):
+    pools = []
+    real = blockdigest._thread_pool()
+
+    def counted():
+        pools.append(1)
+        return real
+
+    monkeypatch.setattr(blockdigest, "_thread_pool", counted)
+    monkeypatch.setattr(blockdigest.os, "cpu_count", lambda: 4)
+    for size, pooled in ((0, 0), (MIB // 3, 0), (MIB, 0), (MIB + 1, 1)):
+        data = os.urandom(size)
+        (tmp_path / "f").write_bytes(data)
+        with open(str(tmp_path / "f"), "rb", buffering=0) as f:
+            got = blockdigest.digest_fd(f, MIB)
+        assert len(pools) == pooled and got["sha256_of_blocks"] == proof_of(data) and got["size"] == size
+        pools.clear()

@@ -12,6 +12,7 @@ from hotvcb.jobs import space
 from hotvcb.jobs.parallel import Queue
 from hotvcb.jobs.space import SpaceLedger
 from hotvcb.runlog import RunLog
+from hotvcb.store.deleter import Deleter
 from hotvcb.settings import Settings
 
 
@@ -100,3 +101,50 @@ def test_a_look_at_the_free_space_serves_the_next_vms_while_it_settles_their_nee
     assert reserve("d", 1200) == 1000 and len(looks) == 3  # too big: never judged by an old look
     monkeypatch.setattr(space, "REUSE_FOR", 0.0)
     assert reserve("e", 1) == 1000 and len(looks) == 4 and checks == ["b"]  # too old
+
+
+def test_a_vm_that_does_not_fit_waits_for_the_runs_rotation_removals_and_looks_again():
+    """Rotation removes old backups in a thread (store/deleter.py): the space they free may come
+    after the next VM's look, so that VM is refused only once none is pending."""
+    looked = threading.Event()
+    free = [100]
+
+    def remove(path):
+        looked.wait(10)  # b's first look comes before the removal frees anything
+        free[0] = 300
+
+    def measure():
+        looked.set()
+        return free[0]
+
+    deleter = Deleter(remove)
+    ledger = SpaceLedger(RunLog(stream=io.StringIO()), settle=deleter.wait)
+    volume = "/vmfs/volumes/backup/hotvcb"
+    assert ledger.reserve("a", volume, 50, lambda: free[0]) == 100  # a look the next VM may reuse
+    ledger.release("a")
+    deleter.remove(volume + "/a/a-2026-12-01_00-00-00-deleting")
+    assert ledger.reserve("b", volume, 250, measure) == 300  # waited for the removal, then looked again
+    ledger.release("b")
+    assert ledger.reserve("c", volume, 400, lambda: free[0]) == 300  # nothing pending: refused at once
+    assert not deleter.wait()
+
+
+def test_the_deleter_removes_each_path_once_and_hands_a_defect_to_its_owner():
+    done, gate = [], threading.Event()
+
+    def remove(path):
+        gate.wait(10)
+        if path == "bad":
+            raise ValueError("a defect")
+        done.append(path)
+
+    deleter = Deleter(remove)
+    for path in ("x", "y", "x"):
+        deleter.remove(path)
+    gate.set()
+    assert deleter.wait() and done == ["x", "y"]
+    deleter.remove("bad")
+    with pytest.raises(ValueError):
+        deleter.wait()
+    deleter.remove("z")
+    assert deleter.wait() and done == ["x", "y", "z"] and not deleter.wait()

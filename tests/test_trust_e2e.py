@@ -8,6 +8,7 @@ rotation that counted the wrong backups would delete a good one here.
 import json
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -116,6 +117,83 @@ def test_a_half_deleted_backup_never_looks_good_and_the_next_run_finishes_it(hos
     assert backup(host, conf, vm).returncode == 0
     assert not any(n.endswith("-deleting") for n in backups(host, vm))
     assert len(good(host, conf, vm)) == 1
+
+
+def test_a_kill_while_rotation_removes_in_the_background_leaves_nothing_good_and_cleanup_finishes_it(host, tmp_path):
+    vm = "bgdel"
+    host.create_vm(vm, "datastore1", [{"size": "16M"}], power="on")
+    conf = write_conf(host, VM_BACKUP_ROTATION_COUNT=1)
+    assert backup(host, conf, vm).returncode == 0
+    [old] = good(host, conf, vm)
+    r = backup(host, conf, vm, env={"HOTVCB_CRASH_AT": "rotation-deleting"})  # in the removal's thread
+    assert r.returncode != 0 and "Final status" not in r.stdout, r.stdout + r.stderr
+    doomed = os.path.join(backup_root(host, vm), old + "-deleting")
+    assert os.path.isdir(doomed) and old not in backups(host, vm)
+    os.unlink(os.path.join(doomed, vm + "-flat.vmdk"))  # half removed, as a kill inside the removal leaves it
+    rows = listing(host, conf, vm)
+    assert [(b["status"], b["good"]) for b in rows] == [("deleting", False), ("good", True)]
+    v = hotvcb(host, "verify", vm, "-g", conf)
+    assert v.returncode == 0 and "deleting, not checked" in v.stdout + v.stderr, v.stdout + v.stderr
+    c = hotvcb(host, "cleanup", "-g", conf)
+    assert c.returncode == 0, c.stdout + c.stderr
+    assert not os.path.exists(doomed) and len(good(host, conf, vm)) == 1
+
+
+def test_a_compressed_backup_is_renamed_out_of_the_good_namespace_before_its_removal_too(host, tmp_path):
+    vm = "zipgone"
+    host.create_vm(vm, "datastore1", [{"size": "8M"}], power="on")
+    conf = write_conf(host, ENABLE_COMPRESSION=1, VM_BACKUP_ROTATION_COUNT=1)
+    assert backup(host, conf, vm).returncode == 0
+    [old] = good(host, conf, vm)
+    assert hotvcb(host, "verify", vm, "-g", conf).returncode == 0  # leaves its .verify.json beside the .gz
+    assert os.path.exists(os.path.join(backup_root(host, vm), old + ".verify.json"))
+    r = backup(host, conf, vm, env={"HOTVCB_CRASH_AT": "rotation-renamed"})
+    assert r.returncode != 0
+    doomed = old[: -len(".gz")] + "-deleting"
+    assert doomed in backups(host, vm) and old not in backups(host, vm)
+    assert [(b["status"], b["good"]) for b in listing(host, conf, vm)] == [("deleting", False), ("good", True)]
+    assert backup(host, conf, vm).returncode == 0  # finishes the removal, rotates the second one away
+    [kept] = good(host, conf, vm)
+    left = [n for n in os.listdir(backup_root(host, vm)) if not n.startswith(".")]
+    assert kept.endswith(".gz") and set(left) <= {kept, kept + ".verify.json"}, left  # no sidecar of the removed
+
+
+def test_rotation_is_done_when_the_run_ends_and_a_refused_removal_is_a_warning_the_next_run_finishes(host, tmp_path):
+    vms = ["rot a", "rot b"]
+    for vm in vms:
+        host.create_vm(vm, "datastore1", [{"size": "64M"}], power="on")
+    conf = write_conf(host, VM_BACKUP_ROTATION_COUNT=1)
+    names = tmp_path / "vms.txt"
+    names.write_text("".join(vm + "\n" for vm in vms))
+
+    def both():
+        time.sleep(1.05)  # backup names have one-second resolution
+        return hotvcb(host, "-f", str(names), "-g", conf)
+
+    assert both().returncode == 0
+    first = {vm: good(host, conf, vm) for vm in vms}
+    r = both()
+    assert r.returncode == 0, r.stdout + r.stderr
+    for vm in vms:  # removed by the time the run returned: no -deleting left behind, the space is free
+        assert [n for n in backups(host, vm) if n not in good(host, conf, vm)] == []
+        assert first[vm][0] not in backups(host, vm) and len(good(host, conf, vm)) == 1
+    # a removal the host refuses: the new backup stays good, the run says so before its final status
+    vm = vms[0]
+    [kept] = good(host, conf, vm)
+    pinned = os.path.join(backup_root(host, vm), kept, vm + ".vmx")
+    subprocess.run(["chattr", "+i", pinned], check=True)
+    try:
+        r = backup(host, conf, vm)
+        assert r.returncode == 0, r.stdout + r.stderr
+        lines = r.stdout.splitlines()
+        warned = [i for i, line in enumerate(lines) if "could not remove" in line and kept + "-deleting" in line]
+        final = [i for i, line in enumerate(lines) if "Final status" in line]
+        assert warned and final and warned[0] < final[0], r.stdout
+        assert kept + "-deleting" in backups(host, vm) and len(good(host, conf, vm)) == 1
+    finally:
+        subprocess.run(["chattr", "-i", pinned.replace(kept, kept + "-deleting")], check=True)
+    assert backup(host, conf, vm).returncode == 0
+    assert not any(n.endswith("-deleting") for n in backups(host, vm)) and len(good(host, conf, vm)) == 1
 
 
 # -- 5. no run removes another's snapshot or folder ----------------------------------------------

@@ -4,7 +4,7 @@ import argparse
 import re
 import os
 import shutil
-from typing import List, NamedTuple, Optional, Tuple, Union
+from typing import TYPE_CHECKING, List, NamedTuple, Optional, Tuple, Union
 
 from .. import config, namelist
 from . import onhost
@@ -14,8 +14,10 @@ from ..runid import RunId
 from ..runlog import RunLog
 from ..settings import Settings
 from ..shell import LocalShell
-from ..sshshell import SshShell, SshTarget
 from ..store.lock import HostLock, host_id
+
+if TYPE_CHECKING:  # imported by the runs that reach a host over SSH (its code and its scripts)
+    from ..sshshell import SshTarget
 
 DEFAULT_WORKDIR = "/tmp/hotvcb.work"
 
@@ -41,7 +43,7 @@ LIBVIRT_DEFAULT = "qemu:///system"
 class Target(NamedTuple):
     """Where a command works: the ESXi host we run on (both None), one over SSH, or QEMU here."""
 
-    ssh: Optional[SshTarget] = None
+    ssh: "Optional[SshTarget]" = None
     qemu: Optional[str] = None  # the QMP socket folder
     libvirt: Optional[str] = None  # the libvirt URI
 
@@ -96,6 +98,7 @@ def target_of(args) -> Target:
     if len(given) > 1:
         raise UsageError("%s exclude each other" % " and ".join(given))
     if host:
+        from ..sshshell import SshTarget
         return Target(SshTarget(host, port, identity, known_hosts, tuple(options)), None)
     if (port or identity or known_hosts or options) and not getattr(args, "hosts", None):
         raise UsageError("--port, --identity, --known-hosts and --ssh-option need --host")
@@ -105,6 +108,7 @@ def target_of(args) -> Target:
 def targets_in(path: str, args) -> List[Tuple[str, Target]]:
     """`status --hosts FILE`: one `[user@]host[:port]` a line (`#` comments), each reached over
     SSH with the global --identity/--known-hosts/--ssh-option; --port is the default port."""
+    from ..sshshell import SshTarget
     out = []
     for line in namelist.read_names(path):
         dest, port = line, getattr(args, "port", None)
@@ -233,4 +237,7 @@ def connect(target: Target, log: Optional[RunLog] = None) -> Hypervisor:
         from ..hosts.qemu import QemuHost
         return QemuHost(LocalShell(), target.qemu)
     from ..hosts.esxi import EsxiHost
-    return EsxiHost(SshShell(target.ssh).open() if target.ssh is not None else LocalShell(), log)
+    if target.ssh is None:
+        return EsxiHost(LocalShell(), log)
+    from ..sshshell import SshShell
+    return EsxiHost(SshShell(target.ssh).open(), log)

@@ -26,6 +26,7 @@ from ..runid import RunId
 from ..runlog import RunLog
 from ..settings import Settings
 from ..store import health, lastrun, layout, rotation
+from ..store.deleter import Deleter
 from ..store.seal import Sealer
 from ..treeview import ScannedShell
 from ..units import human_size
@@ -65,8 +66,10 @@ class BackupJob:
         self.confdir, self.dry_run, self.job_name = confdir, dry_run, job_name
         self.asked = asked
         self.power = PowerControl(host, log, run)
+        # rotation's removals, in a thread while the run goes on (store/deleter.py); waited for before it ends
+        self.deleter = Deleter(functools.partial(rotation.remove_now, host.shell, log))
         # room on the target promised to VMs being backed up now
-        self.space = SpaceLedger(log, first_look=self.asked.look)
+        self.space = SpaceLedger(log, first_look=self.asked.look, settle=self.deleter.wait)
         self.queue = None  # type: Optional[parallel.Queue]  # the VMs still to start, with BACKUP_PARALLEL
         self.lookahead = lookahead.Lookahead(host, dry_run)  # the serial loop, asking about the next VM
         self.swept = False  # this run looked for a dead run's leftovers on every VM
@@ -133,6 +136,7 @@ class BackupJob:
         finally:
             self.power.start_in_order(self.settings)
             self.lookahead.drop()
+            self.deleter.wait()  # the space rotation frees is free when the run says it is done
         return self.results
 
     @property
@@ -342,7 +346,7 @@ class _VmBackup:
             return RepoSink(self.host, self.s, vm, self.started, self.log, run)
         remove_partials(self.host.shell, self.s.vm_backup_volume, vm.name, self.log, run)
         return Sealer(self.host.shell, self.s, vm, self.started, self.log, run, self.job.lock,
-                      source_host=self.host.host_name())
+                      source_host=self.host.host_name(), remove=self.job.deleter.remove)
 
     # -- steps ---------------------------------------------------------------
     def _cold_snapshot(self, vm: Vm) -> None:

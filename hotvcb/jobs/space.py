@@ -6,8 +6,10 @@ truth: nothing else of ours writes there. With several VMs at once
 copies could start where one fits. So a VM's pre-flight reserves what it
 needs against what the other VMs of this run hold: it waits while they hold
 the room it lacks, and fails only when it does not fit with no other VM of
-ours holding any — the verdict a serial run gives. A reservation lasts
-until its VM is done (sealed and rotated, or failed).
+ours holding any and none of this run's rotation removals still freeing
+space (store/deleter.py: it waits for those, then looks again) — the
+verdict a serial run gives. A reservation lasts until its VM is done
+(sealed and rotated, or failed).
 
 The free figure read while others copy already lacks what they have
 written so far, and their reservations count in full: the check errs on the
@@ -49,11 +51,14 @@ def pool_of(volume: str) -> str:
 
 class SpaceLedger:
     def __init__(self, log, resolve: Optional[Callable[[str], str]] = None,
-                 first_look: Optional[Callable[[str], Optional[Tuple[Optional[int], float]]]] = None):
+                 first_look: Optional[Callable[[str], Optional[Tuple[Optional[int], float]]]] = None,
+                 settle: Callable[[], bool] = lambda: False):
         """`resolve`: the host's realpath, so `/vmfs/volumes/<name>` and `/vmfs/volumes/<uuid>` (one
         datastore, as a per-VM file may name it) are one pool; parallel.run sets it. `first_look(volume)`:
-        a look at its free bytes asked as the run started (jobs/ahead.py), (free, when) or None."""
-        self.log, self.resolve, self.first_look = log, resolve, first_look
+        a look at its free bytes asked as the run started (jobs/ahead.py), (free, when) or None.
+        `settle()`: wait for this run's rotation removals still going on (store/deleter.py), whether
+        there were any: a VM that does not fit looks again once they freed their space."""
+        self.log, self.resolve, self.first_look, self.settle = log, resolve, first_look, settle
         self._roots = {}  # type: Dict[str, str]  # datastore path as written -> resolved
         self._held = {}  # type: Dict[str, Tuple[str, int]]  # VM name -> (pool, bytes reserved)
         self._looked = {}  # type: Dict[str, List[float]]  # pool -> [free bytes seen, when, bytes reserved since]
@@ -90,14 +95,19 @@ class SpaceLedger:
                     self._held[vm] = (pool, needed)
                     self._looked[pool][2] += needed
                     return room
-                if not others:
+                alone = not others
+                if not alone:
+                    if not told:
+                        self.log.info("%s: waiting for room on %s: needs %s, %s free, of which %s is promised to "
+                                      "VMs being backed up now" % (vm, volume, human_size(needed), human_size(free),
+                                                                   human_size(others)))
+                        told = True
+                    self._changed.wait(RECHECK)
+            if alone:
+                if not self.settle():
                     return room  # alone, it does not fit: the caller fails it as a serial run would
-                if not told:
-                    self.log.info("%s: waiting for room on %s: needs %s, %s free, of which %s is promised to "
-                                  "VMs being backed up now" % (vm, volume, human_size(needed), human_size(free),
-                                                               human_size(others)))
-                    told = True
-                self._changed.wait(RECHECK)
+                with self._changed:
+                    self._looked.pop(pool, None)  # looked at before the removals freed their space
             checked = False
             if interrupt.pending():
                 interrupt.raise_pending()

@@ -20,7 +20,6 @@ import json
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
-from .. import targz
 from ..errors import HostError
 from ..shell import Shell
 from . import chain, layout, manifest
@@ -103,6 +102,8 @@ def _judge_bases(shell: Shell, path: str, files, verdict: Health, depth: int) ->
 
 
 def _judge_archive(shell: Shell, path: str) -> Health:
+    from .. import targz  # tarfile, bz2, lzma: only for .gz backups, not every backup run's start-up
+
     wanted = (manifest.MANIFEST,) + layout.STATUS_FILES
 
     def enough(texts: Dict[str, str]) -> bool:

@@ -29,9 +29,9 @@ the host's ramdisk on ESXi and is new after a reboot, which only makes older
 records look foreign — and foreign records are judged by their heartbeat.
 """
 
+import os
 import threading
 import time
-import uuid
 from typing import Callable, List, Optional
 
 from ..errors import HostError, LockError
@@ -56,7 +56,7 @@ def host_id(shell: Shell, run_dir: str) -> str:
         text = ""
     if text:
         return text
-    mine = uuid.uuid4().hex[:12]
+    mine = os.urandom(6).hex()  # uuid4's randomness, without importing uuid (and platform) every run
     tmp = "%s.%s" % (path, mine)
     shell.makedirs(run_dir)
     shell.write_text(tmp, mine + "\n")

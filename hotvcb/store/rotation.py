@@ -7,12 +7,14 @@ than the oldest of those are deleted. With fewer than `count` good backups
 nothing is deleted at all. Failed or partial backups newer than that line
 stay until good ones push them out, so an admin can still look at them.
 
-A folder is first renamed to `<name>-deleting` (one atomic step out of the
-good namespace), then removed; a run killed in between leaves a -deleting
-folder that the next run of that VM removes (`finish_deleting`). A .gz is
-one file: its unlink is atomic already.
+A backup (a folder, or a .gz file) is first renamed to `<name>-deleting` (one
+atomic step out of the good namespace), then removed: by the run's Deleter,
+in a thread while the run goes on (deleter.py), or at once. A run killed in
+between leaves a -deleting entry that the next run of that VM, or `hotvcb
+cleanup`, removes (`finish_deleting`).
 """
 
+import functools
 from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -63,7 +65,7 @@ PHANTOM = "(the backup this run makes)"
 
 def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: Optional[str] = None,
            source: Tuple[str, str] = ("", ""), budget: int = 0, dry_run: bool = False,
-           phantom: Optional[int] = None) -> List[str]:
+           phantom: Optional[int] = None, remove: Optional[Callable[[str], None]] = None) -> List[str]:
     """Delete what to_delete names for this VM (and, with a size budget, what over_budget
     names: the stricter rule wins); the paths removed, or with dry_run those that would be.
     `phantom` (a dry run's forecast): the size of the backup the run would make, counted as the
@@ -77,7 +79,11 @@ def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: 
     has one folder per VM *name*: two hosts sharing a volume, each with a VM
     called `web`, write into one folder. Backups whose manifest says another
     host made them of another VM are that host's to rotate, never ours.
+
+    `remove(path)` removes what has been renamed to -deleting (a Deleter's, so the removal
+    overlaps the rest of the run); by default it is removed here and now.
     """
+    remove = remove or functools.partial(remove_now, shell, log)
     shell = ScannedShell(shell, layout.vm_root(volume, vm_name))  # one look at the VM's folder
     backups = layout.list_backups(shell, volume, vm_name)
     verdicts = {b.path: health.judge(shell, b) for b in backups if b.status not in ("partial", "deleting")}
@@ -124,10 +130,12 @@ def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: 
             log.info("Would remove old backup %s (%s) per %s" % (old.path, state, why[old.path]))
         else:
             log.info("Removing old backup %s (%s) per %s" % (old.path, state, why[old.path]))
-            remove_backup(shell, old)
+            remove(condemn(shell, old))
         removed.append(old.path)
     if not dry_run:
-        finish_deleting(shell, volume, vm_name, log)
+        for b in backups:
+            if b.status == "deleting":  # a killed run's
+                _finish(shell, log, b, remove)
     return removed
 
 
@@ -174,23 +182,34 @@ def made_elsewhere(data: Optional[Dict[str, Any]], source: Tuple[str, str]) -> b
     return not (uuid and data.get("vm_uuid") == uuid)  # the same VM, registered on another host now
 
 
-def remove_backup(shell: Shell, b: BackupSet) -> None:
-    if b.compressed:
-        shell.remove_tree(b.path)
-        shell.remove_tree(b.path + health.GZ_VERIFY_SUFFIX)
-        return
-    doomed = b.path + layout.DELETING
+def condemn(shell: Shell, b: BackupSet) -> str:
+    """Rename a backup out of the good namespace; the -deleting path, for removal."""
+    doomed = (b.path[: -len(".gz")] if b.compressed else b.path) + layout.DELETING
     shell.rename(b.path, doomed)
     crashpoint.reached("rotation-renamed")
-    shell.remove_tree(doomed)
+    if b.compressed:
+        shell.remove_tree(b.path + health.GZ_VERIFY_SUFFIX)  # what verify found of it: moot now
+    return doomed
+
+
+def remove_now(shell: Shell, log, path: str) -> None:
+    """Remove a condemned path; a refusal is a warning (the next run, or `hotvcb cleanup`, tries again)."""
+    try:
+        shell.remove_tree(path)
+    except HostError as err:
+        log.warning("could not remove %s: %s" % (path, err))
 
 
 def finish_deleting(shell: Shell, volume: str, vm_name: str, log) -> None:
-    """Remove -deleting folders a killed run left (any host may: they are condemned)."""
+    """Remove -deleting entries a killed run left (any host may: they are condemned)."""
     for b in layout.list_backups(shell, volume, vm_name):
         if b.status == "deleting":
-            log.info("Finishing the removal of %s" % b.path)
-            try:
-                shell.remove_tree(b.path)
-            except HostError as err:
-                log.warning("could not remove %s: %s" % (b.path, err))
+            _finish(shell, log, b, functools.partial(remove_now, shell, log))
+
+
+def _finish(shell: Shell, log, b: BackupSet, remove: Callable[[str], None]) -> None:
+    log.info("Finishing the removal of %s" % b.path)
+    remove(b.path)
+    side = b.path[: -len(layout.DELETING)] + ".gz" + health.GZ_VERIFY_SUFFIX  # a .gz's, killed before condemn dropped it
+    if shell.exists(side):
+        remove(side)

@@ -7,7 +7,7 @@ job hands disks over one by one and says at the end whether it went well.
 import posixpath
 import re
 from datetime import datetime, timedelta
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from .. import crashpoint, interrupt
 from ..errors import HotvcbError
@@ -37,9 +37,10 @@ def owner_of(shell: Shell, partial: str) -> str:
 
 class Sealer:
     def __init__(self, shell: Shell, settings: Settings, vm: Vm, started: datetime, log, run: RunId, heartbeat=None,
-                 source_host: str = ""):
+                 source_host: str = "", remove: Optional[Callable[[str], None]] = None):
+        """`remove`: what removes the backups rotation condemned (rotation.rotate)."""
         self.shell, self.s, self.vm, self.started, self.log = shell, settings, vm, started, log
-        self.run, self.heartbeat, self.source_host = run, heartbeat, source_host
+        self.run, self.heartbeat, self.source_host, self.remove = run, heartbeat, source_host, remove
         self._planned = {}  # type: Dict[str, str]  # disk key -> path inside the backup
         self._digests = {}  # type: Dict[str, source_digest.Digest]  # relative name -> digest of its source
         self.root = layout.vm_root(settings.vm_backup_volume, vm.name)
@@ -140,7 +141,7 @@ class Sealer:
         result.backup_dir = final
         rotation.rotate(self.shell, self.s.vm_backup_volume, self.vm.name, self.s.vm_backup_rotation_count, self.log,
                         just_made=final, source=(self.source_host, self.vm.uuid),
-                        budget=self.s.vm_backup_rotation_size)
+                        budget=self.s.vm_backup_rotation_size, remove=self.remove)
         if self.s.rsync_link:
             self._rsync_link(final)
         return final
