@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import time
 
 import pytest
 
@@ -280,6 +281,87 @@ def test_a_thin_self_copy_writes_the_sealed_descriptor_not_one_swapped_in_meanwh
         assert r.returncode == 6 and not os.path.exists(restored) and leftovers(host) == [], out(r)
 
 
+@pytest.mark.xfail(strict=True, reason="DEFECT: a FIFO in a backup (descriptor or .vmx) blocks the restore "
+                                       "forever in open() (restore_plan reads with read_text, not read_regular)")
+@pytest.mark.parametrize("which", ["disk.vmdk", "fifo.vmx"])
+def test_a_fifo_in_a_backup_does_not_hang_the_restore(site, which):
+    """A ghettoVCB-style backup (no manifest) whose descriptor, or whose .vmx, is a FIFO nobody writes
+    to: the restore must refuse it and end (restore_regular-style reads refuse FIFOs), not block
+    forever on open(). Bounded at 45 s; a hung restore is then released by opening the FIFO for writing."""
+    host, _conf, _bk = site
+    vm = "fifo-" + which.split(".")[0]
+    inside, real = hand_backup(host, vm)
+    os.unlink(os.path.join(real, "hotvcb.json"))
+    target = os.path.join(real, "disk.vmdk" if which == "disk.vmdk" else vm + ".vmx")
+    os.unlink(target)
+    os.mkfifo(target)
+    run = hotvcb_background(host, "restore", inside, "--datastore", "datastore1", "--name", vm + "2")
+    try:
+        o, _ = run.communicate(timeout=45)
+        hung = False
+    except subprocess.TimeoutExpired:
+        hung = True
+        for _ in range(100):  # let the blocked reader see EOF
+            try:
+                os.close(os.open(target, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass
+            if run.poll() is not None:
+                break
+            time.sleep(0.1)
+        o = run.communicate(timeout=60)[0]
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert not hung, "the restore blocked on the FIFO: " + o
+    assert run.returncode == 6 and "Traceback" not in o, o
+    assert leftovers(host) == [] and not os.path.exists(host.real(DS1 + "/" + vm + "2")), o
+
+
+@pytest.mark.xfail(strict=True, reason="DEFECT: the thin self-copy (restore_copy._copy_flat via "
+                                       "blockdigest.open_regular) follows a -flat.vmdk symlink out of the backup: "
+                                       "another VM's disk restored 'checked as it was copied'")
+def test_a_sealed_self_copied_flat_that_is_a_symlink_out_of_the_backup_is_not_restored_from(site):
+    """The thin self-copy path: a VMFS flat disk with block digests whose -flat.vmdk is a symlink to
+    another VM's disk of the same size, sealed over it (a manifest is only SHA-256s: whoever can
+    plant the link can seal). The copy must not read another VM's disk as this backup's."""
+    host, _conf, _bk = site
+    path, data = victim(host, "selflink")
+    inside, real = hand_backup(host, "selflink")
+    text = open(os.path.join(real, "disk.vmdk")).read().replace('"monolithicFlat"', '"vmfs"').replace(" FLAT ", " VMFS ")
+    with open(os.path.join(real, "disk.vmdk"), "w") as f:
+        f.write(text)
+    os.unlink(os.path.join(real, "disk-flat.vmdk"))
+    os.symlink(host.real(path), os.path.join(real, "disk-flat.vmdk"))
+    reseal(real, "selflink")
+    r = hotvcb(host, "restore", inside, "--datastore", "datastore1", "--name", "selflink2")
+    restored = host.real(DS1 + "/selflink2")
+    assert not (os.path.isdir(restored) and holds(restored, data)), "another VM's disk restored: " + out(r)
+
+
+def test_cleanup_during_a_live_restore_leaves_it_alone(site):
+    """`hotvcb cleanup` while a restore is cloning (held in the vmkfstools hook): the live restore's
+    folder and record stay (said so), and the restore then completes."""
+    host, _conf, bk = site
+    name = "Lebendig"
+    on_clone(host, PAUSE)
+    run = hotvcb_background(host, "restore", bk, "--datastore", "datastore1", "--name", name, "--format", "zeroedthick")
+    try:
+        wait_for(lambda: hooked(host, "in_clone"), timeout=60, what="the clone")
+        before = leftovers(host)
+        c = hotvcb(host, "cleanup")
+        assert leftovers(host) == before and name + ".hotvcb-restoring" in before, (before, out(c))
+        open(os.path.join(hookdir(host), "go"), "w").close()
+        o, _ = run.communicate(timeout=120)
+    finally:
+        open(os.path.join(hookdir(host), "abort"), "w").close()
+        if run.poll() is None:
+            run.kill()
+        clear_hooks(host)
+    assert run.returncode == 0, o
+    assert name in registered(host) and leftovers(host) == [], leftovers(host)
+
+
 # -- dry runs -------------------------------------------------------------------------------------
 def tree_state(root):
     """Every entry under root: type, size, mtime (a dry run must change none)."""
@@ -503,6 +585,87 @@ def test_sigterm_mid_clone_leaves_nothing_and_the_name_is_free(site):
     assert name not in registered(host)
     r = hotvcb(host, "restore", bk, "--datastore", "datastore1", "--name", name)
     assert r.returncode == 0, out(r)
+
+
+def make_gz(host, bk, stamp):
+    """A .gz of the backup (as ENABLE_COMPRESSION writes one) beside it: its path on the host."""
+    vm_dir = bk.rsplit("/", 1)[0]
+    name = vm_dir.rsplit("/", 1)[1] + "-" + stamp
+    gz = "%s/%s.gz" % (vm_dir, name)
+    with tarfile.open(host.real(gz), "w:gz") as t:
+        t.add(host.real(bk), arcname=name)
+    return gz
+
+
+def test_sigkill_mid_clone_of_a_gz_then_cleanup_then_restore(site):
+    """A .gz restore SIGKILLed while it clones from its unpacked copy: the scratch folder and the
+    unfinished VM folder stay; `hotvcb cleanup` removes both and their records; the same restore
+    then goes ahead and removes its own scratch."""
+    host, _conf, bk = site
+    gz = make_gz(host, bk, "2002-02-02_02-02-02")
+    name = "GZ getötet"
+    on_clone(host, 'kill -9 $PPID; exit 1')
+    try:
+        r = hotvcb(host, "restore", gz, "--datastore", "datastore1", "--name", name, "--format", "zeroedthick")
+    finally:
+        clear_hooks(host)
+    try:
+        left = leftovers(host)
+        assert r.returncode != 0 and name + ".hotvcb-restoring" in left, (left, out(r))
+        assert [e for e in left if e.startswith(".hotvcb-extract-") and not e.endswith(".owner")], left
+        r = hotvcb(host, "cleanup")
+        assert r.returncode == 0 and leftovers(host) == [], (out(r), leftovers(host))
+        r = hotvcb(host, "restore", gz, "--datastore", "datastore1", "--name", name)
+        assert r.returncode == 0 and leftovers(host) == [], (out(r), leftovers(host))
+    finally:
+        os.unlink(host.real(gz))
+
+
+def test_sigkill_while_registering_keeps_the_complete_vm_for_cleanup_to_leave(site):
+    """SIGKILL while `vim-cmd solo/registervm` runs (the folder has its final name): the complete
+    folder stays, no record of ours names it, `hotvcb cleanup` leaves it, and it registers by hand."""
+    host, _conf, bk = site
+    name = "Registrier Tod"
+    h = hookdir(host)
+    with open(os.path.join(h, "vimcmd.sh"), "w") as f:
+        f.write('case "$1" in solo/registervm) rm -f "%s/vimcmd.sh"; kill -9 $PPID; exit 1;; esac\n' % h)
+    try:
+        r = hotvcb(host, "restore", bk, "--datastore", "datastore1", "--name", name)
+    finally:
+        clear_hooks(host)
+    folder = DS1 + "/" + name
+    assert r.returncode != 0 and os.path.isdir(host.real(folder)), out(r)
+    assert leftovers(host) == [], leftovers(host)
+    r = hotvcb(host, "cleanup")
+    assert r.returncode == 0 and os.path.isdir(host.real(folder)), out(r)
+    assert sorted(os.listdir(host.real(folder))) == sorted(
+        [name + ".vmx", name + ".nvram", "Quelle ü.vmdk", "Quelle ü-flat.vmdk", "Quelle ü_1.vmdk", "Quelle ü_1-flat.vmdk"])
+    assert name not in registered(host)
+    subprocess.run([sys.executable, "-m", "esxisim", "shell", host.root, "--", "vim-cmd", "solo/registervm",
+                    "%s/%s.vmx" % (folder, name)], check=True, capture_output=True, timeout=60)
+    assert name in registered(host)
+
+
+def test_sigterm_while_registering_says_what_became_of_the_vm(site):
+    """SIGTERM arrives while the VM is being registered (the registration itself completes): exit 2,
+    and the VM is registered from its complete folder, or not registered with the folder kept and
+    the way to register it said; never a registered VM whose folder was removed."""
+    host, _conf, bk = site
+    name = "Registrier Term"
+    h = hookdir(host)
+    with open(os.path.join(h, "vimcmd.sh"), "w") as f:
+        f.write('case "$1" in solo/registervm) rm -f "%s/vimcmd.sh"; kill -TERM $PPID;; esac\n' % h)
+    try:
+        r = hotvcb(host, "restore", bk, "--datastore", "datastore1", "--name", name)
+    finally:
+        clear_hooks(host)
+    o = out(r)
+    folder = host.real(DS1 + "/" + name)
+    assert "Traceback" not in o and r.returncode == 2, o
+    assert os.path.isdir(folder) and os.path.exists(os.path.join(folder, name + ".vmx")), o
+    if name not in registered(host):
+        assert "registervm" in o, o
+    assert leftovers(host) == [], leftovers(host)
 
 
 # -- names ----------------------------------------------------------------------------------------
