@@ -713,6 +713,27 @@ def test_a_vm_with_odd_disk_names_round_trips(site, fmt):
             assert ' "%s-flat.vmdk"' % disk[:-5] in text, text
 
 
+@pytest.mark.parametrize("name", ["ü" * 130, "x" * 245])
+def test_a_name_too_long_for_a_folder_fails_with_one_line_and_leaves_nothing(site, name):
+    """A name whose folder (or its `.hotvcb-restoring` form) is past the 255-byte limit of a file
+    name: one clear error, exit 6, no traceback, no record or folder of ours left."""
+    host, _conf, bk = site
+    r = hotvcb(host, "restore", bk, "--datastore", "datastore1", "--name", name)
+    o = out(r)
+    assert r.returncode == 6 and "Traceback" not in o and "internal error" not in o, o
+    assert len([l for l in o.splitlines() if " -- error: " in l]) == 1, o
+    assert leftovers(host) == [] and name not in registered(host), leftovers(host)
+
+
+@pytest.mark.parametrize("fmt", ["0", "5", "thinn", "3;x", "-1"])
+def test_a_bad_format_is_a_usage_error(site, fmt):
+    host, _conf, bk = site
+    r = hotvcb(host, "restore", bk, "--datastore", "datastore1", "--name", "Format", "--format", fmt)
+    o = out(r)
+    assert r.returncode in (1, 6) and "Traceback" not in o and "format" in o.lower(), o
+    assert not os.path.exists(host.real(DS1 + "/Format")) and leftovers(host) == []
+
+
 # -- a full target ----------------------------------------------------------------------------------
 def in_small_tmpfs(host, size, prefill, *args):
     """hotvcb ARGS with a `size` tmpfs on ds5, `prefill` bytes written there first; prints what is left."""
