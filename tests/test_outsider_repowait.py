@@ -425,54 +425,81 @@ def test_two_verifies_at_once_both_wait_and_both_pass_once_the_pack_is_back(tmp_
     assert r.returncode == 0 and "OK" in r.stdout, r.stdout + r.stderr
 
 
-class SweepOnFirstTable(LocalBackend):
-    """Runs `sweep` (a real GC on another Repository of the same folder) right after this host's verify listed
-    packs/ and began reading: the packs it listed vanish under it."""
+class SweepAt(LocalBackend):
+    """Runs `sweep` (a real GC on another Repository of the same folder) once, at a chosen moment of this
+    host's reader: right after its first listing of packs/ ("listed": the packs it listed vanish before it
+    reads their tables) or at its first whole read of a pack ("reading": tables read, packs then gone)."""
 
-    def __init__(self, root, sweep):
+    def __init__(self, root, sweep, when):
         super().__init__(root)
-        self.sweep, self.listed = sweep, False
+        self.sweep, self.when, self.done = sweep, when, False
+
+    def _fire(self):
+        if not self.done:
+            self.done = True
+            self.sweep()
 
     def list(self, prefix):
         out = super().list(prefix)
-        if prefix == PACKS and not self.listed:
-            self.listed = True
-            self.sweep()
+        if prefix == PACKS and self.when == "listed":
+            self._fire()
         return out
 
+    def get(self, name, offset=0, length=None):
+        if name.startswith(PACKS) and self.when == "reading" and (length is None or length > 4096):
+            self._fire()
+        return super().get(name, offset, length)
 
-def test_verify_beside_a_real_gc_sweep_that_repacks_and_deletes_reports_nothing(tmp_path):
-    """Backup 1, then a heavily changed backup 2; prune keeps only 2: backup 1's packs hold garbage and live
-    chunks (repack) or only garbage. A real GC marks them; after the grace period another host's GC sweeps
-    while this host's verify is reading the listing it made before: every chunk backup 2 needs lies in the
-    sweep's new packs, so verify must say OK (and restore must work afterwards)."""
-    repo = new_repo(tmp_path / "repo", settle=0, backup_limit=1)
+
+def _repacked(tmp_path):
+    """Backup 1, then a heavily changed backup 2; prune keeps only 2 (backup 1's packs: garbage, or garbage and
+    live chunks: a repack); a real GC marks them, and the grace period passes. Returns (snap 2, its disk)."""
+    repo = new_repo(tmp_path / "repo", settle=0, backup_limit=30)
     disk = tmp_path / "web.raw"
     make_disk(disk, size=8 * MiB, regions=8)
     backup(repo, "web", disk)
     scatter(str(disk), 40)
-    age(str(tmp_path / "repo"), 10)
+    age(str(tmp_path / "repo"), 100)
     snap2 = backup(repo, "web", disk)
-    age(str(tmp_path / "repo"), 10)
+    age(str(tmp_path / "repo"), 100)
     prune.prune(repo, prune.plan(repo, {"last": 1}, select=keep_last))  # deletes backup 1, GC marks
     assert os.listdir(str(tmp_path / "repo" / "condemned")), "nothing marked: the attack needs a mark"
-    age(str(tmp_path / "repo"), 10)
+    age(str(tmp_path / "repo"), 100)
+    return snap2, disk
+
+
+@pytest.mark.parametrize("when", ["listed", "reading"])
+def test_verify_beside_a_real_gc_sweep_that_repacks_and_deletes_reports_nothing(tmp_path, when):
+    """Another host's GC sweeps while this host's verify works from the listing it made before: every chunk
+    backup 2 needs lies in the sweep's new packs, so verify must say OK (and restore must work afterwards)."""
+    snap2, disk = _repacked(tmp_path)
     other = Repository.open(LocalBackend(str(tmp_path / "repo")))
     before = {i.name for i in other.backend.list(PACKS)}
-    view = Repository.open(SweepOnFirstTable(str(tmp_path / "repo"), lambda: gc.collect(other)))
+    view = Repository.open(SweepAt(str(tmp_path / "repo"), lambda: gc.collect(other), when))
     said = []
     report = verify(view, "all", say=said.append)
     after = {i.name for i in other.backend.list(PACKS)}
-    assert before - after, "the sweep deleted nothing"
+    assert view.backend.done and before - after, "the sweep deleted nothing"
     assert report.ok and not said, (report.problems, said)
     r = cli("restore", "--repo", tmp_path / "repo", snap2.id, "--to", tmp_path / "restored")
     assert r.returncode == 0, r.stdout + r.stderr
     assert same(tmp_path / "restored" / "web.raw", disk)
 
 
+@pytest.mark.parametrize("when", ["listed", "reading"])
+def test_restore_beside_a_real_gc_sweep_that_repacks_and_deletes_restores_whole(tmp_path, when):
+    snap2, disk = _repacked(tmp_path)
+    other = Repository.open(LocalBackend(str(tmp_path / "repo")))
+    view = Repository.open(SweepAt(str(tmp_path / "repo"), lambda: gc.collect(other), when))
+    said = []
+    restore_disk(view, snap2, snap2.disks[0], str(tmp_path / "out.raw"), say=said.append, workers=2)
+    assert view.backend.done
+    assert same(tmp_path / "out.raw", disk), said
+
+
 def test_verify_beside_a_cli_prune_in_another_process_both_succeed(tmp_path):
     """`hotvcb prune --repo` (real, in its own process) and `verify --repo` at once, in both orders of finishing."""
-    repo = new_repo(tmp_path / "repo", settle=0, backup_limit=1)
+    repo = new_repo(tmp_path / "repo", settle=0, backup_limit=30)
     disk = tmp_path / "web.raw"
     make_disk(disk, size=8 * MiB, regions=8)
     for i in range(3):
@@ -736,3 +763,85 @@ def test_a_signal_between_packs_ends_verify_with_exit_2_and_then_verify_and_back
     snap = backup(Repository.open(LocalBackend(str(tmp_path / "repo"))), "web", tmp_path / "web.raw")
     r = cli("restore", "--repo", tmp_path / "repo", snap.id, "--to", tmp_path / "restored")
     assert r.returncode == 0 and same(tmp_path / "restored" / "web.raw", tmp_path / "web.raw"), r.stdout + r.stderr
+
+
+@pytest.mark.xfail(strict=True, reason="DEFECT: an object that cannot be stat'ed (a symlink loop: ELOOP) under "
+                                       "condemned/ or packs/ ends verify in 'internal error: OSError' and restore "
+                                       "in 'cannot write <target>.hotvcb-restoring' (LocalBackend.list lets "
+                                       "OSError other than ENOENT escape)")
+@pytest.mark.parametrize("where", ["condemned/1000-deadbeef", "packs/ab/" + "ab" * 32])
+@pytest.mark.parametrize("command", ["restore", "verify"])
+def test_an_unreadable_mark_or_pack_entry_is_said_in_one_line_not_an_internal_error(tmp_path, command, where):
+    repo, snaps = setup(tmp_path)
+    os.remove(str(tmp_path / "repo" / first_pack(repo, snaps["web"])))
+    path = tmp_path / "repo" / where
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(path.name, str(path))  # points at itself: stat fails with ELOOP
+    args = (("restore", "--repo", tmp_path / "repo", snaps["web"].id, "--to", tmp_path / "restored")
+            if command == "restore" else ("verify", "--repo", tmp_path / "repo"))
+    code, out, waited = run_unless_waiting(*args)
+    assert not waited and code in (1, 4), out
+    assert "Traceback" not in out and "internal error" not in out, out
+    # the line names what could not be read, in the repository: not the restore's own folder
+    assert "cannot write" not in out and where in out, out
+    assert not (tmp_path / "restored").exists() and leftovers(tmp_path) == []
+
+
+@pytest.mark.xfail(strict=True, reason="DEFECT: a locks/gc that cannot be stat'ed (ELOOP) makes verify --repo end "
+                                       "with exit 1 and no report: the lost chunk and its backups go unnamed")
+def test_an_unreadable_gc_lock_does_not_swallow_verifys_report(tmp_path):
+    """Verify's job is the report: whatever it thinks of a lock it cannot read (a GC at work or not), the chunk
+    lost for good must still be named with its backup, exit 4."""
+    repo, snaps = setup(tmp_path, settle=1)
+    pack = first_pack(repo, snaps["web"])
+    held = digests_of(repo, pack)
+    os.remove(str(tmp_path / "repo" / pack))
+    (tmp_path / "repo" / "locks").mkdir(exist_ok=True)
+    os.symlink("gc", str(tmp_path / "repo" / "locks" / "gc"))
+    code, out, waited = run_unless_waiting("verify", "--repo", tmp_path / "repo")
+    if waited:
+        pytest.fail("settle is 1 s: a wait would end in a second; killed to keep the test short:\n" + out)
+    assert code == 4 and any(d in out for d in held) and "needed by web" in out, out
+
+
+@pytest.mark.parametrize("command", ["restore", "verify"])
+def test_giving_up_names_every_backup_that_shares_the_lost_chunk_and_no_other(tmp_path, command):
+    """Two backups of web share the lost chunks (dedup), db's do not: the 'gave up' line and the report name
+    both of web's and none of db's."""
+    repo, snaps = setup(tmp_path, settle=1, vms=("web", "db"))
+    web2 = backup(repo, "web", tmp_path / "web.raw")
+    mark_waiting(tmp_path / "repo")
+    os.remove(str(tmp_path / "repo" / first_pack(repo, snaps["web"])))
+    r = cli(*(("restore", "--repo", tmp_path / "repo", web2.id, "--to", tmp_path / "restored")
+              if command == "restore" else ("verify", "--repo", tmp_path / "repo")))
+    out = r.stdout + r.stderr
+    assert r.returncode == (1 if command == "restore" else 4), out
+    (gave_up,) = [l for l in out.splitlines() if "gave up waiting" in l]
+    assert snaps["web"].id in gave_up and web2.id in gave_up and snaps["db"].id not in gave_up, out
+    assert snaps["db"].id not in out and "needed by db" not in out, out
+    assert not (tmp_path / "restored").exists() and leftovers(tmp_path) == []
+
+
+def test_a_second_restore_to_the_same_folder_while_the_first_waits_is_refused_and_the_first_completes(tmp_path):
+    repo, snaps = setup(tmp_path)
+    mark_waiting(tmp_path / "repo")
+    inside = str(tmp_path / "repo" / first_pack(repo, snaps["web"]))
+    os.rename(inside, str(tmp_path / "aside"))
+    target = tmp_path / "out" / "web"
+    target.parent.mkdir()
+    first = start("restore", "--repo", tmp_path / "repo", snaps["web"].id, "--to", target)
+    try:
+        until_waiting(first)
+        code, out, waited = run_unless_waiting("restore", "--repo", tmp_path / "repo", snaps["web"].id, "--to",
+                                               target)
+        assert not waited and code == 1 and "Traceback" not in out, out
+        assert "another restore" in out or "exists" in out, out
+        os.rename(str(tmp_path / "aside"), inside)
+        code1, rest = finish(first)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert code1 == 0, rest
+    assert same(target / "web.raw", tmp_path / "web.raw")
+    assert sorted(os.listdir(str(target.parent))) == ["web"], os.listdir(str(target.parent))
