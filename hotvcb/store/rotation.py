@@ -133,9 +133,7 @@ def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: 
             remove(condemn(shell, old))
         removed.append(old.path)
     if not dry_run:
-        for b in backups:
-            if b.status == "deleting":  # a killed run's
-                _finish(shell, log, b, remove)
+        _finish_all(shell, log, backups, remove)  # a killed run's
     return removed
 
 
@@ -202,14 +200,15 @@ def remove_now(shell: Shell, log, path: str) -> None:
 
 def finish_deleting(shell: Shell, volume: str, vm_name: str, log) -> None:
     """Remove -deleting entries a killed run left (any host may: they are condemned)."""
-    for b in layout.list_backups(shell, volume, vm_name):
-        if b.status == "deleting":
-            _finish(shell, log, b, functools.partial(remove_now, shell, log))
+    _finish_all(shell, log, layout.list_backups(shell, volume, vm_name), functools.partial(remove_now, shell, log))
 
 
-def _finish(shell: Shell, log, b: BackupSet, remove: Callable[[str], None]) -> None:
-    log.info("Finishing the removal of %s" % b.path)
-    remove(b.path)
-    side = b.path[: -len(layout.DELETING)] + ".gz" + health.GZ_VERIFY_SUFFIX  # a .gz's, killed before condemn dropped it
-    if shell.exists(side):
-        remove(side)
+def _finish_all(shell: Shell, log, backups: Sequence[BackupSet], remove: Callable[[str], None]) -> None:
+    for b in backups:
+        if b.status != "deleting":
+            continue
+        log.info("Finishing the removal of %s" % b.path)
+        remove(b.path)
+        side = b.path[: -len(layout.DELETING)] + ".gz" + health.GZ_VERIFY_SUFFIX  # a .gz's, killed before condemn
+        if shell.exists(side):
+            remove(side)
