@@ -205,3 +205,25 @@ def test_a_record_a_dead_restore_was_writing_goes_and_a_live_ones_stays(tmp_path
     n, lines = sweep(LocalShell(), root)
     assert not os.path.exists(dead_temp) and n == 1, lines
     assert os.path.exists(live_temp), lines
+
+
+def test_an_empty_record_temp_goes_at_once_when_its_writer_is_dead(tmp_path):
+    """SIGKILLed between creating the temp file and writing into it (seen in CI: it then outlived every
+    later cleanup for STALE_AFTER, and stood beside the next restores): the file names its writer's pid,
+    so cleanup removes it at once when that pid is no hotvcb, and leaves it while it is one."""
+    root = str(tmp_path)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    live = subprocess.Popen(["sleep", "60", "hotvcb"])  # a live process whose command line names hotvcb
+    try:
+        name = os.path.basename(restore_scratch.record_of(root + "/copy.hotvcb-restoring"))
+        dead_temp = "%s/.%s.%d-1-abcdef.tmp" % (root, name, dead.pid)
+        live_temp = "%s/.%s.%d-1-abcdef.tmp" % (root, name, live.pid)
+        for path in (dead_temp, live_temp):
+            open(path, "w").close()
+        n, lines = sweep(LocalShell(), root)
+        assert not os.path.exists(dead_temp) and n == 1, lines
+        assert os.path.exists(live_temp), lines
+    finally:
+        live.kill()
+        live.wait()

@@ -61,6 +61,7 @@ from typing import Callable, Iterable, Optional, Set
 from urllib.parse import quote, unquote
 
 from ..errors import HostError, HotvcbError
+from ..pids import is_hotvcb
 from ..runid import RunId, parse
 from ..shell import Shell
 from ..store.lock import HEARTBEAT, STALE_AFTER, host_id
@@ -363,21 +364,27 @@ def _seen_dead(shell: Shell, record: str, text: str, folder: str) -> Optional[bo
 
 
 # the temp file Shell.write_text writes a record through: "." + the record's name + "." + temp_tag() + ".tmp"
-_RECORD_TEMP = re.compile(r"^\.(%s|%s).*%s\.\d+-\d+-[0-9a-f]+\.tmp$" % (
+_RECORD_TEMP = re.compile(r"^\.(?:%s|%s).*%s\.(\d+)-\d+-[0-9a-f]+\.tmp$" % (
     re.escape(PREFIX), re.escape(RESTORING_RECORD), re.escape(RECORD)))
 
 
 def _remove_dead_temp(shell: Shell, path: str, log, me: RunId, dry_run: bool) -> int:
     """A record's temp file left by a restore killed while it wrote the record (before the rename): it
-    holds the record's text, so its owner is known; removed once that owner is dead on this host. One
-    killed before its text was written says nothing, and goes once older than a record can be in writing."""
+    holds the record's text, so its owner is known; removed once that owner is dead on this host.
+
+    One killed between creating the file and writing its text (seen under SIGKILL) is empty: its name
+    still carries the writer's pid (shell.temp_tag), so it goes at once when no hotvcb of that pid lives
+    here. A writer on another machine of a shared datastore is in that window for microseconds; if a
+    cleanup takes its file then, that restore's rename fails and it ends with an error, not a wrong record.
+    Any other unreadable text goes once older than a record can be in writing."""
     try:
-        owner = parse(shell.read_regular(path, RECORD_MAX))
+        text = shell.read_regular(path, RECORD_MAX)
     except HostError:
         return 0
+    owner = parse(text)
     if owner is not None and (owner.machine != me.machine or owner_alive(owner, me)):
         return 0
-    if owner is None and (shell.age(path) or 0) < STALE_AFTER:
+    if owner is None and not (text == "" and not _writer_alive(path)) and (shell.age(path) or 0) < STALE_AFTER:
         return 0
     if dry_run:
         log.info("would remove %s, a record a dead restore was writing" % path)
@@ -389,6 +396,11 @@ def _remove_dead_temp(shell: Shell, path: str, log, me: RunId, dry_run: bool) ->
         log.error("%s -- remove it by hand" % err)
         return 0
     return 1
+
+
+def _writer_alive(path: str) -> bool:
+    found = _RECORD_TEMP.match(path.rsplit("/", 1)[-1])
+    return found is None or is_hotvcb(int(found.group(1)))
 
 
 def _named_ours(name: str) -> bool:
