@@ -135,8 +135,6 @@ class Hiding(LocalBackend):
 
 # --- packs that vanish and come back -------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: verify reports a pack as missing (exit 4) though the fresh "
-                                       "listing names it again and it reads fine")
 @pytest.mark.parametrize("when", ["whole", "any"])  # its whole read, or already its table's
 def test_verify_a_pack_gone_for_one_read_and_listed_again_is_no_damage(tmp_path, when):
     """A pack's whole read fails as gone (an NFS hiccup, or moved and back) and the fresh listing names it
@@ -263,9 +261,6 @@ def test_a_gc_lock_held_by_a_live_process_counts_as_a_gc_at_work(tmp_path, comma
     assert waited, out
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a GC lock left by a dead GC (dead pid here, or older than the grace "
-                                       "period) counts as a GC at work: restore/verify of a lost chunk wait the "
-                                       "whole settle time (600 s by default) before naming it")
 @pytest.mark.parametrize("holder", ["dead-pid-on-this-machine", "other-machine-older-than-grace"])
 @pytest.mark.parametrize("command", ["restore", "verify"])
 def test_a_gc_lock_left_by_a_dead_gc_is_no_gc_at_work(tmp_path, command, holder):
@@ -764,10 +759,6 @@ def test_a_signal_between_packs_ends_verify_with_exit_2_and_then_verify_and_back
     assert r.returncode == 0 and same(tmp_path / "restored" / "web.raw", tmp_path / "web.raw"), r.stdout + r.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: an object that cannot be stat'ed (a symlink loop: ELOOP) under "
-                                       "condemned/ or packs/ ends verify in 'internal error: OSError' and restore "
-                                       "in 'cannot write <target>.hotvcb-restoring' (LocalBackend.list lets "
-                                       "OSError other than ENOENT escape)")
 @pytest.mark.parametrize("where", ["condemned/1000-deadbeef", "packs/ab/" + "ab" * 32])
 @pytest.mark.parametrize("command", ["restore", "verify"])
 def test_an_unreadable_mark_or_pack_entry_is_said_in_one_line_not_an_internal_error(tmp_path, command, where):
@@ -786,8 +777,6 @@ def test_an_unreadable_mark_or_pack_entry_is_said_in_one_line_not_an_internal_er
     assert not (tmp_path / "restored").exists() and leftovers(tmp_path) == []
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a locks/gc that cannot be stat'ed (ELOOP) makes verify --repo end "
-                                       "with exit 1 and no report: the lost chunk and its backups go unnamed")
 def test_an_unreadable_gc_lock_does_not_swallow_verifys_report(tmp_path):
     """Verify's job is the report: whatever it thinks of a lock it cannot read (a GC at work or not), the chunk
     lost for good must still be named with its backup, exit 4."""
@@ -846,9 +835,6 @@ def test_a_second_restore_to_the_same_folder_while_the_first_waits_is_refused_an
     assert sorted(os.listdir(str(target.parent))) == ["web"], os.listdir(str(target.parent))
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a settle_seconds that is a huge JSON integer (1e400 written out) "
-                                       "ends every repository command in 'internal error: OverflowError' "
-                                       "(Repository.open catches ValueError/TypeError, not OverflowError)")
 @pytest.mark.parametrize("command", ["restore", "verify", "list"])
 def test_a_huge_integer_settle_time_is_refused_as_a_damaged_config_in_one_line(tmp_path, command):
     repo, snaps = setup(tmp_path)
