@@ -20,7 +20,7 @@ from . import backup_check, restore_copy, restore_tree
 from .restore_check import Checking, damaged
 from .restore_plan import DiskCopy, Plan, RestoreError
 
-CHECKED = ".hotvcb-checked.vmdk"  # the checked descriptor a clone reads, in the unfinished VM folder (_checked)
+CHECKED = ".hotvcb-checked"  # holds the checked descriptor a clone reads, in the unfinished VM folder (_checked)
 
 
 def fill(host: Hypervisor, req: RestoreRequest, log, plan: Plan, checking: Checking) -> None:
@@ -72,7 +72,7 @@ def _put_disk(host: Hypervisor, req: RestoreRequest, d: DiskCopy, folder: str,
         host.copy_disk(Disk(key=d.key, path=source, datastore="", adapter=d.adapter), dst, fmt, progress)
     finally:
         if source != d.source:
-            shell.remove_tree(source)
+            shell.remove_tree(folder + "/" + CHECKED)
     if source != d.source:
         _unchanged(shell, d)
 
@@ -94,7 +94,8 @@ def _unchanged(shell: Shell, d: DiskCopy) -> None:
 def _checked(shell: Shell, d: DiskCopy, desc: vmdk.Descriptor, folder: str) -> str:
     """The descriptor vmkfstools clones: the text the plan read and checked (every extent beside it,
     backup_check.require_extents_inside; for a sealed backup, the text its checksum proves), written
-    into the unfinished VM folder as CHECKED with its extents named by absolute path in the backup.
+    into the unfinished VM folder's CHECKED folder, under the descriptor's own name (what the clone's
+    messages name), with its extents named by absolute path in the backup.
 
     vmkfstools opens the descriptor it is given by name, so handed the backup's own it would read
     the file again: one swapped after the check (a ghettoVCB backup has no checksums; a sealed one's
@@ -110,7 +111,8 @@ def _checked(shell: Shell, d: DiskCopy, desc: vmdk.Descriptor, folder: str) -> s
         except HostError as err:
             raise HostError("%s: not restoring from it (a disk's file must be a regular file of the backup, "
                             "not a symlink)" % err) from err
-    copy = folder + "/" + CHECKED
+    copy = "%s/%s/%s" % (folder, CHECKED, d.source.rsplit("/", 1)[1])
+    shell.makedirs(folder + "/" + CHECKED)
     shell.write_text(copy, vmdk.anchored(d.text, backup))
     return copy
 
