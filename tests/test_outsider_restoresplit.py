@@ -241,6 +241,36 @@ def test_a_descriptor_swapped_after_the_check_read_it_is_not_cloned_from(site):
     assert r.returncode == 6 and "swapsealed2" not in registered(host) and leftovers(host) == [], out(r)
 
 
+def test_a_descriptor_swapped_between_the_check_and_the_plan_is_refused(site):
+    """A sealed backup of two disks; after the background check read the first descriptor, and before
+    the plan reads it (the plan waits for the inventory question, held until the descriptor's atime
+    shows the check's read), it is swapped for one naming the second disk's flat file (of a name as
+    long: the size health.py compares holds): inside the backup, so the extents check passes, and it
+    stays swapped, so the descriptor still reads as the plan read it after the clone. The check proved one text, the clone would use another: refused as
+    failing verification, nothing registered, nothing left."""
+    host, _conf, _bk = site
+    inside, real = hand_backup(host, "swapplan", disks=(("scsi0:0", "disk.vmdk"), ("scsi0:1", "dis2.vmdk")),
+                               random_bytes=4096)
+    desc = os.path.join(real, "disk.vmdk")
+    other = open(desc).read().replace('"disk-flat.vmdk"', '"dis2-flat.vmdk"')
+    with open(os.path.join(hookdir(host), "other.vmdk"), "w") as f:
+        f.write(other)
+    os.utime(desc, (0, os.stat(desc).st_mtime))
+    with open(os.path.join(hookdir(host), "vimcmd.sh"), "w") as f:
+        f.write('case "$1" in vmsvc/getallvms) /bin/python -c "import os, sys, time\n'
+                'for _ in range(600):\n    if os.stat(sys.argv[1]).st_atime: break\n    time.sleep(0.1)" "%s/disk.vmdk"; '
+                'cat "%s/other.vmdk" > "%s/disk.vmdk";; esac\n' % (inside, hookdir(host), inside))
+    try:
+        r = hotvcb(host, "restore", inside, "--datastore", "datastore1", "--name", "swapplan2",
+                   "--format", "zeroedthick")
+    finally:
+        clear_hooks(host)
+    assert open(desc).read() == other, "the hook did not run: " + out(r)
+    assert r.returncode == 6 and "fails verification" in out(r) and "disk.vmdk" in out(r), out(r)
+    assert not os.path.exists(host.real(DS1 + "/swapplan2")) and "swapplan2" not in registered(host), out(r)
+    assert leftovers(host) == [], leftovers(host)
+
+
 def test_a_thin_self_copy_writes_the_sealed_descriptor_not_one_swapped_in_meanwhile(site):
     """Two disks: the first (monolithicFlat) is cloned by vmkfstools, the second (a VMFS flat disk
     with block digests) copied by hotvcb itself from the plan's descriptor text. While the first is
