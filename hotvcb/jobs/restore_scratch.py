@@ -22,30 +22,29 @@ The VM folder a restore clones into, `<name>.hotvcb-restoring` (restore_plan.RES
 big and is recorded the same way (Records.claim, release), but its name is not unique: a later
 restore under that name makes a folder of the same path, and two restores of one name may claim it
 at once. So its record is named by the folder's path (`.hotvcb-restoring-<digest>.owner`, distinct
-for two targets' folders of one name), and the folder is made first (make_new_dir: of two restores
-at once exactly one makes it) and its record written after, over a dead restore's (atomically,
-write_text). The restore that did not make the folder touches no record: the record is the maker's,
-and the maker's cleanup must find it if the maker is killed. The maker removes its record at the end
-only while it still holds the maker's own text (once the folder got its final name, a later restore
-may make the folder anew and record it). Between making the folder and writing its record the folder
-is empty, and a dead restore's record may still name it: a cleanup deciding just then removes that
-empty folder, and the restore, its folder gone, fails with an error (no VM's data is in it yet); a
-restore killed just there leaves an empty folder no record names, which cleanup cannot tell from a
-live restore's in that instant and leaves (the next restore of the name says it exists: remove the
-empty folder by hand). Cleanup looks at the folder before it reads the record a second time
-(_seen_dead), after it has said what it removes (a log held by a full pipe holds no verdict), so a
-later restore's folder and record made while it decides are seen, and a dead record whose folder was
-not there only loses its record. The folder is then renamed to a scratch folder of the cleanup's own
-(Records.take) and the record read a third time before anything is deleted (_remove_dead):
-unchanged, what was renamed is the dead restore's (or a later restore's still empty, as above),
+for two targets' folders of one name) and a new restore writes its record over a dead one's
+(atomically, write_text) before it makes the folder, which must not exist yet (make_new_dir): a
+dead record is gone before a later folder appears, so it can never name that folder to cleanup. A
+restore that finds the folder there (another restore's, running or killed) refuses before it writes
+anything, so the record, that restore's, stays for cleanup to find. Of two restores that both found
+no folder and both wrote their record, the one make_new_dir refuses removes the record only while
+it holds its own text, and the maker, once its folder is made, writes its record again if another's
+replaced it; and a restore removes its record at the end only while it holds its own text (once the
+folder got its final name, a later restore may make the folder anew and record it). Cleanup looks at
+the folder before it reads the record a second time (_seen_dead), after it has said what it removes
+(a log held by a full pipe holds no verdict), so a later restore's record and folder made while it
+decides are seen, and a dead record whose folder was not there only loses its record. The folder is
+then renamed to a scratch folder of the cleanup's own (Records.take) and the record read a third
+time before anything is deleted (_remove_dead): unchanged, what was renamed is the dead restore's,
 removed where no restore or other cleanup looks; replaced, it goes back. No lock is shared by
-restores and cleanups, so windows stay where nothing of a live restore's data is deleted: cleanup
-removing a dead record just as a later restore replaces it leaves that restore's folder without one
-(kept by cleanup, if that restore is killed too); a live folder renamed in the instant between the
-last look and the rename is back under its name a moment later (a restore writing a new file into
-it right then fails, and removes it as it would on any failure). Only an admin removing a dead
-restore's folder by hand while cleanup removes it, and a new restore remaking it in between, could
-lose a folder.
+restores and cleanups, so windows stay where nothing of a live restore is deleted: cleanup removing a
+dead record just as a later restore replaces it, or of two restores racing for one folder the loser
+writing its record after the maker's last look and then removing it, leaves the maker's folder
+without one (kept by cleanup, if that restore is killed too); a live folder renamed in the instant
+between the last look and the rename is back under its name a moment later (a restore writing a new
+file into it right then fails, and removes it as it would on any failure). Only an admin removing a
+dead restore's folder by hand while cleanup removes it, and a new restore remaking it in between,
+could lose a folder.
 
 A record is the run's line and `path=<folder>`, or `path-quoted=<folder, percent-encoded>` for a
 path with a line break (record_text): a VM name may hold one, which would end the line.
@@ -106,16 +105,9 @@ class Records:
         return self._run
 
     def make(self, target: str) -> str:
-        """A new scratch folder in target, its record written first (the name is this run's alone, so
-        no other restore holds a record of it); its path."""
+        """A new scratch folder in target, its record written first; its path."""
         path = self._scratch_name(target)
-        self._record(path)
-        try:
-            if not self.shell.make_new_dir(path):
-                raise HostError("%s exists" % path)
-        except HostError:
-            self.release(path)
-            raise
+        self.claim(path)
         return path
 
     def take(self, folder: str) -> str:
@@ -139,18 +131,24 @@ class Records:
                                     "%x" % self._made if self._made > 1 else "")
 
     def claim(self, path: str) -> None:
-        """Make the VM folder `path` (which must not exist), then write its record: over the record of
-        a dead restore of the same folder, if any. HostError when it exists (another restore made it
-        first: its record is that restore's, and this one touches none) or cannot be made; a record
-        that cannot be written takes the folder, still empty, with it."""
+        """Make the VM folder `path` (which must not exist), its record written first: over the record of
+        a dead restore of the same folder, if any. HostError when it exists or cannot be made; then this
+        restore leaves no record of its own, and touches none it does not hold: a folder that exists
+        is another restore's, and so is its record (looked at before writing ours); of two restores
+        that both found none, the one make_new_dir refuses removes the record only if it holds its own
+        text, and the maker writes its own again if the loser's replaced it."""
         path = posixpath.normpath(path)
-        if not self.shell.make_new_dir(path):
+        if self.shell.exists(path):
             raise HostError("%s exists: another restore into it started meanwhile" % path)
+        self._record(path)
         try:
-            self._record(path)
+            if not self.shell.make_new_dir(path):
+                raise HostError("%s exists: another restore into it started meanwhile" % path)
         except HostError:
-            self.shell.remove_tree(path)
+            self.release(path)
             raise
+        if not self._holds(record_of(path), path):
+            self._record(path)
 
     def _record(self, path: str) -> None:
         self.shell.write_text(record_of(path), record_text(self.run(), path))
