@@ -164,17 +164,19 @@ def _lacking(repo: Repository, users: Dict[bytes, List[Snapshot]], tables: Dict[
     lacks them too; while a GC may have moved them (`moved`: a pack went while verify ran), until one begun
     the settle time after (docs/repository.md "Verify"). The packs new listings name go into `tables`
     (`seen`: the packs listed so far, each read once)."""
-    since, listed, what = time.monotonic(), float("-inf"), ""
+    since, listed, waited = time.monotonic(), float("-inf"), False
     while True:
         held = {blob.digest for blobs in tables.values() for blob in blobs}
         lacking = sorted(digest for digest in users if digest not in held)
         if not lacking:
             return []
-        what = what or "chunk %s%s in no listed pack" % (
-            lacking[0].hex(), " and %d more" % (len(lacking) - 1) if len(lacking) > 1 else "")
-        if listed >= since and not settle.again(what, since, listed, moved):
-            settle.give_up(what, since, BadChunk(lacking[0], "", "missing from the repository", users[lacking[0]]))
-            return lacking
+        missing = BadChunk(lacking[0], "", "missing from the repository", users[lacking[0]])
+        if listed >= since:
+            if not settle.again("", missing, since, listed, moved, len(lacking) - 1):
+                if waited:
+                    settle.give_up("", missing, since, len(lacking) - 1)
+                return lacking
+            waited = True
         listed = time.monotonic()
         fresh = [info for info in repo.backend.list(PACKS) if info.name not in seen]
         seen.update(info.name for info in fresh)
