@@ -16,8 +16,9 @@ from repotool import (HOUR, PYTHON, ROOT, WAITING, MiB, backup, cli, digests_of,
                       until_waiting)
 from test_repo_gcrace import CountingLists
 
+from hotvcb.repo.backend import LocalBackend
 from hotvcb.repo.reader import restore_disk
-from hotvcb.repo.repository import Repository
+from hotvcb.repo.repository import PACKS, Repository
 from hotvcb.repo.verify import verify
 
 
@@ -221,3 +222,41 @@ def test_two_disks_meeting_one_pack_a_sweep_deleted_wait_for_it_with_one_line_na
     assert len(waits) == 1, out
     assert "in pack %s (needed by " % gone in waits[0] and "web @ " in waits[0] and snap.id in waits[0], out
     assert all(same(tmp_path / "restored" / d.name, d) for d in disks), out
+
+
+class BackFromTheThird(LocalBackend):
+    """This host's listing of packs/: `pack` in the first, gone from it and from reads after that (a read
+    finds it gone, and the fresh listing verify then makes lacks it), back under its name from the third
+    listing after the first on (one said wait later)."""
+
+    def __init__(self, root, pack, aside):
+        super().__init__(root)
+        self.listings, self.pack, self.aside = 0, pack, aside
+
+    def list(self, prefix):
+        if prefix == PACKS:
+            self.listings += 1
+            if self.listings == 4:
+                os.rename(str(self.aside), os.path.join(self.root, self.pack))
+        out = super().list(prefix)
+        if prefix == PACKS and self.listings == 1:
+            os.rename(os.path.join(self.root, self.pack), str(self.aside))
+        return out
+
+
+def test_verify_reads_a_pack_gone_at_its_read_that_a_listing_during_the_wait_names_again(tmp_path):
+    """Verify listed the pack, found it gone when it came to read it, and the fresh listing lacked it too; a
+    listing during the wait for its chunks names it again, so verify reads it (whole: it was to be read) as a
+    restore would, rather than report it and its chunks missing. No GC at work: the pack gone at its read is
+    what makes verify wait. Settle 20 s: the code before this waited that out and reported them."""
+    disk = tmp_path / "disk.raw"
+    make_disk(disk, size=4 * MiB, regions=4)
+    repo = new_repo(tmp_path / "repo", settle=20)
+    pack = first_pack(repo, backup(repo, "web", disk))
+    packs = len(repo.backend.list(PACKS))
+    view = Repository.open(BackFromTheThird(str(tmp_path / "repo"), pack, tmp_path / "aside"))
+    said = []
+    report = verify(view, "all", say=said.append)
+    assert report.ok, report.problems
+    assert view.backend.listings == 4 and len(said) == 1 and WAITING in said[0], (view.backend.listings, said)
+    assert report.packs_read == packs and (tmp_path / "repo" / "verified" / pack.rsplit("/", 1)[-1]).exists()
