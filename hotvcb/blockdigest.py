@@ -216,21 +216,18 @@ def digest_fd(f, block_size, whole=False, on_block=None, check=None, threads=Non
     return digest_blocks(lambda ring: read_blocks(f, block_size, check, ring=ring), block_size, whole, on_block, 1)
 
 
-def _pread_into(fd, view, length, offset):
-    """Read up to `length` bytes at `offset` into `view`; fewer only at EOF. No file position is used,
-    so threads share the descriptor."""
+def _pread(fd, length, offset):
+    """Up to `length` bytes at `offset`; fewer only at EOF. No file position is used, so threads share
+    the descriptor."""
+    parts = []
     got = 0
     while got < length:
-        if hasattr(os, "preadv"):
-            n = os.preadv(fd, [view[got:length]], offset + got)
-        else:  # a host's python before 3.7 (SSH mode)
-            chunk = os.pread(fd, length - got, offset + got)
-            n = len(chunk)
-            view[got:got + n] = chunk
-        if not n:
+        chunk = os.pread(fd, length - got, offset + got)
+        if not chunk:
             break
-        got += n
-    return got
+        parts.append(chunk)
+        got += len(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _digest_spread(fd, block_size, on_block, check, threads):
@@ -244,8 +241,6 @@ def _digest_spread(fd, block_size, on_block, check, threads):
     done = {}  # index -> (digest or None for a hole run, bytes it covers, bytes it should have covered)
 
     def work():
-        buf = bytearray(block_size)
-        view = memoryview(buf)
         try:
             while True:
                 with cond:
@@ -262,9 +257,8 @@ def _digest_spread(fd, block_size, on_block, check, threads):
                     state["taken"] += 1
                 off, length, data = span
                 if data:
-                    got = _pread_into(fd, view, length, off)
-                    d = dig.block_digest(buf if got == block_size else bytes(view[:got])) if got else None
-                    result = (d, got, length)
+                    block = _pread(fd, length, off)
+                    result = (dig.block_digest(block) if block else None, len(block), length)
                 else:
                     result = (None, length, length)
                 with cond:

@@ -92,14 +92,14 @@ def test_a_file_of_one_block_is_hashed_without_threads_and_a_bigger_one_with_the
 
 def test_a_read_error_in_a_hashing_thread_is_raised_and_every_thread_stops(tmp_path, monkeypatch):
     mixed_file(tmp_path / "disk")
-    real = os.preadv
+    real = os.pread
 
-    def failing(fd, buffers, offset):
+    def failing(fd, n, offset):
         if offset >= 5 * MIB:
             raise OSError(5, "Input/output error")
-        return real(fd, buffers, offset)
+        return real(fd, n, offset)
 
-    monkeypatch.setattr(blockdigest.os, "preadv", failing)
+    monkeypatch.setattr(blockdigest.os, "pread", failing)
     before = set(threading.enumerate())
     with open(str(tmp_path / "disk"), "rb", buffering=0) as f:
         with pytest.raises(OSError, match="Input/output"):
