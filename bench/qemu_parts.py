@@ -25,14 +25,14 @@ and of the digest spread over every core, against the copy alone. No target
 """
 
 import os
+import resource
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import resource
-import shutil
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -98,10 +98,10 @@ def main() -> int:
         def one_pass():
             with blockdigest.open_regular(src) as f, open(out, "wb", buffering=0) as w:
                 def written(ring):
-                    for _off, _n, block in blockdigest.read_blocks(f, manifest.BLOCK_SIZE, ring=ring):
-                        if block is not None:
-                            w.write(block)
-                        yield _off, _n, block
+                    for span in blockdigest.read_blocks(f, manifest.BLOCK_SIZE, ring=ring):
+                        if span[2] is not None:
+                            w.write(span[2])
+                        yield span
                 blockdigest.digest_blocks(written, manifest.BLOCK_SIZE)
 
         def startup():
