@@ -93,7 +93,10 @@ class Shell(FileReader, Protocol):
 
     Contracts: paths are the host's; commands are argument lists; every
     failure is a HostError (TimeoutExpired for a bounded wait); `write_text`
-    is atomic (a reader sees the old file or the new one); `make_new_dir` and
+    is atomic (a reader sees the old file or the new one) and durable once it
+    returns (its data and its name; with `sync_folder=False` its data only, for
+    a folder whose last write makes every name in it durable at once);
+    `make_new_dir` and
     `link_new` are atomic claims that return False when the name exists;
     `age` and `touch` use the host's clock; `block_digests` computes where the
     file is and returns None only when the host cannot (no python), and with
@@ -113,7 +116,7 @@ class Shell(FileReader, Protocol):
     def run(self, argv: Sequence[str], *, timeout: Optional[float] = 600, idle_timeout: Optional[float] = None,
             on_output: Optional[OutputCallback] = None, interruptible: bool = True) -> "Completed": ...
 
-    def write_text(self, path: str, text: str) -> None: ...
+    def write_text(self, path: str, text: str, *, sync_folder: bool = True) -> None: ...
 
     def open_binary(self, path: str) -> Readable: ...
 
@@ -234,11 +237,13 @@ class LocalShell:
         except OSError as err:
             raise HostError("cannot read %s: %s" % (path, err.strerror)) from err
 
-    def write_text(self, path: str, text: str) -> None:
-        """Write atomically: temp file, fsync, rename, fsync the folder.
+    def write_text(self, path: str, text: str, *, sync_folder: bool = True) -> None:
+        """Write atomically: temp file, fsync, rename, fsync the folder (`sync_folder`).
 
         The temp name is the writer's own: two runs recording one file at once (two verifies of
-        one backup) would otherwise rename each other's half-written temp into place.
+        one backup) would otherwise rename each other's half-written temp into place. A writer
+        filling a folder of its own leaves the folder's fsync to its last write there: one fsync
+        then makes every name in it durable, where each write's own cost one each (seal.py).
         """
         folder = os.path.dirname(path) or "."
         tmp = os.path.join(folder, ".%s.%s.tmp" % (os.path.basename(path), temp_tag()))
@@ -248,7 +253,8 @@ class LocalShell:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-            fsync_dir(folder)
+            if sync_folder:
+                fsync_dir(folder)
         except OSError as err:
             try:
                 os.unlink(tmp)

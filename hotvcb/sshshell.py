@@ -321,8 +321,9 @@ class SshShell:
             raise HostError("cannot run %s: %s" % (SSH, err.strerror or err)) from err
         return sh.RemoteReader(proc, path)
 
-    def write_text(self, path: str, text: str) -> None:
-        """Write atomically: temp file in the same folder, sync, rename."""
+    def write_text(self, path: str, text: str, *, sync_folder: bool = True) -> None:
+        """Write atomically: temp file in the same folder, sync, rename. The host's `sync` has no
+        folder of its own to leave out (`sync_folder`): each write is as durable as it gets."""
         folder, name = _split(path)
         tmp = "%s/.%s.%s.tmp" % (folder, name, temp_tag())  # the writer's own, as LocalShell's
         self._must("cannot write %s" % path, sh.WRITE, path, tmp, data=text.encode("utf-8"))

@@ -149,9 +149,9 @@ class ScannedShell:
     def touch(self, path: str) -> None:
         self.shell.touch(path)  # a heartbeat: changes no answer the scan gives
 
-    def write_text(self, path: str, text: str) -> None:
+    def write_text(self, path: str, text: str, *, sync_folder: bool = True) -> None:
         self._changed()
-        self.shell.write_text(path, text)
+        self.shell.write_text(path, text, sync_folder=sync_folder)
 
     def makedirs(self, path: str) -> None:
         self._changed()

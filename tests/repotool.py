@@ -1,6 +1,8 @@
 """Helpers for the repository tests: disks with holes and mixed data, a stand-in
-for the keep rules, ageing a repository, and a command line so a test can run a
-backup, prune or GC in a process of its own (and SIGKILL it).
+for the keep rules, ageing a repository, a pack hidden from the listing while a
+GC mark waits and the CLI's restore or verify that waits for it, and a command
+line so a test can run a backup, prune or GC in a process of its own (and
+SIGKILL it).
 
     python3 tests/repotool.py backup REPO VM DISK [DISK...]
     python3 tests/repotool.py prune REPO KEEP_LAST
@@ -20,7 +22,8 @@ if ROOT not in sys.path:
 
 from hotvcb.repo import gc, prune  # noqa: E402
 from hotvcb.repo.backend import LocalBackend  # noqa: E402
-from hotvcb.repo.repository import Repository  # noqa: E402
+from hotvcb.repo.format import dumps  # noqa: E402
+from hotvcb.repo.repository import CONDEMNED, PACKS, Repository  # noqa: E402
 from hotvcb.repo.writer import BackupWriter  # noqa: E402
 
 MiB = 1 << 20
@@ -110,6 +113,74 @@ def corrupt_chunk(repo_path, repo, pack, digest):
         b = f.read(1)
         f.seek(-1, 1)
         f.write(bytes([b[0] ^ 0xFF]))
+
+
+# --- a pack this host's listing lacks, and the restore or verify that waits for it (repo/settle.py) ------------
+
+HOUR = 3600  # a settle time no test waits out: a wait that began and never ends is caught by a test's timeout
+WAITING = "waiting up to"  # the line restore and verify say once a wait for a lagging listing begins
+
+
+def first_pack(repo, snap):
+    """The pack holding the first chunk of the backup's first disk."""
+    return repo.chunk_map()[repo.disk_index(snap.disks[0]).entries[0][1]].pack
+
+
+def digests_of(repo, pack):
+    """The chunks `pack` holds, in hex: what a line naming a lost one shows."""
+    return {blob.digest.hex() for blob in repo.pack_blobs(pack, repo.backend.stat(pack).size)}
+
+
+def mark_waiting(repo_path):
+    """A GC on another host is at work: its mark of packs to delete waits (naming one no listing names, as
+    it may)."""
+    Repository.open(LocalBackend(str(repo_path))).backend.put_new(
+        CONDEMNED + "1000-0badf00d", dumps({"format": "hotvcb-condemned", "version": 1,
+                                             "packs": [PACKS + "00/" + "0" * 64]}))
+
+
+def hide(repo_path, pack, aside):
+    """Move `pack` out of the repository to `aside`: what a listing that does not show it yet looks like.
+    Returns the call that puts it back (the listing caught up)."""
+    inside = os.path.join(str(repo_path), pack)
+    os.rename(inside, str(aside))
+    return lambda: os.rename(str(aside), inside)
+
+
+def restore_or_verify(command, tmp_path, snap):
+    """The command line of a restore of `snap` into tmp_path/restored, or of a verify, of the repository at
+    tmp_path/repo."""
+    if command == "restore":
+        return ("restore", "--repo", tmp_path / "repo", snap.id, "--to", tmp_path / "restored")
+    return ("verify", "--repo", tmp_path / "repo")
+
+
+def start(*args):
+    """The CLI in a process of its own, its output (stdout and stderr) read line by line."""
+    return subprocess.Popen([PYTHON, "-m", "hotvcb"] + [str(a) for a in args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
+
+
+def until_waiting(proc):
+    """The output up to and including the line that says the command waits (fails if it ends first)."""
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if WAITING in line:
+            return "".join(seen)
+    proc.wait(timeout=60)
+    raise AssertionError("ended (%s) without waiting:\n%s" % (proc.returncode, "".join(seen)))
+
+
+def finish(proc, timeout=120):
+    """(exit code, the rest of its output); killed if it has not ended within `timeout`."""
+    try:
+        rest, _ = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, rest
 
 
 def main(argv):

@@ -108,11 +108,12 @@ def wait_for(predicate, timeout=30.0, what="condition"):
     raise AssertionError("timed out waiting for " + what)
 
 
-def wrap_tool(host: Host, tool: str, before: str) -> None:
-    """The shell `before` runs in front of the host's `tool` (vim-cmd, vmware) on every call, with
-    the call's arguments in "$@", then the real tool: a hostd that is slow or misbehaves, in the
-    host's own /bin as hostd's answers come, without touching the simulator."""
-    path = host.store.p("root", "usr_bin", "upper", tool)
+def wrap_tool(host: Host, tool: str, before: str, layer: str = "usr_bin") -> None:
+    """The shell `before` runs in front of the host's `tool` (vim-cmd, vmware; vmkfstools with
+    `layer="usr_sbin"`) on every call, with the call's arguments in "$@", then the real tool: a
+    hostd that is slow or misbehaves, in the host's own /bin as hostd's answers come, without
+    touching the simulator."""
+    path = host.store.p("root", layer, "upper", tool)
     os.rename(path, path + ".real")
     with open(path, "w") as f:
         f.write('#!/bin/sh\n%s\nexec "$0.real" "$@"\n' % before)

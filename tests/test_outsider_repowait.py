@@ -11,28 +11,18 @@ import signal
 import subprocess
 
 import pytest
-from repotool import (PYTHON, ROOT, MiB, age, backup, cli, keep_last, make_disk, new_repo, one_clear_line, same,
-                      scatter)
+from repotool import (HOUR, PYTHON, ROOT, WAITING, MiB, age, backup, cli, digests_of, finish, first_pack, hide,
+                      keep_last, make_disk, mark_waiting, new_repo, one_clear_line, restore_or_verify, same, scatter,
+                      start, until_waiting)
 
 from hotvcb.repo import gc, prune
 from hotvcb.repo.backend import LocalBackend, NotFound
 from hotvcb.repo.format import CONFIG, dumps
 from hotvcb.repo.reader import restore_disk
-from hotvcb.repo.repository import CONDEMNED, PACKS, Repository
+from hotvcb.repo.repository import PACKS, Repository
 from hotvcb.repo.verify import verify
 
-HOUR = 3600
-WAITING = "waiting up to"
-
-
 # --- helpers ------------------------------------------------------------------------------------------
-
-def mark_waiting(repo_path):
-    """A GC mark waiting (another host's GC at work), naming a pack that is not there."""
-    Repository.open(LocalBackend(str(repo_path))).backend.put_new(
-        CONDEMNED + "1000-0badf00d", dumps({"format": "hotvcb-condemned", "version": 1,
-                                             "packs": [PACKS + "00/" + "0" * 64]}))
-
 
 def setup(tmp_path, settle=HOUR, vms=("web",), size=4 * MiB):
     """A repository with one backup per VM (disks of their own, no chunk shared). Returns (repo, {vm: snap})."""
@@ -46,19 +36,6 @@ def setup(tmp_path, settle=HOUR, vms=("web",), size=4 * MiB):
             f.write(("%-100s" % vm).encode())
         snaps[vm] = backup(repo, vm, disk)
     return repo, snaps
-
-
-def first_pack(repo, snap):
-    return repo.chunk_map()[repo.disk_index(snap.disks[0]).entries[0][1]].pack
-
-
-def digests_of(repo, pack):
-    return {b.digest.hex() for b in repo.pack_blobs(pack, repo.backend.stat(pack).size)}
-
-
-def start(*args):
-    return subprocess.Popen([PYTHON, "-m", "hotvcb"] + [str(a) for a in args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
 
 
 def run_unless_waiting(*args):
@@ -78,26 +55,6 @@ def run_unless_waiting(*args):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-
-
-def until_waiting(proc):
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if WAITING in line:
-            return "".join(seen)
-    proc.wait(timeout=60)
-    pytest.fail("ended (%s) without waiting:\n%s" % (proc.returncode, "".join(seen)))
-
-
-def finish(proc, timeout=60):
-    try:
-        rest, _ = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return proc.returncode, rest
 
 
 def dead_pid():
@@ -135,8 +92,6 @@ class Hiding(LocalBackend):
 
 # --- packs that vanish and come back -------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: verify reports a pack as missing (exit 4) though the fresh "
-                                       "listing names it again and it reads fine")
 @pytest.mark.parametrize("when", ["whole", "any"])  # its whole read, or already its table's
 def test_verify_a_pack_gone_for_one_read_and_listed_again_is_no_damage(tmp_path, when):
     """A pack's whole read fails as gone (an NFS hiccup, or moved and back) and the fresh listing names it
@@ -199,8 +154,7 @@ def test_a_garbage_settle_time_is_refused_in_one_line(tmp_path, value, command):
     mark_waiting(tmp_path / "repo")
     os.remove(str(tmp_path / "repo" / first_pack(repo, snaps["web"])))
     _set_settle(tmp_path / "repo", value)
-    args = (("restore", "--repo", tmp_path / "repo", snaps["web"].id, "--to", tmp_path / "restored")
-            if command == "restore" else ("verify", "--repo", tmp_path / "repo"))
+    args = restore_or_verify(command, tmp_path, snaps["web"])
     code, out, waited = run_unless_waiting(*args)
     assert not waited and code == 1, out
     assert "Traceback" not in out and "internal error" not in out and "config" in out, out
@@ -213,8 +167,7 @@ def test_a_huge_settle_time_is_waited_with_a_sane_line_and_sigterm_still_ends_it
     mark_waiting(tmp_path / "repo")
     os.remove(str(tmp_path / "repo" / first_pack(repo, snaps["web"])))
     _set_settle(tmp_path / "repo", "1e300")
-    proc = start(*(("restore", "--repo", tmp_path / "repo", snaps["web"].id, "--to", tmp_path / "restored")
-                   if command == "restore" else ("verify", "--repo", tmp_path / "repo")))
+    proc = start(*restore_or_verify(command, tmp_path, snaps["web"]))
     before = until_waiting(proc)
     proc.send_signal(signal.SIGTERM)
     code, rest = finish(proc)
@@ -249,8 +202,7 @@ def _lost_with_lock(tmp_path, command, machine, pid, age_s=0):
     held = digests_of(repo, pack)
     os.remove(str(tmp_path / "repo" / pack))
     _lock(repo, machine, pid, age_s)
-    args = (("restore", "--repo", tmp_path / "repo", snaps["web"].id, "--to", tmp_path / "restored")
-            if command == "restore" else ("verify", "--repo", tmp_path / "repo"))
+    args = restore_or_verify(command, tmp_path, snaps["web"])
     code, out, waited = run_unless_waiting(*args)
     return code, out, waited, held
 
@@ -263,9 +215,6 @@ def test_a_gc_lock_held_by_a_live_process_counts_as_a_gc_at_work(tmp_path, comma
     assert waited, out
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a GC lock left by a dead GC (dead pid here, or older than the grace "
-                                       "period) counts as a GC at work: restore/verify of a lost chunk wait the "
-                                       "whole settle time (600 s by default) before naming it")
 @pytest.mark.parametrize("holder", ["dead-pid-on-this-machine", "other-machine-older-than-grace"])
 @pytest.mark.parametrize("command", ["restore", "verify"])
 def test_a_gc_lock_left_by_a_dead_gc_is_no_gc_at_work(tmp_path, command, holder):
@@ -303,9 +252,8 @@ def test_a_mark_that_does_not_read_neither_hangs_nor_crashes_verify_or_restore(t
         name.write_bytes(dumps({"format": "hotvcb-condemned", "version": 99, "packs": []}))
     else:
         name.write_bytes(dumps({"format": "hotvcb-condemned", "version": 1}))
-    for args in (("verify", "--repo", tmp_path / "repo"),
-                 ("restore", "--repo", tmp_path / "repo", snaps["web"].id, "--to", tmp_path / "restored")):
-        code, out, waited = run_unless_waiting(*args)
+    for command in ("verify", "restore"):
+        code, out, waited = run_unless_waiting(*restore_or_verify(command, tmp_path, snaps["web"]))
         assert not waited and code in (1, 4), out
         assert "Traceback" not in out and "internal error" not in out and "needed by web" in out, out
     assert not (tmp_path / "restored").exists() and leftovers(tmp_path) == []
@@ -337,7 +285,7 @@ def test_a_gc_lock_that_is_a_fifo_does_not_block_verify(tmp_path):
 def test_a_signal_during_verifys_wait_ends_it_with_exit_2(tmp_path, sig):
     repo, snaps = setup(tmp_path)
     mark_waiting(tmp_path / "repo")
-    os.rename(str(tmp_path / "repo" / first_pack(repo, snaps["web"])), str(tmp_path / "aside"))
+    hide(tmp_path / "repo", first_pack(repo, snaps["web"]), tmp_path / "aside")
     proc = start("verify", "--repo", tmp_path / "repo", "--json")
     before = until_waiting(proc)
     proc.send_signal(sig)
@@ -350,14 +298,12 @@ def test_a_signal_during_verifys_wait_ends_it_with_exit_2(tmp_path, sig):
 def test_after_a_verify_killed_in_its_wait_verify_backup_and_restore_work(tmp_path, sig):
     repo, snaps = setup(tmp_path)
     mark_waiting(tmp_path / "repo")
-    pack = first_pack(repo, snaps["web"])
-    inside = str(tmp_path / "repo" / pack)
-    os.rename(inside, str(tmp_path / "aside"))
+    back = hide(tmp_path / "repo", first_pack(repo, snaps["web"]), tmp_path / "aside")
     proc = start("verify", "--repo", tmp_path / "repo")
     until_waiting(proc)
     proc.send_signal(sig)
     finish(proc)
-    os.rename(str(tmp_path / "aside"), inside)  # the listing caught up
+    back()  # the listing caught up
     r = cli("verify", "--repo", tmp_path / "repo")
     assert r.returncode == 0 and "OK" in r.stdout, r.stdout + r.stderr
     scatter(str(tmp_path / "web.raw"), 8)
@@ -406,12 +352,11 @@ def test_verify_json_stays_a_clean_document_on_stdout_when_it_waited(tmp_path):
 def test_two_verifies_at_once_both_wait_and_both_pass_once_the_pack_is_back(tmp_path):
     repo, snaps = setup(tmp_path, vms=("web", "db"))
     mark_waiting(tmp_path / "repo")
-    inside = str(tmp_path / "repo" / first_pack(repo, snaps["web"]))
-    os.rename(inside, str(tmp_path / "aside"))
+    back = hide(tmp_path / "repo", first_pack(repo, snaps["web"]), tmp_path / "aside")
     procs = [start("verify", "--repo", tmp_path / "repo"), start("verify", "--repo", tmp_path / "repo")]
     try:
         outs = [until_waiting(p) for p in procs]
-        os.rename(str(tmp_path / "aside"), inside)
+        back()
         results = [finish(p) for p in procs]
     finally:
         for p in procs:
@@ -552,8 +497,7 @@ def test_restore_of_a_truly_lost_second_disk_leaves_no_folder_and_no_scratch(tmp
 def test_restore_sigkilled_in_its_wait_leaves_a_folder_the_next_restore_clears(tmp_path):
     repo, snaps = setup(tmp_path)
     mark_waiting(tmp_path / "repo")
-    inside = str(tmp_path / "repo" / first_pack(repo, snaps["web"]))
-    os.rename(inside, str(tmp_path / "aside"))
+    back = hide(tmp_path / "repo", first_pack(repo, snaps["web"]), tmp_path / "aside")
     target = tmp_path / "out" / "web"
     target.parent.mkdir()
     proc = start("restore", "--repo", tmp_path / "repo", snaps["web"].id, "--to", target)
@@ -562,7 +506,7 @@ def test_restore_sigkilled_in_its_wait_leaves_a_folder_the_next_restore_clears(t
     proc.wait()
     proc.stdout.close()
     assert not target.exists()  # whatever is left does not look like a complete restore
-    os.rename(str(tmp_path / "aside"), inside)
+    back()
     r = cli("restore", "--repo", tmp_path / "repo", snaps["web"].id, "--to", target)
     assert r.returncode == 0, r.stdout + r.stderr
     assert same(target / "web.raw", tmp_path / "web.raw")
@@ -573,7 +517,7 @@ def test_restore_sigkilled_in_its_wait_leaves_a_folder_the_next_restore_clears(t
 def test_restore_ended_in_its_wait_by_another_signal_exits_2_and_leaves_nothing(tmp_path, sig):
     repo, snaps = setup(tmp_path)
     mark_waiting(tmp_path / "repo")
-    os.rename(str(tmp_path / "repo" / first_pack(repo, snaps["web"])), str(tmp_path / "aside"))
+    hide(tmp_path / "repo", first_pack(repo, snaps["web"]), tmp_path / "aside")
     target = tmp_path / "out" / "web"
     target.parent.mkdir()
     proc = start("restore", "--repo", tmp_path / "repo", snaps["web"].id, "--to", target)
@@ -642,8 +586,7 @@ def test_a_wait_ends_soon_after_the_gc_finishes_when_the_chunk_is_still_nowhere(
     pack = first_pack(repo, snaps["web"])
     held = digests_of(repo, pack)
     os.remove(str(tmp_path / "repo" / pack))
-    proc = start(*(("restore", "--repo", tmp_path / "repo", snaps["web"].id, "--to", tmp_path / "restored")
-                   if command == "restore" else ("verify", "--repo", tmp_path / "repo")))
+    proc = start(*restore_or_verify(command, tmp_path, snaps["web"]))
     before = until_waiting(proc)
     for name in os.listdir(str(tmp_path / "repo" / "condemned")):
         os.remove(str(tmp_path / "repo" / "condemned" / name))
@@ -764,10 +707,6 @@ def test_a_signal_between_packs_ends_verify_with_exit_2_and_then_verify_and_back
     assert r.returncode == 0 and same(tmp_path / "restored" / "web.raw", tmp_path / "web.raw"), r.stdout + r.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: an object that cannot be stat'ed (a symlink loop: ELOOP) under "
-                                       "condemned/ or packs/ ends verify in 'internal error: OSError' and restore "
-                                       "in 'cannot write <target>.hotvcb-restoring' (LocalBackend.list lets "
-                                       "OSError other than ENOENT escape)")
 @pytest.mark.parametrize("where", ["condemned/1000-deadbeef", "packs/ab/" + "ab" * 32])
 @pytest.mark.parametrize("command", ["restore", "verify"])
 def test_an_unreadable_mark_or_pack_entry_is_said_in_one_line_not_an_internal_error(tmp_path, command, where):
@@ -776,8 +715,7 @@ def test_an_unreadable_mark_or_pack_entry_is_said_in_one_line_not_an_internal_er
     path = tmp_path / "repo" / where
     path.parent.mkdir(parents=True, exist_ok=True)
     os.symlink(path.name, str(path))  # points at itself: stat fails with ELOOP
-    args = (("restore", "--repo", tmp_path / "repo", snaps["web"].id, "--to", tmp_path / "restored")
-            if command == "restore" else ("verify", "--repo", tmp_path / "repo"))
+    args = restore_or_verify(command, tmp_path, snaps["web"])
     code, out, waited = run_unless_waiting(*args)
     assert not waited and code in (1, 4), out
     assert "Traceback" not in out and "internal error" not in out, out
@@ -786,8 +724,6 @@ def test_an_unreadable_mark_or_pack_entry_is_said_in_one_line_not_an_internal_er
     assert not (tmp_path / "restored").exists() and leftovers(tmp_path) == []
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a locks/gc that cannot be stat'ed (ELOOP) makes verify --repo end "
-                                       "with exit 1 and no report: the lost chunk and its backups go unnamed")
 def test_an_unreadable_gc_lock_does_not_swallow_verifys_report(tmp_path):
     """Verify's job is the report: whatever it thinks of a lock it cannot read (a GC at work or not), the chunk
     lost for good must still be named with its backup, exit 4."""
@@ -811,8 +747,7 @@ def test_giving_up_names_every_backup_that_shares_the_lost_chunk_and_no_other(tm
     web2 = backup(repo, "web", tmp_path / "web.raw")
     mark_waiting(tmp_path / "repo")
     os.remove(str(tmp_path / "repo" / first_pack(repo, snaps["web"])))
-    r = cli(*(("restore", "--repo", tmp_path / "repo", web2.id, "--to", tmp_path / "restored")
-              if command == "restore" else ("verify", "--repo", tmp_path / "repo")))
+    r = cli(*restore_or_verify(command, tmp_path, web2))
     out = r.stdout + r.stderr
     assert r.returncode == (1 if command == "restore" else 4), out
     (gave_up,) = [l for l in out.splitlines() if "gave up waiting" in l]
@@ -824,8 +759,7 @@ def test_giving_up_names_every_backup_that_shares_the_lost_chunk_and_no_other(tm
 def test_a_second_restore_to_the_same_folder_while_the_first_waits_is_refused_and_the_first_completes(tmp_path):
     repo, snaps = setup(tmp_path)
     mark_waiting(tmp_path / "repo")
-    inside = str(tmp_path / "repo" / first_pack(repo, snaps["web"]))
-    os.rename(inside, str(tmp_path / "aside"))
+    back = hide(tmp_path / "repo", first_pack(repo, snaps["web"]), tmp_path / "aside")
     target = tmp_path / "out" / "web"
     target.parent.mkdir()
     first = start("restore", "--repo", tmp_path / "repo", snaps["web"].id, "--to", target)
@@ -835,7 +769,7 @@ def test_a_second_restore_to_the_same_folder_while_the_first_waits_is_refused_an
                                                target)
         assert not waited and code == 1 and "Traceback" not in out, out
         assert "another restore" in out or "exists" in out, out
-        os.rename(str(tmp_path / "aside"), inside)
+        back()
         code1, rest = finish(first)
     finally:
         if first.poll() is None:
@@ -846,9 +780,6 @@ def test_a_second_restore_to_the_same_folder_while_the_first_waits_is_refused_an
     assert sorted(os.listdir(str(target.parent))) == ["web"], os.listdir(str(target.parent))
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a settle_seconds that is a huge JSON integer (1e400 written out) "
-                                       "ends every repository command in 'internal error: OverflowError' "
-                                       "(Repository.open catches ValueError/TypeError, not OverflowError)")
 @pytest.mark.parametrize("command", ["restore", "verify", "list"])
 def test_a_huge_integer_settle_time_is_refused_as_a_damaged_config_in_one_line(tmp_path, command):
     repo, snaps = setup(tmp_path)

@@ -96,7 +96,7 @@ def test_sigterm_while_the_targets_free_space_hangs_in_parallel_mode(host, tmp_p
         problems.append("exit %s" % code)
     calls = [(e["event"], e["args"][0]) for e in proclog.read(host) if e["tool"] == "vim-cmd"]
     # a snapshot.create the signal cut may still finish in hostd: the run watches for it for up to a
-    # minute (jobs/backup.py _cleanup) rather than leave a snapshot behind; else it ends at once
+    # minute (jobs/backup_end.py) rather than leave a snapshot behind; else it ends at once
     cut = calls.count(("start", "vmsvc/snapshot.create")) > calls.count(("end", "vmsvc/snapshot.create"))
     if took >= (70 if cut else 15):
         problems.append("ended %d s after SIGTERM" % took)

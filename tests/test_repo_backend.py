@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+from hotvcb.errors import RepoError
 from hotvcb.repo.backend import LocalBackend, NotFound
 
 
@@ -75,6 +76,18 @@ def test_forget_uploads_discards_only_old_ones(tmp_path):
     assert backend.forget_uploads(3600) == 1
     assert not os.path.exists(old.path) and os.path.exists(young.path)
     assert backend.put_new_file("y", young) and backend.get("y") == b"y"
+
+
+def test_an_entry_list_cannot_stat_is_an_error_naming_it_not_skipped(tmp_path):
+    """A symlink loop under packs/: skipping it would hide a pack from GC and verify alike, and an OSError
+    would reach the user as an internal error (or be blamed on a restore's target)."""
+    backend = LocalBackend(str(tmp_path))
+    backend.put_new("packs/ab/good", b"x")
+    os.symlink("loop", str(tmp_path / "packs" / "ab" / "loop"))
+    with pytest.raises(RepoError, match="packs/ab/loop") as caught:
+        backend.list("packs/")
+    assert not isinstance(caught.value, NotFound)
+    assert [i.name for i in backend.list("snapshots/")] == []  # other prefixes list as before
 
 
 def test_names_cannot_escape_the_repository(backend):

@@ -8,19 +8,15 @@ above the tests' timeouts."""
 
 import os
 import signal
-import subprocess
 
 import pytest
-from repotool import PYTHON, ROOT, MiB, backup, cli, make_disk, new_repo, one_clear_line, same
+from repotool import (HOUR, WAITING, MiB, backup, cli, digests_of, finish, first_pack, hide, make_disk,
+                      mark_waiting, new_repo, one_clear_line, restore_or_verify, same, start, until_waiting)
 from test_repo_gcrace import CountingLists
 
-from hotvcb.repo.format import dumps
 from hotvcb.repo.reader import restore_disk
-from hotvcb.repo.repository import CONDEMNED, PACKS, Repository
+from hotvcb.repo.repository import Repository
 from hotvcb.repo.verify import verify
-
-HOUR = 3600
-WAITING = "waiting up to"
 
 
 def lagging(tmp_path, settle, gc_at_work=True):
@@ -30,14 +26,11 @@ def lagging(tmp_path, settle, gc_at_work=True):
     make_disk(disk, size=4 * MiB, regions=4)
     repo = new_repo(tmp_path / "repo", settle=settle)
     snap = backup(repo, "web", disk)
-    pack = repo.chunk_map()[repo.disk_index(snap.disks[0]).entries[0][1]].pack
-    held = {blob.digest.hex() for blob in repo.pack_blobs(pack, repo.backend.stat(pack).size)}
-    if gc_at_work:  # a GC on another host condemned packs (here: one named by no listing, as it may be)
-        repo.backend.put_new(CONDEMNED + "1000-5e771e00", dumps({"format": "hotvcb-condemned", "version": 1,
-                                                                  "packs": [PACKS + "00/" + "0" * 64]}))
-    inside, aside = tmp_path / "repo" / pack, tmp_path / "aside"
-    os.rename(str(inside), str(aside))
-    return snap, lambda: os.rename(str(aside), str(inside)), pack, held
+    pack = first_pack(repo, snap)
+    held = digests_of(repo, pack)
+    if gc_at_work:
+        mark_waiting(tmp_path / "repo")
+    return snap, hide(tmp_path / "repo", pack, tmp_path / "aside"), pack, held
 
 
 def back_at_listing(tmp_path, nth, back):
@@ -51,45 +44,10 @@ def back_at_listing(tmp_path, nth, back):
     return Repository.open(CountingLists(str(tmp_path / "repo"), on_list))
 
 
-def start(*args):
-    """The CLI in a process of its own, its output (stdout and stderr) read line by line."""
-    return subprocess.Popen([PYTHON, "-m", "hotvcb"] + [str(a) for a in args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
-
-
-def until_waiting(proc):
-    """The output up to and including the line that says the command waits (fails if it ends first)."""
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if WAITING in line:
-            return "".join(seen)
-    proc.wait(timeout=60)
-    pytest.fail("ended (%s) without waiting:\n%s" % (proc.returncode, "".join(seen)))
-
-
-def finish(proc, timeout=120):
-    try:
-        rest, _ = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return proc.returncode, rest
-
-
-def restore_cmd(tmp_path, snap):
-    return ("restore", "--repo", tmp_path / "repo", snap.id, "--to", tmp_path / "restored")
-
-
-def verify_cmd(tmp_path):
-    return ("verify", "--repo", tmp_path / "repo")
-
-
 @pytest.mark.parametrize("command", ["restore", "verify"])
 def test_a_pack_the_listing_lacks_while_a_gc_is_at_work_is_waited_for_once_said_and_found(tmp_path, command):
     snap, back, pack, held = lagging(tmp_path, settle=HOUR)
-    proc = start(*(restore_cmd(tmp_path, snap) if command == "restore" else verify_cmd(tmp_path)))
+    proc = start(*restore_or_verify(command, tmp_path, snap))
     try:
         before = until_waiting(proc)
         assert "settle_seconds" in before and "a GC on another host may be moving packs" in before, before
@@ -114,12 +72,11 @@ def test_a_pack_the_listing_lacks_while_a_gc_is_at_work_is_waited_for_once_said_
 def test_a_pack_gone_for_good_while_a_gc_is_at_work_is_given_up_on_at_the_settle_time_naming_its_backups(
         tmp_path, command):
     snap, _back, _pack, held = lagging(tmp_path, settle=1)
+    r = cli(*restore_or_verify(command, tmp_path, snap))
     if command == "restore":
-        r = cli(*restore_cmd(tmp_path, snap))
         assert r.returncode != 0 and not (tmp_path / "restored").exists(), r.stdout + r.stderr
         one_clear_line(r)
     else:
-        r = cli(*verify_cmd(tmp_path))
         assert r.returncode == 4, r.stdout + r.stderr
     out = r.stdout + r.stderr
     assert out.count(WAITING) == 1, out
@@ -130,7 +87,7 @@ def test_a_pack_gone_for_good_while_a_gc_is_at_work_is_given_up_on_at_the_settle
 @pytest.mark.parametrize("command", ["restore", "verify"])
 def test_sigterm_during_the_wait_ends_the_command_at_once_with_exit_2(tmp_path, command):
     snap, _back, _pack, _held = lagging(tmp_path, settle=HOUR)
-    proc = start(*(restore_cmd(tmp_path, snap) if command == "restore" else verify_cmd(tmp_path)))
+    proc = start(*restore_or_verify(command, tmp_path, snap))
     before = until_waiting(proc)
     proc.send_signal(signal.SIGTERM)
     code, rest = finish(proc, timeout=60)  # an hour-long wait not cut short would time out here
@@ -144,7 +101,7 @@ def test_sigterm_during_the_wait_ends_the_command_at_once_with_exit_2(tmp_path, 
 def test_a_pack_the_listing_lacks_with_no_gc_at_work_is_named_at_once(tmp_path, command):
     """Nothing can have moved it (no GC lock, no mark): waiting an hour in silence would only delay the news."""
     snap, _back, _pack, held = lagging(tmp_path, settle=HOUR, gc_at_work=False)
-    r = cli(*(restore_cmd(tmp_path, snap) if command == "restore" else verify_cmd(tmp_path)))
+    r = cli(*restore_or_verify(command, tmp_path, snap))
     out = r.stdout + r.stderr
     assert r.returncode == (4 if command == "verify" else 1) and any(digest in out for digest in held), out
     assert "missing from the repository" in out and WAITING not in out and "gave up" not in out, out

@@ -8,6 +8,7 @@ of the contract, so a shell that breaks it fails here, not in a backup.
 
 import hashlib
 import os
+import stat
 import time
 
 import pytest
@@ -49,6 +50,25 @@ def test_text_round_trips_atomically_under_odd_names(shell, tmp_path):
     assert sorted(os.listdir(str(tmp_path))) == [ODD + ".vmx"], "no temp file is left beside it"
     with pytest.raises(HostError):
         shell.read_text(str(tmp_path / "missing"))
+
+
+def test_a_write_that_leaves_its_folder_unsynced_is_as_atomic(shell, tmp_path):
+    path = str(tmp_path / (ODD + ".json"))
+    shell.write_text(path, "first\n", sync_folder=False)
+    shell.write_text(path, "second\n", sync_folder=False)
+    assert shell.read_text(path) == "second\n"
+    assert sorted(os.listdir(str(tmp_path))) == [ODD + ".json"], "no temp file is left beside it"
+
+
+def test_a_local_write_fsyncs_its_data_always_and_its_folder_unless_told_not_to(tmp_path, monkeypatch):
+    synced = []  # per fsync: was it a folder's
+    fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(stat.S_ISDIR(os.fstat(fd).st_mode)) or fsync(fd))
+    path = str(tmp_path / "hotvcb.json")
+    LocalShell().write_text(path, "{}\n", sync_folder=False)
+    assert synced == [False]
+    LocalShell().write_text(path, "{}\n")
+    assert synced == [False, False, True]
 
 
 def test_listing_and_tests(shell, tmp_path):

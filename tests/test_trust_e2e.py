@@ -7,6 +7,7 @@ rotation that counted the wrong backups would delete a good one here.
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import time
@@ -14,7 +15,7 @@ import time
 import pytest
 
 from simhost import (backup_once as backup, backup_root, backups, good, hotvcb, hotvcb_background, kill, listing,
-                     lock_pid, needs_root, ours, snapshot_names, vim, VOLUME, wait_for, write_conf)
+                     lock_pid, needs_root, ours, snapshot_names, vim, VOLUME, wait_for, wrap_tool, write_conf)
 
 pytestmark = needs_root
 
@@ -202,16 +203,22 @@ def test_cleanup_or_a_second_run_with_another_workdir_cannot_touch_a_live_run(ho
     vm = "busy"
     vmid = host.create_vm(vm, "datastore1", [{"size": "8M"}], power="on")
     conf = write_conf(host)
-    host.set_fault("clone.delay", "6")
+    # the copy waits for the test, not for a delay that a loaded machine's two runs below could outlast
+    release = tmp_path / "release-the-copy"
+    wrap_tool(host, "vmkfstools", 'if [ "$1" = -i ]; then while [ ! -e %s ]; do sleep 0.1; done; fi'
+              % shlex.quote(str(release)), layer="usr_sbin")
     proc = hotvcb_background(host, "-m", vm, "-g", conf, "-w", tmp_path / "nightly")
     wait_for(lambda: ours(host, vmid) and any(b.endswith("-partial") for b in backups(host, vm)), what="the copy")
-    for argv in (["cleanup", "-g", conf, "-w", tmp_path / "other"],
-                 ["-m", vm, "-g", conf, "-w", tmp_path / "other"]):
-        r = hotvcb(host, *argv)
-        assert r.returncode == 1, r.stdout + r.stderr
-        said = r.stdout + r.stderr
-        assert "another hotvcb run holds" in said and "pid %d" % lock_pid(host) in said
-    assert ours(host, vmid), "the live run's snapshot is still there"
+    try:
+        for argv in (["cleanup", "-g", conf, "-w", tmp_path / "other"],
+                     ["-m", vm, "-g", conf, "-w", tmp_path / "other"]):
+            r = hotvcb(host, *argv)
+            assert r.returncode == 1, r.stdout + r.stderr
+            said = r.stdout + r.stderr
+            assert "another hotvcb run holds" in said and "pid %d" % lock_pid(host) in said
+        assert ours(host, vmid), "the live run's snapshot is still there"
+    finally:
+        release.touch()
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out
     assert len(good(host, conf, vm)) == 1 and ours(host, vmid) == []

@@ -5,7 +5,7 @@ Each VM goes through explicit states so cleanup knows what to undo:
     resolved -> [powered down] -> snapshotted -> copied -> consolidated -> sealed
 
 Whatever happens after `snapshotted` (a failed copy, a timeout, SIGTERM,
-Ctrl-C), cleanup removes the snapshot *we* made, by id. A SIGKILL cannot be
+Ctrl-C), its end (jobs/backup_end.py) removes the snapshot *we* made, by id. A SIGKILL cannot be
 caught, so our snapshots carry the prefix SNAPSHOT_PREFIX and our run's
 record in their description; the next run (or `hotvcb cleanup`), holding the
 host's run lock, removes those of other runs (jobs/leftovers.py); other
@@ -30,15 +30,15 @@ from ..store.deleter import Deleter
 from ..store.seal import Sealer
 from ..treeview import ScannedShell
 from ..units import human_size
-from . import lookahead, parallel, preflight
+from . import backup_end, lookahead, parallel, preflight
 from .ahead import RunStart
 from .guest_hooks import run_guest_hook
 from .hooks import run_hook
-from .leftovers import SNAPSHOT_PREFIX, cleanup_host, is_ours, remove_our_snapshots, remove_partials, restore_power
+from .leftovers import SNAPSHOT_PREFIX, cleanup_host, is_ours, remove_partials, restore_power
 from .power import PowerControl
 from .snaptree import copy_tree
 from .space import SpaceLedger
-from .vm_leftovers import clear_dead_runs, late_snapshot
+from .vm_leftovers import clear_dead_runs
 
 if TYPE_CHECKING:  # imported by the runs that write to a repository (it loads the repository's code)
     from .repo_backup import RepoSink
@@ -239,7 +239,7 @@ class BackupJob:
 
 
 class _VmBackup:
-    """One VM's backup; its attributes are the lifecycle state cleanup reads."""
+    """One VM's backup; its attributes are the lifecycle state its end (jobs/backup_end.py) reads."""
 
     def __init__(self, job: BackupJob, ref: VmRef, settings: Settings, result: VmResult, started, skip_power):
         self.job, self.host, self.log = job, job.host, job.log
@@ -329,9 +329,9 @@ class _VmBackup:
             # a signal before the snapshot (as a worker of --parallel may meet one, its folder
             # claimed) leaves no folder, as it leaves none in the serial loop
             self.untouched = isinstance(err, Interrupted) and self.snapshot_name is None and not self.result.disks
-            self._cleanup(vm, self.sealer, failed=True)
+            backup_end.end(self, vm, self.sealer, failed=True)
             raise
-        self._cleanup(vm, self.sealer, failed=False)
+        backup_end.end(self, vm, self.sealer, failed=False)
         if self.power_failure:
             self.result.down = True
             self.result.status = "error"  # the backup may be good; the VM is down, and that comes first
@@ -372,7 +372,7 @@ class _VmBackup:
             self.log.error("!!! %s !!!" % self.power_failure)
 
     def _snapshot(self, vm: Vm) -> None:
-        if interrupt.pending():  # asked for no snapshot: none can show up late (see _cleanup)
+        if interrupt.pending():  # asked for no snapshot: none can show up late (see backup_end.py)
             interrupt.raise_pending()
         # named after the second the backup folder claimed, which a run begun in the same second as the
         # last one moves on by one: the last run's snapshot name (a libvirt checkpoint still kept under it,
@@ -429,63 +429,3 @@ class _VmBackup:
                 self.log.error("ERROR: error in backing up of %s for %s: %s" % (disk.path, vm.name, err))
                 sealer.discard_disk(dst)
                 self.result.disks.append(DiskResult(disk, False, error=str(err), seconds=time.monotonic() - t0))
-
-    def _cleanup(self, vm: Vm, sealer: "Union[Sealer, RepoSink]", failed: bool) -> None:
-        """Undo what we did, in reverse: snapshot, power, then seal or discard."""
-        errors = []  # type: List[str]
-        if self.snapshot is None and self.snapshot_name is not None and not self.gone:
-            # as long again as SNAPSHOT_TIMEOUT allowed, at most a minute; once if the host refused it
-            wait = 0.0 if self.snapshot_refused else min(60.0, self.s.snapshot_timeout * 60.0)
-            self.snapshot = late_snapshot(self.host, vm, self.snapshot_name, wait, self.log)
-        snap = self.snapshot
-        if snap is not None:
-            try:
-                self.log.info("Removing snapshot %s (id %s) from %s" % (snap.name, snap.id, vm.name))
-                crashpoint.reached("removing-snapshot")
-                self.host.remove_snapshot(vm, snap, self.s.snapshot_remove_timeout * 60.0)
-                self.snapshot = None
-                crashpoint.reached("snapshot-removed")
-                # a dead run's snapshot that hostd finished while we copied (look again, once, when
-                # a run died before us; not while a signal unwinds us: the next run looks anyway)
-                if self.job.swept and not interrupt.pending():
-                    try:
-                        remove_our_snapshots(self.host, vm, self.log, self.job.run_id)
-                    except HotvcbError as err:
-                        self.log.warning("%s: cannot look for a dead run's snapshot: %s" % (vm.name, err))
-            except HotvcbError as err:
-                errors.append("snapshot %s could NOT be removed: %s -- remove it by hand" % (snap.id, err))
-                self.log.error("%s: %s" % (vm.name, errors[-1]))
-        if self.powered_down:
-            if not self.job.power.restore_on(vm):
-                self.result.down = True
-            self.powered_down = False
-        disks = self.result.disks
-        if not (failed or errors or (disks and not any(d.ok for d in disks))):
-            self.result.status = "warn" if any(not d.ok for d in disks) else "ok"
-            try:
-                self.result.backup_dir = sealer.seal(self.result, self.snapshot_info(), tree=self.tree_record)
-                return
-            except BaseException as err:
-                self.log.error("%s: sealing the backup failed: %s" % (vm.name, err))
-                self._discard(vm, "sealing failed: %s" % err)
-                raise
-        self._discard(vm, "; ".join(errors) or self.result.message or "; ".join(d.error for d in disks if not d.ok))
-
-    def _discard(self, vm: Vm, message: str) -> None:
-        """Record a failed backup as such; never let this hide the first error."""
-        self.result.status, self.result.message = "error", message
-        if self.sealer is not None and not isinstance(self.sealer, Sealer):  # a RepoSink: no folder, it only drops its open pack's upload
-            self.sealer.fail(self.result)
-            return
-        if self.sealer is None or not self.host.shell.isdir(self.sealer.partial):
-            return
-        try:
-            if self.gone or self.untouched:
-                self.sealer.abandon()
-            else:
-                self.result.backup_dir = self.sealer.fail(self.result)
-        except HotvcbError as err:
-            self.log.error("%s: could not record the failed backup: %s" % (vm.name, err))
-
-    def snapshot_info(self) -> Dict[str, object]:
-        return {"memory": self.s.vm_snapshot_memory, "quiesce": self.s.vm_snapshot_quiesce}

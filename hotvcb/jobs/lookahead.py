@@ -25,7 +25,7 @@ one, and only for FRESH_FOR seconds; otherwise the question is asked again:
 A VM unregistered (or registered anew under another vmid) since it was asked
 about is found out by its snapshot's create, after its folder was claimed:
 the driver says VmGone and the folder, which holds only the VM's config, is
-removed whole (jobs/backup.py), as a pre-flight's failure leaves none. A
+removed whole (jobs/backup_end.py), as a pre-flight's failure leaves none. A
 fresh question before the claim would put a host command back on every
 VM's critical path.
 

@@ -73,7 +73,7 @@ def _check() -> None:
 class RepoSink:
     def __init__(self, host: Hypervisor, settings: Settings, vm: Vm, started: datetime, log, run: RunId):
         self.host, self.s, self.vm, self.started, self.log, self.run = host, settings, vm, started, log, run
-        self.partial = ""  # no folder of ours on the target: nothing for _discard to record
+        self.partial = ""  # no folder of ours on the target: nothing for backup_end._discard to record
         self.named_at = started  # what the snapshot is named after
         self.writer = None  # type: Optional[BackupWriter]
         self._names = {}  # type: Dict[str, str]

@@ -1,14 +1,12 @@
-"""One VM's leftovers around its backup: a dead run's, cleared before it; our own snapshot that
-hostd made only after we gave up waiting for it, found and handed to the cleanup.
+"""A dead run's leftovers on one VM, cleared before its backup (our own snapshot that hostd made
+after we gave up on it is removed at the backup's end: jobs/backup_end.py).
 
 What is whose, and why removing it is safe, is jobs/leftovers.py's; this
 is the order a VM's backup applies it in.
 """
 
-import time
 from typing import List, Optional, Tuple
 
-from ..errors import HotvcbError
 from ..hosts.base import Hypervisor
 from ..model import Snapshot, Vm, VmRef
 from ..runid import RunId
@@ -33,23 +31,3 @@ def clear_dead_runs(host: Hypervisor, ref: VmRef, vm: Vm, log, run: RunId, dry_r
     restore_power(host, vm, log, run, dry_run)
     return vm, snaps, pending
 
-
-def late_snapshot(host: Hypervisor, vm: Vm, name: str, wait: float, log) -> Optional[Snapshot]:
-    """Our snapshot `name`, if it shows up after we gave up on it (hostd finished the task late).
-
-    Looks for `wait` seconds (0: once): removing it now beats leaving it to
-    grow until the next run.
-    """
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            mine = [x for x in host.snapshots(vm, interruptible=False) if x.name == name]
-        except HotvcbError as err:
-            log.warning("%s: cannot check for a late snapshot: %s" % (vm.name, err))
-            return None
-        if mine:
-            log.warning("%s: snapshot %s appeared after the timeout; removing it" % (vm.name, name))
-            return mine[-1]
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(1.0)

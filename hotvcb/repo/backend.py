@@ -185,12 +185,15 @@ class LocalBackend:
             dirs.sort()
             for fname in sorted(files):
                 path = os.path.join(folder, fname)
+                name = os.path.relpath(path, self.root).replace(os.sep, "/")
                 try:
                     st = os.stat(path)
                 except FileNotFoundError:
                     continue  # deleted while we looked
-                out.append(ObjectInfo(os.path.relpath(path, self.root).replace(os.sep, "/"), st.st_size,
-                                      st.st_mtime))
+                except OSError as err:  # a symlink loop, say: skipped, it would hide a pack or mark
+                    raise RepoError("cannot read %s in the repository %s: %s"
+                                    % (name, self.root, err.strerror or err)) from err
+                out.append(ObjectInfo(name, st.st_size, st.st_mtime))
         return out
 
     def delete(self, name: str) -> None:

@@ -19,7 +19,10 @@ from .repository import Repository
 LOCK = "locks/gc"
 
 
-def _stale(repo: Repository, me: RunId) -> bool:
+def stale(repo: Repository, me: RunId) -> bool:
+    """Whether the lock is free to take: absent, or left by a GC that cannot be at work (a dead process on this
+    machine, one that was `me`'s pid before, or older than the grace period from another machine). Readers
+    ask it too (settle.py): a stale lock is no GC moving packs."""
     try:
         text = repo.backend.get(LOCK).decode("utf-8", "replace")
     except NotFound:
@@ -33,7 +36,7 @@ def _stale(repo: Repository, me: RunId) -> bool:
 
 def _take(repo: Repository, me: RunId, record: bytes) -> None:
     if not repo.backend.put_new(LOCK, record):
-        if not _stale(repo, me):
+        if not stale(repo, me):
             raise RepoError("another garbage collection of this repository is running (%s)"
                             % repo.backend.get(LOCK).decode("utf-8", "replace").strip())
         repo.backend.delete(LOCK)

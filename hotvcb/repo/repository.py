@@ -94,6 +94,15 @@ def _check_config(chunk_size: int, pack_size: int, backup_limit: float, settle: 
                         % (backup_limit, settle))
 
 
+def _seconds(data: Dict[str, Any], key: str) -> float:
+    """A timing key of the config as seconds; what is none (a string, a list, an integer of 401 digits, which
+    float() refuses with an OverflowError) is refused naming the key."""
+    try:
+        return float(data[key])
+    except (TypeError, ValueError, OverflowError) as err:
+        raise ValueError("%s: not a number of seconds (%s)" % (key, err)) from err
+
+
 def _check_record(data: Dict[str, Any], snap_id: str) -> None:
     """The shape every reader of a snapshot record relies on: one that lacks it is damaged, never half-read."""
     def need(ok: bool, what: str) -> None:
@@ -159,7 +168,7 @@ class Repository:
         data = loads(raw, "hotvcb-repository", CONFIG)
         try:
             config = Config(str(data["id"]), int(data["chunk_size"]), int(data["pack_size"]),
-                            float(data["backup_limit_seconds"]), float(data["settle_seconds"]),
+                            _seconds(data, "backup_limit_seconds"), _seconds(data, "settle_seconds"),
                             str(data.get("compression", "zlib")))
             _check_config(config.chunk_size, config.pack_size, config.backup_limit, config.settle)
             if config.compression not in ("zlib", "zstd"):  # a writer would silently fall back to zlib

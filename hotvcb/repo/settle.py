@@ -16,7 +16,9 @@ import time
 from typing import Callable, Set
 
 from .. import interrupt
-from .gclock import LOCK
+from ..errors import RepoError
+from ..runid import RunId
+from .gclock import LOCK, stale
 from .repository import BadChunk, Repository
 
 Say = Callable[[str], None]
@@ -31,7 +33,9 @@ class Settle:
 
     def __init__(self, repo: Repository, say: Say):
         self.repo, self.say = repo, say
+        self.me = RunId.new()  # who asks whether the GC lock is stale: a reader, never its holder
         self.waited = set()  # type: Set[str]
+        self.unsure = False  # whether it was said that the GC lock does not read
 
     def again(self, what: str, since: float, listed: float, moved: bool) -> bool:
         """Whether to list again for `what`, first missed at `since` (time.monotonic), which the listing begun at
@@ -57,8 +61,17 @@ class Settle:
             self.say("gave up waiting for %s after %d s: %s" % (what, round(time.monotonic() - since), missing))
 
     def sweeping(self) -> bool:
-        """Is a GC at work (its lock held, or a mark of packs to delete waiting)?"""
-        return self.repo.backend.stat(LOCK) is not None or bool(self.repo.marks(strict=False))
+        """Is a GC at work (its lock held, or a mark of packs to delete waiting)? A lock gclock would take over
+        (its GC dead) is none; one that does not read is judged by the marks alone, said once: the report
+        of a lost chunk must not wait on, or be lost to, a lock nobody can read."""
+        try:
+            held = not stale(self.repo, self.me)
+        except RepoError as err:
+            if not self.unsure:
+                self.unsure = True
+                self.say("cannot tell whether a GC holds %s (%s): going by its marks alone" % (LOCK, err))
+            held = False
+        return held or bool(self.repo.marks(strict=False))
 
 
 def _pause(until: float) -> None:

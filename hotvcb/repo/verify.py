@@ -7,9 +7,10 @@ checked against its bytes (format.pack_id; a version-1 pack's name is the
 SHA-256 of all of them). A pack found good gets a `verified/` marker,
 which the "new" mode skips; one with bad chunks a `damaged/` record naming
 them, so the next backup stores them again instead of building on them.
-A pack that went while verify ran is judged against a fresh listing: one a
-sweep deleted (a GC mark names it), or whose chunks lie in packs still there,
-is no damage. A chunk a backup needs that no listed pack holds, while a GC
+A pack that went while verify ran is judged against a fresh listing: one it
+names again is read again (it came back, or a read failed for a moment); one
+a sweep deleted (a GC mark names it), or whose chunks lie in packs still
+there, is no damage. A chunk a backup needs that no listed pack holds, while a GC
 may have moved it, is looked for again as long as the listing may lag, as a
 restore does (settle.py). Every problem names the backups it hurts. A signal
 ends verify between packs (interrupt.Interrupted).
@@ -64,30 +65,16 @@ def verify(repo: Repository, mode: str = "all", share: float = 0.1, rng: Optiona
             report.problems.append("backup %s: %s" % (snap, err))
     marked = set(repo.condemned(strict=False))  # before the listing: a sweep deletes only packs a mark names
     packs = repo.backend.list(PACKS)
-    tables = {}  # type: Dict[str, List[Blob]]
-    gone = {}  # type: Dict[str, Gone]
-    _read_tables(repo, packs, tables, gone, report)
-    found_bad = {}  # type: Dict[str, List[bytes]]
-    for info in _choose(repo, packs, mode, share, rng or random.Random()):
-        if info.name in gone:
-            continue
-        interrupt.raise_pending()
-        log("reading %s" % info.name)
-        try:
-            bad, chunks = _check_pack(repo, info, users, report)
-        except NotFound as err:
-            gone[info.name] = Gone(str(err), tables.get(info.name))
-            continue
-        found_bad[info.name] = chunks
-        if (chunks or not bad) and not report.marker_error:
-            try:  # a marker only spares --new a re-read or a backup a bad chunk: failing never hides what was found
-                _mark(repo, info.name, chunks)
-            except RepoError as err:
-                report.marker_error = str(err)
+    found = Found({}, {}, {})
+    _read_tables(repo, packs, found.tables, found.gone, report)
+    chosen = _choose(repo, packs, mode, share, rng or random.Random())
+    for info in chosen:
+        if info.name not in found.gone:
+            _read_pack(repo, info, users, found, log, report)
     seen = {info.name for info in packs}
-    if gone:
-        seen.update(_judge_gone(repo, gone, tables, marked, found_bad, report))
-    for digest in _lacking(repo, users, tables, seen, bool(gone), Settle(repo, say), report):
+    if found.gone:
+        seen.update(_judge_gone(repo, users, found, marked, {info.name for info in chosen}, log, report))
+    for digest in _lacking(repo, users, found.tables, seen, bool(found.gone), Settle(repo, say), report):
         report.problems.append(str(BadChunk(digest, "", "missing from the repository", users[digest])))
     return report
 
@@ -100,32 +87,71 @@ class Gone:
     table: Optional[List[Blob]]
 
 
+@dataclass(frozen=True)
+class Found:
+    """What verify learnt of the packs so far: each one's table, those gone when it came to read them, and the
+    chunks found bad in each pack read whole."""
+
+    tables: Dict[str, List[Blob]]
+    gone: Dict[str, Gone]
+    bad: Dict[str, List[bytes]]
+
+
 def _read_tables(repo: Repository, packs: List[ObjectInfo], tables: Dict[str, List[Blob]], gone: Dict[str, Gone],
                  report: VerifyReport) -> None:
-    """Each pack's table into `tables`; a pack gone since the listing into `gone` (judged at the end)."""
+    """Each pack's table into `tables`; a pack gone since the listing into `gone` (judged at the end), with
+    the table an earlier read of it found."""
     for info in packs:
         interrupt.raise_pending()
         try:
             tables[info.name] = repo.pack_blobs(info.name, info.size)
         except NotFound as err:
-            gone[info.name] = Gone(str(err), None)
+            gone[info.name] = Gone(str(err), tables.get(info.name))
         except RepoError as err:
             report.problems.append("%s; it may hold chunks of any backup" % err)
 
 
-def _judge_gone(repo: Repository, gone: Dict[str, Gone], tables: Dict[str, List[Blob]], marked: Set[str],
-                found_bad: Dict[str, List[bytes]], report: VerifyReport) -> List[str]:
-    """Packs that went while verify ran, judged against a fresh listing: one a GC mark names (a sweep deleted
-    it), or whose chunks all lie soundly in packs still there (a duplicate), is no damage; any other is
-    reported. `tables` becomes the fresh listing's, for the check that every chunk a backup needs is there;
-    returns the packs that listing added."""
-    fresh = [info for info in repo.backend.list(PACKS) if info.name not in tables and info.name not in gone]
+def _read_pack(repo: Repository, info: ObjectInfo, users: Dict[bytes, List[Snapshot]], found: Found,
+               log: Callable[[str], None], report: VerifyReport) -> None:
+    """Read one pack whole (_check_pack) into `found`: its bad chunks, or that it went since it was listed (for
+    _judge_gone). Its verified/ or damaged/ marker is written."""
+    interrupt.raise_pending()
+    log("reading %s" % info.name)
+    try:
+        bad, chunks = _check_pack(repo, info, users, report)
+    except NotFound as err:
+        found.gone[info.name] = Gone(str(err), found.tables.get(info.name))
+        return
+    found.bad[info.name] = chunks
+    if (chunks or not bad) and not report.marker_error:
+        try:  # a marker only spares --new a re-read or a backup a bad chunk: failing never hides what was found
+            _mark(repo, info.name, chunks)
+        except RepoError as err:
+            report.marker_error = str(err)
+
+
+def _judge_gone(repo: Repository, users: Dict[bytes, List[Snapshot]], found: Found, marked: Set[str],
+                chosen: Set[str], log: Callable[[str], None], report: VerifyReport) -> List[str]:
+    """Packs that went while verify ran, judged against a fresh listing. One it names again (it came back, or a
+    read failed for a moment) is read once more, as a restore would (whole, if it was to be); one gone still
+    is no damage where a GC mark names it (a sweep deleted it) or its chunks all lie soundly in packs still
+    there (a duplicate); any other is reported. `tables` becomes the fresh listing's, for the check that
+    every chunk a backup needs is there; returns the packs that listing added."""
+    tables, gone = found.tables, found.gone
+    listing = repo.backend.list(PACKS)
     marked = marked | set(repo.condemned(strict=False))
+    for info in listing:
+        if info.name in gone:  # a second read, not a loop: gone again, it is judged below
+            del gone[info.name]
+            _read_tables(repo, [info], tables, gone, report)
+            if info.name in chosen and info.name not in gone:
+                _read_pack(repo, info, users, found, log, report)
+    fresh = [info for info in listing if info.name not in tables and info.name not in gone]
     _read_tables(repo, fresh, tables, {}, report)  # a pack gone as soon as written held nothing for this verify
     for name in gone:
         tables.pop(name, None)
     sound = {blob.digest for name, blobs in tables.items() for blob in blobs
-             if blob.digest not in found_bad.get(name, ())}
+             if blob.digest not in found.bad.get(name, ())}
     for name, pack in sorted(gone.items()):
         if name not in marked and (pack.table is None or any(b.digest not in sound for b in pack.table)):
             report.problems.append("%s; it may hold chunks of any backup" % pack.why)

@@ -94,7 +94,8 @@ class HostLock:
         try:
             self.shell.makedirs(self.run_dir)
             mine = "%s.%s" % (self.path, self.run.run)
-            self.shell.write_text(mine, self.run.text() + "\n")
+            # a temp name, linked as the lock and removed: link_new's fsync of the folder is the one that counts
+            self.shell.write_text(mine, self.run.text() + "\n", sync_folder=False)
         except HostError as err:
             raise LockError("cannot create the run lock %s: %s" % (self.path, err)) from err
         try:

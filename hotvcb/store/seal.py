@@ -60,7 +60,8 @@ class Sealer:
             taken = self.shell.exists(self.final) or self.shell.exists(self.final + ".gz")
             if not taken and self.shell.make_new_dir(self.partial):
                 self.named_at = when
-                self.shell.write_text(self.partial + "/" + OWNER, self.run.text() + "\n")
+                # the folder's names are made durable by the seal's last write there (_write_record)
+                self.shell.write_text(self.partial + "/" + OWNER, self.run.text() + "\n", sync_folder=False)
                 if self.heartbeat is not None:
                     self.heartbeat.watch(self.partial + "/" + OWNER)
                 return
@@ -72,7 +73,7 @@ class Sealer:
         a .vmx pointing at the disk names in this backup, or QEMU's description),
         then the .nvram and .vmxf as they are."""
         filename, text = config
-        self.shell.write_text(self.partial + "/" + filename, text)
+        self.shell.write_text(self.partial + "/" + filename, text, sync_folder=False)
         for path in self.vm.extra_files:
             self.shell.copy_file(path, self.partial + "/" + path.rsplit("/", 1)[-1])
 
@@ -236,8 +237,10 @@ class Sealer:
         }
         if tree:
             record["snapshot_tree"] = tree
-        self.shell.write_text(self.partial + "/" + manifest.MANIFEST, manifest.dumps(record))
+        self.shell.write_text(self.partial + "/" + manifest.MANIFEST, manifest.dumps(record), sync_folder=False)
         crashpoint.reached("manifest-written")
+        # the folder's one fsync, for every name in it (the copies, config, manifest, this), before
+        # the rename that publishes it: a power cut never leaves a final name over missing files
         self.shell.write_text(self.partial + "/STATUS." + status, "%s\n" % (result.message or status))
         crashpoint.reached("status-written")
 

@@ -1,0 +1,119 @@
+"""How one VM's backup ends, whatever stopped it: consolidated, powered on, then sealed or failed.
+
+jobs/backup.py's `_VmBackup` records each state as it is reached
+(`snapshot_name` before the request, `snapshot` once it shows, `powered_down`
+at the first shutdown request, `sealer` once the folder is claimed); `end`
+reads them and undoes exactly that, in reverse. Our snapshot goes first and
+by id (never `removeall`): a VM left with it grows until its datastore is
+full, the worst outcome hotvcb can have. The removal and the power-on are not
+interruptible, so they finish after Ctrl-C; a snapshot that cannot be removed
+keeps the backup from being sealed.
+"""
+
+import time
+from typing import TYPE_CHECKING, Dict, Optional, Union
+
+from .. import crashpoint, interrupt
+from ..errors import HotvcbError
+from ..hosts.base import Hypervisor
+from ..model import Snapshot, Vm
+from ..settings import Settings
+from ..store.seal import Sealer
+from .leftovers import remove_our_snapshots
+
+if TYPE_CHECKING:
+    from .backup import _VmBackup
+    from .repo_backup import RepoSink
+
+
+def end(one: "_VmBackup", vm: Vm, sealer: "Union[Sealer, RepoSink]", failed: bool) -> None:
+    """Undo what we did, in reverse: snapshot, power, then seal or discard."""
+    error = _consolidate(one, vm)
+    if one.powered_down:
+        if not one.job.power.restore_on(vm):
+            one.result.down = True
+        one.powered_down = False
+    disks = one.result.disks
+    if not (failed or error or (disks and not any(d.ok for d in disks))):
+        one.result.status = "warn" if any(not d.ok for d in disks) else "ok"
+        try:
+            one.result.backup_dir = sealer.seal(one.result, _snapshot_info(one.s), tree=one.tree_record)
+            return
+        except BaseException as err:
+            one.log.error("%s: sealing the backup failed: %s" % (vm.name, err))
+            _discard(one, vm, "sealing failed: %s" % err)
+            raise
+    _discard(one, vm, error or one.result.message or "; ".join(d.error for d in disks if not d.ok))
+
+
+def _consolidate(one: "_VmBackup", vm: Vm) -> str:
+    """Our snapshot removed (one hostd made after we gave up on it too); else why not, for the log
+    and the failed backup's record."""
+    if one.snapshot is None and one.snapshot_name is not None and not one.gone:
+        # as long again as SNAPSHOT_TIMEOUT allowed, at most a minute; once if the host refused it
+        wait = 0.0 if one.snapshot_refused else min(60.0, one.s.snapshot_timeout * 60.0)
+        one.snapshot = _late_snapshot(one.host, vm, one.snapshot_name, wait, one.log)
+    snap = one.snapshot
+    if snap is None:
+        return ""
+    try:
+        one.log.info("Removing snapshot %s (id %s) from %s" % (snap.name, snap.id, vm.name))
+        crashpoint.reached("removing-snapshot")
+        one.host.remove_snapshot(vm, snap, one.s.snapshot_remove_timeout * 60.0)
+        one.snapshot = None
+        crashpoint.reached("snapshot-removed")
+        # a dead run's snapshot that hostd finished while we copied (look again, once, when
+        # a run died before us; not while a signal unwinds us: the next run looks anyway)
+        if one.job.swept and not interrupt.pending():
+            try:
+                remove_our_snapshots(one.host, vm, one.log, one.job.run_id)
+            except HotvcbError as err:
+                one.log.warning("%s: cannot look for a dead run's snapshot: %s" % (vm.name, err))
+    except HotvcbError as err:
+        error = "snapshot %s could NOT be removed: %s -- remove it by hand" % (snap.id, err)
+        one.log.error("%s: %s" % (vm.name, error))
+        return error
+    return ""
+
+
+def _late_snapshot(host: Hypervisor, vm: Vm, name: str, wait: float, log) -> Optional[Snapshot]:
+    """Our snapshot `name`, if it shows up after we gave up on it (hostd finished the task late).
+
+    Looks for `wait` seconds (0: once): removing it now beats leaving it to
+    grow until the next run.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            mine = [x for x in host.snapshots(vm, interruptible=False) if x.name == name]
+        except HotvcbError as err:
+            log.warning("%s: cannot check for a late snapshot: %s" % (vm.name, err))
+            return None
+        if mine:
+            log.warning("%s: snapshot %s appeared after the timeout; removing it" % (vm.name, name))
+            return mine[-1]
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(1.0)
+
+
+def _discard(one: "_VmBackup", vm: Vm, message: str) -> None:
+    """Record a failed backup as such; never let this hide the first error."""
+    one.result.status, one.result.message = "error", message
+    if one.sealer is not None and not isinstance(one.sealer, Sealer):  # a RepoSink: no folder, it only drops its open pack's upload
+        one.sealer.fail(one.result)
+        return
+    if one.sealer is None or not one.host.shell.isdir(one.sealer.partial):
+        return
+    try:
+        if one.gone or one.untouched:
+            one.sealer.abandon()
+        else:
+            one.result.backup_dir = one.sealer.fail(one.result)
+    except HotvcbError as err:
+        one.log.error("%s: could not record the failed backup: %s" % (vm.name, err))
+
+
+def _snapshot_info(settings: Settings) -> Dict[str, object]:
+    """How the snapshot the copy was read from was taken, for the manifest."""
+    return {"memory": settings.vm_snapshot_memory, "quiesce": settings.vm_snapshot_quiesce}
