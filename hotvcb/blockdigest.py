@@ -237,7 +237,8 @@ def _digest_spread(fd, block_size, on_block, check, threads):
     dig = Digester(block_size)
     spans = _spans(fd, block_size)
     cond = threading.Condition()
-    state = {"taken": 0, "added": 0, "end": None, "stop": False, "error": None}
+    state = {"taken": 0, "added": 0, "end": -1, "stop": False}  # spans taken, digests added, spans in all
+    errors = []  # type: list  # what a thread raised
     done = {}  # index -> (digest or None for a hole run, bytes it covers, bytes it should have covered)
 
     def work():
@@ -246,7 +247,7 @@ def _digest_spread(fd, block_size, on_block, check, threads):
                 with cond:
                     while not state["stop"] and state["taken"] >= state["added"] + SPREAD_AHEAD * threads:
                         cond.wait()
-                    if state["stop"] or state["end"] is not None:
+                    if state["stop"] or state["end"] >= 0:
                         return
                     span = next(spans, None)
                     index = state["taken"]
@@ -266,7 +267,7 @@ def _digest_spread(fd, block_size, on_block, check, threads):
                     cond.notify_all()
         except BaseException as err:  # OSError from a read, or anything else: the caller raises it
             with cond:
-                state["error"] = err
+                errors.append(err)
                 cond.notify_all()
 
     workers = [threading.Thread(target=work, name="hotvcb-digest-%d" % i) for i in range(threads)]
@@ -278,10 +279,10 @@ def _digest_spread(fd, block_size, on_block, check, threads):
             if check is not None:
                 check()
             with cond:
-                while index not in done and state["error"] is None and state["end"] != index:
+                while index not in done and not errors and state["end"] != index:
                     cond.wait()
-                if state["error"] is not None:
-                    raise state["error"]
+                if errors:
+                    raise errors[0]
                 if index not in done:
                     break  # the end of the file
                 d, got, length = done.pop(index)
