@@ -140,7 +140,9 @@ def test_hot_backup_then_incremental_is_exact_and_leaves_nothing(lab, guest):
     # only what the guest wrote since the first backup is in the incremental: cluster for cluster
     held = top_clusters(disk)
     assert held == dirtied(n1 + 1, n2), (len(held), len(dirtied(n1 + 1, n2)))
-    assert len(held) * CLUSTER < 8 * MiB  # of a 64 MiB disk holding 32 MiB of data
+    # and is smaller than the full backup (the guest's pace sets how much: a fixed 8 MiB bound failed
+    # once at load 10, when the guest wrote 8 MiB of records between the two backups)
+    assert len(held) < len(top_clusters(os.path.join(first, "vda.qcow2"))) // 2
 
     # restores identically: the whole disk is the initial one with records 0..n2
     expected = os.path.join(lab.volume, "expected.raw")
