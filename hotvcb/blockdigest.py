@@ -30,9 +30,11 @@ import json
 import os
 import stat
 import sys
+import threading
 
 ZERO_RUN_CHUNK = 1 << 16  # blocks of zero digests fed to the proof at a time
 MAX_THREADS = 4  # hashing threads; SHA-256 of 1 MiB blocks scales to a few cores
+SPREAD_AHEAD = 4  # blocks per thread that _digest_spread's threads may take ahead of the digests added
 
 
 class Digester(object):
@@ -126,6 +128,37 @@ def file_size(fd):
     return st.st_size
 
 
+def _spans(fd, block_size, check=None):
+    """Yield (offset, length, data) from offset 0 to EOF without reading: `data` False for a run of
+    whole zero blocks the OS reports as a hole (`length` covers the run), True for one block to read
+    (block_size long except the last). `check()` is called before each."""
+    size = file_size(fd)
+    # a block device has no holes to report: Linux calls all of it data, another OS may refuse
+    device = stat.S_ISBLK(os.fstat(fd).st_mode)
+    seek_data = None if device else getattr(os, "SEEK_DATA", None)
+    seek_hole = None if device else getattr(os, "SEEK_HOLE", None)
+    off = 0
+    data_end = 0  # [off, data_end) is known to hold data
+    while off < size:
+        if check is not None:
+            check()
+        if off >= data_end:
+            start = _seek(fd, off, seek_data, off)
+            if start is None or start >= size:
+                start = size
+            if start - off >= block_size or start == size:
+                # whole zero blocks up to the block that holds the next data
+                end = size if start == size else start - start % block_size
+                yield off, end - off, False
+                off = end
+                continue
+            end = _seek(fd, start, seek_hole, size)
+            data_end = size if end is None else min(max(end, off + 1), size)
+        length = min(block_size, size - off)
+        yield off, length, True
+        off += length
+
+
 def read_blocks(f, block_size, check=None, fresh=False, ring=1):
     """Yield (offset, length, data) over an open binary file from offset 0 to EOF.
 
@@ -139,65 +172,137 @@ def read_blocks(f, block_size, check=None, fresh=False, ring=1):
     reads disks through this too (hotvcb/repo/writer.py).
     """
     fd = f.fileno()
-    size = file_size(fd)
-    # a block device has no holes to report: Linux calls all of it data, another OS may refuse
-    device = stat.S_ISBLK(os.fstat(fd).st_mode)
-    seek_data = None if device else getattr(os, "SEEK_DATA", None)
-    seek_hole = None if device else getattr(os, "SEEK_HOLE", None)
     bufs = [bytearray(block_size) for _ in range(max(1, ring))]
-    buf, view, turn = bufs[0], memoryview(bufs[0]), 0
-    off = 0
-    data_end = 0  # [off, data_end) is known to hold data
-    positioned = False
-    while off < size:
-        if check is not None:
-            check()
-        if off >= data_end:
-            start = _seek(fd, off, seek_data, off)
-            if start is None or start >= size:
-                start = size
-            if start - off >= block_size or start == size:
-                # whole zero blocks up to the block that holds the next data
-                end = size if start == size else start - start % block_size
-                yield off, end - off, None
-                off = end
-                positioned = False
-                continue
-            end = _seek(fd, start, seek_hole, size)
-            data_end = size if end is None else min(max(end, off + 1), size)
-            positioned = False
-        if not positioned:
-            os.lseek(fd, off, os.SEEK_SET)
-            positioned = True
+    turn = 0
+    for off, length, data in _spans(fd, block_size, check):
+        if not data:
+            yield off, length, None
+            continue
         if fresh:
             buf = bytearray(block_size)
-            view = memoryview(buf)
-        elif len(bufs) > 1:
-            turn = (turn + 1) % len(bufs)
-            buf, view = bufs[turn], memoryview(bufs[turn])
-        want = min(block_size, size - off)
+        else:
+            buf, turn = bufs[turn], (turn + 1) % len(bufs)
+        view = memoryview(buf)
+        os.lseek(fd, off, os.SEEK_SET)  # _spans' SEEK_DATA/SEEK_HOLE move the file's position
         got = 0
-        while got < want:
-            n = f.readinto(view[got:want])
+        while got < length:
+            n = f.readinto(view[got:length])
             if not n:
                 break
             got += n
         if got == 0:
-            break  # the file shrank while we read it
+            return  # the file shrank while we read it
         yield off, got, buf if got == block_size else bytes(view[:got])
-        off += got
-        if got < want:
-            break
+        if got < length:
+            return
 
 
 def digest_fd(f, block_size, whole=False, on_block=None, check=None, threads=None):
     """Digest an open binary file (raw or buffered) from offset 0 to EOF (see digest_blocks).
-    A file of one block (a .vmx, .nvram, descriptor) has nothing to hash beside that block: it
-    is hashed in this thread, with no pool to start (every backup seals a few such files)."""
-    if threads is None and file_size(f.fileno()) <= block_size:
-        threads = 1
-    return digest_blocks(lambda ring: read_blocks(f, block_size, check, ring=ring), block_size, whole, on_block,
-                         threads)
+
+    With more than one thread, each thread reads a block and hashes it itself
+    (_digest_spread): no block is handed from a reader to a hasher, so none
+    crosses between cores. Handing them over (digest_blocks' pool) cost ~30 %
+    more CPU per GiB here, paid beside the copy a source digest runs with
+    (bench/qemu_parts.py, bench/README.md). A file of one block (a .vmx,
+    .nvram, descriptor) has nothing to hash beside that block: it is hashed in
+    this thread, with no thread to start (every backup seals a few such files);
+    so is a version-1 whole-file SHA-256, one sequential hash.
+    """
+    if threads is None:
+        threads = 1 if file_size(f.fileno()) <= block_size else min(MAX_THREADS, os.cpu_count() or 1)
+    if threads > 1 and not whole:
+        return _digest_spread(f.fileno(), block_size, on_block, check, threads)
+    return digest_blocks(lambda ring: read_blocks(f, block_size, check, ring=ring), block_size, whole, on_block, 1)
+
+
+def _pread(fd, length, offset):
+    """Up to `length` bytes at `offset`; fewer only at EOF. No file position is used, so threads share
+    the descriptor."""
+    parts = []
+    got = 0
+    while got < length:
+        chunk = os.pread(fd, length - got, offset + got)
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _digest_spread(fd, block_size, on_block, check, threads):
+    """digest_fd's digests, `threads` threads each taking the next block (or hole run) of the file,
+    reading and hashing it, at most SPREAD_AHEAD blocks per thread ahead of this thread, which adds
+    the digests in file order, reports progress and calls `check()` before each."""
+    dig = Digester(block_size)
+    spans = _spans(fd, block_size)
+    cond = threading.Condition()
+    state = {"taken": 0, "added": 0, "end": -1, "stop": False}  # spans taken, digests added, spans in all
+    errors = []  # type: list  # what a thread raised
+    done = {}  # index -> (digest or None for a hole run, bytes it covers, bytes it should have covered)
+
+    def work():
+        try:
+            while True:
+                with cond:
+                    while not state["stop"] and state["taken"] >= state["added"] + SPREAD_AHEAD * threads:
+                        cond.wait()
+                    if state["stop"] or state["end"] >= 0:
+                        return
+                    span = next(spans, None)
+                    index = state["taken"]
+                    if span is None:
+                        state["end"] = index
+                        cond.notify_all()
+                        return
+                    state["taken"] += 1
+                off, length, data = span
+                if data:
+                    block = _pread(fd, length, off)
+                    result = (dig.block_digest(block) if block else None, len(block), length)
+                else:
+                    result = (None, length, length)
+                with cond:
+                    done[index] = result
+                    cond.notify_all()
+        except BaseException as err:  # OSError from a read, or anything else: the caller raises it
+            with cond:
+                errors.append(err)
+                cond.notify_all()
+
+    workers = [threading.Thread(target=work, name="hotvcb-digest-%d" % i) for i in range(threads)]
+    for t in workers:
+        t.start()
+    try:
+        index = 0
+        while True:
+            if check is not None:
+                check()
+            with cond:
+                while index not in done and not errors and state["end"] != index:
+                    cond.wait()
+                if errors:
+                    raise errors[0]
+                if index not in done:
+                    break  # the end of the file
+                d, got, length = done.pop(index)
+                state["added"] = index = index + 1
+                cond.notify_all()
+            if d is None and got == length:
+                dig.add_zeros(length)
+            elif got:
+                dig.add_digest(d, got)
+            if on_block is not None and got:
+                on_block(got)
+            if got < length:
+                break  # the file shrank while we read it: what read_blocks yields, no more
+    finally:
+        with cond:
+            state["stop"] = True
+            cond.notify_all()
+        for t in workers:
+            t.join()
+    return dig.result()
 
 
 def digest_blocks(blocks, block_size, whole=False, on_block=None, threads=None):

@@ -6,6 +6,7 @@ stops the run before any VM is touched instead of failing half-way through a
 night, and the jobs can trust what Settings holds.
 """
 
+import codecs
 import difflib
 import os
 import re
@@ -60,8 +61,9 @@ def read_text(path: str, what: str) -> Tuple[str, List[str]]:
     """Read a small text file an admin wrote, refusing anything that is not one.
 
     Only regular files are opened, so a FIFO or /dev/zero cannot hang the run.
-    A file that is not UTF-8 was most likely saved as Latin-1 by an old
-    editor; decoding it that way keeps umlauts in VM names right.
+    A line that is not UTF-8 was most likely written as Latin-1 by an old
+    editor or locale; decoding that line so (decode_lines) keeps umlauts in
+    VM names right, in it and in every other line.
     """
     path, name = shown_as(path), path  # messages name `path`; `name` is opened
     try:
@@ -74,10 +76,29 @@ def read_text(path: str, what: str) -> Tuple[str, List[str]]:
         raise UsageError("cannot read %s %s: %s" % (what, path, reason)) from err
     if len(data) > MAX_FILE_BYTES:
         raise UsageError("%s %s is larger than %d bytes: not a %s" % (what, path, MAX_FILE_BYTES, what))
-    try:
-        return data.decode("utf-8-sig"), []
-    except UnicodeDecodeError:
-        return data.decode("latin-1"), ["%s: not valid UTF-8, read as Latin-1" % path]
+    text, latin = decode_lines(data)
+    if not latin:
+        return text, []
+    return text, ["%s: not valid UTF-8 on line%s %s, read as Latin-1 (those lines only)" % (
+        path, "s" if len(latin) > 1 else "", ", ".join(str(n) for n in latin[:10]) + (", ..." if len(latin) > 10 else ""))]
+
+
+def decode_lines(data: bytes) -> Tuple[str, List[int]]:
+    """The text of a file an admin wrote, each line decoded on its own: UTF-8, else Latin-1 for that
+    line only; and the numbers of the Latin-1 lines. A file edited over the years mixes the two
+    (`echo '# Müller' >>` under a Latin-1 locale appends one Latin-1 line to a UTF-8 file): decoding
+    the whole file as Latin-1 would turn every UTF-8 umlaut of the other lines into two characters,
+    and a VM name into one no VM has."""
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    lines, latin = [], []
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            lines.append(raw.decode("latin-1"))
+            latin.append(number)
+    return "\n".join(lines), latin
 
 
 def _boolean(text: str) -> bool:

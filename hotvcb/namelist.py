@@ -26,7 +26,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 def read_names(path: str) -> List[str]:
     """Names in file order, each once, so the backup order is the admin's order.
 
-    A file that is not UTF-8 is read as Latin-1 without a warning: the names
+    A line that is not UTF-8 is read as Latin-1 (config.decode_lines) without a warning: the names
     are still compared exactly, so a wrong guess shows up as "no VM named ...".
     """
     text, _ = read_text(path, "VM list file")

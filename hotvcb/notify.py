@@ -44,6 +44,7 @@ import smtplib
 import socket
 import ssl
 import time
+from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 from typing import Any, List, Optional, Sequence, Tuple
@@ -63,33 +64,33 @@ class _MailError(Exception):
     """A problem already phrased for the admin; stays inside this module."""
 
 
-def send_report(
-    settings: Any,
-    *,
-    host: str,
-    job: str,
-    status_line: str,
-    failed: bool,
-    log_text: str,
-    report_text: str,
-    report_html: Optional[str] = None,
-    logger: Optional[Any] = None,
-) -> bool:
+@dataclass(frozen=True)
+class Mail:
+    """What a run's report mail says: the run's host and job, its final status line, whether it failed (which
+    decides who gets it), the report as text (and HTML) and the log. One value for sending and building it."""
+
+    host: str
+    job: str
+    status_line: str
+    failed: bool
+    log_text: str
+    report_text: str
+    report_html: Optional[str] = None
+
+
+def send_report(settings: Any, mail: Mail, logger: Optional[Any] = None) -> bool:
     """Mail the report if the config asks for it; True only if a server took it.
 
     Returns False (having logged why) when mail is off or could not be sent,
     so the caller can mention it without having to handle any exception.
     """
     log = logger if logger is not None else _log
-    if not mailgate.wanted(settings, failed):
+    if not mailgate.wanted(settings, mail.failed):
         return False
     where = "%s:%s" % (settings.email_server, settings.email_server_port)
     try:
-        msg = build_message(
-            settings, host=host, job=job, status_line=status_line, failed=failed,
-            log_text=log_text, report_text=report_text, report_html=report_html,
-        )
-        rcpts = recipients(settings, failed)
+        msg = build_message(settings, mail)
+        rcpts = recipients(settings, mail.failed)
         delay = min(max(int(settings.email_delay_interval or 0), 0), MAX_DELAY)
         if delay:
             time.sleep(delay)
@@ -140,40 +141,30 @@ def recipients(settings: Any, failed: bool) -> List[str]:
     return seen
 
 
-def build_message(
-    settings: Any,
-    *,
-    host: str,
-    job: str,
-    status_line: str,
-    failed: bool,
-    log_text: str,
-    report_text: str,
-    report_html: Optional[str] = None,
-) -> EmailMessage:
+def build_message(settings: Any, mail: Mail) -> EmailMessage:
     """The report as a MIME message; separate from sending so it can be checked."""
-    host = host or "localhost"
+    host = mail.host or "localhost"
     msg = EmailMessage()
     # A fixed prefix and the status verbatim, so an admin's mail filter can
     # sort OK runs from failed ones.
-    msg["Subject"] = "hotvcb %s %s: %s" % (host, job, status_line)
+    msg["Subject"] = "hotvcb %s %s: %s" % (host, mail.job, mail.status_line)
     msg["From"] = settings.email_from or "hotvcb@%s" % host
     msg["To"] = ", ".join(_clean(settings.email_to))
-    extra = [a for a in recipients(settings, failed) if a not in _clean(settings.email_to)]
+    extra = [a for a in recipients(settings, mail.failed) if a not in _clean(settings.email_to)]
     if extra:
         msg["Cc"] = ", ".join(extra)
     msg["Date"] = formatdate(localtime=True)
     msg["Message-ID"] = make_msgid("hotvcb", domain=_msgid_domain(host))
-    body = "%s\n\n---- full log ----\n%s" % (report_text.rstrip("\n"), log_text)
+    body = "%s\n\n---- full log ----\n%s" % (mail.report_text.rstrip("\n"), mail.log_text)
     if not body.endswith("\n"):
         body += "\n"
     # 8bit bodies need the server's 8BITMIME, which smtplib does not check;
     # quoted-printable gets VM names with umlauts through any relay.
     cte = None if _plain_ascii(body) else "quoted-printable"
     msg.set_content(body, charset="utf-8", cte=cte)
-    if report_html:
+    if mail.report_html:
         # readable in any client: the table as HTML, the text (with the log) as the alternative
-        msg.add_alternative(report_html, subtype="html", charset="utf-8", cte="quoted-printable")
+        msg.add_alternative(mail.report_html, subtype="html", charset="utf-8", cte="quoted-printable")
     return msg
 
 

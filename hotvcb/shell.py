@@ -84,6 +84,8 @@ class FileReader(Protocol):
 
     def read_text(self, path: str) -> str: ...
 
+    def read_regular(self, path: str, limit: int) -> str: ...
+
     def file_size(self, path: str) -> int: ...
 
 
@@ -156,10 +158,18 @@ class Shell(FileReader, Protocol):
 
     def read_texts(self, paths: Sequence[str]) -> Dict[str, str]: ...
 
-    def read_regular(self, path: str, limit: int) -> str: ...
-
 
 NOT_REGULAR = "not a regular file"  # read_regular's refusal, the same from every shell
+
+
+def read_small(fs: FileReader, path: str, limit: int) -> str:
+    """A small file anyone may have planted (a backup's .vmx, .vmsd, STATUS), read whole with
+    read_regular (no FIFO, device or symlink), or refused (HostError) past `limit` rather than
+    read in part."""
+    size = fs.file_size(path)
+    if size > limit:
+        raise HostError("cannot read %s: %d bytes, more than a file of its kind holds" % (path, size))
+    return fs.read_regular(path, limit)
 
 
 def decoded(data: bytes) -> str:

@@ -200,5 +200,10 @@ class ArchiveView:
             raise HostError("%s is not readable inside %s" % (rel, self.root))
         return self.texts[rel]
 
+    def read_regular(self, path: str, limit: int) -> str:
+        """The scan took regular members only (anything else refuses the archive), so this is
+        read_text bounded as a Shell bounds it."""
+        return self.read_text(path)[:limit]
+
     def file_size(self, path: str) -> int:
         return self.sizes[self._rel(path)]

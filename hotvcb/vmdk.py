@@ -107,6 +107,24 @@ def rename_extent(text: str, filename: str) -> str:
     return "".join(out)
 
 
+def anchored(text: str, folder: str) -> str:
+    """The descriptor with each extent and its parentFileNameHint named by absolute path in `folder`
+    (names already absolute kept): the same disk, described by a copy of the descriptor kept in
+    another folder (restore_write.py clones from such a copy of the text it checked)."""
+    out = []
+    for raw in text.splitlines(True):
+        m = _EXTENT.match(raw.strip())
+        if m and not m.group(4).startswith("/"):
+            raw = raw.replace('"%s"' % m.group(4), '"%s/%s"' % (folder, m.group(4)), 1)
+        out.append(raw)
+
+    def hint(m):
+        if m.group(2) != "parentFileNameHint" or m.group(4).startswith("/"):
+            return m.group(0)
+        return '%s%s%s"%s/%s"%s' % (m.group(1), m.group(2), m.group(3), folder, m.group(4), m.group(5))
+    return _LINK.sub(hint, "".join(out))
+
+
 _DDB = re.compile(r'^\s*ddb\.[^\r\n]*(\r?\n|$)', re.M)
 
 

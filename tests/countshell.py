@@ -7,7 +7,7 @@ Wraps every public method of LocalShell and SshShell in place, runs
 to OUT.json: `commands` are the argvs given to Shell.run (host commands:
 vim-cmd, vmkfstools, ...), `seconds` how long each took, `started` when
 (seconds since the run began), `threads` by which thread, `files` the file
-calls by name, `text_reads` the read_text calls by path, `read_opens` how often
+calls by name, `text_reads` the read_text and read_regular calls by path, `read_opens` how often
 each .vmdk file was opened for reading by this process (an audit hook, whatever
 opened it: how many times a restore reads a disk). Used by the tests
 that bound how many host commands a backup makes, and by bench/issue8.py.
@@ -52,7 +52,7 @@ def _wrap(cls):
                     COUNTED["seconds"][i] = time.monotonic() - t0
             with _LOCK:
                 COUNTED["files"][__name] = COUNTED["files"].get(__name, 0) + 1
-                if __name == "read_text":
+                if __name in ("read_text", "read_regular"):  # a file's text, read whole or bounded
                     COUNTED["text_reads"][args[0]] = COUNTED["text_reads"].get(args[0], 0) + 1
             return __fn(self, *args, **kw)
 

@@ -27,6 +27,8 @@ from hotvcb.repo.repository import CONDEMNED, PACKS, Repository  # noqa: E402
 from hotvcb.repo.writer import BackupWriter  # noqa: E402
 
 MiB = 1 << 20
+HOUR = 3600  # past the test repositories' grace period (60 s + 2 x 0 s), and a settle time no test waits out (a
+             # wait that began and never ends is caught by a test's timeout)
 PY38 = "/root/.pyenv/versions/3.8.18/bin/python3.8"
 PYTHON = PY38 if os.path.exists(PY38) else sys.executable  # the ESXi host's python where pyenv has it
 Decision = collections.namedtuple("Decision", "backup kept rule")
@@ -117,7 +119,6 @@ def corrupt_chunk(repo_path, repo, pack, digest):
 
 # --- a pack this host's listing lacks, and the restore or verify that waits for it (repo/settle.py) ------------
 
-HOUR = 3600  # a settle time no test waits out: a wait that began and never ends is caught by a test's timeout
 WAITING = "waiting up to"  # the line restore and verify say once a wait for a lagging listing begins
 
 
@@ -131,12 +132,18 @@ def digests_of(repo, pack):
     return {blob.digest.hex() for blob in repo.pack_blobs(pack, repo.backend.stat(pack).size)}
 
 
+def write_mark(repo_path, name="1000-deadbeef", **fields):
+    """A GC's mark `condemned/<name>` holding `fields` (`packs`: those to delete); returns its object name."""
+    mark = CONDEMNED + name
+    assert LocalBackend(str(repo_path)).put_new(mark, dumps(dict({"format": "hotvcb-condemned", "version": 1},
+                                                                 **fields)))
+    return mark
+
+
 def mark_waiting(repo_path):
     """A GC on another host is at work: its mark of packs to delete waits (naming one no listing names, as
     it may)."""
-    Repository.open(LocalBackend(str(repo_path))).backend.put_new(
-        CONDEMNED + "1000-0badf00d", dumps({"format": "hotvcb-condemned", "version": 1,
-                                             "packs": [PACKS + "00/" + "0" * 64]}))
+    write_mark(repo_path, "1000-0badf00d", packs=[PACKS + "00/" + "0" * 64])
 
 
 def hide(repo_path, pack, aside):

@@ -71,20 +71,51 @@ def test_a_python_without_concurrent_futures_digests_in_one_thread(tmp_path, mon
     assert out["sha256_of_blocks"] == proof_of(data) and set(threading.enumerate()) == before
 
 
-def test_a_file_of_one_block_is_hashed_without_a_pool_and_a_bigger_one_with_it(tmp_path, monkeypatch):
-    pools = []
-    real = blockdigest._thread_pool()
+def test_a_file_of_one_block_is_hashed_without_threads_and_a_bigger_one_with_them(tmp_path, monkeypatch):
+    started = []
 
-    def counted():
-        pools.append(1)
-        return real
+    class Counted(threading.Thread):
+        def start(self):
+            started.append(self.name)
+            super().start()
 
-    monkeypatch.setattr(blockdigest, "_thread_pool", counted)
+    monkeypatch.setattr(blockdigest.threading, "Thread", Counted)
     monkeypatch.setattr(blockdigest.os, "cpu_count", lambda: 4)
-    for size, pooled in ((0, 0), (MIB // 3, 0), (MIB, 0), (MIB + 1, 1)):
+    for size, threads in ((0, 0), (MIB // 3, 0), (MIB, 0), (MIB + 1, 4)):
         data = os.urandom(size)
         (tmp_path / "f").write_bytes(data)
         with open(str(tmp_path / "f"), "rb", buffering=0) as f:
             got = blockdigest.digest_fd(f, MIB)
-        assert len(pools) == pooled and got["sha256_of_blocks"] == proof_of(data) and got["size"] == size
-        pools.clear()
+        assert len(started) == threads and got["sha256_of_blocks"] == proof_of(data) and got["size"] == size
+        started.clear()
+
+
+def test_a_read_error_in_a_hashing_thread_is_raised_and_every_thread_stops(tmp_path, monkeypatch):
+    mixed_file(tmp_path / "disk")
+    real = os.pread
+
+    def failing(fd, n, offset):
+        if offset >= 5 * MIB:
+            raise OSError(5, "Input/output error")
+        return real(fd, n, offset)
+
+    monkeypatch.setattr(blockdigest.os, "pread", failing)
+    before = set(threading.enumerate())
+    with open(str(tmp_path / "disk"), "rb", buffering=0) as f:
+        with pytest.raises(OSError, match="Input/output"):
+            blockdigest.digest_fd(f, MIB, threads=3)
+    assert set(threading.enumerate()) == before
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_a_file_shorter_than_its_size_said_is_digested_up_to_its_end(tmp_path, monkeypatch, threads):
+    """The file shrank after its size was taken (a disk truncated under us): the digest covers what
+    was there, as the one-thread reader stops at the short read, and says so by its size."""
+    data = mixed_file(tmp_path / "disk")
+    stated = blockdigest.file_size
+    monkeypatch.setattr(blockdigest, "file_size", lambda fd: stated(fd) + 3 * MIB + 11)
+    seen = []
+    with open(str(tmp_path / "disk"), "rb", buffering=0) as f:
+        got = blockdigest.digest_fd(f, MIB, on_block=seen.append, threads=threads)
+    assert got["size"] == len(data) == sum(seen)
+    assert got["sha256_of_blocks"] == proof_of(data)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hotvcb.config import KEYS, MAX_FILE_BYTES, for_vm, load_settings
+from hotvcb.config import KEYS, MAX_FILE_BYTES, for_vm, load_settings, read_text
 from hotvcb.errors import ConfigError, HotvcbError, UsageError
 from hotvcb.namelist import read_names
 from hotvcb.settings import Settings
@@ -515,6 +515,18 @@ def test_list_file_with_odd_names(tmp_path):
 def test_list_file_in_latin1(tmp_path):
     path = conf(tmp_path, "M\u00fcller-DB\n", name="vms.list", encoding="latin-1")
     assert read_names(path) == ["M\u00fcller-DB"]
+
+
+def test_a_latin1_line_in_a_utf8_list_file_is_that_line_only(tmp_path):
+    """A comment appended in Latin-1 to a UTF-8 list: the UTF-8 names keep their umlauts (decoding the
+    whole file as Latin-1 would make "M\u00fcller-DB" a name no VM has), the Latin-1 line is read so too,
+    and the warning names that line."""
+    data = "M\u00fcller-DB\n".encode("utf-8") + "# f\u00fcr M\u00fcller\n".encode("latin-1") + \
+        "G\u00e4ste\n".encode("latin-1")
+    path = conf(tmp_path, data, name="vms.list")
+    assert read_names(path) == ["M\u00fcller-DB", "G\u00e4ste"]
+    _text, warnings = read_text(path, "VM list file")
+    assert len(warnings) == 1 and "lines 2, 3" in warnings[0] and "not valid UTF-8" in warnings[0], warnings
 
 
 def test_list_file_missing_names_it(tmp_path):

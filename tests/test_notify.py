@@ -53,8 +53,8 @@ def cfg(server, **kw):
 
 def send(settings, failed=False, status="All VMs backed up OK!", logger=None):
     logger = logger if logger is not None else ListLogger()
-    ok = notify.send_report(settings, host="esx01", job="nightly", status_line=status,
-                            failed=failed, log_text=LOG, report_text=REPORT, logger=logger)
+    ok = notify.send_report(settings, notify.Mail(host="esx01", job="nightly", status_line=status, failed=failed,
+                                                  log_text=LOG, report_text=REPORT), logger=logger)
     return ok, logger
 
 
@@ -201,8 +201,8 @@ def test_stdlib_logger_by_default(caplog):
     s = Settings(email_log=True, email_server="127.0.0.1", email_server_port=free_port(),
                  email_delay_interval=0, email_to=("a@example.org",))
     with caplog.at_level(logging.WARNING, logger="hotvcb.notify"):
-        assert notify.send_report(s, host="esx01", job="j", status_line="x", failed=True,
-                                  log_text="", report_text="") is False
+        assert notify.send_report(s, notify.Mail(host="esx01", job="j", status_line="x", failed=True,
+                                                 log_text="", report_text="")) is False
     assert "e-mail report not sent" in caplog.text
 
 

@@ -12,7 +12,8 @@ import sys
 import time
 
 import pytest
-from repotool import PYTHON, MiB, age, backup, cli, keep_last, make_disk, new_repo, one_clear_line, same
+from repotool import (HOUR, PYTHON, MiB, age, backup, cli, corrupt_chunk, keep_last, make_disk, new_repo,
+                      one_clear_line, same, write_mark)
 from test_repo_gcdup import copies, prune_all, restores, store_twice_at_once
 
 from hotvcb import cli as hotvcb_cli
@@ -28,7 +29,6 @@ from hotvcb.repo.verify import verify
 from hotvcb.repo.writer import BackupWriter
 
 TOOL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "repotool.py")
-HOUR = 3600  # past the test repositories' grace period (60 s + 2 x 0 s)
 
 
 def tool(*args, crash=None):
@@ -48,17 +48,10 @@ def gc_twice(repo_path, repo):
 
 
 def flip(repo_path, pack, digest, repo):
-    """Flip one byte in the middle of `digest`'s blob in `pack` (bit rot in that copy only)."""
-    info = repo.backend.stat(pack)
-    (blob,) = [b for b in repo.pack_blobs(pack, info.size) if b.digest == digest]
-    path = os.path.join(str(repo_path), pack)
-    st = os.stat(path)
-    with open(path, "r+b") as f:
-        f.seek(blob.offset + blob.stored_len // 2)
-        b = f.read(1)
-        f.seek(-1, 1)
-        f.write(bytes([b[0] ^ 0xFF]))
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # bit rot does not touch the mtime
+    """Bit rot in `digest`'s copy in `pack` only, which does not touch the pack's mtime."""
+    st = os.stat(os.path.join(str(repo_path), pack))
+    corrupt_chunk(repo_path, repo, pack, digest)
+    os.utime(os.path.join(str(repo_path), pack), ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def tree(repo_path):
@@ -71,11 +64,6 @@ def tree(repo_path):
             st = os.stat(os.path.join(folder, name))
             out[os.path.relpath(os.path.join(folder, name), str(repo_path))] = (st.st_size, st.st_mtime_ns)
     return out
-
-
-def write_mark(repo, packs, **extra):
-    record = dict({"format": "hotvcb-condemned", "version": 1, "packs": packs}, **extra)
-    assert repo.backend.put_new(CONDEMNED + "1000-deadbeef", dumps(record))
 
 
 def no_orphans(repo):
@@ -200,7 +188,7 @@ def test_a_mark_naming_a_backup_record_index_and_config_does_not_delete_them(tmp
     make_disk(disk, size=4 * MiB, regions=4)
     repo = new_repo(tmp_path / "repo")
     snap = backup(repo, "web", disk)
-    write_mark(repo, [SNAPSHOTS + snap.id, snap.disks[0]["index"], "config"])
+    write_mark(tmp_path / "repo", packs=[SNAPSHOTS + snap.id, snap.disks[0]["index"], "config"])
     gc_twice(tmp_path / "repo", repo)
     assert repo.backend.stat("config") is not None
     assert [s.id for s in repo.snapshots()] == [snap.id]
@@ -213,10 +201,7 @@ def test_a_mark_without_a_packs_list_is_refused_in_one_line(tmp_path, packs):
     make_disk(disk, size=4 * MiB, regions=4)
     repo = new_repo(tmp_path / "repo")
     backup(repo, "web", disk)
-    record = {"format": "hotvcb-condemned", "version": 1}
-    if packs is not None:
-        record["packs"] = packs
-    repo.backend.put_new(CONDEMNED + "1000-deadbeef", dumps(record))
+    write_mark(tmp_path / "repo", **({} if packs is None else {"packs": packs}))
     before = tree(tmp_path / "repo")
     age(tmp_path / "repo", HOUR)
     r = cli("prune", "--repo", tmp_path / "repo", "--keep-last", 100)
@@ -232,7 +217,7 @@ def test_a_mark_naming_the_live_pack_loses_no_chunk(tmp_path):
     repo = new_repo(tmp_path / "repo")
     backup(repo, "web", disk)
     packs = [i.name for i in repo.backend.list(PACKS)]
-    write_mark(repo, packs, why={p: "repack" for p in packs})
+    write_mark(tmp_path / "repo", packs=packs, why={p: "repack" for p in packs})
     age(tmp_path / "repo", HOUR)
     out = prune_all(tmp_path / "repo")
     assert "%d deleted" % len(packs) in out and "0 chunk(s) copied" not in out, out

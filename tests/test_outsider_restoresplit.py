@@ -143,9 +143,6 @@ def reseal(real, vm):
 
 
 # -- descriptors naming files outside the backup ----------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="DEFECT: a descriptor padded past 64 KiB skips the outside-extent "
-                                       "check (backup_check.require_extents_inside returns None) and "
-                                       "vmkfstools clones the file it names")
 def test_a_padded_descriptor_naming_another_vms_disk_is_refused(site):
     """The descriptor is the same text with 70 KiB of comment lines, naming another VM's flat disk by
     absolute path; sealed (a hand edit then sealed, as the refusals test does). Must be refused as the
@@ -166,10 +163,7 @@ def test_a_padded_descriptor_naming_another_vms_disk_is_refused(site):
 
 
 @pytest.mark.parametrize("kind", [
-    pytest.param("flat", marks=pytest.mark.xfail(strict=True, reason="DEFECT: a backup's -flat.vmdk that is a symlink "
-                                                 "to another VM's disk is cloned from (require_extents_inside checks "
-                                                 "names only; a ghettoVCB backup has no checksums)")),
-    "descriptor"])
+    "flat", "descriptor"])
 def test_a_backup_file_that_is_a_symlink_out_of_the_backup_is_not_restored_from(site, kind):
     """A ghettoVCB-style backup (no manifest: nothing else would notice) whose -flat.vmdk, or whose
     descriptor, is a symlink to another VM's file. The descriptor names only a file beside it, but
@@ -195,8 +189,6 @@ def test_a_backup_file_that_is_a_symlink_out_of_the_backup_is_not_restored_from(
     assert "Traceback" not in out(r), out(r)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: the descriptor is checked by the plan's read but vmkfstools "
-                                       "re-reads it: swapped before the clone, another VM's disk is restored")
 def test_a_descriptor_swapped_after_the_plan_is_not_cloned_from(site):
     """A ghettoVCB-style backup (no manifest); after the plan read and checked the descriptor, and
     before vmkfstools clones it, it is swapped for one naming another VM's disk (the hook runs in
@@ -219,9 +211,6 @@ def test_a_descriptor_swapped_after_the_plan_is_not_cloned_from(site):
     assert not (os.path.isdir(restored) and holds(restored, data)), "another VM's disk restored: " + out(r)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a sealed backup's descriptor swapped after the background check "
-                                       "read it and before vmkfstools clones: checksums hold, another VM's disk "
-                                       "is restored")
 def test_a_descriptor_swapped_after_the_check_read_it_is_not_cloned_from(site):
     """The same swap on a sealed backup, made after the background check has read the descriptor
     (the inventory question the plan waits for is held until the descriptor's atime shows a read;
@@ -250,6 +239,36 @@ def test_a_descriptor_swapped_after_the_check_read_it_is_not_cloned_from(site):
     restored = host.real(DS1 + "/swapsealed2")
     assert not (os.path.isdir(restored) and holds(restored, data)), "another VM's disk restored: " + out(r)
     assert r.returncode == 6 and "swapsealed2" not in registered(host) and leftovers(host) == [], out(r)
+
+
+def test_a_descriptor_swapped_between_the_check_and_the_plan_is_refused(site):
+    """A sealed backup of two disks; after the background check read the first descriptor, and before
+    the plan reads it (the plan waits for the inventory question, held until the descriptor's atime
+    shows the check's read), it is swapped for one naming the second disk's flat file (of a name as
+    long: the size health.py compares holds): inside the backup, so the extents check passes, and it
+    stays swapped, so the descriptor still reads as the plan read it after the clone. The check proved one text, the clone would use another: refused as
+    failing verification, nothing registered, nothing left."""
+    host, _conf, _bk = site
+    inside, real = hand_backup(host, "swapplan", disks=(("scsi0:0", "disk.vmdk"), ("scsi0:1", "dis2.vmdk")),
+                               random_bytes=4096)
+    desc = os.path.join(real, "disk.vmdk")
+    other = open(desc).read().replace('"disk-flat.vmdk"', '"dis2-flat.vmdk"')
+    with open(os.path.join(hookdir(host), "other.vmdk"), "w") as f:
+        f.write(other)
+    os.utime(desc, (0, os.stat(desc).st_mtime))
+    with open(os.path.join(hookdir(host), "vimcmd.sh"), "w") as f:
+        f.write('case "$1" in vmsvc/getallvms) /bin/python -c "import os, sys, time\n'
+                'for _ in range(600):\n    if os.stat(sys.argv[1]).st_atime: break\n    time.sleep(0.1)" "%s/disk.vmdk"; '
+                'cat "%s/other.vmdk" > "%s/disk.vmdk";; esac\n' % (inside, hookdir(host), inside))
+    try:
+        r = hotvcb(host, "restore", inside, "--datastore", "datastore1", "--name", "swapplan2",
+                   "--format", "zeroedthick")
+    finally:
+        clear_hooks(host)
+    assert open(desc).read() == other, "the hook did not run: " + out(r)
+    assert r.returncode == 6 and "fails verification" in out(r) and "disk.vmdk" in out(r), out(r)
+    assert not os.path.exists(host.real(DS1 + "/swapplan2")) and "swapplan2" not in registered(host), out(r)
+    assert leftovers(host) == [], leftovers(host)
 
 
 def test_a_thin_self_copy_writes_the_sealed_descriptor_not_one_swapped_in_meanwhile(site):
@@ -281,8 +300,6 @@ def test_a_thin_self_copy_writes_the_sealed_descriptor_not_one_swapped_in_meanwh
         assert r.returncode == 6 and not os.path.exists(restored) and leftovers(host) == [], out(r)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a FIFO in a backup (descriptor or .vmx) blocks the restore "
-                                       "forever in open() (restore_plan reads with read_text, not read_regular)")
 @pytest.mark.parametrize("which", ["disk.vmdk", "fifo.vmx"])
 def test_a_fifo_in_a_backup_does_not_hang_the_restore(site, which):
     """A ghettoVCB-style backup (no manifest) whose descriptor, or whose .vmx, is a FIFO nobody writes
@@ -318,9 +335,6 @@ def test_a_fifo_in_a_backup_does_not_hang_the_restore(site, which):
     assert leftovers(host) == [] and not os.path.exists(host.real(DS1 + "/" + vm + "2")), o
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: the thin self-copy (restore_copy._copy_flat via "
-                                       "blockdigest.open_regular) follows a -flat.vmdk symlink out of the backup: "
-                                       "another VM's disk restored 'checked as it was copied'")
 def test_a_sealed_self_copied_flat_that_is_a_symlink_out_of_the_backup_is_not_restored_from(site):
     """The thin self-copy path: a VMFS flat disk with block digests whose -flat.vmdk is a symlink to
     another VM's disk of the same size, sealed over it (a manifest is only SHA-256s: whoever can
@@ -419,10 +433,6 @@ def test_a_target_folder_that_appears_during_the_clone_is_not_overwritten(site, 
     shutil.rmtree(folder)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a restore whose claim of <name>.hotvcb-restoring loses the race "
-                                       "overwrites, then deletes, the live winner's owner record "
-                                       "(restore_scratch.Records.claim); the winner killed, cleanup "
-                                       "cannot find its folder and the name stays blocked")
 def test_a_losing_claim_leaves_the_running_restores_record(site):
     """Two restores of one name both pass the plan's 'no such folder' check; A claims the folder and
     is cloning (held in the vmkfstools hook); B's claim comes second and fails (B's exact code path,
@@ -808,9 +818,6 @@ def test_a_restore_file_with_garbage_and_one_name_twice(site, tmp_path):
     assert leftovers(host) == [], leftovers(host)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: one non-UTF-8 byte anywhere in a -c restore file (even a comment) "
-                                       "decodes the whole file as Latin-1: every line with an umlaut fails "
-                                       "'does not exist' (shell.decoded is per file, not per line)")
 def test_a_latin1_comment_does_not_break_the_utf8_lines_of_a_restore_file(site):
     """A UTF-8 restore file whose comment line was appended in Latin-1 (`echo '# Müller' >>` under a
     Latin-1 locale): a bad line is that line's error only, the docs say; a comment is not even one.

@@ -11,18 +11,17 @@ import signal
 import subprocess
 
 import pytest
-from repotool import PYTHON, MiB, age, backup, cli, corrupt_chunk, corrupt_one_chunk, make_disk, new_repo, same
+from repotool import (HOUR, PYTHON, MiB, age, backup, cli, corrupt_chunk, corrupt_one_chunk, make_disk, new_repo, same,
+                      write_mark)
 
 from hotvcb.repo import gc
 from hotvcb.repo.format import CHUNK_SIZE as CHUNK
-from hotvcb.repo.format import dumps
 from hotvcb.repo.reader import restore_disk
 from hotvcb.repo.repository import CONDEMNED, DAMAGED, PACKS
 from hotvcb.repo.verify import verify
 from hotvcb.repo.writer import BackupWriter
 
 TOOL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "repotool.py")
-HOUR = 3600  # past the test repositories' grace period (60 s + 2 x 0 s)
 
 
 def prune_all(repo_path):
@@ -283,8 +282,7 @@ def test_a_pack_kept_for_one_stuck_chunk_holds_its_sound_copies_so_a_damaged_cop
     corrupt_chunk(tmp_path / "repo", repo, a, digest["s"])
     corrupt_chunk(tmp_path / "repo", repo, b, digest["y"])
     assert len(verify(repo, "all").problems) == 2  # both recorded in damaged/
-    repo.backend.put_new(CONDEMNED + "1000-0badc0de", dumps({"format": "hotvcb-condemned", "version": 1,
-                                                              "packs": sorted([a, b])}))
+    write_mark(tmp_path / "repo", packs=sorted([a, b]))
     age(tmp_path / "repo", HOUR)
     out = prune_all(tmp_path / "repo")
     assert "keeping %s for now: chunk(s) %s" % (a, digest["s"].hex()) in out, out

@@ -11,19 +11,17 @@ import signal
 import time
 
 import pytest
-from repotool import MiB, age, backup, cli, corrupt_one_chunk, make_disk, new_repo, same
+from repotool import HOUR, MiB, age, backup, cli, corrupt_one_chunk, first_pack, make_disk, new_repo, same, write_mark
 from test_repo_gcdup import copies, store_twice_at_once
 
 from hotvcb import interrupt
 from hotvcb.errors import Interrupted, RepoError
 from hotvcb.repo import gc
 from hotvcb.repo.backend import LocalBackend, NotFound
-from hotvcb.repo.format import dumps
 from hotvcb.repo.reader import read_file, restore_disk
 from hotvcb.repo.repository import CONDEMNED, DAMAGED, PACKS, SNAPSHOTS, BadChunk, Repository
 from hotvcb.repo.verify import verify
 
-HOUR = 3600  # past the test repositories' grace period (60 s + 2 x 0 s)
 
 
 @pytest.fixture
@@ -175,7 +173,7 @@ def test_a_pack_deleted_under_a_verify_by_no_sweep_is_damage_when_it_took_chunks
                                                                                          whole):
     repo, disk = repo_disk
     snap = backup(repo, "web", disk)
-    pack = repo.chunk_map()[repo.disk_index(snap.disks[0]).entries[0][1]].pack
+    pack = first_pack(repo, snap)
     report = verify(Repository(DeletedUnmarked(str(tmp_path / "repo"), pack, whole), repo.config), "all")
     assert repo.backend.stat(pack) is None
     assert any(p.startswith("%s is missing from the repository" % pack) for p in report.problems), report.problems
@@ -229,7 +227,7 @@ def gone_for_good(tmp_path, settle):
     repo = new_repo(tmp_path / "repo", settle=settle)
     snap = backup(repo, "web", disk)
     stale = repo.chunk_map()
-    repo.backend.delete(stale[repo.disk_index(snap.disks[0]).entries[0][1]].pack)
+    repo.backend.delete(first_pack(repo, snap))
     return repo, snap, stale
 
 
@@ -279,9 +277,7 @@ def test_a_mark_naming_a_record_beside_a_pack_sweeps_only_the_pack_and_says_so(t
     repo, disk = repo_disk
     snap = backup(repo, "web", disk)
     pack = repo.backend.list(PACKS)[0].name
-    mark = CONDEMNED + "1000-deadbeef"
-    repo.backend.put_new(mark, dumps({"format": "hotvcb-condemned", "version": 1,
-                                      "packs": [SNAPSHOTS + snap.id, pack, "packs/../config"]}))
+    mark = write_mark(tmp_path / "repo", packs=[SNAPSHOTS + snap.id, pack, "packs/../config"])
     age(tmp_path / "repo", HOUR)
     r = cli("prune", "--repo", tmp_path / "repo", "--keep-last", 100)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -7,6 +7,7 @@ import subprocess
 import time
 
 from hotvcb.jobs import restore_scratch
+from hotvcb.pids import is_hotvcb
 from hotvcb.runid import RunId
 from hotvcb.shell import LocalShell
 
@@ -214,8 +215,15 @@ def test_an_empty_record_temp_goes_at_once_when_its_writer_is_dead(tmp_path):
     root = str(tmp_path)
     dead = subprocess.Popen(["true"])
     dead.wait()
-    live = subprocess.Popen(["sleep", "60", "hotvcb"])  # a live process whose command line names hotvcb
+    # a live process whose command line names hotvcb (`sleep 60 hotvcb` is no sleep: GNU sleep refuses
+    # the word and ends at once, and the test then raced that exit; the `:` keeps sh from exec'ing sleep),
+    # waited for until it has exec'd (until then its command line is this test's)
+    live = subprocess.Popen(["sh", "-c", "sleep 60; :", "hotvcb"])
     try:
+        for _ in range(600):
+            if is_hotvcb(live.pid):
+                break
+            time.sleep(0.05)
         name = os.path.basename(restore_scratch.record_of(root + "/copy.hotvcb-restoring"))
         dead_temp = "%s/.%s.%d-1-abcdef.tmp" % (root, name, dead.pid)
         live_temp = "%s/.%s.%d-1-abcdef.tmp" % (root, name, live.pid)

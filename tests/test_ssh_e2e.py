@@ -225,10 +225,11 @@ def _backup_in_a_clone(site, tmp_path, flags):
     """A backup over SSH, returned once vmkfstools copies on the host (slowed to ~60 s)."""
     host, conf, sshd, root = site
     host.set_fault("clone.delay", "60")
+    earlier = {p for p, c in _procs() if "vmkfstools" in c and VM in c}  # a clone of an earlier test, ending
     proc = subprocess.Popen(ssh_argv(sshd, "backup", "-m", VM, "-g", str(conf), "-w", str(tmp_path / "w"), *flags),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(), cwd=str(ROOT))
     deadline = time.monotonic() + 60
-    while not [p for p, c in _procs() if "vmkfstools" in c and VM in c]:
+    while not [p for p, c in _procs() if "vmkfstools" in c and VM in c and p not in earlier]:
         assert time.monotonic() < deadline and proc.poll() is None, "no clone started"
         time.sleep(0.1)
     return proc

@@ -186,9 +186,9 @@ def _deliver(args, settings, log, report: "onhost.Report") -> int:
     elif mailgate.wanted(settings, report.code != 0):
         from .. import notify  # smtplib, ssl, email: ~0.1 s of imports that a run without mail skips
 
-        notify.send_report(
-            settings, host=report.host, job=args.job_name, status_line=report.status, failed=report.code != 0,
-            log_text=report.log_text, report_text=report.report_text, report_html=report.report_html, logger=log)
+        notify.send_report(settings, notify.Mail(
+            host=report.host, job=args.job_name, status_line=report.status, failed=report.code != 0,
+            log_text=report.log_text, report_text=report.report_text, report_html=report.report_html), logger=log)
     log.close()
     return report.code
 

@@ -23,7 +23,7 @@ from ..errors import HostError, RepoError, UsageError
 from ..jobs.repo_backup import flat_name
 from ..jobs.restore_plan import RESTORING
 from ..jobs.restore_scratch import Records, record_of, sweep
-from ..repo.reader import read_file, restore_disk, whole_or_nothing
+from ..repo.reader import Where, read_file, restore_disk, whole_or_nothing
 from ..repo.repository import SNAPSHOTS, Repository, Snapshot, open_path
 from ..repo.settle import Say
 from ..repo.verify import verify
@@ -194,18 +194,18 @@ def _materialize(repo: Repository, snap: Snapshot, work: str, remove: Callable[[
     """Write the backup's files and disks into the new, empty folder `work`; on any failure `remove` it.
     `say` tells of a wait for a pack another host's GC moved (repo/settle.py)."""
     with whole_or_nothing(work, remove):
-        chunk_map = repo.chunk_map()
+        where = Where(repo, None, say)  # one for all: a pack one disk found gone is waited for once
         written = []  # type: List[str]
         for f in snap.files:
             with open(os.path.join(work, os.path.basename(f["name"])), "wb") as out:
-                out.write(read_file(repo, snap, f["name"], chunk_map, say))
+                out.write(read_file(repo, snap, f["name"], where=where))
         stored = {f["name"] for f in snap.files}
         for disk in snap.disks:
             # a VMDK's descriptor came back with the files above: the data goes where it points
             base = os.path.basename(disk["name"])
             name = flat_name(base) if disk["name"] in stored else os.path.splitext(base)[0] + ".raw"
             print("Restoring %s (%s) ..." % (disk["name"], human_size(disk["size"])), flush=True)
-            restore_disk(repo, snap, disk, os.path.join(work, name), check=_check, chunk_map=chunk_map, say=say)
+            restore_disk(repo, snap, disk, os.path.join(work, name), check=_check, where=where)
             written.append(name)
         return written
 

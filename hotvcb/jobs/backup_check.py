@@ -16,7 +16,9 @@ from ..shell import FileReader, Shell
 from ..store import chain, health, layout
 from .verify import verify_folder, verify_gz
 
-DESCRIPTOR_MAX = 64 << 10  # a VMDK descriptor file is a few hundred bytes
+DESCRIPTOR_MAX = 64 << 10  # a VMDK descriptor file is a few hundred bytes; a sparse extent is more
+TEXT_MAX = 1 << 20  # a backup's text file (.vmx, .vmsd, descriptor) past this is refused rather than read
+SPARSE_MAGICS = ("KDMV", "COWD", "\xbe\xba\xfe\xca")  # hosted sparse, vmfsSparse, seSparse (its LE 0xcafebabe)
 
 
 def is_backup(shell: Shell, folder: str) -> bool:
@@ -66,12 +68,21 @@ def require_extents_inside(fs: FileReader, path: str, parent: bool = True) -> Op
     beside it (a descriptor naming /dev/sda or ../other/vm-flat.vmdk would have that read as the
     backup's disk, and a ghettoVCB backup has no checksums to notice). `parent=False`: the
     parentFileNameHint is not followed (a snapshot-tree delta is relinked by name). Returns the
-    text read (None for a file too big to be a descriptor), so a caller that parses the descriptor
-    too does not read it a second time."""
-    if fs.file_size(path) > DESCRIPTOR_MAX:
-        return None  # not a descriptor file: a sparse extent (its embedded descriptor names only itself)
+    text read (None for a sparse extent, whose embedded descriptor names only itself), so a caller
+    that parses the descriptor too does not read it a second time.
+
+    A file past DESCRIPTOR_MAX is taken for a sparse extent only by its magic: a text descriptor
+    padded with comments is still a descriptor to vmkfstools, so it is read whole and checked (up
+    to TEXT_MAX; past that it is refused). Read with read_regular: a FIFO planted as a descriptor
+    would block a plain read for ever, a symlink lead out of the backup."""
     try:
-        text = fs.read_text(path)
+        size = fs.file_size(path)
+        if size > DESCRIPTOR_MAX and fs.read_regular(path, len(SPARSE_MAGICS[0])) in SPARSE_MAGICS:
+            return None
+        if size > TEXT_MAX:
+            raise HotvcbError("%s is %d bytes and no sparse extent: too big for a disk descriptor; not "
+                              "restoring from it" % (path, size))
+        text = fs.read_regular(path, TEXT_MAX)
         desc = vmdk.parse(text)
     except (HostError, UnicodeDecodeError) as err:
         raise HotvcbError("%s cannot be read: %s" % (path, err)) from None

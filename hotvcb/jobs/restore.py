@@ -194,6 +194,7 @@ class _Restore:
         if data is None:
             checking = Checking(req, self.log, None)
         else:
+            restore_check.prove_descriptors(req, plan, backup, data)
             checking = self.early or restore_check.start(shell, req, self.log, backup, data, compressed)
         checking.own.decide(restore_copy.own_copies(shell, req, plan, backup, data, compressed))
         try:

@@ -12,6 +12,7 @@ nothing is copied beside it (a dry run, a KVM backup before it is staged, a
 .gz's dry run) the backup is verified at once instead.
 """
 
+import io
 import threading
 from typing import Any, Callable, Dict, Optional, Set
 
@@ -21,8 +22,8 @@ from ..restorefile import RestoreRequest
 from ..shell import Shell
 from ..store import manifest
 from . import restore_copy, restore_stage
-from .restore_plan import RestoreError
-from .verify import Problem, VerifyResult, verify_folder, verify_gz
+from .restore_plan import Plan, RestoreError
+from .verify import Problem, VerifyResult, compare, verify_folder, verify_gz
 
 
 def refuse_damaged(req: RestoreRequest, log, res: VerifyResult) -> None:
@@ -86,6 +87,35 @@ class Checking:
     def cancel(self) -> None:
         if self.work is not None:
             self.work.cancel()
+
+
+def prove_descriptors(req: RestoreRequest, plan: Plan, backup: str, data: Dict[str, Any]) -> None:
+    """Each disk's descriptor text as the plan read it, proved against the manifest `data`. The clone
+    and the self-copy use that text (restore_write._checked, restore_copy.py), while the background
+    check reads the file on its own: a descriptor swapped between the two reads would have the check
+    prove one text and the restore use another. (Text decoded as UTF-8, else Latin-1: either encoding
+    gives the bytes back.)"""
+    files = data.get("files") or {}
+    for d in plan.disks:
+        rel = d.source[len(backup) + 1:]
+        entry = files.get(rel)
+        if d.embedded or entry is None or not d.source.startswith(backup + "/"):
+            continue  # a sparse extent is the disk itself, read by the check; a file it names not: not a disk's
+        try:
+            block_size, whole = manifest.block_size_for(entry, manifest.BLOCK_SIZE)
+        except ValueError as err:
+            raise RestoreError(damaged(req, Problem(rel, "manifest entry unusable: %s" % err))) from err
+        problem = None  # type: Optional[Problem]
+        for codec in ("utf-8", "latin-1"):
+            try:
+                raw = d.text.encode(codec)
+            except UnicodeEncodeError:
+                continue
+            problem = compare(rel, entry, manifest.digest_stream(io.BytesIO(raw).read, block_size, whole=whole))
+            if problem is None:
+                break
+        if problem is not None:
+            raise RestoreError(damaged(req, problem))
 
 
 def verify_now(shell: Shell, req: RestoreRequest, log, backup: str) -> None:

@@ -35,6 +35,7 @@ their base's clone). What a mismatch means is the restore's (restore_write.py
 refuses it).
 """
 
+import errno
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, Optional, Set, Tuple
@@ -43,7 +44,7 @@ from .. import blockdigest, crashpoint, vmdk
 from ..errors import HostError
 from ..hostdigest import check_interrupt
 from ..restorefile import RestoreRequest
-from ..shell import LocalShell, Shell
+from ..shell import NOT_REGULAR, LocalShell, Shell
 from ..sparsewrite import Flusher, write_at
 from ..store import manifest
 from .restore_plan import Plan
@@ -121,7 +122,8 @@ def copy(shell: Shell, own: OwnCopy, dst: str, progress: Callable[[int], None]) 
     try:
         digest = _copy_flat(own.flat, flat, block_size, progress)
     except OSError as err:
-        raise HostError("cannot copy %s to %s: %s" % (own.flat, flat, err.strerror or err)) from err
+        why = NOT_REGULAR if err.errno == errno.ELOOP else err.strerror or err  # a symlink: open_regular's own
+        raise HostError("cannot copy %s to %s: %s" % (own.flat, flat, why)) from err
     problem = compare(own.rel, own.entry, digest)
     if problem is None:
         text = vmdk.as_thin(vmdk.rename_extent(own.text, flat.rsplit("/", 1)[1]))
@@ -130,7 +132,9 @@ def copy(shell: Shell, own: OwnCopy, dst: str, progress: Callable[[int], None]) 
 
 
 def _copy_flat(src: str, dst: str, block_size: int, progress: Callable[[int], None]) -> "manifest.FileDigest":
-    with blockdigest.open_regular(src) as f:
+    """follow=False: a -flat.vmdk that is a symlink (to another VM's disk, sealed over: a manifest is
+    only SHA-256s, and whoever can plant the link can seal) is refused, not read as this backup's."""
+    with blockdigest.open_regular(src, follow=False) as f:
         fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         flusher = Flusher(fd)
         try:

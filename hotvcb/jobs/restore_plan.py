@@ -29,7 +29,7 @@ from ..errors import HostError, HotvcbError
 from ..hosts.base import Hypervisor
 from ..model import DatastoreInfo, Disk, VmRef
 from ..restorefile import RestoreRequest
-from ..shell import FileReader
+from ..shell import FileReader, read_small
 from ..store import layout
 from ..vmdk import base_name
 from ..vmx import VmxFile
@@ -55,7 +55,8 @@ class DiskCopy:
     target: str  # descriptor file name inside the VM folder
     adapter: str
     needed: int
-    text: str  # the descriptor as the plan read it (restore_copy.py writes it renamed: read once)
+    text: str  # the descriptor as the plan read and checked it: the one the copy uses (restore_write.py)
+    embedded: bool = False  # a sparse extent holding its own descriptor: cloned from the file itself
 
 
 @dataclass
@@ -90,7 +91,10 @@ class Planner:
         vmxs = [f for f in fs.listdir(backup) if f.lower().endswith(".vmx") and not f.startswith(".")]
         if len(vmxs) != 1:
             raise RestoreError("%s holds %d .vmx files, expected 1" % (self.req.backup, len(vmxs)))
-        vmx = VmxFile(fs.read_text(backup + "/" + vmxs[0]))
+        try:  # read_regular: a FIFO planted as the .vmx would block a plain read for ever
+            vmx = VmxFile(read_small(fs, backup + "/" + vmxs[0], backup_check.TEXT_MAX))
+        except HostError as err:
+            raise RestoreError(str(err)) from err
         original = vmx.get("displayName")
         name = self._name_for(vmx, self.req.backup.rsplit("/", 1)[-1])
         self._check_name(name, quiet)
@@ -142,7 +146,7 @@ class Planner:
             read = backup_check.require_extents_inside(fs, src)  # vmkfstools -i would clone whatever it names
             text, desc = self._descriptor(fs, src, dev, read)
             needed = self._needed(fs, src, dev, desc)
-            plan.disks.append(DiskCopy(dev, src, target, desc.adapter_type, needed, text))
+            plan.disks.append(DiskCopy(dev, src, target, desc.adapter_type, needed, text, read is None))
             put(dev + ".fileName", top)
         for key, ext in (("nvram", ".nvram"), ("extendedConfigFile", ".vmxf")):
             side = self._side_file(fs, backup, vmxs[0], vmx.get(key), ext)
@@ -228,10 +232,10 @@ class Planner:
 
     def _descriptor(self, fs: FileReader, path: str, dev: str, text: Optional[str]) -> Tuple[str, vmdk.Descriptor]:
         """The disk's descriptor (text, parsed) from the text the extents check read; read here only where
-        that check read none (a file too big to be a descriptor, refused by the parse)."""
+        that check read none (a sparse extent: its embedded descriptor lies in its first sectors)."""
         try:
             if text is None:
-                text = fs.read_text(path)
+                text = fs.read_regular(path, backup_check.DESCRIPTOR_MAX)
             return text, vmdk.parse(text)
         except (HostError, vmdk.NotADescriptor) as err:
             raise RestoreError("%s: %s is not a readable disk descriptor: %s" % (dev, path, err)) from err

@@ -20,24 +20,31 @@ root can plant a FIFO (a plain read waits forever), a device or a symlink there.
 
 The VM folder a restore clones into, `<name>.hotvcb-restoring` (restore_plan.RESTORING), is as
 big and is recorded the same way (Records.claim, release), but its name is not unique: a later
-restore under that name makes a folder of the same path. So its record is named by the folder's path
-(`.hotvcb-restoring-<digest>.owner`, distinct for two targets' folders of one name) and a new
-restore writes its record over a dead one's (atomically, write_text) before it makes the folder,
-which must not exist yet (make_new_dir): a dead record is gone before a later folder appears, so
-it can never name that folder to cleanup; and cleanup looks at the folder before it reads the
-record a second time (_seen_dead), after it has said what it removes (a log held by a full pipe
-holds no verdict), so a later restore's record and folder made while it decides are seen, and a
-dead record whose folder was not there only loses its record. The folder is then renamed to a
-scratch folder of the cleanup's own (Records.take) and the record read a third time before
-anything is deleted (_remove_dead): unchanged, what was renamed is the dead restore's, removed
-where no restore or other cleanup looks; replaced, it goes back. No lock is shared by restores and
-cleanups, so windows stay where nothing of a live restore is deleted: cleanup removing a dead
-record just as a later restore replaces it, or of two restores into one folder at once the one
-make_new_dir refuses removing the record, leaves the other's folder without one (kept by cleanup,
-if that restore is killed too); a live folder renamed in the instant between the last look and the
-rename is back under its name a moment later (a restore writing a new file into it right then
-fails, and removes it as it would on any failure). Only an admin removing a dead restore's folder
-by hand while cleanup removes it, and a new restore remaking it in between, could lose a folder.
+restore under that name makes a folder of the same path, and two restores of one name may claim it
+at once. So its record is named by the folder's path (`.hotvcb-restoring-<digest>.owner`, distinct
+for two targets' folders of one name) and a new restore writes its record over a dead one's
+(atomically, write_text) before it makes the folder, which must not exist yet (make_new_dir): a
+dead record is gone before a later folder appears, so it can never name that folder to cleanup. A
+restore that finds the folder there (another restore's, running or killed) refuses before it writes
+anything, so the record, that restore's, stays for cleanup to find. Of two restores that both found
+no folder and both wrote their record, the one make_new_dir refuses removes the record only while
+it holds its own text, and the maker, once its folder is made, writes its record again if another's
+replaced it; and a restore removes its record at the end only while it holds its own text (once the
+folder got its final name, a later restore may make the folder anew and record it). Cleanup looks at
+the folder before it reads the record a second time (_seen_dead), after it has said what it removes
+(a log held by a full pipe holds no verdict), so a later restore's record and folder made while it
+decides are seen, and a dead record whose folder was not there only loses its record. The folder is
+then renamed to a scratch folder of the cleanup's own (Records.take) and the record read a third
+time before anything is deleted (_remove_dead): unchanged, what was renamed is the dead restore's,
+removed where no restore or other cleanup looks; replaced, it goes back. No lock is shared by
+restores and cleanups, so windows stay where nothing of a live restore is deleted: cleanup removing a
+dead record just as a later restore replaces it, or of two restores racing for one folder the loser
+writing its record after the maker's last look and then removing it, leaves the maker's folder
+without one (kept by cleanup, if that restore is killed too); a live folder renamed in the instant
+between the last look and the rename is back under its name a moment later (a restore writing a new
+file into it right then fails, and removes it as it would on any failure). Only an admin removing a
+dead restore's folder by hand while cleanup removes it, and a new restore remaking it in between,
+could lose a folder.
 
 A record is the run's line and `path=<folder>`, or `path-quoted=<folder, percent-encoded>` for a
 path with a line break (record_text): a VM name may hold one, which would end the line.
@@ -107,8 +114,7 @@ class Records:
         cleanup killed while removing it leaves a dead restore's scratch folder, found by the next);
         its new path. HostError, and no record of ours left, when it cannot be renamed."""
         path = self._scratch_name(posixpath.dirname(posixpath.normpath(folder)))
-        self.shell.write_text(record_of(path), record_text(self.run(), path))
-        self._keep(path)
+        self._record(path)
         try:
             self.shell.rename(folder, path)
         except HostError:
@@ -124,25 +130,45 @@ class Records:
                                     "%x" % self._made if self._made > 1 else "")
 
     def claim(self, path: str) -> None:
-        """Make the folder `path` (which must not exist), its record written first: over the record
-        of a dead restore of the same folder, if any. HostError when it cannot be made or exists,
-        and then no record of ours is left to name a folder that is not ours."""
+        """Make the VM folder `path` (which must not exist), its record written first: over the record of
+        a dead restore of the same folder, if any. HostError when it exists or cannot be made; then this
+        restore leaves no record of its own, and touches none it does not hold: a folder that exists
+        is another restore's, and so is its record (looked at before writing ours); of two restores
+        that both found none, the one make_new_dir refuses removes the record only if it holds its own
+        text, and the maker writes its own again if the loser's replaced it."""
         path = posixpath.normpath(path)
-        self.shell.write_text(record_of(path), record_text(self.run(), path))
-        self._keep(path)
+        if self.shell.exists(path):
+            raise HostError("%s exists: another restore into it started meanwhile" % path)
+        self._record(path)
         try:
             if not self.shell.make_new_dir(path):
                 raise HostError("%s exists: another restore into it started meanwhile" % path)
         except HostError:
             self.release(path)
             raise
+        if not self._holds(record_of(path), path):
+            self._record(path)
+
+    def _record(self, path: str) -> None:
+        self.shell.write_text(record_of(path), record_text(self.run(), path))
+        self._keep(path)
 
     def release(self, path: str) -> None:
-        """The record of `path`, once the folder is gone or renamed to its final name."""
+        """The record of `path`, once the folder is gone or renamed to its final name; a VM folder's
+        record only while it is still ours (a later restore of the name may have recorded its own)."""
         path = posixpath.normpath(path)
         with self._lock:
             self._held.discard(path)
-        self.shell.remove_tree(record_of(path))
+        record = record_of(path)
+        if path.endswith(RESTORING) and not self._holds(record, path):
+            return
+        self.shell.remove_tree(record)
+
+    def _holds(self, record: str, path: str) -> bool:
+        try:
+            return self.shell.read_regular(record, RECORD_MAX) == record_text(self.run(), path)
+        except HostError:
+            return False  # gone, or not a record of ours
 
     def remove(self, path: str) -> None:
         """The folder, then its record (a record without its folder is harmless; the reverse is not)."""

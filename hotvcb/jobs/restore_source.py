@@ -12,9 +12,11 @@ from typing import Any, Dict, Optional, Tuple
 
 from ..errors import HostError
 from ..restorefile import RestoreRequest
-from ..shell import FileReader, LocalShell, Shell
+from ..shell import FileReader, LocalShell, Shell, read_small
 from ..store import health, layout, manifest
 from .restore_plan import RestoreError
+
+STATUS_MAX = 4096  # a STATUS file holds one line of why; more is not shown
 
 
 def locate(shell: Shell, path: str) -> Tuple[str, bool]:
@@ -41,7 +43,7 @@ def check_sealed(shell: Shell, req: RestoreRequest, fs: FileReader, backup: str)
         return
     if status:
         try:
-            reason = fs.read_text(backup + "/" + status[0]).strip()
+            reason = read_small(fs, backup + "/" + status[0], STATUS_MAX).strip()
         except HostError:
             reason = ""
         raise RestoreError("%s is not a good backup (%s%s)" % (

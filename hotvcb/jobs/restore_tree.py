@@ -15,7 +15,7 @@ from typing import List, Optional, Tuple
 
 from .. import vmdk
 from ..errors import HostError, HotvcbError
-from ..shell import FileReader, Shell
+from ..shell import FileReader, Shell, read_small
 from ..vmx import VmxFile
 from . import backup_check
 from .snaptree import TREE, relink
@@ -44,12 +44,12 @@ def plan(fs: FileReader, folder: str, vmx_name: str, new_stem: str) -> Tuple[Vmx
     """The tree's .vmx and what the restore of the tree must do, every chain checked in the backup."""
     if not fs.exists(folder + "/" + vmx_name):
         raise HotvcbError("%s holds no %s: the snapshot tree is incomplete" % (folder, vmx_name))
-    vmx = VmxFile(fs.read_text(folder + "/" + vmx_name))
+    vmx = VmxFile(read_small(fs, folder + "/" + vmx_name, backup_check.TEXT_MAX))
     old_stem = vmx_name[: -len(".vmx")]
     vmsds = [f for f in fs.listdir(folder) if f.lower().endswith(".vmsd")]
     if len(vmsds) != 1:
         raise HotvcbError("%s holds %d .vmsd files, expected 1" % (folder, len(vmsds)))
-    vmsd = VmxFile(fs.read_text(folder + "/" + vmsds[0]))
+    vmsd = VmxFile(read_small(fs, folder + "/" + vmsds[0], backup_check.TEXT_MAX))
     tree = TreeRestore(folder, vmx_name, new_stem + ".vmsd", "")
     tops = [posixpath.basename(name) for _dev, _bus, name in vmx.disk_slots()
             if fs.exists(folder + "/" + posixpath.basename(name))]
@@ -89,7 +89,7 @@ def chain(fs: FileReader, folder: str, top: str) -> List[str]:
                 folder, name, " (parent of %s)" % out[-1] if out else ""))
         out.append(name)
         try:
-            hint = vmdk.parse(fs.read_text(folder + "/" + name)).parent_hint
+            hint = vmdk.parse(read_small(fs, folder + "/" + name, backup_check.TEXT_MAX)).parent_hint
         except (HostError, vmdk.NotADescriptor) as err:
             raise HotvcbError("%s/%s is not a readable disk descriptor: %s" % (folder, name, err)) from err
         name = posixpath.basename(hint) if hint else None
@@ -106,8 +106,10 @@ def copy(shell: Shell, tree: TreeRestore, dst: str) -> None:
 
 
 def _own_files(fs: FileReader, folder: str, name: str) -> List[str]:
-    backup_check.require_extents_inside(fs, folder + "/" + name, parent=False)  # copied as they are
-    return [name] + [e.filename for e in vmdk.parse(fs.read_text(folder + "/" + name)).extents]
+    text = backup_check.require_extents_inside(fs, folder + "/" + name, parent=False)  # copied as they are
+    if text is None:
+        raise HotvcbError("%s/%s is a sparse extent, not a delta's descriptor" % (folder, name))
+    return [name] + [e.filename for e in vmdk.parse(text).extents]
 
 
 def _spelled(vmsd: VmxFile, key: str) -> str:

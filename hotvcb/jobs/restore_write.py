@@ -8,16 +8,19 @@ written twice; then the .nvram/.vmxf, the user's snapshot tree
 rename that completes it and removing it on failure are restore.py's.
 """
 
-from typing import Callable
+from typing import Callable, Optional
 
 from .. import interrupt, vmdk
-from ..errors import HotvcbError, Interrupted
+from ..errors import HostError, HotvcbError, Interrupted
 from ..hosts.base import Hypervisor
 from ..model import Disk, Vm, VmRef
 from ..restorefile import RestoreRequest
-from . import restore_copy, restore_tree
+from ..shell import Shell, read_small
+from . import backup_check, restore_copy, restore_tree
 from .restore_check import Checking, damaged
-from .restore_plan import Plan, RestoreError
+from .restore_plan import DiskCopy, Plan, RestoreError
+
+CHECKED = ".hotvcb-checked"  # holds the checked descriptor a clone reads, in the unfinished VM folder (_checked)
 
 
 def fill(host: Hypervisor, req: RestoreRequest, log, plan: Plan, checking: Checking) -> None:
@@ -31,11 +34,10 @@ def fill(host: Hypervisor, req: RestoreRequest, log, plan: Plan, checking: Check
         own = checking.own.by_source.get(d.source)
         log.info("Restoring %s (%s) to %s/%s as %s%s" % (d.source, d.key, plan.folder, d.target, fmt,
                                                         "" if own is None else ", checked as it is copied"))
-        disk = Disk(key=d.key, path=d.source, datastore="", adapter=d.adapter)
         progress = checking.watching(log.progress("%s %s" % (plan.name, d.target), d.needed))
         try:
             if own is None:
-                _put_disk(host, req, disk, plan.temp + "/" + d.target, progress)
+                _put_disk(host, req, d, plan.temp, progress)
             else:
                 _copy_itself(host, req, log, own, plan.temp + "/" + d.target, progress)
         except (Interrupted, RestoreError):
@@ -53,19 +55,66 @@ def fill(host: Hypervisor, req: RestoreRequest, log, plan: Plan, checking: Check
     shell.write_text(plan.temp + "/" + plan.vmx_name, plan.vmx_text)
 
 
-def _put_disk(host: Hypervisor, req: RestoreRequest, disk: Disk, dst: str, progress: Callable[[int], None]) -> None:
-    """Clone the disk into the new folder; a thin flat disk this run staged (restore --repo) is
-    already what the clone would write, on the same datastore, so it is moved instead of
-    written a second time."""
-    shell, fmt = host.shell, req.disk_format
-    text = shell.read_text(disk.path) if req.staged and fmt == "thin" else ""
-    desc = vmdk.parse(text) if text else None
-    if desc is None or not desc.thin or desc.is_delta or len(desc.extents) != 1:
-        host.copy_disk(disk, dst, fmt, progress)
+def _put_disk(host: Hypervisor, req: RestoreRequest, d: DiskCopy, folder: str,
+              progress: Callable[[int], None]) -> None:
+    """Clone the disk into the new folder from the descriptor text the plan checked (`_checked`); a
+    thin flat disk this run staged (restore --repo) is already what the clone would write, on the
+    same datastore, so it is moved instead of written a second time."""
+    shell, fmt, dst = host.shell, req.disk_format, folder + "/" + d.target
+    desc = vmdk.parse(d.text)
+    if req.staged and fmt == "thin" and desc.thin and not desc.is_delta and len(desc.extents) == 1:
+        flat = vmdk.flat_beside(dst)
+        shell.rename(d.source.rsplit("/", 1)[0] + "/" + desc.extents[0].filename, flat)
+        shell.write_text(dst, vmdk.rename_extent(d.text, flat.rsplit("/", 1)[1]))
         return
-    flat = vmdk.flat_beside(dst)
-    shell.rename(disk.path.rsplit("/", 1)[0] + "/" + desc.extents[0].filename, flat)
-    shell.write_text(dst, vmdk.rename_extent(text, flat.rsplit("/", 1)[1]))
+    source = d.source if d.embedded else _checked(shell, d, desc, folder)
+    try:
+        host.copy_disk(Disk(key=d.key, path=source, datastore="", adapter=d.adapter), dst, fmt, progress)
+    finally:
+        if source != d.source:
+            shell.remove_tree(folder + "/" + CHECKED)
+    if source != d.source:
+        _unchanged(shell, d)
+
+
+def _unchanged(shell: Shell, d: DiskCopy) -> None:
+    """The backup's descriptor still holds the text that was checked and cloned. The clone read the
+    checked copy either way; a descriptor that changed meanwhile means the backup is no longer the
+    one its checksums (or the plan's checks) spoke for, and someone is changing it under the restore:
+    refused rather than registered."""
+    try:
+        now = read_small(shell, d.source, backup_check.TEXT_MAX)  # type: Optional[str]
+    except HostError:
+        now = None
+    if now != d.text:
+        raise RestoreError("%s changed during the restore (%s): the backup is no longer the one that was checked; "
+                           "nothing was registered" % (d.source, "unreadable now" if now is None else "another text"))
+
+
+def _checked(shell: Shell, d: DiskCopy, desc: vmdk.Descriptor, folder: str) -> str:
+    """The descriptor vmkfstools clones: the text the plan read and checked (every extent beside it,
+    backup_check.require_extents_inside; for a sealed backup, the text its checksum proves), written
+    into the unfinished VM folder's CHECKED folder, under the descriptor's own name (what the clone's
+    messages name), with its extents named by absolute path in the backup.
+
+    vmkfstools opens the descriptor it is given by name, so handed the backup's own it would read
+    the file again: one swapped after the check (a ghettoVCB backup has no checksums; a sealed one's
+    was read by the background check before) would have whatever it names cloned as this disk. The
+    copy lives in a folder only this restore writes, `hotvcb cleanup` removes with it, and is gone
+    before the folder gets its name. Each extent must be a regular file, not a symlink (one leading
+    to another VM's disk would be read as this backup's): looked at here, just before the clone."""
+    backup = d.source.rsplit("/", 1)[0]
+    for extent in desc.extents:
+        path = extent.filename if extent.filename.startswith("/") else backup + "/" + extent.filename
+        try:
+            shell.read_regular(path, 1)
+        except HostError as err:
+            raise HostError("%s: not restoring from it (a disk's file must be a regular file of the backup, "
+                            "not a symlink)" % err) from err
+    copy = "%s/%s/%s" % (folder, CHECKED, d.source.rsplit("/", 1)[1])
+    shell.makedirs(folder + "/" + CHECKED)
+    shell.write_text(copy, vmdk.anchored(d.text, backup))
+    return copy
 
 
 def _copy_itself(host: Hypervisor, req: RestoreRequest, log, own: "restore_copy.OwnCopy", dst: str,

@@ -42,9 +42,10 @@ def find_disk(snap: Snapshot, name: str) -> Dict:
 
 def restore_disk(repo: Repository, snap: Snapshot, disk: Dict, out_path: str, check: Check = None,
                  chunk_map: Optional[Dict[bytes, Location]] = None, workers: Optional[int] = None,
-                 say: Say = silent) -> int:
+                 say: Say = silent, where: Optional["Where"] = None) -> int:
     """Write the disk as a sparse raw file at `out_path` (must not exist); returns its size. `say`: the
-    run's log line, for a wait on a lagging listing (settle.py)."""
+    run's log line, for a wait on a lagging listing (settle.py). `where`: the run's, where it reads several
+    disks and files (then `chunk_map` and `say` are its)."""
     try:
         fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as err:
@@ -52,8 +53,8 @@ def restore_disk(repo: Repository, snap: Snapshot, disk: Dict, out_path: str, ch
     flusher = Flusher(fd)
     try:
         with whole_or_nothing(out_path, os.unlink):
-            size = _restore_fd(repo, disk, fd, check, _Where(repo, chunk_map, say), workers or os.cpu_count() or 1,
-                               flusher.wrote)
+            size = _restore_fd(repo, disk, fd, check, where or Where(repo, chunk_map, say),
+                               workers or os.cpu_count() or 1, flusher.wrote)
             flusher.finish()
     finally:
         flusher.join()  # never close the fd under a running fdatasync
@@ -75,7 +76,7 @@ def whole_or_nothing(path: str, remove: Callable[[str], None]) -> Iterator[None]
         raise
 
 
-def _restore_fd(repo: Repository, disk: Dict, fd: int, check: Check, where: "_Where", workers: int,
+def _restore_fd(repo: Repository, disk: Dict, fd: int, check: Check, where: "Where", workers: int,
                 wrote: Callable[[int], None]) -> int:
     index = repo.disk_index(disk)
     os.ftruncate(fd, index.size)
@@ -86,12 +87,13 @@ def _restore_fd(repo: Repository, disk: Dict, fd: int, check: Check, where: "_Wh
 
 def restore_stream(repo: Repository, disk: Dict, write: Callable[[bytes], object], check: Check = None,
                    chunk_map: Optional[Dict[bytes, Location]] = None, workers: Optional[int] = None,
-                   say: Say = silent) -> int:
-    """Write the disk's whole virtual content, zeros included, to a stream (a pipe, stdout, ssh)."""
+                   say: Say = silent, where: Optional["Where"] = None) -> int:
+    """Write the disk's whole virtual content, zeros included, to a stream (a pipe, stdout, ssh); the
+    other arguments as restore_disk's."""
     index = repo.disk_index(disk)
     zeros = bytes(index.chunk_size)
     at = 0
-    for offset, parts in chunks(_Where(repo, chunk_map, say), index, check, workers or os.cpu_count() or 1):
+    for offset, parts in chunks(where or Where(repo, chunk_map, say), index, check, workers or os.cpu_count() or 1):
         for at in range(at, offset, len(zeros)):
             write(zeros[:min(len(zeros), offset - at)])
         data = b"".join(parts)
@@ -102,9 +104,10 @@ def restore_stream(repo: Repository, disk: Dict, write: Callable[[bytes], object
     return index.size
 
 
-class _Where:
-    """Where a restore reads each chunk: the chunk map it was given (or built), brought up to date in place
-    where it has no place for a chunk, so the caller's next disk or file reads by it too. A sweep that ran
+class Where:
+    """Where a restore reads each chunk: the chunk map it was given (or built), brought up to date where it
+    has no place for a chunk. One serves all of a run's disks and files, so what a disk learnt (where chunks
+    lie now, which packs are gone, which waits were said) holds for the next. A sweep that ran
     meanwhile copied the chunks a backup needs out of the packs it deleted, into packs a fresh map lists;
     a listing may lag by up to the repository's settle time, so a chunk a fresh map still has no place for
     is looked for again, after pauses, until a listing begun that long after it was first missed has none
@@ -121,24 +124,29 @@ class _Where:
         """Where the chunk lies; `since`: when it was first missed, if before (a read found its pack gone)."""
         with self.lock:
             moved = since is not None  # a read found a pack gone: something is deleting packs
-            what = ""
+            pack = None  # type: Optional[str]  # the pack found gone that a wait is for ("": none listed holds it)
+            users = None  # type: Optional[List[Snapshot]]
+            waited = False
             while True:
                 loc = self.map.get(digest)
                 if loc is not None and loc.pack not in self.gone:
                     return loc
                 moved = moved or loc is not None
-                what = what or ("pack %s" % loc.pack if loc is not None else "chunk %s" % digest.hex())
+                pack = (loc.pack if loc is not None else "") if pack is None else pack
                 went = self.gone[loc.pack] if loc is not None else time.monotonic()
                 since = went if since is None else min(since, went)
-                # a listing begun after the miss has no place for it either
-                if self.listed >= since and not self.settle.again(what, since, self.listed, moved):
-                    missing = self.repo.missing(digest)
-                    self.settle.give_up(what, since, missing)
-                    raise missing
+                if self.listed >= since:  # a listing begun after the miss has no place for it either
+                    users = self.repo.users_of(digest) if users is None else users
+                    missing = self.repo.missing(digest, users)
+                    if not self.settle.again(pack, missing, since, self.listed, moved):
+                        if waited:
+                            self.settle.give_up(pack, missing, since)
+                        raise missing
+                    waited = True
                 self.listed = time.monotonic()
                 fresh = self.repo.chunk_map()
-                for pack in {where.pack for where in fresh.values()}:
-                    self.gone.pop(pack, None)  # a listing that names it again is trusted: it is read again
+                for name in {where.pack for where in fresh.values()}:
+                    self.gone.pop(name, None)  # a listing that names it again is trusted: it is read again
                 self.map.update(fresh)
 
     def read(self, locs: List[Location], since: Optional[float] = None) -> List[codec.Data]:
@@ -155,7 +163,7 @@ class _Where:
 BATCH = 16  # chunks per task: 1 MiB at 64 KiB, so pool and syscall costs are paid per MiB, not per chunk
 
 
-def chunks(where: _Where, index: DiskIndex, check: Check, workers: int) -> Iterator[Run]:
+def chunks(where: Where, index: DiskIndex, check: Check, workers: int) -> Iterator[Run]:
     """(offset, chunks) runs of a disk's stored chunks in disk order, fetched and checked in a pool.
 
     Consecutive chunks come back as one run (one write for the caller), and chunks lying side by
@@ -183,7 +191,7 @@ def chunks(where: _Where, index: DiskIndex, check: Check, workers: int) -> Itera
                 fut.cancel()
 
 
-def _fetch(where: _Where, batch: List[Tuple[int, Location]], chunk_size: int) -> List[Run]:
+def _fetch(where: Where, batch: List[Tuple[int, Location]], chunk_size: int) -> List[Run]:
     """A batch of chunks, read (side-by-side blobs in one read), checked and cut into runs — in a worker."""
     runs = []  # type: List[Run]
     nxt = -1
@@ -204,9 +212,10 @@ def _fetch(where: _Where, batch: List[Tuple[int, Location]], chunk_size: int) ->
 
 
 def read_file(repo: Repository, snap: Snapshot, name: str, chunk_map: Optional[Dict[bytes, Location]] = None,
-              say: Say = silent) -> bytes:
-    """One of the VM's small files (.vmx, .nvram) as stored in the backup."""
-    where = _Where(repo, chunk_map, say)
+              say: Say = silent, where: Optional[Where] = None) -> bytes:
+    """One of the VM's small files (.vmx, .nvram) as stored in the backup; the other arguments as
+    restore_disk's."""
+    where = where or Where(repo, chunk_map, say)
     for f in snap.files:
         if f["name"] == name:
             parts = []

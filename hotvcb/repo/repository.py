@@ -69,12 +69,17 @@ class Mark:
     why: Dict[str, str]
 
 
+def needed_by(users: Iterable[Snapshot]) -> str:
+    """The backups that need a chunk, as every line naming the chunk words them."""
+    return "needed by " + ", ".join(str(u) for u in users)
+
+
 class BadChunk(RepoError):
     """A chunk that cannot be read back as its hash says, named with the backups that need it."""
 
     def __init__(self, digest: bytes, pack: str, reason: str, users: Iterable[Snapshot] = ()):
         users = list(users)
-        needed = "; needed by " + ", ".join(str(u) for u in users) if users else ""
+        needed = "; " + needed_by(users) if users else ""
         super().__init__("chunk %s in %s: %s%s" % (digest.hex(), pack or "no pack", reason, needed))
         self.digest, self.pack, self.reason, self.users = digest, pack, reason, users
 
@@ -350,12 +355,13 @@ class Repository:
             raise RepoError("cannot %s here: the repository compresses with zstd and the zstandard package is "
                             "not installed (run it where it is; list and restore work here)" % doing)
 
-    def missing(self, digest: bytes) -> BadChunk:
-        """A chunk no readable pack holds, with the backups that need it (and the packs that could not be read)."""
+    def missing(self, digest: bytes, users: Optional[List[Snapshot]] = None) -> BadChunk:
+        """A chunk no readable pack holds, with the backups that need it (`users` where known: finding them reads
+        every record) and the packs that could not be read."""
         why = "missing from the repository"
         if self.unreadable:
             why += " (unreadable: %s)" % "; ".join(sorted(self.unreadable.values()))
-        return BadChunk(digest, "", why, self.users_of(digest))
+        return BadChunk(digest, "", why, self.users_of(digest) if users is None else users)
 
     def read_stored(self, loc: Location) -> bytes:
         """A chunk as stored (compressed), after checking that it decodes to its hash."""

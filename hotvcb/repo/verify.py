@@ -7,12 +7,13 @@ checked against its bytes (format.pack_id; a version-1 pack's name is the
 SHA-256 of all of them). A pack found good gets a `verified/` marker,
 which the "new" mode skips; one with bad chunks a `damaged/` record naming
 them, so the next backup stores them again instead of building on them.
-A pack that went while verify ran is judged against a fresh listing: one it
-names again is read again (it came back, or a read failed for a moment); one
-a sweep deleted (a GC mark names it), or whose chunks lie in packs still
-there, is no damage. A chunk a backup needs that no listed pack holds, while a GC
-may have moved it, is looked for again as long as the listing may lag, as a
-restore does (settle.py). Every problem names the backups it hurts. A signal
+A pack that went while verify ran is listed for again: one a fresh listing,
+or one made while waiting for its chunks, names again is read again (it came
+back, or a read failed for a moment); one gone still at the end that a sweep
+deleted (a GC mark names it), or whose chunks lie in packs still there, is no
+damage. A chunk a backup needs that no listed pack holds, while a GC may have
+moved it, is looked for again as long as the listing may lag, as a restore
+does (settle.py). Every problem names the backups it hurts. A signal
 ends verify between packs (interrupt.Interrupted).
 """
 
@@ -72,10 +73,15 @@ def verify(repo: Repository, mode: str = "all", share: float = 0.1, rng: Optiona
         if info.name not in found.gone:
             _read_pack(repo, info, users, found, log, report)
     seen = {info.name for info in packs}
+
+    def relist() -> None:
+        _relist(repo, users, found, seen, {info.name for info in chosen}, log, report)
     if found.gone:
-        seen.update(_judge_gone(repo, users, found, marked, {info.name for info in chosen}, log, report))
-    for digest in _lacking(repo, users, found.tables, seen, bool(found.gone), Settle(repo, say), report):
+        relist()
+        marked |= set(repo.condemned(strict=False))  # with the fresh listing: a sweep deletes its mark last
+    for digest in _lacking(users, found, relist, Settle(repo, say)):
         report.problems.append(str(BadChunk(digest, "", "missing from the repository", users[digest])))
+    _report_gone(found, marked, report)
     return report
 
 
@@ -114,7 +120,7 @@ def _read_tables(repo: Repository, packs: List[ObjectInfo], tables: Dict[str, Li
 def _read_pack(repo: Repository, info: ObjectInfo, users: Dict[bytes, List[Snapshot]], found: Found,
                log: Callable[[str], None], report: VerifyReport) -> None:
     """Read one pack whole (_check_pack) into `found`: its bad chunks, or that it went since it was listed (for
-    _judge_gone). Its verified/ or damaged/ marker is written."""
+    _relist). Its verified/ or damaged/ marker is written."""
     interrupt.raise_pending()
     log("reading %s" % info.name)
     try:
@@ -130,55 +136,54 @@ def _read_pack(repo: Repository, info: ObjectInfo, users: Dict[bytes, List[Snaps
             report.marker_error = str(err)
 
 
-def _judge_gone(repo: Repository, users: Dict[bytes, List[Snapshot]], found: Found, marked: Set[str],
-                chosen: Set[str], log: Callable[[str], None], report: VerifyReport) -> List[str]:
-    """Packs that went while verify ran, judged against a fresh listing. One it names again (it came back, or a
-    read failed for a moment) is read once more, as a restore would (whole, if it was to be); one gone still
-    is no damage where a GC mark names it (a sweep deleted it) or its chunks all lie soundly in packs still
-    there (a duplicate); any other is reported. `tables` becomes the fresh listing's, for the check that
-    every chunk a backup needs is there; returns the packs that listing added."""
-    tables, gone = found.tables, found.gone
+def _relist(repo: Repository, users: Dict[bytes, List[Snapshot]], found: Found, seen: Set[str], chosen: Set[str],
+            log: Callable[[str], None], report: VerifyReport) -> None:
+    """List the packs again. One gone that the listing names again (it came back, or a read failed for a
+    moment) is read once more, as a restore would (whole, if it was to be); the tables of packs never listed
+    before are read (`seen`: the packs listed so far, each new one read once)."""
     listing = repo.backend.list(PACKS)
-    marked = marked | set(repo.condemned(strict=False))
     for info in listing:
-        if info.name in gone:  # a second read, not a loop: gone again, it is judged below
-            del gone[info.name]
-            _read_tables(repo, [info], tables, gone, report)
-            if info.name in chosen and info.name not in gone:
+        if info.name in found.gone:  # gone again, it stays gone, with the table an earlier read found
+            del found.gone[info.name]
+            _read_tables(repo, [info], found.tables, found.gone, report)
+            if info.name in chosen and info.name not in found.gone:
                 _read_pack(repo, info, users, found, log, report)
-    fresh = [info for info in listing if info.name not in tables and info.name not in gone]
-    _read_tables(repo, fresh, tables, {}, report)  # a pack gone as soon as written held nothing for this verify
-    for name in gone:
-        tables.pop(name, None)
-    sound = {blob.digest for name, blobs in tables.items() for blob in blobs
+    fresh = [info for info in listing if info.name not in seen]
+    seen.update(info.name for info in fresh)
+    _read_tables(repo, fresh, found.tables, {}, report)  # a pack gone as soon as written held nothing for verify
+
+
+def _report_gone(found: Found, marked: Set[str], report: VerifyReport) -> None:
+    """The packs that went while verify ran and stayed gone: no damage where a GC mark names one (a sweep
+    deleted it) or its chunks all lie soundly in packs still there (a duplicate); any other is reported."""
+    sound = {blob.digest for name, blobs in found.tables.items() if name not in found.gone for blob in blobs
              if blob.digest not in found.bad.get(name, ())}
-    for name, pack in sorted(gone.items()):
+    for name, pack in sorted(found.gone.items()):
         if name not in marked and (pack.table is None or any(b.digest not in sound for b in pack.table)):
             report.problems.append("%s; it may hold chunks of any backup" % pack.why)
-    return [info.name for info in fresh]
 
 
-def _lacking(repo: Repository, users: Dict[bytes, List[Snapshot]], tables: Dict[str, List[Blob]], seen: Set[str],
-             moved: bool, settle: Settle, report: VerifyReport) -> List[bytes]:
-    """The chunks a backup needs that no pack in `tables` holds, once a listing begun after they were missed
-    lacks them too; while a GC may have moved them (`moved`: a pack went while verify ran), until one begun
-    the settle time after (docs/repository.md "Verify"). The packs new listings name go into `tables`
-    (`seen`: the packs listed so far, each read once)."""
-    since, listed, what = time.monotonic(), float("-inf"), ""
+def _lacking(users: Dict[bytes, List[Snapshot]], found: Found, relist: Callable[[], None], settle: Settle
+             ) -> List[bytes]:
+    """The chunks a backup needs that no pack still there holds, once a listing begun after they were missed
+    (`relist`) lacks them too; while a GC may have moved them (a pack went while verify ran, or a GC is at
+    work), until one begun the settle time after (docs/repository.md "Verify")."""
+    moved = bool(found.gone)
+    since, listed, waited = time.monotonic(), float("-inf"), False
     while True:
-        held = {blob.digest for blobs in tables.values() for blob in blobs}
+        held = {blob.digest for name, blobs in found.tables.items() if name not in found.gone for blob in blobs}
         lacking = sorted(digest for digest in users if digest not in held)
         if not lacking:
             return []
-        what = what or "chunk %s%s in no listed pack" % (
-            lacking[0].hex(), " and %d more" % (len(lacking) - 1) if len(lacking) > 1 else "")
-        if listed >= since and not settle.again(what, since, listed, moved):
-            settle.give_up(what, since, BadChunk(lacking[0], "", "missing from the repository", users[lacking[0]]))
-            return lacking
+        missing = BadChunk(lacking[0], "", "missing from the repository", users[lacking[0]])
+        if listed >= since:
+            if not settle.again("", missing, since, listed, moved, len(lacking) - 1):
+                if waited:
+                    settle.give_up("", missing, since, len(lacking) - 1)
+                return lacking
+            waited = True
         listed = time.monotonic()
-        fresh = [info for info in repo.backend.list(PACKS) if info.name not in seen]
-        seen.update(info.name for info in fresh)
-        _read_tables(repo, fresh, tables, {}, report)
+        relist()
 
 
 def _mark(repo: Repository, pack: str, damaged: List[bytes]) -> None:
