@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Optional
 
+MACHINE_ID = "/etc/machine-id"
 _RECORD = re.compile(r"run=([0-9a-f]+) machine=(\S+) pid=(\d+) started=(\d+)(?: host=(\S+))?")
 
 
@@ -57,3 +58,14 @@ def parse(text: str) -> Optional[RunId]:
     if not m:
         return None
     return RunId(m.group(1), m.group(2), int(m.group(3)), int(m.group(4)), m.group(5) or "")
+
+
+def machine_id() -> str:
+    """This machine's own id (systemd's /etc/machine-id): a KVM restore's records and a GC lock carry it as their
+    `host`; "" if none (an ESXi host has none)."""
+    try:
+        with open(MACHINE_ID, encoding="ascii", errors="replace") as f:
+            text = f.read(64).strip()
+    except OSError:
+        return ""
+    return text if re.match(r"^[0-9a-f]{8,64}$", text) else ""  # a record's field: one word

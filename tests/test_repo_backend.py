@@ -93,3 +93,28 @@ def test_an_entry_list_cannot_stat_is_an_error_naming_it_not_skipped(tmp_path):
 def test_names_cannot_escape_the_repository(backend):
     with pytest.raises(Exception, match="bad object name"):
         backend.get("../etc/passwd")
+
+
+@pytest.mark.parametrize("kind", ["dir", "symlink", "fifo"])
+def test_forget_uploads_leaves_what_is_no_upload(tmp_path, kind):
+    """Only a writer's temp files are uploads: whatever else lies in tmp/, however old, stays, and GC goes on."""
+    backend = LocalBackend(str(tmp_path))
+    old = backend.new_upload()
+    os.utime(old.path, (1, 1))
+    odd = str(tmp_path / "tmp" / "odd")
+    {"dir": os.mkdir, "symlink": lambda p: os.symlink("odd", p), "fifo": os.mkfifo}[kind](odd)
+    os.utime(odd, (1, 1), follow_symlinks=False)
+    assert backend.forget_uploads(3600) == 1
+    assert os.path.lexists(odd) and not os.path.exists(old.path)
+
+
+def test_a_folder_list_cannot_walk_into_is_an_error_naming_it_not_skipped(tmp_path):
+    """A symlink to a folder (its packs moved to another disk and linked back): a walk does not follow it (a
+    loop would never end), so list names it rather than hide the objects behind it."""
+    backend = LocalBackend(str(tmp_path / "repo"))
+    backend.put_new("packs/ab/ab01", b"x")
+    os.rename(str(tmp_path / "repo" / "packs" / "ab"), str(tmp_path / "elsewhere"))
+    os.symlink(str(tmp_path / "elsewhere"), str(tmp_path / "repo" / "packs" / "ab"))
+    with pytest.raises(RepoError, match="packs/ab .*symlink to a folder"):
+        backend.list("packs/")
+    assert backend.get("packs/ab/ab01") == b"x"  # reads go through it: only the listing could not see it

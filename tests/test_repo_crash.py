@@ -124,7 +124,7 @@ def test_gc_killed_mid_way(tmp_path, setup, point):
 
 def test_gc_refuses_to_run_beside_a_live_gc(tmp_path, setup):
     repo, _disk = setup
-    holder = subprocess.Popen([PYTHON, "-c", "import time; time.sleep(60)"])
+    holder = subprocess.Popen([PYTHON, "-c", "import time; time.sleep(60)", "hotvcb", "gc"])  # names hotvcb
     try:
         repo.backend.put_new("locks/gc", ("run=abc machine=%s pid=%d started=1\n" % (os.uname()[1], holder.pid))
                              .encode())

@@ -11,7 +11,7 @@ from .. import interrupt
 from ..errors import UsageError
 from ..jobs import restore_scratch
 from ..jobs.leftovers import cleanup_host
-from ..runid import RunId
+from ..runid import RunId, machine_id
 from ..shell import LocalShell
 from . import common, onhost
 
@@ -53,7 +53,7 @@ def _kvm(args) -> int:
     if not os.path.isdir(args.kvm):
         raise UsageError("--kvm %s: no such folder" % args.kvm)
     _settings, log = common.load(args)
-    n = restore_scratch.sweep(LocalShell(), [args.kvm], log, RunId.new().on_host(restore_scratch.machine_id()),
+    n = restore_scratch.sweep(LocalShell(), [args.kvm], log, RunId.new().on_host(machine_id()),
                               args.level == "dryrun")
     return _summary(args, log, n, 0)
 

@@ -22,11 +22,12 @@ from .. import interrupt
 from ..errors import HostError, RepoError, UsageError
 from ..jobs.repo_backup import flat_name
 from ..jobs.restore_plan import RESTORING
-from ..jobs.restore_scratch import Records, machine_id, record_of, sweep
+from ..jobs.restore_scratch import Records, record_of, sweep
 from ..repo.reader import Where, read_file, restore_disk, whole_or_nothing
 from ..repo.repository import SNAPSHOTS, Repository, Snapshot, open_path
 from ..repo.settle import Say
 from ..repo.verify import verify
+from ..runid import machine_id
 from ..shell import LocalShell
 from ..store import layout
 from ..units import human_size

@@ -38,6 +38,7 @@ from ..convert.machine import ConvertError, Machine, renamed
 from ..convert.qemu_argv import qemu_argv, start_script
 from ..errors import HostError, HotvcbError
 from ..hosts import qemuimg
+from ..runid import machine_id
 from ..shell import Shell
 from ..store import layout
 from ..units import human_size
@@ -80,7 +81,7 @@ class KvmRestore:
         self.shell, self.log, self.verify, self.dry_run, self.qemu_img = shell, log, verify, dry_run, qemu_img
         self.temp = None  # type: Optional[str]  # set once created: removed on any failure
         self.unpacked = None  # type: Optional[str]  # a .gz backup unpacked: removed at the end
-        self.records = restore_scratch.Records(shell, restore_scratch.machine_id)
+        self.records = restore_scratch.Records(shell, machine_id)
 
     def run(self, req: KvmRequest) -> KvmResult:
         try:

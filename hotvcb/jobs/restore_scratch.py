@@ -78,7 +78,6 @@ from .restore_plan import RESTORING
 PREFIX = ".hotvcb-extract-"
 RECORD = ".owner"  # appended to the folder's name, at the datastore's root
 RESTORING_RECORD = RESTORING + "-"  # + the digest of the folder's path + RECORD
-MACHINE_ID = "/etc/machine-id"
 TAKEN_OVER = "%s: a new restore took it over meanwhile; leaving it"
 RECORD_MAX = 4096  # a record is two short lines; anything planted is read no further
 _PATH = re.compile(r"^path=(/.+)$", re.M)
@@ -208,16 +207,6 @@ def on_host(shell: Shell, run_dir: str) -> Records:
         except HostError:
             return ""  # the records are judged by their heartbeat alone
     return Records(shell, ident)
-
-
-def machine_id() -> str:
-    """This machine's own id (systemd's /etc/machine-id), for a KVM restore's records; "" if none."""
-    try:
-        with open(MACHINE_ID, encoding="ascii", errors="replace") as f:
-            text = f.read(64).strip()
-    except OSError:
-        return ""
-    return text if re.match(r"^[0-9a-f]{8,64}$", text) else ""  # a record's field: one word
 
 
 def record_text(run: RunId, path: str) -> str:

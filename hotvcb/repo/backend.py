@@ -10,6 +10,7 @@ every implementation by tests/test_repo_backend.py.
 import errno
 import io
 import os
+import stat
 import time
 import uuid
 from dataclasses import dataclass
@@ -183,6 +184,13 @@ class LocalBackend:
             if os.path.normpath(folder) == os.path.normpath(self.root) and TMP in dirs:
                 dirs.remove(TMP)  # uploads in progress are never listed
             dirs.sort()
+            for dname in dirs:  # os.walk does not enter them (a loop would never end): named, never skipped
+                path = os.path.join(folder, dname)
+                if os.path.islink(path):
+                    raise RepoError("%s in the repository %s is a symlink to a folder (%s): its objects cannot "
+                                    "be listed; move them back into the repository"
+                                    % (os.path.relpath(path, self.root).replace(os.sep, "/"), self.root,
+                                       os.readlink(path)))
             for fname in sorted(files):
                 path = os.path.join(folder, fname)
                 name = os.path.relpath(path, self.root).replace(os.sep, "/")
@@ -232,9 +240,15 @@ class LocalBackend:
         for fname in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
             path = os.path.join(folder, fname)
             try:
-                if now - os.stat(path).st_mtime > older_than:
+                st = os.lstat(path)
+                if not stat.S_ISREG(st.st_mode):
+                    continue  # no upload (a folder, a symlink someone made): not ours to delete
+                if now - st.st_mtime > older_than:
                     os.unlink(path)
                     gone += 1
             except FileNotFoundError:
                 continue
+            except OSError as err:
+                raise RepoError("cannot discard the old upload %s/%s in the repository %s: %s"
+                                % (TMP, fname, self.root, err.strerror or err)) from err
         return gone

@@ -89,23 +89,30 @@ class PackGone(BadChunk):
     what a backup needs (a reader builds its map again rather than report the chunk lost)."""
 
 
-def _check_config(chunk_size: int, pack_size: int, backup_limit: float, settle: float) -> None:
+def _check_config(chunk_size: int, pack_size: int, backup_limit: Any, settle: Any) -> Tuple[float, float]:
+    """The config's sizes checked, and its GC timing as seconds; what is wrong is refused naming its key."""
     if chunk_size < 4096 or chunk_size & (chunk_size - 1) or chunk_size > 1 << 24:
         raise RepoError("chunk size %d: must be a power of two from 4 KiB to 16 MiB" % chunk_size)
     if not chunk_size <= pack_size <= 1 << 32:
         raise RepoError("pack size %d: must be from the chunk size to 4 GiB" % pack_size)
-    if not (math.isfinite(backup_limit) and backup_limit > 0 and math.isfinite(settle) and settle >= 0):
-        raise RepoError("GC timing %r/%r: the backup limit must be above 0 s, the settle time 0 s or more"
-                        % (backup_limit, settle))
+    return _seconds("backup_limit_seconds", backup_limit, 0.0), _seconds("settle_seconds", settle, None)
 
 
-def _seconds(data: Dict[str, Any], key: str) -> float:
-    """A timing key of the config as seconds; what is none (a string, a list, an integer of 401 digits, which
-    float() refuses with an OverflowError) is refused naming the key."""
+def _seconds(key: str, value: Any, above: Optional[float]) -> float:
+    """A timing key's value as seconds: a finite JSON number, above `above` (None: 0 or more). float() alone
+    would take a string of digits ("600") or a JSON boolean (true as 1 s), which the docs refuse."""
+    shown = repr(value)
+    shown = shown if len(shown) <= 40 else shown[:20] + "..." + shown[-8:]  # a 401-digit integer, say
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RepoError("%s %s: not a number of seconds" % (key, shown))
     try:
-        return float(data[key])
-    except (TypeError, ValueError, OverflowError) as err:
-        raise ValueError("%s: not a number of seconds (%s)" % (key, err)) from err
+        seconds = float(value)
+    except OverflowError as err:
+        raise RepoError("%s %s: too large a number of seconds" % (key, shown)) from err
+    if not math.isfinite(seconds) or (seconds <= above if above is not None else seconds < 0):
+        raise RepoError("%s %s: must be a finite number of seconds, %s" % (
+            key, shown, "0 or more" if above is None else "above %g" % above))
+    return seconds
 
 
 def _check_record(data: Dict[str, Any], snap_id: str) -> None:
@@ -172,10 +179,11 @@ class Repository:
             raise RepoError("no hotvcb repository there (no %s file)" % CONFIG) from err
         data = loads(raw, "hotvcb-repository", CONFIG)
         try:
-            config = Config(str(data["id"]), int(data["chunk_size"]), int(data["pack_size"]),
-                            _seconds(data, "backup_limit_seconds"), _seconds(data, "settle_seconds"),
+            chunk_size, pack_size = int(data["chunk_size"]), int(data["pack_size"])
+            backup_limit, settle = _check_config(chunk_size, pack_size, data["backup_limit_seconds"],
+                                                 data["settle_seconds"])
+            config = Config(str(data["id"]), chunk_size, pack_size, backup_limit, settle,
                             str(data.get("compression", "zlib")))
-            _check_config(config.chunk_size, config.pack_size, config.backup_limit, config.settle)
             if config.compression not in ("zlib", "zstd"):  # a writer would silently fall back to zlib
                 raise RepoError("compression %r: zlib or zstd" % data.get("compression"))
         except (KeyError, TypeError, ValueError, RepoError) as err:

@@ -221,6 +221,7 @@ def _check_pack(repo: Repository, info: ObjectInfo, users: Dict[bytes, List[Snap
         table_at = len(data) - TRAILER_SIZE - length
         blobs = parse_table(data[table_at:len(data) - TRAILER_SIZE], digest, info.name)
     except NotFound:
+        report.packs_read -= 1  # not read: counted once it is, should a new listing name it again
         raise
     except RepoError as err:
         report.problems.append("%s; it may hold chunks of any backup" % err)
