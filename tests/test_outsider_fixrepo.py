@@ -167,6 +167,17 @@ def test_a_finite_but_huge_timing_value_is_accepted_and_prune_backup_restore_wor
 
 # --- which GC lock is a GC at work -------------------------------------------------------------------------
 
+def no_gc_at_work(tmp_path, snaps, command):
+    """verify reports a lost pack at once (no wait for a GC), or prune runs its own GC."""
+    if command == "verify":
+        held = lose_a_pack(tmp_path, snaps)
+        code, out, waited = verify_cli(tmp_path)
+        assert not waited and code == 4 and any(d in out for d in held), out
+    else:
+        r = prune_cli(tmp_path)
+        assert r.returncode == 0, r.stdout + r.stderr
+
+
 @pytest.mark.parametrize("command", ["verify", "prune"])
 def test_a_lock_naming_a_live_pid_that_is_no_hotvcb_is_no_gc_at_work(tmp_path, holder, command):
     """The GC that wrote the lock died years ago and its pid now belongs to `sleep`: pids.is_hotvcb's rule
@@ -174,13 +185,8 @@ def test_a_lock_naming_a_live_pid_that_is_no_hotvcb_is_no_gc_at_work(tmp_path, h
     which the host lock follows. Verify must name the lost chunks at once; prune must take the lock over."""
     _repo, snaps = setup(tmp_path)
     put_lock(tmp_path / "repo", record(socket.gethostname(), holder), mtime=ANCIENT)
-    if command == "verify":
-        held = lose_a_pack(tmp_path, snaps)
-        code, out, waited = verify_cli(tmp_path)
-        assert not waited and code == 4 and any(d in out for d in held), out
-    else:
-        r = prune_cli(tmp_path)
-        assert r.returncode == 0, r.stdout + r.stderr
+    no_gc_at_work(tmp_path, snaps, command)
+    if command == "prune":
         assert not os.path.exists(str(tmp_path / "repo" / LOCK))
 
 
@@ -188,13 +194,7 @@ def test_a_lock_naming_a_live_pid_that_is_no_hotvcb_is_no_gc_at_work(tmp_path, h
 def test_a_lock_naming_pid_0_is_no_gc_at_work(tmp_path, command):
     _repo, snaps = setup(tmp_path)
     put_lock(tmp_path / "repo", record(socket.gethostname(), 0), mtime=ANCIENT)
-    if command == "verify":
-        held = lose_a_pack(tmp_path, snaps)
-        code, out, waited = verify_cli(tmp_path)
-        assert not waited and code == 4 and any(d in out for d in held), out
-    else:
-        r = prune_cli(tmp_path)
-        assert r.returncode == 0, r.stdout + r.stderr
+    no_gc_at_work(tmp_path, snaps, command)
 
 
 @pytest.mark.parametrize("command", ["verify", "prune"])
@@ -203,13 +203,7 @@ def test_another_machines_lock_dated_decades_ahead_is_no_gc_at_work(tmp_path, co
     not a GC at work (no skew is 74 years), and nothing but a hand would ever remove it."""
     _repo, snaps = setup(tmp_path)
     put_lock(tmp_path / "repo", record("esxi-other.example", 4242), mtime=FUTURE)
-    if command == "verify":
-        held = lose_a_pack(tmp_path, snaps)
-        code, out, waited = verify_cli(tmp_path)
-        assert not waited and code == 4 and any(d in out for d in held), out
-    else:
-        r = prune_cli(tmp_path)
-        assert r.returncode == 0, r.stdout + r.stderr
+    no_gc_at_work(tmp_path, snaps, command)
 
 
 @pytest.mark.parametrize("command", ["verify", "prune"])
