@@ -107,26 +107,28 @@ def test_extents_named_relative_absolute_or_through_dotdot(site, form):
         gone(host, vm + "2")
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a newline in the backup's path injects an extent line into the "
+@pytest.mark.xfail(strict=True, reason="DEFECT: a line break in the backup's path injects an extent line into the "
                    "checked descriptor copy (vmdk.anchored): another VM's disk is cloned as this one")
-def test_a_newline_in_the_backups_path_does_not_inject_an_extent(site):
+@pytest.mark.parametrize("brk", ["\n", "\r"])
+def test_a_newline_in_the_backups_path_does_not_inject_an_extent(site, brk):
     """The backup folder lies under a folder whose name holds a line break and an extent line naming another
     VM's disk (`x\\nRW 2048 FLAT "/vmfs/.../victim-flat.vmdk" 0\\n#`, path components in the backup
     volume, as anyone who can write there can make). The checked copy names the extent by its absolute
     path: that path must not become lines of the descriptor vmkfstools clones."""
     host, _conf, _bk = site
-    path, data = victim(host, "inj")
-    inside, real = hand_backup(host, "inj")
-    sub = 'x\nRW 2048 FLAT "%s" 0\n#' % path
-    new_inside = "%s/%s/inj-%s" % (VOLUME, sub, TS)
+    vm = "inj%d" % ord(brk)
+    path, data = victim(host, vm)
+    inside, real = hand_backup(host, vm)
+    sub = 'x%sRW 2048 FLAT "%s" 0%s#' % (brk, path, brk)
+    new_inside = "%s/%s/%s-%s" % (VOLUME, sub, vm, TS)
     os.makedirs(os.path.dirname(host.real(VOLUME) + "/" + sub + "/x"), exist_ok=True)
-    os.rename(real, host.real(VOLUME) + "/" + sub + "/inj-" + TS)
-    r = hotvcb(host, "restore", new_inside, "--datastore", "datastore1", "--name", "inj2", "--format", "zeroedthick")
+    os.rename(real, host.real(VOLUME) + "/" + sub + "/%s-%s" % (vm, TS))
+    r = hotvcb(host, "restore", new_inside, "--datastore", "datastore1", "--name", vm + "2", "--format", "zeroedthick")
     no_traceback(r)
-    folder = restored(host, "inj2")
+    folder = restored(host, vm + "2")
     assert not (os.path.isdir(folder) and holds(folder, data)), "another VM's disk restored: " + out(r)
     if r.returncode == 0:
-        same_as_backup(host, "inj2", new_inside)
+        same_as_backup(host, vm + "2", new_inside)
 
 
 @pytest.mark.parametrize("char", ["#", '"', "ü"])
@@ -713,3 +715,48 @@ def test_a_utf16_restore_file_is_refused_line_by_line_without_a_traceback(site):
     assert r.returncode in (2, 6), out(r)
     assert registered(host) == vms
     assert not [e for e in os.listdir(host.real(DS1)) if "Sechzehn" in e]
+
+
+@pytest.mark.parametrize("free_pages", [1, 2, 3, 4])
+def test_a_target_with_room_for_only_a_few_pages_fails_cleanly_wherever_it_runs_out(site, free_pages):
+    """A 64 KiB tmpfs as ds5, all but 1-4 pages filled: the record, the folder, the checked copy and the
+    clone each may be the write that finds no room. Whichever: exit 6, one clear reason, nothing of ours
+    left on the datastore (no record, no `.hotvcb-checked`), nothing registered."""
+    from test_outsider_restoresplit import in_small_tmpfs
+    host, _conf, _bk = site
+    inside, _real = hand_backup(host, "eng%d" % free_pages)
+    name = "Eng %d" % free_pages
+    r = in_small_tmpfs(host, "64k", (64 << 10) - free_pages * 4096, "restore", inside, "--datastore", "ds5",
+                       "--name", name, "--format", "zeroedthick")
+    o = out(r)
+    assert r.returncode == 6, o
+    no_traceback(r)
+    assert "LEFT: \n" in o, o
+    assert name not in registered(host)
+
+
+@pytest.mark.parametrize("where", ["before", "between"])
+def test_an_outside_extent_after_64_kib_of_padding_is_refused(site, where):
+    """The padding comes before the extent line (or between the backup's own extent and a second one naming
+    another VM's disk by absolute path): the check must read past 64 KiB and refuse, the victim's bytes
+    never restored."""
+    host, _conf, _bk = site
+    vm = "padx-" + where
+    path, data = victim(host, vm)
+    inside, real = hand_backup(host, vm)
+    pad = b"# padding padding padding\n" * 3000
+    if where == "before":
+        fn = lambda d: d.replace(b"RW 2048", pad + b"RW 2048").replace(  # noqa: E731
+            b'"disk-flat.vmdk"', ('"%s"' % path).encode())
+    else:
+        fn = lambda d: d.replace(b'"disk-flat.vmdk" 0\n', ('"disk-flat.vmdk" 0\n').encode() + pad  # noqa: E731
+                                 + ('RW 2048 FLAT "%s" 0\n' % path).encode())
+    rewrite_descriptor(real, fn)
+    assert os.path.getsize(os.path.join(real, "disk.vmdk")) > 64 << 10
+    reseal(real, vm)
+    r = hotvcb(host, "restore", inside, "--datastore", "datastore1", "--name", vm + "2", "--format", "zeroedthick")
+    no_traceback(r)
+    folder = restored(host, vm + "2")
+    assert not (os.path.isdir(folder) and holds(folder, data)), "another VM's disk restored: " + out(r)
+    assert r.returncode == 6 and "a file outside the backup" in out(r), out(r)
+    gone(host, vm + "2")
