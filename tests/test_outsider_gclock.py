@@ -643,3 +643,199 @@ def test_verify_of_a_folder_backup_stopped_mid_digest_exits_2_without_a_tracebac
     assert "Traceback" not in out + err, err
     assert proc.returncode == 2, (proc.returncode, out, err)
     assert "THREADS-LEFT 0" in err, err
+
+
+# --- (a) real SIGKILLs at the lock's steps ---------------------------------------------------------------------
+
+KILL_AFTER = r"""
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+from hotvcb.repo import backend
+name_wanted, nth = sys.argv[2], int(sys.argv[3])
+real = backend.LocalBackend.put_new
+count = [0]
+def put_new(self, name, data):
+    ok = real(self, name, data)
+    if ok and (name == name_wanted or name_wanted.endswith("/") and name.startswith(name_wanted)):
+        count[0] += 1
+        if count[0] == nth:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return ok
+backend.LocalBackend.put_new = put_new
+sys.argv = ["hotvcb"] + sys.argv[4:]
+from hotvcb.__main__ import main
+sys.exit(main())
+"""
+
+
+def prune_killed_after(repo_path, name, nth=1):
+    r = subprocess.run([PYTHON, "-c", KILL_AFTER, ROOT, name, str(nth), "prune", "--repo", str(repo_path),
+                        "--keep-last", "1"], capture_output=True, text=True, timeout=80, cwd=ROOT,
+                       env=dict(os.environ, PYTHONPATH=ROOT))
+    assert r.returncode == -9, (r.returncode, r.stdout, r.stderr)
+
+
+def test_prune_sigkilled_holding_the_guard_then_refused_while_fresh_and_taken_over_once_old(tmp_path):
+    repo = make_repo(tmp_path, backups=3)
+    put_lock(repo, record(), mtime=ANCIENT)
+    prune_killed_after(repo, gclock.GUARD)
+    assert os.path.exists(lock_path(repo, gclock.GUARD))
+    r = prune(repo)
+    assert r.returncode != 0
+    one_clear_line(r)
+    os.utime(lock_path(repo, gclock.GUARD), (ANCIENT, ANCIENT))
+    r = prune(repo)
+    assert gc_ran(r), r.stdout + r.stderr
+    assert not os.path.lexists(lock_path(repo)) and not os.path.lexists(lock_path(repo, gclock.GUARD))
+    r = verify(repo)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_prune_sigkilled_right_after_taking_over_leaves_a_lock_the_next_prune_takes_at_once(tmp_path):
+    repo = make_repo(tmp_path, backups=3)
+    put_lock(repo, record(machine="elsewhere"), mtime=ANCIENT)  # another host's dead GC
+    prune_killed_after(repo, gclock.LOCK, nth=1)  # killed as its put_new of locks/gc (not .takeover) returns
+    held = open(lock_path(repo)).read()
+    assert "machine=%s " % socket.gethostname() in held and "host=%s" % gclock.this_host() in held
+    r = prune(repo)
+    assert gc_ran(r), r.stdout + r.stderr
+    assert verify(repo).returncode == 0
+
+
+def test_prune_sigkilled_after_writing_its_mark_then_the_next_prune_gcs_and_nothing_is_lost(tmp_path):
+    repo = make_repo(tmp_path, backups=4)
+    prune_killed_after(repo, "condemned/")
+    r = prune(repo)
+    assert gc_ran(r), r.stdout + r.stderr
+    age(str(repo), HOUR)
+    r = prune(repo)
+    assert gc_ran(r), r.stdout + r.stderr
+    r = verify(repo)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+# --- (b) odd block sizes, holes mid-block, odd paths -------------------------------------------------------------
+
+@pytest.mark.parametrize("bs", [4096, 65536 + 3, 3 * BS])
+def test_a_sparse_file_with_data_straddling_blocks_matches_hashlib_at_any_block_size(tmp_path, bs):
+    p = tmp_path / "holes"
+    size = 40 * BS + 4321
+    with open(str(p), "wb") as f:
+        f.truncate(size)
+        for off, n in ((5, 100), (BS - 7, 20000), (7 * BS + 4095, 3 * BS + 1), (39 * BS + 12345, 999),
+                       (size - 1, 1)):
+            f.seek(off)
+            f.write(os.urandom(n))
+        f.seek(20 * BS)
+        f.write(bytes(2 * BS))  # written zeros
+    n, proof, parts = expected(str(p), bs)
+    rc, out, err = run_cli(p, bs)
+    assert rc == 0, err
+    got = json.loads(out)
+    assert (got["size"], got["sha256_of_blocks"], got["blocks"]) == (n, proof, parts)
+    with open(str(p), "rb") as f:
+        api = blockdigest.digest_fd(f, bs, threads=4)
+    assert api["sha256_of_blocks"] == proof
+
+
+@pytest.mark.parametrize("kind", ["directory", "dangling symlink", "no such file", "unreadable"])
+def test_the_digest_command_on_no_readable_file_says_so_in_json(tmp_path, kind):
+    p = tmp_path / "odd name \u00e4 'q\""
+    if kind == "directory":
+        p.mkdir()
+    elif kind == "dangling symlink":
+        os.symlink(str(tmp_path / "nowhere"), str(p))
+    elif kind == "unreadable":
+        p.write_bytes(b"x" * 100)
+        os.chmod(str(p), 0)
+        if os.geteuid() == 0:
+            pytest.skip("root reads anything")
+    rc, out, err = run_cli(p, timeout=20)
+    assert rc != 0
+    assert "Traceback" not in err, err
+    assert "error" in json.loads(out)
+
+
+def test_a_name_with_spaces_quotes_and_umlauts_digests_like_any_other(tmp_path):
+    p = tmp_path / "disk \u00fc 'a' \"b\" $x.raw"
+    p.write_bytes(os.urandom(3 * BS + 5))
+    rc, out, err = run_cli(p)
+    assert rc == 0, err
+    assert json.loads(out)["sha256_of_blocks"] == expected(str(p))[1]
+
+
+# --- (a) readers judge the lock by the same rule --------------------------------------------------------------
+
+@pytest.mark.parametrize("lock", ["ours-dead-pid", "old-format-ours-dead-pid", "other-host-old", "future"])
+def test_verify_does_not_wait_for_a_lock_gc_would_take_over(tmp_path, lock):
+    """docs/repository.md "Restore": a lock GC would take over is no GC at work, so a chunk in no listed pack
+    is named at once (settle_seconds is 600 here: a wait would outlast the test's timeout)."""
+    import time
+    from repotool import first_pack, hide
+    from hotvcb.repo.repository import Repository
+    from hotvcb.repo.backend import LocalBackend
+    repo = new_repo(tmp_path / "repo", settle=600)
+    disk = tmp_path / "disk.raw"
+    make_disk(str(disk), size=4 * MiB, seed=3, regions=4)
+    snap = backup(repo, "vm", str(disk))
+    repo_path = tmp_path / "repo"
+    text, mtime = {"ours-dead-pid": (record(), None),
+                   "old-format-ours-dead-pid": (record(host=""), None),
+                   "other-host-old": (record(machine="elsewhere"), ANCIENT),
+                   "future": (record(machine="elsewhere"), time.time() + 3 * HOUR)}[lock]
+    put_lock(repo_path, text, mtime=mtime)
+    hide(str(repo_path), first_pack(Repository.open(LocalBackend(str(repo_path))), snap), str(tmp_path / "aside"))
+    r = cli("verify", "--repo", repo_path, timeout=60)
+    assert r.returncode != 0
+    assert "waiting up to" not in r.stdout + r.stderr, r.stdout + r.stderr
+    no_trace(r)
+
+
+HOLD_LOCK = r"""
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+from hotvcb.repo import backend
+release = sys.argv[2]
+real = backend.LocalBackend.put_new
+def put_new(self, name, data):
+    ok = real(self, name, data)
+    if ok and name == "locks/gc":
+        while not os.path.exists(release):  # hold the lock (a long GC) until the test lets go
+            time.sleep(0.05)
+    return ok
+backend.LocalBackend.put_new = put_new
+sys.argv = ["hotvcb"] + sys.argv[3:]
+from hotvcb.__main__ import main
+sys.exit(main())
+"""
+
+
+def test_three_prunes_on_one_dead_lock_exactly_one_gcs_while_it_holds_the_lock(tmp_path):
+    repo = make_repo(tmp_path, backups=4)
+    put_lock(repo, record(), mtime=ANCIENT)
+    release = tmp_path / "release"
+    procs = [subprocess.Popen([PYTHON, "-c", HOLD_LOCK, ROOT, str(release), "prune", "--repo", str(repo),
+                               "--keep-last", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT)) for _ in range(3)]
+    try:
+        results = {}
+        import time
+        deadline = time.monotonic() + 70
+        while len(results) < 2 and time.monotonic() < deadline:  # the two that do not hold it end by themselves
+            for i, p in enumerate(procs):
+                if i not in results and p.poll() is not None:
+                    results[i] = (p.returncode,) + tuple(p.communicate())
+            time.sleep(0.05)
+        assert len(results) == 2, "the losers did not end while a live GC held the lock"
+        for rc, out, err in results.values():
+            assert rc != 0 and "another garbage collection" in err and "Traceback" not in err, (rc, err)
+        (holder,) = [p for i, p in enumerate(procs) if i not in results]
+        assert "pid=%d " % holder.pid in open(lock_path(repo)).read()
+    finally:
+        release.write_text("go")
+        for p in procs:
+            p.communicate(timeout=60)
+    assert holder.returncode == 0
+    assert not os.path.lexists(lock_path(repo)) and not os.path.lexists(lock_path(repo, gclock.GUARD))
+    r = verify(repo)
+    assert r.returncode == 0, r.stdout + r.stderr
