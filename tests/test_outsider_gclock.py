@@ -839,3 +839,65 @@ def test_three_prunes_on_one_dead_lock_exactly_one_gcs_while_it_holds_the_lock(t
     assert not os.path.lexists(lock_path(repo)) and not os.path.lexists(lock_path(repo, gclock.GUARD))
     r = verify(repo)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("target", ["dead record outside", "dangling"])
+def test_a_lock_that_is_a_symlink_is_taken_over_without_touching_its_target(tmp_path, target):
+    repo = make_repo(tmp_path)
+    outside = tmp_path / "outside-lock"
+    if target != "dangling":
+        outside.write_text(record(machine="elsewhere"))
+        os.utime(str(outside), (ANCIENT, ANCIENT))
+    link = lock_path(repo)
+    os.symlink(str(outside), link)
+    os.utime(link, (ANCIENT, ANCIENT), follow_symlinks=False)
+    r = prune(repo)
+    no_trace(r)
+    if r.returncode != 0:
+        one_clear_line(r)
+    if target != "dangling":
+        assert outside.read_text() == record(machine="elsewhere")
+    else:
+        assert not outside.exists()
+
+
+CHANGE_VERIFY = r"""
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from hotvcb import blockdigest
+real = blockdigest.Digester.block_digest
+path, how = sys.argv[2], sys.argv[3]
+done = []
+def changing(self, block):
+    if not done:
+        done.append(1)
+        if how == "shrink":
+            os.truncate(path, 5 << 20)
+        else:
+            with open(path, "ab") as f:
+                f.write(os.urandom(3 << 20))
+    return real(self, block)
+blockdigest.Digester.block_digest = changing
+sys.argv = ["hotvcb"] + sys.argv[4:]
+from hotvcb.__main__ import main
+sys.exit(main())
+"""
+
+
+@needs_qemu
+@pytest.mark.parametrize("how", ["shrink", "grow"])
+def test_verify_of_a_folder_backup_whose_disk_changes_size_mid_digest_fails(lab, how):
+    name = "change-" + how
+    _initial, image = _image(lab, name, "raw", 24 * MiB, 20 * MiB)
+    lab.start(name, image, "raw")
+    r = subprocess.run(lab.argv(name, DISK_BACKUP_FORMAT="raw"), capture_output=True, text=True, timeout=85,
+                       env=qenv())
+    assert r.returncode == 0, r.stdout + r.stderr
+    (good,) = lab.backups(name)
+    data = [os.path.join(good, f) for f in os.listdir(good) if f.endswith(".raw")]
+    assert len(data) == 1, os.listdir(good)
+    r = subprocess.run([PYTHON, "-c", CHANGE_VERIFY, ROOT, data[0], how, "--qemu", lab.inventory, "verify", good],
+                       capture_output=True, text=True, timeout=85, env=qenv())
+    assert "Traceback" not in r.stdout + r.stderr, r.stderr
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert os.path.getsize(data[0]) == (5 * MiB if how == "shrink" else 27 * MiB)  # the change was made
