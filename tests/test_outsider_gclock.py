@@ -135,8 +135,6 @@ def test_an_old_guard_that_is_a_symlink_to_a_file_outside_removes_the_link_not_t
     assert outside.exists() and outside.read_text() == record(run="ba9876543210")
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a dangling-symlink locks/gc.takeover blocks every prune forever "
-                                       "with 'taking the lock over just now' (stat None counts as fresh)")
 def test_a_dangling_symlink_guard_does_not_block_every_prune_forever(tmp_path):
     """A name holding no object can never be a taker at work; the lock itself treats a dangling symlink as no
     object. The guard must not stop every GC of the repository for ever with "just now"."""
@@ -518,8 +516,6 @@ def test_sigterm_of_the_digest_command_mid_digest_ends_it_without_a_traceback(tm
 
 # --- (a) more lock and guard states ----------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a locks/gc.takeover dated hours ahead (clock garbage) blocks every "
-                                       "GC until the clock catches up; the lock itself treats future dates as stale")
 def test_a_guard_dated_hours_ahead_does_not_block_gc_for_hours(tmp_path):
     """docs/repository.md: a lock "dated that far ahead (clock garbage: a live GC's lock is dated by the
     backend's clock as it is taken)" is stale. The guard is written the same way, by the same clock; one

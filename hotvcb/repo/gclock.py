@@ -89,13 +89,7 @@ def _take(repo: Repository, me: RunId, record: bytes) -> None:
 
 def _take_over(repo: Repository, me: RunId, record: bytes, judged: Optional[bytes]) -> None:
     """Remove the stale lock `judged`, inside the guard, if it is still there and still stale."""
-    if not repo.backend.put_new(GUARD, record):
-        info = repo.backend.stat(GUARD)
-        if info is None or repo.backend.now() - info.mtime <= TAKEOVER_STALE:
-            raise RepoError("another garbage collection of this repository is taking the lock over just now")
-        repo.backend.delete(GUARD)  # its taker died mid-way (a takeover takes milliseconds)
-        if not repo.backend.put_new(GUARD, record):
-            raise RepoError("another garbage collection of this repository is taking the lock over just now")
+    _enter_guard(repo, record)
     try:
         if _text(repo) == judged and stale(repo, me):  # None: a name that holds no object (a dangling symlink)
             repo.backend.delete(LOCK)
@@ -105,6 +99,25 @@ def _take_over(repo: Repository, me: RunId, record: bytes, judged: Optional[byte
                 repo.backend.delete(GUARD)
         except NotFound:
             pass  # deleted as stale by another taker: ours no longer
+
+
+def _enter_guard(repo: Repository, record: bytes) -> None:
+    """The takeover guard stored as ours, or RepoError while another taker holds it.
+
+    A guard is a taker at work only while it holds an object dated within TAKEOVER_STALE of the
+    repository's clock, either way (a takeover takes milliseconds): one older is a taker that died
+    mid-way, one dated ahead is clock garbage, and a name that holds no object twice over (a dangling
+    symlink) is no taker at all. Each of those is removed once; none of them may block GC for ever."""
+    empty_once = removed = False
+    while not repo.backend.put_new(GUARD, record):
+        info = repo.backend.stat(GUARD)
+        if info is None and not empty_once:
+            empty_once = True  # its taker has just finished: try again
+            continue
+        if removed or (info is not None and abs(repo.backend.now() - info.mtime) <= TAKEOVER_STALE):
+            raise RepoError("another garbage collection of this repository is taking the lock over just now")
+        repo.backend.delete(GUARD)
+        removed = True
 
 
 @contextmanager
