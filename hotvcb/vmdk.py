@@ -65,8 +65,8 @@ def writable(path: str, quoted: bool = False) -> str:
     the line's value ends at the first `"` (parentFileNameHint, `_LINK`), so it may hold none; an
     extent's name runs to the line's last quote and may."""
     if _UNWRITABLE.search(path) or (quoted and '"' in path):
-        raise Unwritable("%r cannot be named in a disk descriptor (a control character or line break%s in it)"
-                         % (path, ", or a quote" if quoted else ""))
+        raise Unwritable("%r cannot be named in a disk descriptor (a line break or other control character%s "
+                         "in it)" % (path, ", or a quote" if quoted else ""))
     return path
 
 
