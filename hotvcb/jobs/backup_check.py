@@ -77,13 +77,15 @@ def require_extents_inside(fs: FileReader, path: str, parent: bool = True) -> Op
     whole and checked (up to TEXT_MAX; past that it is refused). Read with read_regular: a FIFO planted as a descriptor
     would block a plain read for ever, a symlink lead out of the backup."""
     try:
-        size = fs.file_size(path)
-        if fs.read_regular(path, len(SPARSE_MAGICS[0])) in SPARSE_MAGICS:
+        size, magic = fs.file_size(path), len(SPARSE_MAGICS[0])
+        text = fs.read_regular(path, DESCRIPTOR_MAX if size <= DESCRIPTOR_MAX else magic)  # one read of a descriptor
+        if text[:magic] in SPARSE_MAGICS:
             return None
         if size > TEXT_MAX:
             raise HotvcbError("%s is %d bytes and no sparse extent: too big for a disk descriptor; not "
                               "restoring from it" % (path, size))
-        text = fs.read_regular(path, TEXT_MAX)
+        if size > DESCRIPTOR_MAX:
+            text = fs.read_regular(path, TEXT_MAX)
         desc = vmdk.parse(text)
     except (HostError, UnicodeDecodeError) as err:
         raise HotvcbError("%s cannot be read: %s" % (path, err)) from None
