@@ -89,10 +89,10 @@ def decode_lines(data: bytes) -> Tuple[str, List[int]]:
     (`echo '# Müller' >>` under a Latin-1 locale appends one Latin-1 line to a UTF-8 file): decoding
     the whole file as Latin-1 would turn every UTF-8 umlaut of the other lines into two characters,
     and a VM name into one no VM has."""
-    if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8):]
     lines, latin = [], []
     for number, raw in enumerate(data.split(b"\n"), 1):
+        if raw.startswith(codecs.BOM_UTF8):  # not only the first: `cat a b` of two files saved with one each
+            raw = raw[len(codecs.BOM_UTF8):]
         try:
             lines.append(raw.decode("utf-8"))
         except UnicodeDecodeError:

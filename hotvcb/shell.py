@@ -169,7 +169,7 @@ def read_small(fs: FileReader, path: str, limit: int) -> str:
     size = fs.file_size(path)
     if size > limit:
         raise HostError("cannot read %s: %d bytes, more than a file of its kind holds" % (path, size))
-    return fs.read_regular(path, limit)
+    return fs.read_regular(path, max(size, 1))  # not `limit`: a reader may size its buffer by it (a GiB for a manifest)
 
 
 def decoded(data: bytes) -> str:

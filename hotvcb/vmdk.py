@@ -50,6 +50,26 @@ class NotADescriptor(ValueError):
     pass
 
 
+class Unwritable(ValueError):
+    """A path a descriptor line cannot hold: written into one it would be other lines, or another name."""
+
+
+# Control characters (C0, DEL, C1) and Unicode's line and paragraph separators: each either ends a
+# descriptor line (str.splitlines ends one at \x0b, \x1c or \x85 too) or is no byte a file name on a
+# datastore should hold. A descriptor has no escape for any of them.
+_UNWRITABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def writable(path: str, quoted: bool = False) -> str:
+    """`path` as it may stand between the quotes of a descriptor line, or Unwritable naming it. `quoted`:
+    the line's value ends at the first `"` (parentFileNameHint, `_LINK`), so it may hold none; an
+    extent's name runs to the line's last quote and may."""
+    if _UNWRITABLE.search(path) or (quoted and '"' in path):
+        raise Unwritable("%r cannot be named in a disk descriptor (a line break or other control character%s "
+                         "in it)" % (path, ", or a quote" if quoted else ""))
+    return path
+
+
 def parse(text: str) -> Descriptor:
     create_type = None
     desc = Descriptor(create_type="")
@@ -102,7 +122,7 @@ def rename_extent(text: str, filename: str) -> str:
     for raw in text.splitlines(True):
         m = _EXTENT.match(raw.strip())
         if m:
-            raw = raw.replace('"%s"' % m.group(4), '"%s"' % filename, 1)
+            raw = raw.replace('"%s"' % m.group(4), '"%s"' % writable(filename), 1)
         out.append(raw)
     return "".join(out)
 
@@ -110,18 +130,21 @@ def rename_extent(text: str, filename: str) -> str:
 def anchored(text: str, folder: str) -> str:
     """The descriptor with each extent and its parentFileNameHint named by absolute path in `folder`
     (names already absolute kept): the same disk, described by a copy of the descriptor kept in
-    another folder (restore_write.py clones from such a copy of the text it checked)."""
+    another folder (restore_write.py clones from such a copy of the text it checked). Unwritable for a
+    folder no descriptor line can name: a line break in it would make the rest of its name lines of
+    their own (another extent)."""
     out = []
     for raw in text.splitlines(True):
         m = _EXTENT.match(raw.strip())
         if m and not m.group(4).startswith("/"):
-            raw = raw.replace('"%s"' % m.group(4), '"%s/%s"' % (folder, m.group(4)), 1)
+            raw = raw.replace('"%s"' % m.group(4), '"%s"' % writable("%s/%s" % (folder, m.group(4))), 1)
         out.append(raw)
 
     def hint(m):
         if m.group(2) != "parentFileNameHint" or m.group(4).startswith("/"):
             return m.group(0)
-        return '%s%s%s"%s/%s"%s' % (m.group(1), m.group(2), m.group(3), folder, m.group(4), m.group(5))
+        path = writable("%s/%s" % (folder, m.group(4)), quoted=True)
+        return '%s%s%s"%s"%s' % (m.group(1), m.group(2), m.group(3), path, m.group(5))
     return _LINK.sub(hint, "".join(out))
 
 

@@ -133,6 +133,15 @@ def test_crlf_and_bom(tmp_path):
     assert warnings == []
 
 
+def test_two_files_saved_with_a_bom_each_and_joined_with_cat(tmp_path):
+    """`cat a.conf b.conf`: the second file's BOM starts a later line, and is no part of its key."""
+    text = "\ufeff# a\r\nVM_BACKUP_VOLUME=/vmfs/volumes/ds1/bk\r\n\ufeffEMAIL_TO=a@x\r\n"
+    s, warnings = load(tmp_path, text)
+    assert s.vm_backup_volume == "/vmfs/volumes/ds1/bk"
+    assert s.email_to == ("a@x",)
+    assert warnings == []
+
+
 def test_latin1_file_is_read_with_a_warning(tmp_path):
     s, warnings = load(tmp_path, "NFS_LOCAL_NAME=M\u00fcller\n", encoding="latin-1")
     assert s.nfs_local_name == "M\u00fcller"

@@ -107,8 +107,6 @@ def test_extents_named_relative_absolute_or_through_dotdot(site, form):
         gone(host, vm + "2")
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a line break in the backup's path injects an extent line into the "
-                   "checked descriptor copy (vmdk.anchored): another VM's disk is cloned as this one")
 @pytest.mark.parametrize("brk", ["\n", "\r"])
 def test_a_newline_in_the_backups_path_does_not_inject_an_extent(site, brk):
     """The backup folder lies under a folder whose name holds a line break and an extent line naming another
@@ -317,9 +315,7 @@ def restore_with_fifo(host, fifo, *args):
 
 # -- files of the backup that are no regular file --------------------------------------------------------
 @pytest.mark.parametrize("what,kind", [("nvram", "fifo"), ("nvram", "symlink"), ("vmxf", "fifo"), ("vmxf", "symlink"),
-                                       pytest.param("hotvcb.json", "fifo", marks=pytest.mark.xfail(strict=True, reason=(
-                                           "DEFECT: a FIFO as the backup's hotvcb.json hangs the restore in open() "
-                                           "(manifest.load reads it unbounded, shell.read_text)"))),
+                                       ("hotvcb.json", "fifo"),
                                        ("hotvcb.json", "symlink"), ("nvram", "hardlink")])
 def test_nvram_vmxf_manifest_as_fifo_symlink_or_hardlink(site, what, kind):
     """The backup's .nvram / .vmxf / hotvcb.json is a FIFO nobody writes, a symlink to another VM's file
@@ -432,8 +428,6 @@ def test_a_restore_file_mixing_utf8_latin1_crlf_bom_and_a_nul(site):
     assert not [n for n in registered(host) if "drei" in n or "Ã" in n]
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a BOM starting a later line of a -c file (two files joined "
-                   "with cat) is kept as part of the backup path: that line fails 'not found'")
 def test_a_restore_file_joined_from_two_files_with_a_bom_each(site):
     """`cat a b > vms_to_restore` of two files saved with a BOM (Notepad): the second BOM starts line 2.
     Line 2 must restore as line 1 does, not fail as a path starting with U+FEFF."""
@@ -549,9 +543,7 @@ def test_a_2gbsparse_extent_that_is_no_regular_file_is_refused(site, kinds, kind
     gone(host, "S-" + kind)
 
 
-@pytest.mark.parametrize("kind", [pytest.param("symlink", marks=pytest.mark.xfail(strict=True, reason=(
-    "DEFECT: a snapshot-tree delta that is a symlink out of the backup is read through it and restored "
-    "(restore_tree copies deltas without the regular-file check every other disk file gets)"))), "fifo", "hardlink"])
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "hardlink"])
 def test_a_delta_of_the_snapshot_tree_that_is_no_regular_file(site, kinds, kind):
     """A delta of the kept snapshot tree replaced by a symlink to a copy of its bytes outside the backup,
     by a FIFO, or by a hardlink to such a copy: symlink and FIFO refused (no hang), the hardlink (a regular
@@ -657,10 +649,7 @@ def test_status_vmx_vmsd_that_are_no_regular_file(site, kinds, what, kind):
         pytest.fail("a symlinked .vmx was followed: " + out(r))
 
 
-@pytest.mark.parametrize("data", [pytest.param("empty", marks=pytest.mark.xfail(strict=True, reason=(
-    "DEFECT: a monolithicSparse disk of exactly 64 KiB (qemu-img's empty one) is taken for a text descriptor "
-    "(backup_check: magic only looked at when size > DESCRIPTOR_MAX) and its binary rewritten as text into "
-    "the checked copy vmkfstools clones"))), "written"])
+@pytest.mark.parametrize("data", ["empty", "written"])
 def test_a_monolithic_sparse_disk_is_cloned_from_its_own_bytes(site, data):
     """The backup's disk is a hosted monolithicSparse VMDK (`KDMV`, its descriptor embedded) as qemu-img
     makes one: empty, the file is exactly 64 KiB; with 192 KiB written it is bigger. A sparse extent is

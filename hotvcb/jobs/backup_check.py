@@ -16,7 +16,7 @@ from ..shell import FileReader, Shell
 from ..store import chain, health, layout
 from .verify import verify_folder, verify_gz
 
-DESCRIPTOR_MAX = 64 << 10  # a VMDK descriptor file is a few hundred bytes; a sparse extent is more
+DESCRIPTOR_MAX = 64 << 10  # a VMDK descriptor file is a few hundred bytes; a sparse extent embeds one within this
 TEXT_MAX = 1 << 20  # a backup's text file (.vmx, .vmsd, descriptor) past this is refused rather than read
 SPARSE_MAGICS = ("KDMV", "COWD", "\xbe\xba\xfe\xca")  # hosted sparse, vmfsSparse, seSparse (its LE 0xcafebabe)
 
@@ -71,18 +71,21 @@ def require_extents_inside(fs: FileReader, path: str, parent: bool = True) -> Op
     text read (None for a sparse extent, whose embedded descriptor names only itself), so a caller
     that parses the descriptor too does not read it a second time.
 
-    A file past DESCRIPTOR_MAX is taken for a sparse extent only by its magic: a text descriptor
-    padded with comments is still a descriptor to vmkfstools, so it is read whole and checked (up
-    to TEXT_MAX; past that it is refused). Read with read_regular: a FIFO planted as a descriptor
+    A sparse extent is told by its magic, whatever its size (qemu-img's empty monolithicSparse disk
+    is exactly 64 KiB, no bigger than a descriptor may be); anything else is a text descriptor, even
+    one padded with comments past DESCRIPTOR_MAX (still a descriptor to vmkfstools), so it is read
+    whole and checked (up to TEXT_MAX; past that it is refused). Read with read_regular: a FIFO planted as a descriptor
     would block a plain read for ever, a symlink lead out of the backup."""
     try:
-        size = fs.file_size(path)
-        if size > DESCRIPTOR_MAX and fs.read_regular(path, len(SPARSE_MAGICS[0])) in SPARSE_MAGICS:
+        size, magic = fs.file_size(path), len(SPARSE_MAGICS[0])
+        text = fs.read_regular(path, DESCRIPTOR_MAX if size <= DESCRIPTOR_MAX else magic)  # one read of a descriptor
+        if text[:magic] in SPARSE_MAGICS:
             return None
         if size > TEXT_MAX:
             raise HotvcbError("%s is %d bytes and no sparse extent: too big for a disk descriptor; not "
                               "restoring from it" % (path, size))
-        text = fs.read_regular(path, TEXT_MAX)
+        if size > DESCRIPTOR_MAX:
+            text = fs.read_regular(path, TEXT_MAX)
         desc = vmdk.parse(text)
     except (HostError, UnicodeDecodeError) as err:
         raise HotvcbError("%s cannot be read: %s" % (path, err)) from None
@@ -93,6 +96,17 @@ def require_extents_inside(fs: FileReader, path: str, parent: bool = True) -> Op
         if "/" in named or named in ("..", "."):
             raise HotvcbError("%s names %r, a file outside the backup" % (path, named))
     return text
+
+
+def require_regular(fs: FileReader, path: str) -> None:
+    """A file of a disk (extent, delta) must be a regular file of the backup: a symlink leading to
+    another VM's disk would be read as this backup's (its bytes, copied beside the link, even pass
+    the checksums), a FIFO waited on for ever. Looked at just before the file is read."""
+    try:
+        fs.read_regular(path, 1)
+    except HostError as err:
+        raise HostError("%s: not restoring from it (a disk's file must be a regular file of the backup, "
+                        "not a symlink)" % err) from err
 
 
 def is_archive(shell: Shell, path: str) -> bool:

@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass
 from typing import List, Optional
 
-from .. import interrupt, targz
+from .. import interrupt, targz, vmdk
 from ..background import Ahead
 from ..errors import HostError, HotvcbError, Interrupted
 from ..hosts.base import Hypervisor
@@ -82,9 +82,10 @@ class RestoreJob:
     def restore_one(self, req: RestoreRequest) -> RestoreResult:
         result = RestoreResult(req)
         started = time.monotonic()
-        self.log.info("Restoring VM from: %s" % req.backup)
-        self.log.info("Restoring VM to datastore: %s (%s)" % (req.target, req.disk_format))
         try:
+            _nameable(req.backup)
+            self.log.info("Restoring VM from: %s" % req.backup)
+            self.log.info("Restoring VM to datastore: %s (%s)" % (req.target, req.disk_format))
             _Restore(self, req, result).run()
             result.status = "ok"
         except Interrupted:
@@ -100,6 +101,16 @@ class RestoreJob:
             self.log.info("Successfully restored %s to %s as vmid %s (%d s)" % (
                 result.name, result.folder, result.vmid, time.monotonic() - started))
         return result
+
+
+def _nameable(backup: str) -> None:
+    """A backup whose path holds a line break (or another control character) is refused before any
+    log line shows it: each line break would start a line of the log that reads as one of ours, and
+    a descriptor naming its disks through that path would be other lines (vmdk.writable)."""
+    try:
+        vmdk.writable(backup)
+    except vmdk.Unwritable as err:
+        raise RestoreError("%s; not restoring from it (move the backup to a folder of plain name)" % err) from None
 
 
 def _where(req: RestoreRequest, message: str) -> str:

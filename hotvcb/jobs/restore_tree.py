@@ -97,8 +97,10 @@ def chain(fs: FileReader, folder: str, top: str) -> List[str]:
 
 
 def copy(shell: Shell, tree: TreeRestore, dst: str) -> None:
-    """Into the restore's folder, after the base disks were cloned there."""
+    """Into the restore's folder, after the base disks were cloned there; each file, a delta's as any
+    extent, only a regular file of the backup (backup_check.require_regular)."""
     for src, name in tree.files:
+        backup_check.require_regular(shell, src)
         shell.copy_file(src, dst + "/" + name)
     for delta, parent in tree.deltas:
         relink(shell, dst, delta, parent)

@@ -101,19 +101,19 @@ def _checked(shell: Shell, d: DiskCopy, desc: vmdk.Descriptor, folder: str) -> s
     the file again: one swapped after the check (a ghettoVCB backup has no checksums; a sealed one's
     was read by the background check before) would have whatever it names cloned as this disk. The
     copy lives in a folder only this restore writes, `hotvcb cleanup` removes with it, and is gone
-    before the folder gets its name. Each extent must be a regular file, not a symlink (one leading
-    to another VM's disk would be read as this backup's): looked at here, just before the clone."""
+    before the folder gets its name. Each extent must be a regular file (backup_check.require_regular),
+    looked at here, just before the clone."""
     backup = d.source.rsplit("/", 1)[0]
     for extent in desc.extents:
-        path = extent.filename if extent.filename.startswith("/") else backup + "/" + extent.filename
-        try:
-            shell.read_regular(path, 1)
-        except HostError as err:
-            raise HostError("%s: not restoring from it (a disk's file must be a regular file of the backup, "
-                            "not a symlink)" % err) from err
+        backup_check.require_regular(shell, extent.filename if extent.filename.startswith("/")
+                                     else backup + "/" + extent.filename)
+    try:
+        text = vmdk.anchored(d.text, backup)
+    except vmdk.Unwritable as err:
+        raise HostError("%s; not restoring from it (move the backup to a folder of plain name)" % err) from None
     copy = "%s/%s/%s" % (folder, CHECKED, d.source.rsplit("/", 1)[1])
     shell.makedirs(folder + "/" + CHECKED)
-    shell.write_text(copy, vmdk.anchored(d.text, backup))
+    shell.write_text(copy, text)
     return copy
 
 
