@@ -12,6 +12,8 @@ import secrets
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from .errors import HotvcbError
+
 _EXTENT = re.compile(r'^(RW|RDONLY|NOACCESS)\s+(\d+)\s+(\w+)\s+"(.*)"(?:\s+\d+)?\s*$')
 _KEY = re.compile(r'^\s*([A-Za-z0-9_.]+)\s*=\s*"?(.*?)"?\s*$')
 
@@ -50,8 +52,9 @@ class NotADescriptor(ValueError):
     pass
 
 
-class Unwritable(ValueError):
-    """A path a descriptor line cannot hold: written into one it would be other lines, or another name."""
+class Unwritable(HotvcbError, ValueError):
+    """A path a descriptor line cannot hold: written into one it would be other lines, or another name.
+    A HotvcbError, so a job reports it as its error, never as a traceback."""
 
 
 # Control characters (C0, DEL, C1) and Unicode's line and paragraph separators: each either ends a

@@ -148,7 +148,7 @@ class RepoSink:
             if source != descriptor:  # its descriptor, naming the extent as a restore writes it
                 text = vmdk.rename_extent(host.shell.read_text(descriptor), flat_name(dst))
                 self.writer.add_file(dst, text.encode("utf-8"))
-        except RepoError as err:
+        except (RepoError, vmdk.Unwritable) as err:
             raise CopyError(disk.path, str(err)) from err
         self.log.debug("%s: %d chunks, %d new (%d bytes stored)" % (dst, entry["chunks"], entry["new_chunks"],
                                                                   entry["new_bytes"]))
