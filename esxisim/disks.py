@@ -52,7 +52,7 @@ class Descriptor:
     @classmethod
     def parse(cls, text):
         d = cls()
-        for line in text.splitlines():
+        for line in text.split("\n"):  # a line feed ends a line, as ESXi reads .vmx and descriptor files
             s = line.strip()
             if not s or s.startswith("#"):
                 continue

@@ -31,7 +31,7 @@ def unescape(value):
 def parse(text):
     """Keys keep their file order; ESXi rewrites keys in place, not sorted."""
     data = OrderedDict()
-    for line in text.splitlines():
+    for line in text.split("\n"):  # a line feed ends a line, as ESXi reads .vmx and descriptor files
         m = _LINE.match(line)
         if m:
             data[m.group(1)] = unescape(m.group(2))

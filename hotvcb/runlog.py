@@ -13,6 +13,7 @@ each other. Lines are written whole, under one lock.
 
 import io
 import os
+import re
 import shutil
 import sys
 import threading
@@ -22,6 +23,15 @@ from datetime import datetime
 from typing import Callable, Dict, Iterator, List, Optional, TextIO
 
 LEVELS = {"debug": 10, "info": 20, "dryrun": 20, "warning": 30, "error": 40}
+_LINE_BREAK = re.compile("\r\n|\r|\n")  # a message of several lines: each its own, stamped
+# what else a name from a .vmx, a folder or a restore file may hold that a terminal or a log reader takes
+# for a line break or a command (an escape sequence), or that no UTF-8 log can hold (bytes that were no
+# UTF-8): written as its Python escape, so each log line is one line of ours and shows what is there
+_HIDDEN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def _shown(text: str) -> str:
+    return _HIDDEN.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 class RunLog:
@@ -70,8 +80,11 @@ class RunLog:
     def _write(self, level: str, message: str) -> None:
         stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
         tag = "[%s] " % self.tag if self.tag is not None else ""
-        for part in str(message).splitlines() or [""]:
-            line = "%s -- %s: %s%s" % (stamp, level, tag, part)
+        parts = _LINE_BREAK.split(str(message))
+        if len(parts) > 1 and parts[-1] == "":
+            parts.pop()  # a message ending in a line break (a command's output): no empty line after it
+        for part in parts:
+            line = "%s -- %s: %s%s" % (stamp, level, tag, _shown(part))
             if self.debug_file is not None:
                 self.debug_file.write(line + "\n")
                 self.debug_file.flush()

@@ -60,7 +60,10 @@ class Unwritable(HotvcbError, ValueError):
 # Control characters (C0, DEL, C1) and Unicode's line and paragraph separators: each either ends a
 # descriptor line (str.splitlines ends one at \x0b, \x1c or \x85 too) or is no byte a file name on a
 # datastore should hold. A descriptor has no escape for any of them.
-_UNWRITABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_UNWRITABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")  # the last: bytes no UTF-8 holds
+
+
+_LINES = re.compile(r"[^\n]*\n|[^\n]+\Z")  # each line with its line feed: a descriptor's own line breaks kept
 
 
 def writable(path: str, quoted: bool = False) -> str:
@@ -68,15 +71,15 @@ def writable(path: str, quoted: bool = False) -> str:
     the line's value ends at the first `"` (parentFileNameHint, `_LINK`), so it may hold none; an
     extent's name runs to the line's last quote and may."""
     if _UNWRITABLE.search(path) or (quoted and '"' in path):
-        raise Unwritable("%r cannot be named in a disk descriptor (a line break or other control character%s "
-                         "in it)" % (path, ", or a quote" if quoted else ""))
+        raise Unwritable("%r cannot be named in a disk descriptor (a line break or other control character%s, "
+                         "or bytes that are not UTF-8, in it)" % (path, ", or a quote" if quoted else ""))
     return path
 
 
 def parse(text: str) -> Descriptor:
     create_type = None
     desc = Descriptor(create_type="")
-    for raw in text.splitlines():
+    for raw in text.split("\n"):  # lines end at a line feed only, as VMware reads them (_UNWRITABLE)
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -122,7 +125,7 @@ def rename_extent(text: str, filename: str) -> str:
     between the quotes as it is, a `"` in it too: so vmkfstools writes a clone's extent, and an
     extent's name runs to the line's last quote (`_EXTENT`), so the descriptor names that very file."""
     out = []
-    for raw in text.splitlines(True):
+    for raw in _LINES.findall(text):
         m = _EXTENT.match(raw.strip())
         if m:
             raw = raw.replace('"%s"' % m.group(4), '"%s"' % writable(filename), 1)
@@ -137,7 +140,7 @@ def anchored(text: str, folder: str) -> str:
     folder no descriptor line can name: a line break in it would make the rest of its name lines of
     their own (another extent)."""
     out = []
-    for raw in text.splitlines(True):
+    for raw in _LINES.findall(text):
         m = _EXTENT.match(raw.strip())
         if m and not m.group(4).startswith("/"):
             raw = raw.replace('"%s"' % m.group(4), '"%s"' % writable("%s/%s" % (folder, m.group(4))), 1)

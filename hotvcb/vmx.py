@@ -15,7 +15,11 @@ _DEVICE = re.compile(r"^(scsi|sata|ide|nvme)(\d+):(\d+)$")
 
 class VmxFile:
     def __init__(self, text: str):
-        lines = text.splitlines()
+        # lines end at a line feed only, as VMware reads them: str.splitlines() would also end one at a
+        # U+2028 or U+0085 inside a value (a VM name may hold them), and lose that key
+        lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+        if lines[-1] == "":
+            lines.pop()
         self.lines = list(lines)  # type: List[Optional[str]]  # None = removed
         self._index = {}  # type: Dict[str, int]
         for i, line in enumerate(lines):

@@ -67,8 +67,6 @@ def test_a_control_character_in_the_backups_path(site, what):
         gone(host, vm + "2")
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a backup path with bytes invalid in UTF-8 (lone surrogate) passes "
-                                       "vmdk.writable and ends the restore as 'internal error: UnicodeEncodeError'")
 def test_bytes_invalid_in_utf8_in_the_backups_path(site):
     """A folder above the backup named with a byte that is no UTF-8 (`a\\xffb`; Python holds it as a lone
     surrogate): refused with a message, or restored as the same disk; never a traceback/internal error."""
@@ -108,8 +106,6 @@ NAMES = {"u2028": 'x\u2028memSize = "9999"', "u0085": 'x\x85memSize = "9999"', "
 
 
 @pytest.mark.parametrize("what", sorted(NAMES))
-@pytest.mark.xfail(strict=True, reason="DEFECT: --name with U+2028/U+0085/U+2029 is written raw into the .vmx "
-                                       "displayName; vmx.VmxFile (splitlines) splits it: displayName lost")
 def test_a_line_separator_in_the_new_name_reads_back_as_the_whole_display_name(site, what):
     """--name holding a Unicode line separator then `memSize = "9999"`: refused, or restored with the .vmx
     read back by hotvcb's own parser holding the backup's memSize and the whole name as displayName."""
@@ -252,9 +248,6 @@ def test_a_bom_inside_a_line(site):
     assert r.returncode in (0, 4), out(r)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a -c line in Latin-1 with byte 0x85 (cp1252 ellipsis) in the new "
-                                       "name decodes to U+0085, written raw into the .vmx displayName; VmxFile "
-                                       "splits the line there: displayName lost")
 def test_a_latin1_restore_line_with_byte_0x85_in_the_name(site):
     """A -c line saved in Windows-1252 whose new name holds `…` (byte 0x85): decoded as Latin-1 that is
     U+0085 (NEL). Refused, or restored with the .vmx read back by hotvcb's parser holding the backup's
@@ -340,13 +333,9 @@ def test_a_delta_that_disappears_or_is_swapped_during_the_base_clone(site, kinds
 
 
 @pytest.mark.parametrize("what", [
-    pytest.param("u2028", marks=pytest.mark.xfail(strict=True, reason=(
-        "DEFECT: a disk fileName holding U+2028 in the backup's .vmx: VmxFile (splitlines) splits the line, the "
-        "disk is not seen, the VM is restored 'OK' (exit 0) without any disk"))),
+    "u2028",
     "tab",
-    pytest.param("esc", marks=pytest.mark.xfail(strict=True, reason=(
-        "DEFECT: an escape sequence in a backup's disk file name is written raw to the log/terminal "
-        "('Restoring .../d\\x1b[2J...') before the refusal")))])
+    "esc"])
 def test_a_disk_file_named_with_a_control_character_in_the_backup(site, what):
     """The backup's own disk is `d<char>isk.vmdk` (its flat beside it): refused naming it (exit 6), nothing
     left, or restored as the same disk; never a traceback, never the raw line separator in the output."""

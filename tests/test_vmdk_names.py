@@ -41,3 +41,16 @@ def test_a_renamed_extent_with_a_line_break_is_refused_and_a_quote_kept():
     with pytest.raises(vmdk.Unwritable):
         vmdk.rename_extent(FLAT, "a\nRW 1 VMFS \"/x\"-flat.vmdk")
     assert vmdk.parse(vmdk.rename_extent(FLAT, 'a "b"-flat.vmdk')).extents[0].filename == 'a "b"-flat.vmdk'
+
+
+def test_a_descriptor_whose_extent_line_cannot_be_read_is_refused(tmp_path):
+    """An extent line we cannot parse (its name unquoted) left the outside-extent check nothing to check:
+    a descriptor that names no extent we can read is refused, naming the file, never trusted."""
+    from hotvcb.errors import HotvcbError
+    from hotvcb.jobs import backup_check
+    from hotvcb.shell import LocalShell
+    path = tmp_path / "disk.vmdk"
+    path.write_text('# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="vmfs"\n'
+                    "RW 2048 VMFS /vmfs/volumes/datastore1/other/other-flat.vmdk\n")
+    with pytest.raises(HotvcbError, match="disk.vmdk names no extent"):
+        backup_check.require_extents_inside(LocalShell(), str(path))

@@ -91,6 +91,8 @@ def require_extents_inside(fs: FileReader, path: str, parent: bool = True) -> Op
         raise HotvcbError("%s cannot be read: %s" % (path, err)) from None
     except vmdk.NotADescriptor:
         return text
+    if not desc.extents:  # every disk has one; a descriptor whose extent line we cannot read is checked by none
+        raise HotvcbError("%s names no extent we can read; not restoring from it" % path)
     named_files = [e.filename for e in desc.extents] + ([desc.parent_hint or ""] if parent else [])
     for named in named_files:
         if "/" in named or named in ("..", "."):
