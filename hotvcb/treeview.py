@@ -121,6 +121,11 @@ class ScannedShell:
         return self.shell.read_texts(paths)
 
     def read_regular(self, path: str, limit: int) -> str:
+        """From the scan when it read the file: its lstat saw a regular file (no link, FIFO or device),
+        read whole, within `limit` (a list over SSH reads every backup's manifest this way: no round trip)."""
+        known, e = self._entry(path)
+        if known and e is not None and e.kind == "file" and e.text is not None and e.size <= limit:
+            return e.text
         return self.shell.read_regular(path, limit)
 
     # -- everything else goes to the shell; a change drops the scan ----------------
