@@ -19,7 +19,7 @@ from simhost import REPO, VOLUME, hotvcb, hotvcb_background, wait_for
 from test_outsider_crosshv import TS
 from test_outsider_restoresplit import (DS1, MiB, PAUSE, clear_hooks, hand_backup, holds, hooked, hookdir,  # noqa: F401
                                         leftovers, on_clone, out, qemu_same, registered, reseal, restore_pid, site,
-                                        tree_state, victim)
+                                        swap_once_read, tree_state, victim)
 
 pytestmark = __import__("test_outsider_restoresplit").pytestmark
 
@@ -592,16 +592,7 @@ def test_a_descriptor_swapped_between_check_and_plan_is_refused_however_the_path
         with open(vmx, "w", encoding="utf-8") as f:
             f.write(text.replace('"disk.vmdk"', '"./disk.vmdk"'))
         seal(real, vm, [("scsi0:0", ["disk.vmdk", "disk-flat.vmdk"]), ("scsi0:1", ["dis2.vmdk", "dis2-flat.vmdk"])])
-    desc = os.path.join(real, "disk.vmdk")
-    other = open(desc).read().replace('"disk-flat.vmdk"', '"dis2-flat.vmdk"')
-    with open(os.path.join(hookdir(host), "other.vmdk"), "w") as f:
-        f.write(other)
-    os.utime(desc, (0, os.stat(desc).st_mtime))
-    with open(os.path.join(hookdir(host), "vimcmd.sh"), "w") as f:
-        f.write('case "$1" in vmsvc/getallvms) /bin/python -c "import os, sys, time\n'
-                'for _ in range(600):\n    if os.stat(sys.argv[1]).st_atime: break\n    time.sleep(0.1)" '
-                '"%s/disk.vmdk"; '
-                'cat "%s/other.vmdk" > "%s/disk.vmdk";; esac\n' % (inside, hookdir(host), inside))
+    desc, other = swap_once_read(host, inside, real)
     arg = {"trailing-slash": inside + "/", "double-slash": inside.replace("/%s/" % vm, "/%s//" % vm),
            "dot-in-vmx": inside, "dot-in-path": inside.replace("/%s/" % vm, "/%s/./" % vm)}[how]
     try:

@@ -15,6 +15,7 @@ import pytest
 from repotool import HOUR, MiB, PYTHON, ROOT, age, backup, cli, make_disk, new_repo, one_clear_line
 
 from qemuvm import env as qenv, needs_qemu
+from test_outsider_fixrepo import holder, hotvcb_holder  # noqa: F401  (fixtures: a reused pid, a GC at work)
 from test_qemu_backup import _image, lab  # noqa: F401  (the fixture)
 
 from hotvcb import blockdigest
@@ -529,34 +530,19 @@ def test_a_guard_dated_hours_ahead_does_not_block_gc_for_hours(tmp_path):
     assert gc_ran(r), r.stdout + r.stderr
 
 
-@pytest.fixture
-def live_process():
-    """A live process that is no hotvcb (the dead GC's pid, reused since by another program)."""
-    proc = subprocess.Popen(["sleep", "300"])
-    yield proc.pid
-    proc.kill()
-    proc.wait()
 
 
-@pytest.fixture
-def live_hotvcb():
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", "hotvcb", "gc"])
-    yield proc.pid
-    proc.kill()
-    proc.wait()
-
-
-def test_a_fresh_lock_of_ours_whose_pid_was_reused_by_another_program_is_taken_over(tmp_path, live_process):
+def test_a_fresh_lock_of_ours_whose_pid_was_reused_by_another_program_is_taken_over(tmp_path, holder):
     repo = make_repo(tmp_path)
-    put_lock(repo, record(pid=live_process))
+    put_lock(repo, record(pid=holder))
     r = prune(repo)
     assert gc_ran(r), r.stdout + r.stderr
 
 
-def test_a_lock_of_ours_held_by_a_live_hotvcb_is_refused_however_old(tmp_path, live_hotvcb):
+def test_a_lock_of_ours_held_by_a_live_hotvcb_is_refused_however_old(tmp_path, hotvcb_holder):
     """A live GC on this machine whose lock is older than the grace period (a GC longer than it) is at work."""
     repo = make_repo(tmp_path)
-    text = record(pid=live_hotvcb)
+    text = record(pid=hotvcb_holder)
     put_lock(repo, text, mtime=ANCIENT)
     r = prune(repo)
     assert r.returncode != 0

@@ -241,6 +241,22 @@ def test_a_descriptor_swapped_after_the_check_read_it_is_not_cloned_from(site):
     assert r.returncode == 6 and "swapsealed2" not in registered(host) and leftovers(host) == [], out(r)
 
 
+def swap_once_read(host, inside, real):
+    """disk.vmdk rewritten to name dis2-flat.vmdk as soon as a restore has read it (its atime, zeroed here,
+    is set), from the hook of the restore's next vim-cmd (getallvms): after the check, before the plan.
+    (its path, the text swapped in)"""
+    desc = os.path.join(real, "disk.vmdk")
+    other = open(desc).read().replace('"disk-flat.vmdk"', '"dis2-flat.vmdk"')
+    with open(os.path.join(hookdir(host), "other.vmdk"), "w") as f:
+        f.write(other)
+    os.utime(desc, (0, os.stat(desc).st_mtime))
+    with open(os.path.join(hookdir(host), "vimcmd.sh"), "w") as f:
+        f.write('case "$1" in vmsvc/getallvms) /bin/python -c "import os, sys, time\n'
+                'for _ in range(600):\n    if os.stat(sys.argv[1]).st_atime: break\n    time.sleep(0.1)" "%s/disk.vmdk"; '
+                'cat "%s/other.vmdk" > "%s/disk.vmdk";; esac\n' % (inside, hookdir(host), inside))
+    return desc, other
+
+
 def test_a_descriptor_swapped_between_the_check_and_the_plan_is_refused(site):
     """A sealed backup of two disks; after the background check read the first descriptor, and before
     the plan reads it (the plan waits for the inventory question, held until the descriptor's atime
@@ -251,15 +267,7 @@ def test_a_descriptor_swapped_between_the_check_and_the_plan_is_refused(site):
     host, _conf, _bk = site
     inside, real = hand_backup(host, "swapplan", disks=(("scsi0:0", "disk.vmdk"), ("scsi0:1", "dis2.vmdk")),
                                random_bytes=4096)
-    desc = os.path.join(real, "disk.vmdk")
-    other = open(desc).read().replace('"disk-flat.vmdk"', '"dis2-flat.vmdk"')
-    with open(os.path.join(hookdir(host), "other.vmdk"), "w") as f:
-        f.write(other)
-    os.utime(desc, (0, os.stat(desc).st_mtime))
-    with open(os.path.join(hookdir(host), "vimcmd.sh"), "w") as f:
-        f.write('case "$1" in vmsvc/getallvms) /bin/python -c "import os, sys, time\n'
-                'for _ in range(600):\n    if os.stat(sys.argv[1]).st_atime: break\n    time.sleep(0.1)" "%s/disk.vmdk"; '
-                'cat "%s/other.vmdk" > "%s/disk.vmdk";; esac\n' % (inside, hookdir(host), inside))
+    desc, other = swap_once_read(host, inside, real)
     try:
         r = hotvcb(host, "restore", inside, "--datastore", "datastore1", "--name", "swapplan2",
                    "--format", "zeroedthick")
