@@ -10,7 +10,7 @@ embedded in a hosted sparse extent (monolithicSparse: text at sector 1).
 import re
 import secrets
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from .errors import HotvcbError
 
@@ -58,8 +58,8 @@ class Unwritable(HotvcbError, ValueError):
 
 
 # Control characters (C0, DEL, C1) and Unicode's line and paragraph separators: each either ends a
-# descriptor line (str.splitlines ends one at \x0b, \x1c or \x85 too) or is no byte a file name on a
-# datastore should hold. A descriptor has no escape for any of them.
+# descriptor line (a reader using str.splitlines ends one at \x0b, \x1c or \x85 too) or is no byte a file
+# name on a datastore should hold. A descriptor has no escape for any of them.
 _UNWRITABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")  # the last: bytes no UTF-8 holds
 
 
@@ -124,11 +124,19 @@ def rename_extent(text: str, filename: str) -> str:
     """A one-extent descriptor whose extent is `filename` (a disk stored under a new name), written
     between the quotes as it is, a `"` in it too: so vmkfstools writes a clone's extent, and an
     extent's name runs to the line's last quote (`_EXTENT`), so the descriptor names that very file."""
+    return _renamed_extents(text, lambda _name: filename)
+
+
+def _renamed_extents(text: str, new_name: Callable[[str], Optional[str]]) -> str:
+    """`text` with each extent line's name replaced by `new_name(name)` (checked by writable; the line
+    kept as it is when that is None), every other line byte for byte."""
     out = []
     for raw in _LINES.findall(text):
         m = _EXTENT.match(raw.strip())
         if m:
-            raw = raw.replace('"%s"' % m.group(4), '"%s"' % writable(filename), 1)
+            name = new_name(m.group(4))
+            if name is not None:
+                raw = raw.replace('"%s"' % m.group(4), '"%s"' % writable(name), 1)
         out.append(raw)
     return "".join(out)
 
@@ -139,19 +147,13 @@ def anchored(text: str, folder: str) -> str:
     another folder (restore_write.py clones from such a copy of the text it checked). Unwritable for a
     folder no descriptor line can name: a line break in it would make the rest of its name lines of
     their own (another extent)."""
-    out = []
-    for raw in _LINES.findall(text):
-        m = _EXTENT.match(raw.strip())
-        if m and not m.group(4).startswith("/"):
-            raw = raw.replace('"%s"' % m.group(4), '"%s"' % writable("%s/%s" % (folder, m.group(4))), 1)
-        out.append(raw)
-
     def hint(m):
         if m.group(2) != "parentFileNameHint" or m.group(4).startswith("/"):
             return m.group(0)
         path = writable("%s/%s" % (folder, m.group(4)), quoted=True)
         return '%s%s%s"%s"%s' % (m.group(1), m.group(2), m.group(3), path, m.group(5))
-    return _LINK.sub(hint, "".join(out))
+    text = _renamed_extents(text, lambda name: None if name.startswith("/") else "%s/%s" % (folder, name))
+    return _LINK.sub(hint, text)
 
 
 _DDB = re.compile(r'^\s*ddb\.[^\r\n]*(\r?\n|$)', re.M)
