@@ -700,8 +700,8 @@ def wait(name):
 
 real_stale, real_take = gclock.stale, gclock._take
 
-def stale(repo, me):
-    verdict = real_stale(repo, me)
+def stale(repo, me, lock):
+    verdict = real_stale(repo, me, lock)
     if role == "B" and verdict:
         flag("b-judged")  # B found the dead GC's lock stale; it deletes it once told to
         wait("b-go")
