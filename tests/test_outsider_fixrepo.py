@@ -100,11 +100,15 @@ def holder():
 
 @pytest.fixture
 def hotvcb_holder():
-    """A live process whose command line names hotvcb: a GC at work by any rule."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", "hotvcb", "gc"])
+    """A live process whose command line names hotvcb: a GC at work by any rule. Yielded once it runs its
+    code: until its exec is through, /proc shows no command line (Popen returns before that)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(300)", "hotvcb",
+                             "gc"], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "up\n"
     yield proc.pid
     proc.kill()
     proc.wait()
+    proc.stdout.close()
 
 
 # --- the config's timing keys ---------------------------------------------------------------------------
