@@ -7,7 +7,7 @@ import socket
 import subprocess
 
 import pytest
-from repotool import HOUR, MiB, age, backup, cli, make_disk, new_repo, one_clear_line
+from repotool import HOUR, PYTHON, ROOT, MiB, age, backup, cli, make_disk, new_repo, one_clear_line
 from test_outsider_fixrepo import hotvcb_holder  # noqa: F401  (the fixture: a live hotvcb process)
 
 from hotvcb import pids, runid
@@ -37,8 +37,7 @@ def test_a_gcs_lock_names_this_machine_its_id_and_when_its_process_started(repo)
         held = parse(repo.backend.get(gclock.LOCK).decode())
         assert held.machine == socket.gethostname() and held.pid == os.getpid()
         assert held.host and held.host == gclock.this_host()
-        with open("/proc/self/stat") as f:  # this test's process: its command name has no space or ")"
-            assert held.pid_start == int(f.read().split()[21])
+        assert held.pid_start == start_of(os.getpid())
     assert repo.backend.stat(gclock.LOCK) is None
 
 
@@ -53,6 +52,15 @@ def test_without_a_machine_id_the_host_id_of_the_run_lock_is_used(tmp_path, monk
             assert first and f.read().strip() == first
     finally:
         gclock.this_host.cache_clear()
+
+
+def test_the_repository_loads_without_the_backup_stores_code():
+    """repo/ and store/ are sibling layers (docs/architecture.md): the GC lock takes the host id the run lock
+    keeps from runid, which both use, not from store/lock.py."""
+    code = ("import sys; sys.path.insert(0, %r); import hotvcb.repo.gc, hotvcb.repo.settle; "
+            "print(sorted(m for m in sys.modules if m.startswith('hotvcb.store')))" % ROOT)
+    r = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == "[]\n", r.stdout + r.stderr
 
 
 @pytest.mark.parametrize("host", ["", "this"])
@@ -135,7 +143,14 @@ def aged_repo(tmp_path):
 
 
 def lock_of(pid, pid_start):
-    return RunId("0123456789ab", socket.gethostname(), pid, 1000, gclock.this_host(), pid_start).text() + "\n"
+    text = "run=0123456789ab machine=%s pid=%d started=1000 host=%s" % (socket.gethostname(), pid, gclock.this_host())
+    return text + (" pidstart=%d\n" % pid_start if pid_start is not None else "\n")
+
+
+def start_of(pid):
+    """The process's start time as /proc/PID/stat has it (its command name, python's, holds no space)."""
+    with open("/proc/%d/stat" % pid) as f:
+        return int(f.read().split()[21])
 
 
 def prune(repo):
@@ -145,7 +160,7 @@ def prune(repo):
 def test_a_lock_whose_pid_now_is_another_hotvcb_started_later_is_taken_over(aged_repo, hotvcb_holder):
     """The dead GC's pid is a hotvcb process again, but not the one that wrote the lock: it started at
     another time than the lock records."""
-    put(aged_repo, lock_of(hotvcb_holder, pids.started(hotvcb_holder) - 1))
+    put(aged_repo, lock_of(hotvcb_holder, start_of(hotvcb_holder) - 1))
     r = prune(aged_repo)
     assert r.returncode == 0 and "garbage collection" in r.stdout, r.stdout + r.stderr
     assert aged_repo.backend.stat(gclock.LOCK) is None
@@ -156,7 +171,7 @@ def test_a_lock_of_a_live_hotvcb_that_started_when_it_records_or_records_no_time
                                                                                            hotvcb_holder, recorded):
     """The lock's own process (its start time as recorded), or an older hotvcb's lock without the field (the
     rule before the field: any live hotvcb at that pid is a GC at work)."""
-    text = lock_of(hotvcb_holder, pids.started(hotvcb_holder) if recorded == "its own" else None)
+    text = lock_of(hotvcb_holder, start_of(hotvcb_holder) if recorded == "its own" else None)
     put(aged_repo, text)
     r = prune(aged_repo)
     assert r.returncode != 0 and "another garbage collection" in r.stderr, r.stdout + r.stderr
