@@ -68,7 +68,9 @@ def stale(repo: Repository, me: RunId, lock: Optional[bytes]) -> bool:
 
 
 def _at_work(holder: RunId, me: RunId) -> bool:
-    """Whether this machine's GC that wrote `holder` is still running."""
+    """A live hotvcb at the lock's pid is its GC only if it started when the lock says: the pid may be
+    another hotvcb's now (the nightly backup, a second prune). Where either side cannot tell (an older
+    hotvcb's lock, a host without /proc) the live hotvcb is taken at its word, as before the field."""
     if not is_hotvcb(holder.pid) or (holder.pid == me.pid and holder.run != me.run):
         return False
     now = started(holder.pid) if holder.pid_start is not None else None
