@@ -55,7 +55,7 @@ def _zlib_rle(data: Data, probe: int = 0) -> Optional[bytes]:
     """A standard zlib stream (header, deflate, adler32): only the encoder's strategy differs. With `probe`,
     None if the first `probe` bytes, ended as a deflate block of their own (Z_BLOCK: no bytes added), do not
     shrink by 1/32; else the stream goes on from there: a second compressor and a second compression of the
-    probe cost ~6 % of compressing text (bench/compress_cost.py)."""
+    probe cost ~5 % of compressing text (bench/compress_cost.py)."""
     z = zlib.compressobj(1, zlib.DEFLATED, 15, 8, zlib.Z_RLE)
     if not probe:
         return z.compress(data) + z.flush()
