@@ -5,7 +5,9 @@ chunks of older hotvcb, read back whole; a reader without the package names the
 problem instead of failing halfway; restores write in order with holes kept."""
 
 import errno
+import hashlib
 import os
+import random
 import subprocess
 import sys
 import zlib
@@ -61,7 +63,7 @@ def test_zlib_chunks_are_plain_zlib_streams_and_older_level_1_chunks_still_read(
     disk = tmp_path / "disk.raw"
     make_disk(disk, seed=5)
     repo = new_repo(tmp_path / "repo")
-    monkeypatch.setattr(codec, "_zlib_rle", lambda data: zlib.compress(data, 1))  # what hotvcb wrote before
+    monkeypatch.setattr(codec, "_zlib_rle", lambda data, probe=0: zlib.compress(data, 1))  # what hotvcb wrote before
     old = backup(repo, "db", disk)
     monkeypatch.undo()
     scatter(disk, 12, align=4096)
@@ -77,6 +79,31 @@ def test_zlib_chunks_are_plain_zlib_streams_and_older_level_1_chunks_still_read(
         for blob in repo.pack_blobs(info.name, info.size):
             if blob.method == ZLIB:
                 assert len(zlib.decompress(data[blob.offset:blob.offset + blob.stored_len])) == blob.raw_len
+
+
+def _text(n):
+    return b"".join(b"line %d of a log that compresses well\n" % i for i in range(n // 20))[:n]
+
+
+@pytest.mark.parametrize("parts, method", [
+    ((("text", 65536),), ZLIB),  # the probe's 4 KiB go on in the same stream: one zlib stream, whole
+    ((("random", 4096), ("text", 61440)), RAW),  # the probe saw random data: the rest is not compressed
+    ((("text", 4096), ("random", 61440)), RAW),  # the probe passed, but the whole does not shrink by 1/32
+    ((("text", 2048), ("random", 2048), ("text", 61440)), ZLIB),  # the probe's block ends inside the text
+    ((("zeros", 60000), ("random", 5536)), ZLIB),  # a run of one byte: Z_RLE's case
+    ((("text", 8192),), ZLIB),  # no longer than two probes: compressed whole, unprobed
+    ((("random", 8192),), RAW),
+])
+def test_a_zlib_chunk_is_one_standard_stream_and_what_does_not_shrink_is_raw(parts, method):
+    rnd = random.Random(3)
+    raw = b"".join({"text": _text, "random": rnd.randbytes, "zeros": bytes}[kind](n) for kind, n in parts)
+    got, stored = codec.encode(memoryview(raw))
+    assert got == method
+    if method == ZLIB:  # what any hotvcb reads: zlib.decompress of the stored bytes, nothing more
+        assert zlib.decompress(stored) == raw and len(stored) <= len(raw) - len(raw) // 32
+    else:
+        assert bytes(stored) == raw
+    assert bytes(codec.decode(got, stored, len(raw), hashlib.sha256(raw).digest())) == raw
 
 
 def test_a_repository_written_with_and_without_zstd_reads_back_whole(tmp_path):
