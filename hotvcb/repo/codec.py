@@ -81,7 +81,8 @@ def _inflate(stored: Data, raw_len: int) -> bytes:
     dictionary) is inflated raw: zlib would also compute its adler32 (~4 % of a zlib restore's CPU),
     and decode checks the SHA-256 of the result anyway, which any damage the adler32 would catch fails."""
     head = bytes(stored[:2])
-    if len(stored) > 6 and head[0] & 0x0F == zlib.DEFLATED and not head[1] & 0x20 and int.from_bytes(head, "big") % 31 == 0:
+    plain = len(stored) > 6 and head[0] & 0x0F == zlib.DEFLATED and not head[1] & 0x20  # deflate, no dictionary
+    if plain and int.from_bytes(head, "big") % 31 == 0:
         return zlib.decompress(stored[2:len(stored) - 4], -zlib.MAX_WBITS, raw_len + 1)
     return zlib.decompress(stored, zlib.MAX_WBITS, raw_len + 1)
 

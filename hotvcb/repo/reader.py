@@ -175,7 +175,8 @@ BATCH = 16
 T = TypeVar("T")
 
 
-def fetched(where: Where, index: DiskIndex, check: Check, workers: int, then: Callable[[List[Run]], T]) -> Generator[T, None, None]:
+def fetched(where: Where, index: DiskIndex, check: Check, workers: int,
+            then: Callable[[List[Run]], T]) -> Generator[T, None, None]:
     """`then` of each batch of a disk's stored chunks, in disk order: the batch's (offset, chunks) runs,
     fetched, checked and handed to `then` in a worker of a pool (`then` may write them, or return them).
 
@@ -184,8 +185,8 @@ def fetched(where: Where, index: DiskIndex, check: Check, workers: int, then: Ca
     window = collections.deque()  # type: Deque[Future]
     batch = []  # type: List[Tuple[int, Location]]
 
-    def task(batch: List[Tuple[int, Location]]) -> T:
-        return then(_fetch(where, batch, index.chunk_size))
+    def task(todo: List[Tuple[int, Location]]) -> T:
+        return then(_fetch(where, todo, index.chunk_size))
 
     with ThreadPoolExecutor(workers) as pool:  # its exit waits for the running tasks
         try:
