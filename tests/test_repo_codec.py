@@ -10,6 +10,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import zlib
 
 import pytest
@@ -211,3 +212,41 @@ def test_a_disk_error_in_a_background_flush_fails_the_restore_and_removes_it(tmp
     with pytest.raises(RepoError, match="cannot write .*out.raw: Input/output error"):
         restore_disk(repo, snap, snap.disks[0], str(out))
     assert not out.exists()
+
+
+def test_a_write_failing_in_a_worker_fails_the_restore_removes_it_and_no_worker_writes_after(tmp_path, monkeypatch):
+    disk = tmp_path / "disk.raw"
+    make_disk(disk, seed=17)
+    repo = new_repo(tmp_path / "repo")
+    snap = backup(repo, "web", disk)
+    real, calls = os.pwritev, []
+
+    def filling(fd, views, at):  # the target fills up after a few runs, whichever worker writes next
+        calls.append(at)
+        if len(calls) > 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd, views, at)
+
+    monkeypatch.setattr(os, "pwritev", filling)
+    out = tmp_path / "out.raw"
+    before = threading.active_count()
+    with pytest.raises(RepoError, match="cannot write .*out.raw: No space left on device"):
+        restore_disk(repo, snap, snap.disks[0], str(out), workers=4)
+    assert not out.exists()
+    assert threading.active_count() == before  # no worker is left to write into a closed (or reused) fd
+    assert len(calls) < sum(1 for _ in repo.disk_index(snap.disks[0]).entries)  # it stopped at the error
+
+
+@pytest.mark.parametrize("level,wbits", [(1, 15), (9, 15), (6, 9), (0, 15)])
+def test_any_plain_zlib_stream_decodes_and_a_damaged_or_dictionary_one_is_refused(level, wbits):
+    raw = b"".join(b"line %d of a text chunk\n" % n for n in range(3000))[:65536]
+    digest = hashlib.sha256(raw).digest()
+    z = zlib.compressobj(level, zlib.DEFLATED, wbits)
+    stream = z.compress(raw) + z.flush()
+    assert bytes(codec.decode(ZLIB, memoryview(stream), len(raw), digest)) == raw
+    for damaged in (stream[:len(stream) // 2], stream[:40] + bytes([stream[40] ^ 0xFF]) + stream[41:]):
+        with pytest.raises(RepoError, match="cannot be decompressed|does not match its hash"):
+            codec.decode(ZLIB, damaged, len(raw), digest)
+    z = zlib.compressobj(level, zlib.DEFLATED, wbits, zdict=b"line of a text chunk")
+    with pytest.raises(RepoError, match="cannot be decompressed"):  # no hotvcb writes one: refused, not misread
+        codec.decode(ZLIB, z.compress(raw) + z.flush(), len(raw), digest)

@@ -171,9 +171,14 @@ def _restore(job: RestoreJob, req: RestoreRequest, log, dry_run: bool) -> bool:
                        "restored as a folder backup)" % (snap, req.repo, req.target, req.disk_format,
                                                           ", named " + req.new_name if req.new_name else ""))
             return True
-        with repo_cmd.staged(req.repo, snap.id, req.target, job.records, log.info) as folder:
-            staged = dataclasses.replace(req, backup=folder, repo="", latest="", staged=True)
-            return job.restore_one(staged).status == "ok"
+        early = job.ask_early()  # beside the staging: the host's answers are ready when its pre-checks run
+        try:
+            with repo_cmd.staged(req.repo, snap.id, req.target, job.records, log.info) as folder:
+                staged = dataclasses.replace(req, backup=folder, repo="", latest="", staged=True)
+                return job.restore_one(staged).status == "ok"
+        finally:
+            for question in early:
+                question.drop()
     except Interrupted:
         raise
     except HotvcbError as err:

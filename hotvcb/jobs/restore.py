@@ -71,6 +71,13 @@ class RestoreJob:
         self.dry_run, self.verbose, self.verify, self.power_on = dry_run, verbose, verify, power_on
         self.records = restore_scratch.on_host(self.shell, host.run_dir)  # one heartbeat for all requests
 
+    def ask_early(self) -> List[Ahead]:
+        """The answers the driver keeps for the run that every restore's pre-checks wait on (the host's
+        version; the datastore listing that says which datastore holds the target), asked now in threads,
+        beside work that comes before the pre-checks (a repository's backup staged on the target), so
+        those wait only for what must be read then: the free space, the inventory. `drop()` each after."""
+        return [Ahead(self.host.describe, "restore"), Ahead(self.host.datastores, "restore")]
+
     def run(self, requests) -> List[RestoreResult]:
         results = []
         for req in requests:
