@@ -15,12 +15,11 @@ from typing import List, Optional, Tuple
 
 from .. import vmdk
 from ..errors import HostError, HotvcbError
+from ..hosts import esxi_tree
 from ..shell import FileReader, Shell, read_small
 from ..vmx import VmxFile
 from . import backup_check
 from .snaptree import TREE, relink
-
-MAX_DEPTH = 64
 
 
 @dataclass
@@ -83,7 +82,7 @@ def plan(fs: FileReader, folder: str, vmx_name: str, new_stem: str) -> Tuple[Vmx
 def chain(fs: FileReader, folder: str, top: str) -> List[str]:
     """Names from `top` down to its base, all inside `folder` (where the backup put them)."""
     out, name = [], top  # type: List[str], Optional[str]
-    while name is not None and len(out) < MAX_DEPTH:
+    while name is not None and len(out) < esxi_tree.MAX_DEPTH:
         if not fs.exists(folder + "/" + name):
             raise HotvcbError("the snapshot tree in %s lacks %s%s" % (
                 folder, name, " (parent of %s)" % out[-1] if out else ""))

@@ -1,0 +1,218 @@
+"""What a folder restore takes from the backup and from its request, beyond the disk it clones:
+
+- the .nvram and .vmxf are copied only as regular files of the backup (a symlink there would
+  have another file copied as the VM's), looked at by the plan and again just before the copy;
+- a name the restored VM cannot have (a line break, another control character, a line separator),
+  given (--name, a restore file's 4th field, also with --repo) or the backup's own displayName,
+  is refused with one line naming it, before anything is written;
+- a delta disk's parents, which vmkfstools reads as the delta's data, are checked as the delta is
+  (every file beside it in the backup) and cloned from the checked copies of their texts, so a
+  parent descriptor swapped after the checks is never read.
+
+Through the CLI on esxisim; the host, its vmkfstools hook and the helpers are
+test_outsider_restoresplit.py's (imported, not copied). Hand-built backups are the hostile input.
+"""
+
+import os
+
+import pytest
+
+from esxisim import disks
+from simhost import VOLUME, hotvcb
+from test_outsider_crosshv import TS
+from test_outsider_fixrestore import gone, no_traceback, restored, write_bytes
+from test_outsider_restoresplit import (DS1, clear_hooks, hand_backup, holds, on_clone, out, registered,  # noqa: F401
+                                        reseal, site, victim)
+
+pytestmark = __import__("test_outsider_restoresplit").pytestmark
+
+
+def restore(host, inside, *args):
+    return hotvcb(host, "restore", inside, "--datastore", "datastore1", "--format", "zeroedthick", *args)
+
+
+def one_error(r):
+    """The run's one error line (exit 6: its only request failed), no traceback."""
+    no_traceback(r)
+    errors = [line for line in out(r).splitlines() if " -- error: " in line]
+    assert r.returncode == 6 and len(errors) == 1, out(r)
+    return errors[0]
+
+
+# -- .nvram and .vmxf ------------------------------------------------------------------------------
+@pytest.mark.parametrize("key,ext", [("nvram", ".nvram"), ("extendedConfigFile", ".vmxf")])
+@pytest.mark.parametrize("when", ["planned", "swapped"])
+def test_a_side_file_that_is_a_symlink_out_of_the_backup_is_not_copied(site, key, ext, when):
+    """The backup's .nvram (.vmxf) is a symlink to another VM's file, there when the restore plans
+    (`planned`: refused before anything is written, a dry run too) or put there in front of the disk's
+    clone (`swapped`: refused before the copy). Sealed after the link was made, so its checksum even
+    holds: the other file must not be restored as this VM's."""
+    host, _conf, _bk = site
+    vm = "side-%s-%s" % (ext[1:], when)
+    secret, data = victim(host, vm)
+    inside, real = hand_backup(host, vm, keys={key: vm + ext})
+    side = os.path.join(real, vm + ext)
+    with open(side, "wb") as f:
+        f.write(b"its own" * 100)
+    if when == "planned":
+        os.unlink(side)
+        os.symlink(host.real(secret), side)
+        reseal(real, vm)
+        dry = hotvcb(host, "restore", "-d", "1", inside, "--datastore", "datastore1", "--name", vm + "2")
+        assert "not a regular file" in one_error(dry) and vm + ext in one_error(dry), out(dry)
+    else:
+        reseal(real, vm)
+        on_clone(host, 'rm "%s/%s" && ln -s "%s" "%s/%s"' % (inside, vm + ext, secret, inside, vm + ext))
+    try:
+        r = restore(host, inside, "--name", vm + "2")
+    finally:
+        clear_hooks(host)
+    assert os.path.islink(side), "the hook did not run: " + out(r)
+    line = one_error(r)
+    assert "%s/%s" % (inside, vm + ext) in line and "not a regular file" in line, line
+    gone(host, vm + "2")
+
+
+def test_a_regular_side_file_is_copied_as_it_is(site):
+    """The control: the same backup with its own .nvram and .vmxf restores them byte for byte."""
+    host, _conf, _bk = site
+    vm = "side-ok"
+    inside, real = hand_backup(host, vm, keys={"nvram": vm + ".nvram", "extendedConfigFile": vm + ".vmxf"})
+    for ext in (".nvram", ".vmxf"):
+        with open(os.path.join(real, vm + ext), "wb") as f:
+            f.write(ext.encode() * 1000)
+    reseal(real, vm)
+    r = restore(host, inside, "--name", vm + "2")
+    assert r.returncode == 0, out(r)
+    for ext in (".nvram", ".vmxf"):
+        with open(os.path.join(restored(host, vm + "2"), vm + "2" + ext), "rb") as f:
+            assert f.read() == ext.encode() * 1000
+
+
+# -- names -----------------------------------------------------------------------------------------
+NAMES = {"lf": "Zeilen\numbruch", "cr": "a\rb", "tab": "a\tb", "esc": "a\x1b[31mb", "nel": "a\x85b",
+         "u2028": "a\u2028b", "del": "a\x7fb"}
+
+
+@pytest.mark.parametrize("what", sorted(NAMES))
+def test_a_new_name_with_a_control_character_is_refused_before_anything_is_written(site, what):
+    """--name holding a line break or other control character: one error naming it escaped (the raw
+    character never in the output), exit 6, nothing written or registered."""
+    host, _conf, bk = site
+    name = NAMES[what]
+    before = sorted(os.listdir(host.real(DS1)))
+    r = hotvcb(host, "restore", bk, "--datastore", "datastore1", "--name", name)
+    line = one_error(r)
+    assert "%r cannot be the restored VM's name: it holds a line break or other control character" % name in line, line
+    assert name not in out(r)
+    assert sorted(os.listdir(host.real(DS1))) == before and name not in registered(host)
+
+
+@pytest.mark.parametrize("char", ["\x85", "\u2028"])
+def test_a_restore_file_name_with_a_line_separator_is_refused(site, char):
+    """A restore file line (UTF-8) whose 4th field holds NEL or U+2028 (no C0 control character, which
+    the file's reader refuses itself): that line fails naming it, the next restores (exit 4)."""
+    host, _conf, bk = site
+    path = write_bytes(host, "sep_%x_restore" % ord(char),
+                       ("%s;datastore1;3;neu%sname\n%s;datastore1;3;sep-%x\n" % (bk, char, bk, ord(char))).encode())
+    before = sorted(os.listdir(host.real(DS1)))
+    r = hotvcb(host, "restore", "-c", path)
+    no_traceback(r)
+    errors = [line for line in out(r).splitlines() if " -- error: " in line]
+    assert r.returncode == 4 and len(errors) == 1, out(r)
+    assert "%s:1: %r cannot be the restored VM's name" % (path, "neu%sname" % char) in errors[0], errors
+    assert sorted(os.listdir(host.real(DS1))) == sorted(before + ["sep-%x" % ord(char)])
+
+
+def test_the_backups_own_name_with_a_line_break_is_refused_and_a_new_name_restores(site):
+    """No --name: the name is the backup's displayName, here holding a line break (`|0A` in the .vmx).
+    Refused, saying to give a name; under a plain new name the same backup restores."""
+    host, _conf, _bk = site
+    inside, real = hand_backup(host, "ownbreak", keys={"displayName": "own\nbreak"})
+    before = sorted(os.listdir(host.real(DS1)))
+    line = one_error(hotvcb(host, "restore", inside, "--datastore", "datastore1"))
+    assert "'own\\nbreak' cannot be the restored VM's name" in line and "restore it under a new name" in line, line
+    assert sorted(os.listdir(host.real(DS1))) == before
+    r = restore(host, inside, "--name", "ownbreak2")
+    assert r.returncode == 0 and "ownbreak2" in registered(host), out(r)
+
+
+def test_a_repository_restore_refuses_the_name_before_opening_the_repository(site):
+    """restore --repo stages the whole backup on the datastore before the folder restore: the name is
+    refused first (here before the repository, which does not exist, is even looked for)."""
+    host, _conf, _bk = site
+    line = one_error(hotvcb(host, "restore", "--repo", VOLUME + "/no-repo", "--latest", "x", "--datastore",
+                            "datastore1", "--name", "a\nb"))
+    assert "'a\\nb' cannot be the restored VM's name" in line, line
+
+
+# -- a delta's parents -----------------------------------------------------------------------------
+def delta_backup(host, vm):
+    """A hand backup whose disk is a delta (`disk-000001.vmdk`, vmfsSparse, empty) of `disk.vmdk`
+    beside it, sealed: (path on the host, real path, the parent's descriptor text)."""
+    inside, real = hand_backup(host, vm, keys={"scsi0:0.fileName": "disk-000001.vmdk"}, random_bytes=64 << 10)
+    delta = disks.create_delta(os.path.join(real, "disk.vmdk"), sesparse=False)
+    assert os.path.basename(delta) == "disk-000001.vmdk"
+    reseal(real, vm)
+    with open(os.path.join(real, "disk.vmdk")) as f:
+        return inside, real, f.read()
+
+
+def test_a_delta_restores_as_the_disk_its_chain_reads(site):
+    """The control: the delta is cloned through its parent into one disk holding the base's bytes, with
+    no parent of its own; nothing of the checked copies is left."""
+    host, _conf, _bk = site
+    inside, real, _text = delta_backup(host, "delta-ok")
+    r = restore(host, inside, "--name", "delta-ok2")
+    assert r.returncode == 0, out(r)
+    folder = restored(host, "delta-ok2")
+    assert sorted(os.listdir(folder)) == ["delta-ok2.vmx", "disk-flat.vmdk", "disk.vmdk"], os.listdir(folder)
+    assert "parentFileNameHint" not in open(os.path.join(folder, "disk.vmdk")).read()
+    assert disks.read_all(os.path.join(folder, "disk.vmdk")) == disks.read_all(os.path.join(real, "disk-000001.vmdk"))
+
+
+@pytest.mark.parametrize("sealed", [True, False])
+def test_a_parent_naming_a_file_outside_the_backup_is_refused(site, sealed):
+    """The delta names only files beside it, its parent another VM's flat disk: refused before anything
+    is written, naming the parent and the file (sealed after the edit; and as a ghettoVCB backup)."""
+    host, _conf, _bk = site
+    vm = "parent-out-%s" % sealed
+    secret, data = victim(host, vm)
+    inside, real, text = delta_backup(host, vm)
+    with open(os.path.join(real, "disk.vmdk"), "w") as f:
+        f.write(text.replace('"disk-flat.vmdk"', '"%s"' % secret))
+    reseal(real, vm)
+    if not sealed:
+        os.unlink(os.path.join(real, "hotvcb.json"))
+    before = sorted(os.listdir(host.real(DS1)))
+    line = one_error(restore(host, inside, "--name", vm + "2"))
+    assert "%s/disk.vmdk names %r, a file outside the backup" % (inside, secret) in line, line
+    assert sorted(os.listdir(host.real(DS1))) == before
+    gone(host, vm + "2")
+
+
+@pytest.mark.parametrize("swap", ["victim", "broken"])
+def test_a_parent_swapped_after_the_checks_is_not_cloned_from(site, swap):
+    """A ghettoVCB-style backup (no manifest) of a delta; in front of the clone its parent's descriptor
+    is swapped for one naming another VM's disk (`victim`), or a flat file that is not there (`broken`:
+    a clone reading it would fail). The clone reads the checked copy of the parent, so it never has the
+    other VM's bytes and does not fail; the swap, found after the clone, refuses the restore."""
+    host, _conf, _bk = site
+    vm = "parent-swap-" + swap
+    secret, data = victim(host, vm)
+    inside, real, text = delta_backup(host, vm)
+    os.unlink(os.path.join(real, "hotvcb.json"))
+    evil = text.replace('"disk-flat.vmdk"', '"%s"' % (secret if swap == "victim" else "gone-flat.vmdk"))
+    with open(os.path.join(host.root, "hooks", "evil.vmdk"), "w") as f:
+        f.write(evil)
+    on_clone(host, 'cat "$HOOKS/evil.vmdk" > "%s/disk.vmdk"' % inside)
+    try:
+        r = restore(host, inside, "--name", vm + "2")
+    finally:
+        clear_hooks(host)
+    assert open(os.path.join(real, "disk.vmdk")).read() == evil, "the hook did not run: " + out(r)
+    folder = restored(host, vm + "2")
+    assert not (os.path.isdir(folder) and holds(folder, data)), "another VM's disk restored: " + out(r)
+    line = one_error(r)
+    assert "%s/disk.vmdk changed during the restore" % inside in line, line
+    gone(host, vm + "2")
