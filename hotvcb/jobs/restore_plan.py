@@ -51,10 +51,9 @@ class RestoreError(HotvcbError):
 def require_usable_name(name: str, given: bool = True) -> None:
     """Refuses a name the restored VM cannot have (layout.unusable_name), before anything is written; for
     one read from the backup (`given` False), says how to give another."""
-    why = layout.unusable_name(name)
+    why = layout.unusable_name(name, own=not given)
     if why is not None:
-        raise RestoreError(why if given else "%s (the backup's own name): restore it under a new name (--name, or "
-                           "a restore file's 4th field)" % why)
+        raise RestoreError(why)
 
 
 @dataclass
