@@ -4,7 +4,8 @@
   have another file copied as the VM's), looked at by the plan and again just before the copy;
 - a name the restored VM cannot have (a line break, another control character, a line separator),
   given (--name, a restore file's 4th field, also with --repo) or the backup's own displayName,
-  is refused with one line naming it, before anything is written;
+  is refused with one line naming it, before anything is written; a backup refuses a VM so named
+  the same way (its backup folder would be one no restore reads);
 - a delta disk's parents, which vmkfstools reads as the delta's data, are checked as the delta is
   (every file beside it in the backup) and cloned from the checked copies of their texts, so a
   parent descriptor swapped after the checks is never read.
@@ -18,7 +19,7 @@ import os
 import pytest
 
 from esxisim import disks
-from simhost import VOLUME, hotvcb
+from simhost import VOLUME, hotvcb, snapshot_names, write_conf
 from test_outsider_crosshv import TS
 from test_outsider_fixrestore import gone, no_traceback, restored, write_bytes
 from test_outsider_restoresplit import (DS1, clear_hooks, hand_backup, holds, on_clone, out, registered,  # noqa: F401
@@ -144,6 +145,27 @@ def test_a_repository_restore_refuses_the_name_before_opening_the_repository(sit
     line = one_error(hotvcb(host, "restore", "--repo", VOLUME + "/no-repo", "--latest", "x", "--datastore",
                             "datastore1", "--name", "a\nb"))
     assert "'a\\nb' cannot be the restored VM's name" in line, line
+
+
+@pytest.mark.parametrize("escaped,name", [("a|09b", "a\tb"), ("a|1B[31mb", "a\x1b[31mb")])
+def test_a_vm_named_with_a_control_character_is_not_backed_up(site, escaped, name):
+    """A VM whose displayName holds a tab or an escape sequence (`|09`, `|1B` in its .vmx): its backup
+    would be a folder so named, which restore refuses to read. Backup refuses it with one error naming
+    it escaped, before any change: no snapshot, no backup folder."""
+    host, _conf, _bk = site
+    folder = "ctl-" + escaped[2:4]
+    vmid = host.create_vm(folder, "datastore1", [{"size": "4M"}])
+    vmx = host.real("%s/%s/%s.vmx" % (DS1, folder, folder))
+    with open(vmx) as f:
+        text = f.read()
+    with open(vmx, "w") as f:
+        f.write(text.replace('displayName = "%s"' % folder, 'displayName = "%s"' % escaped))
+    before = sorted(os.listdir(host.real(VOLUME)))
+    r = hotvcb(host, "backup", "-m", name, "-g", write_conf(host, name="ctl.conf"))
+    line = one_error(r)
+    assert "VM %r is not backed up: it holds a line break or other control character" % name in line, line
+    assert "rename the VM" in line and snapshot_names(host, vmid) == [], line
+    assert sorted(os.listdir(host.real(VOLUME))) == before
 
 
 # -- a delta's parents -----------------------------------------------------------------------------

@@ -242,12 +242,17 @@ class Planner:
         for c in candidates:
             path = backup + "/" + c
             if fs.exists(path) and not fs.isdir(path):
-                try:  # copied with copy_file, which would follow a symlink out of the backup
-                    backup_check.require_regular(fs, path)
-                except HostError as err:
-                    raise RestoreError(str(err)) from err
+                if fs is self.shell:  # an archive's members are regular files (targz.scan refuses any other)
+                    self._regular(path)
                 return path
         return None
+
+    def _regular(self, path: str) -> None:
+        """copy_file copies what a symlink leads to: a side file is refused unless a regular file of the backup."""
+        try:
+            backup_check.require_regular(self.shell, path)
+        except HostError as err:
+            raise RestoreError(str(err)) from err
 
     def _descriptor(self, fs: FileReader, path: str, dev: str, text: Optional[str]) -> Tuple[str, vmdk.Descriptor]:
         """The disk's descriptor (text, parsed) from the text the extents check read; read here only where
