@@ -8,7 +8,8 @@
   the same way (its backup folder would be one no restore reads);
 - a delta disk's parents, which vmkfstools reads as the delta's data, are checked as the delta is
   (every file beside it in the backup) and cloned from the checked copies of their texts, so a
-  parent descriptor swapped after the checks is never read.
+  parent descriptor swapped after the checks is never read; a kept snapshot tree's deltas get the
+  descriptor text the plan checked, not the file as it is when copied.
 
 Through the CLI on esxisim; the host, its vmkfstools hook and the helpers are
 test_outsider_restoresplit.py's (imported, not copied). Hand-built backups are the hostile input.
@@ -21,7 +22,7 @@ import pytest
 from esxisim import disks
 from simhost import VOLUME, hotvcb, snapshot_names, write_conf
 from test_outsider_crosshv import TS
-from test_outsider_fixrestore import gone, no_traceback, restored, write_bytes
+from test_outsider_fixrestore import copy_backup, gone, kinds, no_traceback, restored, write_bytes  # noqa: F401
 from test_outsider_restoresplit import (DS1, clear_hooks, hand_backup, holds, on_clone, out, registered,  # noqa: F401
                                         reseal, site, victim)
 
@@ -238,3 +239,35 @@ def test_a_parent_swapped_after_the_checks_is_not_cloned_from(site, swap):
     line = one_error(r)
     assert "%s/disk.vmdk changed during the restore" % inside in line, line
     gone(host, vm + "2")
+
+
+def test_a_snapshot_tree_delta_swapped_after_the_plan_is_restored_as_checked(site, kinds):
+    """A kept snapshot tree (ghettoVCB-style: no checksums to notice) whose delta descriptor is swapped,
+    in front of the base disk's clone, for one naming another VM's disk by absolute path. The restored
+    snapshot's delta must name its own extent, never the other VM's disk (restored, or refused)."""
+    host, _conf, _bk = site
+    secret, _data = victim(host, "tree-swap")
+    inside, real = copy_backup(host, kinds["tree"], "Baum", "-swap")
+    os.unlink(os.path.join(real, "hotvcb.json"))
+    tree = os.path.join(real, "snapshot-tree")
+    delta = sorted(n for n in os.listdir(tree) if n.endswith(".vmdk") and "-00000" in n and "-delta" not in n
+                   and "-sesparse" not in n)[0]
+    text = open(os.path.join(tree, delta)).read()
+    extent = [line.split('"')[1] for line in text.splitlines() if line.startswith("RW ")][0]
+    evil = text.replace('"%s"' % extent, '"%s"' % secret)
+    with open(os.path.join(host.root, "hooks", "evil.vmdk"), "w") as f:
+        f.write(evil)
+    on_clone(host, 'cat "$HOOKS/evil.vmdk" > "%s/snapshot-tree/%s"' % (inside, delta))
+    try:
+        r = restore(host, inside, "--name", "Baum-swap2")
+    finally:
+        clear_hooks(host)
+    no_traceback(r)
+    assert open(os.path.join(tree, delta)).read() == evil, "the hook did not run: " + out(r)
+    if r.returncode == 0:
+        with open(os.path.join(restored(host, "Baum-swap2"), delta)) as f:
+            got = f.read()
+        assert secret not in got and '"%s"' % extent in got, got
+    else:
+        assert r.returncode == 6, out(r)
+        gone(host, "Baum-swap2")

@@ -115,7 +115,8 @@ def require_parents_inside(fs: FileReader, path: str, text: str) -> List[Tuple[s
                               % (path, esxi_tree.MAX_DEPTH))
         seen.add(parent)
         if not fs.exists(parent):
-            raise HotvcbError("%s names its parent %s, which is not in the backup" % (out[-1][0] if out else path, hint))
+            raise HotvcbError("%s names its parent %s, which is not in the backup"
+                              % (out[-1][0] if out else path, hint))
         read = require_extents_inside(fs, parent)
         out.append((parent, read))
         hint = None if read is None else _parsed(parent, read).parent_hint
