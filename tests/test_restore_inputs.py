@@ -148,18 +148,18 @@ def test_a_repository_restore_refuses_the_name_before_opening_the_repository(sit
     assert "'a\\nb' cannot be the restored VM's name" in line, line
 
 
-@pytest.mark.parametrize("escaped,name", [("a|09b", "a\tb"), ("a|1B[31mb", "a\x1b[31mb")])
+@pytest.mark.parametrize("escaped,name", [("a|09b", "a\tb"), ("a|1B[31mb", "a\x1b[31mb"), ("a\u2028b", "a\u2028b")])
 def test_a_vm_named_with_a_control_character_is_not_backed_up(site, escaped, name):
-    """A VM whose displayName holds a tab or an escape sequence (`|09`, `|1B` in its .vmx): its backup
-    would be a folder so named, which restore refuses to read. Backup refuses it with one error naming
-    it escaped, before any change: no snapshot, no backup folder."""
+    """A VM whose displayName holds a tab or an escape sequence (`|09`, `|1B` in its .vmx) or U+2028 (as
+    it is): its backup would be a folder so named, which restore refuses to read. Backup refuses it
+    with one error naming it escaped, before any change: no snapshot, no backup folder."""
     host, _conf, _bk = site
-    folder = "ctl-" + escaped[2:4]
+    folder = "ctl-%x" % ord(name[1])
     vmid = host.create_vm(folder, "datastore1", [{"size": "4M"}])
     vmx = host.real("%s/%s/%s.vmx" % (DS1, folder, folder))
-    with open(vmx) as f:
+    with open(vmx, encoding="utf-8") as f:
         text = f.read()
-    with open(vmx, "w") as f:
+    with open(vmx, "w", encoding="utf-8") as f:
         f.write(text.replace('displayName = "%s"' % folder, 'displayName = "%s"' % escaped))
     before = sorted(os.listdir(host.real(VOLUME)))
     r = hotvcb(host, "backup", "-m", name, "-g", write_conf(host, name="ctl.conf"))
