@@ -12,7 +12,7 @@
   descriptor text the plan checked, not the file as it is when copied.
 
 Through the CLI on esxisim; the host, its vmkfstools hook and the helpers are
-test_outsider_restoresplit.py's (imported, not copied). Hand-built backups are the hostile input.
+test_outsider_restoresplit.py's and test_outsider_fixrestore.py's (imported, not copied). Hand-built backups are the hostile input.
 """
 
 import os
@@ -51,7 +51,7 @@ def test_a_side_file_that_is_a_symlink_out_of_the_backup_is_not_copied(site, key
     holds: the other file must not be restored as this VM's."""
     host, _conf, _bk = site
     vm = "side-%s-%s" % (ext[1:], when)
-    secret, data = victim(host, vm)
+    secret, _data = victim(host, vm)
     inside, real = hand_backup(host, vm, keys={key: vm + ext})
     side = os.path.join(real, vm + ext)
     with open(side, "wb") as f:
@@ -200,7 +200,7 @@ def test_a_parent_naming_a_file_outside_the_backup_is_refused(site, sealed):
     is written, naming the parent and the file (sealed after the edit; and as a ghettoVCB backup)."""
     host, _conf, _bk = site
     vm = "parent-out-%s" % sealed
-    secret, data = victim(host, vm)
+    secret, _data = victim(host, vm)
     inside, real, text = delta_backup(host, vm)
     with open(os.path.join(real, "disk.vmdk"), "w") as f:
         f.write(text.replace('"disk-flat.vmdk"', '"%s"' % secret))
