@@ -51,7 +51,7 @@ from . import restore_check, restore_copy, restore_room, restore_scratch, restor
 from . import restore_write
 from .restore_check import Checking
 from .restore_dryrun import print_plan, print_staged
-from .restore_plan import Plan, Planner, RestoreError
+from .restore_plan import Plan, Planner, RestoreError, require_usable_name
 
 
 @dataclass
@@ -172,9 +172,8 @@ class _Restore:
     # -- the steps -------------------------------------------------------------
     def _run(self) -> None:
         req, job, shell = self.req, self.job, self.shell
-        unusable = None if req.new_name is None else layout.unusable_name(req.new_name)
-        if unusable is not None:
-            raise RestoreError(unusable)
+        if req.new_name is not None:
+            require_usable_name(req.new_name)
         room = self._ask_ahead()
         source, compressed = restore_source.locate(shell, req.backup)
         if not compressed and not job.dry_run and job.verify:
@@ -228,6 +227,8 @@ class _Restore:
         if restore_source.manifest_to_verify(shell, req, self.log, backup, self.job.verify) is not None:
             # before qemu-img reads it: the staged VMDKs are new files
             restore_check.verify_now(shell, req, self.log, backup)
+        if req.new_name is None:
+            require_usable_name(kvm.machine.name, given=False)
         folder = req.target + "/" + layout.folder_name(req.new_name or kvm.machine.name)
         if shell.exists(folder):
             raise RestoreError("target folder %s already exists; not overwriting it" % folder)
