@@ -16,7 +16,8 @@ read from there by the next run. Why that is the host's answer, not an old one:
   and no patch moves a host across one.
 
 Only a line naming a release is kept; an unknown answer is asked again by every run, which
-warns about it (hosts/esxi_disks.py). Only root writes `/var/run`.
+warns about it (hosts/esxi_disks.py). Only root writes `/var/run`. Over SSH file by file
+(`Shell.remote`) reading the file is a round trip like asking, and keeping it one more: asked.
 """
 
 from typing import Tuple
@@ -32,16 +33,17 @@ _LIMIT = 4096  # a release line is ~40 bytes
 def release(shell: Shell, run_dir: str) -> Tuple[str, str]:
     """(`vmware -v`'s line naming the host's ESX(i) release or "", what it printed instead)."""
     path = run_dir.rstrip("/") + "/" + KEPT_NAME
-    try:
-        kept = vimcmd.version_line(shell.read_regular(path, _LIMIT))
-    except HostError:
-        kept = ""  # none yet this boot
-    if kept:
-        return kept, kept
+    if not shell.remote:
+        try:
+            kept = vimcmd.version_line(shell.read_regular(path, _LIMIT))
+        except HostError:
+            kept = ""  # none yet this boot
+        if kept:
+            return kept, kept
     out = shell.run(["/bin/vmware", "-v"], timeout=60)
     line = vimcmd.version_line(out.output) if out.returncode == 0 else ""
     said = next((l.strip() for l in out.output.splitlines() if l.strip()), "nothing")
-    if line:
+    if line and not shell.remote:
         try:
             shell.write_text(path, line + "\n", sync_folder=False)  # a ramdisk: nothing to make durable
         except HostError:
