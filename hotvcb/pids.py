@@ -1,6 +1,7 @@
 """Is a process still there, and is it one of ours? (locks, dead writers, crond restarts)"""
 
 import os
+from typing import Optional
 
 
 def alive(pid: int) -> bool:
@@ -30,3 +31,19 @@ def is_hotvcb(pid: int) -> bool:
     except OSError:
         return False  # gone in between
     return b"hotvcb" in cmdline
+
+
+def started(pid: int) -> Optional[int]:
+    """When process `pid` started, in clock ticks since boot (/proc/PID/stat field 22); None where that cannot be
+    read (ESXi has no /proc; the process is gone). A pid is reused, a pid with its start time is not (within a
+    boot): a record of both tells its process from a later one, even another hotvcb, at the same pid."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            stat = f.read()
+    except (OSError, OverflowError, ValueError):
+        return None
+    fields = stat.rsplit(b")", 1)[-1].split()  # after the command name, which may hold spaces and ")"
+    try:
+        return int(fields[19])  # fields[0] is field 3 (the state)
+    except (IndexError, ValueError):
+        return None

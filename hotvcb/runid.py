@@ -9,11 +9,20 @@ cleanup can prove the owner is gone before it touches anything.
 
 Text form (one line, also inside snapshot descriptions):
 
-    run=<12 hex> machine=<hostname> pid=<n> started=<epoch> host=<host id>
+    run=<12 hex> machine=<hostname> pid=<n> started=<epoch> host=<host id> pidstart=<ticks>
 
 `machine` is where hotvcb runs (the ESXi host itself, or the Linux box in
-SSH mode); `host` is the id of the hypervisor host it works on
-(store/lock.py host_id), so a record names the host whose lock its run held.
+SSH mode); `host` is the id of the hypervisor host it works on (`host_id`),
+so a record names the host whose lock its run held. `pidstart` is when the
+process started (pids.started), which only a GC lock records, and only where
+/proc tells it: a pid may be reused, by another hotvcb too, the pair is not.
+`host` and `pidstart` may be absent (older records, a host without /proc).
+
+The host id lives here, beside the records that carry it, because both the
+run lock (store/lock.py) and the repository's GC lock (repo/gclock.py) need
+it and neither layer may import the other. Host names are not unique (many
+ESXi hosts are called `localhost`); the id, random and kept in the host's
+run_dir, is.
 """
 
 import os
@@ -21,10 +30,16 @@ import re
 import socket
 import time
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
+
+from .errors import HostError
+
+if TYPE_CHECKING:  # a record is read in places that never touch a host: only mypy needs the shell
+    from .shell import Shell
 
 MACHINE_ID = "/etc/machine-id"
-_RECORD = re.compile(r"run=([0-9a-f]+) machine=(\S+) pid=(\d+) started=(\d+)(?: host=(\S+))?")
+HOST_ID_NAME = "hotvcb.hostid"
+_RECORD = re.compile(r"run=([0-9a-f]+) machine=(\S+) pid=(\d+) started=(\d+)(?: host=(\S+))?(?: pidstart=(\d+))?")
 
 
 @dataclass(frozen=True)
@@ -34,6 +49,7 @@ class RunId:
     pid: int
     started: int
     host: str = ""
+    pid_start: Optional[int] = None
 
     @classmethod
     def new(cls) -> "RunId":
@@ -43,9 +59,13 @@ class RunId:
     def on_host(self, host_id: str) -> "RunId":
         return replace(self, host=host_id)
 
+    def process_started(self, ticks: Optional[int]) -> "RunId":
+        return replace(self, pid_start=ticks)
+
     def text(self) -> str:
         base = "run=%s machine=%s pid=%d started=%d" % (self.run, self.machine, self.pid, self.started)
-        return base + (" host=%s" % self.host if self.host else "")
+        return (base + (" host=%s" % self.host if self.host else "")
+                + (" pidstart=%d" % self.pid_start if self.pid_start is not None else ""))
 
     def __str__(self) -> str:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started))
@@ -57,7 +77,8 @@ def parse(text: str) -> Optional[RunId]:
     m = _RECORD.search(text or "")
     if not m:
         return None
-    return RunId(m.group(1), m.group(2), int(m.group(3)), int(m.group(4)), m.group(5) or "")
+    return RunId(m.group(1), m.group(2), int(m.group(3)), int(m.group(4)), m.group(5) or "",
+                 int(m.group(6)) if m.group(6) else None)
 
 
 def machine_id() -> str:
@@ -69,3 +90,23 @@ def machine_id() -> str:
     except OSError:
         return ""
     return text if re.match(r"^[0-9a-f]{8,64}$", text) else ""  # a record's field: one word
+
+
+def host_id(shell: "Shell", run_dir: str) -> str:
+    """This host's id, kept in `run_dir` (created on first use; the first writer wins)."""
+    path = run_dir.rstrip("/") + "/" + HOST_ID_NAME
+    try:
+        text = shell.read_text(path).strip()  # one call (over SSH one round trip): missing is an error too
+    except HostError:
+        text = ""
+    if text:
+        return text
+    mine = os.urandom(6).hex()  # uuid4's randomness, without importing uuid (and platform) every run
+    tmp = "%s.%s" % (path, mine)
+    shell.makedirs(run_dir)
+    shell.write_text(tmp, mine + "\n")
+    try:
+        shell.link_new(tmp, path)
+    finally:
+        shell.remove_tree(tmp)
+    return shell.read_text(path).strip() or mine

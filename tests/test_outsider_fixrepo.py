@@ -100,11 +100,15 @@ def holder():
 
 @pytest.fixture
 def hotvcb_holder():
-    """A live process whose command line names hotvcb: a GC at work by any rule."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", "hotvcb", "gc"])
+    """A live process whose command line names hotvcb: a GC at work by any rule. Yielded once it runs its
+    code: until its exec is through, /proc shows no command line (Popen returns before that)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(300)", "hotvcb",
+                             "gc"], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "up\n"
     yield proc.pid
     proc.kill()
     proc.wait()
+    proc.stdout.close()
 
 
 # --- the config's timing keys ---------------------------------------------------------------------------
@@ -700,8 +704,8 @@ def wait(name):
 
 real_stale, real_take = gclock.stale, gclock._take
 
-def stale(repo, me):
-    verdict = real_stale(repo, me)
+def stale(repo, me, lock):
+    verdict = real_stale(repo, me, lock)
     if role == "B" and verdict:
         flag("b-judged")  # B found the dead GC's lock stale; it deletes it once told to
         wait("b-go")

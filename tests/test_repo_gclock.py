@@ -2,14 +2,19 @@
 and the take-over guard. The outside tester's attacks through the CLI are tests/test_outsider_fixrepo.py."""
 
 import os
+import shutil
 import socket
+import subprocess
 
 import pytest
-from repotool import new_repo
+from repotool import HOUR, PYTHON, ROOT, MiB, age, backup, cli, make_disk, new_repo, one_clear_line
+from test_outsider_fixrepo import hotvcb_holder  # noqa: F401  (the fixture: a live hotvcb process)
 
-from hotvcb import runid
+from hotvcb import pids, runid
 from hotvcb.errors import RepoError
 from hotvcb.repo import gclock
+from hotvcb.repo.backend import LocalBackend
+from hotvcb.repo.repository import Repository
 from hotvcb.runid import RunId, parse
 
 ANCIENT = 978307200  # 2001-01-01: older than any grace period
@@ -27,11 +32,12 @@ def put(repo, text, name=gclock.LOCK, mtime=None):
         os.utime(path, (mtime, mtime))
 
 
-def test_a_gcs_lock_names_this_machine_and_its_id(repo):
+def test_a_gcs_lock_names_this_machine_its_id_and_when_its_process_started(repo):
     with gclock.gc_lock(repo):
         held = parse(repo.backend.get(gclock.LOCK).decode())
         assert held.machine == socket.gethostname() and held.pid == os.getpid()
         assert held.host and held.host == gclock.this_host()
+        assert held.pid_start == start_of(os.getpid())
     assert repo.backend.stat(gclock.LOCK) is None
 
 
@@ -48,6 +54,15 @@ def test_without_a_machine_id_the_host_id_of_the_run_lock_is_used(tmp_path, monk
         gclock.this_host.cache_clear()
 
 
+def test_the_repository_loads_without_the_backup_stores_code():
+    """repo/ and store/ are sibling layers (docs/architecture.md): the GC lock takes the host id the run lock
+    keeps from runid, which both use, not from store/lock.py."""
+    code = ("import sys; sys.path.insert(0, %r); import hotvcb.repo.gc, hotvcb.repo.settle; "
+            "print(sorted(m for m in sys.modules if m.startswith('hotvcb.store')))" % ROOT)
+    r = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == "[]\n", r.stdout + r.stderr
+
+
 @pytest.mark.parametrize("host", ["", "this"])
 def test_this_machines_lock_with_its_id_or_none_is_judged_by_its_pid(repo, host):
     """A lock written before locks carried an id is this machine's by its name alone; a dead pid is no GC
@@ -55,18 +70,18 @@ def test_this_machines_lock_with_its_id_or_none_is_judged_by_its_pid(repo, host)
     me = RunId.new()
     host = gclock.this_host() if host == "this" else ""
     put(repo, RunId("0123456789ab", me.machine, 999999999, 1000, host).text())
-    assert gclock.stale(repo, me)
+    assert gclock.stale(repo, me, gclock.read(repo))
 
 
 def test_a_lock_of_another_host_with_this_machines_name_is_judged_by_its_age(repo):
     me = RunId.new()
     put(repo, RunId("0123456789ab", me.machine, 999999999, 1000, "another-host").text())
-    assert not gclock.stale(repo, me)  # fresh: a GC at work there, whatever its pid means here
+    assert not gclock.stale(repo, me, gclock.read(repo))  # fresh: a GC at work there, whatever its pid means here
     with pytest.raises(RepoError, match="another garbage collection"):
         with gclock.gc_lock(repo):
             pass
     os.utime(os.path.join(repo.backend.root, gclock.LOCK), (ANCIENT, ANCIENT))
-    assert gclock.stale(repo, me)
+    assert gclock.stale(repo, me, gclock.read(repo))
 
 
 def test_a_fresh_takeover_guard_refuses_and_a_dead_takers_is_removed(repo):
@@ -82,3 +97,120 @@ def test_a_fresh_takeover_guard_refuses_and_a_dead_takers_is_removed(repo):
         assert parse(repo.backend.get(gclock.LOCK).decode()).pid == os.getpid()
         assert repo.backend.stat(gclock.GUARD) is None
     assert repo.backend.stat(gclock.LOCK) is None
+
+
+class CountingGets(LocalBackend):
+    """Counts the reads of the GC lock."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.gets = 0
+
+    def get(self, name, offset=0, length=None):
+        self.gets += name == gclock.LOCK
+        return super().get(name, offset, length)
+
+
+def test_a_takeover_reads_the_lock_once_before_its_guard_and_once_inside_it(repo):
+    put(repo, RunId("0123456789ab", socket.gethostname(), 999999999, 1000, gclock.this_host()).text())
+    counting = Repository(CountingGets(repo.backend.root), repo.config)
+    with gclock.gc_lock(counting):
+        assert counting.backend.gets == 2
+        assert parse(repo.backend.get(gclock.LOCK).decode()).pid == os.getpid()
+    assert repo.backend.stat(gclock.LOCK) is None
+
+
+def test_stale_judges_the_lock_text_it_is_handed_not_the_one_stored_now(repo, hotvcb_holder):
+    me = RunId.new()
+    dead = RunId("0123456789ab", me.machine, 999999999, 1000, gclock.this_host()).text().encode()
+    live = RunId("ba9876543210", me.machine, hotvcb_holder, 1000, gclock.this_host()).text().encode()
+    put(repo, live.decode())
+    assert gclock.stale(repo, me, dead) and not gclock.stale(repo, me, live)
+    assert gclock.stale(repo, me, None)  # no lock
+
+
+# --- a dead GC's pid reused by another hotvcb process ------------------------------------------------------------
+
+@pytest.fixture
+def aged_repo(tmp_path):
+    """A repository holding a backup, aged past the grace period: a prune there runs GC."""
+    repo = new_repo(tmp_path / "repo")
+    disk = tmp_path / "disk.raw"
+    make_disk(disk, size=4 * MiB, regions=4)
+    backup(repo, "vm", disk)
+    age(str(tmp_path / "repo"), HOUR)
+    return repo
+
+
+def lock_of(pid, pid_start):
+    text = "run=0123456789ab machine=%s pid=%d started=1000 host=%s" % (socket.gethostname(), pid, gclock.this_host())
+    return text + (" pidstart=%d\n" % pid_start if pid_start is not None else "\n")
+
+
+def start_of(pid):
+    """The process's start time as /proc/PID/stat has it (its command name, python's, holds no space)."""
+    with open("/proc/%d/stat" % pid) as f:
+        return int(f.read().split()[21])
+
+
+def prune(repo):
+    return cli("prune", "--repo", repo.backend.root, "--keep-last", 1)
+
+
+def test_a_lock_whose_pid_now_is_another_hotvcb_started_later_is_taken_over(aged_repo, hotvcb_holder):
+    """The dead GC's pid is a hotvcb process again, but not the one that wrote the lock: it started at
+    another time than the lock records."""
+    put(aged_repo, lock_of(hotvcb_holder, start_of(hotvcb_holder) - 1))
+    r = prune(aged_repo)
+    assert r.returncode == 0 and "garbage collection" in r.stdout, r.stdout + r.stderr
+    assert aged_repo.backend.stat(gclock.LOCK) is None
+
+
+@pytest.mark.parametrize("recorded", ["its own", "none"])
+def test_a_lock_of_a_live_hotvcb_that_started_when_it_records_or_records_no_time_is_refused(aged_repo,
+                                                                                           hotvcb_holder, recorded):
+    """The lock's own process (its start time as recorded), or an older hotvcb's lock without the field (the
+    rule before the field: any live hotvcb at that pid is a GC at work)."""
+    text = lock_of(hotvcb_holder, start_of(hotvcb_holder) if recorded == "its own" else None)
+    put(aged_repo, text)
+    r = prune(aged_repo)
+    assert r.returncode != 0 and "another garbage collection" in r.stderr, r.stdout + r.stderr
+    one_clear_line(r)
+    assert aged_repo.backend.get(gclock.LOCK).decode() == text
+
+
+def test_where_the_start_time_cannot_be_read_a_live_hotvcbs_lock_is_a_gc_at_work(repo, hotvcb_holder,
+                                                                                 monkeypatch):
+    """ESXi has no /proc: a pid there is taken at its word, whatever start time a lock records; and the
+    lock a GC writes there has no `pidstart` (an older hotvcb's lock text)."""
+    monkeypatch.setattr(gclock, "started", lambda pid: None)
+    me = RunId.new()
+    assert not gclock.stale(repo, me, lock_of(hotvcb_holder, 12345).encode())
+    with gclock.gc_lock(repo):
+        held = repo.backend.get(gclock.LOCK).decode()
+        assert parse(held).pid_start is None and "pidstart" not in held
+
+
+def test_the_start_time_of_a_process_whose_name_holds_spaces_and_parentheses(tmp_path):
+    """/proc/PID/stat's second field is the command name in parentheses, which may hold both: the start time
+    is the 22nd field counted after it. The process started while the machine's uptime went from `before`
+    to `after` (clock ticks since boot)."""
+    odd = tmp_path / "a) b (c"
+    os.symlink(shutil.which("sleep"), str(odd))
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def uptime():
+        with open("/proc/uptime") as f:
+            return float(f.read().split()[0]) * tick
+
+    before = uptime()
+    proc = subprocess.Popen([str(odd), "300"])
+    try:
+        after = uptime()
+        with open("/proc/%d/stat" % proc.pid) as f:
+            assert "(a) b (c)" in f.read()
+        assert before - 1 <= pids.started(proc.pid) <= after + 1
+    finally:
+        proc.kill()
+        proc.wait()
+    assert pids.started(proc.pid) is None  # gone

@@ -257,20 +257,34 @@ def test_a_chunk_missing_with_no_gc_at_work_is_named_at_once_not_after_the_settl
 
 
 def test_a_restore_waiting_for_a_lagging_listing_stops_on_sigterm(tmp_path):
+    """SIGTERM comes as the restore says it waits, and the restore goes on only once the signal is recorded
+    (interrupt.pending), so the pause begins with it pending however slowly the signal lands: the pause must
+    end at once, before the restore lists the packs again. Were the signal ignored, the restore would list
+    again after 1 s, 2 s ... and give up after the settle time with BadChunk, not Interrupted."""
     repo, snap, stale = gone_for_good(tmp_path, settle=30)
+    said = []
+
+    def say(line):
+        said.append(line)
+        os.kill(os.getpid(), signal.SIGTERM)
+        deadline = time.monotonic() + 60  # a bound for a test gone wrong, never a timing the test relies on
+        while not interrupt.pending():
+            assert time.monotonic() < deadline, "SIGTERM was never recorded"
+            time.sleep(0.01)
+
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     interrupt.install()
-    try:  # the signal comes as the restore lists the packs again, so it is pending when the pause begins
-        sigterm = Repository(CountingLists(str(tmp_path / "repo"), lambda: os.kill(os.getpid(), signal.SIGTERM)),
-                             repo.config)
+    try:
+        counting = Repository(CountingLists(str(tmp_path / "repo")), repo.config)
         out = tmp_path / "restored.raw"
         with pytest.raises(Interrupted):
-            restore_disk(sigterm, snap, snap.disks[0], str(out), chunk_map=stale, workers=1)
+            restore_disk(counting, snap, snap.disks[0], str(out), chunk_map=stale, workers=1, say=say)
     finally:
         interrupt.reset()
         for sig, handler in saved.items():
             signal.signal(sig, handler)
-    assert len(sigterm.backend.listed) == 1 and not out.exists()
+    assert len(said) == 1 and said[0].startswith("waiting up to"), said
+    assert len(counting.backend.listed) == 1 and not out.exists()
 
 
 def test_a_mark_naming_a_record_beside_a_pack_sweeps_only_the_pack_and_says_so(tmp_path, repo_disk):

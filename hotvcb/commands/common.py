@@ -10,11 +10,11 @@ from .. import config, namelist
 from . import onhost
 from ..errors import HostError, LockError, UsageError
 from ..hosts.base import Hypervisor
-from ..runid import RunId
+from ..runid import RunId, host_id
 from ..runlog import RunLog
 from ..settings import Settings
 from ..shell import LocalShell
-from ..store.lock import HostLock, host_id
+from ..store.lock import HostLock
 
 if TYPE_CHECKING:  # imported by the runs that reach a host over SSH (its code and its scripts)
     from ..sshshell import SshTarget

@@ -7,7 +7,7 @@ answer is kept in the driver's `run_dir` (`/var/run`, beside the host id and the
 read from there by the next run. Why that is the host's answer, not an old one:
 
 - `/var/run` lives on ESXi's in-memory root file system (visorfs): it starts empty at every
-  boot, which `store/lock.py`'s host id already relies on.
+  boot, which the host id (`runid.host_id`) already relies on.
 - A release is installed to the altbootbank and runs from the next boot on (an update,
   upgrade or patch through esxcli or Lifecycle Manager needs the reboot), so what `vmware -v`
   said since this boot it still says. The one exception is a live patch (8.0 U3 on), which

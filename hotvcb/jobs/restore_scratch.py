@@ -51,7 +51,7 @@ path with a line break (record_text): a VM name may hold one, which would end th
 
 A pid proves a restore dead only on the host that ran it, and hostnames are not unique: two ESXi
 hosts sharing an NFS datastore are often both `localhost`. So a record also carries the host's id
-(store/lock.host_id on the hypervisor host, /etc/machine-id for a KVM restore on this machine),
+(runid.host_id on the hypervisor host, /etc/machine-id for a KVM restore on this machine),
 and the restore touches its records every lock.HEARTBEAT seconds while they exist (Records). A
 record of this machine's name is judged by its pid only when its host id is ours; one with
 another id (another host of that name, or ours before a reboot: ESXi keeps its id on a ramdisk)
@@ -69,9 +69,9 @@ from urllib.parse import quote, unquote
 
 from ..errors import HostError, HotvcbError
 from ..pids import is_hotvcb
-from ..runid import RunId, parse
+from ..runid import RunId, host_id, parse
 from ..shell import Shell
-from ..store.lock import HEARTBEAT, STALE_AFTER, host_id
+from ..store.lock import HEARTBEAT, STALE_AFTER
 from .leftovers import owner_alive, volume_age
 from .restore_plan import RESTORING
 
@@ -200,7 +200,7 @@ class Records:
 
 def on_host(shell: Shell, run_dir: str) -> Records:
     """The records of a restore onto a hypervisor host: its id is the one its run lock's holders
-    record (store/lock.host_id), so `hotvcb cleanup`, holding that lock, knows them as its host's."""
+    record (runid.host_id), so `hotvcb cleanup`, holding that lock, knows them as its host's."""
     def ident() -> str:
         try:
             return host_id(shell, run_dir)

@@ -2,15 +2,21 @@
 
 Backups never take it (they only add objects; docs/repository.md "Garbage
 collection and concurrency" says why that is safe). It holds the run record
-of its GC, with this machine's id as its `host`: host names are not unique
-(ESXi hosts are called `localhost` by default), so a lock is judged by its pid
-only where both name and id are this machine's, and by its age otherwise.
+of its GC, with this machine's id as its `host` and, where /proc tells it, its
+process's start time as its `pidstart`: host names are not unique (ESXi hosts
+are called `localhost` by default), so a lock is judged by its pid only where
+both name and id are this machine's, and by its age otherwise; and a pid is
+reused, by another hotvcb too, so where the lock and /proc both tell the
+process's start time they must agree.
 
 A stale lock is taken over as store/lock.py takes over the run lock: inside a
 short-lived second object `locks/gc.takeover` (written with put_new, so one
 taker at a time), and only if the lock still holds the record judged stale.
 Of two prunes that both found a dead GC's lock, one replaces it; the other
-then finds a live GC's lock, not the dead one, and refuses.
+then finds a live GC's lock, not the dead one, and refuses. Each verdict
+judges the text read for it (`stale` reads no lock itself), so the record a
+takeover removes is the very one judged, read once before the guard and once
+inside it.
 """
 
 import functools
@@ -19,16 +25,16 @@ from contextlib import contextmanager
 from typing import Iterator, Optional
 
 from ..errors import HotvcbError, RepoError
-from ..pids import is_hotvcb
-from ..runid import RunId, machine_id, parse
+from ..pids import is_hotvcb, started
+from ..runid import RunId, host_id, machine_id, parse
 from ..shell import LocalShell
-from ..store.lock import TAKEOVER_STALE, host_id
 from .backend import NotFound
 from .repository import Repository
 
 LOCK = "locks/gc"
 GUARD = LOCK + ".takeover"
 HOST_ID_DIR = "/var/run"  # hosts/esxi.py's run_dir: where an ESXi host (no /etc/machine-id) keeps its host id
+GUARD_STALE = 60.0  # a takeover takes milliseconds; a guard this far from the repository's clock is no taker
 SHOWN = 200  # characters of a lock quoted in a refusal (a planted one may be megabytes of anything)
 
 
@@ -42,26 +48,38 @@ def this_host() -> str:
         return ""
 
 
-def stale(repo: Repository, me: RunId) -> bool:
-    """Whether the lock is free to take: absent, or left by a GC that cannot be at work. A lock of this machine
-    (its name, and its id or none: a lock written before locks carried one) is judged by its pid: a process
-    that is no hotvcb (gone, reused by another program, pid 0) or that is `me`'s pid in another run is no GC.
-    Any other lock is judged by its age on the repository's clock: older than the grace period, or dated
-    more than that ahead (clock garbage no GC writes), it is stale. Readers ask it too (settle.py): a stale
-    lock is no GC moving packs."""
-    try:
-        text = repo.backend.get(LOCK).decode("utf-8", "replace")
-    except NotFound:
+def stale(repo: Repository, me: RunId, lock: Optional[bytes]) -> bool:
+    """Whether the lock whose content is `lock` (read(): None where none is) is free to take: absent, or left
+    by a GC that cannot be at work. A lock of this machine (its name, and its id or none: a lock written
+    before locks carried one) is judged by its pid: a process that is no hotvcb (gone, reused by another
+    program, pid 0), that is `me`'s pid in another run, or that started at another time than the lock
+    records (the pid reused by another hotvcb; a lock without the time, an older hotvcb's, or a host
+    without /proc cannot tell) is no GC. Any other lock is judged by its age on the repository's clock:
+    older than the grace period, or dated more than that ahead (clock garbage no GC writes), it is stale.
+    Readers ask it too (settle.py): a stale lock is no GC moving packs."""
+    if lock is None:
         return True
-    info = repo.backend.stat(LOCK)
-    holder = parse(text)
+    holder = parse(lock.decode("utf-8", "replace"))
     if holder is not None and holder.machine == me.machine == socket.gethostname() \
             and holder.host in ("", this_host()):
-        return not is_hotvcb(holder.pid) or (holder.pid == me.pid and holder.run != me.run)
+        return not _at_work(holder, me)
+    info = repo.backend.stat(LOCK)
     return info is None or abs(repo.backend.now() - info.mtime) > repo.config.grace
 
 
-def _text(repo: Repository) -> Optional[bytes]:
+def _at_work(holder: RunId, me: RunId) -> bool:
+    """A live hotvcb at the lock's pid is its GC only if it started when the lock says: the pid may be
+    another hotvcb's now (the nightly backup, a second prune). Where either side cannot tell (an older
+    hotvcb's lock, a host without /proc) the live hotvcb is taken at its word, as before the field."""
+    if not is_hotvcb(holder.pid) or (holder.pid == me.pid and holder.run != me.run):
+        return False
+    now = started(holder.pid) if holder.pid_start is not None else None
+    return now is None or now == holder.pid_start
+
+
+def read(repo: Repository) -> Optional[bytes]:
+    """The lock's content now, for one verdict of `stale`; None where there is none (or a name that holds no
+    object: a dangling symlink)."""
     try:
         return repo.backend.get(LOCK)
     except NotFound:
@@ -78,20 +96,21 @@ def _shown(data: Optional[bytes]) -> str:
 def _take(repo: Repository, me: RunId, record: bytes) -> None:
     if repo.backend.put_new(LOCK, record):
         return
-    judged = _text(repo)  # read before the verdict: only this very record is removed as stale
-    if not stale(repo, me):
-        raise RepoError("another garbage collection of this repository is running (%s)" % _shown(_text(repo)))
+    judged = read(repo)  # only this very record is removed as stale
+    if not stale(repo, me, judged):
+        raise RepoError("another garbage collection of this repository is running (%s)" % _shown(judged))
     _take_over(repo, me, record, judged)
     if not repo.backend.put_new(LOCK, record):
         raise RepoError("another garbage collection of this repository started just now (%s)"
-                        % _shown(_text(repo)))
+                        % _shown(read(repo)))
 
 
 def _take_over(repo: Repository, me: RunId, record: bytes, judged: Optional[bytes]) -> None:
     """Remove the stale lock `judged`, inside the guard, if it is still there and still stale."""
     _enter_guard(repo, record)
     try:
-        if _text(repo) == judged and stale(repo, me):  # None: a name that holds no object (a dangling symlink)
+        now = read(repo)  # inside the guard, judged afresh: the verdict outside it may be old by now
+        if now == judged and stale(repo, me, now):
             repo.backend.delete(LOCK)
     finally:
         try:
@@ -104,7 +123,7 @@ def _take_over(repo: Repository, me: RunId, record: bytes, judged: Optional[byte
 def _enter_guard(repo: Repository, record: bytes) -> None:
     """The takeover guard stored as ours, or RepoError while another taker holds it.
 
-    A guard is a taker at work only while it holds an object dated within TAKEOVER_STALE of the
+    A guard is a taker at work only while it holds an object dated within GUARD_STALE of the
     repository's clock, either way (a takeover takes milliseconds): one older is a taker that died
     mid-way, one dated ahead is clock garbage, and a name that holds no object twice over (a dangling
     symlink) is no taker at all. Each of those is removed once; none of them may block GC for ever."""
@@ -114,7 +133,7 @@ def _enter_guard(repo: Repository, record: bytes) -> None:
         if info is None and not empty_once:
             empty_once = True  # its taker has just finished: try again
             continue
-        if removed or (info is not None and abs(repo.backend.now() - info.mtime) <= TAKEOVER_STALE):
+        if removed or (info is not None and abs(repo.backend.now() - info.mtime) <= GUARD_STALE):
             raise RepoError("another garbage collection of this repository is taking the lock over just now")
         repo.backend.delete(GUARD)
         removed = True
@@ -127,10 +146,11 @@ def gc_lock(repo: Repository) -> Iterator[None]:
     handler records it) must not leave it for the grace period. Only our own record is removed (its run id
     is ours alone)."""
     me = RunId.new().on_host(this_host())
+    me = me.process_started(started(me.pid))
     record = (me.text() + "\n").encode("utf-8")
     try:
         _take(repo, me, record)
         yield
     finally:
-        if _text(repo) == record:  # absent: never stored, or taken over as stale while we ran (a GC
+        if read(repo) == record:  # absent: never stored, or taken over as stale while we ran (a GC
             repo.backend.delete(LOCK)  # longer than the grace period)

@@ -19,7 +19,7 @@ from typing import Callable, Set
 from .. import interrupt
 from ..errors import RepoError
 from ..runid import RunId
-from .gclock import LOCK, stale
+from .gclock import LOCK, read, stale
 from .repository import BadChunk, Repository, needed_by
 
 Say = Callable[[str], None]
@@ -70,7 +70,7 @@ class Settle:
         (its GC dead) is none; one that does not read is judged by the marks alone, said once: the report
         of a lost chunk must not wait on, or be lost to, a lock nobody can read."""
         try:
-            held = not stale(self.repo, self.me)
+            held = not stale(self.repo, self.me, read(self.repo))
         except RepoError as err:
             if not self.unsure:
                 self.unsure = True

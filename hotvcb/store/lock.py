@@ -23,13 +23,11 @@ HEARTBEAT seconds and a lock untouched for STALE_AFTER seconds is stale. The
 same heartbeat keeps the run's `-partial` folder owner files fresh (`watch`),
 which is how hosts sharing an NFS volume tell a live backup from a dead one.
 
-The host id (`host_id`) is a random id kept next to the lock: host names are
-not unique (many ESXi hosts are called `localhost`), the id is. It lives on
-the host's ramdisk on ESXi and is new after a reboot, which only makes older
-records look foreign — and foreign records are judged by their heartbeat.
+The host id (runid.host_id) is kept next to the lock. It lives on the host's
+ramdisk on ESXi and is new after a reboot, which only makes older records look
+foreign — and foreign records are judged by their heartbeat.
 """
 
-import os
 import threading
 import time
 from typing import Callable, List, Optional
@@ -41,30 +39,9 @@ from ..shell import Shell
 
 LOCK_NAME = "hotvcb.lock"
 SWEEP_NAME = "hotvcb.sweep"  # a dead run's lock was taken over: its leftovers are still to be looked for
-HOST_ID_NAME = "hotvcb.hostid"
 HEARTBEAT = 30.0
 STALE_AFTER = 300.0  # ten missed heartbeats
 TAKEOVER_STALE = 60.0  # a takeover takes milliseconds; one this old died mid-way
-
-
-def host_id(shell: Shell, run_dir: str) -> str:
-    """This host's id (created on first use; the first writer wins)."""
-    path = run_dir.rstrip("/") + "/" + HOST_ID_NAME
-    try:
-        text = shell.read_text(path).strip()  # one call (over SSH one round trip): missing is an error too
-    except HostError:
-        text = ""
-    if text:
-        return text
-    mine = os.urandom(6).hex()  # uuid4's randomness, without importing uuid (and platform) every run
-    tmp = "%s.%s" % (path, mine)
-    shell.makedirs(run_dir)
-    shell.write_text(tmp, mine + "\n")
-    try:
-        shell.link_new(tmp, path)
-    finally:
-        shell.remove_tree(tmp)
-    return shell.read_text(path).strip() or mine
 
 
 def holder_alive(shell: Shell, path: str, record: Optional[RunId], me: RunId) -> bool:
