@@ -247,6 +247,7 @@ def test_a_kept_answer_two_threads_ask_at_once_is_asked_once_and_its_failure_sha
 
     class Hostd:
         description = "a hostd whose listing fails once it is let go"
+        remote = False
 
         def realpath(self, path):
             if threading.current_thread().name == "second":
