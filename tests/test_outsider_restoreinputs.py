@@ -389,7 +389,8 @@ def _rename_vm(host, folder, escaped):
         "DEFECT: backup -a silently skips a VM whose name holds a line feed (getallvms row split), exit 0, "
         "'All VMs backed up OK'"))),
     ("nel\u0085vm", "nel\u0085vm"),
-                                          ("cr|0Dvm", "cr\rvm")])
+                                          ("cr|0Dvm", "cr\rvm"), ("ls\u2028vm", "ls\u2028vm"),
+                                          ("es|1Bvm", "es\x1bvm")])
 def test_backup_all_with_a_vm_named_with_a_line_break(allhost, escaped, name):
     """`backup -a` on a host where one VM's name holds a line feed, NEL or CR: the run must name that VM
     as not backed up (exit not 0), take no snapshot of it, and still back up the other VM."""
@@ -467,3 +468,37 @@ def test_kvm_restore_refuses_a_given_name_with_a_control_character(tmp_path, nam
     assert "Traceback" not in r.out, r.out
     assert r.returncode == 6 and "cannot be the restored VM's name" in r.out, r.out
     assert os.listdir(str(dst)) == []
+
+
+@esxi[0]
+@esxi[1]
+def test_backup_m_of_a_vm_named_with_a_line_feed_says_so(allhost):
+    """`backup -m` naming the VM whose name holds a line feed (given as it is, one argument): the run
+    must fail (exit not 0) saying something about that name, with no snapshot of it."""
+    host = allhost
+    folder = "m-lf"
+    vmid = host.create_vm(folder, "datastore1", [{"size": "2M"}])
+    _rename_vm(host, folder, "m|0Alf")
+    conf = write_conf(host, name="m-lf.conf", VM_BACKUP_VOLUME=VOLUME + "/m-lf")
+    try:
+        r = hotvcb(host, "backup", "-m", "m\nlf", "-g", conf, timeout=85)
+        no_traceback(r)
+        assert snapshot_names(host, vmid) == [], out(r)
+        assert r.returncode != 0 and " -- error: " in out(r), out(r)
+    finally:
+        host.unregister(vmid)
+
+
+@esxi[0]
+@esxi[1]
+def test_a_sealed_parent_descriptor_edited_after_the_seal_is_refused(site):
+    """A sealed delta backup whose parent descriptor gains a comment line after sealing (it still names
+    only files beside it): its proof against the manifest must fail, nothing registered."""
+    host, _conf, _bk = site
+    vm = "parent-edited"
+    inside, real, text = delta_backup(host, vm)
+    _write(os.path.join(real, "disk.vmdk"), text + "# edited after the seal\n")
+    r = restore(host, inside, "--name", vm + "2")
+    line = one_error(r)
+    assert "disk.vmdk" in line, line
+    gone(host, vm + "2")
