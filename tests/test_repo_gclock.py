@@ -183,12 +183,33 @@ def test_where_the_start_time_cannot_be_read_a_live_hotvcbs_lock_is_a_gc_at_work
                                                                                  monkeypatch):
     """ESXi has no /proc: a pid there is taken at its word, whatever start time a lock records; and the
     lock a GC writes there has no `pidstart` (an older hotvcb's lock text)."""
-    monkeypatch.setattr(gclock, "started", lambda pid: None)
+    monkeypatch.setattr(pids, "started", lambda pid: None)
     me = RunId.new()
     assert not gclock.stale(repo, me, lock_of(hotvcb_holder, 12345).encode())
     with gclock.gc_lock(repo):
         held = repo.backend.get(gclock.LOCK).decode()
         assert parse(held).pid_start is None and "pidstart" not in held
+
+
+@pytest.mark.parametrize("field", ["pid", "started", "pidstart"])
+def test_a_lock_whose_numbers_no_process_has_is_garbage_judged_by_its_age(aged_repo, field):
+    """Python 3.11+ (and 3.8.14+) turns no string of over 4,300 digits into an int: a planted lock with such a
+    number is judged as any lock nobody can parse, never an internal error. Fresh, it is a GC of nobody knows
+    where (refused in one line); past the grace period, prune takes it over."""
+    huge = "9" * 5000
+    numbers = dict(pid="1", started="1000", pidstart="1")
+    numbers[field] = huge
+    text = "run=0123456789ab machine=%s pid=%s started=%s host=%s pidstart=%s\n" % (
+        socket.gethostname(), numbers["pid"], numbers["started"], gclock.this_host(), numbers["pidstart"])
+    put(aged_repo, text)
+    r = prune(aged_repo)
+    assert r.returncode == 1 and "another garbage collection" in r.stderr, r.stdout + r.stderr[:500]
+    one_clear_line(r)
+    assert aged_repo.backend.get(gclock.LOCK).decode() == text
+    os.utime(os.path.join(aged_repo.backend.root, gclock.LOCK), (ANCIENT, ANCIENT))
+    r = prune(aged_repo)
+    assert r.returncode == 0 and "garbage collection" in r.stdout, r.stdout + r.stderr[:500]
+    assert aged_repo.backend.stat(gclock.LOCK) is None
 
 
 def test_the_start_time_of_a_process_whose_name_holds_spaces_and_parentheses(tmp_path):
