@@ -17,9 +17,9 @@ so a record names the host whose lock its run held. `pidstart` is when the
 process started (pids.started), which only the locks record (the run lock,
 the GC lock), and only where /proc tells it: a pid may be reused, by another
 hotvcb too, the pair is not. `host` and `pidstart` may be absent (older
-records, a host without /proc). Anyone may plant a record: one whose numbers
-no process, clock or tick count has (more than DIGITS_MAX digits) is no
-record, judged as any text without one is.
+records, a host without /proc). Anyone may plant a record: a number of more
+than DIGITS_MAX digits is read as TOO_LONG, which no process, clock or tick
+count has (its pid is a dead run's, as pid 0 is), and never turned into an int.
 
 The host id lives here, beside the records that carry it, because both the
 run lock (store/lock.py) and the repository's GC lock (repo/gclock.py) need
@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # a record is read in places that never touch a host: only my
 MACHINE_ID = "/etc/machine-id"
 HOST_ID_NAME = "hotvcb.hostid"
 DIGITS_MAX = 20  # a pid, an epoch, a tick count: 2**64 has 20 digits; Python 3.11+ refuses int() of 4,300
+TOO_LONG = 10 ** DIGITS_MAX  # what a longer number is read as: more than any of them
 _RECORD = re.compile(r"run=([0-9a-f]+) machine=(\S+) pid=(\d+) started=(\d+)(?: host=(\S+))?(?: pidstart=(\d+))?")
 
 
@@ -77,18 +78,25 @@ class RunId:
         try:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started))
         except (OverflowError, OSError, ValueError):
-            when = "at %d s after the epoch" % self.started  # a planted record's date: past any calendar
-        return "run %s (pid %d on %s, started %s)" % (self.run, self.pid, self.machine, when)
+            when = "at epoch %s" % _shown(self.started)  # a planted record's date: past any calendar
+        return "run %s (pid %s on %s, started %s)" % (self.run, _shown(self.pid), self.machine, when)
+
+
+def _number(digits: str) -> int:
+    return int(digits) if len(digits) <= DIGITS_MAX else TOO_LONG
+
+
+def _shown(number: int) -> str:
+    return "%d" % number if number < TOO_LONG else "<over %d digits>" % DIGITS_MAX
 
 
 def parse(text: str) -> Optional[RunId]:
-    """The record in a text (a lock file, a snapshot description), or None: also where its numbers are
-    too long for any process, clock or tick count (a planted lock: its judges take it as garbage, by age)."""
+    """The record in a text (a lock file, a snapshot description), or None."""
     m = _RECORD.search(text or "")
-    if not m or any(len(n or "") > DIGITS_MAX for n in m.group(3, 4, 6)):
+    if not m:
         return None
-    return RunId(m.group(1), m.group(2), int(m.group(3)), int(m.group(4)), m.group(5) or "",
-                 int(m.group(6)) if m.group(6) else None)
+    return RunId(m.group(1), m.group(2), _number(m.group(3)), _number(m.group(4)), m.group(5) or "",
+                 _number(m.group(6)) if m.group(6) else None)
 
 
 def running(record: RunId, me: RunId) -> bool:
