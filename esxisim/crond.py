@@ -59,15 +59,26 @@ def log(host):
         return []
 
 
+def _is_crond(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return b"esxisim.crond" in f.read()
+    except OSError:
+        return False
+
+
+def running(host):
+    """Whether the pid in /var/run/crond.pid is this simulator's crond."""
+    pid = _read_pid(host)
+    return bool(pid) and _is_crond(pid)
+
+
 def stop_all(host):
     pids = {r["pid"] for r in log(host) if r["event"] == "start"} | {_read_pid(host)}
     for pid in pids:
-        if not pid:
+        if not pid or not _is_crond(pid):
             continue
         try:
-            with open("/proc/%d/cmdline" % pid, "rb") as f:
-                if b"esxisim.crond" not in f.read():
-                    continue
             os.kill(pid, signal.SIGTERM)
             daemon.wait_gone(pid, 2)
         except (OSError, ProcessLookupError):

@@ -518,6 +518,31 @@ class Host:
     def faults(self):
         return self.store.faults()
 
+    # ------------------------------------------------------------------ reboot
+    def reboot(self, version=None):
+        """What a reboot does to the state a tool may keep: every VM is off (no autostart here),
+        the ramdisk is empty again (`/var/run`: ESXi's root file system is visorfs, in memory) and
+        crond is started anew. With `version`, the release installed before it boots (an update,
+        upgrade or patch through esxcli takes effect at the reboot after it). The crontab and
+        local.sh at boot are tests/test_schedule_esxi.py's."""
+        from . import crond
+        if version is not None:
+            versions.info(version)
+        for vmid, vm in self.vms().items():
+            if vm["power"] != "off":
+                self.power_off(vmid)
+        was_running = crond.running(self)
+        crond.stop_all(self)
+        ramdisk = toolgen.upper(self, "run")
+        shutil.rmtree(ramdisk)
+        os.makedirs(ramdisk)
+        if version is not None:
+            with self.store.edit() as s:
+                s["version"] = version
+            toolgen.install_python(self)
+        if was_running:
+            crond.start(self)
+
     # ------------------------------------------------------------------ teardown
     def stop(self):
         """Stop every background process of this host (writers, crond)."""

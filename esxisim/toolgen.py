@@ -77,6 +77,23 @@ def _install_sh(host, ub):
         os.symlink(shutil.which("bash"), link)
 
 
+def install_python(host):
+    """/bin/python as the host's release ships it (ESXi 7/8: 3.8), or none."""
+    ub = upper(host, "usr_bin")
+    link = os.path.join(ub, "python")
+    if os.path.lexists(link):
+        os.unlink(link)
+    if versions.has_python(host.state()["version"]):
+        for name in ("python", "python3"):
+            hidden = os.path.join(ub, name)
+            if os.path.exists(hidden) and stat.S_ISCHR(os.stat(hidden).st_mode):
+                os.unlink(hidden)  # a whiteout of an older release's
+        os.symlink(PY38 if os.path.exists(PY38) else (shutil.which("python3") or sys.executable), link)
+    else:
+        for name in ("python", "python3"):
+            _hide(ub, name)  # the machine's own python must not show through the overlay
+
+
 def install(host):
     version = host.state()["version"]
     for layer in LAYERS:
@@ -89,14 +106,7 @@ def install(host):
     _put(os.path.join(upper(host, "usr_lib"), "vmware", "busybox", "bin", "busybox"), _script(host, "busybox"))
     _put(os.path.join(ub, "busybox"), _script(host, "busybox"))  # `busybox crond` is always the fake
     _install_sh(host, ub)
-    link = os.path.join(ub, "python")
-    if os.path.lexists(link):
-        os.unlink(link)
-    if versions.has_python(version):
-        os.symlink(PY38 if os.path.exists(PY38) else (shutil.which("python3") or sys.executable), link)
-    else:
-        for name in ("python", "python3"):
-            _hide(ub, name)  # the machine's own python must not show through the overlay
+    install_python(host)
     etc = upper(host, "etc")
     _put(os.path.join(etc, versions.local_sh_path(version)), versions.local_sh(version), 0o755)
     _put(os.path.join(upper(host, "var_spool"), "cron", "crontabs", "root"), versions.crontab(version), 0o600)

@@ -112,6 +112,16 @@ class InvalidVm(HostError):
         self.name = "vmid " + vmid
 
 
+class UnnameableVm(HostError):
+    """A VM whose display name holds a line break or other control character: its backup folder would be
+    named so, and a restore reads no backup from such a path nor gives a VM such a name."""
+
+    def __init__(self, name: str, why: str):
+        super().__init__("VM %r is not backed up: %s; rename the VM (no restore reads a backup folder named so)"
+                         % (name, why))
+        self.name = name
+
+
 class AmbiguousVm(HostError):
     def __init__(self, name: str, vmids: Sequence[str]):
         super().__init__("%d VMs are named %r (vmids %s); rename one" % (len(vmids), name, ", ".join(vmids)))

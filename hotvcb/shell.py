@@ -114,6 +114,7 @@ class Shell(FileReader, Protocol):
     """
 
     description: str  # besides FileReader's reads:
+    remote: bool  # every call a round trip to another machine (SSH file by file): a file read costs what a command does
 
     def run(self, argv: Sequence[str], *, timeout: Optional[float] = 600, idle_timeout: Optional[float] = None,
             on_output: Optional[OutputCallback] = None, interruptible: bool = True) -> "Completed": ...
@@ -189,6 +190,7 @@ class LocalShell:
     """The host is this machine (hotvcb runs on the ESXi host itself)."""
 
     description = "local (%s)" % socket.gethostname()
+    remote = False
 
     def run(
         self,

@@ -72,6 +72,8 @@ class SshTarget:
 class SshShell:
     """The host is at the other end of an SSH connection."""
 
+    remote = True
+
     def __init__(self, target: SshTarget):
         self.target = target
         self.description = target.describe()

@@ -33,7 +33,7 @@ class ScannedShell:
         self.shell = shell
         self.root = None if root is None else (root.rstrip("/") or "/")
         self.read, self.read_max = tuple(read), read_max
-        self.description = shell.description
+        self.description, self.remote = shell.description, shell.remote
         self._trees = {}  # type: Dict[str, Tree]
         self._unable = False  # the host cannot scan (no python): every call goes through
 

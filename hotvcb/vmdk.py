@@ -141,14 +141,14 @@ def _renamed_extents(text: str, new_name: Callable[[str], Optional[str]]) -> str
     return "".join(out)
 
 
-def anchored(text: str, folder: str) -> str:
-    """The descriptor with each extent and its parentFileNameHint named by absolute path in `folder`
-    (names already absolute kept): the same disk, described by a copy of the descriptor kept in
-    another folder (restore_write.py clones from such a copy of the text it checked). Unwritable for a
-    folder no descriptor line can name: a line break in it would make the rest of its name lines of
-    their own (another extent)."""
+def anchored(text: str, folder: str, parent: bool = True) -> str:
+    """The descriptor with each extent and (`parent`) its parentFileNameHint named by absolute path in
+    `folder` (names already absolute kept): the same disk, described by a copy of the descriptor kept in
+    another folder (restore_write.py clones from such a copy of the text it checked; `parent=False`
+    where the parent's checked copy is written beside it). Unwritable for a folder no descriptor line
+    can name: a line break in it would make the rest of its name lines of their own (another extent)."""
     def hint(m):
-        if m.group(2) != "parentFileNameHint" or m.group(4).startswith("/"):
+        if not parent or m.group(2) != "parentFileNameHint" or m.group(4).startswith("/"):
             return m.group(0)
         path = writable("%s/%s" % (folder, m.group(4)), quoted=True)
         return '%s%s%s"%s"%s' % (m.group(1), m.group(2), m.group(3), path, m.group(5))

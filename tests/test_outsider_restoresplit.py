@@ -688,8 +688,7 @@ def test_sigterm_while_registering_says_what_became_of_the_vm(site):
 
 # -- names ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ['Zitat "x" \'y\'', "$(touch pwned) ; `id` &", "-beginnt mit Strich",
-                                  "Ünïcødé ✓ 名前", "back\\slash |22 %41 *?[", " führende Leerzeichen ",
-                                  "Zeilen\numbruch"])
+                                  "Ünïcødé ✓ 名前", "back\\slash |22 %41 *?[", " führende Leerzeichen "])
 def test_odd_names_restore_exactly(site, name):
     host, _conf, bk = site
     r = hotvcb(host, "restore", bk, "--datastore", "datastore1", "--name", name)

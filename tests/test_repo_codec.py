@@ -5,9 +5,12 @@ chunks of older hotvcb, read back whole; a reader without the package names the
 problem instead of failing halfway; restores write in order with holes kept."""
 
 import errno
+import hashlib
 import os
+import random
 import subprocess
 import sys
+import threading
 import zlib
 
 import pytest
@@ -61,7 +64,7 @@ def test_zlib_chunks_are_plain_zlib_streams_and_older_level_1_chunks_still_read(
     disk = tmp_path / "disk.raw"
     make_disk(disk, seed=5)
     repo = new_repo(tmp_path / "repo")
-    monkeypatch.setattr(codec, "_zlib_rle", lambda data: zlib.compress(data, 1))  # what hotvcb wrote before
+    monkeypatch.setattr(codec, "_zlib_rle", lambda data, probe=0: zlib.compress(data, 1))  # what hotvcb wrote before
     old = backup(repo, "db", disk)
     monkeypatch.undo()
     scatter(disk, 12, align=4096)
@@ -77,6 +80,31 @@ def test_zlib_chunks_are_plain_zlib_streams_and_older_level_1_chunks_still_read(
         for blob in repo.pack_blobs(info.name, info.size):
             if blob.method == ZLIB:
                 assert len(zlib.decompress(data[blob.offset:blob.offset + blob.stored_len])) == blob.raw_len
+
+
+def _text(n):
+    return b"".join(b"line %d of a log that compresses well\n" % i for i in range(n // 20))[:n]
+
+
+@pytest.mark.parametrize("parts, method", [
+    ((("text", 65536),), ZLIB),  # the probe's 4 KiB go on in the same stream: one zlib stream, whole
+    ((("random", 4096), ("text", 61440)), RAW),  # the probe saw random data: the rest is not compressed
+    ((("text", 4096), ("random", 61440)), RAW),  # the probe passed, but the whole does not shrink by 1/32
+    ((("text", 2048), ("random", 2048), ("text", 61440)), ZLIB),  # the probe's block ends inside the text
+    ((("zeros", 60000), ("random", 5536)), ZLIB),  # a run of one byte: Z_RLE's case
+    ((("text", 8192),), ZLIB),  # no longer than two probes: compressed whole, unprobed
+    ((("random", 8192),), RAW),
+])
+def test_a_zlib_chunk_is_one_standard_stream_and_what_does_not_shrink_is_raw(parts, method):
+    rnd = random.Random(3)
+    raw = b"".join({"text": _text, "random": rnd.randbytes, "zeros": bytes}[kind](n) for kind, n in parts)
+    got, stored = codec.encode(memoryview(raw))
+    assert got == method
+    if method == ZLIB:  # what any hotvcb reads: zlib.decompress of the stored bytes, nothing more
+        assert zlib.decompress(stored) == raw and len(stored) <= len(raw) - len(raw) // 32
+    else:
+        assert bytes(stored) == raw
+    assert bytes(codec.decode(got, stored, len(raw), hashlib.sha256(raw).digest())) == raw
 
 
 def test_a_repository_written_with_and_without_zstd_reads_back_whole(tmp_path):
@@ -184,3 +212,41 @@ def test_a_disk_error_in_a_background_flush_fails_the_restore_and_removes_it(tmp
     with pytest.raises(RepoError, match="cannot write .*out.raw: Input/output error"):
         restore_disk(repo, snap, snap.disks[0], str(out))
     assert not out.exists()
+
+
+def test_a_write_failing_in_a_worker_fails_the_restore_removes_it_and_no_worker_writes_after(tmp_path, monkeypatch):
+    disk = tmp_path / "disk.raw"
+    make_disk(disk, seed=17)
+    repo = new_repo(tmp_path / "repo")
+    snap = backup(repo, "web", disk)
+    real, calls = os.pwritev, []
+
+    def filling(fd, views, at):  # the target fills up after a few runs, whichever worker writes next
+        calls.append(at)
+        if len(calls) > 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd, views, at)
+
+    monkeypatch.setattr(os, "pwritev", filling)
+    out = tmp_path / "out.raw"
+    before = threading.active_count()
+    with pytest.raises(RepoError, match="cannot write .*out.raw: No space left on device"):
+        restore_disk(repo, snap, snap.disks[0], str(out), workers=4)
+    assert not out.exists()
+    assert threading.active_count() == before  # no worker is left to write into a closed (or reused) fd
+    assert len(calls) < sum(1 for _ in repo.disk_index(snap.disks[0]).entries)  # it stopped at the error
+
+
+@pytest.mark.parametrize("level,wbits", [(1, 15), (9, 15), (6, 9), (0, 15)])
+def test_any_plain_zlib_stream_decodes_and_a_damaged_or_dictionary_one_is_refused(level, wbits):
+    raw = b"".join(b"line %d of a text chunk\n" % n for n in range(3000))[:65536]
+    digest = hashlib.sha256(raw).digest()
+    z = zlib.compressobj(level, zlib.DEFLATED, wbits)
+    stream = z.compress(raw) + z.flush()
+    assert bytes(codec.decode(ZLIB, memoryview(stream), len(raw), digest)) == raw
+    for damaged in (stream[:len(stream) // 2], stream[:40] + bytes([stream[40] ^ 0xFF]) + stream[41:]):
+        with pytest.raises(RepoError, match="cannot be decompressed|does not match its hash"):
+            codec.decode(ZLIB, damaged, len(raw), digest)
+    z = zlib.compressobj(level, zlib.DEFLATED, wbits, zdict=b"line of a text chunk")
+    with pytest.raises(RepoError, match="cannot be decompressed"):  # no hotvcb writes one: refused, not misread
+        codec.decode(ZLIB, z.compress(raw) + z.flush(), len(raw), digest)

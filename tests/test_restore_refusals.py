@@ -86,12 +86,13 @@ def test_a_descriptor_naming_a_file_outside_the_backup_is_refused(host):
 
 @needs_root
 def test_a_name_that_cannot_be_a_vm_name_is_refused(host, tmp_path):
-    """`--name /` gave a VM literally named `/`; `..`, dots and spaces, '/' inside, and NUL (only
-    the API can pass one: argv and -c files cannot) are refused with one line, on ESXi and with --kvm, nothing written."""
+    """`--name /` gave a VM literally named `/`; `..`, dots and spaces, '/' inside, a line break, and NUL
+    (only the API can pass one: argv and -c files cannot) are refused with one line, on ESXi and with
+    --kvm, nothing written; so is the backup's own displayName holding a line break, asking for a name."""
     backup = esxi_backup(host.real(VOLUME), "named")
     inside = "%s/named/named-%s" % (VOLUME, TS)
     before = sorted(os.listdir(host.real(DS1)))
-    for name in ("/", "..", " . ", "a/b"):
+    for name in ("/", "..", " . ", "a/b", "a\nb"):
         line = restore_line(hotvcb(host, "restore", inside, "--datastore", "datastore1", "--name", name))
         assert "%r cannot be the restored VM's name" % name in line, line
         out = tmp_path / "kvm"
@@ -102,8 +103,16 @@ def test_a_name_that_cannot_be_a_vm_name_is_refused(host, tmp_path):
     with pytest.raises(KvmRestoreError, match=r"'a\\x00b' cannot be the restored VM's name: it holds a NUL"):
         KvmRestore(LocalShell(), RunLog(stream=io.StringIO())).run(KvmRequest(backup, str(out), name="a\0b"))
     assert os.listdir(str(out)) == []
+    own = esxi_backup(host.real(VOLUME), "ownname", keys={"displayName": "own\nname"})
+    kvm = cli("restore", own, "--kvm", out)
+    assert kvm.returncode == 6, kvm.out
+    for line in (restore_line(hotvcb(host, "restore", "%s/ownname/ownname-%s" % (VOLUME, TS), "--datastore",
+                                     "datastore1")), one_clear_error(kvm)):
+        assert "'own\\nname' cannot be the restored VM's name" in line and "restore it under a new name" in line, line
+    assert os.listdir(str(out)) == []
     assert sorted(os.listdir(host.real(DS1))) == before
     shutil.rmtree(os.path.dirname(backup))
+    shutil.rmtree(os.path.dirname(own))
 
 
 @needs_root

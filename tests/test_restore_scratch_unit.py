@@ -172,7 +172,7 @@ def test_two_sweeps_at_once_both_count_the_folder_and_neither_fails(tmp_path, mo
 
 
 def test_a_folder_named_with_a_line_break_is_recorded_and_swept(tmp_path):
-    """A line break in the path (a `--name` may hold one) would end the record's `path=` line: it is
+    """A line break in the path (the target folder may hold one) would end the record's `path=` line: it is
     written percent-encoded, and the dead restore's folder found by it."""
     root = str(tmp_path)
     folder = root + "/web\nhost=x pid=1.hotvcb-restoring"

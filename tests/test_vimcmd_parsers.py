@@ -44,6 +44,17 @@ def test_getallvms_name_prefix_is_not_a_match():
     assert [r.name for r in vimcmd.parse_getallvms(text)] == ["web", "web 2"]
 
 
+def test_getallvms_a_line_separator_in_a_name_stays_in_its_row():
+    """A display name holding U+2028 or NEL (which str.splitlines ends a line at) is one row, not a VM
+    that vanishes from the listing: the backup then refuses it by name (test_restore_inputs)."""
+    text = (
+        "Vmid   Name    File    Guest OS    Version   Annotation\n"
+        "1      a\u2028b     [ds1] a/a.vmx         otherGuest   vmx-19\n"
+        "2      c\x85d     [ds1] c/c.vmx         otherGuest   vmx-19\r\n"
+    )
+    assert [(r.vmid, r.name) for r in vimcmd.parse_getallvms(text)] == [("1", "a\u2028b"), ("2", "c\x85d")]
+
+
 def test_snapshot_get_nesting_and_ids(sample):
     snaps = vimcmd.parse_snapshot_get(sample("snapshot-get_03"))
     assert [(s.id, s.name, s.depth) for s in snaps[:4]] == [

@@ -16,6 +16,7 @@ import socket
 from .. import config, interrupt
 from ..errors import HotvcbError, Interrupted, UsageError, VmNotFound
 from ..jobs.restore import RestoreJob
+from ..jobs.restore_plan import require_usable_name
 from ..restorefile import BadLine, RestoreRequest, datastore_path, disk_format, read_restore_file, trim_path
 from ..repo.repository import open_path
 from ..runlog import RunLog
@@ -162,6 +163,8 @@ def _restore(job: RestoreJob, req: RestoreRequest, log, dry_run: bool) -> bool:
         if not isinstance(job.shell, LocalShell):
             raise UsageError("a repository is read on the host itself: run hotvcb there (SSH mode does so "
                              "where the host has python 3.8)")
+        if req.new_name is not None:  # before the whole backup is staged
+            require_usable_name(req.new_name)
         snap = repo_cmd.find(open_path(req.repo), req.backup, req.latest)
         final = "%s/%s" % (req.target.rstrip("/"), layout.folder_name(req.new_name or snap.vm))
         if job.shell.exists(final):  # before the whole backup is staged on the datastore
@@ -171,9 +174,14 @@ def _restore(job: RestoreJob, req: RestoreRequest, log, dry_run: bool) -> bool:
                        "restored as a folder backup)" % (snap, req.repo, req.target, req.disk_format,
                                                           ", named " + req.new_name if req.new_name else ""))
             return True
-        with repo_cmd.staged(req.repo, snap.id, req.target, job.records, log.info) as folder:
-            staged = dataclasses.replace(req, backup=folder, repo="", latest="", staged=True)
-            return job.restore_one(staged).status == "ok"
+        early = job.ask_early()  # beside the staging: the host's answers are ready when its pre-checks run
+        try:
+            with repo_cmd.staged(req.repo, snap.id, req.target, job.records, log.info) as folder:
+                staged = dataclasses.replace(req, backup=folder, repo="", latest="", staged=True)
+                return job.restore_one(staged).status == "ok"
+        finally:
+            for question in early:
+                question.drop()
     except Interrupted:
         raise
     except HotvcbError as err:

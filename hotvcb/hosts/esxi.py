@@ -21,7 +21,7 @@ from ..settings import DISK_FORMATS
 from ..shell import Shell
 from ..treeview import ScannedShell
 from ..vmx import VmxFile
-from . import esxi_tree, vimcmd
+from . import esxi_release, esxi_tree, vimcmd
 from .base import Copied
 from .esxi_disks import EsxiDisks
 
@@ -81,12 +81,7 @@ class EsxiHost:
 
     def _release(self) -> Tuple[str, str]:
         """(`vmware -v`'s line naming the host's ESX(i) release or "", what it printed instead)."""
-        def ask() -> Tuple[str, str]:
-            out = self.shell.run(["/bin/vmware", "-v"], timeout=60)
-            line = vimcmd.version_line(out.output) if out.returncode == 0 else ""
-            said = next((l.strip() for l in out.output.splitlines() if l.strip()), "nothing")
-            return line, said if out.returncode == 0 else "exit %d: %s" % (out.returncode, said)
-        return self._version.get(ask)
+        return self._version.get(lambda: esxi_release.release(self.shell, self.run_dir))
 
     def host_name(self) -> str:
         """The host's name as it calls itself (backups record it: hosts may share a volume)."""

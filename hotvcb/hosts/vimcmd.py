@@ -41,7 +41,7 @@ def getallvms_candidates(text: str, datastores: Optional[Dict[str, str]] = None)
     (/vmfs/volumes/<name> when not given).
     """
     rows = []
-    for line in text.splitlines():
+    for line in text.split("\n"):  # rows end at a line feed: a name's U+2028 or NEL is the name's (a job refuses it)
         m = _ROW.match(line)
         if not m:
             continue  # header, "Skipping invalid VM", annotation continuation

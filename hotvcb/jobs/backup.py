@@ -19,7 +19,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Union
 
 from .. import config, crashpoint, interrupt
-from ..errors import AmbiguousVm, HotvcbError, Interrupted, InvalidVm, SnapshotError, VmGone, VmNotFound
+from ..errors import (AmbiguousVm, HotvcbError, Interrupted, InvalidVm, SnapshotError, UnnameableVm, VmGone,
+                      VmNotFound)
 from ..hosts.base import Hypervisor
 from ..model import Disk, DiskResult, Snapshot, SnapshotTree, Vm, VmRef, VmResult
 from ..runid import RunId
@@ -43,7 +44,7 @@ from .vm_leftovers import clear_dead_runs
 if TYPE_CHECKING:  # imported by the runs that write to a repository (it loads the repository's code)
     from .repo_backup import RepoSink
 
-Target = Union[VmRef, VmNotFound, AmbiguousVm, InvalidVm]  # a VM to back up, or why a listed name is none
+Target = Union[VmRef, VmNotFound, AmbiguousVm, InvalidVm, UnnameableVm]  # a VM to back up, or why a listed name is none
 
 
 class BackupJob:
@@ -81,7 +82,8 @@ class BackupJob:
 
     # -- selection -----------------------------------------------------------
     def select(self, names: Optional[Sequence[str]], exclude: Sequence[str]) -> List[Target]:
-        """VmRefs to back up, in order; a name that matches no VM is an error entry.
+        """VmRefs to back up, in order; a name that matches no VM, or several, or one a restore refuses
+        (a line break or other control character: layout.control_character) is an error entry.
 
         Names are compared literally with the display name: a list line
         `Web Server (prod)` is that VM, never a pattern.
@@ -103,7 +105,10 @@ class BackupJob:
                 self.log.info("%s is on the exclude list, skipping" % name)
                 continue
             matches = by_name.get(name, [])
-            if len(matches) == 1:
+            unnameable = layout.control_character(name) if len(matches) == 1 else None
+            if unnameable is not None:  # a backup a restore would refuse: said before any change to the VM
+                out.append(UnnameableVm(name, unnameable))
+            elif len(matches) == 1:
                 out.append(matches[0])
             elif not matches:
                 out.append(VmNotFound(name, [r.name for r in refs]))
@@ -149,7 +154,7 @@ class BackupJob:
 
     def backup_target(self, target: Target) -> VmResult:
         """One entry of the selection: its VM's backup, or why a listed name is none."""
-        if isinstance(target, (VmNotFound, AmbiguousVm, InvalidVm)):
+        if isinstance(target, (VmNotFound, AmbiguousVm, InvalidVm, UnnameableVm)):
             self.log.error(str(target))
             return VmResult(name=target.name, status="error", message=str(target))
         if target.name in self.power.problems:

@@ -6,11 +6,11 @@ backup on this machine rather than through a hypervisor driver.
 """
 
 import os
-from typing import Optional
+from typing import List, Optional, Tuple
 
 from .. import targz, vmdk
 from ..convert.machine import Machine
-from ..hosts import qemuimg
+from ..hosts import esxi_tree, qemuimg
 from ..errors import HostError, HotvcbError
 from ..shell import FileReader, Shell
 from ..store import chain, health, layout
@@ -100,15 +100,46 @@ def require_extents_inside(fs: FileReader, path: str, parent: bool = True) -> Op
     return text
 
 
+def require_parents_inside(fs: FileReader, path: str, text: str) -> List[Tuple[str, Optional[str]]]:
+    """The descriptors a clone of the delta at `path` (its descriptor `text`) reads below it, down to its
+    base: vmkfstools follows each parentFileNameHint, and each parent's extents are read as the disk's
+    data, so each is checked as the delta's own (require_extents_inside: beside it in the backup, as its
+    hint already must be). (path, text read) each, parents first after the delta; a sparse parent's text
+    is None (its embedded descriptor names only itself) and ends the list."""
+    folder, out, seen = path.rsplit("/", 1)[0], [], {path}  # type: str, List[Tuple[str, Optional[str]]], set
+    hint = _parsed(path, text).parent_hint
+    while hint:
+        parent = folder + "/" + hint
+        if parent in seen or len(out) >= esxi_tree.MAX_DEPTH:
+            raise HotvcbError("%s: its chain of parents loops or is deeper than %d; not restoring from it"
+                              % (path, esxi_tree.MAX_DEPTH))
+        seen.add(parent)
+        if not fs.exists(parent):
+            raise HotvcbError("%s names its parent %s, which is not in the backup"
+                              % (out[-1][0] if out else path, hint))
+        read = require_extents_inside(fs, parent)
+        out.append((parent, read))
+        hint = None if read is None else _parsed(parent, read).parent_hint
+    return out
+
+
+def _parsed(path: str, text: str) -> vmdk.Descriptor:
+    try:
+        return vmdk.parse(text)
+    except vmdk.NotADescriptor as err:
+        raise HotvcbError("%s is not a readable disk descriptor: %s" % (path, err)) from None
+
+
 def require_regular(fs: FileReader, path: str) -> None:
-    """A file of a disk (extent, delta) must be a regular file of the backup: a symlink leading to
-    another VM's disk would be read as this backup's (its bytes, copied beside the link, even pass
-    the checksums), a FIFO waited on for ever. Looked at just before the file is read."""
+    """A file a restore copies or clones (extent, delta, .nvram, .vmxf) must be a regular file of the
+    backup: a symlink leading to another VM's disk would be read as this backup's (its bytes, copied
+    beside the link, even pass the checksums), a FIFO waited on for ever. Looked at just before the
+    file is read (and by the plan, for the files it names)."""
     try:
         fs.read_regular(path, 1)
     except HostError as err:
-        raise HostError("%s: not restoring from it (a disk's file must be a regular file of the backup, "
-                        "not a symlink)" % err) from err
+        raise HostError("%s: not restoring from it (a file the restore reads must be a regular file of the "
+                        "backup, not a symlink)" % err) from err
 
 
 def is_archive(shell: Shell, path: str) -> bool:

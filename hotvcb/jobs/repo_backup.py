@@ -19,7 +19,6 @@ docs/repository.md "Deltas of a user's snapshot").
 """
 
 import os
-import uuid
 from datetime import datetime
 from typing import Dict, List, Optional, Tuple
 
@@ -28,7 +27,7 @@ from ..errors import CopyError, HotvcbError, RepoError
 from ..hosts.base import Hypervisor
 from ..model import Disk, Vm, VmResult
 from ..repo import codec
-from ..repo.backend import TMP, LocalBackend
+from ..repo.backend import TMP, LocalBackend, random_hex
 from ..repo.repository import SNAPSHOTS, Repository, open_path
 from ..repo.writer import BackupWriter
 from ..runid import RunId
@@ -174,7 +173,7 @@ class RepoSink:
     def _flattened(self, host: Hypervisor, disk: Disk) -> Tuple[str, str]:
         """The chain as it stands under our snapshot, cloned by vmkfstools into the repository's tmp/."""
         os.makedirs(os.path.dirname(self._tmp_prefix()), exist_ok=True)
-        tmp = "%s%s-%d.vmdk" % (self._tmp_prefix(), uuid.uuid4().hex[:12], os.getpid())
+        tmp = "%s%s-%d.vmdk" % (self._tmp_prefix(), random_hex(6), os.getpid())
         self.log.info("%s is a delta of a snapshot: cloning its chain to a temporary thin disk first" % disk.path)
         flat = vmdk.flat_beside(tmp)  # where a thin clone keeps its data
         try:

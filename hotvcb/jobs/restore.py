@@ -51,7 +51,7 @@ from . import restore_check, restore_copy, restore_room, restore_scratch, restor
 from . import restore_write
 from .restore_check import Checking
 from .restore_dryrun import print_plan, print_staged
-from .restore_plan import Plan, Planner, RestoreError
+from .restore_plan import Plan, Planner, RestoreError, require_usable_name
 
 
 @dataclass
@@ -70,6 +70,13 @@ class RestoreJob:
         self.host, self.shell, self.log = host, host.shell, log
         self.dry_run, self.verbose, self.verify, self.power_on = dry_run, verbose, verify, power_on
         self.records = restore_scratch.on_host(self.shell, host.run_dir)  # one heartbeat for all requests
+
+    def ask_early(self) -> List[Ahead]:
+        """The answers the driver keeps for the run that every restore's pre-checks wait on (the host's
+        version; the datastore listing that says which datastore holds the target), asked now in threads,
+        beside work that comes before the pre-checks (a repository's backup staged on the target), so
+        those wait only for what must be read then: the free space, the inventory. `drop()` each after."""
+        return [Ahead(self.host.describe, "restore"), Ahead(self.host.datastores, "restore")]
 
     def run(self, requests) -> List[RestoreResult]:
         results = []
@@ -165,9 +172,8 @@ class _Restore:
     # -- the steps -------------------------------------------------------------
     def _run(self) -> None:
         req, job, shell = self.req, self.job, self.shell
-        unusable = None if req.new_name is None else layout.unusable_name(req.new_name)
-        if unusable is not None:
-            raise RestoreError(unusable)
+        if req.new_name is not None:
+            require_usable_name(req.new_name)
         room = self._ask_ahead()
         source, compressed = restore_source.locate(shell, req.backup)
         if not compressed and not job.dry_run and job.verify:
@@ -221,6 +227,8 @@ class _Restore:
         if restore_source.manifest_to_verify(shell, req, self.log, backup, self.job.verify) is not None:
             # before qemu-img reads it: the staged VMDKs are new files
             restore_check.verify_now(shell, req, self.log, backup)
+        if req.new_name is None:
+            require_usable_name(kvm.machine.name, given=False)
         folder = req.target + "/" + layout.folder_name(req.new_name or kvm.machine.name)
         if shell.exists(folder):
             raise RestoreError("target folder %s already exists; not overwriting it" % folder)

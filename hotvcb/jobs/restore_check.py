@@ -90,32 +90,39 @@ class Checking:
 
 
 def prove_descriptors(req: RestoreRequest, plan: Plan, backup: str, data: Dict[str, Any]) -> None:
-    """Each disk's descriptor text as the plan read it, proved against the manifest `data`. The clone
-    and the self-copy use that text (restore_write._checked, restore_copy.py), while the background
-    check reads the file on its own: a descriptor swapped between the two reads would have the check
+    """Each descriptor text as the plan read it (a disk's, a delta's parents', a kept snapshot tree's
+    deltas'), proved against the manifest `data`. The clone, the self-copy and the tree's copy use
+    those texts (restore_write._checked, restore_copy.py, restore_tree.copy), while the background
+    check reads the files on its own: a descriptor swapped between the two reads would have the check
     prove one text and the restore use another. (Text decoded as UTF-8, else Latin-1: either encoding
     gives the bytes back.)"""
     files = data.get("files") or {}
-    for d in plan.disks:
-        rel = d.source[len(backup) + 1:]
+    texts = [(d.source, d.text) for d in plan.disks if not d.embedded]  # a sparse extent: the disk, read by the check
+    texts += [(path, text) for d in plan.disks for path, text in d.parents if text is not None]
+    texts += [(plan.tree.folder + "/" + name, text) for name, text in plan.tree.texts.items()] if plan.tree else []
+    for path, text in texts:
+        rel = path[len(backup) + 1:]
         entry = files.get(rel)
-        if d.embedded or entry is None or not d.source.startswith(backup + "/"):
-            continue  # a sparse extent is the disk itself, read by the check; a file it names not: not a disk's
+        if entry is not None and path.startswith(backup + "/"):  # else not a disk's
+            _prove(req, rel, entry, text)
+
+
+def _prove(req: RestoreRequest, rel: str, entry: Dict[str, Any], text: str) -> None:
+    try:
+        block_size, whole = manifest.block_size_for(entry, manifest.BLOCK_SIZE)
+    except ValueError as err:
+        raise RestoreError(damaged(req, Problem(rel, "manifest entry unusable: %s" % err))) from err
+    problem = None  # type: Optional[Problem]
+    for codec in ("utf-8", "latin-1"):
         try:
-            block_size, whole = manifest.block_size_for(entry, manifest.BLOCK_SIZE)
-        except ValueError as err:
-            raise RestoreError(damaged(req, Problem(rel, "manifest entry unusable: %s" % err))) from err
-        problem = None  # type: Optional[Problem]
-        for codec in ("utf-8", "latin-1"):
-            try:
-                raw = d.text.encode(codec)
-            except UnicodeEncodeError:
-                continue
-            problem = compare(rel, entry, manifest.digest_stream(io.BytesIO(raw).read, block_size, whole=whole))
-            if problem is None:
-                break
-        if problem is not None:
-            raise RestoreError(damaged(req, problem))
+            raw = text.encode(codec)
+        except UnicodeEncodeError:
+            continue
+        problem = compare(rel, entry, manifest.digest_stream(io.BytesIO(raw).read, block_size, whole=whole))
+        if problem is None:
+            break
+    if problem is not None:
+        raise RestoreError(damaged(req, problem))
 
 
 def verify_now(shell: Shell, req: RestoreRequest, log, backup: str) -> None:

@@ -125,6 +125,9 @@ class KvmRestore:
         found = machine_of(self.shell, backup, req.disk_bus, req.nic_model)
         m = found.machine
         backup_check.require_whole(self.shell, m, self.qemu_img)
+        unusable = None if req.name is not None else layout.unusable_name(m.name, own=True)
+        if unusable is not None:  # a given name was refused before anything else
+            raise KvmRestoreError(unusable)
         renamed(m, req.name or m.name, req.keep_macs)
         folder = req.target.rstrip("/") + "/" + layout.folder_name(m.name)
         for path, why in ((folder, "already exists; not overwriting it"),

@@ -48,6 +48,14 @@ class RestoreError(HotvcbError):
         self.where = where
 
 
+def require_usable_name(name: str, given: bool = True) -> None:
+    """Refuses a name the restored VM cannot have (layout.unusable_name), before anything is written; for
+    one read from the backup (`given` False), says how to give another."""
+    why = layout.unusable_name(name, own=not given)
+    if why is not None:
+        raise RestoreError(why)
+
+
 @dataclass
 class DiskCopy:
     key: str
@@ -57,6 +65,8 @@ class DiskCopy:
     needed: int
     text: str  # the descriptor as the plan read and checked it: the one the copy uses (restore_write.py)
     embedded: bool = False  # a sparse extent holding its own descriptor: cloned from the file itself
+    # a delta's parents down to its base, as read and checked: (path in the backup, text; None for a sparse one)
+    parents: List[Tuple[str, Optional[str]]] = field(default_factory=list)
 
 
 @dataclass
@@ -97,6 +107,8 @@ class Planner:
             raise RestoreError(str(err)) from err
         original = vmx.get("displayName")
         name = self._name_for(vmx, self.req.backup.rsplit("/", 1)[-1])
+        if self.req.new_name is None:  # a given one was refused before the restore began
+            require_usable_name(name, given=False)
         self._check_name(name, quiet)
         folder = self.req.target + "/" + layout.folder_name(name)
         temp = folder + RESTORING
@@ -145,8 +157,10 @@ class Planner:
                 top = target
             read = backup_check.require_extents_inside(fs, src)  # vmkfstools -i would clone whatever it names
             text, desc = self._descriptor(fs, src, dev, read)
+            # vmkfstools reads each parent as it reads the delta: each checked as the delta was
+            parents = backup_check.require_parents_inside(fs, src, text) if read is not None else []
             needed = self._needed(fs, src, dev, desc)
-            plan.disks.append(DiskCopy(dev, src, target, desc.adapter_type, needed, text, read is None))
+            plan.disks.append(DiskCopy(dev, src, target, desc.adapter_type, needed, text, read is None, parents))
             put(dev + ".fileName", top)
         for key, ext in (("nvram", ".nvram"), ("extendedConfigFile", ".vmxf")):
             side = self._side_file(fs, backup, vmxs[0], vmx.get(key), ext)
@@ -226,9 +240,19 @@ class Planner:
             candidates.append(value.rsplit("/", 1)[-1])
         candidates.append(vmx_file[: -len(".vmx")] + ext)
         for c in candidates:
-            if fs.exists(backup + "/" + c) and not fs.isdir(backup + "/" + c):
-                return backup + "/" + c
+            path = backup + "/" + c
+            if fs.exists(path) and not fs.isdir(path):
+                if fs is self.shell:  # an archive's members are regular files (targz.scan refuses any other)
+                    self._regular(path)
+                return path
         return None
+
+    def _regular(self, path: str) -> None:
+        """copy_file copies what a symlink leads to: a side file is refused unless a regular file of the backup."""
+        try:
+            backup_check.require_regular(self.shell, path)
+        except HostError as err:
+            raise RestoreError(str(err)) from err
 
     def _descriptor(self, fs: FileReader, path: str, dev: str, text: Optional[str]) -> Tuple[str, vmdk.Descriptor]:
         """The disk's descriptor (text, parsed) from the text the extents check read; read here only where

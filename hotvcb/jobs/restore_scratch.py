@@ -47,7 +47,8 @@ dead restore's folder by hand while cleanup removes it, and a new restore remaki
 could lose a folder.
 
 A record is the run's line and `path=<folder>`, or `path-quoted=<folder, percent-encoded>` for a
-path with a line break (record_text): a VM name may hold one, which would end the line.
+path with a line break (record_text): a target folder may hold one (a VM name no longer may), which
+would end the line.
 
 A pid proves a restore dead only on the host that ran it, and hostnames are not unique: two ESXi
 hosts sharing an NFS datastore are often both `localhost`. So a record also carries the host's id
@@ -81,7 +82,7 @@ RESTORING_RECORD = RESTORING + "-"  # + the digest of the folder's path + RECORD
 TAKEN_OVER = "%s: a new restore took it over meanwhile; leaving it"
 RECORD_MAX = 4096  # a record is two short lines; anything planted is read no further
 _PATH = re.compile(r"^path=(/.+)$", re.M)
-_QUOTED_PATH = re.compile(r"^path-quoted=(\S+)$", re.M)  # a path holding a line break (a VM name may)
+_QUOTED_PATH = re.compile(r"^path-quoted=(\S+)$", re.M)  # a path holding a line break (a target folder may)
 _NAME = re.compile(r"^%s\d+-\d+-[0-9a-f]+$" % re.escape(PREFIX))  # as make() names a folder
 
 
@@ -211,7 +212,7 @@ def on_host(shell: Shell, run_dir: str) -> Records:
 
 def record_text(run: RunId, path: str) -> str:
     """The run's line, then the folder's path: as it is, or percent-encoded (`path-quoted=`) when it
-    holds a line break, which would end the line (a `--name` may hold one)."""
+    holds a line break, which would end the line (the target folder may hold one; a VM name is refused)."""
     if "\n" in path or "\r" in path:
         return "%s\npath-quoted=%s\n" % (run.text(), quote(path, safe="/", errors="surrogateescape"))
     return "%s\npath=%s\n" % (run.text(), path)

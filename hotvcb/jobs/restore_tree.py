@@ -11,16 +11,15 @@ reverted to (`vim-cmd vmsvc/snapshot.revert`).
 
 import posixpath
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from .. import vmdk
 from ..errors import HostError, HotvcbError
+from ..hosts import esxi_tree
 from ..shell import FileReader, Shell, read_small
 from ..vmx import VmxFile
 from . import backup_check
 from .snaptree import TREE, relink
-
-MAX_DEPTH = 64
 
 
 @dataclass
@@ -32,6 +31,7 @@ class TreeRestore:
     snapshots: List[str] = field(default_factory=list)
     deltas: List[Tuple[str, str]] = field(default_factory=list)  # (delta, parent) names, parents first
     files: List[Tuple[str, str]] = field(default_factory=list)  # (source, name in the VM folder), copied as they are
+    texts: Dict[str, str] = field(default_factory=dict)  # each delta's descriptor as checked, by name: written
     needed: int = 0
 
 
@@ -74,16 +74,17 @@ def plan(fs: FileReader, folder: str, vmx_name: str, new_stem: str) -> Tuple[Vmx
             link = (links[k], links[k + 1])
             if link not in tree.deltas:
                 tree.deltas.append(link)
-                for f in _own_files(fs, folder, links[k]):
-                    tree.files.append((folder + "/" + f, f))
-    tree.needed = sum(fs.file_size(src) for src, _ in tree.files) + len(tree.vmsd_text)
+                tree.texts[links[k]], desc = _checked(fs, folder, links[k])
+                tree.files += [(folder + "/" + e.filename, e.filename) for e in desc.extents]
+    tree.needed = sum(fs.file_size(src) for src, _ in tree.files) + sum(map(len, tree.texts.values())) + len(
+        tree.vmsd_text)
     return vmx, tree
 
 
 def chain(fs: FileReader, folder: str, top: str) -> List[str]:
     """Names from `top` down to its base, all inside `folder` (where the backup put them)."""
     out, name = [], top  # type: List[str], Optional[str]
-    while name is not None and len(out) < MAX_DEPTH:
+    while name is not None and len(out) < esxi_tree.MAX_DEPTH:
         if not fs.exists(folder + "/" + name):
             raise HotvcbError("the snapshot tree in %s lacks %s%s" % (
                 folder, name, " (parent of %s)" % out[-1] if out else ""))
@@ -98,20 +99,28 @@ def chain(fs: FileReader, folder: str, top: str) -> List[str]:
 
 def copy(shell: Shell, tree: TreeRestore, dst: str) -> None:
     """Into the restore's folder, after the base disks were cloned there; each file, a delta's as any
-    extent, only a regular file of the backup (backup_check.require_regular)."""
+    extent, only a regular file of the backup (backup_check.require_regular). A delta's descriptor is
+    written from the text the plan checked, not copied: one swapped since would have the restored
+    snapshot read whatever it names (another VM's disk, by absolute path) as its data."""
     for src, name in tree.files:
         backup_check.require_regular(shell, src)
         shell.copy_file(src, dst + "/" + name)
+    for name, text in tree.texts.items():
+        shell.write_text(dst + "/" + name, text)
     for delta, parent in tree.deltas:
         relink(shell, dst, delta, parent)
     shell.write_text(dst + "/" + tree.vmsd_name, tree.vmsd_text)
 
 
-def _own_files(fs: FileReader, folder: str, name: str) -> List[str]:
+def _checked(fs: FileReader, folder: str, name: str) -> Tuple[str, vmdk.Descriptor]:
+    """A delta's descriptor (text, parsed), every extent beside it (its parent is relinked by name)."""
     text = backup_check.require_extents_inside(fs, folder + "/" + name, parent=False)  # copied as they are
     if text is None:
         raise HotvcbError("%s/%s is a sparse extent, not a delta's descriptor" % (folder, name))
-    return [name] + [e.filename for e in vmdk.parse(text).extents]
+    try:
+        return text, vmdk.parse(text)
+    except vmdk.NotADescriptor as err:
+        raise HotvcbError("%s/%s is not a readable disk descriptor: %s" % (folder, name, err)) from None
 
 
 def _spelled(vmsd: VmxFile, key: str) -> str:

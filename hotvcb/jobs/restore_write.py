@@ -8,7 +8,7 @@ written twice; then the .nvram/.vmxf, the user's snapshot tree
 rename that completes it and removing it on failure are restore.py's.
 """
 
-from typing import Callable, Optional
+from typing import Callable, List, Optional, Tuple
 
 from .. import interrupt, vmdk
 from ..errors import HostError, HotvcbError, Interrupted
@@ -20,7 +20,7 @@ from . import backup_check, restore_copy, restore_tree
 from .restore_check import Checking, damaged
 from .restore_plan import DiskCopy, Plan, RestoreError
 
-CHECKED = ".hotvcb-checked"  # holds the checked descriptor a clone reads, in the unfinished VM folder (_checked)
+CHECKED = ".hotvcb-checked"  # holds the checked descriptors a clone reads, in the unfinished VM folder (_checked)
 
 
 def fill(host: Hypervisor, req: RestoreRequest, log, plan: Plan, checking: Checking) -> None:
@@ -45,6 +45,7 @@ def fill(host: Hypervisor, req: RestoreRequest, log, plan: Plan, checking: Check
         except HotvcbError as err:
             raise RestoreError("disk %s of %s: %s; nothing was registered" % (d.key, plan.name, err)) from err
     for src, dst in plan.files:
+        backup_check.require_regular(shell, src)  # looked at again just before copy_file, which follows a symlink
         shell.copy_file(src, plan.temp + "/" + dst)
     if plan.tree is not None:
         log.info("Restoring the snapshot tree (%s): %d delta(s), relinked" % (
@@ -57,7 +58,7 @@ def fill(host: Hypervisor, req: RestoreRequest, log, plan: Plan, checking: Check
 
 def _put_disk(host: Hypervisor, req: RestoreRequest, d: DiskCopy, folder: str,
               progress: Callable[[int], None]) -> None:
-    """Clone the disk into the new folder from the descriptor text the plan checked (`_checked`); a
+    """Clone the disk into the new folder from the descriptor texts the plan checked (`_checked`); a
     thin flat disk this run staged (restore --repo) is already what the clone would write, on the
     same datastore, so it is moved instead of written a second time."""
     shell, fmt, dst = host.shell, req.disk_format, folder + "/" + d.target
@@ -67,7 +68,7 @@ def _put_disk(host: Hypervisor, req: RestoreRequest, d: DiskCopy, folder: str,
         shell.rename(d.source.rsplit("/", 1)[0] + "/" + desc.extents[0].filename, flat)
         shell.write_text(dst, vmdk.rename_extent(d.text, flat.rsplit("/", 1)[1]))
         return
-    source = d.source if d.embedded else _checked(shell, d, desc, folder)
+    source = d.source if d.embedded else _checked(shell, d, folder)
     try:
         host.copy_disk(Disk(key=d.key, path=source, datastore="", adapter=d.adapter), dst, fmt, progress)
     finally:
@@ -77,44 +78,58 @@ def _put_disk(host: Hypervisor, req: RestoreRequest, d: DiskCopy, folder: str,
         _unchanged(shell, d)
 
 
+def _descriptors(d: DiskCopy) -> List[Tuple[str, str]]:
+    """(path in the backup, text) of every descriptor the clone reads as checked: the disk's, then its
+    parents' (a sparse parent, read from the backup as an extent is, has none)."""
+    return [(d.source, d.text)] + [(path, text) for path, text in d.parents if text is not None]
+
+
 def _unchanged(shell: Shell, d: DiskCopy) -> None:
-    """The backup's descriptor still holds the text that was checked and cloned. The clone read the
-    checked copy either way; a descriptor that changed meanwhile means the backup is no longer the
+    """The backup's descriptors still hold the texts that were checked and cloned. The clone read the
+    checked copies either way; a descriptor that changed meanwhile means the backup is no longer the
     one its checksums (or the plan's checks) spoke for, and someone is changing it under the restore:
     refused rather than registered."""
-    try:
-        now = read_small(shell, d.source, backup_check.TEXT_MAX)  # type: Optional[str]
-    except HostError:
-        now = None
-    if now != d.text:
-        raise RestoreError("%s changed during the restore (%s): the backup is no longer the one that was checked; "
-                           "nothing was registered" % (d.source, "unreadable now" if now is None else "another text"))
+    for path, text in _descriptors(d):
+        try:
+            now = read_small(shell, path, backup_check.TEXT_MAX)  # type: Optional[str]
+        except HostError:
+            now = None
+        if now != text:
+            raise RestoreError("%s changed during the restore (%s): the backup is no longer the one that was "
+                               "checked; nothing was registered" % (path, "unreadable now" if now is None
+                                                                    else "another text"))
 
 
-def _checked(shell: Shell, d: DiskCopy, desc: vmdk.Descriptor, folder: str) -> str:
+def _checked(shell: Shell, d: DiskCopy, folder: str) -> str:
     """The descriptor vmkfstools clones: the text the plan read and checked (every extent beside it,
     backup_check.require_extents_inside; for a sealed backup, the text its checksum proves), written
     into the unfinished VM folder's CHECKED folder, under the descriptor's own name (what the clone's
-    messages name), with its extents named by absolute path in the backup.
+    messages name), with its extents named by absolute path in the backup. A delta's parents are
+    written beside it the same way, each under its own name: vmkfstools follows a parentFileNameHint
+    from the child's folder, so each hint (a name, checked to be one) leads to the checked copy; a
+    sparse parent is the disk's data itself and is named by its path in the backup.
 
-    vmkfstools opens the descriptor it is given by name, so handed the backup's own it would read
-    the file again: one swapped after the check (a ghettoVCB backup has no checksums; a sealed one's
+    vmkfstools opens the descriptors it is led to by name, so handed the backup's own it would read
+    them again: one swapped after the check (a ghettoVCB backup has no checksums; a sealed one's
     was read by the background check before) would have whatever it names cloned as this disk. The
-    copy lives in a folder only this restore writes, `hotvcb cleanup` removes with it, and is gone
-    before the folder gets its name. Each extent must be a regular file (backup_check.require_regular),
-    looked at here, just before the clone."""
+    copies live in a folder only this restore writes, `hotvcb cleanup` removes with it, and are gone
+    before the folder gets its name. Each extent (and a sparse parent) must be a regular file
+    (backup_check.require_regular), looked at here, just before the clone."""
     backup = d.source.rsplit("/", 1)[0]
-    for extent in desc.extents:
-        backup_check.require_regular(shell, extent.filename if extent.filename.startswith("/")
-                                     else backup + "/" + extent.filename)
-    try:
-        text = vmdk.anchored(d.text, backup)
-    except vmdk.Unwritable as err:
-        raise HostError("%s; not restoring from it (move the backup to a folder of plain name)" % err) from None
-    copy = "%s/%s/%s" % (folder, CHECKED, d.source.rsplit("/", 1)[1])
+    texts = _descriptors(d)
+    for path in [path for path, text in d.parents if text is None]:
+        backup_check.require_regular(shell, path)
     shell.makedirs(folder + "/" + CHECKED)
-    shell.write_text(copy, text)
-    return copy
+    for k, (path, text) in enumerate(texts):
+        for extent in vmdk.parse(text).extents:
+            backup_check.require_regular(shell, extent.filename if extent.filename.startswith("/")
+                                         else backup + "/" + extent.filename)
+        try:
+            text = vmdk.anchored(text, backup, parent=k + 1 == len(texts))
+        except vmdk.Unwritable as err:
+            raise HostError("%s; not restoring from it (move the backup to a folder of plain name)" % err) from None
+        shell.write_text("%s/%s/%s" % (folder, CHECKED, path.rsplit("/", 1)[1]), text)
+    return "%s/%s/%s" % (folder, CHECKED, d.source.rsplit("/", 1)[1])
 
 
 def _copy_itself(host: Hypervisor, req: RestoreRequest, log, own: "restore_copy.OwnCopy", dst: str,

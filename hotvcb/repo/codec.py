@@ -8,7 +8,8 @@ every hotvcb reads with zlib.decompress: ~1.6x the speed of zlib level 1 on
 text for a ~1/6 larger result (docs/repository.md "Compression" has the
 numbers). Data that does not shrink by 1/32 is stored raw: random data then
 costs no CPU on restore; with zlib, a chunk whose first 4 KiB do not shrink
-is not compressed at all.
+is not compressed further, and one whose first 4 KiB do goes on in the same
+stream (the probe is not compressed twice).
 """
 
 import hashlib
@@ -50,10 +51,18 @@ PROBE = 4096  # compressing this much first tells random data from the rest at ~
 ZSTD_LEVEL = 1  # level 3 stores ~7 % less of text-like data at ~0.6x the speed
 
 
-def _zlib_rle(data: Data) -> bytes:
-    """A standard zlib stream (header, deflate, adler32): only the encoder's strategy differs."""
+def _zlib_rle(data: Data, probe: int = 0) -> Optional[bytes]:
+    """A standard zlib stream (header, deflate, adler32): only the encoder's strategy differs. With `probe`,
+    None if the first `probe` bytes, ended as a deflate block of their own (Z_BLOCK: no bytes added), do not
+    shrink by 1/32; else the stream goes on from there: a second compressor and a second compression of the
+    probe cost ~5 % of compressing text (bench/compress_cost.py)."""
     z = zlib.compressobj(1, zlib.DEFLATED, 15, 8, zlib.Z_RLE)
-    return z.compress(data) + z.flush()
+    if not probe:
+        return z.compress(data) + z.flush()
+    head = z.compress(data[:probe]) + z.flush(zlib.Z_BLOCK)
+    if len(head) > probe - probe // 32:
+        return None
+    return head + z.compress(data[probe:]) + z.flush()
 
 
 def available() -> bool:
@@ -66,13 +75,23 @@ def encode(raw: Data, use_zstd: bool = False) -> Tuple[int, Data]:
     zstd = _zstd_module() if use_zstd else None
     if zstd is not None:  # zstd gives up on random data by itself, at ~2.5 GB/s: no probe
         method, packed = ZSTD, _zstd_contexts(zstd)[0].compress(raw)
-    elif len(raw) > 2 * PROBE and len(_zlib_rle(raw[:PROBE])) > PROBE - PROBE // 32:
-        return RAW, raw  # random-looking (encrypted, already compressed): compressing it costs for nothing
-    else:
-        method, packed = ZLIB, _zlib_rle(raw)
-    if len(packed) > len(raw) - len(raw) // 32:
+    else:  # random-looking (encrypted, already compressed): compressing the rest would cost for nothing
+        method, packed = ZLIB, _zlib_rle(raw, PROBE if len(raw) > 2 * PROBE else 0)
+    if packed is None or len(packed) > len(raw) - len(raw) // 32:
         return RAW, raw
     return method, packed
+
+
+def _inflate(stored: Data, raw_len: int) -> bytes:
+    """A zlib stream's content, into one buffer of its known length (+1: a full buffer would make zlib
+    grow it, copying, to learn that the stream ended). The deflate data of a plain stream (no preset
+    dictionary) is inflated raw: zlib would also compute its adler32 (~4 % of a zlib restore's CPU),
+    and decode checks the SHA-256 of the result anyway, which any damage the adler32 would catch fails."""
+    head = bytes(stored[:2])
+    plain = len(stored) > 6 and head[0] & 0x0F == zlib.DEFLATED and not head[1] & 0x20  # deflate, no dictionary
+    if plain and int.from_bytes(head, "big") % 31 == 0:
+        return zlib.decompress(stored[2:len(stored) - 4], -zlib.MAX_WBITS, raw_len + 1)
+    return zlib.decompress(stored, zlib.MAX_WBITS, raw_len + 1)
 
 
 def decode(method: int, stored: Data, raw_len: int, digest: bytes) -> Data:
@@ -82,7 +101,7 @@ def decode(method: int, stored: Data, raw_len: int, digest: bytes) -> Data:
         if method == RAW:
             raw = stored
         elif method == ZLIB:
-            raw = zlib.decompress(stored)
+            raw = _inflate(stored, raw_len)
         elif method == ZSTD:
             zstd = _zstd_module()
             if zstd is None:

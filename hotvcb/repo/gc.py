@@ -10,13 +10,12 @@ dead packs. Young packs are never marked: they may belong to a backup still
 running.
 """
 
-import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Set
 
 from .. import crashpoint
 from ..errors import RepoError
-from .backend import ObjectInfo
+from .backend import ObjectInfo, random_hex
 from .format import Blob, dumps
 from .gclock import gc_lock
 from .packs import PackWriter
@@ -197,7 +196,7 @@ class _Collector:
         self.copy_needed(set(doomed), set(doomed) | condemned)
         crashpoint.reached("repo-gc-before-mark")
         record = {"format": "hotvcb-condemned", "version": 1, "packs": sorted(doomed), "why": doomed}
-        self.backend.put_new("%s%d-%s" % (CONDEMNED, int(self.now), uuid.uuid4().hex[:8]), dumps(record))
+        self.backend.put_new("%s%d-%s" % (CONDEMNED, int(self.now), random_hex(4)), dumps(record))
         self.report.packs_condemned += len(doomed)
         for why in doomed.values():
             self.report.condemned_why[why] = self.report.condemned_why.get(why, 0) + 1

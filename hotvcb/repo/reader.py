@@ -1,9 +1,10 @@
 """Restore a disk's virtual content from a backup, every chunk hash-checked,
 to a sparse raw file or to a stream.
 
-Chunks are fetched in disk order, and decompressed and checked in a pool of
-one thread per core; chunks the index does not name are zeros and stay holes
-in the output. A pack found gone (a sweep deleted it after copying out what
+Chunks are fetched in disk order, and decompressed, checked and (to a file)
+written in a pool of one thread per core: each worker writes what it checked
+at its offset, so no thread funnels the output; chunks the index does not
+name are zeros and stay holes in the output. A pack found gone (a sweep deleted it after copying out what
 backups need) makes the restore look again where its chunks lie now, for as
 long as another host's listing may lag (the settle time; settle.py, which
 says so in the run's log). A bad or
@@ -19,8 +20,8 @@ import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
-from typing import Callable, Deque, Dict, Iterator, List, Optional, Tuple
+from contextlib import closing, contextmanager
+from typing import Callable, Deque, Dict, Generator, Iterator, List, Optional, Tuple, TypeVar
 
 from ..errors import RepoError
 from ..sparsewrite import Flusher, write_at
@@ -80,8 +81,14 @@ def _restore_fd(repo: Repository, disk: Dict, fd: int, check: Check, where: "Whe
                 wrote: Callable[[int], None]) -> int:
     index = repo.disk_index(disk)
     os.ftruncate(fd, index.size)
-    for offset, parts in chunks(where, index, check, workers):
-        wrote(write_at(fd, offset, parts))
+
+    def write(runs: List[Run]) -> int:  # in the worker that checked them: the writes use every core too
+        return sum(write_at(fd, offset, parts) for offset, parts in runs)
+
+    # closing(): the pool has stopped (no worker writes any more) before the caller closes fd
+    with closing(fetched(where, index, check, workers, write)) as written:
+        for n in written:
+            wrote(n)
     return index.size
 
 
@@ -93,12 +100,13 @@ def restore_stream(repo: Repository, disk: Dict, write: Callable[[bytes], object
     index = repo.disk_index(disk)
     zeros = bytes(index.chunk_size)
     at = 0
-    for offset, parts in chunks(where or Where(repo, chunk_map, say), index, check, workers or os.cpu_count() or 1):
-        for at in range(at, offset, len(zeros)):
-            write(zeros[:min(len(zeros), offset - at)])
-        data = b"".join(parts)
-        write(data)
-        at = offset + len(data)
+    for runs in fetched(where or Where(repo, chunk_map, say), index, check, workers or os.cpu_count() or 1, list):
+        for offset, parts in runs:
+            for at in range(at, offset, len(zeros)):
+                write(zeros[:min(len(zeros), offset - at)])
+            data = b"".join(parts)
+            write(data)
+            at = offset + len(data)
     for at in range(at, index.size, len(zeros)):
         write(zeros[:min(len(zeros), index.size - at)])
     return index.size
@@ -160,17 +168,27 @@ class Where:
         return [chunk for loc in locs for chunk in self.read([self.locate(loc.blob.digest, since)], since)]
 
 
-BATCH = 16  # chunks per task: 1 MiB at 64 KiB, so pool and syscall costs are paid per MiB, not per chunk
+# chunks per task: 1 MiB at 64 KiB, so pool and syscall costs are paid per MiB, not per chunk. Not more: on
+# Linux 6.18 (ext4) a pwrite of 2 or 4 MiB at an offset aligned to its size took 10-20x the CPU of 1 MiB
+# ones (the kernel's copy into the page cache; bench/README.md)
+BATCH = 16
+T = TypeVar("T")
 
 
-def chunks(where: Where, index: DiskIndex, check: Check, workers: int) -> Iterator[Run]:
-    """(offset, chunks) runs of a disk's stored chunks in disk order, fetched and checked in a pool.
+def fetched(where: Where, index: DiskIndex, check: Check, workers: int,
+            then: Callable[[List[Run]], T]) -> Generator[T, None, None]:
+    """`then` of each batch of a disk's stored chunks, in disk order: the batch's (offset, chunks) runs,
+    fetched, checked and handed to `then` in a worker of a pool (`then` may write them, or return them).
 
-    Consecutive chunks come back as one run (one write for the caller), and chunks lying side by
-    side in a pack are read with one ranged read."""
+    Consecutive chunks come back as one run (one write), and chunks lying side by side in a pack are
+    read with one ranged read. Once this generator is closed or has raised, no worker runs `then`."""
     window = collections.deque()  # type: Deque[Future]
     batch = []  # type: List[Tuple[int, Location]]
-    with ThreadPoolExecutor(workers) as pool:
+
+    def task(todo: List[Tuple[int, Location]]) -> T:
+        return then(_fetch(where, todo, index.chunk_size))
+
+    with ThreadPoolExecutor(workers) as pool:  # its exit waits for the running tasks
         try:
             for number, digest in index.entries:
                 if check is not None and not len(batch):
@@ -178,14 +196,14 @@ def chunks(where: Where, index: DiskIndex, check: Check, workers: int) -> Iterat
                 batch.append((number, where.locate(digest)))
                 if len(batch) < BATCH:
                     continue
-                window.append(pool.submit(_fetch, where, batch, index.chunk_size))
+                window.append(pool.submit(task, batch))
                 batch = []
                 if len(window) >= 2 * workers:
-                    yield from window.popleft().result()
+                    yield window.popleft().result()
             if batch:
-                window.append(pool.submit(_fetch, where, batch, index.chunk_size))
+                window.append(pool.submit(task, batch))
             while window:
-                yield from window.popleft().result()
+                yield window.popleft().result()
         finally:
             for fut in window:
                 fut.cancel()

@@ -8,13 +8,12 @@ import datetime
 import hashlib
 import math
 import string
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Container, Dict, Iterable, Iterator, List, Optional, Set, Tuple, TypeVar
 
 from ..errors import RepoError
 from . import codec
-from .backend import Backend, LocalBackend, NotFound, ObjectInfo
+from .backend import Backend, LocalBackend, NotFound, ObjectInfo, random_hex
 from .format import (BACKUP_LIMIT, CHUNK_SIZE, CONFIG, PACK_HEADER, PACK_SIZE, SETTLE, TRAILER_SIZE, VERSION, Blob,
                      DiskIndex, decode_index, dumps, loads, parse_table, table_length)
 
@@ -150,7 +149,8 @@ def copy_rank(pack: str, digest: bytes, damaged: Dict[str, Set[bytes]],
 
 def new_snapshot_id(utc: float) -> str:
     stamp = datetime.datetime.fromtimestamp(int(utc), datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return "%s-%s" % (stamp, uuid.uuid4().hex[:8])
+    return "%s-%s" % (stamp, random_hex(4))
+
 
 
 class Repository:
@@ -162,7 +162,7 @@ class Repository:
     def init(cls, backend: Backend, chunk_size: int = CHUNK_SIZE, pack_size: int = PACK_SIZE,
              backup_limit: float = BACKUP_LIMIT, settle: float = SETTLE, compression: str = "zlib") -> "Repository":
         _check_config(chunk_size, pack_size, backup_limit, settle)
-        data = {"format": "hotvcb-repository", "version": VERSION, "id": uuid.uuid4().hex,
+        data = {"format": "hotvcb-repository", "version": VERSION, "id": random_hex(16),
                 "chunk_size": chunk_size, "pack_size": pack_size, "backup_limit_seconds": backup_limit,
                 "settle_seconds": settle, "compression": compression}
         if compression not in ("zlib", "zstd") or compression == "zstd" and not codec.available():

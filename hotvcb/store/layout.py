@@ -46,13 +46,35 @@ def folder_name(vm_name: str) -> str:
     return vm_name.replace("%", "%25").replace("/", "%2f") if "/" in vm_name else vm_name
 
 
-def unusable_name(name: str) -> Optional[str]:
-    """Why a name given for a restored VM cannot be its display and folder name (one line), or
-    None. A '/' would be folder_name's escape in the folder but the name itself in vSphere and
-    libvirt; NUL ends the name in C; "", "." and ".." are no folder of their own."""
-    why = ("it holds a NUL character" if "\0" in name else "it holds '/'" if "/" in name
-           else "it is only dots and spaces" if not name.strip(" .") else None)
-    return None if why is None else "%r cannot be the restored VM's name: %s" % (name, why)
+# C0 and C1 control characters, DEL and Unicode's line and paragraph separators: no display name or
+# folder name of a VM holds one sanely (a line break ends a .vmx line, a getallvms row, a log line)
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def unusable_name(name: str, own: bool = False) -> Optional[str]:
+    """Why a name for a restored VM cannot be its display and folder name (one line), or None; `own`:
+    the backup's own name (no new one given), which the line then asks for. A '/' would be
+    folder_name's escape in the folder but the name itself in vSphere and libvirt; NUL ends the name
+    in C; "", "." and ".." are no folder of their own; a control character or line separator
+    (control_character)."""
+    why = control_character(name) or ("it holds '/'" if "/" in name
+                                       else "it is only dots and spaces" if not name.strip(" .") else None)
+    if why is None:
+        return None
+    return "%r cannot be the restored VM's name: %s%s" % (
+        name, why, " (the backup's own name): restore it under a new name (--name, or a restore file's 4th field)"
+        if own else "")
+
+
+def control_character(name: str) -> Optional[str]:
+    """Why a VM name holding a control character or line separator is none (a NUL, a line break, an
+    escape sequence), or None: a line break would end the .vmx line of its displayName, a getallvms
+    row and a log line, and ESXi's folders are named after display names."""
+    m = _CONTROL.search(name)
+    if m is None:
+        return None
+    return "it holds a NUL character" if m.group() == "\0" else \
+        "it holds a line break or other control character (%r)" % m.group()
 
 
 def vm_root(volume: str, vm_name: str) -> str:

@@ -127,6 +127,21 @@ def test_vmware_v_and_esxcli(host):
     assert int(row.split()[5]) == 2 << 30
 
 
+def test_a_reboot_empties_the_ramdisk_powers_vms_off_and_boots_the_release_installed(host):
+    vmid = host.create_vm("a", "datastore1", power="on")
+    sh(host, "echo kept > /var/run/mine")
+    host.reboot()
+    ramdisk, version = sh(host, "ls /var/run; echo ====; vmware -v").stdout.split("====\n")
+    assert "mine" not in ramdisk.split(), ramdisk
+    assert version == "VMware ESXi 7.0.3 build-24784741\n" and host.power_state(vmid) == "off"
+    host.reboot(version="6.5.0")  # no python hotvcb can use (esxisim.versions.has_python)
+    r = sh(host, "vmware -v; ls /bin/python || echo none")
+    assert r.stdout.startswith("VMware ESXi 6.5.0 build-") and r.stdout.rstrip().endswith("none"), r.stdout
+    host.reboot(version="8.0.2")
+    r = sh(host, "vmware -v; /bin/python -c 'print(\"python\")'")
+    assert r.stdout.startswith("VMware ESXi 8.0.2 build-") and r.stdout.rstrip().endswith("python"), r.stdout
+
+
 def test_host_files(host):
     r = sh(host, "cat /etc/rc.local.d/local.sh; echo ====; cat /var/spool/cron/crontabs/root; echo ====;"
                  "readlink -f /bin/python; ls /bin/vim-cmd /sbin/vmkfstools /bin/esxcli /sbin/esxcli "
