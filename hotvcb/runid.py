@@ -14,9 +14,12 @@ Text form (one line, also inside snapshot descriptions):
 `machine` is where hotvcb runs (the ESXi host itself, or the Linux box in
 SSH mode); `host` is the id of the hypervisor host it works on (`host_id`),
 so a record names the host whose lock its run held. `pidstart` is when the
-process started (pids.started), which only a GC lock records, and only where
-/proc tells it: a pid may be reused, by another hotvcb too, the pair is not.
-`host` and `pidstart` may be absent (older records, a host without /proc).
+process started (pids.started), which only the locks record (the run lock,
+the GC lock), and only where /proc tells it: a pid may be reused, by another
+hotvcb too, the pair is not. `host` and `pidstart` may be absent (older
+records, a host without /proc). Anyone may plant a record: a number of more
+than DIGITS_MAX digits is read as TOO_LONG, which no process, clock or tick
+count has (its pid is a dead run's, as pid 0 is), and never turned into an int.
 
 The host id lives here, beside the records that carry it, because both the
 run lock (store/lock.py) and the repository's GC lock (repo/gclock.py) need
@@ -32,6 +35,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Optional
 
+from . import pids
 from .errors import HostError
 
 if TYPE_CHECKING:  # a record is read in places that never touch a host: only mypy needs the shell
@@ -39,6 +43,8 @@ if TYPE_CHECKING:  # a record is read in places that never touch a host: only my
 
 MACHINE_ID = "/etc/machine-id"
 HOST_ID_NAME = "hotvcb.hostid"
+DIGITS_MAX = 20  # a pid, an epoch, a tick count: 2**64 has 20 digits; Python 3.11+ refuses int() of 4,300
+TOO_LONG = 10 ** DIGITS_MAX  # what a longer number is read as: more than any of them
 _RECORD = re.compile(r"run=([0-9a-f]+) machine=(\S+) pid=(\d+) started=(\d+)(?: host=(\S+))?(?: pidstart=(\d+))?")
 
 
@@ -59,8 +65,9 @@ class RunId:
     def on_host(self, host_id: str) -> "RunId":
         return replace(self, host=host_id)
 
-    def process_started(self, ticks: Optional[int]) -> "RunId":
-        return replace(self, pid_start=ticks)
+    def with_process_start(self) -> "RunId":
+        """The record a lock holds: with its process's start time where /proc tells it (pids.started)."""
+        return replace(self, pid_start=pids.started(self.pid))
 
     def text(self) -> str:
         base = "run=%s machine=%s pid=%d started=%d" % (self.run, self.machine, self.pid, self.started)
@@ -68,8 +75,19 @@ class RunId:
                 + (" pidstart=%d" % self.pid_start if self.pid_start is not None else ""))
 
     def __str__(self) -> str:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started))
-        return "run %s (pid %d on %s, started %s)" % (self.run, self.pid, self.machine, when)
+        try:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started))
+        except (OverflowError, OSError, ValueError):
+            when = "at epoch %s" % _shown(self.started)  # a planted record's date: past any calendar
+        return "run %s (pid %s on %s, started %s)" % (self.run, _shown(self.pid), self.machine, when)
+
+
+def _number(digits: str) -> int:
+    return int(digits) if len(digits) <= DIGITS_MAX else TOO_LONG
+
+
+def _shown(number: int) -> str:
+    return "%d" % number if number < TOO_LONG else "<over %d digits>" % DIGITS_MAX
 
 
 def parse(text: str) -> Optional[RunId]:
@@ -77,8 +95,23 @@ def parse(text: str) -> Optional[RunId]:
     m = _RECORD.search(text or "")
     if not m:
         return None
-    return RunId(m.group(1), m.group(2), int(m.group(3)), int(m.group(4)), m.group(5) or "",
-                 int(m.group(6)) if m.group(6) else None)
+    return RunId(m.group(1), m.group(2), _number(m.group(3)), _number(m.group(4)), m.group(5) or "",
+                 _number(m.group(6)) if m.group(6) else None)
+
+
+def running(record: RunId, me: RunId) -> bool:
+    """Whether the process that wrote `record`, a record of this machine, still runs it (so its lock is held).
+    It must be a live hotvcb (pids.is_hotvcb: not gone, not reused by another program), not `me`'s own pid in
+    another run (that one is long gone), and have started when the record says: the pid may be another
+    hotvcb's now (the nightly backup, a second prune). Where either side cannot tell the start time (a
+    record without `pidstart`, an older hotvcb's; a host without /proc) the live hotvcb is taken at its
+    word, as before the field."""
+    if record.pid == me.pid and record.run != me.run:
+        return False
+    if not pids.is_hotvcb(record.pid):
+        return False
+    now = pids.started(record.pid) if record.pid_start is not None else None
+    return now is None or now == record.pid_start
 
 
 def machine_id() -> str:

@@ -183,12 +183,36 @@ def test_where_the_start_time_cannot_be_read_a_live_hotvcbs_lock_is_a_gc_at_work
                                                                                  monkeypatch):
     """ESXi has no /proc: a pid there is taken at its word, whatever start time a lock records; and the
     lock a GC writes there has no `pidstart` (an older hotvcb's lock text)."""
-    monkeypatch.setattr(gclock, "started", lambda pid: None)
+    monkeypatch.setattr(pids, "started", lambda pid: None)
     me = RunId.new()
     assert not gclock.stale(repo, me, lock_of(hotvcb_holder, 12345).encode())
     with gclock.gc_lock(repo):
         held = repo.backend.get(gclock.LOCK).decode()
         assert parse(held).pid_start is None and "pidstart" not in held
+
+
+@pytest.mark.parametrize("field", ["pid", "pidstart", "started"])
+def test_a_lock_with_a_number_no_process_has_is_judged_never_an_internal_error(aged_repo, hotvcb_holder, field):
+    """Python 3.11+ (and 3.8.14+) turns no string of over 4,300 digits into an int. A planted lock of this machine
+    is judged as one naming pid 0 or a 29-digit pid (test_outsider_gclock): a pid, or a start time, that no
+    process has is a dead GC's lock, which prune takes over at once; its date only names it."""
+    huge = "9" * 5000
+    text = lock_of(hotvcb_holder, start_of(hotvcb_holder))
+    if field == "pid":
+        text = lock_of(0, None).replace("pid=0 ", "pid=%s " % huge)
+    elif field == "pidstart":
+        text = lock_of(hotvcb_holder, None).rstrip("\n") + " pidstart=%s\n" % huge
+    else:
+        text = text.replace("started=1000", "started=" + huge)
+    put(aged_repo, text)
+    r = prune(aged_repo)
+    if field == "started":  # its own process, alive: a GC at work, whatever its date
+        assert r.returncode == 1 and "another garbage collection" in r.stderr, r.stdout + r.stderr[:500]
+        one_clear_line(r)
+        assert aged_repo.backend.get(gclock.LOCK).decode() == text
+    else:
+        assert r.returncode == 0 and "garbage collection" in r.stdout, r.stdout + r.stderr[:500]
+        assert aged_repo.backend.stat(gclock.LOCK) is None
 
 
 def test_the_start_time_of_a_process_whose_name_holds_spaces_and_parentheses(tmp_path):

@@ -1,4 +1,5 @@
-"""Rotation, outcome codes, folder naming and the lock: the rules admins rely on."""
+"""Rotation, outcome codes, folder naming and the run lock (its holder told by pid, start time and heartbeat;
+planted records): the rules admins rely on."""
 
 import os
 import socket
@@ -8,11 +9,15 @@ import time
 from datetime import datetime, timedelta
 
 import pytest
+from repotool import cli, one_clear_line
+from test_outsider_fixrepo import hotvcb_holder  # noqa: F401  (the fixture: a live hotvcb process)
+from test_repo_gclock import start_of
 
+from hotvcb import pids, runid
 from hotvcb.errors import LockError
 from hotvcb.jobs.outcome import final_status
 from hotvcb.model import VmResult
-from hotvcb.runid import RunId
+from hotvcb.runid import RunId, parse
 from hotvcb.shell import LocalShell
 from hotvcb.store import layout, lock, rotation
 from hotvcb.store.lock import HostLock
@@ -201,3 +206,117 @@ def test_lock_four_runs_at_once_over_a_stale_lock_never_share_it(tmp_path):
         spans.sort()
         for (a0, a1), (b0, b1) in zip(spans, spans[1:]):
             assert b0 >= a1, "two runs held the lock at once in trial %d: %s" % (trial, spans)
+
+
+# --- a dead run's pid reused by another hotvcb; records no process has -------------------------------------------
+
+def lock_text(pid, pid_start=None, machine=None, started="1000"):
+    """A run lock's record as another run of this machine wrote it (numbers as text: a planted one's may have
+    any length)."""
+    return "run=0123456789ab machine=%s pid=%s started=%s host=host1%s\n" % (
+        machine or socket.gethostname(), pid, started, "" if pid_start is None else " pidstart=%s" % pid_start)
+
+
+def cleanup(run_dir):
+    """`hotvcb cleanup` on a QEMU host whose QMP folder (the run lock's run_dir) is `run_dir`: it takes the run
+    lock as a backup does."""
+    return cli("--qemu", run_dir, "cleanup")
+
+
+def test_the_run_lock_records_when_its_process_started(tmp_path):
+    mine = HostLock(LocalShell(), str(tmp_path), run_id()).acquire()
+    try:
+        held = parse((tmp_path / lock.LOCK_NAME).read_text())
+        assert held.run == mine.run.run and held.pid == os.getpid() and held.pid_start == start_of(os.getpid())
+    finally:
+        mine.release()
+
+
+def test_a_run_lock_whose_pid_now_is_another_hotvcb_started_later_is_taken_over(tmp_path, hotvcb_holder):
+    """The run that wrote the lock died; its pid is a hotvcb process again (the next nightly run, a prune),
+    one that started at another time than the lock records: no holder, so cleanup takes the lock over."""
+    write_lock(tmp_path, lock_text(hotvcb_holder, start_of(hotvcb_holder) - 1))
+    r = cleanup(tmp_path)
+    assert r.returncode == 0 and "taking over the run lock" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert not (tmp_path / lock.LOCK_NAME).exists()
+
+
+@pytest.mark.parametrize("recorded", ["its own", "none"])
+def test_a_run_lock_of_a_live_hotvcb_that_started_when_it_records_or_records_no_time_is_held(tmp_path, hotvcb_holder,
+                                                                                             recorded):
+    """The lock's own process, or a lock of an older hotvcb without the field (the rule before it: a live hotvcb
+    at the pid holds the lock)."""
+    text = lock_text(hotvcb_holder, start_of(hotvcb_holder) if recorded == "its own" else None)
+    path = write_lock(tmp_path, text)
+    r = cleanup(tmp_path)
+    assert r.returncode == 1 and "another hotvcb run holds" in r.stderr, r.stdout + r.stderr
+    one_clear_line(r)
+    assert path.read_text() == text
+
+
+def test_where_the_start_time_cannot_be_read_a_live_hotvcb_holds_the_lock(tmp_path, hotvcb_holder, monkeypatch):
+    """ESXi has no /proc: a live hotvcb at the lock's pid holds it whatever start time the lock records, and
+    the lock a run writes there has no `pidstart`."""
+    monkeypatch.setattr(pids, "started", lambda pid: None)
+    write_lock(tmp_path, lock_text(hotvcb_holder, 12345))
+    with pytest.raises(LockError, match="another hotvcb run holds .*pid %d" % hotvcb_holder):
+        HostLock(LocalShell(), str(tmp_path), run_id()).acquire()
+    (tmp_path / lock.LOCK_NAME).unlink()
+    mine = HostLock(LocalShell(), str(tmp_path), run_id()).acquire()
+    try:
+        held = (tmp_path / lock.LOCK_NAME).read_text()
+        assert parse(held).run == mine.run.run and "pidstart" not in held
+    finally:
+        mine.release()
+
+
+HUGE = "9" * 5000  # more digits than Python 3.11+ (and 3.8.14+) turns into an int
+
+
+@pytest.mark.parametrize("field", ["pid", "pidstart", "started"])
+def test_a_run_lock_with_a_number_no_process_has_is_judged_as_a_planted_lock_never_an_internal_error(
+        tmp_path, hotvcb_holder, field):
+    """A planted lock of this machine is judged as one naming pid 0 or a 29-digit pid: a pid, or a start time,
+    that no process has is a dead run's lock, taken over at once; its date only names it. `hotvcb status` reads
+    the lock too."""
+    pid, pid_start, started = hotvcb_holder, start_of(hotvcb_holder), "1000"
+    if field == "pid":
+        pid, pid_start = HUGE, None
+    elif field == "pidstart":
+        pid_start = HUGE
+    else:
+        started = HUGE
+    text = lock_text(pid, pid_start, started=started)
+    path = write_lock(tmp_path, text)
+    r = cli("--qemu", tmp_path, "status")
+    assert r.returncode == 0 and "internal error" not in r.stderr, r.stdout + r.stderr[:500]
+    r = cleanup(tmp_path)
+    out = r.stdout + r.stderr
+    if field == "started":  # its own process, alive: it holds the lock, whatever its date
+        assert r.returncode == 1 and "another hotvcb run holds" in r.stderr, out[:1000]
+        assert "pid %d on %s, started at epoch <over 20 digits>" % (hotvcb_holder, socket.gethostname()) in out
+        one_clear_line(r)
+        assert path.read_text() == text
+    else:
+        assert r.returncode == 0 and "taking over the run lock" in out and "internal error" not in out, out[:1000]
+        assert not path.exists()
+
+
+@pytest.mark.parametrize("digits", [20, 21])
+def test_a_records_numbers_are_read_whole_up_to_20_digits_and_past_that_as_no_number_a_process_has(digits):
+    """2**64 has 20 digits. A longer number is read as runid.TOO_LONG, never cut short (a pidstart of 21 digits
+    is not one of 20, nor a record without one) and never by int() of what may be thousands of digits."""
+    number = "1" * digits
+    expected = int(number) if digits == 20 else runid.TOO_LONG
+    assert parse(lock_text(number)).pid == expected
+    assert parse(lock_text(1, started=number)).started == expected
+    assert parse(lock_text(1, number)).pid_start == expected
+
+
+def test_a_holder_dated_past_any_calendar_is_named_in_one_line(tmp_path):
+    """Another machine's fresh lock (judged by its heartbeat) whose start date no clock can show."""
+    write_lock(tmp_path, lock_text(4242, machine="linuxbox-2", started="9" * 20))
+    r = cleanup(tmp_path)
+    assert r.returncode == 1 and "another hotvcb run holds" in r.stderr and "pid 4242 on linuxbox-2" in r.stderr, \
+        r.stdout + r.stderr
+    one_clear_line(r)

@@ -25,8 +25,7 @@ from contextlib import contextmanager
 from typing import Iterator, Optional
 
 from ..errors import HotvcbError, RepoError
-from ..pids import is_hotvcb, started
-from ..runid import RunId, host_id, machine_id, parse
+from ..runid import RunId, host_id, machine_id, parse, running
 from ..shell import LocalShell
 from .backend import NotFound
 from .repository import Repository
@@ -62,19 +61,9 @@ def stale(repo: Repository, me: RunId, lock: Optional[bytes]) -> bool:
     holder = parse(lock.decode("utf-8", "replace"))
     if holder is not None and holder.machine == me.machine == socket.gethostname() \
             and holder.host in ("", this_host()):
-        return not _at_work(holder, me)
+        return not running(holder, me)
     info = repo.backend.stat(LOCK)
     return info is None or abs(repo.backend.now() - info.mtime) > repo.config.grace
-
-
-def _at_work(holder: RunId, me: RunId) -> bool:
-    """A live hotvcb at the lock's pid is its GC only if it started when the lock says: the pid may be
-    another hotvcb's now (the nightly backup, a second prune). Where either side cannot tell (an older
-    hotvcb's lock, a host without /proc) the live hotvcb is taken at its word, as before the field."""
-    if not is_hotvcb(holder.pid) or (holder.pid == me.pid and holder.run != me.run):
-        return False
-    now = started(holder.pid) if holder.pid_start is not None else None
-    return now is None or now == holder.pid_start
 
 
 def read(repo: Repository) -> Optional[bytes]:
@@ -145,8 +134,7 @@ def gc_lock(repo: Repository) -> Iterator[None]:
     then failed (a PUT that timed out after the server stored it, Ctrl-C right after the link where no
     handler records it) must not leave it for the grace period. Only our own record is removed (its run id
     is ours alone)."""
-    me = RunId.new().on_host(this_host())
-    me = me.process_started(started(me.pid))
+    me = RunId.new().on_host(this_host()).with_process_start()
     record = (me.text() + "\n").encode("utf-8")
     try:
         _take(repo, me, record)

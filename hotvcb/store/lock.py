@@ -17,11 +17,15 @@ Taking it (no empty-file window, no double takeover):
    stale, one removes it and takes it; the other then finds a live holder.
 
 Liveness: a holder on this machine is alive while its pid is a hotvcb
-process (pids.is_hotvcb); a holder elsewhere (SSH mode from another box) is
-alive while its heartbeat is fresh: the holder touches the lock every
-HEARTBEAT seconds and a lock untouched for STALE_AFTER seconds is stale. The
-same heartbeat keeps the run's `-partial` folder owner files fresh (`watch`),
-which is how hosts sharing an NFS volume tell a live backup from a dead one.
+process that started when the lock says (runid.running, the GC lock's rule
+too): the lock records its process's start time where /proc tells it, as a
+dead run's pid may be another hotvcb's now (a lock without it, and ESXi,
+which has no /proc, go by the pid alone). A holder elsewhere (SSH mode from
+another box) is alive while its heartbeat is fresh: the holder touches the
+lock every HEARTBEAT seconds and a lock untouched for STALE_AFTER seconds is
+stale. The same heartbeat keeps the run's `-partial` folder owner files fresh
+(`watch`), which is how hosts sharing an NFS volume tell a live backup from a
+dead one.
 
 The host id (runid.host_id) is kept next to the lock. It lives on the host's
 ramdisk on ESXi and is new after a reboot, which only makes older records look
@@ -33,8 +37,7 @@ import time
 from typing import Callable, List, Optional
 
 from ..errors import HostError, LockError
-from ..pids import is_hotvcb
-from ..runid import RunId, parse
+from ..runid import RunId, parse, running
 from ..shell import Shell
 
 LOCK_NAME = "hotvcb.lock"
@@ -47,9 +50,7 @@ TAKEOVER_STALE = 60.0  # a takeover takes milliseconds; one this old died mid-wa
 def holder_alive(shell: Shell, path: str, record: Optional[RunId], me: RunId) -> bool:
     """Is the run that wrote `record` into `path` still running?"""
     if record is not None and record.machine == me.machine:
-        if record.pid == me.pid and record.run != me.run:
-            return False  # our pid, another run: that one is long gone
-        return is_hotvcb(record.pid)
+        return running(record, me)
     age = shell.age(path)
     return age is not None and age < STALE_AFTER
 
@@ -57,6 +58,7 @@ def holder_alive(shell: Shell, path: str, record: Optional[RunId], me: RunId) ->
 class HostLock:
     def __init__(self, shell: Shell, run_dir: str, run: RunId, log: Optional[Callable[[str], None]] = None):
         self.shell, self.run = shell, run
+        self.record = run.with_process_start().text() + "\n"  # with its start: a reused pid is no holder
         self.path = run_dir.rstrip("/") + "/" + LOCK_NAME
         self.run_dir = run_dir
         self.log = log or (lambda msg: None)
@@ -72,7 +74,7 @@ class HostLock:
             self.shell.makedirs(self.run_dir)
             mine = "%s.%s" % (self.path, self.run.run)
             # a temp name, linked as the lock and removed: link_new's fsync of the folder is the one that counts
-            self.shell.write_text(mine, self.run.text() + "\n", sync_folder=False)
+            self.shell.write_text(mine, self.record, sync_folder=False)
         except HostError as err:
             raise LockError("cannot create the run lock %s: %s" % (self.path, err)) from err
         try:
@@ -162,7 +164,7 @@ class HostLock:
             if self.shell.exists(self.path):
                 return
             mine = "%s.%s" % (self.path, self.run.run)
-            self.shell.write_text(mine, self.run.text() + "\n")
+            self.shell.write_text(mine, self.record)
             try:
                 if self.shell.link_new(mine, self.path):
                     self.log("the run lock %s was deleted while this run held it; put it back" % self.path)
