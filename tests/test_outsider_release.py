@@ -80,7 +80,25 @@ def _binary_nuls(host, tmp_path):
         f.write(b"\x00\xff\xfe\x80garbage\x00" * 50)
 
 
+def _socket(host, tmp_path):
+    import socket
+    here = os.getcwd()
+    os.chdir(run_dir(host))  # a socket path is at most 107 bytes
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind("hotvcb.release")
+        sock.close()
+    finally:
+        os.chdir(here)
+
+
+def _self_loop(host, tmp_path):
+    os.symlink("hotvcb.release", kept(host))
+
+
 PLANTED = {
+    "unix socket": _socket,
+    "symlink to itself": _self_loop,
     "symlink to a stale line": _symlink_to_stale,
     "dangling symlink": _dangling,
     "symlink to a FIFO": _symlink_to_fifo,
