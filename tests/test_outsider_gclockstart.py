@@ -551,3 +551,33 @@ def test_a_killed_gc_not_yet_reaped_a_zombie_is_no_gc(tmp_path):
         proc.kill()
         proc.wait()
         proc.stdout.close()
+
+
+@pytest.mark.xfail(strict=True, reason="DEFECT: /proc/PID/stat start ticks shift with the reader's time namespace "
+                                       "(boottime offset): a prune there takes over a live GC's lock by pidstart")
+def test_a_prune_in_a_time_namespace_respects_a_live_gc_with_its_pidstart(tmp_path, hotvcb_holder):
+    if not shutil.which("unshare"):
+        pytest.skip("no unshare")
+    probe = subprocess.run(["unshare", "-T", "--boottime", "1000", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("no time namespaces here")
+    repo = make_repo(tmp_path)
+    text = lock_text(hotvcb_holder, ticks(hotvcb_holder))
+    put_lock(repo, text)
+    r = subprocess.run(["unshare", "-T", "--boottime", "1000", PYTHON, "-m", "hotvcb", "prune", "--repo", str(repo),
+                        "--keep-last", "1"], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                       env=dict(os.environ, PYTHONPATH=ROOT))
+    refused_and_kept(repo, r, text)
+
+
+def test_control_a_prune_in_a_time_namespace_takes_over_a_dead_gcs_lock(tmp_path):
+    if not shutil.which("unshare"):
+        pytest.skip("no unshare")
+    repo = make_repo(tmp_path)
+    put_lock(repo, lock_text(NO_PID, 5))
+    r = subprocess.run(["unshare", "-T", "--boottime", "1000", PYTHON, "-m", "hotvcb", "prune", "--repo", str(repo),
+                        "--keep-last", "1"], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                       env=dict(os.environ, PYTHONPATH=ROOT))
+    if r.returncode != 0 and "unshare" in r.stderr:
+        pytest.skip("no time namespaces here")
+    assert gc_ran(r), r.stdout + r.stderr
