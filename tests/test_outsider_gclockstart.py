@@ -184,8 +184,8 @@ def test_out_of_range_pidstart_is_no_traceback(tmp_path, hotvcb_holder, value):
     assert gc_ran(r), r.stdout + r.stderr  # a start time the live process does not have: no GC of it
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a lock with a pidstart (or pid, started) of >4300 digits makes prune die with "
-                                       "'internal error: ValueError: Exceeds the limit' (runid.parse int())")
+@pytest.mark.xfail(strict=True, reason="DEFECT: a lock with a pidstart (or pid, started) of >4300 digits makes prune "
+                                       "die with 'internal error: ValueError: Exceeds the limit' (runid.parse int())")
 @pytest.mark.parametrize("python", ["python3", "host"])
 @pytest.mark.parametrize("field", ["pidstart", "pid", "started"])
 def test_a_number_of_thousands_of_digits_is_no_internal_error(tmp_path, hotvcb_holder, python, field):
@@ -581,3 +581,36 @@ def test_control_a_prune_in_a_time_namespace_takes_over_a_dead_gcs_lock(tmp_path
     if r.returncode != 0 and "unshare" in r.stderr:
         pytest.skip("no time namespaces here")
     assert gc_ran(r), r.stdout + r.stderr
+
+
+# --- readers (verify) ask the same question ----------------------------------------------------------------------
+
+def test_verify_waits_for_a_live_gc_with_its_pidstart_and_a_signal_ends_the_wait(tmp_path, hotvcb_holder):
+    repo = lost_pack_repo(tmp_path)
+    put_lock(repo, lock_text(hotvcb_holder, ticks(hotvcb_holder)))
+    proc = subprocess.Popen(["timeout", "80", PYTHON, "-m", "hotvcb", "verify", "--repo", str(repo)],  # a bound only
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                            env=dict(os.environ, PYTHONPATH=ROOT))
+    seen = []
+    try:
+        for line in proc.stdout:  # ends at EOF if verify never waits (the test then fails below)
+            seen.append(line)
+            if "waiting up to" in line:
+                proc.send_signal(signal.SIGTERM)
+                break
+        rest = proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = "".join(seen) + rest
+    assert any("waiting up to" in l for l in seen), out
+    assert proc.returncode != 0 and "Traceback" not in out and "internal error" not in out, out
+
+
+def test_verify_does_not_wait_for_a_live_hotvcb_started_at_another_time(tmp_path, hotvcb_holder):
+    repo = lost_pack_repo(tmp_path)
+    put_lock(repo, lock_text(hotvcb_holder, ticks(hotvcb_holder) + 1))
+    r = verify(repo)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "DAMAGED" in out and "waiting up to" not in out, out
