@@ -102,6 +102,26 @@ def test_a_stream_inflating_far_past_its_length_is_refused():
     assert decoded_or_refused(bomb, raw=bytes(65536)) is not None
 
 
+@pytest.mark.xfail(strict=True, reason="DEFECT: a zlib chunk whose stream inflates past raw_len is inflated whole "
+                                       "(64 KiB stored -> >100 MB per worker) before it is refused")
+def test_a_chunk_inflating_past_its_length_is_refused_without_inflating_it_whole():
+    """codec._inflate: 'into one buffer of its known length' — zlib.decompress's bufsize is only where its
+    buffer starts; the zstd path passes max_output_size. A chunk is at most 64 KiB stored, which deflate
+    can make inflate to 64 MiB; each of a restore's workers (one per core) may hold one."""
+    import tracemalloc
+    raw = bytes(65536)
+    bomb = zlib.compress(bytes(64 * MiB), 9)
+    assert len(bomb) <= 65536
+    tracemalloc.start()
+    try:
+        with pytest.raises(RepoError):
+            codec.decode(ZLIB, bomb, len(raw), hashlib.sha256(raw).digest())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * MiB, peak
+
+
 def _pack_with_one_zlib_chunk(tmp_path):
     disk = tmp_path / "disk.raw"
     with open(str(disk), "wb") as f:
@@ -298,6 +318,8 @@ def test_a_restore_stopped_midway_then_run_again_gives_the_whole_disk(tmp_path, 
     r = cli("restore", "--repo", tmp_path / "repo", snap.id, "--to", to, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert same(to / "big.raw", disk)
+    assert sorted(os.listdir(str(to))) == ["big.raw", "web.vmx"], os.listdir(str(to))
+    assert sorted(os.listdir(str(tmp_path))) == ["big.raw", "repo", "restored"], os.listdir(str(tmp_path))
 
 
 @needs_root
@@ -313,6 +335,39 @@ def test_a_zlib_restore_filling_its_disk_midway_fails_in_one_line_and_leaves_not
     assert r.returncode != 0 and "No space left on device" in line, r.stdout + r.stderr
     assert "Exception in thread" not in r.stderr, r.stderr
     assert os.listdir(str(small)) == []
+
+
+def test_a_restore_whose_writes_hit_the_file_size_limit_fails_in_one_line_and_leaves_nothing(tmp_path):
+    """RLIMIT_FSIZE: every write past 4 MiB fails (EFBIG) — the target refusing writes, in a worker."""
+    import resource
+    disk = tmp_path / "disk.raw"
+    make_disk(disk, size=24 * MiB)
+    repo = new_repo(tmp_path / "repo")
+    snap = backup(repo, "web", disk)
+    to = tmp_path / "restored"
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4 * MiB, 4 * MiB))
+
+    r = subprocess.run([sys.executable, "-m", "hotvcb", "restore", "--repo", str(tmp_path / "repo"), snap.id,
+                        "--to", str(to)], capture_output=True, text=True, cwd=ROOT, timeout=80,
+                       env=dict(os.environ, PYTHONPATH=ROOT), preexec_fn=limit)
+    one_clear_line(r)
+    assert r.returncode not in (0, 2) and "File too large" in r.stderr, r.stdout + r.stderr
+    assert "Exception in thread" not in r.stderr, r.stderr
+    assert not to.exists() and not os.path.exists(str(to) + ".hotvcb-restoring"), os.listdir(str(tmp_path))
+
+
+@pytest.mark.parametrize("name", ["with space", "quote'\"d", "Umlaut-\u00e4\u00f6\u00fc"])
+def test_a_restore_to_an_odd_path_restores_whole(tmp_path, name):
+    disk = tmp_path / "disk.raw"
+    make_disk(disk, size=6 * MiB)
+    repo = new_repo(tmp_path / "repo")
+    snap = backup(repo, name, disk)
+    to = tmp_path / ("out " + name)
+    r = cli("restore", "--repo", tmp_path / "repo", snap.id, "--to", to)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert same(to / "disk.raw", disk)
 
 
 def test_two_restores_at_once_into_one_name_give_one_whole_disk_and_one_refusal(tmp_path):
@@ -392,4 +447,42 @@ def test_sigterm_while_the_datastore_listing_hangs_during_a_repo_restore_ends_it
     except (OSError, ValueError):
         pass
     assert p.returncode == 2 and "Traceback" not in out and "Exception in thread" not in out, (p.returncode, out)
+    assert _datastore_leftovers(host) == [], out
+
+
+@needs_root
+@pytest.mark.xfail(strict=True, reason="DEFECT: restore --repo --datastore whose staging fails waits for a hung "
+                                       "early host question (vmware -v up to 60 s, listsummary 300 s) to report it")
+@pytest.mark.parametrize("tool,verb", [("vim-cmd", "hostsvc/datastore/listsummary"), ("vmware", "-v")])
+def test_a_repo_restore_whose_staging_fails_is_not_held_by_a_hung_early_question(host, tmp_path, tool, verb):
+    """The host's version and datastore listing are now asked beside the staging; where the staging fails
+    (a damaged chunk) nothing needs their answers, so a hung hostd may not hold the failure's report
+    (before, neither was asked: the failure came at once). The listing's own timeout is 300 s."""
+    from hotvcb.repo.repository import open_path
+    from repotool import corrupt_one_chunk
+    from simhost import hotvcb_background
+    _a_repo_backup_on_the_host(host, tmp_path)
+    repo = open_path(host.real(REPO))
+    digest = corrupt_one_chunk(host.real(REPO), repo, repo.snapshots()[0])
+    hung = tmp_path / "hung"
+    wrap_tool(host, tool, 'if [ "$1" = %s ]; then echo $$ >> %s; exec sleep 300; fi'
+              % (shlex.quote(verb), shlex.quote(str(hung))))
+    p = hotvcb_background(host, "restore", "--repo", REPO, "--latest", "web", "--datastore", "datastore1",
+                          "--name", "copy")
+    held = ""
+    try:
+        out, _ = p.communicate(timeout=45)
+    except subprocess.TimeoutExpired:
+        held = "HELD: still running after 45 s\n"
+        p.kill()
+    finally:
+        for pid in (hung.read_text().split() if hung.exists() else []):
+            try:
+                os.kill(int(pid), signal.SIGKILL)  # the pipe's last holder: the run's output ends
+            except OSError:
+                pass
+    if held:
+        out = held + p.communicate(timeout=30)[0]
+    assert not out.startswith("HELD") and p.returncode not in (0, 2), (p.returncode, out)
+    assert digest.hex() in out and "Traceback" not in out, out
     assert _datastore_leftovers(host) == [], out
