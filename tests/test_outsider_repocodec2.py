@@ -486,3 +486,63 @@ def test_a_repo_restore_whose_staging_fails_is_not_held_by_a_hung_early_question
     assert not out.startswith("HELD") and p.returncode not in (0, 2), (p.returncode, out)
     assert digest.hex() in out and "Traceback" not in out, out
     assert _datastore_leftovers(host) == [], out
+
+
+def _hotvcb_above(pid):
+    """The hotvcb process that (through its shell) started `pid`."""
+    while pid > 1:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            if b"-m\0hotvcb\0" in f.read():
+                return pid
+        with open("/proc/%d/status" % pid) as f:
+            pid = int(next(l for l in f if l.startswith("PPid:")).split()[1])
+    raise AssertionError("no hotvcb above it")
+
+
+def _unwrap(host, tool, layer="usr_bin"):
+    path = host.store.p("root", layer, "upper", tool)
+    os.rename(path + ".real", path)
+
+
+@needs_root
+def test_a_repo_restore_killed_while_a_host_question_hangs_then_run_again_restores_and_leaves_nothing(host, tmp_path):
+    _a_repo_backup_on_the_host(host, tmp_path)
+    hung = tmp_path / "hung"
+    wrap_tool(host, "vim-cmd", 'if [ "$1" = hostsvc/datastore/listsummary ]; then echo $$ >> %s; exec sleep 300; fi'
+              % shlex.quote(str(hung)))
+    from simhost import hotvcb_background
+    p = hotvcb_background(host, "restore", "--repo", REPO, "--latest", "web", "--datastore", "datastore1",
+                          "--name", "copy")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (hung.exists() and hung.stat().st_size) and p.poll() is None:
+        time.sleep(0.05)
+    assert p.poll() is None
+    os.kill(_hotvcb_above(int(hung.read_text().split()[0])), signal.SIGKILL)
+    for pid in hung.read_text().split():
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except OSError:
+            pass
+    p.communicate(timeout=30)
+    _unwrap(host, "vim-cmd")
+    r = host_hotvcb(host, "restore", "--repo", REPO, "--latest", "web", "--datastore", "datastore1", "--name", "copy")
+    out = r.stdout + r.stderr
+    assert r.returncode == 0 and "Traceback" not in out, out
+    c = host_hotvcb(host, "cleanup", "-g", write_conf(host))  # the killed run's scratch: cleanup's (restore.md)
+    assert c.returncode == 0, c.stdout + c.stderr
+    assert _datastore_leftovers(host) == ["copy"], out + c.stdout + c.stderr
+    assert not [e for e in os.listdir(host.real("/vmfs/volumes/datastore1/copy")) if "hotvcb" in e], out
+
+
+@needs_root
+def test_two_repo_restores_at_once_into_one_name_register_one_vm_and_leave_nothing(host, tmp_path):
+    from simhost import hotvcb_background, vim
+    _a_repo_backup_on_the_host(host, tmp_path)
+    procs = [hotvcb_background(host, "restore", "--repo", REPO, "--latest", "web", "--datastore", "datastore1",
+                               "--name", "copy") for _ in range(2)]
+    outs = [p.communicate(timeout=85)[0] for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes[0] == 0 and codes[1] not in (0, 2), (codes, outs)
+    assert not any("Traceback" in o or "Exception in thread" in o for o in outs), outs
+    assert [l for l in vim(host, "vmsvc/getallvms").splitlines() if " copy " in l].__len__() == 1
+    assert _datastore_leftovers(host) == ["copy"], outs
