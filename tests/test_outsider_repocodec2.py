@@ -546,3 +546,27 @@ def test_two_repo_restores_at_once_into_one_name_register_one_vm_and_leave_nothi
     assert not any("Traceback" in o or "Exception in thread" in o for o in outs), outs
     assert [l for l in vim(host, "vmsvc/getallvms").splitlines() if " copy " in l].__len__() == 1
     assert _datastore_leftovers(host) == ["copy"], outs
+
+
+@pytest.mark.parametrize("chunk_size", [codec.PROBE, 2 * codec.PROBE, 4 * codec.PROBE])
+def test_a_repository_of_chunks_near_the_probe_size_backs_up_verifies_and_restores(tmp_path, chunk_size):
+    disk = tmp_path / "disk.raw"
+    make_disk(disk, size=3 * MiB + 123, regions=3)
+    with open(str(disk), "r+b") as f:  # chunks whose head is random and rest text, and the reverse
+        f.seek(2 * MiB)
+        for i in range(16):
+            f.write(noise(codec.PROBE, i) + text(chunk_size - codec.PROBE, i) if i % 2 else
+                    text(codec.PROBE, i) + noise(chunk_size - codec.PROBE, i))
+    try:
+        repo = new_repo(tmp_path / "repo", chunk_size=chunk_size)
+    except RepoError as err:
+        pytest.skip("this chunk size is refused: %s" % err)
+    snap = backup(repo, "web", disk)
+    for loc in repo.chunk_map().values():
+        assert loc.blob.method in (RAW, ZLIB) and loc.blob.raw_len <= chunk_size
+    v = cli("verify", "--repo", tmp_path / "repo")
+    assert v.returncode == 0, v.stdout + v.stderr
+    to = tmp_path / "restored"
+    r = cli("restore", "--repo", tmp_path / "repo", snap.id, "--to", to)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert same(to / "disk.raw", disk)
