@@ -475,6 +475,10 @@ def test_a_repo_restore_whose_staging_fails_is_not_held_by_a_hung_early_question
     except subprocess.TimeoutExpired:
         held = "HELD: still running after 45 s\n"
         p.kill()
+        try:
+            os.kill(_hotvcb_above(int(hung.read_text().split()[0])), signal.SIGKILL)
+        except (OSError, ValueError, IndexError, AssertionError):
+            pass
     finally:
         for pid in (hung.read_text().split() if hung.exists() else []):
             try:
