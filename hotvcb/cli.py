@@ -14,6 +14,7 @@ from typing import List, Optional
 from . import __version__
 from .commands import common, onhost
 from .errors import HotvcbError, Interrupted, UsageError
+from .runlog import say
 
 # each is commands/<name>_cmd.py, imported only when its name is the command given (or for help and
 # usage errors, all): a `backup` run does not load restore, verify and the repository's code first
@@ -71,18 +72,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     except HotvcbError as err:
         if debug:
             traceback.print_exc()
-        print("hotvcb: error: %s" % err, file=sys.stderr)
+        say("hotvcb: error: %s" % err, stream=sys.stderr)
         return err.exit_code
     except Interrupted as err:
-        print("hotvcb: %s" % err, file=sys.stderr)
+        say("hotvcb: %s" % err, stream=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
-        print("hotvcb: interrupted", file=sys.stderr)
+        say("hotvcb: interrupted", stream=sys.stderr)
         return 2
     except Exception as err:  # the one place an unexpected error becomes a line
         if debug:
             traceback.print_exc()
-        print("hotvcb: internal error: %s: %s (run with -d debug for details)" % (type(err).__name__, err), file=sys.stderr)
+        say("hotvcb: internal error: %s: %s (run with -d debug for details)" % (type(err).__name__, err), stream=sys.stderr)
         return 1
 
 

@@ -227,8 +227,6 @@ def test_escape_sequences_in_the_kept_line_are_not_written_raw_to_the_run_log(ho
         repr(host_line(r.out))
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: status prints the kept release line's escape sequences raw "
-                                       "in its headline (jobs/status.py Report(host.describe()) -> print)")
 def test_escape_sequences_in_the_kept_line_are_not_printed_raw_by_status(host, tmp_path):
     alpha(host)
     with open(kept(host), "w") as f:
