@@ -235,6 +235,21 @@ def test_escape_sequences_in_the_kept_line_are_not_printed_raw_by_status(host, t
     assert "\x1b" not in out and "\x07" not in out, repr(out.splitlines()[0])
 
 
+@pytest.mark.parametrize("line", ["VMware ESXi %s.0.3 build-24784741" % ("7" * 5000),
+                                  "VMware ESXi 7.%s.3 build-24784741" % ("0" * 5000)])
+def test_a_release_of_thousands_of_digits_is_an_unknown_one_and_not_kept(host, tmp_path, line):
+    """Python 3.11+ (and esxisim's 3.8.18) refuse int() of 4,300 digits: a `vmware -v` line holding such a
+    number names no release (not the "0.3" at its tail either), so the run warns of an unknown release,
+    passes -a, keeps nothing and backs up."""
+    alpha(host)
+    wrap_tool(host, "vmware", 'echo "%s"; exit 0' % line)
+    r = backup(host, tmp_path)
+    assert r.returncode == 0 and "internal error" not in r.out and "(unknown ESXi)" in host_line(r.out)[0], \
+        r.out[-3000:]
+    assert len(warnings(r.out)) == 1 and all("-a" in a for a in clones(host)), clones(host)
+    assert not os.path.exists(kept(host)) and len(sealed(host, "alpha")) == 1
+
+
 def test_trailing_junk_on_the_kept_line_is_no_other_release(host, tmp_path):
     alpha(host)
     with open(kept(host), "w") as f:
