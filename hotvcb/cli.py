@@ -7,6 +7,7 @@ VMs failed, 5 some VMs and some disks, 6 all failed, 7 none backed up,
 
 import argparse
 import importlib
+import os
 import sys
 import traceback
 from typing import List, Optional
@@ -14,6 +15,7 @@ from typing import List, Optional
 from . import __version__
 from .commands import common, onhost
 from .errors import HotvcbError, Interrupted, UsageError
+from .runlog import say
 
 # each is commands/<name>_cmd.py, imported only when its name is the command given (or for help and
 # usage errors, all): a `backup` run does not load restore, verify and the repository's code first
@@ -47,6 +49,7 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    _no_writable_by_others()
     argv = list(sys.argv[1:] if argv is None else argv)
     first = _skip_global_options(argv)
     argv = common.libvirt_uri_given(argv[:first]) + argv[first:]  # a subcommand's own --libvirt is its own
@@ -71,19 +74,27 @@ def main(argv: Optional[List[str]] = None) -> int:
     except HotvcbError as err:
         if debug:
             traceback.print_exc()
-        print("hotvcb: error: %s" % err, file=sys.stderr)
+        say("hotvcb: error: %s" % err, stream=sys.stderr)
         return err.exit_code
     except Interrupted as err:
-        print("hotvcb: %s" % err, file=sys.stderr)
+        say("hotvcb: %s" % err, stream=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
-        print("hotvcb: interrupted", file=sys.stderr)
+        say("hotvcb: interrupted", stream=sys.stderr)
         return 2
     except Exception as err:  # the one place an unexpected error becomes a line
         if debug:
             traceback.print_exc()
-        print("hotvcb: internal error: %s: %s (run with -d debug for details)" % (type(err).__name__, err), file=sys.stderr)
+        say("hotvcb: internal error: %s: %s (run with -d debug for details)" % (type(err).__name__, err), stream=sys.stderr)
         return 1
+
+
+def _no_writable_by_others() -> None:
+    """A run from a cron or shell with umask 000 must still create nothing group- or world-writable:
+    the host's kept release and id in /var/run are believed for the whole boot, and logs, records,
+    locks and backups are trusted by the next run. So 022 is added to whatever mask hotvcb is given
+    (a stricter one stays); over SSH the host's commands get the same (`sshscripts.snippet`)."""
+    os.umask(os.umask(0o022) | 0o022)
 
 
 # ghettoVCB's getopts takes the word after these flags as their value, whatever it

@@ -37,13 +37,13 @@ from typing import TYPE_CHECKING, Optional
 
 from . import pids
 from .errors import HostError
+from .units import DIGITS_MAX  # a pid, an epoch, a tick count: none longer
 
 if TYPE_CHECKING:  # a record is read in places that never touch a host: only mypy needs the shell
     from .shell import Shell
 
 MACHINE_ID = "/etc/machine-id"
 HOST_ID_NAME = "hotvcb.hostid"
-DIGITS_MAX = 20  # a pid, an epoch, a tick count: 2**64 has 20 digits; Python 3.11+ refuses int() of 4,300
 TOO_LONG = 10 ** DIGITS_MAX  # what a longer number is read as: more than any of them
 _RECORD = re.compile(r"run=([0-9a-f]+) machine=(\S+) pid=(\d+) started=(\d+)(?: host=(\S+))?(?: pidstart=(\d+))?")
 

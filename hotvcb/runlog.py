@@ -12,6 +12,7 @@ each other. Lines are written whole, under one lock.
 """
 
 import io
+import json
 import os
 import re
 import shutil
@@ -30,8 +31,22 @@ _LINE_BREAK = re.compile("\r\n|\r|\n")  # a message of several lines: each its o
 _HIDDEN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
-def _shown(text: str) -> str:
+def shown(text: str) -> str:
+    """Text from a host, a folder or a user as one may print it: every command's output goes through
+    this too (`say`), so what a terminal or a monitor reads from hotvcb is only ever what hotvcb meant."""
     return _HIDDEN.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def say(text: str, stream: Optional[TextIO] = None, flush: bool = False) -> None:
+    """print() for a command's report: its lines as the log writes them (`shown`); stdout unless told."""
+    print(shown(text), file=stream if stream is not None else sys.stdout, flush=flush)
+
+
+def say_json(data: object, indent: Optional[int] = None) -> None:
+    """A command's --json report on stdout: the same value, with what `shown` escapes written as JSON's
+    own \\u escapes (json leaves C1 controls and U+2028 raw), so a terminal reading it is never commanded."""
+    text = json.dumps(data, indent=indent, ensure_ascii=False)
+    print(_HIDDEN.sub(lambda m: "\\u%04x" % ord(m.group()), text))
 
 
 class RunLog:
@@ -84,7 +99,7 @@ class RunLog:
         if len(parts) > 1 and parts[-1] == "":
             parts.pop()  # a message ending in a line break (a command's output): no empty line after it
         for part in parts:
-            line = "%s -- %s: %s%s" % (stamp, level, tag, _shown(part))
+            line = "%s -- %s: %s%s" % (stamp, level, tag, shown(part))
             if self.debug_file is not None:
                 self.debug_file.write(line + "\n")
                 self.debug_file.flush()

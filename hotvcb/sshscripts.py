@@ -90,8 +90,10 @@ def join(argv: Sequence[str]) -> str:
 
 
 def snippet(script: str, args: Sequence[str]) -> str:
-    """The command line running a snippet with its positional parameters."""
-    return join(["sh", "-c", script, "hotvcb"] + list(args))
+    """The command line running a snippet with its positional parameters, under the session's umask
+    with group and others' write taken away (as `cli` does for a local run: whatever sshd's umask,
+    no file of ours on the host is writable by others)."""
+    return join(["sh", "-c", "umask go-w\n" + script, "hotvcb"] + list(args))
 
 
 def wrapped(argv: Sequence[str]) -> str:

@@ -1,4 +1,20 @@
-"""Numbers as people read them in logs and tables."""
+"""Numbers as people read them in logs and tables, and as files and hosts spell them."""
+
+import re
+from typing import Optional
+
+# 2**64 has 20 digits: no size, sector count, pid, epoch, tick or version number has more. A number read
+# from a file or a host's output is matched with DIGITS (a longer run of digits is then no number at all)
+# or read by `whole`, never handed to int() as it stands: Python 3.11+ (and 3.8.18) refuse int() of 4,300
+# digits or more with a ValueError, and anyone who can write such a file can write that many.
+DIGITS_MAX = 20
+DIGITS = r"(?<![0-9])[0-9]{1,%d}(?![0-9])" % DIGITS_MAX
+_WHOLE = re.compile(DIGITS)
+
+
+def whole(text: str) -> Optional[int]:
+    """The number `text` spells in ASCII digits, or None: other characters, or more than DIGITS_MAX digits."""
+    return int(text) if _WHOLE.fullmatch(text) else None
 
 
 def human_size(n: float, compact: bool = False) -> str:

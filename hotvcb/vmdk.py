@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
 from .errors import HotvcbError
+from .units import DIGITS_MAX, whole
 
-_EXTENT = re.compile(r'^(RW|RDONLY|NOACCESS)\s+(\d+)\s+(\w+)\s+"(.*)"(?:\s+\d+)?\s*$')
+_EXTENT = re.compile(r'^(RW|RDONLY|NOACCESS)\s+([0-9]+)\s+(\w+)\s+"(.*)"(?:\s+[0-9]+)?\s*$')
 _KEY = re.compile(r'^\s*([A-Za-z0-9_.]+)\s*=\s*"?(.*?)"?\s*$')
 
 
@@ -52,6 +53,11 @@ class NotADescriptor(ValueError):
     pass
 
 
+class BadSize(HotvcbError):
+    """An extent line whose size no disk can have (more than DIGITS_MAX digits): the descriptor is damaged or
+    planted. Not a NotADescriptor, which callers take for another kind of file: this one names a disk."""
+
+
 class Unwritable(HotvcbError, ValueError):
     """A path a descriptor line cannot hold: written into one it would be other lines, or another name.
     A HotvcbError, so a job reports it as its error, never as a traceback."""
@@ -85,7 +91,11 @@ def parse(text: str) -> Descriptor:
             continue
         m = _EXTENT.match(line)
         if m:
-            desc.extents.append(Extent(m.group(1), int(m.group(2)), m.group(3).upper(), m.group(4)))
+            sectors = whole(m.group(2))
+            if sectors is None:
+                raise BadSize("disk descriptor line %r: a size of %d digits (no disk's has more than %d); "
+                              "the descriptor is damaged" % (_cut(line), len(m.group(2)), DIGITS_MAX))
+            desc.extents.append(Extent(m.group(1), sectors, m.group(3).upper(), m.group(4)))
             continue
         m = _KEY.match(line)
         if not m:
@@ -105,6 +115,11 @@ def parse(text: str) -> Descriptor:
         raise NotADescriptor("no createType line")
     desc.create_type = create_type
     return desc
+
+
+def _cut(line: str) -> str:
+    """A line as an error names it: its start and end, not thousands of digits between them."""
+    return line if len(line) <= 100 else "%s...%s" % (line[:60], line[-30:])
 
 
 _DELTA_STEM = re.compile(r"-\d{6}(\.vmdk)$")

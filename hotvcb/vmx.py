@@ -8,9 +8,11 @@ matters for restore (the admin's comments and odd keys survive).
 import re
 from typing import Dict, Iterator, List, Optional, Tuple
 
+from .units import DIGITS
+
 _LINE = re.compile(r'^\s*([A-Za-z0-9_.:\-]+)\s*=\s*"(.*)"\s*$')
 DISK_BUSES = ("scsi", "sata", "ide", "nvme")
-_DEVICE = re.compile(r"^(scsi|sata|ide|nvme)(\d+):(\d+)$")
+_DEVICE = re.compile(r"^(scsi|sata|ide|nvme)({0}):({0})$".format(DIGITS))  # a longer number: no device of ESXi's
 
 
 class VmxFile:

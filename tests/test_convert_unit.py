@@ -119,3 +119,18 @@ def test_qemu_command_line_limits():
     m.disks *= 7
     with pytest.raises(ConvertError, match="more than 6 SATA"):
         qemu_argv(m)
+
+
+def test_slots_numbered_with_thousands_of_digits_are_no_devices_and_no_error():
+    """A .vmx line's key of 5,000 digits (Python 3.11+ refuses int() of 4,300): no slot ESXi has, so the disk
+    and NIC slots that are real keep their order and the odd ones stand last or not at all, never a crash."""
+    huge = "1" + "0" * 4999
+    text = VMX + ('scsi0:%s.present = "TRUE"\nscsi0:%s.fileName = "odd.vmdk"\n'
+                  'ethernet%s.present = "TRUE"\nethernet%s.address = "00:50:56:00:00:09"\n'
+                  'ethernet%s.addressType = "static"\n'
+                  'ethernet10.present = "TRUE"\nethernet10.addressType = "static"\n'
+                  'ethernet10.address = "00:50:56:00:00:10"\n') % (huge, huge, huge, huge, huge)
+    m = from_vmx(text)
+    assert [d.origin for d in m.disks] == ["scsi0:0", "ide0:0", "nvme0:0"]
+    assert [n.mac for n in m.nics] == ["00:0c:29:0f:1f:27", "00:50:56:00:00:01", "00:50:56:00:00:10",
+                                       "00:50:56:00:00:09"]

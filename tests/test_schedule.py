@@ -73,6 +73,10 @@ def test_oncalendar(expr, calendar):
     ("0 0 1,,2 * *", "empty item"),
     ("@reboot", "not a schedule"),
     ("@often", "unknown cron shorthand"),
+    ("0 \u00b3 * * *", "not a number"),  # isdigit() says yes, int() says no
+    ("*/\u00b3 * * * *", "bad step"),
+    ("%s 0 * * *" % ("0" * 5000), "not a number"),  # Python 3.11+ refuses int() of 4,300 digits
+    ("*/%s * * * *" % ("1" * 5000), "bad step"),
 ])
 def test_bad_cron_expressions(expr, words):
     with pytest.raises(UsageError, match=words):

@@ -407,3 +407,19 @@ def test_tar_gz_layout(shell, tmp_path):
     shell.make_tar_gz(str(partial), dst, partial.name)  # same name: archived directly
     with tarfile.open(dst) as tar:
         assert sorted(m.name for m in tar.getmembers() if m.isfile())[0] == partial.name + "/ds2/d.vmdk"
+
+
+def test_nothing_ssh_creates_is_writable_by_others_whatever_sshd_umask(tmp_path):
+    """A host whose sessions get umask 000 (sshd itself masks 022, but pam_umask or a forced command may
+    lower it): the files hotvcb makes there over SSH (the kept release and host id, records, backup
+    folders) must still not be writable by group or others."""
+    with running_sshd(tmp_path / "sshd", force_command='umask 000; eval "$SSH_ORIGINAL_COMMAND"') as server:
+        with SshShell(_target(server)) as ssh:
+            assert ssh.run(["sh", "-c", "umask"]).output.strip() == "0022"  # what a host command runs under
+            ssh.makedirs(str(tmp_path / "made/deeper"))
+            ssh.write_text(str(tmp_path / "made/kept"), "VMware ESXi 7.0.3 build-24784741\n")
+            assert ssh.make_new_dir(str(tmp_path / "claimed"))
+            ssh.copy_file(str(tmp_path / "made/kept"), str(tmp_path / "claimed/copy"))
+    modes = {str(p.relative_to(tmp_path)): os.stat(str(p)).st_mode & 0o777
+             for p in tmp_path.rglob("*") if "sshd" not in p.parts}
+    assert len(modes) == 5 and not [p for p, m in modes.items() if m & 0o022], {p: oct(m) for p, m in modes.items()}

@@ -18,13 +18,13 @@ comes from the manifest, or for ghettoVCB backups from the first disk
 descriptor (thin | 2gbsparse | thick).
 """
 
-import json
 import sys
 from datetime import datetime
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from .. import config, vmdk
 from ..errors import HostError
+from ..runlog import say, say_json, shown
 from ..shell import Shell
 from ..store import health, layout, manifest
 from ..treeview import ScannedShell
@@ -133,27 +133,28 @@ def run(args) -> int:
         return repo_cmd.list_backups(args.repo, args.vm, args.json)
     settings, warnings = config.load_settings(args.global_conf)
     for w in warnings:
-        print("hotvcb: warning: %s" % w, file=sys.stderr)
+        say("hotvcb: warning: %s" % w, stream=sys.stderr)
     volume = args.volume or settings.vm_backup_volume
     rows = backup_rows(common.connect(args.host_target).shell, volume, args.vm)
     if args.json:
-        print(json.dumps({"volume": volume, "backups": rows}, indent=2, ensure_ascii=False))
+        say_json({"volume": volume, "backups": rows}, indent=2)
     else:
-        print(table(rows) if rows else "no backups under %s%s" % (volume, " for %r" % args.vm if args.vm else ""))
+        say(table(rows) if rows else "no backups under %s%s" % (volume, " for %r" % args.vm if args.vm else ""))
     return 0
 
 
 def table(rows: List[Dict[str, Any]]) -> str:
     head = ("VM", "TIME", "AGE", "SIZE", "FORMAT", "STATUS", "VERIFIED")
-    lines = [head]
+    lines = [head]  # type: List[Tuple[str, ...]]
     for r in rows:
         status = r["status"] + (" (gz)" if r["compressed"] else "")
         if r["verify_error"]:
             verified = "FAILED: " + r["verify_error"]
         else:
             verified = (r["verified"] or "never").replace("T", " ")
-        lines.append((r["vm"], r["time"].replace("T", " "), age(r["age_seconds"]), human_size(r["size_bytes"], compact=True),
-                      r["format"] or "?", status, verified))
+        lines.append(tuple(shown(c) for c in (  # escaped before the widths are measured: columns stay aligned
+            r["vm"], r["time"].replace("T", " "), age(r["age_seconds"]), human_size(r["size_bytes"], compact=True),
+            r["format"] or "?", status, verified)))
     widths = [max(len(l[i]) for l in lines) for i in range(len(head) - 1)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(l, widths)) + "  " + l[-1] for l in lines)
 

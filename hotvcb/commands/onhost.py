@@ -25,7 +25,7 @@ from .. import config
 from ..jobs import outcome
 from ..errors import HostError, Interrupted, UsageError
 from ..onhost_boot import RUN_DIR
-from ..runlog import RunLog
+from ..runlog import RunLog, say
 
 if TYPE_CHECKING:  # hostrun (with pyzpack, uuid, ...) is imported by an SSH run only: a local run starts sooner
     from .. import hostrun
@@ -132,7 +132,7 @@ def command(args, failed: int, log: Optional[RunLog] = None) -> Optional[int]:
     if done is None:
         return None
     if done.lost:
-        print("hotvcb: error: %s" % done.lost, file=sys.stderr)
+        say("hotvcb: error: %s" % done.lost, stream=sys.stderr)
         return failed
     return done.returncode
 
@@ -169,7 +169,7 @@ def _on_host(args, log: Optional[RunLog], extra: Sequence[str]) -> "Optional[hos
         if log is not None:
             log.info(note)
         else:
-            print("hotvcb: %s" % note, file=sys.stderr)
+            say("hotvcb: %s" % note, stream=sys.stderr)
         return None
     return done
 

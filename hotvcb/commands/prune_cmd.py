@@ -11,6 +11,7 @@ from .. import config, interrupt
 from ..errors import UsageError
 from ..repo import gc, prune
 from ..repo.repository import open_path
+from ..runlog import say
 from ..units import human_size
 
 
@@ -28,7 +29,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     settings, warnings = config.load_settings(args.global_conf)
     for w in warnings:
-        print("hotvcb: warning: %s" % w, file=sys.stderr)
+        say("hotvcb: warning: %s" % w, stream=sys.stderr)
     path = args.repo or settings.vm_backup_repository
     if args.host_target.ssh is not None:
         raise UsageError("prune works on the host itself (the repository is a folder there); run hotvcb there")
@@ -42,19 +43,19 @@ def run(args) -> int:
     if args.vm and not decisions:  # a typo would otherwise "prune" nothing and say so as a success
         raise UsageError("no backup of %r in the repository %s (hotvcb list --repo shows them)" % (args.vm, path))
     for d in decisions:
-        print("%-8s %s%s" % ("keep" if d.kept else "remove", d.snapshot, " (%s)" % d.rule if d.rule else ""))
+        say("%-8s %s%s" % ("keep" if d.kept else "remove", d.snapshot, " (%s)" % d.rule if d.rule else ""))
     if args.dry_run:
-        print("dry run: nothing removed")
+        say("dry run: nothing removed")
         return 0
     # a signal stops GC at its next step, through `finally` blocks, so the GC lock is given back: another host
     # would wait out the grace period (a day) for a dead one's. Never at any instant: a handler raising between
     # an open and the object that owns its descriptor made that descriptor closed twice
     interrupt.install()
-    report = prune.prune(repo, decisions, log=lambda msg: print(msg, flush=True),  # GC says what it leaves alone
+    report = prune.prune(repo, decisions, log=lambda msg: say(msg, flush=True),  # GC says what it leaves alone
                          check=interrupt.raise_pending)
     marked, deleted = gc.describe(report.condemned_why), gc.describe(report.deleted_why)
-    print("removed %d backup(s); garbage collection: %d pack(s) marked%s, %d deleted (%s freed%s), %d chunk(s) "
-          "copied" % (sum(not d.kept for d in decisions), report.packs_condemned, " (%s)" % marked if marked else "",
+    say("removed %d backup(s); garbage collection: %d pack(s) marked%s, %d deleted (%s freed%s), %d chunk(s) "
+        "copied" % (sum(not d.kept for d in decisions), report.packs_condemned, " (%s)" % marked if marked else "",
                       report.packs_deleted, human_size(report.bytes_freed), "; " + deleted if deleted else "",
                       report.chunks_copied))
     return 0

@@ -11,14 +11,13 @@ disks and registers the VM. `hotvcb prune` is
 commands/prune_cmd.py. Exit codes of verify: 0 all good, 4 something damaged.
 """
 
-import json
 import os
 import shutil
 import sys
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
-from .. import interrupt
+from .. import interrupt, runlog
 from ..errors import HostError, RepoError, UsageError
 from ..jobs.repo_backup import flat_name
 from ..jobs.restore_plan import RESTORING
@@ -57,24 +56,25 @@ def row(snap: Snapshot) -> Dict[str, Any]:
 def _readable(repo: Repository, vm: str = "") -> List[Snapshot]:
     snaps, damaged = repo.readable_snapshots(vm or None)
     for problem in damaged:
-        print("hotvcb: warning: %s (left out; hotvcb verify --repo names what it hurts)" % problem, file=sys.stderr)
+        runlog.say("hotvcb: warning: %s (left out; hotvcb verify --repo names what it hurts)" % problem,
+                   stream=sys.stderr)
     return snaps
 
 
 def list_backups(path: str, vm: str, as_json: bool) -> int:
     rows = [row(s) for s in _readable(open_path(path), vm)]
     if as_json:
-        print(json.dumps({"repository": path, "backups": rows}, indent=2, ensure_ascii=False))
+        runlog.say_json({"repository": path, "backups": rows}, indent=2)
         return 0
     if not rows:
-        print("no backups in %s%s" % (path, " for %r" % vm if vm else ""))
+        runlog.say("no backups in %s%s" % (path, " for %r" % vm if vm else ""))
         return 0
     lines = [("VM", "TIME", "ID", "SIZE", "STORED NEW")] + [
-        (r["vm"], r["time"].replace("T", " "), r["id"], human_size(r["size_bytes"], compact=True),
-         human_size(r["new_bytes"], compact=True)) for r in rows]
+        tuple(runlog.shown(c) for c in (r["vm"], r["time"].replace("T", " "), r["id"], human_size(
+            r["size_bytes"], compact=True), human_size(r["new_bytes"], compact=True))) for r in rows]
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     for line in lines:
-        print("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
+        runlog.say("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
     return 0
 
 
@@ -87,16 +87,16 @@ def verify_repository(path: str, sample: Optional[float], new_only: bool, as_jso
     mode = "sample" if sample is not None else "new" if new_only else "all"
     report = verify(open_path(path), mode, share=(sample or 0) / 100.0, say=_say)
     if report.marker_error:
-        print("hotvcb: warning: what verify found is not recorded (--new reads good packs again; a backup "
-              "reuses chunks found damaged): %s" % report.marker_error, file=sys.stderr)
+        runlog.say("hotvcb: warning: what verify found is not recorded (--new reads good packs again; a backup "
+                   "reuses chunks found damaged): %s" % report.marker_error, stream=sys.stderr)
     if as_json:
-        print(json.dumps({"repository": path, "mode": mode, "backups": report.backups,
-                          "packs_read": report.packs_read, "chunks_read": report.chunks_read,
-                          "problems": report.problems}, indent=2, ensure_ascii=False))
+        runlog.say_json({"repository": path, "mode": mode, "backups": report.backups,
+                         "packs_read": report.packs_read, "chunks_read": report.chunks_read,
+                         "problems": report.problems}, indent=2)
     else:
         for problem in report.problems:
-            print("DAMAGED: %s" % problem)
-        print("%d backup(s), %d pack(s) and %d chunk(s) read (%s): %s" % (
+            runlog.say("DAMAGED: %s" % problem)
+        runlog.say("%d backup(s), %d pack(s) and %d chunk(s) read (%s): %s" % (
             report.backups, report.packs_read, report.chunks_read, mode,
             "OK" if report.ok else "%d problem(s)" % len(report.problems)))
     return 0 if report.ok else 4
@@ -104,7 +104,7 @@ def verify_repository(path: str, sample: Optional[float], new_only: bool, as_jso
 
 def _say(line: str) -> None:
     """Verify's word of a wait goes to stderr: stdout is its report (--json's a document)."""
-    print("hotvcb: %s" % line, file=sys.stderr, flush=True)
+    runlog.say("hotvcb: %s" % line, stream=sys.stderr, flush=True)
 
 
 def find(repo: Repository, ident: str, latest: str = "") -> Snapshot:
@@ -165,7 +165,7 @@ def restore(path: str, ident: str, to: str, log, latest: str = "") -> int:
         records.release(work)
     except HostError as err:  # the backup is restored; a record naming no folder is harmless
         log.warning("%s -- remove it by hand" % err)
-    print("Restored %s into %s: %s" % (snap, to, ", ".join(written)))
+    runlog.say("Restored %s into %s: %s" % (snap, to, ", ".join(written)))
     return 0
 
 
@@ -187,7 +187,7 @@ def staged(path: str, ident: str, target: str, records: Records, say: Say, lates
         try:
             records.remove(scratch)
         except HostError as err:  # not over the error that brought us here
-            print("hotvcb: warning: %s -- remove %s by hand" % (err, scratch), file=sys.stderr)
+            runlog.say("hotvcb: warning: %s -- remove %s by hand" % (err, scratch), stream=sys.stderr)
 
 
 def _materialize(repo: Repository, snap: Snapshot, work: str, remove: Callable[[str], None], say: Say) -> List[str]:
@@ -204,7 +204,7 @@ def _materialize(repo: Repository, snap: Snapshot, work: str, remove: Callable[[
             # a VMDK's descriptor came back with the files above: the data goes where it points
             base = os.path.basename(disk["name"])
             name = flat_name(base) if disk["name"] in stored else os.path.splitext(base)[0] + ".raw"
-            print("Restoring %s (%s) ..." % (disk["name"], human_size(disk["size"])), flush=True)
+            runlog.say("Restoring %s (%s) ..." % (disk["name"], human_size(disk["size"])), flush=True)
             restore_disk(repo, snap, disk, os.path.join(work, name), check=_check, where=where)
             written.append(name)
         return written

@@ -7,6 +7,7 @@ from typing import List, Tuple
 
 from .. import schedule
 from ..errors import UsageError
+from ..runlog import say
 from ..schedule import cron, esxi, linux
 from . import backup_cmd, common
 
@@ -56,7 +57,7 @@ def _usage(p: argparse.ArgumentParser) -> int:
 
 
 def _warn(msg: str) -> None:
-    print("hotvcb: warning: %s" % msg, file=sys.stderr)
+    say("hotvcb: warning: %s" % msg, stream=sys.stderr)
 
 
 def _on_esxi(args) -> bool:
@@ -140,11 +141,11 @@ def run_install(args) -> int:
     job = schedule.Job(name, expr, argv, log)
     result = sched.install(job)
     if args.systemd:
-        print("installed %s.timer (OnCalendar=%s) running: %s" % (linux.unit_name(name), result, schedule.shell_line(argv)))
+        say("installed %s.timer (OnCalendar=%s) running: %s" % (linux.unit_name(name), result, schedule.shell_line(argv)))
     else:
-        print("installed job %s: %s" % (name, result))
+        say("installed job %s: %s" % (name, result))
         if on_esxi:
-            print("persisted in %s (re-added and crond restarted at boot)" % sched.boot_file())
+            say("persisted in %s (re-added and crond restarted at boot)" % sched.boot_file())
     return 0
 
 
@@ -153,9 +154,9 @@ def run_remove(args) -> int:
     job = None if args.all_jobs else schedule.check_job_name(args.job)
     found = _scheduler(args, on_esxi).remove(job)
     if not found:
-        print("no hotvcb job %s installed; nothing to remove" % ("at all" if job is None else repr(job)))
+        say("no hotvcb job %s installed; nothing to remove" % ("at all" if job is None else repr(job)))
         return 0
-    print("removed job(s): %s" % ", ".join(found))
+    say("removed job(s): %s" % ", ".join(found))
     return 0
 
 
@@ -165,32 +166,32 @@ def run_show(args) -> int:
     if not on_esxi:
         entries = sched.status()
         if not entries:
-            print("no hotvcb jobs installed")
+            say("no hotvcb jobs installed")
         for e in entries:
-            print("job %s in %s:\n  %s" % (e.job, e.where, e.text.replace("\n", "\n  ")))
+            say("job %s in %s:\n  %s" % (e.job, e.where, e.text.replace("\n", "\n  ")))
         if entries:
-            print("survives a reboot: yes (%s)" % ("systemd units are files on disk" if args.systemd else "crontab is on disk"))
+            say("survives a reboot: yes (%s)" % ("systemd units are files on disk" if args.systemd else "crontab is on disk"))
         return 0
     status = sched.status()
     jobs = sorted({e.job for e in status.entries})
     if not jobs:
-        print("no hotvcb jobs installed")
+        say("no hotvcb jobs installed")
     for name in jobs:
         lines = [e for e in status.entries if e.job == name and e.where == esxi.CRONTAB]
         blocks = [e for e in status.entries if e.job == name and e.where != esxi.CRONTAB]
-        print("job %s" % name)
+        say("job %s" % name)
         if lines:
             for e in lines:
-                print("  cron line in %s:\n    %s" % (esxi.CRONTAB, e.text))
+                say("  cron line in %s:\n    %s" % (esxi.CRONTAB, e.text))
         else:
-            print("  cron line: MISSING from %s (not active until the next boot re-adds it)" % esxi.CRONTAB)
+            say("  cron line: MISSING from %s (not active until the next boot re-adds it)" % esxi.CRONTAB)
         if blocks:
             same = bool(lines) and all(_quoted(lines[0].text) in b.text for b in blocks)
-            print("  boot block in %s: present%s" % (status.boot_file, "" if same or not lines else " (re-adds a different line; re-run install)"))
+            say("  boot block in %s: present%s" % (status.boot_file, "" if same or not lines else " (re-adds a different line; re-run install)"))
         else:
-            print("  boot block in %s: MISSING" % status.boot_file)
-        print("  survives a reboot: %s" % _survives(bool(blocks), status.secure_boot))
-    print("crond: %s" % ("running" if status.crond_running else "NOT running (no job will start)"))
+            say("  boot block in %s: MISSING" % status.boot_file)
+        say("  survives a reboot: %s" % _survives(bool(blocks), status.secure_boot))
+    say("crond: %s" % ("running" if status.crond_running else "NOT running (no job will start)"))
     if status.secure_boot:
         _warn("UEFI Secure Boot is enabled: ESXi does not run %s at boot" % status.boot_file)
     return 0

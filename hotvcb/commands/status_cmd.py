@@ -6,13 +6,13 @@ Exit codes follow the monitoring plugins' convention (Nagios, Icinga, Zabbix):
 """
 
 import dataclasses
-import json
 import sys
 from typing import Any, Dict, List
 
 from .. import config, namelist
 from ..errors import HotvcbError
 from ..jobs.status import RANK, Limits, host_status
+from ..runlog import say, say_json
 from ..units import parse_duration
 from . import common, onhost, repo_cmd
 
@@ -52,18 +52,18 @@ def run(args) -> int:
         report = host_status(common.connect(args.host_target), settings, limits, names, exclude)
     except HotvcbError as err:
         if args.json:
-            print(json.dumps({"status": "UNKNOWN", "message": str(err), "checks": []}))
+            say_json({"status": "UNKNOWN", "message": str(err), "checks": []})
         else:
-            print("UNKNOWN: %s" % err)
+            say("UNKNOWN: %s" % err)
         return UNKNOWN
     if args.json:
-        print(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
+        say_json(report.as_dict(), indent=2)
     else:
         for w in warnings:
-            print("hotvcb: warning: %s" % w, file=sys.stderr)
-        print(_headline(report.severity, report.host, report.checks))
+            say("hotvcb: warning: %s" % w, stream=sys.stderr)
+        say(_headline(report.severity, report.host, report.checks))
         for c in sorted(report.checks, key=lambda c: -RANK[c.severity]):
-            print(c.line())
+            say(c.line())
     return RANK[report.severity]
 
 
@@ -86,7 +86,10 @@ def _many(args) -> int:
         limits, names, exclude = _scope(args)
         hosts = common.targets_in(args.hosts, args)
     except HotvcbError as err:
-        print(json.dumps({"status": "UNKNOWN", "message": str(err), "hosts": []}) if args.json else "UNKNOWN: %s" % err)
+        if args.json:
+            say_json({"status": "UNKNOWN", "message": str(err), "hosts": []})
+        else:
+            say("UNKNOWN: %s" % err)
         return UNKNOWN
     reports = []  # type: List[Dict[str, Any]]
     for line, target in hosts:
@@ -98,14 +101,14 @@ def _many(args) -> int:
     states = [r["status"] for r in reports]
     worst = "CRIT" if "CRIT" in states else "UNKNOWN" if "UNKNOWN" in states else "WARN" if "WARN" in states else "OK"
     if args.json:
-        print(json.dumps({"status": worst, "hosts": reports}, indent=2, ensure_ascii=False))
+        say_json({"status": worst, "hosts": reports}, indent=2)
     else:
-        print("%s: %d host(s) -- %s" % (worst, len(reports), ", ".join(
+        say("%s: %d host(s) -- %s" % (worst, len(reports), ", ".join(
             "%s %s" % (r["host"], r["status"]) for r in reports)))
         for r in reports:
             if r["status"] == "UNKNOWN":
-                print("UNKNOWN %s: %s" % (r["host"], r["message"]))
+                say("UNKNOWN %s: %s" % (r["host"], r["message"]))
                 continue
             for c in sorted(r["checks"], key=lambda c: -RANK[c["severity"]]):
-                print("%-4s %s %-13s %s: %s" % (c["severity"], r["host"], c["kind"], c["name"], c["message"]))
+                say("%-4s %s %-13s %s: %s" % (c["severity"], r["host"], c["kind"], c["name"], c["message"]))
     return UNKNOWN if worst == "UNKNOWN" else RANK[worst]

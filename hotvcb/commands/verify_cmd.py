@@ -10,7 +10,6 @@ incomplete (no STATUS file), 6 all of them, 1 usage.
 """
 
 import argparse
-import json
 import math
 import sys
 
@@ -19,6 +18,7 @@ from ..errors import UsageError
 from ..jobs import backup_check, boot_check
 from ..jobs.verify import verify_backup
 from ..restorefile import trim_path
+from ..runlog import say, say_json
 from ..shell import LocalShell, Shell
 from ..store import layout
 from . import common, list_cmd, onhost, repo_cmd
@@ -84,7 +84,7 @@ def targets(shell: Shell, volume: str, target, all_backups: bool):
 
 def run(args) -> int:
     settings, warnings = config.load_settings(args.global_conf)
-    onhost.say_warnings(args, warnings, lambda w: print("hotvcb: warning: %s" % w, file=sys.stderr))
+    onhost.say_warnings(args, warnings, lambda w: say("hotvcb: warning: %s" % w, stream=sys.stderr))
     if args.boot:
         return _boot(args, settings)
     code = onhost.command(args, 1)
@@ -102,26 +102,26 @@ def run(args) -> int:
     results = []
     for path in paths:
         if not args.json:
-            print("Verifying %s ..." % path, flush=True)
+            say("Verifying %s ..." % path, flush=True)
         res = verify_backup(shell, path)
         results.append(res)
         if not args.json:
-            print("  %s: %s" % (res.status.upper(), res.message))
+            say("  %s: %s" % (res.status.upper(), res.message))
             for p in res.problems[1:]:
-                print("  also: %s" % p)
+                say("  also: %s" % p)
             for n in res.notes:
-                print("  note: %s" % n)
+                say("  note: %s" % n)
     if not args.json:
         for s in skipped:
-            print("skipped %s" % s)
+            say("skipped %s" % s)
     damaged = [r for r in results if not r.ok]
     if args.json:
-        print(json.dumps({"results": [{
+        say_json({"results": [{
             "path": r.path, "status": r.status, "files": r.files, "bytes": r.bytes, "message": r.message,
             "problems": [{"file": p.file, "message": p.message, "first": p.first, "last": p.last} for p in r.problems],
-            "notes": r.notes} for r in results], "skipped": skipped}, indent=2, ensure_ascii=False))
+            "notes": r.notes} for r in results], "skipped": skipped}, indent=2)
     else:
-        print("%d backup(s) checked, %d damaged or incomplete" % (len(results), len(damaged)))
+        say("%d backup(s) checked, %d damaged or incomplete" % (len(results), len(damaged)))
     if not damaged:
         return 0
     return 6 if len(damaged) == len(results) else 4
@@ -142,9 +142,9 @@ def _boot(args, settings) -> int:
             raise UsageError("no good backup of %r under %s to boot" % (args.target, volume))
         path = newest
     interrupt.install()
-    print("Booting %s ..." % path, flush=True)
-    res = boot_check.smoke_boot(shell, path, lambda line: print("  " + line, flush=True),
+    say("Booting %s ..." % path, flush=True)
+    res = boot_check.smoke_boot(shell, path, lambda line: say("  " + line, flush=True),
                                 pattern=args.boot_pattern, timeout=args.boot_timeout, console=args.console_log,
                                 accel=args.boot_accel)
-    print("%s: %s (console log: %s)" % ("PASS" if res.ok else "FAIL", res.message, res.console), flush=True)
+    say("%s: %s (console log: %s)" % ("PASS" if res.ok else "FAIL", res.message, res.console), flush=True)
     return 0 if res.ok else 6

@@ -10,6 +10,7 @@ virtio drivers (`--disk-bus virtio`, `--nic-model virtio`).
 
 from typing import Callable, Optional, Tuple
 
+from ..units import whole
 from ..vmx import VmxFile
 from .machine import (MAX_MEMORY_MIB, MAX_VCPUS, ConvertError, DiskSpec, Machine, NicSpec, new_mac, new_uuid,
                       normal_mac, normal_uuid, number_targets, positive_int)
@@ -73,9 +74,14 @@ def _disks(vmx: VmxFile, m: Machine, where: str, resolve: Resolve, disk_bus: Opt
         raise ConvertError("%s: no disk of the .vmx is in the backup" % where)
 
 
+def _slot_order(slot: str) -> Tuple[int, str]:
+    """ethernet2 before ethernet10; a slot whose number is no bounded ASCII one (`units.whole`) after all."""
+    n = whole(slot[len("ethernet"):])
+    return (1 << 30 if n is None else n, slot)
+
+
 def _nics(vmx: VmxFile, m: Machine, where: str, nic_model: Optional[str]) -> None:
-    slots = sorted({k.split(".", 1)[0] for k in vmx.keys() if k.startswith("ethernet") and "." in k},
-                   key=lambda s: int(s[len("ethernet"):]) if s[len("ethernet"):].isdigit() else 1 << 30)
+    slots = sorted({k.split(".", 1)[0] for k in vmx.keys() if k.startswith("ethernet") and "." in k}, key=_slot_order)
     for slot in slots:
         if (vmx.get(slot + ".present") or "").upper() != "TRUE":
             continue

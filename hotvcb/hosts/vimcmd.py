@@ -11,6 +11,7 @@ import re
 from typing import Dict, List, Optional, Tuple
 
 from ..model import DatastoreInfo, Snapshot, VmRef
+from ..units import DIGITS
 
 _ROW = re.compile(r"^\s*(\d+)\s+(.*)$")
 _FILE = re.compile(r"^\[([^\]]+)\] (.+?\.vmx)\s+\S+\s+vmx-\d+\b")
@@ -158,7 +159,7 @@ def parse_datastore_listsummary(text: str) -> List[DatastoreInfo]:
     return out
 
 
-_FREE = re.compile(r"^\s*freeSpace = (\d+),?\s*$", re.M)
+_FREE = re.compile(r"^\s*freeSpace = (%s),?\s*$" % DIGITS, re.M)
 
 
 def parse_datastore_free(text: str) -> Optional[int]:
@@ -175,8 +176,10 @@ def _int(value: Optional[str]) -> int:
         return 0
 
 
-_CLONE = re.compile(r"Clone: (\d+)% done")
-_VERSION = re.compile(r"\b(\d+)\.(\d+)(?:\.(\d+))?\s+build-")
+_CLONE = re.compile(r"Clone: (%s)%% done" % DIGITS)
+# a release line is also read from the host's ramdisk (hosts/esxi_release.py), where anyone with root may write
+# (its numbers bounded, and the first not the tail of a longer dotted one, which is then no version at all)
+_VERSION = re.compile(r"(?<!\.)\b({0})\.({0})(?:\.({0}))?\s+build-".format(DIGITS))
 
 
 def parse_version(text: str) -> Optional[Tuple[int, ...]]:

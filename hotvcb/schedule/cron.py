@@ -14,6 +14,7 @@ Not convertible to OnCalendar (refused with an error naming the reason):
 from typing import List, NamedTuple, Sequence, Set, Tuple
 
 from ..errors import UsageError
+from ..units import whole
 
 MACROS = {
     "@yearly": "0 0 1 1 *",
@@ -89,9 +90,10 @@ def _expand(field: _Field, part: str, expr: str) -> Set[int]:
         base, _, step_text = item.partition("/")
         step = 1
         if step_text:
-            if not step_text.isdigit() or int(step_text) == 0:
+            given = whole(step_text)  # ASCII digits, few of them: isdigit() passes '³', and int() fails it
+            if not given:
                 raise bad("has a bad step %r" % step_text)
-            step = int(step_text)
+            step = given
         if base == "*":
             lo, hi = field.low, field.high
         elif "-" in base:
@@ -112,9 +114,9 @@ def _number(field: _Field, text: str, bad) -> int:
     low = text.lower()
     if low in field.names:
         return field.low + list(field.names).index(low)
-    if not text.isdigit():
+    n = whole(text)
+    if n is None:
         raise bad("is not a number, name, range or step" if text else "has an empty item")
-    n = int(text)
     if not field.low <= n <= field.high:
         raise bad("is out of range %d-%d" % (field.low, field.high))
     return n

@@ -30,6 +30,7 @@ from ..errors import HostError
 from ..hosts.vimcmd import parse_version
 from ..shell import LocalShell
 from ..pids import alive
+from ..units import whole
 from . import Entry, Job, cron_line, has_marker, job_of, shell_line
 
 CRONTAB = "/var/spool/cron/crontabs/root"
@@ -165,7 +166,7 @@ class EsxiScheduler:
                 text = f.read().strip()
         except OSError:
             return None
-        return int(text) if text.isdigit() else None
+        return whole(text)
 
     def crond_running(self) -> bool:
         pid = self.crond_pid()
