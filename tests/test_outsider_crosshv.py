@@ -157,12 +157,17 @@ def procs_naming(text):
 def test_a_hostile_vm_name_does_not_run_in_the_start_script(tmp_path):
     """The start script puts the name into a double-quoted QMP path: `$(...)` and backticks there
     would run when the admin starts the restored VM."""
-    vm = "web $(touch pwned1) `touch pwned2` \"q\" \\x, it's\ntouch pwned3 'x"
-    raw = 'displayName = "%s"\n' % vm.replace("\n", "|0A").replace('"', "|22")  # VMware's escapes
+    vm = "web $(touch pwned1) `touch pwned2` \"q\" \\x, it's; touch pwned3 'x"
+    raw = 'displayName = "%s"\n' % vm.replace('"', "|22")  # VMware's escape
     backup = esxi_backup(tmp_path / "vol", vm, folder_vm="web", raw_vmx=raw)
     before = digests(backup)
     out = tmp_path / "out"
     out.mkdir()
+    # a line break (VMware's |0A) cannot be a restored VM's name: refused before anything is written
+    broken = esxi_backup(tmp_path / "vol2", vm, folder_vm="web",
+                         raw_vmx='displayName = "%s|0Atouch pwned4"\n' % vm.replace('"', "|22"))
+    r = cli("restore", broken, "--kvm", out, "--no-verify")
+    assert r.returncode == 6 and "line break" in r.out and os.listdir(str(out)) == [], r.out
     r = cli("restore", backup, "--kvm", out, "--no-verify")
     assert r.returncode == 0, r.out
     (folder,) = os.listdir(out)
@@ -527,12 +532,10 @@ def test_a_domain_name_cannot_inject_vmx_keys_into_the_esxi_restore(tmp_path):
         seal(made, "lv", [("vda", ["vda.qcow2"])])
         shutil.copytree(made, host.real(inside))
         r = hotvcb(host, "restore", inside, "--datastore", "datastore1")  # under the domain's own name
-        assert r.returncode == 0, r.stdout + r.stderr
-        (vmx,) = [os.path.join(dirpath, f) for dirpath, _d, files in os.walk(host.real("/vmfs/volumes/datastore1"))
-                  for f in files if f.endswith(".vmx")]
-        text = open(vmx, encoding="utf-8", newline="").read()
-        assert all(re.match(r'^[\w.:-]+ = "[^"]*"$', l) for l in text.split("\n") if l), text
-        assert VmxFile(text).get("displayName") == name, text  # written with VMware's |0A escapes
+        out = r.stdout + r.stderr
+        assert r.returncode == 6 and "line break" in out and "restore it under a new name" in out, out
+        assert not [f for _p, _d, files in os.walk(host.real("/vmfs/volumes/datastore1"))
+                    for f in files if f.endswith(".vmx")]  # refused before a line of it was written
         # and its qcow2 may not name a backing file (here another VM's disk on the datastore)
         make_boot_disk(host.real("/vmfs/volumes/datastore1/victim.raw"), 1 << 20)
         subprocess.run([QEMU_IMG, "create", "-q", "-u", "-f", "qcow2", "-F", "raw", "-b",
