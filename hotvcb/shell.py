@@ -181,6 +181,22 @@ def decoded(data: bytes) -> str:
         return data.decode("latin-1")
 
 
+def encodings(text: str) -> List[bytes]:
+    """Every byte string `decoded` may have read `text` from: its UTF-8 bytes, and its Latin-1 bytes where
+    those are not UTF-8 (then decoded fell back to Latin-1). Two where the text alone cannot tell
+    (`é` is C3 A9 as UTF-8, E9 as Latin-1), so a reader of a file's bytes through its text (a checksum,
+    a binary header) tries each."""
+    out = [text.encode("utf-8")]
+    try:
+        raw = text.encode("latin-1")
+        raw.decode("utf-8")
+    except UnicodeEncodeError:
+        return out
+    except UnicodeDecodeError:
+        out.append(raw)
+    return out
+
+
 def tree_of(raw: Dict[str, Any]) -> Tree:
     """treescan.py's JSON entries as TreeEntry values."""
     return {rel: TreeEntry(str(e[0]), int(e[1]), int(e[2]), e[3], bool(e[4])) for rel, e in raw.items()}

@@ -58,10 +58,8 @@ def tree_holds(folder, data):
 
 
 @needs_qemu_img
-@pytest.mark.xfail(strict=True, reason="DEFECT: restore --kvm checks only the top descriptor of a delta; its "
-                   "parent's extent outside the backup is converted as the disk")
 def test_kvm_restore_of_a_delta_whose_parent_names_another_vms_disk(tmp_path):
-    """The ESXi restore checks a delta's parents down to the base (require_parents_inside); restore --kvm
+    """The ESXi restore checks a delta's parents down to the base (require_chain_inside); restore --kvm
     reads the same chain with qemu-img convert, so the same backup must be refused there too."""
     data = b"\0" * 4096 + os.urandom(MiB - 4096)
     backup, secret = kvm_delta_backup(tmp_path, data)
@@ -74,8 +72,6 @@ def test_kvm_restore_of_a_delta_whose_parent_names_another_vms_disk(tmp_path):
 
 
 @needs_qemu_img
-@pytest.mark.xfail(strict=True, reason="DEFECT: a monolithicSparse disk's embedded parentFileNameHint is never "
-                   "checked (require_extents_inside returns None for a sparse file); qemu-img follows it")
 def test_kvm_restore_of_a_sparse_disk_whose_embedded_parent_lies_outside(tmp_path):
     """The backup's disk is one monolithicSparse file (hotvcb checks its magic and stops: 'its embedded
     descriptor names only itself'), but its embedded descriptor names a parent by absolute path, another
@@ -445,8 +441,6 @@ def test_a_delta_and_its_own_parent_as_two_disks_of_one_vm(site):
 
 
 @needs_qemu_img
-@pytest.mark.xfail(strict=True, reason="DEFECT: verify --boot boots a delta whose parent names a file outside "
-                   "the backup (parents unchecked outside the ESXi restore)")
 def test_boot_check_of_a_delta_whose_parent_names_another_vms_disk(tmp_path):
     """verify --boot puts an overlay on the backup's disk: qemu reads the chain below it, the parent's
     outside extent included. It must be refused as restore refuses an outside extent, before QEMU."""
