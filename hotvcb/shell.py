@@ -181,20 +181,10 @@ def decoded(data: bytes) -> str:
         return data.decode("latin-1")
 
 
-def encodings(text: str) -> List[bytes]:
-    """Every byte string `decoded` may have read `text` from: its UTF-8 bytes, and its Latin-1 bytes where
-    those are not UTF-8 (then decoded fell back to Latin-1). Two where the text alone cannot tell
-    (`é` is C3 A9 as UTF-8, E9 as Latin-1), so a reader of a file's bytes through its text (a checksum,
-    a binary header) tries each."""
-    out = [text.encode("utf-8")]
-    try:
-        raw = text.encode("latin-1")
-        raw.decode("utf-8")
-    except UnicodeEncodeError:
-        return out
-    except UnicodeDecodeError:
-        out.append(raw)
-    return out
+def encoded(text: str, size: int) -> bytes:
+    """The `size` bytes `decoded` read `text` from: Latin-1 gives one character a byte, UTF-8 fewer
+    wherever the two differ (`é` is C3 A9 in UTF-8, E9 in Latin-1: the text alone cannot tell)."""
+    return text.encode("latin-1" if len(text) == size else "utf-8")
 
 
 def tree_of(raw: Dict[str, Any]) -> Tree:

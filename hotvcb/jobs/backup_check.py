@@ -14,7 +14,7 @@ from .. import targz, vmdk
 from ..convert.machine import Machine
 from ..hosts import esxi_tree, qemuimg
 from ..errors import HostError, HotvcbError
-from ..shell import FileReader, Shell, decoded, encodings
+from ..shell import FileReader, Shell, decoded, encoded
 from ..store import chain, health, layout
 from .verify import verify_folder, verify_gz
 
@@ -118,7 +118,7 @@ def _inside(fs: FileReader, path: str, parent: bool) -> Tuple[Optional[str], Opt
         if text[:magic] in SPARSE_MAGICS:
             if size > DESCRIPTOR_MAX:
                 text = fs.read_regular(path, DESCRIPTOR_MAX)
-            return None, _sparse_hint(path, text) if parent else None
+            return None, _sparse_hint(path, encoded(text, min(size, DESCRIPTOR_MAX))) if parent else None
         if size > TEXT_MAX:
             raise HotvcbError("%s is %d bytes and no sparse extent: too big for a disk descriptor; not "
                               "restoring from it" % (path, size))
@@ -135,30 +135,26 @@ def _inside(fs: FileReader, path: str, parent: bool) -> Tuple[Optional[str], Opt
     return text, _one_hint(path, [desc.parent_hint] + _QEMU_HINT.findall(text)) if parent else None
 
 
-def _sparse_hint(path: str, head: str) -> Optional[str]:
+def _sparse_hint(path: str, head: bytes) -> Optional[str]:
     """A sparse extent (its first DESCRIPTOR_MAX bytes `head`, as read) names files too: a hosted sparse
     one (KDMV) embeds a descriptor where its header says (descriptorOffset and descriptorSize, in
     sectors, at bytes 28 and 36), whose parentFileNameHint vmkfstools follows and whose extents qemu
     opens (an image of capacity 0); qemu looks for the hint itself in the 20 sectors from sector 1,
     whatever the header says (block/vmdk.c vmdk_parent_open). Each is checked as a text descriptor's;
-    the parent named, if any. The bytes are tried as each they may be (shell.encodings): the text alone
-    cannot tell UTF-8 from Latin-1, and offsets count bytes."""
-    hints = []  # type: List[Optional[str]]
-    for raw in encodings(head):
-        window = raw[512: 512 + QEMU_DESC_SIZE].split(b"\0", 1)[0]  # a C string to qemu
-        hints += _QEMU_HINT.findall(decoded(window))
-        offset, sectors = struct.unpack_from("<QQ", raw.ljust(44, b"\0"), 28)
-        if raw[:4] != b"KDMV" or not offset:
-            continue
+    the parent named, if any."""
+    window = head[512: 512 + QEMU_DESC_SIZE].split(b"\0", 1)[0]  # a C string to qemu
+    hints = _QEMU_HINT.findall(decoded(window))  # type: List[Optional[str]]
+    offset, sectors = struct.unpack_from("<QQ", head.ljust(44, b"\0"), 28)
+    if head[:4] == b"KDMV" and offset:
         if (offset + sectors) * 512 > DESCRIPTOR_MAX:
             raise HotvcbError("%s embeds its descriptor past its first %d KiB, where no disk keeps it; not "
                               "restoring from it" % (path, DESCRIPTOR_MAX >> 10))
         try:
-            desc = vmdk.parse(decoded(raw[offset * 512: (offset + sectors) * 512].split(b"\0", 1)[0]))
+            desc = vmdk.parse(decoded(head[offset * 512: (offset + sectors) * 512].split(b"\0", 1)[0]))
+            _require_names_inside(path, desc, True)
+            hints.append(desc.parent_hint)
         except vmdk.NotADescriptor:
-            continue
-        _require_names_inside(path, desc, True)
-        hints.append(desc.parent_hint)
+            pass  # no descriptor for VMware to follow: qemu's look (the window) is all there is
     return _one_hint(path, hints)
 
 

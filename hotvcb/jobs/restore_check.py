@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, Optional, Set
 from ..background import POLL, Background
 from ..errors import HotvcbError
 from ..restorefile import RestoreRequest
-from ..shell import Shell, encodings
+from ..shell import Shell
 from ..store import manifest
 from . import restore_copy, restore_stage
 from .restore_plan import Plan, RestoreError
@@ -94,7 +94,7 @@ def prove_descriptors(req: RestoreRequest, plan: Plan, backup: str, data: Dict[s
     deltas'), proved against the manifest `data`. The clone, the self-copy and the tree's copy use
     those texts (restore_write._checked, restore_copy.py, restore_tree.copy), while the background
     check reads the files on its own: a descriptor swapped between the two reads would have the check
-    prove one text and the restore use another. (Text decoded as UTF-8, else Latin-1: shell.encodings
+    prove one text and the restore use another. (Text decoded as UTF-8, else Latin-1: either encoding
     gives the bytes back.)"""
     files = data.get("files") or {}
     texts = [(d.source, d.text) for d in plan.disks if not d.embedded]  # a sparse extent: the disk, read by the check
@@ -113,7 +113,11 @@ def _prove(req: RestoreRequest, rel: str, entry: Dict[str, Any], text: str) -> N
     except ValueError as err:
         raise RestoreError(damaged(req, Problem(rel, "manifest entry unusable: %s" % err))) from err
     problem = None  # type: Optional[Problem]
-    for raw in encodings(text):
+    for codec in ("utf-8", "latin-1"):
+        try:
+            raw = text.encode(codec)
+        except UnicodeEncodeError:
+            continue
         problem = compare(rel, entry, manifest.digest_stream(io.BytesIO(raw).read, block_size, whole=whole))
         if problem is None:
             break
