@@ -406,6 +406,33 @@ def test_backup_all_with_a_vm_named_with_a_line_break(allhost, escaped, name):
 
 @esxi[0]
 @esxi[1]
+def test_backup_all_names_a_vm_whose_listing_row_cannot_be_read(allhost):
+    """A name whose line feed is followed by a number and a blank (`x|0A7 y`): its getallvms row's first
+    half reads as no row at all, its second as another row. The unreadable row is named by its vmid as
+    not backed up (never dropped: no 'All VMs backed up OK'), the VM itself refused by name."""
+    host = allhost
+    folder = "all-unread"
+    vmid = host.create_vm(folder, "datastore1", [{"size": "2M"}])
+    _rename_vm(host, folder, "x|0A7 y")
+    vol = VOLUME + "/" + folder
+    os.makedirs(host.real(vol), exist_ok=True)
+    conf = write_conf(host, name=folder + ".conf", VM_BACKUP_VOLUME=vol)
+    try:
+        r = hotvcb(host, "backup", "-a", "-g", conf, timeout=85)
+        no_traceback(r)
+        assert snapshot_names(host, vmid) == [], out(r)
+        assert "plain" in os.listdir(host.real(vol)), out(r)
+        assert r.returncode != 0 and "All VMs backed up OK" not in out(r), out(r)
+        assert "vmid %s is registered but invalid: its row in `vim-cmd vmsvc/getallvms` cannot be read" % vmid \
+            in out(r), out(r)
+        r = hotvcb(host, "status", "-g", conf, timeout=85)
+        assert r.returncode != 0 and "vmid %s" % vmid in out(r), out(r)
+    finally:
+        host.unregister(vmid)
+
+
+@esxi[0]
+@esxi[1]
 def test_a_delta_and_its_own_parent_as_two_disks_of_one_vm(site):
     """scsi0:0 is the delta disk-000001.vmdk, scsi0:1 its parent disk.vmdk (both attached: a hand-made
     .vmx, or a linked clone's leftover). Both would be restored as `disk.vmdk`: either two distinct
