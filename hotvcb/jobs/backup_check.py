@@ -131,7 +131,7 @@ def _inside(fs: FileReader, path: str, parent: bool) -> Tuple[Optional[str], Opt
         return text, None
     if not desc.extents:  # every disk has one; a descriptor whose extent line we cannot read is checked by none
         raise HotvcbError("%s names no extent we can read; not restoring from it" % path)
-    _require_names_inside(path, desc, parent)
+    _require_inside(path, *(e.filename for e in desc.extents))
     return text, _one_hint(path, [desc.parent_hint] + _QEMU_HINT.findall(text)) if parent else None
 
 
@@ -151,16 +151,16 @@ def _sparse_hint(path: str, head: bytes) -> Optional[str]:
                               "restoring from it" % (path, DESCRIPTOR_MAX >> 10))
         try:
             desc = vmdk.parse(decoded(head[offset * 512: (offset + sectors) * 512].split(b"\0", 1)[0]))
-            _require_names_inside(path, desc, True)
+            _require_inside(path, *(e.filename for e in desc.extents))
             hints.append(desc.parent_hint)
         except vmdk.NotADescriptor:
             pass  # no descriptor for VMware to follow: qemu's look (the window) is all there is
     return _one_hint(path, hints)
 
 
-def _require_names_inside(path: str, desc: vmdk.Descriptor, parent: bool) -> None:
-    named_files = [e.filename for e in desc.extents] + ([desc.parent_hint or ""] if parent else [])
-    for named in named_files:
+def _require_inside(path: str, *names: str) -> None:
+    """The files a descriptor names (extents, parent) are names beside it in the backup, never paths."""
+    for named in names:
         if "/" in named or named in ("..", "."):
             raise HotvcbError("%s names %r, a file outside the backup" % (path, named))
 
@@ -168,11 +168,9 @@ def _require_names_inside(path: str, desc: vmdk.Descriptor, parent: bool) -> Non
 def _one_hint(path: str, hints: List[Optional[str]]) -> Optional[str]:
     """The parent the descriptor names, as VMware reads it (its parentFileNameHint line) and as qemu does
     (the first `parentFileNameHint` anywhere, a comment's too): both must name the same file, or the one
-    checked would not be the one read. A hint is a name in the backup, never a path."""
+    checked would not be the one read."""
     named = sorted({h for h in hints if h is not None})
-    for hint in named:
-        if "/" in hint or hint in ("..", "."):
-            raise HotvcbError("%s names %r, a file outside the backup" % (path, hint))
+    _require_inside(path, *named)
     if len(named) > 1:
         raise HotvcbError("%s names its parent twice (%s): qemu and vmkfstools would read different disks; "
                           "not restoring from it" % (path, ", ".join(repr(h) for h in named)))
