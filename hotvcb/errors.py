@@ -9,7 +9,7 @@
         ├── CommandFailed       non-zero exit of vim-cmd, vmkfstools, ...
         ├── VmNotFound          no VM with that display name / vmid
         ├── AmbiguousVm         several VMs share that display name
-        ├── InvalidVm           registered, but the host skips it (datastore gone)
+        ├── InvalidVm           registered, but skipped by the host or unreadable in its listing
         ├── SnapshotError       snapshot did not appear / could not be removed
         │   └── VmGone          the VM left the host before its snapshot was taken
         ├── TimeoutExpired      a bounded wait ran out
@@ -104,11 +104,11 @@ class VmNotFound(HostError):
 
 
 class InvalidVm(HostError):
-    """A VM the host has registered but cannot use (hostd skips it: its datastore or .vmx is gone)."""
+    """A VM the host has registered but cannot use (hostd skips it: its datastore or .vmx is gone; or
+    its row in the listing cannot be read)."""
 
-    def __init__(self, vmid: str):
-        super().__init__("vmid %s is registered but invalid: the host skips it (its datastore or .vmx is gone)"
-                         % vmid)
+    def __init__(self, vmid: str, why: str):
+        super().__init__("vmid %s is registered but invalid: %s" % (vmid, why))
         self.name = "vmid " + vmid
 
 

@@ -181,6 +181,12 @@ def decoded(data: bytes) -> str:
         return data.decode("latin-1")
 
 
+def encoded(text: str, size: int) -> bytes:
+    """The `size` bytes `decoded` read `text` from: Latin-1 gives one character a byte, UTF-8 fewer
+    wherever the two differ (`é` is C3 A9 in UTF-8, E9 in Latin-1: the text alone cannot tell)."""
+    return text.encode("latin-1" if len(text) == size else "utf-8")
+
+
 def tree_of(raw: Dict[str, Any]) -> Tree:
     """treescan.py's JSON entries as TreeEntry values."""
     return {rel: TreeEntry(str(e[0]), int(e[1]), int(e[2]), e[3], bool(e[4])) for rel, e in raw.items()}

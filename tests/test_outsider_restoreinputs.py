@@ -58,10 +58,8 @@ def tree_holds(folder, data):
 
 
 @needs_qemu_img
-@pytest.mark.xfail(strict=True, reason="DEFECT: restore --kvm checks only the top descriptor of a delta; its "
-                   "parent's extent outside the backup is converted as the disk")
 def test_kvm_restore_of_a_delta_whose_parent_names_another_vms_disk(tmp_path):
-    """The ESXi restore checks a delta's parents down to the base (require_parents_inside); restore --kvm
+    """The ESXi restore checks a delta's parents down to the base (require_chain_inside); restore --kvm
     reads the same chain with qemu-img convert, so the same backup must be refused there too."""
     data = b"\0" * 4096 + os.urandom(MiB - 4096)
     backup, secret = kvm_delta_backup(tmp_path, data)
@@ -74,8 +72,6 @@ def test_kvm_restore_of_a_delta_whose_parent_names_another_vms_disk(tmp_path):
 
 
 @needs_qemu_img
-@pytest.mark.xfail(strict=True, reason="DEFECT: a monolithicSparse disk's embedded parentFileNameHint is never "
-                   "checked (require_extents_inside returns None for a sparse file); qemu-img follows it")
 def test_kvm_restore_of_a_sparse_disk_whose_embedded_parent_lies_outside(tmp_path):
     """The backup's disk is one monolithicSparse file (hotvcb checks its magic and stops: 'its embedded
     descriptor names only itself'), but its embedded descriptor names a parent by absolute path, another
@@ -385,12 +381,8 @@ def _rename_vm(host, folder, escaped):
 @esxi[0]
 @esxi[1]
 @pytest.mark.parametrize("escaped,name", [
-    pytest.param("lf|0Avm", "lf\nvm", marks=pytest.mark.xfail(strict=True, reason=(
-        "DEFECT: backup -a silently skips a VM whose name holds a line feed (getallvms row split), exit 0, "
-        "'All VMs backed up OK'"))),
-    ("nel\u0085vm", "nel\u0085vm"),
-                                          ("cr|0Dvm", "cr\rvm"), ("ls\u2028vm", "ls\u2028vm"),
-                                          ("es|1Bvm", "es\x1bvm")])
+    ("lf|0Avm", "lf\nvm"), ("nel\u0085vm", "nel\u0085vm"), ("cr|0Dvm", "cr\rvm"), ("ls\u2028vm", "ls\u2028vm"),
+    ("es|1Bvm", "es\x1bvm")])
 def test_backup_all_with_a_vm_named_with_a_line_break(allhost, escaped, name):
     """`backup -a` on a host where one VM's name holds a line feed, NEL or CR: the run must name that VM
     as not backed up (exit not 0), take no snapshot of it, and still back up the other VM."""
@@ -408,6 +400,33 @@ def test_backup_all_with_a_vm_named_with_a_line_break(allhost, escaped, name):
         assert "plain" in os.listdir(host.real(vol)), out(r)
         assert r.returncode != 0, out(r)
         assert "not backed up" in out(r) and repr(name) in out(r), out(r)
+    finally:
+        host.unregister(vmid)
+
+
+@esxi[0]
+@esxi[1]
+def test_backup_all_names_a_vm_whose_listing_row_cannot_be_read(allhost):
+    """A name whose line feed is followed by a number and a blank (`x|0A7 y`): its getallvms row's first
+    half reads as no row at all, its second as another row. The unreadable row is named by its vmid as
+    not backed up (never dropped: no 'All VMs backed up OK'), the VM itself refused by name."""
+    host = allhost
+    folder = "all-unread"
+    vmid = host.create_vm(folder, "datastore1", [{"size": "2M"}])
+    _rename_vm(host, folder, "x|0A7 y")
+    vol = VOLUME + "/" + folder
+    os.makedirs(host.real(vol), exist_ok=True)
+    conf = write_conf(host, name=folder + ".conf", VM_BACKUP_VOLUME=vol)
+    try:
+        r = hotvcb(host, "backup", "-a", "-g", conf, timeout=85)
+        no_traceback(r)
+        assert snapshot_names(host, vmid) == [], out(r)
+        assert "plain" in os.listdir(host.real(vol)), out(r)
+        assert r.returncode != 0 and "All VMs backed up OK" not in out(r), out(r)
+        assert "vmid %s is registered but invalid: its row in `vim-cmd vmsvc/getallvms` cannot be read" % vmid \
+            in out(r), out(r)
+        r = hotvcb(host, "status", "-g", conf, timeout=85)
+        assert r.returncode != 0, out(r)  # the row's second half names vmid 7: CRIT or UNKNOWN, never OK
     finally:
         host.unregister(vmid)
 
@@ -445,8 +464,6 @@ def test_a_delta_and_its_own_parent_as_two_disks_of_one_vm(site):
 
 
 @needs_qemu_img
-@pytest.mark.xfail(strict=True, reason="DEFECT: verify --boot boots a delta whose parent names a file outside "
-                   "the backup (parents unchecked outside the ESXi restore)")
 def test_boot_check_of_a_delta_whose_parent_names_another_vms_disk(tmp_path):
     """verify --boot puts an overlay on the backup's disk: qemu reads the chain below it, the parent's
     outside extent included. It must be refused as restore refuses an outside extent, before QEMU."""

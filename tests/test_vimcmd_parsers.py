@@ -55,6 +55,43 @@ def test_getallvms_a_line_separator_in_a_name_stays_in_its_row():
     assert [(r.vmid, r.name) for r in vimcmd.parse_getallvms(text)] == [("1", "a\u2028b"), ("2", "c\x85d")]
 
 
+def test_getallvms_a_line_feed_in_a_name_joins_its_row_again():
+    """vim-cmd prints a name raw: a line feed in it splits the row in two. The row is joined again (the
+    name keeps its line feed; the backup refuses it by name), with no unreadable row left over; an
+    annotation's next line is still no VM."""
+    text = (
+        "Vmid   Name    File    Guest OS    Version   Annotation\n"
+        "1      lf\nvm   [ds1] a/a.vmx         otherGuest   vmx-19\n"
+        "2      \nfirst   [ds1] b/b.vmx         otherGuest   vmx-19   two\n"
+        "lines\n"
+        "3      c     [ds1] c/c.vmx         otherGuest   vmx-19\n"
+    )
+    listing = vimcmd.getallvms_candidates(text)
+    assert [(c[0].vmid, c[0].name, c[0].vmx_path) for c in listing.rows] == [
+        ("1", "lf\nvm", "/vmfs/volumes/ds1/a/a.vmx"), ("2", "first", "/vmfs/volumes/ds1/b/b.vmx"),
+        ("3", "c", "/vmfs/volumes/ds1/c/c.vmx")]
+    assert listing.unreadable == {}
+
+
+def test_getallvms_a_row_no_reading_fits_is_named_not_dropped(sample):
+    """A row that starts with a vmid but never reads, however many of the next lines are joined to it,
+    is the VM's: reported by vmid with its text, so `backup -a` names it as not backed up."""
+    text = (
+        "Vmid   Name    File    Guest OS    Version   Annotation\n"
+        "7      half\n"
+        "8      ok   [ds1] ok/ok.vmx         otherGuest   vmx-19\n"
+        "9      broken [ds1] no-vmx-field\n"
+    )
+    listing = vimcmd.getallvms_candidates(text)
+    assert [c[0].name for c in listing.rows] == ["ok"]
+    assert sorted(listing.unreadable) == ["7", "9"]
+    assert "'7      half'" in listing.unreadable["7"], listing.unreadable
+    for name in ("getallvms_01", "getallvms_02", "getallvms_03", "getallvms_11"):  # real listings: none
+        assert vimcmd.getallvms_candidates(sample(name)).unreadable == {}, name
+    # sample 12 E: a listing its author shortened (no `[datastore] dir/`): those VMs cannot be found
+    assert sorted(vimcmd.getallvms_candidates(sample("getallvms_12")).unreadable) == ["10", "11"]
+
+
 def test_snapshot_get_nesting_and_ids(sample):
     snaps = vimcmd.parse_snapshot_get(sample("snapshot-get_03"))
     assert [(s.id, s.name, s.depth) for s in snaps[:4]] == [

@@ -58,7 +58,7 @@ class Hypervisor(Protocol):
 
     def list_vms(self) -> List[VmRef]: ...
 
-    def invalid_vms(self) -> List[str]: ...  # ids the last list_vms saw registered but unusable
+    def invalid_vms(self) -> Dict[str, str]: ...  # vmid -> why: what the last list_vms saw registered but unusable
 
     def load_vm(self, ref: VmRef) -> Vm: ...
 

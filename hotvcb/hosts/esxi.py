@@ -62,7 +62,7 @@ class EsxiHost:
         self._files = ScannedShell(shell)
         self._version = Kept()  # type: Kept[Tuple[str, str]]
         self._name = Kept()  # type: Kept[str]
-        self._invalid = []  # type: List[str]
+        self._invalid = {}  # type: Dict[str, str]
         self._disks = EsxiDisks(shell, self._files, self.log, self._release)
         # Few host commands (each is a round trip to hostd, and over SSH one more):
         # the datastore listing is read once per run for names and roots (only a
@@ -139,15 +139,16 @@ class EsxiHost:
         out = self._vim(["vmsvc/getallvms"])
         # the datastores' names after the inventory: a run asks the listing ahead, beside it
         names = {d.name: "/vmfs/volumes/" + d.name for d in self._known_stores()}
-        self._invalid = vimcmd.invalid_vmids(out)
-        rows = vimcmd.getallvms_candidates(out, names)
+        listing = vimcmd.getallvms_candidates(out, names)
+        self._invalid = dict(listing.unreadable, **{vmid: vimcmd.SKIPPED for vmid in vimcmd.invalid_vmids(out)})
+        rows = listing.rows
         # every candidate's .vmx in one go (over SSH one round trip, not one per VM)
         texts = self.shell.read_texts(sorted({ref.vmx_path for cands in rows for ref in cands}))
         return [self._confirmed(cands, texts) for cands in rows]
 
-    def invalid_vms(self) -> List[str]:
-        """vmids registered but unusable (hostd skips them in the inventory), from the last list_vms."""
-        return list(self._invalid)
+    def invalid_vms(self) -> Dict[str, str]:
+        """vmid -> why, from the last list_vms: VMs hostd skips, rows of its listing no reading fits."""
+        return dict(self._invalid)
 
     def _confirmed(self, cands: List[VmRef], texts: Dict[str, str]) -> VmRef:
         """The candidate whose .vmx exists and names it; else the first readable one, by its displayName."""

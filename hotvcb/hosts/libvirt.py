@@ -130,8 +130,8 @@ class LibvirtHost(LocalKvmHost):
     def list_vms(self) -> List[VmRef]:
         return [VmRef(vmid=name, name=name, vmx_path="%s#%s" % (self.uri, name)) for name in self.virsh.domains()]
 
-    def invalid_vms(self) -> List[str]:
-        return []
+    def invalid_vms(self) -> Dict[str, str]:
+        return {}
 
     def load_vm(self, ref: VmRef) -> Vm:
         self._sizes.clear()  # a new look at the VM: its images' sizes are read again

@@ -131,8 +131,8 @@ class QemuHost(LocalKvmHost):
                 refs.append(VmRef(vmid=name, name=name, vmx_path=self.qmp_dir + "/" + entry))
         return refs
 
-    def invalid_vms(self) -> List[str]:
-        return []  # a socket with no QEMU behind it is no VM at all
+    def invalid_vms(self) -> Dict[str, str]:
+        return {}  # a socket with no QEMU behind it is no VM at all
 
     def load_vm(self, ref: VmRef) -> Vm:
         if not self.shell.exists(ref.vmx_path):

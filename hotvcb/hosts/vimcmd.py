@@ -8,12 +8,12 @@ typo, ESX 4.x snapshot listings without an Id line.
 """
 
 import re
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from ..model import DatastoreInfo, Snapshot, VmRef
 from ..units import DIGITS
 
-_ROW = re.compile(r"^\s*(\d+)\s+(.*)$")
+_ROW = re.compile(r"^\s*(\d+)\s+(.*)$", re.S)  # S: a row joined from lines
 _FILE = re.compile(r"^\[([^\]]+)\] (.+?\.vmx)\s+\S+\s+vmx-\d+\b")
 _SNAP_FIELD = re.compile(r"^(-*)(?:\|-(?:ROOT|CHILD))?Snapshot (\w+(?: \w+)?)\s*:\s?(.*)$")
 _AFTER_DESCRIPTION = ("Created On", "State")  # the fields vim-cmd prints after a description
@@ -24,12 +24,20 @@ def invalid_vmids(text: str) -> List[str]:
     return re.findall(r"^Skipping invalid VM '(\d+)'", text, re.M)
 
 
+SKIPPED = "the host skips it (its datastore or .vmx is gone)"  # why hostd lists a VM as "Skipping invalid VM"
+
+
+class Listing(NamedTuple):
+    rows: List[List[VmRef]]  # every way each row can be read, most likely first
+    unreadable: Dict[str, str]  # vmid -> why: rows no reading fits, the VMs a backup of all must still name
+
+
 def parse_getallvms(text: str, datastores: Optional[Dict[str, str]] = None) -> List[VmRef]:
     """Rows of `vim-cmd vmsvc/getallvms` as VmRefs with absolute .vmx paths (best guess per row)."""
-    return [cands[0] for cands in getallvms_candidates(text, datastores)]
+    return [cands[0] for cands in getallvms_candidates(text, datastores).rows]
 
 
-def getallvms_candidates(text: str, datastores: Optional[Dict[str, str]] = None) -> List[List[VmRef]]:
+def getallvms_candidates(text: str, datastores: Optional[Dict[str, str]] = None) -> Listing:
     """Every way each row of `vim-cmd vmsvc/getallvms` can be read, most likely first.
 
     A row is anchored on its leading vmid and on a `[datastore] path.vmx`
@@ -40,25 +48,53 @@ def getallvms_candidates(text: str, datastores: Optional[Dict[str, str]] = None)
     name's trailing blank): the driver confirms a candidate with the .vmx's
     displayName. `datastores` maps datastore name -> mount path
     (/vmfs/volumes/<name> when not given).
+
+    vim-cmd prints a name raw, so a line feed in it splits its row: a row
+    starts at a line with a leading vmid, and the lines up to the next one
+    (a multi-line annotation's, or the rest of such a name) are joined to it
+    one by one until the row reads. A row that never does is `unreadable`,
+    never dropped: its VM would be missing from a backup of all (an
+    annotation line that starts with a number and a blank reads as such a
+    row too, and is named the same way rather than guessed away).
     """
-    rows = []
+    rows, unreadable, record = [], {}, []  # type: List[List[VmRef]], Dict[str, str], List[str]
+
+    def read(record: List[str]) -> None:
+        for n in range(1, len(record) + 1):
+            cands = _row_candidates("\n".join(record[:n]), datastores)
+            if cands:
+                rows.append(cands)
+                return
+        unreadable[_ROW.match(record[0]).group(1)] = (  # type: ignore[union-attr]  # a record starts so
+            "its row in `vim-cmd vmsvc/getallvms` cannot be read: %r" % "\n".join(record[:3]))
+
     for line in text.split("\n"):  # rows end at a line feed: a name's U+2028 or NEL is the name's (a job refuses it)
-        m = _ROW.match(line)
-        if not m:
-            continue  # header, "Skipping invalid VM", annotation continuation
-        vmid, rest = m.group(1), m.group(2)
-        cands = []
-        for i in reversed(_bracket_positions(rest)):
-            f = _FILE.match(rest[i:])
-            name = rest[:i].rstrip()
-            if not f or not name:
-                continue
-            known = datastores is not None and f.group(1) in datastores
-            root = (datastores or {}).get(f.group(1), "/vmfs/volumes/" + f.group(1))
-            cands.append((not known, VmRef(vmid=vmid, name=unescape_name(name), vmx_path=root + "/" + f.group(2))))
-        if cands:
-            rows.append([ref for _unknown, ref in sorted(cands, key=lambda c: c[0])])
-    return rows
+        if _ROW.match(line):
+            if record:
+                read(record)
+            record = [line]
+        elif record:
+            record.append(line)  # an annotation's next line, or the rest of a name holding a line feed
+    if record:
+        read(record)
+    return Listing(rows, unreadable)
+
+
+def _row_candidates(row: str, datastores: Optional[Dict[str, str]]) -> List[VmRef]:
+    m = _ROW.match(row)
+    if not m:
+        return []
+    vmid, rest = m.group(1), m.group(2)
+    cands = []
+    for i in reversed(_bracket_positions(rest)):
+        f = _FILE.match(rest[i:])
+        name = rest[:i].rstrip()
+        if not f or not name:
+            continue
+        known = datastores is not None and f.group(1) in datastores
+        root = (datastores or {}).get(f.group(1), "/vmfs/volumes/" + f.group(1))
+        cands.append((not known, VmRef(vmid=vmid, name=unescape_name(name), vmx_path=root + "/" + f.group(2))))
+    return [ref for _unknown, ref in sorted(cands, key=lambda c: c[0])]
 
 
 def _bracket_positions(rest: str) -> List[int]:

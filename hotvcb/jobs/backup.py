@@ -89,7 +89,7 @@ class BackupJob:
         `Web Server (prod)` is that VM, never a pattern.
         """
         refs = self.asked.vms()
-        invalid = [InvalidVm(vmid) for vmid in self.host.invalid_vms()]
+        invalid = [InvalidVm(vmid, why) for vmid, why in sorted(self.host.invalid_vms().items())]
         by_name = {}  # type: Dict[str, List[VmRef]]
         for ref in refs:
             by_name.setdefault(ref.name, []).append(ref)

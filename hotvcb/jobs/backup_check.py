@@ -6,19 +6,24 @@ backup on this machine rather than through a hypervisor driver.
 """
 
 import os
+import re
+import struct
 from typing import List, Optional, Tuple
 
 from .. import targz, vmdk
 from ..convert.machine import Machine
 from ..hosts import esxi_tree, qemuimg
 from ..errors import HostError, HotvcbError
-from ..shell import FileReader, Shell
+from ..shell import FileReader, Shell, decoded, encoded
 from ..store import chain, health, layout
 from .verify import verify_folder, verify_gz
 
 DESCRIPTOR_MAX = 64 << 10  # a VMDK descriptor file is a few hundred bytes; a sparse extent embeds one within this
 TEXT_MAX = 1 << 20  # a backup's text file (.vmx, .vmsd, descriptor) past this is refused rather than read
 SPARSE_MAGICS = ("KDMV", "COWD", "\xbe\xba\xfe\xca")  # hosted sparse, vmfsSparse, seSparse (its LE 0xcafebabe)
+QEMU_DESC_SIZE = 20 * 512  # the bytes qemu searches for a parentFileNameHint (block/vmdk.c DESC_SIZE)
+# the hint as qemu finds it (strstr): anywhere, its name from the 2nd byte after the key to the next quote
+_QEMU_HINT = re.compile(r'parentFileNameHint[^\0][^\0]([^"\0]*)"')
 
 
 def is_backup(shell: Shell, folder: str) -> bool:
@@ -68,8 +73,39 @@ def require_extents_inside(fs: FileReader, path: str, parent: bool = True) -> Op
     beside it (a descriptor naming /dev/sda or ../other/vm-flat.vmdk would have that read as the
     backup's disk, and a ghettoVCB backup has no checksums to notice). `parent=False`: the
     parentFileNameHint is not followed (a snapshot-tree delta is relinked by name). Returns the
-    text read (None for a sparse extent, whose embedded descriptor names only itself), so a caller
-    that parses the descriptor too does not read it a second time.
+    text read (None for a sparse extent, whose descriptor is embedded: `_sparse_hint`), so a caller
+    that parses the descriptor too does not read it a second time. A disk's whole chain:
+    require_chain_inside."""
+    return _inside(fs, path, parent)[0]
+
+
+def require_chain_inside(fs: FileReader, path: str) -> Tuple[Optional[str], List[Tuple[str, Optional[str]]]]:
+    """The one check of a disk that a job reads out of a backup (restore to ESXi or KVM, verify --boot):
+    vmkfstools and qemu follow each parentFileNameHint down to the base, and each parent's extents are
+    read as the disk's data, so each descriptor in the chain is checked as the disk's own
+    (require_extents_inside: beside it in the backup, as its hint already must be). (the disk's text
+    read, None for a sparse extent; its parents (path, text read), nearest first)."""
+    folder, out, seen = path.rsplit("/", 1)[0], [], {path}  # type: str, List[Tuple[str, Optional[str]]], set
+    text, hint = _inside(fs, path, True)
+    while hint:
+        parent = folder + "/" + hint
+        if parent in seen or len(out) >= esxi_tree.MAX_DEPTH:
+            raise HotvcbError("%s: its chain of parents loops or is deeper than %d; not restoring from it"
+                              % (path, esxi_tree.MAX_DEPTH))
+        seen.add(parent)
+        if not fs.exists(parent):
+            raise HotvcbError("%s names its parent %s, which is not in the backup"
+                              % (out[-1][0] if out else path, hint))
+        read, hint = _inside(fs, parent, True)
+        if read is not None:
+            _parsed(parent, read)  # a parent is a disk: a file no descriptor is refused here, not by the clone
+        out.append((parent, read))
+    return text, out
+
+
+def _inside(fs: FileReader, path: str, parent: bool) -> Tuple[Optional[str], Optional[str]]:
+    """require_extents_inside's check: (the text read, None for a sparse extent; the parent it names,
+    None for a base or with `parent=False`).
 
     A sparse extent is told by its magic, whatever its size (qemu-img's empty monolithicSparse disk
     is exactly 64 KiB, no bigger than a descriptor may be); anything else is a text descriptor, even
@@ -80,7 +116,9 @@ def require_extents_inside(fs: FileReader, path: str, parent: bool = True) -> Op
         size, magic = fs.file_size(path), len(SPARSE_MAGICS[0])
         text = fs.read_regular(path, DESCRIPTOR_MAX if size <= DESCRIPTOR_MAX else magic)  # one read of a descriptor
         if text[:magic] in SPARSE_MAGICS:
-            return None
+            if size > DESCRIPTOR_MAX:
+                text = fs.read_regular(path, DESCRIPTOR_MAX)
+            return None, _sparse_hint(path, encoded(text, min(size, DESCRIPTOR_MAX))) if parent else None
         if size > TEXT_MAX:
             raise HotvcbError("%s is %d bytes and no sparse extent: too big for a disk descriptor; not "
                               "restoring from it" % (path, size))
@@ -90,37 +128,53 @@ def require_extents_inside(fs: FileReader, path: str, parent: bool = True) -> Op
     except (HostError, UnicodeDecodeError) as err:
         raise HotvcbError("%s cannot be read: %s" % (path, err)) from None
     except vmdk.NotADescriptor:
-        return text
+        return text, None
     if not desc.extents:  # every disk has one; a descriptor whose extent line we cannot read is checked by none
         raise HotvcbError("%s names no extent we can read; not restoring from it" % path)
-    named_files = [e.filename for e in desc.extents] + ([desc.parent_hint or ""] if parent else [])
-    for named in named_files:
+    _require_inside(path, *(e.filename for e in desc.extents))
+    return text, _one_hint(path, [desc.parent_hint] + _QEMU_HINT.findall(text)) if parent else None
+
+
+def _sparse_hint(path: str, head: bytes) -> Optional[str]:
+    """A sparse extent (its first DESCRIPTOR_MAX bytes `head`, as read) names files too: a hosted sparse
+    one (KDMV) embeds a descriptor where its header says (descriptorOffset and descriptorSize, in
+    sectors, at bytes 28 and 36), whose parentFileNameHint vmkfstools follows and whose extents qemu
+    opens (an image of capacity 0); qemu looks for the hint itself in the 20 sectors from sector 1,
+    whatever the header says (block/vmdk.c vmdk_parent_open). Each is checked as a text descriptor's;
+    the parent named, if any."""
+    window = head[512: 512 + QEMU_DESC_SIZE].split(b"\0", 1)[0]  # a C string to qemu
+    hints = _QEMU_HINT.findall(decoded(window))  # type: List[Optional[str]]
+    offset, sectors = struct.unpack_from("<QQ", head.ljust(44, b"\0"), 28)
+    if head[:4] == b"KDMV" and offset:
+        if (offset + sectors) * 512 > DESCRIPTOR_MAX:
+            raise HotvcbError("%s embeds its descriptor past its first %d KiB, where no disk keeps it; not "
+                              "restoring from it" % (path, DESCRIPTOR_MAX >> 10))
+        try:
+            desc = vmdk.parse(decoded(head[offset * 512: (offset + sectors) * 512].split(b"\0", 1)[0]))
+            _require_inside(path, *(e.filename for e in desc.extents))
+            hints.append(desc.parent_hint)
+        except vmdk.NotADescriptor:
+            pass  # no descriptor for VMware to follow: qemu's look (the window) is all there is
+    return _one_hint(path, hints)
+
+
+def _require_inside(path: str, *names: str) -> None:
+    """The files a descriptor names (extents, parent) are names beside it in the backup, never paths."""
+    for named in names:
         if "/" in named or named in ("..", "."):
             raise HotvcbError("%s names %r, a file outside the backup" % (path, named))
-    return text
 
 
-def require_parents_inside(fs: FileReader, path: str, text: str) -> List[Tuple[str, Optional[str]]]:
-    """The descriptors a clone of the delta at `path` (its descriptor `text`) reads below it, down to its
-    base: vmkfstools follows each parentFileNameHint, and each parent's extents are read as the disk's
-    data, so each is checked as the delta's own (require_extents_inside: beside it in the backup, as its
-    hint already must be). (path, text read) each, parents first after the delta; a sparse parent's text
-    is None (its embedded descriptor names only itself) and ends the list."""
-    folder, out, seen = path.rsplit("/", 1)[0], [], {path}  # type: str, List[Tuple[str, Optional[str]]], set
-    hint = _parsed(path, text).parent_hint
-    while hint:
-        parent = folder + "/" + hint
-        if parent in seen or len(out) >= esxi_tree.MAX_DEPTH:
-            raise HotvcbError("%s: its chain of parents loops or is deeper than %d; not restoring from it"
-                              % (path, esxi_tree.MAX_DEPTH))
-        seen.add(parent)
-        if not fs.exists(parent):
-            raise HotvcbError("%s names its parent %s, which is not in the backup"
-                              % (out[-1][0] if out else path, hint))
-        read = require_extents_inside(fs, parent)
-        out.append((parent, read))
-        hint = None if read is None else _parsed(parent, read).parent_hint
-    return out
+def _one_hint(path: str, hints: List[Optional[str]]) -> Optional[str]:
+    """The parent the descriptor names, as VMware reads it (its parentFileNameHint line) and as qemu does
+    (the first `parentFileNameHint` anywhere, a comment's too): both must name the same file, or the one
+    checked would not be the one read."""
+    named = sorted({h for h in hints if h is not None})
+    _require_inside(path, *named)
+    if len(named) > 1:
+        raise HotvcbError("%s names its parent twice (%s): qemu and vmkfstools would read different disks; "
+                          "not restoring from it" % (path, ", ".join(repr(h) for h in named)))
+    return named[0] if named else None
 
 
 def _parsed(path: str, text: str) -> vmdk.Descriptor:

@@ -81,7 +81,7 @@ def _from_vmx(fs: FileReader, folder: str, name: str, disk_bus: Optional[str], n
                        for n in (base, base_name(base))]  # a disk from another datastore
         for path in candidates:
             if fs.exists(path) and not fs.isdir(path):
-                backup_check.require_extents_inside(fs, path)
+                backup_check.require_chain_inside(fs, path)  # qemu reads the parents as the disk's data
                 return path, "vmdk"
         return None
 

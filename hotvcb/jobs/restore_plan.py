@@ -155,10 +155,9 @@ class Planner:
                     continue
                 src, target = found, _unique(base_name(found.rsplit("/", 1)[-1]), used)
                 top = target
-            read = backup_check.require_extents_inside(fs, src)  # vmkfstools -i would clone whatever it names
+            # vmkfstools -i would clone whatever the disk and each of its parents name
+            read, parents = backup_check.require_chain_inside(fs, src)
             text, desc = self._descriptor(fs, src, dev, read)
-            # vmkfstools reads each parent as it reads the delta: each checked as the delta was
-            parents = backup_check.require_parents_inside(fs, src, text) if read is not None else []
             needed = self._needed(fs, src, dev, desc)
             plan.disks.append(DiskCopy(dev, src, target, desc.adapter_type, needed, text, read is None, parents))
             put(dev + ".fileName", top)

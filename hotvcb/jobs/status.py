@@ -74,9 +74,9 @@ def host_status(host: Hypervisor, settings: Settings, limits: Limits, names: Opt
     now = time.time() if now is None else now
     report = Report(host.describe())
     refs = [r for r in host.list_vms() if (names is None or r.name in names) and r.name not in exclude]
-    for vmid in host.invalid_vms():
-        report.checks.append(Check(CRIT, "backup", "vmid " + vmid, "registered but invalid: the host skips it "
-                                   "(its datastore or .vmx is gone); it cannot be backed up"))
+    for vmid, why in sorted(host.invalid_vms().items()):
+        report.checks.append(Check(CRIT, "backup", "vmid " + vmid, "registered but invalid: %s; it cannot be "
+                                   "backed up" % why))
     for missing in sorted(set(names or ()) - {r.name for r in refs} - set(exclude)):
         report.checks.append(Check(CRIT, "backup", missing, "listed, but no VM of that name is on this host"))
     run_alive = _run_holding_lock(host)
