@@ -9,7 +9,8 @@ cleanup can prove the owner is gone before it touches anything.
 
 Text form (one line, also inside snapshot descriptions):
 
-    run=<12 hex> machine=<hostname> pid=<n> started=<epoch> host=<host id> pidns=<inode> pidstart=<ticks> [bootoffset=<ns>]
+    run=<12 hex> machine=<hostname> pid=<n> started=<epoch> host=<host id> pidns=<inode> pidstart=<ticks>
+        [bootoffset=<ns>]
 
 `machine` is where hotvcb runs (the ESXi host itself, or the Linux box in
 SSH mode); `host` is the id of the hypervisor host it works on (`host_id`),
