@@ -14,12 +14,14 @@ def alive(pid: int) -> bool:
     return True
 
 
-def is_hotvcb(pid: int) -> bool:
-    """A live hotvcb process with this pid on this machine.
+def hotvcb(pid: int) -> Optional[bool]:
+    """Whether `pid` is a live hotvcb process on this machine; None where this process cannot tell.
 
     A lock naming pid 1 (or any pid reused since by another program) must not
     block every run forever: where /proc exists the command line must name
-    hotvcb. ESXi has no /proc; there a live pid is taken at its word.
+    hotvcb. ESXi has no /proc; there a live pid is taken at its word. A live
+    process whose command line /proc keeps from us (another user's, /proc
+    mounted hidepid) is neither: whoever asks judges it some other way.
     """
     if not 0 < pid < 1 << 22 or not alive(pid):  # Linux caps pids at 2^22
         return False
@@ -29,8 +31,13 @@ def is_hotvcb(pid: int) -> bool:
         with open("/proc/%d/cmdline" % pid, "rb") as f:
             cmdline = f.read()
     except OSError:
-        return False  # gone in between
+        return None if alive(pid) else False  # hidden from us, or gone in between
     return b"hotvcb" in cmdline
+
+
+def is_hotvcb(pid: int) -> bool:
+    """A process shown to be a live hotvcb (`hotvcb`): one /proc hides from us is not."""
+    return hotvcb(pid) is True
 
 
 def started(pid: int) -> Optional[int]:
@@ -47,3 +54,35 @@ def started(pid: int) -> Optional[int]:
         return int(fields[19])  # fields[0] is field 3 (the state)
     except (IndexError, ValueError):
         return None
+
+
+def namespace() -> Optional[int]:
+    """This process's pid namespace, the inode /proc/self/ns/pid names: a pid names one process only within its
+    namespace (a container on this machine, with its hostname and machine id, counts its own pids); None where
+    /proc does not tell."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+
+
+def boot_offset() -> Optional[int]:
+    """The boot-time offset of this process's time namespace in nanoseconds (/proc/self/timens_offsets): the start
+    times /proc/PID/stat shows are shifted by the reader's offset, so two processes see one process's start time
+    alike only where their offsets agree. 0 where the kernel has no time namespaces (before Linux 5.6) or there is
+    no /proc; None where the offset cannot be read."""
+    try:
+        with open("/proc/self/timens_offsets", "rb") as f:
+            lines = f.read(4096).splitlines()
+    except FileNotFoundError:
+        return 0
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if fields[:1] in ([b"boottime"], [b"7"]):  # Linux 5.6 showed the clock's number (CLOCK_BOOTTIME)
+            try:
+                return int(fields[1]) * 10 ** 9 + int(fields[2])
+            except (IndexError, ValueError):
+                return None
+    return None

@@ -9,17 +9,26 @@ cleanup can prove the owner is gone before it touches anything.
 
 Text form (one line, also inside snapshot descriptions):
 
-    run=<12 hex> machine=<hostname> pid=<n> started=<epoch> host=<host id> pidstart=<ticks>
+    run=<12 hex> machine=<hostname> pid=<n> started=<epoch> host=<host id> pidns=<inode> pidstart=<ticks>
+        [bootoffset=<ns>]
 
 `machine` is where hotvcb runs (the ESXi host itself, or the Linux box in
 SSH mode); `host` is the id of the hypervisor host it works on (`host_id`),
-so a record names the host whose lock its run held. `pidstart` is when the
-process started (pids.started), which only the locks record (the run lock,
-the GC lock), and only where /proc tells it: a pid may be reused, by another
-hotvcb too, the pair is not. `host` and `pidstart` may be absent (older
-records, a host without /proc). Anyone may plant a record: a number of more
-than DIGITS_MAX digits is read as TOO_LONG, which no process, clock or tick
-count has (its pid is a dead run's, as pid 0 is), and never turned into an int.
+so a record names the host whose lock its run held. Only the locks (the run
+lock, the GC lock) record how their process is told from others, and only
+where /proc tells it: `pidns`, the pid namespace the pid counts in
+(pids.namespace: a container on this machine counts its own), and `pidstart`,
+when the process started (pids.started): a pid may be reused, by another
+hotvcb too, the pair is not. /proc shows that start time shifted by the
+reader's time namespace, so a writer in one with a boot-time offset records
+it as `bootoffset` (pids.boot_offset; absent: 0, the offset every reader has
+outside time namespaces). `host`, `pidns` and `pidstart` may be absent (older
+records, a host without /proc). Anyone may plant a record: a number is ASCII
+digits up to the field's end or no number (`pidstart=0x10`, `1.5` or
+Arabic-Indic digits are read as no `pidstart`, never as a part of one; a
+`pid` or `started` so written is no record), and one of more than DIGITS_MAX
+digits is read as TOO_LONG, which no process, clock or tick count has (its pid
+is a dead run's, as pid 0 is), never turned into an int.
 
 The host id lives here, beside the records that carry it, because both the
 run lock (store/lock.py) and the repository's GC lock (repo/gclock.py) need
@@ -45,7 +54,13 @@ if TYPE_CHECKING:  # a record is read in places that never touch a host: only my
 MACHINE_ID = "/etc/machine-id"
 HOST_ID_NAME = "hotvcb.hostid"
 TOO_LONG = 10 ** DIGITS_MAX  # what a longer number is read as: more than any of them
-_RECORD = re.compile(r"run=([0-9a-f]+) machine=(\S+) pid=(\d+) started=(\d+)(?: host=(\S+))?(?: pidstart=(\d+))?")
+# A field ends at a space, a comma (a snapshot description goes on after its record: "started=<epoch>, job <name>")
+# or the text's end; a number is read whole or not at all (_field), never its leading digits.
+_VALUE = r"([^\s,]*)"
+_RECORD = re.compile(r"run=([0-9a-f]+) machine=(\S+) pid=([0-9]+) started=([0-9]+)(?![^\s,])(?: host=(\S+))?"
+                     r"(?: pidns=%s)?(?: pidstart=%s)?(?: bootoffset=%s)?" % (_VALUE, _VALUE, _VALUE))
+_DIGITS = re.compile(r"[0-9]+")
+_SIGNED = re.compile(r"-?[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -56,6 +71,8 @@ class RunId:
     started: int
     host: str = ""
     pid_start: Optional[int] = None
+    boot_offset: int = 0
+    pid_ns: Optional[int] = None
 
     @classmethod
     def new(cls) -> "RunId":
@@ -66,13 +83,18 @@ class RunId:
         return replace(self, host=host_id)
 
     def with_process_start(self) -> "RunId":
-        """The record a lock holds: with its process's start time where /proc tells it (pids.started)."""
-        return replace(self, pid_start=pids.started(self.pid))
+        """The record a lock holds: with its process's pid namespace and start time where /proc tells them (a
+        start time seen with an offset that cannot be read is none)."""
+        offset = pids.boot_offset()
+        return replace(self, pid_ns=pids.namespace(), boot_offset=offset or 0,
+                       pid_start=pids.started(self.pid) if offset is not None else None)
 
     def text(self) -> str:
         base = "run=%s machine=%s pid=%d started=%d" % (self.run, self.machine, self.pid, self.started)
         return (base + (" host=%s" % self.host if self.host else "")
-                + (" pidstart=%d" % self.pid_start if self.pid_start is not None else ""))
+                + (" pidns=%d" % self.pid_ns if self.pid_ns is not None else "")
+                + (" pidstart=%d" % self.pid_start if self.pid_start is not None else "")
+                + (" bootoffset=%d" % self.boot_offset if self.boot_offset else ""))
 
     def __str__(self) -> str:
         try:
@@ -86,6 +108,11 @@ def _number(digits: str) -> int:
     return int(digits) if len(digits) <= DIGITS_MAX else TOO_LONG
 
 
+def _field(text: Optional[str]) -> Optional[int]:
+    """An optional numeric field's value: None where it is absent or is not ASCII digits alone."""
+    return _number(text) if text is not None and _DIGITS.fullmatch(text) else None
+
+
 def _shown(number: int) -> str:
     return "%d" % number if number < TOO_LONG else "<over %d digits>" % DIGITS_MAX
 
@@ -95,23 +122,32 @@ def parse(text: str) -> Optional[RunId]:
     m = _RECORD.search(text or "")
     if not m:
         return None
-    return RunId(m.group(1), m.group(2), _number(m.group(3)), _number(m.group(4)), m.group(5) or "",
-                 _number(m.group(6)) if m.group(6) else None)
+    start, offset = _field(m.group(7)), "0" if m.group(8) is None else m.group(8)
+    if not (_SIGNED.fullmatch(offset) and len(offset) <= DIGITS_MAX):
+        start, offset = None, "0"  # a start time seen with an offset that cannot be read: none
+    return RunId(m.group(1), m.group(2), _number(m.group(3)), _number(m.group(4)), m.group(5) or "", start,
+                 int(offset), _field(m.group(6)))
 
 
-def running(record: RunId, me: RunId) -> bool:
-    """Whether the process that wrote `record`, a record of this machine, still runs it (so its lock is held).
-    It must be a live hotvcb (pids.is_hotvcb: not gone, not reused by another program), not `me`'s own pid in
-    another run (that one is long gone), and have started when the record says: the pid may be another
-    hotvcb's now (the nightly backup, a second prune). Where either side cannot tell the start time (a
-    record without `pidstart`, an older hotvcb's; a host without /proc) the live hotvcb is taken at its
-    word, as before the field."""
+def running(record: RunId, me: RunId) -> Optional[bool]:
+    """Whether the process that wrote `record`, a record of this machine, still runs it (so its lock is held);
+    None where its pid cannot tell: a pid of another pid namespace than ours (a container on this machine with
+    its name and id), or a live process /proc hides from us (mounted hidepid). Both locks then judge the lock by
+    its age, as another machine's: its pid alone would take a live run's lock over.
+    By its pid, it must be a live hotvcb (pids.hotvcb: not gone, not reused by another program), not `me`'s
+    own pid in another run (that one is long gone), and have started when the record says: the pid may be
+    another hotvcb's now (the nightly backup, a second prune). Where the start time cannot be compared (a
+    record without `pidstart`, an older hotvcb's; a host without /proc; a boot-time offset other than ours,
+    which shifts the start time /proc shows us) the live hotvcb is taken at its word, as before the field."""
+    if record.pid_ns is not None and record.pid_ns != pids.namespace():
+        return None
     if record.pid == me.pid and record.run != me.run:
         return False
-    if not pids.is_hotvcb(record.pid):
-        return False
+    ours = pids.hotvcb(record.pid)
+    if not ours:
+        return ours
     now = pids.started(record.pid) if record.pid_start is not None else None
-    return now is None or now == record.pid_start
+    return now is None or record.boot_offset != pids.boot_offset() or now == record.pid_start
 
 
 def machine_id() -> str:

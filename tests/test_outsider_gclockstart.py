@@ -154,16 +154,8 @@ def test_a_process_name_holding_parens_and_fields_with_another_start_is_taken_ov
 
 # --- garbage pidstart ----------------------------------------------------------------------------------------
 
-PREFIX_DEFECT = pytest.mark.xfail(strict=True, reason="DEFECT: runid.parse reads a number prefix or Unicode digits "
-                                  "of a garbage pidstart (0x10 -> 0, 1.5 -> 1, arabic-indic 34 -> 34): a live GC's "
-                                  "lock is taken over")
-
-
-@pytest.mark.parametrize("garbage", ["-5", "abc", "", " 12", "+3",
-                                     pytest.param("1e3x", marks=PREFIX_DEFECT),
-                                     pytest.param("1.5", marks=PREFIX_DEFECT),
-                                     pytest.param("0x10", marks=PREFIX_DEFECT),
-                                     pytest.param("\u0663\u0664", marks=PREFIX_DEFECT)])
+@pytest.mark.parametrize("garbage", ["-5", "abc", "", " 12", "+3", "1e3x", "1.5", "0x10",
+                                     "\u0663\u0664"])
 def test_garbage_pidstart_of_a_live_hotvcb_is_no_traceback_and_never_drops_a_gc_at_work(
         tmp_path, hotvcb_holder, garbage):
     """A value no GC writes proves nothing against a live hotvcb at the pid: the old rule (a GC at work)."""
@@ -184,8 +176,6 @@ def test_out_of_range_pidstart_is_no_traceback(tmp_path, hotvcb_holder, value):
     assert gc_ran(r), r.stdout + r.stderr  # a start time the live process does not have: no GC of it
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a lock with a pidstart (or pid, started) of >4300 digits makes prune "
-                                       "die with 'internal error: ValueError: Exceeds the limit' (runid.parse int())")
 @pytest.mark.parametrize("python", ["python3", "host"])
 @pytest.mark.parametrize("field", ["pidstart", "pid", "started"])
 def test_a_number_of_thousands_of_digits_is_no_internal_error(tmp_path, hotvcb_holder, python, field):
@@ -204,8 +194,6 @@ def test_a_number_of_thousands_of_digits_is_no_internal_error(tmp_path, hotvcb_h
         one_clear_line(r)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: verify of a repository missing a pack dies with an internal "
-                                       "ValueError where locks/gc has a pidstart of >4300 digits (settle.sweeping)")
 def test_verify_reports_a_lost_pack_even_with_a_pidstart_of_thousands_of_digits(tmp_path):
     repo = lost_pack_repo(tmp_path)
     put_lock(repo, lock_text(NO_PID, raw_pidstart="9" * 5000))
@@ -452,8 +440,6 @@ def test_two_prunes_and_a_backup_racing_leave_every_kept_backup_whole(tmp_path):
 
 # --- one machine, two views of its pids ------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a live GC in another PID namespace of this machine (a container "
-                                       "with its hostname and /etc/machine-id) has its lock taken over by pid")
 def test_a_live_gc_in_another_pid_namespace_of_this_machine_is_not_taken_over(tmp_path):
     if not shutil.which("unshare"):
         pytest.skip("no unshare")
@@ -509,8 +495,6 @@ def test_control_another_user_respects_a_live_root_gcs_lock(shared_repo, hotvcb_
     refused_and_kept(shared_repo, prune_as_nobody(shared_repo, hidepid=False), text)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: with /proc mounted hidepid=2 a prune of another user takes over a "
-                                       "live root GC's lock (pids.is_hotvcb: kill() says alive, cmdline unreadable)")
 def test_with_proc_hidepid_another_user_respects_a_live_root_gcs_lock(shared_repo, hotvcb_holder):
     text = lock_text(hotvcb_holder, ticks(hotvcb_holder))
     put_lock(shared_repo, text)
@@ -553,8 +537,6 @@ def test_a_killed_gc_not_yet_reaped_a_zombie_is_no_gc(tmp_path):
         proc.stdout.close()
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: /proc/PID/stat start ticks shift with the reader's time namespace "
-                                       "(boottime offset): a prune there takes over a live GC's lock by pidstart")
 def test_a_prune_in_a_time_namespace_respects_a_live_gc_with_its_pidstart(tmp_path, hotvcb_holder):
     if not shutil.which("unshare"):
         pytest.skip("no unshare")

@@ -38,6 +38,7 @@ def test_a_gcs_lock_names_this_machine_its_id_and_when_its_process_started(repo)
         assert held.machine == socket.gethostname() and held.pid == os.getpid()
         assert held.host and held.host == gclock.this_host()
         assert held.pid_start == start_of(os.getpid())
+        assert held.pid_ns == os.stat("/proc/self/ns/pid").st_ino and held.boot_offset == 0
     assert repo.backend.stat(gclock.LOCK) is None
 
 
@@ -238,3 +239,81 @@ def test_the_start_time_of_a_process_whose_name_holds_spaces_and_parentheses(tmp
         proc.kill()
         proc.wait()
     assert pids.started(proc.pid) is None  # gone
+
+
+# --- one machine, other views of its pids ----------------------------------------------------------------------
+
+def other_namespace():
+    """A pid namespace inode that is not ours."""
+    return os.stat("/proc/self/ns/pid").st_ino + 1
+
+
+def test_a_lock_of_another_pid_namespace_of_this_machine_is_judged_by_its_age(repo, hotvcb_holder):
+    """A GC in a container on this machine (its hostname, its machine id) counts its own pids: a fresh lock is a GC
+    at work though its pid is dead here, and an old one is no GC though its pid is a live hotvcb here that started
+    when the lock says."""
+    me = RunId.new()
+    dead = RunId("0123456789ab", me.machine, 999999999, 1000, gclock.this_host(), 5, pid_ns=other_namespace())
+    put(repo, dead.text())
+    assert not gclock.stale(repo, me, gclock.read(repo))
+    live = RunId("ba9876543210", me.machine, hotvcb_holder, 1000, gclock.this_host(), start_of(hotvcb_holder),
+                 pid_ns=other_namespace()).text()
+    os.utime(os.path.join(repo.backend.root, gclock.LOCK), (ANCIENT, ANCIENT))
+    assert gclock.stale(repo, me, live.encode())
+    ours = live.replace(" pidns=%d " % other_namespace(), " pidns=%d " % (other_namespace() - 1))
+    assert ours != live and not gclock.stale(repo, me, ours.encode())  # our namespace: judged by its pid
+
+
+RECORD_IN_A_TIME_NAMESPACE = """
+import sys
+from hotvcb.runid import RunId
+print(RunId.new().with_process_start().text(), flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_start_time_seen_with_another_boot_time_offset_is_not_compared_with_ours(repo):
+    """/proc shows a process's start time shifted by the reader's time namespace: a GC in one with a boot-time
+    offset records it beside its start time, and a reader with another offset takes the live hotvcb at its word
+    (the same record without the offset is compared, and found to be of another process)."""
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-T", "--boottime", "1000", "true"]).returncode:
+        pytest.skip("no time namespaces here")
+    gc = subprocess.Popen(["unshare", "-T", "--boottime", "1000", PYTHON, "-c", RECORD_IN_A_TIME_NAMESPACE,
+                           "hotvcb"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+    try:
+        text = gc.stdout.readline()
+        held = parse(text)
+        assert held.pid == gc.pid and held.boot_offset == 1000 * 10 ** 9, text
+        assert held.pid_start == start_of(gc.pid) + 1000 * os.sysconf("SC_CLK_TCK"), text
+        me = RunId.new()
+        assert not gclock.stale(repo, me, text.encode())
+        assert gclock.stale(repo, me, text.replace(" bootoffset=%d" % held.boot_offset, "").encode())
+    finally:
+        gc.communicate("", timeout=60)
+
+
+@pytest.mark.parametrize("text, pid_start", [
+    ("pidstart=12", 12), ("pidstart=12 bootoffset=-5", 12), ("pidstart=12, job x", 12),
+    ("pidstart=12x", None), ("pidstart=1.5", None), ("pidstart=\u0661\u0662", None), ("pidstart=+12", None),
+    ("pidstart=12 bootoffset=1.5", None), ("pidstart=12 bootoffset=", None),
+    ("pidstart=12 bootoffset=" + "9" * 21, None),
+])
+def test_a_records_start_time_is_read_whole_or_not_at_all(text, pid_start):
+    """Never a part of a number, nor Unicode digits, nor a start time whose view (the offset) cannot be read: the
+    rule for a record without one (a live hotvcb at the pid is taken at its word)."""
+    held = parse("run=0123456789ab machine=m pid=5 started=1000 host=h " + text)
+    assert held.pid == 5 and held.pid_start == pid_start
+
+
+@pytest.mark.parametrize("tail", ["", ", job nightly", "\n", " host=h pidns=12x pidstart=3"])
+def test_a_record_ends_its_numbers_at_a_space_a_comma_or_its_end(tail):
+    """A snapshot description goes on after its record with a comma; a malformed `pidns` is none (judged by pid)."""
+    held = parse("hotvcb backup run=0123456789ab machine=m pid=5 started=1000" + tail)
+    assert held.started == 1000 and held.pid_ns is None
+
+
+@pytest.mark.parametrize("started", ["1000.5", "1000x", "\u0661\u0660"])
+def test_a_record_whose_pid_or_date_is_no_whole_number_is_no_record(started):
+    assert parse("run=0123456789ab machine=m pid=5 started=%s host=h" % started) is None
+    assert parse("run=0123456789ab machine=m pid=5x started=1000 host=h") is None

@@ -313,6 +313,35 @@ def test_a_records_numbers_are_read_whole_up_to_20_digits_and_past_that_as_no_nu
     assert parse(lock_text(1, number)).pid_start == expected
 
 
+@pytest.mark.parametrize("age, held", [(0, True), (lock.STALE_AFTER + 60, False)])
+def test_a_run_lock_of_another_pid_namespace_of_this_machine_is_judged_by_its_heartbeat(tmp_path, hotvcb_holder,
+                                                                                        age, held):
+    """A run in a container on this machine (its hostname) counts its own pids: its fresh lock is held though the pid
+    is dead here, and a lock whose heartbeat stopped is free though the pid is a live hotvcb here that started when
+    the lock says (the GC lock's rule: runid.running)."""
+    pid, pid_start = (dead_pid(), 5) if held else (hotvcb_holder, start_of(hotvcb_holder))
+    text = lock_text(pid, pid_start).replace(" pidstart=", " pidns=%d pidstart=" % (
+        os.stat("/proc/self/ns/pid").st_ino + 1))
+    path = write_lock(tmp_path, text, age=age)
+    r = cleanup(tmp_path)
+    if held:
+        assert r.returncode == 1 and "another hotvcb run holds" in r.stderr, r.stdout + r.stderr
+        assert path.read_text() == text
+    else:
+        assert r.returncode == 0 and "taking over the run lock" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_a_run_lock_whose_start_time_was_seen_with_another_boot_time_offset_is_held_by_its_live_hotvcb(
+        tmp_path, hotvcb_holder):
+    """/proc shows start times shifted by the reader's time namespace: a start time recorded with another offset
+    than ours cannot be compared, and the live hotvcb at the pid is taken at its word."""
+    text = lock_text(hotvcb_holder, "%d bootoffset=1000000000000" % (start_of(hotvcb_holder) + 100000))
+    path = write_lock(tmp_path, text)
+    r = cleanup(tmp_path)
+    assert r.returncode == 1 and "another hotvcb run holds" in r.stderr, r.stdout + r.stderr
+    assert path.read_text() == text
+
+
 def test_a_holder_dated_past_any_calendar_is_named_in_one_line(tmp_path):
     """Another machine's fresh lock (judged by its heartbeat) whose start date no clock can show."""
     write_lock(tmp_path, lock_text(4242, machine="linuxbox-2", started="9" * 20))

@@ -7,7 +7,9 @@ process's start time as its `pidstart`: host names are not unique (ESXi hosts
 are called `localhost` by default), so a lock is judged by its pid only where
 both name and id are this machine's, and by its age otherwise; and a pid is
 reused, by another hotvcb too, so where the lock and /proc both tell the
-process's start time they must agree.
+process's start time they must agree. A lock whose pid cannot tell (a GC in
+another pid namespace of this machine, a process /proc hides from us) is
+judged by its age, as another machine's (runid.running).
 
 A stale lock is taken over as store/lock.py takes over the run lock: inside a
 short-lived second object `locks/gc.takeover` (written with put_new, so one
@@ -52,8 +54,10 @@ def stale(repo: Repository, me: RunId, lock: Optional[bytes]) -> bool:
     by a GC that cannot be at work. A lock of this machine (its name, and its id or none: a lock written
     before locks carried one) is judged by its pid: a process that is no hotvcb (gone, reused by another
     program, pid 0), that is `me`'s pid in another run, or that started at another time than the lock
-    records (the pid reused by another hotvcb; a lock without the time, an older hotvcb's, or a host
-    without /proc cannot tell) is no GC. Any other lock is judged by its age on the repository's clock:
+    records (the pid reused by another hotvcb; a lock without the time, an older hotvcb's, a host
+    without /proc or a reader whose boot-time offset differs cannot tell) is no GC. Where its pid cannot tell
+    (runid.running: a GC in another pid namespace of this machine, a process /proc hides from us), and for
+    any other lock, it is judged by its age on the repository's clock:
     older than the grace period, or dated more than that ahead (clock garbage no GC writes), it is stale.
     Readers ask it too (settle.py): a stale lock is no GC moving packs."""
     if lock is None:
@@ -61,7 +65,9 @@ def stale(repo: Repository, me: RunId, lock: Optional[bytes]) -> bool:
     holder = parse(lock.decode("utf-8", "replace"))
     if holder is not None and holder.machine == me.machine == socket.gethostname() \
             and holder.host in ("", this_host()):
-        return not running(holder, me)
+        by_pid = running(holder, me)
+        if by_pid is not None:
+            return not by_pid
     info = repo.backend.stat(LOCK)
     return info is None or abs(repo.backend.now() - info.mtime) > repo.config.grace
 

@@ -20,8 +20,10 @@ Liveness: a holder on this machine is alive while its pid is a hotvcb
 process that started when the lock says (runid.running, the GC lock's rule
 too): the lock records its process's start time where /proc tells it, as a
 dead run's pid may be another hotvcb's now (a lock without it, and ESXi,
-which has no /proc, go by the pid alone). A holder elsewhere (SSH mode from
-another box) is alive while its heartbeat is fresh: the holder touches the
+which has no /proc, go by the pid alone). A holder whose pid cannot tell
+(another pid namespace of this machine, a process /proc hides from us) and
+a holder elsewhere (SSH mode from
+another box) are alive while the heartbeat is fresh: the holder touches the
 lock every HEARTBEAT seconds and a lock untouched for STALE_AFTER seconds is
 stale. The same heartbeat keeps the run's `-partial` folder owner files fresh
 (`watch`), which is how hosts sharing an NFS volume tell a live backup from a
@@ -48,9 +50,12 @@ TAKEOVER_STALE = 60.0  # a takeover takes milliseconds; one this old died mid-wa
 
 
 def holder_alive(shell: Shell, path: str, record: Optional[RunId], me: RunId) -> bool:
-    """Is the run that wrote `record` into `path` still running?"""
+    """Is the run that wrote `record` into `path` still running? One of this machine is asked by its pid where that
+    can tell (runid.running), any other by its heartbeat."""
     if record is not None and record.machine == me.machine:
-        return running(record, me)
+        by_pid = running(record, me)
+        if by_pid is not None:
+            return by_pid
     age = shell.age(path)
     return age is not None and age < STALE_AFTER
 
