@@ -19,7 +19,7 @@ import threading
 from typing import Callable, Generic, Optional, TypeVar
 
 from . import interrupt
-from .errors import HotvcbError, Interrupted
+from .errors import HotvcbError
 
 T = TypeVar("T")
 CANCEL_WAIT = 30.0  # seconds a cancelled worker may take to notice (one block read)
@@ -30,13 +30,29 @@ class Cancelled(Exception):
     """Raised inside the worker after `cancel()`; never seen by the owner."""
 
 
+class _Worker(threading.Thread):
+    """A Background's thread, which carries its owner's "given up" to the commands it runs."""
+
+    def __init__(self, target: Callable[[], None], name: str, stop: threading.Event):
+        super().__init__(target=target, name=name, daemon=True)
+        self.stop = stop
+
+
+def given_up() -> bool:
+    """Has the owner of the work this thread runs given it up? shell.stream then ends the command it
+    runs, as it does on a signal, but also where a signal may not (`interruptible=False`): no one
+    will read the answer, and a command left running would outlive hotvcb (its own session)."""
+    thread = threading.current_thread()
+    return isinstance(thread, _Worker) and thread.stop.is_set()
+
+
 class Background(Generic[T]):
     def __init__(self, work: Callable[[Callable[[], None]], T], name: str):
         self._work = work
         self._stop = threading.Event()
         self._value = None  # type: Optional[T]
         self._error = None  # type: Optional[BaseException]
-        self._thread = threading.Thread(target=self._main, name="hotvcb-" + name, daemon=True)
+        self._thread = _Worker(self._main, "hotvcb-" + name, self._stop)
         self._thread.start()
 
     def _check(self) -> None:
@@ -68,7 +84,8 @@ class Background(Generic[T]):
         return self._value  # type: ignore[return-value]
 
     def cancel(self, wait: float = CANCEL_WAIT) -> None:
-        """Stop the work at its next `check` and wait for it briefly (it only reads)."""
+        """Stop the work at its next `check`, ending a command it runs (`given_up`), and wait for it
+        briefly (it only reads)."""
         self._stop.set()
         self._thread.join(wait)
 
@@ -82,7 +99,7 @@ class Ahead(Generic[T]):
     The error of a question that failed is raised by `answer()` in the caller's own turn, where
     the question was asked before: the same error, in the order the checks always ran, after
     one wait for a hung host, not two (`take()` gives None, and the caller asks again).
-    `drop()` waits for a question still out, so none outlives its run.
+    `drop()` ends a question still out, so none outlives its run, nor holds its end.
     """
 
     def __init__(self, ask: Callable[[], T], name: str):
@@ -100,12 +117,10 @@ class Ahead(Generic[T]):
         return self._work.result(cancel_wait=0)
 
     def drop(self) -> None:
-        """Wait for the question if it is still out (each is bounded) and forget it. Once a signal
-        came it is not waited for: it only reads, and the run is to end promptly."""
-        try:
-            self._work.result(cancel_wait=0)
-        except (HotvcbError, Interrupted):
-            pass
+        """Forget the question, ending its command if it is still out, and wait only for that end, not
+        for an answer no one will read: a hung hostd held a failed restore's report for the listing's
+        300 s timeout. The same with or without a signal: it only reads."""
+        self._work.cancel()
 
 
 class Kept(Generic[T]):
@@ -123,14 +138,21 @@ class Kept(Generic[T]):
 
     def get(self, ask: Callable[[], T]) -> T:
         arrived = self._failures
-        with self._lock:
+        while not self._lock.acquire(timeout=POLL):
+            if given_up():  # a dropped question waiting behind a hung one: its dropper waits for it
+                raise Cancelled()
+        try:
             if self.value is not None:
                 return self.value
             if self._failures > arrived and self._error is not None:
                 raise self._error  # asked, and failed, while this caller waited
             try:
                 self.value = ask()
+            except Cancelled:
+                raise  # given up, not failed: a caller waiting meanwhile asks itself
             except Exception as err:
                 self._failures, self._error = self._failures + 1, err
                 raise
             return self.value
+        finally:
+            self._lock.release()

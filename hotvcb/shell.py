@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence
 
-from . import blockdigest, hostdigest, interrupt, treescan
+from . import background, blockdigest, hostdigest, interrupt, treescan
 from .errors import CommandFailed, HostError, TimeoutExpired
 
 
@@ -497,8 +497,8 @@ def stream(
 
     `proc` must have been started in its own session with stdout a pipe
     (stderr merged into it); `argv` is the command as the user should see it.
-    The child (and its group) is stopped on timeout, idle timeout or a pending
-    interrupt, and whatever else goes wrong while reading.
+    The child (and its group) is stopped on timeout, idle timeout, a pending
+    interrupt, its Background given up, and whatever else goes wrong while reading.
     """
     chunks = []  # type: List[bytes]
     pending = b""
@@ -510,7 +510,10 @@ def stream(
     fd = out.fileno()
 
     def bounds() -> None:
-        """Stop the child on a pending interrupt or past the deadline."""
+        """Stop the child once its answer is given up, on a pending interrupt or past the deadline."""
+        if background.given_up():
+            _stop(proc)
+            raise background.Cancelled()
         if interruptible and interrupt.pending():
             _stop(proc)
             interrupt.raise_pending()

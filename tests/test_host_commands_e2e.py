@@ -10,6 +10,7 @@ import collections
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -234,6 +235,69 @@ def test_a_restores_question_that_fails_fails_it_with_its_own_error_and_nothing_
     errors = [line for line in out.splitlines() if "error:" in line]
     assert len(errors) == 1 and "vmsvc/getallvms" in errors[0] and "hostd is busy" in errors[0], out
     assert sorted(os.listdir(host.real("/vmfs/volumes/datastore1"))) == ["alpha"], out  # no folder, no scratch
+
+
+@needs_root
+def test_a_restore_failing_its_pre_checks_is_not_held_by_a_hung_question_and_leaves_it_not_running(host, tmp_path):
+    """The host's version is asked ahead for the clone's flags; a pre-check failing before the clone
+    (the target folder exists) needs no answer, so a hung `vmware -v` (60 s timeout) must neither hold
+    the report nor outlive the run (the question's process is in a session of its own)."""
+    backup = _a_backup_to_restore(host, tmp_path)
+    host.reboot()  # the backup's run kept the release on the ramdisk (hosts/esxi_release.py): asked again
+    hung = tmp_path / "hung"
+    wrap_tool(host, "vmware", 'if [ "$1" = -v ]; then echo $$ >> %s; exec sleep 300; fi' % shlex.quote(str(hung)))
+    p = hotvcb_background(host, "restore", backup, "--datastore", "datastore1", "--name", "alpha")
+    try:
+        out = p.communicate(timeout=45)[0]
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out = "HELD: still running after 45 s\n" + p.communicate(timeout=30)[0]
+    finally:
+        pids = [int(pid) for pid in hung.read_text().split()] if hung.exists() else []
+        running = [pid for pid in pids if _running(pid)]
+        for pid in running:
+            os.kill(pid, signal.SIGKILL)
+    assert pids, out  # it was asked, and hung
+    assert p.returncode == 6 and "already exists" in out and "Traceback" not in out, (p.returncode, out)
+    assert running == [], out
+
+
+def test_dropped_questions_are_ended_even_uninterruptible_or_waiting_behind_a_hung_one(tmp_path):
+    """Two questions for one kept answer (a repository restore's early `vmware -v` and its folder
+    restore's own): the first hangs in a command no signal may stop, the second waits behind it.
+    Dropping the second must not wait for the first (30 s: background.CANCEL_WAIT), and dropping
+    the first ends its command, though a signal would not."""
+    from hotvcb.background import Ahead, Kept
+    from hotvcb.shell import LocalShell
+    pid_file = tmp_path / "pid"
+    kept, shell = Kept(), LocalShell()
+
+    def ask():
+        return kept.get(lambda: shell.run(["sh", "-c", 'echo $$ > "$0"; exec sleep 300', str(pid_file)],
+                                          interruptible=False))
+
+    first = Ahead(ask, "test")
+    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), 30)
+    second = Ahead(ask, "test")
+    pid = int(pid_file.read_text())
+    try:
+        started = time.monotonic()
+        second.drop()
+        assert time.monotonic() - started < 15
+        first.drop()
+        assert not _running(pid)
+    finally:
+        if _running(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _running(pid):
+    """Is `pid` a live process (not gone, nor a zombie its parent has yet to reap)?"""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_a_kept_answer_two_threads_ask_at_once_is_asked_once_and_its_failure_shared():

@@ -102,8 +102,6 @@ def test_a_stream_inflating_far_past_its_length_is_refused():
     assert decoded_or_refused(bomb, raw=bytes(65536)) is not None
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a zlib chunk whose stream inflates past raw_len is inflated whole "
-                                       "(64 KiB stored -> >100 MB per worker) before it is refused")
 def test_a_chunk_inflating_past_its_length_is_refused_without_inflating_it_whole():
     """codec._inflate: 'into one buffer of its known length' — zlib.decompress's bufsize is only where its
     buffer starts; the zstd path passes max_output_size. A chunk is at most 64 KiB stored, which deflate
@@ -151,8 +149,6 @@ def _damage_window(stored):  # CINFO 8 (a 64 KiB window: not a valid zlib header
     stored[1] = next(b for b in range(256) if (0x88 * 256 + b) % 31 == 0 and not b & 0x20)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: verify --repo calls a zlib chunk with a damaged adler32 trailer "
-                                       "or window header sound, though zlib.decompress refuses it")
 @pytest.mark.parametrize("damage", [_damage_adler, _damage_window], ids=["adler32", "window"])
 def test_damage_in_a_zlib_chunks_trailer_or_header_is_found_by_verify(tmp_path, damage):
     """The repository's promise (docs/repository.md "Compression"): each zlib chunk is one standard zlib
@@ -451,8 +447,6 @@ def test_sigterm_while_the_datastore_listing_hangs_during_a_repo_restore_ends_it
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="DEFECT: restore --repo --datastore whose staging fails waits for a hung "
-                                       "early host question (vmware -v up to 60 s, listsummary 300 s) to report it")
 @pytest.mark.parametrize("tool,verb", [("vim-cmd", "hostsvc/datastore/listsummary"), ("vmware", "-v")])
 def test_a_repo_restore_whose_staging_fails_is_not_held_by_a_hung_early_question(host, tmp_path, tool, verb):
     """The host's version and datastore listing are now asked beside the staging; where the staging fails

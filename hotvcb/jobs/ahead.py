@@ -60,7 +60,7 @@ class RunStart:
         return space.take()
 
     def drop(self) -> None:
-        """As the run ends: wait for questions still out (see Ahead.drop)."""
+        """As the run ends: end questions still out (see Ahead.drop)."""
         for question in self._identity + [q for q in (self._vms, self._space) if q is not None]:
             question.drop()
         self._vms = self._space = None

@@ -121,10 +121,9 @@ class Lookahead:
         return Answers(vmid, asked, listed, state, vm)
 
     def drop(self) -> None:
-        """As the run ends: wait for questions still out (each is bounded) and forget them, so no
-        query outlives the run; a signal meanwhile stops them, and the run says so itself. Once a
-        signal came they are not waited for: they only read, and a power state is asked
-        uninterruptibly (cleanup asks it after Ctrl-C), so a hung hostd held the run's end 30 s."""
+        """As the run ends: end questions still out and forget them (Ahead.drop), so no query
+        outlives the run nor holds its end; a power state, asked uninterruptibly (cleanup asks it
+        after Ctrl-C), is ended too: a hung hostd held the run's end 30 s."""
         asking, self._asking = self._asking, None
         if asking is not None:
             for question in (asking[2], asking[3]):
