@@ -423,11 +423,12 @@ def test_a_version_question_failing_during_a_repo_restore_is_no_crash_and_leaves
         assert _datastore_leftovers(host) == [], out
 
 
-@needs_root
-def test_sigterm_while_the_datastore_listing_hangs_during_a_repo_restore_ends_it_cleanly(host, tmp_path):
+def _a_repo_restore_hung_on_the_listing(host, tmp_path):
+    """A repository restore to the datastore, running, with its datastore listing hung (the hung
+    vim-cmds' pids appended to the returned file)."""
     _a_repo_backup_on_the_host(host, tmp_path)
     hung = tmp_path / "hung"
-    wrap_tool(host, "vim-cmd", 'if [ "$1" = hostsvc/datastore/listsummary ]; then echo $$ > %s; exec sleep 300; fi'
+    wrap_tool(host, "vim-cmd", 'if [ "$1" = hostsvc/datastore/listsummary ]; then echo $$ >> %s; exec sleep 300; fi'
               % shlex.quote(str(hung)))
     from simhost import hotvcb_background
     p = hotvcb_background(host, "restore", "--repo", REPO, "--latest", "web", "--datastore", "datastore1",
@@ -436,12 +437,19 @@ def test_sigterm_while_the_datastore_listing_hangs_during_a_repo_restore_ends_it
     while time.monotonic() < deadline and not (hung.exists() and hung.stat().st_size) and p.poll() is None:
         time.sleep(0.05)
     assert p.poll() is None, p.communicate()[0]
+    return p, hung
+
+
+@needs_root
+def test_sigterm_while_the_datastore_listing_hangs_during_a_repo_restore_ends_it_cleanly(host, tmp_path):
+    p, hung = _a_repo_restore_hung_on_the_listing(host, tmp_path)
     p.send_signal(signal.SIGTERM)
     out, _ = p.communicate(timeout=30)
-    try:
-        os.kill(int(hung.read_text().strip()), signal.SIGKILL)
-    except (OSError, ValueError):
-        pass
+    for pid in hung.read_text().split():
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except OSError:
+            pass
     assert p.returncode == 2 and "Traceback" not in out and "Exception in thread" not in out, (p.returncode, out)
     assert _datastore_leftovers(host) == [], out
 
@@ -504,17 +512,7 @@ def _unwrap(host, tool, layer="usr_bin"):
 
 @needs_root
 def test_a_repo_restore_killed_while_a_host_question_hangs_then_run_again_restores_and_leaves_nothing(host, tmp_path):
-    _a_repo_backup_on_the_host(host, tmp_path)
-    hung = tmp_path / "hung"
-    wrap_tool(host, "vim-cmd", 'if [ "$1" = hostsvc/datastore/listsummary ]; then echo $$ >> %s; exec sleep 300; fi'
-              % shlex.quote(str(hung)))
-    from simhost import hotvcb_background
-    p = hotvcb_background(host, "restore", "--repo", REPO, "--latest", "web", "--datastore", "datastore1",
-                          "--name", "copy")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (hung.exists() and hung.stat().st_size) and p.poll() is None:
-        time.sleep(0.05)
-    assert p.poll() is None
+    p, hung = _a_repo_restore_hung_on_the_listing(host, tmp_path)
     os.kill(_hotvcb_above(int(hung.read_text().split()[0])), signal.SIGKILL)
     for pid in hung.read_text().split():
         try:

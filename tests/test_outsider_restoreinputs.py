@@ -48,13 +48,7 @@ def kvm_delta_backup(tmp_path, secret_data):
 
 
 def tree_holds(folder, data):
-    probe = data[4096: 4096 + (64 << 10)]
-    for root, _d, files in os.walk(folder):
-        for n in files:
-            with open(os.path.join(root, n), "rb") as f:
-                if probe in f.read():
-                    return True
-    return False
+    return holds(folder, data, start=4096)
 
 
 @needs_qemu_img

@@ -120,9 +120,9 @@ def victim(host, tag):
     return "%s/victim-%s/victim-flat.vmdk" % (DS1, tag), data
 
 
-def holds(folder, data):
-    """Whether any file under folder holds `data`'s first 64 KiB (the victim's bytes restored)."""
-    probe = data[: 64 << 10]
+def holds(folder, data, start=0):
+    """Whether any file under folder holds 64 KiB of `data` from `start` (the victim's bytes restored)."""
+    probe = data[start: start + (64 << 10)]
     for root, _d, files in os.walk(folder):
         for n in files:
             with open(os.path.join(root, n), "rb") as f:
