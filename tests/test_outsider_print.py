@@ -446,3 +446,30 @@ def test_an_annotation_forging_a_row_does_not_stop_the_backup_of_its_own_vm(tmp_
     r = hotvcb(host, "backup", "-m", "a", "-g", conf)
     no_traceback(r)
     assert r.returncode == 0, out(r)
+
+
+@pytest.mark.parametrize("by_file", [False, True])
+def test_an_ssh_backup_whose_sessions_get_umask_000_creates_nothing_group_writable(host, tmp_path, by_file):
+    """The host's sshd gives sessions umask 000 (pam_umask, a forced command): over SSH, with the on-host
+    build and file by file, the backup, its log and the host's run files stay not writable by others."""
+    import shutil as _shutil
+    from sshd import running_sshd
+    from sshsite import Site
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "ssh").symlink_to(_shutil.which("ssh"))
+    host.create_vm("web", "datastore1", [{"size": "2M"}], power="on")
+    conf = write_conf(host)
+    with running_sshd(tmp_path / "sshd", force_command='umask 000; eval "$SSH_ORIGINAL_COMMAND"',
+                      wrap=[sys.executable, "-m", "esxisim", "shell", host.root, "--"],
+                      env=dict(os.environ, PYTHONPATH=REPO)) as sshd:
+        site = Site(host, sshd, bindir, tmp_path)
+        r, _ = site.run("backup", *(["--file-by-file"] if by_file else []), "-m", "web", "-g", conf,
+                        "-l", tmp_path / "logs" / "run.log")
+    assert r.returncode == 0, r.out
+    names = [n for _d, _s, files in os.walk(host.real(VOLUME)) for n in files]
+    assert "hotvcb.json" in names and "STATUS.ok" in names, names
+    bad = loose(host.real(VOLUME))
+    bad.update(loose(host.store.p("root", "run", "upper")))
+    bad.update(loose(str(tmp_path / "logs")))
+    assert not bad, bad
