@@ -473,3 +473,22 @@ def test_an_ssh_backup_whose_sessions_get_umask_000_creates_nothing_group_writab
     bad.update(loose(host.store.p("root", "run", "upper")))
     bad.update(loose(str(tmp_path / "logs")))
     assert not bad, bad
+
+
+def test_folder_restore_and_cleanup_under_umask_000_create_nothing_group_writable(tmp_path):
+    host = make_host(tmp_path / "host")
+    conf = write_conf(host)
+    host.create_vm("web", "datastore1", [{"size": "2M"}], power="on")
+    r = run_umask(host, 0, "backup", "-m", "web", "-g", conf)
+    assert r.returncode == 0, out(r)
+    r = run_umask(host, 0, "restore", "--latest", "web", "-g", conf, "--datastore", "ds5", "--name", "web2",
+                  "--format", "thin")
+    assert r.returncode == 0, out(r)
+    restored = host.real("/vmfs/volumes/ds5/web2")
+    assert os.listdir(restored), out(r)
+    r = run_umask(host, 0, "cleanup", "-g", conf)
+    no_traceback(r)
+    bad = loose(restored)
+    bad.update(loose(host.real(VOLUME)))
+    bad.update(loose(host.store.p("root", "run", "upper")))
+    assert not bad, bad
