@@ -26,6 +26,14 @@ def no_traceback(r):
     assert "Traceback" not in out(r), out(r)
 
 
+def _edit(path, old, new):
+    with open(path) as f:
+        text = f.read()
+    assert old in text, text
+    with open(path, "w") as f:
+        f.write(text.replace(old, new))
+
+
 def folder_backup(host, vm, stamp="2026-12-01_10-00-00"):
     os.makedirs(host.real("%s/%s/%s-%s" % (VOLUME, vm, vm, stamp)))
 
@@ -214,7 +222,7 @@ def test_a_vm_whose_name_is_empty_is_named_by_backup_all(tmp_path):
     r = hotvcb(host, "backup", "-a", "-g", conf)
     no_traceback(r)
     assert "All VMs backed up OK" not in out(r) and r.returncode != 0, out(r)
-    assert vmid in out(r), out(r)
+    assert "vmid %s" % vmid in out(r), out(r)
 
 
 def test_a_vm_whose_name_is_only_a_line_feed(tmp_path):
@@ -228,7 +236,7 @@ def test_a_vm_whose_name_is_only_a_line_feed(tmp_path):
     r = hotvcb(host, "backup", "-a", "-g", conf)
     no_traceback(r)
     assert "All VMs backed up OK" not in out(r) and r.returncode != 0, out(r)
-    assert vmid in out(r) or "'\\n'" in out(r), out(r)
+    assert "vmid %s" % vmid in out(r) or "'\\n'" in out(r), out(r)
     assert os.listdir(host.real(VOLUME + "/web")), out(r)
     r = hotvcb(host, "status", "-g", conf)
     assert r.returncode != 0, out(r)
@@ -281,13 +289,15 @@ def test_a_stricter_umask_stays(tmp_path):
 
 # --- more names ----------------------------------------------------------------------------------------
 
+@pytest.mark.xfail(strict=True, reason="DEFECT: status prints a registered VM's name with its line feed raw: "
+                   "`a<LF>OK forged` gives a line 'OK forged: never backed up' (status text, shown() leaves \\n)")
 def test_status_escapes_a_registered_vm_name_holding_a_line_feed(tmp_path):
     """A registered VM `a<LF>CRIT forged`: status text must show it on one line (a monitor parses lines)."""
     host = make_host(tmp_path / "host")
     conf = write_conf(host)
     host.create_vm("lfvm", "datastore1", [{"size": "2M"}])
     vmx = host.real("%s/lfvm/lfvm.vmx" % DS1)
-    open(vmx, "w").write(open(vmx).read().replace('displayName = "lfvm"', 'displayName = "a|0AOK forged"'))
+    _edit(vmx, 'displayName = "lfvm"', 'displayName = "a|0AOK forged"')
     r = hotvcb(host, "status", "-g", conf)
     no_traceback(r)
     assert not [l for l in out(r).splitlines() if l.startswith("OK forged")], out(r)
@@ -492,3 +502,41 @@ def test_folder_restore_and_cleanup_under_umask_000_create_nothing_group_writabl
     bad.update(loose(host.real(VOLUME)))
     bad.update(loose(host.store.p("root", "run", "upper")))
     assert not bad, bad
+
+
+def _summary(text):
+    lines = [l.split(" -- info: ", 1)[1] for l in text.splitlines() if " -- info: " in l]
+    start = [i for i, l in enumerate(lines) if l.startswith("VM  ") and "RESULT" in l][-1]
+    return lines[start:start + 3]
+
+
+@pytest.mark.xfail(strict=True, reason="DEFECT: the run's final per-VM table measures a refused VM's raw name "
+                   "(ESC...) and the log then escapes it: the RESULT column shifts (jobs/outcome.table, no shown())")
+def test_backup_summary_table_stays_aligned_with_a_refused_escape_name(tmp_path):
+    host = make_host(tmp_path / "host")
+    conf = write_conf(host)
+    host.create_vm("plain", "datastore1", [{"size": "2M"}], power="on")
+    host.create_vm("web", "datastore1", [{"size": "2M"}], power="on")
+    vmx = host.real("%s/plain/plain.vmx" % DS1)
+    _edit(vmx, 'displayName = "plain"', 'displayName = "pl|1B[2J|1B[1mxx"')
+    r = hotvcb(host, "backup", "-a", "-g", conf)
+    no_traceback(r)
+    table = _summary(r.stdout)
+    assert len(table) == 3 and not [c for c in RAW if c in r.stdout], r.stdout
+    import re
+    cols = {re.search(r"  +(RESULT|ERROR|OK|FAILED|SKIPPED|REFUSED)\b", l).start(1) for l in table}
+    assert len(cols) == 1, "\n".join(table)
+
+
+@pytest.mark.xfail(strict=True, reason="DEFECT: the run's final per-VM table measures cells with len(): a CJK "
+                   "VM name shifts the RESULT column on a terminal (jobs/outcome.table)")
+def test_backup_summary_table_stays_aligned_with_a_wide_name(tmp_path):
+    host = make_host(tmp_path / "host")
+    conf = write_conf(host)
+    host.create_vm("\u65e5\u672c\u8a9e", "datastore1", [{"size": "2M"}], power="on")
+    host.create_vm("webserver", "datastore1", [{"size": "2M"}], power="on")
+    r = hotvcb(host, "backup", "-a", "-g", conf)
+    assert r.returncode == 0, out(r)
+    table = _summary(r.stdout)
+    cols = {width(l[:l.index("OK") if "OK" in l else l.index("RESULT")]) for l in table}
+    assert len(cols) == 1, "\n".join(table)
