@@ -30,8 +30,11 @@ class _Parser(argparse.ArgumentParser):
     usage_exit = 1
 
     def error(self, message: str):
+        """argparse's messages quote what the user typed (`unrecognized arguments: ...`): printed
+        through `say` like every other line, so an escape sequence in an argument stays text."""
         self.print_usage(sys.stderr)
-        self.exit(self.usage_exit, "%s: error: %s\n" % (self.prog, message))
+        say("%s: error: %s" % (self.prog, message), stream=sys.stderr)
+        self.exit(self.usage_exit)
 
 
 def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:

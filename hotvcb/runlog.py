@@ -19,22 +19,45 @@ import shutil
 import sys
 import threading
 import time
+import unicodedata
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Callable, Dict, Iterator, List, Optional, TextIO
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, TextIO
 
 LEVELS = {"debug": 10, "info": 20, "dryrun": 20, "warning": 30, "error": 40}
 _LINE_BREAK = re.compile("\r\n|\r|\n")  # a message of several lines: each its own, stamped
 # what else a name from a .vmx, a folder or a restore file may hold that a terminal or a log reader takes
 # for a line break or a command (an escape sequence), or that no UTF-8 log can hold (bytes that were no
-# UTF-8): written as its Python escape, so each log line is one line of ours and shows what is there
-_HIDDEN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+# UTF-8), or a bidi control that shows the rest of the line reordered (`invoice<RLO>gpj.exe` reads as a
+# .jpg): written as its Python escape, so each log line is one line of ours and shows what is there
+_HIDDEN_CHARS = "\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2028\u2029\u2066-\u2069\ud800-\udfff"
+_HIDDEN = re.compile("[%s]" % _HIDDEN_CHARS)
+# in one field of a line (a table's cell, a status line's name) a line feed forges a line and a tab
+# moves every later column to the terminal's tab stop: escaped too; a log message keeps its own
+_HIDDEN_IN_FIELD = re.compile("[\t\n%s]" % _HIDDEN_CHARS)
 
 
-def shown(text: str) -> str:
+def shown(text: str, field: bool = False) -> str:
     """Text from a host, a folder or a user as one may print it: every command's output goes through
-    this too (`say`), so what a terminal or a monitor reads from hotvcb is only ever what hotvcb meant."""
-    return _HIDDEN.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    this too (`say`), so what a terminal or a monitor reads from hotvcb is only ever what hotvcb meant.
+    `field`: the text is one field of a line, which it may not break or shift (tab, line feed)."""
+    hidden = _HIDDEN_IN_FIELD if field else _HIDDEN
+    return hidden.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def width(text: str) -> int:
+    """Columns a terminal gives text: East Asian wide/fullwidth characters take two, combining marks
+    none, so a table of names from anywhere stays aligned where len() would shift it."""
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+               for c in text)
+
+
+def columns(rows: Sequence[Sequence[str]]) -> List[str]:
+    """A table's lines as printed: each cell escaped as one field, then padded to its column's widest
+    display width (the last column is not padded), so what is measured is what the terminal shows."""
+    cells = [[shown(c, field=True) for c in row] for row in rows]
+    widths = [max(width(row[i]) for row in cells) for i in range(len(cells[0]) - 1)]
+    return ["  ".join([c + " " * (w - width(c)) for c, w in zip(row, widths)] + row[-1:]) for row in cells]
 
 
 def say(text: str, stream: Optional[TextIO] = None, flush: bool = False) -> None:

@@ -61,8 +61,6 @@ def width(s):
 
 # --- text output -------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a U+202E (RTL override) in a name is printed raw by list/status: "
-                   "the rest of the line is shown reversed (runlog._HIDDEN lacks bidi controls)")
 def test_rtl_override_in_a_name_is_not_printed_raw(tmp_path):
     host = make_host(tmp_path / "host")
     conf = write_conf(host)
@@ -84,8 +82,6 @@ def test_rtl_override_kept_exact_in_list_json(tmp_path):
     assert [b["vm"] for b in json.loads(r.stdout)["backups"]] == [vm]
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: list prints a folder name's line feed raw: a folder `x<LF>FAKE ...` "
-                   "forges a row of the table (list_cmd.table: shown() leaves \\n alone)")
 def test_a_folder_name_with_a_line_feed_is_one_row_of_list(tmp_path):
     """A folder under the volume named `x<LF>y`: list must not print it as two lines (a forged row)."""
     host = make_host(tmp_path / "host")
@@ -144,8 +140,6 @@ def test_a_folder_name_that_is_no_utf8(tmp_path):
     json.loads(r.stdout)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: list's table measures cells with len(): a CJK (wide) VM name "
-                   "shifts every later column on a terminal (list_cmd.table)")
 def test_list_columns_stay_aligned_with_a_wide_name(tmp_path):
     host = make_host(tmp_path / "host")
     conf = write_conf(host)
@@ -289,8 +283,6 @@ def test_a_stricter_umask_stays(tmp_path):
 
 # --- more names ----------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: status prints a registered VM's name with its line feed raw: "
-                   "`a<LF>OK forged` gives a line 'OK forged: never backed up' (status text, shown() leaves \\n)")
 def test_status_escapes_a_registered_vm_name_holding_a_line_feed(tmp_path):
     """A registered VM `a<LF>CRIT forged`: status text must show it on one line (a monitor parses lines)."""
     host = make_host(tmp_path / "host")
@@ -318,8 +310,6 @@ def test_a_datastore_name_with_escapes_is_escaped_by_status(tmp_path):
     assert "ds\x1b]0;owned\x07\x1b[2J" in [c.get("name") for c in json.loads(r.stdout)["checks"]], r.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a tab in a name is printed raw by list: the terminal's tab stop "
-                   "shifts every later column (runlog._HIDDEN leaves \\t alone; widths count it as 1)")
 def test_a_tab_in_a_name_keeps_list_columns_aligned(tmp_path):
     host = make_host(tmp_path / "host")
     conf = write_conf(host)
@@ -383,8 +373,6 @@ def test_backup_files_under_umask_000_exist_and_are_checked(tmp_path):
     assert not loose(host.real(VOLUME)), loose(host.real(VOLUME))
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: argparse's 'unrecognized arguments' error prints the argument raw "
-                   "(ESC/BEL reach the terminal): cli's parser errors bypass runlog.say")
 def test_an_unrecognized_argument_is_escaped_in_the_error_line():
     r = subprocess.run([sys.executable, "-m", "hotvcb", "backup", "-a", "--x\x1b]0;owned\x07\x1b[2J"],
                        capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONPATH=REPO), cwd=REPO)
@@ -510,8 +498,6 @@ def _summary(text):
     return lines[start:start + 3]
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: the run's final per-VM table measures a refused VM's raw name "
-                   "(ESC...) and the log then escapes it: the RESULT column shifts (jobs/outcome.table, no shown())")
 def test_backup_summary_table_stays_aligned_with_a_refused_escape_name(tmp_path):
     host = make_host(tmp_path / "host")
     conf = write_conf(host)
@@ -528,8 +514,6 @@ def test_backup_summary_table_stays_aligned_with_a_refused_escape_name(tmp_path)
     assert len(cols) == 1, "\n".join(table)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: the run's final per-VM table measures cells with len(): a CJK "
-                   "VM name shifts the RESULT column on a terminal (jobs/outcome.table)")
 def test_backup_summary_table_stays_aligned_with_a_wide_name(tmp_path):
     host = make_host(tmp_path / "host")
     conf = write_conf(host)

@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .. import config, vmdk
 from ..errors import HostError
-from ..runlog import say, say_json, shown
+from ..runlog import columns, say, say_json
 from ..shell import Shell
 from ..store import health, layout, manifest
 from ..treeview import ScannedShell
@@ -152,11 +152,9 @@ def table(rows: List[Dict[str, Any]]) -> str:
             verified = "FAILED: " + r["verify_error"]
         else:
             verified = (r["verified"] or "never").replace("T", " ")
-        lines.append(tuple(shown(c) for c in (  # escaped before the widths are measured: columns stay aligned
-            r["vm"], r["time"].replace("T", " "), age(r["age_seconds"]), human_size(r["size_bytes"], compact=True),
-            r["format"] or "?", status, verified)))
-    widths = [max(len(l[i]) for l in lines) for i in range(len(head) - 1)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(l, widths)) + "  " + l[-1] for l in lines)
+        lines.append((r["vm"], r["time"].replace("T", " "), age(r["age_seconds"]),
+                      human_size(r["size_bytes"], compact=True), r["format"] or "?", status, verified))
+    return "\n".join(columns(lines))
 
 
 def age(seconds: int) -> str:

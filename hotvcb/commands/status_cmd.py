@@ -11,7 +11,7 @@ from typing import Any, Dict, List
 
 from .. import config, namelist
 from ..errors import HotvcbError
-from ..jobs.status import RANK, Limits, host_status
+from ..jobs.status import RANK, Check, Limits, host_status
 from ..runlog import say, say_json
 from ..units import parse_duration
 from . import common, onhost, repo_cmd
@@ -110,5 +110,5 @@ def _many(args) -> int:
                 say("UNKNOWN %s: %s" % (r["host"], r["message"]))
                 continue
             for c in sorted(r["checks"], key=lambda c: -RANK[c["severity"]]):
-                say("%-4s %s %-13s %s: %s" % (c["severity"], r["host"], c["kind"], c["name"], c["message"]))
+                say(Check(**c).line(r["host"]))
     return UNKNOWN if worst == "UNKNOWN" else RANK[worst]

@@ -4,6 +4,7 @@ import html
 from typing import Any, Dict, List, Tuple
 
 from ..model import VmResult
+from ..runlog import columns
 from ..units import human_size
 
 OK, DRYRUN = 0, 0
@@ -61,8 +62,7 @@ def table(records: List[Dict[str, Any]]) -> List[str]:
         rate = "%.1f MB/s" % (r["rate_bytes_per_second"] / 1e6) if r["rate_bytes_per_second"] else "-"
         lines.append((r["vm"], r["result"].upper(), "%d/%d" % (r["disks_ok"], r["disks"]),
                       human_size(r["bytes"], compact=True), _clock(r["seconds"]), rate, str(r["good_backups"])))
-    widths = [max(len(l[i]) for l in lines) for i in range(len(head))]
-    return ["  ".join(c.ljust(w) for c, w in zip(l, widths)).rstrip() for l in lines]
+    return columns(lines)
 
 
 def report(results: List[VmResult], status: str) -> str:

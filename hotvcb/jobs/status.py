@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from ..errors import HotvcbError
 from ..hosts.base import Hypervisor
 from ..model import Snapshot, Vm
+from ..runlog import shown
 from ..runid import RunId, parse
 from ..settings import Settings
 from ..shell import LocalShell
@@ -52,8 +53,11 @@ class Check:
     message: str
     details: Dict[str, Any] = field(default_factory=dict)
 
-    def line(self) -> str:
-        return "%-4s %-13s %s: %s" % (self.severity, self.kind, self.name, self.message)
+    def line(self, host: str = "") -> str:
+        """One line a monitor parses: the name (a VM's or a datastore's, from the host) is one field
+        of it, so a line feed in it cannot forge a line of another severity."""
+        return "%-4s %s%-13s %s: %s" % (self.severity, host + " " if host else "", self.kind,
+                                        shown(self.name, field=True), self.message)
 
 
 @dataclass
