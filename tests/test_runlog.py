@@ -86,3 +86,19 @@ def test_several_vms_at_once_tag_their_lines_and_share_one_progress_line(monkeyp
                         last), last
     log.info("after")  # outside a worker: untagged again
     assert out.getvalue().splitlines()[-1].endswith("-- info: after")
+
+
+def test_a_table_measures_what_a_terminal_shows():
+    """Combining marks take no column, wide characters two, a tab or line feed in a cell is escaped and
+    measured as escaped; a bidi control is escaped wherever text is printed (a log line too)."""
+    import unicodedata
+    lines = runlog.columns([("VM", "RESULT"), ("e\u0301t\u00e9", "OK"), ("\u65e5\u672c", "OK"),
+                            ("a\tb\nc", "OK"), ("x\u202ey", "OK")])
+    assert len(lines) == 5 and not [l for l in lines if "\t" in l or "\u202e" in l]
+    cols = set()
+    for line in lines:
+        head = line[:line.rindex("  ") + 2]
+        cols.add(sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+                     for c in head))
+    assert cols == {len("x\\u202ey  ")}, lines  # the widest cell as printed
+    assert runlog.shown("a\u2066b\u200fc\td") == "a\\u2066b\\u200fc\td"
