@@ -481,8 +481,19 @@ def prune_as_nobody(repo, hidepid):
     mount = "mount -t proc -o hidepid=2 proc /proc || exit 97; " if hidepid else ""
     script = mount + ("exec setpriv --reuid=65534 --regid=65534 --clear-groups %s -m hotvcb prune --repo '%s' "
                       "--keep-last 1" % (SYS_PYTHON, repo))
-    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], capture_output=True,
-                       text=True, cwd=ROOT, timeout=60, env=dict(os.environ, PYTHONPATH=ROOT))
+    # nobody may not reach the checkout (a clone under a 0700 folder): it runs a world-readable copy
+    code = tempfile.mkdtemp(prefix="gclockstart-code-")
+    try:
+        shutil.copytree(os.path.join(ROOT, "hotvcb"), os.path.join(code, "hotvcb"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for folder, _dirs, files in os.walk(code):
+            os.chmod(folder, 0o755)
+            for name in files:
+                os.chmod(os.path.join(folder, name), 0o644)
+        r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], capture_output=True,
+                           text=True, cwd=code, timeout=60, env=dict(os.environ, PYTHONPATH=code))
+    finally:
+        shutil.rmtree(code)
     if r.returncode == 97:
         pytest.skip("cannot mount /proc with hidepid here")
     return r
