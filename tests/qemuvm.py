@@ -96,6 +96,12 @@ class QemuVm:
         # qemu-io prints its report on QEMU's stdout; an error to the monitor says why it failed
         assert "rror" not in out and "failed" not in out, out
 
+    def flush(self, qmp: QmpClient) -> None:
+        """What a guest's fsync does: until then a qcow2 layer's new mapping may sit in QEMU's
+        metadata cache, and a SIGKILLed QEMU loses it (the data cluster written, unreachable)."""
+        out = qmp.execute("human-monitor-command", {"command-line": 'qemu-io %s "flush"' % DEVICE})
+        assert "rror" not in out and "failed" not in out, out
+
     def log_text(self) -> str:
         """What QEMU printed (an assertion that aborted it, qemu-io's reports)."""
         with open(self.log_path, errors="replace") as f:

@@ -329,6 +329,7 @@ def test_a_qemu_that_dies_mid_copy_fails_the_vm_in_one_line_and_keeps_the_guests
     proc = _start_backup(lab, name, log)
     with vm.qmp() as qmp:
         vm.write(qmp, 0x3D, 2 * MiB, 64 * 1024)  # lands in the overlay
+        vm.flush(qmp)  # as a guest's fsync: a write only cached in QEMU dies with it
     vm.kill()
     rc, text = _finished(proc, log)
     assert rc == 6, text  # ghettoVCB's "all VMs failed"
