@@ -371,3 +371,77 @@ def test_an_embedded_descriptor_straddling_64_kib_is_refused_not_read_short(tmp_
         f.write(bytes(data))
     with pytest.raises(HotvcbError):
         _check(top)
+
+
+@needs_qemu_img
+@pytest.mark.parametrize("depth", [1, 2])
+def test_kvm_restore_of_a_legitimate_sparse_chain_made_by_qemu_img_restores_its_top(tmp_path, depth):
+    """A backup whose disk is a monolithicSparse top over sparse parents beside it (relative hints, as
+    qemu-img writes them): the chain check must let it through and the restored disk read as the top."""
+    from test_outsider_crosshv import QEMU_IMG, cli, esxi_backup, seal
+    data = bytes(4096) + os.urandom((1 << 20) - 4096)
+    raw = tmp_path / "data.raw"
+    raw.write_bytes(data)
+    real = esxi_backup(tmp_path / "vol", "sc")
+    for n in ("disk.vmdk", "disk-flat.vmdk"):
+        os.unlink(os.path.join(real, n))
+    names = ["base%d.vmdk" % i for i in range(depth)] + ["disk.vmdk"]
+    subprocess.run([QEMU_IMG, "convert", "-q", "-O", "vmdk", "-f", "raw", str(raw), os.path.join(real, names[0])],
+                   check=True, timeout=60)
+    for parent, child in zip(names, names[1:]):
+        subprocess.run([QEMU_IMG, "create", "-q", "-f", "vmdk", "-F", "vmdk", "-b", parent,
+                        os.path.join(real, child)], check=True, timeout=60, cwd=real)
+    seal(real, "sc", [("scsi0:0", names[::-1])])
+    dst = tmp_path / "out"
+    dst.mkdir()
+    r = cli("restore", real, "--kvm", dst, "--format", "raw")
+    assert r.returncode == 0 and "Traceback" not in r.out, r.out
+    found = [os.path.join(d, f) for d, _s, fs in os.walk(str(dst)) for f in fs if f.endswith((".raw", ".img"))
+             or os.path.getsize(os.path.join(d, f)) == len(data)]
+    assert any(open(p, "rb").read() == data for p in found), (found, r.out)
+
+
+@needs_root
+def test_a_look_ahead_question_that_fails_once_is_asked_again_in_its_turn(host, tmp_path):
+    """beta's snapshot list, asked during alpha's copy, fails once (hostd busy): beta's own turn asks again
+    and is backed up; the run exits 0 with both sealed and no snapshot of ours left."""
+    ids = {n: host.create_vm(n, "datastore1", [{"size": "4M"}], power="on") for n in ("alpha", "beta")}
+    mark = tmp_path / "failed-once"
+    wrap_tool(host, "vim-cmd", 'if [ "$1" = vmsvc/snapshot.get ] && [ "$2" = %s ] && [ ! -e %s ]; then : > %s; '
+              'echo "(vim.fault.GenericVmConfigFault) {"; echo "   msg = \\"hostd is busy\\""; echo "}"; exit 0; fi'
+              % (shlex.quote(ids["beta"]), shlex.quote(str(mark)), shlex.quote(str(mark))))
+    r = hotvcb(host, "backup", "-a", "-g", write_conf(host), "-w", tmp_path / "work")
+    out = r.stdout + r.stderr
+    assert mark.exists(), out  # it was asked, and failed
+    assert r.returncode == 0 and "Traceback" not in out, out
+    assert all(len(sealed(host, n)) == 1 for n in ids), out
+    assert all(ours(host, v) == [] for v in ids.values()), out
+
+
+def _sparse_backup_over(tmp_path, backing):
+    """An ESXi-style sealed backup whose disk.vmdk is a qemu-img monolithicSparse disk over `backing` (a path
+    as qemu-img writes it)."""
+    from test_outsider_crosshv import QEMU_IMG, esxi_backup, seal
+    real = esxi_backup(tmp_path / "vol", "sb")
+    for n in ("disk.vmdk", "disk-flat.vmdk"):
+        os.unlink(os.path.join(real, n))
+    subprocess.run([QEMU_IMG, "create", "-q", "-f", "vmdk", "-F", "vmdk", "-b", backing, os.path.join(real, "disk.vmdk")],
+                   check=True, timeout=60, cwd=real)
+    seal(real, "sb", [("scsi0:0", ["disk.vmdk"])])
+    return real
+
+
+@needs_qemu_img
+@pytest.mark.parametrize("how", ["absolute", "relative up"])
+def test_boot_check_of_a_sparse_disk_whose_parent_lies_outside_is_refused_before_qemu(tmp_path, how):
+    from test_outsider_crosshv import QEMU_IMG, cli
+    other = tmp_path / "other.vmdk"
+    subprocess.run([QEMU_IMG, "create", "-q", "-f", "vmdk", str(other), "1M"], check=True, timeout=60)
+    os.makedirs(str(tmp_path / "vol"), exist_ok=True)
+    backing = str(other) if how == "absolute" else "../../../other.vmdk"
+    backup = _sparse_backup_over(tmp_path, backing)
+    log = tmp_path / "console.log"
+    r = cli("verify", "--boot", backup, "--boot-timeout", 15, "--console-log", log, timeout=85)
+    assert "Traceback" not in r.out, r.out
+    assert r.returncode == 1 and "outside the backup" in r.out, r.out
+    assert not log.exists()
