@@ -140,21 +140,6 @@ def test_the_kept_release_line_is_never_half_written(tmp_path):
 
 
 # --- backups with a hung or slow look-ahead -----------------------------------------------------------------
-def _vimcmd_pids():
-    """Live processes running the simulated vim-cmd (or its hang) started by this test's host."""
-    out = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
-                cmd = f.read().split(b"\0")
-        except OSError:
-            continue
-        out.append((int(pid), cmd))
-    return out
-
-
 def _tree(pid):
     """pid and its descendants (to end a held run's whole tree, which the esxisim shell does not pass on)."""
     children = {}
