@@ -167,6 +167,16 @@ def _end(p):
     return p.communicate(timeout=30)[0]
 
 
+def _left_after_exit(pids):
+    """The pids still running 10 s after hotvcb exited (a stop sent just before its exit may take a moment
+    to land; one never sent leaves the hung command for its 300 s)."""
+    try:
+        wait_for(lambda: not _alive(pids), timeout=10, what="the hung question to end")
+    except AssertionError:
+        pass
+    return _alive(pids)
+
+
 def _alive(pids):
     return [p for p in pids if _running(p)]
 
@@ -190,23 +200,30 @@ def _pids(hung):
 
 
 @needs_root
-@pytest.mark.parametrize("verb", ["vmsvc/snapshot.get", "vmsvc/power.getstate"])
-def test_sigterm_while_the_next_vms_look_ahead_hangs(host, tmp_path, verb):
-    """-a of three VMs; beta's look-ahead question (asked while alpha copies) hangs. SIGTERM once it hangs:
-    the run ends with 2, no snapshot of ours on any VM, the lock freed, and the hung vim-cmd not left
-    running after hotvcb exits."""
+@pytest.mark.parametrize("vm,verb", [
+    ("alpha", "vmsvc/snapshot.get"),
+    pytest.param("alpha", "vmsvc/power.getstate", marks=pytest.mark.xfail(strict=True, reason=(
+        "DEFECT: SIGTERM while the first VM's look-ahead power.getstate (uninterruptible) hangs leaves that "
+        "vim-cmd running after hotvcb exits: lookahead.take clears _asking before taking, so drop() misses it"))),
+    ("beta", "vmsvc/snapshot.get"),
+    ("beta", "vmsvc/power.getstate"),
+])
+def test_sigterm_while_the_next_vms_look_ahead_hangs(host, tmp_path, verb, vm):
+    """-a of three VMs; beta's look-ahead question (asked while alpha copies), or alpha's (asked beside the
+    run's own), hangs. SIGTERM once it hangs: the run ends with 2, no snapshot of ours on any VM, the lock
+    freed, and the hung vim-cmd not left running after hotvcb exits."""
     ids = {n: host.create_vm(n, "datastore1", [{"size": "4M"}], power="on") for n in ("alpha", "beta", "gamma")}
     host.set_fault("clone.delay", 3)
     host.set_fault("clone.match", "alpha")
-    hung = _hang_vimcmd(host, tmp_path, verb, ids["beta"])
+    hung = _hang_vimcmd(host, tmp_path, verb, ids[vm])
     run = hotvcb_background(host, "backup", "-a", "-g", write_conf(host), "-w", tmp_path / "work")
     pids = []
     try:
-        wait_for(lambda: _pids(hung), timeout=80, what="beta's question to hang")
+        wait_for(lambda: _pids(hung), timeout=80, what=vm + "'s question to hang")
         pids = _pids(hung)
         run.send_signal(signal.SIGTERM)
         out, _ = run.communicate(timeout=70)
-        left = _alive(pids)
+        left = _left_after_exit(pids)
     finally:
         if run.poll() is None:
             _end(run)
