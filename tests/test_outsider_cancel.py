@@ -207,6 +207,11 @@ def _pids(hung):
         "vim-cmd running after hotvcb exits: lookahead.take clears _asking before taking, so drop() misses it"))),
     ("beta", "vmsvc/snapshot.get"),
     ("beta", "vmsvc/power.getstate"),
+    # ("beta after alpha", "vmsvc/snapshot.get") left out: its hung vim-cmd outlives hotvcb about half the
+    # time (a race between the worker's next poll and the interpreter's exit): not a stable test
+    pytest.param("beta after alpha", "vmsvc/power.getstate", marks=pytest.mark.xfail(strict=True, reason=(
+        "DEFECT: SIGTERM while beta's turn waits for its hung look-ahead power.getstate leaves that vim-cmd "
+        "running after hotvcb exits (lookahead.take forgets the questions before taking them)"))),
 ])
 def test_sigterm_while_the_next_vms_look_ahead_hangs(host, tmp_path, verb, vm):
     """-a of three VMs; beta's look-ahead question (asked while alpha copies), or alpha's (asked beside the
@@ -215,11 +220,14 @@ def test_sigterm_while_the_next_vms_look_ahead_hangs(host, tmp_path, verb, vm):
     ids = {n: host.create_vm(n, "datastore1", [{"size": "4M"}], power="on") for n in ("alpha", "beta", "gamma")}
     host.set_fault("clone.delay", 3)
     host.set_fault("clone.match", "alpha")
+    after = vm.endswith(" after alpha")  # SIGTERM once alpha is done: beta's own turn waits for the answer
+    vm = vm.split()[0]
     hung = _hang_vimcmd(host, tmp_path, verb, ids[vm])
     run = hotvcb_background(host, "backup", "-a", "-g", write_conf(host), "-w", tmp_path / "work")
     pids = []
     try:
-        wait_for(lambda: _pids(hung), timeout=80, what=vm + "'s question to hang")
+        wait_for(lambda: _pids(hung) and (not after or sealed(host, "alpha")), timeout=80,
+                 what=vm + "'s question to hang")
         pids = _pids(hung)
         run.send_signal(signal.SIGTERM)
         out, _ = run.communicate(timeout=70)
