@@ -113,7 +113,12 @@ class Lookahead:
         if asking is None:
             return None
         vmid, asked, snaps, power, vm = asking
-        listed, state = snaps.take(), power.take()
+        try:
+            listed, state = snaps.take(), power.take()
+        except BaseException:  # a signal while waiting: the other question is ended too, not left to outlive the run
+            for question in (snaps, power):
+                question.drop()
+            raise
         if listed is None or state is None:
             return None  # asked again, in the VM's own turn
         if vmid != ref.vmid or time.monotonic() - asked > FRESH_FOR:
