@@ -103,30 +103,53 @@ def test_a_look_at_the_free_space_serves_the_next_vms_while_it_settles_their_nee
     assert reserve("e", 1) == 1000 and len(looks) == 4 and checks == ["b"]  # too old
 
 
-def test_a_vm_that_does_not_fit_waits_for_the_runs_rotation_removals_and_looks_again():
+class _Gated:
+    """The run's Deleter, with the moment its removal may end set by the test."""
+
+    def __init__(self, deleter, gate, opens_on_wait):
+        self.deleter, self.gate, self.opens_on_wait = deleter, gate, opens_on_wait
+
+    @property
+    def removed(self):
+        return self.deleter.removed
+
+    def wait(self):
+        if self.opens_on_wait:
+            self.gate.set()
+        return self.deleter.wait()
+
+
+@pytest.mark.parametrize("ends", ["while the VM waits", "between the VM's look and its wait"])
+def test_a_vm_that_does_not_fit_waits_for_the_runs_rotation_removals_and_looks_again(ends):
     """Rotation removes old backups in a thread (store/deleter.py): the space they free may come
-    after the next VM's look, so that VM is refused only once none is pending."""
-    looked = threading.Event()
-    free = [100]
+    after the next VM's look, so that VM is refused only once none is pending and none ended since it
+    looked. The second case is the race CI found: the removal ended after the look but before the
+    VM asked whether any was pending, and the VM was refused for room freed a moment before."""
+    gate, free = threading.Event(), [100]
 
     def remove(path):
-        looked.wait(10)  # b's first look comes before the removal frees anything
+        assert gate.wait(10)
         free[0] = 300
 
-    def measure():
-        looked.set()
-        return free[0]
-
     deleter = Deleter(remove)
-    ledger = SpaceLedger(RunLog(stream=io.StringIO()), settle=deleter.wait)
+    removals = _Gated(deleter, gate, opens_on_wait=ends == "while the VM waits")
+
+    def measure():
+        seen = free[0]
+        if not removals.opens_on_wait and seen == 100:
+            gate.set()  # the removal ends right after the figure was read
+            assert deleter.wait()
+        return seen
+
+    ledger = SpaceLedger(RunLog(stream=io.StringIO()), removals=removals)
     volume = "/vmfs/volumes/backup/hotvcb"
     assert ledger.reserve("a", volume, 50, lambda: free[0]) == 100  # a look the next VM may reuse
     ledger.release("a")
     deleter.remove(volume + "/a/a-2026-12-01_00-00-00-deleting")
-    assert ledger.reserve("b", volume, 250, measure) == 300  # waited for the removal, then looked again
+    assert ledger.reserve("b", volume, 250, measure) == 300  # looked again after the removal
     ledger.release("b")
-    assert ledger.reserve("c", volume, 400, lambda: free[0]) == 300  # nothing pending: refused at once
-    assert not deleter.wait()
+    assert ledger.reserve("c", volume, 400, lambda: free[0]) == 300  # nothing pending or ended: refused at once
+    assert not deleter.wait() and deleter.removed == 1
 
 
 def test_the_deleter_removes_each_path_once_and_hands_a_defect_to_its_owner():

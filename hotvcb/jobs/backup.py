@@ -70,7 +70,7 @@ class BackupJob:
         # rotation's removals, in a thread while the run goes on (store/deleter.py); waited for before it ends
         self.deleter = Deleter(functools.partial(rotation.remove_now, host.shell, log))
         # room on the target promised to VMs being backed up now
-        self.space = SpaceLedger(log, first_look=self.asked.look, settle=self.deleter.wait)
+        self.space = SpaceLedger(log, first_look=self.asked.look, removals=self.deleter)
         self.queue = None  # type: Optional[parallel.Queue]  # the VMs still to start, with BACKUP_PARALLEL
         self.lookahead = lookahead.Lookahead(host, dry_run)  # the serial loop, asking about the next VM
         self.swept = False  # this run looked for a dead run's leftovers on every VM

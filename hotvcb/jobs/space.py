@@ -31,7 +31,7 @@ too, and serves the first VM's pre-flight by the same rules.
 
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Protocol, Tuple
 
 from .. import interrupt
 from ..errors import HotvcbError
@@ -39,6 +39,24 @@ from ..units import human_size
 
 RECHECK = 5.0  # seconds between looks at the free space while others hold the room
 REUSE_FOR = 60.0  # seconds a look at the free space serves the next VMs' pre-flights
+
+
+class Removals(Protocol):
+    """This run's removals of rotated backups (store/deleter.Deleter)."""
+
+    @property
+    def removed(self) -> int:
+        """How many have finished so far."""
+
+    def wait(self) -> bool:
+        """Block until none is pending; whether there was any."""
+
+
+class _NoRemovals:
+    removed = 0
+
+    def wait(self) -> bool:
+        return False
 
 
 def pool_of(volume: str) -> str:
@@ -52,16 +70,18 @@ def pool_of(volume: str) -> str:
 class SpaceLedger:
     def __init__(self, log, resolve: Optional[Callable[[str], str]] = None,
                  first_look: Optional[Callable[[str], Optional[Tuple[Optional[int], float]]]] = None,
-                 settle: Callable[[], bool] = lambda: False):
+                 removals: Optional["Removals"] = None):
         """`resolve`: the host's realpath, so `/vmfs/volumes/<name>` and `/vmfs/volumes/<uuid>` (one
         datastore, as a per-VM file may name it) are one pool; parallel.run sets it. `first_look(volume)`:
         a look at its free bytes asked as the run started (jobs/ahead.py), (free, when) or None.
-        `settle()`: wait for this run's rotation removals still going on (store/deleter.py), whether
-        there were any: a VM that does not fit looks again once they freed their space."""
-        self.log, self.resolve, self.first_look, self.settle = log, resolve, first_look, settle
+        `removals`: this run's rotation removals going on in a thread (store/deleter.py): a VM that does
+        not fit looks again once they freed their space."""
+        self.log, self.resolve, self.first_look = log, resolve, first_look
+        self.removals = removals if removals is not None else _NoRemovals()
         self._roots = {}  # type: Dict[str, str]  # datastore path as written -> resolved
         self._held = {}  # type: Dict[str, Tuple[str, int]]  # VM name -> (pool, bytes reserved)
-        self._looked = {}  # type: Dict[str, List[float]]  # pool -> [free bytes seen, when, bytes reserved since]
+        # pool -> [free bytes seen, when, bytes reserved since, removals finished before the look]
+        self._looked = {}  # type: Dict[str, List[float]]
         self._changed = threading.Condition()
 
     def reserve(self, vm: str, volume: str, needed: int, measure: Callable[[], Optional[int]],
@@ -78,16 +98,19 @@ class SpaceLedger:
         checked = self._first(volume, pool)
         told = False
         while True:
-            free = self._seen(vm, pool, needed)
-            if free is not None:
+            seen = self._seen(vm, pool, needed)
+            if seen is not None:
+                free, removed = seen
                 if not checked:
                     check()
             else:
-                free = measure()
-                if free is None:
+                removed = self.removals.removed
+                measured = measure()
+                if measured is None:
                     return None
+                free = measured
                 with self._changed:
-                    self._looked[pool] = [free, time.monotonic(), 0]
+                    self._looked[pool] = [free, time.monotonic(), 0, removed]
             with self._changed:
                 others = sum(n for name, (p, n) in self._held.items() if p == pool and name != vm)
                 room = free - others
@@ -104,7 +127,9 @@ class SpaceLedger:
                         told = True
                     self._changed.wait(RECHECK)
             if alone:
-                if not self.settle():
+                # A removal that ended after the look (while this VM measured, or just now) freed room
+                # the figure does not show: look again, as after a wait.
+                if not self.removals.wait() and self.removals.removed == removed:
                     return room  # alone, it does not fit: the caller fails it as a serial run would
                 with self._changed:
                     self._looked.pop(pool, None)  # looked at before the removals freed their space
@@ -120,18 +145,20 @@ class SpaceLedger:
         if look is None or look[0] is None:
             return False
         with self._changed:
-            self._looked.setdefault(pool, [look[0], look[1], 0])
+            self._looked.setdefault(pool, [look[0], look[1], 0, 0])  # asked before any removal began
         return True
 
-    def _seen(self, vm: str, pool: str, needed: int) -> Optional[int]:
-        """The free bytes an earlier look says are left, where they settle this VM's need."""
+    def _seen(self, vm: str, pool: str, needed: int) -> Optional[Tuple[int, int]]:
+        """The free bytes an earlier look says are left, where they settle this VM's need, and how many
+        removals had finished before that look."""
         with self._changed:
             looked = self._looked.get(pool)
             if looked is None or any(p == pool and name != vm for name, (p, _n) in self._held.items()):
                 return None
-            free, when, since = looked
+            free, when, since, removed = looked
             left = int(free - since)
-            return left if time.monotonic() - when < REUSE_FOR and 2 * needed <= left else None
+            fresh = time.monotonic() - when < REUSE_FOR and 2 * needed <= left
+            return (left, int(removed)) if fresh else None
 
     def _pool(self, volume: str) -> str:
         pool = pool_of(volume)

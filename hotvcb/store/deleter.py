@@ -28,6 +28,7 @@ class Deleter:
         self._busy = threading.Condition()
         self._thread = None  # type: Optional[threading.Thread]
         self._error = None  # type: Optional[BaseException]
+        self._removed = 0  # removals finished: a look at the free space taken before one ended is stale
 
     def remove(self, path: str) -> None:
         """Queue a path already renamed out of the good namespace."""
@@ -47,6 +48,7 @@ class Deleter:
                 with self._busy:  # the thread ends in the same hold that finds nothing left to do
                     if path is not None:
                         self._queued.discard(path)
+                        self._removed += 1
                     if not self._todo:
                         self._thread = None
                         self._busy.notify_all()
@@ -58,6 +60,12 @@ class Deleter:
             with self._busy:
                 self._error, self._thread = err, None
                 self._busy.notify_all()
+
+    @property
+    def removed(self) -> int:
+        """How many removals have finished so far (never decreases)."""
+        with self._busy:
+            return self._removed
 
     def wait(self) -> bool:
         """Block until every queued removal is done; whether there was any to wait for."""
