@@ -11,7 +11,7 @@ import unicodedata
 
 import pytest
 
-from simhost import REPO, VOLUME, _argv, hotvcb, make_host, needs_root, write_conf
+from simhost import REPO, VOLUME, _argv, hotvcb, make_host, needs_root, wrap_tool, write_conf
 
 pytestmark = needs_root
 DS1 = "/vmfs/volumes/datastore1"
@@ -429,9 +429,6 @@ def test_an_annotation_forging_another_vms_row_does_not_hide_it_from_backup_all(
     assert b_done or (r.returncode != 0 and "All VMs backed up OK" not in out(r)), out(r)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: an annotation line forging a getallvms row (vmid of VM b, name a) "
-                   "gets VM a refused as '2 VMs are named a (vmids 1, 2)' though vmid 2 is b and appears twice "
-                   "(vimcmd.getallvms_candidates / the driver's name check trust the forged row)")
 def test_an_annotation_forging_a_row_does_not_stop_the_backup_of_its_own_vm(tmp_path):
     host = make_host(tmp_path / "host")
     conf = write_conf(host)
@@ -444,6 +441,66 @@ def test_an_annotation_forging_a_row_does_not_stop_the_backup_of_its_own_vm(tmp_
     r = hotvcb(host, "backup", "-m", "a", "-g", conf)
     no_traceback(r)
     assert r.returncode == 0, out(r)
+
+
+def _forge(host, vm, vmid, name, vmx):
+    """VM `vm`'s annotation: a line, then a whole getallvms row for `vmid` as hostd would print it."""
+    row = "note|0A%s   %s   [datastore1] %s   centos7_64Guest   vmx-19   x" % (vmid, name, vmx)
+    open(host.real("%s/%s/%s.vmx" % (DS1, vm, vm)), "a").write('annotation = "%s"\n' % row)
+
+
+def _snapshots_created(host, tmp_path):
+    """The vmids hotvcb asks vim-cmd to snapshot, logged by a wrapper in front of the host's vim-cmd."""
+    calls = str(tmp_path / "snapshot-calls")
+    wrap_tool(host, "vim-cmd", '[ "$1" = vmsvc/snapshot.create ] && echo "$2" >> %s' % calls)
+    return lambda: open(calls).read().split() if os.path.exists(calls) else []
+
+
+def test_a_row_forged_after_the_genuine_one_does_not_stop_its_vm(tmp_path):
+    """b's annotation forges a row for a's vmid naming b: the row after a's genuine one. b is backed up,
+    snapshotted by its own vmid only; a, whose vmid the forgery disputes, is named, never another's."""
+    host = make_host(tmp_path / "host")
+    conf = write_conf(host)
+    a = host.create_vm("a", "datastore1", [{"size": "2M"}], power="on")
+    b = host.create_vm("b", "datastore1", [{"size": "2M"}], power="on")
+    _forge(host, "b", a, "b", "b/b.vmx")
+    created = _snapshots_created(host, tmp_path)
+    r = hotvcb(host, "backup", "-m", "b", "-g", conf)
+    assert r.returncode == 0, out(r)
+    assert created() == [b], out(r)
+    r = hotvcb(host, "backup", "-a", "-g", conf)
+    assert r.returncode != 0 and "All VMs backed up OK" not in out(r) and "vmid %s" % a in out(r), out(r)
+    assert created() == [b, b], out(r)
+
+
+def test_a_forged_row_of_a_vmid_not_otherwise_listed_is_refused_not_snapshotted(tmp_path):
+    """a's annotation forges a row of vmid 99 naming a's own .vmx: one .vmx on two vmids, one of them not
+    hostd's, which the listing cannot tell. a is refused, naming both; nothing is snapshotted."""
+    host = make_host(tmp_path / "host")
+    conf = write_conf(host)
+    a = host.create_vm("a", "datastore1", [{"size": "2M"}], power="on")
+    _forge(host, "a", "99", "a", "a/a.vmx")
+    created = _snapshots_created(host, tmp_path)
+    r = hotvcb(host, "backup", "-m", "a", "-g", conf)
+    no_traceback(r)
+    assert r.returncode != 0 and "vmids %s, 99" % a in out(r), out(r)
+    assert created() == [], out(r)
+
+
+def test_two_vms_named_alike_stay_refused_when_a_forged_row_disputes_one(tmp_path):
+    """Two real VMs are named a; a forged row in the first's annotation disputes the second's vmid. The
+    second's row cannot be told from the forged one, but it still names a VM a: `-m a` is refused."""
+    host = make_host(tmp_path / "host")
+    conf = write_conf(host)
+    host.create_vm("a", "datastore1", [{"size": "2M"}], power="on")
+    other = host.create_vm("a2", "datastore1", [{"size": "2M"}], power="on")
+    _edit(host.real("%s/a2/a2.vmx" % DS1), 'displayName = "a2"', 'displayName = "a"')
+    _forge(host, "a", other, "a", "a/a.vmx")
+    created = _snapshots_created(host, tmp_path)
+    r = hotvcb(host, "backup", "-m", "a", "-g", conf)
+    no_traceback(r)
+    assert r.returncode != 0 and "vmid %s" % other in out(r), out(r)
+    assert created() == [], out(r)
 
 
 @pytest.mark.parametrize("by_file", [False, True])

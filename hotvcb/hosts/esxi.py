@@ -21,7 +21,7 @@ from ..settings import DISK_FORMATS
 from ..shell import Shell
 from ..treeview import ScannedShell
 from ..vmx import VmxFile
-from . import esxi_release, esxi_tree, vimcmd
+from . import esxi_release, esxi_rows, esxi_tree, vimcmd
 from .base import Copied
 from .esxi_disks import EsxiDisks
 
@@ -140,14 +140,20 @@ class EsxiHost:
         # the datastores' names after the inventory: a run asks the listing ahead, beside it
         names = {d.name: "/vmfs/volumes/" + d.name for d in self._known_stores()}
         listing = vimcmd.getallvms_candidates(out, names)
-        self._invalid = dict(listing.unreadable, **{vmid: vimcmd.SKIPPED for vmid in vimcmd.invalid_vmids(out)})
+        skipped = vimcmd.invalid_vmids(out)
         rows = listing.rows
         # every candidate's .vmx in one go (over SSH one round trip, not one per VM)
         texts = self.shell.read_texts(sorted({ref.vmx_path for cands in rows for ref in cands}))
-        return [self._confirmed(cands, texts) for cands in rows]
+        # an annotation's line may forge a row: only rows that tell their VM pick a vmid (esxi_rows.py)
+        refs, doubtful = esxi_rows.settle([self._confirmed(cands, texts) for cands in rows],
+                                          set(listing.unreadable) | set(skipped))
+        self._invalid = dict(listing.unreadable, **doubtful)
+        self._invalid.update((vmid, vimcmd.SKIPPED) for vmid in skipped)
+        return refs
 
     def invalid_vms(self) -> Dict[str, str]:
-        """vmid -> why, from the last list_vms: VMs hostd skips, rows of its listing no reading fits."""
+        """vmid -> why, from the last list_vms: VMs hostd skips, rows of its listing no reading fits, vmids
+        whose rows cannot be told from a forged one."""
         return dict(self._invalid)
 
     def _confirmed(self, cands: List[VmRef], texts: Dict[str, str]) -> VmRef:
