@@ -148,3 +148,34 @@ def test_status_of_every_host_in_a_list_over_ssh(tmp_path):
             assert code == 2 and report["status"] == "CRIT"  # CRIT anywhere outranks an unreachable host
     finally:
         host.stop()
+
+
+def test_a_check_message_holding_a_name_or_path_from_the_host_stays_on_its_line(tmp_path):
+    """A check's message may quote the host or the backup volume: here a manifest's path, which holds the
+    VM's name, and the manifest's own message. A line feed or tab there is escaped as in the name's field,
+    so each check is one line a monitor reads (no forged `OK` line); --json keeps the text as it is."""
+    host = make_host(tmp_path / "host")
+    conf = write_conf(host)
+    for vm, name in (("lf", "lf|0AOK forged"), ("tab", "t|09b")):
+        host.create_vm(vm, "datastore1", [{"size": "2M"}])
+        vmx = host.real("/vmfs/volumes/datastore1/%s/%s.vmx" % (vm, vm))
+        with open(vmx) as f:
+            text = f.read().replace('displayName = "%s"' % vm, 'displayName = "%s"' % name)
+        with open(vmx, "w") as f:
+            f.write(text)
+    for name, manifest in (("lf\nOK forged", "not json"),
+                           ("t\tb", json.dumps({"format": "hotvcb-backup", "result": "error",
+                                                "message": "copy failed\nOK   backup t: fine\tdone"}))):
+        folder = host.real("%s/%s/%s-2026-12-01_10-00-00" % (VOLUME, name, name))
+        os.makedirs(folder)
+        for file, text in (("STATUS.ok", ""), ("hotvcb.json", manifest)):
+            with open(os.path.join(folder, file), "w") as f:
+                f.write(text)
+    r = hotvcb(host, "status", "-g", conf)
+    lines = r.stdout.splitlines()
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stdout + r.stderr
+    assert not [l for l in lines if not l.startswith(("CRIT", "WARN", "OK  "))] and "\t" not in r.stdout, r.stdout
+    assert [l.split()[1] for l in lines[1:]].count("backup") == 2, r.stdout
+    assert "manifest says error: copy failed\\nOK   backup t: fine\\tdone" in r.stdout, r.stdout
+    code, report = status(host, conf)
+    assert any("copy failed\nOK   backup t: fine\tdone" in c["message"] for c in report["checks"]), report

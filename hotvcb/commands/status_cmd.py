@@ -12,7 +12,7 @@ from typing import Any, Dict, List
 from .. import config, namelist
 from ..errors import HotvcbError
 from ..jobs.status import RANK, Check, Limits, host_status
-from ..runlog import say, say_json
+from ..runlog import say, say_json, shown
 from ..units import parse_duration
 from . import common, onhost, repo_cmd
 
@@ -54,7 +54,7 @@ def run(args) -> int:
         if args.json:
             say_json({"status": "UNKNOWN", "message": str(err), "checks": []})
         else:
-            say("UNKNOWN: %s" % err)
+            say(_unknown(err))
         return UNKNOWN
     if args.json:
         say_json(report.as_dict(), indent=2)
@@ -74,9 +74,16 @@ def _scope(args):
     return limits, names, exclude
 
 
+def _unknown(err: HotvcbError) -> str:
+    """The one line of a status that could not be had: the error may quote the host or a file (a path, a
+    command's output), escaped as one field so it stays one line."""
+    return "UNKNOWN: %s" % shown(str(err), field=True)
+
+
 def _headline(severity: str, host: str, checks) -> str:
     counts = {s: sum(1 for c in checks if c.severity == s) for s in RANK}
-    return "%s: %s -- %d CRIT, %d WARN, %d OK" % (severity, host, counts["CRIT"], counts["WARN"], counts["OK"])
+    return "%s: %s -- %d CRIT, %d WARN, %d OK" % (severity, shown(host, field=True), counts["CRIT"], counts["WARN"],
+                                                  counts["OK"])
 
 
 def _many(args) -> int:
@@ -89,7 +96,7 @@ def _many(args) -> int:
         if args.json:
             say_json({"status": "UNKNOWN", "message": str(err), "hosts": []})
         else:
-            say("UNKNOWN: %s" % err)
+            say(_unknown(err))
         return UNKNOWN
     reports = []  # type: List[Dict[str, Any]]
     for line, target in hosts:
@@ -104,10 +111,10 @@ def _many(args) -> int:
         say_json({"status": worst, "hosts": reports}, indent=2)
     else:
         say("%s: %d host(s) -- %s" % (worst, len(reports), ", ".join(
-            "%s %s" % (r["host"], r["status"]) for r in reports)))
+            "%s %s" % (shown(r["host"], field=True), r["status"]) for r in reports)))
         for r in reports:
             if r["status"] == "UNKNOWN":
-                say("UNKNOWN %s: %s" % (r["host"], r["message"]))
+                say("UNKNOWN %s: %s" % (shown(r["host"], field=True), shown(r["message"], field=True)))
                 continue
             for c in sorted(r["checks"], key=lambda c: -RANK[c["severity"]]):
                 say(Check(**c).line(r["host"]))

@@ -54,10 +54,11 @@ class Check:
     details: Dict[str, Any] = field(default_factory=dict)
 
     def line(self, host: str = "") -> str:
-        """One line a monitor parses: the name (a VM's or a datastore's, from the host) is one field
-        of it, so a line feed in it cannot forge a line of another severity."""
-        return "%-4s %s%-13s %s: %s" % (self.severity, host + " " if host else "", self.kind,
-                                        shown(self.name, field=True), self.message)
+        """One line a monitor parses: the name (a VM's or a datastore's, from the host) and the message
+        (which quotes the host and the backup volume: paths, a manifest's or a record's text) are each
+        one field of it, so a line feed or tab in them cannot forge a line of another severity."""
+        return "%-4s %s%-13s %s: %s" % (self.severity, shown(host, field=True) + " " if host else "", self.kind,
+                                        shown(self.name, field=True), shown(self.message, field=True))
 
 
 @dataclass
