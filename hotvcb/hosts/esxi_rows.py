@@ -1,7 +1,7 @@
 """Which rows of `vim-cmd vmsvc/getallvms` may pick the vmid a backup snapshots.
 
-vim-cmd prints an annotation (and a name) raw, last on its row, so a line feed in it starts a line
-that reads as a whole row of its own: a forged row, "2   a   [datastore1] a/a.vmx ...", naming any
+vim-cmd prints a name and an annotation raw, the annotation last on its row, so a line feed in one
+starts a line that reads as a whole row of its own: a forged row, "2   a   [datastore1] a/a.vmx ...", naming any
 vmid and any .vmx. Trusting one would snapshot one VM and copy another's disks, or have a VM's
 name shared with the VM whose vmid it names. What hostd prints holds two facts a forgery cannot
 undo: each VM it lists starts exactly one row with its vmid (a VM it skips starts none), and a .vmx
