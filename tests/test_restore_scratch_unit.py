@@ -6,8 +6,8 @@ import os
 import subprocess
 import time
 
+from hotvcb import pids
 from hotvcb.jobs import restore_scratch
-from hotvcb.pids import is_hotvcb
 from hotvcb.runid import RunId
 from hotvcb.shell import LocalShell
 
@@ -221,7 +221,7 @@ def test_an_empty_record_temp_goes_at_once_when_its_writer_is_dead(tmp_path):
     live = subprocess.Popen(["sh", "-c", "sleep 60; :", "hotvcb"])
     try:
         for _ in range(600):
-            if is_hotvcb(live.pid):
+            if pids.hotvcb(live.pid):
                 break
             time.sleep(0.05)
         name = os.path.basename(restore_scratch.record_of(root + "/copy.hotvcb-restoring"))
