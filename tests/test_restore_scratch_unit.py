@@ -294,3 +294,18 @@ def test_a_restores_records_say_when_its_process_started(tmp_path):
         held = parse(f.read())
     assert held.pid == os.getpid() and held.pid_start == start_of(os.getpid()) and held.host == HOST
     assert held.pid_ns == os.stat("/proc/self/ns/pid").st_ino
+
+
+@pytest.mark.parametrize("age, kept", [(0, True), (2 * restore_scratch.STALE_AFTER, False)])
+def test_an_empty_record_temp_of_a_writer_proc_hides_goes_once_old(tmp_path, hotvcb_holder, monkeypatch, age, kept):
+    """The pid in its name is a live process /proc hides from us: maybe a restore writing it this instant, so
+    not removed at once as a dead writer's, but once older than a record can be in writing."""
+    root = str(tmp_path)
+    name = os.path.basename(restore_scratch.record_of(root + "/copy.hotvcb-restoring"))
+    temp = "%s/.%s.%d-1-abcdef.tmp" % (root, name, hotvcb_holder)
+    open(temp, "w").close()
+    if age:
+        os.utime(temp, (time.time() - age, time.time() - age))
+    hide_from_proc(monkeypatch, hotvcb_holder)
+    n, lines = sweep(LocalShell(), root)
+    assert (n, os.path.exists(temp)) == (0 if kept else 1, kept), lines

@@ -399,8 +399,9 @@ def _remove_dead_temp(shell: Shell, path: str, log, me: RunId, dry_run: bool) ->
 
     One killed between creating the file and writing its text (seen under SIGKILL) is empty: its name
     still carries the writer's pid (shell.temp_tag), so it goes at once when no hotvcb of that pid lives
-    here (one /proc hides from us, by the file's age). A writer on another machine of a shared datastore is in that window for microseconds; if a
-    cleanup takes its file then, that restore's rename fails and it ends with an error, not a wrong record.
+    here (one /proc hides from us, once old). A writer on another machine of a shared datastore is in that
+    window for microseconds; if a cleanup takes its file then, that restore's rename fails and it ends with
+    an error, not a wrong record.
     Any other unreadable text goes once older than a record can be in writing."""
     try:
         text = shell.read_regular(path, RECORD_MAX)
