@@ -12,7 +12,7 @@ from pidviews import hide_from_proc, hotvcb_holder, other_namespace, start_of  #
 from restorerecords import dead_pid
 
 from hotvcb.commands.common import Target, lock_host
-from hotvcb.jobs.leftovers import remove_our_snapshots, remove_partials
+from hotvcb.jobs.leftovers import mark_powered_off, power_marker, remove_our_snapshots, remove_partials, restore_power
 from hotvcb.model import Snapshot
 from hotvcb.runid import RunId, parse
 from hotvcb.shell import LocalShell
@@ -137,6 +137,31 @@ def test_a_snapshot_is_removed_only_when_its_run_is_told_dead(hotvcb_holder, mon
     host, log = SnapshotHost(), Log()
     assert remove_our_snapshots(host, SimpleNamespace(name="web"), log, me(), snaps=[snap]) == int(removed)
     assert host.removed == (["7"] if removed else []), log.lines
+
+
+class PowerHost:
+    def __init__(self):
+        self.shell, self.powered_on = LocalShell(), []
+
+    def power_state(self, vm):
+        return "off"
+
+    def power_on(self, vm):
+        self.powered_on.append(vm.name)
+
+
+@pytest.mark.parametrize("view, powered_on", [("its own", False), ("reused", True), ("hidden", False),
+                                              ("namespace", False)])
+def test_a_vm_is_powered_on_for_a_run_only_when_that_run_is_told_dead(tmp_path, hotvcb_holder, monkeypatch, view,
+                                                                      powered_on):
+    """A live run powers its VM on itself, and one whose process cannot be told from here may be one."""
+    vm = SimpleNamespace(name="web", folder=str(tmp_path), ref=SimpleNamespace(vmx_path=str(tmp_path / "web.vmx")))
+    host = PowerHost()
+    mark_powered_off(host, vm, owner(view, hotvcb_holder))
+    if view == "hidden":
+        hide_from_proc(monkeypatch, hotvcb_holder)
+    assert restore_power(host, vm, Log(), me()) == powered_on
+    assert (host.powered_on, os.path.exists(power_marker(vm))) == ((["web"], False) if powered_on else ([], True))
 
 
 def test_a_runs_records_say_when_its_process_started(tmp_path):
