@@ -35,11 +35,6 @@ def hotvcb(pid: int) -> Optional[bool]:
     return b"hotvcb" in cmdline
 
 
-def is_hotvcb(pid: int) -> bool:
-    """A process shown to be a live hotvcb (`hotvcb`): one /proc hides from us is not."""
-    return hotvcb(pid) is True
-
-
 def started(pid: int) -> Optional[int]:
     """When process `pid` started, in clock ticks since boot (/proc/PID/stat field 22); None where that cannot be
     read (ESXi has no /proc; the process is gone). A pid is reused, a pid with its start time is not (within a

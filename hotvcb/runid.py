@@ -14,9 +14,10 @@ Text form (one line, also inside snapshot descriptions):
 
 `machine` is where hotvcb runs (the ESXi host itself, or the Linux box in
 SSH mode); `host` is the id of the hypervisor host it works on (`host_id`),
-so a record names the host whose lock its run held. Only the locks (the run
-lock, the GC lock) record how their process is told from others, and only
-where /proc tells it: `pidns`, the pid namespace the pid counts in
+so a record names the host whose lock its run held. A run's records (its
+locks, snapshots, `-partial` owner files and power-off markers, a restore's
+folder records) say how their process is told from others, where /proc tells
+it (with_process_start): `pidns`, the pid namespace the pid counts in
 (pids.namespace: a container on this machine counts its own), and `pidstart`,
 when the process started (pids.started): a pid may be reused, by another
 hotvcb too, the pair is not. /proc shows that start time shifted by the
@@ -83,8 +84,8 @@ class RunId:
         return replace(self, host=host_id)
 
     def with_process_start(self) -> "RunId":
-        """The record a lock holds: with its process's pid namespace and start time where /proc tells them (a
-        start time seen with an offset that cannot be read is none)."""
+        """The record a lock, or anything a run leaves, holds: with its process's pid namespace and start time
+        where /proc tells them (a start time seen with an offset that cannot be read is none)."""
         offset = pids.boot_offset()
         return replace(self, pid_ns=pids.namespace(), boot_offset=offset or 0,
                        pid_start=pids.started(self.pid) if offset is not None else None)
@@ -138,7 +139,8 @@ def running(record: RunId, me: RunId) -> Optional[bool]:
     own pid in another run (that one is long gone), and have started when the record says: the pid may be
     another hotvcb's now (the nightly backup, a second prune). Where the start time cannot be compared (a
     record without `pidstart`, an older hotvcb's; a host without /proc; a boot-time offset other than ours,
-    which shifts the start time /proc shows us) the live hotvcb is taken at its word, as before the field."""
+    which shifts the start time /proc shows us) the live hotvcb is taken at its word, as before the field.
+    Every record of this machine is judged so: the locks', and what a run leaves (jobs/leftovers.owner_alive)."""
     if record.pid_ns is not None and record.pid_ns != pids.namespace():
         return None
     if record.pid == me.pid and record.run != me.run:

@@ -1,12 +1,24 @@
-"""Liveness of another host's -partial folder on a shared volume, with clocks that disagree."""
+"""Who owns a leftover (jobs/leftovers.py): another host's -partial folder on a shared volume, with clocks that
+disagree; a record of this machine judged by its pid as the locks judge theirs (runid.running), where that
+pid may be a dead run's reused by another hotvcb, or cannot tell (another pid namespace, hidden by /proc)."""
 
 import os
+import socket
 import time
+from types import SimpleNamespace
 
-from hotvcb.jobs.leftovers import remove_partials
-from hotvcb.runid import RunId
+import pytest
+from pidviews import hide_from_proc, hotvcb_holder, other_namespace, start_of  # noqa: F401  (a live hotvcb)
+from restorerecords import dead_pid
+
+from hotvcb.commands.common import Target, lock_host
+from hotvcb.jobs.leftovers import mark_powered_off, power_marker, remove_our_snapshots, remove_partials, restore_power
+from hotvcb.model import Snapshot
+from hotvcb.runid import RunId, parse
 from hotvcb.shell import LocalShell
 from hotvcb.store.lock import STALE_AFTER
+
+HOST = "thishost"  # the host id this test's runs work on (and hold the lock of)
 
 
 class SkewedShell(LocalShell):
@@ -30,11 +42,11 @@ class Log:
     warning = info
 
 
-def _partial(volume, owner_age):
+def _partial(volume, owner_age, record=None):
     folder = volume / "web" / "web-2026-01-01_00-00-00-partial"
     folder.mkdir(parents=True)
     owner = folder / ".hotvcb-owner"
-    owner.write_text(RunId("0123456789ab", "esxi-b", 4242, 1, "otherhost").text() + "\n")
+    owner.write_text((record or RunId("0123456789ab", "esxi-b", 4242, 1, "otherhost")).text() + "\n")
     past = time.time() - owner_age
     os.utime(str(owner), (past, past))
     return folder
@@ -53,3 +65,112 @@ def test_a_folder_whose_heartbeat_stopped_is_dead_whatever_the_clocks(tmp_path):
     me = RunId.new().on_host("thishost")
     assert remove_partials(SkewedShell(-120), str(tmp_path), "web", Log(), me) == 1
     assert not folder.exists()
+
+
+# --- a record of this machine, on this host: judged by its pid -------------------------------------------------
+
+def ours(pid, pid_start=None, pid_ns=None):
+    """Another run's record, of this machine and this host (so of a run whose lock we now hold)."""
+    return RunId("0123456789ab", socket.gethostname(), pid, 1, HOST, pid_start, pid_ns=pid_ns)
+
+
+def me():
+    return RunId.new().on_host(HOST)
+
+
+def owner(view, holder):
+    """The record of a run whose pid is `holder` (a live hotvcb) or a dead one, as `view` says."""
+    if view == "its own":
+        return ours(holder, start_of(holder))
+    if view == "reused":  # the writer died and its pid is another hotvcb's now, started later
+        return ours(holder, start_of(holder) - 1)
+    if view == "older":  # an older hotvcb's record: no start time, the live hotvcb taken at its word
+        return ours(holder)
+    if view == "older, dead":
+        return ours(dead_pid())
+    if view == "hidden":  # the writer lives, another user's process that /proc hides from us
+        return ours(holder, start_of(holder))
+    return ours(dead_pid(), 5, other_namespace())  # "namespace": a container's run, its pid dead here
+
+
+@pytest.mark.parametrize("view, kept", [("its own", True), ("reused", False), ("older", True),
+                                        ("older, dead", False)])
+def test_a_partial_of_this_host_is_kept_only_by_the_live_run_that_wrote_it(tmp_path, hotvcb_holder, view, kept):
+    """We hold the host's lock, so another run's folder is a dead run's, unless its process lives (its lock
+    deleted under it): a live hotvcb at its pid that started when the record says, or any live hotvcb for a
+    record without the start time (as before records had it)."""
+    folder = _partial(tmp_path, 0, owner(view, hotvcb_holder))
+    assert remove_partials(LocalShell(), str(tmp_path), "web", Log(), me()) == (0 if kept else 1)
+    assert folder.exists() == kept
+
+
+@pytest.mark.parametrize("view", ["hidden", "namespace"])
+@pytest.mark.parametrize("age, kept", [(5, True), (2 * STALE_AFTER, False)])
+def test_a_partial_whose_writer_cannot_be_told_by_its_pid_is_judged_by_its_heartbeat(tmp_path, hotvcb_holder,
+                                                                                     monkeypatch, view, age, kept):
+    """A live run /proc hides from us (hidepid), or one of another pid namespace of this machine, is neither
+    alive nor dead by its pid: its folder goes only once its owner file missed its heartbeats, as another
+    host's."""
+    folder = _partial(tmp_path, age, owner(view, hotvcb_holder))
+    hide_from_proc(monkeypatch, hotvcb_holder)
+    assert remove_partials(LocalShell(), str(tmp_path), "web", Log(), me()) == (0 if kept else 1)
+    assert folder.exists() == kept
+
+
+class SnapshotHost:
+    def __init__(self):
+        self.removed = []
+
+    def remove_snapshot(self, vm, snap, timeout):
+        self.removed.append(snap.id)
+
+
+@pytest.mark.parametrize("view, removed", [("its own", False), ("reused", True), ("older", False),
+                                           ("hidden", False), ("namespace", False)])
+def test_a_snapshot_is_removed_only_when_its_run_is_told_dead(hotvcb_holder, monkeypatch, view, removed):
+    """A snapshot has no heartbeat: one whose run cannot be told by its pid is left, never removed on a guess."""
+    record = owner(view, hotvcb_holder)
+    snap = Snapshot("7", "hotvcb-snapshot-2026-01-01_00-00-00", "hotvcb backup %s, job nightly" % record.text(),
+                    "", "", 0)
+    if view == "hidden":
+        hide_from_proc(monkeypatch, hotvcb_holder)
+    host, log = SnapshotHost(), Log()
+    assert remove_our_snapshots(host, SimpleNamespace(name="web"), log, me(), snaps=[snap]) == int(removed)
+    assert host.removed == (["7"] if removed else []), log.lines
+
+
+class PowerHost:
+    def __init__(self):
+        self.shell, self.powered_on = LocalShell(), []
+
+    def power_state(self, vm):
+        return "off"
+
+    def power_on(self, vm):
+        self.powered_on.append(vm.name)
+
+
+@pytest.mark.parametrize("view, powered_on", [("its own", False), ("reused", True), ("hidden", False),
+                                              ("namespace", False)])
+def test_a_vm_is_powered_on_for_a_run_only_when_that_run_is_told_dead(tmp_path, hotvcb_holder, monkeypatch, view,
+                                                                      powered_on):
+    """A live run powers its VM on itself, and one whose process cannot be told from here may be one."""
+    vm = SimpleNamespace(name="web", folder=str(tmp_path), ref=SimpleNamespace(vmx_path=str(tmp_path / "web.vmx")))
+    host = PowerHost()
+    mark_powered_off(host, vm, owner(view, hotvcb_holder))
+    if view == "hidden":
+        hide_from_proc(monkeypatch, hotvcb_holder)
+    assert restore_power(host, vm, Log(), me()) == powered_on
+    assert (host.powered_on, os.path.exists(power_marker(vm))) == ((["web"], False) if powered_on else ([], True))
+
+
+def test_a_runs_records_say_when_its_process_started(tmp_path):
+    """The run every snapshot, owner file and power-off marker of a backup carries is the one its host lock
+    returns: with its process's start time and pid namespace, so a later hotvcb at its pid is no owner."""
+    lock, run = lock_host(SimpleNamespace(shell=LocalShell(), run_dir=str(tmp_path)), Log(), Target())
+    try:
+        held = parse(run.text())
+        assert held.pid == os.getpid() and held.pid_start == start_of(os.getpid())
+        assert held.pid_ns == os.stat("/proc/self/ns/pid").st_ino
+    finally:
+        lock.release()

@@ -20,6 +20,7 @@ import sys
 import time
 
 import pytest
+from pidviews import holder, hotvcb_holder  # noqa: F401  (fixtures: a reused pid, a GC at work)
 from repotool import (HOUR, PYTHON, ROOT, MiB, age, backup, cli, digests_of, finish, first_pack, hide,
                       make_disk, mark_waiting, new_repo, one_clear_line, same, scatter, start, until_waiting)
 from simhost import needs_root
@@ -87,28 +88,6 @@ def set_key(repo_path, key, value_json):
     os.chmod(path, 0o644)
     with open(path, "w") as f:
         f.write(text.replace(old, '"%s": %s' % (key, value_json)))
-
-
-@pytest.fixture
-def holder():
-    """A live process of this machine that is no hotvcb (what a dead GC's pid may have been reused by)."""
-    proc = subprocess.Popen(["sleep", "300"])
-    yield proc.pid
-    proc.kill()
-    proc.wait()
-
-
-@pytest.fixture
-def hotvcb_holder():
-    """A live process whose command line names hotvcb: a GC at work by any rule. Yielded once it runs its
-    code: until its exec is through, /proc shows no command line (Popen returns before that)."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(300)", "hotvcb",
-                             "gc"], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline() == "up\n"
-    yield proc.pid
-    proc.kill()
-    proc.wait()
-    proc.stdout.close()
 
 
 # --- the config's timing keys ---------------------------------------------------------------------------
@@ -184,7 +163,7 @@ def no_gc_at_work(tmp_path, snaps, command):
 
 @pytest.mark.parametrize("command", ["verify", "prune"])
 def test_a_lock_naming_a_live_pid_that_is_no_hotvcb_is_no_gc_at_work(tmp_path, holder, command):
-    """The GC that wrote the lock died years ago and its pid now belongs to `sleep`: pids.is_hotvcb's rule
+    """The GC that wrote the lock died years ago and its pid now belongs to `sleep`: pids.hotvcb's rule
     ('a lock naming pid 1, or any pid reused since by another program, must not block every run forever'),
     which the host lock follows. Verify must name the lost chunks at once; prune must take the lock over."""
     _repo, snaps = setup(tmp_path)

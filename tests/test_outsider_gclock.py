@@ -14,8 +14,8 @@ import sys
 import pytest
 from repotool import HOUR, MiB, PYTHON, ROOT, age, backup, cli, make_disk, new_repo, one_clear_line
 
+from pidviews import holder, hotvcb_holder  # noqa: F401  (fixtures: a reused pid, a GC at work)
 from qemuvm import env as qenv, needs_qemu
-from test_outsider_fixrepo import holder, hotvcb_holder  # noqa: F401  (fixtures: a reused pid, a GC at work)
 from test_qemu_backup import _image, lab  # noqa: F401  (the fixture)
 
 from hotvcb import blockdigest

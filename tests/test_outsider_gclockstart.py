@@ -20,7 +20,7 @@ import time
 import pytest
 from repotool import HOUR, PYTHON, ROOT, MiB, age, backup, make_disk, new_repo, one_clear_line
 
-from test_outsider_fixrepo import holder, hotvcb_holder  # noqa: F401  (fixtures: a reused pid, a GC at work)
+from pidviews import holder, hotvcb_holder  # noqa: F401  (fixtures: a reused pid, a GC at work)
 from test_outsider_gclock import (ANCIENT, KILL_AFTER, gc_ran, lock_path, make_repo, no_trace, prune,
                                   put_lock, verify)
 

@@ -210,7 +210,7 @@ def _lost_with_lock(tmp_path, command, machine, pid, age_s=0):
 @pytest.mark.parametrize("command", ["restore", "verify"])
 def test_a_gc_lock_held_by_a_live_process_counts_as_a_gc_at_work(tmp_path, command):
     """The control for the test below: a live holder is a GC at work, so the reader waits. The holder is a
-    process whose command line names hotvcb (pids.is_hotvcb: a live pid of another program is a reused one)."""
+    process whose command line names hotvcb (pids.hotvcb: a live pid of another program is a reused one)."""
     import socket
     holder = subprocess.Popen([PYTHON, "-c", "import time; time.sleep(300)", "hotvcb", "gc"])
     try:

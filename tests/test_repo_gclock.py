@@ -7,8 +7,8 @@ import socket
 import subprocess
 
 import pytest
+from pidviews import hotvcb_holder, other_namespace, start_of  # noqa: F401  (the fixture: a live hotvcb process)
 from repotool import HOUR, PYTHON, ROOT, MiB, age, backup, cli, make_disk, new_repo, one_clear_line
-from test_outsider_fixrepo import hotvcb_holder  # noqa: F401  (the fixture: a live hotvcb process)
 
 from hotvcb import pids, runid
 from hotvcb.errors import RepoError
@@ -148,12 +148,6 @@ def lock_of(pid, pid_start):
     return text + (" pidstart=%d\n" % pid_start if pid_start is not None else "\n")
 
 
-def start_of(pid):
-    """The process's start time as /proc/PID/stat has it (its command name, python's, holds no space)."""
-    with open("/proc/%d/stat" % pid) as f:
-        return int(f.read().split()[21])
-
-
 def prune(repo):
     return cli("prune", "--repo", repo.backend.root, "--keep-last", 1)
 
@@ -242,11 +236,6 @@ def test_the_start_time_of_a_process_whose_name_holds_spaces_and_parentheses(tmp
 
 
 # --- one machine, other views of its pids ----------------------------------------------------------------------
-
-def other_namespace():
-    """A pid namespace inode that is not ours."""
-    return os.stat("/proc/self/ns/pid").st_ino + 1
-
 
 def test_a_lock_of_another_pid_namespace_of_this_machine_is_judged_by_its_age(repo, hotvcb_holder):
     """A GC in a container on this machine (its hostname, its machine id) counts its own pids: a fresh lock is a GC

@@ -1,14 +1,20 @@
 """Cleanup deciding about a dead restore's record while a later restore of the same VM folder
 starts (restore_scratch.sweep): no lock is shared by the two, so each step of the later restore is
-played at the moment that would make a careless cleanup delete its folder."""
+played at the moment that would make a careless cleanup delete its folder. And whose a record is: a
+live restore's by its pid and start time, a dead one's pid reused by another hotvcb, or a restore whose
+pid cannot tell (hidden by /proc, another pid namespace), judged by its heartbeat."""
 
 import os
 import subprocess
 import time
 
+import pytest
+from pidviews import hide_from_proc, hotvcb_holder, other_namespace, start_of  # noqa: F401  (a live hotvcb)
+from restorerecords import dead_pid
+
+from hotvcb import pids
 from hotvcb.jobs import restore_scratch
-from hotvcb.pids import is_hotvcb
-from hotvcb.runid import RunId
+from hotvcb.runid import RunId, parse
 from hotvcb.shell import LocalShell
 
 
@@ -56,12 +62,15 @@ class RacingShell(LocalShell):
 HOST = "thishost0001"  # the host id both the dead restore and cleanup run on
 
 
-def dead_record(folder: str) -> None:
-    p = subprocess.Popen(["true"])
-    p.wait()
-    dead = RunId("abcdef012345", RunId.new().machine, p.pid, 1700000000, HOST)
-    with open(restore_scratch.record_of(folder), "w") as f:
-        f.write("%s\npath=%s\n" % (dead.text(), folder))
+def dead_record(folder: str, owner=None, age: float = 0) -> None:
+    """The record of `folder` as a restore of this machine and host wrote it: by default a dead one's;
+    touched `age` seconds ago."""
+    owner = owner or RunId("abcdef012345", RunId.new().machine, dead_pid(), 1700000000, HOST)
+    record = restore_scratch.record_of(folder)
+    with open(record, "w") as f:
+        f.write(restore_scratch.record_text(owner, folder))
+    if age:
+        os.utime(record, (time.time() - age, time.time() - age))
 
 
 def records():
@@ -221,7 +230,7 @@ def test_an_empty_record_temp_goes_at_once_when_its_writer_is_dead(tmp_path):
     live = subprocess.Popen(["sh", "-c", "sleep 60; :", "hotvcb"])
     try:
         for _ in range(600):
-            if is_hotvcb(live.pid):
+            if pids.hotvcb(live.pid):
                 break
             time.sleep(0.05)
         name = os.path.basename(restore_scratch.record_of(root + "/copy.hotvcb-restoring"))
@@ -235,3 +244,68 @@ def test_an_empty_record_temp_goes_at_once_when_its_writer_is_dead(tmp_path):
     finally:
         live.kill()
         live.wait()
+
+
+# --- whose record: judged by its pid as the locks judge theirs (runid.running) -----------------------------------
+
+def owner(pid, pid_start=None, pid_ns=None):
+    return RunId("abcdef012345", RunId.new().machine, pid, 1700000000, HOST, pid_start, pid_ns=pid_ns)
+
+
+@pytest.mark.parametrize("recorded, kept", [("its own", True), ("another", False), ("none", True)])
+def test_a_folder_is_kept_only_by_the_live_restore_that_recorded_it(tmp_path, hotvcb_holder, recorded, kept):
+    """A live hotvcb at the record's pid that started when the record says keeps its folder; one started at
+    another time is a later hotvcb at a dead restore's pid; a record without the time (an older hotvcb's)
+    takes any live hotvcb at its word, as before."""
+    root = str(tmp_path)
+    folder = root + "/copy.hotvcb-restoring"
+    os.mkdir(folder)
+    start = {"its own": start_of(hotvcb_holder), "another": start_of(hotvcb_holder) + 1, "none": None}[recorded]
+    dead_record(folder, owner(hotvcb_holder, start))
+    n, lines = sweep(LocalShell(), root)
+    assert (n, os.path.isdir(folder)) == (0 if kept else 1, kept), lines
+
+
+@pytest.mark.parametrize("view", ["hidden", "namespace"])
+@pytest.mark.parametrize("age, kept", [(5, True), (2 * restore_scratch.STALE_AFTER, False)])
+def test_a_folder_whose_restore_cannot_be_told_by_its_pid_is_judged_by_its_heartbeat(tmp_path, hotvcb_holder,
+                                                                                    monkeypatch, view, age, kept):
+    """A live restore /proc hides from us (hidepid, another user's) or of another pid namespace of this machine
+    records this host's id, yet its pid proves nothing here: its folder goes once its record missed its
+    heartbeats, never at once."""
+    root = str(tmp_path)
+    folder = root + "/copy.hotvcb-restoring"
+    os.mkdir(folder)
+    if view == "hidden":
+        dead_record(folder, owner(hotvcb_holder, start_of(hotvcb_holder)), age)
+        hide_from_proc(monkeypatch, hotvcb_holder)
+    else:
+        dead_record(folder, owner(dead_pid(), 5, other_namespace()), age)
+    n, lines = sweep(LocalShell(), root)
+    assert (n, os.path.isdir(folder)) == (0 if kept else 1, kept), lines
+    if kept:
+        assert any("cannot be told from here" in line for line in lines), lines
+
+
+def test_a_restores_records_say_when_its_process_started(tmp_path):
+    """So that a later hotvcb at its pid, once it died, is no owner of its folders."""
+    folder = records().make(str(tmp_path))
+    with open(restore_scratch.record_of(folder)) as f:
+        held = parse(f.read())
+    assert held.pid == os.getpid() and held.pid_start == start_of(os.getpid()) and held.host == HOST
+    assert held.pid_ns == os.stat("/proc/self/ns/pid").st_ino
+
+
+@pytest.mark.parametrize("age, kept", [(0, True), (2 * restore_scratch.STALE_AFTER, False)])
+def test_an_empty_record_temp_of_a_writer_proc_hides_goes_once_old(tmp_path, hotvcb_holder, monkeypatch, age, kept):
+    """The pid in its name is a live process /proc hides from us: maybe a restore writing it this instant, so
+    not removed at once as a dead writer's, but once older than a record can be in writing."""
+    root = str(tmp_path)
+    name = os.path.basename(restore_scratch.record_of(root + "/copy.hotvcb-restoring"))
+    temp = "%s/.%s.%d-1-abcdef.tmp" % (root, name, hotvcb_holder)
+    open(temp, "w").close()
+    if age:
+        os.utime(temp, (time.time() - age, time.time() - age))
+    hide_from_proc(monkeypatch, hotvcb_holder)
+    n, lines = sweep(LocalShell(), root)
+    assert (n, os.path.exists(temp)) == (0 if kept else 1, kept), lines

@@ -9,9 +9,8 @@ import time
 from datetime import datetime, timedelta
 
 import pytest
+from pidviews import hotvcb_holder, start_of  # noqa: F401  (the fixture: a live hotvcb process)
 from repotool import cli, one_clear_line
-from test_outsider_fixrepo import hotvcb_holder  # noqa: F401  (the fixture: a live hotvcb process)
-from test_repo_gclock import start_of
 
 from hotvcb import pids, runid
 from hotvcb.errors import LockError

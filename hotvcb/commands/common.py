@@ -179,7 +179,7 @@ def lock_host(host: Hypervisor, log, target: Target) -> Tuple[HostLock, RunId]:
     """Take the host's run lock: one run per host, whatever -w or machine it runs from."""
     remote = target.ssh is not None
     require_root(host, remote)
-    run = RunId.new()
+    run = RunId.new().with_process_start()  # every record it writes: a reused pid is no owner of its leftovers
     try:
         run = run.on_host(host_id(host.shell, host.run_dir))
         return HostLock(host.shell, host.run_dir, run, log.warning).acquire(), run

@@ -13,6 +13,11 @@ Why each removal is safe:
   A folder whose record names this host (and another run) is a dead run's,
   for the same reason. One of another host is dead only when its owner file
   has missed its heartbeats for lock.STALE_AFTER seconds.
+A record of this machine whose process still runs (owner_alive: its lock
+file may have been deleted under it) is never a leftover, and one whose
+process cannot be told from here (another pid namespace, a process /proc
+hides) is kept, or judged by its heartbeat where it has one: never removed
+on a guess.
 User snapshots (any other name) and finished backups are never touched.
 """
 
@@ -22,8 +27,7 @@ from typing import List, Optional
 from ..errors import HotvcbError
 from ..hosts.base import Hypervisor
 from ..model import Snapshot
-from ..pids import is_hotvcb
-from ..runid import RunId, parse
+from ..runid import RunId, parse, running
 from ..shell import Shell
 from ..store import layout
 from ..store.lock import STALE_AFTER
@@ -34,6 +38,7 @@ from ..treeview import ScannedShell
 SNAPSHOT_PREFIX = "hotvcb-snapshot-"
 POWER_MARKER = ".hotvcb-powered-off"  # + ".<vmx file name>", in the VM's folder while we hold it powered off
 SHUTDOWN_GRACE = 30 * 60.0  # a guest asked to shut down may take this long (a marker this young is kept)
+UNTOLD = "may still be running (its process cannot be told from here: another pid namespace, or hidden by /proc)"
 
 
 # how hotvcb described its snapshots before run records (still ours to clean up)
@@ -69,9 +74,10 @@ def remove_our_snapshots(host: Hypervisor, vm, log, run: RunId, dry_run: bool = 
         owner = parse(snap.description)
         if owner is not None and owner.run == run.run:
             continue
-        if owner is not None and owner_alive(owner, run):
-            log.warning("%s: snapshot %r (id %s) belongs to %s, which is still running; leaving it"
-                        % (vm.name, snap.name, snap.id, owner))
+        alive = owner_alive(owner, run) if owner is not None else False
+        if alive is not False:
+            log.warning("%s: snapshot %r (id %s) belongs to %s, which %s; leaving it"
+                        % (vm.name, snap.name, snap.id, owner, "is still running" if alive else UNTOLD))
             continue
         who = str(owner) if owner else "an earlier hotvcb run"
         removed += 1
@@ -106,8 +112,8 @@ def restore_power(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False) 
     owner = parse(host.shell.read_text(path))
     if owner is not None and owner.run == run.run:
         return False
-    if owner is not None and owner_alive(owner, run):
-        return False  # its run lives (its lock file was deleted under it): it powers the VM on itself
+    if owner is not None and owner_alive(owner, run) is not False:
+        return False  # its run lives (its lock file was deleted under it), or may: it powers the VM on itself
     who = str(owner) if owner else "an earlier hotvcb run"
     state = host.power_state(vm)
     if dry_run:
@@ -156,10 +162,14 @@ def remove_partials(shell: Shell, volume: str, vm_name: str, log, run: RunId, dr
     return removed
 
 
-def owner_alive(owner: RunId, run: RunId) -> bool:
-    """A run on this machine whose hotvcb process still lives (even if its lock file was
-    deleted under it: the lock is not the only proof we go by)."""
-    return owner.machine == run.machine and owner.pid != run.pid and is_hotvcb(owner.pid)
+def owner_alive(owner: RunId, run: RunId) -> Optional[bool]:
+    """Whether the run that wrote `owner` still runs, told by its pid as the locks tell theirs
+    (runid.running: a live hotvcb that started when the record says), even if its lock file was
+    deleted under it: the lock is not the only proof we go by. None where its pid cannot tell (another
+    pid namespace of this machine, a live process /proc hides from us): what it owns is kept, or judged
+    by its heartbeat where it has one. False for another machine's record, whose pid tells nothing
+    here (its host id and heartbeat do)."""
+    return running(owner, run) if owner.machine == run.machine else False
 
 
 def _partial_dead(shell: Shell, partial: str, run: RunId) -> bool:
@@ -169,10 +179,13 @@ def _partial_dead(shell: Shell, partial: str, run: RunId) -> bool:
     except HotvcbError:
         owner = None
     if owner is not None:
-        if owner.run == run.run or owner_alive(owner, run):
+        if owner.run == run.run:
             return False
-        if owner.host and owner.host == run.host:
-            return True  # this host's run, and we hold this host's lock
+        alive = owner_alive(owner, run)
+        if alive:
+            return False
+        if alive is False and owner.host and owner.host == run.host:
+            return True  # this host's run, and we hold this host's lock (one whose pid cannot tell: by its heartbeat)
     age = volume_age(shell, owner_file if shell.exists(owner_file) else partial, partial.rsplit("/", 1)[0], run)
     return age is None or age > STALE_AFTER
 

@@ -11,7 +11,10 @@ datastore of the host; a KVM restore's target folder, which is no datastore, hol
 itself, and there the next KVM restore and `hotvcb cleanup --kvm DIR` look); the folder is made
 after its record and removed before it, so no folder of ours is without one. Cleanup removes a
 folder only when its restore is provably dead: recorded on this machine by a process that is no
-longer a hotvcb (leftovers.owner_alive, as for snapshots and markers). One recorded on another
+longer the hotvcb it records (leftovers.owner_alive, as for snapshots and markers: its pid may be
+another hotvcb's now, told by the process's start time where the record has it). One whose process
+cannot be told from here (another pid namespace of this machine, a process /proc hides) is judged by
+its heartbeat, as one of another host id. One recorded on another
 machine (a datastore shared over NFS) is reported and left: its pid means nothing here. A folder
 with our prefix and no record (an older hotvcb's) is reported and left too; so is a record naming a
 folder outside its datastore or not named as make() names one (forged, garbage: cleanup deletes
@@ -69,7 +72,7 @@ from typing import Callable, Iterable, Optional, Set
 from urllib.parse import quote, unquote
 
 from ..errors import HostError, HotvcbError
-from ..pids import is_hotvcb
+from ..pids import hotvcb
 from ..runid import RunId, host_id, parse
 from ..shell import Shell
 from ..store.lock import HEARTBEAT, STALE_AFTER
@@ -101,7 +104,7 @@ class Records:
 
     def run(self) -> RunId:
         if self._run is None:
-            self._run = RunId.new().on_host(self._host_id())
+            self._run = RunId.new().with_process_start().on_host(self._host_id())
         return self._run
 
     def make(self, target: str) -> str:
@@ -243,7 +246,7 @@ def sweep(shell: Shell, roots: Iterable[str], log, me: RunId, dry_run: bool = Fa
     """Remove the scratch folders of dead restores recorded in the roots; how many were removed
     (would be, dry run). One that cannot be is logged as an error."""
     found = 0
-    taker = Records(shell, lambda: me.host, RunId.new().on_host(me.host))  # its own names, beside a restore's
+    taker = Records(shell, lambda: me.host, RunId.new().with_process_start().on_host(me.host))  # names of its own
     for root in sorted({r.rstrip("/") for r in roots}):
         try:
             entries = shell.listdir(root) if shell.isdir(root) else []
@@ -279,10 +282,16 @@ def sweep(shell: Shell, roots: Iterable[str], log, me: RunId, dry_run: bool = Fa
                 log.warning("%s: %s of a restore on %s (%s); leaving it to a cleanup there"
                             % (folder, _kind(name), owner.machine, owner))
                 continue
-            if owner_alive(owner, me):
+            alive = owner_alive(owner, me)
+            if alive:
                 log.info("%s: %s of a running restore (%s); leaving it" % (folder, _kind(name), owner))
                 continue
-            beat = _heartbeat_fresh(shell, root, entry, owner, me)
+            beat = _heartbeat_fresh(shell, root, entry, owner, me, by_pid=alive is False)
+            if beat is not None and alive is None:
+                log.warning("%s: %s of a restore whose process cannot be told from here (another pid namespace, "
+                            "or hidden by /proc: %s), touched %d s ago; leaving it (a cleanup takes it once "
+                            "untouched for %d s)" % (folder, _kind(name), owner, beat, STALE_AFTER))
+                continue
             if beat is not None:
                 log.warning("%s: %s of a restore whose record names %s, not this host (%s), touched %d s ago; "
                             "leaving it (another host named %s? a cleanup takes it once untouched for %d s)"
@@ -354,10 +363,10 @@ def _replaced(shell: Shell, record: str, text: str) -> bool:
         return True
 
 
-def _heartbeat_fresh(shell: Shell, root: str, entry: str, owner: RunId, me: RunId) -> Optional[float]:
-    """None when the record's pid is proof enough (its host id is ours) or its heartbeat is stale;
-    else the seconds since it was touched."""
-    if owner.host and owner.host == me.host:
+def _heartbeat_fresh(shell: Shell, root: str, entry: str, owner: RunId, me: RunId, by_pid: bool) -> Optional[float]:
+    """None when the record's pid is proof enough (`by_pid`: it told, and its host id is ours) or its
+    heartbeat is stale; else the seconds since it was touched."""
+    if by_pid and owner.host and owner.host == me.host:
         return None
     try:
         age = volume_age(shell, root + "/" + entry, root, me)
@@ -390,15 +399,16 @@ def _remove_dead_temp(shell: Shell, path: str, log, me: RunId, dry_run: bool) ->
 
     One killed between creating the file and writing its text (seen under SIGKILL) is empty: its name
     still carries the writer's pid (shell.temp_tag), so it goes at once when no hotvcb of that pid lives
-    here. A writer on another machine of a shared datastore is in that window for microseconds; if a
-    cleanup takes its file then, that restore's rename fails and it ends with an error, not a wrong record.
+    here (one /proc hides from us, once old). A writer on another machine of a shared datastore is in that
+    window for microseconds; if a cleanup takes its file then, that restore's rename fails and it ends with
+    an error, not a wrong record.
     Any other unreadable text goes once older than a record can be in writing."""
     try:
         text = shell.read_regular(path, RECORD_MAX)
     except HostError:
         return 0
     owner = parse(text)
-    if owner is not None and (owner.machine != me.machine or owner_alive(owner, me)):
+    if owner is not None and (owner.machine != me.machine or owner_alive(owner, me) is not False):
         return 0
     if owner is None and not (text == "" and not _writer_alive(path)) and (shell.age(path) or 0) < STALE_AFTER:
         return 0
@@ -416,7 +426,7 @@ def _remove_dead_temp(shell: Shell, path: str, log, me: RunId, dry_run: bool) ->
 
 def _writer_alive(path: str) -> bool:
     found = _RECORD_TEMP.match(path.rsplit("/", 1)[-1])
-    return found is None or is_hotvcb(int(found.group(1)))
+    return found is None or hotvcb(int(found.group(1))) is not False
 
 
 def _named_ours(name: str) -> bool:
