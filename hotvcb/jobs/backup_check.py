@@ -79,6 +79,12 @@ def require_extents_inside(fs: FileReader, path: str, parent: bool = True) -> Op
     return _inside(fs, path, parent)[0]
 
 
+def named_parent(fs: FileReader, path: str) -> Optional[str]:
+    """The parent a disk's descriptor names (its file's or, embedded, a sparse disk's), checked as
+    require_extents_inside checks it; None for a base."""
+    return _inside(fs, path, True)[1]
+
+
 def require_chain_inside(fs: FileReader, path: str) -> Tuple[Optional[str], List[Tuple[str, Optional[str]]]]:
     """The one check of a disk that a job reads out of a backup (restore to ESXi or KVM, verify --boot):
     vmkfstools and qemu follow each parentFileNameHint down to the base, and each parent's extents are

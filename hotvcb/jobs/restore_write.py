@@ -68,7 +68,7 @@ def _put_disk(host: Hypervisor, req: RestoreRequest, d: DiskCopy, folder: str,
         shell.rename(d.source.rsplit("/", 1)[0] + "/" + desc.extents[0].filename, flat)
         shell.write_text(dst, vmdk.rename_extent(d.text, flat.rsplit("/", 1)[1]))
         return
-    source = d.source if d.embedded else _checked(shell, d, folder)
+    source = _checked(shell, d, folder) if _descriptors(d) else d.source  # a sparse disk alone: the file itself
     try:
         host.copy_disk(Disk(key=d.key, path=source, datastore="", adapter=d.adapter), dst, fmt, progress)
     finally:
@@ -79,9 +79,10 @@ def _put_disk(host: Hypervisor, req: RestoreRequest, d: DiskCopy, folder: str,
 
 
 def _descriptors(d: DiskCopy) -> List[Tuple[str, str]]:
-    """(path in the backup, text) of every descriptor the clone reads as checked: the disk's, then its
-    parents' (a sparse parent, read from the backup as an extent is, has none)."""
-    return [(d.source, d.text)] + [(path, text) for path, text in d.parents if text is not None]
+    """(path in the backup, text) of every descriptor file the clone reads as checked: the disk's, then
+    its parents' (a sparse disk, its descriptor embedded, has none: `_checked`)."""
+    return ([] if d.embedded else [(d.source, d.text)]) + [(path, text) for path, text in d.parents
+                                                            if text is not None]
 
 
 def _unchanged(shell: Shell, d: DiskCopy) -> None:
@@ -106,8 +107,11 @@ def _checked(shell: Shell, d: DiskCopy, folder: str) -> str:
     into the unfinished VM folder's CHECKED folder, under the descriptor's own name (what the clone's
     messages name), with its extents named by absolute path in the backup. A delta's parents are
     written beside it the same way, each under its own name: vmkfstools follows a parentFileNameHint
-    from the child's folder, so each hint (a name, checked to be one) leads to the checked copy; a
-    sparse parent is the disk's data itself and is named by its path in the backup.
+    from the child's folder, so each hint (a name, checked to be one) leads to the checked copy. The
+    last descriptor file of the chain names its parent, if any, by its path in the backup: a sparse
+    disk, the disk's data itself, as are the sparse ones below it. A sparse disk above a descriptor
+    file (the disk itself, or a parent: its descriptor embedded, its hint not to be rewritten) is
+    copied there whole (`_sparse_copy`).
 
     vmkfstools opens the descriptors it is led to by name, so handed the backup's own it would read
     them again: one swapped after the check (a ghettoVCB backup has no checksums; a sealed one's
@@ -115,21 +119,45 @@ def _checked(shell: Shell, d: DiskCopy, folder: str) -> str:
     copies live in a folder only this restore writes, `hotvcb cleanup` removes with it, and are gone
     before the folder gets its name. Each extent (and a sparse parent) must be a regular file
     (backup_check.require_regular), looked at here, just before the clone."""
-    backup = d.source.rsplit("/", 1)[0]
-    texts = _descriptors(d)
-    for path in [path for path, text in d.parents if text is None]:
-        backup_check.require_regular(shell, path)
-    shell.makedirs(folder + "/" + CHECKED)
-    for k, (path, text) in enumerate(texts):
+    backup, checked = d.source.rsplit("/", 1)[0], folder + "/" + CHECKED
+    chain = [(d.source, None if d.embedded else d.text)] + d.parents  # type: List[Tuple[str, Optional[str]]]
+    last = max(k for k, (_path, text) in enumerate(chain) if text is not None)
+    shell.makedirs(checked)
+    for k, (path, text) in enumerate(chain):
+        if text is None:
+            if k < last:
+                _sparse_copy(shell, path, chain[k + 1][0], checked)
+            else:
+                backup_check.require_regular(shell, path)
+            continue
         for extent in vmdk.parse(text).extents:
             backup_check.require_regular(shell, extent.filename if extent.filename.startswith("/")
                                          else backup + "/" + extent.filename)
         try:
-            text = vmdk.anchored(text, backup, parent=k + 1 == len(texts))
+            text = vmdk.anchored(text, backup, parent=k == last)
         except vmdk.Unwritable as err:
             raise HostError("%s; not restoring from it (move the backup to a folder of plain name)" % err) from None
-        shell.write_text("%s/%s/%s" % (folder, CHECKED, path.rsplit("/", 1)[1]), text)
-    return "%s/%s/%s" % (folder, CHECKED, d.source.rsplit("/", 1)[1])
+        shell.write_text("%s/%s" % (checked, path.rsplit("/", 1)[1]), text)
+    return "%s/%s" % (checked, d.source.rsplit("/", 1)[1])
+
+
+def _sparse_copy(shell: Shell, path: str, parent: str, checked: str) -> None:
+    """A sparse disk of the chain whose descriptor is embedded (monolithicSparse), above a descriptor file:
+    its hint, followed from the folder of the file vmkfstools opens, would lead back into the backup to
+    a descriptor swapped since its check. So the file itself is copied into `checked`, beside the
+    checked texts, and the copy's hint (which no one else can change) must still name `parent`, the
+    file checked. The price: its bytes are written once more (a delta over a base holds what was
+    written since, not the whole disk)."""
+    copy = checked + "/" + path.rsplit("/", 1)[1]
+    backup_check.require_regular(shell, path)
+    shell.copy_file(path, copy)
+    try:
+        named = backup_check.named_parent(shell, copy)  # type: Optional[str]
+    except HotvcbError:
+        named = None
+    if named != parent.rsplit("/", 1)[1]:
+        raise RestoreError("%s changed during the restore (it names another parent now): the backup is no longer "
+                           "the one that was checked; nothing was registered" % path)
 
 
 def _copy_itself(host: Hypervisor, req: RestoreRequest, log, own: "restore_copy.OwnCopy", dst: str,
