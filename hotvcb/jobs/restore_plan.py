@@ -247,7 +247,8 @@ class Planner:
         return None
 
     def _regular(self, path: str) -> None:
-        """copy_file copies what a symlink leads to: a side file is refused unless a regular file of the backup."""
+        """A side file is a regular file of the backup, or refused here, before anything is written (a dry run
+        too); its copy (backup_check.copy_regular) refuses one swapped for a symlink since."""
         try:
             backup_check.require_regular(self.shell, path)
         except HostError as err:

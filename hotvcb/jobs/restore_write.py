@@ -45,8 +45,7 @@ def fill(host: Hypervisor, req: RestoreRequest, log, plan: Plan, checking: Check
         except HotvcbError as err:
             raise RestoreError("disk %s of %s: %s; nothing was registered" % (d.key, plan.name, err)) from err
     for src, dst in plan.files:
-        backup_check.require_regular(shell, src)  # looked at again just before copy_file, which follows a symlink
-        shell.copy_file(src, plan.temp + "/" + dst)
+        backup_check.copy_regular(shell, src, plan.temp + "/" + dst)
     if plan.tree is not None:
         log.info("Restoring the snapshot tree (%s): %d delta(s), relinked" % (
             ", ".join(plan.tree.snapshots), len(plan.tree.deltas)))
