@@ -171,23 +171,26 @@ def test_a_vm_named_with_a_control_character_is_not_backed_up(site, escaped, nam
 
 
 # -- a delta's parents -----------------------------------------------------------------------------
-TOPS = ["vmfsSparse", "monolithicSparse"]  # the delta's descriptor a file of its own, or embedded in its extent
+# the delta's descriptor a file of its own; embedded in its extent; a file of its own over an embedded one
+TOPS = ["vmfsSparse", "monolithicSparse", "mixed"]
 
 
 def delta_backup(host, vm, top="vmfsSparse"):
-    """A hand backup whose disk is a delta (`disk-000001.vmdk`, empty) of `disk.vmdk` beside it, sealed:
-    an ESXi vmfsSparse delta, or (`monolithicSparse`) one file with its descriptor embedded, as
-    qemu-img writes one over a parent named beside it. (path on the host, real path, the parent's
-    descriptor text)"""
-    inside, real = hand_backup(host, vm, keys={"scsi0:0.fileName": "disk-000001.vmdk"}, random_bytes=64 << 10)
-    if top == "vmfsSparse":
-        delta = disks.create_delta(os.path.join(real, "disk.vmdk"), sesparse=False)
-        assert os.path.basename(delta) == "disk-000001.vmdk"
-    else:
+    """A hand backup whose disk is a delta (empty) of `disk.vmdk` beside it, sealed: an ESXi vmfsSparse
+    delta `disk-000001.vmdk`; (`monolithicSparse`) one file, its descriptor embedded, as qemu-img writes
+    one over a parent named beside it; (`mixed`) a vmfsSparse `disk-000002.vmdk` over such a file.
+    (path on the host, real path, the parent's descriptor text)"""
+    name = "disk-000002.vmdk" if top == "mixed" else "disk-000001.vmdk"
+    inside, real = hand_backup(host, vm, keys={"scsi0:0.fileName": name}, random_bytes=64 << 10)
+    if top != "vmfsSparse":
         subprocess.run(["qemu-img", "create", "-q", "-f", "vmdk", "-F", "vmdk", "-b", "disk.vmdk", "disk-000001.vmdk"],
                        check=True, timeout=60, cwd=real)
         with open(os.path.join(real, "disk-000001.vmdk"), "rb") as f:
             assert f.read(4) == b"KDMV"
+    if top != "monolithicSparse":
+        delta = disks.create_delta(os.path.join(real, "disk-000001.vmdk" if top == "mixed" else "disk.vmdk"),
+                                   sesparse=False)
+        assert os.path.basename(delta) == name
     reseal(real, vm)
     with open(os.path.join(real, "disk.vmdk")) as f:
         return inside, real, f.read()
@@ -205,7 +208,8 @@ def test_a_delta_restores_as_the_disk_its_chain_reads(site, top):
     folder = restored(host, vm + "2")
     assert sorted(os.listdir(folder)) == [vm + "2.vmx", "disk-flat.vmdk", "disk.vmdk"], os.listdir(folder)
     assert "parentFileNameHint" not in open(os.path.join(folder, "disk.vmdk")).read()
-    assert disks.read_all(os.path.join(folder, "disk.vmdk")) == disks.read_all(os.path.join(real, "disk-000001.vmdk"))
+    top_file = "disk-000002.vmdk" if top == "mixed" else "disk-000001.vmdk"
+    assert disks.read_all(os.path.join(folder, "disk.vmdk")) == disks.read_all(os.path.join(real, top_file))
 
 
 @pytest.mark.parametrize("sealed", [True, False])
