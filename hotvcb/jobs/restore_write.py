@@ -119,25 +119,30 @@ def _checked(shell: Shell, d: DiskCopy, folder: str) -> str:
     before the folder gets its name. Each extent (and a sparse parent) must be a regular file
     (backup_check.require_regular), looked at here, just before the clone."""
     backup, checked = d.source.rsplit("/", 1)[0], folder + "/" + CHECKED
-    chain = [(d.source, None if d.embedded else d.text)] + d.parents  # type: List[Tuple[str, Optional[str]]]
+    chain, copies = d.chain(), d.sparse_copies()
     last = max(k for k, (_path, text) in enumerate(chain) if text is not None)
     shell.makedirs(checked)
     for k, (path, text) in enumerate(chain):
-        if text is None:
-            if k < last:
-                _sparse_copy(shell, path, chain[k + 1][0], checked)
-            else:
-                backup_check.require_regular(shell, path)
-            continue
-        for extent in vmdk.parse(text).extents:
-            backup_check.require_regular(shell, extent.filename if extent.filename.startswith("/")
-                                         else backup + "/" + extent.filename)
-        try:
-            text = vmdk.anchored(text, backup, parent=k == last)
-        except vmdk.Unwritable as err:
-            raise HostError("%s; not restoring from it (move the backup to a folder of plain name)" % err) from None
-        shell.write_text("%s/%s" % (checked, path.rsplit("/", 1)[1]), text)
+        if path in copies:
+            _sparse_copy(shell, path, chain[k + 1][0], checked)
+        elif text is None:
+            backup_check.require_regular(shell, path)
+        else:
+            _write_checked(shell, path, text, backup, checked, k == last)
     return "%s/%s" % (checked, d.source.rsplit("/", 1)[1])
+
+
+def _write_checked(shell: Shell, path: str, text: str, backup: str, checked: str, last: bool) -> None:
+    """One descriptor's checked text in `checked`, its extents (and, `last` in the chain, its parent)
+    named by absolute path in the backup."""
+    for extent in vmdk.parse(text).extents:
+        backup_check.require_regular(shell, extent.filename if extent.filename.startswith("/")
+                                     else backup + "/" + extent.filename)
+    try:
+        text = vmdk.anchored(text, backup, parent=last)
+    except vmdk.Unwritable as err:
+        raise HostError("%s; not restoring from it (move the backup to a folder of plain name)" % err) from None
+    shell.write_text("%s/%s" % (checked, path.rsplit("/", 1)[1]), text)
 
 
 def _sparse_copy(shell: Shell, path: str, parent: str, checked: str) -> None:
