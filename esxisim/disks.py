@@ -9,6 +9,7 @@ import hashlib
 import os
 import random
 import re
+import struct
 
 from . import sparse
 
@@ -82,12 +83,31 @@ class Descriptor:
 
 
 def read_descriptor(path):
+    """The descriptor of the disk at path: its text, or a hosted sparse disk's embedded one
+    (monolithicSparse, `_embedded`); a sparse extent without one is no disk of its own."""
     with open(path, "rb") as f:
         head = f.read(4)
-        if head in (b"KDMV", b"COWD"):
+        if head == b"KDMV":
+            return _embedded(path, f)
+        if head == b"COWD":
             raise ValueError("%s is a sparse extent, not a descriptor" % path)
         f.seek(0)
         return Descriptor.parse(f.read(65536).decode("utf-8", "replace"))
+
+
+def _embedded(path, f):
+    """A monolithicSparse disk's descriptor, embedded where its header's descriptorOffset and
+    descriptorSize (sectors, at bytes 28 and 36) put it; an extent of a 2gbsparse disk has none.
+    The disk is the file itself, of the header's capacity, whatever file its embedded extent line
+    names (guess: VMware's spec places the descriptor in the extent, no sample shows a renamed one)."""
+    f.seek(12)
+    capacity, _grain, offset, size = struct.unpack("<QQQQ", f.read(32))
+    if not offset:
+        raise ValueError("%s is a sparse extent, not a descriptor" % path)
+    f.seek(offset * SECTOR)
+    d = Descriptor.parse(f.read(size * SECTOR).split(b"\0", 1)[0].decode("utf-8", "replace"))
+    d.extents = [("RW", capacity, "SPARSE", os.path.basename(path), None)]
+    return d
 
 
 def write_descriptor(path, desc, blank_before_extents=True):
@@ -433,6 +453,8 @@ def disk_format(path):
     ct = d.create_type
     if ct == "twoGbMaxExtentSparse":
         return "2gbsparse"
+    if ct == "monolithicSparse":
+        return ct
     if ct in ("vmfsSparse", "seSparse"):
         return ct
     if ct.startswith("vmfsPassthrough"):
@@ -510,6 +532,9 @@ def clone(src, dst, fmt, progress=None, rng=random):
 def rename(src, dst):
     """vmkfstools -E: rename descriptor and extents, rewrite extent names."""
     d = read_descriptor(src)
+    if d.create_type == "monolithicSparse":  # one file, its descriptor inside
+        os.rename(src, dst)
+        return
     sfolder, dfolder = os.path.dirname(src), os.path.dirname(dst)
     sstem, dstem = os.path.basename(src)[:-5], os.path.basename(dst)[:-5]
     new_ext = []

@@ -143,8 +143,10 @@ def clone(host, o):
         raise Fail("Failed to open '%s': %s." % (src_arg, why))
     w("Destination disk format: %s\n" % FORMATS[fmt])
     w("Cloning disk '%s'...\n" % src_arg)
-    if not host.module_loaded("multiextent") and (fmt == "2gbsparse" or disks.disk_format(src) == "2gbsparse"):
-        # without the multiextent module disklib cannot open hosted sparse extents (sample vmdk_04)
+    hosted = ("2gbsparse", "monolithicSparse")
+    if not host.module_loaded("multiextent") and (fmt == "2gbsparse" or disks.disk_format(src) in hosted):
+        # without the multiextent module disklib cannot open hosted sparse extents (sample vmdk_04),
+        # a monolithicSparse disk's one extent among them
         raise Fail("Failed to clone disk: The system cannot find the file specified (25).")
     if os.path.exists(dst):
         raise Fail("Failed to clone disk: %s." % ERR_EXISTS)

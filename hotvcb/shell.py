@@ -108,7 +108,11 @@ class Shell(FileReader, Protocol):
     `rename` never replaces an existing folder; `read_texts` reads many small
     files in one go, leaving out those it cannot read; `read_regular` reads at most
     `limit` bytes of a regular file and refuses (HostError) a symlink, FIFO, device or
-    folder without following it or waiting on it; `scan` is one look at a whole
+    folder without following it or waiting on it; `copy_regular` copies as `copy_file`
+    does, byte for byte, a regular file only, refused as `read_regular` refuses one and
+    no copy left (over SSH file by file the host's busybox has no no-follow open: its
+    type is looked at just before its `cp -P`, which copies a symlink swapped in
+    meanwhile as a link, refused then); `scan` is one look at a whole
     folder tree (a missing root gives {}), and None only when the host cannot
     (no python): the caller then asks file by file.
     """
@@ -139,6 +143,8 @@ class Shell(FileReader, Protocol):
 
     def copy_file(self, src: str, dst: str) -> None: ...
 
+    def copy_regular(self, src: str, dst: str) -> None: ...
+
     def disk_usage(self, path: str) -> int: ...
 
     def symlink(self, target: str, link: str) -> None: ...
@@ -160,7 +166,8 @@ class Shell(FileReader, Protocol):
     def read_texts(self, paths: Sequence[str]) -> Dict[str, str]: ...
 
 
-NOT_REGULAR = "not a regular file"  # read_regular's refusal, the same from every shell
+NOT_REGULAR = "not a regular file"  # read_regular's (and copy_regular's) refusal, the same from every shell
+COPY_BLOCK = 1 << 20
 
 
 def read_small(fs: FileReader, path: str, limit: int) -> str:
@@ -392,6 +399,18 @@ class LocalShell:
                 os.fsync(f.fileno())
         except OSError as err:
             raise HostError("cannot copy %s to %s: %s" % (src, dst, err.strerror)) from err
+
+    def copy_regular(self, src: str, dst: str) -> None:
+        """copy_file of a file anyone may have planted (a backup's .nvram): opened without following a
+        symlink or waiting on a FIFO, so what is copied is the regular file that was opened."""
+        try:
+            with blockdigest.open_regular(src, follow=False) as f, open(dst, "wb") as out:
+                shutil.copyfileobj(f, out, COPY_BLOCK)
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError as err:
+            why = NOT_REGULAR if err.errno == errno.ELOOP else err.strerror  # else open_regular's own
+            raise HostError("cannot copy %s to %s: %s" % (src, dst, why)) from err
 
     def file_size(self, path: str) -> int:
         return _stat(path).st_size

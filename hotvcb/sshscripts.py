@@ -73,6 +73,12 @@ RENAME = ('if [ -d "$2" ] && [ ! -L "$2" ]; then echo "$2: File exists" >&2; exi
           'mv -f -- "$1" "$2"')
 REMOVE = 'rm -rf -- "$1"'
 COPY = 'cp -- "$1" "$2" && { sync -- "$2" 2>/dev/null || sync; }'
+# busybox cp opens no file O_NOFOLLOW: a regular file looked at first, then copied with -P, so a symlink
+# swapped in after the look is copied as a link (GNU cp -P opens O_NOFOLLOW itself), refused and removed
+COPY_REGULAR = ('[ -f "$1" ] && [ ! -L "$1" ] || { echo "not a regular file" >&2; exit 1; }; '
+                'cp -P -- "$1" "$2" || exit 1; '
+                'if [ -L "$2" ] || [ ! -f "$2" ]; then rm -f -- "$2"; echo "not a regular file" >&2; exit 1; fi; '
+                '{ sync -- "$2" 2>/dev/null || sync; }')
 SIZE = 'stat -L -c %s -- "$1"'
 USAGE = "stat -L -c '%b %B' -- \"$1\""
 SYMLINK = 'ln -sfn -- "$1" "$2"'  # -n: never follow an older link into a folder

@@ -402,6 +402,10 @@ class SshShell:
     def copy_file(self, src: str, dst: str) -> None:
         self._must("cannot copy %s to %s" % (src, dst), sh.COPY, src, dst, timeout=None)
 
+    def copy_regular(self, src: str, dst: str) -> None:
+        """Bounded by FILE_OP_TIMEOUT: a FIFO swapped in after the host's look would block its cp."""
+        self._must("cannot copy %s to %s" % (src, dst), sh.COPY_REGULAR, src, dst)
+
     def file_size(self, path: str) -> int:
         return int(self._must("cannot stat %s" % path, sh.SIZE, path).split()[0])
 

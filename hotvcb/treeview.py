@@ -182,6 +182,10 @@ class ScannedShell:
         self._changed()
         self.shell.copy_file(src, dst)
 
+    def copy_regular(self, src: str, dst: str) -> None:
+        self._changed()
+        self.shell.copy_regular(src, dst)
+
     def symlink(self, target: str, link: str) -> None:
         self._changed()
         self.shell.symlink(target, link)

@@ -16,6 +16,7 @@ test_outsider_restoresplit.py's and test_outsider_fixrestore.py's (imported, not
 """
 
 import os
+import subprocess
 
 import pytest
 
@@ -170,28 +171,45 @@ def test_a_vm_named_with_a_control_character_is_not_backed_up(site, escaped, nam
 
 
 # -- a delta's parents -----------------------------------------------------------------------------
-def delta_backup(host, vm):
-    """A hand backup whose disk is a delta (`disk-000001.vmdk`, vmfsSparse, empty) of `disk.vmdk`
-    beside it, sealed: (path on the host, real path, the parent's descriptor text)."""
-    inside, real = hand_backup(host, vm, keys={"scsi0:0.fileName": "disk-000001.vmdk"}, random_bytes=64 << 10)
-    delta = disks.create_delta(os.path.join(real, "disk.vmdk"), sesparse=False)
-    assert os.path.basename(delta) == "disk-000001.vmdk"
+# the delta's descriptor a file of its own; embedded in its extent; a file of its own over an embedded one
+TOPS = ["vmfsSparse", "monolithicSparse", "mixed"]
+
+
+def delta_backup(host, vm, top="vmfsSparse"):
+    """A hand backup whose disk is a delta (empty) of `disk.vmdk` beside it, sealed: an ESXi vmfsSparse
+    delta `disk-000001.vmdk`; (`monolithicSparse`) one file, its descriptor embedded, as qemu-img writes
+    one over a parent named beside it; (`mixed`) a vmfsSparse `disk-000002.vmdk` over such a file.
+    (path on the host, real path, the parent's descriptor text)"""
+    name = "disk-000002.vmdk" if top == "mixed" else "disk-000001.vmdk"
+    inside, real = hand_backup(host, vm, keys={"scsi0:0.fileName": name}, random_bytes=64 << 10)
+    if top != "vmfsSparse":
+        subprocess.run(["qemu-img", "create", "-q", "-f", "vmdk", "-F", "vmdk", "-b", "disk.vmdk", "disk-000001.vmdk"],
+                       check=True, timeout=60, cwd=real)
+        with open(os.path.join(real, "disk-000001.vmdk"), "rb") as f:
+            assert f.read(4) == b"KDMV"
+    if top != "monolithicSparse":
+        delta = disks.create_delta(os.path.join(real, "disk-000001.vmdk" if top == "mixed" else "disk.vmdk"),
+                                   sesparse=False)
+        assert os.path.basename(delta) == name
     reseal(real, vm)
     with open(os.path.join(real, "disk.vmdk")) as f:
         return inside, real, f.read()
 
 
-def test_a_delta_restores_as_the_disk_its_chain_reads(site):
+@pytest.mark.parametrize("top", TOPS)
+def test_a_delta_restores_as_the_disk_its_chain_reads(site, top):
     """The control: the delta is cloned through its parent into one disk holding the base's bytes, with
     no parent of its own; nothing of the checked copies is left."""
     host, _conf, _bk = site
-    inside, real, _text = delta_backup(host, "delta-ok")
-    r = restore(host, inside, "--name", "delta-ok2")
+    vm = "delta-ok-" + top
+    inside, real, _text = delta_backup(host, vm, top)
+    r = restore(host, inside, "--name", vm + "2")
     assert r.returncode == 0, out(r)
-    folder = restored(host, "delta-ok2")
-    assert sorted(os.listdir(folder)) == ["delta-ok2.vmx", "disk-flat.vmdk", "disk.vmdk"], os.listdir(folder)
+    folder = restored(host, vm + "2")
+    assert sorted(os.listdir(folder)) == [vm + "2.vmx", "disk-flat.vmdk", "disk.vmdk"], os.listdir(folder)
     assert "parentFileNameHint" not in open(os.path.join(folder, "disk.vmdk")).read()
-    assert disks.read_all(os.path.join(folder, "disk.vmdk")) == disks.read_all(os.path.join(real, "disk-000001.vmdk"))
+    top_file = "disk-000002.vmdk" if top == "mixed" else "disk-000001.vmdk"
+    assert disks.read_all(os.path.join(folder, "disk.vmdk")) == disks.read_all(os.path.join(real, top_file))
 
 
 @pytest.mark.parametrize("sealed", [True, False])
@@ -214,16 +232,19 @@ def test_a_parent_naming_a_file_outside_the_backup_is_refused(site, sealed):
     gone(host, vm + "2")
 
 
+@pytest.mark.parametrize("top", TOPS)
 @pytest.mark.parametrize("swap", ["victim", "broken"])
-def test_a_parent_swapped_after_the_checks_is_not_cloned_from(site, swap):
+def test_a_parent_swapped_after_the_checks_is_not_cloned_from(site, swap, top):
     """A ghettoVCB-style backup (no manifest) of a delta; in front of the clone its parent's descriptor
     is swapped for one naming another VM's disk (`victim`), or a flat file that is not there (`broken`:
     a clone reading it would fail). The clone reads the checked copy of the parent, so it never has the
-    other VM's bytes and does not fail; the swap, found after the clone, refuses the restore."""
+    other VM's bytes and does not fail; the swap, found after the clone, refuses the restore. The same
+    for a delta whose descriptor is embedded in its sparse extent (its hint is followed from the folder
+    of the file the clone is handed)."""
     host, _conf, _bk = site
-    vm = "parent-swap-" + swap
+    vm = "parent-swap-%s-%s" % (swap, top)
     secret, data = victim(host, vm)
-    inside, real, text = delta_backup(host, vm)
+    inside, real, text = delta_backup(host, vm, top)
     os.unlink(os.path.join(real, "hotvcb.json"))
     evil = text.replace('"disk-flat.vmdk"', '"%s"' % (secret if swap == "victim" else "gone-flat.vmdk"))
     with open(os.path.join(host.root, "hooks", "evil.vmdk"), "w") as f:

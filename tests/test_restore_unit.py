@@ -1,12 +1,19 @@
-"""Restore-file parsing and .vmx planning without a host."""
+"""Restore-file parsing, .vmx planning and what the restore refuses before a clone, without a host."""
+
+import os
+import shutil
+import subprocess
 
 import pytest
 
 from hotvcb.errors import UsageError
-from hotvcb.jobs.restore_plan import _unique
+from hotvcb.jobs import restore_write
+from hotvcb.jobs.restore_check import Checking
+from hotvcb.jobs.restore_plan import DiskCopy, Plan, RestoreError, _unique
 from hotvcb.jobs.vmx_identity import answer_moved_or_copied
 from hotvcb.vmx import VmxFile
 from hotvcb.restorefile import BadLine, RestoreRequest, disk_format, parse_line, read_restore_file
+from hotvcb.shell import LocalShell
 
 
 def test_line_with_quotes_and_trailing_slashes():
@@ -102,3 +109,48 @@ def test_unique_disk_names():
     used = set()
     assert [_unique(n, used) for n in ("a.vmdk", "A.vmdk", "a.vmdk", "b.vmdk")] == [
         "a.vmdk", "A_2.vmdk", "a_3.vmdk", "b.vmdk"]
+
+
+class _NoClone:
+    """A host whose clone must not be reached: the restore refused the disk before."""
+
+    def __init__(self):
+        self.shell, self.cloned = LocalShell(), []
+
+    def copy_disk(self, disk, dst, fmt, progress):
+        self.cloned.append(disk.path)
+
+
+class _Log:
+    def info(self, msg):
+        pass
+
+    def progress(self, label, total):
+        return lambda pct: None
+
+
+@pytest.mark.skipif(shutil.which("qemu-img") is None, reason="needs qemu-img")
+def test_a_sparse_delta_naming_another_parent_when_copied_is_not_cloned(tmp_path):
+    """restore_write's copy of a monolithicSparse delta (its descriptor embedded, so copied whole beside
+    the checked text of its parent) is read again: the delta planned over `disk.vmdk` names `other.vmdk`
+    by the time it is copied (swapped after the check). Refused as a backup changed under the restore,
+    before any clone, its copy the one thing written."""
+    backup, target = tmp_path / "backup", tmp_path / "vm.hotvcb-restoring"
+    backup.mkdir()
+    target.mkdir()
+    for name in ("disk.vmdk", "other.vmdk"):
+        subprocess.run(["qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=monolithicFlat", name, "1M"],
+                       check=True, timeout=60, cwd=str(backup))
+    subprocess.run(["qemu-img", "create", "-q", "-f", "vmdk", "-F", "vmdk", "-b", "other.vmdk", "disk-000001.vmdk"],
+                   check=True, timeout=60, cwd=str(backup))
+    parent = str(backup / "disk.vmdk")
+    disk = DiskCopy("scsi0:0", str(backup / "disk-000001.vmdk"), "disk.vmdk", "lsilogic", 1 << 20,
+                    (backup / "disk-000001.vmdk").read_bytes()[:65536].decode("latin-1"), True,
+                    [(parent, open(parent).read())])
+    req = RestoreRequest(str(backup), str(tmp_path), "thin", "vm")
+    plan = Plan(req, str(backup), "vm", str(tmp_path / "vm"), str(target), "vm.vmx", "", disks=[disk])
+    host = _NoClone()
+    with pytest.raises(RestoreError, match="disk-000001.vmdk changed during the restore"):
+        restore_write.fill(host, req, _Log(), plan, Checking(req, _Log(), None))
+    assert host.cloned == []
+    assert os.listdir(str(target / restore_write.CHECKED)) == ["disk-000001.vmdk"]

@@ -243,6 +243,26 @@ def test_planted_files_are_read_bounded_and_never_through_a_fifo_or_symlink(shel
             shell.read_regular(path, 4096)
 
 
+def test_a_planted_file_is_copied_only_as_a_regular_file(shell, tmp_path):
+    """copy_regular: a regular file's bytes (not UTF-8 text) are copied as they are; a symlink to a
+    regular file, a FIFO nobody writes, a device, a folder and a missing file are refused, none
+    followed or waited on, and no copy is left."""
+    folder = tmp_path / ODD
+    folder.mkdir()
+    data = bytes(range(256)) * 300 + b"\xe9"
+    (folder / "nvram").write_bytes(data)
+    os.mkfifo(str(folder / "fifo"))
+    os.symlink(str(folder / "nvram"), str(folder / "link"))
+    shell.copy_regular(str(folder / "nvram"), str(folder / "copy"))
+    assert (folder / "copy").read_bytes() == data
+    for src in (folder / "link", folder / "fifo", "/dev/zero", folder):
+        with pytest.raises(HostError, match="not a regular file"):
+            shell.copy_regular(str(src), str(folder / "refused"))
+    with pytest.raises(HostError):
+        shell.copy_regular(str(folder / "missing"), str(folder / "refused"))
+    assert sorted(os.listdir(str(folder))) == ["copy", "fifo", "link", "nvram"]
+
+
 def test_commands_take_argument_lists_and_are_bounded(shell, tmp_path):
     done = shell.run(["printf", "%s|", ODD, "two words"])
     assert done.returncode == 0 and done.output == ODD + "|two words|"

@@ -25,6 +25,7 @@ from .base import Copied
 
 VMKFSTOOLS = "/sbin/vmkfstools"
 FLAT_FORMATS = ("thin", "zeroedthick", "eagerzeroedthick")  # a descriptor and one -flat file
+HEAD_MAX = 1 << 20  # a descriptor file's text, or a sparse disk's first sectors, read to tell its type
 
 
 class EsxiDisks:
@@ -42,7 +43,7 @@ class EsxiDisks:
         self._flat_extent[path] = _flat_extent(desc)
 
     def copy(self, disk: Disk, dst: str, fmt: str, progress=None) -> List[str]:
-        if fmt == "2gbsparse" or self._is_2gbsparse(disk.path):
+        if fmt == "2gbsparse" or self._is_hosted_sparse(disk.path):
             self._load_multiextent()
         argv = [VMKFSTOOLS, "-i", disk.path, "-d", fmt]
         if self._wants_adapter_flag(disk.adapter):
@@ -83,11 +84,14 @@ class EsxiDisks:
             self._unknown_said.get(say)
         return version is None or version[:2] < (6, 5)
 
-    def _is_2gbsparse(self, path: str) -> bool:
+    def _is_hosted_sparse(self, path: str) -> bool:
+        """A 2gbsparse disk, or a monolithicSparse one: one hosted sparse extent, its descriptor embedded in
+        its first sectors (read no further: the rest is the disk)."""
         try:
-            return vmdk.parse(self._files.read_text(path)).create_type.lower() == "twogbmaxextentsparse"
+            created = vmdk.parse(self._files.read_regular(path, HEAD_MAX)).create_type.lower()
         except (HostError, vmdk.NotADescriptor):
             return False
+        return created in ("twogbmaxextentsparse", "monolithicsparse")
 
     def _load_multiextent(self) -> None:
         """vmkfstools opens 2gbsparse (hosted sparse) disks only with the multiextent module,

@@ -79,6 +79,12 @@ def require_extents_inside(fs: FileReader, path: str, parent: bool = True) -> Op
     return _inside(fs, path, parent)[0]
 
 
+def named_parent(fs: FileReader, path: str) -> Optional[str]:
+    """The parent a disk's descriptor names (its file's or, embedded, a sparse disk's), checked as
+    require_extents_inside checks it; None for a base."""
+    return _inside(fs, path, True)[1]
+
+
 def require_chain_inside(fs: FileReader, path: str) -> Tuple[Optional[str], List[Tuple[str, Optional[str]]]]:
     """The one check of a disk that a job reads out of a backup (restore to ESXi or KVM, verify --boot):
     vmkfstools and qemu follow each parentFileNameHint down to the base, and each parent's extents are
@@ -192,8 +198,21 @@ def require_regular(fs: FileReader, path: str) -> None:
     try:
         fs.read_regular(path, 1)
     except HostError as err:
-        raise HostError("%s: not restoring from it (a file the restore reads must be a regular file of the "
-                        "backup, not a symlink)" % err) from err
+        raise _refused(err) from err
+
+
+def copy_regular(shell: Shell, src: str, dst: str) -> None:
+    """A file the restore copies as it is (.nvram, .vmxf), refused as require_regular refuses one, by the
+    copy's own open (Shell.copy_regular): one swapped for a symlink after any look is not followed."""
+    try:
+        shell.copy_regular(src, dst)
+    except HostError as err:
+        raise _refused(err) from err
+
+
+def _refused(err: HostError) -> HostError:
+    return HostError("%s: not restoring from it (a file the restore reads must be a regular file of the "
+                     "backup, not a symlink)" % err)
 
 
 def is_archive(shell: Shell, path: str) -> bool:

@@ -68,6 +68,17 @@ class DiskCopy:
     # a delta's parents down to its base, as read and checked: (path in the backup, text; None for a sparse one)
     parents: List[Tuple[str, Optional[str]]] = field(default_factory=list)
 
+    def chain(self) -> List[Tuple[str, Optional[str]]]:
+        """The disk and its parents, nearest first: (path in the backup, descriptor text; None for a sparse file)."""
+        return [(self.source, None if self.embedded else self.text)] + self.parents
+
+    def sparse_copies(self) -> List[str]:
+        """The sparse files of the chain above its last descriptor file, copied whole beside the checked
+        texts before the clone (restore_write._checked): their embedded hints cannot be rewritten."""
+        chain = self.chain()
+        texts = [k for k, (_path, text) in enumerate(chain) if text is not None]
+        return [path for path, text in chain[: texts[-1]] if text is None] if texts else []
+
 
 @dataclass
 class Plan:
@@ -173,7 +184,7 @@ class Planner:
             if not quiet:
                 self.log.warning("%s: %s" % (name, warning))
         plan.vmx_text = vmx.text()
-        plan.needed = sum(d.needed for d in plan.disks) + sum(
+        plan.needed = sum(d.needed + sum(fs.file_size(c) for c in d.sparse_copies()) for d in plan.disks) + sum(
             fs.file_size(s) for s, _ in plan.files) + len(plan.vmx_text) + (plan.tree.needed if plan.tree else 0)
         return plan
 
@@ -247,7 +258,8 @@ class Planner:
         return None
 
     def _regular(self, path: str) -> None:
-        """copy_file copies what a symlink leads to: a side file is refused unless a regular file of the backup."""
+        """A side file is a regular file of the backup, or refused here, before anything is written (a dry run
+        too); its copy (backup_check.copy_regular) refuses one swapped for a symlink since."""
         try:
             backup_check.require_regular(self.shell, path)
         except HostError as err:

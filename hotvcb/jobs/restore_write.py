@@ -45,8 +45,7 @@ def fill(host: Hypervisor, req: RestoreRequest, log, plan: Plan, checking: Check
         except HotvcbError as err:
             raise RestoreError("disk %s of %s: %s; nothing was registered" % (d.key, plan.name, err)) from err
     for src, dst in plan.files:
-        backup_check.require_regular(shell, src)  # looked at again just before copy_file, which follows a symlink
-        shell.copy_file(src, plan.temp + "/" + dst)
+        backup_check.copy_regular(shell, src, plan.temp + "/" + dst)
     if plan.tree is not None:
         log.info("Restoring the snapshot tree (%s): %d delta(s), relinked" % (
             ", ".join(plan.tree.snapshots), len(plan.tree.deltas)))
@@ -68,7 +67,7 @@ def _put_disk(host: Hypervisor, req: RestoreRequest, d: DiskCopy, folder: str,
         shell.rename(d.source.rsplit("/", 1)[0] + "/" + desc.extents[0].filename, flat)
         shell.write_text(dst, vmdk.rename_extent(d.text, flat.rsplit("/", 1)[1]))
         return
-    source = d.source if d.embedded else _checked(shell, d, folder)
+    source = _checked(shell, d, folder) if _descriptors(d) else d.source  # a sparse disk alone: the file itself
     try:
         host.copy_disk(Disk(key=d.key, path=source, datastore="", adapter=d.adapter), dst, fmt, progress)
     finally:
@@ -79,9 +78,10 @@ def _put_disk(host: Hypervisor, req: RestoreRequest, d: DiskCopy, folder: str,
 
 
 def _descriptors(d: DiskCopy) -> List[Tuple[str, str]]:
-    """(path in the backup, text) of every descriptor the clone reads as checked: the disk's, then its
-    parents' (a sparse parent, read from the backup as an extent is, has none)."""
-    return [(d.source, d.text)] + [(path, text) for path, text in d.parents if text is not None]
+    """(path in the backup, text) of every descriptor file the clone reads as checked: the disk's, then
+    its parents' (a sparse disk, its descriptor embedded, has none: `_checked`)."""
+    return ([] if d.embedded else [(d.source, d.text)]) + [(path, text) for path, text in d.parents
+                                                            if text is not None]
 
 
 def _unchanged(shell: Shell, d: DiskCopy) -> None:
@@ -106,8 +106,11 @@ def _checked(shell: Shell, d: DiskCopy, folder: str) -> str:
     into the unfinished VM folder's CHECKED folder, under the descriptor's own name (what the clone's
     messages name), with its extents named by absolute path in the backup. A delta's parents are
     written beside it the same way, each under its own name: vmkfstools follows a parentFileNameHint
-    from the child's folder, so each hint (a name, checked to be one) leads to the checked copy; a
-    sparse parent is the disk's data itself and is named by its path in the backup.
+    from the child's folder, so each hint (a name, checked to be one) leads to the checked copy. The
+    last descriptor file of the chain names its parent, if any, by its path in the backup: a sparse
+    disk, the disk's data itself, as are the sparse ones below it. A sparse disk above a descriptor
+    file (the disk itself, or a parent: its descriptor embedded, its hint not to be rewritten) is
+    copied there whole (`_sparse_copy`).
 
     vmkfstools opens the descriptors it is led to by name, so handed the backup's own it would read
     them again: one swapped after the check (a ghettoVCB backup has no checksums; a sealed one's
@@ -115,21 +118,50 @@ def _checked(shell: Shell, d: DiskCopy, folder: str) -> str:
     copies live in a folder only this restore writes, `hotvcb cleanup` removes with it, and are gone
     before the folder gets its name. Each extent (and a sparse parent) must be a regular file
     (backup_check.require_regular), looked at here, just before the clone."""
-    backup = d.source.rsplit("/", 1)[0]
-    texts = _descriptors(d)
-    for path in [path for path, text in d.parents if text is None]:
-        backup_check.require_regular(shell, path)
-    shell.makedirs(folder + "/" + CHECKED)
-    for k, (path, text) in enumerate(texts):
-        for extent in vmdk.parse(text).extents:
-            backup_check.require_regular(shell, extent.filename if extent.filename.startswith("/")
-                                         else backup + "/" + extent.filename)
-        try:
-            text = vmdk.anchored(text, backup, parent=k + 1 == len(texts))
-        except vmdk.Unwritable as err:
-            raise HostError("%s; not restoring from it (move the backup to a folder of plain name)" % err) from None
-        shell.write_text("%s/%s/%s" % (folder, CHECKED, path.rsplit("/", 1)[1]), text)
-    return "%s/%s/%s" % (folder, CHECKED, d.source.rsplit("/", 1)[1])
+    backup, checked = d.source.rsplit("/", 1)[0], folder + "/" + CHECKED
+    chain, copies = d.chain(), d.sparse_copies()
+    last = max(k for k, (_path, text) in enumerate(chain) if text is not None)
+    shell.makedirs(checked)
+    for k, (path, text) in enumerate(chain):
+        if path in copies:
+            _sparse_copy(shell, path, chain[k + 1][0], checked)
+        elif text is None:
+            backup_check.require_regular(shell, path)
+        else:
+            _write_checked(shell, path, text, backup, checked, k == last)
+    return "%s/%s" % (checked, d.source.rsplit("/", 1)[1])
+
+
+def _write_checked(shell: Shell, path: str, text: str, backup: str, checked: str, last: bool) -> None:
+    """One descriptor's checked text in `checked`, its extents (and, `last` in the chain, its parent)
+    named by absolute path in the backup."""
+    for extent in vmdk.parse(text).extents:
+        backup_check.require_regular(shell, extent.filename if extent.filename.startswith("/")
+                                     else backup + "/" + extent.filename)
+    try:
+        text = vmdk.anchored(text, backup, parent=last)
+    except vmdk.Unwritable as err:
+        raise HostError("%s; not restoring from it (move the backup to a folder of plain name)" % err) from None
+    shell.write_text("%s/%s" % (checked, path.rsplit("/", 1)[1]), text)
+
+
+def _sparse_copy(shell: Shell, path: str, parent: str, checked: str) -> None:
+    """A sparse disk of the chain whose descriptor is embedded (monolithicSparse), above a descriptor file:
+    its hint, followed from the folder of the file vmkfstools opens, would lead back into the backup to
+    a descriptor swapped since its check. So the file itself is copied into `checked`, beside the
+    checked texts, and the copy's hint (which no one else can change) must still name `parent`, the
+    file checked. The price: its bytes are written once more (a delta over a base holds what was
+    written since, not the whole disk)."""
+    copy = checked + "/" + path.rsplit("/", 1)[1]
+    backup_check.require_regular(shell, path)
+    shell.copy_file(path, copy)
+    try:
+        named = backup_check.named_parent(shell, copy)  # type: Optional[str]
+    except HotvcbError:
+        named = None
+    if named != parent.rsplit("/", 1)[1]:
+        raise RestoreError("%s changed during the restore (it names another parent now): the backup is no longer "
+                           "the one that was checked; nothing was registered" % path)
 
 
 def _copy_itself(host: Hypervisor, req: RestoreRequest, log, own: "restore_copy.OwnCopy", dst: str,
