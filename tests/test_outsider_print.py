@@ -333,6 +333,22 @@ def test_list_json_gives_back_a_name_that_is_no_utf8_as_its_surrogate_escape(tmp
     assert os.fsencode(name) == b"n\xffx", repr(name)
 
 
+def test_an_annotation_line_starting_with_another_vms_vmid_costs_it_nothing_in_backup_all(tmp_path):
+    """a's annotation has lines that start with b's vmid but read as no row ("2 disks attached", half a
+    row): b is backed up by `-a` like every VM, and the run is all OK."""
+    host = make_host(tmp_path / "host")
+    conf = write_conf(host)
+    host.create_vm("a", "datastore1", [{"size": "2M"}], power="on")
+    b = host.create_vm("b", "datastore1", [{"size": "2M"}], power="on")
+    note = "note|0A%s disks attached|0A%s|09[datastore1] x" % (b, b)
+    open(host.real("%s/a/a.vmx" % DS1), "a").write('annotation = "%s"\n' % note)
+    assert "\n%s disks attached\n" % b in __import__("simhost").vim(host, "vmsvc/getallvms")
+    r = hotvcb(host, "backup", "-a", "-g", conf)
+    no_traceback(r)
+    assert r.returncode == 0 and "All VMs backed up OK" in out(r), out(r)
+    assert os.listdir(host.real(VOLUME + "/a")) and os.listdir(host.real(VOLUME + "/b")), out(r)
+
+
 @pytest.mark.parametrize("how", ["-m", "-f", "-e"])
 def test_a_row_that_never_reads_with_m_f_e(tmp_path, how):
     """vmid 2's row never reads (an annotation's `2 disks` line). -m web / -f [web] back up only web: OK;

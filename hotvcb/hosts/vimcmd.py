@@ -15,6 +15,7 @@ from ..units import DIGITS
 
 _ROW = re.compile(r"^\s*(\d+)\s+(.*)$", re.S)  # S: a row joined from lines
 _FILE = re.compile(r"^\[([^\]]+)\] (.+?\.vmx)\s+\S+\s+vmx-\d+\b")
+_FIELDS = re.compile(_FILE.pattern, re.S)  # the same fields, a path holding a line feed included
 _SNAP_FIELD = re.compile(r"^(-*)(?:\|-(?:ROOT|CHILD))?Snapshot (\w+(?: \w+)?)\s*:\s?(.*)$")
 _AFTER_DESCRIPTION = ("Created On", "State")  # the fields vim-cmd prints after a description
 
@@ -29,7 +30,7 @@ SKIPPED = "the host skips it (its datastore or .vmx is gone)"  # why hostd lists
 
 class Listing(NamedTuple):
     rows: List[List[VmRef]]  # every way each row can be read, most likely first
-    unreadable: Dict[str, str]  # vmid -> why: rows no reading fits, the VMs a backup of all must still name
+    unreadable: Dict[str, str]  # vmid -> why: rows no reading fits that may be a VM's, which a backup of all names
 
 
 def parse_getallvms(text: str, datastores: Optional[Dict[str, str]] = None) -> List[VmRef]:
@@ -53,11 +54,18 @@ def getallvms_candidates(text: str, datastores: Optional[Dict[str, str]] = None)
     starts at a line with a leading vmid, and the lines up to the next one
     (a multi-line annotation's, or the rest of such a name) are joined to it
     one by one until the row reads. A row that never does is `unreadable`,
-    never dropped: its VM would be missing from a backup of all (an
-    annotation line that starts with a number and a blank reads as such a
-    row too, and is named the same way rather than guessed away).
+    never dropped: its VM would be missing from a backup of all.
+
+    An annotation's line that starts with a number and a blank ("2 disks
+    attached", "10 GB") starts such a record too. Where it has no row's
+    fields (`[datastore] path.vmx`, guest OS, `vmx-NN`; hostd prints them on
+    every row, an empty name's too) and its vmid starts a row that reads,
+    it is that annotation's next line: no VM goes missing, so it is no
+    row, lest a benign note cost the VM of that vmid its backup
+    (hosts/esxi_rows.py). Without such a row it is still named: a VM whose
+    row the fields' reading misses would otherwise vanish.
     """
-    rows, unreadable, record = [], {}, []  # type: List[List[VmRef]], Dict[str, str], List[str]
+    rows, unread, record = [], [], []  # type: List[List[VmRef]], List[Tuple[str, str, bool]], List[str]
 
     def read(record: List[str]) -> None:
         for n in range(1, len(record) + 1):
@@ -65,8 +73,9 @@ def getallvms_candidates(text: str, datastores: Optional[Dict[str, str]] = None)
             if cands:
                 rows.append(cands)
                 return
-        unreadable[_ROW.match(record[0]).group(1)] = (  # type: ignore[union-attr]  # a record starts so
-            "its row in `vim-cmd vmsvc/getallvms` cannot be read: %r" % "\n".join(record[:3]))
+        vmid, rest = _ROW.match("\n".join(record)).groups()  # type: ignore[union-attr]  # a record starts so
+        unread.append((vmid, "its row in `vim-cmd vmsvc/getallvms` cannot be read: %r" % "\n".join(record[:3]),
+                       _has_fields(rest)))
 
     for line in text.split("\n"):  # rows end at a line feed: a name's U+2028 or NEL is the name's (a job refuses it)
         if _ROW.match(line):
@@ -77,7 +86,18 @@ def getallvms_candidates(text: str, datastores: Optional[Dict[str, str]] = None)
             record.append(line)  # an annotation's next line, or the rest of a name holding a line feed
     if record:
         read(record)
+    listed = {cands[0].vmid for cands in rows}
+    unreadable = {}  # type: Dict[str, str]
+    for vmid, why, fields in unread:
+        if fields or vmid not in listed:
+            unreadable.setdefault(vmid, why)
     return Listing(rows, unreadable)
+
+
+def _has_fields(rest: str) -> bool:
+    """Whether the text after a vmid holds a row's fields, from a field's start: as hostd prints them after
+    a name no reading takes (none, or only blanks and line feeds), or around a path holding a line feed."""
+    return any(_FIELDS.match(rest[i:]) for i in _bracket_positions(rest))
 
 
 def _row_candidates(row: str, datastores: Optional[Dict[str, str]]) -> List[VmRef]:
