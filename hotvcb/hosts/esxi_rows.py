@@ -5,12 +5,14 @@ starts a line that reads as a whole row of its own: a forged row, "2   a   [data
 vmid and any .vmx. Trusting one would snapshot one VM and copy another's disks, or have a VM's
 name shared with the VM whose vmid it names. What hostd prints holds two facts a forgery cannot
 undo: each VM it lists starts exactly one row with its vmid (a VM it skips starts none), and a .vmx
-is registered once. So a vmid that starts several rows (an unreadable one included), or a row of a
-VM hostd skips, tells no VM; nor do vmids whose rows name one .vmx. A vmid starting one row of its
-own is that row's VM, or no VM hostd has: a snapshot of it fails and touches nothing. A forgery can
-thus cost a VM its backup, said by vmid, never have another VM's disks copied under it. A withheld
-row still holds its name: a VM of that name on another .vmx is withheld with it, as two VMs of one
-name are refused, never settled by which row a forgery made doubtful.
+is registered once. So a vmid that starts several rows (one with a row's fields that no reading
+takes included; vimcmd.getallvms_candidates drops a line with a listed vmid and no row's fields,
+"2 disks attached", as an annotation's), or a row of a VM hostd skips, tells no VM; nor do vmids
+whose rows name one .vmx. A vmid starting one row of its own is that row's VM, or no VM hostd has:
+a snapshot of it fails and touches nothing. A forgery can thus cost a VM its backup, said by vmid,
+never have another VM's disks copied under it. A withheld row still holds its name: a VM of that
+name on another .vmx is withheld with it, as two VMs of one name are refused, never settled by which
+row a forgery made doubtful.
 """
 
 import posixpath
