@@ -253,8 +253,6 @@ def _ledger(removals=None):
     return SpaceLedger(RunLog(stream=io.StringIO()), removals=removals)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: SpaceLedger.reserve KeyErrors (crashing the run) when another VM's "
-                   "failed release drops the pool's look while this VM runs its target check")
 def test_a_vm_failing_while_another_checks_the_target_does_not_crash_the_others_reservation():
     """b reuses an earlier look and runs the target's checks (a host command); meanwhile a reserves
     and fails at once (a refused snapshot), and its failed release drops the look. b must still get
