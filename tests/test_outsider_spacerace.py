@@ -343,8 +343,6 @@ def test_three_vms_freed_by_one_removal_each_all_get_room_none_twice():
     assert most[0] == 1
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: Deleter drops the removals queued behind one that raised: never "
-                   "done, wait() says none pending, and the path stays 'queued' so remove() of it is ignored")
 def test_a_defect_in_one_removal_does_not_drop_the_removals_queued_behind_it():
     gate, done = threading.Event(), []
 
