@@ -119,8 +119,6 @@ def test_a_kill_inside_a_parallel_runs_removal_leaves_a_deleting_folder_never_re
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="DEFECT: a -deleting left by a refused removal is finished only after the "
-                   "pre-flight (at the claim): on a full target the VM is refused for room it owes itself, every run")
 def test_a_refused_removal_the_admin_then_fixed_is_finished_before_the_vm_is_refused_for_room(host, tmp_path):
     """A removal the host refused (an immutable disk file in the old backup) leaves `-deleting`; the
     admin lifts the flag. The target holds the next backup only once that condemned folder is gone:
@@ -185,8 +183,6 @@ def test_a_removal_the_host_refuses_in_a_parallel_run_refuses_the_vm_it_would_ha
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="DEFECT: `hotvcb cleanup` exits 0 when a -deleting folder it must finish cannot "
-                   "be removed (remove_now only warns; cleanup counts error lines)")
 def test_cleanup_that_cannot_finish_a_deleting_folder_says_so_with_exit_1(host, tmp_path):
     """README: cleanup "exits 1 when something it should undo could not be (each named in the log)".
     A condemned backup whose removal the host refuses (an immutable file) is such a thing."""
@@ -253,8 +249,6 @@ def _ledger(removals=None):
     return SpaceLedger(RunLog(stream=io.StringIO()), removals=removals)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: SpaceLedger.reserve KeyErrors (crashing the run) when another VM's "
-                   "failed release drops the pool's look while this VM runs its target check")
 def test_a_vm_failing_while_another_checks_the_target_does_not_crash_the_others_reservation():
     """b reuses an earlier look and runs the target's checks (a host command); meanwhile a reserves
     and fails at once (a refused snapshot), and its failed release drops the look. b must still get
@@ -345,8 +339,6 @@ def test_three_vms_freed_by_one_removal_each_all_get_room_none_twice():
     assert most[0] == 1
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: Deleter drops the removals queued behind one that raised: never "
-                   "done, wait() says none pending, and the path stays 'queued' so remove() of it is ignored")
 def test_a_defect_in_one_removal_does_not_drop_the_removals_queued_behind_it():
     gate, done = threading.Event(), []
 

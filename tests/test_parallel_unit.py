@@ -103,6 +103,31 @@ def test_a_look_at_the_free_space_serves_the_next_vms_while_it_settles_their_nee
     assert reserve("e", 1) == 1000 and len(looks) == 4 and checks == ["b"]  # too old
 
 
+def test_a_look_a_failed_vm_dropped_while_another_checked_the_target_is_looked_at_again():
+    """b takes an earlier look and runs the target's checks; meanwhile a fails there (its copy ran
+    out of room: something else fills the target), which drops the look. b must not reserve on the
+    dropped figure, nor crash on it: it looks again and gets what the target has now."""
+    ledger = SpaceLedger(RunLog(stream=io.StringIO()))
+    volume = "/vmfs/volumes/backup/hotvcb"
+    free, checking, go, got = [1000], threading.Event(), threading.Event(), []
+    assert ledger.reserve("first", volume, 10, lambda: free[0]) == 1000
+    ledger.release("first")
+
+    def check():
+        checking.set()
+        assert go.wait(30)
+
+    worker = threading.Thread(target=lambda: got.append(ledger.reserve("b", volume, 100, lambda: free[0], check)))
+    worker.start()
+    assert checking.wait(30)
+    assert ledger.reserve("a", volume, 100, lambda: free[0]) == 990
+    free[0] = 150
+    ledger.release("a", failed=True)
+    go.set()
+    worker.join(30)
+    assert not worker.is_alive() and got == [150]
+
+
 class _Gated:
     """The run's Deleter, with the moment its removal may end set by the test."""
 

@@ -59,7 +59,9 @@ def _kvm(args) -> int:
 
 
 def _summary(args, log, n: int, before: int) -> int:
-    failed = sum(" -- error: " in line for line in log.lines[before:])  # a VM's or a folder's cleanup
+    # a VM's cleanup, a folder, a condemned backup's removal: each named on its error line
+    failed = sum(" -- error: " in line for line in log.lines[before:])
     log.info("cleanup: %d leftover(s) %s%s" % (n, "found" if args.level == "dryrun" else "removed",
-                                               ", %d failed (see above)" % failed if failed else ""))
+                                               ", %d failed (see above), left for the next cleanup" % failed
+                                               if failed else ""))
     return 1 if failed else 0

@@ -273,6 +273,11 @@ class _VmBackup:
         vm, snaps, pending = clear_dead_runs(self.host, self.ref, vm, self.log, run, dry,
                                              lookahead.snapshots(self.asked, self.s))
         self.vm = vm
+        if not dry and not self.s.vm_backup_repository:
+            # before the pre-flight counts the room, which what a dead run or a refused removal left takes:
+            # -deleting entries go to the deleter, and a VM that does not fit waits for it (jobs/space.py)
+            remove_partials(self.host.shell, self.s.vm_backup_volume, vm.name, self.log, run,
+                            finish=self.job.deleter.remove)
         disks = preflight.disks_to_copy(vm, self.s, self.log)
         plan = preflight.check(self.host, self.s, self.log, self.job.space, vm, disks, snaps, pending)
         self.capacity, self.tree, self.user_snapshots = plan.capacity, plan.tree, plan.user_snapshots
@@ -349,7 +354,6 @@ class _VmBackup:
         if self.s.vm_backup_repository:
             from .repo_backup import RepoSink
             return RepoSink(self.host, self.s, vm, self.started, self.log, run)
-        remove_partials(self.host.shell, self.s.vm_backup_volume, vm.name, self.log, run)
         return Sealer(self.host.shell, self.s, vm, self.started, self.log, run, self.job.lock,
                       source_host=self.host.host_name(), remove=self.job.deleter.remove)
 

@@ -22,7 +22,7 @@ User snapshots (any other name) and finished backups are never touched.
 """
 
 import re
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from ..errors import HotvcbError
 from ..hosts.base import Hypervisor
@@ -135,8 +135,11 @@ def restore_power(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False) 
     return True
 
 
-def remove_partials(shell: Shell, volume: str, vm_name: str, log, run: RunId, dry_run: bool = False) -> int:
-    """Delete the -partial folders (and temp archives) of dead runs; call only under the host lock."""
+def remove_partials(shell: Shell, volume: str, vm_name: str, log, run: RunId, dry_run: bool = False,
+                    finish: Optional[Callable[[str], None]] = None) -> int:
+    """Delete the -partial folders (and temp archives) of dead runs, and finish the removals of
+    `-deleting` entries (by `finish`, else at once: rotation.finish_deleting); call only under the
+    host lock. How many leftovers there were (a refused removal not counted)."""
     shell = ScannedShell(shell, layout.vm_root(volume, vm_name))  # one look at the VM's folder
     removed = 0
     for b in layout.list_backups(shell, volume, vm_name):
@@ -158,8 +161,7 @@ def remove_partials(shell: Shell, volume: str, vm_name: str, log, run: RunId, dr
                 partial = root + "/" + entry[1 : -len(".gz.tmp")] + layout.PARTIAL
                 if not shell.exists(partial) or _partial_dead(shell, partial, run):
                     shell.remove_tree(root + "/" + entry)
-        finish_deleting(shell, volume, vm_name, log)
-    return removed
+    return removed + finish_deleting(shell, volume, vm_name, log, finish, dry_run)
 
 
 def owner_alive(owner: RunId, run: RunId) -> Optional[bool]:

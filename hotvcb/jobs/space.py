@@ -100,7 +100,7 @@ class SpaceLedger:
         while True:
             seen = self._seen(vm, pool, needed)
             if seen is not None:
-                free, removed = seen
+                free, removed, look = seen
                 if not checked:
                     check()
             else:
@@ -109,14 +109,19 @@ class SpaceLedger:
                 if measured is None:
                     return None
                 free = measured
+                look = [free, time.monotonic(), 0, removed]
                 with self._changed:
-                    self._looked[pool] = [free, time.monotonic(), 0, removed]
+                    self._looked[pool] = look
             with self._changed:
+                if seen is not None and self._looked.get(pool) is not look:
+                    continue  # a VM failed there while the target was checked (release): look again
                 others = sum(n for name, (p, n) in self._held.items() if p == pool and name != vm)
                 room = free - others
                 if needed <= room:
                     self._held[vm] = (pool, needed)
-                    self._looked[pool][2] += needed
+                    latest = self._looked.get(pool)  # this VM's look, a newer one, or none since a failure
+                    if latest is not None:
+                        latest[2] += needed
                     return room
                 alone = not others
                 if not alone:
@@ -148,9 +153,9 @@ class SpaceLedger:
             self._looked.setdefault(pool, [look[0], look[1], 0, 0])  # asked before any removal began
         return True
 
-    def _seen(self, vm: str, pool: str, needed: int) -> Optional[Tuple[int, int]]:
-        """The free bytes an earlier look says are left, where they settle this VM's need, and how many
-        removals had finished before that look."""
+    def _seen(self, vm: str, pool: str, needed: int) -> Optional[Tuple[int, int, List[float]]]:
+        """The free bytes an earlier look says are left, where they settle this VM's need, how many
+        removals had finished before that look, and the look (dropped meanwhile, it serves no more)."""
         with self._changed:
             looked = self._looked.get(pool)
             if looked is None or any(p == pool and name != vm for name, (p, _n) in self._held.items()):
@@ -158,7 +163,7 @@ class SpaceLedger:
             free, when, since, removed = looked
             left = int(free - since)
             fresh = time.monotonic() - when < REUSE_FOR and 2 * needed <= left
-            return (left, int(removed)) if fresh else None
+            return (left, int(removed), looked) if fresh else None
 
     def _pool(self, volume: str) -> str:
         pool = pool_of(volume)

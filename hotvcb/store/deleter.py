@@ -43,23 +43,25 @@ class Deleter:
 
     def _work(self) -> None:
         path = None  # type: Optional[str]
-        try:
-            while True:
-                with self._busy:  # the thread ends in the same hold that finds nothing left to do
-                    if path is not None:
-                        self._queued.discard(path)
-                        self._removed += 1
-                    if not self._todo:
-                        self._thread = None
-                        self._busy.notify_all()
-                        return
-                    path = self._todo.pop(0)
+        error = None  # type: Optional[BaseException]
+        while True:
+            with self._busy:  # the thread ends in the same hold that finds nothing left to do
+                if path is not None:
+                    self._queued.discard(path)  # done, or raised: handed again, it is tried again
+                    self._removed += 1  # a removal that raised may have freed part of its space too
+                    if self._error is None:
+                        self._error = error
+                if not self._todo:
+                    self._thread = None
+                    self._busy.notify_all()
+                    return
+                path = self._todo.pop(0)
+            error = None
+            try:
                 crashpoint.reached("rotation-deleting")
                 self._remove(path)
-        except BaseException as err:  # a defect, not a refusal: raised by wait() in the owner's thread
-            with self._busy:
-                self._error, self._thread = err, None
-                self._busy.notify_all()
+            except BaseException as err:  # a defect, not a refusal: raised by wait() in the owner's thread,
+                error = err  # once the paths queued behind it are removed too (they are condemned either way)
 
     @property
     def removed(self) -> int:
@@ -68,7 +70,8 @@ class Deleter:
             return self._removed
 
     def wait(self) -> bool:
-        """Block until every queued removal is done; whether there was any to wait for."""
+        """Block until every queued removal is done; whether there was any to wait for. The first
+        defect a removal raised (the others were still done) is raised here."""
         with self._busy:
             waited = self._thread is not None
             while self._thread is not None:

@@ -10,8 +10,9 @@ stay until good ones push them out, so an admin can still look at them.
 A backup (a folder, or a .gz file) is first renamed to `<name>-deleting` (one
 atomic step out of the good namespace), then removed: by the run's Deleter,
 in a thread while the run goes on (deleter.py), or at once. A run killed in
-between leaves a -deleting entry that the next run of that VM, or `hotvcb
-cleanup`, removes (`finish_deleting`).
+between, or a removal the host refused, leaves a -deleting entry that the next
+run of that VM (before its pre-flight counts the room) or `hotvcb cleanup`
+removes (`finish_deleting`).
 """
 
 import functools
@@ -132,8 +133,6 @@ def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: 
             log.info("Removing old backup %s (%s) per %s" % (old.path, state, why[old.path]))
             remove(condemn(shell, old))
         removed.append(old.path)
-    if not dry_run:
-        _finish_all(shell, log, backups, remove)  # a killed run's
     return removed
 
 
@@ -198,17 +197,40 @@ def remove_now(shell: Shell, log, path: str) -> None:
         log.warning("could not remove %s: %s" % (path, err))
 
 
-def finish_deleting(shell: Shell, volume: str, vm_name: str, log) -> None:
-    """Remove -deleting entries a killed run left (any host may: they are condemned)."""
-    _finish_all(shell, log, layout.list_backups(shell, volume, vm_name), functools.partial(remove_now, shell, log))
-
-
-def _finish_all(shell: Shell, log, backups: Sequence[BackupSet], remove: Callable[[str], None]) -> None:
-    for b in backups:
-        if b.status != "deleting":
+def finish_deleting(shell: Shell, volume: str, vm_name: str, log, remove: Optional[Callable[[str], None]] = None,
+                    dry_run: bool = False) -> int:
+    """Finish the removals a killed run, or one the host refused, left of this VM's backups (any host
+    may: they are condemned). Each `-deleting` entry goes to `remove` (a backup's Deleter: removed
+    while its pre-flight goes on, which waits for it before refusing the VM for room), or by default
+    is removed here and now, a refusal then an error (`hotvcb cleanup` exits 1 on it; the entry
+    stays for the next run). How many were handed on or removed (with `dry_run`: found)."""
+    done = 0
+    for path in _condemned(shell, volume, vm_name):
+        if dry_run:
+            log.info("would finish the removal of %s" % path)
+            done += 1
             continue
-        log.info("Finishing the removal of %s" % b.path)
-        remove(b.path)
-        side = b.path[: -len(layout.DELETING)] + ".gz" + health.GZ_VERIFY_SUFFIX  # a .gz's, killed before condemn
-        if shell.exists(side):
-            remove(side)
+        log.info("Finishing the removal of %s" % path)
+        if remove is not None:
+            remove(path)
+            done += 1
+            continue
+        try:
+            shell.remove_tree(path)
+            done += 1
+        except HostError as err:
+            log.error("could not finish the removal of %s: %s -- it stays for the next run or cleanup" % (path, err))
+    return done
+
+
+def _condemned(shell: Shell, volume: str, vm_name: str) -> List[str]:
+    """The VM's `-deleting` entries, each with what verify recorded of it as a .gz where a kill came
+    between the rename and that record's removal (condemn)."""
+    found = []
+    for b in layout.list_backups(shell, volume, vm_name):
+        if b.status == "deleting":
+            found.append(b.path)
+            side = b.path[: -len(layout.DELETING)] + ".gz" + health.GZ_VERIFY_SUFFIX
+            if shell.exists(side):
+                found.append(side)
+    return found
