@@ -327,6 +327,23 @@ def test_a_live_restore_and_a_cleanup_in_different_pid_namespaces(tmp_path, who)
 
 
 @needs_qemu
+def test_a_killed_restore_of_another_pid_namespace_goes_once_its_heartbeat_is_old(tmp_path):
+    """The other side of "judged by its heartbeat": a restore killed with its container is not kept for ever;
+    once its record missed its heartbeats (aged here past STALE_AFTER) cleanup removes folder and record."""
+    needs("unshare")
+    out = tmp_path / "out"
+    out.mkdir()
+    p, folder = live_restore(tmp_path, out, ("unshare", "-pf", "--mount-proc"))
+    kill_all(p)
+    [rec] = records(out)
+    then = time.time() - 2 * STALE_AFTER
+    os.utime(os.path.join(str(out), rec), (then, then))
+    r = cleanup_kvm(out)
+    assert r.returncode == 0 and "1 leftover(s) removed" in r.out, r.out
+    assert not os.path.exists(folder) and records(out) == [], r.out
+
+
+@needs_qemu
 @pytest.mark.xfail(strict=True, reason="DEFECT: a cleanup --kvm in a live restore's pid namespace whose /proc is "
                                        "not that namespace's (unshare -pf without --mount-proc) judges the restore's "
                                        "pid by another process's /proc entry and removes its folder")
