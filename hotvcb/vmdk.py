@@ -9,6 +9,7 @@ embedded in a hosted sparse extent (monolithicSparse: text at sector 1).
 
 import re
 import secrets
+import struct
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
@@ -115,6 +116,32 @@ def parse(text: str) -> Descriptor:
         raise NotADescriptor("no createType line")
     desc.create_type = create_type
     return desc
+
+
+SPARSE_MAGIC = b"KDMV"  # a hosted sparse extent (monolithicSparse, 2gbsparse's extents)
+
+
+def embedded(head: bytes) -> Optional[bytes]:
+    """The descriptor a hosted sparse extent embeds, cut from its first bytes `head` where its header
+    puts it (descriptorOffset and descriptorSize, in sectors, at bytes 28 and 36; NULs pad it): None
+    for another file, or an extent with none (2gbsparse's). NotADescriptor for a header that puts it
+    past `head`: a disk keeps it in its first sectors, and a reader must not read a whole disk (a
+    delta as big as what was written since) for a header's say-so."""
+    if head[:4] != SPARSE_MAGIC:
+        return None
+    offset, sectors = struct.unpack_from("<QQ", head.ljust(44, b"\0"), 28)
+    if not offset:
+        return None
+    if (offset + sectors) * 512 > len(head):
+        raise NotADescriptor("its header puts its descriptor past its first %d KiB, where no disk keeps it"
+                             % (len(head) >> 10))
+    return head[offset * 512: (offset + sectors) * 512].split(b"\0", 1)[0]
+
+
+def sparse_capacity(head: bytes) -> int:
+    """The capacity (bytes) a hosted sparse extent's header gives (sectors at byte 12), which its
+    embedded descriptor's extent line must agree with."""
+    return struct.unpack_from("<Q", head.ljust(20, b"\0"), 12)[0] * 512
 
 
 def _cut(line: str) -> str:

@@ -98,3 +98,52 @@ def test_a_hint_in_a_comment_is_what_qemu_follows(tmp_path, comment, match):
 @pytest.mark.parametrize("raw", [b"\xc3\xa9", b"\xe9", b"KDMV\x01\x00\x80", b"plain"])
 def test_encoded_gives_back_the_bytes_a_text_was_decoded_from(raw):
     assert encoded(decoded(raw), len(raw)) == raw
+
+
+@needs_qemu_img
+def test_a_sparse_header_whose_capacity_is_not_its_descriptors_is_refused_at_the_check(tmp_path):
+    """The room is planned from the descriptor, the clone sizes by the header: refused before anything is
+    written, not by the clone after the checked copies were."""
+    top = _sparse(tmp_path, "top.vmdk")
+    assert _check(top) == (None, [])
+    with open(top, "r+b") as f:
+        f.seek(12)
+        f.write(struct.pack("<Q", 4096))
+    with pytest.raises(HotvcbError, match="top.vmdk: its header says 2097152 bytes, its embedded descriptor 1048576"):
+        _check(top)
+
+
+class _Reads(LocalShell):
+    """Counts what a reader asks of a file: read_text reads it whole."""
+
+    def __init__(self):
+        super().__init__()
+        self.reads = []
+
+    def read_text(self, path):
+        self.reads.append((path, None))
+        return super().read_text(path)
+
+    def read_regular(self, path, limit):
+        self.reads.append((path, limit))
+        return super().read_regular(path, limit)
+
+
+@needs_qemu_img
+def test_a_sparse_disks_descriptor_is_read_from_its_head_alone_and_as_utf8(tmp_path):
+    """esxi_tree.descriptor_text (what the chain, the room check and the clone read of a disk): a hosted
+    sparse disk's embedded descriptor, decoded as a descriptor file is (UTF-8: its extent named after a
+    VM `Müller`, not `MÃ¼ller`), read from its first MiB only, however big the disk (a delta grows with
+    what was written since)."""
+    from hotvcb.hosts import esxi_tree
+    from hotvcb import vmdk
+
+    top = _sparse(tmp_path, "Müller.vmdk")
+    fs = _Reads()
+    assert [e.filename for e in vmdk.parse(esxi_tree.descriptor_text(fs, top)).extents] == ["Müller.vmdk"]
+    os.truncate(top, 64 << 20)
+    fs = _Reads()
+    desc = vmdk.parse(esxi_tree.descriptor_text(fs, top))
+    assert (desc.create_type, desc.capacity) == ("monolithicSparse", 1 << 20)
+    assert fs.reads == [(top, esxi_tree.HEAD_MAX)]
+    assert [link for link, _desc in esxi_tree.chain(fs, top, "the disk")] == [top]

@@ -112,16 +112,7 @@ def layout_backup(host, vm, layout):
     return inside, real
 
 
-@pytest.mark.parametrize("layout", [
-    pytest.param("sparse-over-sparse", marks=pytest.mark.xfail(strict=True, reason=(
-        "DEFECT: a delta over a sparse base (no descriptor file in the chain) is cloned from the backup itself; "
-        "its base swapped for a descriptor after the checks has another VM's disk restored and registered"))),
-    pytest.param("sparse-alone", marks=pytest.mark.xfail(strict=True, reason=(
-        "DEFECT: a lone monolithicSparse disk is handed to vmkfstools from the backup; swapped for a descriptor "
-        "after the checks, another VM's disk is restored and registered"))),
-    pytest.param("vmfssparse-over-sparse", marks=pytest.mark.xfail(strict=True, reason=(
-        "DEFECT: a sparse base below the last descriptor file is named by its path in the backup; swapped for a "
-        "descriptor after the checks, another VM's disk is restored and registered")))])
+@pytest.mark.parametrize("layout", ["sparse-over-sparse", "sparse-alone", "vmfssparse-over-sparse"])
 def test_a_sparse_chain_member_swapped_before_the_clone_is_not_cloned_from(site, layout):
     """In front of the clone, a file of the chain is overwritten with a descriptor naming another VM's
     flat disk by absolute path (the restore's checks read it as a sparse file, or a descriptor beside
@@ -176,10 +167,7 @@ ODD = {"ascii": ("d 'x' k.vmdk", "t p'1 $(id).vmdk", "b se'2 ;x.vmdk"),
        "umlaut": ("dä k.vmdk", "tö p.vmdk", "bä se.vmdk")}
 
 
-@pytest.mark.parametrize("names", ["ascii", pytest.param("umlaut", marks=pytest.mark.xfail(strict=True, reason=(
-    "DEFECT: a monolithicSparse disk named with a non-ASCII letter is refused as 'the snapshot chain is broken': "
-    "the room check (esxi_tree.chain/esxi_disks.files) decodes the binary file as Latin-1, so its UTF-8 "
-    "embedded extent name becomes mojibake (tÃ¶ p.vmdk) and is 'missing'")))])
+@pytest.mark.parametrize("names", ["ascii", "umlaut"])
 @pytest.mark.parametrize("layout", ["sparse-over-sparse"])
 def test_a_sparse_chain_of_odd_file_names_restores(site, layout, names):
     """The chain's files named with spaces, single quotes, `$(...)` and `;`, or with umlauts (a VM named
@@ -470,10 +458,7 @@ def test_a_datastore_too_full_for_the_checked_copy_fails_cleanly(site):
 
 
 # -- a big sparse file -----------------------------------------------------------------------------
-@pytest.mark.parametrize("big", [
-    False, pytest.param(True, marks=pytest.mark.xfail(strict=True, reason=(
-        "DEFECT: the room check (esxi_disks.bytes_needed -> files()/read_text) reads a monolithicSparse disk "
-        "whole into memory: a 1.5 GiB sparse disk needs > 768 MiB to plan; a real delta of 100s of GiB: OOM")))])
+@pytest.mark.parametrize("big", [False, True])
 def test_a_big_sparse_disk_is_planned_without_reading_it_whole(site, big):
     """A lone monolithicSparse disk grown to 1.5 GiB (its tail a hole: what a delta holding 1.5 GiB of
     writes weighs) restores under a 768 MiB address-space limit: its descriptor is within its first

@@ -194,7 +194,7 @@ class EsxiHost:
         mode = (vmx.get(dev + ".mode") or "persistent").lower()
         skip, adapter = "", bus if bus == "ide" else "lsilogic"
         try:
-            desc = vmdk.parse(self._files.read_text(path))
+            desc = vmdk.parse(esxi_tree.descriptor_text(self._files, path))
             adapter = desc.adapter_type or adapter
             self._disks.loaded(path, desc)
             if desc.is_physical_rdm:

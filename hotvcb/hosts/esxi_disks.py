@@ -25,7 +25,6 @@ from .base import Copied
 
 VMKFSTOOLS = "/sbin/vmkfstools"
 FLAT_FORMATS = ("thin", "zeroedthick", "eagerzeroedthick")  # a descriptor and one -flat file
-HEAD_MAX = 1 << 20  # a descriptor file's text, or a sparse disk's first sectors, read to tell its type
 
 
 class EsxiDisks:
@@ -88,7 +87,7 @@ class EsxiDisks:
         """A 2gbsparse disk, or a monolithicSparse one: one hosted sparse extent, its descriptor embedded in
         its first sectors (read no further: the rest is the disk)."""
         try:
-            created = vmdk.parse(self._files.read_regular(path, HEAD_MAX)).create_type.lower()
+            created = vmdk.parse(esxi_tree.descriptor_text(self._files, path)).create_type.lower()
         except (HostError, vmdk.NotADescriptor):
             return False
         return created in ("twogbmaxextentsparse", "monolithicsparse")
@@ -104,23 +103,25 @@ class EsxiDisks:
         self._multiextent = True  # a failed load shows up as the clone's own error
 
     def files(self, descriptor_path: str) -> List[str]:
-        folder = descriptor_path.rsplit("/", 1)[0]
-        desc = vmdk.parse(self._files.read_text(descriptor_path))
-        return [descriptor_path] + [folder + "/" + e.filename for e in desc.extents]
+        return _files_of([(descriptor_path, vmdk.parse(esxi_tree.descriptor_text(self._files, descriptor_path)))])
 
     def bytes_needed(self, disk: Disk, fmt: str) -> int:
         """Room the clone needs: thick formats take the full capacity."""
-        files = self.chain_files(disk.path)
+        links = esxi_tree.chain(self._files, disk.path, disk.path.rsplit("/", 1)[-1])
+        files = _files_of(links)
         if fmt in ("thin", "2gbsparse"):
             return sum(self._files.disk_usage(f) for f in files if self._files.exists(f))
-        return vmdk.parse(self._files.read_text(disk.path)).capacity or sum(
-            self._files.file_size(f) for f in files
-        )
+        return links[0][1].capacity or sum(self._files.file_size(f) for f in files)
 
     def chain_files(self, path: str) -> List[str]:
         """Every file of the disk's chain, each checked to be there (BrokenChain names the gap)."""
-        links = esxi_tree.chain(self._files, path, path.rsplit("/", 1)[-1])
-        return [f for link, _desc in links for f in self.files(link)]
+        return _files_of(esxi_tree.chain(self._files, path, path.rsplit("/", 1)[-1]))
+
+
+def _files_of(links: List[Tuple[str, vmdk.Descriptor]]) -> List[str]:
+    """Each descriptor of a chain (esxi_tree.chain, read once) and the extents it names."""
+    return [f for link, desc in links
+            for f in [link] + [link.rsplit("/", 1)[0] + "/" + e.filename for e in desc.extents]]
 
 
 def _flat_extent(desc: vmdk.Descriptor) -> Optional[str]:

@@ -16,10 +16,11 @@ from typing import Collection, Dict, List, Optional, Tuple
 from .. import vmdk
 from ..errors import HostError
 from ..model import Disk, Snapshot, SnapshotTree, Vm
-from ..shell import FileReader
+from ..shell import FileReader, decoded, encoded
 from ..vmx import VmxFile
 
 MAX_DEPTH = 64  # VMware allows 32 snapshots in a chain; deeper is a loop
+HEAD_MAX = 1 << 20  # a descriptor file's text, or a sparse disk's first sectors, read to tell its type
 _ENTRY = re.compile(r"^snapshot(\d+)\.(\w+)$", re.I)  # snapshotN.field: one snapshot's entry
 
 
@@ -30,6 +31,27 @@ class BrokenChain(HostError):
 def absolute(folder: str, name: str) -> str:
     """A .vmx or descriptor names files relative to its own folder, or by a full path."""
     return name if name.startswith("/") else folder + "/" + name
+
+
+def descriptor_text(files: FileReader, path: str) -> str:
+    """A disk's descriptor text: its file's, or the one a hosted sparse extent embeds (`embedded_text`),
+    read from its first HEAD_MAX bytes alone: the rest is the disk, as big as a delta has grown."""
+    size = files.file_size(path)
+    if size <= HEAD_MAX:
+        return embedded_text(files.read_text(path), size)
+    return embedded_text(files.read_regular(path, HEAD_MAX), HEAD_MAX)
+
+
+def embedded_text(head: str, size: int) -> str:
+    """`head` (a file's first `size` bytes, as the shell decoded them) itself, or for a hosted sparse extent
+    the descriptor it embeds, decoded as a descriptor file is (UTF-8): the whole binary file fails UTF-8,
+    and as Latin-1 an extent named `dä k.vmdk` would read `dÃ¤ k.vmdk`. NotADescriptor where there is none."""
+    raw = vmdk.embedded(encoded(head, size))
+    if raw is None:
+        if head.startswith(vmdk.SPARSE_MAGIC.decode()):
+            raise vmdk.NotADescriptor("a sparse extent with no descriptor of its own")
+        return head
+    return decoded(raw)
 
 
 def chain(files: FileReader, top: str, what: str) -> List[Tuple[str, vmdk.Descriptor]]:
@@ -44,7 +66,7 @@ def chain(files: FileReader, top: str, what: str) -> List[Tuple[str, vmdk.Descri
             raise BrokenChain("%s: %s is missing%s; the snapshot chain is broken" % (
                 what, path, " (parent of %s)" % posixpath.basename(child) if child else ""))
         try:
-            desc = vmdk.parse(files.read_text(path))
+            desc = vmdk.parse(descriptor_text(files, path))
         except vmdk.NotADescriptor as err:
             raise BrokenChain("%s: %s is not a disk descriptor (%s)" % (what, path, err)) from err
         folder = posixpath.dirname(path)

@@ -7,7 +7,6 @@ backup on this machine rather than through a hypervisor driver.
 
 import os
 import re
-import struct
 from typing import List, Optional, Tuple
 
 from .. import targz, vmdk
@@ -82,7 +81,13 @@ def require_extents_inside(fs: FileReader, path: str, parent: bool = True) -> Op
 def named_parent(fs: FileReader, path: str) -> Optional[str]:
     """The parent a disk's descriptor names (its file's or, embedded, a sparse disk's), checked as
     require_extents_inside checks it; None for a base."""
-    return _inside(fs, path, True)[1]
+    return link(fs, path)[1]
+
+
+def link(fs: FileReader, path: str) -> Tuple[Optional[str], Optional[str]]:
+    """One file of a disk's chain, checked as require_extents_inside checks it: (its descriptor text, None
+    for a sparse extent; the parent it names, None for a base)."""
+    return _inside(fs, path, True)
 
 
 def require_chain_inside(fs: FileReader, path: str) -> Tuple[Optional[str], List[Tuple[str, Optional[str]]]]:
@@ -143,24 +148,29 @@ def _inside(fs: FileReader, path: str, parent: bool) -> Tuple[Optional[str], Opt
 
 def _sparse_hint(path: str, head: bytes) -> Optional[str]:
     """A sparse extent (its first DESCRIPTOR_MAX bytes `head`, as read) names files too: a hosted sparse
-    one (KDMV) embeds a descriptor where its header says (descriptorOffset and descriptorSize, in
-    sectors, at bytes 28 and 36), whose parentFileNameHint vmkfstools follows and whose extents qemu
-    opens (an image of capacity 0); qemu looks for the hint itself in the 20 sectors from sector 1,
-    whatever the header says (block/vmdk.c vmdk_parent_open). Each is checked as a text descriptor's;
-    the parent named, if any."""
+    one (KDMV) embeds a descriptor where its header says (vmdk.embedded), whose parentFileNameHint
+    vmkfstools follows and whose extents qemu opens (an image of capacity 0); qemu looks for the hint
+    itself in the 20 sectors from sector 1, whatever the header says (block/vmdk.c vmdk_parent_open).
+    Each is checked as a text descriptor's, and the header's capacity must be its descriptor's (else
+    the room planned is not the clone's, which fails only after the checked copies were written); the
+    parent named, if any."""
     window = head[512: 512 + QEMU_DESC_SIZE].split(b"\0", 1)[0]  # a C string to qemu
     hints = _QEMU_HINT.findall(decoded(window))  # type: List[Optional[str]]
-    offset, sectors = struct.unpack_from("<QQ", head.ljust(44, b"\0"), 28)
-    if head[:4] == b"KDMV" and offset:
-        if (offset + sectors) * 512 > DESCRIPTOR_MAX:
-            raise HotvcbError("%s embeds its descriptor past its first %d KiB, where no disk keeps it; not "
-                              "restoring from it" % (path, DESCRIPTOR_MAX >> 10))
+    try:
+        raw = vmdk.embedded(head.ljust(DESCRIPTOR_MAX, b"\0"))
+    except vmdk.NotADescriptor:
+        raise HotvcbError("%s embeds its descriptor past its first %d KiB, where no disk keeps it; not "
+                          "restoring from it" % (path, DESCRIPTOR_MAX >> 10)) from None
+    if raw is not None:
         try:
-            desc = vmdk.parse(decoded(head[offset * 512: (offset + sectors) * 512].split(b"\0", 1)[0]))
-            _require_inside(path, *(e.filename for e in desc.extents))
-            hints.append(desc.parent_hint)
+            desc = vmdk.parse(decoded(raw))
         except vmdk.NotADescriptor:
-            pass  # no descriptor for VMware to follow: qemu's look (the window) is all there is
+            return _one_hint(path, hints)  # no descriptor for VMware to follow: qemu's look (the window) is all
+        _require_inside(path, *(e.filename for e in desc.extents))
+        if desc.capacity != vmdk.sparse_capacity(head):
+            raise HotvcbError("%s: its header says %d bytes, its embedded descriptor %d; not restoring from it"
+                              % (path, vmdk.sparse_capacity(head), desc.capacity))
+        hints.append(desc.parent_hint)
     return _one_hint(path, hints)
 
 

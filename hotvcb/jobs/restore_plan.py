@@ -26,6 +26,7 @@ from typing import Callable, List, Optional, Tuple
 
 from .. import vmdk
 from ..errors import HostError, HotvcbError
+from ..hosts import esxi_tree
 from ..hosts.base import Hypervisor
 from ..model import DatastoreInfo, Disk, VmRef
 from ..restorefile import RestoreRequest
@@ -270,7 +271,8 @@ class Planner:
         that check read none (a sparse extent: its embedded descriptor lies in its first sectors)."""
         try:
             if text is None:
-                text = fs.read_regular(path, backup_check.DESCRIPTOR_MAX)
+                head = min(fs.file_size(path), backup_check.DESCRIPTOR_MAX)
+                text = esxi_tree.embedded_text(fs.read_regular(path, head), head)
             return text, vmdk.parse(text)
         except (HostError, vmdk.NotADescriptor) as err:
             raise RestoreError("%s: %s is not a readable disk descriptor: %s" % (dev, path, err)) from err

@@ -67,37 +67,48 @@ def _put_disk(host: Hypervisor, req: RestoreRequest, d: DiskCopy, folder: str,
         shell.rename(d.source.rsplit("/", 1)[0] + "/" + desc.extents[0].filename, flat)
         shell.write_text(dst, vmdk.rename_extent(d.text, flat.rsplit("/", 1)[1]))
         return
-    source = _checked(shell, d, folder) if _descriptors(d) else d.source  # a sparse disk alone: the file itself
+    if _descriptors(d):
+        source = _checked(shell, d, folder)
+    else:  # a sparse disk alone or over sparse parents: no text to copy, the files themselves (_unchanged)
+        for path, _text in d.chain():
+            backup_check.require_regular(shell, path)
+        source = d.source
     try:
         host.copy_disk(Disk(key=d.key, path=source, datastore="", adapter=d.adapter), dst, fmt, progress)
     finally:
         if source != d.source:
             shell.remove_tree(folder + "/" + CHECKED)
-    if source != d.source:
-        _unchanged(shell, d)
+    _unchanged(shell, d)
 
 
 def _descriptors(d: DiskCopy) -> List[Tuple[str, str]]:
     """(path in the backup, text) of every descriptor file the clone reads as checked: the disk's, then
     its parents' (a sparse disk, its descriptor embedded, has none: `_checked`)."""
-    return ([] if d.embedded else [(d.source, d.text)]) + [(path, text) for path, text in d.parents
-                                                            if text is not None]
+    return [(path, text) for path, text in d.chain() if text is not None]
 
 
 def _unchanged(shell: Shell, d: DiskCopy) -> None:
-    """The backup's descriptors still hold the texts that were checked and cloned. The clone read the
-    checked copies either way; a descriptor that changed meanwhile means the backup is no longer the
-    one its checksums (or the plan's checks) spoke for, and someone is changing it under the restore:
-    refused rather than registered."""
-    for path, text in _descriptors(d):
+    """Every file of the backup's chain is still what the plan checked: a descriptor file its text, a
+    sparse one a sparse extent naming the same parent. The clone read checked copies of the
+    descriptors, but a sparse file below the last of them (or in a chain with none) it read from the
+    backup, by its name: swapped meanwhile for a descriptor naming another VM's disk, that disk was
+    cloned as this one. Either way a file that changed means the backup is no longer the one its
+    checksums (or the plan's checks) spoke for, and someone is changing it under the restore: refused
+    rather than registered."""
+    chain = d.chain()
+    for k, (path, text) in enumerate(chain):
+        hint = chain[k + 1][0].rsplit("/", 1)[1] if k + 1 < len(chain) else None
         try:
-            now = read_small(shell, path, backup_check.TEXT_MAX)  # type: Optional[str]
-        except HostError:
-            now = None
-        if now != text:
+            if text is None:
+                now = backup_check.link(shell, path)  # type: object
+                why = "no longer the sparse disk that was checked"
+            else:
+                now, why = read_small(shell, path, backup_check.TEXT_MAX), "another text"
+        except HotvcbError as err:
+            now, why = None, str(err)
+        if now != ((None, hint) if text is None else text):
             raise RestoreError("%s changed during the restore (%s): the backup is no longer the one that was "
-                               "checked; nothing was registered" % (path, "unreadable now" if now is None
-                                                                    else "another text"))
+                               "checked; nothing was registered" % (path, why))
 
 
 def _checked(shell: Shell, d: DiskCopy, folder: str) -> str:
@@ -108,7 +119,8 @@ def _checked(shell: Shell, d: DiskCopy, folder: str) -> str:
     written beside it the same way, each under its own name: vmkfstools follows a parentFileNameHint
     from the child's folder, so each hint (a name, checked to be one) leads to the checked copy. The
     last descriptor file of the chain names its parent, if any, by its path in the backup: a sparse
-    disk, the disk's data itself, as are the sparse ones below it. A sparse disk above a descriptor
+    disk, the disk's data itself, as are the sparse ones below it (looked at again after the clone,
+    `_unchanged`, rather than copied whole: a base's bytes are the disk's). A sparse disk above a descriptor
     file (the disk itself, or a parent: its descriptor embedded, its hint not to be rewritten) is
     copied there whole (`_sparse_copy`).
 
