@@ -401,13 +401,15 @@ def test_backup_all_with_a_vm_named_with_a_line_break(allhost, escaped, name):
 @esxi[0]
 @esxi[1]
 def test_backup_all_names_a_vm_whose_listing_row_cannot_be_read(allhost):
-    """A name whose line feed is followed by a number and a blank (`x|0A7 y`): its getallvms row's first
+    """A name whose line feed is followed by a number and a blank (`x|0A8 y`): its getallvms row's first
     half reads as no row at all, its second as another row. The unreadable row is named by its vmid as
     not backed up (never dropped: no 'All VMs backed up OK'), the VM itself refused by name."""
     host = allhost
     folder = "all-unread"
     vmid = host.create_vm(folder, "datastore1", [{"size": "2M"}])
-    _rename_vm(host, folder, "x|0A7 y")
+    # the number after the line feed is no VM's: the newest VM's vmid plus one (7 was this VM's own vmid when
+    # the tests before it on the shared host had made six, and then the row it starts disputed the VM's own)
+    _rename_vm(host, folder, "x|0A%d y" % (int(vmid) + 1))
     vol = VOLUME + "/" + folder
     os.makedirs(host.real(vol), exist_ok=True)
     conf = write_conf(host, name=folder + ".conf", VM_BACKUP_VOLUME=vol)
@@ -420,7 +422,7 @@ def test_backup_all_names_a_vm_whose_listing_row_cannot_be_read(allhost):
         assert "vmid %s is registered but invalid: its row in `vim-cmd vmsvc/getallvms` cannot be read" % vmid \
             in out(r), out(r)
         r = hotvcb(host, "status", "-g", conf, timeout=85)
-        assert r.returncode != 0, out(r)  # the row's second half names vmid 7: CRIT or UNKNOWN, never OK
+        assert r.returncode != 0, out(r)  # the row's second half names another vmid: CRIT or UNKNOWN, never OK
     finally:
         host.unregister(vmid)
 
