@@ -133,7 +133,8 @@ def parse(text: str) -> Optional[RunId]:
 def running(record: RunId, me: RunId) -> Optional[bool]:
     """Whether the process that wrote `record`, a record of this machine, still runs it (so its lock is held);
     None where its pid cannot tell: a pid of another pid namespace than ours (a container on this machine with
-    its name and id), or a live process /proc hides from us (mounted hidepid). Both locks then judge the lock by
+    its name and id), a live process /proc hides from us (mounted hidepid), or any live pid where the /proc mounted
+    here is another pid namespace's (`unshare -pf` without --mount-proc: pids.hotvcb). Both locks then judge the lock by
     its age, as another machine's: its pid alone would take a live run's lock over.
     By its pid, it must be a live hotvcb (pids.hotvcb: not gone, not reused by another program), not `me`'s
     own pid in another run (that one is long gone), and have started when the record says: the pid may be

@@ -121,9 +121,6 @@ def test_a_live_backup_whose_lock_an_admin_deleted_keeps_its_snapshot_and_partia
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="DEFECT: a cleanup in the pid namespace of a live backup whose /proc is not "
-                                       "that namespace's reads another process's cmdline at the backup's pid, takes "
-                                       "its lock over and removes its snapshot and -partial folder")
 def test_a_cleanup_sharing_a_live_backups_pid_namespace_without_its_own_proc_touches_nothing(host):
     """`unshare -pf` without --mount-proc: the backup is pid 2 in its namespace, and /proc is the machine's, where
     pid 2 is kthreadd. A cleanup in the same namespace (nsenter) sees pid 2 alive (kill) and reads /proc/2: not a
@@ -344,9 +341,6 @@ def test_a_killed_restore_of_another_pid_namespace_goes_once_its_heartbeat_is_ol
 
 
 @needs_qemu
-@pytest.mark.xfail(strict=True, reason="DEFECT: a cleanup --kvm in a live restore's pid namespace whose /proc is "
-                                       "not that namespace's (unshare -pf without --mount-proc) judges the restore's "
-                                       "pid by another process's /proc entry and removes its folder")
 def test_a_cleanup_sharing_a_live_restores_pid_namespace_without_its_own_proc_keeps_its_folder(tmp_path):
     needs("unshare", "nsenter")
     out = tmp_path / "out"
