@@ -190,12 +190,7 @@ def test_a_killed_container_backups_snapshot_goes_once_its_lock_is_taken_over_as
 
 @needs_root
 @pytest.mark.parametrize("planted", [
-    pytest.param("-partial owner file", marks=pytest.mark.xfail(strict=True, reason=(
-        "DEFECT: a FIFO planted as a -partial folder's .hotvcb-owner hangs cleanup (and every backup of that VM) "
-        "forever in leftovers._partial_dead's read_text"))),
-    pytest.param("power-off marker", marks=pytest.mark.xfail(strict=True, reason=(
-        "DEFECT: a FIFO planted as a VM's .hotvcb-powered-off marker hangs cleanup forever in "
-        "leftovers.restore_power's read_text")))])
+    "-partial owner file", "power-off marker"])
 def test_a_planted_fifo_does_not_hang_cleanup(host, planted):
     """Anyone who can write the backup volume (another host on the NFS share) or an NFS datastore can plant a
     `-partial` folder whose owner file, or a VM folder whose power-off marker, is a FIFO. The restore records

@@ -27,7 +27,7 @@ from typing import Callable, List, Optional
 from ..errors import HotvcbError
 from ..hosts.base import Hypervisor
 from ..model import Snapshot
-from ..runid import RunId, parse, running
+from ..runid import RECORD_MAX, RunId, parse, running
 from ..shell import Shell
 from ..store import layout
 from ..store.lock import STALE_AFTER
@@ -109,7 +109,11 @@ def restore_power(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False) 
     path = power_marker(vm)
     if not host.shell.exists(path):
         return False
-    owner = parse(host.shell.read_text(path))
+    try:
+        owner = parse(host.shell.read_regular(path, RECORD_MAX))
+    except HotvcbError as err:  # not ours (we write a file): a FIFO planted on an NFS datastore, a folder
+        log.warning("%s: cannot read the power-off marker: %s; leaving the VM as it is" % (vm.name, err))
+        return False
     if owner is not None and owner.run == run.run:
         return False
     if owner is not None and owner_alive(owner, run) is not False:
@@ -177,7 +181,7 @@ def owner_alive(owner: RunId, run: RunId) -> Optional[bool]:
 def _partial_dead(shell: Shell, partial: str, run: RunId) -> bool:
     owner_file = partial + "/" + OWNER
     try:
-        owner = parse(shell.read_text(owner_file)) if shell.exists(owner_file) else None
+        owner = parse(shell.read_regular(owner_file, RECORD_MAX)) if shell.exists(owner_file) else None
     except HotvcbError:
         owner = None
     if owner is not None:

@@ -39,7 +39,7 @@ import time
 from typing import Callable, List, Optional
 
 from ..errors import HostError, LockError
-from ..runid import RunId, parse, running
+from ..runid import RECORD_MAX, RunId, parse, running
 from ..shell import Shell
 
 LOCK_NAME = "hotvcb.lock"
@@ -101,7 +101,7 @@ class HostLock:
 
     def _read(self, path: str):
         try:
-            text = self.shell.read_text(path)
+            text = self.shell.read_regular(path, RECORD_MAX)
         except HostError:
             text = ""
         return parse(text), text
