@@ -164,9 +164,6 @@ def test_a_killed_backup_whose_pid_another_hotvcb_now_has_is_cleaned_up(host, ho
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="DEFECT: the snapshot of a SIGKILLed backup that ran in another pid namespace "
-                                       "(a container) is never removed, even by the cleanup that took its dead lock "
-                                       "over by its heartbeat; it grows until the datastore is full")
 def test_a_killed_container_backups_snapshot_goes_once_its_lock_is_taken_over_as_dead(host):
     """The backup runs in a pid namespace of its own (SSH mode from a container is the usual case) and is
     SIGKILLed with it. Its lock and owner file then miss their heartbeats (aged here past STALE_AFTER, as five
@@ -222,8 +219,6 @@ def test_a_planted_fifo_does_not_hang_cleanup(host, planted):
             kill_all(c)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a VM left powered off by a run whose pid cannot be told (another "
-                                       "pid namespace) is left off without a word: restore_power returns silently")
 def test_a_vm_left_off_by_a_run_that_cannot_be_told_is_at_least_named(tmp_path):
     """A power-down backup in a container (another pid namespace) SIGKILLed: its marker cannot be judged by its
     pid and has no heartbeat, so it is left, as the docs say. Its snapshot is left with a warning; a VM kept off
