@@ -55,9 +55,10 @@ if TYPE_CHECKING:  # a record is read in places that never touch a host: only my
 MACHINE_ID = "/etc/machine-id"
 HOST_ID_NAME = "hotvcb.hostid"
 TOO_LONG = 10 ** DIGITS_MAX  # what a longer number is read as: more than any of them
-# a record file (owner file, power-off marker, lock) is one short line; one anyone may have planted is read with
-# Shell.read_regular (a FIFO would block a plain read for ever) and no further than this
-RECORD_MAX = 4096
+# A record file (owner file, power-off marker, lock) anyone may have planted is read with Shell.read_regular (a FIFO
+# would block a plain read for ever) and no further than this: ours is one short line, and a planted one with
+# numbers of thousands of digits still reads whole, so it is judged as such (TOO_LONG), not as no record
+RECORD_MAX = 65536
 # A field ends at a space, a comma (a snapshot description goes on after its record: "started=<epoch>, job <name>")
 # or the text's end; a number is read whole or not at all (_field), never its leading digits.
 _VALUE = r"([^\s,]*)"
