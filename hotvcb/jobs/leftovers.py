@@ -17,7 +17,9 @@ A record of this machine whose process still runs (owner_alive: its lock
 file may have been deleted under it) is never a leftover, and one whose
 process cannot be told from here (another pid namespace, a process /proc
 hides) is kept, or judged by its heartbeat where it has one: never removed
-on a guess.
+on a guess. The run whose lock we took over as gone (store/lock.py:
+HostLock.dead_runs, by its stale heartbeat where its pid cannot tell) is
+dead for everything carrying its run id, whatever its pid says.
 User snapshots (any other name) and finished backups are never touched.
 """
 
