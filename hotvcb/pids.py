@@ -21,12 +21,16 @@ def hotvcb(pid: int) -> Optional[bool]:
     block every run forever: where /proc exists the command line must name
     hotvcb. ESXi has no /proc; there a live pid is taken at its word. A live
     process whose command line /proc keeps from us (another user's, /proc
-    mounted hidepid) is neither: whoever asks judges it some other way.
+    mounted hidepid), or a pid that the /proc mounted here counts in another
+    pid namespace than ours, is neither: whoever asks judges it some other way.
     """
     if not 0 < pid < 1 << 22 or not alive(pid):  # Linux caps pids at 2^22
         return False
-    if not os.path.isdir("/proc/self"):
+    proc = _proc_is_ours()
+    if proc is None:
         return True
+    if not proc:
+        return None
     try:
         with open("/proc/%d/cmdline" % pid, "rb") as f:
             cmdline = f.read()
@@ -35,10 +39,28 @@ def hotvcb(pid: int) -> Optional[bool]:
     return b"hotvcb" in cmdline
 
 
+def _proc_is_ours() -> Optional[bool]:
+    """Whether the /proc mounted here counts pids in our pid namespace; None where there is no /proc (ESXi).
+
+    `unshare -pf` without --mount-proc (and a container sharing the machine's /proc) leaves /proc the
+    mount of another namespace: /proc/2 there is that namespace's pid 2 (kthreadd), not ours. /proc/self
+    names us by the mount's count, so it differs from our own pid exactly then.
+    """
+    try:
+        return os.readlink("/proc/self") == str(os.getpid())
+    except FileNotFoundError:
+        return None  # no /proc at all
+    except OSError:
+        return False  # a /proc that does not answer for us tells nothing about our pids
+
+
 def started(pid: int) -> Optional[int]:
     """When process `pid` started, in clock ticks since boot (/proc/PID/stat field 22); None where that cannot be
-    read (ESXi has no /proc; the process is gone). A pid is reused, a pid with its start time is not (within a
-    boot): a record of both tells its process from a later one, even another hotvcb, at the same pid."""
+    read (ESXi has no /proc; the process is gone; a /proc of another pid namespace, where `pid` is someone else).
+    A pid is reused, a pid with its start time is not (within a boot): a record of both tells its process from a
+    later one, even another hotvcb, at the same pid."""
+    if not _proc_is_ours():
+        return None
     try:
         with open("/proc/%d/stat" % pid, "rb") as f:
             stat = f.read()

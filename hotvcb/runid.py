@@ -55,6 +55,10 @@ if TYPE_CHECKING:  # a record is read in places that never touch a host: only my
 MACHINE_ID = "/etc/machine-id"
 HOST_ID_NAME = "hotvcb.hostid"
 TOO_LONG = 10 ** DIGITS_MAX  # what a longer number is read as: more than any of them
+# A record file (owner file, power-off marker, lock) anyone may have planted is read with Shell.read_regular (a FIFO
+# would block a plain read for ever) and no further than this: ours is one short line, and a planted one with
+# numbers of thousands of digits still reads whole, so it is judged as such (TOO_LONG), not as no record
+RECORD_MAX = 65536
 # A field ends at a space, a comma (a snapshot description goes on after its record: "started=<epoch>, job <name>")
 # or the text's end; a number is read whole or not at all (_field), never its leading digits.
 _VALUE = r"([^\s,]*)"
@@ -133,7 +137,8 @@ def parse(text: str) -> Optional[RunId]:
 def running(record: RunId, me: RunId) -> Optional[bool]:
     """Whether the process that wrote `record`, a record of this machine, still runs it (so its lock is held);
     None where its pid cannot tell: a pid of another pid namespace than ours (a container on this machine with
-    its name and id), or a live process /proc hides from us (mounted hidepid). Both locks then judge the lock by
+    its name and id), a live process /proc hides from us (mounted hidepid), or any live pid where the /proc mounted
+    here is another pid namespace's (`unshare -pf` without --mount-proc: pids.hotvcb). Both locks then judge the lock by
     its age, as another machine's: its pid alone would take a live run's lock over.
     By its pid, it must be a live hotvcb (pids.hotvcb: not gone, not reused by another program), not `me`'s
     own pid in another run (that one is long gone), and have started when the record says: the pid may be

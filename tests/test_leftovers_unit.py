@@ -16,7 +16,7 @@ from hotvcb.jobs.leftovers import mark_powered_off, power_marker, remove_our_sna
 from hotvcb.model import Snapshot
 from hotvcb.runid import RunId, parse
 from hotvcb.shell import LocalShell
-from hotvcb.store.lock import STALE_AFTER
+from hotvcb.store.lock import LOCK_NAME, STALE_AFTER, HostLock
 
 HOST = "thishost"  # the host id this test's runs work on (and hold the lock of)
 
@@ -162,6 +162,35 @@ def test_a_vm_is_powered_on_for_a_run_only_when_that_run_is_told_dead(tmp_path, 
         hide_from_proc(monkeypatch, hotvcb_holder)
     assert restore_power(host, vm, Log(), me()) == powered_on
     assert (host.powered_on, os.path.exists(power_marker(vm))) == ((["web"], False) if powered_on else ([], True))
+
+
+def test_a_container_runs_snapshot_and_vm_left_off_are_dead_once_its_stale_lock_is_taken_over(tmp_path):
+    """Another pid namespace's run tells nothing by its pid; once its lock missed its heartbeats and was taken
+    over as gone, what carries its run id is a dead run's: its snapshot goes, its VM is powered on. Until then
+    (another run's lock taken over), the VM it keeps off is named, not powered on."""
+    dead = owner("namespace", 0)
+    lock_path = tmp_path / LOCK_NAME
+    lock_path.write_text(dead.text() + "\n")
+    past = time.time() - 2 * STALE_AFTER
+    os.utime(str(lock_path), (past, past))
+    vm = SimpleNamespace(name="web", folder=str(tmp_path), ref=SimpleNamespace(vmx_path=str(tmp_path / "web.vmx")))
+    host, log = PowerHost(), Log()
+    mark_powered_off(host, vm, dead)
+    assert restore_power(host, vm, log, me()) is False and host.powered_on == []
+    assert any(line.startswith("web: ") and "cannot be told" in line for line in log.lines), log.lines
+    lock = HostLock(LocalShell(), str(tmp_path), me()).acquire()
+    try:
+        assert lock.took_over and lock.dead_runs() == (dead.run,)
+        assert restore_power(host, vm, log, me(), dead=lock.dead_runs()) and host.powered_on == ["web"]
+        snap = Snapshot("7", "hotvcb-snapshot-2026-01-01_00-00-00", "hotvcb backup %s, job nightly" % dead.text(),
+                        "", "", 0)
+        shost = SnapshotHost()
+        assert remove_our_snapshots(shost, vm, log, me(), snaps=[snap], dead=lock.dead_runs()) == 1
+        assert shost.removed == ["7"]
+        lock.sweep_done()
+        assert lock.dead_runs() == ()
+    finally:
+        lock.release()
 
 
 def test_a_runs_records_say_when_its_process_started(tmp_path):

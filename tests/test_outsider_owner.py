@@ -121,9 +121,6 @@ def test_a_live_backup_whose_lock_an_admin_deleted_keeps_its_snapshot_and_partia
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="DEFECT: a cleanup in the pid namespace of a live backup whose /proc is not "
-                                       "that namespace's reads another process's cmdline at the backup's pid, takes "
-                                       "its lock over and removes its snapshot and -partial folder")
 def test_a_cleanup_sharing_a_live_backups_pid_namespace_without_its_own_proc_touches_nothing(host):
     """`unshare -pf` without --mount-proc: the backup is pid 2 in its namespace, and /proc is the machine's, where
     pid 2 is kthreadd. A cleanup in the same namespace (nsenter) sees pid 2 alive (kill) and reads /proc/2: not a
@@ -167,9 +164,6 @@ def test_a_killed_backup_whose_pid_another_hotvcb_now_has_is_cleaned_up(host, ho
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="DEFECT: the snapshot of a SIGKILLed backup that ran in another pid namespace "
-                                       "(a container) is never removed, even by the cleanup that took its dead lock "
-                                       "over by its heartbeat; it grows until the datastore is full")
 def test_a_killed_container_backups_snapshot_goes_once_its_lock_is_taken_over_as_dead(host):
     """The backup runs in a pid namespace of its own (SSH mode from a container is the usual case) and is
     SIGKILLed with it. Its lock and owner file then miss their heartbeats (aged here past STALE_AFTER, as five
@@ -193,12 +187,7 @@ def test_a_killed_container_backups_snapshot_goes_once_its_lock_is_taken_over_as
 
 @needs_root
 @pytest.mark.parametrize("planted", [
-    pytest.param("-partial owner file", marks=pytest.mark.xfail(strict=True, reason=(
-        "DEFECT: a FIFO planted as a -partial folder's .hotvcb-owner hangs cleanup (and every backup of that VM) "
-        "forever in leftovers._partial_dead's read_text"))),
-    pytest.param("power-off marker", marks=pytest.mark.xfail(strict=True, reason=(
-        "DEFECT: a FIFO planted as a VM's .hotvcb-powered-off marker hangs cleanup forever in "
-        "leftovers.restore_power's read_text")))])
+    "-partial owner file", "power-off marker"])
 def test_a_planted_fifo_does_not_hang_cleanup(host, planted):
     """Anyone who can write the backup volume (another host on the NFS share) or an NFS datastore can plant a
     `-partial` folder whose owner file, or a VM folder whose power-off marker, is a FIFO. The restore records
@@ -230,8 +219,6 @@ def test_a_planted_fifo_does_not_hang_cleanup(host, planted):
             kill_all(c)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a VM left powered off by a run whose pid cannot be told (another "
-                                       "pid namespace) is left off without a word: restore_power returns silently")
 def test_a_vm_left_off_by_a_run_that_cannot_be_told_is_at_least_named(tmp_path):
     """A power-down backup in a container (another pid namespace) SIGKILLed: its marker cannot be judged by its
     pid and has no heartbeat, so it is left, as the docs say. Its snapshot is left with a warning; a VM kept off
@@ -344,9 +331,6 @@ def test_a_killed_restore_of_another_pid_namespace_goes_once_its_heartbeat_is_ol
 
 
 @needs_qemu
-@pytest.mark.xfail(strict=True, reason="DEFECT: a cleanup --kvm in a live restore's pid namespace whose /proc is "
-                                       "not that namespace's (unshare -pf without --mount-proc) judges the restore's "
-                                       "pid by another process's /proc entry and removes its folder")
 def test_a_cleanup_sharing_a_live_restores_pid_namespace_without_its_own_proc_keeps_its_folder(tmp_path):
     needs("unshare", "nsenter")
     out = tmp_path / "out"

@@ -38,7 +38,7 @@ def run(args) -> int:
     lock, me = common.lock_host(host, log, args.host_target)
     before = len(log.lines)
     try:
-        n = cleanup_host(host, settings.vm_backup_volume, log, me, args.level == "dryrun")
+        n = cleanup_host(host, settings.vm_backup_volume, log, me, args.level == "dryrun", lock.dead_runs())
         n += restore_scratch.sweep(host.shell, [d.url for d in host.datastores()], log, me, args.level == "dryrun")
         if args.level != "dryrun":
             lock.sweep_done()

@@ -71,6 +71,7 @@ from .virsh import DEFAULT_URI, BackupJob, Virsh, VirshError, together
 
 CONFIG_NAME = "domain.xml"
 CHECKPOINT_FILE = "hotvcb-checkpoint"  # in a backup: the checkpoint it was taken at
+CHECKPOINT_MAX = 4096  # its two short lines; one planted on the backup volume is read no further
 MAX_CHAIN = 7  # incrementals on one full: then a full again, so rotation can free space
 
 
@@ -330,7 +331,11 @@ class LibvirtHost(LocalKvmHost):
             if b.compressed or b.status != "ok":
                 continue
             marker = b.path + "/" + CHECKPOINT_FILE
-            lines = self.shell.read_text(marker).splitlines() if self.shell.exists(marker) else []
+            try:  # read_regular: anyone who can write the backup volume may plant a FIFO there
+                text = self.shell.read_regular(marker, CHECKPOINT_MAX) if self.shell.exists(marker) else ""
+            except HostError:
+                text = ""  # not a marker of ours: no base for an incremental
+            lines = text.splitlines()
             if not lines or lines[0].strip() != since:
                 continue
             recorded = lines[1].strip() if len(lines) > 1 else ""

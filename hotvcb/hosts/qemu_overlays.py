@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from ..errors import HostError, SnapshotError, TimeoutExpired
 from ..model import Snapshot, Vm
+from ..runid import RECORD_MAX
 from ..shell import Shell
 from .qmp import QmpClient, QmpCommandError, QmpError, QmpUnavailable
 
@@ -88,7 +89,8 @@ class Overlays:
         """What create_snapshot was told (the run record), kept beside the overlay: qcow2 has no place for it."""
         try:
             if self.shell.exists(overlay + DESCRIPTION_SUFFIX):
-                return self.shell.read_text(overlay + DESCRIPTION_SUFFIX).strip()
+                # beside the VM's images, where others may write: a planted FIFO must not hang the run
+                return self.shell.read_regular(overlay + DESCRIPTION_SUFFIX, RECORD_MAX).strip()
         except HostError:
             pass
         return "overlay " + overlay

@@ -126,7 +126,7 @@ class BackupJob:
         if self.lock is not None and not self.dry_run and self.lock.sweep_needed:
             # a run before us died: what it left may be on VMs this run does not back up
             self.log.warning("a previous hotvcb run on this host died; looking for its leftovers on every VM")
-            cleanup_host(self.host, self.settings.vm_backup_volume, self.log, self.run_id)
+            cleanup_host(self.host, self.settings.vm_backup_volume, self.log, self.run_id, dead=self.lock.dead_runs())
             self.lock.sweep_done()
             self.swept = True
         targets = self.select(names, exclude)

@@ -17,17 +17,19 @@ A record of this machine whose process still runs (owner_alive: its lock
 file may have been deleted under it) is never a leftover, and one whose
 process cannot be told from here (another pid namespace, a process /proc
 hides) is kept, or judged by its heartbeat where it has one: never removed
-on a guess.
+on a guess. The run whose lock we took over as gone (store/lock.py:
+HostLock.dead_runs, by its stale heartbeat where its pid cannot tell) is
+dead for everything carrying its run id, whatever its pid says.
 User snapshots (any other name) and finished backups are never touched.
 """
 
 import re
-from typing import Callable, List, Optional
+from typing import Callable, Collection, List, Optional
 
 from ..errors import HotvcbError
 from ..hosts.base import Hypervisor
 from ..model import Snapshot
-from ..runid import RunId, parse, running
+from ..runid import RECORD_MAX, RunId, parse, running
 from ..shell import Shell
 from ..store import layout
 from ..store.lock import STALE_AFTER
@@ -54,9 +56,10 @@ def is_ours(snap: Snapshot) -> bool:
 
 
 def remove_our_snapshots(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False,
-                         snaps: Optional[List[Snapshot]] = None) -> int:
+                         snaps: Optional[List[Snapshot]] = None, dead: Collection[str] = ()) -> int:
     """Remove our snapshots of dead runs; `snaps`: the VM's list if the caller just read it
-    (one `snapshot.get` then serves the leftover check and the pre-flight)."""
+    (one `snapshot.get` then serves the leftover check and the pre-flight); `dead`: run ids whose lock was
+    taken over as gone (HostLock.dead_runs)."""
     removed = 0
     listed = host.snapshots(vm) if snaps is None else snaps
     ids = [s.id for s in listed]
@@ -74,7 +77,7 @@ def remove_our_snapshots(host: Hypervisor, vm, log, run: RunId, dry_run: bool = 
         owner = parse(snap.description)
         if owner is not None and owner.run == run.run:
             continue
-        alive = owner_alive(owner, run) if owner is not None else False
+        alive = owner_alive(owner, run, dead) if owner is not None else False
         if alive is not False:
             log.warning("%s: snapshot %r (id %s) belongs to %s, which %s; leaving it"
                         % (vm.name, snap.name, snap.id, owner, "is still running" if alive else UNTOLD))
@@ -104,16 +107,26 @@ def clear_power_mark(host: Hypervisor, vm) -> None:
     host.shell.remove_tree(power_marker(vm))
 
 
-def restore_power(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False) -> bool:
-    """Power on a VM that a dead run powered off for its backup; True if there was one."""
+def restore_power(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False, dead: Collection[str] = ()) -> bool:
+    """Power on a VM that a dead run powered off for its backup; True if there was one. One that a run whose pid
+    cannot be told keeps off is named, as its snapshot is: the VM may be down for good."""
     path = power_marker(vm)
     if not host.shell.exists(path):
         return False
-    owner = parse(host.shell.read_text(path))
+    try:
+        owner = parse(host.shell.read_regular(path, RECORD_MAX))
+    except HotvcbError as err:  # not ours (we write a file): a FIFO planted on an NFS datastore, a folder
+        log.warning("%s: cannot read the power-off marker: %s; leaving the VM as it is" % (vm.name, err))
+        return False
     if owner is not None and owner.run == run.run:
         return False
-    if owner is not None and owner_alive(owner, run) is not False:
-        return False  # its run lives (its lock file was deleted under it), or may: it powers the VM on itself
+    alive = owner_alive(owner, run, dead) if owner is not None else False
+    if alive:
+        return False  # its run lives (its lock file was deleted under it): it powers the VM on itself
+    if alive is None:
+        log.warning("%s: %s powered it off for a backup and %s; leaving it as it is (now %s)"
+                    % (vm.name, owner, UNTOLD, host.power_state(vm)))
+        return False
     who = str(owner) if owner else "an earlier hotvcb run"
     state = host.power_state(vm)
     if dry_run:
@@ -136,7 +149,7 @@ def restore_power(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False) 
 
 
 def remove_partials(shell: Shell, volume: str, vm_name: str, log, run: RunId, dry_run: bool = False,
-                    finish: Optional[Callable[[str], None]] = None) -> int:
+                    finish: Optional[Callable[[str], None]] = None, dead: Collection[str] = ()) -> int:
     """Delete the -partial folders (and temp archives) of dead runs, and finish the removals of
     `-deleting` entries (by `finish`, else at once: rotation.finish_deleting); call only under the
     host lock. How many leftovers there were (a refused removal not counted)."""
@@ -145,7 +158,7 @@ def remove_partials(shell: Shell, volume: str, vm_name: str, log, run: RunId, dr
     for b in layout.list_backups(shell, volume, vm_name):
         if b.status != "partial":
             continue
-        if not _partial_dead(shell, b.path, run):
+        if not _partial_dead(shell, b.path, run, dead):
             log.info("%s: %s is being written by %s; leaving it" % (vm_name, b.path, owner_of(shell, b.path)))
             continue
         removed += 1
@@ -159,31 +172,34 @@ def remove_partials(shell: Shell, volume: str, vm_name: str, log, run: RunId, dr
         for entry in shell.listdir(root):
             if entry.startswith(".") and entry.endswith(".gz.tmp"):
                 partial = root + "/" + entry[1 : -len(".gz.tmp")] + layout.PARTIAL
-                if not shell.exists(partial) or _partial_dead(shell, partial, run):
+                if not shell.exists(partial) or _partial_dead(shell, partial, run, dead):
                     shell.remove_tree(root + "/" + entry)
     return removed + finish_deleting(shell, volume, vm_name, log, finish, dry_run)
 
 
-def owner_alive(owner: RunId, run: RunId) -> Optional[bool]:
+def owner_alive(owner: RunId, run: RunId, dead: Collection[str] = ()) -> Optional[bool]:
     """Whether the run that wrote `owner` still runs, told by its pid as the locks tell theirs
     (runid.running: a live hotvcb that started when the record says), even if its lock file was
     deleted under it: the lock is not the only proof we go by. None where its pid cannot tell (another
     pid namespace of this machine, a live process /proc hides from us): what it owns is kept, or judged
     by its heartbeat where it has one. False for another machine's record, whose pid tells nothing
-    here (its host id and heartbeat do)."""
+    here (its host id and heartbeat do). False too for a run in `dead`: its lock was taken over as gone.
+    """
+    if owner.run in dead:
+        return False
     return running(owner, run) if owner.machine == run.machine else False
 
 
-def _partial_dead(shell: Shell, partial: str, run: RunId) -> bool:
+def _partial_dead(shell: Shell, partial: str, run: RunId, dead: Collection[str]) -> bool:
     owner_file = partial + "/" + OWNER
     try:
-        owner = parse(shell.read_text(owner_file)) if shell.exists(owner_file) else None
+        owner = parse(shell.read_regular(owner_file, RECORD_MAX)) if shell.exists(owner_file) else None
     except HotvcbError:
         owner = None
     if owner is not None:
         if owner.run == run.run:
             return False
-        alive = owner_alive(owner, run)
+        alive = owner_alive(owner, run, dead)
         if alive:
             return False
         if alive is False and owner.host and owner.host == run.host:
@@ -216,15 +232,16 @@ def volume_age(shell: Shell, path: str, folder: str, run: RunId) -> Optional[flo
     return age - skew
 
 
-def cleanup_host(host: Hypervisor, volume: str, log, run: RunId, dry_run: bool = False) -> int:
-    """`hotvcb cleanup`: every VM on the host, every leftover of a dead run."""
+def cleanup_host(host: Hypervisor, volume: str, log, run: RunId, dry_run: bool = False,
+                 dead: Collection[str] = ()) -> int:
+    """`hotvcb cleanup`: every VM on the host, every leftover of a dead run (`dead`: as owner_alive's)."""
     count = 0
     for ref in host.list_vms():
         try:
             vm = host.load_vm(ref)
-            count += remove_our_snapshots(host, vm, log, run, dry_run)
-            count += int(restore_power(host, vm, log, run, dry_run))
-            count += remove_partials(host.shell, volume, ref.name, log, run, dry_run)
+            count += remove_our_snapshots(host, vm, log, run, dry_run, dead=dead)
+            count += int(restore_power(host, vm, log, run, dry_run, dead))
+            count += remove_partials(host.shell, volume, ref.name, log, run, dry_run, dead=dead)
         except HotvcbError as err:
             log.error("%s: cleanup failed: %s" % (ref.name, err))
     return count

@@ -23,7 +23,7 @@ from ..errors import HotvcbError
 from ..hosts.base import Hypervisor
 from ..model import Snapshot, Vm
 from ..runlog import shown
-from ..runid import RunId, parse
+from ..runid import RECORD_MAX, RunId, parse
 from ..settings import Settings
 from ..shell import LocalShell
 from ..store import health, lastrun, layout, rotation
@@ -118,7 +118,7 @@ def _run_holding_lock(host: Hypervisor) -> bool:
     try:
         if not host.shell.exists(path):
             return False
-        return holder_alive(host.shell, path, parse(host.shell.read_text(path)), RunId.new())
+        return holder_alive(host.shell, path, parse(host.shell.read_regular(path, RECORD_MAX)), RunId.new())
     except HotvcbError:
         return False
 
@@ -206,7 +206,7 @@ def _left_off(host: Hypervisor, vm: Vm, run_alive: bool) -> List[Check]:
     try:
         if run_alive or not host.shell.exists(path) or host.power_state(vm) != "off":
             return []
-        owner = parse(host.shell.read_text(path))
+        owner = parse(host.shell.read_regular(path, RECORD_MAX))
     except HotvcbError:
         return []
     return [Check(CRIT, "power", vm.name, "powered off by %s for a backup, which died; it is still off "

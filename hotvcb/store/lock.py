@@ -36,10 +36,10 @@ foreign — and foreign records are judged by their heartbeat.
 
 import threading
 import time
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 from ..errors import HostError, LockError
-from ..runid import RunId, parse, running
+from ..runid import RECORD_MAX, RunId, parse, running
 from ..shell import Shell
 
 LOCK_NAME = "hotvcb.lock"
@@ -101,7 +101,7 @@ class HostLock:
 
     def _read(self, path: str):
         try:
-            text = self.shell.read_text(path)
+            text = self.shell.read_regular(path, RECORD_MAX)
         except HostError:
             text = ""
         return parse(text), text
@@ -132,6 +132,16 @@ class HostLock:
             return self.took_over or self.shell.exists(self.sweep_path)
         except (HostError, OSError):
             return True
+
+    def dead_runs(self) -> Tuple[str, ...]:
+        """The run id of the holder whose lock was taken over as gone (by its pid, or by its stale heartbeat where its
+        pid cannot tell), while its leftovers are still to be looked for: what carries that id is a dead run's too,
+        though its pid, in another pid namespace, could never say so."""
+        try:
+            record = parse(self.shell.read_regular(self.sweep_path, RECORD_MAX))
+        except HostError:
+            return ()  # none taken over, or nothing of ours
+        return (record.run,) if record is not None else ()
 
     def sweep_done(self) -> None:
         self.took_over = False

@@ -13,7 +13,7 @@ from .. import crashpoint, interrupt
 from ..errors import HotvcbError
 from ..hosts.base import Hypervisor
 from ..model import Disk, Vm, VmResult
-from ..runid import RunId
+from ..runid import RECORD_MAX, RunId
 from ..settings import Settings
 from ..shell import Shell
 from ..vmdk import base_name
@@ -30,7 +30,7 @@ FIRST_IN_ARCHIVE = (manifest.MANIFEST,) + layout.STATUS_FILES  # read without un
 
 def owner_of(shell: Shell, partial: str) -> str:
     try:
-        return shell.read_text(partial + "/" + OWNER).strip()
+        return shell.read_regular(partial + "/" + OWNER, RECORD_MAX).strip()  # planted: a FIFO must not hang us
     except HotvcbError:
         return "unknown owner"
 
