@@ -4,6 +4,7 @@ import json
 import os
 import time
 
+from hotvcb.store.health import GZ_VERIFY_SUFFIX
 from simhost import VOLUME, hotvcb, make_host, needs_root, write_conf
 
 pytestmark = needs_root
@@ -179,3 +180,28 @@ def test_a_check_message_holding_a_name_or_path_from_the_host_stays_on_its_line(
     assert "manifest says error: copy failed\\nOK   backup t: fine\\tdone" in r.stdout, r.stdout
     code, report = status(host, conf)
     assert any("copy failed\nOK   backup t: fine\tdone" in c["message"] for c in report["checks"]), report
+
+
+def test_a_fifo_planted_as_a_backups_side_records_never_hangs_list_or_status(tmp_path):
+    """The last run's result and a .gz backup's verify record lie on a volume others may write to: a FIFO
+    there (which an open would wait on for ever) is an unreadable record, not a hang."""
+    host = make_host(tmp_path / "host")
+    try:
+        conf = write_conf(host, ENABLE_COMPRESSION=1)
+        host.create_vm("packed", "datastore1", [{"size": "4M"}], power="on")
+        assert hotvcb(host, "-m", "packed", "-g", conf).returncode == 0
+        host.set_fault("snapshot.create", "fail")  # a failed run leaves its result beside the backups
+        assert hotvcb(host, "-m", "packed", "-g", conf).returncode != 0
+        host.clear_faults()
+        root = host.real(VOLUME + "/packed")
+        planted = [n for n in os.listdir(root) if n.endswith(GZ_VERIFY_SUFFIX) or n.startswith(".hotvcb-last-run")]
+        assert len(planted) == 2, os.listdir(root)
+        for name in planted:
+            os.unlink(os.path.join(root, name))
+            os.mkfifo(os.path.join(root, name))
+        for argv in (["list", "-g", conf], ["status", "-g", conf], ["verify", "--all", "-g", conf]):
+            r = hotvcb(host, *argv, timeout=60)
+            assert "Traceback" not in r.stdout + r.stderr, r.stdout + r.stderr
+            assert "packed" in r.stdout + r.stderr, (argv, r.stdout + r.stderr)
+    finally:
+        host.stop()

@@ -180,6 +180,9 @@ def _not_ok(status: str) -> Health:
     return Health(status if status in ("warn", "error") else "incomplete", reasons.get(status, status))
 
 
+SIDECAR_MAX = 1 << 20  # a size and verify's finding: a few hundred bytes
+
+
 def write_gz_sidecar(shell: Shell, path: str, data: Dict[str, Any]) -> None:
     shell.write_text(path + GZ_VERIFY_SUFFIX, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
@@ -189,7 +192,7 @@ def read_gz_verify(shell: Shell, path: str) -> Dict[str, Any]:
     side = path + GZ_VERIFY_SUFFIX
     try:
         if shell.exists(side):
-            data = json.loads(shell.read_text(side))
+            data = json.loads(shell.read_regular(side, SIDECAR_MAX))  # anyone may have planted a FIFO there
             return data if isinstance(data, dict) else {}
     except (ValueError, HostError):
         return {"verify_error": {"message": "%s is unreadable" % side}}

@@ -20,6 +20,7 @@ from ..shell import Shell
 from . import layout
 
 PREFIX = ".hotvcb-last-run"
+LAST_MAX = 1 << 20  # one run's result: a few hundred bytes
 
 
 def _path(volume: str, vm_name: str, host_name: str) -> str:
@@ -49,7 +50,7 @@ def last(shell: Shell, volume: str, vm_name: str, host_name: str) -> Optional[Di
     try:
         if not shell.exists(path):
             return None
-        data = json.loads(shell.read_text(path))
+        data = json.loads(shell.read_regular(path, LAST_MAX))  # a FIFO planted there must not hang list/status
         return data if isinstance(data, dict) and isinstance(data.get("time"), int) else None
     except (HotvcbError, ValueError):
         return None
