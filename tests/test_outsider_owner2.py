@@ -86,9 +86,6 @@ def test_a_second_cleanup_while_the_first_holds_a_taken_over_lock_refuses_and_ke
         first.communicate()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="DEFECT: a second takeover overwrites hotvcb.sweep; the first dead run "
-                   "(pid untold) is forgotten and its snapshots are kept forever")
 def test_a_takeover_of_a_run_that_died_before_its_sweep_keeps_the_first_dead_run(tmp_path):
     """Run X (another pid namespace) dies; B takes its stale lock over (sweep: X) and is SIGKILLed before its sweep.
     C takes B's lock over: X's leftovers are still to be looked for, and only the sweep record says X is dead
