@@ -144,9 +144,6 @@ def plant_snapshot(host, vmid, run, ns):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="DEFECT: a planted hotvcb.sweep naming a live run's id makes cleanup remove "
-                   "that live backup's snapshot and -partial folder (dead_runs beats a pid that says alive)")
 def test_a_planted_sweep_record_naming_a_live_backup_does_not_get_its_work_removed(esx):
     """A live backup on this machine (its pid says alive) whose lock file an admin deleted; a stranger who can
     write the run folder plants `hotvcb.sweep` naming the backup's run. A cleanup must still leave the backup's

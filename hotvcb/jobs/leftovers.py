@@ -17,9 +17,11 @@ A record of this machine whose process still runs (owner_alive: its lock
 file may have been deleted under it) is never a leftover, and one whose
 process cannot be told from here (another pid namespace, a process /proc
 hides) is kept, or judged by its heartbeat where it has one: never removed
-on a guess. The run whose lock we took over as gone (store/lock.py:
-HostLock.dead_runs, by its stale heartbeat where its pid cannot tell) is
-dead for everything carrying its run id, whatever its pid says.
+on a guess. The runs whose locks were taken over as gone (store/lock.py:
+HostLock.dead_runs, by a stale heartbeat where the pid cannot tell) are
+dead for everything carrying their run ids whose pid cannot tell either; a
+pid that says alive still wins (the record is a file anyone who can write
+the run folder may plant).
 User snapshots (any other name) and finished backups are never touched.
 """
 
@@ -183,11 +185,14 @@ def owner_alive(owner: RunId, run: RunId, dead: Collection[str] = ()) -> Optiona
     deleted under it: the lock is not the only proof we go by. None where its pid cannot tell (another
     pid namespace of this machine, a live process /proc hides from us): what it owns is kept, or judged
     by its heartbeat where it has one. False for another machine's record, whose pid tells nothing
-    here (its host id and heartbeat do). False too for a run in `dead`: its lock was taken over as gone.
+    here (its host id and heartbeat do). A run in `dead` (its lock was taken over as gone) is dead where
+    its pid cannot tell, never against a pid that says alive: anyone who can write the run folder can plant
+    that record.
     """
-    if owner.run in dead:
+    if owner.machine != run.machine:
         return False
-    return running(owner, run) if owner.machine == run.machine else False
+    alive = running(owner, run)
+    return False if alive is None and owner.run in dead else alive
 
 
 def _partial_dead(shell: Shell, partial: str, run: RunId, dead: Collection[str]) -> bool:
