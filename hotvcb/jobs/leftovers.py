@@ -26,7 +26,7 @@ User snapshots (any other name) and finished backups are never touched.
 """
 
 import re
-from typing import Callable, Collection, List, Optional
+from typing import Callable, Collection, List, NamedTuple, Optional
 
 from ..errors import HotvcbError
 from ..hosts.base import Hypervisor
@@ -237,10 +237,17 @@ def volume_age(shell: Shell, path: str, folder: str, run: RunId) -> Optional[flo
     return age - skew
 
 
+class HostCleanup(NamedTuple):
+    found: int  # leftovers removed (a dry run's: found)
+    complete: bool  # no VM's cleanup failed: the dead runs' record may go (HostLock.sweep_done)
+
+
 def cleanup_host(host: Hypervisor, volume: str, log, run: RunId, dry_run: bool = False,
-                 dead: Collection[str] = ()) -> int:
-    """`hotvcb cleanup`: every VM on the host, every leftover of a dead run (`dead`: as owner_alive's)."""
-    count = 0
+                 dead: Collection[str] = ()) -> HostCleanup:
+    """`hotvcb cleanup`: every VM on the host, every leftover of a dead run (`dead`: as owner_alive's).
+    Not complete where a VM's failed: a dead run whose pid cannot tell is known dead only by the record
+    the callers keep then, and without it the next cleanup would keep what it left for good."""
+    count, complete = 0, True
     for ref in host.list_vms():
         try:
             vm = host.load_vm(ref)
@@ -249,5 +256,6 @@ def cleanup_host(host: Hypervisor, volume: str, log, run: RunId, dry_run: bool =
             count += remove_partials(host.shell, volume, ref.name, log, run, dry_run, dead=dead)
         except HotvcbError as err:
             log.error("%s: cleanup failed: %s" % (ref.name, err))
-    return count
+            complete = False
+    return HostCleanup(count, complete)
 
