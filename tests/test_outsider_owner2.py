@@ -204,6 +204,30 @@ def test_a_cleanup_whose_removal_failed_still_knows_the_taken_over_run_next_time
 
 
 @needs_root
+def test_a_backup_whose_sweep_of_the_host_failed_keeps_the_taken_over_run_for_the_next_cleanup(esx):
+    """As above, but the lock is taken over by a backup of another VM, which looks at every VM of the host first:
+    its backup goes on, and the refused removal leaves the sweep record naming X for the next cleanup."""
+    host = esx
+    assert hotvcb(host, "cleanup", "-g", host.conf).returncode == 0
+    vmid = str(host.create_vm("untold2", "datastore1", [{"size": "4M"}], power="on"))
+    host.create_vm("plain2", "datastore1", [{"size": "4M"}], power="off")
+    plant_snapshot(host, vmid, "00000000cafe", other_namespace())
+    write(host_lock_path(host), record("00000000cafe", 4242, ns=other_namespace(), machine=ESXI), OLD)
+    host.set_fault("snapshot.remove", "fail-once")
+    try:
+        r = hotvcb(host, "-m", "plain2", "-g", host.conf)
+    finally:
+        host.set_fault("snapshot.remove", "")
+    assert "looking for its leftovers on every VM" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert "untold2: cleanup failed" in r.stdout + r.stderr and ours(host, vmid), r.stdout + r.stderr
+    with open(run_path(host, "hotvcb.sweep")) as f:
+        assert "00000000cafe" in f.read()
+    r = hotvcb(host, "cleanup", "-g", host.conf)
+    assert ours(host, vmid) == [], r.stdout + r.stderr
+    assert not os.path.exists(run_path(host, "hotvcb.sweep")), r.stdout
+
+
+@needs_root
 def test_a_vm_the_admin_powered_on_again_after_a_dead_run_is_left_running(esx):
     """A dead run powered `adminvm` off for its backup; an hour later the admin powered it on by hand. Cleanup must
     not touch the VM (no power cycle, no error), only drop the stale marker, and exit 0."""
