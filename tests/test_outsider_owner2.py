@@ -246,6 +246,26 @@ def test_a_vm_the_admin_powered_on_again_after_a_dead_run_is_left_running(esx):
 
 
 @needs_root
+def test_a_vm_an_untold_dead_run_asked_to_shut_down_is_still_known_once_its_grace_is_over(esx):
+    """A run in another pid namespace asked `graceful` to shut down and died; its lock is taken over while the guest
+    may still be going down (the marker is young): the VM is left for the next look, and that look must still know
+    the run is dead, so the sweep record stays until the VM is dealt with."""
+    host = esx
+    vmid = host.create_vm("graceful", "datastore1", [{"size": "4M"}], power="on")
+    marker = host.real("/vmfs/volumes/datastore1/graceful/.hotvcb-powered-off.graceful.vmx")
+    write(marker, record("0000000000ab", 4242, ns=other_namespace(), machine=ESXI))
+    write(host_lock_path(host), record("0000000000ab", 4242, ns=other_namespace(), machine=ESXI), OLD)
+    r = hotvcb(host, "cleanup", "-g", host.conf)
+    assert r.returncode == 0 and "looking again next time" in r.stdout, r.stdout + r.stderr
+    assert os.path.exists(run_path(host, "hotvcb.sweep")), r.stdout
+    os.utime(marker, (OLD, OLD))  # the grace is over: the guest stayed on
+    r = hotvcb(host, "cleanup", "-g", host.conf)
+    assert r.returncode == 0 and "graceful: " in r.stdout and "it is on again" in r.stdout, r.stdout + r.stderr
+    assert host.power_state(vmid) == "on" and not os.path.exists(marker), r.stdout
+    assert not os.path.exists(run_path(host, "hotvcb.sweep")), r.stdout
+
+
+@needs_root
 def test_a_garbage_power_off_marker_leaves_the_vm_and_cleanup_goes_on(esx):
     """A marker that is a FIFO is reported and its VM left off, without waiting on it; cleanup carries on with the
     host's other VMs (a 1 MiB marker whose record lies past the 64 KiB cap reads as a record-less, older hotvcb's

@@ -242,11 +242,23 @@ class HostCleanup(NamedTuple):
     complete: bool  # no VM's cleanup failed: the dead runs' record may go (HostLock.sweep_done)
 
 
+def _power_kept_for(host: Hypervisor, vm, dead: Collection[str]) -> bool:
+    """A dead run's power-off marker kept while its guest may still be going down (restore_power): the next
+    run finishes it only if it still knows that run is dead."""
+    path = power_marker(vm)
+    try:
+        owner = parse(host.shell.read_regular(path, RECORD_MAX)) if host.shell.exists(path) else None
+    except HotvcbError:  # a planted FIFO: restore_power named it already
+        return False
+    return owner is not None and owner.run in dead
+
+
 def cleanup_host(host: Hypervisor, volume: str, log, run: RunId, dry_run: bool = False,
                  dead: Collection[str] = ()) -> HostCleanup:
     """`hotvcb cleanup`: every VM on the host, every leftover of a dead run (`dead`: as owner_alive's).
-    Not complete where a VM's failed: a dead run whose pid cannot tell is known dead only by the record
-    the callers keep then, and without it the next cleanup would keep what it left for good."""
+    Not complete where a VM's failed, or a dead run's VM is left for the next look (its guest may still be
+    going down): a dead run whose pid cannot tell is known dead only by the record the callers keep then,
+    and without it the next cleanup would keep what it left for good."""
     count, complete = 0, True
     for ref in host.list_vms():
         try:
@@ -254,6 +266,8 @@ def cleanup_host(host: Hypervisor, volume: str, log, run: RunId, dry_run: bool =
             count += remove_our_snapshots(host, vm, log, run, dry_run, dead=dead)
             count += int(restore_power(host, vm, log, run, dry_run, dead))
             count += remove_partials(host.shell, volume, ref.name, log, run, dry_run, dead=dead)
+            if dead and not dry_run and _power_kept_for(host, vm, dead):
+                complete = False
         except HotvcbError as err:
             log.error("%s: cleanup failed: %s" % (ref.name, err))
             complete = False
