@@ -86,9 +86,6 @@ def test_a_second_cleanup_while_the_first_holds_a_taken_over_lock_refuses_and_ke
         first.communicate()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="DEFECT: a second takeover overwrites hotvcb.sweep; the first dead run "
-                   "(pid untold) is forgotten and its snapshots are kept forever")
 def test_a_takeover_of_a_run_that_died_before_its_sweep_keeps_the_first_dead_run(tmp_path):
     """Run X (another pid namespace) dies; B takes its stale lock over (sweep: X) and is SIGKILLed before its sweep.
     C takes B's lock over: X's leftovers are still to be looked for, and only the sweep record says X is dead
@@ -147,9 +144,6 @@ def plant_snapshot(host, vmid, run, ns):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="DEFECT: a planted hotvcb.sweep naming a live run's id makes cleanup remove "
-                   "that live backup's snapshot and -partial folder (dead_runs beats a pid that says alive)")
 def test_a_planted_sweep_record_naming_a_live_backup_does_not_get_its_work_removed(esx):
     """A live backup on this machine (its pid says alive) whose lock file an admin deleted; a stranger who can
     write the run folder plants `hotvcb.sweep` naming the backup's run. A cleanup must still leave the backup's
@@ -187,14 +181,13 @@ def test_a_planted_sweep_record_naming_a_live_backup_does_not_get_its_work_remov
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="DEFECT: cleanup drops hotvcb.sweep even when removing the dead run's "
-                   "snapshot failed; the next cleanup keeps that snapshot for good as 'may still be running'")
 def test_a_cleanup_whose_removal_failed_still_knows_the_taken_over_run_next_time(esx):
     """Run X (another pid namespace) died holding the lock and left a snapshot. The first cleanup takes the stale lock
     over but hostd refuses the removal (exit 1). The second cleanup must still remove X's snapshot: only the sweep
     record could say X is dead."""
     host = esx
+    # what earlier tests on this host left (a killed backup's snapshot) goes first: the refusal must hit X's
+    assert hotvcb(host, "cleanup", "-g", host.conf).returncode == 0
     vmid = str(host.create_vm("untold1", "datastore1", [{"size": "4M"}], power="on"))
     plant_snapshot(host, vmid, "00000000beef", other_namespace())
     write(host_lock_path(host), record("00000000beef", 4242, ns=other_namespace(), machine=ESXI), OLD)
@@ -208,6 +201,30 @@ def test_a_cleanup_whose_removal_failed_still_knows_the_taken_over_run_next_time
     assert ours(host, vmid), r.stdout
     r = hotvcb(host, "cleanup", "-g", host.conf)
     assert ours(host, vmid) == [], r.stdout + r.stderr
+
+
+@needs_root
+def test_a_backup_whose_sweep_of_the_host_failed_keeps_the_taken_over_run_for_the_next_cleanup(esx):
+    """As above, but the lock is taken over by a backup of another VM, which looks at every VM of the host first:
+    its backup goes on, and the refused removal leaves the sweep record naming X for the next cleanup."""
+    host = esx
+    assert hotvcb(host, "cleanup", "-g", host.conf).returncode == 0
+    vmid = str(host.create_vm("untold2", "datastore1", [{"size": "4M"}], power="on"))
+    host.create_vm("plain2", "datastore1", [{"size": "4M"}], power="off")
+    plant_snapshot(host, vmid, "00000000cafe", other_namespace())
+    write(host_lock_path(host), record("00000000cafe", 4242, ns=other_namespace(), machine=ESXI), OLD)
+    host.set_fault("snapshot.remove", "fail-once")
+    try:
+        r = hotvcb(host, "-m", "plain2", "-g", host.conf)
+    finally:
+        host.set_fault("snapshot.remove", "")
+    assert "looking for its leftovers on every VM" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert "untold2: cleanup failed" in r.stdout + r.stderr and ours(host, vmid), r.stdout + r.stderr
+    with open(run_path(host, "hotvcb.sweep")) as f:
+        assert "00000000cafe" in f.read()
+    r = hotvcb(host, "cleanup", "-g", host.conf)
+    assert ours(host, vmid) == [], r.stdout + r.stderr
+    assert not os.path.exists(run_path(host, "hotvcb.sweep")), r.stdout
 
 
 @needs_root
@@ -226,6 +243,26 @@ def test_a_vm_the_admin_powered_on_again_after_a_dead_run_is_left_running(esx):
     assert host.power_state(vmid) == "on", r.stdout
     assert "powering it on" not in r.stdout and "it is on again" in r.stdout, r.stdout
     assert not os.path.exists(marker), r.stdout
+
+
+@needs_root
+def test_a_vm_an_untold_dead_run_asked_to_shut_down_is_still_known_once_its_grace_is_over(esx):
+    """A run in another pid namespace asked `graceful` to shut down and died; its lock is taken over while the guest
+    may still be going down (the marker is young): the VM is left for the next look, and that look must still know
+    the run is dead, so the sweep record stays until the VM is dealt with."""
+    host = esx
+    vmid = host.create_vm("graceful", "datastore1", [{"size": "4M"}], power="on")
+    marker = host.real("/vmfs/volumes/datastore1/graceful/.hotvcb-powered-off.graceful.vmx")
+    write(marker, record("0000000000ab", 4242, ns=other_namespace(), machine=ESXI))
+    write(host_lock_path(host), record("0000000000ab", 4242, ns=other_namespace(), machine=ESXI), OLD)
+    r = hotvcb(host, "cleanup", "-g", host.conf)
+    assert r.returncode == 0 and "looking again next time" in r.stdout, r.stdout + r.stderr
+    assert os.path.exists(run_path(host, "hotvcb.sweep")), r.stdout
+    os.utime(marker, (OLD, OLD))  # the grace is over: the guest stayed on
+    r = hotvcb(host, "cleanup", "-g", host.conf)
+    assert r.returncode == 0 and "graceful: " in r.stdout and "it is on again" in r.stdout, r.stdout + r.stderr
+    assert host.power_state(vmid) == "on" and not os.path.exists(marker), r.stdout
+    assert not os.path.exists(run_path(host, "hotvcb.sweep")), r.stdout
 
 
 @needs_root

@@ -231,6 +231,20 @@ def test_the_run_lock_records_when_its_process_started(tmp_path):
         mine.release()
 
 
+def test_the_sweep_record_keeps_the_newest_dead_runs_and_drops_what_is_no_record(tmp_path):
+    """Runs that each took the lock over and died before their sweep: the record names the last SWEEP_KEEP of them,
+    newest last, bounded however many die; a planted line naming no run is not carried on."""
+    dead = [RunId("%012x" % n, socket.gethostname(), 0, 1, "h") for n in range(lock.SWEEP_KEEP + 1)]
+    (tmp_path / lock.SWEEP_NAME).write_text("garbage\n" + "".join(r.text() + "\n" for r in dead[:-1]))
+    (tmp_path / lock.LOCK_NAME).write_text(dead[-1].text() + "\n")  # pid 0: no process has it
+    mine = HostLock(LocalShell(), str(tmp_path), run_id()).acquire()
+    try:
+        assert mine.took_over and mine.dead_runs() == tuple(r.run for r in dead[1:])
+        assert "garbage" not in (tmp_path / lock.SWEEP_NAME).read_text()
+    finally:
+        mine.release()
+
+
 def test_a_run_lock_whose_pid_now_is_another_hotvcb_started_later_is_taken_over(tmp_path, hotvcb_holder):
     """The run that wrote the lock died; its pid is a hotvcb process again (the next nightly run, a prune),
     one that started at another time than the lock records: no holder, so cleanup takes the lock over."""

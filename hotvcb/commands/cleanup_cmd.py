@@ -38,9 +38,10 @@ def run(args) -> int:
     lock, me = common.lock_host(host, log, args.host_target)
     before = len(log.lines)
     try:
-        n = cleanup_host(host, settings.vm_backup_volume, log, me, args.level == "dryrun", lock.dead_runs())
-        n += restore_scratch.sweep(host.shell, [d.url for d in host.datastores()], log, me, args.level == "dryrun")
-        if args.level != "dryrun":
+        swept = cleanup_host(host, settings.vm_backup_volume, log, me, args.level == "dryrun", lock.dead_runs())
+        n = swept.found + restore_scratch.sweep(host.shell, [d.url for d in host.datastores()], log, me,
+                                                args.level == "dryrun")
+        if swept.complete and args.level != "dryrun":
             lock.sweep_done()
     finally:
         lock.release()

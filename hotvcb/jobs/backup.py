@@ -126,8 +126,9 @@ class BackupJob:
         if self.lock is not None and not self.dry_run and self.lock.sweep_needed:
             # a run before us died: what it left may be on VMs this run does not back up
             self.log.warning("a previous hotvcb run on this host died; looking for its leftovers on every VM")
-            cleanup_host(self.host, self.settings.vm_backup_volume, self.log, self.run_id, dead=self.lock.dead_runs())
-            self.lock.sweep_done()
+            if cleanup_host(self.host, self.settings.vm_backup_volume, self.log, self.run_id,
+                            dead=self.lock.dead_runs()).complete:
+                self.lock.sweep_done()
             self.swept = True
         targets = self.select(names, exclude)
         self.results = []

@@ -17,14 +17,16 @@ A record of this machine whose process still runs (owner_alive: its lock
 file may have been deleted under it) is never a leftover, and one whose
 process cannot be told from here (another pid namespace, a process /proc
 hides) is kept, or judged by its heartbeat where it has one: never removed
-on a guess. The run whose lock we took over as gone (store/lock.py:
-HostLock.dead_runs, by its stale heartbeat where its pid cannot tell) is
-dead for everything carrying its run id, whatever its pid says.
+on a guess. The runs whose locks were taken over as gone (store/lock.py:
+HostLock.dead_runs, by a stale heartbeat where the pid cannot tell) are
+dead for everything carrying their run ids whose pid cannot tell either; a
+pid that says alive still wins (the record is a file anyone who can write
+the run folder may plant).
 User snapshots (any other name) and finished backups are never touched.
 """
 
 import re
-from typing import Callable, Collection, List, Optional
+from typing import Callable, Collection, List, NamedTuple, Optional
 
 from ..errors import HotvcbError
 from ..hosts.base import Hypervisor
@@ -183,11 +185,14 @@ def owner_alive(owner: RunId, run: RunId, dead: Collection[str] = ()) -> Optiona
     deleted under it: the lock is not the only proof we go by. None where its pid cannot tell (another
     pid namespace of this machine, a live process /proc hides from us): what it owns is kept, or judged
     by its heartbeat where it has one. False for another machine's record, whose pid tells nothing
-    here (its host id and heartbeat do). False too for a run in `dead`: its lock was taken over as gone.
+    here (its host id and heartbeat do). A run in `dead` (its lock was taken over as gone) is dead where
+    its pid cannot tell, never against a pid that says alive: anyone who can write the run folder can plant
+    that record.
     """
-    if owner.run in dead:
+    if owner.machine != run.machine:
         return False
-    return running(owner, run) if owner.machine == run.machine else False
+    alive = running(owner, run)
+    return False if alive is None and owner.run in dead else alive
 
 
 def _partial_dead(shell: Shell, partial: str, run: RunId, dead: Collection[str]) -> bool:
@@ -232,17 +237,39 @@ def volume_age(shell: Shell, path: str, folder: str, run: RunId) -> Optional[flo
     return age - skew
 
 
+class HostCleanup(NamedTuple):
+    found: int  # leftovers removed (a dry run's: found)
+    complete: bool  # no VM's cleanup failed: the dead runs' record may go (HostLock.sweep_done)
+
+
+def _power_kept_for(host: Hypervisor, vm, dead: Collection[str]) -> bool:
+    """A dead run's power-off marker kept while its guest may still be going down (restore_power): the next
+    run finishes it only if it still knows that run is dead."""
+    path = power_marker(vm)
+    try:
+        owner = parse(host.shell.read_regular(path, RECORD_MAX)) if host.shell.exists(path) else None
+    except HotvcbError:  # a planted FIFO: restore_power named it already
+        return False
+    return owner is not None and owner.run in dead
+
+
 def cleanup_host(host: Hypervisor, volume: str, log, run: RunId, dry_run: bool = False,
-                 dead: Collection[str] = ()) -> int:
-    """`hotvcb cleanup`: every VM on the host, every leftover of a dead run (`dead`: as owner_alive's)."""
-    count = 0
+                 dead: Collection[str] = ()) -> HostCleanup:
+    """`hotvcb cleanup`: every VM on the host, every leftover of a dead run (`dead`: as owner_alive's).
+    Not complete where a VM's failed, or a dead run's VM is left for the next look (its guest may still be
+    going down): a dead run whose pid cannot tell is known dead only by the record the callers keep then,
+    and without it the next cleanup would keep what it left for good."""
+    count, complete = 0, True
     for ref in host.list_vms():
         try:
             vm = host.load_vm(ref)
             count += remove_our_snapshots(host, vm, log, run, dry_run, dead=dead)
             count += int(restore_power(host, vm, log, run, dry_run, dead))
             count += remove_partials(host.shell, volume, ref.name, log, run, dry_run, dead=dead)
+            if dead and not dry_run and _power_kept_for(host, vm, dead):
+                complete = False
         except HotvcbError as err:
             log.error("%s: cleanup failed: %s" % (ref.name, err))
-    return count
+            complete = False
+    return HostCleanup(count, complete)
 

@@ -44,6 +44,7 @@ from ..shell import Shell
 
 LOCK_NAME = "hotvcb.lock"
 SWEEP_NAME = "hotvcb.sweep"  # a dead run's lock was taken over: its leftovers are still to be looked for
+SWEEP_KEEP = 16  # dead runs the sweep record names at most (the newest): each a line, well under RECORD_MAX
 HEARTBEAT = 30.0
 STALE_AFTER = 300.0  # ten missed heartbeats
 TAKEOVER_STALE = 60.0  # a takeover takes milliseconds; one this old died mid-way
@@ -118,8 +119,10 @@ class HostLock:
             record, text = self._read(self.path)
             if text == stale_text and not holder_alive(self.shell, self.path, record, self.run):
                 self.log("taking over the run lock %s from %s, which is gone" % (self.path, record or "an unknown run"))
-                # recorded until a real run has looked for what that run left (a dry run only looks)
-                self.shell.write_text(self.sweep_path, text or "unknown run\n")
+                # recorded until a real run has looked for what that run left (a dry run only looks), beside
+                # the runs already recorded: one that took a lock over may die before its sweep
+                runs = [r.text() for r in self._swept_records()] + [record.text() if record else "unknown run"]
+                self.shell.write_text(self.sweep_path, "\n".join(runs[-SWEEP_KEEP:]) + "\n")
                 self.shell.remove_tree(self.path)
                 self.took_over = True
         finally:
@@ -134,14 +137,17 @@ class HostLock:
             return True
 
     def dead_runs(self) -> Tuple[str, ...]:
-        """The run id of the holder whose lock was taken over as gone (by its pid, or by its stale heartbeat where its
-        pid cannot tell), while its leftovers are still to be looked for: what carries that id is a dead run's too,
-        though its pid, in another pid namespace, could never say so."""
+        """The run ids of the holders whose locks were taken over as gone (by their pid, or by their stale heartbeat
+        where the pid cannot tell), while their leftovers are still to be looked for: what carries such an id is a
+        dead run's where its pid cannot tell (jobs/leftovers.owner_alive), as in another pid namespace it never can."""
+        return tuple(r.run for r in self._swept_records())
+
+    def _swept_records(self) -> List[RunId]:
         try:
-            record = parse(self.shell.read_regular(self.sweep_path, RECORD_MAX))
+            text = self.shell.read_regular(self.sweep_path, RECORD_MAX)
         except HostError:
-            return ()  # none taken over, or nothing of ours
-        return (record.run,) if record is not None else ()
+            return []  # none taken over, or nothing of ours (a planted FIFO)
+        return [r for r in map(parse, text.splitlines()) if r is not None]
 
     def sweep_done(self) -> None:
         self.took_over = False
