@@ -184,12 +184,11 @@ def _renamed_extents(text: str, new_name: Callable[[str], Optional[str]]) -> str
 
 
 def for_qemu(text: str) -> str:
-    """The descriptor as qemu must be handed it to read it as VMware does: no blank or comment lines
-    after the first (VMware's `# Disk DescriptorFile`). qemu (block/vmdk.c vmdk_parse_extents) scans
-    each line with sscanf("%10s ..."), which skips line breaks too: a blank line right before an extent line reads that extent a second time
-    (a disk of twice its size, the first extent's data read again)."""
-    return "".join(l for i, l in enumerate(_LINES.findall(text))
-                   if l.strip() and (i == 0 or not l.strip().startswith("#")))
+    """The descriptor as qemu must be handed it to read it as VMware does: without blank lines. qemu
+    (block/vmdk.c vmdk_parse_extents) scans each line with sscanf("%10s ..."), which skips line breaks
+    too: a blank line right before an extent line reads that extent a second time (a disk of twice its
+    size, the first extent's data read again). A comment line it reads as one, and skips."""
+    return "".join(l for l in _LINES.findall(text) if l.strip())
 
 
 def anchored(text: str, folder: str, parent: bool = True) -> str:
