@@ -12,7 +12,8 @@ import pytest
 from hotvcb import vmdk
 from hotvcb.errors import HotvcbError
 from hotvcb.hosts import qemuimg
-from hotvcb.jobs import qemu_vmdk
+from hotvcb.jobs import qemu_vmdk, restore_stage
+from hotvcb.jobs.machine_of import machine_of
 from hotvcb.shell import LocalShell
 
 MiB = 1 << 20
@@ -82,3 +83,25 @@ def test_an_extent_line_qemu_reads_and_vmware_does_not_is_refused_naming_the_des
     with pytest.raises(HotvcbError, match=r"disk\.vmdk: qemu-img reads it as a disk of 2097152 bytes, its "
                                           r"descriptor gives 1048576"):
         qemu_vmdk.opened(LocalShell(), str(folder / "disk.vmdk"), str(tmp_path / "work"))
+
+
+class _Log:
+    def info(self, _line):
+        pass
+
+    warning = info
+
+
+def test_a_libvirt_backups_blank_line_vmdk_is_staged_for_esxi_as_the_one_disk(tmp_path):
+    """The ESXi restore of a KVM backup converts its disks first (restore_stage.stage): a .vmdk disk
+    there is read through the same copy, and the work folder is gone before the plan reads the stage."""
+    folder, data = backup(tmp_path)
+    (folder / "domain.xml").write_text(
+        "<domain type='kvm'><name>lv</name><memory unit='MiB'>64</memory><vcpu>1</vcpu><os><type arch='x86_64'>"
+        "hvm</type></os><devices><disk type='file' device='disk'><driver type='vmdk'/><source file='disk.vmdk'/>"
+        "<target dev='sda' bus='sata'/></disk></devices></domain>")
+    dest = tmp_path / "stage"
+    dest.mkdir()
+    restore_stage.stage(LocalShell(), machine_of(LocalShell(), str(folder)), str(dest), _Log())
+    assert sorted(n for n in os.listdir(str(dest)) if not n.endswith(".vmx")) == ["sda-flat.vmdk", "sda.vmdk"]
+    assert raw_of(str(dest / "sda.vmdk"), tmp_path) == data
