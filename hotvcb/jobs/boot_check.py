@@ -87,7 +87,7 @@ def smoke_boot(shell: Shell, path: str, log, *, pattern: str = DEFAULT_PATTERN, 
         for i, d in enumerate(m.disks):
             overlay = os.path.join(work, "disk%d.qcow2" % i)
             source = os.path.abspath(d.source)
-            if d.fmt == "vmdk":  # a descriptor qemu would misread: a normalised copy, or refused
+            if d.fmt == "vmdk":  # read as VMware reads it, or refused (qemu_vmdk.py)
                 source = qemu_vmdk.opened(shell, source, os.path.join(work, "vmdk%d" % i), qemu_img)
             qemuimg.create_overlay(shell, source, d.fmt, overlay, qemu_img)
             d.source, d.fmt = overlay, "qcow2"
