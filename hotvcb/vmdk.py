@@ -183,6 +183,14 @@ def _renamed_extents(text: str, new_name: Callable[[str], Optional[str]]) -> str
     return "".join(out)
 
 
+def for_qemu(text: str) -> str:
+    """The descriptor as qemu must be handed it to read it as VMware does: without blank lines. qemu
+    (block/vmdk.c vmdk_parse_extents) scans each line with sscanf("%10s ..."), which skips line breaks
+    too: a blank line right before an extent line reads that extent a second time (a disk of twice its
+    size, the first extent's data read again). A comment line it reads as one, and skips."""
+    return "".join(l for l in _LINES.findall(text) if l.strip())
+
+
 def anchored(text: str, folder: str, parent: bool = True) -> str:
     """The descriptor with each extent and (`parent`) its parentFileNameHint named by absolute path in
     `folder` (names already absolute kept): the same disk, described by a copy of the descriptor kept in

@@ -168,10 +168,7 @@ def two_gb_sparse(real, name, chunks, blank=False):
         f.write("\n".join(lines))
 
 
-@pytest.mark.parametrize("fmt", ["thin", "2gbsparse", "kvm", pytest.param("kvm-blank", marks=pytest.mark.xfail(
-    strict=True, reason="DEFECT: restore --kvm of a descriptor with a blank line right before its extents: "
-    "qemu-img reads the first extent twice; the image (3 MiB, shifted) is not checked against the 2 MiB "
-    "the descriptor gives"))])
+@pytest.mark.parametrize("fmt", ["thin", "2gbsparse", "kvm", "kvm-blank"])
 def test_a_two_extent_2gbsparse_disk_named_with_umlauts_restores(site, tmp_path, fmt):
     """`Müller dä k.vmdk`, twoGbMaxExtentSparse over two extents (`…-s001.vmdk`, `…-s002.vmdk`, 1 MiB
     of random data each): its dry run writes nothing; restored thin or 2gbsparse, under an umlaut name,
@@ -382,9 +379,6 @@ def test_a_sparse_base_replaced_right_after_the_clone_fails_the_restore_without_
     gone(host, vm + "2")
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: restore --kvm of a monolithicFlat descriptor with a blank line "
-                                       "right before its extent line gives a raw image twice the disk's size "
-                                       "(qemu-img reads the extent twice); nothing compares it with the capacity")
 def test_restore_kvm_of_a_flat_disk_with_a_blank_line_before_its_extent_is_the_disk(site, tmp_path):
     """The plainest hand-made backup (a monolithicFlat descriptor, a blank line before `RW 2048 FLAT`,
     as ghettoVCB-era and hand-edited descriptors have; VMware and esxisim read one 1 MiB disk) restored

@@ -35,7 +35,7 @@ from ..hosts import qemuimg
 from ..hosts.qemu_boot import BootProcess
 from ..shell import Shell
 from ..store import layout
-from . import backup_check
+from . import backup_check, qemu_vmdk
 from .machine_of import machine_of
 
 WORK_PREFIX = "hotvcb-boot-"  # + the pid of the run, so a later run knows a dead run's overlays
@@ -86,7 +86,10 @@ def smoke_boot(shell: Shell, path: str, log, *, pattern: str = DEFAULT_PATTERN, 
             log("note: %s" % note)
         for i, d in enumerate(m.disks):
             overlay = os.path.join(work, "disk%d.qcow2" % i)
-            qemuimg.create_overlay(shell, os.path.abspath(d.source), d.fmt, overlay, qemu_img)
+            source = os.path.abspath(d.source)
+            if d.fmt == "vmdk":  # read as VMware reads it, or refused (qemu_vmdk.py)
+                source = qemu_vmdk.opened(shell, source, os.path.join(work, "vmdk%d" % i), qemu_img)
+            qemuimg.create_overlay(shell, source, d.fmt, overlay, qemu_img)
             d.source, d.fmt = overlay, "qcow2"
         efi_vars = None
         if m.firmware == "efi" and ovmf() is not None:

@@ -28,8 +28,9 @@ UUID and, unless kept, new MAC addresses (convert/machine.renamed).
 import os
 import shlex
 import shutil
+import tempfile
 from dataclasses import dataclass, replace
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from .. import interrupt, tether
 from ..convert import domain_xml
@@ -42,7 +43,7 @@ from ..runid import machine_id
 from ..shell import Shell
 from ..store import layout
 from ..units import human_size
-from . import backup_check, restore_scratch
+from . import backup_check, qemu_vmdk, restore_scratch
 from .machine_of import Found, machine_of
 
 RESTORING = ".hotvcb-restoring"
@@ -82,6 +83,8 @@ class KvmRestore:
         self.temp = None  # type: Optional[str]  # set once created: removed on any failure
         self.unpacked = None  # type: Optional[str]  # a .gz backup unpacked: removed at the end
         self.records = restore_scratch.Records(shell, machine_id)
+        self.work = None  # type: Optional[str]  # normalised VMDK descriptors qemu-img reads (qemu_vmdk.py)
+        self.reads = {}  # type: Dict[str, str]  # a disk's source -> what qemu-img is handed for it
 
     def run(self, req: KvmRequest) -> KvmResult:
         try:
@@ -90,6 +93,8 @@ class KvmRestore:
             raise KvmRestoreError("cannot restore into %s: %s" % (err.filename or req.target, err.strerror or err)) \
                 from err
         finally:
+            if self.work is not None:
+                shutil.rmtree(self.work, ignore_errors=True)
             for path, what in ((self.temp, "unfinished restore folder"), (self.unpacked, "unpacked copy")):
                 if path is not None:
                     self.log.info("Removing the %s %s" % (what, path))
@@ -138,6 +143,10 @@ class KvmRestore:
             self._verify(backup)
         for note in m.notes:
             self.log.warning("%s: %s" % (m.name, note))
+        self.work = tempfile.mkdtemp(prefix="hotvcb-kvm-")
+        for i, d in enumerate(m.disks):  # before anything is written: a disk qemu would misread is refused
+            self.reads[d.source] = d.source if d.fmt != "vmdk" else qemu_vmdk.opened(
+                self.shell, d.source, "%s/%d" % (self.work, i), self.qemu_img)
         self._check_room(m, req, folder)
         if self.dry_run:
             self._print_plan(found, req, folder)
@@ -154,7 +163,7 @@ class KvmRestore:
     def _check_room(self, m: Machine, req: KvmRequest, folder: str) -> None:
         needed = 0
         for d in m.disks:
-            virtual, allocated = qemuimg.sizes(qemuimg.info(self.shell, d.source, self.qemu_img))
+            virtual, allocated = qemuimg.sizes(qemuimg.info(self.shell, self.reads[d.source], self.qemu_img))
             needed += min(virtual, allocated) if req.fmt == "qcow2" else virtual  # raw: an upper bound
         st = os.statvfs(req.target)
         free = st.f_bavail * st.f_frsize
@@ -218,7 +227,7 @@ class KvmRestore:
             if pct is not None:
                 progress(pct)
 
-        argv = qemuimg.convert_argv(src, src_fmt, dst, spec, self.qemu_img)
+        argv = qemuimg.convert_argv(self.reads[src], src_fmt, dst, spec, self.qemu_img)
         try:  # tethered: a SIGKILLed restore must not leave qemu-img writing on
             out = tether.run(self.shell, argv, timeout=None, idle_timeout=1800, on_output=watch)
         except HostError as err:

@@ -20,7 +20,7 @@ from ..errors import HostError
 from ..hosts import qemuimg
 from ..shell import FileReader, Shell
 from ..store import layout
-from . import backup_check
+from . import backup_check, qemu_vmdk
 from .machine_of import Found, machine_of
 
 NO_QEMU_IMG = ("restoring a KVM backup to ESXi converts its disks with qemu-img where the restore writes, and "
@@ -55,19 +55,25 @@ def bytes_needed(shell: Shell, found: Found, disk_format: str) -> int:
 
 
 def stage(shell: Shell, found: Found, dest: str, log, qemu_img: str = qemuimg.QEMU_IMG) -> None:
-    """Fill dest with `<target dev>.vmdk` per disk and `<VM>.vmx`; raise HostError on failure."""
+    """Fill dest with `<target dev>.vmdk` per disk and `<VM>.vmx`; raise HostError on failure (HotvcbError for
+    a VMDK disk qemu-img would read at another size than its descriptor gives: qemu_vmdk.py)."""
     m = found.machine
     names = []  # type: List[str]
-    for d in m.disks:
+    for i, d in enumerate(m.disks):
         if interrupt.pending():
             interrupt.raise_pending()
-        name = d.target + ".vmdk"
+        name, work = d.target + ".vmdk", "%s/.hotvcb-vmdk%d" % (dest, i)  # removed before the plan reads dest
         log.info("Converting %s (%s) to a VMDK ESXi can import: %s/%s" % (d.source, d.fmt, dest, name))
-        argv = qemuimg.convert_argv(d.source, d.fmt, dest + "/" + name, STAGED, qemu_img)
         try:
-            out = tether.run(shell, argv, timeout=None, idle_timeout=1800)  # a SIGKILLed restore ends it too
-        except HostError as err:
-            raise HostError(NO_QEMU_IMG % err) from err
+            source = d.source if d.fmt != "vmdk" else qemu_vmdk.opened(shell, d.source, work, qemu_img)
+            argv = qemuimg.convert_argv(source, d.fmt, dest + "/" + name, STAGED, qemu_img)
+            try:
+                out = tether.run(shell, argv, timeout=None, idle_timeout=1800)  # a SIGKILLed restore ends it too
+            except HostError as err:
+                raise HostError(NO_QEMU_IMG % err) from err
+        finally:
+            if shell.exists(work):
+                shell.remove_tree(work)
         if out.returncode == 127:  # the shell's "not found" (over SSH)
             raise HostError(NO_QEMU_IMG % qemuimg.error_line(out.output))
         if out.returncode != 0:
