@@ -6,11 +6,16 @@ signal handler.
 """
 
 import signal
-from typing import List
+import threading
+from concurrent import futures
+from contextlib import contextmanager
+from typing import Iterator, List, TypeVar
 
 from .errors import Interrupted
 
 _received = []  # type: List[int]
+T = TypeVar("T")
+SLICE = 0.25  # seconds the main thread waits on a worker before it runs Python again
 
 
 def _handler(signum, frame):  # noqa: ARG001 - signature fixed by signal
@@ -38,3 +43,27 @@ def raise_pending() -> None:
 
 def reset() -> None:
     del _received[:]
+
+
+def result(future: "futures.Future[T]") -> T:
+    """The future's result, waited for in slices. A signal sent to the process may be taken from the
+    kernel by a worker thread (one returning from a syscall just then), and Python runs its handler only
+    in the main thread, once that runs Python again: a main thread blocked in one long wait on a worker
+    that itself waits for `pending()` (a restore waiting out a lagging listing) would wait it all out."""
+    while True:
+        try:
+            return future.result(timeout=SLICE)
+        except futures.TimeoutError:
+            pass
+
+
+@contextmanager
+def held(lock: "threading.Lock") -> Iterator[None]:
+    """`with lock`, taken in slices, for the main thread's wait on a lock a worker may hold while it waits
+    for `pending()` (see `result`)."""
+    while not lock.acquire(timeout=SLICE):
+        pass
+    try:
+        yield
+    finally:
+        lock.release()

@@ -23,6 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from typing import Callable, Deque, Dict, Generator, Iterator, List, Optional, Tuple, TypeVar
 
+from .. import interrupt
 from ..errors import RepoError
 from ..sparsewrite import Flusher, write_at
 from . import codec
@@ -130,7 +131,7 @@ class Where:
 
     def locate(self, digest: bytes, since: Optional[float] = None) -> Location:
         """Where the chunk lies; `since`: when it was first missed, if before (a read found its pack gone)."""
-        with self.lock:
+        with interrupt.held(self.lock):
             moved = since is not None  # a read found a pack gone: something is deleting packs
             pack = None  # type: Optional[str]  # the pack found gone that a wait is for ("": none listed holds it)
             users = None  # type: Optional[List[Snapshot]]
@@ -162,7 +163,7 @@ class Where:
         try:
             return self.repo.read_chunks(locs)
         except PackGone as err:
-            with self.lock:
+            with interrupt.held(self.lock):
                 went = self.gone.setdefault(err.pack, time.monotonic())
         since = went if since is None else since
         return [chunk for loc in locs for chunk in self.read([self.locate(loc.blob.digest, since)], since)]
@@ -199,11 +200,11 @@ def fetched(where: Where, index: DiskIndex, check: Check, workers: int,
                 window.append(pool.submit(task, batch))
                 batch = []
                 if len(window) >= 2 * workers:
-                    yield window.popleft().result()
+                    yield interrupt.result(window.popleft())
             if batch:
                 window.append(pool.submit(task, batch))
             while window:
-                yield window.popleft().result()
+                yield interrupt.result(window.popleft())
         finally:
             for fut in window:
                 fut.cancel()

@@ -19,7 +19,7 @@ import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
-from .. import crashpoint
+from .. import crashpoint, interrupt
 from ..blockdigest import file_size, read_blocks
 from ..errors import RepoError
 from . import codec
@@ -96,7 +96,7 @@ class BackupWriter:
         ring = window_size + 1
 
         def settle_one() -> None:
-            for number, length, digest, stored in window.popleft()[1].result():
+            for number, length, digest, stored in interrupt.result(window.popleft()[1]):
                 entries.append((number, digest))
                 if stored is not None and digest not in self.known:
                     self.packs.add(digest, stored[0], length, stored[1])
