@@ -112,6 +112,51 @@ def test_waits_are_bounded(sock_dir):
     fake2.close()
 
 
+def test_a_monitor_whose_listen_queue_is_full_is_waited_for_then_a_timeout(sock_dir, monkeypatch):
+    """QEMU serves one QMP client and queues one more: a connect beyond that fails EAGAIN at once (CI saw a
+    backup fail so, on a monitor the test's own look had just left). hotvcb tries again until its timeout,
+    and gets in once the monitor is free."""
+    path = os.path.join(sock_dir, "busy.qmp")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(0)
+    queued = socket.socket(socket.AF_UNIX)
+    queued.connect(path)  # the one connection the queue holds: the next one is refused EAGAIN
+    try:
+        with pytest.raises(QmpTimeout) as err:
+            QmpClient(path, timeout=0.3).connect()
+        assert "connection" in str(err.value)
+
+        busy, got = threading.Event(), []
+        real = QmpClient._connected
+
+        def connected(self, deadline):
+            sock = real(self, deadline)
+            if sock is None:
+                busy.set()
+            return sock
+
+        monkeypatch.setattr(QmpClient, "_connected", connected)
+        client = threading.Thread(target=lambda: got.append(QmpClient(path, timeout=60).connect()), daemon=True)
+        client.start()
+        assert busy.wait(30), "the client never met a full queue"
+        first, _ = server.accept()
+        first.close()  # the other client leaves: the queue has room again
+        conn, _ = server.accept()
+        with conn, conn.makefile("rwb") as f:
+            f.write(json.dumps(GREETING).encode() + b"\r\n")
+            f.flush()
+            req = json.loads(f.readline())
+            f.write(json.dumps({"return": {}, "id": req.get("id")}).encode() + b"\r\n")
+            f.flush()
+            client.join(30)
+            assert got and got[0].greeting == GREETING["QMP"]
+            got[0].close()
+    finally:
+        queued.close()
+        server.close()
+
+
 def test_no_qemu_behind_the_socket_is_unavailable(sock_dir):
     with pytest.raises(QmpUnavailable):
         QmpClient(os.path.join(sock_dir, "missing.qmp"), timeout=1).connect()

@@ -28,6 +28,7 @@ from .. import interrupt
 from ..errors import HostError
 
 DEFAULT_TIMEOUT = 30.0
+BUSY_PAUSE = 0.05  # seconds between connects while the monitor's listen queue is full
 MAX_LINE = 16 << 20  # a query-block of hundreds of disks stays far below this
 MAX_EVENTS = 1000  # keep the newest; nobody waits for an event that old
 
@@ -94,10 +95,29 @@ class QmpClient:
         self.execute("qmp_capabilities")
 
     def _open(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            sock = self._connected(deadline)
+            if sock is not None:
+                self._sock = sock
+                return
+            if self.interruptible:
+                interrupt.raise_pending()
+            time.sleep(BUSY_PAUSE)
+
+    def _connected(self, deadline: float) -> Optional[socket.socket]:
+        """A socket connected to the monitor; None while its listen queue is full (EAGAIN: QEMU serves one
+        client at a time and queues one more, so another client holds the monitor, or one that just left
+        is not yet replaced: a tool of the admin's, the previous run's last question) until the deadline."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(self.timeout)
             sock.connect(self.path)
+        except BlockingIOError as err:
+            sock.close()
+            if time.monotonic() >= deadline:
+                raise QmpTimeout(self.path, "connection (is another client connected?)", self.timeout) from err
+            return None
         except (FileNotFoundError, ConnectionRefusedError) as err:
             sock.close()
             raise QmpUnavailable(self.path, "QEMU is not listening (%s)" % (err.strerror or err)) from err
@@ -107,7 +127,7 @@ class QmpClient:
         except OSError as err:
             sock.close()
             raise QmpError(self.path, "cannot connect: %s" % (err.strerror or err)) from err
-        self._sock = sock
+        return sock
 
     def close(self) -> None:
         try:
