@@ -494,7 +494,9 @@ def restore_hit_while_a_prune_sweeps(tmp_path, sig):
     prc, pout, perr = finish(prune)
     assert prc == 0, pout + perr
     assert not repo.condemned() and all(len(w) == 1 for w in copies(repo).values())  # the sweep ran
-    if result[0] == 0:
+    if result[0] == 0 or (result[0] == -sig and "Restored " in result[1]):
+        # done before the signal, or done and already exiting: Python gives the default handlers back as it
+        # shuts down, so a signal then ends the process by that signal after the restore said it was done
         pytest.skip("the restore ended before the signal")
     return repo_path, disk, snap, to, result
 
