@@ -189,10 +189,14 @@ def test_the_deleter_removes_each_path_once_and_hands_a_defect_to_its_owner():
     deleter = Deleter(remove)
     for path in ("x", "y", "x"):
         deleter.remove(path)
-    gate.set()
+    # the removals hold on the gate until well after wait() is called: a removal that ended first would
+    # rightly make wait() say there was nothing to wait for (CI saw "z" finish before the wait)
+    threading.Timer(0.5, gate.set).start()
     assert deleter.wait() and done == ["x", "y"]
     deleter.remove("bad")
     with pytest.raises(ValueError):
         deleter.wait()
+    gate.clear()
     deleter.remove("z")
+    threading.Timer(0.5, gate.set).start()
     assert deleter.wait() and done == ["x", "y", "z"] and not deleter.wait()
