@@ -149,7 +149,7 @@ def run(args):
     elif args.cmd == "shell":
         from .namespace import shell
         cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
-        return shell(host, cmd)
+        return shell(host.root, cmd)
     elif args.cmd == "state":
         data = state_dict(host)
         if args.json:

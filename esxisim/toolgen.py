@@ -10,11 +10,8 @@ import stat
 import sys
 
 from . import versions
+from .enter import LAYERS
 
-LAYERS = {  # name -> mount point
-    "usr_bin": "/usr/bin", "usr_sbin": "/usr/sbin", "usr_lib": "/usr/lib",
-    "etc": "/etc", "var_spool": "/var/spool", "run": "/run",
-}
 PY38 = "/root/.pyenv/versions/3.8.18/bin/python3.8"
 
 

@@ -1,0 +1,107 @@
+"""The first moments of a command run "on the host": inside a private mount namespace, /vmfs
+becomes HOST/vmfs and overlays put the ESXi tools and files into /bin, /sbin, /etc, /var/spool,
+/usr/lib and /run; then the command is exec'd in place (same pid, so a signal sent to the
+process a caller started reaches the command itself).
+
+Every hotvcb run and every host-side check of the test suite starts here, thousands of times
+per run, so this module imports os and sys only (ctypes to mount): loading the simulator's
+host model (hashing, disks, shutil) on this path cost about 0.1 s of CPU per command.
+Overlay workdirs are per invocation (two shells may run at once); stale ones are removed at
+the next start once their owner is gone.
+"""
+import os
+import sys
+
+LAYERS = {  # name -> mount point
+    "usr_bin": "/usr/bin", "usr_sbin": "/usr/sbin", "usr_lib": "/usr/lib",
+    "etc": "/etc", "var_spool": "/var/spool", "run": "/run",
+}
+PRIVATE_LAYERS = ("run",)  # the host's own ramdisk: nothing of this machine's /run shows through
+STATE_FILE = os.path.join("state", "host.json")
+_MS_BIND = 4096
+
+
+def argv(root, cmd):
+    """The command line that runs `cmd` on the host at `root` (an unknown host: exit 2)."""
+    src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = "import sys; sys.path.insert(0, %r); from esxisim.enter import main; main()" % src
+    # --uts: the host's own hostname inside, as every real ESXi host has one
+    return (["unshare", "--mount", "--uts", "--propagation", "private", sys.executable, "-S", "-c", code,
+             os.path.abspath(root), "--"] + (list(cmd) or ["/bin/sh"]))
+
+
+def _libc():
+    import ctypes
+    return ctypes, ctypes.CDLL(None, use_errno=True)  # this process's own libc (find_library ran ldconfig)
+
+
+def _mount(source, target, fstype=None, flags=0, data=None):
+    ctypes, libc = _libc()
+    enc = lambda x: x.encode() if x is not None else None  # noqa: E731
+    if libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, "mount %s on %s: %s" % (source, target, os.strerror(err)))
+
+
+def _set_hostname(root):
+    import json
+    try:
+        with open(os.path.join(root, STATE_FILE), encoding="utf-8") as f:
+            name = json.load(f).get("hostname")
+    except (OSError, ValueError):
+        return
+    if name:
+        ctypes, libc = _libc()
+        raw = name.encode()
+        libc.sethostname(raw, ctypes.c_size_t(len(raw)))
+
+
+def _cleanup_workdirs(root):
+    import shutil
+    for layer in LAYERS:
+        d = os.path.join(root, "root", layer)
+        if not os.path.isdir(d):
+            continue
+        for name in os.listdir(d):
+            if name.startswith("work."):
+                try:
+                    os.kill(int(name[5:]), 0)
+                    continue
+                except (ValueError, ProcessLookupError):
+                    pass
+                except PermissionError:
+                    continue
+                shutil.rmtree(os.path.join(d, name), ignore_errors=True)
+
+
+def main():
+    root, cmd = sys.argv[1], sys.argv[3:]
+    if not os.path.exists(os.path.join(root, STATE_FILE)):
+        sys.stderr.write("esxisim: not found: no simulated host at %s\n" % root)
+        os._exit(2)
+    _cleanup_workdirs(root)
+    os.makedirs("/vmfs", exist_ok=True)
+    pid = os.getpid()
+    _mount(os.path.join(root, "vmfs"), "/vmfs", None, _MS_BIND)
+    _set_hostname(root)
+    for layer, target in LAYERS.items():
+        if not os.path.isdir(target):
+            continue
+        base = os.path.join(root, "root", layer)
+        work = os.path.join(base, "work.%d" % pid)
+        os.makedirs(work, exist_ok=True)
+        lower = target
+        if layer in PRIVATE_LAYERS:
+            lower = os.path.join(base, "empty")
+            os.makedirs(os.path.join(lower, "sshd"), exist_ok=True)  # the host's sshd (SSH-mode tests)
+        _mount("overlay", target, "overlay", 0,
+               "lowerdir=%s,upperdir=%s,workdir=%s" % (lower, os.path.join(base, "upper"), work))
+    try:
+        os.chdir(os.getcwd())
+    except OSError:
+        os.chdir("/")
+    try:
+        os.execvp(cmd[0], cmd)
+    except OSError as e:
+        sys.stderr.write("sh: %s: %s\n" % (cmd[0], "not found" if isinstance(e, FileNotFoundError) else e.strerror))
+        os._exit(127)
