@@ -72,6 +72,11 @@ def vim(host: Host, *args) -> str:
     return r.stdout
 
 
+def power(host: Host, vmid: str) -> str:
+    """The VM's power state as `vim-cmd vmsvc/power.getstate` says it ("Powered on", ...)."""
+    return vim(host, "vmsvc/power.getstate", vmid).strip().splitlines()[-1]
+
+
 def snapshot_names(host: Host, vmid: str):
     return [l.split(":", 1)[1].strip() for l in vim(host, "vmsvc/snapshot.get", vmid).splitlines()
             if "Snapshot Name" in l]

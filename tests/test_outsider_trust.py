@@ -12,7 +12,7 @@ import time
 import pytest
 
 from simhost import (backup_once as backup, backup_root, backups, good, host_lock_path, hotvcb,
-                     hotvcb_background, kill, listing, lock_pid, needs_root, ours, snapshot_names,
+                     hotvcb_background, kill, listing, lock_pid, needs_root, ours, power, snapshot_names,
                      two_hosts_sharing_nfs, vim, wait_for, write_conf)
 
 pytestmark = needs_root
@@ -173,10 +173,6 @@ def test_a_snapshot_of_a_killed_run_that_appears_late_is_not_left_after_the_next
 
 
 # -- the next run takes over a dead run's lock but leaves what it did to other VMs ---------------
-
-def power(host, vmid):
-    return vim(host, "vmsvc/power.getstate", vmid).strip().splitlines()[-1]
-
 
 @pytest.mark.parametrize("mode", ["power-down", "hot"])
 def test_the_next_run_repairs_what_a_killed_run_left_even_on_a_vm_it_does_not_back_up(host, tmp_path, mode):
