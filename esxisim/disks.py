@@ -5,7 +5,6 @@ createType="vmfs" + a -flat.vmdk, snapshot deltas vmfsSparse (VMFS5/NFS) or seSp
 (VMFS6), 2gbsparse is twoGbMaxExtentSparse with -s00N.vmdk hosted sparse extents.
 """
 import errno
-import hashlib
 import os
 import random
 import re
@@ -312,6 +311,7 @@ def own_files(path):
 # ---------------------------------------------------------------- creating disks
 
 def fill_pattern(seed, index, n):
+    import hashlib  # here, not at the top: it loads OpenSSL, and only new VMs' disks are filled
     return hashlib.shake_256(("%s:%d" % (seed, index)).encode()).digest(n)
 
 

@@ -3,15 +3,15 @@
 Every tool (vim-cmd, vmkfstools, esxcli, the writer) goes through this class, so the
 CLI, the Python API and the in-namespace tools all see one truth.
 """
-import hashlib
 import os
-import random
 import re
-import shutil
 import time
 
-from . import disks, toolgen, versions, vmx
+from . import versions, vmx
 from .state import Store
+
+# disks, hashlib, random, shutil and toolgen are imported by the methods that use them: every
+# vim-cmd, vmkfstools and esxcli call loads this module, and most of them need none of those.
 
 GUEST_IDS = {  # .vmx guestOS -> API guestId (what getallvms shows)
     "ubuntu-64": "ubuntu64Guest", "other-64": "otherGuest64", "otherlinux-64": "otherLinux64Guest",
@@ -91,6 +91,8 @@ class Host:
     # ------------------------------------------------------------------ create
     @classmethod
     def create(cls, path, version="7.0.3", hostname="esxi01", nfs_root=None, crond=True):
+        import random
+        from . import toolgen
         versions.info(version)
         h = cls(path)
         if h.store.exists():
@@ -123,6 +125,7 @@ class Host:
         return self.state()["datastores"]
 
     def add_datastore(self, name, capacity=20 << 30, vmfs=6):
+        import random
         st = self.state()
         if name in st["datastores"]:
             raise FileExistsError("datastore %s exists" % name)
@@ -135,6 +138,7 @@ class Host:
 
     def add_nfs(self, name, server, share, capacity=100 << 30, readonly=False, version="nfs"):
         """NFS datastore; version "nfs" (v3) or "nfsv41" (4.1, API type NFS41)."""
+        import hashlib
         st = self.state()
         if name in st["datastores"]:
             raise FileExistsError(name)
@@ -235,6 +239,7 @@ class Host:
         return os.path.exists(self.vmx_real(vmid))
 
     def register(self, vmx_path, name=None, tools=True):
+        import hashlib
         vmx_path = self.canonical(vmx_path)
         if not os.path.isfile(self.real(vmx_path)):
             raise NotFound(vmx_path)
@@ -281,6 +286,9 @@ class Host:
     # ------------------------------------------------------------------ VMs
     def create_vm(self, name, datastore, disk_specs=None, power="off", writer=False, snapshots=(),
                   nvram=True, vmxf=False, guest_os="centos7_64Guest", hw=19, tools=True, annotation=None):
+        import hashlib
+        import random
+        from . import disks
         if not self.datastore_by_name(datastore):
             raise NotFound("datastore %s" % datastore)
         disk_specs = disk_specs if disk_specs is not None else [{}]
@@ -403,6 +411,7 @@ class Host:
     def missing_disk(self, vmid):
         """The first disk of the VM whose descriptor, extent or parent chain is missing: (host
         path of the disk the .vmx names, reason), or None. A real vmx refuses to power on then."""
+        from . import disks
         for _node, path, _mode in self.vm_disks(vmid):
             try:
                 for f in disks.chain_files(self.real(path)):
@@ -465,6 +474,7 @@ class Host:
         read-only and can be read by others (that is how ghettoVCB clones a running VM's base).
         An independent-nonpersistent disk writes to a redo log, its base is read-only.
         """
+        from . import disks
         target = os.path.realpath(real_path)
         for vmid, v in self.vms().items():
             if v.get("power") != "on" or not self.is_valid(vmid):
@@ -497,6 +507,7 @@ class Host:
 
     def read_disk(self, vmdk_path):
         """Flattened content of a disk or snapshot chain; accepts host or real paths."""
+        from . import disks
         return disks.read_all(self.real(vmdk_path))
 
     def writer_log(self, name):
@@ -525,7 +536,8 @@ class Host:
         crond is started anew. With `version`, the release installed before it boots (an update,
         upgrade or patch through esxcli takes effect at the reboot after it). The crontab and
         local.sh at boot are tests/test_schedule_esxi.py's."""
-        from . import crond
+        import shutil
+        from . import crond, toolgen
         if version is not None:
             versions.info(version)
         for vmid, vm in self.vms().items():
@@ -552,6 +564,7 @@ class Host:
         crond.stop_all(self)
 
     def destroy(self):
+        import shutil
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
 

@@ -12,10 +12,8 @@ HOST/
 """
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
-import urllib.parse
 
 STATE_FILE = "state/host.json"
 
@@ -65,10 +63,12 @@ class Store:
             self.write(data)
 
     def vm_lock(self, vmx_path):
+        import hashlib  # here, not at the top: most tool calls lock no VM, and it loads OpenSSL
         key = hashlib.sha1(os.path.normpath(vmx_path).encode()).hexdigest()
         return locked(self.p("state", "locks", key + ".lock"))
 
     def writer_log_path(self, name):
+        import urllib.parse  # here, not at the top: only the guest's log paths need quoting
         return self.p("state", "writer", urllib.parse.quote(name, safe="") + ".jsonl")
 
     def faults(self):

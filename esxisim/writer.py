@@ -4,10 +4,8 @@ Each write and each snapshot event is one JSON line in state/writer/<name>.jsonl
 under the per-VM lock, so the order of lines in the log is the order things happened to
 the disks: a test can rebuild the exact disk content at any event from the log alone.
 """
-import hashlib
 import json
 import os
-import signal
 import sys
 import time
 
@@ -18,6 +16,7 @@ SIZES = (4096, 8192, 16384, 32768, 65536)
 
 
 def payload(seed, seq, length):
+    import hashlib  # here, not at the top: snapshot tools log events through this module, and hash nothing
     return hashlib.shake_256(("w:%s:%d" % (seed, seq)).encode()).digest(length)
 
 
@@ -93,6 +92,7 @@ def stop(host, vmid, keep_flag=False):
     except Exception:
         return
     if pid and _alive(pid):
+        import signal  # here, not at the top: only a running guest is signalled
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
