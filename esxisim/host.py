@@ -4,14 +4,13 @@ Every tool (vim-cmd, vmkfstools, esxcli, the writer) goes through this class, so
 CLI, the Python API and the in-namespace tools all see one truth.
 """
 import os
-import re
 import time
 
 from . import versions, vmx
 from .state import Store
 
-# disks, hashlib, random, shutil and toolgen are imported by the methods that use them: every
-# vim-cmd, vmkfstools and esxcli call loads this module, and most of them need none of those.
+# disks, hashlib, random, re, shutil and toolgen are imported by the methods that use them:
+# every vim-cmd, vmkfstools and esxcli call loads this module, and most of them need none of those.
 
 GUEST_IDS = {  # .vmx guestOS -> API guestId (what getallvms shows)
     "ubuntu-64": "ubuntu64Guest", "other-64": "otherGuest64", "otherlinux-64": "otherLinux64Guest",
@@ -37,6 +36,22 @@ def vmx_guest(value):
     if value.endswith("Guest"):
         return value[:-5].replace("_64", "-64")
     return value
+
+
+def _volume(path):
+    """(name, rest) of /vmfs/volumes/<name><rest>, else None; as the pattern
+    ^/vmfs/volumes/([^/]+)(/.*)?$ splits it (rest "" for none; `.` stops at a line feed,
+    `$` matches before a final one)."""
+    if not path.startswith("/vmfs/volumes/"):
+        return None
+    name, slash, rest = path[len("/vmfs/volumes/"):].partition("/")
+    if not name:
+        return None
+    if "\n" in rest:
+        if rest.index("\n") != len(rest) - 1:
+            return None
+        rest = rest[:-1]
+    return name, slash + rest
 
 
 def xml_escape(text):
@@ -73,13 +88,13 @@ class Host:
     def canonical(self, path):
         """/vmfs/volumes/<name>/x -> /vmfs/volumes/<uuid>/x (ESXi stores the uuid form)."""
         path = os.path.normpath(path)
-        m = re.match(r"^/vmfs/volumes/([^/]+)(/.*)?$", path)
-        if not m:
+        vol = _volume(path)
+        if not vol:
             return path
-        ds = self.datastore_by_name(m.group(1)) or self.datastore_by_uuid(m.group(1))
+        ds = self.datastore_by_name(vol[0]) or self.datastore_by_uuid(vol[0])
         if not ds:
             return path
-        return "/vmfs/volumes/%s%s" % (ds["uuid"], m.group(2) or "")
+        return "/vmfs/volumes/%s%s" % (ds["uuid"], vol[1])
 
     def state(self):
         return self.store.read()
@@ -193,10 +208,11 @@ class Host:
 
     def ds_of_path(self, host_path):
         """(name, ds) of the datastore a host path lives on, or (None, None)."""
-        m = re.match(r"^/vmfs/volumes/([^/]+)", self.canonical(host_path))
-        if not m:
+        c = self.canonical(host_path)
+        uuid = c[len("/vmfs/volumes/"):].partition("/")[0] if c.startswith("/vmfs/volumes/") else ""
+        if not uuid:
             return None, None
-        ds = self.datastore_by_uuid(m.group(1))
+        ds = self.datastore_by_uuid(uuid)
         return (ds["name"], ds) if ds else (None, None)
 
     def bracket_path(self, host_path):
@@ -570,6 +586,7 @@ class Host:
 
 
 def parse_size(text):
+    import re  # see the imports
     if isinstance(text, int):
         return text
     m = re.match(r"^(\d+)([kKmMgGtT]?)[bB]?$", str(text).strip())

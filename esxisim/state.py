@@ -12,8 +12,9 @@ HOST/
 """
 import contextlib
 import fcntl
-import json
 import os
+
+from . import jsonio
 
 STATE_FILE = "state/host.json"
 
@@ -47,9 +48,10 @@ class Store:
 
     def read(self):
         with open(self.p(STATE_FILE), encoding="utf-8") as f:
-            return json.load(f)
+            return jsonio.loads(f.read())
 
     def write(self, data):
+        import json  # here, not at the top: most tool calls only read (jsonio.py)
         tmp = self.p(STATE_FILE + ".tmp")
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=1, sort_keys=True)
@@ -74,17 +76,19 @@ class Store:
     def faults(self):
         try:
             with open(self.p("state", "faults.json"), encoding="utf-8") as f:
-                return json.load(f)
+                return jsonio.loads(f.read())
         except (OSError, ValueError):
             return {}
 
     def set_faults(self, faults):
+        import json  # see write
         with locked(self.p("state", "faults.lock")):
             with open(self.p("state", "faults.json"), "w", encoding="utf-8") as f:
                 json.dump(faults, f, indent=1, sort_keys=True)
 
     @contextlib.contextmanager
     def edit_faults(self):
+        import json  # see write
         with locked(self.p("state", "faults.lock")):
             faults = self.faults()
             yield faults
