@@ -1,5 +1,5 @@
-"""JSON for what every tool call reads and logs (host.json, faults.json, the process log),
-without importing the json package.
+"""JSON for what every tool call reads and logs (host.json, faults.json, the process and guest
+logs), without importing the json package.
 
 `import json` compiles the decoder's and the encoder's regular expressions, loading re and
 enum with them: about a fifth of the CPU of a vim-cmd call, paid tens of thousands of times
@@ -44,7 +44,7 @@ class _Other(Exception):
     """A value _dump leaves to json."""
 
 
-def _dump(o):
+def _dump(o, sort_keys):
     if isinstance(o, str):
         return _quote(o)
     if o is None:
@@ -55,17 +55,24 @@ def _dump(o):
         return "false"
     if type(o) is int:
         return int.__repr__(o)
+    if type(o) is float:
+        if o != o:
+            return "NaN"
+        if o in (float("inf"), float("-inf")):
+            return "Infinity" if o > 0 else "-Infinity"
+        return float.__repr__(o)
     if isinstance(o, (list, tuple)):
-        return "[" + ", ".join([_dump(v) for v in o]) + "]"
+        return "[" + ", ".join([_dump(v, sort_keys) for v in o]) + "]"
     if isinstance(o, dict) and all(isinstance(k, str) for k in o):
-        return "{" + ", ".join([_quote(k) + ": " + _dump(v) for k, v in o.items()]) + "}"
+        items = sorted(o.items()) if sort_keys else o.items()
+        return "{" + ", ".join([_quote(k) + ": " + _dump(v, sort_keys) for k, v in items]) + "}"
     raise _Other
 
 
-def dumps(obj):
-    """json.dumps(obj) with its default settings."""
+def dumps(obj, sort_keys=False):
+    """json.dumps(obj, sort_keys=sort_keys) with json's other defaults."""
     try:
-        return _dump(obj)
+        return _dump(obj, sort_keys)
     except (_Other, RecursionError):  # RecursionError: json names a circular reference
         import json
-        return json.dumps(obj)
+        return json.dumps(obj, sort_keys=sort_keys)

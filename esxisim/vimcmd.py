@@ -129,9 +129,11 @@ def getallvms(host):
 # ------------------------------------------------------------------ snapshots
 
 def _fmt_time(ts):
-    import datetime  # here, not at the top: only snapshot trees show a date
-    t = datetime.datetime.fromtimestamp(ts)
-    return "%d/%d/%d %d:%d:%d" % (t.month, t.day, t.year, t.hour, t.minute, t.second)
+    """ts is a whole number of microseconds (the .vmsd's createTime), so the local time's second
+    is what datetime.fromtimestamp's rounding to the microsecond gives; without datetime, which
+    was a twentieth of a snapshot.get call."""
+    t = time.localtime(ts)
+    return "%d/%d/%d %d:%d:%d" % (t.tm_mon, t.tm_mday, t.tm_year, t.tm_hour, t.tm_min, t.tm_sec)
 
 
 def print_tree(host, vmid):

@@ -4,8 +4,6 @@ ESXi stores a double quote inside a value as ``|22`` and a pipe as ``|7C`` (and 
 control character as ``|XX``); readers that skip the unescape step see mangled names,
 so esxisim writes exactly that encoding to keep hotvcb honest.
 """
-from collections import OrderedDict
-
 # String methods, not regular expressions, split the lines: importing re (and enum with it) and
 # compiling the patterns was a tenth of a vim-cmd call, and every call reads a .vmx or .vmsd.
 # str.strip(), str.split() and str.isspace() take as whitespace exactly what re's \s matches.
@@ -54,8 +52,8 @@ def _key_value(line):
 
 
 def parse(text):
-    """Keys keep their file order; ESXi rewrites keys in place, not sorted."""
-    data = OrderedDict()
+    """Keys keep their file order (a dict's); ESXi rewrites keys in place, not sorted."""
+    data = {}
     for line in text.split("\n"):  # a line feed ends a line, as ESXi reads .vmx and descriptor files
         kv = _key_value(line)
         if kv:
@@ -78,16 +76,37 @@ def save(path, data):
         f.write(render(data))
 
 
+DISK_KEY = r"^((?:scsi|sata|ide|nvme)\d+:\d+)\.fileName$"  # case-insensitive
+
+
+def _disk_node(key):
+    """The node of a DISK_KEY key, else None. An ASCII key is matched with str methods (re's
+    case-insensitive, Unicode-digit rules mean no more for ASCII); any other goes to re."""
+    if not key.isascii():
+        import re
+        m = re.match(DISK_KEY, key, re.I)
+        return m.group(1) if m else None
+    if key.endswith("\n"):
+        key = key[:-1]  # `$` matches before a final line feed
+    if not key.lower().endswith(".filename"):
+        return None
+    node = key[:-len(".fileName")]
+    lower = node.lower()
+    for bus in ("scsi", "sata", "ide", "nvme"):
+        if lower.startswith(bus):
+            ctl, colon, unit = node[len(bus):].partition(":")
+            if colon and ctl.isdecimal() and unit.isdecimal():
+                return node
+    return None
+
+
 def disk_nodes(data):
     """Nodes (e.g. "scsi0:0") that hold a present virtual disk, in .vmx order."""
-    import re  # here, not at the top: only the calls that look at a VM's disks need it
-    disk_key = re.compile(r"^((?:scsi|sata|ide|nvme)\d+:\d+)\.fileName$", re.I)
     nodes = []
     for key, value in data.items():
-        m = disk_key.match(key)
-        if not m or not value.lower().endswith(".vmdk"):
+        node = _disk_node(key)
+        if not node or not value.lower().endswith(".vmdk"):
             continue
-        node = m.group(1)
         if data.get(node + ".present", "FALSE").upper() != "TRUE":
             continue
         if "cdrom" in data.get(node + ".deviceType", "").lower():

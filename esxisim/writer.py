@@ -4,12 +4,11 @@ Each write and each snapshot event is one JSON line in state/writer/<name>.jsonl
 under the per-VM lock, so the order of lines in the log is the order things happened to
 the disks: a test can rebuild the exact disk content at any event from the log alone.
 """
-import json
 import os
 import sys
 import time
 
-from . import daemon
+from . import daemon, jsonio
 
 RATE = 30.0  # writes per second
 SIZES = (4096, 8192, 16384, 32768, 65536)
@@ -28,7 +27,7 @@ def append(path, record):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, (json.dumps(record, sort_keys=True) + "\n").encode())
+        os.write(fd, (jsonio.dumps(record, sort_keys=True) + "\n").encode())
     finally:
         os.close(fd)
 
@@ -43,8 +42,8 @@ def last_seq(path):
         return 0
     for line in reversed(lines):
         try:
-            rec = json.loads(line)
-        except ValueError:
+            rec = jsonio.loads(line.decode("utf-8"))  # the log is ASCII (json's ensure_ascii)
+        except ValueError:  # a line cut by the seek, or half written
             continue
         if "seq" in rec:
             return rec["seq"]
@@ -64,7 +63,7 @@ def read_log(host, name):
     if not os.path.exists(path):
         return []
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        return [jsonio.loads(line) for line in f if line.strip()]
 
 
 def _alive(pid):
