@@ -4,7 +4,6 @@ Double fork: the daemon is re-parented to init at once, so no caller (a test, vi
 a namespace) is left holding a zombie that looks alive to the next `kill -0`.
 """
 import os
-import signal
 import time
 
 
@@ -62,6 +61,7 @@ def wait_gone(pid, timeout=3.0):
         if not alive(pid):
             return True
         time.sleep(0.02)
+    import signal  # here, not at the top: only a daemon that outlives its SIGTERM needs it
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:

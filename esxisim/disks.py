@@ -5,10 +5,8 @@ createType="vmfs" + a -flat.vmdk, snapshot deltas vmfsSparse (VMFS5/NFS) or seSp
 (VMFS6), 2gbsparse is twoGbMaxExtentSparse with -s00N.vmdk hosted sparse extents.
 """
 import errno
-import hashlib
 import os
 import random
-import re
 import struct
 
 from . import sparse
@@ -17,7 +15,30 @@ SECTOR = 512
 CHUNK = 1 << 20
 EXTENT_2GB_SECTORS = 4192256  # what VMware's disklib uses for 2gbsparse extents (sample vmdk_04)
 
-_EXTENT = re.compile(r'^(RW|RDONLY|NOACCESS)\s+(\d+)\s+(\w+)\s+"(.*)"(?:\s+(\d+))?\s*$')
+
+def _extent(s):
+    r"""(access, sectors, type, file, offset or None) of a stripped extent line, else None; as
+    ^(RW|RDONLY|NOACCESS)\s+(\d+)\s+(\w+)\s+"(.*)"(?:\s+(\d+))?\s*$ reads it, with str methods
+    (a vmkfstools call need not import re for one pattern): str.split(), isspace(), isdecimal()
+    and isalnum() are re's \s, \d and \w (with "_"); the file name runs to the line's last
+    quote, as `(.*)"` backtracks to it."""
+    parts = s.split(None, 3)
+    if len(parts) < 4:
+        return None
+    acc, sectors, typ, rest = parts
+    if acc not in ("RW", "RDONLY", "NOACCESS") or not sectors.isdecimal():
+        return None
+    if not all(c.isalnum() or c == "_" for c in typ):
+        return None
+    end = rest.rfind('"')
+    if not rest.startswith('"') or end < 1:
+        return None
+    tail = rest[end + 1:]
+    if not tail:
+        return acc, int(sectors), typ, rest[1:end], None
+    if not tail[0].isspace() or not tail.strip().isdecimal():
+        return None
+    return acc, int(sectors), typ, rest[1:end], int(tail.strip())
 
 
 class Descriptor:
@@ -57,10 +78,9 @@ class Descriptor:
             s = line.strip()
             if not s or s.startswith("#"):
                 continue
-            m = _EXTENT.match(s)
-            if m:
-                d.extents.append((m.group(1), int(m.group(2)), m.group(3), m.group(4),
-                                  int(m.group(5)) if m.group(5) else None))
+            ext = _extent(s)
+            if ext:
+                d.extents.append(ext)
             elif s.startswith("ddb."):
                 k, _, v = s.partition("=")
                 d.ddb.append((k.strip(), v.strip().strip('"')))
@@ -139,8 +159,13 @@ def geometry(sectors, adapter):
 
 
 def _delta_stem(name):
+    """The name without ".vmdk" and a delta's "-NNNNNN"; as re.sub(r"-\\d{6}$", "", stem) cut it
+    (`$` also before a final line feed), without importing re."""
     stem = name[:-5] if name.lower().endswith(".vmdk") else name
-    return re.sub(r"-\d{6}$", "", stem)
+    core, nl = (stem[:-1], "\n") if stem.endswith("\n") else (stem, "")
+    if len(core) >= 7 and core[-7] == "-" and core[-6:].isdecimal():
+        return core[:-7] + nl
+    return stem
 
 
 def base_descriptor(flat_name, sectors, adapter, thin, hw_version, rng=random):
@@ -312,6 +337,7 @@ def own_files(path):
 # ---------------------------------------------------------------- creating disks
 
 def fill_pattern(seed, index, n):
+    import hashlib  # here, not at the top: it loads OpenSSL, and only new VMs' disks are filled
     return hashlib.shake_256(("%s:%d" % (seed, index)).encode()).digest(n)
 
 

@@ -3,15 +3,14 @@
 Every tool (vim-cmd, vmkfstools, esxcli, the writer) goes through this class, so the
 CLI, the Python API and the in-namespace tools all see one truth.
 """
-import hashlib
 import os
-import random
-import re
-import shutil
 import time
 
-from . import disks, toolgen, versions, vmx
+from . import versions, vmx
 from .state import Store
+
+# disks, hashlib, random, re, shutil and toolgen are imported by the methods that use them:
+# every vim-cmd, vmkfstools and esxcli call loads this module, and most of them need none of those.
 
 GUEST_IDS = {  # .vmx guestOS -> API guestId (what getallvms shows)
     "ubuntu-64": "ubuntu64Guest", "other-64": "otherGuest64", "otherlinux-64": "otherLinux64Guest",
@@ -37,6 +36,22 @@ def vmx_guest(value):
     if value.endswith("Guest"):
         return value[:-5].replace("_64", "-64")
     return value
+
+
+def _volume(path):
+    """(name, rest) of /vmfs/volumes/<name><rest>, else None; as the pattern
+    ^/vmfs/volumes/([^/]+)(/.*)?$ splits it (rest "" for none; `.` stops at a line feed,
+    `$` matches before a final one)."""
+    if not path.startswith("/vmfs/volumes/"):
+        return None
+    name, slash, rest = path[len("/vmfs/volumes/"):].partition("/")
+    if not name:
+        return None
+    if "\n" in rest:
+        if rest.index("\n") != len(rest) - 1:
+            return None
+        rest = rest[:-1]
+    return name, slash + rest
 
 
 def xml_escape(text):
@@ -73,13 +88,13 @@ class Host:
     def canonical(self, path):
         """/vmfs/volumes/<name>/x -> /vmfs/volumes/<uuid>/x (ESXi stores the uuid form)."""
         path = os.path.normpath(path)
-        m = re.match(r"^/vmfs/volumes/([^/]+)(/.*)?$", path)
-        if not m:
+        vol = _volume(path)
+        if not vol:
             return path
-        ds = self.datastore_by_name(m.group(1)) or self.datastore_by_uuid(m.group(1))
+        ds = self.datastore_by_name(vol[0]) or self.datastore_by_uuid(vol[0])
         if not ds:
             return path
-        return "/vmfs/volumes/%s%s" % (ds["uuid"], m.group(2) or "")
+        return "/vmfs/volumes/%s%s" % (ds["uuid"], vol[1])
 
     def state(self):
         return self.store.read()
@@ -91,6 +106,8 @@ class Host:
     # ------------------------------------------------------------------ create
     @classmethod
     def create(cls, path, version="7.0.3", hostname="esxi01", nfs_root=None, crond=True):
+        import random
+        from . import toolgen
         versions.info(version)
         h = cls(path)
         if h.store.exists():
@@ -123,6 +140,7 @@ class Host:
         return self.state()["datastores"]
 
     def add_datastore(self, name, capacity=20 << 30, vmfs=6):
+        import random
         st = self.state()
         if name in st["datastores"]:
             raise FileExistsError("datastore %s exists" % name)
@@ -135,6 +153,7 @@ class Host:
 
     def add_nfs(self, name, server, share, capacity=100 << 30, readonly=False, version="nfs"):
         """NFS datastore; version "nfs" (v3) or "nfsv41" (4.1, API type NFS41)."""
+        import hashlib
         st = self.state()
         if name in st["datastores"]:
             raise FileExistsError(name)
@@ -189,10 +208,11 @@ class Host:
 
     def ds_of_path(self, host_path):
         """(name, ds) of the datastore a host path lives on, or (None, None)."""
-        m = re.match(r"^/vmfs/volumes/([^/]+)", self.canonical(host_path))
-        if not m:
+        c = self.canonical(host_path)
+        uuid = c[len("/vmfs/volumes/"):].partition("/")[0] if c.startswith("/vmfs/volumes/") else ""
+        if not uuid:
             return None, None
-        ds = self.datastore_by_uuid(m.group(1))
+        ds = self.datastore_by_uuid(uuid)
         return (ds["name"], ds) if ds else (None, None)
 
     def bracket_path(self, host_path):
@@ -235,6 +255,7 @@ class Host:
         return os.path.exists(self.vmx_real(vmid))
 
     def register(self, vmx_path, name=None, tools=True):
+        import hashlib
         vmx_path = self.canonical(vmx_path)
         if not os.path.isfile(self.real(vmx_path)):
             raise NotFound(vmx_path)
@@ -281,6 +302,9 @@ class Host:
     # ------------------------------------------------------------------ VMs
     def create_vm(self, name, datastore, disk_specs=None, power="off", writer=False, snapshots=(),
                   nvram=True, vmxf=False, guest_os="centos7_64Guest", hw=19, tools=True, annotation=None):
+        import hashlib
+        import random
+        from . import disks
         if not self.datastore_by_name(datastore):
             raise NotFound("datastore %s" % datastore)
         disk_specs = disk_specs if disk_specs is not None else [{}]
@@ -403,6 +427,7 @@ class Host:
     def missing_disk(self, vmid):
         """The first disk of the VM whose descriptor, extent or parent chain is missing: (host
         path of the disk the .vmx names, reason), or None. A real vmx refuses to power on then."""
+        from . import disks
         for _node, path, _mode in self.vm_disks(vmid):
             try:
                 for f in disks.chain_files(self.real(path)):
@@ -465,6 +490,7 @@ class Host:
         read-only and can be read by others (that is how ghettoVCB clones a running VM's base).
         An independent-nonpersistent disk writes to a redo log, its base is read-only.
         """
+        from . import disks
         target = os.path.realpath(real_path)
         for vmid, v in self.vms().items():
             if v.get("power") != "on" or not self.is_valid(vmid):
@@ -497,6 +523,7 @@ class Host:
 
     def read_disk(self, vmdk_path):
         """Flattened content of a disk or snapshot chain; accepts host or real paths."""
+        from . import disks
         return disks.read_all(self.real(vmdk_path))
 
     def writer_log(self, name):
@@ -525,7 +552,8 @@ class Host:
         crond is started anew. With `version`, the release installed before it boots (an update,
         upgrade or patch through esxcli takes effect at the reboot after it). The crontab and
         local.sh at boot are tests/test_schedule_esxi.py's."""
-        from . import crond
+        import shutil
+        from . import crond, toolgen
         if version is not None:
             versions.info(version)
         for vmid, vm in self.vms().items():
@@ -552,11 +580,13 @@ class Host:
         crond.stop_all(self)
 
     def destroy(self):
+        import shutil
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
 
 
 def parse_size(text):
+    import re  # see the imports
     if isinstance(text, int):
         return text
     m = re.match(r"^(\d+)([kKmMgGtT]?)[bB]?$", str(text).strip())

@@ -8,8 +8,9 @@ calls started and ended: a test can tell how many clones ran at once from the
 order alone, without timing anything. A call killed by a signal has no "end".
 """
 import fcntl
-import json
 import os
+
+from . import jsonio
 
 
 def _path(host):
@@ -25,7 +26,7 @@ def record(host, event, tool, args, rc=None):
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        os.write(fd, (json.dumps(line) + "\n").encode("utf-8"))
+        os.write(fd, (jsonio.dumps(line) + "\n").encode("utf-8"))
     finally:
         os.close(fd)
 
@@ -33,7 +34,7 @@ def record(host, event, tool, args, rc=None):
 def read(host):
     try:
         with open(_path(host), encoding="utf-8") as f:
-            return [json.loads(x) for x in f if x.strip()]
+            return [jsonio.loads(x) for x in f if x.strip()]
     except OSError:
         return []
 

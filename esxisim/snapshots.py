@@ -6,7 +6,10 @@ that is being merged away (ESXi stuns the VM for the same reason).
 import os
 import time
 
-from . import disks, vmx, writer
+from . import vmx
+
+# disks and writer (with random, struct and the sparse formats) are imported by the functions
+# that change disks: `snapshot.get`, the commonest call, only reads the .vmsd.
 
 TYPE_MEMORY = "1"
 
@@ -82,6 +85,7 @@ def _rel(folder, path):
 
 
 def _is_rdmp(host, path):
+    from . import disks
     try:
         return disks.disk_format(host.real(path)) == "rdmp"
     except (OSError, ValueError):
@@ -93,6 +97,7 @@ class SnapshotError(Exception):
 
 
 def create(host, vmid, name, description="", memory=False, quiesce=False):
+    from . import disks, writer
     vmid = str(vmid)
     vmx_host = host.vm(vmid)["vmx"]
     folder = os.path.dirname(vmx_host)
@@ -140,6 +145,7 @@ def _references(host, vmid, snaps, exclude_uid=None):
 
 
 def _chain(host, path):
+    from . import disks
     out = []
     p = path
     while p:
@@ -153,6 +159,7 @@ def _chain(host, path):
 
 
 def remove(host, vmid, uid, delay=0.0):
+    from . import disks, writer
     vmid = str(vmid)
     meta, snaps = load(host, vmid)
     target = next((s for s in snaps if s["uid"] == uid), None)
@@ -212,6 +219,7 @@ def remove(host, vmid, uid, delay=0.0):
 
 
 def remove_all(host, vmid, delay=0.0):
+    from . import disks, writer
     vmid = str(vmid)
     if delay:
         time.sleep(delay)
@@ -246,6 +254,7 @@ def remove_all(host, vmid, delay=0.0):
 
 
 def revert(host, vmid, uid):
+    from . import disks, writer
     vmid = str(vmid)
     vmx_host = host.vm(vmid)["vmx"]
     folder = os.path.dirname(vmx_host)

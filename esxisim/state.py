@@ -10,14 +10,14 @@ HOST/
   state/writer/<name>.jsonl      guest writer log (writes and snapshot events)
   nfs/<server>/<share>           default NFS root (shared by hosts given the same --nfs-root)
 """
-import contextlib
 import fcntl
-import hashlib
-import json
 import os
-import urllib.parse
+
+from . import jsonio
 
 STATE_FILE = "state/host.json"
+# the bytes urllib.parse.quote never escapes
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
 
 
 def _flock(path):
@@ -27,14 +27,46 @@ def _flock(path):
     return fd
 
 
-@contextlib.contextmanager
-def locked(path):
-    fd = _flock(path)
-    try:
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+class locked:
+    """An exclusive flock on `path` for the length of a with block.
+
+    Classes, not contextlib.contextmanager: contextlib (with functools and collections) was a
+    tenth of what a vim-cmd call loads.
+    """
+
+    def __init__(self, path):
+        self.path = path
+
+    def __enter__(self):
+        self.fd = _flock(self.path)
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+class _Edit:
+    """A with block that edits a document under a lock: read on entry, written back at the end
+    unless the block raises."""
+
+    def __init__(self, lock_path, read, write):
+        self.lock, self.read, self.write = locked(lock_path), read, write
+
+    def __enter__(self):
+        self.lock.__enter__()
+        try:
+            self.data = self.read()
+        except BaseException:
+            self.lock.__exit__(None, None, None)
+            raise
+        return self.data
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None:
+                self.write(self.data)
+        finally:
+            self.lock.__exit__(None, None, None)
 
 
 class Store:
@@ -49,44 +81,49 @@ class Store:
 
     def read(self):
         with open(self.p(STATE_FILE), encoding="utf-8") as f:
-            return json.load(f)
+            return jsonio.loads(f.read())
 
     def write(self, data):
+        import json  # here, not at the top: most tool calls only read (jsonio.py)
         tmp = self.p(STATE_FILE + ".tmp")
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=1, sort_keys=True)
         os.replace(tmp, self.p(STATE_FILE))
 
-    @contextlib.contextmanager
     def edit(self):
-        with locked(self.p("state", "host.lock")):
-            data = self.read()
-            yield data
-            self.write(data)
+        """`with store.edit() as data:` host.json under host.lock, written back after the block."""
+        return _Edit(self.p("state", "host.lock"), self.read, self.write)
 
     def vm_lock(self, vmx_path):
-        key = hashlib.sha1(os.path.normpath(vmx_path).encode()).hexdigest()
+        try:
+            from _sha1 import sha1  # hashlib's own SHA-1: hashlib would load OpenSSL (~5 ms a call)
+        except ImportError:
+            from hashlib import sha1
+        key = sha1(os.path.normpath(vmx_path).encode()).hexdigest()
         return locked(self.p("state", "locks", key + ".lock"))
 
     def writer_log_path(self, name):
-        return self.p("state", "writer", urllib.parse.quote(name, safe="") + ".jsonl")
+        """The name as urllib.parse.quote(name, safe="") gives it (urllib.parse loads re,
+        collections and ipaddress: more than the snapshot call that logs here)."""
+        quoted = "".join(chr(b) if b in _UNRESERVED else "%%%02X" % b for b in name.encode("utf-8"))
+        return self.p("state", "writer", quoted + ".jsonl")
 
     def faults(self):
         try:
             with open(self.p("state", "faults.json"), encoding="utf-8") as f:
-                return json.load(f)
+                return jsonio.loads(f.read())
         except (OSError, ValueError):
             return {}
 
+    def _write_faults(self, faults):
+        import json  # see write
+        with open(self.p("state", "faults.json"), "w", encoding="utf-8") as f:
+            json.dump(faults, f, indent=1, sort_keys=True)
+
     def set_faults(self, faults):
         with locked(self.p("state", "faults.lock")):
-            with open(self.p("state", "faults.json"), "w", encoding="utf-8") as f:
-                json.dump(faults, f, indent=1, sort_keys=True)
+            self._write_faults(faults)
 
-    @contextlib.contextmanager
     def edit_faults(self):
-        with locked(self.p("state", "faults.lock")):
-            faults = self.faults()
-            yield faults
-            with open(self.p("state", "faults.json"), "w", encoding="utf-8") as f:
-                json.dump(faults, f, indent=1, sort_keys=True)
+        """`with store.edit_faults() as faults:` faults.json under faults.lock, as edit()."""
+        return _Edit(self.p("state", "faults.lock"), self.faults, self._write_faults)

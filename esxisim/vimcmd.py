@@ -3,9 +3,7 @@
 Output text follows the samples; where none exists the text is taken from VMware's API
 documentation and marked "guess" in a comment.
 """
-import datetime
 import os
-import subprocess
 import sys
 import time
 
@@ -131,8 +129,11 @@ def getallvms(host):
 # ------------------------------------------------------------------ snapshots
 
 def _fmt_time(ts):
-    t = datetime.datetime.fromtimestamp(ts)
-    return "%d/%d/%d %d:%d:%d" % (t.month, t.day, t.year, t.hour, t.minute, t.second)
+    """ts is a whole number of microseconds (the .vmsd's createTime), so the local time's second
+    is what datetime.fromtimestamp's rounding to the microsecond gives; without datetime, which
+    was a twentieth of a snapshot.get call."""
+    t = time.localtime(ts)
+    return "%d/%d/%d %d:%d:%d" % (t.tm_mon, t.tm_mday, t.tm_year, t.tm_hour, t.tm_min, t.tm_sec)
 
 
 def print_tree(host, vmid):
@@ -171,6 +172,7 @@ def snapshot_create(host, vmid, rest, background=False):
             return 0
         delay = faults.num(host, "snapshot.create.delay")
         if delay > 0:
+            import subprocess  # here, not at the top: only the delayed snapshot and shutdown start one
             src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
             code = ("import sys,time; sys.path.insert(0,%r); time.sleep(%f); from esxisim.host import Host; "
                     "from esxisim import vimcmd; vimcmd.snapshot_create(Host(%r), %r, %r, background=True)"
@@ -333,6 +335,7 @@ def _power_shutdown(host, vmid, state, verb, rest):
                    "Cannot complete operation because VMware Tools is not running in this virtual machine."))
         return faults.FAULT_EXIT
     if verb == "power.shutdown" and faults.get(host, "power.shutdown") != "ignore":
+        import subprocess  # see snapshot_create
         src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         code = ("import sys,time; sys.path.insert(0,%r); time.sleep(1.0); from esxisim.host import Host; "
                 "h=Host(%r); h.power_state(%r)=='on' and h.power_off(%r)" % (src, host.root, vmid, vmid))

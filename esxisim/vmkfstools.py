@@ -10,8 +10,6 @@ import time
 
 from . import disks, faults, versions
 
-HELP_65 = open(os.path.join(os.path.dirname(__file__), "vmkfstools_help.txt"), encoding="utf-8").read()
-
 FORMATS = {"zeroedthick": "VMFS zeroedthick", "thin": "VMFS thin-provisioned",
            "eagerzeroedthick": "VMFS eagerzeroedthick",
            "2gbsparse": "sparse with 2GB maximum extent size"}  # 2gbsparse text: guess (not in samples)
@@ -28,10 +26,13 @@ class Fail(Exception):
 
 
 def help_text(host):
+    """Read when shown, not when the module loads: a clone or a delete prints no help."""
+    with open(os.path.join(os.path.dirname(__file__), "vmkfstools_help.txt"), encoding="utf-8") as f:
+        help_65 = f.read()
     if host.version.startswith("6.5"):
-        return HELP_65
+        return help_65
     # newer hosts mark --adaptertype deprecated (ghettoVCB greps for it); exact layout is a guess
-    return HELP_65.replace("-a --adaptertype [buslogic|lsilogic|ide\n                                |lsisas|pvscsi]",
+    return help_65.replace("-a --adaptertype [buslogic|lsilogic|ide\n                                |lsisas|pvscsi]",
                            "-a --adaptertype [deprecated]")
 
 

@@ -4,10 +4,10 @@ ESXi stores a double quote inside a value as ``|22`` and a pipe as ``|7C`` (and 
 control character as ``|XX``); readers that skip the unescape step see mangled names,
 so esxisim writes exactly that encoding to keep hotvcb honest.
 """
-import re
-from collections import OrderedDict
-
-_LINE = re.compile(r'^\s*([^=\s]+)\s*=\s*"(.*)"\s*$')
+# String methods, not regular expressions, split the lines: importing re (and enum with it) and
+# compiling the patterns was a tenth of a vim-cmd call, and every call reads a .vmx or .vmsd.
+# str.strip(), str.split() and str.isspace() take as whitespace exactly what re's \s matches.
+_HEX = frozenset("0123456789abcdefABCDEF")
 
 
 def escape(value):
@@ -25,16 +25,39 @@ def escape(value):
 
 
 def unescape(value):
-    return re.sub(r"\|([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), value)
+    """Each `|XX` (two hex digits) is the character XX, read left to right."""
+    if "|" not in value:
+        return value
+    parts = value.split("|")
+    out = [parts[0]]
+    for part in parts[1:]:
+        if len(part) >= 2 and part[0] in _HEX and part[1] in _HEX:
+            out.append(chr(int(part[:2], 16)) + part[2:])
+        else:
+            out.append("|" + part)
+    return "".join(out)
+
+
+def _key_value(line):
+    """(key, raw value) of a `key = "value"` line, else None: the key runs to the first `=` or
+    whitespace, the value from the quote after `=` to the line's last quote."""
+    head, eq, rest = line.strip().partition("=")
+    key = head.rstrip()
+    if not eq or key.split() != [key]:
+        return None
+    rest = rest.lstrip()
+    if len(rest) < 2 or rest[0] != '"' or rest[-1] != '"':
+        return None
+    return key, rest[1:-1]
 
 
 def parse(text):
-    """Keys keep their file order; ESXi rewrites keys in place, not sorted."""
-    data = OrderedDict()
+    """Keys keep their file order (a dict's); ESXi rewrites keys in place, not sorted."""
+    data = {}
     for line in text.split("\n"):  # a line feed ends a line, as ESXi reads .vmx and descriptor files
-        m = _LINE.match(line)
-        if m:
-            data[m.group(1)] = unescape(m.group(2))
+        kv = _key_value(line)
+        if kv:
+            data[kv[0]] = unescape(kv[1])
     return data
 
 
@@ -53,17 +76,37 @@ def save(path, data):
         f.write(render(data))
 
 
-DISK_KEY = re.compile(r"^((?:scsi|sata|ide|nvme)\d+:\d+)\.fileName$", re.I)
+DISK_KEY = r"^((?:scsi|sata|ide|nvme)\d+:\d+)\.fileName$"  # case-insensitive
+
+
+def _disk_node(key):
+    """The node of a DISK_KEY key, else None. An ASCII key is matched with str methods (re's
+    case-insensitive, Unicode-digit rules mean no more for ASCII); any other goes to re."""
+    if not key.isascii():
+        import re
+        m = re.match(DISK_KEY, key, re.I)
+        return m.group(1) if m else None
+    if key.endswith("\n"):
+        key = key[:-1]  # `$` matches before a final line feed
+    if not key.lower().endswith(".filename"):
+        return None
+    node = key[:-len(".fileName")]
+    lower = node.lower()
+    for bus in ("scsi", "sata", "ide", "nvme"):
+        if lower.startswith(bus):
+            ctl, colon, unit = node[len(bus):].partition(":")
+            if colon and ctl.isdecimal() and unit.isdecimal():
+                return node
+    return None
 
 
 def disk_nodes(data):
     """Nodes (e.g. "scsi0:0") that hold a present virtual disk, in .vmx order."""
     nodes = []
     for key, value in data.items():
-        m = DISK_KEY.match(key)
-        if not m or not value.lower().endswith(".vmdk"):
+        node = _disk_node(key)
+        if not node or not value.lower().endswith(".vmdk"):
             continue
-        node = m.group(1)
         if data.get(node + ".present", "FALSE").upper() != "TRUE":
             continue
         if "cdrom" in data.get(node + ".deviceType", "").lower():

@@ -4,20 +4,18 @@ Each write and each snapshot event is one JSON line in state/writer/<name>.jsonl
 under the per-VM lock, so the order of lines in the log is the order things happened to
 the disks: a test can rebuild the exact disk content at any event from the log alone.
 """
-import hashlib
-import json
 import os
-import signal
 import sys
 import time
 
-from . import daemon
+from . import daemon, jsonio
 
 RATE = 30.0  # writes per second
 SIZES = (4096, 8192, 16384, 32768, 65536)
 
 
 def payload(seed, seq, length):
+    import hashlib  # here, not at the top: snapshot tools log events through this module, and hash nothing
     return hashlib.shake_256(("w:%s:%d" % (seed, seq)).encode()).digest(length)
 
 
@@ -29,7 +27,7 @@ def append(path, record):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, (json.dumps(record, sort_keys=True) + "\n").encode())
+        os.write(fd, (jsonio.dumps(record, sort_keys=True) + "\n").encode())
     finally:
         os.close(fd)
 
@@ -44,8 +42,8 @@ def last_seq(path):
         return 0
     for line in reversed(lines):
         try:
-            rec = json.loads(line)
-        except ValueError:
+            rec = jsonio.loads(line.decode("utf-8"))  # the log is ASCII (json's ensure_ascii)
+        except ValueError:  # a line cut by the seek, or half written
             continue
         if "seq" in rec:
             return rec["seq"]
@@ -65,7 +63,7 @@ def read_log(host, name):
     if not os.path.exists(path):
         return []
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        return [jsonio.loads(line) for line in f if line.strip()]
 
 
 def _alive(pid):
@@ -93,6 +91,7 @@ def stop(host, vmid, keep_flag=False):
     except Exception:
         return
     if pid and _alive(pid):
+        import signal  # here, not at the top: only a running guest is signalled
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
