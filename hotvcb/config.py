@@ -7,7 +7,6 @@ night, and the jobs can trust what Settings holds.
 """
 
 import codecs
-import difflib
 import os
 import re
 import stat
@@ -337,6 +336,8 @@ def _value(path: str, number: int, key: str, raw: str, warnings: List[str]) -> o
 
 
 def _unknown(where: str, key: str) -> str:
+    import difflib  # only a config with a typo pays for it
+
     guess = difflib.get_close_matches(key.upper(), KEYS, 1)
     hint = " (did you mean %s?)" % guess[0] if guess else ""
     return "%s: unknown key %s ignored%s" % (where, _shown(key), hint)

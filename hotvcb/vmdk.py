@@ -8,7 +8,6 @@ embedded in a hosted sparse extent (monolithicSparse: text at sector 1).
 """
 
 import re
-import secrets
 import struct
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
@@ -22,6 +21,8 @@ _KEY = re.compile(r'^\s*([A-Za-z0-9_.]+)\s*=\s*"?(.*?)"?\s*$')
 
 @dataclass
 class Extent:
+    """An extent line of a descriptor: which file holds the disk's data, and how."""
+
     access: str
     sectors: int
     kind: str  # VMFS, VMFSSPARSE, SESPARSE, SPARSE, FLAT, VMFSRDM, VMFSRAW
@@ -30,6 +31,8 @@ class Extent:
 
 @dataclass
 class Descriptor:
+    """What a copy, check or restore needs from a descriptor: its type, extents and parent."""
+
     create_type: str
     extents: List[Extent] = field(default_factory=list)
     parent_hint: Optional[str] = None
@@ -232,6 +235,7 @@ def new_identity(text: str) -> str:
     """The descriptor of a copy of its disk: a new CID, ddb.longContentID (96 random bits, then the CID)
     and ddb.uuid (`60 00 C2 9x …`), in the shapes vmkfstools gives a clone, so two copies of one disk
     never claim one identity (a guest's /dev/disk/by-id, a disk vCenter tracks by its uuid)."""
+    import secrets  # random, base64, hmac: for a copy's new identity, not every command that reads descriptors
     cid = "%08x" % secrets.randbits(32)
     raw = ["%02x" % b for b in secrets.token_bytes(14)]
     uuid = "60 00 C2 9%x %s-%s" % (secrets.randbits(4), " ".join(raw[:6]), " ".join(raw[6:]))

@@ -7,9 +7,7 @@ restore that silently moved a Windows disk from pvscsi to SATA would leave
 the admin guessing why the guest behaves differently.
 """
 
-import random
 import re
-import uuid
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -83,6 +81,7 @@ def at_most(n: int, most: Optional[int], what: str, where: str) -> int:
 
 def normal_uuid(value: str, where: str) -> str:
     """VMware's `56 4d 12 ...-...` and libvirt's 8-4-4-4-12 both, as 8-4-4-4-12."""
+    import uuid  # on 3.8 its import runs `uname -p` in a subprocess: only conversions pay it
     try:
         return str(uuid.UUID(hex=re.sub(r"[\s-]", "", value)))
     except ValueError:
@@ -97,11 +96,13 @@ def normal_mac(value: str, where: str) -> str:
 
 
 def new_uuid() -> str:
+    import uuid  # on 3.8 its import runs `uname -p` in a subprocess: only conversions pay it
     return str(uuid.uuid4())
 
 
 def new_mac() -> str:
     """A locally administered address in QEMU's 52:54:00 range, as libvirt makes them."""
+    import random  # only a conversion makes a NIC; every command that reads a backup imports this module
     return "52:54:00:%02x:%02x:%02x" % tuple(random.randrange(256) for _ in range(3))
 
 

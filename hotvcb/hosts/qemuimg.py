@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Set, Tuple
 
-from .. import tether, vmdk
+from .. import vmdk
 from ..errors import CommandFailed, CopyError, HostError
 from ..model import Disk
 from ..shell import Shell
@@ -184,6 +184,7 @@ def copy_to(shell: Shell, disk: Disk, src: str, src_format: str, dst: str, fmt: 
         if pct is not None and progress is not None:
             progress(pct)
 
+    from .. import tether  # ctypes: for the copies, not every ESXi command that reads a backup
     before = set(shell.listdir(folder))
     try:
         result = tether.run(shell, argv, timeout=None, idle_timeout=1800, on_output=watch)

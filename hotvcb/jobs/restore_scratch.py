@@ -21,7 +21,7 @@ folder outside its datastore or not named as make() names one (forged, garbage: 
 what a record names). A record is read with Shell.read_regular: anyone who can write a datastore
 root can plant a FIFO (a plain read waits forever), a device or a symlink there.
 
-The VM folder a restore clones into, `<name>.hotvcb-restoring` (restore_plan.RESTORING), is as
+The VM folder a restore clones into, `<name>.hotvcb-restoring` (RESTORING, restore_plan.py), is as
 big and is recorded the same way (Records.claim, release), but its name is not unique: a later
 restore under that name makes a folder of the same path, and two restores of one name may claim it
 at once. So its record is named by the folder's path (`.hotvcb-restoring-<digest>.owner`, distinct
@@ -77,8 +77,10 @@ from ..runid import RunId, host_id, parse
 from ..shell import Shell
 from ..store.lock import HEARTBEAT, STALE_AFTER
 from .leftovers import owner_alive, volume_age
-from .restore_plan import RESTORING
 
+# here, not in restore_plan.py which makes the folder: `cleanup` would import the planner (backup checks,
+# conversions: ~15 ms) for this one name
+RESTORING = ".hotvcb-restoring"
 PREFIX = ".hotvcb-extract-"
 RECORD = ".owner"  # appended to the folder's name, at the datastore's root
 RESTORING_RECORD = RESTORING + "-"  # + the digest of the folder's path + RECORD

@@ -14,7 +14,7 @@ with hotvcb (tether.py), as restore --kvm's conversion does.
 
 from typing import List, Optional
 
-from .. import interrupt, tether
+from .. import interrupt
 from ..convert.domain_to_vmx import vmx_from_machine
 from ..errors import HostError
 from ..hosts import qemuimg
@@ -57,6 +57,7 @@ def bytes_needed(shell: Shell, found: Found, disk_format: str) -> int:
 def stage(shell: Shell, found: Found, dest: str, log, qemu_img: str = qemuimg.QEMU_IMG) -> None:
     """Fill dest with `<target dev>.vmdk` per disk and `<VM>.vmx`; raise HostError on failure (HotvcbError for
     a VMDK disk qemu-img would read at another size than its descriptor gives: qemu_vmdk.py)."""
+    from .. import tether  # ctypes: only a KVM backup's restore to ESXi converts, every restore imports this
     m = found.machine
     names = []  # type: List[str]
     for i, d in enumerate(m.disks):

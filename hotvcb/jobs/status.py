@@ -39,6 +39,8 @@ _CREATED = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4}) (\d{1,2}):(\d{1,2}):(\d{1,2}
 
 @dataclass
 class Limits:
+    """Where a check turns WARN or CRIT (--max-age and --snapshot-age move the first two)."""
+
     max_age: float = 26 * 3600  # a nightly job that missed one night is late
     snapshot_age: float = 24 * 3600
     delta_share: float = 0.10  # of the datastore's free space: WARN; five times that: CRIT
@@ -47,6 +49,8 @@ class Limits:
 
 @dataclass
 class Check:
+    """One finding: a monitor reads its line, a script its JSON."""
+
     severity: str
     kind: str  # backup | snapshot | consolidation | datastore | host
     name: str
@@ -63,6 +67,8 @@ class Check:
 
 @dataclass
 class Report:
+    """All of a host's findings: the worst decides the exit code a monitor acts on."""
+
     host: str
     checks: List[Check] = field(default_factory=list)
 
