@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Optional
 from . import pids
 from .errors import HostError
 from .units import DIGITS_MAX  # a pid, an epoch, a tick count: none longer
+from . import lazyre
 
 if TYPE_CHECKING:  # a record is read in places that never touch a host: only mypy needs the shell
     from .shell import Shell
@@ -61,10 +62,10 @@ RECORD_MAX = 65536
 # A field ends at a space, a comma (a snapshot description goes on after its record: "started=<epoch>, job <name>")
 # or the text's end; a number is read whole or not at all (_field), never its leading digits.
 _VALUE = r"([^\s,]*)"
-_RECORD = re.compile(r"run=([0-9a-f]+) machine=(\S+) pid=([0-9]+) started=([0-9]+)(?![^\s,])(?: host=(\S+))?"
+_RECORD = lazyre.compile(r"run=([0-9a-f]+) machine=(\S+) pid=([0-9]+) started=([0-9]+)(?![^\s,])(?: host=(\S+))?"
                      r"(?: pidns=%s)?(?: pidstart=%s)?(?: bootoffset=%s)?" % (_VALUE, _VALUE, _VALUE))
-_DIGITS = re.compile(r"[0-9]+")
-_SIGNED = re.compile(r"-?[0-9]+")
+_DIGITS = lazyre.compile(r"[0-9]+")
+_SIGNED = lazyre.compile(r"-?[0-9]+")
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,10 @@ from typing import Callable, List, Optional
 
 from .errors import HotvcbError
 from .units import DIGITS_MAX, whole
+from . import lazyre
 
-_EXTENT = re.compile(r'^(RW|RDONLY|NOACCESS)\s+([0-9]+)\s+(\w+)\s+"(.*)"(?:\s+[0-9]+)?\s*$')
-_KEY = re.compile(r'^\s*([A-Za-z0-9_.]+)\s*=\s*"?(.*?)"?\s*$')
+_EXTENT = lazyre.compile(r'^(RW|RDONLY|NOACCESS)\s+([0-9]+)\s+(\w+)\s+"(.*)"(?:\s+[0-9]+)?\s*$')
+_KEY = lazyre.compile(r'^\s*([A-Za-z0-9_.]+)\s*=\s*"?(.*?)"?\s*$')
 
 
 @dataclass
@@ -70,10 +71,10 @@ class Unwritable(HotvcbError, ValueError):
 # Control characters (C0, DEL, C1) and Unicode's line and paragraph separators: each either ends a
 # descriptor line (a reader using str.splitlines ends one at \x0b, \x1c or \x85 too) or is no byte a file
 # name on a datastore should hold. A descriptor has no escape for any of them.
-_UNWRITABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")  # the last: bytes no UTF-8 holds
+_UNWRITABLE = lazyre.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")  # the last: bytes no UTF-8 holds
 
 
-_LINES = re.compile(r"[^\n]*\n|[^\n]+\Z")  # each line with its line feed: a descriptor's own line breaks kept
+_LINES = lazyre.compile(r"[^\n]*\n|[^\n]+\Z")  # each line with its line feed: a descriptor's own line breaks kept
 
 
 def writable(path: str, quoted: bool = False) -> str:
@@ -152,7 +153,7 @@ def _cut(line: str) -> str:
     return line if len(line) <= 100 else "%s...%s" % (line[:60], line[-30:])
 
 
-_DELTA_STEM = re.compile(r"-\d{6}(\.vmdk)$")
+_DELTA_STEM = lazyre.compile(r"-\d{6}(\.vmdk)$")
 
 
 def base_name(filename: str) -> str:
@@ -209,7 +210,7 @@ def anchored(text: str, folder: str, parent: bool = True) -> str:
     return _LINK.sub(hint, text)
 
 
-_DDB = re.compile(r'^\s*ddb\.[^\r\n]*(\r?\n|$)', re.M)
+_DDB = lazyre.compile(r'^\s*ddb\.[^\r\n]*(\r?\n|$)', re.M)
 
 
 def _set(text: str, key: str, value: str) -> str:
@@ -244,7 +245,7 @@ def new_identity(text: str) -> str:
     return _set(text, "ddb.uuid", uuid)
 
 
-_LINK = re.compile(r'^(\s*)(CID|parentCID|parentFileNameHint)(\s*=\s*)"?([^"\r\n]*)"?(\s*)$', re.M)
+_LINK = lazyre.compile(r'^(\s*)(CID|parentCID|parentFileNameHint)(\s*=\s*)"?([^"\r\n]*)"?(\s*)$', re.M)
 
 
 def content_id(text: str) -> str:

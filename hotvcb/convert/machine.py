@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from ..errors import HotvcbError
+from .. import lazyre
 
 # buses a restored disk can sit on; sata is the default because every guest
 # (Linux, Windows since Vista) boots from AHCI without extra drivers
@@ -20,7 +21,7 @@ BUILT_BUSES = ("sata", "scsi", "virtio")  # what a definition we build uses (q35
 # NIC models; e1000 is the default for the same reason (virtio and vmxnet3 need guest drivers)
 NIC_MODELS = ("e1000", "e1000e", "rtl8139", "virtio", "vmxnet3")
 FIRMWARES = ("bios", "efi")
-_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_MAC = lazyre.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _TARGET_PREFIX = {"sata": "sd", "scsi": "sd", "ide": "hd", "virtio": "vd"}
 
 

@@ -13,7 +13,6 @@ the worst one is the host's. What is checked, and why it matters:
   need room to grow), the backup target with less room than the next run.
 """
 
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -31,10 +30,11 @@ from ..store.lock import LOCK_NAME, holder_alive
 from ..treeview import ScannedShell
 from ..units import human_size
 from .leftovers import is_ours, power_marker
+from .. import lazyre
 
 OK, WARN, CRIT = "OK", "WARN", "CRIT"
 RANK = {OK: 0, WARN: 1, CRIT: 2}
-_CREATED = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4}) (\d{1,2}):(\d{1,2}):(\d{1,2})")
+_CREATED = lazyre.compile(r"(\d{1,2})/(\d{1,2})/(\d{4}) (\d{1,2}):(\d{1,2}):(\d{1,2})")
 
 
 @dataclass

@@ -20,12 +20,13 @@ from datetime import datetime
 from typing import List, Optional
 
 from ..shell import Shell
+from .. import lazyre
 
 TS_FORMAT = "%Y-%m-%d_%H-%M-%S"
 PARTIAL = "-partial"
 DELETING = "-deleting"
 STATUS_FILES = ("STATUS.ok", "STATUS.warn", "STATUS.error")
-_TS = re.compile(r"^(\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})(-partial|-deleting|\.gz)?$")
+_TS = lazyre.compile(r"^(\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})(-partial|-deleting|\.gz)?$")
 
 
 @dataclass
@@ -50,7 +51,7 @@ def folder_name(vm_name: str) -> str:
 
 # C0 and C1 control characters, DEL and Unicode's line and paragraph separators: no display name or
 # folder name of a VM holds one sanely (a line break ends a .vmx line, a getallvms row, a log line)
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL = lazyre.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def unusable_name(name: str, own: bool = False) -> Optional[str]:
