@@ -9,7 +9,6 @@ import argparse
 import importlib
 import os
 import sys
-import traceback
 from typing import List, Optional
 
 from . import __version__
@@ -18,7 +17,8 @@ from .errors import HotvcbError, Interrupted, UsageError
 from .runlog import say
 
 # each is commands/<name>_cmd.py, imported only when its name is the command given (or for help and
-# usage errors, all): a `backup` run does not load restore, verify and the repository's code first
+# usage errors, all; for --version, none): a `backup` run does not load restore, verify and the
+# repository's code first
 COMMANDS = ("backup", "cleanup", "schedule", "restore", "list", "verify", "status", "prune")
 _GLOBAL_VALUED = common.GLOBAL_VALUED
 
@@ -46,7 +46,9 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version="hotvcb " + __version__)
     common.add_target_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name in [command] if command in COMMANDS else COMMANDS:
+    # argparse prints the version and exits at the flag itself, before it looks at any subcommand
+    names = [command] if command in COMMANDS else [] if command == "--version" else COMMANDS
+    for name in names:
         importlib.import_module("%s.commands.%s_cmd" % (__package__, name)).register(sub)
     return parser
 
@@ -76,6 +78,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return args.handler(args)
     except HotvcbError as err:
         if debug:
+            import traceback  # linecache, tokenize: only a debug run's error needs it
+
             traceback.print_exc()
         say("hotvcb: error: %s" % err, stream=sys.stderr)
         return err.exit_code
@@ -87,6 +91,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     except Exception as err:  # the one place an unexpected error becomes a line
         if debug:
+            import traceback
+
             traceback.print_exc()
         say("hotvcb: internal error: %s: %s (run with -d debug for details)" % (type(err).__name__, err), stream=sys.stderr)
         return 1

@@ -7,7 +7,6 @@ night, and the jobs can trust what Settings holds.
 """
 
 import codecs
-import difflib
 import os
 import re
 import stat
@@ -16,20 +15,21 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 from hotvcb.errors import ConfigError, UsageError
 from hotvcb.settings import DISK_FORMATS, IMAGE_FORMATS, Settings
+from . import lazyre
 
 # Config and list files are a few hundred bytes; the cap makes `-g some.vmdk`
 # fail at once instead of reading gigabytes into memory.
 MAX_FILE_BYTES = 4 * 1024 * 1024
 
-_LINE = re.compile(r"(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)\Z", re.S)
-_DOUBLE = re.compile(r'"((?:[^"\\]|\\.)*)"(.*)\Z', re.S)
-_SINGLE = re.compile(r"'([^']*)'(.*)\Z", re.S)
-_AFTER_QUOTE = re.compile(r"(?:\s+#.*)?\Z", re.S)
-_TRAILING_COMMENT = re.compile(r"\s#")
-_EXPANSION = re.compile(r"(?<!\\)(?:\$[A-Za-z0-9_{(]|`)")
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_COUNT = re.compile(r"[0-9]{1,9}")
-_MODE = re.compile(r"[0-7]{3,4}")
+_LINE = lazyre.compile(r"(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)\Z", re.S)
+_DOUBLE = lazyre.compile(r'"((?:[^"\\]|\\.)*)"(.*)\Z', re.S)
+_SINGLE = lazyre.compile(r"'([^']*)'(.*)\Z", re.S)
+_AFTER_QUOTE = lazyre.compile(r"(?:\s+#.*)?\Z", re.S)
+_TRAILING_COMMENT = lazyre.compile(r"\s#")
+_EXPANSION = lazyre.compile(r"(?<!\\)(?:\$[A-Za-z0-9_{(]|`)")
+_CONTROL = lazyre.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_COUNT = lazyre.compile(r"[0-9]{1,9}")
+_MODE = lazyre.compile(r"[0-7]{3,4}")
 
 
 class _Invalid(Exception):
@@ -173,7 +173,7 @@ def _mode(text: str) -> str:
     raise _Invalid("an octal file mode such as 600 or 0640, or empty to leave modes alone")
 
 
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", re.I)
+_SIZE = lazyre.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", re.I)
 
 
 def _size(text: str) -> int:
@@ -204,7 +204,7 @@ def _vmdk_files(text: str) -> Tuple[str, ...]:
     return names
 
 
-_DURATION = re.compile(r"(\d{1,9})([sm]?)")
+_DURATION = lazyre.compile(r"(\d{1,9})([sm]?)")
 _ROTATION = "a whole number >= 1; ghettoVCB's 0 deleted the backup it had just made, so hotvcb refuses it"
 
 # Each key's field in Settings is the key in lower case.
@@ -337,6 +337,8 @@ def _value(path: str, number: int, key: str, raw: str, warnings: List[str]) -> o
 
 
 def _unknown(where: str, key: str) -> str:
+    import difflib  # only a config with a typo pays for it
+
     guess = difflib.get_close_matches(key.upper(), KEYS, 1)
     hint = " (did you mean %s?)" % guess[0] if guess else ""
     return "%s: unknown key %s ignored%s" % (where, _shown(key), hint)

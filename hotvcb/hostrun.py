@@ -21,7 +21,6 @@ import selectors
 import signal
 import subprocess
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Union
 
@@ -64,7 +63,7 @@ def run(shell: SshShell, request: Request, stdout: Output, stderr: Output) -> Un
     """
     pyz = pyzpack.this_package()
     sha = hashlib.sha256(pyz).hexdigest()
-    nonce = uuid.uuid4().hex
+    nonce = os.urandom(16).hex()  # not uuid4: importing uuid on 3.8 runs `uname -p` in a subprocess
     proc = shell.channel(shell.python_argv(_boot_source(), nonce, sha, os.environ.get("HOTVCB_HOST_FOLDER", FOLDER)))
     session = _Session(proc, nonce)
     try:

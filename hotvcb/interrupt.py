@@ -7,11 +7,13 @@ signal handler.
 
 import signal
 import threading
-from concurrent import futures
 from contextlib import contextmanager
-from typing import Iterator, List, TypeVar
+from typing import TYPE_CHECKING, Iterator, List, TypeVar
 
 from .errors import Interrupted
+
+if TYPE_CHECKING:  # the callers of `result` made the future: they have imported concurrent.futures
+    from concurrent import futures
 
 _received = []  # type: List[int]
 T = TypeVar("T")
@@ -50,6 +52,7 @@ def result(future: "futures.Future[T]") -> T:
     kernel by a worker thread (one returning from a syscall just then), and Python runs its handler only
     in the main thread, once that runs Python again: a main thread blocked in one long wait on a worker
     that itself waits for `pending()` (a restore waiting out a lagging listing) would wait it all out."""
+    from concurrent import futures  # loaded already by whoever made `future`; with logging, ~5 ms of start-up
     while True:
         try:
             return future.result(timeout=SLICE)

@@ -1,4 +1,8 @@
-"""The domain, as plain data: what a job reads from a host and records."""
+"""The domain, as plain data: what a job reads from a host and records.
+
+Every dataclass has a docstring: for one without, @dataclass writes one from inspect.signature at
+import, ~0.2 ms a class on Python 3.8, paid by every command's start-up.
+"""
 
 from dataclasses import dataclass, field
 from typing import List, Optional, Protocol, Tuple
@@ -15,6 +19,8 @@ class VmRef:
 
 @dataclass(frozen=True)
 class DatastoreInfo:
+    """A datastore as its host reports it: where a backup or restore can go, and the room it has."""
+
     name: str
     url: str  # where it is mounted, /vmfs/volumes/<uuid> on ESXi
     capacity: int
@@ -24,6 +30,8 @@ class DatastoreInfo:
 
 @dataclass(frozen=True)
 class Disk:
+    """A VM's disk as its config names it: what a backup copies, or says why it cannot."""
+
     key: str  # "scsi0:1", "nvme0:0", ...
     path: str  # absolute host path of the base descriptor (never a delta)
     datastore: str  # datastore holding the disk
@@ -44,6 +52,8 @@ class VmConfig(Protocol):
 
 @dataclass
 class Vm:
+    """A VM as its driver loaded it: its files, so a job can copy, check and restore them."""
+
     ref: VmRef
     datastore: str
     folder: str  # absolute folder holding the .vmx
@@ -59,6 +69,8 @@ class Vm:
 
 @dataclass(frozen=True)
 class Snapshot:
+    """A snapshot as the host lists it: ours to remove, or the user's to leave and report."""
+
     id: str  # "" on ESX 4.x, whose snapshot.get prints no Id
     name: str
     description: str
@@ -90,6 +102,8 @@ class SnapshotTree:
 
 @dataclass
 class DiskResult:
+    """How one disk's copy went: the VM's result, the report and the mail are made of these."""
+
     disk: Disk
     ok: bool
     files: List[str] = field(default_factory=list)  # names inside the backup

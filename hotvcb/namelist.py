@@ -13,14 +13,14 @@ or ends with a blank can still be named with `-m`.  Only whole lines whose
 first non-blank character is `#` are comments, so `web#2` is a name.
 """
 
-import re
 from typing import List
 
 from hotvcb.config import read_text, shown_as
 from hotvcb.errors import UsageError
+from . import lazyre
 
 _BLANKS = " \t\r"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = lazyre.compile(r"[\x00-\x1f\x7f]")
 
 
 def read_names(path: str) -> List[str]:

@@ -13,17 +13,17 @@ other lines; ghettoVCB-restore either stopped at the first bad line or
 silently restored something else.
 """
 
-import re
 from dataclasses import dataclass
 from typing import List, Optional, Union
 
 from .config import read_text
 from .errors import UsageError
+from . import lazyre
 
 FORMATS = {"1": "zeroedthick", "2": "2gbsparse", "3": "thin", "4": "eagerzeroedthick"}
 FORMAT_NAMES = tuple(FORMATS.values())
 REPO_PREFIX = "repo:"  # field 1 naming a backup in a repository (docs/restore.md)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = lazyre.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ each other. Lines are written whole, under one lock.
 import io
 import json
 import os
-import re
 import shutil
 import sys
 import threading
@@ -24,17 +23,19 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, TextIO
 
+from . import lazyre
+
 LEVELS = {"debug": 10, "info": 20, "dryrun": 20, "warning": 30, "error": 40}
-_LINE_BREAK = re.compile("\r\n|\r|\n")  # a message of several lines: each its own, stamped
+_LINE_BREAK = lazyre.compile("\r\n|\r|\n")  # a message of several lines: each its own, stamped
 # what else a name from a .vmx, a folder or a restore file may hold that a terminal or a log reader takes
 # for a line break or a command (an escape sequence), or that no UTF-8 log can hold (bytes that were no
 # UTF-8), or a bidi control that shows the rest of the line reordered (`invoice<RLO>gpj.exe` reads as a
 # .jpg): written as its Python escape, so each log line is one line of ours and shows what is there
 _HIDDEN_CHARS = "\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2028\u2029\u2066-\u2069\ud800-\udfff"
-_HIDDEN = re.compile("[%s]" % _HIDDEN_CHARS)
+_HIDDEN = lazyre.compile("[%s]" % _HIDDEN_CHARS)
 # in one field of a line (a table's cell, a status line's name) a line feed forges a line and a tab
 # moves every later column to the terminal's tab stop: escaped too; a log message keeps its own
-_HIDDEN_IN_FIELD = re.compile("[\t\n%s]" % _HIDDEN_CHARS)
+_HIDDEN_IN_FIELD = lazyre.compile("[\t\n%s]" % _HIDDEN_CHARS)
 
 
 def shown(text: str, field: bool = False) -> str:

@@ -17,7 +17,6 @@ import os
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -26,10 +25,13 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence
 
 from . import background, blockdigest, hostdigest, interrupt, treescan
 from .errors import CommandFailed, HostError, TimeoutExpired
+from .runid import machine_name
 
 
 @dataclass
 class Completed:
+    """A finished command as a job judges it: its exit status and everything it said."""
+
     argv: List[str]
     returncode: int
     output: str  # stdout and stderr interleaved, as an admin would see them
@@ -202,7 +204,7 @@ def tree_of(raw: Dict[str, Any]) -> Tree:
 class LocalShell:
     """The host is this machine (hotvcb runs on the ESXi host itself)."""
 
-    description = "local (%s)" % socket.gethostname()
+    description = "local (%s)" % machine_name()
     remote = False
 
     def run(

@@ -1,7 +1,8 @@
 """Numbers as people read them in logs and tables, and as files and hosts spell them."""
 
-import re
 from typing import Optional
+
+from . import lazyre
 
 # 2**64 has 20 digits: no size, sector count, pid, epoch, tick or version number has more. A number read
 # from a file or a host's output is matched with DIGITS (a longer run of digits is then no number at all)
@@ -9,7 +10,7 @@ from typing import Optional
 # digits or more with a ValueError, and anyone who can write such a file can write that many.
 DIGITS_MAX = 20
 DIGITS = r"(?<![0-9])[0-9]{1,%d}(?![0-9])" % DIGITS_MAX
-_WHOLE = re.compile(DIGITS)
+_WHOLE = lazyre.compile(DIGITS)
 
 
 def whole(text: str) -> Optional[int]:

@@ -8,20 +8,22 @@ embedded in a hosted sparse extent (monolithicSparse: text at sector 1).
 """
 
 import re
-import secrets
 import struct
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
 from .errors import HotvcbError
 from .units import DIGITS_MAX, whole
+from . import lazyre
 
-_EXTENT = re.compile(r'^(RW|RDONLY|NOACCESS)\s+([0-9]+)\s+(\w+)\s+"(.*)"(?:\s+[0-9]+)?\s*$')
-_KEY = re.compile(r'^\s*([A-Za-z0-9_.]+)\s*=\s*"?(.*?)"?\s*$')
+_EXTENT = lazyre.compile(r'^(RW|RDONLY|NOACCESS)\s+([0-9]+)\s+(\w+)\s+"(.*)"(?:\s+[0-9]+)?\s*$')
+_KEY = lazyre.compile(r'^\s*([A-Za-z0-9_.]+)\s*=\s*"?(.*?)"?\s*$')
 
 
 @dataclass
 class Extent:
+    """An extent line of a descriptor: which file holds the disk's data, and how."""
+
     access: str
     sectors: int
     kind: str  # VMFS, VMFSSPARSE, SESPARSE, SPARSE, FLAT, VMFSRDM, VMFSRAW
@@ -30,6 +32,8 @@ class Extent:
 
 @dataclass
 class Descriptor:
+    """What a copy, check or restore needs from a descriptor: its type, extents and parent."""
+
     create_type: str
     extents: List[Extent] = field(default_factory=list)
     parent_hint: Optional[str] = None
@@ -67,10 +71,10 @@ class Unwritable(HotvcbError, ValueError):
 # Control characters (C0, DEL, C1) and Unicode's line and paragraph separators: each either ends a
 # descriptor line (a reader using str.splitlines ends one at \x0b, \x1c or \x85 too) or is no byte a file
 # name on a datastore should hold. A descriptor has no escape for any of them.
-_UNWRITABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")  # the last: bytes no UTF-8 holds
+_UNWRITABLE = lazyre.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")  # the last: bytes no UTF-8 holds
 
 
-_LINES = re.compile(r"[^\n]*\n|[^\n]+\Z")  # each line with its line feed: a descriptor's own line breaks kept
+_LINES = lazyre.compile(r"[^\n]*\n|[^\n]+\Z")  # each line with its line feed: a descriptor's own line breaks kept
 
 
 def writable(path: str, quoted: bool = False) -> str:
@@ -149,7 +153,7 @@ def _cut(line: str) -> str:
     return line if len(line) <= 100 else "%s...%s" % (line[:60], line[-30:])
 
 
-_DELTA_STEM = re.compile(r"-\d{6}(\.vmdk)$")
+_DELTA_STEM = lazyre.compile(r"-\d{6}(\.vmdk)$")
 
 
 def base_name(filename: str) -> str:
@@ -206,7 +210,7 @@ def anchored(text: str, folder: str, parent: bool = True) -> str:
     return _LINK.sub(hint, text)
 
 
-_DDB = re.compile(r'^\s*ddb\.[^\r\n]*(\r?\n|$)', re.M)
+_DDB = lazyre.compile(r'^\s*ddb\.[^\r\n]*(\r?\n|$)', re.M)
 
 
 def _set(text: str, key: str, value: str) -> str:
@@ -232,6 +236,7 @@ def new_identity(text: str) -> str:
     """The descriptor of a copy of its disk: a new CID, ddb.longContentID (96 random bits, then the CID)
     and ddb.uuid (`60 00 C2 9x …`), in the shapes vmkfstools gives a clone, so two copies of one disk
     never claim one identity (a guest's /dev/disk/by-id, a disk vCenter tracks by its uuid)."""
+    import secrets  # random, base64, hmac: for a copy's new identity, not every command that reads descriptors
     cid = "%08x" % secrets.randbits(32)
     raw = ["%02x" % b for b in secrets.token_bytes(14)]
     uuid = "60 00 C2 9%x %s-%s" % (secrets.randbits(4), " ".join(raw[:6]), " ".join(raw[6:]))
@@ -240,7 +245,7 @@ def new_identity(text: str) -> str:
     return _set(text, "ddb.uuid", uuid)
 
 
-_LINK = re.compile(r'^(\s*)(CID|parentCID|parentFileNameHint)(\s*=\s*)"?([^"\r\n]*)"?(\s*)$', re.M)
+_LINK = lazyre.compile(r'^(\s*)(CID|parentCID|parentFileNameHint)(\s*=\s*)"?([^"\r\n]*)"?(\s*)$', re.M)
 
 
 def content_id(text: str) -> str:

@@ -9,10 +9,11 @@ import re
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from .units import DIGITS
+from . import lazyre
 
-_LINE = re.compile(r'^\s*([A-Za-z0-9_.:\-]+)\s*=\s*"(.*)"\s*$')
+_LINE = lazyre.compile(r'^\s*([A-Za-z0-9_.:\-]+)\s*=\s*"(.*)"\s*$')
 DISK_BUSES = ("scsi", "sata", "ide", "nvme")
-_DEVICE = re.compile(r"^(scsi|sata|ide|nvme)({0}):({0})$".format(DIGITS))  # a longer number: no device of ESXi's
+_DEVICE = lazyre.compile(r"^(scsi|sata|ide|nvme)({0}):({0})$".format(DIGITS))  # a longer number: no device of ESXi's
 
 
 class VmxFile:

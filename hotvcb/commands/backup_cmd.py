@@ -5,7 +5,6 @@ import dataclasses
 import json
 import os
 import re
-import socket
 from datetime import datetime
 from typing import List, Optional, Sequence, Tuple
 
@@ -17,6 +16,7 @@ from ..jobs.backup import BackupJob
 from ..jobs.nfs import NfsTarget
 from ..jobs import outcome
 from ..jobs.outcome import final_status
+from ..runid import machine_name
 from . import common, onhost
 
 
@@ -170,9 +170,9 @@ def run(args) -> int:
         work.finish()
     log.info("============================== hotvcb LOG END ================================")
     return _deliver(args, settings, log, onhost.Report(
-        code, status, socket.gethostname(), "\n".join(log.lines), outcome.report(results, status),
-        outcome.report_html(results, status, socket.gethostname(), args.job_name), {
-            "host": socket.gethostname(), "job": args.job_name, "started": started,
+        code, status, machine_name(), "\n".join(log.lines), outcome.report(results, status),
+        outcome.report_html(results, status, machine_name(), args.job_name), {
+            "host": machine_name(), "job": args.job_name, "started": started,
             "finished": datetime.now().isoformat(timespec="seconds"), "status": status, "exit_code": code,
             "dry_run": dry_run, "vms": outcome.rows(results)}))
 

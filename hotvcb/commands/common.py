@@ -33,6 +33,13 @@ def add_host_options(parser: argparse.ArgumentParser) -> None:
                         help="work directory (the run lock lives on the host, whatever -w says)")
 
 
+def add_repo_option(p) -> None:
+    """Here, not in repo_cmd.py: `list`, `verify`, `status` and `restore` offer it, and only their runs
+    given --repo import the repository's code (repo_cmd.py's imports, ~15 ms)."""
+    p.add_argument("--repo", metavar="PATH", help="a deduplicating repository (docs/repository.md) instead of "
+                   "VM_BACKUP_VOLUME")
+
+
 # -- the target: which host (--host, SSH) or hypervisor (--qemu) a command works on --------------
 # top-level options that take a value (they may precede ghettoVCB-style flags, and a scheduled
 # job's arguments after `--` may hold them too)

@@ -28,7 +28,6 @@ from ..runlog import columns, say, say_json
 from ..shell import Shell
 from ..store import health, layout, manifest
 from ..treeview import ScannedShell
-from . import repo_cmd
 from ..units import human_size
 from . import common
 
@@ -39,7 +38,7 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("-g", dest="global_conf", metavar="FILE", help="global config (for VM_BACKUP_VOLUME)")
     p.add_argument("--volume", metavar="DIR", help="backup volume (overrides VM_BACKUP_VOLUME)")
-    repo_cmd.add_repo_option(p)
+    common.add_repo_option(p)
     p.set_defaults(handler=run)
 
 
@@ -129,6 +128,8 @@ def _detect_format(shell: Shell, folder: str) -> Optional[str]:
 
 def run(args) -> int:
     if args.repo:
+        from . import repo_cmd  # the repository's code, for --repo runs only
+
         repo_cmd.here_only(args)
         return repo_cmd.list_backups(args.repo, args.vm, args.json)
     settings, warnings = config.load_settings(args.global_conf)

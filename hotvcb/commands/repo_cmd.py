@@ -20,8 +20,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 from .. import interrupt, runlog
 from ..errors import HostError, RepoError, UsageError
 from ..jobs.repo_backup import flat_name
-from ..jobs.restore_plan import RESTORING
-from ..jobs.restore_scratch import Records, record_of, sweep
+from ..jobs.restore_scratch import RESTORING, Records, record_of, sweep
 from ..repo.reader import Where, read_file, restore_disk, whole_or_nothing
 from ..repo.repository import SNAPSHOTS, Repository, Snapshot, open_path
 from ..repo.settle import Say
@@ -30,11 +29,6 @@ from ..runid import machine_id
 from ..shell import LocalShell
 from ..store import layout
 from ..units import human_size
-
-
-def add_repo_option(p) -> None:
-    p.add_argument("--repo", metavar="PATH", help="a deduplicating repository (docs/repository.md) instead of "
-                   "VM_BACKUP_VOLUME")
 
 
 def here_only(args) -> None:

@@ -11,18 +11,17 @@ Exit codes: 0 all restored (or a clean dry run), 4 some requests failed,
 """
 
 import dataclasses
-import socket
 
 from .. import config, interrupt
 from ..errors import HotvcbError, Interrupted, UsageError, VmNotFound
 from ..jobs.restore import RestoreJob
 from ..jobs.restore_plan import require_usable_name
 from ..restorefile import BadLine, RestoreRequest, datastore_path, disk_format, read_restore_file, trim_path
-from ..repo.repository import open_path
+from ..runid import machine_name
 from ..runlog import RunLog
 from ..shell import LocalShell
 from ..store import health, layout, rotation
-from . import common, onhost, repo_cmd, restore_kvm_cmd
+from . import common, onhost, restore_kvm_cmd
 
 LEVELS = {"0": "info", "info": "info", "1": "dryrun", "dryrun": "dryrun", "2": "dryrun2", "debug": "debug"}
 
@@ -41,7 +40,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-verify", action="store_true",
                    help="do not check the manifest's checksums (checked while the disks are copied)")
     p.add_argument("--power-on", action="store_true", help="power the VM on after registering it")
-    repo_cmd.add_repo_option(p)
+    common.add_repo_option(p)
     p.add_argument("--to", metavar="DIR", help="with --repo: a new folder for the raw disks and the VM's files")
     p.add_argument("-g", dest="global_conf", metavar="FILE", help="global config (for --latest)")
     p.add_argument("-l", dest="log_file", metavar="FILE", help="also write the log to FILE")
@@ -112,6 +111,8 @@ def run(args) -> int:
     if code is not None:
         return code
     if args.repo:
+        from . import repo_cmd  # the repository's code, for --repo runs only
+
         repo_cmd.here_only(args)
         if bool(args.backup) == bool(args.latest):
             raise UsageError("say which backup of the repository: its ID, or --latest VM (exactly one)")
@@ -123,7 +124,7 @@ def run(args) -> int:
     try:
         items = requests_from(args, settings)
         log.info("============================== hotvcb restore LOG START ==============================")
-        log.info("HOST: %s" % socket.gethostname())
+        log.info("HOST: %s" % machine_name())
         if dry_run:
             log.info("DRY RUN: nothing will be changed")
         host = common.connect(args.host_target)
@@ -159,6 +160,8 @@ def _restore(job: RestoreJob, req: RestoreRequest, log, dry_run: bool) -> bool:
     folder on the target datastore, then restored like any folder: formats, checks, registration."""
     if not req.repo:
         return job.restore_one(req).status == "ok"
+    from ..repo.repository import open_path  # the repository's code, for its backups only
+    from . import repo_cmd
     try:
         if not isinstance(job.shell, LocalShell):
             raise UsageError("a repository is read on the host itself: run hotvcb there (SSH mode does so "

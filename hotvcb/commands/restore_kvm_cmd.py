@@ -12,7 +12,6 @@ from .. import config, interrupt
 from ..convert.machine import BUILT_BUSES, NIC_MODELS
 from ..errors import HotvcbError, UsageError
 from ..jobs import backup_check
-from ..jobs.restore_kvm import KVM_FORMATS, KvmRequest, KvmRestore, how_to_start
 from ..restorefile import trim_path
 from ..runlog import RunLog
 from ..shell import LocalShell
@@ -38,6 +37,9 @@ def check_options(args) -> None:
 
 def run(args, level: str) -> int:
     """level: restore's log level (info, dryrun, dryrun2, debug)."""
+    # tempfile, ctypes (tether), the QEMU argv: only a --kvm run's, every `restore` registers the options
+    from ..jobs.restore_kvm import KVM_FORMATS, KvmRequest, KvmRestore, how_to_start
+
     if args.host_target:
         raise UsageError("--kvm restores on this machine; drop --host/--qemu")
     if args.restore_file or args.datastore:

@@ -14,7 +14,7 @@ from ..errors import HotvcbError
 from ..jobs.status import RANK, Check, Limits, host_status
 from ..runlog import say, say_json, shown
 from ..units import parse_duration
-from . import common, onhost, repo_cmd
+from . import common, onhost
 
 UNKNOWN = 3
 
@@ -32,7 +32,7 @@ def register(subparsers) -> None:
                    help="a VM's newest good backup older than this is WARN, twice as old CRIT (default 26h)")
     p.add_argument("--snapshot-age", default="24h", metavar="AGE",
                    help="a user snapshot older than this is WARN (default 24h)")
-    repo_cmd.add_repo_option(p)
+    common.add_repo_option(p)
     p.usage_exit = 3  # a bad command line is UNKNOWN to a monitor, not WARN
     onhost.add_option(p)
     p.set_defaults(handler=run)

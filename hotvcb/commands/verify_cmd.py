@@ -21,7 +21,7 @@ from ..restorefile import trim_path
 from ..runlog import say, say_json
 from ..shell import LocalShell, Shell
 from ..store import layout
-from . import common, list_cmd, onhost, repo_cmd
+from . import common, list_cmd, onhost
 
 
 def register(subparsers) -> None:
@@ -42,7 +42,7 @@ def register(subparsers) -> None:
                       help="QEMU accelerator: kvm, tcg, or kvm:tcg = KVM where available (default)")
     boot.add_argument("--console-log", metavar="FILE", help="write the serial console here (default: a temp folder)")
     onhost.add_option(p)
-    repo_cmd.add_repo_option(p)
+    common.add_repo_option(p)
     p.add_argument("--sample", type=float, metavar="PCT", help="with --repo: read this share of the packs, 1 to 100")
     p.add_argument("--new", action="store_true", help="with --repo: read only packs never verified")
     p.set_defaults(handler=run)
@@ -95,6 +95,8 @@ def run(args) -> int:
     # killed verify mid-file, silently, with exit 143
     interrupt.install()
     if args.repo:
+        from . import repo_cmd  # the repository's code, for --repo runs only
+
         repo_cmd.here_only(args)
         return repo_cmd.verify_repository(args.repo, args.sample, args.new, args.json)
     shell = common.connect(args.host_target).shell

@@ -9,7 +9,6 @@ BIOS UUID is carried, and restore's moved-or-copied answer (vmx_identity.py)
 drops it for a copy under a new name.
 """
 
-import uuid
 from typing import List
 
 from ..vmx import VmxFile
@@ -23,6 +22,7 @@ SATA_SLOTS = 30
 
 def vmx_uuid(value: str) -> str:
     """8-4-4-4-12 as VMware writes uuid.bios: `56 4d 12 ... 34-56 78 ...`."""
+    import uuid  # on 3.8 its import runs `uname -p` in a subprocess: only a KVM->ESXi conversion pays it
     raw = uuid.UUID(value).hex
     pairs = [raw[i:i + 2] for i in range(0, 32, 2)]
     return " ".join(pairs[:8]) + "-" + " ".join(pairs[8:])

@@ -7,18 +7,18 @@ UEFI variables file (a copy must not share the original's). A VM from ESXi
 or bare QEMU gets a definition built from the Machine.
 """
 
-import re
 import xml.etree.ElementTree as ET
 from typing import Callable, Dict, Optional, Tuple
 
 from .firmware import ovmf
 from .machine import (DISK_BUSES, MAX_MEMORY_MIB, MAX_VCPUS, ConvertError, DiskSpec, Machine, NicSpec, at_most, new_uuid,
                       normal_mac, normal_uuid)
+from .. import lazyre
 
 _UNITS = {"b": 1, "bytes": 1, "kb": 1000, "k": 1024, "kib": 1024, "mb": 1000 ** 2, "m": 1 << 20, "mib": 1 << 20,
           "gb": 1000 ** 3, "g": 1 << 30, "gib": 1 << 30, "tb": 1000 ** 4, "t": 1 << 40, "tib": 1 << 40}
 
-_DEV = re.compile(r"^[A-Za-z0-9_-]+$")  # vda, sdb, hdc, xvda: it names the restored image file
+_DEV = lazyre.compile(r"^[A-Za-z0-9_-]+$")  # vda, sdb, hdc, xvda: it names the restored image file
 Resolve = Callable[[str, str], Optional[Tuple[str, str]]]  # (target dev, source file) -> (image path, format)
 
 

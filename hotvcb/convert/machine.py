@@ -7,13 +7,12 @@ restore that silently moved a Windows disk from pvscsi to SATA would leave
 the admin guessing why the guest behaves differently.
 """
 
-import random
 import re
-import uuid
 from dataclasses import dataclass, field
 from typing import List, Optional
 
 from ..errors import HotvcbError
+from .. import lazyre
 
 # buses a restored disk can sit on; sata is the default because every guest
 # (Linux, Windows since Vista) boots from AHCI without extra drivers
@@ -22,7 +21,7 @@ BUILT_BUSES = ("sata", "scsi", "virtio")  # what a definition we build uses (q35
 # NIC models; e1000 is the default for the same reason (virtio and vmxnet3 need guest drivers)
 NIC_MODELS = ("e1000", "e1000e", "rtl8139", "virtio", "vmxnet3")
 FIRMWARES = ("bios", "efi")
-_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_MAC = lazyre.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _TARGET_PREFIX = {"sata": "sd", "scsi": "sd", "ide": "hd", "virtio": "vd"}
 
 
@@ -83,6 +82,7 @@ def at_most(n: int, most: Optional[int], what: str, where: str) -> int:
 
 def normal_uuid(value: str, where: str) -> str:
     """VMware's `56 4d 12 ...-...` and libvirt's 8-4-4-4-12 both, as 8-4-4-4-12."""
+    import uuid  # on 3.8 its import runs `uname -p` in a subprocess: only conversions pay it
     try:
         return str(uuid.UUID(hex=re.sub(r"[\s-]", "", value)))
     except ValueError:
@@ -97,11 +97,13 @@ def normal_mac(value: str, where: str) -> str:
 
 
 def new_uuid() -> str:
+    import uuid  # on 3.8 its import runs `uname -p` in a subprocess: only conversions pay it
     return str(uuid.uuid4())
 
 
 def new_mac() -> str:
     """A locally administered address in QEMU's 52:54:00 range, as libvirt makes them."""
+    import random  # only a conversion makes a NIC; every command that reads a backup imports this module
     return "52:54:00:%02x:%02x:%02x" % tuple(random.randrange(256) for _ in range(3))
 
 

@@ -24,11 +24,12 @@ from ..vmx import VmxFile
 from . import esxi_release, esxi_rows, esxi_tree, vimcmd
 from .base import Copied
 from .esxi_disks import EsxiDisks
+from .. import lazyre
 
 VIM_CMD = "/bin/vim-cmd"
-_FAULT = re.compile(r"^\((vim|vmodl)\.fault\.(\w+)\)", re.M)
-_DELTA = re.compile(r"-\d{6}(-delta|-sesparse)?\.vmdk$")
-_DELTA_SUFFIXES = re.compile(r"(-\d{6})*(-delta|-sesparse|-flat)?\.vmdk$")
+_FAULT = lazyre.compile(r"^\((vim|vmodl)\.fault\.(\w+)\)", re.M)
+_DELTA = lazyre.compile(r"-\d{6}(-delta|-sesparse)?\.vmdk$")
+_DELTA_SUFFIXES = lazyre.compile(r"(-\d{6})*(-delta|-sesparse|-flat)?\.vmdk$")
 POLL = 1.0
 # vim-cmd verbs that only read: they leave the driver's scans of VM folders valid
 _QUERIES = frozenset(["vmsvc/getallvms", "vmsvc/snapshot.get", "vmsvc/power.getstate",

@@ -18,10 +18,11 @@ from ..errors import HostError
 from ..model import Disk, Snapshot, SnapshotTree, Vm
 from ..shell import FileReader, decoded, encoded
 from ..vmx import VmxFile
+from .. import lazyre
 
 MAX_DEPTH = 64  # VMware allows 32 snapshots in a chain; deeper is a loop
 HEAD_MAX = 1 << 20  # a descriptor file's text, or a sparse disk's first sectors, read to tell its type
-_ENTRY = re.compile(r"^snapshot(\d+)\.(\w+)$", re.I)  # snapshotN.field: one snapshot's entry
+_ENTRY = lazyre.compile(r"^snapshot(\d+)\.(\w+)$", re.I)  # snapshotN.field: one snapshot's entry
 
 
 class BrokenChain(HostError):

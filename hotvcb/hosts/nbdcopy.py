@@ -15,18 +15,18 @@ Clean clusters are never read.
 """
 
 import json
-import re
 from typing import Callable, List, Optional, Tuple
 
 from ..errors import CopyError, HostError
 from ..shell import Shell
 from . import qemuimg
+from .. import lazyre
 
 Range = Tuple[int, int]  # (offset, length) in bytes
 QEMU_IO = "qemu-io"
 READ_MAX = 8 << 20  # qemu-io holds each read in memory
 READS_PER_RUN = 2000  # ranges per qemu-io process (its command line)
-_READ_DONE = re.compile(r"read (\d+)/\d+ bytes at offset \d+")
+_READ_DONE = lazyre.compile(r"read (\d+)/\d+ bytes at offset \d+")
 
 
 def export_uri(socket: str, export: str) -> str:

@@ -12,7 +12,6 @@ its job ended, which is how the next run finds that run's checkpoint
 """
 
 import hashlib
-import re
 import time
 import xml.etree.ElementTree as ET
 from typing import Dict, List, Set
@@ -23,10 +22,11 @@ from ..runlog import RunLog
 from ..shell import Shell
 from .qemu_overlays import OUR_MARK
 from .virsh import BackupDisk, BackupJob, Virsh, VirshError
+from .. import lazyre
 
 QUIESCE_TIMEOUT = 60.0
 POLL = 0.2
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_UNSAFE = lazyre.compile(r"[^A-Za-z0-9_.-]+")
 
 
 def safe(name: str) -> str:

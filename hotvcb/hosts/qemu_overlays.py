@@ -11,7 +11,6 @@ waited for first, and an overlay it committed but did not delete is removed.
 """
 
 import os
-import re
 import time
 from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
@@ -21,13 +20,14 @@ from ..model import Snapshot, Vm
 from ..runid import RECORD_MAX
 from ..shell import Shell
 from .qmp import QmpClient, QmpCommandError, QmpError, QmpUnavailable
+from .. import lazyre
 
 OVERLAY_SUFFIX = ".qcow2"
 DESCRIPTION_SUFFIX = ".description"  # beside an overlay: the snapshot's description
 OUR_MARK = "hotvcb-snapshot-"  # = jobs.backup.SNAPSHOT_PREFIX (a driver imports no job)
 JOB_PREFIX = "hotvcb-commit-"
 POLL = 0.5
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_UNSAFE = lazyre.compile(r"[^A-Za-z0-9_.-]+")
 
 
 def overlay_path(image: str, snapshot_name: str) -> str:

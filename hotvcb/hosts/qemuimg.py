@@ -16,14 +16,15 @@ import re
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Set, Tuple
 
-from .. import tether, vmdk
+from .. import vmdk
 from ..errors import CommandFailed, CopyError, HostError
 from ..model import Disk
 from ..shell import Shell
+from .. import lazyre
 
 QEMU_IMG = "qemu-img"
 FLAT_VMDK = "subformat=monolithicFlat"  # a descriptor and `<stem>-flat.vmdk`, the disk as it is
-_PERCENT = re.compile(r"\((\d+(?:\.\d+)?)/100%\)")
+_PERCENT = lazyre.compile(r"\((\d+(?:\.\d+)?)/100%\)")
 
 
 @dataclass(frozen=True)
@@ -128,11 +129,11 @@ def create_overlay(shell: Shell, backing: str, backing_format: str, dst: str, qe
         raise CommandFailed(out.argv, out.returncode, out.output)
 
 
-_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
-_IMAGE_EXT = re.compile(r"\.(qcow2|img|raw|vmdk|qed|vdi|vhdx?)$", re.I)
+_UNSAFE_NAME = lazyre.compile(r"[^A-Za-z0-9_.-]+")
+_IMAGE_EXT = lazyre.compile(r"\.(qcow2|img|raw|vmdk|qed|vdi|vhdx?)$", re.I)
 # qemu's VMDK reader takes an extent's name up to the next `"`, CR or LF (block/vmdk.c), and qemu-img
 # names the extents after the descriptor: such a character in the stem makes a copy qemu-img refuses
-_NOT_IN_VMDK = re.compile(r'["\r\n]')
+_NOT_IN_VMDK = lazyre.compile(r'["\r\n]')
 _EXTENT_SUFFIX = r"(-flat|-s\d{3})?"  # the extents qemu-img writes beside a `<stem>.vmdk` descriptor
 NAME_TRIES = 100
 
@@ -184,6 +185,7 @@ def copy_to(shell: Shell, disk: Disk, src: str, src_format: str, dst: str, fmt: 
         if pct is not None and progress is not None:
             progress(pct)
 
+    from .. import tether  # ctypes: for the copies, not every ESXi command that reads a backup
     before = set(shell.listdir(folder))
     try:
         result = tether.run(shell, argv, timeout=None, idle_timeout=1800, on_output=watch)

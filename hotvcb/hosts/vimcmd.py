@@ -12,11 +12,12 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from ..model import DatastoreInfo, Snapshot, VmRef
 from ..units import DIGITS
+from .. import lazyre
 
-_ROW = re.compile(r"^\s*(\d+)\s+(.*)$", re.S)  # S: a row joined from lines
-_FILE = re.compile(r"^\[([^\]]+)\] (.+?\.vmx)\s+\S+\s+vmx-\d+\b")
-_FIELDS = re.compile(_FILE.pattern, re.S)  # the same fields, a path holding a line feed included
-_SNAP_FIELD = re.compile(r"^(-*)(?:\|-(?:ROOT|CHILD))?Snapshot (\w+(?: \w+)?)\s*:\s?(.*)$")
+_ROW = lazyre.compile(r"^\s*(\d+)\s+(.*)$", re.S)  # S: a row joined from lines
+_FILE = lazyre.compile(r"^\[([^\]]+)\] (.+?\.vmx)\s+\S+\s+vmx-\d+\b")
+_FIELDS = lazyre.compile(_FILE.pattern, re.S)  # the same fields, a path holding a line feed included
+_SNAP_FIELD = lazyre.compile(r"^(-*)(?:\|-(?:ROOT|CHILD))?Snapshot (\w+(?: \w+)?)\s*:\s?(.*)$")
 _AFTER_DESCRIPTION = ("Created On", "State")  # the fields vim-cmd prints after a description
 
 
@@ -186,7 +187,7 @@ def parse_power_state(text: str) -> str:
     raise ValueError("unexpected power state output: %r" % (lines[-1] if lines else ""))
 
 
-_DS_FIELD = re.compile(r'^\s*(\w+) = (?:"(.*)"|\'(.*)\'|([^,]*)),?\s*$')
+_DS_FIELD = lazyre.compile(r'^\s*(\w+) = (?:"(.*)"|\'(.*)\'|([^,]*)),?\s*$')
 
 
 def parse_datastore_listsummary(text: str) -> List[DatastoreInfo]:
@@ -215,7 +216,7 @@ def parse_datastore_listsummary(text: str) -> List[DatastoreInfo]:
     return out
 
 
-_FREE = re.compile(r"^\s*freeSpace = (%s),?\s*$" % DIGITS, re.M)
+_FREE = lazyre.compile(r"^\s*freeSpace = (%s),?\s*$" % DIGITS, re.M)
 
 
 def parse_datastore_free(text: str) -> Optional[int]:
@@ -232,10 +233,10 @@ def _int(value: Optional[str]) -> int:
         return 0
 
 
-_CLONE = re.compile(r"Clone: (%s)%% done" % DIGITS)
+_CLONE = lazyre.compile(r"Clone: (%s)%% done" % DIGITS)
 # a release line is also read from the host's ramdisk (hosts/esxi_release.py), where anyone with root may write
 # (its numbers bounded, and the first not the tail of a longer dotted one, which is then no version at all)
-_VERSION = re.compile(r"(?<!\.)\b({0})\.({0})(?:\.({0}))?\s+build-".format(DIGITS))
+_VERSION = lazyre.compile(r"(?<!\.)\b({0})\.({0})(?:\.({0}))?\s+build-".format(DIGITS))
 
 
 def parse_version(text: str) -> Optional[Tuple[int, ...]]:

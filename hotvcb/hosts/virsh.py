@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 from ..errors import HostError
 from ..shell import Shell
+from .. import lazyre
 
 DEFAULT_URI = "qemu:///system"
 TIMEOUT = 120.0
@@ -24,7 +25,7 @@ A = TypeVar("A")
 B = TypeVar("B")
 
 # a `virsh -q checkpoint-list` row: the name (it may hold spaces), then `%Y-%m-%d %H:%M:%S %z`
-_CHECKPOINT_ROW = re.compile(r"^\s*(\S.*?)\s+(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4})\s*$")
+_CHECKPOINT_ROW = lazyre.compile(r"^\s*(\S.*?)\s+(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4})\s*$")
 # `virsh domstate` words -> the job's power states
 _STATES = {"running": "on", "shut off": "off", "paused": "suspended", "pmsuspended": "suspended",
            "in shutdown": "on", "blocked": "on", "idle": "on", "crashed": "off", "dying": "off"}

@@ -6,7 +6,6 @@ backup on this machine rather than through a hypervisor driver.
 """
 
 import os
-import re
 from typing import List, Optional, Tuple
 
 from .. import targz, vmdk
@@ -16,13 +15,14 @@ from ..errors import HostError, HotvcbError
 from ..shell import FileReader, Shell, decoded, encoded
 from ..store import chain, health, layout
 from .verify import verify_folder, verify_gz
+from .. import lazyre
 
 DESCRIPTOR_MAX = 64 << 10  # a VMDK descriptor file is a few hundred bytes; a sparse extent embeds one within this
 TEXT_MAX = 1 << 20  # a backup's text file (.vmx, .vmsd, descriptor) past this is refused rather than read
 SPARSE_MAGICS = ("KDMV", "COWD", "\xbe\xba\xfe\xca")  # hosted sparse, vmfsSparse, seSparse (its LE 0xcafebabe)
 QEMU_DESC_SIZE = 20 * 512  # the bytes qemu searches for a parentFileNameHint (block/vmdk.c DESC_SIZE)
 # the hint as qemu finds it (strstr): anywhere, its name from the 2nd byte after the key to the next quote
-_QEMU_HINT = re.compile(r'parentFileNameHint[^\0][^\0]([^"\0]*)"')
+_QEMU_HINT = lazyre.compile(r'parentFileNameHint[^\0][^\0]([^"\0]*)"')
 
 
 def is_backup(shell: Shell, folder: str) -> bool:

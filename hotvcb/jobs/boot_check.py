@@ -22,21 +22,21 @@
 import os
 import re
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from .. import interrupt, pids
 from ..convert.firmware import ovmf
 from ..convert.qemu_argv import QEMU, qemu_argv
 from ..errors import HotvcbError
 from ..hosts import qemuimg
-from ..hosts.qemu_boot import BootProcess
 from ..shell import Shell
 from ..store import layout
 from . import backup_check, qemu_vmdk
-from .machine_of import machine_of
+
+if TYPE_CHECKING:  # verify imports this module for its option defaults; only --boot needs what boots
+    from ..hosts.qemu_boot import BootProcess
 
 WORK_PREFIX = "hotvcb-boot-"  # + the pid of the run, so a later run knows a dead run's overlays
 DEFAULT_PATTERN = "login:"
@@ -71,6 +71,11 @@ def smoke_boot(shell: Shell, path: str, log, *, pattern: str = DEFAULT_PATTERN, 
         backup_check.require_good(shell, folder)  # a backup named as one (-partial: being written) too
     if console is not None and backup_check.inside(console, folder):
         raise HotvcbError("--console-log %s is inside the backup %s, which a smoke boot only reads" % (console, folder))
+    # tempfile, ctypes (qemu_boot's tether), xml.etree (machine_of): `verify --boot` only, not every verify
+    import tempfile
+    from ..hosts.qemu_boot import BootProcess
+    from .machine_of import machine_of
+
     _remove_dead_runs_overlays()
     work = tempfile.mkdtemp(prefix="%s%d-" % (WORK_PREFIX, os.getpid()))
     console = console or os.path.join(work, "console.log")
@@ -109,7 +114,7 @@ def smoke_boot(shell: Shell, path: str, log, *, pattern: str = DEFAULT_PATTERN, 
     return BootResult(path, ok, message, console, time.monotonic() - started)
 
 
-def _watch(vm: BootProcess, wanted, pattern: str, timeout: float, started: float):
+def _watch(vm: "BootProcess", wanted, pattern: str, timeout: float, started: float):
     deadline = started + timeout
     while True:
         if interrupt.pending():
@@ -131,6 +136,8 @@ def _watch(vm: BootProcess, wanted, pattern: str, timeout: float, started: float
 def _remove_dead_runs_overlays() -> None:
     """A SIGKILLed run cannot clean up (its QEMU dies with it): the next run removes its overlays,
     keeping the console log."""
+    import tempfile  # smoke_boot's, which calls this
+
     root = tempfile.gettempdir()
     for entry in os.listdir(root):
         pid = entry[len(WORK_PREFIX):].split("-", 1)[0]

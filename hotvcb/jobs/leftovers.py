@@ -25,7 +25,6 @@ the run folder may plant).
 User snapshots (any other name) and finished backups are never touched.
 """
 
-import re
 from typing import Callable, Collection, List, NamedTuple, Optional
 
 from ..errors import HotvcbError
@@ -38,6 +37,7 @@ from ..store.lock import STALE_AFTER
 from ..store.rotation import finish_deleting
 from ..store.seal import OWNER, owner_of
 from ..treeview import ScannedShell
+from .. import lazyre
 
 SNAPSHOT_PREFIX = "hotvcb-snapshot-"
 POWER_MARKER = ".hotvcb-powered-off"  # + ".<vmx file name>", in the VM's folder while we hold it powered off
@@ -46,7 +46,7 @@ UNTOLD = "may still be running (its process cannot be told from here: another pi
 
 
 # how hotvcb described its snapshots before run records (still ours to clean up)
-_LEGACY = re.compile(r"^hotvcb backup, job .*, pid \d+, host \S+$")
+_LEGACY = lazyre.compile(r"^hotvcb backup, job .*, pid \d+, host \S+$")
 
 
 def is_ours(snap: Snapshot) -> bool:

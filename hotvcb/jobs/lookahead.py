@@ -58,6 +58,8 @@ FRESH_FOR = 120.0  # seconds an answer asked ahead serves (the driver's own SNAP
 
 @dataclass
 class Answers:
+    """The host's answers about the next VM, asked while the previous one was copied."""
+
     vmid: str
     asked: float  # time.monotonic() when the questions were asked
     snapshots: List[Snapshot]

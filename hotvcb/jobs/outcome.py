@@ -1,6 +1,5 @@
 """From per-VM results to ghettoVCB's final status line, exit code, and the run report."""
 
-import html
 from typing import Any, Dict, List, Tuple
 
 from ..model import VmResult
@@ -94,6 +93,7 @@ _COLOURS = {"ok": "#1a7f37", "warn": "#9a6700", "error": "#cf222e"}
 
 def report_html(results: List[VmResult], status: str, host: str, job: str) -> str:
     """The e-mail's HTML part: the status first, then one table row per VM."""
+    import html  # its entity table: for a backup's report, not every command that imports this module
     e = html.escape
     worst = "error" if status.startswith("ERROR") else "warn" if status.startswith("WARNING") else "ok"
     cells = []

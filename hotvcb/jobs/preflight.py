@@ -28,6 +28,8 @@ from .space import SpaceLedger
 
 @dataclass
 class Plan:
+    """What the checks before a VM's snapshot found: the room and progress the copy needs."""
+
     needed: int  # bytes the backup takes on the target
     capacity: Dict[str, int]  # disk key -> virtual size, for the copy's progress
     tree: Optional[SnapshotTree] = None  # the user's, to keep (BACKUP_SNAPSHOT_TREE)

@@ -35,10 +35,9 @@ from ..store import layout
 from ..vmdk import base_name
 from ..vmx import VmxFile
 from . import backup_check, restore_tree
+from .restore_scratch import RESTORING
 from .restore_tree import TreeRestore
 from .vmx_identity import answer_moved_or_copied
-
-RESTORING = ".hotvcb-restoring"
 
 
 class RestoreError(HotvcbError):

@@ -21,7 +21,7 @@ folder outside its datastore or not named as make() names one (forged, garbage: 
 what a record names). A record is read with Shell.read_regular: anyone who can write a datastore
 root can plant a FIFO (a plain read waits forever), a device or a symlink there.
 
-The VM folder a restore clones into, `<name>.hotvcb-restoring` (restore_plan.RESTORING), is as
+The VM folder a restore clones into, `<name>.hotvcb-restoring` (RESTORING, restore_plan.py), is as
 big and is recorded the same way (Records.claim, release), but its name is not unique: a later
 restore under that name makes a folder of the same path, and two restores of one name may claim it
 at once. So its record is named by the folder's path (`.hotvcb-restoring-<digest>.owner`, distinct
@@ -69,7 +69,6 @@ import re
 import threading
 import time
 from typing import Callable, Iterable, Optional, Set
-from urllib.parse import quote, unquote
 
 from ..errors import HostError, HotvcbError
 from ..pids import hotvcb
@@ -77,16 +76,19 @@ from ..runid import RunId, host_id, parse
 from ..shell import Shell
 from ..store.lock import HEARTBEAT, STALE_AFTER
 from .leftovers import owner_alive, volume_age
-from .restore_plan import RESTORING
+from .. import lazyre
 
+# here, not in restore_plan.py which makes the folder: `cleanup` would import the planner (backup checks,
+# conversions: ~15 ms) for this one name
+RESTORING = ".hotvcb-restoring"
 PREFIX = ".hotvcb-extract-"
 RECORD = ".owner"  # appended to the folder's name, at the datastore's root
 RESTORING_RECORD = RESTORING + "-"  # + the digest of the folder's path + RECORD
 TAKEN_OVER = "%s: a new restore took it over meanwhile; leaving it"
 RECORD_MAX = 4096  # a record is two short lines; anything planted is read no further
-_PATH = re.compile(r"^path=(/.+)$", re.M)
-_QUOTED_PATH = re.compile(r"^path-quoted=(\S+)$", re.M)  # a path holding a line break (a target folder may)
-_NAME = re.compile(r"^%s\d+-\d+-[0-9a-f]+$" % re.escape(PREFIX))  # as make() names a folder
+_PATH = lazyre.compile(r"^path=(/.+)$", re.M)
+_QUOTED_PATH = lazyre.compile(r"^path-quoted=(\S+)$", re.M)  # a path holding a line break (a target folder may)
+_NAME = lazyre.compile(r"^%s\d+-\d+-[0-9a-f]+$" % re.escape(PREFIX))  # as make() names a folder
 
 
 class Records:
@@ -217,6 +219,8 @@ def record_text(run: RunId, path: str) -> str:
     """The run's line, then the folder's path: as it is, or percent-encoded (`path-quoted=`) when it
     holds a line break, which would end the line (the target folder may hold one; a VM name is refused)."""
     if "\n" in path or "\r" in path:
+        from urllib.parse import quote  # for such a path only, not every restore's and cleanup's start-up
+
         return "%s\npath-quoted=%s\n" % (run.text(), quote(path, safe="/", errors="surrogateescape"))
     return "%s\npath=%s\n" % (run.text(), path)
 
@@ -227,7 +231,11 @@ def recorded_path(text: str) -> str:
     if found is not None:
         return found.group(1)
     found = _QUOTED_PATH.search(text)
-    path = "" if found is None else unquote(found.group(1), errors="surrogateescape")
+    if found is None:
+        return ""
+    from urllib.parse import unquote  # for such a record only, not every restore's and cleanup's start-up
+
+    path = unquote(found.group(1), errors="surrogateescape")
     return path if path.startswith("/") else ""
 
 
@@ -389,7 +397,7 @@ def _seen_dead(shell: Shell, record: str, text: str, folder: str) -> Optional[bo
 
 
 # the temp file Shell.write_text writes a record through: "." + the record's name + "." + temp_tag() + ".tmp"
-_RECORD_TEMP = re.compile(r"^\.(?:%s|%s).*%s\.(\d+)-\d+-[0-9a-f]+\.tmp$" % (
+_RECORD_TEMP = lazyre.compile(r"^\.(?:%s|%s).*%s\.(\d+)-\d+-[0-9a-f]+\.tmp$" % (
     re.escape(PREFIX), re.escape(RESTORING_RECORD), re.escape(RECORD)))
 
 

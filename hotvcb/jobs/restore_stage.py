@@ -12,16 +12,17 @@ test machine's; a real ESXi host has none, and the error says so. It dies
 with hotvcb (tether.py), as restore --kvm's conversion does.
 """
 
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
-from .. import interrupt, tether
-from ..convert.domain_to_vmx import vmx_from_machine
+from .. import interrupt
 from ..errors import HostError
 from ..hosts import qemuimg
 from ..shell import FileReader, Shell
 from ..store import layout
 from . import backup_check, qemu_vmdk
-from .machine_of import Found, machine_of
+
+if TYPE_CHECKING:  # machine_of, xml.etree and the converters load for a KVM backup only (kvm_machine)
+    from .machine_of import Found
 
 NO_QEMU_IMG = ("restoring a KVM backup to ESXi converts its disks with qemu-img where the restore writes, and "
                "this host has none (%s)")
@@ -29,18 +30,20 @@ NO_QEMU_IMG = ("restoring a KVM backup to ESXi converts its disks with qemu-img 
 STAGED = qemuimg.OutputFormat("vmdk", "subformat=monolithicFlat,adapter_type=lsilogic", ".vmdk", False)
 
 
-def kvm_machine(fs: FileReader, backup: str) -> Optional[Found]:
+def kvm_machine(fs: FileReader, backup: str) -> "Optional[Found]":
     """The VM of a libvirt or bare-QEMU backup; None for anything else (an ESXi backup has a .vmx)."""
     entries = fs.listdir(backup)
     if any(e.lower().endswith(".vmx") for e in entries):
         return None
     if not any(e.endswith(".xml") or (e.endswith(".json") and e != "hotvcb.json") for e in entries):
         return None
+    from .machine_of import machine_of  # an ESXi backup, every restore's, has returned above
+
     found = machine_of(fs, backup)
     return found if found.kind in ("libvirt", "qemu") else None
 
 
-def bytes_needed(shell: Shell, found: Found, disk_format: str) -> int:
+def bytes_needed(shell: Shell, found: "Found", disk_format: str) -> int:
     """Room for the staged VMDKs (holes kept) and the restored disks in disk_format, together; a
     qcow2 standing on anything but an incremental's base beside it is refused."""
     total = 0
@@ -54,9 +57,11 @@ def bytes_needed(shell: Shell, found: Found, disk_format: str) -> int:
     return total
 
 
-def stage(shell: Shell, found: Found, dest: str, log, qemu_img: str = qemuimg.QEMU_IMG) -> None:
+def stage(shell: Shell, found: "Found", dest: str, log, qemu_img: str = qemuimg.QEMU_IMG) -> None:
     """Fill dest with `<target dev>.vmdk` per disk and `<VM>.vmx`; raise HostError on failure (HotvcbError for
     a VMDK disk qemu-img would read at another size than its descriptor gives: qemu_vmdk.py)."""
+    from .. import tether  # ctypes: only a KVM backup's restore to ESXi converts, every restore imports this
+    from ..convert.domain_to_vmx import vmx_from_machine
     m = found.machine
     names = []  # type: List[str]
     for i, d in enumerate(m.disks):

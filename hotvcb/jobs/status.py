@@ -13,7 +13,6 @@ the worst one is the host's. What is checked, and why it matters:
   need room to grow), the backup target with less room than the next run.
 """
 
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -31,14 +30,17 @@ from ..store.lock import LOCK_NAME, holder_alive
 from ..treeview import ScannedShell
 from ..units import human_size
 from .leftovers import is_ours, power_marker
+from .. import lazyre
 
 OK, WARN, CRIT = "OK", "WARN", "CRIT"
 RANK = {OK: 0, WARN: 1, CRIT: 2}
-_CREATED = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4}) (\d{1,2}):(\d{1,2}):(\d{1,2})")
+_CREATED = lazyre.compile(r"(\d{1,2})/(\d{1,2})/(\d{4}) (\d{1,2}):(\d{1,2}):(\d{1,2})")
 
 
 @dataclass
 class Limits:
+    """Where a check turns WARN or CRIT (--max-age and --snapshot-age move the first two)."""
+
     max_age: float = 26 * 3600  # a nightly job that missed one night is late
     snapshot_age: float = 24 * 3600
     delta_share: float = 0.10  # of the datastore's free space: WARN; five times that: CRIT
@@ -47,6 +49,8 @@ class Limits:
 
 @dataclass
 class Check:
+    """One finding: a monitor reads its line, a script its JSON."""
+
     severity: str
     kind: str  # backup | snapshot | consolidation | datastore | host
     name: str
@@ -63,6 +67,8 @@ class Check:
 
 @dataclass
 class Report:
+    """All of a host's findings: the worst decides the exit code a monitor acts on."""
+
     host: str
     checks: List[Check] = field(default_factory=list)
 

@@ -9,12 +9,12 @@ uuid.bios, vc.uuid and generated MAC addresses. A static MAC is the admin's
 own choice: it is kept, with a warning.
 """
 
-import re
 from typing import Callable, List, Optional
 
 from ..vmx import VmxFile
+from .. import lazyre
 
-_MAC = re.compile(r"^(ethernet\d+)\.addresstype$")
+_MAC = lazyre.compile(r"^(ethernet\d+)\.addresstype$")
 
 Put = Callable[[str, Optional[str]], None]  # set a key, or drop it with None
 

@@ -22,12 +22,11 @@ inside it.
 """
 
 import functools
-import socket
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
 from ..errors import HotvcbError, RepoError
-from ..runid import RunId, host_id, machine_id, parse, running
+from ..runid import RunId, host_id, machine_id, machine_name, parse, running
 from ..shell import LocalShell
 from .backend import NotFound
 from .repository import Repository
@@ -63,7 +62,7 @@ def stale(repo: Repository, me: RunId, lock: Optional[bytes]) -> bool:
     if lock is None:
         return True
     holder = parse(lock.decode("utf-8", "replace"))
-    if holder is not None and holder.machine == me.machine == socket.gethostname() \
+    if holder is not None and holder.machine == me.machine == machine_name() \
             and holder.host in ("", this_host()):
         by_pid = running(holder, me)
         if by_pid is not None:

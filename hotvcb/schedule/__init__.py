@@ -17,10 +17,11 @@ import sys
 from typing import List, NamedTuple, Optional, Sequence
 
 from ..errors import UsageError
+from .. import lazyre
 
 DEFAULT_JOB = "hotvcb"
 ESXI_PYTHON = "/bin/python"
-_JOB_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_JOB_RE = lazyre.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # backup flags whose value is a path: cron runs in another folder, so they are made absolute
 _PATH_FLAGS = ("-f", "-e", "-g", "-c", "-l", "-w")
 

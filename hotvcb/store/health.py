@@ -30,6 +30,8 @@ GZ_VERIFY_SUFFIX = ".verify.json"  # next to a .gz, which cannot be rewritten in
 
 @dataclass
 class Health:
+    """The one verdict on a backup that rotation, list, status and restore all go by."""
+
     state: str  # good | unverifiable | warn | error | damaged | empty | incomplete | partial | deleting
     reason: str = ""
     manifest: Optional[Dict[str, Any]] = None
