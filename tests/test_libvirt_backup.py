@@ -95,7 +95,8 @@ NAME = "hv lab1"  # a space: names are literal
 
 @pytest.fixture(scope="module")
 def guest(lab):
-    """One booted guest for the module (a boot costs ~15 s under TCG); the tests go on from each other's state."""
+    """One booted guest for the module (a boot costs ~5 CPU-s under TCG, more wall on a busy machine); the
+    tests go on from each other's state."""
     return lab.guest(NAME)
 
 
