@@ -95,7 +95,8 @@ NAME = "hv lab1"  # a space: names are literal
 
 @pytest.fixture(scope="module")
 def guest(lab):
-    """One booted guest for the module (a boot costs ~15 s under TCG); the tests go on from each other's state."""
+    """One booted guest for the module (a boot costs ~5 CPU-s under TCG, more wall on a busy machine); the
+    tests go on from each other's state."""
     return lab.guest(NAME)
 
 
@@ -386,7 +387,7 @@ def test_power_down_before_backup_copies_the_image_and_starts_the_domain_again(l
         virsh("start", name)
     before = checkpoints(name)
     last = g.wait_writes(len(g.console()[0]) + 5)
-    code, out = lab.backup(name, POWER_VM_DOWN_BEFORE_BACKUP=1, ENABLE_HARD_POWER_OFF=1, ITER_TO_WAIT_SHUTDOWN="3s",
+    code, out = lab.backup(name, POWER_VM_DOWN_BEFORE_BACKUP=1, ENABLE_HARD_POWER_OFF=1, ITER_TO_WAIT_SHUTDOWN="1s",
                            POWER_DOWN_TIMEOUT="60s")
     assert code == 0, out
     assert "Hard power off occured for %s" % name in out and "%s is powered off" % name in out, out
@@ -410,7 +411,7 @@ def test_cold_snapshot_starts_the_domain_paused_for_its_job_and_a_killed_run_lea
     if virsh("domstate", name).stdout.strip() != "running":
         virsh("start", name)
     last = g.wait_writes(len(g.console()[0]) + 5)
-    down = dict(COLD_SNAPSHOT=1, ENABLE_HARD_POWER_OFF=1, ITER_TO_WAIT_SHUTDOWN="3s", POWER_DOWN_TIMEOUT="60s")
+    down = dict(COLD_SNAPSHOT=1, ENABLE_HARD_POWER_OFF=1, ITER_TO_WAIT_SHUTDOWN="1s", POWER_DOWN_TIMEOUT="60s")
     code, out = lab.backup(name, **down)
     assert code == 0, out
     assert "Hard power off occured for %s" % name in out and "%s: started paused for its backup job" % name in out

@@ -105,14 +105,12 @@ ODD = "hv \"ölig' dom"
 def odd_domain_xml(name, folder, console):
     """The test guest (it writes records to vda all along), plus a raw vdb nobody writes and an empty CD-ROM."""
     q, r = os.path.join(folder, "sys disk.qcow2"), os.path.join(folder, "data disk.raw")
-    kernel = os.path.join(folder, "vmlinuz")
-    shutil.copyfile(os.path.join(kvmguest.GUEST_DIR, "vmlinuz"), kernel)
-    initrd = kvmguest.initramfs(os.path.join(folder, "initrd.gz"))
+    kernel, initrd = kvmguest.boot_files(folder)
     return """<domain type='qemu'>
   <name>%s</name>
   <memory unit='MiB'>128</memory><vcpu>1</vcpu>
   <os><type arch='x86_64' machine='pc'>hvm</type><kernel>%s</kernel><initrd>%s</initrd>
-    <cmdline>console=ttyS0 quiet panic=-1</cmdline></os>
+    <cmdline>%s</cmdline></os>
   <devices>
     <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='%s'/>
       <target dev='vda' bus='virtio'/></disk>
@@ -124,7 +122,7 @@ def odd_domain_xml(name, folder, console):
     <memballoon model='none'/>
   </devices>
 </domain>
-""" % (name.replace("'", "&apos;").replace('"', "&quot;"), kernel, initrd, q, r, console), q, r
+""" % (name.replace("'", "&apos;").replace('"', "&quot;"), kernel, initrd, kvmguest.CMDLINE, q, r, console), q, r
 
 
 @pytest.fixture(scope="module")
@@ -265,12 +263,14 @@ def partial_disk(lab):
 
 def test_two_runs_at_once_on_one_domain(lab, odd, tmp_path):
     before = lab.backups(ODD)
-    p = lab.start(slow_convert(str(tmp_path / "bin")), lambda: partial_disk(lab))
+    release = tmp_path / "release"
+    p = lab.start(slow_convert(str(tmp_path / "bin"), 120, str(release)), lambda: partial_disk(lab))
     try:
         code, out = lab.backup(ODD)
         one_line_error(code, out)
         assert "lock" in out, out
         assert ours_left(ODD) and partial_disk(lab)  # the first run's job and folder are untouched
+        release.touch()
         out = p.communicate(timeout=240)[0]
     finally:
         kill_tree(p.pid)
@@ -319,13 +319,15 @@ def destroying_virsh(folder):
 @pytest.mark.parametrize("moment", ["mid-copy", "at-the-end"])
 def test_the_domain_shut_off_during_the_backup(lab, odd, tmp_path, moment):
     good = lab.backups(ODD)
+    release = tmp_path / "release"
     if moment == "mid-copy":
-        p = lab.start(slow_convert(str(tmp_path / "bin")), lambda: partial_disk(lab))
+        p = lab.start(slow_convert(str(tmp_path / "bin"), 120, str(release)), lambda: partial_disk(lab))
     else:
         p = lab.start(destroying_virsh(str(tmp_path / "bin")), lambda: True)
     try:
         if moment == "mid-copy":
             virsh("destroy", ODD)
+            release.touch()
         out = p.communicate(timeout=240)[0]
     finally:
         kill_tree(p.pid)

@@ -368,7 +368,7 @@ def test_a_domain_paused_by_its_user_is_backed_up_and_left_paused(lab):
 
 
 # -- kill -9 in the power modes, then `cleanup` (not a backup) puts things right -----------------------
-DOWN = dict(ENABLE_HARD_POWER_OFF=1, ITER_TO_WAIT_SHUTDOWN="2s", POWER_DOWN_TIMEOUT="60s")
+DOWN = dict(ENABLE_HARD_POWER_OFF=1, ITER_TO_WAIT_SHUTDOWN="1s", POWER_DOWN_TIMEOUT="60s")
 
 
 def test_kill_9_while_a_cold_snapshot_domain_is_paused_then_cleanup_resumes_it(lab):
