@@ -18,7 +18,10 @@ class _Lazy:
 
     def __getattr__(self, name: str) -> Any:
         """Only for what the instance lacks, so only at the first use: the compiled pattern's bound
-        methods then become the instance's own, and later calls cost what the pattern's do."""
+        methods then become the instance's own, and later calls cost what the pattern's do. A copy or an
+        unpickling asks a bare instance (no pattern yet) for dunders first: those are not the pattern's."""
+        if name.startswith("__") or name in ("pattern", "flags"):
+            raise AttributeError(name)
         compiled = re.compile(self.pattern, self.flags)
         for method in _METHODS:
             setattr(self, method, getattr(compiled, method))
