@@ -169,10 +169,11 @@ def run(args) -> int:
     if work is not None:
         work.finish()
     log.info("============================== hotvcb LOG END ================================")
+    machine = machine_name()
     return _deliver(args, settings, log, onhost.Report(
-        code, status, machine_name(), "\n".join(log.lines), outcome.report(results, status),
-        outcome.report_html(results, status, machine_name(), args.job_name), {
-            "host": machine_name(), "job": args.job_name, "started": started,
+        code, status, machine, "\n".join(log.lines), outcome.report(results, status),
+        outcome.report_html(results, status, machine, args.job_name), {
+            "host": machine, "job": args.job_name, "started": started,
             "finished": datetime.now().isoformat(timespec="seconds"), "status": status, "exit_code": code,
             "dry_run": dry_run, "vms": outcome.rows(results)}))
 

@@ -45,8 +45,8 @@ from ..store import layout
 from ..units import human_size
 from . import backup_check, qemu_vmdk, restore_scratch
 from .machine_of import Found, machine_of
+from .restore_scratch import RESTORING
 
-RESTORING = ".hotvcb-restoring"
 IN_USE = "exists: another restore into it is running (or one that died on another machine left it)"
 KVM_FORMATS = ("qcow2", "raw")
 VIRSH = "virsh"

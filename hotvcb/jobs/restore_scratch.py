@@ -21,7 +21,7 @@ folder outside its datastore or not named as make() names one (forged, garbage: 
 what a record names). A record is read with Shell.read_regular: anyone who can write a datastore
 root can plant a FIFO (a plain read waits forever), a device or a symlink there.
 
-The VM folder a restore clones into, `<name>.hotvcb-restoring` (RESTORING, restore_plan.py), is as
+The VM folder a restore clones into, `<name>.hotvcb-restoring` (RESTORING, below), is as
 big and is recorded the same way (Records.claim, release), but its name is not unique: a later
 restore under that name makes a folder of the same path, and two restores of one name may claim it
 at once. So its record is named by the folder's path (`.hotvcb-restoring-<digest>.owner`, distinct
