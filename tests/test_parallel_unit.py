@@ -8,10 +8,12 @@ import pytest
 from hotvcb import cli
 from hotvcb.config import for_vm, load_settings
 from hotvcb.errors import ConfigError
-from hotvcb.jobs import space
+from hotvcb.jobs import preflight, space
 from hotvcb.jobs.parallel import Queue
 from hotvcb.jobs.space import SpaceLedger
+from hotvcb.model import Disk, Vm, VmRef
 from hotvcb.runlog import RunLog
+from hotvcb.shell import LocalShell
 from hotvcb.store.deleter import Deleter
 from hotvcb.settings import Settings
 
@@ -126,6 +128,59 @@ def test_a_look_a_failed_vm_dropped_while_another_checked_the_target_is_looked_a
     go.set()
     worker.join(30)
     assert not worker.is_alive() and got == [150]
+
+
+class _TargetHost:
+    """A host whose every disk needs 100 bytes on a target with `free` bytes: what the pre-flight asks."""
+
+    kind, powers_on, formats, shell = "esxi", True, ("thin",), LocalShell()
+
+    def __init__(self, free):
+        self.free = free
+
+    def delta_files(self, vm):
+        return []
+
+    def bytes_needed(self, disk, fmt):
+        return 100
+
+    def free_space(self, path):
+        return self.free
+
+
+def _preflight(host, settings, log, ledger, name):
+    ds = "/vmfs/volumes/ds/" + name
+    vm = Vm(VmRef(name, name, ds + "/%s.vmx" % name), "ds", ds, None,
+            [Disk("scsi0:0", ds + "/%s.vmdk" % name, "ds", "lsilogic")])
+    return preflight.check(host, settings, log, ledger, vm, vm.disks, [])
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_a_compressed_backup_holds_room_for_its_archive_beside_its_folder(tmp_path, compress):
+    """ENABLE_COMPRESSION writes the .gz beside the folder it packs (store/seal.py), so for a while a
+    backup takes up to twice its size. Two VMs of 100 bytes on 250 free fit one after the other, and
+    two folders fit at once, but not two folders and an archive: the second VM waits. Alone, a VM
+    whose folder fits goes ahead as a serial run does (a .gz that does not fit leaves the folder)."""
+    settings = Settings(vm_backup_volume=str(tmp_path), enable_compression=compress)
+    host, log = _TargetHost(250), RunLog(stream=io.StringIO())
+    ledger = SpaceLedger(log)
+    _preflight(host, settings, log, ledger, "a")
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(_preflight(host, settings, log, ledger, "b")))
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive() == compress
+    if compress:
+        assert "b: waiting for room on %s: needs 100 B and up to 100 B more while it is compressed, 250 B free, " \
+               "of which 200 B is promised" % tmp_path in log.lines[-1]
+        ledger.release("a")
+        waiter.join(10)
+    assert not waiter.is_alive() and got[0].needed == 100
+    ledger.release("a")
+    ledger.release("b")
+    host.free = 150
+    assert _preflight(host, settings, log, ledger, "c").needed == 100  # alone: its folder fits
+    assert any("c: 150 B free may not hold its .gz beside its folder" in line for line in log.lines) == compress
 
 
 class _Gated:

@@ -23,7 +23,7 @@ from ..vmdk import base_name
 from .guest_hooks import refuse_unless_possible
 from .leftovers import is_ours
 from .snaptree import TREE, describe
-from .space import SpaceLedger
+from .space import SpaceLedger, need_text
 
 
 @dataclass
@@ -123,15 +123,21 @@ def check(host: Hypervisor, s: Settings, log, space: SpaceLedger, vm: Vm, disks:
         log.info("%s: keeping its snapshot tree, %s" % (vm.name, describe(plan.tree)))
     # the free bytes less those promised to other VMs of this run being backed up now (BACKUP_PARALLEL);
     # a repository stores only new chunks, so no estimate of the copy's size applies to it
+    # a compressed backup's .gz, as large as its folder at most, is written while the folder is there
+    archive = needed if s.enable_compression else 0
     target = functools.partial(volume.check, host, s.vm_backup_volume, s.create_vm_backup_volume)
     free = None if s.vm_backup_repository else space.reserve(vm.name, s.vm_backup_volume, needed, target,
-                                                             functools.partial(target, free=False))
+                                                             functools.partial(target, free=False), archive)
     if free is not None and needed > free:
         raise HotvcbError(
             "%s needs %s on %s but only %s is free"
             % (vm.name, human_size(needed), s.vm_backup_volume, human_size(free))
         )
-    log.debug("%s: %s needed, %s free" % (vm.name, human_size(needed), "unknown" if free is None else human_size(free)))
+    log.debug("%s: %s needed, %s free" % (vm.name, need_text(needed, archive),
+                                          "unknown" if free is None else human_size(free)))
+    if free is not None and needed + archive > free:
+        log.info("%s: %s free may not hold its .gz beside its folder; if it does not, the backup is kept as a "
+                 "folder" % (vm.name, human_size(free)))
     return plan
 
 

@@ -11,6 +11,13 @@ space (store/deleter.py: it waits for those, then looks again) — the
 verdict a serial run gives. A reservation lasts until its VM is done
 (sealed and rotated, or failed).
 
+A compressed backup (ENABLE_COMPRESSION) writes its .gz beside the folder it
+packs, and the folder goes only once the archive is whole (store/seal.py):
+for a while it takes its size again, at most, so it reserves that too, and
+another VM of ours does not copy into the bytes the archive is about to
+take. Alone, a VM whose folder fits goes ahead as a serial run does: an
+archive that does not fit then leaves the backup a sealed folder.
+
 The free figure read while others copy already lacks what they have
 written so far, and their reservations count in full: the check errs on the
 side of waiting, never of promising the same bytes twice. Targets are told
@@ -59,6 +66,12 @@ class _NoRemovals:
         return False
 
 
+def need_text(needed: int, archive: int) -> str:
+    """A backup's need as the log says it: its folder's, and its archive's while it is compressed."""
+    more = " and up to %s more while it is compressed" % human_size(archive) if archive else ""
+    return human_size(needed) + more
+
+
 def pool_of(volume: str) -> str:
     """The target whose free space a backup volume shares: its datastore."""
     parts = volume.split("/")
@@ -85,20 +98,22 @@ class SpaceLedger:
         self._changed = threading.Condition()
 
     def reserve(self, vm: str, volume: str, needed: int, measure: Callable[[], Optional[int]],
-                check: Callable[[], object] = lambda: None) -> Optional[int]:
+                check: Callable[[], object] = lambda: None, archive: int = 0) -> Optional[int]:
         """The free bytes `vm` may count on: `measure()` less the other VMs' reservations.
 
         `measure` checks the target and looks at its free bytes; where an
-        earlier look serves, only `check` runs. Reserves `needed` when it fits;
-        while it does not and other VMs hold room on this target, waits for
-        them (re-measuring); None when the target has no free-space figure
-        (nothing is reserved then).
+        earlier look serves, only `check` runs. Reserves `needed` and `archive`
+        (what its .gz may take beside its folder) when they fit, or when
+        `needed` fits with no other VM holding room there; while they do not
+        and other VMs hold room on this target, waits for them (re-measuring);
+        None when the target has no free-space figure (nothing is reserved then).
         """
+        held = needed + archive
         pool = self._pool(volume) or volume
         checked = self._first(volume, pool)
         told = False
         while True:
-            seen = self._seen(vm, pool, needed)
+            seen = self._seen(vm, pool, held)
             if seen is not None:
                 free, removed, look = seen
                 if not checked:
@@ -117,18 +132,18 @@ class SpaceLedger:
                     continue  # a VM failed there while the target was checked (release): look again
                 others = sum(n for name, (p, n) in self._held.items() if p == pool and name != vm)
                 room = free - others
-                if needed <= room:
-                    self._held[vm] = (pool, needed)
+                alone = not others
+                if held <= room or (alone and needed <= room):
+                    self._held[vm] = (pool, held)
                     latest = self._looked.get(pool)  # this VM's look, a newer one, or none since a failure
                     if latest is not None:
-                        latest[2] += needed
+                        latest[2] += held
                     return room
-                alone = not others
                 if not alone:
                     if not told:
                         self.log.info("%s: waiting for room on %s: needs %s, %s free, of which %s is promised to "
-                                      "VMs being backed up now" % (vm, volume, human_size(needed), human_size(free),
-                                                                   human_size(others)))
+                                      "VMs being backed up now" % (vm, volume, need_text(needed, archive),
+                                                                   human_size(free), human_size(others)))
                         told = True
                     self._changed.wait(RECHECK)
             if alone:
