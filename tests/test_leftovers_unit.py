@@ -2,6 +2,7 @@
 disagree; a record of this machine judged by its pid as the locks judge theirs (runid.running), where that
 pid may be a dead run's reused by another hotvcb, or cannot tell (another pid namespace, hidden by /proc)."""
 
+import io
 import os
 import socket
 import time
@@ -12,9 +13,13 @@ from pidviews import hide_from_proc, hotvcb_holder, other_namespace, start_of  #
 from restorerecords import dead_pid
 
 from hotvcb.commands.common import Target, lock_host
+from hotvcb.jobs import backup_end
+from hotvcb.jobs.backup import BackupJob
 from hotvcb.jobs.leftovers import mark_powered_off, power_marker, remove_our_snapshots, remove_partials, restore_power
-from hotvcb.model import Snapshot
+from hotvcb.model import Snapshot, Vm, VmRef, VmResult
 from hotvcb.runid import RunId, parse
+from hotvcb.runlog import RunLog
+from hotvcb.settings import Settings
 from hotvcb.shell import LocalShell
 from hotvcb.store.lock import LOCK_NAME, STALE_AFTER, HostLock
 
@@ -189,6 +194,81 @@ def test_a_container_runs_snapshot_and_vm_left_off_are_dead_once_its_stale_lock_
         assert shost.removed == ["7"]
         lock.sweep_done()
         assert lock.dead_runs() == ()
+    finally:
+        lock.release()
+
+
+def _stale_lock_of(run_dir, dead):
+    """`dead` held the host's lock and missed its heartbeats: the next run takes the lock over."""
+    lock_path = run_dir / LOCK_NAME
+    lock_path.write_text(dead.text() + "\n")
+    past = time.time() - 2 * STALE_AFTER
+    os.utime(str(lock_path), (past, past))
+
+
+def _our_snapshot(snap_id, run):
+    return Snapshot(snap_id, "hotvcb-snapshot-2026-01-01_00-00-0" + snap_id, "hotvcb backup %s, job nightly"
+                    % run.text(), "", "", 0)
+
+
+class SweptHost(SnapshotHost):
+    """One VM, without disks, whose snapshots the test sets; no power-off marker, no backup folder."""
+
+    def __init__(self, folder):
+        super().__init__()
+        self.shell, self.snaps = LocalShell(), []
+        self.vm = Vm(VmRef("1", "web", folder + "/web.vmx"), "ds", folder, None)
+
+    def list_vms(self):
+        return [self.vm.ref]
+
+    def invalid_vms(self):
+        return {}
+
+    def load_vm(self, ref):
+        return self.vm
+
+    def snapshots(self, vm, interruptible=True):
+        return [x for x in self.snaps if x.id not in self.removed]
+
+    def power_state(self, vm):
+        return "on"
+
+    def host_name(self):
+        return HOST
+
+
+@pytest.mark.parametrize("seen", ["before its backup", "at its end"])
+def test_a_dead_containers_snapshot_hostd_finished_after_the_sweep_is_removed(tmp_path, seen):
+    """A run in a container (its pid tells nothing here) died while hostd made its snapshot; the next run took
+    its stale lock over, swept the host before hostd was done, and the sweep, complete, forgot that run
+    (HostLock.sweep_done). The VM's own cleanup (jobs/vm_leftovers.py) and the second look at its end
+    (jobs/backup_end.py) must still know that run is dead: they alone see that snapshot before it grows, and
+    every later run knows nothing of that run."""
+    dead, run, log = owner("namespace", 0), me(), RunLog(stream=io.StringIO())
+    _stale_lock_of(tmp_path, dead)
+    host, late = SweptHost(str(tmp_path)), _our_snapshot("7", dead)
+
+    def vms():  # asked after the sweep: hostd has just finished the dead run's snapshot
+        host.snaps.append(late)
+        return host.list_vms()
+
+    lock = HostLock(host.shell, str(tmp_path), run).acquire()
+    try:
+        job = BackupJob(host, Settings(vm_backup_volume=str(tmp_path / "backups")), log, run, lock=lock,
+                        asked=SimpleNamespace(vms=vms, look=lambda path: None))
+        if seen == "before its backup":
+            [result] = job.run(["web"])
+            assert host.removed == ["7"] and "nothing to back up" in result.message, log.lines
+        else:
+            assert job.run([]) == [] and lock.dead_runs() == ()
+            mine = _our_snapshot("8", run)
+            host.snaps.append(mine)
+            one = SimpleNamespace(job=job, host=host, log=log, s=Settings(), snapshot=mine, powered_down=False,
+                                  result=VmResult("web"), sealer=None)
+            backup_end.end(one, host.vm, None, failed=True)
+            assert host.removed == ["8", "7"], log.lines
+        assert lock.dead_runs() == ()  # the sweep had forgotten it
     finally:
         lock.release()
 

@@ -16,7 +16,7 @@ import functools
 import threading
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Union
 
 from .. import config, crashpoint, interrupt
 from ..errors import (AmbiguousVm, HotvcbError, Interrupted, InvalidVm, SnapshotError, UnnameableVm, VmGone,
@@ -74,6 +74,9 @@ class BackupJob:
         self.queue = None  # type: Optional[parallel.Queue]  # the VMs still to start, with BACKUP_PARALLEL
         self.lookahead = lookahead.Lookahead(host, dry_run)  # the serial loop, asking about the next VM
         self.swept = False  # this run looked for a dead run's leftovers on every VM
+        # the runs whose lock was taken over as gone (HostLock.dead_runs), kept past the sweep that forgets them:
+        # what one leaves later (a snapshot hostd finishes after the sweep) is a dead run's for every VM's cleanup
+        self.dead = ()  # type: Tuple[str, ...]
         self._mine = threading.local()  # .vm_number: each worker thread's VM
         self.vm_number = self.vm_count = 0  # for the progress line: VM i of n
         self.results = []  # type: List[VmResult]  # so far (an interrupted run still reports them)
@@ -126,8 +129,8 @@ class BackupJob:
         if self.lock is not None and not self.dry_run and self.lock.sweep_needed:
             # a run before us died: what it left may be on VMs this run does not back up
             self.log.warning("a previous hotvcb run on this host died; looking for its leftovers on every VM")
-            if cleanup_host(self.host, self.settings.vm_backup_volume, self.log, self.run_id,
-                            dead=self.lock.dead_runs()).complete:
+            self.dead = self.lock.dead_runs()
+            if cleanup_host(self.host, self.settings.vm_backup_volume, self.log, self.run_id, dead=self.dead).complete:
                 self.lock.sweep_done()
             self.swept = True
         targets = self.select(names, exclude)
@@ -178,7 +181,7 @@ class BackupJob:
             try:
                 vm = self.host.load_vm(ref)
                 # a VM a dead run powered off is judged by the state it had, not the one we left it in
-                restore_power(self.host, vm, self.log, self.run_id, self.dry_run)
+                restore_power(self.host, vm, self.log, self.run_id, self.dry_run, self.dead)
                 state = self.host.power_state(vm)
             except HotvcbError as err:
                 self.log.error("%s: %s" % (ref.name, err))
@@ -272,13 +275,13 @@ class _VmBackup:
             self.host.load_vm(self.ref)
         run, dry = self.job.run_id, self.job.dry_run
         vm, snaps, pending = clear_dead_runs(self.host, self.ref, vm, self.log, run, dry,
-                                             lookahead.snapshots(self.asked, self.s))
+                                             lookahead.snapshots(self.asked, self.s), self.job.dead)
         self.vm = vm
         if not dry and not self.s.vm_backup_repository:
             # before the pre-flight counts the room, which what a dead run or a refused removal left takes:
             # -deleting entries go to the deleter, and a VM that does not fit waits for it (jobs/space.py)
             remove_partials(self.host.shell, self.s.vm_backup_volume, vm.name, self.log, run,
-                            finish=self.job.deleter.remove)
+                            finish=self.job.deleter.remove, dead=self.job.dead)
         disks = preflight.disks_to_copy(vm, self.s, self.log)
         plan = preflight.check(self.host, self.s, self.log, self.job.space, vm, disks, snaps, pending)
         self.capacity, self.tree, self.user_snapshots = plan.capacity, plan.tree, plan.user_snapshots

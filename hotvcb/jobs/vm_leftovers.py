@@ -5,7 +5,7 @@ What is whose, and why removing it is safe, is jobs/leftovers.py's; this
 is the order a VM's backup applies it in.
 """
 
-from typing import List, Optional, Tuple
+from typing import Collection, List, Optional, Tuple
 
 from ..hosts.base import Hypervisor
 from ..model import Snapshot, Vm, VmRef
@@ -14,20 +14,22 @@ from .leftovers import is_ours, remove_our_snapshots, restore_power
 
 
 def clear_dead_runs(host: Hypervisor, ref: VmRef, vm: Vm, log, run: RunId, dry_run: bool,
-                    snaps: Optional[List[Snapshot]] = None) -> Tuple[Vm, List[Snapshot], bool]:
+                    snaps: Optional[List[Snapshot]] = None,
+                    dead: Collection[str] = ()) -> Tuple[Vm, List[Snapshot], bool]:
     """A dead run's snapshots removed and the VM it powered off powered on: (the VM as it is now,
     its snapshots, whether a dry run left a leftover snapshot that the real run removes first).
-    `snaps`: the VM's snapshots if they were asked about already (jobs/lookahead.py)."""
+    `snaps`: the VM's snapshots if they were asked about already (jobs/lookahead.py); `dead`: the runs
+    whose lock this run took over as gone (leftovers.owner_alive)."""
     if snaps is None:
         snaps = host.snapshots(vm)  # one look serves the leftover check and the pre-flight
     pending = False
-    if remove_our_snapshots(host, vm, log, run, dry_run, snaps):
+    if remove_our_snapshots(host, vm, log, run, dry_run, snaps, dead):
         if dry_run:  # they would be gone by now: judge the VM without them, as the real run would
             snaps = [s for s in snaps if not is_ours(s)]
             pending = True
         else:
             vm = host.load_vm(ref)  # its disks no longer point at our deltas
             snaps = host.snapshots(vm)
-    restore_power(host, vm, log, run, dry_run)
+    restore_power(host, vm, log, run, dry_run, dead)
     return vm, snaps, pending
 
