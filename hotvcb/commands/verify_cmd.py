@@ -12,6 +12,7 @@ incomplete (no STATUS file), 6 all of them, 1 usage.
 import argparse
 import math
 import sys
+from typing import List
 
 from .. import config, interrupt
 from ..errors import UsageError
@@ -69,9 +70,9 @@ def targets(shell: Shell, volume: str, target, all_backups: bool):
             raise UsageError("backup %s does not exist" % path)
         return [path], []
     names = [target] if target else list_cmd.vm_names(shell, volume)
-    paths, skipped = [], []
+    paths, skipped = [], []  # type: List[str], List[str]
     for name in names:
-        found = layout.list_backups(shell, volume, name)
+        found = layout.list_backups(shell, volume, name, skipped.append)
         if target and not found:
             raise UsageError("no backups of %r under %s" % (name, volume))
         for b in found:
