@@ -4,6 +4,7 @@ backup, cleanup, restore and verify --boot of a path: a traceback where admins l
 It is no backup: never counted, rotated or removed, and named where a user reads."""
 
 import json
+import shutil
 import struct
 import time
 import types
@@ -13,7 +14,7 @@ import pytest
 from repotool import cli
 
 from hotvcb.commands import verify_cmd
-from hotvcb.errors import HotvcbError
+from hotvcb.errors import HotvcbError, UsageError
 from hotvcb.jobs import backup_check, status
 from hotvcb.jobs.leftovers import remove_partials
 from hotvcb.runid import RunId
@@ -87,6 +88,11 @@ def test_verify_skips_it_by_name(volume):
     paths, skipped = verify_cmd.targets(LocalShell(), str(volume), None, True)
     assert paths == [str(volume / "web" / name) for name in GOOD]
     assert named_once(skipped, volume), skipped
+    for name in GOOD:
+        shutil.rmtree(str(volume / "web" / name))
+    with pytest.raises(UsageError) as refused:  # "no backups of 'web'" would leave the admin wondering
+        verify_cmd.targets(LocalShell(), str(volume), "web", False)
+    assert named_once([str(refused.value)], volume), refused.value
 
 
 def test_list_json_stays_one_document_and_stderr_names_it(volume):

@@ -73,8 +73,8 @@ def targets(shell: Shell, volume: str, target, all_backups: bool):
     paths, skipped = [], []  # type: List[str], List[str]
     for name in names:
         found = layout.list_backups(shell, volume, name, skipped.append)
-        if target and not found:
-            raise UsageError("no backups of %r under %s" % (name, volume))
+        if target and not found:  # all `skipped` holds yet: this VM's folders named like backups that are none
+            raise UsageError("no backups of %r under %s%s" % (name, volume, "".join("; " + s for s in skipped)))
         for b in found:
             if b.status in ("ok", "warn", "archived"):
                 paths.append(b.path)
