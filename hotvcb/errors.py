@@ -5,6 +5,7 @@
     ├── ConfigError             bad ghettoVCB.conf / per-VM file value      (exit 1)
     ├── LockError               another run holds the host's run lock       (exit 1)
     ├── RepoError               a repository is unusable, damaged or busy   (exit 1)
+    ├── NotABackup              a backup's name with an impossible time     (exit 1)
     └── HostError               a host command failed or said no
         ├── CommandFailed       non-zero exit of vim-cmd, vmkfstools, ...
         ├── VmNotFound          no VM with that display name / vmid
@@ -58,6 +59,10 @@ class ConfigError(HotvcbError):
 
 class LockError(HotvcbError):
     pass
+
+
+class NotABackup(HotvcbError):
+    """Its own class for health.py, where a base named so makes an incremental incomplete."""
 
 
 class Interrupted(BaseException):

@@ -20,7 +20,7 @@ descriptor (thin | 2gbsparse | thick).
 
 import sys
 from datetime import datetime
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .. import config, vmdk
 from ..errors import HostError
@@ -55,13 +55,15 @@ def vm_names(shell: Shell, volume: str) -> List[str]:
     return out
 
 
-def backup_rows(shell: Shell, volume: str, vm: Optional[str] = None, now: Optional[datetime] = None) -> List[Dict[str, Any]]:
+def backup_rows(shell: Shell, volume: str, vm: Optional[str] = None, now: Optional[datetime] = None,
+                odd: Optional[Callable[[str], None]] = None) -> List[Dict[str, Any]]:
+    """`odd`: told of each entry named like a backup that is none (layout.list_backups)."""
     now = now or datetime.now()
     # one look at the whole tree (one round trip over SSH), not one per file
     shell = ScannedShell(shell, layout.vm_root(volume, vm) if vm else volume)
     rows = []
     for name in [vm] if vm else vm_names(shell, volume):
-        for b in layout.list_backups(shell, volume, name):
+        for b in layout.list_backups(shell, volume, name, odd):
             rows.append(describe(shell, b, now))
     return rows
 
@@ -136,7 +138,9 @@ def run(args) -> int:
     for w in warnings:
         say("hotvcb: warning: %s" % w, stream=sys.stderr)
     volume = args.volume or settings.vm_backup_volume
-    rows = backup_rows(common.connect(args.host_target).shell, volume, args.vm)
+    # on stderr, as the config's warnings: --json's stdout stays one JSON document
+    rows = backup_rows(common.connect(args.host_target).shell, volume, args.vm,
+                       odd=lambda line: say("hotvcb: warning: %s" % line, stream=sys.stderr))
     if args.json:
         say_json({"volume": volume, "backups": rows}, indent=2)
     else:

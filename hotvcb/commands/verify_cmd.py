@@ -12,6 +12,7 @@ incomplete (no STATUS file), 6 all of them, 1 usage.
 import argparse
 import math
 import sys
+from typing import List
 
 from .. import config, interrupt
 from ..errors import UsageError
@@ -69,11 +70,11 @@ def targets(shell: Shell, volume: str, target, all_backups: bool):
             raise UsageError("backup %s does not exist" % path)
         return [path], []
     names = [target] if target else list_cmd.vm_names(shell, volume)
-    paths, skipped = [], []
+    paths, skipped = [], []  # type: List[str], List[str]
     for name in names:
-        found = layout.list_backups(shell, volume, name)
-        if target and not found:
-            raise UsageError("no backups of %r under %s" % (name, volume))
+        found = layout.list_backups(shell, volume, name, skipped.append)
+        if target and not found:  # all `skipped` holds yet: this VM's folders named like backups that are none
+            raise UsageError("no backups of %r under %s%s" % (name, volume, "".join("; " + s for s in skipped)))
         for b in found:
             if b.status in ("ok", "warn", "archived"):
                 paths.append(b.path)

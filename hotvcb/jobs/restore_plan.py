@@ -20,7 +20,6 @@ from it).
   restore copies itself then gets new ids too, restore_copy.py).
 """
 
-import re
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Tuple
 
@@ -279,7 +278,7 @@ class Planner:
     def _name_for(self, vmx: VmxFile, folder_name: str) -> str:
         name = self.req.new_name or vmx.get("displayName") or ""
         if not name:
-            m = re.match(r"^(.*)-\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}(\.gz)?$", folder_name)
+            m = layout.named(folder_name)
             name = m.group(1) if m else folder_name
         return name
 

@@ -16,7 +16,7 @@ the worst one is the host's. What is checked, and why it matters:
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..errors import HotvcbError
 from ..hosts.base import Hypervisor
@@ -130,8 +130,19 @@ def _run_holding_lock(host: Hypervisor) -> bool:
 
 
 def _backups(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: Limits, now: float) -> Check:
+    """The VM's backup check, its message naming each folder named like a backup that is none: such a
+    folder changes nothing that can be restored, so not the severity either."""
+    odd = []  # type: List[str]
+    check = _judged(host, settings, name, uuid, limits, now, odd.append)
+    if odd:
+        check.message += "; " + "; ".join(odd)
+    return check
+
+
+def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: Limits, now: float,
+            odd: Callable[[str], None]) -> Check:
     shell = ScannedShell(host.shell, layout.vm_root(settings.vm_backup_volume, name))  # one look, not one per file
-    found = layout.list_backups(shell, settings.vm_backup_volume, name)
+    found = layout.list_backups(shell, settings.vm_backup_volume, name, odd)
     source = (host.host_name(), uuid)
     verdicts = [(b, health.judge(shell, b)) for b in found]
     verdicts = [(b, v) for b, v in verdicts if not rotation.made_elsewhere(v.manifest, source)]  # another host's VM

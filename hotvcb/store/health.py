@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
-from ..errors import HostError
+from ..errors import HostError, NotABackup
 from ..shell import Shell
 from . import chain, layout, manifest
 
@@ -91,7 +91,10 @@ def _judge_bases(shell: Shell, path: str, files, verdict: Health, depth: int) ->
     except HostError as err:
         return Health("damaged", str(err), verdict.manifest)
     for name in needed:
-        base = layout.from_path(shell, path.rsplit("/", 1)[0] + "/" + name)
+        try:
+            base = layout.from_path(shell, path.rsplit("/", 1)[0] + "/" + name)
+        except NotABackup as err:
+            return Health("incomplete", "its base is no backup: %s" % err, verdict.manifest)
         if base is None:
             return Health("incomplete", "its base backup %s is gone" % name, verdict.manifest)
         if depth >= chain.MAX_DEPTH:

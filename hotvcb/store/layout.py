@@ -12,13 +12,18 @@ step), then the removal, which the next run finishes if this one is killed.
 Whether a final-named backup is good is health.py's answer, nobody else's; a
 -partial folder belongs to the run its owner file names (seal.py) and is
 removed only once that run is provably gone (jobs/leftovers.py).
+A name of this shape whose time no calendar has (month 13, 30 February: a
+copy named by hand) is no backup of any kind: nothing counts, rotates or
+removes it, and the callers a user reads (list, status, verify, rotation's
+log) name it.
 """
 
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import List, Optional
+from typing import Callable, List, Optional
 
+from ..errors import NotABackup
 from ..shell import Shell
 from .. import lazyre
 
@@ -26,7 +31,9 @@ TS_FORMAT = "%Y-%m-%d_%H-%M-%S"
 PARTIAL = "-partial"
 DELETING = "-deleting"
 STATUS_FILES = ("STATUS.ok", "STATUS.warn", "STATUS.error")
-_TS = lazyre.compile(r"^(\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})(-partial|-deleting|\.gz)?$")
+_STAMP = r"(\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})(-partial|-deleting|\.gz)?$"  # a backup name's time and state
+_TS = lazyre.compile("^" + _STAMP)  # after "<the VM's folder name>-"
+_NAMED = lazyre.compile("^(.+)-" + _STAMP)  # any VM's
 
 
 @dataclass
@@ -88,6 +95,11 @@ def backup_name(vm_name: str, when: datetime) -> str:
     return "%s-%s" % (folder_name(vm_name), when.strftime(TS_FORMAT))
 
 
+def named(entry: str) -> Optional[re.Match]:
+    """`entry` as the name of any VM's backup: (VM folder name, time, state suffix), or None."""
+    return _NAMED.match(entry)
+
+
 def parse_entry(vm_name: str, entry: str) -> Optional[re.Match]:
     """Match `entry` as a backup of exactly this VM (literal prefix, no regex)."""
     prefix = folder_name(vm_name) + "-"
@@ -105,8 +117,14 @@ def _when(stamp: str) -> datetime:
     return datetime(year, month, day, hour, minute, second)
 
 
-def list_backups(shell: Shell, volume: str, vm_name: str) -> List[BackupSet]:
-    """Every backup of one VM, oldest first."""
+def _no_time(path: str, stamp: str, err: ValueError) -> str:
+    return "%s: named like a backup, but %s is no date and time (%s); not taken for one" % (path, stamp, err)
+
+
+def list_backups(shell: Shell, volume: str, vm_name: str,
+                 odd: Optional[Callable[[str], None]] = None) -> List[BackupSet]:
+    """Every backup of one VM, oldest first. An entry named like one with a time no calendar has is
+    left out (see above), and said to `odd` as one line naming it, by a caller a user reads."""
     root = vm_root(volume, vm_name)
     if not shell.isdir(root):
         return []
@@ -115,8 +133,13 @@ def list_backups(shell: Shell, volume: str, vm_name: str) -> List[BackupSet]:
         m = parse_entry(vm_name, entry)
         if not m:
             continue
-        when = _when(m.group(1))
         path = root + "/" + entry
+        try:
+            when = _when(m.group(1))
+        except ValueError as err:
+            if odd is not None:
+                odd(_no_time(path, m.group(1), err) + ": never counted, rotated or removed")
+            continue
         if m.group(2) == PARTIAL:
             found.append(BackupSet(vm_name, path, when, "partial"))
         elif m.group(2) == DELETING:
@@ -130,11 +153,17 @@ def list_backups(shell: Shell, volume: str, vm_name: str) -> List[BackupSet]:
 
 
 def from_path(shell: Shell, path: str) -> Optional[BackupSet]:
-    """The BackupSet a backup path names (`<VM>-<TS>[.gz]`), or None for another name."""
+    """The BackupSet a backup path names (`<VM>-<TS>[.gz]`), or None for another name; NotABackup for
+    a name of that shape with a time no calendar has: None would have restore and verify --boot take
+    it for a plain folder, good on a STATUS.ok alone, under a name that says backup."""
     root, _, entry = path.rstrip("/").rpartition("/")
-    m = re.match(r"^(.+)-(\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})(-partial|-deleting|\.gz)?$", entry)
+    m = named(entry)
     if not m:
         return None
+    try:
+        _when(m.group(2))
+    except ValueError as err:
+        raise NotABackup(_no_time(root + "/" + entry, m.group(2), err)) from None
     vm = m.group(1).replace("%2f", "/").replace("%25", "%") if "%2f" in m.group(1) else m.group(1)
     for b in list_backups(shell, root.rpartition("/")[0] or "/", vm) if shell.isdir(root) else []:
         if b.path == root + "/" + entry:
