@@ -1,0 +1,93 @@
+"""The work folders `restore --kvm` and `verify --boot` make in /tmp (hotvcb/tmpwork.py): a SIGKILLed
+run cannot remove its own, so the next run removes those of processes that are gone, and nothing
+else: not a live run's (told by pid and start time, so not one whose pid was reused), not one of
+another pid namespace, not what a planted entry of that name leads to. Dead runs are planted by
+name, as a kill -9 leaves them; a temp folder of the test's own; no host."""
+
+import io
+import os
+import subprocess
+import tempfile
+
+import pytest
+
+from hotvcb import pids, tmpwork
+from hotvcb.errors import HotvcbError
+from hotvcb.jobs import boot_check
+from hotvcb.jobs.restore_kvm import WORK_PREFIX, KvmRequest, KvmRestore
+from hotvcb.runlog import RunLog
+from hotvcb.shell import LocalShell
+from qemuvm import needs_qemu
+from test_outsider_crosshv import esxi_backup
+
+
+@pytest.fixture
+def tmp(tmp_path, monkeypatch):
+    """The temp folder the runs use; a helper that plants a work folder there: (its path, names in it)."""
+    root = tmp_path / "tmp"
+    root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+
+    def plant(name, files=("disk.vmdk",)):
+        folder = root / name
+        folder.mkdir()
+        for f in files:
+            (folder / f).write_text("x")
+        return folder
+
+    return root, plant
+
+
+def tags(prefix):
+    """Folders as tmpwork.make names them after `prefix`, planted as ours: (a gone process's, a live one
+    of this process (made by make), this pid's under another start time, a dead pid's of another pid
+    namespace)."""
+    live = os.path.basename(tmpwork.make(prefix))[len(prefix):]
+    pid, start, ns, rest = live.split("-", 3)
+    assert (int(pid), int(start), int(ns)) == (os.getpid(), pids.started(os.getpid()), pids.namespace())
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return ("%d-%s-%s-%s" % (p.pid, start, ns, rest), live, "%s-%d-%s-%s" % (pid, int(start) - 1, ns, rest),
+            "%d-%s-%d-%s" % (p.pid, start, int(ns) + 1, rest))
+
+
+@needs_qemu
+def test_a_kvm_restore_removes_a_killed_ones_vmdk_copies_from_tmp_and_leaves_none(tmp, tmp_path):
+    root, plant = tmp
+    gone, live, reused, other_ns = tags(WORK_PREFIX)
+    for tag in (gone, reused, other_ns):
+        plant(WORK_PREFIX + tag)
+    (root / (WORK_PREFIX + live) / "disk.vmdk").write_text("x")
+    plant(WORK_PREFIX + "x1y2z3ab")  # an older hotvcb's, named by nothing: cannot be told
+    backup = esxi_backup(tmp_path / "volume", "web")  # its descriptor is read through a copy in /tmp
+    out = tmp_path / "kvm"
+    out.mkdir()
+    KvmRestore(LocalShell(), RunLog(stream=io.StringIO())).run(KvmRequest(backup, str(out)))
+    assert sorted(os.listdir(str(out))) == ["web"]
+    assert sorted(os.listdir(str(root))) == sorted(WORK_PREFIX + t for t in (live, other_ns, "x1y2z3ab"))
+    assert os.listdir(str(root / (WORK_PREFIX + live))) == ["disk.vmdk"]
+
+
+def test_a_smoke_boot_empties_a_killed_ones_folder_but_its_console_log_and_nothing_a_planted_link_names(
+        tmp, tmp_path):
+    """The folder of a hotvcb whose pid this process now has is a dead one's too; a link planted in /tmp
+    under a dead run's name must not have root empty what it leads to."""
+    root, plant = tmp
+    gone, live, reused, _other_ns = tags(boot_check.WORK_PREFIX)
+    victim = tmp_path / "etc"
+    victim.mkdir()
+    (victim / "passwd").write_text("root")
+    os.symlink(str(victim), str(root / (boot_check.WORK_PREFIX + gone)))
+    for tag in (reused, "%s-olderrun" % gone.split("-")[0]):  # an older hotvcb's: its pid alone
+        plant(boot_check.WORK_PREFIX + tag, ("disk0.qcow2", boot_check.CONSOLE))
+    for name in ("disk0.qcow2", boot_check.CONSOLE):
+        (root / (boot_check.WORK_PREFIX + live) / name).write_text("x")
+    plain = tmp_path / "restored"  # no backup: a folder restore --kvm wrote, read after the sweep
+    plain.mkdir()
+    with pytest.raises(HotvcbError):
+        boot_check.smoke_boot(LocalShell(), str(plain), lambda _line: None)
+    assert os.listdir(str(victim)) == ["passwd"]
+    for tag in (reused, "%s-olderrun" % gone.split("-")[0]):
+        assert os.listdir(str(root / (boot_check.WORK_PREFIX + tag))) == [boot_check.CONSOLE]
+    assert sorted(os.listdir(str(root / (boot_check.WORK_PREFIX + live)))) == [boot_check.CONSOLE, "disk0.qcow2"]
+    assert len(os.listdir(str(root))) == 4  # and the smoke boot's own, gone
