@@ -1,4 +1,4 @@
-"""The work folders `restore --kvm` and `verify --boot` make in /tmp (hotvcb/tmpwork.py): a SIGKILLed
+"""The work folders `restore --kvm`, `verify --boot` and an SSH connection make in /tmp (hotvcb/tmpwork.py): a SIGKILLed
 run cannot remove its own, so the next run removes those of processes that are gone, and nothing
 else: not a live run's (told by pid and start time, so not one whose pid was reused), not one of
 another pid namespace, not what a planted entry of that name leads to. Dead runs are planted by
@@ -11,12 +11,13 @@ import tempfile
 
 import pytest
 
-from hotvcb import pids, tmpwork
-from hotvcb.errors import HotvcbError
+from hotvcb import pids, sshshell, tmpwork
+from hotvcb.errors import HostError, HotvcbError
 from hotvcb.jobs import boot_check
 from hotvcb.jobs.restore_kvm import WORK_PREFIX, KvmRequest, KvmRestore
 from hotvcb.runlog import RunLog
 from hotvcb.shell import LocalShell
+from hotvcb.sshshell import SshShell, SshTarget
 from qemuvm import needs_qemu
 from test_outsider_crosshv import esxi_backup
 
@@ -91,3 +92,15 @@ def test_a_smoke_boot_empties_a_killed_ones_folder_but_its_console_log_and_nothi
         assert os.listdir(str(root / (boot_check.WORK_PREFIX + tag))) == [boot_check.CONSOLE]
     assert sorted(os.listdir(str(root / (boot_check.WORK_PREFIX + live)))) == [boot_check.CONSOLE, "disk0.qcow2"]
     assert len(os.listdir(str(root))) == 4  # and the smoke boot's own, gone
+
+
+def test_an_ssh_connection_removes_a_killed_runs_socket_folder(tmp, monkeypatch):
+    """Its master's socket and error output, kept by nothing once its run is gone; removed even by a
+    connection that then fails (no ssh client here), which leaves none of its own."""
+    root, plant = tmp
+    gone, live, _reused, _other_ns = tags(sshshell.WORK_PREFIX)
+    plant(sshshell.WORK_PREFIX + gone, ("master.err",))
+    monkeypatch.setattr(sshshell, "SSH", str(root / "no-ssh"))
+    with pytest.raises(HostError, match="cannot run .*no-ssh"):
+        SshShell(SshTarget("root@esxi01")).open()
+    assert os.listdir(str(root)) == [sshshell.WORK_PREFIX + live]
