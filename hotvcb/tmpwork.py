@@ -1,6 +1,6 @@
 """A run's work folder in the temp folder (restore --kvm's VMDK descriptor copies, a smoke boot's
-overlays), named by the process that made it: a SIGKILLed run cannot remove its own, so the next
-run of that kind removes the folders of processes that are gone.
+overlays, the SSH master's socket), named by the process that made it: a SIGKILLed run cannot remove
+its own, so the next run of that kind removes the folders of processes that are gone.
 
 `<prefix><pid>-<start>-<pid namespace>-<boot offset>-<random>`: a pid alone is reused (by any
 program, by a later hotvcb); the pid with its start time, in its pid namespace and seen with its
@@ -76,7 +76,7 @@ def _gone(pid: str, start: Optional[str], ns: Optional[str], offset: Optional[st
         return False
     if not pids.alive(int(pid)):
         return True
-    if start is None or not int(start) or int(offset or 0) != (pids.boot_offset() or 0):
+    if start is None or not int(start) or int(offset or 0) != pids.boot_offset():  # None: cannot compare
         return False
     now = pids.started(int(pid))
     return now is not None and now != int(start)
