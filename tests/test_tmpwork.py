@@ -29,44 +29,53 @@ def tmp(tmp_path, monkeypatch):
     root.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(root))
 
-    def plant(name, files=("disk.vmdk",)):
+    def plant(name, files=("disk.vmdk",), owner=None):
         folder = root / name
         folder.mkdir()
         for f in files:
             (folder / f).write_text("x")
+        if owner is not None:
+            (folder / tmpwork.OWNER).write_text(owner)
         return folder
 
     return root, plant
 
 
 def tags(prefix):
-    """Folders as tmpwork.make names them after `prefix`, planted as ours: (a gone process's, a live one
-    of this process (made by make), this pid's under another start time, a dead pid's of another pid
-    namespace)."""
-    live = os.path.basename(tmpwork.make(prefix))[len(prefix):]
-    pid, start, ns, rest = live.split("-", 3)
-    assert (int(pid), int(start), int(ns)) == (os.getpid(), pids.started(os.getpid()), pids.namespace())
+    """Folders as tmpwork.make names them after `prefix`, to plant as ours, {name: its .owner}: a gone
+    process's, a live one of this process (made by make: planted already), this pid's under another start
+    time, a dead pid's of another pid namespace; and the four names in that order."""
+    live = tmpwork.make(prefix)
+    with open(os.path.join(live, tmpwork.OWNER)) as f:
+        start, ns, offset = (int(n) for n in f.read().split())
+    assert (start, ns) == (pids.started(os.getpid()), pids.namespace())
+    assert len(os.path.basename(live)) <= len(prefix) + 7 + 1 + 8  # pid, "-", mkdtemp's: fits a socket path
     p = subprocess.Popen(["true"])
     p.wait()
-    return ("%d-%s-%s-%s" % (p.pid, start, ns, rest), live, "%s-%d-%s-%s" % (pid, int(start) - 1, ns, rest),
-            "%d-%s-%d-%s" % (p.pid, start, int(ns) + 1, rest))
+    owned = {
+        "%s%d-gone1234" % (prefix, p.pid): "%d %d %d" % (start, ns, offset),
+        os.path.basename(live): None,
+        "%s%d-reused12" % (prefix, os.getpid()): "%d %d %d" % (start - 1, ns, offset),
+        "%s%d-otherns1" % (prefix, p.pid): "%d %d %d" % (start, ns + 1, offset),
+    }
+    return owned, list(owned)
 
 
 @needs_qemu
 def test_a_kvm_restore_removes_a_killed_ones_vmdk_copies_from_tmp_and_leaves_none(tmp, tmp_path):
     root, plant = tmp
-    gone, live, reused, other_ns = tags(WORK_PREFIX)
-    for tag in (gone, reused, other_ns):
-        plant(WORK_PREFIX + tag)
-    (root / (WORK_PREFIX + live) / "disk.vmdk").write_text("x")
+    owned, (gone, live, reused, other_ns) = tags(WORK_PREFIX)
+    for name in (gone, reused, other_ns):
+        plant(name, owner=owned[name])
+    (root / live / "disk.vmdk").write_text("x")
     plant(WORK_PREFIX + "x1y2z3ab")  # an older hotvcb's, named by nothing: cannot be told
     backup = esxi_backup(tmp_path / "volume", "web")  # its descriptor is read through a copy in /tmp
     out = tmp_path / "kvm"
     out.mkdir()
     KvmRestore(LocalShell(), RunLog(stream=io.StringIO())).run(KvmRequest(backup, str(out)))
     assert sorted(os.listdir(str(out))) == ["web"]
-    assert sorted(os.listdir(str(root))) == sorted(WORK_PREFIX + t for t in (live, other_ns, "x1y2z3ab"))
-    assert os.listdir(str(root / (WORK_PREFIX + live))) == ["disk.vmdk"]
+    assert sorted(os.listdir(str(root))) == sorted([live, other_ns, WORK_PREFIX + "x1y2z3ab"])
+    assert sorted(os.listdir(str(root / live))) == [tmpwork.OWNER, "disk.vmdk"]
 
 
 def test_a_smoke_boot_empties_a_killed_ones_folder_but_its_console_log_and_nothing_a_planted_link_names(
@@ -74,23 +83,24 @@ def test_a_smoke_boot_empties_a_killed_ones_folder_but_its_console_log_and_nothi
     """The folder of a hotvcb whose pid this process now has is a dead one's too; a link planted in /tmp
     under a dead run's name must not have root empty what it leads to."""
     root, plant = tmp
-    gone, live, reused, _other_ns = tags(boot_check.WORK_PREFIX)
+    owned, (gone, live, reused, _other_ns) = tags(boot_check.WORK_PREFIX)
     victim = tmp_path / "etc"
     victim.mkdir()
     (victim / "passwd").write_text("root")
-    os.symlink(str(victim), str(root / (boot_check.WORK_PREFIX + gone)))
-    for tag in (reused, "%s-olderrun" % gone.split("-")[0]):  # an older hotvcb's: its pid alone
-        plant(boot_check.WORK_PREFIX + tag, ("disk0.qcow2", boot_check.CONSOLE))
+    os.symlink(str(victim), str(root / gone))
+    older = gone.rsplit("-", 1)[0] + "-olderrun"  # an older hotvcb's, no .owner: its pid alone
+    plant(reused, ("disk0.qcow2", boot_check.CONSOLE), owner=owned[reused])
+    plant(older, ("disk0.qcow2", boot_check.CONSOLE))
     for name in ("disk0.qcow2", boot_check.CONSOLE):
-        (root / (boot_check.WORK_PREFIX + live) / name).write_text("x")
+        (root / live / name).write_text("x")
     plain = tmp_path / "restored"  # no backup: a folder restore --kvm wrote, read after the sweep
     plain.mkdir()
     with pytest.raises(HotvcbError):
         boot_check.smoke_boot(LocalShell(), str(plain), lambda _line: None)
     assert os.listdir(str(victim)) == ["passwd"]
-    for tag in (reused, "%s-olderrun" % gone.split("-")[0]):
-        assert os.listdir(str(root / (boot_check.WORK_PREFIX + tag))) == [boot_check.CONSOLE]
-    assert sorted(os.listdir(str(root / (boot_check.WORK_PREFIX + live)))) == [boot_check.CONSOLE, "disk0.qcow2"]
+    for name in (reused, older):
+        assert os.listdir(str(root / name)) == [boot_check.CONSOLE]
+    assert sorted(os.listdir(str(root / live))) == [tmpwork.OWNER, boot_check.CONSOLE, "disk0.qcow2"]
     assert len(os.listdir(str(root))) == 4  # and the smoke boot's own, gone
 
 
@@ -98,9 +108,9 @@ def test_an_ssh_connection_removes_a_killed_runs_socket_folder(tmp, monkeypatch)
     """Its master's socket and error output, kept by nothing once its run is gone; removed even by a
     connection that then fails (no ssh client here), which leaves none of its own."""
     root, plant = tmp
-    gone, live, _reused, _other_ns = tags(sshshell.WORK_PREFIX)
-    plant(sshshell.WORK_PREFIX + gone, ("master.err",))
+    owned, (gone, live, _reused, _other_ns) = tags(sshshell.WORK_PREFIX)
+    plant(gone, ("master.err",), owner=owned[gone])
     monkeypatch.setattr(sshshell, "SSH", str(root / "no-ssh"))
     with pytest.raises(HostError, match="cannot run .*no-ssh"):
         SshShell(SshTarget("root@esxi01")).open()
-    assert os.listdir(str(root)) == [sshshell.WORK_PREFIX + live]
+    assert os.listdir(str(root)) == [live]
