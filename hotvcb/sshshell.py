@@ -9,7 +9,8 @@ private temp dir (0700); every command is a new channel on it, so a call costs
 one round trip, not a handshake. The master is started in its own session (a
 Ctrl-C at the terminal must not take it down: snapshot cleanup after an
 interrupt still needs the host) and stopped by ``close()`` (also at exit); an
-idle ``ControlPersist`` bounds its life if we are killed outright.
+idle ``ControlPersist`` bounds its life if we are killed outright, and the temp dir, named by our
+process (tmpwork.py), is removed by the next connection once we are gone.
 
 Host keys: always ``StrictHostKeyChecking=yes``: a key that is unknown or
 changed is refused with a message telling the admin how to check and add it.
@@ -30,16 +31,16 @@ import posixpath
 import shutil
 import subprocess
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import hostdigest, sshscripts as sh
+from . import hostdigest, sshscripts as sh, tmpwork
 from .errors import HostError, TimeoutExpired
 from .shell import Completed, OutputCallback, Tree, decoded, stream, temp_tag, tree_of
 
 SSH = "ssh"
 CONNECT_TIMEOUT = 20  # seconds for TCP connect + key exchange
+WORK_PREFIX = "hotvcb-ssh-"  # in /tmp: the master's socket and its error output
 PERSIST = 600  # an orphaned master goes away after this long without clients
 FILE_OP_TIMEOUT = 600
 
@@ -111,7 +112,8 @@ class SshShell:
         """Start the master connection (idempotent); fails with the reason why not."""
         if self._control is not None:
             return self
-        self._dir = tempfile.mkdtemp(prefix="hotvcb-ssh-")  # 0700: only we reach the socket
+        tmpwork.sweep(WORK_PREFIX)  # a SIGKILLed run's (its master, if still there, idles out in PERSIST)
+        self._dir = tmpwork.make(WORK_PREFIX)  # 0700: only we reach the socket
         self._control = os.path.join(self._dir, "master")
         argv = self._ssh("-o", "ControlMaster=yes", "-o", "ControlPersist=%d" % PERSIST,
                          "-N", "-f", self.target.destination)

@@ -12,6 +12,7 @@ Backups are made by hand in hotvcb's layout (sealed with its own manifest):
 they are the hostile input, so they are built to be hostile.
 """
 
+import glob
 import hashlib
 import os
 import re
@@ -19,11 +20,13 @@ import shutil
 import signal
 import subprocess
 import tarfile
+import tempfile
 import time
 
 import pytest
 
 from bootguest import make_boot_disk
+from hotvcb.jobs.restore_kvm import WORK_PREFIX
 from hotvcb.shell import LocalShell
 from hotvcb.store import manifest
 from hotvcb.vmx import VmxFile
@@ -389,7 +392,8 @@ def test_a_restore_stopped_during_the_conversion(tmp_path, sig, then):
     """Ctrl-C (SIGINT): exit 2, the unfinished folder and qemu-img gone. SIGKILL: nothing can clean up, but
     qemu-img dies too and the folder never gets its final name; its owner record lets `hotvcb cleanup --kvm
     DIR` or the next restore into DIR remove it (it once refused the name until removed by hand), while
-    the same cleanup during the conversion left the running restore's folder alone."""
+    the same cleanup during the conversion left the running restore's folder alone. Its descriptor's copy
+    in /tmp (named by the process: tmpwork.py) stayed for ever; the next restore removes it."""
     backup = esxi_backup(tmp_path / "vol", "web", size=32 << 20, random_bytes=16 << 20)
     before = digests(backup)
     out = tmp_path / "out"
@@ -400,6 +404,7 @@ def test_a_restore_stopped_during_the_conversion(tmp_path, sig, then):
     temp = out / "web.hotvcb-restoring"
     try:
         wait_until(lambda: (temp / "sda.raw").exists(), 60, "the conversion to start")
+        (work,) = glob.glob("%s/%s%d-*" % (tempfile.gettempdir(), WORK_PREFIX, p.pid))  # its descriptor's copy
         if then == "cleanup":
             r = cli("cleanup", "--kvm", out)
             assert r.returncode == 0 and "unfinished VM folder of a running restore" in r.out, r.out
@@ -429,6 +434,7 @@ def test_a_restore_stopped_during_the_conversion(tmp_path, sig, then):
         assert ("left by a restore that died" in r.out) == (then == "restore"), r.out
         assert os.listdir(str(out)) == ["web"], r.out
         assert same_content(os.path.join(backup, "disk.vmdk"), str(out / "web" / "sda.qcow2"))
+    assert not os.path.exists(work)  # a SIGKILLed one's: removed by the next restore (by any: /tmp is shared)
     assert digests(backup) == before
 
 

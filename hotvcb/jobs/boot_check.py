@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
-from .. import interrupt, pids
+from .. import interrupt
 from ..convert.firmware import ovmf
 from ..convert.qemu_argv import QEMU, qemu_argv
 from ..errors import HotvcbError
@@ -38,7 +38,8 @@ from . import backup_check, qemu_vmdk
 if TYPE_CHECKING:  # verify imports this module for its option defaults; only --boot needs what boots
     from ..hosts.qemu_boot import BootProcess
 
-WORK_PREFIX = "hotvcb-boot-"  # + the pid of the run, so a later run knows a dead run's overlays
+WORK_PREFIX = "hotvcb-boot-"  # in /tmp, + this process's tag, so a later run knows a dead run's overlays (tmpwork.py)
+CONSOLE = "console.log"  # in it, kept: the result names it
 DEFAULT_PATTERN = "login:"
 DEFAULT_TIMEOUT = 300.0
 POLL = 0.25
@@ -71,14 +72,14 @@ def smoke_boot(shell: Shell, path: str, log, *, pattern: str = DEFAULT_PATTERN, 
         backup_check.require_good(shell, folder)  # a backup named as one (-partial: being written) too
     if console is not None and backup_check.inside(console, folder):
         raise HotvcbError("--console-log %s is inside the backup %s, which a smoke boot only reads" % (console, folder))
-    # tempfile, ctypes (qemu_boot's tether), xml.etree (machine_of): `verify --boot` only, not every verify
-    import tempfile
+    # tempfile (tmpwork), ctypes (qemu_boot's tether), xml.etree (machine_of): `verify --boot` only, not every verify
+    from .. import tmpwork
     from ..hosts.qemu_boot import BootProcess
     from .machine_of import machine_of
 
-    _remove_dead_runs_overlays()
-    work = tempfile.mkdtemp(prefix="%s%d-" % (WORK_PREFIX, os.getpid()))
-    console = console or os.path.join(work, "console.log")
+    tmpwork.sweep(WORK_PREFIX, keep=CONSOLE)  # a SIGKILLed run's overlays (its QEMU died with it)
+    work = tmpwork.make(WORK_PREFIX)
+    console = console or os.path.join(work, CONSOLE)
     started = time.monotonic()
     try:
         if archive:  # unpacked into the temp folder, removed with the overlays
@@ -106,11 +107,7 @@ def smoke_boot(shell: Shell, path: str, log, *, pattern: str = DEFAULT_PATTERN, 
         with BootProcess(argv, console, os.path.join(work, "qemu.log")) as vm:
             ok, message = _watch(vm, wanted, pattern, timeout, started)
     finally:
-        for entry in os.listdir(work):
-            if os.path.join(work, entry) != console:
-                _remove(os.path.join(work, entry))
-        if not os.listdir(work):
-            _remove(work)
+        tmpwork.clear(work, keep=CONSOLE if console == os.path.join(work, CONSOLE) else "")
     return BootResult(path, ok, message, console, time.monotonic() - started)
 
 
@@ -132,30 +129,3 @@ def _watch(vm: "BootProcess", wanted, pattern: str, timeout: float, started: flo
                 pattern, timeout, len(text.encode("utf-8")))
         time.sleep(POLL)
 
-
-def _remove_dead_runs_overlays() -> None:
-    """A SIGKILLed run cannot clean up (its QEMU dies with it): the next run removes its overlays,
-    keeping the console log."""
-    import tempfile  # smoke_boot's, which calls this
-
-    root = tempfile.gettempdir()
-    for entry in os.listdir(root):
-        pid = entry[len(WORK_PREFIX):].split("-", 1)[0]
-        if entry.startswith(WORK_PREFIX) and pid.isdigit() and not pids.alive(int(pid)):
-            folder = os.path.join(root, entry)
-            for name in os.listdir(folder):
-                if name != "console.log":
-                    _remove(os.path.join(folder, name))
-            if not os.listdir(folder):
-                _remove(folder)
-
-
-def _remove(path: str) -> None:
-    """Best effort: the folder is ours, in /tmp, and a leftover overlay holds only the guest's writes."""
-    if os.path.isdir(path):
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass

@@ -9,6 +9,10 @@
   and our in-progress folder do not exist, and there is room. Dead restores' folders in the
   target folder (their owner records, restore_scratch.py) are removed first: a SIGKILLed restore
   cannot remove its own, and its in-progress folder would refuse this restore's name.
+  A VMDK chain qemu would misread is read through copies in `/tmp/hotvcb-kvm-<pid>-…`
+  (qemu_vmdk.py), removed at the end, a SIGKILLed restore's by the next one (tmpwork.py):
+  a few small files, kept out of the target so a dry run writes nothing there and a
+  target that takes no symlinks (vfat, a CIFS share) restores all the same.
 - converting: every disk is converted with `qemu-img convert` into
   `<target>/<name>.hotvcb-restoring/<target dev>.qcow2|.raw`; then the
   definition is written: `<name>.xml` (`virsh define`-able; a libvirt
@@ -28,11 +32,10 @@ UUID and, unless kept, new MAC addresses (convert/machine.renamed).
 import os
 import shlex
 import shutil
-import tempfile
 from dataclasses import dataclass, replace
 from typing import Dict, List, Optional
 
-from .. import interrupt, tether
+from .. import interrupt, tether, tmpwork
 from ..convert import domain_xml
 from ..convert.firmware import ovmf
 from ..convert.machine import ConvertError, Machine, renamed
@@ -49,6 +52,7 @@ from .restore_scratch import RESTORING
 
 IN_USE = "exists: another restore into it is running (or one that died on another machine left it)"
 KVM_FORMATS = ("qcow2", "raw")
+WORK_PREFIX = "hotvcb-kvm-"  # in /tmp, + this process's tag (tmpwork.py)
 VIRSH = "virsh"
 
 
@@ -120,6 +124,8 @@ class KvmRestore:
                                   % (req.target, backup))
         backup_check.require_good(self.shell, backup)
         restore_scratch.sweep(self.shell, [req.target], self.log, self.records.run(), self.dry_run)
+        if not self.dry_run:
+            tmpwork.sweep(WORK_PREFIX)
         if archive:  # checked as it is, then unpacked beside the target (never next to the backups)
             self._verify(backup)
             if self.dry_run:
@@ -143,7 +149,7 @@ class KvmRestore:
             self._verify(backup)
         for note in m.notes:
             self.log.warning("%s: %s" % (m.name, note))
-        self.work = tempfile.mkdtemp(prefix="hotvcb-kvm-")
+        self.work = tmpwork.make(WORK_PREFIX)
         for i, d in enumerate(m.disks):  # before anything is written: a disk qemu would misread is refused
             self.reads[d.source] = d.source if d.fmt != "vmdk" else qemu_vmdk.opened(
                 self.shell, d.source, "%s/%d" % (self.work, i), self.qemu_img)
