@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from hotvcb import cli
+from hotvcb import cli, config
 from simhost import backups, hotvcb, needs_root, snapshot_names, wrap_tool, write_conf
 
 
@@ -47,3 +47,36 @@ def test_full_log_file_system_mid_backup_leaves_no_snapshot(host, tmpfs):
     assert snapshot_names(host, "1") == [], out
     assert not [b for b in backups(host, "web") if b.endswith("-partial")], out
     assert "internal error" not in out and "Traceback" not in out, out
+
+
+# -- ghettoVCB.conf as admins wrote it ---------------------------------------------------------------
+def settings_of(tmp_path, line: str):
+    conf = tmp_path / "ghettoVCB.conf"
+    conf.write_text("VM_BACKUP_VOLUME=/vmfs/volumes/backup/hotvcb\n" + line + "\n")
+    return config.load_settings(str(conf))[0]
+
+
+@pytest.mark.xfail(strict=True, reason="config._unquote strips the raw value before looking for ' #', so in "
+                   "`KEY=   # comment` the comment becomes the value")
+@pytest.mark.parametrize("line, field", [
+    ("EMAIL_SERVER=    # none yet", "email_server"),
+    ("VM_SHUTDOWN_ORDER=\t# nothing to shut down", "vm_shutdown_order"),
+])
+def test_empty_value_with_a_comment_is_empty(tmp_path, line, field):
+    """The shell (ghettoVCB `source`d the file) and config-reference.md ("`#` starts a comment") both
+    read these as empty; hotvcb reads a mail server called '# none yet' (a mail attempt every run) and
+    a VM '# nothing to shut down' to power off before the backups."""
+    assert not getattr(settings_of(tmp_path, line), field)
+
+
+@pytest.mark.xfail(strict=True, reason="config._unquote removes backslashes only inside double quotes: an "
+                   "unquoted `\\$` or `\\ ` keeps its backslash, silently (the $-warning skips escaped ones)")
+@pytest.mark.parametrize("line, field, shell_value", [
+    (r"EMAIL_USER_PASSWORD=pa\$\$word", "email_user_password", "pa$$word"),
+    (r"VM_BACKUP_VOLUME=/vmfs/volumes/nas\ backups/vms", "vm_backup_volume", "/vmfs/volumes/nas backups/vms"),
+])
+def test_unquoted_backslash_escape_means_what_the_shell_made_of_it(tmp_path, line, field, shell_value):
+    """The usual way to keep a `$` in a ghettoVCB password (or a blank in a path) without quotes: the
+    shell assigned it without the backslash. hotvcb keeps the backslash and says nothing, so the mail
+    login fails every night, or the backups go to a folder no one asked for."""
+    assert getattr(settings_of(tmp_path, line), field) == shell_value
