@@ -38,26 +38,27 @@ def test_log_file_that_is_a_folder_is_a_clean_error(tmp_path, capsys):
 
 @needs_root
 @pytest.mark.xfail(strict=True, reason="a log file system that fills mid-backup aborts the run from "
-                   "RunLog._write's unguarded write (to the -l file or to stdout): 'internal error: OSError', "
-                   "exit 1, our snapshot left on the running VM and a -partial folder")
-@pytest.mark.parametrize("into", ["-l", "stdout"])
+                   "RunLog._write's unguarded writes (the -l file, stdout, the work dir's debug.log): 'internal "
+                   "error: OSError', exit 1, our snapshot left on the running VM and a -partial folder")
+@pytest.mark.parametrize("into", ["-l", "stdout", "-w"])
 def test_full_log_file_system_mid_backup_leaves_no_snapshot(host, tmpfs, into):
     """ghettoVCB users log to the host's small /tmp ramdisk, with -l or as its docs' cron line does
-    (`ghettoVCB.sh -f list > /tmp/ghettoVCB-backup-$(date +%s).log`). The log is a copy for the admin;
-    losing it must not cost the VM its snapshot removal. The file system is filled (through the log
-    file itself) the moment hotvcb asks for the snapshot."""
+    (`ghettoVCB.sh -f list > /tmp/ghettoVCB-backup-$(date +%s).log`), and hotvcb's own work dir, with
+    its debug.log of every line, is /tmp/hotvcb.work. A log is a copy for the admin; losing it must not
+    cost the VM its snapshot removal. The file system is filled (through the log file itself) the
+    moment hotvcb asks for the snapshot."""
     host.create_vm("web", "datastore1", [{"size": "1M"}], power="on")
-    log = os.path.join(str(tmpfs("logfs", "64k")), "hotvcb.log")
-    wrap_tool(host, "vim-cmd", 'case "$*" in *snapshot.create*) cat /dev/zero >>"%s" 2>/dev/null;; esac' % log)
-    args = ["-m", "web", "-g", write_conf(host)]
-    if into == "-l":
-        r = hotvcb(host, *(args + ["-l", log]))
-        out = r.stdout + r.stderr
-    else:
-        with open(log, "a") as f:
-            r = subprocess.run(on_host(host, "env", "PYTHONPATH=" + REPO, "/bin/python", "-m", "hotvcb", *args),
-                               stdout=f, stderr=subprocess.PIPE, text=True, timeout=180)
-        out = r.stderr
+    fs = str(tmpfs("logfs", "64k"))
+    log = os.path.join(fs, "hotvcb.log")
+    fill = os.path.join(fs, "hotvcb-*", "debug.log") if into == "-w" else '"%s"' % log
+    wrap_tool(host, "vim-cmd", 'case "$*" in *snapshot.create*) for f in %s; do cat /dev/zero >>"$f"; done 2>/dev/null;; '
+              'esac' % fill)
+    args = ["-m", "web", "-g", write_conf(host)] + {"-l": ["-l", log], "-w": ["-w", fs], "stdout": []}[into]
+    with open(log, "a") as f:
+        r = subprocess.run(on_host(host, "env", "PYTHONPATH=" + REPO, "/bin/python", "-m", "hotvcb", *args),
+                           stdout=f if into == "stdout" else subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           timeout=180)
+    out = r.stdout or ""
     assert snapshot_names(host, "1") == [], out
     assert not [b for b in backups(host, "web") if b.endswith("-partial")], out
     assert "internal error" not in out and "Traceback" not in out, out
