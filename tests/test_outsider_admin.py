@@ -8,13 +8,15 @@ needed, one esxisim host with one small VM where it needs one.
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tarfile
 
 import pytest
 
 from hotvcb import cli, config, restorefile
-from simhost import REPO, backups, hotvcb, needs_root, on_host, snapshot_names, wrap_tool, write_conf
+from simhost import (REPO, backups, hotvcb, kill, needs_root, on_host, snapshot_names, wait_for, wrap_tool,
+                     write_conf)
 
 
 def clean_error(text: str) -> bool:
@@ -62,6 +64,32 @@ def test_full_log_file_system_mid_backup_leaves_no_snapshot(host, tmpfs, into):
     assert snapshot_names(host, "1") == [], out
     assert not [b for b in backups(host, "web") if b.endswith("-partial")], out
     assert "internal error" not in out and "Traceback" not in out, out
+
+
+@needs_root
+@pytest.mark.xfail(strict=True, reason="the SIGHUP is handled, but the cleanup's first log line hits the closed "
+                   "terminal (EPIPE) in RunLog._write: 'internal error: BrokenPipeError', our snapshot left")
+def test_ssh_session_dropped_mid_backup_leaves_no_snapshot(host, tmp_path):
+    """An admin runs hotvcb by hand in an SSH session to the host and the session drops (laptop lid,
+    VPN): the run gets SIGHUP and its stdout is gone. README: the snapshot is removed on every path.
+    The snapshot is made, then (its vim-cmd call held until then) the reader goes and SIGHUP comes."""
+    host.create_vm("web", "datastore1", [{"size": "1M"}], power="on")
+    held = str(tmp_path / "held")
+    wrap_tool(host, "vim-cmd", 'case "$*" in *snapshot.create*) "$0.real" "$@"; rc=$?; touch "%s"; i=0; '
+              'while [ -e "%s" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; exit $rc;; esac' % (held, held))
+    run = subprocess.Popen(on_host(host, "env", "PYTHONPATH=" + REPO, "/bin/python", "-m", "hotvcb", "-m", "web",
+                                   "-g", write_conf(host)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: os.path.exists(held), what="the snapshot")
+        run.stdout.close()
+        run.send_signal(signal.SIGHUP)
+        os.remove(held)
+        err = run.communicate(timeout=120)[1].decode()
+    finally:
+        kill(run.pid)
+    assert snapshot_names(host, "1") == [], err
+    assert not [b for b in backups(host, "web") if b.endswith("-partial")], err
+    assert "internal error" not in err and "Traceback" not in err, err
 
 # -- ghettoVCB.conf as admins wrote it ---------------------------------------------------------------
 def settings_of(tmp_path, line: str):
