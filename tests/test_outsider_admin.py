@@ -14,7 +14,7 @@ import tarfile
 
 import pytest
 
-from hotvcb import cli, config, restorefile
+from hotvcb import cli, config, notify, restorefile
 from simhost import (REPO, backups, hotvcb, kill, needs_root, on_host, power, snapshot_names, wait_for, wrap_tool,
                      write_conf)
 
@@ -63,9 +63,9 @@ def test_full_log_file_system_mid_backup_leaves_no_snapshot(host, tmpfs, into):
     args = ["-m", "web", "-g", write_conf(host)] + {"-l": ["-l", log], "-w": ["-w", fs], "stdout": []}[into]
     with open(log, "a") as f:
         r = subprocess.run(on_host(host, "env", "PYTHONPATH=" + REPO, "/bin/python", "-m", "hotvcb", *args),
-                           stdout=f if into == "stdout" else subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           stdout=f if into == "stdout" else subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            timeout=180)
-    out = r.stdout or ""
+    out = (r.stdout or "") + r.stderr
     assert snapshot_names(host, "1") == [], out
     assert not [b for b in backups(host, "web") if b.endswith("-partial")], out
     assert "internal error" not in out and "Traceback" not in out, out
@@ -108,6 +108,7 @@ def test_ssh_session_dropped_mid_backup_leaves_no_snapshot(host, tmp_path):
     assert snapshot_names(host, "1") == [], err
     assert not [b for b in backups(host, "web") if b.endswith("-partial")], err
     assert "internal error" not in err and "Traceback" not in err, err
+
 
 # -- ghettoVCB.conf as admins wrote it ---------------------------------------------------------------
 def settings_of(tmp_path, line: str):
@@ -220,6 +221,16 @@ def test_vmdk_files_to_backup_naming_a_disk_as_its_vmx_does(host, tmp_path):
 
 
 # -- the mail -----------------------------------------------------------------------------------------
+def mail_report(tmp_path, srv, keys: str, failed: bool = False) -> None:
+    """Mail a run's report as a ghettoVCB.conf whose mail lines are `keys` has it sent through `srv`."""
+    conf = tmp_path / "ghettoVCB.conf"
+    conf.write_text("EMAIL_LOG=1\nEMAIL_SERVER=%s\nEMAIL_SERVER_PORT=%d\nEMAIL_DELAY_INTERVAL=0\n%s"
+                    % (srv.host, srv.port, keys))
+    notify.send_report(config.load_settings(str(conf))[0], notify.Mail(
+        host="esx01", job="nightly", status_line="ERROR: All VMs failed!" if failed else "All VMs backed up OK!",
+        failed=failed, log_text="", report_text=""))
+
+
 @pytest.mark.xfail(strict=True, reason="mailgate.wanted requires EMAIL_TO; ghettoVCB's sendMail made EMAIL_ERRORS_TO "
                    "the recipient of a failed run when EMAIL_TO was empty, so hotvcb silently mails no one")
 def test_failure_mail_goes_to_email_errors_to_when_email_to_is_empty(tmp_path):
@@ -227,15 +238,9 @@ def test_failure_mail_goes_to_email_errors_to_when_email_to_is_empty(tmp_path):
     (ghettoVCB: `if EMAIL_ERRORS_TO != "" and LOG_STATUS != OK: if EMAIL_TO == "": EMAIL_TO=EMAIL_ERRORS_TO`).
     hotvcb sends nothing and logs nothing: the night the backups fail, no one hears of it."""
     from smtpserver import smtp_server
-    from hotvcb import notify
 
     with smtp_server() as srv:
-        conf = tmp_path / "ghettoVCB.conf"
-        conf.write_text("EMAIL_LOG=1\nEMAIL_SERVER=%s\nEMAIL_SERVER_PORT=%d\nEMAIL_DELAY_INTERVAL=0\nEMAIL_TO=\n"
-                        "EMAIL_ERRORS_TO=oncall@example.org\n" % (srv.host, srv.port))
-        settings = config.load_settings(str(conf))[0]
-        notify.send_report(settings, notify.Mail(host="esx01", job="nightly", status_line="ERROR: All VMs failed!",
-                                                 failed=True, log_text="", report_text=""))
+        mail_report(tmp_path, srv, "EMAIL_TO=\nEMAIL_ERRORS_TO=oncall@example.org\n", failed=True)
     assert [m.rcpt_tos for m in srv.messages] == [["oncall@example.org"]]
 
 
@@ -247,14 +252,8 @@ def test_ghettovcb_mail_setup_still_delivers_through_a_relay_with_its_own_certif
     hotvcb with the same ghettoVCB.conf, the mails stop; the one warning saying why is in the log that
     was to be mailed."""
     from smtpserver import make_cert, smtp_server
-    from hotvcb import notify
 
     monkeypatch.delenv(notify.CAFILE_ENV, raising=False)
     with smtp_server(tls="starttls", cert=make_cert(tmp_path)) as srv:
-        conf = tmp_path / "ghettoVCB.conf"
-        conf.write_text("EMAIL_LOG=1\nEMAIL_SERVER=%s\nEMAIL_SERVER_PORT=%d\nEMAIL_DELAY_INTERVAL=0\n"
-                        "EMAIL_TO=admin@example.org\nEMAIL_USER_NAME=\nEMAIL_USER_PASSWORD=\n" % (srv.host, srv.port))
-        notify.send_report(config.load_settings(str(conf))[0], notify.Mail(
-            host="esx01", job="nightly", status_line="All VMs backed up OK!", failed=False, log_text="",
-            report_text=""))
+        mail_report(tmp_path, srv, "EMAIL_TO=admin@example.org\nEMAIL_USER_NAME=\nEMAIL_USER_PASSWORD=\n")
     assert [m.rcpt_tos for m in srv.messages] == [["admin@example.org"]]
