@@ -274,4 +274,4 @@ def test_going_back_to_ghettovcb_its_rotation_sees_only_backups(host):
     assert r.returncode == 0, r.stdout + r.stderr
     counted = [e for e in os.listdir(backup_root(host, "web"))
                if re.search(r"web-[0-9]{4}-[0-9]{2}-[0-9]{2}_[0-9]{2}-[0-9]{2}-[0-9]{2}", e)]
-    assert counted == backups(host, "web"), counted
+    assert sorted(counted) == backups(host, "web"), counted
