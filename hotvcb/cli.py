@@ -62,8 +62,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         argv.insert(first, "backup")  # ghettoVCB style: flags only
     argv = _glue_dash_values(argv)
     parser = build_parser(argv[first] if first < len(argv) else None)
-    if first < len(argv) and argv[first] == "status":
-        parser.usage_exit = 3  # type: ignore[attr-defined]  # a monitoring plugin's UNKNOWN
+    # a monitoring plugin's UNKNOWN for a run that could not tell (a bad command line, an internal error, a
+    # signal): 1 and 2 are WARN and CRIT to Nagios, which they are not
+    unknown = 3 if first < len(argv) and argv[first] == "status" else None
+    if unknown is not None:
+        parser.usage_exit = unknown  # type: ignore[attr-defined]
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()
@@ -85,17 +88,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         return err.exit_code
     except Interrupted as err:
         say("hotvcb: %s" % err, stream=sys.stderr)
-        return err.exit_code
+        return unknown or err.exit_code
     except KeyboardInterrupt:
         say("hotvcb: interrupted", stream=sys.stderr)
-        return 2
+        return unknown or 2
     except Exception as err:  # the one place an unexpected error becomes a line
         if debug:
             import traceback
 
             traceback.print_exc()
         say("hotvcb: internal error: %s: %s (run with -d debug for details)" % (type(err).__name__, err), stream=sys.stderr)
-        return 1
+        return unknown or 1
 
 
 def _no_writable_by_others() -> None:

@@ -4,6 +4,8 @@ import json
 import os
 import time
 
+import pytest
+
 from hotvcb.store.health import GZ_VERIFY_SUFFIX
 from simhost import VOLUME, hotvcb, make_host, needs_root, write_conf
 
@@ -205,3 +207,21 @@ def test_a_fifo_planted_as_a_backups_side_records_never_hangs_list_or_status(tmp
             assert "packed" in r.stdout + r.stderr, (argv, r.stdout + r.stderr)
     finally:
         host.stop()
+
+
+@pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_a_status_run_that_cannot_tell_is_unknown_to_a_monitor_and_other_commands_keep_their_codes(
+        tmp_path, monkeypatch, capsys, error):
+    """An internal error or a Ctrl-C in `status` is UNKNOWN (3): its 1 and 2 read WARN and CRIT to Nagios."""
+    from hotvcb import cli, config
+
+    def broken(*_args, **_kwargs):
+        raise error
+
+    monkeypatch.setattr(config, "load_settings", broken)
+    conf = tmp_path / "ghettoVCB.conf"
+    conf.write_text("VM_BACKUP_VOLUME=%s\n" % tmp_path)
+    assert cli.main(["status", "-g", str(conf)]) == 3
+    assert cli.main(["list", "-g", str(conf)]) == (1 if isinstance(error, RuntimeError) else 2)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("internal error" if isinstance(error, RuntimeError) else "interrupted") == 2
