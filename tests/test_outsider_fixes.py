@@ -15,7 +15,7 @@ from test_parallel_unit import _preflight, _TargetHost
 from hotvcb import tmpwork
 from hotvcb.commands import verify_cmd
 from hotvcb.errors import HotvcbError, UsageError
-from hotvcb.jobs import boot_check
+from hotvcb.jobs import backup_check, boot_check
 from hotvcb.jobs.backup import BackupJob
 from hotvcb.jobs.leftovers import SNAPSHOT_PREFIX, mark_powered_off, power_marker
 from hotvcb.jobs.space import SpaceLedger
@@ -70,6 +70,33 @@ def test_verify_boot_of_a_vm_with_only_odd_named_backups_names_them(tmp_path):
         verify_cmd._boot(args, Settings())
     assert str(odd) + ":" in str(refused.value), refused.value
 
+
+
+@pytest.mark.xfail(strict=True, reason="layout.from_path of a relative path (verify --boot takes one that exists "
+                   "in the working folder) names `/<entry>` in its NotABackup line: root '' becomes '/' "
+                   "(`root + '/' + entry`), a folder that is not there")
+def test_a_relative_path_named_with_an_odd_time_is_named_as_given(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "web-2026-13-01_00-00-00").mkdir()
+    with pytest.raises(HotvcbError) as refused:
+        backup_check.require_good(LocalShell(), "web-2026-13-01_00-00-00")
+    named = str(refused.value).split(": named like a backup", 1)[0]
+    assert named in ("web-2026-13-01_00-00-00", str(tmp_path / "web-2026-13-01_00-00-00")), refused.value
+
+
+@pytest.mark.xfail(strict=True, reason="(older than this round, in the from_path it changed) layout.from_path "
+                   "looks for a relative path's backups under '/' (`root.rpartition('/')[0] or '/'`), finds none and "
+                   "returns None, so verify --boot of `web/web-<time>-partial` from the volume skips require_good and "
+                   "boots a backup being written, which the same path given absolute refuses")
+def test_verify_boot_of_a_relative_path_to_a_partial_backup_is_refused_as_the_absolute_one_is(tmp, tmp_path,
+                                                                                              monkeypatch):
+    partial = tmp_path / "web" / "web-2026-01-01_00-00-00-partial"
+    partial.mkdir(parents=True)
+    (partial / "web.vmx").write_text('displayName = "web"\n')
+    monkeypatch.chdir(tmp_path)
+    for path in (str(partial), "web/web-2026-01-01_00-00-00-partial"):
+        with pytest.raises(HotvcbError, match="is not a good backup"):
+            boot_check.smoke_boot(LocalShell(), path, lambda line: None)
 
 # --- 2. a compressed backup's room -----------------------------------------------------------------------------
 
@@ -178,7 +205,7 @@ def test_a_fifo_named_owner_in_a_work_folder_does_not_hang_the_next_run(tmp):
     os.mkfifo(str(folder / tmpwork.OWNER))
     sweep = threading.Thread(target=tmpwork.sweep, args=("hotvcb-kvm-",), daemon=True)
     sweep.start()
-    sweep.join(1)
+    sweep.join(0.5)  # a sweep of one folder takes microseconds
     hung = sweep.is_alive()
     if hung:  # let the thread go: a writer ends the open, EOF the read
         os.close(os.open(str(folder / tmpwork.OWNER), os.O_WRONLY | os.O_NONBLOCK))
