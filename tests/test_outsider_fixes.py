@@ -71,7 +71,6 @@ def test_verify_boot_of_a_vm_with_only_odd_named_backups_names_them(tmp_path):
     assert str(odd) + ":" in str(refused.value), refused.value
 
 
-
 @pytest.mark.xfail(strict=True, reason="layout.from_path of a relative path (verify --boot takes one that exists "
                    "in the working folder) names `/<entry>` in its NotABackup line: root '' becomes '/' "
                    "(`root + '/' + entry`), a folder that is not there")
@@ -97,6 +96,7 @@ def test_verify_boot_of_a_relative_path_to_a_partial_backup_is_refused_as_the_ab
     for path in (str(partial), "web/web-2026-01-01_00-00-00-partial"):
         with pytest.raises(HotvcbError, match="is not a good backup"):
             boot_check.smoke_boot(LocalShell(), path, lambda line: None)
+
 
 # --- 2. a compressed backup's room -----------------------------------------------------------------------------
 
@@ -134,7 +134,7 @@ class _Resumed(SweptHost):
         self.state = "on"
 
 
-def _take_over_and_back_up(tmp_path, work, **settings):
+def _take_over_and_back_up(tmp_path, work):
     """This run takes the stopped run's lock over and backs up `web`; (the stopped run, the host, the log)."""
     stopped = RunId(**dict(vars(owner("namespace", 0)), host=HOST))
     _stale_lock_of(tmp_path, stopped)
@@ -142,7 +142,7 @@ def _take_over_and_back_up(tmp_path, work, **settings):
     lock = HostLock(host.shell, str(tmp_path), RunId.new().on_host(HOST)).acquire()
     try:
         assert lock.took_over and lock.dead_runs() == (stopped.run,)
-        job = BackupJob(host, Settings(vm_backup_volume=str(tmp_path / "backups"), **settings), log,
+        job = BackupJob(host, Settings(vm_backup_volume=str(tmp_path / "backups")), log,
                         lock.run.with_process_start(), lock=lock,
                         asked=SimpleNamespace(vms=host.vms, look=lambda path: None))
         job.run(["web"])
@@ -191,6 +191,7 @@ def test_the_snapshot_a_resumed_run_takes_after_the_takeover_is_not_removed_unde
 
     _stopped, host, log = _take_over_and_back_up(tmp_path, snapshotting)
     assert host.removed == [], log.lines
+
 
 # --- 4. /tmp work folders --------------------------------------------------------------------------------------
 
