@@ -23,6 +23,7 @@ import tempfile
 from typing import Optional, Tuple
 
 from . import pids
+from .blockdigest import open_regular
 
 OWNER = ".owner"
 _OWNER_MAX = 256  # three numbers
@@ -69,8 +70,8 @@ def sweep(prefix: str, keep: str = "") -> None:
 def _owner(folder: str) -> Optional[Tuple[int, int, int]]:
     """(start time, pid namespace, boot offset) from the folder's `.owner`; None where it has none
     (an older hotvcb's, one being made, one whose run ended and kept a file) or it does not parse."""
-    try:
-        with open(os.path.join(folder, OWNER), "rb") as f:
+    try:  # a FIFO or a link planted there (a folder of ours, but not mkdtemp's 0700) must not hang or lead us on
+        with open_regular(os.path.join(folder, OWNER), follow=False) as f:
             start, ns, offset = (int(n) for n in f.read(_OWNER_MAX).split())
     except (OSError, ValueError):
         return None

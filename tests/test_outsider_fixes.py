@@ -39,10 +39,6 @@ def tmp(tmp_path, monkeypatch):
 
 # --- 1. a backup's name with a time no calendar has ----------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="layout.from_path raises NotABackup for any folder whose name ends in "
-                   "-<impossible time>, so verify --boot refuses the folder restore --kvm wrote for a VM named "
-                   "`app-2026-13-01_00-00-00` (<DIR>/<VM name>, no STATUS file), which it booted before the round "
-                   "(jobs/boot_check.smoke_boot: `layout.from_path(...) is not None`)")
 def test_verify_boot_reads_a_kvm_restored_vm_named_with_an_odd_time_as_any_restored_folder(tmp, tmp_path):
     """A VM's name is the admin's choice; only a backup's name carries hotvcb's time. The folder of such a VM is
     read as that of a VM named `app` is (here both fail later alike: the domain has no name)."""
@@ -57,10 +53,6 @@ def test_verify_boot_reads_a_kvm_restored_vm_named_with_an_odd_time_as_any_resto
     assert said["app-2026-13-01_00-00-00"] == said["app"]
 
 
-@pytest.mark.xfail(strict=True, reason="verify --boot VM (and restore --kvm --latest, restore --latest) with only "
-                   "folders named like backups with an impossible time says 'no good backup of web' without naming "
-                   "them, as `verify VM` did before 06dfc90 (backup_check.newest_good, restore_cmd: list_backups "
-                   "without `odd`)")
 def test_verify_boot_of_a_vm_with_only_odd_named_backups_names_them(tmp_path):
     odd = tmp_path / "web" / "web-2026-13-01_00-00-00"
     odd.mkdir(parents=True)
@@ -71,22 +63,17 @@ def test_verify_boot_of_a_vm_with_only_odd_named_backups_names_them(tmp_path):
     assert str(odd) + ":" in str(refused.value), refused.value
 
 
-@pytest.mark.xfail(strict=True, reason="layout.from_path of a relative path (verify --boot takes one that exists "
-                   "in the working folder) names `/<entry>` in its NotABackup line: root '' becomes '/' "
-                   "(`root + '/' + entry`), a folder that is not there")
 def test_a_relative_path_named_with_an_odd_time_is_named_as_given(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "web-2026-13-01_00-00-00").mkdir()
+    """Found as `layout.from_path` named `/<entry>`; laid out as a backup is (in its VM's folder), since a
+    folder elsewhere is no backup by its name (the test before it)."""
+    (tmp_path / "web" / "web-2026-13-01_00-00-00").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "web")
     with pytest.raises(HotvcbError) as refused:
         backup_check.require_good(LocalShell(), "web-2026-13-01_00-00-00")
     named = str(refused.value).split(": named like a backup", 1)[0]
-    assert named in ("web-2026-13-01_00-00-00", str(tmp_path / "web-2026-13-01_00-00-00")), refused.value
+    assert named in ("web-2026-13-01_00-00-00", str(tmp_path / "web" / "web-2026-13-01_00-00-00")), refused.value
 
 
-@pytest.mark.xfail(strict=True, reason="(older than this round, in the from_path it changed) layout.from_path "
-                   "looks for a relative path's backups under '/' (`root.rpartition('/')[0] or '/'`), finds none and "
-                   "returns None, so verify --boot of `web/web-<time>-partial` from the volume skips require_good and "
-                   "boots a backup being written, which the same path given absolute refuses")
 def test_verify_boot_of_a_relative_path_to_a_partial_backup_is_refused_as_the_absolute_one_is(tmp, tmp_path,
                                                                                               monkeypatch):
     partial = tmp_path / "web" / "web-2026-01-01_00-00-00-partial"
@@ -100,8 +87,6 @@ def test_verify_boot_of_a_relative_path_to_a_partial_backup_is_refused_as_the_ab
 
 # --- 2. a compressed backup's room -----------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="jobs/preflight.check's debug line splices need_text into '%s needed': "
-                   "'a: 100 B and up to 100 B more while it is compressed needed, 150 B free'")
 def test_the_preflight_line_of_a_compressed_backup_reads_as_a_sentence(tmp_path):
     log = RunLog("debug", stream=io.StringIO())
     _preflight(_TargetHost(150), Settings(vm_backup_volume=str(tmp_path), enable_compression=True), log,
@@ -195,10 +180,6 @@ def test_the_snapshot_a_resumed_run_takes_after_the_takeover_is_not_removed_unde
 
 # --- 4. /tmp work folders --------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="tmpwork._owner opens `.owner` with open(): a FIFO there (or a link to one) "
-                   "blocks the sweep, and with it restore --kvm, verify --boot and every SSH connection, before they "
-                   "do anything; the run records are read with Shell.read_regular for this reason. tmpwork.sweep "
-                   "trusts any folder of our user with the name to be mkdtemp's 0700, and does not check")
 def test_a_fifo_named_owner_in_a_work_folder_does_not_hang_the_next_run(tmp):
     folder = tmp / ("hotvcb-kvm-%d-planted1" % os.getpid())  # a live pid: nothing removed, only looked at
     folder.mkdir()

@@ -11,6 +11,7 @@ Exit codes: 0 all restored (or a clean dry run), 4 some requests failed,
 """
 
 import dataclasses
+from typing import List
 
 from .. import config, interrupt
 from ..errors import HotvcbError, Interrupted, UsageError, VmNotFound
@@ -77,12 +78,14 @@ def requests_from(args, settings) -> list:
         # never another host's backup of another VM with this name (a shared volume)
         here = [r for r in host.list_vms() if r.name == args.latest]
         source = (host.host_name(), host.load_vm(here[0]).uuid if len(here) == 1 else "")
+        odd = []  # type: List[str]
         verdicts = [(b, health.judge(shell, b)) for b in layout.list_backups(shell, settings.vm_backup_volume,
-                                                                            args.latest)]
+                                                                            args.latest, odd.append)]
         good = [b for b, v in verdicts if v.good and not rotation.made_elsewhere(v.manifest, source)]
         if not good:
-            raise UsageError("no good backup of %r under %s%s" % (
-                args.latest, settings.vm_backup_volume, _close_names(shell, settings.vm_backup_volume, args.latest)))
+            raise UsageError("no good backup of %r under %s%s%s" % (
+                args.latest, settings.vm_backup_volume, _close_names(shell, settings.vm_backup_volume, args.latest),
+                layout.odd_named(odd)))
         backup = good[-1].path
     return [RestoreRequest(trim_path(backup), trim_path(target), fmt, args.name or None)]
 

@@ -8,6 +8,8 @@ add_options); restore_cmd.run hands over when --kvm is given.
 Exit codes: 0 restored (or a clean dry run), 6 failed, 1 usage.
 """
 
+from typing import List
+
 from .. import config, interrupt
 from ..convert.machine import BUILT_BUSES, NIC_MODELS
 from ..errors import HotvcbError, UsageError
@@ -15,6 +17,7 @@ from ..jobs import backup_check
 from ..restorefile import trim_path
 from ..runlog import RunLog
 from ..shell import LocalShell
+from ..store import layout
 
 
 def add_options(p) -> None:
@@ -57,10 +60,12 @@ def run(args, level: str) -> int:
     shell = LocalShell()
     backup = args.backup
     if args.latest:
-        backup = backup_check.newest_good(shell, settings.vm_backup_volume, args.latest)
+        odd = []  # type: List[str]
+        backup = backup_check.newest_good(shell, settings.vm_backup_volume, args.latest, odd.append)
         if backup is None:
             log.close()
-            raise UsageError("no good backup of %r under %s" % (args.latest, settings.vm_backup_volume))
+            raise UsageError("no good backup of %r under %s%s" % (args.latest, settings.vm_backup_volume,
+                                                                 layout.odd_named(odd)))
     interrupt.install()
     req = KvmRequest(trim_path(backup), trim_path(args.kvm), fmt, args.name or None, args.keep_macs,
                      args.disk_bus, args.nic_model, args.define_in)

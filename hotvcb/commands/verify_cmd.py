@@ -74,7 +74,7 @@ def targets(shell: Shell, volume: str, target, all_backups: bool):
     for name in names:
         found = layout.list_backups(shell, volume, name, skipped.append)
         if target and not found:  # all `skipped` holds yet: this VM's folders named like backups that are none
-            raise UsageError("no backups of %r under %s%s" % (name, volume, "".join("; " + s for s in skipped)))
+            raise UsageError("no backups of %r under %s%s" % (name, volume, layout.odd_named(skipped)))
         for b in found:
             if b.status in ("ok", "warn", "archived"):
                 paths.append(b.path)
@@ -140,9 +140,10 @@ def _boot(args, settings) -> int:
     path = trim_path(args.target)
     if not (path.startswith("/") or shell.exists(path)):  # a VM name: its newest good backup
         volume = args.volume or settings.vm_backup_volume
-        newest = backup_check.newest_good(shell, volume, args.target)
+        odd = []  # type: List[str]
+        newest = backup_check.newest_good(shell, volume, args.target, odd.append)
         if newest is None:
-            raise UsageError("no good backup of %r under %s to boot" % (args.target, volume))
+            raise UsageError("no good backup of %r under %s to boot%s" % (args.target, volume, layout.odd_named(odd)))
         path = newest
     interrupt.install()
     say("Booting %s ..." % path, flush=True)

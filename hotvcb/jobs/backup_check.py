@@ -6,7 +6,7 @@ backup on this machine rather than through a hypervisor driver.
 """
 
 import os
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from .. import targz, vmdk
 from ..convert.machine import Machine
@@ -251,7 +251,7 @@ def require_checksums(shell: Shell, path: str, log) -> None:
     log("Checksums hold: %s" % res.message)
 
 
-def newest_good(shell: Shell, volume: str, vm: str) -> Optional[str]:
-    """The newest good backup (folder or .gz) of a VM."""
-    good = [b.path for b in layout.list_backups(shell, volume, vm) if health.judge(shell, b).good]
+def newest_good(shell: Shell, volume: str, vm: str, odd: Optional[Callable[[str], None]] = None) -> Optional[str]:
+    """The newest good backup (folder or .gz) of a VM; `odd`: as layout.list_backups's."""
+    good = [b.path for b in layout.list_backups(shell, volume, vm, odd) if health.judge(shell, b).good]
     return good[-1] if good else None

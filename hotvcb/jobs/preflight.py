@@ -133,7 +133,7 @@ def check(host: Hypervisor, s: Settings, log, space: SpaceLedger, vm: Vm, disks:
             "%s needs %s on %s but only %s is free"
             % (vm.name, human_size(needed), s.vm_backup_volume, human_size(free))
         )
-    log.debug("%s: %s needed, %s free" % (vm.name, need_text(needed, archive),
+    log.debug("%s: needs %s, %s free" % (vm.name, need_text(needed, archive),
                                           "unknown" if free is None else human_size(free)))
     if free is not None and needed + archive > free:
         log.info("%s: %s free may not hold its .gz beside its folder; if it does not, the backup is kept as a "

@@ -18,6 +18,7 @@ removes it, and the callers a user reads (list, status, verify, rotation's
 log) name it.
 """
 
+import os
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -153,22 +154,36 @@ def list_backups(shell: Shell, volume: str, vm_name: str,
 
 
 def from_path(shell: Shell, path: str) -> Optional[BackupSet]:
-    """The BackupSet a backup path names (`<VM>-<TS>[.gz]`), or None for another name; NotABackup for
-    a name of that shape with a time no calendar has: None would have restore and verify --boot take
-    it for a plain folder, good on a STATUS.ok alone, under a name that says backup."""
-    root, _, entry = path.rstrip("/").rpartition("/")
+    """The BackupSet a backup path names, or None where the path is not laid out as one:
+    `<volume>/<VM folder>/<VM folder>-<TS>[.gz]` (a folder `restore --kvm` wrote for a VM the admin named
+    `app-2026-13-01_00-00-00` is a plain folder). NotABackup for a path laid out so with a time no calendar
+    has: None would have restore and verify --boot take it for a plain folder, good on a STATUS.ok alone,
+    under a name that says backup. A relative path is this machine's working folder's (over SSH it names
+    nothing we can place: None)."""
+    path = path.rstrip("/")
+    if not path.startswith("/"):
+        if shell.remote:
+            return None
+        path = os.path.abspath(path)
+    root, _, entry = path.rpartition("/")
     m = named(entry)
-    if not m:
+    volume, _, vm_folder = root.rpartition("/")
+    if not m or vm_folder != m.group(1):
         return None
     try:
         _when(m.group(2))
     except ValueError as err:
-        raise NotABackup(_no_time(root + "/" + entry, m.group(2), err)) from None
+        raise NotABackup(_no_time(path, m.group(2), err)) from None
     vm = m.group(1).replace("%2f", "/").replace("%25", "%") if "%2f" in m.group(1) else m.group(1)
-    for b in list_backups(shell, root.rpartition("/")[0] or "/", vm) if shell.isdir(root) else []:
-        if b.path == root + "/" + entry:
+    for b in list_backups(shell, volume or "/", vm) if shell.isdir(root) else []:
+        if b.path == path:
             return b
     return None
+
+
+def odd_named(odd: List[str]) -> str:
+    """The folders named like backups that are none, as a refusal's tail (`no good backup of 'web'; ...`)."""
+    return "".join("; " + line for line in odd)
 
 
 def _status(shell: Shell, path: str) -> str:
