@@ -141,9 +141,6 @@ def test_unquoted_backslash_escape_means_what_the_shell_made_of_it(tmp_path, lin
 
 
 # -- vms_to_restore as ghettoVCB-restore read it ------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="restorefile.parse_line strips only one pair of quotes around the whole "
-                   "line; ghettoVCB-restore drops every \" of each field (`sed 's/\"//g'`), so quoted fields are "
-                   "a bad line and a quoted new name keeps its quotes")
 @pytest.mark.parametrize("line, name", [
     ('"/vmfs/volumes/backup/web/web-2026-12-01_21-00-01";"datastore1";"3"', None),
     ('/vmfs/volumes/backup/web/web-2026-12-01_21-00-01;datastore1;3;"Web (restored)"', "Web (restored)"),
