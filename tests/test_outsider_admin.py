@@ -195,9 +195,6 @@ def test_compressed_ghettovcb_backup_counts_as_good(tmp_path, capsys):
 
 # -- per-VM files (-c) --------------------------------------------------------------------------------
 @needs_root
-@pytest.mark.xfail(strict=True, reason="jobs/preflight.disks_to_copy matches VMDK_FILES_TO_BACKUP against the "
-                   "disk's base file name only; ghettoVCB's findVMDK compared the .vmx's fileName, which for a "
-                   "disk on another datastore is its /vmfs/volumes/... path")
 def test_vmdk_files_to_backup_naming_a_disk_as_its_vmx_does(host, tmp_path):
     """A ghettoVCB per-VM file names a second disk on another datastore the only way ghettoVCB matched it:
     as the .vmx writes it. hotvcb skips that disk, warns that the VM "does not have" it while listing it
