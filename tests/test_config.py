@@ -562,3 +562,14 @@ def test_list_file_with_control_characters(tmp_path):
 
 def test_empty_list_file(tmp_path):
     assert read_names(conf(tmp_path, "# nothing yet\n\n", name="vms.list")) == []
+
+
+def test_a_backup_run_refuses_a_list_naming_no_vm(tmp_path, capsys):
+    """As `schedule install` does, before any host is asked: a run backing up nothing by design
+    (exit 7, "No VMs backed up") every night is a mistake, not a result."""
+    from hotvcb import cli
+
+    path = conf(tmp_path, "# web01\n# db01\n", name="vms.list")
+    argv = ["-f", path, "-g", conf(tmp_path, "VM_BACKUP_VOLUME=/vmfs/volumes/bk\n"), "-w", str(tmp_path / "w")]
+    assert cli.main(argv) == 1
+    assert "hotvcb: error: the VM list %s names no VM" % path in capsys.readouterr().err
