@@ -11,7 +11,7 @@ import os
 import re
 import stat
 from dataclasses import replace
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from hotvcb.errors import ConfigError, UsageError
 from hotvcb.settings import DISK_FORMATS, IMAGE_FORMATS, Settings
@@ -23,10 +23,13 @@ MAX_FILE_BYTES = 4 * 1024 * 1024
 
 _LINE = lazyre.compile(r"(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)\Z", re.S)
 _DOUBLE = lazyre.compile(r'"((?:[^"\\]|\\.)*)"(.*)\Z', re.S)
+_DOUBLE_ESCAPE = lazyre.compile(r'\\([\\"$`])')
 _SINGLE = lazyre.compile(r"'([^']*)'(.*)\Z", re.S)
-_AFTER_QUOTE = lazyre.compile(r"(?:\s+#.*)?\Z", re.S)
+_AFTER_WORD = lazyre.compile(r"[ \t]+(?:#.*)?\Z", re.S)
 _TRAILING_COMMENT = lazyre.compile(r"\s#")
-_EXPANSION = lazyre.compile(r"(?<!\\)(?:\$[A-Za-z0-9_{(]|`)")
+_EXPANDS = r"\$[A-Za-z0-9_{(]|`"
+_EXPANDS_HERE = lazyre.compile(_EXPANDS)
+_EXPANSION = lazyre.compile(r"(?<!\\)(?:%s)" % _EXPANDS)
 _CONTROL = lazyre.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _COUNT = lazyre.compile(r"[0-9]{1,9}")
 _MODE = lazyre.compile(r"[0-7]{3,4}")
@@ -295,44 +298,99 @@ def _entries(path: str, text: str) -> Iterator[Tuple[int, str, str]]:
         yield number, match.group(1), match.group(2)
 
 
-def _unquote(raw: str) -> Tuple[str, bool]:
-    """Return what the shell would assign, and whether it would have expanded something.
+_EXPANDED = "the shell would have expanded $ or ` here; hotvcb takes it literally"
+_ESCAPED = ("a backslash before a letter or digit stands for that character alone, as in the shell "
+            "(quote the value with '...' to keep the backslash)")
 
+
+def _unquote(raw: str) -> Tuple[str, List[str]]:
+    """Return what the shell would assign, and what to warn about it.
+
+    ghettoVCB `source`d the file, so a value that is one shell word means what
+    /bin/sh made of it: an unquoted backslash escapes the next character (`pa\\$\\$`,
+    `nas\\ backups`), nothing is special inside single quotes, and inside double
+    quotes a backslash escapes only $ ` " and itself. Anything else (a hook's
+    command line with blanks or `;`, which the shell would have run as a
+    command; a quote left open) is taken as written, as it always was.
     We never expand: the warning tells the admin that a `$` in, say, a
     password now means itself, where ghettoVCB's shell replaced it.
     """
+    word = _shell_word(raw)
+    if word is not None:
+        return word
     raw = raw.strip()
-    quoted = _DOUBLE.match(raw) or _SINGLE.match(raw)
-    if quoted:
-        if not _AFTER_QUOTE.match(quoted.group(2)):
-            raise _Invalid("one quoted value, optionally followed by ' # comment'")
-        inner = quoted.group(1)
-        if raw.startswith("'"):
-            return inner, False
-        return re.sub(r'\\([\\"$`])', r"\1", inner), bool(_EXPANSION.search(inner))
     if raw.startswith(('"', "'")):
-        raise _Invalid("a value with its closing quote")
+        quoted = _DOUBLE.match(raw) or _SINGLE.match(raw)
+        raise _Invalid("one quoted value, optionally followed by ' # comment'" if quoted
+                       else "a value with its closing quote")
     value = _TRAILING_COMMENT.split(raw, 1)[0].strip()
-    return value, bool(_EXPANSION.search(value))
+    return value, [_EXPANDED] if _EXPANSION.search(value) else []
+
+
+def _shell_word(raw: str) -> Optional[Tuple[str, List[str]]]:
+    """`_unquote`'s answer if `raw` is one shell word with at most a comment after it; else None.
+
+    Blanks before the word are skipped as before (the shell would have assigned
+    nothing and run the word), but a `#` after them starts a comment there too:
+    `EMAIL_SERVER=   # none yet` is empty, as in the shell. A backslash before
+    a letter or digit is warned about: the shell drops it, which a value
+    written for hotvcb alone (`DOMAIN\\user`) did not expect.
+    """
+    text = raw.lstrip(" \t")
+    if text.startswith("#") and text != raw:
+        return "", []
+    out = []  # type: List[str]
+    notes = set()  # type: Set[str]
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c in " \t":
+            return ("".join(out), sorted(notes)) if _AFTER_WORD.match(text, i) else None
+        if c in ";&|<>()":  # the shell's operators: a command line, not a word
+            return None
+        if c == "\\":
+            if i + 1 == len(text):  # a line continuation: not one line's word
+                return None
+            if text[i + 1].isalnum():
+                notes.add(_ESCAPED)
+            out.append(text[i + 1])
+            i += 2
+        elif c == "'":
+            end = text.find("'", i + 1)
+            if end < 0:
+                return None
+            out.append(text[i + 1:end])
+            i = end + 1
+        elif c == '"':
+            quoted = _DOUBLE.match(text, i)
+            if not quoted:
+                return None
+            inner = quoted.group(1)
+            if _EXPANDS_HERE.search(_DOUBLE_ESCAPE.sub("", inner)):
+                notes.add(_EXPANDED)
+            out.append(_DOUBLE_ESCAPE.sub(r"\1", inner))
+            i = quoted.end(1) + 1
+        else:
+            if _EXPANDS_HERE.match(text, i):
+                notes.add(_EXPANDED)
+            out.append(c)
+            i += 1
+    return "".join(out), sorted(notes)
 
 
 def _value(path: str, number: int, key: str, raw: str, warnings: List[str]) -> object:
     secret = "PASSWORD" in key
     shown = _shown(raw.strip(), secret)
     try:
-        text, expands = _unquote(raw)
+        text, notes = _unquote(raw)
         shown = _shown(text, secret)
         if _CONTROL.search(text):
             raise _Invalid("printable text without control characters")
         value = KEYS[key](text)
     except _Invalid as bad:
         raise ConfigError(path, number, key, shown, bad.allowed) from None
-    where = "%s:%d" % (path, number)
-    if expands:
-        warnings.append("%s: %s: the shell would have expanded $ or ` here; hotvcb takes it literally" % (where, key))
     notice = _NOTICES.get((key, text.lower()))
-    if notice:
-        warnings.append("%s: %s: %s" % (where, key, notice))
+    warnings.extend("%s:%d: %s: %s" % (path, number, key, note) for note in notes + ([notice] if notice else []))
     return value
 
 

@@ -5,9 +5,11 @@
     "repo:<repository path>#latest=<VM>;<target>;<format>[;<name>]"
 
 Format numbers are ghettoVCB's: 1 zeroedthick, 2 2gbsparse, 3 thin,
-4 eagerzeroedthick (hotvcb also takes the names). Surrounding quotes (" or ')
-are stripped, blank lines and lines starting with `#` are skipped, a trailing
-`/` on either path is tolerated. A line that cannot be used becomes a
+4 eagerzeroedthick (hotvcb also takes the names). Every `"` of a line is
+dropped, as ghettoVCB-restore did (`sed 's/"//g'` on each field), so a field
+quoted on its own or a quoted new name reads as it did there; a pair of `'`
+around the whole line is stripped too. Blank lines and lines starting with `#`
+are skipped, a trailing `/` on either path is tolerated. A line that cannot be used becomes a
 `BadLine` naming file:line, so the caller can report it and still restore the
 other lines; ghettoVCB-restore either stopped at the first bad line or
 silently restored something else.
@@ -72,7 +74,8 @@ def parse_line(line: str, where: str) -> Union[RestoreRequest, BadLine, None]:
     text = line.strip(" \t\r\n")
     if not text or text.startswith("#"):
         return None
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+    text = text.replace('"', "")
+    if len(text) >= 2 and text[0] == text[-1] == "'":
         text = text[1:-1]
     if _CONTROL.search(text):
         return BadLine(where, "control character in line")

@@ -111,6 +111,10 @@ def test_no_global_file_means_base():
         ("NFS_SERVER=nas#01", "nas#01"),  # no blank before '#': the shell keeps it too
         ('NFS_SERVER="a \\"b\\" c"', 'a "b" c'),
         ("NFS_SERVER='a \"b\" c'", 'a "b" c'),
+        ('NFS_SERVER="nas"01', "nas01"),  # one shell word: its parts joined, as the shell assigned it
+        ("NFS_SERVER='a b'\\ \"c\"", "a b c"),
+        ("NFS_SERVER='a\\b'", "a\\b"),
+        ("NFS_SERVER=#nas", "#nas"),  # '#' inside a word, not after a blank: not a comment
         ("NFS_SERVER=a=b", "a=b"),
         ("NFS_SERVER=", ""),
         ('NFS_SERVER=""', ""),
@@ -195,6 +199,13 @@ def test_shell_expansion_is_taken_literally_with_a_warning(tmp_path):
     assert len(warnings) == 1 and ":1: EMAIL_USER_PASSWORD" in warnings[0]
 
 
+def test_a_backslash_the_shell_drops_before_a_letter_is_warned_about(tmp_path):
+    """`DOMAIN\\user` written for hotvcb alone meant the backslash; the shell (and so hotvcb) drops it."""
+    s, warnings = load(tmp_path, "EMAIL_USER_NAME=CORP\\backup\nEMAIL_USER_PASSWORD='CORP\\pw'\n")
+    assert (s.email_user_name, s.email_user_password) == ("CORPbackup", "CORP\\pw")
+    assert len(warnings) == 1 and ":1: EMAIL_USER_NAME: a backslash before a letter" in warnings[0]
+
+
 def test_unknown_keys_warn_with_file_line_and_a_guess(tmp_path):
     path = conf(tmp_path, "VM_BACKUP_ROTATION_COUNT=2\nNFS_IO_HACK_LOOP_MAX=10\nvm_backup_volume=/x\n")
     s, warnings = load_settings(path)
@@ -268,7 +279,7 @@ def test_bad_value_names_file_line_key_value_allowed(tmp_path, key, value, allow
         ("K\u00c9Y=x", "line"),
         ('NFS_SERVER="nas01', "NFS_SERVER"),
         ("NFS_SERVER='nas01", "NFS_SERVER"),
-        ('NFS_SERVER="nas"01', "NFS_SERVER"),
+        ('NFS_SERVER="nas" 01', "NFS_SERVER"),
         ("NFS_SERVER=a\x00b", "NFS_SERVER"),
         ("NFS_SERVER=a\x1bb", "NFS_SERVER"),
     ],
@@ -551,3 +562,14 @@ def test_list_file_with_control_characters(tmp_path):
 
 def test_empty_list_file(tmp_path):
     assert read_names(conf(tmp_path, "# nothing yet\n\n", name="vms.list")) == []
+
+
+def test_a_backup_run_refuses_a_list_naming_no_vm(tmp_path, capsys):
+    """As `schedule install` does, before any host is asked: a run backing up nothing by design
+    (exit 7, "No VMs backed up") every night is a mistake, not a result."""
+    from hotvcb import cli
+
+    path = conf(tmp_path, "# web01\n# db01\n", name="vms.list")
+    argv = ["-f", path, "-g", conf(tmp_path, "VM_BACKUP_VOLUME=/vmfs/volumes/bk\n"), "-w", str(tmp_path / "w")]
+    assert cli.main(argv) == 1
+    assert "hotvcb: error: the VM list %s names no VM" % path in capsys.readouterr().err

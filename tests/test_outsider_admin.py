@@ -118,8 +118,6 @@ def settings_of(tmp_path, line: str):
     return config.load_settings(str(conf))[0]
 
 
-@pytest.mark.xfail(strict=True, reason="config._unquote strips the raw value before looking for ' #', so in "
-                   "`KEY=   # comment` the comment becomes the value")
 @pytest.mark.parametrize("line, field", [
     ("EMAIL_SERVER=    # none yet", "email_server"),
     ("VM_SHUTDOWN_ORDER=\t# nothing to shut down", "vm_shutdown_order"),
@@ -131,8 +129,6 @@ def test_empty_value_with_a_comment_is_empty(tmp_path, line, field):
     assert not getattr(settings_of(tmp_path, line), field)
 
 
-@pytest.mark.xfail(strict=True, reason="config._unquote removes backslashes only inside double quotes: an "
-                   "unquoted `\\$` or `\\ ` keeps its backslash, silently (the $-warning skips escaped ones)")
 @pytest.mark.parametrize("line, field, shell_value", [
     (r"EMAIL_USER_PASSWORD=pa\$\$word", "email_user_password", "pa$$word"),
     (r"VM_BACKUP_VOLUME=/vmfs/volumes/nas\ backups/vms", "vm_backup_volume", "/vmfs/volumes/nas backups/vms"),
@@ -145,9 +141,6 @@ def test_unquoted_backslash_escape_means_what_the_shell_made_of_it(tmp_path, lin
 
 
 # -- vms_to_restore as ghettoVCB-restore read it ------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="restorefile.parse_line strips only one pair of quotes around the whole "
-                   "line; ghettoVCB-restore drops every \" of each field (`sed 's/\"//g'`), so quoted fields are "
-                   "a bad line and a quoted new name keeps its quotes")
 @pytest.mark.parametrize("line, name", [
     ('"/vmfs/volumes/backup/web/web-2026-12-01_21-00-01";"datastore1";"3"', None),
     ('/vmfs/volumes/backup/web/web-2026-12-01_21-00-01;datastore1;3;"Web (restored)"', "Web (restored)"),
@@ -202,9 +195,6 @@ def test_compressed_ghettovcb_backup_counts_as_good(tmp_path, capsys):
 
 # -- per-VM files (-c) --------------------------------------------------------------------------------
 @needs_root
-@pytest.mark.xfail(strict=True, reason="jobs/preflight.disks_to_copy matches VMDK_FILES_TO_BACKUP against the "
-                   "disk's base file name only; ghettoVCB's findVMDK compared the .vmx's fileName, which for a "
-                   "disk on another datastore is its /vmfs/volumes/... path")
 def test_vmdk_files_to_backup_naming_a_disk_as_its_vmx_does(host, tmp_path):
     """A ghettoVCB per-VM file names a second disk on another datastore the only way ghettoVCB matched it:
     as the .vmx writes it. hotvcb skips that disk, warns that the VM "does not have" it while listing it

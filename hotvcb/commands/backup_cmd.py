@@ -63,12 +63,19 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def selection(args) -> Tuple[Optional[List[str]], List[str]]:
-    """(names or None for -a, excluded names): the list files are read now."""
+    """(names or None for -a, excluded names): the list files are read now.
+
+    A list naming no VM (only comments, say) is refused as a missing one is: a
+    nightly run that backs up nothing by design is a mistake, and `schedule
+    install` refuses the same list.
+    """
     if not (args.all_vms or args.vm_list or args.vm_names):
         raise UsageError("say which VMs: -a (all), -f FILE or -m NAME")
     if args.confdir and not os.path.isdir(args.confdir):  # else every VM would fail on it: exit 6, not 1
         raise UsageError("-c %s: no such folder of per-VM configs" % args.confdir)
     names = None if args.all_vms else (namelist.read_names(args.vm_list) if args.vm_list else args.vm_names)
+    if names is not None and not names:
+        raise UsageError("the VM list %s names no VM" % config.shown_as(args.vm_list))
     exclude = namelist.read_names(args.exclude) if args.exclude else []
     return names, exclude
 
@@ -79,8 +86,6 @@ def check(args, target: "common.Target") -> List[str]:
     and that every named VM is there. Used by `schedule install`; returns the warnings to show."""
     names, exclude = selection(args)
     settings, warnings = config.load_settings(args.global_conf)
-    if names is not None and not names:
-        raise UsageError("the VM list %s names no VM" % args.vm_list)
     try:
         host = common.connect(target)
         common.require_root(host, target.ssh is not None)

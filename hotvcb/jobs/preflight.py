@@ -11,7 +11,7 @@ goes by, and a dry run shows (`show`).
 import functools
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Set
 
 from ..errors import HotvcbError
 from ..hosts.base import Hypervisor
@@ -36,27 +36,44 @@ class Plan:
     user_snapshots: List[str] = field(default_factory=list)  # their ids when the tree was read
 
 
+def disk_names(vm: Vm, disk: Disk) -> Set[str]:
+    """What VMDK_FILES_TO_BACKUP may call a disk.
+
+    ghettoVCB's findVMDK compared each name with the disk's .vmx fileName as
+    written: the file name for a disk in the VM's folder, a /vmfs/volumes/...
+    path (by datastore UUID or name) for one elsewhere. Any of those, the
+    disk's file name and its full path match, each also by the base name a
+    disk running on a snapshot delta has (the name the backup gives it).
+    """
+    folder = disk.path.rsplit("/", 1)[0]
+    names = set()  # type: Set[str]
+    for path in (disk.path, folder + "/" + base_name(disk.filename)):
+        names.update((path, path.rsplit("/", 1)[-1]))
+        if path.startswith(vm.folder + "/"):
+            names.add(path[len(vm.folder) + 1:])
+        parts = path.split("/", 4)  # "", "vmfs", "volumes", <uuid or name>, <the rest>
+        if disk.datastore and len(parts) == 5 and path.startswith("/vmfs/volumes/"):
+            names.add("/vmfs/volumes/%s/%s" % (disk.datastore, parts[4]))
+    return names
+
+
 def disks_to_copy(vm: Vm, s: Settings, log) -> List[Disk]:
     """The disks to copy; none at all fails the VM before any change.
 
     A backup without a disk is no backup: sealed as OK it would let
-    rotation delete the real ones. VMDK_FILES_TO_BACKUP names match a
-    disk's file name or, for a disk running on a snapshot delta, its
-    base name (the name the backup gives it).
+    rotation delete the real ones.
     """
     wanted = [n for n in s.vmdk_files_to_backup if n.lower() != "all"]
     out = []
-    matched = set()
-    for disk in vm.disks:
-        names = {disk.filename, base_name(disk.filename)}
+    named = [disk_names(vm, disk) for disk in vm.disks]
+    for disk, names in zip(vm.disks, named):
         if disk.skip_reason:
             log.warning("%s: skipping %s (%s): %s" % (vm.name, disk.key, disk.filename, disk.skip_reason))
-        elif wanted and not names & set(wanted):
+        elif wanted and not names.intersection(wanted):
             log.info("%s: %s not in VMDK_FILES_TO_BACKUP, skipping" % (vm.name, disk.filename))
         else:
-            matched |= names
             out.append(disk)
-    unknown = [n for n in wanted if n not in matched and all(n not in (d.filename, base_name(d.filename)) for d in vm.disks)]
+    unknown = [n for n in wanted if not any(n in names for names in named)]
     if unknown:
         log.warning("%s: VMDK_FILES_TO_BACKUP names %s, which this VM does not have (its disks: %s)"
                     % (vm.name, ", ".join(unknown), ", ".join(d.filename for d in vm.disks) or "none"))
