@@ -9,6 +9,11 @@ Several VMs at once (BACKUP_PARALLEL): each worker thread names its VM with
 so interleaved lines stay attributable; the terminal shows one line with every
 running copy (`web 45% 80.1 MB/s | db 12% ...`) instead of copies overdrawing
 each other. Lines are written whole, under one lock.
+
+A log is a copy for the admin, never a reason to stop: a sink that cannot take a line (a full
+/tmp, a closed pipe, a dropped SSH session's terminal) is dropped with one warning on the sinks
+still working and in the mail's lines, and the run's final status and exit code say so
+(`account`); what the run does to its VMs goes on as if nothing happened.
 """
 
 import io
@@ -21,11 +26,13 @@ import time
 import unicodedata
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, TextIO
+from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
 
 from . import lazyre
+from .errors import UsageError
 
 LEVELS = {"debug": 10, "info": 20, "dryrun": 20, "warning": 30, "error": 40}
+LOG_LOST = 9  # the exit code of a run that went well but could not write all of its log
 _LINE_BREAK = lazyre.compile("\r\n|\r|\n")  # a message of several lines: each its own, stamped
 # what else a name from a .vmx, a folder or a restore file may hold that a terminal or a log reader takes
 # for a line break or a command (an escape sequence), or that no UTF-8 log can hold (bytes that were no
@@ -61,32 +68,61 @@ def columns(rows: Sequence[Sequence[str]]) -> List[str]:
     return ["  ".join([c + " " * (w - width(c)) for c, w in zip(row, widths)] + row[-1:]) for row in cells]
 
 
-def say(text: str, stream: Optional[TextIO] = None, flush: bool = False) -> None:
-    """print() for a command's report: its lines as the log writes them (`shown`); stdout unless told."""
-    print(shown(text), file=stream if stream is not None else sys.stdout, flush=flush)
+def put(out: IO[Any], data: Any) -> Optional[OSError]:
+    """Write and flush; the error when `out` cannot take it (a full disk, a closed pipe, a hung-up
+    terminal), for the caller to decide what that costs. A standard stream that failed keeps what it
+    could not write in its buffer, and the interpreter's own flush at exit would fail on it again,
+    say `Exception ignored` and exit 120 instead of with the run's code: it is pointed at /dev/null."""
+    try:
+        out.write(data)
+        out.flush()
+    except OSError as err:
+        try:
+            if out.fileno() in (1, 2):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, out.fileno())
+                os.close(devnull)
+        except (OSError, ValueError):  # no file descriptor (a test's StringIO), or closed already
+            pass
+        return err
+    return None
+
+
+def say(text: str, stream: Optional[TextIO] = None) -> None:
+    """print() for a command's report: its lines as the log writes them (`shown`); stdout unless told.
+    A reader that is gone (`hotvcb list | head`, a dropped SSH session) ends the report, not the command."""
+    put(stream if stream is not None else sys.stdout, shown(text) + "\n")
 
 
 def say_json(data: object, indent: Optional[int] = None) -> None:
     """A command's --json report on stdout: the same value, with what `shown` escapes written as JSON's
     own \\u escapes (json leaves C1 controls and U+2028 raw), so a terminal reading it is never commanded."""
     text = json.dumps(data, indent=indent, ensure_ascii=False)
-    print(_HIDDEN.sub(lambda m: "\\u%04x" % ord(m.group()), text))
+    say(_HIDDEN.sub(lambda m: "\\u%04x" % ord(m.group()), text))
 
 
 class RunLog:
     def __init__(self, level: str = "info", path: Optional[str] = None, stream: Optional[TextIO] = None):
         self.threshold = LEVELS["debug"] if level == "debug" else LEVELS["info"]
-        self.stream = stream if stream is not None else sys.stdout
+        self.stream = stream if stream is not None else sys.stdout  # type: Optional[TextIO]
         self.file = None  # type: Optional[io.TextIOBase]
         self.debug_file = None  # type: Optional[io.TextIOBase]  # every line, whatever the level
         self.lines = []  # type: List[str]  # kept for the e-mail report
+        self.lost = []  # type: List[str]  # the sinks dropped, each with why: the final status names them
+        self._accounted = 0  # of them, those a final status has named already (`account`)
+        self._sinks = {"stream": "standard output"}  # attribute -> what a warning calls it
+        self._unsaid = []  # type: List[str]  # dropped sinks' warnings not said yet (_say_lost)
         # HOTVCB_PROGRESS=tty: an on-host run whose SSH client shows its progress on a terminal
         self.tty = (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()) or os.environ.get("HOTVCB_PROGRESS") == "tty"
         if path:
-            folder = os.path.dirname(path)
-            if folder:
-                os.makedirs(folder, exist_ok=True)
-            self.file = open(path, "a", encoding="utf-8")
+            try:
+                folder = os.path.dirname(path)
+                if folder:
+                    os.makedirs(folder, exist_ok=True)
+                self.file = open(path, "a", encoding="utf-8")
+            except OSError as err:  # before the run: refused, as any other bad argument
+                raise UsageError("cannot write the log file %s: %s" % (path, err.strerror or err)) from err
+            self._sinks["file"] = "the log file %s" % path
         self._lock = threading.RLock()  # worker threads log too: one line at a time
         self._local = threading.local()  # .tag: the VM a worker thread is backing up
         self._copies = {}  # type: Dict[int, str]  # worker thread -> its copy's progress text (terminal)
@@ -109,12 +145,14 @@ class RunLog:
     def keep_debug(self, path: str) -> None:
         """Also write every line, debug included, to path (the run's work directory)."""
         self.debug_file = open(path, "a", encoding="utf-8")
+        self._sinks["debug_file"] = "the debug log %s" % path
 
     def _emit(self, level: str, message: str) -> None:
         if LEVELS[level] < self.threshold and self.debug_file is None:
             return
         with self._lock:
             self._write(level, message)
+            self._say_lost()
 
     def _write(self, level: str, message: str) -> None:
         stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
@@ -123,19 +161,60 @@ class RunLog:
         if len(parts) > 1 and parts[-1] == "":
             parts.pop()  # a message ending in a line break (a command's output): no empty line after it
         for part in parts:
-            line = "%s -- %s: %s%s" % (stamp, level, tag, shown(part))
-            if self.debug_file is not None:
-                self.debug_file.write(line + "\n")
-                self.debug_file.flush()
+            line = "%s -- %s: %s%s\n" % (stamp, level, tag, shown(part))
+            self._put("debug_file", line)
             if LEVELS[level] < self.threshold:
                 continue
-            self.lines.append(line)
+            self.lines.append(line[:-1])
             self._clear_progress()
-            self.stream.write(line + "\n")
-            self.stream.flush()
-            if self.file is not None:
-                self.file.write(line + "\n")
-                self.file.flush()
+            self._put("stream", line)
+            self._put("file", line)
+
+    def _put(self, sink: str, data: Any, out: Optional[IO[Any]] = None) -> None:
+        """`data` to the sink named (`out`: through another object of it, such as its bytes buffer), or,
+        when that fails, the sink dropped: closed if ours, and its warning due."""
+        target = getattr(self, sink)
+        if target is None:
+            return
+        err = put(out if out is not None else target, data)
+        if err is None:
+            return
+        setattr(self, sink, None)
+        if sink != "stream":
+            try:
+                target.close()  # flushes what did not fit again, fails again: closed all the same
+            except OSError:
+                pass
+        why = "%s (%s)" % (self._sinks[sink], err.strerror or err)
+        self.lost.append(why)
+        self._unsaid.append("cannot write the log to %s: the run goes on without it" % why)
+        if sink == "stream":  # cron mails what a job says on stderr: heard even where stdout was the only sink
+            put(sys.stderr, "hotvcb: warning: %s\n" % self._unsaid[-1])
+
+    def _say_lost(self) -> None:
+        """Each dropped sink's warning, on the sinks left, once the line that dropped it is out
+        everywhere else (saying it may drop another)."""
+        while self._unsaid:
+            self._write("warning", self._unsaid.pop(0))
+
+    def relay(self, raw: bytes, text: str) -> None:
+        """Another hotvcb's output as it comes (SSH mode: the run on the host): its bytes to our
+        standard output as they are, its text to the log file."""
+        with self._lock:
+            self._put("stream", raw, getattr(self.stream, "buffer", None))
+            self._put("file", text)
+            self._say_lost()
+
+    def account(self, status: str, code: int) -> Tuple[str, int]:
+        """A run's final status and exit code with the sinks lost since the last call: a run that went
+        well but could not write all of its log exits LOG_LOST, not 0 (the log the admin reads is
+        cut, and a full disk is theirs to fix); a failed run keeps its own code, which says more.
+        Either way the status names the sinks. Called again as the run ends, it adds only the new."""
+        lost, self._accounted = self.lost[self._accounted:], len(self.lost)
+        if not lost:
+            return status, code
+        return "%s; WARNING: the log could not be written to %s" % (status, ", ".join(lost)), \
+            LOG_LOST if code == 0 else code
 
     def debug(self, message: str) -> None:
         self._emit("debug", message)
@@ -159,8 +238,12 @@ class RunLog:
 
     def _clear_progress(self) -> None:
         if self.tty:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
+            self._draw("\r\033[K")
+
+    def _draw(self, text: str) -> None:
+        """The terminal's progress line; a terminal that is gone shows none (it is no log)."""
+        if put(sys.stderr, text) is not None:
+            self.tty = False
 
     def _show_progress(self, text: str, short: str, run_eta: str) -> None:
         """Redraw the terminal's progress line: this copy's, or with tagged workers every copy's
@@ -172,8 +255,7 @@ class RunLog:
                 self._copies[threading.get_ident()] = short
                 width = shutil.get_terminal_size((120, 24)).columns - 1
                 shown = (" | ".join(self._copies[k] for k in sorted(self._copies)) + run_eta)[:width]
-            sys.stderr.write("\r\033[K" + shown)
-            sys.stderr.flush()
+            self._draw("\r\033[K" + shown)
 
     def close(self) -> None:
         for f in (self.file, self.debug_file):

@@ -26,8 +26,6 @@ def clean_error(text: str) -> bool:
 
 
 # -- -l FILE: the log file ----------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="-l naming a folder is an 'internal error: IsADirectoryError' "
-                   "(runlog.RunLog opens the file unguarded), not an error naming the log file")
 def test_log_file_that_is_a_folder_is_a_clean_error(tmp_path, capsys):
     """`-l /vmfs/volumes/ds/logs` (the folder ghettoVCB users keep their logs in, meant as
     `-l /vmfs/volumes/ds/logs/ghettoVCB.log`) must be refused by name before anything starts."""
@@ -47,9 +45,6 @@ def fill_when(host, call: str, files: str, then: str = "") -> None:
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="a log file system that fills mid-backup aborts the run from "
-                   "RunLog._write's unguarded writes (the -l file, stdout, the work dir's debug.log): 'internal "
-                   "error: OSError', exit 1, our snapshot left on the running VM and a -partial folder")
 @pytest.mark.parametrize("into", ["-l", "stdout", "-w"])
 def test_full_log_file_system_mid_backup_leaves_no_snapshot(host, tmpfs, into):
     """ghettoVCB users log to the host's small /tmp ramdisk, with -l or as its docs' cron line does
@@ -73,8 +68,6 @@ def test_full_log_file_system_mid_backup_leaves_no_snapshot(host, tmpfs, into):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="the same unguarded RunLog write, between POWER_VM_DOWN_BEFORE_BACKUP's "
-                   "shutdown and its power-on: the production VM is left powered off until the next run")
 def test_full_log_file_system_while_the_vm_is_down_leaves_it_running(host, tmpfs):
     """ghettoVCB.conf with POWER_VM_DOWN_BEFORE_BACKUP=1 and the log on /tmp: the log fills while the
     guest is shut down for its backup (here a guest that goes off at once)."""
@@ -86,8 +79,6 @@ def test_full_log_file_system_while_the_vm_is_down_leaves_it_running(host, tmpfs
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="the SIGHUP is handled, but the cleanup's first log line hits the closed "
-                   "terminal (EPIPE) in RunLog._write: 'internal error: BrokenPipeError', our snapshot left")
 def test_ssh_session_dropped_mid_backup_leaves_no_snapshot(host, tmp_path):
     """An admin runs hotvcb by hand in an SSH session to the host and the session drops (laptop lid,
     VPN): the run gets SIGHUP and its stdout is gone. README: the snapshot is removed on every path.

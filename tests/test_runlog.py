@@ -1,7 +1,10 @@
 """What a person sees: progress with rate and ETA on a terminal, plain lines in logs."""
 
 import io
+import os
 import re
+import subprocess
+import sys
 
 from hotvcb import runlog
 
@@ -102,3 +105,69 @@ def test_a_table_measures_what_a_terminal_shows():
                      for c in head))
     assert cols == {len("x\\u202ey  ")}, lines  # the widest cell as printed
     assert runlog.shown("a\u2066b\u200fc\td") == "a\\u2066b\\u200fc\td"
+
+
+def test_a_log_file_that_fills_is_dropped_and_the_run_says_so():
+    """A full -l file system (/dev/full: every write ENOSPC) costs the log file, never the run: the
+    lines go on to stdout with one warning naming it, the mail's lines hold that warning too, and an
+    OK run's final status and exit code say the log is cut; a failed run keeps its own code."""
+    out = io.StringIO()
+    log = runlog.RunLog(path="/dev/full", stream=out)
+    log.info("Creating Snapshot")
+    log.info("Removing snapshot")
+    shown = out.getvalue().splitlines()
+    assert [l.split(" -- ")[1] for l in shown] == [
+        "info: Creating Snapshot",
+        "warning: cannot write the log to the log file /dev/full (No space left on device): the run goes on "
+        "without it",
+        "info: Removing snapshot"] and log.lines == shown
+    status, code = log.account("All VMs backed up OK!", 0)
+    assert code == runlog.LOG_LOST and status == "All VMs backed up OK!; WARNING: the log could not be written " \
+        "to the log file /dev/full (No space left on device)"
+    assert log.account(status, code) == (status, code)  # counted once, however often asked
+    log.close()
+    failed = runlog.RunLog(path="/dev/full", stream=io.StringIO())
+    failed.error("web: copy failed")
+    assert failed.account("ERROR: All VMs failed!", 6)[1] == 6
+
+
+class _Gone(io.StringIO):
+    """A reader that went away: a dropped SSH session's stdout."""
+
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_lost_stdout_is_said_on_stderr_and_in_the_log_file(tmp_path, monkeypatch):
+    """Stdout gone (a dropped session, or cron's `> /tmp/x.log` on a full /tmp): the -l file and
+    stderr (which cron mails) hear of it, and the host's lines an SSH-mode client relays go on there;
+    a command's report (`say`) to it ends quietly."""
+    err = io.StringIO()
+    monkeypatch.setattr(runlog.sys, "stderr", err)
+    log = runlog.RunLog(path=str(tmp_path / "run.log"), stream=_Gone())
+    log.info("Removing snapshot")
+    log.relay(b"host line\n", "host line\n")
+    log.close()
+    lines = (tmp_path / "run.log").read_text().splitlines()
+    assert lines[0].endswith("-- info: Removing snapshot") and lines[2:] == ["host line"], lines
+    said = "cannot write the log to standard output (Broken pipe): the run goes on without it"
+    assert lines[1].endswith("-- warning: " + said) and err.getvalue() == "hotvcb: warning: %s\n" % said
+    runlog.say("VM  BACKUPS", stream=_Gone())
+
+
+def test_a_closed_stdout_leaves_the_exit_code_to_the_run():
+    """At exit the interpreter flushes stdout once more; on a pipe no one reads that fails again,
+    says `Exception ignored ... BrokenPipeError` and exits 120, whatever the run returned. Buffered as
+    under cron (this environment may set PYTHONUNBUFFERED)."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    code = ("import sys; from hotvcb import runlog; log = runlog.RunLog(); log.info('x'); "
+            "sys.exit(log.account('OK', 0)[1])")
+    try:
+        r = subprocess.run([sys.executable, "-c", code], stdout=write, stderr=subprocess.PIPE, text=True,
+                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=60,
+                           env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"})
+    finally:
+        os.close(write)
+    assert r.returncode == runlog.LOG_LOST and r.stderr.startswith("hotvcb: warning: ") \
+        and "Exception" not in r.stderr, r.stderr

@@ -170,6 +170,7 @@ def run(args) -> int:
         status = "VM DOWN: %s; %s" % (", ".join(down), status)
         if code in (0, 3):
             code = 4  # a VM this run powered off is down: never an OK run
+    status, code = log.account(status, code)
     log.info("###### Final status: %s ######" % status)
     if work is not None:
         work.finish()
@@ -184,7 +185,10 @@ def run(args) -> int:
 
 
 def _deliver(args, settings, log, report: "onhost.Report") -> int:
-    """The JSON report and the mail, or (an on-host run) the outbox the SSH client does both from."""
+    """The JSON report and the mail, or (an on-host run) the outbox the SSH client does both from;
+    their status and code count the log lost since the final status line (and over SSH, ours)."""
+    report.status, report.code = log.account(report.status, report.code)
+    report.json_report.update(status=report.status, exit_code=report.code)
     if args.json_report:
         _write_json_report(args.json_report, log, report.json_report)
     if args.outbox:

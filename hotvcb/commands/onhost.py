@@ -25,7 +25,7 @@ from .. import config
 from ..jobs import outcome
 from ..errors import HostError, Interrupted, UsageError
 from ..onhost_boot import RUN_DIR
-from ..runlog import RunLog, say
+from ..runlog import LOG_LOST, RunLog, put, say
 
 if TYPE_CHECKING:  # hostrun (with pyzpack, uuid, ...) is imported by an SSH run only: a local run starts sooner
     from .. import hostrun
@@ -108,7 +108,7 @@ def backup(args, log: RunLog) -> Optional[Report]:
         why = done.lost or "the run on the host ended without its report (exit %d%s)" % (
             done.returncode, ": %s" % err if done.outbox else "")
     log.error(why)
-    code = done.returncode if 1 <= done.returncode <= 8 else 1  # hotvcb's codes, not a signal's or ssh's
+    code = done.returncode if 1 <= done.returncode <= LOG_LOST else 1  # hotvcb's codes, not a signal's or ssh's
     return _ended(args, log, started, "ERROR: %s" % why, code)
 
 
@@ -116,6 +116,7 @@ def _ended(args, log: RunLog, started: str, status: str, code: int) -> Report:
     """A run with no report from the host ends as a local run's error path does: the final status
     line, and a report (mail, --json-report) that says so, never an empty one."""
     host = args.host_target.ssh.hostname
+    status, code = log.account(status, code)
     log.info("###### Final status: %s ######" % status)
     log.info("============================== hotvcb LOG END ================================")
     return Report(code, status, host, "\n".join(log.lines), outcome.report([], status),
@@ -226,23 +227,22 @@ def _read(path: str, option: str) -> bytes:
 
 
 class _Tee:
-    """The host's output to our stdout/stderr as it comes; its log lines (stdout) also to -l."""
+    """The host's output to our stdout/stderr as it comes; its log lines (stdout) also to -l. A sink
+    of ours that fails costs the run on the host nothing (`runlog.put`, `RunLog.relay`)."""
 
     def __init__(self, log: Optional[RunLog]):
         self.log = log
         self.decode = codecs.getincrementaldecoder("utf-8")("replace")
 
     def stdout(self, data: bytes) -> None:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-        if self.log is not None and self.log.file is not None:
-            self.log.file.write(self.decode.decode(data))
-            self.log.file.flush()
+        if self.log is not None:
+            self.log.relay(data, self.decode.decode(data))
+        else:
+            put(sys.stdout.buffer, data)
 
     def stderr(self, data: bytes) -> None:
-        sys.stderr.buffer.write(data)
-        sys.stderr.buffer.flush()
+        put(sys.stderr.buffer, data)
 
     def flush(self) -> None:
-        if self.log is not None and self.log.file is not None:
-            self.log.file.write(self.decode.decode(b"", final=True))
+        if self.log is not None:
+            self.log.relay(b"", self.decode.decode(b"", final=True))

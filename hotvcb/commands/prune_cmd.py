@@ -51,7 +51,7 @@ def run(args) -> int:
     # would wait out the grace period (a day) for a dead one's. Never at any instant: a handler raising between
     # an open and the object that owns its descriptor made that descriptor closed twice
     interrupt.install()
-    report = prune.prune(repo, decisions, log=lambda msg: say(msg, flush=True),  # GC says what it leaves alone
+    report = prune.prune(repo, decisions, log=lambda msg: say(msg),  # GC says what it leaves alone
                          check=interrupt.raise_pending)
     marked, deleted = gc.describe(report.condemned_why), gc.describe(report.deleted_why)
     say("removed %d backup(s); garbage collection: %d pack(s) marked%s, %d deleted (%s freed%s), %d chunk(s) "

@@ -98,7 +98,7 @@ def verify_repository(path: str, sample: Optional[float], new_only: bool, as_jso
 
 def _say(line: str) -> None:
     """Verify's word of a wait goes to stderr: stdout is its report (--json's a document)."""
-    runlog.say("hotvcb: %s" % line, stream=sys.stderr, flush=True)
+    runlog.say("hotvcb: %s" % line, stream=sys.stderr)
 
 
 def find(repo: Repository, ident: str, latest: str = "") -> Snapshot:
@@ -198,7 +198,7 @@ def _materialize(repo: Repository, snap: Snapshot, work: str, remove: Callable[[
             # a VMDK's descriptor came back with the files above: the data goes where it points
             base = os.path.basename(disk["name"])
             name = flat_name(base) if disk["name"] in stored else os.path.splitext(base)[0] + ".raw"
-            runlog.say("Restoring %s (%s) ..." % (disk["name"], human_size(disk["size"])), flush=True)
+            runlog.say("Restoring %s (%s) ..." % (disk["name"], human_size(disk["size"])))
             restore_disk(repo, snap, disk, os.path.join(work, name), check=_check, where=where)
             written.append(name)
         return written

@@ -119,8 +119,8 @@ def run(args) -> int:
         repo_cmd.here_only(args)
         if bool(args.backup) == bool(args.latest):
             raise UsageError("say which backup of the repository: its ID, or --latest VM (exactly one)")
-        if args.to:
-            return repo_cmd.restore(args.repo, args.backup, args.to, log, args.latest)
+        if args.to:  # its log ends in one line of its own (no final status), its code as any restore's
+            return log.account("", repo_cmd.restore(args.repo, args.backup, args.to, log, args.latest))[1]
         if not args.datastore:
             raise UsageError("restore --repo needs --to DIR, or --datastore DS to restore the VM")
     failed = done = 0
@@ -152,6 +152,7 @@ def run(args) -> int:
     except HotvcbError as err:
         log.error(str(err))
         status, code = "ERROR: %s" % err, err.exit_code
+    status, code = log.account(status, code)
     log.info("###### Final status: %s ######" % status)
     log.info("============================== hotvcb restore LOG END ================================")
     log.close()

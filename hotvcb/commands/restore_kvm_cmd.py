@@ -74,15 +74,16 @@ def run(args, level: str) -> int:
         result = KvmRestore(shell, log, verify=not args.no_verify, dry_run=dry_run).run(req)
     except HotvcbError as err:
         log.error(str(err))
-        log.info("###### Final status: ERROR: %s ######" % err)
-        log.close()
-        return 6  # as `restore` says "all failed"
-    if dry_run:
-        log.info("Dry run for %s: every check passed, nothing changed" % result.name)
+        status, code = "ERROR: %s" % err, 6  # as `restore` says "all failed"
     else:
-        log.info("Restored %s to %s" % (result.name, result.folder))
-        for line in how_to_start(result, req.define_in is not None):
-            log.info(line)
-    log.info("###### Final status: %s ######" % ("OK, only a dryrun." if dry_run else "All VMs restored OK!"))
+        if dry_run:
+            log.info("Dry run for %s: every check passed, nothing changed" % result.name)
+        else:
+            log.info("Restored %s to %s" % (result.name, result.folder))
+            for line in how_to_start(result, req.define_in is not None):
+                log.info(line)
+        status, code = ("OK, only a dryrun." if dry_run else "All VMs restored OK!"), 0
+    status, code = log.account(status, code)
+    log.info("###### Final status: %s ######" % status)
     log.close()
-    return 0
+    return code

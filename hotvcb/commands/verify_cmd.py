@@ -105,7 +105,7 @@ def run(args) -> int:
     results = []
     for path in paths:
         if not args.json:
-            say("Verifying %s ..." % path, flush=True)
+            say("Verifying %s ..." % path)
         res = verify_backup(shell, path)
         results.append(res)
         if not args.json:
@@ -146,9 +146,9 @@ def _boot(args, settings) -> int:
             raise UsageError("no good backup of %r under %s to boot%s" % (args.target, volume, layout.odd_named(odd)))
         path = newest
     interrupt.install()
-    say("Booting %s ..." % path, flush=True)
-    res = boot_check.smoke_boot(shell, path, lambda line: say("  " + line, flush=True),
+    say("Booting %s ..." % path)
+    res = boot_check.smoke_boot(shell, path, lambda line: say("  " + line),
                                 pattern=args.boot_pattern, timeout=args.boot_timeout, console=args.console_log,
                                 accel=args.boot_accel)
-    say("%s: %s (console log: %s)" % ("PASS" if res.ok else "FAIL", res.message, res.console), flush=True)
+    say("%s: %s (console log: %s)" % ("PASS" if res.ok else "FAIL", res.message, res.console))
     return 0 if res.ok else 6
