@@ -81,21 +81,23 @@ def test_list_looks_where_the_nfs_keys_put_the_backups(tmp_path, capsys):
 
 
 # -- on a host: one VM, backed up once by hotvcb ------------------------------------------------------
-VM = "Web (prod) 1"
+VM, DB = "Web (prod) 1", "db"
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    """A host with VM (1 MiB, running, with the .vmxf vSphere gives a VM) and one hotvcb backup of it."""
+    """A host with VM (1 MiB, running, with the .vmxf vSphere gives a VM) and DB (running, its second
+    disk independent), both backed up by one hotvcb run: (host, VM's backup folder, that run)."""
     if os.geteuid() != 0:
         pytest.skip("esxisim needs root for unshare -m")
     host = make_host(tmp_path_factory.mktemp("interop") / "host")
     try:
         host.create_vm(VM, "datastore1", [{"size": "1M"}], power="on", vmxf=True)
-        r = hotvcb(host, "-m", VM, "-g", write_conf(host))
-        assert r.returncode == 0, r.stdout + r.stderr
+        host.create_vm(DB, "datastore1", [{"size": "1M"}, {"size": "1M", "mode": "independent-persistent"}],
+                       power="on")
+        run = hotvcb(host, "-m", VM, "-m", DB, "-g", write_conf(host))
         (entry,) = os.listdir(backup_root(host, VM))
-        yield host, os.path.join(backup_root(host, VM), entry)
+        yield host, os.path.join(backup_root(host, VM), entry), run
     finally:
         host.stop()
 
@@ -109,7 +111,7 @@ def test_ghettovcb_restore_finds_one_vmx_in_a_hotvcb_backup(site):
     grep ".vmx")` and reads its displayName and disks from "${VM_TO_RESTORE}/${VM_ORIG_VMX}": with a
     .vmxf there too (ghettoVCB never copied one; hotvcb does) that is two lines, one path that does
     not exist. `ls` shows no dot-files."""
-    _host, folder = site
+    _host, folder, _run = site
     shown = [f for f in os.listdir(folder) if not f.startswith(".")]
     assert [f for f in shown if re.search(".vmx", f)] == [VM + ".vmx"], sorted(shown)
 
@@ -121,7 +123,7 @@ def test_dry_run_with_a_non_persistent_nfs_share_is_ok(site):
     """migrating-from-ghettovcb.md step 2: dry-run the existing job first. ghettoVCB.sh mounts the
     share only when not a dry run, and its dry run ends "Final status: OK, only a dryrun." (exit 0);
     hotvcb's says "would mount NFS ..." and then fails every VM because the share is not mounted."""
-    host, _folder = site
+    host, _folder, _run = site
     conf = os.path.join(host.root, "nfs.conf")
     with open(conf, "w") as f:
         f.write(NFS_CONF)
@@ -129,3 +131,21 @@ def test_dry_run_with_a_non_persistent_nfs_share_is_ok(site):
     out = r.stdout + r.stderr
     assert r.returncode == 0 and "Final status: OK, only a dryrun." in out, out
     assert "/vmfs/volumes/nfsbk/mybackups/%s/%s-" % (VM, VM) in out, out
+
+
+@needs_root
+@pytest.mark.xfail(strict=True, reason="a disk a snapshot cannot copy (independent; a physical RDM too) is skipped "
+                   "with a warning and the VM is OK (jobs/preflight.disks_to_copy, backup_end): 'All VMs backed up "
+                   "OK!', exit 0, where ghettoVCB says some disks failed, exit 3")
+def test_a_vm_with_an_independent_disk_ends_as_ghettovcb_ended_it(site):
+    """Cron wrappers act on ghettoVCB's exit code and final status line. ghettoVCB.sh, for a VM with
+    an independent disk, logs "WARN: <VM> has some Independent VMDKs that can not be backed up!" and
+    sets VMDK_FAILED=1, so a run where the other VMs were fine ends "###### Final status: WARNING: All
+    VMs backed up, but some disk(s) failed! ######", exit 3 (a physical RDM too, as an error). hotvcb
+    ends that run "All VMs backed up OK!", exit 0: the wrapper, and EMAIL_ALERT (mail on failures
+    only), stay silent about a disk that is in no backup."""
+    _host, _folder, run = site
+    out = run.stdout + run.stderr
+    assert "skipping scsi0:1" in out, out  # the run did see the independent disk
+    assert run.returncode == 3, out
+    assert "###### Final status: WARNING: All VMs backed up, but some disk(s) failed! ######" in out, out
