@@ -212,3 +212,25 @@ def test_restore_finds_a_disk_ghettovcb_kept_in_a_folder_of_its_datastore(site):
     out = r.stdout + r.stderr
     assert "not in the backup" not in out, out
     assert "%s/disks/app_1.vmdk (scsi0:1)" % uuid in out, out
+
+
+@needs_root
+@pytest.mark.xfail(strict=True, reason="a per-VM file's VM_BACKUP_VOLUME is laid over the NFS target "
+                   "(jobs/backup.py: config.for_vm on the settings NfsTarget made), so that VM goes elsewhere")
+def test_a_per_vm_file_does_not_move_a_vm_off_the_nfs_share(site):
+    """ghettoVCB.sh with ENABLE_NON_PERSISTENT_NFS=1 puts every VM in
+    /vmfs/volumes/<NFS_LOCAL_NAME>/<NFS_VM_BACKUP_DIR>/<VM>, whatever VM_BACKUP_VOLUME says, and its
+    per-VM template (ghettoVCB-vm_backup_configuration_template, what `-c DIR` files are copied from)
+    starts with a VM_BACKUP_VOLUME line. hotvcb backs such a VM up to that line's folder instead of
+    the share. The share is mounted already (the host's `backup` datastore), so the dry run plans it."""
+    host, _folder, _run = site
+    conf, confdir = os.path.join(host.root, "nfs-mounted.conf"), os.path.join(host.root, "per-vm")
+    with open(conf, "w") as f:
+        f.write("ENABLE_NON_PERSISTENT_NFS=1\nNFS_SERVER=10.0.0.5\nNFS_MOUNT=/export\nNFS_LOCAL_NAME=backup\n"
+                "NFS_VM_BACKUP_DIR=nfsdir\n")
+    os.mkdir(confdir)
+    with open(os.path.join(confdir, VM), "w") as f:
+        f.write("VM_BACKUP_VOLUME=/vmfs/volumes/backup/elsewhere\nDISK_BACKUP_FORMAT=thin\nVM_BACKUP_ROTATION_COUNT=3\n")
+    r = hotvcb(host, "-m", VM, "-g", conf, "-c", confdir, "-d", "dryrun")
+    out = r.stdout + r.stderr
+    assert "BACKUP_TO: /vmfs/volumes/backup/nfsdir/%s/%s-" % (VM, VM) in out, out
