@@ -3,7 +3,8 @@
 Each test is a defect found from the outside, marked xfail(strict) until it is fixed. What ghettoVCB
 does is read from its own scripts (lamw/ghettoVCB: ghettoVCB.sh, ghettoVCB-restore.sh) and said in
 each test. Cheap on purpose: in-process CLI calls on folders in tmp_path where the defect shows
-without a host; one esxisim host for the module, with one 1 MiB VM backed up once, where it needs one.
+without a host; where a host is needed, one esxisim host for the module, whose three 1 MiB VMs one
+hotvcb run backs up, and dry runs on it.
 """
 
 import io
@@ -91,7 +92,8 @@ def test_rotation_of_a_gz_that_ghettovcb_restore_unpacked_beside_itself(tmp_path
     with tarfile.open(archive) as tar:
         tar.extractall(str(volume / "web"))
     for day in ("02", "03"):  # two good backups since: rotation removes what is older than the newest
-        newer = ghettovcb_folder(volume, "web", "2026-12-%s_21-00-01" % day, "STATUS.ok", "Successfully completed backup")
+        newer = ghettovcb_folder(volume, "web", "2026-12-%s_21-00-01" % day, "STATUS.ok",
+                                 "Successfully completed backup")
     handed = []  # what the run's Deleter was given and has not removed yet
     removed = rotation.rotate(LocalShell(), str(volume), "web", 1, RunLog(stream=io.StringIO()),
                               just_made=str(newer), remove=handed.append)
@@ -242,7 +244,7 @@ def test_a_per_vm_file_does_not_move_a_vm_off_the_nfs_share(site):
                 "NFS_VM_BACKUP_DIR=nfsdir\n")
     os.mkdir(confdir)
     with open(os.path.join(confdir, VM), "w") as f:
-        f.write("VM_BACKUP_VOLUME=/vmfs/volumes/backup/elsewhere\nDISK_BACKUP_FORMAT=thin\nVM_BACKUP_ROTATION_COUNT=3\n")
+        f.write("VM_BACKUP_VOLUME=/vmfs/volumes/backup/elsewhere\nDISK_BACKUP_FORMAT=thin\n")
     r = hotvcb(host, "-m", VM, "-g", conf, "-c", confdir, "-d", "dryrun")
     out = r.stdout + r.stderr
     assert "BACKUP_TO: /vmfs/volumes/backup/nfsdir/%s/%s-" % (VM, VM) in out, out
