@@ -16,7 +16,7 @@
         ├── TimeoutExpired      a bounded wait ran out
         └── CopyError           a disk or file copy failed (per disk)
 
-    Interrupted                 SIGINT / SIGTERM / SIGHUP arrived           (exit 2)
+    Interrupted                 SIGINT / SIGTERM / SIGHUP, or lost run lock (exit 2)
 
 Interrupted is *not* a HotvcbError (like KeyboardInterrupt is not an
 Exception): an `except HotvcbError` that handles a failed step must never
@@ -68,16 +68,20 @@ class NotABackup(HotvcbError):
 class Interrupted(BaseException):
     exit_code = 2
 
-    def __init__(self, signum: int):
+    def __init__(self, signum: Optional[int], reason: str = ""):
+        """By signal `signum`, or (None) for `reason` (interrupt.stop)."""
         import signal
 
-        try:
-            name = signal.Signals(signum).name
-        except ValueError:
-            name = "signal %d" % signum
-        super().__init__("interrupted by %s" % name)
+        if signum is None:
+            message = reason
+        else:
+            try:
+                message = "interrupted by %s" % signal.Signals(signum).name
+            except ValueError:
+                message = "interrupted by signal %d" % signum
+        super().__init__(message)
         self.signum = signum
-        self.message = "interrupted by %s" % name
+        self.message = message
 
     def __str__(self) -> str:
         return self.message

@@ -2,7 +2,9 @@
 
 Work loops call `pending()` and unwind through `raise_pending()`, so cleanup
 (removing our snapshot) runs in ordinary `finally` blocks instead of inside a
-signal handler.
+signal handler. A run may also be stopped for a reason of its own (`stop`:
+its run lock taken over while it was stopped, store/lock.py), which unwinds
+it the same way and is told as that reason, not as a signal.
 """
 
 import signal
@@ -16,6 +18,7 @@ if TYPE_CHECKING:  # the callers of `result` made the future: they have imported
     from concurrent import futures
 
 _received = []  # type: List[int]
+_reasons = []  # type: List[str]  # why the run stops, where no signal stops it
 T = TypeVar("T")
 SLICE = 0.25  # seconds the main thread waits on a worker before it runs Python again
 
@@ -29,8 +32,13 @@ def install() -> None:
         signal.signal(sig, _handler)
 
 
+def stop(reason: str) -> None:
+    """Stop the run as SIGTERM does, from any thread; its Interrupted says `reason`."""
+    _reasons.append(reason)
+
+
 def pending() -> bool:
-    return bool(_received)
+    return bool(_received or _reasons)
 
 
 def signals() -> List[int]:
@@ -41,10 +49,13 @@ def signals() -> List[int]:
 def raise_pending() -> None:
     if _received:
         raise Interrupted(_received[0])
+    if _reasons:
+        raise Interrupted(None, _reasons[0])
 
 
 def reset() -> None:
     del _received[:]
+    del _reasons[:]
 
 
 def result(future: "futures.Future[T]") -> T:

@@ -6,15 +6,19 @@ import io
 import os
 import socket
 import time
+from contextlib import contextmanager
+from datetime import datetime
 from types import SimpleNamespace
 
 import pytest
 from pidviews import hide_from_proc, hotvcb_holder, other_namespace, start_of  # noqa: F401  (a live hotvcb)
 from restorerecords import dead_pid
 
+from hotvcb import interrupt
 from hotvcb.commands.common import Target, lock_host
+from hotvcb.errors import Interrupted
 from hotvcb.jobs import backup_end
-from hotvcb.jobs.backup import BackupJob
+from hotvcb.jobs.backup import BackupJob, _VmBackup
 from hotvcb.jobs.leftovers import mark_powered_off, power_marker, remove_our_snapshots, remove_partials, restore_power
 from hotvcb.model import Snapshot, Vm, VmRef, VmResult
 from hotvcb.runid import RunId, parse
@@ -181,16 +185,17 @@ def test_a_container_runs_snapshot_and_vm_left_off_are_dead_once_its_stale_lock_
     vm = SimpleNamespace(name="web", folder=str(tmp_path), ref=SimpleNamespace(vmx_path=str(tmp_path / "web.vmx")))
     host, log = PowerHost(), Log()
     mark_powered_off(host, vm, dead)
+    os.utime(power_marker(vm), (past, past))  # as its lock, last touched before it died
     assert restore_power(host, vm, log, me()) is False and host.powered_on == []
     assert any(line.startswith("web: ") and "cannot be told" in line for line in log.lines), log.lines
     lock = HostLock(LocalShell(), str(tmp_path), me()).acquire()
     try:
         assert lock.took_over and lock.dead_runs() == (dead.run,)
-        assert restore_power(host, vm, log, me(), dead=lock.dead_runs()) and host.powered_on == ["web"]
+        assert restore_power(host, vm, log, me(), dead=lock.takeovers()) and host.powered_on == ["web"]
         snap = Snapshot("7", "hotvcb-snapshot-2026-01-01_00-00-00", "hotvcb backup %s, job nightly" % dead.text(),
                         "", "", 0)
         shost = SnapshotHost()
-        assert remove_our_snapshots(shost, vm, log, me(), snaps=[snap], dead=lock.dead_runs()) == 1
+        assert remove_our_snapshots(shost, vm, log, me(), snaps=[snap], dead=lock.takeovers()) == 1
         assert shost.removed == ["7"]
         lock.sweep_done()
         assert lock.dead_runs() == ()
@@ -283,3 +288,81 @@ def test_a_runs_records_say_when_its_process_started(tmp_path):
         assert held.pid_ns == os.stat("/proc/self/ns/pid").st_ino
     finally:
         lock.release()
+
+
+
+# --- a run only stopped past STALE_AFTER, whose lock was taken over, goes on: it notices and stops --------------
+
+@contextmanager
+def _taken_over(run_dir):
+    """A run holding run_dir's lock (its heartbeat as often as lock.HEARTBEAT says then) that another run has
+    taken over while it was stopped: (the stopped run's lock, its log, the taker)."""
+    log = Log()
+    held, taker = HostLock(LocalShell(), str(run_dir), me(), log.info).acquire(), me()
+    try:
+        # the taker's record replaces the lock at once, as its takeover's link does: no missing lock for the
+        # heartbeat to put back
+        (run_dir / "taken").write_text(taker.text() + "\n")
+        os.replace(str(run_dir / "taken"), str(run_dir / LOCK_NAME))
+        yield held, log, taker
+    finally:
+        held.release()
+        interrupt.reset()  # its stop is this process's
+
+
+def test_a_run_whose_lock_was_taken_over_while_it_was_stopped_stops_at_its_next_heartbeat(tmp_path, monkeypatch):
+    """Stopped (SIGSTOP, a VM host's hiccup) past STALE_AFTER, a run lost its lock to the next run. Continued, it
+    must not work beside that run, nor keep that run's lock and its own -partial folders looking fresh: it stops
+    as on SIGTERM (undoing its own snapshot, partial backup, powered-off VM) and says why."""
+    monkeypatch.setattr("hotvcb.store.lock.HEARTBEAT", 0.01)
+    owner_file = tmp_path / ".hotvcb-owner"
+    owner_file.write_text("")
+    with _taken_over(tmp_path) as (held, log, taker):
+        held.watch(str(owner_file))
+        deadline = time.monotonic() + 5
+        while not interrupt.pending() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with pytest.raises(Interrupted) as stopped:
+            interrupt.raise_pending()
+        why = str(stopped.value)
+        assert "taken over by %s" % taker in why and why.endswith("; stopping") and why in log.lines, log.lines
+        past = time.time() - 2 * STALE_AFTER
+        for path in (tmp_path / LOCK_NAME, owner_file):
+            os.utime(str(path), (past, past))
+        time.sleep(0.1)  # ten heartbeats
+        assert [round(p.stat().st_mtime - past) for p in (tmp_path / LOCK_NAME, owner_file)] == [0, 0]
+    assert parse((tmp_path / LOCK_NAME).read_text()).run == taker.run  # and its release left the taker's lock
+
+
+class ChangingHost(SweptHost):
+    """Its VM goes off when asked to shut down; what the run asked of it is in `asked`."""
+
+    def __init__(self, folder):
+        super().__init__(folder)
+        self.asked, self.state = [], "on"
+
+    def power_state(self, vm):
+        return self.state
+
+    def shutdown(self, vm):
+        self.asked.append("shutdown")
+        self.state = "off"
+
+    def create_snapshot(self, vm, name, *args):
+        self.asked.append(name)
+
+
+@pytest.mark.parametrize("change", ["power off", "snapshot"])
+def test_a_run_whose_lock_was_taken_over_changes_no_vm_before_its_heartbeat_tells_it(tmp_path, change):
+    """The heartbeat may be HEARTBEAT late: right before a run changes a VM it looks at its lock itself, so one
+    continued after its lock was taken over neither powers off nor snapshots a VM the taker may be working on."""
+    host = ChangingHost(str(tmp_path))
+    with _taken_over(tmp_path) as (held, _log, _taker):
+        job = BackupJob(host, Settings(vm_backup_volume=str(tmp_path / "backups")), RunLog(stream=io.StringIO()),
+                        held.run, lock=held, asked=SimpleNamespace(vms=host.list_vms, look=lambda path: None))
+        with pytest.raises(Interrupted, match="taken over by"):
+            if change == "power off":
+                job.power.power_down(host.vm, Settings())
+            else:
+                _VmBackup(job, host.vm.ref, Settings(), VmResult("web"), datetime.now(), False)._snapshot(host.vm)
+    assert host.asked == [] and not os.path.exists(power_marker(host.vm))

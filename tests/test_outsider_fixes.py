@@ -136,10 +136,6 @@ def _take_over_and_back_up(tmp_path, work):
     return stopped, host, log
 
 
-@pytest.mark.xfail(strict=True, reason="BackupJob.dead: a run whose stale lock was taken over is 'dead' for the "
-                   "taker's whole run, so the taker's per-VM remove_partials(dead=...) removes a -partial folder that "
-                   "run, resumed, writes and heartbeats after the takeover (jobs/backup.py _VmBackup.run, "
-                   "jobs/leftovers._partial_dead: owner_alive False by `dead`, before the heartbeat is looked at)")
 def test_a_resumed_runs_heartbeating_partial_made_after_the_takeover_is_not_removed(tmp_path):
     """Before this round the VM's own cleanup judged that folder by its heartbeat (fresh: kept); only the sweep
     at the takeover, when that run's heartbeat was stale, knew it dead."""
@@ -152,9 +148,6 @@ def test_a_resumed_runs_heartbeating_partial_made_after_the_takeover_is_not_remo
     assert (tmp_path / "backups" / "web" / "web-2026-01-01_00-00-00-partial").is_dir(), log.lines
 
 
-@pytest.mark.xfail(strict=True, reason="BackupJob.dead: restore_power(dead=...) in backup_one/clear_dead_runs "
-                   "powers on a VM that the taken-over run, resumed, powered off for its backup after the takeover "
-                   "(a marker younger than the takeover, which no dead run can have written)")
 def test_a_vm_a_resumed_run_powers_off_after_the_takeover_is_not_powered_on_under_it(tmp_path):
     def powering_off(host, stopped):
         mark_powered_off(host, host.vm, stopped)
@@ -164,11 +157,6 @@ def test_a_vm_a_resumed_run_powers_off_after_the_takeover_is_not_powered_on_unde
     assert host.powered_on == [] and os.path.exists(power_marker(host.vm)), log.lines
 
 
-@pytest.mark.xfail(strict=True, reason="BackupJob.dead: remove_our_snapshots(dead=...) in clear_dead_runs (and "
-                   "backup_end's second look) removes the snapshot the taken-over run, resumed, takes after the "
-                   "takeover, under its copy; its name carries when it was taken (SNAPSHOT_PREFIX + TS_FORMAT, this "
-                   "machine's clock), after the takeover, which a snapshot hostd finished for a dead run's request "
-                   "cannot be")
 def test_the_snapshot_a_resumed_run_takes_after_the_takeover_is_not_removed_under_its_copy(tmp_path):
     def snapshotting(host, stopped):
         name = SNAPSHOT_PREFIX + datetime.now().strftime(layout.TS_FORMAT)

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from datetime import datetime
 from types import SimpleNamespace
 
 import pytest
@@ -23,9 +24,11 @@ from simhost import (REPO, VOLUME, _argv, copying, host_lock_path, hotvcb, needs
                      write_conf)
 from test_outsider_crosshv import esxi_backup
 
-from hotvcb.jobs.leftovers import mark_powered_off, remove_partials, restore_power
+from esxisim import snapshots
+from hotvcb.jobs.leftovers import SNAPSHOT_PREFIX, mark_powered_off, remove_partials, restore_power
 from hotvcb.runid import RunId
 from hotvcb.shell import LocalShell
+from hotvcb.store import layout
 from hotvcb.store.lock import STALE_AFTER
 
 MACHINE = socket.gethostname()
@@ -178,6 +181,12 @@ def test_a_killed_container_backups_snapshot_goes_once_its_lock_is_taken_over_as
     then = time.time() - 2 * STALE_AFTER
     for path in (host_lock_path(host), partial + "/.hotvcb-owner"):
         os.utime(path, (then, then))
+    # and its snapshot's name, which says when its backup began: what a run makes after its lock was taken over
+    # is a live run's (it was only stopped), and that snapshot was made before those minutes
+    meta, snaps = snapshots.load(host, vmid)
+    for snap in snaps:
+        snap["name"] = SNAPSHOT_PREFIX + datetime.fromtimestamp(then).strftime(layout.TS_FORMAT)
+    snapshots.save(host, vmid, meta, snaps)
     host.set_fault("clone.delay", "0")
     r = hotvcb(host, "cleanup", "-g", conf)
     assert "taking over the run lock" in r.stdout + r.stderr, r.stdout + r.stderr

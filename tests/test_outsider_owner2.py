@@ -19,7 +19,7 @@ from simhost import (REPO, VOLUME, _argv, copying, host_lock_path, hotvcb, make_
 from hotvcb.errors import LockError
 from hotvcb.runid import RunId
 from hotvcb.shell import LocalShell
-from hotvcb.store.lock import HostLock
+from hotvcb.store.lock import STALE_AFTER, HostLock
 
 MACHINE = socket.gethostname()
 ESXI = "esxi01"  # the simulated host's own hostname: the machine its hotvcb runs record
@@ -253,7 +253,8 @@ def test_a_vm_an_untold_dead_run_asked_to_shut_down_is_still_known_once_its_grac
     host = esx
     vmid = host.create_vm("graceful", "datastore1", [{"size": "4M"}], power="on")
     marker = host.real("/vmfs/volumes/datastore1/graceful/.hotvcb-powered-off.graceful.vmx")
-    write(marker, record("0000000000ab", 4242, ns=other_namespace(), machine=ESXI))
+    # written before its lock went stale (what a run writes after its lock was taken over is a live run's)
+    write(marker, record("0000000000ab", 4242, ns=other_namespace(), machine=ESXI), time.time() - 2 * STALE_AFTER)
     write(host_lock_path(host), record("0000000000ab", 4242, ns=other_namespace(), machine=ESXI), OLD)
     r = hotvcb(host, "cleanup", "-g", host.conf)
     assert r.returncode == 0 and "looking again next time" in r.stdout, r.stdout + r.stderr
@@ -309,7 +310,7 @@ def test_a_vm_kept_off_by_an_untold_run_is_named_then_powered_on_once_its_lock_i
     host = esx
     vmid = host.create_vm("offvm", "datastore1", [{"size": "4M"}], power="off")
     marker = host.real("/vmfs/volumes/datastore1/offvm/.hotvcb-powered-off.offvm.vmx")
-    write(marker, record("0000000000ff", 4242, ns=other_namespace(), machine=ESXI))
+    write(marker, record("0000000000ff", 4242, ns=other_namespace(), machine=ESXI), OLD)  # before its lock went stale
     r = hotvcb(host, "cleanup", "-g", host.conf)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "offvm: run 0000000000ff" in r.stdout and "may still be running" in r.stdout, r.stdout

@@ -38,7 +38,7 @@ def run(args) -> int:
     lock, me = common.lock_host(host, log, args.host_target)
     before = len(log.lines)
     try:
-        swept = cleanup_host(host, settings.vm_backup_volume, log, me, args.level == "dryrun", lock.dead_runs())
+        swept = cleanup_host(host, settings.vm_backup_volume, log, me, args.level == "dryrun", lock.takeovers())
         n = swept.found + restore_scratch.sweep(host.shell, [d.url for d in host.datastores()], log, me,
                                                 args.level == "dryrun")
         if swept.complete and args.level != "dryrun":

@@ -16,7 +16,7 @@ import functools
 import threading
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Union
 
 from .. import config, crashpoint, interrupt
 from ..errors import (AmbiguousVm, HotvcbError, Interrupted, InvalidVm, SnapshotError, UnnameableVm, VmGone,
@@ -35,7 +35,7 @@ from . import backup_end, lookahead, parallel, preflight
 from .ahead import RunStart
 from .guest_hooks import run_guest_hook
 from .hooks import run_hook
-from .leftovers import SNAPSHOT_PREFIX, cleanup_host, is_ours, remove_partials, restore_power
+from .leftovers import NONE_DEAD, SNAPSHOT_PREFIX, cleanup_host, is_ours, remove_partials, restore_power
 from .power import PowerControl
 from .snaptree import copy_tree
 from .space import SpaceLedger
@@ -66,7 +66,7 @@ class BackupJob:
         self.host, self.settings, self.log, self.run_id, self.lock = host, settings, log, run, lock
         self.confdir, self.dry_run, self.job_name = confdir, dry_run, job_name
         self.asked = asked
-        self.power = PowerControl(host, log, run)
+        self.power = PowerControl(host, log, run, lock)
         # rotation's removals, in a thread while the run goes on (store/deleter.py); waited for before it ends
         self.deleter = Deleter(functools.partial(rotation.remove_now, host.shell, log))
         # room on the target promised to VMs being backed up now
@@ -74,9 +74,10 @@ class BackupJob:
         self.queue = None  # type: Optional[parallel.Queue]  # the VMs still to start, with BACKUP_PARALLEL
         self.lookahead = lookahead.Lookahead(host, dry_run)  # the serial loop, asking about the next VM
         self.swept = False  # this run looked for a dead run's leftovers on every VM
-        # the runs whose lock was taken over as gone (HostLock.dead_runs), kept past the sweep that forgets them:
-        # what one leaves later (a snapshot hostd finishes after the sweep) is a dead run's for every VM's cleanup
-        self.dead = ()  # type: Tuple[str, ...]
+        # the runs whose lock was taken over as gone, with when (HostLock.takeovers), kept past the sweep that
+        # forgets them: what one left (a snapshot hostd finishes after the sweep) is a dead run's for every VM's
+        # cleanup, and what it makes after the takeover (only stopped, it went on) a live run's
+        self.dead = NONE_DEAD  # type: Mapping[str, float]
         self._mine = threading.local()  # .vm_number: each worker thread's VM
         self.vm_number = self.vm_count = 0  # for the progress line: VM i of n
         self.results = []  # type: List[VmResult]  # so far (an interrupted run still reports them)
@@ -129,7 +130,7 @@ class BackupJob:
         if self.lock is not None and not self.dry_run and self.lock.sweep_needed:
             # a run before us died: what it left may be on VMs this run does not back up
             self.log.warning("a previous hotvcb run on this host died; looking for its leftovers on every VM")
-            self.dead = self.lock.dead_runs()
+            self.dead = self.lock.takeovers()
             if cleanup_host(self.host, self.settings.vm_backup_volume, self.log, self.run_id, dead=self.dead).complete:
                 self.lock.sweep_done()
             self.swept = True
@@ -385,6 +386,8 @@ class _VmBackup:
             self.log.error("!!! %s !!!" % self.power_failure)
 
     def _snapshot(self, vm: Vm) -> None:
+        if self.job.lock is not None:
+            self.job.lock.check()  # a run stopped past STALE_AFTER whose lock was taken over snapshots nothing
         if interrupt.pending():  # asked for no snapshot: none can show up late (see backup_end.py)
             interrupt.raise_pending()
         # named after the second the backup folder claimed, which a run begun in the same second as the

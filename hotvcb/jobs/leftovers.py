@@ -18,14 +18,22 @@ file may have been deleted under it) is never a leftover, and one whose
 process cannot be told from here (another pid namespace, a process /proc
 hides) is kept, or judged by its heartbeat where it has one: never removed
 on a guess. The runs whose locks were taken over as gone (store/lock.py:
-HostLock.dead_runs, by a stale heartbeat where the pid cannot tell) are
-dead for everything carrying their run ids whose pid cannot tell either; a
-pid that says alive still wins (the record is a file anyone who can write
-the run folder may plant).
+HostLock.takeovers, by a stale heartbeat where the pid cannot tell) are
+dead for everything carrying their run ids whose pid cannot tell either,
+made before the takeover: a run only stopped (SIGSTOP past STALE_AFTER) may
+go on after it, until its heartbeat finds its lock taken, and what it makes
+then (a snapshot named after then, a power-off marker written, a `-partial`
+owner file touched by its heartbeat) is a live run's. A dead run made
+nothing in the STALE_AFTER - HEARTBEAT seconds before its lock was taken
+over (it missed its heartbeats): HEARTBEAT of that is slack for clocks and
+timestamps to the second. A pid that says alive still wins (the record is a
+file anyone who can write the run folder may plant).
 User snapshots (any other name) and finished backups are never touched.
 """
 
-from typing import Callable, Collection, List, NamedTuple, Optional
+import time
+from datetime import datetime
+from typing import Callable, List, Mapping, NamedTuple, Optional
 
 from ..errors import HotvcbError
 from ..hosts.base import Hypervisor
@@ -33,7 +41,7 @@ from ..model import Snapshot
 from ..runid import RECORD_MAX, RunId, parse, running
 from ..shell import Shell
 from ..store import layout
-from ..store.lock import STALE_AFTER
+from ..store.lock import HEARTBEAT, STALE_AFTER
 from ..store.rotation import finish_deleting
 from ..store.seal import OWNER, owner_of
 from ..treeview import ScannedShell
@@ -42,6 +50,7 @@ from .. import lazyre
 SNAPSHOT_PREFIX = "hotvcb-snapshot-"
 POWER_MARKER = ".hotvcb-powered-off"  # + ".<vmx file name>", in the VM's folder while we hold it powered off
 SHUTDOWN_GRACE = 30 * 60.0  # a guest asked to shut down may take this long (a marker this young is kept)
+NONE_DEAD = {}  # type: Mapping[str, float]  # no lock taken over: the `dead` default
 UNTOLD = "may still be running (its process cannot be told from here: another pid namespace, or hidden by /proc)"
 
 
@@ -58,10 +67,10 @@ def is_ours(snap: Snapshot) -> bool:
 
 
 def remove_our_snapshots(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False,
-                         snaps: Optional[List[Snapshot]] = None, dead: Collection[str] = ()) -> int:
+                         snaps: Optional[List[Snapshot]] = None, dead: Mapping[str, float] = NONE_DEAD) -> int:
     """Remove our snapshots of dead runs; `snaps`: the VM's list if the caller just read it
     (one `snapshot.get` then serves the leftover check and the pre-flight); `dead`: run ids whose lock was
-    taken over as gone (HostLock.dead_runs)."""
+    taken over as gone, with when (HostLock.takeovers)."""
     removed = 0
     listed = host.snapshots(vm) if snaps is None else snaps
     ids = [s.id for s in listed]
@@ -79,7 +88,7 @@ def remove_our_snapshots(host: Hypervisor, vm, log, run: RunId, dry_run: bool = 
         owner = parse(snap.description)
         if owner is not None and owner.run == run.run:
             continue
-        alive = owner_alive(owner, run, dead) if owner is not None else False
+        alive = owner_alive(owner, run, dead, lambda: _asked_at(snap)) if owner is not None else False
         if alive is not False:
             log.warning("%s: snapshot %r (id %s) belongs to %s, which %s; leaving it"
                         % (vm.name, snap.name, snap.id, owner, "is still running" if alive else UNTOLD))
@@ -93,6 +102,15 @@ def remove_our_snapshots(host: Hypervisor, vm, log, run: RunId, dry_run: bool = 
                     % (vm.name, snap.name, snap.id, who))
         host.remove_snapshot(vm, snap, 30 * 60.0)
     return removed
+
+
+def _asked_at(snap: Snapshot) -> Optional[float]:
+    """The time our snapshot's name says: when its backup began (jobs/backup.py), by the clock of the machine that
+    asked for it, so no later than it was asked for."""
+    try:
+        return datetime.strptime(snap.name[len(SNAPSHOT_PREFIX):], layout.TS_FORMAT).timestamp()
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 def power_marker(vm) -> str:
@@ -109,7 +127,8 @@ def clear_power_mark(host: Hypervisor, vm) -> None:
     host.shell.remove_tree(power_marker(vm))
 
 
-def restore_power(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False, dead: Collection[str] = ()) -> bool:
+def restore_power(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False,
+                  dead: Mapping[str, float] = NONE_DEAD) -> bool:
     """Power on a VM that a dead run powered off for its backup; True if there was one. One that a run whose pid
     cannot be told keeps off is named, as its snapshot is: the VM may be down for good."""
     path = power_marker(vm)
@@ -122,7 +141,7 @@ def restore_power(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False, 
         return False
     if owner is not None and owner.run == run.run:
         return False
-    alive = owner_alive(owner, run, dead) if owner is not None else False
+    alive = owner_alive(owner, run, dead, lambda: _made(host.shell.age(path))) if owner is not None else False
     if alive:
         return False  # its run lives (its lock file was deleted under it): it powers the VM on itself
     if alive is None:
@@ -151,7 +170,7 @@ def restore_power(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False, 
 
 
 def remove_partials(shell: Shell, volume: str, vm_name: str, log, run: RunId, dry_run: bool = False,
-                    finish: Optional[Callable[[str], None]] = None, dead: Collection[str] = ()) -> int:
+                    finish: Optional[Callable[[str], None]] = None, dead: Mapping[str, float] = NONE_DEAD) -> int:
     """Delete the -partial folders (and temp archives) of dead runs, and finish the removals of
     `-deleting` entries (by `finish`, else at once: rotation.finish_deleting); call only under the
     host lock. How many leftovers there were (a refused removal not counted)."""
@@ -179,23 +198,33 @@ def remove_partials(shell: Shell, volume: str, vm_name: str, log, run: RunId, dr
     return removed + finish_deleting(shell, volume, vm_name, log, finish, dry_run)
 
 
-def owner_alive(owner: RunId, run: RunId, dead: Collection[str] = ()) -> Optional[bool]:
+def owner_alive(owner: RunId, run: RunId, dead: Mapping[str, float] = NONE_DEAD,
+                made: Callable[[], Optional[float]] = lambda: None) -> Optional[bool]:
     """Whether the run that wrote `owner` still runs, told by its pid as the locks tell theirs
     (runid.running: a live hotvcb that started when the record says), even if its lock file was
     deleted under it: the lock is not the only proof we go by. None where its pid cannot tell (another
     pid namespace of this machine, a live process /proc hides from us): what it owns is kept, or judged
     by its heartbeat where it has one. False for another machine's record, whose pid tells nothing
     here (its host id and heartbeat do). A run in `dead` (its lock was taken over as gone) is dead where
-    its pid cannot tell, never against a pid that says alive: anyone who can write the run folder can plant
-    that record.
+    its pid cannot tell, never against a pid that says alive (anyone who can write the run folder can plant
+    that record), unless the thing was `made` (epoch; None: not known) after the takeover: then it runs on.
     """
-    if owner.machine != run.machine:
-        return False
-    alive = running(owner, run)
-    return False if alive is None and owner.run in dead else alive
+    alive = running(owner, run) if owner.machine == run.machine else None
+    if alive is not None:
+        return alive
+    if owner.run in dead:
+        when = made()
+        return when is not None and when > dead[owner.run] - HEARTBEAT
+    return False if owner.machine != run.machine else None
 
 
-def _partial_dead(shell: Shell, partial: str, run: RunId, dead: Collection[str]) -> bool:
+def _made(age: Optional[float]) -> Optional[float]:
+    """When a thing `age` seconds old by its host's clock was made, by ours (the clocks may disagree on the
+    time, not on how long ago)."""
+    return None if age is None else time.time() - age
+
+
+def _partial_dead(shell: Shell, partial: str, run: RunId, dead: Mapping[str, float]) -> bool:
     owner_file = partial + "/" + OWNER
     try:
         owner = parse(shell.read_regular(owner_file, RECORD_MAX)) if shell.exists(owner_file) else None
@@ -204,7 +233,8 @@ def _partial_dead(shell: Shell, partial: str, run: RunId, dead: Collection[str])
     if owner is not None:
         if owner.run == run.run:
             return False
-        alive = owner_alive(owner, run, dead)
+        folder = partial.rsplit("/", 1)[0]
+        alive = owner_alive(owner, run, dead, lambda: _made(volume_age(shell, owner_file, folder, run)))
         if alive:
             return False
         if alive is False and owner.host and owner.host == run.host:
@@ -242,7 +272,7 @@ class HostCleanup(NamedTuple):
     complete: bool  # no VM's cleanup failed: the dead runs' record may go (HostLock.sweep_done)
 
 
-def _power_kept_for(host: Hypervisor, vm, dead: Collection[str]) -> bool:
+def _power_kept_for(host: Hypervisor, vm, dead: Mapping[str, float]) -> bool:
     """A dead run's power-off marker kept while its guest may still be going down (restore_power): the next
     run finishes it only if it still knows that run is dead."""
     path = power_marker(vm)
@@ -254,7 +284,7 @@ def _power_kept_for(host: Hypervisor, vm, dead: Collection[str]) -> bool:
 
 
 def cleanup_host(host: Hypervisor, volume: str, log, run: RunId, dry_run: bool = False,
-                 dead: Collection[str] = ()) -> HostCleanup:
+                 dead: Mapping[str, float] = NONE_DEAD) -> HostCleanup:
     """`hotvcb cleanup`: every VM on the host, every leftover of a dead run (`dead`: as owner_alive's).
     Not complete where a VM's failed, or a dead run's VM is left for the next look (its guest may still be
     going down): a dead run whose pid cannot tell is known dead only by the record the callers keep then,

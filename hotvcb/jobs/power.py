@@ -18,7 +18,7 @@ its folder names our run, so if this run is killed the next run (or
 """
 
 import time
-from typing import Dict, List, Set
+from typing import TYPE_CHECKING, Dict, List, Optional, Set
 
 from .. import crashpoint, interrupt
 from ..errors import HotvcbError, TimeoutExpired
@@ -27,12 +27,16 @@ from ..model import Vm, VmRef
 from ..runid import RunId
 from .leftovers import clear_power_mark, mark_powered_off
 
+if TYPE_CHECKING:
+    from ..store.lock import HostLock
+
 POLL = 1.0
 
 
 class PowerControl:
-    def __init__(self, host: Hypervisor, log, run: RunId):
-        self.host, self.log, self.run = host, log, run
+    def __init__(self, host: Hypervisor, log, run: RunId, lock: "Optional[HostLock]" = None):
+        """`lock`: the run's host lock, checked before a VM is powered off (HostLock.check)."""
+        self.host, self.log, self.run, self.lock = host, log, run, lock
         self._loaded = {}  # type: Dict[str, Vm]  # powered down by shutdown_in_order
         self.ordered_down = []  # type: List[str]  # by shutdown_in_order, to start again
         self.problems = set()  # type: Set[str]  # would not shut down: not backed up
@@ -40,6 +44,8 @@ class PowerControl:
 
     def power_down(self, vm, s) -> None:
         """Shut the guest down, bounded; raises TimeoutExpired when it will not go off."""
+        if self.lock is not None and not self.lock.check():  # taken over while this run was stopped
+            interrupt.raise_pending()
         self.log.info("Powering off initiated for %s, backup will not begin until VM is off..." % vm.name)
         mark_powered_off(self.host, vm, self.run)
         crashpoint.reached("powering-down")

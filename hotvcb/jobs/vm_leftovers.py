@@ -5,21 +5,21 @@ What is whose, and why removing it is safe, is jobs/leftovers.py's; this
 is the order a VM's backup applies it in.
 """
 
-from typing import Collection, List, Optional, Tuple
+from typing import List, Mapping, Optional, Tuple
 
 from ..hosts.base import Hypervisor
 from ..model import Snapshot, Vm, VmRef
 from ..runid import RunId
-from .leftovers import is_ours, remove_our_snapshots, restore_power
+from .leftovers import NONE_DEAD, is_ours, remove_our_snapshots, restore_power
 
 
 def clear_dead_runs(host: Hypervisor, ref: VmRef, vm: Vm, log, run: RunId, dry_run: bool,
                     snaps: Optional[List[Snapshot]] = None,
-                    dead: Collection[str] = ()) -> Tuple[Vm, List[Snapshot], bool]:
+                    dead: Mapping[str, float] = NONE_DEAD) -> Tuple[Vm, List[Snapshot], bool]:
     """A dead run's snapshots removed and the VM it powered off powered on: (the VM as it is now,
     its snapshots, whether a dry run left a leftover snapshot that the real run removes first).
     `snaps`: the VM's snapshots if they were asked about already (jobs/lookahead.py); `dead`: the runs
-    whose lock this run took over as gone (leftovers.owner_alive)."""
+    whose lock this run took over as gone, with when (leftovers.owner_alive)."""
     if snaps is None:
         snaps = host.snapshots(vm)  # one look serves the leftover check and the pre-flight
     pending = False

@@ -29,6 +29,18 @@ stale. The same heartbeat keeps the run's `-partial` folder owner files fresh
 (`watch`), which is how hosts sharing an NFS volume tell a live backup from a
 dead one.
 
+A holder only stopped (SIGSTOP, a VM host's hiccup) past STALE_AFTER loses its
+lock to the next run and, continued, must not go on beside it: its heartbeat
+(`check`) reads the lock before each beat, and once another run holds it the
+run stops as on SIGTERM (interrupt.stop): it undoes its own snapshot, partial
+backup and powered-off VM, names the taker in its log and final status, and
+touches neither that run's lock nor its owner files again. A run also checks
+right before it changes a VM (a snapshot, a power-off), which a heartbeat
+could be up to HEARTBEAT late for: one read of a small file, one round trip in
+file-by-file SSH mode, next to a snapshot or shutdown that takes seconds.
+The taker keeps when it took each lock over (`takeovers`): what carries a dead
+run's id but was made after that is a resumed run's (jobs/leftovers.py).
+
 The host id (runid.host_id) is kept next to the lock. It lives on the host's
 ramdisk on ESXi and is new after a reboot, which only makes older records look
 foreign — and foreign records are judged by their heartbeat.
@@ -36,8 +48,9 @@ foreign — and foreign records are judged by their heartbeat.
 
 import threading
 import time
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
+from .. import interrupt, lazyre
 from ..errors import HostError, LockError
 from ..runid import RECORD_MAX, RunId, parse, running
 from ..shell import Shell
@@ -48,6 +61,7 @@ SWEEP_KEEP = 16  # dead runs the sweep record names at most (the newest): each a
 HEARTBEAT = 30.0
 STALE_AFTER = 300.0  # ten missed heartbeats
 TAKEOVER_STALE = 60.0  # a takeover takes milliseconds; one this old died mid-way
+_TAKEN_AT = lazyre.compile(r" takeover=([0-9]{1,12})$")  # a sweep record line's end: when the lock was taken over
 
 
 def holder_alive(shell: Shell, path: str, record: Optional[RunId], me: RunId) -> bool:
@@ -74,6 +88,8 @@ class HostLock:
         self._watched = []  # type: List[str]
         self._stop = threading.Event()
         self._beat = None  # type: Optional[threading.Thread]
+        self.lost_to = None  # type: Optional[RunId]  # the run that took the lock over while this one was stopped
+        self._checking = threading.Lock()  # the heartbeat's check and a change's: one says the loss, once
 
     def acquire(self) -> "HostLock":
         try:
@@ -121,8 +137,9 @@ class HostLock:
                 self.log("taking over the run lock %s from %s, which is gone" % (self.path, record or "an unknown run"))
                 # recorded until a real run has looked for what that run left (a dry run only looks), beside
                 # the runs already recorded: one that took a lock over may die before its sweep
-                runs = [r.text() for r in self._swept_records()] + [record.text() if record else "unknown run"]
-                self.shell.write_text(self.sweep_path, "\n".join(runs[-SWEEP_KEEP:]) + "\n")
+                swept = self._swept() + ([(record, time.time())] if record else [])
+                self.shell.write_text(self.sweep_path, "".join("%s takeover=%d\n" % (r.text(), at)
+                                                               for r, at in swept[-SWEEP_KEEP:]))
                 self.shell.remove_tree(self.path)
                 self.took_over = True
         finally:
@@ -138,16 +155,27 @@ class HostLock:
 
     def dead_runs(self) -> Tuple[str, ...]:
         """The run ids of the holders whose locks were taken over as gone (by their pid, or by their stale heartbeat
-        where the pid cannot tell), while their leftovers are still to be looked for: what carries such an id is a
-        dead run's where its pid cannot tell (jobs/leftovers.owner_alive), as in another pid namespace it never can."""
-        return tuple(r.run for r in self._swept_records())
+        where the pid cannot tell), while their leftovers are still to be looked for."""
+        return tuple(self.takeovers())
 
-    def _swept_records(self) -> List[RunId]:
+    def takeovers(self) -> Dict[str, float]:
+        """dead_runs, each with when its lock was taken over (epoch, by the taker's clock): what carries such an
+        id and was made before then is a dead run's where its pid cannot tell (jobs/leftovers.owner_alive), as in
+        another pid namespace it never can; what was made later is the run's own, resumed after a stop."""
+        return {r.run: at for r, at in self._swept()}
+
+    def _swept(self) -> List[Tuple[RunId, float]]:
         try:
             text = self.shell.read_regular(self.sweep_path, RECORD_MAX)
         except HostError:
             return []  # none taken over, or nothing of ours (a planted FIFO)
-        return [r for r in map(parse, text.splitlines()) if r is not None]
+        now = time.time()  # an older hotvcb's line says no time: taken over by now, at the latest
+        swept = []
+        for line in text.splitlines():
+            record, at = parse(line), _TAKEN_AT.search(line)
+            if record is not None:
+                swept.append((record, min(now, float(at.group(1))) if at else now))
+        return swept
 
     def sweep_done(self) -> None:
         self.took_over = False
@@ -171,31 +199,48 @@ class HostLock:
         self._beat.start()
 
     def _beat_loop(self) -> None:
-        while not self._stop.wait(HEARTBEAT):
-            self._keep_lock()
+        while not self._stop.wait(HEARTBEAT) and self.check():
             for path in [self.path] + list(self._watched):
                 try:
                     self.shell.touch(path)
                 except (HostError, OSError):
                     pass  # a missed beat is not an error; ten are a dead run
 
-    def _keep_lock(self) -> None:
-        """Put the lock file back if someone deleted it under us (an admin's rm, a reboot script)."""
+    def check(self) -> bool:
+        """Whether this run still holds its lock. Once another run holds it (this one was stopped past STALE_AFTER
+        and the other took it over, or took it when it was deleted), this run is stopped as by SIGTERM
+        (interrupt.stop) and False said from then on; a lock that cannot be read is not taken as lost."""
+        with self._checking:
+            if self.lost_to is None and self.held:
+                try:
+                    holder = self._holder()
+                except (HostError, OSError):
+                    return True
+                if holder is not None and holder.run != self.run.run:
+                    self.lost_to = holder
+                    why = ("the run lock %s was taken over by %s: this run was stopped for longer than STALE_AFTER "
+                           "(%d s); stopping" % (self.path, holder, STALE_AFTER))
+                    self.log(why)
+                    interrupt.stop(why)
+            return self.lost_to is None
+
+    def _holder(self) -> Optional[RunId]:
+        """The lock's holder as its file says (None: not a record), put back first if someone deleted it under us
+        (an admin's rm, a reboot script)."""
         try:
+            return parse(self.shell.read_regular(self.path, RECORD_MAX))
+        except HostError:
             if self.shell.exists(self.path):
-                return
-            mine = "%s.%s" % (self.path, self.run.run)
-            self.shell.write_text(mine, self.record)
-            try:
-                if self.shell.link_new(mine, self.path):
-                    self.log("the run lock %s was deleted while this run held it; put it back" % self.path)
-                else:
-                    self.log("the run lock %s was deleted and taken by another run; two runs now work on "
-                             "this host" % self.path)
-            finally:
-                self.shell.remove_tree(mine)
-        except (HostError, OSError):
-            pass
+                raise  # there, and not readable now: no news
+        mine = "%s.%s" % (self.path, self.run.run)
+        self.shell.write_text(mine, self.record)
+        try:
+            if self.shell.link_new(mine, self.path):
+                self.log("the run lock %s was deleted while this run held it; put it back" % self.path)
+                return self.run
+        finally:
+            self.shell.remove_tree(mine)
+        return parse(self.shell.read_regular(self.path, RECORD_MAX))  # another run's, taken while it was gone
 
     def release(self) -> None:
         if not self.held:
