@@ -98,11 +98,13 @@ def test_nfs_target_is_unmounted_after_a_failed_backup(tmp_path):
         assert not [f for f in files if f.endswith(".vmdk")], files
         assert snapshot_names(host, vmid) == []
         # status reads the backups where the run wrote them and never mounts: it says why it sees none
+        unmounted = ("the NFS share 10.0.0.5:/export/backups (datastore nfs_backup) is not mounted; mount it or run a "
+                     "backup (UNMOUNT_NFS=1 unmounts it as each run ends)")
         r = hotvcb(host, "status", "-g", nfs_conf(host), "--json")
         [why] = [c for c in json.loads(r.stdout)["checks"] if c["name"] == "nfs_backup (backup target)"]
-        assert why["severity"] == "WARN" and why["message"] == (
-            "the NFS share 10.0.0.5:/export/backups (datastore nfs_backup) is not mounted; mount it or run a backup "
-            "(UNMOUNT_NFS=1 unmounts it as each run ends)"), why
+        assert why["severity"] == "WARN" and why["message"] == unmounted, why
+        r = hotvcb(host, "restore", "--latest", "app", "--datastore", "datastore1", "-g", nfs_conf(host))
+        assert r.returncode == 1 and "/vmfs/volumes/nfs_backup/hotvcb; %s" % unmounted in r.stderr, r.stderr
     finally:
         host.stop()
 
