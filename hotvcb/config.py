@@ -8,6 +8,7 @@ night, and the jobs can trust what Settings holds.
 
 import codecs
 import os
+import posixpath
 import re
 import stat
 from dataclasses import replace
@@ -441,7 +442,30 @@ def load_settings(global_path: Optional[str], base: Settings = Settings()) -> Tu
     if global_path is None:
         return base, []
     values, warnings = _read_settings_file(global_path, per_vm=False)
-    return _apply(base, values), warnings
+    return _nfs_target(_apply(base, values)), warnings
+
+
+NFS_NEEDS = ("NFS_SERVER", "NFS_MOUNT", "NFS_LOCAL_NAME", "NFS_VM_BACKUP_DIR")
+
+
+def _nfs_target(s: Settings) -> Settings:
+    """With ENABLE_NON_PERSISTENT_NFS=1 the backup volume is /vmfs/volumes/<NFS_LOCAL_NAME>/<NFS_VM_BACKUP_DIR>
+    whatever VM_BACKUP_VOLUME says, as in ghettoVCB (whose template keeps that line in every file). It is
+    made here, once, so that `list`, `status`, `verify`, `restore` and `cleanup` look where `backup` wrote.
+    ghettoVCB exits before its first VM when NFS_LOCAL_NAME or NFS_VM_BACKUP_DIR is empty (never the share's
+    root); a name with `..` or `/` in it would leave the share."""
+    if not s.enable_non_persistent_nfs:
+        return s
+    where = s.where("enable_non_persistent_nfs")
+    missing = [key for key in NFS_NEEDS if not getattr(s, key.lower())]
+    if missing:
+        raise UsageError("%s: ENABLE_NON_PERSISTENT_NFS=1 needs %s" % (where, ", ".join(missing)))
+    volume = "/vmfs/volumes/%s/%s" % (s.nfs_local_name, s.nfs_vm_backup_dir.strip("/"))
+    if "/" in s.nfs_local_name or posixpath.normpath(volume) != volume:
+        raise UsageError("%s: NFS_LOCAL_NAME=%r with NFS_VM_BACKUP_DIR=%r is no folder on the share (a datastore "
+                         "name, then a folder path without . or ..)" % (where, s.nfs_local_name, s.nfs_vm_backup_dir))
+    origin = dict(s.origin, vm_backup_volume=s.where("nfs_vm_backup_dir"))
+    return replace(s, vm_backup_volume=volume, origin=tuple(origin.items()))
 
 
 def _can_be_file_name(vm_name: str) -> bool:
@@ -465,4 +489,7 @@ def for_vm(settings: Settings, confdir: Optional[str], vm_name: str) -> Tuple[Se
     if not os.path.lexists(path):
         return settings, []
     values, warnings = _read_settings_file(path, per_vm=True)
+    if settings.enable_non_persistent_nfs and "vm_backup_volume" in values:
+        warnings.append("%s: VM_BACKUP_VOLUME ignored: ENABLE_NON_PERSISTENT_NFS=1 puts every VM in %s, as "
+                        "ghettoVCB did" % (values.pop("vm_backup_volume")[1], settings.vm_backup_volume))
     return _apply(settings, values), warnings

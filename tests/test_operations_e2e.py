@@ -1,6 +1,7 @@
 """Issue 4 through the backup CLI: NFS target mounted for the run, two hosts on one
 share, and the e-mail an admin gets."""
 
+import json
 import os
 import time
 
@@ -37,6 +38,8 @@ def test_two_hosts_share_an_nfs_target_without_clobbering(tmp_path):
         for p, out in zip(runs, outs):
             assert p.returncode == 0, "\n=====\n".join(outs)
             assert "Mounting NFS 10.0.0.5:/export/backups as datastore nfs_backup" in out
+            # the CONFIG line names where the backups go, not the VM_BACKUP_VOLUME the NFS keys override
+            assert "backups to /vmfs/volumes/nfs_backup/hotvcb (NFS 10.0.0.5:/export/backups) as" in out
             assert "Unmounting NFS datastore nfs_backup" in out
         folder = share / "10.0.0.5" / "export" / "backups" / "hotvcb" / "app"
         entries = sorted(os.listdir(folder))
@@ -94,6 +97,14 @@ def test_nfs_target_is_unmounted_after_a_failed_backup(tmp_path):
         assert "STATUS.error" in files and "hotvcb.json" in files
         assert not [f for f in files if f.endswith(".vmdk")], files
         assert snapshot_names(host, vmid) == []
+        # status reads the backups where the run wrote them and never mounts: it says why it sees none
+        unmounted = ("the NFS share 10.0.0.5:/export/backups (datastore nfs_backup) is not mounted; mount it or run a "
+                     "backup (UNMOUNT_NFS=1 unmounts it as each run ends)")
+        r = hotvcb(host, "status", "-g", nfs_conf(host), "--json")
+        [why] = [c for c in json.loads(r.stdout)["checks"] if c["name"] == "nfs_backup (backup target)"]
+        assert why["severity"] == "WARN" and why["message"] == unmounted, why
+        r = hotvcb(host, "restore", "--latest", "app", "--datastore", "datastore1", "-g", nfs_conf(host))
+        assert r.returncode == 1 and "/vmfs/volumes/nfs_backup/hotvcb; %s" % unmounted in r.stderr, r.stderr
     finally:
         host.stop()
 

@@ -106,8 +106,6 @@ NFS_CONF = ("VM_BACKUP_VOLUME=/vmfs/volumes/mini-local-datastore-hdd/backups\nEN
             "NFS_VM_BACKUP_DIR=mybackups\n")
 
 
-@pytest.mark.xfail(strict=True, reason="only `backup` applies ENABLE_NON_PERSISTENT_NFS (jobs/nfs.NfsTarget); "
-                   "list, status, verify, restore --latest and cleanup read VM_BACKUP_VOLUME, where no backup is")
 def test_list_looks_where_the_nfs_keys_put_the_backups(tmp_path, capsys):
     """ghettoVCB.sh with ENABLE_NON_PERSISTENT_NFS=1 sets VM_BACKUP_VOLUME to
     /vmfs/volumes/<NFS_LOCAL_NAME>/<NFS_VM_BACKUP_DIR> and ignores the file's own VM_BACKUP_VOLUME
@@ -169,8 +167,6 @@ def test_ghettovcb_restore_finds_one_vmx_in_a_hotvcb_backup(site):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="the dry run checks the NFS target it did not mount (preflight's "
-                   "volume.check): every VM fails with 'is not on a datastore of this host', exit 6")
 def test_dry_run_with_a_non_persistent_nfs_share_is_ok(site):
     """migrating-from-ghettovcb.md step 2: dry-run the existing job first. ghettoVCB.sh mounts the
     share only when not a dry run, and its dry run ends "Final status: OK, only a dryrun." (exit 0);
@@ -229,8 +225,6 @@ def test_restore_finds_a_disk_ghettovcb_kept_in_a_folder_of_its_datastore(site):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="a per-VM file's VM_BACKUP_VOLUME is laid over the NFS target "
-                   "(jobs/backup.py: config.for_vm on the settings NfsTarget made), so that VM goes elsewhere")
 def test_a_per_vm_file_does_not_move_a_vm_off_the_nfs_share(site):
     """ghettoVCB.sh with ENABLE_NON_PERSISTENT_NFS=1 puts every VM in
     /vmfs/volumes/<NFS_LOCAL_NAME>/<NFS_VM_BACKUP_DIR>/<VM>, whatever VM_BACKUP_VOLUME says, and its

@@ -101,8 +101,8 @@ def check(args, target: "common.Target") -> List[str]:
         warnings += vm_warnings
         targets.add((vm_settings.vm_backup_volume, vm_settings.create_vm_backup_volume))
     if settings.enable_non_persistent_nfs:
-        warnings.append("VM_BACKUP_VOLUME is the NFS share mounted at run time (ENABLE_NON_PERSISTENT_NFS); "
-                        "not checked now")
+        warnings.append("the backups go to %s, on the NFS share mounted at run time (ENABLE_NON_PERSISTENT_NFS); "
+                        "not checked now" % settings.vm_backup_volume)
     else:
         for path, create in sorted(targets):
             volume.check(host, path, create)
@@ -138,14 +138,15 @@ def run(args) -> int:
         work = common.WorkDir(args.workdir, run, settings.workdir_debug, log)
         log.info("============================== hotvcb LOG START ==============================")
         log.info("HOST: %s (%s), job %s, %s" % (host.shell.description, host.describe(), args.job_name, run))
-        log.info("CONFIG: %s; backups to %s as %s, keep %d" % (
+        log.info("CONFIG: %s; backups to %s%s as %s, keep %d" % (
             config.shown_as(args.global_conf or "built-in defaults"), settings.vm_backup_volume,
+            " (NFS %s:%s)" % (settings.nfs_server, settings.nfs_mount) if settings.enable_non_persistent_nfs else "",
             settings.disk_backup_format, settings.vm_backup_rotation_count))
         if dry_run:
             log.info("DRY RUN: nothing will be changed")
-        with NfsTarget(host, settings, log, dry_run) as run_settings:
-            job = BackupJob(host, run_settings, log, run, asked=asked, lock=lock, confdir=args.confdir,
-                            dry_run=dry_run, job_name=args.job_name)
+        with NfsTarget(host, settings, log, dry_run) as nfs:
+            job = BackupJob(host, settings, log, run, asked=asked, lock=lock, confdir=args.confdir,
+                            dry_run=dry_run, job_name=args.job_name, unmounted=nfs.would_mount)
             results = job.run(names, exclude)
         status, code = final_status(results, dry_run)
         for r in results:

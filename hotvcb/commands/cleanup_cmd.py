@@ -9,7 +9,7 @@ import os
 
 from .. import interrupt
 from ..errors import UsageError
-from ..jobs import restore_scratch
+from ..jobs import nfs, restore_scratch
 from ..jobs.leftovers import cleanup_host
 from ..runid import RunId, machine_id
 from ..shell import LocalShell
@@ -38,6 +38,9 @@ def run(args) -> int:
     lock, me = common.lock_host(host, log, args.host_target)
     before = len(log.lines)
     try:
+        unmounted = nfs.unmounted(host.shell, settings)
+        if unmounted:
+            log.warning("%s; leftovers on the share were not looked for" % unmounted)
         swept = cleanup_host(host, settings.vm_backup_volume, log, me, args.level == "dryrun", lock.takeovers())
         n = swept.found + restore_scratch.sweep(host.shell, [d.url for d in host.datastores()], log, me,
                                                 args.level == "dryrun")

@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .. import config, vmdk
 from ..errors import HostError
+from ..jobs import nfs
 from ..runlog import columns, say, say_json
 from ..shell import Shell
 from ..store import health, layout, manifest
@@ -138,14 +139,23 @@ def run(args) -> int:
     for w in warnings:
         say("hotvcb: warning: %s" % w, stream=sys.stderr)
     volume = args.volume or settings.vm_backup_volume
+    shell = common.connect(args.host_target).shell
     # on stderr, as the config's warnings: --json's stdout stays one JSON document
-    rows = backup_rows(common.connect(args.host_target).shell, volume, args.vm,
-                       odd=lambda line: say("hotvcb: warning: %s" % line, stream=sys.stderr))
+    say_unmounted(shell, settings, args.volume)
+    rows = backup_rows(shell, volume, args.vm, odd=lambda line: say("hotvcb: warning: %s" % line, stream=sys.stderr))
     if args.json:
         say_json({"volume": volume, "backups": rows}, indent=2)
     else:
         say(table(rows) if rows else "no backups under %s%s" % (volume, " for %r" % args.vm if args.vm else ""))
     return 0
+
+
+def say_unmounted(shell: Shell, settings, volume: Optional[str]) -> None:
+    """Why `list` and `verify` (which never mount) may find no backups: the NFS share the backups are on is
+    not mounted. Not for a --volume of the admin's own."""
+    why = "" if volume else nfs.unmounted(shell, settings)
+    if why:
+        say("hotvcb: warning: %s" % why, stream=sys.stderr)
 
 
 def table(rows: List[Dict[str, Any]]) -> str:

@@ -15,6 +15,7 @@ from typing import List
 
 from .. import config, interrupt
 from ..errors import HotvcbError, Interrupted, UsageError, VmNotFound
+from ..jobs import nfs
 from ..jobs.restore import RestoreJob
 from ..jobs.restore_plan import require_usable_name
 from ..restorefile import BadLine, RestoreRequest, datastore_path, disk_format, read_restore_file, trim_path
@@ -83,9 +84,9 @@ def requests_from(args, settings) -> list:
                                                                             args.latest, odd.append)]
         good = [b for b, v in verdicts if v.good and not rotation.made_elsewhere(v.manifest, source)]
         if not good:
-            raise UsageError("no good backup of %r under %s%s%s" % (
+            raise UsageError("no good backup of %r under %s%s%s%s" % (
                 args.latest, settings.vm_backup_volume, _close_names(shell, settings.vm_backup_volume, args.latest),
-                layout.odd_named(odd)))
+                layout.odd_named(odd), nfs.because(shell, settings)))
         backup = good[-1].path
     return [RestoreRequest(trim_path(backup), trim_path(target), fmt, args.name or None)]
 

@@ -13,7 +13,7 @@ from typing import List
 from .. import config, interrupt
 from ..convert.machine import BUILT_BUSES, NIC_MODELS
 from ..errors import HotvcbError, UsageError
-from ..jobs import backup_check
+from ..jobs import backup_check, nfs
 from ..restorefile import trim_path
 from ..runlog import RunLog
 from ..shell import LocalShell
@@ -64,8 +64,8 @@ def run(args, level: str) -> int:
         backup = backup_check.newest_good(shell, settings.vm_backup_volume, args.latest, odd.append)
         if backup is None:
             log.close()
-            raise UsageError("no good backup of %r under %s%s" % (args.latest, settings.vm_backup_volume,
-                                                                 layout.odd_named(odd)))
+            raise UsageError("no good backup of %r under %s%s%s" % (args.latest, settings.vm_backup_volume,
+                                                                   layout.odd_named(odd), nfs.because(shell, settings)))
     interrupt.install()
     req = KvmRequest(trim_path(backup), trim_path(args.kvm), fmt, args.name or None, args.keep_macs,
                      args.disk_bus, args.nic_model, args.define_in)

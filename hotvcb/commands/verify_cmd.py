@@ -101,6 +101,7 @@ def run(args) -> int:
         repo_cmd.here_only(args)
         return repo_cmd.verify_repository(args.repo, args.sample, args.new, args.json)
     shell = common.connect(args.host_target).shell
+    list_cmd.say_unmounted(shell, settings, args.volume)
     paths, skipped = targets(shell, args.volume or settings.vm_backup_volume, args.target, args.all)
     results = []
     for path in paths:

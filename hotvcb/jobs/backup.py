@@ -60,11 +60,13 @@ class BackupJob:
         confdir: Optional[str] = None,
         dry_run: bool = False,
         job_name: str = "hotvcb",
+        unmounted: bool = False,
     ):
         """`run` is this run's record (its host id set); `lock` the HostLock held for it,
-        whose heartbeat keeps our -partial folders visibly alive; `asked` the run's first questions."""
+        whose heartbeat keeps our -partial folders visibly alive; `asked` the run's first questions;
+        `unmounted`: the target is the NFS share this dry run would have mounted (jobs/nfs.py)."""
         self.host, self.settings, self.log, self.run_id, self.lock = host, settings, log, run, lock
-        self.confdir, self.dry_run, self.job_name = confdir, dry_run, job_name
+        self.confdir, self.dry_run, self.job_name, self.unmounted = confdir, dry_run, job_name, unmounted
         self.asked = asked
         self.power = PowerControl(host, log, run, lock)
         # rotation's removals, in a thread while the run goes on (store/deleter.py); waited for before it ends
@@ -284,7 +286,8 @@ class _VmBackup:
             remove_partials(self.host.shell, self.s.vm_backup_volume, vm.name, self.log, run,
                             finish=self.job.deleter.remove, dead=self.job.dead)
         disks = preflight.disks_to_copy(vm, self.s, self.log)
-        plan = preflight.check(self.host, self.s, self.log, self.job.space, vm, disks, snaps, pending)
+        plan = preflight.check(self.host, self.s, self.log, self.job.space, vm, disks, snaps, pending,
+                               unmounted=self.job.unmounted)
         self.capacity, self.tree, self.user_snapshots = plan.capacity, plan.tree, plan.user_snapshots
         if dry:
             preflight.dry_run(self.host, self.s, self.log, vm, disks, plan, self.started)

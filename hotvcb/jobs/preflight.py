@@ -87,11 +87,13 @@ def disks_to_copy(vm: Vm, s: Settings, log) -> List[Disk]:
 
 
 def check(host: Hypervisor, s: Settings, log, space: SpaceLedger, vm: Vm, disks: List[Disk],
-          snaps: List[Snapshot], pending: bool = False) -> Plan:
+          snaps: List[Snapshot], pending: bool = False, unmounted: bool = False) -> Plan:
     """Everything that can fail before we change anything on the host (`snaps`: read just now).
 
     `pending`: a dry run left a dead run's snapshot in place; its deltas are
     still there, so stray deltas can only be told apart once it is gone.
+    `unmounted`: the target is the NFS share a dry run would mount; until then
+    there is nothing to check or measure (its free space is unknown, as nfs.py said).
     """
     if pending:
         log.info("%s: delta files are checked once the leftover snapshot is gone" % vm.name)
@@ -143,7 +145,7 @@ def check(host: Hypervisor, s: Settings, log, space: SpaceLedger, vm: Vm, disks:
     # a compressed backup's .gz, as large as its folder at most, is written while the folder is there
     archive = needed if s.enable_compression else 0
     target = functools.partial(volume.check, host, s.vm_backup_volume, s.create_vm_backup_volume)
-    free = None if s.vm_backup_repository else space.reserve(vm.name, s.vm_backup_volume, needed, target,
+    free = None if s.vm_backup_repository or unmounted else space.reserve(vm.name, s.vm_backup_volume, needed, target,
                                                              functools.partial(target, free=False), archive)
     if free is not None and needed > free:
         raise HotvcbError(

@@ -29,6 +29,7 @@ from ..store import health, lastrun, layout, rotation
 from ..store.lock import LOCK_NAME, holder_alive
 from ..treeview import ScannedShell
 from ..units import human_size
+from . import nfs
 from .leftovers import is_ours, power_marker
 from .. import lazyre
 
@@ -105,6 +106,9 @@ def host_status(host: Hypervisor, settings: Settings, limits: Limits, names: Opt
         report.checks.extend(_left_off(host, vm, run_alive))
         needed += sum(host.bytes_needed(d, settings.disk_backup_format) for d in vm.disks if not d.skip_reason)
     report.checks.extend(_datastores(host, settings, limits, needed))
+    unmounted = "" if settings.vm_backup_repository else nfs.unmounted(host.shell, settings)
+    if unmounted:  # why every VM has no backup: the backups are where this command does not look
+        report.checks.append(Check(WARN, "datastore", settings.nfs_local_name + " (backup target)", unmounted))
     return report
 
 
