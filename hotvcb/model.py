@@ -38,6 +38,8 @@ class Disk:
     adapter: str  # lsilogic, pvscsi, sata, ide, nvme, ... (for vmkfstools -a)
     mode: str = "persistent"
     skip_reason: str = ""  # why the disk cannot be backed up (independent, pRDM)
+    # the backup's sub-folder for it: the datastore a .vmx names it on by full path (store/seal.plan_disks)
+    kept_in: str = ""
 
     @property
     def filename(self) -> str:

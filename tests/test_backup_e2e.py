@@ -56,7 +56,7 @@ def test_hot_backup_holds_the_snapshot_instant_and_loses_no_write(host, tmp_path
     folder = os.path.join(backup_root(host, vm), entry)
     ds5 = uuid_of(host, "ds5")  # named as the .vmx names it, where ghettoVCB-restore looks
     assert sorted(os.listdir(folder)) == sorted([
-        "STATUS.ok", "hotvcb.json", vm + ".vmx", vm + ".nvram", vm + ".vmxf",
+        "STATUS.ok", "hotvcb.json", vm + ".vmx", vm + ".nvram", "." + vm + ".vmxf",
         vm + ".vmdk", vm + "-flat.vmdk", ds5])
     assert sorted(os.listdir(os.path.join(folder, ds5))) == [vm + "_1-flat.vmdk", vm + "_1.vmdk"]
     for node, rel in (("scsi0:0", vm + ".vmdk"), ("sata0:0", "%s/%s_1.vmdk" % (ds5, vm))):

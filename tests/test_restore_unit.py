@@ -8,8 +8,9 @@ import pytest
 
 from hotvcb.errors import UsageError
 from hotvcb.jobs import restore_write
+from hotvcb.jobs.machine_of import machine_of
 from hotvcb.jobs.restore_check import Checking
-from hotvcb.jobs.restore_plan import DiskCopy, Plan, RestoreError, _unique
+from hotvcb.jobs.restore_plan import DiskCopy, Plan, Planner, RestoreError, _unique
 from hotvcb.jobs.vmx_identity import answer_moved_or_copied
 from hotvcb.vmx import VmxFile
 from hotvcb.restorefile import BadLine, RestoreRequest, disk_format, parse_line, read_restore_file
@@ -154,3 +155,40 @@ def test_a_sparse_delta_naming_another_parent_when_copied_is_not_cloned(tmp_path
         restore_write.fill(host, req, _Log(), plan, Checking(req, _Log(), None))
     assert host.cloned == []
     assert os.listdir(str(target / restore_write.CHECKED)) == ["disk-000001.vmdk"]
+
+
+class _Stranger:
+    """The host of a restore that knows none of the backup's datastores (another host's)."""
+
+    shell = LocalShell()
+
+    def datastores(self):
+        return []
+
+    def bytes_needed(self, disk, fmt):
+        return 1 << 20
+
+
+@pytest.mark.parametrize("named,kept,vmxf", [
+    ("/vmfs/volumes/ds9/abs/abs_1.vmdk", "ds9/abs_1.vmdk", ".abs.vmxf"),  # hotvcb's layout, ghettoVCB's
+    ("/vmfs/volumes/ds9/abs/abs_1.vmdk", "abs_1.vmdk", "abs.vmxf"),  # older hotvcb's: both beside the .vmx
+    ("/vmfs/volumes/ds9/disks/app/abs_1.vmdk", "ds9/disks/abs_1.vmdk", "abs.vmxf"),  # ghettoVCB.sh's ${DS_UUID%/*/*}
+])
+def test_restore_reads_a_full_path_disk_and_the_vmxf_where_each_layout_keeps_them(tmp_path, named, kept, vmxf):
+    """Backups laid out as ghettoVCB-restore reads them are restored by hotvcb too (and converted by
+    restore --kvm), and so are those older hotvcb wrote; a disk the plan did not find would be
+    restored disconnected."""
+    backup = tmp_path / "abs-2026-12-01_21-00-01"
+    (backup / kept).parent.mkdir(parents=True, exist_ok=True)
+    (backup / "abs.vmx").write_text('displayName = "abs"\nextendedConfigFile = "abs.vmxf"\n'
+                                    'scsi0:1.fileName = "%s"\nscsi0:1.present = "TRUE"\n' % named)
+    (backup / kept).write_text('# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n'
+                               'createType="vmfs"\n\nRW 2048 VMFS "abs_1-flat.vmdk"\n\nddb.adapterType = "lsilogic"\n')
+    with open(str((backup / kept).parent / "abs_1-flat.vmdk"), "wb") as f:
+        f.truncate(1 << 20)
+    (backup / vmxf).write_text("<Foundry/>")
+    req = RestoreRequest(str(backup), str(tmp_path), "thin")
+    plan = Planner(_Stranger(), _Log(), req, list).plan(LocalShell(), str(backup), None, quiet=True)
+    assert [d.source for d in plan.disks] == [str(backup / kept)]
+    assert plan.files == [(str(backup / vmxf), "abs.vmxf")]
+    assert [d.source for d in machine_of(LocalShell(), str(backup)).machine.disks] == [str(backup / kept)]  # --kvm

@@ -19,6 +19,7 @@ from ..model import DatastoreInfo, Disk, Snapshot, SnapshotTree, Vm, VmRef
 from ..runlog import RunLog
 from ..settings import DISK_FORMATS
 from ..shell import Shell
+from ..store import layout
 from ..treeview import ScannedShell
 from ..vmx import VmxFile
 from . import esxi_release, esxi_rows, esxi_tree, vimcmd
@@ -204,7 +205,8 @@ class EsxiHost:
             skip = "descriptor unreadable: %s" % err
         if "independent" in mode:
             skip = "independent disk (%s) is not part of snapshots" % mode
-        return Disk(key=dev, path=path, datastore=_datastore_of(path, names), adapter=adapter, mode=mode, skip_reason=skip)
+        return Disk(key=dev, path=path, datastore=_datastore_of(path, names), adapter=adapter, mode=mode,
+                    skip_reason=skip, kept_in=layout.disk_folder(name)[0])
 
     def backup_config(self, vm: Vm, disk_names: Dict[str, str]) -> Tuple[str, str]:
         """The .vmx as a backup holds it: each disk named as the backup names it (its base

@@ -23,7 +23,7 @@ from ..convert.machine import (MAX_MEMORY_MIB, MAX_VCPUS, ConvertError, DiskSpec
 from ..convert.vmx_to_domain import machine_from_vmx
 from ..errors import HostError
 from ..shell import FileReader
-from ..store import manifest
+from ..store import layout, manifest
 from ..vmdk import base_name
 from . import backup_check
 
@@ -78,7 +78,10 @@ def _from_vmx(fs: FileReader, folder: str, name: str, disk_bus: Optional[str], n
         base = filename.rsplit("/", 1)[-1]
         candidates = [folder + "/" + n for n in (base, base_name(base))]
         candidates += [folder + "/" + sub + "/" + n for sub in fs.listdir(folder) if fs.isdir(folder + "/" + sub)
-                       for n in (base, base_name(base))]  # a disk from another datastore
+                       for n in (base, base_name(base))]  # a disk the .vmx names by full path
+        datastore, deeper = layout.disk_folder(filename)
+        if deeper:  # ghettoVCB.sh's folder for one in a folder deeper than a VM's
+            candidates += [folder + "/" + datastore + "/" + deeper + "/" + n for n in (base, base_name(base))]
         for path in candidates:
             if fs.exists(path) and not fs.isdir(path):
                 backup_check.require_chain_inside(fs, path)  # qemu reads the parents as the disk's data

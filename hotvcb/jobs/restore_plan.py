@@ -203,19 +203,20 @@ class Planner:
     def _disk_source(self, fs: FileReader, backup: str, filename: str) -> Optional[str]:
         """Where a .vmx disk entry's data sits in the backup.
 
-        A disk from another datastore sits in `<backup>/<datastore>/<file>`,
-        where <datastore> is the label (hotvcb) or whatever the .vmx path
-        named, often the UUID (ghettoVCB). Both spellings are tried through
-        this host's datastore list, then any single subfolder holding the
-        file (a restore on another host, where the datastore is unknown).
+        A disk the .vmx names by full path sits in `<backup>/<datastore>/<file>`,
+        where <datastore> is the label (older hotvcb) or whatever the .vmx path
+        named, often the UUID, or in ghettoVCB.sh's folder below the latter
+        (layout.disk_folder). Both spellings are tried through this host's
+        datastore list, then the backup itself (where older hotvcb kept one on
+        the VM's own datastore), then any single subfolder holding the file (a
+        restore on another host, where the datastore is unknown).
         """
         base = filename.rsplit("/", 1)[-1]
         names = (base, base_name(base))
-        folders = []
-        if filename.startswith("/vmfs/volumes/"):
-            parts = filename.split("/")
-            if len(parts) > 4:
-                folders = [backup + "/" + a for a in self._datastore_aliases(parts[3])]
+        datastore, deeper = layout.disk_folder(filename)
+        folders = [backup + "/" + a for a in self._datastore_aliases(datastore)] if datastore else []
+        if deeper:
+            folders.append(backup + "/" + datastore + "/" + deeper)
         folders.append(backup)
         for folder in folders:
             for candidate in names:
@@ -248,7 +249,7 @@ class Planner:
         if value:
             candidates.append(value.rsplit("/", 1)[-1])
         candidates.append(vmx_file[: -len(".vmx")] + ext)
-        for c in candidates:
+        for c in dict.fromkeys(n for name in candidates for n in (layout.side_file_name(name), name)):
             path = backup + "/" + c
             if fs.exists(path) and not fs.isdir(path):
                 if fs is self.shell:  # an archive's members are regular files (targz.scan refuses any other)

@@ -22,7 +22,7 @@ import os
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 from ..errors import NotABackup
 from ..shell import Shell
@@ -86,6 +86,28 @@ def control_character(name: str) -> Optional[str]:
         return None
     return "it holds a NUL character" if m.group() == "\0" else \
         "it holds a line break or other control character (%r)" % m.group()
+
+
+def side_file_name(filename: str) -> str:
+    """The name a file copied from beside the VM's .vmx (its .nvram, .vmxf) has in a backup.
+    ghettoVCB-restore.sh takes a backup's .vmx as `ls <backup> | grep ".vmx"` and reads nothing else
+    when that is two names: a file whose name that grep matches (a <VM>.vmxf, which ghettoVCB never
+    copied) is kept as a dot-file, which `ls` does not show. Older hotvcb backups hold it under its own
+    name; restore reads either."""
+    return "." + filename if "vmx" in filename[1:] else filename
+
+
+def disk_folder(filename: str) -> Tuple[str, str]:
+    """Where a backup keeps a disk its .vmx names by full path (/vmfs/volumes/<datastore>/...), as
+    (<datastore> as named, the folder below it ghettoVCB.sh used), ("", "") for any other name.
+    hotvcb keeps it in <datastore>/, where ghettoVCB-restore.sh reads it; ghettoVCB.sh keeps it in the
+    path minus its last two parts (`DS_UUID=${DS_UUID%/*/*}`): that too for a disk in a VM's folder,
+    one level deeper for a disk in a deeper folder (and, for one at the datastore's top, in a folder
+    named after the file)."""
+    parts = filename.split("/")
+    if len(parts) < 5 or not filename.startswith("/vmfs/volumes/"):
+        return "", ""
+    return parts[3], "/".join(parts[4:-2]) if len(parts) > 5 else parts[4]
 
 
 def vm_root(volume: str, vm_name: str) -> str:

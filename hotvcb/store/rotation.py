@@ -88,6 +88,7 @@ def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: 
     shell = ScannedShell(shell, layout.vm_root(volume, vm_name))  # one look at the VM's folder
     backups = layout.list_backups(shell, volume, vm_name, log.warning)  # where a backup run names odd folders, once
     verdicts = {b.path: health.judge(shell, b) for b in backups if b.status not in ("partial", "deleting")}
+    backups, unpacked = _one_per_time(backups, verdicts)
     if phantom is not None:
         newest = BackupSet(vm_name, PHANTOM, datetime.max, "ok")
         backups.append(newest)
@@ -114,6 +115,8 @@ def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: 
                 return phantom or 0
             if b.path not in sizes:
                 sizes[b.path] = backup_size(shell, b)
+                if b.path in unpacked:
+                    sizes[b.path] += backup_size(shell, BackupSet(vm_name, unpacked[b.path], b.when, ""))
             return sizes[b.path]
 
         rest = [b for b in backups if b not in doomed]
@@ -131,9 +134,28 @@ def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: 
             log.info("Would remove old backup %s (%s) per %s" % (old.path, state, why[old.path]))
         else:
             log.info("Removing old backup %s (%s) per %s" % (old.path, state, why[old.path]))
-            remove(condemn(shell, old))
+            remove(condemn(shell, old, unpacked.get(old.path)))
         removed.append(old.path)
+        if old.path in unpacked:
+            removed.append(unpacked[old.path])
     return removed
+
+
+def _one_per_time(backups: List[BackupSet], verdicts: Dict[str, "health.Health"]) -> Tuple[
+        List[BackupSet], Dict[str, str]]:
+    """The backups with a folder and a .gz of one name counted once, as the .gz (good if either is),
+    and {that .gz: the folder}. ghettoVCB-restore.sh unpacks a .gz it restores beside itself (`tar -xzf
+    X.gz -C <its folder>`) and leaves the folder: one backup, which must not count twice toward the
+    rotation count nor be condemned twice to one -deleting name."""
+    folders = {b.path: b for b in backups if not b.compressed and b.path in verdicts}
+    unpacked = {}  # type: Dict[str, str]
+    for b in backups:
+        folder = folders.get(b.path[: -len(".gz")]) if b.compressed and b.path in verdicts else None
+        if folder is not None:
+            unpacked[b.path] = folder.path
+            if not verdicts[b.path].good:
+                verdicts[b.path] = verdicts[folder.path]
+    return [b for b in backups if b.path not in unpacked.values()], unpacked
 
 
 def _spare_bases(shell: Shell, backups: List[BackupSet], doomed: List[BackupSet],
@@ -179,10 +201,15 @@ def made_elsewhere(data: Optional[Dict[str, Any]], source: Tuple[str, str]) -> b
     return not (uuid and data.get("vm_uuid") == uuid)  # the same VM, registered on another host now
 
 
-def condemn(shell: Shell, b: BackupSet) -> str:
-    """Rename a backup out of the good namespace; the -deleting path, for removal."""
+def condemn(shell: Shell, b: BackupSet, unpacked: Optional[str] = None) -> str:
+    """Rename a backup out of the good namespace; the -deleting path, for removal. `unpacked`: the
+    folder of a .gz unpacked beside it (_one_per_time), condemned with it under the one -deleting name
+    both would take: the .gz goes into that folder first, so a kill between the two renames leaves one
+    folder for the next rotation, never a .gz whose -deleting name a folder holds."""
     doomed = (b.path[: -len(".gz")] if b.compressed else b.path) + layout.DELETING
-    shell.rename(b.path, doomed)
+    if unpacked is not None:
+        shell.rename(b.path, unpacked + "/" + b.name)
+    shell.rename(unpacked or b.path, doomed)
     crashpoint.reached("rotation-renamed")
     if b.compressed:
         shell.remove_tree(b.path + health.GZ_VERIFY_SUFFIX)  # what verify found of it: moot now

@@ -71,27 +71,27 @@ class Sealer:
     def copy_config_files(self, config: Tuple[str, str]) -> None:
         """The VM's config as its driver words it for a backup (`backup_config`:
         a .vmx pointing at the disk names in this backup, or QEMU's description),
-        then the .nvram and .vmxf as they are."""
+        then the .nvram and .vmxf as they are (named by layout.side_file_name)."""
         filename, text = config
         self.shell.write_text(self.partial + "/" + filename, text, sync_folder=False)
         for path in self.vm.extra_files:
-            self.shell.copy_file(path, self.partial + "/" + path.rsplit("/", 1)[-1])
+            self.shell.copy_file(path, self.partial + "/" + layout.side_file_name(path.rsplit("/", 1)[-1]))
 
     def plan_disks(self, disks: List[Disk]) -> Dict[str, str]:
         """Each disk's file name in the backup (by disk key), planned before the config is written.
 
-        Where ghettoVCB puts it: a disk on another datastore goes to a folder
-        named as the .vmx path names that datastore (its UUID or its label),
-        where ghettoVCB-restore.sh looks for it. Two disks with one file name
-        (attached from two folders) get distinct names, so a failed one can
-        never take the other's files with it.
+        Where ghettoVCB-restore.sh looks for it: a disk the .vmx names by full
+        path (one on another datastore, or on the VM's own named so) goes to a
+        folder named as that path names its datastore (its UUID or its label,
+        Disk.kept_in), every other one beside the .vmx. ghettoVCB.sh keeps the
+        first in <datastore>/ too (a disk in a folder deeper than a VM's it
+        keeps one level deeper, where its restore does not look). Two disks
+        with one file name (attached from two folders) get distinct names, so a
+        failed one can never take the other's files with it.
         """
         used = set()  # type: Set[str]
         for disk in disks:
-            folder = ""
-            if disk.datastore and disk.datastore != self.vm.datastore:
-                parts = disk.path.split("/")
-                folder = (parts[3] if len(parts) > 4 and parts[1:3] == ["vmfs", "volumes"] else disk.datastore) + "/"
+            folder = disk.kept_in + "/" if disk.kept_in else ""
             stem, ext = posixpath.splitext(base_name(disk.filename))  # .vmdk; QEMU images keep theirs
             name, n = stem + ext, 1
             while (folder + name).lower() in used:
