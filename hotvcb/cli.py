@@ -1,6 +1,7 @@
 """Entry point: parse, dispatch, and map every error to a message and exit code.
 
-Exit codes (as README.md states them): 0 all OK or dry run, 3 some disks failed, 4 some
+Exit codes (as README.md states them): 0 all OK or dry run, 3 some disks failed (or are in no
+backup: independent, physical RDM; jobs/outcome.py), 4 some
 VMs failed, 5 some VMs and some disks, 6 all failed, 7 none backed up,
 8 every VM partly failed, 1 usage/config/lock, 2 interrupted by a signal, 9 all OK but the log
 could not be written everywhere (runlog.LOG_LOST).

@@ -123,6 +123,8 @@ class VmResult:
     message: str = ""
     backup_dir: Optional[str] = None
     disks: List[DiskResult] = field(default_factory=list)
+    # in no backup: no snapshot can copy them (independent, physical RDM); its backup is good without them
+    skipped_disks: List[Disk] = field(default_factory=list)
     good_backups: List[str] = field(default_factory=list)  # after the run, oldest first (store/health.py)
     down: bool = False  # we powered it off and it did not come back on: the run's first news
     seconds: float = 0.0

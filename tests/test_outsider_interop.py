@@ -54,9 +54,6 @@ def list_json(capsys, conf) -> dict:
 
 
 # -- ghettoVCB's STATUS.warn ------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="store/health._not_ok reads every STATUS.warn as hotvcb's 'some disks "
-                   "failed'; ghettoVCB writes STATUS.warn only for a VM with independent disks, whose backup "
-                   "holds every disk a snapshot can copy (hotvcb's own backup of that VM is STATUS.ok, good)")
 def test_ghettovcb_backup_of_a_vm_with_an_independent_disk_is_good(tmp_path, capsys):
     """ghettoVCB.sh: a VM with an independent disk (a scratch or swap disk, left out of snapshots) is
     backed up whole otherwise and gets `echo "WARN: <VM> has some Independent VMDKs that can not be
@@ -188,9 +185,6 @@ def test_dry_run_with_a_non_persistent_nfs_share_is_ok(site):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="a disk a snapshot cannot copy (independent; a physical RDM too) is skipped "
-                   "with a warning and the VM is OK (jobs/preflight.disks_to_copy, backup_end): 'All VMs backed up "
-                   "OK!', exit 0, where ghettoVCB says some disks failed, exit 3")
 def test_a_vm_with_an_independent_disk_ends_as_ghettovcb_ended_it(site):
     """Cron wrappers act on ghettoVCB's exit code and final status line. ghettoVCB.sh, for a VM with
     an independent disk, logs "WARN: <VM> has some Independent VMDKs that can not be backed up!" and

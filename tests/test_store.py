@@ -1,24 +1,34 @@
 """Rotation, outcome codes, folder naming and the run lock (its holder told by pid, start time and heartbeat;
 planted records): the rules admins rely on."""
 
+import io
+import json
 import os
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 from datetime import datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from pidviews import hotvcb_holder, start_of  # noqa: F401  (the fixture: a live hotvcb process)
 from repotool import cli, one_clear_line
 
 from hotvcb import pids, runid
+from hotvcb.cli import main
 from hotvcb.errors import LockError
+from hotvcb.jobs import outcome, restore_source, status
 from hotvcb.jobs.outcome import final_status
-from hotvcb.model import VmResult
+from hotvcb.model import Disk, DiskResult, VmResult
+from hotvcb.restorefile import RestoreRequest
 from hotvcb.runid import RunId, parse
+from hotvcb.runlog import RunLog
+from hotvcb.settings import Settings
 from hotvcb.shell import LocalShell
-from hotvcb.store import layout, lock, rotation
+from hotvcb.store import health, layout, lock, manifest, rotation
 from hotvcb.store.lock import HostLock
 
 T0 = datetime(2026, 11, 1, 21, 30, 0)
@@ -68,16 +78,91 @@ def test_list_backups_matches_names_literally(tmp_path):
     ]
 
 
+INDEPENDENT = Disk("scsi0:1", "/vmfs/volumes/ds1/db/db_1.vmdk", "ds1", "lsilogic", "independent-persistent",
+                   "independent disk (independent-persistent) is not part of snapshots")
+
+
+def vm_result(name: str, status: str) -> VmResult:
+    """"short": a good backup without a disk no snapshot can copy, as ghettoVCB's STATUS.warn."""
+    if status != "short":
+        return VmResult(name=name, status=status)
+    return VmResult(name=name, status="ok", skipped_disks=[INDEPENDENT],
+                    disks=[DiskResult(Disk("scsi0:0", "/vmfs/volumes/ds1/db/db.vmdk", "ds1", "lsilogic"), True)])
+
+
 @pytest.mark.parametrize(
     "statuses, code",
     [
         (["ok", "ok"], 0), (["ok", "warn"], 3), (["ok", "error"], 4), (["warn", "error"], 5),
         (["error", "error"], 6), ([], 7), (["warn", "warn"], 8),
+        # ghettoVCB's VMDK_FAILED: "All VMs backed up, but some disk(s) failed!"; the backups are good, so never 8
+        (["ok", "short"], 3), (["short"], 3), (["short", "warn"], 3), (["short", "error"], 5),
     ],
 )
 def test_exit_codes(statuses, code):
-    results = [VmResult(name="vm%d" % i, status=s) for i, s in enumerate(statuses)]
+    results = [vm_result("vm%d" % i, s) for i, s in enumerate(statuses)]
     assert final_status(results)[1] == code
+
+
+def test_the_run_report_names_the_disk_no_backup_has():
+    """Its backup is good (STATUS.ok, counted as kept), and the run says which disk is in none."""
+    short = vm_result("db", "short")
+    short.backup_dir, short.good_backups = "/b/db/db-1", ["/b/db/db-1"]
+    (row,) = outcome.rows([short])
+    assert (row["result"], row["disks_ok"], row["disks"], row["skipped_disks"]) == ("warn", 1, 2, ["scsi0:1"])
+    text = outcome.report([short], final_status([short])[0])
+    assert "WARN    db  -> /b/db/db-1" in text and "scsi0:1 is in no backup: independent disk" in text, text
+    assert "good backups: 1" in text and "NO good backup" not in text, text
+    assert "in no backup: scsi0:1" in outcome.report_html([short], "WARNING", "esx1", "job")
+
+
+def ghettovcb_backup(volume, stamp: str, status: str, disk: bool = True) -> str:
+    """ghettoVCB's folder: .vmx, disk, STATUS.<status> (never a hotvcb.json)."""
+    folder = volume / "db" / ("db-" + stamp)
+    folder.mkdir(parents=True)
+    (folder / "db.vmx").write_text('displayName = "db"\n')
+    if disk:
+        (folder / "db.vmdk").write_text("# Disk DescriptorFile\n")
+    (folder / ("STATUS." + status)).write_text("WARN: db has some Independent VMDKs that can not be backed up\n")
+    return str(folder)
+
+
+def test_ghettovcbs_status_warn_is_a_good_backup_and_hotvcbs_is_not(tmp_path):
+    """ghettoVCB.sh wrote STATUS.warn only for a VM with independent disks: the rest is whole, and
+    rotation, restore and list take it; hotvcb's own STATUS.warn (its manifest there) means a disk
+    it should have copied failed."""
+    shell, volume = LocalShell(), tmp_path / "vol"
+    older = ghettovcb_backup(volume, "2026-12-01_21-00-01", "warn")
+    newer = ghettovcb_backup(volume, "2026-12-02_21-00-01", "warn")
+    verdict = health.judge(shell, layout.from_path(shell, newer))
+    assert verdict.good and verdict.state == "unverifiable" and "independent" in verdict.warning, verdict
+    restore_source.check_sealed(shell, RestoreRequest(newer, "/vmfs/volumes/ds1", "thin"), shell, newer)
+    removed = rotation.rotate(shell, str(volume), "db", 1, RunLog(stream=io.StringIO()), just_made=newer,
+                              remove=lambda path: None)
+    assert removed == [older]  # the newer one counts as the one good backup to keep
+    hotvcbs = ghettovcb_backup(volume, "2026-12-03_21-00-01", "warn")
+    (Path(hotvcbs) / manifest.MANIFEST).write_text(json.dumps({"version": 2, "vm": "db", "result": "warn"}))
+    assert health.judge(shell, layout.from_path(shell, hotvcbs)).state == "warn"
+    no_disk = ghettovcb_backup(volume, "2026-12-04_21-00-01", "warn", disk=False)
+    assert health.judge(shell, layout.from_path(shell, no_disk)).state == "empty"
+    archive = str(volume / "db" / "db-2026-12-05_21-00-01.gz")  # the same rule inside a .gz
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(newer, arcname="db-2026-12-05_21-00-01")
+    verdict = health.judge(shell, layout.from_path(shell, archive))
+    assert verdict.good and verdict.warning == health.GHETTOVCB_WARN, verdict
+
+
+def test_list_and_status_show_what_a_good_ghettovcb_backup_lacks(tmp_path, capsys):
+    backup = ghettovcb_backup(tmp_path / "vol", "2026-12-01_21-00-01", "warn")
+    conf = tmp_path / "ghettoVCB.conf"
+    conf.write_text("VM_BACKUP_VOLUME=%s\n" % (tmp_path / "vol"))
+    assert main(["list", "-g", str(conf)]) == 0
+    out = capsys.readouterr().out
+    assert "unverifiable" in out and "%s: %s" % (backup, health.GHETTOVCB_WARN) in out, out
+    host = SimpleNamespace(shell=LocalShell(), host_name=lambda: "esx1")
+    check = status._backups(host, Settings(vm_backup_volume=str(tmp_path / "vol")), "db", "", status.Limits(),
+                            time.mktime(datetime(2026, 12, 2, 8).timetuple()))
+    assert check.severity == status.OK and health.GHETTOVCB_WARN in check.message, check
 
 
 def run_id(machine=None, pid=None):

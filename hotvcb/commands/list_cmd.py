@@ -5,14 +5,16 @@ JSON document for scripts and monitoring:
 
     {"volume": path, "backups": [{"vm", "name", "path", "time", "age_seconds",
       "size_bytes", "format", "status", "good", "reason", "sealed", "compressed",
-      "manifest", "verified", "verify_error"}, ...]}
+      "manifest", "verified", "verify_error", "warning"}, ...]}
 
 status is store/health.py's verdict, the same one rotation and restore use:
 good, unverifiable (a ghettoVCB backup: good, nothing to check against),
 warn, error, damaged (a file missing, or verify found damage), empty (no
 disk), incomplete (no STATUS file), partial (being written, or left by a
 killed run), deleting (being removed by rotation). `good` is true for the
-first two; `reason` says why a backup is not good. size_bytes is what the
+first two; `reason` says why a backup is not good, `warning` what a good
+one lacks that its VM has (ghettoVCB's STATUS.warn: its independent
+disks; the table says it below itself). size_bytes is what the
 files take on disk (thin disks count only their allocated blocks). format
 comes from the manifest, or for ghettoVCB backups from the first disk
 descriptor (thin | 2gbsparse | thick).
@@ -96,6 +98,7 @@ def describe(shell: Shell, b: "layout.BackupSet", now: datetime) -> Dict[str, An
         "manifest": data is not None,
         "verified": verdict.verified or (data or {}).get("verified"),
         "verify_error": error,
+        "warning": verdict.warning,
     }
 
 
@@ -169,7 +172,8 @@ def table(rows: List[Dict[str, Any]]) -> str:
             verified = (r["verified"] or "never").replace("T", " ")
         lines.append((r["vm"], r["time"].replace("T", " "), age(r["age_seconds"]),
                       human_size(r["size_bytes"], compact=True), r["format"] or "?", status, verified))
-    return "\n".join(columns(lines))
+    notes = ["%s: %s" % (r["path"], r["warning"]) for r in rows if r["warning"]]
+    return "\n".join(columns(lines) + ([""] + notes if notes else []))
 
 
 def age(seconds: int) -> str:

@@ -286,6 +286,7 @@ class _VmBackup:
             remove_partials(self.host.shell, self.s.vm_backup_volume, vm.name, self.log, run,
                             finish=self.job.deleter.remove, dead=self.job.dead)
         disks = preflight.disks_to_copy(vm, self.s, self.log)
+        self.result.skipped_disks = [d for d in vm.disks if d.skip_reason]
         plan = preflight.check(self.host, self.s, self.log, self.job.space, vm, disks, snaps, pending,
                                unmounted=self.job.unmounted)
         self.capacity, self.tree, self.user_snapshots = plan.capacity, plan.tree, plan.user_snapshots

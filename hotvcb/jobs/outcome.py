@@ -1,4 +1,12 @@
-"""From per-VM results to ghettoVCB's final status line, exit code, and the run report."""
+"""From per-VM results to ghettoVCB's final status line, exit code, and the run report.
+
+A VM has two answers. Its backup's (`VmResult.status`, what its STATUS file
+and manifest say): "warn" there means a disk it should have copied failed,
+and the backup is not good. And the run's (`shown`): a VM whose good backup
+lacks a disk no snapshot can copy (independent, physical RDM) warns too, as
+ghettoVCB's run did ("some disk(s) failed", exit 3), so that cron wrappers and
+EMAIL_ALERT hear of a disk that is in no backup.
+"""
 
 from typing import Any, Dict, List, Tuple
 
@@ -11,10 +19,16 @@ SOME_DISKS, SOME_VMS, SOME_VMS_AND_DISKS = 3, 4, 5
 ALL_FAILED, NONE, EVERY_VM_PARTLY = 6, 7, 8
 
 
+def shown(r: VmResult) -> str:
+    """The VM's result in the run: its backup's, or "warn" for a good one some disk is not in."""
+    return "warn" if r.status == "ok" and r.skipped_disks else r.status
+
+
 def final_status(results: List[VmResult], dry_run: bool = False) -> Tuple[str, int]:
     done = [r for r in results if r.status != "skipped"]
     errors = [r for r in done if r.status == "error"]
-    warns = [r for r in done if r.status == "warn"]
+    warns = [r for r in done if shown(r) == "warn"]
+    partly = [r for r in done if r.status == "warn"]  # no good backup of it from this run
     if not done and results:
         return "OK, no VM to back up: all %d skipped for their power state" % len(results), OK
     if not done:
@@ -25,7 +39,7 @@ def final_status(results: List[VmResult], dry_run: bool = False) -> Tuple[str, i
         return "All VMs backed up OK!", OK
     if len(errors) == len(done):
         return "ERROR: All VMs failed!", ALL_FAILED
-    if not errors and len(warns) == len(done):
+    if not errors and len(partly) == len(done):
         return "ERROR: All VMs experienced at least a partial failure!", EVERY_VM_PARTLY
     if not errors:
         return "WARNING: All VMs backed up, but some disk(s) failed!", SOME_DISKS
@@ -42,9 +56,10 @@ def rows(results: List[VmResult]) -> List[Dict[str, Any]]:
         size = sum(d.bytes for d in copied)
         copy_seconds = sum(d.seconds for d in copied)
         out.append({
-            "vm": r.name, "result": r.status, "message": r.message if r.status != "ok" else "",
-            "disks_ok": len(copied), "disks": len(r.disks),
+            "vm": r.name, "result": shown(r), "message": r.message if r.status != "ok" else "",
+            "disks_ok": len(copied), "disks": len(r.disks) + len(r.skipped_disks),
             "failed_disks": [d.disk.key for d in r.disks if not d.ok],
+            "skipped_disks": [d.key for d in r.skipped_disks],
             "bytes": size, "seconds": round(r.seconds, 1),
             "rate_bytes_per_second": int(size / copy_seconds) if copy_seconds > 0 else None,
             "backup": r.backup_dir, "good_backups": len(r.good_backups),
@@ -71,11 +86,13 @@ def report(results: List[VmResult], status: str) -> str:
     lines += ["Final status: " + status, ""]
     for r in results:
         failed = [d.disk.key for d in r.disks if not d.ok]
-        line = "%-7s %s" % (r.status.upper(), r.name)
+        line = "%-7s %s" % (shown(r).upper(), r.name)
         if r.backup_dir:
             line += "  -> " + r.backup_dir
         if failed:
             line += "  (failed disks: %s)" % ", ".join(failed)
+        for d in r.skipped_disks:
+            line += "\n        %s is in no backup: %s" % (d.key, d.skip_reason)
         if r.message and r.status != "ok":
             line += "\n        " + r.message
         if r.status != "skipped":
@@ -103,6 +120,8 @@ def report_html(results: List[VmResult], status: str, host: str, job: str) -> st
         note = e(r["message"]) if r["message"] else ""
         if r["failed_disks"]:
             note += (" " if note else "") + "failed disks: " + e(", ".join(r["failed_disks"]))
+        if r["skipped_disks"]:
+            note += (" " if note else "") + "in no backup: " + e(", ".join(r["skipped_disks"]))
         kept = ("%d, newest %s" % (r["good_backups"], e(r["newest_good"].rsplit("/", 1)[-1]))
                 if r["newest_good"] else "<b>none</b>")
         cells.append(

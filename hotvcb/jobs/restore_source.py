@@ -5,7 +5,8 @@ It is a folder or a .gz (found also when the folder's name is given without
 unpacks it. It may be restored when it is good (store/health.py: the answer
 rotation, list, verify and restore share), sealed (STATUS.ok), and its
 manifest says ok; a ghettoVCB backup has no manifest and is accepted on
-STATUS.ok alone, its checksums not available.
+STATUS.ok alone (or the STATUS.warn it gave a VM with independent disks),
+its checksums not available.
 """
 
 from typing import Any, Dict, Optional, Tuple
@@ -38,6 +39,7 @@ def check_sealed(shell: Shell, req: RestoreRequest, fs: FileReader, backup: str)
         verdict = health.judge(shell, named)
         if not verdict.good:
             raise RestoreError("%s is not a good backup (%s)" % (req.backup, verdict.reason))
+        return  # good (a ghettoVCB STATUS.warn too: store/health.py)
     status = [s for s in layout.STATUS_FILES if fs.exists(backup + "/" + s)]
     if "STATUS.ok" in status:
         return

@@ -164,6 +164,8 @@ def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: 
     text = "newest good backup %s old (%s), %d kept%s" % (
         _age(age), human_size(size), len(good),
         ", verified %s" % verdict.verified.replace("T", " ") if verdict.verified else ", never verified")
+    if verdict.warning:
+        text += "; " + verdict.warning
     if age > 2 * limits.max_age:
         return Check(CRIT, "backup", name, text, details)
     if tried and tried.get("result") not in ("ok", "skipped") and tried["time"] > time.mktime(newest.when.timetuple()):

@@ -13,7 +13,12 @@ A backup is good because of what it holds, not because of a marker:
 
 A backup made by ghettoVCB has no manifest: on STATUS.ok with at least one
 .vmdk it is "unverifiable", which counts as good (nothing better is known of
-it) but is shown as such. Everything else is not good, with the reason.
+it) but is shown as such. So is one on STATUS.warn: ghettoVCB.sh writes that
+only for a VM with independent disks, which no snapshot can copy (a disk that
+failed gets STATUS.error), and the rest of the backup is whole; hotvcb skips
+those disks too. hotvcb's own STATUS.warn means a disk it should have copied
+failed, and its manifest says so: that backup is not good. Everything else is
+not good, with the reason.
 """
 
 import json
@@ -25,6 +30,7 @@ from ..shell import Shell
 from . import chain, layout, manifest
 
 GOOD_STATES = ("good", "unverifiable")
+GHETTOVCB_WARN = "STATUS.warn: ghettoVCB left out the VM's independent disk(s)"
 GZ_VERIFY_SUFFIX = ".verify.json"  # next to a .gz, which cannot be rewritten in place
 
 
@@ -36,6 +42,7 @@ class Health:
     reason: str = ""
     manifest: Optional[Dict[str, Any]] = None
     verified: Optional[str] = None  # when a verify last passed
+    warning: str = ""  # what a good backup lacks that its VM has: shown, never held against it
 
     @property
     def good(self) -> bool:
@@ -53,17 +60,17 @@ def judge(shell: Shell, b: "layout.BackupSet", depth: int = 0) -> Health:
 
 
 def _judge_folder(shell: Shell, path: str, status: str, depth: int = 0) -> Health:
-    if status != "ok":
+    if status not in ("ok", "warn"):
         return _not_ok(status)
     try:
         data = manifest.load(shell, path)
         present = set(shell.list_files(path))
     except (ValueError, HostError) as err:
-        return Health("damaged", "manifest unreadable: %s" % err)
+        return _not_ok(status) if status != "ok" else Health("damaged", "manifest unreadable: %s" % err)
     if data is None:
-        if any(rel.endswith(".vmdk") for rel in present):
-            return Health("unverifiable", "ghettoVCB backup: no manifest to check against")
-        return Health("empty", "STATUS.ok but no .vmdk in the folder")
+        return _ghettovcb(status, any(rel.endswith(".vmdk") for rel in present), "folder")
+    if status != "ok":
+        return _not_ok(status)
     found = _judge_manifest(data)
     if found.state != "good":
         return found
@@ -123,12 +130,10 @@ def _judge_archive(shell: Shell, path: str) -> Health:
     if not status:
         full = not enough(texts)  # read to the end: the archive holds no STATUS at all
         return Health("incomplete", "no STATUS file in the archive" if full else "no STATUS file")
+    if manifest.MANIFEST not in texts and status[0] in ("ok", "warn"):
+        return _ghettovcb(status[0], any(m.rel.endswith(".vmdk") for m in members), "archive")
     if status[0] != "ok":
         return _not_ok(status[0])
-    if manifest.MANIFEST not in texts:
-        if any(m.rel.endswith(".vmdk") for m in members):
-            return Health("unverifiable", "ghettoVCB backup: no manifest to check against")
-        return Health("empty", "STATUS.ok but no .vmdk in the archive")
     try:
         data = manifest.parse(texts[manifest.MANIFEST], path + ":" + manifest.MANIFEST)
     except ValueError as err:
@@ -174,6 +179,15 @@ def _verified(found: Health, error: Any, verified: Any) -> Health:
         return Health("damaged", "verify found it damaged: %s" % message, found.manifest, verified)
     found.verified = verified
     return found
+
+
+def _ghettovcb(status: str, has_disk: bool, where: str) -> Health:
+    """A backup without a manifest, ghettoVCB's: good on a disk and its word alone."""
+    if not has_disk:
+        return Health("empty", "STATUS.%s but no .vmdk in the %s" % (status, where))
+    if status == "warn":
+        return Health("unverifiable", "ghettoVCB backup: no manifest to check against", warning=GHETTOVCB_WARN)
+    return Health("unverifiable", "ghettoVCB backup: no manifest to check against")
 
 
 def _not_ok(status: str) -> Health:
