@@ -5,6 +5,7 @@ purpose: in-process CLI calls on files in tmp_path where the defect shows before
 needed, one esxisim host with one small VM where it needs one.
 """
 
+import gzip
 import json
 import os
 import re
@@ -15,7 +16,8 @@ import tarfile
 
 import pytest
 
-from hotvcb import cli, config, notify, restorefile
+from hotvcb import cli, config, notify, restorefile, targz
+from hotvcb.errors import HostError
 from simhost import (REPO, backup_root, backups, hotvcb, kill, needs_root, on_host, power, snapshot_names, wait_for,
                      wrap_tool, write_conf)
 
@@ -168,8 +170,6 @@ def ghettovcb_gz(volume, vm: str, stamp: str) -> str:
     return archive
 
 
-@pytest.mark.xfail(strict=True, reason="store/health.py judges a .gz by the STATUS file inside it, which "
-                   "ghettoVCB never puts there: every compressed ghettoVCB backup is 'incomplete', not good")
 def test_compressed_ghettovcb_backup_counts_as_good(tmp_path, capsys):
     """migrating-from-ghettovcb.md: ghettoVCB's own backups "show as `unverifiable` (good, but without
     checksums) and count toward the rotation like hotvcb's". For an admin who ran ghettoVCB with
@@ -182,6 +182,49 @@ def test_compressed_ghettovcb_backup_counts_as_good(tmp_path, capsys):
     (backup,) = json.loads(capsys.readouterr().out)["backups"]
     assert backup["path"] == archive
     assert backup["good"] and backup["status"] == "unverifiable", backup
+
+
+def cut_trailer(archive: str) -> None:
+    """gzip's CRC and length gone: every tar block is still there, so tarfile alone reads it to its end."""
+    os.truncate(archive, os.path.getsize(archive) - 8)
+
+
+def short_flat(archive: str) -> None:
+    """The archive of a run whose disk copy died half way (ghettoVCB compresses what it has, then
+    writes no STATUS either way)."""
+    folder = archive[: -len(".gz")]
+    with tarfile.open(archive) as tar:
+        tar.extractall(os.path.dirname(archive))
+    os.truncate(os.path.join(folder, "web-flat.vmdk"), 1 << 19)
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname=os.path.basename(folder))
+    shutil.rmtree(folder)
+
+
+@pytest.mark.parametrize("damage", [cut_trailer, short_flat])
+def test_compressed_ghettovcb_backup_cut_short_is_not_good(tmp_path, capsys, damage):
+    """With no STATUS to go by, what the archive holds decides; a backup that would restore a
+    shorter disk than the VM had must never be the one `restore --latest` or the rotation counts."""
+    archive = ghettovcb_gz(tmp_path / "vol", "web", "2026-12-01_21-00-01")
+    damage(archive)
+    conf = tmp_path / "ghettoVCB.conf"
+    conf.write_text("VM_BACKUP_VOLUME=%s\n" % (tmp_path / "vol"))
+    assert cli.main(["list", "--json", "-g", str(conf)]) == 0
+    (backup,) = json.loads(capsys.readouterr().out)["backups"]
+    assert not backup["good"] and backup["status"] in ("damaged", "incomplete"), backup
+
+
+def test_archive_whose_tar_ends_where_a_read_does_is_still_checked_to_its_gzip_trailer(tmp_path):
+    """tar's end read with the last of a 1 MiB read (targz's buffer) leaves gzip's trailer unread:
+    a scan that stopped there would take an archive that lost its trailer for a whole one."""
+    info = tarfile.TarInfo("web-2026-12-01_21-00-01/web.vmx")
+    info.size = (1 << 20) - 3 * tarfile.BLOCKSIZE  # its header and tar's two end blocks make 1 MiB
+    data = info.tobuf(format=tarfile.GNU_FORMAT) + bytes(info.size) + bytes(2 * tarfile.BLOCKSIZE)
+    assert len(data) == 1 << 20
+    archive = tmp_path / "web-2026-12-01_21-00-01.gz"
+    archive.write_bytes(gzip.compress(data)[:-8])
+    with pytest.raises(HostError, match="cannot read"):
+        targz.scan(str(archive))
 
 
 # -- per-VM files (-c) --------------------------------------------------------------------------------

@@ -13,19 +13,23 @@ A backup is good because of what it holds, not because of a marker:
 
 A backup made by ghettoVCB has no manifest: on STATUS.ok with at least one
 .vmdk it is "unverifiable", which counts as good (nothing better is known of
-it) but is shown as such. Everything else is not good, with the reason.
+it) but is shown as such; so is its compressed one, which holds no STATUS at
+all, when it is whole and holds its disks (_judge_ghettovcb_archive).
+Everything else is not good, with the reason.
 """
 
 import json
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
+from .. import vmdk
 from ..errors import HostError, NotABackup
 from ..shell import Shell
 from . import chain, layout, manifest
 
 GOOD_STATES = ("good", "unverifiable")
 GZ_VERIFY_SUFFIX = ".verify.json"  # next to a .gz, which cannot be rewritten in place
+FLAT_EXTENTS = ("VMFS", "FLAT")  # extents whose file is the disk's size (thin ones too: their apparent size)
 
 
 @dataclass
@@ -114,15 +118,16 @@ def _judge_archive(shell: Shell, path: str) -> Health:
     def enough(texts: Dict[str, str]) -> bool:
         return manifest.MANIFEST in texts and any(s in texts for s in layout.STATUS_FILES)
 
-    try:
-        _top, members, texts = targz.scan(path, wanted=(lambda r: r in wanted,),
+    try:  # hotvcb's archives: a few KiB read (manifest and STATUS come first); ghettoVCB's: read whole
+        _top, members, texts = targz.scan(path, wanted=(lambda r: r in wanted or r.endswith(".vmdk"),),
                                           opener=shell.open_binary, enough=enough)
     except HostError as err:
         return Health("damaged", str(err))
     status = [s.split(".", 1)[1] for s in reversed(layout.STATUS_FILES) if s in texts]  # the worst wins
     if not status:
-        full = not enough(texts)  # read to the end: the archive holds no STATUS at all
-        return Health("incomplete", "no STATUS file in the archive" if full else "no STATUS file")
+        if manifest.MANIFEST in texts:  # hotvcb writes STATUS before it compresses
+            return Health("incomplete", "no STATUS file in the archive")
+        return _judge_ghettovcb_archive(members, texts)
     if status[0] != "ok":
         return _not_ok(status[0])
     if manifest.MANIFEST not in texts:
@@ -146,6 +151,38 @@ def _judge_archive(shell: Shell, path: str) -> Health:
         if size != written:
             return Health("damaged", "the archive is %d bytes, it was %d when written" % (size, written), data)
     return _verified(found, sidecar.get("verify_error"), sidecar.get("verified"))
+
+
+def _judge_ghettovcb_archive(members, texts: Dict[str, str]) -> Health:
+    """ghettoVCB tars a backup before it writes its STATUS (then into the folder it has removed): a
+    good archive of its holds none, nor a manifest. What it does hold is judged instead, having been
+    read whole (targz.scan: gzip's CRC and length, so never a truncated one): a .vmx, and disks each
+    with every extent its descriptor names, a flat one at the size the descriptor gives. A disk the
+    .vmx names but the archive lacks is not held against it (VMDK_FILES_TO_BACKUP, independent disks)."""
+    sizes = {m.rel: m.size for m in members}
+    if not any(rel.endswith(".vmx") for rel in sizes):
+        return Health("incomplete", "no STATUS file in the archive, nor the .vmx of a ghettoVCB backup")
+    disks = 0
+    for rel in sorted(r for r in texts if r.endswith(".vmdk")):
+        try:
+            desc = vmdk.parse(texts[rel])
+        except vmdk.NotADescriptor:
+            continue  # an extent small enough to have been read
+        except vmdk.BadSize as err:
+            return Health("damaged", "%s: %s" % (rel, err))
+        folder = rel.rpartition("/")[0]
+        for extent in desc.extents:
+            name = folder + "/" + extent.filename if folder else extent.filename
+            if name not in sizes:
+                return Health("incomplete", "ghettoVCB backup: %s names %s, which is not in the archive (a copy "
+                              "that failed)" % (rel, extent.filename))
+            if extent.kind in FLAT_EXTENTS and name != rel and sizes[name] != extent.sectors * 512:
+                return Health("incomplete", "ghettoVCB backup: %s is %d bytes, %s says %d (a copy that failed)"
+                              % (name, sizes[name], rel, extent.sectors * 512))
+        disks += 1
+    if not disks:
+        return Health("empty", "no STATUS file in the archive, nor a disk")
+    return Health("unverifiable", "ghettoVCB backup (compressed): no STATUS or manifest to check against")
 
 
 def _judge_manifest(data: Dict[str, Any]) -> Health:
