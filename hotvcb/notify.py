@@ -10,7 +10,8 @@ What ghettoVCB users bring, and what we do with it:
   the short report goes first so the outcome is visible without scrolling.
   EMAIL_ALERT=1 on its own mails only runs that did not end all OK, for
   admins who want silence on good nights.
-* EMAIL_TO always, EMAIL_ERRORS_TO in addition (as Cc) when the run failed.
+* EMAIL_TO always, EMAIL_ERRORS_TO in addition (as Cc) when the run failed;
+  with EMAIL_TO empty, a failed run goes to EMAIL_ERRORS_TO alone (as ghettoVCB did).
 * EMAIL_FROM, or ``hotvcb@<host>`` when unset.
 * EMAIL_USER_NAME / EMAIL_USER_PASSWORD: SMTP AUTH via ``smtplib.login``
   (CRAM-MD5, PLAIN or LOGIN, whatever the server offers).
@@ -30,6 +31,13 @@ What ghettoVCB users bring, and what we do with it:
   Credentials never cross an unencrypted connection unless EMAIL_TLS=none
   says so explicitly (then with a warning): under ``auto`` a server without
   STARTTLS would otherwise learn to downgrade us into leaking the password.
+  Nor do they cross a session whose certificate did not verify.
+
+  ``auto`` is opportunistic TLS (RFC 7435): with no login to protect, a
+  certificate that does not verify (an internal relay's own CA, as Exchange
+  and Postfix come) still gives an encrypted, unauthenticated session, with
+  a warning, rather than no mail -- ghettoVCB sent the same mail in plain
+  text. ``starttls`` and ``smtps`` always insist on a verified certificate.
 
 Server certificates are verified against the system CA store. The
 environment variable ``HOTVCB_SMTP_CAFILE`` names a PEM file of extra CAs to
@@ -149,8 +157,10 @@ def build_message(settings: Any, mail: Mail) -> EmailMessage:
     # sort OK runs from failed ones.
     msg["Subject"] = "hotvcb %s %s: %s" % (host, mail.job, mail.status_line)
     msg["From"] = settings.email_from or "hotvcb@%s" % host
-    msg["To"] = ", ".join(_clean(settings.email_to))
-    extra = [a for a in recipients(settings, mail.failed) if a not in _clean(settings.email_to)]
+    rcpts = recipients(settings, mail.failed)
+    to = _clean(settings.email_to) or rcpts
+    msg["To"] = ", ".join(to)
+    extra = [a for a in rcpts if a not in to]
     if extra:
         msg["Cc"] = ", ".join(extra)
     msg["Date"] = formatdate(localtime=True)
@@ -173,7 +183,7 @@ def _deliver(settings: Any, msg: EmailMessage, rcpts: Sequence[str], log: Any) -
     mode = settings.email_tls or "auto"
     if mode not in TLS_MODES:
         raise _MailError("EMAIL_TLS=%r is not one of %s" % (mode, "|".join(TLS_MODES)))
-    smtp, encrypted = _connect(settings, mode)
+    smtp, encrypted = _connect(settings, mode, log)
     try:
         if settings.email_user_name:
             if not encrypted:
@@ -195,10 +205,26 @@ def _deliver(settings: Any, msg: EmailMessage, rcpts: Sequence[str], log: Any) -
             smtp.close()
 
 
-def _connect(settings: Any, mode: str) -> Tuple[smtplib.SMTP, bool]:
-    """An open session after EHLO, and whether it is encrypted."""
+def _connect(settings: Any, mode: str, log: Any) -> Tuple[smtplib.SMTP, bool]:
+    """An open session after EHLO, and whether it is encrypted (by a certificate that verified, or
+    opportunistically under `auto` with no login to protect: see the module's docstring)."""
+    try:
+        return _session(settings, mode, _tls_context() if mode != "none" else None)
+    except ssl.SSLCertVerificationError as err:
+        if mode != "auto" or settings.email_user_name:
+            raise
+        log.warning("e-mail: the certificate of %s:%s does not verify (%s); sending encrypted all the same, "
+                    "unauthenticated (EMAIL_TLS=auto and no login to protect) -- trust its CA with %s, or "
+                    "EMAIL_TLS=starttls to insist on it" % (settings.email_server, settings.email_server_port,
+                                                            err.verify_message or err, CAFILE_ENV))
+    unverified = ssl.create_default_context()
+    unverified.check_hostname = False
+    unverified.verify_mode = ssl.CERT_NONE
+    return _session(settings, mode, unverified)
+
+
+def _session(settings: Any, mode: str, context: Optional[ssl.SSLContext]) -> Tuple[smtplib.SMTP, bool]:
     server, port = settings.email_server, int(settings.email_server_port)
-    context = _tls_context() if mode != "none" else None
     # smtplib's default EHLO name comes from socket.getfqdn(), a DNS lookup
     # that our timeout does not bound; the plain host name is enough.
     me = socket.gethostname() or "localhost"

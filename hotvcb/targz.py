@@ -11,10 +11,12 @@ write outside the extraction folder). Blocks of zeros are skipped with a seek,
 so a thin disk stays thin when extracted instead of inflating to full size.
 """
 
+import gzip
 import os
 import tarfile
+import zlib
 from dataclasses import dataclass
-from typing import IO, Callable, Dict, List, Optional
+from typing import IO, Any, Callable, Dict, List, Optional, Tuple, cast
 
 from . import interrupt
 from .errors import HostError
@@ -29,14 +31,34 @@ class Member:
     size: int
 
 
-def _open(path: str, opener=None) -> tarfile.TarFile:
-    """Stream the archive, from a local path or a Shell's `open_binary` (SSH)."""
+def _open(path: str, opener=None) -> Tuple[tarfile.TarFile, gzip.GzipFile, Any]:
+    """Stream the archive, from a local path or a Shell's `open_binary` (SSH): the tar, the gzip
+    stream under it for `_whole`, and the file under that, which GzipFile leaves open. gzip's own
+    reader rather than tarfile's "r|gz", which checks neither gzip's CRC nor its length and takes an
+    archive cut off between two members for one that ends there."""
+    raw = None
     try:
-        if opener is None:
-            return tarfile.open(name=path, mode="r|gz")
-        return tarfile.open(fileobj=opener(path), mode="r|gz")
-    except (OSError, tarfile.TarError, HostError) as err:
+        raw = open(path, "rb") if opener is None else opener(path)
+        gz = gzip.GzipFile(fileobj=raw, mode="rb")
+        # big reads: a thin disk's zeros inflate many-fold, small ones would cost a Python call per 10 KiB
+        return tarfile.open(fileobj=cast(IO[bytes], gz), mode="r|", bufsize=CHUNK), gz, raw
+    except (OSError, EOFError, zlib.error, tarfile.TarError, HostError) as err:
+        if raw is not None:
+            raw.close()
         raise HostError("cannot open %s: %s" % (path, err)) from err
+
+
+def _whole(gz: gzip.GzipFile) -> None:
+    """Read what tar left after its end (its padding, gzip's trailer): gzip then checks the CRC and
+    length of everything read, and an archive cut short is an EOFError, not a shorter backup."""
+    while gz.read(CHUNK):
+        pass
+
+
+def _close(tar: tarfile.TarFile, gz: gzip.GzipFile, raw: Any) -> None:
+    tar.close()
+    gz.close()
+    raw.close()
 
 
 def _rel(name: str, path: str) -> str:
@@ -68,7 +90,7 @@ def scan(path: str, wanted=(), on_file: Optional[Callable[[str, tarfile.TarFile,
     top = None
     members = []  # type: List[Member]
     texts = {}  # type: Dict[str, str]
-    tar = _open(path, opener)
+    tar, gz, raw = _open(path, opener)
     try:
         for info in tar:
             if enough is not None and enough(texts):
@@ -95,10 +117,12 @@ def scan(path: str, wanted=(), on_file: Optional[Callable[[str, tarfile.TarFile,
                     texts[rel] = data.decode("latin-1")
             elif on_file is not None:
                 on_file(rel, tar, info)
-    except (OSError, tarfile.TarError, EOFError) as err:
+        else:
+            _whole(gz)
+    except (OSError, zlib.error, tarfile.TarError, EOFError) as err:
         raise HostError("cannot read %s: %s" % (path, err)) from err
     finally:
-        tar.close()
+        _close(tar, gz, raw)
     if top is None:
         raise HostError("%s is empty" % path)
     return top, members, texts
@@ -107,7 +131,7 @@ def scan(path: str, wanted=(), on_file: Optional[Callable[[str, tarfile.TarFile,
 def extract(path: str, dest: str, opener=None) -> str:
     """Unpack into dest (which must exist); return the backup folder inside it."""
     top = None
-    tar = _open(path, opener)
+    tar, gz, raw = _open(path, opener)
     try:
         for info in tar:
             if interrupt.pending():
@@ -127,12 +151,13 @@ def extract(path: str, dest: str, opener=None) -> str:
                 raise HostError("%s: member %r is not a regular file" % (path, info.name))
             os.makedirs(os.path.dirname(target), exist_ok=True)
             _write_sparse(member_data(tar, info), target, info.size)
+        _whole(gz)
+    except (gzip.BadGzipFile, zlib.error, tarfile.TarError, EOFError) as err:  # BadGzipFile before OSError: it is one
+        raise HostError("cannot read %s: %s" % (path, err)) from err
     except OSError as err:
         raise HostError("cannot extract %s into %s: %s" % (path, dest, err.strerror or err)) from err
-    except (tarfile.TarError, EOFError) as err:
-        raise HostError("cannot read %s: %s" % (path, err)) from err
     finally:
-        tar.close()
+        _close(tar, gz, raw)
     if top is None:
         raise HostError("%s is empty" % path)
     return os.path.join(dest, top)

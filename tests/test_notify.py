@@ -140,12 +140,25 @@ def test_smtps(cert, trust):
     assert srv.messages[0].tls and srv.messages[0].login == "backup"
 
 
-def test_certificate_verified_by_default(cert, monkeypatch):
+@pytest.mark.parametrize("login", [{}, {"email_tls": "auto", "email_user_name": "backup",
+                                         "email_user_password": "s3cret"}], ids=["starttls", "auto-login"])
+def test_certificate_verified_by_default(cert, monkeypatch, login):
+    """Under `auto` too once there is a password: it never goes to a server that may be anyone."""
     monkeypatch.delenv(notify.CAFILE_ENV, raising=False)
-    with smtp_server(tls="starttls", cert=cert) as srv:
-        ok, log = send(cfg(srv, email_tls="starttls"))
+    with smtp_server(tls="starttls", cert=cert, users={"backup": "s3cret"}) as srv:
+        ok, log = send(cfg(srv, **dict({"email_tls": "starttls"}, **login)))
     assert ok is False and srv.messages == []
     assert "TLS" in log.warnings[0] and "certificate" in log.warnings[0].lower()
+
+
+def test_auto_without_login_sends_over_an_unverified_certificate_with_a_warning(cert, monkeypatch):
+    """Opportunistic TLS: nothing to protect but the mail, which ghettoVCB sent in plain text; the
+    admin hears why and how to make it verify."""
+    monkeypatch.delenv(notify.CAFILE_ENV, raising=False)
+    with smtp_server(tls="starttls", cert=cert) as srv:
+        ok, log = send(cfg(srv, email_tls="auto"))
+    assert ok and [m.tls for m in srv.messages] == [True], log.warnings
+    assert "does not verify" in log.warnings[0] and notify.CAFILE_ENV in log.warnings[0], log.warnings
 
 
 def test_starttls_required_but_not_offered():

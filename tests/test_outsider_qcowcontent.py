@@ -29,7 +29,7 @@ from test_qemu_backup import _image, lab  # noqa: F401  (the fixture)
 from hotvcb import qcow2
 from hotvcb.jobs.verify import verify_folder, verify_gz
 from hotvcb.shell import LocalShell
-from hotvcb.store import manifest
+from hotvcb.store import health, manifest
 
 pytestmark = pytest.mark.skipif(QEMU_IMG is None, reason="needs qemu-img (qemu-utils)")
 MIB = 1 << 20
@@ -601,9 +601,9 @@ def test_a_gz_whose_qcow2_was_damaged_and_repacked_fails_verify_and_restore(lab,
         for m in members:
             tar.add(os.path.join(unpacked, m.name), arcname=m.name, recursive=False)
     os.replace(archive + ".new", archive)
-    verify_json = archive + ".verify.json"
-    if os.path.exists(verify_json):  # its recorded size would tell without reading: make the content tell
-        os.unlink(verify_json)
+    record = health.gz_record(archive)
+    if os.path.exists(record):  # its recorded size would tell without reading: make the content tell
+        os.unlink(record)
     r = _verify(archive)
     out = r.stdout + r.stderr
     assert r.returncode != 0 and name + ".qcow2" in out and "Traceback" not in out, out

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from hotvcb.store.health import GZ_VERIFY_SUFFIX
+from hotvcb.store.health import GZ_RECORDS, GZ_VERIFY_SUFFIX
 from simhost import VOLUME, hotvcb, make_host, needs_root, write_conf
 
 pytestmark = needs_root
@@ -196,11 +196,13 @@ def test_a_fifo_planted_as_a_backups_side_records_never_hangs_list_or_status(tmp
         assert hotvcb(host, "-m", "packed", "-g", conf).returncode != 0
         host.clear_faults()
         root = host.real(VOLUME + "/packed")
-        planted = [n for n in os.listdir(root) if n.endswith(GZ_VERIFY_SUFFIX) or n.startswith(".hotvcb-last-run")]
-        assert len(planted) == 2, os.listdir(root)
-        for name in planted:
-            os.unlink(os.path.join(root, name))
-            os.mkfifo(os.path.join(root, name))
+        records = os.path.join(root, GZ_RECORDS)
+        planted = [os.path.join(records, n) for n in os.listdir(records) if n.endswith(GZ_VERIFY_SUFFIX)] + \
+            [os.path.join(root, n) for n in os.listdir(root) if n.startswith(".hotvcb-last-run")]
+        assert len(planted) == 2, planted
+        for path in planted:
+            os.unlink(path)
+            os.mkfifo(path)
         for argv in (["list", "-g", conf], ["status", "-g", conf], ["verify", "--all", "-g", conf]):
             r = hotvcb(host, *argv, timeout=60)
             assert "Traceback" not in r.stdout + r.stderr, r.stdout + r.stderr

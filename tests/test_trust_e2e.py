@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from hotvcb.store import health
 from simhost import (backup_once as backup, backup_root, backups, good, hotvcb, hotvcb_background, kill, listing,
                      lock_pid, needs_root, ours, power, snapshot_names, VOLUME, wait_for, wrap_tool, write_conf)
 
@@ -142,8 +143,9 @@ def test_a_compressed_backup_is_renamed_out_of_the_good_namespace_before_its_rem
     conf = write_conf(host, ENABLE_COMPRESSION=1, VM_BACKUP_ROTATION_COUNT=1)
     assert backup(host, conf, vm).returncode == 0
     [old] = good(host, conf, vm)
-    assert hotvcb(host, "verify", vm, "-g", conf).returncode == 0  # leaves its .verify.json beside the .gz
-    assert os.path.exists(os.path.join(backup_root(host, vm), old + ".verify.json"))
+    assert hotvcb(host, "verify", vm, "-g", conf).returncode == 0  # records what it found of the .gz
+    records = os.path.join(backup_root(host, vm), health.GZ_RECORDS)
+    assert os.listdir(records) == [old + health.GZ_VERIFY_SUFFIX]
     r = backup(host, conf, vm, env={"HOTVCB_CRASH_AT": "rotation-renamed"})
     assert r.returncode != 0
     doomed = old[: -len(".gz")] + "-deleting"
@@ -152,7 +154,8 @@ def test_a_compressed_backup_is_renamed_out_of_the_good_namespace_before_its_rem
     assert backup(host, conf, vm).returncode == 0  # finishes the removal, rotates the second one away
     [kept] = good(host, conf, vm)
     left = [n for n in os.listdir(backup_root(host, vm)) if not n.startswith(".")]
-    assert kept.endswith(".gz") and set(left) <= {kept, kept + ".verify.json"}, left  # no sidecar of the removed
+    assert kept.endswith(".gz") and left == [kept], left
+    assert set(os.listdir(records)) <= {kept + health.GZ_VERIFY_SUFFIX}  # no record of the removed
 
 
 def test_rotation_is_done_when_the_run_ends_and_a_refused_removal_is_a_warning_the_next_run_finishes(host, tmp_path):

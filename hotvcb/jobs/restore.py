@@ -187,7 +187,7 @@ class _Restore:
         fs = shell if archive is None else archive  # type: FileReader
         plan = self.planner.plan(fs, source, free)
         self.result.name, self.result.folder = plan.name, plan.folder
-        restore_source.check_sealed(shell, req, fs, source)
+        bare = restore_source.check_sealed(shell, req, fs, source)
         if archive is not None:
             restore_room.check_unpack_room(req, archive, source, free)
             if job.dry_run:
@@ -198,7 +198,7 @@ class _Restore:
                 return
             backup = self._extract(source)
             plan = self.planner.plan(shell, backup, self.host.free_space(req.target), quiet=True)
-            restore_source.check_sealed(shell, req, shell, backup)
+            restore_source.check_sealed(shell, req, shell, backup, unsealed_ok=bare)
         else:
             backup = source
         data = restore_source.manifest_to_verify(shell, req, self.log, backup, job.verify)

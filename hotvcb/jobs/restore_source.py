@@ -6,7 +6,8 @@ unpacks it. It may be restored when it is good (store/health.py: the answer
 rotation, list, verify and restore share), sealed (STATUS.ok), and its
 manifest says ok; a ghettoVCB backup has no manifest and is accepted on
 STATUS.ok alone (or the STATUS.warn it gave a VM with independent disks),
-its checksums not available.
+its checksums not available (its .gz, which holds no STATUS, on health.py's
+judgement of what it holds).
 """
 
 from typing import Any, Dict, Optional, Tuple
@@ -32,17 +33,20 @@ def locate(shell: Shell, path: str) -> Tuple[str, bool]:
     raise RestoreError("backup %s does not exist" % path)
 
 
-def check_sealed(shell: Shell, req: RestoreRequest, fs: FileReader, backup: str) -> None:
-    """`fs` reads the backup's files: the shell, or a targz.ArchiveView of a .gz not unpacked yet."""
+def check_sealed(shell: Shell, req: RestoreRequest, fs: FileReader, backup: str, unsealed_ok: bool = False) -> bool:
+    """`fs` reads the backup's files: the shell, or a targz.ArchiveView of a .gz not unpacked yet.
+    True for a backup good without a STATUS file: ghettoVCB's .gz, which never holds one (health.py
+    judges what it holds instead); its unpacked folder is then checked with `unsealed_ok`."""
     named = layout.from_path(shell, backup) if fs is shell or backup.endswith(".gz") else None
     if named is not None:
         verdict = health.judge(shell, named)
         if not verdict.good:
             raise RestoreError("%s is not a good backup (%s)" % (req.backup, verdict.reason))
-        return  # good (a ghettoVCB STATUS.warn too: store/health.py)
     status = [s for s in layout.STATUS_FILES if fs.exists(backup + "/" + s)]
+    if named is not None and status:
+        return False  # good, sealed (a ghettoVCB STATUS.warn too: store/health.py)
     if "STATUS.ok" in status:
-        return
+        return False
     if status:
         try:
             reason = read_small(fs, backup + "/" + status[0], STATUS_MAX).strip()
@@ -50,6 +54,8 @@ def check_sealed(shell: Shell, req: RestoreRequest, fs: FileReader, backup: str)
             reason = ""
         raise RestoreError("%s is not a good backup (%s%s)" % (
             req.backup, status[0], ": " + reason if reason else ""))
+    if unsealed_ok or (named is not None and named.compressed):
+        return True
     raise RestoreError("%s is not sealed (no STATUS.ok): an unfinished or foreign backup" % req.backup)
 
 
@@ -61,7 +67,7 @@ def manifest_to_verify(shell: Shell, req: RestoreRequest, log, backup: str, veri
     except ValueError as err:
         raise RestoreError("%s: %s" % (req.backup, err)) from err
     if data is None:
-        log.info("%s has no %s (a ghettoVCB backup): accepted on STATUS.ok, checksums not available" % (
+        log.info("%s has no %s (a ghettoVCB backup): accepted without checksums to verify" % (
             req.backup, manifest.MANIFEST))
         return None
     if data.get("result") not in ("ok", None):

@@ -14,8 +14,8 @@ A successful check of a backup folder is recorded in its manifest
 `"verify_error": {"at", "file", "message"}` and keeps the last good
 `verified` time. The manifest is rewritten atomically (Shell.write_text).
 A compressed backup is checked by streaming the archive (through the
-Shell, so over SSH too); its result goes to the sidecar
-`<name>.gz.verify.json` (the archive cannot be rewritten in place). Either
+Shell, so over SSH too); its result goes to its record (health.gz_record:
+the archive cannot be rewritten in place). Either
 record is what store/health.py reads: a damaged backup is not good.
 A folder without a STATUS file never finished: it is "incomplete", a
 failure, not something verify can pass.

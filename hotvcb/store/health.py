@@ -7,7 +7,7 @@ A backup is good because of what it holds, not because of a marker:
 - its manifest says `ok`, lists at least one disk, every listed disk was
   copied, and every file the manifest names is there;
 - no later `hotvcb verify` found it damaged (the manifest's `verify_error`,
-  or for a `.gz` the sidecar `<name>.gz.verify.json`);
+  or for a `.gz` its record, gz_record);
 - an incremental's base backup (chain.py: its qcow2 disks name it) is there
   and good: without it the incremental restores nothing.
 
@@ -17,21 +17,25 @@ it) but is shown as such. So is one on STATUS.warn: ghettoVCB.sh writes that
 only for a VM with independent disks, which no snapshot can copy (a disk that
 failed gets STATUS.error), and the rest of the backup is whole; hotvcb skips
 those disks too. hotvcb's own STATUS.warn means a disk it should have copied
-failed, and its manifest says so: that backup is not good. Everything else is
-not good, with the reason.
+failed, and its manifest says so: that backup is not good. ghettoVCB's
+compressed backup holds no STATUS at all: good when it is whole and holds its
+disks (_judge_ghettovcb_archive). Everything else is not good, with the reason.
 """
 
 import json
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
+from .. import vmdk
 from ..errors import HostError, NotABackup
 from ..shell import Shell
 from . import chain, layout, manifest
 
 GOOD_STATES = ("good", "unverifiable")
 GHETTOVCB_WARN = "STATUS.warn: ghettoVCB left out the VM's independent disk(s)"
-GZ_VERIFY_SUFFIX = ".verify.json"  # next to a .gz, which cannot be rewritten in place
+GZ_VERIFY_SUFFIX = ".verify.json"  # a .gz's record, which cannot go into the archive (not rewritten in place)
+GZ_RECORDS = ".hotvcb-gz-records"  # the folder, in the VM's, that holds them (gz_record)
+FLAT_EXTENTS = ("VMFS", "FLAT")  # extents whose file is the disk's size (thin ones too: their apparent size)
 
 
 @dataclass
@@ -121,15 +125,16 @@ def _judge_archive(shell: Shell, path: str) -> Health:
     def enough(texts: Dict[str, str]) -> bool:
         return manifest.MANIFEST in texts and any(s in texts for s in layout.STATUS_FILES)
 
-    try:
-        _top, members, texts = targz.scan(path, wanted=(lambda r: r in wanted,),
+    try:  # hotvcb's archives: a few KiB read (manifest and STATUS come first); ghettoVCB's: read whole
+        _top, members, texts = targz.scan(path, wanted=(lambda r: r in wanted or r.endswith(".vmdk"),),
                                           opener=shell.open_binary, enough=enough)
     except HostError as err:
         return Health("damaged", str(err))
     status = [s.split(".", 1)[1] for s in reversed(layout.STATUS_FILES) if s in texts]  # the worst wins
     if not status:
-        full = not enough(texts)  # read to the end: the archive holds no STATUS at all
-        return Health("incomplete", "no STATUS file in the archive" if full else "no STATUS file")
+        if manifest.MANIFEST in texts:  # hotvcb writes STATUS before it compresses
+            return Health("incomplete", "no STATUS file in the archive")
+        return _judge_ghettovcb_archive(members, texts)
     if manifest.MANIFEST not in texts and status[0] in ("ok", "warn"):
         return _ghettovcb(status[0], any(m.rel.endswith(".vmdk") for m in members), "archive")
     if status[0] != "ok":
@@ -151,6 +156,38 @@ def _judge_archive(shell: Shell, path: str) -> Health:
         if size != written:
             return Health("damaged", "the archive is %d bytes, it was %d when written" % (size, written), data)
     return _verified(found, sidecar.get("verify_error"), sidecar.get("verified"))
+
+
+def _judge_ghettovcb_archive(members, texts: Dict[str, str]) -> Health:
+    """ghettoVCB tars a backup before it writes its STATUS (then into the folder it has removed): a
+    good archive of its holds none, nor a manifest. What it does hold is judged instead, having been
+    read whole (targz.scan: gzip's CRC and length, so never a truncated one): a .vmx, and disks each
+    with every extent its descriptor names, a flat one at the size the descriptor gives. A disk the
+    .vmx names but the archive lacks is not held against it (VMDK_FILES_TO_BACKUP, independent disks)."""
+    sizes = {m.rel: m.size for m in members}
+    if not any(rel.endswith(".vmx") for rel in sizes):
+        return Health("incomplete", "no STATUS file in the archive, nor the .vmx of a ghettoVCB backup")
+    disks = 0
+    for rel in sorted(r for r in texts if r.endswith(".vmdk")):
+        try:
+            desc = vmdk.parse(texts[rel])
+        except vmdk.NotADescriptor:
+            continue  # an extent small enough to have been read
+        except vmdk.BadSize as err:
+            return Health("damaged", "%s: %s" % (rel, err))
+        folder = rel.rpartition("/")[0]
+        for extent in desc.extents:
+            name = folder + "/" + extent.filename if folder else extent.filename
+            if name not in sizes:
+                return Health("incomplete", "ghettoVCB backup: %s names %s, which is not in the archive (a copy "
+                              "that failed)" % (rel, extent.filename))
+            if extent.kind in FLAT_EXTENTS and name != rel and sizes[name] != extent.sectors * 512:
+                return Health("incomplete", "ghettoVCB backup: %s is %d bytes, %s says %d (a copy that failed)"
+                              % (name, sizes[name], rel, extent.sectors * 512))
+        disks += 1
+    if not disks:
+        return Health("empty", "no STATUS file in the archive, nor a disk")
+    return Health("unverifiable", "ghettoVCB backup (compressed): no STATUS or manifest to check against")
 
 
 def _judge_manifest(data: Dict[str, Any]) -> Health:
@@ -202,17 +239,41 @@ def _not_ok(status: str) -> Health:
 SIDECAR_MAX = 1 << 20  # a size and verify's finding: a few hundred bytes
 
 
+def gz_record(path: str) -> str:
+    """Where a .gz backup's record is kept: `<VM folder>/.hotvcb-gz-records/<name>.gz.verify.json`.
+    Not beside the archive, where hotvcb kept it first (old_gz_record): ghettoVCB's rotation takes
+    every entry `ls` shows whose name holds `<VM>-<time>` for a backup, and an admin going back to
+    it would lose a real backup early for each record. `ls` shows no dot-folder, nor does its name
+    hold a backup's time."""
+    root, _, name = path.rpartition("/")
+    return "%s/%s/%s%s" % (root, GZ_RECORDS, name, GZ_VERIFY_SUFFIX)
+
+
+def old_gz_record(path: str) -> str:
+    return path + GZ_VERIFY_SUFFIX
+
+
 def write_gz_sidecar(shell: Shell, path: str, data: Dict[str, Any]) -> None:
-    shell.write_text(path + GZ_VERIFY_SUFFIX, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    """Write the record, and drop one of the old place (read_gz_verify read it into `data`)."""
+    record = gz_record(path)
+    shell.makedirs(record.rpartition("/")[0])
+    shell.write_text(record, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    shell.remove_tree(old_gz_record(path))
 
 
 def read_gz_verify(shell: Shell, path: str) -> Dict[str, Any]:
-    """The record beside a .gz backup: its size when written, verify's last finding ({} if none)."""
-    side = path + GZ_VERIFY_SUFFIX
-    try:
-        if shell.exists(side):
-            data = json.loads(shell.read_regular(side, SIDECAR_MAX))  # anyone may have planted a FIFO there
-            return data if isinstance(data, dict) else {}
-    except (ValueError, HostError):
-        return {"verify_error": {"message": "%s is unreadable" % side}}
+    """A .gz backup's record: its size when written, verify's last finding ({} if none); where an
+    older hotvcb kept it, until the next write moves it."""
+    for side in gz_records(path):
+        try:
+            if shell.exists(side):
+                data = json.loads(shell.read_regular(side, SIDECAR_MAX))  # anyone may have planted a FIFO there
+                return data if isinstance(data, dict) else {}
+        except (ValueError, HostError):
+            return {"verify_error": {"message": "%s is unreadable" % side}}
     return {}
+
+
+def gz_records(path: str) -> Tuple[str, str]:
+    """Every place a .gz backup's record may be, the one it is kept in first."""
+    return gz_record(path), old_gz_record(path)

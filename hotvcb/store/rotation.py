@@ -138,6 +138,8 @@ def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: 
         removed.append(old.path)
         if old.path in unpacked:
             removed.append(unpacked[old.path])
+    if not dry_run:
+        _tidy_records(shell, layout.vm_root(volume, vm_name), log)
     return removed
 
 
@@ -156,6 +158,31 @@ def _one_per_time(backups: List[BackupSet], verdicts: Dict[str, "health.Health"]
             if not verdicts[b.path].good:
                 verdicts[b.path] = verdicts[folder.path]
     return [b for b in backups if b.path not in unpacked.values()], unpacked
+
+
+def _tidy_records(shell: Shell, root: str, log) -> None:
+    """Move the records (health.gz_record) an older hotvcb kept beside their .gz backups, where
+    ghettoVCB's rotation takes them for backups, into their folder; remove those of backups gone
+    without hotvcb's rotation (ghettoVCB's, for an admin who went back to it for a while, or a hand's),
+    but not one of a .gz being sealed (its record is written before the archive has its name: seal.py)
+    or being removed. All but the moves and removals answered by the scan of the VM's folder."""
+    suffix = ".gz" + health.GZ_VERIFY_SUFFIX
+    folder = root + "/" + health.GZ_RECORDS
+    try:
+        for entry in [e for e in shell.listdir(root) if e.endswith(suffix)]:
+            old, new = root + "/" + entry, folder + "/" + entry
+            if shell.exists(new):
+                shell.remove_tree(old)
+            else:
+                shell.makedirs(folder)
+                shell.rename(old, new)
+        for entry in shell.listdir(folder) if shell.isdir(folder) else []:
+            name = entry[: -len(suffix)]
+            if entry.endswith(suffix) and not any(
+                    shell.exists(root + "/" + n) for n in (name + ".gz", name + layout.DELETING, "." + name + ".gz.tmp")):
+                shell.remove_tree(folder + "/" + entry)
+    except HostError as err:
+        log.warning("could not tidy the records of %s's compressed backups: %s" % (root, err))
 
 
 def _spare_bases(shell: Shell, backups: List[BackupSet], doomed: List[BackupSet],
@@ -212,7 +239,8 @@ def condemn(shell: Shell, b: BackupSet, unpacked: Optional[str] = None) -> str:
     shell.rename(unpacked or b.path, doomed)
     crashpoint.reached("rotation-renamed")
     if b.compressed:
-        shell.remove_tree(b.path + health.GZ_VERIFY_SUFFIX)  # what verify found of it: moot now
+        for record in health.gz_records(b.path):  # its size and what verify found of it: moot now
+            shell.remove_tree(record)
     return doomed
 
 
@@ -257,7 +285,5 @@ def _condemned(shell: Shell, volume: str, vm_name: str) -> List[str]:
     for b in layout.list_backups(shell, volume, vm_name):
         if b.status == "deleting":
             found.append(b.path)
-            side = b.path[: -len(layout.DELETING)] + ".gz" + health.GZ_VERIFY_SUFFIX
-            if shell.exists(side):
-                found.append(side)
+            found += [r for r in health.gz_records(b.path[: -len(layout.DELETING)] + ".gz") if shell.exists(r)]
     return found

@@ -268,7 +268,8 @@ class Sealer:
                 raise
             self.log.warning("compression failed, keeping the uncompressed backup: %s" % err)
             self.shell.remove_tree(tmp)
-            self.shell.remove_tree(self.final + ".gz" + health.GZ_VERIFY_SUFFIX)
+            for record in health.gz_records(self.final + ".gz"):
+                self.shell.remove_tree(record)
             self.shell.rename(self.partial, self.final)
             self._disown(self.final)
             return self.final
