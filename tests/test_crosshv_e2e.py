@@ -153,8 +153,9 @@ def test_a_smoke_boot_stopped_midway_leaves_no_qemu(esxi, tmp_path, sig):
             os.kill(pid, signal.SIGKILL)  # the test's own cleanup after a failure above
     assert p.returncode == (2 if sig == signal.SIGTERM else -signal.SIGKILL), out
     if sig == signal.SIGKILL:  # the overlay outlived its run; the next smoke boot removes it
-        # vmdk0: its disk.vmdk without the blank line before its extent, for qemu (jobs/qemu_vmdk.py)
-        assert sorted(os.listdir(work)) == ["disk0.qcow2", "qemu.log", "unpacked", "vmdk0"]
+        # vmdk0: its disk.vmdk without the blank line before its extent, for qemu (jobs/qemu_vmdk.py);
+        # .owner: the run's start time and namespaces, how the next one tells it is gone (tmpwork.py)
+        assert sorted(os.listdir(work)) == [".owner", "disk0.qcow2", "qemu.log", "unpacked", "vmdk0"]
         cli("verify", "--boot", backups["dead"], "--boot-timeout", 1, "--console-log", tmp_path / "again.log")
     assert not os.path.exists(work)
 
