@@ -28,7 +28,7 @@ _DOUBLE_ESCAPE = lazyre.compile(r'\\([\\"$`])')
 _SINGLE = lazyre.compile(r"'([^']*)'(.*)\Z", re.S)
 _AFTER_WORD = lazyre.compile(r"[ \t]+(?:#.*)?\Z", re.S)
 _TRAILING_COMMENT = lazyre.compile(r"\s#")
-_EXPANDS = r"\$[A-Za-z0-9_{(]|`"
+_EXPANDS = r"\$[A-Za-z0-9_{($!?#@*-]|`"  # a name, ${, $(, the special parameters ($$ $! ...), a backquote
 _EXPANDS_HERE = lazyre.compile(_EXPANDS)
 _EXPANSION = lazyre.compile(r"(?<!\\)(?:%s)" % _EXPANDS)
 _CONTROL = lazyre.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -201,9 +201,9 @@ def _names(text: str) -> Tuple[str, ...]:
 def _vmdk_files(text: str) -> Tuple[str, ...]:
     """'all' beside file names is refused: ghettoVCB would have looked for a disk called 'all'."""
     names = _names(text)
-    if not names or names == ("all",):
+    if not names or tuple(n.lower() for n in names) == ("all",):
         return ("all",)
-    if "all" in names:
+    if "all" in (n.lower() for n in names):
         raise _Invalid("all, or a comma list of .vmdk file names")
     return names
 
@@ -300,11 +300,12 @@ def _entries(path: str, text: str) -> Iterator[Tuple[int, str, str]]:
 
 
 _EXPANDED = "the shell would have expanded $ or ` here; hotvcb takes it literally"
-_ESCAPED = ("a backslash before a letter or digit stands for that character alone, as in the shell "
-            "(quote the value with '...' to keep the backslash)")
+_ESCAPED = ("a backslash before a character the shell gives no meaning to stands for that character alone, "
+            "as in the shell (quote the value with '...' to keep the backslash)")
+_SHELL_MEANS = " \t$`\"'\\;&|<>()#*?[~"  # what a backslash rightly escapes for /bin/sh: no warning then
 
 
-def _unquote(raw: str) -> Tuple[str, List[str]]:
+def _unquote(raw: str, command: bool = False) -> Tuple[str, List[str]]:
     """Return what the shell would assign, and what to warn about it.
 
     ghettoVCB `source`d the file, so a value that is one shell word means what
@@ -312,11 +313,16 @@ def _unquote(raw: str) -> Tuple[str, List[str]]:
     `nas\\ backups`), nothing is special inside single quotes, and inside double
     quotes a backslash escapes only $ ` " and itself. Anything else (a hook's
     command line with blanks or `;`, which the shell would have run as a
-    command; a quote left open) is taken as written, as it always was.
+    command; a quote left open) is taken as written, as it always was. So is a
+    hook's unquoted `command` line (the *_HOOK keys, hotvcb's own): `sh -c` reads
+    it again, so `/opt/pre\\ backup.sh` must keep its backslash.
     We never expand: the warning tells the admin that a `$` in, say, a
     password now means itself, where ghettoVCB's shell replaced it.
     """
-    word = _shell_word(raw)
+    text = raw.lstrip(" \t")
+    if command and text != raw and text.startswith("#"):
+        return "", []
+    word = None if command and not text.startswith(('"', "'")) else _shell_word(raw)
     if word is not None:
         return word
     raw = raw.strip()
@@ -334,8 +340,8 @@ def _shell_word(raw: str) -> Optional[Tuple[str, List[str]]]:
     Blanks before the word are skipped as before (the shell would have assigned
     nothing and run the word), but a `#` after them starts a comment there too:
     `EMAIL_SERVER=   # none yet` is empty, as in the shell. A backslash before
-    a letter or digit is warned about: the shell drops it, which a value
-    written for hotvcb alone (`DOMAIN\\user`) did not expect.
+    a character the shell gives no meaning to is warned about: the shell drops
+    it, which a value written for hotvcb alone (`DOMAIN\\user`, `Xy\\!9`) did not expect.
     """
     text = raw.lstrip(" \t")
     if text.startswith("#") and text != raw:
@@ -352,7 +358,7 @@ def _shell_word(raw: str) -> Optional[Tuple[str, List[str]]]:
         if c == "\\":
             if i + 1 == len(text):  # a line continuation: not one line's word
                 return None
-            if text[i + 1].isalnum():
+            if text[i + 1] not in _SHELL_MEANS:
                 notes.add(_ESCAPED)
             out.append(text[i + 1])
             i += 2
@@ -383,7 +389,7 @@ def _value(path: str, number: int, key: str, raw: str, warnings: List[str]) -> o
     secret = "PASSWORD" in key
     shown = _shown(raw.strip(), secret)
     try:
-        text, notes = _unquote(raw)
+        text, notes = _unquote(raw, key.endswith("_HOOK"))
         shown = _shown(text, secret)
         if _CONTROL.search(text):
             raise _Invalid("printable text without control characters")

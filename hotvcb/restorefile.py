@@ -74,12 +74,17 @@ def parse_line(line: str, where: str) -> Union[RestoreRequest, BadLine, None]:
     text = line.strip(" \t\r\n")
     if not text or text.startswith("#"):
         return None
-    text = text.replace('"', "")
     if len(text) >= 2 and text[0] == text[-1] == "'":
         text = text[1:-1]
     if _CONTROL.search(text):
         return BadLine(where, "control character in line")
-    fields = [f.strip(" \t") for f in text.split(";")]
+    # ghettoVCB-restore dropped every '"' (`sed 's/"//g'`): around the line or a field they go; one inside
+    # a field is part of a name, and dropped it would name another backup (q"a -> qa): refused
+    fields = [f.strip(" \t").strip('"').strip(" \t") for f in text.split(";")]
+    inside = [i for i, f in enumerate(fields, 1) if '"' in f]
+    if inside:
+        return BadLine(where, 'a " inside field %d: ghettoVCB-restore removed it, which would name another '
+                       "folder; restore that backup with `hotvcb restore PATH` instead" % inside[0])
     if len(fields) not in (3, 4):
         return BadLine(
             where,

@@ -76,6 +76,10 @@ def put(out: IO[Any], data: Any) -> Optional[OSError]:
     try:
         out.write(data)
         out.flush()
+    except UnicodeEncodeError:  # a stream in an ASCII or Latin-1 locale, a VM named in Japanese: escaped, as
+        # `shown` escapes what no log can hold (TextIOWrapper encodes a whole text before it writes any of it)
+        encoding = getattr(out, "encoding", None) or "ascii"
+        return put(out, data.encode(encoding, "backslashreplace").decode(encoding))
     except OSError as err:
         try:
             if out.fileno() in (1, 2):

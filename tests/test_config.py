@@ -203,7 +203,7 @@ def test_a_backslash_the_shell_drops_before_a_letter_is_warned_about(tmp_path):
     """`DOMAIN\\user` written for hotvcb alone meant the backslash; the shell (and so hotvcb) drops it."""
     s, warnings = load(tmp_path, "EMAIL_USER_NAME=CORP\\backup\nEMAIL_USER_PASSWORD='CORP\\pw'\n")
     assert (s.email_user_name, s.email_user_password) == ("CORPbackup", "CORP\\pw")
-    assert len(warnings) == 1 and ":1: EMAIL_USER_NAME: a backslash before a letter" in warnings[0]
+    assert len(warnings) == 1 and ":1: EMAIL_USER_NAME: a backslash before a character the shell gives no meaning to" in warnings[0]
 
 
 def test_unknown_keys_warn_with_file_line_and_a_guess(tmp_path):

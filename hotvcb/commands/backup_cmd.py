@@ -200,8 +200,10 @@ def _deliver(args, settings, log, report: "onhost.Report") -> int:
         notify.send_report(settings, notify.Mail(
             host=report.host, job=args.job_name, status_line=report.status, failed=report.code != 0,
             log_text=report.log_text, report_text=report.report_text, report_html=report.report_html), logger=log)
+    # a sink lost while the report and the mail were written (their lines): the exit code counts it too
+    _status, code = log.account(report.status, report.code)
     log.close()
-    return report.code
+    return code
 
 
 def _write_json_report(path: str, log, data) -> None:

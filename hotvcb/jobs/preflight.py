@@ -66,6 +66,11 @@ def disks_to_copy(vm: Vm, s: Settings, log) -> List[Disk]:
     wanted = [n for n in s.vmdk_files_to_backup if n.lower() != "all"]
     out = []
     named = [disk_names(vm, disk) for disk in vm.disks]
+    # a bare file name is, as the .vmx writes it, the disk in the VM's folder: a disk of that name on
+    # another datastore (ESXi names a second disk there <vm>.vmdk too) only where the folder has none
+    here = {n for disk, names in zip(vm.disks, named) if disk.path.startswith(vm.folder + "/") for n in names}
+    named = [names if disk.path.startswith(vm.folder + "/") else {n for n in names if "/" in n or n not in here}
+             for disk, names in zip(vm.disks, named)]
     for disk, names in zip(vm.disks, named):
         if disk.skip_reason:
             log.warning("%s: skipping %s (%s): %s" % (vm.name, disk.key, disk.filename, disk.skip_reason))
