@@ -466,7 +466,8 @@ def _nfs_target(s: Settings) -> Settings:
     missing = [key for key in NFS_NEEDS if not getattr(s, key.lower())]
     if missing:
         raise UsageError("%s: ENABLE_NON_PERSISTENT_NFS=1 needs %s" % (where, ", ".join(missing)))
-    volume = "/vmfs/volumes/%s/%s" % (s.nfs_local_name, s.nfs_vm_backup_dir.strip("/"))
+    folder = "/".join(p for p in s.nfs_vm_backup_dir.split("/") if p)  # `mkdir -p a//b` made a/b, as ghettoVCB's did
+    volume = "/vmfs/volumes/%s/%s" % (s.nfs_local_name, folder)
     if "/" in s.nfs_local_name or posixpath.normpath(volume) != volume:
         raise UsageError("%s: NFS_LOCAL_NAME=%r with NFS_VM_BACKUP_DIR=%r is no folder on the share (a datastore "
                          "name, then a folder path without . or ..)" % (where, s.nfs_local_name, s.nfs_vm_backup_dir))

@@ -88,8 +88,6 @@ def test_rotating_a_gz_whose_unpacked_folder_is_a_symlink_leaves_no_archive_behi
     assert "db-%s.gz" % OLD not in every_name(tmp_path)  # ... and so it must be, wherever the link pointed
 
 
-@pytest.mark.xfail(strict=True, reason="health._judge_folder judges any STATUS.warn folder without a manifest as "
-                                       "ghettoVCB's: hotvcb's own, whose manifest is lost, becomes good")
 def test_hotvcbs_own_status_warn_backup_without_its_manifest_is_not_good(tmp_path):
     """hotvcb's STATUS.warn means a disk it should have copied failed. With its manifest gone (a hand, a
     copy that skipped it), the folder still says it is hotvcb's: the hidden .<VM>.vmxf that only hotvcb
@@ -106,8 +104,6 @@ def test_hotvcbs_own_status_warn_backup_without_its_manifest_is_not_good(tmp_pat
     assert os.path.isdir(older)
 
 
-@pytest.mark.xfail(strict=True, reason="config._nfs_target refuses NFS_VM_BACKUP_DIR with a doubled slash as "
-                                       "'a folder path without . or ..', for every command")
 def test_nfs_backup_dir_with_a_doubled_slash_is_the_folder_ghettovcb_used(tmp_path):
     """ghettoVCB's `mkdir -p /vmfs/volumes/<NFS_LOCAL_NAME>/<NFS_VM_BACKUP_DIR>` takes `backups//daily`
     as backups/daily; hotvcb now refuses the whole config (list, status, restore and backup alike) with a
@@ -122,8 +118,6 @@ def test_nfs_backup_dir_with_a_doubled_slash_is_the_folder_ghettovcb_used(tmp_pa
     assert settings.vm_backup_volume == "/vmfs/volumes/nfs/backups/daily"
 
 
-@pytest.mark.xfail(strict=True, reason="verify --all on an unmounted NFS share checks nothing and exits 0 "
-                                       "(commands/verify_cmd.py: only a warning)")
 def test_verify_all_on_the_unmounted_nfs_share_does_not_pass(tmp_path, capsys):
     """A monitor that runs `hotvcb verify --all -g ghettoVCB.conf` between runs (UNMOUNT_NFS=1 leaves the
     share unmounted) reads exit 0, "0 backup(s) checked, 0 damaged": green for a night with no backup

@@ -153,12 +153,13 @@ def run(args) -> int:
     return 0
 
 
-def say_unmounted(shell: Shell, settings, volume: Optional[str]) -> None:
+def say_unmounted(shell: Shell, settings, volume: Optional[str]) -> str:
     """Why `list` and `verify` (which never mount) may find no backups: the NFS share the backups are on is
-    not mounted. Not for a --volume of the admin's own."""
+    not mounted (said, and returned; "" when it is). Not for a --volume of the admin's own."""
     why = "" if volume else nfs.unmounted(shell, settings)
     if why:
         say("hotvcb: warning: %s" % why, stream=sys.stderr)
+    return why
 
 
 def table(rows: List[Dict[str, Any]]) -> str:

@@ -6,7 +6,8 @@ the first bad file and byte range are printed. The time of a successful check
 is recorded in the manifest (see jobs/verify.py).
 Exit codes: 0 nothing damaged (ghettoVCB backups without a manifest are
 reported as unverifiable, not as damaged), 4 some backups damaged or
-incomplete (no STATUS file), 6 all of them, 1 usage.
+incomplete (no STATUS file), 6 all of them, 1 usage (and a VM or --all while the
+NFS share the backups are on is not mounted).
 """
 
 import argparse
@@ -101,7 +102,9 @@ def run(args) -> int:
         repo_cmd.here_only(args)
         return repo_cmd.verify_repository(args.repo, args.sample, args.new, args.json)
     shell = common.connect(args.host_target).shell
-    list_cmd.say_unmounted(shell, settings, args.volume)
+    if list_cmd.say_unmounted(shell, settings, args.volume) and not (args.target or "").startswith("/"):
+        # a monitor's `verify --all` between runs (UNMOUNT_NFS=1) must not read "0 checked" as all well
+        raise UsageError("no backup on the backup volume can be verified while its NFS share is not mounted")
     paths, skipped = targets(shell, args.volume or settings.vm_backup_volume, args.target, args.all)
     results = []
     for path in paths:

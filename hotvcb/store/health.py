@@ -72,6 +72,8 @@ def _judge_folder(shell: Shell, path: str, status: str, depth: int = 0) -> Healt
     except (ValueError, HostError) as err:
         return _not_ok(status) if status != "ok" else Health("damaged", "manifest unreadable: %s" % err)
     if data is None:
+        if any(rel.startswith(".") and rel.endswith(".vmxf") for rel in present):  # layout.side_file_name
+            return Health("damaged", "a hotvcb backup (its .vmxf kept as hotvcb keeps it) whose manifest is gone")
         return _ghettovcb(status, any(rel.endswith(".vmdk") for rel in present), "folder")
     if status != "ok":
         return _not_ok(status)
