@@ -152,8 +152,9 @@ def test_file_by_file_keeps_its_round_trips_bounded(host, site, tmp_path):
     assert "HOST: ssh://" in r.out
     assert len(sealed(host, "small")) == 1
     # 76 before issue 8's batching; the trust work adds ~8 (the host's id and run lock, the run's
-    # record, the power-off marker, a look at /etc/fstab)
-    assert len(trips) <= 56, "\n".join(trips)
+    # record, the power-off marker, a look at /etc/fstab); +1: the run lock read right before the
+    # snapshot (store/lock.py: a run whose lock was taken over while it was stopped changes no VM)
+    assert len(trips) <= 57, "\n".join(trips)
 
 
 def _python_of_the_host(host, target):
