@@ -55,6 +55,24 @@ def pytest_collection_modifyitems(items):
         item.add_marker(pytest.mark.xdist_group(group))
 
 
+@pytest.fixture(autouse=True)
+def _signals_as_they_were():
+    """A command run in-process (cli.main of verify, prune, restore) installs hotvcb's signal handlers and
+    records signals and stops in the process (hotvcb/interrupt.py): left behind, they change the next
+    test in this worker (one that arms itself on the handler changing never armed). Each test starts
+    with the handlers it found and nothing recorded."""
+    import signal
+
+    from hotvcb import interrupt
+
+    kept = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    interrupt.reset()
+    yield
+    for sig, handler in kept.items():
+        signal.signal(sig, handler)
+    interrupt.reset()
+
+
 @pytest.fixture
 def sample():
     def read(prefix: str) -> str:

@@ -72,8 +72,10 @@ def _judge_folder(shell: Shell, path: str, status: str, depth: int = 0) -> Healt
     except (ValueError, HostError) as err:
         return _not_ok(status) if status != "ok" else Health("damaged", "manifest unreadable: %s" % err)
     if data is None:
-        if any(rel.startswith(".") and rel.endswith(".vmxf") for rel in present):  # layout.side_file_name
-            return Health("damaged", "a hotvcb backup (its .vmxf kept as hotvcb keeps it) whose manifest is gone")
+        if status == "warn" and any(rel.startswith(".") and rel.endswith(".vmxf") for rel in present):
+            # hotvcb's STATUS.warn (a disk it should have copied failed), known by the .vmxf kept as only it
+            # keeps one (layout.side_file_name), whose manifest is gone: not ghettoVCB's warn, which is good
+            return Health("damaged", "a hotvcb backup with a disk that failed (STATUS.warn) whose manifest is gone")
         return _ghettovcb(status, any(rel.endswith(".vmdk") for rel in present), "folder")
     if status != "ok":
         return _not_ok(status)
