@@ -32,6 +32,7 @@ from ..shell import Shell
 from . import chain, layout, manifest
 
 GOOD_STATES = ("good", "unverifiable")
+GHETTOVCB_VERDICT = "ghettovcb_verdict"  # in a ghettoVCB .gz's record: what reading all of it found (judge)
 GHETTOVCB_WARN = "STATUS.warn: ghettoVCB left out the VM's independent disk(s)"
 GZ_VERIFY_SUFFIX = ".verify.json"  # a .gz's record, which cannot go into the archive (not rewritten in place)
 GZ_RECORDS = ".hotvcb-gz-records"  # the folder, in the VM's, that holds them (gz_record)
@@ -53,13 +54,16 @@ class Health:
         return self.state in GOOD_STATES
 
 
-def judge(shell: Shell, b: "layout.BackupSet", depth: int = 0) -> Health:
+def judge(shell: Shell, b: "layout.BackupSet", depth: int = 0, remember: bool = False) -> Health:
+    """`remember`: a ghettoVCB .gz's verdict, found by reading all of it, is kept in its record for
+    every later look (a backup run's rotation asks: it writes to the volume anyway; list and status
+    only read what it kept)."""
     if b.status == "partial":
         return Health("partial", "being written, or left by a run that died")
     if b.status == "deleting":
         return Health("deleting", "being removed by rotation")
     if b.compressed:
-        return _judge_archive(shell, b.path)
+        return _judge_archive(shell, b.path, remember)
     return _judge_folder(shell, b.path, b.status, depth)
 
 
@@ -121,8 +125,12 @@ def _judge_bases(shell: Shell, path: str, files, verdict: Health, depth: int) ->
     return verdict
 
 
-def _judge_archive(shell: Shell, path: str) -> Health:
+def _judge_archive(shell: Shell, path: str, remember: bool = False) -> Health:
     from .. import targz  # tarfile, bz2, lzma: only for .gz backups, not every backup run's start-up
+
+    kept = _kept_ghettovcb_verdict(shell, path)
+    if kept is not None:
+        return kept
 
     wanted = (manifest.MANIFEST,) + layout.STATUS_FILES
 
@@ -138,7 +146,10 @@ def _judge_archive(shell: Shell, path: str) -> Health:
     if not status:
         if manifest.MANIFEST in texts:  # hotvcb writes STATUS before it compresses
             return Health("incomplete", "no STATUS file in the archive")
-        return _judge_ghettovcb_archive(members, texts)
+        verdict = _judge_ghettovcb_archive(members, texts)
+        if remember:
+            _keep_ghettovcb_verdict(shell, path, verdict)
+        return verdict
     if manifest.MANIFEST not in texts and status[0] in ("ok", "warn"):
         return _ghettovcb(status[0], any(m.rel.endswith(".vmdk") for m in members), "archive")
     if status[0] != "ok":
@@ -192,6 +203,34 @@ def _judge_ghettovcb_archive(members, texts: Dict[str, str]) -> Health:
     if not disks:
         return Health("empty", "no STATUS file in the archive, nor a disk")
     return Health("unverifiable", "ghettoVCB backup (compressed): no STATUS or manifest to check against")
+
+
+def _kept_ghettovcb_verdict(shell: Shell, path: str) -> Optional[Health]:
+    """The verdict a rotation kept of this ghettoVCB archive, while the archive is the size it had then
+    (ghettoVCB never rewrites one; one cut short or replaced is judged again)."""
+    record = read_gz_verify(shell, path)
+    kept = record.get(GHETTOVCB_VERDICT)
+    if record.get("verify_error") or not isinstance(kept, dict) or not isinstance(kept.get("size"), int):
+        return None
+    try:
+        if shell.file_size(path) != kept["size"]:
+            return None
+    except (HostError, OSError):
+        return None
+    state, reason = kept.get("state"), kept.get("reason")
+    if state not in ("unverifiable", "incomplete", "damaged", "empty") or not isinstance(reason, str):
+        return None
+    return Health(state, reason)
+
+
+def _keep_ghettovcb_verdict(shell: Shell, path: str, verdict: Health) -> None:
+    """Best effort: a volume that takes no record only costs the next look its read."""
+    try:
+        data = read_gz_verify(shell, path)
+        data[GHETTOVCB_VERDICT] = {"size": shell.file_size(path), "state": verdict.state, "reason": verdict.reason}
+        write_gz_sidecar(shell, path, data)
+    except (HostError, OSError):
+        pass
 
 
 def _judge_manifest(data: Dict[str, Any]) -> Health:

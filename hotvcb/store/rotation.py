@@ -87,7 +87,8 @@ def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: 
     remove = remove or functools.partial(remove_now, shell, log)
     shell = ScannedShell(shell, layout.vm_root(volume, vm_name))  # one look at the VM's folder
     backups = layout.list_backups(shell, volume, vm_name, log.warning)  # where a backup run names odd folders, once
-    verdicts = {b.path: health.judge(shell, b) for b in backups if b.status not in ("partial", "deleting")}
+    verdicts = {b.path: health.judge(shell, b, remember=not dry_run) for b in backups
+                if b.status not in ("partial", "deleting")}
     backups, unpacked = _one_per_time(backups, verdicts)
     if phantom is not None:
         newest = BackupSet(vm_name, PHANTOM, datetime.max, "ok")
