@@ -128,7 +128,8 @@ def _judge_bases(shell: Shell, path: str, files, verdict: Health, depth: int) ->
 def _judge_archive(shell: Shell, path: str, remember: bool = False) -> Health:
     from .. import targz  # tarfile, bz2, lzma: only for .gz backups, not every backup run's start-up
 
-    kept = _kept_ghettovcb_verdict(shell, path)
+    record = read_gz_verify(shell, path)  # one read serves the kept verdict and, for hotvcb's, its size and verify
+    kept = _kept_ghettovcb_verdict(shell, path, record)
     if kept is not None:
         return kept
 
@@ -148,7 +149,7 @@ def _judge_archive(shell: Shell, path: str, remember: bool = False) -> Health:
             return Health("incomplete", "no STATUS file in the archive")
         verdict = _judge_ghettovcb_archive(members, texts)
         if remember:
-            _keep_ghettovcb_verdict(shell, path, verdict)
+            _keep_ghettovcb_verdict(shell, path, record, verdict)
         return verdict
     if manifest.MANIFEST not in texts and status[0] in ("ok", "warn"):
         return _ghettovcb(status[0], any(m.rel.endswith(".vmdk") for m in members), "archive")
@@ -161,8 +162,7 @@ def _judge_archive(shell: Shell, path: str, remember: bool = False) -> Health:
     found = _judge_manifest(data)
     if found.state != "good":
         return found
-    sidecar = read_gz_verify(shell, path)
-    written = sidecar.get("archive_size")
+    written = record.get("archive_size")
     if isinstance(written, int):
         try:
             size = shell.file_size(path)
@@ -170,7 +170,7 @@ def _judge_archive(shell: Shell, path: str, remember: bool = False) -> Health:
             return Health("damaged", "cannot stat the archive: %s" % err, data)
         if size != written:
             return Health("damaged", "the archive is %d bytes, it was %d when written" % (size, written), data)
-    return _verified(found, sidecar.get("verify_error"), sidecar.get("verified"))
+    return _verified(found, record.get("verify_error"), record.get("verified"))
 
 
 def _judge_ghettovcb_archive(members, texts: Dict[str, str]) -> Health:
@@ -205,10 +205,9 @@ def _judge_ghettovcb_archive(members, texts: Dict[str, str]) -> Health:
     return Health("unverifiable", "ghettoVCB backup (compressed): no STATUS or manifest to check against")
 
 
-def _kept_ghettovcb_verdict(shell: Shell, path: str) -> Optional[Health]:
+def _kept_ghettovcb_verdict(shell: Shell, path: str, record: Dict[str, Any]) -> Optional[Health]:
     """The verdict a rotation kept of this ghettoVCB archive, while the archive is the size it had then
     (ghettoVCB never rewrites one; one cut short or replaced is judged again)."""
-    record = read_gz_verify(shell, path)
     kept = record.get(GHETTOVCB_VERDICT)
     if record.get("verify_error") or not isinstance(kept, dict) or not isinstance(kept.get("size"), int):
         return None
@@ -223,10 +222,10 @@ def _kept_ghettovcb_verdict(shell: Shell, path: str) -> Optional[Health]:
     return Health(state, reason)
 
 
-def _keep_ghettovcb_verdict(shell: Shell, path: str, verdict: Health) -> None:
+def _keep_ghettovcb_verdict(shell: Shell, path: str, record: Dict[str, Any], verdict: Health) -> None:
     """Best effort: a volume that takes no record only costs the next look its read."""
     try:
-        data = read_gz_verify(shell, path)
+        data = dict(record)
         data[GHETTOVCB_VERDICT] = {"size": shell.file_size(path), "state": verdict.state, "reason": verdict.reason}
         write_gz_sidecar(shell, path, data)
     except (HostError, OSError):
