@@ -15,7 +15,7 @@ from hotvcb.shell import LocalShell
 from hotvcb.store import layout
 
 # Backup folder times that strptime refused (its %m, %d, %M patterns take ASCII digits first) and
-# layout._when, reading every field with int(), takes: Arabic-Indic digits in the month, the day, a
+# layout.stamp_time, reading every field with int(), takes: Arabic-Indic digits in the month, the day, a
 # minute's tens.
 NON_ASCII_STAMPS = (
     "\u0662\u0660\u0662\u0666-\u0660\u0661-\u0660\u0662_\u0660\u0663-\u0660\u0664-\u0660\u0665",
@@ -37,7 +37,7 @@ def test_a_folder_time_is_read_as_strptime_read_it(stamp):
     """The docstring's promise ("the fields as strptime would read them"): the same datetime, or a
     ValueError where strptime raised one."""
     assert layout._TS.match(stamp)  # the name pattern's \d takes them: only the time reading decides
-    assert _read(layout._when, stamp) == _read(lambda s: datetime.strptime(s, layout.TS_FORMAT), stamp)
+    assert _read(layout.stamp_time, stamp) == _read(lambda s: datetime.strptime(s, layout.TS_FORMAT), stamp)
 
 
 def test_a_folder_with_non_ascii_digits_is_no_backup(tmp_path):

@@ -32,7 +32,6 @@ User snapshots (any other name) and finished backups are never touched.
 """
 
 import time
-from datetime import datetime
 from typing import Callable, List, Mapping, NamedTuple, Optional
 
 from ..errors import HotvcbError
@@ -110,7 +109,7 @@ def _asked_at(snap: Snapshot) -> Optional[float]:
     another is off by the difference). A run stopped between its backup's start and its snapshot is not told by it:
     it reads its lock right before it asks (store/lock.py: HostLock.check), so it asks for none once taken over."""
     try:
-        return datetime.strptime(snap.name[len(SNAPSHOT_PREFIX):], layout.TS_FORMAT).timestamp()
+        return layout.stamp_time(snap.name[len(SNAPSHOT_PREFIX):]).timestamp()
     except (ValueError, OverflowError, OSError):
         return None
 

@@ -131,9 +131,9 @@ def parse_entry(vm_name: str, entry: str) -> Optional[re.Match]:
     return _TS.match(entry[len(prefix) :])
 
 
-def _when(stamp: str) -> datetime:
-    """A name's TS_FORMAT time, which _TS matched: the fields as strptime would read them (a month 13
-    is a ValueError too), without its import (_strptime, calendar: ~2 ms of every run's start-up)."""
+def stamp_time(stamp: str) -> datetime:
+    """A backup's or our snapshot's name's TS_FORMAT time: the fields as strptime would read them (a month
+    13 is a ValueError too), without its import (_strptime, calendar: ~2 ms of every run's start-up)."""
     if not stamp.isascii():  # int() takes any script's digits; strptime refused them (hotvcb and date(1) write ASCII)
         raise ValueError("time data %r: digits other than 0-9" % stamp)
     year, month, day, hour, minute, second = (int(n) for n in re.split("[-_]", stamp))
@@ -158,7 +158,7 @@ def list_backups(shell: Shell, volume: str, vm_name: str,
             continue
         path = root + "/" + entry
         try:
-            when = _when(m.group(1))
+            when = stamp_time(m.group(1))
         except ValueError as err:
             if odd is not None:
                 odd(_no_time(path, m.group(1), err) + ": never counted, rotated or removed")
@@ -193,7 +193,7 @@ def from_path(shell: Shell, path: str) -> Optional[BackupSet]:
     if not m or vm_folder != m.group(1):
         return None
     try:
-        _when(m.group(2))
+        stamp_time(m.group(2))
     except ValueError as err:
         raise NotABackup(_no_time(path, m.group(2), err)) from None
     vm = m.group(1).replace("%2f", "/").replace("%25", "%") if "%2f" in m.group(1) else m.group(1)
