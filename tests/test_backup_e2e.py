@@ -10,7 +10,7 @@ import time
 import pytest
 
 from simhost import (needs_root, backup_root, backups, copying, hotvcb, hotvcb_background, kill, lock_pid,
-                     make_host, manifest, sealed, snapshot_names, wait_for, write_conf)
+                     make_host, manifest, sealed, snapshot_names, VOLUME, wait_for, write_conf)
 from esxisim import writer
 
 pytestmark = needs_root
@@ -402,6 +402,11 @@ def test_skipped_disks_buses_other_datastore_and_extra_files(host, tmp_path):
     assert oct(os.stat(os.path.join(folder, vm + ".vmx")).st_mode & 0o777) == "0o640"
     link = os.path.join(backup_root(host, vm), vm + "-symlink")
     assert os.readlink(link) == entry
+    # restored, the VM is short of the two disks no backup holds: not "restored OK" (exit 3, as the backup)
+    r = hotvcb(host, "restore", VOLUME + "/" + vm + "/" + entry, "--datastore", "datastore1", "--name", "many back")
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert r.stdout.count("it is restored disconnected") == 2, r.stdout
+    assert "Final status: WARNING: All VMs restored, but some disk(s) were not in the backup" in r.stdout, r.stdout
 
 
 def test_power_down_mode_with_hard_power_off(host, tmp_path):

@@ -68,13 +68,12 @@ def every_name(top) -> list:
     return sorted(name for _, dirs, files in os.walk(str(top)) for name in dirs + files)
 
 
-@pytest.mark.xfail(strict=True, reason="rotation moves a .gz into the folder beside it without looking whether "
-                                       "that folder is a symlink: the archive lands in the link's target and stays")
 def test_rotating_a_gz_whose_unpacked_folder_is_a_symlink_leaves_no_archive_behind(tmp_path):
     """An admin who unpacked an old .gz on another datastore and linked it in beside the archive: the pair
     is condemned (rotation.condemn: `.gz` renamed into `<folder>/`, then the folder renamed -deleting and
     removed). The rename goes through the link, the removal takes the link only, and the whole archive lives
-    on in a folder outside the VM's, where no later rotation or cleanup looks; rotation says it removed it."""
+    on in a folder outside the VM's, where no later rotation or cleanup looks; rotation says it removed it.
+    Now the link is removed (not what it names) and the .gz condemned on its own."""
     vol, elsewhere = tmp_path / "vol", tmp_path / "elsewhere"
     for stamp in (MID, NEW):
         folder_backup(vol / "db" / ("db-" + stamp))
@@ -86,6 +85,8 @@ def test_rotating_a_gz_whose_unpacked_folder_is_a_symlink_leaves_no_archive_behi
     removed = rotation.rotate(LocalShell(), str(vol), "db", 2, RunLog(stream=io.StringIO()))
     assert str(archive) in removed  # rotation reports the archive removed ...
     assert "db-%s.gz" % OLD not in every_name(tmp_path)  # ... and so it must be, wherever the link pointed
+    assert not os.path.lexists(str(vol / "db" / ("db-" + OLD)))  # the link went with it ...
+    assert os.path.isfile(os.path.join(target, "db.vmx"))  # ... but not the copy it named, outside the volume
 
 
 def test_hotvcbs_own_status_warn_backup_without_its_manifest_is_not_good(tmp_path):

@@ -11,12 +11,12 @@ Exit codes: 0 all restored (or a clean dry run), 4 some requests failed,
 """
 
 import dataclasses
-from typing import List
+from typing import List, Optional
 
 from .. import config, interrupt
 from ..errors import HotvcbError, Interrupted, UsageError, VmNotFound
 from ..jobs import nfs
-from ..jobs.restore import RestoreJob
+from ..jobs.restore import RestoreJob, RestoreResult
 from ..jobs.restore_plan import require_usable_name
 from ..restorefile import BadLine, RestoreRequest, datastore_path, disk_format, read_restore_file, trim_path
 from ..runid import machine_name
@@ -124,7 +124,7 @@ def run(args) -> int:
             return log.account("", repo_cmd.restore(args.repo, args.backup, args.to, log, args.latest))[1]
         if not args.datastore:
             raise UsageError("restore --repo needs --to DIR, or --datastore DS to restore the VM")
-    failed = done = 0
+    failed = done = partial = 0
     try:
         items = requests_from(args, settings)
         log.info("============================== hotvcb restore LOG START ==============================")
@@ -140,11 +140,14 @@ def run(args) -> int:
                 log.error(str(item))
                 failed += 1
                 continue
-            if not _restore(job, item, log, dry_run):
+            result = _restore(job, item, log, dry_run)
+            if result is None or result.status != "ok":
                 failed += 1
+            elif result.disconnected and not dry_run:
+                partial += 1
             if interrupt.pending():
                 interrupt.raise_pending()
-        status, code = _final(done, failed, dry_run)
+        status, code = _final(done, failed, partial, dry_run)
     except Interrupted as err:
         status, code = "ERROR: %s; unfinished restore folders removed" % err, err.exit_code
     except UsageError:
@@ -160,11 +163,11 @@ def run(args) -> int:
     return code
 
 
-def _restore(job: RestoreJob, req: RestoreRequest, log, dry_run: bool) -> bool:
+def _restore(job: RestoreJob, req: RestoreRequest, log, dry_run: bool) -> Optional[RestoreResult]:
     """One request; a repository's backup is first written (every chunk hash-checked) as a sealed
     folder on the target datastore, then restored like any folder: formats, checks, registration."""
     if not req.repo:
-        return job.restore_one(req).status == "ok"
+        return job.restore_one(req)
     from ..repo.repository import open_path  # the repository's code, for its backups only
     from . import repo_cmd
     try:
@@ -181,12 +184,12 @@ def _restore(job: RestoreJob, req: RestoreRequest, log, dry_run: bool) -> bool:
             log.dryrun("RESTORE: %s from the repository %s to %s as %s%s (staged on the target datastore, then "
                        "restored as a folder backup)" % (snap, req.repo, req.target, req.disk_format,
                                                           ", named " + req.new_name if req.new_name else ""))
-            return True
+            return RestoreResult(req, "ok")
         early = job.ask_early()  # beside the staging: the host's answers are ready when its pre-checks run
         try:
             with repo_cmd.staged(req.repo, snap.id, req.target, job.records, log.info) as folder:
                 staged = dataclasses.replace(req, backup=folder, repo="", latest="", staged=True)
-                return job.restore_one(staged).status == "ok"
+                return job.restore_one(staged)
         finally:
             for question in early:
                 question.drop()
@@ -194,12 +197,19 @@ def _restore(job: RestoreJob, req: RestoreRequest, log, dry_run: bool) -> bool:
         raise
     except HotvcbError as err:
         log.error("%s%s" % (req.where + ": " if req.where else "", err))
-        return False
+        return None
 
 
-def _final(done: int, failed: int, dry_run: bool):
+def _final(done: int, failed: int, partial: int, dry_run: bool):
+    """`partial`: VMs restored with a disk left disconnected, because their backup does not hold it (an
+    independent disk or RDM that no snapshot copies): a VM short of a disk is not "restored OK", and
+    ghettoVCB's own backup of it said "some disk(s) failed" (exit 3, as for the backup)."""
+    if failed == 0 and partial:
+        return "WARNING: All VMs restored, but some disk(s) were not in the backup and are left disconnected!", 3
     if failed == 0:
         return ("OK, only a dryrun." if dry_run else "All VMs restored OK!"), 0
     if failed == done:
         return "ERROR: All VMs failed to restore!", 6
+    if partial:
+        return "ERROR: %d of %d VM(s) failed to restore, and some disk(s) were left disconnected!" % (failed, done), 5
     return "ERROR: %d of %d VM(s) failed to restore!" % (failed, done), 4

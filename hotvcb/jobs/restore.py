@@ -37,7 +37,7 @@ A libvirt or bare-QEMU backup is first staged on the target as VMDKs and a
 """
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import List, Optional
 
 from .. import interrupt, targz, vmdk
@@ -59,6 +59,7 @@ class RestoreResult:
     request: RestoreRequest
     status: str = "pending"  # ok | error
     message: str = ""
+    disconnected: List[str] = field(default_factory=list)  # restored without these disks (not in the backup)
     name: str = ""
     folder: str = ""
     vmid: str = ""
@@ -186,7 +187,7 @@ class _Restore:
         archive = targz.ArchiveView(source) if compressed else None
         fs = shell if archive is None else archive  # type: FileReader
         plan = self.planner.plan(fs, source, free)
-        self.result.name, self.result.folder = plan.name, plan.folder
+        self.result.name, self.result.folder, self.result.disconnected = plan.name, plan.folder, plan.disconnected
         bare = restore_source.check_sealed(shell, req, fs, source)
         if archive is not None:
             restore_room.check_unpack_room(req, archive, source, free)
@@ -240,7 +241,7 @@ class _Restore:
         self.extract_dir = dest  # from here on, `run` removes it
         restore_stage.stage(shell, kvm, dest, self.log)
         plan = self.planner.plan(shell, dest, free)
-        self.result.name, self.result.folder = plan.name, plan.folder
+        self.result.name, self.result.folder, self.result.disconnected = plan.name, plan.folder, plan.disconnected
         restore_room.check_room(req, self.log, plan)
         self._write(plan, Checking(req, self.log, None))
         self.result.vmid = restore_write.register(self.host, self.log, plan, self.job.power_on)

@@ -95,6 +95,7 @@ class Plan:
     free: Optional[int] = None
     tree: Optional[TreeRestore] = None  # the user's snapshot tree, brought back (restore_tree.py)
     copy: bool = False  # a new name: a copy that can run beside the original (vmx_identity.py), not the VM itself
+    disconnected: List[str] = field(default_factory=list)  # devices the backup holds no disk for
 
 
 class Planner:
@@ -162,6 +163,7 @@ class Planner:
                         self.log.warning("%s: disk %s (%s) is not in the backup (skipped when it was taken); "
                                          "it is restored disconnected" % (name, dev, filename))
                     put(dev + ".present", "FALSE")
+                    plan.disconnected.append(dev)
                     continue
                 src, target = found, _unique(base_name(found.rsplit("/", 1)[-1]), used)
                 top = target

@@ -235,6 +235,11 @@ def condemn(shell: Shell, b: BackupSet, unpacked: Optional[str] = None) -> str:
     both would take: the .gz goes into that folder first, so a kill between the two renames leaves one
     folder for the next rotation, never a .gz whose -deleting name a folder holds."""
     doomed = (b.path[: -len(".gz")] if b.compressed else b.path) + layout.DELETING
+    if unpacked is not None and _linked_elsewhere(shell, unpacked):
+        # a hand linked an unpacked copy kept elsewhere in: the .gz moved through the link would live on
+        # there, where no rotation looks. The link goes (what it names is not this volume's to remove).
+        shell.remove_tree(unpacked)
+        unpacked = None
     if unpacked is not None:
         shell.rename(b.path, unpacked + "/" + b.name)
     shell.rename(unpacked or b.path, doomed)
@@ -243,6 +248,13 @@ def condemn(shell: Shell, b: BackupSet, unpacked: Optional[str] = None) -> str:
         for record in health.gz_records(b.path):  # its size and what verify found of it: moot now
             shell.remove_tree(record)
     return doomed
+
+
+def _linked_elsewhere(shell: Shell, path: str) -> bool:
+    """A symlink, asked with realpath (the Shell contract's own question for it): rare, so asked only
+    of a .gz's unpacked twin."""
+    parent, name = path.rsplit("/", 1)
+    return shell.realpath(path) != shell.realpath(parent).rstrip("/") + "/" + name
 
 
 def remove_now(shell: Shell, log, path: str) -> None:
