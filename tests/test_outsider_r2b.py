@@ -149,3 +149,28 @@ def test_a_ghettovcb_archive_judged_once_is_not_read_whole_again(tmp_path):
     with open(archive, "r+b") as f:  # cut short: the kept verdict is no longer its
         f.truncate(os.path.getsize(archive) - 100)
     assert not health.judge(shell, layout.from_path(shell, archive)).good
+
+
+@pytest.mark.parametrize("gz_good", [True, False])
+def test_list_shows_a_gz_and_the_folder_unpacked_beside_it_as_one_backup(tmp_path, gz_good):
+    """ghettoVCB-restore unpacks the .gz it restores beside itself and leaves the folder. Rotation counts
+    the pair once; list showed two rows (two backups of one time, twice the space). One row now, the
+    .gz's, good if either is, its size both's, `unpacked` naming the folder."""
+    from hotvcb.commands.list_cmd import backup_rows, table
+
+    vol = tmp_path / "vol"
+    folder_backup(vol / "db" / ("db-" + NEW))
+    archive = ghettovcb_archive(vol, OLD, 4096)
+    with tarfile.open(archive) as tar:
+        tar.extractall(str(vol / "db"))
+    (vol / "db" / ("db-" + OLD) / "STATUS.ok").write_text("ok\n")  # as a hotvcb archive holds it
+    if not gz_good:  # a cut archive: the folder beside it is what holds the backup
+        with open(archive, "r+b") as f:
+            f.truncate(os.path.getsize(archive) // 2)
+    rows = backup_rows(LocalShell(), str(vol), "db")
+    assert [r["name"] for r in rows] == ["db-%s.gz" % OLD, "db-" + NEW], rows
+    assert rows[0]["unpacked"] == str(vol / "db" / ("db-" + OLD)) and rows[0]["good"] is True
+    folder_bytes = sum(os.path.getsize(os.path.join(d, n)) for d, _, ns in os.walk(rows[0]["unpacked"]) for n in ns)
+    assert rows[0]["size_bytes"] >= os.path.getsize(archive) + folder_bytes
+    assert rows[1]["unpacked"] is None
+    assert "(gz+unpacked)" in table(rows)

@@ -66,9 +66,25 @@ def backup_rows(shell: Shell, volume: str, vm: Optional[str] = None, now: Option
     shell = ScannedShell(shell, layout.vm_root(volume, vm) if vm else volume)
     rows = []
     for name in [vm] if vm else vm_names(shell, volume):
-        for b in layout.list_backups(shell, volume, name, odd):
-            rows.append(describe(shell, b, now))
+        rows += _one_per_time([describe(shell, b, now) for b in layout.list_backups(shell, volume, name, odd)])
     return rows
+
+
+def _one_per_time(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """A .gz and the folder ghettoVCB-restore unpacked beside it are one backup, as rotation counts them
+    (rotation._one_per_time): one row, the .gz's, good if either is (then with that one's verdict),
+    `unpacked` naming the folder and the size both take."""
+    folders = {r["path"]: r for r in rows if not r["compressed"]}
+    out = []
+    for r in rows:
+        twin = folders.pop(r["path"][: -len(".gz")], None) if r["compressed"] else None
+        if twin is not None:
+            size = r["size_bytes"] + twin["size_bytes"]
+            if twin["good"] and not r["good"]:
+                r = dict(twin, path=r["path"], name=r["name"], compressed=True)
+            r = dict(r, size_bytes=size, unpacked=twin["path"])
+        out.append(r)
+    return [r for r in out if r["compressed"] or r["path"] in folders]
 
 
 def describe(shell: Shell, b: "layout.BackupSet", now: datetime) -> Dict[str, Any]:
@@ -99,6 +115,7 @@ def describe(shell: Shell, b: "layout.BackupSet", now: datetime) -> Dict[str, An
         "verified": verdict.verified or (data or {}).get("verified"),
         "verify_error": error,
         "warning": verdict.warning,
+        "unpacked": None,
     }
 
 
@@ -166,7 +183,7 @@ def table(rows: List[Dict[str, Any]]) -> str:
     head = ("VM", "TIME", "AGE", "SIZE", "FORMAT", "STATUS", "VERIFIED")
     lines = [head]  # type: List[Tuple[str, ...]]
     for r in rows:
-        status = r["status"] + (" (gz)" if r["compressed"] else "")
+        status = r["status"] + (" (gz+unpacked)" if r.get("unpacked") else " (gz)" if r["compressed"] else "")
         if r["verify_error"]:
             verified = "FAILED: " + r["verify_error"]
         else:
