@@ -362,9 +362,11 @@ def test_garbage_config_is_one_clear_line(host, tmp_path):
 
 def test_dry_run_changes_nothing(host, tmp_path):
     vmid = host.create_vm("dry", "datastore1", [{"size": "8M"}], power="on")
-    r = hotvcb(host, "-m", "dry", "-g", write_conf(host), "-d", "dryrun", "-w", tmp_path / "w")
+    r = hotvcb(host, "-m", "dry", "-g", write_conf(host, ENABLE_COMPRESSION=1), "-d", "dryrun", "-w", tmp_path / "w")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "OK, only a dryrun." in r.stdout and "dry.vmdk" in r.stdout and "MiB" in r.stdout
+    # the .gz is written while its folder is still there: the room it needs too, as the run reserves it
+    assert re.search(r"TOTAL NEEDED: 8(\.0)? MiB and up to 8(\.0)? MiB more while it is compressed;", r.stdout), r.stdout
     assert backups(host, "dry") == [] and snapshot_names(host, vmid) == []
     assert not any(rec["event"].startswith("snapshot") for rec in host.writer_log("dry"))
 

@@ -171,3 +171,17 @@ def test_a_closed_stdout_leaves_the_exit_code_to_the_run():
         os.close(write)
     assert r.returncode == runlog.LOG_LOST and r.stderr.startswith("hotvcb: warning: ") \
         and "Exception" not in r.stderr, r.stderr
+
+
+def test_a_cleanup_whose_log_is_lost_says_so_in_its_exit_code(tmp_path):
+    """`hotvcb cleanup` under cron with its stdout gone: the leftovers are handled, but the admin's record
+    of what was removed is not there; exit 9 as for a backup (it exited 0)."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        r = subprocess.run([sys.executable, "-m", "hotvcb", "cleanup", "--kvm", str(tmp_path)], stdout=write,
+                           stderr=subprocess.PIPE, text=True, timeout=60,
+                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    finally:
+        os.close(write)
+    assert r.returncode == runlog.LOG_LOST and "Traceback" not in r.stderr, (r.returncode, r.stderr)

@@ -65,7 +65,8 @@ def _kvm(args) -> int:
 def _summary(args, log, n: int, before: int) -> int:
     # a VM's cleanup, a folder, a condemned backup's removal: each named on its error line
     failed = sum(" -- error: " in line for line in log.lines[before:])
-    log.info("cleanup: %d leftover(s) %s%s" % (n, "found" if args.level == "dryrun" else "removed",
-                                               ", %d failed (see above), left for the next cleanup" % failed
-                                               if failed else ""))
-    return 1 if failed else 0
+    line, code = log.account("cleanup: %d leftover(s) %s%s" % (
+        n, "found" if args.level == "dryrun" else "removed",
+        ", %d failed (see above), left for the next cleanup" % failed if failed else ""), 1 if failed else 0)
+    log.info(line)  # a cleanup whose log could not be written everywhere exits 9, as a backup does
+    return log.account(line, code)[1]  # this line may be the first to meet a closed stdout

@@ -180,8 +180,9 @@ def dry_run(host: Hypervisor, s: Settings, log, vm: Vm, disks: List[Disk], plan:
         log.dryrun("FILE: %s" % f)
     if plan.tree is not None:
         log.dryrun("SNAPSHOT TREE: %s -> %s/" % (describe(plan.tree), TREE))
+    archive = plan.needed if s.enable_compression and not s.vm_backup_repository else 0  # as preflight reserves
     log.dryrun("TOTAL NEEDED: %s; ROTATION: keep %d%s" % (
-        human_size(plan.needed), s.vm_backup_rotation_count,
+        need_text(plan.needed, archive), s.vm_backup_rotation_count,
         ", within %s" % human_size(s.vm_backup_rotation_size) if s.vm_backup_rotation_size else ""))
     # what rotation would remove once this backup is made (counted as the newest good one)
     rotation.rotate(host.shell, s.vm_backup_volume, vm.name, s.vm_backup_rotation_count, log,
