@@ -1,6 +1,7 @@
 """The host's end of an on-host run (`hostrun.py`): started by SSH mode with the host's own
 python (`python -c <this file> NONCE SHA256 FOLDER`) on one SSH channel, it takes the hotvcb pyz (only
-when the host does not hold that build yet) and the run's files from stdin, runs hotvcb there,
+when the host does not hold that build yet) and the run's files from stdin, runs hotvcb there (the
+build unpacked and compiled beside its pyz, once),
 relays its output live and passes the client's Ctrl-C / SIGTERM on to it.
 
 This file parses on Python 2.7 and 3.5 (ESXi 5.x/6.x), so an old host's python answers "old"
@@ -68,6 +69,7 @@ def serve(nonce, sha, cache, version):
     if not held:
         receive_pyz(pyz, sha, frame(stdin))
     os.utime(pyz, None)  # in use: kept by forget_old_builds
+    program = unpacked(pyz)
     request = __import__("json").loads(frame(stdin).decode("utf-8"))
     run = tempfile.mkdtemp(prefix="run-", dir=cache)
     try:
@@ -75,7 +77,7 @@ def serve(nonce, sha, cache, version):
             put_file(run, rel, b64)
         argv = [a.replace(RUN_DIR, run) for a in request["argv"]]
         say(nonce, "run")  # everything before may fail (a full /tmp...): the client then goes file by file
-        code = relay(pyz, argv, request.get("env") or {}, run, stdin)
+        code = relay(program, argv, request.get("env") or {}, run, stdin)
         outbox = os.path.join(run, "outbox.json")
         say(nonce, "end")
         if os.path.exists(outbox):
@@ -84,7 +86,7 @@ def serve(nonce, sha, cache, version):
         return code
     finally:
         shutil.rmtree(run, ignore_errors=True)
-        forget_old_builds(cache, pyz)
+        forget_old_builds(cache, (pyz, program))
 
 
 def private_dir(path):
@@ -148,6 +150,44 @@ def receive_pyz(pyz, sha, data):
         except OSError:
             pass
         raise
+
+
+def unpacked(pyz):
+    """The build unpacked beside its pyz, its modules compiled by this python, to run instead of the pyz:
+    python never caches what it imports from a zip, so each run from the pyz compiled every module again
+    (~0.4 CPU-s, at every `status` a monitoring box asks over SSH). Made once per build under a name of its
+    own, then renamed into place with its `.built` mark, so a folder under the final name is whole (its
+    removal renames it away first: forget_old_builds). Any failure (a full /tmp) runs the pyz as before."""
+    import compileall
+    import os
+    import shutil
+    import zipfile
+
+    folder = pyz[: -len(".pyz")]
+    if os.path.isfile(os.path.join(folder, ".built")):
+        os.utime(folder, None)  # in use: kept by forget_old_builds
+        return folder
+    tmp = "%s.%d.tmp" % (folder, os.getpid())
+    try:
+        with zipfile.ZipFile(pyz) as zf:
+            room = os.statvfs(os.path.dirname(pyz))
+            # the sources and their bytecode (about as large), and still the room a run needs (serve)
+            if room.f_bavail * room.f_frsize < 2 * sum(i.file_size for i in zf.infolist()) + MIN_FREE:
+                return pyz
+            zf.extractall(tmp)
+        if not compileall.compile_dir(tmp, quiet=2):
+            raise ValueError("the build does not compile here")
+        open(os.path.join(tmp, ".built"), "w").close()
+        try:
+            os.rename(tmp, folder)
+        except OSError:  # another run put it in place first
+            if not os.path.isfile(os.path.join(folder, ".built")):
+                raise
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return pyz
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
 
 
 def put_file(run, rel, b64):
@@ -278,18 +318,35 @@ def alive(pid):
 
 
 def forget_old_builds(cache, current):
-    """Builds of other hotvcb versions unused for a week (/tmp on ESXi is a small ramdisk)."""
+    """Builds of other hotvcb versions unused for a week (/tmp on ESXi is a small ramdisk), and what a killed
+    run left of unpacking one. An unpacked build is renamed out of its name before it is removed, so no
+    run ever starts a half-removed one."""
     import os
+    import shutil
     import time
 
     for name in os.listdir(cache):
         path = os.path.join(cache, name)
-        if name.startswith("hotvcb-") and path != current:
-            try:
-                if time.time() - os.path.getmtime(path) > KEEP_OLD_BUILDS:
-                    os.unlink(path)
-            except OSError:
-                pass
+        if not name.startswith("hotvcb-") or path in current:
+            continue
+        try:
+            folder = os.path.isdir(path) and not os.path.islink(path)
+            if name.endswith((".tmp", ".old")):
+                pid = name.rsplit(".", 2)[-2]
+                if not pid.isdigit() or alive(int(pid)):
+                    continue
+            elif time.time() - os.path.getmtime(path) <= KEEP_OLD_BUILDS:
+                continue
+            elif folder:
+                gone = "%s.%d.old" % (path, os.getpid())
+                os.rename(path, gone)
+                path = gone
+            if folder:
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
+        except OSError:
+            pass
 
 
 if __name__ == "__main__":

@@ -41,6 +41,10 @@ class Site:
     def builds(self):
         return sorted(p for p in os.listdir(str(self.folder)) if p.endswith(".pyz"))
 
+    def kept(self):
+        """What the host's folder keeps between runs: each build's pyz and the build unpacked beside it."""
+        return sorted(self.builds() + [p[: -len(".pyz")] for p in self.builds()])
+
 
 @pytest.fixture
 def site(host, tmp_path):

@@ -12,6 +12,8 @@ import pytest
 from simhost import (needs_root, backup_root, backups, copying, hotvcb, hotvcb_background, kill, lock_pid,
                      make_host, manifest, sealed, snapshot_names, VOLUME, wait_for, write_conf)
 from esxisim import writer
+from hotvcb.shell import LocalShell
+from hotvcb.store import health, layout
 
 pytestmark = needs_root
 
@@ -401,6 +403,10 @@ def test_skipped_disks_buses_other_datastore_and_extra_files(host, tmp_path):
     assert {k.split("0:")[0] for k in keys} == {"scsi", "sata", "ide", "nvme"}
     assert any(f.startswith(uuid_of(host, "ds5") + "/") for f in m["files"])
     folder = os.path.join(backup_root(host, vm), entry)
+    # the two disks in no backup are named in it: list and status warn as for ghettoVCB's STATUS.warn
+    assert sorted(d["reason"].split()[0] for d in m["skipped"]) == ["independent", "physical"], m["skipped"]
+    verdict = health.judge(LocalShell(), layout.from_path(LocalShell(), folder))
+    assert verdict.good and all(d["key"] in verdict.warning for d in m["skipped"]), verdict
     assert oct(os.stat(os.path.join(folder, vm + ".vmx")).st_mode & 0o777) == "0o640"
     link = os.path.join(backup_root(host, vm), vm + "-symlink")
     assert os.readlink(link) == entry

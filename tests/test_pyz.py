@@ -5,6 +5,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -181,3 +182,52 @@ def test_an_old_python_on_a_host_tells_ssh_mode_to_go_file_by_file(version):
     done = subprocess.run([python, "-c", source, "n0nce", "0" * 64, "/nonexistent"], stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, universal_newlines=True, env={"PATH": "/usr/bin:/bin"}, timeout=60)
     assert (done.returncode, done.stdout, done.stderr) == (0, "HOTVCB-ONHOST n0nce old %s\n" % version, "")
+
+
+def test_the_host_runs_a_build_unpacked_and_compiled_once_and_forgets_what_killed_runs_left(tmp_path):
+    """Python never caches bytecode for modules imported from a zip: each on-host run from the pyz compiled
+    every module again. The host end unpacks a build once beside its pyz, compiled, and runs that; what a
+    killed unpacking or removal left (named by its dead pid) goes at the next run, a live one's stays."""
+    from hotvcb import onhost_boot, pyzpack
+
+    data, _ = pyzpack.build(str(ROOT))
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    pyz = cache / "hotvcb-abc.pyz"
+    pyz.write_bytes(data)
+    folder = Path(onhost_boot.unpacked(str(pyz)))
+    assert folder == cache / "hotvcb-abc" and (folder / ".built").is_file()
+    assert list((folder / "hotvcb" / "__pycache__").glob("cli.*.pyc"))
+    done = subprocess.run([sys.executable, str(folder), "--version"], stdout=subprocess.PIPE, timeout=60,
+                          universal_newlines=True, env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0 and done.stdout.startswith("hotvcb "), done
+    stamp = (folder / "hotvcb" / "cli.py").stat().st_mtime_ns
+    assert onhost_boot.unpacked(str(pyz)) == str(folder)  # the second run: as it is, not unpacked again
+    assert (folder / "hotvcb" / "cli.py").stat().st_mtime_ns == stamp
+    # a folder under the final name without its mark was never put there whole: the pyz runs instead
+    (cache / "hotvcb-half.pyz").write_bytes(data)
+    (cache / "hotvcb-half").mkdir()
+    (cache / "hotvcb-half" / "junk").write_text("x")
+    assert onhost_boot.unpacked(str(cache / "hotvcb-half.pyz")) == str(cache / "hotvcb-half.pyz")
+    (cache / "hotvcb-bad.pyz").write_bytes(b"not a zip")
+    assert onhost_boot.unpacked(str(cache / "hotvcb-bad.pyz")) == str(cache / "hotvcb-bad.pyz")
+    sleeper = subprocess.Popen(["sleep", "30"])
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    try:
+        for name in ("hotvcb-x.%d.tmp" % dead.pid, "hotvcb-y.%d.old" % dead.pid, "hotvcb-z.%d.tmp" % sleeper.pid):
+            (cache / name).mkdir()
+            (cache / name / "f").write_text("x")
+        (cache / ("hotvcb-abc.pyz.%d.tmp" % dead.pid)).write_bytes(b"part")
+        old = time.time() - onhost_boot.KEEP_OLD_BUILDS - 60
+        for name in ("hotvcb-old", "hotvcb-old.pyz"):
+            (cache / name).mkdir() if "." not in name else (cache / name).write_bytes(b"x")
+            os.utime(str(cache / name), (old, old))
+        os.utime(str(folder), (old, old))  # the current build is kept however old
+        onhost_boot.forget_old_builds(str(cache), (str(pyz), str(folder)))
+        left = sorted(p.name for p in cache.iterdir())
+        assert left == sorted(["hotvcb-abc", "hotvcb-abc.pyz", "hotvcb-bad.pyz", "hotvcb-half", "hotvcb-half.pyz",
+                               "hotvcb-z.%d.tmp" % sleeper.pid]), left
+    finally:
+        sleeper.kill()
+        sleeper.wait()

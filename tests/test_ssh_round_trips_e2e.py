@@ -50,13 +50,14 @@ def test_a_backup_run_on_the_host_is_one_round_trip_and_sends_hotvcb_once(host, 
     first = os.stat(str(site.folder / build))
     assert "Final status: All VMs backed up OK!" in (tmp_path / "client.log").read_text(), \
         "-l names a file on this machine, and it gets the host's lines"
-    assert os.listdir(str(site.folder)) == [build], "the run's folder (config copies) is removed"
+    assert sorted(os.listdir(str(site.folder))) == site.kept(), "the run's folder (config copies) is removed"
+    assert site.kept() == [build[: -len(".pyz")], build] and (site.folder / site.kept()[0] / ".built").is_file()
 
     for name, pids in (("run-killed", "999999 999998"), ("run-going", "999999 %d" % os.getpid())):
         (site.folder / name).mkdir()  # runs whose relay was killed: config copies of one to remove
         (site.folder / name / "pid").write_text(pids + "\n")
     r, trips = site.run("backup", "-a", "-g", conf, "--json-report", tmp_path / "report.json")
-    assert sorted(os.listdir(str(site.folder))) == [build, "run-going"], "only a dead run's folder is removed"
+    assert sorted(os.listdir(str(site.folder))) == site.kept() + ["run-going"], "only a dead run's folder is removed"
     assert r.returncode == 0, r.out
     assert len(trips) == 1, "\n".join(trips)  # three VMs: still one (target ≤ 45)
     assert [len(sealed(host, "vm %d" % i)) for i in range(3)] == [2, 1, 1]

@@ -249,7 +249,15 @@ def _judge_manifest(data: Dict[str, Any]) -> Health:
     unlisted = [f for f in manifest.tree_files(data) if f not in files]
     if unlisted:
         return Health("damaged", "snapshot tree file %s has no checksum in the manifest" % unlisted[0], data)
-    return Health("good", "", data)
+    return Health("good", "", data, warning=_left_out(data.get("skipped")))
+
+
+def _left_out(skipped: Any) -> str:
+    """The VM's disks its backup holds none of, by design (independent, RDM): a good backup, short of them."""
+    if not isinstance(skipped, list) or not skipped:
+        return ""
+    names = ["%s (%s)" % (d.get("key", "?"), d.get("reason", "?")) if isinstance(d, dict) else "?" for d in skipped]
+    return "the VM's disk(s) no snapshot copies are in no backup: %s" % ", ".join(names)
 
 
 def _verified(found: Health, error: Any, verified: Any) -> Health:

@@ -15,7 +15,8 @@ a manifest without content entries is still written as version 2):
                                "sha256_of_blocks": hex, "blocks": {...}}}},   version 3, see below
      "verified": iso or null,
      "snapshot_tree": {"folder": "snapshot-tree", "vmx": name, "vmsd": name, "snapshots": [name...],
-                       "files": [relative name...]}}      only with BACKUP_SNAPSHOT_TREE (jobs/snaptree.py)
+                       "files": [relative name...]},      only with BACKUP_SNAPSHOT_TREE (jobs/snaptree.py)
+     "skipped": [{"key": "scsi0:1", "source": path, "reason": text}]}   only for disks no snapshot copies
 
 Version 2 differs from version 1 only in the "files" entries: the proof of a
 file is derived from its 1 MiB block digests (one pass, one hash per block,

@@ -237,6 +237,8 @@ class Sealer:
         }
         if tree:
             record["snapshot_tree"] = tree
+        if result.skipped_disks:  # what no snapshot copies: list and status show it as ghettoVCB's STATUS.warn
+            record["skipped"] = [{"key": d.key, "source": d.path, "reason": d.skip_reason} for d in result.skipped_disks]
         self.shell.write_text(self.partial + "/" + manifest.MANIFEST, manifest.dumps(record), sync_folder=False)
         crashpoint.reached("manifest-written")
         # the folder's one fsync, for every name in it (the copies, config, manifest, this), before
