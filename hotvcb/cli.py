@@ -13,7 +13,7 @@ import os
 import sys
 from typing import List, Optional
 
-from . import __version__
+from . import __version__, interrupt
 from .commands import common, onhost
 from .errors import HotvcbError, Interrupted, UsageError
 from .runlog import say
@@ -80,7 +80,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     debug = getattr(args, "level", "") == "debug"
     onhost.adopt_client_names(args)
     try:
-        return args.handler(args)
+        with interrupt.scope():
+            return args.handler(args)
     except HotvcbError as err:
         if debug:
             import traceback  # linecache, tokenize: only a debug run's error needs it

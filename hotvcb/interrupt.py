@@ -58,6 +58,22 @@ def reset() -> None:
     del _reasons[:]
 
 
+@contextmanager
+def scope() -> Iterator[None]:
+    """One command's signal handling: the handlers it installs are put back and what it recorded is
+    forgotten when it returns, so a program calling cli.main (a library use) gets its Ctrl-C back, and a
+    second command in the process does not start stopped by the first one's signal."""
+    main = threading.current_thread() is threading.main_thread()  # only it may set handlers
+    kept = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)} if main else {}
+    reset()
+    try:
+        yield
+    finally:
+        for sig, handler in kept.items():
+            signal.signal(sig, handler)
+        reset()
+
+
 def result(future: "futures.Future[T]") -> T:
     """The future's result, waited for in slices. A signal sent to the process may be taken from the
     kernel by a worker thread (one returning from a syscall just then), and Python runs its handler only

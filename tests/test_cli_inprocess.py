@@ -1,0 +1,22 @@
+"""cli.main called in a process that lives on (a program using hotvcb as a library, a test): each command's
+signal handling is its own, not the process's from then on."""
+
+import signal
+
+from hotvcb import interrupt
+from hotvcb.cli import main
+
+
+def test_a_command_gives_back_the_signal_handlers_it_found_and_forgets_what_it_recorded(tmp_path):
+    def mine(signum, frame):
+        raise AssertionError("not sent in this test")
+
+    before = signal.signal(signal.SIGTERM, mine)
+    try:
+        interrupt.stop("left by an earlier command")  # as a run whose lock was taken over leaves it
+        assert main(["verify", "--volume", str(tmp_path), "--all"]) == 0  # not stopped by the earlier one
+        assert signal.getsignal(signal.SIGTERM) is mine, "hotvcb's handler stayed: the program's SIGTERM is lost"
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert not interrupt.pending()
+    finally:
+        signal.signal(signal.SIGTERM, before)
