@@ -153,12 +153,12 @@ def receive_pyz(pyz, sha, data):
 
 
 def unpacked(pyz):
-    """The build unpacked beside its pyz, its modules compiled by this python, to run instead of the pyz:
-    python never caches what it imports from a zip, so each run from the pyz compiled every module again
-    (~0.4 CPU-s, at every `status` a monitoring box asks over SSH). Made once per build under a name of its
-    own, then renamed into place with its `.built` mark, so a folder under the final name is whole (its
-    removal renames it away first: forget_old_builds). Any failure (a full /tmp) runs the pyz as before."""
-    import compileall
+    """The build unpacked beside its pyz, to run instead of the pyz: python never caches what it imports
+    from a zip, so each run from the pyz compiled every module it imports again (~0.4 CPU-s, at every
+    `status` a monitoring box asks over SSH); from a folder, the first run that imports a module writes its
+    bytecode there (atomically: runs at once are fine) and later runs read it. Made once per build under a
+    name of its own, then renamed into place with its `.built` mark, so a folder under the final name is
+    whole (its removal renames it away first: forget_old_builds). Any failure (a full /tmp) runs the pyz."""
     import os
     import shutil
     import zipfile
@@ -171,12 +171,10 @@ def unpacked(pyz):
     try:
         with zipfile.ZipFile(pyz) as zf:
             room = os.statvfs(os.path.dirname(pyz))
-            # the sources and their bytecode (about as large), and still the room a run needs (serve)
+            # the sources and the bytecode runs will write (about as large), and still the room a run needs (serve)
             if room.f_bavail * room.f_frsize < 2 * sum(i.file_size for i in zf.infolist()) + MIN_FREE:
                 return pyz
             zf.extractall(tmp)
-        if not compileall.compile_dir(tmp, quiet=2):
-            raise ValueError("the build does not compile here")
         open(os.path.join(tmp, ".built"), "w").close()
         try:
             os.rename(tmp, folder)

@@ -197,10 +197,10 @@ def test_the_host_runs_a_build_unpacked_and_compiled_once_and_forgets_what_kille
     pyz.write_bytes(data)
     folder = Path(onhost_boot.unpacked(str(pyz)))
     assert folder == cache / "hotvcb-abc" and (folder / ".built").is_file()
-    assert list((folder / "hotvcb" / "__pycache__").glob("cli.*.pyc"))
     done = subprocess.run([sys.executable, str(folder), "--version"], stdout=subprocess.PIPE, timeout=60,
                           universal_newlines=True, env={"PATH": "/usr/bin:/bin"})
     assert done.returncode == 0 and done.stdout.startswith("hotvcb "), done
+    assert list((folder / "hotvcb" / "__pycache__").glob("cli.*.pyc")), "the run left no bytecode for the next"
     stamp = (folder / "hotvcb" / "cli.py").stat().st_mtime_ns
     assert onhost_boot.unpacked(str(pyz)) == str(folder)  # the second run: as it is, not unpacked again
     assert (folder / "hotvcb" / "cli.py").stat().st_mtime_ns == stamp
