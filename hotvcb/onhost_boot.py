@@ -1,7 +1,7 @@
 """The host's end of an on-host run (`hostrun.py`): started by SSH mode with the host's own
 python (`python -c <this file> NONCE SHA256 FOLDER`) on one SSH channel, it takes the hotvcb pyz (only
-when the host does not hold that build yet) and the run's files from stdin, runs hotvcb there (the
-build unpacked and compiled beside its pyz, once),
+when the host does not hold that build yet) and the run's files from stdin, runs hotvcb there (from the
+build unpacked beside its pyz, once: bytecode is cached there),
 relays its output live and passes the client's Ctrl-C / SIGTERM on to it.
 
 This file parses on Python 2.7 and 3.5 (ESXi 5.x/6.x), so an old host's python answers "old"
