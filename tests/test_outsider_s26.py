@@ -27,7 +27,6 @@ def tiny_pyz(cache: Path) -> Path:
     return pyz
 
 
-@pytest.mark.xfail(strict=True, reason="a build folder missing a module still runs: an ImportError at every run")
 def test_a_build_folder_a_module_was_removed_from_is_made_anew_never_run(tmp_path):
     """The mark said whole while a hand had removed a module since: every run then ended in Python's
     ImportError traceback, for good (the folder in use is never forgotten)."""
@@ -39,7 +38,6 @@ def test_a_build_folder_a_module_was_removed_from_is_made_anew_never_run(tmp_pat
     assert sorted(os.listdir(str(tmp_path / "cache"))) == ["hotvcb-abc", "hotvcb-abc.pyz"]
 
 
-@pytest.mark.xfail(strict=True, reason="an entry at the build folder's name: each run unpacks, compiles, runs the pyz")
 @pytest.mark.parametrize("odd", ["file", "unmarked folder"])
 def test_an_odd_entry_at_the_build_folders_name_is_replaced_by_the_build(tmp_path, odd):
     """Every run unpacked and compiled the whole build, found the name taken, and ran the pyz after all:
@@ -56,7 +54,6 @@ def test_an_odd_entry_at_the_build_folders_name_is_replaced_by_the_build(tmp_pat
     assert sorted(os.listdir(str(tmp_path / "cache"))) == ["hotvcb-abc", "hotvcb-abc.pyz"]
 
 
-@pytest.mark.xfail(strict=True, reason="a killed unpack's leftover is kept for as long as any process holds its pid")
 def test_a_leftover_named_by_a_pid_given_to_another_process_since_goes_once_stale(tmp_path):
     """A killed unpack's leftover was kept while any process held its pid: on a host up for months, for
     as long as that process lives, on a small ramdisk."""
