@@ -69,7 +69,6 @@ def test_a_leftover_named_by_a_pid_given_to_another_process_since_goes_once_stal
     assert os.listdir(str(cache)) == [fresh.name]
 
 
-@pytest.mark.xfail(strict=True, reason="status counts a .gz and its unpacked folder twice (list, rotation: once)")
 @pytest.mark.parametrize("archive", ["good", "cut"])
 def test_status_counts_a_gz_and_the_folder_unpacked_beside_it_as_list_and_rotation_do(tmp_path, archive):
     """status judged the pair as two backups: "2 kept" where list shows one row and rotation counts one,
