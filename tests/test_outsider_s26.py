@@ -96,7 +96,6 @@ def test_status_counts_a_gz_and_the_folder_unpacked_beside_it_as_list_and_rotati
     assert (check.severity, check.details["good_backups"]) == (status.OK, 1), check
 
 
-@pytest.mark.xfail(strict=True, reason="restore --kvm ends 'All VMs restored OK!', exit 0, with a disk left out")
 def test_a_kvm_restore_that_leaves_a_disk_out_does_not_end_restored_ok(tmp_path, capsys):
     """`restore --kvm` of a backup without one of the VM's disks ended "All VMs restored OK!", exit 0,
     where the ESXi restore of it ends WARNING, exit 3: a cron line or script took a VM short of a disk
