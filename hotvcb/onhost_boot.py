@@ -158,34 +158,68 @@ def unpacked(pyz):
     `status` a monitoring box asks over SSH); from a folder, the first run that imports a module writes its
     bytecode there (atomically: runs at once are fine) and later runs read it. Made once per build under a
     name of its own, then renamed into place with its `.built` mark, so a folder under the final name is
-    whole (its removal renames it away first: forget_old_builds). Any failure (a full /tmp) runs the pyz."""
+    whole (its removal renames it away first: forget_old_builds); one that is no longer (a hand removed a
+    module) or was never put there so is set aside and made anew, never run. Any failure (a full /tmp)
+    runs the pyz as before."""
     import os
     import shutil
     import zipfile
 
     folder = pyz[: -len(".pyz")]
-    if os.path.isfile(os.path.join(folder, ".built")):
-        os.utime(folder, None)  # in use: kept by forget_old_builds
-        return folder
     tmp = "%s.%d.tmp" % (folder, os.getpid())
     try:
         with zipfile.ZipFile(pyz) as zf:
+            files = [i for i in zf.infolist() if not i.is_dir()]
+            if whole(folder, files):
+                os.utime(folder, None)  # in use: kept by forget_old_builds
+                return folder
             room = os.statvfs(os.path.dirname(pyz))
             # the sources and the bytecode runs will write (about as large), and still the room a run needs (serve)
-            if room.f_bavail * room.f_frsize < 2 * sum(i.file_size for i in zf.infolist()) + MIN_FREE:
+            if room.f_bavail * room.f_frsize < 2 * sum(i.file_size for i in files) + MIN_FREE:
                 return pyz
             zf.extractall(tmp)
         open(os.path.join(tmp, ".built"), "w").close()
+        if os.path.lexists(folder) and not whole(folder, files):
+            discard(folder)
         try:
             os.rename(tmp, folder)
         except OSError:  # another run put it in place first
-            if not os.path.isfile(os.path.join(folder, ".built")):
+            if not whole(folder, files):
                 raise
     except (OSError, ValueError, zipfile.BadZipFile):
         return pyz
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def whole(folder, files):
+    """The unpacked build holds its mark and every file of its pyz at its size."""
+    import os
+    import stat
+
+    for rel, size in [(".built", 0)] + [(i.filename, i.file_size) for i in files]:
+        try:
+            st = os.lstat(os.path.join(folder, *rel.split("/")))
+        except OSError:
+            return False
+        if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+            return False
+    return True
+
+
+def discard(path):
+    """Remove an entry of the builds' folder; a folder is renamed out of its name first, so no run starts
+    it half removed, and a kill leaves it under a name forget_old_builds knows."""
+    import os
+    import shutil
+
+    if os.path.isdir(path) and not os.path.islink(path):
+        gone = "%s.%d.old" % (path, os.getpid())
+        os.rename(path, gone)
+        shutil.rmtree(gone, ignore_errors=True)
+    else:
+        os.unlink(path)
 
 
 def put_file(run, rel, b64):
@@ -318,9 +352,9 @@ def alive(pid):
 def forget_old_builds(cache, current):
     """Builds of other hotvcb versions unused for a week (/tmp on ESXi is a small ramdisk), and what a killed
     run left of unpacking one. An unpacked build is renamed out of its name before it is removed, so no
-    run ever starts a half-removed one."""
+    run ever starts a half-removed one (discard). A leftover's pid may have been given to another process
+    since: it is spared only while fresh, as no unpack or removal takes an hour."""
     import os
-    import shutil
     import time
 
     for name in os.listdir(cache):
@@ -328,21 +362,13 @@ def forget_old_builds(cache, current):
         if not name.startswith("hotvcb-") or path in current:
             continue
         try:
-            folder = os.path.isdir(path) and not os.path.islink(path)
             if name.endswith((".tmp", ".old")):
                 pid = name.rsplit(".", 2)[-2]
-                if not pid.isdigit() or alive(int(pid)):
+                if not pid.isdigit() or alive(int(pid)) and time.time() - os.path.getmtime(path) < 3600:
                     continue
             elif time.time() - os.path.getmtime(path) <= KEEP_OLD_BUILDS:
                 continue
-            elif folder:
-                gone = "%s.%d.old" % (path, os.getpid())
-                os.rename(path, gone)
-                path = gone
-            if folder:
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                os.unlink(path)
+            discard(path)
         except OSError:
             pass
 

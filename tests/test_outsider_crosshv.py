@@ -263,7 +263,7 @@ def test_a_domain_xml_disk_outside_the_backup_is_not_restored_from_there(tmp_pat
     out = tmp_path / "out"
     out.mkdir()
     r = cli("restore", backup, "--kvm", out)
-    assert r.returncode == 0, r.out
+    assert r.returncode == 3, r.out  # restored short of a disk: WARNING (test_outsider_s26)
     assert "disk vdb (%s) is not in the backup; it is left out" % live in r.out
     assert sorted(os.listdir(str(out / "lv"))) == ["lv.sh", "lv.xml", "vda.qcow2"]
     assert str(live) not in (out / "lv" / "lv.xml").read_text()

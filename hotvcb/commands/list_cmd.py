@@ -72,7 +72,7 @@ def backup_rows(shell: Shell, volume: str, vm: Optional[str] = None, now: Option
 
 def _one_per_time(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """A .gz and the folder ghettoVCB-restore unpacked beside it are one backup, as rotation counts them
-    (rotation._one_per_time): one row, the .gz's, good if either is (then with that one's verdict),
+    (rotation.one_per_time): one row, the .gz's, good if either is (then with that one's verdict),
     `unpacked` naming the folder and the size both take."""
     folders = {r["path"]: r for r in rows if not r["compressed"]}
     out = []

@@ -5,7 +5,8 @@
 
 The options live on `restore`'s parser (restore_cmd.register calls
 add_options); restore_cmd.run hands over when --kvm is given.
-Exit codes: 0 restored (or a clean dry run), 6 failed, 1 usage.
+Exit codes: 0 restored (or a clean dry run), 3 restored without a disk the backup does not hold,
+6 failed, 1 usage.
 """
 
 from typing import List
@@ -83,6 +84,8 @@ def run(args, level: str) -> int:
             for line in how_to_start(result, req.define_in is not None):
                 log.info(line)
         status, code = ("OK, only a dryrun." if dry_run else "All VMs restored OK!"), 0
+        if result.left_out and not dry_run:  # as `restore` ends for an ESXi VM short of a disk
+            status, code = "WARNING: All VMs restored, but some disk(s) were not in the backup and are left out!", 3
     status, code = log.account(status, code)
     log.info("###### Final status: %s ######" % status)
     log.close()

@@ -58,6 +58,7 @@ def machine_from_xml(text: str, where: str, resolve: Resolve) -> Machine:
         found = resolve(dev, path)
         if found is None:
             m.notes.append("disk %s (%s) is not in the backup; it is left out" % (dev, path or "no source"))
+            m.left_out.append(dev)
             continue
         if bus not in DISK_BUSES:
             m.notes.append("disk %s was on %r; it is restored on sata" % (dev, bus))

@@ -56,6 +56,7 @@ class Machine:
     disks: List[DiskSpec] = field(default_factory=list)
     nics: List[NicSpec] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
+    left_out: List[str] = field(default_factory=list)  # devices of disks the backup does not hold
 
 
 # beyond what any VM can have (vSphere 8: 768 vCPUs, 24 TiB; QEMU q35: 4096 vCPUs): a definition

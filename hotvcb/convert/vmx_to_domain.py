@@ -60,6 +60,7 @@ def _disks(vmx: VmxFile, m: Machine, where: str, resolve: Resolve, disk_bus: Opt
         found = resolve(dev, filename)
         if found is None:
             m.notes.append("disk %s (%s) is not in the backup; it is left out" % (dev, filename))
+            m.left_out.append(dev)
             continue
         controller = bus
         if bus == "scsi":

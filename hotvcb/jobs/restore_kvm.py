@@ -32,7 +32,7 @@ UUID and, unless kept, new MAC addresses (convert/machine.renamed).
 import os
 import shlex
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional
 
 from .. import interrupt, tether, tmpwork
@@ -78,6 +78,7 @@ class KvmResult:
     folder: str
     xml: str
     script: str
+    left_out: List[str] = field(default_factory=list)  # restored without these disks (not in the backup)
 
 
 class KvmRestore:
@@ -222,7 +223,7 @@ class KvmRestore:
             self.records.release(temp)
         except HostError as err:  # the VM is restored; a record naming no folder is harmless
             self.log.warning("%s -- remove it by hand" % err)
-        result = KvmResult(m.name, folder, folder + "/" + fname + ".xml", script)
+        result = KvmResult(m.name, folder, folder + "/" + fname + ".xml", script, m.left_out)
         if req.define_in is not None:
             self._define(req.define_in, result.xml, m.name)
         return result

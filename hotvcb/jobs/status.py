@@ -148,8 +148,9 @@ def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: 
     shell = ScannedShell(host.shell, layout.vm_root(settings.vm_backup_volume, name))  # one look, not one per file
     found = layout.list_backups(shell, settings.vm_backup_volume, name, odd)
     source = (host.host_name(), uuid)
-    verdicts = [(b, health.judge(shell, b)) for b in found]
-    verdicts = [(b, v) for b, v in verdicts if not rotation.made_elsewhere(v.manifest, source)]  # another host's VM
+    judged = {b.path: health.judge(shell, b) for b in found}
+    found = rotation.one_per_time(found, judged)[0]  # a .gz and the folder unpacked beside it: one, as list shows
+    verdicts = [(b, judged[b.path]) for b in found if not rotation.made_elsewhere(judged[b.path].manifest, source)]
     tried = lastrun.last(host.shell, settings.vm_backup_volume, name, host.host_name())
     good = [(b, v) for b, v in verdicts if v.good]
     done = [(b, v) for b, v in verdicts if v.state not in ("partial", "deleting")]

@@ -89,7 +89,7 @@ def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: 
     backups = layout.list_backups(shell, volume, vm_name, log.warning)  # where a backup run names odd folders, once
     verdicts = {b.path: health.judge(shell, b, remember=not dry_run) for b in backups
                 if b.status not in ("partial", "deleting")}
-    backups, unpacked = _one_per_time(backups, verdicts)
+    backups, unpacked = one_per_time(backups, verdicts)
     if phantom is not None:
         newest = BackupSet(vm_name, PHANTOM, datetime.max, "ok")
         backups.append(newest)
@@ -144,7 +144,7 @@ def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: 
     return removed
 
 
-def _one_per_time(backups: List[BackupSet], verdicts: Dict[str, "health.Health"]) -> Tuple[
+def one_per_time(backups: List[BackupSet], verdicts: Dict[str, "health.Health"]) -> Tuple[
         List[BackupSet], Dict[str, str]]:
     """The backups with a folder and a .gz of one name counted once, as the .gz (good if either is),
     and {that .gz: the folder}. ghettoVCB-restore.sh unpacks a .gz it restores beside itself (`tar -xzf
@@ -231,7 +231,7 @@ def made_elsewhere(data: Optional[Dict[str, Any]], source: Tuple[str, str]) -> b
 
 def condemn(shell: Shell, b: BackupSet, unpacked: Optional[str] = None) -> str:
     """Rename a backup out of the good namespace; the -deleting path, for removal. `unpacked`: the
-    folder of a .gz unpacked beside it (_one_per_time), condemned with it under the one -deleting name
+    folder of a .gz unpacked beside it (one_per_time), condemned with it under the one -deleting name
     both would take: the .gz goes into that folder first, so a kill between the two renames leaves one
     folder for the next rotation, never a .gz whose -deleting name a folder holds."""
     doomed = (b.path[: -len(".gz")] if b.compressed else b.path) + layout.DELETING
