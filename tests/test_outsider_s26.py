@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from hotvcb import onhost_boot
+from hotvcb.jobs import status
 
 
 def tiny_pyz(cache: Path) -> Path:
@@ -74,11 +75,19 @@ def test_status_counts_a_gz_and_the_folder_unpacked_beside_it_as_list_and_rotati
     """status judged the pair as two backups: "2 kept" where list shows one row and rotation counts one,
     and a cut .gz beside a good folder made it warn "last backup damaged" of the one good backup."""
     from hotvcb.commands.list_cmd import backup_rows
-    from hotvcb.jobs import status
-    from hotvcb.settings import Settings
     from hotvcb.shell import LocalShell
 
     vol = tmp_path / "vol"
+    gz_pair(vol, archive)
+    rows = backup_rows(LocalShell(), str(vol), "db")
+    check = status_of_db(vol)
+    assert [r["good"] for r in rows] == [True]
+    assert (check.severity, check.details["good_backups"]) == (status.OK, 1), check
+
+
+def gz_pair(vol: Path, archive: str) -> Path:
+    """VM db's one backup as ghettoVCB-restore leaves it: the folder unpacked beside its .gz (`cut`: the
+    .gz cut in half); the folder."""
     folder = vol / "db" / "db-2026-12-01_21-00-01"
     folder.mkdir(parents=True)
     (folder / "db.vmx").write_text('displayName = "db"\n')
@@ -88,12 +97,17 @@ def test_status_counts_a_gz_and_the_folder_unpacked_beside_it_as_list_and_rotati
         tar.add(str(folder), arcname=folder.name)
     if archive == "cut":
         os.truncate(str(folder) + ".gz", os.path.getsize(str(folder) + ".gz") // 2)
-    rows = backup_rows(LocalShell(), str(vol), "db")
+    return folder
+
+
+def status_of_db(vol: Path) -> "status.Check":
+    """The `backup` check `hotvcb status` makes of VM db's backups under `vol`, a morning after."""
+    from hotvcb.settings import Settings
+    from hotvcb.shell import LocalShell
+
     host = SimpleNamespace(shell=LocalShell(), host_name=lambda: "esx1")
-    check = status._backups(host, Settings(vm_backup_volume=str(vol)), "db", "", status.Limits(),
-                            time.mktime(datetime(2026, 12, 2, 8).timetuple()))
-    assert [r["good"] for r in rows] == [True]
-    assert (check.severity, check.details["good_backups"]) == (status.OK, 1), check
+    return status._backups(host, Settings(vm_backup_volume=str(vol)), "db", "", status.Limits(),
+                           time.mktime(datetime(2026, 12, 2, 8).timetuple()))
 
 
 def test_a_kvm_restore_that_leaves_a_disk_out_does_not_end_restored_ok(tmp_path, capsys):
