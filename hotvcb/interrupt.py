@@ -28,6 +28,10 @@ def _handler(signum, frame):  # noqa: ARG001 - signature fixed by signal
 
 
 def install() -> None:
+    """From the main thread only, the one Python lets set handlers: a command a program runs in a worker
+    thread (cli.main as a library) leaves the program's handlers alone, and stops as the program has it."""
+    if threading.current_thread() is not threading.main_thread():
+        return
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _handler)
 

@@ -10,7 +10,6 @@ from test_outsider_s26 import gz_pair, status_of_db
 from hotvcb import onhost_boot
 
 
-@pytest.mark.xfail(strict=True, reason="interrupt.install sets handlers from any thread")
 def test_a_command_run_from_a_thread_of_a_program_runs(tmp_path, capsys):
     """Only the main thread may set signal handlers: a program calling cli.main from a worker thread (a
     web console's job, a scheduler's) got 'internal error: ValueError: signal only works in main thread'
