@@ -25,7 +25,6 @@ def test_a_command_run_from_a_thread_of_a_program_runs(tmp_path, capsys):
     assert codes == [0], capsys.readouterr()
 
 
-@pytest.mark.xfail(strict=True, reason="forget_old_builds trusts str.isdigit and os.kill with any number")
 def test_a_leftover_name_with_a_pid_no_process_can_have_neither_stays_nor_ends_the_run(tmp_path):
     """`hotvcb-X.<pid>.tmp` with a number past any pid made os.kill raise OverflowError, and a name with a
     non-ASCII digit (str.isdigit takes '²') made int() raise ValueError, in the `finally` that ends every
