@@ -4,7 +4,6 @@ newest good backup of a .gz and its unpacked twin. All in-process on tmp folders
 
 import os
 import threading
-import pytest
 from test_outsider_s26 import gz_pair, status_of_db
 
 from hotvcb import onhost_boot
@@ -39,7 +38,6 @@ def test_a_leftover_name_with_a_pid_no_process_can_have_neither_stays_nor_ends_t
     assert os.listdir(str(cache)) == [superscript.name]  # not a name we write: not ours to remove
 
 
-@pytest.mark.xfail(strict=True, reason="status names the .gz of a pair and sizes it alone")
 def test_status_names_the_good_twin_as_the_newest_good_backup_and_its_size_as_list_does(tmp_path):
     """With the .gz cut and the folder unpacked beside it good, status (OK, 1 kept) named the cut .gz as
     `newest_good`, the path a script then restores (and fails on), and gave the .gz's size alone where

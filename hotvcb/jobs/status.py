@@ -149,7 +149,8 @@ def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: 
     found = layout.list_backups(shell, settings.vm_backup_volume, name, odd)
     source = (host.host_name(), uuid)
     judged = {b.path: health.judge(shell, b) for b in found}
-    found = rotation.one_per_time(found, judged)[0]  # a .gz and the folder unpacked beside it: one, as list shows
+    own = dict(judged)  # one_per_time gives a .gz its unpacked twin's verdict where its own is not good
+    found, unpacked = rotation.one_per_time(found, judged)  # a .gz and the folder unpacked beside it: one, as list shows
     verdicts = [(b, judged[b.path]) for b in found if not rotation.made_elsewhere(judged[b.path].manifest, source)]
     tried = lastrun.last(host.shell, settings.vm_backup_volume, name, host.host_name())
     good = [(b, v) for b, v in verdicts if v.good]
@@ -159,8 +160,11 @@ def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: 
         return Check(CRIT, "backup", name, why, {"good_backups": 0})
     newest, verdict = good[-1]
     age = now - time.mktime(newest.when.timetuple())
-    size = _size(host, newest)
-    details = {"good_backups": len(good), "newest_good": newest.path, "age_seconds": int(age),
+    # the pair's path is the good one of the two (a script restores it), its size both (as list gives it)
+    twin = unpacked.get(newest.path)
+    path = twin if twin and not own[newest.path].good else newest.path
+    size = sum(_size(host, p) for p in (newest.path, twin) if p)
+    details = {"good_backups": len(good), "newest_good": path, "age_seconds": int(age),
                "size_bytes": size, "verified": verdict.verified}  # type: Dict[str, Any]
     text = "newest good backup %s old (%s), %d kept%s" % (
         _age(age), human_size(size), len(good),
@@ -181,11 +185,11 @@ def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: 
     return Check(OK, "backup", name, text, details)
 
 
-def _size(host: Hypervisor, b: "layout.BackupSet") -> int:
+def _size(host: Hypervisor, path: str) -> int:
     try:
-        if not host.shell.isdir(b.path):
-            return host.shell.disk_usage(b.path)
-        return sum(host.shell.disk_usage(b.path + "/" + rel) for rel in host.shell.list_files(b.path))
+        if not host.shell.isdir(path):
+            return host.shell.disk_usage(path)
+        return sum(host.shell.disk_usage(path + "/" + rel) for rel in host.shell.list_files(path))
     except HotvcbError:
         return 0
 
