@@ -5,7 +5,6 @@ newest good backup of a .gz and its unpacked twin. All in-process on tmp folders
 import os
 import threading
 
-import pytest
 from test_outsider_s26 import gz_pair, status_of_db
 
 from hotvcb import onhost_boot
@@ -54,7 +53,6 @@ def test_status_names_the_good_twin_as_the_newest_good_backup_and_its_size_as_li
     assert check.details["size_bytes"] == backup_rows(LocalShell(), str(vol), "db")[0]["size_bytes"], check
 
 
-@pytest.mark.xfail(strict=True, reason="the run's report counts a .gz and its unpacked twin as two")
 def test_the_run_report_counts_a_gz_and_its_unpacked_twin_once(tmp_path):
     """The e-mail and --json-report of a backup run (good_backups, newest_good) listed the pair as two
     backups to restore from, where list, status and rotation count one."""

@@ -243,8 +243,11 @@ class BackupJob:
         source = (self.host.host_name(), uuid)
         try:
             found = layout.list_backups(shell, settings.vm_backup_volume, name)
-            verdicts = [(b, health.judge(shell, b)) for b in found]
-            return [b.path for b, v in verdicts if v.good and not rotation.made_elsewhere(v.manifest, source)]
+            verdicts = {b.path: health.judge(shell, b) for b in found}
+            own = dict(verdicts)
+            found, unpacked = rotation.one_per_time(found, verdicts)  # a .gz and its unpacked twin: one, as list shows
+            return [rotation.restorable(b.path, own, unpacked) for b in found if verdicts[b.path].good
+                    and not rotation.made_elsewhere(verdicts[b.path].manifest, source)]
         except HotvcbError as err:
             self.log.warning("%s: cannot list its backups: %s" % (name, err))
             return []

@@ -160,12 +160,10 @@ def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: 
         return Check(CRIT, "backup", name, why, {"good_backups": 0})
     newest, verdict = good[-1]
     age = now - time.mktime(newest.when.timetuple())
-    # the pair's path is the good one of the two (a script restores it), its size both (as list gives it)
-    twin = unpacked.get(newest.path)
-    path = twin if twin and not own[newest.path].good else newest.path
-    size = sum(_size(host, p) for p in (newest.path, twin) if p)
-    details = {"good_backups": len(good), "newest_good": path, "age_seconds": int(age),
-               "size_bytes": size, "verified": verdict.verified}  # type: Dict[str, Any]
+    # a pair's path is the good one of the two (a script restores it), its size both (as list gives it)
+    size = sum(_size(host, p) for p in (newest.path, unpacked.get(newest.path)) if p)
+    details = {"good_backups": len(good), "newest_good": rotation.restorable(newest.path, own, unpacked),
+               "age_seconds": int(age), "size_bytes": size, "verified": verdict.verified}  # type: Dict[str, Any]
     text = "newest good backup %s old (%s), %d kept%s" % (
         _age(age), human_size(size), len(good),
         ", verified %s" % verdict.verified.replace("T", " ") if verdict.verified else ", never verified")

@@ -161,6 +161,13 @@ def one_per_time(backups: List[BackupSet], verdicts: Dict[str, "health.Health"])
     return [b for b in backups if b.path not in unpacked.values()], unpacked
 
 
+def restorable(path: str, own: Dict[str, "health.Health"], unpacked: Dict[str, str]) -> str:
+    """Where to restore a backup one_per_time counted from: the path itself, or, where that is a .gz not
+    good by its own verdict (`own`, as judged before one_per_time), the folder unpacked beside it."""
+    twin = unpacked.get(path)
+    return twin if twin and not own[path].good else path
+
+
 def _tidy_records(shell: Shell, root: str, log) -> None:
     """Move the records (health.gz_record) an older hotvcb kept beside their .gz backups, where
     ghettoVCB's rotation takes them for backups, into their folder; remove those of backups gone
