@@ -74,7 +74,8 @@ def scope() -> Iterator[None]:
         yield
     finally:
         for sig, handler in kept.items():
-            signal.signal(sig, handler)
+            if handler is not None:  # None: set outside Python (an embedding program), not ours to put back
+                signal.signal(sig, handler)
         reset()
 
 
