@@ -365,7 +365,9 @@ raise out of it, or that name ends each run in a traceback instead of its result
             continue
         try:
             if name.endswith((".tmp", ".old")):
-                pid = name.rsplit(".", 2)[-2]  # str.isdigit alone takes '²', which int() does not
+                # str.isdigit alone takes a superscript two, which int() does not (named in words: this file
+                # stays ASCII, an old python reads it from argv in the C locale)
+                pid = name.rsplit(".", 2)[-2]
                 if not (pid.isascii() and pid.isdigit()) or alive(int(pid)) and time.time() - os.path.getmtime(path) < 3600:
                     continue
             elif time.time() - os.path.getmtime(path) <= KEEP_OLD_BUILDS:
