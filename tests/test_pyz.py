@@ -225,3 +225,9 @@ def test_the_host_runs_a_build_unpacked_and_compiled_once_and_forgets_what_kille
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_the_hosts_end_is_ascii_for_old_pythons_in_the_c_locale():
+    """SSH mode passes onhost_boot.py as `python -c SOURCE`; Python 3.5/3.6 in the C locale (an ESXi 6.x
+    session) cannot decode a non-ASCII argument and refuse it whole, before it could answer `old`."""
+    assert (ROOT / "hotvcb" / "onhost_boot.py").read_bytes().isascii()
