@@ -353,9 +353,9 @@ def forget_old_builds(cache, current):
     """Builds of other hotvcb versions unused for a week (/tmp on ESXi is a small ramdisk), and what a killed
     run left of unpacking one. An unpacked build is renamed out of its name before it is removed, so no
     run ever starts a half-removed one (discard). A leftover's pid may have been given to another process
-    since: it is spared only while fresh, as no unpack or removal takes an hour. A `.tmp`/`.old` name without
-a pid is none of ours and stays. Runs as the `finally` of every on-host run: nothing a name holds may
-raise out of it, or that name ends each run in a traceback instead of its result."""
+    since: it is spared only while fresh, as no unpack or removal takes an hour. A `.tmp`/`.old` name
+    without a pid is none of ours and stays. Runs as the `finally` of every on-host run: nothing a name
+    holds may raise out of it, or that name ends each run in a traceback instead of its result."""
     import os
     import time
 
@@ -368,7 +368,8 @@ raise out of it, or that name ends each run in a traceback instead of its result
                 # str.isdigit alone takes a superscript two, which int() does not (named in words: this file
                 # stays ASCII, an old python reads it from argv in the C locale)
                 pid = name.rsplit(".", 2)[-2]
-                if not (pid.isascii() and pid.isdigit()) or alive(int(pid)) and time.time() - os.path.getmtime(path) < 3600:
+                fresh = time.time() - os.path.getmtime(path) < 3600
+                if not (pid.isascii() and pid.isdigit()) or alive(int(pid)) and fresh:
                     continue
             elif time.time() - os.path.getmtime(path) <= KEEP_OLD_BUILDS:
                 continue
