@@ -226,10 +226,15 @@ def _backup_in_a_clone(site, tmp_path, flags):
     host, conf, sshd, root = site
     host.set_fault("clone.delay", "60")
     earlier = {p for p, c in _procs() if "vmkfstools" in c and VM in c}  # a clone of an earlier test, ending
-    proc = subprocess.Popen(ssh_argv(sshd, "backup", "-m", VM, "-g", str(conf), "-w", str(tmp_path / "w"), *flags),
+    log = tmp_path / "client.log"
+    proc = subprocess.Popen(ssh_argv(sshd, "backup", "-m", VM, "-g", str(conf), "-w", str(tmp_path / "w"),
+                                     "-l", str(log), *flags),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(), cwd=str(ROOT))
     deadline = time.monotonic() + 60
-    while not [p for p, c in _procs() if "vmkfstools" in c and VM in c and p not in earlier]:
+    # this run's clone: a clone of the VM that started after the run said which host it is on (once, beside
+    # the other SSH files, a clone this run had not started was taken for its own before it had connected)
+    while not (log.exists() and "HOST: " in log.read_text(errors="replace")
+               and [p for p, c in _procs() if "vmkfstools" in c and VM in c and p not in earlier]):
         assert time.monotonic() < deadline and proc.poll() is None, "no clone started"
         time.sleep(0.1)
     return proc
