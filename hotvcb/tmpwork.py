@@ -20,7 +20,7 @@ import re
 import shutil
 import stat
 import tempfile
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 from . import pids
 from .blockdigest import open_regular
@@ -43,14 +43,16 @@ def make(prefix: str) -> str:
     return folder
 
 
-def sweep(prefix: str, keep: str = "") -> None:
+def sweep(prefix: str, keep: str = "", dry: bool = False) -> List[str]:
     """Clear the work folders of gone processes named with `prefix` but for a file named `keep` (a
-    smoke boot's console log, whose path its result gave)."""
+    smoke boot's console log, whose path its result gave); the folders found (`dry`: only found), so
+    `hotvcb cleanup --kvm` can name them."""
     root = tempfile.gettempdir()
+    found_gone = []  # type: List[str]
     try:
         entries = os.listdir(root)
     except OSError:
-        return
+        return found_gone
     named = re.compile(re.escape(prefix) + r"(\d+)-[^/]*$")  # mkdtemp's random after the pid
     for entry in entries:
         found = named.match(entry)
@@ -64,7 +66,10 @@ def sweep(prefix: str, keep: str = "") -> None:
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
             continue  # planted (anyone may write /tmp): a link to /etc would have us empty /etc
         if _gone(int(found.group(1)), _owner(folder)):
-            clear(folder, keep)
+            found_gone.append(folder)
+            if not dry:
+                clear(folder, keep)
+    return found_gone
 
 
 def _owner(folder: str) -> Optional[Tuple[int, int, int]]:

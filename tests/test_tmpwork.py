@@ -114,3 +114,24 @@ def test_an_ssh_connection_removes_a_killed_runs_socket_folder(tmp, monkeypatch)
     with pytest.raises(HostError, match="cannot run .*no-ssh"):
         SshShell(SshTarget("root@esxi01")).open()
     assert os.listdir(str(root)) == [live]
+
+
+def test_cleanup_kvm_removes_a_killed_restores_work_folder_and_a_dry_run_only_names_it(tmp, tmp_path, capsys):
+    """A machine that restored once after a disaster may never run another restore --kvm to sweep what a
+    killed one left in /tmp: `cleanup --kvm DIR` does, counts it, and its dry run changes nothing."""
+    from hotvcb.cli import main
+
+    root, plant = tmp
+    owned, (gone, live, reused, other_ns) = tags(WORK_PREFIX)
+    for name in (gone, reused, other_ns):
+        plant(name, owner=owned[name])
+    target = tmp_path / "kvm"
+    target.mkdir()
+    assert main(["cleanup", "--kvm", str(target), "-d", "dryrun"]) == 0
+    out = capsys.readouterr().out
+    assert "cleanup: 2 leftover(s) found" in out and "found %s" % (root / gone) in out, out
+    assert sorted(os.listdir(str(root))) == sorted([gone, live, reused, other_ns])
+    assert main(["cleanup", "--kvm", str(target)]) == 0
+    out = capsys.readouterr().out
+    assert "cleanup: 2 leftover(s) removed" in out and "removed %s" % (root / reused) in out, out
+    assert sorted(os.listdir(str(root))) == sorted([live, other_ns])

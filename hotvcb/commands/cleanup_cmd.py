@@ -2,14 +2,16 @@
 
 `--kvm DIR` looks only in DIR, a `restore --kvm` target on this machine: such a folder is on no
 host's datastore, so the host's cleanup cannot find the records there, and it needs no host lock
-(restores take none).
+(restores take none). It also removes the work folders killed `restore --kvm` runs left in this
+machine's temp folder (tmpwork.py): the next restore --kvm would, but a machine that restored once
+after a disaster may never run another.
 """
 
 import os
 
-from .. import interrupt
+from .. import interrupt, tmpwork
 from ..errors import UsageError
-from ..jobs import nfs, restore_scratch
+from ..jobs import nfs, restore_kvm, restore_scratch
 from ..jobs.leftovers import cleanup_host
 from ..runid import RunId, machine_id
 from ..shell import LocalShell
@@ -57,9 +59,12 @@ def _kvm(args) -> int:
     if not os.path.isdir(args.kvm):
         raise UsageError("--kvm %s: no such folder" % args.kvm)
     _settings, log = common.load(args)
-    n = restore_scratch.sweep(LocalShell(), [args.kvm], log, RunId.new().on_host(machine_id()),
-                              args.level == "dryrun")
-    return _summary(args, log, n, 0)
+    dry = args.level == "dryrun"
+    n = restore_scratch.sweep(LocalShell(), [args.kvm], log, RunId.new().on_host(machine_id()), dry)
+    work = tmpwork.sweep(restore_kvm.WORK_PREFIX, dry=dry)
+    for folder in work:
+        log.info("%s %s: a killed restore --kvm's work folder" % ("found" if dry else "removed", folder))
+    return _summary(args, log, n + len(work), 0)
 
 
 def _summary(args, log, n: int, before: int) -> int:
