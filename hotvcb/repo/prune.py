@@ -40,8 +40,8 @@ def plan(repo: Repository, keep: Dict[str, int], vm: Optional[str] = None,
     out = []  # type: List[Decision]
     args = {"keep_" + rule: n for rule, n in keep.items() if n}
     for name in sorted(by_vm):
-        # newest first: the rules sort by local time, stably, so of two backups in one second the newer comes first
-        for d in choose(by_vm[name][::-1], **args):
+        # newest first by the instant each began (the listing's order, `utc`), not by the local wall time
+        for d in choose(by_vm[name][::-1], newest_first=True, **args):
             out.append(Decision(d.backup, bool(d.kept), d.rule))
     return out
 

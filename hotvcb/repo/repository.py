@@ -123,9 +123,12 @@ def _check_record(data: Dict[str, Any], snap_id: str) -> None:
     need(data["id"] == snap_id and isinstance(data["vm"], str), "id or vm")
     need(isinstance(data.get("utc", 0), (int, float)), "utc")
     need(isinstance(data["disks"], list) and isinstance(data["files"], list), "disks or files")
-    for d in data["disks"]:
+    for n, d in enumerate(data["disks"]):
         need(isinstance(d, dict) and all(isinstance(d.get(k), str) for k in ("name", "index", "index_sha256"))
              and all(isinstance(d.get(k), int) for k in ("size", "chunks", "new_chunks", "new_bytes")), "disk entry")
+        # its own index only (writer.py names it so): prune deletes what a dropped record names, and a
+        # record naming `config` or another backup's index had it delete the repository's config
+        need(d["index"] == "%s%s.%d" % (INDEXES, snap_id, n), "disk index name %.80r" % d["index"])
     for f in data["files"]:
         need(isinstance(f, dict) and isinstance(f.get("name"), str) and isinstance(f.get("size"), int)
              and isinstance(f.get("chunks"), list) and all(isinstance(h, str) and len(h) == 64 and

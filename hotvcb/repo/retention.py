@@ -72,13 +72,18 @@ class Decision(Generic[B]):
 
 def select(backups: Sequence[B], keep_last: Optional[int] = None, keep_hourly: Optional[int] = None,
            keep_daily: Optional[int] = None, keep_weekly: Optional[int] = None,
-           keep_monthly: Optional[int] = None, keep_yearly: Optional[int] = None) -> List[Decision[B]]:
-    """One decision per backup, newest first (the PBS rules of the module docstring)."""
+           keep_monthly: Optional[int] = None, keep_yearly: Optional[int] = None,
+           newest_first: bool = False) -> List[Decision[B]]:
+    """One decision per backup, newest first (the PBS rules of the module docstring). `newest_first`:
+    the backups are in that order already, by the instant each was made (a repository's `utc`), and
+    are not sorted by `.time`, a wall clock that goes back the night summer time ends or when a
+    host's clock is set back (sorted by it, keep-last 1 kept the older of two backups that night)."""
     counts = (keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly)
     for rule, n in zip(RULES, counts):
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
             raise UsageError("--%s must be a whole number of 0 or more, not %r" % (rule, n))
-    ordered = sorted(backups, key=lambda b: _instant(b.time), reverse=True)  # stable: ties keep the input's order
+    ordered = list(backups) if newest_first else sorted(backups, key=lambda b: _instant(b.time), reverse=True)
+    # (sorted is stable: ties keep the input's order)
     if not any(counts):
         return [Decision(b, True, KEEP_ALL) for b in ordered]
     marks = {}  # type: Dict[int, Optional[str]]  # position -> rule that keeps it, or None: removed
