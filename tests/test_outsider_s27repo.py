@@ -39,8 +39,6 @@ def test_keep_last_keeps_the_newest_backup_across_the_end_of_summer_time(tmp_pat
     assert left == [newer.id], "prune kept %s and removed the newest backup %s" % (left, newer.id)
 
 
-@pytest.mark.xfail(strict=True, reason="status says a backup is 'verified' (OK) after verify found damage in it: "
-                   "a pack's verified/ marker outlives the damage recorded since")
 def test_status_does_not_call_a_backup_verified_after_verify_found_it_damaged(host, tmp_path, capsys):
     """An admin runs `hotvcb verify --repo` nightly and watches `hotvcb status` in monitoring. The
     pack holding the newest backup's chunks was verified good once; later a chunk in it rots, and
@@ -65,7 +63,13 @@ def test_status_does_not_call_a_backup_verified_after_verify_found_it_damaged(ho
     assert r.returncode == 4 and newest.id in r.stdout, r.stdout + r.stderr
     r = hotvcb(host, "status", "-g", conf, "--json")
     web = [c for c in json.loads(r.stdout)["checks"] if c["kind"] == "backup" and c["name"] == "web"][0]
-    assert web["severity"] != "OK" and web["details"]["verified"] is None, web
+    assert web["severity"] == "CRIT" and web["details"]["verified"] is None, web
+    assert "damaged" in web["message"] and newest.id in web["message"], web
+    # the next backup stores the damaged chunk again: its newest backup is whole, and says so
+    assert hotvcb(host, "backup", "-m", "web", "-g", conf, "-w", tmp_path / "work").returncode == 0
+    r = hotvcb(host, "status", "-g", conf, "--json")
+    web = [c for c in json.loads(r.stdout)["checks"] if c["kind"] == "backup" and c["name"] == "web"][0]
+    assert web["severity"] == "OK" and "damaged" not in web["message"], web
 
 
 @pytest.mark.xfail(strict=True, reason="restore --latest VM silently picks whichever host's VM of that name was "

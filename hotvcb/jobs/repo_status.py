@@ -6,13 +6,16 @@ newest backup of the VM (its name and, where recorded, its uuid: another
 host's VM of that name is not this one) is judged by age as a folder backup
 is, and its last verify is the oldest `verified/` marker among the packs that
 hold its chunks: the backup was read whole no later than that. A pack without
-a marker means "not wholly verified"; a chunk no pack holds is CRIT.
+a marker means "not wholly verified"; a chunk no pack holds is CRIT, and so is
+one whose only copy a verify found damaged (`damaged/`): the pack's older
+marker still stands for its other chunks, but the backup cannot be restored
+until a later backup stores the chunk again.
 The repository is read once per status run (records, pack tables, markers),
 not once per VM.
 """
 
 import time
-from typing import Dict, List, Optional, Set
+from typing import Dict, List, Optional, Set, Tuple
 
 from ..errors import RepoError
 from ..repo.repository import VERIFIED, Location, Repository, Snapshot, open_path
@@ -27,12 +30,14 @@ class RepoView:
         self._repo = None  # type: Optional[Repository]
         self._map = None  # type: Optional[Dict[bytes, Location]]
         self._marks = {}  # type: Dict[str, float]
+        self._damaged = {}  # type: Dict[str, Set[bytes]]
 
     def _open(self) -> Repository:
         if self._repo is None:
             self._repo = open_path(self.path)
             self._snaps = self._repo.snapshots()
             self._marks = {i.name[len(VERIFIED):]: i.mtime for i in self._repo.backend.list(VERIFIED)}
+            self._damaged = self._repo.damaged(strict=False)
         return self._repo
 
     def check(self, name: str, uuid: str, limits: Limits, now: float) -> Check:
@@ -42,7 +47,7 @@ class RepoView:
             if not mine:
                 return Check(CRIT, "backup", name, "never backed up into %s" % self.path, {"good_backups": 0})
             newest = mine[-1]
-            verified = self._verified(repo, newest)
+            verified, damaged = self._verified(repo, newest)
         except RepoError as err:
             return Check(CRIT, "backup", name, "repository %s: %s" % (self.path, err), {"repository": self.path})
         age = now - time.mktime(newest.time.timetuple())
@@ -50,14 +55,20 @@ class RepoView:
         details = {"good_backups": len(mine), "newest_good": newest.id, "repository": self.path,
                    "age_seconds": int(age), "size_bytes": size,
                    "verified": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(verified)) if verified else None}
+        if damaged:
+            details.update(verified=None, damaged_chunks=len(damaged))
+            return Check(CRIT, "backup", name, "newest backup %s needs %d chunk(s) a verify found damaged (chunk %s "
+                         "in %s): it cannot be restored until the next backup of the VM stores them again" % (
+                             newest.id, len(damaged), damaged[0][1].hex(), damaged[0][0]), details)
         text = "newest backup %s old (%s, %s), %d in the repository, %s" % (
             age_text(age), newest.id, human_size(size), len(mine),
             "verified %s" % details["verified"].replace("T", " ") if verified else "not wholly verified yet")
         severity = CRIT if age > 2 * limits.max_age else WARN if age > limits.max_age else OK
         return Check(severity, "backup", name, text, details)
 
-    def _verified(self, repo: Repository, snap: Snapshot) -> Optional[float]:
-        """When every pack holding the backup's chunks was last found good (the oldest such marker)."""
+    def _verified(self, repo: Repository, snap: Snapshot) -> Tuple[Optional[float], List[Tuple[str, bytes]]]:
+        """(When every pack holding the backup's chunks was last found good, the oldest such marker; the
+        (pack, chunk)s whose copy a restore would read, the best there is, a verify found damaged)."""
         if self._map is None:
             self._map = repo.chunk_map()
         digests = set()  # type: Set[bytes]
@@ -66,12 +77,15 @@ class RepoView:
         for f in snap.files:
             digests.update(bytes.fromhex(h) for h in f["chunks"])
         packs = set()  # type: Set[str]
+        damaged = []  # type: List[Tuple[str, bytes]]
         for digest in digests:
             loc = self._map.get(digest)
             if loc is None:
                 raise RepoError("backup %s needs chunk %s, which no pack holds" % (snap.id, digest.hex()))
             packs.add(loc.pack.rsplit("/", 1)[-1])
+            if digest in self._damaged.get(loc.pack, ()):
+                damaged.append((loc.pack, digest))
         times = [self._marks.get(p) for p in packs]  # type: List[Optional[float]]
         if not times or None in times:
-            return None
-        return min(t for t in times if t is not None)
+            return None, sorted(damaged)
+        return min(t for t in times if t is not None), sorted(damaged)
