@@ -144,8 +144,6 @@ def test_dry_run_of_a_repository_backup_says_where_it_goes(host, tmp_path):
     assert repo_path in r.stdout, r.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="`hotvcb list -g CONF` ignores the config's VM_BACKUP_REPOSITORY (backup, "
-                   "prune and status use it) and reports 'no backups' of a VM the repository holds")
 def test_list_with_the_config_lists_the_repository_it_names(host, tmp_path):
     """With `VM_BACKUP_REPOSITORY=` in hotvcb.conf, `hotvcb backup -g hotvcb.conf`, `hotvcb prune -g
     hotvcb.conf` and `hotvcb status -g hotvcb.conf` all work on the repository. `hotvcb list -g
@@ -163,7 +161,9 @@ def test_list_with_the_config_lists_the_repository_it_names(host, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     [snap] = open_path(host.real(repo_path)).snapshots("web")
     r = hotvcb(host, "list", "-g", conf, "web")
-    assert snap.id in r.stdout, r.stdout + r.stderr
+    assert snap.id in r.stdout and "VM_BACKUP_REPOSITORY" in r.stderr, r.stdout + r.stderr
+    r = hotvcb(host, "list", "-g", conf, "web", "--json")  # one JSON document on stdout still
+    assert [b["id"] for b in json.loads(r.stdout)["backups"]] == [snap.id], r.stdout
 
 
 def test_prune_deletes_only_the_dropped_backups_own_indexes(tmp_path, capsys):

@@ -1,4 +1,5 @@
-"""`hotvcb list [VM]`: every backup under VM_BACKUP_VOLUME and its health.
+"""`hotvcb list [VM]`: every backup under VM_BACKUP_VOLUME and its health (or, with --repo or
+VM_BACKUP_REPOSITORY and no --volume, the repository's backups: repo_cmd.list_backups).
 
 A table on a terminal (or whenever --json is not given); `--json` prints one
 JSON document for scripts and monitoring:
@@ -39,7 +40,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("list", help="list backups with age, size, format, status and last verification")
     p.add_argument("vm", nargs="?", metavar="VM", help="only this VM's backups")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("-g", dest="global_conf", metavar="FILE", help="global config (for VM_BACKUP_VOLUME)")
+    p.add_argument("-g", dest="global_conf", metavar="FILE", help="global config (VM_BACKUP_VOLUME, or "
+                   "VM_BACKUP_REPOSITORY: that repository is listed unless --volume is given)")
     p.add_argument("--volume", metavar="DIR", help="backup volume (overrides VM_BACKUP_VOLUME)")
     common.add_repo_option(p)
     p.set_defaults(handler=run)
@@ -150,14 +152,19 @@ def _detect_format(shell: Shell, folder: str) -> Optional[str]:
 
 
 def run(args) -> int:
+    if not args.repo:
+        settings, warnings = config.load_settings(args.global_conf)
+        for w in warnings:
+            say("hotvcb: warning: %s" % w, stream=sys.stderr)
+        if settings.vm_backup_repository and not args.volume:  # where backup, prune and status look
+            args.repo = settings.vm_backup_repository
+            say("hotvcb: listing the repository VM_BACKUP_REPOSITORY names; backup folders: --volume %s"
+                % settings.vm_backup_volume, stream=sys.stderr)
     if args.repo:
-        from . import repo_cmd  # the repository's code, for --repo runs only
+        from . import repo_cmd  # the repository's code, for repository runs only
 
         repo_cmd.here_only(args)
         return repo_cmd.list_backups(args.repo, args.vm, args.json)
-    settings, warnings = config.load_settings(args.global_conf)
-    for w in warnings:
-        say("hotvcb: warning: %s" % w, stream=sys.stderr)
     volume = args.volume or settings.vm_backup_volume
     shell = common.connect(args.host_target).shell
     # on stderr, as the config's warnings: --json's stdout stays one JSON document
