@@ -121,8 +121,6 @@ def test_verify_names_a_pack_with_a_broken_table_once(tmp_path, capsys):
     assert len(about_pack) == 1, problems
 
 
-@pytest.mark.xfail(strict=True, reason="a dry run of a backup into a repository describes a folder backup "
-                   "(BACKUP_TO the folder volume, ROTATION keep N), never the repository")
 def test_dry_run_of_a_repository_backup_says_where_it_goes(host, tmp_path):
     """An admin switches a VM to the repository (`VM_BACKUP_REPOSITORY=` in the config) and checks
     the change with `hotvcb backup -d dryrun` before the night's run. The dry run says
@@ -141,7 +139,8 @@ def test_dry_run_of_a_repository_backup_says_where_it_goes(host, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert not os.path.exists(host.real(repo_path))  # it changes nothing (holds today)
     assert "BACKUP_TO: /vmfs/volumes/backup/hotvcb" not in r.stdout, r.stdout
-    assert repo_path in r.stdout, r.stdout
+    assert "BACKUP_TO: the repository %s" % repo_path in r.stdout, r.stdout
+    assert "backups into the repository %s" % repo_path in r.stdout and "keep 3" not in r.stdout, r.stdout
 
 
 def test_list_with_the_config_lists_the_repository_it_names(host, tmp_path):

@@ -138,10 +138,14 @@ def run(args) -> int:
         work = common.WorkDir(args.workdir, run, settings.workdir_debug, log)
         log.info("============================== hotvcb LOG START ==============================")
         log.info("HOST: %s (%s), job %s, %s" % (host.shell.description, host.describe(), args.job_name, run))
-        log.info("CONFIG: %s; backups to %s%s as %s, keep %d" % (
-            config.shown_as(args.global_conf or "built-in defaults"), settings.vm_backup_volume,
-            " (NFS %s:%s)" % (settings.nfs_server, settings.nfs_mount) if settings.enable_non_persistent_nfs else "",
-            settings.disk_backup_format, settings.vm_backup_rotation_count))
+        if settings.vm_backup_repository:
+            log.info("CONFIG: %s; backups into the repository %s" % (
+                config.shown_as(args.global_conf or "built-in defaults"), settings.vm_backup_repository))
+        else:
+            log.info("CONFIG: %s; backups to %s%s as %s, keep %d" % (
+                config.shown_as(args.global_conf or "built-in defaults"), settings.vm_backup_volume,
+                " (NFS %s:%s)" % (settings.nfs_server, settings.nfs_mount) if settings.enable_non_persistent_nfs
+                else "", settings.disk_backup_format, settings.vm_backup_rotation_count))
         if dry_run:
             log.info("DRY RUN: nothing will be changed")
         with NfsTarget(host, settings, log, dry_run) as nfs:

@@ -166,21 +166,32 @@ def check(host: Hypervisor, s: Settings, log, space: SpaceLedger, vm: Vm, disks:
 
 
 def dry_run(host: Hypervisor, s: Settings, log, vm: Vm, disks: List[Disk], plan: Plan, started: datetime) -> None:
-    """What the backup would do, as ghettoVCB's dry run prints it, and what rotation would remove."""
-    target = layout.vm_root(s.vm_backup_volume, vm.name) + "/" + layout.backup_name(vm.name, started)
+    """What the backup would do, as ghettoVCB's dry run prints it, and what rotation would remove (into
+    a repository: where it goes, and that prune, not rotation, removes its backups)."""
+    repo = s.vm_backup_repository
+    if repo:
+        target = "the repository %s (only the chunks it lacks are stored)" % repo
+    else:
+        target = layout.vm_root(s.vm_backup_volume, vm.name) + "/" + layout.backup_name(vm.name, started)
     log.dryrun("###############################################")
     log.dryrun("Virtual Machine: %s (vmid %s)" % (vm.name, vm.ref.vmid))
     log.dryrun("VM_VMX_PATH: %s" % vm.ref.vmx_path)
     log.dryrun("BACKUP_TO: %s" % target)
     log.dryrun("POWER_STATE: %s" % host.power_state(vm))
     for d in disks:
-        log.dryrun("VMDK: %s (%s) -> %s, needs %s" % (d.path, d.key, s.disk_backup_format,
-                                                     human_size(host.bytes_needed(d, s.disk_backup_format))))
+        log.dryrun("VMDK: %s (%s) -> %s, %s %s" % (
+            d.path, d.key, "chunks" if repo else s.disk_backup_format, "at most" if repo else "needs",
+            human_size(host.bytes_needed(d, "thin" if repo else s.disk_backup_format))))
     for f in vm.extra_files:
         log.dryrun("FILE: %s" % f)
     if plan.tree is not None:
         log.dryrun("SNAPSHOT TREE: %s -> %s/" % (describe(plan.tree), TREE))
-    archive = plan.needed if s.enable_compression and not s.vm_backup_repository else 0  # as preflight reserves
+    if repo:
+        log.dryrun("TOTAL NEEDED: at most %s; ROTATION: none (a repository's backups go by hotvcb prune)"
+                   % human_size(plan.needed))
+        log.dryrun("###############################################")
+        return
+    archive = plan.needed if s.enable_compression else 0  # as preflight reserves
     log.dryrun("TOTAL NEEDED: %s; ROTATION: keep %d%s" % (
         need_text(plan.needed, archive), s.vm_backup_rotation_count,
         ", within %s" % human_size(s.vm_backup_rotation_size) if s.vm_backup_rotation_size else ""))
