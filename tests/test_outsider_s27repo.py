@@ -100,8 +100,6 @@ def test_restore_latest_refuses_a_name_two_vms_share(tmp_path, capsys):
     assert "Traceback" not in err
 
 
-@pytest.mark.xfail(strict=True, reason="verify reports a pack whose table does not read twice (once for its "
-                   "table, once when reading it whole): one damaged pack counts as 2 problems")
 def test_verify_names_a_pack_with_a_broken_table_once(tmp_path, capsys):
     """A pack whose last bytes are lost (a truncated copy, an NFS write cut short): `verify --repo
     --json` lists the very same line "packs/..: not a pack (bad trailer); it may hold chunks of any
