@@ -21,6 +21,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence
 
 from . import background, blockdigest, hostdigest, interrupt, treescan
@@ -102,7 +103,11 @@ class Shell(FileReader, Protocol):
     a folder whose last write makes every name in it durable at once);
     `make_new_dir` and
     `link_new` are atomic claims that return False when the name exists;
-    `age` and `touch` use the host's clock; `block_digests` computes where the
+    `age` and `touch` use the host's clock, and `now` is its wall clock (the local
+    time the host's `date` shows, naive: backups and our snapshots are named by it,
+    as ghettoVCB named them on the host, and their names' ages are told against
+    it; an ESXi host keeps UTC, the Linux box driving it may be in any zone
+    and off by minutes); `block_digests` computes where the
     file is and returns None only when the host cannot (no python), and with
     `content` "qcow2" digests the image's virtual disk (HostError where it
     cannot: the image is refused, or over SSH file by file); a file
@@ -126,6 +131,8 @@ class Shell(FileReader, Protocol):
             on_output: Optional[OutputCallback] = None, interruptible: bool = True) -> "Completed": ...
 
     def write_text(self, path: str, text: str, *, sync_folder: bool = True) -> None: ...
+
+    def now(self) -> datetime: ...
 
     def open_binary(self, path: str) -> Readable: ...
 
@@ -356,6 +363,9 @@ class LocalShell:
             raise HostError("cannot link %s to %s: %s" % (src, dst, err.strerror)) from err
         fsync_dir(os.path.dirname(dst) or ".")
         return True
+
+    def now(self) -> datetime:
+        return datetime.now()
 
     def age(self, path: str) -> Optional[float]:
         """Seconds since path was last modified, by this host's clock; None if it is gone."""

@@ -68,6 +68,7 @@ TAR_GZ = ('DST="$2"; d="$2.d"; rm -rf -- "$d"; mkdir -- "$d" && ln -s -- "$1" "$
 LINK_NEW = 'ln -- "$1" "$2" && exit 0; [ -e "$2" ] && exit 3; exit 1'
 AGE = '[ -e "$1" ] || exit 3; m=$(stat -c %Y -- "$1") && echo $(( $(date +%s) - m ))'
 TOUCH = '[ ! -e "$1" ] || touch -c -- "$1"'
+NOW = "date '+%Y-%m-%d %H:%M:%S'"
 # mv would move $1 *into* an existing directory $2; os.rename would not
 RENAME = ('if [ -d "$2" ] && [ ! -L "$2" ]; then echo "$2: File exists" >&2; exit 1; fi; '
           'mv -f -- "$1" "$2"')

@@ -31,7 +31,9 @@ import posixpath
 import shutil
 import subprocess
 import tarfile
+import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import hostdigest, sshscripts as sh, tmpwork
@@ -70,6 +72,10 @@ class SshTarget:
         return "ssh://%s%s" % (self.destination, "" if self.port is None or self.port == 22 else ":%d" % self.port)
 
 
+def _utc(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, timezone.utc).replace(tzinfo=None)
+
+
 class SshShell:
     """The host is at the other end of an SSH connection."""
 
@@ -80,6 +86,7 @@ class SshShell:
         self.description = target.describe()
         self._dir = None  # type: Optional[str]
         self._control = None  # type: Optional[str]
+        self._clock = None  # type: Optional[timedelta]  # the host's wall clock less ours, asked once
 
     # -- connection ----------------------------------------------------------
     def _ssh(self, *extra: str) -> List[str]:
@@ -391,6 +398,22 @@ class SshShell:
         if rc != 0:
             raise HostError("cannot stat %s: %s" % (path, sh.reason(err) or "exit %d" % rc))
         return max(0.0, float(out.split()[0]))
+
+    def now(self) -> datetime:
+        """Our clock (UTC, so that neither our zone nor its summer time moves it) plus the difference to the
+        host's wall clock, asked once per connection (one round trip: the host's zone and drift stay)."""
+        if self._clock is None:
+            before = time.time()
+            rc, out, err = self._call(sh.NOW)
+            middle = _utc((before + time.time()) / 2)
+            try:
+                if rc != 0:
+                    raise ValueError(sh.reason(err) or "exit %d" % rc)
+                theirs = datetime.strptime(out.decode("ascii").strip(), "%Y-%m-%d %H:%M:%S")
+            except ValueError as err:  # (UnicodeDecodeError is one)
+                raise HostError("cannot read the clock of %s: %s" % (self.target.destination, err)) from err
+            self._clock = timedelta(seconds=round((theirs - middle).total_seconds()))
+        return _utc(time.time()) + self._clock
 
     def touch(self, path: str) -> None:
         self._must("cannot touch %s" % path, sh.TOUCH, path)

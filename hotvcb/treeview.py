@@ -12,6 +12,7 @@ change made through it drops the scan, so the next read looks again. On a host
 where scan is not possible (no python) every call simply goes through.
 """
 
+from datetime import datetime
 from typing import Any, Dict, List, Optional, Sequence
 
 from .errors import HostError
@@ -140,6 +141,9 @@ class ScannedShell:
 
     def age(self, path: str) -> Optional[float]:
         return self.shell.age(path)
+
+    def now(self) -> datetime:
+        return self.shell.now()
 
     def realpath(self, path: str) -> str:
         return self.shell.realpath(path)

@@ -42,6 +42,23 @@ def shell(request, tmp_path):
         yield s if request.param == "ssh" else ScannedShell(s, str(tmp_path))
 
 
+def test_now_is_the_hosts_wall_clock_whatever_our_zone(shell, monkeypatch):
+    """Backups are named by the host's clock (an ESXi host keeps UTC): a client in another zone must not
+    name them by its own. The host here is this machine in its zone; this process moves to another."""
+    from datetime import datetime
+
+    host_wall = datetime.now()
+    monkeypatch.setenv("TZ", "Pacific/Kiritimati")  # UTC+14: no zone is further from any host's
+    time.tzset()
+    try:
+        if shell.remote:  # (a local shell's host is this process, in its zone)
+            assert abs((shell.now() - host_wall).total_seconds()) < 5
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert abs((shell.now() - datetime.now()).total_seconds()) < 5
+
+
 def test_text_round_trips_atomically_under_odd_names(shell, tmp_path):
     path = str(tmp_path / (ODD + ".vmx"))
     shell.write_text(path, 'displayName = "%s"\n' % ODD)

@@ -63,7 +63,7 @@ def vm_names(shell: Shell, volume: str) -> List[str]:
 def backup_rows(shell: Shell, volume: str, vm: Optional[str] = None, now: Optional[datetime] = None,
                 odd: Optional[Callable[[str], None]] = None) -> List[Dict[str, Any]]:
     """`odd`: told of each entry named like a backup that is none (layout.list_backups)."""
-    now = now or datetime.now()
+    now = now or shell.now()  # the host's wall clock, which named its backups (another zone than ours, maybe)
     # one look at the whole tree (one round trip over SSH), not one per file
     shell = ScannedShell(shell, layout.vm_root(volume, vm) if vm else volume)
     rows = []

@@ -15,7 +15,6 @@ snapshots are never touched.
 import functools
 import threading
 import time
-from datetime import datetime
 from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Union
 
 from .. import config, crashpoint, interrupt
@@ -196,7 +195,7 @@ class BackupJob:
                 self.log.info("%s: skipped, %s" % (ref.name, result.message))
                 return result
         self.log.info("Initiate backup for %s" % ref.name)
-        started = datetime.now()
+        started = self.host.shell.now()  # the host's clock names the backup and its snapshot, as ghettoVCB's did
         one = _VmBackup(self, ref, settings, result, started, skip_power)
         try:
             one.run()
@@ -216,7 +215,7 @@ class BackupJob:
             if result.status not in ("ok", "skipped"):
                 lastrun.record(self.host.shell, settings.vm_backup_volume, ref.name, self.host.host_name(), uuid,
                                result.status, result.message, self.log)
-        seconds = result.seconds = (datetime.now() - started).total_seconds()
+        seconds = result.seconds = (self.host.shell.now() - started).total_seconds()
         self._vm_seconds.append(seconds)
         if result.status == "ok":
             verb = "would be backed up" if self.dry_run else "backed up"

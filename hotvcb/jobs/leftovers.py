@@ -104,9 +104,9 @@ def remove_our_snapshots(host: Hypervisor, vm, log, run: RunId, dry_run: bool = 
 
 
 def _asked_at(snap: Snapshot) -> Optional[float]:
-    """The time our snapshot's name says: when its backup began (jobs/backup.py), by the clock of the machine that
-    asked for it, so no later than it was asked for; read in this machine's time zone (a run in a container set to
-    another is off by the difference). A run stopped between its backup's start and its snapshot is not told by it:
+    """The time our snapshot's name says: when its backup began (jobs/backup.py), by the host's wall clock
+    (Shell.now), so no later than it was asked for; read in this machine's time zone (on the host itself, as a
+    run on the host is; a client in another zone driving it file by file is off by the difference). A run stopped between its backup's start and its snapshot is not told by it:
     it reads its lock right before it asks (store/lock.py: HostLock.check), so it asks for none once taken over."""
     try:
         return layout.stamp_time(snap.name[len(SNAPSHOT_PREFIX):]).timestamp()

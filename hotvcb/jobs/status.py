@@ -15,7 +15,7 @@ the worst one is the host's. What is checked, and why it matters:
 
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..errors import HotvcbError
@@ -159,7 +159,8 @@ def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: 
         why = "never backed up" if not done else "no good backup (newest: %s, %s)" % (done[-1][1].state, done[-1][1].reason)
         return Check(CRIT, "backup", name, why, {"good_backups": 0})
     newest, verdict = good[-1]
-    age = now - time.mktime(newest.when.timetuple())
+    made = _made_at(host, newest.when)
+    age = now - made
     # a pair's path is the good one of the two (a script restores it), its size both (as list gives it)
     size = sum(_size(host, p) for p in (newest.path, unpacked.get(newest.path)) if p)
     details = {"good_backups": len(good), "newest_good": rotation.restorable(newest.path, own, unpacked),
@@ -169,9 +170,13 @@ def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: 
         ", verified %s" % verdict.verified.replace("T", " ") if verdict.verified else ", never verified")
     if verdict.warning:
         text += "; " + verdict.warning
+    if age < -FUTURE_SLACK:  # named by a clock that was ahead then (or is behind now): fresh it may not be
+        return Check(WARN, "backup", name, "newest good backup %s is dated %s ahead of the host's clock (a clock that "
+                     "was ahead when it was made, or is behind now): its age cannot be told; %s" % (
+                         newest.path.rsplit("/", 1)[-1], _age(-age), text), details)
     if age > 2 * limits.max_age:
         return Check(CRIT, "backup", name, text, details)
-    if tried and tried.get("result") not in ("ok", "skipped") and tried["time"] > time.mktime(newest.when.timetuple()):
+    if tried and tried.get("result") not in ("ok", "skipped") and tried["time"] > made:
         details["last_run"] = tried
         reason = str(tried.get("message") or ("some disks failed" if tried.get("result") == "warn" else "failed"))
         return Check(WARN, "backup", name, "last run was %s (%s); %s" % (tried.get("result"), reason, text), details)
@@ -181,6 +186,17 @@ def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: 
     if age > limits.max_age:
         return Check(WARN, "backup", name, text, details)
     return Check(OK, "backup", name, text, details)
+
+
+FUTURE_SLACK = 300  # seconds a backup's name may be ahead of the host's clock (named at its start, clocks stepped)
+
+
+def _made_at(host: Hypervisor, when: datetime) -> float:
+    """The epoch of a time the host's wall clock gave (a backup's name), told through the difference between
+    its clock and ours: a monitoring box in another zone than the host (an ESXi host keeps UTC), or whose
+    clock is off, judged a fresh backup hours old, or a stopped one fresh (negative ages)."""
+    skew = host.shell.now() - datetime.now()
+    return time.mktime((when - timedelta(seconds=round(skew.total_seconds()))).timetuple())
 
 
 def _size(host: Hypervisor, path: str) -> int:

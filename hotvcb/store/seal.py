@@ -223,7 +223,7 @@ class Sealer:
             "source_host": self.source_host,
             "source_vmx": self.vm.ref.vmx_path,
             "started": self.started.isoformat(timespec="seconds"),
-            "finished": datetime.now().isoformat(timespec="seconds"),
+            "finished": self.shell.now().isoformat(timespec="seconds"),  # by the clock "started" is
             "result": status,
             "message": result.message,
             "disk_format": self.s.disk_backup_format,
