@@ -218,7 +218,7 @@ def _snapshots(host: Hypervisor, vm: Vm, limits: Limits, now: float, run_alive: 
                             % (len(deltas), human_size(delta_bytes)), {"delta_files": deltas, "delta_bytes": delta_bytes}))
     free = _free_of(host, vm.folder)
     for snap in snaps:
-        age = _snapshot_age(snap, now)
+        age = _snapshot_age(host, snap, now)
         share = delta_bytes / free if free else 0.0
         details = {"id": snap.id, "snapshot": snap.name, "created": snap.created, "age_seconds": age,
                    "delta_bytes": delta_bytes, "ours": is_ours(snap)}
@@ -303,7 +303,7 @@ def _usage(host: Hypervisor, path: str) -> int:
         return 0
 
 
-def _snapshot_age(snap: Snapshot, now: float) -> Optional[int]:
+def _snapshot_age(host: Hypervisor, snap: Snapshot, now: float) -> Optional[int]:
     """Seconds since `Created On` (M/D/YYYY H:M:S, the host's local time, unpadded)."""
     m = _CREATED.search(snap.created or "")
     if not m:
@@ -313,7 +313,7 @@ def _snapshot_age(snap: Snapshot, now: float) -> Optional[int]:
         created = datetime(year, month, day, hour, minute, second)
     except ValueError:
         return None
-    return max(0, int(now - time.mktime(created.timetuple())))
+    return max(0, int(now - _made_at(host, created)))
 
 
 def _age(seconds: float) -> str:
