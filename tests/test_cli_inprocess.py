@@ -20,3 +20,14 @@ def test_a_command_gives_back_the_signal_handlers_it_found_and_forgets_what_it_r
         assert not interrupt.pending()
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def test_a_json_report_that_cannot_have_its_folder_is_refused_before_the_run(tmp_path, capsys):
+    """The report monitoring reads: a path under a file, or naming a folder, is a usage error before any VM is
+    touched (the run used to end OK and warn after its last line)."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    assert main(["backup", "-m", "web", "--json-report", str(blocker / "r.json")]) == 1
+    assert "--json-report %s: cannot make its folder" % (blocker / "r.json") in capsys.readouterr().err
+    assert main(["backup", "-m", "web", "--json-report", str(tmp_path)]) == 1
+    assert "is a folder" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from ..jobs.nfs import NfsTarget
 from ..jobs import outcome
 from ..jobs.outcome import final_status
 from ..runid import machine_name
+from ..runlog import LOG_LOST
 from . import common, onhost
 
 
@@ -120,6 +121,8 @@ def run(args) -> int:
         if not args.repo.startswith("/"):  # as VM_BACKUP_REPOSITORY: relative to wherever cron or a shell runs us
             raise UsageError("--repo %s: an absolute path such as /vmfs/volumes/<datastore>/repo" % args.repo)
         settings = dataclasses.replace(settings, vm_backup_repository=args.repo)
+    if args.json_report:
+        _report_folder(args.json_report)
     started = datetime.now().isoformat(timespec="seconds")
     dry_run = args.level == "dryrun"
     interrupt.install()
@@ -194,8 +197,8 @@ def _deliver(args, settings, log, report: "onhost.Report") -> int:
     their status and code count the log lost since the final status line (and over SSH, ours)."""
     report.status, report.code = log.account(report.status, report.code)
     report.json_report.update(status=report.status, exit_code=report.code)
-    if args.json_report:
-        _write_json_report(args.json_report, log, report.json_report)
+    if args.json_report and not _write_json_report(args.json_report, log, report.json_report) and report.code == 0:
+        report.code = LOG_LOST  # as a lost log: the monitoring that reads it would see nothing, or an old run
     if args.outbox:
         report.save(args.outbox)
     elif mailgate.wanted(settings, report.code != 0):
@@ -210,17 +213,31 @@ def _deliver(args, settings, log, report: "onhost.Report") -> int:
     return code
 
 
-def _write_json_report(path: str, log, data) -> None:
-    """For machines (monitoring, dashboards); written whole or not at all."""
+def _report_folder(path: str) -> None:
+    """The JSON report's folder, made now as -l's is (a typo'd or not yet made folder is found before the run,
+    not by a warning after its last line)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as err:
+        raise UsageError("--json-report %s: cannot make its folder: %s" % (path, err.strerror or err)) from err
+    if os.path.isdir(path):
+        raise UsageError("--json-report %s is a folder; name the report's file" % path)
+
+
+def _write_json_report(path: str, log, data) -> bool:
+    """For machines (monitoring, dashboards); written whole or not at all (False, said)."""
     tmp = "%s.%d.tmp" % (path, os.getpid())
     try:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2, ensure_ascii=False)
             f.write("\n")
         os.replace(tmp, path)
+        return True
     except OSError as err:
         log.warning("cannot write the JSON report %s: %s" % (path, err.strerror or err))
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        return False
