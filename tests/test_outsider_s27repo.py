@@ -72,8 +72,6 @@ def test_status_does_not_call_a_backup_verified_after_verify_found_it_damaged(ho
     assert web["severity"] == "OK" and "damaged" not in web["message"], web
 
 
-@pytest.mark.xfail(strict=True, reason="restore --latest VM silently picks whichever host's VM of that name was "
-                   "backed up last, though the repository tells VMs apart by name and vm_uuid")
 def test_restore_latest_refuses_a_name_two_vms_share(tmp_path, capsys):
     """Two ESXi hosts share one repository on NFS and each has a VM called `web` (docs/repository.md:
     "a VM is its name and its vm_uuid, so two hosts' VMs called web in one repository are pruned
@@ -97,7 +95,10 @@ def test_restore_latest_refuses_a_name_two_vms_share(tmp_path, capsys):
     code = main(["restore", "--repo", str(tmp_path / "repo"), "--latest", "web", "--to", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code != 0 and not (tmp_path / "out").exists(), "restored one of two VMs called web without asking"
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "2 VMs called 'web'" in err and "idesxia" in err and "idesxib" in err, err
+    assert main(["list", "--repo", str(tmp_path / "repo"), "--json"]) == 0  # which is which, for the id to give
+    rows = json.loads(capsys.readouterr().out)["backups"]
+    assert sorted((r["host"], r["vm_uuid"]) for r in rows) == [("idesxia", "564d aa aa"), ("idesxib", "564d bb bb")]
 
 
 def test_verify_names_a_pack_with_a_broken_table_once(tmp_path, capsys):

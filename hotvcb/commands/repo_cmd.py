@@ -42,6 +42,7 @@ def here_only(args) -> None:
 
 def row(snap: Snapshot) -> Dict[str, Any]:
     return {"vm": snap.vm, "id": snap.id, "time": snap.time.isoformat(),
+            "host": snap.record.get("host") or "", "vm_uuid": snap.record.get("vm_uuid") or "",
             "size_bytes": sum(d["size"] for d in snap.disks),
             "new_bytes": sum(d["new_bytes"] for d in snap.disks),
             "disks": [d["name"] for d in snap.disks]}
@@ -104,10 +105,17 @@ def _say(line: str) -> None:
 def find(repo: Repository, ident: str, latest: str = "") -> Snapshot:
     """A backup by its id or an unambiguous prefix of it, or the newest of the VM `latest`."""
     if latest:
-        newest = _readable(repo, latest)[-1:]
-        if not newest:
+        snaps = _readable(repo, latest)
+        if not snaps:
             raise UsageError("no backup of %r in the repository (hotvcb list --repo shows them)" % latest)
-        return newest[0]
+        newest = {}  # type: Dict[str, Snapshot]  # a VM is its name and uuid: two hosts' VMs may share a name
+        for snap in snaps:
+            newest[snap.record.get("vm_uuid") or ""] = snap
+        if len([uuid for uuid in newest if uuid]) > 1:
+            raise UsageError("%d VMs called %r are in the repository; restore one by its backup's id: %s" % (
+                len(newest), latest, "; ".join("newest of uuid %s (host %s): %s" % (
+                    uuid or "?", snap.record.get("host") or "?", snap.id) for uuid, snap in sorted(newest.items()))))
+        return snaps[-1]
     ids = [i.name[len(SNAPSHOTS):] for i in repo.backend.list(SNAPSHOTS)]  # by name: another record's
     matches = [i for i in ids if i.startswith(ident)] if ident else []    # damage must not stop this restore
     if len(matches) != 1:
