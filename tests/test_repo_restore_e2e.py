@@ -28,6 +28,7 @@ def test_a_thin_restore_moves_the_staged_disk_and_a_thick_one_clones_it(host, tm
     # thin: the staged thin disk is already what a clone would write, so no clone runs
     r = hotvcb(host, "restore", "--repo", REPO, "--latest", "web", "--datastore", "datastore1", "--name", "copy")
     assert r.returncode == 0, r.stdout + r.stderr
+    assert "staged from the repository, every chunk hash-checked" in r.stdout and "ghettoVCB" not in r.stdout, r.stdout
     assert "copy" in vim(host, "vmsvc/getallvms")
     folder = host.real("/vmfs/volumes/datastore1/copy")
     assert sorted(e for e in os.listdir(folder) if e.endswith(".vmdk")) == ["web-flat.vmdk", "web.vmdk"]

@@ -67,8 +67,11 @@ def manifest_to_verify(shell: Shell, req: RestoreRequest, log, backup: str, veri
     except ValueError as err:
         raise RestoreError("%s: %s" % (req.backup, err)) from err
     if data is None:
-        log.info("%s has no %s (a ghettoVCB backup): accepted without checksums to verify" % (
-            req.backup, manifest.MANIFEST))
+        if req.staged:  # a repository's backup, staged: its chunks were hash-checked as they were read
+            log.info("%s: staged from the repository, every chunk hash-checked as it was read" % req.backup)
+        else:
+            log.info("%s has no %s (a ghettoVCB backup): accepted without checksums to verify" % (
+                req.backup, manifest.MANIFEST))
         return None
     if data.get("result") not in ("ok", None):
         raise RestoreError("%s is recorded as %s: %s" % (req.backup, data.get("result"), data.get("message", "")))
