@@ -191,3 +191,44 @@ def test_prune_deletes_only_the_dropped_backups_own_indexes(tmp_path, capsys):
     assert sorted(os.listdir(str(tmp_path / "repo" / "snapshots"))) == sorted([old.id, kept.id])
     assert main(["verify", "--repo", str(tmp_path / "repo")]) == 4
     assert old.id in capsys.readouterr().out
+
+
+def test_prune_beside_a_running_gc_drops_no_backup(tmp_path, capsys):
+    """Another host's GC holds the lock: prune refuses before it removes any backup (it removed the backups it
+    dropped, then failed on the lock, exit 1: the admin saw a failed prune that had done half its work)."""
+    from hotvcb.repo.gclock import LOCK
+    from hotvcb.runid import RunId
+
+    disk = small_disk(tmp_path / "web.raw")
+    repo = new_repo(tmp_path / "repo")
+    for day in (1, 2):
+        backup(repo, "web", disk, when=datetime.datetime(2026, 11, day, 21))
+    other = RunId("0123456789ab", "otherbox", 4242, 1, "esxi02").text() + "\n"  # a fresh lock of another host's GC
+    assert repo.backend.put_new(LOCK, other.encode("utf-8"))
+    assert main(["prune", "--repo", str(tmp_path / "repo"), "--keep-last", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "another garbage collection of this repository is running" in err and "Traceback" not in err, err
+    assert len(open_path(str(tmp_path / "repo")).snapshots("web")) == 2
+    repo.backend.delete(LOCK)
+    assert len(open_path(str(tmp_path / "repo")).snapshots("web")) == 2
+    assert main(["prune", "--repo", str(tmp_path / "repo"), "--keep-last", "1"]) == 0
+    assert len(open_path(str(tmp_path / "repo")).snapshots("web")) == 1
+
+
+def test_one_unreadable_record_warns_each_vm_of_the_repository_but_pages_for_none(tmp_path):
+    """One damaged record (another VM's, or this one's newest: it cannot be told whose) made status CRIT
+    ("repository ...: bad ...") for every VM of the repository: each VM is judged on what reads, and warned."""
+    import time
+
+    from hotvcb.jobs.repo_status import RepoView
+    from hotvcb.jobs.status import Limits
+
+    disk = small_disk(tmp_path / "web.raw")
+    repo = new_repo(tmp_path / "repo")
+    now = datetime.datetime.now()
+    backup(repo, "web", disk, when=now)
+    broken = backup(repo, "db", disk, when=now)
+    (tmp_path / "repo" / "snapshots" / broken.id).write_text("{not json")
+    check = RepoView(str(tmp_path / "repo")).check("web", "", Limits(), time.time())
+    assert check.severity == "WARN" and "1 backup record(s) in the repository do not read" in check.message, check
+    assert check.details["newest_good"] and check.details["unreadable_records"] == 1, check

@@ -9,7 +9,9 @@ hold its chunks: the backup was read whole no later than that. A pack without
 a marker means "not wholly verified"; a chunk no pack holds is CRIT, and so is
 one whose only copy a verify found damaged (`damaged/`): the pack's older
 marker still stands for its other chunks, but the backup cannot be restored
-until a later backup stores the chunk again.
+until a later backup stores the chunk again. A record that does not read is
+told on every VM's check (WARN at least: it may be any VM's newest), which is
+judged on the records that read.
 The repository is read once per status run (records, pack tables, markers),
 not once per VM.
 """
@@ -31,16 +33,28 @@ class RepoView:
         self._map = None  # type: Optional[Dict[bytes, Location]]
         self._marks = {}  # type: Dict[str, float]
         self._damaged = {}  # type: Dict[str, Set[bytes]]
+        self._bad = []  # type: List[str]
 
     def _open(self) -> Repository:
         if self._repo is None:
             self._repo = open_path(self.path)
-            self._snaps = self._repo.snapshots()
+            # a record that does not read is said on every VM (it may be any one's newest), not CRIT for all
+            self._snaps, self._bad = self._repo.readable_snapshots()
             self._marks = {i.name[len(VERIFIED):]: i.mtime for i in self._repo.backend.list(VERIFIED)}
             self._damaged = self._repo.damaged(strict=False)
         return self._repo
 
     def check(self, name: str, uuid: str, limits: Limits, now: float) -> Check:
+        found = self._check(name, uuid, limits, now)
+        if self._bad:
+            found.message += "; %d backup record(s) in the repository do not read, maybe this VM's newest " \
+                             "(hotvcb verify --repo names them)" % len(self._bad)
+            found.details["unreadable_records"] = len(self._bad)
+            if found.severity == OK:
+                found.severity = WARN
+        return found
+
+    def _check(self, name: str, uuid: str, limits: Limits, now: float) -> Check:
         try:
             repo = self._open()
             mine = [s for s in self._snaps if s.vm == name and s.record.get("vm_uuid", "") in ("", uuid)]

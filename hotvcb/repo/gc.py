@@ -233,11 +233,16 @@ def collect(repo: Repository, log: Callable[[str], None] = lambda msg: None,
     exception raised at any instant splits steps that hand a file from one owner to the next."""
     repo.require_codec("collect its garbage")
     with gc_lock(repo):
-        gc = _Collector(repo, log, check)
-        try:
-            gc.sweep()
-            gc.mark()
-            gc.orphans()
-        finally:
-            gc.writer.discard()
-        return gc.report
+        return collect_held(repo, log, check)
+
+
+def collect_held(repo: Repository, log: Callable[[str], None], check: Callable[[], None]) -> GcReport:
+    """collect's work, for a caller that holds the GC lock already (prune: it drops its backups under it)."""
+    gc = _Collector(repo, log, check)
+    try:
+        gc.sweep()
+        gc.mark()
+        gc.orphans()
+    finally:
+        gc.writer.discard()
+    return gc.report

@@ -12,7 +12,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .. import crashpoint
 from ..errors import RepoError
-from .gc import GcReport, collect
+from .gc import GcReport, collect_held
+from .gclock import gc_lock
 from .repository import SNAPSHOTS, Repository, Snapshot
 
 KEEP_RULES = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
@@ -48,15 +49,18 @@ def plan(repo: Repository, keep: Dict[str, int], vm: Optional[str] = None,
 
 def prune(repo: Repository, decisions: List[Decision], log: Callable[[str], None] = lambda msg: None,
           check: Callable[[], None] = lambda: None) -> GcReport:
-    """Delete the dropped backups (record, then indexes), then run GC; `check` as collect's."""
+    """Delete the dropped backups (record, then indexes), then run GC; `check` as collect's. All under the
+    GC lock, taken first: a GC running elsewhere refuses the prune before it drops any backup (it dropped
+    them, then failed on the lock, exit 1)."""
     repo.require_codec("prune it")  # before any record goes: its GC could not finish
-    for d in decisions:
-        if d.kept:
-            continue
-        check()
-        log("removing backup %s" % d.snapshot)
-        repo.backend.delete(SNAPSHOTS + d.snapshot.id)
-        crashpoint.reached("repo-prune-record-deleted")
-        for disk in d.snapshot.disks:
-            repo.backend.delete(disk["index"])
-    return collect(repo, log, check)
+    with gc_lock(repo):
+        for d in decisions:
+            if d.kept:
+                continue
+            check()
+            log("removing backup %s" % d.snapshot)
+            repo.backend.delete(SNAPSHOTS + d.snapshot.id)
+            crashpoint.reached("repo-prune-record-deleted")
+            for disk in d.snapshot.disks:
+                repo.backend.delete(disk["index"])
+        return collect_held(repo, log, check)
