@@ -276,8 +276,6 @@ def test_status_hosts_takes_an_ipv6_host_line_as_the_address(lab, tmp_path):
 
 
 # -- 11. scheduling a second ESXi host silently drops the first host's job ------------------------------------
-@pytest.mark.xfail(strict=True, reason="schedule install replaces the job of the same name (default `hotvcb`) "
-                   "whatever it ran, without a word: linux.CrontabScheduler.install / schedule_cmd.run_install")
 def test_scheduling_a_second_host_does_not_silently_drop_the_first_hosts_job(lab, fake_crontab):
     """One Linux box backs up two ESXi hosts, scheduled as the README shows (no --job):
     `hotvcb --host root@esxi01 schedule install --cron "0 21 * * *" -- -m VM -g esxi01.conf`, then the same for

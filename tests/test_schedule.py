@@ -167,6 +167,34 @@ def test_job_names(bad):
         schedule.check_job_name(bad)
 
 
+@pytest.mark.parametrize("host,port,name", [
+    (None, None, "hotvcb"), ("esxi01", None, "esxi01"), ("esxi01.example.com", 22, "esxi01.example.com"),
+    ("10.0.0.5", 2222, "10.0.0.5-2222"), ("fe80::20c:29ff:fe12:3456", None, "fe80__20c_29ff_fe12_3456"),
+    ("::1", None, "1"), ("x" * 70, None, "x" * 64),
+])
+def test_default_job_name_is_the_ssh_hosts(host, port, name):
+    """Without --job an SSH host's job is named after it: a second host no longer replaces the first's."""
+    assert schedule.default_job(host, port) == name
+    assert schedule.check_job_name(name) == name
+
+
+def test_install_warns_of_another_job_of_the_same_host(fake_crontab, capsys):
+    """An older hotvcb named every job `hotvcb`: re-installed under the host's name, the old line would back
+    the host up a second time unless the admin is told."""
+    from hotvcb.commands import schedule_cmd
+
+    sched = linux.CrontabScheduler()
+    sched.install(schedule.Job("hotvcb", "0 1 * * *", ["hotvcb", "--host", "root@esxi01", "backup", "-a"], None))
+    sched.install(schedule.Job("esxi02", "0 1 * * *", ["hotvcb", "--host", "root@esxi02", "backup", "-a"], None))
+    assert schedule_cmd._jobs_of_host(sched, False, "esxi01", "root@esxi01") == ["hotvcb"]
+    assert schedule_cmd._jobs_of_host(sched, False, "esxi02", "root@esxi02") == []
+    args = schedule_cmd.argparse.Namespace(all_jobs=False, job=None, host="root@esxi03", platform="linux",
+                                           systemd=False, unit_dir=linux.UNIT_DIR)
+    assert schedule_cmd.run_remove(args) == 0
+    out = capsys.readouterr().out
+    assert "no hotvcb job 'esxi03' installed" in out and "(installed: esxi02, hotvcb; say which with --job)" in out
+
+
 def test_self_command_from_a_checkout_runs_this_checkout():
     argv = schedule.self_command(on_esxi=False)
     assert argv[-2:] == ["-m", "hotvcb"]

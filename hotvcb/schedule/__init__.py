@@ -49,6 +49,22 @@ def check_job_name(name: str) -> str:
     return name
 
 
+def default_job(host: Optional[str] = None, port: Optional[int] = None) -> str:
+    """The job name when `--job` is not given: `hotvcb`, or for an SSH-mode job (`--host`) the host's
+    name, with its port when that is not 22.
+
+    One Linux box scheduling several ESXi hosts as the README shows (no `--job`) gave every host the one
+    name `hotvcb`, so each install replaced the previous host's line without a word, and that host was
+    never backed up again. Named after the host, a second host gets a job of its own, while installing
+    the same host again still replaces its own line. Characters a job name cannot hold (an IPv6
+    address's `:`) become `_`."""
+    if not host:
+        return DEFAULT_JOB
+    name = host + ("-%d" % port if port and port != 22 else "")
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip("_.-")[:64]
+    return name if _JOB_RE.match(name) else DEFAULT_JOB
+
+
 def marker(job: str) -> str:
     return "# hotvcb:" + job
 
