@@ -151,8 +151,6 @@ def test_status_of_a_fleet_from_a_box_in_another_time_zone_sees_a_fresh_backup_f
 
 
 # -- 5. schedule install leaves --json-report relative ------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="schedule.backup_argv makes only -f -e -g -c -l -w absolute: "
-                   "--json-report FILE is installed as written, relative to wherever cron runs the job")
 def test_schedule_install_makes_the_json_report_path_absolute_as_it_does_the_log(lab, fake_crontab, tmp_path):
     """`cd /etc/hotvcb && hotvcb --host root@esxi schedule install --cron ... -- -m VM -g esxi01.conf -l esxi01.log
     --json-report esxi01.json`: the config and the log are installed as /etc/hotvcb/..., as the docs promise

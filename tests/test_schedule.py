@@ -105,6 +105,15 @@ def test_backup_argv_checks_and_makes_paths_absolute(tmp_path, monkeypatch):
     assert schedule.backup_argv(["backup", "-a"]) == ["backup", "-a"]
 
 
+def test_backup_argv_makes_the_json_report_absolute_in_every_spelling(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for words in (["--json-report", "r.json"], ["--json-report=r.json"], ["--json", "r.json"], ["--json=r.json"]):
+        argv = schedule.backup_argv(["-a"] + words)
+        assert "".join(argv[2:]).endswith(str(tmp_path / "r.json")), argv
+    assert schedule.backup_argv(["-a", "--json-report", "/abs/r.json"]) == ["backup", "-a", "--json-report",
+                                                                            "/abs/r.json"]
+
+
 def test_backup_argv_needs_arguments():
     with pytest.raises(UsageError, match="say what to back up"):
         schedule.backup_argv(["--"])
@@ -569,6 +578,7 @@ def test_cli_install_show_remove_crontab(fake_crontab, qemu_site):
 
 
 @pytest.mark.parametrize("args,words", [
+    (["--cron", "0 17 * * 4", "--", "-a", "--repo", "repo"], "--repo repo: an absolute path"),
     (["--cron", "0 17 * *", "--", "-a"], "needs 5"),
     (["--cron", "0 17 * * 4"], "say what to back up"),
     (["--cron", "0 17 * * 4", "--job", "a b", "--", "-a"], "job name"),

@@ -118,6 +118,10 @@ def job_command(args):
         parsed = backup_cmd.parse(glob + rest)
     except UsageError as err:
         raise UsageError("the backup arguments are not valid: %s" % err) from None
+    if parsed.repo and not parsed.repo.startswith("/"):
+        # the run refuses it as relative to wherever cron starts it (and in SSH mode it is the host's
+        # path, which this machine's $PWD cannot make absolute): refused now, not every night
+        raise UsageError("--repo %s: an absolute path such as /vmfs/volumes/<datastore>/repo" % parsed.repo)
     inner = common.target_of(parsed)
     outer = common.target_of(args)
     if inner and outer and inner != outer:

@@ -24,6 +24,8 @@ ESXI_PYTHON = "/bin/python"
 _JOB_RE = lazyre.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # backup flags whose value is a path: cron runs in another folder, so they are made absolute
 _PATH_FLAGS = ("-f", "-e", "-g", "-c", "-l", "-w")
+# and the long ones, also as argparse takes them: `--json-report=FILE`, or cut short (`--json FILE`)
+_LONG_PATH_FLAGS = ("--json-report",)
 
 
 class Job(NamedTuple):
@@ -133,13 +135,23 @@ def backup_argv(args: Sequence[str]) -> List[str]:
     while i < len(args):
         a = args[i]
         out.append(a)
-        if a in _PATH_FLAGS and i + 1 < len(args):
+        flag, glued, value = a.partition("=")
+        if (a in _PATH_FLAGS or _long_path_flag(a)) and i + 1 < len(args):
             out.append(absolute(args[i + 1]))
             i += 1
+        elif glued and _long_path_flag(flag):
+            out[-1] = flag + "=" + absolute(value)
         elif len(a) > 2 and a[:2] in _PATH_FLAGS and not a.startswith("--"):
             out[-1] = a[:2] + absolute(a[2:])
         i += 1
     return ["backup"] + out
+
+
+def _long_path_flag(word: str) -> bool:
+    """`--json-report`, or a prefix argparse takes for it: `--json-report report.json` was installed as
+    written, relative to the $HOME cron runs the job in, while -g and -l beside it were made absolute,
+    so the report the monitoring read never appeared again."""
+    return len(word) > 3 and any(flag.startswith(word) for flag in _LONG_PATH_FLAGS)
 
 
 def absolute(path: str) -> str:
