@@ -88,8 +88,6 @@ def fake_crontab(tmp_path):
     return table, "%s:%s" % (bindir, os.environ["PATH"])
 
 
-@pytest.mark.xfail(strict=True, reason="schedule install does not glue `-m -web` after `--` as the backup "
-                   "command line does (cli._glue_dash_values stops at `--`): argparse refuses it")
 def test_schedule_install_takes_a_leading_dash_vm_name_as_backup_does(lab, fake_crontab):
     """`hotvcb --host root@esxi backup -m -web -g conf` backs up VM "-web" (ghettoVCB's getopts took the word
     after -m whatever it starts with, and the docs promise the same). Putting that very job into cron with

@@ -114,6 +114,17 @@ def test_backup_argv_makes_the_json_report_absolute_in_every_spelling(tmp_path, 
                                                                             "/abs/r.json"]
 
 
+def test_job_words_take_a_leading_dash_value_as_the_run_does(tmp_path, monkeypatch):
+    """`-m -web` is VM "-web" (ghettoVCB's getopts), for the run and for the installed line alike: not
+    refused, and its `-w` not made a work folder `-w<cwd>/eb`."""
+    from hotvcb.commands import schedule_cmd
+
+    monkeypatch.chdir(tmp_path)
+    glob, rest = schedule_cmd.split_job_args(["--", "-m", "-web", "-f", "-list", "--host", "root@h", "-j", "-x"])
+    assert glob == ["--host", "root@h"] and rest == ["-m-web", "-f-list", "-j-x"]
+    assert schedule.backup_argv(rest) == ["backup", "-m-web", "-f" + str(tmp_path / "-list"), "-j-x"]
+
+
 def test_backup_argv_needs_arguments():
     with pytest.raises(UsageError, match="say what to back up"):
         schedule.backup_argv(["--"])

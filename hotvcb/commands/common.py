@@ -81,6 +81,34 @@ def add_target_options(parser: argparse.ArgumentParser) -> None:
                         "libvirt's backup API (URI default %s)" % LIBVIRT_DEFAULT)
 
 
+# ghettoVCB's getopts takes the word after these flags as their value, whatever it
+# starts with; argparse would read `-m -web-` as two flags. The same for the options
+# that take a VM's display name.
+_GETOPTS_VALUED = ("-m", "-f", "-e", "-c", "-g", "-l", "-w", "-j")
+_NAME_VALUED = ("--latest", "--name")
+
+
+def glue_dash_values(argv: List[str]) -> List[str]:
+    """`-m -name` -> `-m-name`, which argparse reads as the value `-name` (ghettoVCB's meaning).
+
+    Here, not in cli.py: a scheduled job's words after `--` are read as its run will read them
+    (`schedule_cmd.split_job_args`), or `schedule install … -- -m -web` refused the job that
+    `backup -m -web` runs."""
+    out = []  # type: List[str]
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--":
+            return out + argv[i:]
+        if argv[i] in _GETOPTS_VALUED + _NAME_VALUED and i + 1 < len(argv) and argv[i + 1].startswith("-") \
+                and argv[i + 1] != "-":
+            out.append(argv[i] + ("=" if argv[i].startswith("--") else "") + argv[i + 1])
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
 def is_uri(word: str) -> bool:
     return "://" in word
 

@@ -92,7 +92,7 @@ def split_job_args(words: List[str]) -> Tuple[List[str], List[str]]:
         words = words[1:]
     if words and words[0] == "backup":
         words = words[1:]
-    words = common.libvirt_uri_given(words)
+    words = common.glue_dash_values(common.libvirt_uri_given(words))  # `-m -web` as the run reads it
     glob, rest = [], []  # type: Tuple[List[str], List[str]]
     i = 0
     while i < len(words):
