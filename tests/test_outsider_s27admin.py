@@ -168,8 +168,6 @@ def test_schedule_install_makes_the_json_report_path_absolute_as_it_does_the_log
 
 
 # -- 6. schedule install from the pyz on the host names the pyz by the datastore's UUID --------------------
-@pytest.mark.xfail(strict=True, reason="schedule.running_pyz/self_command make the pyz's path absolute with "
-                   "getcwd() (the UUID path), not with $PWD as schedule.absolute does for the job's own paths")
 def test_schedule_install_from_the_pyz_keeps_the_datastore_name_of_the_pyz(lab, tmp_path):
     """The migration guide's way: `cd /vmfs/volumes/datastore1 && python hotvcb.pyz schedule install ...`. The
     job's own files are installed as /vmfs/volumes/datastore1/..., as operations.md promises ("not the UUID

@@ -143,6 +143,19 @@ def test_absolute_paths_keep_the_admins_spelling(tmp_path, monkeypatch):
     assert schedule.absolute("vms") == str(real / "vms")
 
 
+def test_a_path_python_made_absolute_keeps_the_admins_spelling_too(tmp_path, monkeypatch):
+    """The pyz's path as python has it (getcwd(), the UUID) is named under $PWD as the job's own paths are."""
+    real = tmp_path / "5f3c0e2a-uuid"
+    real.mkdir()
+    (tmp_path / "datastore1").symlink_to(real)
+    monkeypatch.chdir(str(tmp_path / "datastore1"))
+    monkeypatch.setenv("PWD", str(tmp_path / "datastore1"))
+    assert schedule.as_seen(str(real / "hotvcb.pyz")) == str(tmp_path / "datastore1" / "hotvcb.pyz")
+    assert schedule.as_seen("hotvcb.pyz") == str(tmp_path / "datastore1" / "hotvcb.pyz")
+    assert schedule.as_seen("/elsewhere/hotvcb.pyz") == "/elsewhere/hotvcb.pyz"
+    assert schedule.as_seen(str(tmp_path / "5f3c0e2a-uuidx" / "p")) == str(tmp_path / "5f3c0e2a-uuidx" / "p")
+
+
 def test_cron_line_quotes_every_word_for_the_shell():
     names = ["/vmfs/volumes/data store/vms to back up", "it's", "$(reboot)", "a;b", "`x`", "50%"]
     job = schedule.Job("nightly", "0 17 * * 4", ["/bin/python", "/vmfs/volumes/ds/hotvcb.pyz", "backup", "-f"] + names,

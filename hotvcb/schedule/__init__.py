@@ -113,7 +113,7 @@ def running_pyz() -> Optional[str]:
 
     archive = getattr(getattr(hotvcb, "__loader__", None), "archive", None)
     if archive and os.path.isfile(archive):
-        return os.path.abspath(archive)
+        return as_seen(archive)
     return None
 
 
@@ -160,14 +160,32 @@ def absolute(path: str) -> str:
     absolute path exactly as written."""
     if os.path.isabs(path):
         return path
+    return os.path.normpath(os.path.join(_shell_cwd(), path))
+
+
+def as_seen(path: str) -> str:
+    """`path` as `absolute` makes it, also when python already made it absolute with getcwd(): the pyz
+    of `cd /vmfs/volumes/datastore1 && python hotvcb.pyz schedule install …` was installed as
+    /vmfs/volumes/<uuid>/hotvcb.pyz beside the job's own datastore1 paths, and once the datastore was
+    made anew under its name (a new UUID) only the command itself failed, every night, in no log."""
+    if not os.path.isabs(path):
+        return absolute(path)
+    base, shown = os.getcwd().rstrip("/"), _shell_cwd().rstrip("/")
+    if base and shown != base and path.startswith(base + "/"):
+        return shown + path[len(base):]
+    return path
+
+
+def _shell_cwd() -> str:
+    """The working folder as the admin's shell names it ($PWD) when that is where we are, else getcwd()."""
     base = os.getcwd()
     pwd = os.environ.get("PWD", "")
     try:
         if os.path.isabs(pwd) and os.path.samefile(pwd, base):
-            base = pwd
+            return pwd
     except OSError:
         pass
-    return os.path.normpath(os.path.join(base, path))
+    return base
 
 
 def shell_line(argv: Sequence[str]) -> str:
