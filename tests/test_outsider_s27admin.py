@@ -105,8 +105,6 @@ def test_schedule_install_takes_a_leading_dash_vm_name_as_backup_does(lab, fake_
 
 
 # -- 3. SSH mode reads every file of the -c folder --------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="commands/onhost.py:_request ships every file of the -c folder and "
-                   "refuses the run when any of them is over 4 MiB, though only the backed-up VMs' files are read")
 def test_a_big_unrelated_file_in_the_per_vm_folder_does_not_stop_an_ssh_backup(lab):
     """ghettoVCB admins keep per-VM files in a folder that holds other things too (the ghettoVCB logs, the
     script, an old tarball). Run locally or `--file-by-file`, hotvcb reads only `<folder>/<VM name>`; run on the
