@@ -189,8 +189,6 @@ def test_schedule_install_from_the_pyz_keeps_the_datastore_name_of_the_pyz(lab, 
 
 
 # -- 7. a restore file's errors name the host's temporary copy --------------------------------------------
-@pytest.mark.xfail(strict=True, reason="restore run on the host reads the shipped copy of -c FILE and its "
-                   "file:line errors name that copy (…/run-XXXX/restore_file), not the admin's file")
 def test_a_bad_restore_line_over_ssh_names_the_admins_file_not_the_hosts_temp_copy(lab, tmp_path):
     """A ghettoVCB vms_to_restore line whose backup path holds a `;` (VM "Web Prüf's & ; $x") or any other bad
     line: run locally or `--file-by-file` the error reads `vms_to_restore:1: expected 3 or 4 fields ...`; run on
