@@ -246,8 +246,6 @@ def test_status_does_not_call_a_backup_dated_in_the_future_fresh(lab, tmp_path):
 
 
 # -- 10. status --hosts cuts an IPv6 address as if it ended in a port -----------------------------------------
-@pytest.mark.xfail(strict=True, reason="commands/common.py:targets_in takes the digits after an IPv6 address's "
-                   "last ':' for a port (`^(.*):(\\d{1,5})$`), and has no [addr]:port form")
 def test_status_hosts_takes_an_ipv6_host_line_as_the_address(lab, tmp_path):
     """An ESXi host managed over IPv6 (`root@fe80::20c:29ff:fe12:3456`, or `root@::1`) in the fleet file: status
     connects to `root@fe80::20c:29ff:fe12` port 3456 (here: `cannot connect to root@: over SSH: Could not resolve
