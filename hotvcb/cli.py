@@ -62,7 +62,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = common.libvirt_uri_given(argv[:first]) + argv[first:]  # a subcommand's own --libvirt is its own
     if first < len(argv) and argv[first].startswith("-") and argv[first] not in ("-h", "--help", "--version"):
         argv.insert(first, "backup")  # ghettoVCB style: flags only
-    argv = _glue_dash_values(argv)
+    argv = common.glue_dash_values(argv)
     parser = build_parser(argv[first] if first < len(argv) else None)
     # a monitoring plugin's UNKNOWN for a run that could not tell (a bad command line, an internal error, a
     # signal): 1 and 2 are WARN and CRIT to Nagios, which they are not
@@ -110,30 +110,6 @@ def _no_writable_by_others() -> None:
     locks and backups are trusted by the next run. So 022 is added to whatever mask hotvcb is given
     (a stricter one stays); over SSH the host's commands get the same (`sshscripts.snippet`)."""
     os.umask(os.umask(0o022) | 0o022)
-
-
-# ghettoVCB's getopts takes the word after these flags as their value, whatever it
-# starts with; argparse would read `-m -web-` as two flags. The same for the options
-# that take a VM's display name.
-_GETOPTS_VALUED = ("-m", "-f", "-e", "-c", "-g", "-l", "-w", "-j")
-_NAME_VALUED = ("--latest", "--name")
-
-
-def _glue_dash_values(argv: List[str]) -> List[str]:
-    """`-m -name` -> `-m-name`, which argparse reads as the value `-name` (ghettoVCB's meaning)."""
-    out = []  # type: List[str]
-    i = 0
-    while i < len(argv):
-        if argv[i] == "--":
-            return out + argv[i:]
-        if argv[i] in _GETOPTS_VALUED + _NAME_VALUED and i + 1 < len(argv) and argv[i + 1].startswith("-") \
-                and argv[i + 1] != "-":
-            out.append(argv[i] + ("=" if argv[i].startswith("--") else "") + argv[i + 1])
-            i += 2
-            continue
-        out.append(argv[i])
-        i += 1
-    return out
 
 
 def _skip_global_options(argv: List[str]) -> int:

@@ -53,6 +53,16 @@ def show_files_as(names: Dict[str, str]) -> None:
     _SHOWN_AS.update(names)
 
 
+# host path -> why the SSH client did not send that per-VM file (larger than MAX_FILE_BYTES, not a
+# regular file, unreadable): a run on the host fails that VM as a run on the client would, rather
+# than back it up with the global settings as if it had no file
+_UNSENT = {}  # type: Dict[str, str]
+
+
+def unsent_files(reasons: Dict[str, str]) -> None:
+    _UNSENT.update(reasons)
+
+
 def shown_as(path: str) -> str:
     """How messages name a file (or a file in a folder) given on the command line."""
     for here, there in _SHOWN_AS.items():
@@ -493,6 +503,8 @@ def for_vm(settings: Settings, confdir: Optional[str], vm_name: str) -> Tuple[Se
     if not _can_be_file_name(vm_name):
         return settings, ["VM %r cannot have a per-VM file in %s; using the global settings" % (vm_name, shown_as(confdir))]
     path = os.path.join(confdir, vm_name)
+    if path in _UNSENT:
+        raise UsageError(_UNSENT[path])
     if not os.path.lexists(path):
         return settings, []
     values, warnings = _read_settings_file(path, per_vm=True)

@@ -18,7 +18,7 @@ silently restored something else.
 from dataclasses import dataclass
 from typing import List, Optional, Union
 
-from .config import read_text
+from .config import read_text, shown_as
 from .errors import UsageError
 from . import lazyre
 
@@ -118,13 +118,18 @@ def datastore_path(target: str) -> str:
 
 
 def read_restore_file(path: str) -> List[Union[RestoreRequest, BadLine]]:
-    """Every usable or unusable line of a restore file, in file order."""
+    """Every usable or unusable line of a restore file, in file order.
+
+    Lines are named by the file as the admin gave it (`config.shown_as`): run on the host over SSH, the
+    file read is the client's copy in the run's temp folder, a path on another machine, gone when the
+    command ends."""
     text, _warnings = read_text(path, "restore file")
+    shown = shown_as(path)
     out = []  # type: List[Union[RestoreRequest, BadLine]]
     for number, line in enumerate(text.split("\n"), 1):
-        item = parse_line(line, "%s:%d" % (path, number))
+        item = parse_line(line, "%s:%d" % (shown, number))
         if item is not None:
             out.append(item)
     if not out:
-        raise UsageError("restore file %s has no lines to restore" % path)
+        raise UsageError("restore file %s has no lines to restore" % shown)
     return out

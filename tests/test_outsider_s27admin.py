@@ -86,8 +86,6 @@ def fake_crontab(tmp_path):
     return table, "%s:%s" % (bindir, os.environ["PATH"])
 
 
-@pytest.mark.xfail(strict=True, reason="schedule install does not glue `-m -web` after `--` as the backup "
-                   "command line does (cli._glue_dash_values stops at `--`): argparse refuses it")
 def test_schedule_install_takes_a_leading_dash_vm_name_as_backup_does(lab, fake_crontab):
     """`hotvcb --host root@esxi backup -m -web -g conf` backs up VM "-web" (ghettoVCB's getopts took the word
     after -m whatever it starts with, and the docs promise the same). Putting that very job into cron with
@@ -105,8 +103,6 @@ def test_schedule_install_takes_a_leading_dash_vm_name_as_backup_does(lab, fake_
 
 
 # -- 3. SSH mode reads every file of the -c folder --------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="commands/onhost.py:_request ships every file of the -c folder and "
-                   "refuses the run when any of them is over 4 MiB, though only the backed-up VMs' files are read")
 def test_a_big_unrelated_file_in_the_per_vm_folder_does_not_stop_an_ssh_backup(lab):
     """ghettoVCB admins keep per-VM files in a folder that holds other things too (the ghettoVCB logs, the
     script, an old tarball). Run locally or `--file-by-file`, hotvcb reads only `<folder>/<VM name>`; run on the
@@ -147,8 +143,6 @@ def test_status_of_a_fleet_from_a_box_in_another_time_zone_sees_a_fresh_backup_f
 
 
 # -- 5. schedule install leaves --json-report relative ------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="schedule.backup_argv makes only -f -e -g -c -l -w absolute: "
-                   "--json-report FILE is installed as written, relative to wherever cron runs the job")
 def test_schedule_install_makes_the_json_report_path_absolute_as_it_does_the_log(lab, fake_crontab, tmp_path):
     """`cd /etc/hotvcb && hotvcb --host root@esxi schedule install --cron ... -- -m VM -g esxi01.conf -l esxi01.log
     --json-report esxi01.json`: the config and the log are installed as /etc/hotvcb/..., as the docs promise
@@ -168,8 +162,6 @@ def test_schedule_install_makes_the_json_report_path_absolute_as_it_does_the_log
 
 
 # -- 6. schedule install from the pyz on the host names the pyz by the datastore's UUID --------------------
-@pytest.mark.xfail(strict=True, reason="schedule.running_pyz/self_command make the pyz's path absolute with "
-                   "getcwd() (the UUID path), not with $PWD as schedule.absolute does for the job's own paths")
 def test_schedule_install_from_the_pyz_keeps_the_datastore_name_of_the_pyz(lab, tmp_path):
     """The migration guide's way: `cd /vmfs/volumes/datastore1 && python hotvcb.pyz schedule install ...`. The
     job's own files are installed as /vmfs/volumes/datastore1/..., as operations.md promises ("not the UUID
@@ -193,8 +185,6 @@ def test_schedule_install_from_the_pyz_keeps_the_datastore_name_of_the_pyz(lab, 
 
 
 # -- 7. a restore file's errors name the host's temporary copy --------------------------------------------
-@pytest.mark.xfail(strict=True, reason="restore run on the host reads the shipped copy of -c FILE and its "
-                   "file:line errors name that copy (…/run-XXXX/restore_file), not the admin's file")
 def test_a_bad_restore_line_over_ssh_names_the_admins_file_not_the_hosts_temp_copy(lab, tmp_path):
     """A ghettoVCB vms_to_restore line whose backup path holds a `;` (VM "Web Prüf's & ; $x") or any other bad
     line: run locally or `--file-by-file` the error reads `vms_to_restore:1: expected 3 or 4 fields ...`; run on
@@ -248,8 +238,6 @@ def test_status_does_not_call_a_backup_dated_in_the_future_fresh(lab, tmp_path):
 
 
 # -- 10. status --hosts cuts an IPv6 address as if it ended in a port -----------------------------------------
-@pytest.mark.xfail(strict=True, reason="commands/common.py:targets_in takes the digits after an IPv6 address's "
-                   "last ':' for a port (`^(.*):(\\d{1,5})$`), and has no [addr]:port form")
 def test_status_hosts_takes_an_ipv6_host_line_as_the_address(lab, tmp_path):
     """An ESXi host managed over IPv6 (`root@fe80::20c:29ff:fe12:3456`, or `root@::1`) in the fleet file: status
     connects to `root@fe80::20c:29ff:fe12` port 3456 (here: `cannot connect to root@: over SSH: Could not resolve
@@ -268,8 +256,6 @@ def test_status_hosts_takes_an_ipv6_host_line_as_the_address(lab, tmp_path):
 
 
 # -- 11. scheduling a second ESXi host silently drops the first host's job ------------------------------------
-@pytest.mark.xfail(strict=True, reason="schedule install replaces the job of the same name (default `hotvcb`) "
-                   "whatever it ran, without a word: linux.CrontabScheduler.install / schedule_cmd.run_install")
 def test_scheduling_a_second_host_does_not_silently_drop_the_first_hosts_job(lab, fake_crontab):
     """One Linux box backs up two ESXi hosts, scheduled as the README shows (no --job):
     `hotvcb --host root@esxi01 schedule install --cron "0 21 * * *" -- -m VM -g esxi01.conf`, then the same for

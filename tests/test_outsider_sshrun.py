@@ -81,6 +81,29 @@ def test_messages_name_the_files_the_admin_gave_never_the_hosts_temp_copies(host
     assert vm["message"].startswith("%s/web:1: " % per_vm), vm
 
 
+def test_a_per_vm_file_that_cannot_be_sent_fails_its_vm_as_a_run_here_does(host, site, tmp_path):
+    """The -c folder's files are sent only for the VMs the run may back up; one that cannot be sent (over
+    4 MiB) fails its VM on the host as a run on the Linux box fails it (same message, the admin's path),
+    never backs it up with the global settings; a FIFO or a big log beside it costs the other VMs nothing."""
+    host.create_vm("web", "datastore1", [{"size": "1M"}], power="on")
+    host.create_vm("db", "datastore1", [{"size": "1M"}], power="on")
+    conf = write_conf(host)
+    per_vm = tmp_path / "per vm"
+    per_vm.mkdir()
+    with open(str(per_vm / "web"), "wb") as f:
+        f.truncate(5 << 20)
+    os.mkfifo(str(per_vm / "fifo"))
+    (per_vm / "db").write_text("VM_BACKUP_ROTATION_COUNT=2\n")
+    said = "per-VM config file %s/web is larger than 4194304 bytes" % per_vm
+    runs = [_run(site, "backup", "--file-by-file", "-m", "web", "-m", "db", "-g", conf, "-c", per_vm, "-d", "dryrun"),
+            _run(site, "backup", "-m", "web", "-m", "db", "-g", conf, "-c", per_vm, "-d", "dryrun"),
+            _run(site, "backup", "-a", "-g", conf, "-c", per_vm, "-d", "dryrun")]
+    for r in runs:
+        assert r.returncode == 4 and "web: %s" % said in r.out and str(site.folder) not in r.out, r.out
+    assert "going file by file" not in runs[1].out + runs[2].out, runs[1].out + runs[2].out
+    assert "fifo" not in runs[1].out, runs[1].out  # not named, so not read
+
+
 def test_a_dropped_connection_ends_with_a_final_status_and_a_real_report(host, site, tmp_path):
     """sshd's end of the connection dies mid-copy: the run on the host stops and cleans up by
     itself; the client ends like any failed run (final status line in its output and -l log, a

@@ -105,6 +105,26 @@ def test_backup_argv_checks_and_makes_paths_absolute(tmp_path, monkeypatch):
     assert schedule.backup_argv(["backup", "-a"]) == ["backup", "-a"]
 
 
+def test_backup_argv_makes_the_json_report_absolute_in_every_spelling(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for words in (["--json-report", "r.json"], ["--json-report=r.json"], ["--json", "r.json"], ["--json=r.json"]):
+        argv = schedule.backup_argv(["-a"] + words)
+        assert "".join(argv[2:]).endswith(str(tmp_path / "r.json")), argv
+    assert schedule.backup_argv(["-a", "--json-report", "/abs/r.json"]) == ["backup", "-a", "--json-report",
+                                                                            "/abs/r.json"]
+
+
+def test_job_words_take_a_leading_dash_value_as_the_run_does(tmp_path, monkeypatch):
+    """`-m -web` is VM "-web" (ghettoVCB's getopts), for the run and for the installed line alike: not
+    refused, and its `-w` not made a work folder `-w<cwd>/eb`."""
+    from hotvcb.commands import schedule_cmd
+
+    monkeypatch.chdir(tmp_path)
+    glob, rest = schedule_cmd.split_job_args(["--", "-m", "-web", "-f", "-list", "--host", "root@h", "-j", "-x"])
+    assert glob == ["--host", "root@h"] and rest == ["-m-web", "-f-list", "-j-x"]
+    assert schedule.backup_argv(rest) == ["backup", "-m-web", "-f" + str(tmp_path / "-list"), "-j-x"]
+
+
 def test_backup_argv_needs_arguments():
     with pytest.raises(UsageError, match="say what to back up"):
         schedule.backup_argv(["--"])
@@ -121,6 +141,19 @@ def test_absolute_paths_keep_the_admins_spelling(tmp_path, monkeypatch):
     assert schedule.absolute("/vmfs/volumes/datastore1/x") == "/vmfs/volumes/datastore1/x"
     monkeypatch.setenv("PWD", "/elsewhere")  # a stale $PWD is not trusted
     assert schedule.absolute("vms") == str(real / "vms")
+
+
+def test_a_path_python_made_absolute_keeps_the_admins_spelling_too(tmp_path, monkeypatch):
+    """The pyz's path as python has it (getcwd(), the UUID) is named under $PWD as the job's own paths are."""
+    real = tmp_path / "5f3c0e2a-uuid"
+    real.mkdir()
+    (tmp_path / "datastore1").symlink_to(real)
+    monkeypatch.chdir(str(tmp_path / "datastore1"))
+    monkeypatch.setenv("PWD", str(tmp_path / "datastore1"))
+    assert schedule.as_seen(str(real / "hotvcb.pyz")) == str(tmp_path / "datastore1" / "hotvcb.pyz")
+    assert schedule.as_seen("hotvcb.pyz") == str(tmp_path / "datastore1" / "hotvcb.pyz")
+    assert schedule.as_seen("/elsewhere/hotvcb.pyz") == "/elsewhere/hotvcb.pyz"
+    assert schedule.as_seen(str(tmp_path / "5f3c0e2a-uuidx" / "p")) == str(tmp_path / "5f3c0e2a-uuidx" / "p")
 
 
 def test_cron_line_quotes_every_word_for_the_shell():
@@ -165,6 +198,34 @@ def test_markers_match_one_job_exactly():
 def test_job_names(bad):
     with pytest.raises(UsageError):
         schedule.check_job_name(bad)
+
+
+@pytest.mark.parametrize("host,port,name", [
+    (None, None, "hotvcb"), ("esxi01", None, "esxi01"), ("esxi01.example.com", 22, "esxi01.example.com"),
+    ("10.0.0.5", 2222, "10.0.0.5-2222"), ("fe80::20c:29ff:fe12:3456", None, "fe80__20c_29ff_fe12_3456"),
+    ("::1", None, "1"), ("x" * 70, None, "x" * 64),
+])
+def test_default_job_name_is_the_ssh_hosts(host, port, name):
+    """Without --job an SSH host's job is named after it: a second host no longer replaces the first's."""
+    assert schedule.default_job(host, port) == name
+    assert schedule.check_job_name(name) == name
+
+
+def test_install_warns_of_another_job_of_the_same_host(fake_crontab, capsys):
+    """An older hotvcb named every job `hotvcb`: re-installed under the host's name, the old line would back
+    the host up a second time unless the admin is told."""
+    from hotvcb.commands import schedule_cmd
+
+    sched = linux.CrontabScheduler()
+    sched.install(schedule.Job("hotvcb", "0 1 * * *", ["hotvcb", "--host", "root@esxi01", "backup", "-a"], None))
+    sched.install(schedule.Job("esxi02", "0 1 * * *", ["hotvcb", "--host", "root@esxi02", "backup", "-a"], None))
+    assert schedule_cmd._jobs_of_host(sched, False, "esxi01", "root@esxi01") == ["hotvcb"]
+    assert schedule_cmd._jobs_of_host(sched, False, "esxi02", "root@esxi02") == []
+    args = schedule_cmd.argparse.Namespace(all_jobs=False, job=None, host="root@esxi03", platform="linux",
+                                           systemd=False, unit_dir=linux.UNIT_DIR)
+    assert schedule_cmd.run_remove(args) == 0
+    out = capsys.readouterr().out
+    assert "no hotvcb job 'esxi03' installed" in out and "(installed: esxi02, hotvcb; say which with --job)" in out
 
 
 def test_self_command_from_a_checkout_runs_this_checkout():
@@ -541,6 +602,7 @@ def test_cli_install_show_remove_crontab(fake_crontab, qemu_site):
 
 
 @pytest.mark.parametrize("args,words", [
+    (["--cron", "0 17 * * 4", "--", "-a", "--repo", "repo"], "--repo repo: an absolute path"),
     (["--cron", "0 17 * *", "--", "-a"], "needs 5"),
     (["--cron", "0 17 * * 4"], "say what to back up"),
     (["--cron", "0 17 * * 4", "--job", "a b", "--", "-a"], "job name"),

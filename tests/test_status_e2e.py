@@ -227,3 +227,16 @@ def test_a_status_run_that_cannot_tell_is_unknown_to_a_monitor_and_other_command
     assert cli.main(["list", "-g", str(conf)]) == (1 if isinstance(error, RuntimeError) else 2)
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.count("internal error" if isinstance(error, RuntimeError) else "interrupted") == 2
+
+
+def test_a_fleet_line_holding_an_ipv6_address(tmp_path):
+    """`root@::1` is the address (no port: its last group was taken for one), `[addr]:port` gives one."""
+    from argparse import Namespace
+
+    from hotvcb.commands.common import targets_in
+
+    fleet = tmp_path / "fleet"
+    fleet.write_text("root@::1\nroot@fe80::20c:29ff:fe12:3456\nroot@[fe80::1]:2222\n[::1]\nesxi01:23\nesxi02\n")
+    got = [(t.ssh.destination, t.ssh.port) for _, t in targets_in(str(fleet), Namespace(port=2200))]
+    assert got == [("root@::1", 2200), ("root@fe80::20c:29ff:fe12:3456", 2200), ("root@fe80::1", 2222),
+                   ("::1", 2200), ("esxi01", 23), ("esxi02", 2200)]

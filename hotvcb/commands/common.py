@@ -81,6 +81,34 @@ def add_target_options(parser: argparse.ArgumentParser) -> None:
                         "libvirt's backup API (URI default %s)" % LIBVIRT_DEFAULT)
 
 
+# ghettoVCB's getopts takes the word after these flags as their value, whatever it
+# starts with; argparse would read `-m -web-` as two flags. The same for the options
+# that take a VM's display name.
+_GETOPTS_VALUED = ("-m", "-f", "-e", "-c", "-g", "-l", "-w", "-j")
+_NAME_VALUED = ("--latest", "--name")
+
+
+def glue_dash_values(argv: List[str]) -> List[str]:
+    """`-m -name` -> `-m-name`, which argparse reads as the value `-name` (ghettoVCB's meaning).
+
+    Here, not in cli.py: a scheduled job's words after `--` are read as its run will read them
+    (`schedule_cmd.split_job_args`), or `schedule install … -- -m -web` refused the job that
+    `backup -m -web` runs."""
+    out = []  # type: List[str]
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--":
+            return out + argv[i:]
+        if argv[i] in _GETOPTS_VALUED + _NAME_VALUED and i + 1 < len(argv) and argv[i + 1].startswith("-") \
+                and argv[i + 1] != "-":
+            out.append(argv[i] + ("=" if argv[i].startswith("--") else "") + argv[i + 1])
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
 def is_uri(word: str) -> bool:
     return "://" in word
 
@@ -114,18 +142,32 @@ def target_of(args) -> Target:
 
 def targets_in(path: str, args) -> List[Tuple[str, Target]]:
     """`status --hosts FILE`: one `[user@]host[:port]` a line (`#` comments), each reached over
-    SSH with the global --identity/--known-hosts/--ssh-option; --port is the default port."""
+    SSH with the global --identity/--known-hosts/--ssh-option; --port is the default port.
+    An IPv6 address is written as `--host` takes it (`root@fe80::1`, no port then) or in brackets
+    (`root@[fe80::1]`, `root@[fe80::1]:2222`)."""
     from ..sshshell import SshTarget
     out = []
     for line in namelist.read_names(path):
-        dest, port = line, getattr(args, "port", None)
-        m = re.match(r"^(.*):(\d{1,5})$", line)
-        if m:
-            dest, port = m.group(1), int(m.group(2))
+        dest, port = host_and_port(line)
+        port = getattr(args, "port", None) if port is None else port
         out.append((line, Target(SshTarget(dest, port, getattr(args, "identity", None),
                                            getattr(args, "known_hosts", None),
                                            tuple(getattr(args, "ssh_option", None) or ())), None)))
     return out
+
+
+def host_and_port(line: str) -> Tuple[str, Optional[int]]:
+    """`[user@]host[:port]` -> (`[user@]host`, port or None). A host with more than one `:` is an IPv6
+    address without a port: its last group was taken for one (`root@::1` became `root@:` port 1, and
+    `fe80::20c:29ff:fe12:3456` port 3456), so such a host stayed UNKNOWN whatever was written."""
+    user, at, host = line.rpartition("@")
+    m = re.match(r"^\[([^\[\]]+)\](?::(\d{1,5}))?$", host)
+    if m:
+        return user + at + m.group(1), int(m.group(2)) if m.group(2) else None
+    m = re.match(r"^([^:]*):(\d{1,5})$", host)
+    if m:
+        return user + at + m.group(1), int(m.group(2))
+    return line, None
 
 
 def target_argv(target: Target, absolute) -> List[str]:

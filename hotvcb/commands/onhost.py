@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
-from .. import config
+from .. import config, namelist
 from ..jobs import outcome
 from ..errors import HostError, Interrupted, UsageError
 from ..onhost_boot import RUN_DIR
@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # hostrun (with pyzpack, uuid, ...) is imported by an SSH run
 
 # backup options that mean something on this machine only, or are ours to add
 CLIENT_SIDE = ("log_file", "workdir", "json_report", "file_by_file", "outbox", "help", "parser", "hosts",
-               "shown_as")
+               "shown_as", "unsent")
 SHIPPED_FILES = ("global_conf", "vm_list", "exclude", "restore_file")
 SHIPPED_DIRS = ("confdir",)
 OUTBOX = RUN_DIR + "/outbox.json"
@@ -63,6 +63,7 @@ def add_option(p: argparse.ArgumentParser) -> None:
                    help="SSH mode: drive the host command by command from here, as for hosts without "
                    "Python 3.8, instead of running hotvcb on the host itself")
     p.add_argument("--shown-as", action="append", help=argparse.SUPPRESS)  # DEST=the client's name of a sent file
+    p.add_argument("--unsent", help=argparse.SUPPRESS)  # JSON {per-VM file name: why it was not sent}
     p.set_defaults(parser=p)  # its options are passed on to the host (_request)
 
 
@@ -70,6 +71,9 @@ def adopt_client_names(args) -> None:
     """On the host: messages name the files the client sent as the admin wrote them (`--shown-as`)."""
     pairs = [item.split("=", 1) for item in getattr(args, "shown_as", None) or [] if "=" in item]
     config.show_files_as({getattr(args, dest): name for dest, name in pairs if getattr(args, dest, None)})
+    unsent, confdir = getattr(args, "unsent", None), getattr(args, "confdir", None)
+    if unsent and confdir:
+        config.unsent_files({os.path.join(confdir, name): why for name, why in json.loads(unsent).items()})
 
 
 def say_warnings(args, warnings: Sequence[str], say: Callable[[str], None]) -> None:
@@ -196,9 +200,14 @@ def _request(args, parser: argparse.ArgumentParser, extra: Sequence[str]) -> "ho
             folder = str(value)
             if not os.path.isdir(folder):
                 raise UsageError("%s %s: no such folder of per-VM configs" % (opt, folder))
-            for name in sorted(os.listdir(folder)):
-                if os.path.isfile(os.path.join(folder, name)):
+            unsent = {}  # type: Dict[str, str]
+            for name in _per_vm_names(args, folder):
+                try:
                     files[action.dest + "/" + name] = _read(os.path.join(folder, name), opt)
+                except UsageError as err:
+                    unsent[name] = _why_unread(os.path.join(folder, name), err)
+            if unsent:
+                argv.append("--unsent=" + json.dumps(unsent))
             value = RUN_DIR + "/" + action.dest
         for v in (value if isinstance(value, list) else [value]):
             if v is True:
@@ -210,6 +219,32 @@ def _request(args, parser: argparse.ArgumentParser, extra: Sequence[str]) -> "ho
     env = {"HOTVCB_PROGRESS": "tty"} if sys.stderr.isatty() else {}
     from .. import hostrun
     return hostrun.Request(argv + list(extra) + (["--"] + positional if positional else []), files, env)
+
+
+def _per_vm_names(args, folder: str) -> List[str]:
+    """The names in the -c folder the run may read: the VMs named (-m, -f) where it has a file, else
+    (-a) every entry. Only these are sent, and one that cannot be (`_read`) costs its VM alone, as a
+    run here would: the folder a ghettoVCB admin keeps per-VM files in holds its logs and script too,
+    and one log over 4 MiB refused the whole SSH backup of VMs that have nothing to do with it."""
+    names = getattr(args, "vm_names", None)
+    if not names and getattr(args, "vm_list", None):
+        try:
+            names = namelist.read_names(args.vm_list)
+        except UsageError:
+            names = None  # the run reports the list; the folder is sent whole
+    if not names:
+        names = os.listdir(folder)
+    return sorted({n for n in names if n not in ("", ".", "..") and "/" not in n and "\0" not in n
+                   and os.path.lexists(os.path.join(folder, n))})
+
+
+def _why_unread(path: str, err: UsageError) -> str:
+    """What a run here says of a per-VM file it cannot read (config.read_text's words), else `err`."""
+    try:
+        config.read_text(path, "per-VM config file")
+    except UsageError as local:
+        return str(local)
+    return str(err)
 
 
 def _read(path: str, option: str) -> bytes:

@@ -46,7 +46,8 @@ def register(subparsers) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--job", default=schedule.DEFAULT_JOB, metavar="NAME", help="job name (default %(default)s)")
+    p.add_argument("--job", metavar="NAME", help="job name (default %s; for an SSH host, --host, the host's "
+                   "name, so each host has a job of its own)" % schedule.DEFAULT_JOB)
     p.add_argument("--platform", choices=("auto", "esxi", "linux"), default="auto", help=argparse.SUPPRESS)
     p.add_argument("--unit-dir", default=linux.UNIT_DIR, help=argparse.SUPPRESS)
 
@@ -91,7 +92,7 @@ def split_job_args(words: List[str]) -> Tuple[List[str], List[str]]:
         words = words[1:]
     if words and words[0] == "backup":
         words = words[1:]
-    words = common.libvirt_uri_given(words)
+    words = common.glue_dash_values(common.libvirt_uri_given(words))  # `-m -web` as the run reads it
     glob, rest = [], []  # type: Tuple[List[str], List[str]]
     i = 0
     while i < len(words):
@@ -117,6 +118,10 @@ def job_command(args):
         parsed = backup_cmd.parse(glob + rest)
     except UsageError as err:
         raise UsageError("the backup arguments are not valid: %s" % err) from None
+    if parsed.repo and not parsed.repo.startswith("/"):
+        # the run refuses it as relative to wherever cron starts it (and in SSH mode it is the host's
+        # path, which this machine's $PWD cannot make absolute): refused now, not every night
+        raise UsageError("--repo %s: an absolute path such as /vmfs/volumes/<datastore>/repo" % parsed.repo)
     inner = common.target_of(parsed)
     outer = common.target_of(args)
     if inner and outer and inner != outer:
@@ -125,13 +130,23 @@ def job_command(args):
     return (inner or outer), rest, parsed
 
 
+def job_name(args, target: common.Target) -> str:
+    """`--job`, or the default for the job's target (`schedule.default_job`: an SSH host's own name)."""
+    if args.job:
+        return schedule.check_job_name(args.job)
+    ssh = target.ssh
+    return schedule.default_job(ssh.hostname if ssh else None, ssh.port if ssh else None)
+
+
 def run_install(args) -> int:
     on_esxi = _on_esxi(args)
-    name = schedule.check_job_name(args.job)
+    if args.job:
+        schedule.check_job_name(args.job)  # a bad name is refused before the slower checks
     expr = cron.parse(args.cron).text
     if args.systemd:
         cron.to_oncalendar(expr)  # a form a timer cannot express is refused before the slower checks
     target, rest, parsed = job_command(args)
+    name = job_name(args, target)
     words = schedule.backup_argv(rest)
     sched = _scheduler(args, on_esxi)  # may refuse (not root) before the host is asked
     for w in backup_cmd.check(parsed, target):  # the run's own checks, with the paths as written
@@ -139,6 +154,7 @@ def run_install(args) -> int:
     argv = schedule.self_command(on_esxi) + common.target_argv(target, schedule.absolute) + words
     log = schedule.absolute(args.log) if args.log else (None if args.systemd else schedule.default_log(name, on_esxi))
     job = schedule.Job(name, expr, argv, log)
+    others = [] if args.job or target.ssh is None else _jobs_of_host(sched, on_esxi, name, target.ssh.destination)
     result = sched.install(job)
     if args.systemd:
         say("installed %s.timer (OnCalendar=%s) running: %s" % (linux.unit_name(name), result, schedule.shell_line(argv)))
@@ -146,15 +162,37 @@ def run_install(args) -> int:
         say("installed job %s: %s" % (name, result))
         if on_esxi:
             say("persisted in %s (re-added and crond restarted at boot)" % sched.boot_file())
+    if others:
+        _warn("job%s %s also back%s up %s (an older hotvcb named every job `%s` unless --job was given): "
+              "remove %s with `hotvcb schedule remove --job NAME` unless both are meant to run"
+              % ("s" if len(others) > 1 else "", ", ".join(others), "" if len(others) > 1 else "s",
+                 target.ssh.destination, schedule.DEFAULT_JOB, "them" if len(others) > 1 else "it"))
     return 0
+
+
+def _installed(sched, on_esxi: bool) -> List[schedule.Entry]:
+    status = sched.status()
+    return list(status.entries if on_esxi else status)
+
+
+def _jobs_of_host(sched, on_esxi: bool, name: str, destination: str) -> List[str]:
+    """The other installed jobs that reach the same SSH host: installed under another name (by an older
+    hotvcb, whose default name was the same for every host), both would back it up now."""
+    words = [" --host %s " % w for w in {schedule.shell_line([destination]), linux.systemd_quote(destination)}]
+    return sorted({e.job for e in _installed(sched, on_esxi)
+                   if e.job != name and any(w in " %s " % e.text for w in words)})
 
 
 def run_remove(args) -> int:
     on_esxi = _on_esxi(args)
-    job = None if args.all_jobs else schedule.check_job_name(args.job)
-    found = _scheduler(args, on_esxi).remove(job)
+    job = None if args.all_jobs else job_name(args, common.target_of(args))
+    sched = _scheduler(args, on_esxi)
+    found = sched.remove(job)
     if not found:
-        say("no hotvcb job %s installed; nothing to remove" % ("at all" if job is None else repr(job)))
+        there = sorted({e.job for e in _installed(sched, on_esxi)})
+        say("no hotvcb job %s installed; nothing to remove%s" % (
+            "at all" if job is None else repr(job), " (installed: %s; say which with --job)" % ", ".join(there)
+            if there else ""))
         return 0
     say("removed job(s): %s" % ", ".join(found))
     return 0

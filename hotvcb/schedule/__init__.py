@@ -24,6 +24,8 @@ ESXI_PYTHON = "/bin/python"
 _JOB_RE = lazyre.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # backup flags whose value is a path: cron runs in another folder, so they are made absolute
 _PATH_FLAGS = ("-f", "-e", "-g", "-c", "-l", "-w")
+# and the long ones, also as argparse takes them: `--json-report=FILE`, or cut short (`--json FILE`)
+_LONG_PATH_FLAGS = ("--json-report",)
 
 
 class Job(NamedTuple):
@@ -47,6 +49,22 @@ def check_job_name(name: str) -> str:
             "job name %r: use letters, digits, '.', '_' and '-' (up to 64, starting with a letter or digit)" % name
         )
     return name
+
+
+def default_job(host: Optional[str] = None, port: Optional[int] = None) -> str:
+    """The job name when `--job` is not given: `hotvcb`, or for an SSH-mode job (`--host`) the host's
+    name, with its port when that is not 22.
+
+    One Linux box scheduling several ESXi hosts as the README shows (no `--job`) gave every host the one
+    name `hotvcb`, so each install replaced the previous host's line without a word, and that host was
+    never backed up again. Named after the host, a second host gets a job of its own, while installing
+    the same host again still replaces its own line. Characters a job name cannot hold (an IPv6
+    address's `:`) become `_`."""
+    if not host:
+        return DEFAULT_JOB
+    name = host + ("-%d" % port if port and port != 22 else "")
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip("_.-")[:64]
+    return name if _JOB_RE.match(name) else DEFAULT_JOB
 
 
 def marker(job: str) -> str:
@@ -95,7 +113,7 @@ def running_pyz() -> Optional[str]:
 
     archive = getattr(getattr(hotvcb, "__loader__", None), "archive", None)
     if archive and os.path.isfile(archive):
-        return os.path.abspath(archive)
+        return as_seen(archive)
     return None
 
 
@@ -117,13 +135,23 @@ def backup_argv(args: Sequence[str]) -> List[str]:
     while i < len(args):
         a = args[i]
         out.append(a)
-        if a in _PATH_FLAGS and i + 1 < len(args):
+        flag, glued, value = a.partition("=")
+        if (a in _PATH_FLAGS or _long_path_flag(a)) and i + 1 < len(args):
             out.append(absolute(args[i + 1]))
             i += 1
+        elif glued and _long_path_flag(flag):
+            out[-1] = flag + "=" + absolute(value)
         elif len(a) > 2 and a[:2] in _PATH_FLAGS and not a.startswith("--"):
             out[-1] = a[:2] + absolute(a[2:])
         i += 1
     return ["backup"] + out
+
+
+def _long_path_flag(word: str) -> bool:
+    """`--json-report`, or a prefix argparse takes for it: `--json-report report.json` was installed as
+    written, relative to the $HOME cron runs the job in, while -g and -l beside it were made absolute,
+    so the report the monitoring read never appeared again."""
+    return len(word) > 3 and any(flag.startswith(word) for flag in _LONG_PATH_FLAGS)
 
 
 def absolute(path: str) -> str:
@@ -132,14 +160,32 @@ def absolute(path: str) -> str:
     absolute path exactly as written."""
     if os.path.isabs(path):
         return path
+    return os.path.normpath(os.path.join(_shell_cwd(), path))
+
+
+def as_seen(path: str) -> str:
+    """`path` as `absolute` makes it, also when python already made it absolute with getcwd(): the pyz
+    of `cd /vmfs/volumes/datastore1 && python hotvcb.pyz schedule install …` was installed as
+    /vmfs/volumes/<uuid>/hotvcb.pyz beside the job's own datastore1 paths, and once the datastore was
+    made anew under its name (a new UUID) only the command itself failed, every night, in no log."""
+    if not os.path.isabs(path):
+        return absolute(path)
+    base, shown = os.getcwd().rstrip("/"), _shell_cwd().rstrip("/")
+    if base and shown != base and path.startswith(base + "/"):
+        return shown + path[len(base):]
+    return path
+
+
+def _shell_cwd() -> str:
+    """The working folder as the admin's shell names it ($PWD) when that is where we are, else getcwd()."""
     base = os.getcwd()
     pwd = os.environ.get("PWD", "")
     try:
         if os.path.isabs(pwd) and os.path.samefile(pwd, base):
-            base = pwd
+            return pwd
     except OSError:
         pass
-    return os.path.normpath(os.path.join(base, path))
+    return base
 
 
 def shell_line(argv: Sequence[str]) -> str:
