@@ -197,8 +197,12 @@ def _deliver(args, settings, log, report: "onhost.Report") -> int:
     their status and code count the log lost since the final status line (and over SSH, ours)."""
     report.status, report.code = log.account(report.status, report.code)
     report.json_report.update(status=report.status, exit_code=report.code)
-    if args.json_report and not _write_json_report(args.json_report, log, report.json_report) and report.code == 0:
-        report.code = LOG_LOST  # as a lost log: the monitoring that reads it would see nothing, or an old run
+    if args.json_report and not _write_json_report(args.json_report, log, report.json_report):
+        # as a lost log: said in the status the mail gives, exit 9 for a run otherwise OK (the monitoring that
+        # reads the report sees nothing, or an old run)
+        report.status += "; WARNING: the JSON report could not be written to %s" % args.json_report
+        report.log_text += "\nWARNING: cannot write the JSON report %s" % args.json_report
+        report.code = LOG_LOST if report.code == 0 else report.code
     if args.outbox:
         report.save(args.outbox)
     elif mailgate.wanted(settings, report.code != 0):
@@ -215,14 +219,18 @@ def _deliver(args, settings, log, report: "onhost.Report") -> int:
 
 def _report_folder(path: str) -> None:
     """The JSON report's folder, made now as -l's is (a typo'd or not yet made folder is found before the run,
-    not by a warning after its last line)."""
+    not by a warning after its last line). The report is written whole, by a rename over the path: a path
+    that is not a file (a folder, a pipe or /dev/stdout, which the rename would replace) is refused."""
+    if path.endswith("/") or os.path.isdir(path):
+        raise UsageError("--json-report %s is a folder; name the report's file" % path)
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise UsageError("--json-report %s is not a regular file (a pipe or a device); name a file, which is "
+                         "written whole when the run ends" % path)
     folder = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as err:
         raise UsageError("--json-report %s: cannot make its folder: %s" % (path, err.strerror or err)) from err
-    if os.path.isdir(path):
-        raise UsageError("--json-report %s is a folder; name the report's file" % path)
 
 
 def _write_json_report(path: str, log, data) -> bool:

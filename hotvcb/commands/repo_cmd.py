@@ -15,7 +15,7 @@ import os
 import shutil
 import sys
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from .. import interrupt, runlog
 from ..errors import HostError, RepoError, UsageError
@@ -108,13 +108,14 @@ def find(repo: Repository, ident: str, latest: str = "") -> Snapshot:
         snaps = _readable(repo, latest)
         if not snaps:
             raise UsageError("no backup of %r in the repository (hotvcb list --repo shows them)" % latest)
-        newest = {}  # type: Dict[str, Snapshot]  # a VM is its name and uuid: two hosts' VMs may share a name
+        newest = {}  # type: Dict[Tuple[str, str], Snapshot]  # two hosts' VMs may share a name (Snapshot.machine)
         for snap in snaps:
-            newest[snap.record.get("vm_uuid") or ""] = snap
-        if len([uuid for uuid in newest if uuid]) > 1:
+            newest[snap.machine] = snap
+        if len(newest) > 1:
             raise UsageError("%d VMs called %r are in the repository; restore one by its backup's id: %s" % (
                 len(newest), latest, "; ".join("newest of uuid %s (host %s): %s" % (
-                    uuid or "?", snap.record.get("host") or "?", snap.id) for uuid, snap in sorted(newest.items()))))
+                    snap.record.get("vm_uuid") or "-", snap.record.get("host") or "?", snap.id)
+                    for _key, snap in sorted(newest.items()))))
         return snaps[-1]
     ids = [i.name[len(SNAPSHOTS):] for i in repo.backend.list(SNAPSHOTS)]  # by name: another record's
     matches = [i for i in ids if i.startswith(ident)] if ident else []    # damage must not stop this restore

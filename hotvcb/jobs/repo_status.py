@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Set, Tuple
 from ..errors import RepoError
 from ..repo.repository import VERIFIED, Location, Repository, Snapshot, open_path
 from ..units import human_size
-from .status import CRIT, OK, WARN, Check, Limits
+from .status import CRIT, FUTURE_SLACK, OK, WARN, Check, Limits, dated_ahead
 from .status import _age as age_text
 
 
@@ -77,6 +77,8 @@ class RepoView:
         text = "newest backup %s old (%s, %s), %d in the repository, %s" % (
             age_text(age), newest.id, human_size(size), len(mine),
             "verified %s" % details["verified"].replace("T", " ") if verified else "not wholly verified yet")
+        if age < -FUTURE_SLACK:
+            return dated_ahead(name, "newest backup " + newest.id, age, text, details)
         severity = CRIT if age > 2 * limits.max_age else WARN if age > limits.max_age else OK
         return Check(severity, "backup", name, text, details)
 

@@ -15,7 +15,7 @@ the worst one is the host's. What is checked, and why it matters:
 
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..errors import HotvcbError
@@ -170,10 +170,8 @@ def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: 
         ", verified %s" % verdict.verified.replace("T", " ") if verdict.verified else ", never verified")
     if verdict.warning:
         text += "; " + verdict.warning
-    if age < -FUTURE_SLACK:  # named by a clock that was ahead then (or is behind now): fresh it may not be
-        return Check(WARN, "backup", name, "newest good backup %s is dated %s ahead of the host's clock (a clock that "
-                     "was ahead when it was made, or is behind now): its age cannot be told; %s" % (
-                         newest.path.rsplit("/", 1)[-1], _age(-age), text), details)
+    if age < -FUTURE_SLACK:
+        return dated_ahead(name, "newest good backup " + newest.path.rsplit("/", 1)[-1], age, text, details)
     if age > 2 * limits.max_age:
         return Check(CRIT, "backup", name, text, details)
     if tried and tried.get("result") not in ("ok", "skipped") and tried["time"] > made:
@@ -191,12 +189,19 @@ def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: 
 FUTURE_SLACK = 300  # seconds a backup's name may be ahead of the host's clock (named at its start, clocks stepped)
 
 
+def dated_ahead(name: str, what: str, age: float, text: str, details: Dict[str, Any]) -> Check:
+    """The check of a newest backup named or recorded by a clock that was ahead then (or is behind now): not
+    OK, whatever its negative age, for it may be old and no backup made since (it said "OK, -86395s old")."""
+    return Check(WARN, "backup", name, "%s is dated %s ahead of the host's clock (a clock that was ahead when it "
+                 "was made, or is behind now): its age cannot be told; %s" % (what, _age(-age), text), details)
+
+
 def _made_at(host: Hypervisor, when: datetime) -> float:
-    """The epoch of a time the host's wall clock gave (a backup's name), told through the difference between
-    its clock and ours: a monitoring box in another zone than the host (an ESXi host keeps UTC), or whose
-    clock is off, judged a fresh backup hours old, or a stopped one fresh (negative ages)."""
-    skew = host.shell.now() - datetime.now()
-    return time.mktime((when - timedelta(seconds=round(skew.total_seconds()))).timetuple())
+    """The epoch of a time the host's wall clock gave (a backup's name): now, less how long ago that was
+    on the host's clock. No zone of ours enters: read as our local time, a monitoring box in another zone
+    than the host (an ESXi host keeps UTC) judged a fresh backup hours old, or a stopped one fresh, and
+    one whose summer time ended since the backup an hour off."""
+    return time.time() - (host.shell.now() - when).total_seconds()
 
 
 def _size(host: Hypervisor, path: str) -> int:

@@ -36,8 +36,8 @@ def plan(repo: Repository, keep: Dict[str, int], vm: Optional[str] = None,
         raise RepoError("prune needs at least one --keep-* rule above 0 (it would drop every backup)")
     choose = select or importlib.import_module(".retention", __package__).select
     by_vm = {}  # type: Dict[Tuple[str, str], List[Snapshot]]
-    for snap in repo.snapshots(vm):  # two hosts' VMs of one name are two VMs (told apart by uuid.bios)
-        by_vm.setdefault((snap.vm, snap.record.get("vm_uuid") or ""), []).append(snap)
+    for snap in repo.snapshots(vm):  # two hosts' VMs of one name are two VMs (by uuid.bios, or host)
+        by_vm.setdefault(snap.machine, []).append(snap)
     out = []  # type: List[Decision]
     args = {"keep_" + rule: n for rule, n in keep.items() if n}
     for name in sorted(by_vm):

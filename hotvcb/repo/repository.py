@@ -51,6 +51,13 @@ class Snapshot:
     def __str__(self) -> str:
         return "%s @ %s (%s)" % (self.vm, self.time.strftime("%Y-%m-%d %H:%M:%S"), self.id)
 
+    @property
+    def machine(self) -> Tuple[str, str]:
+        """Which VM it is a backup of: its name and uuid, or where none was recorded (a QEMU VM has none)
+        the host that backed it up, so two hosts' VMs of one name are two VMs to prune and restore."""
+        uuid = self.record.get("vm_uuid") or ""
+        return self.vm, uuid or "host " + str(self.record.get("host") or "?")
+
 
 @dataclass(frozen=True)
 class Location:
