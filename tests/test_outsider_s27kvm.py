@@ -195,8 +195,6 @@ def test_following_the_logs_advice_for_an_orphaned_overlay_lets_the_vm_be_backed
 
 
 @needs_qemu
-@pytest.mark.xfail(strict=True, reason="the overlay of a VM whose disk is a block device (an LV, /dev/loopN) is made "
-                                       "beside the device, in /dev: the guest's writes during the backup live in RAM")
 def test_the_overlay_of_a_block_device_disk_is_not_put_in_dev(lab, loop_devices):  # noqa: F811
     """A QEMU VM on an LV or a loop device (`-drive file=/dev/vg0/web,format=raw`, `file=/dev/loop3`)
     backs up `OK`, but for the whole copy every write of the guest goes to

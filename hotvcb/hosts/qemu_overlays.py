@@ -1,6 +1,11 @@
 """The QEMU driver's snapshots: external qcow2 overlays, made in one transaction, removed by block-commit.
 
 An overlay is named `<image file>.<snapshot name>.qcow2` next to the image;
+an image on a block device (an LV, /dev/loopN) has its overlay in
+DEVICE_OVERLAYS instead, named after the device's path (`%2F` for `/`):
+beside the device it would be in /dev, a devtmpfs, so the guest's writes
+during the backup would live in RAM (lost with a power cut, ENOSPC at its
+few MiB);
 the snapshot's description (the run record that makes it provably ours) sits
 beside it in `<overlay>.description`, qcow2 having no place for text.
 Removal is a small state machine per overlay: `block-commit` into the backing
@@ -11,6 +16,7 @@ waited for first, and an overlay it committed but did not delete is removed.
 """
 
 import os
+import stat
 import time
 from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
@@ -28,20 +34,41 @@ OUR_MARK = "hotvcb-snapshot-"  # = jobs.backup.SNAPSHOT_PREFIX (a driver imports
 JOB_PREFIX = "hotvcb-commit-"
 POLL = 0.5
 _UNSAFE = lazyre.compile(r"[^A-Za-z0-9_.-]+")
+# overlays of images on block devices: on the host's own persistent storage, root's (a module value, so tests
+# can point it elsewhere)
+DEVICE_OVERLAYS = "/var/lib/hotvcb/qemu-overlays"
+
+
+def on_device(image: str) -> bool:
+    """An image whose folder is no place for an overlay: a block device (or a path under /dev, one gone)."""
+    if image.startswith("/dev/"):
+        return True
+    try:
+        return stat.S_ISBLK(os.stat(image).st_mode)
+    except OSError:
+        return False
+
+
+def _device_stem(image: str) -> str:
+    """The device's path as one file name in DEVICE_OVERLAYS, one to one (/dev/vg0/a-b and /dev/vg0-a/b differ)."""
+    return DEVICE_OVERLAYS + "/" + image.replace("%", "%25").replace("/", "%2F")
 
 
 def overlay_path(image: str, snapshot_name: str) -> str:
-    return "%s.%s%s" % (image, snapshot_name, OVERLAY_SUFFIX)
+    return "%s.%s%s" % (_device_stem(image) if on_device(image) else image, snapshot_name, OVERLAY_SUFFIX)
 
 
 def overlay_name(filename: str, backing: str) -> Optional[str]:
-    """The snapshot name if `filename` is an overlay of `backing` named the way this driver names them."""
-    if not backing or filename.rsplit("/", 1)[0] != backing.rsplit("/", 1)[0]:
+    """The snapshot name if `filename` is an overlay of `backing` named the way this driver names them
+    (beside it, or for a device in DEVICE_OVERLAYS)."""
+    if not backing:
         return None
-    head = backing + "."
-    if filename.startswith(head) and filename.endswith(OVERLAY_SUFFIX):
-        name = filename[len(head): -len(OVERLAY_SUFFIX)]
-        return name if name and "/" not in name else None
+    for head in (backing + ".", _device_stem(backing) + "."):
+        if filename.rsplit("/", 1)[0] != head.rsplit("/", 1)[0]:
+            continue
+        if filename.startswith(head) and filename.endswith(OVERLAY_SUFFIX):
+            name = filename[len(head): -len(OVERLAY_SUFFIX)]
+            return name if name and "/" not in name else None
     return None
 
 
@@ -103,9 +130,13 @@ class Overlays:
             if d.path:
                 folder, name = d.path.rsplit("/", 1)
                 by_folder.setdefault(folder or "/", []).append(name)
+                if on_device(d.path):  # its overlays are in DEVICE_OVERLAYS, named after its whole path
+                    by_folder.setdefault(DEVICE_OVERLAYS, []).append(d.path)
         for folder, names in sorted(by_folder.items()):
+            if folder == DEVICE_OVERLAYS and not self.shell.isdir(folder):
+                continue
             for entry in self.shell.listdir(folder):
-                if any(overlay_name(folder + "/" + entry, folder + "/" + n) for n in names):
+                if any(overlay_name(folder + "/" + entry, n if n.startswith("/") else folder + "/" + n) for n in names):
                     found.append(folder + "/" + entry)
         return found
 
@@ -124,6 +155,8 @@ class Overlays:
                     raise SnapshotError("%s: disk %s is no longer %s (now %s)" % (
                         vm.name, disk.key, disk.path, ins.get("file") if ins else "gone"))
                 overlay = overlay_path(disk.path, name)
+                if not overlay.startswith(disk.path + "."):
+                    self.shell.makedirs(DEVICE_OVERLAYS)
                 if self.shell.exists(overlay):
                     raise SnapshotError("%s: %s exists already" % (vm.name, overlay))
                 actions.append({"type": "blockdev-snapshot-sync", "data": {
