@@ -507,8 +507,6 @@ def test_a_passed_through_lun_is_named_as_not_backed_up(lun_domain):
 
 
 @needs_libvirt
-@pytest.mark.xfail(strict=True, reason="restore --kvm under a new name keeps <disk device='lun'> on the original's "
-                                       "LUN: the 'copy that can run beside the original' writes the original's data")
 def test_a_copy_restored_under_a_new_name_does_not_write_the_originals_lun(lun_domain):
     """`hotvcb restore BACKUP --kvm DIR --name web-copy` promises a copy that can run beside the original
     (new UUID, new MACs, its own disks). For a domain with a passed-through LUN the restored domain still
