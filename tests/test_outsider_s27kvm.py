@@ -493,8 +493,6 @@ def lun_domain(libvirt_exclusive, loop_devices):  # noqa: F811
 
 
 @needs_libvirt
-@pytest.mark.xfail(strict=True, reason="a <disk device='lun'> is dropped by load_vm without a word: the backup ends "
-                                       "OK 1/1, as if the domain had one disk")
 def test_a_passed_through_lun_is_named_as_not_backed_up(lun_domain):
     """A domain with a passed-through SCSI LUN (`<disk type='block' device='lun'>`, the KVM counterpart of
     an ESXi physical RDM) is backed up `OK 1/1`, `All VMs backed up OK!`: nothing says that the LUN's data is

@@ -6,8 +6,9 @@ in-guest hooks, below):
 
 - inventory: `virsh list --all`, one VM per domain, named by the domain name;
   `virsh dumpxml` gives the disks (`<target dev>` is the disk's key; CD-ROMs
-  and floppies are no disks; read-only, shareable, transient and network
-  disks are skipped with the reason).
+  and empty or read-only floppies are no disks; read-only, shareable,
+  transient and network disks, passed-through LUNs and writable floppy images
+  are skipped with the reason, so the run names them and ends WARNING).
 - snapshot: `virsh backup-begin` in pull mode (pulljob.py) with a checkpoint
   named as the job names its snapshot, the run record in the checkpoint's
   description.
@@ -151,6 +152,10 @@ class LibvirtHost(LocalKvmHost):
         for d in root.findall("devices/disk"):
             if d.get("device", "disk") == "disk":
                 vm.disks.append(self._disk(d))
+            else:
+                passed = _not_copied(d)
+                if passed is not None:
+                    vm.disks.append(passed)
         return vm
 
     def _disk(self, d: ET.Element) -> Disk:
@@ -395,6 +400,24 @@ class LibvirtHost(LocalKvmHost):
 
     def register_vm(self, vmx_path: str) -> str:
         raise HostError("restoring into libvirt is `hotvcb restore`'s (not this driver's) work")
+
+
+def _not_copied(d: ET.Element) -> Optional[Disk]:
+    """A <disk> that holds the guest's data but is no device='disk' a backup job exports, as a disk skipped with
+    why (the job names it, the run ends WARNING, as for an ESXi physical RDM); None for a CD-ROM, an empty or
+    read-only floppy."""
+    target, source = d.find("target"), d.find("source")
+    key = target.get("dev", "?") if target is not None else "?"
+    bus = target.get("bus", "") if target is not None else ""
+    path = "" if source is None else source.get("dev") or source.get("file") or source.get("volume") or ""
+    device = d.get("device", "")
+    if device == "lun":
+        reason = "passed-through LUN (its data is on the host's storage, which a backup does not copy)"
+    elif device == "floppy" and path and d.find("readonly") is None:
+        reason = "writable floppy image (a backup copies disks only)"
+    else:
+        return None
+    return Disk(key=key, path=path, datastore="", adapter=bus, mode="persistent", skip_reason=reason)
 
 
 def _parse(text: str, name: str) -> ET.Element:
