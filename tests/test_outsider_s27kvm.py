@@ -369,8 +369,6 @@ HOT = "hv27 hot dom"
 
 
 @needs_libvirt
-@pytest.mark.xfail(strict=True, reason="a disk attached live (virsh attach-disk --live) is in the backup, but restore "
-                                       "--kvm silently leaves it out and ends 'All VMs restored OK!'")
 def test_a_live_attached_disk_in_the_backup_is_not_silently_left_out_of_the_restore(libvirt_exclusive,  # noqa: F811
                                                                                   tmp_path):
     """`virsh attach-disk web /srv/data.qcow2 vdb --live` (no --config: the usual way to add a disk without a

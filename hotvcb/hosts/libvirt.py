@@ -49,6 +49,7 @@ The host is this machine: the NBD socket and the images are local files, so
 a remote URI (qemu+ssh://) is refused.
 """
 
+import copy
 import io
 import re
 import xml.etree.ElementTree as ET
@@ -148,7 +149,7 @@ class LibvirtHost(LocalKvmHost):
         self._owners[ref.name] = _qemu_owner(root)
         folder = self.run_dir + "/vms/" + own_folder(ref.name)
         self.shell.makedirs(folder)  # where a power-down marker of ours goes
-        vm = Vm(ref=ref, datastore="", folder=folder, vmx=DomainConfig(inactive), uuid=root.findtext("uuid") or "")
+        vm = Vm(ref=ref, datastore="", folder=folder, vmx=None, uuid=root.findtext("uuid") or "")
         for d in root.findall("devices/disk"):
             if d.get("device", "disk") == "disk":
                 vm.disks.append(self._disk(d))
@@ -156,6 +157,8 @@ class LibvirtHost(LocalKvmHost):
                 passed = _not_copied(d)
                 if passed is not None:
                     vm.disks.append(passed)
+        vm.vmx = DomainConfig(_with_live_disks(inactive, root, [d.key for d in vm.disks if not d.skip_reason],
+                                               ref.name))
         return vm
 
     def _disk(self, d: ET.Element) -> Disk:
@@ -400,6 +403,31 @@ class LibvirtHost(LocalKvmHost):
 
     def register_vm(self, vmx_path: str) -> str:
         raise HostError("restoring into libvirt is `hotvcb restore`'s (not this driver's) work")
+
+
+def _with_live_disks(inactive: str, live: ET.Element, copied: List[str], name: str) -> str:
+    """The definition a restore defines: `dumpxml --inactive`, plus the disks a backup copies that only the
+    running domain has (attached `--live`, without `--config`), or a restore would leave out a disk the backup
+    holds without a word. Unchanged where there is none."""
+    config = _parse(inactive, name)
+    devices = config.find("devices")
+    have = {t.get("dev") for t in config.findall("devices/disk/target")}
+    added = 0
+    for d in live.findall("devices/disk"):
+        target = d.find("target")
+        dev = target.get("dev", "") if target is not None else ""
+        if d.get("device", "disk") != "disk" or dev not in copied or dev in have or devices is None:
+            continue
+        disk = copy.deepcopy(d)
+        for el in list(disk):
+            if el.tag in ("alias", "backingStore"):  # the running QEMU's, not a definition's
+                disk.remove(el)
+        source = disk.find("source")
+        if source is not None:
+            source.attrib.pop("index", None)
+        devices.append(disk)
+        added += 1
+    return ET.tostring(config, encoding="unicode") + "\n" if added else inactive
 
 
 def _not_copied(d: ET.Element) -> Optional[Disk]:

@@ -106,7 +106,25 @@ def _from_xml(fs: FileReader, folder: str, name: str, kind: str) -> Found:
 
     path = folder + "/" + name
     text = _read(fs, path)
-    return Found(machine_from_xml(text, path, resolve), kind, path, base_xml=text)
+    m = machine_from_xml(text, path, resolve)
+    _unnamed_disks(fs, folder, m)
+    return Found(m, kind, path, base_xml=text)
+
+
+def _unnamed_disks(fs: FileReader, folder: str, m: Machine) -> None:
+    """Disks the backup holds that its domain.xml does not name (attached live only, backed up before the
+    driver added such disks to the XML): not restored, but named, never dropped without a word."""
+    try:
+        record = manifest.load(fs, folder)  # type: ignore[arg-type]  # reads only
+    except ValueError:
+        return
+    named = {d.origin for d in m.disks} | set(m.left_out)
+    for d in (record or {}).get("disks") or []:
+        key = str(d.get("key", ""))
+        if d.get("ok") and key and key not in named:
+            m.notes.append("disk %s is in the backup (%s) but not in its domain definition (attached to the "
+                           "running domain only): it is not restored; convert it by hand with qemu-img and attach "
+                           "it" % (key, ", ".join(str(f) for f in d.get("files") or [])))
 
 
 def _qemu_description(fs: FileReader, path: str) -> Optional[dict]:
