@@ -301,8 +301,6 @@ DOMAIN = "hv27 vol dom"
 
 
 @needs_libvirt
-@pytest.mark.xfail(strict=True, reason="a disk given as a storage-pool volume (<disk type='volume'>) is skipped as "
-                                       "'not a local image (volume disk)' and is in no backup")
 def test_a_libvirt_disk_from_a_storage_pool_volume_is_backed_up(libvirt_exclusive, tmp_path):  # noqa: F811
     """A domain whose data disk was attached from a libvirt storage pool (`<disk type='volume'><source
     pool='default' volume='data.qcow2'/>`, what cockpit-machines and `virsh attach-disk --source-type`

@@ -172,7 +172,17 @@ class LibvirtHost(LocalKvmHost):
             path = source.get("file") or source.get("dev") or ""
         driver = d.find("driver")
         reason = ""
-        if kind not in ("file", "block") or not path.startswith("/"):
+        if kind == "volume" and source is not None and source.get("pool") and source.get("volume"):
+            # a storage pool's volume (cockpit, attach-disk --source-type): a dir pool's is a plain file,
+            # a logical pool's an LV, both read as such; a network pool's (rbd, gluster) is no local path
+            try:
+                path = self.virsh.vol_path(source.get("pool", ""), source.get("volume", ""))
+            except VirshError as err:
+                reason = "storage pool volume %s/%s: %s" % (source.get("pool"), source.get("volume"), err.text)
+            kind = "file" if path.startswith("/") else kind
+        if reason:
+            path = ""
+        elif kind not in ("file", "block") or not path.startswith("/"):
             reason = "not a local image (%s disk)" % kind
         elif d.find("readonly") is not None:
             reason = "read-only disk"
