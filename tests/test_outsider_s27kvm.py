@@ -144,9 +144,6 @@ def test_a_qemu_drive_with_copy_on_read_is_backed_up(lab):
 
 
 @needs_qemu
-@pytest.mark.xfail(strict=True, reason="after the admin does what the log says for an overlay orphaned by a dead "
-                                       "QEMU (`qemu-img commit` it), the committed overlay stays and every later "
-                                       "backup refuses the VM ('has delta files'); cleanup does not remove it")
 def test_following_the_logs_advice_for_an_orphaned_overlay_lets_the_vm_be_backed_up_again(lab):
     """QEMU dies during a backup. hotvcb says: `its QEMU is gone ...; the guest's writes since the snapshot
     are in <image>.hotvcb-snapshot-<time>.qcow2: to remove it by hand, `qemu-img commit` each into its image

@@ -111,7 +111,7 @@ class QemuHost(LocalKvmHost):
         self._sizes = {}  # type: Dict[str, Tuple[int, int]]
         self._turns = {}  # type: Dict[str, threading.Lock]  # QMP socket -> its client's turn
         self._turns_lock = threading.Lock()
-        self.overlays = Overlays(shell, self._qmp, qmp_timeout)
+        self.overlays = Overlays(shell, self._qmp, qmp_timeout, qemu_img)
 
     def _qmp(self, socket_path: str) -> QmpClient:
         with self._turns_lock:  # one client per VM's monitor at a time, whichever thread asks

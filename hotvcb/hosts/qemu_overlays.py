@@ -13,8 +13,12 @@ image; for the active layer wait until the job is ready, `block-job-complete`,
 wait for it to end — all bounded by one deadline — then delete the overlay
 and its description. A commit job of ours still running from a killed run is
 waited for first, and an overlay it committed but did not delete is removed.
+An overlay no disk uses (its QEMU died during a backup, the VM runs again) is
+a leftover too: removed once it holds nothing (`qemu-img commit` by hand, as
+the log says, empties it), kept and named while it holds the guest's writes.
 """
 
+import json
 import os
 import stat
 import time
@@ -91,16 +95,19 @@ def device_key(dev: Dict[str, Any]) -> str:
 
 
 class Overlays:
-    def __init__(self, shell: Shell, connect: Callable[[str], QmpClient], qmp_timeout: float):
-        self.shell, self.connect, self.qmp_timeout = shell, connect, qmp_timeout
+    def __init__(self, shell: Shell, connect: Callable[[str], QmpClient], qmp_timeout: float,
+                 qemu_img: str = "qemu-img"):
+        self.shell, self.connect, self.qmp_timeout, self.qemu_img = shell, connect, qmp_timeout, qemu_img
 
     def snapshots(self, vm: Vm) -> List[Snapshot]:
         """Overlays named `<image>.<name>.qcow2` in the VM's disk chains, one Snapshot per name."""
         with self.connect(vm.ref.vmx_path) as qmp:
             blocks = qmp.execute("query-block")
         found = {}  # type: Dict[str, Snapshot]
+        used = set()  # type: Set[str]
         for dev in blocks:
             chain = chain_of((dev.get("inserted") or {}).get("image") or {})
+            used.update(l.get("filename", "") for l in chain)
             depth = 0
             for i in reversed(range(len(chain))):
                 name = layer_snapshot(chain, i)
@@ -110,7 +117,38 @@ class Overlays:
                     found[name] = Snapshot(id=name, name=name, description=self._description(chain[i]["filename"]),
                                            created="", state="", depth=depth)
                 depth += 1
+        # an overlay of ours the running QEMU does not use: left by a QEMU that died during a backup (then
+        # committed by hand, as the log said, or not), named so the leftover check of a dead run removes it
+        for name, overlay in self._unused(vm, used):
+            if name.startswith(OUR_MARK) and name not in found:
+                found[name] = Snapshot(id=name, name=name, description=self._description(overlay), created="",
+                                       state="", depth=0)
         return list(found.values())
+
+    def _unused(self, vm: Vm, used: Set[str]) -> List[Tuple[str, str]]:
+        """(snapshot name, file) of the overlay files beside the VM's images that no disk chain uses."""
+        out = []  # type: List[Tuple[str, str]]
+        for f in self.delta_files(vm):
+            if f in used:
+                continue
+            for d in vm.disks:
+                name = overlay_name(f, d.path) if d.path else None
+                if name:
+                    out.append((name, f))
+                    break
+        return out
+
+    def _holds_nothing(self, overlay: str) -> bool:
+        """No cluster of the overlay's own is allocated (data or zeroes): `qemu-img commit` empties the overlay
+        it committed, so deleting it loses nothing. Any doubt (qemu-img fails, its backing is gone) says no."""
+        out = self.shell.run([self.qemu_img, "map", "-U", "--output=json", "-f", "qcow2", overlay], timeout=120)
+        if out.returncode != 0:
+            return False
+        try:
+            extents = json.loads(out.output)
+        except ValueError:
+            return False
+        return isinstance(extents, list) and all(isinstance(e, dict) and e.get("depth", 0) > 0 for e in extents)
 
     def _description(self, overlay: str) -> str:
         """What create_snapshot was told (the run record), kept beside the overlay: qcow2 has no place for it."""
@@ -204,6 +242,21 @@ class Overlays:
         for f in sorted(mine - used):  # committed by a killed run's job, which died before deleting it
             if self.shell.exists(f):
                 self.shell.remove_tree(f)
+        held = []  # type: List[str]
+        for _name, f in self._unused(vm, used):  # a QEMU that died left it; no QEMU writes it now
+            if _name != snap.name:
+                continue
+            if self._holds_nothing(f):  # committed by hand, as _orphaned says, and emptied by qemu-img
+                self.shell.remove_tree(f)
+                self.shell.remove_tree(f + DESCRIPTION_SUFFIX)
+            else:
+                held.append(f)
+        if held:
+            raise SnapshotError(
+                "%s: %s not in use by its QEMU, but still holding the guest's writes from before a QEMU died: "
+                "if the VM has not run since, `qemu-img commit` each into its image (then the next run removes "
+                "it); if it has, its writes went to the image since and committing would mix the two: move the "
+                "overlay away" % (vm.name, ", ".join(held)))
         for d in vm.disks:
             if d.path and not self.shell.exists(overlay_path(d.path, snap.name)):
                 self.shell.remove_tree(overlay_path(d.path, snap.name) + DESCRIPTION_SUFFIX)
@@ -218,8 +271,9 @@ class Overlays:
         if not kept:
             return SnapshotError("%s: %s" % (vm.name, err))
         return SnapshotError(
-            "%s: its QEMU is gone (%s); the guest's writes since the snapshot are in %s: to remove it by hand, "
-            "`qemu-img commit` each into its image before the VM is started again (deleting one loses those writes)"
+            "%s: its QEMU is gone (%s); the guest's writes since the snapshot are in %s: `qemu-img commit` each "
+            "into its image before the VM is started again (deleting one loses those writes); the next backup "
+            "or `hotvcb --qemu DIR cleanup` then removes the emptied overlay"
             % (vm.name, err, ", ".join(kept)))
 
     def inserted(self, qmp: QmpClient) -> Dict[str, Dict[str, Any]]:
