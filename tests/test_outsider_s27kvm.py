@@ -242,8 +242,6 @@ def uefi_vm(lab):
 
 
 @needs_qemu
-@pytest.mark.xfail(strict=True, reason="the firmware's read-only pflash drive is counted as a disk that failed: "
-                                       "every backup of a UEFI QEMU VM ends WARNING (exit 3), 2/3 disks")
 def test_a_uefi_qemu_vm_backs_up_clean_not_with_its_firmware_as_a_failed_disk(lab, uefi_vm):
     """`qemu-system-x86_64 -drive if=pflash,readonly=on,file=OVMF_CODE.fd -drive if=pflash,file=vm_VARS.fd
     -drive file=vm.qcow2,...` (the way to run UEFI guests under plain QEMU) gets, on every run, `warning:
@@ -258,8 +256,6 @@ def test_a_uefi_qemu_vm_backs_up_clean_not_with_its_firmware_as_a_failed_disk(la
 
 
 @needs_qemu
-@pytest.mark.xfail(strict=True, reason="restore --kvm of a UEFI QEMU backup makes a BIOS VM whose first (boot) disk "
-                                       "is the 528 KiB UEFI variable store; the system disk comes second")
 def test_restore_kvm_of_a_uefi_qemu_backup_boots_its_system_disk_under_uefi(lab, uefi_vm, tmp_path):
     """After backing up a UEFI VM run by plain QEMU (OVMF on pflash), `hotvcb restore BACKUP --kvm DIR`
     says `All VMs restored OK!`, but the domain it writes has no <loader>/firmware='efi' (a BIOS VM: the

@@ -8,7 +8,9 @@ driver connects for each step and lets go again.
 The backup, in the job's words:
 
 - disks: `query-block`; empty and removable drives (CD-ROM, floppy) are no
-  disks, read-only ones are skipped with a warning. A disk's path is its
+  disks, read-only ones are skipped with a warning; pflash drives are the
+  UEFI firmware, no disks (the VM is recorded as UEFI, its variable store
+  copied beside the disks). A disk's path is its
   current image file (a chain the user built stays, the copy flattens it),
   or the image below an overlay of ours.
 - snapshot: an external qcow2 overlay per disk, all in one `transaction` of
@@ -144,9 +146,15 @@ class QemuHost(LocalKvmHost):
             cpus = qmp.execute("query-cpus-fast")
             memory = qmp.execute("query-memory-size-summary")
         vm = Vm(ref=ref, datastore="", folder=self.qmp_dir, vmx=None)
+        flash = []  # type: List[Dict[str, Any]]
         for dev in blocks:
-            if dev.get("inserted") and not dev.get("removable"):  # empty drives, CD-ROMs: no disks
+            if dev.get("inserted") and _is_flash(dev):
+                flash.append(dev["inserted"])
+            elif dev.get("inserted") and not dev.get("removable"):  # empty drives, CD-ROMs: no disks
                 vm.disks.append(self._disk(dev))
+        # UEFI firmware on pflash (OVMF code, read-only, and the VM's variable store): no disks. The store is
+        # the VM's own (boot entries), kept beside the disks as an ESXi VM's .nvram is
+        vm.extra_files = [f.get("file", "") for f in flash if not f.get("ro") and f.get("file", "").startswith("/")]
         described = "%s.qemu.json" if ref.name == "hotvcb" else "%s.json"  # hotvcb.json is the manifest
         vm.vmx = VmDescription(described % ref.name, {
             "name": ref.name,
@@ -156,6 +164,7 @@ class QemuHost(LocalKvmHost):
             "status": status.get("status"),
             "vcpus": len(cpus),  # what a restore to KVM or ESXi gives the VM (jobs/machine_of.py)
             "memory_mib": int(memory.get("base-memory", 0)) >> 20,
+            "firmware": "efi" if flash else "bios",  # what a restore boots the VM with (jobs/machine_of.py)
             "disks": [
                 {"key": d.key, "image": d.path, "format": self._formats.get(d.path, ""), "skipped": d.skip_reason}
                 for d in vm.disks
@@ -307,6 +316,12 @@ class QemuHost(LocalKvmHost):
     # -- registration (restore) ----------------------------------------------
     def register_vm(self, vmx_path: str) -> str:
         raise HostError("restoring to a QEMU host is not supported yet")
+
+
+def _is_flash(dev: Dict[str, Any]) -> bool:
+    """A pflash drive (`-drive if=pflash`: the machine's firmware flash), not a disk of the guest's."""
+    return str(dev.get("qdev", "")).startswith("/machine/system.flash") or \
+        (str(dev.get("device", "")).startswith("pflash") and str(dev.get("device", ""))[6:].isdigit())
 
 
 def local_sizes(layers: List[qemuimg.ImageLayer]) -> Tuple[int, int]:

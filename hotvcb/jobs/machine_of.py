@@ -154,8 +154,16 @@ def _from_qemu(fs: FileReader, folder: str, name: str, described: dict, disk_bus
             if not isinstance(value, int) or value <= 0:
                 raise ConvertError("%s: %s %r is not a positive whole number" % (path, key, value))
             setattr(m, attr, at_most(value, MAX_VCPUS if key == "vcpus" else MAX_MEMORY_MIB, key, path))
+    if described.get("firmware") == "efi":  # UEFI firmware on pflash drives
+        m.firmware = "efi"
     disks = []  # type: List[DiskSpec]
     for d in record.get("disks") or []:
+        key = str(d.get("key", ""))
+        if key.startswith("pflash") and key[6:].isdigit():  # an older backup took the UEFI flash for disks
+            m.firmware = "efi"
+            m.notes.append("%s is the UEFI firmware's flash (an older backup copied it as a disk): it is no disk "
+                           "of the restored VM, which boots UEFI" % key)
+            continue
         files = [f for f in d.get("files") or [] if image_format(f)]
         if d.get("ok") and files:
             disks.append(DiskSpec(source=folder + "/" + files[0], fmt=image_format(files[0]) or "raw",
