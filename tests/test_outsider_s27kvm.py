@@ -124,8 +124,6 @@ def test_a_qemu_vm_started_with_a_relative_image_path_is_backed_up(lab):
 
 
 @needs_qemu
-@pytest.mark.xfail(strict=True, reason="with copy-on-read=on QEMU keeps a write lock on the image under the "
-                                       "overlay; hotvcb's qemu-img convert (no -U) fails on it every time")
 def test_a_qemu_drive_with_copy_on_read_is_backed_up(lab):
     """`-drive file=/srv/vms/db.qcow2,copy-on-read=on` (a documented QEMU drive option, used to pull a disk
     off a slow backing store) makes every backup fail: `copy of /srv/vms/db.qcow2 failed: Is another process

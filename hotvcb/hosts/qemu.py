@@ -288,9 +288,16 @@ class QemuHost(LocalKvmHost):
         return None
 
     def copy_disk(self, disk: Disk, dst: str, fmt: str, progress=None) -> List[str]:
-        """qemu-img convert of the image (read-only under our overlay) into dst's folder."""
+        """qemu-img convert of the image (read-only under our overlay) into dst's folder.
+
+        With -U (force share): under our overlay QEMU writes no new data to the image, but a drive with
+        copy-on-read=on keeps the write-unchanged permission (and its lock) on it, which a convert asking
+        for a consistent read refuses ('Is another process using the image?'), every run. Writes that
+        change nothing visible cannot make the copy inconsistent, and the VM's QEMU, which holds the image,
+        lets no other process take a write lock on it (a second writer is refused by QEMU's lock, not ours)."""
         src_format = self._formats.get(disk.path) or qemuimg.info(self.shell, disk.path, self.qemu_img)[0].format
-        return qemuimg.copy_to(self.shell, disk, disk.path, src_format, dst, fmt, progress, self.qemu_img)
+        return qemuimg.copy_to(self.shell, disk, disk.path, src_format, dst, fmt, progress, self.qemu_img,
+                               force_share=True)
 
     def disk_files(self, descriptor_path: str) -> List[str]:
         if not descriptor_path.lower().endswith(".vmdk"):
