@@ -105,8 +105,6 @@ def _disk_of(backup, suffix=".qcow2"):
 
 
 @needs_qemu
-@pytest.mark.xfail(strict=True, reason="a QEMU started with a relative image path (-drive file=disk.qcow2) has its "
-                                       "disk skipped as 'not a local image file'; the VM is never backed up")
 def test_a_qemu_vm_started_with_a_relative_image_path_is_backed_up(lab):
     """An admin's start script that does `cd /srv/vms/web && qemu-system-x86_64 -drive file=web.qcow2 ...`
     (a relative path, as in QEMU's own examples) gets `warning: skipping virtio0 (): not a local image file:

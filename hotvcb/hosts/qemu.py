@@ -50,7 +50,7 @@ from ..model import DatastoreInfo, Disk, Snapshot, SnapshotTree, Vm, VmRef
 from ..shell import Shell
 from . import qemuimg
 from .base import Copied
-from .qemu_overlays import OUR_MARK, Overlays, chain_of, device_key, layer_snapshot
+from .qemu_overlays import OUR_MARK, Overlays, absolute_names, chain_of, device_key, layer_snapshot
 from .qga import SOCKET_SUFFIX as QGA_SUFFIX, GuestAgent
 from .qmp import QmpClient, QmpError, QmpUnavailable
 
@@ -142,7 +142,7 @@ class QemuHost(LocalKvmHost):
         with self._qmp(ref.vmx_path) as qmp:
             version = qmp.execute("query-version")
             status = qmp.execute("query-status")
-            blocks = qmp.execute("query-block")
+            blocks = absolute_names(qmp, qmp.execute("query-block"))  # `file=web.qcow2` is QEMU's cwd's
             cpus = qmp.execute("query-cpus-fast")
             memory = qmp.execute("query-memory-size-summary")
         vm = Vm(ref=ref, datastore="", folder=self.qmp_dir, vmx=None)

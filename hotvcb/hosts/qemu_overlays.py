@@ -76,6 +76,36 @@ def overlay_name(filename: str, backing: str) -> Optional[str]:
     return None
 
 
+def absolute_names(qmp: QmpClient, rows: Any) -> Any:
+    """query-block's or query-named-block-nodes' rows with image names absolute. QEMU reports a file as it
+    was named, so `-drive file=web.qcow2` started in /srv/vms is `web.qcow2`, relative to QEMU's working
+    directory, not ours: every name the driver compares, copies or puts an overlay beside is made absolute
+    from that directory (QmpClient.peer_cwd), in one place, so they all agree."""
+    cwd = []  # type: List[Optional[str]]
+
+    def fix(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                fix(item)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("file", "filename") and isinstance(value, str) and _relative(value):
+                    if not cwd:
+                        cwd.append(qmp.peer_cwd())
+                    if cwd[0]:
+                        node[key] = os.path.normpath(os.path.join(cwd[0], value))
+                else:
+                    fix(value)
+
+    fix(rows)
+    return rows
+
+
+def _relative(name: str) -> bool:
+    """A file name relative to QEMU's directory (not `/…`, and no `nbd:`, `json:`… protocol prefix)."""
+    return bool(name) and not name.startswith("/") and ":" not in name.split("/", 1)[0]
+
+
 def chain_of(image: Dict[str, Any]) -> List[Dict[str, Any]]:
     """query-block's image and its backing images, top first."""
     out = []  # type: List[Dict[str, Any]]
@@ -102,7 +132,7 @@ class Overlays:
     def snapshots(self, vm: Vm) -> List[Snapshot]:
         """Overlays named `<image>.<name>.qcow2` in the VM's disk chains, one Snapshot per name."""
         with self.connect(vm.ref.vmx_path) as qmp:
-            blocks = qmp.execute("query-block")
+            blocks = absolute_names(qmp, qmp.execute("query-block"))
         found = {}  # type: Dict[str, Snapshot]
         used = set()  # type: Set[str]
         for dev in blocks:
@@ -277,7 +307,8 @@ class Overlays:
             % (vm.name, err, ", ".join(kept)))
 
     def inserted(self, qmp: QmpClient) -> Dict[str, Dict[str, Any]]:
-        return {device_key(dev): dev["inserted"] for dev in qmp.execute("query-block") if dev.get("inserted")}
+        return {device_key(dev): dev["inserted"] for dev in absolute_names(qmp, qmp.execute("query-block"))
+                if dev.get("inserted")}
 
     def _overlay_files(self, qmp: QmpClient, name: Optional[str]) -> Set[str]:
         """Files of the VM's disk chains: overlays called name, or (None) every layer."""
@@ -298,7 +329,7 @@ class Overlays:
     def _commit(self, qmp: QmpClient, vm: Vm, target, deadline: float, timeout: float) -> None:
         key, ins, i, chain = target
         overlay, backing = chain[i]["filename"], chain[i + 1]
-        nodes = qmp.execute("query-named-block-nodes", {"flat": True})
+        nodes = absolute_names(qmp, qmp.execute("query-named-block-nodes", {"flat": True}))
         base = _node(nodes, backing.get("filename"), backing.get("format"))
         if base is None:
             raise SnapshotError("%s: no block node for %s, the image below %s" % (vm.name, backing.get("filename"), overlay))
