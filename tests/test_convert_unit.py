@@ -134,3 +134,51 @@ def test_slots_numbered_with_thousands_of_digits_are_no_devices_and_no_error():
     assert [d.origin for d in m.disks] == ["scsi0:0", "ide0:0", "nvme0:0"]
     assert [n.mac for n in m.nics] == ["00:0c:29:0f:1f:27", "00:50:56:00:00:01", "00:50:56:00:00:10",
                                        "00:50:56:00:00:09"]
+
+
+LUN_XML = """<domain type='kvm'><name>web</name><uuid>8d9f4a52-0d0c-4b8e-9a53-2f0e7e1c9d11</uuid>
+<memory unit='MiB'>512</memory><vcpu>1</vcpu><devices>
+<disk type='file' device='disk'><source file='/img/web.qcow2'/><target dev='vda' bus='virtio'/></disk>
+<disk type='block' device='lun'><source dev='/dev/sdc'/><target dev='sda' bus='scsi'/></disk>
+<disk type='file' device='floppy'><source file='/img/boot.img'/><target dev='fda' bus='fdc'/></disk>
+<disk type='file' device='cdrom'><source file='/iso/x.iso'/><target dev='hdc' bus='ide'/><readonly/></disk>
+</devices></domain>"""
+
+
+def test_a_copy_leaves_out_the_originals_lun_and_floppy_image_its_own_name_keeps_them():
+    """Two VMs writing one LUN corrupt it: a copy under a new name has none of the original's host storage."""
+    def resolve(dev, src):
+        return ("/b/%s.qcow2" % dev, "qcow2") if dev == "vda" else None
+
+    same = domain_xml.machine_from_xml(LUN_XML, "d.xml", resolve)
+    renamed(same, "web", False)
+    kept = domain_xml.render(same, LUN_XML)
+    assert "/dev/sdc" in kept and "/img/boot.img" in kept and same.left_out == []
+    copy = domain_xml.machine_from_xml(LUN_XML, "d.xml", resolve)
+    renamed(copy, "web-copy", False)
+    out = domain_xml.render(copy, LUN_XML)
+    assert "/dev/sdc" not in out and "/img/boot.img" not in out and "/iso/x.iso" in out
+    assert sorted(copy.left_out) == ["fda", "sda"]
+    assert any("sda" in n and "/dev/sdc" in n for n in copy.notes)
+
+
+def test_a_disk_of_the_backup_its_domain_xml_does_not_name_is_named_by_the_restore(tmp_path):
+    """An older backup of a domain with a disk attached --live holds vdb.qcow2 that its domain.xml lacks:
+    the restore says so instead of dropping it without a word."""
+    import json
+
+    from hotvcb.jobs.machine_of import machine_of
+    from hotvcb.shell import LocalShell
+    from hotvcb.store import manifest
+
+    (tmp_path / "domain.xml").write_text("<domain type='kvm'><name>x</name><memory unit='MiB'>32</memory>"
+                                         "<vcpu>1</vcpu><devices><disk type='file' device='disk'><source "
+                                         "file='/a/vda.qcow2'/><target dev='vda' bus='virtio'/></disk></devices>"
+                                         "</domain>")
+    for name in ("vda.qcow2", "vdb.qcow2"):
+        (tmp_path / name).write_text("")
+    (tmp_path / manifest.MANIFEST).write_text(json.dumps({"format": manifest.FORMAT, "version": 1, "disks": [
+        {"key": "vda", "ok": True, "files": ["vda.qcow2"]}, {"key": "vdb", "ok": True, "files": ["vdb.qcow2"]}]}))
+    m = machine_of(LocalShell(), str(tmp_path)).machine
+    assert [d.origin for d in m.disks] == ["vda"]
+    assert [n for n in m.notes if n.startswith("disk vdb is in the backup (vdb.qcow2)")], m.notes

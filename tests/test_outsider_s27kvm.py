@@ -105,8 +105,6 @@ def _disk_of(backup, suffix=".qcow2"):
 
 
 @needs_qemu
-@pytest.mark.xfail(strict=True, reason="a QEMU started with a relative image path (-drive file=disk.qcow2) has its "
-                                       "disk skipped as 'not a local image file'; the VM is never backed up")
 def test_a_qemu_vm_started_with_a_relative_image_path_is_backed_up(lab):
     """An admin's start script that does `cd /srv/vms/web && qemu-system-x86_64 -drive file=web.qcow2 ...`
     (a relative path, as in QEMU's own examples) gets `warning: skipping virtio0 (): not a local image file:
@@ -124,8 +122,6 @@ def test_a_qemu_vm_started_with_a_relative_image_path_is_backed_up(lab):
 
 
 @needs_qemu
-@pytest.mark.xfail(strict=True, reason="with copy-on-read=on QEMU keeps a write lock on the image under the "
-                                       "overlay; hotvcb's qemu-img convert (no -U) fails on it every time")
 def test_a_qemu_drive_with_copy_on_read_is_backed_up(lab):
     """`-drive file=/srv/vms/db.qcow2,copy-on-read=on` (a documented QEMU drive option, used to pull a disk
     off a slow backing store) makes every backup fail: `copy of /srv/vms/db.qcow2 failed: Is another process
@@ -144,9 +140,6 @@ def test_a_qemu_drive_with_copy_on_read_is_backed_up(lab):
 
 
 @needs_qemu
-@pytest.mark.xfail(strict=True, reason="after the admin does what the log says for an overlay orphaned by a dead "
-                                       "QEMU (`qemu-img commit` it), the committed overlay stays and every later "
-                                       "backup refuses the VM ('has delta files'); cleanup does not remove it")
 def test_following_the_logs_advice_for_an_orphaned_overlay_lets_the_vm_be_backed_up_again(lab):
     """QEMU dies during a backup. hotvcb says: `its QEMU is gone ...; the guest's writes since the snapshot
     are in <image>.hotvcb-snapshot-<time>.qcow2: to remove it by hand, `qemu-img commit` each into its image
@@ -195,8 +188,6 @@ def test_following_the_logs_advice_for_an_orphaned_overlay_lets_the_vm_be_backed
 
 
 @needs_qemu
-@pytest.mark.xfail(strict=True, reason="the overlay of a VM whose disk is a block device (an LV, /dev/loopN) is made "
-                                       "beside the device, in /dev: the guest's writes during the backup live in RAM")
 def test_the_overlay_of_a_block_device_disk_is_not_put_in_dev(lab, loop_devices):  # noqa: F811
     """A QEMU VM on an LV or a loop device (`-drive file=/dev/vg0/web,format=raw`, `file=/dev/loop3`)
     backs up `OK`, but for the whole copy every write of the guest goes to
@@ -247,8 +238,6 @@ def uefi_vm(lab):
 
 
 @needs_qemu
-@pytest.mark.xfail(strict=True, reason="the firmware's read-only pflash drive is counted as a disk that failed: "
-                                       "every backup of a UEFI QEMU VM ends WARNING (exit 3), 2/3 disks")
 def test_a_uefi_qemu_vm_backs_up_clean_not_with_its_firmware_as_a_failed_disk(lab, uefi_vm):
     """`qemu-system-x86_64 -drive if=pflash,readonly=on,file=OVMF_CODE.fd -drive if=pflash,file=vm_VARS.fd
     -drive file=vm.qcow2,...` (the way to run UEFI guests under plain QEMU) gets, on every run, `warning:
@@ -263,8 +252,6 @@ def test_a_uefi_qemu_vm_backs_up_clean_not_with_its_firmware_as_a_failed_disk(la
 
 
 @needs_qemu
-@pytest.mark.xfail(strict=True, reason="restore --kvm of a UEFI QEMU backup makes a BIOS VM whose first (boot) disk "
-                                       "is the 528 KiB UEFI variable store; the system disk comes second")
 def test_restore_kvm_of_a_uefi_qemu_backup_boots_its_system_disk_under_uefi(lab, uefi_vm, tmp_path):
     """After backing up a UEFI VM run by plain QEMU (OVMF on pflash), `hotvcb restore BACKUP --kvm DIR`
     says `All VMs restored OK!`, but the domain it writes has no <loader>/firmware='efi' (a BIOS VM: the
@@ -303,8 +290,6 @@ DOMAIN = "hv27 vol dom"
 
 
 @needs_libvirt
-@pytest.mark.xfail(strict=True, reason="a disk given as a storage-pool volume (<disk type='volume'>) is skipped as "
-                                       "'not a local image (volume disk)' and is in no backup")
 def test_a_libvirt_disk_from_a_storage_pool_volume_is_backed_up(libvirt_exclusive, tmp_path):  # noqa: F811
     """A domain whose data disk was attached from a libvirt storage pool (`<disk type='volume'><source
     pool='default' volume='data.qcow2'/>`, what cockpit-machines and `virsh attach-disk --source-type`
@@ -371,8 +356,6 @@ HOT = "hv27 hot dom"
 
 
 @needs_libvirt
-@pytest.mark.xfail(strict=True, reason="a disk attached live (virsh attach-disk --live) is in the backup, but restore "
-                                       "--kvm silently leaves it out and ends 'All VMs restored OK!'")
 def test_a_live_attached_disk_in_the_backup_is_not_silently_left_out_of_the_restore(libvirt_exclusive,  # noqa: F811
                                                                                   tmp_path):
     """`virsh attach-disk web /srv/data.qcow2 vdb --live` (no --config: the usual way to add a disk without a
@@ -495,8 +478,6 @@ def lun_domain(libvirt_exclusive, loop_devices):  # noqa: F811
 
 
 @needs_libvirt
-@pytest.mark.xfail(strict=True, reason="a <disk device='lun'> is dropped by load_vm without a word: the backup ends "
-                                       "OK 1/1, as if the domain had one disk")
 def test_a_passed_through_lun_is_named_as_not_backed_up(lun_domain):
     """A domain with a passed-through SCSI LUN (`<disk type='block' device='lun'>`, the KVM counterpart of
     an ESXi physical RDM) is backed up `OK 1/1`, `All VMs backed up OK!`: nothing says that the LUN's data is
@@ -509,8 +490,6 @@ def test_a_passed_through_lun_is_named_as_not_backed_up(lun_domain):
 
 
 @needs_libvirt
-@pytest.mark.xfail(strict=True, reason="restore --kvm under a new name keeps <disk device='lun'> on the original's "
-                                       "LUN: the 'copy that can run beside the original' writes the original's data")
 def test_a_copy_restored_under_a_new_name_does_not_write_the_originals_lun(lun_domain):
     """`hotvcb restore BACKUP --kvm DIR --name web-copy` promises a copy that can run beside the original
     (new UUID, new MACs, its own disks). For a domain with a passed-through LUN the restored domain still

@@ -13,7 +13,7 @@ from qemuvm import QemuVm, make_initial, needs_qemu, qemu_img, same_content, sho
 from hotvcb.errors import HostError, SnapshotError
 from hotvcb.hosts import qemuimg
 from hotvcb.hosts.qemu import QemuHost
-from hotvcb.hosts.qemu_overlays import overlay_name, overlay_path
+from hotvcb.hosts.qemu_overlays import DEVICE_OVERLAYS, overlay_name, overlay_path
 from hotvcb.hosts.qmp import QmpClient, QmpCommandError, QmpError, QmpTimeout, QmpUnavailable
 from hotvcb.jobs.backup import SNAPSHOT_PREFIX
 from hotvcb.model import Disk
@@ -196,6 +196,12 @@ def test_overlay_names_and_progress():
     assert overlay_name(o, "/other/disk.qcow2") is None
     assert overlay_name("/vm/disk.qcow2.qcow2", "/vm/disk.qcow2") is None
     assert overlay_name("/vm/template.qcow2", "/vm/base.qcow2") is None
+    # an image on a block device: its overlay on real storage, named one to one after the device's path
+    name = "hotvcb-snapshot-2024-01-02_03-04-05"
+    lv, lv2 = overlay_path("/dev/vg0/a-b", name), overlay_path("/dev/vg0-a/b", name)
+    assert lv.startswith(DEVICE_OVERLAYS + "/") and lv != lv2
+    assert overlay_name(lv, "/dev/vg0/a-b") == name and overlay_name(lv, "/dev/vg0-a/b") is None
+    assert overlay_name("/dev/vg0/a-b." + name + ".qcow2", "/dev/vg0/a-b") == name  # one made beside it before
     assert qemuimg.percent("    (12.34/100%)") == 12
     assert qemuimg.percent("(0.00/100%)    (100.00/100%)") == 100
     assert qemuimg.percent("qemu-img: error") is None

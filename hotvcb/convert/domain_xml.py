@@ -3,7 +3,9 @@
 A backup made by libvirt holds `virsh dumpxml --inactive`. Restoring it keeps
 that XML (every device and tuning we do not model survives) and rewrites
 only what must change: name, UUID, MACs, each disk's file and format, the
-UEFI variables file (a copy must not share the original's). A VM from ESXi
+UEFI variables file (a copy must not share the original's), and for a copy
+under a new name the passed-through LUNs and writable floppy images (the
+original's storage, which a copy beside it must not write). A VM from ESXi
 or bare QEMU gets a definition built from the Machine.
 """
 
@@ -45,6 +47,7 @@ def machine_from_xml(text: str, where: str, resolve: Resolve) -> Machine:
     m.windows = root.find("features/hyperv") is not None or (clock is not None and clock.get("offset") == "localtime")
     for disk in root.findall("devices/disk"):
         if disk.get("device", "disk") != "disk":
+            _host_disk(m, disk)
             continue
         target = disk.find("target")
         dev = target.get("dev", "") if target is not None else ""
@@ -73,6 +76,20 @@ def machine_from_xml(text: str, where: str, resolve: Resolve) -> Machine:
         m.nics.append(NicSpec(model=model_el.get("type", "e1000") if model_el is not None else "e1000",
                               mac=mac, network=network))
     return m
+
+
+def _host_disk(m: Machine, disk: ET.Element) -> None:
+    """A passed-through LUN or a writable floppy image: the host's storage itself, kept by a restore under
+    the VM's own name (the original is gone), left out of a copy (machine.renamed)."""
+    device, source, target = disk.get("device", ""), disk.find("source"), disk.find("target")
+    dev = target.get("dev", "") if target is not None else ""
+    path = "" if source is None else source.get("dev") or source.get("file") or source.get("volume") or ""
+    if not dev or not path or (device == "floppy" and disk.find("readonly") is not None):
+        return
+    if device == "lun":
+        m.host_disks.append((dev, "passed-through LUN %s" % path))
+    elif device == "floppy":
+        m.host_disks.append((dev, "floppy image %s" % path))
 
 
 def _parse(text: str, where: str) -> ET.Element:
@@ -131,9 +148,11 @@ def _rewrite(root: ET.Element, m: Machine) -> ET.Element:
     by_target = {d.origin: d for d in m.disks}  # type: Dict[str, DiskSpec]
     devices = _child(root, "devices")
     for disk in devices.findall("disk"):
-        if disk.get("device", "disk") != "disk":
-            continue
         target = disk.find("target")
+        if disk.get("device", "disk") != "disk":
+            if target is not None and target.get("dev", "") in m.left_out:
+                devices.remove(disk)  # the original's LUN or floppy image: not a copy's to write
+            continue
         spec = by_target.get(target.get("dev", "") if target is not None else "")
         if spec is None:
             devices.remove(disk)  # not in the backup

@@ -9,7 +9,7 @@ the admin guessing why the guest behaves differently.
 
 import re
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from ..errors import HotvcbError
 from .. import lazyre
@@ -57,6 +57,9 @@ class Machine:
     nics: List[NicSpec] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
     left_out: List[str] = field(default_factory=list)  # devices of disks the backup does not hold
+    # (device, what it is on the host): disks the definition passes through to the host's own storage (a
+    # libvirt <disk device='lun'>, a writable floppy image), not in the backup; a copy must not keep them
+    host_disks: List[Tuple[str, str]] = field(default_factory=list)
 
 
 # beyond what any VM can have (vSphere 8: 768 vCPUs, 24 TiB; QEMU q35: 4096 vCPUs): a definition
@@ -128,10 +131,15 @@ def _letters(n: int) -> str:
 
 
 def renamed(machine: Machine, name: str, keep_macs: bool) -> None:
-    """A copy that can run beside the original: new UUID, new MACs unless kept."""
+    """A copy that can run beside the original: new UUID, new MACs unless kept, none of the original's
+    passed-through host storage."""
     if name == machine.name:
         return
     machine.name, machine.uuid = name, new_uuid()
+    for dev, what in machine.host_disks:  # started beside the original, both would write it
+        machine.notes.append("disk %s is the original's %s, which a copy must not write beside it: it is left out "
+                             "(attach it by hand if this VM replaces the original)" % (dev, what))
+        machine.left_out.append(dev)
     if not keep_macs:
         for nic in machine.nics:
             nic.mac = new_mac()

@@ -6,8 +6,9 @@ in-guest hooks, below):
 
 - inventory: `virsh list --all`, one VM per domain, named by the domain name;
   `virsh dumpxml` gives the disks (`<target dev>` is the disk's key; CD-ROMs
-  and floppies are no disks; read-only, shareable, transient and network
-  disks are skipped with the reason).
+  and empty or read-only floppies are no disks; read-only, shareable,
+  transient and network disks, passed-through LUNs and writable floppy images
+  are skipped with the reason, so the run names them and ends WARNING).
 - snapshot: `virsh backup-begin` in pull mode (pulljob.py) with a checkpoint
   named as the job names its snapshot, the run record in the checkpoint's
   description.
@@ -48,6 +49,7 @@ The host is this machine: the NBD socket and the images are local files, so
 a remote URI (qemu+ssh://) is refused.
 """
 
+import copy
 import io
 import re
 import xml.etree.ElementTree as ET
@@ -147,10 +149,16 @@ class LibvirtHost(LocalKvmHost):
         self._owners[ref.name] = _qemu_owner(root)
         folder = self.run_dir + "/vms/" + own_folder(ref.name)
         self.shell.makedirs(folder)  # where a power-down marker of ours goes
-        vm = Vm(ref=ref, datastore="", folder=folder, vmx=DomainConfig(inactive), uuid=root.findtext("uuid") or "")
+        vm = Vm(ref=ref, datastore="", folder=folder, vmx=None, uuid=root.findtext("uuid") or "")
         for d in root.findall("devices/disk"):
             if d.get("device", "disk") == "disk":
                 vm.disks.append(self._disk(d))
+            else:
+                passed = _not_copied(d)
+                if passed is not None:
+                    vm.disks.append(passed)
+        vm.vmx = DomainConfig(_with_live_disks(inactive, root, [d.key for d in vm.disks if not d.skip_reason],
+                                               ref.name))
         return vm
 
     def _disk(self, d: ET.Element) -> Disk:
@@ -164,7 +172,17 @@ class LibvirtHost(LocalKvmHost):
             path = source.get("file") or source.get("dev") or ""
         driver = d.find("driver")
         reason = ""
-        if kind not in ("file", "block") or not path.startswith("/"):
+        if kind == "volume" and source is not None and source.get("pool") and source.get("volume"):
+            # a storage pool's volume (cockpit, attach-disk --source-type): a dir pool's is a plain file,
+            # a logical pool's an LV, both read as such; a network pool's (rbd, gluster) is no local path
+            try:
+                path = self.virsh.vol_path(source.get("pool", ""), source.get("volume", ""))
+            except VirshError as err:
+                reason = "storage pool volume %s/%s: %s" % (source.get("pool"), source.get("volume"), err.text)
+            kind = "file" if path.startswith("/") else kind
+        if reason:
+            path = ""
+        elif kind not in ("file", "block") or not path.startswith("/"):
             reason = "not a local image (%s disk)" % kind
         elif d.find("readonly") is not None:
             reason = "read-only disk"
@@ -395,6 +413,49 @@ class LibvirtHost(LocalKvmHost):
 
     def register_vm(self, vmx_path: str) -> str:
         raise HostError("restoring into libvirt is `hotvcb restore`'s (not this driver's) work")
+
+
+def _with_live_disks(inactive: str, live: ET.Element, copied: List[str], name: str) -> str:
+    """The definition a restore defines: `dumpxml --inactive`, plus the disks a backup copies that only the
+    running domain has (attached `--live`, without `--config`), or a restore would leave out a disk the backup
+    holds without a word. Unchanged where there is none."""
+    config = _parse(inactive, name)
+    devices = config.find("devices")
+    have = {t.get("dev") for t in config.findall("devices/disk/target")}
+    added = 0
+    for d in live.findall("devices/disk"):
+        target = d.find("target")
+        dev = target.get("dev", "") if target is not None else ""
+        if d.get("device", "disk") != "disk" or dev not in copied or dev in have or devices is None:
+            continue
+        disk = copy.deepcopy(d)
+        for el in list(disk):
+            if el.tag in ("alias", "backingStore"):  # the running QEMU's, not a definition's
+                disk.remove(el)
+        source = disk.find("source")
+        if source is not None:
+            source.attrib.pop("index", None)
+        devices.append(disk)
+        added += 1
+    return ET.tostring(config, encoding="unicode") + "\n" if added else inactive
+
+
+def _not_copied(d: ET.Element) -> Optional[Disk]:
+    """A <disk> that holds the guest's data but is no device='disk' a backup job exports, as a disk skipped with
+    why (the job names it, the run ends WARNING, as for an ESXi physical RDM); None for a CD-ROM, an empty or
+    read-only floppy."""
+    target, source = d.find("target"), d.find("source")
+    key = target.get("dev", "?") if target is not None else "?"
+    bus = target.get("bus", "") if target is not None else ""
+    path = "" if source is None else source.get("dev") or source.get("file") or source.get("volume") or ""
+    device = d.get("device", "")
+    if device == "lun":
+        reason = "passed-through LUN (its data is on the host's storage, which a backup does not copy)"
+    elif device == "floppy" and path and d.find("readonly") is None:
+        reason = "writable floppy image (a backup copies disks only)"
+    else:
+        return None
+    return Disk(key=key, path=path, datastore="", adapter=bus, mode="persistent", skip_reason=reason)
 
 
 def _parse(text: str, name: str) -> ET.Element:

@@ -8,7 +8,9 @@ driver connects for each step and lets go again.
 The backup, in the job's words:
 
 - disks: `query-block`; empty and removable drives (CD-ROM, floppy) are no
-  disks, read-only ones are skipped with a warning. A disk's path is its
+  disks, read-only ones are skipped with a warning; pflash drives are the
+  UEFI firmware, no disks (the VM is recorded as UEFI, its variable store
+  copied beside the disks). A disk's path is its
   current image file (a chain the user built stays, the copy flattens it),
   or the image below an overlay of ours.
 - snapshot: an external qcow2 overlay per disk, all in one `transaction` of
@@ -48,7 +50,7 @@ from ..model import DatastoreInfo, Disk, Snapshot, SnapshotTree, Vm, VmRef
 from ..shell import Shell
 from . import qemuimg
 from .base import Copied
-from .qemu_overlays import OUR_MARK, Overlays, chain_of, device_key, layer_snapshot
+from .qemu_overlays import OUR_MARK, Overlays, absolute_names, chain_of, device_key, layer_snapshot
 from .qga import SOCKET_SUFFIX as QGA_SUFFIX, GuestAgent
 from .qmp import QmpClient, QmpError, QmpUnavailable
 
@@ -111,7 +113,7 @@ class QemuHost(LocalKvmHost):
         self._sizes = {}  # type: Dict[str, Tuple[int, int]]
         self._turns = {}  # type: Dict[str, threading.Lock]  # QMP socket -> its client's turn
         self._turns_lock = threading.Lock()
-        self.overlays = Overlays(shell, self._qmp, qmp_timeout)
+        self.overlays = Overlays(shell, self._qmp, qmp_timeout, qemu_img)
 
     def _qmp(self, socket_path: str) -> QmpClient:
         with self._turns_lock:  # one client per VM's monitor at a time, whichever thread asks
@@ -140,13 +142,19 @@ class QemuHost(LocalKvmHost):
         with self._qmp(ref.vmx_path) as qmp:
             version = qmp.execute("query-version")
             status = qmp.execute("query-status")
-            blocks = qmp.execute("query-block")
+            blocks = absolute_names(qmp, qmp.execute("query-block"))  # `file=web.qcow2` is QEMU's cwd's
             cpus = qmp.execute("query-cpus-fast")
             memory = qmp.execute("query-memory-size-summary")
         vm = Vm(ref=ref, datastore="", folder=self.qmp_dir, vmx=None)
+        flash = []  # type: List[Dict[str, Any]]
         for dev in blocks:
-            if dev.get("inserted") and not dev.get("removable"):  # empty drives, CD-ROMs: no disks
+            if dev.get("inserted") and _is_flash(dev):
+                flash.append(dev["inserted"])
+            elif dev.get("inserted") and not dev.get("removable"):  # empty drives, CD-ROMs: no disks
                 vm.disks.append(self._disk(dev))
+        # UEFI firmware on pflash (OVMF code, read-only, and the VM's variable store): no disks. The store is
+        # the VM's own (boot entries), kept beside the disks as an ESXi VM's .nvram is
+        vm.extra_files = [f.get("file", "") for f in flash if not f.get("ro") and f.get("file", "").startswith("/")]
         described = "%s.qemu.json" if ref.name == "hotvcb" else "%s.json"  # hotvcb.json is the manifest
         vm.vmx = VmDescription(described % ref.name, {
             "name": ref.name,
@@ -156,6 +164,7 @@ class QemuHost(LocalKvmHost):
             "status": status.get("status"),
             "vcpus": len(cpus),  # what a restore to KVM or ESXi gives the VM (jobs/machine_of.py)
             "memory_mib": int(memory.get("base-memory", 0)) >> 20,
+            "firmware": "efi" if flash else "bios",  # what a restore boots the VM with (jobs/machine_of.py)
             "disks": [
                 {"key": d.key, "image": d.path, "format": self._formats.get(d.path, ""), "skipped": d.skip_reason}
                 for d in vm.disks
@@ -279,9 +288,16 @@ class QemuHost(LocalKvmHost):
         return None
 
     def copy_disk(self, disk: Disk, dst: str, fmt: str, progress=None) -> List[str]:
-        """qemu-img convert of the image (read-only under our overlay) into dst's folder."""
+        """qemu-img convert of the image (read-only under our overlay) into dst's folder.
+
+        With -U (force share): under our overlay QEMU writes no new data to the image, but a drive with
+        copy-on-read=on keeps the write-unchanged permission (and its lock) on it, which a convert asking
+        for a consistent read refuses ('Is another process using the image?'), every run. Writes that
+        change nothing visible cannot make the copy inconsistent, and the VM's QEMU, which holds the image,
+        lets no other process take a write lock on it (a second writer is refused by QEMU's lock, not ours)."""
         src_format = self._formats.get(disk.path) or qemuimg.info(self.shell, disk.path, self.qemu_img)[0].format
-        return qemuimg.copy_to(self.shell, disk, disk.path, src_format, dst, fmt, progress, self.qemu_img)
+        return qemuimg.copy_to(self.shell, disk, disk.path, src_format, dst, fmt, progress, self.qemu_img,
+                               force_share=True)
 
     def disk_files(self, descriptor_path: str) -> List[str]:
         if not descriptor_path.lower().endswith(".vmdk"):
@@ -307,6 +323,12 @@ class QemuHost(LocalKvmHost):
     # -- registration (restore) ----------------------------------------------
     def register_vm(self, vmx_path: str) -> str:
         raise HostError("restoring to a QEMU host is not supported yet")
+
+
+def _is_flash(dev: Dict[str, Any]) -> bool:
+    """A pflash drive (`-drive if=pflash`: the machine's firmware flash), not a disk of the guest's."""
+    return str(dev.get("qdev", "")).startswith("/machine/system.flash") or \
+        (str(dev.get("device", "")).startswith("pflash") and str(dev.get("device", ""))[6:].isdigit())
 
 
 def local_sizes(layers: List[qemuimg.ImageLayer]) -> Tuple[int, int]:

@@ -1,6 +1,11 @@
 """The QEMU driver's snapshots: external qcow2 overlays, made in one transaction, removed by block-commit.
 
 An overlay is named `<image file>.<snapshot name>.qcow2` next to the image;
+an image on a block device (an LV, /dev/loopN) has its overlay in
+DEVICE_OVERLAYS instead, named after the device's path (`%2F` for `/`):
+beside the device it would be in /dev, a devtmpfs, so the guest's writes
+during the backup would live in RAM (lost with a power cut, ENOSPC at its
+few MiB);
 the snapshot's description (the run record that makes it provably ours) sits
 beside it in `<overlay>.description`, qcow2 having no place for text.
 Removal is a small state machine per overlay: `block-commit` into the backing
@@ -8,9 +13,14 @@ image; for the active layer wait until the job is ready, `block-job-complete`,
 wait for it to end — all bounded by one deadline — then delete the overlay
 and its description. A commit job of ours still running from a killed run is
 waited for first, and an overlay it committed but did not delete is removed.
+An overlay no disk uses (its QEMU died during a backup, the VM runs again) is
+a leftover too: removed once it holds nothing (`qemu-img commit` by hand, as
+the log says, empties it), kept and named while it holds the guest's writes.
 """
 
+import json
 import os
+import stat
 import time
 from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
@@ -28,21 +38,72 @@ OUR_MARK = "hotvcb-snapshot-"  # = jobs.backup.SNAPSHOT_PREFIX (a driver imports
 JOB_PREFIX = "hotvcb-commit-"
 POLL = 0.5
 _UNSAFE = lazyre.compile(r"[^A-Za-z0-9_.-]+")
+# overlays of images on block devices: on the host's own persistent storage, root's (a module value, so tests
+# can point it elsewhere)
+DEVICE_OVERLAYS = "/var/lib/hotvcb/qemu-overlays"
+
+
+def on_device(image: str) -> bool:
+    """An image whose folder is no place for an overlay: a block device (or a path under /dev, one gone)."""
+    if image.startswith("/dev/"):
+        return True
+    try:
+        return stat.S_ISBLK(os.stat(image).st_mode)
+    except OSError:
+        return False
+
+
+def _device_stem(image: str) -> str:
+    """The device's path as one file name in DEVICE_OVERLAYS, one to one (/dev/vg0/a-b and /dev/vg0-a/b differ)."""
+    return DEVICE_OVERLAYS + "/" + image.replace("%", "%25").replace("/", "%2F")
 
 
 def overlay_path(image: str, snapshot_name: str) -> str:
-    return "%s.%s%s" % (image, snapshot_name, OVERLAY_SUFFIX)
+    return "%s.%s%s" % (_device_stem(image) if on_device(image) else image, snapshot_name, OVERLAY_SUFFIX)
 
 
 def overlay_name(filename: str, backing: str) -> Optional[str]:
-    """The snapshot name if `filename` is an overlay of `backing` named the way this driver names them."""
-    if not backing or filename.rsplit("/", 1)[0] != backing.rsplit("/", 1)[0]:
+    """The snapshot name if `filename` is an overlay of `backing` named the way this driver names them
+    (beside it, or for a device in DEVICE_OVERLAYS)."""
+    if not backing:
         return None
-    head = backing + "."
-    if filename.startswith(head) and filename.endswith(OVERLAY_SUFFIX):
-        name = filename[len(head): -len(OVERLAY_SUFFIX)]
-        return name if name and "/" not in name else None
+    for head in (backing + ".", _device_stem(backing) + "."):
+        if filename.rsplit("/", 1)[0] != head.rsplit("/", 1)[0]:
+            continue
+        if filename.startswith(head) and filename.endswith(OVERLAY_SUFFIX):
+            name = filename[len(head): -len(OVERLAY_SUFFIX)]
+            return name if name and "/" not in name else None
     return None
+
+
+def absolute_names(qmp: QmpClient, rows: Any) -> Any:
+    """query-block's or query-named-block-nodes' rows with image names absolute. QEMU reports a file as it
+    was named, so `-drive file=web.qcow2` started in /srv/vms is `web.qcow2`, relative to QEMU's working
+    directory, not ours: every name the driver compares, copies or puts an overlay beside is made absolute
+    from that directory (QmpClient.peer_cwd), in one place, so they all agree."""
+    cwd = []  # type: List[Optional[str]]
+
+    def fix(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                fix(item)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("file", "filename") and isinstance(value, str) and _relative(value):
+                    if not cwd:
+                        cwd.append(qmp.peer_cwd())
+                    if cwd[0]:
+                        node[key] = os.path.normpath(os.path.join(cwd[0], value))
+                else:
+                    fix(value)
+
+    fix(rows)
+    return rows
+
+
+def _relative(name: str) -> bool:
+    """A file name relative to QEMU's directory (not `/…`, and no `nbd:`, `json:`… protocol prefix)."""
+    return bool(name) and not name.startswith("/") and ":" not in name.split("/", 1)[0]
 
 
 def chain_of(image: Dict[str, Any]) -> List[Dict[str, Any]]:
@@ -64,16 +125,19 @@ def device_key(dev: Dict[str, Any]) -> str:
 
 
 class Overlays:
-    def __init__(self, shell: Shell, connect: Callable[[str], QmpClient], qmp_timeout: float):
-        self.shell, self.connect, self.qmp_timeout = shell, connect, qmp_timeout
+    def __init__(self, shell: Shell, connect: Callable[[str], QmpClient], qmp_timeout: float,
+                 qemu_img: str = "qemu-img"):
+        self.shell, self.connect, self.qmp_timeout, self.qemu_img = shell, connect, qmp_timeout, qemu_img
 
     def snapshots(self, vm: Vm) -> List[Snapshot]:
         """Overlays named `<image>.<name>.qcow2` in the VM's disk chains, one Snapshot per name."""
         with self.connect(vm.ref.vmx_path) as qmp:
-            blocks = qmp.execute("query-block")
+            blocks = absolute_names(qmp, qmp.execute("query-block"))
         found = {}  # type: Dict[str, Snapshot]
+        used = set()  # type: Set[str]
         for dev in blocks:
             chain = chain_of((dev.get("inserted") or {}).get("image") or {})
+            used.update(l.get("filename", "") for l in chain)
             depth = 0
             for i in reversed(range(len(chain))):
                 name = layer_snapshot(chain, i)
@@ -83,7 +147,38 @@ class Overlays:
                     found[name] = Snapshot(id=name, name=name, description=self._description(chain[i]["filename"]),
                                            created="", state="", depth=depth)
                 depth += 1
+        # an overlay of ours the running QEMU does not use: left by a QEMU that died during a backup (then
+        # committed by hand, as the log said, or not), named so the leftover check of a dead run removes it
+        for name, overlay in self._unused(vm, used):
+            if name.startswith(OUR_MARK) and name not in found:
+                found[name] = Snapshot(id=name, name=name, description=self._description(overlay), created="",
+                                       state="", depth=0)
         return list(found.values())
+
+    def _unused(self, vm: Vm, used: Set[str]) -> List[Tuple[str, str]]:
+        """(snapshot name, file) of the overlay files beside the VM's images that no disk chain uses."""
+        out = []  # type: List[Tuple[str, str]]
+        for f in self.delta_files(vm):
+            if f in used:
+                continue
+            for d in vm.disks:
+                name = overlay_name(f, d.path) if d.path else None
+                if name:
+                    out.append((name, f))
+                    break
+        return out
+
+    def _holds_nothing(self, overlay: str) -> bool:
+        """No cluster of the overlay's own is allocated (data or zeroes): `qemu-img commit` empties the overlay
+        it committed, so deleting it loses nothing. Any doubt (qemu-img fails, its backing is gone) says no."""
+        out = self.shell.run([self.qemu_img, "map", "-U", "--output=json", "-f", "qcow2", overlay], timeout=120)
+        if out.returncode != 0:
+            return False
+        try:
+            extents = json.loads(out.output)
+        except ValueError:
+            return False
+        return isinstance(extents, list) and all(isinstance(e, dict) and e.get("depth", 0) > 0 for e in extents)
 
     def _description(self, overlay: str) -> str:
         """What create_snapshot was told (the run record), kept beside the overlay: qcow2 has no place for it."""
@@ -103,9 +198,13 @@ class Overlays:
             if d.path:
                 folder, name = d.path.rsplit("/", 1)
                 by_folder.setdefault(folder or "/", []).append(name)
+                if on_device(d.path):  # its overlays are in DEVICE_OVERLAYS, named after its whole path
+                    by_folder.setdefault(DEVICE_OVERLAYS, []).append(d.path)
         for folder, names in sorted(by_folder.items()):
+            if folder == DEVICE_OVERLAYS and not self.shell.isdir(folder):
+                continue
             for entry in self.shell.listdir(folder):
-                if any(overlay_name(folder + "/" + entry, folder + "/" + n) for n in names):
+                if any(overlay_name(folder + "/" + entry, n if n.startswith("/") else folder + "/" + n) for n in names):
                     found.append(folder + "/" + entry)
         return found
 
@@ -124,6 +223,8 @@ class Overlays:
                     raise SnapshotError("%s: disk %s is no longer %s (now %s)" % (
                         vm.name, disk.key, disk.path, ins.get("file") if ins else "gone"))
                 overlay = overlay_path(disk.path, name)
+                if not overlay.startswith(disk.path + "."):
+                    self.shell.makedirs(DEVICE_OVERLAYS)
                 if self.shell.exists(overlay):
                     raise SnapshotError("%s: %s exists already" % (vm.name, overlay))
                 actions.append({"type": "blockdev-snapshot-sync", "data": {
@@ -171,6 +272,21 @@ class Overlays:
         for f in sorted(mine - used):  # committed by a killed run's job, which died before deleting it
             if self.shell.exists(f):
                 self.shell.remove_tree(f)
+        held = []  # type: List[str]
+        for _name, f in self._unused(vm, used):  # a QEMU that died left it; no QEMU writes it now
+            if _name != snap.name:
+                continue
+            if self._holds_nothing(f):  # committed by hand, as _orphaned says, and emptied by qemu-img
+                self.shell.remove_tree(f)
+                self.shell.remove_tree(f + DESCRIPTION_SUFFIX)
+            else:
+                held.append(f)
+        if held:
+            raise SnapshotError(
+                "%s: %s not in use by its QEMU, but still holding the guest's writes from before a QEMU died: "
+                "if the VM has not run since, `qemu-img commit` each into its image (then the next run removes "
+                "it); if it has, its writes went to the image since and committing would mix the two: move the "
+                "overlay away" % (vm.name, ", ".join(held)))
         for d in vm.disks:
             if d.path and not self.shell.exists(overlay_path(d.path, snap.name)):
                 self.shell.remove_tree(overlay_path(d.path, snap.name) + DESCRIPTION_SUFFIX)
@@ -185,12 +301,14 @@ class Overlays:
         if not kept:
             return SnapshotError("%s: %s" % (vm.name, err))
         return SnapshotError(
-            "%s: its QEMU is gone (%s); the guest's writes since the snapshot are in %s: to remove it by hand, "
-            "`qemu-img commit` each into its image before the VM is started again (deleting one loses those writes)"
+            "%s: its QEMU is gone (%s); the guest's writes since the snapshot are in %s: `qemu-img commit` each "
+            "into its image before the VM is started again (deleting one loses those writes); the next backup "
+            "or `hotvcb --qemu DIR cleanup` then removes the emptied overlay"
             % (vm.name, err, ", ".join(kept)))
 
     def inserted(self, qmp: QmpClient) -> Dict[str, Dict[str, Any]]:
-        return {device_key(dev): dev["inserted"] for dev in qmp.execute("query-block") if dev.get("inserted")}
+        return {device_key(dev): dev["inserted"] for dev in absolute_names(qmp, qmp.execute("query-block"))
+                if dev.get("inserted")}
 
     def _overlay_files(self, qmp: QmpClient, name: Optional[str]) -> Set[str]:
         """Files of the VM's disk chains: overlays called name, or (None) every layer."""
@@ -211,7 +329,7 @@ class Overlays:
     def _commit(self, qmp: QmpClient, vm: Vm, target, deadline: float, timeout: float) -> None:
         key, ins, i, chain = target
         overlay, backing = chain[i]["filename"], chain[i + 1]
-        nodes = qmp.execute("query-named-block-nodes", {"flat": True})
+        nodes = absolute_names(qmp, qmp.execute("query-named-block-nodes", {"flat": True}))
         base = _node(nodes, backing.get("filename"), backing.get("format"))
         if base is None:
             raise SnapshotError("%s: no block node for %s, the image below %s" % (vm.name, backing.get("filename"), overlay))

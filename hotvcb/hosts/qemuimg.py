@@ -90,10 +90,11 @@ def info(shell: Shell, path: str, qemu_img: str = QEMU_IMG) -> List[ImageLayer]:
 
 
 def convert_argv(src: str, src_format: Optional[str], dst: str, fmt: OutputFormat,
-                 qemu_img: str = QEMU_IMG) -> List[str]:
+                 qemu_img: str = QEMU_IMG, force_share: bool = False) -> List[str]:
     """qemu-img convert with progress; the source format is given, never probed
-    (a guest could write a qcow2 header into a raw disk)."""
-    argv = [qemu_img, "convert", "-p"]
+    (a guest could write a qcow2 header into a raw disk). `force_share` (-U): the caller knows nothing
+    changes the source's content while a process holds a write permission on it (copy_to's)."""
+    argv = [qemu_img, "convert", "-p"] + (["-U"] if force_share else [])
     if src_format:
         argv += ["-f", src_format]
     argv += ["-O", fmt.driver]
@@ -163,9 +164,9 @@ def output_path(shell: Shell, disk: Disk, dst: str, spec: OutputFormat) -> str:
 
 
 def copy_to(shell: Shell, disk: Disk, src: str, src_format: str, dst: str, fmt: str,
-            progress: Optional[Callable[[int], None]], qemu_img: str = QEMU_IMG) -> List[str]:
+            progress: Optional[Callable[[int], None]], qemu_img: str = QEMU_IMG, force_share: bool = False) -> List[str]:
     """qemu-img convert of `src` to dst's folder, the file named by dst's stem and fmt's extension;
-    the names of the files written, the disk file first.
+    the names of the files written, the disk file first. `force_share`: as convert_argv's.
 
     qemu-img runs tethered (tether.py): killed with hotvcb, it would go on reading the image under
     our overlay, and the next run could not commit that overlay (qemu-img holds the image's lock).
@@ -178,7 +179,7 @@ def copy_to(shell: Shell, disk: Disk, src: str, src_format: str, dst: str, fmt: 
         raise CopyError(disk.path, str(err), dst) from err
     folder = dst.rsplit("/", 1)[0]
     out = output_path(shell, disk, dst, spec)
-    argv = convert_argv(src, src_format, out, spec, qemu_img)
+    argv = convert_argv(src, src_format, out, spec, qemu_img, force_share)
 
     def watch(fragment: str) -> None:
         pct = percent(fragment)

@@ -18,8 +18,10 @@ Every wait is bounded. Errors, under hotvcb's HostError:
 """
 
 import json
+import os
 import select
 import socket
+import struct
 import time
 from threading import Lock
 from typing import Any, Callable, Dict, List, Optional
@@ -128,6 +130,18 @@ class QmpClient:
             sock.close()
             raise QmpError(self.path, "cannot connect: %s" % (err.strerror or err)) from err
         return sock
+
+    def peer_cwd(self) -> Optional[str]:
+        """The working directory of the QEMU serving this socket (its pid: the socket's peer, SO_PEERCRED), to
+        which a relative image name it was started with is relative; None where the host cannot tell."""
+        if self._sock is None or not hasattr(socket, "SO_PEERCRED"):
+            return None
+        try:
+            pid = struct.unpack("3i", self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                            struct.calcsize("3i")))[0]
+            return os.readlink("/proc/%d/cwd" % pid) if pid > 0 else None
+        except OSError:
+            return None
 
     def close(self) -> None:
         try:

@@ -77,6 +77,11 @@ class Virsh:
     def dumpxml(self, domain: str, inactive: bool = False) -> str:
         return self.run("dumpxml", domain, *(["--inactive"] if inactive else []))
 
+    def vol_path(self, pool: str, volume: str) -> str:
+        """The file (or device) a storage pool's volume is, as a <disk type='volume'> names it."""
+        lines = self.run("vol-path", "--pool", pool, volume).strip().splitlines()
+        return lines[0].strip() if lines else ""
+
     def state(self, domain: str) -> str:
         lines = self.run("domstate", domain).strip().splitlines()
         return _STATES.get(lines[0].strip() if lines else "", "on")

@@ -106,7 +106,25 @@ def _from_xml(fs: FileReader, folder: str, name: str, kind: str) -> Found:
 
     path = folder + "/" + name
     text = _read(fs, path)
-    return Found(machine_from_xml(text, path, resolve), kind, path, base_xml=text)
+    m = machine_from_xml(text, path, resolve)
+    _unnamed_disks(fs, folder, m)
+    return Found(m, kind, path, base_xml=text)
+
+
+def _unnamed_disks(fs: FileReader, folder: str, m: Machine) -> None:
+    """Disks the backup holds that its domain.xml does not name (attached live only, backed up before the
+    driver added such disks to the XML): not restored, but named, never dropped without a word."""
+    try:
+        record = manifest.load(fs, folder)  # type: ignore[arg-type]  # reads only
+    except ValueError:
+        return
+    named = {d.origin for d in m.disks} | set(m.left_out)
+    for d in (record or {}).get("disks") or []:
+        key = str(d.get("key", ""))
+        if d.get("ok") and key and key not in named:
+            m.notes.append("disk %s is in the backup (%s) but not in its domain definition (attached to the "
+                           "running domain only): it is not restored; convert it by hand with qemu-img and attach "
+                           "it" % (key, ", ".join(str(f) for f in d.get("files") or [])))
 
 
 def _qemu_description(fs: FileReader, path: str) -> Optional[dict]:
@@ -136,8 +154,16 @@ def _from_qemu(fs: FileReader, folder: str, name: str, described: dict, disk_bus
             if not isinstance(value, int) or value <= 0:
                 raise ConvertError("%s: %s %r is not a positive whole number" % (path, key, value))
             setattr(m, attr, at_most(value, MAX_VCPUS if key == "vcpus" else MAX_MEMORY_MIB, key, path))
+    if described.get("firmware") == "efi":  # UEFI firmware on pflash drives
+        m.firmware = "efi"
     disks = []  # type: List[DiskSpec]
     for d in record.get("disks") or []:
+        key = str(d.get("key", ""))
+        if key.startswith("pflash") and key[6:].isdigit():  # an older backup took the UEFI flash for disks
+            m.firmware = "efi"
+            m.notes.append("%s is the UEFI firmware's flash (an older backup copied it as a disk): it is no disk "
+                           "of the restored VM, which boots UEFI" % key)
+            continue
         files = [f for f in d.get("files") or [] if image_format(f)]
         if d.get("ok") and files:
             disks.append(DiskSpec(source=folder + "/" + files[0], fmt=image_format(files[0]) or "raw",
