@@ -19,15 +19,9 @@ from hotvcb.repo.repository import open_path
 from hotvcb.repo.writer import BackupWriter
 from simhost import REPO as SRC, hotvcb, needs_root, write_conf
 from sshd import needs_sshd
+from test_outsider_s27repo import small_disk
 
 REPO = "/vmfs/volumes/backup/repo"
-
-
-def small_disk(path, size=200000, seed=b"a"):
-    data = (seed * 4096)[:4096]
-    with open(str(path), "wb") as f:
-        f.write(os.urandom(size // 2) + data * ((size - size // 2) // 4096))
-    return path
 
 
 def _backup_check(stdout, vm):

@@ -290,6 +290,16 @@ DOMAIN = "hv27 vol dom"
 
 
 @needs_libvirt
+def filled_qcow2(path, fill):
+    """A 4 MiB qcow2 whose first MiB is `fill` bytes (each disk's own, so a restore shows which it brought)."""
+    raw = path + ".raw"
+    with open(raw, "wb") as f:
+        f.write(bytes([fill]) * MiB)
+        f.truncate(4 * MiB)
+    assert qemu_img("convert", "-f", "raw", "-O", "qcow2", raw, path).returncode == 0
+    os.remove(raw)
+
+
 def test_a_libvirt_disk_from_a_storage_pool_volume_is_backed_up(libvirt_exclusive, tmp_path):  # noqa: F811
     """A domain whose data disk was attached from a libvirt storage pool (`<disk type='volume'><source
     pool='default' volume='data.qcow2'/>`, what cockpit-machines and `virsh attach-disk --source-type`
@@ -306,12 +316,7 @@ def test_a_libvirt_disk_from_a_storage_pool_volume_is_backed_up(libvirt_exclusiv
     os.makedirs(volume)
     sysdisk, data = os.path.join(root, "sys.qcow2"), os.path.join(pool_dir, "data.qcow2")
     for path, fill in ((sysdisk, 0x11), (data, 0xD7)):
-        raw = path + ".raw"
-        with open(raw, "wb") as f:
-            f.write(bytes([fill]) * MiB)
-            f.truncate(4 * MiB)
-        assert qemu_img("convert", "-f", "raw", "-O", "qcow2", raw, path).returncode == 0
-        os.remove(raw)
+        filled_qcow2(path, fill)
     xml = os.path.join(root, "domain.xml")
     with open(xml, "w") as f:
         f.write("""<domain type='qemu'>
@@ -372,12 +377,7 @@ def test_a_live_attached_disk_in_the_backup_is_not_silently_left_out_of_the_rest
         os.makedirs(d)
     vda, vdb = os.path.join(root, "vda.qcow2"), os.path.join(root, "vdb.qcow2")
     for path, fill in ((vda, 0x11), (vdb, 0xDB)):
-        raw = path + ".raw"
-        with open(raw, "wb") as f:
-            f.write(bytes([fill]) * MiB)
-            f.truncate(4 * MiB)
-        assert qemu_img("convert", "-f", "raw", "-O", "qcow2", raw, path).returncode == 0
-        os.remove(raw)
+        filled_qcow2(path, fill)
     xml = os.path.join(root, "domain.xml")
     with open(xml, "w") as f:
         f.write("""<domain type='qemu'>
