@@ -202,7 +202,6 @@ def test_m_double_dash_is_the_vm_named_double_dash_or_a_clear_refusal(lab, cron)
 
 
 # -- 7. SSH mode: a -c folder without a file for the VM named ---------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="onhost._request sends no file of the -c folder when the named VMs have none, so the host's confdir does not exist and the run refuses -c")
 def test_ssh_backup_of_a_vm_without_a_per_vm_file_in_the_c_folder(lab, tmp_path):
     """The ghettoVCB folder given with `-c` holds per-VM files for some VMs only (and the script, the logs). Run
     locally or `--file-by-file`, a VM without a file there is backed up with the global settings. Run on the host

@@ -183,6 +183,7 @@ def _request(args, parser: argparse.ArgumentParser, extra: Sequence[str]) -> "ho
     """The same command line for the host, files named in it sent along; every option of the
     command is passed on (new ones too) unless it is CLIENT_SIDE."""
     argv, files, positional = [args.command], {}, []  # type: List[str], Dict[str, bytes], List[str]
+    dirs = []  # type: List[str]
     for action in parser._actions:  # noqa: SLF001 - argparse offers no public list of options
         value = getattr(args, action.dest, None)
         if action.dest in CLIENT_SIDE or value is None or value is False or value == action.default:
@@ -201,6 +202,7 @@ def _request(args, parser: argparse.ArgumentParser, extra: Sequence[str]) -> "ho
             if not os.path.isdir(folder):
                 raise UsageError("%s %s: no such folder of per-VM configs" % (opt, folder))
             unsent = {}  # type: Dict[str, str]
+            dirs.append(action.dest)  # the host's copy exists also when no VM named has a file here
             for name in _per_vm_names(args, folder):
                 try:
                     files[action.dest + "/" + name] = _read(os.path.join(folder, name), opt)
@@ -218,7 +220,7 @@ def _request(args, parser: argparse.ArgumentParser, extra: Sequence[str]) -> "ho
                 argv += [opt, str(v)]
     env = {"HOTVCB_PROGRESS": "tty"} if sys.stderr.isatty() else {}
     from .. import hostrun
-    return hostrun.Request(argv + list(extra) + (["--"] + positional if positional else []), files, env)
+    return hostrun.Request(argv + list(extra) + (["--"] + positional if positional else []), files, env, dirs)
 
 
 def _per_vm_names(args, folder: str) -> List[str]:
