@@ -81,7 +81,6 @@ def _jobs(table):
 LONG = "esxi-gw.nested-lab.datacenter-frankfurt.infrastructure.example.com"  # 66 characters
 
 
-@pytest.mark.xfail(strict=True, reason="schedule.default_job cuts `<host>-<port>` to 64 characters: the port is lost and the second host's install replaces the first's line")
 def test_two_hosts_differing_only_by_port_behind_a_long_name_get_two_jobs(lab, cron):
     """A nested-ESXi lab reached through one gateway by port (`--host root@<long FQDN> --port 2201`, then 2202):
     the job is named `<host>-<port>` cut to 64 characters, so the port is cut off and both hosts get one job
@@ -95,7 +94,6 @@ def test_two_hosts_differing_only_by_port_behind_a_long_name_get_two_jobs(lab, c
 
 
 # -- 2. one host, spelled in another case, gets a second job without a word ---------------------------------
-@pytest.mark.xfail(strict=True, reason='schedule_cmd._jobs_of_host compares --host words case-sensitively; default_job keeps the case: two jobs for one host, no warning')
 def test_the_same_host_in_another_case_is_one_job_or_a_warning(lab, cron):
     """The admin installed `--host root@ESXi01` (as the vSphere client shows the name), later re-runs the
     README's install with `--host root@esxi01`. Host names are case-blind, so it is the same ESXi host, but the
@@ -155,7 +153,6 @@ def test_unsent_given_by_a_user_is_a_usage_error_not_a_traceback(lab, value):
 
 
 # -- 5. the warning of another job backing up the same host ------------------------------------------------
-@pytest.mark.xfail(strict=True, reason='schedule_cmd.run_install looks for other jobs of the host only when --job is not given')
 def test_install_with_job_warns_of_the_hosts_job_already_there(lab, cron):
     """docs/operations.md: `install` warns when another job already backs up the same host. The admin scheduled
     `--host root@esxi01` (job `esxi01`), then adds `--job nightly` for the same host meaning to rename it: no
@@ -170,7 +167,6 @@ def test_install_with_job_warns_of_the_hosts_job_already_there(lab, cron):
     assert len(_jobs(table)) == 1 or "also back" in r.out, (r.out, table.read_text())
 
 
-@pytest.mark.xfail(strict=True, reason="schedule_cmd._jobs_of_host matches `--host DEST` only, not the port: another port's host is called the same host")
 def test_install_does_not_tell_to_remove_another_ports_host(lab, cron):
     """Two nested ESXi hosts behind one gateway, `--host root@gw --port 2201` and `--port 2202`: the jobs are
     rightly `gw-2201` and `gw-2202` (the port tells the hosts apart), but installing the second warns `job

@@ -203,7 +203,10 @@ def test_job_names(bad):
 @pytest.mark.parametrize("host,port,name", [
     (None, None, "hotvcb"), ("esxi01", None, "esxi01"), ("esxi01.example.com", 22, "esxi01.example.com"),
     ("10.0.0.5", 2222, "10.0.0.5-2222"), ("fe80::20c:29ff:fe12:3456", None, "fe80__20c_29ff_fe12_3456"),
-    ("::1", None, "1"), ("x" * 70, None, "x" * 64),
+    ("::1", None, "1"), ("ESXi01", None, "esxi01"),
+    # cut to 64 with a hash of the whole host, the port kept: cut as a whole, hosts told apart by the
+    # port (or by the end of a long name) were one job, the second install replacing the first's line
+    ("x" * 70, None, "x" * 55 + "-c71bd109"), ("x" * 70, 2201, "x" * 50 + "-c71bd109-2201"),
 ])
 def test_default_job_name_is_the_ssh_hosts(host, port, name):
     """Without --job an SSH host's job is named after it: a second host no longer replaces the first's."""
@@ -221,6 +224,9 @@ def test_install_warns_of_another_job_of_the_same_host(fake_crontab, capsys):
     sched.install(schedule.Job("esxi02", "0 1 * * *", ["hotvcb", "--host", "root@esxi02", "backup", "-a"], None))
     assert schedule_cmd._jobs_of_host(sched, False, "esxi01", "root@esxi01") == ["hotvcb"]
     assert schedule_cmd._jobs_of_host(sched, False, "esxi02", "root@esxi02") == []
+    # the same host in another case, or another user, is the same host; another port is another host
+    assert schedule_cmd._jobs_of_host(sched, False, "x", "admin@ESXi02") == ["esxi02"]
+    assert schedule_cmd._jobs_of_host(sched, False, "x", "root@esxi02", 2222) == []
     args = schedule_cmd.argparse.Namespace(all_jobs=False, job=None, host="root@esxi03", platform="linux",
                                            systemd=False, unit_dir=linux.UNIT_DIR)
     assert schedule_cmd.run_remove(args) == 0

@@ -132,6 +132,11 @@ def target_of(args) -> Target:
     given = [opt for opt, value in (("--qemu", qemu), ("--libvirt", libvirt), ("--host", host)) if value]
     if len(given) > 1:
         raise UsageError("%s exclude each other" % " and ".join(given))
+    if host is not None and not host.rsplit("@", 1)[-1]:
+        # `--host root@` (a variable left empty in a script) was no host: `schedule` named its job
+        # `hotvcb`, the one every job had before jobs were named after hosts (`remove` removed that
+        # one), and `--host ""` ran the command on this machine instead
+        raise UsageError("--host %r names no host: give [USER@]HOST, e.g. root@esxi01" % host)
     if host:
         from ..sshshell import SshTarget
         return Target(SshTarget(host, port, identity, known_hosts, tuple(options)), None)

@@ -10,6 +10,7 @@ Every line or block hotvcb adds carries the marker ``# hotvcb:<job>``, so
 installing twice replaces instead of adding, and ``remove`` finds exactly ours.
 """
 
+import hashlib
 import os
 import re
 import shlex
@@ -58,12 +59,21 @@ def default_job(host: Optional[str] = None, port: Optional[int] = None) -> str:
     One Linux box scheduling several ESXi hosts as the README shows (no `--job`) gave every host the one
     name `hotvcb`, so each install replaced the previous host's line without a word, and that host was
     never backed up again. Named after the host, a second host gets a job of its own, while installing
-    the same host again still replaces its own line. Characters a job name cannot hold (an IPv6
-    address's `:`) become `_`."""
+    the same host again still replaces its own line. So that one host is one job and two hosts are two:
+    * host names are case-blind (`root@ESXi01` and `root@esxi01` are one host): the name is lower case,
+      else the second install made a second job that collided with the first on the host's run lock;
+    * a name longer than a job name may be (64) is cut with a short hash of the whole host kept, and the
+      port after it: cut as a whole, two hosts behind one long gateway name told apart by the port
+      (2201, 2202) got one job, and the second install silently replaced the first host's line.
+    Characters a job name cannot hold (an IPv6 address's `:`) become `_`."""
     if not host:
         return DEFAULT_JOB
-    name = host + ("-%d" % port if port and port != 22 else "")
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip("_.-")[:64]
+    suffix = "-%d" % port if port and port != 22 else ""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", host.lower()).lstrip("_.-")
+    if len(name) + len(suffix) > 64:
+        digest = hashlib.sha256(host.lower().encode("utf-8", "surrogateescape")).hexdigest()[:8]
+        name = "%s-%s" % (name[:64 - len(suffix) - 9].rstrip("_.-"), digest)
+    name += suffix
     return name if _JOB_RE.match(name) else DEFAULT_JOB
 
 
