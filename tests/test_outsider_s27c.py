@@ -114,7 +114,6 @@ def _words(table):
     return shlex.split(line.split(" # hotvcb:")[0])
 
 
-@pytest.mark.xfail(strict=True, reason='schedule.backup_argv makes `-g=FILE` into `-g<cwd>/=FILE`, a file the run never finds')
 def test_g_equals_file_is_installed_as_the_run_reads_it(lab, cron):
     """`hotvcb backup -a -g=hotvcb.conf` reads ./hotvcb.conf (argparse takes `-g=FILE` for `-g FILE`), and
     `schedule install` checks that very file and says `installed job`. But the cron line holds
@@ -128,7 +127,6 @@ def test_g_equals_file_is_installed_as_the_run_reads_it(lab, cron):
     assert lab.conf in " ".join(words), words
 
 
-@pytest.mark.xfail(strict=True, reason="schedule._long_path_flag wants more than 3 characters: `--j FILE` (argparse's --json-report) stays relative")
 def test_json_report_cut_to_three_letters_is_made_absolute_too(lab, cron):
     """`backup --j report.json` is argparse's `--json-report report.json` (the only long option starting so),
     and the change promises the report path absolute 'in every argparse spelling'. `--json report.json` is, but

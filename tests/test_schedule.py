@@ -114,6 +114,19 @@ def test_backup_argv_makes_the_json_report_absolute_in_every_spelling(tmp_path, 
                                                                             "/abs/r.json"]
 
 
+@pytest.mark.parametrize("words,made", [
+    (["-g=c"], ["-g=%s/c"]), (["-gc"], ["-g%s/c"]), (["-ag", "c"], ["-ag", "%s/c"]), (["-agc"], ["-ag%s/c"]),
+    (["--j", "r"], ["--j", "%s/r"]), (["--j=r"], ["--j=%s/r"]), (["--ident", "k"], ["--ident", "%s/k"]),
+    (["-d", "dryrun", "-lx"], ["-d", "dryrun", "-l%s/x"]), (["-m", "-g"], ["-m", "-g"]),
+    (["--power-state", "on"], ["--power-state", "on"]), (["-g", ""], ["-g", ""]),
+])
+def test_backup_argv_reads_the_words_as_argparse_does(tmp_path, monkeypatch, words, made):
+    """The path options are the backup parser's own, in argparse's spellings: `-g=FILE` was installed as
+    `-g<cwd>/=FILE`, `--j FILE` (--json-report) as written; a value that is no path stays as it is."""
+    monkeypatch.chdir(tmp_path)
+    assert schedule.backup_argv(words) == ["backup"] + [w % tmp_path if "%s" in w else w for w in made]
+
+
 def test_job_words_take_a_leading_dash_value_as_the_run_does(tmp_path, monkeypatch):
     """`-m -web` is VM "-web" (ghettoVCB's getopts), for the run and for the installed line alike: not
     refused, and its `-w` not made a work folder `-w<cwd>/eb`."""
