@@ -140,7 +140,6 @@ def test_json_report_cut_to_three_letters_is_made_absolute_too(lab, cron):
 
 
 # -- 4. the hidden --unsent option given by hand ----------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="onhost.adopt_client_names json.loads the hidden --unsent unchecked, before main's error handling: a traceback")
 @pytest.mark.parametrize("value", ["x", "[1]"])
 def test_unsent_given_by_a_user_is_a_usage_error_not_a_traceback(lab, value):
     """`--unsent` is hidden but argparse takes it (and its prefixes, `--un`) on every backup: a user trying it,
@@ -179,7 +178,6 @@ def test_install_does_not_tell_to_remove_another_ports_host(lab, cron):
 
 
 # -- 6. `-m --`: the VM named `--` ----------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason='common.glue_dash_values glues `-m --` to `-m--`, which argparse reads as an empty list: internal error in schedule install')
 def test_m_double_dash_is_the_vm_named_double_dash_or_a_clear_refusal(lab, cron):
     """ghettoVCB's getopts takes the word after -m whatever it is, and hotvcb glues `-m -web` to read it so
     (`glue_dash_values`). For `-m --` the glued `-m--` is read by argparse as an empty value: `backup -m --`

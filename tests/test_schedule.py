@@ -136,6 +136,10 @@ def test_job_words_take_a_leading_dash_value_as_the_run_does(tmp_path, monkeypat
     glob, rest = schedule_cmd.split_job_args(["--", "-m", "-web", "-f", "-list", "--host", "root@h", "-j", "-x"])
     assert glob == ["--host", "root@h"] and rest == ["-m-web", "-f-list", "-j-x"]
     assert schedule.backup_argv(rest) == ["backup", "-m-web", "-f" + str(tmp_path / "-list"), "-j-x"]
+    # `-m --` is the VM `--` (argparse drops a glued `-m--`): parsed as such, and written as given
+    glob, rest = schedule_cmd.split_job_args(["--", "-m", "--", "-g", "/c"])
+    assert schedule_cmd.backup_cmd.parse(rest).vm_names == ["--"]
+    assert schedule.backup_argv(rest) == ["backup", "-m", "--", "-g", "/c"]
 
 
 def test_backup_argv_needs_arguments():

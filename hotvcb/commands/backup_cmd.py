@@ -57,7 +57,7 @@ def _vms_at_once(text: str) -> int:
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     """`[global options] ARGS` of `hotvcb [global options] backup ARGS`, parsed as the run will parse
     them (global options may stand anywhere here); errors are UsageErrors."""
-    return parser().parse_args(list(argv))
+    return common.unglue(parser().parse_args(list(argv)))
 
 
 def parser() -> argparse.ArgumentParser:

@@ -72,8 +72,25 @@ def adopt_client_names(args) -> None:
     pairs = [item.split("=", 1) for item in getattr(args, "shown_as", None) or [] if "=" in item]
     config.show_files_as({getattr(args, dest): name for dest, name in pairs if getattr(args, dest, None)})
     unsent, confdir = getattr(args, "unsent", None), getattr(args, "confdir", None)
-    if unsent and confdir:
-        config.unsent_files({os.path.join(confdir, name): why for name, why in json.loads(unsent).items()})
+    if unsent is not None:
+        reasons = _unsent(unsent)
+        if confdir:
+            config.unsent_files({os.path.join(confdir, name): why for name, why in reasons.items()})
+
+
+def _unsent(text: str) -> Dict[str, str]:
+    """`--unsent`'s {per-VM file name: why it was not sent}, checked: the option is hidden but argparse
+    takes it (and `--un`) on every backup, and a hand-given or stale value ended in a traceback
+    (JSONDecodeError, 'list' object has no attribute 'items') instead of a usage error."""
+    try:
+        reasons = json.loads(text)
+    except ValueError:
+        reasons = None
+    if not isinstance(reasons, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                for k, v in reasons.items()):
+        raise UsageError("--unsent %s: not an option to give by hand (SSH mode passes it to the run on the host: "
+                         "a JSON object of per-VM file names and why each was not sent)" % text)
+    return reasons
 
 
 def say_warnings(args, warnings: Sequence[str], say: Callable[[str], None]) -> None:
@@ -214,6 +231,8 @@ def _request(args, parser: argparse.ArgumentParser, extra: Sequence[str]) -> "ho
         for v in (value if isinstance(value, list) else [value]):
             if v is True:
                 argv.append(opt)
+            elif str(v) == "--":  # as given: glued, argparse would drop it; the host's cli glues it its way
+                argv += [opt, "--"]
             elif str(v).startswith("-"):  # `-m -web-`: glued, or it would be read as an option
                 argv.append(opt + ("=" if opt.startswith("--") else "") + str(v))
             else:

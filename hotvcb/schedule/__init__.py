@@ -144,6 +144,8 @@ def backup_argv(args: Sequence[str], parser: Optional[argparse.ArgumentParser] =
         args = args[1:]
     if not args:
         raise UsageError("say what to back up after --, e.g. -- -a -g /vmfs/volumes/ds/hotvcb.conf")
+    from ..commands.common import DOUBLE_DASH  # not at the top: commands import this package
+
     if parser is None:
         from ..commands import backup_cmd
 
@@ -166,6 +168,8 @@ def backup_argv(args: Sequence[str], parser: Optional[argparse.ArgumentParser] =
         if value is None and action.nargs is None and i < len(args):  # its value is the next word
             out += [a, absolute(args[i]) if path and args[i] else args[i]]
             i += 1
+        elif value == DOUBLE_DASH:  # `-m --` (glue_dash_values): written as given, the run glues it again
+            out += [head.rstrip("="), "--"]
         else:
             out.append(head + (absolute(value) if path and value else value or ""))
     return ["backup"] + out
