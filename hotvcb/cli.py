@@ -35,6 +35,7 @@ class _Parser(argparse.ArgumentParser):
         """argparse's messages quote what the user typed (`unrecognized arguments: ...`): printed
         through `say` like every other line, so an escape sequence in an argument stays text."""
         self.print_usage(sys.stderr)
+        message = message.replace(common.DOUBLE_DASH, " --")  # `-m --` as typed, not glue_dash_values' marker
         say("%s: error: %s" % (self.prog, message), stream=sys.stderr)
         self.exit(self.usage_exit)
 

@@ -62,7 +62,7 @@ class RaisingParser(argparse.ArgumentParser):
     """argparse whose errors are UsageErrors (one line through the CLI), never SystemExit + chatter."""
 
     def error(self, message: str):
-        raise UsageError(message)
+        raise UsageError(message.replace(DOUBLE_DASH, " --"))  # `-m --` as typed, not glue_dash_values' marker
 
 
 def add_target_options(parser: argparse.ArgumentParser) -> None:
