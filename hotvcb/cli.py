@@ -35,6 +35,7 @@ class _Parser(argparse.ArgumentParser):
         """argparse's messages quote what the user typed (`unrecognized arguments: ...`): printed
         through `say` like every other line, so an escape sequence in an argument stays text."""
         self.print_usage(sys.stderr)
+        message = message.replace(common.DOUBLE_DASH, " --")  # `-m --` as typed, not glue_dash_values' marker
         say("%s: error: %s" % (self.prog, message), stream=sys.stderr)
         self.exit(self.usage_exit)
 
@@ -69,7 +70,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     unknown = 3 if first < len(argv) and argv[first] == "status" else None
     if unknown is not None:
         parser.usage_exit = unknown  # type: ignore[attr-defined]
-    args = parser.parse_args(argv)
+    args = common.unglue(parser.parse_args(argv))
     if not getattr(args, "handler", None):
         parser.print_help()
         return 1
@@ -78,7 +79,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except UsageError as err:
         parser.error(str(err))
     debug = getattr(args, "level", "") == "debug"
-    onhost.adopt_client_names(args)
+    try:
+        onhost.adopt_client_names(args)  # a hidden option given by hand: a usage error, not a traceback
+    except UsageError as err:
+        parser.error(str(err))
     try:
         with interrupt.scope():
             return args.handler(args)

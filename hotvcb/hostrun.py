@@ -39,11 +39,12 @@ Output = Callable[[bytes], None]
 
 @dataclass
 class Request:
-    """What the host runs: hotvcb's arguments and the files they name (relative to RUN_DIR)."""
+    """What the host runs: hotvcb's arguments and the files and folders they name (relative to RUN_DIR)."""
 
     argv: List[str]
     files: Dict[str, bytes] = field(default_factory=dict)
     env: Dict[str, str] = field(default_factory=dict)
+    dirs: List[str] = field(default_factory=list)  # made on the host even when no file goes into them
 
 
 @dataclass
@@ -81,7 +82,7 @@ def run(shell: SshShell, request: Request, stdout: Output, stderr: Output) -> Un
         if kind == "need":
             session.send(pyz)
         session.send(json.dumps({
-            "argv": request.argv, "env": request.env,
+            "argv": request.argv, "env": request.env, "dirs": request.dirs,
             "files": {k: base64.b64encode(v).decode("ascii") for k, v in request.files.items()},
         }).encode("utf-8"))
         if not session.started():  # nothing ran there: the caller may go file by file

@@ -11,8 +11,9 @@ needs 3.8.
 The protocol (lines end with a newline; a frame is a decimal length, a newline, the bytes):
   host:   HOTVCB-ONHOST NONCE need|have|old VERSION
   client: the pyz frame (after `need` only), then the request frame: JSON {"argv": [...],
-          "files": {relative path: base64}, "env": {...}}; in argv, RUN_DIR stands for the run's
-          private folder on the host, where the files are
+          "files": {relative path: base64}, "dirs": [relative path], "env": {...}}; in argv, RUN_DIR
+          stands for the run's private folder on the host, where the files are (and the folders,
+          made even when no file is sent into them)
   host:   HOTVCB-ONHOST NONCE run, then the run's stdout and stderr, as they come
   client: `INT` or `TERM` lines: that signal goes to the run; EOF (the client is gone): TERM
   host:   HOTVCB-ONHOST NONCE end, then the outbox (`--outbox`, may be empty) until EOF;
@@ -73,6 +74,8 @@ def serve(nonce, sha, cache, version):
     request = __import__("json").loads(frame(stdin).decode("utf-8"))
     run = tempfile.mkdtemp(prefix="run-", dir=cache)
     try:
+        for rel in request.get("dirs") or []:
+            put_dir(run, rel)
         for rel, b64 in sorted(request["files"].items()):
             put_file(run, rel, b64)
         argv = [a.replace(RUN_DIR, run) for a in request["argv"]]
@@ -222,14 +225,32 @@ def discard(path):
         os.unlink(path)
 
 
-def put_file(run, rel, b64):
-    import base64
+def inside(run, rel):
+    """`rel` under the run's folder, refused if it could lead out of it."""
     import os
 
     parts = rel.split("/")
     if rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise ValueError("refusing the file name %r" % rel)
-    path = os.path.join(run, *parts)
+    return os.path.join(run, *parts)
+
+
+def put_dir(run, rel):
+    """A folder the run is given (the `-c` folder's copy): made even when none of its files is sent, as
+    when the VMs named have no per-VM file; else the run refused `-c` as no such folder, naming this
+    run's path on the host, and backed up nothing."""
+    import os
+
+    path = inside(run, rel)
+    if not os.path.isdir(path):
+        os.makedirs(path, 0o700)
+
+
+def put_file(run, rel, b64):
+    import base64
+    import os
+
+    path = inside(run, rel)
     if not os.path.isdir(os.path.dirname(path)):
         os.makedirs(os.path.dirname(path), 0o700)
     with open(path, "wb") as f:

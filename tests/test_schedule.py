@@ -114,6 +114,19 @@ def test_backup_argv_makes_the_json_report_absolute_in_every_spelling(tmp_path, 
                                                                             "/abs/r.json"]
 
 
+@pytest.mark.parametrize("words,made", [
+    (["-g=c"], ["-g=%s/c"]), (["-gc"], ["-g%s/c"]), (["-ag", "c"], ["-ag", "%s/c"]), (["-agc"], ["-ag%s/c"]),
+    (["--j", "r"], ["--j", "%s/r"]), (["--j=r"], ["--j=%s/r"]), (["--ident", "k"], ["--ident", "%s/k"]),
+    (["-d", "dryrun", "-lx"], ["-d", "dryrun", "-l%s/x"]), (["-m", "-g"], ["-m", "-g"]),
+    (["--power-state", "on"], ["--power-state", "on"]), (["-g", ""], ["-g", ""]),
+])
+def test_backup_argv_reads_the_words_as_argparse_does(tmp_path, monkeypatch, words, made):
+    """The path options are the backup parser's own, in argparse's spellings: `-g=FILE` was installed as
+    `-g<cwd>/=FILE`, `--j FILE` (--json-report) as written; a value that is no path stays as it is."""
+    monkeypatch.chdir(tmp_path)
+    assert schedule.backup_argv(words) == ["backup"] + [w % tmp_path if "%s" in w else w for w in made]
+
+
 def test_job_words_take_a_leading_dash_value_as_the_run_does(tmp_path, monkeypatch):
     """`-m -web` is VM "-web" (ghettoVCB's getopts), for the run and for the installed line alike: not
     refused, and its `-w` not made a work folder `-w<cwd>/eb`."""
@@ -123,6 +136,10 @@ def test_job_words_take_a_leading_dash_value_as_the_run_does(tmp_path, monkeypat
     glob, rest = schedule_cmd.split_job_args(["--", "-m", "-web", "-f", "-list", "--host", "root@h", "-j", "-x"])
     assert glob == ["--host", "root@h"] and rest == ["-m-web", "-f-list", "-j-x"]
     assert schedule.backup_argv(rest) == ["backup", "-m-web", "-f" + str(tmp_path / "-list"), "-j-x"]
+    # `-m --` is the VM `--` (argparse drops a glued `-m--`): parsed as such, and written as given
+    glob, rest = schedule_cmd.split_job_args(["--", "-m", "--", "-g", "/c"])
+    assert schedule_cmd.backup_cmd.parse(rest).vm_names == ["--"]
+    assert schedule.backup_argv(rest) == ["backup", "-m", "--", "-g", "/c"]
 
 
 def test_backup_argv_needs_arguments():
@@ -203,7 +220,10 @@ def test_job_names(bad):
 @pytest.mark.parametrize("host,port,name", [
     (None, None, "hotvcb"), ("esxi01", None, "esxi01"), ("esxi01.example.com", 22, "esxi01.example.com"),
     ("10.0.0.5", 2222, "10.0.0.5-2222"), ("fe80::20c:29ff:fe12:3456", None, "fe80__20c_29ff_fe12_3456"),
-    ("::1", None, "1"), ("x" * 70, None, "x" * 64),
+    ("::1", None, "1"), ("ESXi01", None, "esxi01"),
+    # cut to 64 with a hash of the whole host, the port kept: cut as a whole, hosts told apart by the
+    # port (or by the end of a long name) were one job, the second install replacing the first's line
+    ("x" * 70, None, "x" * 55 + "-c71bd109"), ("x" * 70, 2201, "x" * 50 + "-c71bd109-2201"),
 ])
 def test_default_job_name_is_the_ssh_hosts(host, port, name):
     """Without --job an SSH host's job is named after it: a second host no longer replaces the first's."""
@@ -221,6 +241,9 @@ def test_install_warns_of_another_job_of_the_same_host(fake_crontab, capsys):
     sched.install(schedule.Job("esxi02", "0 1 * * *", ["hotvcb", "--host", "root@esxi02", "backup", "-a"], None))
     assert schedule_cmd._jobs_of_host(sched, False, "esxi01", "root@esxi01") == ["hotvcb"]
     assert schedule_cmd._jobs_of_host(sched, False, "esxi02", "root@esxi02") == []
+    # the same host in another case, or another user, is the same host; another port is another host
+    assert schedule_cmd._jobs_of_host(sched, False, "x", "admin@ESXi02") == ["esxi02"]
+    assert schedule_cmd._jobs_of_host(sched, False, "x", "root@esxi02", 2222) == []
     args = schedule_cmd.argparse.Namespace(all_jobs=False, job=None, host="root@esxi03", platform="linux",
                                            systemd=False, unit_dir=linux.UNIT_DIR)
     assert schedule_cmd.run_remove(args) == 0

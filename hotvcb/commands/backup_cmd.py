@@ -57,10 +57,16 @@ def _vms_at_once(text: str) -> int:
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     """`[global options] ARGS` of `hotvcb [global options] backup ARGS`, parsed as the run will parse
     them (global options may stand anywhere here); errors are UsageErrors."""
+    return common.unglue(parser().parse_args(list(argv)))
+
+
+def parser() -> argparse.ArgumentParser:
+    """The backup command's options with the global ones, as a scheduled job's words are read: by `parse`,
+    and by `schedule.backup_argv`, which makes the path options' values absolute in every spelling."""
     p = common.RaisingParser(prog="hotvcb backup", add_help=False)
     common.add_target_options(p)
     add_options(p)
-    return p.parse_args(list(argv))
+    return p
 
 
 def selection(args) -> Tuple[Optional[List[str]], List[str]]:

@@ -62,7 +62,7 @@ class RaisingParser(argparse.ArgumentParser):
     """argparse whose errors are UsageErrors (one line through the CLI), never SystemExit + chatter."""
 
     def error(self, message: str):
-        raise UsageError(message)
+        raise UsageError(message.replace(DOUBLE_DASH, " --"))  # `-m --` as typed, not glue_dash_values' marker
 
 
 def add_target_options(parser: argparse.ArgumentParser) -> None:
@@ -88,8 +88,16 @@ _GETOPTS_VALUED = ("-m", "-f", "-e", "-c", "-g", "-l", "-w", "-j")
 _NAME_VALUED = ("--latest", "--name")
 
 
+# argparse drops a value that is `--` (`-m--`, `-m=--`: _get_values removes it), so `-m --` is glued with
+# this instead and `unglue` gives the parsed value back; a NUL cannot come from a command line
+DOUBLE_DASH = "\0--"
+
+
 def glue_dash_values(argv: List[str]) -> List[str]:
-    """`-m -name` -> `-m-name`, which argparse reads as the value `-name` (ghettoVCB's meaning).
+    """`-m -name` -> `-m-name`, which argparse reads as the value `-name` (ghettoVCB's meaning); `-m --`
+    (the VM named `--`) -> `-m` + DOUBLE_DASH, read back by `unglue`: glued as `-m--`, argparse read it
+    as no value at all, so the run looked for a VM named '[]' and `schedule install` ended in an
+    internal error.
 
     Here, not in cli.py: a scheduled job's words after `--` are read as its run will read them
     (`schedule_cmd.split_job_args`), or `schedule install … -- -m -web` refused the job that
@@ -101,12 +109,23 @@ def glue_dash_values(argv: List[str]) -> List[str]:
             return out + argv[i:]
         if argv[i] in _GETOPTS_VALUED + _NAME_VALUED and i + 1 < len(argv) and argv[i + 1].startswith("-") \
                 and argv[i + 1] != "-":
-            out.append(argv[i] + ("=" if argv[i].startswith("--") else "") + argv[i + 1])
+            value = DOUBLE_DASH if argv[i + 1] == "--" else argv[i + 1]
+            out.append(argv[i] + ("=" if argv[i].startswith("--") else "") + value)
             i += 2
             continue
         out.append(argv[i])
         i += 1
     return out
+
+
+def unglue(args: argparse.Namespace) -> argparse.Namespace:
+    """The parsed values as given: DOUBLE_DASH (`glue_dash_values`) is `--` again."""
+    for key, value in vars(args).items():
+        if value == DOUBLE_DASH:
+            setattr(args, key, "--")
+        elif isinstance(value, list) and DOUBLE_DASH in value:
+            setattr(args, key, ["--" if v == DOUBLE_DASH else v for v in value])
+    return args
 
 
 def is_uri(word: str) -> bool:
@@ -132,6 +151,11 @@ def target_of(args) -> Target:
     given = [opt for opt, value in (("--qemu", qemu), ("--libvirt", libvirt), ("--host", host)) if value]
     if len(given) > 1:
         raise UsageError("%s exclude each other" % " and ".join(given))
+    if host is not None and not host.rsplit("@", 1)[-1]:
+        # `--host root@` (a variable left empty in a script) was no host: `schedule` named its job
+        # `hotvcb`, the one every job had before jobs were named after hosts (`remove` removed that
+        # one), and `--host ""` ran the command on this machine instead
+        raise UsageError("--host %r names no host: give [USER@]HOST, e.g. root@esxi01" % host)
     if host:
         from ..sshshell import SshTarget
         return Target(SshTarget(host, port, identity, known_hosts, tuple(options)), None)

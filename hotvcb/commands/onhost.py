@@ -72,8 +72,25 @@ def adopt_client_names(args) -> None:
     pairs = [item.split("=", 1) for item in getattr(args, "shown_as", None) or [] if "=" in item]
     config.show_files_as({getattr(args, dest): name for dest, name in pairs if getattr(args, dest, None)})
     unsent, confdir = getattr(args, "unsent", None), getattr(args, "confdir", None)
-    if unsent and confdir:
-        config.unsent_files({os.path.join(confdir, name): why for name, why in json.loads(unsent).items()})
+    if unsent is not None:
+        reasons = _unsent(unsent)
+        if confdir:
+            config.unsent_files({os.path.join(confdir, name): why for name, why in reasons.items()})
+
+
+def _unsent(text: str) -> Dict[str, str]:
+    """`--unsent`'s {per-VM file name: why it was not sent}, checked: the option is hidden but argparse
+    takes it (and `--un`) on every backup, and a hand-given or stale value ended in a traceback
+    (JSONDecodeError, 'list' object has no attribute 'items') instead of a usage error."""
+    try:
+        reasons = json.loads(text)
+    except ValueError:
+        reasons = None
+    if not isinstance(reasons, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                for k, v in reasons.items()):
+        raise UsageError("--unsent %s: not an option to give by hand (SSH mode passes it to the run on the host: "
+                         "a JSON object of per-VM file names and why each was not sent)" % text)
+    return reasons
 
 
 def say_warnings(args, warnings: Sequence[str], say: Callable[[str], None]) -> None:
@@ -183,6 +200,7 @@ def _request(args, parser: argparse.ArgumentParser, extra: Sequence[str]) -> "ho
     """The same command line for the host, files named in it sent along; every option of the
     command is passed on (new ones too) unless it is CLIENT_SIDE."""
     argv, files, positional = [args.command], {}, []  # type: List[str], Dict[str, bytes], List[str]
+    dirs = []  # type: List[str]
     for action in parser._actions:  # noqa: SLF001 - argparse offers no public list of options
         value = getattr(args, action.dest, None)
         if action.dest in CLIENT_SIDE or value is None or value is False or value == action.default:
@@ -201,6 +219,7 @@ def _request(args, parser: argparse.ArgumentParser, extra: Sequence[str]) -> "ho
             if not os.path.isdir(folder):
                 raise UsageError("%s %s: no such folder of per-VM configs" % (opt, folder))
             unsent = {}  # type: Dict[str, str]
+            dirs.append(action.dest)  # the host's copy exists also when no VM named has a file here
             for name in _per_vm_names(args, folder):
                 try:
                     files[action.dest + "/" + name] = _read(os.path.join(folder, name), opt)
@@ -212,13 +231,15 @@ def _request(args, parser: argparse.ArgumentParser, extra: Sequence[str]) -> "ho
         for v in (value if isinstance(value, list) else [value]):
             if v is True:
                 argv.append(opt)
+            elif str(v) == "--":  # as given: glued, argparse would drop it; the host's cli glues it its way
+                argv += [opt, "--"]
             elif str(v).startswith("-"):  # `-m -web-`: glued, or it would be read as an option
                 argv.append(opt + ("=" if opt.startswith("--") else "") + str(v))
             else:
                 argv += [opt, str(v)]
     env = {"HOTVCB_PROGRESS": "tty"} if sys.stderr.isatty() else {}
     from .. import hostrun
-    return hostrun.Request(argv + list(extra) + (["--"] + positional if positional else []), files, env)
+    return hostrun.Request(argv + list(extra) + (["--"] + positional if positional else []), files, env, dirs)
 
 
 def _per_vm_names(args, folder: str) -> List[str]:

@@ -2,8 +2,9 @@
 
 import argparse
 import os
+import shlex
 import sys
-from typing import List, Tuple
+from typing import List, Optional, Set, Tuple
 
 from .. import schedule
 from ..errors import UsageError
@@ -154,7 +155,8 @@ def run_install(args) -> int:
     argv = schedule.self_command(on_esxi) + common.target_argv(target, schedule.absolute) + words
     log = schedule.absolute(args.log) if args.log else (None if args.systemd else schedule.default_log(name, on_esxi))
     job = schedule.Job(name, expr, argv, log)
-    others = [] if args.job or target.ssh is None else _jobs_of_host(sched, on_esxi, name, target.ssh.destination)
+    others = [] if target.ssh is None else _jobs_of_host(sched, on_esxi, name, target.ssh.destination,
+                                                          target.ssh.port)
     result = sched.install(job)
     if args.systemd:
         say("installed %s.timer (OnCalendar=%s) running: %s" % (linux.unit_name(name), result, schedule.shell_line(argv)))
@@ -163,10 +165,12 @@ def run_install(args) -> int:
         if on_esxi:
             say("persisted in %s (re-added and crond restarted at boot)" % sched.boot_file())
     if others:
-        _warn("job%s %s also back%s up %s (an older hotvcb named every job `%s` unless --job was given): "
-              "remove %s with `hotvcb schedule remove --job NAME` unless both are meant to run"
+        older = " (an older hotvcb named every job `%s`)" % schedule.DEFAULT_JOB if schedule.DEFAULT_JOB in others else ""
+        removes = " and ".join("`hotvcb schedule remove%s --job %s`" % (" --systemd" if args.systemd else "", o)
+                               for o in others)
+        _warn("job%s %s also back%s up %s%s: remove %s with %s unless both are meant to run"
               % ("s" if len(others) > 1 else "", ", ".join(others), "" if len(others) > 1 else "s",
-                 target.ssh.destination, schedule.DEFAULT_JOB, "them" if len(others) > 1 else "it"))
+                 target.ssh.describe(), older, "them" if len(others) > 1 else "it", removes))
     return 0
 
 
@@ -175,12 +179,57 @@ def _installed(sched, on_esxi: bool) -> List[schedule.Entry]:
     return list(status.entries if on_esxi else status)
 
 
-def _jobs_of_host(sched, on_esxi: bool, name: str, destination: str) -> List[str]:
+def _jobs_of_host(sched, on_esxi: bool, name: str, destination: str, port: Optional[int] = None) -> List[str]:
     """The other installed jobs that reach the same SSH host: installed under another name (by an older
-    hotvcb, whose default name was the same for every host), both would back it up now."""
-    words = [" --host %s " % w for w in {schedule.shell_line([destination]), linux.systemd_quote(destination)}]
+    hotvcb, whose default name was the same for every host; with --job, or as the host written in
+    another case), both would back it up now, colliding on the host's run lock or doubling its snapshots.
+
+    The same host is the same host name, in any case (names are case-blind), at the same port (22 when
+    none is given): two hosts behind one gateway told apart by the port are two hosts, and telling the
+    admin to remove the other's job would have removed that host's only backup."""
+    host = _host_key(destination, port)
     return sorted({e.job for e in _installed(sched, on_esxi)
-                   if e.job != name and any(w in " %s " % e.text for w in words)})
+                   if e.job != name and host in _hosts_in(e.text)})
+
+
+def _host_key(destination: str, port: Optional[int]) -> Tuple[str, int]:
+    return destination.rsplit("@", 1)[-1].lower(), port or 22
+
+
+def _hosts_in(text: str) -> Set[Tuple[str, int]]:
+    """The SSH hosts (`_host_key`) an installed job's text names with `--host` (and `--port`): a cron
+    line, a systemd unit's ExecStart=, or ESXi's boot block that holds the cron line quoted once more."""
+    found = set()  # type: Set[Tuple[str, int]]
+    for line in text.splitlines():
+        line = line[len("ExecStart="):] if line.startswith("ExecStart=") else line
+        for words in _word_lists(line):
+            dest, port = None, None  # type: Optional[str], Optional[int]
+            i = 0
+            while i < len(words) and words[i] != "backup":  # the global options stand before `backup`
+                flag, eq, value = words[i].partition("=")
+                if flag in ("--host", "--port") and not eq and i + 1 < len(words):
+                    value, i = words[i + 1], i + 1
+                if flag == "--host":
+                    dest = value
+                elif flag == "--port":
+                    port = int(value) if value.isdigit() else None
+                i += 1
+            if dest:
+                found.add(_host_key(dest, port))
+    return found
+
+
+def _word_lists(line: str) -> List[List[str]]:
+    """The line's shell words, and those of each word that is itself a command line (ESXi's boot block)."""
+    try:
+        words = shlex.split(line)
+    except ValueError:
+        return []
+    out = [words]
+    for w in words:
+        if " --host" in w:
+            out += _word_lists(w)
+    return out
 
 
 def run_remove(args) -> int:

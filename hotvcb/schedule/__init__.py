@@ -10,11 +10,13 @@ Every line or block hotvcb adds carries the marker ``# hotvcb:<job>``, so
 installing twice replaces instead of adding, and ``remove`` finds exactly ours.
 """
 
+import argparse
+import hashlib
 import os
 import re
 import shlex
 import sys
-from typing import List, NamedTuple, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ..errors import UsageError
 from .. import lazyre
@@ -22,11 +24,10 @@ from .. import lazyre
 DEFAULT_JOB = "hotvcb"
 ESXI_PYTHON = "/bin/python"
 _JOB_RE = lazyre.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-# backup flags whose value is a path: cron runs in another folder, so they are made absolute
-_PATH_FLAGS = ("-f", "-e", "-g", "-c", "-l", "-w")
-# and the long ones, also as argparse takes them: `--json-report=FILE`, or cut short (`--json FILE`)
-_LONG_PATH_FLAGS = ("--json-report",)
-
+# the backup options (by dest) whose value is a path: cron runs in another folder, so they are made absolute
+# in whatever spelling argparse reads them (`backup_argv`)
+PATH_DESTS = ("vm_list", "exclude", "global_conf", "confdir", "log_file", "workdir", "json_report",
+              "identity", "known_hosts", "qemu")
 
 class Job(NamedTuple):
     name: str
@@ -58,12 +59,21 @@ def default_job(host: Optional[str] = None, port: Optional[int] = None) -> str:
     One Linux box scheduling several ESXi hosts as the README shows (no `--job`) gave every host the one
     name `hotvcb`, so each install replaced the previous host's line without a word, and that host was
     never backed up again. Named after the host, a second host gets a job of its own, while installing
-    the same host again still replaces its own line. Characters a job name cannot hold (an IPv6
-    address's `:`) become `_`."""
+    the same host again still replaces its own line. So that one host is one job and two hosts are two:
+    * host names are case-blind (`root@ESXi01` and `root@esxi01` are one host): the name is lower case,
+      else the second install made a second job that collided with the first on the host's run lock;
+    * a name longer than a job name may be (64) is cut with a short hash of the whole host kept, and the
+      port after it: cut as a whole, two hosts behind one long gateway name told apart by the port
+      (2201, 2202) got one job, and the second install silently replaced the first host's line.
+    Characters a job name cannot hold (an IPv6 address's `:`) become `_`."""
     if not host:
         return DEFAULT_JOB
-    name = host + ("-%d" % port if port and port != 22 else "")
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip("_.-")[:64]
+    suffix = "-%d" % port if port and port != 22 else ""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", host.lower()).lstrip("_.-")
+    if len(name) + len(suffix) > 64:
+        digest = hashlib.sha256(host.lower().encode("utf-8", "surrogateescape")).hexdigest()[:8]
+        name = "%s-%s" % (name[:64 - len(suffix) - 9].rstrip("_.-"), digest)
+    name += suffix
     return name if _JOB_RE.match(name) else DEFAULT_JOB
 
 
@@ -117,11 +127,15 @@ def running_pyz() -> Optional[str]:
     return None
 
 
-def backup_argv(args: Sequence[str]) -> List[str]:
+def backup_argv(args: Sequence[str], parser: Optional[argparse.ArgumentParser] = None) -> List[str]:
     """The `backup …` part of the scheduled command, paths made absolute (cron runs elsewhere).
 
     Checking the arguments is the backup command's own business (commands/backup_cmd.check);
-    this only rewrites the words.
+    this only rewrites the words: every word argparse reads as the value of a PATH_DESTS option of
+    `parser` (the backup command's own) is made absolute, however it is spelled: `-g FILE`, `-gFILE`,
+    `-g=FILE`, `-ag FILE`, `--json-report FILE`, `--json-report=FILE` and any prefix argparse takes
+    for a long option (`--json`, `--j`). Matched by string prefixes instead, `-g=FILE` was installed
+    as `-g<cwd>/=FILE` (a file the run never found) and `--j FILE` stayed relative to cron's $HOME.
     """
     args = list(args)
     if args and args[0] == "--":
@@ -130,28 +144,60 @@ def backup_argv(args: Sequence[str]) -> List[str]:
         args = args[1:]
     if not args:
         raise UsageError("say what to back up after --, e.g. -- -a -g /vmfs/volumes/ds/hotvcb.conf")
+    from ..commands.common import DOUBLE_DASH  # not at the top: commands import this package
+
+    if parser is None:
+        from ..commands import backup_cmd
+
+        parser = backup_cmd.parser()
+    options = {o: a for a in parser._actions for o in a.option_strings}  # noqa: SLF001 - no public list
     out = []  # type: List[str]
     i = 0
     while i < len(args):
         a = args[i]
-        out.append(a)
-        flag, glued, value = a.partition("=")
-        if (a in _PATH_FLAGS or _long_path_flag(a)) and i + 1 < len(args):
-            out.append(absolute(args[i + 1]))
-            i += 1
-        elif glued and _long_path_flag(flag):
-            out[-1] = flag + "=" + absolute(value)
-        elif len(a) > 2 and a[:2] in _PATH_FLAGS and not a.startswith("--"):
-            out[-1] = a[:2] + absolute(a[2:])
         i += 1
+        if a == "--":
+            out += args[i - 1:]
+            break
+        found = _option_of(a, options)
+        if found is None:
+            out.append(a)
+            continue
+        action, head, value = found
+        path = action.dest in PATH_DESTS
+        if value is None and action.nargs is None and i < len(args):  # its value is the next word
+            out += [a, absolute(args[i]) if path and args[i] else args[i]]
+            i += 1
+        elif value == DOUBLE_DASH:  # `-m --` (glue_dash_values): written as given, the run glues it again
+            out += [head.rstrip("="), "--"]
+        else:
+            out.append(head + (absolute(value) if path and value else value or ""))
     return ["backup"] + out
 
 
-def _long_path_flag(word: str) -> bool:
-    """`--json-report`, or a prefix argparse takes for it: `--json-report report.json` was installed as
-    written, relative to the $HOME cron runs the job in, while -g and -l beside it were made absolute,
-    so the report the monitoring read never appeared again."""
-    return len(word) > 3 and any(flag.startswith(word) for flag in _LONG_PATH_FLAGS)
+def _option_of(word: str, options: Dict[str, argparse.Action]) -> Optional[Tuple[argparse.Action, str, Optional[str]]]:
+    """(the option, the word up to its glued value, that value or None) as argparse reads `word`, or None
+    for a word that is no option. Of a bundle of short flags (`-ag FILE`) the last one counts: the flags
+    before it take no value."""
+    if len(word) < 2 or word[0] != "-":
+        return None
+    if word in options:
+        return options[word], word, None
+    flag, eq, value = word.partition("=")
+    if eq and flag in options:  # `-g=FILE`, `--json-report=FILE`
+        return options[flag], flag + "=", value
+    if word.startswith("--"):  # a unique prefix of a long option (argparse's allow_abbrev)
+        hits = {options[o] for o in options if o.startswith("--") and o.startswith(flag)}
+        if len(hits) == 1:
+            return hits.pop(), flag + eq, value if eq else None
+        return None
+    at = 1
+    while at < len(word) and "-" + word[at] in options:  # `-gFILE`, `-agFILE`
+        action = options["-" + word[at]]
+        if action.nargs != 0 or at + 1 == len(word):
+            return action, word[:at + 1], word[at + 1:] or None
+        at += 1
+    return None
 
 
 def absolute(path: str) -> str:
