@@ -13,6 +13,7 @@ import pytest
 from simhost import REPO, make_host, needs_root, write_conf
 from sshd import needs_sshd
 from sshsite import host_sshd
+from test_outsider_s27admin import fake_crontab  # noqa: F401  (the fixture)
 
 pytestmark = [needs_root, needs_sshd]
 
@@ -57,15 +58,10 @@ def lab(tmp_path_factory):
 
 
 @pytest.fixture
-def cron(tmp_path, lab):
+def cron(fake_crontab, lab):
     """A `crontab` first on PATH keeping the Linux box's table in a file; returns (table, env)."""
-    table, bindir = tmp_path / "table", tmp_path / "bin"
-    bindir.mkdir()
-    (bindir / "crontab").write_text('#!/bin/sh\ncase "$1" in\n'
-                                    '-l) [ -f %(t)s ] || { echo "no crontab" >&2; exit 1; }; cat %(t)s;;\n'
-                                    '-) cat > %(t)s;;\n*) exit 2;;\nesac\n' % {"t": table})
-    (bindir / "crontab").chmod(0o755)
-    return table, lab.env(PATH="%s:%s" % (bindir, os.environ["PATH"]))
+    table, path = fake_crontab
+    return table, lab.env(PATH=path)
 
 
 def _install(lab, env, glob, *backup_args, cwd=REPO):
