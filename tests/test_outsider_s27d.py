@@ -309,8 +309,6 @@ def test_the_backup_of_one_lv_does_not_stop_the_backup_of_the_vm_on_a_dotted_nei
 
 
 @needs_qemu
-@pytest.mark.xfail(strict=True, reason="the device's overlay is created 0644 in a 0755 folder: any local user "
-                                       "reads the guest's writes made during the backup")
 def test_the_overlay_of_a_device_disk_is_not_readable_by_every_local_user(lab, loop_devices):  # noqa: F811
     """A VM on an LV (/dev/vg0/db: 0660 root:disk, like every block device node: no ordinary user reads the
     guest's disk). During each backup every write of the guest (database pages, password hashes, keys)

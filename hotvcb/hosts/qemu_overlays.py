@@ -5,7 +5,8 @@ an image on a block device (an LV, /dev/loopN) has its overlay in
 DEVICE_OVERLAYS instead, named after the device's path (`%2F` for `/`):
 beside the device it would be in /dev, a devtmpfs, so the guest's writes
 during the backup would live in RAM (lost with a power cut, ENOSPC at its
-few MiB);
+few MiB); that folder is 0700, as the device node keeps ordinary users off
+the disk's data;
 the snapshot's description (the run record that makes it provably ours) sits
 beside it in `<overlay>.description`, qcow2 having no place for text.
 Removal is a small state machine per overlay: `block-commit` into the backing
@@ -224,7 +225,14 @@ class Overlays:
                         vm.name, disk.key, disk.path, ins.get("file") if ins else "gone"))
                 overlay = overlay_path(disk.path, name)
                 if not overlay.startswith(disk.path + "."):
+                    # root's only: the guest's writes during the copy land here (QEMU makes the overlay 0644),
+                    # and unlike an image's own folder nothing else guards them from the host's other users;
+                    # one made 0755 by an older hotvcb is tightened
                     self.shell.makedirs(DEVICE_OVERLAYS)
+                    try:
+                        self.shell.chmod(DEVICE_OVERLAYS, 0o700)
+                    except (OSError, HostError) as err:
+                        raise SnapshotError("%s: cannot make %s private: %s" % (vm.name, DEVICE_OVERLAYS, err)) from err
                 if self.shell.exists(overlay):
                     raise SnapshotError("%s: %s exists already" % (vm.name, overlay))
                 actions.append({"type": "blockdev-snapshot-sync", "data": {
