@@ -489,8 +489,6 @@ IQN = "iqn.2026-12.com.example.san:cluster-quorum"
 
 
 @needs_libvirt
-@pytest.mark.xfail(strict=True, reason="domain_xml._host_disk needs a dev/file/volume source: an iSCSI LUN "
-                                       "(<source protocol='iscsi' name=...>) is kept in a copy")
 def test_a_copy_restored_under_a_new_name_does_not_keep_the_originals_iscsi_lun(libvirt_exclusive):  # noqa: F811
     """libvirt passes a SAN LUN through directly over iSCSI (`<disk type='network' device='lun'><source
     protocol='iscsi' name='iqn.../0'>`, QEMU's own initiator: the documented way to give a cluster node its
