@@ -216,8 +216,6 @@ def test_a_qmp_socket_behind_a_proxy_does_not_back_up_the_proxys_file(lab):
 
 # -- block devices ---------------------------------------------------------------------------------
 @needs_qemu
-@pytest.mark.xfail(strict=True, reason="the overlay name is the device's whole path %2F-escaped: past 255 bytes "
-                                       "it cannot be created")
 def test_a_block_device_deep_in_a_folder_tree_is_backed_up(lab, loop_devices):  # noqa: F811
     """A VM whose disk is a device reached by a long path (an LV linked into the VM's folder
     /srv/kvm/customers/<customer>/<vm>/disks/<disk>, a /dev/disk/by-path/ip-...-iscsi-iqn....-lun-N
@@ -259,8 +257,6 @@ def _slow_qemu_img(bin_dir, release):
 
 
 @needs_qemu
-@pytest.mark.xfail(strict=True, reason="overlay_name takes `<stem of /x/web>.data.hotvcb-snapshot-….qcow2` (the "
-                                       "overlay of LV web.data) for an overlay of LV web: a delta file of the other VM")
 def test_the_backup_of_one_lv_does_not_stop_the_backup_of_the_vm_on_a_dotted_neighbour(lab, loop_devices):  # noqa: F811
     """Two VMs on LVs of one volume group, `web` (VM web) and `web.data` (VM db: LVM allows dots in names),
     backed up by two nightly jobs (two QMP folders, `-j web-nightly` and `-j db-nightly`) that overlap. While

@@ -19,6 +19,7 @@ a leftover too: removed once it holds nothing (`qemu-img commit` by hand, as
 the log says, empties it), kept and named while it holds the guest's writes.
 """
 
+import hashlib
 import json
 import os
 import stat
@@ -54,9 +55,19 @@ def on_device(image: str) -> bool:
         return False
 
 
+STEM_MAX = 150  # bytes of a device's escaped path in an overlay's name: with `.<snapshot>.qcow2.description` under 255
+
+
 def _device_stem(image: str) -> str:
-    """The device's path as one file name in DEVICE_OVERLAYS, one to one (/dev/vg0/a-b and /dev/vg0-a/b differ)."""
-    return DEVICE_OVERLAYS + "/" + image.replace("%", "%25").replace("/", "%2F")
+    """The device's path as one file name in DEVICE_OVERLAYS, one to one (/dev/vg0/a-b and /dev/vg0-a/b differ).
+    A long path (a device linked deep in a VM's folder tree, a /dev/disk/by-path/…-iscsi-iqn…-lun-N name) would
+    make a name past the 255 bytes a file system allows: it is then the device's base name and `%23` and a
+    digest of the whole path, still one to one (an escaped path has `%` only in `%25` and `%2F`, so never `%23`)."""
+    escaped = image.replace("%", "%25").replace("/", "%2F")
+    if len(escaped.encode("utf-8", "surrogateescape")) > STEM_MAX:
+        digest = hashlib.sha256(image.encode("utf-8", "surrogateescape")).hexdigest()[:40]
+        escaped = _UNSAFE.sub("_", image.rsplit("/", 1)[-1])[:48] + "%23" + digest
+    return DEVICE_OVERLAYS + "/" + escaped
 
 
 def overlay_path(image: str, snapshot_name: str) -> str:
@@ -65,7 +76,9 @@ def overlay_path(image: str, snapshot_name: str) -> str:
 
 def overlay_name(filename: str, backing: str) -> Optional[str]:
     """The snapshot name if `filename` is an overlay of `backing` named the way this driver names them
-    (beside it, or for a device in DEVICE_OVERLAYS)."""
+    (beside it, or for a device in DEVICE_OVERLAYS). The name has no dot, as ours never do: `web.data`'s
+    overlay `<web.data>.hotvcb-snapshot-….qcow2` is no overlay of `web` called `data.hotvcb-snapshot-…`
+    (two LVs of one volume group, two VMs: one's backup would refuse the other for the other's snapshot)."""
     if not backing:
         return None
     for head in (backing + ".", _device_stem(backing) + "."):
@@ -73,7 +86,7 @@ def overlay_name(filename: str, backing: str) -> Optional[str]:
             continue
         if filename.startswith(head) and filename.endswith(OVERLAY_SUFFIX):
             name = filename[len(head): -len(OVERLAY_SUFFIX)]
-            return name if name and "/" not in name else None
+            return name if name and "/" not in name and "." not in name else None
     return None
 
 
