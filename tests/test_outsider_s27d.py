@@ -341,8 +341,6 @@ def test_the_overlay_of_a_device_disk_is_not_readable_by_every_local_user(lab, l
 
 
 @needs_qemu
-@pytest.mark.xfail(strict=True, reason="an orphaned overlay that holds data makes the leftover removal fail, and "
-                                       "with it every backup of the VM, not just a warning")
 def test_an_orphaned_overlay_holding_writes_does_not_stop_every_backup_of_the_vm(lab, loop_devices):  # noqa: F811
     """QEMU of a VM on an LV dies during a backup (OOM killer) after the guest wrote to hotvcb's overlay. The
     admin, in a hurry, restarts the VM (now writing to the LV). From then on every nightly backup ends

@@ -16,7 +16,8 @@ and its description. A commit job of ours still running from a killed run is
 waited for first, and an overlay it committed but did not delete is removed.
 An overlay no disk uses (its QEMU died during a backup, the VM runs again) is
 a leftover too: removed once it holds nothing (`qemu-img commit` by hand, as
-the log says, empties it), kept and named while it holds the guest's writes.
+the log says, empties it), kept and named (SnapshotKept, a warning) while it
+holds the guest's writes; the running VM, which does not use it, is backed up.
 """
 
 import hashlib
@@ -27,7 +28,7 @@ import time
 from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from ..errors import HostError, SnapshotError, TimeoutExpired
+from ..errors import HostError, SnapshotError, SnapshotKept, TimeoutExpired
 from ..model import Snapshot, Vm
 from ..runid import RECORD_MAX
 from ..shell import Shell
@@ -142,6 +143,9 @@ class Overlays:
     def __init__(self, shell: Shell, connect: Callable[[str], QmpClient], qmp_timeout: float,
                  qemu_img: str = "qemu-img"):
         self.shell, self.connect, self.qmp_timeout, self.qemu_img = shell, connect, qmp_timeout, qemu_img
+        # orphans that hold the guest's writes, kept and named by remove: no snapshot or delta file of the
+        # running VM any more for this run (its pre-flight would refuse the VM for them)
+        self.kept = set()  # type: Set[str]
 
     def snapshots(self, vm: Vm) -> List[Snapshot]:
         """Overlays named `<image>.<name>.qcow2` in the VM's disk chains, one Snapshot per name."""
@@ -218,6 +222,8 @@ class Overlays:
             if folder == DEVICE_OVERLAYS and not self.shell.isdir(folder):
                 continue
             for entry in self.shell.listdir(folder):
+                if folder + "/" + entry in self.kept:
+                    continue
                 if any(overlay_name(folder + "/" + entry, n if n.startswith("/") else folder + "/" + n) for n in names):
                     found.append(folder + "/" + entry)
         return found
@@ -302,19 +308,20 @@ class Overlays:
                 self.shell.remove_tree(f + DESCRIPTION_SUFFIX)
             else:
                 held.append(f)
-        if held:
-            raise SnapshotError(
-                "%s: %s not in use by its QEMU, but still holding the guest's writes from before a QEMU died: "
-                "if the VM has not run since, `qemu-img commit` each into its image (then the next run removes "
-                "it); if it has, its writes went to the image since and committing would mix the two: move the "
-                "overlay away" % (vm.name, ", ".join(held)))
         for d in vm.disks:
             if d.path and not self.shell.exists(overlay_path(d.path, snap.name)):
                 self.shell.remove_tree(overlay_path(d.path, snap.name) + DESCRIPTION_SUFFIX)
         left = [overlay_path(d.path, snap.name) for d in vm.disks if d.path]
-        left = [f for f in left if self.shell.exists(f)]
+        left = [f for f in left if self.shell.exists(f) and f not in held]
         if left:
             raise SnapshotError("%s: %s still there after the commit" % (vm.name, ", ".join(left)))
+        if held:  # history: the running VM does not use it, so its backup is sound; it is only named
+            self.kept.update(held)
+            raise SnapshotKept(
+                "%s: %s not in use by its QEMU, but still holding the guest's writes from before a QEMU died; "
+                "kept, and the VM is backed up without it: if the VM has not run since, `qemu-img commit` each "
+                "into its image (then the next run removes it); if it has, its writes went to the image since "
+                "and committing would mix the two: move the overlay away" % (vm.name, ", ".join(held)))
 
     def _orphaned(self, vm: Vm, snap: Snapshot, err: QmpUnavailable) -> SnapshotError:
         """QEMU died with our overlay on top: the guest's last writes are in it, so it is no leftover to delete."""
