@@ -134,8 +134,6 @@ def _clean_device_overlays(prefix):
 
 # -- relative image names ----------------------------------------------------------------------------
 @needs_qemu
-@pytest.mark.xfail(strict=True, reason="-daemonize chdirs QEMU to /: /proc/<pid>/cwd is no longer the directory "
-                                       "its relative image names are relative to")
 def test_a_daemonized_qemu_with_a_relative_image_name_is_backed_up(lab):
     """`cd /srv/vms/web && qemu-system-x86_64 -daemonize -drive file=web.qcow2 ...` (how init scripts and
     admins' start scripts run QEMU in the background) is exactly the case today's fix promises to back up
@@ -182,8 +180,6 @@ while True:
 
 
 @needs_qemu
-@pytest.mark.xfail(strict=True, reason="the QMP socket's peer is the proxy: its cwd is taken for QEMU's, and a "
-                                       "same-named file there is backed up instead of the VM's disk")
 def test_a_qmp_socket_behind_a_proxy_does_not_back_up_the_proxys_file(lab):
     """The admin's inventory socket is a forwarder (socat UNIX-LISTEN:/run/qmp/web.qmp,fork
     UNIX-CONNECT:/srv/vms/web/monitor.sock, a container's socket bind-mounted through a proxy) started

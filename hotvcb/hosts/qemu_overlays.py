@@ -95,8 +95,9 @@ def absolute_names(qmp: QmpClient, rows: Any) -> Any:
     """query-block's or query-named-block-nodes' rows with image names absolute. QEMU reports a file as it
     was named, so `-drive file=web.qcow2` started in /srv/vms is `web.qcow2`, relative to QEMU's working
     directory, not ours: every name the driver compares, copies or puts an overlay beside is made absolute
-    from that directory (QmpClient.peer_cwd), in one place, so they all agree."""
-    cwd = []  # type: List[Optional[str]]
+    (QmpClient.peer_file: the file QEMU holds open under that name), in one place, so they all agree. A name
+    that cannot be proven stays relative, and the driver skips that disk, saying why."""
+    found = {}  # type: Dict[str, Optional[str]]
 
     def fix(node: Any) -> None:
         if isinstance(node, list):
@@ -105,10 +106,9 @@ def absolute_names(qmp: QmpClient, rows: Any) -> Any:
         elif isinstance(node, dict):
             for key, value in node.items():
                 if key in ("file", "filename") and isinstance(value, str) and _relative(value):
-                    if not cwd:
-                        cwd.append(qmp.peer_cwd())
-                    if cwd[0]:
-                        node[key] = os.path.normpath(os.path.join(cwd[0], value))
+                    if value not in found:
+                        found[value] = qmp.peer_file(value)
+                    node[key] = found[value] or value
                 else:
                     fix(value)
 
