@@ -141,6 +141,12 @@ class SnapshotError(HostError):
     pass
 
 
+class SnapshotKept(SnapshotError):
+    """A dead run's snapshot that cannot go without losing data and stands in no backup's way (bare QEMU: an
+    orphaned overlay, no disk uses it, still holding the writes of a QEMU that died): kept, named in a warning,
+    and the VM is backed up (its running disks are whole) rather than failed every night until someone acts."""
+
+
 class VmGone(SnapshotError):
     """The VM was there when the run asked about it, and is not when its snapshots are listed or
     one is taken (unregistered, or registered again under another vmid, while the VM before it was

@@ -141,6 +141,8 @@ LUN_XML = """<domain type='kvm'><name>web</name><uuid>8d9f4a52-0d0c-4b8e-9a53-2f
 <disk type='file' device='disk'><source file='/img/web.qcow2'/><target dev='vda' bus='virtio'/></disk>
 <disk type='block' device='lun'><source dev='/dev/sdc'/><target dev='sda' bus='scsi'/></disk>
 <disk type='file' device='floppy'><source file='/img/boot.img'/><target dev='fda' bus='fdc'/></disk>
+<disk type='network' device='lun'><source protocol='iscsi' name='iqn.2026-12.com.example:q/0'><host name='192.0.2.10'/>
+</source><target dev='sdb' bus='scsi'/></disk>
 <disk type='file' device='cdrom'><source file='/iso/x.iso'/><target dev='hdc' bus='ide'/><readonly/></disk>
 </devices></domain>"""
 
@@ -153,12 +155,14 @@ def test_a_copy_leaves_out_the_originals_lun_and_floppy_image_its_own_name_keeps
     same = domain_xml.machine_from_xml(LUN_XML, "d.xml", resolve)
     renamed(same, "web", False)
     kept = domain_xml.render(same, LUN_XML)
-    assert "/dev/sdc" in kept and "/img/boot.img" in kept and same.left_out == []
+    assert "/dev/sdc" in kept and "/img/boot.img" in kept and "iqn.2026-12" in kept and same.left_out == []
     copy = domain_xml.machine_from_xml(LUN_XML, "d.xml", resolve)
     renamed(copy, "web-copy", False)
     out = domain_xml.render(copy, LUN_XML)
     assert "/dev/sdc" not in out and "/img/boot.img" not in out and "/iso/x.iso" in out
-    assert sorted(copy.left_out) == ["fda", "sda"]
+    assert "iqn.2026-12" not in out  # a SAN LUN over iSCSI is the original's as much as a host device
+    assert sorted(copy.left_out) == ["fda", "sda", "sdb"]
+    assert any("sdb" in n and "iscsi:iqn.2026-12.com.example:q/0" in n for n in copy.notes)
     assert any("sda" in n and "/dev/sdc" in n for n in copy.notes)
 
 

@@ -134,8 +134,6 @@ def _clean_device_overlays(prefix):
 
 # -- relative image names ----------------------------------------------------------------------------
 @needs_qemu
-@pytest.mark.xfail(strict=True, reason="-daemonize chdirs QEMU to /: /proc/<pid>/cwd is no longer the directory "
-                                       "its relative image names are relative to")
 def test_a_daemonized_qemu_with_a_relative_image_name_is_backed_up(lab):
     """`cd /srv/vms/web && qemu-system-x86_64 -daemonize -drive file=web.qcow2 ...` (how init scripts and
     admins' start scripts run QEMU in the background) is exactly the case today's fix promises to back up
@@ -182,8 +180,6 @@ while True:
 
 
 @needs_qemu
-@pytest.mark.xfail(strict=True, reason="the QMP socket's peer is the proxy: its cwd is taken for QEMU's, and a "
-                                       "same-named file there is backed up instead of the VM's disk")
 def test_a_qmp_socket_behind_a_proxy_does_not_back_up_the_proxys_file(lab):
     """The admin's inventory socket is a forwarder (socat UNIX-LISTEN:/run/qmp/web.qmp,fork
     UNIX-CONNECT:/srv/vms/web/monitor.sock, a container's socket bind-mounted through a proxy) started
@@ -216,8 +212,6 @@ def test_a_qmp_socket_behind_a_proxy_does_not_back_up_the_proxys_file(lab):
 
 # -- block devices ---------------------------------------------------------------------------------
 @needs_qemu
-@pytest.mark.xfail(strict=True, reason="the overlay name is the device's whole path %2F-escaped: past 255 bytes "
-                                       "it cannot be created")
 def test_a_block_device_deep_in_a_folder_tree_is_backed_up(lab, loop_devices):  # noqa: F811
     """A VM whose disk is a device reached by a long path (an LV linked into the VM's folder
     /srv/kvm/customers/<customer>/<vm>/disks/<disk>, a /dev/disk/by-path/ip-...-iscsi-iqn....-lun-N
@@ -259,8 +253,6 @@ def _slow_qemu_img(bin_dir, release):
 
 
 @needs_qemu
-@pytest.mark.xfail(strict=True, reason="overlay_name takes `<stem of /x/web>.data.hotvcb-snapshot-….qcow2` (the "
-                                       "overlay of LV web.data) for an overlay of LV web: a delta file of the other VM")
 def test_the_backup_of_one_lv_does_not_stop_the_backup_of_the_vm_on_a_dotted_neighbour(lab, loop_devices):  # noqa: F811
     """Two VMs on LVs of one volume group, `web` (VM web) and `web.data` (VM db: LVM allows dots in names),
     backed up by two nightly jobs (two QMP folders, `-j web-nightly` and `-j db-nightly`) that overlap. While
@@ -309,8 +301,6 @@ def test_the_backup_of_one_lv_does_not_stop_the_backup_of_the_vm_on_a_dotted_nei
 
 
 @needs_qemu
-@pytest.mark.xfail(strict=True, reason="the device's overlay is created 0644 in a 0755 folder: any local user "
-                                       "reads the guest's writes made during the backup")
 def test_the_overlay_of_a_device_disk_is_not_readable_by_every_local_user(lab, loop_devices):  # noqa: F811
     """A VM on an LV (/dev/vg0/db: 0660 root:disk, like every block device node: no ordinary user reads the
     guest's disk). During each backup every write of the guest (database pages, password hashes, keys)
@@ -347,8 +337,6 @@ def test_the_overlay_of_a_device_disk_is_not_readable_by_every_local_user(lab, l
 
 
 @needs_qemu
-@pytest.mark.xfail(strict=True, reason="an orphaned overlay that holds data makes the leftover removal fail, and "
-                                       "with it every backup of the VM, not just a warning")
 def test_an_orphaned_overlay_holding_writes_does_not_stop_every_backup_of_the_vm(lab, loop_devices):  # noqa: F811
     """QEMU of a VM on an LV dies during a backup (OOM killer) after the guest wrote to hotvcb's overlay. The
     admin, in a hurry, restarts the VM (now writing to the LV). From then on every nightly backup ends
@@ -491,8 +479,6 @@ IQN = "iqn.2026-12.com.example.san:cluster-quorum"
 
 
 @needs_libvirt
-@pytest.mark.xfail(strict=True, reason="domain_xml._host_disk needs a dev/file/volume source: an iSCSI LUN "
-                                       "(<source protocol='iscsi' name=...>) is kept in a copy")
 def test_a_copy_restored_under_a_new_name_does_not_keep_the_originals_iscsi_lun(libvirt_exclusive):  # noqa: F811
     """libvirt passes a SAN LUN through directly over iSCSI (`<disk type='network' device='lun'><source
     protocol='iscsi' name='iqn.../0'>`, QEMU's own initiator: the documented way to give a cluster node its

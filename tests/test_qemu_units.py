@@ -202,6 +202,15 @@ def test_overlay_names_and_progress():
     assert lv.startswith(DEVICE_OVERLAYS + "/") and lv != lv2
     assert overlay_name(lv, "/dev/vg0/a-b") == name and overlay_name(lv, "/dev/vg0-a/b") is None
     assert overlay_name("/dev/vg0/a-b." + name + ".qcow2", "/dev/vg0/a-b") == name  # one made beside it before
+    # two LVs whose names differ by a dotted suffix: web.data's overlay is not web's (our names have no dot)
+    assert overlay_name(overlay_path("/dev/vg0/web.data", name), "/dev/vg0/web") is None
+    assert overlay_name("/vm/web.data." + name + ".qcow2", "/vm/web") is None
+    # a device deep in a folder tree: a name that fits in 255 bytes, still one to one
+    deep = "/dev/disk/by-path/" + "tier-1-replicated/" * 12
+    long1, long2 = overlay_path(deep + "data-disk-1", name), overlay_path(deep + "data-disk-2", name)
+    assert long1.startswith(DEVICE_OVERLAYS + "/") and long1 != long2
+    assert len(os.path.basename(long1 + ".description").encode()) <= 255
+    assert overlay_name(long1, deep + "data-disk-1") == name and overlay_name(long1, deep + "data-disk-2") is None
     assert qemuimg.percent("    (12.34/100%)") == 12
     assert qemuimg.percent("(0.00/100%)    (100.00/100%)") == 100
     assert qemuimg.percent("qemu-img: error") is None

@@ -80,15 +80,20 @@ def machine_from_xml(text: str, where: str, resolve: Resolve) -> Machine:
 
 def _host_disk(m: Machine, disk: ET.Element) -> None:
     """A passed-through LUN or a writable floppy image: the host's storage itself, kept by a restore under
-    the VM's own name (the original is gone), left out of a copy (machine.renamed)."""
+    the VM's own name (the original is gone), left out of a copy (machine.renamed). Every LUN, whatever
+    its source: one reached over the network (`<source protocol='iscsi' name='iqn…/0'>`, QEMU's own
+    initiator) is the original's SAN LUN all the same, which a copy started beside it would write."""
     device, source, target = disk.get("device", ""), disk.find("source"), disk.find("target")
     dev = target.get("dev", "") if target is not None else ""
     path = "" if source is None else source.get("dev") or source.get("file") or source.get("volume") or ""
+    if device == "lun" and dev:
+        if not path and source is not None and source.get("name"):
+            path = "%s:%s" % (source.get("protocol") or "network", source.get("name"))
+        m.host_disks.append((dev, "passed-through LUN %s" % (path or "(no source)")))
+        return
     if not dev or not path or (device == "floppy" and disk.find("readonly") is not None):
         return
-    if device == "lun":
-        m.host_disks.append((dev, "passed-through LUN %s" % path))
-    elif device == "floppy":
+    if device == "floppy":
         m.host_disks.append((dev, "floppy image %s" % path))
 
 

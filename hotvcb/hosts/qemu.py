@@ -50,7 +50,7 @@ from ..model import DatastoreInfo, Disk, Snapshot, SnapshotTree, Vm, VmRef
 from ..shell import Shell
 from . import qemuimg
 from .base import Copied
-from .qemu_overlays import OUR_MARK, Overlays, absolute_names, chain_of, device_key, layer_snapshot
+from .qemu_overlays import OUR_MARK, Overlays, _relative, absolute_names, chain_of, device_key, layer_snapshot
 from .qga import SOCKET_SUFFIX as QGA_SUFFIX, GuestAgent
 from .qmp import QmpClient, QmpError, QmpUnavailable
 
@@ -185,6 +185,11 @@ class QemuHost(LocalKvmHost):
         path = chain[i].get("filename", "") if chain else ins.get("file", "")
         if ins.get("ro"):
             return skipped("read-only drive", path)
+        if path and _relative(path):  # absolute_names could not prove which file QEMU has open under it
+            return skipped("image %s is named relative to its QEMU's working directory, and which file that is "
+                           "cannot be proven (the process behind the QMP socket holds no one file open by that "
+                           "name: a proxy's socket?): not copying a same-named file; start QEMU with absolute "
+                           "image names" % path[:200], path)
         if not path.startswith("/"):
             return skipped("not a local image file: %s" % path[:200])
         self._formats[path] = chain[i].get("format", "") if chain else ""

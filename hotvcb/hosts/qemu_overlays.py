@@ -5,7 +5,8 @@ an image on a block device (an LV, /dev/loopN) has its overlay in
 DEVICE_OVERLAYS instead, named after the device's path (`%2F` for `/`):
 beside the device it would be in /dev, a devtmpfs, so the guest's writes
 during the backup would live in RAM (lost with a power cut, ENOSPC at its
-few MiB);
+few MiB); that folder is 0700, as the device node keeps ordinary users off
+the disk's data;
 the snapshot's description (the run record that makes it provably ours) sits
 beside it in `<overlay>.description`, qcow2 having no place for text.
 Removal is a small state machine per overlay: `block-commit` into the backing
@@ -15,9 +16,11 @@ and its description. A commit job of ours still running from a killed run is
 waited for first, and an overlay it committed but did not delete is removed.
 An overlay no disk uses (its QEMU died during a backup, the VM runs again) is
 a leftover too: removed once it holds nothing (`qemu-img commit` by hand, as
-the log says, empties it), kept and named while it holds the guest's writes.
+the log says, empties it), kept and named (SnapshotKept, a warning) while it
+holds the guest's writes; the running VM, which does not use it, is backed up.
 """
 
+import hashlib
 import json
 import os
 import stat
@@ -25,7 +28,7 @@ import time
 from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from ..errors import HostError, SnapshotError, TimeoutExpired
+from ..errors import HostError, SnapshotError, SnapshotKept, TimeoutExpired
 from ..model import Snapshot, Vm
 from ..runid import RECORD_MAX
 from ..shell import Shell
@@ -53,9 +56,19 @@ def on_device(image: str) -> bool:
         return False
 
 
+STEM_MAX = 150  # bytes of a device's escaped path in an overlay's name: with `.<snapshot>.qcow2.description` under 255
+
+
 def _device_stem(image: str) -> str:
-    """The device's path as one file name in DEVICE_OVERLAYS, one to one (/dev/vg0/a-b and /dev/vg0-a/b differ)."""
-    return DEVICE_OVERLAYS + "/" + image.replace("%", "%25").replace("/", "%2F")
+    """The device's path as one file name in DEVICE_OVERLAYS, one to one (/dev/vg0/a-b and /dev/vg0-a/b differ).
+    A long path (a device linked deep in a VM's folder tree, a /dev/disk/by-path/…-iscsi-iqn…-lun-N name) would
+    make a name past the 255 bytes a file system allows: it is then the device's base name and `%23` and a
+    digest of the whole path, still one to one (an escaped path has `%` only in `%25` and `%2F`, so never `%23`)."""
+    escaped = image.replace("%", "%25").replace("/", "%2F")
+    if len(escaped.encode("utf-8", "surrogateescape")) > STEM_MAX:
+        digest = hashlib.sha256(image.encode("utf-8", "surrogateescape")).hexdigest()[:40]
+        escaped = _UNSAFE.sub("_", image.rsplit("/", 1)[-1])[:48] + "%23" + digest
+    return DEVICE_OVERLAYS + "/" + escaped
 
 
 def overlay_path(image: str, snapshot_name: str) -> str:
@@ -64,7 +77,9 @@ def overlay_path(image: str, snapshot_name: str) -> str:
 
 def overlay_name(filename: str, backing: str) -> Optional[str]:
     """The snapshot name if `filename` is an overlay of `backing` named the way this driver names them
-    (beside it, or for a device in DEVICE_OVERLAYS)."""
+    (beside it, or for a device in DEVICE_OVERLAYS). The name has no dot, as ours never do: `web.data`'s
+    overlay `<web.data>.hotvcb-snapshot-….qcow2` is no overlay of `web` called `data.hotvcb-snapshot-…`
+    (two LVs of one volume group, two VMs: one's backup would refuse the other for the other's snapshot)."""
     if not backing:
         return None
     for head in (backing + ".", _device_stem(backing) + "."):
@@ -72,7 +87,7 @@ def overlay_name(filename: str, backing: str) -> Optional[str]:
             continue
         if filename.startswith(head) and filename.endswith(OVERLAY_SUFFIX):
             name = filename[len(head): -len(OVERLAY_SUFFIX)]
-            return name if name and "/" not in name else None
+            return name if name and "/" not in name and "." not in name else None
     return None
 
 
@@ -80,8 +95,9 @@ def absolute_names(qmp: QmpClient, rows: Any) -> Any:
     """query-block's or query-named-block-nodes' rows with image names absolute. QEMU reports a file as it
     was named, so `-drive file=web.qcow2` started in /srv/vms is `web.qcow2`, relative to QEMU's working
     directory, not ours: every name the driver compares, copies or puts an overlay beside is made absolute
-    from that directory (QmpClient.peer_cwd), in one place, so they all agree."""
-    cwd = []  # type: List[Optional[str]]
+    (QmpClient.peer_file: the file QEMU holds open under that name), in one place, so they all agree. A name
+    that cannot be proven stays relative, and the driver skips that disk, saying why."""
+    found = {}  # type: Dict[str, Optional[str]]
 
     def fix(node: Any) -> None:
         if isinstance(node, list):
@@ -90,10 +106,9 @@ def absolute_names(qmp: QmpClient, rows: Any) -> Any:
         elif isinstance(node, dict):
             for key, value in node.items():
                 if key in ("file", "filename") and isinstance(value, str) and _relative(value):
-                    if not cwd:
-                        cwd.append(qmp.peer_cwd())
-                    if cwd[0]:
-                        node[key] = os.path.normpath(os.path.join(cwd[0], value))
+                    if value not in found:
+                        found[value] = qmp.peer_file(value)
+                    node[key] = found[value] or value
                 else:
                     fix(value)
 
@@ -128,6 +143,9 @@ class Overlays:
     def __init__(self, shell: Shell, connect: Callable[[str], QmpClient], qmp_timeout: float,
                  qemu_img: str = "qemu-img"):
         self.shell, self.connect, self.qmp_timeout, self.qemu_img = shell, connect, qmp_timeout, qemu_img
+        # orphans that hold the guest's writes, kept and named by remove: no snapshot or delta file of the
+        # running VM any more for this run (its pre-flight would refuse the VM for them)
+        self.kept = set()  # type: Set[str]
 
     def snapshots(self, vm: Vm) -> List[Snapshot]:
         """Overlays named `<image>.<name>.qcow2` in the VM's disk chains, one Snapshot per name."""
@@ -204,6 +222,8 @@ class Overlays:
             if folder == DEVICE_OVERLAYS and not self.shell.isdir(folder):
                 continue
             for entry in self.shell.listdir(folder):
+                if folder + "/" + entry in self.kept:
+                    continue
                 if any(overlay_name(folder + "/" + entry, n if n.startswith("/") else folder + "/" + n) for n in names):
                     found.append(folder + "/" + entry)
         return found
@@ -224,7 +244,14 @@ class Overlays:
                         vm.name, disk.key, disk.path, ins.get("file") if ins else "gone"))
                 overlay = overlay_path(disk.path, name)
                 if not overlay.startswith(disk.path + "."):
+                    # root's only: the guest's writes during the copy land here (QEMU makes the overlay 0644),
+                    # and unlike an image's own folder nothing else guards them from the host's other users;
+                    # one made 0755 by an older hotvcb is tightened
                     self.shell.makedirs(DEVICE_OVERLAYS)
+                    try:
+                        self.shell.chmod(DEVICE_OVERLAYS, 0o700)
+                    except (OSError, HostError) as err:
+                        raise SnapshotError("%s: cannot make %s private: %s" % (vm.name, DEVICE_OVERLAYS, err)) from err
                 if self.shell.exists(overlay):
                     raise SnapshotError("%s: %s exists already" % (vm.name, overlay))
                 actions.append({"type": "blockdev-snapshot-sync", "data": {
@@ -281,19 +308,20 @@ class Overlays:
                 self.shell.remove_tree(f + DESCRIPTION_SUFFIX)
             else:
                 held.append(f)
-        if held:
-            raise SnapshotError(
-                "%s: %s not in use by its QEMU, but still holding the guest's writes from before a QEMU died: "
-                "if the VM has not run since, `qemu-img commit` each into its image (then the next run removes "
-                "it); if it has, its writes went to the image since and committing would mix the two: move the "
-                "overlay away" % (vm.name, ", ".join(held)))
         for d in vm.disks:
             if d.path and not self.shell.exists(overlay_path(d.path, snap.name)):
                 self.shell.remove_tree(overlay_path(d.path, snap.name) + DESCRIPTION_SUFFIX)
         left = [overlay_path(d.path, snap.name) for d in vm.disks if d.path]
-        left = [f for f in left if self.shell.exists(f)]
+        left = [f for f in left if self.shell.exists(f) and f not in held]
         if left:
             raise SnapshotError("%s: %s still there after the commit" % (vm.name, ", ".join(left)))
+        if held:  # history: the running VM does not use it, so its backup is sound; it is only named
+            self.kept.update(held)
+            raise SnapshotKept(
+                "%s: %s not in use by its QEMU, but still holding the guest's writes from before a QEMU died; "
+                "kept, and the VM is backed up without it: if the VM has not run since, `qemu-img commit` each "
+                "into its image (then the next run removes it); if it has, its writes went to the image since "
+                "and committing would mix the two: move the overlay away" % (vm.name, ", ".join(held)))
 
     def _orphaned(self, vm: Vm, snap: Snapshot, err: QmpUnavailable) -> SnapshotError:
         """QEMU died with our overlay on top: the guest's last writes are in it, so it is no leftover to delete."""

@@ -131,17 +131,36 @@ class QmpClient:
             raise QmpError(self.path, "cannot connect: %s" % (err.strerror or err)) from err
         return sock
 
-    def peer_cwd(self) -> Optional[str]:
-        """The working directory of the QEMU serving this socket (its pid: the socket's peer, SO_PEERCRED), to
-        which a relative image name it was started with is relative; None where the host cannot tell."""
+    def peer_file(self, name: str) -> Optional[str]:
+        """The absolute name of an image the QEMU serving this socket was given relative to its working
+        directory, proven by that process holding it open; None where it cannot be told. The socket's peer
+        (SO_PEERCRED) and its /proc/<pid>/cwd alone are no proof: the peer may be a proxy (socat, a container's
+        forwarder) whose directory holds a same-named file, and `-daemonize` chdirs QEMU to / after opening
+        its images. So `<cwd>/<name>` is taken only when the peer has that very file open, else the one file
+        it holds open whose path ends in `/<name>` (a daemonized QEMU), else none."""
         if self._sock is None or not hasattr(socket, "SO_PEERCRED"):
             return None
         try:
             pid = struct.unpack("3i", self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
                                                             struct.calcsize("3i")))[0]
-            return os.readlink("/proc/%d/cwd" % pid) if pid > 0 else None
+            if pid <= 0:
+                return None
+            cwd = os.readlink("/proc/%d/cwd" % pid)
+            fds = "/proc/%d/fd" % pid
+            held = set()
+            for fd in os.listdir(fds):
+                try:
+                    held.add(os.readlink(fds + "/" + fd))
+                except OSError:
+                    pass  # closed meanwhile
         except OSError:
             return None
+        candidate = os.path.normpath(os.path.join(cwd, name))
+        if os.path.realpath(candidate) in held:
+            return candidate
+        tail = "/" + os.path.normpath(name)
+        found = sorted(f for f in held if f.endswith(tail))
+        return found[0] if len(found) == 1 else None
 
     def close(self) -> None:
         try:

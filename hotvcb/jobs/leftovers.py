@@ -34,7 +34,7 @@ User snapshots (any other name) and finished backups are never touched.
 import time
 from typing import Callable, List, Mapping, NamedTuple, Optional
 
-from ..errors import HotvcbError
+from ..errors import HotvcbError, SnapshotKept
 from ..hosts.base import Hypervisor
 from ..model import Snapshot
 from ..runid import RECORD_MAX, RunId, parse, running
@@ -99,7 +99,10 @@ def remove_our_snapshots(host: Hypervisor, vm, log, run: RunId, dry_run: bool = 
             continue
         log.warning("%s: found leftover snapshot %r (id %s) of %s, which did not finish; removing it"
                     % (vm.name, snap.name, snap.id, who))
-        host.remove_snapshot(vm, snap, 30 * 60.0)
+        try:
+            host.remove_snapshot(vm, snap, 30 * 60.0)
+        except SnapshotKept as err:  # history that holds data: named, and the VM's backup goes on
+            log.warning(str(err))
     return removed
 
 
