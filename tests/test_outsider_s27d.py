@@ -17,7 +17,7 @@ import pytest
 
 from qemuvm import PYTHON, env, loop_devices, needs_qemu, qemu_img, wait_until  # noqa: F401
 
-from test_outsider_s27kvm import Lab, _disk_of, filled_qcow2
+from test_outsider_s27kvm import Lab, _disk_of, filled_qcow2, volume_domain
 
 MiB = 1 << 20
 
@@ -308,31 +308,7 @@ def test_a_running_domains_volume_disk_is_backed_up_when_its_pool_is_stopped(lib
     exit 3: the data disk is in no backup until someone restarts the pool. libvirt's own backup job exports
     that disk all the same (the running domain's XML has it resolved); hotvcb/hosts/libvirt.py
     LibvirtHost._disk asks only `virsh vol-path` (hosts/virsh.py vol_path)."""
-    root = tempfile.mkdtemp(prefix="hv27d", dir="/var/tmp")
-    os.chmod(root, 0o755)
-    pool_dir = os.path.join(root, "pool")
-    os.makedirs(pool_dir)
-    os.chmod(pool_dir, 0o755)
-    volume, work = os.path.join(root, "backups"), os.path.join(root, "work")
-    os.makedirs(volume)
-    sysdisk, data = os.path.join(root, "sys.qcow2"), os.path.join(pool_dir, "data.qcow2")
-    filled_qcow2(sysdisk, 0x11)
-    filled_qcow2(data, 0xD7)
-    xml = os.path.join(root, "domain.xml")
-    with open(xml, "w") as f:
-        f.write("""<domain type='qemu'>
-  <name>%s</name>
-  <memory unit='MiB'>32</memory><vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type></os>
-  <devices>
-    <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='%s'/>
-      <target dev='vda' bus='virtio'/></disk>
-    <disk type='volume' device='disk'><driver name='qemu' type='qcow2'/><source pool='%s' volume='data.qcow2'/>
-      <target dev='vdb' bus='virtio'/></disk>
-    <controller type='usb' model='none'/><memballoon model='none'/>
-  </devices>
-</domain>
-""" % (VOLDOM, sysdisk, POOL))
+    root, pool_dir, volume, work, xml = volume_domain("hv27d", VOLDOM, POOL)
     try:
         virsh("pool-define-as", POOL, "dir", "--target", pool_dir)  # a defined pool, as cockpit makes one
         virsh("pool-start", POOL)
@@ -348,7 +324,7 @@ def test_a_running_domains_volume_disk_is_backed_up_when_its_pool_is_stopped(lib
         (backup,) = [os.path.dirname(p) for p in glob.glob(os.path.join(glob.escape(volume), glob.escape(VOLDOM),
                                                                          "*", "STATUS.ok"))]
         copies = [os.path.join(backup, f) for f in os.listdir(backup) if f.endswith(".qcow2")]
-        assert any(qemu_img("compare", "-U", data, c).returncode == 0 for c in copies), (os.listdir(backup), out)
+        assert any(qemu_img("compare", "-U", os.path.join(pool_dir, "data.qcow2"), c).returncode == 0 for c in copies), (os.listdir(backup), out)
     finally:
         virsh("destroy", VOLDOM, check=False)
         for cp in reversed(virsh("checkpoint-list", VOLDOM, "--name", check=False).stdout.split()):

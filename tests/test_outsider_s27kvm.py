@@ -319,25 +319,11 @@ POOL = "hv27pool"
 DOMAIN = "hv27 vol dom"
 
 
-@needs_libvirt
-def filled_qcow2(path, fill):
-    """A 4 MiB qcow2 whose first MiB is `fill` bytes (each disk's own, so a restore shows which it brought)."""
-    raw = path + ".raw"
-    with open(raw, "wb") as f:
-        f.write(bytes([fill]) * MiB)
-        f.truncate(4 * MiB)
-    assert qemu_img("convert", "-f", "raw", "-O", "qcow2", raw, path).returncode == 0
-    os.remove(raw)
-
-
-def test_a_libvirt_disk_from_a_storage_pool_volume_is_backed_up(libvirt_exclusive, tmp_path):  # noqa: F811
-    """A domain whose data disk was attached from a libvirt storage pool (`<disk type='volume'><source
-    pool='default' volume='data.qcow2'/>`, what cockpit-machines and `virsh attach-disk --source-type`
-    users get) is backed up without that disk: `warning: skipping vdb (): not a local image (volume disk)`,
-    `WARN 1/2`, exit 3, and a restore brings the VM back without its data disk. The volume is a plain file
-    in a dir pool (`virsh vol-path` names it; libvirt's own backup job exports it like any file disk);
-    hotvcb/hosts/libvirt.py LibvirtHost._disk only takes type 'file' and 'block'."""
-    root = tempfile.mkdtemp(prefix="hv27", dir="/var/tmp")
+def volume_domain(prefix, name, pool):
+    """A domain `name` with a file disk (vda) and a disk from the pool `pool`'s volume data.qcow2 (vdb), its
+    files in a new folder of /var/tmp (libvirt's qemu user must reach them): (root, the pool's folder, a
+    backup volume, a work dir, the domain's XML file)."""
+    root = tempfile.mkdtemp(prefix=prefix, dir="/var/tmp")
     os.chmod(root, 0o755)
     pool_dir = os.path.join(root, "pool")
     os.makedirs(pool_dir)
@@ -361,7 +347,29 @@ def test_a_libvirt_disk_from_a_storage_pool_volume_is_backed_up(libvirt_exclusiv
     <controller type='usb' model='none'/><memballoon model='none'/>
   </devices>
 </domain>
-""" % (DOMAIN, sysdisk, POOL))
+""" % (name, sysdisk, pool))
+    return root, pool_dir, volume, work, xml
+
+
+@needs_libvirt
+def filled_qcow2(path, fill):
+    """A 4 MiB qcow2 whose first MiB is `fill` bytes (each disk's own, so a restore shows which it brought)."""
+    raw = path + ".raw"
+    with open(raw, "wb") as f:
+        f.write(bytes([fill]) * MiB)
+        f.truncate(4 * MiB)
+    assert qemu_img("convert", "-f", "raw", "-O", "qcow2", raw, path).returncode == 0
+    os.remove(raw)
+
+
+def test_a_libvirt_disk_from_a_storage_pool_volume_is_backed_up(libvirt_exclusive, tmp_path):  # noqa: F811
+    """A domain whose data disk was attached from a libvirt storage pool (`<disk type='volume'><source
+    pool='default' volume='data.qcow2'/>`, what cockpit-machines and `virsh attach-disk --source-type`
+    users get) is backed up without that disk: `warning: skipping vdb (): not a local image (volume disk)`,
+    `WARN 1/2`, exit 3, and a restore brings the VM back without its data disk. The volume is a plain file
+    in a dir pool (`virsh vol-path` names it; libvirt's own backup job exports it like any file disk);
+    hotvcb/hosts/libvirt.py LibvirtHost._disk only takes type 'file' and 'block'."""
+    root, pool_dir, volume, work, xml = volume_domain("hv27", DOMAIN, POOL)
     try:
         virsh("pool-create-as", POOL, "dir", "--target", pool_dir)
         virsh("define", xml)
@@ -374,7 +382,7 @@ def test_a_libvirt_disk_from_a_storage_pool_volume_is_backed_up(libvirt_exclusiv
         (backup,) = [os.path.dirname(p) for p in glob.glob(os.path.join(glob.escape(volume), glob.escape(DOMAIN),
                                                                          "*", "STATUS.ok"))]
         copies = [os.path.join(backup, f) for f in os.listdir(backup) if f.endswith(".qcow2")]
-        assert any(qemu_img("compare", data, c).returncode == 0 for c in copies), (os.listdir(backup), out)
+        assert any(qemu_img("compare", os.path.join(pool_dir, "data.qcow2"), c).returncode == 0 for c in copies), (os.listdir(backup), out)
     finally:
         virsh("destroy", DOMAIN, check=False)
         virsh("undefine", DOMAIN, "--checkpoints-metadata", check=False)
