@@ -240,3 +240,16 @@ def test_a_fleet_line_holding_an_ipv6_address(tmp_path):
     got = [(t.ssh.destination, t.ssh.port) for _, t in targets_in(str(fleet), Namespace(port=2200))]
     assert got == [("root@::1", 2200), ("root@fe80::20c:29ff:fe12:3456", 2200), ("root@fe80::1", 2222),
                    ("::1", 2200), ("esxi01", 23), ("esxi02", 2200)]
+
+
+def test_a_fleet_line_may_end_in_a_comment(tmp_path):
+    """`root@esxi01:2222  # rack 3` was taken whole as the host (UNKNOWN, "could not resolve"); the line's
+    name in the report is the host as written, without its comment."""
+    from argparse import Namespace
+
+    from hotvcb.commands.common import targets_in
+
+    fleet = tmp_path / "fleet"
+    fleet.write_text("root@esxi01:2222  # rack 3\nroot@[fe80::1] # lab\n#esxi03\n")
+    got = [(line, t.ssh.destination, t.ssh.port) for line, t in targets_in(str(fleet), Namespace(port=None))]
+    assert got == [("root@esxi01:2222", "root@esxi01", 2222), ("root@[fe80::1]", "root@fe80::1", None)]

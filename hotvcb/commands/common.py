@@ -172,6 +172,9 @@ def targets_in(path: str, args) -> List[Tuple[str, Target]]:
     from ..sshshell import SshTarget
     out = []
     for line in namelist.read_names(path):
+        line = line.split("#", 1)[0].rstrip()  # `root@esxi01  # rack 3`: no host name holds a '#'
+        if not line:
+            continue
         dest, port = host_and_port(line)
         port = getattr(args, "port", None) if port is None else port
         out.append((line, Target(SshTarget(dest, port, getattr(args, "identity", None),
