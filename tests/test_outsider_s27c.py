@@ -205,3 +205,18 @@ def test_ssh_backup_of_a_vm_without_a_per_vm_file_in_the_c_folder(lab, tmp_path)
     r = lab.run("backup", "-m", VM, "-g", lab.conf, "-c", pervm, "-d", "dryrun")
     assert r.returncode == 0 and "Final status: OK, only a dryrun." in r.out, r.out
     assert "run-" not in r.out, r.out
+
+
+def test_install_with_job_says_when_it_takes_the_job_of_another_host(lab, cron):
+    """`--job nightly` given for esxi02 where `nightly` backed up esxi01: the install replaces esxi01's line, and
+    said nothing (esxi01 silently lost its nightly backup)."""
+    table, env = cron
+    for dest in ("root@esxi01", "root@esxi02"):
+        r = lab.run("schedule", "install", "--platform", "linux", "--cron", "0 21 * * *", "--job", "nightly", "--",
+                    "-a", "-g", lab.conf, env=env, glob=lab.reach(dest))
+        assert r.returncode == 0, r.out
+    assert _jobs(table) == ["nightly"], table.read_text()
+    assert "job nightly backed up esxi01:" in r.out and "no longer backed up by it" in r.out, r.out
+    r = lab.run("schedule", "install", "--platform", "linux", "--cron", "0 22 * * *", "--job", "nightly", "--",
+                "-a", "-g", lab.conf, env=env, glob=lab.reach("root@esxi02"))
+    assert r.returncode == 0 and "no longer backed up" not in r.out, r.out  # the same host again: no word

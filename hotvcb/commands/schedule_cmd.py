@@ -157,6 +157,8 @@ def run_install(args) -> int:
     job = schedule.Job(name, expr, argv, log)
     others = [] if target.ssh is None else _jobs_of_host(sched, on_esxi, name, target.ssh.destination,
                                                           target.ssh.port)
+    now = {_host_key(target.ssh.destination, target.ssh.port)} if target.ssh else set()
+    dropped = sorted(set().union(*[_hosts_in(e.text) for e in _installed(sched, on_esxi) if e.job == name]) - now)
     result = sched.install(job)
     if args.systemd:
         say("installed %s.timer (OnCalendar=%s) running: %s" % (linux.unit_name(name), result, schedule.shell_line(argv)))
@@ -164,6 +166,11 @@ def run_install(args) -> int:
         say("installed job %s: %s" % (name, result))
         if on_esxi:
             say("persisted in %s (re-added and crond restarted at boot)" % sched.boot_file())
+    if dropped:  # `--job NAME` of another host's job: that host has lost its nightly backup
+        _warn("job %s backed up %s until now and backs up %s from now on: %s no longer backed up by it "
+              "(give each host a job of its own: --job another name, or none for the host's own)" % (
+                  name, ", ".join("%s:%d" % h for h in dropped), target.ssh.describe() if target.ssh else "this host",
+                  "that host is" if len(dropped) == 1 else "those hosts are"))
     if others:
         older = " (an older hotvcb named every job `%s`)" % schedule.DEFAULT_JOB if schedule.DEFAULT_JOB in others else ""
         removes = " and ".join("`hotvcb schedule remove%s --job %s`" % (" --systemd" if args.systemd else "", o)
