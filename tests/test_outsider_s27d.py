@@ -265,7 +265,9 @@ def test_an_orphaned_overlay_holding_writes_does_not_stop_every_backup_of_the_vm
                             "-w", lab.workdir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env(bin_dir))
     try:
         try:
-            wait_until(lambda: glob.glob(pattern), 30, "the overlay")
+            # made and in use (a file just created may not hold its qcow2 header yet: killed then, it is no overlay)
+            wait_until(lambda: glob.glob(pattern) and qemu_img("info", "-U", glob.glob(pattern)[0]).returncode == 0,
+                       30, "the overlay")
             (overlay,) = glob.glob(pattern)
             qemu.kill()
             qemu.wait(10)
