@@ -50,7 +50,7 @@ from ..model import DatastoreInfo, Disk, Snapshot, SnapshotTree, Vm, VmRef
 from ..shell import Shell
 from . import qemuimg
 from .base import Copied
-from .qemu_overlays import OUR_MARK, Overlays, _relative, absolute_names, chain_of, device_key, layer_snapshot
+from .qemu_overlays import OUR_MARK, Overlays, absolute_names, chain_of, device_key, layer_snapshot, relative_name
 from .qga import SOCKET_SUFFIX as QGA_SUFFIX, GuestAgent
 from .qmp import QmpClient, QmpError, QmpUnavailable
 
@@ -185,7 +185,7 @@ class QemuHost(LocalKvmHost):
         path = chain[i].get("filename", "") if chain else ins.get("file", "")
         if ins.get("ro"):
             return skipped("read-only drive", path)
-        if path and _relative(path):  # absolute_names could not prove which file QEMU has open under it
+        if path and relative_name(path):  # absolute_names could not prove which file QEMU has open under it
             return skipped("image %s is named relative to its QEMU's working directory, and which file that is "
                            "cannot be proven (the process behind the QMP socket holds no one file open by that "
                            "name: a proxy's socket?): not copying a same-named file; start QEMU with absolute "

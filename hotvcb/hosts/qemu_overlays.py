@@ -105,7 +105,7 @@ def absolute_names(qmp: QmpClient, rows: Any) -> Any:
                 fix(item)
         elif isinstance(node, dict):
             for key, value in node.items():
-                if key in ("file", "filename") and isinstance(value, str) and _relative(value):
+                if key in ("file", "filename") and isinstance(value, str) and relative_name(value):
                     if value not in found:
                         found[value] = qmp.peer_file(value)
                     node[key] = found[value] or value
@@ -116,7 +116,7 @@ def absolute_names(qmp: QmpClient, rows: Any) -> Any:
     return rows
 
 
-def _relative(name: str) -> bool:
+def relative_name(name: str) -> bool:
     """A file name relative to QEMU's directory (not `/…`, and no `nbd:`, `json:`… protocol prefix)."""
     return bool(name) and not name.startswith("/") and ":" not in name.split("/", 1)[0]
 
