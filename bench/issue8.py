@@ -41,7 +41,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 from esxisim import Host  # noqa: E402
 from esxisim import disks as simdisks  # noqa: E402
-from _timing import best  # noqa: E402
+from _timing import best, compiled  # noqa: E402
 from countshell import asked_ahead  # noqa: E402
 
 MIB, GIB = 1 << 20, 1 << 30
@@ -344,6 +344,7 @@ def qemu_row(tmp):
 def main() -> int:
     tmp = tempfile.mkdtemp(prefix="hotvcb-bench-issue8-")
     only = [a for a in sys.argv[1:] if not a.startswith("-")]
+    compiled(ROOT)
     try:
         for name, fn in (("esxi", esxi_rows), ("many", many_vm_rows), ("qemu", qemu_row)):
             if not only or name in only:

@@ -34,6 +34,7 @@ import sys
 import time
 
 from _libvirt import ROOT, kvmguest, scratch
+from _timing import compiled
 from _virtnbdbackup import VirtNbdBackup, allocated, missing
 
 MiB = 1 << 20
@@ -59,10 +60,7 @@ def main() -> int:
         conf = os.path.join(root, "hotvcb.conf")
         with open(conf, "w") as f:
             f.write("VM_BACKUP_VOLUME=%s/backups\nCREATE_VM_BACKUP_VOLUME=1\nDISK_BACKUP_FORMAT=qcow2\n" % root)
-        # hotvcb's bytecode first, as an installed hotvcb has it (and scripts/test makes it): where
-        # PYTHONDONTWRITEBYTECODE is set, every run would otherwise compile its ~70 modules again
-        subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(ROOT, "hotvcb")], check=True,
-                       stdout=subprocess.DEVNULL)
+        compiled(ROOT)
         why_not = missing()
         other = None if why_not else VirtNbdBackup(NAME, os.path.join(root, "virtnbdbackup"), root)
 

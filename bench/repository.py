@@ -42,7 +42,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from _timing import timed  # noqa: E402
+from _timing import compiled, timed  # noqa: E402
 
 MIB, GIB = 1 << 20, 1 << 30
 QUICK = "--quick" in sys.argv[1:]
@@ -357,6 +357,7 @@ def main() -> int:
     from hotvcb.repo import codec
     if not codec.available():
         HotvcbLib.missing = "zstandard not installed (scripts/install-bench-deps)"
+    compiled(ROOT)
     load = [os.getloadavg()[0]]
     try:
         v1, v2 = os.path.join(tmp, "v1"), os.path.join(tmp, "v2")
