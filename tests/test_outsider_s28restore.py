@@ -402,8 +402,6 @@ def compare(a, b):
     return r.returncode == 0
 
 
-@pytest.mark.xfail(strict=True, reason="restore --kvm of a VM with two disks of one file name on two datastores "
-                                       "converts the first disk twice: the second disk's data is lost, 'restored OK'")
 def test_kvm_restore_of_two_same_named_disks_on_two_datastores_keeps_both(host, tmp_path):
     """A file server has its system disk `[datastore1] FS/FS.vmdk` and its data disk on the big datastore,
     `[ds5] FS/FS.vmdk`: ESXi names the first disk a VM gets on another datastore after the VM, so the two

@@ -157,7 +157,7 @@ class Planner:
                     raise RestoreError("two disks have a base named %s in the snapshot tree" % target)
                 used.add(target.lower())
             else:
-                found = self._disk_source(fs, backup, filename)
+                found = layout.disk_in_backup(fs, backup, filename, self._datastore_aliases)
                 if found is None:
                     if not quiet:
                         self.log.warning("%s: disk %s (%s) is not in the backup (skipped when it was taken); "
@@ -201,36 +201,6 @@ class Planner:
         apparent = sum(fs.file_size(folder + "/" + e.filename) for e in desc.extents
                        if fs.exists(folder + "/" + e.filename))
         return max(desc.capacity, apparent) if self.req.disk_format not in ("thin", "2gbsparse") else apparent
-
-    def _disk_source(self, fs: FileReader, backup: str, filename: str) -> Optional[str]:
-        """Where a .vmx disk entry's data sits in the backup.
-
-        A disk the .vmx names by full path sits in `<backup>/<datastore>/<file>`,
-        where <datastore> is the label (older hotvcb) or whatever the .vmx path
-        named, often the UUID, or in ghettoVCB.sh's folder below the latter
-        (layout.disk_folder). Both spellings are tried through this host's
-        datastore list, then the backup itself (where older hotvcb kept one on
-        the VM's own datastore), then any single subfolder holding the file (a
-        restore on another host, where the datastore is unknown).
-        """
-        base = filename.rsplit("/", 1)[-1]
-        names = (base, base_name(base))
-        datastore, deeper = layout.disk_folder(filename)
-        folders = [backup + "/" + a for a in self._datastore_aliases(datastore)] if datastore else []
-        if deeper:
-            folders.append(backup + "/" + datastore + "/" + deeper)
-        folders.append(backup)
-        for folder in folders:
-            for candidate in names:
-                path = folder + "/" + candidate
-                if fs.exists(path) and not fs.isdir(path):
-                    return path
-        if len(folders) > 1:
-            found = [backup + "/" + sub + "/" + n for sub in fs.listdir(backup) if fs.isdir(backup + "/" + sub)
-                     for n in names if fs.exists(backup + "/" + sub + "/" + n)]
-            if len(found) == 1:
-                return found[0]
-        return None
 
     def _datastore_aliases(self, name: str) -> List[str]:
         """A datastore's label and UUID, given either (the name itself first)."""
