@@ -459,9 +459,6 @@ def test_a_power_on_that_fails_after_a_complete_restore_says_the_vm_is_there(hos
                if "error" in l or "warning" in l), text
 
 
-@pytest.mark.xfail(strict=True, reason="restore --repo --to of a VM with two same-named disks on two datastores "
-                                       "writes a .vmx naming the second disk at '/vmfs/volumes/<uuid>/FS/FS_2.vmdk', "
-                                       "a file that exists nowhere")
 def test_a_repository_restore_to_a_folder_writes_a_vmx_naming_its_own_disks(host, tmp_path):
     """docs/repository.md: `restore --repo R <id> --to /vmfs/volumes/datastore1/web-restored` writes the
     VM's .vmx and each disk into a new folder, for the admin to register. For a VM with one disk per
