@@ -49,8 +49,6 @@ def in_host(host, script, *argv, timeout=120):
                           cwd=REPO)
 
 
-@pytest.mark.xfail(strict=True, reason="restore --power-on under the backup's own name powers on a twin with the "
-                                       "running original's MAC and BIOS UUID")
 def test_power_on_of_a_same_identity_restore_beside_the_running_original(host):
     """At 3 a.m. the admin restores last night's backup of "Mail Ö" under its own name to another datastore
     (the original's datastore is the one misbehaving) with --power-on, while the original is, unknown to
@@ -192,8 +190,6 @@ def test_the_dry_run_of_a_qemu_backup_to_esxi_names_the_vm(host, tmp_path):
     assert "Dry run for : " not in out(r) and "Dry run for Q ä" in out(r), out(r)
 
 
-@pytest.mark.xfail(strict=True, reason="restoring into the folder of a VM left registered but invalid (its files "
-                                       "lost) ends 'registering it failed' (AlreadyExists), exit 6, advice that fails")
 def test_restoring_a_lost_vm_still_in_the_inventory_as_invalid(host):
     """The classic 3 a.m. case: the VM's folder on datastore1 is gone (deleted by mistake, or the
     datastore was repaired), the VM is still in the host's inventory, now invalid (`getallvms` prints
@@ -485,8 +481,6 @@ def test_a_repository_restore_to_a_folder_writes_a_vmx_naming_its_own_disks(host
         assert os.path.isfile(os.path.join(folder, name)), (key, name, sorted(os.listdir(folder)))
 
 
-@pytest.mark.xfail(strict=True, reason="a copy restored under a new name keeps workingDir/sched.swap.dir pointing "
-                                       "into the original VM's folder")
 def test_a_copy_under_a_new_name_does_not_keep_the_originals_working_dir(host):
     """"Win Ö" keeps its snapshots and swap beside its .vmx by explicit settings the admin once made
     (`workingDir` and `sched.swap.dir` = its folder on datastore1, as the vSphere client writes them when
