@@ -312,8 +312,6 @@ def declared_text(path):
     return data.decode(enc, "replace"), enc
 
 
-@pytest.mark.xfail(strict=True, reason="the rewritten .vmx of a windows-1252 VM is written in UTF-8 but keeps "
-                                       "'.encoding = \"windows-1252\"': the new name and every umlaut read garbled")
 def test_a_windows_1252_vmx_is_rewritten_in_the_charset_it_declares(host):
     """An old VM (created years ago by Workstation on Windows, imported to ESXi) has a .vmx that says
     `.encoding = "windows-1252"` and holds its annotation "Zähler für Büro" in that charset. The admin

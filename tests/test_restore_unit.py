@@ -12,7 +12,7 @@ from hotvcb.jobs.machine_of import machine_of
 from hotvcb.jobs.restore_check import Checking
 from hotvcb.jobs.restore_plan import DiskCopy, Plan, Planner, RestoreError, _unique
 from hotvcb.jobs.vmx_identity import answer_moved_or_copied
-from hotvcb.vmx import VmxFile
+from hotvcb.vmx import VmxFile, in_declared_charset
 from hotvcb.restorefile import BadLine, RestoreRequest, disk_format, parse_line, read_restore_file
 from hotvcb.shell import LocalShell
 
@@ -75,6 +75,15 @@ def test_vmx_remove_keeps_other_lines():
     assert vmx.text() == 'a = "1"\n# note\nb = "2"\n'
     vmx.set("uuid.location", "new")
     assert vmx.get("UUID.location") == "new" and vmx.text().endswith('uuid.location = "new"\n')
+
+
+def test_a_vmx_is_read_in_the_charset_it_declares():
+    """windows-1252 is not Latin-1 in 0x80-0x9F (the euro sign); UTF-8, undeclared or unknown stay as read."""
+    from hotvcb.shell import decoded
+    data = '.encoding = "windows-1252"\nannotation = "5 \u20ac f\u00fcr B\u00fcro"\n'.encode("cp1252")
+    assert VmxFile(in_declared_charset(decoded(data), len(data))).get("annotation") == "5 \u20ac f\u00fcr B\u00fcro"
+    for text in ('.encoding = "UTF-8"\na = "\u00e4"\n', 'a = "\u00e4"\n', '.encoding = "no-such"\na = "x"\n'):
+        assert in_declared_charset(text, len(text.encode("utf-8"))) == text
 
 
 def _identity(text, copy, original_folder=""):

@@ -24,6 +24,7 @@ from ..convert.vmx_to_domain import machine_from_vmx
 from ..errors import HostError
 from ..shell import FileReader
 from ..store import layout, manifest
+from ..vmx import in_declared_charset
 from . import backup_check
 
 DOMAIN_XML = "domain.xml"
@@ -81,7 +82,8 @@ def _from_vmx(fs: FileReader, folder: str, name: str, disk_bus: Optional[str], n
         return path, "vmdk"
 
     path = folder + "/" + name
-    return Found(machine_from_vmx(_read(fs, path), path, resolve, disk_bus, nic_model), "esxi", path)
+    text = in_declared_charset(_read(fs, path), fs.file_size(path))
+    return Found(machine_from_vmx(text, path, resolve, disk_bus, nic_model), "esxi", path)
 
 
 def _from_xml(fs: FileReader, folder: str, name: str, kind: str) -> Found:

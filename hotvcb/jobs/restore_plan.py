@@ -32,7 +32,7 @@ from ..restorefile import RestoreRequest
 from ..shell import FileReader, read_small
 from ..store import layout
 from ..vmdk import base_name
-from ..vmx import VmxFile
+from ..vmx import VmxFile, in_declared_charset
 from . import backup_check, restore_tree
 from .restore_scratch import RESTORING
 from .restore_tree import TreeRestore
@@ -113,7 +113,8 @@ class Planner:
         if len(vmxs) != 1:
             raise RestoreError("%s holds %d .vmx files, expected 1" % (self.req.backup, len(vmxs)))
         try:  # read_regular: a FIFO planted as the .vmx would block a plain read for ever
-            vmx = VmxFile(read_small(fs, backup + "/" + vmxs[0], backup_check.TEXT_MAX))
+            path = backup + "/" + vmxs[0]
+            vmx = VmxFile(in_declared_charset(read_small(fs, path, backup_check.TEXT_MAX), fs.file_size(path)))
         except HostError as err:
             raise RestoreError(str(err)) from err
         original = vmx.get("displayName")
@@ -146,6 +147,8 @@ class Planner:
                 vmx.set(key, value)
 
         put("displayName", name)
+        if vmx.get(".encoding") is not None:  # written back as UTF-8 (write_text), read as it declares
+            put(".encoding", "UTF-8")
         used = set()  # type: set
         for dev, _bus, filename in vmx.disk_slots():
             top = filename.rsplit("/", 1)[-1]
