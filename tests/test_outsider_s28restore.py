@@ -74,8 +74,6 @@ def test_power_on_of_a_same_identity_restore_beside_the_running_original(host):
             "the restored twin runs beside the original with its MAC/UUID:\n" + out(r))
 
 
-@pytest.mark.xfail(strict=True, reason="a ghettoVCB backup that lost a disk's descriptor (flat still there) is "
-                                       "registered with that disk disconnected, claimed 'skipped when it was taken'")
 def test_a_ghettovcb_backup_missing_a_descriptor_is_not_restored_as_if_the_disk_was_never_backed_up(host):
     """The admin restores an old ghettoVCB backup (no hotvcb.json) of a two-disk VM. Someone tidied the
     backup share and deleted `DB_1.vmdk`, the small descriptor of the second disk; its 2 MiB

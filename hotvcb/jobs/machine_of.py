@@ -74,9 +74,12 @@ def _read(fs: FileReader, path: str) -> str:
 
 
 def _from_vmx(fs: FileReader, folder: str, name: str, disk_bus: Optional[str], nic_model: Optional[str]) -> Found:
-    def resolve(_dev: str, filename: str) -> Optional[Tuple[str, str]]:
+    def resolve(dev: str, filename: str) -> Optional[Tuple[str, str]]:
         path = layout.disk_in_backup(fs, folder, filename)  # as the ESXi restore finds it
         if path is None:
+            lost = layout.descriptor_lost(fs, folder, filename)
+            if lost is not None:  # damage, not a disk the backup skipped
+                raise ConvertError("disk %s (%s): %s" % (dev, filename, lost))
             return None
         backup_check.require_chain_inside(fs, path)  # qemu reads the parents as the disk's data
         return path, "vmdk"

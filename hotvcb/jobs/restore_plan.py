@@ -162,6 +162,10 @@ class Planner:
             else:
                 found = layout.disk_in_backup(fs, backup, filename, self._datastore_aliases)
                 if found is None:
+                    lost = layout.descriptor_lost(fs, backup, filename, self._datastore_aliases)
+                    if lost is not None:
+                        raise RestoreError("disk %s (%s): %s; not restoring the VM without that disk (put the descriptor "
+                                           "back beside its data, from the VM or another backup of it)" % (dev, filename, lost))
                     if not quiet:
                         self.log.warning("%s: disk %s (%s) is not in the backup (skipped when it was taken); "
                                          "it is restored disconnected" % (name, dev, filename))

@@ -26,7 +26,7 @@ from typing import Callable, List, Optional, Tuple
 
 from ..errors import NotABackup
 from ..shell import FileReader, Shell
-from ..vmdk import base_name
+from ..vmdk import base_name, flat_beside
 from .. import lazyre
 
 TS_FORMAT = "%Y-%m-%d_%H-%M-%S"
@@ -141,6 +141,21 @@ def disk_in_backup(fs: FileReader, backup: str, filename: str,
                  for n in names if fs.exists(backup + "/" + sub + "/" + n)]
         if len(found) == 1:
             return found[0]
+    return None
+
+
+def descriptor_lost(fs: FileReader, backup: str, filename: str,
+                    aliases: Callable[[str], List[str]] = lambda name: [name]) -> Optional[str]:
+    """Why the disk a .vmx entry names, not in the backup (disk_in_backup found no descriptor), is damage
+    rather than a disk skipped when the backup was taken (an independent disk): its data extent is there
+    (`DB_1-flat.vmdk` without `DB_1.vmdk`: tidied away by hand). None if no extent of it is there."""
+    folder, _, base = filename.rpartition("/")
+    descriptor = (folder + "/" if folder else "") + base_name(base)
+    for data in (flat_beside(descriptor), descriptor[: -len(".vmdk")] + "-s001.vmdk"):
+        found = disk_in_backup(fs, backup, data, aliases)
+        if found is not None:
+            return "the backup holds %s, its data, but not its descriptor %s: the backup is damaged" % (
+                found, base_name(base))
     return None
 
 
