@@ -5,6 +5,7 @@ lookups fold case; rewriting keeps every other line byte for byte, which
 matters for restore (the admin's comments and odd keys survive).
 """
 
+import codecs
 import re
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -95,3 +96,19 @@ def _escape(value: str) -> str:
     # a control character (a newline in a VM name from a domain XML) would end the line early and
     # start one of the name's choosing: VMware writes those as |XX too
     return "".join("|%02X" % ord(c) if c in '"|' or ord(c) < 0x20 or ord(c) == 0x7F else c for c in value)
+
+
+def in_declared_charset(text: str, size: int) -> str:
+    """A .vmx's text as VMware reads it: in the charset its `.encoding` line declares (an old VM made on
+    Windows: "windows-1252"). `text` is what shell.decoded gave for its `size` bytes (UTF-8, else
+    Latin-1, which differs from windows-1252 in 0x80-0x9F: the euro sign, quotes, dashes). A charset
+    Python does not know leaves the text as read. Whoever writes it back as UTF-8 declares so."""
+    declared = VmxFile(text).get(".encoding")
+    try:
+        charset = codecs.lookup(declared).name if declared else "utf-8"
+    except LookupError:
+        return text
+    if charset == "utf-8":
+        return text
+    from .shell import encoded  # the bytes it was read from
+    return encoded(text, size).decode(charset, "replace")

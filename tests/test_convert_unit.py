@@ -186,3 +186,24 @@ def test_a_disk_of_the_backup_its_domain_xml_does_not_name_is_named_by_the_resto
     m = machine_of(LocalShell(), str(tmp_path)).machine
     assert [d.origin for d in m.disks] == ["vda"]
     assert [n for n in m.notes if n.startswith("disk vdb is in the backup (vdb.qcow2)")], m.notes
+
+
+def test_machine_of_takes_each_same_named_disk_from_its_own_datastores_folder(tmp_path):
+    """`[ds1] FS/FS.vmdk` and `[ds5] FS/FS.vmdk` (ESXi names the first disk a VM gets on another datastore
+    after the VM): the backup keeps the second in `<ds5>/FS.vmdk`. A KVM restore and `verify --boot` read
+    the VM through machine_of: each disk must come from its own file, not both from the top's FS.vmdk."""
+    from hotvcb.jobs.machine_of import machine_of
+    from hotvcb.shell import LocalShell
+
+    uuid = "5f1e2d3c-aaaaaaaa-bbbb-001122334455"
+    (tmp_path / "FS.vmx").write_text('displayName = "FS"\nmemSize = "32"\nscsi0.present = "TRUE"\n'
+                                     'scsi0:0.present = "TRUE"\nscsi0:0.fileName = "FS.vmdk"\n'
+                                     'scsi0:1.present = "TRUE"\nscsi0:1.fileName = "/vmfs/volumes/%s/FS/FS.vmdk"\n'
+                                     % uuid)
+    (tmp_path / uuid).mkdir()
+    for folder in (tmp_path, tmp_path / uuid):
+        (folder / "FS.vmdk").write_text('# Disk DescriptorFile\nversion=1\ncreateType="vmfs"\n'
+                                        'RW 2048 VMFS "FS-flat.vmdk"\nddb.adapterType = "lsilogic"\n')
+        (folder / "FS-flat.vmdk").write_bytes(b"\0" * (2048 * 512))
+    m = machine_of(LocalShell(), str(tmp_path)).machine
+    assert [d.source for d in m.disks] == [str(tmp_path / "FS.vmdk"), str(tmp_path / uuid / "FS.vmdk")]

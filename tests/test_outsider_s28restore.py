@@ -49,8 +49,6 @@ def in_host(host, script, *argv, timeout=120):
                           cwd=REPO)
 
 
-@pytest.mark.xfail(strict=True, reason="restore --power-on under the backup's own name powers on a twin with the "
-                                       "running original's MAC and BIOS UUID")
 def test_power_on_of_a_same_identity_restore_beside_the_running_original(host):
     """At 3 a.m. the admin restores last night's backup of "Mail Ö" under its own name to another datastore
     (the original's datastore is the one misbehaving) with --power-on, while the original is, unknown to
@@ -76,8 +74,6 @@ def test_power_on_of_a_same_identity_restore_beside_the_running_original(host):
             "the restored twin runs beside the original with its MAC/UUID:\n" + out(r))
 
 
-@pytest.mark.xfail(strict=True, reason="a ghettoVCB backup that lost a disk's descriptor (flat still there) is "
-                                       "registered with that disk disconnected, claimed 'skipped when it was taken'")
 def test_a_ghettovcb_backup_missing_a_descriptor_is_not_restored_as_if_the_disk_was_never_backed_up(host):
     """The admin restores an old ghettoVCB backup (no hotvcb.json) of a two-disk VM. Someone tidied the
     backup share and deleted `DB_1.vmdk`, the small descriptor of the second disk; its 2 MiB
@@ -192,8 +188,6 @@ def test_the_dry_run_of_a_qemu_backup_to_esxi_names_the_vm(host, tmp_path):
     assert "Dry run for : " not in out(r) and "Dry run for Q ä" in out(r), out(r)
 
 
-@pytest.mark.xfail(strict=True, reason="restoring into the folder of a VM left registered but invalid (its files "
-                                       "lost) ends 'registering it failed' (AlreadyExists), exit 6, advice that fails")
 def test_restoring_a_lost_vm_still_in_the_inventory_as_invalid(host):
     """The classic 3 a.m. case: the VM's folder on datastore1 is gone (deleted by mistake, or the
     datastore was repaired), the VM is still in the host's inventory, now invalid (`getallvms` prints
@@ -316,8 +310,6 @@ def declared_text(path):
     return data.decode(enc, "replace"), enc
 
 
-@pytest.mark.xfail(strict=True, reason="the rewritten .vmx of a windows-1252 VM is written in UTF-8 but keeps "
-                                       "'.encoding = \"windows-1252\"': the new name and every umlaut read garbled")
 def test_a_windows_1252_vmx_is_rewritten_in_the_charset_it_declares(host):
     """An old VM (created years ago by Workstation on Windows, imported to ESXi) has a .vmx that says
     `.encoding = "windows-1252"` and holds its annotation "Zähler für Büro" in that charset. The admin
@@ -402,8 +394,6 @@ def compare(a, b):
     return r.returncode == 0
 
 
-@pytest.mark.xfail(strict=True, reason="restore --kvm of a VM with two disks of one file name on two datastores "
-                                       "converts the first disk twice: the second disk's data is lost, 'restored OK'")
 def test_kvm_restore_of_two_same_named_disks_on_two_datastores_keeps_both(host, tmp_path):
     """A file server has its system disk `[datastore1] FS/FS.vmdk` and its data disk on the big datastore,
     `[ds5] FS/FS.vmdk`: ESXi names the first disk a VM gets on another datastore after the VM, so the two
@@ -461,9 +451,6 @@ def test_a_power_on_that_fails_after_a_complete_restore_says_the_vm_is_there(hos
                if "error" in l or "warning" in l), text
 
 
-@pytest.mark.xfail(strict=True, reason="restore --repo --to of a VM with two same-named disks on two datastores "
-                                       "writes a .vmx naming the second disk at '/vmfs/volumes/<uuid>/FS/FS_2.vmdk', "
-                                       "a file that exists nowhere")
 def test_a_repository_restore_to_a_folder_writes_a_vmx_naming_its_own_disks(host, tmp_path):
     """docs/repository.md: `restore --repo R <id> --to /vmfs/volumes/datastore1/web-restored` writes the
     VM's .vmx and each disk into a new folder, for the admin to register. For a VM with one disk per
@@ -490,8 +477,6 @@ def test_a_repository_restore_to_a_folder_writes_a_vmx_naming_its_own_disks(host
         assert os.path.isfile(os.path.join(folder, name)), (key, name, sorted(os.listdir(folder)))
 
 
-@pytest.mark.xfail(strict=True, reason="a copy restored under a new name keeps workingDir/sched.swap.dir pointing "
-                                       "into the original VM's folder")
 def test_a_copy_under_a_new_name_does_not_keep_the_originals_working_dir(host):
     """"Win Ö" keeps its snapshots and swap beside its .vmx by explicit settings the admin once made
     (`workingDir` and `sched.swap.dir` = its folder on datastore1, as the vSphere client writes them when

@@ -12,7 +12,7 @@ from hotvcb.jobs.machine_of import machine_of
 from hotvcb.jobs.restore_check import Checking
 from hotvcb.jobs.restore_plan import DiskCopy, Plan, Planner, RestoreError, _unique
 from hotvcb.jobs.vmx_identity import answer_moved_or_copied
-from hotvcb.vmx import VmxFile
+from hotvcb.vmx import VmxFile, in_declared_charset
 from hotvcb.restorefile import BadLine, RestoreRequest, disk_format, parse_line, read_restore_file
 from hotvcb.shell import LocalShell
 
@@ -77,13 +77,22 @@ def test_vmx_remove_keeps_other_lines():
     assert vmx.get("UUID.location") == "new" and vmx.text().endswith('uuid.location = "new"\n')
 
 
-def _identity(text, copy):
+def test_a_vmx_is_read_in_the_charset_it_declares():
+    """windows-1252 is not Latin-1 in 0x80-0x9F (the euro sign); UTF-8, undeclared or unknown stay as read."""
+    from hotvcb.shell import decoded
+    data = '.encoding = "windows-1252"\nannotation = "5 \u20ac f\u00fcr B\u00fcro"\n'.encode("cp1252")
+    assert VmxFile(in_declared_charset(decoded(data), len(data))).get("annotation") == "5 \u20ac f\u00fcr B\u00fcro"
+    for text in ('.encoding = "UTF-8"\na = "\u00e4"\n', 'a = "\u00e4"\n', '.encoding = "no-such"\na = "x"\n'):
+        assert in_declared_charset(text, len(text.encode("utf-8"))) == text
+
+
+def _identity(text, copy, original_folder=""):
     vmx = VmxFile(text)
 
     def put(key, value):
         vmx.remove(key) if value is None else vmx.set(key, value)
 
-    return vmx, answer_moved_or_copied(vmx, copy, put)
+    return vmx, answer_moved_or_copied(vmx, copy, put, original_folder)
 
 
 def test_restore_under_the_same_name_keeps_the_identity():
@@ -104,6 +113,17 @@ def test_a_copy_gets_a_new_identity_but_static_macs_stay_with_a_warning():
     assert vmx.get("ethernet1.address") == "00:50:56:00:00:01"
     assert warnings == ["ethernet1 keeps its static MAC address 00:50:56:00:00:01; "
                         "change it if the original VM still runs"]
+
+
+def test_a_copy_does_not_keep_the_originals_folder_for_swap_and_snapshots():
+    """workingDir and sched.swap.dir set to the original's folder (as the vSphere client writes them): the
+    copy would write its swap and its snapshot deltas, named as the original's, there. A shared swap
+    datastore's folder stays, and the VM itself (same name) keeps both."""
+    text = ('workingDir = "/vmfs/volumes/datastore1/Win \u00d6"\nsched.swap.dir = "/vmfs/volumes/swap/"\n')
+    vmx, warnings = _identity(text, copy=True, original_folder="Win \u00d6")
+    assert vmx.get("workingDir") is None and vmx.get("sched.swap.dir") == "/vmfs/volumes/swap/" and warnings == []
+    vmx, _ = _identity(text, copy=False, original_folder="Win \u00d6")
+    assert vmx.get("workingDir") == "/vmfs/volumes/datastore1/Win \u00d6"
 
 
 def test_unique_disk_names():

@@ -15,7 +15,7 @@ import os
 import shutil
 import sys
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from .. import interrupt, runlog
 from ..errors import HostError, RepoError, UsageError
@@ -29,6 +29,7 @@ from ..runid import machine_id
 from ..shell import LocalShell
 from ..store import layout
 from ..units import human_size
+from ..vmx import VmxFile
 
 
 def here_only(args) -> None:
@@ -210,7 +211,27 @@ def _materialize(repo: Repository, snap: Snapshot, work: str, remove: Callable[[
             runlog.say("Restoring %s (%s) ..." % (disk["name"], human_size(disk["size"])))
             restore_disk(repo, snap, disk, os.path.join(work, name), check=_check, where=where)
             written.append(name)
+        for f in snap.files:
+            if f["name"].lower().endswith(".vmx"):
+                _name_disks_in_folder(os.path.join(work, os.path.basename(f["name"])),
+                                      {os.path.basename(d["name"]) for d in snap.disks})
         return written
+
+
+def _name_disks_in_folder(vmx_path: str, disks: Set[str]) -> None:
+    """The .vmx names each disk by its file in the folder. Its backup kept a disk on another datastore by
+    full path (`/vmfs/volumes/<ds5>/FS/FS_2.vmdk`: a file that exists nowhere once the repository gave
+    two same-named disks distinct names, and the original's file, not the restore's, where it did not);
+    every disk of the repository is a file of this folder, named uniquely."""
+    with open(vmx_path, "rb") as f:
+        vmx = VmxFile(f.read().decode("utf-8", "surrogateescape"))  # as written, byte for byte (backup_config)
+    named = [(dev, filename) for dev, _bus, filename in vmx.disk_slots()
+             if "/" in filename and filename.rsplit("/", 1)[-1] in disks]
+    for dev, filename in named:
+        vmx.set(dev + ".fileName", filename.rsplit("/", 1)[-1])
+    if named:
+        with open(vmx_path, "wb") as f:
+            f.write(vmx.text().encode("utf-8", "surrogateescape"))
 
 
 def _check() -> None:

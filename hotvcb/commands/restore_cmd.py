@@ -124,7 +124,7 @@ def run(args) -> int:
             return log.account("", repo_cmd.restore(args.repo, args.backup, args.to, log, args.latest))[1]
         if not args.datastore:
             raise UsageError("restore --repo needs --to DIR, or --datastore DS to restore the VM")
-    failed = done = partial = 0
+    failed = done = partial = left_off = 0
     try:
         items = requests_from(args, settings)
         log.info("============================== hotvcb restore LOG START ==============================")
@@ -143,11 +143,12 @@ def run(args) -> int:
             result = _restore(job, item, log, dry_run)
             if result is None or result.status != "ok":
                 failed += 1
-            elif result.disconnected and not dry_run:
-                partial += 1
+            else:
+                partial += bool(result.disconnected) and not dry_run
+                left_off += bool(result.left_off)
             if interrupt.pending():
                 interrupt.raise_pending()
-        status, code = _final(done, failed, partial, dry_run)
+        status, code = _final(done, failed, partial, dry_run, left_off)
     except Interrupted as err:
         status, code = "ERROR: %s; unfinished restore folders removed" % err, err.exit_code
     except UsageError:
@@ -200,12 +201,15 @@ def _restore(job: RestoreJob, req: RestoreRequest, log, dry_run: bool) -> Option
         return None
 
 
-def _final(done: int, failed: int, partial: int, dry_run: bool):
+def _final(done: int, failed: int, partial: int, dry_run: bool, left_off: int = 0):
     """`partial`: VMs restored with a disk left disconnected, because their backup does not hold it (an
     independent disk or RDM that no snapshot copies): a VM short of a disk is not "restored OK", and
-    ghettoVCB's own backup of it said "some disk(s) failed" (exit 3, as for the backup)."""
-    if failed == 0 and partial:
-        return "WARNING: All VMs restored, but some disk(s) were not in the backup and are left disconnected!", 3
+    ghettoVCB's own backup of it said "some disk(s) failed" (exit 3, as for the backup). `left_off`: VMs
+    --power-on left powered off, as their original runs (restore_write.power_on): not what was asked."""
+    if failed == 0 and (partial or left_off):
+        buts = [what for n, what in ((partial, "some disk(s) were not in the backup and are left disconnected"),
+                                     (left_off, "%d VM(s) were left powered off: the original runs" % left_off)) if n]
+        return "WARNING: All VMs restored, but %s!" % ", and ".join(buts), 3
     if failed == 0:
         return ("OK, only a dryrun." if dry_run else "All VMs restored OK!"), 0
     if failed == done:

@@ -402,21 +402,50 @@ class EsxiHost:
 
     # -- registration (restore) ----------------------------------------------
     def register_vm(self, vmx_path: str) -> str:
-        """`vim-cmd solo/registervm <vmx>` -> the new vmid.
+        """`vim-cmd solo/registervm <vmx>` -> the new vmid, or the vmid the inventory already has at that path.
 
         ESXi 5.1+ prints the vmid on a line of its own; ESX/ESXi 4.x printed
         nothing on success, so the id is then looked up in the inventory.
-        Faults (NotFound, AlreadyExists) raise CommandFailed via _vim.
+        Faults (NotFound, AlreadyExists) raise CommandFailed via _vim, but an
+        AlreadyExists for a VM hostd kept registered, invalid, while its files
+        were lost (a VM restored into its own folder) is that VM, found again.
         """
-        out = self._vim(["solo/registervm", vmx_path], interruptible=False)
+        try:
+            out = self._vim(["solo/registervm", vmx_path], interruptible=False)
+        except CommandFailed as err:
+            kept = self._registered_at(vmx_path) if err.fault == "AlreadyExists" else None
+            if kept is None:
+                raise
+            return kept
         m = re.search(r"^\s*(\d+)\s*$", out, re.M)
         if m:
             return m.group(1)
+        found = self._registered_at(vmx_path)
+        if found is None:
+            raise HostError("registered %s but it does not show up in the inventory" % vmx_path)
+        return found
+
+    def _registered_at(self, vmx_path: str) -> Optional[str]:
+        """The vmid the inventory has for this .vmx, or None. A VM hostd skips as invalid (its .vmx was gone)
+        is reloaded first (`vmsvc/reload`): with its .vmx back at its path, hostd reads it again."""
         real = self.shell.realpath(vmx_path)
-        for ref in self.list_vms():
-            if ref.vmx_path == vmx_path or self.shell.realpath(ref.vmx_path) == real:
-                return ref.vmid
-        raise HostError("registered %s but it does not show up in the inventory" % vmx_path)
+
+        def find() -> Optional[str]:
+            for ref in self.list_vms():
+                if ref.vmx_path == vmx_path or self.shell.realpath(ref.vmx_path) == real:
+                    return ref.vmid
+            return None
+
+        found = find()
+        skipped = [vmid for vmid, why in self._invalid.items() if why == vimcmd.SKIPPED]
+        if found is not None or not skipped:
+            return found
+        for vmid in skipped:
+            try:
+                self._vim(["vmsvc/reload", vmid], interruptible=False)
+            except CommandFailed:
+                continue  # still invalid: another lost VM's
+        return find()
 
 
 def _datastore_of(path: str, names: Dict[str, str]) -> str:

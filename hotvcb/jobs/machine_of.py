@@ -24,7 +24,7 @@ from ..convert.vmx_to_domain import machine_from_vmx
 from ..errors import HostError
 from ..shell import FileReader
 from ..store import layout, manifest
-from ..vmdk import base_name
+from ..vmx import in_declared_charset
 from . import backup_check
 
 DOMAIN_XML = "domain.xml"
@@ -74,22 +74,19 @@ def _read(fs: FileReader, path: str) -> str:
 
 
 def _from_vmx(fs: FileReader, folder: str, name: str, disk_bus: Optional[str], nic_model: Optional[str]) -> Found:
-    def resolve(_dev: str, filename: str) -> Optional[Tuple[str, str]]:
-        base = filename.rsplit("/", 1)[-1]
-        candidates = [folder + "/" + n for n in (base, base_name(base))]
-        candidates += [folder + "/" + sub + "/" + n for sub in fs.listdir(folder) if fs.isdir(folder + "/" + sub)
-                       for n in (base, base_name(base))]  # a disk the .vmx names by full path
-        datastore, deeper = layout.disk_folder(filename)
-        if deeper:  # ghettoVCB.sh's folder for one in a folder deeper than a VM's
-            candidates += [folder + "/" + datastore + "/" + deeper + "/" + n for n in (base, base_name(base))]
-        for path in candidates:
-            if fs.exists(path) and not fs.isdir(path):
-                backup_check.require_chain_inside(fs, path)  # qemu reads the parents as the disk's data
-                return path, "vmdk"
-        return None
+    def resolve(dev: str, filename: str) -> Optional[Tuple[str, str]]:
+        path = layout.disk_in_backup(fs, folder, filename)  # as the ESXi restore finds it
+        if path is None:
+            lost = layout.descriptor_lost(fs, folder, filename)
+            if lost is not None:  # damage, not a disk the backup skipped
+                raise ConvertError("disk %s (%s): %s" % (dev, filename, lost))
+            return None
+        backup_check.require_chain_inside(fs, path)  # qemu reads the parents as the disk's data
+        return path, "vmdk"
 
     path = folder + "/" + name
-    return Found(machine_from_vmx(_read(fs, path), path, resolve, disk_bus, nic_model), "esxi", path)
+    text = in_declared_charset(_read(fs, path), fs.file_size(path))
+    return Found(machine_from_vmx(text, path, resolve, disk_bus, nic_model), "esxi", path)
 
 
 def _from_xml(fs: FileReader, folder: str, name: str, kind: str) -> Found:

@@ -31,6 +31,8 @@ One request goes through explicit states, so a failure knows what to undo:
   and the check passed (a dry run checks before it prints the plan).
 - registered: `vim-cmd solo/registervm` gives the vmid. If registration
   fails the complete folder is kept and the error says how to register it.
+- powered on, if asked, unless a VM of the same name runs and this restore
+  keeps its identity: then left off, said so (restore_write.power_on).
 
 A libvirt or bare-QEMU backup is first staged on the target as VMDKs and a
 .vmx (restore_stage.py, removed as an unpacked .gz is), then restored so.
@@ -63,6 +65,7 @@ class RestoreResult:
     name: str = ""
     folder: str = ""
     vmid: str = ""
+    left_off: str = ""  # why --power-on left the restored VM off (its original runs), "" otherwise
 
 
 class RestoreJob:
@@ -219,7 +222,7 @@ class _Restore:
             self._write(plan, checking)
         finally:
             checking.cancel()
-        self.result.vmid = restore_write.register(self.host, self.log, plan, job.power_on)
+        self._register(plan)
 
     def _restore_kvm_backup(self, backup: str, kvm: "restore_stage.Found", free: Optional[int]) -> None:
         """A libvirt or bare-QEMU backup: checked, staged as VMDKs + a .vmx (restore_stage.py), restored."""
@@ -244,7 +247,13 @@ class _Restore:
         self.result.name, self.result.folder, self.result.disconnected = plan.name, plan.folder, plan.disconnected
         restore_room.check_room(req, self.log, plan)
         self._write(plan, Checking(req, self.log, None))
-        self.result.vmid = restore_write.register(self.host, self.log, plan, self.job.power_on)
+        self._register(plan)
+
+    def _register(self, plan: Plan) -> None:
+        """registered [-> powered on]: a VM left off (its original runs) is restored all the same, and said so."""
+        self.result.vmid = restore_write.register(self.host, self.log, plan)
+        if self.job.power_on:
+            self.result.left_off = restore_write.power_on(self.host, self.log, plan, self.result.vmid)
 
     def _ask_ahead(self) -> "Ahead[Optional[int]]":
         """The pre-checks' questions to the host, each a round trip to hostd and none waiting on

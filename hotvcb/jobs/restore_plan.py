@@ -32,7 +32,7 @@ from ..restorefile import RestoreRequest
 from ..shell import FileReader, read_small
 from ..store import layout
 from ..vmdk import base_name
-from ..vmx import VmxFile
+from ..vmx import VmxFile, in_declared_charset
 from . import backup_check, restore_tree
 from .restore_scratch import RESTORING
 from .restore_tree import TreeRestore
@@ -113,7 +113,8 @@ class Planner:
         if len(vmxs) != 1:
             raise RestoreError("%s holds %d .vmx files, expected 1" % (self.req.backup, len(vmxs)))
         try:  # read_regular: a FIFO planted as the .vmx would block a plain read for ever
-            vmx = VmxFile(read_small(fs, backup + "/" + vmxs[0], backup_check.TEXT_MAX))
+            path = backup + "/" + vmxs[0]
+            vmx = VmxFile(in_declared_charset(read_small(fs, path, backup_check.TEXT_MAX), fs.file_size(path)))
         except HostError as err:
             raise RestoreError(str(err)) from err
         original = vmx.get("displayName")
@@ -146,6 +147,8 @@ class Planner:
                 vmx.set(key, value)
 
         put("displayName", name)
+        if vmx.get(".encoding") is not None:  # written back as UTF-8 (write_text), read as it declares
+            put(".encoding", "UTF-8")
         used = set()  # type: set
         for dev, _bus, filename in vmx.disk_slots():
             top = filename.rsplit("/", 1)[-1]
@@ -157,8 +160,12 @@ class Planner:
                     raise RestoreError("two disks have a base named %s in the snapshot tree" % target)
                 used.add(target.lower())
             else:
-                found = self._disk_source(fs, backup, filename)
+                found = layout.disk_in_backup(fs, backup, filename, self._datastore_aliases)
                 if found is None:
+                    lost = layout.descriptor_lost(fs, backup, filename, self._datastore_aliases)
+                    if lost is not None:
+                        raise RestoreError("disk %s (%s): %s; not restoring the VM without that disk (put the descriptor "
+                                           "back beside its data, from the VM or another backup of it)" % (dev, filename, lost))
                     if not quiet:
                         self.log.warning("%s: disk %s (%s) is not in the backup (skipped when it was taken); "
                                          "it is restored disconnected" % (name, dev, filename))
@@ -181,7 +188,7 @@ class Planner:
             elif vmx.get(key) is not None and not quiet:
                 self.log.warning("%s: %s file %s is not in the backup" % (name, key, vmx.get(key)))
         plan.copy = self.req.new_name is not None and self.req.new_name != original
-        for warning in answer_moved_or_copied(vmx, plan.copy, put):
+        for warning in answer_moved_or_copied(vmx, plan.copy, put, layout.folder_name(original or "")):
             if not quiet:
                 self.log.warning("%s: %s" % (name, warning))
         plan.vmx_text = vmx.text()
@@ -201,36 +208,6 @@ class Planner:
         apparent = sum(fs.file_size(folder + "/" + e.filename) for e in desc.extents
                        if fs.exists(folder + "/" + e.filename))
         return max(desc.capacity, apparent) if self.req.disk_format not in ("thin", "2gbsparse") else apparent
-
-    def _disk_source(self, fs: FileReader, backup: str, filename: str) -> Optional[str]:
-        """Where a .vmx disk entry's data sits in the backup.
-
-        A disk the .vmx names by full path sits in `<backup>/<datastore>/<file>`,
-        where <datastore> is the label (older hotvcb) or whatever the .vmx path
-        named, often the UUID, or in ghettoVCB.sh's folder below the latter
-        (layout.disk_folder). Both spellings are tried through this host's
-        datastore list, then the backup itself (where older hotvcb kept one on
-        the VM's own datastore), then any single subfolder holding the file (a
-        restore on another host, where the datastore is unknown).
-        """
-        base = filename.rsplit("/", 1)[-1]
-        names = (base, base_name(base))
-        datastore, deeper = layout.disk_folder(filename)
-        folders = [backup + "/" + a for a in self._datastore_aliases(datastore)] if datastore else []
-        if deeper:
-            folders.append(backup + "/" + datastore + "/" + deeper)
-        folders.append(backup)
-        for folder in folders:
-            for candidate in names:
-                path = folder + "/" + candidate
-                if fs.exists(path) and not fs.isdir(path):
-                    return path
-        if len(folders) > 1:
-            found = [backup + "/" + sub + "/" + n for sub in fs.listdir(backup) if fs.isdir(backup + "/" + sub)
-                     for n in names if fs.exists(backup + "/" + sub + "/" + n)]
-            if len(found) == 1:
-                return found[0]
-        return None
 
     def _datastore_aliases(self, name: str) -> List[str]:
         """A datastore's label and UUID, given either (the name itself first)."""

@@ -17,7 +17,7 @@ from .. import vmdk
 from ..errors import HostError, HotvcbError
 from ..hosts import esxi_tree
 from ..shell import FileReader, Shell, read_small
-from ..vmx import VmxFile
+from ..vmx import VmxFile, in_declared_charset
 from . import backup_check
 from .snaptree import TREE, relink
 
@@ -44,7 +44,8 @@ def plan(fs: FileReader, folder: str, vmx_name: str, new_stem: str) -> Tuple[Vmx
     """The tree's .vmx and what the restore of the tree must do, every chain checked in the backup."""
     if not fs.exists(folder + "/" + vmx_name):
         raise HotvcbError("%s holds no %s: the snapshot tree is incomplete" % (folder, vmx_name))
-    vmx = VmxFile(read_small(fs, folder + "/" + vmx_name, backup_check.TEXT_MAX))
+    path = folder + "/" + vmx_name
+    vmx = VmxFile(in_declared_charset(read_small(fs, path, backup_check.TEXT_MAX), fs.file_size(path)))
     old_stem = vmx_name[: -len(".vmx")]
     vmsds = [f for f in fs.listdir(folder) if f.lower().endswith(".vmsd")]
     if len(vmsds) != 1:

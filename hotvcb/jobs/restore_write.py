@@ -186,19 +186,59 @@ def _copy_itself(host: Hypervisor, req: RestoreRequest, log, own: "restore_copy.
     log.info("Checksums hold: %s, checked as it was copied" % own.rel)
 
 
-def register(host: Hypervisor, log, plan: Plan, power_on: bool) -> str:
-    """The complete VM registered (and powered on if asked); its vmid. A registration that fails says
-    how to register the folder by hand."""
+def register(host: Hypervisor, log, plan: Plan) -> str:
+    """The complete VM registered; its vmid. A registration that fails says how to register the folder
+    by hand."""
     vmx = plan.folder + "/" + plan.vmx_name
+    kept = host.invalid_vms()  # as the restore's look at the inventory found them
     log.info("Registering %s ..." % plan.name)
     try:
         vmid = host.register_vm(vmx)
     except HotvcbError as err:
         raise RestoreError("restored %s completely, but registering it failed: %s -- register it with "
                            "`vim-cmd solo/registervm '%s'`" % (plan.folder, err, vmx)) from err
-    log.info("Registered %s as vmid %s" % (plan.name, vmid))
-    if power_on:
-        ref = VmRef(vmid=vmid, name=plan.name, vmx_path=vmx)
-        host.power_on(Vm(ref=ref, datastore="", folder=plan.folder, vmx=None))
-        log.info("Powered on %s" % plan.name)
+    if vmid in kept:
+        log.info("Registered %s as vmid %s: the host had kept it in its inventory, invalid, while its files were "
+                 "lost; it has them again" % (plan.name, vmid))
+    else:
+        log.info("Registered %s as vmid %s" % (plan.name, vmid))
     return vmid
+
+
+def power_on(host: Hypervisor, log, plan: Plan, vmid: str) -> str:
+    """The registered VM powered on: "" if it is, else why it was left off (logged as a warning).
+
+    Restored under the backup's own name, the VM keeps the original's identity (MAC addresses,
+    BIOS UUID, disk ids: vmx_identity.py). While a VM of that name runs, that is the original:
+    powering its twin on would put two machines of one MAC address on the network, both writing
+    the same application data. It stays off; a copy (--name) can run beside the original."""
+    ref = VmRef(vmid=vmid, name=plan.name, vmx_path=plan.folder + "/" + plan.vmx_name)
+    if not plan.copy:
+        running = _running_twin(host, plan.name, vmid)
+        if running:
+            why = ("%s is registered as vmid %s but not powered on: a VM of the same name (vmid %s) %s, and this "
+                   "restore keeps the backup's identity (MAC addresses, BIOS UUID): both running would clash. Power "
+                   "it on once the original is off (`vim-cmd vmsvc/power.on %s`), or restore with --name NEW for a "
+                   "copy that can run beside the original" % (plan.name, vmid, running[0], running[1], vmid))
+            log.warning(why)
+            return why
+    host.power_on(Vm(ref=ref, datastore="", folder=plan.folder, vmx=None))
+    log.info("Powered on %s" % plan.name)
+    return ""
+
+
+def _running_twin(host: Hypervisor, name: str, vmid: str) -> Optional[Tuple[str, str]]:
+    """(vmid, state) of another VM of this name not powered off (one suspended resumes), or whose state
+    cannot be read (the safe side)."""
+    try:
+        others = [r for r in host.list_vms() if r.name == name and r.vmid != vmid]
+    except HotvcbError as err:
+        return "?", "may run (the inventory cannot be read: %s)" % err
+    for other in others:
+        try:
+            state = host.power_state(Vm(ref=other, datastore="", folder="", vmx=None))
+        except HotvcbError as err:
+            return other.vmid, "may run (its power state cannot be read: %s)" % err
+        if state != "off":
+            return other.vmid, "is powered on" if state == "on" else "is " + state
+    return None

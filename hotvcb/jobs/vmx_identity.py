@@ -5,7 +5,8 @@ identity should be treated. Restoring under the backup's own name means the
 original is gone and this is it (uuid.action = "keep": BIOS UUID, MACs and
 vCenter id stay). A new name means a copy that may run next to the original,
 so uuid.action = "create" and the values that would clash are dropped:
-uuid.bios, vc.uuid and generated MAC addresses. A static MAC is the admin's
+uuid.bios, vc.uuid, generated MAC addresses, and a workingDir or
+sched.swap.dir naming the original's folder (its swap and snapshot deltas). A static MAC is the admin's
 own choice: it is kept, with a warning.
 """
 
@@ -19,8 +20,12 @@ _MAC = lazyre.compile(r"^(ethernet\d+)\.addresstype$")
 Put = Callable[[str, Optional[str]], None]  # set a key, or drop it with None
 
 
-def answer_moved_or_copied(vmx: VmxFile, copy: bool, put: Put) -> List[str]:
-    """Apply the identity rewrites through put; return warnings for the log."""
+_OWN_FOLDER = ("workingDir", "sched.swap.dir")  # where snapshot deltas and the swap file go (the .vmx's folder if unset)
+
+
+def answer_moved_or_copied(vmx: VmxFile, copy: bool, put: Put, original_folder: str = "") -> List[str]:
+    """Apply the identity rewrites through put; return warnings for the log. `original_folder`: the
+    folder name of the VM the backup is of."""
     put("sched.swap.derivedName", None)  # points into the old folder; ESXi recreates it
     put("uuid.location", None)  # the old location; ESXi writes the new one
     if not copy:
@@ -29,6 +34,12 @@ def answer_moved_or_copied(vmx: VmxFile, copy: bool, put: Put) -> List[str]:
     put("uuid.action", "create")
     put("uuid.bios", None)
     put("vc.uuid", None)
+    for key in _OWN_FOLDER:
+        # set explicitly to the original's folder (as the vSphere client writes them): the copy's swap and
+        # snapshot deltas (named as the original's) would go there; unset, they go to the copy's own folder
+        value = (vmx.get(key) or "").rstrip("/")
+        if original_folder and value.rsplit("/", 1)[-1] == original_folder:
+            put(key, None)
     warnings = []
     for key in vmx.keys():
         m = _MAC.match(key)
