@@ -511,4 +511,4 @@ def for_vm(settings: Settings, confdir: Optional[str], vm_name: str) -> Tuple[Se
     if settings.enable_non_persistent_nfs and "vm_backup_volume" in values:
         warnings.append("%s: VM_BACKUP_VOLUME ignored: ENABLE_NON_PERSISTENT_NFS=1 puts every VM in %s, as "
                         "ghettoVCB did" % (values.pop("vm_backup_volume")[1], settings.vm_backup_volume))
-    return _apply(settings, values), warnings
+    return replace(_apply(settings, values), per_vm_file=shown_as(path)), warnings

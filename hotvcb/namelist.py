@@ -13,10 +13,10 @@ or ends with a blank can still be named with `-m`.  Only whole lines whose
 first non-blank character is `#` are comments, so `web#2` is a name.
 """
 
-from typing import List
+from typing import List, Sequence
 
 from hotvcb.config import read_text, shown_as
-from hotvcb.errors import UsageError
+from hotvcb.errors import UsageError, VmNotFound
 from . import lazyre
 
 _BLANKS = " \t\r"
@@ -42,3 +42,26 @@ def read_names(path: str) -> List[str]:
             seen.add(name)
             names.append(name)
     return names
+
+
+def excluding_nothing(exclude: Sequence[str], present: Sequence[str]) -> List[str]:
+    """A warning for each exclude entry (-e) that names no VM of the host, as a `-f` entry naming none is an
+    error: the VM the admin meant to leave out is backed up (shut down, with POWER_VM_DOWN_BEFORE_BACKUP).
+    ghettoVCB left out every VM whose name starts a line (`grep -E "^${VM_NAME}"`), so a line such as
+    `mail (Exchange, 2 TB)` kept VM `mail` out; hotvcb compares whole names, and the warning names the VM
+    ghettoVCB would have left out, or the close names, as `-f`'s "did you mean"."""
+    out = []
+    for entry in exclude:
+        if entry in present:
+            continue
+        started = " and ".join(repr(p) for p in sorted((p for p in present if p and entry.startswith(p)),
+                                                         key=len, reverse=True))
+        if started:
+            hint = ("; ghettoVCB left out %s for this line (it starts with that name), but hotvcb compares whole "
+                    "names and backs %s up: write the name alone on its line to leave it out" % (started, started))
+        else:
+            close = VmNotFound(entry, present).suggestions
+            hint = " (did you mean %s?)" % " or ".join(repr(c) for c in close) if close else ""
+        out.append("the exclude list (-e) names %r, which is no VM on this host, so it leaves no VM out%s"
+                   % (entry, hint))
+    return out

@@ -70,6 +70,16 @@ class Settings:
     vm_backup_repository_compression: str = "zlib"  # (hotvcb) zlib | zstd: a new repository's codec
     # where each value came from, "file:line" by key, for messages
     origin: Tuple[Tuple[str, str], ...] = field(default=(), compare=False)
+    # the per-VM file (-c) these settings were read with, "" for the run's own: the log names it
+    per_vm_file: str = field(default="", compare=False)
+
+    def summary(self) -> str:
+        """Where the backups go and how, as the log's CONFIG lines say it (the run's, and a per-VM file's)."""
+        if self.vm_backup_repository:
+            return "backups into the repository %s" % self.vm_backup_repository
+        nfs = " (NFS %s:%s)" % (self.nfs_server, self.nfs_mount) if self.enable_non_persistent_nfs else ""
+        return "backups to %s%s as %s, keep %d" % (self.vm_backup_volume, nfs, self.disk_backup_format,
+                                                   self.vm_backup_rotation_count)
 
     def where(self, key: str) -> str:
         for k, v in self.origin:

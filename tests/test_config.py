@@ -9,7 +9,7 @@ import pytest
 
 from hotvcb.config import KEYS, MAX_FILE_BYTES, for_vm, load_settings, read_text
 from hotvcb.errors import ConfigError, HotvcbError, UsageError
-from hotvcb.namelist import read_names
+from hotvcb.namelist import excluding_nothing, read_names
 from hotvcb.settings import Settings
 
 try:
@@ -83,7 +83,7 @@ def test_real_per_vm_template(tmp_path):
 
 
 def test_every_key_is_a_settings_field_and_back():
-    fields = {f.name for f in dataclasses.fields(Settings)} - {"origin"}
+    fields = {f.name for f in dataclasses.fields(Settings)} - {"origin", "per_vm_file"}  # where values came from
     assert {key.lower() for key in KEYS} == fields
 
 
@@ -562,6 +562,20 @@ def test_list_file_with_control_characters(tmp_path):
 
 def test_empty_list_file(tmp_path):
     assert read_names(conf(tmp_path, "# nothing yet\n\n", name="vms.list")) == []
+
+
+def test_exclude_entries_naming_no_vm_are_warned_about():
+    """An -e entry naming no VM leaves nothing out: said with -f's "did you mean", and for a line
+    ghettoVCB's `grep -E "^${VM_NAME}"` matched, naming the VM ghettoVCB left out (hotvcb backs it up)."""
+    present = ["web", "mail", "web-old"]
+    assert excluding_nothing(["web", "mail"], present) == []
+    (typo, prefix) = excluding_nothing(["WEB", "mail (Exchange, 2 TB)"], present)
+    assert "'WEB'" in typo and "did you mean 'web'" in typo
+    assert "'mail (Exchange, 2 TB)'" in prefix and "ghettoVCB left out 'mail'" in prefix and "backs 'mail' up" in prefix
+    (both,) = excluding_nothing(["web-old-2"], present)
+    assert "ghettoVCB left out 'web-old' and 'web'" in both, both
+    (far,) = excluding_nothing(["zzz"], present)
+    assert far.endswith("so it leaves no VM out"), far
 
 
 def test_a_backup_run_refuses_a_list_naming_no_vm(tmp_path, capsys):

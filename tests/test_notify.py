@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from hotvcb import notify
+from hotvcb import mailgate, notify
 from hotvcb.settings import Settings
 from smtpserver import make_cert, free_port, smtp_server
 
@@ -109,6 +109,21 @@ def test_nothing_sent_unless_configured(change):
         s = dataclasses.replace(cfg(srv), **change)
         ok, log = send(s)
     assert ok is False and srv.messages == [] and log.warnings == []
+
+
+@pytest.mark.parametrize("change, said", [
+    (dict(email_server=""), "EMAIL_LOG=1 asks for mail, but EMAIL_SERVER is empty"),
+    (dict(email_log=False, email_alert=True, email_to=(" ",)), "EMAIL_ALERT=1 asks for mail, but EMAIL_TO and "
+     "EMAIL_ERRORS_TO name no recipient"),
+    (dict(email_to=(), email_errors_to=("oncall@example.org",)), "only failed runs are mailed"),
+    (dict(email_log=False, email_server=""), ""),  # no mail asked for: nothing to say
+    ({}, ""),
+])
+def test_mail_asked_for_but_impossible_is_named(change, said):
+    """ghettoVCB tried and logged its failure; hotvcb's run warns as it starts (mailgate.unsendable)."""
+    s = dataclasses.replace(Settings(email_log=True, email_server="relay", email_to=("a@example.org",)), **change)
+    reason = mailgate.unsendable(s)
+    assert (said in reason) if said else reason == "", reason
 
 
 def test_email_alert_alone_mails_only_failed_runs():

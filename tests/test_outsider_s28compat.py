@@ -44,8 +44,6 @@ def site(tmp_path):
 
 
 # -- 1. a per-VM file's typo makes the report deny the VM's good backups ----------------------------------
-@pytest.mark.xfail(strict=True, reason="a VM failed by its per-VM config file is reported with no good backup "
-                   "although it has some (good_backups never computed on that path)")
 def test_a_per_vm_file_typo_does_not_deny_the_good_backups_the_vm_has(site):
     """The admin copies their ghettoVCB per-VM files into -c; `web`'s has a typo. config-reference.md:
     a bad value there fails that VM before anything is touched, the others are still backed up. The
@@ -103,8 +101,6 @@ def test_status_and_list_see_the_backups_a_per_vm_file_sent_elsewhere(site):
 
 
 # -- 3. EMAIL_LOG=1 with no EMAIL_SERVER: no mail, and not a word about it ---------------------------------------
-@pytest.mark.xfail(strict=True, reason="EMAIL_LOG=1/EMAIL_ALERT=1 without EMAIL_SERVER (or without any recipient) "
-                   "sends nothing and says nothing (mailgate.wanted just returns False)")
 @pytest.mark.parametrize("mail_keys, missing", [
     ("EMAIL_LOG=1\r\nEMAIL_SERVER=   # our relay, to do\r\nEMAIL_TO=ops@example.com\r\n", "EMAIL_SERVER"),
     ("EMAIL_ALERT=1\r\nEMAIL_SERVER=127.0.0.1\r\nEMAIL_TO=\r\nEMAIL_ERRORS_TO=\r\n", "EMAIL_TO"),
@@ -126,8 +122,6 @@ def test_mail_asked_for_but_impossible_is_said(site, mail_keys, missing):
 
 
 # -- 4. an exclude list entry that names no VM is silently ignored -----------------------------------------------
-@pytest.mark.xfail(strict=True, reason="-e entries that match no VM are ignored without a word; the VM the admin "
-                   "meant to exclude is backed up (no 'did you mean' as for -f)")
 def test_an_exclude_entry_naming_no_vm_is_warned_about(site):
     """The admin's ghettoVCB exclusion file says `mail (Exchange, 2 TB)`: ghettoVCB tested each VM with
     `grep -E "^${VM_NAME}" exclusion_file`, so that line kept VM `mail` out of every `-a` run.
@@ -146,8 +140,6 @@ def test_an_exclude_entry_naming_no_vm_is_warned_about(site):
 
 
 # -- 5. the dry run's report says the VM has no good backup ----------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="a dry run's table/--json-report give GOOD KEPT 0 for every VM (good backups "
-                   "not counted when dry_run), contradicting its own 'would remove ... per rotation count 3'")
 def test_dry_run_report_counts_the_ghettovcb_backups_it_would_keep(site):
     """Step 2 of migrating-from-ghettovcb.md: dry-run the existing job. For `web`, with three good
     ghettoVCB backups, the dry run logs "Would remove old backup .../web-2026-11-28_21-00-01
@@ -163,8 +155,6 @@ def test_dry_run_report_counts_the_ghettovcb_backups_it_would_keep(site):
 
 
 # -- 6. the log never says a VM was backed up with its per-VM file ---------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="the run log never names the per-VM file (-c) a VM's settings came from; "
-                   "its only CONFIG line gives the global format/rotation even for a VM whose file overrides them")
 def test_the_log_names_the_per_vm_file_a_vm_was_backed_up_with(site):
     """ghettoVCB logged `CONFIG - USING CONFIGURATION FILE = <dir>/<VM>` and that VM's values at
     its turn; admins grep their logs for it to see that a per-VM file was picked up (a file saved
@@ -182,8 +172,6 @@ def test_the_log_names_the_per_vm_file_a_vm_was_backed_up_with(site):
 
 
 # -- 7. the dry run of a job with VM_SHUTDOWN_ORDER/VM_STARTUP_ORDER misstates what the run does ---------------------
-@pytest.mark.xfail(strict=True, reason="dry run skips VM_SHUTDOWN_ORDER without a word, then warns that "
-                   "VM_STARTUP_ORDER names VMs 'this run did not power off' -- the real run powers them off and on")
 def test_dry_run_of_the_shutdown_and_startup_order_says_what_the_run_will_do(site):
     """The admin's ghettoVCB.conf stops `mail` before the backups and starts it after
     (VM_SHUTDOWN_ORDER=mail, VM_STARTUP_ORDER=mail). The real run does exactly that. The dry run
@@ -202,8 +190,6 @@ def test_dry_run_of_the_shutdown_and_startup_order_says_what_the_run_will_do(sit
 
 
 # -- 8. a Ctrl-C'd run's report says the VM has no good backup -------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="an interrupted VM's result never gets its good backups counted: the "
-                   "report/mail of a SIGINT/SIGTERM run says 'NO good backup of this VM exists' for it")
 def test_an_interrupted_run_does_not_deny_the_vms_good_backups(site):
     """The admin stops a long run with Ctrl-C (or the host's shutdown sends SIGTERM) while `web` is
     being copied. hotvcb removes its snapshot and ends with exit 2, as ghettoVCB did. But its report

@@ -102,6 +102,8 @@ def check(args, target: "common.Target") -> List[str]:
     missing = [n for n in (names or []) if n not in present and n not in exclude]
     if missing:
         raise UsageError("; ".join(str(VmNotFound(n, present)) for n in missing))
+    warnings += namelist.excluding_nothing(exclude, present)
+    warnings += [w for w in [mailgate.unsendable(settings)] if w]
     targets = {(settings.vm_backup_volume, settings.create_vm_backup_volume)}
     for name in [n for n in (present if names is None else names) if n not in exclude]:
         vm_settings, vm_warnings = config.for_vm(settings, args.confdir, name)  # per-VM files parse too
@@ -135,6 +137,9 @@ def run(args) -> int:
     report = onhost.backup(args, log)  # SSH mode: the whole run on the host, where it can
     if report is not None:
         return _deliver(args, settings, log, report)
+    no_mail = mailgate.unsendable(settings)  # said where the run runs (on the host, once)
+    if no_mail:
+        log.warning(no_mail)
     code = 1
     status = "ERROR: did not start"
     results = []  # type: list
@@ -147,14 +152,7 @@ def run(args) -> int:
         work = common.WorkDir(args.workdir, run, settings.workdir_debug, log)
         log.info("============================== hotvcb LOG START ==============================")
         log.info("HOST: %s (%s), job %s, %s" % (host.shell.description, host.describe(), args.job_name, run))
-        if settings.vm_backup_repository:
-            log.info("CONFIG: %s; backups into the repository %s" % (
-                config.shown_as(args.global_conf or "built-in defaults"), settings.vm_backup_repository))
-        else:
-            log.info("CONFIG: %s; backups to %s%s as %s, keep %d" % (
-                config.shown_as(args.global_conf or "built-in defaults"), settings.vm_backup_volume,
-                " (NFS %s:%s)" % (settings.nfs_server, settings.nfs_mount) if settings.enable_non_persistent_nfs
-                else "", settings.disk_backup_format, settings.vm_backup_rotation_count))
+        log.info("CONFIG: %s; %s" % (config.shown_as(args.global_conf or "built-in defaults"), settings.summary()))
         if dry_run:
             log.info("DRY RUN: nothing will be changed")
         with NfsTarget(host, settings, log, dry_run) as nfs:

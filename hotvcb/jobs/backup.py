@@ -17,7 +17,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Union
 
-from .. import config, crashpoint, interrupt
+from .. import config, crashpoint, interrupt, namelist
 from ..errors import (AmbiguousVm, HotvcbError, Interrupted, InvalidVm, SnapshotError, UnnameableVm, VmGone,
                       VmNotFound)
 from ..hosts.base import Hypervisor
@@ -67,7 +67,7 @@ class BackupJob:
         self.host, self.settings, self.log, self.run_id, self.lock = host, settings, log, run, lock
         self.confdir, self.dry_run, self.job_name, self.unmounted = confdir, dry_run, job_name, unmounted
         self.asked = asked
-        self.power = PowerControl(host, log, run, lock)
+        self.power = PowerControl(host, log, run, lock, dry_run)
         # rotation's removals, in a thread while the run goes on (store/deleter.py); waited for before it ends
         self.deleter = Deleter(functools.partial(rotation.remove_now, host.shell, log))
         # room on the target promised to VMs being backed up now
@@ -119,6 +119,8 @@ class BackupJob:
                 out.append(VmNotFound(name, [r.name for r in refs]))
             else:
                 out.append(AmbiguousVm(name, [r.vmid for r in matches]))
+        for warning in namelist.excluding_nothing(exclude, list(by_name)):
+            self.log.warning(warning)
         if names is None:
             out.extend(invalid)  # -a: every VM of the host, the ones it cannot read included
         else:
@@ -138,7 +140,7 @@ class BackupJob:
         targets = self.select(names, exclude)
         self.results = []
         try:
-            self.power.shutdown_in_order(targets, self.settings, self.dry_run)
+            self.power.shutdown_in_order(targets, self.settings)
             self.vm_count = len(targets)
             if self.settings.backup_parallel > 1 and len(targets) > 1 and not self.dry_run:
                 parallel.run(self, targets)
@@ -163,42 +165,17 @@ class BackupJob:
         if isinstance(target, (VmNotFound, AmbiguousVm, InvalidVm, UnnameableVm)):
             self.log.error(str(target))
             return VmResult(name=target.name, status="error", message=str(target))
-        if target.name in self.power.problems:
-            why = "did not shut down for VM_SHUTDOWN_ORDER; not backed up"
-            self.log.error("%s: %s" % (target.name, why))
-            return VmResult(name=target.name, status="error", message=why)
         return self.backup_one(target, skip_power=target.name in self.power.ordered_down)
 
     def backup_one(self, ref: VmRef, skip_power: bool = False) -> VmResult:
+        """One VM's turn. However it ends (its per-VM file refused, a VM that did not shut down for
+        VM_SHUTDOWN_ORDER, a failed or interrupted backup, a dry run), its result names the good
+        backups the VM has (`_ended`): the report and the mail are read above all when a VM failed,
+        and a VM said to have none while it has some is an alarm sent for nothing."""
         result = VmResult(name=ref.name)
+        seen = _Seen(self.settings)
         try:
-            settings, warnings = config.for_vm(self.settings, self.confdir, ref.name)
-        except HotvcbError as err:
-            self.log.error("%s: %s" % (ref.name, err))
-            result.status, result.message = "error", str(err)
-            return result
-        for w in warnings:
-            self.log.warning(w)
-        if settings.backup_power_state != "any" and not skip_power:
-            try:
-                vm = self.host.load_vm(ref)
-                # a VM a dead run powered off is judged by the state it had, not the one we left it in
-                restore_power(self.host, vm, self.log, self.run_id, self.dry_run, self.dead)
-                state = self.host.power_state(vm)
-            except HotvcbError as err:
-                self.log.error("%s: %s" % (ref.name, err))
-                result.status, result.message = "error", str(err)
-                return result
-            if state != settings.backup_power_state:
-                result.status = "skipped"
-                result.message = "powered %s (BACKUP_POWER_STATE=%s)" % (state, settings.backup_power_state)
-                self.log.info("%s: skipped, %s" % (ref.name, result.message))
-                return result
-        self.log.info("Initiate backup for %s" % ref.name)
-        started = self.host.shell.now()  # the host's clock names the backup and its snapshot, as ghettoVCB's did
-        one = _VmBackup(self, ref, settings, result, started, skip_power)
-        try:
-            one.run()
+            self._attempt(ref, skip_power, result, seen)
         except Interrupted as err:
             result.status, result.message = "error", str(err)
             self.log.error("%s: backup interrupted (%s)" % (ref.name, err))
@@ -209,22 +186,56 @@ class BackupJob:
             self.log.error("%s: %s" % (ref.name, err))
         finally:
             self.space.release(ref.name, failed=result.status not in ("ok", "skipped"))
-        if not self.dry_run:
-            uuid = one.vm.uuid if one.vm is not None else ""
-            result.good_backups = self._good_backups(ref.name, settings, uuid)
-            if result.status not in ("ok", "skipped"):
-                lastrun.record(self.host.shell, settings.vm_backup_volume, ref.name, self.host.host_name(), uuid,
-                               result.status, result.message, self.log)
-        seconds = result.seconds = (self.host.shell.now() - started).total_seconds()
-        self._vm_seconds.append(seconds)
+            self._ended(result, seen)
+        return result
+
+    def _attempt(self, ref: VmRef, skip_power: bool, result: VmResult, seen: "_Seen") -> None:
+        """The VM's settings, then its backup; a failure is raised, and `seen` keeps what the turn
+        learnt of where the VM's backups are and whose."""
+        settings, warnings = config.for_vm(self.settings, self.confdir, ref.name)
+        seen.settings = settings
+        for w in warnings:
+            self.log.warning(w)
+        if settings.per_vm_file:  # as ghettoVCB's "CONFIG - USING CONFIGURATION FILE": was the file picked up?
+            self.log.info("CONFIG: %s for %s; %s" % (settings.per_vm_file, ref.name, settings.summary()))
+        if ref.name in self.power.problems:
+            raise HotvcbError("did not shut down for VM_SHUTDOWN_ORDER; not backed up")
+        if settings.backup_power_state != "any" and not skip_power:
+            vm = seen.vm = self.host.load_vm(ref)
+            # a VM a dead run powered off is judged by the state it had, not the one we left it in
+            restore_power(self.host, vm, self.log, self.run_id, self.dry_run, self.dead)
+            state = self.host.power_state(vm)
+            if state != settings.backup_power_state:
+                result.status = "skipped"
+                result.message = "powered %s (BACKUP_POWER_STATE=%s)" % (state, settings.backup_power_state)
+                self.log.info("%s: skipped, %s" % (ref.name, result.message))
+                return
+        self.log.info("Initiate backup for %s" % ref.name)
+        started = self.host.shell.now()  # the host's clock names the backup and its snapshot, as ghettoVCB's did
+        one = _VmBackup(self, ref, settings, result, started, skip_power)
+        try:
+            one.run()
+        finally:
+            seen.vm = one.vm or seen.vm
+            seconds = result.seconds = (self.host.shell.now() - started).total_seconds()
+            self._vm_seconds.append(seconds)
         if result.status == "ok":
             verb = "would be backed up" if self.dry_run else "backed up"
             self.log.info("Successfully completed backup for %s (%s, %d s)" % (ref.name, verb, seconds))
         elif result.status == "warn":
             self.log.warning("Backup for %s completed with failed disk(s) (%d s): %s" % (
                 ref.name, seconds, ", ".join(d.disk.key for d in result.disks if not d.ok)))
-        return result
 
+    def _ended(self, result: VmResult, seen: "_Seen") -> None:
+        """Every VM's turn ends here: the good backups the VM has, and (a real run's failure) its record
+        for `hotvcb status`. A dry run changes nothing, so what it would keep is what there is; the NFS
+        share a dry run did not mount holds nothing to count yet."""
+        uuid = seen.vm.uuid if seen.vm is not None else ""
+        if not self.unmounted:
+            result.good_backups = self._good_backups(result.name, seen.settings, uuid)
+        if not self.dry_run and result.status not in ("ok", "skipped"):
+            lastrun.record(self.host.shell, seen.settings.vm_backup_volume, result.name, self.host.host_name(),
+                           uuid, result.status, result.message, self.log)
 
     def run_eta(self, disk_left: float, disks_left: int = 0) -> Optional[float]:
         """This disk's ETA, plus the rest of this VM and the VMs after it, by the average so far."""
@@ -250,6 +261,15 @@ class BackupJob:
         except HotvcbError as err:
             self.log.warning("%s: cannot list its backups: %s" % (name, err))
             return []
+
+
+class _Seen:
+    """What a VM's turn learnt of where its backups are and whose: the run's settings until its per-VM
+    file is read, and the VM once loaded (its uuid tells its backups from another VM's of its name)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.vm = None  # type: Optional[Vm]
 
 
 class _VmBackup:
@@ -294,6 +314,8 @@ class _VmBackup:
         self.capacity, self.tree, self.user_snapshots = plan.capacity, plan.tree, plan.user_snapshots
         if dry:
             preflight.dry_run(self.host, self.s, self.log, vm, disks, plan, self.started)
+            # the report's DISKS and SIZE: what the run would copy
+            self.result.disks = [DiskResult(d, True, bytes=plan.capacity[d.key]) for d in disks]
             self.result.status = "ok"
             return
         if self.s.pre_backup_hook:

@@ -11,7 +11,8 @@ powers it on, even a VM an admin had switched off), with a warning.
 ghettoVCB's semantics, with bounded waits: a clean shutdown through VMware
 Tools, a hard power off after ITER_TO_WAIT_SHUTDOWN minutes if
 ENABLE_HARD_POWER_OFF=1, and giving up on the VM after POWER_DOWN_TIMEOUT
-minutes. A VM we powered off is always powered on again, also after errors
+minutes. A dry run says which VMs the orders would shut down and start again,
+and touches none. A VM we powered off is always powered on again, also after errors
 and interrupts; from the shutdown request until it is on again a marker in
 its folder names our run, so if this run is killed the next run (or
 `hotvcb cleanup`) powers it on (jobs/leftovers.py).
@@ -34,9 +35,10 @@ POLL = 1.0
 
 
 class PowerControl:
-    def __init__(self, host: Hypervisor, log, run: RunId, lock: "Optional[HostLock]" = None):
-        """`lock`: the run's host lock, checked before a VM is powered off (HostLock.check)."""
-        self.host, self.log, self.run, self.lock = host, log, run, lock
+    def __init__(self, host: Hypervisor, log, run: RunId, lock: "Optional[HostLock]" = None, dry_run: bool = False):
+        """`lock`: the run's host lock, checked before a VM is powered off (HostLock.check); a dry run
+        (`dry_run`) only says what the order keys would do."""
+        self.host, self.log, self.run, self.lock, self.dry_run = host, log, run, lock, dry_run
         self._loaded = {}  # type: Dict[str, Vm]  # powered down by shutdown_in_order
         self.ordered_down = []  # type: List[str]  # by shutdown_in_order, to start again
         self.problems = set()  # type: Set[str]  # would not shut down: not backed up
@@ -102,13 +104,15 @@ class PowerControl:
             self.log.error("%s: could NOT be powered on again: %s -- start it by hand" % (vm.name, err))
             return False
 
-    def shutdown_in_order(self, targets, settings, dry_run: bool) -> None:
+    def shutdown_in_order(self, targets, settings) -> None:
         """VM_SHUTDOWN_ORDER: power those VMs down, in that order, before any backup.
 
         Each is in `ordered_down` from its shutdown request on, so an interrupt
         halfway still starts every VM that went down (start_in_order in finally).
+        A dry run says which VMs it would shut down and puts them there all the same
+        (none is touched): its backups and its startup order then are the run's.
         """
-        if not settings.vm_shutdown_order or dry_run:
+        if not settings.vm_shutdown_order:
             return
         if not self.host.powers_on:
             raise HotvcbError("VM_SHUTDOWN_ORDER shuts VMs down, and this %s host cannot start them again"
@@ -127,6 +131,9 @@ class PowerControl:
             if self.host.power_state(vm) == "on":
                 down.append(name)  # asked to go down: brought back up after the backups
                 self._loaded[name] = vm
+                if self.dry_run:
+                    self.log.dryrun("VM_SHUTDOWN_ORDER: would shut %s down before the backups" % name)
+                    continue
                 try:
                     self.power_down(vm, settings)
                 except HotvcbError as err:
@@ -142,6 +149,8 @@ class PowerControl:
         order = [n for n in settings.vm_startup_order if n in names]
         order += [n for n in names if n not in order]
         for name in order:
-            if not self.restore_on(self._loaded[name]):
+            if self.dry_run:
+                self.log.dryrun("VM_STARTUP_ORDER: would power %s on again after the backups" % name)
+            elif not self.restore_on(self._loaded[name]):
                 self.left_down.append(name)
         del self.ordered_down[:]

@@ -1,7 +1,7 @@
 """The last backup attempt of each VM, failed ones included: `<VOLUME>/<VM>/.hotvcb-last-run.json`.
 
-A run that fails before it claims a backup folder (a failing pre-hook, a
-pre-flight refusal, a VM that will not shut down) leaves no folder behind;
+A run that fails before it claims a backup folder (its per-VM file refused, a
+failing pre-hook, a pre-flight refusal, a VM that will not shut down) leaves no folder behind;
 without this record `hotvcb status` would call the VM OK on its older good
 backup until the age limit ran out. One file per VM name and host (hosts
 sharing a volume each keep their own), written atomically, best effort, and
