@@ -232,8 +232,6 @@ def test_an_interrupted_run_does_not_deny_the_vms_good_backups(site):
 
 
 # -- 9. a vms_to_restore line ending in ';' -------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="a vms_to_restore line with a trailing ';' (empty 5th field) is refused "
-                   "'expected 3 or 4 fields'; ghettoVCB-restore read fields 1-4 with awk and restored it")
 def test_a_restore_line_ending_in_a_semicolon_is_restored(site):
     """The admin's vms_to_restore was written by a script that ends every field with ';'
     (`.../web-2026-11-30_21-00-01;datastore1;3;web-restored;`). ghettoVCB-restore took fields 1-4
