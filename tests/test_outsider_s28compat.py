@@ -299,8 +299,6 @@ def test_cleanup_after_a_killed_run_finds_the_partial_in_the_per_vm_volume(site)
 
 
 # -- 12. BACKUP_FILES_CHMOD in chmod's symbolic form refuses the whole job ------------------------------------------
-@pytest.mark.xfail(strict=True, reason="BACKUP_FILES_CHMOD accepts only octal modes; a symbolic mode ghettoVCB handed "
-                   "to `chmod -R` (go-rwx) makes hotvcb refuse the whole run (exit 1)")
 def test_a_symbolic_backup_files_chmod_from_ghettovcb_is_taken(site):
     """ghettoVCB ran `chmod -R "${BACKUP_FILES_CHMOD}" "${VM_BACKUP_DIR}"`, so `BACKUP_FILES_CHMOD=go-rwx`
     (keep the backups from other users, leave the owner's bits alone) worked for years.
