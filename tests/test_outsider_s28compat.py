@@ -246,9 +246,6 @@ def test_a_restore_line_ending_in_a_semicolon_is_restored(site):
 
 
 # -- 10. a ghettoVCB folder whose disk data is cut short restores "OK" -------------------------------------------
-@pytest.mark.xfail(strict=True, reason="a ghettoVCB backup folder whose -flat extent is shorter than its descriptor "
-                   "is 'unverifiable' (good) to list/verify/rotation and restores OK with the tail zero-filled; "
-                   "the same check hotvcb makes for a ghettoVCB .gz is not made for a folder")
 def test_a_ghettovcb_folder_with_a_short_flat_extent_is_not_good(site):
     """An older ghettoVCB backup of `web` was copied back from the offsite box with an rsync that was
     cut off: `web-flat.vmdk` holds half the 2048 sectors its descriptor (`RW 2048 VMFS
