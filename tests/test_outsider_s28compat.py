@@ -264,8 +264,6 @@ def test_a_ghettovcb_folder_with_a_short_flat_extent_is_not_good(site):
 
 
 # -- 11. cleanup after a killed run leaves the -partial in a per-VM file's volume ------------------------------------
-@pytest.mark.xfail(strict=True, reason="`hotvcb cleanup` after a SIGKILLed run removes the snapshot but leaves the "
-                   "unfinished -partial folder in the volume a per-VM file chose, and reports all leftovers removed")
 def test_cleanup_after_a_killed_run_finds_the_partial_in_the_per_vm_volume(site):
     """`mail`'s per-VM file (ghettoVCB's template) sends its backups to their own volume. The host
     reboots mid-copy (SIGKILL). README: `hotvcb cleanup` "undoes what a killed run left (its
