@@ -82,8 +82,6 @@ def send_mail_elsewhere(site):
     return confdir
 
 
-@pytest.mark.xfail(strict=True, reason="status/list take no -c: a VM whose per-VM file sets VM_BACKUP_VOLUME "
-                   "is reported CRIT 'never backed up' and listed without its backups")
 def test_status_and_list_see_the_backups_a_per_vm_file_sent_elsewhere(site):
     """The admin's ghettoVCB per-VM files (template: VM_BACKUP_VOLUME first) keep working for the
     backup: `mail`'s backup lands in its own volume. Their Nagios check runs `hotvcb status -f vms
