@@ -270,6 +270,16 @@ def per_vm_settings(settings: Settings, confdir: Optional[str],
     return settings_of
 
 
+def settings_for_latest(args, settings: Settings, warnings: List[str]) -> Settings:
+    """restore --latest VM's settings: with `--vm-configs DIR` (the backup's -c; restore's own -c is the
+    vms_to_restore file) the VM's per-VM file over the global ones, so its newest backup is looked for
+    in the VM_BACKUP_VOLUME that file sends it to."""
+    if args.confdir and not args.latest:
+        raise UsageError("--vm-configs DIR says where --latest VM's backups went; give --latest VM too")
+    settings_of = per_vm_settings(settings, args.confdir, warnings)
+    return settings if settings_of is None else settings_of(args.latest)
+
+
 def load(args) -> Tuple[Settings, RunLog]:
     """Settings first (a bad config must fail before anything is logged as started)."""
     settings, warnings = config.load_settings(args.global_conf)
