@@ -190,9 +190,9 @@ def run(args) -> int:
 
 def _per_vm_volumes(settings, confdir: Optional[str], vm: Optional[str]) -> Dict[str, str]:
     """{VM: the VM_BACKUP_VOLUME its per-VM file in `confdir` (the backup's -c) sets}, where it is not the
-    global one: the backup wrote there. `vm`: that VM's only; else every file's (each names its VM)."""
-    warnings = []  # type: List[str]
-    settings_of = common.per_vm_settings(settings, confdir, warnings)
+    global one: the backup wrote there. `vm`: that VM's only; else every file's (each names its VM). A
+    file that cannot be read is said; what the backup warns of in one that can is the backup's to say."""
+    settings_of = common.per_vm_settings(settings, confdir, [])
     if settings_of is None:
         return {}
     out = {}
@@ -200,12 +200,10 @@ def _per_vm_volumes(settings, confdir: Optional[str], vm: Optional[str]) -> Dict
         try:
             own = settings_of(name).vm_backup_volume
         except HotvcbError as err:
-            warnings.append("%s; the backups it may send elsewhere are not listed" % err)
+            say("hotvcb: warning: %s; the backups it may send elsewhere are not listed" % err, stream=sys.stderr)
             continue
         if own != settings.vm_backup_volume:
             out[name] = own
-    for w in warnings:
-        say("hotvcb: warning: %s" % w, stream=sys.stderr)
     return out
 
 
