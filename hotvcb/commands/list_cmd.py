@@ -177,15 +177,18 @@ def run(args) -> int:
     shell = common.connect(args.host_target).shell
     # on stderr, as the config's warnings: --json's stdout stays one JSON document
     say_unmounted(shell, settings, args.volume)
-    warn = lambda line: say("hotvcb: warning: %s" % line, stream=sys.stderr)  # noqa: E731
-    rows = backup_rows(shell, volume, args.vm, odd=warn)
+    rows = backup_rows(shell, volume, args.vm, odd=_warn)
     for name, own in sorted(elsewhere.items()):
-        rows += backup_rows(shell, own, name, odd=warn)
+        rows += backup_rows(shell, own, name, odd=_warn)
     if args.json:
         say_json({"volume": volume, "backups": rows}, indent=2)
     else:
         say(table(rows) if rows else "no backups under %s%s" % (volume, " for %r" % args.vm if args.vm else ""))
     return 0
+
+
+def _warn(line: str) -> None:
+    say("hotvcb: warning: %s" % line, stream=sys.stderr)
 
 
 def _per_vm_volumes(settings, confdir: Optional[str], vm: Optional[str]) -> Dict[str, str]:
@@ -200,7 +203,7 @@ def _per_vm_volumes(settings, confdir: Optional[str], vm: Optional[str]) -> Dict
         try:
             own = settings_of(name).vm_backup_volume
         except HotvcbError as err:
-            say("hotvcb: warning: %s; the backups it may send elsewhere are not listed" % err, stream=sys.stderr)
+            _warn("%s; the backups it may send elsewhere are not listed" % err)
             continue
         if own != settings.vm_backup_volume:
             out[name] = own
