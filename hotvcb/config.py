@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from hotvcb.errors import ConfigError, UsageError
+from hotvcb.filemode import FileMode
 from hotvcb.settings import DISK_FORMATS, IMAGE_FORMATS, Settings
 from . import lazyre
 
@@ -33,7 +34,6 @@ _EXPANDS_HERE = lazyre.compile(_EXPANDS)
 _EXPANSION = lazyre.compile(r"(?<!\\)(?:%s)" % _EXPANDS)
 _CONTROL = lazyre.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _COUNT = lazyre.compile(r"[0-9]{1,9}")
-_MODE = lazyre.compile(r"[0-7]{3,4}")
 
 
 class _Invalid(Exception):
@@ -182,9 +182,13 @@ def _absolute_path(text: str) -> str:
 
 
 def _mode(text: str) -> str:
-    if not text or _MODE.fullmatch(text):
-        return text
-    raise _Invalid("an octal file mode such as 600 or 0640, or empty to leave modes alone")
+    """Octal or symbolic, as ghettoVCB's `chmod -R` took it (`filemode.py`)."""
+    if text:
+        try:
+            FileMode(text)
+        except ValueError as err:
+            raise _Invalid(str(err)) from None
+    return text
 
 
 _SIZE = lazyre.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", re.I)

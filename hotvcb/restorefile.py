@@ -9,7 +9,8 @@ Format numbers are ghettoVCB's: 1 zeroedthick, 2 2gbsparse, 3 thin,
 dropped, as ghettoVCB-restore did (`sed 's/"//g'` on each field), so a field
 quoted on its own or a quoted new name reads as it did there; a pair of `'`
 around the whole line is stripped too. Blank lines and lines starting with `#`
-are skipped, a trailing `/` on either path is tolerated. A line that cannot be used becomes a
+are skipped, a trailing `/` on either path is tolerated, and so are empty fields after the 4th
+(`...;3;New Name;`): ghettoVCB-restore read fields 1-4 only. A line that cannot be used becomes a
 `BadLine` naming file:line, so the caller can report it and still restore the
 other lines; ghettoVCB-restore either stopped at the first bad line or
 silently restored something else.
@@ -85,6 +86,11 @@ def parse_line(line: str, where: str) -> Union[RestoreRequest, BadLine, None]:
     if inside:
         return BadLine(where, 'a " inside field %d: ghettoVCB-restore removed it, which would name another '
                        "folder; restore that backup with `hotvcb restore PATH` instead" % inside[0])
+    # ghettoVCB-restore read fields 1-4 (`awk -F ';'`) and never looked past them: empty ones after the
+    # 4th (`...;web-restored;`, a script ending every field with ';') mean nothing and are dropped,
+    # while real content there is refused (it might be meant, and would be ignored)
+    while len(fields) > 4 and not fields[-1]:
+        fields.pop()
     if len(fields) not in (3, 4):
         return BadLine(
             where,

@@ -52,7 +52,7 @@ class Settings:
     vm_shutdown_order: Tuple[str, ...] = ()
     vm_startup_order: Tuple[str, ...] = ()
     rsync_link: bool = False
-    backup_files_chmod: str = ""  # octal mode string, "" = leave as created
+    backup_files_chmod: str = ""  # a mode as chmod takes it (filemode.py), "" = leave as created
     vmdk_files_to_backup: Tuple[str, ...] = ("all",)
     snapshot_remove_timeout: float = 30  # (hotvcb) minutes to wait for consolidation
     create_vm_backup_volume: bool = False  # (hotvcb) create a missing VM_BACKUP_VOLUME (store/volume.py)

@@ -17,6 +17,7 @@ import os
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -112,7 +113,8 @@ class Shell(FileReader, Protocol):
     `content` "qcow2" digests the image's virtual disk (HostError where it
     cannot: the image is refused, or over SSH file by file); a file
     `open_binary` cannot read raises HostError from the open or the first read;
-    `rename` never replaces an existing folder; `read_texts` reads many small
+    `rename` never replaces an existing folder; `file_mode` is the permission bits (07777) `chmod`
+    changes, of the file a symlink names; `read_texts` reads many small
     files in one go, leaving out those it cannot read; `read_regular` reads at most
     `limit` bytes of a regular file and refuses (HostError) a symlink, FIFO, device or
     folder without following it or waiting on it; `copy_regular` copies as `copy_file`
@@ -159,6 +161,8 @@ class Shell(FileReader, Protocol):
     def symlink(self, target: str, link: str) -> None: ...
 
     def chmod(self, path: str, mode: int) -> None: ...
+
+    def file_mode(self, path: str) -> int: ...
 
     def realpath(self, path: str) -> str: ...
 
@@ -444,6 +448,9 @@ class LocalShell:
 
     def chmod(self, path: str, mode: int) -> None:
         os.chmod(path, mode)
+
+    def file_mode(self, path: str) -> int:
+        return stat.S_IMODE(_stat(path).st_mode)
 
     def realpath(self, path: str) -> str:
         return os.path.realpath(path)

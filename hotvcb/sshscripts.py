@@ -84,6 +84,7 @@ SIZE = 'stat -L -c %s -- "$1"'
 USAGE = "stat -L -c '%b %B' -- \"$1\""
 SYMLINK = 'ln -sfn -- "$1" "$2"'  # -n: never follow an older link into a folder
 CHMOD = 'chmod "$2" -- "$1"'
+MODE = 'stat -L -c %a -- "$1"'  # octal permission bits, as busybox and GNU stat print them
 REALPATH = ('readlink -f -- "$1" 2>/dev/null && exit 0; '
             'd=$(readlink -f -- "$(dirname -- "$1")" 2>/dev/null) && '
             'echo "${d%/}/$(basename -- "$1")" && exit 0; echo "$1"')

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import hostdigest, sshscripts as sh, tmpwork
+from . import hostdigest, lazyre, sshscripts as sh, tmpwork
 from .errors import HostError, TimeoutExpired
 from .shell import Completed, OutputCallback, Tree, decoded, stream, temp_tag, tree_of
 
@@ -45,6 +45,7 @@ CONNECT_TIMEOUT = 20  # seconds for TCP connect + key exchange
 WORK_PREFIX = "hotvcb-ssh-"  # in /tmp: the master's socket and its error output
 PERSIST = 600  # an orphaned master goes away after this long without clients
 FILE_OP_TIMEOUT = 600
+_OCTAL_MODE = lazyre.compile(r"[0-7]{1,5}")  # `stat -c %a`: the permission bits in octal
 
 
 @dataclass(frozen=True)
@@ -445,6 +446,12 @@ class SshShell:
 
     def chmod(self, path: str, mode: int) -> None:
         self._must("cannot chmod %s" % path, sh.CHMOD, path, "%04o" % mode)
+
+    def file_mode(self, path: str) -> int:
+        out = self._must("cannot stat %s" % path, sh.MODE, path).decode("ascii", "replace").strip()
+        if not _OCTAL_MODE.fullmatch(out):
+            raise HostError("cannot stat %s: the host's stat gave %r for its mode" % (path, out[:40]))
+        return int(out, 8)
 
     def realpath(self, path: str) -> str:
         """Like os.path.realpath: a missing last part is kept as written, `..` folded."""

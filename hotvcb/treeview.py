@@ -198,6 +198,9 @@ class ScannedShell:
         self._changed()
         self.shell.chmod(path, mode)
 
+    def file_mode(self, path: str) -> int:
+        return self.shell.file_mode(path)
+
     def make_tar_gz(self, folder: str, dst: str, arcname: str, first: Sequence[str] = (),
                     skip: Sequence[str] = ()) -> None:
         self._changed()

@@ -168,6 +168,8 @@ def test_latin1_file_is_read_with_a_warning(tmp_path):
         ("BACKUP_FILES_CHMOD=600", "backup_files_chmod", "600"),
         ("BACKUP_FILES_CHMOD=0640", "backup_files_chmod", "0640"),
         ("BACKUP_FILES_CHMOD=", "backup_files_chmod", ""),
+        ("BACKUP_FILES_CHMOD=go-rwx", "backup_files_chmod", "go-rwx"),  # ghettoVCB's chmod -R took it
+        ("BACKUP_FILES_CHMOD=u=rw,go=", "backup_files_chmod", "u=rw,go="),
         ("NFS_VERSION=nfs41", "nfs_version", "nfsv41"),
         ("NFS_VERSION=nfsv41", "nfs_version", "nfsv41"),
         ("EMAIL_TLS=starttls", "email_tls", "starttls"),
@@ -250,6 +252,8 @@ BAD = [
     ("BACKUP_FILES_CHMOD", "rw-r--r--", "octal"),
     ("BACKUP_FILES_CHMOD", "0800", "octal"),
     ("BACKUP_FILES_CHMOD", "7", "octal"),
+    ("BACKUP_FILES_CHMOD", "go-rwq", "symbolic one as chmod takes it"),
+    ("BACKUP_FILES_CHMOD", "u+rw,,", "octal"),
     ("VM_BACKUP_VOLUME", "", "absolute path"),
     ("VM_BACKUP_VOLUME", "backups", "absolute path"),
     ("VMDK_FILES_TO_BACKUP", "all,a.vmdk", "all, or a comma list"),

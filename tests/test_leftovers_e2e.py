@@ -78,3 +78,24 @@ def test_cleanup_removes_the_scratch_folders_of_killed_restores_only(host, tmp_p
     assert _scratch(host) == [] and _unfinished(host) == [], r.stdout
     r = hotvcb(host, "cleanup", "-g", conf)
     assert "left by a restore that died" not in r.stdout and "cleanup: 0 leftover(s) removed" in r.stdout, r.stdout
+
+
+def test_the_per_vm_volume_marker_lives_only_while_its_backup_is_written(host, tmp_path):
+    """A backup a per-VM file sends to its own volume names that volume in the VM's folder while it is
+    written (for `hotvcb cleanup`, which has no -c: tests/test_outsider_s28compat.py); a run that ends
+    leaves none, a run without per-VM volumes writes none, and cleanup says of a marker naming no
+    path that it ignores it, and goes on."""
+    host.create_vm("db", "datastore1", [{"size": "1M"}], power="on")
+    confdir = tmp_path / "vmconf"
+    confdir.mkdir()
+    (confdir / "db").write_text("VM_BACKUP_VOLUME=/vmfs/volumes/ds5/own\n")
+    conf = write_conf(host)
+    markers = lambda: glob.glob(host.real("/vmfs/volumes/datastore1/db/.hotvcb-backup-volume.*"))  # noqa: E731
+    r = hotvcb(host, "-m", "db", "-g", conf, "-c", confdir, "-w", tmp_path / "w")
+    assert r.returncode == 0 and not markers(), r.stdout + r.stderr
+    assert os.listdir(host.real("/vmfs/volumes/ds5/own/db"))
+    with open(host.real("/vmfs/volumes/datastore1/db/.hotvcb-backup-volume.db.vmx"), "w") as f:
+        f.write("ds5/own\n")
+    r = hotvcb(host, "cleanup", "-g", conf, "-w", tmp_path / "w")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "names no backup volume; ignored" in r.stdout, r.stdout

@@ -80,8 +80,6 @@ def send_mail_elsewhere(site):
     return confdir
 
 
-@pytest.mark.xfail(strict=True, reason="status/list take no -c: a VM whose per-VM file sets VM_BACKUP_VOLUME "
-                   "is reported CRIT 'never backed up' and listed without its backups")
 def test_status_and_list_see_the_backups_a_per_vm_file_sent_elsewhere(site):
     """The admin's ghettoVCB per-VM files (template: VM_BACKUP_VOLUME first) keep working for the
     backup: `mail`'s backup lands in its own volume. Their Nagios check runs `hotvcb status -f vms
@@ -218,8 +216,6 @@ def test_an_interrupted_run_does_not_deny_the_vms_good_backups(site):
 
 
 # -- 9. a vms_to_restore line ending in ';' -------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="a vms_to_restore line with a trailing ';' (empty 5th field) is refused "
-                   "'expected 3 or 4 fields'; ghettoVCB-restore read fields 1-4 with awk and restored it")
 def test_a_restore_line_ending_in_a_semicolon_is_restored(site):
     """The admin's vms_to_restore was written by a script that ends every field with ';'
     (`.../web-2026-11-30_21-00-01;datastore1;3;web-restored;`). ghettoVCB-restore took fields 1-4
@@ -234,9 +230,6 @@ def test_a_restore_line_ending_in_a_semicolon_is_restored(site):
 
 
 # -- 10. a ghettoVCB folder whose disk data is cut short restores "OK" -------------------------------------------
-@pytest.mark.xfail(strict=True, reason="a ghettoVCB backup folder whose -flat extent is shorter than its descriptor "
-                   "is 'unverifiable' (good) to list/verify/rotation and restores OK with the tail zero-filled; "
-                   "the same check hotvcb makes for a ghettoVCB .gz is not made for a folder")
 def test_a_ghettovcb_folder_with_a_short_flat_extent_is_not_good(site):
     """An older ghettoVCB backup of `web` was copied back from the offsite box with an rsync that was
     cut off: `web-flat.vmdk` holds half the 2048 sectors its descriptor (`RW 2048 VMFS
@@ -255,8 +248,6 @@ def test_a_ghettovcb_folder_with_a_short_flat_extent_is_not_good(site):
 
 
 # -- 11. cleanup after a killed run leaves the -partial in a per-VM file's volume ------------------------------------
-@pytest.mark.xfail(strict=True, reason="`hotvcb cleanup` after a SIGKILLed run removes the snapshot but leaves the "
-                   "unfinished -partial folder in the volume a per-VM file chose, and reports all leftovers removed")
 def test_cleanup_after_a_killed_run_finds_the_partial_in_the_per_vm_volume(site):
     """`mail`'s per-VM file (ghettoVCB's template) sends its backups to their own volume. The host
     reboots mid-copy (SIGKILL). README: `hotvcb cleanup` "undoes what a killed run left (its
@@ -287,8 +278,6 @@ def test_cleanup_after_a_killed_run_finds_the_partial_in_the_per_vm_volume(site)
 
 
 # -- 12. BACKUP_FILES_CHMOD in chmod's symbolic form refuses the whole job ------------------------------------------
-@pytest.mark.xfail(strict=True, reason="BACKUP_FILES_CHMOD accepts only octal modes; a symbolic mode ghettoVCB handed "
-                   "to `chmod -R` (go-rwx) makes hotvcb refuse the whole run (exit 1)")
 def test_a_symbolic_backup_files_chmod_from_ghettovcb_is_taken(site):
     """ghettoVCB ran `chmod -R "${BACKUP_FILES_CHMOD}" "${VM_BACKUP_DIR}"`, so `BACKUP_FILES_CHMOD=go-rwx`
     (keep the backups from other users, leave the owner's bits alone) worked for years.

@@ -32,9 +32,17 @@ def test_skipped_lines(line):
     assert parse_line(line, "f:1") is None
 
 
+@pytest.mark.parametrize("line,name", [("/b;/ds;3;n;", "n"), ("/b;/ds;3;;;", None), ('"/b;/ds;3;n; ;"', "n")])
+def test_empty_fields_after_the_fourth_are_ignored(line, name):
+    """ghettoVCB-restore read fields 1-4 (`awk -F ';'`): a line ending in ';' restored."""
+    assert parse_line(line, "f:1") == RestoreRequest("/b", "/ds", "thin", name, "f:1")
+
+
 @pytest.mark.parametrize("line,word", [
     ("/b;/ds", "found 2"),
     ("/b;/ds;1;n;extra", "found 5"),
+    ("/b;/ds;1;n;extra;", "found 5"),
+    ("/b;/ds;1;;x", "found 5"),
     ("/b;/ds;7", "'7' is not valid"),
     (";/ds;1", "field 1"),
     ("/b;;1", "field 2"),

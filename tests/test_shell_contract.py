@@ -163,6 +163,12 @@ def test_sizes_links_modes_and_paths(shell, tmp_path):
             look(str(tmp_path / "latest"))
     shell.chmod(str(thin), 0o640)
     assert os.stat(str(thin)).st_mode & 0o777 == 0o640
+    assert shell.file_mode(str(thin)) == 0o640
+    os.chmod(str(tmp_path), 0o1750)
+    assert shell.file_mode(str(tmp_path)) == 0o1750  # a folder's, the sticky bit too
+    os.chmod(str(tmp_path), 0o700)
+    with pytest.raises(HostError, match="latest"):
+        shell.file_mode(str(tmp_path / "latest"))
     assert shell.realpath(str(tmp_path / "sub" / ".." / "missing")) == str(tmp_path / "missing")
 
 

@@ -338,3 +338,21 @@ def test_lists_and_per_vm_configs_on_the_client_reach_the_run_on_the_host(site, 
     assert [f for f in files if f.endswith("-s001.vmdk")], sorted(files)
     builds = [b for b in os.listdir(str(folder)) if b.endswith(".pyz")]
     assert sorted(p.name for p in folder.iterdir()) == sorted(builds + [b[: -len(".pyz")] for b in builds])
+
+
+def test_status_and_restore_latest_on_the_host_read_the_per_vm_folder_on_the_client(site, tmp_path):
+    """`status -c` and `restore --latest --vm-configs` over SSH run on the host with the client's per-VM
+    folder sent along (as the backup's -c): the VM whose file sends it to its own volume is judged and
+    restored from there."""
+    host, conf, sshd, root = site
+    own = "/vmfs/volumes/ds2/own"
+    (tmp_path / "per-vm").mkdir()
+    (tmp_path / "per-vm" / VM).write_text("VM_BACKUP_VOLUME=%s\n" % own, encoding="utf-8")
+    r = ssh_hotvcb(sshd, "backup", "-m", VM, "-g", str(conf), "-c", str(tmp_path / "per-vm"))
+    assert r.returncode == 0 and "going file by file" not in r.out, r.out
+    r = ssh_hotvcb(sshd, "status", "-g", str(conf), "-c", str(tmp_path / "per-vm"), "--json")
+    [check] = [c for c in json.loads(r.stdout)["checks"] if c["kind"] == "backup" and c["name"] == VM]
+    assert check["severity"] == "OK" and check["details"]["newest_good"].startswith(own + "/"), check
+    r = ssh_hotvcb(sshd, "restore", "--latest", VM, "-g", str(conf), "--vm-configs", str(tmp_path / "per-vm"),
+                   "--datastore", "datastore1", "--name", "from own", "-d", "1")
+    assert r.returncode == 0 and own + "/" in r.out and "going file by file" not in r.out, r.out

@@ -253,3 +253,39 @@ def test_a_fleet_line_may_end_in_a_comment(tmp_path):
     fleet.write_text("root@esxi01:2222  # rack 3\nroot@[fe80::1] # lab\n#esxi03\n")
     got = [(line, t.ssh.destination, t.ssh.port) for line, t in targets_in(str(fleet), Namespace(port=None))]
     assert got == [("root@esxi01:2222", "root@esxi01", 2222), ("root@[fe80::1]", "root@fe80::1", None)]
+
+
+def test_status_list_and_restore_latest_with_the_backups_per_vm_files_look_where_each_vm_went(tmp_path):
+    """`-c` as the backup has it (restore: `--vm-configs`, its -c is the vms_to_restore file): a VM
+    whose file sets VM_BACKUP_VOLUME is judged, listed and restored from there, and its target's room
+    counted there; a file the backup refuses is that VM's CRIT (its backup fails each night); a -c
+    folder that is not there is UNKNOWN, as a missing -f list is."""
+    host = make_host(tmp_path / "host")
+    try:
+        conf = write_conf(host)
+        for vm in ("web", "db"):
+            host.create_vm(vm, "datastore1", [{"size": "1M"}], power="on")
+        confdir = tmp_path / "vmconf"
+        confdir.mkdir()
+        (confdir / "db").write_text("VM_BACKUP_VOLUME=/vmfs/volumes/ds5/db-only\n")
+        assert hotvcb(host, "-a", "-g", conf, "-c", str(confdir)).returncode == 0
+        r = hotvcb(host, "status", "-g", conf, "-c", str(confdir))
+        assert r.returncode == 0 and "OK   backup        db: newest good backup" in r.stdout, r.stdout
+        assert "ds5 (backup target)" in r.stdout, r.stdout
+        rows = json.loads(hotvcb(host, "list", "--json", "-g", conf, "-c", str(confdir)).stdout)["backups"]
+        assert sorted((b["vm"], b["path"].rsplit("/", 2)[0], b["good"]) for b in rows) == [
+            ("db", "/vmfs/volumes/ds5/db-only", True), ("web", VOLUME, True)], rows
+        latest = ("restore", "--latest", "db", "-g", conf, "--datastore", "datastore1", "--name", "db2", "-d", "1")
+        r = hotvcb(host, *latest, "--vm-configs", str(confdir))
+        assert r.returncode == 0 and "/vmfs/volumes/ds5/db-only/db/db-" in r.stdout, r.stdout + r.stderr
+        r = hotvcb(host, *latest)
+        assert r.returncode == 1 and "no good backup of 'db' under %s" % VOLUME in r.stdout + r.stderr, r.stdout
+        r = hotvcb(host, "restore", "-c", str(tmp_path / "vms_to_restore"), "--vm-configs", str(confdir))
+        assert r.returncode == 1 and "give --latest VM too" in r.stdout + r.stderr, r.stdout + r.stderr
+        (confdir / "db").write_text("VM_BACKUP_ROTATION_COUNT=many\n")
+        r = hotvcb(host, "status", "-g", conf, "-c", str(confdir))
+        assert r.returncode == 2 and "CRIT backup        db: its per-VM config is refused" in r.stdout, r.stdout
+        r = hotvcb(host, "status", "-g", conf, "-c", str(tmp_path / "nothing"))
+        assert r.returncode == 3 and "no such folder of per-VM configs" in r.stdout, r.stdout
+    finally:
+        host.stop()

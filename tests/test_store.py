@@ -152,6 +152,25 @@ def test_ghettovcbs_status_warn_is_a_good_backup_and_hotvcbs_is_not(tmp_path):
     assert verdict.good and verdict.warning == health.GHETTOVCB_WARN, verdict
 
 
+def test_a_ghettovcb_folder_whose_disk_was_cut_short_is_not_good(tmp_path):
+    """As for ghettoVCB's .gz (no manifest to check against): each descriptor's extents there, a flat
+    one at the size it gives; one an rsync or a failed copy cut short is incomplete, not good."""
+    from test_outsider_interop import ghettovcb_folder
+
+    from hotvcb.jobs.verify import verify_folder
+
+    shell = LocalShell()
+    folder = ghettovcb_folder(tmp_path, "db", "2026-12-01_21-00-01", "STATUS.ok", "Successfully completed backup")
+    assert health.judge(shell, layout.from_path(shell, str(folder))).state == "unverifiable"
+    os.truncate(str(folder / "db-flat.vmdk"), 512 << 10)
+    verdict = health.judge(shell, layout.from_path(shell, str(folder)))
+    assert verdict.state == "incomplete" and "db-flat.vmdk is 524288 bytes, db.vmdk says 1048576" in verdict.reason
+    assert verify_folder(shell, str(folder)).status == "incomplete"  # verify fails it (exit 4/6), as list does not count it
+    os.remove(str(folder / "db-flat.vmdk"))
+    verdict = health.judge(shell, layout.from_path(shell, str(folder)))
+    assert verdict.state == "incomplete" and "names db-flat.vmdk, which is not in the folder" in verdict.reason
+
+
 def test_list_and_status_show_what_a_good_ghettovcb_backup_lacks(tmp_path, capsys):
     backup = ghettovcb_backup(tmp_path / "vol", "2026-12-01_21-00-01", "warn")
     conf = tmp_path / "ghettoVCB.conf"

@@ -78,8 +78,7 @@ def selection(args) -> Tuple[Optional[List[str]], List[str]]:
     """
     if not (args.all_vms or args.vm_list or args.vm_names):
         raise UsageError("say which VMs: -a (all), -f FILE or -m NAME")
-    if args.confdir and not os.path.isdir(args.confdir):  # else every VM would fail on it: exit 6, not 1
-        raise UsageError("-c %s: no such folder of per-VM configs" % args.confdir)
+    common.check_confdir(args.confdir)  # else every VM would fail on it: exit 6, not 1
     names = None if args.all_vms else (namelist.read_names(args.vm_list) if args.vm_list else args.vm_names)
     if names is not None and not names:
         raise UsageError("the VM list %s names no VM" % config.shown_as(args.vm_list))

@@ -4,7 +4,7 @@ import argparse
 import re
 import os
 import shutil
-from typing import TYPE_CHECKING, List, NamedTuple, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Callable, List, NamedTuple, Optional, Tuple, Union
 
 from .. import config, namelist
 from . import onhost
@@ -241,6 +241,43 @@ def _root_needed(host, remote: bool) -> str:
         why = ("the run lock lives in %s, and vim-cmd snapshots and vmkfstools disk copies need root; or run it "
                "from a Linux box in SSH mode (--host root@HOST)" % host.run_dir)
     return "hotvcb must run as root here (this is uid %d): %s" % (os.geteuid(), why)
+
+
+def add_confdir_option(p: argparse.ArgumentParser, why: str) -> None:
+    """The backup's -c, for the commands that must look where it wrote (status, list): `why` they read it."""
+    p.add_argument("-c", dest="confdir", metavar="DIR", help="folder of per-VM config files named after VMs, "
+                   "as the backup's -c: " + why)
+
+
+def check_confdir(confdir: Optional[str]) -> None:
+    if confdir and not os.path.isdir(confdir):  # else every VM would fail on it, one by one
+        raise UsageError("-c %s: no such folder of per-VM configs" % confdir)
+
+
+def per_vm_settings(settings: Settings, confdir: Optional[str],
+                    warnings: List[str]) -> Optional[Callable[[str], Settings]]:
+    """A VM's own settings, as the backup reads them (config.for_vm: its file in `confdir` over the global
+    ones), the files' warnings added to `warnings` once each; None without a `confdir`."""
+    check_confdir(confdir)
+    if not confdir:
+        return None
+
+    def settings_of(name: str) -> Settings:
+        own, said = config.for_vm(settings, confdir, name)
+        warnings.extend(w for w in said if w not in warnings)
+        return own
+
+    return settings_of
+
+
+def settings_for_latest(args, settings: Settings, warnings: List[str]) -> Settings:
+    """restore --latest VM's settings: with `--vm-configs DIR` (the backup's -c; restore's own -c is the
+    vms_to_restore file) the VM's per-VM file over the global ones, so its newest backup is looked for
+    in the VM_BACKUP_VOLUME that file sends it to."""
+    if args.confdir and not args.latest:
+        raise UsageError("--vm-configs DIR says where --latest VM's backups went; give --latest VM too")
+    settings_of = per_vm_settings(settings, args.confdir, warnings)
+    return settings if settings_of is None else settings_of(args.latest)
 
 
 def load(args) -> Tuple[Settings, RunLog]:

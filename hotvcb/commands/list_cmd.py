@@ -1,8 +1,12 @@
 """`hotvcb list [VM]`: every backup under VM_BACKUP_VOLUME and its health (or, with --repo or
 VM_BACKUP_REPOSITORY and no --volume, the repository's backups: repo_cmd.list_backups).
 
+With `-c DIR` (the backup's per-VM config folder) a VM whose file sets
+VM_BACKUP_VOLUME is listed from that volume, where its backups went.
+
 A table on a terminal (or whenever --json is not given); `--json` prints one
-JSON document for scripts and monitoring:
+JSON document for scripts and monitoring (`volume`: the global one, or with
+VM and -c that VM's):
 
     {"volume": path, "backups": [{"vm", "name", "path", "time", "age_seconds",
       "size_bytes", "format", "status", "good", "reason", "sealed", "compressed",
@@ -21,12 +25,13 @@ comes from the manifest, or for ghettoVCB backups from the first disk
 descriptor (thin | 2gbsparse | thick).
 """
 
+import os
 import sys
 from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .. import config, vmdk
-from ..errors import HostError
+from ..errors import HostError, HotvcbError
 from ..jobs import nfs
 from ..runlog import columns, say, say_json
 from ..shell import Shell
@@ -43,6 +48,8 @@ def register(subparsers) -> None:
     p.add_argument("-g", dest="global_conf", metavar="FILE", help="global config (VM_BACKUP_VOLUME, or "
                    "VM_BACKUP_REPOSITORY: that repository is listed unless --volume is given)")
     p.add_argument("--volume", metavar="DIR", help="backup volume (overrides VM_BACKUP_VOLUME)")
+    common.add_confdir_option(p, "a VM whose file sets VM_BACKUP_VOLUME has its backups listed from there "
+                              "(without --volume)")
     common.add_repo_option(p)
     p.set_defaults(handler=run)
 
@@ -165,16 +172,42 @@ def run(args) -> int:
 
         repo_cmd.here_only(args)
         return repo_cmd.list_backups(args.repo, args.vm, args.json)
-    volume = args.volume or settings.vm_backup_volume
+    elsewhere = {} if args.volume else _per_vm_volumes(settings, args.confdir, args.vm)
+    volume = args.volume or elsewhere.pop(args.vm, settings.vm_backup_volume)
     shell = common.connect(args.host_target).shell
     # on stderr, as the config's warnings: --json's stdout stays one JSON document
     say_unmounted(shell, settings, args.volume)
-    rows = backup_rows(shell, volume, args.vm, odd=lambda line: say("hotvcb: warning: %s" % line, stream=sys.stderr))
+    rows = backup_rows(shell, volume, args.vm, odd=_warn)
+    for name, own in sorted(elsewhere.items()):
+        rows += backup_rows(shell, own, name, odd=_warn)
     if args.json:
         say_json({"volume": volume, "backups": rows}, indent=2)
     else:
         say(table(rows) if rows else "no backups under %s%s" % (volume, " for %r" % args.vm if args.vm else ""))
     return 0
+
+
+def _warn(line: str) -> None:
+    say("hotvcb: warning: %s" % line, stream=sys.stderr)
+
+
+def _per_vm_volumes(settings, confdir: Optional[str], vm: Optional[str]) -> Dict[str, str]:
+    """{VM: the VM_BACKUP_VOLUME its per-VM file in `confdir` (the backup's -c) sets}, where it is not the
+    global one: the backup wrote there. `vm`: that VM's only; else every file's (each names its VM). A
+    file that cannot be read is said; what the backup warns of in one that can is the backup's to say."""
+    settings_of = common.per_vm_settings(settings, confdir, [])
+    if settings_of is None:
+        return {}
+    out = {}
+    for name in [vm] if vm else sorted(os.listdir(confdir or "")):
+        try:
+            own = settings_of(name).vm_backup_volume
+        except HotvcbError as err:
+            _warn("%s; the backups it may send elsewhere are not listed" % err)
+            continue
+        if own != settings.vm_backup_volume:
+            out[name] = own
+    return out
 
 
 def say_unmounted(shell: Shell, settings, volume: Optional[str]) -> str:

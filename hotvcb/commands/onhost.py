@@ -243,11 +243,11 @@ def _request(args, parser: argparse.ArgumentParser, extra: Sequence[str]) -> "ho
 
 
 def _per_vm_names(args, folder: str) -> List[str]:
-    """The names in the -c folder the run may read: the VMs named (-m, -f) where it has a file, else
-    (-a) every entry. Only these are sent, and one that cannot be (`_read`) costs its VM alone, as a
-    run here would: the folder a ghettoVCB admin keeps per-VM files in holds its logs and script too,
-    and one log over 4 MiB refused the whole SSH backup of VMs that have nothing to do with it."""
-    names = getattr(args, "vm_names", None)
+    """The names in the -c folder the run may read: the VMs named (-m, -f, restore --latest) where it has
+    a file, else (-a) every entry. Only these are sent, and one that cannot be (`_read`) costs its VM
+    alone, as a run here would: the folder a ghettoVCB admin keeps per-VM files in holds its logs and
+    script too, and one log over 4 MiB refused the whole SSH backup of VMs that have nothing to do with it."""
+    names = getattr(args, "vm_names", None) or ([args.latest] if getattr(args, "latest", None) else None)
     if not names and getattr(args, "vm_list", None):
         try:
             names = namelist.read_names(args.vm_list)

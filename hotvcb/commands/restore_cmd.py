@@ -2,7 +2,7 @@
 
     hotvcb restore -c FILE [-d 1|2] [-l LOG]
     hotvcb restore BACKUP --datastore DS [--format thin] [--name NEW]
-    hotvcb restore --latest VM -g CONF --datastore DS [--format thin] [--name NEW]
+    hotvcb restore --latest VM -g CONF [--vm-configs DIR] --datastore DS [--format thin] [--name NEW]
 
 `-d 1` is a dry run (every step, source, destination and .vmx rewrite is
 printed, nothing changes); `-d 2` also prints the rewritten .vmx whole.
@@ -34,6 +34,9 @@ def register(subparsers) -> None:
     p.add_argument("-c", dest="restore_file", metavar="FILE",
                    help='ghettoVCB-restore file: "<backup>;<datastore path>;<format 1-4>[;<new name>]" a line')
     p.add_argument("--latest", metavar="VM", help="the latest good backup of this VM under VM_BACKUP_VOLUME (-g)")
+    p.add_argument("--vm-configs", dest="confdir", metavar="DIR",
+                   help="with --latest: the backup's per-VM config folder (its -c): a VM whose file sets "
+                   "VM_BACKUP_VOLUME has its latest backup looked for there")
     p.add_argument("--datastore", metavar="DS", help="datastore name or path to restore into")
     p.add_argument("--format", metavar="FMT",
                    help="zeroedthick|2gbsparse|thin|eagerzeroedthick or 1-4 (default thin); qcow2|raw with --kvm "
@@ -108,6 +111,7 @@ def run(args) -> int:
     level = LEVELS[args.level]
     dry_run = level in ("dryrun", "dryrun2")
     settings, warnings = config.load_settings(args.global_conf)
+    settings = common.settings_for_latest(args, settings, warnings)
     log = RunLog("debug" if level in ("debug", "dryrun2") else "info", path=args.log_file)
     onhost.say_warnings(args, warnings, log.warning)
     interrupt.install()

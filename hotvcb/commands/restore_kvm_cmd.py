@@ -19,6 +19,7 @@ from ..restorefile import trim_path
 from ..runlog import RunLog
 from ..shell import LocalShell
 from ..store import layout
+from . import common
 
 
 def add_options(p) -> None:
@@ -54,6 +55,7 @@ def run(args, level: str) -> int:
     if fmt not in KVM_FORMATS:
         raise UsageError("--format %s: a KVM restore writes %s" % (fmt, " or ".join(KVM_FORMATS)))
     settings, warnings = config.load_settings(args.global_conf)
+    settings = common.settings_for_latest(args, settings, warnings)
     dry_run = level in ("dryrun", "dryrun2")
     log = RunLog("debug" if level in ("debug", "dryrun2") else "info", path=args.log_file)
     for w in warnings:

@@ -25,6 +25,7 @@ def register(subparsers) -> None:
     p.add_argument("-g", dest="global_conf", metavar="FILE", help="global config (VM_BACKUP_VOLUME, format)")
     p.add_argument("-f", dest="vm_list", metavar="FILE", help="only the VMs in this list (a missing one is CRIT)")
     p.add_argument("-e", dest="exclude", metavar="FILE", help="leave these VMs out")
+    common.add_confdir_option(p, "a VM whose file sets VM_BACKUP_VOLUME has its backups looked for there")
     p.add_argument("--json", action="store_true", help="machine-readable report")
     p.add_argument("--hosts", metavar="FILE", help="every host in FILE (one [user@]host[:port] a line) over SSH, "
                    "with --identity/--known-hosts/--ssh-option; the worst host decides the exit code")
@@ -49,7 +50,9 @@ def run(args) -> int:
         if args.repo:
             settings = dataclasses.replace(settings, vm_backup_repository=args.repo)
         limits, names, exclude = _scope(args)
-        report = host_status(common.connect(args.host_target), settings, limits, names, exclude)
+        settings_of = common.per_vm_settings(settings, args.confdir, warnings)
+        report = host_status(common.connect(args.host_target), settings, limits, names, exclude,
+                             settings_of=settings_of)
     except HotvcbError as err:
         if args.json:
             say_json({"status": "UNKNOWN", "message": str(err), "checks": []})
@@ -91,6 +94,7 @@ def _many(args) -> int:
     try:
         settings, _warnings = config.load_settings(args.global_conf)
         limits, names, exclude = _scope(args)
+        settings_of = common.per_vm_settings(settings, args.confdir, _warnings)
         hosts = common.targets_in(args.hosts, args)
     except HotvcbError as err:
         if args.json:
@@ -101,7 +105,7 @@ def _many(args) -> int:
     reports = []  # type: List[Dict[str, Any]]
     for line, target in hosts:
         try:
-            report = host_status(common.connect(target), settings, limits, names, exclude)
+            report = host_status(common.connect(target), settings, limits, names, exclude, settings_of=settings_of)
             reports.append(dict(report.as_dict(), host=line, describe=report.host))
         except HotvcbError as err:
             reports.append({"host": line, "status": "UNKNOWN", "message": str(err), "checks": []})

@@ -34,7 +34,8 @@ from . import backup_end, lookahead, parallel, preflight
 from .ahead import RunStart
 from .guest_hooks import run_guest_hook
 from .hooks import run_hook
-from .leftovers import NONE_DEAD, SNAPSHOT_PREFIX, cleanup_host, is_ours, remove_partials, restore_power
+from .leftovers import (NONE_DEAD, SNAPSHOT_PREFIX, cleanup_host, clear_volume_mark, is_ours, mark_volume,
+                        remove_partials, restore_power, volume_marker)
 from .power import PowerControl
 from .snaptree import copy_tree
 from .space import SpaceLedger
@@ -325,7 +326,7 @@ class _VmBackup:
                 run_guest_hook(self.host, vm, self.s.guest_pre_backup_hook, "pre", self.s.hook_timeout * 60.0,
                                self.log)
             try:
-                self._backup(vm, disks)
+                self._backup_marked(vm, disks)
             finally:
                 if self.s.guest_post_backup_hook:
                     self._post_hook(vm)
@@ -345,6 +346,22 @@ class _VmBackup:
                          result=status, backup=self.result.backup_dir)
         except HotvcbError as err:
             self.log.error(str(err))
+
+    def _backup_marked(self, vm: Vm, disks: List[Disk]) -> None:
+        """The backup, its volume named in the VM's folder while it is written where a per-VM file
+        sent it: a killed run's `-partial` there is found by `hotvcb cleanup`, which has no -c
+        (leftovers.marked_volume). Written only then: a run without per-VM volumes changes nothing."""
+        elsewhere = not self.s.vm_backup_repository and self.s.vm_backup_volume != self.job.settings.vm_backup_volume
+        if elsewhere:
+            mark_volume(self.host, vm, self.s.vm_backup_volume)
+        try:
+            self._backup(vm, disks)
+        finally:
+            if elsewhere:
+                try:
+                    clear_volume_mark(self.host, vm)
+                except HotvcbError as err:
+                    self.log.warning("%s: cannot remove %s: %s" % (vm.name, volume_marker(vm), err))
 
     def _backup(self, vm: Vm, disks: List[Disk]) -> None:
         self.sealer = self._sink(vm)

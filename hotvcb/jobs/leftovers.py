@@ -9,7 +9,9 @@ Why each removal is safe:
 - Snapshots and power-off markers live on the host, and every run that makes
   them holds that host's lock (store/lock.py) for as long as they exist. We
   hold it now, so one of ours made by any other run is a dead run's.
-- `-partial` folders live on the backup volume, which other hosts may share.
+- `-partial` folders live on the backup volume, which other hosts may share
+  (or on the volume a per-VM file chose: a marker in the VM's folder names it
+  while its backup is written, as `hotvcb cleanup` is given no -c).
   A folder whose record names this host (and another run) is a dead run's,
   for the same reason. One of another host is dead only when its owner file
   has missed its heartbeats for lock.STALE_AFTER seconds.
@@ -48,6 +50,7 @@ from .. import lazyre
 
 SNAPSHOT_PREFIX = "hotvcb-snapshot-"
 POWER_MARKER = ".hotvcb-powered-off"  # + ".<vmx file name>", in the VM's folder while we hold it powered off
+VOLUME_MARKER = ".hotvcb-backup-volume"  # + ".<vmx file name>": the per-VM volume a backup of it is written to
 SHUTDOWN_GRACE = 30 * 60.0  # a guest asked to shut down may take this long (a marker this young is kept)
 NONE_DEAD = {}  # type: Mapping[str, float]  # no lock taken over: the `dead` default
 UNTOLD = "may still be running (its process cannot be told from here: another pid namespace, or hidden by /proc)"
@@ -129,6 +132,55 @@ def mark_powered_off(host: Hypervisor, vm, run: RunId) -> None:
 
 def clear_power_mark(host: Hypervisor, vm) -> None:
     host.shell.remove_tree(power_marker(vm))
+
+
+def volume_marker(vm) -> str:
+    """One per VM, as power_marker: while its backup is written to a volume its per-VM file (-c) chose."""
+    return "%s/%s.%s" % (vm.folder, VOLUME_MARKER, vm.ref.vmx_path.rsplit("/", 1)[-1])
+
+
+def mark_volume(host: Hypervisor, vm, volume: str) -> None:
+    host.shell.write_text(volume_marker(vm), volume + "\n")
+
+
+def clear_volume_mark(host: Hypervisor, vm) -> None:
+    host.shell.remove_tree(volume_marker(vm))
+
+
+def marked_volume(host: Hypervisor, vm, log) -> Optional[str]:
+    """The volume a killed run was writing the VM's backup to, where it is not the run's global one (a
+    per-VM file's VM_BACKUP_VOLUME): `hotvcb cleanup` is given no -c, and must still find the `-partial`
+    there. Read as a file anyone may have planted (no FIFO); one naming no absolute path is said and
+    ignored."""
+    path = volume_marker(vm)
+    try:
+        if not host.shell.exists(path):
+            return None
+        text = host.shell.read_regular(path, RECORD_MAX).strip()
+    except HotvcbError as err:
+        log.warning("%s: %s cannot be read (%s); a backup folder outside the backup volume is not looked for"
+                    % (vm.name, path, err))
+        return None
+    if not text.startswith("/") or "\n" in text:
+        log.warning("%s: %s names no backup volume; ignored" % (vm.name, path))
+        return None
+    return text
+
+
+def _partials_elsewhere(host: Hypervisor, vm, volume: str, log, run: RunId, dry_run: bool,
+                        dead: Mapping[str, float]) -> int:
+    """The dead runs' `-partial` folders of the VM in the volume its marker names (marked_volume), and the
+    marker once none is left there."""
+    elsewhere = marked_volume(host, vm, log)
+    if elsewhere is None:
+        return 0
+    found = 0
+    if elsewhere.rstrip("/") != volume.rstrip("/"):
+        found = remove_partials(host.shell, elsewhere, vm.name, log, run, dry_run, dead=dead)
+        if dry_run or any(b.status == "partial" for b in layout.list_backups(host.shell, elsewhere, vm.name)):
+            return found
+    clear_volume_mark(host, vm)
+    return found
 
 
 def restore_power(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False,
@@ -300,6 +352,7 @@ def cleanup_host(host: Hypervisor, volume: str, log, run: RunId, dry_run: bool =
             count += remove_our_snapshots(host, vm, log, run, dry_run, dead=dead)
             count += int(restore_power(host, vm, log, run, dry_run, dead))
             count += remove_partials(host.shell, volume, ref.name, log, run, dry_run, dead=dead)
+            count += _partials_elsewhere(host, vm, volume, log, run, dry_run, dead)
             if dead and not dry_run and _power_kept_for(host, vm, dead):
                 complete = False
         except HotvcbError as err:

@@ -82,7 +82,11 @@ class Report:
 
 
 def host_status(host: Hypervisor, settings: Settings, limits: Limits, names: Optional[Sequence[str]] = None,
-                exclude: Sequence[str] = (), now: Optional[float] = None) -> Report:
+                exclude: Sequence[str] = (), now: Optional[float] = None,
+                settings_of: Optional[Callable[[str], Settings]] = None) -> Report:
+    """`settings_of(name)`: a VM's own settings (its per-VM file, the backup's -c), where its backups are
+    looked for (a per-VM VM_BACKUP_VOLUME) and whose target's room its next backup needs; a HotvcbError
+    from it (a file the backup refuses, failing that VM every night) is the VM's CRIT check."""
     now = time.time() if now is None else now
     report = Report(host.describe())
     refs = [r for r in host.list_vms() if (names is None or r.name in names) and r.name not in exclude]
@@ -93,23 +97,35 @@ def host_status(host: Hypervisor, settings: Settings, limits: Limits, names: Opt
         report.checks.append(Check(CRIT, "backup", missing, "listed, but no VM of that name is on this host"))
     run_alive = _run_holding_lock(host)
     repo = _repository(host, settings)
-    needed = 0
+    needed = {_target(settings): 0}  # type: Dict[str, int]  # where backups go -> what the next run needs there
     for ref in refs:
         try:
             vm = host.load_vm(ref)
         except HotvcbError as err:
             report.checks.append(Check(WARN, "backup", ref.name, "cannot read the VM: %s" % err))
             continue
-        report.checks.append(repo(vm.name, vm.uuid, limits, now) if repo is not None
-                             else _backups(host, settings, vm.name, vm.uuid, limits, now))
+        try:
+            own = settings if settings_of is None else settings_of(vm.name)
+        except HotvcbError as err:
+            own = settings
+            report.checks.append(Check(CRIT, "backup", vm.name, "its per-VM config is refused, which fails its "
+                                       "backup: %s" % err))
+        else:
+            report.checks.append(repo(vm.name, vm.uuid, limits, now) if repo is not None
+                                 else _backups(host, own, vm.name, vm.uuid, limits, now))
         report.checks.extend(_snapshots(host, vm, limits, now, run_alive))
         report.checks.extend(_left_off(host, vm, run_alive))
-        needed += sum(host.bytes_needed(d, settings.disk_backup_format) for d in vm.disks if not d.skip_reason)
-    report.checks.extend(_datastores(host, settings, limits, needed))
+        needed[_target(own)] = needed.get(_target(own), 0) + sum(
+            host.bytes_needed(d, own.disk_backup_format) for d in vm.disks if not d.skip_reason)
+    report.checks.extend(_datastores(host, limits, needed))
     unmounted = "" if settings.vm_backup_repository else nfs.unmounted(host.shell, settings)
     if unmounted:  # why every VM has no backup: the backups are where this command does not look
         report.checks.append(Check(WARN, "datastore", settings.nfs_local_name + " (backup target)", unmounted))
     return report
+
+
+def _target(settings: Settings) -> str:
+    return settings.vm_backup_repository or settings.vm_backup_volume
 
 
 def _repository(host: Hypervisor, settings: Settings):
@@ -260,21 +276,27 @@ def _left_off(host: Hypervisor, vm: Vm, run_alive: bool) -> List[Check]:
                   "(`hotvcb cleanup` powers it on)" % (owner or "a hotvcb run"))]
 
 
-def _datastores(host: Hypervisor, settings: Settings, limits: Limits, needed: int) -> List[Check]:
+def _datastores(host: Hypervisor, limits: Limits, needed: Dict[str, int]) -> List[Check]:
+    """`needed`: bytes the next run writes to each backup volume (the global one, those per-VM files chose)."""
     checks = []
     try:
         stores = host.datastores()
     except HotvcbError as err:
         return [Check(WARN, "datastore", "all", "cannot list datastores: %s" % err)]
-    target = _target_store(host, settings.vm_backup_repository or settings.vm_backup_volume, stores)
+    targets = {}  # type: Dict[int, int]  # id() of a backup target's datastore -> what the next run needs there
+    for volume, size in needed.items():
+        target = _target_store(host, volume, stores)
+        if target is not None:
+            targets[id(target)] = targets.get(id(target), 0) + size
     for ds in stores:
         share = ds.free / ds.capacity if ds.capacity else 1.0
         details = {"free_bytes": ds.free, "capacity_bytes": ds.capacity}
         text = "%s free of %s (%d%%)" % (human_size(ds.free), human_size(ds.capacity), 100 * share)
-        if ds is target:
-            details["next_run_bytes"] = needed
-            text += "; the next run needs %s" % human_size(needed)
-            severity = CRIT if ds.free < needed else WARN if ds.free < 1.5 * needed else OK
+        if id(ds) in targets:
+            need = targets[id(ds)]
+            details["next_run_bytes"] = need
+            text += "; the next run needs %s" % human_size(need)
+            severity = CRIT if ds.free < need else WARN if ds.free < 1.5 * need else OK
             checks.append(Check(severity, "datastore", ds.name + " (backup target)", text, details))
             continue
         severity = CRIT if share < limits.datastore_free / 2 else WARN if share < limits.datastore_free else OK

@@ -21,7 +21,8 @@ A folder without a STATUS file never finished: it is "incomplete", a
 failure, not something verify can pass.
 
 Backups without a manifest (made by ghettoVCB) cannot be verified: they are
-reported as "unverifiable", which is not a failure.
+reported as "unverifiable", which is not a failure; a folder of theirs whose
+disk is cut short (health.ghettovcb_folder_disks) is "incomplete", which is.
 """
 
 from dataclasses import dataclass, field
@@ -93,7 +94,11 @@ def verify_folder(shell: Shell, folder: str, record: bool = True, progress=None,
         result.status, result.message = "damaged", "manifest unreadable: %s" % err
         result.problems.append(Problem(manifest.MANIFEST, "unreadable: %s" % err))
         return result
-    if data is None:
+    if data is None:  # no checksums; but a disk cut short (a copy or an rsync that died) is seen by its size
+        cut_short = health.ghettovcb_folder_disks(shell, folder, set(shell.list_files(folder)))
+        if cut_short is not None:
+            result.status, result.message = cut_short.state, cut_short.reason
+            return result
         result.status = "unverifiable"
         result.message = "no %s (a ghettoVCB backup): nothing to check against" % manifest.MANIFEST
         return result

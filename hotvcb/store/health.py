@@ -12,7 +12,8 @@ A backup is good because of what it holds, not because of a marker:
   and good: without it the incremental restores nothing.
 
 A backup made by ghettoVCB has no manifest: on STATUS.ok with at least one
-.vmdk it is "unverifiable", which counts as good (nothing better is known of
+.vmdk, and each descriptor's extents there, a flat one at the size it gives
+(_ghettovcb_disks, as for its archive), it is "unverifiable", which counts as good (nothing better is known of
 it) but is shown as such. So is one on STATUS.warn: ghettoVCB.sh writes that
 only for a VM with independent disks, which no snapshot can copy (a disk that
 failed gets STATUS.error), and the rest of the backup is whole; hotvcb skips
@@ -24,11 +25,11 @@ disks (_judge_ghettovcb_archive). Everything else is not good, with the reason.
 
 import json
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Set, Tuple, Union
 
 from .. import vmdk
 from ..errors import HostError, NotABackup
-from ..shell import Shell
+from ..shell import Shell, read_small
 from . import chain, layout, manifest
 
 GOOD_STATES = ("good", "unverifiable")
@@ -37,6 +38,7 @@ GHETTOVCB_WARN = "STATUS.warn: ghettoVCB left out the VM's independent disk(s)"
 GZ_VERIFY_SUFFIX = ".verify.json"  # a .gz's record, which cannot go into the archive (not rewritten in place)
 GZ_RECORDS = ".hotvcb-gz-records"  # the folder, in the VM's, that holds them (gz_record)
 FLAT_EXTENTS = ("VMFS", "FLAT")  # extents whose file is the disk's size (thin ones too: their apparent size)
+DESCRIPTOR_READ = 64 << 10  # a ghettoVCB folder's .vmdk up to this is read as a descriptor (as a scan reads it)
 
 
 @dataclass
@@ -80,6 +82,9 @@ def _judge_folder(shell: Shell, path: str, status: str, depth: int = 0) -> Healt
             # hotvcb's STATUS.warn (a disk it should have copied failed), known by the .vmxf kept as only it
             # keeps one (layout.side_file_name), whose manifest is gone: not ghettoVCB's warn, which is good
             return Health("damaged", "a hotvcb backup with a disk that failed (STATUS.warn) whose manifest is gone")
+        cut_short = ghettovcb_folder_disks(shell, path, present)
+        if cut_short is not None:
+            return cut_short
         return _ghettovcb(status, any(rel.endswith(".vmdk") for rel in present), "folder")
     if status != "ok":
         return _not_ok(status)
@@ -182,6 +187,19 @@ def _judge_ghettovcb_archive(members, texts: Dict[str, str]) -> Health:
     sizes = {m.rel: m.size for m in members}
     if not any(rel.endswith(".vmx") for rel in sizes):
         return Health("incomplete", "no STATUS file in the archive, nor the .vmx of a ghettoVCB backup")
+    disks = _ghettovcb_disks(sizes, texts, "archive")
+    if isinstance(disks, Health):
+        return disks
+    if not disks:
+        return Health("empty", "no STATUS file in the archive, nor a disk")
+    return Health("unverifiable", "ghettoVCB backup (compressed): no STATUS or manifest to check against")
+
+
+def _ghettovcb_disks(sizes: Dict[str, int], texts: Dict[str, str], where: str) -> Union[int, Health]:
+    """The disks of a ghettoVCB backup (no manifest to check them against) whose descriptors (of
+    `texts`, by relative name) each have every extent they name among `sizes`, a flat one at the size
+    the descriptor gives (a copy that died half way, an rsync cut off, is incomplete); or the Health
+    of the first that has not. `where`: "archive" or "folder", for the message."""
     disks = 0
     for rel in sorted(r for r in texts if r.endswith(".vmdk")):
         try:
@@ -194,15 +212,27 @@ def _judge_ghettovcb_archive(members, texts: Dict[str, str]) -> Health:
         for extent in desc.extents:
             name = folder + "/" + extent.filename if folder else extent.filename
             if name not in sizes:
-                return Health("incomplete", "ghettoVCB backup: %s names %s, which is not in the archive (a copy "
-                              "that failed)" % (rel, extent.filename))
+                return Health("incomplete", "ghettoVCB backup: %s names %s, which is not in the %s (a copy "
+                              "that failed)" % (rel, extent.filename, where))
             if extent.kind in FLAT_EXTENTS and name != rel and sizes[name] != extent.sectors * 512:
                 return Health("incomplete", "ghettoVCB backup: %s is %d bytes, %s says %d (a copy that failed)"
                               % (name, sizes[name], rel, extent.sectors * 512))
         disks += 1
-    if not disks:
-        return Health("empty", "no STATUS file in the archive, nor a disk")
-    return Health("unverifiable", "ghettoVCB backup (compressed): no STATUS or manifest to check against")
+    return disks
+
+
+def ghettovcb_folder_disks(shell: Shell, path: str, present: Set[str]) -> Optional[Health]:
+    """A ghettoVCB folder's disks judged as its archive's are (_ghettovcb_disks): a stat of each file,
+    and the text of each .vmdk small enough to be a descriptor (a ScannedShell has read them all);
+    None when they are whole."""
+    try:
+        sizes = {rel: shell.file_size(path + "/" + rel) for rel in present}
+        texts = {rel: read_small(shell, path + "/" + rel, DESCRIPTOR_READ) for rel in present
+                 if rel.endswith(".vmdk") and sizes[rel] <= DESCRIPTOR_READ}
+    except (HostError, OSError) as err:
+        return Health("damaged", "ghettoVCB backup: %s" % err)
+    disks = _ghettovcb_disks(sizes, texts, "folder")
+    return disks if isinstance(disks, Health) else None
 
 
 def _kept_ghettovcb_verdict(shell: Shell, path: str, record: Dict[str, Any]) -> Optional[Health]:

@@ -11,6 +11,7 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from .. import crashpoint, interrupt
 from ..errors import HotvcbError
+from ..filemode import FileMode
 from ..hosts.base import Hypervisor
 from ..model import Disk, Vm, VmResult
 from ..runid import RECORD_MAX, RunId
@@ -199,20 +200,26 @@ class Sealer:
             self.log.debug("could not remove %s/%s: %s" % (folder, OWNER, err))
 
     def _chmod(self, path: str) -> None:
-        """BACKUP_FILES_CHMOD on every file, and on folders with x where r is given."""
+        """BACKUP_FILES_CHMOD on every file, and on folders with x where r is given (a folder one may
+        read but not enter is no use). A symbolic mode changes each one's own mode, as chmod -R did."""
         if not self.s.backup_files_chmod:
             return
-        mode = int(self.s.backup_files_chmod, 8)
+        mode = FileMode(self.s.backup_files_chmod)
+
+        def change(target: str, is_dir: bool) -> None:
+            new = mode.apply(0 if mode.fixed else self.shell.file_mode(target), is_dir)
+            self.shell.chmod(target, new | ((new & 0o444) >> 2) if is_dir else new)
+
         if not self.shell.isdir(path):
-            self.shell.chmod(path, mode)
+            change(path, False)
             return
         folders = {path}
         for rel in self.shell.list_files(path):
-            self.shell.chmod(path + "/" + rel, mode)
+            change(path + "/" + rel, False)
             parts = rel.split("/")[:-1]
             folders.update(path + "/" + "/".join(parts[: i + 1]) for i in range(len(parts)))
         for folder in sorted(folders):
-            self.shell.chmod(folder, mode | ((mode & 0o444) >> 2))
+            change(folder, True)
 
     def _write_record(self, result: VmResult, files, snapshot, tree: Optional[Dict[str, object]] = None) -> None:
         status = result.status
