@@ -335,8 +335,6 @@ def test_a_windows_1252_vmx_is_rewritten_in_the_charset_it_declares(host):
     assert 'annotation = "Zähler für Büro"' in restored, (enc, restored)
 
 
-@pytest.mark.xfail(strict=True, reason="a ghettoVCB backup whose -flat.vmdk is cut short of its descriptor's extent "
-                                       "restores 'All VMs restored OK!', the missing tail silently zeros")
 @pytest.mark.parametrize("fmt", ["thin", "zeroedthick"])
 def test_a_ghettovcb_backup_with_a_flat_cut_short_is_named(host, fmt):
     """The admin restores an old ghettoVCB backup (no manifest: nothing to check against). The copy of
