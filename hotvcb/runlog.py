@@ -115,13 +115,14 @@ def open_log(path: str) -> io.TextIOWrapper:
     be appended to; a named pipe no one reads blocked open() for ever (no line, no backup, no exit, the
     next night's run queued behind it), and one someone reads takes the run's lines only while its reader
     lives, so both are refused, as --json-report refuses a pipe; a block device or socket is no log. The
-    open does not wait (O_NONBLOCK: a pipe without reader fails at once), and what was opened is judged
-    by the descriptor itself, so a path swapped meanwhile is no way around the check."""
+    open does not wait (O_NONBLOCK: a pipe without reader fails at once), nor makes a terminal the run's
+    own (O_NOCTTY), and what was opened is judged by the descriptor itself, so a path swapped meanwhile
+    is no way around the check."""
     try:
         folder = os.path.dirname(path)
         if folder:
             os.makedirs(folder, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o666)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_NOCTTY, 0o666)
     except OSError as err:
         if err.errno == errno.ENXIO:  # a named pipe no one reads, a socket
             raise UsageError(_NO_LOG % path) from err
