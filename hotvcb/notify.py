@@ -58,6 +58,7 @@ from email.utils import formatdate, make_msgid, parseaddr
 from typing import Any, List, Optional, Sequence, Tuple
 
 from . import mailgate
+from .runlog import shown
 
 CAFILE_ENV = "HOTVCB_SMTP_CAFILE"
 TIMEOUT = 30.0  # seconds per connect / reply; a dead relay must not hang the run
@@ -154,8 +155,9 @@ def build_message(settings: Any, mail: Mail) -> EmailMessage:
     host = mail.host or "localhost"
     msg = EmailMessage()
     # A fixed prefix and the status verbatim, so an admin's mail filter can
-    # sort OK runs from failed ones.
-    msg["Subject"] = "hotvcb %s %s: %s" % (host, mail.job, mail.status_line)
+    # sort OK runs from failed ones; one line whatever a name in it holds (a header with a line break
+    # is refused by `email`, and the mail with it: the admin who relies on it heard nothing)
+    msg["Subject"] = shown("hotvcb %s %s: %s" % (host, mail.job, mail.status_line), field=True)
     msg["From"] = settings.email_from or "hotvcb@%s" % host
     rcpts = recipients(settings, mail.failed)
     to = _clean(settings.email_to) or rcpts

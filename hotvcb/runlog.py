@@ -16,10 +16,12 @@ still working and in the mail's lines, and the run's final status and exit code 
 (`account`); what the run does to its VMs goes on as if nothing happened.
 """
 
+import errno
 import io
 import json
 import os
 import shutil
+import stat
 import sys
 import threading
 import time
@@ -105,6 +107,37 @@ def say_json(data: object, indent: Optional[int] = None) -> None:
     say(_HIDDEN.sub(lambda m: "\\u%04x" % ord(m.group()), text))
 
 
+def open_log(path: str) -> io.TextIOWrapper:
+    """`-l FILE` (and `schedule install --log FILE`) opened for appending, its folder made: a path that
+    cannot take a log is refused now (UsageError), before the run starts or the job is installed.
+
+    Only a regular file, or a character device such as /dev/null or a terminal, is taken. A folder cannot
+    be appended to; a named pipe no one reads blocked open() for ever (no line, no backup, no exit, the
+    next night's run queued behind it), and one someone reads takes the run's lines only while its reader
+    lives, so both are refused, as --json-report refuses a pipe; a block device or socket is no log. The
+    open does not wait (O_NONBLOCK: a pipe without reader fails at once), nor makes a terminal the run's
+    own (O_NOCTTY), and what was opened is judged by the descriptor itself, so a path swapped meanwhile
+    is no way around the check."""
+    try:
+        folder = os.path.dirname(path)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_NOCTTY, 0o666)
+    except OSError as err:
+        if err.errno == errno.ENXIO:  # a named pipe no one reads, a socket
+            raise UsageError(_NO_LOG % path) from err
+        raise UsageError("cannot write the log file %s: %s" % (path, err.strerror or err)) from err
+    mode = os.fstat(fd).st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode)):
+        os.close(fd)
+        raise UsageError(_NO_LOG % path)
+    os.set_blocking(fd, True)  # a full disk or a slow terminal is waited for, as before
+    return open(fd, "a", encoding="utf-8")
+
+
+_NO_LOG = "cannot write the log file %s: not a regular file (a named pipe, a socket or a block device); name a file"
+
+
 class RunLog:
     def __init__(self, level: str = "info", path: Optional[str] = None, stream: Optional[TextIO] = None):
         self.threshold = LEVELS["debug"] if level == "debug" else LEVELS["info"]
@@ -119,13 +152,7 @@ class RunLog:
         # HOTVCB_PROGRESS=tty: an on-host run whose SSH client shows its progress on a terminal
         self.tty = (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()) or os.environ.get("HOTVCB_PROGRESS") == "tty"
         if path:
-            try:
-                folder = os.path.dirname(path)
-                if folder:
-                    os.makedirs(folder, exist_ok=True)
-                self.file = open(path, "a", encoding="utf-8")
-            except OSError as err:  # before the run: refused, as any other bad argument
-                raise UsageError("cannot write the log file %s: %s" % (path, err.strerror or err)) from err
+            self.file = open_log(path)
             self._sinks["file"] = "the log file %s" % path
         self._lock = threading.RLock()  # worker threads log too: one line at a time
         self._local = threading.local()  # .tag: the VM a worker thread is backing up

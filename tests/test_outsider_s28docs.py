@@ -37,8 +37,6 @@ def test_verify_all_of_a_backup_volume_that_is_not_there_does_not_exit_0(host, t
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="-l naming a FIFO no one reads blocks in open() for ever instead of "
-                   "being refused")
 def test_a_log_file_that_is_a_fifo_nobody_reads_is_refused_not_waited_on_forever(host, tmp_path):
     """The admin's cron line says `-l /var/log/hotvcb.pipe`, a named pipe a log shipper reads; one night the
     shipper is down. README: '`-l` naming something that cannot be opened (a folder) is refused before the run
@@ -61,8 +59,6 @@ def test_a_log_file_that_is_a_fifo_nobody_reads_is_refused_not_waited_on_forever
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="backup -j accepts a line break; the report mail then fails with "
-                   "ValueError and is never sent")
 def test_a_job_name_with_a_line_break_does_not_cost_the_report_mail(host, tmp_path):
     """A wrapper script builds the job name from a variable that ends in a line break (`-j "$(cat jobname)"`
     with a CRLF file, say). `schedule install --job` refuses such a name ('use letters, digits, ...'), but
@@ -154,8 +150,6 @@ def _crontab(host):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="schedule install --log FOLDER installs a job whose `>> FOLDER` redirect "
-                   "stops it from ever running")
 def test_schedule_install_refuses_a_log_that_is_a_folder(host, tmp_path):
     """The admin types `hotvcb schedule install --cron "0 17 * * 4" --log /var/log/hotvcb -- -m web -g ...`,
     meaning the folder the logs go to. install says 'installed job hotvcb' and writes `... >> /var/log/hotvcb
@@ -176,8 +170,6 @@ def test_schedule_install_refuses_a_log_that_is_a_folder(host, tmp_path):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="schedule install does not run the backup's own checks of -l, "
-                   "--json-report and --repo: the job is installed and fails every night")
 @pytest.mark.parametrize("what", ["-l", "--json-report", "--repo"])
 def test_schedule_install_refuses_what_the_backup_itself_refuses(host, tmp_path, what):
     """`schedule install ... -- -m web -g hotvcb.conf -l /var/log/hotvcb` (a folder), `--json-report
@@ -337,8 +329,6 @@ def test_verify_boot_with_a_console_log_fifo_nobody_reads_neither_hangs_nor_igno
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="schedule --job '' (an empty variable) is taken as the default job 'hotvcb': "
-                   "remove deletes it, install replaces it")
 @pytest.mark.parametrize("action", ["remove", "install"])
 def test_an_empty_job_name_is_refused_not_taken_for_the_default_job(host, tmp_path, action):
     """The nightly job was installed without --job, so it is `hotvcb`. A migration script later runs

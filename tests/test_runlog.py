@@ -6,7 +6,10 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from hotvcb import runlog
+from hotvcb.errors import UsageError
 
 
 def test_terminal_gets_a_redrawn_progress_line(monkeypatch):
@@ -37,6 +40,26 @@ def test_log_files_and_cron_get_plain_ghettovcb_lines(tmp_path):
     assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d -- (info|debug): ", l) for l in lines)
     assert len([l for l in lines if "vm disk:" in l]) == 5  # every 25 %, not every redraw
     assert "\r" not in out.getvalue() and out.getvalue().splitlines() == lines
+
+
+def test_a_log_path_that_is_no_file_is_refused_at_once_and_dev_null_is_taken(tmp_path):
+    """-l naming a folder, or a named pipe (read by no one: open() blocked for ever; or read: a log only while
+    its reader lives), is refused with one line before the run; a character device such as /dev/null is a
+    log one may ask for."""
+    fifo = tmp_path / "hotvcb.pipe"
+    os.mkfifo(str(fifo))
+    for bad in (tmp_path, fifo):
+        with pytest.raises(UsageError, match="cannot write the log file %s" % re.escape(str(bad))):
+            runlog.RunLog(path=str(bad), stream=io.StringIO())
+    reader = os.open(str(fifo), os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        with pytest.raises(UsageError, match="not a regular file"):
+            runlog.RunLog(path=str(fifo), stream=io.StringIO())
+    finally:
+        os.close(reader)
+    log = runlog.RunLog(path=os.devnull, stream=io.StringIO())
+    log.info("kept nowhere")
+    log.close()
 
 
 def test_info_level_hides_debug():

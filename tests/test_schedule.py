@@ -211,7 +211,7 @@ def test_markers_match_one_job_exactly():
     assert not schedule.has_marker("1 * * * * /sbin/auto-backup.sh")
 
 
-@pytest.mark.parametrize("bad", ["", "a b", "../x", "-x", "a;b", "x" * 65])
+@pytest.mark.parametrize("bad", ["", "a b", "../x", "-x", "a;b", "x" * 65, "nightly\n"])
 def test_job_names(bad):
     with pytest.raises(UsageError):
         schedule.check_job_name(bad)

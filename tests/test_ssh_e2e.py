@@ -318,7 +318,9 @@ def test_schedule_of_an_ssh_host_keeps_every_global_option_and_asks_the_host(sit
 
 def test_lists_and_per_vm_configs_on_the_client_reach_the_run_on_the_host(site, tmp_path):
     """-f, -e and -c name files on the Linux box; the run on the host gets their contents (the
-    per-VM file's 2gbsparse shows in what was written) and nothing of them stays on the host."""
+    per-VM file's 2gbsparse shows in what was written) and nothing of them stays on the host. The job name
+    was `-dash job` (a dash-led value) until -j took `schedule --job`'s rule (a line break in it cost the
+    mail): such a name is refused now."""
     host, conf, sshd, root = site
     (tmp_path / "vms").write_text("# the list\n%s\nnot here\n" % VM, encoding="utf-8")
     (tmp_path / "skip").write_text("not here\n", encoding="utf-8")
@@ -327,12 +329,12 @@ def test_lists_and_per_vm_configs_on_the_client_reach_the_run_on_the_host(site, 
     folder = tmp_path / "onhost"
     before = set(backups(host))
     r = subprocess.run(ssh_argv(sshd, "backup", "-f", str(tmp_path / "vms"), "-e", str(tmp_path / "skip"),
-                                "-c", str(tmp_path / "per-vm"), "-g", str(conf), "-j", "-dash job"),
+                                "-c", str(tmp_path / "per-vm"), "-g", str(conf), "-j", "dash.job-1"),
                        capture_output=True, timeout=180, cwd=str(ROOT),
                        env=dict(_env(), HOTVCB_HOST_FOLDER=str(folder)))
     out = r.stdout.decode("utf-8", "replace") + r.stderr.decode("utf-8", "replace")
     assert r.returncode == 0, out
-    assert "HOST: local (" in out and "job -dash job" in out, out
+    assert "HOST: local (" in out and "job dash.job-1" in out, out
     (new,) = set(backups(host)) - before
     files, _ = check_sealed(host, new)
     assert [f for f in files if f.endswith("-s001.vmdk")], sorted(files)

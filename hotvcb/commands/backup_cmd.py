@@ -8,7 +8,7 @@ import re
 from datetime import datetime
 from typing import List, Optional, Sequence, Tuple
 
-from .. import config, interrupt, mailgate, namelist
+from .. import config, interrupt, mailgate, namelist, schedule
 from ..errors import HostError, HotvcbError, Interrupted, UsageError, VmNotFound
 from ..store import volume
 from ..jobs.ahead import RunStart
@@ -17,7 +17,7 @@ from ..jobs.nfs import NfsTarget
 from ..jobs import outcome
 from ..jobs.outcome import final_status
 from ..runid import machine_name
-from ..runlog import LOG_LOST
+from ..runlog import LOG_LOST, open_log
 from . import common, onhost
 
 
@@ -34,7 +34,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
     which.add_argument("-m", dest="vm_names", metavar="NAME", action="append", help="one VM (repeatable)")
     p.add_argument("-e", dest="exclude", metavar="FILE", help="file of VM names to leave out")
     p.add_argument("-c", dest="confdir", metavar="DIR", help="folder of per-VM config files named after VMs")
-    p.add_argument("-j", dest="job_name", metavar="NAME", default="hotvcb", help="job name for log and mail")
+    p.add_argument("-j", dest="job_name", metavar="NAME", default=schedule.DEFAULT_JOB, type=_job_name,
+                   help="job name for log and mail (letters, digits, '.', '_' and '-')")
     p.add_argument("--json-report", metavar="FILE", help="also write the run's per-VM report as JSON to FILE")
     p.add_argument("--power-state", choices=("on", "off", "any"),
                    help="back up only the VMs that are powered on (or off); overrides BACKUP_POWER_STATE")
@@ -45,6 +46,15 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repo", metavar="PATH", help="back up into the deduplicating repository at PATH "
                    "(overrides VM_BACKUP_REPOSITORY; docs/repository.md)")
     common.add_host_options(p)
+
+
+def _job_name(text: str) -> str:
+    """The rule `schedule --job` applies, for the same name: a line break in it (`-j "$(cat jobname)"` of
+    a CRLF file) split the log's HOST line and made the report mail's Subject unsendable."""
+    try:
+        return schedule.check_job_name(text)
+    except UsageError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _vms_at_once(text: str) -> int:
@@ -87,11 +97,15 @@ def selection(args) -> Tuple[Optional[List[str]], List[str]]:
 
 
 def check(args, target: "common.Target") -> List[str]:
-    """Everything a run checks before its first VM, and nothing changed: the VMs to back up, the
-    list files, the config, that the host answers (as a user who may do the work), the backup target,
+    """Everything a run checks before its first VM, and nothing changed on the host: the VMs to back up,
+    the list files, the config, the command line (`prepare`), the log file (made, as the run makes it),
+    that the host answers (as a user who may do the work), the backup target (the repository's too),
     and that every named VM is there. Used by `schedule install`; returns the warnings to show."""
     names, exclude = selection(args)
     settings, warnings = config.load_settings(args.global_conf)
+    settings = prepare(args, settings)
+    if args.log_file:
+        open_log(args.log_file).close()  # as the run opens it (common.load): a folder or a pipe is refused
     try:
         host = common.connect(target)
         common.require_root(host, target.ssh is not None)
@@ -103,23 +117,34 @@ def check(args, target: "common.Target") -> List[str]:
         raise UsageError("; ".join(str(VmNotFound(n, present)) for n in missing))
     warnings += namelist.excluding_nothing(exclude, present)
     warnings += [w for w in [mailgate.unsendable(settings)] if w]
-    targets = {(settings.vm_backup_volume, settings.create_vm_backup_volume)}
+    targets = {_target(settings)}
     for name in [n for n in (present if names is None else names) if n not in exclude]:
         vm_settings, vm_warnings = config.for_vm(settings, args.confdir, name)  # per-VM files parse too
         warnings += vm_warnings
-        targets.add((vm_settings.vm_backup_volume, vm_settings.create_vm_backup_volume))
+        targets.add(_target(vm_settings))
     if settings.enable_non_persistent_nfs:
         warnings.append("the backups go to %s, on the NFS share mounted at run time (ENABLE_NON_PERSISTENT_NFS); "
                         "not checked now" % settings.vm_backup_volume)
     else:
-        for path, create in sorted(targets):
-            volume.check(host, path, create)
+        for repo, compression, path, create in sorted(targets):
+            if repo:
+                from ..jobs import repo_backup  # the repository's code only for a job that uses one
+
+                repo_backup.check_target(host, repo, compression)
+            else:
+                volume.check(host, path, create)
     return warnings
 
 
-def run(args) -> int:
-    names, exclude = selection(args)
-    settings, log = common.load(args)
+def _target(s) -> Tuple[str, str, str, bool]:
+    """Where a VM's backup goes, as `check` checks it: the repository, else the backup volume."""
+    return s.vm_backup_repository, s.vm_backup_repository_compression, s.vm_backup_volume, s.create_vm_backup_volume
+
+
+def prepare(args, settings):
+    """The run's command line applied to its settings, and its own paths checked, before anything runs:
+    by the run, and by `schedule install` (`check`), so that what the run refuses is refused at install,
+    not at every scheduled run. Returns the settings the run uses."""
     if args.power_state:
         settings = dataclasses.replace(settings, backup_power_state=args.power_state)
     if args.parallel:
@@ -130,6 +155,13 @@ def run(args) -> int:
         settings = dataclasses.replace(settings, vm_backup_repository=args.repo)
     if args.json_report:
         _report_folder(args.json_report)
+    return settings
+
+
+def run(args) -> int:
+    names, exclude = selection(args)
+    settings, log = common.load(args)
+    settings = prepare(args, settings)
     started = datetime.now().isoformat(timespec="seconds")
     dry_run = args.level == "dryrun"
     interrupt.install()

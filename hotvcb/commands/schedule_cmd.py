@@ -8,7 +8,7 @@ from typing import List, Optional, Set, Tuple
 
 from .. import schedule
 from ..errors import UsageError
-from ..runlog import say
+from ..runlog import open_log, say
 from ..schedule import cron, esxi, linux
 from . import backup_cmd, common
 
@@ -119,10 +119,6 @@ def job_command(args):
         parsed = backup_cmd.parse(glob + rest)
     except UsageError as err:
         raise UsageError("the backup arguments are not valid: %s" % err) from None
-    if parsed.repo and not parsed.repo.startswith("/"):
-        # the run refuses it as relative to wherever cron starts it (and in SSH mode it is the host's
-        # path, which this machine's $PWD cannot make absolute): refused now, not every night
-        raise UsageError("--repo %s: an absolute path such as /vmfs/volumes/<datastore>/repo" % parsed.repo)
     inner = common.target_of(parsed)
     outer = common.target_of(args)
     if inner and outer and inner != outer:
@@ -132,8 +128,10 @@ def job_command(args):
 
 
 def job_name(args, target: common.Target) -> str:
-    """`--job`, or the default for the job's target (`schedule.default_job`: an SSH host's own name)."""
-    if args.job:
+    """`--job`, or the default for the job's target (`schedule.default_job`: an SSH host's own name).
+    `--job ""` (a variable left empty in a script) is a name, refused: taken for no --job, it removed
+    or replaced the default job `hotvcb`, the production one."""
+    if args.job is not None:
         return schedule.check_job_name(args.job)
     ssh = target.ssh
     return schedule.default_job(ssh.hostname if ssh else None, ssh.port if ssh else None)
@@ -141,7 +139,7 @@ def job_name(args, target: common.Target) -> str:
 
 def run_install(args) -> int:
     on_esxi = _on_esxi(args)
-    if args.job:
+    if args.job is not None:
         schedule.check_job_name(args.job)  # a bad name is refused before the slower checks
     expr = cron.parse(args.cron).text
     if args.systemd:
@@ -153,7 +151,10 @@ def run_install(args) -> int:
     for w in backup_cmd.check(parsed, target):  # the run's own checks, with the paths as written
         _warn(w)
     argv = schedule.self_command(on_esxi) + common.target_argv(target, schedule.absolute) + words
-    log = schedule.absolute(args.log) if args.log else (None if args.systemd else schedule.default_log(name, on_esxi))
+    log = None if args.systemd else schedule.default_log(name, on_esxi)  # type: Optional[str]
+    if args.log:  # made now, as -l's file: a folder (or a pipe) given would fail cron's `>> LOG` every night
+        log = schedule.absolute(args.log)
+        open_log(log).close()
     job = schedule.Job(name, expr, argv, log)
     others = [] if target.ssh is None else _jobs_of_host(sched, on_esxi, name, target.ssh.destination,
                                                           target.ssh.port)

@@ -36,11 +36,23 @@ from ..shell import LocalShell
 from ..store import volume
 
 
-def open_repository(path: str, compression: str = "zlib") -> Repository:
-    """The repository at `path`, created on first use inside an existing folder (never a missing volume),
-    with `compression` (a repository's codec is chosen once: docs/repository.md "Compression")."""
-    if os.path.exists(os.path.join(path, "config")):
-        return open_path(path)
+def check_target(host: Hypervisor, path: str, compression: str = "zlib") -> None:
+    """What a backup into the repository at `path` needs before anything is made there (HotvcbError
+    unless it has it): hotvcb on the host itself, the share it is on mounted, and for a repository yet
+    to be made a place to make it. Each VM's backup checks it, and `schedule install` (backup_cmd.check),
+    so that a share not mounted at install fails there, not at every scheduled run."""
+    if not isinstance(host.shell, LocalShell):
+        raise HotvcbError("VM_BACKUP_REPOSITORY needs hotvcb running on the host itself (its disks are read "
+                          "directly); over --host use VM_BACKUP_VOLUME")
+    # an empty mount point of an unmounted share would get a new repository on the host's own disk
+    volume.refuse_unmounted(host.shell, path, "VM_BACKUP_REPOSITORY")
+    if not os.path.exists(os.path.join(path, "config")):
+        _check_new(path, compression)
+
+
+def _check_new(path: str, compression: str) -> None:
+    """RepoError unless a new repository may be made at `path`: inside an existing folder (never a
+    missing volume), not in a folder holding anything else, with a codec this python has."""
     parent = os.path.dirname(path.rstrip("/"))
     if not os.path.isdir(parent):
         raise RepoError("VM_BACKUP_REPOSITORY %s: %s does not exist (is the datastore mounted?)" % (path, parent))
@@ -49,6 +61,14 @@ def open_repository(path: str, compression: str = "zlib") -> Repository:
     if compression == "zstd" and not codec.available():  # before anything is made there
         raise RepoError("VM_BACKUP_REPOSITORY_COMPRESSION=zstd for the new repository %s: the zstandard package is "
                         "not installed here (never on ESXi): use zlib" % path)
+
+
+def open_repository(path: str, compression: str = "zlib") -> Repository:
+    """The repository at `path`, created on first use (`_check_new`), with `compression` (a repository's
+    codec is chosen once: docs/repository.md "Compression")."""
+    if os.path.exists(os.path.join(path, "config")):
+        return open_path(path)
+    _check_new(path, compression)
     try:
         return Repository.init(LocalBackend(path), compression=compression)
     except RepoError:
@@ -78,11 +98,7 @@ class RepoSink:
         self._names = {}  # type: Dict[str, str]
 
     def begin(self) -> None:
-        if not isinstance(self.host.shell, LocalShell):
-            raise HotvcbError("VM_BACKUP_REPOSITORY needs hotvcb running on the host itself (its disks are read "
-                              "directly); over --host use VM_BACKUP_VOLUME")
-        # an empty mount point of an unmounted share would get a new repository on the host's own disk
-        volume.refuse_unmounted(self.host.shell, self.s.vm_backup_repository, "VM_BACKUP_REPOSITORY")
+        check_target(self.host, self.s.vm_backup_repository, self.s.vm_backup_repository_compression)
         repo = open_repository(self.s.vm_backup_repository, self.s.vm_backup_repository_compression)
         self.writer = BackupWriter(repo, self.vm.name, host=self.run.host, run=self.run.text(), vm_uuid=self.vm.uuid)
 

@@ -23,7 +23,8 @@ from .. import lazyre
 
 DEFAULT_JOB = "hotvcb"
 ESXI_PYTHON = "/bin/python"
-_JOB_RE = lazyre.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# matched whole (fullmatch): `$` also matches before a final line break, so `nightly\n` passed as a name
+_JOB_RE = lazyre.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # the backup options (by dest) whose value is a path: cron runs in another folder, so they are made absolute
 # in whatever spelling argparse reads them (`backup_argv`)
 PATH_DESTS = ("vm_list", "exclude", "global_conf", "confdir", "log_file", "workdir", "json_report",
@@ -45,7 +46,9 @@ class Entry(NamedTuple):
 
 
 def check_job_name(name: str) -> str:
-    if not _JOB_RE.match(name):
+    """The one rule for a job name, `schedule --job`'s and `backup -j`'s: it is a crontab marker, a file
+    name (the default log, a systemd unit), a word of the log's HOST line and of the mail's Subject."""
+    if not _JOB_RE.fullmatch(name):
         raise UsageError(
             "job name %r: use letters, digits, '.', '_' and '-' (up to 64, starting with a letter or digit)" % name
         )
@@ -74,7 +77,7 @@ def default_job(host: Optional[str] = None, port: Optional[int] = None) -> str:
         digest = hashlib.sha256(host.lower().encode("utf-8", "surrogateescape")).hexdigest()[:8]
         name = "%s-%s" % (name[:64 - len(suffix) - 9].rstrip("_.-"), digest)
     name += suffix
-    return name if _JOB_RE.match(name) else DEFAULT_JOB
+    return name if _JOB_RE.fullmatch(name) else DEFAULT_JOB
 
 
 def marker(job: str) -> str:
