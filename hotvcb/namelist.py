@@ -42,3 +42,12 @@ def read_names(path: str) -> List[str]:
             seen.add(name)
             names.append(name)
     return names
+
+
+def read_listed(path: str, what: str = "VM") -> List[str]:
+    """`read_names` of a list that must name something: one holding only comments (emptied by mistake)
+    would make a backup back up, or a status check watch, nothing while it says all is well."""
+    names = read_names(path)
+    if not names:
+        raise UsageError("the %s list %s names no %s" % (what, shown_as(path), what))
+    return names
