@@ -27,16 +27,30 @@ class ConsoleLog:
     signal waits too. Only a regular file is taken: a folder cannot be one, and a FIFO or device would
     not hand back what QEMU wrote. HostError names what the path is instead."""
 
+    @staticmethod
+    def check(path: str) -> None:
+        """What the open would refuse, refused before any work, and nothing created: a boot refused for
+        another reason leaves no log behind (stat, unlike open, never waits on a FIFO)."""
+        try:
+            _require_regular(path, os.stat(path).st_mode)
+        except FileNotFoundError:
+            pass  # made at the open
+        except OSError as err:
+            raise HostError("console log %s cannot be written: %s" % (path, err.strerror)) from None
+
     def __init__(self, path: str):
         self.path = path
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
         except OSError as err:
-            why = "is a folder; name a file" if err.errno == errno.EISDIR else "cannot be written: %s" % err.strerror
-            raise HostError("console log %s %s" % (path, why)) from None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            if err.errno == errno.EISDIR:
+                _require_regular(path, stat.S_IFDIR)
+            raise HostError("console log %s cannot be written: %s" % (path, err.strerror)) from None
+        try:
+            _require_regular(path, os.fstat(fd).st_mode)  # what is there now, not what check() saw
+        except HostError:
             os.close(fd)
-            raise HostError("console log %s is not a regular file (a FIFO or a device); name a file" % path)
+            raise
         os.ftruncate(fd, 0)  # a log named again holds this boot's console only
         self.fd = fd  # type: Optional[int]
 
@@ -54,6 +68,13 @@ class ConsoleLog:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+def _require_regular(path: str, mode: int) -> None:
+    if stat.S_ISDIR(mode):
+        raise HostError("console log %s is a folder; name a file" % path)
+    if not stat.S_ISREG(mode):
+        raise HostError("console log %s is not a regular file (a FIFO or a device); name a file" % path)
 
 
 class BootProcess:
