@@ -16,13 +16,22 @@ from typing import List, Optional
 from . import __version__, interrupt
 from .commands import common, onhost
 from .errors import HotvcbError, Interrupted, UsageError
-from .runlog import say
+from .runlog import say, say_json
 
 # each is commands/<name>_cmd.py, imported only when its name is the command given (or for help and
 # usage errors, all; for --version, none): a `backup` run does not load restore, verify and the
 # repository's code first
 COMMANDS = ("backup", "cleanup", "schedule", "restore", "list", "verify", "status", "prune")
 _GLOBAL_VALUED = common.GLOBAL_VALUED
+
+
+class _BadCommandLine(SystemExit):
+    """argparse's exit for a bad command line, carrying its message: `status --json` owes its monitor
+    the UNKNOWN document on stdout for it too (main)."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(code)
+        self.message = message
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,7 +46,7 @@ class _Parser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         message = message.replace(common.DOUBLE_DASH, " --")  # `-m --` as typed, not glue_dash_values' marker
         say("%s: error: %s" % (self.prog, message), stream=sys.stderr)
-        self.exit(self.usage_exit)
+        raise _BadCommandLine(self.usage_exit, message)
 
 
 def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
@@ -70,19 +79,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     unknown = 3 if first < len(argv) and argv[first] == "status" else None
     if unknown is not None:
         parser.usage_exit = unknown  # type: ignore[attr-defined]
-    args = common.unglue(parser.parse_args(argv))
-    if not getattr(args, "handler", None):
+    try:
+        args = _parse(parser, argv)
+    except _BadCommandLine as err:
+        if unknown is not None and _asks_json(argv[first + 1:]):  # operations.md: UNKNOWN's JSON, whatever the cause
+            say_json({"status": "UNKNOWN", "message": err.message, "checks": []})
+        raise
+    if args is None:
         parser.print_help()
         return 1
-    try:
-        args.host_target = common.target_of(args)  # the run's context, passed down; no module globals
-    except UsageError as err:
-        parser.error(str(err))
     debug = getattr(args, "level", "") == "debug"
-    try:
-        onhost.adopt_client_names(args)  # a hidden option given by hand: a usage error, not a traceback
-    except UsageError as err:
-        parser.error(str(err))
     try:
         with interrupt.scope():
             return args.handler(args)
@@ -106,6 +112,25 @@ def main(argv: Optional[List[str]] = None) -> int:
             traceback.print_exc()
         say("hotvcb: internal error: %s: %s (run with -d debug for details)" % (type(err).__name__, err), stream=sys.stderr)
         return unknown or 1
+
+
+def _parse(parser: argparse.ArgumentParser, argv: List[str]) -> Optional[argparse.Namespace]:
+    """The parsed command line with its target, or None when it names no command; a bad one raises
+    _BadCommandLine (its usage and message said)."""
+    args = common.unglue(parser.parse_args(argv))
+    if not getattr(args, "handler", None):
+        return None
+    try:
+        args.host_target = common.target_of(args)  # the run's context, passed down; no module globals
+        onhost.adopt_client_names(args)  # a hidden option given by hand: a usage error, not a traceback
+    except UsageError as err:
+        parser.error(str(err))
+    return args
+
+
+def _asks_json(words: List[str]) -> bool:
+    """Whether a command's words ask for --json (argparse takes any unambiguous prefix, `--js`)."""
+    return any(w.startswith("--j") and "--json".startswith(w) for w in words)
 
 
 def _no_writable_by_others() -> None:

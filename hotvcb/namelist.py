@@ -65,3 +65,12 @@ def excluding_nothing(exclude: Sequence[str], present: Sequence[str]) -> List[st
         out.append("the exclude list (-e) names %r, which is no VM on this host, so it leaves no VM out%s"
                    % (entry, hint))
     return out
+
+
+def read_listed(path: str, what: str = "VM") -> List[str]:
+    """`read_names` of a list that must name something: one holding only comments (emptied by mistake)
+    would make a backup back up, or a status check watch, nothing while it says all is well."""
+    names = read_names(path)
+    if not names:
+        raise UsageError("the %s list %s names no %s" % (what, shown_as(path), what))
+    return names

@@ -18,8 +18,6 @@ def _web(host):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="verify --all of a VM_BACKUP_VOLUME that does not exist checks nothing, "
-                   "exits 0")
 def test_verify_all_of_a_backup_volume_that_is_not_there_does_not_exit_0(host, tmp_path):
     """The admin's config names the NAS share `VM_BACKUP_VOLUME=/mnt/nas/backups` (mounted through fstab on the
     box that runs the check), and the weekly cron job `hotvcb verify --all -g hotvcb.conf` is what tells them the
@@ -78,8 +76,6 @@ def test_a_job_name_with_a_line_break_does_not_cost_the_report_mail(host, tmp_pa
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="status -f/--hosts with a list naming nothing checks nothing and says OK "
-                   "(exit 0)")
 @pytest.mark.parametrize("option", ["-f", "--hosts"])
 def test_status_given_a_list_that_names_nothing_is_not_ok(host, tmp_path, option):
     """The monitoring check is `hotvcb status -g hotvcb.conf -f /etc/hotvcb/vms` (or `--hosts fleet.txt`).
@@ -98,7 +94,6 @@ def test_status_given_a_list_that_names_nothing_is_not_ok(host, tmp_path, option
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="verify/restore of an existing file that is no backup say it 'does not exist'")
 @pytest.mark.parametrize("command", ["verify", "restore"])
 def test_a_file_that_is_no_backup_is_not_said_to_be_missing(host, tmp_path, command):
     """The admin passes the wrong path: a restore file, a download cut short, a tarball not named .gz (here
@@ -120,7 +115,6 @@ def test_a_file_that_is_no_backup_is_not_said_to_be_missing(host, tmp_path, comm
     assert "does not exist" not in out and str(junk) in out, (r.returncode, out[-2000:])
 
 
-@pytest.mark.xfail(strict=True, reason="status --json with a bad command line prints usage text only, no UNKNOWN JSON")
 @pytest.mark.parametrize("bad", [["--max-agee", "26h"], ["--max-age"], ["--snapshot-age", "-1h"]])
 def test_status_json_with_a_bad_command_line_still_prints_the_unknown_json(tmp_path, bad):
     """Zabbix runs `hotvcb status --json -g hotvcb.conf --max-agee 26h` (a typo in the item's key) and parses
@@ -195,7 +189,6 @@ def test_schedule_install_refuses_what_the_backup_itself_refuses(host, tmp_path,
     assert _crontab(host) == before
 
 
-@pytest.mark.xfail(strict=True, reason="verify --repo PATH VM ignores the VM: a name no backup has is 'OK', exit 0")
 def test_verify_repo_of_a_vm_with_no_backup_there_is_not_ok(tmp_path):
     """`hotvcb verify --help` reads `verify [--repo PATH] [BACKUP|VM]`: 'a backup folder/.gz, or a VM name',
     '--repo: a deduplicating repository instead of VM_BACKUP_VOLUME'. The admin checks one VM's backups in the
@@ -213,8 +206,6 @@ def test_verify_repo_of_a_vm_with_no_backup_there_is_not_ok(tmp_path):
     assert r.returncode != 0 and "Web-Server" in r.stdout + r.stderr, (r.returncode, r.stdout, r.stderr)
 
 
-@pytest.mark.xfail(strict=True, reason="--qemu DIR with a DIR that does not exist: backup creates it (mkdir -p) and "
-                   "ends 'No VMs backed up!' without naming the problem")
 def test_a_qmp_folder_that_does_not_exist_is_refused_not_created(tmp_path):
     """kvm.md: `hotvcb --qemu /run/qmp backup -a -g hotvcb.conf` backs up the QEMU processes whose QMP sockets
     are /run/qmp/<VM>.qmp. The admin's cron line has a typo, `--qemu /run/qnp`. `status` answers 'UNKNOWN:
@@ -269,7 +260,6 @@ def _verify_boot(*args):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="verify --boot --console-log FOLDER ends in 'internal error: IsADirectoryError'")
 def test_verify_boot_with_a_console_log_that_is_a_folder_is_a_clear_error(host, tmp_path):
     """The admin wants the console logs of the monthly smoke boot kept, and writes `--console-log
     /var/log/hotvcb-boot` (a folder). hotvcb says 'Booting web ...' and then 'hotvcb: internal error:
@@ -293,8 +283,6 @@ def test_verify_boot_with_a_console_log_that_is_a_folder_is_a_clear_error(host, 
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="verify --boot --console-log FIFO blocks in open() for ever and ignores "
-                   "SIGTERM and SIGINT there")
 def test_verify_boot_with_a_console_log_fifo_nobody_reads_neither_hangs_nor_ignores_sigterm(host, tmp_path):
     """`--console-log /run/boot.pipe`, a named pipe the admin's log collector reads, and the collector is not
     running. `hotvcb verify --boot BACKUP --console-log /run/boot.pipe` blocks in open() for ever after

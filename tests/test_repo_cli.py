@@ -7,7 +7,7 @@ import json
 import os
 
 import pytest
-from repotool import age, backup, cli, corrupt_one_chunk, make_disk, new_repo, same, scatter
+from repotool import age, backup, cli, corrupt_chunk, corrupt_one_chunk, make_disk, new_repo, same, scatter
 
 
 def hotvcb(*args):
@@ -66,6 +66,27 @@ def test_verify_exit_codes_and_a_damaged_restore_leaves_nothing(tmp_path, filled
     r = hotvcb("restore", "--repo", tmp_path / "repo", second.id, "--to", tmp_path / "out")
     assert r.returncode == 1 and digest.hex() in r.stderr and "Traceback" not in r.stderr
     assert not os.path.exists(tmp_path / "out") and not os.path.exists(str(tmp_path / "out") + ".hotvcb-restoring")
+
+
+def test_verify_of_one_vm_reads_its_packs_only(tmp_path, filled):
+    """`verify --repo R VM`: that VM's backups and the packs holding their chunks; another VM's damage is not
+    its finding, its own is (the outsider's typo case, a name with no backup, is test_outsider_s28docs)."""
+    repo, disk, first, second = filled
+    other = tmp_path / "db.raw"
+    make_disk(other, size=4 << 20, seed=7)
+    db = backup(repo, "db", other)
+    whole = json.loads(hotvcb("verify", "--repo", tmp_path / "repo", "--json").stdout)
+    r = hotvcb("verify", "--repo", tmp_path / "repo", "db", "--json")
+    one = json.loads(r.stdout)
+    assert r.returncode == 0 and one["vm"] == "db" and one["backups"] == 1, r.stdout + r.stderr
+    assert 0 < one["packs_read"] < whole["packs_read"]
+    where = repo.chunk_map()
+    db_packs = {where[d].pack for _n, d in repo.disk_index(db.disks[0]).entries}
+    digest = next(d for _n, d in repo.disk_index(first.disks[0]).entries if where[d].pack not in db_packs)
+    corrupt_chunk(tmp_path / "repo", repo, where[digest].pack, digest)
+    assert hotvcb("verify", "--repo", tmp_path / "repo", "db").returncode == 0
+    r = hotvcb("verify", "--repo", tmp_path / "repo", "Web Server (prod)")
+    assert r.returncode == 4 and digest.hex() in r.stdout and "of 'Web Server (prod)'" in r.stdout, r.stdout
 
 
 @pytest.mark.skipif(importlib.util.find_spec("hotvcb.repo.retention") is None,

@@ -89,9 +89,7 @@ def selection(args) -> Tuple[Optional[List[str]], List[str]]:
     if not (args.all_vms or args.vm_list or args.vm_names):
         raise UsageError("say which VMs: -a (all), -f FILE or -m NAME")
     common.check_confdir(args.confdir)  # else every VM would fail on it: exit 6, not 1
-    names = None if args.all_vms else (namelist.read_names(args.vm_list) if args.vm_list else args.vm_names)
-    if names is not None and not names:
-        raise UsageError("the VM list %s names no VM" % config.shown_as(args.vm_list))
+    names = None if args.all_vms else (namelist.read_listed(args.vm_list) if args.vm_list else args.vm_names)
     exclude = namelist.read_names(args.exclude) if args.exclude else []
     return names, exclude
 

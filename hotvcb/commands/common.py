@@ -171,7 +171,7 @@ def targets_in(path: str, args) -> List[Tuple[str, Target]]:
     (`root@[fe80::1]`, `root@[fe80::1]:2222`)."""
     from ..sshshell import SshTarget
     out = []
-    for line in namelist.read_names(path):
+    for line in namelist.read_listed(path, "host"):
         line = line.split("#", 1)[0].rstrip()  # `root@esxi01  # rack 3`: no host name holds a '#'
         if not line:
             continue
@@ -347,6 +347,8 @@ def connect(target: Target, log: Optional[RunLog] = None) -> Hypervisor:
         from ..hosts.libvirt import LibvirtHost
         return LibvirtHost(LocalShell(), target.libvirt, log=log)
     if target.qemu is not None:
+        if not os.path.isdir(target.qemu):  # a typo is named, not made (the run lock's mkdir -p made it, empty)
+            raise UsageError("--qemu %s: no such folder of QMP sockets" % target.qemu)
         from ..hosts.qemu import QemuHost
         return QemuHost(LocalShell(), target.qemu)
     from ..hosts.esxi import EsxiHost

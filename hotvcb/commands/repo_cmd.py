@@ -1,6 +1,6 @@
 """The repository side of `list`, `verify` and `restore` (`--repo PATH`).
 
-`hotvcb list --repo PATH [VM]`, `hotvcb verify --repo PATH [--sample PCT |
+`hotvcb list --repo PATH [VM]`, `hotvcb verify --repo PATH [VM] [--sample PCT |
 --new]` and `hotvcb restore --repo PATH ID|--latest VM --to DIR` read the repository
 directly (docs/repository.md); they need no hypervisor. A restored VMDK disk
 is its descriptor plus a sparse `-flat.vmdk` (a thin disk); other disks are
@@ -74,26 +74,33 @@ def list_backups(path: str, vm: str, as_json: bool) -> int:
     return 0
 
 
-def verify_repository(path: str, sample: Optional[float], new_only: bool, as_json: bool) -> int:
-    """`sample` None: no --sample (0 is a share like any other, refused: it read every pack)."""
+def verify_repository(path: str, sample: Optional[float], new_only: bool, as_json: bool,
+                      vm: Optional[str] = None) -> int:
+    """`sample` None: no --sample (0 is a share like any other, refused: it read every pack). `vm`: that VM's
+    backups only; a name the repository holds nothing of is refused, never OK (a typo checks nothing)."""
     if sample is not None and new_only:
         raise UsageError("--sample and --new: choose one")
     if sample is not None and not 1 <= sample <= 100:  # NaN fails every comparison: refused too
         raise UsageError("--sample %s: a percentage of the packs, 1 to 100" % sample)
     mode = "sample" if sample is not None else "new" if new_only else "all"
-    report = verify(open_path(path), mode, share=(sample or 0) / 100.0, say=_say)
+    report = verify(open_path(path), mode, share=(sample or 0) / 100.0, say=_say, vm=vm)
+    if vm is not None and not report.backups and not report.problems:
+        if os.path.lexists(vm):  # `verify --repo R /backups/web/web-2026-...`: a folder's verify is without --repo
+            raise UsageError("%s is a path: --repo verifies the repository's backups, all or one VM's by its name; "
+                             "a backup folder or .gz is verified without --repo" % vm)
+        raise UsageError("no backup of %r in the repository %s (hotvcb list --repo shows them)" % (vm, path))
     if report.marker_error:
         runlog.say("hotvcb: warning: what verify found is not recorded (--new reads good packs again; a backup "
                    "reuses chunks found damaged): %s" % report.marker_error, stream=sys.stderr)
     if as_json:
-        runlog.say_json({"repository": path, "mode": mode, "backups": report.backups,
+        runlog.say_json({"repository": path, "vm": vm, "mode": mode, "backups": report.backups,
                          "packs_read": report.packs_read, "chunks_read": report.chunks_read,
                          "problems": report.problems}, indent=2)
     else:
         for problem in report.problems:
             runlog.say("DAMAGED: %s" % problem)
-        runlog.say("%d backup(s), %d pack(s) and %d chunk(s) read (%s): %s" % (
-            report.backups, report.packs_read, report.chunks_read, mode,
+        runlog.say("%d backup(s)%s, %d pack(s) and %d chunk(s) read (%s): %s" % (
+            report.backups, " of %r" % vm if vm is not None else "", report.packs_read, report.chunks_read, mode,
             "OK" if report.ok else "%d problem(s)" % len(report.problems)))
     return 0 if report.ok else 4
 

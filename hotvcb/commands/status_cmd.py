@@ -72,7 +72,7 @@ def run(args) -> int:
 
 def _scope(args):
     limits = Limits(max_age=parse_duration(args.max_age), snapshot_age=parse_duration(args.snapshot_age))
-    names = namelist.read_names(args.vm_list) if args.vm_list else None
+    names = namelist.read_listed(args.vm_list) if args.vm_list else None  # none named: nothing watched, not OK
     exclude = namelist.read_names(args.exclude) if args.exclude else []
     return limits, names, exclude
 

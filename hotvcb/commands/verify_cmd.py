@@ -1,13 +1,14 @@
 """`hotvcb verify [BACKUP|VM|--all]`: re-read backups against their manifests.
 
 BACKUP is a backup folder or .gz path; VM checks every sealed backup of that
-VM; --all every sealed backup under VM_BACKUP_VOLUME. For each damaged backup
+VM; --all every sealed backup under VM_BACKUP_VOLUME. With --repo, a VM names
+that VM's backups in the repository (repo_cmd). For each damaged backup
 the first bad file and byte range are printed. The time of a successful check
 is recorded in the manifest (see jobs/verify.py).
 Exit codes: 0 nothing damaged (ghettoVCB backups without a manifest are
 reported as unverifiable, not as damaged), 4 some backups damaged or
-incomplete (no STATUS file), 6 all of them, 1 usage (and a VM or --all while the
-NFS share the backups are on is not mounted).
+incomplete (no STATUS file), 6 all of them, 1 usage (a path that is no backup; a VM
+or --all while the backup volume is not there or the NFS share it is on is not mounted).
 """
 
 import argparse
@@ -28,7 +29,8 @@ from . import common, list_cmd, onhost
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("verify", help="check backups against their manifests' checksums")
-    p.add_argument("target", nargs="?", metavar="BACKUP|VM", help="a backup folder/.gz, or a VM name")
+    p.add_argument("target", nargs="?", metavar="BACKUP|VM",
+                   help="a backup folder/.gz, or a VM name (with --repo: a VM name)")
     p.add_argument("--all", action="store_true", help="every backup under the backup volume")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("-g", dest="global_conf", metavar="FILE", help="global config (for VM_BACKUP_VOLUME)")
@@ -42,7 +44,8 @@ def register(subparsers) -> None:
                       help="give up after this long (default %(default)d)")
     boot.add_argument("--boot-accel", metavar="ACCEL", default="kvm:tcg",
                       help="QEMU accelerator: kvm, tcg, or kvm:tcg = KVM where available (default)")
-    boot.add_argument("--console-log", metavar="FILE", help="write the serial console here (default: a temp folder)")
+    boot.add_argument("--console-log", metavar="FILE", help="write the serial console to this regular file "
+                      "(default: in a temp folder)")
     onhost.add_option(p)
     common.add_repo_option(p)
     p.add_argument("--sample", type=float, metavar="PCT", help="with --repo: read this share of the packs, 1 to 100")
@@ -67,9 +70,12 @@ def targets(shell: Shell, volume: str, target, all_backups: bool):
         raise UsageError("say what to verify: BACKUP, VM or --all (exactly one)")
     if target and target.startswith("/") or (target and shell.exists(target)):
         path = trim_path(target)
-        if not shell.exists(path):
-            raise UsageError("backup %s does not exist" % path)
+        if not (shell.isdir(path) or path.endswith(".gz") and shell.exists(path)):
+            raise UsageError(layout.not_there(shell, path))
         return [path], []
+    if not shell.isdir(volume):  # a share not mounted, a typo: "0 checked" must not read as all well
+        raise UsageError("the backup volume %s is not there (a share not mounted, or a typo?): nothing to "
+                         "verify" % volume)
     names = [target] if target else list_cmd.vm_names(shell, volume)
     paths, skipped = [], []  # type: List[str], List[str]
     for name in names:
@@ -100,7 +106,9 @@ def run(args) -> int:
         from . import repo_cmd  # the repository's code, for --repo runs only
 
         repo_cmd.here_only(args)
-        return repo_cmd.verify_repository(args.repo, args.sample, args.new, args.json)
+        if args.target and args.all:
+            raise UsageError("a VM name and --all: choose one (--repo alone verifies all of the repository)")
+        return repo_cmd.verify_repository(args.repo, args.sample, args.new, args.json, args.target)
     shell = common.connect(args.host_target).shell
     if list_cmd.say_unmounted(shell, settings, args.volume) and not (args.target or "").startswith("/"):
         # a monitor's `verify --all` between runs (UNMOUNT_NFS=1) must not read "0 checked" as all well

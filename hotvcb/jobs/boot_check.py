@@ -74,13 +74,16 @@ def smoke_boot(shell: Shell, path: str, log, *, pattern: str = DEFAULT_PATTERN, 
         raise HotvcbError("--console-log %s is inside the backup %s, which a smoke boot only reads" % (console, folder))
     # tempfile (tmpwork), ctypes (qemu_boot's tether), xml.etree (machine_of): `verify --boot` only, not every verify
     from .. import tmpwork
-    from ..hosts.qemu_boot import BootProcess
+    from ..hosts.qemu_boot import BootProcess, ConsoleLog
     from .machine_of import machine_of
 
+    if console is not None:  # a folder or a FIFO refused before the unpacking and the overlays
+        ConsoleLog.check(console)
     tmpwork.sweep(WORK_PREFIX, keep=CONSOLE)  # a SIGKILLed run's overlays (its QEMU died with it)
     work = tmpwork.make(WORK_PREFIX)
     console = console or os.path.join(work, CONSOLE)
     started = time.monotonic()
+    console_log = None  # type: Optional[ConsoleLog]
     try:
         if archive:  # unpacked into the temp folder, removed with the overlays
             os.makedirs(os.path.join(work, "unpacked"))
@@ -102,11 +105,14 @@ def smoke_boot(shell: Shell, path: str, log, *, pattern: str = DEFAULT_PATTERN, 
             efi_vars = os.path.join(work, "efivars.fd")
             shutil.copyfile(ovmf()[1], efi_vars)  # type: ignore[index]
         argv = qemu_argv(m, qemu=qemu, network=False, efi_vars=efi_vars, accel=accel)
+        console_log = ConsoleLog(console)
         log("Booting %s (%s backup, %d disk(s), %s) without network; console: %s"
             % (m.name, found.kind, len(m.disks), m.firmware, console))
-        with BootProcess(argv, console, os.path.join(work, "qemu.log")) as vm:
+        with BootProcess(argv, console_log, os.path.join(work, "qemu.log")) as vm:
             ok, message = _watch(vm, wanted, pattern, timeout, started)
     finally:
+        if console_log is not None:
+            console_log.close()
         tmpwork.clear(work, keep=CONSOLE if console == os.path.join(work, CONSOLE) else "")
     return BootResult(path, ok, message, console, time.monotonic() - started)
 

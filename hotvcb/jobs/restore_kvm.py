@@ -115,7 +115,7 @@ class KvmRestore:
             raise KvmRestoreError(unusable)
         archive = backup_check.is_archive(self.shell, backup)
         if not archive and not self.shell.isdir(backup):
-            raise KvmRestoreError("backup %s does not exist" % backup)
+            raise KvmRestoreError(layout.not_there(self.shell, backup))
         if not self.shell.isdir(req.target):
             raise KvmRestoreError("target folder %s does not exist" % req.target)
         # recorded by its real path: a relative one names nothing to a cleanup run elsewhere

@@ -30,7 +30,7 @@ def locate(shell: Shell, path: str) -> Tuple[str, bool]:
             if not isinstance(shell, LocalShell):
                 raise RestoreError("%s: compressed backups restore only when hotvcb runs on the host itself" % gz)
             return gz, True
-    raise RestoreError("backup %s does not exist" % path)
+    raise RestoreError(layout.not_there(shell, path))
 
 
 def check_sealed(shell: Shell, req: RestoreRequest, fs: FileReader, backup: str, unsealed_ok: bool = False) -> bool:

@@ -81,8 +81,8 @@ def verify_folder(shell: Shell, folder: str, record: bool = True, progress=None,
     itself, restore_copy.py); it is neither read nor counted."""
     result = VerifyResult(folder)
     if not shell.isdir(folder):
-        result.status, result.message = "damaged", "%s does not exist" % folder
-        result.problems.append(Problem(folder, "backup folder is missing"))
+        result.status, result.message = "damaged", layout.not_there(shell, folder)
+        result.problems.append(Problem(folder, "no backup folder"))
         return result
     if not any(shell.exists(folder + "/" + s) for s in layout.STATUS_FILES):
         result.status = "incomplete"

@@ -48,13 +48,15 @@ class VerifyReport:
 
 
 def verify(repo: Repository, mode: str = "all", share: float = 0.1, rng: Optional[random.Random] = None,
-           log: Callable[[str], None] = lambda msg: None, say: Say = silent) -> VerifyReport:
-    """`log`: each pack as it is read; `say`: what the user must hear of (a wait on a lagging listing)."""
+           log: Callable[[str], None] = lambda msg: None, say: Say = silent, vm: Optional[str] = None) -> VerifyReport:
+    """`log`: each pack as it is read; `say`: what the user must hear of (a wait on a lagging listing);
+    `vm`: that VM's backups only, and of the packs only those holding their chunks (a record that does not
+    read may be one of its backups, so it is reported still)."""
     if mode not in MODES:
         raise RepoError("verify mode %r: one of %s" % (mode, ", ".join(MODES)))
     repo.require_codec("verify it")
     report = VerifyReport()
-    snaps, unreadable = repo.readable_snapshots()  # a damaged record is a finding, not the end
+    snaps, unreadable = repo.readable_snapshots(vm)  # a damaged record is a finding, not the end
     report.problems.extend(unreadable)
     report.backups = len(snaps)
     users = {}  # type: Dict[bytes, List[Snapshot]]
@@ -68,7 +70,9 @@ def verify(repo: Repository, mode: str = "all", share: float = 0.1, rng: Optiona
     packs = repo.backend.list(PACKS)
     found = Found({}, {}, {})
     _read_tables(repo, packs, found.tables, found.gone, report)
-    chosen = _choose(repo, packs, mode, share, rng or random.Random())
+    held = packs if vm is None else [info for info in packs
+                                     if any(blob.digest in users for blob in found.tables.get(info.name, ()))]
+    chosen = _choose(repo, held, mode, share, rng or random.Random())
     for info in chosen:  # (a pack whose table did not read is reported once, by _read_tables)
         if info.name not in found.gone and info.name in found.tables:
             _read_pack(repo, info, users, found, log, report)

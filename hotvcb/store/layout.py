@@ -252,6 +252,15 @@ def from_path(shell: Shell, path: str) -> Optional[BackupSet]:
     return None
 
 
+def not_there(shell: Shell, path: str) -> str:
+    """Why a path given as a backup (a folder or a .gz file) names none: missing, or something else that
+    exists (a restore file, a tarball not named .gz). Told apart: an admin told that a file they can
+    see "does not exist" stops believing what hotvcb says."""
+    if shell.exists(path):
+        return "%s is not a backup: a backup is a folder or a .gz file" % path
+    return "backup %s does not exist" % path
+
+
 def odd_named(odd: List[str]) -> str:
     """The folders named like backups that are none, as a refusal's tail (`no good backup of 'web'; ...`)."""
     return "".join("; " + line for line in odd)
