@@ -416,9 +416,15 @@ def _value(path: str, number: int, key: str, raw: str, warnings: List[str]) -> o
 
 
 def _unknown(where: str, key: str) -> str:
+    """A key hotvcb does not take: ghettoVCB's own named as such (ghettokeys.py), never steered to a
+    look-alike of hotvcb's; a typo gets the close key, of hotvcb's or of ghettoVCB's."""
     import difflib  # only a config with a typo pays for it
+    from . import ghettokeys
 
-    guess = difflib.get_close_matches(key.upper(), KEYS, 1)
+    known = ghettokeys.ignored(where, key)
+    if known:
+        return known
+    guess = difflib.get_close_matches(key.upper(), list(KEYS) + list(ghettokeys.IGNORED), 1)
     hint = " (did you mean %s?)" % guess[0] if guess else ""
     return "%s: unknown key %s ignored%s" % (where, _shown(key), hint)
 

@@ -29,6 +29,15 @@ class DatastoreInfo:
 
 
 @dataclass(frozen=True)
+class NfsShare:
+    """The share an NFS datastore mounts, as its host reports it: which server(s) and export path.
+    Told apart from the share a config names before backups go to a datastore of that name."""
+
+    servers: Tuple[str, ...]  # remoteHost, and NFS 4.1's remoteHostNames
+    path: str  # remotePath, the export on the server
+
+
+@dataclass(frozen=True)
 class Disk:
     """A VM's disk as its config names it: what a backup copies, or says why it cannot."""
 

@@ -209,12 +209,30 @@ def test_a_backslash_the_shell_drops_before_a_letter_is_warned_about(tmp_path):
 
 
 def test_unknown_keys_warn_with_file_line_and_a_guess(tmp_path):
-    path = conf(tmp_path, "VM_BACKUP_ROTATION_COUNT=2\nNFS_IO_HACK_LOOP_MAX=10\nvm_backup_volume=/x\n")
+    path = conf(tmp_path, "VM_BACKUP_ROTATION_COUNT=2\nBACKUP_WINDOW=10\nvm_backup_volume=/x\nNFS_BACKUP_DELAYS=1\n")
     s, warnings = load_settings(path)
     assert s.vm_backup_rotation_count == 2
-    assert warnings[0] == "%s:2: unknown key NFS_IO_HACK_LOOP_MAX ignored" % path
+    assert warnings[0] == "%s:2: unknown key BACKUP_WINDOW ignored" % path
     assert warnings[1] == "%s:3: unknown key vm_backup_volume ignored (did you mean VM_BACKUP_VOLUME?)" % path
+    # a typo of one of ghettoVCB's own keys is steered to that key, not to a look-alike of hotvcb's
+    assert warnings[2] == "%s:4: unknown key NFS_BACKUP_DELAYS ignored (did you mean NFS_BACKUP_DELAY?)" % path
     assert s.vm_backup_volume == Settings().vm_backup_volume
+
+
+def test_ghettovcb_keys_hotvcb_does_not_take_are_named_as_such_with_what_replaces_them(tmp_path):
+    """ghettoVCB.sh's own keys are no typos: each is named as ghettoVCB's, with why hotvcb ignores it, and never
+    gets a "did you mean" of a hotvcb key (NFS_BACKUP_DELAY=0 renamed to NFS_VM_BACKUP_DIR=0 would put every
+    backup in a folder "0")."""
+    from hotvcb import ghettokeys
+
+    path = conf(tmp_path, "".join("%s=0\n" % key for key in ghettokeys.IGNORED))
+    s, warnings = load_settings(path)
+    assert len(warnings) == len(ghettokeys.IGNORED)
+    for number, (key, warning) in enumerate(zip(ghettokeys.IGNORED, warnings), 1):
+        assert warning.startswith("%s:%d: %s is a ghettoVCB key hotvcb does not use, ignored: " % (path, number, key))
+        assert "did you mean" not in warning
+    assert "<VM>-<YYYY-MM-DD_HH-MM-SS>" in warnings[0] and "-d info|debug|dryrun" in "".join(warnings)
+    assert s == Settings(origin=s.origin)
 
 
 def test_a_key_set_twice_takes_the_later_line_and_warns(tmp_path):

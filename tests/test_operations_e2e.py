@@ -5,7 +5,7 @@ import json
 import os
 import time
 
-from simhost import (Host, hotvcb, hotvcb_background, make_host, needs_root, snapshot_names, write_conf)
+from simhost import (Host, hotvcb, hotvcb_background, make_host, needs_root, snapshot_names, wrap_tool, write_conf)
 
 pytestmark = needs_root
 
@@ -109,19 +109,42 @@ def test_nfs_target_is_unmounted_after_a_failed_backup(tmp_path):
         host.stop()
 
 
-def test_nfs_name_of_a_mounted_datastore_is_used_and_left_mounted(tmp_path):
+def test_nfs_share_someone_else_mounted_is_used_and_left_mounted(tmp_path):
+    """The share, mounted under NFS_LOCAL_NAME by the admin (not by hotvcb): used, never unmounted; the
+    same name taken by a VMFS datastore or another share is refused (test_outsider_s28options.py)."""
+    host = make_host(tmp_path / "host")
+    try:
+        host.create_vm("app", "datastore1", [{"size": "4M"}], power="on")
+        host.add_nfs("nfs_backup", "10.0.0.5", "/export/backups/", 8 << 30)  # a trailing / is the same export
+        r = hotvcb(host, "-m", "app", "-g", nfs_conf(host), "-w", tmp_path / "w")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "already mounted; using it and leaving it mounted" in r.stdout
+        assert "Unmounting" not in r.stdout
+        assert "nfs_backup" in datastore_names(host)
+        assert os.listdir(host.real("/vmfs/volumes/nfs_backup/hotvcb/app"))
+    finally:
+        host.stop()
+
+
+def test_a_refused_unmount_is_tried_again_by_the_next_run(tmp_path):
+    """UNMOUNT_NFS=1 and hostd refuses the unmount: the run says so in its final status (exit 9), and the
+    next run, which finds the share still mounted, knows it is ours and unmounts it."""
     host = make_host(tmp_path / "host")
     try:
         host.create_vm("app", "datastore1", [{"size": "4M"}], power="on")
         conf = nfs_conf(host)
-        with open(conf, "a") as f:
-            f.write("NFS_LOCAL_NAME=datastore1\n")  # taken by a VMFS datastore: used, never unmounted
+        wrap_tool(host, "vim-cmd", 'case "$1" in hostsvc/datastore/destroy) printf "(vim.fault.ResourceInUse) {\\n'
+                  '   msg = \\"The resource nfs_backup is in use.\\"\\n}\\n"; exit 0;; esac')
+        r = hotvcb(host, "-m", "app", "-g", conf, "-w", tmp_path / "w")
+        assert r.returncode == 9, r.stdout + r.stderr
+        assert "Final status: WARNING: NFS datastore nfs_backup is still mounted (UNMOUNT_NFS=1): " in r.stdout
+        assert "; All VMs backed up OK!" in r.stdout
+        tool = host.store.p("root", "usr_bin", "upper", "vim-cmd")
+        os.replace(tool + ".real", tool)  # hostd lets go of the datastore
         r = hotvcb(host, "-m", "app", "-g", conf, "-w", tmp_path / "w")
         assert r.returncode == 0, r.stdout + r.stderr
-        assert "already mounted; using it and leaving it mounted" in r.stdout
-        assert "Unmounting" not in r.stdout
-        assert "datastore1" in datastore_names(host)
-        assert os.listdir(host.real("/vmfs/volumes/datastore1/hotvcb/app"))
+        assert "NFS datastore nfs_backup was mounted by " in r.stdout and "unmounting it as this run ends" in r.stdout
+        assert "nfs_backup" not in datastore_names(host)
     finally:
         host.stop()
 

@@ -227,18 +227,22 @@ def test_a_per_vm_file_does_not_move_a_vm_off_the_nfs_share(site):
     /vmfs/volumes/<NFS_LOCAL_NAME>/<NFS_VM_BACKUP_DIR>/<VM>, whatever VM_BACKUP_VOLUME says, and its
     per-VM template (ghettoVCB-vm_backup_configuration_template, what `-c DIR` files are copied from)
     starts with a VM_BACKUP_VOLUME line. hotvcb backs such a VM up to that line's folder instead of
-    the share. The share is mounted already (the host's `backup` datastore), so the dry run plans it."""
+    the share. The share is mounted already (as datastore `nfsshare`), so the dry run plans it."""
     host, _run = site
     conf, confdir = os.path.join(host.root, "nfs-mounted.conf"), os.path.join(host.root, "per-vm")
     with open(conf, "w") as f:
-        f.write("ENABLE_NON_PERSISTENT_NFS=1\nNFS_SERVER=10.0.0.5\nNFS_MOUNT=/export\nNFS_LOCAL_NAME=backup\n"
+        f.write("ENABLE_NON_PERSISTENT_NFS=1\nNFS_SERVER=10.0.0.5\nNFS_MOUNT=/export\nNFS_LOCAL_NAME=nfsshare\n"
                 "NFS_VM_BACKUP_DIR=nfsdir\n")
     os.mkdir(confdir)
     with open(os.path.join(confdir, VM), "w") as f:
         f.write("VM_BACKUP_VOLUME=/vmfs/volumes/backup/elsewhere\nDISK_BACKUP_FORMAT=thin\n")
-    r = hotvcb(host, "-m", VM, "-g", conf, "-c", confdir, "-d", "dryrun")
+    host.add_nfs("nfsshare", "10.0.0.5", "/export")
+    try:
+        r = hotvcb(host, "-m", VM, "-g", conf, "-c", confdir, "-d", "dryrun")
+    finally:
+        host.remove_datastore("nfsshare")
     out = r.stdout + r.stderr
-    assert "BACKUP_TO: /vmfs/volumes/backup/nfsdir/%s/%s-" % (VM, VM) in out, out
+    assert "BACKUP_TO: /vmfs/volumes/nfsshare/nfsdir/%s/%s-" % (VM, VM) in out, out
 
 
 @needs_root

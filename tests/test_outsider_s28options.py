@@ -132,8 +132,6 @@ def test_a_refused_hard_power_off_is_not_logged_as_done(host, tmp_path):
 
 # -- kill -9 and the next run --------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="a share a SIGKILLed run mounted stays mounted for good with "
-                                       "UNMOUNT_NFS=1: every later run finds it 'already mounted' and leaves it")
 def test_unmount_nfs_still_unmounts_the_share_a_killed_run_mounted(host, tmp_path):
     """ENABLE_NON_PERSISTENT_NFS=1, UNMOUNT_NFS=1 (the admin wants the NAS mounted only during the
     backup window). One night's run is killed with -9 mid-copy. The next run takes over the dead
@@ -196,8 +194,6 @@ def test_a_killed_runs_pending_snapshot_is_not_left_behind_by_a_quick_next_run(h
 
 # -- ghettoVCB's own keys ------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="ghettoVCB's own keys get a 'did you mean' of an unrelated hotvcb key "
-                                       "(VM_BACKUP_DIR_NAMING_CONVENTION -> VM_BACKUP_REPOSITORY_COMPRESSION)")
 def test_ghettovcb_keys_hotvcb_does_not_take_are_not_steered_to_unrelated_keys(host, tmp_path):
     """The admin's ghettoVCB.conf sets keys ghettoVCB.sh itself defines and sources from the file:
     VM_BACKUP_DIR_NAMING_CONVENTION="$(date +%F)" (one backup folder a day) and NFS_BACKUP_DELAY=0
@@ -245,9 +241,6 @@ def test_sigterm_during_compression_does_not_report_a_good_archive_as_failed(hos
 
 # -- the NFS keys --------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="ENABLE_NON_PERSISTENT_NFS: a datastore already called NFS_LOCAL_NAME is "
-                                       "used unchecked (a local VMFS or another server's share) while the log "
-                                       "says the backups go to NFS_SERVER:NFS_MOUNT")
 @pytest.mark.parametrize("case", ["local-vmfs", "other-share"])
 def test_a_datastore_named_nfs_local_name_that_is_not_the_configured_share_is_not_used_silently(host, tmp_path,
                                                                                                   case):
@@ -318,8 +311,6 @@ def test_dry_run_of_a_vm_without_tools_says_what_the_real_run_will_hit(host, tmp
     assert "Tools" in dry.stdout, "the dry run saw nothing wrong:\n" + dry.stdout[-1500:]
 
 
-@pytest.mark.xfail(strict=True, reason="UNMOUNT_NFS=1 and the unmount refused: an 'error:' line, yet the run ends "
-                                       "'All VMs backed up OK!' with exit 0, so EMAIL_ALERT/monitoring never hear")
 def test_a_refused_nfs_unmount_is_not_an_all_ok_run(host, tmp_path):
     """ENABLE_NON_PERSISTENT_NFS=1, UNMOUNT_NFS=1: the admin wants the NAS mounted only during the
     backup window (ransomware on the host must not reach yesterday's backups). hostd refuses the

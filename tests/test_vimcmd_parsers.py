@@ -125,3 +125,35 @@ def test_clone_percent_from_redrawn_progress():
     assert vimcmd.clone_percent("Clone: 10% done.") == 10
     assert vimcmd.clone_percent("Clone: 100% done.Failed to clone disk: x (13).") == 100
     assert vimcmd.clone_percent("Destination disk format: VMFS thin-provisioned") is None
+
+
+NAS_INFO = """(vim.host.NasDatastoreInfo) {
+   name = "nfs_backup",
+   url = "/vmfs/volumes/6c3a1f0e-2b9d4e11",
+   freeSpace = 4294967296,
+   nas = (vim.host.NasVolume) {
+      type = "NFS41",
+      name = "nfs_backup",
+      capacity = 8589934592,
+      remoteHost = "10.0.0.5",
+      remotePath = "/export/backups",
+      userName = <unset>,
+      remoteHostNames = (string) [
+         "10.0.0.5",
+         "10.0.0.6"
+      ],
+      securityType = <unset>,
+      protocolEndpoint = <unset>
+   }
+}
+"""
+
+
+def test_the_share_an_nfs_datastore_mounts_is_read_from_its_info():
+    """`datastore/info`'s NasVolume (vSphere API field names; no verbatim sample exists): remoteHost with NFS
+    4.1's remoteHostNames, and remotePath; a VMFS datastore's info names no share."""
+    share = vimcmd.parse_nas_share(NAS_INFO)
+    assert share is not None and share.servers == ("10.0.0.5", "10.0.0.6") and share.path == "/export/backups"
+    assert vimcmd.parse_nas_share(NAS_INFO.replace('"/export/backups"', '""')) is None
+    vmfs = '(vim.host.VmfsDatastoreInfo) {\n   name = "datastore1",\n   vmfs = (vim.host.VmfsVolume) {\n      type = "VMFS"\n   }\n}\n'
+    assert vimcmd.parse_nas_share(vmfs) is None

@@ -173,7 +173,7 @@ def run(args) -> int:
     status = "ERROR: did not start"
     results = []  # type: list
     job = None  # type: Optional[BackupJob]
-    lock = work = asked = None
+    lock = work = asked = nfs = None
     try:
         host = common.connect(args.host_target, log)
         lock, run = common.lock_host(host, log, args.host_target)
@@ -184,7 +184,8 @@ def run(args) -> int:
         log.info("CONFIG: %s; %s" % (config.shown_as(args.global_conf or "built-in defaults"), settings.summary()))
         if dry_run:
             log.info("DRY RUN: nothing will be changed")
-        with NfsTarget(host, settings, log, dry_run) as nfs:
+        nfs = NfsTarget(host, settings, log, run, dry_run, lock.takeovers())
+        with nfs:
             job = BackupJob(host, settings, log, run, asked=asked, lock=lock, confdir=args.confdir,
                             dry_run=dry_run, job_name=args.job_name, unmounted=nfs.would_mount)
             results = job.run(names, exclude)
@@ -202,6 +203,8 @@ def run(args) -> int:
             asked.drop()
         if lock is not None:
             lock.release()
+    if nfs is not None and nfs.left_mounted:
+        status, code = outcome.with_warning(status, code, nfs.left_mounted)
     for line in outcome.table(outcome.rows(results)) if results else []:
         log.info(line)
     down = [r.name for r in results if r.down]

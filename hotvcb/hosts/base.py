@@ -20,7 +20,7 @@ through QMP) plugs into the same job. Contracts:
 
 from typing import Callable, Dict, List, NamedTuple, Optional, Protocol, Tuple
 
-from ..model import DatastoreInfo, Disk, Snapshot, SnapshotTree, Vm, VmRef
+from ..model import DatastoreInfo, Disk, NfsShare, Snapshot, SnapshotTree, Vm, VmRef
 from ..shell import Shell
 
 Progress = Callable[[int], None]
@@ -55,6 +55,9 @@ class Hypervisor(Protocol):
     def mount_nfs(self, name: str, server: str, share: str, version: str) -> None: ...
 
     def unmount_nfs(self, name: str) -> None: ...
+
+    # the share an NFS datastore of that name mounts; None: no NFS datastore, or one its host does not say
+    def nfs_share(self, name: str) -> Optional[NfsShare]: ...
 
     def list_vms(self) -> List[VmRef]: ...
 

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Tuple
 from .. import vmdk
 from ..background import Kept
 from ..errors import CommandFailed, HostError, SnapshotError, TimeoutExpired, VmGone, VmNotFound
-from ..model import DatastoreInfo, Disk, Snapshot, SnapshotTree, Vm, VmRef
+from ..model import DatastoreInfo, Disk, NfsShare, Snapshot, SnapshotTree, Vm, VmRef
 from ..runlog import RunLog
 from ..settings import DISK_FORMATS
 from ..shell import Shell
@@ -134,6 +134,13 @@ class EsxiHost:
             self._vim(["hostsvc/datastore/destroy", name], timeout=120, interruptible=False)
         finally:
             self._forget_stores()
+
+    def nfs_share(self, name: str) -> Optional[NfsShare]:
+        """`datastore/info NAME`'s NAS block; None for a VMFS datastore, or a host whose `info` fails."""
+        try:
+            return vimcmd.parse_nas_share(self._vim(["hostsvc/datastore/info", name]))
+        except CommandFailed:
+            return None
 
     # -- inventory -----------------------------------------------------------
     def list_vms(self) -> List[VmRef]:

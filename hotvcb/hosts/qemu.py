@@ -46,7 +46,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .. import vmdk
 from ..errors import HostError, SnapshotError, VmNotFound
-from ..model import DatastoreInfo, Disk, Snapshot, SnapshotTree, Vm, VmRef
+from ..model import DatastoreInfo, Disk, NfsShare, Snapshot, SnapshotTree, Vm, VmRef
 from ..shell import Shell
 from . import qemuimg
 from .base import Copied
@@ -87,6 +87,9 @@ class LocalKvmHost:
 
     def unmount_nfs(self, name: str) -> None:
         raise HostError("ENABLE_NON_PERSISTENT_NFS is for ESXi")
+
+    def nfs_share(self, name: str) -> Optional[NfsShare]:
+        return None  # no datastores here (`datastores()`), so none of that name
 
     def free_space(self, path: str) -> Optional[int]:
         return local_free_space(path)

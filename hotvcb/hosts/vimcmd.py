@@ -10,7 +10,7 @@ typo, ESX 4.x snapshot listings without an Id line.
 import re
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
-from ..model import DatastoreInfo, Snapshot, VmRef
+from ..model import DatastoreInfo, NfsShare, Snapshot, VmRef
 from ..units import DIGITS
 from .. import lazyre
 
@@ -214,6 +214,24 @@ def parse_datastore_listsummary(text: str) -> List[DatastoreInfo]:
             )
             block = {}
     return out
+
+
+_NAS_FIELD = lazyre.compile(r'^\s*(remoteHost|remotePath) = "([^"]*)",?\s*$', re.M)
+_NAS_HOSTS = lazyre.compile(r'^\s*remoteHostNames = \(string\) \[\s*$(.*?)^\s*\]', re.M | re.S)
+_QUOTED = lazyre.compile(r'"([^"]*)"')
+
+
+def parse_nas_share(text: str) -> Optional[NfsShare]:
+    """The share of `hostsvc/datastore/info NAME` when it is an NFS datastore (its `nas =
+    (vim.host.NasVolume)` block: remoteHost, remotePath, NFS 4.1's remoteHostNames); None when the
+    output names no share (a VMFS datastore; field names from the vSphere API: no verbatim sample exists)."""
+    fields = dict(_NAS_FIELD.findall(text))
+    if not fields.get("remotePath"):
+        return None
+    servers = [fields["remoteHost"]] if fields.get("remoteHost") else []
+    names = _NAS_HOSTS.search(text)
+    servers += [h for h in _QUOTED.findall(names.group(1)) if h not in servers] if names else []
+    return NfsShare(tuple(servers), fields["remotePath"]) if servers else None
 
 
 _FREE = lazyre.compile(r"^\s*freeSpace = (%s),?\s*$" % DIGITS, re.M)

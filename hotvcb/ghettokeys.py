@@ -1,0 +1,37 @@
+"""ghettoVCB's own config keys that hotvcb does not take, and why.
+
+ghettoVCB.sh defines these and `source`s the config over them, so an admin's ghettoVCB.conf may set
+any of them. To hotvcb they are no typo: a "did you mean" of a look-alike key of hotvcb's would steer
+the admin to a key that does something else (NFS_BACKUP_DELAY=0 renamed to NFS_VM_BACKUP_DIR=0 puts
+every backup in a folder "0"). config.py names them as ghettoVCB's, with what stands in their place.
+The list is ghettoVCB.sh's (2019_01_06 version 4): its user-definable parameters and the ones below
+"DO NOT MODIFY PAST THIS LINE" a config may still set, and ADAPTER_FORMAT, a user key of its ESX 3.5
+days; the keys hotvcb takes are in config.KEYS.
+"""
+
+_SLOW_NAS = ("ghettoVCB's slow-NAS workaround (retries and pauses around its writes and removals, a pause "
+             "between VMs); hotvcb waits for each host command itself, and a backup folder whose removal the "
+             "NAS refused is removed by the next run or `hotvcb cleanup`")
+
+IGNORED = {
+    "VM_BACKUP_DIR_NAMING_CONVENTION": "hotvcb always names a backup <VM>-<YYYY-MM-DD_HH-MM-SS> (ghettoVCB's "
+                                       "default), which its rotation, list and restore read; one folder a day or "
+                                       "an index (0) is not made",
+    "ADDITIONAL_ROTATION_PATH": "ghettoVCB never used it either (its code is commented out as untested)",
+    "ENABLE_NFS_IO_HACK": _SLOW_NAS,
+    "NFS_IO_HACK_LOOP_MAX": _SLOW_NAS,
+    "NFS_IO_HACK_SLEEP_TIMER": _SLOW_NAS,
+    "NFS_BACKUP_DELAY": _SLOW_NAS,
+    "LOG_LEVEL": "the log level is the command line's: -d info|debug|dryrun",
+    "ADAPTER_FORMAT": "ESX 3.5's adapter type (deprecated in ghettoVCB): hotvcb reads each disk's own from its "
+                      "descriptor",
+    "LAST_MODIFIED_DATE": "ghettoVCB.sh's own version stamp, not a setting",
+    "VERSION": "ghettoVCB.sh's own version stamp, not a setting",
+    "VERSION_STRING": "ghettoVCB.sh's own version stamp, not a setting",
+}
+
+
+def ignored(where: str, key: str) -> str:
+    """The warning for ghettoVCB's `key` at `where` (file:line), or "" when it is no key of ghettoVCB's."""
+    why = IGNORED.get(key)
+    return "%s: %s is a ghettoVCB key hotvcb does not use, ignored: %s" % (where, key, why) if why else ""
