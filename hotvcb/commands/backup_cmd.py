@@ -184,7 +184,7 @@ def run(args) -> int:
         log.info("CONFIG: %s; %s" % (config.shown_as(args.global_conf or "built-in defaults"), settings.summary()))
         if dry_run:
             log.info("DRY RUN: nothing will be changed")
-        nfs = NfsTarget(host, settings, log, run, dry_run, lock.takeovers())
+        nfs = NfsTarget(host, settings, log, run, dry_run, lock.takeovers)
         with nfs:
             job = BackupJob(host, settings, log, run, asked=asked, lock=lock, confdir=args.confdir,
                             dry_run=dry_run, job_name=args.job_name, unmounted=nfs.would_mount)

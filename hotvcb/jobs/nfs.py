@@ -23,7 +23,7 @@ A dry run mounts nothing, as ghettoVCB's: the share it would mount is not there 
 checked or measured, so `would_mount` tells the pre-flight to take it on trust.
 """
 
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 from ..errors import HotvcbError
 from ..hosts.base import Hypervisor
@@ -36,10 +36,11 @@ MOUNT_MARKER = "hotvcb-nfs-mounted."  # + NFS_LOCAL_NAME, in the host's run_dir 
 
 class NfsTarget:
     def __init__(self, host: Hypervisor, settings: Settings, log, run: RunId, dry_run: bool = False,
-                 dead: Optional[Mapping[str, float]] = None):
-        # dead: the runs whose lock this run took over (HostLock.takeovers), as leftovers.owner_alive takes them
+                 dead: Optional[Callable[[], Mapping[str, float]]] = None):
+        # dead: the runs whose lock this run took over (HostLock.takeovers), as leftovers.owner_alive takes them;
+        # asked only when a mount marker is found (a read of the host's run folder: a round trip over SSH)
         self.host, self.s, self.log, self.run, self.dry_run = host, settings, log, run, dry_run
-        self.dead = dead or {}  # type: Mapping[str, float]
+        self.dead = dead or dict
         self.mounted = self.would_mount = False
         self.left_mounted = ""  # why the share this run was to unmount is still mounted
 
@@ -128,7 +129,7 @@ class NfsTarget:
         except HotvcbError as err:  # not ours (we write a file): something planted in the run folder
             self.log.warning("cannot read the NFS mount marker %s: %s; leaving the share mounted" % (self.marker, err))
             return ""
-        if owner is not None and owner_alive(owner, self.run, self.dead) is not False:
+        if owner is not None and owner_alive(owner, self.run, self.dead()) is not False:
             return ""  # its run may still use it (its lock was taken over, yet it runs): it unmounts it itself
         return str(owner) if owner else "an earlier hotvcb run"
 
