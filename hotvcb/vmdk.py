@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
 from .errors import HotvcbError
+from .shell import decoded, encoded
 from .units import DIGITS_MAX, whole
 from . import lazyre
 
@@ -140,6 +141,18 @@ def embedded(head: bytes) -> Optional[bytes]:
         raise NotADescriptor("its header puts its descriptor past its first %d KiB, where no disk keeps it"
                              % (len(head) >> 10))
     return head[offset * 512: (offset + sectors) * 512].split(b"\0", 1)[0]
+
+
+def embedded_text(head: str, size: int) -> str:
+    """`head` (a file's first `size` bytes, as the shell decoded them) itself, or for a hosted sparse extent
+    the descriptor it embeds, decoded as a descriptor file is (UTF-8): the whole binary file fails UTF-8,
+    and as Latin-1 an extent named `dä k.vmdk` would read `dÃ¤ k.vmdk`. NotADescriptor where there is none."""
+    raw = embedded(encoded(head, size))
+    if raw is None:
+        if head.startswith(SPARSE_MAGIC.decode()):
+            raise NotADescriptor("a sparse extent with no descriptor of its own")
+        return head
+    return decoded(raw)
 
 
 def sparse_capacity(head: bytes) -> int:

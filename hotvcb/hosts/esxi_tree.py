@@ -16,7 +16,7 @@ from typing import Collection, Dict, List, Optional, Tuple
 from .. import vmdk
 from ..errors import HostError
 from ..model import Disk, Snapshot, SnapshotTree, Vm
-from ..shell import FileReader, decoded, encoded
+from ..shell import FileReader
 from ..vmx import VmxFile
 from .. import lazyre
 
@@ -35,24 +35,12 @@ def absolute(folder: str, name: str) -> str:
 
 
 def descriptor_text(files: FileReader, path: str) -> str:
-    """A disk's descriptor text: its file's, or the one a hosted sparse extent embeds (`embedded_text`),
+    """A disk's descriptor text: its file's, or the one a hosted sparse extent embeds (`vmdk.embedded_text`),
     read from its first HEAD_MAX bytes alone: the rest is the disk, as big as a delta has grown."""
     size = files.file_size(path)
     if size <= HEAD_MAX:
-        return embedded_text(files.read_text(path), size)
-    return embedded_text(files.read_regular(path, HEAD_MAX), HEAD_MAX)
-
-
-def embedded_text(head: str, size: int) -> str:
-    """`head` (a file's first `size` bytes, as the shell decoded them) itself, or for a hosted sparse extent
-    the descriptor it embeds, decoded as a descriptor file is (UTF-8): the whole binary file fails UTF-8,
-    and as Latin-1 an extent named `dä k.vmdk` would read `dÃ¤ k.vmdk`. NotADescriptor where there is none."""
-    raw = vmdk.embedded(encoded(head, size))
-    if raw is None:
-        if head.startswith(vmdk.SPARSE_MAGIC.decode()):
-            raise vmdk.NotADescriptor("a sparse extent with no descriptor of its own")
-        return head
-    return decoded(raw)
+        return vmdk.embedded_text(files.read_text(path), size)
+    return vmdk.embedded_text(files.read_regular(path, HEAD_MAX), HEAD_MAX)
 
 
 def chain(files: FileReader, top: str, what: str) -> List[Tuple[str, vmdk.Descriptor]]:

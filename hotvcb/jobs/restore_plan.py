@@ -25,7 +25,6 @@ from typing import Callable, List, Optional, Tuple
 
 from .. import vmdk
 from ..errors import HostError, HotvcbError
-from ..hosts import esxi_tree
 from ..hosts.base import Hypervisor
 from ..model import DatastoreInfo, Disk, VmRef
 from ..restorefile import RestoreRequest
@@ -250,7 +249,7 @@ class Planner:
         try:
             if text is None:
                 head = min(fs.file_size(path), backup_check.DESCRIPTOR_MAX)
-                text = esxi_tree.embedded_text(fs.read_regular(path, head), head)
+                text = vmdk.embedded_text(fs.read_regular(path, head), head)
             return text, vmdk.parse(text)
         except (HostError, vmdk.NotADescriptor) as err:
             raise RestoreError("%s: %s is not a readable disk descriptor: %s" % (dev, path, err)) from err

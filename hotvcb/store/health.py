@@ -202,8 +202,8 @@ def _ghettovcb_disks(sizes: Dict[str, int], texts: Dict[str, str], where: str) -
     of the first that has not. `where`: "archive" or "folder", for the message."""
     disks = 0
     for rel in sorted(r for r in texts if r.endswith(".vmdk")):
-        try:
-            desc = vmdk.parse(texts[rel])
+        try:  # a small hosted sparse extent was read whole: the descriptor it embeds, decoded as one
+            desc = vmdk.parse(vmdk.embedded_text(texts[rel], sizes[rel]))
         except vmdk.NotADescriptor:
             continue  # an extent small enough to have been read
         except vmdk.BadSize as err:
