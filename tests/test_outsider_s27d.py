@@ -275,8 +275,9 @@ def test_an_orphaned_overlay_holding_writes_does_not_stop_every_backup_of_the_vm
             open(release, "w").close()
             run.wait(120)
         # what the guest wrote before its QEMU died is in the overlay (written here once QEMU let go of it)
-        assert subprocess.run(["qemu-io", "-f", "qcow2", overlay, "-c", "write -P 0x77 0 64k"],
-                              capture_output=True).returncode == 0
+        wrote = subprocess.run(["qemu-io", "-f", "qcow2", overlay, "-c", "write -P 0x77 0 64k"],
+                               capture_output=True, text=True)
+        assert wrote.returncode == 0, (wrote.stdout + wrote.stderr, run.returncode)  # failed once under CI's load
         os.remove(os.path.join(lab.inventory, "o.qmp"))
         lab.start("o", drive)  # restarted, on the LV
         code, out = lab.backup("o")
