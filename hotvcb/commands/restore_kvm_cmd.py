@@ -20,6 +20,10 @@ from ..runlog import RunLog
 from ..shell import LocalShell
 from ..store import layout
 
+# a repository's backup is staged for the ESXi restore or written as files, never converted to KVM
+REPO_NOT_TO_KVM = ("the repository %s restores to ESXi (restore --repo … --datastore DS) or as files "
+                   "(restore --repo … --to DIR), not with --kvm")
+
 
 def add_options(p) -> None:
     kvm = p.add_argument_group("restore to KVM", "convert the backup (ESXi, libvirt or QEMU) to a KVM VM "
@@ -48,6 +52,10 @@ def run(args, level: str) -> int:
         raise UsageError("--kvm restores on this machine; drop --host/--qemu")
     if args.restore_file or args.datastore:
         raise UsageError("--kvm DIR names where to restore; drop -c/--datastore")
+    if args.power_on:
+        raise UsageError("--kvm powers nothing on (the restore ends saying how to start the VM); drop --power-on")
+    if args.repo:
+        raise UsageError("--repo with --kvm: " + REPO_NOT_TO_KVM % args.repo)
     if bool(args.backup) == bool(args.latest):
         raise UsageError("say what to restore: BACKUP or --latest VM (exactly one)")
     fmt = args.format or "qcow2"
@@ -65,8 +73,9 @@ def run(args, level: str) -> int:
         backup = backup_check.newest_good(shell, settings.vm_backup_volume, args.latest, odd.append)
         if backup is None:
             log.close()
-            raise UsageError("no good backup of %r under %s%s%s" % (args.latest, settings.vm_backup_volume,
-                                                                   layout.odd_named(odd), nfs.because(shell, settings)))
+            raise UsageError("no good backup of %r under %s%s%s%s" % (
+                args.latest, settings.vm_backup_volume, layout.odd_named(odd), nfs.because(shell, settings),
+                "; " + REPO_NOT_TO_KVM % settings.vm_backup_repository if settings.vm_backup_repository else ""))
     interrupt.install()
     req = KvmRequest(trim_path(backup), trim_path(args.kvm), fmt, args.name or None, args.keep_macs,
                      args.disk_bus, args.nic_model, args.define_in)

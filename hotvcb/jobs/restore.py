@@ -31,6 +31,7 @@ One request goes through explicit states, so a failure knows what to undo:
   and the check passed (a dry run checks before it prints the plan).
 - registered: `vim-cmd solo/registervm` gives the vmid. If registration
   fails the complete folder is kept and the error says how to register it.
+  A power-on (--power-on) the host refuses is a warning: the VM is there.
 
 A libvirt or bare-QEMU backup is first staged on the target as VMDKs and a
 .vmx (restore_stage.py, removed as an unpacked .gz is), then restored so.
@@ -60,6 +61,7 @@ class RestoreResult:
     status: str = "pending"  # ok | error
     message: str = ""
     disconnected: List[str] = field(default_factory=list)  # restored without these disks (not in the backup)
+    power_failed: bool = False  # restored and registered, but --power-on was refused by the host
     name: str = ""
     folder: str = ""
     vmid: str = ""
@@ -73,11 +75,11 @@ class RestoreJob:
         self.records = restore_scratch.on_host(self.shell, host.run_dir)  # one heartbeat for all requests
 
     def ask_early(self) -> List[Ahead]:
-        """The answers the driver keeps for the run that every restore's pre-checks wait on (the host's
-        version; the datastore listing that says which datastore holds the target), asked now in threads,
-        beside work that comes before the pre-checks (a repository's backup staged on the target), so
-        those wait only for what must be read then: the free space, the inventory. `drop()` each after."""
-        return [Ahead(self.host.describe, "restore"), Ahead(self.host.datastores, "restore")]
+        """The answer the driver keeps for the run that every restore's pre-checks wait on (the host's
+        version), asked now in a thread, beside work that comes before the pre-checks (a repository's
+        backup staged on the target, after its room check asked the datastore listing), so those wait
+        only for what must be read then: the free space, the inventory. `drop()` each after."""
+        return [Ahead(self.host.describe, "restore")]
 
     def run(self, requests) -> List[RestoreResult]:
         results = []
@@ -179,7 +181,7 @@ class _Restore:
         source, compressed = restore_source.locate(shell, req.backup)
         if not compressed and not job.dry_run and job.verify:
             self.early = restore_check.start_early(shell, req, self.log, source)
-        free = restore_room.free_on_target(self.host, req.target, room)
+        free = restore_room.free_on_target(self.host, req.target, room.answer)
         kvm = None if compressed else restore_stage.kvm_machine(shell, source)
         if kvm is not None:
             self._restore_kvm_backup(source, kvm, free)
@@ -219,7 +221,7 @@ class _Restore:
             self._write(plan, checking)
         finally:
             checking.cancel()
-        self.result.vmid = restore_write.register(self.host, self.log, plan, job.power_on)
+        self._register(plan)
 
     def _restore_kvm_backup(self, backup: str, kvm: "restore_stage.Found", free: Optional[int]) -> None:
         """A libvirt or bare-QEMU backup: checked, staged as VMDKs + a .vmx (restore_stage.py), restored."""
@@ -230,7 +232,8 @@ class _Restore:
             restore_check.verify_now(shell, req, self.log, backup)
         if req.new_name is None:
             require_usable_name(kvm.machine.name, given=False)
-        folder = req.target + "/" + layout.folder_name(req.new_name or kvm.machine.name)
+        self.result.name = req.new_name or kvm.machine.name  # what a dry run's verdict names
+        folder = req.target + "/" + layout.folder_name(self.result.name)
         if shell.exists(folder):
             raise RestoreError("target folder %s already exists; not overwriting it" % folder)
         restore_room.check_staged_room(shell, req, kvm, folder, free)
@@ -244,7 +247,13 @@ class _Restore:
         self.result.name, self.result.folder, self.result.disconnected = plan.name, plan.folder, plan.disconnected
         restore_room.check_room(req, self.log, plan)
         self._write(plan, Checking(req, self.log, None))
-        self.result.vmid = restore_write.register(self.host, self.log, plan, self.job.power_on)
+        self._register(plan)
+
+    def _register(self, plan: Plan) -> None:
+        """registered [-> powered on]: a power-on the host refuses leaves a restored, registered VM (a warning)."""
+        self.result.vmid = restore_write.register(self.host, self.log, plan)
+        if self.job.power_on:
+            self.result.power_failed = not restore_write.power_on(self.host, self.log, plan, self.result.vmid)
 
     def _ask_ahead(self) -> "Ahead[Optional[int]]":
         """The pre-checks' questions to the host, each a round trip to hostd and none waiting on

@@ -4,8 +4,9 @@ Each disk is cloned by the driver (vmkfstools -i), but a thin disk this
 process copies itself (restore_copy.py), checked by the read that copies it,
 and a thin flat disk this run staged (restore --repo), moved rather than
 written twice; then the .nvram/.vmxf, the user's snapshot tree
-(restore_tree.py) and the rewritten .vmx, last. Claiming the folder, the
-rename that completes it and removing it on failure are restore.py's.
+(restore_tree.py) and the rewritten .vmx, last; then the VM registered
+and, if asked, powered on. Claiming the folder, the rename that completes it
+and removing it on failure are restore.py's.
 """
 
 from typing import Callable, List, Optional, Tuple
@@ -186,9 +187,9 @@ def _copy_itself(host: Hypervisor, req: RestoreRequest, log, own: "restore_copy.
     log.info("Checksums hold: %s, checked as it was copied" % own.rel)
 
 
-def register(host: Hypervisor, log, plan: Plan, power_on: bool) -> str:
-    """The complete VM registered (and powered on if asked); its vmid. A registration that fails says
-    how to register the folder by hand."""
+def register(host: Hypervisor, log, plan: Plan) -> str:
+    """The complete VM registered; its vmid. A registration that fails says how to register the folder
+    by hand."""
     vmx = plan.folder + "/" + plan.vmx_name
     log.info("Registering %s ..." % plan.name)
     try:
@@ -197,8 +198,19 @@ def register(host: Hypervisor, log, plan: Plan, power_on: bool) -> str:
         raise RestoreError("restored %s completely, but registering it failed: %s -- register it with "
                            "`vim-cmd solo/registervm '%s'`" % (plan.folder, err, vmx)) from err
     log.info("Registered %s as vmid %s" % (plan.name, vmid))
-    if power_on:
-        ref = VmRef(vmid=vmid, name=plan.name, vmx_path=vmx)
-        host.power_on(Vm(ref=ref, datastore="", folder=plan.folder, vmx=None))
-        log.info("Powered on %s" % plan.name)
     return vmid
+
+
+def power_on(host: Hypervisor, log, plan: Plan, vmid: str) -> bool:
+    """--power-on of the registered VM; False when the host refused it (no memory, a license limit):
+    then the VM is there, complete and registered, and the warning says so, naming it, so the admin
+    does not take the restore for failed and run it again into its own folder."""
+    ref = VmRef(vmid=vmid, name=plan.name, vmx_path=plan.folder + "/" + plan.vmx_name)
+    try:
+        host.power_on(Vm(ref=ref, datastore="", folder=plan.folder, vmx=None))
+    except HotvcbError as err:
+        log.warning("%s is restored and registered as vmid %s, but powering it on failed: %s -- power it on "
+                    "with `vim-cmd vmsvc/power.on %s` once the host can" % (plan.name, vmid, err, vmid))
+        return False
+    log.info("Powered on %s" % plan.name)
+    return True
