@@ -114,7 +114,8 @@ def check_options(args) -> None:
         raise UsageError("--to DIR goes with --repo (a repository's backup written as files); a backup folder or "
                          ".gz is restored with --datastore DS")
     unused = [option for option, given in (("--datastore", args.datastore), ("--name", args.name),
-                                           ("--format", args.format), ("--power-on", args.power_on)) if given]
+                                           ("--format", args.format), ("--power-on", args.power_on),
+                                           ("--kvm", args.kvm is not None)) if given]
     if unused:
         raise UsageError("--to DIR writes the backup's files and disks as they are, no VM is made: drop %s "
                          "(or restore the VM with --datastore DS instead of --to)" % ", ".join(unused))
