@@ -1,6 +1,7 @@
 """Writing a disk image into a sparse file: runs of data at their offsets (holes are never
-written, so they stay holes; a block's pages of zeros are left out of its runs: data_runs) and the file flushed to disk as it grows, so the fsync that ends
-the write waits for the last part only.
+written, so they stay holes; a block's pages of zeros can be left out of its runs: data_runs)
+and the file flushed to disk as it grows, so the fsync that ends the write waits for the last
+part only.
 
 Shared by the two places hotvcb writes a disk's bytes itself: the repository's restore
 (repo/reader.py) and a folder backup restored thin (jobs/restore_copy.py).

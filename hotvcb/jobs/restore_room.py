@@ -1,6 +1,7 @@
 """Whether a restore fits where it goes: the target is a folder on a datastore of this host, with
 room for all the restore writes there (the VM; a .gz unpacked beside it; a KVM backup's staged
-VMDKs; a repository's backup staged). Checked before anything is written; the free space is the one asked ahead (restore.py)."""
+VMDKs; a repository's backup staged). Checked before anything is written; the free space is the
+one asked ahead (restore.py)."""
 
 from typing import Callable, Optional
 
