@@ -70,14 +70,27 @@ class Host:
     def __init__(self, path):
         self.store = Store(path)
         self.root = self.store.root
+        self._in_namespace = None  # whether /vmfs is HOST/vmfs here (_inside), asked once
 
     # ------------------------------------------------------------------ paths
     def real(self, path):
-        """Real filesystem path of a path as seen on the host (/vmfs/... lives under HOST)."""
+        """Real filesystem path of a path as seen on the host (/vmfs/... lives under HOST). Inside the
+        host's own namespace (enter.py binds HOST/vmfs on /vmfs) that is the path itself, so what is
+        mounted on a datastore there (a test's small tmpfs) is what the tools see, as ESXi's see it."""
         path = os.path.normpath(path)
         if path == "/vmfs" or path.startswith("/vmfs/"):
-            return self.root + path
+            return path if self._inside() else self.root + path
         return path
+
+    def _inside(self):
+        """Whether this process runs in the host's namespace: its /vmfs is HOST/vmfs."""
+        if self._in_namespace is None:
+            try:
+                here, there = os.stat("/vmfs"), os.stat(self.root + "/vmfs")
+                self._in_namespace = (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+            except OSError:
+                self._in_namespace = False
+        return self._in_namespace
 
     def host_path(self, real):
         real = os.path.normpath(real)

@@ -1,6 +1,7 @@
 """Writing a disk image into a sparse file: runs of data at their offsets (holes are never
-written, so they stay holes) and the file flushed to disk as it grows, so the fsync that ends
-the write waits for the last part only.
+written, so they stay holes; a block's pages of zeros can be left out of its runs: data_runs)
+and the file flushed to disk as it grows, so the fsync that ends the write waits for the last
+part only.
 
 Shared by the two places hotvcb writes a disk's bytes itself: the repository's restore
 (repo/reader.py) and a folder backup restored thin (jobs/restore_copy.py).
@@ -8,9 +9,32 @@ Shared by the two places hotvcb writes a disk's bytes itself: the repository's r
 
 import os
 import threading
-from typing import Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 Data = Union[bytes, bytearray, memoryview]
+PAGE = 4096  # the smallest block a datastore's file system allocates: what a hole can be
+
+
+def data_runs(data: Union[bytes, bytearray], page: int = PAGE) -> List[Tuple[int, int]]:
+    """(start, end) of the runs of `data` that are not whole zero pages (pages aligned to its start, as a
+    block read at a multiple of `page` is): what a sparse copy writes, so a page of zeros stays a hole,
+    as a block of them does. A block that is zeros but one byte allocates one page, not the block: the
+    room a copy takes is then the backup's own allocation, counted in pages, which the restore's room
+    check counts. [] for zeros alone. One memcmp per page, stopping at its first byte that is not zero:
+    a few per cent of the hashing the same block gets."""
+    zero = bytes(page)
+    runs = []  # type: List[Tuple[int, int]]
+    start = None  # type: Optional[int]
+    for off in range(0, len(data), page):
+        if off + page <= len(data) and data.startswith(zero, off):
+            if start is not None:
+                runs.append((start, off))
+                start = None
+        elif start is None:
+            start = off
+    if start is not None:
+        runs.append((start, len(data)))
+    return runs
 
 
 def write_at(fd: int, offset: int, parts: Sequence[Data]) -> int:

@@ -228,7 +228,9 @@ def test_restore_into_a_folder_on_a_missing_volume_creates_nothing(two_backups, 
     _repo, a, _b, _a_disk, _b_disk = two_backups
     small = tmpfs("small", "512k")
     r = cli("restore", "--repo", tmp_path / "repo", a.id, "--to", small / "web")
-    assert r.returncode == 1 and "No space left on device" in r.stderr and os.listdir(str(small)) == [], r.stderr
+    # refused before anything is written (the room is checked first), or by the file system on the way
+    assert r.returncode == 1 and ("No space left on device" in r.stderr or "free there" in r.stderr), r.stderr
+    assert os.listdir(str(small)) == [], r.stderr
     one_clear_line(r)
     r = cli("restore", "--repo", tmp_path / "repo", a.id, "--to", tmp_path / "unmounted" / "web")
     assert r.returncode == 1 and "does not exist" in r.stderr, r.stdout + r.stderr

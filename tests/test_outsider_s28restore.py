@@ -94,8 +94,6 @@ def test_a_ghettovcb_backup_missing_a_descriptor_is_not_restored_as_if_the_disk_
     assert r.returncode in (4, 6) and vmids(host, "DB zurück") == [], out(r)
 
 
-@pytest.mark.xfail(strict=True, reason="dry run/room check counts the backup's 4 KiB allocation, the thin "
-                                       "self-copy writes whole 1 MiB blocks: 'every check passed', then ENOSPC")
 def test_a_thin_restore_the_dry_run_says_fits_does_not_run_out_of_room(host):
     """The admin's only free datastore is small (9 MiB). The VM's three thin disks (4+4+2 MiB, the guest
     wrote here and there) were backed up as thin: about 6-7 MiB allocated. `restore -d 1` says "ROOM:
@@ -119,8 +117,6 @@ def test_a_thin_restore_the_dry_run_says_fits_does_not_run_out_of_room(host):
     assert (not dry_ok) or r.returncode == 0, text
 
 
-@pytest.mark.xfail(strict=True, reason="restore --repo stages the whole backup on the target datastore before any "
-                                       "room check; its dry run says OK for a datastore far too small")
 def test_a_repository_restore_onto_a_datastore_too_small_is_refused_before_staging(host, tmp_path):
     """The admin restores a 10 MiB VM from the repository onto "tiny", which has 3 MiB free. A folder
     restore (and a .gz, and a KVM backup's staging) checks the room before writing. `restore --repo`
@@ -172,8 +168,6 @@ def qemu_backup(tmp_path, name):
     return str(tmp_path / "qb" / name / entry)
 
 
-@pytest.mark.xfail(strict=True, reason="the dry run of a QEMU backup's restore to ESXi names no VM: "
-                                       "'Dry run for : every check passed'")
 def test_the_dry_run_of_a_qemu_backup_to_esxi_names_the_vm(host, tmp_path):
     """The admin dry-runs the restore of a bare-QEMU backup of "gäst 1" onto the ESXi host under the new
     name "Q ä" (docs/restore.md, "KVM → ESXi"). The dry run's verdict line reads "Dry run for : every
@@ -207,8 +201,6 @@ def test_restoring_a_lost_vm_still_in_the_inventory_as_invalid(host):
     assert vmids(host, vm) and all(host.is_valid(k) for k in vmids(host, vm)), out(r)
 
 
-@pytest.mark.xfail(strict=True, reason="restore --repo ID --to DIR -d 1 (dry run) restores every disk for real "
-                                       "into DIR")
 def test_a_dry_run_of_a_repository_restore_to_a_folder_writes_nothing(host, tmp_path):
     """Before pulling a VM's disks out of the repository onto a Linux box's scratch disk, the admin asks
     what would happen: `hotvcb restore --repo REPO --latest VM --to DIR -d 1` ("1 or dryrun: show what
@@ -228,8 +220,6 @@ def test_a_dry_run_of_a_repository_restore_to_a_folder_writes_nothing(host, tmp_
     assert os.listdir(str(target.parent)) == [], (os.listdir(str(target.parent)), out(r))
 
 
-@pytest.mark.xfail(strict=True, reason="restore --repo … --kvm DIR ignores --repo: the repository's backup id is "
-                                       "taken for a folder ('does not exist'), --latest searched in another volume")
 def test_a_repository_backup_restored_to_kvm_is_found_or_the_combination_refused(host, tmp_path):
     """The admin's ESXi host is dead; the repository survives on the NAS, and a Linux box with QEMU is
     what is left. `hotvcb list --repo REPO` shows the VM's backup; the admin runs
@@ -263,8 +253,6 @@ def test_a_repository_backup_restored_to_kvm_is_found_or_the_combination_refused
         shutil.rmtree(str(kvm / "rk"), ignore_errors=True)
 
 
-@pytest.mark.xfail(strict=True, reason="restore silently ignores options its mode does not use (--to drops "
-                                       "--datastore/--name/--power-on; --to without --repo, --power-on with --kvm)")
 @pytest.mark.parametrize("case", ["repo-to-with-datastore-name-power-on", "to-without-repo", "kvm-power-on"])
 def test_options_a_restore_would_ignore_are_refused(host, tmp_path, case):
     """hotvcb refuses `--libvirt`/`--keep-macs` without `--kvm` ("a mistake the ESXi restore would
@@ -424,8 +412,6 @@ def test_kvm_restore_of_two_same_named_disks_on_two_datastores_keeps_both(host, 
     assert compare(second, str(folder / "sdb.raw")), out(r)
 
 
-@pytest.mark.xfail(strict=True, reason="a restore whose --power-on fails ends 'All VMs failed to restore!' with an "
-                                       "error naming neither the VM nor that it is restored and registered")
 def test_a_power_on_that_fails_after_a_complete_restore_says_the_vm_is_there(host):
     """The admin restores "App Ü" with --power-on; every disk is copied and checked, the VM is registered
     (vmid 2), then the host refuses to power it on (no memory left, a license limit, …). hotvcb logs
@@ -502,8 +488,6 @@ def test_a_copy_under_a_new_name_does_not_keep_the_originals_working_dir(host):
     assert not pointing, pointing
 
 
-@pytest.mark.xfail(strict=True, reason="restore --latest VM -g CONF ignores the config's VM_BACKUP_REPOSITORY: "
-                                       "'no good backup' of a VM that `list VM -g CONF` shows, no hint at --repo")
 def test_restore_latest_with_a_config_backing_up_into_a_repository(host, tmp_path):
     """The admin's hotvcb.conf sets VM_BACKUP_REPOSITORY (backups go to the deduplicating repository).
     At 3 a.m. they follow docs/restore.md: step 1 `hotvcb list "Shop Ü" -g hotvcb.conf` shows last

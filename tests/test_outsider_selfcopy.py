@@ -449,19 +449,26 @@ def test_two_disks_of_one_file_name_on_two_datastores(site):
 
 @pytest.mark.parametrize("size", ["2m", "2056k"])
 def test_a_target_that_fills_after_the_flat_says_so_and_leaves_nothing(site, size):
-    """The 2 MiB flat fits the tmpfs exactly (2m: then its descriptor does not) or with 8 KiB to spare (then
-    the .nvram does not): the write after the copy fails, with the system's reason, and nothing is left."""
+    """The 2 MiB flat, written whole by the guest (no page of zeros the copy leaves a hole), fits the tmpfs
+    exactly (2m: then its descriptor does not) or with 8 KiB to spare (then the .nvram does not): the write
+    after the copy fails, with the system's reason, and nothing is left."""
     host, _conf, backups = site
+    b = copy_of(host, backups[QVM], "2005-05-05_05-05-0%d" % ["2m", "2056k"].index(size))
+    real = host.real(b)
+    with open(flat_of(os.path.join(real, QVM + ".vmdk")), "r+b") as f:
+        f.write(b"\x5a" * (2 * MiB))
+    reseal(host, b, QVM + "-flat.vmdk")
     script = ('mount -t tmpfs -o size=%s tmpfs /vmfs/volumes/small/ || exit 99; "$@"; rc=$?; '
               'echo "LEFT: $(ls -A /vmfs/volumes/small/)"; exit $rc' % size)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     r = subprocess.run([sys.executable, "-m", "esxisim", "shell", host.root, "--", "sh", "-c", script, "sh",
-                        sys.executable, "-m", "hotvcb", "restore", backups[QVM], "--datastore", "small",
+                        sys.executable, "-m", "hotvcb", "restore", b, "--datastore", "small",
                         "--name", "Knapp"], capture_output=True, text=True, timeout=120, env=env, cwd=str(ROOT))
     out = r.stdout + r.stderr
     assert r.returncode == 6 and "No space left on device" in out and "Traceback" not in out, out
     assert "LEFT: \n" in out, out
     assert "Knapp" not in registered(host)
+    shutil.rmtree(real)
 
 
 def test_a_manifest_of_64_kib_blocks_is_copied_by_its_own_block_size(site):

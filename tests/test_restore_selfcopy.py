@@ -248,3 +248,25 @@ def test_the_backups_own_name_keeps_the_disk_ids_a_new_name_gets_new_ones(site):
     first, second = (disk_ids(os.path.join(host.real("/vmfs/volumes/small/" + n), VM + ".vmdk"))
                      for n in ("Neue Ids", "Neue Ids 2"))
     assert first["ddb.uuid"] != second["ddb.uuid"] and first["CID"] != second["CID"]
+
+
+def test_the_copy_leaves_a_blocks_zero_pages_holes(tmp_path):
+    """A 1 MiB block holding two 4 KiB pages of data among zeros (a guest that wrote here and there) takes
+    those two pages restored, not the whole block: the room check counts the backup's allocation in
+    pages, and the dry run must not promise a restore that cannot fit (test_outsider_s28restore)."""
+    from hotvcb.jobs import restore_copy
+    from hotvcb.sparsewrite import PAGE, data_runs
+
+    block = bytearray(MiB)
+    block[5 * PAGE + 7] = 1
+    block[200 * PAGE:201 * PAGE] = os.urandom(PAGE)
+    block[-1] = 9  # the block's last page
+    assert data_runs(block) == [(5 * PAGE, 6 * PAGE), (200 * PAGE, 201 * PAGE), (MiB - PAGE, MiB)]
+    assert data_runs(bytes(MiB)) == [] and data_runs(b"\0" * 100 + b"x") == [(0, 101)]  # a short tail is data
+    src, dst = str(tmp_path / "src-flat.vmdk"), str(tmp_path / "dst-flat.vmdk")
+    with open(src, "wb") as f:
+        f.write(bytes(MiB) + block + bytes(MiB))  # all three blocks allocated, zeros and all
+    restore_copy._copy_flat(src, dst, MiB, lambda _pct: None)
+    with open(dst, "rb") as f:
+        assert f.read() == bytes(MiB) + block + bytes(MiB)
+    assert allocated(dst) <= 4 * PAGE, allocated(dst)  # the three pages (not the block: 1 MiB)

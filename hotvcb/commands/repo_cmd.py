@@ -133,13 +133,30 @@ def find(repo: Repository, ident: str, latest: str = "") -> Snapshot:
     return repo.snapshot(matches[0])
 
 
-def restore(path: str, ident: str, to: str, log, latest: str = "") -> int:
+def written(repo: Repository, snap: Snapshot) -> int:
+    """Bytes restoring `snap` as files writes: each disk's chunks (zeros stay holes) and the VM's files."""
+    return sum(repo.disk_index(d).stored_bytes() for d in snap.disks) + sum(f["size"] for f in snap.files)
+
+
+def staging_room(repo: Repository, snap: Snapshot, disk_format: str) -> int:
+    """Room `staged` and the folder restore after it need on the target together, at most: the staged
+    backup, and beside it the VM (as much again for a thin or 2gbsparse disk, else the disk's whole size),
+    as the folder restore's own check counts it once the backup is staged. Asked before staging, so a
+    datastore too small is refused untouched, not filled to its last block first."""
+    staged_bytes = written(repo, snap)
+    thick = sum(d["size"] for d in snap.disks) if disk_format not in ("thin", "2gbsparse") else staged_bytes
+    return staged_bytes + thick
+
+
+def restore(path: str, ident: str, to: str, log, latest: str = "", dry_run: bool = False) -> int:
     """Each disk (thin VMDK or sparse raw) plus the VM's files into the new folder `to`, whole or not at all.
 
     It is written as `to`.hotvcb-restoring, recorded the way a KVM restore records its folder
     (restore_scratch.Records: host id, pid, heartbeat), so that the folder of a killed restore is
     removed by the next restore into the same parent folder, or by `hotvcb cleanup --kvm PARENT`,
-    once that restore is provably dead, and never blocks a later restore for good."""
+    once that restore is provably dead, and never blocks a later restore for good. Refused before
+    anything is written where the parent's file system has no room for it; a dry run stops there,
+    saying what it would write."""
     if os.path.lexists(to):
         raise UsageError("%s exists; restore never overwrites" % to)
     parent = os.path.dirname(os.path.abspath(to.rstrip("/")))
@@ -147,6 +164,13 @@ def restore(path: str, ident: str, to: str, log, latest: str = "") -> int:
         raise UsageError("%s: its folder %s does not exist (is the datastore mounted?)" % (to, parent))
     repo = open_path(path)
     snap = find(repo, ident, latest)
+    needed, free = written(repo, snap), shutil.disk_usage(parent).free
+    if needed > free:
+        raise RepoError("restoring %s into %s needs %s, only %s free there" % (
+            snap, to, human_size(needed), human_size(free)))
+    if dry_run:
+        _dry_run(path, snap, to, needed, free, log)
+        return 0
     work = os.path.abspath(to.rstrip("/")) + RESTORING  # absolute: its record goes beside it (record_of)
     shell = LocalShell()
     records = Records(shell, machine_id)
@@ -166,7 +190,7 @@ def restore(path: str, ident: str, to: str, log, latest: str = "") -> int:
         raise RepoError("%s exists: another restore to %s is running, or one that was killed left it and its "
                         "death cannot be proven here (`hotvcb cleanup --kvm %s` says why; remove it by hand if no "
                         "restore is running)" % (work, to, os.path.dirname(record_of(work)))) from err
-    written = _materialize(repo, snap, work, drop, log.info)
+    names = _materialize(repo, snap, work, drop, log.info)
     try:
         os.rename(work, to)
     except OSError as err:
@@ -176,8 +200,20 @@ def restore(path: str, ident: str, to: str, log, latest: str = "") -> int:
         records.release(work)
     except HostError as err:  # the backup is restored; a record naming no folder is harmless
         log.warning("%s -- remove it by hand" % err)
-    runlog.say("Restored %s into %s: %s" % (snap, to, ", ".join(written)))
+    runlog.say("Restored %s into %s: %s" % (snap, to, ", ".join(names)))
     return 0
+
+
+def _dry_run(path: str, snap: Snapshot, to: str, needed: int, free: int, log) -> None:
+    """What `restore` would write into `to`, said by the run's log; nothing is written."""
+    log.dryrun("RESTORE: %s from the repository %s into %s (written as %s%s, renamed when complete)" % (
+        snap, path, to, to.rstrip("/"), RESTORING))
+    for f in snap.files:
+        log.dryrun("FILE: %s" % os.path.basename(f["name"]))
+    for disk in snap.disks:
+        log.dryrun("DISK: %s -> %s (%s, sparse)" % (disk["name"], _disk_file(snap, disk), human_size(disk["size"])))
+    log.dryrun("ROOM: needs %s, %s free" % (human_size(needed), human_size(free)))
+    log.info("Dry run for %s: every check passed, nothing written" % snap)
 
 
 @contextmanager
@@ -206,23 +242,27 @@ def _materialize(repo: Repository, snap: Snapshot, work: str, remove: Callable[[
     `say` tells of a wait for a pack another host's GC moved (repo/settle.py)."""
     with whole_or_nothing(work, remove):
         where = Where(repo, None, say)  # one for all: a pack one disk found gone is waited for once
-        written = []  # type: List[str]
+        names = []  # type: List[str]
         for f in snap.files:
             with open(os.path.join(work, os.path.basename(f["name"])), "wb") as out:
                 out.write(read_file(repo, snap, f["name"], where=where))
-        stored = {f["name"] for f in snap.files}
         for disk in snap.disks:
-            # a VMDK's descriptor came back with the files above: the data goes where it points
-            base = os.path.basename(disk["name"])
-            name = flat_name(base) if disk["name"] in stored else os.path.splitext(base)[0] + ".raw"
+            name = _disk_file(snap, disk)
             runlog.say("Restoring %s (%s) ..." % (disk["name"], human_size(disk["size"])))
             restore_disk(repo, snap, disk, os.path.join(work, name), check=_check, where=where)
-            written.append(name)
+            names.append(name)
         for f in snap.files:
             if f["name"].lower().endswith(".vmx"):
                 _name_disks_in_folder(os.path.join(work, os.path.basename(f["name"])),
                                       {os.path.basename(d["name"]) for d in snap.disks})
-        return written
+        return names
+
+
+def _disk_file(snap: Snapshot, disk: Dict[str, Any]) -> str:
+    """The file a disk is restored as: a VMDK's descriptor comes back with the VM's files, its data goes
+    where it points; any other disk is a sparse raw image."""
+    base = os.path.basename(disk["name"])
+    return flat_name(base) if disk["name"] in {f["name"] for f in snap.files} else os.path.splitext(base)[0] + ".raw"
 
 
 def _name_disks_in_folder(vmx_path: str, disks: Set[str]) -> None:

@@ -6,8 +6,10 @@
 
 `-d 1` is a dry run (every step, source, destination and .vmx rewrite is
 printed, nothing changes); `-d 2` also prints the rewritten .vmx whole.
-Exit codes: 0 all restored (or a clean dry run), 4 some requests failed,
-6 all failed, 1 usage.
+Exit codes: 0 all restored (or a clean dry run), 3 all restored but some
+short of a disk the backup does not hold or not powered on (--power-on
+refused by the host), 4 some requests failed (5 and some such), 6 all
+failed, 1 usage.
 """
 
 import dataclasses
@@ -15,7 +17,7 @@ from typing import List, Optional
 
 from .. import config, interrupt
 from ..errors import HotvcbError, Interrupted, UsageError, VmNotFound
-from ..jobs import nfs
+from ..jobs import nfs, restore_room
 from ..jobs.restore import RestoreJob, RestoreResult
 from ..jobs.restore_plan import require_usable_name
 from ..restorefile import BadLine, RestoreRequest, datastore_path, disk_format, read_restore_file, trim_path
@@ -23,6 +25,7 @@ from ..runid import machine_name
 from ..runlog import RunLog
 from ..shell import LocalShell
 from ..store import health, layout, rotation
+from ..units import human_size
 from . import common, onhost, restore_kvm_cmd
 
 LEVELS = {"0": "info", "info": "info", "1": "dryrun", "dryrun": "dryrun", "2": "dryrun2", "debug": "debug"}
@@ -33,7 +36,8 @@ def register(subparsers) -> None:
     p.add_argument("backup", nargs="?", metavar="BACKUP", help="a backup folder or .gz")
     p.add_argument("-c", dest="restore_file", metavar="FILE",
                    help='ghettoVCB-restore file: "<backup>;<datastore path>;<format 1-4>[;<new name>]" a line')
-    p.add_argument("--latest", metavar="VM", help="the latest good backup of this VM under VM_BACKUP_VOLUME (-g)")
+    p.add_argument("--latest", metavar="VM", help="the latest good backup of this VM under VM_BACKUP_VOLUME (-g), "
+                   "or in VM_BACKUP_REPOSITORY where the config names one")
     p.add_argument("--vm-configs", dest="confdir", metavar="DIR",
                    help="with --latest: the backup's per-VM config folder (its -c): a VM whose file sets "
                    "VM_BACKUP_VOLUME has its latest backup looked for there")
@@ -104,8 +108,25 @@ def _close_names(shell, volume: str, name: str) -> str:
     return hint[hint.index(" (did you mean"):] if " (did you mean" in hint else ""
 
 
+def check_options(args) -> None:
+    """Options the chosen restore would not use are refused, never dropped: at 3 a.m. the admin believes
+    what they typed (a VM named by --name to boot on --datastore, where --to only wrote files)."""
+    if args.to is None:
+        return
+    if not args.repo:
+        raise UsageError("--to DIR goes with --repo (a repository's backup written as files); a backup folder or "
+                         ".gz is restored with --datastore DS")
+    unused = [option for option, given in (("--datastore", args.datastore), ("--name", args.name),
+                                           ("--format", args.format), ("--power-on", args.power_on),
+                                           ("--kvm", args.kvm is not None)) if given]
+    if unused:
+        raise UsageError("--to DIR writes the backup's files and disks as they are, no VM is made: drop %s "
+                         "(or restore the VM with --datastore DS instead of --to)" % ", ".join(unused))
+
+
 def run(args) -> int:
     restore_kvm_cmd.check_options(args)
+    check_options(args)
     if args.kvm is not None:
         return restore_kvm_cmd.run(args, LEVELS[args.level])
     level = LEVELS[args.level]
@@ -118,6 +139,9 @@ def run(args) -> int:
     code = onhost.command(args, 1, log)  # SSH mode: the restore on the host, where it can
     if code is not None:
         return code
+    if args.latest and not args.repo and settings.vm_backup_repository:  # where backup, list and prune look
+        args.repo = settings.vm_backup_repository
+        log.info("--latest %s: from the repository VM_BACKUP_REPOSITORY names, %s" % (args.latest, args.repo))
     if args.repo:
         from . import repo_cmd  # the repository's code, for --repo runs only
 
@@ -125,7 +149,7 @@ def run(args) -> int:
         if bool(args.backup) == bool(args.latest):
             raise UsageError("say which backup of the repository: its ID, or --latest VM (exactly one)")
         if args.to:  # its log ends in one line of its own (no final status), its code as any restore's
-            return log.account("", repo_cmd.restore(args.repo, args.backup, args.to, log, args.latest))[1]
+            return log.account("", repo_cmd.restore(args.repo, args.backup, args.to, log, args.latest, dry_run))[1]
         if not args.datastore:
             raise UsageError("restore --repo needs --to DIR, or --datastore DS to restore the VM")
     failed = done = partial = left_off = 0
@@ -181,14 +205,21 @@ def _restore(job: RestoreJob, req: RestoreRequest, log, dry_run: bool) -> Option
                              "where the host has python 3.8)")
         if req.new_name is not None:  # before the whole backup is staged
             require_usable_name(req.new_name)
-        snap = repo_cmd.find(open_path(req.repo), req.backup, req.latest)
+        repo = open_path(req.repo)
+        snap = repo_cmd.find(repo, req.backup, req.latest)
         final = "%s/%s" % (req.target.rstrip("/"), layout.folder_name(req.new_name or snap.vm))
         if job.shell.exists(final):  # before the whole backup is staged on the datastore
             raise HotvcbError("target folder %s already exists; not overwriting it" % final)
+        free = restore_room.free_on_target(job.host, req.target, lambda: job.host.free_space(req.target))
+        needed = repo_cmd.staging_room(repo, snap, req.disk_format)
+        restore_room.check_staging_room(req, final, "the backup staged", needed, free)
         if dry_run:
             log.dryrun("RESTORE: %s from the repository %s to %s as %s%s (staged on the target datastore, then "
                        "restored as a folder backup)" % (snap, req.repo, req.target, req.disk_format,
                                                           ", named " + req.new_name if req.new_name else ""))
+            log.dryrun("ROOM: needs up to %s, %s free" % (human_size(needed), "unknown" if free is None
+                                                           else human_size(free)))
+            log.info("Dry run for %s: every check passed, nothing changed" % (req.new_name or snap.vm))
             return RestoreResult(req, "ok")
         early = job.ask_early()  # beside the staging: the host's answers are ready when its pre-checks run
         try:
@@ -209,15 +240,17 @@ def _final(done: int, failed: int, partial: int, dry_run: bool, left_off: int = 
     """`partial`: VMs restored with a disk left disconnected, because their backup does not hold it (an
     independent disk or RDM that no snapshot copies): a VM short of a disk is not "restored OK", and
     ghettoVCB's own backup of it said "some disk(s) failed" (exit 3, as for the backup). `left_off`: VMs
-    --power-on left powered off, as their original runs (restore_write.power_on): not what was asked."""
-    if failed == 0 and (partial or left_off):
-        buts = [what for n, what in ((partial, "some disk(s) were not in the backup and are left disconnected"),
-                                     (left_off, "%d VM(s) were left powered off: the original runs" % left_off)) if n]
+    --power-on left powered off (their original runs, or the host refused: restore_write.power_on), each
+    named in the log: not what was asked, nor failed (the VM is there; restoring it again would meet its
+    folder), so a warning as well."""
+    buts = [what for n, what in ((partial, "some disk(s) were not in the backup and are left disconnected"),
+                                 (left_off, "%d VM(s) were left powered off (see above)" % left_off)) if n]
+    if failed == 0 and buts:
         return "WARNING: All VMs restored, but %s!" % ", and ".join(buts), 3
     if failed == 0:
         return ("OK, only a dryrun." if dry_run else "All VMs restored OK!"), 0
     if failed == done:
         return "ERROR: All VMs failed to restore!", 6
-    if partial:
-        return "ERROR: %d of %d VM(s) failed to restore, and some disk(s) were left disconnected!" % (failed, done), 5
+    if buts:
+        return "ERROR: %d of %d VM(s) failed to restore, and %s!" % (failed, done, ", and ".join(buts)), 5
     return "ERROR: %d of %d VM(s) failed to restore!" % (failed, done), 4

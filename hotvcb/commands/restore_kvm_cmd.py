@@ -2,6 +2,7 @@
 
     hotvcb restore BACKUP --kvm DIR [--format qcow2|raw] [--name NEW] [--libvirt [URI]]
     hotvcb restore --latest VM -g CONF --kvm DIR ...
+    hotvcb restore --repo PATH ID|--latest VM --kvm DIR ...   (restore_kvm_repo.py)
 
 The options live on `restore`'s parser (restore_cmd.register calls
 add_options); restore_cmd.run hands over when --kvm is given.
@@ -49,6 +50,8 @@ def run(args, level: str) -> int:
         raise UsageError("--kvm restores on this machine; drop --host/--qemu")
     if args.restore_file or args.datastore:
         raise UsageError("--kvm DIR names where to restore; drop -c/--datastore")
+    if args.power_on:
+        raise UsageError("--kvm powers nothing on (the restore ends saying how to start the VM); drop --power-on")
     if bool(args.backup) == bool(args.latest):
         raise UsageError("say what to restore: BACKUP or --latest VM (exactly one)")
     fmt = args.format or "qcow2"
@@ -61,8 +64,9 @@ def run(args, level: str) -> int:
     for w in warnings:
         log.warning(w)
     shell = LocalShell()
+    repo = args.repo or (settings.vm_backup_repository if args.latest else "")  # where backup, list look
     backup = args.backup
-    if args.latest:
+    if args.latest and not repo:
         odd = []  # type: List[str]
         backup = backup_check.newest_good(shell, settings.vm_backup_volume, args.latest, odd.append)
         if backup is None:
@@ -70,11 +74,16 @@ def run(args, level: str) -> int:
             raise UsageError("no good backup of %r under %s%s%s" % (args.latest, settings.vm_backup_volume,
                                                                    layout.odd_named(odd), nfs.because(shell, settings)))
     interrupt.install()
-    req = KvmRequest(trim_path(backup), trim_path(args.kvm), fmt, args.name or None, args.keep_macs,
+    req = KvmRequest(trim_path(backup or ""), trim_path(args.kvm), fmt, args.name or None, args.keep_macs,
                      args.disk_bus, args.nic_model, args.define_in)
-    log.info("Restoring %s to KVM in %s (%s)" % (req.backup, req.target, fmt))
     try:
-        result = KvmRestore(shell, log, verify=not args.no_verify, dry_run=dry_run).run(req)
+        if repo:
+            from . import restore_kvm_repo  # the repository's code, for its backups only
+
+            result = restore_kvm_repo.restore(repo, args.backup or "", args.latest or "", req, log, dry_run)
+        else:
+            log.info("Restoring %s to KVM in %s (%s)" % (req.backup, req.target, fmt))
+            result = KvmRestore(shell, log, verify=not args.no_verify, dry_run=dry_run).run(req)
     except HotvcbError as err:
         log.error(str(err))
         status, code = "ERROR: %s" % err, 6  # as `restore` says "all failed"

@@ -32,7 +32,8 @@ One request goes through explicit states, so a failure knows what to undo:
 - registered: `vim-cmd solo/registervm` gives the vmid. If registration
   fails the complete folder is kept and the error says how to register it.
 - powered on, if asked, unless a VM of the same name runs and this restore
-  keeps its identity: then left off, said so (restore_write.power_on).
+  keeps its identity: then left off, said so (restore_write.power_on); a
+  power-on the host refuses is a warning too: the VM is there.
 
 A libvirt or bare-QEMU backup is first staged on the target as VMDKs and a
 .vmx (restore_stage.py, removed as an unpacked .gz is), then restored so.
@@ -65,7 +66,7 @@ class RestoreResult:
     name: str = ""
     folder: str = ""
     vmid: str = ""
-    left_off: str = ""  # why --power-on left the restored VM off (its original runs), "" otherwise
+    left_off: str = ""  # why --power-on left the restored VM off (its original runs, the host refused), or ""
 
 
 class RestoreJob:
@@ -76,11 +77,11 @@ class RestoreJob:
         self.records = restore_scratch.on_host(self.shell, host.run_dir)  # one heartbeat for all requests
 
     def ask_early(self) -> List[Ahead]:
-        """The answers the driver keeps for the run that every restore's pre-checks wait on (the host's
-        version; the datastore listing that says which datastore holds the target), asked now in threads,
-        beside work that comes before the pre-checks (a repository's backup staged on the target), so
-        those wait only for what must be read then: the free space, the inventory. `drop()` each after."""
-        return [Ahead(self.host.describe, "restore"), Ahead(self.host.datastores, "restore")]
+        """The answer the driver keeps for the run that every restore's pre-checks wait on (the host's
+        version), asked now in a thread, beside work that comes before the pre-checks (a repository's
+        backup staged on the target, after its room check asked the datastore listing), so those wait
+        only for what must be read then: the free space, the inventory. `drop()` each after."""
+        return [Ahead(self.host.describe, "restore")]
 
     def run(self, requests) -> List[RestoreResult]:
         results = []
@@ -182,7 +183,7 @@ class _Restore:
         source, compressed = restore_source.locate(shell, req.backup)
         if not compressed and not job.dry_run and job.verify:
             self.early = restore_check.start_early(shell, req, self.log, source)
-        free = restore_room.free_on_target(self.host, req.target, room)
+        free = restore_room.free_on_target(self.host, req.target, room.answer)
         kvm = None if compressed else restore_stage.kvm_machine(shell, source)
         if kvm is not None:
             self._restore_kvm_backup(source, kvm, free)
@@ -233,7 +234,8 @@ class _Restore:
             restore_check.verify_now(shell, req, self.log, backup)
         if req.new_name is None:
             require_usable_name(kvm.machine.name, given=False)
-        folder = req.target + "/" + layout.folder_name(req.new_name or kvm.machine.name)
+        self.result.name = req.new_name or kvm.machine.name  # what a dry run's verdict names
+        folder = req.target + "/" + layout.folder_name(self.result.name)
         if shell.exists(folder):
             raise RestoreError("target folder %s already exists; not overwriting it" % folder)
         restore_room.check_staged_room(shell, req, kvm, folder, free)
@@ -250,7 +252,8 @@ class _Restore:
         self._register(plan)
 
     def _register(self, plan: Plan) -> None:
-        """registered [-> powered on]: a VM left off (its original runs) is restored all the same, and said so."""
+        """registered [-> powered on]: a VM left off (its original runs, the host refused) is restored all the
+        same, and said so."""
         self.result.vmid = restore_write.register(self.host, self.log, plan)
         if self.job.power_on:
             self.result.left_off = restore_write.power_on(self.host, self.log, plan, self.result.vmid)

@@ -8,8 +8,10 @@ descriptor (createType "vmfs") and a -flat.vmdk that is a sparse file,
 allocated on write, so hotvcb can write one itself: each block of the
 backup's -flat.vmdk is read once, digested exactly as verify digests it
 (blockdigest.py, the manifest entry's block size; an all-zero block is the
-constant zero digest), and the same buffer is written at its offset unless it
-is all zeros (zeros and holes stay holes; sparsewrite.py). The file is sized,
+constant zero digest), and the same buffer is written at its offset but for
+its 4 KiB pages of zeros (zeros and holes stay holes, page by page, so the
+copy takes no more room than the backup's own allocation, which the room
+check counts; sparsewrite.data_runs). The file is sized,
 fsynced, and its proof compared with the manifest's entry before the
 descriptor (the backup's, extent renamed, marked thin) is written beside it.
 A copy under a new name gets a new CID, ddb.longContentID and ddb.uuid, as a
@@ -45,7 +47,7 @@ from ..errors import HostError
 from ..hostdigest import check_interrupt
 from ..restorefile import RestoreRequest
 from ..shell import NOT_REGULAR, LocalShell, Shell
-from ..sparsewrite import Flusher, write_at
+from ..sparsewrite import Flusher, data_runs, write_at
 from ..store import manifest
 from .restore_plan import Plan
 from .verify import Problem, compare
@@ -140,14 +142,16 @@ def _copy_flat(src: str, dst: str, block_size: int, progress: Callable[[int], No
         try:
             size = blockdigest.file_size(f.fileno())
             os.ftruncate(fd, size)  # sized first: what is never written stays a hole
-            zero = bytes(block_size)
 
             def blocks(ring: int) -> Iterator[Tuple[int, int, Any]]:
                 # each block is written before it is handed on to be hashed, from the same buffer, which
                 # read_blocks reads into again only after the digest of what it held was taken
                 for off, length, data in blockdigest.read_blocks(f, block_size, check_interrupt, ring=ring):
-                    if data is not None and data != (zero if length == block_size else zero[:length]):
-                        flusher.wrote(write_at(fd, off, [data]))
+                    runs = [] if data is None else data_runs(data)
+                    if runs:
+                        view = memoryview(data)
+                        for start, end in runs:  # the block's pages of zeros stay holes
+                            flusher.wrote(write_at(fd, off + start, [view[start:end]]))
                         crashpoint.reached("restore-copy-wrote")
                     yield off, length, data
 

@@ -83,8 +83,11 @@ class KvmResult:
 
 class KvmRestore:
     def __init__(self, shell: Shell, log, *, verify: bool = True, dry_run: bool = False,
-                 qemu_img: str = qemuimg.QEMU_IMG):
+                 qemu_img: str = qemuimg.QEMU_IMG, staged: bool = False):
+        """staged: the backup is a repository's this run staged (commands/restore_kvm_repo.py), every chunk
+        hash-checked as it was read: no manifest to check it against, and none needed."""
         self.shell, self.log, self.verify, self.dry_run, self.qemu_img = shell, log, verify, dry_run, qemu_img
+        self.staged = staged
         self.temp = None  # type: Optional[str]  # set once created: removed on any failure
         self.unpacked = None  # type: Optional[str]  # a .gz backup unpacked: removed at the end
         self.records = restore_scratch.Records(shell, machine_id)
@@ -161,7 +164,9 @@ class KvmRestore:
         return self._write(found, req, folder)
 
     def _verify(self, backup: str) -> None:
-        if self.verify:
+        if self.staged:
+            self.log.info("%s: staged from the repository, every chunk hash-checked as it was read" % backup)
+        elif self.verify:
             self.log.info("Verifying checksums of %s" % backup)
             backup_check.require_checksums(self.shell, backup, self.log.info)
         else:

@@ -1,10 +1,10 @@
 """Whether a restore fits where it goes: the target is a folder on a datastore of this host, with
 room for all the restore writes there (the VM; a .gz unpacked beside it; a KVM backup's staged
-VMDKs). Checked before anything is written; the free space is the one asked ahead (restore.py)."""
+VMDKs; a repository's backup staged). Checked before anything is written; the free space is the
+one asked ahead (restore.py)."""
 
-from typing import Optional
+from typing import Callable, Optional
 
-from ..background import Ahead
 from ..hosts.base import Hypervisor
 from ..restorefile import RestoreRequest
 from ..shell import Shell
@@ -19,11 +19,12 @@ FORMAT_2GB_NOTE = (
 )
 
 
-def free_on_target(host: Hypervisor, target: str, room: "Ahead[Optional[int]]") -> Optional[int]:
-    """The target's free bytes (`room`'s answer), once the target is known to be a folder on a datastore."""
+def free_on_target(host: Hypervisor, target: str, room: Callable[[], Optional[int]]) -> Optional[int]:
+    """The target's free bytes (`room()`: the answer asked ahead, restore.py), once the target is known to
+    be a folder on a datastore."""
     if not host.shell.isdir(target):
         raise RestoreError("target datastore path %s does not exist" % target)
-    free = room.answer()
+    free = room()
     if free is None:
         names = ", ".join(d.name for d in host.datastores()) or "none"
         raise RestoreError("%s is not on a datastore of this host (datastores: %s)" % (target, names))
@@ -41,10 +42,15 @@ def check_unpack_room(req: RestoreRequest, view: ArchiveView, gz: str, free: Opt
 def check_staged_room(shell: Shell, req: RestoreRequest, kvm: "restore_stage.Found", folder: str,
                       free: Optional[int]) -> None:
     """A KVM backup's disks are staged on the target as VMDKs, then restored beside them."""
-    needed = restore_stage.bytes_needed(shell, kvm, req.disk_format)
+    check_staging_room(req, folder, "the staged VMDKs", restore_stage.bytes_needed(shell, kvm, req.disk_format), free)
+
+
+def check_staging_room(req: RestoreRequest, what: str, staged: str, needed: int, free: Optional[int]) -> None:
+    """A backup staged on the target (a KVM backup's VMDKs, a repository's backup) and the VM `what`
+    restored beside it need `needed` together; refused before the staging writes anything."""
     if free is not None and needed > free:
-        raise RestoreError("restoring %s as %s needs up to %s on %s (the staged VMDKs and the VM), only %s free"
-                           % (folder, req.disk_format, human_size(needed), req.target, human_size(free)))
+        raise RestoreError("restoring %s as %s needs up to %s on %s (%s and the VM), only %s free"
+                           % (what, req.disk_format, human_size(needed), req.target, staged, human_size(free)))
 
 
 def check_room(req: RestoreRequest, log, plan: Plan) -> None:

@@ -4,8 +4,9 @@ Each disk is cloned by the driver (vmkfstools -i), but a thin disk this
 process copies itself (restore_copy.py), checked by the read that copies it,
 and a thin flat disk this run staged (restore --repo), moved rather than
 written twice; then the .nvram/.vmxf, the user's snapshot tree
-(restore_tree.py) and the rewritten .vmx, last. Claiming the folder, the
-rename that completes it and removing it on failure are restore.py's.
+(restore_tree.py) and the rewritten .vmx, last; then the VM registered
+and, if asked, powered on. Claiming the folder, the rename that completes it
+and removing it on failure are restore.py's.
 """
 
 from typing import Callable, List, Optional, Tuple
@@ -211,7 +212,10 @@ def power_on(host: Hypervisor, log, plan: Plan, vmid: str) -> str:
     Restored under the backup's own name, the VM keeps the original's identity (MAC addresses,
     BIOS UUID, disk ids: vmx_identity.py). While a VM of that name runs, that is the original:
     powering its twin on would put two machines of one MAC address on the network, both writing
-    the same application data. It stays off; a copy (--name) can run beside the original."""
+    the same application data. It stays off; a copy (--name) can run beside the original. A power-on
+    the host refuses (no memory, a license limit) leaves the VM there too, complete and registered:
+    the warning names it, so the admin does not take the restore for failed and run it again into
+    its own folder."""
     ref = VmRef(vmid=vmid, name=plan.name, vmx_path=plan.folder + "/" + plan.vmx_name)
     if not plan.copy:
         running = _running_twin(host, plan.name, vmid)
@@ -222,7 +226,13 @@ def power_on(host: Hypervisor, log, plan: Plan, vmid: str) -> str:
                    "copy that can run beside the original" % (plan.name, vmid, running[0], running[1], vmid))
             log.warning(why)
             return why
-    host.power_on(Vm(ref=ref, datastore="", folder=plan.folder, vmx=None))
+    try:
+        host.power_on(Vm(ref=ref, datastore="", folder=plan.folder, vmx=None))
+    except HotvcbError as err:
+        why = ("%s is restored and registered as vmid %s, but powering it on failed: %s -- power it on with "
+               "`vim-cmd vmsvc/power.on %s` once the host can" % (plan.name, vmid, err, vmid))
+        log.warning(why)
+        return why
     log.info("Powered on %s" % plan.name)
     return ""
 

@@ -106,6 +106,11 @@ class DiskIndex:
     size: int
     entries: List[Tuple[int, bytes]]
 
+    def stored_bytes(self) -> int:
+        """What a restore of the disk writes: its chunks (the last cut at the disk's end); the zeros
+        between them stay holes. What a restore must find room for, before it writes any."""
+        return sum(max(0, min(self.chunk_size, self.size - n * self.chunk_size)) for n, _digest in self.entries)
+
 
 def encode_index(index: DiskIndex) -> bytes:
     body = _INDEX_HEAD.pack(INDEX_MAGIC, index.chunk_size, index.size, len(index.entries))

@@ -1,0 +1,47 @@
+"""`hotvcb restore --repo PATH ID|--latest VM --kvm DIR`: a repository's backup restored as a KVM VM.
+
+The ESXi host may be gone: the repository on the NAS and a Linux box with QEMU are what is left.
+The backup is staged as a sealed backup folder in a scratch folder of DIR (repo_cmd.staged: every
+chunk hash-checked as it is read; its record beside it, so a killed restore's scratch is removed
+by the next KVM restore into DIR or `hotvcb cleanup --kvm DIR`), restored from there as any backup
+folder is (jobs/restore_kvm.py), and the scratch removed whatever happens. Room for both is checked
+before anything is written; a dry run stages nothing.
+"""
+
+import dataclasses
+import os
+import shutil
+
+from ..jobs.restore_kvm import KvmRequest, KvmRestore, KvmRestoreError, KvmResult
+from ..repo.repository import open_path
+from ..shell import LocalShell
+from ..store import layout
+from ..units import human_size
+from . import repo_cmd
+
+
+def restore(path: str, ident: str, latest: str, req: KvmRequest, log, dry_run: bool) -> KvmResult:
+    """The backup `ident` (or the newest of the VM `latest`) of the repository at `path`, as `req` asks."""
+    repo = open_path(path)
+    snap = repo_cmd.find(repo, ident, latest)
+    if not os.path.isdir(req.target):
+        raise KvmRestoreError("target folder %s does not exist" % req.target)
+    folder = req.target.rstrip("/") + "/" + layout.folder_name(req.name or snap.vm)
+    if os.path.lexists(folder):  # before the whole backup is staged (the restore checks it again)
+        raise KvmRestoreError("%s already exists; not overwriting it" % folder)
+    # staged (zeros stay holes), then converted beside it: images hold no more than the staged disks
+    needed, free = 2 * repo_cmd.written(repo, snap), shutil.disk_usage(req.target).free
+    if needed > free:
+        raise KvmRestoreError("restoring %s to KVM in %s needs up to %s (the backup staged there and the VM), "
+                              "only %s free" % (snap, req.target, human_size(needed), human_size(free)))
+    if dry_run:
+        log.dryrun("RESTORE: %s from the repository %s to KVM in %s as %s%s (staged there first, every chunk "
+                   "hash-checked, then converted)" % (snap, path, req.target, req.fmt,
+                                                      ", named " + req.name if req.name else ""))
+        log.dryrun("ROOM: needs up to %s, %s free" % (human_size(needed), human_size(free)))
+        return KvmResult(req.name or snap.vm, folder, "", "")
+    log.info("Restoring %s from the repository %s to KVM in %s (%s)" % (snap, path, req.target, req.fmt))
+    job = KvmRestore(LocalShell(), log, staged=True)
+    # the job's own records: one run's, so its sweep of DIR knows the staging folder for its own
+    with repo_cmd.staged(path, snap.id, req.target, job.records, log.info) as folder:
+        return job.run(dataclasses.replace(req, backup=folder))
