@@ -78,8 +78,6 @@ def test_each_format_of_a_vm_with_a_snapshot_chain_on_two_datastores_equals_its_
 
 # -- power-down mode -----------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="SIGTERM while the guest shuts down: the run drops its power-off "
-                                       "marker, the guest goes off a moment later and no run powers it on")
 def test_sigterm_while_the_guest_is_shutting_down_does_not_leave_the_vm_off_for_good(host, tmp_path):
     """POWER_VM_DOWN_BEFORE_BACKUP=1. The admin's cron job is stopped with SIGTERM (a reboot of the
     box, `systemctl stop`, a timeout wrapper) right after hotvcb asked the guest to shut down. The
@@ -110,8 +108,6 @@ def test_sigterm_while_the_guest_is_shutting_down_does_not_leave_the_vm_off_for_
         + r.stdout[-1500:])
 
 
-@pytest.mark.xfail(strict=True, reason="the log says 'Hard power off occured' before power.off is tried, "
-                                       "also when the host refuses it")
 def test_a_refused_hard_power_off_is_not_logged_as_done(host, tmp_path):
     """ENABLE_HARD_POWER_OFF=1, a guest that ignores the shutdown, and a host that refuses the
     power-off. The log says "Hard power off occured for a, waited for 2 seconds" and right after
