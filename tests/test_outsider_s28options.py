@@ -214,8 +214,6 @@ def test_ghettovcb_keys_hotvcb_does_not_take_are_not_steered_to_unrelated_keys(h
 
 # -- compression ---------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="SIGTERM during ENABLE_COMPRESSION: the .gz is finished and good, yet "
-                                       "the run says 'sealing the backup failed' and reports the VM ERROR, 0 good")
 def test_sigterm_during_compression_does_not_report_a_good_archive_as_failed(host, tmp_path):
     """ENABLE_COMPRESSION=1; the run is stopped with SIGTERM while it compresses. The archive is
     finished anyway (the signal waits for it), lands as <VM>-<time>.gz with STATUS.ok inside, and

@@ -177,8 +177,12 @@ class BackupJob:
         try:
             self._attempt(ref, skip_power, result, seen)
         except Interrupted as err:
-            result.status, result.message = "error", str(err)
-            self.log.error("%s: backup interrupted (%s)" % (ref.name, err))
+            if result.sealed:  # its backup is good: the report says so, and the run stops as interrupted
+                self.log.warning("%s: backed up as %s, then the run was interrupted (%s)"
+                                 % (ref.name, result.backup_dir, err))
+            else:
+                result.status, result.message = "error", str(err)
+                self.log.error("%s: backup interrupted (%s)" % (ref.name, err))
             self.results.append(result)  # the report of an interrupted run names the VM it was on
             raise
         except HotvcbError as err:

@@ -40,6 +40,8 @@ def end(one: "_VmBackup", vm: Vm, sealer: "Union[Sealer, RepoSink]", failed: boo
             one.result.backup_dir = sealer.seal(one.result, _snapshot_info(one.s), tree=one.tree_record)
             return
         except BaseException as err:
+            if one.result.sealed:  # what followed the seal was stopped (rotation): the backup stands
+                raise
             one.log.error("%s: sealing the backup failed: %s" % (vm.name, err))
             _discard(one, vm, "sealing failed: %s" % err)
             raise
