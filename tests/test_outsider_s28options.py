@@ -268,9 +268,6 @@ def test_a_datastore_named_nfs_local_name_that_is_not_the_configured_share_is_no
 
 # -- SNAPSHOT_TIMEOUT ----------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="a snapshot hostd finishes later than twice SNAPSHOT_TIMEOUT (capped at "
-                                       "+60 s) is left on the VM, the log silent; docs promise it is removed in the "
-                                       "same run")
 def test_a_snapshot_appearing_after_the_timeout_is_removed_or_at_least_announced(host, tmp_path):
     """config-reference.md, SNAPSHOT_TIMEOUT: "a snapshot that appears after the timeout is still
     found and removed in the same run". The run waits only as long again as the timeout (at most a

@@ -55,6 +55,11 @@ def _consolidate(one: "_VmBackup", vm: Vm) -> str:
         # as long again as SNAPSHOT_TIMEOUT allowed, at most a minute; once if the host refused it
         wait = 0.0 if one.snapshot_refused else min(60.0, one.s.snapshot_timeout * 60.0)
         one.snapshot = _late_snapshot(one.host, vm, one.snapshot_name, wait, one.log)
+        if one.snapshot is None and not one.snapshot_refused:
+            # hostd's task may outlast any wait of ours, and no host command takes it back: say what follows
+            one.log.warning("%s: snapshot %s has not appeared; hostd may still be creating it. If it does, the "
+                            "next backup run (or `hotvcb cleanup`) removes it, and `hotvcb status` reports it "
+                            "until then" % (vm.name, one.snapshot_name))
     snap = one.snapshot
     if snap is None:
         return ""
@@ -82,7 +87,8 @@ def _late_snapshot(host: Hypervisor, vm: Vm, name: str, wait: float, log) -> Opt
     """Our snapshot `name`, if it shows up after we gave up on it (hostd finished the task late).
 
     Looks for `wait` seconds (0: once): removing it now beats leaving it to
-    grow until the next run.
+    grow until the next run, which removes one hostd finishes later still
+    (jobs/leftovers.py: a dead run's snapshot).
     """
     deadline = time.monotonic() + wait
     while True:
