@@ -288,8 +288,6 @@ def test_a_snapshot_appearing_after_the_timeout_is_removed_or_at_least_announced
 
 # -- the dry run ---------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="the dry run calls a VM 'would be backed up' OK when the real run must "
-                                       "fail: Tools not running for POWER_VM_DOWN (no hard power off) or QUIESCE")
 @pytest.mark.parametrize("keys", [dict(POWER_VM_DOWN_BEFORE_BACKUP=1, POWER_DOWN_TIMEOUT="3s"),
                                   dict(VM_SNAPSHOT_QUIESCE=1)], ids=["power-down", "quiesce"])
 def test_dry_run_of_a_vm_without_tools_says_what_the_real_run_will_hit(host, tmp_path, keys):
