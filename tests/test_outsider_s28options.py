@@ -160,8 +160,6 @@ def test_unmount_nfs_still_unmounts_the_share_a_killed_run_mounted(host, tmp_pat
         "UNMOUNT_NFS=1, yet the share stays mounted run after run:\n" + r.stdout[-1200:])
 
 
-@pytest.mark.xfail(strict=True, reason="a SIGKILLed run's snapshot that hostd finishes after a quick next "
-                                       "run ended is left on the VM; that run ends 'All VMs backed up OK'")
 def test_a_killed_runs_pending_snapshot_is_not_left_behind_by_a_quick_next_run(host, tmp_path):
     """kill -9 while hostd is still creating the snapshot (here it takes 8 s). The admin runs the
     job again at once; it takes over the dead run's lock, finds no snapshot yet, backs the small VM
