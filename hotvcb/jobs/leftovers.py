@@ -50,8 +50,8 @@ from .. import lazyre
 
 SNAPSHOT_PREFIX = "hotvcb-snapshot-"
 POWER_MARKER = ".hotvcb-powered-off"  # + ".<vmx file name>", in the VM's folder while we hold it powered off
-# + ".<vmx file name>", in the VM's folder from our snapshot request until that snapshot is removed (or the host
-# refused it): hostd's task outlives a killed run, and the next run waits for what it may still make
+# + ".<vmx file name>.run", in the VM's folder from our snapshot request until that snapshot is removed (or the
+# host refused it): hostd's task outlives a killed run, and the next run waits for what it may still make
 SNAPSHOT_MARKER = ".hotvcb-snapshot-asked"
 SHUTDOWN_GRACE = 30 * 60.0  # a guest asked to shut down may take this long (a marker this young is kept)
 NONE_DEAD = {}  # type: Mapping[str, float]  # no lock taken over: the `dead` default
@@ -141,8 +141,9 @@ def snapshot_patience(s: Settings) -> float:
 
 
 def snapshot_marker(vm) -> str:
-    """One per VM, as power_marker."""
-    return "%s/%s.%s" % (vm.folder, SNAPSHOT_MARKER, vm.ref.vmx_path.rsplit("/", 1)[-1])
+    """One per VM, as power_marker; never ending as the VM's own file does (bare QEMU lists a folder's `.qmp`
+    names as VMs, and a marker is left there while a killed run's request is pending)."""
+    return "%s/%s.%s.run" % (vm.folder, SNAPSHOT_MARKER, vm.ref.vmx_path.rsplit("/", 1)[-1])
 
 
 def mark_snapshot_asked(host: Hypervisor, vm, run: RunId) -> None:
