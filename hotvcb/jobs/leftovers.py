@@ -249,7 +249,7 @@ def restore_power(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False,
         if age is not None and age < SHUTDOWN_GRACE:
             # the guest may still be going down from that run's request: keep the marker, so the
             # run that finds it off powers it on
-            log.info("%s: %s asked it to shut down %d s ago and died; it is still on, looking again next time"
+            log.info("%s: %s asked it to shut down %d s ago and is gone; it is still on, looking again next time"
                      % (vm.name, who, age))
             return True
         log.info("%s: %s powered it off for a backup and did not finish; it is on again" % (vm.name, who))
