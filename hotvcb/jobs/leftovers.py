@@ -182,13 +182,13 @@ def await_snapshot(host: Hypervisor, vm, log, run: RunId, seen: List[Snapshot], 
         if age is None or age >= wait:
             break
         if dry_run or not patient:
-            log.info("%s: %s died while its snapshot was being created, which the host may still finish; %s"
-                     % (vm.name, owner, "the real run waits up to %d s for it" % (wait - age) if dry_run
-                        else "keeping its marker for a later look"))
+            log.info("%s: %s is gone, and the snapshot it asked for has not appeared yet (the host may still make "
+                     "it); %s" % (vm.name, owner, "the real run waits up to %d s for it" % (wait - age) if dry_run
+                                  else "keeping its marker for a later look"))
             return False
         if not said:
-            log.warning("%s: %s died while its snapshot was being created, which the host may still finish; "
-                        "waiting up to %d s for it, to remove it" % (vm.name, owner, wait - age))
+            log.warning("%s: %s is gone, and the snapshot it asked for has not appeared yet (the host may still "
+                        "make it); waiting up to %d s for it, to remove it" % (vm.name, owner, wait - age))
             said = True
         if interrupt.pending():
             interrupt.raise_pending()
