@@ -131,6 +131,7 @@ class VmResult:
     status: str = "pending"  # ok | warn | error | skipped
     message: str = ""
     backup_dir: Optional[str] = None
+    sealed: bool = False  # its backup is published (ok or warn): good, whatever stops the run after that
     disks: List[DiskResult] = field(default_factory=list)
     # in no backup: no snapshot can copy them (independent, physical RDM); its backup is good without them
     skipped_disks: List[Disk] = field(default_factory=list)

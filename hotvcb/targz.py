@@ -95,8 +95,6 @@ def scan(path: str, wanted=(), on_file: Optional[Callable[[str, tarfile.TarFile,
         for info in tar:
             if enough is not None and enough(texts):
                 break
-            if interrupt.pending():
-                interrupt.raise_pending()
             first = [p for p in info.name.split("/") if p not in ("", ".")][:1]
             if first:
                 if top is None:
@@ -115,7 +113,13 @@ def scan(path: str, wanted=(), on_file: Optional[Callable[[str, tarfile.TarFile,
                     texts[rel] = data.decode("utf-8")
                 except UnicodeDecodeError:
                     texts[rel] = data.decode("latin-1")
-            elif on_file is not None:
+                continue
+            # a signal stops the pass before it reads a whole member or past one, never for the few KiB
+            # of texts that judge a hotvcb archive: a backup just sealed is still judged good while the
+            # run unwinds (its rotation, the report's good backups)
+            if interrupt.pending():
+                interrupt.raise_pending()
+            if on_file is not None:
                 on_file(rel, tar, info)
         else:
             _whole(gz)

@@ -19,7 +19,8 @@ from hotvcb.commands.common import Target, lock_host
 from hotvcb.errors import Interrupted
 from hotvcb.jobs import backup_end
 from hotvcb.jobs.backup import BackupJob, _VmBackup
-from hotvcb.jobs.leftovers import mark_powered_off, power_marker, remove_our_snapshots, remove_partials, restore_power
+from hotvcb.jobs.leftovers import (NONE_DEAD, await_snapshot, mark_powered_off, mark_snapshot_asked, power_marker,
+                                  remove_our_snapshots, remove_partials, restore_power, snapshot_marker)
 from hotvcb.model import Snapshot, Vm, VmRef, VmResult
 from hotvcb.runid import RunId, parse
 from hotvcb.runlog import RunLog
@@ -366,3 +367,48 @@ def test_a_run_whose_lock_was_taken_over_changes_no_vm_before_its_heartbeat_tell
             else:
                 _VmBackup(job, host.vm.ref, Settings(), VmResult("web"), datetime.now(), False)._snapshot(host.vm)
     assert host.asked == [] and not os.path.exists(power_marker(host.vm))
+
+
+class LateSnapshotHost(SnapshotHost):
+    """hostd finishing a dead run's snapshot task after `after` looks at the VM's snapshots."""
+
+    def __init__(self, snap, after):
+        super().__init__()
+        self.shell, self.snap, self.after, self.looks = LocalShell(), snap, after, 0
+
+    def snapshots(self, vm, interruptible=True):
+        self.looks += 1
+        return [self.snap] if self.looks > self.after and self.snap.id not in self.removed else []
+
+
+@pytest.mark.parametrize("patient, age, removed, kept", [(True, 0, True, False), (True, 3600, False, False),
+                                                         (False, 0, False, True), (False, 3600, False, False)])
+def test_a_dead_runs_snapshot_request_is_waited_for_while_the_host_may_still_finish_it(tmp_path, patient, age,
+                                                                                        removed, kept):
+    """kill -9 while hostd created the snapshot: the next backup of the VM waits for it (as long as the dead run
+    would have) and removes it; a request older than that, or a sweep of every VM (not patient), waits for
+    nothing, and the sweep keeps a young request's marker for that next look."""
+    dead = ours(dead_pid())
+    vm = SimpleNamespace(name="web", folder=str(tmp_path), ref=SimpleNamespace(vmx_path=str(tmp_path / "web.qmp")))
+    snap = Snapshot("7", "hotvcb-snapshot-2026-01-01_00-00-00", "hotvcb backup %s, job nightly" % dead.text(),
+                    "", "", 0)
+    host, log = LateSnapshotHost(snap, after=2), Log()
+    mark_snapshot_asked(host, vm, dead)
+    assert not snapshot_marker(vm).endswith(".qmp"), "bare QEMU would list the marker as a VM"
+    past = time.time() - age
+    os.utime(snapshot_marker(vm), (past, past))
+    assert await_snapshot(host, vm, log, me(), [], 600.0, dead=NONE_DEAD, patient=patient) == removed
+    assert host.removed == (["7"] if removed else []), log.lines
+    assert os.path.exists(snapshot_marker(vm)) == kept
+
+
+def test_a_dead_runs_snapshot_request_whose_snapshot_is_listed_is_not_waited_for(tmp_path):
+    """The snapshot was there already (the leftover check removed it): its request is done."""
+    dead = ours(dead_pid())
+    vm = SimpleNamespace(name="web", folder=str(tmp_path), ref=SimpleNamespace(vmx_path=str(tmp_path / "web.vmx")))
+    snap = Snapshot("7", "hotvcb-snapshot-2026-01-01_00-00-00", "hotvcb backup %s, job nightly" % dead.text(),
+                    "", "", 0)
+    host = LateSnapshotHost(snap, after=0)
+    mark_snapshot_asked(host, vm, dead)
+    assert await_snapshot(host, vm, Log(), me(), [snap], 600.0) is False
+    assert host.looks == 0 and not os.path.exists(snapshot_marker(vm))

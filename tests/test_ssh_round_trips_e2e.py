@@ -155,8 +155,10 @@ def test_file_by_file_keeps_its_round_trips_bounded(host, site, tmp_path):
     # 76 before issue 8's batching; the trust work adds ~8 (the host's id and run lock, the run's
     # record, the power-off marker, a look at /etc/fstab); +1: the run lock read right before the
     # snapshot (store/lock.py: a run whose lock was taken over while it was stopped changes no VM); +1: the
-    # host's clock, once per run (Shell.now: backups are named by the host's wall clock, not the client's zone)
-    assert len(trips) <= 58, "\n".join(trips)
+    # host's clock, once per run (Shell.now: backups are named by the host's wall clock, not the client's zone);
+    # +3: the snapshot request's marker, looked for, written and removed (a killed run's request hostd may still
+    # finish is waited for by the next run: jobs/leftovers.await_snapshot)
+    assert len(trips) <= 61, "\n".join(trips)
 
 
 def _python_of_the_host(host, target):

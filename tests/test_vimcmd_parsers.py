@@ -114,6 +114,13 @@ def test_power_state(sample):
     assert vimcmd.parse_power_state("Retrieved runtime info\nPowered off\n") == "off"
 
 
+def test_tools_running(sample):
+    """get.guest's toolsRunningStatus, which a dry run asks where the real run needs VMware Tools."""
+    assert vimcmd.parse_tools_running(sample("get-guest_01")) is True
+    assert vimcmd.parse_tools_running('   toolsRunningStatus = "guestToolsNotRunning", \n') is False
+    assert vimcmd.parse_tools_running("Guest information:\n") is None
+
+
 def test_datastore_listsummary(sample):
     ds = vimcmd.parse_datastore_listsummary(sample("datastore-listsummary_01"))
     assert [(d.name, d.free, d.type) for d in ds] == [

@@ -12,7 +12,7 @@ import os
 from .. import interrupt, tmpwork
 from ..errors import UsageError
 from ..jobs import nfs, restore_kvm, restore_scratch
-from ..jobs.leftovers import cleanup_host
+from ..jobs.leftovers import cleanup_host, snapshot_patience
 from ..runid import RunId, machine_id
 from ..shell import LocalShell
 from . import common, onhost
@@ -43,7 +43,8 @@ def run(args) -> int:
         unmounted = nfs.unmounted(host.shell, settings)
         if unmounted:
             log.warning("%s; leftovers on the share were not looked for" % unmounted)
-        swept = cleanup_host(host, settings.vm_backup_volume, log, me, args.level == "dryrun", lock.takeovers())
+        swept = cleanup_host(host, settings.vm_backup_volume, log, me, args.level == "dryrun", lock.takeovers(),
+                             snapshot_patience(settings))
         n = swept.found + restore_scratch.sweep(host.shell, [d.url for d in host.datastores()], log, me,
                                                 args.level == "dryrun")
         if swept.complete and args.level != "dryrun":

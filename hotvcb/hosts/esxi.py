@@ -33,7 +33,7 @@ _DELTA = lazyre.compile(r"-\d{6}(-delta|-sesparse)?\.vmdk$")
 _DELTA_SUFFIXES = lazyre.compile(r"(-\d{6})*(-delta|-sesparse|-flat)?\.vmdk$")
 POLL = 1.0
 # vim-cmd verbs that only read: they leave the driver's scans of VM folders valid
-_QUERIES = frozenset(["vmsvc/getallvms", "vmsvc/snapshot.get", "vmsvc/power.getstate",
+_QUERIES = frozenset(["vmsvc/getallvms", "vmsvc/snapshot.get", "vmsvc/power.getstate", "vmsvc/get.guest",
                       "hostsvc/datastore/listsummary", "hostsvc/datastore/info"])
 SNAPSHOTS_REUSED_FOR = 120.0  # seconds a snapshot list serves as create_snapshot's "before"
 # the first release whose snapshot.get Ids are known to be the .vmsd's uids (samples from 5.5 on;
@@ -235,6 +235,9 @@ class EsxiHost:
             return vimcmd.parse_power_state(out)
         except ValueError as err:
             raise HostError(str(err)) from err
+
+    def guest_tools(self, vm: Vm) -> Optional[bool]:
+        return vimcmd.parse_tools_running(self._vim(["vmsvc/get.guest", vm.ref.vmid]))
 
     def shutdown(self, vm: Vm) -> None:
         self._vim(["vmsvc/power.shutdown", vm.ref.vmid])

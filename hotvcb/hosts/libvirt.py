@@ -204,6 +204,9 @@ class LibvirtHost(LocalKvmHost):
     def power_state(self, vm: Vm) -> str:
         return self.virsh.state(vm.name)
 
+    def guest_tools(self, vm: Vm) -> Optional[bool]:
+        return None  # virsh shutdown falls back to ACPI; a quiesce failure is told by the backup job
+
     def shutdown(self, vm: Vm) -> None:
         self._downed.add(vm.name)
         self.virsh.power("shutdown", vm.name)

@@ -213,6 +213,9 @@ class QemuHost(LocalKvmHost):
             return "off"
         return "on" if status.get("status") == "running" else "suspended"
 
+    def guest_tools(self, vm: Vm) -> Optional[bool]:
+        return None  # system_powerdown is ACPI's, no agent's; a quiesce failure is told by the snapshot
+
     def shutdown(self, vm: Vm) -> None:
         with self._qmp(vm.ref.vmx_path) as qmp:
             qmp.execute("system_powerdown")

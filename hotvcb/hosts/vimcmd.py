@@ -187,6 +187,16 @@ def parse_power_state(text: str) -> str:
     raise ValueError("unexpected power state output: %r" % (lines[-1] if lines else ""))
 
 
+_TOOLS_RUNNING = lazyre.compile(r'^\s*toolsRunningStatus = "(\w+)"', re.M)
+
+
+def parse_tools_running(text: str) -> Optional[bool]:
+    """Whether VMware Tools run in the guest, from `vmsvc/get.guest`'s toolsRunningStatus (the field
+    ghettoVCB greps for; "guestToolsExecutingScripts" is running too); None without the field."""
+    m = _TOOLS_RUNNING.search(text)
+    return None if m is None else m.group(1) != "guestToolsNotRunning"
+
+
 _DS_FIELD = lazyre.compile(r'^\s*(\w+) = (?:"(.*)"|\'(.*)\'|([^,]*)),?\s*$')
 
 

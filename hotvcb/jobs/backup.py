@@ -34,8 +34,8 @@ from . import backup_end, lookahead, parallel, preflight
 from .ahead import RunStart
 from .guest_hooks import run_guest_hook
 from .hooks import run_hook
-from .leftovers import (NONE_DEAD, SNAPSHOT_PREFIX, cleanup_host, clear_volume_mark, is_ours, mark_volume,
-                        remove_partials, restore_power, volume_marker)
+from .leftovers import (NONE_DEAD, SNAPSHOT_PREFIX, cleanup_host, clear_volume_mark, is_ours, mark_snapshot_asked,
+                        mark_volume, remove_partials, restore_power, snapshot_patience, volume_marker)
 from .power import PowerControl
 from .snaptree import copy_tree
 from .space import SpaceLedger
@@ -135,7 +135,8 @@ class BackupJob:
             # a run before us died: what it left may be on VMs this run does not back up
             self.log.warning("a previous hotvcb run on this host died; looking for its leftovers on every VM")
             self.dead = self.lock.takeovers()
-            if cleanup_host(self.host, self.settings.vm_backup_volume, self.log, self.run_id, dead=self.dead).complete:
+            if cleanup_host(self.host, self.settings.vm_backup_volume, self.log, self.run_id, dead=self.dead,
+                            snapshot_wait=snapshot_patience(self.settings)).complete:
                 self.lock.sweep_done()
             self.swept = True
         targets = self.select(names, exclude)
@@ -178,8 +179,12 @@ class BackupJob:
         try:
             self._attempt(ref, skip_power, result, seen)
         except Interrupted as err:
-            result.status, result.message = "error", str(err)
-            self.log.error("%s: backup interrupted (%s)" % (ref.name, err))
+            if result.sealed:  # its backup is good: the report says so, and the run stops as interrupted
+                self.log.warning("%s: backed up as %s, then the run was interrupted (%s)"
+                                 % (ref.name, result.backup_dir, err))
+            else:
+                result.status, result.message = "error", str(err)
+                self.log.error("%s: backup interrupted (%s)" % (ref.name, err))
             self.results.append(result)  # the report of an interrupted run names the VM it was on
             raise
         except HotvcbError as err:
@@ -301,7 +306,8 @@ class _VmBackup:
             self.host.load_vm(self.ref)
         run, dry = self.job.run_id, self.job.dry_run
         vm, snaps, pending = clear_dead_runs(self.host, self.ref, vm, self.log, run, dry,
-                                             lookahead.snapshots(self.asked, self.s), self.job.dead)
+                                             lookahead.snapshots(self.asked, self.s), self.job.dead,
+                                             snapshot_patience(self.s))
         self.vm = vm
         if not dry and not self.s.vm_backup_repository:
             # before the pre-flight counts the room, which what a dead run or a refused removal left takes:
@@ -441,6 +447,7 @@ class _VmBackup:
         named_at = self.sealer.named_at if self.sealer is not None else self.started
         name = self.snapshot_name = SNAPSHOT_PREFIX + named_at.strftime(layout.TS_FORMAT)
         desc = "hotvcb backup %s, job %s" % (self.job.run_id.text(), self.job.job_name)
+        mark_snapshot_asked(self.host, vm, self.job.run_id)  # hostd may finish it after we are gone: the next run waits
         self.log.info("Creating Snapshot \"%s\" for %s" % (name, vm.name))
         try:
             self.snapshot = self.host.create_snapshot(

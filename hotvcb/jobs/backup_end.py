@@ -19,7 +19,7 @@ from ..hosts.base import Hypervisor
 from ..model import Snapshot, Vm
 from ..settings import Settings
 from ..store.seal import Sealer
-from .leftovers import remove_our_snapshots
+from .leftovers import clear_snapshot_mark, late_wait, remove_our_snapshots
 
 if TYPE_CHECKING:
     from .backup import _VmBackup
@@ -40,6 +40,8 @@ def end(one: "_VmBackup", vm: Vm, sealer: "Union[Sealer, RepoSink]", failed: boo
             one.result.backup_dir = sealer.seal(one.result, _snapshot_info(one.s), tree=one.tree_record)
             return
         except BaseException as err:
+            if one.result.sealed:  # what followed the seal was stopped (rotation): the backup stands
+                raise
             one.log.error("%s: sealing the backup failed: %s" % (vm.name, err))
             _discard(one, vm, "sealing failed: %s" % err)
             raise
@@ -50,9 +52,16 @@ def _consolidate(one: "_VmBackup", vm: Vm) -> str:
     """Our snapshot removed (one hostd made after we gave up on it too); else why not, for the log
     and the failed backup's record."""
     if one.snapshot is None and one.snapshot_name is not None and not one.gone:
-        # as long again as SNAPSHOT_TIMEOUT allowed, at most a minute; once if the host refused it
-        wait = 0.0 if one.snapshot_refused else min(60.0, one.s.snapshot_timeout * 60.0)
+        wait = 0.0 if one.snapshot_refused else late_wait(one.s)  # once if the host refused it
         one.snapshot = _late_snapshot(one.host, vm, one.snapshot_name, wait, one.log)
+        if one.snapshot is None and one.snapshot_refused:
+            clear_snapshot_mark(one.host, vm, one.log)  # nothing will show up
+        elif one.snapshot is None:
+            # hostd's task may outlast any wait of ours, and no host command takes it back: say what follows
+            # (the request's marker stays, so the next run waits for it)
+            one.log.warning("%s: snapshot %s has not appeared; hostd may still be creating it. If it does, the "
+                            "next backup run (or `hotvcb cleanup`) removes it, and `hotvcb status` reports it "
+                            "until then" % (vm.name, one.snapshot_name))
     snap = one.snapshot
     if snap is None:
         return ""
@@ -61,6 +70,7 @@ def _consolidate(one: "_VmBackup", vm: Vm) -> str:
         crashpoint.reached("removing-snapshot")
         one.host.remove_snapshot(vm, snap, one.s.snapshot_remove_timeout * 60.0)
         one.snapshot = None
+        clear_snapshot_mark(one.host, vm, one.log)
         crashpoint.reached("snapshot-removed")
         # a dead run's snapshot that hostd finished while we copied (look again, once, when
         # a run died before us; not while a signal unwinds us: the next run looks anyway)
@@ -80,7 +90,8 @@ def _late_snapshot(host: Hypervisor, vm: Vm, name: str, wait: float, log) -> Opt
     """Our snapshot `name`, if it shows up after we gave up on it (hostd finished the task late).
 
     Looks for `wait` seconds (0: once): removing it now beats leaving it to
-    grow until the next run.
+    grow until the next run, which removes one hostd finishes later still
+    (jobs/leftovers.py: a dead run's snapshot).
     """
     deadline = time.monotonic() + wait
     while True:

@@ -36,10 +36,12 @@ User snapshots (any other name) and finished backups are never touched.
 import time
 from typing import Callable, List, Mapping, NamedTuple, Optional
 
+from .. import interrupt
 from ..errors import HotvcbError, SnapshotKept
 from ..hosts.base import Hypervisor
 from ..model import Snapshot
 from ..runid import RECORD_MAX, RunId, parse, running
+from ..settings import Settings
 from ..shell import Shell
 from ..store import layout
 from ..store.lock import HEARTBEAT, STALE_AFTER
@@ -51,6 +53,9 @@ from .. import lazyre
 SNAPSHOT_PREFIX = "hotvcb-snapshot-"
 POWER_MARKER = ".hotvcb-powered-off"  # + ".<vmx file name>", in the VM's folder while we hold it powered off
 VOLUME_MARKER = ".hotvcb-backup-volume"  # + ".<vmx file name>": the per-VM volume a backup of it is written to
+# + ".<vmx file name>.run", in the VM's folder from our snapshot request until that snapshot is removed (or the
+# host refused it): hostd's task outlives a killed run, and the next run waits for what it may still make
+SNAPSHOT_MARKER = ".hotvcb-snapshot-asked"
 SHUTDOWN_GRACE = 30 * 60.0  # a guest asked to shut down may take this long (a marker this young is kept)
 NONE_DEAD = {}  # type: Mapping[str, float]  # no lock taken over: the `dead` default
 UNTOLD = "may still be running (its process cannot be told from here: another pid namespace, or hidden by /proc)"
@@ -124,6 +129,88 @@ def power_marker(vm) -> str:
     """One per VM, named after its .vmx: a folder may hold several VMs, which BACKUP_PARALLEL powers
     down at once (one VM's end must not erase another's marker, nor a marker power on its neighbour)."""
     return "%s/%s.%s" % (vm.folder, POWER_MARKER, vm.ref.vmx_path.rsplit("/", 1)[-1])
+
+
+def late_wait(s: Settings) -> float:
+    """How much longer than SNAPSHOT_TIMEOUT the run that asked for a snapshot looks for it (jobs/backup_end.py):
+    as long again, at most a minute."""
+    return min(60.0, s.snapshot_timeout * 60.0)
+
+
+def snapshot_patience(s: Settings) -> float:
+    """How long after its request a snapshot a dead run asked for is waited for (await_snapshot): as long as
+    that run would have looked for it."""
+    return s.snapshot_timeout * 60.0 + late_wait(s)
+
+
+def snapshot_marker(vm) -> str:
+    """One per VM, as power_marker; never ending as the VM's own file does (bare QEMU lists a folder's `.qmp`
+    names as VMs, and a marker is left there while a killed run's request is pending)."""
+    return "%s/%s.%s.run" % (vm.folder, SNAPSHOT_MARKER, vm.ref.vmx_path.rsplit("/", 1)[-1])
+
+
+def mark_snapshot_asked(host: Hypervisor, vm, run: RunId) -> None:
+    host.shell.write_text(snapshot_marker(vm), run.text() + "\n")
+
+
+def clear_snapshot_mark(host: Hypervisor, vm, log) -> None:
+    """A failure only costs the next run a look (or its wait: await_snapshot): named, not raised."""
+    try:
+        host.shell.remove_tree(snapshot_marker(vm))
+    except HotvcbError as err:
+        log.warning("%s: could not remove %s: %s" % (vm.name, snapshot_marker(vm), err))
+
+
+def await_snapshot(host: Hypervisor, vm, log, run: RunId, seen: List[Snapshot], wait: float, dry_run: bool = False,
+                   dead: Mapping[str, float] = NONE_DEAD, patient: bool = True) -> bool:
+    """A dead run asked for a snapshot of this VM that the host did not list (`seen`, read before its leftovers
+    were removed): hostd's task outlives its caller, so the snapshot may still appear. Look for it until that
+    request is `wait` seconds old (0: once), remove it if it shows, then drop the marker. True if one was removed.
+    Without this, a quick next run ended all OK and the VM then ran on the dead run's snapshot until a later run.
+    Not `patient` (a sweep of every VM, `hotvcb cleanup`): a request younger than that is kept for the next look."""
+    path = snapshot_marker(vm)
+    if not host.shell.exists(path):
+        return False
+    try:
+        owner = parse(host.shell.read_regular(path, RECORD_MAX))
+    except HotvcbError as err:  # not ours (we write a file): planted
+        log.warning("%s: cannot read %s: %s; leaving it" % (vm.name, path, err))
+        return False
+    if owner is not None and (owner.run == run.run
+                              or owner_alive(owner, run, dead, lambda: _made(host.shell.age(path))) is not False):
+        return False  # ours, or a live run's (or one whose pid cannot tell): it looks after its own request
+    said = False
+    while owner is not None and not any(_made_by(s, owner) for s in seen):
+        age = host.shell.age(path)
+        if age is None or age >= wait:
+            break
+        if dry_run or not patient:
+            log.info("%s: %s is gone, and the snapshot it asked for has not appeared yet (the host may still make "
+                     "it); %s" % (vm.name, owner, "the real run waits up to %d s for it" % (wait - age) if dry_run
+                                  else "keeping its marker for a later look"))
+            return False
+        if not said:
+            log.warning("%s: %s is gone, and the snapshot it asked for has not appeared yet (the host may still "
+                        "make it); waiting up to %d s for it, to remove it" % (vm.name, owner, wait - age))
+            said = True
+        if interrupt.pending():
+            interrupt.raise_pending()
+        time.sleep(1.0)
+        seen = host.snapshots(vm)
+        if any(_made_by(s, owner) for s in seen):
+            remove_our_snapshots(host, vm, log, run, snaps=seen, dead=dead)
+            clear_snapshot_mark(host, vm, log)
+            return True
+    if said:
+        log.warning("%s: %s's snapshot has not appeared in %d s; going on" % (vm.name, owner, wait))
+    if not dry_run:
+        clear_snapshot_mark(host, vm, log)
+    return False
+
+
+def _made_by(snap: Snapshot, owner: RunId) -> bool:
+    mine = parse(snap.description)
+    return is_ours(snap) and mine is not None and mine.run == owner.run
 
 
 def mark_powered_off(host: Hypervisor, vm, run: RunId) -> None:
@@ -214,7 +301,7 @@ def restore_power(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False,
         if age is not None and age < SHUTDOWN_GRACE:
             # the guest may still be going down from that run's request: keep the marker, so the
             # run that finds it off powers it on
-            log.info("%s: %s asked it to shut down %d s ago and died; it is still on, looking again next time"
+            log.info("%s: %s asked it to shut down %d s ago and is gone; it is still on, looking again next time"
                      % (vm.name, who, age))
             return True
         log.info("%s: %s powered it off for a backup and did not finish; it is on again" % (vm.name, who))
@@ -328,10 +415,10 @@ class HostCleanup(NamedTuple):
     complete: bool  # no VM's cleanup failed: the dead runs' record may go (HostLock.sweep_done)
 
 
-def _power_kept_for(host: Hypervisor, vm, dead: Mapping[str, float]) -> bool:
-    """A dead run's power-off marker kept while its guest may still be going down (restore_power): the next
-    run finishes it only if it still knows that run is dead."""
-    path = power_marker(vm)
+def _kept_for(host: Hypervisor, path: str, dead: Mapping[str, float]) -> bool:
+    """A dead run's marker kept for a later look (a power-off marker while its guest may still be going down,
+    restore_power; a snapshot request the host may still finish, await_snapshot): the next run finishes it only
+    if it still knows that run is dead."""
     try:
         owner = parse(host.shell.read_regular(path, RECORD_MAX)) if host.shell.exists(path) else None
     except HotvcbError:  # a planted FIFO: restore_power named it already
@@ -340,20 +427,24 @@ def _power_kept_for(host: Hypervisor, vm, dead: Mapping[str, float]) -> bool:
 
 
 def cleanup_host(host: Hypervisor, volume: str, log, run: RunId, dry_run: bool = False,
-                 dead: Mapping[str, float] = NONE_DEAD) -> HostCleanup:
+                 dead: Mapping[str, float] = NONE_DEAD, snapshot_wait: float = 0.0) -> HostCleanup:
     """`hotvcb cleanup`: every VM on the host, every leftover of a dead run (`dead`: as owner_alive's).
     Not complete where a VM's failed, or a dead run's VM is left for the next look (its guest may still be
-    going down): a dead run whose pid cannot tell is known dead only by the record the callers keep then,
-    and without it the next cleanup would keep what it left for good."""
+    going down, or its snapshot request is younger than `snapshot_wait`): a dead run whose pid cannot tell is
+    known dead only by the record the callers keep then, and without it the next cleanup would keep what it
+    left for good."""
     count, complete = 0, True
     for ref in host.list_vms():
         try:
             vm = host.load_vm(ref)
-            count += remove_our_snapshots(host, vm, log, run, dry_run, dead=dead)
+            snaps = host.snapshots(vm)
+            count += remove_our_snapshots(host, vm, log, run, dry_run, snaps, dead)
+            count += int(await_snapshot(host, vm, log, run, snaps, snapshot_wait, dry_run, dead, patient=False))
             count += int(restore_power(host, vm, log, run, dry_run, dead))
             count += remove_partials(host.shell, volume, ref.name, log, run, dry_run, dead=dead)
             count += _partials_elsewhere(host, vm, volume, log, run, dry_run, dead)
-            if dead and not dry_run and _power_kept_for(host, vm, dead):
+            if dead and not dry_run and any(_kept_for(host, path, dead) for path in (power_marker(vm),
+                                                                                     snapshot_marker(vm))):
                 complete = False
         except HotvcbError as err:
             log.error("%s: cleanup failed: %s" % (ref.name, err))

@@ -15,7 +15,9 @@ minutes. A dry run says which VMs the orders would shut down and start again,
 and touches none. A VM we powered off is always powered on again, also after errors
 and interrupts; from the shutdown request until it is on again a marker in
 its folder names our run, so if this run is killed the next run (or
-`hotvcb cleanup`) powers it on (jobs/leftovers.py).
+`hotvcb cleanup`) powers it on (jobs/leftovers.py). A guest still on when its
+backup ends may yet finish the shutdown we asked for (no host can take the
+request back): its marker stays, so the run that finds it off powers it on.
 """
 
 import time
@@ -62,9 +64,10 @@ class PowerControl:
         while self.host.power_state(vm) != "off":
             now = time.monotonic()
             if s.enable_hard_power_off and not hard_done and now >= hard_at:
-                self.log.info("Hard power off occured for %s, waited for %d seconds" % (vm.name, now - start))
                 try:
                     self.host.power_off(vm)
+                    # ghettoVCB's line, said only once the host did it: a log watcher reads it as done
+                    self.log.info("Hard power off occured for %s, waited for %d seconds" % (vm.name, now - start))
                 except HotvcbError as err:
                     self.log.error("%s: hard power off failed: %s" % (vm.name, err))
                 hard_done = True
@@ -86,8 +89,12 @@ class PowerControl:
             self.log.error("%s: power state unknown (%s); start it by hand if it is off" % (vm.name, err))
             return False
         if state == "on":
-            self.log.info("%s is still powered on" % vm.name)
-        elif not self.power_on(vm):
+            # the guest was asked to shut down and may still finish it after we are gone: the marker stays
+            # (as after kill -9), so whichever run finds the VM off powers it on (leftovers.restore_power)
+            self.log.info("%s is still powered on; its guest was asked to shut down and may still go off: the "
+                          "next run (or `hotvcb cleanup`) powers it on again if it does" % vm.name)
+            return True
+        if not self.power_on(vm):
             return False  # the marker stays: the next run tries again
         try:
             clear_power_mark(self.host, vm)

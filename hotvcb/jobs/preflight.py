@@ -165,6 +165,27 @@ def check(host: Hypervisor, s: Settings, log, space: SpaceLedger, vm: Vm, disks:
     return plan
 
 
+def _tools_needed(host: Hypervisor, s: Settings, log, vm: Vm) -> None:
+    """What of the real run needs the guest's tools (VMware Tools), asked of the host as that run depends on
+    it: a clean shutdown with no hard power off to fall back on, or a quiesced snapshot of a running VM."""
+    down = s.power_vm_down_before_backup or s.cold_snapshot
+    if down and not s.enable_hard_power_off:
+        needs = "guest shutdown (%s without ENABLE_HARD_POWER_OFF) will time out" % (
+            "COLD_SNAPSHOT" if s.cold_snapshot else "POWER_VM_DOWN_BEFORE_BACKUP")
+    elif s.vm_snapshot_quiesce and not down:
+        needs = "quiesced snapshot (VM_SNAPSHOT_QUIESCE) will fail"
+    else:
+        return
+    try:
+        running = host.guest_tools(vm)
+    except HotvcbError as err:
+        log.warning("%s: cannot ask whether VMware Tools is running (%s); if it is not, the real run's %s"
+                    % (vm.name, err, needs))
+        return
+    if running is False:
+        log.warning("%s: VMware Tools is not running in the guest: the real run's %s" % (vm.name, needs))
+
+
 def dry_run(host: Hypervisor, s: Settings, log, vm: Vm, disks: List[Disk], plan: Plan, started: datetime) -> None:
     """What the backup would do, as ghettoVCB's dry run prints it, and what rotation would remove (into
     a repository: where it goes, and that prune, not rotation, removes its backups)."""
@@ -177,7 +198,10 @@ def dry_run(host: Hypervisor, s: Settings, log, vm: Vm, disks: List[Disk], plan:
     log.dryrun("Virtual Machine: %s (vmid %s)" % (vm.name, vm.ref.vmid))
     log.dryrun("VM_VMX_PATH: %s" % vm.ref.vmx_path)
     log.dryrun("BACKUP_TO: %s" % target)
-    log.dryrun("POWER_STATE: %s" % host.power_state(vm))
+    state = host.power_state(vm)
+    log.dryrun("POWER_STATE: %s" % state)
+    if state == "on":
+        _tools_needed(host, s, log, vm)
     for d in disks:
         log.dryrun("VMDK: %s (%s) -> %s, %s %s" % (
             d.path, d.key, "chunks" if repo else s.disk_backup_format, "at most" if repo else "needs",

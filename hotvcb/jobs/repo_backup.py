@@ -214,7 +214,7 @@ class RepoSink:
         where = "%s/%s%s" % (self.s.vm_backup_repository.rstrip("/"), SNAPSHOTS, snap.id)
         self.log.info("%s: backup %s recorded in the repository %s" % (self.vm.name, snap.id,
                                                                       self.s.vm_backup_repository))
-        result.backup_dir = where
+        result.backup_dir, result.sealed = where, True
         return where
 
     def fail(self, result: VmResult) -> str:

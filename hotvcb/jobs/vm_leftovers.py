@@ -10,20 +10,24 @@ from typing import List, Mapping, Optional, Tuple
 from ..hosts.base import Hypervisor
 from ..model import Snapshot, Vm, VmRef
 from ..runid import RunId
-from .leftovers import NONE_DEAD, is_ours, remove_our_snapshots, restore_power
+from .leftovers import NONE_DEAD, await_snapshot, is_ours, remove_our_snapshots, restore_power
 
 
 def clear_dead_runs(host: Hypervisor, ref: VmRef, vm: Vm, log, run: RunId, dry_run: bool,
                     snaps: Optional[List[Snapshot]] = None,
-                    dead: Mapping[str, float] = NONE_DEAD) -> Tuple[Vm, List[Snapshot], bool]:
-    """A dead run's snapshots removed and the VM it powered off powered on: (the VM as it is now,
+                    dead: Mapping[str, float] = NONE_DEAD,
+                    snapshot_wait: float = 0.0) -> Tuple[Vm, List[Snapshot], bool]:
+    """A dead run's snapshots removed (one it asked for and the host may still make waited for until the
+    request is `snapshot_wait` seconds old) and the VM it powered off powered on: (the VM as it is now,
     its snapshots, whether a dry run left a leftover snapshot that the real run removes first).
     `snaps`: the VM's snapshots if they were asked about already (jobs/lookahead.py); `dead`: the runs
     whose lock this run took over as gone, with when (leftovers.owner_alive)."""
     if snaps is None:
         snaps = host.snapshots(vm)  # one look serves the leftover check and the pre-flight
     pending = False
-    if remove_our_snapshots(host, vm, log, run, dry_run, snaps, dead):
+    removed = remove_our_snapshots(host, vm, log, run, dry_run, snaps, dead)
+    removed += int(await_snapshot(host, vm, log, run, snaps, snapshot_wait, dry_run, dead))
+    if removed:
         if dry_run:  # they would be gone by now: judge the VM without them, as the real run would
             snaps = [s for s in snaps if not is_ours(s)]
             pending = True

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from .. import crashpoint, interrupt
-from ..errors import HotvcbError
+from ..errors import HotvcbError, Interrupted
 from ..filemode import FileMode
 from ..hosts.base import Hypervisor
 from ..model import Disk, Vm, VmResult
@@ -140,12 +140,18 @@ class Sealer:
         self._write_record(result, files, snapshot, tree)
         self._chmod(self.partial)
         final = self._publish(compress)
-        result.backup_dir = final
-        rotation.rotate(self.shell, self.s.vm_backup_volume, self.vm.name, self.s.vm_backup_rotation_count, self.log,
-                        just_made=final, source=(self.source_host, self.vm.uuid),
-                        budget=self.s.vm_backup_rotation_size, remove=self.remove)
-        if self.s.rsync_link:
-            self._rsync_link(final)
+        result.backup_dir, result.sealed = final, True
+        try:
+            rotation.rotate(self.shell, self.s.vm_backup_volume, self.vm.name, self.s.vm_backup_rotation_count,
+                            self.log, just_made=final, source=(self.source_host, self.vm.uuid),
+                            budget=self.s.vm_backup_rotation_size, remove=self.remove)
+            if self.s.rsync_link:
+                self._rsync_link(final)
+        except Interrupted as err:
+            # the backup is good as it stands; only the housekeeping after it was cut short
+            self.log.warning("%s: stopped (%s) after the backup was sealed as %s: rotation%s not done; the next "
+                             "run does it" % (self.vm.name, err, final, " and RSYNC_LINK" if self.s.rsync_link else ""))
+            raise
         return final
 
     def _standalone(self, result: VmResult) -> bool:
