@@ -45,6 +45,17 @@ def nfs_conf(host, **keys):
     return write_conf(host, **values)
 
 
+def _sigterm_after(proc, line, delay):
+    """SIGTERM `delay` s after the run printed `line` (the moment under test); the run's whole output."""
+    try:
+        read_until(proc, line)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGTERM)
+        return proc.communicate(timeout=60)[0]
+    finally:
+        kill(proc.pid)
+
+
 # -- what works (kept as guards: these passed when written) --------------------------------------
 
 @pytest.mark.parametrize("fmt", ["thin", "zeroedthick", "eagerzeroedthick", "2gbsparse"])
@@ -91,13 +102,7 @@ def test_sigterm_while_the_guest_is_shutting_down_does_not_leave_the_vm_off_for_
     conf = write_conf(host, POWER_VM_DOWN_BEFORE_BACKUP=1, POWER_DOWN_TIMEOUT="30s")
     host.set_fault("power.shutdown", "ignore")  # a real guest takes its time; the test ends the shutdown below
     proc = hotvcb_background(host, "-m", "pdterm", "-g", conf, "-w", tmp_path / "w")
-    try:
-        read_until(proc, "Powering off initiated")
-        time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        kill(proc.pid)
+    out = _sigterm_after(proc, "Powering off initiated", 0.2)
     assert proc.returncode == 2, out
     host.clear_faults()
     host.power_off(vmid)  # the guest OS finishes the shutdown hotvcb asked for
@@ -218,13 +223,7 @@ def test_sigterm_during_compression_does_not_report_a_good_archive_as_failed(hos
     host.create_vm("gzterm", "datastore1", [{"size": "48M"}], power="on")
     conf = write_conf(host, ENABLE_COMPRESSION=1)
     proc = hotvcb_background(host, "-m", "gzterm", "-g", conf, "-w", tmp_path / "w")
-    try:
-        read_until(proc, "Compressing")
-        time.sleep(0.1)
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        kill(proc.pid)
+    out = _sigterm_after(proc, "Compressing", 0.1)
     r = hotvcb(host, "list", "-g", conf, "gzterm")
     good_now = [l for l in r.stdout.splitlines() if "good" in l]
     assert not (good_now and "sealing the backup failed" in out), (
