@@ -137,6 +137,13 @@ def late_wait(s: Settings) -> float:
     return min(60.0, s.snapshot_timeout * 60.0)
 
 
+# How long one run waits for a dead run's request (await_snapshot), however young it is: a run killed between
+# its marker and its request (or a request hostd dropped) asked for nothing that will come, and the nightly
+# backup must not stand still for SNAPSHOT_TIMEOUT (15 min by default) on it; a request still young then keeps
+# its marker, and the next run (or `hotvcb cleanup`) looks again, as every run's sweep removes our snapshots.
+PENDING_LOOK = 60.0
+
+
 def snapshot_patience(s: Settings) -> float:
     """How long after its request a snapshot a dead run asked for is waited for (await_snapshot): as long as
     that run would have looked for it."""
@@ -180,18 +187,20 @@ def await_snapshot(host: Hypervisor, vm, log, run: RunId, seen: List[Snapshot], 
                               or owner_alive(owner, run, dead, lambda: _made(host.shell.age(path))) is not False):
         return False  # ours, or a live run's (or one whose pid cannot tell): it looks after its own request
     said = False
+    give_up = time.monotonic() + PENDING_LOOK
     while owner is not None and not any(_made_by(s, owner) for s in seen):
         age = host.shell.age(path)
         if age is None or age >= wait:
             break
-        if dry_run or not patient:
+        if dry_run or not patient or time.monotonic() >= give_up:
             log.info("%s: %s is gone, and the snapshot it asked for has not appeared yet (the host may still make "
-                     "it); %s" % (vm.name, owner, "the real run waits up to %d s for it" % (wait - age) if dry_run
-                                  else "keeping its marker for a later look"))
+                     "it); %s" % (vm.name, owner, "the real run waits up to %d s for it" % min(wait - age, PENDING_LOOK)
+                                  if dry_run else "keeping its marker for a later look"))
             return False
         if not said:
             log.warning("%s: %s is gone, and the snapshot it asked for has not appeared yet (the host may still "
-                        "make it); waiting up to %d s for it, to remove it" % (vm.name, owner, wait - age))
+                        "make it); waiting up to %d s for it, to remove it"
+                        % (vm.name, owner, min(wait - age, PENDING_LOOK)))
             said = True
         if interrupt.pending():
             interrupt.raise_pending()
