@@ -25,8 +25,6 @@ def _chmod(tmp_path, mode: str, start: int) -> int:
 
 # -- 1. a symbolic '=' without u/g/o/a keeps group and others' write --------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="FileMode: a who-less '=' (=rw, =r) keeps the file's group/other write bits "
-                                       "that chmod clears")
 @pytest.mark.parametrize("mode", ["=rw", "=r", "=rwX"])
 def test_a_mode_set_with_equals_and_no_class_leaves_no_group_or_other_write(tmp_path, mode):
     """The admin's ghettoVCB.conf has `BACKUP_FILES_CHMOD==rw` ("files are rw for the owner, read for the
@@ -44,8 +42,6 @@ def test_a_mode_set_with_equals_and_no_class_leaves_no_group_or_other_write(tmp_
 # -- 2. an octal mode chmod takes is refused ----------------------------------------------------------------------
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="BACKUP_FILES_CHMOD refuses octal modes chmod takes (00640, 000600): only 3-4 "
-                                       "digits pass filemode._OCTAL, and the whole run is refused")
 @pytest.mark.parametrize("mode, want", [("00640", 0o640), ("000600", 0o600)])
 def test_an_octal_mode_with_more_leading_zeros_is_taken_as_chmod_takes_it(host, mode, want):
     """The admin's ghettoVCB.conf says `BACKUP_FILES_CHMOD=00640`; ghettoVCB ran `chmod -R 00640` on each
