@@ -143,8 +143,6 @@ def test_a_debug_log_that_cannot_be_written_is_not_an_all_ok_run(host, tmp_path)
 # -- 6. the per-VM volume marker fails the backup of a VM whose folder cannot be written -------------------------
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="backup: the per-VM volume marker is written in the VM's folder first and a "
-                                       "refused write fails the whole VM backup (exit 6), which without -c succeeds")
 def test_a_vm_folder_that_cannot_be_written_does_not_fail_a_backup_to_a_per_vm_volume(host, tmp_path):
     """The admin backs up a powered-off template VM that lives on a read-only datastore (an NFS export mounted
     read-only, `esxcli storage nfs add -r`; here the folder is made immutable, which the host's writes meet
