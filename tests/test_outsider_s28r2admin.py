@@ -120,8 +120,6 @@ def test_status_says_the_backup_volume_is_not_mounted_rather_than_never_backed_u
 # -- 5. a debug log WORKDIR_DEBUG keeps that cannot be written: exit 0 -------------------------------------------
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="-w naming a file (no work folder can be made): with WORKDIR_DEBUG=1 the debug "
-                                       "log is never written, yet the run says 'All VMs backed up OK!' and exits 0")
 def test_a_debug_log_that_cannot_be_written_is_not_an_all_ok_run(host, tmp_path):
     """The admin sets WORKDIR_DEBUG=1 to keep tonight's debug log for a support case and runs
     `hotvcb -m db -g conf -w /var/tmp/hotvcb-debug`, where that path is, by mistake, a file. README: the log
