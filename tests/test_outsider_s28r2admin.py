@@ -61,8 +61,6 @@ def test_an_octal_mode_with_more_leading_zeros_is_taken_as_chmod_takes_it(host, 
 # -- 3. status -c / list -c ignore a per-VM file's repository ------------------------------------------------------
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="status -c / list -c read only a per-VM file's VM_BACKUP_VOLUME: a VM whose "
-                                       "per-VM file sets VM_BACKUP_REPOSITORY is CRIT 'never backed up'")
 def test_status_and_list_with_c_find_the_backups_a_per_vm_file_sent_to_a_repository(host, tmp_path):
     """The admin sends the big database VM into the deduplicating repository with a per-VM file
     (`<DIR>/db`: VM_BACKUP_REPOSITORY=/vmfs/volumes/ds5/repo; config-reference.md refuses only run-wide keys
@@ -88,8 +86,6 @@ def test_status_and_list_with_c_find_the_backups_a_per_vm_file_sent_to_a_reposit
 # -- 4. status calls a VM whose backup volume is not mounted "never backed up" -----------------------------------
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="status: a backup volume (global or a per-VM file's) on a NAS datastore that is "
-                                       "not mounted gives 'never backed up' and names no missing volume")
 @pytest.mark.parametrize("where", ["per-vm", "global"])
 def test_status_says_the_backup_volume_is_not_mounted_rather_than_never_backed_up(host, tmp_path, where):
     """db is backed up every night to a NAS (an NFS datastore `nas` the admin mounted on the host), named
