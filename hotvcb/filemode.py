@@ -6,7 +6,7 @@ reaches a shell, and garbage is refused when the config is read, naming what is 
 mode changes each file's own mode (`go-rwx` leaves the owner's bits as they are), so it needs the
 file's current mode; an octal one does not (`fixed`). A clause without u/g/o/a (`+r`, `=rw`) acts as
 chmod does under umask 022, ESXi's and the least hotvcb runs with: it never grants group or others
-write (the promise that nothing hotvcb makes is writable by them, architecture.md), while an
+write (and `=rw` clears every other bit, leaving 0644) (the promise that nothing hotvcb makes is writable by them, architecture.md), while an
 explicit `go+w` does as it says.
 """
 
@@ -14,7 +14,7 @@ from typing import List, Tuple
 
 from . import lazyre
 
-_OCTAL = lazyre.compile(r"[0-7]{3,4}")
+_OCTAL = lazyre.compile(r"[0-7]+")  # any count of digits, as chmod: `7` is 0007, `00640` is 0640
 _CLAUSE = lazyre.compile(r"([ugoa]*)((?:[-+=](?:[ugo]|[rwxXst]*))+)")
 _ACTION = lazyre.compile(r"([-+=])([ugo]|[rwxXst]*)")
 
@@ -33,6 +33,8 @@ class FileMode:
     def __init__(self, text: str):
         self.text = text
         self.fixed = bool(_OCTAL.fullmatch(text))
+        if self.fixed and int(text, 8) > 0o7777:
+            raise ValueError(ALLOWED)
         self._clauses = [] if self.fixed else _clauses(text)
 
     def apply(self, current: int, is_dir: bool) -> int:
@@ -51,8 +53,8 @@ class FileMode:
                     mode |= bits & mask
                 elif op == "-":
                     mode &= ~(bits & mask)
-                else:
-                    mode = (mode & ~(mask & (0o7777 if who else ~_UMASK))) | (bits & mask)
+                else:  # who-less: every bit cleared, then the wanted ones less the umask (as chmod)
+                    mode = (mode & ~mask) | (bits & mask)
         return mode
 
 

@@ -216,11 +216,20 @@ class RunLog:
                 target.close()  # flushes what did not fit again, fails again: closed all the same
             except OSError:
                 pass
-        why = "%s (%s)" % (self._sinks[sink], err.strerror or err)
-        self.lost.append(why)
-        self._unsaid.append("cannot write the log to %s: the run goes on without it" % why)
+        self._drop("%s (%s)" % (self._sinks[sink], err.strerror or err))
         if sink == "stream":  # cron mails what a job says on stderr: heard even where stdout was the only sink
             put(sys.stderr, "hotvcb: warning: %s\n" % self._unsaid[-1])
+
+    def _drop(self, why: str) -> None:
+        self.lost.append(why)
+        self._unsaid.append("cannot write the log to %s: the run goes on without it" % why)
+
+    def lose(self, what: str, err: OSError) -> None:
+        """A sink that could not even be opened (WORKDIR_DEBUG's debug log in a work directory that
+        cannot be made): warned about now, and named by the final status as one that failed mid-run is."""
+        with self._lock:
+            self._drop("%s (%s)" % (what, err.strerror or err))
+            self._say_lost()
 
     def _say_lost(self) -> None:
         """Each dropped sink's warning, on the sinks left, once the line that dropped it is out

@@ -167,6 +167,7 @@ def test_latin1_file_is_read_with_a_warning(tmp_path):
         ("DISK_BACKUP_FORMAT=2gbsparse", "disk_backup_format", "2gbsparse"),
         ("BACKUP_FILES_CHMOD=600", "backup_files_chmod", "600"),
         ("BACKUP_FILES_CHMOD=0640", "backup_files_chmod", "0640"),
+        ("BACKUP_FILES_CHMOD=00640", "backup_files_chmod", "00640"),  # chmod takes any count of digits
         ("BACKUP_FILES_CHMOD=", "backup_files_chmod", ""),
         ("BACKUP_FILES_CHMOD=go-rwx", "backup_files_chmod", "go-rwx"),  # ghettoVCB's chmod -R took it
         ("BACKUP_FILES_CHMOD=u=rw,go=", "backup_files_chmod", "u=rw,go="),
@@ -269,7 +270,7 @@ BAD = [
     ("EMAIL_TLS", "ssl", "none|starttls|smtps|auto"),
     ("BACKUP_FILES_CHMOD", "rw-r--r--", "octal"),
     ("BACKUP_FILES_CHMOD", "0800", "octal"),
-    ("BACKUP_FILES_CHMOD", "7", "octal"),
+    ("BACKUP_FILES_CHMOD", "10000", "octal"),  # over 07777: chmod refuses it too (7 is 0007, taken)
     ("BACKUP_FILES_CHMOD", "go-rwq", "symbolic one as chmod takes it"),
     ("BACKUP_FILES_CHMOD", "u+rw,,", "octal"),
     ("VM_BACKUP_VOLUME", "", "absolute path"),

@@ -18,7 +18,12 @@ from hotvcb.filemode import FileMode
     ("go=u,u-w", 0o640, False, 0o466),
     ("ug+rw,o-rwx", 0o604, False, 0o660),
     ("+w", 0o444, False, 0o644),  # no class named: as under umask 022, never group or others write
-    ("=r", 0o664, False, 0o464),
+    ("=r", 0o664, False, 0o444),  # '=' clears every bit first, as chmod's: no group write left
+    ("=rw", 0o622, False, 0o644),
+    ("=", 0o664, False, 0o000),
+    ("7", 0o644, False, 0o007),  # octal with any count of digits, as chmod takes it
+    ("00640", 0o777, False, 0o640),
+    ("000600", 0o644, False, 0o600),
     ("go+w", 0o644, False, 0o666),  # asked for by name: done
     ("u+s", 0o755, False, 0o4755),
     ("o+t", 0o755, True, 0o1755),
@@ -28,7 +33,7 @@ def test_modes_as_chmod_gives_them(text, current, is_dir, new):
     assert FileMode(text).apply(current, is_dir) == new
 
 
-@pytest.mark.parametrize("text", ["rw-r--r--", "0800", "7", "go-rwq", "u", "u+rw,,", "x+u", "u+ux", "g=uo", "0o640",
+@pytest.mark.parametrize("text", ["rw-r--r--", "0800", "10000", "017777", "go-rwq", "u", "u+rw,,", "x+u", "u+ux", "g=uo", "0o640",
                                   "$(reboot)", "go-rwx;"])
 def test_what_chmod_would_not_take_is_refused(text):
     with pytest.raises(ValueError, match="octal file mode such as 600 or 0640, a symbolic one"):

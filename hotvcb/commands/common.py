@@ -316,13 +316,17 @@ class WorkDir:
     def __init__(self, base: str, run: RunId, keep: bool, log: RunLog):
         self.path = os.path.join(base, "hotvcb-" + run.run)
         self.keep, self.log = keep, log
+        debug_log = os.path.join(self.path, "debug.log")
         try:
             os.makedirs(self.path)
             with open(os.path.join(self.path, "run.txt"), "w", encoding="utf-8") as f:
                 f.write(run.text() + "\n")
-            log.keep_debug(os.path.join(self.path, "debug.log"))
+            log.keep_debug(debug_log)
         except OSError as err:
-            log.warning("cannot use work directory %s: %s" % (self.path, err.strerror or err))
+            if keep:  # the debug log asked for is a log sink lost: the final status names it, exit 9
+                log.lose("the debug log %s" % debug_log, err)
+            else:
+                log.warning("cannot use work directory %s: %s" % (self.path, err.strerror or err))
             self.path = ""
 
     def finish(self) -> None:

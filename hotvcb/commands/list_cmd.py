@@ -2,7 +2,8 @@
 VM_BACKUP_REPOSITORY and no --volume, the repository's backups: repo_cmd.list_backups).
 
 With `-c DIR` (the backup's per-VM config folder) a VM whose file sets
-VM_BACKUP_VOLUME is listed from that volume, where its backups went.
+VM_BACKUP_VOLUME is listed from that volume, where its backups went; `list VM -c DIR`
+of a VM whose file sets VM_BACKUP_REPOSITORY lists that repository.
 
 A table on a terminal (or whenever --json is not given); `--json` prints one
 JSON document for scripts and monitoring (`volume`: the global one, or with
@@ -34,6 +35,7 @@ from .. import config, vmdk
 from ..errors import HostError, HotvcbError
 from ..jobs import nfs
 from ..runlog import columns, say, say_json
+from ..settings import Settings
 from ..shell import Shell
 from ..store import health, layout, manifest
 from ..treeview import ScannedShell
@@ -49,7 +51,8 @@ def register(subparsers) -> None:
                    "VM_BACKUP_REPOSITORY: that repository is listed unless --volume is given)")
     p.add_argument("--volume", metavar="DIR", help="backup volume (overrides VM_BACKUP_VOLUME)")
     common.add_confdir_option(p, "a VM whose file sets VM_BACKUP_VOLUME has its backups listed from there "
-                              "(without --volume)")
+                              "(without --volume), `list VM` of one whose file sets VM_BACKUP_REPOSITORY "
+                              "that repository")
     common.add_repo_option(p)
     p.set_defaults(handler=run)
 
@@ -163,23 +166,26 @@ def run(args) -> int:
         settings, warnings = config.load_settings(args.global_conf)
         for w in warnings:
             say("hotvcb: warning: %s" % w, stream=sys.stderr)
-        if settings.vm_backup_repository and not args.volume:  # where backup, prune and status look
-            args.repo = settings.vm_backup_repository
-            say("hotvcb: listing the repository VM_BACKUP_REPOSITORY names; backup folders: --volume %s"
-                % settings.vm_backup_volume, stream=sys.stderr)
+        own = {} if args.volume else _per_vm_settings(settings, args.confdir, args.vm)
+        mine = own.pop(args.vm, settings) if args.vm else settings
+        if mine.vm_backup_repository and not args.volume:  # where backup, prune and status look
+            args.repo = mine.vm_backup_repository
+            say("hotvcb: listing the repository VM_BACKUP_REPOSITORY names%s; backup folders: --volume %s"
+                % (" in %s's per-VM file" % args.vm if mine is not settings else "", mine.vm_backup_volume),
+                stream=sys.stderr)
     if args.repo:
         from . import repo_cmd  # the repository's code, for repository runs only
 
         repo_cmd.here_only(args)
         return repo_cmd.list_backups(args.repo, args.vm, args.json)
-    elsewhere = {} if args.volume else _per_vm_volumes(settings, args.confdir, args.vm)
-    volume = args.volume or elsewhere.pop(args.vm, settings.vm_backup_volume)
+    volume = args.volume or mine.vm_backup_volume
+    elsewhere = _elsewhere(settings, own)
     shell = common.connect(args.host_target).shell
     # on stderr, as the config's warnings: --json's stdout stays one JSON document
     say_unmounted(shell, settings, args.volume)
     rows = backup_rows(shell, volume, args.vm, odd=_warn)
-    for name, own in sorted(elsewhere.items()):
-        rows += backup_rows(shell, own, name, odd=_warn)
+    for name, target in sorted(elsewhere.items()):
+        rows += backup_rows(shell, target, name, odd=_warn)
     if args.json:
         say_json({"volume": volume, "backups": rows}, indent=2)
     else:
@@ -191,22 +197,32 @@ def _warn(line: str) -> None:
     say("hotvcb: warning: %s" % line, stream=sys.stderr)
 
 
-def _per_vm_volumes(settings, confdir: Optional[str], vm: Optional[str]) -> Dict[str, str]:
-    """{VM: the VM_BACKUP_VOLUME its per-VM file in `confdir` (the backup's -c) sets}, where it is not the
-    global one: the backup wrote there. `vm`: that VM's only; else every file's (each names its VM). A
-    file that cannot be read is said; what the backup warns of in one that can is the backup's to say."""
+def _per_vm_settings(settings: Settings, confdir: Optional[str], vm: Optional[str]) -> Dict[str, Settings]:
+    """{VM: its settings with its per-VM file in `confdir` (the backup's -c)}: where the backup sent it. `vm`:
+    that VM's only; else every file's (each names its VM). A file that cannot be read is said; what the
+    backup warns of in one that can is the backup's to say."""
     settings_of = common.per_vm_settings(settings, confdir, [])
     if settings_of is None:
         return {}
     out = {}
     for name in [vm] if vm else sorted(os.listdir(confdir or "")):
         try:
-            own = settings_of(name).vm_backup_volume
+            out[name] = settings_of(name)
         except HotvcbError as err:
             _warn("%s; the backups it may send elsewhere are not listed" % err)
-            continue
-        if own != settings.vm_backup_volume:
-            out[name] = own
+    return out
+
+
+def _elsewhere(settings: Settings, own: Dict[str, Settings]) -> Dict[str, str]:
+    """{VM: the backup volume its per-VM file sends it to}, where that is not the global one. A VM its file
+    sends into a repository is named, with how to list it: its rows are not a folder's."""
+    out = {}
+    for name, s in own.items():
+        if s.vm_backup_repository:
+            _warn("%s's per-VM file sends its backups to the repository %s: hotvcb list %s --repo %s lists them"
+                  % (name, s.vm_backup_repository, name, s.vm_backup_repository))
+        elif s.vm_backup_volume != settings.vm_backup_volume:
+            out[name] = s.vm_backup_volume
     return out
 
 

@@ -25,7 +25,8 @@ def register(subparsers) -> None:
     p.add_argument("-g", dest="global_conf", metavar="FILE", help="global config (VM_BACKUP_VOLUME, format)")
     p.add_argument("-f", dest="vm_list", metavar="FILE", help="only the VMs in this list (a missing one is CRIT)")
     p.add_argument("-e", dest="exclude", metavar="FILE", help="leave these VMs out")
-    common.add_confdir_option(p, "a VM whose file sets VM_BACKUP_VOLUME has its backups looked for there")
+    common.add_confdir_option(p, "a VM whose file sets VM_BACKUP_VOLUME or VM_BACKUP_REPOSITORY has its "
+                              "backups looked for there")
     p.add_argument("--json", action="store_true", help="machine-readable report")
     p.add_argument("--hosts", metavar="FILE", help="every host in FILE (one [user@]host[:port] a line) over SSH, "
                    "with --identity/--known-hosts/--ssh-option; the worst host decides the exit code")

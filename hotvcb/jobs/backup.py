@@ -356,14 +356,21 @@ class _VmBackup:
     def _backup_marked(self, vm: Vm, disks: List[Disk]) -> None:
         """The backup, its volume named in the VM's folder while it is written where a per-VM file
         sent it: a killed run's `-partial` there is found by `hotvcb cleanup`, which has no -c
-        (leftovers.marked_volume). Written only then: a run without per-VM volumes changes nothing."""
-        elsewhere = not self.s.vm_backup_repository and self.s.vm_backup_volume != self.job.settings.vm_backup_volume
-        if elsewhere:
-            mark_volume(self.host, vm, self.s.vm_backup_volume)
+        (leftovers.marked_volume). Written only then: a run without per-VM volumes changes nothing.
+        A folder that cannot take it (a read-only datastore holding a template) is warned about and the
+        backup goes on: the marker only helps cleanup after a killed run."""
+        marked = not self.s.vm_backup_repository and self.s.vm_backup_volume != self.job.settings.vm_backup_volume
+        if marked:
+            try:
+                mark_volume(self.host, vm, self.s.vm_backup_volume)
+            except HotvcbError as err:
+                marked = False
+                self.log.warning("%s: cannot write %s (%s); if this run is killed, hotvcb cleanup will not find "
+                                 "its leftovers on %s" % (vm.name, volume_marker(vm), err, self.s.vm_backup_volume))
         try:
             self._backup(vm, disks)
         finally:
-            if elsewhere:
+            if marked:
                 try:
                     clear_volume_mark(self.host, vm)
                 except HotvcbError as err:

@@ -85,7 +85,8 @@ def host_status(host: Hypervisor, settings: Settings, limits: Limits, names: Opt
                 exclude: Sequence[str] = (), now: Optional[float] = None,
                 settings_of: Optional[Callable[[str], Settings]] = None) -> Report:
     """`settings_of(name)`: a VM's own settings (its per-VM file, the backup's -c), where its backups are
-    looked for (a per-VM VM_BACKUP_VOLUME) and whose target's room its next backup needs; a HotvcbError
+    looked for (a per-VM VM_BACKUP_VOLUME or VM_BACKUP_REPOSITORY) and whose target's room its next backup
+    needs; a HotvcbError
     from it (a file the backup refuses, failing that VM every night) is the VM's CRIT check."""
     now = time.time() if now is None else now
     report = Report(host.describe())
@@ -96,7 +97,7 @@ def host_status(host: Hypervisor, settings: Settings, limits: Limits, names: Opt
     for missing in sorted(set(names or ()) - {r.name for r in refs} - set(exclude)):
         report.checks.append(Check(CRIT, "backup", missing, "listed, but no VM of that name is on this host"))
     run_alive = _run_holding_lock(host)
-    repo = _repository(host, settings)
+    repos = {}  # type: Dict[str, Callable[..., Check]]  # repository path -> its check, each read once a run
     needed = {_target(settings): 0}  # type: Dict[str, int]  # where backups go -> what the next run needs there
     for ref in refs:
         try:
@@ -111,8 +112,7 @@ def host_status(host: Hypervisor, settings: Settings, limits: Limits, names: Opt
             report.checks.append(Check(CRIT, "backup", vm.name, "its per-VM config is refused, which fails its "
                                        "backup: %s" % err))
         else:
-            report.checks.append(repo(vm.name, vm.uuid, limits, now) if repo is not None
-                                 else _backups(host, own, vm.name, vm.uuid, limits, now))
+            report.checks.append(_vm_backups(host, own, repos, vm.name, vm.uuid, limits, now))
         report.checks.extend(_snapshots(host, vm, limits, now, run_alive))
         report.checks.extend(_left_off(host, vm, run_alive))
         needed[_target(own)] = needed.get(_target(own), 0) + sum(
@@ -128,15 +128,25 @@ def _target(settings: Settings) -> str:
     return settings.vm_backup_repository or settings.vm_backup_volume
 
 
-def _repository(host: Hypervisor, settings: Settings):
-    """The check of a VM's backups in VM_BACKUP_REPOSITORY (jobs/repo_status.py), or None without one."""
-    if not settings.vm_backup_repository:
-        return None
+def _vm_backups(host: Hypervisor, settings: Settings, repos: Dict[str, Callable[..., Check]], name: str,
+                uuid: str, limits: Limits, now: float) -> Check:
+    """The VM's backup check where its settings send its backups: a repository (`repos` keeps each one's
+    check, so a repository several VMs share is read once) or a backup volume."""
+    path = settings.vm_backup_repository
+    if not path:
+        return _backups(host, settings, name, uuid, limits, now)
+    if path not in repos:
+        repos[path] = _repository(host, path)
+    return repos[path](name, uuid, limits, now)
+
+
+def _repository(host: Hypervisor, path: str) -> Callable[..., Check]:
+    """The check of a VM's backups in the repository at `path` (jobs/repo_status.py)."""
     if not isinstance(host.shell, LocalShell):  # a repository path is a folder where hotvcb runs
         return lambda name, uuid, limits, now: Check(WARN, "backup", name, "the repository %s is read only by "
-                                                     "hotvcb on the host itself" % settings.vm_backup_repository)
+                                                     "hotvcb on the host itself" % path)
     from .repo_status import RepoView  # it builds on this module's checks
-    return RepoView(settings.vm_backup_repository).check
+    return RepoView(path).check
 
 
 def _run_holding_lock(host: Hypervisor) -> bool:
@@ -172,7 +182,8 @@ def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: 
     good = [(b, v) for b, v in verdicts if v.good]
     done = [(b, v) for b, v in verdicts if v.state not in ("partial", "deleting")]
     if not good:
-        why = "never backed up" if not done else "no good backup (newest: %s, %s)" % (done[-1][1].state, done[-1][1].reason)
+        why = (_volume_gone(host, settings.vm_backup_volume) or "never backed up") if not done else \
+            "no good backup (newest: %s, %s)" % (done[-1][1].state, done[-1][1].reason)
         return Check(CRIT, "backup", name, why, {"good_backups": 0})
     newest, verdict = good[-1]
     made = _made_at(host, newest.when)
@@ -200,6 +211,16 @@ def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: 
     if age > limits.max_age:
         return Check(WARN, "backup", name, text, details)
     return Check(OK, "backup", name, text, details)
+
+
+def _volume_gone(host: Hypervisor, volume: str) -> str:
+    """Why no backup is seen where a VM's backups go, when it is the volume itself that is not there (a NAS
+    datastore gone from the host: rebooted, APD), named as the backup names it; "" when the volume is."""
+    try:
+        host.free_space(volume)
+    except HotvcbError as err:
+        return "no backup can be seen: %s" % err
+    return ""
 
 
 FUTURE_SLACK = 300  # seconds a backup's name may be ahead of the host's clock (named at its start, clocks stepped)
