@@ -32,8 +32,6 @@ def ghetto_backup_with_encoding(host, vm, declared):
     return bk
 
 
-@pytest.mark.xfail(strict=True, reason="a .vmx whose .encoding names a codec that is no text encoding "
-                                       "(rot13, base64) crashes the restore with an internal LookupError")
 @pytest.mark.parametrize("declared,kvm", [("rot13", False), ("base64", False), ("rot13", True)])
 def test_a_vmx_declaring_a_non_text_codec_is_no_internal_error(host, tmp_path, declared, kvm):
     """The admin restores an old ghettoVCB backup whose .vmx someone hand-edited years ago: its
@@ -52,8 +50,6 @@ def test_a_vmx_declaring_a_non_text_codec_is_no_internal_error(host, tmp_path, d
     assert "Final status" in out(r), out(r)
 
 
-@pytest.mark.xfail(strict=True, reason="a .vmx falsely declaring .encoding=UTF-16 is decoded as UTF-16: the "
-                                       "restored .vmx is CJK garbage, registered, 'All VMs restored OK!'")
 def test_a_vmx_falsely_declaring_utf16_is_not_restored_as_garbage(host):
     """A .vmx says `.encoding = "UTF-16"` but is plain ASCII/UTF-8 bytes (a template tool wrote the wrong
     value; VMware never writes a .vmx in UTF-16: the key itself must be read as ASCII to be found at all).

@@ -113,7 +113,8 @@ class Planner:
             raise RestoreError("%s holds %d .vmx files, expected 1" % (self.req.backup, len(vmxs)))
         try:  # read_regular: a FIFO planted as the .vmx would block a plain read for ever
             path = backup + "/" + vmxs[0]
-            vmx = VmxFile(in_declared_charset(read_small(fs, path, backup_check.TEXT_MAX), fs.file_size(path)))
+            say = (lambda _message: None) if quiet else self.log.warning
+            vmx = VmxFile(in_declared_charset(read_small(fs, path, backup_check.TEXT_MAX), fs.file_size(path), say))
         except HostError as err:
             raise RestoreError(str(err)) from err
         original = vmx.get("displayName")
