@@ -90,8 +90,6 @@ def test_the_dry_run_of_a_power_on_restore_beside_the_running_original_says_it_s
     assert lines, "the dry run does not say the VM would be left powered off:\n" + out(dry)
 
 
-@pytest.mark.xfail(strict=True, reason="a copy under a new name keeps workingDir/sched.swap.dir into the "
-                                       "original's folder when that folder is not named like the displayName")
 def test_a_copy_of_a_renamed_vm_does_not_keep_the_originals_working_dir(host):
     """The VM was created as "web01" years ago and renamed "Web Server" in the vSphere client (ESXi keeps
     the folder `datastore1/web01`); its .vmx sets `workingDir` and `sched.swap.dir` to that folder, as the

@@ -94,13 +94,13 @@ def test_a_vmx_is_read_in_the_charset_it_declares():
         assert in_declared_charset(text, len(text.encode("utf-8"))) == text
 
 
-def _identity(text, copy, original_folder=""):
+def _identity(text, copy, original_folders=()):
     vmx = VmxFile(text)
 
     def put(key, value):
         vmx.remove(key) if value is None else vmx.set(key, value)
 
-    return vmx, answer_moved_or_copied(vmx, copy, put, original_folder)
+    return vmx, answer_moved_or_copied(vmx, copy, put, original_folders)
 
 
 def test_restore_under_the_same_name_keeps_the_identity():
@@ -128,10 +128,12 @@ def test_a_copy_does_not_keep_the_originals_folder_for_swap_and_snapshots():
     copy would write its swap and its snapshot deltas, named as the original's, there. A shared swap
     datastore's folder stays, and the VM itself (same name) keeps both."""
     text = ('workingDir = "/vmfs/volumes/datastore1/Win \u00d6"\nsched.swap.dir = "/vmfs/volumes/swap/"\n')
-    vmx, warnings = _identity(text, copy=True, original_folder="Win \u00d6")
+    vmx, warnings = _identity(text, copy=True, original_folders=("Win \u00d6",))
     assert vmx.get("workingDir") is None and vmx.get("sched.swap.dir") == "/vmfs/volumes/swap/" and warnings == []
-    vmx, _ = _identity(text, copy=False, original_folder="Win \u00d6")
+    vmx, _ = _identity(text, copy=False, original_folders=("Win \u00d6",))
     assert vmx.get("workingDir") == "/vmfs/volumes/datastore1/Win \u00d6"
+    vmx, _ = _identity(text, copy=True, original_folders=("Win Renamed", "Win \u00d6"))  # its .vmx's stem
+    assert vmx.get("workingDir") is None
 
 
 def test_unique_disk_names():

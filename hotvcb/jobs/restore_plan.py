@@ -188,7 +188,8 @@ class Planner:
             elif vmx.get(key) is not None and not quiet:
                 self.log.warning("%s: %s file %s is not in the backup" % (name, key, vmx.get(key)))
         plan.copy = self.req.new_name is not None and self.req.new_name != original
-        for warning in answer_moved_or_copied(vmx, plan.copy, put, layout.folder_name(original or "")):
+        folders = {f for f in (layout.folder_name(original or ""), vmxs[0][: -len(".vmx")]) if f}
+        for warning in answer_moved_or_copied(vmx, plan.copy, put, folders):
             if not quiet:
                 self.log.warning("%s: %s" % (name, warning))
         plan.vmx_text = vmx.text()
