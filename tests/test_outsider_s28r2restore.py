@@ -70,8 +70,6 @@ def test_a_vmx_falsely_declaring_utf16_is_not_restored_as_garbage(host):
         assert vmids(host, "Neu") == [], out(r)
 
 
-@pytest.mark.xfail(strict=True, reason="the dry run of a --power-on restore beside the running original says "
-                                       "'OK' exit 0 and nothing about power; the real run leaves it off, exit 3")
 def test_the_dry_run_of_a_power_on_restore_beside_the_running_original_says_it_stays_off(host):
     """Before the real thing at 3 a.m., the admin checks with `restore BACKUP --datastore ds5 --power-on
     -d 1` (docs/restore.md: "dry run: what would happen"). The original "Mail" still runs. The dry run
@@ -149,8 +147,6 @@ def test_a_backup_missing_a_descriptor_is_incomplete_for_list_verify_and_latest(
     assert v.returncode == 4, out(v)
 
 
-@pytest.mark.xfail(strict=True, reason="--power-on of a same-identity restore is kept off only beside a VM of "
-                                       "the same NAME: a renamed running original gets its twin powered on")
 def test_power_on_beside_the_renamed_running_original_keeps_the_twin_off(host):
     """The admin's usual 3 a.m. move: rename the broken but still running "Shop" to "Shop (broken)" to keep
     it for the post-mortem, then restore last night's backup under its own name with --power-on. The

@@ -10,7 +10,7 @@ sched.swap.dir naming the original's folder (its swap and snapshot deltas). A st
 own choice: it is kept, with a warning.
 """
 
-from typing import Callable, Collection, List, Optional
+from typing import Callable, Collection, List, Optional, Set
 
 from ..vmx import VmxFile
 from .. import lazyre
@@ -56,3 +56,21 @@ def answer_moved_or_copied(vmx: VmxFile, copy: bool, put: Put, original_folders:
             warnings.append("%s keeps its static MAC address %s; change it if the original VM still runs"
                             % (nic, vmx.get(nic + ".address")))
     return warnings
+
+
+def identity(vmx: VmxFile) -> Set[str]:
+    """What a VM is known by on the host and the network: its BIOS UUID and its MAC addresses. Two VMs
+    sharing any of them clash when both run, whatever their names (a same-name restore keeps them all,
+    beside an original the admin may have renamed to keep it)."""
+    found = set()
+    bios = "".join((vmx.get("uuid.bios") or "").replace("-", " ").split()).lower()
+    if bios:
+        found.add("uuid.bios " + bios)
+    for key in vmx.keys():
+        m = _MAC.match(key)
+        if m:
+            kind = (vmx.get(key) or "").lower()
+            mac = vmx.get(m.group(1) + (".address" if kind == "static" else ".generatedAddress")) or ""
+            if mac:
+                found.add("MAC " + mac.lower())
+    return found
