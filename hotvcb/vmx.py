@@ -7,7 +7,7 @@ matters for restore (the admin's comments and odd keys survive).
 
 import codecs
 import re
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from .units import DIGITS
 from . import lazyre
@@ -98,15 +98,30 @@ def _escape(value: str) -> str:
     return "".join("|%02X" % ord(c) if c in '"|' or ord(c) < 0x20 or ord(c) == 0x7F else c for c in value)
 
 
-def in_declared_charset(text: str, size: int) -> str:
+_ASCII = bytes(range(0x20, 0x7F)) + b"\t\r\n"
+
+
+def in_declared_charset(text: str, size: int, say: Callable[[str], None] = lambda _message: None) -> str:
     """A .vmx's text as VMware reads it: in the charset its `.encoding` line declares (an old VM made on
     Windows: "windows-1252"). `text` is what shell.decoded gave for its `size` bytes (UTF-8, else
-    Latin-1, which differs from windows-1252 in 0x80-0x9F: the euro sign, quotes, dashes). A charset
-    Python does not know leaves the text as read. Whoever writes it back as UTF-8 declares so."""
+    Latin-1, which differs from windows-1252 in 0x80-0x9F: the euro sign, quotes, dashes).
+
+    Only a charset that reads ASCII as ASCII can be a .vmx's: its `.encoding` line had to be read as
+    ASCII to be found at all. Any other declaration (one Python does not know, a codec that is no text
+    encoding such as "rot13" or "base64", UTF-16 over bytes that are plainly not) leaves the text as
+    read, and `say` is told why: decoding a hand-edited value would write the VM's configuration as
+    garbage. Whoever writes the text back as UTF-8 declares so."""
     declared = VmxFile(text).get(".encoding")
+    if not declared:
+        return text
     try:
-        charset = codecs.lookup(declared).name if declared else "utf-8"
-    except LookupError:
+        charset = codecs.lookup(declared).name
+        ascii_compatible = _ASCII.decode(charset, "replace") == _ASCII.decode("ascii")
+    except (LookupError, UnicodeError):  # LookupError: unknown, or no text encoding (rot13, base64)
+        charset, ascii_compatible = "", False
+    if not ascii_compatible:
+        say('the .vmx declares .encoding = "%s", no charset a .vmx can be written in: its text is read as '
+            "UTF-8 (Latin-1 where it is not UTF-8) and written back as UTF-8" % declared)
         return text
     if charset == "utf-8":
         return text

@@ -32,8 +32,6 @@ def ghetto_backup_with_encoding(host, vm, declared):
     return bk
 
 
-@pytest.mark.xfail(strict=True, reason="a .vmx whose .encoding names a codec that is no text encoding "
-                                       "(rot13, base64) crashes the restore with an internal LookupError")
 @pytest.mark.parametrize("declared,kvm", [("rot13", False), ("base64", False), ("rot13", True)])
 def test_a_vmx_declaring_a_non_text_codec_is_no_internal_error(host, tmp_path, declared, kvm):
     """The admin restores an old ghettoVCB backup whose .vmx someone hand-edited years ago: its
@@ -52,8 +50,6 @@ def test_a_vmx_declaring_a_non_text_codec_is_no_internal_error(host, tmp_path, d
     assert "Final status" in out(r), out(r)
 
 
-@pytest.mark.xfail(strict=True, reason="a .vmx falsely declaring .encoding=UTF-16 is decoded as UTF-16: the "
-                                       "restored .vmx is CJK garbage, registered, 'All VMs restored OK!'")
 def test_a_vmx_falsely_declaring_utf16_is_not_restored_as_garbage(host):
     """A .vmx says `.encoding = "UTF-16"` but is plain ASCII/UTF-8 bytes (a template tool wrote the wrong
     value; VMware never writes a .vmx in UTF-16: the key itself must be read as ASCII to be found at all).
@@ -74,8 +70,6 @@ def test_a_vmx_falsely_declaring_utf16_is_not_restored_as_garbage(host):
         assert vmids(host, "Neu") == [], out(r)
 
 
-@pytest.mark.xfail(strict=True, reason="the dry run of a --power-on restore beside the running original says "
-                                       "'OK' exit 0 and nothing about power; the real run leaves it off, exit 3")
 def test_the_dry_run_of_a_power_on_restore_beside_the_running_original_says_it_stays_off(host):
     """Before the real thing at 3 a.m., the admin checks with `restore BACKUP --datastore ds5 --power-on
     -d 1` (docs/restore.md: "dry run: what would happen"). The original "Mail" still runs. The dry run
@@ -94,8 +88,6 @@ def test_the_dry_run_of_a_power_on_restore_beside_the_running_original_says_it_s
     assert lines, "the dry run does not say the VM would be left powered off:\n" + out(dry)
 
 
-@pytest.mark.xfail(strict=True, reason="a copy under a new name keeps workingDir/sched.swap.dir into the "
-                                       "original's folder when that folder is not named like the displayName")
 def test_a_copy_of_a_renamed_vm_does_not_keep_the_originals_working_dir(host):
     """The VM was created as "web01" years ago and renamed "Web Server" in the vSphere client (ESXi keeps
     the folder `datastore1/web01`); its .vmx sets `workingDir` and `sched.swap.dir` to that folder, as the
@@ -155,8 +147,6 @@ def test_a_backup_missing_a_descriptor_is_incomplete_for_list_verify_and_latest(
     assert v.returncode == 4, out(v)
 
 
-@pytest.mark.xfail(strict=True, reason="--power-on of a same-identity restore is kept off only beside a VM of "
-                                       "the same NAME: a renamed running original gets its twin powered on")
 def test_power_on_beside_the_renamed_running_original_keeps_the_twin_off(host):
     """The admin's usual 3 a.m. move: rename the broken but still running "Shop" to "Shop (broken)" to keep
     it for the post-mortem, then restore last night's backup under its own name with --power-on. The

@@ -94,13 +94,23 @@ def test_a_vmx_is_read_in_the_charset_it_declares():
         assert in_declared_charset(text, len(text.encode("utf-8"))) == text
 
 
-def _identity(text, copy, original_folder=""):
+def test_a_vmx_declaring_a_charset_no_vmx_can_be_in_is_read_as_it_is_and_said_so():
+    """rot13 and base64 are Python codecs but no text encodings; UTF-16 and EBCDIC do not read the
+    ASCII the `.encoding` line itself was found in: each is ignored, with a word why."""
+    for declared in ("rot13", "base64", "UTF-16", "UTF-32", "cp037", "no-such"):
+        text = '.encoding = "%s"\ndisplayName = "Alt"\n' % declared
+        said = []
+        assert in_declared_charset(text, len(text), said.append) == text
+        assert len(said) == 1 and declared in said[0], said
+
+
+def _identity(text, copy, original_folders=()):
     vmx = VmxFile(text)
 
     def put(key, value):
         vmx.remove(key) if value is None else vmx.set(key, value)
 
-    return vmx, answer_moved_or_copied(vmx, copy, put, original_folder)
+    return vmx, answer_moved_or_copied(vmx, copy, put, original_folders)
 
 
 def test_restore_under_the_same_name_keeps_the_identity():
@@ -128,10 +138,22 @@ def test_a_copy_does_not_keep_the_originals_folder_for_swap_and_snapshots():
     copy would write its swap and its snapshot deltas, named as the original's, there. A shared swap
     datastore's folder stays, and the VM itself (same name) keeps both."""
     text = ('workingDir = "/vmfs/volumes/datastore1/Win \u00d6"\nsched.swap.dir = "/vmfs/volumes/swap/"\n')
-    vmx, warnings = _identity(text, copy=True, original_folder="Win \u00d6")
+    vmx, warnings = _identity(text, copy=True, original_folders=("Win \u00d6",))
     assert vmx.get("workingDir") is None and vmx.get("sched.swap.dir") == "/vmfs/volumes/swap/" and warnings == []
-    vmx, _ = _identity(text, copy=False, original_folder="Win \u00d6")
+    vmx, _ = _identity(text, copy=False, original_folders=("Win \u00d6",))
     assert vmx.get("workingDir") == "/vmfs/volumes/datastore1/Win \u00d6"
+    vmx, _ = _identity(text, copy=True, original_folders=("Win Renamed", "Win \u00d6"))  # its .vmx's stem
+    assert vmx.get("workingDir") is None
+
+
+def test_the_identity_a_restore_keeps_is_its_bios_uuid_and_mac_addresses():
+    """Spelled as ESXi or the client may spell them: the same VM whatever its name."""
+    from hotvcb.jobs.vmx_identity import identity
+    a = VmxFile('uuid.bios = "56 4d 12-34"\nethernet0.addressType = "generated"\n'
+                'ethernet0.generatedAddress = "00:0C:29:AA:BB:CC"\nethernet1.addressType = "static"\n'
+                'ethernet1.address = "00:50:56:00:00:01"\n')
+    assert identity(a) == {"uuid.bios 564d1234", "MAC 00:0c:29:aa:bb:cc", "MAC 00:50:56:00:00:01"}
+    assert identity(VmxFile('displayName = "x"\n')) == set()
 
 
 def test_unique_disk_names():

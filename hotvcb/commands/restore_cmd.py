@@ -242,7 +242,10 @@ def _final(done: int, failed: int, partial: int, dry_run: bool, left_off: int = 
     ghettoVCB's own backup of it said "some disk(s) failed" (exit 3, as for the backup). `left_off`: VMs
     --power-on left powered off (their original runs, or the host refused: restore_write.power_on), each
     named in the log: not what was asked, nor failed (the VM is there; restoring it again would meet its
-    folder), so a warning as well."""
+    folder), so a warning as well; a dry run counts those it would leave off (restore_write.say_power_on),
+    says so, and stays a dry run's success (exit 0: nothing was wrong with what it checked)."""
+    if dry_run and failed == 0 and left_off:
+        return "OK, only a dryrun, but %d VM(s) would be left powered off (see above)." % left_off, 0
     buts = [what for n, what in ((partial, "some disk(s) were not in the backup and are left disconnected"),
                                  (left_off, "%d VM(s) were left powered off (see above)" % left_off)) if n]
     if failed == 0 and buts:

@@ -85,8 +85,11 @@ def _from_vmx(fs: FileReader, folder: str, name: str, disk_bus: Optional[str], n
         return path, "vmdk"
 
     path = folder + "/" + name
-    text = in_declared_charset(_read(fs, path), fs.file_size(path))
-    return Found(machine_from_vmx(text, path, resolve, disk_bus, nic_model), "esxi", path)
+    notes = []  # type: List[str]
+    text = in_declared_charset(_read(fs, path), fs.file_size(path), notes.append)
+    m = machine_from_vmx(text, path, resolve, disk_bus, nic_model)
+    m.notes[:0] = notes
+    return Found(m, "esxi", path)
 
 
 def _from_xml(fs: FileReader, folder: str, name: str, kind: str) -> Found:

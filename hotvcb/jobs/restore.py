@@ -66,7 +66,7 @@ class RestoreResult:
     name: str = ""
     folder: str = ""
     vmid: str = ""
-    left_off: str = ""  # why --power-on left the restored VM off (its original runs, the host refused), or ""
+    left_off: str = ""  # why --power-on left (a dry run: would leave) the VM off (its original runs, the host refused)
 
 
 class RestoreJob:
@@ -199,7 +199,7 @@ class _Restore:
                 if job.verify:
                     restore_check.verify_gz_now(shell, req, self.log, source)
                 restore_room.check_room(req, self.log, plan)
-                print_plan(self.log, req, plan, compressed, job.verbose)
+                self._print_plan(plan, compressed)
                 return
             backup = self._extract(source)
             plan = self.planner.plan(shell, backup, self.host.free_space(req.target), quiet=True)
@@ -211,7 +211,7 @@ class _Restore:
             restore_check.verify_now(shell, req, self.log, backup)
         restore_room.check_room(req, self.log, plan)
         if job.dry_run:
-            print_plan(self.log, req, plan, compressed, job.verbose)
+            self._print_plan(plan, compressed)
             return
         if data is None:
             checking = Checking(req, self.log, None)
@@ -250,6 +250,12 @@ class _Restore:
         restore_room.check_room(req, self.log, plan)
         self._write(plan, Checking(req, self.log, None))
         self._register(plan)
+
+    def _print_plan(self, plan: Plan, compressed: bool) -> None:
+        """A dry run's plan, and what --power-on would do (a VM kept off beside its running original)."""
+        print_plan(self.log, self.req, plan, compressed, self.job.verbose)
+        if self.job.power_on:
+            self.result.left_off = restore_write.say_power_on(self.host, self.log, plan)
 
     def _register(self, plan: Plan) -> None:
         """registered [-> powered on]: a VM left off (its original runs, the host refused) is restored all the

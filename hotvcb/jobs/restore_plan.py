@@ -113,7 +113,8 @@ class Planner:
             raise RestoreError("%s holds %d .vmx files, expected 1" % (self.req.backup, len(vmxs)))
         try:  # read_regular: a FIFO planted as the .vmx would block a plain read for ever
             path = backup + "/" + vmxs[0]
-            vmx = VmxFile(in_declared_charset(read_small(fs, path, backup_check.TEXT_MAX), fs.file_size(path)))
+            say = (lambda _message: None) if quiet else self.log.warning
+            vmx = VmxFile(in_declared_charset(read_small(fs, path, backup_check.TEXT_MAX), fs.file_size(path), say))
         except HostError as err:
             raise RestoreError(str(err)) from err
         original = vmx.get("displayName")
@@ -187,7 +188,8 @@ class Planner:
             elif vmx.get(key) is not None and not quiet:
                 self.log.warning("%s: %s file %s is not in the backup" % (name, key, vmx.get(key)))
         plan.copy = self.req.new_name is not None and self.req.new_name != original
-        for warning in answer_moved_or_copied(vmx, plan.copy, put, layout.folder_name(original or "")):
+        folders = {f for f in (layout.folder_name(original or ""), vmxs[0][: -len(".vmx")]) if f}
+        for warning in answer_moved_or_copied(vmx, plan.copy, put, folders):
             if not quiet:
                 self.log.warning("%s: %s" % (name, warning))
         plan.vmx_text = vmx.text()

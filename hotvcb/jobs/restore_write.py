@@ -9,7 +9,7 @@ and, if asked, powered on. Claiming the folder, the rename that completes it
 and removing it on failure are restore.py's.
 """
 
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Set, Tuple
 
 from .. import interrupt, vmdk
 from ..errors import HostError, HotvcbError, Interrupted
@@ -17,9 +17,11 @@ from ..hosts.base import Hypervisor
 from ..model import Disk, Vm, VmRef
 from ..restorefile import RestoreRequest
 from ..shell import Shell, read_small
+from ..vmx import VmxFile
 from . import backup_check, restore_copy, restore_tree
 from .restore_check import Checking, damaged
 from .restore_plan import DiskCopy, Plan, RestoreError
+from .vmx_identity import identity
 
 CHECKED = ".hotvcb-checked"  # holds the checked descriptors a clone reads, in the unfinished VM folder (_checked)
 
@@ -210,22 +212,20 @@ def power_on(host: Hypervisor, log, plan: Plan, vmid: str) -> str:
     """The registered VM powered on: "" if it is, else why it was left off (logged as a warning).
 
     Restored under the backup's own name, the VM keeps the original's identity (MAC addresses,
-    BIOS UUID, disk ids: vmx_identity.py). While a VM of that name runs, that is the original:
-    powering its twin on would put two machines of one MAC address on the network, both writing
-    the same application data. It stays off; a copy (--name) can run beside the original. A power-on
-    the host refuses (no memory, a license limit) leaves the VM there too, complete and registered:
-    the warning names it, so the admin does not take the restore for failed and run it again into
-    its own folder."""
+    BIOS UUID, disk ids: vmx_identity.py). While a VM of that name or of that identity runs, that is
+    the original (renamed, perhaps, to keep it for a post-mortem): powering its twin on would put two
+    machines of one MAC address on the network, both writing the same application data. It stays
+    off; a copy (--name) can run beside the original. A power-on the host refuses (no memory, a
+    license limit) leaves the VM there too, complete and registered: the warning names it, so the
+    admin does not take the restore for failed and run it again into its own folder."""
     ref = VmRef(vmid=vmid, name=plan.name, vmx_path=plan.folder + "/" + plan.vmx_name)
-    if not plan.copy:
-        running = _running_twin(host, plan.name, vmid)
-        if running:
-            why = ("%s is registered as vmid %s but not powered on: a VM of the same name (vmid %s) %s, and this "
-                   "restore keeps the backup's identity (MAC addresses, BIOS UUID): both running would clash. Power "
-                   "it on once the original is off (`vim-cmd vmsvc/power.on %s`), or restore with --name NEW for a "
-                   "copy that can run beside the original" % (plan.name, vmid, running[0], running[1], vmid))
-            log.warning(why)
-            return why
+    clash = _clash(host, plan, vmid)
+    if clash:
+        why = ("%s is registered as vmid %s but not powered on: %s. Power it on once the original is off "
+               "(`vim-cmd vmsvc/power.on %s`), or restore with --name NEW for a copy that can run beside the "
+               "original" % (plan.name, vmid, clash, vmid))
+        log.warning(why)
+        return why
     try:
         host.power_on(Vm(ref=ref, datastore="", folder=plan.folder, vmx=None))
     except HotvcbError as err:
@@ -237,18 +237,57 @@ def power_on(host: Hypervisor, log, plan: Plan, vmid: str) -> str:
     return ""
 
 
-def _running_twin(host: Hypervisor, name: str, vmid: str) -> Optional[Tuple[str, str]]:
-    """(vmid, state) of another VM of this name not powered off (one suspended resumes), or whose state
-    cannot be read (the safe side)."""
+def say_power_on(host: Hypervisor, log, plan: Plan) -> str:
+    """A dry run's word on --power-on: what power_on would do now, so the admin checking at night is not
+    told only at 3 a.m. that the VM stays off. Returns why it would be left off, or ""."""
+    clash = _clash(host, plan, "")
+    if not clash:
+        log.dryrun("POWER ON: %s, once registered" % plan.name)
+        return ""
+    why = ("%s would be registered but left powered off: %s (restore with --name NEW for a copy that can run "
+           "beside the original)" % (plan.name, clash))
+    log.warning(why)
+    return why
+
+
+def _clash(host: Hypervisor, plan: Plan, vmid: str) -> str:
+    """Why the restored VM must not run now, or "": a restore keeping the backup's identity beside a
+    VM of its name or identity that is not powered off."""
+    if plan.copy:
+        return ""
+    running = _running_twin(host, plan.name, identity(VmxFile(plan.vmx_text)), vmid)
+    if running is None:
+        return ""
+    which, state, shared = running
+    return "%s %s%s, and this restore keeps the backup's identity (MAC addresses, BIOS UUID): both running " \
+           "would clash" % (which, state, " with the same " + shared if shared else "")
+
+
+def _running_twin(host: Hypervisor, name: str, own: Set[str], vmid: str) -> Optional[Tuple[str, str, str]]:
+    """(which VM, its state, the identity it shares or "" for a same name) of another VM of this name or
+    sharing this identity (vmx_identity.identity) and not powered off (one suspended resumes), or whose
+    state cannot be read (the safe side). A VM whose .vmx cannot be read is matched by name alone."""
     try:
-        others = [r for r in host.list_vms() if r.name == name and r.vmid != vmid]
+        refs = [r for r in host.list_vms() if r.vmid != vmid]
     except HotvcbError as err:
-        return "?", "may run (the inventory cannot be read: %s)" % err
-    for other in others:
+        return "a VM of the same name or identity", "may run (the inventory cannot be read: %s)" % err, ""
+    for other in refs:
+        shared = "" if other.name == name else ", ".join(sorted(own & _identity_of(host, other)))
+        if other.name != name and not shared:
+            continue
+        which = "a VM of the same name (vmid %s)" % other.vmid if not shared else "VM %s (vmid %s)" % (
+            other.name, other.vmid)
         try:
             state = host.power_state(Vm(ref=other, datastore="", folder="", vmx=None))
         except HotvcbError as err:
-            return other.vmid, "may run (its power state cannot be read: %s)" % err
+            return which, "may run (its power state cannot be read: %s)" % err, shared
         if state != "off":
-            return other.vmid, "is powered on" if state == "on" else "is " + state
+            return which, "is powered on" if state == "on" else "is " + state, shared
     return None
+
+
+def _identity_of(host: Hypervisor, ref: VmRef) -> Set[str]:
+    try:
+        return identity(VmxFile(read_small(host.shell, ref.vmx_path, backup_check.TEXT_MAX)))
+    except HotvcbError:
+        return set()

@@ -10,7 +10,7 @@ sched.swap.dir naming the original's folder (its swap and snapshot deltas). A st
 own choice: it is kept, with a warning.
 """
 
-from typing import Callable, List, Optional
+from typing import Callable, Collection, List, Optional, Set
 
 from ..vmx import VmxFile
 from .. import lazyre
@@ -23,9 +23,11 @@ Put = Callable[[str, Optional[str]], None]  # set a key, or drop it with None
 _OWN_FOLDER = ("workingDir", "sched.swap.dir")  # where snapshot deltas and the swap file go (the .vmx's folder if unset)
 
 
-def answer_moved_or_copied(vmx: VmxFile, copy: bool, put: Put, original_folder: str = "") -> List[str]:
-    """Apply the identity rewrites through put; return warnings for the log. `original_folder`: the
-    folder name of the VM the backup is of."""
+def answer_moved_or_copied(vmx: VmxFile, copy: bool, put: Put, original_folders: Collection[str] = ()) -> List[str]:
+    """Apply the identity rewrites through put; return warnings for the log. `original_folders`: the
+    names the folder of the VM the backup is of may have: its display name's, and its .vmx file's stem
+    (ESXi names folder and .vmx alike when the VM is created, and keeps both when it is renamed in the
+    client: "web01" renamed "Web Server" still lives in web01/web01.vmx)."""
     put("sched.swap.derivedName", None)  # points into the old folder; ESXi recreates it
     put("uuid.location", None)  # the old location; ESXi writes the new one
     if not copy:
@@ -38,7 +40,7 @@ def answer_moved_or_copied(vmx: VmxFile, copy: bool, put: Put, original_folder: 
         # set explicitly to the original's folder (as the vSphere client writes them): the copy's swap and
         # snapshot deltas (named as the original's) would go there; unset, they go to the copy's own folder
         value = (vmx.get(key) or "").rstrip("/")
-        if original_folder and value.rsplit("/", 1)[-1] == original_folder:
+        if value and value.rsplit("/", 1)[-1] in original_folders:
             put(key, None)
     warnings = []
     for key in vmx.keys():
@@ -54,3 +56,21 @@ def answer_moved_or_copied(vmx: VmxFile, copy: bool, put: Put, original_folder: 
             warnings.append("%s keeps its static MAC address %s; change it if the original VM still runs"
                             % (nic, vmx.get(nic + ".address")))
     return warnings
+
+
+def identity(vmx: VmxFile) -> Set[str]:
+    """What a VM is known by on the host and the network: its BIOS UUID and its MAC addresses. Two VMs
+    sharing any of them clash when both run, whatever their names (a same-name restore keeps them all,
+    beside an original the admin may have renamed to keep it)."""
+    found = set()
+    bios = "".join((vmx.get("uuid.bios") or "").replace("-", " ").split()).lower()
+    if bios:
+        found.add("uuid.bios " + bios)
+    for key in vmx.keys():
+        m = _MAC.match(key)
+        if m:
+            kind = (vmx.get(key) or "").lower()
+            mac = vmx.get(m.group(1) + (".address" if kind == "static" else ".generatedAddress")) or ""
+            if mac:
+                found.add("MAC " + mac.lower())
+    return found
