@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from .. import interrupt, runlog
-from ..errors import HostError, RepoError, UsageError
+from ..errors import HostError, RepoError, UsageError, VmNotFound
 from ..jobs.repo_backup import flat_name
 from ..jobs.restore_scratch import RESTORING, Records, record_of, sweep
 from ..repo.reader import Where, read_file, restore_disk, whole_or_nothing
@@ -113,9 +113,12 @@ def _say(line: str) -> None:
 def find(repo: Repository, ident: str, latest: str = "") -> Snapshot:
     """A backup by its id or an unambiguous prefix of it, or the newest of the VM `latest`."""
     if latest:
-        snaps = _readable(repo, latest)
+        every = _readable(repo)
+        snaps = [snap for snap in every if snap.vm == latest]
         if not snaps:
-            raise UsageError("no backup of %r in the repository (hotvcb list --repo shows them)" % latest)
+            close = VmNotFound(latest, sorted({snap.vm for snap in every})).suggestions
+            raise UsageError("no backup of %r in the repository%s (hotvcb list --repo shows them)" % (
+                latest, " (did you mean %s?)" % " or ".join(repr(c) for c in close) if close else ""))
         newest = {}  # type: Dict[Tuple[str, str], Snapshot]  # two hosts' VMs may share a name (Snapshot.machine)
         for snap in snaps:
             newest[snap.machine] = snap
@@ -148,6 +151,17 @@ def staging_room(repo: Repository, snap: Snapshot, disk_format: str) -> int:
     return staged_bytes + thick
 
 
+def _no_parent(to: str, parent: str) -> str:
+    """Why `parent` is no folder to restore into: a file in the way is named as such (a mistyped path
+    through a disk image), so the admin is not sent checking mounts that are fine."""
+    way = parent
+    while not os.path.lexists(way) and os.path.dirname(way) != way:
+        way = os.path.dirname(way)
+    if os.path.lexists(way) and not os.path.isdir(way):
+        return "%s: %s is a file, not a folder" % (to, way)
+    return "%s: its folder %s does not exist (is the datastore mounted?)" % (to, parent)
+
+
 def restore(path: str, ident: str, to: str, log, latest: str = "", dry_run: bool = False) -> int:
     """Each disk (thin VMDK or sparse raw) plus the VM's files into the new folder `to`, whole or not at all.
 
@@ -161,7 +175,7 @@ def restore(path: str, ident: str, to: str, log, latest: str = "", dry_run: bool
         raise UsageError("%s exists; restore never overwrites" % to)
     parent = os.path.dirname(os.path.abspath(to.rstrip("/")))
     if not os.path.isdir(parent):  # a typo'd or unmounted datastore: never fill the host's ramdisk instead
-        raise UsageError("%s: its folder %s does not exist (is the datastore mounted?)" % (to, parent))
+        raise UsageError(_no_parent(to, parent))
     repo = open_path(path)
     snap = find(repo, ident, latest)
     needed, free = written(repo, snap), shutil.disk_usage(parent).free
