@@ -124,9 +124,6 @@ def test_a_copy_of_a_renamed_vm_does_not_keep_the_originals_working_dir(host):
     assert not pointing, pointing
 
 
-@pytest.mark.xfail(strict=True, reason="a ghettoVCB backup missing a descriptor passes list ('unverifiable') "
-                                       "and verify (exit 0), so restore --latest picks it and fails instead "
-                                       "of the older good one")
 def test_a_backup_missing_a_descriptor_is_incomplete_for_list_verify_and_latest(host):
     """Two ghettoVCB backups of "DB" (no manifests). Someone tidying the share deleted `DB_1.vmdk`, the
     second disk's descriptor, from the newest. `hotvcb list` shows both "unverifiable" (restorable),

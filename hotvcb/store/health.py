@@ -12,8 +12,8 @@ A backup is good because of what it holds, not because of a marker:
   and good: without it the incremental restores nothing.
 
 A backup made by ghettoVCB has no manifest: on STATUS.ok with at least one
-.vmdk, and each descriptor's extents there, a flat one at the size it gives
-(_ghettovcb_disks, as for its archive), it is "unverifiable", which counts as good (nothing better is known of
+.vmdk, and each descriptor's extents there, a flat one at the size it gives, and
+no -flat/-sNNN extent without its descriptor (_ghettovcb_disks, as for its archive), it is "unverifiable", which counts as good (nothing better is known of
 it) but is shown as such. So is one on STATUS.warn: ghettoVCB.sh writes that
 only for a VM with independent disks, which no snapshot can copy (a disk that
 failed gets STATUS.error), and the rest of the backup is whole; hotvcb skips
@@ -27,7 +27,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Set, Tuple, Union
 
-from .. import vmdk
+from .. import lazyre, vmdk
 from ..errors import HostError, NotABackup
 from ..shell import Shell, read_small
 from . import chain, layout, manifest
@@ -38,6 +38,7 @@ GHETTOVCB_WARN = "STATUS.warn: ghettoVCB left out the VM's independent disk(s)"
 GZ_VERIFY_SUFFIX = ".verify.json"  # a .gz's record, which cannot go into the archive (not rewritten in place)
 GZ_RECORDS = ".hotvcb-gz-records"  # the folder, in the VM's, that holds them (gz_record)
 FLAT_EXTENTS = ("VMFS", "FLAT")  # extents whose file is the disk's size (thin ones too: their apparent size)
+EXTENT_NAME = lazyre.compile(r"(.*)-(flat|s\d{3})\.vmdk")  # a disk's data file beside its descriptor `\1.vmdk`
 DESCRIPTOR_READ = 64 << 10  # a ghettoVCB folder's .vmdk up to this is read as a descriptor (as a scan reads it)
 
 
@@ -201,6 +202,7 @@ def _ghettovcb_disks(sizes: Dict[str, int], texts: Dict[str, str], where: str) -
     the descriptor gives (a copy that died half way, an rsync cut off, is incomplete); or the Health
     of the first that has not. `where`: "archive" or "folder", for the message."""
     disks = 0
+    named = set()  # type: Set[str]
     for rel in sorted(r for r in texts if r.endswith(".vmdk")):
         try:  # a small hosted sparse extent was read whole: the descriptor it embeds, decoded as one
             desc = vmdk.parse(vmdk.embedded_text(texts[rel], sizes[rel]))
@@ -211,6 +213,7 @@ def _ghettovcb_disks(sizes: Dict[str, int], texts: Dict[str, str], where: str) -
         folder = rel.rpartition("/")[0]
         for extent in desc.extents:
             name = folder + "/" + extent.filename if folder else extent.filename
+            named.add(name)
             if name not in sizes:
                 return Health("incomplete", "ghettoVCB backup: %s names %s, which is not in the %s (a copy "
                               "that failed)" % (rel, extent.filename, where))
@@ -218,7 +221,22 @@ def _ghettovcb_disks(sizes: Dict[str, int], texts: Dict[str, str], where: str) -
                 return Health("incomplete", "ghettoVCB backup: %s is %d bytes, %s says %d (a copy that failed)"
                               % (name, sizes[name], rel, extent.sectors * 512))
         disks += 1
+    orphan = _orphan_extent(sizes, named)
+    if orphan:
+        return Health("damaged", "ghettoVCB backup: the %s holds %s, a disk's data, but not its descriptor %s "
+                      "(deleted by hand?)" % ((where,) + orphan))
     return disks
+
+
+def _orphan_extent(sizes: Dict[str, int], named: Set[str]) -> Optional[Tuple[str, str]]:
+    """(a -flat/-sNNN extent, its descriptor's name) where no descriptor names the extent and its own is
+    gone: the disk was backed up and lost its descriptor, which the restore refuses as damage
+    (layout.descriptor_lost), so list, verify, --latest and rotation must not call the backup good."""
+    for rel in sorted(sizes):
+        match = EXTENT_NAME.fullmatch(rel)
+        if match and rel not in named and match.group(1) + ".vmdk" not in sizes:
+            return rel, match.group(1).rpartition("/")[2] + ".vmdk"
+    return None
 
 
 def ghettovcb_folder_disks(shell: Shell, path: str, present: Set[str]) -> Optional[Health]:
