@@ -260,8 +260,6 @@ def same_bytes(a, b):
         return f.read() == g.read()
 
 
-@pytest.mark.xfail(strict=True, reason="a ghettoVCB 2gbsparse backup whose -s001.vmdk extent is cut short is "
-                                       "'unverifiable', verifies clean and restores 'OK' with its data lost")
 @pytest.mark.parametrize("kvm", [False, True])
 def test_a_ghettovcb_2gbsparse_backup_with_an_extent_cut_short_is_incomplete(host, tmp_path, kvm):
     """ghettoVCB's DISK_BACKUP_FORMAT=2gbsparse backups are a descriptor plus `-s001.vmdk` sparse extents.

@@ -12,7 +12,8 @@ A backup is good because of what it holds, not because of a marker:
   and good: without it the incremental restores nothing.
 
 A backup made by ghettoVCB has no manifest: on STATUS.ok with at least one
-.vmdk, and each descriptor's extents there, a flat one at the size it gives, and
+.vmdk, and each descriptor's extents there, a flat one at the size it gives, a hosted
+sparse one as long as its tables need (sparsecheck), and
 no -flat/-sNNN extent without its descriptor (_ghettovcb_disks, as for its archive), it is "unverifiable", which counts as good (nothing better is known of
 it) but is shown as such. So is one on STATUS.warn: ghettoVCB.sh writes that
 only for a VM with independent disks, which no snapshot can copy (a disk that
@@ -25,11 +26,11 @@ disks (_judge_ghettovcb_archive). Everything else is not good, with the reason.
 
 import json
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Set, Tuple, Union
 
-from .. import lazyre, vmdk
+from .. import lazyre, sparsecheck, vmdk
 from ..errors import HostError, NotABackup
-from ..shell import Shell, read_small
+from ..shell import Shell, encoded, read_small
 from . import chain, layout, manifest
 
 GOOD_STATES = ("good", "unverifiable")
@@ -39,6 +40,7 @@ GZ_VERIFY_SUFFIX = ".verify.json"  # a .gz's record, which cannot go into the ar
 GZ_RECORDS = ".hotvcb-gz-records"  # the folder, in the VM's, that holds them (gz_record)
 FLAT_EXTENTS = ("VMFS", "FLAT")  # extents whose file is the disk's size (thin ones too: their apparent size)
 EXTENT_NAME = lazyre.compile(r"(.*)-(flat|s\d{3})\.vmdk")  # a disk's data file beside its descriptor `\1.vmdk`
+SPARSE_READ = 256 << 10  # a hosted sparse extent's start read for its tables (sparsecheck): all of a 2 GiB one's
 DESCRIPTOR_READ = 64 << 10  # a ghettoVCB folder's .vmdk up to this is read as a descriptor (as a scan reads it)
 
 
@@ -196,11 +198,14 @@ def _judge_ghettovcb_archive(members, texts: Dict[str, str]) -> Health:
     return Health("unverifiable", "ghettoVCB backup (compressed): no STATUS or manifest to check against")
 
 
-def _ghettovcb_disks(sizes: Dict[str, int], texts: Dict[str, str], where: str) -> Union[int, Health]:
+def _ghettovcb_disks(sizes: Dict[str, int], texts: Dict[str, str], where: str,
+                     sparse_short: Callable[[str], Optional[str]] = lambda rel: None) -> Union[int, Health]:
     """The disks of a ghettoVCB backup (no manifest to check them against) whose descriptors (of
     `texts`, by relative name) each have every extent they name among `sizes`, a flat one at the size
-    the descriptor gives (a copy that died half way, an rsync cut off, is incomplete); or the Health
-    of the first that has not. `where`: "archive" or "folder", for the message."""
+    the descriptor gives, a hosted sparse one as long as its tables need (`sparse_short`: why not, for
+    a folder's; an archive read whole holds none cut short) (a copy that died half way, an rsync cut
+    off, is incomplete); or the Health of the first that has not. `where`: "archive" or "folder", for
+    the message."""
     disks = 0
     named = set()  # type: Set[str]
     for rel in sorted(r for r in texts if r.endswith(".vmdk")):
@@ -220,6 +225,9 @@ def _ghettovcb_disks(sizes: Dict[str, int], texts: Dict[str, str], where: str) -
             if extent.kind in FLAT_EXTENTS and name != rel and sizes[name] != extent.sectors * 512:
                 return Health("incomplete", "ghettoVCB backup: %s is %d bytes, %s says %d (a copy that failed)"
                               % (name, sizes[name], rel, extent.sectors * 512))
+            short = sparse_short(name) if extent.kind == "SPARSE" else None
+            if short:
+                return Health("incomplete", "ghettoVCB backup: %s is cut short: %s (a copy that failed)" % (name, short))
         disks += 1
     orphan = _orphan_extent(sizes, named)
     if orphan:
@@ -247,10 +255,24 @@ def ghettovcb_folder_disks(shell: Shell, path: str, present: Set[str]) -> Option
         sizes = {rel: shell.file_size(path + "/" + rel) for rel in present}
         texts = {rel: read_small(shell, path + "/" + rel, DESCRIPTOR_READ) for rel in present
                  if rel.endswith(".vmdk") and sizes[rel] <= DESCRIPTOR_READ}
+        disks = _ghettovcb_disks(sizes, texts, "folder",
+                                 lambda rel: _sparse_short(shell, path + "/" + rel, sizes[rel]))
     except (HostError, OSError) as err:
         return Health("damaged", "ghettoVCB backup: %s" % err)
-    disks = _ghettovcb_disks(sizes, texts, "folder")
     return disks if isinstance(disks, Health) else None
+
+
+def _sparse_short(shell: Shell, path: str, size: int) -> Optional[str]:
+    """sparsecheck.cut_short of one extent, its start read once (a second time only for tables past it)."""
+    got = [b""]
+
+    def read(n: int) -> bytes:
+        if len(got[0]) < min(n, size):
+            length = min(size, max(n, SPARSE_READ))
+            got[0] = encoded(shell.read_regular(path, length), length)
+        return got[0][:n]
+
+    return sparsecheck.cut_short(read, size)
 
 
 def _kept_ghettovcb_verdict(shell: Shell, path: str, record: Dict[str, Any]) -> Optional[Health]:
