@@ -214,8 +214,6 @@ def on_small_datastore(host, kib, *argv):
                    *argv)
 
 
-@pytest.mark.xfail(strict=True, reason="thick restores (folder or --repo): the room check/dry run passes a "
-                                       "datastore a few pages too small; the real run then fails with ENOSPC")
 @pytest.mark.parametrize("source", ["folder", "repo"])
 def test_a_thick_restore_the_dry_run_says_fits_does_fit(host, tmp_path, source):
     """The admin restores a VM (4 + 2 MiB) as zeroedthick onto the only datastore with room left, from a

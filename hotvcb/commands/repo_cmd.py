@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 from .. import interrupt, runlog
 from ..errors import HostError, RepoError, UsageError, VmNotFound
 from ..jobs.repo_backup import flat_name
-from ..jobs.restore_scratch import RESTORING, Records, record_of, sweep
+from ..jobs.restore_scratch import OWN_FILES, RESTORING, Records, record_of, sweep
 from ..repo.reader import Where, read_file, restore_disk, whole_or_nothing
 from ..repo.repository import SNAPSHOTS, Repository, Snapshot, open_path
 from ..repo.settle import Say
@@ -28,7 +28,7 @@ from ..repo.verify import verify
 from ..runid import machine_id
 from ..shell import LocalShell
 from ..store import layout
-from ..units import human_size
+from ..units import PAGE, human_size, in_pages
 from ..vmx import VmxFile
 
 
@@ -137,18 +137,23 @@ def find(repo: Repository, ident: str, latest: str = "") -> Snapshot:
 
 
 def written(repo: Repository, snap: Snapshot) -> int:
-    """Bytes restoring `snap` as files writes: each disk's chunks (zeros stay holes) and the VM's files."""
-    return sum(repo.disk_index(d).stored_bytes() for d in snap.disks) + sum(f["size"] for f in snap.files)
+    """Room restoring `snap` as files takes: each disk's chunks (zeros stay holes) and the VM's files, each
+    in whole pages, and the folder's owner record."""
+    return sum(in_pages(repo.disk_index(d).stored_bytes()) for d in snap.disks) + sum(
+        in_pages(f["size"]) for f in snap.files) + PAGE
 
 
 def staging_room(repo: Repository, snap: Snapshot, disk_format: str) -> int:
     """Room `staged` and the folder restore after it need on the target together, at most: the staged
-    backup, and beside it the VM (as much again for a thin or 2gbsparse disk, else the disk's whole size),
-    as the folder restore's own check counts it once the backup is staged. Asked before staging, so a
-    datastore too small is refused untouched, not filled to its last block first."""
-    staged_bytes = written(repo, snap)
-    thick = sum(d["size"] for d in snap.disks) if disk_format not in ("thin", "2gbsparse") else staged_bytes
-    return staged_bytes + thick
+    backup (and its STATUS), and beside it the VM (as much again for a thin or 2gbsparse disk, else the
+    disk's whole size; its files again, each disk's descriptor and checked copy, the restore's own
+    files: restore_plan), as the folder restore's own check counts it once the backup is staged. Asked
+    before staging, so a datastore too small is refused untouched, not filled to its last block first."""
+    staged_bytes = written(repo, snap) + PAGE
+    if disk_format in ("thin", "2gbsparse"):
+        return 2 * staged_bytes
+    thick = sum(in_pages(d["size"]) for d in snap.disks) + sum(in_pages(f["size"]) for f in snap.files)
+    return staged_bytes + thick + PAGE * (2 * len(snap.disks) + OWN_FILES)
 
 
 def _no_parent(to: str, parent: str) -> str:
