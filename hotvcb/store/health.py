@@ -12,10 +12,11 @@ A backup is good because of what it holds, not because of a marker:
   and good: without it the incremental restores nothing.
 
 A backup made by ghettoVCB has no manifest: on STATUS.ok with at least one
-.vmdk, and each descriptor's extents there, a flat one at the size it gives, a hosted
-sparse one as long as its tables need (sparsecheck), and
-no -flat/-sNNN extent without its descriptor (_ghettovcb_disks, as for its archive), it is "unverifiable", which counts as good (nothing better is known of
-it) but is shown as such. So is one on STATUS.warn: ghettoVCB.sh writes that
+.vmdk, and each descriptor's extents there, a flat one at the size it gives,
+a hosted sparse one as long as its tables need (sparsecheck), and no
+-flat/-sNNN extent without its descriptor (_ghettovcb_disks, as for its
+archive), it is "unverifiable", which counts as good (nothing better is known
+of it) but is shown as such. So is one on STATUS.warn: ghettoVCB.sh writes that
 only for a VM with independent disks, which no snapshot can copy (a disk that
 failed gets STATUS.error), and the rest of the backup is whole; hotvcb skips
 those disks too. hotvcb's own STATUS.warn means a disk it should have copied
