@@ -113,6 +113,10 @@ def parse_line(line: str, where: str) -> Union[RestoreRequest, BadLine, None]:
         if not path or not which or which == "latest=":
             return BadLine(where, "a repository backup is %s<repository>#<backup id> or %s<repository>#latest=<VM>"
                            % (REPO_PREFIX, REPO_PREFIX))
+        if not latest and "#latest=" in path:  # `latest=Web #2`: split inside the VM's name, not after the path
+            return BadLine(where, "the VM name after latest= holds a '#', which such a line cannot carry (the "
+                           "backup follows the last '#'): name the backup by its id (hotvcb list --repo %s)"
+                           % path[:path.rindex("#latest=")])
         return RestoreRequest("" if latest else which, trim_path(datastore_path(target)), fmt_name, new_name, where,
                               repo=trim_path(path), latest=latest)
     return RestoreRequest(trim_path(backup), trim_path(datastore_path(target)), fmt_name, new_name, where)

@@ -18,6 +18,15 @@ def whole(text: str) -> Optional[int]:
     return int(text) if _WHOLE.fullmatch(text) else None
 
 
+PAGE = 4096  # the least room a file with data takes on a datastore (a tmpfs page; VMFS's blocks are larger)
+
+
+def in_pages(size: int) -> int:
+    """The room a file of `size` bytes takes: whole pages. A restore's small files (descriptors, the
+    .vmx, records) counted in bytes let a room check pass a datastore a few pages short."""
+    return -(-size // PAGE) * PAGE
+
+
 def human_size(n: float, compact: bool = False) -> str:
     """1.5 GiB in log lines; compact ("1.5G") where a table column is narrow."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):

@@ -116,9 +116,6 @@ def test_a_copy_of_a_renamed_vm_does_not_keep_the_originals_working_dir(host):
     assert not pointing, pointing
 
 
-@pytest.mark.xfail(strict=True, reason="a ghettoVCB backup missing a descriptor passes list ('unverifiable') "
-                                       "and verify (exit 0), so restore --latest picks it and fails instead "
-                                       "of the older good one")
 def test_a_backup_missing_a_descriptor_is_incomplete_for_list_verify_and_latest(host):
     """Two ghettoVCB backups of "DB" (no manifests). Someone tidying the share deleted `DB_1.vmdk`, the
     second disk's descriptor, from the newest. `hotvcb list` shows both "unverifiable" (restorable),
@@ -173,8 +170,6 @@ def test_power_on_beside_the_renamed_running_original_keeps_the_twin_off(host):
     assert r.returncode == 3, out(r)
 
 
-@pytest.mark.xfail(strict=True, reason="restore -c FILE --format FMT drops --format without a word (each line's "
-                                       "format is used); --datastore/--name beside -c are refused")
 def test_format_beside_a_restore_file_is_refused_not_dropped(host, tmp_path):
     """The admin's vms_to_restore line says format 3 (thin); for this one run they want the VMs thick
     and type `hotvcb restore -c vms_to_restore --format eagerzeroedthick`. hotvcb refuses `--datastore`
@@ -209,8 +204,6 @@ def on_small_datastore(host, kib, *argv):
                    *argv)
 
 
-@pytest.mark.xfail(strict=True, reason="thick restores (folder or --repo): the room check/dry run passes a "
-                                       "datastore a few pages too small; the real run then fails with ENOSPC")
 @pytest.mark.parametrize("source", ["folder", "repo"])
 def test_a_thick_restore_the_dry_run_says_fits_does_fit(host, tmp_path, source):
     """The admin restores a VM (4 + 2 MiB) as zeroedthick onto the only datastore with room left, from a
@@ -255,8 +248,6 @@ def same_bytes(a, b):
         return f.read() == g.read()
 
 
-@pytest.mark.xfail(strict=True, reason="a ghettoVCB 2gbsparse backup whose -s001.vmdk extent is cut short is "
-                                       "'unverifiable', verifies clean and restores 'OK' with its data lost")
 @pytest.mark.parametrize("kvm", [False, True])
 def test_a_ghettovcb_2gbsparse_backup_with_an_extent_cut_short_is_incomplete(host, tmp_path, kvm):
     """ghettoVCB's DISK_BACKUP_FORMAT=2gbsparse backups are a descriptor plus `-s001.vmdk` sparse extents.
@@ -287,8 +278,6 @@ def test_a_ghettovcb_2gbsparse_backup_with_an_extent_cut_short_is_incomplete(hos
     assert v.returncode in (4, 6), out(v)
 
 
-@pytest.mark.xfail(strict=True, reason="a restore-file line repo:R#latest=<VM with '#'> is split at the VM "
-                                       "name's '#' and answered 'repository R#latest=Web : no hotvcb repository'")
 def test_a_latest_line_for_a_vm_named_with_a_hash_is_not_called_a_missing_repository(host, tmp_path):
     """The VM is "Web #2" (a `#` is a legal ESXi name and hotvcb backs it up into the repository fine). The
     admin writes the vms_to_restore line docs/restore.md shows: `repo:/vmfs/volumes/backup/repo#latest=
@@ -310,8 +299,6 @@ def test_a_latest_line_for_a_vm_named_with_a_hash_is_not_called_a_missing_reposi
     assert r.returncode in (0, 6) and "Traceback" not in out(r), out(r)
 
 
-@pytest.mark.xfail(strict=True, reason="restore --latest of a near-miss name from VM_BACKUP_REPOSITORY gives no "
-                                       "'did you mean' (the folder variant does), and exit 6 instead of 1")
 def test_latest_of_a_mistyped_name_from_the_configured_repository_says_did_you_mean(host, tmp_path):
     """The admin types `hotvcb restore --latest "shop ü" -g hotvcb.conf --datastore ds5` (lower case, as
     they remember it). With backups in folders, hotvcb answers "no good backup of 'shop ü' under … (did
@@ -338,8 +325,6 @@ def test_latest_of_a_mistyped_name_from_the_configured_repository_says_did_you_m
     assert r.returncode == 1, out(r)
 
 
-@pytest.mark.xfail(strict=True, reason="restore --repo --to DIR whose parent is a regular file says the parent "
-                                       "'does not exist (is the datastore mounted?)'")
 def test_to_under_a_file_names_the_file_not_a_missing_datastore(host, tmp_path):
     """The admin mistypes the scratch path: `restore --repo R --latest VM --to /scratch/vm.img/web`, where
     /scratch/vm.img is a disk image file. hotvcb answers "its folder /scratch/vm.img does not exist (is the

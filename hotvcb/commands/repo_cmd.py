@@ -18,9 +18,9 @@ from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from .. import interrupt, runlog
-from ..errors import HostError, RepoError, UsageError
+from ..errors import HostError, RepoError, UsageError, VmNotFound
 from ..jobs.repo_backup import flat_name
-from ..jobs.restore_scratch import RESTORING, Records, record_of, sweep
+from ..jobs.restore_scratch import OWN_FILES, RESTORING, Records, record_of, sweep
 from ..repo.reader import Where, read_file, restore_disk, whole_or_nothing
 from ..repo.repository import SNAPSHOTS, Repository, Snapshot, open_path
 from ..repo.settle import Say
@@ -28,7 +28,7 @@ from ..repo.verify import verify
 from ..runid import machine_id
 from ..shell import LocalShell
 from ..store import layout
-from ..units import human_size
+from ..units import PAGE, human_size, in_pages
 from ..vmx import VmxFile
 
 
@@ -113,9 +113,12 @@ def _say(line: str) -> None:
 def find(repo: Repository, ident: str, latest: str = "") -> Snapshot:
     """A backup by its id or an unambiguous prefix of it, or the newest of the VM `latest`."""
     if latest:
-        snaps = _readable(repo, latest)
+        every = _readable(repo)
+        snaps = [snap for snap in every if snap.vm == latest]
         if not snaps:
-            raise UsageError("no backup of %r in the repository (hotvcb list --repo shows them)" % latest)
+            close = VmNotFound(latest, sorted({snap.vm for snap in every})).suggestions
+            raise UsageError("no backup of %r in the repository%s (hotvcb list --repo shows them)" % (
+                latest, " (did you mean %s?)" % " or ".join(repr(c) for c in close) if close else ""))
         newest = {}  # type: Dict[Tuple[str, str], Snapshot]  # two hosts' VMs may share a name (Snapshot.machine)
         for snap in snaps:
             newest[snap.machine] = snap
@@ -134,18 +137,34 @@ def find(repo: Repository, ident: str, latest: str = "") -> Snapshot:
 
 
 def written(repo: Repository, snap: Snapshot) -> int:
-    """Bytes restoring `snap` as files writes: each disk's chunks (zeros stay holes) and the VM's files."""
-    return sum(repo.disk_index(d).stored_bytes() for d in snap.disks) + sum(f["size"] for f in snap.files)
+    """Room restoring `snap` as files takes: each disk's chunks (zeros stay holes) and the VM's files, each
+    in whole pages, and the folder's owner record."""
+    return sum(in_pages(repo.disk_index(d).stored_bytes()) for d in snap.disks) + sum(
+        in_pages(f["size"]) for f in snap.files) + PAGE
 
 
 def staging_room(repo: Repository, snap: Snapshot, disk_format: str) -> int:
     """Room `staged` and the folder restore after it need on the target together, at most: the staged
-    backup, and beside it the VM (as much again for a thin or 2gbsparse disk, else the disk's whole size),
-    as the folder restore's own check counts it once the backup is staged. Asked before staging, so a
-    datastore too small is refused untouched, not filled to its last block first."""
-    staged_bytes = written(repo, snap)
-    thick = sum(d["size"] for d in snap.disks) if disk_format not in ("thin", "2gbsparse") else staged_bytes
-    return staged_bytes + thick
+    backup (and its STATUS), and beside it the VM (as much again for a thin or 2gbsparse disk, else the
+    disk's whole size; its files again, each disk's descriptor and checked copy, the restore's own
+    files: restore_plan), as the folder restore's own check counts it once the backup is staged. Asked
+    before staging, so a datastore too small is refused untouched, not filled to its last block first."""
+    staged_bytes = written(repo, snap) + PAGE
+    if disk_format in ("thin", "2gbsparse"):
+        return 2 * staged_bytes
+    thick = sum(in_pages(d["size"]) for d in snap.disks) + sum(in_pages(f["size"]) for f in snap.files)
+    return staged_bytes + thick + PAGE * (2 * len(snap.disks) + OWN_FILES)
+
+
+def _no_parent(to: str, parent: str) -> str:
+    """Why `parent` is no folder to restore into: a file in the way is named as such (a mistyped path
+    through a disk image), so the admin is not sent checking mounts that are fine."""
+    way = parent
+    while not os.path.lexists(way) and os.path.dirname(way) != way:
+        way = os.path.dirname(way)
+    if os.path.lexists(way) and not os.path.isdir(way):
+        return "%s: %s is a file, not a folder" % (to, way)
+    return "%s: its folder %s does not exist (is the datastore mounted?)" % (to, parent)
 
 
 def restore(path: str, ident: str, to: str, log, latest: str = "", dry_run: bool = False) -> int:
@@ -161,7 +180,7 @@ def restore(path: str, ident: str, to: str, log, latest: str = "", dry_run: bool
         raise UsageError("%s exists; restore never overwrites" % to)
     parent = os.path.dirname(os.path.abspath(to.rstrip("/")))
     if not os.path.isdir(parent):  # a typo'd or unmounted datastore: never fill the host's ramdisk instead
-        raise UsageError("%s: its folder %s does not exist (is the datastore mounted?)" % (to, parent))
+        raise UsageError(_no_parent(to, parent))
     repo = open_path(path)
     snap = find(repo, ident, latest)
     needed, free = written(repo, snap), shutil.disk_usage(parent).free

@@ -66,8 +66,8 @@ def requests_from(args, settings) -> list:
     if len(given) != 1:
         raise UsageError("say what to restore: BACKUP, -c FILE or --latest VM (exactly one)")
     if args.restore_file:
-        if args.datastore or args.name:
-            raise UsageError("-c FILE names datastore and name per line; drop --datastore/--name")
+        if args.datastore or args.name or args.format:
+            raise UsageError("-c FILE names datastore, format and name per line; drop --datastore/--format/--name")
         return read_restore_file(args.restore_file)
     if not args.datastore:
         raise UsageError("say where to restore to: --datastore NAME or PATH")
@@ -232,6 +232,8 @@ def _restore(job: RestoreJob, req: RestoreRequest, log, dry_run: bool) -> Option
     except Interrupted:
         raise
     except HotvcbError as err:
+        if isinstance(err, UsageError) and not req.where:  # the command line's own (a mistyped --latest): exit 1
+            raise
         log.error("%s%s" % (req.where + ": " if req.where else "", err))
         return None
 

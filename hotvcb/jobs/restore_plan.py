@@ -30,10 +30,11 @@ from ..model import DatastoreInfo, Disk, VmRef
 from ..restorefile import RestoreRequest
 from ..shell import FileReader, read_small
 from ..store import layout
+from ..units import PAGE, in_pages
 from ..vmdk import base_name
 from ..vmx import VmxFile, in_declared_charset
 from . import backup_check, restore_tree
-from .restore_scratch import RESTORING
+from .restore_scratch import OWN_FILES, RESTORING
 from .restore_tree import TreeRestore
 from .vmx_identity import answer_moved_or_copied
 
@@ -69,6 +70,11 @@ class DiskCopy:
     def chain(self) -> List[Tuple[str, Optional[str]]]:
         """The disk and its parents, nearest first: (path in the backup, descriptor text; None for a sparse file)."""
         return [(self.source, None if self.embedded else self.text)] + self.parents
+
+    def descriptor_files(self) -> int:
+        """The small files the restore writes for this disk besides its data: the descriptor its clone
+        writes, and the checked copy of each descriptor of its chain (restore_write._checked)."""
+        return 1 + sum(text is not None for _path, text in self.chain())
 
     def sparse_copies(self) -> List[str]:
         """The sparse files of the chain above its last descriptor file, copied whole beside the checked
@@ -193,8 +199,10 @@ class Planner:
             if not quiet:
                 self.log.warning("%s: %s" % (name, warning))
         plan.vmx_text = vmx.text()
-        plan.needed = sum(d.needed + sum(fs.file_size(c) for c in d.sparse_copies()) for d in plan.disks) + sum(
-            fs.file_size(s) for s, _ in plan.files) + len(plan.vmx_text) + (plan.tree.needed if plan.tree else 0)
+        plan.needed = sum(in_pages(d.needed) + sum(in_pages(fs.file_size(c)) for c in d.sparse_copies())
+                          + PAGE * d.descriptor_files() for d in plan.disks) + sum(
+            in_pages(fs.file_size(s)) for s, _ in plan.files) + in_pages(len(plan.vmx_text.encode("utf-8"))) + (
+            plan.tree.needed if plan.tree else 0) + PAGE * OWN_FILES
         return plan
 
     def _needed(self, fs: FileReader, src: str, dev: str, desc: vmdk.Descriptor) -> int:

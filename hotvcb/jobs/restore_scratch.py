@@ -83,6 +83,7 @@ from .. import lazyre
 RESTORING = ".hotvcb-restoring"
 PREFIX = ".hotvcb-extract-"
 RECORD = ".owner"  # appended to the folder's name, at the datastore's root
+OWN_FILES = 2  # a restore's own files beside a folder it fills, for its room check: the record, a write's temp
 RESTORING_RECORD = RESTORING + "-"  # + the digest of the folder's path + RECORD
 TAKEN_OVER = "%s: a new restore took it over meanwhile; leaving it"
 RECORD_MAX = 4096  # a record is two short lines; anything planted is read no further

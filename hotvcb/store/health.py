@@ -12,9 +12,11 @@ A backup is good because of what it holds, not because of a marker:
   and good: without it the incremental restores nothing.
 
 A backup made by ghettoVCB has no manifest: on STATUS.ok with at least one
-.vmdk, and each descriptor's extents there, a flat one at the size it gives
-(_ghettovcb_disks, as for its archive), it is "unverifiable", which counts as good (nothing better is known of
-it) but is shown as such. So is one on STATUS.warn: ghettoVCB.sh writes that
+.vmdk, and each descriptor's extents there, a flat one at the size it gives,
+a hosted sparse one as long as its tables need (sparsecheck), and no
+-flat/-sNNN extent without its descriptor (_ghettovcb_disks, as for its
+archive), it is "unverifiable", which counts as good (nothing better is known
+of it) but is shown as such. So is one on STATUS.warn: ghettoVCB.sh writes that
 only for a VM with independent disks, which no snapshot can copy (a disk that
 failed gets STATUS.error), and the rest of the backup is whole; hotvcb skips
 those disks too. hotvcb's own STATUS.warn means a disk it should have copied
@@ -25,11 +27,11 @@ disks (_judge_ghettovcb_archive). Everything else is not good, with the reason.
 
 import json
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Set, Tuple, Union
 
-from .. import vmdk
+from .. import lazyre, sparsecheck, vmdk
 from ..errors import HostError, NotABackup
-from ..shell import Shell, read_small
+from ..shell import Shell, encoded, read_small
 from . import chain, layout, manifest
 
 GOOD_STATES = ("good", "unverifiable")
@@ -38,6 +40,8 @@ GHETTOVCB_WARN = "STATUS.warn: ghettoVCB left out the VM's independent disk(s)"
 GZ_VERIFY_SUFFIX = ".verify.json"  # a .gz's record, which cannot go into the archive (not rewritten in place)
 GZ_RECORDS = ".hotvcb-gz-records"  # the folder, in the VM's, that holds them (gz_record)
 FLAT_EXTENTS = ("VMFS", "FLAT")  # extents whose file is the disk's size (thin ones too: their apparent size)
+EXTENT_NAME = lazyre.compile(r"(.*)-(flat|s\d{3})\.vmdk")  # a disk's data file beside its descriptor `\1.vmdk`
+SPARSE_READ = 256 << 10  # a hosted sparse extent's start read for its tables (sparsecheck): all of a 2 GiB one's
 DESCRIPTOR_READ = 64 << 10  # a ghettoVCB folder's .vmdk up to this is read as a descriptor (as a scan reads it)
 
 
@@ -195,12 +199,16 @@ def _judge_ghettovcb_archive(members, texts: Dict[str, str]) -> Health:
     return Health("unverifiable", "ghettoVCB backup (compressed): no STATUS or manifest to check against")
 
 
-def _ghettovcb_disks(sizes: Dict[str, int], texts: Dict[str, str], where: str) -> Union[int, Health]:
+def _ghettovcb_disks(sizes: Dict[str, int], texts: Dict[str, str], where: str,
+                     sparse_short: Callable[[str], Optional[str]] = lambda rel: None) -> Union[int, Health]:
     """The disks of a ghettoVCB backup (no manifest to check them against) whose descriptors (of
     `texts`, by relative name) each have every extent they name among `sizes`, a flat one at the size
-    the descriptor gives (a copy that died half way, an rsync cut off, is incomplete); or the Health
-    of the first that has not. `where`: "archive" or "folder", for the message."""
+    the descriptor gives, a hosted sparse one as long as its tables need (`sparse_short`: why not, for
+    a folder's; an archive read whole holds none cut short) (a copy that died half way, an rsync cut
+    off, is incomplete); or the Health of the first that has not. `where`: "archive" or "folder", for
+    the message."""
     disks = 0
+    named = set()  # type: Set[str]
     for rel in sorted(r for r in texts if r.endswith(".vmdk")):
         try:  # a small hosted sparse extent was read whole: the descriptor it embeds, decoded as one
             desc = vmdk.parse(vmdk.embedded_text(texts[rel], sizes[rel]))
@@ -211,14 +219,33 @@ def _ghettovcb_disks(sizes: Dict[str, int], texts: Dict[str, str], where: str) -
         folder = rel.rpartition("/")[0]
         for extent in desc.extents:
             name = folder + "/" + extent.filename if folder else extent.filename
+            named.add(name)
             if name not in sizes:
                 return Health("incomplete", "ghettoVCB backup: %s names %s, which is not in the %s (a copy "
                               "that failed)" % (rel, extent.filename, where))
             if extent.kind in FLAT_EXTENTS and name != rel and sizes[name] != extent.sectors * 512:
                 return Health("incomplete", "ghettoVCB backup: %s is %d bytes, %s says %d (a copy that failed)"
                               % (name, sizes[name], rel, extent.sectors * 512))
+            short = sparse_short(name) if extent.kind == "SPARSE" else None
+            if short:
+                return Health("incomplete", "ghettoVCB backup: %s is cut short: %s (a copy that failed)" % (name, short))
         disks += 1
+    orphan = _orphan_extent(sizes, named)
+    if orphan:
+        return Health("damaged", "ghettoVCB backup: the %s holds %s, a disk's data, but not its descriptor %s "
+                      "(deleted by hand?)" % ((where,) + orphan))
     return disks
+
+
+def _orphan_extent(sizes: Dict[str, int], named: Set[str]) -> Optional[Tuple[str, str]]:
+    """(a -flat/-sNNN extent, its descriptor's name) where no descriptor names the extent and its own is
+    gone: the disk was backed up and lost its descriptor, which the restore refuses as damage
+    (layout.descriptor_lost), so list, verify, --latest and rotation must not call the backup good."""
+    for rel in sorted(sizes):
+        match = EXTENT_NAME.fullmatch(rel)
+        if match and rel not in named and match.group(1) + ".vmdk" not in sizes:
+            return rel, match.group(1).rpartition("/")[2] + ".vmdk"
+    return None
 
 
 def ghettovcb_folder_disks(shell: Shell, path: str, present: Set[str]) -> Optional[Health]:
@@ -229,10 +256,24 @@ def ghettovcb_folder_disks(shell: Shell, path: str, present: Set[str]) -> Option
         sizes = {rel: shell.file_size(path + "/" + rel) for rel in present}
         texts = {rel: read_small(shell, path + "/" + rel, DESCRIPTOR_READ) for rel in present
                  if rel.endswith(".vmdk") and sizes[rel] <= DESCRIPTOR_READ}
+        disks = _ghettovcb_disks(sizes, texts, "folder",
+                                 lambda rel: _sparse_short(shell, path + "/" + rel, sizes[rel]))
     except (HostError, OSError) as err:
         return Health("damaged", "ghettoVCB backup: %s" % err)
-    disks = _ghettovcb_disks(sizes, texts, "folder")
     return disks if isinstance(disks, Health) else None
+
+
+def _sparse_short(shell: Shell, path: str, size: int) -> Optional[str]:
+    """sparsecheck.cut_short of one extent, its start read once (a second time only for tables past it)."""
+    got = [b""]
+
+    def read(n: int) -> bytes:
+        if len(got[0]) < min(n, size):
+            length = min(size, max(n, SPARSE_READ))
+            got[0] = encoded(shell.read_regular(path, length), length)
+        return got[0][:n]
+
+    return sparsecheck.cut_short(read, size)
 
 
 def _kept_ghettovcb_verdict(shell: Shell, path: str, record: Dict[str, Any]) -> Optional[Health]:
