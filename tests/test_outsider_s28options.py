@@ -45,12 +45,12 @@ def nfs_conf(host, **keys):
     return write_conf(host, **values)
 
 
-def _sigterm_after(proc, line, delay):
-    """SIGTERM `delay` s after the run printed `line` (the moment under test); the run's whole output."""
+def _signal_after(proc, line, delay, signum=signal.SIGTERM):
+    """`signum` sent `delay` s after the run printed `line` (the moment under test); the run's whole output."""
     try:
         read_until(proc, line)
         time.sleep(delay)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         return proc.communicate(timeout=60)[0]
     finally:
         kill(proc.pid)
@@ -102,7 +102,7 @@ def test_sigterm_while_the_guest_is_shutting_down_does_not_leave_the_vm_off_for_
     conf = write_conf(host, POWER_VM_DOWN_BEFORE_BACKUP=1, POWER_DOWN_TIMEOUT="30s")
     host.set_fault("power.shutdown", "ignore")  # a real guest takes its time; the test ends the shutdown below
     proc = hotvcb_background(host, "-m", "pdterm", "-g", conf, "-w", tmp_path / "w")
-    out = _sigterm_after(proc, "Powering off initiated", 0.2)
+    out = _signal_after(proc, "Powering off initiated", 0.2)
     assert proc.returncode == 2, out
     host.clear_faults()
     host.power_off(vmid)  # the guest OS finishes the shutdown hotvcb asked for
@@ -144,13 +144,7 @@ def test_unmount_nfs_still_unmounts_the_share_a_killed_run_mounted(host, tmp_pat
     conf = nfs_conf(host)
     host.set_fault("clone.delay", "6")
     proc = hotvcb_background(host, "-m", "nfsvm", "-g", conf, "-w", tmp_path / "w")
-    try:
-        read_until(proc, "Backing up")
-        time.sleep(0.5)
-        proc.kill()
-        proc.communicate(timeout=60)
-    finally:
-        kill(proc.pid)
+    _signal_after(proc, "Backing up", 0.5, signal.SIGKILL)
     host.clear_faults()
     assert "nfs_backup" in host.datastores()
     r = backup_once(host, conf, "nfsvm", "-w", tmp_path / "w")
@@ -175,13 +169,7 @@ def test_a_killed_runs_pending_snapshot_is_not_left_behind_by_a_quick_next_run(h
     host.set_fault("snapshot.create.delay", "8")
     proc = hotvcb_background(host, "-m", "latesnap", "-g", write_conf(host, SNAPSHOT_TIMEOUT="60s"),
                              "-w", tmp_path / "w")
-    try:
-        read_until(proc, "Creating Snapshot")
-        time.sleep(0.5)
-        proc.kill()
-        proc.communicate(timeout=60)
-    finally:
-        kill(proc.pid)
+    _signal_after(proc, "Creating Snapshot", 0.5, signal.SIGKILL)
     host.clear_faults()
     r = backup_once(host, write_conf(host), "latesnap", "-w", tmp_path / "w")
     no_traceback(r)
@@ -223,7 +211,7 @@ def test_sigterm_during_compression_does_not_report_a_good_archive_as_failed(hos
     host.create_vm("gzterm", "datastore1", [{"size": "48M"}], power="on")
     conf = write_conf(host, ENABLE_COMPRESSION=1)
     proc = hotvcb_background(host, "-m", "gzterm", "-g", conf, "-w", tmp_path / "w")
-    out = _sigterm_after(proc, "Compressing", 0.1)
+    out = _signal_after(proc, "Compressing", 0.1)
     r = hotvcb(host, "list", "-g", conf, "gzterm")
     good_now = [l for l in r.stdout.splitlines() if "good" in l]
     assert not (good_now and "sealing the backup failed" in out), (

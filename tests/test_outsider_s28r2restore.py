@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from simhost import REPO, VOLUME, hotvcb, needs_root, power, write_conf  # noqa: E402
-from test_outsider_s28restore import backed_up, in_host, out, vmids, vmx_keys  # noqa: E402
+from test_outsider_s28restore import backed_up, in_host, out, repo_backed_up, vmids, vmx_keys  # noqa: E402
 
 pytestmark = [needs_root, pytest.mark.skipif(shutil.which("qemu-img") is None, reason="needs qemu-img")]
 
@@ -287,11 +287,7 @@ def test_a_latest_line_for_a_vm_named_with_a_hash_is_not_called_a_missing_reposi
     NAS. The docs say `latest=` holds no `#`, so such a name cannot be given this way, but the error must
     say that (the VM name holds '#': give the backup's id), not call a good repository missing."""
     vm = "Web #2"
-    host.create_vm(vm, "datastore1", [{"size": "2M"}], power="off")
-    conf = write_conf(host)
-    repo = "/vmfs/volumes/backup/repo"
-    r = hotvcb(host, "backup", "-m", vm, "-g", conf, "--repo", repo, "-w", str(tmp_path / "work"))
-    assert r.returncode == 0, out(r)
+    repo, conf = repo_backed_up(host, tmp_path, vm)
     f = tmp_path / "vms_to_restore"
     f.write_text("repo:%s#latest=%s;ds5;3;Neu\n" % (repo, vm), encoding="utf-8")
     r = hotvcb(host, "restore", "-c", str(f), "-d", "1")
@@ -331,11 +327,7 @@ def test_to_under_a_file_names_the_file_not_a_missing_datastore(host, tmp_path):
     datastore mounted?)": the path exists, and the admin goes checking mounts that are fine. It should say
     that the parent is not a folder (a regular file)."""
     vm = "T"
-    host.create_vm(vm, "datastore1", [{"size": "2M"}], power="off")
-    conf = write_conf(host)
-    repo = "/vmfs/volumes/backup/repo"
-    r = hotvcb(host, "backup", "-m", vm, "-g", conf, "--repo", repo, "-w", str(tmp_path / "work"))
-    assert r.returncode == 0, out(r)
+    repo, conf = repo_backed_up(host, tmp_path, vm)
     afile = tmp_path / "vm.img"
     afile.write_bytes(b"\0" * 4096)
     r = hotvcb(host, "restore", "--repo", repo, "--latest", vm, "--to", str(afile / "web"))

@@ -32,6 +32,16 @@ def backed_up(host, vm, disks, power_state="on", **keys):
     return conf, VOLUME + "/" + vm + "/" + entry
 
 
+def repo_backed_up(host, tmp_path, vm, size="2M"):
+    """A powered-off vm backed up once into the repository: (the repository's path on the host, config)."""
+    host.create_vm(vm, "datastore1", [{"size": size}], power="off")
+    conf = write_conf(host)
+    repo = "/vmfs/volumes/backup/repo"
+    r = hotvcb(host, "backup", "-m", vm, "-g", conf, "--repo", repo, "-w", str(tmp_path / "work"))
+    assert r.returncode == 0, out(r)
+    return repo, conf
+
+
 def vmids(host, name):
     return [k for k in host.state()["vms"] if host.display_name(k) == name]
 
@@ -230,11 +240,7 @@ def test_a_repository_backup_restored_to_kvm_is_found_or_the_combination_refused
     the combination is refused as a usage error naming --repo and --kvm; a backup that exists must
     never be called missing."""
     vm = "Repo KVM Ö"
-    host.create_vm(vm, "datastore1", [{"size": "2M"}], power="off")
-    conf = write_conf(host)
-    repo = "/vmfs/volumes/backup/repo"
-    r = hotvcb(host, "backup", "-m", vm, "-g", conf, "--repo", repo, "-w", str(tmp_path / "work"))
-    assert r.returncode == 0, out(r)
+    repo, conf = repo_backed_up(host, tmp_path, vm)
     r = hotvcb(host, "list", "--repo", repo, "--json")
     assert r.returncode == 0, out(r)
     import json
