@@ -67,6 +67,22 @@ def test_a_vm_that_will_not_shut_down_for_the_order_is_not_backed_up(host, tmp_p
     assert backups(host, "stubborn") == [] and len(sealed(host, "fine")) == 1
 
 
+def test_a_vm_of_the_shutdown_order_whose_per_vm_file_is_refused_is_not_shut_down(host, tmp_path):
+    """Its turn fails on the file before any backup: shut down first, it had downtime for nothing."""
+    vmid = host.create_vm("typo", "datastore1", [{"size": "4M"}], power="on")
+    confdir = tmp_path / "vmconf"
+    confdir.mkdir()
+    (confdir / "typo").write_text("VM_BACKUP_ROTATION_COUNT=three\n")
+    conf = write_conf(host, VM_SHUTDOWN_ORDER="typo")
+    r = hotvcb(host, "-m", "typo", "-g", conf, "-c", str(confdir), "-w", tmp_path / "w")
+    assert r.returncode == 6, r.stdout + r.stderr
+    assert "typo: not shut down for VM_SHUTDOWN_ORDER: its backup is refused" in r.stdout, r.stdout
+    assert host.power_state(vmid) == "on"
+    from esxisim import proclog
+    asked = [e["args"][0] for e in proclog.read(host) if e["event"] == "start" and e["args"]]
+    assert not [a for a in asked if a.startswith(("vmsvc/power.shutdown", "vmsvc/power.off"))], asked
+
+
 def test_cleanup_command_removes_only_our_leftovers(host, tmp_path):
     vmid = host.create_vm("crashy", "datastore1", [{"size": "8M"}], power="on", snapshots=["mine"])
     conf = write_conf(host, ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=1)

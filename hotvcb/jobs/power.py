@@ -21,7 +21,7 @@ request back): its marker stays, so the run that finds it off powers it on.
 """
 
 import time
-from typing import TYPE_CHECKING, Dict, List, Optional, Set
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Set
 
 from .. import crashpoint, interrupt
 from ..errors import HotvcbError, TimeoutExpired
@@ -111,8 +111,9 @@ class PowerControl:
             self.log.error("%s: could NOT be powered on again: %s -- start it by hand" % (vm.name, err))
             return False
 
-    def shutdown_in_order(self, targets, settings) -> None:
-        """VM_SHUTDOWN_ORDER: power those VMs down, in that order, before any backup.
+    def shutdown_in_order(self, targets, settings, refused: Optional[Mapping[str, str]] = None) -> None:
+        """VM_SHUTDOWN_ORDER: power those VMs down, in that order, before any backup; not those `refused`
+        ({name: why}: their backup is refused before it starts, so they stay up).
 
         Each is in `ordered_down` from its shutdown request on, so an interrupt
         halfway still starts every VM that went down (start_in_order in finally).
@@ -133,6 +134,10 @@ class PowerControl:
             ref = by_name.get(name)
             if ref is None:
                 self.log.warning("VM_SHUTDOWN_ORDER names %r, which is not on this host" % name)
+                continue
+            if refused and name in refused:
+                self.log.warning("%s: not shut down for VM_SHUTDOWN_ORDER: its backup is refused (%s)"
+                                 % (name, refused[name]))
                 continue
             vm = self.host.load_vm(ref)
             if self.host.power_state(vm) == "on":
