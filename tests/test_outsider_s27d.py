@@ -11,13 +11,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 
 import pytest
 
 from qemuvm import PYTHON, env, loop_devices, needs_qemu, qemu_img, wait_until  # noqa: F401
 
-from test_outsider_s27kvm import Lab, _disk_of, filled_qcow2, volume_domain
+from test_outsider_s27kvm import Lab, _disk_of, lun_domain_backed_up, volume_domain
 
 MiB = 1 << 20
 
@@ -360,38 +359,14 @@ def test_a_copy_restored_under_a_new_name_does_not_keep_the_originals_iscsi_lun(
     `hotvcb restore BACKUP --kvm DIR --name web-copy`, which today's fix makes leave out the original's
     passed-through LUNs, keeps this one: started beside the original, the copy writes the production
     LUN. hotvcb/convert/domain_xml.py _host_disk records a LUN only when its <source> has dev, file or volume."""
-    root = tempfile.mkdtemp(prefix="hv27di", dir="/var/tmp")
-    os.chmod(root, 0o755)
-    volume, work, target = os.path.join(root, "backups"), os.path.join(root, "work"), os.path.join(root, "restored")
-    os.makedirs(volume)
-    os.makedirs(target)
-    vda = os.path.join(root, "vda.qcow2")
-    filled_qcow2(vda, 0x11)
-    xml = os.path.join(root, "domain.xml")
-    with open(xml, "w") as f:
-        f.write("""<domain type='qemu'>
-  <name>%s</name>
-  <memory unit='MiB'>32</memory><vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type></os>
-  <devices>
-    <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='%s'/>
-      <target dev='vda' bus='virtio'/></disk>
-    <disk type='network' device='lun'><driver name='qemu' type='raw'/>
-      <source protocol='iscsi' name='%s/0'><host name='192.0.2.10' port='3260'/></source>
-      <target dev='sda' bus='scsi'/></disk>
-    <controller type='scsi' model='virtio-scsi'/>
-    <controller type='usb' model='none'/><memballoon model='none'/>
-  </devices>
-</domain>
-""" % (ISCSI, vda, IQN))
-    try:
-        virsh("define", xml)
-        conf = kvmguest.write_conf(root, volume)
-        r = subprocess.run([PYTHON, "-m", "hotvcb", "--libvirt", "qemu:///system", "backup", "-m", ISCSI, "-g", conf,
-                            "-w", work], capture_output=True, text=True, timeout=300, env=env())
-        out = r.stdout + r.stderr
-        assert r.returncode in (0, 3), out
+    lun = ("<disk type='network' device='lun'><driver name='qemu' type='raw'/>\n"
+           "      <source protocol='iscsi' name='%s/0'><host name='192.0.2.10' port='3260'/></source>\n"
+           "      <target dev='sda' bus='scsi'/></disk>" % IQN)
+    with lun_domain_backed_up("hv27di", ISCSI, lambda root: lun) as (root, volume, code, out):
+        assert code in (0, 3), out
         (backup,) = _good(volume, ISCSI)
+        target = os.path.join(root, "restored")
+        os.makedirs(target)
         r = subprocess.run([PYTHON, "-m", "hotvcb", "restore", backup, "--kvm", target, "--name", "hv27d-copy"],
                            capture_output=True, text=True, timeout=300, env=env())
         out = r.stdout + r.stderr
@@ -399,11 +374,3 @@ def test_a_copy_restored_under_a_new_name_does_not_keep_the_originals_iscsi_lun(
         with open(os.path.join(target, "hv27d-copy", "hv27d-copy.xml")) as f:
             restored = f.read()
         assert IQN not in restored, restored
-    finally:
-        virsh("undefine", ISCSI, "--checkpoints-metadata", check=False)
-        shutil.rmtree(root, ignore_errors=True)
-        for d in glob.glob("/run/hotvcb/libvirt-system/*/hv27d_iscsi_dom-*"):
-            try:
-                os.rmdir(d)
-            except OSError:
-                pass

@@ -4,6 +4,7 @@ a dead QEMU and committed as the log says; libvirt domains with a storage-pool v
 attached live only, a passed-through LUN. Each QEMU here runs with `-S` (no guest code: QEMU holds the
 disks); the libvirt domains have no kernel, and those that need no backup job are backed up while off.
 """
+import contextlib
 import glob
 import json
 import os
@@ -464,25 +465,17 @@ def test_a_live_attached_disk_in_the_backup_is_not_silently_left_out_of_the_rest
 LUN = "hv27 lun dom"
 
 
-@pytest.fixture
-def lun_domain(libvirt_exclusive, loop_devices):  # noqa: F811
-    """A domain (off) with a qcow2 system disk and a SCSI LUN passed through (`<disk type='block'
-    device='lun'>`, a shared-storage LUN as clusters use), backed up once."""
-    root = tempfile.mkdtemp(prefix="hv27l", dir="/var/tmp")
+@contextlib.contextmanager
+def lun_domain_backed_up(prefix, name, lun_disk):
+    """A domain `name` (off) with a qcow2 system disk and the LUN disk `lun_disk(root)` gives (its <disk>
+    element, made in the domain's fresh folder under /var/tmp), backed up once: (root, volume, exit,
+    output); undefined and its folder removed after."""
+    root = tempfile.mkdtemp(prefix=prefix, dir="/var/tmp")
     os.chmod(root, 0o755)
     volume, work = os.path.join(root, "backups"), os.path.join(root, "work")
     os.makedirs(volume)
     vda = os.path.join(root, "vda.qcow2")
-    raw = os.path.join(root, "vda.raw")
-    with open(raw, "wb") as f:
-        f.write(bytes([0x11]) * MiB)
-        f.truncate(4 * MiB)
-    assert qemu_img("convert", "-f", "raw", "-O", "qcow2", raw, vda).returncode == 0
-    lun_file = os.path.join(root, "lun.bin")
-    with open(lun_file, "wb") as f:
-        f.write(bytes([0x7C]) * MiB)
-        f.truncate(4 * MiB)
-    lun = loop_devices(lun_file)
+    filled_qcow2(vda, 0x11)
     xml = os.path.join(root, "domain.xml")
     with open(xml, "w") as f:
         f.write("""<domain type='qemu'>
@@ -492,28 +485,45 @@ def lun_domain(libvirt_exclusive, loop_devices):  # noqa: F811
   <devices>
     <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='%s'/>
       <target dev='vda' bus='virtio'/></disk>
-    <disk type='block' device='lun'><driver name='qemu' type='raw'/><source dev='%s'/>
-      <target dev='sda' bus='scsi'/></disk>
+    %s
     <controller type='scsi' model='virtio-scsi'/>
     <controller type='usb' model='none'/><memballoon model='none'/>
   </devices>
 </domain>
-""" % (LUN, vda, lun))
+""" % (name, vda, lun_disk(root)))
     try:
         virsh("define", xml)
         conf = kvmguest.write_conf(root, volume)
-        r = subprocess.run([PYTHON, "-m", "hotvcb", "--libvirt", "qemu:///system", "backup", "-m", LUN, "-g", conf,
+        r = subprocess.run([PYTHON, "-m", "hotvcb", "--libvirt", "qemu:///system", "backup", "-m", name, "-g", conf,
                             "-w", work], capture_output=True, text=True, timeout=300, env=env())
-        yield root, volume, lun, r.returncode, r.stdout + r.stderr
+        yield root, volume, r.returncode, r.stdout + r.stderr
     finally:
-        virsh("undefine", LUN, "--checkpoints-metadata", check=False)
+        virsh("undefine", name, "--checkpoints-metadata", check=False)
         shutil.rmtree(root, ignore_errors=True)
-        for d in glob.glob("/run/hotvcb/libvirt-system/*/hv27_lun_dom-*"):  # hotvcb's own, empty once done
+        for d in glob.glob("/run/hotvcb/libvirt-system/*/%s-*" % name.replace(" ", "_")):  # hotvcb's own, empty once done
             try:
                 os.rmdir(d)
             except OSError:
                 pass
 
+
+@pytest.fixture
+def lun_domain(libvirt_exclusive, loop_devices):  # noqa: F811
+    """A domain (off) with a qcow2 system disk and a SCSI LUN passed through (`<disk type='block'
+    device='lun'>`, a shared-storage LUN as clusters use), backed up once."""
+    made = []
+
+    def lun_disk(root):
+        lun_file = os.path.join(root, "lun.bin")
+        with open(lun_file, "wb") as f:
+            f.write(bytes([0x7C]) * MiB)
+            f.truncate(4 * MiB)
+        made.append(loop_devices(lun_file))
+        return ("<disk type='block' device='lun'><driver name='qemu' type='raw'/><source dev='%s'/>\n"
+                "      <target dev='sda' bus='scsi'/></disk>" % made[0])
+
+    with lun_domain_backed_up("hv27l", LUN, lun_disk) as (root, volume, code, out):
+        yield root, volume, made[0], code, out
 
 @needs_libvirt
 def test_a_passed_through_lun_is_named_as_not_backed_up(lun_domain):
