@@ -11,8 +11,9 @@ import os
 import threading
 from typing import List, Optional, Sequence, Tuple, Union
 
+from .units import PAGE  # what a hole can be, and what the room check counts a file in (in_pages)
+
 Data = Union[bytes, bytearray, memoryview]
-PAGE = 4096  # the smallest block a datastore's file system allocates: what a hole can be
 
 
 def data_runs(data: Union[bytes, bytearray], page: int = PAGE) -> List[Tuple[int, int]]:
