@@ -248,8 +248,11 @@ class Host:
 
     def vmid_by_name(self, name):
         for vmid, v in self.vms().items():
-            if self.display_name(vmid) == name:
-                return vmid
+            try:
+                if self.display_name(vmid) == name:
+                    return vmid
+            except NotFound:
+                continue  # unregistered since the inventory was read
         raise NotFound(name)
 
     def vmx_real(self, vmid):
@@ -506,9 +509,13 @@ class Host:
         from . import disks
         target = os.path.realpath(real_path)
         for vmid, v in self.vms().items():
-            if v.get("power") != "on" or not self.is_valid(vmid):
-                continue
-            for _node, path, mode in self.vm_disks(vmid):
+            try:
+                if v.get("power") != "on" or not self.is_valid(vmid):
+                    continue
+                nodes = self.vm_disks(vmid)
+            except NotFound:
+                continue  # unregistered since the inventory was read: its vmx holds no lock now
+            for _node, path, mode in nodes:
                 if mode == "independent-nonpersistent":
                     continue
                 try:

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from . import faults, snapshots, versions
+from . import faults, snapshots, versions, vmx
 from .host import NotFound, PowerOnFailed, guest_id
 
 VMSVC = ["acquiremksticket", "acquireticket", "connect", "convert.toTemplate", "convert.toVm", "createdummyvm",
@@ -104,12 +104,14 @@ def _vmid(host, text):
 
 def getallvms(host):
     rows, skipped = [], []
-    for vmid in sorted(host.vms(), key=str):  # hostd sorts ids as strings (samples 01, 12B)
-        if not host.is_valid(vmid):
+    inventory = host.vms()  # read once: hostd answers from one inventory, never half of a change
+    for vmid in sorted(inventory, key=str):  # hostd sorts ids as strings (samples 01, 12B)
+        vmx_path = inventory[vmid]["vmx"]
+        if not os.path.exists(host.real(vmx_path)):
             skipped.append(vmid)
             continue
-        data = host.load_vmx(vmid)
-        rows.append([vmid, data.get("displayName", ""), host.bracket_path(host.vm(vmid)["vmx"]),
+        data = vmx.load(host.real(vmx_path))
+        rows.append([vmid, data.get("displayName", ""), host.bracket_path(vmx_path),
                      guest_id(data.get("guestOS", "other")), "vmx-%02d" % int(data.get("virtualHW.version", "19")),
                      data.get("annotation", "")])
     for vmid in skipped:
