@@ -45,6 +45,9 @@ CONNECT_TIMEOUT = 20  # seconds for TCP connect + key exchange
 WORK_PREFIX = "hotvcb-ssh-"  # in /tmp: the master's socket and its error output
 PERSIST = 600  # an orphaned master goes away after this long without clients
 FILE_OP_TIMEOUT = 600
+# a scan's answer carries the host's clock; trusted for our clock only from a round trip this short
+# (its middle is then within half of it of the moment the host read its clock, as `date`'s is)
+CLOCK_TRIP_MAX = 1.0
 _OCTAL_MODE = lazyre.compile(r"[0-7]{1,5}")  # `stat -c %a`: the permission bits in octal
 
 
@@ -406,15 +409,19 @@ class SshShell:
         if self._clock is None:
             before = time.time()
             rc, out, err = self._call(sh.NOW)
-            middle = _utc((before + time.time()) / 2)
             try:
                 if rc != 0:
                     raise ValueError(sh.reason(err) or "exit %d" % rc)
-                theirs = datetime.strptime(out.decode("ascii").strip(), "%Y-%m-%d %H:%M:%S")
+                self._set_clock(out.decode("ascii").strip(), before, time.time())
             except ValueError as err:  # (UnicodeDecodeError is one)
                 raise HostError("cannot read the clock of %s: %s" % (self.target.destination, err)) from err
-            self._clock = timedelta(seconds=round((theirs - middle).total_seconds()))
+        assert self._clock is not None
         return _utc(time.time()) + self._clock
+
+    def _set_clock(self, theirs: str, before: float, after: float) -> None:
+        """The host's wall clock `theirs` (`date`'s format), read between our `before` and `after`."""
+        middle = _utc((before + after) / 2)
+        self._clock = timedelta(seconds=round((datetime.strptime(theirs, "%Y-%m-%d %H:%M:%S") - middle).total_seconds()))
 
     def touch(self, path: str) -> None:
         self._must("cannot touch %s" % path, sh.TOUCH, path)
@@ -476,17 +483,26 @@ class SshShell:
             raise RuntimeError("treescan.py is not readable from the package")
         # a bounded read like every other file call here, so not stopped by a pending signal: cleanup
         # (a consolidation's wait, failing the -partial folder) reads folders through scans too
+        before = time.time()
         done = self.run(self.python_argv(source.decode("utf-8"), root, str(read_max), *read), timeout=FILE_OP_TIMEOUT,
                         interruptible=False)
+        after = time.time()
         if done.returncode == 127:
             return None
         lines = [l for l in done.output.splitlines() if l.startswith("{")]
         try:
             if done.returncode != 0:
                 raise ValueError("exit %d" % done.returncode)
-            return tree_of(json.loads(lines[-1])["entries"])
+            answer = json.loads(lines[-1])
+            tree = tree_of(answer["entries"])
         except (IndexError, KeyError, TypeError, ValueError) as err:
             raise HostError("cannot scan %s: %s" % (root, sh.last_line(done.output) or err))
+        if self._clock is None and after - before <= CLOCK_TRIP_MAX and isinstance(answer.get("now"), str):
+            try:
+                self._set_clock(answer["now"], before, after)
+            except ValueError:
+                pass  # now() asks `date` itself, and says what is wrong with its answer
+        return tree
 
     def read_texts(self, paths: Sequence[str]) -> Dict[str, str]:
         """Many small files in one round trip: the host's tar packs those it can read

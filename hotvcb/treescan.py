@@ -14,7 +14,8 @@ size and allocated follow links (-1 for a dangling one), is_dir follows
 links (what os.path.isdir says). Symlinked folders are not entered. `text`
 is the file decoded as UTF-8 (Latin-1 if it is not), for regular files whose
 base name matches one of the fnmatch patterns and whose size is at most
-READ_MAX; null otherwise or when it cannot be read.
+READ_MAX; null otherwise or when it cannot be read. Run as a script it also
+gives "now", the host's wall clock (local time, `date`'s format).
 """
 
 import fnmatch
@@ -22,6 +23,7 @@ import json
 import os
 import stat
 import sys
+import time
 from typing import Optional  # noqa: F401 - a type comment's (typing is stdlib on 3.5)
 
 
@@ -81,7 +83,10 @@ def scan(root, patterns=(), read_max=65536):
 
 def main(argv):
     root, read_max, patterns = argv[0], int(argv[1]), argv[2:]
-    sys.stdout.write(json.dumps({"entries": scan(root, patterns, read_max)}) + "\n")
+    entries = scan(root, patterns, read_max)
+    # the host's wall clock as `date` would print it, taken as the answer leaves: the caller needs
+    # no round trip of its own for the clock that named the backups it lists
+    sys.stdout.write(json.dumps({"entries": entries, "now": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
     return 0
 
 

@@ -29,11 +29,11 @@ class Site:
     def argv(self, *args):
         return [sys.executable, "-m", "hotvcb"] + self.sshd.cli_args() + [str(a) for a in args]
 
-    def run(self, *args):
-        """(completed process with .out = stdout + stderr, the ssh sessions it opened)"""
+    def run(self, *args, **env):
+        """(completed process with .out = stdout + stderr, the ssh sessions it opened); `env`: more variables"""
         if self.sessions.exists():
             self.sessions.unlink()
-        r = subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=300, env=self.env(), cwd=REPO)
+        r = subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=300, env=dict(self.env(), **env), cwd=REPO)
         r.out = r.stdout + r.stderr
         trips = self.sessions.read_text().splitlines() if self.sessions.exists() else []
         return r, trips

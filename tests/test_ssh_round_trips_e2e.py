@@ -34,7 +34,17 @@ def test_ssh_list_is_one_look_however_many_backups(host, site, tmp_path):
 
     assert rows(r.stdout) == rows(local.stdout), "the same answer as on the host"
     assert [b["status"] for b in rows(r.stdout)] == ["good"] * 8
-    assert len(trips) <= 2, trips  # the scan (and nothing per VM, backup or file)
+    assert len(trips) == 1, trips  # the scan, which brings the host's clock too (nothing per VM, backup or file)
+
+
+def test_ssh_list_ages_backups_by_the_hosts_clock_from_its_one_look(host, site, tmp_path):
+    """The one round trip also brings the host's clock: ages come out right where this box's zone is another."""
+    host.create_vm("vm", "datastore1", [{"size": "4M"}])
+    assert hotvcb(host, "backup", "-m", "vm", "-g", write_conf(host), "-w", tmp_path / "work").returncode == 0
+    r, trips = site.run("list", "--json", "--volume", VOLUME, TZ="America/New_York")
+    assert r.returncode == 0 and len(trips) == 1, (r.out, trips)
+    [row] = json.loads(r.stdout)["backups"]
+    assert 0 <= row["age_seconds"] < 600, row  # not 5 hours off
 
 
 def test_a_backup_run_on_the_host_is_one_round_trip_and_sends_hotvcb_once(host, site, tmp_path):

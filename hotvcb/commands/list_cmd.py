@@ -73,9 +73,12 @@ def vm_names(shell: Shell, volume: str) -> List[str]:
 def backup_rows(shell: Shell, volume: str, vm: Optional[str] = None, now: Optional[datetime] = None,
                 odd: Optional[Callable[[str], None]] = None) -> List[Dict[str, Any]]:
     """`odd`: told of each entry named like a backup that is none (layout.list_backups)."""
+    # one look at the whole tree (one round trip over SSH), not one per file; made first, as over
+    # SSH its answer also carries the host's clock
+    root = layout.vm_root(volume, vm) if vm else volume
+    shell = ScannedShell(shell, root)
+    shell.exists(root)
     now = now or shell.now()  # the host's wall clock, which named its backups (another zone than ours, maybe)
-    # one look at the whole tree (one round trip over SSH), not one per file
-    shell = ScannedShell(shell, layout.vm_root(volume, vm) if vm else volume)
     rows = []
     for name in [vm] if vm else vm_names(shell, volume):
         rows += _one_per_time([describe(shell, b, now) for b in layout.list_backups(shell, volume, name, odd)])
