@@ -37,6 +37,11 @@ class VmxFile:
         m = _LINE.match(line) if line is not None else None
         return default if m is None else _unescape(m.group(2))
 
+    def bios_uuid(self) -> str:
+        """uuid.bios as 32 lower-case hex digits: VMware writes `56 4d ... 34-56 ...`, admins paste it
+        in other spacings and cases; "" when there is none."""
+        return "".join((self.get("uuid.bios") or "").replace("-", " ").split()).lower()
+
     def set(self, key: str, value: str) -> None:
         line = '%s = "%s"' % (key, _escape(value))
         i = self._index.get(key.lower())

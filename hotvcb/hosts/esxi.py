@@ -188,7 +188,7 @@ class EsxiHost:
         # ESXi writes another datastore's disk as /vmfs/volumes/<uuid>/...
         names = {d.url.rsplit("/", 1)[-1]: d.name for d in self._known_stores()}
         vm = Vm(ref=ref, datastore=_datastore_of(ref.vmx_path, names), folder=folder, vmx=vmx,
-                uuid=(vmx.get("uuid.bios") or "").replace(" ", "").replace("-", "").lower())
+                uuid=vmx.bios_uuid())
         for dev, bus, name in vmx.disk_slots():
             vm.disks.append(self._disk(vmx, folder, dev, bus, name, names))
         base = ref.vmx_path[: -len(".vmx")]

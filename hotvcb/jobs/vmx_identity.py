@@ -63,7 +63,7 @@ def identity(vmx: VmxFile) -> Set[str]:
     sharing any of them clash when both run, whatever their names (a same-name restore keeps them all,
     beside an original the admin may have renamed to keep it)."""
     found = set()
-    bios = "".join((vmx.get("uuid.bios") or "").replace("-", " ").split()).lower()
+    bios = vmx.bios_uuid()
     if bios:
         found.add("uuid.bios " + bios)
     for key in vmx.keys():
