@@ -220,10 +220,11 @@ def test_copies_to_one_target_reserve_its_space_against_each_other(host, tmp_pat
     r = hotvcb(host, "-a", "-g", write_conf(host, BACKUP_PARALLEL=3), "-w", tmp_path / "w")
     assert r.returncode == 4, r.stdout + r.stderr
     assert re.search(r"\[(r\d)\] r\d: waiting for room on /vmfs/volumes/backup/hotvcb: needs .* promised to VMs",
-                     r.stdout)
+                     r.stdout), r.stdout
     done = [n for n in made if sealed(host, n)]
     (failed,) = set(made) - set(done)
-    assert len(done) == 2 and re.search(r"\[%s\] %s: %s needs .* but only .* is free" % ((failed,) * 3), r.stdout)
+    assert len(done) == 2 and re.search(r"\[%s\] %s: %s needs .* but only .* is free" % ((failed,) * 3), r.stdout), \
+        r.stdout
     assert backups(host, failed) == [] and not [c for c in proclog.read(host) if c["tool"] == "vim-cmd" and c["args"][:2]
                                                 == ["vmsvc/snapshot.create", made[failed][0]]]
     assert len([c for c in _clones(host) if c["event"] == "start"]) == 2

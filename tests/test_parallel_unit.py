@@ -130,6 +130,28 @@ def test_a_look_a_failed_vm_dropped_while_another_checked_the_target_is_looked_a
     assert not worker.is_alive() and got == [150]
 
 
+def test_a_look_taken_while_other_vms_copied_is_looked_at_again_once_they_are_done():
+    """c looks while a and b copy (24 free of 26: they have barely begun) and waits; they go on to write
+    20. Once they are done that look must not serve c: it counted their bytes as free (seen in a CI run,
+    where c's copy then ran out of room half-way)."""
+    log = RunLog(stream=io.StringIO())
+    ledger = SpaceLedger(log)
+    volume = "/vmfs/volumes/backup/hotvcb"
+    free, got = [26], []
+    assert ledger.reserve("a", volume, 10, lambda: free[0]) == 26
+    assert ledger.reserve("b", volume, 10, lambda: free[0]) == 16  # 26 less a's 10
+    free[0] = 24
+    waiter = threading.Thread(target=lambda: got.append(ledger.reserve("c", volume, 10, lambda: free[0])))
+    waiter.start()
+    waiter.join(0.5)
+    assert waiter.is_alive() and "c: waiting for room" in log.lines[-1]
+    free[0] = 6
+    ledger.release("a")
+    ledger.release("b")
+    waiter.join(10)
+    assert not waiter.is_alive() and got == [6]  # alone and too big: the caller fails it before any change
+
+
 class _TargetHost:
     """A host whose every disk needs 100 bytes on a target with `free` bytes: what the pre-flight asks."""
 

@@ -28,7 +28,10 @@ A free figure serves the VMs after it for REUSE_FOR seconds (each look is a
 host command, a round trip to hostd on ESXi), less everything this run
 reserved since, while it holds a VM's need twice over and no other VM of
 ours holds room there: then a fresh look could not change the verdict
-unless something else filled half the target within that time. Otherwise,
+unless something else filled half the target within that time. A look
+taken while another VM of ours held room there serves no one after: that VM
+went on writing into bytes the look still counted as free, and "reserved
+since" does not hold them. Otherwise,
 and once a VM that held room there failed (a copy out of room, say), the
 target is looked at again. The target's own checks (mounted, a folder)
 run for every VM either way. The first look is the run's own, asked as it
@@ -93,7 +96,8 @@ class SpaceLedger:
         self.removals = removals if removals is not None else _NoRemovals()
         self._roots = {}  # type: Dict[str, str]  # datastore path as written -> resolved
         self._held = {}  # type: Dict[str, Tuple[str, int]]  # VM name -> (pool, bytes reserved)
-        # pool -> [free bytes seen, when, bytes reserved since, removals finished before the look]
+        # pool -> [free bytes seen, when, bytes reserved since, removals finished before the look,
+        #          1 if another VM held room there as it was taken (it never serves again) else 0]
         self._looked = {}  # type: Dict[str, List[float]]
         self._changed = threading.Condition()
 
@@ -120,11 +124,12 @@ class SpaceLedger:
                     check()
             else:
                 removed = self.removals.removed
+                busy = self._others_hold(vm, pool)
                 measured = measure()
                 if measured is None:
                     return None
                 free = measured
-                look = [free, time.monotonic(), 0, removed]
+                look = [free, time.monotonic(), 0, removed, busy or self._others_hold(vm, pool)]
                 with self._changed:
                     self._looked[pool] = look
             with self._changed:
@@ -165,7 +170,7 @@ class SpaceLedger:
         if look is None or look[0] is None:
             return False
         with self._changed:
-            self._looked.setdefault(pool, [look[0], look[1], 0, 0])  # asked before any removal began
+            self._looked.setdefault(pool, [look[0], look[1], 0, 0, 0])  # asked before any removal or copy began
         return True
 
     def _seen(self, vm: str, pool: str, needed: int) -> Optional[Tuple[int, int, List[float]]]:
@@ -173,12 +178,16 @@ class SpaceLedger:
         removals had finished before that look, and the look (dropped meanwhile, it serves no more)."""
         with self._changed:
             looked = self._looked.get(pool)
-            if looked is None or any(p == pool and name != vm for name, (p, _n) in self._held.items()):
+            if looked is None or looked[4] or self._others_hold(vm, pool):
                 return None
-            free, when, since, removed = looked
+            free, when, since, removed, _busy = looked
             left = int(free - since)
             fresh = time.monotonic() - when < REUSE_FOR and 2 * needed <= left
             return (left, int(removed), looked) if fresh else None
+
+    def _others_hold(self, vm: str, pool: str) -> bool:
+        with self._changed:
+            return any(p == pool and name != vm for name, (p, _n) in self._held.items())
 
     def _pool(self, volume: str) -> str:
         pool = pool_of(volume)
