@@ -1,0 +1,47 @@
+"""Testers' notes on the CLI (session 29), each pinned through the public command line: what a
+monitor, a mistyped path or an empty variable made hotvcb say."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from simhost import VOLUME, hotvcb, make_host, needs_root, write_conf
+
+SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def local(*args, cwd=None):
+    """hotvcb on this machine (a --qemu target or no host at all), as an admin runs it."""
+    return subprocess.run([sys.executable, "-m", "hotvcb"] + [str(a) for a in args], capture_output=True, text=True,
+                          timeout=120, cwd=cwd or SRC, env=dict(os.environ, PYTHONPATH=SRC))
+
+
+def said(r):
+    return r.stdout + r.stderr
+
+
+@pytest.fixture
+def qemu(tmp_path):
+    """An empty QMP folder and a config sending backups to an empty volume: (folder, config)."""
+    (tmp_path / "qmp").mkdir()
+    (tmp_path / "vol").mkdir()
+    conf = tmp_path / "hotvcb.conf"
+    conf.write_text("VM_BACKUP_VOLUME=%s\nDISK_BACKUP_FORMAT=qcow2\n" % (tmp_path / "vol"))
+    return tmp_path / "qmp", conf
+
+
+@needs_root
+def test_status_names_a_folder_that_is_no_repository_once(host):
+    """`status --repo FOLDER` of a folder holding no repository said "repository F: repository F: no hotvcb
+    repository there": the error from opening it already names the folder."""
+    conf = write_conf(host)
+    host.create_vm("web", "datastore1", [{"size": "1M"}], power="on")
+    os.makedirs(host.real("/vmfs/volumes/backup/notrepo"))
+    r = hotvcb(host, "status", "-g", conf, "--json", "--repo", "/vmfs/volumes/backup/notrepo")
+    [web] = [c for c in json.loads(r.stdout)["checks"] if c["kind"] == "backup"]
+    assert r.returncode == 2 and web["severity"] == "CRIT", r.stdout
+    assert web["message"].count("/vmfs/volumes/backup/notrepo") == 1, web["message"]
+    assert "no hotvcb repository there" in web["message"], web["message"]
