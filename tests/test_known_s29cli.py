@@ -45,3 +45,12 @@ def test_status_names_a_folder_that_is_no_repository_once(host):
     assert r.returncode == 2 and web["severity"] == "CRIT", r.stdout
     assert web["message"].count("/vmfs/volumes/backup/notrepo") == 1, web["message"]
     assert "no hotvcb repository there" in web["message"], web["message"]
+
+
+def test_a_refusal_for_room_shows_the_two_sizes_apart_when_they_round_alike():
+    """"needs 3.8 MiB, only 3.8 MiB free": a refusal whose two numbers read the same looks false; where
+    the rounded sizes meet, the bytes say how far apart they are."""
+    from hotvcb.units import need_and_free
+
+    assert need_and_free(3984589, 3984588) == ("3.8 MiB (3984589 bytes)", "3.8 MiB (3984588 bytes)")
+    assert need_and_free(5 << 20, 4 << 20) == ("5.0 MiB", "4.0 MiB")
