@@ -54,3 +54,13 @@ def test_a_refusal_for_room_shows_the_two_sizes_apart_when_they_round_alike():
 
     assert need_and_free(3984589, 3984588) == ("3.8 MiB (3984589 bytes)", "3.8 MiB (3984588 bytes)")
     assert need_and_free(5 << 20, 4 << 20) == ("5.0 MiB", "4.0 MiB")
+
+
+@pytest.mark.parametrize("args", [(), ("web",), ("--json",)])
+def test_list_of_a_volume_that_is_not_there_is_an_error_naming_it(qemu, tmp_path, args):
+    """`list --volume /mnt/bakcup` (a typo) said "no backups under /mnt/bakcup", exit 0: read as "the
+    backups are gone", or by a script as a volume with nothing in it."""
+    missing = tmp_path / "bakcup"
+    r = local("--qemu", qemu[0], "list", "--volume", missing, *args)
+    assert r.returncode == 1 and str(missing) in r.stderr and "no backups" not in said(r), said(r)
+    assert "Traceback" not in said(r) and r.stdout == "", said(r)

@@ -32,7 +32,7 @@ from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .. import config, vmdk
-from ..errors import HostError, HotvcbError
+from ..errors import HostError, HotvcbError, UsageError
 from ..jobs import nfs
 from ..runlog import columns, say, say_json
 from ..settings import Settings
@@ -184,6 +184,9 @@ def run(args) -> int:
     # on stderr, as the config's warnings: --json's stdout stays one JSON document
     say_unmounted(shell, settings, args.volume)
     rows = backup_rows(shell, volume, args.vm, odd=_warn)
+    if not rows and args.volume and not shell.isdir(args.volume):  # asked only then: over SSH a round trip
+        # a typo must not read as a volume whose backups are gone
+        raise UsageError("--volume %s: no such folder (a typo, or a share not mounted?)" % args.volume)
     for name, target in sorted(elsewhere.items()):
         rows += backup_rows(shell, target, name, odd=_warn)
     if args.json:
