@@ -64,3 +64,18 @@ def test_list_of_a_volume_that_is_not_there_is_an_error_naming_it(qemu, tmp_path
     r = local("--qemu", qemu[0], "list", "--volume", missing, *args)
     assert r.returncode == 1 and str(missing) in r.stderr and "no backups" not in said(r), said(r)
     assert "Traceback" not in said(r) and r.stdout == "", said(r)
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_status_of_a_host_with_no_vm_at_all_is_not_ok(qemu, as_json):
+    """`status` of an empty QMP folder (every VM shut down, or the sockets moved) said "OK ... 0 CRIT, 0 WARN,
+    0 OK", exit 0, while `backup -a` of it ends "No VMs backed up!": nothing watched is not OK."""
+    r = local("--qemu", qemu[0], "status", "-g", qemu[1], *(["--json"] if as_json else []))
+    assert r.returncode == 2, said(r)
+    if as_json:
+        report = json.loads(r.stdout)
+        assert report["status"] == "CRIT" and [c["severity"] for c in report["checks"]] == ["CRIT"], report
+        assert "no VM" in report["checks"][0]["message"], report
+    else:
+        assert r.stdout.startswith("CRIT") and "no VM" in r.stdout, said(r)
+
