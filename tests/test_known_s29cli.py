@@ -79,3 +79,21 @@ def test_status_of_a_host_with_no_vm_at_all_is_not_ok(qemu, as_json):
     else:
         assert r.stdout.startswith("CRIT") and "no VM" in r.stdout, said(r)
 
+
+@pytest.mark.parametrize("stray", [["--jsn"], ["--hots", "esxi01"], ["-x"]])
+def test_a_stray_option_before_status_is_a_usage_error_naming_it(qemu, stray):
+    """`hotvcb --jsn status --json` (a typo before the command) was read as a backup's flags: exit 1, no JSON,
+    argparse's complaint about the backup's options. A monitor owes UNKNOWN (3) and its JSON, naming it."""
+    r = local("--qemu", qemu[0], *stray, "status", "-g", qemu[1], "--json")
+    assert r.returncode == 3, said(r)
+    report = json.loads(r.stdout)
+    assert report["status"] == "UNKNOWN" and stray[0] in report["message"], report
+    assert "hotvcb: error: unrecognized option %s" % stray[0] in r.stderr, said(r)
+
+
+def test_a_stray_option_before_another_command_names_it_and_backup_flags_still_mean_backup(qemu):
+    r = local("--jsn", "list", "-g", qemu[1])
+    assert r.returncode == 1 and "unrecognized option --jsn" in r.stderr and "hotvcb backup" not in r.stderr, said(r)
+    r = local("--qemu", qemu[0], "-a", "-g", qemu[1])  # ghettoVCB style: `backup -a -g F`
+    assert r.returncode == 7 and "No VMs backed up!" in said(r), said(r)
+

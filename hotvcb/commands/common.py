@@ -4,7 +4,7 @@ import argparse
 import re
 import os
 import shutil
-from typing import TYPE_CHECKING, Callable, List, NamedTuple, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional, Tuple, Union
 
 from .. import config, namelist
 from . import onhost
@@ -86,6 +86,36 @@ def add_target_options(parser: argparse.ArgumentParser) -> None:
 # that take a VM's display name.
 _GETOPTS_VALUED = ("-m", "-f", "-e", "-c", "-g", "-l", "-w", "-j")
 _NAME_VALUED = ("--latest", "--name")
+
+
+def options_of(parser: argparse.ArgumentParser) -> Dict[str, argparse.Action]:
+    """{option string: its action} of `parser`, as `option_of` reads words against them."""
+    return {o: a for a in parser._actions for o in a.option_strings}  # noqa: SLF001 - no public list
+
+
+def option_of(word: str, options: Dict[str, argparse.Action]) -> Optional[Tuple[argparse.Action, str, Optional[str]]]:
+    """(the option, the word up to its glued value, that value or None) as argparse reads `word`, or None
+    for a word that is no option. Of a bundle of short flags (`-ag FILE`) the last one counts: the flags
+    before it take no value."""
+    if len(word) < 2 or word[0] != "-":
+        return None
+    if word in options:
+        return options[word], word, None
+    flag, eq, value = word.partition("=")
+    if eq and flag in options:  # `-g=FILE`, `--json-report=FILE`
+        return options[flag], flag + "=", value
+    if word.startswith("--"):  # a unique prefix of a long option (argparse's allow_abbrev)
+        hits = {options[o] for o in options if o.startswith("--") and o.startswith(flag)}
+        if len(hits) == 1:
+            return hits.pop(), flag + eq, value if eq else None
+        return None
+    at = 1
+    while at < len(word) and "-" + word[at] in options:  # `-gFILE`, `-agFILE`
+        action = options["-" + word[at]]
+        if action.nargs != 0 or at + 1 == len(word):
+            return action, word[:at + 1], word[at + 1:] or None
+        at += 1
+    return None
 
 
 # argparse drops a value that is `--` (`-m--`, `-m=--`: _get_values removes it), so `-m --` is glued with
