@@ -35,7 +35,7 @@ class _BadCommandLine(SystemExit):
         self.message = message
 
 
-class _Parser(argparse.ArgumentParser):
+class _Parser(common.RefusesEmptyValues):
     """Usage errors exit 1 as ghettoVCB's did (argparse would use 2 = signal); `status` is a
     monitoring plugin, for which a bad command line is UNKNOWN (3)."""
 

@@ -97,3 +97,24 @@ def test_a_stray_option_before_another_command_names_it_and_backup_flags_still_m
     r = local("--qemu", qemu[0], "-a", "-g", qemu[1])  # ghettoVCB style: `backup -a -g F`
     assert r.returncode == 7 and "No VMs backed up!" in said(r), said(r)
 
+
+@pytest.mark.parametrize("option, args", [
+    ("--volume", ("list", "--volume", "")),
+    ("--repo", ("list", "--repo", "")),
+    ("--volume", ("verify", "--all", "--volume=")),
+    ("--repo", ("backup", "-a", "--repo", "")),
+    ("-c", ("-a", "-c", "")),
+])
+def test_an_option_given_an_empty_value_is_a_usage_error_naming_it(qemu, option, args):
+    """`--volume "$VOL"` with $VOL unset was taken for no --volume: `list` listed the configured volume,
+    `backup --repo ""` backed up to VM_BACKUP_VOLUME instead of the repository the admin meant."""
+    r = local("--qemu", qemu[0], *args, "-g", qemu[1])
+    assert r.returncode == 1 and "argument %s: an empty value" % option in r.stderr, said(r)
+    assert "Backing up" not in said(r) and "no backups" not in said(r), said(r)
+
+
+def test_status_given_an_empty_value_is_unknown_with_its_json(qemu):
+    r = local("--qemu", qemu[0], "status", "-g", qemu[1], "--repo", "", "--json")
+    assert r.returncode == 3, said(r)
+    report = json.loads(r.stdout)
+    assert report["status"] == "UNKNOWN" and "--repo" in report["message"], report

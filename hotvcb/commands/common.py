@@ -58,7 +58,23 @@ class Target(NamedTuple):
         return self.ssh is not None or self.qemu is not None or self.libvirt is not None
 
 
-class RaisingParser(argparse.ArgumentParser):
+class RefusesEmptyValues(argparse.ArgumentParser):
+    """argparse that refuses an option given an empty value (`--volume "$VOL"` with $VOL unset): read as
+    the option not given, `--volume ""` listed the configured volume and `--repo ""` backed up to it.
+    An option whose own meaning is "" (restore's bare `--libvirt`) keeps it."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        namespace, extras = super().parse_known_args(args, namespace)
+        for action in self._actions:  # noqa: SLF001 - argparse offers no public list of options
+            value = getattr(namespace, action.dest, None)
+            if action.option_strings and "" not in (action.default, action.const) and (
+                    value == "" or isinstance(value, list) and "" in value):
+                self.error("argument %s: an empty value (a variable left empty?) names nothing; give %s or leave "
+                           "the option out" % ("/".join(action.option_strings), action.metavar or "a value"))
+        return namespace, extras
+
+
+class RaisingParser(RefusesEmptyValues):
     """argparse whose errors are UsageErrors (one line through the CLI), never SystemExit + chatter."""
 
     def error(self, message: str):
