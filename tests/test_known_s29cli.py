@@ -118,3 +118,30 @@ def test_status_given_an_empty_value_is_unknown_with_its_json(qemu):
     assert r.returncode == 3, said(r)
     report = json.loads(r.stdout)
     assert report["status"] == "UNKNOWN" and "--repo" in report["message"], report
+
+
+@needs_root
+def test_verify_with_the_backups_per_vm_files_checks_the_backups_they_sent_elsewhere(host, tmp_path):
+    """A VM whose per-VM file sets VM_BACKUP_VOLUME has its backups there; `status` and `list` look there
+    with `-c`, but `verify --all` took no -c: it passed over them, "1 backup(s) checked, 0 damaged", and
+    `verify db` said it had no backups."""
+    conf = write_conf(host)
+    for vm in ("web", "db"):
+        host.create_vm(vm, "datastore1", [{"size": "1M"}], power="on")
+    confdir = tmp_path / "vmconf"
+    confdir.mkdir()
+    (confdir / "db").write_text("VM_BACKUP_VOLUME=/vmfs/volumes/ds5/db-only\n")
+    assert hotvcb(host, "-a", "-g", conf, "-c", str(confdir)).returncode == 0
+    r = hotvcb(host, "verify", "--all", "-g", conf, "-c", str(confdir), "--json")
+    assert r.returncode == 0, said(r)
+    checked = sorted(x["path"].rsplit("/", 2)[0] for x in json.loads(r.stdout)["results"])
+    assert checked == sorted(["/vmfs/volumes/ds5/db-only", VOLUME]), checked
+    r = hotvcb(host, "verify", "db", "-g", conf, "-c", str(confdir))
+    assert r.returncode == 0 and "/vmfs/volumes/ds5/db-only/db/db-" in r.stdout, said(r)
+    # damage in the backup only the per-VM volume holds is found
+    [flat] = [os.path.join(root, f) for root, _, files in os.walk(host.real("/vmfs/volumes/ds5/db-only"))
+              for f in files if f.endswith("-flat.vmdk")]
+    with open(flat, "r+b") as f:
+        f.write(b"\xff" * 512)
+    r = hotvcb(host, "verify", "--all", "-g", conf, "-c", str(confdir))
+    assert r.returncode == 4 and "2 backup(s) checked, 1 damaged" in r.stdout, said(r)
