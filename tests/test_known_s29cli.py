@@ -3,12 +3,13 @@ monitor, a mistyped path or an empty variable made hotvcb say."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 
-from simhost import VOLUME, hotvcb, make_host, needs_root, write_conf
+from simhost import VOLUME, hotvcb, needs_root, write_conf
 
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -145,3 +146,41 @@ def test_verify_with_the_backups_per_vm_files_checks_the_backups_they_sent_elsew
         f.write(b"\xff" * 512)
     r = hotvcb(host, "verify", "--all", "-g", conf, "-c", str(confdir))
     assert r.returncode == 4 and "2 backup(s) checked, 1 damaged" in r.stdout, said(r)
+
+
+needs_qemu_system = pytest.mark.skipif(not shutil.which("qemu-system-x86_64"), reason="a smoke boot needs QEMU")
+
+
+def smoke_boot(backup, console, timeout):
+    return local("verify", "--boot", backup, "--boot-accel", "tcg", "--boot-timeout", timeout, "--console-log", console)
+
+
+@needs_qemu_system
+def test_a_console_log_named_again_keeps_what_it_held(tmp_path):
+    """`--console-log FILE` emptied FILE: the console of last night's boot (or any file the admin named by
+    mistake) was lost. The boot's console is added after what the file holds."""
+    from test_outsider_crosshv import esxi_backup
+
+    backup = esxi_backup(tmp_path / "vol", "web")
+    console = tmp_path / "console.log"
+    console.write_bytes(b"an earlier boot's console\n")
+    r = smoke_boot(backup, console, 60)
+    assert r.returncode == 0 and "PASS" in r.stdout, said(r)
+    text = console.read_bytes()
+    assert text.startswith(b"an earlier boot's console\n") and b"hotvcb-guest login:" in text, text
+
+
+@needs_qemu_system
+def test_an_earlier_boots_sign_of_life_in_the_console_log_does_not_pass_a_backup_that_does_not_boot(tmp_path):
+    """What the file held before is not this boot's console: its `login:` must not pass a dead backup."""
+    from test_outsider_crosshv import esxi_backup, seal
+
+    backup = esxi_backup(tmp_path / "vol", "web")
+    with open(os.path.join(backup, "disk-flat.vmdk"), "r+b") as f:
+        f.write(bytes(512))  # no boot sector: this backup cannot boot
+    seal(backup, "web", [("scsi0:0", ["disk.vmdk", "disk-flat.vmdk"])])
+    console = tmp_path / "console.log"
+    console.write_bytes(b"hotvcb-guest login: \n")
+    r = smoke_boot(backup, console, 5)
+    assert r.returncode == 6 and "FAIL" in r.stdout, said(r)
+    assert console.read_bytes().startswith(b"hotvcb-guest login: \n")
