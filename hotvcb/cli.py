@@ -35,7 +35,7 @@ class _BadCommandLine(SystemExit):
         self.message = message
 
 
-class _Parser(argparse.ArgumentParser):
+class _Parser(common.RefusesEmptyValues):
     """Usage errors exit 1 as ghettoVCB's did (argparse would use 2 = signal); `status` is a
     monitoring plugin, for which a bad command line is UNKNOWN (3)."""
 
@@ -71,8 +71,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     first = _skip_global_options(argv)
     argv = common.libvirt_uri_given(argv[:first]) + argv[first:]  # a subcommand's own --libvirt is its own
+    stray = None  # type: Optional[str]
     if first < len(argv) and argv[first].startswith("-") and argv[first] not in ("-h", "--help", "--version"):
-        argv.insert(first, "backup")  # ghettoVCB style: flags only
+        if _is_backup_option(argv[first]):
+            argv.insert(first, "backup")  # ghettoVCB style: flags only
+        else:
+            stray, first = argv[first], _command_at(argv, first)
     argv = common.glue_dash_values(argv)
     parser = build_parser(argv[first] if first < len(argv) else None)
     # a monitoring plugin's UNKNOWN for a run that could not tell (a bad command line, an internal error, a
@@ -81,6 +85,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if unknown is not None:
         parser.usage_exit = unknown  # type: ignore[attr-defined]
     try:
+        if stray is not None:
+            parser.error("unrecognized option %s: before a command only %s may come (or, for a backup, its own "
+                         "flags, ghettoVCB style)" % (stray, ", ".join(_GLOBAL_VALUED)))
         args = _parse(parser, argv)
     except _BadCommandLine as err:
         if unknown is not None and _asks_json(argv[first + 1:]):  # operations.md: UNKNOWN's JSON, whatever the cause
@@ -140,6 +147,21 @@ def _no_writable_by_others() -> None:
     locks and backups are trusted by the next run. So 022 is added to whatever mask hotvcb is given
     (a stricter one stays); over SSH the host's commands get the same (`sshscripts.snippet`)."""
     os.umask(os.umask(0o022) | 0o022)
+
+
+def _is_backup_option(word: str) -> bool:
+    """Whether `word`, leading the command line, is one of the backup's options (`hotvcb -a -g F` is
+    `backup -a -g F`). Any other was taken for one too: `hotvcb --jsn status --json` (a typo of a global
+    option) ran as a backup and failed on its words, exit 1 and no JSON for the monitor."""
+    from .commands import backup_cmd
+
+    return common.option_of(word, common.options_of(backup_cmd.parser())) is not None
+
+
+def _command_at(argv: List[str], start: int) -> int:
+    """Index of the first command name at or after `start` (len(argv) if none): what a command line with a
+    stray option before its command meant to run, so that `status`'s usage error is still UNKNOWN."""
+    return next((i for i in range(start, len(argv)) if argv[i] in COMMANDS), len(argv))
 
 
 def _skip_global_options(argv: List[str]) -> int:

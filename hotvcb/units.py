@@ -1,6 +1,6 @@
 """Numbers as people read them in logs and tables, and as files and hosts spell them."""
 
-from typing import Optional
+from typing import Optional, Tuple
 
 from . import lazyre
 
@@ -35,6 +35,15 @@ def human_size(n: float, compact: bool = False) -> str:
             return ("%d%s" if unit == "B" else "%.1f%s") % (n, shown)
         n /= 1024.0
     return "%d B" % n  # pragma: no cover - the loop always returns
+
+
+def need_and_free(needed: int, free: int) -> Tuple[str, str]:
+    """A room check's two sizes as its refusal says them: rounded to 0.1 they could read the same ("needs
+    3.8 MiB, only 3.8 MiB free"), which reads as a false refusal; then each also in bytes."""
+    shown = human_size(needed), human_size(free)
+    if shown[0] != shown[1]:
+        return shown
+    return "%s (%d bytes)" % (shown[0], needed), "%s (%d bytes)" % (shown[1], free)
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

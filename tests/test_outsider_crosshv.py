@@ -475,7 +475,7 @@ def test_a_console_log_or_restore_target_inside_the_backup_is_refused(tmp_path):
 # --- verify --boot's own input ----------------------------------------------------------------
 
 @pytest.mark.parametrize("option, value, says", [
-    ("--boot-pattern", "", "matches an empty console"),
+    ("--boot-pattern", "", "--boot-pattern: an empty value"),
     ("--boot-timeout", "nan", "--boot-timeout"),
 ])
 def test_a_boot_check_that_proves_nothing_or_never_ends_is_refused(tmp_path, option, value, says):

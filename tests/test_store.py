@@ -405,8 +405,8 @@ def test_a_run_lock_with_a_number_no_process_has_is_judged_as_a_planted_lock_nev
         started = HUGE
     text = lock_text(pid, pid_start, started=started)
     path = write_lock(tmp_path, text)
-    r = cli("--qemu", tmp_path, "status")
-    assert r.returncode == 0 and "internal error" not in r.stderr, r.stdout + r.stderr[:500]
+    r = cli("--qemu", tmp_path, "status")  # CRIT for the folder with no VM to watch, not UNKNOWN for the lock
+    assert r.returncode == 2 and "internal error" not in r.stderr and "no VM found" in r.stdout, r.stdout + r.stderr[:500]
     r = cleanup(tmp_path)
     out = r.stdout + r.stderr
     if field == "started":  # its own process, alive: it holds the lock, whatever its date

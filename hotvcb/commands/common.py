@@ -4,7 +4,7 @@ import argparse
 import re
 import os
 import shutil
-from typing import TYPE_CHECKING, Callable, List, NamedTuple, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional, Tuple, Union
 
 from .. import config, namelist
 from . import onhost
@@ -58,7 +58,23 @@ class Target(NamedTuple):
         return self.ssh is not None or self.qemu is not None or self.libvirt is not None
 
 
-class RaisingParser(argparse.ArgumentParser):
+class RefusesEmptyValues(argparse.ArgumentParser):
+    """argparse that refuses an option given an empty value (`--volume "$VOL"` with $VOL unset): read as
+    the option not given, `--volume ""` listed the configured volume and `--repo ""` backed up to it.
+    An option whose own meaning is "" (restore's bare `--libvirt`) keeps it."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        namespace, extras = super().parse_known_args(args, namespace)
+        for action in self._actions:  # noqa: SLF001 - argparse offers no public list of options
+            value = getattr(namespace, action.dest, None)
+            if action.option_strings and "" not in (action.default, action.const) and (
+                    value == "" or isinstance(value, list) and "" in value):
+                self.error("argument %s: an empty value (a variable left empty?) names nothing; give %s or leave "
+                           "the option out" % ("/".join(action.option_strings), action.metavar or "a value"))
+        return namespace, extras
+
+
+class RaisingParser(RefusesEmptyValues):
     """argparse whose errors are UsageErrors (one line through the CLI), never SystemExit + chatter."""
 
     def error(self, message: str):
@@ -86,6 +102,36 @@ def add_target_options(parser: argparse.ArgumentParser) -> None:
 # that take a VM's display name.
 _GETOPTS_VALUED = ("-m", "-f", "-e", "-c", "-g", "-l", "-w", "-j")
 _NAME_VALUED = ("--latest", "--name")
+
+
+def options_of(parser: argparse.ArgumentParser) -> Dict[str, argparse.Action]:
+    """{option string: its action} of `parser`, as `option_of` reads words against them."""
+    return {o: a for a in parser._actions for o in a.option_strings}  # noqa: SLF001 - no public list
+
+
+def option_of(word: str, options: Dict[str, argparse.Action]) -> Optional[Tuple[argparse.Action, str, Optional[str]]]:
+    """(the option, the word up to its glued value, that value or None) as argparse reads `word`, or None
+    for a word that is no option. Of a bundle of short flags (`-ag FILE`) the last one counts: the flags
+    before it take no value."""
+    if len(word) < 2 or word[0] != "-":
+        return None
+    if word in options:
+        return options[word], word, None
+    flag, eq, value = word.partition("=")
+    if eq and flag in options:  # `-g=FILE`, `--json-report=FILE`
+        return options[flag], flag + "=", value
+    if word.startswith("--"):  # a unique prefix of a long option (argparse's allow_abbrev)
+        hits = {options[o] for o in options if o.startswith("--") and o.startswith(flag)}
+        if len(hits) == 1:
+            return hits.pop(), flag + eq, value if eq else None
+        return None
+    at = 1
+    while at < len(word) and "-" + word[at] in options:  # `-gFILE`, `-agFILE`
+        action = options["-" + word[at]]
+        if action.nargs != 0 or at + 1 == len(word):
+            return action, word[:at + 1], word[at + 1:] or None
+        at += 1
+    return None
 
 
 # argparse drops a value that is `--` (`-m--`, `-m=--`: _get_values removes it), so `-m --` is glued with

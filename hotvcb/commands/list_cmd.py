@@ -32,7 +32,7 @@ from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .. import config, vmdk
-from ..errors import HostError, HotvcbError
+from ..errors import HostError, HotvcbError, UsageError
 from ..jobs import nfs
 from ..runlog import columns, say, say_json
 from ..settings import Settings
@@ -169,7 +169,7 @@ def run(args) -> int:
         settings, warnings = config.load_settings(args.global_conf)
         for w in warnings:
             say("hotvcb: warning: %s" % w, stream=sys.stderr)
-        own = {} if args.volume else _per_vm_settings(settings, args.confdir, args.vm)
+        own = {} if args.volume else per_vm_settings(settings, args.confdir, args.vm)
         mine = own.pop(args.vm, settings) if args.vm else settings
         if mine.vm_backup_repository and not args.volume:  # where backup, prune and status look
             args.repo = mine.vm_backup_repository
@@ -182,11 +182,14 @@ def run(args) -> int:
         repo_cmd.here_only(args)
         return repo_cmd.list_backups(args.repo, args.vm, args.json)
     volume = args.volume or mine.vm_backup_volume
-    elsewhere = _elsewhere(settings, own)
+    elsewhere = volumes_elsewhere(settings, own, "list")
     shell = common.connect(args.host_target).shell
     # on stderr, as the config's warnings: --json's stdout stays one JSON document
     say_unmounted(shell, settings, args.volume)
     rows = backup_rows(shell, volume, args.vm, odd=_warn)
+    if not rows and args.volume and not shell.isdir(args.volume):  # asked only then: over SSH a round trip
+        # a typo must not read as a volume whose backups are gone
+        raise UsageError("--volume %s: no such folder (a typo, or a share not mounted?)" % args.volume)
     for name, target in sorted(elsewhere.items()):
         rows += backup_rows(shell, target, name, odd=_warn)
     if args.json:
@@ -200,10 +203,10 @@ def _warn(line: str) -> None:
     say("hotvcb: warning: %s" % line, stream=sys.stderr)
 
 
-def _per_vm_settings(settings: Settings, confdir: Optional[str], vm: Optional[str]) -> Dict[str, Settings]:
+def per_vm_settings(settings: Settings, confdir: Optional[str], vm: Optional[str]) -> Dict[str, Settings]:
     """{VM: its settings with its per-VM file in `confdir` (the backup's -c)}: where the backup sent it. `vm`:
     that VM's only; else every file's (each names its VM). A file that cannot be read is said; what the
-    backup warns of in one that can is the backup's to say."""
+    backup warns of in one that can is the backup's to say. `list` and `verify` read them alike."""
     settings_of = common.per_vm_settings(settings, confdir, [])
     if settings_of is None:
         return {}
@@ -216,14 +219,15 @@ def _per_vm_settings(settings: Settings, confdir: Optional[str], vm: Optional[st
     return out
 
 
-def _elsewhere(settings: Settings, own: Dict[str, Settings]) -> Dict[str, str]:
+def volumes_elsewhere(settings: Settings, own: Dict[str, Settings], command: str) -> Dict[str, str]:
     """{VM: the backup volume its per-VM file sends it to}, where that is not the global one. A VM its file
-    sends into a repository is named, with how to list it: its rows are not a folder's."""
+    sends into a repository is named, with the `command` (list, verify) that reads it there: its backups
+    are not a folder's."""
     out = {}
     for name, s in own.items():
         if s.vm_backup_repository:
-            _warn("%s's per-VM file sends its backups to the repository %s: hotvcb list %s --repo %s lists them"
-                  % (name, s.vm_backup_repository, name, s.vm_backup_repository))
+            _warn("%s's per-VM file sends its backups to the repository %s: hotvcb %s %s --repo %s reads them"
+                  % (name, s.vm_backup_repository, command, name, s.vm_backup_repository))
         elif s.vm_backup_volume != settings.vm_backup_volume:
             out[name] = s.vm_backup_volume
     return out

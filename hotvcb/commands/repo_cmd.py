@@ -28,7 +28,7 @@ from ..repo.verify import verify
 from ..runid import machine_id
 from ..shell import LocalShell
 from ..store import layout
-from ..units import PAGE, human_size, in_pages
+from ..units import PAGE, human_size, in_pages, need_and_free
 from ..vmx import VmxFile
 
 
@@ -185,8 +185,7 @@ def restore(path: str, ident: str, to: str, log, latest: str = "", dry_run: bool
     snap = find(repo, ident, latest)
     needed, free = written(repo, snap), shutil.disk_usage(parent).free
     if needed > free:
-        raise RepoError("restoring %s into %s needs %s, only %s free there" % (
-            snap, to, human_size(needed), human_size(free)))
+        raise RepoError("restoring %s into %s needs %s, only %s free there" % ((snap, to) + need_and_free(needed, free)))
     if dry_run:
         _dry_run(path, snap, to, needed, free, log)
         return 0

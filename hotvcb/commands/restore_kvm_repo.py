@@ -16,7 +16,7 @@ from ..jobs.restore_kvm import KvmRequest, KvmRestore, KvmRestoreError, KvmResul
 from ..repo.repository import open_path
 from ..shell import LocalShell
 from ..store import layout
-from ..units import human_size
+from ..units import human_size, need_and_free
 from . import repo_cmd
 
 
@@ -33,7 +33,7 @@ def restore(path: str, ident: str, latest: str, req: KvmRequest, log, dry_run: b
     needed, free = 2 * repo_cmd.written(repo, snap), shutil.disk_usage(req.target).free
     if needed > free:
         raise KvmRestoreError("restoring %s to KVM in %s needs up to %s (the backup staged there and the VM), "
-                              "only %s free" % (snap, req.target, human_size(needed), human_size(free)))
+                              "only %s free" % ((snap, req.target) + need_and_free(needed, free)))
     if dry_run:
         log.dryrun("RESTORE: %s from the repository %s to KVM in %s as %s%s (staged there first, every chunk "
                    "hash-checked, then converted)" % (snap, path, req.target, req.fmt,

@@ -1,7 +1,9 @@
 """`hotvcb verify [BACKUP|VM|--all]`: re-read backups against their manifests.
 
 BACKUP is a backup folder or .gz path; VM checks every sealed backup of that
-VM; --all every sealed backup under VM_BACKUP_VOLUME. With --repo, a VM names
+VM; --all every sealed backup under VM_BACKUP_VOLUME. With `-c DIR` (the backup's per-VM
+config folder) a VM whose file sets VM_BACKUP_VOLUME is verified there too, where its
+backups went (list_cmd reads the files alike). With --repo, a VM names
 that VM's backups in the repository (repo_cmd). For each damaged backup
 the first bad file and byte range are printed. The time of a successful check
 is recorded in the manifest (see jobs/verify.py).
@@ -14,7 +16,7 @@ or --all while the backup volume is not there or the NFS share it is on is not m
 import argparse
 import math
 import sys
-from typing import List
+from typing import Dict, List, Optional
 
 from .. import config, interrupt
 from ..errors import UsageError
@@ -35,6 +37,8 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("-g", dest="global_conf", metavar="FILE", help="global config (for VM_BACKUP_VOLUME)")
     p.add_argument("--volume", metavar="DIR", help="backup volume (overrides VM_BACKUP_VOLUME)")
+    common.add_confdir_option(p, "a VM whose file sets VM_BACKUP_VOLUME has its backups verified there "
+                              "(without --volume)")
     boot = p.add_argument_group("smoke boot", "boot a throw-away copy of the backup's VM under QEMU "
                                 "(no network, nothing persists) and wait for a sign of life")
     boot.add_argument("--boot", action="store_true", help="boot the backup (its newest good one for a VM name)")
@@ -64,8 +68,11 @@ def _seconds(value: str) -> float:
     return seconds
 
 
-def targets(shell: Shell, volume: str, target, all_backups: bool):
-    """Backup paths to check, and notes on what was left out."""
+def targets(shell: Shell, volume: str, target, all_backups: bool, elsewhere: Optional[Dict[str, str]] = None):
+    """Backup paths to check, and notes on what was left out. `elsewhere`: {VM: the volume its per-VM file
+    sends its backups to} (-c), looked in as well: without it `verify --all` passed over them, unchecked
+    and unsaid."""
+    elsewhere = elsewhere or {}
     if bool(target) == bool(all_backups):
         raise UsageError("say what to verify: BACKUP, VM or --all (exactly one)")
     if target and target.startswith("/") or (target and shell.exists(target)):
@@ -76,12 +83,13 @@ def targets(shell: Shell, volume: str, target, all_backups: bool):
     if not shell.isdir(volume):  # a share not mounted, a typo: "0 checked" must not read as all well
         raise UsageError("the backup volume %s is not there (a share not mounted, or a typo?): nothing to "
                          "verify" % volume)
-    names = [target] if target else list_cmd.vm_names(shell, volume)
+    names = [(target, elsewhere.get(target, volume))] if target else \
+        [(n, volume) for n in list_cmd.vm_names(shell, volume)] + sorted(elsewhere.items())
     paths, skipped = [], []  # type: List[str], List[str]
-    for name in names:
-        found = layout.list_backups(shell, volume, name, skipped.append)
+    for name, where in names:
+        found = layout.list_backups(shell, where, name, skipped.append)
         if target and not found:  # all `skipped` holds yet: this VM's folders named like backups that are none
-            raise UsageError("no backups of %r under %s%s" % (name, volume, layout.odd_named(skipped)))
+            raise UsageError("no backups of %r under %s%s" % (name, where, layout.odd_named(skipped)))
         for b in found:
             if b.status in ("ok", "warn", "archived"):
                 paths.append(b.path)
@@ -113,7 +121,10 @@ def run(args) -> int:
     if list_cmd.say_unmounted(shell, settings, args.volume) and not (args.target or "").startswith("/"):
         # a monitor's `verify --all` between runs (UNMOUNT_NFS=1) must not read "0 checked" as all well
         raise UsageError("no backup on the backup volume can be verified while its NFS share is not mounted")
-    paths, skipped = targets(shell, args.volume or settings.vm_backup_volume, args.target, args.all)
+    own = {} if args.volume or not (args.all or args.target) else list_cmd.per_vm_settings(
+        settings, args.confdir, None if args.all else args.target)
+    paths, skipped = targets(shell, args.volume or settings.vm_backup_volume, args.target, args.all,
+                             list_cmd.volumes_elsewhere(settings, own, "verify"))
     results = []
     for path in paths:
         if not args.json:
@@ -151,7 +162,8 @@ def _boot(args, settings) -> int:
     shell = LocalShell()
     path = trim_path(args.target)
     if not (path.startswith("/") or shell.exists(path)):  # a VM name: its newest good backup
-        volume = args.volume or settings.vm_backup_volume
+        own = list_cmd.per_vm_settings(settings, args.confdir, args.target)
+        volume = args.volume or own.get(args.target, settings).vm_backup_volume
         odd = []  # type: List[str]
         newest = backup_check.newest_good(shell, volume, args.target, odd.append)
         if newest is None:

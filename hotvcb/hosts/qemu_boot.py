@@ -20,9 +20,11 @@ READ_BLOCK = 1 << 20
 
 
 class ConsoleLog:
-    """The serial console's file: QEMU writes it, the watcher reads it back whole at each look.
+    """The serial console's file: QEMU appends to it, the watcher reads back this boot's part at each look.
 
-    Opened here once, emptied, and read through that descriptor. The open never blocks (O_NONBLOCK): a
+    Opened here once and read through that descriptor from where the file ended at the open: a file the
+    admin names again (last night's console, or one named by mistake) keeps what it held, and what it held
+    is never taken for this boot's sign of life. The open never blocks (O_NONBLOCK): a
     FIFO or a device the admin named, with nobody at its other end, would hang it for ever, where a
     signal waits too. Only a regular file is taken: a folder cannot be one, and a FIFO or device would
     not hand back what QEMU wrote. HostError names what the path is instead."""
@@ -51,11 +53,11 @@ class ConsoleLog:
         except HostError:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)  # a log named again holds this boot's console only
+        self.start = os.lseek(fd, 0, os.SEEK_END)
         self.fd = fd  # type: Optional[int]
 
     def text(self) -> str:
-        data, offset = [], 0
+        data, offset = [], self.start
         while self.fd is not None:
             block = os.pread(self.fd, READ_BLOCK, offset)
             if not block:
@@ -83,7 +85,9 @@ class BootProcess:
 
     def __init__(self, argv: List[str], console: ConsoleLog, log: str):
         self.console, self.log = console, log
-        self.argv = list(argv) + ["-display", "none", "-no-reboot", "-serial", "file:" + console.path]
+        # appended to (`-serial file:` would empty it); a comma in an option value is written twice
+        self.argv = list(argv) + ["-display", "none", "-no-reboot", "-chardev", "file,id=console,append=on,path="
+                                  + console.path.replace(",", ",,"), "-serial", "chardev:console"]
         try:
             with open(log, "wb") as out:
                 self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=out,

@@ -18,7 +18,7 @@ from ..hosts.base import Hypervisor
 from ..model import Disk, Snapshot, SnapshotTree, Vm
 from ..settings import Settings
 from ..store import layout, rotation, volume
-from ..units import human_size
+from ..units import human_size, need_and_free
 from ..vmdk import base_name
 from .guest_hooks import refuse_unless_possible
 from .leftovers import is_ours
@@ -153,10 +153,8 @@ def check(host: Hypervisor, s: Settings, log, space: SpaceLedger, vm: Vm, disks:
     free = None if s.vm_backup_repository or unmounted else space.reserve(vm.name, s.vm_backup_volume, needed, target,
                                                              functools.partial(target, free=False), archive)
     if free is not None and needed > free:
-        raise HotvcbError(
-            "%s needs %s on %s but only %s is free"
-            % (vm.name, human_size(needed), s.vm_backup_volume, human_size(free))
-        )
+        need, room = need_and_free(needed, free)
+        raise HotvcbError("%s needs %s on %s but only %s is free" % (vm.name, need, s.vm_backup_volume, room))
     log.debug("%s: needs %s, %s free" % (vm.name, need_text(needed, archive),
                                           "unknown" if free is None else human_size(free)))
     if free is not None and needed + archive > free:

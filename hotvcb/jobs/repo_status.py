@@ -36,13 +36,22 @@ class RepoView:
         self._bad = []  # type: List[str]
 
     def _open(self) -> Repository:
+        """The repository, read; an error names it once (open_path's names it already: prefixed again, the
+        admin read "repository F: repository F: ...")."""
         if self._repo is None:
-            self._repo = open_path(self.path)
-            # a record that does not read is said on every VM (it may be any one's newest), not CRIT for all
-            self._snaps, self._bad = self._repo.readable_snapshots()
-            self._marks = {i.name[len(VERIFIED):]: i.mtime for i in self._repo.backend.list(VERIFIED)}
-            self._damaged = self._repo.damaged(strict=False)
+            repo = open_path(self.path)
+            try:
+                # a record that does not read is said on every VM (it may be any one's newest), not CRIT for all
+                self._snaps, self._bad = repo.readable_snapshots()
+                self._marks = {i.name[len(VERIFIED):]: i.mtime for i in repo.backend.list(VERIFIED)}
+                self._damaged = repo.damaged(strict=False)
+            except RepoError as err:
+                raise self._named(err) from err
+            self._repo = repo
         return self._repo
+
+    def _named(self, err: RepoError) -> RepoError:
+        return RepoError("repository %s: %s" % (self.path, err))
 
     def check(self, name: str, uuid: str, limits: Limits, now: float) -> Check:
         found = self._check(name, uuid, limits, now)
@@ -61,9 +70,12 @@ class RepoView:
             if not mine:
                 return Check(CRIT, "backup", name, "never backed up into %s" % self.path, {"good_backups": 0})
             newest = mine[-1]
-            verified, damaged = self._verified(repo, newest)
+            try:
+                verified, damaged = self._verified(repo, newest)
+            except RepoError as err:
+                raise self._named(err) from err
         except RepoError as err:
-            return Check(CRIT, "backup", name, "repository %s: %s" % (self.path, err), {"repository": self.path})
+            return Check(CRIT, "backup", name, str(err), {"repository": self.path})
         age = now - time.mktime(newest.time.timetuple())
         size = sum(d["size"] for d in newest.disks)
         details = {"good_backups": len(mine), "newest_good": newest.id, "repository": self.path,

@@ -45,7 +45,7 @@ from ..hosts import qemuimg
 from ..runid import machine_id
 from ..shell import Shell
 from ..store import layout
-from ..units import human_size
+from ..units import human_size, need_and_free
 from . import backup_check, qemu_vmdk, restore_scratch
 from .machine_of import Found, machine_of
 from .restore_scratch import RESTORING
@@ -180,8 +180,9 @@ class KvmRestore:
         st = os.statvfs(req.target)
         free = st.f_bavail * st.f_frsize
         if needed > free:
+            need, room = need_and_free(needed, free)
             raise KvmRestoreError("restoring %s as %s needs up to %s in %s but only %s is free"
-                                  % (m.name, req.fmt, human_size(needed), req.target, human_size(free)))
+                                  % (m.name, req.fmt, need, req.target, room))
         self.log.debug("%s: up to %s needed, %s free" % (folder, human_size(needed), human_size(free)))
 
     def _print_plan(self, found: Found, req: KvmRequest, folder: str) -> None:

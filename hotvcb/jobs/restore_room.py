@@ -9,7 +9,7 @@ from ..hosts.base import Hypervisor
 from ..restorefile import RestoreRequest
 from ..shell import Shell
 from ..targz import ArchiveView
-from ..units import human_size
+from ..units import human_size, need_and_free
 from . import restore_stage
 from .restore_plan import Plan, RestoreError
 
@@ -35,8 +35,8 @@ def check_unpack_room(req: RestoreRequest, view: ArchiveView, gz: str, free: Opt
     """Unpacking and cloning together need at most twice the archive's content."""
     size = sum(view.sizes.values())
     if free is not None and 2 * size > free:
-        raise RestoreError("%s needs up to %s to unpack and restore on %s, only %s free" % (
-            gz, human_size(2 * size), req.target, human_size(free)))
+        need, room = need_and_free(2 * size, free)
+        raise RestoreError("%s needs up to %s to unpack and restore on %s, only %s free" % (gz, need, req.target, room))
 
 
 def check_staged_room(shell: Shell, req: RestoreRequest, kvm: "restore_stage.Found", folder: str,
@@ -49,15 +49,17 @@ def check_staging_room(req: RestoreRequest, what: str, staged: str, needed: int,
     """A backup staged on the target (a KVM backup's VMDKs, a repository's backup) and the VM `what`
     restored beside it need `needed` together; refused before the staging writes anything."""
     if free is not None and needed > free:
+        need, room = need_and_free(needed, free)
         raise RestoreError("restoring %s as %s needs up to %s on %s (%s and the VM), only %s free"
-                           % (what, req.disk_format, human_size(needed), req.target, staged, human_size(free)))
+                           % (what, req.disk_format, need, req.target, staged, room))
 
 
 def check_room(req: RestoreRequest, log, plan: Plan) -> None:
     if req.disk_format == "2gbsparse":
         log.warning(FORMAT_2GB_NOTE)
     if plan.free is not None and plan.needed > plan.free:
+        need, room = need_and_free(plan.needed, plan.free)
         raise RestoreError("restoring %s as %s needs %s on %s but only %s is free" % (
-            plan.name, req.disk_format, human_size(plan.needed), req.target, human_size(plan.free)))
+            plan.name, req.disk_format, need, req.target, room))
     log.debug("%s: %s needed, %s free" % (
         plan.name, human_size(plan.needed), "unknown" if plan.free is None else human_size(plan.free)))

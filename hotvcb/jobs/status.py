@@ -117,6 +117,9 @@ def host_status(host: Hypervisor, settings: Settings, limits: Limits, names: Opt
         report.checks.extend(_left_off(host, vm, run_alive))
         needed[_target(own)] = needed.get(_target(own), 0) + sum(
             host.bytes_needed(d, own.disk_backup_format) for d in vm.disks if not d.skip_reason)
+    if not any(c.kind == "backup" for c in report.checks):  # nothing watched is not OK
+        report.checks.append(Check(CRIT, "backup", "all", "no VM found to watch%s: none is backed up (a backup of "
+                                   "all ends 'No VMs backed up!')" % (" (after -f/-e)" if names or exclude else "")))
     report.checks.extend(_datastores(host, limits, needed))
     unmounted = "" if settings.vm_backup_repository else nfs.unmounted(host.shell, settings)
     if unmounted:  # why every VM has no backup: the backups are where this command does not look

@@ -16,7 +16,7 @@ import os
 import re
 import shlex
 import sys
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence
 
 from ..errors import UsageError
 from .. import lazyre
@@ -147,13 +147,13 @@ def backup_argv(args: Sequence[str], parser: Optional[argparse.ArgumentParser] =
         args = args[1:]
     if not args:
         raise UsageError("say what to back up after --, e.g. -- -a -g /vmfs/volumes/ds/hotvcb.conf")
-    from ..commands.common import DOUBLE_DASH  # not at the top: commands import this package
+    from ..commands.common import DOUBLE_DASH, option_of, options_of  # not at the top: commands import this package
 
     if parser is None:
         from ..commands import backup_cmd
 
         parser = backup_cmd.parser()
-    options = {o: a for a in parser._actions for o in a.option_strings}  # noqa: SLF001 - no public list
+    options = options_of(parser)
     out = []  # type: List[str]
     i = 0
     while i < len(args):
@@ -162,7 +162,7 @@ def backup_argv(args: Sequence[str], parser: Optional[argparse.ArgumentParser] =
         if a == "--":
             out += args[i - 1:]
             break
-        found = _option_of(a, options)
+        found = option_of(a, options)
         if found is None:
             out.append(a)
             continue
@@ -176,31 +176,6 @@ def backup_argv(args: Sequence[str], parser: Optional[argparse.ArgumentParser] =
         else:
             out.append(head + (absolute(value) if path and value else value or ""))
     return ["backup"] + out
-
-
-def _option_of(word: str, options: Dict[str, argparse.Action]) -> Optional[Tuple[argparse.Action, str, Optional[str]]]:
-    """(the option, the word up to its glued value, that value or None) as argparse reads `word`, or None
-    for a word that is no option. Of a bundle of short flags (`-ag FILE`) the last one counts: the flags
-    before it take no value."""
-    if len(word) < 2 or word[0] != "-":
-        return None
-    if word in options:
-        return options[word], word, None
-    flag, eq, value = word.partition("=")
-    if eq and flag in options:  # `-g=FILE`, `--json-report=FILE`
-        return options[flag], flag + "=", value
-    if word.startswith("--"):  # a unique prefix of a long option (argparse's allow_abbrev)
-        hits = {options[o] for o in options if o.startswith("--") and o.startswith(flag)}
-        if len(hits) == 1:
-            return hits.pop(), flag + eq, value if eq else None
-        return None
-    at = 1
-    while at < len(word) and "-" + word[at] in options:  # `-gFILE`, `-agFILE`
-        action = options["-" + word[at]]
-        if action.nargs != 0 or at + 1 == len(word):
-            return action, word[:at + 1], word[at + 1:] or None
-        at += 1
-    return None
 
 
 def absolute(path: str) -> str:
