@@ -250,9 +250,6 @@ def test_the_mail_of_a_run_that_left_a_vm_down_is_not_coloured_ok(lab):
 # -- SSH mode: the run on the host dies -------------------------------------------------------------------
 @needs_root
 @needs_sshd
-@pytest.mark.xfail(strict=True, reason="when the run on the host is killed (OOM, kill -9) the client ends 'the run "
-                                       "on the host ended without its report (exit 137)', exit 1, and never says "
-                                       "a snapshot may be left on a VM or that `hotvcb cleanup` removes it")
 def test_a_run_killed_on_the_host_says_what_it_may_have_left(lab, tmp_path):
     """SSH mode, on the host: ESXi kills the host's python mid-copy (its memory group ran out, or an
     operator's kill -9). The Linux box ends with `ERROR: the run on the host ended without its report (exit

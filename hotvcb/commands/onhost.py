@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import json
 import os
+import signal
 import stat
 import sys
 import codecs
@@ -128,9 +129,28 @@ def backup(args, log: RunLog) -> Optional[Report]:
     except (TypeError, ValueError) as err:
         why = done.lost or "the run on the host ended without its report (exit %d%s)" % (
             done.returncode, ": %s" % err if done.outbox else "")
+    killed = _killed_by(done.returncode) if not done.lost else None
+    if killed:  # nothing of it ran its `finally`: whatever it had made on the host is still there
+        why = "%s: it was killed by %s and may have left hotvcb's snapshot on a VM, a VM it powered off or a " \
+              "-partial backup folder; `hotvcb --host %s cleanup` removes them (so does the next backup)" % (
+                  why, killed, args.host_target.ssh.destination)
     log.error(why)
-    code = done.returncode if 1 <= done.returncode <= LOG_LOST else 1  # hotvcb's codes, not a signal's or ssh's
+    if killed:
+        code = Interrupted.exit_code  # README: 2, interrupted by a signal; 1 would say no VM was started
+    else:
+        code = done.returncode if 1 <= done.returncode <= LOG_LOST else 1  # hotvcb's codes, not ssh's
     return _ended(args, log, started, "ERROR: %s" % why, code)
+
+
+def _killed_by(returncode: int) -> Optional[str]:
+    """The signal's name when the host's shell says its python was killed by one (exit 128+N: the host's
+    OOM killer or an operator's kill -9), else None."""
+    if not 128 < returncode < 128 + 65:
+        return None
+    try:
+        return signal.Signals(returncode - 128).name
+    except ValueError:
+        return "signal %d" % (returncode - 128)
 
 
 def _ended(args, log: RunLog, started: str, status: str, code: int) -> Report:
