@@ -67,8 +67,6 @@ def _final(text):
 # -- SSH mode: the identity file --------------------------------------------------------------------------
 @needs_root
 @needs_sshd
-@pytest.mark.xfail(strict=True, reason="--identity naming a missing file is reported as 'login refused ... pass "
-                                       "--identity FILE'; the file that is not there is never named")
 def test_a_missing_identity_file_is_named_not_blamed_on_the_hosts_authorized_keys(lab, tmp_path):
     """The admin's cron job passes `--identity /root/.ssh/esxi01` but the key was made as
     `/root/.ssh/esxi01_rsa` (or was lost with a home folder restore). ssh says 'Identity file ... not
@@ -86,8 +84,6 @@ def test_a_missing_identity_file_is_named_not_blamed_on_the_hosts_authorized_key
 
 @needs_root
 @needs_sshd
-@pytest.mark.xfail(strict=True, reason="an identity file ssh ignores for its loose permissions is reported as "
-                                       "'login refused ... pass --identity FILE'; the real cause is dropped")
 def test_an_identity_file_with_loose_permissions_is_named_as_the_cause(lab, tmp_path):
     """The key was copied to the backup box with `cp` under umask 022 (mode 0644). ssh ignores it
     ('WARNING: UNPROTECTED PRIVATE KEY FILE! Permissions 0644 for ... are too open'), and hotvcb's error is
