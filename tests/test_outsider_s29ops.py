@@ -103,8 +103,6 @@ def test_an_identity_file_with_loose_permissions_is_named_as_the_cause(lab, tmp_
 # -- SSH mode: whose name the report carries --------------------------------------------------------------
 @needs_root
 @needs_sshd
-@pytest.mark.xfail(strict=True, reason="file by file (ESXi 4.1-6.x), the mail's subject and --json-report's "
-                                       "host name the Linux box the run came from, not the ESXi host backed up")
 def test_a_file_by_file_run_reports_the_esxi_host_not_the_linux_box(lab, tmp_path):
     """One Linux box backs up three ESXi 6.x hosts (file by file, their python is too old). Every mail
     reads `hotvcb backupbox <job>: ...` and every --json-report says `"host": "backupbox"`: the Linux box's
@@ -278,8 +276,6 @@ def test_a_run_killed_on_the_host_says_what_it_may_have_left(lab, tmp_path):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="EMAIL_ALERT sends nothing when the nightly run stops at an unreadable -f list "
-                                       "(its datastore gone): the config with the mail settings was never read")
 def test_email_alert_reaches_the_admin_when_the_vm_list_is_gone(lab):
     """The job, installed months ago: `-f /vmfs/volumes/nas01/vms_to_backup -g /vmfs/volumes/datastore1/hotvcb.conf`
     with EMAIL_ALERT=1 - 'mail only when the run was not all OK'. The NAS datastore holding the list is not
