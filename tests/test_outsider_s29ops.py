@@ -296,8 +296,6 @@ def test_email_alert_reaches_the_admin_when_the_vm_list_is_gone(lab):
 
 
 # -- log files --------------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="-l naming a regular file that cannot be appended to (lseek fails, as on "
-                                       "procfs/sysfs) ends in 'hotvcb: internal error: OSError: [Errno 22]'")
 def test_a_log_file_that_cannot_be_appended_to_is_a_clean_error(tmp_path, capsys):
     """README: `-l` naming something that cannot be opened or is no file is refused before the run starts
     (exit 1) with a message naming it. A regular file that opens for writing but cannot be positioned at
