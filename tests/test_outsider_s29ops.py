@@ -144,8 +144,6 @@ def _as_cron_runs(line, home, folder):
 
 @needs_root
 @needs_sshd
-@pytest.mark.xfail(strict=True, reason="schedule install drops HOTVCB_SMTP_CAFILE, the only way to trust a relay's "
-                                       "CA: the job it installs cannot mail where the same command run by hand did")
 def test_the_scheduled_job_mails_through_the_relay_the_admins_run_mailed_through(lab, fake_crontab, tmp_path):
     """operations.md: 'Server certificates are verified (HOTVCB_SMTP_CAFILE names another CA bundle)'; it is
     an environment variable only, no config key. The admin's relay has the company's own CA and wants a
