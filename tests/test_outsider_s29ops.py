@@ -206,8 +206,6 @@ def _html(message):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="the HTML mail colours its headline by the status's first word only: "
-                                       "'VM DOWN: web; ERROR: All VMs failed!' is shown in the OK green")
 def test_the_mail_of_a_run_that_left_a_vm_down_is_not_coloured_ok(lab):
     """COLD_SNAPSHOT=1, and the VM does not come back after its snapshot (hostd refuses the power-on). The
     docs: such a VM is the first line of the report and the mail's subject (`VM DOWN: ...`) and fails the
