@@ -174,8 +174,6 @@ def test_the_scheduled_job_mails_through_the_relay_the_admins_run_mailed_through
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="cron '5/15' is checked as minutes 5,20,35,50 but written verbatim into ESXi's "
-                                       "crontab, where busybox crond reads '5/15' as minute 5 alone")
 def test_a_step_from_a_start_minute_runs_on_esxi_as_the_check_understood_it(lab):
     """The admin wants a backup of a small VM every quarter hour, offset from other jobs, and writes
     `--cron "5/15 * * * *"` as on their Linux boxes. hotvcb's check expands it as minutes 5, 20, 35 and 50
