@@ -132,7 +132,12 @@ def open_log(path: str) -> io.TextIOWrapper:
         os.close(fd)
         raise UsageError(_NO_LOG % path)
     os.set_blocking(fd, True)  # a full disk or a slow terminal is waited for, as before
-    return open(fd, "a", encoding="utf-8")
+    try:
+        return open(fd, "a", encoding="utf-8")
+    except OSError as err:  # a file that cannot be positioned at its end (procfs, sysfs): no log can go there
+        os.close(fd)
+        raise UsageError("cannot write the log file %s: it cannot be appended to (%s)" % (path, err.strerror or err)) \
+            from err
 
 
 _NO_LOG = "cannot write the log file %s: not a regular file (a named pipe, a socket or a block device); name a file"

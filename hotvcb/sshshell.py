@@ -49,6 +49,9 @@ FILE_OP_TIMEOUT = 600
 # (its middle is then within half of it of the moment the host read its clock, as `date`'s is)
 CLOCK_TRIP_MAX = 1.0
 _OCTAL_MODE = lazyre.compile(r"[0-7]{1,5}")  # `stat -c %a`: the permission bits in octal
+# what ssh says of an --identity file it cannot use (it then logs in without it, and its last line blames the host)
+_IDENTITY_MISSING = lazyre.compile(r"(?m)Identity file (.+) not accessible: (.+?)\.?\r?$")
+_IDENTITY_TOO_OPEN = lazyre.compile(r"Permissions ([0-7]+) for '(.+)' are too open")
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,20 @@ class SshTarget:
 
     def describe(self) -> str:
         return "ssh://%s%s" % (self.destination, "" if self.port is None or self.port == 22 else ":%d" % self.port)
+
+
+def _identity_problem(message: str) -> str:
+    """Why ssh did not use the --identity file, from its own lines ("" if it said nothing): a missing file
+    or one others may read. ssh goes on without the key, so its last line is the host's refusal, and the
+    admin would look for the fault in the host's authorized_keys instead of their own file."""
+    missing = _IDENTITY_MISSING.search(message)
+    if missing:
+        return "the identity file %s cannot be read (%s)" % (missing.group(1), missing.group(2))
+    too_open = _IDENTITY_TOO_OPEN.search(message)
+    if too_open:
+        return ("ssh ignores the identity file %s: its permissions %s let others read it; `chmod 600 %s`"
+                % (too_open.group(2), too_open.group(1), too_open.group(2)))
+    return ""
 
 
 def _utc(epoch: float) -> datetime:
@@ -170,11 +187,12 @@ class SshShell:
                    port, t.destination)
             )
         detail = sh.last_line(message) or "ssh exited with an error"
+        identity = _identity_problem(message)
         if "Permission denied" in message:
-            return ("SSH login to %s refused (%s): hotvcb logs in with a key, never a password; put the "
-                    "public key in /etc/ssh/keys-<user>/authorized_keys on ESXi and pass --identity FILE"
-                    % (t.destination, detail))
-        return "cannot connect to %s over SSH: %s" % (t.destination, detail)
+            return ("SSH login to %s refused (%s): %s" % (t.destination, detail, identity or (
+                "hotvcb logs in with a key, never a password; put the public key in "
+                "/etc/ssh/keys-<user>/authorized_keys on ESXi and pass --identity FILE")))
+        return "cannot connect to %s over SSH: %s%s" % (t.destination, detail, "; " + identity if identity else "")
 
     def close(self) -> None:
         """Stop the master and remove its private dir (idempotent)."""

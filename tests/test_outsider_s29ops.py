@@ -67,8 +67,6 @@ def _final(text):
 # -- SSH mode: the identity file --------------------------------------------------------------------------
 @needs_root
 @needs_sshd
-@pytest.mark.xfail(strict=True, reason="--identity naming a missing file is reported as 'login refused ... pass "
-                                       "--identity FILE'; the file that is not there is never named")
 def test_a_missing_identity_file_is_named_not_blamed_on_the_hosts_authorized_keys(lab, tmp_path):
     """The admin's cron job passes `--identity /root/.ssh/esxi01` but the key was made as
     `/root/.ssh/esxi01_rsa` (or was lost with a home folder restore). ssh says 'Identity file ... not
@@ -86,8 +84,6 @@ def test_a_missing_identity_file_is_named_not_blamed_on_the_hosts_authorized_key
 
 @needs_root
 @needs_sshd
-@pytest.mark.xfail(strict=True, reason="an identity file ssh ignores for its loose permissions is reported as "
-                                       "'login refused ... pass --identity FILE'; the real cause is dropped")
 def test_an_identity_file_with_loose_permissions_is_named_as_the_cause(lab, tmp_path):
     """The key was copied to the backup box with `cp` under umask 022 (mode 0644). ssh ignores it
     ('WARNING: UNPROTECTED PRIVATE KEY FILE! Permissions 0644 for ... are too open'), and hotvcb's error is
@@ -107,8 +103,6 @@ def test_an_identity_file_with_loose_permissions_is_named_as_the_cause(lab, tmp_
 # -- SSH mode: whose name the report carries --------------------------------------------------------------
 @needs_root
 @needs_sshd
-@pytest.mark.xfail(strict=True, reason="file by file (ESXi 4.1-6.x), the mail's subject and --json-report's "
-                                       "host name the Linux box the run came from, not the ESXi host backed up")
 def test_a_file_by_file_run_reports_the_esxi_host_not_the_linux_box(lab, tmp_path):
     """One Linux box backs up three ESXi 6.x hosts (file by file, their python is too old). Every mail
     reads `hotvcb backupbox <job>: ...` and every --json-report says `"host": "backupbox"`: the Linux box's
@@ -150,8 +144,6 @@ def _as_cron_runs(line, home, folder):
 
 @needs_root
 @needs_sshd
-@pytest.mark.xfail(strict=True, reason="schedule install drops HOTVCB_SMTP_CAFILE, the only way to trust a relay's "
-                                       "CA: the job it installs cannot mail where the same command run by hand did")
 def test_the_scheduled_job_mails_through_the_relay_the_admins_run_mailed_through(lab, fake_crontab, tmp_path):
     """operations.md: 'Server certificates are verified (HOTVCB_SMTP_CAFILE names another CA bundle)'; it is
     an environment variable only, no config key. The admin's relay has the company's own CA and wants a
@@ -182,8 +174,6 @@ def test_the_scheduled_job_mails_through_the_relay_the_admins_run_mailed_through
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="cron '5/15' is checked as minutes 5,20,35,50 but written verbatim into ESXi's "
-                                       "crontab, where busybox crond reads '5/15' as minute 5 alone")
 def test_a_step_from_a_start_minute_runs_on_esxi_as_the_check_understood_it(lab):
     """The admin wants a backup of a small VM every quarter hour, offset from other jobs, and writes
     `--cron "5/15 * * * *"` as on their Linux boxes. hotvcb's check expands it as minutes 5, 20, 35 and 50
@@ -214,8 +204,6 @@ def _html(message):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="the HTML mail colours its headline by the status's first word only: "
-                                       "'VM DOWN: web; ERROR: All VMs failed!' is shown in the OK green")
 def test_the_mail_of_a_run_that_left_a_vm_down_is_not_coloured_ok(lab):
     """COLD_SNAPSHOT=1, and the VM does not come back after its snapshot (hostd refuses the power-on). The
     docs: such a VM is the first line of the report and the mail's subject (`VM DOWN: ...`) and fails the
@@ -250,9 +238,6 @@ def test_the_mail_of_a_run_that_left_a_vm_down_is_not_coloured_ok(lab):
 # -- SSH mode: the run on the host dies -------------------------------------------------------------------
 @needs_root
 @needs_sshd
-@pytest.mark.xfail(strict=True, reason="when the run on the host is killed (OOM, kill -9) the client ends 'the run "
-                                       "on the host ended without its report (exit 137)', exit 1, and never says "
-                                       "a snapshot may be left on a VM or that `hotvcb cleanup` removes it")
 def test_a_run_killed_on_the_host_says_what_it_may_have_left(lab, tmp_path):
     """SSH mode, on the host: ESXi kills the host's python mid-copy (its memory group ran out, or an
     operator's kill -9). The Linux box ends with `ERROR: the run on the host ended without its report (exit
@@ -285,8 +270,6 @@ def test_a_run_killed_on_the_host_says_what_it_may_have_left(lab, tmp_path):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="EMAIL_ALERT sends nothing when the nightly run stops at an unreadable -f list "
-                                       "(its datastore gone): the config with the mail settings was never read")
 def test_email_alert_reaches_the_admin_when_the_vm_list_is_gone(lab):
     """The job, installed months ago: `-f /vmfs/volumes/nas01/vms_to_backup -g /vmfs/volumes/datastore1/hotvcb.conf`
     with EMAIL_ALERT=1 - 'mail only when the run was not all OK'. The NAS datastore holding the list is not
@@ -307,8 +290,6 @@ def test_email_alert_reaches_the_admin_when_the_vm_list_is_gone(lab):
 
 
 # -- log files --------------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="-l naming a regular file that cannot be appended to (lseek fails, as on "
-                                       "procfs/sysfs) ends in 'hotvcb: internal error: OSError: [Errno 22]'")
 def test_a_log_file_that_cannot_be_appended_to_is_a_clean_error(tmp_path, capsys):
     """README: `-l` naming something that cannot be opened or is no file is refused before the run starts
     (exit 1) with a message naming it. A regular file that opens for writing but cannot be positioned at

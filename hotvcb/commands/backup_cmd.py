@@ -16,7 +16,6 @@ from ..jobs.backup import BackupJob
 from ..jobs.nfs import NfsTarget
 from ..jobs import outcome
 from ..jobs.outcome import final_status
-from ..runid import machine_name
 from ..runlog import LOG_LOST, open_log
 from . import common, onhost
 
@@ -157,12 +156,17 @@ def prepare(args, settings):
 
 
 def run(args) -> int:
-    names, exclude = selection(args)
     settings, log = common.load(args)
     settings = prepare(args, settings)
     started = datetime.now().isoformat(timespec="seconds")
     dry_run = args.level == "dryrun"
     interrupt.install()
+    try:  # once the config is read: a list file gone (its NAS not mounted after a reboot) is mailed as a failed run
+        names, exclude = selection(args)
+    except UsageError as err:
+        log.error(str(err))
+        return _deliver(args, settings, log, onhost.ended(args, log, started, "ERROR: %s" % err, err.exit_code,
+                                                          args.host_target.name()))
     report = onhost.backup(args, log)  # SSH mode: the whole run on the host, where it can
     if report is not None:
         return _deliver(args, settings, log, report)
@@ -174,9 +178,11 @@ def run(args) -> int:
     results = []  # type: list
     job = None  # type: Optional[BackupJob]
     lock = work = asked = nfs = None
+    host_name = args.host_target.name()
     try:
         host = common.connect(args.host_target, log)
         lock, run = common.lock_host(host, log, args.host_target)
+        host_name = host.host_name()  # file by file over SSH: the ESXi host's name, not this Linux box's
         asked = RunStart(host, settings)  # the run's first questions, at once (jobs/ahead.py)
         work = common.WorkDir(args.workdir, run, settings.workdir_debug, log)
         log.info("============================== hotvcb LOG START ==============================")
@@ -214,18 +220,7 @@ def run(args) -> int:
         status = "VM DOWN: %s; %s" % (", ".join(down), status)
         if code in (0, 3):
             code = 4  # a VM this run powered off is down: never an OK run
-    status, code = log.account(status, code)
-    log.info("###### Final status: %s ######" % status)
-    if work is not None:
-        work.finish()
-    log.info("============================== hotvcb LOG END ================================")
-    machine = machine_name()
-    return _deliver(args, settings, log, onhost.Report(
-        code, status, machine, "\n".join(log.lines), outcome.report(results, status),
-        outcome.report_html(results, status, machine, args.job_name), {
-            "host": machine, "job": args.job_name, "started": started,
-            "finished": datetime.now().isoformat(timespec="seconds"), "status": status, "exit_code": code,
-            "dry_run": dry_run, "vms": outcome.rows(results)}))
+    return _deliver(args, settings, log, onhost.ended(args, log, started, status, code, host_name, results, work))
 
 
 def _deliver(args, settings, log, report: "onhost.Report") -> int:

@@ -10,7 +10,7 @@ from .. import config, namelist
 from . import onhost
 from ..errors import HostError, LockError, UsageError
 from ..hosts.base import Hypervisor
-from ..runid import RunId, host_id
+from ..runid import RunId, host_id, machine_name
 from ..runlog import RunLog
 from ..settings import Settings
 from ..shell import LocalShell
@@ -56,6 +56,11 @@ class Target(NamedTuple):
 
     def __bool__(self) -> bool:
         return self.ssh is not None or self.qemu is not None or self.libvirt is not None
+
+    def name(self) -> str:
+        """The host a run's report and mail name (`hotvcb <host> <job>: ...`) until the host says its own
+        name: the SSH host as given, else this machine (the ESXi host we run on, or the KVM machine)."""
+        return self.ssh.hostname if self.ssh is not None else machine_name()
 
 
 class RefusesEmptyValues(argparse.ArgumentParser):

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import json
 import os
+import signal
 import stat
 import sys
 import codecs
@@ -29,6 +30,7 @@ from ..runlog import LOG_LOST, RunLog, put, say
 
 if TYPE_CHECKING:  # hostrun (with pyzpack, uuid, ...) is imported by an SSH run only: a local run starts sooner
     from .. import hostrun
+    from ..model import VmResult
 
 # backup options that mean something on this machine only, or are ours to add
 CLIENT_SIDE = ("log_file", "workdir", "json_report", "file_by_file", "outbox", "help", "parser", "hosts",
@@ -120,7 +122,7 @@ def backup(args, log: RunLog) -> Optional[Report]:
     try:
         done = _run(args, log, ["--outbox", OUTBOX])
     except Interrupted as err:  # before the run started on the host: nothing to undo there
-        return _ended(args, log, started, "ERROR: %s" % err, err.exit_code)
+        return ended(args, log, started, "ERROR: %s" % err, err.exit_code, args.host_target.name())
     if done is None:
         return None
     try:
@@ -128,23 +130,46 @@ def backup(args, log: RunLog) -> Optional[Report]:
     except (TypeError, ValueError) as err:
         why = done.lost or "the run on the host ended without its report (exit %d%s)" % (
             done.returncode, ": %s" % err if done.outbox else "")
+    killed = _killed_by(done.returncode) if not done.lost else None
+    if killed:  # nothing of it ran its `finally`: whatever it had made on the host is still there
+        why = "%s: it was killed by %s and may have left hotvcb's snapshot on a VM, a VM it powered off or a " \
+              "-partial backup folder; `hotvcb --host %s cleanup` removes them (so does the next backup)" % (
+                  why, killed, args.host_target.ssh.destination)
     log.error(why)
-    code = done.returncode if 1 <= done.returncode <= LOG_LOST else 1  # hotvcb's codes, not a signal's or ssh's
-    return _ended(args, log, started, "ERROR: %s" % why, code)
+    if killed:
+        code = Interrupted.exit_code  # README: 2, interrupted by a signal; 1 would say no VM was started
+    else:
+        code = done.returncode if 1 <= done.returncode <= LOG_LOST else 1  # hotvcb's codes, not ssh's
+    return ended(args, log, started, "ERROR: %s" % why, code, args.host_target.name())
 
 
-def _ended(args, log: RunLog, started: str, status: str, code: int) -> Report:
-    """A run with no report from the host ends as a local run's error path does: the final status
-    line, and a report (mail, --json-report) that says so, never an empty one."""
-    host = args.host_target.ssh.hostname
+def _killed_by(returncode: int) -> Optional[str]:
+    """The signal's name when the host's shell says its python was killed by one (exit 128+N: the host's
+    OOM killer or an operator's kill -9), else None."""
+    if not 128 < returncode < 128 + 65:
+        return None
+    try:
+        return signal.Signals(returncode - 128).name
+    except ValueError:
+        return "signal %d" % (returncode - 128)
+
+
+def ended(args, log: RunLog, started: str, status: str, code: int, host: str,
+          results: "Optional[List[VmResult]]" = None, work: Any = None) -> Report:
+    """The final status line and the run's report (mail, --json-report), whether it got to its VMs or not:
+    a run with no report from the host ends as a local run does, never with an empty one. `work`: the
+    run's work folder, finished between the two last lines."""
+    results = results or []
     status, code = log.account(status, code)
     log.info("###### Final status: %s ######" % status)
+    if work is not None:
+        work.finish()
     log.info("============================== hotvcb LOG END ================================")
-    return Report(code, status, host, "\n".join(log.lines), outcome.report([], status),
-                  outcome.report_html([], status, host, args.job_name), {
+    return Report(code, status, host, "\n".join(log.lines), outcome.report(results, status),
+                  outcome.report_html(results, status, host, args.job_name), {
                       "host": host, "job": args.job_name, "started": started,
                       "finished": datetime.now().isoformat(timespec="seconds"), "status": status,
-                      "exit_code": code, "dry_run": args.level == "dryrun", "vms": []})
+                      "exit_code": code, "dry_run": args.level == "dryrun", "vms": outcome.rows(results)})
 
 
 def command(args, failed: int, log: Optional[RunLog] = None) -> Optional[int]:

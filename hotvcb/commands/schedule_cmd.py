@@ -155,7 +155,7 @@ def run_install(args) -> int:
     if args.log:  # made now, as -l's file: a folder (or a pipe) given would fail cron's `>> LOG` every night
         log = schedule.absolute(args.log)
         open_log(log).close()
-    job = schedule.Job(name, expr, argv, log)
+    job = schedule.Job(name, expr, argv, log, schedule.carried_env())
     others = [] if target.ssh is None else _jobs_of_host(sched, on_esxi, name, target.ssh.destination,
                                                           target.ssh.port)
     now = {_host_key(target.ssh.destination, target.ssh.port)} if target.ssh else set()

@@ -122,7 +122,7 @@ def report_html(results: List[VmResult], status: str, host: str, job: str) -> st
     """The e-mail's HTML part: the status first, then one table row per VM."""
     import html  # its entity table: for a backup's report, not every command that imports this module
     e = html.escape
-    worst = "error" if status.startswith("ERROR") else "warn" if status.startswith("WARNING") else "ok"
+    worst = _worst(status)
     cells = []
     for r in rows(results):
         colour = _COLOURS.get(r["result"], "#57606a")
@@ -148,6 +148,15 @@ def report_html(results: List[VmResult], status: str, host: str, job: str) -> st
         "<th>Good backups kept</th><th>Notes</th></tr></thead><tbody>%s</tbody></table>"
         "<p>The full log is in the text part of this message.</p></body></html>\n"
         % (e(host), e(job), _COLOURS[worst], e(status), e(host), e(job), "".join(cells)))
+
+
+def _worst(status: str) -> str:
+    """The headline's colour, from the worst of the status's parts: a run that left a VM down reads
+    `VM DOWN: web; ERROR: ...`, whose first word alone gave it the green of a good night."""
+    parts = [p.strip() for p in status.split(";")]
+    if any(p.startswith(("VM DOWN", "ERROR")) for p in parts):
+        return "error"
+    return "warn" if any(p.startswith("WARNING") for p in parts) else "ok"
 
 
 def _clock(seconds: float) -> str:

@@ -30,11 +30,25 @@ _JOB_RE = lazyre.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 PATH_DESTS = ("vm_list", "exclude", "global_conf", "confdir", "log_file", "workdir", "json_report",
               "identity", "known_hosts", "qemu")
 
+# hotvcb's environment variables a run reads (notify.CAFILE_ENV, hostrun's folder on the host) that cron and
+# systemd, starting the job in a bare environment, would not pass on: (name, whether it is a path here)
+CARRIED_ENV = (("HOTVCB_SMTP_CAFILE", True), ("HOTVCB_HOST_FOLDER", False))
+
+
 class Job(NamedTuple):
     name: str
     cron: str  # five-field cron expression, checked
     argv: List[str]  # the command to run, e.g. ["/bin/python", "/vmfs/volumes/ds/hotvcb.pyz", "backup", ...]
     log: Optional[str]  # where cron output goes (None: systemd journal)
+    env: Tuple[Tuple[str, str], ...] = ()  # variables the command runs with (`carried_env`)
+
+
+def carried_env() -> Tuple[Tuple[str, str], ...]:
+    """The CARRIED_ENV variables set where `schedule install` runs, paths made absolute: the job runs
+    with the relay's CA bundle and the host folder the command tried at install had. Dropped, the
+    scheduled run's mail was refused every night ('certificate verify failed'), said only in its log."""
+    return tuple((name, absolute(os.environ[name]) if path else os.environ[name])
+                 for name, path in CARRIED_ENV if os.environ.get(name))
 
 
 class Entry(NamedTuple):
@@ -233,7 +247,7 @@ def cron_line(job: Job, busybox: bool) -> str:
       next: a word holding ``#`` cannot be written there, so it is refused with advice.
       The marker comment at the end is cut off harmlessly.
     """
-    words = list(job.argv) + ([job.log] if job.log else [])
+    words = list(job.argv) + ([job.log] if job.log else []) + ["%s=%s" % pair for pair in job.env]
     for w in words:
         if "\n" in w or "\r" in w:
             raise UsageError("%r contains a line break, which cannot go into a crontab line" % w)
@@ -244,7 +258,7 @@ def cron_line(job: Job, busybox: bool) -> str:
                 "%r contains '#', which ESXi's crond reads as the start of a comment; put VM names in a "
                 "list file (-f FILE) and use paths without '#'" % bad[0]
             )
-    command = shell_line(job.argv)
+    command = "".join("%s=%s " % (name, shlex.quote(value)) for name, value in job.env) + shell_line(job.argv)
     if job.log:
         command += " >> %s 2>&1" % shlex.quote(job.log)
     if not busybox:

@@ -70,8 +70,8 @@ def parse(expr: str) -> CronExpr:
         )
     values = []
     restricted = tuple(p != "*" for p in parts)
-    for field, part in zip(_FIELDS, parts):
-        found = _expand(field, part, expr)
+    for i, (field, part) in enumerate(zip(_FIELDS, parts)):
+        found, parts[i] = _expand(field, part, expr)
         if field.name == "day of week" and 7 in found:
             # busybox crond (ESXi) knows days 0-6 only: write Sunday as 0
             found.discard(7)
@@ -81,11 +81,16 @@ def parse(expr: str) -> CronExpr:
     return CronExpr(" ".join(parts), tuple(values), restricted)
 
 
-def _expand(field: _Field, part: str, expr: str) -> Set[int]:
+def _expand(field: _Field, part: str, expr: str) -> Tuple[Set[int], str]:
+    """The field's values, and the field as it goes into a crontab: a step from a single start, `5/15`,
+    written `5-59/15`. Vixie cron and cronie read `5/15` as 5-59/15; busybox crond (ESXi; ParseField
+    collapses a single number to a one-value range before it reads the step) as minute 5 alone, so the
+    job ran once an hour where the check had said four times. Both read the range alike."""
     def bad(why: str) -> UsageError:
         return UsageError("cron expression %r: %s field %r %s" % (expr, field.name, part, why))
 
     result = set()  # type: Set[int]
+    written = []  # type: List[str]
     for item in part.split(","):
         base, _, step_text = item.partition("/")
         step = 1
@@ -104,10 +109,17 @@ def _expand(field: _Field, part: str, expr: str) -> Set[int]:
         else:
             lo = _number(field, base, bad)
             hi = field.high if step_text else lo  # "5/15" means 5-max/15, as in vixie cron
+            if step_text:
+                item = "%d-%d/%d" % (lo, hi, step)
+        if field.name == "day of week" and hi == 7 and base != "*":
+            # busybox's days end at 6: a range to 7 is a parse error there (a 7 the step reaches, Sunday,
+            # has the field written as a list by `parse`)
+            item = "%d-6/%d" % (lo, step)
         if field.name == "day of week" and base == "*":
             hi = 6
         result.update(range(lo, hi + 1, step))
-    return result
+        written.append(item)
+    return result, ",".join(written)
 
 
 def _number(field: _Field, text: str, bad) -> int:

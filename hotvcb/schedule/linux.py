@@ -92,6 +92,12 @@ def systemd_quote(arg: str) -> str:
     return '"%s"' % text.replace("\\", "\\\\").replace('"', '\\"')
 
 
+def environment_line(name: str, value: str) -> str:
+    """One Environment= assignment: systemd expands %specifiers there, but not $VARS (unlike ExecStart)."""
+    text = ("%s=%s" % (name, value)).replace("%", "%%")
+    return 'Environment="%s"' % text.replace("\\", "\\\\").replace('"', '\\"')
+
+
 def unit_name(job: str) -> str:
     return "hotvcb-%s" % job
 
@@ -106,8 +112,9 @@ def service_text(job: Job) -> str:
         "",
         "[Service]",
         "Type=oneshot",
-        "ExecStart=%s" % " ".join(systemd_quote(a) for a in job.argv),
     ]
+    lines += [environment_line(name, value) for name, value in job.env]
+    lines.append("ExecStart=%s" % " ".join(systemd_quote(a) for a in job.argv))
     if job.log:
         lines += ["StandardOutput=append:%s" % job.log.replace("%", "%%"), "StandardError=inherit"]
     return "\n".join(lines) + "\n"
