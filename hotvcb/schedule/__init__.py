@@ -16,7 +16,7 @@ import os
 import re
 import shlex
 import sys
-from typing import List, NamedTuple, Optional, Sequence
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 from ..errors import UsageError
 from .. import lazyre
