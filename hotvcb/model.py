@@ -135,6 +135,8 @@ class VmResult:
     disks: List[DiskResult] = field(default_factory=list)
     # in no backup: no snapshot can copy them (independent, physical RDM); its backup is good without them
     skipped_disks: List[Disk] = field(default_factory=list)
+    # what the run warns of beside a good backup (an overlay kept that still holds the guest's writes)
+    warnings: List[str] = field(default_factory=list)
     good_backups: List[str] = field(default_factory=list)  # after the run, oldest first (store/health.py)
     down: bool = False  # we powered it off and it did not come back on: the run's first news
     seconds: float = 0.0

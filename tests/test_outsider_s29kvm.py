@@ -186,8 +186,6 @@ def test_backup_snapshot_tree_on_a_qemu_vm_with_the_users_snapshots_fails_as_doc
 
 
 # -- a disk hot-unplugged during the backup -----------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="a disk unplugged mid-backup leaves an overlay that SnapshotKept names as "
-                                       "'backed up without it', yet backup_end fails the VM and deletes the copies")
 def test_a_disk_unplugged_during_the_backup_is_reported_as_what_happened(lab):
     """A QEMU VM with a system disk and a data disk on virtio-scsi. During the nightly backup the admin
     hot-unplugs the data disk (`device_del`; a SCSI disk goes at once) after the guest wrote to it.
@@ -224,8 +222,6 @@ def test_a_disk_unplugged_during_the_backup_is_reported_as_what_happened(lab):
 
 
 # -- a commit that fails --------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="a failed commit of a QEMU overlay is logged '-- remove it by hand': deleting "
-                                       "the overlay loses every guest write since the snapshot")
 def test_an_overlay_whose_commit_failed_is_not_said_to_be_removed_by_hand(lab):
     """The VM is live-migrated (QMP `migrate`, here to a file) while hotvcb copies its disk: the source
     QEMU ends `postmigrate` with its images inactive, and hotvcb's block-commit is refused (`Block node
@@ -451,8 +447,6 @@ def test_a_vm_with_nothing_to_back_up_is_named_once(lab):
 
 
 # -- the VM restarted during the backup ---------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="a QEMU restarted during the copy (new process, same socket and image) is not "
-                                       "noticed: its writes land in the image being copied and the backup is sealed OK")
 def test_a_qemu_restarted_during_the_copy_does_not_give_an_ok_backup(lab):
     """The VM is restarted while hotvcb copies its disk (the admin's `systemctl restart vm@rs`, or a start
     script that brings QEMU up again after the guest's reboot): the old QEMU quits, a new one starts with

@@ -28,7 +28,7 @@ import time
 from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from ..errors import HostError, SnapshotError, SnapshotKept, TimeoutExpired
+from ..errors import HostError, SnapshotBypassed, SnapshotError, SnapshotHeld, SnapshotKept, TimeoutExpired
 from ..model import Snapshot, Vm
 from ..runid import RECORD_MAX
 from ..shell import Shell
@@ -146,6 +146,9 @@ class Overlays:
         # orphans that hold the guest's writes, kept and named by remove: no snapshot or delta file of the
         # running VM any more for this run (its pre-flight would refuse the VM for them)
         self.kept = set()  # type: Set[str]
+        # (QMP socket, snapshot name) of the snapshots this process made: at their removal, a disk whose image
+        # its QEMU writes without our overlay above it was written past the snapshot (remove)
+        self.made = set()  # type: Set[Tuple[str, str]]
 
     def snapshots(self, vm: Vm) -> List[Snapshot]:
         """Overlays named `<image>.<name>.qcow2` in the VM's disk chains, one Snapshot per name."""
@@ -273,11 +276,28 @@ class Overlays:
         wrong = [k for k, o in planned if (now.get(k) or {}).get("file") != o]
         if wrong:
             raise SnapshotError("%s: after the snapshot %s do not write to the overlay" % (vm.name, ", ".join(wrong)))
+        self.made.add((vm.ref.vmx_path, name))
         return Snapshot(id=name, name=name, description=description,
                         created=datetime.now().isoformat(timespec="seconds"), state="", depth=0)
 
     def remove(self, vm: Vm, snap: Snapshot, timeout: float) -> None:
-        """Commit every overlay called snap.name into its backing image, then delete it."""
+        """Commit every overlay called snap.name into its backing image, then delete it. An overlay left
+        because its commit failed holds the guest's writes since the snapshot: the error says so, and that
+        `qemu-img commit`, never deleting it, is what to do (SnapshotHeld)."""
+        try:
+            self._remove(vm, snap, timeout)
+        except (SnapshotKept, SnapshotBypassed, SnapshotHeld):
+            raise
+        except (SnapshotError, TimeoutExpired) as err:
+            left = [o for o in (overlay_path(d.path, snap.name) for d in vm.disks if d.path) if self.shell.exists(o)]
+            if not left:
+                raise
+            raise SnapshotHeld(
+                "%s -- the guest's writes since the snapshot are in %s: do not delete it; the next backup or "
+                "`hotvcb --qemu DIR cleanup` commits it, or stop the VM and `qemu-img commit` it into its image"
+                % (err, ", ".join(left))) from err
+
+    def _remove(self, vm: Vm, snap: Snapshot, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         try:
             qmp = self.connect(vm.ref.vmx_path).connect()
@@ -315,10 +335,21 @@ class Overlays:
         left = [f for f in left if self.shell.exists(f) and f not in held]
         if left:
             raise SnapshotError("%s: %s still there after the commit" % (vm.name, ", ".join(left)))
+        bypassed = [d.path for d in vm.disks if (vm.ref.vmx_path, snap.name) in self.made and d.path
+                    and not d.skip_reason and d.path in used and overlay_path(d.path, snap.name) not in mine]
+        self.made.discard((vm.ref.vmx_path, snap.name))
+        if bypassed:  # a new QEMU on the same socket and image: it wrote the image while it was copied
+            also = ("; %s kept: it holds the old QEMU's writes, which committing would mix with the new one's "
+                    "(move it away)" % ", ".join(held)) if held else ""
+            raise SnapshotBypassed(
+                "%s: its QEMU writes %s without the snapshot's overlay above it: the QEMU was restarted (or the "
+                "disk replaced) during the backup, so the copy may hold writes made after the snapshot; the "
+                "backup is not sealed%s" % (vm.name, ", ".join(bypassed), also))
         if held:  # history: the running VM does not use it, so its backup is sound; it is only named
             self.kept.update(held)
             raise SnapshotKept(
-                "%s: %s not in use by its QEMU, but still holding the guest's writes from before a QEMU died; "
+                "%s: %s not in use by its QEMU (its disk was unplugged, or a QEMU died), but still holding the "
+                "guest's writes; "
                 "kept, and the VM is backed up without it: if the VM has not run since, `qemu-img commit` each "
                 "into its image (then the next run removes it); if it has, its writes went to the image since "
                 "and committing would mix the two: move the overlay away" % (vm.name, ", ".join(held)))
@@ -328,7 +359,7 @@ class Overlays:
         kept = [o for o in (overlay_path(d.path, snap.name) for d in vm.disks if d.path) if self.shell.exists(o)]
         if not kept:
             return SnapshotError("%s: %s" % (vm.name, err))
-        return SnapshotError(
+        return SnapshotHeld(
             "%s: its QEMU is gone (%s); the guest's writes since the snapshot are in %s: `qemu-img commit` each "
             "into its image before the VM is started again (deleting one loses those writes); the next backup "
             "or `hotvcb --qemu DIR cleanup` then removes the emptied overlay"
