@@ -72,6 +72,9 @@ class Vm:
     disks: List[Disk] = field(default_factory=list)
     extra_files: List[str] = field(default_factory=list)  # .nvram, .vmxf
     uuid: str = ""  # the VM's own id (ESXi uuid.bios), the same on whichever host it is registered
+    # snapshots the driver reads through but reports as none (bare QEMU: a disk's own backing chain, a qcow2's
+    # internal snapshots), one phrase each: what BACKUP_SNAPSHOT_TREE=1 cannot keep, so refuses the VM for
+    history: List[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:

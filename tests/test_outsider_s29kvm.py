@@ -164,8 +164,6 @@ def _users_internal_snapshot(lab):
     return img
 
 
-@pytest.mark.xfail(strict=True, reason="BACKUP_SNAPSHOT_TREE=1 on a QEMU VM with the user's snapshots backs it up "
-                                       "OK without them; the docs say it fails with that reason")
 @pytest.mark.parametrize("snapshot", [_users_overlay, _users_internal_snapshot], ids=["overlay", "internal"])
 def test_backup_snapshot_tree_on_a_qemu_vm_with_the_users_snapshots_fails_as_documented(lab, snapshot):
     """The admin sets BACKUP_SNAPSHOT_TREE=1 (globally: the ESXi hosts' backups should keep the snapshots

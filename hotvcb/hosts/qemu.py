@@ -155,6 +155,7 @@ class QemuHost(LocalKvmHost):
                 flash.append(dev["inserted"])
             elif dev.get("inserted") and not dev.get("removable"):  # empty drives, CD-ROMs: no disks
                 vm.disks.append(self._disk(dev))
+                vm.history += _history(chain_of(dev["inserted"].get("image") or {}))
         # UEFI firmware on pflash (OVMF code, read-only, and the VM's variable store): no disks. The store is
         # the VM's own (boot entries), kept beside the disks as an ESXi VM's .nvram is
         vm.extra_files = [f.get("file", "") for f in flash if not f.get("ro") and f.get("file", "").startswith("/")]
@@ -182,9 +183,7 @@ class QemuHost(LocalKvmHost):
             return Disk(key=key, path=path, datastore="", adapter="", skip_reason=reason)
 
         chain = chain_of(ins.get("image") or {})
-        i = 0  # below our overlays: the image the guest wrote before our snapshot
-        while i + 1 < len(chain) and (layer_snapshot(chain, i) or "").startswith(OUR_MARK):
-            i += 1
+        i = _below_ours(chain)
         path = chain[i].get("filename", "") if chain else ins.get("file", "")
         if ins.get("ro"):
             return skipped("read-only drive", path)
@@ -334,6 +333,29 @@ class QemuHost(LocalKvmHost):
     # -- registration (restore) ----------------------------------------------
     def register_vm(self, vmx_path: str) -> str:
         raise HostError("restoring to a QEMU host is not supported yet")
+
+
+def _below_ours(chain: List[Dict[str, Any]]) -> int:
+    """The index of the image below our overlays: the one the guest wrote before our snapshot."""
+    i = 0
+    while i + 1 < len(chain) and (layer_snapshot(chain, i) or "").startswith(OUR_MARK):
+        i += 1
+    return i
+
+
+def _history(chain: List[Dict[str, Any]]) -> List[str]:
+    """The user's snapshots in a disk's chain below ours (Vm.history): the images its image stands on (an
+    external snapshot: `qemu-img create -b`, blockdev-snapshot-sync) and each layer's internal snapshots."""
+    below = chain[_below_ours(chain):]
+    out = []  # type: List[str]
+    if len(below) > 1:
+        out.append("%s stands on %s" % (below[0].get("filename", "?"),
+                                        ", ".join(l.get("filename", "?") for l in below[1:])))
+    for layer in below:
+        names = [str(x.get("name", "?")) for x in layer.get("snapshots") or [] if isinstance(x, dict)]
+        if names:
+            out.append("%s holds internal snapshot(s) %s" % (layer.get("filename", "?"), ", ".join(names)))
+    return out
 
 
 def _is_flash(dev: Dict[str, Any]) -> bool:
