@@ -253,8 +253,6 @@ def test_an_overlay_whose_commit_failed_is_not_said_to_be_removed_by_hand(lab):
 
 
 # -- room on the target ----------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="the pre-flight counts a compressed qcow2's allocated bytes, so a copy 30x "
-                                       "larger starts and dies of ENOSPC after the snapshot instead of being refused")
 def test_a_compressed_qcow2_that_does_not_fit_is_refused_before_the_snapshot(tmpfs, lab):
     """The VM runs on a compressed qcow2 (a cloud image as distributions ship them, `qemu-img convert -c`):
     8 MiB of disk in under 0.3 MiB of file. The backup volume has 3 MiB free. The pre-flight's room check
