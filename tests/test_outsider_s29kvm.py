@@ -280,8 +280,6 @@ def test_a_compressed_qcow2_that_does_not_fit_is_refused_before_the_snapshot(tmp
 
 
 # -- restore of a bare-QEMU backup ------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="restore --kvm of a bare-QEMU backup drops a disk the backup skipped (a "
-                                       "read-only drive) without a word: 'All VMs restored OK!', exit 0")
 def test_a_disk_the_qemu_backup_skipped_is_named_by_the_restore(lab):
     """A QEMU VM has its system disk and a read-only reference disk (`-drive file=/srv/ref.raw,readonly=on`:
     a shared data set, install media on a virtio disk). The backup says `skipping virtio1 (ref.raw):
