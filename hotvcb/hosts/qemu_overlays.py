@@ -263,8 +263,7 @@ class Overlays:
                     "format": "qcow2", "mode": "absolute-paths",
                 }})
                 planned.append((disk.key, overlay))
-            for _key, overlay in planned:
-                self.shell.write_text(overlay + DESCRIPTION_SUFFIX, description + "\n")
+            self._describe([o for _k, o in planned], description, vm)
             try:
                 qmp.execute("transaction", {"actions": actions}, timeout=max(timeout, 1.0))
             except QmpCommandError as err:
@@ -279,6 +278,18 @@ class Overlays:
         self.made.add((vm.ref.vmx_path, name))
         return Snapshot(id=name, name=name, description=description,
                         created=datetime.now().isoformat(timespec="seconds"), state="", depth=0)
+
+    def _describe(self, overlays: List[str], description: str, vm: Vm) -> None:
+        """Each overlay's description, written before QEMU is asked for any overlay: all of them, or (a full
+        file system, a read-only folder) none, and a SnapshotError, so the job knows no snapshot will show
+        up late (nothing was asked of QEMU) and no file is left that no overlay explains."""
+        try:
+            for overlay in overlays:
+                self.shell.write_text(overlay + DESCRIPTION_SUFFIX, description + "\n")
+        except HostError as err:
+            for overlay in overlays:
+                self.shell.remove_tree(overlay + DESCRIPTION_SUFFIX)
+            raise SnapshotError("snapshot of %s not taken (QEMU was not asked): %s" % (vm.name, err)) from err
 
     def remove(self, vm: Vm, snap: Snapshot, timeout: float) -> None:
         """Commit every overlay called snap.name into its backing image, then delete it. An overlay left
