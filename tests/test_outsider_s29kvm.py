@@ -340,8 +340,6 @@ def test_status_of_a_killed_runs_overlay_says_its_age(lab):
 
 
 # -- -blockdev with a filter ---------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="a -blockdev disk under a throttle filter node is skipped as 'not a local image "
-                                       "file: json:{...}' and the VM fails 'nothing to back up' every night")
 def test_a_disk_under_a_throttle_filter_is_backed_up(lab):
     """The admin throttles a noisy VM's disk the way QEMU's documentation recommends for -blockdev
     (`-object throttle-group,id=tg0,x-bps-total=...` and a `throttle` filter node over the qcow2 node;

@@ -121,13 +121,27 @@ def relative_name(name: str) -> bool:
     return bool(name) and not name.startswith("/") and ":" not in name.split("/", 1)[0]
 
 
+# block drivers that hold no data, only pass I/O on to their one child (query-block shows it as their
+# backing image): a throttle node an admin puts over an image (-blockdev), copy-on-read, ...
+FILTERS = frozenset(("throttle", "copy-on-read", "preallocate", "compress", "copy-before-write"))
+
+
 def chain_of(image: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """query-block's image and its backing images, top first."""
+    """query-block's image and its backing images, top first, filter nodes looked through: the disk is the
+    image below a filter, where its overlay goes and what is copied."""
     out = []  # type: List[Dict[str, Any]]
-    while image and len(out) < 256:
-        out.append(image)
-        image = image.get("backing-image") or {}
+    seen = 0
+    while image and seen < 256:
+        if image.get("format") not in FILTERS:
+            out.append(image)
+        image, seen = image.get("backing-image") or {}, seen + 1
     return out
+
+
+def top_file(ins: Dict[str, Any]) -> str:
+    """The image the disk's guest writes to: its chain's top, below any filter node."""
+    chain = chain_of(ins.get("image") or {})
+    return chain[0].get("filename", "") if chain else ins.get("file", "")
 
 
 def layer_snapshot(chain: List[Dict[str, Any]], i: int) -> Optional[str]:
@@ -242,9 +256,10 @@ class Overlays:
             actions, planned = [], []  # type: List[Dict[str, Any]], List[Tuple[str, str]]
             for i, disk in enumerate(disks):
                 ins = current.get(disk.key)
-                if ins is None or ins.get("file") != disk.path:
+                if ins is None or top_file(ins) != disk.path:
                     raise SnapshotError("%s: disk %s is no longer %s (now %s)" % (
-                        vm.name, disk.key, disk.path, ins.get("file") if ins else "gone"))
+                        vm.name, disk.key, disk.path, top_file(ins) if ins else "gone"))
+                node = self._top_node(qmp, ins, disk.path)
                 overlay = overlay_path(disk.path, name)
                 if not overlay.startswith(disk.path + "."):
                     # root's only: the guest's writes during the copy land here (QEMU makes the overlay 0644),
@@ -258,7 +273,7 @@ class Overlays:
                 if self.shell.exists(overlay):
                     raise SnapshotError("%s: %s exists already" % (vm.name, overlay))
                 actions.append({"type": "blockdev-snapshot-sync", "data": {
-                    "node-name": ins["node-name"], "snapshot-file": overlay,
+                    "node-name": node, "snapshot-file": overlay,
                     "snapshot-node-name": "hvsnap%d-%s" % (i, token),  # node names: 31 characters at most
                     "format": "qcow2", "mode": "absolute-paths",
                 }})
@@ -272,12 +287,24 @@ class Overlays:
                     self.shell.remove_tree(overlay + DESCRIPTION_SUFFIX)
                 raise SnapshotError("snapshot of %s failed: %s" % (vm.name, err.desc)) from err
             now = self.inserted(qmp)
-        wrong = [k for k, o in planned if (now.get(k) or {}).get("file") != o]
+        wrong = [k for k, o in planned if top_file(now.get(k) or {}) != o]
         if wrong:
             raise SnapshotError("%s: after the snapshot %s do not write to the overlay" % (vm.name, ", ".join(wrong)))
         self.made.add((vm.ref.vmx_path, name))
         return Snapshot(id=name, name=name, description=description,
                         created=datetime.now().isoformat(timespec="seconds"), state="", depth=0)
+
+    def _top_node(self, qmp: QmpClient, ins: Dict[str, Any], path: str) -> str:
+        """The node of the disk's image, where its overlay goes: the drive's own, or under a filter node the
+        image's format node (the overlay then takes its place below the filter, which stays)."""
+        chain = chain_of(ins.get("image") or {})
+        if not chain or (ins.get("image") or {}).get("format") not in FILTERS:
+            return ins["node-name"]
+        nodes = absolute_names(qmp, qmp.execute("query-named-block-nodes", {"flat": True}))
+        node = _node(nodes, path, chain[0].get("format"))
+        if node is None:
+            raise SnapshotError("no block node for %s below its filter node %s" % (path, ins.get("node-name")))
+        return node
 
     def _describe(self, overlays: List[str], description: str, vm: Vm) -> None:
         """Each overlay's description, written before QEMU is asked for any overlay: all of them, or (a full
