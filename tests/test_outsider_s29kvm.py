@@ -307,8 +307,6 @@ def test_a_disk_the_qemu_backup_skipped_is_named_by_the_restore(lab):
 
 
 # -- status ------------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="status reports a killed run's QEMU overlay as '(..., age unknown old, ...)': "
-                                       "a garbled phrase, and the age is in the snapshot's own name")
 def test_status_of_a_killed_runs_overlay_says_its_age(lab):
     """hotvcb is killed (-9, the OOM killer) while it copies a QEMU VM's disk: its overlay stays on the
     VM. The admin's monitoring runs `hotvcb --qemu DIR status`, which rightly goes CRIT, with the line
