@@ -418,7 +418,6 @@ def test_a_snapshot_that_failed_leaves_no_description_beside_the_other_disks(tmp
     assert sorted(os.listdir(folder)) == ["data.raw", "fill"]
 
 
-@pytest.mark.xfail(strict=True, reason="'error: ro: ro: nothing to back up' names the VM twice")
 def test_a_vm_with_nothing_to_back_up_is_named_once(lab):
     """A QEMU VM whose only disk is read-only: `warning: ro: skipping virtio0 (ro.raw): read-only drive`,
     then `error: ro: ro: nothing to back up: every disk was skipped`: the VM's name twice (the message

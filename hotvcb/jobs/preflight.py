@@ -87,7 +87,7 @@ def disks_to_copy(vm: Vm, s: Settings, log) -> List[Disk]:
         if wanted:
             why = "VMDK_FILES_TO_BACKUP=%s matches none of its disks (%s)" % (
                 ",".join(wanted), ", ".join(d.filename for d in vm.disks) or "none")
-        raise HotvcbError("%s: nothing to back up: %s" % (vm.name, why))
+        raise HotvcbError("nothing to back up: %s" % why)  # the log line names the VM
     return out
 
 
