@@ -14,10 +14,15 @@ image; for the active layer wait until the job is ready, `block-job-complete`,
 wait for it to end — all bounded by one deadline — then delete the overlay
 and its description. A commit job of ours still running from a killed run is
 waited for first, and an overlay it committed but did not delete is removed.
-An overlay no disk uses (its QEMU died during a backup, the VM runs again) is
-a leftover too: removed once it holds nothing (`qemu-img commit` by hand, as
-the log says, empties it), kept and named (SnapshotKept, a warning) while it
-holds the guest's writes; the running VM, which does not use it, is backed up.
+An overlay no disk uses (its QEMU died during a backup, the VM runs again; its
+disk was unplugged during the backup) is a leftover too: removed once it holds
+nothing (`qemu-img commit` by hand, as the log says, empties it), kept and
+named (SnapshotKept, a warning) while it holds the guest's writes; the running
+VM, which does not use it, is backed up. An overlay whose commit failed holds
+the guest's writes: the error says to commit it, never to delete it
+(SnapshotHeld). A disk of this run's snapshot whose image its QEMU writes with
+no overlay of ours above it (a QEMU restarted on the same socket and image
+during the copy) was written past the snapshot: no backup (SnapshotBypassed).
 """
 
 import hashlib
@@ -388,9 +393,10 @@ class Overlays:
             raise SnapshotKept(
                 "%s: %s not in use by its QEMU (its disk was unplugged, or a QEMU died), but still holding the "
                 "guest's writes; "
-                "kept, and the VM is backed up without it: if the VM has not run since, `qemu-img commit` each "
-                "into its image (then the next run removes it); if it has, its writes went to the image since "
-                "and committing would mix the two: move the overlay away" % (vm.name, ", ".join(held)))
+                "kept, and the VM is backed up without it: if nothing wrote its image since (the disk not plugged "
+                "in again, the VM not started on it), `qemu-img commit` each into its image (then the next run "
+                "removes it); if something did, committing would mix the two: move the overlay away"
+                % (vm.name, ", ".join(held)))
 
     def _orphaned(self, vm: Vm, snap: Snapshot, err: QmpUnavailable) -> SnapshotError:
         """QEMU died with our overlay on top: the guest's last writes are in it, so it is no leftover to delete."""
