@@ -12,6 +12,9 @@
         ├── AmbiguousVm         several VMs share that display name
         ├── InvalidVm           registered, but skipped by the host or unreadable in its listing
         ├── SnapshotError       snapshot did not appear / could not be removed
+        │   ├── SnapshotKept    a dead overlay holding data, kept (the backup stands)
+        │   ├── SnapshotHeld    a snapshot not removed that must not be deleted (says what to do)
+        │   ├── SnapshotBypassed  the disk was written past our snapshot during the copy
         │   └── VmGone          the VM left the host before its snapshot was taken
         ├── TimeoutExpired      a bounded wait ran out
         └── CopyError           a disk or file copy failed (per disk)
@@ -145,6 +148,18 @@ class SnapshotKept(SnapshotError):
     """A dead run's snapshot that cannot go without losing data and stands in no backup's way (bare QEMU: an
     orphaned overlay, no disk uses it, still holding the writes of a QEMU that died): kept, named in a warning,
     and the VM is backed up (its running disks are whole) rather than failed every night until someone acts."""
+
+
+class SnapshotHeld(SnapshotError):
+    """A snapshot that could not be removed and holds the guest's writes since it was taken (bare QEMU: an
+    overlay whose commit failed): deleting it, ESXi's advice for a snapshot left behind, would lose them,
+    so the message itself says what to do with it."""
+
+
+class SnapshotBypassed(SnapshotError):
+    """Our snapshot is gone, but not by us: the disk it held still was written past it during the copy
+    (bare QEMU: its process was restarted on the image, without our overlay), so the copy is not the disk
+    at the snapshot's instant and no backup may be sealed from it. Nothing of it is left to remove."""
 
 
 class VmGone(SnapshotError):

@@ -72,6 +72,9 @@ class Vm:
     disks: List[Disk] = field(default_factory=list)
     extra_files: List[str] = field(default_factory=list)  # .nvram, .vmxf
     uuid: str = ""  # the VM's own id (ESXi uuid.bios), the same on whichever host it is registered
+    # snapshots the driver reads through but reports as none (bare QEMU: a disk's own backing chain, a qcow2's
+    # internal snapshots), one phrase each: what BACKUP_SNAPSHOT_TREE=1 cannot keep, so refuses the VM for
+    history: List[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -135,6 +138,8 @@ class VmResult:
     disks: List[DiskResult] = field(default_factory=list)
     # in no backup: no snapshot can copy them (independent, physical RDM); its backup is good without them
     skipped_disks: List[Disk] = field(default_factory=list)
+    # what the run warns of beside a good backup (an overlay kept that still holds the guest's writes)
+    warnings: List[str] = field(default_factory=list)
     good_backups: List[str] = field(default_factory=list)  # after the run, oldest first (store/health.py)
     down: bool = False  # we powered it off and it did not come back on: the run's first news
     seconds: float = 0.0

@@ -114,6 +114,7 @@ class QemuHost(LocalKvmHost):
         # image path -> (virtual, allocated by its chain) as query-block showed them at load_vm,
         # so the pre-flight needs no `qemu-img info` process per disk and question
         self._sizes = {}  # type: Dict[str, Tuple[int, int]]
+        self._data = {}  # type: Dict[str, int]  # qcow2 image path -> its chain's data, uncompressed (bytes_needed)
         self._turns = {}  # type: Dict[str, threading.Lock]  # QMP socket -> its client's turn
         self._turns_lock = threading.Lock()
         self.overlays = Overlays(shell, self._qmp, qmp_timeout, qemu_img)
@@ -155,6 +156,7 @@ class QemuHost(LocalKvmHost):
                 flash.append(dev["inserted"])
             elif dev.get("inserted") and not dev.get("removable"):  # empty drives, CD-ROMs: no disks
                 vm.disks.append(self._disk(dev))
+                vm.history += _history(chain_of(dev["inserted"].get("image") or {}))
         # UEFI firmware on pflash (OVMF code, read-only, and the VM's variable store): no disks. The store is
         # the VM's own (boot entries), kept beside the disks as an ESXi VM's .nvram is
         vm.extra_files = [f.get("file", "") for f in flash if not f.get("ro") and f.get("file", "").startswith("/")]
@@ -182,9 +184,7 @@ class QemuHost(LocalKvmHost):
             return Disk(key=key, path=path, datastore="", adapter="", skip_reason=reason)
 
         chain = chain_of(ins.get("image") or {})
-        i = 0  # below our overlays: the image the guest wrote before our snapshot
-        while i + 1 < len(chain) and (layer_snapshot(chain, i) or "").startswith(OUR_MARK):
-            i += 1
+        i = _below_ours(chain)
         path = chain[i].get("filename", "") if chain else ins.get("file", "")
         if ins.get("ro"):
             return skipped("read-only drive", path)
@@ -318,11 +318,18 @@ class QemuHost(LocalKvmHost):
         return [descriptor_path] + [folder + "/" + e.filename for e in desc.extents]
 
     def bytes_needed(self, disk: Disk, fmt: str) -> int:
-        """Thick formats take the virtual size; the others what the chain has allocated."""
+        """Thick formats take the virtual size; the others what the chain has allocated, or for a qcow2 (which
+        may be compressed: its file is then a fraction of the data any copy writes) its data's size."""
         virtual, allocated = self._sizes.get(disk.path) or local_sizes(
             qemuimg.info(self.shell, disk.path, self.qemu_img))
         spec = qemuimg.FORMATS.get(fmt)
-        return virtual if spec is None or spec.thick else min(allocated, virtual)
+        if spec is None or spec.thick:
+            return virtual
+        if self._formats.get(disk.path) == "qcow2":
+            if disk.path not in self._data:
+                self._data[disk.path] = qemuimg.data_size(self.shell, disk.path, "qcow2", self.qemu_img)
+            allocated = max(allocated, self._data[disk.path])
+        return min(allocated, virtual)
 
     def backup_config(self, vm: Vm, disk_names: Dict[str, str]) -> Tuple[str, str]:
         """The VM's description (image formats, disk nodes) in place of a .vmx."""
@@ -334,6 +341,29 @@ class QemuHost(LocalKvmHost):
     # -- registration (restore) ----------------------------------------------
     def register_vm(self, vmx_path: str) -> str:
         raise HostError("restoring to a QEMU host is not supported yet")
+
+
+def _below_ours(chain: List[Dict[str, Any]]) -> int:
+    """The index of the image below our overlays: the one the guest wrote before our snapshot."""
+    i = 0
+    while i + 1 < len(chain) and (layer_snapshot(chain, i) or "").startswith(OUR_MARK):
+        i += 1
+    return i
+
+
+def _history(chain: List[Dict[str, Any]]) -> List[str]:
+    """The user's snapshots in a disk's chain below ours (Vm.history): the images its image stands on (an
+    external snapshot: `qemu-img create -b`, blockdev-snapshot-sync) and each layer's internal snapshots."""
+    below = chain[_below_ours(chain):]
+    out = []  # type: List[str]
+    if len(below) > 1:
+        out.append("%s stands on %s" % (below[0].get("filename", "?"),
+                                        ", ".join(l.get("filename", "?") for l in below[1:])))
+    for layer in below:
+        names = [str(x.get("name", "?")) for x in layer.get("snapshots") or [] if isinstance(x, dict)]
+        if names:
+            out.append("%s holds internal snapshot(s) %s" % (layer.get("filename", "?"), ", ".join(names)))
+    return out
 
 
 def _is_flash(dev: Dict[str, Any]) -> bool:

@@ -14,10 +14,15 @@ image; for the active layer wait until the job is ready, `block-job-complete`,
 wait for it to end — all bounded by one deadline — then delete the overlay
 and its description. A commit job of ours still running from a killed run is
 waited for first, and an overlay it committed but did not delete is removed.
-An overlay no disk uses (its QEMU died during a backup, the VM runs again) is
-a leftover too: removed once it holds nothing (`qemu-img commit` by hand, as
-the log says, empties it), kept and named (SnapshotKept, a warning) while it
-holds the guest's writes; the running VM, which does not use it, is backed up.
+An overlay no disk uses (its QEMU died during a backup, the VM runs again; its
+disk was unplugged during the backup) is a leftover too: removed once it holds
+nothing (`qemu-img commit` by hand, as the log says, empties it), kept and
+named (SnapshotKept, a warning) while it holds the guest's writes; the running
+VM, which does not use it, is backed up. An overlay whose commit failed holds
+the guest's writes: the error says to commit it, never to delete it
+(SnapshotHeld). A disk of this run's snapshot whose image its QEMU writes with
+no overlay of ours above it (a QEMU restarted on the same socket and image
+during the copy) was written past the snapshot: no backup (SnapshotBypassed).
 """
 
 import hashlib
@@ -28,7 +33,7 @@ import time
 from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from ..errors import HostError, SnapshotError, SnapshotKept, TimeoutExpired
+from ..errors import HostError, SnapshotBypassed, SnapshotError, SnapshotHeld, SnapshotKept, TimeoutExpired
 from ..model import Snapshot, Vm
 from ..runid import RECORD_MAX
 from ..shell import Shell
@@ -121,13 +126,27 @@ def relative_name(name: str) -> bool:
     return bool(name) and not name.startswith("/") and ":" not in name.split("/", 1)[0]
 
 
+# block drivers that hold no data, only pass I/O on to their one child (query-block shows it as their
+# backing image): a throttle node an admin puts over an image (-blockdev), copy-on-read, ...
+FILTERS = frozenset(("throttle", "copy-on-read", "preallocate", "compress", "copy-before-write"))
+
+
 def chain_of(image: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """query-block's image and its backing images, top first."""
+    """query-block's image and its backing images, top first, filter nodes looked through: the disk is the
+    image below a filter, where its overlay goes and what is copied."""
     out = []  # type: List[Dict[str, Any]]
-    while image and len(out) < 256:
-        out.append(image)
-        image = image.get("backing-image") or {}
+    seen = 0
+    while image and seen < 256:
+        if image.get("format") not in FILTERS:
+            out.append(image)
+        image, seen = image.get("backing-image") or {}, seen + 1
     return out
+
+
+def top_file(ins: Dict[str, Any]) -> str:
+    """The image the disk's guest writes to: its chain's top, below any filter node."""
+    chain = chain_of(ins.get("image") or {})
+    return chain[0].get("filename", "") if chain else ins.get("file", "")
 
 
 def layer_snapshot(chain: List[Dict[str, Any]], i: int) -> Optional[str]:
@@ -146,6 +165,9 @@ class Overlays:
         # orphans that hold the guest's writes, kept and named by remove: no snapshot or delta file of the
         # running VM any more for this run (its pre-flight would refuse the VM for them)
         self.kept = set()  # type: Set[str]
+        # (QMP socket, snapshot name) of the snapshots this process made: at their removal, a disk whose image
+        # its QEMU writes without our overlay above it was written past the snapshot (remove)
+        self.made = set()  # type: Set[Tuple[str, str]]
 
     def snapshots(self, vm: Vm) -> List[Snapshot]:
         """Overlays named `<image>.<name>.qcow2` in the VM's disk chains, one Snapshot per name."""
@@ -239,9 +261,10 @@ class Overlays:
             actions, planned = [], []  # type: List[Dict[str, Any]], List[Tuple[str, str]]
             for i, disk in enumerate(disks):
                 ins = current.get(disk.key)
-                if ins is None or ins.get("file") != disk.path:
+                if ins is None or top_file(ins) != disk.path:
                     raise SnapshotError("%s: disk %s is no longer %s (now %s)" % (
-                        vm.name, disk.key, disk.path, ins.get("file") if ins else "gone"))
+                        vm.name, disk.key, disk.path, top_file(ins) if ins else "gone"))
+                node = self._top_node(qmp, ins, disk.path)
                 overlay = overlay_path(disk.path, name)
                 if not overlay.startswith(disk.path + "."):
                     # root's only: the guest's writes during the copy land here (QEMU makes the overlay 0644),
@@ -255,13 +278,12 @@ class Overlays:
                 if self.shell.exists(overlay):
                     raise SnapshotError("%s: %s exists already" % (vm.name, overlay))
                 actions.append({"type": "blockdev-snapshot-sync", "data": {
-                    "node-name": ins["node-name"], "snapshot-file": overlay,
+                    "node-name": node, "snapshot-file": overlay,
                     "snapshot-node-name": "hvsnap%d-%s" % (i, token),  # node names: 31 characters at most
                     "format": "qcow2", "mode": "absolute-paths",
                 }})
                 planned.append((disk.key, overlay))
-            for _key, overlay in planned:
-                self.shell.write_text(overlay + DESCRIPTION_SUFFIX, description + "\n")
+            self._describe([o for _k, o in planned], description, vm)
             try:
                 qmp.execute("transaction", {"actions": actions}, timeout=max(timeout, 1.0))
             except QmpCommandError as err:
@@ -270,14 +292,55 @@ class Overlays:
                     self.shell.remove_tree(overlay + DESCRIPTION_SUFFIX)
                 raise SnapshotError("snapshot of %s failed: %s" % (vm.name, err.desc)) from err
             now = self.inserted(qmp)
-        wrong = [k for k, o in planned if (now.get(k) or {}).get("file") != o]
+        wrong = [k for k, o in planned if top_file(now.get(k) or {}) != o]
         if wrong:
             raise SnapshotError("%s: after the snapshot %s do not write to the overlay" % (vm.name, ", ".join(wrong)))
+        self.made.add((vm.ref.vmx_path, name))
         return Snapshot(id=name, name=name, description=description,
                         created=datetime.now().isoformat(timespec="seconds"), state="", depth=0)
 
+    def _top_node(self, qmp: QmpClient, ins: Dict[str, Any], path: str) -> str:
+        """The node of the disk's image, where its overlay goes: the drive's own, or under a filter node the
+        image's format node (the overlay then takes its place below the filter, which stays)."""
+        chain = chain_of(ins.get("image") or {})
+        if not chain or (ins.get("image") or {}).get("format") not in FILTERS:
+            return ins["node-name"]
+        nodes = absolute_names(qmp, qmp.execute("query-named-block-nodes", {"flat": True}))
+        node = _node(nodes, path, chain[0].get("format"))
+        if node is None:
+            raise SnapshotError("no block node for %s below its filter node %s" % (path, ins.get("node-name")))
+        return node
+
+    def _describe(self, overlays: List[str], description: str, vm: Vm) -> None:
+        """Each overlay's description, written before QEMU is asked for any overlay: all of them, or (a full
+        file system, a read-only folder) none, and a SnapshotError, so the job knows no snapshot will show
+        up late (nothing was asked of QEMU) and no file is left that no overlay explains."""
+        try:
+            for overlay in overlays:
+                self.shell.write_text(overlay + DESCRIPTION_SUFFIX, description + "\n")
+        except HostError as err:
+            for overlay in overlays:
+                self.shell.remove_tree(overlay + DESCRIPTION_SUFFIX)
+            raise SnapshotError("snapshot of %s not taken (QEMU was not asked): %s" % (vm.name, err)) from err
+
     def remove(self, vm: Vm, snap: Snapshot, timeout: float) -> None:
-        """Commit every overlay called snap.name into its backing image, then delete it."""
+        """Commit every overlay called snap.name into its backing image, then delete it. An overlay left
+        because its commit failed holds the guest's writes since the snapshot: the error says so, and that
+        `qemu-img commit`, never deleting it, is what to do (SnapshotHeld)."""
+        try:
+            self._remove(vm, snap, timeout)
+        except (SnapshotKept, SnapshotBypassed, SnapshotHeld):
+            raise
+        except (SnapshotError, TimeoutExpired) as err:
+            left = [o for o in (overlay_path(d.path, snap.name) for d in vm.disks if d.path) if self.shell.exists(o)]
+            if not left:
+                raise
+            raise SnapshotHeld(
+                "%s -- the guest's writes since the snapshot are in %s: do not delete it; the next backup or "
+                "`hotvcb --qemu DIR cleanup` commits it, or stop the VM and `qemu-img commit` it into its image"
+                % (err, ", ".join(left))) from err
+
+    def _remove(self, vm: Vm, snap: Snapshot, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         try:
             qmp = self.connect(vm.ref.vmx_path).connect()
@@ -315,20 +378,32 @@ class Overlays:
         left = [f for f in left if self.shell.exists(f) and f not in held]
         if left:
             raise SnapshotError("%s: %s still there after the commit" % (vm.name, ", ".join(left)))
+        bypassed = [d.path for d in vm.disks if (vm.ref.vmx_path, snap.name) in self.made and d.path
+                    and not d.skip_reason and d.path in used and overlay_path(d.path, snap.name) not in mine]
+        self.made.discard((vm.ref.vmx_path, snap.name))
+        if bypassed:  # a new QEMU on the same socket and image: it wrote the image while it was copied
+            also = ("; %s kept: it holds the old QEMU's writes, which committing would mix with the new one's "
+                    "(move it away)" % ", ".join(held)) if held else ""
+            raise SnapshotBypassed(
+                "%s: its QEMU writes %s without the snapshot's overlay above it: the QEMU was restarted (or the "
+                "disk replaced) during the backup, so the copy may hold writes made after the snapshot; the "
+                "backup is not sealed%s" % (vm.name, ", ".join(bypassed), also))
         if held:  # history: the running VM does not use it, so its backup is sound; it is only named
             self.kept.update(held)
             raise SnapshotKept(
-                "%s: %s not in use by its QEMU, but still holding the guest's writes from before a QEMU died; "
-                "kept, and the VM is backed up without it: if the VM has not run since, `qemu-img commit` each "
-                "into its image (then the next run removes it); if it has, its writes went to the image since "
-                "and committing would mix the two: move the overlay away" % (vm.name, ", ".join(held)))
+                "%s: %s not in use by its QEMU (its disk was unplugged, or a QEMU died), but still holding the "
+                "guest's writes; "
+                "kept, and the VM is backed up without it: if nothing wrote its image since (the disk not plugged "
+                "in again, the VM not started on it), `qemu-img commit` each into its image (then the next run "
+                "removes it); if something did, committing would mix the two: move the overlay away"
+                % (vm.name, ", ".join(held)))
 
     def _orphaned(self, vm: Vm, snap: Snapshot, err: QmpUnavailable) -> SnapshotError:
         """QEMU died with our overlay on top: the guest's last writes are in it, so it is no leftover to delete."""
         kept = [o for o in (overlay_path(d.path, snap.name) for d in vm.disks if d.path) if self.shell.exists(o)]
         if not kept:
             return SnapshotError("%s: %s" % (vm.name, err))
-        return SnapshotError(
+        return SnapshotHeld(
             "%s: its QEMU is gone (%s); the guest's writes since the snapshot are in %s: `qemu-img commit` each "
             "into its image before the VM is started again (deleting one loses those writes); the next backup "
             "or `hotvcb --qemu DIR cleanup` then removes the emptied overlay"

@@ -123,6 +123,19 @@ def sizes(layers: List[ImageLayer]) -> Tuple[int, int]:
     return layers[0].virtual_size, sum(l.actual_size for l in layers)
 
 
+def data_size(shell: Shell, path: str, fmt: str, qemu_img: str = QEMU_IMG) -> int:
+    """What the image's chain holds as data, uncompressed: `qemu-img measure`'s size of it as an ordinary
+    qcow2. A compressed qcow2 (a cloud image, `qemu-img convert -c`) allocates a fraction of that in its
+    file, while any copy hotvcb writes holds the data uncompressed. -U: a running VM holds the image."""
+    out = shell.run([qemu_img, "measure", "-U", "--output=json", "-f", fmt, "-O", "qcow2", path], timeout=120)
+    if out.returncode != 0:
+        raise CommandFailed(out.argv, out.returncode, out.output)
+    try:
+        return int(json.loads(out.output)["required"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise HostError("qemu-img measure %s: no required size in its output" % path) from err
+
+
 def create_overlay(shell: Shell, backing: str, backing_format: str, dst: str, qemu_img: str = QEMU_IMG) -> None:
     """A qcow2 on top of `backing`: writes land in dst, the backing file is only read."""
     out = shell.run([qemu_img, "create", "-q", "-f", "qcow2", "-F", backing_format, "-b", backing, dst], timeout=120)

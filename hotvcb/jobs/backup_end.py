@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING, Dict, Optional, Union
 
 from .. import crashpoint, interrupt
-from ..errors import HotvcbError
+from ..errors import HotvcbError, SnapshotBypassed, SnapshotHeld, SnapshotKept
 from ..hosts.base import Hypervisor
 from ..model import Snapshot, Vm
 from ..settings import Settings
@@ -79,8 +79,20 @@ def _consolidate(one: "_VmBackup", vm: Vm) -> str:
                 remove_our_snapshots(one.host, vm, one.log, one.job.run_id, dead=one.job.dead)
             except HotvcbError as err:
                 one.log.warning("%s: cannot look for a dead run's snapshot: %s" % (vm.name, err))
+    except (SnapshotKept, SnapshotBypassed) as err:
+        # gone from the VM either way, but named: history that holds data, the backup stands and the run
+        # warns; or the disk was written past it during the copy, and the copy is no backup
+        one.snapshot = None
+        clear_snapshot_mark(one.host, vm, one.log)
+        if isinstance(err, SnapshotBypassed):
+            one.log.error(str(err))
+            return str(err)
+        one.log.warning(str(err))
+        one.result.warnings.append(str(err))
     except HotvcbError as err:
-        error = "snapshot %s could NOT be removed: %s -- remove it by hand" % (snap.id, err)
+        # an ESXi snapshot removed by hand consolidates; an overlay's error says itself what to do with it
+        advice = "" if isinstance(err, SnapshotHeld) else " -- remove it by hand"
+        error = "snapshot %s could NOT be removed: %s%s" % (snap.id, err, advice)
         one.log.error("%s: %s" % (vm.name, error))
         return error
     return ""

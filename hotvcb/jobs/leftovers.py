@@ -95,7 +95,7 @@ def remove_our_snapshots(host: Hypervisor, vm, log, run: RunId, dry_run: bool = 
         owner = parse(snap.description)
         if owner is not None and owner.run == run.run:
             continue
-        alive = owner_alive(owner, run, dead, lambda: _asked_at(snap)) if owner is not None else False
+        alive = owner_alive(owner, run, dead, lambda: asked_at(snap)) if owner is not None else False
         if alive is not False:
             log.warning("%s: snapshot %r (id %s) belongs to %s, which %s; leaving it"
                         % (vm.name, snap.name, snap.id, owner, "is still running" if alive else UNTOLD))
@@ -114,7 +114,7 @@ def remove_our_snapshots(host: Hypervisor, vm, log, run: RunId, dry_run: bool = 
     return removed
 
 
-def _asked_at(snap: Snapshot) -> Optional[float]:
+def asked_at(snap: Snapshot) -> Optional[float]:
     """The time our snapshot's name says: when its backup began (jobs/backup.py), by the host's wall clock
     (Shell.now), so no later than it was asked for; read in this machine's time zone (on the host itself, as a
     run on the host is; a client in another zone driving it file by file is off by the difference). A run stopped between its backup's start and its snapshot is not told by it:

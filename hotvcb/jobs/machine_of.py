@@ -127,6 +127,13 @@ def _unnamed_disks(fs: FileReader, folder: str, m: Machine) -> None:
                            "it" % (key, ", ".join(str(f) for f in d.get("files") or [])))
 
 
+def _left_out(m: Machine, key: str, source: str, why: str) -> None:
+    """A disk of the VM the backup does not hold: named, as an ESXi or libvirt restore names one, never
+    dropped without a word."""
+    m.notes.append("disk %s (%s) is not in the backup (%s); it is left out" % (key, source or "no image", why))
+    m.left_out.append(key)
+
+
 def _qemu_description(fs: FileReader, path: str) -> Optional[dict]:
     try:
         data = json.loads(_read(fs, path))
@@ -168,6 +175,11 @@ def _from_qemu(fs: FileReader, folder: str, name: str, described: dict, disk_bus
         if d.get("ok") and files:
             disks.append(DiskSpec(source=folder + "/" + files[0], fmt=image_format(files[0]) or "raw",
                                   bus=disk_bus or "sata", origin=str(d.get("key", ""))))
+        else:
+            _left_out(m, key, str(d.get("source") or ""), "its copy failed: %s" % (d.get("error") or "?"))
+    for d in record.get("skipped") or []:  # read-only drives and the like: the backup says why
+        if isinstance(d, dict):
+            _left_out(m, str(d.get("key", "")), str(d.get("source", "")), str(d.get("reason") or "skipped"))
     if not disks:
         raise ConvertError("%s: no disk of the QEMU VM is in the backup" % folder)
     m.disks = disks

@@ -20,8 +20,9 @@ ALL_FAILED, NONE, EVERY_VM_PARTLY = 6, 7, 8
 
 
 def shown(r: VmResult) -> str:
-    """The VM's result in the run: its backup's, or "warn" for a good one some disk is not in."""
-    return "warn" if r.status == "ok" and r.skipped_disks else r.status
+    """The VM's result in the run: its backup's, or "warn" for a good one some disk is not in, or beside
+    which something was left the admin must see to (VmResult.warnings)."""
+    return "warn" if r.status == "ok" and (r.skipped_disks or r.warnings) else r.status
 
 
 def final_status(results: List[VmResult], dry_run: bool = False) -> Tuple[str, int]:
@@ -103,6 +104,8 @@ def report(results: List[VmResult], status: str) -> str:
             line += "  (failed disks: %s)" % ", ".join(failed)
         for d in r.skipped_disks:
             line += "\n        %s is in no backup: %s" % (d.key, d.skip_reason)
+        for w in r.warnings:
+            line += "\n        " + w
         if r.message and r.status != "ok":
             line += "\n        " + r.message
         if r.status != "skipped":

@@ -87,7 +87,7 @@ def disks_to_copy(vm: Vm, s: Settings, log) -> List[Disk]:
         if wanted:
             why = "VMDK_FILES_TO_BACKUP=%s matches none of its disks (%s)" % (
                 ",".join(wanted), ", ".join(d.filename for d in vm.disks) or "none")
-        raise HotvcbError("%s: nothing to back up: %s" % (vm.name, why))
+        raise HotvcbError("nothing to back up: %s" % why)  # the log line names the VM
     return out
 
 
@@ -130,6 +130,10 @@ def check(host: Hypervisor, s: Settings, log, space: SpaceLedger, vm: Vm, disks:
     if s.vm_backup_repository and s.backup_snapshot_tree:
         raise HotvcbError("BACKUP_SNAPSHOT_TREE=1 keeps delta files, which a repository does not store; "
                           "back this VM up to a folder (VM_BACKUP_VOLUME) instead")
+    if s.backup_snapshot_tree and vm.history:  # asked to keep snapshots this driver cannot
+        raise HotvcbError("BACKUP_SNAPSHOT_TREE=1 asks to keep its snapshots, which a %s backup cannot hold (%s); "
+                          "not backing it up (set BACKUP_SNAPSHOT_TREE=0 for it to back up its current state)"
+                          % (host.kind, "; ".join(vm.history)))
     fmt = s.disk_backup_format
     if fmt not in host.formats:
         raise HotvcbError("DISK_BACKUP_FORMAT=%s cannot be written on this %s host (allowed: %s)"

@@ -30,7 +30,7 @@ from ..store.lock import LOCK_NAME, holder_alive
 from ..treeview import ScannedShell
 from ..units import human_size
 from . import nfs
-from .leftovers import is_ours, power_marker
+from .leftovers import asked_at, is_ours, power_marker
 from .. import lazyre
 
 OK, WARN, CRIT = "OK", "WARN", "CRIT"
@@ -267,9 +267,9 @@ def _snapshots(host: Hypervisor, vm: Vm, limits: Limits, now: float, run_alive: 
         share = delta_bytes / free if free else 0.0
         details = {"id": snap.id, "snapshot": snap.name, "created": snap.created, "age_seconds": age,
                    "delta_bytes": delta_bytes, "ours": is_ours(snap)}
-        label = "%s %r (id %s, %s old, deltas %s)" % (
+        label = "%s %r (id %s, %s, deltas %s)" % (
             "hotvcb snapshot" if details["ours"] else "snapshot", snap.name, snap.id or "?",
-            _age(age) if age is not None else "age unknown", human_size(delta_bytes))
+            "%s old" % _age(age) if age is not None else "age unknown", human_size(delta_bytes))
         if details["ours"]:
             owner = parse(snap.description)
             if run_alive:
@@ -355,10 +355,12 @@ def _usage(host: Hypervisor, path: str) -> int:
 
 
 def _snapshot_age(host: Hypervisor, snap: Snapshot, now: float) -> Optional[int]:
-    """Seconds since `Created On` (M/D/YYYY H:M:S, the host's local time, unpadded)."""
+    """Seconds since `Created On` (M/D/YYYY H:M:S, the host's local time, unpadded), or for one of ours the host
+    keeps no time of (a QEMU overlay) since the second its name says."""
     m = _CREATED.search(snap.created or "")
     if not m:
-        return None
+        named = asked_at(snap) if is_ours(snap) else None
+        return None if named is None else max(0, int(now - named))
     month, day, year, hour, minute, second = (int(x) for x in m.groups())
     try:
         created = datetime(year, month, day, hour, minute, second)
