@@ -29,8 +29,6 @@ def rand_file(path, size, seed):
     return str(path)
 
 
-@pytest.mark.xfail(strict=True, reason="restore --repo --to writes every non-VMDK disk as <stem>.raw: two disks "
-                   "data.img and data.raw collide and the backup cannot be restored")
 def test_a_backup_of_two_raw_disks_sharing_a_stem_restores_both(tmp_path):
     """A QEMU VM `files` has two raw images, `/var/lib/vms/files/data.img` (the system) and
     `/srv/vms/files/data.raw` (the data). `hotvcb backup --repo` stores both, each under its own name
