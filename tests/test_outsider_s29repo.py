@@ -85,8 +85,6 @@ def test_prune_refuses_before_removing_anything_when_a_kept_backups_index_is_dam
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="a backup into the repository reports good_backups 0 / 'NO good backup of this "
-                   "VM exists': _good_backups counts folder backups on VM_BACKUP_VOLUME, never the repository")
 def test_the_run_report_of_a_repository_backup_counts_the_backups_the_repository_holds(host, tmp_path):
     """The admin moved `web` to the repository (VM_BACKUP_REPOSITORY) and watches the nightly
     `--json-report` (and the mail). After the second successful backup into the repository the
@@ -148,8 +146,6 @@ def test_a_config_version_this_hotvcb_does_not_know_is_refused_and_not_called_ne
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="status of a repository VM never looks at its last run: a failed backup into "
-                   "the repository is OK in status (a folder VM's is WARN 'last run was error')")
 def test_status_warns_when_the_last_backup_into_the_repository_failed(host, tmp_path):
     """The admin's monitoring runs `hotvcb status -g hotvcb.conf` every hour. `web` backs up into the
     repository (VM_BACKUP_REPOSITORY); tonight its pre-backup hook fails (the database would not
@@ -333,8 +329,6 @@ def test_verify_with_a_config_naming_a_repository_does_not_send_the_admin_to_an_
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="status of a VM without a uuid takes another host's backup of a VM of that name "
-                   "as its own (RepoView matches vm_uuid '' to anything), so a never backed up VM reads OK")
 def test_status_does_not_count_another_hosts_vm_of_that_name_when_no_uuid_is_recorded(host, tmp_path):
     """Two hosts share one repository on NFS, and each runs a VM called `web` that has no BIOS uuid
     (a QEMU VM never has one; here an ESXi VM whose .vmx lost its uuid.bios). docs/repository.md: a

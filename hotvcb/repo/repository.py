@@ -58,6 +58,19 @@ class Snapshot:
         uuid = self.record.get("vm_uuid") or ""
         return self.vm, uuid or "host " + str(self.record.get("host") or "?")
 
+    def of_vm(self, name: str, uuid: str, host: str) -> bool:
+        """Whether this is a backup of the VM `name` with `uuid` (ESXi's uuid.bios, "" where it has none or is
+        not known) on the host whose id is `host`: by uuid where both the VM and the record have one, else
+        by the host that made it (machine; a record naming no host is of a host whose id is "" too). Another
+        host's VM of that name is not this one, also where no uuid tells them apart (status took it for
+        this VM's, which was never backed up)."""
+        recorded = self.record.get("vm_uuid") or ""
+        if self.vm != name:
+            return False
+        if recorded and uuid:
+            return recorded == uuid
+        return (self.record.get("host") or "") == host
+
 
 @dataclass(frozen=True)
 class Location:
