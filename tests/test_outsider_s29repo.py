@@ -174,8 +174,6 @@ def test_status_warns_when_the_last_backup_into_the_repository_failed(host, tmp_
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="a delta disk's temporary clone filling the repository's volume fails the VM "
-                   "with vmkfstools' 'not enough space' naming only the VM's disk, never the repository")
 def test_a_full_repository_during_a_delta_clone_names_the_repository(tmp_path):
     """`app` runs on a user's snapshot ("before upgrade"), ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=1,
     and backs up into a repository on the `backup` datastore, which is nearly full. The run fails
@@ -257,8 +255,6 @@ def test_prune_with_an_empty_vm_name_is_refused_not_a_silent_success(tmp_path):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="SIGTERM while a delta disk is cloned into the repository's tmp/ leaves the "
-                   "whole temporary clone there (until GC a grace period later): _flattened only cleans on HotvcbError")
 def test_sigterm_during_a_delta_clone_leaves_no_clone_in_the_repository(host, tmp_path):
     """`app` runs on a user's snapshot and backs up into the repository; its delta chain is cloned by
     vmkfstools into `<repo>/tmp/flatten-*.vmdk` first (docs/repository.md "Deltas of a user's
@@ -301,8 +297,6 @@ def test_sigterm_during_a_delta_clone_leaves_no_clone_in_the_repository(host, tm
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="verify VM -g CONF ignores the VM_BACKUP_REPOSITORY its config names (list, "
-                   "status, restore --latest follow it) and blames an unmounted backup volume")
 def test_verify_with_a_config_naming_a_repository_does_not_send_the_admin_to_an_unmounted_share(host, tmp_path):
     """The host's hotvcb.conf sets VM_BACKUP_REPOSITORY; `hotvcb list web -g hotvcb.conf`, `hotvcb
     status -g hotvcb.conf` and `hotvcb restore --latest web -g hotvcb.conf` all find web's backups

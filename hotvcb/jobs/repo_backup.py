@@ -187,18 +187,29 @@ class RepoSink:
         return disk.path, files[1]
 
     def _flattened(self, host: Hypervisor, disk: Disk) -> Tuple[str, str]:
-        """The chain as it stands under our snapshot, cloned by vmkfstools into the repository's tmp/."""
-        os.makedirs(os.path.dirname(self._tmp_prefix()), exist_ok=True)
+        """The chain as it stands under our snapshot, cloned by vmkfstools into the repository's tmp/.
+        A clone that fails or is stopped (SIGTERM, Ctrl-C: Interrupted is no HotvcbError) is removed at
+        once: it is a whole copy of the disk, on a volume often nearly full, that GC would only remove a
+        grace period later. Its failure names the repository: vmkfstools names only the disk it read, and
+        the admin looked for room on the VM's datastore when the repository's volume was full."""
+        folder = os.path.dirname(self._tmp_prefix())
+        os.makedirs(folder, exist_ok=True)
         tmp = "%s%s-%d.vmdk" % (self._tmp_prefix(), random_hex(6), os.getpid())
         self.log.info("%s is a delta of a snapshot: cloning its chain to a temporary thin disk first" % disk.path)
         flat = vmdk.flat_beside(tmp)  # where a thin clone keeps its data
+        cloned = False
         try:
             host.copy_disk(disk, tmp, "thin", None)
-        except HotvcbError:
-            for path in (tmp, flat):
-                if os.path.exists(path):
-                    os.unlink(path)
-            raise
+            cloned = True
+        except CopyError as err:
+            full = " (the repository's volume is full, not the VM's datastore)" if "space" in err.reason.lower() else ""
+            raise CopyError(disk.path, "its temporary clone into %s failed: %s%s" % (folder, err.reason, full),
+                            err.path) from err
+        finally:
+            if not cloned:
+                for path in (tmp, flat):
+                    if os.path.exists(path):
+                        os.unlink(path)
         return tmp, flat
 
     def discard_disk(self, dst: str) -> None:
