@@ -112,8 +112,6 @@ def test_the_run_report_of_a_repository_backup_counts_the_backups_the_repository
     assert row["newest_good"] and newest.id in row["newest_good"], row
 
 
-@pytest.mark.xfail(strict=True, reason="format.loads calls every version that is not an int above 1 'made by a newer "
-                   "hotvcb' (a missing or string version too) and reads version 0, -1 or true as version 1")
 @pytest.mark.parametrize("version", ["missing", "1", 0, -1, True])
 def test_a_config_version_this_hotvcb_does_not_know_is_refused_and_not_called_newer(tmp_path, version):
     """An admin restores the repository's `config` from a hand-kept copy (or a tool rewrote it) and
