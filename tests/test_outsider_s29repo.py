@@ -231,8 +231,6 @@ def test_a_vm_with_a_virtual_rdm_backs_up_into_the_repository_as_it_does_into_fo
     assert len(snap.disks) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="prune -m '' (an empty VM name) prunes nothing and exits 0; a name that matches "
-                   "nothing is refused only when it is not empty")
 def test_prune_with_an_empty_vm_name_is_refused_not_a_silent_success(tmp_path):
     """The admin's nightly script runs `hotvcb prune --repo R --keep-daily 7 -m "$VM"` for each VM of a
     list; one line of the list is empty (or $VM was misspelt in the script), so hotvcb gets `-m ""`.
