@@ -202,8 +202,6 @@ def test_a_full_repository_during_a_delta_clone_names_the_repository(tmp_path):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="a VM with a virtual-mode RDM, which every folder backup copies, fails every "
-                   "backup into the repository (snapshot taken, no record) instead of its RDM being cloned like a delta")
 def test_a_vm_with_a_virtual_rdm_backs_up_into_the_repository_as_it_does_into_folders(host, tmp_path):
     """`db` has a system disk and a virtual-mode RDM (its data LUN); the folder backup has copied both
     every night for years. The admin switches the host to the repository (VM_BACKUP_REPOSITORY=...,

@@ -13,9 +13,10 @@ extent renamed `<disk>-flat.vmdk`, so a restore gives back a thin VMDK.
 
 The disk is read by this process, so hotvcb must run on the host itself
 (not --host over SSH). A VMFS thin or thick base (descriptor + -flat extent)
-or a raw image is read as it is; a delta of a user's snapshot is first cloned
-by vmkfstools to a temporary thin disk in the repository's tmp/ (why:
-docs/repository.md "Deltas of a user's snapshot").
+or a raw image is read as it is; any other disk (a delta of a user's snapshot,
+a virtual-mode RDM, a hosted sparse disk) is first cloned by vmkfstools, as a
+folder backup copies it, to a temporary thin disk in the repository's tmp/
+(why: docs/repository.md "Deltas of a user's snapshot").
 """
 
 import os
@@ -170,8 +171,11 @@ class RepoSink:
         return [dst]
 
     def _flat_source(self, host: Hypervisor, disk: Disk) -> Tuple[str, str]:
-        """(descriptor, flat data file) to read: the disk's own, or — for a delta of a user's snapshot —
-        a temporary thin clone of its chain (docs/repository.md "Deltas of a user's snapshot")."""
+        """(descriptor, flat data file) to read: the disk's own where it is one flat extent (a VMFS thin or
+        thick base), else a temporary thin clone of it: a delta of a user's snapshot (docs/repository.md
+        "Deltas of a user's snapshot"), a virtual-mode RDM, a hosted sparse disk. vmkfstools reads each of
+        them as the folder backup copies them (a VM with a virtual RDM failed every backup into the
+        repository, while its folder backups had copied it for years)."""
         if disk.path.endswith((".raw", ".img")):
             return disk.path, disk.path
         try:
@@ -179,15 +183,15 @@ class RepoSink:
         except (HotvcbError, vmdk.NotADescriptor) as err:
             raise CopyError(disk.path, "cannot read its descriptor: %s" % err) from err
         if desc.is_delta:
-            return self._flattened(host, disk)
+            return self._flattened(host, disk, "a delta of a snapshot")
         files = host.disk_files(disk.path)
         if desc.create_type.lower() not in ("vmfs", "monolithicflat") or len(files) != 2:
-            raise CopyError(disk.path, "a %s disk; the repository reads flat disks (VMFS thin or thick bases) and "
-                            "snapshot deltas only" % desc.create_type)
+            return self._flattened(host, disk, "a %s disk" % desc.create_type)
         return disk.path, files[1]
 
-    def _flattened(self, host: Hypervisor, disk: Disk) -> Tuple[str, str]:
-        """The chain as it stands under our snapshot, cloned by vmkfstools into the repository's tmp/.
+    def _flattened(self, host: Hypervisor, disk: Disk, what: str) -> Tuple[str, str]:
+        """The disk (a delta: its chain) as it stands under our snapshot, cloned by vmkfstools into the
+        repository's tmp/.
         A clone that fails or is stopped (SIGTERM, Ctrl-C: Interrupted is no HotvcbError) is removed at
         once: it is a whole copy of the disk, on a volume often nearly full, that GC would only remove a
         grace period later. Its failure names the repository: vmkfstools names only the disk it read, and
@@ -195,7 +199,7 @@ class RepoSink:
         folder = os.path.dirname(self._tmp_prefix())
         os.makedirs(folder, exist_ok=True)
         tmp = "%s%s-%d.vmdk" % (self._tmp_prefix(), random_hex(6), os.getpid())
-        self.log.info("%s is a delta of a snapshot: cloning its chain to a temporary thin disk first" % disk.path)
+        self.log.info("%s is %s: cloning it to a temporary thin disk first" % (disk.path, what))
         flat = vmdk.flat_beside(tmp)  # where a thin clone keeps its data
         cloned = False
         try:
