@@ -13,10 +13,10 @@ extent renamed `<disk>-flat.vmdk`, so a restore gives back a thin VMDK.
 
 The disk is read by this process, so hotvcb must run on the host itself
 (not --host over SSH). A VMFS thin or thick base (descriptor + -flat extent)
-or a raw image is read as it is; any other disk (a delta of a user's snapshot,
-a virtual-mode RDM, a hosted sparse disk) is first cloned by vmkfstools, as a
-folder backup copies it, to a temporary thin disk in the repository's tmp/
-(why: docs/repository.md "Deltas of a user's snapshot").
+or a raw image is read as it is; a delta of a user's snapshot or a virtual-mode
+RDM is first cloned by vmkfstools, as a folder backup copies it, to a temporary
+thin disk in the repository's tmp/ (why: docs/repository.md "Deltas of a
+user's snapshot").
 """
 
 import os
@@ -172,10 +172,10 @@ class RepoSink:
 
     def _flat_source(self, host: Hypervisor, disk: Disk) -> Tuple[str, str]:
         """(descriptor, flat data file) to read: the disk's own where it is one flat extent (a VMFS thin or
-        thick base), else a temporary thin clone of it: a delta of a user's snapshot (docs/repository.md
-        "Deltas of a user's snapshot"), a virtual-mode RDM, a hosted sparse disk. vmkfstools reads each of
-        them as the folder backup copies them (a VM with a virtual RDM failed every backup into the
-        repository, while its folder backups had copied it for years)."""
+        thick base), or a temporary thin clone of a delta of a user's snapshot (docs/repository.md "Deltas
+        of a user's snapshot") or of a virtual-mode RDM, which vmkfstools reads as the folder backup copies
+        it (a VM with one failed every backup into the repository, while its folder backups had copied it
+        for years). Other disks (hosted sparse ones) are refused."""
         if disk.path.endswith((".raw", ".img")):
             return disk.path, disk.path
         try:
@@ -184,9 +184,12 @@ class RepoSink:
             raise CopyError(disk.path, "cannot read its descriptor: %s" % err) from err
         if desc.is_delta:
             return self._flattened(host, disk, "a delta of a snapshot")
+        if desc.create_type.lower() == "vmfsrawdevicemap":  # a physical one is skipped by the driver
+            return self._flattened(host, disk, "a virtual-mode RDM")
         files = host.disk_files(disk.path)
         if desc.create_type.lower() not in ("vmfs", "monolithicflat") or len(files) != 2:
-            return self._flattened(host, disk, "a %s disk" % desc.create_type)
+            raise CopyError(disk.path, "a %s disk; the repository reads flat disks (VMFS thin or thick bases), "
+                            "virtual-mode RDMs and snapshot deltas only" % desc.create_type)
         return disk.path, files[1]
 
     def _flattened(self, host: Hypervisor, disk: Disk, what: str) -> Tuple[str, str]:

@@ -85,7 +85,10 @@ class RepoView:
         if age > 2 * limits.max_age:
             return Check(CRIT, "backup", name, text, details)
         tried = self.last_run(name)
-        failed = failed_since(tried, int(newest.record.get("utc", 0)))  # to the second, as a folder's name says it
+        # a record's `time` is in whole seconds: one in the second the newest backup began is taken as after it
+        # (it said OK for a run that failed a moment after the backup); a failed run, then another run's start up
+        # to its backup, all in one second, is not what a host does
+        failed = failed_since(tried, int(newest.record.get("utc", 0)) - 1)
         if failed:
             details["last_run"] = tried
             return Check(WARN, "backup", name, "%s; %s" % (failed, text), details)
