@@ -460,6 +460,14 @@ def _apply(base: Settings, values: Dict[str, Tuple[object, str]]) -> Settings:
     return replace(base, origin=tuple(origin.items()), **changes)
 
 
+def by_option(settings: Settings, option: str, **changes: Any) -> Settings:
+    """`changes` made by the command line's `option` (`--repo`): their origin is the option, and a per-VM
+    file does not override them (for_vm), as the option's help promises of the key."""
+    origin = dict(settings.origin)
+    origin.update((name, option) for name in changes)
+    return replace(settings, origin=tuple(origin.items()), **changes)
+
+
 def load_settings(global_path: Optional[str], base: Settings = Settings()) -> Tuple[Settings, List[str]]:
     """Settings for the run: `base` overlaid with the global file (-g), if any.
 
@@ -518,6 +526,9 @@ def for_vm(settings: Settings, confdir: Optional[str], vm_name: str) -> Tuple[Se
     if not os.path.lexists(path):
         return settings, []
     values, warnings = _read_settings_file(path, per_vm=True)
+    for name in sorted(n for n in values if settings.where(n).startswith("--")):  # set by the command line
+        warnings.append("%s: %s ignored: %s on the command line overrides it" % (
+            values.pop(name)[1], name.upper(), settings.where(name)))
     if settings.enable_non_persistent_nfs and "vm_backup_volume" in values:
         warnings.append("%s: VM_BACKUP_VOLUME ignored: ENABLE_NON_PERSISTENT_NFS=1 puts every VM in %s, as "
                         "ghettoVCB did" % (values.pop("vm_backup_volume")[1], settings.vm_backup_volume))

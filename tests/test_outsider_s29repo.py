@@ -354,3 +354,26 @@ def test_status_does_not_count_another_hosts_vm_of_that_name_when_no_uuid_is_rec
     r = hotvcb(host, "status", "-g", conf, "--json")
     (web,) = [c for c in json.loads(r.stdout)["checks"] if c["kind"] == "backup" and c["name"] == "web"]
     assert web["severity"] == "CRIT" and "never backed up" in web["message"], web
+
+
+# --- what the tester noticed beside the 11 (fixed, so no xfail) ----------------------------------------------------
+
+
+@needs_root
+def test_backup_repo_on_the_command_line_beats_a_per_vm_files_repository(host, tmp_path):
+    """`backup --repo PATH` "overrides VM_BACKUP_REPOSITORY" (its help, docs/config-reference.md), but a
+    per-VM file's VM_BACKUP_REPOSITORY won: the admin's one-off backup into a test repository went into
+    the production one. The option must win, and the file's key be named as ignored."""
+    from simhost import hotvcb, write_conf
+
+    host.create_vm("web", "datastore1", [{"size": "2M"}])
+    confdir = os.path.join(host.root, "vmconf")
+    os.mkdir(confdir)
+    with open(os.path.join(confdir, "web"), "w") as f:
+        f.write("VM_BACKUP_REPOSITORY=/vmfs/volumes/backup/prod\n")
+    r = hotvcb(host, "backup", "-m", "web", "-g", write_conf(host), "-c", confdir,
+               "--repo", "/vmfs/volumes/backup/test", "-w", tmp_path / "work")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len(open_path(host.real("/vmfs/volumes/backup/test")).snapshots("web")) == 1, r.stdout
+    assert not os.path.exists(host.real("/vmfs/volumes/backup/prod")), r.stdout
+    assert "VM_BACKUP_REPOSITORY ignored: --repo" in r.stdout, r.stdout

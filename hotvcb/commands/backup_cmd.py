@@ -150,7 +150,7 @@ def prepare(args, settings):
     if args.repo:
         if not args.repo.startswith("/"):  # as VM_BACKUP_REPOSITORY: relative to wherever cron or a shell runs us
             raise UsageError("--repo %s: an absolute path such as /vmfs/volumes/<datastore>/repo" % args.repo)
-        settings = dataclasses.replace(settings, vm_backup_repository=args.repo)
+        settings = config.by_option(settings, "--repo", vm_backup_repository=args.repo)
     if args.json_report:
         _report_folder(args.json_report)
     return settings
