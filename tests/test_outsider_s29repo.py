@@ -377,3 +377,21 @@ def test_backup_repo_on_the_command_line_beats_a_per_vm_files_repository(host, t
     assert len(open_path(host.real("/vmfs/volumes/backup/test")).snapshots("web")) == 1, r.stdout
     assert not os.path.exists(host.real("/vmfs/volumes/backup/prod")), r.stdout
     assert "VM_BACKUP_REPOSITORY ignored: --repo" in r.stdout, r.stdout
+
+
+@needs_root
+def test_folder_only_keys_are_named_as_ignored_when_backing_up_into_a_repository(host, tmp_path):
+    """A migrating admin's ghettoVCB config keeps DISK_BACKUP_FORMAT=eagerzeroedthick and
+    VM_BACKUP_ROTATION_COUNT=7 beside the new VM_BACKUP_REPOSITORY: the run said nothing of them, and
+    its log even said "Backing up ... as eagerzeroedthick", so the admin believed seven backups were
+    kept in that format. One warning must name them as ignored, and the log not claim a format."""
+    from simhost import hotvcb, write_conf
+
+    host.create_vm("web", "datastore1", [{"size": "2M"}])
+    conf = write_conf(host, VM_BACKUP_REPOSITORY="/vmfs/volumes/backup/repo",
+                      DISK_BACKUP_FORMAT="eagerzeroedthick", VM_BACKUP_ROTATION_COUNT=7)
+    r = hotvcb(host, "backup", "-m", "web", "-g", conf, "-w", tmp_path / "work")
+    assert r.returncode == 0, r.stdout + r.stderr
+    (warning,) = [line for line in r.stdout.splitlines() if "ignored with VM_BACKUP_REPOSITORY" in line]
+    assert "DISK_BACKUP_FORMAT" in warning and "VM_BACKUP_ROTATION_COUNT" in warning, warning
+    assert "as eagerzeroedthick" not in r.stdout, r.stdout

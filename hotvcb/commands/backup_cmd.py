@@ -182,6 +182,8 @@ def run(args) -> int:
         log.info("============================== hotvcb LOG START ==============================")
         log.info("HOST: %s (%s), job %s, %s" % (host.shell.description, host.describe(), args.job_name, run))
         log.info("CONFIG: %s; %s" % (config.shown_as(args.global_conf or "built-in defaults"), settings.summary()))
+        if config.repository_ignores(settings):
+            log.warning(config.repository_ignores(settings))
         if dry_run:
             log.info("DRY RUN: nothing will be changed")
         nfs = NfsTarget(host, settings, log, run, dry_run, lock.takeovers)

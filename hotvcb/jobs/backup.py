@@ -218,6 +218,9 @@ class BackupJob:
             self.log.warning(w)
         if settings.per_vm_file:  # as ghettoVCB's "CONFIG - USING CONFIGURATION FILE": was the file picked up?
             self.log.info("CONFIG: %s for %s; %s" % (settings.per_vm_file, ref.name, settings.summary()))
+            ignored = config.repository_ignores(settings)
+            if ignored and ignored != config.repository_ignores(self.settings):  # not said for the run already
+                self.log.warning("%s: %s" % (ref.name, ignored))
         if ref.name in self.power.problems:
             raise HotvcbError("did not shut down for VM_SHUTDOWN_ORDER; not backed up")
         if settings.backup_power_state != "any" and not skip_power:
@@ -520,7 +523,9 @@ class _VmBackup:
                                                      disks.index(disk) + 1, len(disks), disk.filename)
             progress = self.log.progress(label, capacity, functools.partial(
                 self.job.run_eta, disks_left=len(disks) - disks.index(disk) - 1))
-            self.log.info("Backing up %s (%s, %s) as %s" % (disk.path, disk.key, human_size(capacity), fmt))
+            self.log.info("Backing up %s (%s, %s) %s" % (disk.path, disk.key, human_size(capacity),
+                                                          "into the repository" if self.s.vm_backup_repository
+                                                          else "as " + fmt))
             t0 = time.monotonic()
             try:
                 files = sealer.copy_disk(self.host, disk, dst, fmt, progress)

@@ -5,8 +5,9 @@ it lists is complete; what can still be wrong is its age, its chunks, and a
 failed run since (its last-run record, store/lastrun.py: WARN as for a folder
 backup). The newest backup of the VM (Snapshot.of_vm: its name and uuid, or
 where there is none the host that made it: another host's VM of that name is
-not this one) is judged by age as a folder backup is, and its last verify is the oldest `verified/` marker among the packs that
-hold its chunks: the backup was read whole no later than that. A pack without
+not this one) is judged by age as a folder backup is, and its last verify is
+the oldest `verified/` marker among the packs that hold its chunks: the
+backup was read whole no later than that. A pack without
 a marker means "not wholly verified"; a chunk no pack holds is CRIT, and so is
 one whose only copy a verify found damaged (`damaged/`): the pack's older
 marker still stands for its other chunks, but the backup cannot be restored
