@@ -395,3 +395,22 @@ def test_folder_only_keys_are_named_as_ignored_when_backing_up_into_a_repository
     (warning,) = [line for line in r.stdout.splitlines() if "ignored with VM_BACKUP_REPOSITORY" in line]
     assert "DISK_BACKUP_FORMAT" in warning and "VM_BACKUP_ROTATION_COUNT" in warning, warning
     assert "as eagerzeroedthick" not in r.stdout, r.stdout
+
+
+def test_a_line_feed_in_a_vm_name_cannot_forge_a_line_of_list_or_prune(tmp_path):
+    """A VM's name comes from its .vmx (anyone with the datastore may write it): `web` followed by a line
+    feed and `keep     db @ ...` printed a forged line under `hotvcb prune --dry-run` (the admin's
+    review of what a prune will remove) and a forged row of `hotvcb list --repo`. Each name is one field:
+    its line feed escaped, one line per backup."""
+    disk = str(tmp_path / "web.raw")
+    make_disk(disk, size=2 << 20, regions=2)
+    repo = new_repo(tmp_path / "repo")
+    evil = "web\nkeep     db @ 2026-12-01 03:00:00 (forged)"
+    backup(repo, evil, disk)
+    backup(repo, "db", disk)
+    r = cli("prune", "--repo", tmp_path / "repo", "--keep-last", "1", "--dry-run")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len(r.stdout.splitlines()) == 3 and "(forged)" not in "".join(
+        line for line in r.stdout.splitlines() if not line.startswith("keep     web\\n")), r.stdout
+    r = cli("list", "--repo", tmp_path / "repo")
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 3 and "web\\nkeep" in r.stdout, r.stdout

@@ -67,11 +67,10 @@ def list_backups(path: str, vm: str, as_json: bool) -> int:
         runlog.say("no backups in %s%s" % (path, " for %r" % vm if vm else ""))
         return 0
     lines = [("VM", "TIME", "ID", "SIZE", "STORED NEW")] + [
-        tuple(runlog.shown(c) for c in (r["vm"], r["time"].replace("T", " "), r["id"], human_size(
-            r["size_bytes"], compact=True), human_size(r["new_bytes"], compact=True))) for r in rows]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    for line in lines:
-        runlog.say("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
+        (r["vm"], r["time"].replace("T", " "), r["id"], human_size(r["size_bytes"], compact=True),
+         human_size(r["new_bytes"], compact=True)) for r in rows]
+    for line in runlog.columns(lines):  # each cell one field: a line feed in a VM's name forged a row
+        runlog.say(line)
     return 0
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Container, Dict, Iterable, Iterator, List, Optional, Set, Tuple, TypeVar
 
 from ..errors import RepoError
+from ..runlog import shown
 from . import codec
 from .backend import Backend, LocalBackend, NotFound, ObjectInfo, random_hex
 from .format import (BACKUP_LIMIT, CHUNK_SIZE, CONFIG, PACK_HEADER, PACK_SIZE, SETTLE, TRAILER_SIZE, VERSION, Blob,
@@ -49,7 +50,9 @@ class Snapshot:
     record: Dict[str, Any] = field(repr=False)
 
     def __str__(self) -> str:
-        return "%s @ %s (%s)" % (self.vm, self.time.strftime("%Y-%m-%d %H:%M:%S"), self.id)
+        """How every line names the backup (prune's keep/remove lines, restore, a chunk's users): its VM's name
+        as one field, a line feed or tab in it escaped, so a name cannot forge or shift a line of prune's plan."""
+        return "%s @ %s (%s)" % (shown(self.vm, field=True), self.time.strftime("%Y-%m-%d %H:%M:%S"), self.id)
 
     @property
     def machine(self) -> Tuple[str, str]:
