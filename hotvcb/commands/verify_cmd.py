@@ -4,8 +4,8 @@ BACKUP is a backup folder or .gz path; VM checks every sealed backup of that
 VM; --all every sealed backup under VM_BACKUP_VOLUME. With --repo, a VM names
 that VM's backups in the repository (repo_cmd); so does a VM (or --all) where
 the config (-g) sets VM_BACKUP_REPOSITORY, as list and status read it. For
-each damaged backup the first bad file and byte range are printed. The time of a successful check
-is recorded in the manifest (see jobs/verify.py).
+each damaged backup the first bad file and byte range are printed. The time
+of a successful check is recorded in the manifest (see jobs/verify.py).
 Exit codes: 0 nothing damaged (ghettoVCB backups without a manifest are
 reported as unverifiable, not as damaged), 4 some backups damaged or
 incomplete (no STATUS file), 6 all of them, 1 usage (a path that is no backup; a VM
