@@ -460,6 +460,31 @@ def _apply(base: Settings, values: Dict[str, Tuple[object, str]]) -> Settings:
     return replace(base, origin=tuple(origin.items()), **changes)
 
 
+FOLDER_ONLY = ("disk_backup_format", "enable_compression", "vm_backup_rotation_count", "vm_backup_rotation_size")
+
+
+def repository_ignores(settings: Settings) -> str:
+    """The warning for the folder backups' keys set (in a file, not by default) where the backups go into a
+    repository, which ignores them; "" if none is. A migrating admin's ghettoVCB config sets them all, and
+    the run said nothing, so they looked kept (a rotation count) or chosen (a disk format)."""
+    if not settings.vm_backup_repository:
+        return ""
+    keys = ["%s (%s)" % (name.upper(), settings.where(name)) for name in FOLDER_ONLY
+            if settings.where(name) != "default"]
+    if not keys:
+        return ""
+    return ("%s: only for folder backups, ignored with VM_BACKUP_REPOSITORY (its disks are stored as their "
+            "content and restored thin; hotvcb prune --keep-* keeps its backups)" % ", ".join(keys))
+
+
+def by_option(settings: Settings, option: str, **changes: Any) -> Settings:
+    """`changes` made by the command line's `option` (`--repo`): their origin is the option, and a per-VM
+    file does not override them (for_vm), as the option's help promises of the key."""
+    origin = dict(settings.origin)
+    origin.update((name, option) for name in changes)
+    return replace(settings, origin=tuple(origin.items()), **changes)
+
+
 def load_settings(global_path: Optional[str], base: Settings = Settings()) -> Tuple[Settings, List[str]]:
     """Settings for the run: `base` overlaid with the global file (-g), if any.
 
@@ -518,6 +543,9 @@ def for_vm(settings: Settings, confdir: Optional[str], vm_name: str) -> Tuple[Se
     if not os.path.lexists(path):
         return settings, []
     values, warnings = _read_settings_file(path, per_vm=True)
+    for name in sorted(n for n in values if settings.where(n).startswith("--")):  # set by the command line
+        warnings.append("%s: %s ignored: %s on the command line overrides it" % (
+            values.pop(name)[1], name.upper(), settings.where(name)))
     if settings.enable_non_persistent_nfs and "vm_backup_volume" in values:
         warnings.append("%s: VM_BACKUP_VOLUME ignored: ENABLE_NON_PERSISTENT_NFS=1 puts every VM in %s, as "
                         "ghettoVCB did" % (values.pop("vm_backup_volume")[1], settings.vm_backup_volume))

@@ -181,7 +181,7 @@ class TimeoutExpired(HostError):
 class CopyError(HostError):
     def __init__(self, source: str, message: str, path: Optional[str] = None):
         super().__init__("copy of %s failed: %s" % (source, message))
-        self.source, self.path = source, path
+        self.source, self.path, self.reason = source, path, message
 
 
 class RepoError(HotvcbError):

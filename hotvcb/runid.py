@@ -176,15 +176,20 @@ def machine_id() -> str:
     return text if re.match(r"^[0-9a-f]{8,64}$", text) else ""  # a record's field: one word
 
 
+def known_host_id(shell: "Shell", run_dir: str) -> str:
+    """This host's id where it has one yet, else "": for a reader (status) that must not make one."""
+    try:
+        return shell.read_text(run_dir.rstrip("/") + "/" + HOST_ID_NAME).strip()  # one call: missing is an error too
+    except HostError:
+        return ""
+
+
 def host_id(shell: "Shell", run_dir: str) -> str:
     """This host's id, kept in `run_dir` (created on first use; the first writer wins)."""
-    path = run_dir.rstrip("/") + "/" + HOST_ID_NAME
-    try:
-        text = shell.read_text(path).strip()  # one call (over SSH one round trip): missing is an error too
-    except HostError:
-        text = ""
+    text = known_host_id(shell, run_dir)
     if text:
         return text
+    path = run_dir.rstrip("/") + "/" + HOST_ID_NAME
     mine = os.urandom(6).hex()  # uuid4's randomness, without importing uuid (and platform) every run
     tmp = "%s.%s" % (path, mine)
     shell.makedirs(run_dir)

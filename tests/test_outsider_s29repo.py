@@ -29,8 +29,6 @@ def rand_file(path, size, seed):
     return str(path)
 
 
-@pytest.mark.xfail(strict=True, reason="restore --repo --to writes every non-VMDK disk as <stem>.raw: two disks "
-                   "data.img and data.raw collide and the backup cannot be restored")
 def test_a_backup_of_two_raw_disks_sharing_a_stem_restores_both(tmp_path):
     """A QEMU VM `files` has two raw images, `/var/lib/vms/files/data.img` (the system) and
     `/srv/vms/files/data.raw` (the data). `hotvcb backup --repo` stores both, each under its own name
@@ -60,8 +58,6 @@ def test_a_backup_of_two_raw_disks_sharing_a_stem_restores_both(tmp_path):
     assert contents == sorted([open(system, "rb").read(), open(data, "rb").read()])
 
 
-@pytest.mark.xfail(strict=True, reason="prune drops the dropped backups' records first and only then finds the kept "
-                   "backup's damaged index: exit 1 with the VM's only restorable backup gone")
 def test_prune_refuses_before_removing_anything_when_a_kept_backups_index_is_damaged(tmp_path):
     """The newest backup of `web` has a damaged disk index (a truncated copy after an NFS hiccup); the
     older one is whole. The admin's nightly `hotvcb prune --repo R --keep-last 1` keeps the newest
@@ -89,8 +85,6 @@ def test_prune_refuses_before_removing_anything_when_a_kept_backups_index_is_dam
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="a backup into the repository reports good_backups 0 / 'NO good backup of this "
-                   "VM exists': _good_backups counts folder backups on VM_BACKUP_VOLUME, never the repository")
 def test_the_run_report_of_a_repository_backup_counts_the_backups_the_repository_holds(host, tmp_path):
     """The admin moved `web` to the repository (VM_BACKUP_REPOSITORY) and watches the nightly
     `--json-report` (and the mail). After the second successful backup into the repository the
@@ -118,8 +112,6 @@ def test_the_run_report_of_a_repository_backup_counts_the_backups_the_repository
     assert row["newest_good"] and newest.id in row["newest_good"], row
 
 
-@pytest.mark.xfail(strict=True, reason="format.loads calls every version that is not an int above 1 'made by a newer "
-                   "hotvcb' (a missing or string version too) and reads version 0, -1 or true as version 1")
 @pytest.mark.parametrize("version", ["missing", "1", 0, -1, True])
 def test_a_config_version_this_hotvcb_does_not_know_is_refused_and_not_called_newer(tmp_path, version):
     """An admin restores the repository's `config` from a hand-kept copy (or a tool rewrote it) and
@@ -152,8 +144,6 @@ def test_a_config_version_this_hotvcb_does_not_know_is_refused_and_not_called_ne
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="status of a repository VM never looks at its last run: a failed backup into "
-                   "the repository is OK in status (a folder VM's is WARN 'last run was error')")
 def test_status_warns_when_the_last_backup_into_the_repository_failed(host, tmp_path):
     """The admin's monitoring runs `hotvcb status -g hotvcb.conf` every hour. `web` backs up into the
     repository (VM_BACKUP_REPOSITORY); tonight its pre-backup hook fails (the database would not
@@ -182,8 +172,6 @@ def test_status_warns_when_the_last_backup_into_the_repository_failed(host, tmp_
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="a delta disk's temporary clone filling the repository's volume fails the VM "
-                   "with vmkfstools' 'not enough space' naming only the VM's disk, never the repository")
 def test_a_full_repository_during_a_delta_clone_names_the_repository(tmp_path):
     """`app` runs on a user's snapshot ("before upgrade"), ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=1,
     and backs up into a repository on the `backup` datastore, which is nearly full. The run fails
@@ -214,8 +202,6 @@ def test_a_full_repository_during_a_delta_clone_names_the_repository(tmp_path):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="a VM with a virtual-mode RDM, which every folder backup copies, fails every "
-                   "backup into the repository (snapshot taken, no record) instead of its RDM being cloned like a delta")
 def test_a_vm_with_a_virtual_rdm_backs_up_into_the_repository_as_it_does_into_folders(host, tmp_path):
     """`db` has a system disk and a virtual-mode RDM (its data LUN); the folder backup has copied both
     every night for years. The admin switches the host to the repository (VM_BACKUP_REPOSITORY=...,
@@ -243,8 +229,6 @@ def test_a_vm_with_a_virtual_rdm_backs_up_into_the_repository_as_it_does_into_fo
     assert len(snap.disks) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="prune -m '' (an empty VM name) prunes nothing and exits 0; a name that matches "
-                   "nothing is refused only when it is not empty")
 def test_prune_with_an_empty_vm_name_is_refused_not_a_silent_success(tmp_path):
     """The admin's nightly script runs `hotvcb prune --repo R --keep-daily 7 -m "$VM"` for each VM of a
     list; one line of the list is empty (or $VM was misspelt in the script), so hotvcb gets `-m ""`.
@@ -265,8 +249,6 @@ def test_prune_with_an_empty_vm_name_is_refused_not_a_silent_success(tmp_path):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="SIGTERM while a delta disk is cloned into the repository's tmp/ leaves the "
-                   "whole temporary clone there (until GC a grace period later): _flattened only cleans on HotvcbError")
 def test_sigterm_during_a_delta_clone_leaves_no_clone_in_the_repository(host, tmp_path):
     """`app` runs on a user's snapshot and backs up into the repository; its delta chain is cloned by
     vmkfstools into `<repo>/tmp/flatten-*.vmdk` first (docs/repository.md "Deltas of a user's
@@ -309,8 +291,6 @@ def test_sigterm_during_a_delta_clone_leaves_no_clone_in_the_repository(host, tm
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="verify VM -g CONF ignores the VM_BACKUP_REPOSITORY its config names (list, "
-                   "status, restore --latest follow it) and blames an unmounted backup volume")
 def test_verify_with_a_config_naming_a_repository_does_not_send_the_admin_to_an_unmounted_share(host, tmp_path):
     """The host's hotvcb.conf sets VM_BACKUP_REPOSITORY; `hotvcb list web -g hotvcb.conf`, `hotvcb
     status -g hotvcb.conf` and `hotvcb restore --latest web -g hotvcb.conf` all find web's backups
@@ -337,8 +317,6 @@ def test_verify_with_a_config_naming_a_repository_does_not_send_the_admin_to_an_
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="status of a VM without a uuid takes another host's backup of a VM of that name "
-                   "as its own (RepoView matches vm_uuid '' to anything), so a never backed up VM reads OK")
 def test_status_does_not_count_another_hosts_vm_of_that_name_when_no_uuid_is_recorded(host, tmp_path):
     """Two hosts share one repository on NFS, and each runs a VM called `web` that has no BIOS uuid
     (a QEMU VM never has one; here an ESXi VM whose .vmx lost its uuid.bios). docs/repository.md: a
@@ -376,3 +354,63 @@ def test_status_does_not_count_another_hosts_vm_of_that_name_when_no_uuid_is_rec
     r = hotvcb(host, "status", "-g", conf, "--json")
     (web,) = [c for c in json.loads(r.stdout)["checks"] if c["kind"] == "backup" and c["name"] == "web"]
     assert web["severity"] == "CRIT" and "never backed up" in web["message"], web
+
+
+# --- what the tester noticed beside the 11 (fixed, so no xfail) ----------------------------------------------------
+
+
+@needs_root
+def test_backup_repo_on_the_command_line_beats_a_per_vm_files_repository(host, tmp_path):
+    """`backup --repo PATH` "overrides VM_BACKUP_REPOSITORY" (its help, docs/config-reference.md), but a
+    per-VM file's VM_BACKUP_REPOSITORY won: the admin's one-off backup into a test repository went into
+    the production one. The option must win, and the file's key be named as ignored."""
+    from simhost import hotvcb, write_conf
+
+    host.create_vm("web", "datastore1", [{"size": "2M"}])
+    confdir = os.path.join(host.root, "vmconf")
+    os.mkdir(confdir)
+    with open(os.path.join(confdir, "web"), "w") as f:
+        f.write("VM_BACKUP_REPOSITORY=/vmfs/volumes/backup/prod\n")
+    r = hotvcb(host, "backup", "-m", "web", "-g", write_conf(host), "-c", confdir,
+               "--repo", "/vmfs/volumes/backup/test", "-w", tmp_path / "work")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len(open_path(host.real("/vmfs/volumes/backup/test")).snapshots("web")) == 1, r.stdout
+    assert not os.path.exists(host.real("/vmfs/volumes/backup/prod")), r.stdout
+    assert "VM_BACKUP_REPOSITORY ignored: --repo" in r.stdout, r.stdout
+
+
+@needs_root
+def test_folder_only_keys_are_named_as_ignored_when_backing_up_into_a_repository(host, tmp_path):
+    """A migrating admin's ghettoVCB config keeps DISK_BACKUP_FORMAT=eagerzeroedthick and
+    VM_BACKUP_ROTATION_COUNT=7 beside the new VM_BACKUP_REPOSITORY: the run said nothing of them, and
+    its log even said "Backing up ... as eagerzeroedthick", so the admin believed seven backups were
+    kept in that format. One warning must name them as ignored, and the log not claim a format."""
+    from simhost import hotvcb, write_conf
+
+    host.create_vm("web", "datastore1", [{"size": "2M"}])
+    conf = write_conf(host, VM_BACKUP_REPOSITORY="/vmfs/volumes/backup/repo",
+                      DISK_BACKUP_FORMAT="eagerzeroedthick", VM_BACKUP_ROTATION_COUNT=7)
+    r = hotvcb(host, "backup", "-m", "web", "-g", conf, "-w", tmp_path / "work")
+    assert r.returncode == 0, r.stdout + r.stderr
+    (warning,) = [line for line in r.stdout.splitlines() if "ignored with VM_BACKUP_REPOSITORY" in line]
+    assert "DISK_BACKUP_FORMAT" in warning and "VM_BACKUP_ROTATION_COUNT" in warning, warning
+    assert "as eagerzeroedthick" not in r.stdout, r.stdout
+
+
+def test_a_line_feed_in_a_vm_name_cannot_forge_a_line_of_list_or_prune(tmp_path):
+    """A VM's name comes from its .vmx (anyone with the datastore may write it): `web` followed by a line
+    feed and `keep     db @ ...` printed a forged line under `hotvcb prune --dry-run` (the admin's
+    review of what a prune will remove) and a forged row of `hotvcb list --repo`. Each name is one field:
+    its line feed escaped, one line per backup."""
+    disk = str(tmp_path / "web.raw")
+    make_disk(disk, size=2 << 20, regions=2)
+    repo = new_repo(tmp_path / "repo")
+    evil = "web\nkeep     db @ 2026-12-01 03:00:00 (forged)"
+    backup(repo, evil, disk)
+    backup(repo, "db", disk)
+    r = cli("prune", "--repo", tmp_path / "repo", "--keep-last", "1", "--dry-run")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len(r.stdout.splitlines()) == 3 and "(forged)" not in "".join(
+        line for line in r.stdout.splitlines() if not line.startswith("keep     web\\n")), r.stdout
+    r = cli("list", "--repo", tmp_path / "repo")
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 3 and "web\\nkeep" in r.stdout, r.stdout

@@ -149,7 +149,7 @@ def prepare(args, settings):
     if args.repo:
         if not args.repo.startswith("/"):  # as VM_BACKUP_REPOSITORY: relative to wherever cron or a shell runs us
             raise UsageError("--repo %s: an absolute path such as /vmfs/volumes/<datastore>/repo" % args.repo)
-        settings = dataclasses.replace(settings, vm_backup_repository=args.repo)
+        settings = config.by_option(settings, "--repo", vm_backup_repository=args.repo)
     if args.json_report:
         _report_folder(args.json_report)
     return settings
@@ -188,6 +188,8 @@ def run(args) -> int:
         log.info("============================== hotvcb LOG START ==============================")
         log.info("HOST: %s (%s), job %s, %s" % (host.shell.description, host.describe(), args.job_name, run))
         log.info("CONFIG: %s; %s" % (config.shown_as(args.global_conf or "built-in defaults"), settings.summary()))
+        if config.repository_ignores(settings):
+            log.warning(config.repository_ignores(settings))
         if dry_run:
             log.info("DRY RUN: nothing will be changed")
         nfs = NfsTarget(host, settings, log, run, dry_run, lock.takeovers)

@@ -40,7 +40,8 @@ def run(args) -> int:
         raise UsageError("--keep-* values are counts (0 or more)")
     repo = open_path(path)
     decisions = prune.plan(repo, keep, args.vm)
-    if args.vm and not decisions:  # a typo would otherwise "prune" nothing and say so as a success
+    # a typo (or an empty -m "" from a script's blank line) would otherwise "prune" nothing and say so as a success
+    if args.vm is not None and not decisions:
         raise UsageError("no backup of %r in the repository %s (hotvcb list --repo shows them)" % (args.vm, path))
     for d in decisions:
         say("%-8s %s%s" % ("keep" if d.kept else "remove", d.snapshot, " (%s)" % d.rule if d.rule else ""))

@@ -4,13 +4,14 @@
 --new]` and `hotvcb restore --repo PATH ID|--latest VM --to DIR` read the repository
 directly (docs/repository.md); they need no hypervisor. A restored VMDK disk
 is its descriptor plus a sparse `-flat.vmdk` (a thin disk); other disks are
-sparse `.raw` images. `hotvcb restore --repo PATH ID --datastore DS
-[--format F] [--name N]` stages the backup as a sealed folder on the target
-datastore (`staged`) and hands it to the folder restore, which converts the
-disks and registers the VM. `hotvcb prune` is
-commands/prune_cmd.py. Exit codes of verify: 0 all good, 4 something damaged.
+sparse `.raw` images, each under a name of its own (_restored_names).
+`hotvcb restore --repo PATH ID --datastore DS [--format F] [--name N]` stages
+the backup as a sealed folder on the target datastore (`staged`) and hands it
+to the folder restore, which converts the disks and registers the VM.
+`hotvcb prune` is commands/prune_cmd.py. Exit codes of verify: 0 all good, 4 something damaged.
 """
 
+import itertools
 import os
 import shutil
 import sys
@@ -66,11 +67,10 @@ def list_backups(path: str, vm: str, as_json: bool) -> int:
         runlog.say("no backups in %s%s" % (path, " for %r" % vm if vm else ""))
         return 0
     lines = [("VM", "TIME", "ID", "SIZE", "STORED NEW")] + [
-        tuple(runlog.shown(c) for c in (r["vm"], r["time"].replace("T", " "), r["id"], human_size(
-            r["size_bytes"], compact=True), human_size(r["new_bytes"], compact=True))) for r in rows]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    for line in lines:
-        runlog.say("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
+        (r["vm"], r["time"].replace("T", " "), r["id"], human_size(r["size_bytes"], compact=True),
+         human_size(r["new_bytes"], compact=True)) for r in rows]
+    for line in runlog.columns(lines):  # each cell one field: a line feed in a VM's name forged a row
+        runlog.say(line)
     return 0
 
 
@@ -228,8 +228,9 @@ def _dry_run(path: str, snap: Snapshot, to: str, needed: int, free: int, log) ->
         snap, path, to, to.rstrip("/"), RESTORING))
     for f in snap.files:
         log.dryrun("FILE: %s" % os.path.basename(f["name"]))
+    files = _restored_names(snap)
     for disk in snap.disks:
-        log.dryrun("DISK: %s -> %s (%s, sparse)" % (disk["name"], _disk_file(snap, disk), human_size(disk["size"])))
+        log.dryrun("DISK: %s -> %s (%s, sparse)" % (disk["name"], files[disk["name"]], human_size(disk["size"])))
     log.dryrun("ROOM: needs %s, %s free" % (human_size(needed), human_size(free)))
     log.info("Dry run for %s: every check passed, nothing written" % snap)
 
@@ -261,11 +262,12 @@ def _materialize(repo: Repository, snap: Snapshot, work: str, remove: Callable[[
     with whole_or_nothing(work, remove):
         where = Where(repo, None, say)  # one for all: a pack one disk found gone is waited for once
         names = []  # type: List[str]
+        files = _restored_names(snap)
         for f in snap.files:
             with open(os.path.join(work, os.path.basename(f["name"])), "wb") as out:
                 out.write(read_file(repo, snap, f["name"], where=where))
         for disk in snap.disks:
-            name = _disk_file(snap, disk)
+            name = files[disk["name"]]
             runlog.say("Restoring %s (%s) ..." % (disk["name"], human_size(disk["size"])))
             restore_disk(repo, snap, disk, os.path.join(work, name), check=_check, where=where)
             names.append(name)
@@ -276,11 +278,25 @@ def _materialize(repo: Repository, snap: Snapshot, work: str, remove: Callable[[
         return names
 
 
-def _disk_file(snap: Snapshot, disk: Dict[str, Any]) -> str:
-    """The file a disk is restored as: a VMDK's descriptor comes back with the VM's files, its data goes
-    where it points; any other disk is a sparse raw image."""
-    base = os.path.basename(disk["name"])
-    return flat_name(base) if disk["name"] in {f["name"] for f in snap.files} else os.path.splitext(base)[0] + ".raw"
+def _restored_names(snap: Snapshot) -> Dict[str, str]:
+    """Each disk's name -> the file it is restored as, no two alike (nor alike a file of the VM's): a VMDK's
+    descriptor comes back with the VM's files, its data goes where it points; any other disk is a sparse
+    raw image, `<stem>.raw`. A disk stored as `<x>.raw` keeps its name; one whose `<stem>.raw` is taken (a
+    QEMU VM's `data.img` beside its `data.raw`) comes back as `<name>.raw` (`data.img.raw`): every disk
+    under a name of its own, or the backup could never be restored as files."""
+    own = {f["name"] for f in snap.files}
+    names = {d["name"]: flat_name(os.path.basename(d["name"])) for d in snap.disks if d["name"] in own}
+    taken = {os.path.basename(n).lower() for n in own} | {n.lower() for n in names.values()}
+    raws = sorted((d["name"] for d in snap.disks if d["name"] not in own), key=lambda n: not n.lower().endswith(".raw"))
+    for name in raws:
+        base = os.path.basename(name)
+        stem = os.path.splitext(base)[0]
+        file = next(c for c in itertools.chain((stem + ".raw", base + ".raw"),
+                                               ("%s_%d.raw" % (stem, n) for n in itertools.count(2)))
+                    if c.lower() not in taken)
+        taken.add(file.lower())
+        names[name] = file
+    return names
 
 
 def _name_disks_in_folder(vmx_path: str, disks: Set[str]) -> None:

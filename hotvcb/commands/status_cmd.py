@@ -5,7 +5,6 @@ Exit codes follow the monitoring plugins' convention (Nagios, Icinga, Zabbix):
 `--json` prints the report documented in docs/operations.md.
 """
 
-import dataclasses
 import sys
 from typing import Any, Dict, List
 
@@ -49,7 +48,7 @@ def run(args) -> int:
             return code
         settings, warnings = config.load_settings(args.global_conf)
         if args.repo:
-            settings = dataclasses.replace(settings, vm_backup_repository=args.repo)
+            settings = config.by_option(settings, "--repo", vm_backup_repository=args.repo)
         limits, names, exclude = _scope(args)
         settings_of = common.per_vm_settings(settings, args.confdir, warnings)
         report = host_status(common.connect(args.host_target), settings, limits, names, exclude,

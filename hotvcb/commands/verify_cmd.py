@@ -4,9 +4,10 @@ BACKUP is a backup folder or .gz path; VM checks every sealed backup of that
 VM; --all every sealed backup under VM_BACKUP_VOLUME. With `-c DIR` (the backup's per-VM
 config folder) a VM whose file sets VM_BACKUP_VOLUME is verified there too, where its
 backups went (list_cmd reads the files alike). With --repo, a VM names
-that VM's backups in the repository (repo_cmd). For each damaged backup
-the first bad file and byte range are printed. The time of a successful check
-is recorded in the manifest (see jobs/verify.py).
+that VM's backups in the repository (repo_cmd); so does a VM (or --all) where
+the config (-g) sets VM_BACKUP_REPOSITORY, as list and status read it. For
+each damaged backup the first bad file and byte range are printed. The time
+of a successful check is recorded in the manifest (see jobs/verify.py).
 Exit codes: 0 nothing damaged (ghettoVCB backups without a manifest are
 reported as unverifiable, not as damaged), 4 some backups damaged or
 incomplete (no STATUS file), 6 all of them, 1 usage (a path that is no backup; a VM
@@ -110,6 +111,7 @@ def run(args) -> int:
     # between packs and in a wait on a lagging listing (exit 2, one line); without the handler SIGTERM
     # killed verify mid-file, silently, with exit 143
     interrupt.install()
+    _follow_repository(args, settings)
     if args.repo:
         from . import repo_cmd  # the repository's code, for --repo runs only
 
@@ -151,6 +153,21 @@ def run(args) -> int:
     if not damaged:
         return 0
     return 6 if len(damaged) == len(results) else 4
+
+
+def _follow_repository(args, settings) -> None:
+    """A VM or --all with a config (-g) whose VM_BACKUP_REPOSITORY sends the backups into a repository
+    verifies that repository, as list, status and restore --latest read it: the backup volume, unused (or
+    unmounted), said "nothing to verify", or verified last year's folders and said OK. A backup path, or
+    --volume, is a folder's verify."""
+    target = args.target or ""
+    if args.repo or args.volume or not settings.vm_backup_repository or target.startswith("/"):
+        return
+    if target and LocalShell().exists(target):  # a relative path to a backup folder or .gz
+        return
+    args.repo = settings.vm_backup_repository
+    say("hotvcb: verifying the repository VM_BACKUP_REPOSITORY names (%s); backup folders: --volume %s"
+        % (args.repo, settings.vm_backup_volume), stream=sys.stderr)
 
 
 def _boot(args, settings) -> int:

@@ -13,6 +13,7 @@ snapshots are never touched.
 """
 
 import functools
+import os
 import threading
 import time
 from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Union
@@ -25,6 +26,7 @@ from ..model import Disk, DiskResult, Snapshot, SnapshotTree, Vm, VmRef, VmResul
 from ..runid import RunId
 from ..runlog import RunLog
 from ..settings import Settings
+from ..shell import LocalShell
 from ..store import health, lastrun, layout, rotation
 from ..store.deleter import Deleter
 from ..store.seal import Sealer
@@ -216,6 +218,9 @@ class BackupJob:
             self.log.warning(w)
         if settings.per_vm_file:  # as ghettoVCB's "CONFIG - USING CONFIGURATION FILE": was the file picked up?
             self.log.info("CONFIG: %s for %s; %s" % (settings.per_vm_file, ref.name, settings.summary()))
+            ignored = config.repository_ignores(settings)
+            if ignored and ignored != config.repository_ignores(self.settings):  # not said for the run already
+                self.log.warning("%s: %s" % (ref.name, ignored))
         if ref.name in self.power.problems:
             raise HotvcbError("did not shut down for VM_SHUTDOWN_ORDER; not backed up")
         if settings.backup_power_state != "any" and not skip_power:
@@ -252,8 +257,9 @@ class BackupJob:
         if not self.unmounted:
             result.good_backups = self._good_backups(result.name, seen.settings, uuid)
         if not self.dry_run and result.status not in ("ok", "skipped"):
-            lastrun.record(self.host.shell, seen.settings.vm_backup_volume, result.name, self.host.host_name(),
-                           uuid, result.status, result.message, self.log)
+            repo = seen.settings.vm_backup_repository  # its records go where status looks for its backups
+            lastrun.record(self.host.shell, lastrun.in_repository(repo) if repo else seen.settings.vm_backup_volume,
+                           result.name, self.host.host_name(), uuid, result.status, result.message, self.log, repo)
 
     def run_eta(self, disk_left: float, disks_left: int = 0) -> Optional[float]:
         """This disk's ETA, plus the rest of this VM and the VMs after it, by the average so far."""
@@ -267,6 +273,8 @@ class BackupJob:
     def _good_backups(self, name: str, settings: Settings, uuid: str = "") -> List[str]:
         """What this VM can be restored from now: the e-mail says it, above all on a failure.
         Never another host's backup of another VM of the same name (a shared volume)."""
+        if settings.vm_backup_repository:
+            return self._in_repository(name, settings.vm_backup_repository, uuid)
         shell = ScannedShell(self.host.shell, layout.vm_root(settings.vm_backup_volume, name))
         source = (self.host.host_name(), uuid)
         try:
@@ -279,6 +287,21 @@ class BackupJob:
         except HotvcbError as err:
             self.log.warning("%s: cannot list its backups: %s" % (name, err))
             return []
+
+    def _in_repository(self, name: str, path: str, uuid: str) -> List[str]:
+        """The VM's backups in the repository at `path`, oldest first, each as its seal names it (every record
+        there is a whole backup); none where there is no repository yet (a first backup that failed), nor
+        where it is no folder of this machine (a run over SSH, whose repository backup is refused)."""
+        from ..repo.repository import SNAPSHOTS, open_path
+        if not isinstance(self.host.shell, LocalShell) or not os.path.exists(os.path.join(path, "config")):
+            return []
+        try:
+            snaps, _damaged = open_path(path).readable_snapshots(name)  # a damaged one is verify's to name
+        except HotvcbError as err:
+            self.log.warning("%s: cannot list its backups: %s" % (name, err))
+            return []
+        return ["%s/%s%s" % (path.rstrip("/"), SNAPSHOTS, s.id) for s in snaps
+                if s.of_vm(name, uuid, self.run_id.host)]
 
 
 class _Seen:
@@ -500,7 +523,9 @@ class _VmBackup:
                                                      disks.index(disk) + 1, len(disks), disk.filename)
             progress = self.log.progress(label, capacity, functools.partial(
                 self.job.run_eta, disks_left=len(disks) - disks.index(disk) - 1))
-            self.log.info("Backing up %s (%s, %s) as %s" % (disk.path, disk.key, human_size(capacity), fmt))
+            self.log.info("Backing up %s (%s, %s) %s" % (disk.path, disk.key, human_size(capacity),
+                                                          "into the repository" if self.s.vm_backup_repository
+                                                          else "as " + fmt))
             t0 = time.monotonic()
             try:
                 files = sealer.copy_disk(self.host, disk, dst, fmt, progress)

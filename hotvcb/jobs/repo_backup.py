@@ -13,9 +13,10 @@ extent renamed `<disk>-flat.vmdk`, so a restore gives back a thin VMDK.
 
 The disk is read by this process, so hotvcb must run on the host itself
 (not --host over SSH). A VMFS thin or thick base (descriptor + -flat extent)
-or a raw image is read as it is; a delta of a user's snapshot is first cloned
-by vmkfstools to a temporary thin disk in the repository's tmp/ (why:
-docs/repository.md "Deltas of a user's snapshot").
+or a raw image is read as it is; a delta of a user's snapshot or a virtual-mode
+RDM is first cloned by vmkfstools, as a folder backup copies it, to a temporary
+thin disk in the repository's tmp/ (why: docs/repository.md "Deltas of a
+user's snapshot").
 """
 
 import os
@@ -170,8 +171,11 @@ class RepoSink:
         return [dst]
 
     def _flat_source(self, host: Hypervisor, disk: Disk) -> Tuple[str, str]:
-        """(descriptor, flat data file) to read: the disk's own, or — for a delta of a user's snapshot —
-        a temporary thin clone of its chain (docs/repository.md "Deltas of a user's snapshot")."""
+        """(descriptor, flat data file) to read: the disk's own where it is one flat extent (a VMFS thin or
+        thick base), or a temporary thin clone of a delta of a user's snapshot (docs/repository.md "Deltas
+        of a user's snapshot") or of a virtual-mode RDM, which vmkfstools reads as the folder backup copies
+        it (a VM with one failed every backup into the repository, while its folder backups had copied it
+        for years). Other disks (hosted sparse ones) are refused."""
         if disk.path.endswith((".raw", ".img")):
             return disk.path, disk.path
         try:
@@ -179,26 +183,40 @@ class RepoSink:
         except (HotvcbError, vmdk.NotADescriptor) as err:
             raise CopyError(disk.path, "cannot read its descriptor: %s" % err) from err
         if desc.is_delta:
-            return self._flattened(host, disk)
+            return self._flattened(host, disk, "a delta of a snapshot")
+        if desc.create_type.lower() == "vmfsrawdevicemap":  # a physical one is skipped by the driver
+            return self._flattened(host, disk, "a virtual-mode RDM")
         files = host.disk_files(disk.path)
         if desc.create_type.lower() not in ("vmfs", "monolithicflat") or len(files) != 2:
-            raise CopyError(disk.path, "a %s disk; the repository reads flat disks (VMFS thin or thick bases) and "
-                            "snapshot deltas only" % desc.create_type)
+            raise CopyError(disk.path, "a %s disk; the repository reads flat disks (VMFS thin or thick bases), "
+                            "virtual-mode RDMs and snapshot deltas only" % desc.create_type)
         return disk.path, files[1]
 
-    def _flattened(self, host: Hypervisor, disk: Disk) -> Tuple[str, str]:
-        """The chain as it stands under our snapshot, cloned by vmkfstools into the repository's tmp/."""
-        os.makedirs(os.path.dirname(self._tmp_prefix()), exist_ok=True)
+    def _flattened(self, host: Hypervisor, disk: Disk, what: str) -> Tuple[str, str]:
+        """The disk (a delta: its chain) as it stands under our snapshot, cloned by vmkfstools into the
+        repository's tmp/.
+        A clone that fails or is stopped (SIGTERM, Ctrl-C: Interrupted is no HotvcbError) is removed at
+        once: it is a whole copy of the disk, on a volume often nearly full, that GC would only remove a
+        grace period later. Its failure names the repository: vmkfstools names only the disk it read, and
+        the admin looked for room on the VM's datastore when the repository's volume was full."""
+        folder = os.path.dirname(self._tmp_prefix())
+        os.makedirs(folder, exist_ok=True)
         tmp = "%s%s-%d.vmdk" % (self._tmp_prefix(), random_hex(6), os.getpid())
-        self.log.info("%s is a delta of a snapshot: cloning its chain to a temporary thin disk first" % disk.path)
+        self.log.info("%s is %s: cloning it to a temporary thin disk first" % (disk.path, what))
         flat = vmdk.flat_beside(tmp)  # where a thin clone keeps its data
+        cloned = False
         try:
             host.copy_disk(disk, tmp, "thin", None)
-        except HotvcbError:
-            for path in (tmp, flat):
-                if os.path.exists(path):
-                    os.unlink(path)
-            raise
+            cloned = True
+        except CopyError as err:
+            full = " (the repository's volume is full, not the VM's datastore)" if "space" in err.reason.lower() else ""
+            raise CopyError(disk.path, "its temporary clone into %s failed: %s%s" % (folder, err.reason, full),
+                            err.path) from err
+        finally:
+            if not cloned:
+                for path in (tmp, flat):
+                    if os.path.exists(path):
+                        os.unlink(path)
         return tmp, flat
 
     def discard_disk(self, dst: str) -> None:

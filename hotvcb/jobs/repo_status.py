@@ -1,11 +1,13 @@
 """`hotvcb status` for VMs backed up into a repository (VM_BACKUP_REPOSITORY or `status --repo`).
 
 A repository holds no half backups (a record is written last), so every backup
-it lists is complete; what can still be wrong is its age and its chunks. The
-newest backup of the VM (its name and, where recorded, its uuid: another
-host's VM of that name is not this one) is judged by age as a folder backup
-is, and its last verify is the oldest `verified/` marker among the packs that
-hold its chunks: the backup was read whole no later than that. A pack without
+it lists is complete; what can still be wrong is its age, its chunks, and a
+failed run since (its last-run record, store/lastrun.py: WARN as for a folder
+backup). The newest backup of the VM (Snapshot.of_vm: its name and uuid, or
+where there is none the host that made it: another host's VM of that name is
+not this one) is judged by age as a folder backup is, and its last verify is
+the oldest `verified/` marker among the packs that hold its chunks: the
+backup was read whole no later than that. A pack without
 a marker means "not wholly verified"; a chunk no pack holds is CRIT, and so is
 one whose only copy a verify found damaged (`damaged/`): the pack's older
 marker still stands for its other chunks, but the backup cannot be restored
@@ -17,18 +19,20 @@ not once per VM.
 """
 
 import time
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from ..errors import RepoError
 from ..repo.repository import VERIFIED, Location, Repository, Snapshot, open_path
 from ..units import human_size
-from .status import CRIT, FUTURE_SLACK, OK, WARN, Check, Limits, dated_ahead
+from .status import CRIT, FUTURE_SLACK, OK, WARN, Check, Limits, dated_ahead, failed_since
 from .status import _age as age_text
 
 
 class RepoView:
-    def __init__(self, path: str):
-        self.path = path
+    def __init__(self, path: str, host_id: str = "",
+                 last_run: Callable[[str], Optional[Dict[str, Any]]] = lambda name: None):
+        """`host_id`: this host's (runid.known_host_id); `last_run(name)`: the VM's last-run record."""
+        self.path, self.host_id, self.last_run = path, host_id, last_run
         self._repo = None  # type: Optional[Repository]
         self._map = None  # type: Optional[Dict[bytes, Location]]
         self._marks = {}  # type: Dict[str, float]
@@ -66,7 +70,7 @@ class RepoView:
     def _check(self, name: str, uuid: str, limits: Limits, now: float) -> Check:
         try:
             repo = self._open()
-            mine = [s for s in self._snaps if s.vm == name and s.record.get("vm_uuid", "") in ("", uuid)]
+            mine = [s for s in self._snaps if s.of_vm(name, uuid, self.host_id)]
             if not mine:
                 return Check(CRIT, "backup", name, "never backed up into %s" % self.path, {"good_backups": 0})
             newest = mine[-1]
@@ -91,8 +95,17 @@ class RepoView:
             "verified %s" % details["verified"].replace("T", " ") if verified else "not wholly verified yet")
         if age < -FUTURE_SLACK:
             return dated_ahead(name, "newest backup " + newest.id, age, text, details)
-        severity = CRIT if age > 2 * limits.max_age else WARN if age > limits.max_age else OK
-        return Check(severity, "backup", name, text, details)
+        if age > 2 * limits.max_age:
+            return Check(CRIT, "backup", name, text, details)
+        tried = self.last_run(name)
+        # a record's `time` is in whole seconds: one in the second the newest backup began is taken as after it
+        # (it said OK for a run that failed a moment after the backup); a failed run, then another run's start up
+        # to its backup, all in one second, is not what a host does
+        failed = failed_since(tried, int(newest.record.get("utc", 0)) - 1)
+        if failed:
+            details["last_run"] = tried
+            return Check(WARN, "backup", name, "%s; %s" % (failed, text), details)
+        return Check(WARN if age > limits.max_age else OK, "backup", name, text, details)
 
     def _verified(self, repo: Repository, snap: Snapshot) -> Tuple[Optional[float], List[Tuple[str, bytes]]]:
         """(When every pack holding the backup's chunks was last found good, the oldest such marker; the

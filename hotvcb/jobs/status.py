@@ -22,7 +22,7 @@ from ..errors import HotvcbError
 from ..hosts.base import Hypervisor
 from ..model import Snapshot, Vm
 from ..runlog import shown
-from ..runid import RECORD_MAX, RunId, parse
+from ..runid import RECORD_MAX, RunId, known_host_id, parse
 from ..settings import Settings
 from ..shell import LocalShell
 from ..store import health, lastrun, layout, rotation
@@ -149,7 +149,9 @@ def _repository(host: Hypervisor, path: str) -> Callable[..., Check]:
         return lambda name, uuid, limits, now: Check(WARN, "backup", name, "the repository %s is read only by "
                                                      "hotvcb on the host itself" % path)
     from .repo_status import RepoView  # it builds on this module's checks
-    return RepoView(path).check
+    # a VM without a uuid is told from another host's of its name by the host that made its backups
+    return RepoView(path, known_host_id(host.shell, host.run_dir),
+                    lambda name: lastrun.last(host.shell, lastrun.in_repository(path), name, host.host_name())).check
 
 
 def _run_holding_lock(host: Hypervisor) -> bool:
@@ -204,16 +206,25 @@ def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: 
         return dated_ahead(name, "newest good backup " + newest.path.rsplit("/", 1)[-1], age, text, details)
     if age > 2 * limits.max_age:
         return Check(CRIT, "backup", name, text, details)
-    if tried and tried.get("result") not in ("ok", "skipped") and tried["time"] > made:
+    failed = failed_since(tried, made)
+    if failed:
         details["last_run"] = tried
-        reason = str(tried.get("message") or ("some disks failed" if tried.get("result") == "warn" else "failed"))
-        return Check(WARN, "backup", name, "last run was %s (%s); %s" % (tried.get("result"), reason, text), details)
+        return Check(WARN, "backup", name, "%s; %s" % (failed, text), details)
     if done and done[-1][0].path != newest.path:
         last = done[-1][1]
         return Check(WARN, "backup", name, "last backup %s (%s); %s" % (last.state, last.reason, text), details)
     if age > limits.max_age:
         return Check(WARN, "backup", name, text, details)
     return Check(OK, "backup", name, text, details)
+
+
+def failed_since(tried: Optional[Dict[str, Any]], made: float) -> str:
+    """"last run was error (why)" where the VM's last run (store/lastrun.py) did not end well and came after
+    its newest good backup, made at `made` (epoch); "" where it ended well or is older."""
+    if not tried or tried.get("result") in ("ok", "skipped") or tried["time"] <= made:
+        return ""
+    reason = str(tried.get("message") or ("some disks failed" if tried.get("result") == "warn" else "failed"))
+    return "last run was %s (%s)" % (tried.get("result"), reason)
 
 
 def _volume_gone(host: Hypervisor, volume: str) -> str:

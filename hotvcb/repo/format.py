@@ -134,7 +134,8 @@ def dumps(data: Dict[str, Any]) -> bytes:
 
 
 def loads(data: bytes, kind: str, where: str) -> Dict[str, Any]:
-    """A JSON object of `kind` ("hotvcb-repository", "hotvcb-snapshot", ...), refused if newer or foreign."""
+    """A JSON object of `kind` ("hotvcb-repository", "hotvcb-snapshot", ...), refused if newer, foreign, or of a
+    version no hotvcb writes."""
     try:
         out = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as err:
@@ -142,7 +143,11 @@ def loads(data: bytes, kind: str, where: str) -> Dict[str, Any]:
     if not isinstance(out, dict) or out.get("format") != kind:
         raise RepoError("%s: not a %s object" % (where, kind))
     version = out.get("version")
-    if not isinstance(version, int) or version > VERSION:
-        raise RepoError("%s: format version %r, made by a newer hotvcb (this one reads %d)"
-                        % (where, version, VERSION))
+    if type(version) is not int or version < 1:  # true is an int to Python, and 0 and -1 were read as version 1
+        # no hotvcb wrote it: a damaged or hand-edited object (calling it newer sent the admin looking for one)
+        raise RepoError("%s: format version %s, which no hotvcb writes (a whole number from 1; this one reads %d): "
+                        "damaged or edited" % (where, "missing" if "version" not in out else json.dumps(version),
+                                               VERSION))
+    if version > VERSION:
+        raise RepoError("%s: format version %d, made by a newer hotvcb (this one reads %d)" % (where, version, VERSION))
     return out

@@ -11,7 +11,7 @@ running.
 """
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Set
+from typing import AbstractSet, Callable, Dict, List, Set
 
 from .. import crashpoint
 from ..errors import RepoError
@@ -55,13 +55,14 @@ def describe(why: Dict[str, int]) -> str:
 
 
 class _Collector:
-    def __init__(self, repo: Repository, log: Callable[[str], None], check: Callable[[], None]):
+    def __init__(self, repo: Repository, log: Callable[[str], None], check: Callable[[], None],
+                 dropping: AbstractSet[str]):
         self.repo, self.log, self.check = repo, log, check  # check: raises Interrupted once a signal came
         self.backend = repo.backend
         self.now = self.backend.now()
         self.grace = repo.config.grace
         self.report = GcReport()
-        snaps = repo.snapshots()
+        snaps = [s for s in repo.snapshots() if s.id not in dropping]
         self.snap_ids = {s.id for s in snaps}
         self.referenced = set(repo.references(snaps))  # type: Set[bytes]
         self.packs = {i.name: i for i in self.backend.list(PACKS)}  # type: Dict[str, ObjectInfo]
@@ -236,9 +237,15 @@ def collect(repo: Repository, log: Callable[[str], None] = lambda msg: None,
         return collect_held(repo, log, check)
 
 
-def collect_held(repo: Repository, log: Callable[[str], None], check: Callable[[], None]) -> GcReport:
-    """collect's work, for a caller that holds the GC lock already (prune: it drops its backups under it)."""
-    gc = _Collector(repo, log, check)
+def collect_held(repo: Repository, log: Callable[[str], None], check: Callable[[], None],
+                 dropping: AbstractSet[str] = frozenset(), drop: Callable[[], None] = lambda: None) -> GcReport:
+    """collect's work, for a caller that holds the GC lock already (prune: it drops its backups under it).
+    GC first reads all it works from (every record, the indexes of the backups not `dropping`, pack tables,
+    marks, damage records), and only then calls `drop` (prune's removals): a damaged index or record GC
+    cannot run past refuses the prune before it removes any backup, not after (it removed the only whole
+    one, then failed)."""
+    gc = _Collector(repo, log, check, dropping)
+    drop()
     try:
         gc.sweep()
         gc.mark()

@@ -51,16 +51,19 @@ def prune(repo: Repository, decisions: List[Decision], log: Callable[[str], None
           check: Callable[[], None] = lambda: None) -> GcReport:
     """Delete the dropped backups (record, then indexes), then run GC; `check` as collect's. All under the
     GC lock, taken first: a GC running elsewhere refuses the prune before it drops any backup (it dropped
-    them, then failed on the lock, exit 1)."""
+    them, then failed on the lock, exit 1); and only once GC has read what it needs (collect_held), so a
+    damaged record or index it could not run past refuses the prune before it removes anything."""
     repo.require_codec("prune it")  # before any record goes: its GC could not finish
-    with gc_lock(repo):
-        for d in decisions:
-            if d.kept:
-                continue
+    dropped = [d.snapshot for d in decisions if not d.kept]
+
+    def drop() -> None:
+        for snap in dropped:
             check()
-            log("removing backup %s" % d.snapshot)
-            repo.backend.delete(SNAPSHOTS + d.snapshot.id)
+            log("removing backup %s" % snap)
+            repo.backend.delete(SNAPSHOTS + snap.id)
             crashpoint.reached("repo-prune-record-deleted")
-            for disk in d.snapshot.disks:
+            for disk in snap.disks:
                 repo.backend.delete(disk["index"])
-        return collect_held(repo, log, check)
+
+    with gc_lock(repo):
+        return collect_held(repo, log, check, {s.id for s in dropped}, drop)

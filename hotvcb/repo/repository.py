@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Container, Dict, Iterable, Iterator, List, Optional, Set, Tuple, TypeVar
 
 from ..errors import RepoError
+from ..runlog import shown
 from . import codec
 from .backend import Backend, LocalBackend, NotFound, ObjectInfo, random_hex
 from .format import (BACKUP_LIMIT, CHUNK_SIZE, CONFIG, PACK_HEADER, PACK_SIZE, SETTLE, TRAILER_SIZE, VERSION, Blob,
@@ -49,7 +50,9 @@ class Snapshot:
     record: Dict[str, Any] = field(repr=False)
 
     def __str__(self) -> str:
-        return "%s @ %s (%s)" % (self.vm, self.time.strftime("%Y-%m-%d %H:%M:%S"), self.id)
+        """How every line names the backup (prune's keep/remove lines, restore, a chunk's users): its VM's name
+        as one field, a line feed or tab in it escaped, so a name cannot forge or shift a line of prune's plan."""
+        return "%s @ %s (%s)" % (shown(self.vm, field=True), self.time.strftime("%Y-%m-%d %H:%M:%S"), self.id)
 
     @property
     def machine(self) -> Tuple[str, str]:
@@ -57,6 +60,19 @@ class Snapshot:
         the host that backed it up, so two hosts' VMs of one name are two VMs to prune and restore."""
         uuid = self.record.get("vm_uuid") or ""
         return self.vm, uuid or "host " + str(self.record.get("host") or "?")
+
+    def of_vm(self, name: str, uuid: str, host: str) -> bool:
+        """Whether this is a backup of the VM `name` with `uuid` (ESXi's uuid.bios, "" where it has none or is
+        not known) on the host whose id is `host`: by uuid where both the VM and the record have one, else
+        by the host that made it (machine; a record naming no host is of a host whose id is "" too). Another
+        host's VM of that name is not this one, also where no uuid tells them apart (status took it for
+        this VM's, which was never backed up)."""
+        recorded = self.record.get("vm_uuid") or ""
+        if self.vm != name:
+            return False
+        if recorded and uuid:
+            return recorded == uuid
+        return (self.record.get("host") or "") == host
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,10 @@ sharing a volume each keep their own), written atomically, best effort, and
 only for runs that did not end well: `hotvcb status` reads it only when it is
 newer than the newest good backup. It never creates the backup volume (a
 missing or unmounted volume must stay missing, not become a local folder).
+A VM backed up into a repository has its records in the repository's folder
+`last-run/`, laid out as a volume (`in_repository`): made only inside an
+existing repository, and no object of it (its readers and GC list only their
+own folders).
 """
 
 import json
@@ -23,13 +27,21 @@ PREFIX = ".hotvcb-last-run"
 LAST_MAX = 1 << 20  # one run's result: a few hundred bytes
 
 
+def in_repository(path: str) -> str:
+    """Where the records of VMs backed up into the repository at `path` go, as `volume`: beside its
+    backups, since the backup volume may not even exist for such a VM."""
+    return path.rstrip("/") + "/last-run"
+
+
 def _path(volume: str, vm_name: str, host_name: str) -> str:
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", host_name) or "host"
     return "%s/%s.%s.json" % (layout.vm_root(volume, vm_name), PREFIX, safe)
 
 
 def record(shell: Shell, volume: str, vm_name: str, host_name: str, vm_uuid: str, result: str, message: str,
-           log) -> None:
+           log, inside: str = "") -> None:
+    """`inside`: the folder that must exist for `volume` to be made (a repository, `in_repository`); without
+    it, the volume itself must exist."""
     data = {"vm": vm_name, "host": host_name, "vm_uuid": vm_uuid, "time": int(time.time()), "result": result,
             "message": message}
     text = json.dumps(data, ensure_ascii=False) + "\n"
@@ -37,12 +49,13 @@ def record(shell: Shell, volume: str, vm_name: str, host_name: str, vm_uuid: str
         try:
             shell.write_text(_path(volume, vm_name, host_name), text)
         except HotvcbError:
-            if not shell.isdir(volume):
-                return  # the failure itself is the volume; the run's log says so
+            if not shell.isdir(inside or volume):
+                return  # the failure itself is the volume (or repository); the run's log says so
             shell.makedirs(layout.vm_root(volume, vm_name))  # a VM refused before its first backup
             shell.write_text(_path(volume, vm_name, host_name), text)
     except HotvcbError as err:
-        log.warning("%s: cannot record this run's result on the backup volume: %s" % (vm_name, err))
+        log.warning("%s: cannot record this run's result %s: %s" % (
+            vm_name, "in the repository" if inside else "on the backup volume", err))
 
 
 def last(shell: Shell, volume: str, vm_name: str, host_name: str) -> Optional[Dict[str, Any]]:
