@@ -5,6 +5,8 @@ Tiny disks; one simulated host per test.
 
 import os
 
+import pytest
+
 from simhost import hotvcb, needs_root, write_conf
 
 
@@ -28,3 +30,51 @@ def test_a_per_vm_file_copied_from_ghettovcb_conf_with_empty_run_wide_keys_does_
     (confdir / "db").write_text("VM_SHUTDOWN_ORDER=db\n")
     r = hotvcb(host, "-m", "db", "-g", conf, "-c", confdir)
     assert "VM_SHUTDOWN_ORDER applies to the whole run" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+# -- 3. SIGTERM while the run starts: exit 143 --------------------------------------------------------------------
+
+_SLOW_IMPORT = '''
+import os, sys, time
+class Slow:
+    """hotvcb.cli's import held until the test says go: the host's python reading the pyz is that slow."""
+    def find_spec(self, name, path=None, target=None):
+        if name == "hotvcb.cli":
+            open(os.environ["T_READY"], "w").close()
+            while not os.path.exists(os.environ["T_GO"]):
+                time.sleep(0.02)
+        return None
+sys.meta_path.insert(0, Slow())
+'''
+
+
+@needs_root
+def test_sigterm_while_the_run_starts_ends_it_as_an_interrupted_run(host, tmp_path):
+    """cron's or systemd's stop (SIGTERM) reaches a nightly run while its Python still imports hotvcb (the
+    host's /bin/python reading the pyz). The run died of the signal, exit 143, no final status line: the
+    admin's wrapper, which reads README's exit codes (2: interrupted by a signal), logged an unknown code.
+    The run must end as an interrupted run does: exit 2 and its final status, nothing touched."""
+    import signal
+    import subprocess
+
+    from simhost import REPO, kill, on_host, wait_for
+
+    host.create_vm("db", "datastore1", [{"size": "1M"}], power="on")
+    conf = write_conf(host)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_SLOW_IMPORT)
+    ready, go = str(tmp_path / "ready"), str(tmp_path / "go")
+    argv = on_host(host, "env", "PYTHONPATH=%s:%s" % (hook, REPO), "T_READY=" + ready, "T_GO=" + go,
+                   "/bin/python", "-m", "hotvcb", "-m", "db", "-g", conf)
+    run = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: os.path.exists(ready), what="hotvcb importing its CLI")
+        run.send_signal(signal.SIGTERM)
+        open(go, "w").close()
+        out, _ = run.communicate(timeout=60)
+    finally:
+        kill(run.pid)
+    assert run.returncode == 2, (run.returncode, out)
+    assert "Final status: ERROR: interrupted by SIGTERM" in out, out
+

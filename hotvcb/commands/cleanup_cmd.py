@@ -25,7 +25,7 @@ def register(subparsers) -> None:
     p.add_argument("--kvm", metavar="DIR", help="only remove what killed `restore --kvm DIR` runs of this machine "
                    "left in DIR")
     onhost.add_option(p)
-    p.set_defaults(handler=run)
+    p.set_defaults(handler=run, catches_signals=True)  # interrupt.install(): it unwinds on a signal
 
 
 def run(args) -> int:

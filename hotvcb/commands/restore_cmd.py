@@ -57,7 +57,7 @@ def register(subparsers) -> None:
                    help="1 or dryrun: show what would happen; 2: the same with the rewritten .vmx; debug: more log")
     restore_kvm_cmd.add_options(p)
     onhost.add_option(p)
-    p.set_defaults(handler=run)
+    p.set_defaults(handler=run, catches_signals=True)  # interrupt.install(): it unwinds on a signal
 
 
 def requests_from(args, settings) -> list:

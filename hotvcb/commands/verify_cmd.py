@@ -50,7 +50,7 @@ def register(subparsers) -> None:
     common.add_repo_option(p)
     p.add_argument("--sample", type=float, metavar="PCT", help="with --repo: read this share of the packs, 1 to 100")
     p.add_argument("--new", action="store_true", help="with --repo: read only packs never verified")
-    p.set_defaults(handler=run)
+    p.set_defaults(handler=run, catches_signals=True)  # interrupt.install(): it unwinds on a signal
 
 
 def _seconds(value: str) -> float:
