@@ -78,3 +78,26 @@ def test_sigterm_while_the_run_starts_ends_it_as_an_interrupted_run(host, tmp_pa
     assert run.returncode == 2, (run.returncode, out)
     assert "Final status: ERROR: interrupted by SIGTERM" in out, out
 
+
+# -- 7. the manifest's `snapshot` of a backup no snapshot made ----------------------------------------------------
+
+@needs_root
+@pytest.mark.parametrize("power, down", [("off", "0"), ("on", "1")])
+def test_the_manifest_of_a_backup_read_from_no_snapshot_says_no_snapshot(host, power, down):
+    """The admin's audit reads each backup's hotvcb.json to prove the database backups were quiesced
+    (VM_SNAPSHOT_QUIESCE=1). A VM that was off, or shut down for its backup (POWER_VM_DOWN_BEFORE_BACKUP=1),
+    is copied without any snapshot, yet its manifest said `"snapshot": {"memory": false, "quiesce": true}`:
+    a quiesced snapshot that never was. It holds `{}` then (backup-format.md), and a snapshot's settings
+    only where one was taken."""
+    from simhost import manifest, sealed
+
+    host.create_vm("db", "datastore1", [{"size": "1M"}], power=power)
+    conf = write_conf(host, VM_SNAPSHOT_QUIESCE=1, POWER_VM_DOWN_BEFORE_BACKUP=down)
+    r = hotvcb(host, "-m", "db", "-g", conf)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert manifest(host, "db", sealed(host, "db")[0])["snapshot"] == {}
+    conf = write_conf(host, VM_SNAPSHOT_QUIESCE=1)
+    host.create_vm("web", "datastore1", [{"size": "1M"}], power="on")
+    r = hotvcb(host, "-m", "web", "-g", conf)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert manifest(host, "web", sealed(host, "web")[0])["snapshot"] == {"memory": False, "quiesce": True}
