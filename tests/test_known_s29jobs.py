@@ -101,3 +101,29 @@ def test_the_manifest_of_a_backup_read_from_no_snapshot_says_no_snapshot(host, p
     r = hotvcb(host, "-m", "web", "-g", conf)
     assert r.returncode == 0, r.stdout + r.stderr
     assert manifest(host, "web", sealed(host, "web")[0])["snapshot"] == {"memory": False, "quiesce": True}
+
+
+# -- 6. a VM left off after its power-down backup: RESULT OK, exit 4 -----------------------------------------------
+
+@needs_root
+def test_a_vm_left_powered_off_is_not_ok_in_the_report_table(host, tmp_path):
+    """POWER_VM_DOWN_BEFORE_BACKUP=1: db is shut down, backed up, and hostd refuses to power it on again.
+    The run exits 4 with "VM DOWN: db", but the table every admin scans (and the JSON report monitoring
+    reads) said `db  OK`: two answers to "is db all right?". As COLD_SNAPSHOT's VM that does not come back,
+    the VM's result fails (its backup stays good and is named), and its line says it was left powered off."""
+    import json
+
+    vmid = host.create_vm("db", "datastore1", [{"size": "1M"}], power="on")
+    conf = write_conf(host, POWER_VM_DOWN_BEFORE_BACKUP=1, ENABLE_HARD_POWER_OFF=1)
+    host.set_fault("power.on", "refuse")
+    report = tmp_path / "r.json"
+    r = hotvcb(host, "-m", "db", "-g", conf, "--json-report", report)
+    assert r.returncode == 6, r.stdout + r.stderr
+    assert host.power_state(vmid) == "off"
+    row = [l for l in r.stdout.splitlines() if l.split("-- info: ")[-1].startswith("db  ")]
+    assert row and "ERROR" in row[0], r.stdout
+    vm = json.loads(report.read_text())["vms"][0]
+    assert vm["result"] == "error" and "left powered off" in vm["message"], vm
+    assert "the backup is /vmfs/volumes/backup/hotvcb/db/db-" in vm["message"], vm
+    from simhost import sealed
+    assert len(sealed(host, "db")) == 1  # the backup itself is good

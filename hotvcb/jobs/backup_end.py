@@ -31,6 +31,8 @@ def end(one: "_VmBackup", vm: Vm, sealer: "Union[Sealer, RepoSink]", failed: boo
     if one.powered_down:
         if not one.job.power.restore_on(vm):
             one.result.down = True
+            one.power_failure = "%s was left powered off: it did NOT power on again after its backup; it is DOWN" % (
+                vm.name)
         one.powered_down = False
     disks = one.result.disks
     if not (failed or error or (disks and not any(d.ok for d in disks))):
