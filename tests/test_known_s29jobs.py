@@ -127,3 +127,31 @@ def test_a_vm_left_powered_off_is_not_ok_in_the_report_table(host, tmp_path):
     assert "the backup is /vmfs/volumes/backup/hotvcb/db/db-" in vm["message"], vm
     from simhost import sealed
     assert len(sealed(host, "db")) == 1  # the backup itself is good
+
+
+# -- 5. restore --latest passes over a damaged newer backup without a word ----------------------------------------
+
+@needs_root
+def test_restore_latest_names_the_newer_backup_it_skipped_and_why(host):
+    """Last night's backup of db lost its disk (a NAS hiccup); the admin runs `restore --latest db` and
+    gets a VM from the night before, with no word that a newer backup exists and was passed over: the
+    admin believes the restored VM is last night's state, and a day of data is missing unnoticed. The
+    restore must name the newer backup it skipped and why."""
+    import time
+
+    from simhost import backup_root, sealed
+
+    host.create_vm("db", "datastore1", [{"size": "1M"}], power="on")
+    conf = write_conf(host)
+    for _ in range(2):
+        r = hotvcb(host, "-m", "db", "-g", conf)
+        assert r.returncode == 0, r.stdout + r.stderr
+        time.sleep(1.1)
+    older, newer = sealed(host, "db")
+    os.remove(os.path.join(backup_root(host, "db"), newer, "db-flat.vmdk"))
+    r = hotvcb(host, "restore", "--latest", "db", "-g", conf, "--datastore", "ds5", "--name", "db2")
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    assert older in out and newer in out, out
+    line = [l for l in out.splitlines() if newer in l and "skip" in l]
+    assert line and "db-flat.vmdk" in line[0], out

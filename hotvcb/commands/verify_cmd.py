@@ -153,7 +153,8 @@ def _boot(args, settings) -> int:
     if not (path.startswith("/") or shell.exists(path)):  # a VM name: its newest good backup
         volume = args.volume or settings.vm_backup_volume
         odd = []  # type: List[str]
-        newest = backup_check.newest_good(shell, volume, args.target, odd.append)
+        newest = backup_check.newest_good(shell, volume, args.target, odd.append,
+                                          lambda line: say("warning: verify --boot " + line))
         if newest is None:
             raise UsageError("no good backup of %r under %s to boot%s" % (args.target, volume, layout.odd_named(odd)))
         path = newest
