@@ -155,3 +155,38 @@ def test_restore_latest_names_the_newer_backup_it_skipped_and_why(host):
     assert older in out and newer in out, out
     line = [l for l in out.splitlines() if newer in l and "skip" in l]
     assert line and "db-flat.vmdk" in line[0], out
+
+
+# -- 8. a windows-1252 .vmx: backed up, and restored beside its running original ------------------------------------
+
+@needs_root
+def test_a_windows_1252_vm_is_backed_up_and_its_restored_twin_kept_off(host):
+    """An old VM imported from Workstation on Windows: its .vmx declares `.encoding = "windows-1252"` and
+    its name "Müller €" is in that charset (0xFC, 0x80), as hostd reads and writes it. esxisim's
+    getallvms died on the file (it read every .vmx as UTF-8), so no test covered such a VM: it is backed up
+    by its name, and its restore under its own name with --power-on, beside the running original, keeps the
+    twin (same BIOS UUID and MACs) off, which needs the name and identity read in that charset."""
+    from esxisim import vmx as simvmx
+    from simhost import power, sealed, vim
+
+    vm = "Müller €"
+    orig = host.create_vm("Mueller", "datastore1", [{"size": "1M"}], power="on")
+    path = host.vmx_real(orig)
+    data = simvmx.load(path)
+    data[".encoding"], data["displayName"] = "windows-1252", vm
+    simvmx.save(path, data)
+    assert b"M\xfcller \x80" in open(path, "rb").read()
+    assert vm in vim(host, "vmsvc/getallvms")
+    conf = write_conf(host)
+    r = hotvcb(host, "-m", vm, "-g", conf)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (entry,) = sealed(host, vm)
+    from simhost import backup_root
+    kept = open(os.path.join(backup_root(host, vm), entry, "Mueller.vmx"), "rb").read().decode("utf-8")
+    assert 'displayName = "Müller €"' in kept and '.encoding = "UTF-8"' in kept, kept
+    r = hotvcb(host, "restore", "--latest", vm, "-g", conf, "--datastore", "ds5", "--power-on")
+    assert r.returncode == 3, r.stdout + r.stderr
+    twins = [line.split()[0] for line in vim(host, "vmsvc/getallvms").splitlines()[1:]
+             if vm in line and line.split()[0] != orig]
+    assert len(twins) == 1, vim(host, "vmsvc/getallvms")
+    assert power(host, orig) == "Powered on" and power(host, twins[0]) != "Powered on", r.stdout
