@@ -190,3 +190,46 @@ def test_a_windows_1252_vm_is_backed_up_and_its_restored_twin_kept_off(host):
              if vm in line and line.split()[0] != orig]
     assert len(twins) == 1, vim(host, "vmsvc/getallvms")
     assert power(host, orig) == "Powered on" and power(host, twins[0]) != "Powered on", r.stdout
+
+
+# -- 1. cleanup over SSH waits 5 minutes for a kill -9'd file-by-file run's lock -----------------------------------
+
+@needs_root
+def test_cleanup_over_ssh_takes_the_lock_of_a_killed_file_by_file_run_of_this_machine_at_once(host, tmp_path):
+    """The nightly file-by-file SSH backup (`--file-by-file`, or a host whose python is too old for the
+    on-host run... then cleanup is file by file too) is kill -9'd on the admin's Linux box mid-copy. The
+    admin runs `hotvcb --host esx cleanup` from the same box: it runs on the host, which cannot ask the box
+    whether the run's pid still lives, so it judged the lock by its heartbeat and refused for 5 minutes
+    ("another hotvcb run holds ..."), the VM left with our snapshot. The box can tell: the run was its own,
+    and its pid is gone. Cleanup takes the lock at once and removes the dead run's snapshot."""
+    import signal
+    import subprocess
+    import sys
+
+    from sshd import needs_sshd
+    from sshsite import host_sshd
+    from simhost import REPO, host_lock_path, kill, ours, wait_for
+
+    if needs_sshd.args[0]:
+        pytest.skip(needs_sshd.kwargs.get("reason", "no sshd"))
+    vmid = host.create_vm("db", "datastore1", [{"size": "4M"}], power="on")
+    conf = tmp_path / "g.conf"
+    conf.write_text("VM_BACKUP_VOLUME=/vmfs/volumes/backup/hotvcb\nDISK_BACKUP_FORMAT=thin\n", encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=REPO)
+    host.set_fault("clone.delay", "60")
+    with host_sshd(host, tmp_path / "sshd") as sshd:
+        base = [sys.executable, "-m", "hotvcb"] + sshd.cli_args()
+        run = subprocess.Popen(base + ["backup", "--file-by-file", "-m", "db", "-g", str(conf)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=REPO)
+        try:
+            wait_for(lambda: ours(host, vmid) and os.path.exists(host_lock_path(host)), timeout=60,
+                     what="the run's snapshot")
+        finally:
+            kill(run.pid, signal.SIGKILL)
+            run.wait()
+        host.clear_faults()
+        r = subprocess.run(base + ["cleanup", "-g", str(conf)], capture_output=True, text=True, env=env,
+                           cwd=REPO, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "another hotvcb run holds" not in r.stdout + r.stderr
+    assert ours(host, vmid) == [], r.stdout
