@@ -233,3 +233,41 @@ def test_cleanup_over_ssh_takes_the_lock_of_a_killed_file_by_file_run_of_this_ma
     assert r.returncode == 0, r.stdout + r.stderr
     assert "another hotvcb run holds" not in r.stdout + r.stderr
     assert ours(host, vmid) == [], r.stdout
+
+
+# -- 4. a killed restore --repo leaves its staging for cleanup alone to find -----------------------------------------
+
+@needs_root
+def test_the_next_restore_reclaims_a_killed_repository_restores_staging(host, tmp_path):
+    """`restore --repo R --latest db --datastore datastore1 --format zeroedthick` is kill -9'd while it
+    clones (the admin's SSH session dropped): the whole backup staged on datastore1 stays in a hidden
+    `.hotvcb-extract-…` folder. Only `hotvcb cleanup` looked for it; the admin's next restore said nothing,
+    and its room check counted the datastore without the room the dead one holds. The next restore into
+    that datastore removes what a restore that provably died left there (as cleanup would) and says so."""
+    import glob
+    import signal
+
+    from simhost import hotvcb_background, kill, wait_for
+
+    repo = "/vmfs/volumes/backup/repo"
+    host.create_vm("db", "datastore1", [{"size": "4M"}])
+    conf = write_conf(host)
+    r = hotvcb(host, "backup", "-m", "db", "-g", conf, "--repo", repo, "-w", tmp_path / "work")
+    assert r.returncode == 0, r.stdout + r.stderr
+    root = host.real("/vmfs/volumes/datastore1")
+    staging = lambda: glob.glob(os.path.join(root, ".hotvcb-extract-*"))  # noqa: E731
+    host.set_fault("clone.delay", "60")
+    run = hotvcb_background(host, "restore", "--repo", repo, "--latest", "db", "--datastore", "datastore1",
+                            "--name", "db2", "--format", "zeroedthick")
+    try:
+        wait_for(lambda: staging() and os.path.isdir(os.path.join(root, "db2.hotvcb-restoring")), timeout=60,
+                 what="the restore cloning from its staging")
+    finally:
+        kill(run.pid, signal.SIGKILL)
+        run.wait()
+    host.clear_faults()
+    assert staging()
+    r = hotvcb(host, "restore", "--repo", repo, "--latest", "db", "--datastore", "datastore1", "--name", "db3")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "left by a restore that died" in r.stdout, r.stdout
+    assert staging() == [] and not os.path.exists(os.path.join(root, "db2.hotvcb-restoring")), os.listdir(root)

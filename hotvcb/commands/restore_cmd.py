@@ -215,6 +215,7 @@ def _restore(job: RestoreJob, req: RestoreRequest, log, dry_run: bool) -> Option
         final = "%s/%s" % (req.target.rstrip("/"), layout.folder_name(req.new_name or snap.vm))
         if job.shell.exists(final):  # before the whole backup is staged on the datastore
             raise HotvcbError("target folder %s already exists; not overwriting it" % final)
+        job.reclaim(req.target)  # a killed restore's staging there: its room, before the room is counted
         free = restore_room.free_on_target(job.host, req.target, lambda: job.host.free_space(req.target))
         needed = repo_cmd.staging_room(repo, snap, req.disk_format)
         restore_room.check_staging_room(req, final, "the backup staged", needed, free)
