@@ -65,15 +65,30 @@ def render(data):
     return "".join('%s = "%s"\n' % (k, escape(str(v))) for k, v in data.items())
 
 
+def charset(data):
+    """The charset a .vmx's `.encoding` line declares ("windows-1252" for an old VM made on Windows),
+    which hostd reads and writes its text in; UTF-8 where it declares none or one no .vmx can be in
+    (unknown, or not reading ASCII as ASCII: UTF-16, rot13). The line itself is ASCII, so the text
+    is first read as Latin-1, which takes any byte, to find it."""
+    import codecs
+    declared = data.get(".encoding", "")
+    try:
+        name = codecs.lookup(declared).name if declared else "utf-8"
+        return name if "encoding = x".encode(name) == b"encoding = x" else "utf-8"
+    except (LookupError, UnicodeError, TypeError):  # TypeError: a codec of bytes to bytes (base64)
+        return "utf-8"
+
+
 def load(path):
-    with open(path, encoding="utf-8") as f:
-        return parse(f.read())
+    with open(path, "rb") as f:
+        raw = f.read()
+    return parse(raw.decode(charset(parse(raw.decode("latin-1"))), "replace"))
 
 
 def save(path, data):
-    # In-place rewrite (no rename) keeps the inode, like hostd does with the .vmx.
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(render(data))
+    # In-place rewrite (no rename) keeps the inode, like hostd does with the .vmx; in its declared charset.
+    with open(path, "wb") as f:
+        f.write(render(data).encode(charset(data), "replace"))
 
 
 DISK_KEY = r"^((?:scsi|sata|ide|nvme)\d+:\d+)\.fileName$"  # case-insensitive

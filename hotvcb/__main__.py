@@ -9,6 +9,9 @@ if sys.version_info < (3, 8):
         "hotvcb --host root@HOST backup ... (docs/operations.md)\n" % tuple(sys.version_info[:2]))
     sys.exit(1)
 
-from hotvcb.cli import main  # noqa: E402  (after the version check on purpose)
+from hotvcb import interrupt  # noqa: E402  (after the version check on purpose)
+
+interrupt.early()  # a SIGTERM while the rest is imported ends the run as an interrupted run, not as exit 143
+from hotvcb.cli import main  # noqa: E402
 
 sys.exit(main())

@@ -98,7 +98,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     debug = getattr(args, "level", "") == "debug"
     try:
-        with interrupt.scope():
+        with interrupt.scope(getattr(args, "catches_signals", False)):
             return args.handler(args)
     except HotvcbError as err:
         if debug:

@@ -429,6 +429,15 @@ def _unknown(where: str, key: str) -> str:
     return "%s: unknown key %s ignored%s" % (where, _shown(key), hint)
 
 
+def _asks_nothing(raw: str) -> bool:
+    """An empty value (`VM_SHUTDOWN_ORDER=`, as ghettoVCB.conf ships it and per-VM files copied from it
+    keep it) sets nothing, so a run-wide key left so in a per-VM file is no mistake to warn about every night."""
+    try:
+        return _unquote(raw, False)[0] == ""
+    except _Invalid:
+        return False
+
+
 def _read_settings_file(path: str, per_vm: bool) -> Tuple[Dict[str, Tuple[object, str]], List[str]]:
     """Return {field: (value, "path:line")} for the keys the file sets, and warnings.
 
@@ -444,6 +453,8 @@ def _read_settings_file(path: str, per_vm: bool) -> Tuple[Dict[str, Tuple[object
         if key not in KEYS:
             warnings.append(_unknown(where, key))
         elif per_vm and key in RUN_WIDE:
+            if _asks_nothing(raw):
+                continue
             warnings.append("%s: %s applies to the whole run, not one VM; set it in the global config" % (where, key))
         else:
             if key in lines:

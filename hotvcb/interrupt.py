@@ -10,7 +10,7 @@ it the same way and is told as that reason, not as a signal.
 import signal
 import threading
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator, List, TypeVar
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, TypeVar
 
 from .errors import Interrupted
 
@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # the callers of `result` made the future: they have imported
 
 _received = []  # type: List[int]
 _reasons = []  # type: List[str]  # why the run stops, where no signal stops it
+_early = {}  # type: Dict[int, Any]  # the handlers early() replaced, while its own await the command's scope
 T = TypeVar("T")
 SLICE = 0.25  # seconds the main thread waits on a worker before it runs Python again
 
@@ -34,6 +35,17 @@ def install() -> None:
         return
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _handler)
+
+
+def early() -> None:
+    """From the process's entry (`__main__`), before the rest of hotvcb is imported: a signal that comes
+    while the run starts (imports, the command line, the config) is recorded as a later one is, so the run
+    still ends as an interrupted run does (exit 2 and its final status), not by the signal (exit 143, no
+    line). `scope` keeps it for a command that installs its handlers and gives one that does not Python's
+    own back."""
+    if threading.current_thread() is threading.main_thread():
+        _early.update((sig, signal.getsignal(sig)) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
+        install()
 
 
 def stop(reason: str) -> None:
@@ -63,14 +75,26 @@ def reset() -> None:
 
 
 @contextmanager
-def scope() -> Iterator[None]:
+def scope(catches: bool = False) -> Iterator[None]:
     """One command's signal handling: the handlers it installs are put back and what it recorded is
     forgotten when it returns, so a program calling cli.main (a library use) gets its Ctrl-C back, and a
-    second command in the process does not start stopped by the first one's signal."""
+    second command in the process does not start stopped by the first one's signal. Where `early()` caught
+    the process's start-up, a command that `catches` signals (installs its handlers) keeps what was
+    recorded and the handlers go on recording; one that does not gets the process's own back and, where a
+    signal already came, is stopped before it starts."""
     main = threading.current_thread() is threading.main_thread()  # only it may set handlers
+    started = bool(_early)
+    if main and started and not catches:
+        for sig, handler in _early.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+    _early.clear()
     kept = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)} if main else {}
-    reset()
+    if not started:
+        reset()
     try:
+        if not catches:
+            raise_pending()
         yield
     finally:
         for sig, handler in kept.items():

@@ -329,7 +329,8 @@ def restoring_records(host):
 def test_sigkilled_restore_leaves_no_half_cloned_vm_folder_after_cleanup(host, tmp_path):
     """A restore SIGKILLed mid-clone leaves `<name>.hotvcb-restoring` (a whole VM's size): while it
     runs cleanup leaves it; once dead, cleanup removes it and its record and says so, and a new
-    restore under that name (refused before, asking to remove the folder by hand) then works."""
+    restore under that name then works. (The next restore into the datastore would remove it too:
+    test_known_s29jobs.)"""
     backup = _backup_of_web(host, tmp_path)
     conf = write_conf(host)
     p = _restoring_in_the_clone(host, backup, "copy")
@@ -341,8 +342,6 @@ def test_sigkilled_restore_leaves_no_half_cloned_vm_folder_after_cleanup(host, t
         kill_tree(p.pid)
         p.communicate()
     host.clear_faults()
-    again = hotvcb(host, "restore", backup, "--datastore", "datastore1", "--name", "copy")
-    assert again.returncode != 0 and "hotvcb cleanup" in again.stdout + again.stderr, again.stdout + again.stderr
     r = hotvcb(host, "cleanup", "-g", conf)
     no_traceback(r)
     assert r.returncode == 0, r.stdout + r.stderr

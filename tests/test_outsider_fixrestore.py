@@ -244,7 +244,7 @@ def test_the_checked_copy_is_what_the_clone_reads(site):
 
 
 # -- SIGKILL while the checked copy is there, then cleanup, then a second restore ----------------------------
-def test_sigkill_with_the_checked_copy_written_then_cleanup_then_restore(site):
+def test_sigkill_with_the_checked_copy_written_then_the_next_restore_reclaims_it(site):
     host, conf, _bk = site
     inside, _real = hand_backup(host, "kill")
     clear_hooks(host)
@@ -265,13 +265,11 @@ def test_sigkill_with_the_checked_copy_written_then_cleanup_then_restore(site):
         p.wait(60)
     clear_hooks(host)
     assert "kill2.hotvcb-restoring" in leftovers(host)
-    r = hotvcb(host, "restore", inside, "--datastore", "datastore1", "--name", "kill2", "--format", "zeroedthick")
-    assert r.returncode != 0, "restored over a dead restore's folder: " + out(r)
-    c = hotvcb(host, "cleanup")
-    assert c.returncode == 0, out(c)
-    assert [e for e in leftovers(host) if "kill2" in e or e.startswith(".hotvcb-restoring")] == [], leftovers(host)
+    # the next restore removes the dead restore's folder first (as cleanup does), never restores over it
     r = hotvcb(host, "restore", inside, "--datastore", "datastore1", "--name", "kill2", "--format", "zeroedthick")
     assert r.returncode == 0, out(r)
+    assert "removing %s/kill2.hotvcb-restoring, left by a restore that died" % DS1 in out(r), out(r)
+    assert [e for e in leftovers(host) if "kill2" in e or e.startswith(".hotvcb-restoring")] == [], leftovers(host)
     same_as_backup(host, "kill2", inside)
 
 

@@ -109,7 +109,7 @@ def test_the_client_mails_the_report_of_a_run_on_the_host(host, site):
 
 
 def test_status_verify_and_cleanup_run_on_the_host_too(host, site, tmp_path):
-    """The same answers as file by file (~20 round trips per VM or backup each), in one round trip."""
+    """The same answers as file by file (~20 round trips per VM or backup each), in one round trip (cleanup: two)."""
     for i in range(2):
         host.create_vm("vm %d" % i, "datastore1", [{"size": "4M"}], power="on")
     conf = write_conf(host)
@@ -130,7 +130,8 @@ def test_status_verify_and_cleanup_run_on_the_host_too(host, site, tmp_path):
     for args, answer in ((["status", "--json"], checks), (["verify", "--all", "--json"], verified),
                          (["cleanup"], lambda text: "cleanup: 0 leftover(s) removed" in text)):
         here, trips = site.run(*args, "-g", conf)
-        assert len(trips) == 1, (args, trips)
+        # cleanup reads the host's lock first: a dead file-by-file run of this box is told by its pid (lock.gone_here)
+        assert len(trips) == (2 if args == ["cleanup"] else 1), (args, trips)
         old, old_trips = site.run(*args, "-g", conf, "--file-by-file")
         assert len(old_trips) > 10, (args, old_trips)
         assert here.returncode == old.returncode, (args, here.out, old.out)

@@ -23,7 +23,7 @@ from . import common, onhost
 def register(subparsers) -> None:
     p = subparsers.add_parser("backup", help="back up running VMs (ghettoVCB-compatible flags)")
     add_options(p)
-    p.set_defaults(handler=run)
+    p.set_defaults(handler=run, catches_signals=True)  # interrupt.install(): it unwinds on a signal
 
 
 def add_options(p: argparse.ArgumentParser) -> None:

@@ -7,7 +7,9 @@ machine's temp folder (tmpwork.py): the next restore --kvm would, but a machine 
 after a disaster may never run another.
 """
 
+import argparse
 import os
+from typing import List
 
 from .. import interrupt, tmpwork
 from ..errors import UsageError
@@ -15,6 +17,7 @@ from ..jobs import nfs, restore_kvm, restore_scratch
 from ..jobs.leftovers import cleanup_host, snapshot_patience
 from ..runid import RunId, machine_id
 from ..shell import LocalShell
+from ..store.lock import gone_here
 from . import common, onhost
 
 
@@ -24,8 +27,9 @@ def register(subparsers) -> None:
     common.add_host_options(p)
     p.add_argument("--kvm", metavar="DIR", help="only remove what killed `restore --kvm DIR` runs of this machine "
                    "left in DIR")
+    p.add_argument("--gone-run", action="append", default=[], help=argparse.SUPPRESS)  # store/lock.gone_here's
     onhost.add_option(p)
-    p.set_defaults(handler=run)
+    p.set_defaults(handler=run, catches_signals=True)  # interrupt.install(): it unwinds on a signal
 
 
 def run(args) -> int:
@@ -33,11 +37,11 @@ def run(args) -> int:
         return _kvm(args)
     settings, log = common.load(args)
     interrupt.install()
-    code = onhost.command(args, 1, log)
+    code = onhost.command(args, 1, log, _gone_here)
     if code is not None:
         return code
     host = common.connect(args.host_target)
-    lock, me = common.lock_host(host, log, args.host_target)
+    lock, me = common.lock_host(host, log, args.host_target, args.gone_run)
     before = len(log.lines)
     try:
         unmounted = nfs.unmounted(host.shell, settings)
@@ -52,6 +56,14 @@ def run(args) -> int:
     finally:
         lock.release()
     return _summary(args, log, n, before)
+
+
+def _gone_here(shell) -> List[str]:
+    """For the cleanup on an ESXi host: its lock's holder, where this machine finds it a dead run of its own
+    (a kill -9'd file-by-file run), so the host does not wait out its heartbeat."""
+    from ..hosts.esxi import EsxiHost  # where the run on the host keeps its lock
+
+    return [arg for run in gone_here(shell, EsxiHost.run_dir) for arg in ("--gone-run", run)]
 
 
 def _kvm(args) -> int:

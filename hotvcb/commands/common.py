@@ -4,7 +4,7 @@ import argparse
 import re
 import os
 import shutil
-from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from .. import config, namelist
 from . import onhost
@@ -339,14 +339,15 @@ def load(args) -> Tuple[Settings, RunLog]:
     return settings, log
 
 
-def lock_host(host: Hypervisor, log, target: Target) -> Tuple[HostLock, RunId]:
-    """Take the host's run lock: one run per host, whatever -w or machine it runs from."""
+def lock_host(host: Hypervisor, log, target: Target, gone: Sequence[str] = ()) -> Tuple[HostLock, RunId]:
+    """Take the host's run lock: one run per host, whatever -w or machine it runs from; `gone`: runs SSH mode's
+    client found dead by their pid (store/lock.gone_here)."""
     remote = target.ssh is not None
     require_root(host, remote)
     run = RunId.new().with_process_start()  # every record it writes: a reused pid is no owner of its leftovers
     try:
         run = run.on_host(host_id(host.shell, host.run_dir))
-        return HostLock(host.shell, host.run_dir, run, log.warning).acquire(), run
+        return HostLock(host.shell, host.run_dir, run, log.warning, gone).acquire(), run
     except HostError as err:
         if "ermission denied" in str(err):
             raise LockError(_root_needed(host, remote)) from err

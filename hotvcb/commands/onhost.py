@@ -31,6 +31,7 @@ from ..runlog import LOG_LOST, RunLog, put, say
 if TYPE_CHECKING:  # hostrun (with pyzpack, uuid, ...) is imported by an SSH run only: a local run starts sooner
     from .. import hostrun
     from ..model import VmResult
+    from ..sshshell import SshShell
 
 # backup options that mean something on this machine only, or are ours to add
 CLIENT_SIDE = ("log_file", "workdir", "json_report", "file_by_file", "outbox", "help", "parser", "hosts",
@@ -172,10 +173,12 @@ def ended(args, log: RunLog, started: str, status: str, code: int, host: str,
                       "exit_code": code, "dry_run": args.level == "dryrun", "vms": outcome.rows(results)})
 
 
-def command(args, failed: int, log: Optional[RunLog] = None) -> Optional[int]:
+def command(args, failed: int, log: Optional[RunLog] = None,
+            ask: "Optional[Callable[[SshShell], List[str]]]" = None) -> Optional[int]:
     """A command other than backup, run on the host when SSH mode can: its exit code (`failed` if
-    the connection broke), or None as for backup."""
-    done = _run(args, log)
+    the connection broke), or None as for backup. `ask`: what this machine tells the run on the host
+    (options added to its command line), found over the session's connection before it starts."""
+    done = _run(args, log, ask=ask)
     if done is None:
         return None
     if done.lost:
@@ -184,19 +187,20 @@ def command(args, failed: int, log: Optional[RunLog] = None) -> Optional[int]:
     return done.returncode
 
 
-def _run(args, log: Optional[RunLog], extra: Sequence[str] = ()) -> "Optional[hostrun.Finished]":
-    done = _on_host(args, log, extra)
+def _run(args, log: Optional[RunLog], extra: Sequence[str] = (),
+         ask: "Optional[Callable[[SshShell], List[str]]]" = None) -> "Optional[hostrun.Finished]":
+    done = _on_host(args, log, extra, ask)
     if done is None:  # the command stays here: say what the host's run would have said
         vars(args).pop("unsaid_warnings", lambda: None)()
     return done
 
 
-def _on_host(args, log: Optional[RunLog], extra: Sequence[str]) -> "Optional[hostrun.Finished]":
+def _on_host(args, log: Optional[RunLog], extra: Sequence[str],
+             ask: "Optional[Callable[[SshShell], List[str]]]") -> "Optional[hostrun.Finished]":
     if not _may_go_to_host(args):
         return None
     from .. import hostrun
     from ..sshshell import SshShell
-    request = _request(args, args.parser, extra)
     shell = SshShell(args.host_target.ssh)
     try:
         shell.open()
@@ -204,6 +208,7 @@ def _on_host(args, log: Optional[RunLog], extra: Sequence[str]) -> "Optional[hos
         return None  # no connection: the file-by-file path reports why, as it always has
     tee = _Tee(log)
     try:
+        request = _request(args, args.parser, list(extra) + (ask(shell) if ask else []))
         done = hostrun.run(shell, request, tee.stdout, tee.stderr)
     except HostError as err:  # before the run started on the host
         done = "cannot start it there: %s" % err

@@ -23,7 +23,7 @@ def register(subparsers) -> None:
     for rule in prune.KEEP_RULES:
         p.add_argument("--keep-" + rule, type=int, default=0, metavar="N", help="keep-%s (PBS semantics)" % rule)
     p.add_argument("--dry-run", action="store_true", help="show what is kept (by which rule) and removed")
-    p.set_defaults(handler=run)
+    p.set_defaults(handler=run, catches_signals=True)  # interrupt.install(): it unwinds on a signal
 
 
 def run(args) -> int:

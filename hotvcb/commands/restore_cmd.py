@@ -17,7 +17,7 @@ from typing import List, Optional
 
 from .. import config, interrupt
 from ..errors import HotvcbError, Interrupted, UsageError, VmNotFound
-from ..jobs import nfs, restore_room
+from ..jobs import backup_check, nfs, restore_room
 from ..jobs.restore import RestoreJob, RestoreResult
 from ..jobs.restore_plan import require_usable_name
 from ..restorefile import BadLine, RestoreRequest, datastore_path, disk_format, read_restore_file, trim_path
@@ -57,11 +57,12 @@ def register(subparsers) -> None:
                    help="1 or dryrun: show what would happen; 2: the same with the rewritten .vmx; debug: more log")
     restore_kvm_cmd.add_options(p)
     onhost.add_option(p)
-    p.set_defaults(handler=run)
+    p.set_defaults(handler=run, catches_signals=True)  # interrupt.install(): it unwinds on a signal
 
 
-def requests_from(args, settings) -> list:
-    """RestoreRequests (and BadLines) the command line asks for."""
+def requests_from(args, settings, skipped: List[str]) -> list:
+    """RestoreRequests (and BadLines) the command line asks for; `skipped` is told the newer backups
+    --latest passed over (backup_check.passed_over)."""
     given = [x for x in (args.backup, args.restore_file, args.latest) if x]
     if len(given) != 1:
         raise UsageError("say what to restore: BACKUP, -c FILE or --latest VM (exactly one)")
@@ -95,6 +96,7 @@ def requests_from(args, settings) -> list:
                 args.latest, settings.vm_backup_volume, _close_names(shell, settings.vm_backup_volume, args.latest),
                 layout.odd_named(odd), nfs.because(shell, settings)))
         backup = good[-1].path
+        skipped += backup_check.passed_over(args.latest, verdicts, backup)
     return [RestoreRequest(trim_path(backup), trim_path(target), fmt, args.name or None)]
 
 
@@ -154,9 +156,12 @@ def run(args) -> int:
             raise UsageError("restore --repo needs --to DIR, or --datastore DS to restore the VM")
     failed = done = partial = left_off = 0
     try:
-        items = requests_from(args, settings)
+        skipped = []  # type: List[str]
+        items = requests_from(args, settings, skipped)
         log.info("============================== hotvcb restore LOG START ==============================")
         log.info("HOST: %s" % machine_name())
+        for line in skipped:
+            log.warning("--latest " + line)
         if dry_run:
             log.info("DRY RUN: nothing will be changed")
         host = common.connect(args.host_target)
@@ -210,6 +215,7 @@ def _restore(job: RestoreJob, req: RestoreRequest, log, dry_run: bool) -> Option
         final = "%s/%s" % (req.target.rstrip("/"), layout.folder_name(req.new_name or snap.vm))
         if job.shell.exists(final):  # before the whole backup is staged on the datastore
             raise HotvcbError("target folder %s already exists; not overwriting it" % final)
+        job.reclaim(req.target)  # a killed restore's staging there: its room, before the room is counted
         free = restore_room.free_on_target(job.host, req.target, lambda: job.host.free_space(req.target))
         needed = repo_cmd.staging_room(repo, snap, req.disk_format)
         restore_room.check_staging_room(req, final, "the backup staged", needed, free)

@@ -68,7 +68,8 @@ def run(args, level: str) -> int:
     backup = args.backup
     if args.latest and not repo:
         odd = []  # type: List[str]
-        backup = backup_check.newest_good(shell, settings.vm_backup_volume, args.latest, odd.append)
+        backup = backup_check.newest_good(shell, settings.vm_backup_volume, args.latest, odd.append,
+                                          lambda line: log.warning("--latest " + line))
         if backup is None:
             log.close()
             raise UsageError("no good backup of %r under %s%s%s" % (args.latest, settings.vm_backup_volume,

@@ -55,7 +55,7 @@ def register(subparsers) -> None:
     common.add_repo_option(p)
     p.add_argument("--sample", type=float, metavar="PCT", help="with --repo: read this share of the packs, 1 to 100")
     p.add_argument("--new", action="store_true", help="with --repo: read only packs never verified")
-    p.set_defaults(handler=run)
+    p.set_defaults(handler=run, catches_signals=True)  # interrupt.install(): it unwinds on a signal
 
 
 def _seconds(value: str) -> float:
@@ -182,7 +182,8 @@ def _boot(args, settings) -> int:
         own = list_cmd.per_vm_settings(settings, args.confdir, args.target)
         volume = args.volume or own.get(args.target, settings).vm_backup_volume
         odd = []  # type: List[str]
-        newest = backup_check.newest_good(shell, volume, args.target, odd.append)
+        newest = backup_check.newest_good(shell, volume, args.target, odd.append,
+                                          lambda line: say("warning: verify --boot " + line))
         if newest is None:
             raise UsageError("no good backup of %r under %s to boot%s" % (args.target, volume, layout.odd_named(odd)))
         path = newest

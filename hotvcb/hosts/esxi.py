@@ -21,7 +21,7 @@ from ..settings import DISK_FORMATS
 from ..shell import Shell
 from ..store import layout
 from ..treeview import ScannedShell
-from ..vmx import VmxFile
+from ..vmx import VmxFile, in_declared_charset
 from . import esxi_release, esxi_rows, esxi_tree, vimcmd
 from .base import Copied
 from .esxi_disks import EsxiDisks
@@ -171,7 +171,7 @@ class EsxiHost:
         for ref in cands:
             if ref.vmx_path not in texts:
                 continue
-            shown = VmxFile(texts[ref.vmx_path]).get("displayName")
+            shown = self._vmx(ref.vmx_path, texts[ref.vmx_path]).get("displayName")
             if shown is None or shown == ref.name:
                 return ref
             if shown.strip() == ref.name:
@@ -179,9 +179,21 @@ class EsxiHost:
             readable.append(VmRef(ref.vmid, shown, ref.vmx_path))
         return readable[0] if readable else cands[0]
 
+    def _vmx(self, path: str, text: Optional[str] = None) -> VmxFile:
+        """A VM's .vmx as hostd reads it: in the charset its `.encoding` declares. An old VM made on Windows
+        declares windows-1252, whose euro sign and quotes (0x80-0x9F) the shell's Latin-1 misreads, so its
+        name was not the one hostd lists and `-m` names. The file's size, which says how the shell decoded
+        it (vmx.in_declared_charset), is asked only of a .vmx declaring another charset than UTF-8."""
+        if text is None:
+            text = self._files.read_text(path)
+        vmx = VmxFile(text)
+        if (vmx.get(".encoding") or "UTF-8").upper() in ("UTF-8", "UTF8"):
+            return vmx
+        return VmxFile(in_declared_charset(text, self._files.file_size(path)))
+
     def load_vm(self, ref: VmRef) -> Vm:
         try:
-            vmx = VmxFile(self._files.read_text(ref.vmx_path))
+            vmx = self._vmx(ref.vmx_path)
         except HostError as err:
             raise VmNotFound(ref.name) from err
         folder = ref.vmx_path.rsplit("/", 1)[0]
@@ -218,7 +230,9 @@ class EsxiHost:
     def backup_config(self, vm: Vm, disk_names: Dict[str, str]) -> Tuple[str, str]:
         """The .vmx as a backup holds it: each disk named as the backup names it (its base
         name: a clone of a chain is whole; or the distinct name two same-named disks get)."""
-        vmx = VmxFile(self._files.read_text(vm.ref.vmx_path))
+        vmx = self._vmx(vm.ref.vmx_path)
+        if (vmx.get(".encoding") or "UTF-8") != "UTF-8":  # the copy is written as UTF-8 (write_text): said so
+            vmx.set(".encoding", "UTF-8")
         for disk in vm.disks:
             current = vmx.get(disk.key + ".fileName") or ""
             folder, _, name = current.rpartition("/")
@@ -334,7 +348,7 @@ class EsxiHost:
         A chain is the current state's (the .vmx) or a user snapshot's (the .vmsd): after a
         revert, the deltas of the branch left behind belong to its snapshots, not to the .vmx.
         """
-        vmx = VmxFile(self._files.read_text(vm.ref.vmx_path))
+        vmx = self._vmx(vm.ref.vmx_path)
         tops = [name for _dev, _bus, name in vmx.disk_slots()]
         vmsd_path = vm.ref.vmx_path[: -len(".vmx")] + ".vmsd"
         if self._files.exists(vmsd_path):

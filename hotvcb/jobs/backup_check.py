@@ -251,7 +251,22 @@ def require_checksums(shell: Shell, path: str, log) -> None:
     log("Checksums hold: %s" % res.message)
 
 
-def newest_good(shell: Shell, volume: str, vm: str, odd: Optional[Callable[[str], None]] = None) -> Optional[str]:
-    """The newest good backup (folder or .gz) of a VM; `odd`: as layout.list_backups's."""
-    good = [b.path for b in layout.list_backups(shell, volume, vm, odd) if health.judge(shell, b).good]
+def newest_good(shell: Shell, volume: str, vm: str, odd: Optional[Callable[[str], None]] = None,
+                skipped: Optional[Callable[[str], None]] = None) -> Optional[str]:
+    """The newest good backup (folder or .gz) of a VM; `odd`: as layout.list_backups's; `skipped`: told
+    each newer backup passed over (`passed_over`)."""
+    verdicts = [(b, health.judge(shell, b)) for b in layout.list_backups(shell, volume, vm, odd)]
+    good = [b.path for b, v in verdicts if v.good]
+    if good and skipped:
+        for line in passed_over(vm, verdicts, good[-1]):
+            skipped(line)
     return good[-1] if good else None
+
+
+def passed_over(vm: str, verdicts: "List[Tuple[layout.BackupSet, health.Health]]", chosen: str) -> List[str]:
+    """One line per backup of `vm` newer than `chosen` (the newest good one, which --latest takes) that
+    is not good, with why: the one before a damaged backup restored without a word is taken by the admin
+    for the VM's latest state, and the days between are missed."""
+    newer = [b.path for b, _ in verdicts].index(chosen) + 1
+    return ["%s: skipped the newer backup %s, which is %s: %s; taking %s" % (
+        vm, b.path, v.state, v.reason or v.state, chosen) for b, v in verdicts[newer:] if not v.good]

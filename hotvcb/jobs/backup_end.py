@@ -17,7 +17,6 @@ from .. import crashpoint, interrupt
 from ..errors import HotvcbError, SnapshotBypassed, SnapshotHeld, SnapshotKept
 from ..hosts.base import Hypervisor
 from ..model import Snapshot, Vm
-from ..settings import Settings
 from ..store.seal import Sealer
 from .leftovers import clear_snapshot_mark, late_wait, remove_our_snapshots
 
@@ -32,12 +31,14 @@ def end(one: "_VmBackup", vm: Vm, sealer: "Union[Sealer, RepoSink]", failed: boo
     if one.powered_down:
         if not one.job.power.restore_on(vm):
             one.result.down = True
+            one.power_failure = "%s was left powered off: it did NOT power on again after its backup; it is DOWN" % (
+                vm.name)
         one.powered_down = False
     disks = one.result.disks
     if not (failed or error or (disks and not any(d.ok for d in disks))):
         one.result.status = "warn" if any(not d.ok for d in disks) else "ok"
         try:
-            one.result.backup_dir = sealer.seal(one.result, _snapshot_info(one.s), tree=one.tree_record)
+            one.result.backup_dir = sealer.seal(one.result, _snapshot_info(one), tree=one.tree_record)
             return
         except BaseException as err:
             if one.result.sealed:  # what followed the seal was stopped (rotation): the backup stands
@@ -137,6 +138,10 @@ def _discard(one: "_VmBackup", vm: Vm, message: str) -> None:
         one.log.error("%s: could not record the failed backup: %s" % (vm.name, err))
 
 
-def _snapshot_info(settings: Settings) -> Dict[str, object]:
-    """How the snapshot the copy was read from was taken, for the manifest."""
-    return {"memory": settings.vm_snapshot_memory, "quiesce": settings.vm_snapshot_quiesce}
+def _snapshot_info(one: "_VmBackup") -> Dict[str, object]:
+    """How the snapshot the copy was read from was taken, for the manifest; empty where the copy was
+    read from none (a VM off, or shut down for its backup): the config's memory and quiesce there would
+    say a quiesced snapshot made a backup no snapshot made."""
+    if one.snapshot_name is None:
+        return {}
+    return {"memory": one.s.vm_snapshot_memory, "quiesce": one.s.vm_snapshot_quiesce}

@@ -41,7 +41,7 @@ A libvirt or bare-QEMU backup is first staged on the target as VMDKs and a
 
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List, Optional, Set
 
 from .. import interrupt, targz, vmdk
 from ..background import Ahead
@@ -75,6 +75,17 @@ class RestoreJob:
         self.host, self.shell, self.log = host, host.shell, log
         self.dry_run, self.verbose, self.verify, self.power_on = dry_run, verbose, verify, power_on
         self.records = restore_scratch.on_host(self.shell, host.run_dir)  # one heartbeat for all requests
+        self._reclaimed = set()  # type: Set[str]  # datastore roots already swept
+
+    def reclaim(self, target: str) -> None:
+        """Remove what restores that provably died (kill -9, a dropped SSH session) left on the target's
+        datastore, as `hotvcb cleanup` would, and say so: a staged or unpacked backup, an unfinished VM
+        folder, each as big as a backup, hidden from the admin (a dot folder) and from the room check's
+        count. The sweep needs no lock (restore_scratch: a running restore's folder is never taken)."""
+        root = restore_scratch.records_root(target.rstrip("/") + "/x")
+        if root not in self._reclaimed:
+            self._reclaimed.add(root)
+            restore_scratch.sweep(self.shell, [root], self.log, self.records.run(), self.dry_run)
 
     def ask_early(self) -> List[Ahead]:
         """The answer the driver keeps for the run that every restore's pre-checks wait on (the host's
@@ -98,6 +109,7 @@ class RestoreJob:
             _nameable(req.backup)
             self.log.info("Restoring VM from: %s" % req.backup)
             self.log.info("Restoring VM to datastore: %s (%s)" % (req.target, req.disk_format))
+            self.reclaim(req.target)
             _Restore(self, req, result).run()
             result.status = "ok"
         except Interrupted:

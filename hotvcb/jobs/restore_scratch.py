@@ -243,12 +243,17 @@ def recorded_path(text: str) -> str:
 def record_of(path: str) -> str:
     """`<datastore root>/<name>.owner` of the folder `path` (a VM folder being restored: by digest)."""
     path = posixpath.normpath(path)
-    parts = path.split("/")
-    root = "/".join(parts[:4]) if path.startswith("/vmfs/volumes/") and len(parts) > 4 else "/".join(parts[:-1])
-    name = parts[-1]
+    root, name = records_root(path), path.rsplit("/", 1)[-1]
     if name.endswith(RESTORING):
         name = RESTORING_RECORD + hashlib.sha1(path.encode("utf-8", "surrogateescape")).hexdigest()[:16]
     return "%s/%s%s" % (root, name, RECORD)
+
+
+def records_root(folder: str) -> str:
+    """Where the record of a restore's folder `folder` is kept, and sweep looks: its datastore's root, or
+    (a KVM restore's folder, on no datastore) the folder it is in."""
+    parts = posixpath.normpath(folder).split("/")
+    return "/".join(parts[:4]) if folder.startswith("/vmfs/volumes/") and len(parts) > 4 else "/".join(parts[:-1])
 
 
 def sweep(shell: Shell, roots: Iterable[str], log, me: RunId, dry_run: bool = False) -> int:

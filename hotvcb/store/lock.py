@@ -25,7 +25,10 @@ which has no /proc, go by the pid alone). A holder whose pid cannot tell
 a holder elsewhere (SSH mode from
 another box) are alive while the heartbeat is fresh: the holder touches the
 lock every HEARTBEAT seconds and a lock untouched for STALE_AFTER seconds is
-stale. The same heartbeat keeps the run's `-partial` folder owner files fresh
+stale. A cleanup SSH mode runs on the host is told by its client which holder
+is a run of the client's whose pid is gone (`gone_here`): a kill -9'd
+file-by-file run's lock is then taken at once, not STALE_AFTER later. The
+same heartbeat keeps the run's `-partial` folder owner files fresh
 (`watch`), which is how hosts sharing an NFS volume tell a live backup from a
 dead one.
 
@@ -48,7 +51,7 @@ foreign — and foreign records are judged by their heartbeat.
 
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .. import interrupt, lazyre
 from ..errors import HostError, LockError
@@ -64,9 +67,12 @@ TAKEOVER_STALE = 60.0  # a takeover takes milliseconds; one this old died mid-wa
 _TAKEN_AT = lazyre.compile(r" takeover=([0-9]{1,12})$")  # a sweep record line's end: when the lock was taken over
 
 
-def holder_alive(shell: Shell, path: str, record: Optional[RunId], me: RunId) -> bool:
+def holder_alive(shell: Shell, path: str, record: Optional[RunId], me: RunId, gone: Sequence[str] = ()) -> bool:
     """Is the run that wrote `record` into `path` still running? One of this machine is asked by its pid where that
-    can tell (runid.running), any other by its heartbeat."""
+    can tell (runid.running), one SSH mode's client judged so and named `gone` (its run id) is not, any other is
+    asked by its heartbeat."""
+    if record is not None and record.run in gone:
+        return False
     if record is not None and record.machine == me.machine:
         by_pid = running(record, me)
         if by_pid is not None:
@@ -75,9 +81,27 @@ def holder_alive(shell: Shell, path: str, record: Optional[RunId], me: RunId) ->
     return age is not None and age < STALE_AFTER
 
 
+def gone_here(shell: Shell, run_dir: str) -> List[str]:
+    """SSH mode's client, before a cleanup runs on the host: the run id of the lock's holder where it is a run of
+    this machine whose process is gone (a kill -9'd file-by-file run), else nothing. The run on the host cannot
+    ask this machine's /proc and would judge such a lock by its heartbeat, refusing for STALE_AFTER (5 min)
+    after the crash; this machine tells by the pid, as for a lock of its own runs (`holder_alive`). The run id
+    names that one record: a lock taken meanwhile by another run is judged as ever."""
+    try:
+        record = parse(shell.read_regular(run_dir.rstrip("/") + "/" + LOCK_NAME, RECORD_MAX))
+    except HostError:
+        return []
+    me = RunId.new()
+    if record is None or record.machine != me.machine:
+        return []
+    return [record.run] if running(record, me) is False else []
+
+
 class HostLock:
-    def __init__(self, shell: Shell, run_dir: str, run: RunId, log: Optional[Callable[[str], None]] = None):
+    def __init__(self, shell: Shell, run_dir: str, run: RunId, log: Optional[Callable[[str], None]] = None,
+                 gone: Sequence[str] = ()):
         self.shell, self.run = shell, run
+        self.gone = tuple(gone)  # runs SSH mode's client found gone by their pid (gone_here)
         self.record = run.with_process_start().text() + "\n"  # with its start: a reused pid is no holder
         self.path = run_dir.rstrip("/") + "/" + LOCK_NAME
         self.run_dir = run_dir
@@ -106,7 +130,7 @@ class HostLock:
                     self._start_heartbeat()
                     return self
                 record, text = self._read(self.path)
-                if holder_alive(self.shell, self.path, record, self.run):
+                if holder_alive(self.shell, self.path, record, self.run, self.gone):
                     raise LockError("another hotvcb run holds %s (%s); not starting a second one on this host"
                                     % (self.path, record or "holder unknown: %r" % text[:80]))
                 self._take_over(mine, text)
@@ -133,7 +157,7 @@ class HostLock:
             return
         try:
             record, text = self._read(self.path)
-            if text == stale_text and not holder_alive(self.shell, self.path, record, self.run):
+            if text == stale_text and not holder_alive(self.shell, self.path, record, self.run, self.gone):
                 self.log("taking over the run lock %s from %s, which is gone" % (self.path, record or "an unknown run"))
                 # recorded until a real run has looked for what that run left (a dry run only looks), beside
                 # the runs already recorded: one that took a lock over may die before its sweep
@@ -161,8 +185,9 @@ class HostLock:
     def takeovers(self) -> Dict[str, float]:
         """dead_runs, each with when its lock was taken over (epoch, by the taker's clock): what carries such an
         id and was made before then is a dead run's where its pid cannot tell (jobs/leftovers.owner_alive), as in
-        another pid namespace it never can; what was made later is the run's own, resumed after a stop."""
-        return {r.run: at for r, at in self._swept()}
+        another pid namespace it never can; what was made later is the run's own, resumed after a stop. A run SSH
+        mode's client found gone by its pid (`gone`) resumes nothing: all it made is a dead run's, however late."""
+        return {r.run: float("inf") if r.run in self.gone else at for r, at in self._swept()}
 
     def _swept(self) -> List[Tuple[RunId, float]]:
         try:
