@@ -135,7 +135,7 @@ def test_a_per_vm_config_folder_that_is_none_is_a_usage_error_before_any_vm(host
     r = hotvcb(host, "-a", "-g", conf, "-c", confdir, "-w", tmp_path / "w")
     _no_traceback(r.stdout + r.stderr)
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "-c %s" % confdir in r.stderr and "Initiate backup" not in r.stdout, r.stdout + r.stderr
+    assert "-c %s" % confdir in r.stdout + r.stderr and "Initiate backup" not in r.stdout, r.stdout + r.stderr
     assert all(backups(host, n) == [] and ours(host, vmid) == [] for n, vmid in made.items())
 
 
