@@ -231,28 +231,24 @@ class Overlays:
                 if name:
                     out.append((name, f))
                     break
-        seen = {f for _n, f in out} | used | self.kept
-        for f in self._described_for(vm):
-            if f not in seen:
-                out.append((f[:-len(OVERLAY_SUFFIX)].rsplit(".", 1)[1], f))
+        for f in self._described_for(vm, {f for _n, f in out} | used | self.kept):
+            out.append((f[:-len(OVERLAY_SUFFIX)].rsplit(".", 1)[1], f))
         return out
 
-    def _described_for(self, vm: Vm) -> List[str]:
-        """Our overlay files in the folders of the VM's images whose description says this VM's QMP socket made
-        them (_describe): the overlay of a disk the VM no longer has, which no name of its disks leads to."""
+    def _described_for(self, vm: Vm, known: Set[str]) -> List[str]:
+        """Our overlay files (but `known`) in the folders of the VM's images whose description says this VM's
+        QMP socket made them (_describe): the overlay of a disk the VM no longer has (unplugged during a
+        backup), which no name of its disks leads to."""
         out = []  # type: List[str]
         folders = {d.path.rsplit("/", 1)[0] or "/" for d in vm.disks if d.path and not on_device(d.path)}
-        if any(d.path and on_device(d.path) for d in vm.disks) or self.shell.isdir(DEVICE_OVERLAYS):
+        if self.shell.isdir(DEVICE_OVERLAYS):
             folders.add(DEVICE_OVERLAYS)
         for folder in sorted(folders):
-            if folder == DEVICE_OVERLAYS and not self.shell.isdir(folder):
-                continue
             for entry in self.shell.listdir(folder):
-                tail = entry[:-len(OVERLAY_SUFFIX)].rsplit(".", 1)[-1] if entry.endswith(OVERLAY_SUFFIX) else ""
-                if not tail.startswith(OUR_MARK) or "." not in entry[:-len(OVERLAY_SUFFIX)]:
-                    continue
+                stem = entry[:-len(OVERLAY_SUFFIX)] if entry.endswith(OVERLAY_SUFFIX) else ""
                 f = folder + "/" + entry
-                if self._made_by(f) == vm.ref.vmx_path:
+                if "." in stem and stem.rsplit(".", 1)[1].startswith(OUR_MARK) and f not in known \
+                        and self._made_by(f) == vm.ref.vmx_path:
                     out.append(f)
         return out
 
@@ -496,11 +492,11 @@ class Overlays:
     def _commit(self, qmp: QmpClient, vm: Vm, target, deadline: float, timeout: float) -> None:
         key, ins, i, chain = target
         overlay, backing = chain[i]["filename"], chain[i + 1]
+        _refuse_internal_snapshots(vm, chain[i])
         nodes = absolute_names(qmp, qmp.execute("query-named-block-nodes", {"flat": True}))
         base = _node(nodes, backing.get("filename"), backing.get("format"))
         if base is None:
             raise SnapshotError("%s: no block node for %s, the image below %s" % (vm.name, backing.get("filename"), overlay))
-        _refuse_internal_snapshots(vm, chain[i])
         job_id = JOB_PREFIX + _UNSAFE.sub("-", key)
         args = {"job-id": job_id, "device": ins["node-name"], "base-node": base}  # type: Dict[str, Any]
         if i > 0:  # not the active layer: an ordinary commit of one layer
@@ -568,10 +564,10 @@ def _refuse_internal_snapshots(vm: Vm, layer: Dict[str, Any]) -> None:
     names = [str(x.get("name", "?")) for x in layer.get("snapshots") or [] if isinstance(x, dict)]
     if names:
         raise SnapshotHeld(
-            "%s: %s holds internal snapshot(s) %s taken during the backup: not committed, so they are kept and "
-            "the VM goes on writing that overlay; to keep them, leave it (delete them with `savevm`'s "
-            "`delvm` first if they are not wanted, and the next backup or `hotvcb --qemu DIR cleanup` commits "
-            "it); never delete the file, which holds them and the guest's writes since the backup"
+            "%s: %s holds internal snapshot(s) %s taken during the backup: not committed, so they are kept, and "
+            "the VM goes on writing that overlay; to keep them, leave it; once they are not needed (`delvm` in "
+            "the VM's monitor), the next backup or `hotvcb --qemu DIR cleanup` commits it; never delete the file, "
+            "which holds them and the guest's writes since the backup"
             % (vm.name, layer.get("filename", "?"), ", ".join(names)))
 
 
