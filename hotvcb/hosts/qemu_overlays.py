@@ -437,9 +437,9 @@ class Overlays:
         if left:
             raise SnapshotError("%s: %s still there after the commit" % (vm.name, ", ".join(left)))
         made = (vm.ref.vmx_path, snap.name) in self.made
-        written = {self.shell.realpath(f) for f in used} if made else set()  # under any name (a symlinked folder)
+        written = self._file_ids(used) if made else set()  # under any name (a symlinked folder, a bind mount)
         bypassed = [d.path for d in vm.disks if made and d.path and not d.skip_reason
-                    and self.shell.realpath(d.path) in written and overlay_path(d.path, snap.name) not in mine]
+                    and self._file_ids([d.path]) & written and overlay_path(d.path, snap.name) not in mine]
         self.made.discard((vm.ref.vmx_path, snap.name))
         if bypassed:  # a new QEMU on the same socket and image: it wrote the image while it was copied
             also = ("; %s kept: it holds the old QEMU's writes, which committing would mix with the new one's "
@@ -457,6 +457,16 @@ class Overlays:
                 "in again, the VM not started on it), `qemu-img commit` each into its image (then the next run "
                 "removes it); if something did, committing would mix the two: move the overlay away"
                 % (vm.name, ", ".join(held)))
+
+    def _file_ids(self, files: Any) -> Set[str]:
+        """The files' device:inode (Shell.file_id), or their name for one that cannot be looked at."""
+        out = set()  # type: Set[str]
+        for f in files:
+            try:
+                out.add(self.shell.file_id(f))
+            except HostError:
+                out.add(f)
+        return out
 
     def _orphaned(self, vm: Vm, snap: Snapshot, err: QmpUnavailable) -> SnapshotError:
         """QEMU died with our overlay on top: the guest's last writes are in it, so it is no leftover to delete."""
