@@ -81,6 +81,11 @@ class Vm:
         return self.ref.name
 
 
+# Snapshot.state of a dead run's snapshot the driver keeps because it holds data (a QEMU overlay no disk uses,
+# holding the guest's writes): the next run or cleanup keeps it too, so only the admin can clear it
+HOLDS_DATA = "holds data"
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """A snapshot as the host lists it: ours to remove, or the user's to leave and report."""

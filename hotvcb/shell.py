@@ -164,6 +164,10 @@ class Shell(FileReader, Protocol):
 
     def file_mode(self, path: str) -> int: ...
 
+    # "<device>:<inode>" of the file a path leads to (links followed): one file under any of its names (a
+    # symlinked folder, a bind mount, a hard link)
+    def file_id(self, path: str) -> str: ...
+
     def realpath(self, path: str) -> str: ...
 
     def sha256(self, path: str, on_block: Optional[BlockCallback] = None) -> str: ...
@@ -451,6 +455,10 @@ class LocalShell:
 
     def file_mode(self, path: str) -> int:
         return stat.S_IMODE(_stat(path).st_mode)
+
+    def file_id(self, path: str) -> str:
+        found = _stat(path)
+        return "%d:%d" % (found.st_dev, found.st_ino)
 
     def realpath(self, path: str) -> str:
         return os.path.realpath(path)

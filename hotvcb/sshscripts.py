@@ -85,6 +85,7 @@ USAGE = "stat -L -c '%b %B' -- \"$1\""
 SYMLINK = 'ln -sfn -- "$1" "$2"'  # -n: never follow an older link into a folder
 CHMOD = 'chmod "$2" -- "$1"'
 MODE = 'stat -L -c %a -- "$1"'  # octal permission bits, as busybox and GNU stat print them
+FILE_ID = 'stat -L -c %d:%i -- "$1"'  # device and inode numbers in decimal, as busybox and GNU stat print them
 REALPATH = ('readlink -f -- "$1" 2>/dev/null && exit 0; '
             'd=$(readlink -f -- "$(dirname -- "$1")" 2>/dev/null) && '
             'echo "${d%/}/$(basename -- "$1")" && exit 0; echo "$1"')

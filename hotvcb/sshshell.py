@@ -49,6 +49,7 @@ FILE_OP_TIMEOUT = 600
 # (its middle is then within half of it of the moment the host read its clock, as `date`'s is)
 CLOCK_TRIP_MAX = 1.0
 _OCTAL_MODE = lazyre.compile(r"[0-7]{1,5}")  # `stat -c %a`: the permission bits in octal
+_FILE_ID = lazyre.compile(r"[0-9]{1,30}:[0-9]{1,30}")  # `stat -c %d:%i`
 # what ssh says of an --identity file it cannot use (it then logs in without it, and its last line blames the host)
 _IDENTITY_MISSING = lazyre.compile(r"(?m)Identity file (.+) not accessible: (.+?)\.?\r?$")
 _IDENTITY_TOO_OPEN = lazyre.compile(r"Permissions ([0-7]+) for '(.+)' are too open")
@@ -477,6 +478,12 @@ class SshShell:
         if not _OCTAL_MODE.fullmatch(out):
             raise HostError("cannot stat %s: the host's stat gave %r for its mode" % (path, out[:40]))
         return int(out, 8)
+
+    def file_id(self, path: str) -> str:
+        out = self._must("cannot stat %s" % path, sh.FILE_ID, path).decode("ascii", "replace").strip()
+        if not _FILE_ID.fullmatch(out):
+            raise HostError("cannot stat %s: the host's stat gave %r for its device and inode" % (path, out[:40]))
+        return out
 
     def realpath(self, path: str) -> str:
         """Like os.path.realpath: a missing last part is kept as written, `..` folded."""

@@ -148,6 +148,9 @@ class ScannedShell:
     def realpath(self, path: str) -> str:
         return self.shell.realpath(path)
 
+    def file_id(self, path: str) -> str:
+        return self.shell.file_id(path)
+
     def sha256(self, path: str, on_block: Optional[BlockCallback] = None) -> str:
         return self.shell.sha256(path, on_block)
 

@@ -154,8 +154,6 @@ def _job(lab, prefix="hotvcb-commit-"):
 
 
 # -- the monitor busy at the commit ---------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="a QMP error during the overlay's removal (monitor busy, QEMU killed mid-commit) still "
-                   "ends '-- remove it by hand', which loses the guest's writes")
 def test_a_commit_that_cannot_reach_the_monitor_is_not_said_to_be_removed_by_hand(lab):
     """The guest wrote during the copy, so its writes are in hotvcb's overlay. When the copy ends, another
     client holds the VM's QMP socket (the admin's `socat - UNIX:/run/qemu/vm.qmp` left open, a monitoring
@@ -200,8 +198,6 @@ def test_a_commit_that_cannot_reach_the_monitor_is_not_said_to_be_removed_by_han
 
 
 # -- a filter node below the image's format node --------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="a filter node between the format and the protocol node (preallocate, as QEMU documents it; "
-                   "throttle) still makes the disk 'not a local image file': the VM is never backed up")
 def test_a_qcow2_over_a_preallocate_filter_is_backed_up(lab):
     """The admin runs a VM on a qcow2 on a network file system and, as QEMU's documentation says for the
     `preallocate` filter ("insert it between the format node and the protocol node"), starts it with
@@ -257,8 +253,6 @@ def _kept_overlay_of_a_replugged_disk(lab):
     return kept
 
 
-@pytest.mark.xfail(strict=True, reason="a dead run's overlay kept because it holds data is only logged by the leftover "
-                   "check: the backup ends OK, exit 0, not WARNING exit 3 as kvm.md says")
 def test_the_next_backup_beside_a_kept_overlay_ends_warning(lab):
     """kvm.md: an overlay of a dead run that still holds data "is kept and named in a warning with what to
     do ...; the running VM, which does not use it, is backed up all the same (exit 3)". After the story of
@@ -276,8 +270,6 @@ def test_the_next_backup_beside_a_kept_overlay_ends_warning(lab):
     assert "All VMs backed up OK" not in out, out
 
 
-@pytest.mark.xfail(strict=True, reason="cleanup counts an overlay it keeps (it holds data) as removed: "
-                   "'cleanup: 1 leftover(s) removed', and status keeps saying 'run hotvcb cleanup'")
 def test_cleanup_does_not_count_a_kept_overlay_as_removed(lab):
     """After the story of _kept_overlay_of_a_replugged_disk, `hotvcb --qemu DIR status` goes CRIT: `hotvcb
     snapshot ... left by run ..., which is gone; run hotvcb cleanup`. The admin runs `hotvcb --qemu DIR
@@ -293,8 +285,6 @@ def test_cleanup_does_not_count_a_kept_overlay_as_removed(lab):
     assert "1 leftover(s) removed" not in out, out
 
 
-@pytest.mark.xfail(strict=True, reason="the kept overlay of an unplugged disk, committed as its warning says, is never "
-                   "removed: '(then the next run removes it)' is false, cleanup does not see it either")
 def test_a_kept_overlay_committed_as_advised_is_removed_by_the_next_run(lab):
     """After _kept_overlay_of_an_unplugged_disk the warning says: `... if nothing wrote its image since (the
     disk not plugged in again ...), qemu-img commit each into its image (then the next run removes it)`. The
@@ -315,8 +305,6 @@ def test_a_kept_overlay_committed_as_advised_is_removed_by_the_next_run(lab):
 
 
 # -- a restore to ESXi of a bare-QEMU backup short of a disk ----------------------------------------------
-@pytest.mark.xfail(strict=True, reason="restore to ESXi of a bare-QEMU backup short of a disk warns but ends 'All VMs restored OK', "
-                   "exit 0, not WARNING exit 3 as restore.md (KVM -> ESXi) says")
 def test_a_disk_the_qemu_backup_skipped_is_named_by_a_restore_to_esxi(lab, tmp_path):
     """A QEMU VM has its system disk and a read-only reference disk; its backup says `skipping virtio1
     (ref.raw): read-only drive` and ends WARNING. The host dies and the admin moves the VM to the ESXi
@@ -346,8 +334,6 @@ def test_a_disk_the_qemu_backup_skipped_is_named_by_a_restore_to_esxi(lab, tmp_p
 
 
 # -- BACKUP_SNAPSHOT_TREE and a disk that is not backed up ------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="BACKUP_SNAPSHOT_TREE=1 refuses a QEMU VM for the snapshots of a read-only disk the "
-                   "backup skips (Vm.history counts every disk)")
 def test_backup_snapshot_tree_ignores_the_snapshots_of_a_disk_the_backup_skips(lab):
     """BACKUP_SNAPSHOT_TREE=1 is set globally (for the ESXi hosts). A QEMU VM has its system disk (a plain
     qcow2, no snapshots) and a read-only reference disk: a qcow2 data set whose releases are internal
@@ -368,8 +354,6 @@ def test_backup_snapshot_tree_ignores_the_snapshots_of_a_disk_the_backup_skips(l
 
 
 # -- status and the room check's `qemu-img measure` -------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="status runs qemu-img measure on each qcow2 disk unguarded: one image it cannot open "
-                   "makes the whole host UNKNOWN, hiding every VM's check")
 def test_status_survives_one_vm_whose_image_cannot_be_measured(lab):
     """The monitoring polls `hotvcb --qemu DIR status` (Nagios convention). Two QEMU VMs: `a`, never backed up
     (CRIT), and `b`, whose qcow2 file an admin deleted while the VM runs (QEMU holds it open; cleaning up an
@@ -391,8 +375,6 @@ def test_status_survives_one_vm_whose_image_cannot_be_measured(lab):
 
 
 # -- an internal snapshot the admin takes while hotvcb's overlay is on top -------------------------------
-@pytest.mark.xfail(strict=True, reason="a `savevm` snapshot taken during the backup lands in hotvcb's overlay, which the "
-                   "commit then deletes: the admin's snapshot is silently destroyed, run OK")
 def test_a_savevm_snapshot_taken_during_the_backup_is_not_destroyed(lab):
     """The nightly backup of a QEMU VM on a qcow2 runs long. Meanwhile the admin (or their upgrade
     automation) takes an internal snapshot before an upgrade: HMP `savevm pre-upgrade` (virsh
@@ -427,8 +409,6 @@ def test_a_savevm_snapshot_taken_during_the_backup_is_not_destroyed(lab):
 
 
 # -- the VM restarted during the copy, its image named another way -------------------------------------
-@pytest.mark.xfail(strict=True, reason="the restarted-QEMU check compares image names: a QEMU restarted on the same image "
-                   "through another name (a symlinked folder) writes it during the copy and the torn backup is sealed OK")
 def test_a_qemu_restarted_on_its_image_under_another_name_does_not_give_an_ok_backup(lab):
     """The VM's images moved to /data/vms long ago and /srv/vms is a symlink to it; the admin started the VM
     by hand as `-drive file=/srv/vms/r.raw`, its systemd unit says `/data/vms/r.raw`. During the nightly copy

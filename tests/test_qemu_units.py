@@ -13,7 +13,7 @@ from qemuvm import QemuVm, make_initial, needs_qemu, qemu_img, same_content, sho
 from hotvcb.errors import HostError, SnapshotError
 from hotvcb.hosts import qemuimg
 from hotvcb.hosts.qemu import QemuHost
-from hotvcb.hosts.qemu_overlays import DEVICE_OVERLAYS, overlay_name, overlay_path
+from hotvcb.hosts.qemu_overlays import DEVICE_OVERLAYS, below_filters, overlay_name, overlay_path
 from hotvcb.hosts.qmp import QmpClient, QmpCommandError, QmpError, QmpTimeout, QmpUnavailable
 from hotvcb.jobs.backup import SNAPSHOT_PREFIX
 from hotvcb.model import Disk
@@ -332,3 +332,17 @@ def test_remove_snapshot_finishes_a_commit_a_killed_run_started(tmp_path):
     finally:
         vm.kill()
         shutil.rmtree(sockets, ignore_errors=True)
+
+
+def test_a_json_name_through_filter_nodes_is_the_file_below_them():
+    """qcow2 over preallocate (or throttle) over file: QEMU names the format node json:{...}; it is that file.
+    Anything more (a network protocol, options on the file node) stays as QEMU named it."""
+    name = "json:" + json.dumps({"driver": "qcow2", "file": {"driver": "preallocate", "file": {
+        "driver": "throttle", "throttle-group": "g", "file": {"driver": "file", "filename": "/vm/a.qcow2"}}}})
+    assert below_filters(name) == "/vm/a.qcow2"
+    nbd = "json:" + json.dumps({"driver": "qcow2", "file": {"driver": "nbd", "server": {"host": "h"}}})
+    assert below_filters(nbd) == nbd
+    opts = "json:" + json.dumps({"driver": "raw", "file": {"driver": "file", "filename": "/vm/b", "x": 1}})
+    assert below_filters(opts) == opts
+    assert below_filters("/vm/c.raw") == "/vm/c.raw"
+    assert below_filters("json:{not json") == "json:{not json"

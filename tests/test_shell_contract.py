@@ -170,6 +170,11 @@ def test_sizes_links_modes_and_paths(shell, tmp_path):
     with pytest.raises(HostError, match="latest"):
         shell.file_mode(str(tmp_path / "latest"))
     assert shell.realpath(str(tmp_path / "sub" / ".." / "missing")) == str(tmp_path / "missing")
+    os.symlink(str(tmp_path), str(tmp_path / "again"))  # one file under two names: one id
+    assert shell.file_id(str(tmp_path / "again" / "thin-flat.vmdk")) == shell.file_id(str(thin))
+    assert shell.file_id(str(thin)) != shell.file_id(str(tmp_path))
+    with pytest.raises(HostError, match="latest"):
+        shell.file_id(str(tmp_path / "latest"))
 
 
 def test_reading_bytes_and_digests_where_the_file_is(shell, tmp_path):

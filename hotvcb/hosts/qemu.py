@@ -156,7 +156,8 @@ class QemuHost(LocalKvmHost):
                 flash.append(dev["inserted"])
             elif dev.get("inserted") and not dev.get("removable"):  # empty drives, CD-ROMs: no disks
                 vm.disks.append(self._disk(dev))
-                vm.history += _history(chain_of(dev["inserted"].get("image") or {}))
+                if not vm.disks[-1].skip_reason:  # a disk the backup skips loses no snapshot (BACKUP_SNAPSHOT_TREE)
+                    vm.history += _history(chain_of(dev["inserted"].get("image") or {}))
         # UEFI firmware on pflash (OVMF code, read-only, and the VM's variable store): no disks. The store is
         # the VM's own (boot entries), kept beside the disks as an ESXi VM's .nvram is
         vm.extra_files = [f.get("file", "") for f in flash if not f.get("ro") and f.get("file", "").startswith("/")]

@@ -34,7 +34,7 @@ from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from ..errors import HostError, SnapshotBypassed, SnapshotError, SnapshotHeld, SnapshotKept, TimeoutExpired
-from ..model import Snapshot, Vm
+from ..model import HOLDS_DATA, Snapshot, Vm
 from ..runid import RECORD_MAX
 from ..shell import Shell
 from .qmp import QmpClient, QmpCommandError, QmpError, QmpUnavailable
@@ -42,6 +42,7 @@ from .. import lazyre
 
 OVERLAY_SUFFIX = ".qcow2"
 DESCRIPTION_SUFFIX = ".description"  # beside an overlay: the snapshot's description
+MADE_BY = "qmp "  # the description's second line: the QMP socket of the VM whose disk the overlay was on
 OUR_MARK = "hotvcb-snapshot-"  # = jobs.backup.SNAPSHOT_PREFIX (a driver imports no job)
 JOB_PREFIX = "hotvcb-commit-"
 POLL = 0.5
@@ -101,7 +102,9 @@ def absolute_names(qmp: QmpClient, rows: Any) -> Any:
     was named, so `-drive file=web.qcow2` started in /srv/vms is `web.qcow2`, relative to QEMU's working
     directory, not ours: every name the driver compares, copies or puts an overlay beside is made absolute
     (QmpClient.peer_file: the file QEMU holds open under that name), in one place, so they all agree. A name
-    that cannot be proven stays relative, and the driver skips that disk, saying why."""
+    that cannot be proven stays relative, and the driver skips that disk, saying why. A node over a filter
+    node (qcow2 over `preallocate` over `file`) is named `json:{...}` by QEMU: it is the file below the
+    filters (below_filters)."""
     found = {}  # type: Dict[str, Optional[str]]
 
     def fix(node: Any) -> None:
@@ -110,6 +113,8 @@ def absolute_names(qmp: QmpClient, rows: Any) -> Any:
                 fix(item)
         elif isinstance(node, dict):
             for key, value in node.items():
+                if key in ("file", "filename") and isinstance(value, str):
+                    value = node[key] = below_filters(value)
                 if key in ("file", "filename") and isinstance(value, str) and relative_name(value):
                     if value not in found:
                         found[value] = qmp.peer_file(value)
@@ -119,6 +124,25 @@ def absolute_names(qmp: QmpClient, rows: Any) -> Any:
 
     fix(rows)
     return rows
+
+
+def below_filters(name: str) -> str:
+    """The local file a `json:{"driver": FORMAT, "file": {"driver": "preallocate", "file": {"driver": "file",
+    "filename": F}}}` name stands for (F: filter nodes between a format node and its file hold no data, as
+    QEMU documents `preallocate`); any other name as it is (nbd, ssh, a json: of more than that)."""
+    if not name.startswith("json:"):
+        return name
+    try:
+        node = json.loads(name[len("json:"):])
+    except ValueError:
+        return name
+    node = node.get("file") if isinstance(node, dict) else None
+    while isinstance(node, dict) and node.get("driver") in FILTERS:
+        node = node.get("file")
+    if isinstance(node, dict) and node.get("driver") == "file" and isinstance(node.get("filename"), str) \
+            and set(node) <= {"driver", "filename"}:
+        return node["filename"]
+    return name
 
 
 def relative_name(name: str) -> bool:
@@ -192,11 +216,12 @@ class Overlays:
         for name, overlay in self._unused(vm, used):
             if name.startswith(OUR_MARK) and name not in found:
                 found[name] = Snapshot(id=name, name=name, description=self._description(overlay), created="",
-                                       state="", depth=0)
+                                       state="" if self._holds_nothing(overlay) else HOLDS_DATA, depth=0)
         return list(found.values())
 
     def _unused(self, vm: Vm, used: Set[str]) -> List[Tuple[str, str]]:
-        """(snapshot name, file) of the overlay files beside the VM's images that no disk chain uses."""
+        """(snapshot name, file) of the overlay files beside the VM's images that no disk chain uses: of its
+        disks, or of a disk it no longer has (unplugged during a backup) whose description names its QMP socket."""
         out = []  # type: List[Tuple[str, str]]
         for f in self.delta_files(vm):
             if f in used:
@@ -206,7 +231,36 @@ class Overlays:
                 if name:
                     out.append((name, f))
                     break
+        for f in self._described_for(vm, {f for _n, f in out} | used | self.kept):
+            out.append((f[:-len(OVERLAY_SUFFIX)].rsplit(".", 1)[1], f))
         return out
+
+    def _described_for(self, vm: Vm, known: Set[str]) -> List[str]:
+        """Our overlay files (but `known`) in the folders of the VM's images whose description says this VM's
+        QMP socket made them (_describe): the overlay of a disk the VM no longer has (unplugged during a
+        backup), which no name of its disks leads to."""
+        out = []  # type: List[str]
+        folders = {d.path.rsplit("/", 1)[0] or "/" for d in vm.disks if d.path and not on_device(d.path)}
+        if self.shell.isdir(DEVICE_OVERLAYS):
+            folders.add(DEVICE_OVERLAYS)
+        for folder in sorted(folders):
+            for entry in self.shell.listdir(folder):
+                stem = entry[:-len(OVERLAY_SUFFIX)] if entry.endswith(OVERLAY_SUFFIX) else ""
+                f = folder + "/" + entry
+                if "." in stem and stem.rsplit(".", 1)[1].startswith(OUR_MARK) and f not in known \
+                        and self._made_by(f) == vm.ref.vmx_path:
+                    out.append(f)
+        return out
+
+    def _made_by(self, overlay: str) -> str:
+        """The QMP socket the overlay's description names (_describe), "" if none."""
+        try:
+            if self.shell.exists(overlay + DESCRIPTION_SUFFIX):
+                lines = self.shell.read_regular(overlay + DESCRIPTION_SUFFIX, RECORD_MAX).splitlines()
+                return next((l[len(MADE_BY):] for l in lines[1:] if l.startswith(MADE_BY)), "")
+        except HostError:
+            pass
+        return ""
 
     def _holds_nothing(self, overlay: str) -> bool:
         """No cluster of the overlay's own is allocated (data or zeroes): `qemu-img commit` empties the overlay
@@ -225,7 +279,8 @@ class Overlays:
         try:
             if self.shell.exists(overlay + DESCRIPTION_SUFFIX):
                 # beside the VM's images, where others may write: a planted FIFO must not hang the run
-                return self.shell.read_regular(overlay + DESCRIPTION_SUFFIX, RECORD_MAX).strip()
+                text = self.shell.read_regular(overlay + DESCRIPTION_SUFFIX, RECORD_MAX).strip()
+                return text.splitlines()[0] if text else text  # the next line: its VM (_made_by)
         except HostError:
             pass
         return "overlay " + overlay
@@ -317,7 +372,8 @@ class Overlays:
         up late (nothing was asked of QEMU) and no file is left that no overlay explains."""
         try:
             for overlay in overlays:
-                self.shell.write_text(overlay + DESCRIPTION_SUFFIX, description + "\n")
+                self.shell.write_text(overlay + DESCRIPTION_SUFFIX, "%s\n%s%s\n" % (description, MADE_BY,
+                                                                                    vm.ref.vmx_path))
         except HostError as err:
             for overlay in overlays:
                 self.shell.remove_tree(overlay + DESCRIPTION_SUFFIX)
@@ -326,12 +382,14 @@ class Overlays:
     def remove(self, vm: Vm, snap: Snapshot, timeout: float) -> None:
         """Commit every overlay called snap.name into its backing image, then delete it. An overlay left
         because its commit failed holds the guest's writes since the snapshot: the error says so, and that
-        `qemu-img commit`, never deleting it, is what to do (SnapshotHeld)."""
+        `qemu-img commit`, never deleting it, is what to do (SnapshotHeld), whatever stopped the commit
+        (a QEMU error, a timeout, no monitor: another QMP client holds it, or QEMU died)."""
         try:
             self._remove(vm, snap, timeout)
         except (SnapshotKept, SnapshotBypassed, SnapshotHeld):
             raise
-        except (SnapshotError, TimeoutExpired) as err:
+        except (SnapshotError, TimeoutExpired, QmpError) as err:
+            # a QMP error too: another client holds the monitor, or QEMU died during the commit
             left = [o for o in (overlay_path(d.path, snap.name) for d in vm.disks if d.path) if self.shell.exists(o)]
             if not left:
                 raise
@@ -378,8 +436,10 @@ class Overlays:
         left = [f for f in left if self.shell.exists(f) and f not in held]
         if left:
             raise SnapshotError("%s: %s still there after the commit" % (vm.name, ", ".join(left)))
-        bypassed = [d.path for d in vm.disks if (vm.ref.vmx_path, snap.name) in self.made and d.path
-                    and not d.skip_reason and d.path in used and overlay_path(d.path, snap.name) not in mine]
+        made = (vm.ref.vmx_path, snap.name) in self.made
+        written = self._file_ids(used) if made else set()  # under any name (a symlinked folder, a bind mount)
+        bypassed = [d.path for d in vm.disks if made and d.path and not d.skip_reason
+                    and self._file_ids([d.path]) & written and overlay_path(d.path, snap.name) not in mine]
         self.made.discard((vm.ref.vmx_path, snap.name))
         if bypassed:  # a new QEMU on the same socket and image: it wrote the image while it was copied
             also = ("; %s kept: it holds the old QEMU's writes, which committing would mix with the new one's "
@@ -397,6 +457,16 @@ class Overlays:
                 "in again, the VM not started on it), `qemu-img commit` each into its image (then the next run "
                 "removes it); if something did, committing would mix the two: move the overlay away"
                 % (vm.name, ", ".join(held)))
+
+    def _file_ids(self, files: Any) -> Set[str]:
+        """The files' device:inode (Shell.file_id), or their name for one that cannot be looked at."""
+        out = set()  # type: Set[str]
+        for f in files:
+            try:
+                out.add(self.shell.file_id(f))
+            except HostError:
+                out.add(f)
+        return out
 
     def _orphaned(self, vm: Vm, snap: Snapshot, err: QmpUnavailable) -> SnapshotError:
         """QEMU died with our overlay on top: the guest's last writes are in it, so it is no leftover to delete."""
@@ -432,6 +502,7 @@ class Overlays:
     def _commit(self, qmp: QmpClient, vm: Vm, target, deadline: float, timeout: float) -> None:
         key, ins, i, chain = target
         overlay, backing = chain[i]["filename"], chain[i + 1]
+        _refuse_internal_snapshots(vm, chain[i])
         nodes = absolute_names(qmp, qmp.execute("query-named-block-nodes", {"flat": True}))
         base = _node(nodes, backing.get("filename"), backing.get("format"))
         if base is None:
@@ -494,6 +565,20 @@ class Overlays:
                 self.shell.remove_tree(f)
 
     # -- disks ---------------------------------------------------------------
+
+
+def _refuse_internal_snapshots(vm: Vm, layer: Dict[str, Any]) -> None:
+    """An internal snapshot taken while our overlay was the disk's active layer (HMP `savevm`, virsh
+    snapshot-create-as) lives in the overlay file: committing it would change the disk under that snapshot and
+    deleting the file would destroy it, so the overlay stays, the VM on it, and the error names both."""
+    names = [str(x.get("name", "?")) for x in layer.get("snapshots") or [] if isinstance(x, dict)]
+    if names:
+        raise SnapshotHeld(
+            "%s: %s holds internal snapshot(s) %s taken during the backup: not committed, so they are kept, and "
+            "the VM goes on writing that overlay; to keep them, leave it; once they are not needed (`delvm` in "
+            "the VM's monitor), the next backup or `hotvcb --qemu DIR cleanup` commits it; never delete the file, "
+            "which holds them and the guest's writes since the backup"
+            % (vm.name, layer.get("filename", "?"), ", ".join(names)))
 
 
 def _node(nodes: List[Dict[str, Any]], filename: Optional[str], fmt: Optional[str]) -> Optional[str]:

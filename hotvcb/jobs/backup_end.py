@@ -77,7 +77,8 @@ def _consolidate(one: "_VmBackup", vm: Vm) -> str:
         # a run died before us; not while a signal unwinds us: the next run looks anyway)
         if one.job.swept and not interrupt.pending():
             try:
-                remove_our_snapshots(one.host, vm, one.log, one.job.run_id, dead=one.job.dead)
+                remove_our_snapshots(one.host, vm, one.log, one.job.run_id, dead=one.job.dead,
+                                     kept=one.result.warnings)
             except HotvcbError as err:
                 one.log.warning("%s: cannot look for a dead run's snapshot: %s" % (vm.name, err))
     except (SnapshotKept, SnapshotBypassed) as err:

@@ -74,10 +74,13 @@ def is_ours(snap: Snapshot) -> bool:
 
 
 def remove_our_snapshots(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False,
-                         snaps: Optional[List[Snapshot]] = None, dead: Mapping[str, float] = NONE_DEAD) -> int:
-    """Remove our snapshots of dead runs; `snaps`: the VM's list if the caller just read it
-    (one `snapshot.get` then serves the leftover check and the pre-flight); `dead`: run ids whose lock was
-    taken over as gone, with when (HostLock.takeovers)."""
+                         snaps: Optional[List[Snapshot]] = None, dead: Mapping[str, float] = NONE_DEAD,
+                         kept: Optional[List[str]] = None) -> int:
+    """Remove our snapshots of dead runs; how many (a dry run's: found); `snaps`: the VM's list if the caller
+    just read it (one `snapshot.get` then serves the leftover check and the pre-flight); `dead`: run ids whose
+    lock was taken over as gone, with when (HostLock.takeovers). One the driver keeps because it holds data
+    (SnapshotKept) is not removed: not counted, and its warning goes to `kept` (a backup's warnings, so the run
+    ends WARNING and the admin learns of it), besides the log."""
     removed = 0
     listed = host.snapshots(vm) if snaps is None else snaps
     ids = [s.id for s in listed]
@@ -101,16 +104,21 @@ def remove_our_snapshots(host: Hypervisor, vm, log, run: RunId, dry_run: bool = 
                         % (vm.name, snap.name, snap.id, owner, "is still running" if alive else UNTOLD))
             continue
         who = str(owner) if owner else "an earlier hotvcb run"
-        removed += 1
         if dry_run:
+            removed += 1
             log.info("%s: would remove leftover snapshot %r (id %s) of %s" % (vm.name, snap.name, snap.id, who))
             continue
-        log.warning("%s: found leftover snapshot %r (id %s) of %s, which did not finish; removing it"
+        # "gone", not "did not finish": a run that kept an overlay holding data finished (WARNING)
+        log.warning("%s: found leftover snapshot %r (id %s) of %s, which is gone; removing it"
                     % (vm.name, snap.name, snap.id, who))
         try:
             host.remove_snapshot(vm, snap, 30 * 60.0)
         except SnapshotKept as err:  # history that holds data: named, and the VM's backup goes on
             log.warning(str(err))
+            if kept is not None:
+                kept.append(str(err))
+        else:
+            removed += 1
     return removed
 
 

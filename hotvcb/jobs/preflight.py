@@ -138,7 +138,8 @@ def check(host: Hypervisor, s: Settings, log, space: SpaceLedger, vm: Vm, disks:
     if fmt not in host.formats:
         raise HotvcbError("DISK_BACKUP_FORMAT=%s cannot be written on this %s host (allowed: %s)"
                           % (fmt, host.kind, "|".join(host.formats)))
-    needed = sum(host.bytes_needed(d, fmt) for d in disks)
+    # a repository stores only new chunks: no estimate applies (nor its cost: `qemu-img measure` per qcow2)
+    needed = 0 if s.vm_backup_repository else sum(host.bytes_needed(d, fmt) for d in disks)
     # each disk's size for the copy's progress, read now while the driver has the descriptors
     plan = Plan(needed, {d.key: host.bytes_needed(d, "eagerzeroedthick") for d in disks})
     if s.backup_snapshot_tree and [x for x in snaps if not is_ours(x)] and not pending:
@@ -214,7 +215,7 @@ def dry_run(host: Hypervisor, s: Settings, log, vm: Vm, disks: List[Disk], plan:
         log.dryrun("SNAPSHOT TREE: %s -> %s/" % (describe(plan.tree), TREE))
     if repo:
         log.dryrun("TOTAL NEEDED: at most %s; ROTATION: none (a repository's backups go by hotvcb prune)"
-                   % human_size(plan.needed))
+                   % human_size(sum(host.bytes_needed(d, "thin") for d in disks)))  # check() counts none
         log.dryrun("###############################################")
         return
     archive = plan.needed if s.enable_compression else 0  # as preflight reserves

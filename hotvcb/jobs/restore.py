@@ -258,7 +258,10 @@ class _Restore:
         self.extract_dir = dest  # from here on, `run` removes it
         restore_stage.stage(shell, kvm, dest, self.log)
         plan = self.planner.plan(shell, dest, free)
-        self.result.name, self.result.folder, self.result.disconnected = plan.name, plan.folder, plan.disconnected
+        # a disk the KVM backup does not hold was left out of the staged .vmx (named by stage): the VM is short
+        # of it all the same, and the restore ends WARNING as for an ESXi backup's
+        self.result.name, self.result.folder = plan.name, plan.folder
+        self.result.disconnected = plan.disconnected + kvm.machine.left_out
         restore_room.check_room(req, self.log, plan)
         self._write(plan, Checking(req, self.log, None))
         self._register(plan)

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..errors import HotvcbError
 from ..hosts.base import Hypervisor
-from ..model import Snapshot, Vm
+from ..model import HOLDS_DATA, Snapshot, Vm
 from ..runlog import shown
 from ..runid import RECORD_MAX, RunId, known_host_id, parse
 from ..settings import Settings
@@ -115,8 +115,12 @@ def host_status(host: Hypervisor, settings: Settings, limits: Limits, names: Opt
             report.checks.append(_vm_backups(host, own, repos, vm.name, vm.uuid, limits, now))
         report.checks.extend(_snapshots(host, vm, limits, now, run_alive))
         report.checks.extend(_left_off(host, vm, run_alive))
-        needed[_target(own)] = needed.get(_target(own), 0) + sum(
-            host.bytes_needed(d, own.disk_backup_format) for d in vm.disks if not d.skip_reason)
+        try:  # one VM's image that cannot be sized (`qemu-img measure` of a deleted file) is its problem only
+            needed[_target(own)] = needed.get(_target(own), 0) + sum(
+                host.bytes_needed(d, own.disk_backup_format) for d in vm.disks if not d.skip_reason)
+        except HotvcbError as err:
+            report.checks.append(Check(WARN, "backup", vm.name, "cannot size its disks, so the room its next "
+                                       "backup needs is not counted: %s" % err))
     if not any(c.kind == "backup" for c in report.checks):  # nothing watched is not OK
         report.checks.append(Check(CRIT, "backup", "all", "no VM found to watch%s: none is backed up (a backup of "
                                    "all ends 'No VMs backed up!')" % (" (after -f/-e)" if names or exclude else "")))
@@ -285,6 +289,11 @@ def _snapshots(host: Hypervisor, vm: Vm, limits: Limits, now: float, run_alive: 
             owner = parse(snap.description)
             if run_alive:
                 checks.append(Check(OK, "snapshot", vm.name, label + ": a backup is running", details))
+            elif snap.state == HOLDS_DATA:  # cleanup keeps it: its own warning said what to do
+                checks.append(Check(WARN, "snapshot", vm.name, label + ": left by %s, no disk uses it but it holds the "
+                                    "guest's writes, so hotvcb keeps it: if nothing wrote its image since, "
+                                    "`qemu-img commit` it into its image (the next run removes it), else move it "
+                                    "away" % (owner or "a hotvcb run"), details))
             else:
                 checks.append(Check(CRIT, "snapshot", vm.name, label + ": left by %s, which is gone; run `hotvcb cleanup`"
                                     % (owner or "a hotvcb run"), details))

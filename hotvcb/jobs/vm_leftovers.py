@@ -16,18 +16,22 @@ from .leftovers import NONE_DEAD, await_snapshot, is_ours, remove_our_snapshots,
 def clear_dead_runs(host: Hypervisor, ref: VmRef, vm: Vm, log, run: RunId, dry_run: bool,
                     snaps: Optional[List[Snapshot]] = None,
                     dead: Mapping[str, float] = NONE_DEAD,
-                    snapshot_wait: float = 0.0) -> Tuple[Vm, List[Snapshot], bool]:
+                    snapshot_wait: float = 0.0, kept: Optional[List[str]] = None) -> Tuple[Vm, List[Snapshot], bool]:
     """A dead run's snapshots removed (one it asked for and the host may still make waited for until the
     request is `snapshot_wait` seconds old) and the VM it powered off powered on: (the VM as it is now,
     its snapshots, whether a dry run left a leftover snapshot that the real run removes first).
     `snaps`: the VM's snapshots if they were asked about already (jobs/lookahead.py); `dead`: the runs
-    whose lock this run took over as gone, with when (leftovers.owner_alive)."""
+    whose lock this run took over as gone, with when (leftovers.owner_alive); `kept`: gets the warning of each
+    one kept because it holds data (remove_our_snapshots)."""
     if snaps is None:
         snaps = host.snapshots(vm)  # one look serves the leftover check and the pre-flight
     pending = False
-    removed = remove_our_snapshots(host, vm, log, run, dry_run, snaps, dead)
+    held = []  # type: List[str]
+    removed = remove_our_snapshots(host, vm, log, run, dry_run, snaps, dead, held)
     removed += int(await_snapshot(host, vm, log, run, snaps, snapshot_wait, dry_run, dead))
-    if removed:
+    if kept is not None:
+        kept.extend(held)
+    if removed or held:  # a kept overlay is no snapshot of the VM any more either (the driver's `kept`)
         if dry_run:  # they would be gone by now: judge the VM without them, as the real run would
             snaps = [s for s in snaps if not is_ours(s)]
             pending = True
