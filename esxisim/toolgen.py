@@ -109,3 +109,15 @@ def install(host):
     _put(os.path.join(upper(host, "var_spool"), "cron", "crontabs", "root"), versions.crontab(version), 0o600)
     os.makedirs(os.path.join(etc, "vmware", "hostd"), exist_ok=True)
     _put(os.path.join(etc, "vmware", "esxisim-host"), host.root + "\n", 0o644)
+    _put(os.path.join(etc, "vmware", "esx.conf"), '/system/uuid = "%s"\n' % system_uuid(host), 0o644)
+
+
+def system_uuid(host):
+    """The host's system UUID, as ESXi keeps it in /etc/vmware/esx.conf (`/system/uuid`, made at the first
+    boot; the value `esxcli system uuid get` prints, vSphere's esxcli reference): an 8-4-4-4-12 hex UUID whose
+    last 12 digits are a NIC's MAC, as VMFS uuids carry it. ESXi saves esx.conf with its configuration
+    (/sbin/auto-backup.sh, the boot bank's state.tgz) and restores it at boot, so it stays through a reboot
+    (Host.reboot empties only /var/run)."""
+    import random
+    r = random.getrandbits
+    return "%08x-%04x-%04x-%04x-%s" % (r(32), r(16), r(16), r(16), host.state()["mac"])

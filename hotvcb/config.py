@@ -471,7 +471,10 @@ def _apply(base: Settings, values: Dict[str, Tuple[object, str]]) -> Settings:
     return replace(base, origin=tuple(origin.items()), **changes)
 
 
-FOLDER_ONLY = ("disk_backup_format", "enable_compression", "vm_backup_rotation_count", "vm_backup_rotation_size")
+# BACKUP_FILES_CHMOD is one run's or VM's, and a repository's packs hold chunks of every VM and host that wrote
+# them: no per-VM mode can be applied to objects shared so (the repository's folder is what to restrict)
+FOLDER_ONLY = ("disk_backup_format", "enable_compression", "vm_backup_rotation_count", "vm_backup_rotation_size",
+               "backup_files_chmod", "rsync_link")
 
 
 def repository_ignores(settings: Settings) -> str:
@@ -484,8 +487,12 @@ def repository_ignores(settings: Settings) -> str:
             if settings.where(name) != "default"]
     if not keys:
         return ""
+    private = settings.where("backup_files_chmod") != "default"
     return ("%s: only for folder backups, ignored with VM_BACKUP_REPOSITORY (its disks are stored as their "
-            "content and restored thin; hotvcb prune --keep-* keeps its backups)" % ", ".join(keys))
+            "content and restored thin; hotvcb prune --keep-* keeps its backups%s)" % (", ".join(keys), (
+                "; its objects are shared by every VM and written as the umask makes them: restrict who may read "
+                "them with the mode of the repository's folder, e.g. chmod go-rwx %s" % settings.vm_backup_repository)
+                if private else ""))
 
 
 def by_option(settings: Settings, option: str, **changes: Any) -> Settings:
@@ -560,4 +567,10 @@ def for_vm(settings: Settings, confdir: Optional[str], vm_name: str) -> Tuple[Se
     if settings.enable_non_persistent_nfs and "vm_backup_volume" in values:
         warnings.append("%s: VM_BACKUP_VOLUME ignored: ENABLE_NON_PERSISTENT_NFS=1 puts every VM in %s, as "
                         "ghettoVCB did" % (values.pop("vm_backup_volume")[1], settings.vm_backup_volume))
+    repository = values["vm_backup_repository"][0] if "vm_backup_repository" in values else \
+        settings.vm_backup_repository
+    if repository and "vm_backup_volume" in values:  # the VM goes into the repository, not to the folder named
+        warnings.append("%s: VM_BACKUP_VOLUME ignored: the VM is backed up into the repository %s "
+                        "(VM_BACKUP_REPOSITORY; set it empty in this file for folder backups)" % (
+                            values.pop("vm_backup_volume")[1], repository))
     return replace(_apply(settings, values), per_vm_file=shown_as(path)), warnings

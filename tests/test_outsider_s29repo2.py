@@ -39,8 +39,6 @@ def checks(host, conf, *extra):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="a uuid-less VM's backups are matched by a host id that a reboot renews: "
-                                       "status says 'never backed up' after every reboot")
 def test_status_still_finds_a_uuidless_vms_backups_after_the_host_rebooted(host, tmp_path):
     """An ESXi host backs up `web` (a VM with no uuid.bios, as every QEMU VM has none) into the repository
     every night. The host is rebooted for a patch: /var/run is a ramdisk, so hotvcb's host id there is new
@@ -67,8 +65,6 @@ def test_status_still_finds_a_uuidless_vms_backups_after_the_host_rebooted(host,
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="after a reboot renews the host id, restore --latest refuses a uuid-less VM "
-                                       "as 'two hosts' VMs' and prune keeps its backups apart")
 def test_restore_latest_and_prune_treat_a_rebooted_hosts_vm_as_one_vm(host, tmp_path):
     """The same story as above, a week on: `web` (no uuid.bios) was backed up before and after the host's
     reboot. The admin's `hotvcb restore --repo R --latest web` is refused as if two hosts had a VM called
@@ -91,8 +87,6 @@ def test_restore_latest_and_prune_treat_a_rebooted_hosts_vm_as_one_vm(host, tmp_
         ["keep", "remove"], r.stdout + r.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="restore -d 1's FILE: line prints a VM file's name raw: a line feed in the "
-                                       "VM's name (its .vmx's) forges a line of the dry run")
 def test_a_line_feed_in_a_vm_name_cannot_forge_a_line_of_a_restores_dry_run(tmp_path):
     """The repository holds backups of a VM whose name holds a tab and a line feed (`ev<TAB>il<LF>keep web`,
     made by an API script). list and prune show it escaped (`ev\\til\\nkeep web`), as promised since the
@@ -119,8 +113,6 @@ def test_a_line_feed_in_a_vm_name_cannot_forge_a_line_of_a_restores_dry_run(tmp_
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="a failed first run records its last-run/ in the admin's empty repository "
-                                       "folder, which every later backup then refuses as 'holds something other'")
 def test_a_failed_first_run_does_not_lock_the_admin_out_of_the_new_repository(host, tmp_path):
     """The admin makes the folder for the new repository (`mkdir /vmfs/volumes/backup/repo`, as they did
     for VM_BACKUP_VOLUME) and sets VM_BACKUP_REPOSITORY to it. The first night, `web`'s pre-backup hook
@@ -142,8 +134,6 @@ def test_a_failed_first_run_does_not_lock_the_admin_out_of_the_new_repository(ho
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="a per-VM file's VM_BACKUP_VOLUME is dropped without a word when the backups "
-                                       "go into a repository (its rotation and format keys are named as ignored)")
 def test_a_per_vm_files_backup_volume_is_named_as_ignored_with_a_repository(host, tmp_path):
     """The admin migrates from ghettoVCB: hotvcb.conf now sets VM_BACKUP_REPOSITORY, and the per-VM file
     of the big file server `web` still says `VM_BACKUP_VOLUME=/vmfs/volumes/backup/special` (its backups
@@ -168,8 +158,6 @@ def test_a_per_vm_files_backup_volume_is_named_as_ignored_with_a_repository(host
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="a backup refused because the repository's share is not mounted writes its "
-                                       "last-run record into the empty mount point, on the host's own disk")
 def test_a_refused_backup_into_an_unmounted_repository_writes_nothing_on_the_hosts_own_disk(host, tmp_path):
     """The repository is the NFS share itself: /etc/fstab mounts `nas:/export` on
     /vmfs/volumes/backup/nas and VM_BACKUP_REPOSITORY is that mount point. Tonight the share did not
@@ -199,8 +187,6 @@ def _rand_file(path, size, seed):
         f.write(rnd.getrandbits(8 * size).to_bytes(size, "little"))
 
 
-@pytest.mark.xfail(strict=True, reason="restore --repo --kvm of a bare-QEMU VM's backup fails 'has no hotvcb.json: "
-                                       "which file holds which disk is unknown': such backups never restore to KVM")
 def test_a_bare_qemu_vms_repository_backup_restores_to_kvm_with_each_disk_its_own(tmp_path):
     """A bare QEMU VM `files` has two raw images, `sys/data.img` (the system) and `dat/data.raw` (the data),
     and is backed up into the repository every night (`hotvcb --qemu DIR backup -m files --repo R`: OK,
@@ -240,8 +226,6 @@ def test_a_bare_qemu_vms_repository_backup_restores_to_kvm_with_each_disk_its_ow
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.mark.xfail(strict=True, reason="verify --boot ignores --repo (and VM_BACKUP_REPOSITORY) without a word and "
-                                       "says the VM has no good backup under the backup volume")
 def test_verify_boot_of_a_repository_vm_does_not_silently_look_in_the_backup_volume(tmp_path):
     """The admin's backups go into the repository. The monthly restore test is a smoke boot: `hotvcb verify
     --boot --repo R web` (verify takes --repo, and `verify web --repo R` works). hotvcb drops --repo
@@ -260,8 +244,6 @@ def test_verify_boot_of_a_repository_vm_does_not_silently_look_in_the_backup_vol
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="BACKUP_FILES_CHMOD and RSYNC_LINK are dropped without a word with "
-                                       "VM_BACKUP_REPOSITORY: the VM's data lands world-readable, no symlink is made")
 def test_backup_files_chmod_and_rsync_link_are_honoured_or_named_as_ignored_with_a_repository(host, tmp_path):
     """The admin's ghettoVCB config keeps `BACKUP_FILES_CHMOD=go-rwx` (the backup volume is an NFS share
     other teams mount: nobody else may read the VMs' disks) and `RSYNC_LINK=1` (the off-site rsync follows
@@ -285,8 +267,6 @@ def test_backup_files_chmod_and_rsync_link_are_honoured_or_named_as_ignored_with
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="status reads a last-run record by VM name and host name only: another "
-                                       "host of the same name's failed VM (another uuid) turns this VM WARN")
 def test_another_vms_failure_recorded_under_the_same_host_name_does_not_warn_this_vm(host, tmp_path):
     """Two ESXi hosts left with the same host name (ESXi's default, `localhost`, or two sites' `esxi01`) share
     one repository; each runs a VM `web`, two different VMs (their uuid.bios differ), and status tells

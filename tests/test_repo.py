@@ -11,7 +11,7 @@ from hotvcb.errors import RepoError
 from hotvcb.repo import gc, prune
 from hotvcb.repo.backend import LocalBackend
 from hotvcb.repo.reader import read_file, restore_disk, restore_stream
-from hotvcb.repo.repository import PACKS, BadChunk, Repository
+from hotvcb.repo.repository import PACKS, BadChunk, Repository, Snapshot, machines
 from hotvcb.repo.verify import verify
 from hotvcb.repo.writer import BackupWriter
 
@@ -242,3 +242,24 @@ def test_first_use_creates_the_repository_only_in_an_existing_folder_that_holds_
     (tmp_path / "racing" / "tmp").mkdir(parents=True)  # another host is writing its config right now
     first = open_repository(str(tmp_path / "racing"))
     assert open_repository(str(tmp_path / "racing")).config.id == first.config.id
+
+
+def _record(n, vm="web", host="", system=None, uuid=""):
+    record = {"vm": vm, "host": host, "vm_uuid": uuid}
+    if system is not None:  # records written before host_system lack the key
+        record["host_system"] = system
+    return Snapshot("s%d" % n, vm, datetime.datetime(2026, 1, n + 1), [], [], record)
+
+
+def test_a_uuidless_vms_backups_are_one_vm_across_reboots_and_an_upgrade():
+    """A host is known by either id (repository.machines): its host id is new after each reboot (/var/run),
+    its system id is recorded only since the upgrade; backups linked by one id are one VM's, in order."""
+    old = _record(0, host="aaaa")  # before the upgrade: host id only
+    linked = _record(1, host="aaaa", system="esx-1")  # upgraded, same boot
+    rebooted = _record(2, host="bbbb", system="esx-1")  # after a reboot: new host id, same system id
+    other = _record(3, host="cccc", system="esx-2")  # another host's `web`
+    named = _record(4, host="bbbb", system="esx-1", uuid="42 00")  # a VM with a uuid is its own
+    groups = sorted(machines([old, linked, rebooted, other, named]).values(), key=lambda g: g[0].id)
+    assert [[s.id for s in g] for g in groups] == [["s0", "s1", "s2"], ["s3"], ["s4"]]
+    assert rebooted.of_vm("web", "", "dddd", "esx-1") and old.of_vm("web", "", "aaaa", "esx-1")
+    assert not other.of_vm("web", "", "bbbb", "esx-1")

@@ -111,6 +111,26 @@ def test_an_old_backup_and_a_failed_last_run_are_reported_and_a_broken_config_is
         host.stop()
 
 
+@needs_root
+def test_a_refused_backup_to_an_unmounted_volume_records_nothing_on_the_hosts_own_disk(tmp_path):
+    """VM_BACKUP_VOLUME is a share's mount point (/etc/fstab) and the share did not mount: the run is refused,
+    and its last-run record must not go into the empty mount point (the host's own disk, hidden by the share
+    once mounted): store/lastrun.py writes nothing under an unmounted share."""
+    host = make_host(tmp_path / "host")
+    try:
+        point = "/vmfs/volumes/backup/nas"
+        os.makedirs(host.real(point))
+        etc = host.store.p("root", "etc", "upper")
+        with open(os.path.join(etc, "fstab"), "w") as f:
+            f.write("nas:/export %s nfs defaults 0 0\n" % point)
+        host.create_vm("db", "datastore1", [{"size": "1M"}])
+        r = hotvcb(host, "-m", "db", "-g", write_conf(host, VM_BACKUP_VOLUME=point))
+        assert r.returncode != 0 and "nothing is mounted there" in r.stdout + r.stderr, r.stdout + r.stderr
+        assert os.listdir(host.real(point)) == []
+    finally:
+        host.stop()
+
+
 def test_status_of_every_host_in_a_list_over_ssh(tmp_path):
     """One host reachable over a real sshd (commands run inside the simulated host), one not."""
     import subprocess

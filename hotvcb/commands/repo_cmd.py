@@ -12,18 +12,19 @@ to the folder restore, which converts the disks and registers the VM.
 """
 
 import itertools
+import json
 import os
 import shutil
 import sys
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set
 
 from .. import interrupt, runlog
 from ..errors import HostError, RepoError, UsageError, VmNotFound
-from ..jobs.repo_backup import flat_name
+from ..jobs.repo_backup import flat_name, stored_names
 from ..jobs.restore_scratch import OWN_FILES, RESTORING, Records, record_of, sweep
 from ..repo.reader import Where, read_file, restore_disk, whole_or_nothing
-from ..repo.repository import SNAPSHOTS, Repository, Snapshot, open_path
+from ..repo.repository import SNAPSHOTS, Repository, Snapshot, machines, open_path
 from ..repo.settle import Say
 from ..repo.verify import verify
 from ..runid import machine_id
@@ -44,7 +45,7 @@ def here_only(args) -> None:
 
 def row(snap: Snapshot) -> Dict[str, Any]:
     return {"vm": snap.vm, "id": snap.id, "time": snap.time.isoformat(),
-            "host": snap.record.get("host") or "", "vm_uuid": snap.record.get("vm_uuid") or "",
+            "host": snap.record.get("host") or "", "host_system": snap.record.get("host_system") or "", "vm_uuid": snap.record.get("vm_uuid") or "",
             "size_bytes": sum(d["size"] for d in snap.disks),
             "new_bytes": sum(d["new_bytes"] for d in snap.disks),
             "disks": [d["name"] for d in snap.disks]}
@@ -119,13 +120,13 @@ def find(repo: Repository, ident: str, latest: str = "") -> Snapshot:
             close = VmNotFound(latest, sorted({snap.vm for snap in every})).suggestions
             raise UsageError("no backup of %r in the repository%s (hotvcb list --repo shows them)" % (
                 latest, " (did you mean %s?)" % " or ".join(repr(c) for c in close) if close else ""))
-        newest = {}  # type: Dict[Tuple[str, str], Snapshot]  # two hosts' VMs may share a name (Snapshot.machine)
-        for snap in snaps:
-            newest[snap.machine] = snap
+        # two hosts' VMs may share a name (repository.machines)
+        newest = {key: found[-1] for key, found in machines(snaps).items()}
         if len(newest) > 1:
             raise UsageError("%d VMs called %r are in the repository; restore one by its backup's id: %s" % (
                 len(newest), latest, "; ".join("newest of uuid %s (host %s): %s" % (
-                    snap.record.get("vm_uuid") or "-", snap.record.get("host") or "?", snap.id)
+                    snap.record.get("vm_uuid") or "-", snap.record.get("host_system") or snap.record.get("host") or "?",
+                    snap.id)
                     for _key, snap in sorted(newest.items()))))
         return snaps[-1]
     ids = [i.name[len(SNAPSHOTS):] for i in repo.backend.list(SNAPSHOTS)]  # by name: another record's
@@ -226,11 +227,13 @@ def _dry_run(path: str, snap: Snapshot, to: str, needed: int, free: int, log) ->
     """What `restore` would write into `to`, said by the run's log; nothing is written."""
     log.dryrun("RESTORE: %s from the repository %s into %s (written as %s%s, renamed when complete)" % (
         snap, path, to, to.rstrip("/"), RESTORING))
-    for f in snap.files:
-        log.dryrun("FILE: %s" % os.path.basename(f["name"]))
+    for f in snap.files:  # a file is named after the VM, whose name may hold a line feed: one field each
+        log.dryrun("FILE: %s" % runlog.shown(os.path.basename(f["name"]), field=True))
     files = _restored_names(snap)
     for disk in snap.disks:
-        log.dryrun("DISK: %s -> %s (%s, sparse)" % (disk["name"], files[disk["name"]], human_size(disk["size"])))
+        log.dryrun("DISK: %s -> %s (%s, sparse)" % (runlog.shown(disk["name"], field=True),
+                                                    runlog.shown(files[disk["name"]], field=True),
+                                                    human_size(disk["size"])))
     log.dryrun("ROOM: needs %s, %s free" % (human_size(needed), human_size(free)))
     log.info("Dry run for %s: every check passed, nothing written" % snap)
 
@@ -275,6 +278,8 @@ def _materialize(repo: Repository, snap: Snapshot, work: str, remove: Callable[[
             if f["name"].lower().endswith(".vmx"):
                 _name_disks_in_folder(os.path.join(work, os.path.basename(f["name"])),
                                       {os.path.basename(d["name"]) for d in snap.disks})
+            elif f["name"].lower().endswith(".json"):
+                _name_qemu_disks(os.path.join(work, os.path.basename(f["name"])), snap, files)
         return names
 
 
@@ -313,6 +318,30 @@ def _name_disks_in_folder(vmx_path: str, disks: Set[str]) -> None:
     if named:
         with open(vmx_path, "wb") as f:
             f.write(vmx.text().encode("utf-8", "surrogateescape"))
+
+
+def _name_qemu_disks(path: str, snap: Snapshot, restored: Dict[str, str]) -> None:
+    """A bare-QEMU VM's description names each disk by the image it backed up; a folder backup's manifest
+    says which file holds which disk, and a repository's backup has none. So each disk the description
+    names gets `file`, the file it is restored as (restored), found by the name it was stored under
+    (repo_backup.stored_names of its image), for a KVM restore to read (jobs/machine_of.py). Only where the
+    backup holds exactly the disks the description names (all but the skipped ones): else no disk is named
+    and the restore says which file holds which disk is unknown, never guessing one disk's file for another."""
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read().decode("utf-8"))
+    except (OSError, ValueError):
+        return  # no description of ours (any .json a VM's files hold): nothing to name
+    if not isinstance(data, dict) or data.get("hypervisor") != "qemu" or not isinstance(data.get("disks"), list):
+        return
+    disks = [d for d in data["disks"] if isinstance(d, dict) and not d.get("skipped")]
+    names = stored_names([str(d.get("image") or "").rsplit("/", 1)[-1] for d in disks])
+    if sorted(names) != sorted(d["name"] for d in snap.disks):
+        return
+    for disk, name in zip(disks, names):
+        disk["file"] = restored[name]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _check() -> None:

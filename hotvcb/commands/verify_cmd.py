@@ -178,7 +178,13 @@ def _boot(args, settings) -> int:
         raise UsageError("--boot runs QEMU on this machine; drop --host/--qemu")
     shell = LocalShell()
     path = trim_path(args.target)
-    if not (path.startswith("/") or shell.exists(path)):  # a VM name: its newest good backup
+    named = not (path.startswith("/") or shell.exists(path))  # a VM name: its newest good backup
+    repo = args.repo or (settings.vm_backup_repository if named and not args.volume else "")
+    if repo:  # never a claim about a backup volume the VM's backups do not go to
+        raise UsageError("--boot boots a backup folder or .gz, not a backup in the repository %s: restore it "
+                         "first (hotvcb restore --repo %s --latest VM --kvm DIR) and start the restored VM%s" % (
+                             repo, repo, "" if args.repo else "; --volume boots the VM's folder backups"))
+    if named:
         own = list_cmd.per_vm_settings(settings, args.confdir, args.target)
         volume = args.volume or own.get(args.target, settings).vm_backup_volume
         odd = []  # type: List[str]

@@ -28,6 +28,10 @@ from .esxi_disks import EsxiDisks
 from .. import lazyre
 
 VIM_CMD = "/bin/vim-cmd"
+# ESXi keeps its configuration in /etc/vmware/esx.conf, saved to the boot bank (state.tgz) and restored at each
+# boot; its `/system/uuid` is the host's system UUID, the one `esxcli system uuid get` prints
+ESX_CONF = "/etc/vmware/esx.conf"
+_SYSTEM_UUID = lazyre.compile(r'^/system/uuid\s*=\s*"([0-9A-Fa-f][0-9A-Fa-f-]{15,63})"\s*$', re.M)
 _FAULT = lazyre.compile(r"^\((vim|vmodl)\.fault\.(\w+)\)", re.M)
 _DELTA = lazyre.compile(r"-\d{6}(-delta|-sesparse)?\.vmdk$")
 _DELTA_SUFFIXES = lazyre.compile(r"(-\d{6})*(-delta|-sesparse|-flat)?\.vmdk$")
@@ -64,6 +68,7 @@ class EsxiHost:
         self._files = ScannedShell(shell)
         self._version = Kept()  # type: Kept[Tuple[str, str]]
         self._name = Kept()  # type: Kept[str]
+        self._system = Kept()  # type: Kept[str]
         self._invalid = {}  # type: Dict[str, str]
         self._disks = EsxiDisks(shell, self._files, self.log, self._release)
         # Few host commands (each is a round trip to hostd, and over SSH one more):
@@ -91,6 +96,17 @@ class EsxiHost:
             out = self.shell.run(["uname", "-n"], timeout=60)
             return out.output.strip() if out.returncode == 0 and out.output.strip() else "unknown"
         return self._name.get(ask)
+
+    def system_id(self) -> str:
+        """The host's system UUID (esx.conf's `/system/uuid`), which outlives a reboot; "" where esx.conf does
+        not hold one (read once per run: one file read, no esxcli process)."""
+        def read() -> str:
+            try:
+                found = _SYSTEM_UUID.search(self.shell.read_text(ESX_CONF))
+            except HostError:
+                return ""
+            return found.group(1).lower() if found else ""
+        return self._system.get(read)
 
     def _vim(self, args: List[str], timeout: float = 300, interruptible: bool = True) -> str:
         # a query leaves the files as they are; anything else may change them (a snapshot, a

@@ -47,6 +47,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from .. import vmdk
 from ..errors import HostError, SnapshotError, VmNotFound
 from ..model import DatastoreInfo, Disk, NfsShare, Snapshot, SnapshotTree, Vm, VmRef
+from ..runid import machine_id
 from ..shell import Shell
 from . import qemuimg
 from .base import Copied
@@ -74,9 +75,17 @@ class LocalKvmHost:
     """What the QEMU and the libvirt driver share: the VMs run on this machine, which has no datastores."""
 
     kind = "kvm"
+    run_dir: str  # each driver's own (QemuHost, LibvirtHost)
 
     def host_name(self) -> str:
         return socket.gethostname()
+
+    def system_id(self) -> str:
+        """This machine's /etc/machine-id and the driver's run folder (the QMP folder, the libvirt URI's):
+        both outlive a reboot, unlike the host id kept in that folder (often a tmpfs), and two QMP folders
+        of one machine stay two hosts, as their host ids made them. "" on a machine without a machine id."""
+        machine = machine_id()
+        return "%s:%s" % (machine, os.path.realpath(self.run_dir)) if machine else ""
 
     def datastores(self) -> List[DatastoreInfo]:
         return []

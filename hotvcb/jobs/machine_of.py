@@ -142,6 +142,24 @@ def _qemu_description(fs: FileReader, path: str) -> Optional[dict]:
     return data if isinstance(data, dict) and data.get("hypervisor") == "qemu" else None
 
 
+def _staged_disks(described: dict) -> Optional[dict]:
+    """A backup staged from a repository has no manifest: its description names each disk's file instead
+    (`file`, written by the staging: commands/repo_cmd.py), read as a manifest's disks and skipped drives;
+    None unless every disk backed up is named by a file of the folder."""
+    disks, skipped = [], []
+    for d in described.get("disks") or []:
+        if not isinstance(d, dict):
+            return None
+        if d.get("skipped"):
+            skipped.append({"key": d.get("key", ""), "source": d.get("image", ""), "reason": d.get("skipped")})
+            continue
+        file = d.get("file")
+        if not isinstance(file, str) or not file or "/" in file or file.startswith("."):
+            return None
+        disks.append({"key": d.get("key", ""), "ok": True, "files": [file]})
+    return {"disks": disks, "skipped": skipped} if disks else None
+
+
 def _from_qemu(fs: FileReader, folder: str, name: str, described: dict, disk_bus: Optional[str]) -> Found:
     """Bare QEMU records no NICs or buses (older backups no CPUs and memory either): defaults, with a note."""
     path = folder + "/" + name
@@ -149,6 +167,8 @@ def _from_qemu(fs: FileReader, folder: str, name: str, described: dict, disk_bus
         record = manifest.load(fs, folder)  # type: ignore[arg-type]  # reads only
     except ValueError as err:
         raise ConvertError("%s: %s" % (folder, err)) from None
+    if record is None:
+        record = _staged_disks(described)
     if record is None:
         raise ConvertError("%s has no %s: which file holds which disk is unknown" % (folder, manifest.MANIFEST))
     vm_name = str(described.get("name") or "")

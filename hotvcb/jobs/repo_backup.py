@@ -34,7 +34,7 @@ from ..repo.writer import BackupWriter
 from ..runid import RunId
 from ..settings import Settings
 from ..shell import LocalShell
-from ..store import volume
+from ..store import lastrun, volume
 
 
 def check_target(host: Hypervisor, path: str, compression: str = "zlib") -> None:
@@ -57,7 +57,8 @@ def _check_new(path: str, compression: str) -> None:
     parent = os.path.dirname(path.rstrip("/"))
     if not os.path.isdir(parent):
         raise RepoError("VM_BACKUP_REPOSITORY %s: %s does not exist (is the datastore mounted?)" % (path, parent))
-    if os.path.isdir(path) and set(os.listdir(path)) - {TMP}:  # tmp/: another host creating it right now
+    # tmp/: another host creating it right now; last-run/: failed runs' records an older hotvcb made in the empty folder
+    if os.path.isdir(path) and set(os.listdir(path)) - {TMP, lastrun.FOLDER}:
         raise RepoError("VM_BACKUP_REPOSITORY %s: a folder that holds something other than a repository" % path)
     if compression == "zstd" and not codec.available():  # before anything is made there
         raise RepoError("VM_BACKUP_REPOSITORY_COMPRESSION=zstd for the new repository %s: the zstandard package is "
@@ -85,6 +86,23 @@ def flat_name(descriptor_name: str) -> str:
     return os.path.splitext(descriptor_name)[0].replace('"', "") + "-flat.vmdk"
 
 
+def stored_names(filenames: List[str]) -> List[str]:
+    """The names disks with these file names (in the VM's order) are stored under in the repository: each
+    one's base disk's name, a later one of a name taken (in any case) `<stem>_2<ext>`, `_3`, ... A restore
+    finds a bare-QEMU VM's disks by them, its description naming each disk's image (repo_cmd)."""
+    used = set()  # type: set
+    out = []  # type: List[str]
+    for filename in filenames:
+        stem, ext = os.path.splitext(vmdk.base_name(filename))
+        name, n = stem + ext, 1
+        while name.lower() in used:
+            n += 1
+            name = "%s_%d%s" % (stem, n, ext)
+        used.add(name.lower())
+        out.append(name)
+    return out
+
+
 def _check() -> None:
     if interrupt.pending():
         interrupt.raise_pending()
@@ -101,18 +119,11 @@ class RepoSink:
     def begin(self) -> None:
         check_target(self.host, self.s.vm_backup_repository, self.s.vm_backup_repository_compression)
         repo = open_repository(self.s.vm_backup_repository, self.s.vm_backup_repository_compression)
-        self.writer = BackupWriter(repo, self.vm.name, host=self.run.host, run=self.run.text(), vm_uuid=self.vm.uuid)
+        self.writer = BackupWriter(repo, self.vm.name, host=self.run.host, run=self.run.text(), vm_uuid=self.vm.uuid,
+                                   host_system=self.host.system_id())
 
     def plan_disks(self, disks: List[Disk]) -> Dict[str, str]:
-        used = set()  # type: set
-        for disk in disks:
-            stem, ext = os.path.splitext(vmdk.base_name(disk.filename))
-            name, n = stem + ext, 1
-            while name.lower() in used:
-                n += 1
-                name = "%s_%d%s" % (stem, n, ext)
-            used.add(name.lower())
-            self._names[disk.key] = name
+        self._names.update(zip((d.key for d in disks), stored_names([d.filename for d in disks])))
         return dict(self._names)
 
     def copy_config_files(self, config: Tuple[str, str]) -> None:

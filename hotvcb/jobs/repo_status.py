@@ -30,9 +30,11 @@ from .status import _age as age_text
 
 class RepoView:
     def __init__(self, path: str, host_id: str = "",
-                 last_run: Callable[[str], Optional[Dict[str, Any]]] = lambda name: None):
-        """`host_id`: this host's (runid.known_host_id); `last_run(name)`: the VM's last-run record."""
-        self.path, self.host_id, self.last_run = path, host_id, last_run
+                 last_run: Callable[[str, str], Optional[Dict[str, Any]]] = lambda name, uuid: None,
+                 system_id: str = ""):
+        """`host_id`: this host's (runid.known_host_id), `system_id` its id that outlives reboots (the driver's);
+        `last_run(name, uuid)`: the VM's last-run record."""
+        self.path, self.host_id, self.system_id, self.last_run = path, host_id, system_id, last_run
         self._repo = None  # type: Optional[Repository]
         self._map = None  # type: Optional[Dict[bytes, Location]]
         self._marks = {}  # type: Dict[str, float]
@@ -70,7 +72,7 @@ class RepoView:
     def _check(self, name: str, uuid: str, limits: Limits, now: float) -> Check:
         try:
             repo = self._open()
-            mine = [s for s in self._snaps if s.of_vm(name, uuid, self.host_id)]
+            mine = [s for s in self._snaps if s.of_vm(name, uuid, self.host_id, self.system_id)]
             if not mine:
                 return Check(CRIT, "backup", name, "never backed up into %s" % self.path, {"good_backups": 0})
             newest = mine[-1]
@@ -97,7 +99,7 @@ class RepoView:
             return dated_ahead(name, "newest backup " + newest.id, age, text, details)
         if age > 2 * limits.max_age:
             return Check(CRIT, "backup", name, text, details)
-        tried = self.last_run(name)
+        tried = self.last_run(name, uuid)
         # a record's `time` is in whole seconds: one in the second the newest backup began is taken as after it
         # (it said OK for a run that failed a moment after the backup); a failed run, then another run's start up
         # to its backup, all in one second, is not what a host does

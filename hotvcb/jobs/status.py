@@ -153,9 +153,11 @@ def _repository(host: Hypervisor, path: str) -> Callable[..., Check]:
         return lambda name, uuid, limits, now: Check(WARN, "backup", name, "the repository %s is read only by "
                                                      "hotvcb on the host itself" % path)
     from .repo_status import RepoView  # it builds on this module's checks
-    # a VM without a uuid is told from another host's of its name by the host that made its backups
+    # a VM without a uuid is told from another host's of its name by the host that made its backups (either id)
     return RepoView(path, known_host_id(host.shell, host.run_dir),
-                    lambda name: lastrun.last(host.shell, lastrun.in_repository(path), name, host.host_name())).check
+                    lambda name, uuid: lastrun.last(host.shell, lastrun.in_repository(path), name, host.host_name(),
+                                                    uuid),
+                    host.system_id()).check
 
 
 def _run_holding_lock(host: Hypervisor) -> bool:
@@ -187,7 +189,7 @@ def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: 
     own = dict(judged)  # one_per_time gives a .gz its unpacked twin's verdict where its own is not good
     found, unpacked = rotation.one_per_time(found, judged)  # a .gz and the folder unpacked beside it: one, as list shows
     verdicts = [(b, judged[b.path]) for b in found if not rotation.made_elsewhere(judged[b.path].manifest, source)]
-    tried = lastrun.last(host.shell, settings.vm_backup_volume, name, host.host_name())
+    tried = lastrun.last(host.shell, settings.vm_backup_volume, name, host.host_name(), uuid)
     good = [(b, v) for b, v in verdicts if v.good]
     done = [(b, v) for b, v in verdicts if v.state not in ("partial", "deleting")]
     if not good:

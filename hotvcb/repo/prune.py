@@ -8,13 +8,13 @@ the chunks go later, through GC's grace period (gc.py).
 
 import importlib
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 from .. import crashpoint
 from ..errors import RepoError
 from .gc import GcReport, collect_held
 from .gclock import gc_lock
-from .repository import SNAPSHOTS, Repository, Snapshot
+from .repository import SNAPSHOTS, Repository, Snapshot, machines
 
 KEEP_RULES = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 
@@ -35,9 +35,7 @@ def plan(repo: Repository, keep: Dict[str, int], vm: Optional[str] = None,
     if not any(keep.values()):
         raise RepoError("prune needs at least one --keep-* rule above 0 (it would drop every backup)")
     choose = select or importlib.import_module(".retention", __package__).select
-    by_vm = {}  # type: Dict[Tuple[str, str], List[Snapshot]]
-    for snap in repo.snapshots(vm):  # two hosts' VMs of one name are two VMs (by uuid.bios, or host)
-        by_vm.setdefault(snap.machine, []).append(snap)
+    by_vm = machines(repo.snapshots(vm))  # two hosts' VMs of one name are two VMs (by uuid.bios, or host)
     out = []  # type: List[Decision]
     args = {"keep_" + rule: n for rule, n in keep.items() if n}
     for name in sorted(by_vm):

@@ -54,25 +54,57 @@ class Snapshot:
         as one field, a line feed or tab in it escaped, so a name cannot forge or shift a line of prune's plan."""
         return "%s @ %s (%s)" % (shown(self.vm, field=True), self.time.strftime("%Y-%m-%d %H:%M:%S"), self.id)
 
-    @property
-    def machine(self) -> Tuple[str, str]:
-        """Which VM it is a backup of: its name and uuid, or where none was recorded (a QEMU VM has none)
-        the host that backed it up, so two hosts' VMs of one name are two VMs to prune and restore."""
-        uuid = self.record.get("vm_uuid") or ""
-        return self.vm, uuid or "host " + str(self.record.get("host") or "?")
+    def hosts(self) -> Set[str]:
+        """The ids of the host that made it: the run's host id (`host`, kept in the host's run folder: new
+        after each reboot of an ESXi host, or of a QEMU host whose QMP folder is a tmpfs) and its system id
+        (`host_system`, which outlives them; absent from records written before it). A record naming
+        neither is of the host whose id is "" (one test's, a tool's)."""
+        ids = {"host " + str(self.record.get("host") or "")}
+        system = self.record.get("host_system")
+        if system:
+            ids.add("system " + str(system))
+        return ids
 
-    def of_vm(self, name: str, uuid: str, host: str) -> bool:
+    def of_vm(self, name: str, uuid: str, host: str, system: str = "") -> bool:
         """Whether this is a backup of the VM `name` with `uuid` (ESXi's uuid.bios, "" where it has none or is
-        not known) on the host whose id is `host`: by uuid where both the VM and the record have one, else
-        by the host that made it (machine; a record naming no host is of a host whose id is "" too). Another
-        host's VM of that name is not this one, also where no uuid tells them apart (status took it for
-        this VM's, which was never backed up)."""
+        not known) on the host whose ids are `host` (runid's, kept until its next reboot) and `system` (its
+        system id, "" where it has none): by uuid where both the VM and the record have one, else by the host
+        that made it, known by either id (hosts). Another host's VM of that name is not this one, also where
+        no uuid tells them apart (status took it for this VM's, which was never backed up)."""
         recorded = self.record.get("vm_uuid") or ""
         if self.vm != name:
             return False
         if recorded and uuid:
             return recorded == uuid
-        return (self.record.get("host") or "") == host
+        return bool(self.hosts() & ({"host " + host} | ({"system " + system} if system else set())))
+
+
+def machines(snaps: Iterable[Snapshot]) -> Dict[Tuple[str, str], List[Snapshot]]:
+    """The backups (in the order given) by the VM they are of, as prune keeps them and `restore --latest`
+    picks one: a VM is its name and uuid, or where none was recorded (a QEMU VM has none) its name and the
+    host that backed it up, so two hosts' VMs of one name are two VMs. A host is known by either of its
+    ids (Snapshot.hosts): backups sharing one are of one host, so those made before and after a reboot
+    (a new host id, the same system id), or before and after records carried the system id (the same host
+    id), are one VM's. The key: (name, uuid), or (name, one of its host's ids)."""
+    snaps = list(snaps)
+    parent = {}  # type: Dict[Tuple[str, str], Tuple[str, str]]  # (name, host id) -> one linked to it
+
+    def root(node: Tuple[str, str]) -> Tuple[str, str]:
+        while parent.setdefault(node, node) != node:
+            node = parent[node]
+        return node
+
+    for snap in snaps:
+        if not snap.record.get("vm_uuid"):
+            first, *rest = sorted((snap.vm, i) for i in snap.hosts())
+            for node in rest:
+                parent[root(node)] = root(first)
+    groups = {}  # type: Dict[Tuple[str, str], List[Snapshot]]
+    for snap in snaps:
+        uuid = str(snap.record.get("vm_uuid") or "")
+        key = (snap.vm, uuid) if uuid else root((snap.vm, min(snap.hosts())))
+        groups.setdefault(key, []).append(snap)
+    return groups
 
 
 @dataclass(frozen=True)

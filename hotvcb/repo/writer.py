@@ -48,8 +48,11 @@ def _prepare_batch(batch: List[Tuple[int, memoryview]], known: Set[bytes], use_z
 
 class BackupWriter:
     def __init__(self, repo: Repository, vm: str, host: str = "", run: str = "", workers: Optional[int] = None,
-                 vm_uuid: str = ""):
+                 vm_uuid: str = "", host_system: str = ""):
+        """`host`: the host id of the run (runid.host_id), `host_system`: the host's id that outlives its reboots
+        (the driver's system_id): a backup of a VM with no `vm_uuid` is matched to its VM by them."""
         self.repo, self.vm, self.host, self.run, self.vm_uuid = repo, vm, host, run, vm_uuid
+        self.host_system = host_system
         self.use_zstd = repo.config.compression == "zstd"  # falls back to zlib where the package is missing
         self.started = repo.backend.now()  # before the map: the backup limit counts from here
         self.known = set(repo.chunk_map(usable_only=True))  # type: Set[bytes]
@@ -157,7 +160,8 @@ class BackupWriter:
         local = when or datetime.datetime.now()
         record = {"format": "hotvcb-snapshot", "version": 1, "id": self.snap_id, "vm": self.vm,
                   "time": local.strftime("%Y-%m-%dT%H:%M:%S"), "utc": round(self.started, 6), "host": self.host,
-                  "vm_uuid": self.vm_uuid, "run": self.run, "disks": self.disks, "files": self.files}
+                  "host_system": self.host_system, "vm_uuid": self.vm_uuid, "run": self.run, "disks": self.disks,
+                  "files": self.files}
         if not self.repo.backend.put_new(SNAPSHOTS + self.snap_id, dumps(record)):
             raise RepoError("backup id %s exists already" % self.snap_id)
         return self.repo.snapshot(self.snap_id)

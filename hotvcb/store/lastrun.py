@@ -6,12 +6,17 @@ without this record `hotvcb status` would call the VM OK on its older good
 backup until the age limit ran out. One file per VM name and host (hosts
 sharing a volume each keep their own), written atomically, best effort, and
 only for runs that did not end well: `hotvcb status` reads it only when it is
-newer than the newest good backup. It never creates the backup volume (a
-missing or unmounted volume must stay missing, not become a local folder).
-A VM backed up into a repository has its records in the repository's folder
-`last-run/`, laid out as a volume (`in_repository`): made only inside an
-existing repository, and no object of it (its readers and GC list only their
-own folders).
+newer than the newest good backup, and only as the record of the VM it names
+(by `vm_uuid` where both have one: two hosts of one name, ESXi's `localhost`,
+may each have a VM of that name). It never creates the backup volume (a
+missing or unmounted volume must stay missing, not become a local folder), and
+writes nothing under a share /etc/fstab names while nothing is mounted there
+(the empty mount point is the host's own disk, and the share hides it once
+mounted). A VM backed up into a repository has its records in the repository's
+folder `last-run/`, laid out as a volume (`in_repository`): made only inside
+an existing repository (a folder holding its `config`: a new repository is
+made only in an empty folder, which a failed first run must leave empty), and
+no object of it (its readers and GC list only their own folders).
 """
 
 import json
@@ -21,16 +26,18 @@ from typing import Any, Dict, Optional
 
 from ..errors import HotvcbError
 from ..shell import Shell
-from . import layout
+from . import layout, volume as volumes
 
 PREFIX = ".hotvcb-last-run"
+FOLDER = "last-run"  # in a repository's folder: the records of the VMs backed up into it
+REPOSITORY = "config"  # what a repository's folder holds once it is one (docs/repository.md "Layout")
 LAST_MAX = 1 << 20  # one run's result: a few hundred bytes
 
 
 def in_repository(path: str) -> str:
     """Where the records of VMs backed up into the repository at `path` go, as `volume`: beside its
     backups, since the backup volume may not even exist for such a VM."""
-    return path.rstrip("/") + "/last-run"
+    return path.rstrip("/") + "/" + FOLDER
 
 
 def _path(volume: str, vm_name: str, host_name: str) -> str:
@@ -40,12 +47,16 @@ def _path(volume: str, vm_name: str, host_name: str) -> str:
 
 def record(shell: Shell, volume: str, vm_name: str, host_name: str, vm_uuid: str, result: str, message: str,
            log, inside: str = "") -> None:
-    """`inside`: the folder that must exist for `volume` to be made (a repository, `in_repository`); without
+    """`inside`: the repository the records at `volume` belong to (`in_repository`), which must exist; without
     it, the volume itself must exist."""
     data = {"vm": vm_name, "host": host_name, "vm_uuid": vm_uuid, "time": int(time.time()), "result": result,
             "message": message}
     text = json.dumps(data, ensure_ascii=False) + "\n"
     try:
+        if volumes.unmounted_share(shell, (inside or volume).rstrip("/") or "/"):
+            return  # the failure itself is the share (the run's log says so): its mount point is the host's disk
+        if inside and not shell.exists(inside.rstrip("/") + "/" + REPOSITORY):
+            return  # no repository yet: the folder stays as the admin made it, for the next run to make one
         try:
             shell.write_text(_path(volume, vm_name, host_name), text)
         except HotvcbError:
@@ -58,12 +69,17 @@ def record(shell: Shell, volume: str, vm_name: str, host_name: str, vm_uuid: str
             vm_name, "in the repository" if inside else "on the backup volume", err))
 
 
-def last(shell: Shell, volume: str, vm_name: str, host_name: str) -> Optional[Dict[str, Any]]:
+def last(shell: Shell, volume: str, vm_name: str, host_name: str, vm_uuid: str = "") -> Optional[Dict[str, Any]]:
+    """The VM's last failed run recorded on this host, None if none: a record naming another uuid than
+    `vm_uuid` (both known) is another VM's, of a host of the same name."""
     path = _path(volume, vm_name, host_name)
     try:
         if not shell.exists(path):
             return None
         data = json.loads(shell.read_regular(path, LAST_MAX))  # a FIFO planted there must not hang list/status
-        return data if isinstance(data, dict) and isinstance(data.get("time"), int) else None
     except (HotvcbError, ValueError):
         return None
+    if not isinstance(data, dict) or not isinstance(data.get("time"), int):
+        return None
+    recorded = data.get("vm_uuid") or ""
+    return None if recorded and vm_uuid and recorded != vm_uuid else data

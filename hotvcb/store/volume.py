@@ -27,7 +27,7 @@ def check(host, volume: str, create: bool, free: bool = True) -> Optional[int]:
     `free=False`: the checks only, for a caller who knows the free bytes (None for a folder)."""
     shell = host.shell
     volume = volume.rstrip("/") or "/"
-    share = _unmounted_share(shell, volume)
+    share = unmounted_share(shell, volume)
     if share:
         raise HostError("VM_BACKUP_VOLUME %s: %s is a mount point in /etc/fstab but nothing is mounted there; "
                         "mount it first (writing there would fill the host's own disk)" % (volume, share))
@@ -48,13 +48,13 @@ def check(host, volume: str, create: bool, free: bool = True) -> Optional[int]:
 
 def refuse_unmounted(shell, path: str, key: str) -> None:
     """HostError when /etc/fstab puts a share at or above `path` and nothing is mounted there."""
-    share = _unmounted_share(shell, path.rstrip("/") or "/")
+    share = unmounted_share(shell, path.rstrip("/") or "/")
     if share:
         raise HostError("%s %s: %s is a mount point in /etc/fstab but nothing is mounted there; mount it first "
                         "(writing there would fill the host's own disk)" % (key, path, share))
 
 
-def _unmounted_share(shell, volume: str) -> Optional[str]:
+def unmounted_share(shell, volume: str) -> Optional[str]:
     """The /etc/fstab mount point at or above `volume` (the deepest) when nothing is mounted there."""
     points = _fstab_points(shell)
     covering = [p for p in points if p != "/" and (volume == p or volume.startswith(p + "/"))]
