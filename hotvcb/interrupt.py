@@ -21,6 +21,7 @@ _received = []  # type: List[int]
 _reasons = []  # type: List[str]  # why the run stops, where no signal stops it
 _early = {}  # type: Dict[int, Any]  # the handlers early() replaced, while its own await the command's scope
 T = TypeVar("T")
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 SLICE = 0.25  # seconds the main thread waits on a worker before it runs Python again
 
 
@@ -28,12 +29,16 @@ def _handler(signum, frame):  # noqa: ARG001 - signature fixed by signal
     _received.append(signum)
 
 
+def _raise(signum, frame):  # noqa: ARG001 - signature fixed by signal
+    raise Interrupted(signum)
+
+
 def install() -> None:
     """From the main thread only, the one Python lets set handlers: a command a program runs in a worker
     thread (cli.main as a library) leaves the program's handlers alone, and stops as the program has it."""
     if threading.current_thread() is not threading.main_thread():
         return
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for sig in _SIGNALS:
         signal.signal(sig, _handler)
 
 
@@ -44,7 +49,7 @@ def early() -> None:
     line). `scope` keeps it for a command that installs its handlers and gives one that does not Python's
     own back."""
     if threading.current_thread() is threading.main_thread():
-        _early.update((sig, signal.getsignal(sig)) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
+        _early.update((sig, signal.getsignal(sig)) for sig in _SIGNALS)
         install()
 
 
@@ -89,7 +94,7 @@ def scope(catches: bool = False) -> Iterator[None]:
             if handler is not None:
                 signal.signal(sig, handler)
     _early.clear()
-    kept = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)} if main else {}
+    kept = {sig: signal.getsignal(sig) for sig in _SIGNALS} if main else {}
     if not started:
         reset()
     try:
@@ -101,6 +106,25 @@ def scope(catches: bool = False) -> Iterator[None]:
             if handler is not None:  # None: set outside Python (an embedding program), not ours to put back
                 signal.signal(sig, handler)
         reset()
+
+
+@contextmanager
+def raising() -> Iterator[None]:
+    """For a command that only reads (status) and may wait long in one call (a hung QEMU's QMP socket, up to
+    30 s): a signal, or one recorded before, raises Interrupted where it lands, at once. Recorded only, the
+    run went on waiting past the monitor's timeout; with Python's own handlers it died of SIGTERM (143), and
+    either way it could not say UNKNOWN, which a monitor's check owes for an interrupted run."""
+    main = threading.current_thread() is threading.main_thread()
+    kept = {sig: signal.getsignal(sig) for sig in _SIGNALS} if main else {}
+    for sig in kept:
+        signal.signal(sig, _raise)
+    try:
+        raise_pending()
+        yield
+    finally:
+        for sig, handler in kept.items():
+            if handler is not None:
+                signal.signal(sig, handler)
 
 
 def result(future: "futures.Future[T]") -> T:

@@ -183,12 +183,19 @@ def is_uri(word: str) -> bool:
     return "://" in word
 
 
+def libvirt_value(following: List[str]) -> bool:
+    """Whether the word after a global `--libvirt` (`following`: the words after it) is its URI: one, or an
+    empty word (`--libvirt "$URI"`, refused as every empty value is, not taken for the command)."""
+    return bool(following) and (is_uri(following[0]) or following[0] == "")
+
+
 def libvirt_uri_given(argv: List[str]) -> List[str]:
     """`--libvirt` takes an optional URI: `--libvirt backup -m web` means the default one.
-    `argv`: global options only (those before the subcommand, or a scheduled job's)."""
+    `argv`: global options only (those before the subcommand, or a scheduled job's). `--libvirt ""` (a
+    variable left empty) stays, for the parser to refuse as every empty value is refused."""
     out = list(argv)
     for i, arg in enumerate(out):
-        if arg == "--libvirt" and not is_uri(out[i + 1] if i + 1 < len(out) else ""):
+        if arg == "--libvirt" and not libvirt_value(out[i + 1:]):
             out[i] = "--libvirt=" + LIBVIRT_DEFAULT
     return out
 
