@@ -160,8 +160,6 @@ def test_a_refusal_whose_sizes_round_to_the_same_value_in_two_units_shows_the_by
     assert str(1 << 30) in need and str((1 << 30) - 4096) in free, (need, free)
 
 
-@pytest.mark.xfail(strict=True, reason="`list \"$VM\"` with VM empty lists every VM's backups, exit 0: the empty "
-                   "positional VM is taken for none given, as `--volume \"\"` was before today's fix")
 @pytest.mark.parametrize("json_flag", [[], ["--json"]])
 def test_list_of_an_empty_vm_name_is_refused_not_taken_for_every_vm(qemu, json_flag):
     """A restore script asks `hotvcb list "$VM" --json` for the VM's newest backup and restores

@@ -66,12 +66,15 @@ class Target(NamedTuple):
 class RefusesEmptyValues(argparse.ArgumentParser):
     """argparse that refuses an option given an empty value (`--volume "$VOL"` with $VOL unset): read as
     the option not given, `--volume ""` listed the configured volume and `--repo ""` backed up to it.
-    An option whose own meaning is "" (restore's bare `--libvirt`) keeps it."""
+    An option whose own meaning is "" (restore's bare `--libvirt`) keeps it. An empty argument is the same
+    mistake: `list "$VM"` listed every VM's backups, and a script restored another VM's newest."""
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
         namespace, extras = super().parse_known_args(args, namespace)
         for action in self._actions:  # noqa: SLF001 - argparse offers no public list of options
             value = getattr(namespace, action.dest, None)
+            if not action.option_strings and value == "":
+                self.error("argument %s: an empty value (a variable left empty?) names nothing" % action.metavar)
             if action.option_strings and "" not in (action.default, action.const) and (
                     value == "" or isinstance(value, list) and "" in value):
                 self.error("argument %s: an empty value (a variable left empty?) names nothing; give %s or leave "
