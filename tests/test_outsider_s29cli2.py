@@ -72,8 +72,6 @@ def test_libvirt_given_an_empty_uri_is_not_taken_for_the_command(qemu):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="verify --all -c: a per-VM volume that is not there (unmounted share, "
-                   "typo) is passed over silently, exit 0, while the global volume missing is an error")
 def test_verify_all_names_a_per_vm_volume_that_is_not_there(host, tmp_path):
     """`db`'s per-VM file sends its backups to /vmfs/volumes/nas2/db (a NAS datastore, gone after an APD).
     `hotvcb verify --all -g F -c DIR` checks web's backups and says "1 backup(s) checked, 0 damaged",
@@ -185,8 +183,6 @@ def test_status_refuses_nan_for_an_age(qemu, option):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="verify VM takes ./VM for a backup path when the current folder holds one: "
-                   "from the backup volume every good backup is 'INCOMPLETE', exit 6; from the -c folder, an error")
 @pytest.mark.parametrize("where", ["backup volume", "per-VM config folder"])
 def test_verify_of_a_vm_by_name_does_not_depend_on_the_current_folder(host, tmp_path, where):
     """The admin looks around the backup share (`cd /mnt/backup/hotvcb; ls` shows web/) and runs
@@ -216,8 +212,6 @@ def test_verify_of_a_vm_by_name_does_not_depend_on_the_current_folder(host, tmp_
 
 
 @pytest.mark.skipif(not shutil.which("qemu-system-x86_64"), reason="a smoke boot needs QEMU")
-@pytest.mark.xfail(strict=True, reason="verify --boot VM -c DIR: a per-VM file sending the VM to a repository is "
-                   "ignored without a word; the VM's stale folder backup is booted and PASSes")
 def test_verify_boot_with_a_per_vm_file_naming_a_repository_does_not_boot_a_stale_folder_backup(tmp_path):
     """web was backed up into folders until its per-VM file switched it to the deduplicating repository
     (VM_BACKUP_REPOSITORY); the old folder backups stay on the volume. The admin's monthly restore test is
@@ -254,8 +248,6 @@ def test_status_hosts_file_that_cannot_be_read_is_named_as_the_host_list(tmp_pat
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="list/verify -c: a per-VM VM_BACKUP_VOLUME naming the global volume in another "
-                   "spelling (trailing '/', the datastore's UUID path) lists and verifies the VM's backups twice")
 @pytest.mark.parametrize("spelling", ["trailing slash", "datastore uuid"])
 def test_a_per_vm_volume_that_is_the_global_one_is_not_read_twice(host, tmp_path, spelling):
     """The per-VM file of `web` was written with the path the admin copied from `pwd` on the host,
