@@ -10,7 +10,7 @@ it the same way and is told as that reason, not as a signal.
 import signal
 import threading
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, TypeVar
 
 from .errors import Interrupted
 
@@ -27,10 +27,6 @@ SLICE = 0.25  # seconds the main thread waits on a worker before it runs Python 
 
 def _handler(signum, frame):  # noqa: ARG001 - signature fixed by signal
     _received.append(signum)
-
-
-def _raise(signum, frame):  # noqa: ARG001 - signature fixed by signal
-    raise Interrupted(signum)
 
 
 def install() -> None:
@@ -108,23 +104,28 @@ def scope(catches: bool = False) -> Iterator[None]:
         reset()
 
 
-@contextmanager
-def raising() -> Iterator[None]:
-    """For a command that only reads (status) and may wait long in one call (a hung QEMU's QMP socket, up to
-    30 s): a signal, or one recorded before, raises Interrupted where it lands, at once. Recorded only, the
-    run went on waiting past the monitor's timeout; with Python's own handlers it died of SIGTERM (143), and
-    either way it could not say UNKNOWN, which a monitor's check owes for an interrupted run."""
-    main = threading.current_thread() is threading.main_thread()
-    kept = {sig: signal.getsignal(sig) for sig in _SIGNALS} if main else {}
-    for sig in kept:
-        signal.signal(sig, _raise)
-    try:
+def unless_stopped(work: "Callable[[], T]") -> T:
+    """`work()`, for a command that only reads (status) and may wait long in one call (a hung QEMU's QMP
+    socket, up to 30 s), run in a daemon thread while the main thread waits in slices: a signal recorded
+    meanwhile (a monitor's timeout, Ctrl-C) raises Interrupted at once and the work is left to end with the
+    process. Waiting it out passed the monitor's timeout, Python's own SIGTERM died with 143, and either
+    way status could not say UNKNOWN; a handler that raises is never one (docs/architecture.md, Signals)."""
+    box = {}  # type: Dict[str, Any]
+
+    def run() -> None:
+        try:
+            box["value"] = work()
+        except BaseException as err:  # noqa: BLE001 - given to the main thread as it is
+            box["error"] = err
+
+    thread = threading.Thread(target=run, name="hotvcb-unless-stopped", daemon=True)
+    thread.start()
+    while thread.is_alive():
         raise_pending()
-        yield
-    finally:
-        for sig, handler in kept.items():
-            if handler is not None:
-                signal.signal(sig, handler)
+        thread.join(SLICE)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def result(future: "futures.Future[T]") -> T:

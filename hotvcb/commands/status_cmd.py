@@ -41,15 +41,14 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     """Stopped by a signal (a monitor's timeout, Ctrl-C) the check is UNKNOWN, said as every UNKNOWN is
-    (operations.md): on SSH the run on the host is told the signal and says it; here `interrupt.raising`
-    stops the wait it lands in."""
+    (operations.md): on SSH the run on the host is told the signal and says it; here the hosts are read
+    `interrupt.unless_stopped`."""
     try:
         if not args.hosts:
             code = onhost.command(args, UNKNOWN)
             if code is not None:
                 return code
-        with interrupt.raising():
-            return _many(args) if args.hosts else _here(args)
+        return _many(args) if args.hosts else _here(args)
     except Interrupted as err:
         return _say_unknown(args, str(err))
 
@@ -61,8 +60,7 @@ def _here(args) -> int:
             settings = config.by_option(settings, "--repo", vm_backup_repository=args.repo)
         limits, names, exclude = _scope(args)
         settings_of = common.per_vm_settings(settings, args.confdir, warnings)
-        report = host_status(common.connect(args.host_target), settings, limits, names, exclude,
-                             settings_of=settings_of)
+        report = _read(args.host_target, settings, limits, names, exclude, settings_of)
     except HotvcbError as err:
         return _say_unknown(args, str(err))
     if args.json:
@@ -84,6 +82,12 @@ def _say_unknown(args, message: str) -> int:
     else:
         say(_unknown(message))
     return UNKNOWN
+
+
+def _read(target, settings, limits, names, exclude, settings_of):
+    """One host's report, read `interrupt.unless_stopped`: a signal meanwhile is the check's UNKNOWN (run)."""
+    return interrupt.unless_stopped(lambda: host_status(common.connect(target), settings, limits, names, exclude,
+                                                        settings_of=settings_of))
 
 
 def _scope(args):
@@ -117,7 +121,7 @@ def _many(args) -> int:
     reports = []  # type: List[Dict[str, Any]]
     for line, target in hosts:
         try:
-            report = host_status(common.connect(target), settings, limits, names, exclude, settings_of=settings_of)
+            report = _read(target, settings, limits, names, exclude, settings_of)
             reports.append(dict(report.as_dict(), host=line, describe=report.host))
         except HotvcbError as err:
             reports.append({"host": line, "status": "UNKNOWN", "message": str(err), "checks": []})
