@@ -49,20 +49,18 @@ def run(args) -> int:
             if code is not None:
                 return code
         return _many(args) if args.hosts else _here(args)
-    except Interrupted as err:
+    except (HotvcbError, Interrupted) as err:
         return _say_unknown(args, str(err))
 
 
 def _here(args) -> int:
-    try:
-        settings, warnings = config.load_settings(args.global_conf)
-        if args.repo:
-            settings = config.by_option(settings, "--repo", vm_backup_repository=args.repo)
-        limits, names, exclude = _scope(args)
-        settings_of = common.per_vm_settings(settings, args.confdir, warnings)
-        report = _read(args.host_target, settings, limits, names, exclude, settings_of)
-    except HotvcbError as err:
-        return _say_unknown(args, str(err))
+    """This machine's (or, file by file over SSH, the host's) status; run says its errors UNKNOWN."""
+    settings, warnings = config.load_settings(args.global_conf)
+    if args.repo:
+        settings = config.by_option(settings, "--repo", vm_backup_repository=args.repo)
+    limits, names, exclude = _scope(args)
+    settings_of = common.per_vm_settings(settings, args.confdir, warnings)
+    report = _read(args.host_target, settings, limits, names, exclude, settings_of)
     if args.json:
         say_json(report.as_dict(), indent=2)
     else:
@@ -111,13 +109,10 @@ def _headline(severity: str, host: str, checks) -> str:
 
 def _many(args) -> int:
     """Every host of a list: one report each; CRIT anywhere is CRIT, else an unreachable host is UNKNOWN."""
-    try:
-        settings, _warnings = config.load_settings(args.global_conf)
-        limits, names, exclude = _scope(args)
-        settings_of = common.per_vm_settings(settings, args.confdir, _warnings)
-        hosts = common.targets_in(args.hosts, args)
-    except HotvcbError as err:
-        return _say_unknown(args, str(err))
+    settings, _warnings = config.load_settings(args.global_conf)
+    limits, names, exclude = _scope(args)
+    settings_of = common.per_vm_settings(settings, args.confdir, _warnings)
+    hosts = common.targets_in(args.hosts, args)
     reports = []  # type: List[Dict[str, Any]]
     for line, target in hosts:
         try:
