@@ -12,7 +12,7 @@ import argparse
 import importlib
 import os
 import sys
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from . import __version__, interrupt
 from .commands import common, onhost
@@ -194,7 +194,7 @@ def _before_command(argv: List[str], first: int, at: int) -> Tuple[Optional[str]
     return None, kept + [argv[at]] + moved + argv[at + 1:], len(kept)
 
 
-def _options_of_command(name: str):
+def _options_of_command(name: str) -> Dict[str, argparse.Action]:
     """{option string: action} of command `name`'s own parser."""
     sub = _Parser(prog="hotvcb").add_subparsers(parser_class=_Parser)
     importlib.import_module("%s.commands.%s_cmd" % (__package__, name)).register(sub)
