@@ -183,7 +183,9 @@ def backup_argv(args: Sequence[str], parser: Optional[argparse.ArgumentParser] =
             continue
         action, head, value = found
         path = action.dest in PATH_DESTS
-        if value is None and action.nargs is None and i < len(args):  # its value is the next word
+        # its value is the next word (for an optional one, as argparse reads it: a word that is no option)
+        if value is None and i < len(args) and (action.nargs is None
+                                                or action.nargs == "?" and not args[i].startswith("-")):
             out += [a, absolute(args[i]) if path and args[i] else args[i]]
             i += 1
         elif value == DOUBLE_DASH:  # `-m --` (glue_dash_values): written as given, the run glues it again
