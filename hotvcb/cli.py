@@ -72,7 +72,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     first = _skip_global_options(argv)
     stray = None  # type: Optional[str]
     if first < len(argv) and argv[first].startswith("-") and argv[first] not in ("-h", "--help", "--version"):
-        at = _command_at(argv, first)
+        # ghettoVCB-style flags take their values first: `hotvcb -m backup -g F` backs up the VM "backup"
+        at = _command_at(argv, _backup_words_end(argv, first) if _is_backup_option(argv[first]) else first)
         if at < len(argv):  # options before a command are its own, or a usage error: never a backup's
             stray, argv, first = _before_command(argv, first, at)
         elif _is_backup_option(argv[first]):
@@ -158,6 +159,24 @@ def _is_backup_option(word: str) -> bool:
     from .commands import backup_cmd
 
     return common.option_of(word, common.options_of(backup_cmd.parser())) is not None
+
+
+def _backup_words_end(argv: List[str], first: int) -> int:
+    """Index of the first word from `first` on that the backup's own options do not take, their values
+    included (an optional value is never taken: `hotvcb --json status` is status's --json). A VM named like
+    a command (`-m backup`, `-m status`: a backup server VM) is the value of -m, as ghettoVCB's getopts read
+    it, not the command."""
+    from .commands import backup_cmd
+
+    options = common.options_of(backup_cmd.parser())
+    i = first
+    while i < len(argv) and argv[i] != "--":
+        hit = common.option_of(argv[i], options) if argv[i].startswith("-") else None
+        if hit is None:
+            break
+        action, _head, value = hit
+        i += 1 if action.nargs is not None or value is not None else 2
+    return min(i, len(argv))
 
 
 def _command_at(argv: List[str], start: int) -> int:

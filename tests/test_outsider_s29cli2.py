@@ -294,3 +294,16 @@ def test_json_before_status_never_runs_a_backup(host, tmp_path):
     assert backups(host, "web") == [], (backups(host, "web"), said(r))
     assert not (work / "status").exists() and not os.path.exists(os.path.join(SRC, "status")), said(r)
     assert r.returncode in (2, 3) and json_of(r)["status"] in ("CRIT", "UNKNOWN"), said(r)
+
+
+@needs_root
+@pytest.mark.parametrize("name", ["backup", "status", "list"])
+def test_a_vm_named_like_a_command_is_backed_up_ghettovcb_style(host, tmp_path, name):
+    """`ghettoVCB.sh -m backup -g F` backs up the VM called "backup" (a backup server's own VM is often
+    named so): -m takes the next word whatever it is. Reading options before a command as the command's own
+    took that word for the command: `option -m has no value: backup is the command`, and for `-m status`
+    an unrecognized -m; the nightly job failed with exit 1."""
+    host.create_vm(name, "datastore1", [{"size": "1M"}], power="on")
+    r = hotvcb(host, "-m", name, "-g", write_conf(host), "-w", tmp_path / "work")
+    assert r.returncode == 0, said(r)
+    assert len(backups(host, name)) == 1, said(r)
