@@ -12,7 +12,7 @@ import argparse
 import importlib
 import os
 import sys
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from . import __version__, interrupt
 from .commands import common, onhost
@@ -70,13 +70,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     _no_writable_by_others()
     argv = list(sys.argv[1:] if argv is None else argv)
     first = _skip_global_options(argv)
-    argv = common.libvirt_uri_given(argv[:first]) + argv[first:]  # a subcommand's own --libvirt is its own
     stray = None  # type: Optional[str]
     if first < len(argv) and argv[first].startswith("-") and argv[first] not in ("-h", "--help", "--version"):
-        if _is_backup_option(argv[first]):
+        # ghettoVCB-style flags take their values first: `hotvcb -m backup -g F` backs up the VM "backup"
+        at = _command_at(argv, _backup_words_end(argv, first) if _is_backup_option(argv[first]) else first)
+        if at < len(argv):  # options before a command are its own, or a usage error: never a backup's
+            stray, argv, first = _before_command(argv, first, at)
+        elif _is_backup_option(argv[first]):
             argv.insert(first, "backup")  # ghettoVCB style: flags only
         else:
-            stray, first = argv[first], _command_at(argv, first)
+            stray, first = _stray(argv[first]), at
+    argv = common.libvirt_uri_given(argv[:first]) + argv[first:]  # a subcommand's own --libvirt is its own
     argv = common.glue_dash_values(argv)
     parser = build_parser(argv[first] if first < len(argv) else None)
     # a monitoring plugin's UNKNOWN for a run that could not tell (a bad command line, an internal error, a
@@ -86,8 +90,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.usage_exit = unknown  # type: ignore[attr-defined]
     try:
         if stray is not None:
-            parser.error("unrecognized option %s: before a command only %s may come (or, for a backup, its own "
-                         "flags, ghettoVCB style)" % (stray, ", ".join(_GLOBAL_VALUED)))
+            parser.error(stray)
         args = _parse(parser, argv)
     except _BadCommandLine as err:
         if unknown is not None and _asks_json(argv[first + 1:]):  # operations.md: UNKNOWN's JSON, whatever the cause
@@ -158,17 +161,75 @@ def _is_backup_option(word: str) -> bool:
     return common.option_of(word, common.options_of(backup_cmd.parser())) is not None
 
 
+def _backup_words_end(argv: List[str], first: int) -> int:
+    """Index of the first word from `first` on that the backup's own options do not take, their values
+    included (an optional value is never taken: `hotvcb --json status` is status's --json). A VM named like
+    a command (`-m backup`, `-m status`: a backup server VM) is the value of -m, as ghettoVCB's getopts read
+    it, not the command."""
+    from .commands import backup_cmd
+
+    options = common.options_of(backup_cmd.parser())
+    i = first
+    while i < len(argv) and argv[i] != "--":
+        hit = common.option_of(argv[i], options) if argv[i].startswith("-") else None
+        if hit is None:
+            break
+        action, _head, value = hit
+        i += 1 if action.nargs is not None or value is not None else 2
+    return min(i, len(argv))
+
+
 def _command_at(argv: List[str], start: int) -> int:
-    """Index of the first command name at or after `start` (len(argv) if none): what a command line with a
-    stray option before its command meant to run, so that `status`'s usage error is still UNKNOWN."""
-    return next((i for i in range(start, len(argv)) if argv[i] in COMMANDS), len(argv))
+    """Index of the first command name at or after `start` and before a `--` (len(argv) if none): what a
+    command line with options before its command meant to run. A word naming a command is that command,
+    never an option's value: `hotvcb --json status` (`--json` a prefix of the backup's --json-report)
+    was a backup writing a report file named `status`, for a monitor's check."""
+    end = argv.index("--", start) if "--" in argv[start:] else len(argv)
+    return next((i for i in range(start, end) if argv[i] in COMMANDS), len(argv))
+
+
+def _before_command(argv: List[str], first: int, at: int) -> Tuple[Optional[str], List[str], int]:
+    """(what is wrong with the words before the command at `at`, or None; the command line with the
+    command's own options moved after it, global ones left before it; the command's index).
+    `hotvcb -g F status --json`, as ghettoVCB's users type it, is `status -g F --json`; `-d debug status`
+    names -d, which status has not, and `-g status` would have the command's name for its value."""
+    options = _options_of_command(argv[at])
+    kept, moved = argv[:first], []  # type: List[str], List[str]
+    i = first
+    while i < at:
+        word = argv[i]
+        hit = common.option_of(word, options)
+        glob = word.split("=", 1)[0] in _GLOBAL_VALUED
+        if hit is None and not glob:
+            return _stray(word), argv, at
+        if glob:
+            takes = 0 if "=" in word or word == "--libvirt" and not common.libvirt_value(argv[i + 1:]) else 1
+        else:
+            takes = 0 if hit is not None and (hit[0].nargs == 0 or hit[2] is not None) else 1
+        if i + takes >= at:
+            return "option %s has no value: %s is the command, not its value" % (word, argv[at]), argv, at
+        (kept if glob else moved).extend(argv[i:i + 1 + takes])
+        i += 1 + takes
+    return None, kept + [argv[at]] + moved + argv[at + 1:], len(kept)
+
+
+def _options_of_command(name: str) -> Dict[str, argparse.Action]:
+    """{option string: action} of command `name`'s own parser."""
+    sub = _Parser(prog="hotvcb").add_subparsers(parser_class=_Parser)
+    importlib.import_module("%s.commands.%s_cmd" % (__package__, name)).register(sub)
+    return common.options_of(sub.choices[name])
+
+
+def _stray(word: str) -> str:
+    return ("unrecognized option %s: before a command only %s or the command's own options may come (before a "
+            "backup's flags, the word backup may be left out, ghettoVCB style)" % (word, ", ".join(_GLOBAL_VALUED)))
 
 
 def _skip_global_options(argv: List[str]) -> int:
     """Index of the first argument after the leading top-level (SSH) options."""
     i = 0
     while i < len(argv):
-        if argv[i] == "--libvirt" and not common.is_uri(argv[i + 1] if i + 1 < len(argv) else ""):
+        if argv[i] == "--libvirt" and not common.libvirt_value(argv[i + 1:]):
             i += 1  # its URI is optional
         elif argv[i] in _GLOBAL_VALUED:
             i += 2

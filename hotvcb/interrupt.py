@@ -10,7 +10,7 @@ it the same way and is told as that reason, not as a signal.
 import signal
 import threading
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, TypeVar
 
 from .errors import Interrupted
 
@@ -21,6 +21,7 @@ _received = []  # type: List[int]
 _reasons = []  # type: List[str]  # why the run stops, where no signal stops it
 _early = {}  # type: Dict[int, Any]  # the handlers early() replaced, while its own await the command's scope
 T = TypeVar("T")
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 SLICE = 0.25  # seconds the main thread waits on a worker before it runs Python again
 
 
@@ -33,7 +34,7 @@ def install() -> None:
     thread (cli.main as a library) leaves the program's handlers alone, and stops as the program has it."""
     if threading.current_thread() is not threading.main_thread():
         return
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for sig in _SIGNALS:
         signal.signal(sig, _handler)
 
 
@@ -44,7 +45,7 @@ def early() -> None:
     line). `scope` keeps it for a command that installs its handlers and gives one that does not Python's
     own back."""
     if threading.current_thread() is threading.main_thread():
-        _early.update((sig, signal.getsignal(sig)) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
+        _early.update((sig, signal.getsignal(sig)) for sig in _SIGNALS)
         install()
 
 
@@ -89,7 +90,7 @@ def scope(catches: bool = False) -> Iterator[None]:
             if handler is not None:
                 signal.signal(sig, handler)
     _early.clear()
-    kept = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)} if main else {}
+    kept = {sig: signal.getsignal(sig) for sig in _SIGNALS} if main else {}
     if not started:
         reset()
     try:
@@ -101,6 +102,30 @@ def scope(catches: bool = False) -> Iterator[None]:
             if handler is not None:  # None: set outside Python (an embedding program), not ours to put back
                 signal.signal(sig, handler)
         reset()
+
+
+def unless_stopped(work: "Callable[[], T]") -> T:
+    """`work()`, for a command that only reads (status) and may wait long in one call (a hung QEMU's QMP
+    socket, up to 30 s), run in a daemon thread while the main thread waits in slices: a signal recorded
+    meanwhile (a monitor's timeout, Ctrl-C) raises Interrupted at once and the work is left to end with the
+    process. Waiting it out passed the monitor's timeout, Python's own SIGTERM died with 143, and either
+    way status could not say UNKNOWN; a handler that raises is never one (docs/architecture.md, Signals)."""
+    box = {}  # type: Dict[str, Any]
+
+    def run() -> None:
+        try:
+            box["value"] = work()
+        except BaseException as err:  # noqa: BLE001 - given to the main thread as it is
+            box["error"] = err
+
+    thread = threading.Thread(target=run, name="hotvcb-unless-stopped", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        raise_pending()
+        thread.join(SLICE)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def result(future: "futures.Future[T]") -> T:

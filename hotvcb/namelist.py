@@ -23,13 +23,15 @@ _BLANKS = " \t\r"
 _CONTROL = lazyre.compile(r"[\x00-\x1f\x7f]")
 
 
-def read_names(path: str) -> List[str]:
-    """Names in file order, each once, so the backup order is the admin's order.
+def read_names(path: str, what: str = "VM") -> List[str]:
+    """Names in file order, each once, so the backup order is the admin's order. `what` the list names
+    ("host" for `status --hosts`): a host list that cannot be read was called a "VM list file", and the
+    admin checked the wrong file.
 
     A line that is not UTF-8 is read as Latin-1 (config.decode_lines) without a warning: the names
     are still compared exactly, so a wrong guess shows up as "no VM named ...".
     """
-    text, _ = read_text(path, "VM list file")
+    text, _ = read_text(path, "%s list file" % what)
     names = []  # type: List[str]
     seen = set()
     for number, line in enumerate(text.split("\n"), 1):
@@ -37,7 +39,8 @@ def read_names(path: str) -> List[str]:
         if not name or name.startswith("#"):
             continue
         if _CONTROL.search(name):
-            raise UsageError("%s:%d: %r is not a VM name (control character)" % (shown_as(path), number, name[:80]))
+            raise UsageError("%s:%d: %r is not a %s name (control character)" % (shown_as(path), number, name[:80],
+                                                                                      what))
         if name not in seen:
             seen.add(name)
             names.append(name)
@@ -70,7 +73,7 @@ def excluding_nothing(exclude: Sequence[str], present: Sequence[str]) -> List[st
 def read_listed(path: str, what: str = "VM") -> List[str]:
     """`read_names` of a list that must name something: one holding only comments (emptied by mistake)
     would make a backup back up, or a status check watch, nothing while it says all is well."""
-    names = read_names(path)
+    names = read_names(path, what)
     if not names:
         raise UsageError("the %s list %s names no %s" % (what, shown_as(path), what))
     return names

@@ -39,11 +39,18 @@ def human_size(n: float, compact: bool = False) -> str:
 
 def need_and_free(needed: int, free: int) -> Tuple[str, str]:
     """A room check's two sizes as its refusal says them: rounded to 0.1 they could read the same ("needs
-    3.8 MiB, only 3.8 MiB free"), which reads as a false refusal; then each also in bytes."""
+    3.8 MiB, only 3.8 MiB free", or in two units, "needs 1.0 MiB, only 1024.0 KiB free"), which reads as a
+    false refusal; then each also in bytes. The test is on the values shown, not on their text."""
     shown = human_size(needed), human_size(free)
-    if shown[0] != shown[1]:
+    if _shown_value(needed) != _shown_value(free):
         return shown
     return "%s (%d bytes)" % (shown[0], needed), "%s (%d bytes)" % (shown[1], free)
+
+
+def _shown_value(n: int) -> float:
+    """The size `human_size` shows, in bytes: its number as rounded, times its unit."""
+    number, unit = human_size(n).split()
+    return float(number) * 1024 ** ("B", "KiB", "MiB", "GiB", "TiB").index(unit)
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -60,6 +67,6 @@ def parse_duration(text: str) -> float:
         value = float(number)
     except ValueError:
         raise UsageError("%r is not a duration (use e.g. 90s, 30m, 26h, 7d)" % text) from None
-    if value < 0:
+    if not 0 <= value < float("inf"):  # "nan" compares False with every age: nothing would ever be too old
         raise UsageError("%r is not a duration (use e.g. 90s, 30m, 26h, 7d)" % text)
     return value * _UNITS[unit]

@@ -57,7 +57,7 @@ def test_verify_boot_of_a_vm_with_only_odd_named_backups_names_them(tmp_path):
     odd = tmp_path / "web" / "web-2026-13-01_00-00-00"
     odd.mkdir(parents=True)
     (odd / "STATUS.ok").write_text("")
-    args = SimpleNamespace(all=False, target="web", host_target=None, volume=str(tmp_path), confdir=None)
+    args = SimpleNamespace(all=False, target="web", host_target=None, volume=str(tmp_path), confdir=None, repo=None)
     with pytest.raises(UsageError) as refused:
         verify_cmd._boot(args, Settings())
     assert str(odd) + ":" in str(refused.value), refused.value

@@ -107,16 +107,26 @@ def test_backup_argv_checks_and_makes_paths_absolute(tmp_path, monkeypatch):
 
 def test_backup_argv_makes_the_json_report_absolute_in_every_spelling(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    for words in (["--json-report", "r.json"], ["--json-report=r.json"], ["--json", "r.json"], ["--json=r.json"]):
+    for words in (["--json-report", "r.json"], ["--json-report=r.json"], ["--json-rep", "r.json"], ["--json-r=r.json"],
+                  ["--json", "r.json"], ["--json=r.json"]):
         argv = schedule.backup_argv(["-a"] + words)
         assert "".join(argv[2:]).endswith(str(tmp_path / "r.json")), argv
+    # `--json FILE` (older jobs' spelling) still names the report's file; a bare `--json` says where it goes
+    from hotvcb.commands import backup_cmd
+    from hotvcb.errors import UsageError
+    assert backup_cmd.parse(["-a", "--json", "r.json"]).json_report == "r.json"
+    with pytest.raises(UsageError, match="--json-report FILE"):
+        backup_cmd.parse(["-a", "--json"])
+    with pytest.raises(UsageError, match="--json-report FILE"):
+        backup_cmd.parse(["-a", "--json", "-g", "conf"])
     assert schedule.backup_argv(["-a", "--json-report", "/abs/r.json"]) == ["backup", "-a", "--json-report",
                                                                             "/abs/r.json"]
 
 
 @pytest.mark.parametrize("words,made", [
     (["-g=c"], ["-g=%s/c"]), (["-gc"], ["-g%s/c"]), (["-ag", "c"], ["-ag", "%s/c"]), (["-agc"], ["-ag%s/c"]),
-    (["--j", "r"], ["--j", "%s/r"]), (["--j=r"], ["--j=%s/r"]), (["--ident", "k"], ["--ident", "%s/k"]),
+    (["--json-r", "r"], ["--json-r", "%s/r"]), (["--json-r=r"], ["--json-r=%s/r"]),
+    (["--ident", "k"], ["--ident", "%s/k"]),
     (["-d", "dryrun", "-lx"], ["-d", "dryrun", "-l%s/x"]), (["-m", "-g"], ["-m", "-g"]),
     (["--power-state", "on"], ["--power-state", "on"]), (["-g", ""], ["-g", ""]),
 ])

@@ -36,6 +36,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-j", dest="job_name", metavar="NAME", default=schedule.DEFAULT_JOB, type=_job_name,
                    help="job name for log and mail (letters, digits, '.', '_' and '-')")
     p.add_argument("--json-report", metavar="FILE", help="also write the run's per-VM report as JSON to FILE")
+    p.add_argument("--json", dest="json_report", nargs="?", metavar="FILE", action=_JsonReport, help=argparse.SUPPRESS)
     p.add_argument("--power-state", choices=("on", "off", "any"),
                    help="back up only the VMs that are powered on (or off); overrides BACKUP_POWER_STATE")
     p.add_argument("--parallel", metavar="N", type=_vms_at_once,
@@ -45,6 +46,18 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repo", metavar="PATH", help="back up into the deduplicating repository at PATH "
                    "(overrides VM_BACKUP_REPOSITORY; docs/repository.md)")
     common.add_host_options(p)
+
+
+class _JsonReport(argparse.Action):
+    """`--json FILE`, the spelling jobs scheduled while argparse read it as an abbreviation of --json-report,
+    still writes the report there; a bare `--json` (typed as `list --json` is) says where the report goes,
+    instead of taking the next word (`-g`, a VM list) for the file or "--json-report: expected one argument"."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values is None:
+            raise argparse.ArgumentError(self, "a backup has no --json output; its JSON report goes to a file: "
+                                               "--json-report FILE")
+        setattr(namespace, self.dest, values)
 
 
 def _job_name(text: str) -> str:

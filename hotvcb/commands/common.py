@@ -66,12 +66,15 @@ class Target(NamedTuple):
 class RefusesEmptyValues(argparse.ArgumentParser):
     """argparse that refuses an option given an empty value (`--volume "$VOL"` with $VOL unset): read as
     the option not given, `--volume ""` listed the configured volume and `--repo ""` backed up to it.
-    An option whose own meaning is "" (restore's bare `--libvirt`) keeps it."""
+    An option whose own meaning is "" (restore's bare `--libvirt`) keeps it. An empty argument is the same
+    mistake: `list "$VM"` listed every VM's backups, and a script restored another VM's newest."""
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
         namespace, extras = super().parse_known_args(args, namespace)
         for action in self._actions:  # noqa: SLF001 - argparse offers no public list of options
             value = getattr(namespace, action.dest, None)
+            if not action.option_strings and value == "":
+                self.error("argument %s: an empty value (a variable left empty?) names nothing" % action.metavar)
             if action.option_strings and "" not in (action.default, action.const) and (
                     value == "" or isinstance(value, list) and "" in value):
                 self.error("argument %s: an empty value (a variable left empty?) names nothing; give %s or leave "
@@ -183,12 +186,19 @@ def is_uri(word: str) -> bool:
     return "://" in word
 
 
+def libvirt_value(following: List[str]) -> bool:
+    """Whether the word after a global `--libvirt` (`following`: the words after it) is its URI: one, or an
+    empty word (`--libvirt "$URI"`, refused as every empty value is, not taken for the command)."""
+    return bool(following) and (is_uri(following[0]) or following[0] == "")
+
+
 def libvirt_uri_given(argv: List[str]) -> List[str]:
     """`--libvirt` takes an optional URI: `--libvirt backup -m web` means the default one.
-    `argv`: global options only (those before the subcommand, or a scheduled job's)."""
+    `argv`: global options only (those before the subcommand, or a scheduled job's). `--libvirt ""` (a
+    variable left empty) stays, for the parser to refuse as every empty value is refused."""
     out = list(argv)
     for i, arg in enumerate(out):
-        if arg == "--libvirt" and not is_uri(out[i + 1] if i + 1 < len(out) else ""):
+        if arg == "--libvirt" and not libvirt_value(out[i + 1:]):
             out[i] = "--libvirt=" + LIBVIRT_DEFAULT
     return out
 

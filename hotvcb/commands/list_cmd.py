@@ -27,6 +27,7 @@ descriptor (thin | 2gbsparse | thick).
 """
 
 import os
+import posixpath
 import sys
 from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -182,8 +183,8 @@ def run(args) -> int:
         repo_cmd.here_only(args)
         return repo_cmd.list_backups(args.repo, args.vm, args.json)
     volume = args.volume or mine.vm_backup_volume
-    elsewhere = volumes_elsewhere(settings, own, "list")
     shell = common.connect(args.host_target).shell
+    elsewhere = volumes_elsewhere(settings, own, "list", shell)
     # on stderr, as the config's warnings: --json's stdout stays one JSON document
     say_unmounted(shell, settings, args.volume)
     rows = backup_rows(shell, volume, args.vm, odd=_warn)
@@ -219,7 +220,7 @@ def per_vm_settings(settings: Settings, confdir: Optional[str], vm: Optional[str
     return out
 
 
-def volumes_elsewhere(settings: Settings, own: Dict[str, Settings], command: str) -> Dict[str, str]:
+def volumes_elsewhere(settings: Settings, own: Dict[str, Settings], command: str, shell: Shell) -> Dict[str, str]:
     """{VM: the backup volume its per-VM file sends it to}, where that is not the global one. A VM its file
     sends into a repository is named, with the `command` (list, verify) that reads it there: its backups
     are not a folder's."""
@@ -228,9 +229,21 @@ def volumes_elsewhere(settings: Settings, own: Dict[str, Settings], command: str
         if s.vm_backup_repository:
             _warn("%s's per-VM file sends its backups to the repository %s: hotvcb %s %s --repo %s reads them"
                   % (name, s.vm_backup_repository, command, name, s.vm_backup_repository))
-        elif s.vm_backup_volume != settings.vm_backup_volume:
+        elif not same_folder(shell, s.vm_backup_volume, settings.vm_backup_volume):
             out[name] = s.vm_backup_volume
     return out
+
+
+def same_folder(shell: Shell, a: str, b: str) -> bool:
+    """Whether two spellings name one folder: a per-VM file's `.../hotvcb/` or `/vmfs/volumes/<uuid>/hotvcb`
+    (as `pwd` shows it) for the global volume listed and verified that VM's backups twice. Spelling first;
+    the host's realpath (a round trip over SSH) only for the few that differ."""
+    if posixpath.normpath(a) == posixpath.normpath(b):
+        return True
+    try:
+        return shell.realpath(a) == shell.realpath(b)
+    except (OSError, HostError):
+        return False
 
 
 def say_unmounted(shell: Shell, settings, volume: Optional[str]) -> str:

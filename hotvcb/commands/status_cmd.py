@@ -8,8 +8,8 @@ Exit codes follow the monitoring plugins' convention (Nagios, Icinga, Zabbix):
 import sys
 from typing import Any, Dict, List
 
-from .. import config, namelist
-from ..errors import HotvcbError
+from .. import config, interrupt, namelist
+from ..errors import HotvcbError, Interrupted
 from ..jobs.status import RANK, Check, Limits, host_status
 from ..runlog import say, say_json, shown
 from ..units import parse_duration
@@ -36,29 +36,31 @@ def register(subparsers) -> None:
     common.add_repo_option(p)
     p.usage_exit = 3  # a bad command line is UNKNOWN to a monitor, not WARN
     onhost.add_option(p)
-    p.set_defaults(handler=run)
+    p.set_defaults(handler=run, catches_signals=True)  # a signal is UNKNOWN, said (run)
 
 
 def run(args) -> int:
-    if args.hosts:
-        return _many(args)
+    """Stopped by a signal (a monitor's timeout, Ctrl-C) the check is UNKNOWN, said as every UNKNOWN is
+    (operations.md): on SSH the run on the host is told the signal and says it; here the hosts are read
+    `interrupt.unless_stopped`."""
     try:
-        code = onhost.command(args, UNKNOWN)
-        if code is not None:
-            return code
-        settings, warnings = config.load_settings(args.global_conf)
-        if args.repo:
-            settings = config.by_option(settings, "--repo", vm_backup_repository=args.repo)
-        limits, names, exclude = _scope(args)
-        settings_of = common.per_vm_settings(settings, args.confdir, warnings)
-        report = host_status(common.connect(args.host_target), settings, limits, names, exclude,
-                             settings_of=settings_of)
-    except HotvcbError as err:
-        if args.json:
-            say_json({"status": "UNKNOWN", "message": str(err), "checks": []})
-        else:
-            say(_unknown(err))
-        return UNKNOWN
+        if not args.hosts:
+            code = onhost.command(args, UNKNOWN)
+            if code is not None:
+                return code
+        return _many(args) if args.hosts else _here(args)
+    except (HotvcbError, Interrupted) as err:
+        return _say_unknown(args, str(err))
+
+
+def _here(args) -> int:
+    """This machine's (or, file by file over SSH, the host's) status; run says its errors UNKNOWN."""
+    settings, warnings = config.load_settings(args.global_conf)
+    if args.repo:
+        settings = config.by_option(settings, "--repo", vm_backup_repository=args.repo)
+    limits, names, exclude = _scope(args)
+    settings_of = common.per_vm_settings(settings, args.confdir, warnings)
+    report = _read(args.host_target, settings, limits, names, exclude, settings_of)
     if args.json:
         say_json(report.as_dict(), indent=2)
     else:
@@ -70,6 +72,22 @@ def run(args) -> int:
     return RANK[report.severity]
 
 
+def _say_unknown(args, message: str) -> int:
+    """The UNKNOWN of a status that could not be had, as operations.md shows it; a host list's JSON has
+    its `hosts` where one host's has its `checks`."""
+    if args.json:
+        say_json({"status": "UNKNOWN", "message": message, "hosts" if args.hosts else "checks": []})
+    else:
+        say(_unknown(message))
+    return UNKNOWN
+
+
+def _read(target, settings, limits, names, exclude, settings_of):
+    """One host's report, read `interrupt.unless_stopped`: a signal meanwhile is the check's UNKNOWN (run)."""
+    return interrupt.unless_stopped(lambda: host_status(common.connect(target), settings, limits, names, exclude,
+                                                        settings_of=settings_of))
+
+
 def _scope(args):
     limits = Limits(max_age=parse_duration(args.max_age), snapshot_age=parse_duration(args.snapshot_age))
     names = namelist.read_listed(args.vm_list) if args.vm_list else None  # none named: nothing watched, not OK
@@ -77,10 +95,10 @@ def _scope(args):
     return limits, names, exclude
 
 
-def _unknown(err: HotvcbError) -> str:
-    """The one line of a status that could not be had: the error may quote the host or a file (a path, a
+def _unknown(message: str) -> str:
+    """The one line of a status that could not be had: the message may quote the host or a file (a path, a
     command's output), escaped as one field so it stays one line."""
-    return "UNKNOWN: %s" % shown(str(err), field=True)
+    return "UNKNOWN: %s" % shown(message, field=True)
 
 
 def _headline(severity: str, host: str, checks) -> str:
@@ -91,21 +109,14 @@ def _headline(severity: str, host: str, checks) -> str:
 
 def _many(args) -> int:
     """Every host of a list: one report each; CRIT anywhere is CRIT, else an unreachable host is UNKNOWN."""
-    try:
-        settings, _warnings = config.load_settings(args.global_conf)
-        limits, names, exclude = _scope(args)
-        settings_of = common.per_vm_settings(settings, args.confdir, _warnings)
-        hosts = common.targets_in(args.hosts, args)
-    except HotvcbError as err:
-        if args.json:
-            say_json({"status": "UNKNOWN", "message": str(err), "hosts": []})
-        else:
-            say(_unknown(err))
-        return UNKNOWN
+    settings, _warnings = config.load_settings(args.global_conf)
+    limits, names, exclude = _scope(args)
+    settings_of = common.per_vm_settings(settings, args.confdir, _warnings)
+    hosts = common.targets_in(args.hosts, args)
     reports = []  # type: List[Dict[str, Any]]
     for line, target in hosts:
         try:
-            report = host_status(common.connect(target), settings, limits, names, exclude, settings_of=settings_of)
+            report = _read(target, settings, limits, names, exclude, settings_of)
             reports.append(dict(report.as_dict(), host=line, describe=report.host))
         except HotvcbError as err:
             reports.append({"host": line, "status": "UNKNOWN", "message": str(err), "checks": []})

@@ -11,7 +11,9 @@ of a successful check is recorded in the manifest (see jobs/verify.py).
 Exit codes: 0 nothing damaged (ghettoVCB backups without a manifest are
 reported as unverifiable, not as damaged), 4 some backups damaged or
 incomplete (no STATUS file), 6 all of them, 1 usage (a path that is no backup; a VM
-or --all while the backup volume is not there or the NFS share it is on is not mounted).
+or --all while the backup volume is not there or the NFS share it is on is not mounted; with -c, a
+per-VM file's volume that is not there, named once the rest is checked). A bare word is a VM's name, a
+path says so (`./web`, `/...`): `names_path`.
 """
 
 import argparse
@@ -69,34 +71,50 @@ def _seconds(value: str) -> float:
     return seconds
 
 
+def names_path(shell: Shell, target: str) -> bool:
+    """Whether verify's BACKUP|VM `target` is a backup's path: one that says so (`/...`, `./web`, `../x`), or
+    holds a '/' and is there. A bare word is a VM: taken for a path when the current folder held one, `verify
+    web` from the backup volume verified the VM's folder as one backup (INCOMPLETE), and from the per-VM
+    config folder the VM's config file."""
+    return target.startswith(("/", "./", "../")) or "/" in target and shell.exists(target)
+
+
 def targets(shell: Shell, volume: str, target, all_backups: bool, elsewhere: Optional[Dict[str, str]] = None):
     """Backup paths to check, and notes on what was left out. `elsewhere`: {VM: the volume its per-VM file
     sends its backups to} (-c), looked in as well: without it `verify --all` passed over them, unchecked
-    and unsaid."""
+    and unsaid. (paths, skipped, missing): `missing` says each per-VM volume that is not there (an unmounted
+    share, a typo), for `run` to name once the rest is checked; for one VM it is the error."""
     elsewhere = elsewhere or {}
     if bool(target) == bool(all_backups):
         raise UsageError("say what to verify: BACKUP, VM or --all (exactly one)")
-    if target and target.startswith("/") or (target and shell.exists(target)):
+    if target and names_path(shell, target):
         path = trim_path(target)
         if not (shell.isdir(path) or path.endswith(".gz") and shell.exists(path)):
             raise UsageError(layout.not_there(shell, path))
-        return [path], []
+        return [path], [], []
     if not shell.isdir(volume):  # a share not mounted, a typo: "0 checked" must not read as all well
         raise UsageError("the backup volume %s is not there (a share not mounted, or a typo?): nothing to "
                          "verify" % volume)
     names = [(target, elsewhere.get(target, volume))] if target else \
         [(n, volume) for n in list_cmd.vm_names(shell, volume)] + sorted(elsewhere.items())
-    paths, skipped = [], []  # type: List[str], List[str]
+    paths, skipped, missing = [], [], []  # type: List[str], List[str], List[str]
     for name, where in names:
+        if where != volume and not shell.isdir(where):  # as for the global volume: said, never "all well"
+            missing.append("%s's backup volume %s (its per-VM file) is not there (a share not mounted, or a "
+                           "typo?): its backups are not verified" % (name, where))
+            continue
         found = layout.list_backups(shell, where, name, skipped.append)
         if target and not found:  # all `skipped` holds yet: this VM's folders named like backups that are none
-            raise UsageError("no backups of %r under %s%s" % (name, where, layout.odd_named(skipped)))
+            raise UsageError("no backups of %r under %s%s%s" % (name, where, layout.odd_named(skipped), (
+                " (for the backup %s here, say ./%s)" % (target, target)) if shell.exists(target) else ""))
         for b in found:
             if b.status in ("ok", "warn", "archived"):
                 paths.append(b.path)
             else:
                 skipped.append("%s: %s, not checked" % (b.path, b.status))
-    return paths, skipped
+    if target and missing:
+        raise UsageError(missing[0])
+    return paths, skipped, missing
 
 
 def run(args) -> int:
@@ -125,8 +143,8 @@ def run(args) -> int:
         raise UsageError("no backup on the backup volume can be verified while its NFS share is not mounted")
     own = {} if args.volume or not (args.all or args.target) else list_cmd.per_vm_settings(
         settings, args.confdir, None if args.all else args.target)
-    paths, skipped = targets(shell, args.volume or settings.vm_backup_volume, args.target, args.all,
-                             list_cmd.volumes_elsewhere(settings, own, "verify"))
+    paths, skipped, missing = targets(shell, args.volume or settings.vm_backup_volume, args.target, args.all,
+                                      list_cmd.volumes_elsewhere(settings, own, "verify", shell))
     results = []
     for path in paths:
         if not args.json:
@@ -147,11 +165,13 @@ def run(args) -> int:
         say_json({"results": [{
             "path": r.path, "status": r.status, "files": r.files, "bytes": r.bytes, "message": r.message,
             "problems": [{"file": p.file, "message": p.message, "first": p.first, "last": p.last} for p in r.problems],
-            "notes": r.notes} for r in results], "skipped": skipped}, indent=2)
+            "notes": r.notes} for r in results], "skipped": skipped, "missing": missing}, indent=2)
     else:
         say("%d backup(s) checked, %d damaged or incomplete" % (len(results), len(damaged)))
+    for m in missing:
+        say("hotvcb: error: %s" % m, stream=sys.stderr)
     if not damaged:
-        return 0
+        return 1 if missing else 0
     return 6 if len(damaged) == len(results) else 4
 
 
@@ -161,9 +181,7 @@ def _follow_repository(args, settings) -> None:
     unmounted), said "nothing to verify", or verified last year's folders and said OK. A backup path, or
     --volume, is a folder's verify."""
     target = args.target or ""
-    if args.repo or args.volume or not settings.vm_backup_repository or target.startswith("/"):
-        return
-    if target and LocalShell().exists(target):  # a relative path to a backup folder or .gz
+    if args.repo or args.volume or not settings.vm_backup_repository or target and names_path(LocalShell(), target):
         return
     args.repo = settings.vm_backup_repository
     say("hotvcb: verifying the repository VM_BACKUP_REPOSITORY names (%s); backup folders: --volume %s"
@@ -178,15 +196,17 @@ def _boot(args, settings) -> int:
         raise UsageError("--boot runs QEMU on this machine; drop --host/--qemu")
     shell = LocalShell()
     path = trim_path(args.target)
-    named = not (path.startswith("/") or shell.exists(path))  # a VM name: its newest good backup
-    repo = args.repo or (settings.vm_backup_repository if named and not args.volume else "")
+    named = not names_path(shell, args.target)  # a VM name: its newest good backup
+    mine = list_cmd.per_vm_settings(settings, args.confdir, args.target).get(args.target, settings) if named \
+        else settings
+    repo = args.repo or (mine.vm_backup_repository if named and not args.volume else "")
     if repo:  # never a claim about a backup volume the VM's backups do not go to
-        raise UsageError("--boot boots a backup folder or .gz, not a backup in the repository %s: restore it "
+        raise UsageError("--boot boots a backup folder or .gz, not a backup in the repository %s%s: restore it "
                          "first (hotvcb restore --repo %s --latest VM --kvm DIR) and start the restored VM%s" % (
-                             repo, repo, "" if args.repo else "; --volume boots the VM's folder backups"))
+                             repo, " (VM_BACKUP_REPOSITORY in its per-VM file)" if mine is not settings else "",
+                             repo, "" if args.repo else "; --volume DIR boots the newest of its folder backups there"))
     if named:
-        own = list_cmd.per_vm_settings(settings, args.confdir, args.target)
-        volume = args.volume or own.get(args.target, settings).vm_backup_volume
+        volume = args.volume or mine.vm_backup_volume
         odd = []  # type: List[str]
         newest = backup_check.newest_good(shell, volume, args.target, odd.append,
                                           lambda line: say("warning: verify --boot " + line))

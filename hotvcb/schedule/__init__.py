@@ -151,8 +151,9 @@ def backup_argv(args: Sequence[str], parser: Optional[argparse.ArgumentParser] =
     this only rewrites the words: every word argparse reads as the value of a PATH_DESTS option of
     `parser` (the backup command's own) is made absolute, however it is spelled: `-g FILE`, `-gFILE`,
     `-g=FILE`, `-ag FILE`, `--json-report FILE`, `--json-report=FILE` and any prefix argparse takes
-    for a long option (`--json`, `--j`). Matched by string prefixes instead, `-g=FILE` was installed
-    as `-g<cwd>/=FILE` (a file the run never found) and `--j FILE` stayed relative to cron's $HOME.
+    for a long option (`--json-r`; `--json` is the backup's refusal, no prefix). Matched by string prefixes
+    instead, `-g=FILE` was installed as `-g<cwd>/=FILE` (a file the run never found) and `--json-r FILE`
+    stayed relative to cron's $HOME.
     """
     args = list(args)
     if args and args[0] == "--":
@@ -182,7 +183,9 @@ def backup_argv(args: Sequence[str], parser: Optional[argparse.ArgumentParser] =
             continue
         action, head, value = found
         path = action.dest in PATH_DESTS
-        if value is None and action.nargs is None and i < len(args):  # its value is the next word
+        # its value is the next word (for an optional one, as argparse reads it: a word that is no option)
+        if value is None and i < len(args) and (action.nargs is None
+                                                or action.nargs == "?" and not args[i].startswith("-")):
             out += [a, absolute(args[i]) if path and args[i] else args[i]]
             i += 1
         elif value == DOUBLE_DASH:  # `-m --` (glue_dash_values): written as given, the run glues it again
