@@ -3,154 +3,22 @@ during the commit, a disk unplugged mid-backup and what later runs make of its k
 `qemu-img measure`, BACKUP_SNAPSHOT_TREE and restores. Each QEMU runs with `-S`, one at a time, TCG, disks of
 a few MiB. A test marked xfail(strict) is a defect the current code has.
 """
-import glob
 import json
 import os
 import shutil
-import subprocess
 
 import pytest
 
-from qemuvm import PYTHON, QEMU, _listening, env, needs_qemu, qemu_img, short_dir, wait_until  # noqa: F401
+from qemulab import MiB, disk_of, finish, hmp_write, opened, run_bg, same
+from qemuvm import needs_qemu, qemu_img, wait_until
 
 pytestmark = needs_qemu
-MiB = 1 << 20
-
-
-class Lab:
-    """Bare-QEMU VMs of the test's own (images, QMP sockets, a backup volume), and hotvcb run on them."""
-
-    def __init__(self, tmp_path, tag="k29"):
-        self.root = str(tmp_path)
-        self.sockets = short_dir(tag)
-        self.inventory = os.path.join(self.sockets, "inv")
-        self.images = os.path.join(self.root, "images")
-        self.volume = os.path.join(self.root, "backups")
-        self.workdir = os.path.join(self.root, "work")
-        for d in (self.inventory, self.images, self.volume):
-            os.makedirs(d)
-        self.procs = []
-
-    def image(self, name, fmt="qcow2", size=4 * MiB, pattern=0x5A, folder=None, extra=()):
-        raw = os.path.join(self.root, "src.raw")
-        with open(raw, "wb") as f:
-            f.write(bytes([pattern]) * MiB)
-            f.write(os.urandom(64 * 1024))
-            f.truncate(size)
-        path = os.path.join(folder or self.images, name)
-        r = qemu_img("convert", "-f", "raw", "-O", fmt, *extra, raw, path)
-        assert r.returncode == 0, r.stdout + r.stderr
-        os.remove(raw)
-        return path
-
-    def start(self, name, drives, devices=(), cwd=None, extra=()):
-        sock = os.path.join(self.inventory, name + ".qmp")
-        ctl = os.path.join(self.sockets, name + ".ctl")
-        argv = [QEMU, "-machine", "pc,accel=tcg", "-m", "64", "-nodefaults", "-display", "none", "-S"] + list(extra)
-        for d in drives:
-            argv += ["-drive", d]
-        for d in devices:
-            argv += ["-device", d]
-        argv += ["-qmp", "unix:%s,server=on,wait=off" % sock, "-qmp", "unix:%s,server=on,wait=off" % ctl]
-        logpath = os.path.join(self.root, "qemu.log")
-        with open(logpath, "ab") as log:
-            p = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        self.procs.append(p)
-        wait_until(lambda: (_listening(sock) and _listening(ctl)) or p.poll() is not None, 30, "QEMU to listen")
-        assert p.poll() is None, open(logpath).read()
-        self.ctl = ctl
-        return p
-
-    def qmp(self, cmd, args=None):
-        from hotvcb.hosts.qmp import QmpClient
-        with QmpClient(self.ctl, timeout=30).connect() as q:
-            return q.execute(cmd, args or {})
-
-    def conf(self, **keys):
-        values = {"VM_BACKUP_VOLUME": self.volume, "DISK_BACKUP_FORMAT": "qcow2", "VM_BACKUP_ROTATION_COUNT": "3"}
-        values.update({k: str(v) for k, v in keys.items()})
-        path = os.path.join(self.root, "hotvcb.conf")
-        with open(path, "w") as f:
-            f.write("".join("%s=%s\n" % kv for kv in values.items()))
-        return path
-
-    def hotvcb(self, *args, timeout=180, bin_dir=None):
-        r = subprocess.run([PYTHON, "-m", "hotvcb"] + [str(a) for a in args], capture_output=True, text=True,
-                           timeout=timeout, env=env(bin_dir))
-        return r.returncode, r.stdout + r.stderr
-
-    def backup(self, name, bin_dir=None, **keys):
-        return self.hotvcb("--qemu", self.inventory, "backup", "-m", name, "-g", self.conf(**keys), "-w",
-                           self.workdir, bin_dir=bin_dir)
-
-    def backups(self, name):
-        return sorted(os.path.dirname(p) for p in glob.glob(os.path.join(glob.escape(self.volume), glob.escape(name),
-                                                                          "*", "STATUS.ok")))
-
-    def overlays(self, folder=None):
-        return glob.glob(os.path.join(glob.escape(folder or self.images), "*hotvcb-snapshot-*"))
-
-    def close(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait(10)
-        shutil.rmtree(self.sockets, ignore_errors=True)
 
 
 @pytest.fixture
 def lab(tmp_path):
-    lab = Lab(tmp_path)
-    try:
-        yield lab
-    finally:
-        lab.close()
-
-
-def disk_of(backup, suffix=".qcow2"):
-    found = [f for f in os.listdir(backup) if f.endswith(suffix)]
-    assert len(found) == 1, found
-    return os.path.join(backup, found[0])
-
-
-def same(a, b):
-    r = qemu_img("compare", "-U", a, b)
-    return r.returncode == 0
-
-
-def run_bg(lab, name, bin_dir, logname="run.log", **keys):
-    """hotvcb backup -m name in the background, its output in a log file."""
-    log = os.path.join(lab.root, logname)
-    with open(log, "w") as out:
-        p = subprocess.Popen([PYTHON, "-m", "hotvcb", "--qemu", lab.inventory, "backup", "-m", name, "-g",
-                              lab.conf(**keys), "-w", lab.workdir], stdout=out, stderr=subprocess.STDOUT,
-                             env=env(bin_dir))
-    return p, log
-
-
-def finish(p, timeout=120):
-    try:
-        return p.wait(timeout)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait(10)
-
-
-def hmp_write(lab, device, pattern, offset, length):
-    """A guest write through the VM's own block layer (lands in our overlay while it exists)."""
-    out = lab.qmp("human-monitor-command", {"command-line": 'qemu-io %s "write -P 0x%02x %s %s"'
-                                            % (device, pattern, offset, length)})
-    assert "rror" not in out and "failed" not in out, out
-
-
-
-def _job(lab, prefix="hotvcb-commit-"):
-    try:
-        jobs = lab.qmp("query-block-jobs")
-    except Exception:
-        return None
-    return next((j for j in jobs if str(j.get("device", "")).startswith(prefix)), None)
+    with opened(tmp_path, "k29") as made:
+        yield made
 
 
 # -- the monitor busy at the commit ---------------------------------------------------------------------
