@@ -363,6 +363,19 @@ class Guest:
                 len(writes), count, timeout)
             time.sleep(0.2)
 
+    def wait_agent(self, timeout: float = 180) -> None:
+        """Until libvirt has the guest's agent connected: the guest's init starts it before its writer, but
+        libvirt learns of the channel from an event of its own, which a loaded machine delivers later (a
+        backup then found "QEMU guest agent is not connected" and ran unquiesced, failing two tests once)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            r = virsh("qemu-agent-command", self.name, '{"execute":"guest-ping"}', check=False)
+            if r.returncode == 0:
+                return
+            assert time.monotonic() < deadline, "the guest's agent is not connected after %d s: %s" % (
+                timeout, r.stderr.strip())
+            time.sleep(0.5)
+
     def remove(self) -> None:
         virsh("destroy", self.name, check=False)
         for cp in reversed(virsh("checkpoint-list", self.name, "--name", check=False).stdout.split()):

@@ -124,6 +124,7 @@ def test_hot_backup_then_incremental_is_exact_and_leaves_nothing(lab, guest):
     assert not ours_left(name)
 
     g.wait_writes(len(g.console()[0]) + 40)
+    g.wait_agent()
     code, out = lab.backup(name, VM_SNAPSHOT_QUIESCE=1)
     assert code == 0, out
     # quiesced by the guest agent, and thawed again (its own log on the guest's console)
@@ -281,6 +282,7 @@ def test_rotation_keeps_an_incrementals_bases_and_a_lost_base_or_checkpoint_mean
 
 def test_guest_hooks_run_inside_the_domain_through_libvirts_agent_channel(lab, guest):
     guest.wait_writes(5)  # booted: its agent runs before it writes
+    guest.wait_agent()
     said = '"$HOTVCB_PHASE|$HOTVCB_RESULT|$HOTVCB_VM|$(cat /proc/cmdline)"'
     code, out = lab.backup(NAME, GUEST_PRE_BACKUP_HOOK="echo " + said, GUEST_POST_BACKUP_HOOK="echo " + said)
     assert code == 0, out

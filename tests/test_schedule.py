@@ -126,6 +126,7 @@ def test_backup_argv_makes_the_json_report_absolute_in_every_spelling(tmp_path, 
 @pytest.mark.parametrize("words,made", [
     (["-g=c"], ["-g=%s/c"]), (["-gc"], ["-g%s/c"]), (["-ag", "c"], ["-ag", "%s/c"]), (["-agc"], ["-ag%s/c"]),
     (["--json-r", "r"], ["--json-r", "%s/r"]), (["--json-r=r"], ["--json-r=%s/r"]),
+    (["--j", "r"], ["--j", "%s/r"]), (["--j=r"], ["--j=%s/r"]),  # older jobs' abbreviation stays unambiguous
     (["--ident", "k"], ["--ident", "%s/k"]),
     (["-d", "dryrun", "-lx"], ["-d", "dryrun", "-l%s/x"]), (["-m", "-g"], ["-m", "-g"]),
     (["--power-state", "on"], ["--power-state", "on"]), (["-g", ""], ["-g", ""]),

@@ -69,6 +69,15 @@ class RefusesEmptyValues(argparse.ArgumentParser):
     An option whose own meaning is "" (restore's bare `--libvirt`) keeps it. An empty argument is the same
     mistake: `list "$VM"` listed every VM's backups, and a script restored another VM's newest."""
 
+    def _get_option_tuples(self, option_string):
+        """As argparse, but an abbreviation means an undocumented option only when nothing else matches
+        (`abbreviated`)."""
+        found = super()._get_option_tuples(option_string)
+        if not option_string.startswith("--") or len(found) < 2:
+            return found
+        shown = [t for t in found if t[0].help is not argparse.SUPPRESS]
+        return shown or found
+
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
         namespace, extras = super().parse_known_args(args, namespace)
         for action in self._actions:  # noqa: SLF001 - argparse offers no public list of options
@@ -117,6 +126,15 @@ def options_of(parser: argparse.ArgumentParser) -> Dict[str, argparse.Action]:
     return {o: a for a in parser._actions for o in a.option_strings}  # noqa: SLF001 - no public list
 
 
+def abbreviated(prefix: str, options: Dict[str, argparse.Action]) -> List[argparse.Action]:
+    """The long options `prefix` may abbreviate. An undocumented one (help=SUPPRESS: backup's `--json FILE`,
+    kept for older jobs) is meant only as typed, unless nothing else matches: `--j FILE`, which jobs have
+    had for --json-report, must not turn ambiguous."""
+    found = [options[o] for o in options if o.startswith("--") and o.startswith(prefix)]
+    shown = [a for a in found if a.help is not argparse.SUPPRESS]
+    return shown or found
+
+
 def option_of(word: str, options: Dict[str, argparse.Action]) -> Optional[Tuple[argparse.Action, str, Optional[str]]]:
     """(the option, the word up to its glued value, that value or None) as argparse reads `word`, or None
     for a word that is no option. Of a bundle of short flags (`-ag FILE`) the last one counts: the flags
@@ -128,8 +146,8 @@ def option_of(word: str, options: Dict[str, argparse.Action]) -> Optional[Tuple[
     flag, eq, value = word.partition("=")
     if eq and flag in options:  # `-g=FILE`, `--json-report=FILE`
         return options[flag], flag + "=", value
-    if word.startswith("--"):  # a unique prefix of a long option (argparse's allow_abbrev)
-        hits = {options[o] for o in options if o.startswith("--") and o.startswith(flag)}
+    if word.startswith("--"):  # a unique prefix of a long option (argparse's allow_abbrev, as abbreviated)
+        hits = set(abbreviated(flag, options))
         if len(hits) == 1:
             return hits.pop(), flag + eq, value if eq else None
         return None
