@@ -76,8 +76,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         at = _command_at(argv, _backup_words_end(argv, first) if _is_backup_option(argv[first]) else first)
         if at < len(argv):  # options before a command are its own, or a usage error: never a backup's
             stray, argv, first = _before_command(argv, first, at)
-        elif _is_backup_option(argv[first]):
-            argv.insert(first, "backup")  # ghettoVCB style: flags only
+        elif _is_backup_option(argv[first]):  # ghettoVCB style: flags only, the target maybe appended
+            from .commands import backup_cmd
+
+            glob, rest = backup_cmd.split_global_options(argv[first:])
+            argv, first = argv[:first] + glob + ["backup"] + rest, first + len(glob)
         else:
             stray, first = _stray(argv[first]), at
     argv = common.libvirt_uri_given(argv[:first]) + argv[first:]  # a subcommand's own --libvirt is its own

@@ -91,6 +91,33 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def split_global_options(words: Sequence[str]) -> Tuple[List[str], List[str]]:
+    """(the global options among a backup's words, each by its full name; the backup's own words, a leading
+    command word `backup` dropped). Read with the run's own parser, so an abbreviation (`--qem DIR`) is the
+    global option it stands for here too: `schedule install` checked `--qem` as --qemu but installed it after
+    `backup`, where every night's run refused it; and `hotvcb -a -g F --qemu DIR` (the target appended to a
+    ghettoVCB line) runs as `hotvcb --qemu DIR backup -a -g F`, as `schedule install` takes the same words.
+    A global `--libvirt` takes the next word only when it is a URI (`common.libvirt_value`)."""
+    options = common.options_of(parser())
+    glob, rest = [], []  # type: Tuple[List[str], List[str]]
+    i = 0
+    while i < len(words) and words[i] != "--":
+        word = words[i]
+        hit = common.option_of(word, options) if word.startswith("-") else None
+        takes = 0 if hit is None or hit[0].nargs is not None or hit[2] is not None else 1
+        name = hit[0].option_strings[-1] if hit is not None else ""
+        if hit is not None and name in common.GLOBAL_VALUED:
+            if name == "--libvirt" and takes and not common.libvirt_value(list(words[i + 1:])):
+                glob.append("--libvirt=" + common.LIBVIRT_DEFAULT)
+                takes = 0
+            else:
+                glob += [name if hit[2] is None else name + "=" + hit[2]] + list(words[i + 1:i + 1 + takes])
+        elif word != "backup" or rest:  # `--qemu DIR backup -m web`: the run's own line, its command word
+            rest += words[i:i + 1 + takes]
+        i += 1 + takes
+    return glob, rest + list(words[i:])
+
+
 def selection(args) -> Tuple[Optional[List[str]], List[str]]:
     """(names or None for -a, excluded names): the list files are read now.
 

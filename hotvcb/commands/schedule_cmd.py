@@ -87,27 +87,12 @@ def _scheduler(args, on_esxi: bool, change: bool = True):
 
 
 def split_job_args(words: List[str]) -> Tuple[List[str], List[str]]:
-    """What follows `--`: (global options such as --qemu DIR / --host H, the backup arguments)."""
+    """What follows `--`: (global options such as --qemu DIR / --host H, the backup arguments), read as
+    the run will read them (`backup_cmd.split_global_options`)."""
     words = list(words)
     if words and words[0] == "--":
         words = words[1:]
-    if words and words[0] == "backup":
-        words = words[1:]
-    words = common.glue_dash_values(common.libvirt_uri_given(words))  # `-m -web` as the run reads it
-    glob, rest = [], []  # type: Tuple[List[str], List[str]]
-    i = 0
-    while i < len(words):
-        w = words[i]
-        if w in common.GLOBAL_VALUED and i + 1 < len(words):
-            glob += words[i:i + 2]
-            i += 2
-            continue
-        if w.split("=", 1)[0] in common.GLOBAL_VALUED and "=" in w:
-            glob.append(w)
-        else:
-            rest.append(w)
-        i += 1
-    return glob, rest
+    return backup_cmd.split_global_options(common.glue_dash_values(words))  # `-m -web` as the run reads it
 
 
 def job_command(args):
