@@ -69,9 +69,8 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     _no_writable_by_others()
     argv = list(sys.argv[1:] if argv is None else argv)
-    first = _skip_global_options(argv)
-    stray = None  # type: Optional[str]
-    if first < len(argv) and argv[first].startswith("-") and argv[first] not in ("-h", "--help", "--version"):
+    first, stray = _skip_global_options(argv)
+    if stray is None and first < len(argv) and argv[first].startswith("-") and argv[first] not in ("-h", "--help", "--version"):
         # ghettoVCB-style flags take their values first: `hotvcb -m backup -g F` backs up the VM "backup"
         at = _command_at(argv, _backup_words_end(argv, first) if _is_backup_option(argv[first]) else first)
         if at < len(argv):  # options before a command are its own, or a usage error: never a backup's
@@ -83,8 +82,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             argv, first = argv[:first] + glob + ["backup"] + rest, first + len(glob)
         else:
             stray, first = _stray(argv[first]), at
-    argv = common.libvirt_uri_given(argv[:first]) + argv[first:]  # a subcommand's own --libvirt is its own
-    argv = common.glue_dash_values(argv)
+    argv = common.glue_dash_values(argv)  # first: `-m --libvirt` is the VM named --libvirt
+    argv = common.libvirt_uri_given(argv[:first]) + argv[first:first + 1] + _bare_libvirt_last(argv[first + 1:])
     parser = build_parser(argv[first] if first < len(argv) else None)
     # a monitoring plugin's UNKNOWN for a run that could not tell (a bad command line, an internal error, a
     # signal): 1 and 2 are WARN and CRIT to Nagios, which they are not
@@ -96,7 +95,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             parser.error(stray)
         args = _parse(parser, argv)
     except _BadCommandLine as err:
-        if unknown is not None and _asks_json(argv[first + 1:]):  # operations.md: UNKNOWN's JSON, whatever the cause
+        if unknown is not None and _asks_json(argv):  # operations.md: UNKNOWN's JSON, whatever the cause
             say_json({"status": "UNKNOWN", "message": err.message, "checks": []})
         raise
     if args is None:
@@ -143,7 +142,8 @@ def _parse(parser: argparse.ArgumentParser, argv: List[str]) -> Optional[argpars
 
 
 def _asks_json(words: List[str]) -> bool:
-    """Whether a command's words ask for --json (argparse takes any unambiguous prefix, `--js`)."""
+    """Whether a command line asks for --json, before its command (`--json -d debug status`: -d is what is
+    wrong, and the monitor still owes its JSON) or after it (argparse takes any unambiguous prefix, `--js`)."""
     return any(w.startswith("--j") and "--json".startswith(w) for w in words)
 
 
@@ -166,29 +166,55 @@ def _is_backup_option(word: str) -> bool:
 
 def _backup_words_end(argv: List[str], first: int) -> int:
     """Index of the first word from `first` on that the backup's own options do not take, their values
-    included (an optional value is never taken: `hotvcb --json status` is status's --json). A VM named like
-    a command (`-m backup`, `-m status`: a backup server VM) is the value of -m, as ghettoVCB's getopts read
-    it, not the command."""
+    included. A VM named like a command (`-m backup`, `-m status`: a backup server VM) is the value of -m,
+    as ghettoVCB's getopts read it, not the command."""
     from .commands import backup_cmd
 
-    options = common.options_of(backup_cmd.parser())
+    return _options_end(argv, first, common.options_of(backup_cmd.parser()))
+
+
+def _options_end(argv: List[str], first: int, options: Dict[str, argparse.Action]) -> int:
+    """Index of the first word from `first` on that `options` (or the global ones, by their names) do not
+    take, their values included."""
     i = first
     while i < len(argv) and argv[i] != "--":
-        hit = common.option_of(argv[i], options) if argv[i].startswith("-") else None
-        if hit is None:
+        hit = common.option_of(argv[i], options)
+        if hit is None and argv[i].split("=", 1)[0] not in _GLOBAL_VALUED:
             break
-        action, _head, value = hit
-        i += 1 if action.nargs is not None or value is not None else 2
+        i += 1 + (_takes(hit[0], hit[2], argv[i + 1:]) if hit is not None else _global_takes(argv[i], argv[i + 1:]))
     return min(i, len(argv))
 
 
+def _takes(action: argparse.Action, glued: Optional[str], following: List[str]) -> int:
+    """How many of the `following` words an option takes (its value `glued` to it, or None). An optional
+    value is the next word when that is no option and no command (`--json r.json -m backup` names the
+    report file; `--json status` is status's --json), and for a --libvirt only a URI (`--libvirt BACKUP`
+    is the default libvirt and the backup to restore)."""
+    if action.nargs == 0 or glued is not None:
+        return 0
+    if "--libvirt" in action.option_strings:
+        return 1 if common.libvirt_value(following) else 0
+    if action.nargs == "?":
+        return 1 if following and not following[0].startswith("-") and following[0] not in COMMANDS else 0
+    return 1
+
+
+def _global_takes(word: str, following: List[str]) -> int:
+    """How many of the `following` words the global option `word` (by its name) takes."""
+    return 0 if "=" in word or word == "--libvirt" and not common.libvirt_value(following) else 1
+
+
 def _command_at(argv: List[str], start: int) -> int:
-    """Index of the first command name at or after `start` and before a `--` (len(argv) if none): what a
-    command line with options before its command meant to run. A word naming a command is that command,
-    never an option's value: `hotvcb --json status` (`--json` a prefix of the backup's --json-report)
-    was a backup writing a report file named `status`, for a monitor's check."""
+    """Index of the command name at or after `start` and before a `--` (len(argv) if none): what a command
+    line with options before its command meant to run. That is the first command word up to which the
+    words from `start` are that command's own options with their values: `hotvcb --latest backup restore`
+    restores the VM named backup. Failing that, the first command word (the words before it are then
+    refused, naming the one that is wrong): `hotvcb --json status` (`--json` a prefix of the backup's
+    --json-report) was a backup writing a report file named `status`, for a monitor's check."""
     end = argv.index("--", start) if "--" in argv[start:] else len(argv)
-    return next((i for i in range(start, end) if argv[i] in COMMANDS), len(argv))
+    named = [i for i in range(start, end) if argv[i] in COMMANDS]
+    own = (i for i in named if _options_end(argv, start, _options_of_command(argv[i])) == i)
+    return next(own, named[0] if named else len(argv))
 
 
 def _before_command(argv: List[str], first: int, at: int) -> Tuple[Optional[str], List[str], int]:
@@ -201,16 +227,13 @@ def _before_command(argv: List[str], first: int, at: int) -> Tuple[Optional[str]
     i = first
     while i < at:
         word = argv[i]
-        hit = common.option_of(word, options)
-        glob = word.split("=", 1)[0] in _GLOBAL_VALUED
+        hit = common.option_of(word, options)  # the command's own first: restore's --libvirt is not the target's
+        glob = hit is None and word.split("=", 1)[0] in _GLOBAL_VALUED
         if hit is None and not glob:
             return _stray(word), argv, at
-        if glob:
-            takes = 0 if "=" in word or word == "--libvirt" and not common.libvirt_value(argv[i + 1:]) else 1
-        else:
-            takes = 0 if hit is not None and (hit[0].nargs == 0 or hit[2] is not None) else 1
+        takes = _takes(hit[0], hit[2], argv[i + 1:at]) if hit is not None else _global_takes(word, argv[i + 1:at])
         if i + takes >= at:
-            return "option %s has no value: %s is the command, not its value" % (word, argv[at]), argv, at
+            return _no_value(word, argv[at]), argv, at
         (kept if glob else moved).extend(argv[i:i + 1 + takes])
         i += 1 + takes
     return None, kept + [argv[at]] + moved + argv[at + 1:], len(kept)
@@ -228,19 +251,31 @@ def _stray(word: str) -> str:
             "backup's flags, the word backup may be left out, ghettoVCB style)" % (word, ", ".join(_GLOBAL_VALUED)))
 
 
-def _skip_global_options(argv: List[str]) -> int:
-    """Index of the first argument after the leading top-level (SSH) options."""
+def _no_value(option: str, command: str) -> str:
+    return "option %s has no value: %s is the command, not its value" % (option, command)
+
+
+def _skip_global_options(argv: List[str]) -> Tuple[int, Optional[str]]:
+    """(index of the first argument after the leading top-level (SSH) options, what is wrong with them or
+    None). A command word is never a global option's value: `--identity $KEY status` with KEY unset and
+    unquoted is a check with an empty --identity, owed its UNKNOWN, not a ghettoVCB-style backup."""
     i = 0
-    while i < len(argv):
-        if argv[i] == "--libvirt" and not common.libvirt_value(argv[i + 1:]):
-            i += 1  # its URI is optional
-        elif argv[i] in _GLOBAL_VALUED:
-            i += 2
-        elif argv[i].split("=", 1)[0] in _GLOBAL_VALUED:
-            i += 1
-        else:
-            break
-    return i
+    while i < len(argv) and argv[i].split("=", 1)[0] in _GLOBAL_VALUED:
+        takes = _global_takes(argv[i], argv[i + 1:])
+        if takes and i + 1 < len(argv) and argv[i + 1] in COMMANDS:
+            return i + 1, _no_value(argv[i], argv[i + 1])
+        i += 1 + takes
+    return min(i, len(argv)), None
+
+
+def _bare_libvirt_last(words: List[str]) -> List[str]:
+    """A command's words with its own `--libvirt` that names no URI moved to their end (before a `--`), so
+    that argparse gives it no value: `restore --kvm DIR --libvirt BACKUP` took the backup for libvirt's URI
+    (the global --libvirt reads the same way, `common.libvirt_uri_given`)."""
+    end = words.index("--") if "--" in words else len(words)
+    bare = [i for i in range(end) if words[i] == "--libvirt" and not common.libvirt_value(words[i + 1:])]
+    kept = [w for i, w in enumerate(words[:end]) if i not in bare]
+    return kept + ["--libvirt"] * len(bare) + words[end:]
 
 
 if __name__ == "__main__":

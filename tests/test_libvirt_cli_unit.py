@@ -33,8 +33,8 @@ def test_only_the_global_option_is_rewritten():
     from hotvcb.cli import _skip_global_options
 
     argv = ["--libvirt", "restore", "X", "--kvm", "D", "--libvirt"]
-    first = _skip_global_options(argv)
-    assert first == 1 and common.libvirt_uri_given(argv[:first]) + argv[first:] == [
+    first, wrong = _skip_global_options(argv)
+    assert first == 1 and wrong is None and common.libvirt_uri_given(argv[:first]) + argv[first:] == [
         "--libvirt=qemu:///system", "restore", "X", "--kvm", "D", "--libvirt"]
 
 

@@ -31,8 +31,6 @@ def qemu(tmp_path):
     return tmp_path / "qmp", conf
 
 
-@pytest.mark.xfail(strict=True, reason="an option before a non-backup command whose value is a command word "
-                   "(--latest backup restore) is refused as an unrecognized option; --latest status even exits 3")
 @pytest.mark.parametrize("vm", ["backup", "status", "list"])
 def test_restore_latest_of_a_vm_named_like_a_command_before_the_command_word(qemu, vm):
     """The backup server's own VM is called `backup` (today's fix: `-m backup` is -m's value). Its admin
@@ -73,8 +71,6 @@ def json_of(r):
         raise AssertionError("no JSON on stdout: %r" % said(r)) from None
 
 
-@pytest.mark.xfail(strict=True, reason="status with --json given before the command and a stray option before it "
-                   "(--json -d debug status) exits 3 with no UNKNOWN JSON: _asks_json only reads the words after status")
 @pytest.mark.parametrize("line, stray", [(["--json", "-d", "debug", "status"], "-d"),
                                          (["--json", "--jsn", "status"], "--jsn"),
                                          (["-g", "CONF", "--json", "-x", "status"], "-x")])
@@ -142,8 +138,6 @@ def test_schedule_install_takes_the_run_line_with_its_global_option_and_the_word
     assert _our_line(fake_crontab) == want
 
 
-@pytest.mark.xfail(strict=True, reason="a ghettoVCB-style line with the kept `--json FILE` spelling and a VM named like a "
-                   "command (--json r.json -m backup) is refused: 'option -m has no value: backup is the command'")
 @pytest.mark.parametrize("vm", ["backup", "status"])
 def test_json_file_spelling_with_a_vm_named_like_a_command_is_still_a_backup(qemu, tmp_path, vm):
     """Two of today's promises together: `backup --json FILE` still names the report file (b4c5217) and a VM
@@ -186,8 +180,6 @@ def test_schedule_install_never_installs_a_line_that_cannot_parse(fake_crontab, 
     assert "unrecognized arguments" not in said(run) and run.returncode != 1, (line, said(run))
 
 
-@pytest.mark.xfail(strict=True, reason="a global option whose value was an unquoted empty variable swallows the word "
-                   "status (--port $P status --json): exit 1, no UNKNOWN JSON, for --identity a backup's --json refusal")
 @pytest.mark.parametrize("option", ["--port", "--identity", "--known-hosts"])
 def test_a_global_option_left_empty_before_status_is_unknown_with_json(qemu, option):
     """The fleet check is `hotvcb --host root@esxi01 --identity $KEY status -g F --json`; on one monitor $KEY
@@ -214,8 +206,6 @@ def unsealed_backup(tmp_path):
     return folder
 
 
-@pytest.mark.xfail(strict=True, reason="restore's own --libvirt [URI] swallows the BACKUP that follows it as its URI "
-                   "(restore --kvm DIR --libvirt BACKUP): 'say what to restore'; the global --libvirt takes only a URI")
 def test_restore_libvirt_before_the_backup_does_not_take_the_backup_for_its_uri(unsealed_backup, tmp_path):
     """kvm.md: `hotvcb restore BACKUP --kvm DIR [--libvirt [URI]]` (the URI optional). The admin writes the
     options first, `hotvcb restore --kvm /var/lib/kvm --libvirt /vmfs/.../web-<time>`. hotvcb took the backup
@@ -229,8 +219,6 @@ def test_restore_libvirt_before_the_backup_does_not_take_the_backup_for_its_uri(
     assert r.returncode == 6 and "not a good backup" in said(r), said(r)
 
 
-@pytest.mark.xfail(strict=True, reason="before `restore`, its own --kvm is moved after it but its own --libvirt is kept "
-                   "as the global target: 'drop --host/--qemu', options the admin never gave")
 def test_restore_kvm_and_libvirt_before_the_command_are_the_restores_own(unsealed_backup, tmp_path):
     """architecture.md: options before a command name are its own. `hotvcb --kvm DIR --libvirt restore BACKUP`
     (a KVM restore defining the domain, options first) was refused with `--kvm restores on this machine; drop
