@@ -4,35 +4,11 @@ monitor, a mistyped path or an empty variable made hotvcb say."""
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
+from localcli import local, qemu, said  # noqa: F401  (qemu: the fixture)
 from simhost import VOLUME, hotvcb, needs_root, write_conf
-
-SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def local(*args, cwd=None):
-    """hotvcb on this machine (a --qemu target or no host at all), as an admin runs it."""
-    return subprocess.run([sys.executable, "-m", "hotvcb"] + [str(a) for a in args], capture_output=True, text=True,
-                          timeout=120, cwd=cwd or SRC, env=dict(os.environ, PYTHONPATH=SRC))
-
-
-def said(r):
-    return r.stdout + r.stderr
-
-
-@pytest.fixture
-def qemu(tmp_path):
-    """An empty QMP folder and a config sending backups to an empty volume: (folder, config)."""
-    (tmp_path / "qmp").mkdir()
-    (tmp_path / "vol").mkdir()
-    conf = tmp_path / "hotvcb.conf"
-    conf.write_text("VM_BACKUP_VOLUME=%s\nDISK_BACKUP_FORMAT=qcow2\n" % (tmp_path / "vol"))
-    return tmp_path / "qmp", conf
-
 
 @needs_root
 def test_status_names_a_folder_that_is_no_repository_once(host):

@@ -4,31 +4,10 @@ Each xfail is one defect, asserting what the admin should have seen."""
 
 import os
 import subprocess
-import sys
 
 import pytest
 
-SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def local(*args, timeout=120, cwd=None):
-    """hotvcb on this machine (a --qemu target or no host at all), as an admin runs it."""
-    return subprocess.run([sys.executable, "-m", "hotvcb"] + [str(a) for a in args], capture_output=True, text=True,
-                          timeout=timeout, cwd=str(cwd or SRC), env=dict(os.environ, PYTHONPATH=SRC))
-
-
-def said(r):
-    return r.stdout + r.stderr
-
-
-@pytest.fixture
-def qemu(tmp_path):
-    """An empty QMP folder and a config sending backups to an empty volume: (folder, config)."""
-    (tmp_path / "qmp").mkdir()
-    (tmp_path / "vol").mkdir()
-    conf = tmp_path / "hotvcb.conf"
-    conf.write_text("VM_BACKUP_VOLUME=%s\nDISK_BACKUP_FORMAT=qcow2\n" % (tmp_path / "vol"))
-    return tmp_path / "qmp", conf
+from localcli import json_of, local, qemu, said  # noqa: F401  (qemu: the fixture)
 
 
 @pytest.mark.parametrize("vm", ["backup", "status", "list"])
@@ -60,15 +39,6 @@ def test_global_option_after_ghettovcb_flags_runs_the_backup(qemu, spelling):
     assert want.returncode == 7 and "No VMs backed up!" in said(want), said(want)
     r = local("-a", "-g", conf, *target)
     assert r.returncode == 7 and "No VMs backed up!" in said(r), said(r)
-
-
-def json_of(r):
-    import json
-
-    try:
-        return json.loads(r.stdout)
-    except ValueError:
-        raise AssertionError("no JSON on stdout: %r" % said(r)) from None
 
 
 @pytest.mark.parametrize("line, stray", [(["--json", "-d", "debug", "status"], "-d"),
