@@ -60,6 +60,20 @@ def hotvcb(host: Host, *args, timeout=180) -> subprocess.CompletedProcess:
     return subprocess.run(_argv(host, args), capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
 
 
+def db_backed_up_elsewhere(host: Host, tmp_path) -> tuple:
+    """VMs web and db backed up once with `-c`, db's per-VM file sending its backups to
+    /vmfs/volumes/ds5/db-only: (config, per-VM config folder)."""
+    conf = write_conf(host)
+    for vm in ("web", "db"):
+        host.create_vm(vm, "datastore1", [{"size": "1M"}], power="on")
+    confdir = tmp_path / "vmconf"
+    confdir.mkdir()
+    (confdir / "db").write_text("VM_BACKUP_VOLUME=/vmfs/volumes/ds5/db-only\n")
+    r = hotvcb(host, "-a", "-g", conf, "-c", str(confdir))
+    assert r.returncode == 0, r.stdout + r.stderr
+    return conf, confdir
+
+
 def hotvcb_background(host: Host, *args) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=REPO)
     return subprocess.Popen(_argv(host, args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

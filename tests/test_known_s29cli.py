@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from localcli import local, qemu, said  # noqa: F401  (qemu: the fixture)
-from simhost import VOLUME, hotvcb, needs_root, write_conf
+from simhost import VOLUME, db_backed_up_elsewhere, hotvcb, needs_root, write_conf
 
 @needs_root
 def test_status_names_a_folder_that_is_no_repository_once(host):
@@ -102,13 +102,7 @@ def test_verify_with_the_backups_per_vm_files_checks_the_backups_they_sent_elsew
     """A VM whose per-VM file sets VM_BACKUP_VOLUME has its backups there; `status` and `list` look there
     with `-c`, but `verify --all` took no -c: it passed over them, "1 backup(s) checked, 0 damaged", and
     `verify db` said it had no backups."""
-    conf = write_conf(host)
-    for vm in ("web", "db"):
-        host.create_vm(vm, "datastore1", [{"size": "1M"}], power="on")
-    confdir = tmp_path / "vmconf"
-    confdir.mkdir()
-    (confdir / "db").write_text("VM_BACKUP_VOLUME=/vmfs/volumes/ds5/db-only\n")
-    assert hotvcb(host, "-a", "-g", conf, "-c", str(confdir)).returncode == 0
+    conf, confdir = db_backed_up_elsewhere(host, tmp_path)
     r = hotvcb(host, "verify", "--all", "-g", conf, "-c", str(confdir), "--json")
     assert r.returncode == 0, said(r)
     checked = sorted(x["path"].rsplit("/", 2)[0] for x in json.loads(r.stdout)["results"])

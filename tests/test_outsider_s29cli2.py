@@ -14,7 +14,7 @@ import time
 import pytest
 
 from localcli import SRC, json_of, local, qemu, said  # noqa: F401  (qemu: the fixture)
-from simhost import VOLUME, backups, hotvcb, needs_root, on_host, write_conf
+from simhost import VOLUME, backups, db_backed_up_elsewhere, hotvcb, needs_root, on_host, write_conf
 
 
 @pytest.mark.parametrize("before", [["-g", "CONF"], ["-d", "debug"], ["--json"]])
@@ -50,13 +50,7 @@ def test_verify_all_names_a_per_vm_volume_that_is_not_there(host, tmp_path):
     exit 0: db's backups are neither checked nor mentioned. With the global volume missing verify refuses
     ("the backup volume ... is not there (a share not mounted, or a typo?)"): "0 checked must not read as
     all well" holds for a per-VM volume too; the admin should at least be told db's volume is not there."""
-    conf = write_conf(host)
-    for vm in ("web", "db"):
-        host.create_vm(vm, "datastore1", [{"size": "1M"}], power="on")
-    confdir = tmp_path / "vmconf"
-    confdir.mkdir()
-    (confdir / "db").write_text("VM_BACKUP_VOLUME=/vmfs/volumes/ds5/db-only\n")
-    assert hotvcb(host, "-a", "-g", conf, "-c", str(confdir)).returncode == 0
+    conf, confdir = db_backed_up_elsewhere(host, tmp_path)
     (confdir / "db").write_text("VM_BACKUP_VOLUME=/vmfs/volumes/nas2/db\n")  # the share is gone
     r = hotvcb(host, "verify", "--all", "-g", conf, "-c", str(confdir))
     assert "/vmfs/volumes/nas2/db" in said(r) and "Traceback" not in said(r), said(r)

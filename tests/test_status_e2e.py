@@ -7,7 +7,7 @@ import time
 import pytest
 
 from hotvcb.store.health import GZ_RECORDS, GZ_VERIFY_SUFFIX
-from simhost import VOLUME, hotvcb, make_host, needs_root, write_conf
+from simhost import VOLUME, db_backed_up_elsewhere, hotvcb, make_host, needs_root, write_conf
 
 pytestmark = needs_root
 
@@ -282,13 +282,7 @@ def test_status_list_and_restore_latest_with_the_backups_per_vm_files_look_where
     folder that is not there is UNKNOWN, as a missing -f list is."""
     host = make_host(tmp_path / "host")
     try:
-        conf = write_conf(host)
-        for vm in ("web", "db"):
-            host.create_vm(vm, "datastore1", [{"size": "1M"}], power="on")
-        confdir = tmp_path / "vmconf"
-        confdir.mkdir()
-        (confdir / "db").write_text("VM_BACKUP_VOLUME=/vmfs/volumes/ds5/db-only\n")
-        assert hotvcb(host, "-a", "-g", conf, "-c", str(confdir)).returncode == 0
+        conf, confdir = db_backed_up_elsewhere(host, tmp_path)
         r = hotvcb(host, "status", "-g", conf, "-c", str(confdir))
         assert r.returncode == 0 and "OK   backup        db: newest good backup" in r.stdout, r.stdout
         assert "ds5 (backup target)" in r.stdout, r.stdout
