@@ -25,6 +25,32 @@ def best(fns, runs=RUNS, after=()):
     return out
 
 
+def parallel_speedup(work=256, runs=3):
+    """How much faster this machine's cores run SHA-256 together than one alone: `work` MiB hashed by one
+    thread, then split over os.cpu_count() threads (hashlib releases the GIL, as in every hashing pool of
+    hotvcb), best of `runs` each. A floor given "over N cores" assumes xN; a virtual machine's vCPUs (or
+    a neighbour's load) often give less, so the floors divide by what was measured here, in this run."""
+    import hashlib
+    import os
+    import threading
+    cores = os.cpu_count() or 1
+    block = bytes(range(256)) * 4096  # 1 MiB
+
+    def hash_mib(n):
+        for _ in range(n):
+            hashlib.sha256(block).digest()
+
+    def spread():
+        threads = [threading.Thread(target=hash_mib, args=(work // cores,)) for _ in range(cores)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    one, together = best([lambda: hash_mib(work // cores * cores), spread], runs=runs)
+    return max(1.0, one / together)
+
+
 def compiled(root):
     """hotvcb's and esxisim's bytecode written once, for this python and the 3.8 one esxisim's /bin/python
     runs, as an installed hotvcb has it (and a host's unpacked build writes it at its first run): where

@@ -19,7 +19,9 @@ medians of wall time and of CPU-seconds (all threads and children):
 * rotation's removal of the previous 1 GiB backup (unlink of a file on disk).
 
 Then the floor of the copy phase on this machine's cores: the CPU of the copy
-and of the digest spread over every core, against the copy alone. No target
+and of the digest spread over every core (divided by what the cores gave
+hashing threads together against one, measured in this run: a virtual
+machine's vCPUs often give less than their number), against the copy alone. No target
 (a measurement, exit 0); its reading is in bench/README.md. `--quick`: 256 MiB
 / 64 MiB; `-v`: each round as measured.
 """
@@ -37,6 +39,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from hotvcb import blockdigest  # noqa: E402
+from _timing import parallel_speedup  # noqa: E402
 from hotvcb.shell import LocalShell  # noqa: E402
 from hotvcb.store import manifest  # noqa: E402
 
@@ -141,10 +144,11 @@ def main() -> int:
         for name, v in runs.items():
             print("| %s | %.2f s (%.2f) | %.2f |" % (name, med[name][0], min(w for w, _c in v), med[name][1]))
         copy, dig = med[parts[0][0]], med[parts[1][0]]
-        floor = max(copy[0], (copy[1] + dig[1]) / (os.cpu_count() or 1))  # nor shorter than the copy
-        print("\ncopy phase floor on %d cores: (%.2f + %.2f CPU-s) / %d -> %.2f s = x%.2f the copy's %.2f s, "
-              "before start-up and the rest" % (os.cpu_count() or 1, copy[1], dig[1], os.cpu_count() or 1, floor,
-                                               floor / copy[0], copy[0]))
+        speedup = parallel_speedup()
+        floor = max(copy[0], (copy[1] + dig[1]) / speedup)  # nor shorter than the copy
+        print("\ncopy phase floor on %d cores, which gave hashing threads x%.2f of one here: (%.2f + %.2f CPU-s) / "
+              "%.2f -> %.2f s = x%.2f the copy's %.2f s, before start-up and the rest"
+              % (os.cpu_count() or 1, speedup, copy[1], dig[1], speedup, floor, floor / copy[0], copy[0]))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -44,7 +44,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from _timing import compiled, timed  # noqa: E402
+from _timing import compiled, parallel_speedup, timed  # noqa: E402
 
 MIB, GIB = 1 << 20, 1 << 30
 QUICK = "--quick" in sys.argv[1:]
@@ -386,21 +386,24 @@ def main() -> int:
                         old[key] = min(old[key], r[key])
                     old["same"] = old["same"] and r["same"]
         load.append(os.getloadavg()[0])
-        by_codec = {z: floor(os.path.join(v1, NAME), z) for z in {t is HotvcbLib for t in FAIR_CP if t in results}}
+        speedup = parallel_speedup()
+        by_codec = {z: floor(os.path.join(v1, NAME), z, speedup)
+                    for z in {t is HotvcbLib for t in FAIR_CP if t in results}}
         floors = {t: by_codec[t is HotvcbLib] for t in FAIR_CP if t in results}
-        return report(tools, results, load, floors)
+        return report(tools, results, load, floors, speedup)
     finally:
         if SimHost.host is not None:
             SimHost.host.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def floor(path, use_zstd):
-    """(backup, restore): the CPU-seconds each cannot do without on this machine, spread over its cores.
+def floor(path, use_zstd, speedup):
+    """(backup, restore): the CPU-seconds each cannot do without on this machine, divided by `speedup`, what
+    this machine's cores gave hashing threads together against one (_timing.parallel_speedup).
     A backup: each data chunk's SHA-256 and its compression by the codec (hotvcb.repo.codec); a restore:
     each stored chunk's decoding with its SHA-256 check (codec.decode, which every restore and verify
     runs). Timed in this thread (process_time, in this python: neither reading nor writing, nor waiting,
-    nor the pool's cost), divided by the cores. Whoever writes it, a backup that stores compressed chunks
+    nor the pool's cost), divided by that speedup. Whoever writes it, a backup that stores compressed chunks
     of this image, or a restore that checks them, is not faster than this."""
     import hashlib
     from hotvcb.blockdigest import read_blocks
@@ -422,8 +425,7 @@ def floor(path, use_zstd):
                 t1 = time.process_time()
                 codec.decode(method, stored, len(chunk), digest)
                 backup, restore = backup + t1 - t0, restore + time.process_time() - t1
-    cores = os.cpu_count() or 1
-    return backup / cores, restore / cores
+    return backup / speedup, restore / speedup
 
 
 JUDGED = Hotvcb  # the targets' verdict (exit status): the CLI against the fair cp (module docstring)
@@ -437,7 +439,7 @@ def verdict(ours, cp):
     return [w for w, m in zip(("full speed", "second time", "second bytes", "restore speed"), met) if not m]
 
 
-def report(tools, results, load, floors) -> int:
+def report(tools, results, load, floors, speedup) -> int:
     heads = [t.label + (" " + t.version() if t in results and hasattr(t, "version") else "") for t in tools]
     rows = [("what, %d GiB / %d MiB data" % (VIRTUAL // GIB, DATA // MIB), heads, "target")]
 
@@ -458,8 +460,8 @@ def report(tools, results, load, floors) -> int:
         ("full backup", cells(lambda r: "%.2f s" % r["full"]), ""),
         ("full backup speed vs cp", vs(Cp, "full"), ">= 0.8x (library)"),
         ("full backup speed vs snapshot + cp + snapshot remove", vs(SnapCp, "full"), ">= 0.8x (CLI)"),
-        ("its hashing and compression alone, CPU-s / %d cores (a floor: no backup that compresses is faster)"
-         % (os.cpu_count() or 1), floor_cells(0, "full", 0.8), ""),
+        ("its hashing and compression alone, CPU-s / x%.2f (what %d cores gave hashing threads here; a floor: no "
+         "backup that compresses is faster)" % (speedup, os.cpu_count() or 1), floor_cells(0, "full", 0.8), ""),
         ("stored by the full backup", cells(lambda r: mib(r["stored1"])), ""),
         ("second backup (1 % changed), x the first", cells(lambda r: "%.2f s (x%.2f)" % (r["second"], r["second"] / r["full"])),
          "<= x0.5"),
@@ -468,8 +470,8 @@ def report(tools, results, load, floors) -> int:
         ("restore", cells(lambda r: "%.2f s" % r["restore"]), ""),
         ("restore speed vs cp", vs(Cp, "restore"), ">= 0.9x (library)"),
         ("restore speed vs cp + sync through the host's shell", vs(SnapCp, "restore"), ">= 0.9x (CLI)"),
-        ("its decompression and hash check alone, CPU-s / %d cores (a floor: no restore that checks is faster)"
-         % (os.cpu_count() or 1), floor_cells(1, "restore", 0.9), ""),
+        ("its decompression and hash check alone, CPU-s / x%.2f (the same; a floor: no restore that checks is "
+         "faster)" % speedup, floor_cells(1, "restore", 0.9), ""),
         ("restored disk = version 2 (qemu-img compare)", cells(lambda r: "yes" if r["same"] else "**no**"), "yes"),
     ]
     if FAILED:
