@@ -135,6 +135,9 @@ def run_install(args) -> int:
     sched = _scheduler(args, on_esxi)  # may refuse (not root) before the host is asked
     for w in backup_cmd.check(parsed, target):  # the run's own checks, with the paths as written
         _warn(w)
+    if parsed.level == "dryrun":  # installed as given (a test of cron itself), but never silently
+        _warn("the job runs with -d dryrun: it never backs anything up; install it without -d dryrun "
+              "for real backups")
     argv = schedule.self_command(on_esxi) + common.target_argv(target, schedule.absolute) + words
     log = None if args.systemd else schedule.default_log(name, on_esxi)  # type: Optional[str]
     if args.log:  # made now, as -l's file: a folder (or a pipe) given would fail cron's `>> LOG` every night
