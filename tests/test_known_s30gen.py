@@ -2,9 +2,16 @@
 waited for a silent mail server, a scheduled dry run, VM lists from a pipe, options given twice, blank
 values, copy rates, a paused QEMU guest and a qcow2's own snapshots."""
 
+import json
+import os
+import signal
+import socket
+import time
+
 import pytest
 
 from localcli import local, said
+from simhost import hotvcb_background, kill, needs_root, sealed, wait_for, write_conf
 from test_outsider_s29argv import _our_line, fake_crontab, qemu_site  # noqa: F401  (the fixtures)
 
 
@@ -19,3 +26,45 @@ def test_schedule_install_of_a_dry_run_warns_naming_the_flag(fake_crontab, qemu_
     r = local("schedule", "install", "--platform", "linux", "--cron", "0 1 * * *", "--", "--qemu", qmp,
               "-m", "vm one", "-g", conf)
     assert r.returncode == 0 and "dryrun" not in r.stderr, said(r)
+
+
+@needs_root
+def test_sigterm_while_a_silent_mail_server_hangs_ends_the_run_as_interrupted(host, tmp_path):
+    """EMAIL_LOG=1, and the relay accepts the connection but never answers: cron's or the admin's SIGTERM
+    (Ctrl-C) was ignored until smtplib's 30 s timeout, and the run then exited 0. A signal ends the run at
+    once, as an interrupted run ends (exit 2, "Final status: ERROR: interrupted by SIGTERM", the JSON report
+    too); the backup it finished stays good."""
+    host.create_vm("web", "datastore1", [{"size": "1M"}], power="on")
+    with socket.socket() as relay:
+        relay.bind(("127.0.0.1", 0))
+        relay.listen(1)
+        relay.setblocking(False)
+        conf = write_conf(host, EMAIL_LOG=1, EMAIL_SERVER="127.0.0.1", EMAIL_SERVER_PORT=relay.getsockname()[1],
+                          EMAIL_TLS="none", EMAIL_TO="admin@example.com")
+        report = tmp_path / "r.json"
+        run = hotvcb_background(host, "-m", "web", "-g", conf, "--json-report", str(report))
+        taken = []
+
+        def mailing():
+            try:
+                taken.append(relay.accept()[0])  # and never a word back
+            except BlockingIOError:
+                pass
+            return bool(taken)
+
+        try:
+            wait_for(mailing, timeout=60, what="the run to connect to the relay")
+            time.sleep(0.5)
+            began = time.monotonic()
+            run.send_signal(signal.SIGTERM)
+            out, _ = run.communicate(timeout=60)
+            took = time.monotonic() - began
+        finally:
+            kill(run.pid)
+            for c in taken:
+                c.close()
+    assert took < 10 and run.returncode == 2, (took, run.returncode, out)
+    assert "Final status: ERROR: interrupted by SIGTERM" in out, out
+    data = json.loads(report.read_text())
+    assert data["exit_code"] == 2 and data["status"].startswith("ERROR: interrupted by SIGTERM"), data
+    assert len(sealed(host, "web")) == 1, out
