@@ -266,7 +266,7 @@ KEYS = {
     "VMDK_FILES_TO_BACKUP": _vmdk_files,
     "SNAPSHOT_REMOVE_TIMEOUT": _minutes(1),
     "CREATE_VM_BACKUP_VOLUME": _boolean,
-    "BACKUP_POWER_STATE": _choice(("on", "off", "any")),
+    "BACKUP_POWER_STATE": _choice(("on", "off", "suspended", "any")),
     "VM_BACKUP_REPOSITORY": lambda text: text and _absolute_path(text),
     "VM_BACKUP_REPOSITORY_COMPRESSION": _choice(("zlib", "zstd")),
     "VM_BACKUP_ROTATION_SIZE": _size,

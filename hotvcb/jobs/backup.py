@@ -47,6 +47,9 @@ if TYPE_CHECKING:  # imported by the runs that write to a repository (it loads t
     from .repo_backup import RepoSink
 
 Target = Union[VmRef, VmNotFound, AmbiguousVm, InvalidVm, UnnameableVm]  # a VM to back up, or why a listed name is none
+# a suspended ESXi VM or a paused QEMU/KVM guest is neither on nor off: a filtered job skipped it and said
+# nothing of how it could be backed up
+_SUSPENDED = "; a suspended or paused VM is backed up with --power-state suspended or any"
 
 
 class BackupJob:
@@ -230,7 +233,8 @@ class BackupJob:
             state = self.host.power_state(vm)
             if state != settings.backup_power_state:
                 result.status = "skipped"
-                result.message = "powered %s (BACKUP_POWER_STATE=%s)" % (state, settings.backup_power_state)
+                result.message = "powered %s (BACKUP_POWER_STATE=%s%s)" % (
+                    state, settings.backup_power_state, _SUSPENDED if state == "suspended" else "")
                 self.log.info("%s: skipped, %s" % (ref.name, result.message))
                 return
         self.log.info("Initiate backup for %s" % ref.name)
