@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from localcli import local, said
+from localcli import local, qemu, said  # noqa: F401  (qemu: the fixture)
 from simhost import hotvcb_background, kill, needs_root, sealed, wait_for, write_conf
 from test_outsider_s29argv import _our_line, fake_crontab, qemu_site  # noqa: F401  (the fixtures)
 
@@ -119,3 +119,43 @@ def test_a_qcow2_with_internal_snapshots_is_refused_unless_allowed(lab):
     assert "before-upgrade" in out and "ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=1" in out, out
     code, out = lab.backup("snappy", ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=1)
     assert code == 0 and len(lab.backups("snappy")) == 1, out
+
+
+# -- the command line: an option given twice, a blank value ------------------------------------------------------
+
+@pytest.mark.parametrize("command", ["list", "verify"])
+def test_repo_and_volume_together_are_a_usage_error_naming_both(qemu, tmp_path, command):
+    """`list --repo R --volume V`: the repository was read and --volume dropped without a word (a script
+    that means the folder read the repository, or failed on it). Each names where the backups are."""
+    (tmp_path / "repo").mkdir()
+    r = local("--qemu", qemu[0], command, "-g", qemu[1], "--repo", tmp_path / "repo", "--volume", tmp_path / "vol")
+    assert r.returncode == 1 and "--repo" in r.stderr and "--volume" in r.stderr, said(r)
+    assert "repository" not in r.stderr.replace("--repo", ""), said(r)  # refused before the repository is read
+
+
+@pytest.mark.parametrize("words", [
+    ["--qemu", "{A}", "--qemu", "{B}", "list", "-g", "{conf}"],
+    ["--qemu", "{A}", "list", "-g", "{conf}", "--volume", "{A}", "--volume", "{B}"],
+    ["--qemu", "{A}", "backup", "-m", "web", "-g", "{conf}", "-w", "{A}", "-w", "{B}"],
+])
+def test_one_option_given_twice_with_two_values_names_both(qemu, tmp_path, words):
+    """`--qemu A --qemu B` (a wrapper adding its own): the last silently won, and the run worked on another
+    hypervisor's VMs than the first value named. The same value twice stays fine."""
+    (tmp_path / "B").mkdir()
+    values = {"A": qemu[0], "B": tmp_path / "B", "conf": qemu[1]}
+    r = local(*[w.format(**values) for w in words])
+    option = words[words.index("{B}") - 1]
+    assert r.returncode == 1 and "%s given twice" % option in r.stderr, said(r)
+    assert str(values["A"]) in r.stderr and str(values["B"]) in r.stderr, said(r)
+    same = [w.replace("{B}", "{A}") for w in words]
+    r = local(*[w.format(**values) for w in same])
+    assert "given twice" not in r.stderr, said(r)
+
+
+@pytest.mark.parametrize("option", ["-l", "-w", "--json-report", "-g"])
+def test_a_value_of_only_spaces_is_refused_naming_the_option(qemu, tmp_path, option):
+    """`-l " "` (a variable holding a space) wrote the log to a file named " " in whatever folder cron ran in;
+    an empty value is refused, and a blank one names nothing either."""
+    r = local("--qemu", qemu[0], "backup", "-a", "-g", qemu[1], option, " ", cwd=tmp_path)
+    assert r.returncode == 1 and option in r.stderr and "blank" in r.stderr, said(r)
+    assert not (tmp_path / " ").exists()
