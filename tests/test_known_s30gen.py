@@ -156,6 +156,7 @@ def test_one_option_given_twice_with_two_values_names_both(qemu, tmp_path, words
 def test_a_value_of_only_spaces_is_refused_naming_the_option(qemu, tmp_path, option):
     """`-l " "` (a variable holding a space) wrote the log to a file named " " in whatever folder cron ran in;
     an empty value is refused, and a blank one names nothing either."""
-    r = local("--qemu", qemu[0], "backup", "-a", "-g", qemu[1], option, " ", cwd=tmp_path)
+    conf = [] if option == "-g" else ["-g", qemu[1]]
+    r = local("--qemu", qemu[0], "backup", "-a", *conf, option, " ", cwd=tmp_path)
     assert r.returncode == 1 and option in r.stderr and "blank" in r.stderr, said(r)
     assert not (tmp_path / " ").exists()

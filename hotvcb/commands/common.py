@@ -113,12 +113,17 @@ class RefusesEmptyValues(argparse.ArgumentParser):
         vars(namespace).pop(_GIVEN, None)
         for action in self._actions:  # noqa: SLF001 - argparse offers no public list of options
             value = getattr(namespace, action.dest, None)
-            if not action.option_strings and value == "":
+            given = value if isinstance(value, list) else [value]
+            if not action.option_strings and "" in given:
                 self.error("argument %s: an empty value (a variable left empty?) names nothing" % action.metavar)
-            if action.option_strings and "" not in (action.default, action.const) and (
-                    value == "" or isinstance(value, list) and "" in value):
+            if action.option_strings and "" not in (action.default, action.const) and "" in given:
                 self.error("argument %s: an empty value (a variable left empty?) names nothing; give %s or leave "
                            "the option out" % ("/".join(action.option_strings), action.metavar or "a value"))
+            blank = [v for v in given if isinstance(v, str) and v and not v.strip()]
+            if blank and action.default != blank[0]:  # `-l " "` wrote the log to a file named " "
+                self.error("argument %s: a blank value %r (only white space) names nothing; give %s or leave "
+                           "the option out" % ("/".join(action.option_strings) or action.metavar, blank[0],
+                                               action.metavar or "a value"))
         return namespace, extras
 
 
