@@ -12,6 +12,7 @@ import pytest
 
 from localcli import local, qemu, said  # noqa: F401  (qemu: the fixture)
 from simhost import hotvcb_background, kill, needs_root, sealed, wait_for, write_conf
+from sshsite import site  # noqa: F401  (the fixture)
 from test_outsider_s29argv import _our_line, fake_crontab, qemu_site  # noqa: F401  (the fixtures)
 
 
@@ -160,3 +161,54 @@ def test_a_value_of_only_spaces_is_refused_naming_the_option(qemu, tmp_path, opt
     r = local("--qemu", qemu[0], "backup", "-a", *conf, option, " ", cwd=tmp_path)
     assert r.returncode == 1 and option in r.stderr and "blank" in r.stderr, said(r)
     assert not (tmp_path / " ").exists()
+
+
+# -- a VM list from a pipe ------------------------------------------------------------------------------------
+
+def _bash(line, cwd, timeout=60):
+    import subprocess
+    from localcli import SRC
+    return subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=timeout, cwd=str(cwd),
+                          env=dict(os.environ, PYTHONPATH=SRC, HOTVCB=" ".join([__import__("sys").executable,
+                                                                                "-m", "hotvcb"])))
+
+
+@pytest.mark.parametrize("option", ["-f", "-e"])
+def test_a_vm_list_from_process_substitution_is_read_as_ghettovcb_read_it(qemu, tmp_path, option):
+    """`hotvcb -f <(grep web all-vms) -g F` (ghettoVCB `cat`s its list, so a pipe worked there) was refused:
+    "is not a regular file". The pipe is read, once: here the VM it names is not on the host (-f), or the
+    exclude names no VM (-e), and the run says so by its name."""
+    what = "-a -e" if option == "-e" else "-f"
+    r = _bash("$HOTVCB --qemu '%s' backup %s <(printf 'ghost\\n') -g '%s' -d dryrun" % (qemu[0], what, qemu[1]),
+              tmp_path)
+    assert "regular file" not in said(r) and "ghost" in said(r), said(r)
+
+
+def test_a_fifo_nobody_writes_does_not_hang_the_run(qemu, tmp_path):
+    """A named pipe with no writer: the run does not wait for ever (every wait is bounded); the list names no VM."""
+    fifo = tmp_path / "vms"
+    os.mkfifo(str(fifo))
+    r = local("--qemu", qemu[0], "backup", "-f", fifo, "-g", qemu[1], timeout=90)
+    assert r.returncode == 1 and "names no VM" in said(r), said(r)
+
+
+def test_schedule_install_refuses_a_list_from_a_pipe(fake_crontab, qemu_site, tmp_path):
+    """`schedule install -- -f <(...)` would install /dev/fd/63, which names nothing at 1 a.m."""
+    qmp, conf = qemu_site
+    r = _bash("$HOTVCB schedule install --platform linux --cron '0 1 * * *' -- --qemu '%s' -f <(printf 'vm one\\n') "
+              "-g '%s'" % (qmp, conf), tmp_path)
+    assert r.returncode == 1 and "pipe" in r.stderr and _our_line(fake_crontab) is None, said(r)
+
+
+@needs_root
+def test_a_vm_list_from_a_pipe_goes_to_the_host_in_ssh_mode(site, host, tmp_path):
+    """SSH mode reads the list for the run, for the per-VM files it sends, and to send it to the host: a pipe
+    gives its text once, so each of them must get the one read, or the host's run gets an empty list."""
+    import shlex
+    import subprocess
+
+    host.create_vm("web", "datastore1", [{"size": "1M"}], power="on")
+    conf = write_conf(host)
+    line = " ".join(shlex.quote(a) for a in site.argv("-f", "LIST", "-g", conf)).replace("LIST", "<(printf 'web\\n')")
+    r = subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=300, env=site.env(), cwd=str(tmp_path))
+    assert r.returncode == 0 and len(sealed(host, "web")) == 1, r.stdout + r.stderr
