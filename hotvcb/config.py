@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set,
 from hotvcb.errors import ConfigError, UsageError
 from hotvcb.filemode import FileMode
 from hotvcb.settings import DISK_FORMATS, IMAGE_FORMATS, Settings
-from . import lazyre
+from . import lazyre, pipetext
 
 # Config and list files are a few hundred bytes; the cap makes `-g some.vmdk`
 # fail at once instead of reading gigabytes into memory.
@@ -71,20 +71,26 @@ def shown_as(path: str) -> str:
     return path
 
 
-def read_text(path: str, what: str) -> Tuple[str, List[str]]:
+def read_text(path: str, what: str, pipes: bool = False) -> Tuple[str, List[str]]:
     """Read a small text file an admin wrote, refusing anything that is not one.
 
-    Only regular files are opened, so a FIFO or /dev/zero cannot hang the run.
+    Only regular files are opened, so a FIFO or /dev/zero cannot hang the run;
+    with `pipes` (a VM list, `-f <(...)` as ghettoVCB's `cat` read it) a pipe
+    too, once and bounded (pipetext.py).
     A line that is not UTF-8 was most likely written as Latin-1 by an old
     editor or locale; decoding that line so (decode_lines) keeps umlauts in
     VM names right, in it and in every other line.
     """
     path, name = shown_as(path), path  # messages name `path`; `name` is opened
     try:
-        if not stat.S_ISREG(os.stat(name).st_mode):
+        mode = os.stat(name).st_mode
+        if pipes and stat.S_ISFIFO(mode):
+            data = pipetext.read(name, path, what, MAX_FILE_BYTES)
+        elif not stat.S_ISREG(mode):
             raise UsageError("%s %s is not a regular file" % (what, path))
-        with open(name, "rb") as handle:
-            data = handle.read(MAX_FILE_BYTES + 1)
+        else:
+            with open(name, "rb") as handle:
+                data = handle.read(MAX_FILE_BYTES + 1)
     except (OSError, ValueError) as err:
         reason = getattr(err, "strerror", None) or str(err)
         raise UsageError("cannot read %s %s: %s" % (what, path, reason)) from err
@@ -266,7 +272,7 @@ KEYS = {
     "VMDK_FILES_TO_BACKUP": _vmdk_files,
     "SNAPSHOT_REMOVE_TIMEOUT": _minutes(1),
     "CREATE_VM_BACKUP_VOLUME": _boolean,
-    "BACKUP_POWER_STATE": _choice(("on", "off", "any")),
+    "BACKUP_POWER_STATE": _choice(("on", "off", "suspended", "any")),
     "VM_BACKUP_REPOSITORY": lambda text: text and _absolute_path(text),
     "VM_BACKUP_REPOSITORY_COMPRESSION": _choice(("zlib", "zstd")),
     "VM_BACKUP_ROTATION_SIZE": _size,

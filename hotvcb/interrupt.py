@@ -10,7 +10,7 @@ it the same way and is told as that reason, not as a signal.
 import signal
 import threading
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Tuple, TypeVar
 
 from .errors import Interrupted
 
@@ -63,11 +63,16 @@ def signals() -> List[int]:
     return list(_received)
 
 
-def raise_pending() -> None:
-    if _received:
-        raise Interrupted(_received[0])
-    if _reasons:
-        raise Interrupted(None, _reasons[0])
+def mark() -> Tuple[int, int]:
+    """What was recorded so far, for `raise_pending(after=...)`: only what comes later stops the caller."""
+    return len(_received), len(_reasons)
+
+
+def raise_pending(after: Tuple[int, int] = (0, 0)) -> None:
+    if len(_received) > after[0]:
+        raise Interrupted(_received[after[0]])
+    if len(_reasons) > after[1]:
+        raise Interrupted(None, _reasons[after[1]])
 
 
 def reset() -> None:
@@ -104,12 +109,14 @@ def scope(catches: bool = False) -> Iterator[None]:
         reset()
 
 
-def unless_stopped(work: "Callable[[], T]") -> T:
+def unless_stopped(work: "Callable[[], T]", after: Tuple[int, int] = (0, 0)) -> T:
     """`work()`, for a command that only reads (status) and may wait long in one call (a hung QEMU's QMP
     socket, up to 30 s), run in a daemon thread while the main thread waits in slices: a signal recorded
     meanwhile (a monitor's timeout, Ctrl-C) raises Interrupted at once and the work is left to end with the
     process. Waiting it out passed the monitor's timeout, Python's own SIGTERM died with 143, and either
-    way status could not say UNKNOWN; a handler that raises is never one (docs/architecture.md, Signals)."""
+    way status could not say UNKNOWN; a handler that raises is never one (docs/architecture.md, Signals).
+    `after` (`mark()`): a signal recorded before is not this work's to stop (an interrupted run's report is
+    still mailed; a signal while the mail server hangs stops the mail)."""
     box = {}  # type: Dict[str, Any]
 
     def run() -> None:
@@ -121,7 +128,7 @@ def unless_stopped(work: "Callable[[], T]") -> T:
     thread = threading.Thread(target=run, name="hotvcb-unless-stopped", daemon=True)
     thread.start()
     while thread.is_alive():
-        raise_pending()
+        raise_pending(after)
         thread.join(SLICE)
     if "error" in box:
         raise box["error"]

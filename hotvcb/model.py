@@ -75,6 +75,9 @@ class Vm:
     # snapshots the driver reads through but reports as none (bare QEMU: a disk's own backing chain, a qcow2's
     # internal snapshots), one phrase each: what BACKUP_SNAPSHOT_TREE=1 cannot keep, so refuses the VM for
     history: List[str] = field(default_factory=list)
+    # those of `history` that are snapshots the admin took to go back to (a qcow2's internal snapshots, which the
+    # backup does not hold), not a disk's base: ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=0 refuses the VM for them
+    own_snapshots: List[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:

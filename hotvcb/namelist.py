@@ -31,7 +31,7 @@ def read_names(path: str, what: str = "VM") -> List[str]:
     A line that is not UTF-8 is read as Latin-1 (config.decode_lines) without a warning: the names
     are still compared exactly, so a wrong guess shows up as "no VM named ...".
     """
-    text, _ = read_text(path, "%s list file" % what)
+    text, _ = read_text(path, "%s list file" % what, pipes=True)
     names = []  # type: List[str]
     seen = set()
     for number, line in enumerate(text.split("\n"), 1):

@@ -63,7 +63,7 @@ class Settings:
     guest_post_backup_hook: str = ""  # (hotvcb) ... and after it is gone
     cold_snapshot: bool = False  # (hotvcb) shut down, snapshot, power on, then copy
     vm_backup_rotation_size: int = 0  # (hotvcb) bytes a VM's backups may take; 0 = no budget
-    backup_power_state: str = "any"  # (hotvcb) on | off | any: back up only VMs in this power state
+    backup_power_state: str = "any"  # (hotvcb) on | off | suspended | any: back up only VMs in this power state
     backup_parallel: int = 1  # (hotvcb) VMs backed up at once (jobs/parallel.py)
     backup_parallel_per_datastore: int = 2  # (hotvcb) ... of them at most this many reading one datastore
     vm_backup_repository: str = ""  # (hotvcb) back up into this deduplicating repository (docs/repository.md)

@@ -17,7 +17,7 @@ def test_only_powered_on_vms_and_the_converse(host, tmp_path):
     assert "web: skipped, powered on (BACKUP_POWER_STATE=off)" in r.stdout
     assert len(backups(host, "template")) == 1 and len(backups(host, "web")) == 1
     r = hotvcb(host, "-a", "-g", write_conf(host, BACKUP_POWER_STATE="sometimes"))
-    assert r.returncode == 1 and "BACKUP_POWER_STATE='sometimes' is not valid (allowed: on|off|any)" in r.stderr
+    assert r.returncode == 1 and "BACKUP_POWER_STATE='sometimes' is not valid (allowed: on|off|suspended|any)" in r.stderr
 
 
 def _usage(folder):

@@ -37,8 +37,9 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="job name for log and mail (letters, digits, '.', '_' and '-')")
     p.add_argument("--json-report", metavar="FILE", help="also write the run's per-VM report as JSON to FILE")
     p.add_argument("--json", dest="json_report", nargs="?", metavar="FILE", action=_JsonReport, help=argparse.SUPPRESS)
-    p.add_argument("--power-state", choices=("on", "off", "any"),
-                   help="back up only the VMs that are powered on (or off); overrides BACKUP_POWER_STATE")
+    p.add_argument("--power-state", choices=("on", "off", "suspended", "any"),
+                   help="back up only the VMs that are powered on (or off, or suspended: a paused QEMU/KVM guest); "
+                   "overrides BACKUP_POWER_STATE")
     p.add_argument("--parallel", metavar="N", type=_vms_at_once,
                    help="back up up to N VMs at a time (1-16); overrides BACKUP_PARALLEL")
     p.add_argument("--outbox", help=argparse.SUPPRESS)  # an on-host run for an SSH client (onhost.py)
@@ -269,6 +270,27 @@ def _deliver(args, settings, log, report: "onhost.Report") -> int:
     """The JSON report and the mail, or (an on-host run) the outbox the SSH client does both from;
     their status and code count the log lost since the final status line (and over SSH, ours)."""
     report.status, report.code = log.account(report.status, report.code)
+    _json_out(args, log, report)
+    if args.outbox:
+        report.save(args.outbox)
+    elif mailgate.wanted(settings, report.code != 0):
+        from .. import notify  # smtplib, ssl, email: ~0.1 s of imports that a run without mail skips
+
+        mail = notify.Mail(
+            host=report.host, job=args.job_name, status_line=report.status, failed=report.code != 0,
+            log_text=report.log_text, report_text=report.report_text, report_html=report.report_html)
+        try:  # a relay that takes the connection and never answers held Ctrl-C and cron's SIGTERM for 30 s
+            interrupt.unless_stopped(lambda: notify.send_report(settings, mail, logger=log), after=interrupt.mark())
+        except Interrupted as err:
+            _stopped_mailing(args, log, report, err)
+    # a sink lost while the report and the mail were written (their lines): the exit code counts it too
+    _status, code = log.account(report.status, report.code)
+    log.close()
+    return code
+
+
+def _json_out(args, log, report: "onhost.Report") -> None:
+    """The JSON report with the report's status and code, if the run writes one."""
     report.json_report.update(status=report.status, exit_code=report.code)
     if args.json_report and not _write_json_report(args.json_report, log, report.json_report):
         # as a lost log: said in the status the mail gives, exit 9 for a run otherwise OK (the monitoring that
@@ -276,18 +298,17 @@ def _deliver(args, settings, log, report: "onhost.Report") -> int:
         report.status += "; WARNING: the JSON report could not be written to %s" % args.json_report
         report.log_text += "\nWARNING: cannot write the JSON report %s" % args.json_report
         report.code = LOG_LOST if report.code == 0 else report.code
-    if args.outbox:
-        report.save(args.outbox)
-    elif mailgate.wanted(settings, report.code != 0):
-        from .. import notify  # smtplib, ssl, email: ~0.1 s of imports that a run without mail skips
 
-        notify.send_report(settings, notify.Mail(
-            host=report.host, job=args.job_name, status_line=report.status, failed=report.code != 0,
-            log_text=report.log_text, report_text=report.report_text, report_html=report.report_html), logger=log)
-    # a sink lost while the report and the mail were written (their lines): the exit code counts it too
-    _status, code = log.account(report.status, report.code)
-    log.close()
-    return code
+
+def _stopped_mailing(args, log, report: "onhost.Report", err: Interrupted) -> None:
+    """A signal while the report was mailed ends the run as a signal ends it elsewhere: exit 2 and a final
+    status saying so, in the log and the JSON report. The run itself had ended, so its status is kept after
+    it: the backups it reports stand."""
+    log.warning("e-mail report not sent: %s while it was sent" % err)
+    report.status, report.code = "ERROR: %s while the report was mailed; the run had ended: %s" % (
+        err, report.status), err.exit_code
+    log.info("###### Final status: %s ######" % report.status)
+    _json_out(args, log, report)
 
 
 def _report_folder(path: str) -> None:

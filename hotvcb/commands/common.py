@@ -4,7 +4,7 @@ import argparse
 import re
 import os
 import shutil
-from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from .. import config, namelist
 from . import onhost
@@ -40,6 +40,14 @@ def add_repo_option(p) -> None:
                    "VM_BACKUP_VOLUME")
 
 
+def add_volume_or_repo(p: argparse.ArgumentParser) -> None:
+    """`--volume DIR` or `--repo PATH`, never both: given both, `list` and `verify` read the repository and
+    dropped --volume without a word."""
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--volume", metavar="DIR", help="backup volume (overrides VM_BACKUP_VOLUME)")
+    add_repo_option(where)
+
+
 # -- the target: which host (--host, SSH) or hypervisor (--qemu) a command works on --------------
 # top-level options that take a value (they may precede ghettoVCB-style flags, and a scheduled
 # job's arguments after `--` may hold them too)
@@ -63,11 +71,33 @@ class Target(NamedTuple):
         return self.ssh.hostname if self.ssh is not None else machine_name()
 
 
+class _StoreOnce(argparse._StoreAction):  # noqa: SLF001 - argparse's own "store", which this only checks first
+    """An option that takes one value, given twice with two values, is refused naming both: argparse kept the
+    last, so `--qemu A --qemu B` (a wrapper adding its own) worked on B's VMs without a word."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = vars(namespace).setdefault(_GIVEN, {})  # type: Dict[str, Any]
+        if self.dest in given and given[self.dest] != values:
+            parser.error("%s given twice, %r and %r: give it once" % (
+                "/".join(self.option_strings), given[self.dest], values))
+        given[self.dest] = values
+        super().__call__(parser, namespace, values, option_string)
+
+
+_GIVEN = "_hotvcb_given"  # the values _StoreOnce has seen in one parse, dropped when the parse ends
+
+
 class RefusesEmptyValues(argparse.ArgumentParser):
     """argparse that refuses an option given an empty value (`--volume "$VOL"` with $VOL unset): read as
     the option not given, `--volume ""` listed the configured volume and `--repo ""` backed up to it.
     An option whose own meaning is "" (restore's bare `--libvirt`) keeps it. An empty argument is the same
-    mistake: `list "$VM"` listed every VM's backups, and a script restored another VM's newest."""
+    mistake: `list "$VM"` listed every VM's backups, and a script restored another VM's newest. An option
+    that takes one value takes it once (`_StoreOnce`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register("action", None, _StoreOnce)
+        self.register("action", "store", _StoreOnce)
 
     def _get_option_tuples(self, option_string):
         """As argparse, but an abbreviation means an undocumented option only when nothing else matches
@@ -80,14 +110,20 @@ class RefusesEmptyValues(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
         namespace, extras = super().parse_known_args(args, namespace)
+        vars(namespace).pop(_GIVEN, None)
         for action in self._actions:  # noqa: SLF001 - argparse offers no public list of options
             value = getattr(namespace, action.dest, None)
-            if not action.option_strings and value == "":
+            given = value if isinstance(value, list) else [value]
+            if not action.option_strings and "" in given:
                 self.error("argument %s: an empty value (a variable left empty?) names nothing" % action.metavar)
-            if action.option_strings and "" not in (action.default, action.const) and (
-                    value == "" or isinstance(value, list) and "" in value):
+            if action.option_strings and "" not in (action.default, action.const) and "" in given:
                 self.error("argument %s: an empty value (a variable left empty?) names nothing; give %s or leave "
                            "the option out" % ("/".join(action.option_strings), action.metavar or "a value"))
+            blank = [v for v in given if isinstance(v, str) and v and not v.strip()]
+            if blank and action.default != blank[0]:  # `-l " "` wrote the log to a file named " "
+                self.error("argument %s: a blank value %r (only white space) names nothing; give %s or leave "
+                           "the option out" % ("/".join(action.option_strings) or action.metavar, blank[0],
+                                               action.metavar or "a value"))
         return namespace, extras
 
 

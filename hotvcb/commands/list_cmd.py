@@ -50,11 +50,10 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("-g", dest="global_conf", metavar="FILE", help="global config (VM_BACKUP_VOLUME, or "
                    "VM_BACKUP_REPOSITORY: that repository is listed unless --volume is given)")
-    p.add_argument("--volume", metavar="DIR", help="backup volume (overrides VM_BACKUP_VOLUME)")
+    common.add_volume_or_repo(p)
     common.add_confdir_option(p, "a VM whose file sets VM_BACKUP_VOLUME has its backups listed from there "
                               "(without --volume), `list VM` of one whose file sets VM_BACKUP_REPOSITORY "
                               "that repository")
-    common.add_repo_option(p)
     p.set_defaults(handler=run)
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
-from .. import config, namelist
+from .. import config, namelist, pipetext
 from ..jobs import outcome
 from ..errors import HostError, Interrupted, UsageError
 from ..onhost_boot import RUN_DIR
@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # hostrun (with pyzpack, uuid, ...) is imported by an SSH run
 CLIENT_SIDE = ("log_file", "workdir", "json_report", "file_by_file", "outbox", "help", "parser", "hosts",
                "shown_as", "unsent")
 SHIPPED_FILES = ("global_conf", "vm_list", "exclude", "restore_file")
+LISTS = ("vm_list", "exclude")  # may be pipes (`-f <(...)`), read once (pipetext.py)
 SHIPPED_DIRS = ("confdir",)
 OUTBOX = RUN_DIR + "/outbox.json"
 
@@ -242,7 +243,7 @@ def _request(args, parser: argparse.ArgumentParser, extra: Sequence[str]) -> "ho
         if action.dest in SHIPPED_FILES + SHIPPED_DIRS:
             argv.append("--shown-as=%s=%s" % (action.dest, value))
         if action.dest in SHIPPED_FILES:
-            files[action.dest] = _read(str(value), opt)
+            files[action.dest] = _read(str(value), opt, pipes=action.dest in LISTS)
             value = RUN_DIR + "/" + action.dest
         elif action.dest in SHIPPED_DIRS:
             folder = str(value)
@@ -298,10 +299,14 @@ def _why_unread(path: str, err: UsageError) -> str:
     return str(err)
 
 
-def _read(path: str, option: str) -> bytes:
-    """A file to send, refused as config.read_text refuses it: a FIFO would hang us, /dev/zero fill memory."""
+def _read(path: str, option: str, pipes: bool = False) -> bytes:
+    """A file to send, refused as config.read_text refuses it: a FIFO would hang us, /dev/zero fill memory
+    (a list's pipe is read once, bounded, as the run reads it: pipetext.py)."""
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
+        mode = os.stat(path).st_mode
+        if pipes and stat.S_ISFIFO(mode):
+            return pipetext.read(path, path, option, config.MAX_FILE_BYTES)
+        if not stat.S_ISREG(mode):
             raise UsageError("%s %s is not a regular file" % (option, path))
         with open(path, "rb") as f:
             data = f.read(config.MAX_FILE_BYTES + 1)

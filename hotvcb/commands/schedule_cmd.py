@@ -3,6 +3,7 @@
 import argparse
 import os
 import shlex
+import stat
 import sys
 from typing import List, Optional, Set, Tuple
 
@@ -112,6 +113,19 @@ def job_command(args):
     return (inner or outer), rest, parsed
 
 
+def _refuse_piped_lists(parsed) -> None:
+    """A backup reads `-f <(...)` once (ghettoVCB's `cat`); a job would be installed with `/dev/fd/63`,
+    which names nothing when cron starts it."""
+    for option, path in (("-f", parsed.vm_list), ("-e", parsed.exclude)):
+        try:
+            piped = bool(path) and stat.S_ISFIFO(os.stat(path).st_mode)
+        except OSError:
+            piped = False  # the backup's own check names a missing list
+        if piped:
+            raise UsageError("%s %s is a pipe: a scheduled job reads its list every time it runs; give a file"
+                             % (option, path))
+
+
 def job_name(args, target: common.Target) -> str:
     """`--job`, or the default for the job's target (`schedule.default_job`: an SSH host's own name).
     `--job ""` (a variable left empty in a script) is a name, refused: taken for no --job, it removed
@@ -130,11 +144,15 @@ def run_install(args) -> int:
     if args.systemd:
         cron.to_oncalendar(expr)  # a form a timer cannot express is refused before the slower checks
     target, rest, parsed = job_command(args)
+    _refuse_piped_lists(parsed)
     name = job_name(args, target)
     words = schedule.backup_argv(rest)
     sched = _scheduler(args, on_esxi)  # may refuse (not root) before the host is asked
     for w in backup_cmd.check(parsed, target):  # the run's own checks, with the paths as written
         _warn(w)
+    if parsed.level == "dryrun":  # installed as given (a test of cron itself), but never silently
+        _warn("the job runs with -d dryrun: it never backs anything up; install it without -d dryrun "
+              "for real backups")
     argv = schedule.self_command(on_esxi) + common.target_argv(target, schedule.absolute) + words
     log = None if args.systemd else schedule.default_log(name, on_esxi)  # type: Optional[str]
     if args.log:  # made now, as -l's file: a folder (or a pipe) given would fail cron's `>> LOG` every night

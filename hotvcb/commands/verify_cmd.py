@@ -39,7 +39,7 @@ def register(subparsers) -> None:
     p.add_argument("--all", action="store_true", help="every backup under the backup volume")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("-g", dest="global_conf", metavar="FILE", help="global config (for VM_BACKUP_VOLUME)")
-    p.add_argument("--volume", metavar="DIR", help="backup volume (overrides VM_BACKUP_VOLUME)")
+    common.add_volume_or_repo(p)
     common.add_confdir_option(p, "a VM whose file sets VM_BACKUP_VOLUME has its backups verified there "
                               "(without --volume)")
     boot = p.add_argument_group("smoke boot", "boot a throw-away copy of the backup's VM under QEMU "
@@ -54,7 +54,6 @@ def register(subparsers) -> None:
     boot.add_argument("--console-log", metavar="FILE", help="write the serial console to this regular file "
                       "(default: in a temp folder)")
     onhost.add_option(p)
-    common.add_repo_option(p)
     p.add_argument("--sample", type=float, metavar="PCT", help="with --repo: read this share of the packs, 1 to 100")
     p.add_argument("--new", action="store_true", help="with --repo: read only packs never verified")
     p.set_defaults(handler=run, catches_signals=True)  # interrupt.install(): it unwinds on a signal

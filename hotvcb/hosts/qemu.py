@@ -166,7 +166,9 @@ class QemuHost(LocalKvmHost):
             elif dev.get("inserted") and not dev.get("removable"):  # empty drives, CD-ROMs: no disks
                 vm.disks.append(self._disk(dev))
                 if not vm.disks[-1].skip_reason:  # a disk the backup skips loses no snapshot (BACKUP_SNAPSHOT_TREE)
-                    vm.history += _history(chain_of(dev["inserted"].get("image") or {}))
+                    below = _below(chain_of(dev["inserted"].get("image") or {}))
+                    vm.own_snapshots += _internal(below)
+                    vm.history += _backing(below) + _internal(below)
         # UEFI firmware on pflash (OVMF code, read-only, and the VM's variable store): no disks. The store is
         # the VM's own (boot entries), kept beside the disks as an ESXi VM's .nvram is
         vm.extra_files = [f.get("file", "") for f in flash if not f.get("ro") and f.get("file", "").startswith("/")]
@@ -361,14 +363,22 @@ def _below_ours(chain: List[Dict[str, Any]]) -> int:
     return i
 
 
-def _history(chain: List[Dict[str, Any]]) -> List[str]:
-    """The user's snapshots in a disk's chain below ours (Vm.history): the images its image stands on (an
-    external snapshot: `qemu-img create -b`, blockdev-snapshot-sync) and each layer's internal snapshots."""
-    below = chain[_below_ours(chain):]
+def _below(chain: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """A disk's chain below our overlays: the user's, whose snapshots are Vm.history."""
+    return chain[_below_ours(chain):]
+
+
+def _backing(below: List[Dict[str, Any]]) -> List[str]:
+    """The images the disk's image stands on (an external snapshot: `qemu-img create -b`, blockdev-snapshot-sync;
+    or a linked clone's template, which no file tells apart), read through by the backup."""
+    if len(below) < 2:
+        return []
+    return ["%s stands on %s" % (below[0].get("filename", "?"), ", ".join(l.get("filename", "?") for l in below[1:]))]
+
+
+def _internal(below: List[Dict[str, Any]]) -> List[str]:
+    """Each layer's internal snapshots (`qemu-img snapshot -c`, HMP `savevm`): the admin's points to go back to."""
     out = []  # type: List[str]
-    if len(below) > 1:
-        out.append("%s stands on %s" % (below[0].get("filename", "?"),
-                                        ", ".join(l.get("filename", "?") for l in below[1:])))
     for layer in below:
         names = [str(x.get("name", "?")) for x in layer.get("snapshots") or [] if isinstance(x, dict)]
         if names:

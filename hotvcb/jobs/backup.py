@@ -47,6 +47,9 @@ if TYPE_CHECKING:  # imported by the runs that write to a repository (it loads t
     from .repo_backup import RepoSink
 
 Target = Union[VmRef, VmNotFound, AmbiguousVm, InvalidVm, UnnameableVm]  # a VM to back up, or why a listed name is none
+# a suspended ESXi VM or a paused QEMU/KVM guest is neither on nor off: a filtered job skipped it and said
+# nothing of how it could be backed up
+_SUSPENDED = "; a suspended or paused VM is backed up with --power-state suspended or any"
 
 
 class BackupJob:
@@ -230,7 +233,8 @@ class BackupJob:
             state = self.host.power_state(vm)
             if state != settings.backup_power_state:
                 result.status = "skipped"
-                result.message = "powered %s (BACKUP_POWER_STATE=%s)" % (state, settings.backup_power_state)
+                result.message = "powered %s (BACKUP_POWER_STATE=%s%s)" % (
+                    state, settings.backup_power_state, _SUSPENDED if state == "suspended" else "")
                 self.log.info("%s: skipped, %s" % (ref.name, result.message))
                 return
         self.log.info("Initiate backup for %s" % ref.name)
@@ -530,7 +534,9 @@ class _VmBackup:
             try:
                 files = sealer.copy_disk(self.host, disk, dst, fmt, progress)
                 took = time.monotonic() - t0
-                self.log.info("%s: %s done in %d s (%.1f MB/s)" % (vm.name, disk.filename, took, capacity / 1e6 / max(took, 0.001)))
+                # the rate of the virtual size, said so: a sparse disk's reads as thousands of MB/s, no datastore's speed
+                self.log.info("%s: %s done in %d s (%.1f MB/s of its %s virtual size)" % (
+                    vm.name, disk.filename, took, capacity / 1e6 / max(took, 0.001), human_size(capacity)))
                 rel = [sealer.relative(folder + "/" + f) for f in files]
                 self.result.disks.append(DiskResult(disk, True, rel, seconds=took, bytes=capacity))
                 self.job._disk_seconds.append(took)

@@ -107,10 +107,10 @@ def check(host: Hypervisor, s: Settings, log, space: SpaceLedger, vm: Vm, disks:
                           "until that job ends")  # the log line names the VM
     deltas = [] if pending else host.delta_files(vm)
     allowed = s.allow_vms_with_snapshots_to_be_backedup or s.backup_snapshot_tree  # asked to keep them
-    if (snaps or deltas) and not allowed:
+    if (snaps or deltas or vm.own_snapshots) and not allowed:
         what = "%d snapshot(s)" % len(snaps) if snaps else "delta files %s" % ", ".join(
             d.rsplit("/", 1)[-1] for d in deltas
-        )
+        ) if deltas else "snapshots of its own: %s" % "; ".join(vm.own_snapshots)
         raise HotvcbError(
             "%s has %s; not backing it up (set ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=1 to allow)"
             % (vm.name, what)
