@@ -4,10 +4,12 @@ one test per defect.
 Tiny disks; one simulated host per test where a host is needed.
 """
 
+import json
 import os
 
-from simhost import hotvcb, needs_root, write_conf
 from esxisim import proclog
+from repotool import backup, cli, make_disk, new_repo
+from simhost import hotvcb, needs_root, write_conf
 
 
 # -- 1. a delta's temporary clone started on a datastore without room for it ----------------------------------------
@@ -32,3 +34,39 @@ def test_a_delta_clone_that_cannot_fit_on_the_repositorys_datastore_is_never_sta
     assert clones == [], clones
     assert os.listdir(host.real(repo + "/tmp")) == []
     assert not os.path.exists(host.real(repo + "/snapshots")) or not os.listdir(host.real(repo + "/snapshots"))
+
+
+# -- 2. a record whose disk size is not its index's restores a disk of the wrong size --------------------------------
+
+def _edit_record(repo_path, snap, edit):
+    """Rewrite a snapshot record as a bug or a hand edit would leave it (records are immutable to hotvcb)."""
+    path = os.path.join(str(repo_path), "snapshots", snap.id)
+    with open(path, encoding="utf-8") as f:
+        record = json.load(f)
+    edit(record)
+    os.chmod(path, 0o644)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(record, f)
+
+
+def test_a_record_whose_disk_size_is_not_its_indexs_is_damaged_to_verify_and_restore(tmp_path):
+    """The record says the disk is 16 MiB; its index (checked by its SHA-256) covers 24 MiB. verify said OK, and
+    restore wrote the index's disk while list and restore's room check went by the record: a disk of another size
+    than the backup says, without a word. Both name the mismatch, with the disk, as damage of the record."""
+    disk = tmp_path / "disk.raw"
+    make_disk(disk)
+    repo = new_repo(tmp_path / "repo")
+    snap = backup(repo, "web", disk)
+
+    def shrink(record):
+        record["disks"][0]["size"] = 16 << 20
+    _edit_record(tmp_path / "repo", snap, shrink)
+    r = cli("verify", "--repo", tmp_path / "repo")
+    damaged = [line for line in r.stdout.splitlines() if line.startswith("DAMAGED")]
+    assert r.returncode == 4, r.stdout + r.stderr
+    assert any(snap.id in line and "disk.raw" in line and "16777216" in line and "25165824" in line
+               for line in damaged), r.stdout + r.stderr
+    r = cli("restore", "--repo", tmp_path / "repo", snap.id, "--to", tmp_path / "out")
+    assert r.returncode == 1 and "disk.raw" in r.stderr and "25165824" in r.stderr, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+    assert not os.path.exists(tmp_path / "out") and not os.path.exists(str(tmp_path / "out") + ".hotvcb-restoring")

@@ -191,6 +191,22 @@ def _check_record(data: Dict[str, Any], snap_id: str) -> None:
              "file entry")
 
 
+def _check_covers(index: DiskIndex, disk: Dict[str, Any]) -> None:
+    """RepoError, naming the record as damaged, where a record's disk and its index disagree on the disk: a
+    restore writes what the index covers, while list, status and a restore's room check go by the record, so
+    a disk of another size than the backup says was restored without a word (a record edited by hand, or
+    written by a faulty hotvcb; the index is checked by the SHA-256 the record names)."""
+    name = disk["index"]
+    record = SNAPSHOTS + name[len(INDEXES):].rpartition(".")[0]
+    if index.size != disk["size"]:
+        raise RepoError("%s: damaged (disk %s is %d bytes by the record, %d by its index %s)"
+                        % (record, shown(disk["name"], field=True), disk["size"], index.size, name))
+    last = max((n for n, _digest in index.entries), default=-1)
+    if last * index.chunk_size >= index.size:
+        raise RepoError("%s: damaged (disk %s: its index %s names chunk %d, past the disk's %d bytes)"
+                        % (record, shown(disk["name"], field=True), name, last, index.size))
+
+
 def pack_name(digest_hex: str) -> str:
     return "%s%s/%s" % (PACKS, digest_hex[:2], digest_hex)
 
@@ -295,11 +311,14 @@ class Repository:
             raise RepoError("%s: damaged (%s)" % (name, err)) from err
 
     def disk_index(self, disk: Dict[str, Any]) -> DiskIndex:
+        """A disk's index, checked to be the one its record names and to cover the disk the record says."""
         name = disk["index"]
         data = self.backend.get(name)
         if hashlib.sha256(data).hexdigest() != disk["index_sha256"]:
             raise RepoError("%s: the disk index is damaged (not the one its backup recorded)" % name)
-        return decode_index(data, name)
+        index = decode_index(data, name)
+        _check_covers(index, disk)
+        return index
 
     def references(self, snaps: List[Snapshot]) -> Dict[bytes, List[Snapshot]]:
         """Every chunk the backups need -> the backups needing it."""
