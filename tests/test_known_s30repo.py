@@ -4,11 +4,12 @@ one test per defect.
 Tiny disks; one simulated host per test where a host is needed.
 """
 
+import datetime
 import json
 import os
 
 from esxisim import proclog
-from repotool import backup, cli, make_disk, new_repo
+from repotool import age, backup, cli, make_disk, new_repo
 from simhost import hotvcb, needs_root, write_conf
 
 
@@ -70,3 +71,42 @@ def test_a_record_whose_disk_size_is_not_its_indexs_is_damaged_to_verify_and_res
     assert r.returncode == 1 and "disk.raw" in r.stderr and "25165824" in r.stderr, r.stdout + r.stderr
     assert "Traceback" not in r.stderr
     assert not os.path.exists(tmp_path / "out") and not os.path.exists(str(tmp_path / "out") + ".hotvcb-restoring")
+
+
+def _two_vms(tmp_path):
+    """`web` backed up twice (its first backup's chunks overwritten since), `db` once, all older than GC's grace."""
+    repo = new_repo(tmp_path / "repo")
+    web, db = tmp_path / "web.raw", tmp_path / "db.raw"
+    make_disk(web, size=4 << 20, seed=3)
+    make_disk(db, size=4 << 20, seed=4)
+    old = backup(repo, "web", web, when=datetime.datetime(2026, 11, 30, 21))
+    (tmp_path / "web-old.raw").write_bytes(web.read_bytes())
+    make_disk(web, size=4 << 20, seed=5)
+    new = backup(repo, "web", web, when=datetime.datetime(2026, 12, 1, 21))
+    dbsnap = backup(repo, "db", db, when=datetime.datetime(2026, 12, 1, 21))
+    age(tmp_path / "repo", 3 * 3600)
+    return repo, old, new, dbsnap
+
+
+def _packs(repo_path):
+    return sorted(os.path.join(d, f) for d, _sub, files in os.walk(os.path.join(str(repo_path), "packs"))
+                  for f in files)
+
+
+# -- 4. a record of a newer format reads as DAMAGED; prune and GC must keep what it uses ----------------------------
+
+def test_a_record_of_a_newer_format_is_not_damage_and_keeps_its_chunks(tmp_path):
+    """A newer hotvcb on another host wrote db's record in format 2. verify called it DAMAGED (exit 4) and sent
+    the admin to restore from elsewhere; it is a good backup this hotvcb cannot read: verify says so ("written by
+    a newer hotvcb (format 2)", upgrade), exit 3 (not checked)."""
+    repo_path = tmp_path / "repo"
+    _repo, old, new, dbsnap = _two_vms(tmp_path)
+
+    def newer(record):
+        record["version"] = 2
+    _edit_record(repo_path, dbsnap, newer)
+    r = cli("verify", "--repo", repo_path)
+    out = r.stdout + r.stderr
+    assert r.returncode == 3, out
+    assert not [line for line in r.stdout.splitlines() if line.startswith("DAMAGED")], out
+    assert "written by a newer hotvcb (format 2" in out and "upgrade" in out, out

@@ -16,7 +16,7 @@ from ..runlog import shown
 from . import codec
 from .backend import Backend, LocalBackend, NotFound, ObjectInfo, random_hex
 from .format import (BACKUP_LIMIT, CHUNK_SIZE, CONFIG, PACK_HEADER, PACK_SIZE, SETTLE, TRAILER_SIZE, VERSION, Blob,
-                     DiskIndex, decode_index, dumps, loads, parse_table, table_length)
+                     DiskIndex, NewerFormat, decode_index, dumps, loads, parse_table, table_length)
 
 PACKS, INDEXES, SNAPSHOTS, CONDEMNED, VERIFIED = "packs/", "indexes/", "snapshots/", "condemned/", "verified/"
 DAMAGED = "damaged/"
@@ -77,6 +77,22 @@ class Snapshot:
         if recorded and uuid:
             return recorded == uuid
         return bool(self.hosts() & ({"host " + host} | ({"system " + system} if system else set())))
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A snapshot record that does not read: which (`snapshots/<id>`), and why."""
+
+    record: str
+    error: RepoError
+
+    def __str__(self) -> str:
+        return str(self.error)
+
+    @property
+    def newer(self) -> bool:
+        """Written by a newer hotvcb: a backup this one cannot read, not a damaged one."""
+        return isinstance(self.error, NewerFormat)
 
 
 def machines(snaps: Iterable[Snapshot]) -> Dict[Tuple[str, str], List[Snapshot]]:
@@ -270,13 +286,13 @@ class Repository:
         """Every backup whose record exists (oldest first); a damaged record is an error, never skipped."""
         return self._listed(vm, None)
 
-    def readable_snapshots(self, vm: Optional[str] = None) -> Tuple[List[Snapshot], List[str]]:
-        """(the backups whose record reads, oldest first; why each other record does not): for list, restore
-        and verify, where one damaged record must not hide the others. GC and prune use snapshots()."""
-        bad = []  # type: List[str]
+    def readable_snapshots(self, vm: Optional[str] = None) -> Tuple[List[Snapshot], List[Unreadable]]:
+        """(the backups whose record reads, oldest first; each other record, with why it does not): for list,
+        restore, verify and prune, where one damaged record must not hide the others. GC uses snapshots()."""
+        bad = []  # type: List[Unreadable]
         return self._listed(vm, bad), bad
 
-    def _listed(self, vm: Optional[str], bad: Optional[List[str]]) -> List[Snapshot]:
+    def _listed(self, vm: Optional[str], bad: Optional[List[Unreadable]]) -> List[Snapshot]:
         """The backups the listing names, oldest first. A record gone since the listing (another host pruned
         it: a listing may lag) is no backup any more and is skipped; one that does not read goes to `bad`, or
         is raised where there is no `bad`."""
@@ -289,7 +305,7 @@ class Repository:
             except RepoError as err:
                 if bad is None:
                     raise
-                bad.append(str(err))
+                bad.append(Unreadable(info.name, err))
         good.sort(key=lambda s: (s.record.get("utc", 0), s.id))
         return [s for s in good if vm is None or s.vm == vm]
 
