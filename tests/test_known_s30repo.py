@@ -73,6 +73,8 @@ def test_a_record_whose_disk_size_is_not_its_indexs_is_damaged_to_verify_and_res
     assert not os.path.exists(tmp_path / "out") and not os.path.exists(str(tmp_path / "out") + ".hotvcb-restoring")
 
 
+# -- 3. one damaged record of another VM blocks prune for every VM, with no way out said --------------------------
+
 def _two_vms(tmp_path):
     """`web` backed up twice (its first backup's chunks overwritten since), `db` once, all older than GC's grace."""
     repo = new_repo(tmp_path / "repo")
@@ -93,12 +95,57 @@ def _packs(repo_path):
                   for f in files)
 
 
+def test_a_damaged_record_of_another_vm_lets_prune_drop_backups_and_says_how_to_get_gc_back(tmp_path):
+    """db's only record is damaged (a torn copy, a bad sector). `prune --keep-last 1` refused for every VM, and
+    neither the message nor the docs said what to do: web's old backups piled up for ever. Now prune drops what
+    the rules drop (records only: no chunk goes, GC must know every chunk a backup uses), says that garbage
+    collection did not run, names the record and how to get out (move it out of snapshots/), exit 3; once it is
+    moved aside, prune collects as before."""
+    repo_path = tmp_path / "repo"
+    _repo, old, new, dbsnap = _two_vms(tmp_path)
+    record = os.path.join(str(repo_path), "snapshots", dbsnap.id)
+    os.chmod(record, 0o644)
+    with open(record, "w") as f:
+        f.write('{"format": "hotvcb-snapshot", "version": 1, "id": "')  # torn
+    packs = _packs(repo_path)
+    r = cli("prune", "--repo", repo_path, "--keep-last", "1", "--dry-run")
+    assert r.returncode == 0 and "the prune would collect no garbage" in r.stderr, r.stdout + r.stderr
+    r = cli("prune", "--repo", repo_path, "--keep-last", "1")
+    out = r.stdout + r.stderr
+    assert r.returncode == 3 and "Traceback" not in out, out
+    assert not os.path.exists(os.path.join(str(repo_path), "snapshots", old.id)), out  # web's old backup went
+    assert os.path.exists(os.path.join(str(repo_path), "snapshots", new.id))
+    assert _packs(repo_path) == packs and os.path.exists(record)  # nothing a damaged record may use is deleted
+    assert "garbage collection did not run" in r.stderr and "snapshots/%s" % dbsnap.id in r.stderr, out
+    assert "move the file out of the repository's snapshots/ folder" in r.stderr, out
+    aside = tmp_path / "damaged-record"
+    os.rename(record, str(aside))  # what the message tells the admin to do
+    r = cli("prune", "--repo", repo_path, "--keep-last", "1")
+    assert r.returncode == 0 and "garbage collection:" in r.stdout, r.stdout + r.stderr
+    assert _packs(repo_path) != packs
+
+
+def test_prune_refuses_before_it_drops_a_backup_where_a_kept_ones_index_is_damaged(tmp_path):
+    """The other side of proceeding past a damaged record: a kept backup whose index is gone must still refuse
+    the prune before it removes the older whole backup (it would leave the VM with no backup that restores)."""
+    repo_path = tmp_path / "repo"
+    _repo, old, new, dbsnap = _two_vms(tmp_path)
+    os.chmod(os.path.join(str(repo_path), "snapshots", dbsnap.id), 0o644)
+    with open(os.path.join(str(repo_path), "snapshots", dbsnap.id), "w") as f:
+        f.write("garbage")
+    os.unlink(os.path.join(str(repo_path), "indexes", new.id + ".0"))
+    r = cli("prune", "--repo", repo_path, "--keep-last", "1")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stdout + r.stderr
+    assert os.path.exists(os.path.join(str(repo_path), "snapshots", old.id))
+
+
 # -- 4. a record of a newer format reads as DAMAGED; prune and GC must keep what it uses ----------------------------
 
 def test_a_record_of_a_newer_format_is_not_damage_and_keeps_its_chunks(tmp_path):
     """A newer hotvcb on another host wrote db's record in format 2. verify called it DAMAGED (exit 4) and sent
     the admin to restore from elsewhere; it is a good backup this hotvcb cannot read: verify says so ("written by
-    a newer hotvcb (format 2)", upgrade), exit 3 (not checked)."""
+    a newer hotvcb (format 2)", upgrade), exit 3 (not checked), and prune keeps every chunk it may use and does
+    not tell the admin to move it aside."""
     repo_path = tmp_path / "repo"
     _repo, old, new, dbsnap = _two_vms(tmp_path)
 
@@ -110,3 +157,15 @@ def test_a_record_of_a_newer_format_is_not_damage_and_keeps_its_chunks(tmp_path)
     assert r.returncode == 3, out
     assert not [line for line in r.stdout.splitlines() if line.startswith("DAMAGED")], out
     assert "written by a newer hotvcb (format 2" in out and "upgrade" in out, out
+    packs = _packs(repo_path)
+    r = cli("prune", "--repo", repo_path, "--keep-last", "1")
+    out = r.stdout + r.stderr
+    assert r.returncode == 3 and "upgrade" in r.stderr and "move the file" not in r.stderr, out
+    assert _packs(repo_path) == packs
+
+    def older(record):
+        record["version"] = 1
+    _edit_record(repo_path, dbsnap, older)  # the upgraded hotvcb reads it: its backup restores whole
+    r = cli("restore", "--repo", repo_path, dbsnap.id, "--to", tmp_path / "out")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (tmp_path / "out" / "db.raw").read_bytes() == (tmp_path / "db.raw").read_bytes()

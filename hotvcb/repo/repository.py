@@ -288,7 +288,8 @@ class Repository:
 
     def readable_snapshots(self, vm: Optional[str] = None) -> Tuple[List[Snapshot], List[Unreadable]]:
         """(the backups whose record reads, oldest first; each other record, with why it does not): for list,
-        restore, verify and prune, where one damaged record must not hide the others. GC uses snapshots()."""
+        restore, verify and prune, where one damaged record must not hide the others (GC, which must know every
+        chunk, refuses while there is one: gc.blocked)."""
         bad = []  # type: List[Unreadable]
         return self._listed(vm, bad), bad
 
