@@ -7,10 +7,13 @@ Tiny disks; one simulated host per test where a host is needed.
 import datetime
 import json
 import os
+import time
 
 from esxisim import proclog
 from repotool import age, backup, cli, make_disk, new_repo
 from simhost import hotvcb, needs_root, write_conf
+
+from hotvcb.repo.repository import open_path
 
 
 # -- 1. a delta's temporary clone started on a datastore without room for it ----------------------------------------
@@ -169,3 +172,64 @@ def test_a_record_of_a_newer_format_is_not_damage_and_keeps_its_chunks(tmp_path)
     r = cli("restore", "--repo", repo_path, dbsnap.id, "--to", tmp_path / "out")
     assert r.returncode == 0, r.stdout + r.stderr
     assert (tmp_path / "out" / "db.raw").read_bytes() == (tmp_path / "db.raw").read_bytes()
+
+
+# -- 5. two hosts named `localhost` share one last-run file per VM in a repository ---------------------------------
+
+def _status_of(host, conf, vm):
+    r = hotvcb(host, "status", "-g", conf, "--json")
+    return {c["name"]: c for c in json.loads(r.stdout)["checks"] if c["kind"] == "backup"}[vm]
+
+
+@needs_root
+def test_two_hosts_named_localhost_keep_their_own_last_run_record_in_a_shared_repository(tmp_path):
+    """Two ESXi hosts left with ESXi's default name `localhost` back up into one repository on a shared NFS
+    volume, each its own VM `web`. Host a's `web` fails tonight, then host b's: both records went to
+    last-run/web/.hotvcb-last-run.localhost.json, b's overwrote a's, and a's status, which leaves out a
+    record naming another VM's uuid, said OK: a's failure was gone. Each host now keeps its own record (named
+    by its system id, as the repository tells hosts apart), and one written under the old name still reads."""
+    from simhost import Host, SHARED_VOLUME
+
+    nfs = tmp_path / "nfs"
+    nfs.mkdir()
+    hosts = []
+    try:
+        for n in ("a", "b"):
+            h = Host.create(str(tmp_path / n), version="7.0.3", hostname="localhost", nfs_root=str(nfs), crond=False)
+            hosts.append(h)
+            h.add_datastore("datastore1", 2 << 30, vmfs=6)
+            h.add_nfs("nfsbackup", "10.0.0.5", "/export", 4 << 30)
+            h.create_vm("web", "datastore1", [{"size": "2M"}], power="on")
+        a, b = hosts
+        os.makedirs(a.real(SHARED_VOLUME))
+        repo = SHARED_VOLUME + "/repo"
+        conf_a, conf_b = (write_conf(h, VM_BACKUP_REPOSITORY=repo) for h in hosts)
+        for h, conf in ((a, conf_a), (b, conf_b)):
+            r = hotvcb(h, "backup", "-m", "web", "-g", conf, "-w", tmp_path / "work")
+            assert r.returncode == 0, r.stdout + r.stderr
+        a.set_fault("snapshot.create", "fail")
+        r = hotvcb(a, "backup", "-m", "web", "-g", conf_a, "-w", tmp_path / "work")
+        assert r.returncode != 0, r.stdout + r.stderr
+        assert _status_of(a, conf_a, "web")["severity"] == "WARN"
+        b.set_fault("snapshot.create", "fail")
+        r = hotvcb(b, "backup", "-m", "web", "-g", conf_b, "-w", tmp_path / "work")
+        assert r.returncode != 0, r.stdout + r.stderr
+        for h, conf in ((a, conf_a), (b, conf_b)):
+            web = _status_of(h, conf, "web")
+            assert web["severity"] == "WARN" and "last run was error" in web["message"], web
+        records = os.listdir(a.real(repo + "/last-run/web"))
+        assert len(records) == 2, records
+        # a record an older hotvcb wrote under the host's name alone still reads
+        folder = a.real(repo + "/last-run/web")
+        a.clear_faults()
+        for name in records:
+            os.unlink(os.path.join(folder, name))
+        assert _status_of(a, conf_a, "web")["severity"] == "OK"
+        uuid = open_path(a.real(repo)).snapshots("web")[0].record["vm_uuid"]
+        with open(os.path.join(folder, ".hotvcb-last-run.localhost.json"), "w") as f:
+            f.write(json.dumps({"vm": "web", "host": "localhost", "vm_uuid": uuid, "time": int(time.time()) + 2,
+                                "result": "error", "message": "pre-backup hook of web failed (exit 1)"}) + "\n")
+        assert _status_of(a, conf_a, "web")["severity"] == "WARN"
+    finally:
+        for h in hosts:
+            h.stop()
