@@ -385,8 +385,11 @@ def test_an_odd_entry_never_hangs_or_crashes_and_the_backup_still_restores(tmp_p
     assert r.returncode == 0 and same(tmp_path / "restored" / "web.raw", tmp_path / "web.raw"), r.stdout + r.stderr
     r = prune_cli(tmp_path)
     out = r.stdout + r.stderr
-    assert r.returncode in (0, 1) and "Traceback" not in out and "internal error" not in out, out
-    if r.returncode:
+    # 3: a record that does not read (snapshots/) stops GC, not the prune, which says so (test_known_s30repo)
+    assert r.returncode in (0, 1, 3) and "Traceback" not in out and "internal error" not in out, out
+    if r.returncode == 3:
+        assert [line for line in r.stderr.splitlines() if line.startswith("hotvcb: warning:") and name in line], out
+    elif r.returncode:
         one_clear_line(r)
         assert name in out, out
 

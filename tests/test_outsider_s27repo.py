@@ -182,9 +182,9 @@ def test_prune_deletes_only_the_dropped_backups_own_indexes(tmp_path, capsys):
     data = json.loads(record.read_text())
     data["disks"][0]["index"] = "config"
     record.write_text(json.dumps(data))
-    # fixed: such a record is damaged (its index is not `indexes/<its id>.<n>`), and prune refuses to run
-    # past a damaged record, as docs/repository.md says of any, naming it; nothing is removed
-    assert main(["prune", "--repo", str(tmp_path / "repo"), "--keep-last", "1"]) == 1
+    # fixed: such a record is damaged (its index is not `indexes/<its id>.<n>`): prune never drops it, and GC
+    # does not run past it (exit 3, naming it: test_known_s30repo); nothing is removed
+    assert main(["prune", "--repo", str(tmp_path / "repo"), "--keep-last", "1"]) == 3
     err = capsys.readouterr().err
     assert old.id in err and "index name" in err and "Traceback" not in err, err
     assert (tmp_path / "repo" / "config").exists(), "prune deleted the repository's config"

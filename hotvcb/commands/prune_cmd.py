@@ -46,6 +46,9 @@ def run(args) -> int:
     for d in decisions:
         say("%-8s %s%s" % ("keep" if d.kept else "remove", d.snapshot, " (%s)" % d.rule if d.rule else ""))
     if args.dry_run:
+        unreadable = repo.readable_snapshots()[1]
+        if unreadable:  # what the real prune would warn of, and the way out, before the night it runs
+            say("hotvcb: warning: %s" % gc.blocked(unreadable, "the prune would collect no garbage"), stream=sys.stderr)
         say("dry run: nothing removed")
         return 0
     # a signal stops GC at its next step, through `finally` blocks, so the GC lock is given back: another host
@@ -54,6 +57,10 @@ def run(args) -> int:
     interrupt.install()
     report = prune.prune(repo, decisions, log=lambda msg: say(msg),  # GC says what it leaves alone
                          check=interrupt.raise_pending)
+    if report.not_run:
+        say("removed %d backup(s); no chunk freed" % sum(not d.kept for d in decisions))
+        say("hotvcb: warning: %s" % report.not_run, stream=sys.stderr)
+        return 3  # as a run that warns: the backups went, their space did not
     marked, deleted = gc.describe(report.condemned_why), gc.describe(report.deleted_why)
     say("removed %d backup(s); garbage collection: %d pack(s) marked%s, %d deleted (%s freed%s), %d chunk(s) "
         "copied" % (sum(not d.kept for d in decisions), report.packs_condemned, " (%s)" % marked if marked else "",

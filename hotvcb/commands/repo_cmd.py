@@ -85,7 +85,7 @@ def verify_repository(path: str, sample: Optional[float], new_only: bool, as_jso
         raise UsageError("--sample %s: a percentage of the packs, 1 to 100" % sample)
     mode = "sample" if sample is not None else "new" if new_only else "all"
     report = verify(open_path(path), mode, share=(sample or 0) / 100.0, say=_say, vm=vm)
-    if vm is not None and not report.backups and not report.problems:
+    if vm is not None and not report.backups and not report.problems and not report.newer:
         if os.path.lexists(vm):  # `verify --repo R /backups/web/web-2026-...`: a folder's verify is without --repo
             raise UsageError("%s is a path: --repo verifies the repository's backups, all or one VM's by its name; "
                              "a backup folder or .gz is verified without --repo" % vm)
@@ -96,14 +96,18 @@ def verify_repository(path: str, sample: Optional[float], new_only: bool, as_jso
     if as_json:
         runlog.say_json({"repository": path, "vm": vm, "mode": mode, "backups": report.backups,
                          "packs_read": report.packs_read, "chunks_read": report.chunks_read,
-                         "problems": report.problems}, indent=2)
+                         "problems": report.problems, "newer": report.newer}, indent=2)
     else:
         for problem in report.problems:
             runlog.say("DAMAGED: %s" % problem)
-        runlog.say("%d backup(s)%s, %d pack(s) and %d chunk(s) read (%s): %s" % (
+        for newer in report.newer:  # a good backup as far as anyone knows, which this hotvcb cannot check
+            runlog.say("NOT CHECKED: %s" % newer)
+        unchecked = "; %d record(s) of a newer hotvcb not checked" % len(report.newer) if report.newer else ""
+        runlog.say("%d backup(s)%s, %d pack(s) and %d chunk(s) read (%s): %s%s" % (
             report.backups, " of %r" % vm if vm is not None else "", report.packs_read, report.chunks_read, mode,
-            "OK" if report.ok else "%d problem(s)" % len(report.problems)))
-    return 0 if report.ok else 4
+            "OK" if report.ok else "%d problem(s)" % len(report.problems), unchecked))
+    # 3, as a run that warns: nothing found damaged, but not everything could be checked
+    return 4 if not report.ok else 3 if report.newer else 0
 
 
 def _say(line: str) -> None:

@@ -263,7 +263,8 @@ class BackupJob:
         if not self.dry_run and result.status not in ("ok", "skipped"):
             repo = seen.settings.vm_backup_repository  # its records go where status looks for its backups
             lastrun.record(self.host.shell, lastrun.in_repository(repo) if repo else seen.settings.vm_backup_volume,
-                           result.name, self.host.host_name(), uuid, result.status, result.message, self.log, repo)
+                           result.name, self.host.host_name(), uuid, result.status, result.message, self.log, repo,
+                           self.host.system_id())
 
     def run_eta(self, disk_left: float, disks_left: int = 0) -> Optional[float]:
         """This disk's ETA, plus the rest of this VM and the VMs after it, by the average so far."""

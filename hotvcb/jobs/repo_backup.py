@@ -35,6 +35,8 @@ from ..runid import RunId
 from ..settings import Settings
 from ..shell import LocalShell
 from ..store import lastrun, volume
+from ..units import need_and_free
+from . import space
 
 
 def check_target(host: Hypervisor, path: str, compression: str = "zlib") -> None:
@@ -101,6 +103,21 @@ def stored_names(filenames: List[str]) -> List[str]:
         used.add(name.lower())
         out.append(name)
     return out
+
+
+def _check_room(host: Hypervisor, disk: Disk, folder: str) -> None:
+    """CopyError unless the repository's volume has room for the disk's temporary thin clone, before it is
+    started: a thin clone allocates as it goes, so one that does not fit ran until the volume was full and
+    failed half-way, and on a datastore VMs run from every one of them could not write meanwhile. The need is
+    what a folder backup's pre-flight counts for a thin copy of the disk (a delta: its chain's allocated
+    bytes), so a VM whose folder backup fits there is not refused here."""
+    needed = host.bytes_needed(disk, "thin")
+    free = host.free_space(folder)
+    if free is not None and needed > free:
+        need, room = need_and_free(needed, free)
+        raise CopyError(disk.path, "its temporary clone into %s needs %s on the datastore %s, which has only %s "
+                        "free; not cloned (free room there, or back this VM up to a folder)"
+                        % (folder, need, space.pool_of(folder) or folder, room))
 
 
 def _check() -> None:
@@ -205,13 +222,14 @@ class RepoSink:
 
     def _flattened(self, host: Hypervisor, disk: Disk, what: str) -> Tuple[str, str]:
         """The disk (a delta: its chain) as it stands under our snapshot, cloned by vmkfstools into the
-        repository's tmp/.
+        repository's tmp/ once the room the clone needs is seen free there (_check_room).
         A clone that fails or is stopped (SIGTERM, Ctrl-C: Interrupted is no HotvcbError) is removed at
         once: it is a whole copy of the disk, on a volume often nearly full, that GC would only remove a
         grace period later. Its failure names the repository: vmkfstools names only the disk it read, and
         the admin looked for room on the VM's datastore when the repository's volume was full."""
         folder = os.path.dirname(self._tmp_prefix())
         os.makedirs(folder, exist_ok=True)
+        _check_room(host, disk, folder)
         tmp = "%s%s-%d.vmdk" % (self._tmp_prefix(), random_hex(6), os.getpid())
         self.log.info("%s is %s: cloning it to a temporary thin disk first" % (disk.path, what))
         flat = vmdk.flat_beside(tmp)  # where a thin clone keeps its data

@@ -22,7 +22,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from ..errors import RepoError
-from ..repo.repository import VERIFIED, Location, Repository, Snapshot, open_path
+from ..repo.repository import VERIFIED, Location, Repository, Snapshot, Unreadable, open_path
 from ..units import human_size
 from .status import CRIT, FUTURE_SLACK, OK, WARN, Check, Limits, dated_ahead, failed_since
 from .status import _age as age_text
@@ -39,7 +39,7 @@ class RepoView:
         self._map = None  # type: Optional[Dict[bytes, Location]]
         self._marks = {}  # type: Dict[str, float]
         self._damaged = {}  # type: Dict[str, Set[bytes]]
-        self._bad = []  # type: List[str]
+        self._bad = []  # type: List[Unreadable]
 
     def _open(self) -> Repository:
         """The repository, read; an error names it once (open_path's names it already: prefixed again, the

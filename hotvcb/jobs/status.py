@@ -156,7 +156,7 @@ def _repository(host: Hypervisor, path: str) -> Callable[..., Check]:
     # a VM without a uuid is told from another host's of its name by the host that made its backups (either id)
     return RepoView(path, known_host_id(host.shell, host.run_dir),
                     lambda name, uuid: lastrun.last(host.shell, lastrun.in_repository(path), name, host.host_name(),
-                                                    uuid),
+                                                    uuid, host.system_id()),
                     host.system_id()).check
 
 
@@ -189,7 +189,7 @@ def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: 
     own = dict(judged)  # one_per_time gives a .gz its unpacked twin's verdict where its own is not good
     found, unpacked = rotation.one_per_time(found, judged)  # a .gz and the folder unpacked beside it: one, as list shows
     verdicts = [(b, judged[b.path]) for b in found if not rotation.made_elsewhere(judged[b.path].manifest, source)]
-    tried = lastrun.last(host.shell, settings.vm_backup_volume, name, host.host_name(), uuid)
+    tried = lastrun.last(host.shell, settings.vm_backup_volume, name, host.host_name(), uuid, host.system_id())
     good = [(b, v) for b, v in verdicts if v.good]
     done = [(b, v) for b, v in verdicts if v.state not in ("partial", "deleting")]
     if not good:

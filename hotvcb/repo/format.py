@@ -149,5 +149,15 @@ def loads(data: bytes, kind: str, where: str) -> Dict[str, Any]:
                         "damaged or edited" % (where, "missing" if "version" not in out else json.dumps(version),
                                                VERSION))
     if version > VERSION:
-        raise RepoError("%s: format version %d, made by a newer hotvcb (this one reads %d)" % (where, version, VERSION))
+        raise NewerFormat(where, version)
     return out
+
+
+class NewerFormat(RepoError):
+    """An object a newer hotvcb wrote: sound as far as anyone knows, only not readable by this one. Not damage:
+    verify says so apart, and nothing deletes what it may use (docs/repository.md "Records that do not read")."""
+
+    def __init__(self, where: str, version: int):
+        super().__init__("%s: written by a newer hotvcb (format %d; this one reads %d): upgrade hotvcb to read it"
+                         % (where, version, VERSION))
+        self.version = version

@@ -19,7 +19,7 @@ from .backend import ObjectInfo, random_hex
 from .format import Blob, dumps
 from .gclock import gc_lock
 from .packs import PackWriter
-from .repository import CONDEMNED, DAMAGED, INDEXES, PACKS, VERIFIED, Location, Repository, copy_rank
+from .repository import CONDEMNED, DAMAGED, INDEXES, PACKS, VERIFIED, Location, Repository, Unreadable, copy_rank
 
 REPACK_SHARE = 0.25  # a pack this much dead (garbage or duplicates) is rewritten; below it, the dead part waits
 WHY = {  # a mark's reason per pack (its "why"), as prune prints it
@@ -33,6 +33,7 @@ FIRST_PASS = ("damaged", "repack")  # reasons that copy live chunks out: decided
 
 @dataclass
 class GcReport:
+    not_run: str = ""  # why GC did not run (blocked): prune dropped its backups all the same
     packs_condemned: int = 0
     packs_deleted: int = 0
     bytes_freed: int = 0
@@ -46,6 +47,28 @@ class GcReport:
 def _id(pack: str) -> str:
     """A pack's id, the last part of its name: what its verified/ marker and damaged/ records are named by."""
     return pack.rsplit("/", 1)[-1]
+
+
+def blocked(unreadable: List[Unreadable], lead: str = "garbage collection did not run") -> str:
+    """Why GC cannot run while these records do not read, and the way out: GC must know every chunk every backup
+    uses, and theirs are unknown, so it never guesses (it could delete the chunks of a good backup). A record a
+    newer hotvcb wrote is a good backup: the way out is that hotvcb. A damaged one restores nothing (list and
+    restore leave it out): moved out of snapshots/, its chunks are collected like any dropped backup's."""
+    newer = [u for u in unreadable if u.newer]
+    damaged = [u for u in unreadable if not u.newer]
+    ways = []
+    if newer:
+        ways.append("%s written by a newer hotvcb: run prune with that hotvcb, or upgrade this one (never move "
+                    "such a record aside: it is a good backup, and GC would then delete its chunks)"
+                    % ", ".join(u.record for u in newer))
+    if damaged:
+        them, files = ("it", "the file") if len(damaged) == 1 else ("them", "the files")
+        ways.append("%s: no backup restores from %s (list and restore leave %s out); to collect garbage again, "
+                    "move %s out of the repository's snapshots/ folder (keep %s for a bug report), and the next "
+                    "prune frees the chunks no other backup uses"
+                    % ("; ".join(str(u) for u in damaged), them, them, files, them))
+    return ("%s: it must know every chunk every backup uses, and %d record(s) do not read: %s"
+            % (lead, len(unreadable), "; ".join(ways)))
 
 
 def describe(why: Dict[str, int]) -> str:
@@ -62,7 +85,10 @@ class _Collector:
         self.now = self.backend.now()
         self.grace = repo.config.grace
         self.report = GcReport()
-        snaps = [s for s in repo.snapshots() if s.id not in dropping]
+        snaps, unreadable = repo.readable_snapshots()
+        if unreadable:
+            raise RepoError(blocked(unreadable))
+        snaps = [s for s in snaps if s.id not in dropping]
         self.snap_ids = {s.id for s in snaps}
         self.referenced = set(repo.references(snaps))  # type: Set[bytes]
         self.packs = {i.name: i for i in self.backend.list(PACKS)}  # type: Dict[str, ObjectInfo]

@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from .. import crashpoint
 from ..errors import RepoError
-from .gc import GcReport, collect_held
+from .gc import GcReport, blocked, collect_held
 from .gclock import gc_lock
 from .repository import SNAPSHOTS, Repository, Snapshot, machines
 
@@ -35,7 +35,9 @@ def plan(repo: Repository, keep: Dict[str, int], vm: Optional[str] = None,
     if not any(keep.values()):
         raise RepoError("prune needs at least one --keep-* rule above 0 (it would drop every backup)")
     choose = select or importlib.import_module(".retention", __package__).select
-    by_vm = machines(repo.snapshots(vm))  # two hosts' VMs of one name are two VMs (by uuid.bios, or host)
+    # a record that does not read is never dropped, and counts for no VM: the rules keep as many readable
+    # backups as they would without it (prune then leaves GC alone: gc.blocked)
+    by_vm = machines(repo.readable_snapshots(vm)[0])  # two hosts' VMs of one name are two VMs (by uuid.bios, or host)
     out = []  # type: List[Decision]
     args = {"keep_" + rule: n for rule, n in keep.items() if n}
     for name in sorted(by_vm):
@@ -50,7 +52,10 @@ def prune(repo: Repository, decisions: List[Decision], log: Callable[[str], None
     """Delete the dropped backups (record, then indexes), then run GC; `check` as collect's. All under the
     GC lock, taken first: a GC running elsewhere refuses the prune before it drops any backup (it dropped
     them, then failed on the lock, exit 1); and only once GC has read what it needs (collect_held), so a
-    damaged record or index it could not run past refuses the prune before it removes anything."""
+    damaged index it could not run past refuses the prune before it removes anything. A record that does
+    not read (damaged, or a newer hotvcb's) stops GC, not the prune: the backups are dropped, GC is not run,
+    and the report's `not_run` says why and the way out (one such record of any VM kept every VM's old
+    backups for ever)."""
     repo.require_codec("prune it")  # before any record goes: its GC could not finish
     dropped = [d.snapshot for d in decisions if not d.kept]
 
@@ -64,4 +69,12 @@ def prune(repo: Repository, decisions: List[Decision], log: Callable[[str], None
                 repo.backend.delete(disk["index"])
 
     with gc_lock(repo):
-        return collect_held(repo, log, check, {s.id for s in dropped}, drop)
+        readable, unreadable = repo.readable_snapshots()
+        if not unreadable:
+            return collect_held(repo, log, check, {s.id for s in dropped}, drop)
+        # GC cannot run (it must know every chunk); the records alone go, after the kept backups' indexes were
+        # read: one that does not read refuses the prune before it drops the older whole backup
+        gone = {s.id for s in dropped}
+        repo.references([s for s in readable if s.id not in gone])
+        drop()
+        return GcReport(not_run=blocked(unreadable))

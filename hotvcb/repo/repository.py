@@ -16,7 +16,7 @@ from ..runlog import shown
 from . import codec
 from .backend import Backend, LocalBackend, NotFound, ObjectInfo, random_hex
 from .format import (BACKUP_LIMIT, CHUNK_SIZE, CONFIG, PACK_HEADER, PACK_SIZE, SETTLE, TRAILER_SIZE, VERSION, Blob,
-                     DiskIndex, decode_index, dumps, loads, parse_table, table_length)
+                     DiskIndex, NewerFormat, decode_index, dumps, loads, parse_table, table_length)
 
 PACKS, INDEXES, SNAPSHOTS, CONDEMNED, VERIFIED = "packs/", "indexes/", "snapshots/", "condemned/", "verified/"
 DAMAGED = "damaged/"
@@ -77,6 +77,22 @@ class Snapshot:
         if recorded and uuid:
             return recorded == uuid
         return bool(self.hosts() & ({"host " + host} | ({"system " + system} if system else set())))
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A snapshot record that does not read: which (`snapshots/<id>`), and why."""
+
+    record: str
+    error: RepoError
+
+    def __str__(self) -> str:
+        return str(self.error)
+
+    @property
+    def newer(self) -> bool:
+        """Written by a newer hotvcb: a backup this one cannot read, not a damaged one."""
+        return isinstance(self.error, NewerFormat)
 
 
 def machines(snaps: Iterable[Snapshot]) -> Dict[Tuple[str, str], List[Snapshot]]:
@@ -191,6 +207,22 @@ def _check_record(data: Dict[str, Any], snap_id: str) -> None:
              "file entry")
 
 
+def _check_covers(index: DiskIndex, disk: Dict[str, Any]) -> None:
+    """RepoError, naming the record as damaged, where a record's disk and its index disagree on the disk: a
+    restore writes what the index covers, while list, status and a restore's room check go by the record, so
+    a disk of another size than the backup says was restored without a word (a record edited by hand, or
+    written by a faulty hotvcb; the index is checked by the SHA-256 the record names)."""
+    name = disk["index"]
+    record = SNAPSHOTS + name[len(INDEXES):].rpartition(".")[0]
+    if index.size != disk["size"]:
+        raise RepoError("%s: damaged (disk %s is %d bytes by the record, %d by its index %s)"
+                        % (record, shown(disk["name"], field=True), disk["size"], index.size, name))
+    last = max((n for n, _digest in index.entries), default=-1)
+    if last * index.chunk_size >= index.size:
+        raise RepoError("%s: damaged (disk %s: its index %s names chunk %d, past the disk's %d bytes)"
+                        % (record, shown(disk["name"], field=True), name, last, index.size))
+
+
 def pack_name(digest_hex: str) -> str:
     return "%s%s/%s" % (PACKS, digest_hex[:2], digest_hex)
 
@@ -254,13 +286,14 @@ class Repository:
         """Every backup whose record exists (oldest first); a damaged record is an error, never skipped."""
         return self._listed(vm, None)
 
-    def readable_snapshots(self, vm: Optional[str] = None) -> Tuple[List[Snapshot], List[str]]:
-        """(the backups whose record reads, oldest first; why each other record does not): for list, restore
-        and verify, where one damaged record must not hide the others. GC and prune use snapshots()."""
-        bad = []  # type: List[str]
+    def readable_snapshots(self, vm: Optional[str] = None) -> Tuple[List[Snapshot], List[Unreadable]]:
+        """(the backups whose record reads, oldest first; each other record, with why it does not): for list,
+        restore, verify and prune, where one damaged record must not hide the others (GC, which must know every
+        chunk, refuses while there is one: gc.blocked)."""
+        bad = []  # type: List[Unreadable]
         return self._listed(vm, bad), bad
 
-    def _listed(self, vm: Optional[str], bad: Optional[List[str]]) -> List[Snapshot]:
+    def _listed(self, vm: Optional[str], bad: Optional[List[Unreadable]]) -> List[Snapshot]:
         """The backups the listing names, oldest first. A record gone since the listing (another host pruned
         it: a listing may lag) is no backup any more and is skipped; one that does not read goes to `bad`, or
         is raised where there is no `bad`."""
@@ -273,7 +306,7 @@ class Repository:
             except RepoError as err:
                 if bad is None:
                     raise
-                bad.append(str(err))
+                bad.append(Unreadable(info.name, err))
         good.sort(key=lambda s: (s.record.get("utc", 0), s.id))
         return [s for s in good if vm is None or s.vm == vm]
 
@@ -295,11 +328,14 @@ class Repository:
             raise RepoError("%s: damaged (%s)" % (name, err)) from err
 
     def disk_index(self, disk: Dict[str, Any]) -> DiskIndex:
+        """A disk's index, checked to be the one its record names and to cover the disk the record says."""
         name = disk["index"]
         data = self.backend.get(name)
         if hashlib.sha256(data).hexdigest() != disk["index_sha256"]:
             raise RepoError("%s: the disk index is damaged (not the one its backup recorded)" % name)
-        return decode_index(data, name)
+        index = decode_index(data, name)
+        _check_covers(index, disk)
+        return index
 
     def references(self, snaps: List[Snapshot]) -> Dict[bytes, List[Snapshot]]:
         """Every chunk the backups need -> the backups needing it."""

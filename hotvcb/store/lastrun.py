@@ -1,10 +1,10 @@
-"""The last backup attempt of each VM, failed ones included: `<VOLUME>/<VM>/.hotvcb-last-run.json`.
+"""The last backup attempt of each VM, failed ones included: `<VOLUME>/<VM>/.hotvcb-last-run.<host>.<id>.json`.
 
 A run that fails before it claims a backup folder (its per-VM file refused, a
 failing pre-hook, a pre-flight refusal, a VM that will not shut down) leaves no folder behind;
 without this record `hotvcb status` would call the VM OK on its older good
 backup until the age limit ran out. One file per VM name and host (hosts
-sharing a volume each keep their own), written atomically, best effort, and
+sharing a volume each keep their own, also two of one name: `_path`), written atomically, best effort, and
 only for runs that did not end well: `hotvcb status` reads it only when it is
 newer than the newest good backup, and only as the record of the VM it names
 (by `vm_uuid` where both have one: two hosts of one name, ESXi's `localhost`,
@@ -19,6 +19,7 @@ made only in an empty folder, which a failed first run must leave empty), and
 no object of it (its readers and GC list only their own folders).
 """
 
+import hashlib
 import json
 import re
 import time
@@ -40,15 +41,21 @@ def in_repository(path: str) -> str:
     return path.rstrip("/") + "/" + FOLDER
 
 
-def _path(volume: str, vm_name: str, host_name: str) -> str:
+def _path(volume: str, vm_name: str, host_name: str, system: str = "") -> str:
+    """`.hotvcb-last-run.<host name>.<16 hex of the host's system id>.json`: host names are not unique (ESXi's
+    default `localhost`), and two hosts of one name sharing a volume or repository wrote one file, the later
+    failure overwriting the other host's (its status then said OK). The system id is the one a repository tells
+    hosts apart by (docs/repository.md "Which VM a backup is of"); it outlives a reboot, so a failure recorded
+    before one is still found after. A host without one (`system` "") keeps the name alone, as before."""
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", host_name) or "host"
-    return "%s/%s.%s.json" % (layout.vm_root(volume, vm_name), PREFIX, safe)
+    ours = "." + hashlib.sha256(system.encode("utf-8")).hexdigest()[:16] if system else ""
+    return "%s/%s.%s%s.json" % (layout.vm_root(volume, vm_name), PREFIX, safe, ours)
 
 
 def record(shell: Shell, volume: str, vm_name: str, host_name: str, vm_uuid: str, result: str, message: str,
-           log, inside: str = "") -> None:
+           log, inside: str = "", system: str = "") -> None:
     """`inside`: the repository the records at `volume` belong to (`in_repository`), which must exist; without
-    it, the volume itself must exist."""
+    it, the volume itself must exist. `system`: the host's system id (Hypervisor.system_id), in the file's name."""
     data = {"vm": vm_name, "host": host_name, "vm_uuid": vm_uuid, "time": int(time.time()), "result": result,
             "message": message}
     text = json.dumps(data, ensure_ascii=False) + "\n"
@@ -58,24 +65,28 @@ def record(shell: Shell, volume: str, vm_name: str, host_name: str, vm_uuid: str
         if inside and not shell.exists(inside.rstrip("/") + "/" + REPOSITORY):
             return  # no repository yet: the folder stays as the admin made it, for the next run to make one
         try:
-            shell.write_text(_path(volume, vm_name, host_name), text)
+            shell.write_text(_path(volume, vm_name, host_name, system), text)
         except HotvcbError:
             if not shell.isdir(inside or volume):
                 return  # the failure itself is the volume (or repository); the run's log says so
             shell.makedirs(layout.vm_root(volume, vm_name))  # a VM refused before its first backup
-            shell.write_text(_path(volume, vm_name, host_name), text)
+            shell.write_text(_path(volume, vm_name, host_name, system), text)
     except HotvcbError as err:
         log.warning("%s: cannot record this run's result %s: %s" % (
             vm_name, "in the repository" if inside else "on the backup volume", err))
 
 
-def last(shell: Shell, volume: str, vm_name: str, host_name: str, vm_uuid: str = "") -> Optional[Dict[str, Any]]:
-    """The VM's last failed run recorded on this host, None if none: a record naming another uuid than
-    `vm_uuid` (both known) is another VM's, of a host of the same name."""
-    path = _path(volume, vm_name, host_name)
+def last(shell: Shell, volume: str, vm_name: str, host_name: str, vm_uuid: str = "",
+         system: str = "") -> Optional[Dict[str, Any]]:
+    """The VM's last failed run recorded on this host (`system`: its system id), None if none: its own file, or
+    where it has none yet, the one an older hotvcb wrote under the host's name alone. A record naming another
+    uuid than `vm_uuid` (both known) is another VM's, of a host of the same name."""
     try:
+        path = _path(volume, vm_name, host_name, system)
         if not shell.exists(path):
-            return None
+            path = _path(volume, vm_name, host_name)
+            if not system or not shell.exists(path):
+                return None
         data = json.loads(shell.read_regular(path, LAST_MAX))  # a FIFO planted there must not hang list/status
     except (HotvcbError, ValueError):
         return None
