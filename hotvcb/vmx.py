@@ -1,18 +1,24 @@
 """Read and rewrite .vmx files without disturbing what we do not touch.
 
-A .vmx is `key = "value"` lines. Keys are case-insensitive for VMware, so
-lookups fold case; rewriting keeps every other line byte for byte, which
-matters for restore (the admin's comments and odd keys survive).
+A .vmx is `key = "value"` lines, read as VMware's dictionary format reads them (open-vm-tools
+lib/dict/dictll.c, DictLL_UnmarshalLine): the value may also be unquoted (`scsi0:1.present = TRUE`,
+up to a blank or `#`), and a `# comment` may follow either. A hand-edited line of either kind is a
+line the VM runs with: read only the quoted form and its disk would be in no backup. Keys are
+case-insensitive for VMware, so lookups fold case; rewriting keeps every other line byte for byte,
+which matters for restore (the admin's comments and odd keys survive).
 """
 
 import codecs
 import re
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Match, Optional, Tuple
 
 from .units import DIGITS
 from . import lazyre
 
-_LINE = lazyre.compile(r'^\s*([A-Za-z0-9_.:\-]+)\s*=\s*"(.*)"\s*$')
+# DictLL_UnmarshalLine's grammar: blanks are spaces and tabs; the name runs to a blank, `=` or `#`; a
+# value opened by `"` runs to the next `"` (and is no value without it), an unquoted one to a blank or
+# `#`; after it only blanks, then the end or a comment. A NUL ends the line VMware reads (a C string).
+_LINE = lazyre.compile(r'[ \t]*([^ \t#=]+)[ \t]*=[ \t]*(?:"([^"]*)"|([^ \t#"][^ \t#]*)?)[ \t]*(?:#.*)?\Z', re.S)
 DISK_BUSES = ("scsi", "sata", "ide", "nvme")
 _DEVICE = lazyre.compile(r"^(scsi|sata|ide|nvme)({0}):({0})$".format(DIGITS))  # a longer number: no device of ESXi's
 
@@ -27,15 +33,17 @@ class VmxFile:
         self.lines = list(lines)  # type: List[Optional[str]]  # None = removed
         self._index = {}  # type: Dict[str, int]
         for i, line in enumerate(lines):
-            m = _LINE.match(line)
+            m = _match(line)
             if m:
                 self._index[m.group(1).lower()] = i
 
     def get(self, key: str, default: Optional[str] = None) -> Optional[str]:
         i = self._index.get(key.lower())
         line = None if i is None else self.lines[i]
-        m = _LINE.match(line) if line is not None else None
-        return default if m is None else _unescape(m.group(2))
+        m = _match(line) if line is not None else None
+        if m is None:
+            return default
+        return _unescape(m.group(2) if m.group(2) is not None else m.group(3) or "")
 
     def bios_uuid(self) -> str:
         """uuid.bios as 32 lower-case hex digits: VMware writes `56 4d ... 34-56 ...`, admins paste it
@@ -83,6 +91,10 @@ class VmxFile:
             if present and name.lower().endswith(".vmdk") and "cdrom" not in dtype:
                 out.append((dev, bus, name))
         return sorted(out, key=lambda t: _device_order(t[0]))
+
+
+def _match(line: str) -> Optional[Match[str]]:
+    return _LINE.match(line.split("\0", 1)[0])
 
 
 def _device_order(dev: str) -> Tuple[int, int, int]:

@@ -44,9 +44,6 @@ def edit_vmx(host, vmid, edit):
 # A disk line VMware reads that hotvcb does not
 
 
-@pytest.mark.xfail(strict=True, reason="hotvcb's .vmx reader (hotvcb/vmx.py _LINE) takes only `key = \"value\"` "
-                   "lines: a disk whose present/fileName line is unquoted or carries a trailing # comment, which "
-                   "VMware's dictionary format reads, is silently left out of an 'OK' backup")
 @pytest.mark.parametrize("old,new", [
     ('scsi0:1.present = "TRUE"', "scsi0:1.present = TRUE"),
     ('scsi0:1.present = "TRUE"', 'scsi0:1.present = "TRUE"   # data disk, added by hand 2019'),
@@ -69,9 +66,6 @@ def test_a_hand_edited_disk_line_is_backed_up_not_silently_dropped(host, old, ne
     assert backed_up or (r.returncode != 0 and "scsi0:1" in out), out
 
 
-@pytest.mark.xfail(strict=True, reason="restore reads the backup's .vmx with the same quoted-only rule: a "
-                   "ghettoVCB backup whose disk line has a trailing # comment is 'restored OK' as a copy whose "
-                   ".vmx still names the original VM's live disk on the other datastore")
 def test_a_commented_disk_line_in_a_ghettovcb_backup_is_restored_not_shared_with_the_original(host):
     """ghettoVCB backed up `db` (its data disk on ds5, the .vmx line `scsi0:1.fileName = "/vmfs/volumes/
     <ds5>/db/db_1.vmdk"   # data disk on ds5`): ghettoVCB takes a disk's name as the text between the
@@ -244,9 +238,6 @@ def test_a_restored_disk_never_takes_the_name_a_disconnected_disk_line_holds(hos
 # Simulator (esxisim) defects: where it reads a .vmx otherwise than VMware does
 
 
-@pytest.mark.xfail(strict=True, reason="esxisim defect: esxisim/vmx.py _key_value reads only `key = \"value\"` "
-                   "lines, so a VM whose disk line is unquoted or carries a trailing # comment runs in the "
-                   "simulator without that disk (VMware's DictLL_UnmarshalLine reads both)")
 @pytest.mark.parametrize("old,new", [
     ('scsi0:1.present = "TRUE"', "scsi0:1.present = TRUE"),
     ('scsi0:1.present = "TRUE"', 'scsi0:1.present = "TRUE"   # data disk'),
