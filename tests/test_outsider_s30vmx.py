@@ -130,9 +130,6 @@ def test_a_stray_latin1_byte_in_one_vmx_line_does_not_rename_the_vm(host):
     assert backup_dirs(host, "Müller DB"), out
 
 
-@pytest.mark.xfail(strict=True, reason="a VM whose display name is '..' is backed up into VM_BACKUP_VOLUME/.. "
-                   "(outside the backup volume) and one named '.' into the volume's root beside the VM folders; "
-                   "`list` shows neither: the backup side lacks the dot-name refusal restore has")
 @pytest.mark.parametrize("name", ["..", "."])
 def test_a_vm_named_dots_is_never_backed_up_outside_its_own_folder(host, name):
     """A VM was renamed `..` in the client (a placeholder someone typed; the folder on the datastore
