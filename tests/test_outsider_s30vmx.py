@@ -105,9 +105,6 @@ def test_a_commented_disk_line_in_a_ghettovcb_backup_is_restored_not_shared_with
 
 
 
-@pytest.mark.xfail(strict=True, reason="one byte that is not UTF-8 anywhere in a UTF-8 .vmx makes hotvcb read the "
-                   "whole file as Latin-1 (shell.decoded): the VM's umlaut name becomes 'MÃ¼ller DB', and "
-                   "`-m 'Müller DB'`, the name hostd lists, fails with 'no VM named'")
 def test_a_stray_latin1_byte_in_one_vmx_line_does_not_rename_the_vm(host):
     """`Müller DB` (a UTF-8 .vmx, `.encoding = "UTF-8"`) got a note appended over SSH years ago from a
     Latin-1 terminal: `annotation = "Café server"` with é as the one byte E9. hostd still lists the VM
@@ -197,9 +194,6 @@ def vmx_disk_names(path):
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="restore renames a disk from another datastore to web_2.vmdk, the name the "
-                   "disconnected independent disk's line of the same .vmx already holds: two devices of the "
-                   "restored VM name one file")
 def test_a_restored_disk_never_takes_the_name_a_disconnected_disk_line_holds(host):
     """`web` as ESXi names its disks: web.vmdk, web_1.vmdk, web_2.vmdk (independent-persistent, a scratch
     disk left out of snapshots) in its folder, and a fourth disk added later on ds5, which ESXi names
