@@ -6,7 +6,6 @@ so esxisim writes exactly that encoding to keep hotvcb honest.
 """
 # String methods, not regular expressions, split the lines: importing re (and enum with it) and
 # compiling the patterns was a tenth of a vim-cmd call, and every call reads a .vmx or .vmsd.
-# str.strip(), str.split() and str.isspace() take as whitespace exactly what re's \s matches.
 _HEX = frozenset("0123456789abcdefABCDEF")
 
 
@@ -39,16 +38,43 @@ def unescape(value):
 
 
 def _key_value(line):
-    """(key, raw value) of a `key = "value"` line, else None: the key runs to the first `=` or
-    whitespace, the value from the quote after `=` to the line's last quote."""
-    head, eq, rest = line.strip().partition("=")
-    key = head.rstrip()
-    if not eq or key.split() != [key]:
+    """(key, raw value) of a line as VMware's dictionary format reads it, else None (a line hostd keeps
+    but gives no key). The grammar is open-vm-tools lib/dict/dictll.c, DictLL_UnmarshalLine:
+    `<ws> name <ws> = <ws> value <ws> #comment`, where <ws> is spaces and tabs only; the name runs to
+    a blank, `=` or `#`; a value starting with `"` runs to the next `"` (no closing quote: no value),
+    any other to a blank or `#` (`scsi0:1.present = TRUE`, `x = a"b`), and may be empty (`x =`);
+    after it only blanks, then the line's end or a `# comment`. The line is a C string there: a NUL
+    ends it. A CR before the line feed is part of the line end (StdIO_ReadNextLine's \r\n)."""
+    line = line.split("\0", 1)[0]
+    if line.endswith("\r"):
+        line = line[:-1]
+    rest = line.lstrip(" \t")
+    key = _up_to(rest, " \t#=")
+    rest = rest[len(key):].lstrip(" \t")
+    if not key or not rest.startswith("="):
         return None
-    rest = rest.lstrip()
-    if len(rest) < 2 or rest[0] != '"' or rest[-1] != '"':
+    rest = rest[1:].lstrip(" \t")
+    if rest.startswith('"'):
+        value, quote, rest = rest[1:].partition('"')
+        if not quote:
+            return None
+    else:
+        value = _up_to(rest, " \t#")
+        rest = rest[len(value):]
+    rest = rest.lstrip(" \t")
+    if rest and not rest.startswith("#"):
         return None
-    return key, rest[1:-1]
+    return key, value
+
+
+def _up_to(text, stops):
+    """text before its first character that is one of stops."""
+    end = len(text)
+    for ch in stops:
+        i = text.find(ch, 0, end)
+        if i >= 0:
+            end = i
+    return text[:end]
 
 
 def parse(text):

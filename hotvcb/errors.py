@@ -125,8 +125,9 @@ class InvalidVm(HostError):
 
 
 class UnnameableVm(HostError):
-    """A VM whose display name holds a line break or other control character: its backup folder would be
-    named so, and a restore reads no backup from such a path nor gives a VM such a name."""
+    """A VM whose display name holds a line break or other control character, or is only dots and spaces:
+    its backup folder would be named so ("." or ".." not even a folder of its own), and a restore reads no
+    backup from such a path nor gives a VM such a name (store/layout.backup_unnameable)."""
 
     def __init__(self, name: str, why: str):
         super().__init__("VM %r is not backed up: %s; rename the VM (no restore reads a backup folder named so)"

@@ -1,18 +1,24 @@
 """Read and rewrite .vmx files without disturbing what we do not touch.
 
-A .vmx is `key = "value"` lines. Keys are case-insensitive for VMware, so
-lookups fold case; rewriting keeps every other line byte for byte, which
-matters for restore (the admin's comments and odd keys survive).
+A .vmx is `key = "value"` lines, read as VMware's dictionary format reads them (open-vm-tools
+lib/dict/dictll.c, DictLL_UnmarshalLine): the value may also be unquoted (`scsi0:1.present = TRUE`,
+up to a blank or `#`), and a `# comment` may follow either. A hand-edited line of either kind is a
+line the VM runs with: read only the quoted form and its disk would be in no backup. Keys are
+case-insensitive for VMware, so lookups fold case; rewriting keeps every other line byte for byte,
+which matters for restore (the admin's comments and odd keys survive).
 """
 
 import codecs
 import re
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Match, Optional, Tuple
 
 from .units import DIGITS
 from . import lazyre
 
-_LINE = lazyre.compile(r'^\s*([A-Za-z0-9_.:\-]+)\s*=\s*"(.*)"\s*$')
+# DictLL_UnmarshalLine's grammar: blanks are spaces and tabs; the name runs to a blank, `=` or `#`; a
+# value opened by `"` runs to the next `"` (and is no value without it), an unquoted one to a blank or
+# `#`; after it only blanks, then the end or a comment. A NUL ends the line VMware reads (a C string).
+_LINE = lazyre.compile(r'[ \t]*([^ \t#=]+)[ \t]*=[ \t]*(?:"([^"]*)"|([^ \t#"][^ \t#]*)?)[ \t]*(?:#.*)?\Z', re.S)
 DISK_BUSES = ("scsi", "sata", "ide", "nvme")
 _DEVICE = lazyre.compile(r"^(scsi|sata|ide|nvme)({0}):({0})$".format(DIGITS))  # a longer number: no device of ESXi's
 
@@ -27,15 +33,17 @@ class VmxFile:
         self.lines = list(lines)  # type: List[Optional[str]]  # None = removed
         self._index = {}  # type: Dict[str, int]
         for i, line in enumerate(lines):
-            m = _LINE.match(line)
+            m = _match(line)
             if m:
                 self._index[m.group(1).lower()] = i
 
     def get(self, key: str, default: Optional[str] = None) -> Optional[str]:
         i = self._index.get(key.lower())
         line = None if i is None else self.lines[i]
-        m = _LINE.match(line) if line is not None else None
-        return default if m is None else _unescape(m.group(2))
+        m = _match(line) if line is not None else None
+        if m is None:
+            return default
+        return _unescape(m.group(2) if m.group(2) is not None else m.group(3) or "")
 
     def bios_uuid(self) -> str:
         """uuid.bios as 32 lower-case hex digits: VMware writes `56 4d ... 34-56 ...`, admins paste it
@@ -85,6 +93,10 @@ class VmxFile:
         return sorted(out, key=lambda t: _device_order(t[0]))
 
 
+def _match(line: str) -> Optional[Match[str]]:
+    return _LINE.match(line.split("\0", 1)[0])
+
+
 def _device_order(dev: str) -> Tuple[int, int, int]:
     m = _DEVICE.match(dev)
     if m is None:  # disk_slots only yields names that matched
@@ -106,29 +118,60 @@ def _escape(value: str) -> str:
 _ASCII = bytes(range(0x20, 0x7F)) + b"\t\r\n"
 
 
-def in_declared_charset(text: str, size: int, say: Callable[[str], None] = lambda _message: None) -> str:
-    """A .vmx's text as VMware reads it: in the charset its `.encoding` line declares (an old VM made on
-    Windows: "windows-1252"). `text` is what shell.decoded gave for its `size` bytes (UTF-8, else
-    Latin-1, which differs from windows-1252 in 0x80-0x9F: the euro sign, quotes, dashes).
+def as_vmware_reads(text: str, size: Callable[[], int], say: Callable[[str], None] = lambda _message: None) -> str:
+    """A .vmx's text as VMware reads it, from what shell.decoded gave for its bytes (UTF-8, else the
+    whole file as Latin-1); `size()` is the file's size in bytes, asked only where the text alone
+    cannot say how it was decoded.
+
+    A .vmx declaring (or, as most do, meaning) UTF-8 is read line by line: UTF-8, else Latin-1 for
+    that line only. One byte that is not UTF-8 (an annotation appended over SSH from a Latin-1
+    terminal) made the shell read the whole file as Latin-1, and the displayName `Müller DB`, which
+    hostd lists, became `MÃ¼ller DB`: `-m` named no VM. A .vmx declaring another charset (an old VM
+    made on Windows: "windows-1252", which differs from Latin-1 in 0x80-0x9F: the euro sign, quotes,
+    dashes) is read in it.
 
     Only a charset that reads ASCII as ASCII can be a .vmx's: its `.encoding` line had to be read as
     ASCII to be found at all. Any other declaration (one Python does not know, a codec that is no text
-    encoding such as "rot13" or "base64", UTF-16 over bytes that are plainly not) leaves the text as
-    read, and `say` is told why: decoding a hand-edited value would write the VM's configuration as
+    encoding such as "rot13" or "base64", UTF-16 over bytes that are plainly not) is read as UTF-8,
+    and `say` is told why: decoding a hand-edited value would write the VM's configuration as
     garbage. Whoever writes the text back as UTF-8 declares so."""
+    from .shell import encoded  # the bytes shell.decoded read the text from
     declared = VmxFile(text).get(".encoding")
-    if not declared:
+    charset = _charset(declared, say) if declared else "utf-8"
+    if charset != "utf-8":
+        return encoded(text, size()).decode(charset, "replace")
+    if not _maybe_latin1(text):
         return text
+    return "\n".join(_line_text(raw) for raw in encoded(text, size()).split(b"\n"))
+
+
+def _charset(declared: str, say: Callable[[str], None]) -> str:
+    """The charset a .vmx's `.encoding` declares, "utf-8" where it is none a .vmx can be in."""
     try:
         charset = codecs.lookup(declared).name
-        ascii_compatible = _ASCII.decode(charset, "replace") == _ASCII.decode("ascii")
+        if _ASCII.decode(charset, "replace") == _ASCII.decode("ascii"):
+            return charset
     except (LookupError, UnicodeError):  # LookupError: unknown, or no text encoding (rot13, base64)
-        charset, ascii_compatible = "", False
-    if not ascii_compatible:
-        say('the .vmx declares .encoding = "%s", no charset a .vmx can be written in: its text is read as '
-            "UTF-8 (Latin-1 where it is not UTF-8) and written back as UTF-8" % declared)
-        return text
-    if charset == "utf-8":
-        return text
-    from .shell import encoded  # the bytes it was read from
-    return encoded(text, size).decode(charset, "replace")
+        pass
+    say('the .vmx declares .encoding = "%s", no charset a .vmx can be written in: its text is read as '
+        "UTF-8 (Latin-1 on a line that is not UTF-8) and written back as UTF-8" % declared)
+    return "utf-8"
+
+
+def _maybe_latin1(text: str) -> bool:
+    """Whether shell.decoded may have read `text` as Latin-1: only characters up to U+00FF, some beyond
+    ASCII, and as Latin-1 bytes no UTF-8 (else those bytes would have been read as UTF-8)."""
+    if text.isascii() or max(text) > "\xff":
+        return False
+    try:
+        text.encode("latin-1").decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def _line_text(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")

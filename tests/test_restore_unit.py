@@ -12,7 +12,7 @@ from hotvcb.jobs.machine_of import machine_of
 from hotvcb.jobs.restore_check import Checking
 from hotvcb.jobs.restore_plan import DiskCopy, Plan, Planner, RestoreError, _unique
 from hotvcb.jobs.vmx_identity import answer_moved_or_copied
-from hotvcb.vmx import VmxFile, in_declared_charset
+from hotvcb.vmx import VmxFile, as_vmware_reads
 from hotvcb.restorefile import BadLine, RestoreRequest, disk_format, parse_line, read_restore_file
 from hotvcb.shell import LocalShell
 
@@ -89,9 +89,29 @@ def test_a_vmx_is_read_in_the_charset_it_declares():
     """windows-1252 is not Latin-1 in 0x80-0x9F (the euro sign); UTF-8, undeclared or unknown stay as read."""
     from hotvcb.shell import decoded
     data = '.encoding = "windows-1252"\nannotation = "5 \u20ac f\u00fcr B\u00fcro"\n'.encode("cp1252")
-    assert VmxFile(in_declared_charset(decoded(data), len(data))).get("annotation") == "5 \u20ac f\u00fcr B\u00fcro"
+    assert VmxFile(as_vmware_reads(decoded(data), lambda: len(data))).get("annotation") == "5 \u20ac f\u00fcr B\u00fcro"
     for text in ('.encoding = "UTF-8"\na = "\u00e4"\n', 'a = "\u00e4"\n', '.encoding = "no-such"\na = "x"\n'):
-        assert in_declared_charset(text, len(text.encode("utf-8"))) == text
+        assert as_vmware_reads(text, lambda: len(text.encode("utf-8"))) == text
+
+
+@pytest.mark.parametrize("declared", ["", '.encoding = "UTF-8"\n'])
+def test_a_utf8_vmx_with_one_latin1_line_is_read_line_by_line(declared):
+    """One Latin-1 byte (an annotation appended from a Latin-1 terminal) made the shell read the whole
+    file as Latin-1: the other lines keep their UTF-8, that line alone is Latin-1."""
+    from hotvcb.shell import decoded
+    data = (declared + 'displayName = "M\u00fcller DB"\n').encode("utf-8") + 'annotation = "Caf\u00e9"\n'.encode("latin-1")
+    vmx = VmxFile(as_vmware_reads(decoded(data), lambda: len(data)))
+    assert (vmx.get("displayName"), vmx.get("annotation")) == ("M\u00fcller DB", "Caf\u00e9")
+
+
+def test_the_size_is_asked_only_where_the_text_cannot_tell_how_it_was_read():
+    """Most .vmx files are ASCII or UTF-8 beyond Latin-1's range: no file_size round trip for them."""
+    def unasked():
+        raise AssertionError("size asked")
+    for text in ('displayName = "web"\n', 'displayName = "\u4f8b"\n', 'displayName = "\u00c3\u00bc"\n'):
+        assert as_vmware_reads(text, unasked) == text
+    text = 'displayName = "M\u00fcller"\n'  # UTF-8 read as UTF-8, or its Latin-1 reading: only the size tells
+    assert as_vmware_reads(text, lambda: len(text.encode("utf-8"))) == text
 
 
 def test_a_vmx_declaring_a_charset_no_vmx_can_be_in_is_read_as_it_is_and_said_so():
@@ -100,7 +120,7 @@ def test_a_vmx_declaring_a_charset_no_vmx_can_be_in_is_read_as_it_is_and_said_so
     for declared in ("rot13", "base64", "UTF-16", "UTF-32", "cp037", "no-such"):
         text = '.encoding = "%s"\ndisplayName = "Alt"\n' % declared
         said = []
-        assert in_declared_charset(text, len(text), said.append) == text
+        assert as_vmware_reads(text, lambda: len(text), said.append) == text
         assert len(said) == 1 and declared in said[0], said
 
 
@@ -160,6 +180,12 @@ def test_unique_disk_names():
     used = set()
     assert [_unique(n, used) for n in ("a.vmdk", "A.vmdk", "a.vmdk", "b.vmdk")] == [
         "a.vmdk", "A_2.vmdk", "a_3.vmdk", "b.vmdk"]
+
+
+def test_a_unique_disk_name_is_none_a_kept_line_holds():
+    """web_2.vmdk is the name the disconnected independent disk's line keeps: the second web.vmdk is web_3."""
+    used = set()
+    assert [_unique(n, used, {"web_2.vmdk"}) for n in ("web.vmdk", "web.vmdk")] == ["web.vmdk", "web_3.vmdk"]
 
 
 class _NoClone:

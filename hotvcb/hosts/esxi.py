@@ -21,7 +21,7 @@ from ..settings import DISK_FORMATS
 from ..shell import Shell
 from ..store import layout
 from ..treeview import ScannedShell
-from ..vmx import VmxFile, in_declared_charset
+from ..vmx import VmxFile, as_vmware_reads
 from . import esxi_release, esxi_rows, esxi_tree, vimcmd
 from .base import Copied
 from .esxi_disks import EsxiDisks
@@ -196,16 +196,15 @@ class EsxiHost:
         return readable[0] if readable else cands[0]
 
     def _vmx(self, path: str, text: Optional[str] = None) -> VmxFile:
-        """A VM's .vmx as hostd reads it: in the charset its `.encoding` declares. An old VM made on Windows
-        declares windows-1252, whose euro sign and quotes (0x80-0x9F) the shell's Latin-1 misreads, so its
-        name was not the one hostd lists and `-m` names. The file's size, which says how the shell decoded
-        it (vmx.in_declared_charset), is asked only of a .vmx declaring another charset than UTF-8."""
+        """A VM's .vmx as hostd reads it (vmx.as_vmware_reads): in the charset its `.encoding` declares, a
+        UTF-8 one line by line. An old VM made on Windows declares windows-1252, whose euro sign and quotes
+        (0x80-0x9F) the shell's Latin-1 misreads; one Latin-1 byte in a UTF-8 .vmx made the shell read all
+        of it as Latin-1: either way its name was not the one hostd lists and `-m` names. The file's size,
+        which says how the shell decoded it, is asked only where the text cannot tell (another charset
+        declared, or only Latin-1's characters beyond ASCII): not of most VMs a listing reads."""
         if text is None:
             text = self._files.read_text(path)
-        vmx = VmxFile(text)
-        if (vmx.get(".encoding") or "UTF-8").upper() in ("UTF-8", "UTF8"):
-            return vmx
-        return VmxFile(in_declared_charset(text, self._files.file_size(path)))
+        return VmxFile(as_vmware_reads(text, lambda: self._files.file_size(path)))
 
     def load_vm(self, ref: VmRef) -> Vm:
         try:

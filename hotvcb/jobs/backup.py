@@ -94,7 +94,8 @@ class BackupJob:
     # -- selection -----------------------------------------------------------
     def select(self, names: Optional[Sequence[str]], exclude: Sequence[str]) -> List[Target]:
         """VmRefs to back up, in order; a name that matches no VM, or several, or one a restore refuses
-        (a line break or other control character: layout.control_character) is an error entry.
+        (a line break or other control character, only dots and spaces: layout.backup_unnameable) is an
+        error entry.
 
         Names are compared literally with the display name: a list line
         `Web Server (prod)` is that VM, never a pattern.
@@ -116,7 +117,7 @@ class BackupJob:
                 self.log.info("%s is on the exclude list, skipping" % name)
                 continue
             matches = by_name.get(name, [])
-            unnameable = layout.control_character(name) if len(matches) == 1 else None
+            unnameable = layout.backup_unnameable(name) if len(matches) == 1 else None
             if unnameable is not None:  # a backup a restore would refuse: said before any change to the VM
                 out.append(UnnameableVm(name, unnameable))
             elif len(matches) == 1:

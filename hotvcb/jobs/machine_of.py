@@ -24,7 +24,7 @@ from ..convert.vmx_to_domain import machine_from_vmx
 from ..errors import HostError
 from ..shell import FileReader
 from ..store import layout, manifest
-from ..vmx import in_declared_charset
+from ..vmx import as_vmware_reads
 from . import backup_check
 
 DOMAIN_XML = "domain.xml"
@@ -86,7 +86,7 @@ def _from_vmx(fs: FileReader, folder: str, name: str, disk_bus: Optional[str], n
 
     path = folder + "/" + name
     notes = []  # type: List[str]
-    text = in_declared_charset(_read(fs, path), fs.file_size(path), notes.append)
+    text = as_vmware_reads(_read(fs, path), lambda: fs.file_size(path), notes.append)
     m = machine_from_vmx(text, path, resolve, disk_bus, nic_model)
     m.notes[:0] = notes
     return Found(m, "esxi", path)

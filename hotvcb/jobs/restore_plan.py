@@ -21,7 +21,7 @@ from it).
 """
 
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Collection, List, Optional, Set, Tuple
 
 from .. import vmdk
 from ..errors import HostError, HotvcbError
@@ -32,7 +32,7 @@ from ..shell import FileReader, read_small
 from ..store import layout
 from ..units import PAGE, in_pages
 from ..vmdk import base_name
-from ..vmx import VmxFile, in_declared_charset
+from ..vmx import VmxFile, as_vmware_reads
 from . import backup_check, restore_tree
 from .restore_scratch import OWN_FILES, RESTORING
 from .restore_tree import TreeRestore
@@ -120,7 +120,7 @@ class Planner:
         try:  # read_regular: a FIFO planted as the .vmx would block a plain read for ever
             path = backup + "/" + vmxs[0]
             say = (lambda _message: None) if quiet else self.log.warning
-            vmx = VmxFile(in_declared_charset(read_small(fs, path, backup_check.TEXT_MAX), fs.file_size(path), say))
+            vmx = VmxFile(as_vmware_reads(read_small(fs, path, backup_check.TEXT_MAX), lambda: fs.file_size(path), say))
         except HostError as err:
             raise RestoreError(str(err)) from err
         original = vmx.get("displayName")
@@ -155,10 +155,18 @@ class Planner:
         put("displayName", name)
         if vmx.get(".encoding") is not None:  # written back as UTF-8 (write_text), read as it declares
             put(".encoding", "UTF-8")
+        slots = vmx.disk_slots()
+        in_tree = {dev for dev, _bus, filename in slots
+                   if plan.tree is not None and fs.exists(plan.tree.folder + "/" + filename.rsplit("/", 1)[-1])}
+        in_backup = {dev: layout.disk_in_backup(fs, backup, filename, self._datastore_aliases)
+                     for dev, _bus, filename in slots if dev not in in_tree}
         used = set()  # type: set
-        for dev, _bus, filename in vmx.disk_slots():
+        # a disk renamed to be unique never takes a name a line this restore leaves as it is holds (a disk
+        # not in the backup, restored disconnected, or one not present): two devices would name one file
+        kept = _names_kept(vmx, in_tree | {dev for dev, found in in_backup.items() if found is not None})
+        for dev, _bus, filename in slots:
             top = filename.rsplit("/", 1)[-1]
-            if plan.tree is not None and fs.exists(plan.tree.folder + "/" + top):
+            if plan.tree is not None and dev in in_tree:
                 # the base is cloned under its own name: the deltas above it name it
                 target = restore_tree.chain(fs, plan.tree.folder, top)[-1]
                 src = plan.tree.folder + "/" + target
@@ -166,7 +174,7 @@ class Planner:
                     raise RestoreError("two disks have a base named %s in the snapshot tree" % target)
                 used.add(target.lower())
             else:
-                found = layout.disk_in_backup(fs, backup, filename, self._datastore_aliases)
+                found = in_backup[dev]
                 if found is None:
                     lost = layout.descriptor_lost(fs, backup, filename, self._datastore_aliases)
                     if lost is not None:
@@ -178,7 +186,7 @@ class Planner:
                     put(dev + ".present", "FALSE")
                     plan.disconnected.append(dev)
                     continue
-                src, target = found, _unique(base_name(found.rsplit("/", 1)[-1]), used)
+                src, target = found, _unique(base_name(found.rsplit("/", 1)[-1]), used, kept)
                 top = target
             # vmkfstools -i would clone whatever the disk and each of its parents name
             read, parents = backup_check.require_chain_inside(fs, src)
@@ -287,11 +295,18 @@ class Planner:
                    ", ".join(r.vmx_path for r in taken)))
 
 
-def _unique(name: str, used: set) -> str:
-    """name, or name_2.vmdk, name_3.vmdk... when two disks share a file name."""
+def _names_kept(vmx: VmxFile, restored: Set[str]) -> Set[str]:
+    """The file names (folded) the fileName lines of devices other than `restored` hold: the restore leaves
+    those lines as they are."""
+    return {(vmx.get(dev + ".fileName") or "").rsplit("/", 1)[-1].lower()
+            for dev, _bus in vmx.devices() if dev not in restored} - {""}
+
+
+def _unique(name: str, used: set, kept: Collection[str] = ()) -> str:
+    """name, or name_2.vmdk, name_3.vmdk... when two disks share a file name, or a line `kept` names it."""
     stem, ext = name[: -len(".vmdk")] if name.lower().endswith(".vmdk") else name, ".vmdk"
     candidate, n = stem + ext, 1
-    while candidate.lower() in used:
+    while candidate.lower() in used or candidate.lower() in kept:
         n += 1
         candidate = "%s_%d%s" % (stem, n, ext)
     used.add(candidate.lower())

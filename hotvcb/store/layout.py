@@ -69,13 +69,21 @@ def unusable_name(name: str, own: bool = False) -> Optional[str]:
     folder_name's escape in the folder but the name itself in vSphere and libvirt; NUL ends the name
     in C; "", "." and ".." are no folder of their own; a control character or line separator
     (control_character)."""
-    why = control_character(name) or ("it holds '/'" if "/" in name
-                                       else "it is only dots and spaces" if not name.strip(" .") else None)
+    why = backup_unnameable(name) or ("it holds '/'" if "/" in name else None)
     if why is None:
         return None
     return "%r cannot be the restored VM's name: %s%s" % (
         name, why, " (the backup's own name): restore it under a new name (--name, or a restore file's 4th field)"
         if own else "")
+
+
+def backup_unnameable(name: str) -> Optional[str]:
+    """Why no backup can be named after a VM's display name, or None: a control character
+    (control_character), or only dots and spaces: "." and ".." name the backup volume itself and the
+    folder above it, not a folder of the VM's own (its backups and their rotation would land among the
+    other VMs' folders, or outside the volume, where `list` shows none), and a restore refuses every
+    such name (unusable_name). A '/' is no reason: folder_name escapes it."""
+    return control_character(name) or ("it is only dots and spaces" if not name.strip(" .") else None)
 
 
 def control_character(name: str) -> Optional[str]:

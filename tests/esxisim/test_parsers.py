@@ -47,19 +47,35 @@ def test_dumps_names_a_circular_reference_like_json():
         jsonio.dumps(loop)
 
 
-LINE = re.compile(r'^\s*([^=\s]+)\s*=\s*"(.*)"\s*$')  # the pattern the .vmx lines were read with
+# what VMware reads a .vmx line as (open-vm-tools lib/dict/dictll.c, DictLL_UnmarshalLine), as a pattern:
+# blanks are spaces and tabs; a quoted value or an unquoted one (to a blank or `#`); then a `#` comment
+LINE = re.compile(r'[ \t]*([^ \t#=]+)[ \t]*=[ \t]*(?:"([^"]*)"|([^ \t#"][^ \t#]*)?)[ \t]*(?:#.*)?\Z', re.S)
 VOLUME = re.compile(r"^/vmfs/volumes/([^/]+)(/.*)?$")  # and the datastore paths split with
 LINES = [
     'displayName = "vm 1"', '  a.b="x" ', 'k = "a "" b"\r', 'k = "v" x', 'k="', 'k=""', '= "v"', 'a b = "v"',
     'k\u00a0= "v"\u2003', 'k = \x1c"v"', 'k == "v"', 'k = "|22|7c|7G||41|"', 'k = v', '# k = "v"', "",
+    'scsi0:1.present = TRUE', 'k = "v"   # a note', 'k = v#c', 'k =', 'k = # c', 'k = a"b', 'k = "v"\x00junk',
+    'k = "unclosed', '\tk\t=\t"v"\t', 'a#b = "v"', 'k = "v"\r', 'k = "v"\x0b', 'k = a|22b',
 ]
 
 
+def _as_vmware_reads(line):
+    line = line.split("\0", 1)[0]  # a C string: a NUL ends it
+    m = LINE.match(line[:-1] if line.endswith("\r") else line)  # \r\n ends a line (StdIO_ReadNextLine)
+    if not m:
+        return {}
+    value = m.group(2) if m.group(2) is not None else m.group(3) or ""
+    return {m.group(1): re.sub(r"\|([0-9A-Fa-f]{2})", lambda h: chr(int(h.group(1), 16)), value)}
+
+
 @pytest.mark.parametrize("line", LINES)
-def test_vmx_line_reads_as_the_pattern_did(line):
-    m = LINE.match(line)
-    assert vmx.parse(line) == ({m.group(1): re.sub(r"\|([0-9A-Fa-f]{2})", lambda h: chr(int(h.group(1), 16)),
-                                                   m.group(2))} if m else {})
+def test_vmx_line_reads_as_vmware_reads_it(line):
+    assert vmx.parse(line) == _as_vmware_reads(line)
+
+
+def test_vmx_reads_a_hand_edited_line():
+    assert vmx.parse('scsi0:1.present = TRUE\nscsi0:1.fileName = "db_1.vmdk"   # data disk') == {
+        "scsi0:1.present": "TRUE", "scsi0:1.fileName": "db_1.vmdk"}
 
 
 @pytest.mark.parametrize("path", [
