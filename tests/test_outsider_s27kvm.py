@@ -227,7 +227,7 @@ def test_the_overlay_of_a_block_device_disk_is_not_put_in_dev(lab, loop_devices)
     as of the snapshot; the overlay that held the rest is gone with the RAM), i.e. a corrupt guest
     filesystem or lost database commits; a guest writing more than the devtmpfs size (systemd mounts it
     with 4 MiB on some distributions) gets ENOSPC on its disk mid-backup. The overlay belongs on real
-    storage (hotvcb/hosts/qemu_overlays.py overlay_path: `<image>.<name>.qcow2`, beside the image)."""
+    storage (hotvcb/hosts/qemu_overlay_names.py overlay_path: `<image>.<name>.qcow2`, beside the image)."""
     backing = os.path.join(lab.root, "lv.bin")
     with open(backing, "wb") as f:
         f.write(os.urandom(MiB))
