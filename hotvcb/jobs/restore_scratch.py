@@ -11,7 +11,7 @@ datastore of the host; a KVM restore's target folder, which is no datastore, hol
 itself, and there the next KVM restore and `hotvcb cleanup --kvm DIR` look); the folder is made
 after its record and removed before it, so no folder of ours is without one. Cleanup removes a
 folder only when its restore is provably dead: recorded on this machine by a process that is no
-longer the hotvcb it records (leftovers.owner_alive, as for snapshots and markers: its pid may be
+longer the hotvcb it records (ownership.owner_alive, as for snapshots and markers: its pid may be
 another hotvcb's now, told by the process's start time where the record has it). One whose process
 cannot be told from here (another pid namespace of this machine, a process /proc hides) is judged by
 its heartbeat, as one of another host id. One recorded on another
@@ -60,7 +60,7 @@ and the restore touches its records every lock.HEARTBEAT seconds while they exis
 record of this machine's name is judged by its pid only when its host id is ours; one with
 another id (another host of that name, or ours before a reboot: ESXi keeps its id on a ramdisk)
 or none (an older hotvcb's) is a dead restore's only once its heartbeat is lock.STALE_AFTER old
-as well, by the datastore's own clock (leftovers.volume_age).
+as well, by the datastore's own clock (ownership.volume_age).
 """
 
 import hashlib
@@ -75,7 +75,7 @@ from ..pids import hotvcb
 from ..runid import RunId, host_id, parse
 from ..shell import Shell
 from ..store.lock import HEARTBEAT, STALE_AFTER
-from .leftovers import owner_alive, volume_age
+from .ownership import owner_alive, volume_age
 from .. import lazyre
 
 # here, not in restore_plan.py which makes the folder: `cleanup` would import the planner (backup checks,
