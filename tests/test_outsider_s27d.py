@@ -14,20 +14,16 @@ import sys
 
 import pytest
 
+from qemulab import MiB, disk_of, opened
 from qemuvm import PYTHON, env, loop_devices, needs_qemu, qemu_img, wait_until  # noqa: F401
 
-from test_outsider_s27kvm import Lab, _disk_of, lun_domain_backed_up, volume_domain
-
-MiB = 1 << 20
+from test_outsider_s27kvm import lun_domain_backed_up, volume_domain
 
 
 @pytest.fixture
 def lab(tmp_path):
-    lab = Lab(tmp_path, "h27d")
-    try:
-        yield lab
-    finally:
-        lab.close()
+    with opened(tmp_path, "h27d") as made:
+        yield made
 
 
 def _clean_device_overlays(prefix):
@@ -51,7 +47,7 @@ def test_a_daemonized_qemu_with_a_relative_image_name_is_backed_up(lab):
     assert "Traceback" not in out, out
     assert code == 0, out
     (backup,) = lab.backups("web")
-    assert qemu_img("compare", "-U", image, _disk_of(backup)).returncode == 0
+    assert qemu_img("compare", "-U", image, disk_of(backup)).returncode == 0
     assert not glob.glob("/web.qcow2*")
 
 
@@ -106,8 +102,8 @@ def test_a_qmp_socket_behind_a_proxy_does_not_back_up_the_proxys_file(lab):
     code, out = lab.backup("web")
     assert "Traceback" not in out, out
     for b in lab.backups("web"):  # whatever it says: a backup that holds a disk holds the VM's disk
-        assert qemu_img("compare", "-U", decoy, _disk_of(b)).returncode != 0, "the proxy's file was backed up"
-        assert qemu_img("compare", "-U", image, _disk_of(b)).returncode == 0
+        assert qemu_img("compare", "-U", decoy, disk_of(b)).returncode != 0, "the proxy's file was backed up"
+        assert qemu_img("compare", "-U", image, disk_of(b)).returncode == 0
     assert code != 0 or lab.backups("web"), out
     for left in glob.glob(os.path.join(glob.escape(decoy_dir), "web.qcow2.*")):
         os.remove(left)
@@ -142,7 +138,7 @@ def test_a_block_device_deep_in_a_folder_tree_is_backed_up(lab, loop_devices):  
     assert "Traceback" not in out, out
     assert code == 0, out
     (backup,) = lab.backups("deep")
-    assert qemu_img("compare", "-U", "-f", "raw", dev, _disk_of(backup)).returncode == 0
+    assert qemu_img("compare", "-U", "-f", "raw", dev, disk_of(backup)).returncode == 0
 
 
 def _slow_qemu_img(bin_dir, release):
