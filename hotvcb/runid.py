@@ -147,7 +147,7 @@ def running(record: RunId, me: RunId) -> Optional[bool]:
     another hotvcb's now (the nightly backup, a second prune). Where the start time cannot be compared (a
     record without `pidstart`, an older hotvcb's; a host without /proc; a boot-time offset other than ours,
     which shifts the start time /proc shows us) the live hotvcb is taken at its word, as before the field.
-    Every record of this machine is judged so: the locks', and what a run leaves (jobs/leftovers.owner_alive)."""
+    Every record of this machine is judged so: the locks', and what a run leaves (jobs/ownership.owner_alive)."""
     if record.pid_ns is not None and record.pid_ns != pids.namespace():
         return None
     if record.pid == me.pid and record.run != me.run:

@@ -1,10 +1,13 @@
 """A bare-QEMU lab for tests that drive hotvcb --qemu against QEMUs of their own (`-S`: no guest code,
 QEMU holds its disks; TCG; disks of a few MiB): images, QMP sockets, a backup volume, and hotvcb run on
-them. Shared by the outside tests of session 29 (tests/test_outsider_s29kvm*.py)."""
+them. Shared by the outside tests of sessions 27 and 29 (tests/test_outsider_s27kvm.py, test_outsider_s27d.py,
+test_outsider_s29kvm*.py)."""
 import glob
 import os
 import shutil
+import signal
 import subprocess
+import time
 from contextlib import contextmanager
 
 from qemuvm import PYTHON, QEMU, _listening, env, qemu_img, short_dir, wait_until  # noqa: F401
@@ -25,6 +28,7 @@ class Lab:
         for d in (self.inventory, self.images, self.volume):
             os.makedirs(d)
         self.procs = []
+        self.pids = []  # QEMUs started with -daemonize (start_daemon): no child of ours
 
     def image(self, name, fmt="qcow2", size=4 * MiB, pattern=0x5A, folder=None, extra=()):
         raw = os.path.join(self.root, "src.raw")
@@ -38,15 +42,22 @@ class Lab:
         os.remove(raw)
         return path
 
-    def start(self, name, drives, devices=(), cwd=None, extra=()):
-        sock = os.path.join(self.inventory, name + ".qmp")
-        ctl = os.path.join(self.sockets, name + ".ctl")
-        argv = [QEMU, "-machine", "pc,accel=tcg", "-m", "64", "-nodefaults", "-display", "none", "-S"] + list(extra)
+    def argv(self, name, drives, devices=(), extra=(), sock=None, machine="pc"):
+        """QEMU with `drives` (a list of -drive values), stopped before any guest code (-S); and its socket
+        (`sock`: elsewhere than the inventory)."""
+        sock = sock or os.path.join(self.inventory, name + ".qmp")
+        argv = [QEMU, "-machine", machine + ",accel=tcg", "-m", "64", "-nodefaults", "-display", "none", "-S"]
+        argv += list(extra)
         for d in drives:
             argv += ["-drive", d]
         for d in devices:
             argv += ["-device", d]
-        argv += ["-qmp", "unix:%s,server=on,wait=off" % sock, "-qmp", "unix:%s,server=on,wait=off" % ctl]
+        return argv + ["-qmp", "unix:%s,server=on,wait=off" % sock], sock
+
+    def start(self, name, drives, devices=(), cwd=None, extra=(), sock=None, machine="pc"):
+        argv, sock = self.argv(name, drives, devices, extra, sock, machine)
+        ctl = os.path.join(self.sockets, name + ".ctl")
+        argv += ["-qmp", "unix:%s,server=on,wait=off" % ctl]
         logpath = os.path.join(self.root, "qemu.log")
         with open(logpath, "ab") as log:
             p = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
@@ -55,6 +66,17 @@ class Lab:
         assert p.poll() is None, open(logpath).read()
         self.ctl = ctl
         return p
+
+    def start_daemon(self, name, drives, cwd):
+        """QEMU as init scripts start it: `cd DIR && qemu-system-x86_64 -daemonize -pidfile ...`."""
+        argv, sock = self.argv(name, drives)
+        pidfile = os.path.join(self.root, name + ".pid")
+        r = subprocess.run(argv + ["-daemonize", "-pidfile", pidfile], cwd=cwd, stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stdout + r.stderr
+        self.pids.append(int(open(pidfile).read().strip()))
+        wait_until(lambda: _listening(sock), 20, "QEMU to listen")
+        return self.pids[-1]
 
     def qmp(self, cmd, args=None):
         from hotvcb.hosts.qmp import QmpClient
@@ -90,6 +112,16 @@ class Lab:
             if p.poll() is None:
                 p.kill()
                 p.wait(10)
+        for pid in self.pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        for pid in self.pids:
+            for _ in range(100):
+                if not os.path.exists("/proc/%d" % pid):
+                    break
+                time.sleep(0.05)
         shutil.rmtree(self.sockets, ignore_errors=True)
 
 

@@ -19,8 +19,9 @@ from hotvcb.commands.common import Target, lock_host
 from hotvcb.errors import Interrupted
 from hotvcb.jobs import backup_end
 from hotvcb.jobs.backup import BackupJob, _VmBackup
-from hotvcb.jobs.leftovers import (NONE_DEAD, await_snapshot, mark_powered_off, mark_snapshot_asked, power_marker,
+from hotvcb.jobs.leftovers import (await_snapshot, mark_powered_off, mark_snapshot_asked, power_marker,
                                   remove_our_snapshots, remove_partials, restore_power, snapshot_marker)
+from hotvcb.jobs.ownership import NONE_DEAD
 from hotvcb.model import Snapshot, Vm, VmRef, VmResult
 from hotvcb.runid import RunId, parse
 from hotvcb.runlog import RunLog

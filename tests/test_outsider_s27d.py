@@ -14,20 +14,16 @@ import sys
 
 import pytest
 
+from qemulab import MiB, disk_of, opened
 from qemuvm import PYTHON, env, loop_devices, needs_qemu, qemu_img, wait_until  # noqa: F401
 
-from test_outsider_s27kvm import Lab, _disk_of, lun_domain_backed_up, volume_domain
-
-MiB = 1 << 20
+from test_outsider_s27kvm import lun_domain_backed_up, volume_domain
 
 
 @pytest.fixture
 def lab(tmp_path):
-    lab = Lab(tmp_path, "h27d")
-    try:
-        yield lab
-    finally:
-        lab.close()
+    with opened(tmp_path, "h27d") as made:
+        yield made
 
 
 def _clean_device_overlays(prefix):
@@ -43,7 +39,7 @@ def test_a_daemonized_qemu_with_a_relative_image_name_is_backed_up(lab):
     ("an image named relative to QEMU's working directory is found there"), yet the backup does not get
     web.qcow2: QEMU's -daemonize does chdir("/") after opening its images, so /proc/<pid>/cwd is `/` and
     hotvcb looks for `/web.qcow2`. The user gets a skipped/failed disk (or, were a /web.qcow2 there, a
-    copy of the wrong file). hotvcb/hosts/qemu_overlays.py absolute_names / qmp.py QmpClient.peer_cwd take
+    copy of the wrong file). hotvcb/hosts/qemu_blockgraph.py absolute_names / qmp.py QmpClient.peer_cwd take
     the process's cwd *now* for the one at startup."""
     image = lab.image("web.qcow2")
     lab.start_daemon("web", ["file=web.qcow2,format=qcow2,if=virtio"], cwd=lab.images)
@@ -51,7 +47,7 @@ def test_a_daemonized_qemu_with_a_relative_image_name_is_backed_up(lab):
     assert "Traceback" not in out, out
     assert code == 0, out
     (backup,) = lab.backups("web")
-    assert qemu_img("compare", "-U", image, _disk_of(backup)).returncode == 0
+    assert qemu_img("compare", "-U", image, disk_of(backup)).returncode == 0
     assert not glob.glob("/web.qcow2*")
 
 
@@ -106,8 +102,8 @@ def test_a_qmp_socket_behind_a_proxy_does_not_back_up_the_proxys_file(lab):
     code, out = lab.backup("web")
     assert "Traceback" not in out, out
     for b in lab.backups("web"):  # whatever it says: a backup that holds a disk holds the VM's disk
-        assert qemu_img("compare", "-U", decoy, _disk_of(b)).returncode != 0, "the proxy's file was backed up"
-        assert qemu_img("compare", "-U", image, _disk_of(b)).returncode == 0
+        assert qemu_img("compare", "-U", decoy, disk_of(b)).returncode != 0, "the proxy's file was backed up"
+        assert qemu_img("compare", "-U", image, disk_of(b)).returncode == 0
     assert code != 0 or lab.backups("web"), out
     for left in glob.glob(os.path.join(glob.escape(decoy_dir), "web.qcow2.*")):
         os.remove(left)
@@ -121,7 +117,7 @@ def test_a_block_device_deep_in_a_folder_tree_is_backed_up(lab, loop_devices):  
     name): a file image there backs up fine, its overlay is named by its basename. For the device, the
     overlay in /var/lib/hotvcb/qemu-overlays is named after the whole path with each `/` as three bytes
     `%2F`, plus `.hotvcb-snapshot-<time>.qcow2.description`: past 255 bytes the snapshot fails with
-    `File name too long`, every night (hotvcb/hosts/qemu_overlays.py _device_stem/overlay_path: no
+    `File name too long`, every night (hotvcb/hosts/qemu_overlay_names.py _device_stem/overlay_path: no
     bound on the name's length, e.g. a digest for long paths)."""
     backing = os.path.join(lab.root, "lv.bin")
     with open(backing, "wb") as f:
@@ -142,7 +138,7 @@ def test_a_block_device_deep_in_a_folder_tree_is_backed_up(lab, loop_devices):  
     assert "Traceback" not in out, out
     assert code == 0, out
     (backup,) = lab.backups("deep")
-    assert qemu_img("compare", "-U", "-f", "raw", dev, _disk_of(backup)).returncode == 0
+    assert qemu_img("compare", "-U", "-f", "raw", dev, disk_of(backup)).returncode == 0
 
 
 def _slow_qemu_img(bin_dir, release):
@@ -163,7 +159,7 @@ def test_the_backup_of_one_lv_does_not_stop_the_backup_of_the_vm_on_a_dotted_nei
     files %2Fdev%2Fvg0%2Fweb.data.hotvcb-snapshot-<time>.qcow2; not backing it up`, ERROR, exit 6. Now that
     every device's overlay is in one shared folder (/var/lib/hotvcb/qemu-overlays) whatever folder the
     device is in, one device's escaped path being a prefix of another's makes its overlays look like the
-    other VM's (hotvcb/hosts/qemu_overlays.py overlay_name: `<stem>.<anything>.qcow2` is taken for a
+    other VM's (hotvcb/hosts/qemu_overlay_names.py overlay_name: `<stem>.<anything>.qcow2` is taken for a
     snapshot called `data.hotvcb-snapshot-…`; delta_files)."""
     vg = os.path.join(lab.root, "vg0")
     os.makedirs(vg)

@@ -9,130 +9,21 @@ import glob
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
-import time
 import xml.etree.ElementTree as ET
 
 import pytest
 
-from qemuvm import PYTHON, QEMU, _listening, env, loop_devices, needs_qemu, qemu_img, short_dir, wait_until  # noqa: F401
-
-MiB = 1 << 20
+from qemulab import MiB, disk_of, opened
+from qemuvm import PYTHON, env, loop_devices, needs_qemu, qemu_img, wait_until  # noqa: F401
 
 
 # -- bare QEMU ---------------------------------------------------------------------------------------
-class Lab:
-    """Bare-QEMU VMs of the test's own (images, QMP sockets, a backup volume), and hotvcb run on them."""
-
-    def __init__(self, tmp_path, tag="h27"):
-        self.root = str(tmp_path)
-        self.sockets = short_dir(tag)
-        self.inventory = os.path.join(self.sockets, "inv")
-        self.images = os.path.join(self.root, "images")
-        self.volume = os.path.join(self.root, "backups")
-        self.workdir = os.path.join(self.root, "work")
-        for d in (self.inventory, self.images, self.volume):
-            os.makedirs(d)
-        self.procs = []
-        self.pids = []
-
-    def image(self, name, fmt="qcow2", size=4 * MiB, pattern=0x5A, folder=None):
-        raw = os.path.join(self.root, os.path.basename(name) + ".src.raw")
-        with open(raw, "wb") as f:
-            f.write(bytes([pattern]) * MiB)
-            f.write(os.urandom(64 * 1024))
-            f.truncate(size)
-        path = os.path.join(folder or self.images, name)
-        assert qemu_img("convert", "-f", "raw", "-O", fmt, raw, path).returncode == 0
-        os.remove(raw)
-        return path
-
-    def argv(self, name, drives, sock=None, machine="pc"):
-        """QEMU with `drives` (a list of -drive values), stopped before any guest code (-S); and its socket."""
-        sock = sock or os.path.join(self.inventory, name + ".qmp")
-        argv = [QEMU, "-machine", machine + ",accel=tcg", "-m", "64", "-nodefaults", "-display", "none", "-S"]
-        for d in drives:
-            argv += ["-drive", d]
-        return argv + ["-qmp", "unix:%s,server=on,wait=off" % sock], sock
-
-    def start(self, name, drives, cwd=None, sock=None, machine="pc"):
-        argv, sock = self.argv(name, drives, sock, machine)
-        log = open(os.path.join(self.root, name + ".qemu.log"), "wb")
-        p = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        self.procs.append(p)
-        wait_until(lambda: _listening(sock) or p.poll() is not None, 20, "QEMU to listen")
-        assert p.poll() is None, open(os.path.join(self.root, name + ".qemu.log")).read()
-        return p
-
-    def start_daemon(self, name, drives, cwd):
-        """QEMU as init scripts start it: `cd DIR && qemu-system-x86_64 -daemonize -pidfile ...`."""
-        argv, sock = self.argv(name, drives)
-        pidfile = os.path.join(self.root, name + ".pid")
-        r = subprocess.run(argv + ["-daemonize", "-pidfile", pidfile], cwd=cwd, stdin=subprocess.DEVNULL,
-                           capture_output=True, text=True, timeout=30)
-        assert r.returncode == 0, r.stdout + r.stderr
-        self.pids.append(int(open(pidfile).read().strip()))
-        wait_until(lambda: _listening(sock), 20, "QEMU to listen")
-        return self.pids[-1]
-
-    def conf(self, **keys):
-        values = {"VM_BACKUP_VOLUME": self.volume, "DISK_BACKUP_FORMAT": "qcow2", "VM_BACKUP_ROTATION_COUNT": "3"}
-        values.update({k: str(v) for k, v in keys.items()})
-        path = os.path.join(self.root, "hotvcb.conf")
-        with open(path, "w") as f:
-            f.write("".join("%s=%s\n" % kv for kv in values.items()))
-        return path
-
-    def hotvcb(self, *args, timeout=120, bin_dir=None):
-        r = subprocess.run([PYTHON, "-m", "hotvcb"] + [str(a) for a in args], capture_output=True, text=True,
-                           timeout=timeout, env=env(bin_dir))
-        return r.returncode, r.stdout + r.stderr
-
-    def backup(self, name, bin_dir=None):
-        return self.hotvcb("--qemu", self.inventory, "backup", "-m", name, "-g", self.conf(), "-w", self.workdir,
-                           bin_dir=bin_dir)
-
-    def backups(self, name):
-        return sorted(os.path.dirname(p) for p in glob.glob(os.path.join(glob.escape(self.volume), name, "*",
-                                                                          "STATUS.ok")))
-
-    def overlays(self):
-        return glob.glob(os.path.join(self.images, "*hotvcb-snapshot-*"))
-
-    def close(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait(10)
-        for pid in self.pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        for pid in self.pids:
-            for _ in range(100):
-                if not os.path.exists("/proc/%d" % pid):
-                    break
-                time.sleep(0.05)
-        shutil.rmtree(self.sockets, ignore_errors=True)
-
-
 @pytest.fixture
 def lab(tmp_path):
-    lab = Lab(tmp_path)
-    try:
-        yield lab
-    finally:
-        lab.close()
-
-
-def _disk_of(backup, suffix=".qcow2"):
-    found = [f for f in os.listdir(backup) if f.endswith(suffix)]
-    assert len(found) == 1, found
-    return os.path.join(backup, found[0])
+    with opened(tmp_path, "h27") as made:
+        yield made
 
 
 @needs_qemu
@@ -148,7 +39,7 @@ def test_a_qemu_vm_started_with_a_relative_image_path_is_backed_up(lab):
     assert "Traceback" not in out, out
     assert code == 0, out
     (backup,) = lab.backups("web")
-    assert qemu_img("compare", "-U", os.path.join(lab.images, "web.qcow2"), _disk_of(backup)).returncode == 0
+    assert qemu_img("compare", "-U", os.path.join(lab.images, "web.qcow2"), disk_of(backup)).returncode == 0
     assert lab.overlays() == []
 
 
@@ -166,7 +57,7 @@ def test_a_qemu_drive_with_copy_on_read_is_backed_up(lab):
     assert "Traceback" not in out, out
     assert code == 0, out
     (backup,) = lab.backups("db")
-    assert qemu_img("compare", "-U", image, _disk_of(backup)).returncode == 0
+    assert qemu_img("compare", "-U", image, disk_of(backup)).returncode == 0
     assert lab.overlays() == []
 
 
@@ -227,7 +118,7 @@ def test_the_overlay_of_a_block_device_disk_is_not_put_in_dev(lab, loop_devices)
     as of the snapshot; the overlay that held the rest is gone with the RAM), i.e. a corrupt guest
     filesystem or lost database commits; a guest writing more than the devtmpfs size (systemd mounts it
     with 4 MiB on some distributions) gets ENOSPC on its disk mid-backup. The overlay belongs on real
-    storage (hotvcb/hosts/qemu_overlays.py overlay_path: `<image>.<name>.qcow2`, beside the image)."""
+    storage (hotvcb/hosts/qemu_overlay_names.py overlay_path: `<image>.<name>.qcow2`, beside the image)."""
     backing = os.path.join(lab.root, "lv.bin")
     with open(backing, "wb") as f:
         f.write(os.urandom(MiB))

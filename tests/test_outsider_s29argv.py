@@ -2,11 +2,11 @@
 command are its own, ghettoVCB-style flag lines are backups, a VM named like a command is -m's value).
 Each xfail is one defect, asserting what the admin should have seen."""
 
-import os
 import subprocess
 
 import pytest
 
+from cronsite import fake_crontab, qemu_site  # noqa: F401  (the fixtures)
 from localcli import json_of, local, qemu, said  # noqa: F401  (qemu: the fixture)
 
 
@@ -55,33 +55,6 @@ def test_json_before_status_with_a_stray_option_still_gives_the_monitor_unknown_
     assert r.returncode == 3, said(r)
     report = json_of(r)
     assert report["status"] == "UNKNOWN" and stray in report["message"], report
-
-
-@pytest.fixture
-def fake_crontab(tmp_path, monkeypatch):
-    """A `crontab` on PATH keeping its table in a file (as tests/test_schedule.py does): nothing real is touched."""
-    table = tmp_path / "table"
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    script = bindir / "crontab"
-    script.write_text('#!/bin/sh\ncase "$1" in\n'
-                      '-l) [ -f %(t)s ] || { echo "no crontab for $(id -un)" >&2; exit 1; }; cat %(t)s;;\n'
-                      '-) cat > %(t)s;;\n*) exit 2;;\nesac\n' % {"t": table})
-    script.chmod(0o755)
-    monkeypatch.setenv("PATH", "%s:%s" % (bindir, os.environ["PATH"]))
-    return table
-
-
-@pytest.fixture
-def qemu_site(tmp_path):
-    """A QMP folder with VM "vm one" (listing needs only the socket's name), a config, a backup target."""
-    qmp = tmp_path / "qmp"
-    qmp.mkdir()
-    (qmp / "vm one.qmp").write_text("")
-    (tmp_path / "backups").mkdir()
-    conf = tmp_path / "site.conf"
-    conf.write_text("VM_BACKUP_VOLUME=%s\n" % (tmp_path / "backups"))
-    return qmp, conf
 
 
 def _our_line(table):

@@ -224,7 +224,7 @@ def test_a_disk_under_a_throttle_filter_is_backed_up(lab):
     then `error: bd: bd: nothing to back up: every disk was skipped`, exit 6, every night: the VM is never
     backed up, and the message says the image is not local while it names the local file. A filter node
     holds no data: the disk is the image below it, where the overlay goes (hosts/qemu.py _disk takes the
-    top node's file name; hosts/qemu_overlays.py chain_of follows backing images only, not a filter's
+    top node's file name; hosts/qemu_blockgraph.py chain_of follows backing images only, not a filter's
     child)."""
     image = lab.image("bd.qcow2")
     lab.start("bd", [], devices=["virtio-blk-pci,drive=t0,id=disk0"], extra=[

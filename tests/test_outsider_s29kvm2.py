@@ -70,7 +70,7 @@ def test_a_qcow2_over_a_preallocate_filter_is_backed_up(lab):
     """The admin runs a VM on a qcow2 on a network file system and, as QEMU's documentation says for the
     `preallocate` filter ("insert it between the format node and the protocol node"), starts it with
     `-blockdev file` / `-blockdev preallocate` / `-blockdev qcow2` stacked in that order. Today's fix looks
-    through filter nodes (hosts/qemu_overlays.py FILTERS even lists `preallocate`), but only above the format
+    through filter nodes (hosts/qemu_blockgraph.py FILTERS even lists `preallocate`), but only above the format
     node; below it the disk is skipped, `not a local image file: json:{"driver": "qcow2", "file": {"driver":
     "preallocate", "file": {"driver": "file", "filename": "/.../pa.qcow2"}}}` (naming the local file), and the
     VM fails `nothing to back up` every night. The image is a plain local qcow2 and should be backed up."""
@@ -250,7 +250,7 @@ def test_a_savevm_snapshot_taken_during_the_backup_is_not_destroyed(lab):
     snapshot into the disk's active layer, which during the backup is hotvcb's overlay. hotvcb then commits
     the overlay's data into the image and deletes the overlay file, and with it the admin's snapshot (the VM
     state and the disk as it was): `info snapshots` says `There is no snapshot available`, the image has
-    none, and the run ends `All VMs backed up OK!`, exit 0, not a word (hosts/qemu_overlays.py _commit
+    none, and the run ends `All VMs backed up OK!`, exit 0, not a word (hosts/qemu_commit.py commit
     removes the overlay after block-commit without looking at its snapshots). An overlay holding a snapshot
     of the admin's must not be deleted: it should be kept and named (or the snapshot otherwise kept), and
     the run should not end a silent OK."""

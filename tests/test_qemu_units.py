@@ -13,7 +13,8 @@ from qemuvm import QemuVm, make_initial, needs_qemu, qemu_img, same_content, sho
 from hotvcb.errors import HostError, SnapshotError
 from hotvcb.hosts import qemuimg
 from hotvcb.hosts.qemu import QemuHost
-from hotvcb.hosts.qemu_overlays import DEVICE_OVERLAYS, below_filters, overlay_name, overlay_path
+from hotvcb.hosts.qemu_blockgraph import below_filters
+from hotvcb.hosts.qemu_overlay_names import DEVICE_OVERLAYS, overlay_name, overlay_path
 from hotvcb.hosts.qmp import QmpClient, QmpCommandError, QmpError, QmpTimeout, QmpUnavailable
 from hotvcb.jobs.backup import SNAPSHOT_PREFIX
 from hotvcb.model import Disk

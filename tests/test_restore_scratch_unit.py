@@ -1,5 +1,5 @@
 """Cleanup deciding about a dead restore's record while a later restore of the same VM folder
-starts (restore_scratch.sweep): no lock is shared by the two, so each step of the later restore is
+starts (restore_sweep.sweep): no lock is shared by the two, so each step of the later restore is
 played at the moment that would make a careless cleanup delete its folder. And whose a record is: a
 live restore's by its pid and start time, a dead one's pid reused by another hotvcb, or a restore whose
 pid cannot tell (hidden by /proc, another pid namespace), judged by its heartbeat."""
@@ -13,7 +13,7 @@ from pidviews import hide_from_proc, hotvcb_holder, other_namespace, start_of  #
 from restorerecords import dead_pid
 
 from hotvcb import pids
-from hotvcb.jobs import restore_scratch
+from hotvcb.jobs import restore_scratch, restore_sweep
 from hotvcb.runid import RunId, parse
 from hotvcb.shell import LocalShell
 
@@ -79,7 +79,7 @@ def records():
 
 def sweep(shell, root):
     log = Log()
-    n = restore_scratch.sweep(shell, [root], log, RunId.new().on_host(HOST))
+    n = restore_sweep.sweep(shell, [root], log, RunId.new().on_host(HOST))
     return n, log.lines
 
 
@@ -168,7 +168,7 @@ def test_two_sweeps_at_once_both_count_the_folder_and_neither_fails(tmp_path, mo
     finds no folder, removes the record and counts it (and leaves the first's renamed folder: that
     cleanup lives); the first removes what it renamed, finds the record gone, and counts it too: no
     error from either, nothing left."""
-    monkeypatch.setattr(restore_scratch, "owner_alive", lambda owner, me: owner.pid == os.getpid())  # the first
+    monkeypatch.setattr(restore_sweep, "owner_alive", lambda owner, me: owner.pid == os.getpid())  # the first
     root = str(tmp_path)
     folder = root + "/copy.hotvcb-restoring"
     os.makedirs(folder + "/sub")
@@ -267,7 +267,7 @@ def test_a_folder_is_kept_only_by_the_live_restore_that_recorded_it(tmp_path, ho
 
 
 @pytest.mark.parametrize("view", ["hidden", "namespace"])
-@pytest.mark.parametrize("age, kept", [(5, True), (2 * restore_scratch.STALE_AFTER, False)])
+@pytest.mark.parametrize("age, kept", [(5, True), (2 * restore_sweep.STALE_AFTER, False)])
 def test_a_folder_whose_restore_cannot_be_told_by_its_pid_is_judged_by_its_heartbeat(tmp_path, hotvcb_holder,
                                                                                     monkeypatch, view, age, kept):
     """A live restore /proc hides from us (hidepid, another user's) or of another pid namespace of this machine
@@ -296,7 +296,7 @@ def test_a_restores_records_say_when_its_process_started(tmp_path):
     assert held.pid_ns == os.stat("/proc/self/ns/pid").st_ino
 
 
-@pytest.mark.parametrize("age, kept", [(0, True), (2 * restore_scratch.STALE_AFTER, False)])
+@pytest.mark.parametrize("age, kept", [(0, True), (2 * restore_sweep.STALE_AFTER, False)])
 def test_an_empty_record_temp_of_a_writer_proc_hides_goes_once_old(tmp_path, hotvcb_holder, monkeypatch, age, kept):
     """The pid in its name is a live process /proc hides from us: maybe a restore writing it this instant, so
     not removed at once as a dead writer's, but once older than a record can be in writing."""

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from cronsite import fake_crontab, qemu_site  # noqa: F401  (the fixtures)
 
 from hotvcb import schedule
 from hotvcb.errors import UsageError
@@ -411,21 +412,6 @@ def test_esxi_crond_gone_or_missing_pid_file(host):
 
 
 # -- Linux crontab ----------------------------------------------------------------
-@pytest.fixture
-def fake_crontab(tmp_path, monkeypatch):
-    """A `crontab` on PATH keeping its table in a file (the real one needs a user and a spool)."""
-    table = tmp_path / "table"
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    script = bindir / "crontab"
-    script.write_text('#!/bin/sh\ncase "$1" in\n'
-                      '-l) [ -f %(t)s ] || { echo "no crontab for $(id -un)" >&2; exit 1; }; cat %(t)s;;\n'
-                      '-) cat > %(t)s;;\n*) exit 2;;\nesac\n' % {"t": table})
-    script.chmod(0o755)
-    monkeypatch.setenv("PATH", "%s:%s" % (bindir, os.environ["PATH"]))
-    return table
-
-
 def test_linux_crontab_round_trip_keeps_other_lines(fake_crontab):
     fake_crontab.write_text("MAILTO=me\n5 * * * * other-job 100%\n")
     sched = linux.CrontabScheduler()
@@ -607,18 +593,6 @@ def test_systemd_refuses_before_writing(tmp_path):
 def _cli(*args, env=None):
     return subprocess.run([sys.executable, "-m", "hotvcb"] + list(args), cwd=str(ROOT), env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
-
-
-@pytest.fixture
-def qemu_site(tmp_path):
-    """A QMP folder with VM "vm one" (listing needs only the socket's name), a config, a backup target."""
-    qmp = tmp_path / "qmp"
-    qmp.mkdir()
-    (qmp / "vm one.qmp").write_text("")
-    (tmp_path / "backups").mkdir()
-    conf = tmp_path / "hotvcb.conf"
-    conf.write_text("VM_BACKUP_VOLUME=%s\n" % (tmp_path / "backups"))
-    return qmp, conf
 
 
 def test_cli_install_show_remove_crontab(fake_crontab, qemu_site):

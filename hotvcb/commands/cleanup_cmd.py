@@ -13,7 +13,7 @@ from typing import List
 
 from .. import interrupt, tmpwork
 from ..errors import UsageError
-from ..jobs import nfs, restore_kvm, restore_scratch
+from ..jobs import nfs, restore_kvm, restore_sweep
 from ..jobs.leftovers import cleanup_host, snapshot_patience
 from ..runid import RunId, machine_id
 from ..shell import LocalShell
@@ -49,7 +49,7 @@ def run(args) -> int:
             log.warning("%s; leftovers on the share were not looked for" % unmounted)
         swept = cleanup_host(host, settings.vm_backup_volume, log, me, args.level == "dryrun", lock.takeovers(),
                              snapshot_patience(settings))
-        n = swept.found + restore_scratch.sweep(host.shell, [d.url for d in host.datastores()], log, me,
+        n = swept.found + restore_sweep.sweep(host.shell, [d.url for d in host.datastores()], log, me,
                                                 args.level == "dryrun")
         if swept.complete and args.level != "dryrun":
             lock.sweep_done()
@@ -73,7 +73,7 @@ def _kvm(args) -> int:
         raise UsageError("--kvm %s: no such folder" % args.kvm)
     _settings, log = common.load(args)
     dry = args.level == "dryrun"
-    n = restore_scratch.sweep(LocalShell(), [args.kvm], log, RunId.new().on_host(machine_id()), dry)
+    n = restore_sweep.sweep(LocalShell(), [args.kvm], log, RunId.new().on_host(machine_id()), dry)
     # said apart, not counted: they may be of restores into another DIR (the last line counts DIR's)
     for folder in tmpwork.sweep(restore_kvm.WORK_PREFIX, dry=dry):
         log.info("%s %s: a killed restore --kvm's work folder" % ("would remove" if dry else "removed", folder))

@@ -22,7 +22,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Set
 from .. import interrupt, runlog
 from ..errors import HostError, RepoError, UsageError, VmNotFound
 from ..jobs.repo_backup import flat_name, stored_names
-from ..jobs.restore_scratch import OWN_FILES, RESTORING, Records, record_of, sweep
+from ..jobs.restore_scratch import OWN_FILES, RESTORING, Records, record_of
+from ..jobs.restore_sweep import sweep
 from ..repo.reader import Where, read_file, restore_disk, whole_or_nothing
 from ..repo.repository import SNAPSHOTS, Repository, Snapshot, machines, open_path
 from ..repo.settle import Say

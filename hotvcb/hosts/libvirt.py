@@ -67,7 +67,7 @@ from . import nbdcopy, qemuimg
 from .checkpoints import Checkpoints
 from .qemu import LocalKvmHost
 from .pulljob import PullJobs, checkpoint_fault, job_snapshot, own_folder, safe
-from .qemu_overlays import OUR_MARK
+from .qemu_overlay_names import OUR_MARK
 from .qga import run_in_guest
 from .virsh import DEFAULT_URI, BackupJob, Virsh, VirshError, together
 

@@ -20,7 +20,7 @@ from ..errors import HostError, TimeoutExpired
 from ..model import Disk, Vm
 from ..runlog import RunLog
 from ..shell import Shell
-from .qemu_overlays import OUR_MARK
+from .qemu_overlay_names import OUR_MARK
 from .virsh import BackupDisk, BackupJob, Virsh, VirshError
 from .. import lazyre
 

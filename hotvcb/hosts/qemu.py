@@ -18,8 +18,9 @@ The backup, in the job's words:
   to the image. From then on the image is read-only and QEMU writes to the
   overlay. An overlay named that way is reported by `snapshots()`, with the
   description it was made with (the job knows ours by name *and* run record).
-  The overlay machinery (create, the block-commit state machine) is in
-  qemu_overlays.py.
+  The overlay machinery is in qemu_overlays.py (create, find, remove),
+  qemu_overlay_names.py (where an overlay goes) and qemu_commit.py (the
+  block-commit state machine).
 - copy: `qemu-img convert -p` of the now read-only image (formats: qemuimg.py).
 - remove: `block-commit` of the overlay into its backing image — for the
   active layer wait for it to be ready, `block-job-complete`, wait for the
@@ -51,7 +52,9 @@ from ..runid import machine_id
 from ..shell import Shell
 from . import qemuimg
 from .base import Copied
-from .qemu_overlays import OUR_MARK, Overlays, absolute_names, chain_of, device_key, layer_snapshot, relative_name
+from .qemu_blockgraph import absolute_names, chain_of, device_key, relative_name
+from .qemu_overlay_names import OUR_MARK, layer_snapshot
+from .qemu_overlays import Overlays
 from .qga import SOCKET_SUFFIX as QGA_SUFFIX, GuestAgent
 from .qmp import QmpClient, QmpError, QmpUnavailable
 

@@ -36,8 +36,9 @@ from . import backup_end, lookahead, parallel, preflight
 from .ahead import RunStart
 from .guest_hooks import run_guest_hook
 from .hooks import run_hook
-from .leftovers import (NONE_DEAD, SNAPSHOT_PREFIX, cleanup_host, clear_volume_mark, is_ours, mark_snapshot_asked,
-                        mark_volume, remove_partials, restore_power, snapshot_patience, volume_marker)
+from .leftovers import (SNAPSHOT_PREFIX, cleanup_host, clear_volume_mark, is_ours, mark_snapshot_asked, mark_volume,
+                        remove_partials, restore_power, snapshot_patience, volume_marker)
+from .ownership import NONE_DEAD
 from .power import PowerControl
 from .snaptree import copy_tree
 from .space import SpaceLedger

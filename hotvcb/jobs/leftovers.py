@@ -15,21 +15,8 @@ Why each removal is safe:
   A folder whose record names this host (and another run) is a dead run's,
   for the same reason. One of another host is dead only when its owner file
   has missed its heartbeats for lock.STALE_AFTER seconds.
-A record of this machine whose process still runs (owner_alive: its lock
-file may have been deleted under it) is never a leftover, and one whose
-process cannot be told from here (another pid namespace, a process /proc
-hides) is kept, or judged by its heartbeat where it has one: never removed
-on a guess. The runs whose locks were taken over as gone (store/lock.py:
-HostLock.takeovers, by a stale heartbeat where the pid cannot tell) are
-dead for everything carrying their run ids whose pid cannot tell either,
-made before the takeover: a run only stopped (SIGSTOP past STALE_AFTER) may
-go on after it, until its heartbeat finds its lock taken, and what it makes
-then (a snapshot named after then, a power-off marker written, a `-partial`
-owner file touched by its heartbeat) is a live run's. A dead run made
-nothing in the STALE_AFTER - HEARTBEAT seconds before its lock was taken
-over (it missed its heartbeats): HEARTBEAT of that is slack for clocks and
-timestamps to the second. A pid that says alive still wins (the record is a
-file anyone who can write the run folder may plant).
+Whose a record is, a live run's or a dead one's (and one whose process
+cannot be told from here), is ownership.py's rule: never removed on a guess.
 User snapshots (any other name) and finished backups are never touched.
 """
 
@@ -40,14 +27,15 @@ from .. import interrupt
 from ..errors import HotvcbError, SnapshotKept
 from ..hosts.base import Hypervisor
 from ..model import Snapshot
-from ..runid import RECORD_MAX, RunId, parse, running
+from ..runid import RECORD_MAX, RunId, parse
 from ..settings import Settings
 from ..shell import Shell
 from ..store import layout
-from ..store.lock import HEARTBEAT, STALE_AFTER
+from ..store.lock import STALE_AFTER
 from ..store.rotation import finish_deleting
 from ..store.seal import OWNER, owner_of
 from ..treeview import ScannedShell
+from .ownership import NONE_DEAD, made_at, owner_alive, volume_age
 from .. import lazyre
 
 SNAPSHOT_PREFIX = "hotvcb-snapshot-"
@@ -57,7 +45,6 @@ VOLUME_MARKER = ".hotvcb-backup-volume"  # + ".<vmx file name>": the per-VM volu
 # host refused it): hostd's task outlives a killed run, and the next run waits for what it may still make
 SNAPSHOT_MARKER = ".hotvcb-snapshot-asked"
 SHUTDOWN_GRACE = 30 * 60.0  # a guest asked to shut down may take this long (a marker this young is kept)
-NONE_DEAD = {}  # type: Mapping[str, float]  # no lock taken over: the `dead` default
 UNTOLD = "may still be running (its process cannot be told from here: another pid namespace, or hidden by /proc)"
 
 
@@ -192,7 +179,7 @@ def await_snapshot(host: Hypervisor, vm, log, run: RunId, seen: List[Snapshot], 
         log.warning("%s: cannot read %s: %s; leaving it" % (vm.name, path, err))
         return False
     if owner is not None and (owner.run == run.run
-                              or owner_alive(owner, run, dead, lambda: _made(host.shell.age(path))) is not False):
+                              or owner_alive(owner, run, dead, lambda: made_at(host.shell.age(path))) is not False):
         return False  # ours, or a live run's (or one whose pid cannot tell): it looks after its own request
     said = False
     give_up = time.monotonic() + PENDING_LOOK
@@ -301,7 +288,7 @@ def restore_power(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False,
         return False
     if owner is not None and owner.run == run.run:
         return False
-    alive = owner_alive(owner, run, dead, lambda: _made(host.shell.age(path))) if owner is not None else False
+    alive = owner_alive(owner, run, dead, lambda: made_at(host.shell.age(path))) if owner is not None else False
     if alive:
         return False  # its run lives (its lock file was deleted under it): it powers the VM on itself
     if alive is None:
@@ -358,32 +345,6 @@ def remove_partials(shell: Shell, volume: str, vm_name: str, log, run: RunId, dr
     return removed + finish_deleting(shell, volume, vm_name, log, finish, dry_run)
 
 
-def owner_alive(owner: RunId, run: RunId, dead: Mapping[str, float] = NONE_DEAD,
-                made: Callable[[], Optional[float]] = lambda: None) -> Optional[bool]:
-    """Whether the run that wrote `owner` still runs, told by its pid as the locks tell theirs
-    (runid.running: a live hotvcb that started when the record says), even if its lock file was
-    deleted under it: the lock is not the only proof we go by. None where its pid cannot tell (another
-    pid namespace of this machine, a live process /proc hides from us): what it owns is kept, or judged
-    by its heartbeat where it has one. False for another machine's record, whose pid tells nothing
-    here (its host id and heartbeat do). A run in `dead` (its lock was taken over as gone) is dead where
-    its pid cannot tell, never against a pid that says alive (anyone who can write the run folder can plant
-    that record), unless the thing was `made` (epoch; None: not known) after the takeover: then it runs on.
-    """
-    alive = running(owner, run) if owner.machine == run.machine else None
-    if alive is not None:
-        return alive
-    if owner.run in dead:
-        when = made()
-        return when is not None and when > dead[owner.run] - HEARTBEAT
-    return False if owner.machine != run.machine else None
-
-
-def _made(age: Optional[float]) -> Optional[float]:
-    """When a thing `age` seconds old by its host's clock was made, by ours (the clocks may disagree on the
-    time, not on how long ago)."""
-    return None if age is None else time.time() - age
-
-
 def _partial_dead(shell: Shell, partial: str, run: RunId, dead: Mapping[str, float]) -> bool:
     owner_file = partial + "/" + OWNER
     try:
@@ -394,37 +355,13 @@ def _partial_dead(shell: Shell, partial: str, run: RunId, dead: Mapping[str, flo
         if owner.run == run.run:
             return False
         folder = partial.rsplit("/", 1)[0]
-        alive = owner_alive(owner, run, dead, lambda: _made(volume_age(shell, owner_file, folder, run)))
+        alive = owner_alive(owner, run, dead, lambda: made_at(volume_age(shell, owner_file, folder, run)))
         if alive:
             return False
         if alive is False and owner.host and owner.host == run.host:
             return True  # this host's run, and we hold this host's lock (one whose pid cannot tell: by its heartbeat)
     age = volume_age(shell, owner_file if shell.exists(owner_file) else partial, partial.rsplit("/", 1)[0], run)
     return age is None or age > STALE_AFTER
-
-
-def volume_age(shell: Shell, path: str, folder: str, run: RunId) -> Optional[float]:
-    """How long since path was touched, by the clock of the volume that holds it and `folder`.
-
-    An NFS server stamps mtimes with its own clock; a host whose clock is off
-    by minutes would otherwise see another host's live, heartbeating folder as
-    stale. A probe touched now in `folder` gives the volume's "now".
-    """
-    age = shell.age(path)
-    if age is None:
-        return None
-    probe = folder.rstrip("/") + "/.hotvcb-clock." + run.run
-    try:
-        shell.write_text(probe, "")
-        skew = shell.age(probe) or 0.0
-    except HotvcbError:
-        return age
-    finally:
-        try:
-            shell.remove_tree(probe)
-        except HotvcbError:
-            pass
-    return age - skew
 
 
 class HostCleanup(NamedTuple):

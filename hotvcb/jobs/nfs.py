@@ -37,7 +37,7 @@ MOUNT_MARKER = "hotvcb-nfs-mounted."  # + NFS_LOCAL_NAME, in the host's run_dir 
 class NfsTarget:
     def __init__(self, host: Hypervisor, settings: Settings, log, run: RunId, dry_run: bool = False,
                  dead: Optional[Callable[[], Mapping[str, float]]] = None):
-        # dead: the runs whose lock this run took over (HostLock.takeovers), as leftovers.owner_alive takes them;
+        # dead: the runs whose lock this run took over (HostLock.takeovers), as ownership.owner_alive takes them;
         # asked only when a mount marker is found (a read of the host's run folder: a round trip over SSH)
         self.host, self.s, self.log, self.run, self.dry_run = host, settings, log, run, dry_run
         self.dead = dead or dict
@@ -119,7 +119,7 @@ class NfsTarget:
     def _mounted_by_us(self) -> str:
         """Who mounted the share, when it was a run of ours that is gone (its marker: it did not unmount it,
         killed, or it ran with UNMOUNT_NFS=0); "" when it was not, or that run may still use it."""
-        from .leftovers import owner_alive  # what only a backup run asks; list and restore import this module too
+        from .ownership import owner_alive  # what only a backup run asks; list and restore import this module too
 
         shell = self.host.shell
         if not shell.exists(self.marker):

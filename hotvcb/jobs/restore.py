@@ -50,7 +50,7 @@ from ..hosts.base import Hypervisor
 from ..restorefile import RestoreRequest
 from ..shell import FileReader
 from ..store import layout
-from . import restore_check, restore_copy, restore_room, restore_scratch, restore_source, restore_stage
+from . import restore_check, restore_copy, restore_room, restore_scratch, restore_source, restore_stage, restore_sweep
 from . import restore_write
 from .restore_check import Checking
 from .restore_dryrun import print_plan, print_staged
@@ -81,11 +81,11 @@ class RestoreJob:
         """Remove what restores that provably died (kill -9, a dropped SSH session) left on the target's
         datastore, as `hotvcb cleanup` would, and say so: a staged or unpacked backup, an unfinished VM
         folder, each as big as a backup, hidden from the admin (a dot folder) and from the room check's
-        count. The sweep needs no lock (restore_scratch: a running restore's folder is never taken)."""
+        count. The sweep needs no lock (restore_sweep: a running restore's folder is never taken)."""
         root = restore_scratch.records_root(target.rstrip("/") + "/x")
         if root not in self._reclaimed:
             self._reclaimed.add(root)
-            restore_scratch.sweep(self.shell, [root], self.log, self.records.run(), self.dry_run)
+            restore_sweep.sweep(self.shell, [root], self.log, self.records.run(), self.dry_run)
 
     def ask_early(self) -> List[Ahead]:
         """The answer the driver keeps for the run that every restore's pre-checks wait on (the host's

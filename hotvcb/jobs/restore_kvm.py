@@ -7,7 +7,7 @@
   unpacked into the target folder and removed at the end), its VM definition reads (a .vmx,
   domain.xml or a bare-QEMU description: machine_of.py), the target folder
   and our in-progress folder do not exist, and there is room. Dead restores' folders in the
-  target folder (their owner records, restore_scratch.py) are removed first: a SIGKILLed restore
+  target folder (their owner records, restore_scratch.py) are removed first (restore_sweep.py): a SIGKILLed restore
   cannot remove its own, and its in-progress folder would refuse this restore's name.
   A VMDK chain qemu would misread is read through copies in `/tmp/hotvcb-kvm-<pid>-…`
   (qemu_vmdk.py), removed at the end, a SIGKILLed restore's by the next one (tmpwork.py):
@@ -46,7 +46,7 @@ from ..runid import machine_id
 from ..shell import Shell
 from ..store import layout
 from ..units import human_size, need_and_free
-from . import backup_check, qemu_vmdk, restore_scratch
+from . import backup_check, qemu_vmdk, restore_scratch, restore_sweep
 from .machine_of import Found, machine_of
 from .restore_scratch import RESTORING
 
@@ -127,7 +127,7 @@ class KvmRestore:
             raise KvmRestoreError("target folder %s is inside the backup %s, which a restore only reads"
                                   % (req.target, backup))
         backup_check.require_good(self.shell, backup)
-        restore_scratch.sweep(self.shell, [req.target], self.log, self.records.run(), self.dry_run)
+        restore_sweep.sweep(self.shell, [req.target], self.log, self.records.run(), self.dry_run)
         if not self.dry_run:
             tmpwork.sweep(WORK_PREFIX)
         if archive:  # checked as it is, then unpacked beside the target (never next to the backups)

@@ -10,7 +10,8 @@ from typing import List, Mapping, Optional, Tuple
 from ..hosts.base import Hypervisor
 from ..model import Snapshot, Vm, VmRef
 from ..runid import RunId
-from .leftovers import NONE_DEAD, await_snapshot, is_ours, remove_our_snapshots, restore_power
+from .leftovers import await_snapshot, is_ours, remove_our_snapshots, restore_power
+from .ownership import NONE_DEAD
 
 
 def clear_dead_runs(host: Hypervisor, ref: VmRef, vm: Vm, log, run: RunId, dry_run: bool,
@@ -21,7 +22,7 @@ def clear_dead_runs(host: Hypervisor, ref: VmRef, vm: Vm, log, run: RunId, dry_r
     request is `snapshot_wait` seconds old) and the VM it powered off powered on: (the VM as it is now,
     its snapshots, whether a dry run left a leftover snapshot that the real run removes first).
     `snaps`: the VM's snapshots if they were asked about already (jobs/lookahead.py); `dead`: the runs
-    whose lock this run took over as gone, with when (leftovers.owner_alive); `kept`: gets the warning of each
+    whose lock this run took over as gone, with when (ownership.owner_alive); `kept`: gets the warning of each
     one kept because it holds data (remove_our_snapshots)."""
     if snaps is None:
         snaps = host.snapshots(vm)  # one look serves the leftover check and the pre-flight

@@ -184,7 +184,7 @@ class HostLock:
 
     def takeovers(self) -> Dict[str, float]:
         """dead_runs, each with when its lock was taken over (epoch, by the taker's clock): what carries such an
-        id and was made before then is a dead run's where its pid cannot tell (jobs/leftovers.owner_alive), as in
+        id and was made before then is a dead run's where its pid cannot tell (jobs/ownership.owner_alive), as in
         another pid namespace it never can; what was made later is the run's own, resumed after a stop. A run SSH
         mode's client found gone by its pid (`gone`) resumes nothing: all it made is a dead run's, however late."""
         return {r.run: float("inf") if r.run in self.gone else at for r, at in self._swept()}
