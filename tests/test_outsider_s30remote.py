@@ -289,3 +289,22 @@ def test_a_lost_connection_is_explained_by_what_ssh_said_never_by_the_commands_p
     said = "Clone: 5% done.\nConnection to esxi01 closed by remote host.\n"
     assert str(shell.lost(255, said)).endswith(": Connection to esxi01 closed by remote host.")
     assert "SIGKILL" in str(shell.lost(-9, "Clone: 5% done.\r"))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="esxisim needs root")
+def test_show_says_a_boot_block_below_an_exit_never_runs_and_install_moves_it_above(esxi):
+    """A block an older hotvcb appended below `exit 0  # end of local.sh` is present but never runs: `show`
+    must not say it survives a reboot, and installing the job again puts it above the exit."""
+    esxi.hotvcb("schedule", "install", "--job", "weekly", "--cron", "0 17 * * 4", "--",
+                "-m", "web 01", "-g", "/vmfs/volumes/ds1/hotvcb.conf")
+    text = esxi.read(LOCAL_SH)
+    block = [l for l in text.splitlines() if "hotvcb" in l or "crond" in l or "grep -qxF" in l]
+    rest = [l for l in text.splitlines() if l not in block and l]
+    rest[-1] = "exit 0  # end of local.sh"
+    esxi.sh("cat > %s <<'EOT'\n%s\nEOT" % (LOCAL_SH, "\n".join(rest + block)))
+    shown = esxi.hotvcb("schedule", "show").stdout
+    assert "survives a reboot: no (the boot block is below an `exit` line" in shown, shown
+    esxi.hotvcb("schedule", "install", "--job", "weekly", "--cron", "0 17 * * 4", "--",
+                "-m", "web 01", "-g", "/vmfs/volumes/ds1/hotvcb.conf")
+    assert esxi.read(LOCAL_SH).rstrip().splitlines()[-1] == "exit 0  # end of local.sh", esxi.read(LOCAL_SH)
+    assert "survives a reboot: yes" in esxi.hotvcb("schedule", "show").stdout

@@ -288,13 +288,12 @@ _MARK = re.compile(r"^# hotvcb:([A-Za-z0-9][A-Za-z0-9_.-]*) (begin|end)\b")
 _EXIT = re.compile(r"^\s*exit(\s+0)?\s*(#.*)?$")  # `exit 0`, `exit`, also with a comment: where the script ends
 
 
-def _block_end(lines: List[str], begin: int) -> int:
-    """Index after the block whose begin marker is lines[begin].
+def _block_end(lines: List[str], begin: int, job: str) -> int:
+    """Index after job's block, whose begin marker is lines[begin].
 
     With its end marker (before any other block) that is the end marker. Without one (the admin deleted
     `# hotvcb:<job> end` as a stray comment) only the body lines `_boot_block` writes count as the block:
     everything after them is the admin's and stays."""
-    job = _MARK.match(lines[begin]).group(1)  # type: ignore[union-attr]
     for i in range(begin + 1, len(lines)):
         m = _MARK.match(lines[i])
         if m and m.group(2) == "begin":
@@ -321,7 +320,7 @@ def _blocks(lines: List[str]) -> "dict":
     while i < len(lines):
         m = _MARK.match(lines[i])
         if m and m.group(2) == "begin":
-            end = _block_end(lines, i)
+            end = _block_end(lines, i, m.group(1))
             out[m.group(1)] = lines[i:end]
             i = end
         else:
@@ -348,7 +347,7 @@ def _without_block(lines: List[str], job: str) -> List[str]:
     while i < len(lines):
         m = _MARK.match(lines[i])
         if m and m.group(2) == "begin" and m.group(1) == job:
-            i = _block_end(lines, i)
+            i = _block_end(lines, i, job)
             if i < len(lines) and lines[i] == "":
                 i += 1
             continue
