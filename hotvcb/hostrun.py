@@ -73,7 +73,7 @@ def run(shell: SshShell, request: Request, stdout: Output, stderr: Output) -> Un
             code = session.wait()
             if code == 127:
                 return "it has no python"
-            raise shell.lost(session.err_text()) or HostError(
+            raise session.lost(shell, code) or HostError(
                 "cannot start hotvcb on the host: %s" % (_last_line(session.err_text()) or "exit %d" % code))
         kind, version = answer
         if kind == "old":
@@ -87,12 +87,12 @@ def run(shell: SshShell, request: Request, stdout: Output, stderr: Output) -> Un
         }).encode("utf-8"))
         if not session.started():  # nothing ran there: the caller may go file by file
             code = session.wait()
-            raise shell.lost(session.err_text()) or HostError(
+            raise session.lost(shell, code) or HostError(
                 _last_line(session.err_text()) or "its end of the session ended (exit %d)" % code)
         code, outbox = session.relay(stdout, stderr)
         lost = None
-        if code == 255 and not session.ended:
-            lost = str(shell.lost(session.err_text()) or "the SSH session to the host ended (exit 255)")
+        if (code == 255 or (code < 0 and not session.stopped)) and not session.ended:
+            lost = str(session.lost(shell, code) or "the SSH session to the host ended (exit 255)")
         return Finished(code, outbox, kind == "need", lost)
     finally:
         session.close()
@@ -119,6 +119,7 @@ class _Session:
         self.out = b""  # stdout not yet passed on
         self.err = b""  # the last of stderr, for messages
         self.ended = False  # the host said `end`
+        self.stopped = False  # we killed the session's ssh (its exit code is then ours, not a failure)
 
     def _read(self, timeout: float):
         """(stream, data) pairs readable within timeout; b"" at a stream's end."""
@@ -213,7 +214,12 @@ class _Session:
             return self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.stopped = True
             return self.proc.wait()
+
+    def lost(self, shell: SshShell, code: int) -> Optional[HostError]:
+        """`shell.lost` for this session's end; a client killed by us (`wait`) is not one the system killed."""
+        return shell.lost(None if self.stopped else code, self.err_text())
 
     def err_text(self) -> str:
         return self.err.decode("utf-8", "replace")

@@ -10,10 +10,12 @@ cleanup can prove the owner is gone before it touches anything.
 Text form (one line, also inside snapshot descriptions):
 
     run=<12 hex> machine=<hostname> pid=<n> started=<epoch> host=<host id> pidns=<inode> pidstart=<ticks>
-        [bootoffset=<ns>]
+        [bootoffset=<ns>] [mid=<machine id>]
 
 `machine` is where hotvcb runs (the ESXi host itself, or the Linux box in
-SSH mode); `host` is the id of the hypervisor host it works on (`host_id`),
+SSH mode), by its host name, and `mid` by its /etc/machine-id where it has one: two
+backup boxes with one host name (cloned from one image) are two machines, and one's
+records must not be judged by the other's /proc (`same_machine`); `host` is the id of the hypervisor host it works on (`host_id`),
 so a record names the host whose lock its run held. A run's records (its
 locks, snapshots, `-partial` owner files and power-off markers, a restore's
 folder records) say how their process is told from others, where /proc tells
@@ -63,7 +65,7 @@ RECORD_MAX = 65536
 # or the text's end; a number is read whole or not at all (_field), never its leading digits.
 _VALUE = r"([^\s,]*)"
 _RECORD = lazyre.compile(r"run=([0-9a-f]+) machine=(\S+) pid=([0-9]+) started=([0-9]+)(?![^\s,])(?: host=(\S+))?"
-                     r"(?: pidns=%s)?(?: pidstart=%s)?(?: bootoffset=%s)?" % (_VALUE, _VALUE, _VALUE))
+                     r"(?: pidns=%s)?(?: pidstart=%s)?(?: bootoffset=%s)?(?: mid=%s)?" % (_VALUE, _VALUE, _VALUE, _VALUE))
 _DIGITS = lazyre.compile(r"[0-9]+")
 _SIGNED = lazyre.compile(r"-?[0-9]+")
 
@@ -80,11 +82,21 @@ class RunId:
     pid_start: Optional[int] = None
     boot_offset: int = 0
     pid_ns: Optional[int] = None
+    machine_id: str = ""  # /etc/machine-id of `machine`; "" where it has none (ESXi) or an older hotvcb wrote it
 
     @classmethod
     def new(cls) -> "RunId":
         # uuid4's randomness, without importing uuid (and platform, ~8 ms) every run
-        return cls(os.urandom(6).hex(), machine_name() or "unknown", os.getpid(), int(time.time()))
+        return cls(os.urandom(6).hex(), machine_name() or "unknown", os.getpid(), int(time.time()),
+                   machine_id=machine_id())
+
+    def same_machine(self, other: "RunId") -> bool:
+        """Whether both records were written on one machine, so that a pid of one means the same process to the
+        other: the same host name and, where both carry one, the same machine id (host names repeat: boxes
+        cloned from one image; an ESXi host and an older hotvcb's record have the name alone)."""
+        if self.machine != other.machine:
+            return False
+        return not (self.machine_id and other.machine_id) or self.machine_id == other.machine_id
 
     def on_host(self, host_id: str) -> "RunId":
         return replace(self, host=host_id)
@@ -101,7 +113,8 @@ class RunId:
         return (base + (" host=%s" % self.host if self.host else "")
                 + (" pidns=%d" % self.pid_ns if self.pid_ns is not None else "")
                 + (" pidstart=%d" % self.pid_start if self.pid_start is not None else "")
-                + (" bootoffset=%d" % self.boot_offset if self.boot_offset else ""))
+                + (" bootoffset=%d" % self.boot_offset if self.boot_offset else "")
+                + (" mid=%s" % self.machine_id if self.machine_id else ""))
 
     def __str__(self) -> str:
         try:
@@ -133,7 +146,7 @@ def parse(text: str) -> Optional[RunId]:
     if not (_SIGNED.fullmatch(offset) and len(offset) <= DIGITS_MAX):
         start, offset = None, "0"  # a start time seen with an offset that cannot be read: none
     return RunId(m.group(1), m.group(2), _number(m.group(3)), _number(m.group(4)), m.group(5) or "", start,
-                 int(offset), _field(m.group(6)))
+                 int(offset), _field(m.group(6)), m.group(9) or "")
 
 
 def running(record: RunId, me: RunId) -> Optional[bool]:

@@ -29,6 +29,7 @@ import os
 import pkgutil
 import posixpath
 import shutil
+import signal
 import subprocess
 import tarfile
 import time
@@ -53,6 +54,10 @@ _FILE_ID = lazyre.compile(r"[0-9]{1,30}:[0-9]{1,30}")  # `stat -c %d:%i`
 # what ssh says of an --identity file it cannot use (it then logs in without it, and its last line blames the host)
 _IDENTITY_MISSING = lazyre.compile(r"(?m)Identity file (.+) not accessible: (.+?)\.?\r?$")
 _IDENTITY_TOO_OPEN = lazyre.compile(r"Permissions ([0-7]+) for '(.+)' are too open")
+# what ssh itself says when a connection breaks; any other line of a session's output is the remote
+# command's (vmkfstools' `Clone: 5% done.`), never the reason the connection went
+_SSH_SAYS = lazyre.compile(r"^(ssh: |client_loop: |mux_client|Control socket|packet_write_wait: |Read from remote host"
+                           r"|Timeout, server |Connection (to|closed|reset)|Shared connection to |Broken pipe)")
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,8 @@ class SshShell:
 
     # -- connection ----------------------------------------------------------
     def _ssh(self, *extra: str) -> List[str]:
+        """ssh's argv: our options, then `extra` (its own, then `--` before the destination: a destination
+        can never be read as an option)."""
         t = self.target
         argv = [SSH]
         for opt in t.options:
@@ -145,7 +152,7 @@ class SshShell:
         self._dir = tmpwork.make(WORK_PREFIX)  # 0700: only we reach the socket
         self._control = os.path.join(self._dir, "master")
         argv = self._ssh("-o", "ControlMaster=yes", "-o", "ControlPersist=%d" % PERSIST,
-                         "-N", "-f", self.target.destination)
+                         "-N", "-f", "--", self.target.destination)
         errfile = os.path.join(self._dir, "master.err")
         try:
             with open(errfile, "wb") as err:
@@ -200,7 +207,7 @@ class SshShell:
         if self._control is None:
             return
         try:
-            subprocess.run(self._ssh("-O", "exit", self.target.destination), stdin=subprocess.DEVNULL,
+            subprocess.run(self._ssh("-O", "exit", "--", self.target.destination), stdin=subprocess.DEVNULL,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
         except (OSError, subprocess.SubprocessError):
             pass
@@ -220,7 +227,22 @@ class SshShell:
 
     def _lost(self, output: str) -> HostError:
         return HostError("lost the SSH connection to %s: %s"
-                         % (self.target.destination, sh.last_line(output) or "ssh exited 255"))
+                         % (self.target.destination, _ssh_said(output) or "ssh exited 255"))
+
+    def _broken(self, returncode: Optional[int], output: str) -> Optional[HostError]:
+        """The error for a session that ended because SSH failed, not the command: its ssh client here killed
+        by a signal (the OOM killer, a kill -9; we stop ours only by raising), or ssh's 255 with the master
+        connection gone. None when the session itself was sound (`returncode` None: not known)."""
+        if returncode is not None and returncode < 0:
+            try:
+                name = signal.Signals(-returncode).name
+            except ValueError:
+                name = "signal %d" % -returncode
+            return HostError("the SSH session to %s broke: its ssh client on this machine was killed by %s "
+                             "(out of memory, or killed by hand?)" % (self.target.destination, name))
+        if returncode == 255 and not self._master_alive():
+            return self._lost(output)
+        return None
 
     # -- commands ------------------------------------------------------------
     def run(
@@ -242,7 +264,7 @@ class SshShell:
         remote = sh.wrapped(argv)
         try:
             proc = subprocess.Popen(
-                self._ssh("-T", self.target.destination, remote),
+                self._ssh("-T", "--", self.target.destination, remote),
                 stdin=subprocess.PIPE,  # held open: its EOF tells the remote side we are gone
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -258,8 +280,9 @@ class SshShell:
                 proc.stdin.close()
         if done.returncode == 127 and done.output.startswith(sh.NOT_FOUND):
             raise HostError("cannot run %s on %s: not found" % (argv[0], self.target.destination))
-        if done.returncode == 255 and not self._master_alive():
-            raise self._lost(done.output)
+        broken = self._broken(done.returncode, done.output)
+        if broken is not None:
+            raise broken
         return done
 
     def python_argv(self, source: str, *args: str) -> List[str]:
@@ -271,21 +294,22 @@ class SshShell:
         program that speaks its own protocol over them (`hostrun.py`); the caller waits for it."""
         self.open()
         try:
-            return subprocess.Popen(self._ssh("-T", self.target.destination, sh.join([str(a) for a in argv])),
+            return subprocess.Popen(self._ssh("-T", "--", self.target.destination, sh.join([str(a) for a in argv])),
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     start_new_session=True)  # a Ctrl-C here is passed on, not taken by ssh
         except OSError as err:
             raise HostError("cannot run %s: %s" % (SSH, err.strerror or err)) from err
 
-    def lost(self, output: str) -> Optional[HostError]:
-        """The error to raise when a session ended with ssh's 255 because the connection is gone."""
-        return None if self._master_alive() else self._lost(output)
+    def lost(self, returncode: Optional[int], output: str) -> Optional[HostError]:
+        """The error to raise when a channel's session ended because SSH failed (see `_broken`): its
+        client killed, or the connection gone whatever the exit code."""
+        return self._broken(returncode, output) or (None if self._master_alive() else self._lost(output))
 
     def _master_alive(self) -> bool:
         if self._control is None:
             return False
         try:
-            check = subprocess.run(self._ssh("-O", "check", self.target.destination), stdin=subprocess.DEVNULL,
+            check = subprocess.run(self._ssh("-O", "check", "--", self.target.destination), stdin=subprocess.DEVNULL,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
         except (OSError, subprocess.SubprocessError):
             return False
@@ -296,7 +320,7 @@ class SshShell:
         """Run a short sh snippet with positional args; (exit code, stdout, stderr)."""
         self.open()
         remote = sh.snippet(script, args)
-        argv = self._ssh("-T", self.target.destination, remote)
+        argv = self._ssh("-T", "--", self.target.destination, remote)
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
@@ -309,8 +333,9 @@ class SshShell:
             proc.communicate()
             raise TimeoutExpired("%s on %s" % (script.split()[0], self.target.destination), timeout or 0) from exc
         message = errout.decode("utf-8", "replace")
-        if proc.returncode == 255 and not self._master_alive():
-            raise self._lost(message)
+        broken = self._broken(proc.returncode, message)
+        if broken is not None:
+            raise broken
         return proc.returncode, out, message
 
     def _must(self, what: str, script: str, *args: str, data: Optional[bytes] = None,
@@ -347,7 +372,7 @@ class SshShell:
         box; the caller closes it, which waits for (or stops) the remote cat.
         """
         self.open()
-        argv = self._ssh("-T", self.target.destination, sh.join(["cat", "--", path]))
+        argv = self._ssh("-T", "--", self.target.destination, sh.join(["cat", "--", path]))
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, start_new_session=True)
@@ -554,6 +579,13 @@ class SshShell:
         if on_block is not None:
             on_block(self.file_size(path))
         return digest
+
+
+def _ssh_said(output: str) -> str:
+    """ssh's own last line about its connection in a session's output, "" if it said none."""
+    lines = [ln.strip() for ln in output.replace("\r", "\n").splitlines()]
+    said = [ln for ln in lines if _SSH_SAYS.match(ln)]
+    return said[-1] if said else ""
 
 
 def _config_value(value: str) -> str:

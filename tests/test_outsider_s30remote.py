@@ -78,8 +78,6 @@ def _ssh_procs():
 
 @needs_root
 @needs_sshd
-@pytest.mark.xfail(strict=True, reason="the SSH session's own ssh client dying on the Linux box is reported as "
-                   "'the run on the host ended' (on host) or 'copy failed: Clone: 5% done.' (file by file), never as SSH")
 @pytest.mark.parametrize("mode", [[], ["--file-by-file"]], ids=["on-host", "file-by-file"])
 def test_the_session_ssh_killed_on_the_linux_box_is_named_as_the_cause(lab, tmp_path, mode):
     """The Linux box runs short of memory during the nightly copy and the OOM killer takes the `ssh` process
@@ -118,8 +116,6 @@ def test_the_session_ssh_killed_on_the_linux_box_is_named_as_the_cause(lab, tmp_
 
 @needs_root
 @needs_sshd
-@pytest.mark.xfail(strict=True, reason="a --host value starting with '-' goes to ssh as an option: the admin is "
-                   "shown ssh's usage line as the reason instead of a refusal naming --host")
 def test_a_host_value_that_ssh_would_read_as_an_option_is_refused_by_name(lab, tmp_path):
     """A wrapper script builds `--host=$ESXI` and the variable holds a stray option
     (`-oProxyCommand=...`, a copy-paste of an ssh command line). hotvcb hands it to ssh as the destination
@@ -150,8 +146,6 @@ def esxi(tmp_path, pyz):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="esxisim needs root")
-@pytest.mark.xfail(strict=True, reason="local.sh ending in `exit 0  # comment` gets the boot block appended after "
-                   "the exit: the job is gone after a reboot while `schedule show` says it survives one")
 def test_a_local_sh_whose_exit_carries_a_comment_still_gets_the_job_back_at_boot(esxi):
     """The admin's local.sh ends with `exit 0  # end of local.sh` (hand-edited years ago). `schedule install`
     looks for a line that is exactly `exit 0`, finds none and appends its block below the exit; `show` then
@@ -184,8 +178,6 @@ def fake_crontab(tmp_path):
 
 @needs_root
 @needs_sshd
-@pytest.mark.xfail(strict=True, reason="the Linux crontab is decoded as strict UTF-8: one Latin-1 byte in the admin's "
-                   "crontab makes `schedule install/show/remove` end with 'internal error: UnicodeDecodeError'")
 def test_a_crontab_with_a_latin1_comment_can_still_take_and_give_back_a_job(lab, fake_crontab):
     """The backup box's root crontab dates from its Latin-1 days: `# Sicherung f\xfcr M\xfcller` above the
     admin's own jobs. `hotvcb --host root@esxi01 schedule install ...` (and `show`, and `remove`) read it with
@@ -209,8 +201,6 @@ def test_a_crontab_with_a_latin1_comment_can_still_take_and_give_back_a_job(lab,
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="esxisim needs root")
-@pytest.mark.xfail(strict=True, reason="`schedule remove` of a boot block whose end marker is gone deletes every line "
-                   "after its begin marker: the admin's own boot commands and local.sh's final `exit 0`")
 def test_removing_a_job_whose_end_marker_was_edited_away_keeps_the_admins_boot_lines(esxi):
     """The admin tidied local.sh by hand and dropped what looked like a stray comment, `# hotvcb:weekly end`,
     then added their own boot command (`/bin/echo mine > /tmp/mine`) above `exit 0`. Months later
@@ -227,3 +217,94 @@ def test_removing_a_job_whose_end_marker_was_edited_away_keeps_the_admins_boot_l
     after = esxi.read(LOCAL_SH)
     assert "/bin/echo mine > /tmp/mine" in after, (done.stdout, done.stderr, after)
     assert after.rstrip().splitlines()[-1] == "exit 0", after
+
+
+@needs_root
+@needs_sshd
+def test_a_backup_refused_by_the_lock_of_a_killed_run_from_this_box_names_cleanup_as_the_way_out(lab):
+    """A file-by-file run from the Linux box is killed with kill -9 mid-copy. The next nightly `backup` (run on
+    the host) finds the dead run's lock with a fresh heartbeat and is refused for up to 5 minutes: the host
+    cannot ask the Linux box's /proc. That is documented (only `cleanup`, whose client tells the host the run
+    is gone, takes the lock at once), but the refusal named only the holder, 'pid N on vm', a pid that is
+    gone on this very box: it must say that `hotvcb cleanup` is the way out."""
+    conf = write_conf(lab.host, name="killed.conf")
+    lab.host.set_fault("clone.delay", "15")
+    proc = lab.popen("backup", "--file-by-file", "-m", "web", "-g", conf)
+    try:
+        wait_for(lambda: copying(lab.host, "web"), 60, "the copy")
+        proc.kill()
+        proc.communicate(timeout=60)
+    finally:
+        lab.host.clear_faults()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    try:
+        again = lab.run("backup", "-m", "web", "-g", conf)
+        assert again.returncode != 0 and "Traceback" not in again.out, again.out
+        assert "another hotvcb run holds" in again.out and "hotvcb cleanup" in again.out, again.out
+        cleaned = lab.run("cleanup", "-g", conf)
+        assert cleaned.returncode == 0, cleaned.out
+    finally:
+        _settle(lab, conf)
+
+
+def test_a_lock_of_another_machine_with_this_machines_hostname_is_not_taken_as_a_dead_run_of_ours(tmp_path):
+    """Two backup boxes both called `backup01` (cloned from one image) drive hosts behind one vCenter; box A's
+    run holds the host's lock, box B runs `hotvcb cleanup`. B's client compared host names only, found 'a run
+    of this machine', asked its own /proc for A's pid, found none and told the host the run was gone: the
+    cleanup took A's live lock and removed A's live snapshot. Records carry this machine's /etc/machine-id
+    (as the repository's GC lock does): a record whose id differs is another machine's, whatever its name,
+    and is judged by its heartbeat; a record without the id (an older hotvcb's) is judged by the name."""
+    from hotvcb import runid
+    from hotvcb.errors import LockError
+    from hotvcb.shell import LocalShell
+    from hotvcb.store import lock
+
+    if not runid.machine_id():
+        pytest.skip("this machine has no /etc/machine-id")
+    me = runid.RunId.new()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid gone on this machine, as box A's live run's pid is here
+    other = "f" * 32 if runid.machine_id() != "f" * 32 else "e" * 32
+    record = "run=0123456789ab machine=%s pid=%d started=%d mid=%s\n" % (me.machine, dead.pid, int(time.time()), other)
+    (tmp_path / lock.LOCK_NAME).write_text(record)
+    assert lock.gone_here(LocalShell(), str(tmp_path)) == []
+    with pytest.raises(LockError, match="another hotvcb run holds"):
+        lock.HostLock(LocalShell(), str(tmp_path), runid.RunId.new()).acquire()
+    old = "run=0123456789ab machine=%s pid=%d started=%d\n" % (me.machine, dead.pid, int(time.time()))
+    (tmp_path / lock.LOCK_NAME).write_text(old)  # an older hotvcb's record: the name is all it says
+    assert lock.gone_here(LocalShell(), str(tmp_path)) == ["0123456789ab"]
+
+
+def test_a_lost_connection_is_explained_by_what_ssh_said_never_by_the_commands_progress():
+    """The master connection dies mid-clone: the reason given was the session output's last line,
+    'lost the SSH connection to root@esxi01: Clone: 5% done.', vmkfstools' progress. Only ssh's own words
+    explain a lost connection."""
+    from hotvcb.sshshell import SshShell, SshTarget
+
+    shell = SshShell(SshTarget("root@esxi01"))  # never opened: no master, so the connection counts as gone
+    assert str(shell.lost(255, "Clone: 4% done.\rClone: 5% done.\r")) == \
+        "lost the SSH connection to root@esxi01: ssh exited 255"
+    said = "Clone: 5% done.\nConnection to esxi01 closed by remote host.\n"
+    assert str(shell.lost(255, said)).endswith(": Connection to esxi01 closed by remote host.")
+    assert "SIGKILL" in str(shell.lost(-9, "Clone: 5% done.\r"))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="esxisim needs root")
+def test_show_says_a_boot_block_below_an_exit_never_runs_and_install_moves_it_above(esxi):
+    """A block an older hotvcb appended below `exit 0  # end of local.sh` is present but never runs: `show`
+    must not say it survives a reboot, and installing the job again puts it above the exit."""
+    esxi.hotvcb("schedule", "install", "--job", "weekly", "--cron", "0 17 * * 4", "--",
+                "-m", "web 01", "-g", "/vmfs/volumes/ds1/hotvcb.conf")
+    text = esxi.read(LOCAL_SH)
+    block = [l for l in text.splitlines() if "hotvcb" in l or "crond" in l or "grep -qxF" in l]
+    rest = [l for l in text.splitlines() if l not in block and l]
+    rest[-1] = "exit 0  # end of local.sh"
+    esxi.sh("cat > %s <<'EOT'\n%s\nEOT" % (LOCAL_SH, "\n".join(rest + block)))
+    shown = esxi.hotvcb("schedule", "show").stdout
+    assert "survives a reboot: no (the boot block is below an `exit` line" in shown, shown
+    esxi.hotvcb("schedule", "install", "--job", "weekly", "--cron", "0 17 * * 4", "--",
+                "-m", "web 01", "-g", "/vmfs/volumes/ds1/hotvcb.conf")
+    assert esxi.read(LOCAL_SH).rstrip().splitlines()[-1] == "exit 0  # end of local.sh", esxi.read(LOCAL_SH)
+    assert "survives a reboot: yes" in esxi.hotvcb("schedule", "show").stdout

@@ -272,6 +272,7 @@ def target_of(args) -> Target:
         # one), and `--host ""` ran the command on this machine instead
         raise UsageError("--host %r names no host: give [USER@]HOST, e.g. root@esxi01" % host)
     if host:
+        refuse_option_as_host(host, "--host")
         from ..sshshell import SshTarget
         return Target(SshTarget(host, port, identity, known_hosts, tuple(options)), None)
     if (port or identity or known_hosts or options) and not getattr(args, "hosts", None):
@@ -291,11 +292,20 @@ def targets_in(path: str, args) -> List[Tuple[str, Target]]:
         if not line:
             continue
         dest, port = host_and_port(line)
+        refuse_option_as_host(dest, "%s:" % path)
         port = getattr(args, "port", None) if port is None else port
         out.append((line, Target(SshTarget(dest, port, getattr(args, "identity", None),
                                            getattr(args, "known_hosts", None),
                                            tuple(getattr(args, "ssh_option", None) or ())), None)))
     return out
+
+
+def refuse_option_as_host(host: str, given: str) -> None:
+    """A host name never starts with '-': such a value (`--host=$ESXI` holding `-oProxyCommand=...`, a
+    piece of an ssh command line) would reach ssh as one of its options, not as the host to log in to."""
+    if host.startswith("-"):
+        raise UsageError("%s %r is not a host: it starts with '-', so ssh would read it as an option; give "
+                         "[USER@]HOST, e.g. root@esxi01 (ssh options go in --ssh-option)" % (given, host))
 
 
 def host_and_port(line: str) -> Tuple[str, Optional[int]]:

@@ -288,7 +288,8 @@ def run_show(args) -> int:
             say("  boot block in %s: present%s" % (status.boot_file, "" if same or not lines else " (re-adds a different line; re-run install)"))
         else:
             say("  boot block in %s: MISSING" % status.boot_file)
-        say("  survives a reboot: %s" % _survives(bool(blocks), status.secure_boot))
+        say("  survives a reboot: %s" % _survives(bool(blocks), status.secure_boot,
+                                                    status.boot_file if name in status.unreached else ""))
     say("crond: %s" % ("running" if status.crond_running else "NOT running (no job will start)"))
     if status.secure_boot:
         _warn("UEFI Secure Boot is enabled: ESXi does not run %s at boot" % status.boot_file)
@@ -299,9 +300,13 @@ def _quoted(line: str) -> str:
     return schedule.shell_line([line])
 
 
-def _survives(block: bool, secure_boot) -> str:
+def _survives(block: bool, secure_boot, below_exit: str) -> str:
+    """`below_exit`: the boot file whose `exit` line comes before the block (the shell never reaches it)."""
     if not block:
         return "no (no boot block)"
+    if below_exit:
+        return "no (the boot block is below an `exit` line of %s, so it never runs; re-run install to move it " \
+               "above)" % below_exit
     if secure_boot:
         return "no (UEFI Secure Boot is on, so ESXi skips local.sh)"
     if secure_boot is None:

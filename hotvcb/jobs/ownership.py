@@ -41,13 +41,13 @@ def owner_alive(owner: RunId, run: RunId, dead: Mapping[str, float] = NONE_DEAD,
     its pid cannot tell, never against a pid that says alive (anyone who can write the run folder can plant
     that record), unless the thing was `made` (epoch; None: not known) after the takeover: then it runs on.
     """
-    alive = running(owner, run) if owner.machine == run.machine else None
+    alive = running(owner, run) if owner.same_machine(run) else None
     if alive is not None:
         return alive
     if owner.run in dead:
         when = made()
         return when is not None and when > dead[owner.run] - HEARTBEAT
-    return False if owner.machine != run.machine else None
+    return None if owner.same_machine(run) else False
 
 
 def made_at(age: Optional[float]) -> Optional[float]:

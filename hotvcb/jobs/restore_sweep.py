@@ -86,7 +86,7 @@ def sweep(shell: Shell, roots: Iterable[str], log, me: RunId, dry_run: bool = Fa
                 log.warning("%s/%s names %s, outside this datastore (through a symlink?); leaving it -- remove "
                             "both by hand if no restore is running" % (root, entry, folder))
                 continue
-            if owner.machine != me.machine:
+            if not owner.same_machine(me):
                 log.warning("%s: %s of a restore on %s (%s); leaving it to a cleanup there"
                             % (folder, _kind(name), owner.machine, owner))
                 continue
@@ -216,7 +216,7 @@ def _remove_dead_temp(shell: Shell, path: str, log, me: RunId, dry_run: bool) ->
     except HostError:
         return 0
     owner = parse(text)
-    if owner is not None and (owner.machine != me.machine or owner_alive(owner, me) is not False):
+    if owner is not None and (not owner.same_machine(me) or owner_alive(owner, me) is not False):
         return 0
     if owner is None and not (text == "" and not _writer_alive(path)) and (shell.age(path) or 0) < STALE_AFTER:
         return 0

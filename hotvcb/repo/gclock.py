@@ -62,7 +62,7 @@ def stale(repo: Repository, me: RunId, lock: Optional[bytes]) -> bool:
     if lock is None:
         return True
     holder = parse(lock.decode("utf-8", "replace"))
-    if holder is not None and holder.machine == me.machine == machine_name() \
+    if holder is not None and holder.same_machine(me) and me.machine == machine_name() \
             and holder.host in ("", this_host()):
         by_pid = running(holder, me)
         if by_pid is not None:

@@ -75,6 +75,7 @@ class Status(NamedTuple):
     crond_running: bool
     boot_file: str
     secure_boot: Optional[bool]  # None: could not tell
+    unreached: List[str]  # jobs whose boot block lies below an `exit` of the boot file: never run at boot
 
 
 class EsxiScheduler:
@@ -157,7 +158,7 @@ class EsxiScheduler:
         lines = self._read_optional(boot) or []
         for block, body in _blocks(lines).items():
             entries.append(Entry(block, boot, "\n".join(body)))
-        return Status(entries, self.crond_running(), boot, self.secure_boot())
+        return Status(entries, self.crond_running(), boot, self.secure_boot(), unreached(lines))
 
     # -- crond ---------------------------------------------------------------
     def crond_pid(self) -> Optional[int]:
@@ -283,48 +284,85 @@ def _without_job(lines: List[str], job: str) -> List[str]:
     return [ln for ln in lines if not has_marker(ln, job)]
 
 
+_MARK = re.compile(r"^# hotvcb:([A-Za-z0-9][A-Za-z0-9_.-]*) (begin|end)\b")
+_EXIT = re.compile(r"^\s*exit(\s+0)?\s*(#.*)?$")  # `exit 0`, `exit`, also with a comment: where the script ends
+
+
+def _block_end(lines: List[str], begin: int, job: str) -> int:
+    """Index after job's block, whose begin marker is lines[begin].
+
+    With its end marker (before any other block) that is the end marker. Without one (the admin deleted
+    `# hotvcb:<job> end` as a stray comment) only the body lines `_boot_block` writes count as the block:
+    everything after them is the admin's and stays."""
+    for i in range(begin + 1, len(lines)):
+        m = _MARK.match(lines[i])
+        if m and m.group(2) == "begin":
+            break
+        if m and m.group(1) == job:
+            return i + 1
+    end = begin + 1
+    while end < len(lines) and end - begin <= 3 and _is_body(lines[end]):
+        end += 1
+    return end
+
+
+def _is_body(ln: str) -> bool:
+    """A line only `_boot_block` writes."""
+    return (ln == "/bin/kill $(cat %s) 2>/dev/null" % CROND_PID
+            or (ln.startswith("grep -qxF ") and ln.endswith(" >> %s" % CRONTAB))
+            or ln in ("%s crond" % BUSYBOX_7, "%s crond" % BUSYBOX_OLD))
+
+
 def _blocks(lines: List[str]) -> "dict":
     """{job: block lines} for every hotvcb block in a boot script."""
     out = {}
-    current = None  # type: Optional[str]
-    for ln in lines:
-        m = re.match(r"^# hotvcb:([A-Za-z0-9][A-Za-z0-9_.-]*) (begin|end)\b", ln)
+    i = 0
+    while i < len(lines):
+        m = _MARK.match(lines[i])
         if m and m.group(2) == "begin":
-            current = m.group(1)
-            out[current] = [ln]
-        elif current is not None:
-            out[current].append(ln)
-            if m and m.group(2) == "end" and m.group(1) == current:
-                current = None
+            end = _block_end(lines, i, m.group(1))
+            out[m.group(1)] = lines[i:end]
+            i = end
+        else:
+            i += 1
+    return out
+
+
+def unreached(lines: List[str]) -> List[str]:
+    """Jobs whose boot block sits below an `exit` line: the shell leaves the script before reaching them."""
+    out = []
+    gone = False
+    for ln in lines:
+        m = _MARK.match(ln)
+        if gone and m and m.group(2) == "begin":
+            out.append(m.group(1))
+        gone = gone or bool(_EXIT.match(ln))
     return out
 
 
 def _without_block(lines: List[str], job: str) -> List[str]:
+    """`lines` without job's block and the blank line we put after it."""
     out = []  # type: List[str]
-    skipping = False
-    drop_blank = False
-    for ln in lines:
-        if ln.startswith("%s begin" % _tag(job)):
-            skipping = True
+    i = 0
+    while i < len(lines):
+        m = _MARK.match(lines[i])
+        if m and m.group(2) == "begin" and m.group(1) == job:
+            i = _block_end(lines, i, job)
+            if i < len(lines) and lines[i] == "":
+                i += 1
             continue
-        if skipping:
-            if ln.startswith("%s end" % _tag(job)):
-                skipping, drop_blank = False, True
-            continue
-        if drop_blank and ln == "":
-            drop_blank = False
-            continue
-        drop_blank = False
-        out.append(ln)
+        out.append(lines[i])
+        i += 1
     return out
 
 
 def _with_block(lines: Optional[List[str]], job: str, block: List[str], path: str) -> List[str]:
-    """Our block (replacing an older one) above the final `exit 0`, followed by a blank line."""
+    """Our block (replacing an older one) above the last `exit` line (`exit 0  # end` too: anything below
+    it never runs at boot), followed by a blank line."""
     if lines is None:
         lines = ["#!/bin/sh"] if path == LOCAL_SH else ["#! /bin/ash"]
     lines = _without_block(lines, job)
-    exits = [i for i, ln in enumerate(lines) if ln.strip() == "exit 0"]
+    exits = [i for i, ln in enumerate(lines) if _EXIT.match(ln)]
     if exits and path == LOCAL_SH:
         at = exits[-1]
         return lines[:at] + block + [""] + lines[at:]

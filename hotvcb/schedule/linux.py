@@ -23,10 +23,12 @@ UNIT_DIR = "/etc/systemd/system"
 
 
 def _run(argv: Sequence[str], stdin: Optional[str] = None) -> subprocess.CompletedProcess:
+    """Text both ways, but the admin's bytes survive: a crontab from Latin-1 days reads and writes back
+    unchanged (surrogateescape), as the ESXi scheduler does with its files."""
     try:
         return subprocess.run(
             list(argv), input=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            universal_newlines=True, timeout=60,
+            encoding="utf-8", errors="surrogateescape", timeout=60,
         )
     except FileNotFoundError as err:
         raise HostError("%s is not installed" % argv[0]) from err

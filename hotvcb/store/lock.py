@@ -16,7 +16,8 @@ Taking it (no empty-file window, no double takeover):
    `<lock>.takeover` taken the same way: of two runs that both found the lock
    stale, one removes it and takes it; the other then finds a live holder.
 
-Liveness: a holder on this machine is alive while its pid is a hotvcb
+Liveness: a holder on this machine (its host name and, where both records carry one, its machine id:
+runid.same_machine) is alive while its pid is a hotvcb
 process that started when the lock says (runid.running, the GC lock's rule
 too): the lock records its process's start time where /proc tells it, as a
 dead run's pid may be another hotvcb's now (a lock without it, and ESXi,
@@ -73,7 +74,7 @@ def holder_alive(shell: Shell, path: str, record: Optional[RunId], me: RunId, go
     asked by its heartbeat."""
     if record is not None and record.run in gone:
         return False
-    if record is not None and record.machine == me.machine:
+    if record is not None and record.same_machine(me):
         by_pid = running(record, me)
         if by_pid is not None:
             return by_pid
@@ -92,9 +93,20 @@ def gone_here(shell: Shell, run_dir: str) -> List[str]:
     except HostError:
         return []
     me = RunId.new()
-    if record is None or record.machine != me.machine:
+    if record is None or not record.same_machine(me):
         return []
     return [record.run] if running(record, me) is False else []
+
+
+def _way_out(record: Optional[RunId], me: RunId) -> str:
+    """What frees a lock judged by its heartbeat because its holder ran on another machine: there, a dead run (a
+    kill -9'd file-by-file run, seen from the run it left on the host) is told gone at once by `cleanup`, whose
+    client asks its own /proc (`gone_here`); anywhere, STALE_AFTER without a heartbeat."""
+    if record is None or record.same_machine(me):
+        return ""
+    return ("; if that run is no longer running on %s (killed), `hotvcb cleanup` started from %s takes its lock "
+            "over at once; otherwise the lock is free %d s after that run's last heartbeat"
+            % (record.machine, record.machine, STALE_AFTER))
 
 
 class HostLock:
@@ -131,8 +143,8 @@ class HostLock:
                     return self
                 record, text = self._read(self.path)
                 if holder_alive(self.shell, self.path, record, self.run, self.gone):
-                    raise LockError("another hotvcb run holds %s (%s); not starting a second one on this host"
-                                    % (self.path, record or "holder unknown: %r" % text[:80]))
+                    raise LockError("another hotvcb run holds %s (%s); not starting a second one on this host%s"
+                                    % (self.path, record or "holder unknown: %r" % text[:80], _way_out(record, self.run)))
                 self._take_over(mine, text)
         except HostError as err:
             raise LockError("cannot take the run lock %s: %s" % (self.path, err)) from err
