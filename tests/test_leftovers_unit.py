@@ -244,6 +244,9 @@ class SweptHost(SnapshotHost):
     def host_name(self):
         return HOST
 
+    def system_id(self):
+        return ""
+
 
 @pytest.mark.parametrize("seen", ["before its backup", "at its end"])
 def test_a_dead_containers_snapshot_hostd_finished_after_the_sweep_is_removed(tmp_path, seen):

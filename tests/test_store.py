@@ -178,7 +178,7 @@ def test_list_and_status_show_what_a_good_ghettovcb_backup_lacks(tmp_path, capsy
     assert main(["list", "-g", str(conf)]) == 0
     out = capsys.readouterr().out
     assert "unverifiable" in out and "%s: %s" % (backup, health.GHETTOVCB_WARN) in out, out
-    host = SimpleNamespace(shell=LocalShell(), host_name=lambda: "esx1")
+    host = SimpleNamespace(shell=LocalShell(), host_name=lambda: "esx1", system_id=lambda: "")
     check = status._backups(host, Settings(vm_backup_volume=str(tmp_path / "vol")), "db", "", status.Limits(),
                             time.mktime(datetime(2026, 12, 2, 8).timetuple()))
     assert check.severity == status.OK and health.GHETTOVCB_WARN in check.message, check
