@@ -52,15 +52,23 @@ def _id(pack: str) -> str:
 def blocked(unreadable: List[Unreadable], lead: str = "garbage collection did not run") -> str:
     """Why GC cannot run while these records do not read, and the way out: GC must know every chunk every backup
     uses, and theirs are unknown, so it never guesses (it could delete the chunks of a good backup). A record a
-    newer hotvcb wrote is a good backup: the way out is that hotvcb. A damaged one restores nothing (list and
-    restore leave it out): moved out of snapshots/, its chunks are collected like any dropped backup's."""
+    newer hotvcb wrote is a good backup: the way out is that hotvcb. One this run could not read (permission, an
+    I/O error) may be a good backup too: the way out is access, never moving it aside. A damaged one restores
+    nothing (list and restore leave it out): moved out of snapshots/, its chunks are collected like any dropped
+    backup's."""
     newer = [u for u in unreadable if u.newer]
-    damaged = [u for u in unreadable if not u.newer]
+    unavailable = [u for u in unreadable if u.unavailable]
+    damaged = [u for u in unreadable if u.damaged]
     ways = []
     if newer:
         ways.append("%s written by a newer hotvcb: run prune with that hotvcb, or upgrade this one (never move "
                     "such a record aside: it is a good backup, and GC would then delete its chunks)"
                     % ", ".join(u.record for u in newer))
+    if unavailable:
+        ways.append("%s: this run could not read %s, which may be a good backup: give the run access (its owner and "
+                    "mode; on NFS, root_squash reads root as nobody) or wait out the I/O error, then run again "
+                    "(never move such a record aside: GC would then delete its chunks)"
+                    % ("; ".join(str(u) for u in unavailable), "it" if len(unavailable) == 1 else "them"))
     if damaged:
         them, files = ("it", "the file") if len(damaged) == 1 else ("them", "the files")
         ways.append("%s: no backup restores from %s (list and restore leave %s out); to collect garbage again, "
@@ -85,7 +93,7 @@ class _Collector:
         self.now = self.backend.now()
         self.grace = repo.config.grace
         self.report = GcReport()
-        snaps, unreadable = repo.readable_snapshots()
+        snaps, unreadable = repo.readable_snapshots(sizes=True)
         if unreadable:
             raise RepoError(blocked(unreadable))
         snaps = [s for s in snaps if s.id not in dropping]
