@@ -19,7 +19,9 @@ from .backend import ObjectInfo, random_hex
 from .format import Blob, dumps
 from .gclock import gc_lock
 from .packs import PackWriter
-from .repository import CONDEMNED, DAMAGED, INDEXES, PACKS, VERIFIED, Location, Repository, Unreadable, copy_rank
+from .backend import Unavailable
+from .repository import (CONDEMNED, DAMAGED, INDEXES, PACKS, SNAPSHOTS, VERIFIED, IndexUnreadable, Location, Repository,
+                         Snapshot, Unreadable, copy_rank)
 
 REPACK_SHARE = 0.25  # a pack this much dead (garbage or duplicates) is rewritten; below it, the dead part waits
 WHY = {  # a mark's reason per pack (its "why"), as prune prints it
@@ -79,6 +81,25 @@ def blocked(unreadable: List[Unreadable], lead: str = "garbage collection did no
             % (lead, len(unreadable), "; ".join(ways)))
 
 
+def needed(repo: Repository, snaps: List[Snapshot]) -> Set[bytes]:
+    """Every chunk the backups need. A backup whose index does not read refuses GC (and the prune, before it
+    removes anything): its chunks are unknown, and GC never guesses. The refusal names the backup and the way
+    out, where "indexes/<id>.0 is missing" alone left every VM's prune failing night after night."""
+    try:
+        return set(repo.references(snaps))
+    except IndexUnreadable as err:
+        if isinstance(err.error, Unavailable):
+            way = ("this run could not read its index, which may be sound: give the run access to it (its owner "
+                   "and mode; on NFS, root_squash reads root as nobody) or wait out the I/O error, then run again")
+        else:
+            way = ("that backup cannot be restored as it is (hotvcb verify --repo says what else is hurt); to "
+                   "collect garbage again, move its record, the file %s%s, out of the repository's snapshots/ "
+                   "folder (keep it for a bug report), and the next prune frees the chunks no other backup uses"
+                   % (SNAPSHOTS, err.snap.id))
+        raise RepoError("garbage collection cannot run, and prune removes nothing, while a backup's index does not "
+                        "read (GC must know every chunk every backup uses): %s: %s" % (err, way)) from err
+
+
 def describe(why: Dict[str, int]) -> str:
     """"2 held only duplicates, 1 held damaged chunks ..." for a report's counts by reason."""
     return ", ".join("%d %s" % (n, WHY.get(reason, "marked by an older hotvcb"))
@@ -98,7 +119,7 @@ class _Collector:
             raise RepoError(blocked(unreadable))
         snaps = [s for s in snaps if s.id not in dropping]
         self.snap_ids = {s.id for s in snaps}
-        self.referenced = set(repo.references(snaps))  # type: Set[bytes]
+        self.referenced = needed(repo, snaps)
         self.packs = {i.name: i for i in self.backend.list(PACKS)}  # type: Dict[str, ObjectInfo]
         self.listed = {_id(name) for name in self.packs}  # the packs there as GC began
         self.tables = {}  # type: Dict[str, List[Blob]]

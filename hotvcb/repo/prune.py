@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from .. import crashpoint
 from ..errors import RepoError
-from .gc import GcReport, blocked, collect_held
+from .gc import GcReport, blocked, collect_held, needed
 from .gclock import gc_lock
 from .repository import SNAPSHOTS, Repository, Snapshot, machines
 
@@ -75,6 +75,6 @@ def prune(repo: Repository, decisions: List[Decision], log: Callable[[str], None
         # GC cannot run (it must know every chunk); the records alone go, after the kept backups' indexes were
         # read: one that does not read refuses the prune before it drops the older whole backup
         gone = {s.id for s in dropped}
-        repo.references([s for s in readable if s.id not in gone])
+        needed(repo, [s for s in readable if s.id not in gone])
         drop()
         return GcReport(not_run=blocked(unreadable))

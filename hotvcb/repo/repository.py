@@ -86,6 +86,15 @@ class DamagedRecord(RepoError):
     is read."""
 
 
+class IndexUnreadable(RepoError):
+    """A backup one of whose disk indexes does not read (missing, damaged, or not readable by this run): named
+    with the backup (VM, time, id), which a bare "indexes/<id>.0 is missing" left the admin to find."""
+
+    def __init__(self, snap: "Snapshot", error: RepoError):
+        super().__init__("backup %s: %s" % (snap, error))
+        self.snap, self.error = snap, error
+
+
 @dataclass(frozen=True)
 class Unreadable:
     """A snapshot record that does not read: which (`snapshots/<id>`), and why. Of three kinds, each with its
@@ -384,17 +393,19 @@ class Repository:
         return index
 
     def references(self, snaps: List[Snapshot]) -> Dict[bytes, List[Snapshot]]:
-        """Every chunk the backups need -> the backups needing it."""
+        """Every chunk the backups need -> the backups needing it; IndexUnreadable where an index does not read."""
         users = {}  # type: Dict[bytes, List[Snapshot]]
         for snap in snaps:
             digests = set()  # type: Set[bytes]
             try:
                 for disk in snap.disks:
                     digests.update(d for _n, d in self.disk_index(disk).entries)
-            except NotFound:
+            except NotFound as err:
                 if self.backend.stat(SNAPSHOTS + snap.id) is None:
                     continue  # pruned since its record was read (record first, then indexes): it needs nothing
-                raise
+                raise IndexUnreadable(snap, err) from err
+            except RepoError as err:
+                raise IndexUnreadable(snap, err) from err
             for f in snap.files:
                 digests.update(bytes.fromhex(h) for h in f["chunks"])
             for d in digests:

@@ -68,8 +68,8 @@ def verify(repo: Repository, mode: str = "all", share: float = 0.1, rng: Optiona
         try:
             for digest, needing in repo.references([snap]).items():
                 users.setdefault(digest, []).extend(needing)
-        except RepoError as err:
-            report.problems.append("backup %s: %s" % (snap, err))
+        except RepoError as err:  # IndexUnreadable: it names the backup
+            report.problems.append(str(err))
     marked = set(repo.condemned(strict=False))  # before the listing: a sweep deletes only packs a mark names
     packs = repo.backend.list(PACKS)
     found = Found({}, {}, {})
