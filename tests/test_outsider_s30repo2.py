@@ -45,8 +45,6 @@ def _record(repo_path, snap):
 
 # -- 1. a record whose disk size is not its index's still blocks every VM's prune -----------------------------------
 
-@pytest.mark.xfail(strict=True, reason="a record whose disk size disagrees with its index (documented as a damaged "
-                                       "record) still makes every VM's prune refuse, exit 1, no way out said")
 def test_a_record_whose_size_disagrees_with_its_index_does_not_block_every_vms_prune(tmp_path):
     """db's record says its disk is 2 MiB, its index 4 MiB (a hand edit, a faulty writer). docs/repository.md lists
     exactly this under "Records that do not read" as a *damaged* record: prune applies the rules to what reads, GC
@@ -75,8 +73,6 @@ def test_a_record_whose_size_disagrees_with_its_index_does_not_block_every_vms_p
 # -- 2. a record that cannot be read right now is called damaged, and the admin told to move it aside -------------
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="a record that only cannot be read (permission / I/O error) is called "
-                                       "damaged by prune, which tells the admin to move a good backup aside")
 def test_a_record_this_run_cannot_read_is_not_sent_aside_as_damaged(tmp_path):
     """One record of db is unreadable to this run: here its mode is 000 and the run lacks CAP_DAC_OVERRIDE (as on
     an NFS share with root_squash, a file another host wrote with another owner); the same path is taken by an
@@ -109,8 +105,6 @@ def _status(host, conf):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="status leaves a newer hotvcb's record out without saying it is one "
-                                       "(docs: 'with that line'); its VM is CRIT 'never backed up'")
 def test_status_says_a_record_a_newer_hotvcb_wrote_is_one(host, tmp_path):
     """db's backup was written by a newer hotvcb (format 2); this hotvcb's `verify` says NOT CHECKED ... written by
     a newer hotvcb ...: upgrade hotvcb. docs/repository.md ("Records that do not read") promises that `list`,
@@ -141,8 +135,6 @@ def test_status_says_a_record_a_newer_hotvcb_wrote_is_one(host, tmp_path):
 # -- 4. a reinstalled host (new system id) loses its VMs' failed-run records -----------------------------------------
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="last-run files are keyed by the host's system id: after a reinstall (new "
-                                       "/system/uuid) status no longer sees the VM's failed last run and says OK")
 def test_a_reinstalled_host_still_sees_its_vms_failed_last_run(host, tmp_path):
     """web backs up into the repository, then its next backup fails (snapshot refused): `status` says WARN, last run
     was error. The admin then reinstalls ESXi on the box (same host name, the VM re-registered from its .vmx, so

@@ -46,7 +46,7 @@ def run(args) -> int:
     for d in decisions:
         say("%-8s %s%s" % ("keep" if d.kept else "remove", d.snapshot, " (%s)" % d.rule if d.rule else ""))
     if args.dry_run:
-        unreadable = repo.readable_snapshots()[1]
+        unreadable = repo.readable_snapshots(sizes=True)[1]
         if unreadable:  # what the real prune would warn of, and the way out, before the night it runs
             say("hotvcb: warning: %s" % gc.blocked(unreadable, "the prune would collect no garbage"), stream=sys.stderr)
         say("dry run: nothing removed")

@@ -8,7 +8,8 @@ sparse `.raw` images, each under a name of its own (_restored_names).
 `hotvcb restore --repo PATH ID --datastore DS [--format F] [--name N]` stages
 the backup as a sealed folder on the target datastore (`staged`) and hands it
 to the folder restore, which converts the disks and registers the VM.
-`hotvcb prune` is commands/prune_cmd.py. Exit codes of verify: 0 all good, 4 something damaged.
+`hotvcb prune` is commands/prune_cmd.py. Exit codes of verify: 0 all good, 4 something damaged, 3 nothing
+damaged but a record not checked (a newer hotvcb's, or one this run could not read).
 """
 
 import itertools
@@ -17,7 +18,7 @@ import os
 import shutil
 import sys
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Optional, Set
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from .. import interrupt, runlog
 from ..errors import HostError, RepoError, UsageError, VmNotFound
@@ -25,7 +26,7 @@ from ..jobs.repo_backup import flat_name, stored_names
 from ..jobs.restore_scratch import OWN_FILES, RESTORING, Records, record_of
 from ..jobs.restore_sweep import sweep
 from ..repo.reader import Where, read_file, restore_disk, whole_or_nothing
-from ..repo.repository import SNAPSHOTS, Repository, Snapshot, machines, open_path
+from ..repo.repository import SNAPSHOTS, Repository, Snapshot, Unreadable, machines, open_path
 from ..repo.settle import Say
 from ..repo.verify import verify
 from ..runid import machine_id
@@ -52,18 +53,28 @@ def row(snap: Snapshot) -> Dict[str, Any]:
             "disks": [d["name"] for d in snap.disks]}
 
 
-def _readable(repo: Repository, vm: str = "") -> List[Snapshot]:
-    snaps, damaged = repo.readable_snapshots(vm or None)
-    for problem in damaged:
+def _readable(repo: Repository, vm: str = "") -> Tuple[List[Snapshot], List[Unreadable]]:
+    """The backups whose records read (a disk size not its index's included: no restore from it), each other
+    record said on stderr as left out; and those others, for `list --json` to name."""
+    snaps, bad = repo.readable_snapshots(vm or None, sizes=True)
+    for problem in bad:
         runlog.say("hotvcb: warning: %s (left out; hotvcb verify --repo names what it hurts)" % problem,
                    stream=sys.stderr)
-    return snaps
+    return snaps, bad
+
+
+def kind(bad: Unreadable) -> str:
+    """A record that does not read, as `list --json` names its kind (docs/repository.md "Records that do not read")."""
+    return "newer" if bad.newer else "unavailable" if bad.unavailable else "damaged"
 
 
 def list_backups(path: str, vm: str, as_json: bool) -> int:
-    rows = [row(s) for s in _readable(open_path(path), vm)]
-    if as_json:
-        runlog.say_json({"repository": path, "backups": rows}, indent=2)
+    snaps, bad = _readable(open_path(path), vm)
+    rows = [row(s) for s in snaps]
+    if as_json:  # a script must see that a backup may be missing, not only a human reading stderr
+        runlog.say_json({"repository": path, "backups": rows,
+                         "unreadable": [{"record": u.record, "kind": kind(u), "error": str(u)} for u in bad]},
+                        indent=2)
         return 0
     if not rows:
         runlog.say("no backups in %s%s" % (path, " for %r" % vm if vm else ""))
@@ -86,7 +97,7 @@ def verify_repository(path: str, sample: Optional[float], new_only: bool, as_jso
         raise UsageError("--sample %s: a percentage of the packs, 1 to 100" % sample)
     mode = "sample" if sample is not None else "new" if new_only else "all"
     report = verify(open_path(path), mode, share=(sample or 0) / 100.0, say=_say, vm=vm)
-    if vm is not None and not report.backups and not report.problems and not report.newer:
+    if vm is not None and not report.backups and not report.problems and not report.newer and not report.not_read:
         if os.path.lexists(vm):  # `verify --repo R /backups/web/web-2026-...`: a folder's verify is without --repo
             raise UsageError("%s is a path: --repo verifies the repository's backups, all or one VM's by its name; "
                              "a backup folder or .gz is verified without --repo" % vm)
@@ -97,18 +108,22 @@ def verify_repository(path: str, sample: Optional[float], new_only: bool, as_jso
     if as_json:
         runlog.say_json({"repository": path, "vm": vm, "mode": mode, "backups": report.backups,
                          "packs_read": report.packs_read, "chunks_read": report.chunks_read,
-                         "problems": report.problems, "newer": report.newer}, indent=2)
+                         "problems": report.problems, "newer": report.newer, "not_read": report.not_read}, indent=2)
     else:
         for problem in report.problems:
             runlog.say("DAMAGED: %s" % problem)
         for newer in report.newer:  # a good backup as far as anyone knows, which this hotvcb cannot check
             runlog.say("NOT CHECKED: %s" % newer)
-        unchecked = "; %d record(s) of a newer hotvcb not checked" % len(report.newer) if report.newer else ""
+        for record in report.not_read:  # nothing known of it: never called damaged (it would be moved aside)
+            runlog.say("NOT CHECKED: %s (give this run access to it, or wait out the I/O error, and verify again)"
+                       % record)
+        unchecked = "".join("; %d record(s) %s not checked" % (len(which), whose) for which, whose in (
+            (report.newer, "of a newer hotvcb"), (report.not_read, "this run could not read")) if which)
         runlog.say("%d backup(s)%s, %d pack(s) and %d chunk(s) read (%s): %s%s" % (
             report.backups, " of %r" % vm if vm is not None else "", report.packs_read, report.chunks_read, mode,
             "OK" if report.ok else "%d problem(s)" % len(report.problems), unchecked))
     # 3, as a run that warns: nothing found damaged, but not everything could be checked
-    return 4 if not report.ok else 3 if report.newer else 0
+    return 4 if not report.ok else 3 if report.newer or report.not_read else 0
 
 
 def _say(line: str) -> None:
@@ -119,7 +134,7 @@ def _say(line: str) -> None:
 def find(repo: Repository, ident: str, latest: str = "") -> Snapshot:
     """A backup by its id or an unambiguous prefix of it, or the newest of the VM `latest`."""
     if latest:
-        every = _readable(repo)
+        every = _readable(repo)[0]
         snaps = [snap for snap in every if snap.vm == latest]
         if not snaps:
             close = VmNotFound(latest, sorted({snap.vm for snap in every})).suggestions

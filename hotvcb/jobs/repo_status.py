@@ -12,8 +12,8 @@ a marker means "not wholly verified"; a chunk no pack holds is CRIT, and so is
 one whose only copy a verify found damaged (`damaged/`): the pack's older
 marker still stands for its other chunks, but the backup cannot be restored
 until a later backup stores the chunk again. A record that does not read is
-told on every VM's check (WARN at least: it may be any VM's newest), which is
-judged on the records that read.
+told on every VM's check (WARN at least: it may be any VM's newest), by kind
+and way out (a newer hotvcb's: upgrade), which is judged on the records that read.
 The repository is read once per status run (records, pack tables, markers),
 not once per VM.
 """
@@ -62,9 +62,10 @@ class RepoView:
     def check(self, name: str, uuid: str, limits: Limits, now: float) -> Check:
         found = self._check(name, uuid, limits, now)
         if self._bad:
-            found.message += "; %d backup record(s) in the repository do not read, maybe this VM's newest " \
-                             "(hotvcb verify --repo names them)" % len(self._bad)
+            found.message += "; %d backup record(s) in the repository do not read, maybe this VM's newest: %s" % (
+                len(self._bad), unread(self._bad))
             found.details["unreadable_records"] = len(self._bad)
+            found.details["newer_records"] = sum(1 for u in self._bad if u.newer)
             if found.severity == OK:
                 found.severity = WARN
         return found
@@ -73,8 +74,9 @@ class RepoView:
         try:
             repo = self._open()
             mine = [s for s in self._snaps if s.of_vm(name, uuid, self.host_id, self.system_id)]
-            if not mine:
-                return Check(CRIT, "backup", name, "never backed up into %s" % self.path, {"good_backups": 0})
+            if not mine:  # where a record does not read, it may be this VM's: "never" would be a guess
+                return Check(CRIT, "backup", name, "%s %s" % ("no backup this hotvcb reads in" if self._bad else
+                                                             "never backed up into", self.path), {"good_backups": 0})
             newest = mine[-1]
             try:
                 verified, damaged = self._verified(repo, newest)
@@ -132,3 +134,22 @@ class RepoView:
         if not times or None in times:
             return None, sorted(damaged)
         return min(t for t in times if t is not None), sorted(damaged)
+
+
+def unread(bad: List[Unreadable]) -> str:
+    """The records that do not read, by kind, each with its way out (docs/repository.md "Records that do not read"):
+    a newer hotvcb's is a good backup (upgrade), one this run could not read may be (access), a damaged one is
+    verify's to name."""
+    newer = [u for u in bad if u.newer]
+    unavailable = [u for u in bad if u.unavailable]
+    damaged = [u for u in bad if u.damaged]
+    parts = []
+    if newer:
+        parts.append("%d written by a newer hotvcb (%s): upgrade hotvcb to read %s"
+                     % (len(newer), ", ".join(u.record for u in newer), "it" if len(newer) == 1 else "them"))
+    if unavailable:
+        parts.append("%d this run cannot read (%s): give it access, or wait out the I/O error"
+                     % (len(unavailable), "; ".join(str(u) for u in unavailable)))
+    if damaged:
+        parts.append("%d damaged (hotvcb verify --repo names them)" % len(damaged))
+    return "; ".join(parts)

@@ -34,6 +34,16 @@ class NotFound(RepoError):
     """The named object does not exist."""
 
 
+class Unavailable(RepoError):
+    """The named object is there but this run cannot read it now (no permission, as on an NFS share with
+    root_squash; an I/O error, a stale NFS handle): nothing is known of its content, so it is never judged
+    damaged (docs/repository.md "Records that do not read")."""
+
+
+# what says the thing under an object's name is no object (a folder, a FIFO, a symlink loop): damage, not access
+_NOT_AN_OBJECT = {errno.EINVAL, errno.EISDIR, errno.ENOTDIR, errno.ELOOP}
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     name: str
@@ -179,8 +189,9 @@ class LocalBackend:
         except FileNotFoundError as err:
             raise NotFound("%s is missing from the repository %s" % (name, self.root)) from err
         except OSError as err:
-            raise RepoError("cannot read %s in the repository %s: %s"
-                            % (name, self.root, err.strerror or err)) from err
+            kind = RepoError if err.errno in _NOT_AN_OBJECT else Unavailable
+            raise kind("cannot read %s in the repository %s: %s"
+                       % (name, self.root, err.strerror or err)) from err
 
     def list(self, prefix: str) -> List[ObjectInfo]:
         out = []  # type: List[ObjectInfo]

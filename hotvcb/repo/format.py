@@ -9,7 +9,7 @@ import json
 import os
 import struct
 from dataclasses import dataclass
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import RepoError
 
@@ -127,6 +127,18 @@ def decode_index(data: bytes, where: str) -> DiskIndex:
         raise RepoError("%s: not a disk index" % where)
     entries = [_INDEX_ENTRY.unpack_from(body, _INDEX_HEAD.size + i * _INDEX_ENTRY.size) for i in range(count)]
     return DiskIndex(chunk_size, size, entries)
+
+
+INDEX_HEAD_SIZE = _INDEX_HEAD.size
+
+
+def index_head_size(head: bytes) -> Optional[int]:
+    """The disk size a disk index's first INDEX_HEAD_SIZE bytes say, unchecked (the checksum covers the whole
+    index); None where they are no index's header. For a cheap look at many backups' indexes."""
+    if len(head) < _INDEX_HEAD.size:
+        return None
+    magic, _chunk_size, size, _count = _INDEX_HEAD.unpack_from(head)
+    return size if magic == INDEX_MAGIC else None
 
 
 def dumps(data: Dict[str, Any]) -> bytes:

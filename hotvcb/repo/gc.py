@@ -19,7 +19,9 @@ from .backend import ObjectInfo, random_hex
 from .format import Blob, dumps
 from .gclock import gc_lock
 from .packs import PackWriter
-from .repository import CONDEMNED, DAMAGED, INDEXES, PACKS, VERIFIED, Location, Repository, Unreadable, copy_rank
+from .backend import Unavailable
+from .repository import (CONDEMNED, DAMAGED, INDEXES, PACKS, SNAPSHOTS, VERIFIED, IndexUnreadable, Location, Repository,
+                         Snapshot, Unreadable, copy_rank)
 
 REPACK_SHARE = 0.25  # a pack this much dead (garbage or duplicates) is rewritten; below it, the dead part waits
 WHY = {  # a mark's reason per pack (its "why"), as prune prints it
@@ -52,15 +54,23 @@ def _id(pack: str) -> str:
 def blocked(unreadable: List[Unreadable], lead: str = "garbage collection did not run") -> str:
     """Why GC cannot run while these records do not read, and the way out: GC must know every chunk every backup
     uses, and theirs are unknown, so it never guesses (it could delete the chunks of a good backup). A record a
-    newer hotvcb wrote is a good backup: the way out is that hotvcb. A damaged one restores nothing (list and
-    restore leave it out): moved out of snapshots/, its chunks are collected like any dropped backup's."""
+    newer hotvcb wrote is a good backup: the way out is that hotvcb. One this run could not read (permission, an
+    I/O error) may be a good backup too: the way out is access, never moving it aside. A damaged one restores
+    nothing (list and restore leave it out): moved out of snapshots/, its chunks are collected like any dropped
+    backup's."""
     newer = [u for u in unreadable if u.newer]
-    damaged = [u for u in unreadable if not u.newer]
+    unavailable = [u for u in unreadable if u.unavailable]
+    damaged = [u for u in unreadable if u.damaged]
     ways = []
     if newer:
         ways.append("%s written by a newer hotvcb: run prune with that hotvcb, or upgrade this one (never move "
                     "such a record aside: it is a good backup, and GC would then delete its chunks)"
                     % ", ".join(u.record for u in newer))
+    if unavailable:
+        ways.append("%s: this run could not read %s, which may be a good backup: give the run access (its owner and "
+                    "mode; on NFS, root_squash reads root as nobody) or wait out the I/O error, then run again "
+                    "(never move such a record aside: GC would then delete its chunks)"
+                    % ("; ".join(str(u) for u in unavailable), "it" if len(unavailable) == 1 else "them"))
     if damaged:
         them, files = ("it", "the file") if len(damaged) == 1 else ("them", "the files")
         ways.append("%s: no backup restores from %s (list and restore leave %s out); to collect garbage again, "
@@ -69,6 +79,25 @@ def blocked(unreadable: List[Unreadable], lead: str = "garbage collection did no
                     % ("; ".join(str(u) for u in damaged), them, them, files, them))
     return ("%s: it must know every chunk every backup uses, and %d record(s) do not read: %s"
             % (lead, len(unreadable), "; ".join(ways)))
+
+
+def needed(repo: Repository, snaps: List[Snapshot]) -> Set[bytes]:
+    """Every chunk the backups need. A backup whose index does not read refuses GC (and the prune, before it
+    removes anything): its chunks are unknown, and GC never guesses. The refusal names the backup and the way
+    out, where "indexes/<id>.0 is missing" alone left every VM's prune failing night after night."""
+    try:
+        return set(repo.references(snaps))
+    except IndexUnreadable as err:
+        if isinstance(err.error, Unavailable):
+            way = ("this run could not read its index, which may be sound: give the run access to it (its owner "
+                   "and mode; on NFS, root_squash reads root as nobody) or wait out the I/O error, then run again")
+        else:
+            way = ("that backup cannot be restored as it is (hotvcb verify --repo says what else is hurt); to "
+                   "collect garbage again, move its record, the file %s%s, out of the repository's snapshots/ "
+                   "folder (keep it for a bug report), and the next prune frees the chunks no other backup uses"
+                   % (SNAPSHOTS, err.snap.id))
+        raise RepoError("garbage collection cannot run, and prune removes nothing, while a backup's index does not "
+                        "read (GC must know every chunk every backup uses): %s: %s" % (err, way)) from err
 
 
 def describe(why: Dict[str, int]) -> str:
@@ -85,12 +114,12 @@ class _Collector:
         self.now = self.backend.now()
         self.grace = repo.config.grace
         self.report = GcReport()
-        snaps, unreadable = repo.readable_snapshots()
+        snaps, unreadable = repo.readable_snapshots(sizes=True)
         if unreadable:
             raise RepoError(blocked(unreadable))
         snaps = [s for s in snaps if s.id not in dropping]
         self.snap_ids = {s.id for s in snaps}
-        self.referenced = set(repo.references(snaps))  # type: Set[bytes]
+        self.referenced = needed(repo, snaps)
         self.packs = {i.name: i for i in self.backend.list(PACKS)}  # type: Dict[str, ObjectInfo]
         self.listed = {_id(name) for name in self.packs}  # the packs there as GC began
         self.tables = {}  # type: Dict[str, List[Blob]]

@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from .. import crashpoint
 from ..errors import RepoError
-from .gc import GcReport, blocked, collect_held
+from .gc import GcReport, blocked, collect_held, needed
 from .gclock import gc_lock
 from .repository import SNAPSHOTS, Repository, Snapshot, machines
 
@@ -37,7 +37,7 @@ def plan(repo: Repository, keep: Dict[str, int], vm: Optional[str] = None,
     choose = select or importlib.import_module(".retention", __package__).select
     # a record that does not read is never dropped, and counts for no VM: the rules keep as many readable
     # backups as they would without it (prune then leaves GC alone: gc.blocked)
-    by_vm = machines(repo.readable_snapshots(vm)[0])  # two hosts' VMs of one name are two VMs (by uuid.bios, or host)
+    by_vm = machines(repo.readable_snapshots(vm, sizes=True)[0])  # two hosts' VMs of one name are two VMs (by uuid.bios, or host)
     out = []  # type: List[Decision]
     args = {"keep_" + rule: n for rule, n in keep.items() if n}
     for name in sorted(by_vm):
@@ -69,12 +69,12 @@ def prune(repo: Repository, decisions: List[Decision], log: Callable[[str], None
                 repo.backend.delete(disk["index"])
 
     with gc_lock(repo):
-        readable, unreadable = repo.readable_snapshots()
+        readable, unreadable = repo.readable_snapshots(sizes=True)
         if not unreadable:
             return collect_held(repo, log, check, {s.id for s in dropped}, drop)
         # GC cannot run (it must know every chunk); the records alone go, after the kept backups' indexes were
         # read: one that does not read refuses the prune before it drops the older whole backup
         gone = {s.id for s in dropped}
-        repo.references([s for s in readable if s.id not in gone])
+        needed(repo, [s for s in readable if s.id not in gone])
         drop()
         return GcReport(not_run=blocked(unreadable))

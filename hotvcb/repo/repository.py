@@ -14,9 +14,10 @@ from typing import Any, Callable, Container, Dict, Iterable, Iterator, List, Opt
 from ..errors import RepoError
 from ..runlog import shown
 from . import codec
-from .backend import Backend, LocalBackend, NotFound, ObjectInfo, random_hex
-from .format import (BACKUP_LIMIT, CHUNK_SIZE, CONFIG, PACK_HEADER, PACK_SIZE, SETTLE, TRAILER_SIZE, VERSION, Blob,
-                     DiskIndex, NewerFormat, decode_index, dumps, loads, parse_table, table_length)
+from .backend import Backend, LocalBackend, NotFound, ObjectInfo, Unavailable, random_hex
+from .format import (BACKUP_LIMIT, CHUNK_SIZE, CONFIG, INDEX_HEAD_SIZE, PACK_HEADER, PACK_SIZE, SETTLE, TRAILER_SIZE,
+                     VERSION, Blob, DiskIndex, NewerFormat, decode_index, dumps, index_head_size, loads, parse_table,
+                     table_length)
 
 PACKS, INDEXES, SNAPSHOTS, CONDEMNED, VERIFIED = "packs/", "indexes/", "snapshots/", "condemned/", "verified/"
 DAMAGED = "damaged/"
@@ -79,9 +80,26 @@ class Snapshot:
         return bool(self.hosts() & ({"host " + host} | ({"system " + system} if system else set())))
 
 
+class DamagedRecord(RepoError):
+    """A record that reads but disagrees with its own disk index on the disk (its size, its last chunk): damaged
+    as a record that is not JSON is (docs/repository.md "Records that do not read"), found only once its index
+    is read."""
+
+
+class IndexUnreadable(RepoError):
+    """A backup one of whose disk indexes does not read (missing, damaged, or not readable by this run): named
+    with the backup (VM, time, id), which a bare "indexes/<id>.0 is missing" left the admin to find."""
+
+    def __init__(self, snap: "Snapshot", error: RepoError):
+        super().__init__("backup %s: %s" % (snap, error))
+        self.snap, self.error = snap, error
+
+
 @dataclass(frozen=True)
 class Unreadable:
-    """A snapshot record that does not read: which (`snapshots/<id>`), and why."""
+    """A snapshot record that does not read: which (`snapshots/<id>`), and why. Of three kinds, each with its
+    own way out: written by a newer hotvcb (`newer`), not readable by this run now (`unavailable`: access, an
+    I/O error), or else damaged (`damaged`: read, and not a whole record)."""
 
     record: str
     error: RepoError
@@ -93,6 +111,16 @@ class Unreadable:
     def newer(self) -> bool:
         """Written by a newer hotvcb: a backup this one cannot read, not a damaged one."""
         return isinstance(self.error, NewerFormat)
+
+    @property
+    def unavailable(self) -> bool:
+        """This run could not read it (permission, an I/O error): nothing is known of it, a good backup perhaps."""
+        return isinstance(self.error, Unavailable)
+
+    @property
+    def damaged(self) -> bool:
+        """Read, and found not to be a whole record: no hotvcb restores from it."""
+        return not (self.newer or self.unavailable)
 
 
 def machines(snaps: Iterable[Snapshot]) -> Dict[Tuple[str, str], List[Snapshot]]:
@@ -215,11 +243,11 @@ def _check_covers(index: DiskIndex, disk: Dict[str, Any]) -> None:
     name = disk["index"]
     record = SNAPSHOTS + name[len(INDEXES):].rpartition(".")[0]
     if index.size != disk["size"]:
-        raise RepoError("%s: damaged (disk %s is %d bytes by the record, %d by its index %s)"
+        raise DamagedRecord("%s: damaged (disk %s is %d bytes by the record, %d by its index %s)"
                         % (record, shown(disk["name"], field=True), disk["size"], index.size, name))
     last = max((n for n, _digest in index.entries), default=-1)
     if last * index.chunk_size >= index.size:
-        raise RepoError("%s: damaged (disk %s: its index %s names chunk %d, past the disk's %d bytes)"
+        raise DamagedRecord("%s: damaged (disk %s: its index %s names chunk %d, past the disk's %d bytes)"
                         % (record, shown(disk["name"], field=True), name, last, index.size))
 
 
@@ -286,12 +314,39 @@ class Repository:
         """Every backup whose record exists (oldest first); a damaged record is an error, never skipped."""
         return self._listed(vm, None)
 
-    def readable_snapshots(self, vm: Optional[str] = None) -> Tuple[List[Snapshot], List[Unreadable]]:
+    def readable_snapshots(self, vm: Optional[str] = None,
+                           sizes: bool = False) -> Tuple[List[Snapshot], List[Unreadable]]:
         """(the backups whose record reads, oldest first; each other record, with why it does not): for list,
         restore, verify and prune, where one damaged record must not hide the others (GC, which must know every
-        chunk, refuses while there is one: gc.blocked)."""
+        chunk, refuses while there is one: gc.blocked). `sizes`: also a record whose disk size is not its
+        index's is one that does not read (DamagedRecord), as prune, GC and list must count it: a look at each
+        index's header, the whole index read only where they disagree."""
         bad = []  # type: List[Unreadable]
-        return self._listed(vm, bad), bad
+        good = self._listed(vm, bad)
+        if not sizes:
+            return good, bad
+        sound = []  # type: List[Snapshot]
+        for snap in good:
+            err = self._size_disagrees(snap)
+            if err is None:
+                sound.append(snap)
+            else:
+                bad.append(Unreadable(SNAPSHOTS + snap.id, err))
+        return sound, bad
+
+    def _size_disagrees(self, snap: Snapshot) -> Optional[DamagedRecord]:
+        """Why the record damages itself by a disk size its index does not have, None where none does. An index
+        that does not read at all is the backup's trouble, not the record's: GC refuses on it (and restore)."""
+        for disk in snap.disks:
+            try:
+                if index_head_size(self.backend.get(disk["index"], 0, INDEX_HEAD_SIZE)) in (None, disk["size"]):
+                    continue
+                self.disk_index(disk)  # the whole index: its checksum says whether the header is to be believed
+            except DamagedRecord as err:
+                return err
+            except RepoError:
+                continue
+        return None
 
     def _listed(self, vm: Optional[str], bad: Optional[List[Unreadable]]) -> List[Snapshot]:
         """The backups the listing names, oldest first. A record gone since the listing (another host pruned
@@ -338,17 +393,19 @@ class Repository:
         return index
 
     def references(self, snaps: List[Snapshot]) -> Dict[bytes, List[Snapshot]]:
-        """Every chunk the backups need -> the backups needing it."""
+        """Every chunk the backups need -> the backups needing it; IndexUnreadable where an index does not read."""
         users = {}  # type: Dict[bytes, List[Snapshot]]
         for snap in snaps:
             digests = set()  # type: Set[bytes]
             try:
                 for disk in snap.disks:
                     digests.update(d for _n, d in self.disk_index(disk).entries)
-            except NotFound:
+            except NotFound as err:
                 if self.backend.stat(SNAPSHOTS + snap.id) is None:
                     continue  # pruned since its record was read (record first, then indexes): it needs nothing
-                raise
+                raise IndexUnreadable(snap, err) from err
+            except RepoError as err:
+                raise IndexUnreadable(snap, err) from err
             for f in snap.files:
                 digests.update(bytes.fromhex(h) for h in f["chunks"])
             for d in digests:

@@ -41,6 +41,7 @@ class VerifyReport:
     chunks_read: int = 0
     problems: List[str] = field(default_factory=list)
     newer: List[str] = field(default_factory=list)  # records a newer hotvcb wrote: not checked, not damaged
+    not_read: List[str] = field(default_factory=list)  # records this run could not read (access, I/O): not checked
     marker_error: str = ""  # why a good pack's verified/ marker could not be written (a read-only repository)
 
     @property
@@ -58,16 +59,17 @@ def verify(repo: Repository, mode: str = "all", share: float = 0.1, rng: Optiona
     repo.require_codec("verify it")
     report = VerifyReport()
     snaps, unreadable = repo.readable_snapshots(vm)  # a damaged record is a finding, not the end
-    report.problems.extend(str(bad) for bad in unreadable if not bad.newer)
+    report.problems.extend(str(bad) for bad in unreadable if bad.damaged)
     report.newer.extend(str(bad) for bad in unreadable if bad.newer)
+    report.not_read.extend(str(bad) for bad in unreadable if bad.unavailable)
     report.backups = len(snaps)
     users = {}  # type: Dict[bytes, List[Snapshot]]
     for snap in snaps:
         try:
             for digest, needing in repo.references([snap]).items():
                 users.setdefault(digest, []).extend(needing)
-        except RepoError as err:
-            report.problems.append("backup %s: %s" % (snap, err))
+        except RepoError as err:  # IndexUnreadable: it names the backup
+            report.problems.append(str(err))
     marked = set(repo.condemned(strict=False))  # before the listing: a sweep deletes only packs a mark names
     packs = repo.backend.list(PACKS)
     found = Found({}, {}, {})

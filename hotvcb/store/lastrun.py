@@ -23,7 +23,7 @@ import hashlib
 import json
 import re
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from ..errors import HotvcbError
 from ..shell import Shell
@@ -78,19 +78,41 @@ def record(shell: Shell, volume: str, vm_name: str, host_name: str, vm_uuid: str
 
 def last(shell: Shell, volume: str, vm_name: str, host_name: str, vm_uuid: str = "",
          system: str = "") -> Optional[Dict[str, Any]]:
-    """The VM's last failed run recorded on this host (`system`: its system id), None if none: its own file, or
-    where it has none yet, the one an older hotvcb wrote under the host's name alone. A record naming another
-    uuid than `vm_uuid` (both known) is another VM's, of a host of the same name."""
+    """The VM's last failed run recorded on this host (`system`: its system id), None if none: the newest of its
+    own file, the one an older hotvcb wrote under the host's name alone, and, for a VM with a uuid, the files of
+    this host name under another system id that name that uuid (a reinstall gives the host a new system id: the
+    failure recorded under the old one is still this VM's, and status said OK). A record naming another uuid
+    than `vm_uuid` (both known) is another VM's, of a host of the same name."""
+    own, bare = _path(volume, vm_name, host_name, system), _path(volume, vm_name, host_name)
+    found = []  # type: List[Dict[str, Any]]
+    for path in sorted({own, bare}):
+        data = _read(shell, path)
+        if data is not None and not (data.get("vm_uuid") and vm_uuid and data["vm_uuid"] != vm_uuid):
+            found.append(data)
+    for path in _other_systems(shell, own, bare) if vm_uuid else []:
+        data = _read(shell, path)
+        if data is not None and data.get("vm_uuid") == vm_uuid:
+            found.append(data)
+    return max(found, key=lambda rec: rec["time"]) if found else None
+
+
+def _other_systems(shell: Shell, own: str, bare: str) -> List[str]:
+    """The files of this host name under a system id other than `own`'s, beside it."""
+    folder, _sep, name = bare.rpartition("/")
+    theirs = re.compile(re.escape(name[:-len(".json")]) + r"\.[0-9a-f]{16}\.json\Z")
     try:
-        path = _path(volume, vm_name, host_name, system)
+        names = shell.listdir(folder)
+    except HotvcbError:
+        return []
+    return ["%s/%s" % (folder, n) for n in sorted(names) if theirs.match(n) and "%s/%s" % (folder, n) != own]
+
+
+def _read(shell: Shell, path: str) -> Optional[Dict[str, Any]]:
+    """A last-run record, None where there is none or it is no record."""
+    try:
         if not shell.exists(path):
-            path = _path(volume, vm_name, host_name)
-            if not system or not shell.exists(path):
-                return None
+            return None
         data = json.loads(shell.read_regular(path, LAST_MAX))  # a FIFO planted there must not hang list/status
     except (HotvcbError, ValueError):
         return None
-    if not isinstance(data, dict) or not isinstance(data.get("time"), int):
-        return None
-    recorded = data.get("vm_uuid") or ""
-    return None if recorded and vm_uuid and recorded != vm_uuid else data
+    return data if isinstance(data, dict) and isinstance(data.get("time"), int) else None
