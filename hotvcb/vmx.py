@@ -31,15 +31,17 @@ class VmxFile:
         if lines[-1] == "":
             lines.pop()
         self.lines = list(lines)  # type: List[Optional[str]]  # None = removed
-        self._index = {}  # type: Dict[str, int]
+        # every line setting a key, by its folded name: of two, VMware reads the last; a copy restored
+        # with only that one removed would read the other (the original's uuid.bios, MAC, workingDir)
+        self._index = {}  # type: Dict[str, List[int]]
         for i, line in enumerate(lines):
             m = _match(line)
             if m:
-                self._index[m.group(1).lower()] = i
+                self._index.setdefault(m.group(1).lower(), []).append(i)
 
     def get(self, key: str, default: Optional[str] = None) -> Optional[str]:
-        i = self._index.get(key.lower())
-        line = None if i is None else self.lines[i]
+        at = self._index.get(key.lower())
+        line = None if at is None else self.lines[at[-1]]
         m = _match(line) if line is not None else None
         if m is None:
             return default
@@ -51,18 +53,21 @@ class VmxFile:
         return "".join((self.get("uuid.bios") or "").replace("-", " ").split()).lower()
 
     def set(self, key: str, value: str) -> None:
+        """Set key on the line VMware reads it from (the last); an earlier line setting it goes."""
         line = '%s = "%s"' % (key, _escape(value))
-        i = self._index.get(key.lower())
-        if i is None:
-            self._index[key.lower()] = len(self.lines)
+        at = self._index.get(key.lower())
+        if at is None:
+            self._index[key.lower()] = [len(self.lines)]
             self.lines.append(line)
         else:
-            self.lines[i] = line
+            for i in at[:-1]:
+                self.lines[i] = None
+            self.lines[at[-1]] = line
+            self._index[key.lower()] = at[-1:]
 
     def remove(self, key: str) -> None:
-        """Drop the line setting key; every other line stays byte for byte."""
-        i = self._index.pop(key.lower(), None)
-        if i is not None:
+        """Drop every line setting key; every other line stays byte for byte."""
+        for i in self._index.pop(key.lower(), []):
             self.lines[i] = None
 
     def text(self) -> str:

@@ -69,9 +69,6 @@ def restored(host, datastore, name, ext=".vmx"):
 # A copy's identity, where a key is set twice
 
 
-@pytest.mark.xfail(strict=True, reason="VmxFile.remove drops only the last line setting a key: a .vmx setting uuid.bios, "
-                   "ethernet0.generatedAddress or workingDir twice is restored as a copy that, as VMware reads it "
-                   "(the remaining line wins), keeps the original's BIOS UUID, MAC and working folder")
 def test_a_copy_never_keeps_the_originals_identity_from_a_key_set_twice(host):
     """`web`'s .vmx was hand-edited years ago: a block pasted at its top (from the VM's own
     documentation page) sets `uuid.bios`, `ethernet0.generatedAddress` and `workingDir` (the VM's
