@@ -38,6 +38,9 @@ class VmxFile:
             m = _match(line)
             if m:
                 self._index.setdefault(m.group(1).lower(), []).append(i)
+        # the charset the text was read in (as_vmware_reads): a |XX escape is a byte of it
+        self.charset = "utf-8"  # the .encoding line is ASCII, read as any
+        self.charset = _charset(self.get(".encoding") or "utf-8", lambda _message: None)
 
     def get(self, key: str, default: Optional[str] = None) -> Optional[str]:
         at = self._index.get(key.lower())
@@ -45,7 +48,7 @@ class VmxFile:
         m = _match(line) if line is not None else None
         if m is None:
             return default
-        return _unescape(m.group(2) if m.group(2) is not None else m.group(3) or "")
+        return _unescape(_raw_value(m), self.charset)
 
     def bios_uuid(self) -> str:
         """uuid.bios as 32 lower-case hex digits: VMware writes `56 4d ... 34-56 ...`, admins paste it
@@ -53,8 +56,12 @@ class VmxFile:
         return "".join((self.get("uuid.bios") or "").replace("-", " ").split()).lower()
 
     def set(self, key: str, value: str) -> None:
-        """Set key on the line VMware reads it from (the last); an earlier line setting it goes."""
-        line = '%s = "%s"' % (key, _escape(value))
+        """Set key on the line VMware reads it from (the last); an earlier line setting it goes. A new
+        `.encoding` keeps every value: a line whose escapes read otherwise in the new charset is
+        escaped anew (`|83|7C`, ポ in Shift_JIS, is no character in UTF-8)."""
+        if key.lower() == ".encoding":
+            self._recode(_charset(value, lambda _message: None))
+        line = '%s = "%s"' % (key, _escape(value, self.charset))
         at = self._index.get(key.lower())
         if at is None:
             self._index[key.lower()] = [len(self.lines)]
@@ -69,6 +76,21 @@ class VmxFile:
         """Drop every line setting key; every other line stays byte for byte."""
         for i in self._index.pop(key.lower(), []):
             self.lines[i] = None
+
+    def _recode(self, charset: str) -> None:
+        for at in self._index.values():
+            for i in at:
+                line = self.lines[i]
+                m = _match(line) if line is not None else None
+                if line is None or m is None:
+                    continue
+                value = _unescape(_raw_value(m), self.charset)
+                if _unescape(_raw_value(m), charset) != value:
+                    span = m.span(2) if m.group(2) is not None else m.span(3)
+                    self.lines[i] = '%s"%s"%s' % (line[: span[0] - (m.group(2) is not None)],
+                                                  _escape(value, charset),
+                                                  line[span[1] + (m.group(2) is not None):])
+        self.charset = charset
 
     def text(self) -> str:
         return "\n".join(line for line in self.lines if line is not None) + "\n"
@@ -109,15 +131,50 @@ def _device_order(dev: str) -> Tuple[int, int, int]:
     return (DISK_BUSES.index(m.group(1)), int(m.group(2)), int(m.group(3)))
 
 
-def _unescape(value: str) -> str:
-    # VMware writes special characters in values as |XX hex escapes.
-    return re.sub(r"\|([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), value)
+def _raw_value(m: Match[str]) -> str:
+    """A matched line's value as the file spells it, escapes and all."""
+    return m.group(2) if m.group(2) is not None else m.group(3) or ""
 
 
-def _escape(value: str) -> str:
-    # a control character (a newline in a VM name from a domain XML) would end the line early and
-    # start one of the name's choosing: VMware writes those as |XX too
-    return "".join("|%02X" % ord(c) if c in '"|' or ord(c) < 0x20 or ord(c) == 0x7F else c for c in value)
+_SPECIAL = frozenset(b'"|\x7f' + bytes(range(0x20)))  # bytes VMware writes as |XX
+
+
+def _unescape(value: str, charset: str) -> str:
+    """A value as VMware reads it (lib/misc/escape.c, Escape_Undo on the line's bytes, then the file's
+    charset): each |XX is a byte, so `M|C3|BCller` in UTF-8 is `Müller`, and in Shift_JIS the `|` of
+    `83 |7C` is the second byte of ポ, which the decoded text hides inside that character. A UTF-8 file's
+    value is UTF-8, else Latin-1, as its lines are (as_vmware_reads)."""
+    if charset == "utf-8":
+        if "|" not in value:
+            return value
+        raw = value.encode(charset, "surrogateescape")
+    else:
+        raw = value.encode(charset, "replace")  # a text decoded in it: a character it lacks is U+FFFD's "?"
+        if b"|" not in raw:
+            return value
+    raw = re.sub(rb"\|([0-9A-Fa-f]{2})", lambda m: bytes([int(m.group(1), 16)]), raw)
+    return _line_text(raw) if charset == "utf-8" else raw.decode(charset, "replace")
+
+
+def _escape(value: str, charset: str) -> str:
+    """value as VMware writes it in charset: a byte `"`, `|` or control character (a newline in a VM
+    name from a domain XML would end the line early and start one of the name's choosing) as |XX. A
+    character whose bytes in charset hold one (ポ is 83 7C in Shift_JIS) is written as |XX bytes
+    alone, so the text is the same in any charset; one the charset lacks stays as it is (the file is
+    declared UTF-8 before it is written)."""
+    return "".join(_escaped(c, charset) for c in value)
+
+
+def _escaped(c: str, charset: str) -> str:
+    if c < "\x80":
+        return "|%02X" % ord(c) if ord(c) in _SPECIAL else c
+    if charset == "utf-8":
+        return c  # every byte of a non-ASCII character is 80 or more
+    try:
+        raw = c.encode(charset)
+    except UnicodeEncodeError:
+        return c
+    return "".join("|%02X" % b for b in raw) if _SPECIAL.intersection(raw) else c
 
 
 _ASCII = bytes(range(0x20, 0x7F)) + b"\t\r\n"
