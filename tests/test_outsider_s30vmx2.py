@@ -152,9 +152,6 @@ def test_a_restored_snapshot_tree_keeps_its_snapshot_names(host, kind):
     ("UTF-8", b"M|C3|BCller DB", "Müller DB"),
     ("Shift_JIS", "ポ".encode("shift_jis").replace(b"|", b"|7C") + b"12 DB", "ポ12 DB"),
 ], ids=["utf8-escaped-bytes", "shift_jis-escaped-trail-byte"])
-@pytest.mark.xfail(strict=True, reason="vmx._unescape turns each |XX into the character U+00XX of the already "
-                   "decoded text; VMware's Escape_Undo makes it a byte before the charset is applied: an "
-                   "escaped multi-byte character is restored under a mangled name ('MÃ¼ller DB', 'ポ7C12 DB')")
 def test_an_escaped_byte_in_the_display_name_is_read_as_vmware_reads_it(host, charset, escaped, name):
     """A ghettoVCB backup (no hotvcb.json) of a VM whose .vmx a tool wrote with every byte it did not
     trust escaped as VMware's dictionary format allows: (a) `displayName = "M|C3|BCller DB"`, the
@@ -184,9 +181,6 @@ def test_an_escaped_byte_in_the_display_name_is_read_as_vmware_reads_it(host, ch
 # Simulator (esxisim) defects: where it reads a .vmx otherwise than ESXi does
 
 
-@pytest.mark.xfail(strict=True, reason="esxisim looks .vmx keys up case-sensitively (vmx.disk_nodes asks "
-                   "node + '.present' as the fileName key spells the node): a disk ESXi runs with, written "
-                   "`SCSI0:1.FileName`, is no disk of the simulated VM")
 def test_esxisim_folds_the_case_of_vmx_keys_as_esxi_does(host):
     """ESXi's dictionary keys fold case: `SCSI0:1.FileName = "db_1.vmdk"` with `scsi0:1.present =
     "TRUE"` is the VM's second disk (hotvcb reads it so, and backs it up). The simulator lists only
