@@ -20,6 +20,9 @@ from . import lazyre
 # `#`; after it only blanks, then the end or a comment. A NUL ends the line VMware reads (a C string).
 _LINE = lazyre.compile(r'[ \t]*([^ \t#=]+)[ \t]*=[ \t]*(?:"([^"]*)"|([^ \t#"][^ \t#]*)?)[ \t]*(?:#.*)?\Z', re.S)
 DISK_BUSES = ("scsi", "sata", "ide", "nvme")
+# the largest .vmx (or .vmsd) a backup takes and a restore reads: far past any VM's (a VM deployed with
+# cloud-init carries its user-data in guestinfo, a MiB or more), a bound on what a planted file costs
+MAX_SIZE = 64 << 20
 _DEVICE = lazyre.compile(r"^(scsi|sata|ide|nvme)({0}):({0})$".format(DIGITS))  # a longer number: no device of ESXi's
 
 

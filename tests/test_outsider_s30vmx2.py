@@ -232,10 +232,6 @@ def test_a_restored_snapshot_tree_keeps_the_vmx_text(host, kind):
 # A backup that says OK and does not restore
 
 
-@pytest.mark.xfail(strict=True, reason="the backup reads a VM's .vmx whole (read_text) and seals it OK; the restore "
-                   "refuses a backup .vmx past backup_check.TEXT_MAX (1 MiB) as 'more than a file of its kind "
-                   "holds': a VM carrying cloud-init user-data in guestinfo is backed up OK every night and "
-                   "cannot be restored")
 def test_a_vm_whose_vmx_holds_large_guestinfo_is_restorable_from_its_ok_backup(host):
     """`web` is deployed from an OVA with cloud-init: its user-data (certificates, scripts) sits base64
     encoded in `guestinfo.userdata`, 1.1 MB of the running VM's .vmx. Every nightly backup ends

@@ -21,7 +21,7 @@ from ..settings import DISK_FORMATS
 from ..shell import Shell
 from ..store import layout
 from ..treeview import ScannedShell
-from ..vmx import VmxFile, as_vmware_reads
+from ..vmx import MAX_SIZE, VmxFile, as_vmware_reads
 from . import esxi_release, esxi_rows, esxi_tree, vimcmd
 from .base import Copied
 from .esxi_disks import EsxiDisks
@@ -244,7 +244,12 @@ class EsxiHost:
 
     def backup_config(self, vm: Vm, disk_names: Dict[str, str]) -> Tuple[str, str]:
         """The .vmx as a backup holds it: each disk named as the backup names it (its base
-        name: a clone of a chain is whole; or the distinct name two same-named disks get)."""
+        name: a clone of a chain is whole; or the distinct name two same-named disks get). A .vmx past
+        vmx.MAX_SIZE, which no restore reads, fails the backup rather than make one that cannot come back."""
+        size = self._files.file_size(vm.ref.vmx_path)
+        if size > MAX_SIZE:
+            raise HostError("%s is %d bytes, more than the %d MiB of a .vmx hotvcb restores: not backed up"
+                            % (vm.ref.vmx_path, size, MAX_SIZE >> 20))
         vmx = self._vmx(vm.ref.vmx_path)
         if (vmx.get(".encoding") or "UTF-8") != "UTF-8":  # the copy is written as UTF-8 (write_text): said so
             vmx.set(".encoding", "UTF-8")
