@@ -80,6 +80,15 @@ class VmxFile:
         for i in self._index.pop(key.lower(), []):
             self.lines[i] = None
 
+    def declare_utf8(self) -> bool:
+        """Declare the text UTF-8, as hotvcb writes it (every shell's write_text): a file that declared
+        another charset (an old VM made on Windows: windows-1252) would be read in it, its names garbled.
+        Whether the text changed."""
+        if (self.get(".encoding") or "UTF-8") == "UTF-8":
+            return False
+        self.set(".encoding", "UTF-8")
+        return True
+
     def _recode(self, charset: str) -> None:
         for at in self._index.values():
             for i in at:

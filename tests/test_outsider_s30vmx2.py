@@ -107,9 +107,6 @@ def test_a_copy_never_keeps_the_originals_identity_from_a_key_set_twice(host):
 
 
 @pytest.mark.parametrize("kind", ["windows-1252", "utf8-with-one-latin1-line"])
-@pytest.mark.xfail(strict=True, reason="restore_tree.plan reads the tree's .vmsd with read_small (UTF-8, else ALL of it "
-                   "as Latin-1) and ignores its .encoding, then writes it back as UTF-8: the restored VM's "
-                   "snapshot names come back as mojibake ('Vor Ã„nderung')")
 def test_a_restored_snapshot_tree_keeps_its_snapshot_names(host, kind):
     """`web` has two snapshots, the first named `Vor Änderung – Test` by the admin's German
     colleague, and is backed up with BACKUP_SNAPSHOT_TREE=1 so that a restore brings the tree back
@@ -193,9 +190,6 @@ def test_esxisim_folds_the_case_of_vmx_keys_as_esxi_does(host):
 
 
 @pytest.mark.parametrize("kind", ["windows-1252", "utf8-with-one-latin1-line"])
-@pytest.mark.xfail(strict=True, reason="the snapshot tree's .vmx is copied into the backup as read_text decoded it "
-                   "(UTF-8, else ALL as Latin-1) and written as UTF-8 under its old .encoding (snaptree.copy): "
-                   "its non-ASCII values come back from the restore as mojibake")
 def test_a_restored_snapshot_tree_keeps_the_vmx_text(host, kind):
     """`web` keeps its notes in the annotation, `Preis 5 € / Grüße`, and has a snapshot; it is backed
     up with BACKUP_SNAPSHOT_TREE=1. Its .vmx is (a) an old Windows-made VM's, `.encoding =
@@ -257,9 +251,6 @@ def test_a_vm_whose_vmx_holds_large_guestinfo_is_restorable_from_its_ok_backup(h
     assert as_vmware_reads(read_bytes(restored(host, "ds5", "web copy"))).get("guestinfo.userdata") == userdata
 
 
-@pytest.mark.xfail(strict=True, reason="esxi_tree.read_tree reads the .vmsd/.vmx with read_text (UTF-8, else ALL as "
-                   "Latin-1) and snaptree.copy writes them back as UTF-8 under the charset they declare: the "
-                   "backup's snapshot-tree/ files and its manifest name the snapshots in mojibake")
 def test_the_backups_snapshot_tree_holds_the_vmsd_as_the_user_had_it(host):
     """docs/backup-format.md: `snapshot-tree/<VM>.vmsd` is "the user's snapshot tree, as it was
     before our snapshot", and the manifest lists the snapshots' names. `web`, an old Windows-made VM

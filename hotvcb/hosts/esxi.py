@@ -251,8 +251,7 @@ class EsxiHost:
             raise HostError("%s is %d bytes, more than the %d MiB of a .vmx hotvcb restores: not backed up"
                             % (vm.ref.vmx_path, size, MAX_SIZE >> 20))
         vmx = self._vmx(vm.ref.vmx_path)
-        if (vmx.get(".encoding") or "UTF-8") != "UTF-8":  # the copy is written as UTF-8 (write_text): said so
-            vmx.set(".encoding", "UTF-8")
+        vmx.declare_utf8()
         for disk in vm.disks:
             current = vmx.get(disk.key + ".fileName") or ""
             folder, _, name = current.rpartition("/")
@@ -372,7 +371,7 @@ class EsxiHost:
         tops = [name for _dev, _bus, name in vmx.disk_slots()]
         vmsd_path = vm.ref.vmx_path[: -len(".vmx")] + ".vmsd"
         if self._files.exists(vmsd_path):
-            vmsd = VmxFile(self._files.read_text(vmsd_path))
+            vmsd = VmxFile(esxi_tree.read_dictionary(self._files, vmsd_path))
             tops += [vmsd.get(k) or "" for k in vmsd.keys() if ".disk" in k and k.endswith(".filename")]
         used = set()  # type: set
         for name in tops:
