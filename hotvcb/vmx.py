@@ -154,18 +154,19 @@ _SPECIAL = frozenset(b'"|\x7f' + bytes(range(0x20)))  # bytes VMware writes as |
 def _unescape(value: str, charset: str) -> str:
     """A value as VMware reads it (lib/misc/escape.c, Escape_Undo on the line's bytes, then the file's
     charset): each |XX is a byte, so `M|C3|BCller` in UTF-8 is `Müller`, and in Shift_JIS the `|` of
-    `83 |7C` is the second byte of ポ, which the decoded text hides inside that character. A UTF-8 file's
-    value is UTF-8, else Latin-1, as its lines are (as_vmware_reads)."""
+    `83 |7C` is the second byte of ポ, which the decoded text hides inside that character. In UTF-8 a
+    character is whole, and no escaped byte joins it: each run of escapes is read alone, UTF-8, else
+    Latin-1, as a line is (as_vmware_reads); nothing else of the value is encoded again (a name from a
+    QEMU JSON may hold a lone surrogate)."""
     if charset == "utf-8":
         if "|" not in value:
             return value
-        raw = value.encode(charset, "surrogateescape")
-    else:
-        raw = value.encode(charset, "replace")  # a text decoded in it: a character it lacks is U+FFFD's "?"
-        if b"|" not in raw:
-            return value
-    raw = re.sub(rb"\|([0-9A-Fa-f]{2})", lambda m: bytes([int(m.group(1), 16)]), raw)
-    return _line_text(raw) if charset == "utf-8" else raw.decode(charset, "replace")
+        return re.sub(r"(?:\|[0-9A-Fa-f]{2})+", lambda m: _line_text(bytes.fromhex(m.group(0).replace("|", ""))),
+                      value)
+    raw = value.encode(charset, "replace")  # a text decoded in it: a character it lacks is U+FFFD's "?"
+    if b"|" not in raw:
+        return value
+    return re.sub(rb"\|([0-9A-Fa-f]{2})", lambda m: bytes([int(m.group(1), 16)]), raw).decode(charset, "replace")
 
 
 def _escape(value: str, charset: str) -> str:
