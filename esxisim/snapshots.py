@@ -120,7 +120,7 @@ def create(host, vmid, name, description="", memory=False, quiesce=False):
         stem = os.path.basename(vmx_host)[:-4]
         vmsn = "%s-Snapshot%d.vmsn" % (stem, uid)
         with open(os.path.join(os.path.dirname(host.vmx_real(vmid)), vmsn), "wb") as f:
-            f.write(b"\xd2\xbe\xd2\xbe" + vmx.render(data).encode(vmx.charset(data), "replace"))
+            f.write(b"\xd2\xbe\xd2\xbe" + vmx.render(data))
         snaps.append({"uid": uid, "parent": meta["current"] if any(s["uid"] == meta["current"] for s in snaps) else 0,
                       "filename": vmsn, "name": name, "description": description, "time": time.time(),
                       "memory": bool(memory and on), "quiesced": bool(quiesce and on),

@@ -24,7 +24,9 @@ def escape(value):
 
 
 def unescape(value):
-    """Each `|XX` (two hex digits) is the character XX, read left to right."""
+    """Each `|XX` (two hex digits) is the byte XX, read left to right (lib/misc/escape.c, Escape_Undo):
+    `value` holds one character a byte (a line read as Latin-1), and so does the result; the file's
+    charset applies afterwards (`M|C3|BCller` is `Müller` in UTF-8)."""
     if "|" not in value:
         return value
     parts = value.split("|")
@@ -35,6 +37,34 @@ def unescape(value):
         else:
             out.append("|" + part)
     return "".join(out)
+
+
+class Dictionary(dict):
+    """ESXi's dictionary: a key is read whatever its case (`SCSI0:1.FileName` is `scsi0:1.fileName`),
+    and kept as it was first spelled; the last line setting it gives its value."""
+
+    def __init__(self):
+        super().__init__()
+        self._spelled = {}
+
+    def _key(self, key):
+        return self._spelled.get(key.lower(), key)
+
+    def __setitem__(self, key, value):
+        super().__setitem__(self._spelled.setdefault(key.lower(), key), value)
+
+    def __getitem__(self, key):
+        return super().__getitem__(self._key(key))
+
+    def __contains__(self, key):
+        return super().__contains__(self._key(key))
+
+    def __delitem__(self, key):
+        super().__delitem__(self._key(key))
+        del self._spelled[key.lower()]
+
+    def get(self, key, default=None):
+        return super().get(self._key(key), default)
 
 
 def _key_value(line):
@@ -78,17 +108,34 @@ def _up_to(text, stops):
 
 
 def parse(text):
-    """Keys keep their file order (a dict's); ESXi rewrites keys in place, not sorted."""
-    data = {}
-    for line in text.split("\n"):  # a line feed ends a line, as ESXi reads .vmx and descriptor files
+    """The dictionary a UTF-8 file of this text holds."""
+    return read(text.encode("utf-8", "surrogateescape"), "utf-8")
+
+
+def read(raw, charset):
+    """The dictionary of a file's bytes as ESXi reads them: each line parsed and each value unescaped
+    as bytes, then read in `charset`. Keys keep their file order (a dict's); ESXi rewrites keys in
+    place, not sorted."""
+    data = Dictionary()
+    for line in raw.decode("latin-1").split("\n"):  # a line feed ends a line, as ESXi reads .vmx and descriptors
         kv = _key_value(line)
         if kv:
-            data[kv[0]] = unescape(kv[1])
+            data[kv[0].encode("latin-1").decode(charset, "replace")] = (
+                unescape(kv[1]).encode("latin-1").decode(charset, "replace"))
     return data
 
 
 def render(data):
-    return "".join('%s = "%s"\n' % (k, escape(str(v))) for k, v in data.items())
+    """The file's bytes, in the charset its `.encoding` declares; values escaped as bytes of it, as
+    hostd writes them (ポ in Shift_JIS is 83 7C: written `83 |7C`)."""
+    name = charset(data)
+    return "".join('%s = "%s"\n' % (_bytes(k, name), escape(_bytes(str(v), name)))
+                   for k, v in data.items()).encode("latin-1")
+
+
+def _bytes(text, name):
+    """text's bytes in charset `name`, one character a byte."""
+    return text.encode(name, "replace").decode("latin-1")
 
 
 def charset(data):
@@ -108,13 +155,13 @@ def charset(data):
 def load(path):
     with open(path, "rb") as f:
         raw = f.read()
-    return parse(raw.decode(charset(parse(raw.decode("latin-1"))), "replace"))
+    return read(raw, charset(read(raw, "latin-1")))
 
 
 def save(path, data):
     # In-place rewrite (no rename) keeps the inode, like hostd does with the .vmx; in its declared charset.
     with open(path, "wb") as f:
-        f.write(render(data).encode(charset(data), "replace"))
+        f.write(render(data))
 
 
 DISK_KEY = r"^((?:scsi|sata|ide|nvme)\d+:\d+)\.fileName$"  # case-insensitive

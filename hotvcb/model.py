@@ -109,7 +109,8 @@ class SnapshotTree:
 
     Every file is named by its base name in the backup (one folder), so the
     deltas' parent hints and the .vmsd's disk names resolve there and after
-    a restore. The texts are the user's, before our snapshot changed them.
+    a restore. The texts are the user's, before our snapshot changed them, as hostd reads them (in
+    the charset they declare), declared UTF-8 where they declared another: they are written as UTF-8.
     """
 
     vmx_name: str

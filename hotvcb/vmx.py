@@ -20,6 +20,9 @@ from . import lazyre
 # `#`; after it only blanks, then the end or a comment. A NUL ends the line VMware reads (a C string).
 _LINE = lazyre.compile(r'[ \t]*([^ \t#=]+)[ \t]*=[ \t]*(?:"([^"]*)"|([^ \t#"][^ \t#]*)?)[ \t]*(?:#.*)?\Z', re.S)
 DISK_BUSES = ("scsi", "sata", "ide", "nvme")
+# the largest .vmx (or .vmsd) a backup takes and a restore reads: far past any VM's (a VM deployed with
+# cloud-init carries its user-data in guestinfo, a MiB or more), a bound on what a planted file costs
+MAX_SIZE = 64 << 20
 _DEVICE = lazyre.compile(r"^(scsi|sata|ide|nvme)({0}):({0})$".format(DIGITS))  # a longer number: no device of ESXi's
 
 
@@ -31,19 +34,24 @@ class VmxFile:
         if lines[-1] == "":
             lines.pop()
         self.lines = list(lines)  # type: List[Optional[str]]  # None = removed
-        self._index = {}  # type: Dict[str, int]
+        # every line setting a key, by its folded name: of two, VMware reads the last; a copy restored
+        # with only that one removed would read the other (the original's uuid.bios, MAC, workingDir)
+        self._index = {}  # type: Dict[str, List[int]]
         for i, line in enumerate(lines):
             m = _match(line)
             if m:
-                self._index[m.group(1).lower()] = i
+                self._index.setdefault(m.group(1).lower(), []).append(i)
+        # the charset the text was read in (as_vmware_reads): a |XX escape is a byte of it
+        self.charset = "utf-8"  # the .encoding line is ASCII, read as any
+        self.charset = _charset(self.get(".encoding") or "utf-8", lambda _message: None)
 
     def get(self, key: str, default: Optional[str] = None) -> Optional[str]:
-        i = self._index.get(key.lower())
-        line = None if i is None else self.lines[i]
+        at = self._index.get(key.lower())
+        line = None if at is None else self.lines[at[-1]]
         m = _match(line) if line is not None else None
         if m is None:
             return default
-        return _unescape(m.group(2) if m.group(2) is not None else m.group(3) or "")
+        return _unescape(_raw_value(m), self.charset)
 
     def bios_uuid(self) -> str:
         """uuid.bios as 32 lower-case hex digits: VMware writes `56 4d ... 34-56 ...`, admins paste it
@@ -51,19 +59,50 @@ class VmxFile:
         return "".join((self.get("uuid.bios") or "").replace("-", " ").split()).lower()
 
     def set(self, key: str, value: str) -> None:
-        line = '%s = "%s"' % (key, _escape(value))
-        i = self._index.get(key.lower())
-        if i is None:
-            self._index[key.lower()] = len(self.lines)
+        """Set key on the line VMware reads it from (the last); an earlier line setting it goes. A new
+        `.encoding` keeps every value: a line whose escapes read otherwise in the new charset is
+        escaped anew (`|83|7C`, ポ in Shift_JIS, is no character in UTF-8)."""
+        if key.lower() == ".encoding":
+            self._recode(_charset(value, lambda _message: None))
+        line = '%s = "%s"' % (key, _escape(value, self.charset))
+        at = self._index.get(key.lower())
+        if at is None:
+            self._index[key.lower()] = [len(self.lines)]
             self.lines.append(line)
         else:
-            self.lines[i] = line
+            for i in at[:-1]:
+                self.lines[i] = None
+            self.lines[at[-1]] = line
+            self._index[key.lower()] = at[-1:]
 
     def remove(self, key: str) -> None:
-        """Drop the line setting key; every other line stays byte for byte."""
-        i = self._index.pop(key.lower(), None)
-        if i is not None:
+        """Drop every line setting key; every other line stays byte for byte."""
+        for i in self._index.pop(key.lower(), []):
             self.lines[i] = None
+
+    def declare_utf8(self) -> bool:
+        """Declare the text UTF-8, as hotvcb writes it (every shell's write_text): a file that declared
+        another charset (an old VM made on Windows: windows-1252) would be read in it, its names garbled.
+        Whether the text changed."""
+        if (self.get(".encoding") or "UTF-8") == "UTF-8":
+            return False
+        self.set(".encoding", "UTF-8")
+        return True
+
+    def _recode(self, charset: str) -> None:
+        for at in self._index.values():
+            for i in at:
+                line = self.lines[i]
+                m = _match(line) if line is not None else None
+                if line is None or m is None:
+                    continue
+                value = _unescape(_raw_value(m), self.charset)
+                if _unescape(_raw_value(m), charset) != value:
+                    span = m.span(2) if m.group(2) is not None else m.span(3)
+                    self.lines[i] = '%s"%s"%s' % (line[: span[0] - (m.group(2) is not None)],
+                                                  _escape(value, charset),
+                                                  line[span[1] + (m.group(2) is not None):])
+        self.charset = charset
 
     def text(self) -> str:
         return "\n".join(line for line in self.lines if line is not None) + "\n"
@@ -104,15 +143,51 @@ def _device_order(dev: str) -> Tuple[int, int, int]:
     return (DISK_BUSES.index(m.group(1)), int(m.group(2)), int(m.group(3)))
 
 
-def _unescape(value: str) -> str:
-    # VMware writes special characters in values as |XX hex escapes.
-    return re.sub(r"\|([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), value)
+def _raw_value(m: Match[str]) -> str:
+    """A matched line's value as the file spells it, escapes and all."""
+    return m.group(2) if m.group(2) is not None else m.group(3) or ""
 
 
-def _escape(value: str) -> str:
-    # a control character (a newline in a VM name from a domain XML) would end the line early and
-    # start one of the name's choosing: VMware writes those as |XX too
-    return "".join("|%02X" % ord(c) if c in '"|' or ord(c) < 0x20 or ord(c) == 0x7F else c for c in value)
+_SPECIAL = frozenset(b'"|\x7f' + bytes(range(0x20)))  # bytes VMware writes as |XX
+
+
+def _unescape(value: str, charset: str) -> str:
+    """A value as VMware reads it (lib/misc/escape.c, Escape_Undo on the line's bytes, then the file's
+    charset): each |XX is a byte, so `M|C3|BCller` in UTF-8 is `Müller`, and in Shift_JIS the `|` of
+    `83 |7C` is the second byte of ポ, which the decoded text hides inside that character. In UTF-8 a
+    character is whole, and no escaped byte joins it: each run of escapes is read alone, UTF-8, else
+    Latin-1, as a line is (as_vmware_reads); nothing else of the value is encoded again (a name from a
+    QEMU JSON may hold a lone surrogate)."""
+    if charset == "utf-8":
+        if "|" not in value:
+            return value
+        return re.sub(r"(?:\|[0-9A-Fa-f]{2})+", lambda m: _line_text(bytes.fromhex(m.group(0).replace("|", ""))),
+                      value)
+    raw = value.encode(charset, "replace")  # a text decoded in it: a character it lacks is U+FFFD's "?"
+    if b"|" not in raw:
+        return value
+    return re.sub(rb"\|([0-9A-Fa-f]{2})", lambda m: bytes([int(m.group(1), 16)]), raw).decode(charset, "replace")
+
+
+def _escape(value: str, charset: str) -> str:
+    """value as VMware writes it in charset: a byte `"`, `|` or control character (a newline in a VM
+    name from a domain XML would end the line early and start one of the name's choosing) as |XX. A
+    character whose bytes in charset hold one (ポ is 83 7C in Shift_JIS) is written as |XX bytes
+    alone, so the text is the same in any charset; one the charset lacks stays as it is (the file is
+    declared UTF-8 before it is written)."""
+    return "".join(_escaped(c, charset) for c in value)
+
+
+def _escaped(c: str, charset: str) -> str:
+    if c < "\x80":
+        return "|%02X" % ord(c) if ord(c) in _SPECIAL else c
+    if charset == "utf-8":
+        return c  # every byte of a non-ASCII character is 80 or more
+    try:
+        raw = c.encode(charset)
+    except UnicodeEncodeError:
+        return c
+    return "".join("|%02X" % b for b in raw) if _SPECIAL.intersection(raw) else c
 
 
 _ASCII = bytes(range(0x20, 0x7F)) + b"\t\r\n"

@@ -69,9 +69,6 @@ def restored(host, datastore, name, ext=".vmx"):
 # A copy's identity, where a key is set twice
 
 
-@pytest.mark.xfail(strict=True, reason="VmxFile.remove drops only the last line setting a key: a .vmx setting uuid.bios, "
-                   "ethernet0.generatedAddress or workingDir twice is restored as a copy that, as VMware reads it "
-                   "(the remaining line wins), keeps the original's BIOS UUID, MAC and working folder")
 def test_a_copy_never_keeps_the_originals_identity_from_a_key_set_twice(host):
     """`web`'s .vmx was hand-edited years ago: a block pasted at its top (from the VM's own
     documentation page) sets `uuid.bios`, `ethernet0.generatedAddress` and `workingDir` (the VM's
@@ -110,9 +107,6 @@ def test_a_copy_never_keeps_the_originals_identity_from_a_key_set_twice(host):
 
 
 @pytest.mark.parametrize("kind", ["windows-1252", "utf8-with-one-latin1-line"])
-@pytest.mark.xfail(strict=True, reason="restore_tree.plan reads the tree's .vmsd with read_small (UTF-8, else ALL of it "
-                   "as Latin-1) and ignores its .encoding, then writes it back as UTF-8: the restored VM's "
-                   "snapshot names come back as mojibake ('Vor Ã„nderung')")
 def test_a_restored_snapshot_tree_keeps_its_snapshot_names(host, kind):
     """`web` has two snapshots, the first named `Vor Änderung – Test` by the admin's German
     colleague, and is backed up with BACKUP_SNAPSHOT_TREE=1 so that a restore brings the tree back
@@ -155,9 +149,6 @@ def test_a_restored_snapshot_tree_keeps_its_snapshot_names(host, kind):
     ("UTF-8", b"M|C3|BCller DB", "Müller DB"),
     ("Shift_JIS", "ポ".encode("shift_jis").replace(b"|", b"|7C") + b"12 DB", "ポ12 DB"),
 ], ids=["utf8-escaped-bytes", "shift_jis-escaped-trail-byte"])
-@pytest.mark.xfail(strict=True, reason="vmx._unescape turns each |XX into the character U+00XX of the already "
-                   "decoded text; VMware's Escape_Undo makes it a byte before the charset is applied: an "
-                   "escaped multi-byte character is restored under a mangled name ('MÃ¼ller DB', 'ポ7C12 DB')")
 def test_an_escaped_byte_in_the_display_name_is_read_as_vmware_reads_it(host, charset, escaped, name):
     """A ghettoVCB backup (no hotvcb.json) of a VM whose .vmx a tool wrote with every byte it did not
     trust escaped as VMware's dictionary format allows: (a) `displayName = "M|C3|BCller DB"`, the
@@ -187,9 +178,6 @@ def test_an_escaped_byte_in_the_display_name_is_read_as_vmware_reads_it(host, ch
 # Simulator (esxisim) defects: where it reads a .vmx otherwise than ESXi does
 
 
-@pytest.mark.xfail(strict=True, reason="esxisim looks .vmx keys up case-sensitively (vmx.disk_nodes asks "
-                   "node + '.present' as the fileName key spells the node): a disk ESXi runs with, written "
-                   "`SCSI0:1.FileName`, is no disk of the simulated VM")
 def test_esxisim_folds_the_case_of_vmx_keys_as_esxi_does(host):
     """ESXi's dictionary keys fold case: `SCSI0:1.FileName = "db_1.vmdk"` with `scsi0:1.present =
     "TRUE"` is the VM's second disk (hotvcb reads it so, and backs it up). The simulator lists only
@@ -202,9 +190,6 @@ def test_esxisim_folds_the_case_of_vmx_keys_as_esxi_does(host):
 
 
 @pytest.mark.parametrize("kind", ["windows-1252", "utf8-with-one-latin1-line"])
-@pytest.mark.xfail(strict=True, reason="the snapshot tree's .vmx is copied into the backup as read_text decoded it "
-                   "(UTF-8, else ALL as Latin-1) and written as UTF-8 under its old .encoding (snaptree.copy): "
-                   "its non-ASCII values come back from the restore as mojibake")
 def test_a_restored_snapshot_tree_keeps_the_vmx_text(host, kind):
     """`web` keeps its notes in the annotation, `Preis 5 € / Grüße`, and has a snapshot; it is backed
     up with BACKUP_SNAPSHOT_TREE=1. Its .vmx is (a) an old Windows-made VM's, `.encoding =
@@ -241,10 +226,6 @@ def test_a_restored_snapshot_tree_keeps_the_vmx_text(host, kind):
 # A backup that says OK and does not restore
 
 
-@pytest.mark.xfail(strict=True, reason="the backup reads a VM's .vmx whole (read_text) and seals it OK; the restore "
-                   "refuses a backup .vmx past backup_check.TEXT_MAX (1 MiB) as 'more than a file of its kind "
-                   "holds': a VM carrying cloud-init user-data in guestinfo is backed up OK every night and "
-                   "cannot be restored")
 def test_a_vm_whose_vmx_holds_large_guestinfo_is_restorable_from_its_ok_backup(host):
     """`web` is deployed from an OVA with cloud-init: its user-data (certificates, scripts) sits base64
     encoded in `guestinfo.userdata`, 1.1 MB of the running VM's .vmx. Every nightly backup ends
@@ -270,9 +251,6 @@ def test_a_vm_whose_vmx_holds_large_guestinfo_is_restorable_from_its_ok_backup(h
     assert as_vmware_reads(read_bytes(restored(host, "ds5", "web copy"))).get("guestinfo.userdata") == userdata
 
 
-@pytest.mark.xfail(strict=True, reason="esxi_tree.read_tree reads the .vmsd/.vmx with read_text (UTF-8, else ALL as "
-                   "Latin-1) and snaptree.copy writes them back as UTF-8 under the charset they declare: the "
-                   "backup's snapshot-tree/ files and its manifest name the snapshots in mojibake")
 def test_the_backups_snapshot_tree_holds_the_vmsd_as_the_user_had_it(host):
     """docs/backup-format.md: `snapshot-tree/<VM>.vmsd` is "the user's snapshot tree, as it was
     before our snapshot", and the manifest lists the snapshots' names. `web`, an old Windows-made VM

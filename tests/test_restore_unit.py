@@ -85,6 +85,34 @@ def test_vmx_remove_keeps_other_lines():
     assert vmx.get("UUID.location") == "new" and vmx.text().endswith('uuid.location = "new"\n')
 
 
+def test_a_key_set_on_two_lines_is_removed_and_set_on_both():
+    """VMware reads the last of two lines setting one key (case folded): removing only that one left
+    the other in force (a restored copy kept the original's uuid.bios)."""
+    vmx = VmxFile('uuid.bios = "56 4d"\na = "1"\nUUID.BIOS = "56 4d"\nk = "x"\nK = "y"\n')
+    vmx.remove("uuid.bios")
+    vmx.set("k", "z")
+    assert vmx.text() == 'a = "1"\nk = "z"\n' and vmx.get("uuid.bios") is None
+
+
+@pytest.mark.parametrize("charset,line,value", [
+    ("UTF-8", b'n = "M|C3|BCller|7C"', "M\u00fcller|"),
+    ("Shift_JIS", b'n = "\x83|7C12"', "\u30dd12"),  # the |7C is the second byte of the katakana PO
+    ("windows-1252", b'n = "|80 |22"', '\u20ac "'),
+])
+def test_an_escape_is_a_byte_of_the_files_charset(charset, line, value):
+    """Escape_Undo makes |XX a byte before the charset applies; a value written is escaped in bytes of
+    the charset, and declaring UTF-8 re-escapes what would read otherwise."""
+    from hotvcb.shell import decoded
+    data = b'.encoding = "' + charset.encode("ascii") + b'"\n' + line + b"\n"
+    vmx = VmxFile(as_vmware_reads(decoded(data), lambda: len(data)))
+    assert vmx.get("n") == value
+    vmx.set("w", value)
+    assert vmx.get("w") == value
+    vmx.declare_utf8()
+    again = VmxFile(as_vmware_reads(decoded(vmx.text().encode("utf-8")), lambda: len(vmx.text().encode("utf-8"))))
+    assert (again.get(".encoding"), again.get("n"), again.get("w")) == ("UTF-8", value, value)
+
+
 def test_a_vmx_is_read_in_the_charset_it_declares():
     """windows-1252 is not Latin-1 in 0x80-0x9F (the euro sign); UTF-8, undeclared or unknown stay as read."""
     from hotvcb.shell import decoded

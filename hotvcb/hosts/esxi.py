@@ -21,7 +21,7 @@ from ..settings import DISK_FORMATS
 from ..shell import Shell
 from ..store import layout
 from ..treeview import ScannedShell
-from ..vmx import VmxFile, as_vmware_reads
+from ..vmx import MAX_SIZE, VmxFile, as_vmware_reads
 from . import esxi_release, esxi_rows, esxi_tree, vimcmd
 from .base import Copied
 from .esxi_disks import EsxiDisks
@@ -244,10 +244,14 @@ class EsxiHost:
 
     def backup_config(self, vm: Vm, disk_names: Dict[str, str]) -> Tuple[str, str]:
         """The .vmx as a backup holds it: each disk named as the backup names it (its base
-        name: a clone of a chain is whole; or the distinct name two same-named disks get)."""
+        name: a clone of a chain is whole; or the distinct name two same-named disks get). A .vmx past
+        vmx.MAX_SIZE, which no restore reads, fails the backup rather than make one that cannot come back."""
+        size = self._files.file_size(vm.ref.vmx_path)
+        if size > MAX_SIZE:
+            raise HostError("%s is %d bytes, more than the %d MiB of a .vmx hotvcb restores: not backed up"
+                            % (vm.ref.vmx_path, size, MAX_SIZE >> 20))
         vmx = self._vmx(vm.ref.vmx_path)
-        if (vmx.get(".encoding") or "UTF-8") != "UTF-8":  # the copy is written as UTF-8 (write_text): said so
-            vmx.set(".encoding", "UTF-8")
+        vmx.declare_utf8()
         for disk in vm.disks:
             current = vmx.get(disk.key + ".fileName") or ""
             folder, _, name = current.rpartition("/")
@@ -367,7 +371,7 @@ class EsxiHost:
         tops = [name for _dev, _bus, name in vmx.disk_slots()]
         vmsd_path = vm.ref.vmx_path[: -len(".vmx")] + ".vmsd"
         if self._files.exists(vmsd_path):
-            vmsd = VmxFile(self._files.read_text(vmsd_path))
+            vmsd = VmxFile(esxi_tree.read_dictionary(self._files, vmsd_path))
             tops += [vmsd.get(k) or "" for k in vmsd.keys() if ".disk" in k and k.endswith(".filename")]
         used = set()  # type: set
         for name in tops:

@@ -17,7 +17,7 @@ from .. import vmdk
 from ..errors import HostError
 from ..model import Disk, Snapshot, SnapshotTree, Vm
 from ..shell import FileReader
-from ..vmx import VmxFile
+from ..vmx import VmxFile, as_vmware_reads
 from .. import lazyre
 
 MAX_DEPTH = 64  # VMware allows 32 snapshots in a chain; deeper is a loop
@@ -117,9 +117,20 @@ def created(files: FileReader, vm: Vm, name: str, before: Collection[str]) -> Op
 def _vmsd(files: FileReader, vm: Vm) -> Optional[VmxFile]:
     """The VM's .vmsd; None where there is none to read (hostd writes one with the first snapshot)."""
     try:
-        return VmxFile(files.read_text(vm.ref.vmx_path[: -len(".vmx")] + ".vmsd"))
+        return VmxFile(read_dictionary(files, vm.ref.vmx_path[: -len(".vmx")] + ".vmsd"))
     except HostError:
         return None
+
+
+def read_dictionary(files: FileReader, path: str) -> str:
+    """A .vmx or .vmsd's text as hostd reads it (vmx.as_vmware_reads: in the charset it declares, a UTF-8
+    one line by line), declared UTF-8 as hotvcb writes it: a .vmsd of an old VM made on Windows declares
+    windows-1252, and its snapshot names read as UTF-8-else-Latin-1 were not those hostd lists (nor, in
+    the backup's copy written as UTF-8 under that declaration, those a restore brought back). A file
+    that declares no other charset is kept as read."""
+    text = as_vmware_reads(files.read_text(path), lambda: files.file_size(path))
+    vmx = VmxFile(text)
+    return vmx.text() if vmx.declare_utf8() else text
 
 
 def read_tree(files: FileReader, vm: Vm, disks: List[Disk]) -> SnapshotTree:
@@ -131,7 +142,7 @@ def read_tree(files: FileReader, vm: Vm, disks: List[Disk]) -> SnapshotTree:
     """
     vmx_path = vm.ref.vmx_path
     vmsd_path = vmx_path[: -len(".vmx")] + ".vmsd"
-    vmsd_text = files.read_text(vmsd_path) if files.exists(vmsd_path) else ""
+    vmsd_text = read_dictionary(files, vmsd_path) if files.exists(vmsd_path) else ""
     vmsd = VmxFile(vmsd_text)
     by_node = {d.key.lower(): d for d in disks}
     tops = [(d, d.path, "%s %s (current state)" % (vm.name, d.key)) for d in disks]
@@ -161,7 +172,7 @@ def read_tree(files: FileReader, vm: Vm, disks: List[Disk]) -> SnapshotTree:
                                 % (vm.name, name, node, posixpath.basename(fname)))
             if disk is not None and fname:
                 tops.append((disk, absolute(vm.folder, fname), "%s snapshot %r, %s" % (vm.name, name, disk.key)))
-    tree = SnapshotTree(vmx_path.rsplit("/", 1)[-1], files.read_text(vmx_path), vmsd_path.rsplit("/", 1)[-1],
+    tree = SnapshotTree(vmx_path.rsplit("/", 1)[-1], read_dictionary(files, vmx_path), vmsd_path.rsplit("/", 1)[-1],
                         vmsd_text, names, state)
     seen = {}  # type: Dict[str, str]  # base name -> the path that has it
     for path in state + [vmx_path, vmsd_path]:

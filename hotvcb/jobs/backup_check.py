@@ -18,7 +18,7 @@ from .verify import verify_folder, verify_gz
 from .. import lazyre
 
 DESCRIPTOR_MAX = 64 << 10  # a VMDK descriptor file is a few hundred bytes; a sparse extent embeds one within this
-TEXT_MAX = 1 << 20  # a backup's text file (.vmx, .vmsd, descriptor) past this is refused rather than read
+TEXT_MAX = 1 << 20  # a backup's descriptor past this is refused rather than read (a .vmx or .vmsd: vmx.MAX_SIZE)
 SPARSE_MAGICS = ("KDMV", "COWD", "\xbe\xba\xfe\xca")  # hosted sparse, vmfsSparse, seSparse (its LE 0xcafebabe)
 QEMU_DESC_SIZE = 20 * 512  # the bytes qemu searches for a parentFileNameHint (block/vmdk.c DESC_SIZE)
 # the hint as qemu finds it (strstr): anywhere, its name from the 2nd byte after the key to the next quote

@@ -32,7 +32,7 @@ from ..shell import FileReader, read_small
 from ..store import layout
 from ..units import PAGE, in_pages
 from ..vmdk import base_name
-from ..vmx import VmxFile, as_vmware_reads
+from ..vmx import MAX_SIZE, VmxFile, as_vmware_reads
 from . import backup_check, restore_tree
 from .restore_scratch import OWN_FILES, RESTORING
 from .restore_tree import TreeRestore
@@ -120,7 +120,7 @@ class Planner:
         try:  # read_regular: a FIFO planted as the .vmx would block a plain read for ever
             path = backup + "/" + vmxs[0]
             say = (lambda _message: None) if quiet else self.log.warning
-            vmx = VmxFile(as_vmware_reads(read_small(fs, path, backup_check.TEXT_MAX), lambda: fs.file_size(path), say))
+            vmx = VmxFile(as_vmware_reads(read_small(fs, path, MAX_SIZE), lambda: fs.file_size(path), say))
         except HostError as err:
             raise RestoreError(str(err)) from err
         original = vmx.get("displayName")

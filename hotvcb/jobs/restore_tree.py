@@ -17,7 +17,7 @@ from .. import vmdk
 from ..errors import HostError, HotvcbError
 from ..hosts import esxi_tree
 from ..shell import FileReader, Shell, read_small
-from ..vmx import VmxFile, as_vmware_reads
+from ..vmx import MAX_SIZE, VmxFile, as_vmware_reads
 from . import backup_check
 from .snaptree import TREE, relink
 
@@ -45,12 +45,14 @@ def plan(fs: FileReader, folder: str, vmx_name: str, new_stem: str) -> Tuple[Vmx
     if not fs.exists(folder + "/" + vmx_name):
         raise HotvcbError("%s holds no %s: the snapshot tree is incomplete" % (folder, vmx_name))
     path = folder + "/" + vmx_name
-    vmx = VmxFile(as_vmware_reads(read_small(fs, path, backup_check.TEXT_MAX), lambda: fs.file_size(path)))
+    vmx = VmxFile(as_vmware_reads(read_small(fs, path, MAX_SIZE), lambda: fs.file_size(path)))
     old_stem = vmx_name[: -len(".vmx")]
     vmsds = [f for f in fs.listdir(folder) if f.lower().endswith(".vmsd")]
     if len(vmsds) != 1:
         raise HotvcbError("%s holds %d .vmsd files, expected 1" % (folder, len(vmsds)))
-    vmsd = VmxFile(read_small(fs, folder + "/" + vmsds[0], backup_check.TEXT_MAX))
+    vmsd_path = folder + "/" + vmsds[0]
+    vmsd = VmxFile(as_vmware_reads(read_small(fs, vmsd_path, MAX_SIZE), lambda: fs.file_size(vmsd_path)))
+    vmsd.declare_utf8()  # written as UTF-8 (write_text); a backup made before it was declared so
     tree = TreeRestore(folder, vmx_name, new_stem + ".vmsd", "")
     tops = [posixpath.basename(name) for _dev, _bus, name in vmx.disk_slots()
             if fs.exists(folder + "/" + posixpath.basename(name))]

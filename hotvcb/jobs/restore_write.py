@@ -17,7 +17,7 @@ from ..hosts.base import Hypervisor
 from ..model import Disk, Vm, VmRef
 from ..restorefile import RestoreRequest
 from ..shell import Shell, read_small
-from ..vmx import VmxFile
+from ..vmx import MAX_SIZE, VmxFile
 from . import backup_check, restore_copy, restore_tree
 from .restore_check import Checking, damaged
 from .restore_plan import DiskCopy, Plan, RestoreError
@@ -288,6 +288,6 @@ def _running_twin(host: Hypervisor, name: str, own: Set[str], vmid: str) -> Opti
 
 def _identity_of(host: Hypervisor, ref: VmRef) -> Set[str]:
     try:
-        return identity(VmxFile(read_small(host.shell, ref.vmx_path, backup_check.TEXT_MAX)))
+        return identity(VmxFile(read_small(host.shell, ref.vmx_path, MAX_SIZE)))
     except HotvcbError:
         return set()

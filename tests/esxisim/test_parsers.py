@@ -78,6 +78,18 @@ def test_vmx_reads_a_hand_edited_line():
         "scsi0:1.present": "TRUE", "scsi0:1.fileName": "db_1.vmdk"}
 
 
+def test_vmx_escapes_are_bytes_and_keys_fold_case(tmp_path):
+    """Escape_Undo makes |XX a byte before the charset applies (ポ in Shift_JIS is 83 7C, written
+    `83 |7C`); ESXi's dictionary folds key case, the last line giving the value."""
+    path = str(tmp_path / "x.vmx")
+    with open(path, "wb") as f:
+        f.write(b'.encoding = "Shift_JIS"\nn = "\x83|7C1"\nSCSI0:1.FileName = "a"\nscsi0:1.filename = "b"\n')
+    data = vmx.load(path)
+    assert (data["n"], data.get("scsi0:1.fileName"), "Scsi0:1.FILENAME" in data) == ("\u30dd1", "b", True)
+    vmx.save(path, data)
+    assert vmx.load(path) == data and vmx.parse('u = "M|C3|BCller"') == {"u": "M\u00fcller"}
+
+
 @pytest.mark.parametrize("path", [
     "/vmfs/volumes/ds1", "/vmfs/volumes/ds1/vm/vm.vmx", "/vmfs/volumes/", "/vmfs/volumes//x", "/vmfs/volume/ds",
     "/vmfs/volumes/ds\n", "/vmfs/volumes/ds/a\n", "/vmfs/volumes/ds/a\nb", "/tmp/x",
