@@ -105,7 +105,7 @@ def status_of_db(vol: Path) -> "status.Check":
     from hotvcb.settings import Settings
     from hotvcb.shell import LocalShell
 
-    host = SimpleNamespace(shell=LocalShell(), host_name=lambda: "esx1")
+    host = SimpleNamespace(shell=LocalShell(), host_name=lambda: "esx1", system_id=lambda: "")
     return status._backups(host, Settings(vm_backup_volume=str(vol)), "db", "", status.Limits(),
                            time.mktime(datetime(2026, 12, 2, 8).timetuple()))
 
