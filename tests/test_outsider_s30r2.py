@@ -16,8 +16,6 @@ from localcli import SRC, local, qemu, said  # noqa: F401  (qemu: the fixture)
 
 # -- an option given twice ------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="--json FILE (the old spelling of --json-report) escapes the 'given twice' "
-                                       "check: --json-report A --json B writes only B, without a word")
 @pytest.mark.parametrize("first, second", [("--json-report", "--json"), ("--json", "--json")])
 def test_the_json_report_named_twice_with_two_files_is_refused(qemu, tmp_path, first, second):
     """The cron line has `--json-report /srv/monitor/hotvcb.json` (what the monitoring reads); the wrapper every
@@ -32,8 +30,6 @@ def test_the_json_report_named_twice_with_two_files_is_refused(qemu, tmp_path, f
     assert str(mine) in r.stderr and str(wrappers) in r.stderr, said(r)
 
 
-@pytest.mark.xfail(strict=True, reason="the 'given twice' check compares paths as text: the same folder with a "
-                                       "trailing '/' is refused as two values, so wrappers that worked yesterday fail")
 @pytest.mark.parametrize("option", ["--qemu", "-w"])
 def test_the_same_folder_with_a_trailing_slash_is_not_two_values(qemu, tmp_path, option):
     """The admin's wrapper (written with tab completion) adds `--qemu /run/qemu/` or `-w /var/tmp/hotvcb/`; the

@@ -49,16 +49,17 @@ def add_options(p: argparse.ArgumentParser) -> None:
     common.add_host_options(p)
 
 
-class _JsonReport(argparse.Action):
+class _JsonReport(common.StoreOnce):
     """`--json FILE`, the spelling jobs scheduled while argparse read it as an abbreviation of --json-report,
     still writes the report there; a bare `--json` (typed as `list --json` is) says where the report goes,
-    instead of taking the next word (`-g`, a VM list) for the file or "--json-report: expected one argument"."""
+    instead of taking the next word (`-g`, a VM list) for the file or "--json-report: expected one argument".
+    It is --json-report given again (StoreOnce): `--json-report A --json B` wrote only B, without a word."""
 
     def __call__(self, parser, namespace, values, option_string=None):
         if values is None:
             raise argparse.ArgumentError(self, "a backup has no --json output; its JSON report goes to a file: "
                                                "--json-report FILE")
-        setattr(namespace, self.dest, values)
+        super().__call__(parser, namespace, values, option_string)
 
 
 def _job_name(text: str) -> str:
