@@ -58,8 +58,6 @@ def _reading_the_pipe(pid):
         return False
 
 
-@pytest.mark.xfail(strict=True, reason="a signal while the -f pipe is read ends the run with no final status in "
-                                       "the -l log and no JSON report (a list naming no VM writes both)")
 def test_sigterm_while_the_vm_list_pipe_is_read_still_writes_the_log_and_the_report(qemu, tmp_path):
     """`hotvcb -f <(inventory-query web) -g F -l run.log --json-report r.json` under cron's `timeout`: the inventory
     query hangs, and the timeout's SIGTERM comes while hotvcb waits on the pipe (it may wait 60 s, today's change).

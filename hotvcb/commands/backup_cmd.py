@@ -203,9 +203,9 @@ def run(args) -> int:
     started = datetime.now().isoformat(timespec="seconds")
     dry_run = args.level == "dryrun"
     interrupt.install()
-    try:  # once the config is read: a list file gone (its NAS not mounted after a reboot) is mailed as a failed run
-        names, exclude = selection(args)
-    except UsageError as err:
+    try:  # once the config is read: a list file gone (its NAS not mounted after a reboot) is mailed as a failed run,
+        names, exclude = selection(args)  # and a signal while a list's pipe is read ends it as an interrupted run
+    except (UsageError, Interrupted) as err:
         log.error(str(err))
         return _deliver(args, settings, log, onhost.ended(args, log, started, "ERROR: %s" % err, err.exit_code,
                                                           args.host_target.name()))
