@@ -106,9 +106,6 @@ def lab(tmp_path):
         yield made
 
 
-@pytest.mark.xfail(strict=True, reason="a linked clone is refused for internal snapshots of its template (the "
-                                       "backing image), which are no snapshots of the VM's: kvm.md says a backing "
-                                       "image is read through either way")
 def test_a_linked_clone_of_a_template_with_internal_snapshots_is_backed_up(lab):
     """The admin's VMs are linked clones (`qemu-img create -b template.qcow2 vmN.qcow2`) of a template that keeps
     its versions as internal snapshots (`qemu-img snapshot -c golden-2026-11 template.qcow2`). The VMs have no
