@@ -90,7 +90,7 @@ class StoreOnce(argparse._StoreAction):  # noqa: SLF001 - argparse's own "store"
 PATH_METAVARS = ("FILE", "DIR", "PATH")  # the options whose value names a place on this machine
 
 
-def same_value(metavar: Optional[str], first: Any, second: Any) -> bool:
+def same_value(metavar: Union[str, Tuple[str, ...], None], first: Any, second: Any) -> bool:
     """Whether an option's two values are one: equal, or for a path (by its metavar) one place. Existing,
     the same file or folder (os.path.samefile: a trailing '/', `./`, a symlink); else the same path once
     made absolute and normalised (a log or report file a run is yet to write)."""
