@@ -127,3 +127,28 @@ def test_a_linked_clone_of_a_template_with_internal_snapshots_is_backed_up(lab):
     code, out = lab.backup("web")
     assert "snapshots of its own" not in out, out
     assert code == 0 and len(lab.backups("web")) == 1, out
+
+
+# -- --power-state and the config's BACKUP_POWER_STATE ----------------------------------------------------------
+
+@pytest.mark.parametrize("spelling", ["Suspended", "SUSPENDED", "suspended"])
+def test_power_state_on_the_command_line_takes_any_case_as_the_config_does(lab, spelling):
+    """BACKUP_POWER_STATE=Suspended is taken (the config reads its choices in any case); `--power-state Suspended`
+    was refused "invalid choice", so a job moved from the config to the command line stopped running."""
+    lab.start("p", ["file=%s,format=qcow2,if=virtio" % lab.image("p.qcow2")])  # -S: paused, so suspended
+    code, out = lab.hotvcb("--qemu", lab.inventory, "backup", "-m", "p", "-g", lab.conf(), "-w", lab.workdir,
+                           "--power-state", spelling)
+    assert "invalid choice" not in out, out
+    assert code == 0 and len(lab.backups("p")) == 1, out
+
+
+def test_power_down_key_refusing_a_paused_guest_says_it_is_paused(lab):
+    """With POWER_VM_DOWN_BEFORE_BACKUP=1 on bare QEMU (which cannot start a VM again) `--power-state suspended`
+    refused each paused guest saying the key "shuts p down": the backup never shuts a paused guest down (only a
+    running one), so the message must say why a paused one is refused, and how it is backed up."""
+    lab.start("p", ["file=%s,format=qcow2,if=virtio" % lab.image("p.qcow2")])
+    code, out = lab.hotvcb("--qemu", lab.inventory, "backup", "-m", "p", "-g", lab.conf(POWER_VM_DOWN_BEFORE_BACKUP=1),
+                           "-w", lab.workdir, "--power-state", "suspended")
+    assert code != 0 and "POWER_VM_DOWN_BEFORE_BACKUP" in out, out
+    assert "shuts p down" not in out and "paused" in out, out
+    assert "POWER_VM_DOWN_BEFORE_BACKUP=0" in out, out

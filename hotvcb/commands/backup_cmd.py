@@ -37,7 +37,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="job name for log and mail (letters, digits, '.', '_' and '-')")
     p.add_argument("--json-report", metavar="FILE", help="also write the run's per-VM report as JSON to FILE")
     p.add_argument("--json", dest="json_report", nargs="?", metavar="FILE", action=_JsonReport, help=argparse.SUPPRESS)
-    p.add_argument("--power-state", choices=("on", "off", "suspended", "any"),
+    p.add_argument("--power-state", type=str.lower, choices=("on", "off", "suspended", "any"),  # any case, as the
+                   # config's BACKUP_POWER_STATE: `--power-state Suspended` was refused where the key took it
                    help="back up only the VMs that are powered on (or off, or suspended: a paused QEMU/KVM guest); "
                    "overrides BACKUP_POWER_STATE")
     p.add_argument("--parallel", metavar="N", type=_vms_at_once,
