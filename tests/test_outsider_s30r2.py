@@ -16,8 +16,6 @@ from localcli import SRC, local, qemu, said  # noqa: F401  (qemu: the fixture)
 
 # -- an option given twice ------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="--json FILE (the old spelling of --json-report) escapes the 'given twice' "
-                                       "check: --json-report A --json B writes only B, without a word")
 @pytest.mark.parametrize("first, second", [("--json-report", "--json"), ("--json", "--json")])
 def test_the_json_report_named_twice_with_two_files_is_refused(qemu, tmp_path, first, second):
     """The cron line has `--json-report /srv/monitor/hotvcb.json` (what the monitoring reads); the wrapper every
@@ -32,8 +30,6 @@ def test_the_json_report_named_twice_with_two_files_is_refused(qemu, tmp_path, f
     assert str(mine) in r.stderr and str(wrappers) in r.stderr, said(r)
 
 
-@pytest.mark.xfail(strict=True, reason="the 'given twice' check compares paths as text: the same folder with a "
-                                       "trailing '/' is refused as two values, so wrappers that worked yesterday fail")
 @pytest.mark.parametrize("option", ["--qemu", "-w"])
 def test_the_same_folder_with_a_trailing_slash_is_not_two_values(qemu, tmp_path, option):
     """The admin's wrapper (written with tab completion) adds `--qemu /run/qemu/` or `-w /var/tmp/hotvcb/`; the
@@ -62,8 +58,6 @@ def _reading_the_pipe(pid):
         return False
 
 
-@pytest.mark.xfail(strict=True, reason="a signal while the -f pipe is read ends the run with no final status in "
-                                       "the -l log and no JSON report (a list naming no VM writes both)")
 def test_sigterm_while_the_vm_list_pipe_is_read_still_writes_the_log_and_the_report(qemu, tmp_path):
     """`hotvcb -f <(inventory-query web) -g F -l run.log --json-report r.json` under cron's `timeout`: the inventory
     query hangs, and the timeout's SIGTERM comes while hotvcb waits on the pipe (it may wait 60 s, today's change).
@@ -112,9 +106,6 @@ def lab(tmp_path):
         yield made
 
 
-@pytest.mark.xfail(strict=True, reason="a linked clone is refused for internal snapshots of its template (the "
-                                       "backing image), which are no snapshots of the VM's: kvm.md says a backing "
-                                       "image is read through either way")
 def test_a_linked_clone_of_a_template_with_internal_snapshots_is_backed_up(lab):
     """The admin's VMs are linked clones (`qemu-img create -b template.qcow2 vmN.qcow2`) of a template that keeps
     its versions as internal snapshots (`qemu-img snapshot -c golden-2026-11 template.qcow2`). The VMs have no
@@ -136,3 +127,28 @@ def test_a_linked_clone_of_a_template_with_internal_snapshots_is_backed_up(lab):
     code, out = lab.backup("web")
     assert "snapshots of its own" not in out, out
     assert code == 0 and len(lab.backups("web")) == 1, out
+
+
+# -- --power-state and the config's BACKUP_POWER_STATE ----------------------------------------------------------
+
+@pytest.mark.parametrize("spelling", ["Suspended", "SUSPENDED", "suspended"])
+def test_power_state_on_the_command_line_takes_any_case_as_the_config_does(lab, spelling):
+    """BACKUP_POWER_STATE=Suspended is taken (the config reads its choices in any case); `--power-state Suspended`
+    was refused "invalid choice", so a job moved from the config to the command line stopped running."""
+    lab.start("p", ["file=%s,format=qcow2,if=virtio" % lab.image("p.qcow2")])  # -S: paused, so suspended
+    code, out = lab.hotvcb("--qemu", lab.inventory, "backup", "-m", "p", "-g", lab.conf(), "-w", lab.workdir,
+                           "--power-state", spelling)
+    assert "invalid choice" not in out, out
+    assert code == 0 and len(lab.backups("p")) == 1, out
+
+
+def test_power_down_key_refusing_a_paused_guest_says_it_is_paused(lab):
+    """With POWER_VM_DOWN_BEFORE_BACKUP=1 on bare QEMU (which cannot start a VM again) `--power-state suspended`
+    refused each paused guest saying the key "shuts p down": the backup never shuts a paused guest down (only a
+    running one), so the message must say why a paused one is refused, and how it is backed up."""
+    lab.start("p", ["file=%s,format=qcow2,if=virtio" % lab.image("p.qcow2")])
+    code, out = lab.hotvcb("--qemu", lab.inventory, "backup", "-m", "p", "-g", lab.conf(POWER_VM_DOWN_BEFORE_BACKUP=1),
+                           "-w", lab.workdir, "--power-state", "suspended")
+    assert code != 0 and "POWER_VM_DOWN_BEFORE_BACKUP" in out, out
+    assert "shuts p down" not in out and "paused" in out, out
+    assert "POWER_VM_DOWN_BEFORE_BACKUP=0" in out, out

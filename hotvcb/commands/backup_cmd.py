@@ -37,7 +37,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="job name for log and mail (letters, digits, '.', '_' and '-')")
     p.add_argument("--json-report", metavar="FILE", help="also write the run's per-VM report as JSON to FILE")
     p.add_argument("--json", dest="json_report", nargs="?", metavar="FILE", action=_JsonReport, help=argparse.SUPPRESS)
-    p.add_argument("--power-state", choices=("on", "off", "suspended", "any"),
+    p.add_argument("--power-state", type=str.lower, choices=("on", "off", "suspended", "any"),  # any case, as the
+                   # config's BACKUP_POWER_STATE: `--power-state Suspended` was refused where the key took it
                    help="back up only the VMs that are powered on (or off, or suspended: a paused QEMU/KVM guest); "
                    "overrides BACKUP_POWER_STATE")
     p.add_argument("--parallel", metavar="N", type=_vms_at_once,
@@ -49,16 +50,17 @@ def add_options(p: argparse.ArgumentParser) -> None:
     common.add_host_options(p)
 
 
-class _JsonReport(argparse.Action):
+class _JsonReport(common.StoreOnce):
     """`--json FILE`, the spelling jobs scheduled while argparse read it as an abbreviation of --json-report,
     still writes the report there; a bare `--json` (typed as `list --json` is) says where the report goes,
-    instead of taking the next word (`-g`, a VM list) for the file or "--json-report: expected one argument"."""
+    instead of taking the next word (`-g`, a VM list) for the file or "--json-report: expected one argument".
+    It is --json-report given again (StoreOnce): `--json-report A --json B` wrote only B, without a word."""
 
     def __call__(self, parser, namespace, values, option_string=None):
         if values is None:
             raise argparse.ArgumentError(self, "a backup has no --json output; its JSON report goes to a file: "
                                                "--json-report FILE")
-        setattr(namespace, self.dest, values)
+        super().__call__(parser, namespace, values, option_string)
 
 
 def _job_name(text: str) -> str:
@@ -202,9 +204,9 @@ def run(args) -> int:
     started = datetime.now().isoformat(timespec="seconds")
     dry_run = args.level == "dryrun"
     interrupt.install()
-    try:  # once the config is read: a list file gone (its NAS not mounted after a reboot) is mailed as a failed run
-        names, exclude = selection(args)
-    except UsageError as err:
+    try:  # once the config is read: a list file gone (its NAS not mounted after a reboot) is mailed as a failed run,
+        names, exclude = selection(args)  # and a signal while a list's pipe is read ends it as an interrupted run
+    except (UsageError, Interrupted) as err:
         log.error(str(err))
         return _deliver(args, settings, log, onhost.ended(args, log, started, "ERROR: %s" % err, err.exit_code,
                                                           args.host_target.name()))

@@ -71,20 +71,40 @@ class Target(NamedTuple):
         return self.ssh.hostname if self.ssh is not None else machine_name()
 
 
-class _StoreOnce(argparse._StoreAction):  # noqa: SLF001 - argparse's own "store", which this only checks first
+class StoreOnce(argparse._StoreAction):  # noqa: SLF001 - argparse's own "store", which this only checks first
     """An option that takes one value, given twice with two values, is refused naming both: argparse kept the
-    last, so `--qemu A --qemu B` (a wrapper adding its own) worked on B's VMs without a word."""
+    last, so `--qemu A --qemu B` (a wrapper adding its own) worked on B's VMs without a word. Options sharing
+    one value (backup's `--json-report` and its older `--json`) are one option here. A path given twice in
+    two spellings of one place (`--qemu D --qemu D/`, `-g c.conf -g ./c.conf`) is one value: a wrapper
+    adding what its cron line already says worked until the check came (`same_value`)."""
 
     def __call__(self, parser, namespace, values, option_string=None):
         given = vars(namespace).setdefault(_GIVEN, {})  # type: Dict[str, Any]
-        if self.dest in given and given[self.dest] != values:
-            parser.error("%s given twice, %r and %r: give it once" % (
-                "/".join(self.option_strings), given[self.dest], values))
+        if self.dest in given and not same_value(self.metavar, given[self.dest], values):
+            names = [o for a in parser._actions if a.dest == self.dest for o in a.option_strings]  # noqa: SLF001
+            parser.error("%s given twice, %r and %r: give it once" % ("/".join(names), given[self.dest], values))
         given[self.dest] = values
         super().__call__(parser, namespace, values, option_string)
 
 
-_GIVEN = "_hotvcb_given"  # the values _StoreOnce has seen in one parse, dropped when the parse ends
+PATH_METAVARS = ("FILE", "DIR", "PATH")  # the options whose value names a place on this machine
+
+
+def same_value(metavar: Union[str, Tuple[str, ...], None], first: Any, second: Any) -> bool:
+    """Whether an option's two values are one: equal, or for a path (by its metavar) one place. Existing,
+    the same file or folder (os.path.samefile: a trailing '/', `./`, a symlink); else the same path once
+    made absolute and normalised (a log or report file a run is yet to write)."""
+    if first == second:
+        return True
+    if metavar not in PATH_METAVARS or not isinstance(first, str) or not isinstance(second, str):
+        return False
+    try:
+        return os.path.samefile(first, second)
+    except OSError:  # one of them does not exist (yet)
+        return os.path.normpath(os.path.abspath(first)) == os.path.normpath(os.path.abspath(second))
+
+
+_GIVEN = "_hotvcb_given"  # the values StoreOnce has seen in one parse, dropped when the parse ends
 
 
 class RefusesEmptyValues(argparse.ArgumentParser):
@@ -92,12 +112,12 @@ class RefusesEmptyValues(argparse.ArgumentParser):
     the option not given, `--volume ""` listed the configured volume and `--repo ""` backed up to it.
     An option whose own meaning is "" (restore's bare `--libvirt`) keeps it. An empty argument is the same
     mistake: `list "$VM"` listed every VM's backups, and a script restored another VM's newest. An option
-    that takes one value takes it once (`_StoreOnce`)."""
+    that takes one value takes it once (`StoreOnce`)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.register("action", None, _StoreOnce)
-        self.register("action", "store", _StoreOnce)
+        self.register("action", None, StoreOnce)
+        self.register("action", "store", StoreOnce)
 
     def _get_option_tuples(self, option_string):
         """As argparse, but an abbreviation means an undocumented option only when nothing else matches

@@ -170,7 +170,7 @@ class QemuHost(LocalKvmHost):
                 vm.disks.append(self._disk(dev))
                 if not vm.disks[-1].skip_reason:  # a disk the backup skips loses no snapshot (BACKUP_SNAPSHOT_TREE)
                     below = _below(chain_of(dev["inserted"].get("image") or {}))
-                    vm.own_snapshots += _internal(below)
+                    vm.own_snapshots += _internal(below[:1])  # the image it writes: a base's are no VM's
                     vm.history += _backing(below) + _internal(below)
         # UEFI firmware on pflash (OVMF code, read-only, and the VM's variable store): no disks. The store is
         # the VM's own (boot entries), kept beside the disks as an ESXi VM's .nvram is
@@ -380,7 +380,10 @@ def _backing(below: List[Dict[str, Any]]) -> List[str]:
 
 
 def _internal(below: List[Dict[str, Any]]) -> List[str]:
-    """Each layer's internal snapshots (`qemu-img snapshot -c`, HMP `savevm`): the admin's points to go back to."""
+    """Each layer's internal snapshots (`qemu-img snapshot -c`, HMP `savevm`). Those of the image the guest
+    writes (below[0]) are the VM's points to go back to (`loadvm` reverts the active layer). Those of an
+    image it stands on are not: a linked clone's template keeps its versions so (reverting it would break
+    every clone), and the backup reads the base through either way; they count only as history."""
     out = []  # type: List[str]
     for layer in below:
         names = [str(x.get("name", "?")) for x in layer.get("snapshots") or [] if isinstance(x, dict)]

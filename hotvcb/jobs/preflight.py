@@ -57,6 +57,19 @@ def disk_names(vm: Vm, disk: Disk) -> Set[str]:
     return names
 
 
+def _refuse_power_down(host: Hypervisor, vm: Vm, key: str) -> None:
+    """`key` (POWER_VM_DOWN_BEFORE_BACKUP, COLD_SNAPSHOT) on a host that cannot start a VM again (bare QEMU)
+    refuses the VM, saying what the key does to it: a running one is shut down; a paused one is not (only a
+    running guest is), but would be were it resumed before its backup starts, so it is refused too, and the
+    key at 0 backs it up paused, by a snapshot."""
+    if host.power_state(vm) == "on":
+        raise HotvcbError("%s=1 shuts %s down, and this %s host cannot start it again; not backing it up"
+                          % (key, vm.name, host.kind))
+    raise HotvcbError("%s is paused; %s=1 shuts it down should it be resumed before its backup starts, and this %s "
+                      "host cannot start it again; not backing it up (with %s=0 for it, a snapshot backs it up "
+                      "paused)" % (vm.name, key, host.kind, key))
+
+
 def disks_to_copy(vm: Vm, s: Settings, log) -> List[Disk]:
     """The disks to copy; none at all fails the VM before any change.
 
@@ -120,8 +133,7 @@ def check(host: Hypervisor, s: Settings, log, space: SpaceLedger, vm: Vm, disks:
     modes = [k for k, on in (("POWER_VM_DOWN_BEFORE_BACKUP", s.power_vm_down_before_backup),
                              ("COLD_SNAPSHOT", s.cold_snapshot)) if on]
     if modes and not host.powers_on:
-        raise HotvcbError("%s=1 shuts %s down, and this %s host cannot start it again; not backing it up"
-                          % (modes[0], vm.name, host.kind))
+        _refuse_power_down(host, vm, modes[0])
     if s.vm_backup_repository and host.kind == "libvirt":
         # the repository reads a base image as a file the snapshot holds still; libvirt's backup
         # job holds no file still (the guest goes on writing the image), it exports the instant over NBD
