@@ -130,8 +130,6 @@ def test_rc_local_of_an_older_host_ending_in_exit_gets_the_block_above_it(host):
     assert first == [] and sched.status().unreached == [], rc.read_text()
 
 
-@pytest.mark.xfail(strict=True, reason="the lock refusal for a box of this box's host name but another machine "
-                                       "id says `hotvcb cleanup` from that (same) name takes it at once; it won't")
 def test_a_lock_of_a_same_named_box_does_not_send_the_admin_to_a_cleanup_here_that_cannot_take_it(tmp_path):
     """Two backup boxes cloned from one image are both called `backup01`; today records carry /etc/machine-id so
     that box B never takes box A's live run for a dead one of its own. Box B's nightly backup is refused by
