@@ -98,6 +98,14 @@ class RunId:
             return False
         return not (self.machine_id and other.machine_id) or self.machine_id == other.machine_id
 
+    def machine_seen_from(self, me: "RunId") -> str:
+        """The machine this record was written on, as the admin on `me` can find it: its host name, and where
+        that is `me`'s own name but the machine ids differ (a box cloned from one image), its machine id too:
+        sent to "a cleanup on backup01" while on (the other) backup01, they would run one that cannot help."""
+        if self.machine == me.machine and not self.same_machine(me):
+            return "the machine named %s whose /etc/machine-id is %s, not this one" % (self.machine, self.machine_id)
+        return self.machine
+
     def on_host(self, host_id: str) -> "RunId":
         return replace(self, host=host_id)
 

@@ -43,8 +43,6 @@ GUARD_FN = ("#!/bin/sh\n# local configuration file\n"
             "[ -d /vmfs/volumes ] || die 'no datastores'\nexit 0\n")
 
 
-@pytest.mark.xfail(strict=True, reason="schedule show calls a boot block unreachable when any indented `exit` "
-                                       "(inside an if/fi or a function) comes before it (esxi.unreached)")
 @pytest.mark.skipif(os.geteuid() != 0, reason="esxisim needs root")
 @pytest.mark.parametrize("text", [GUARD_IF, GUARD_FN], ids=["if-fi", "function"])
 def test_show_does_not_call_a_block_above_the_final_exit_unreached_because_of_an_earlier_guard(esxi, text):
@@ -66,8 +64,6 @@ def test_show_does_not_call_a_block_above_the_final_exit_unreached_because_of_an
     assert "survives a reboot: yes" in shown, shown
 
 
-@pytest.mark.xfail(strict=True, reason="install puts the boot block above the last `exit` even when that exit "
-                                       "is inside an if/fi: the job comes back only when the guard fires")
 @pytest.mark.skipif(os.geteuid() != 0, reason="esxisim needs root")
 def test_a_local_sh_with_a_guard_exit_and_no_final_exit_gets_the_block_outside_the_if(esxi):
     """The admin's local.sh has no final `exit 0`, only a guard near the top: `if [ -f /tmp/maintenance ];
@@ -84,8 +80,6 @@ def test_a_local_sh_with_a_guard_exit_and_no_final_exit_gets_the_block_outside_t
     assert _ours(esxi) == line, esxi.read(LOCAL_SH)
 
 
-@pytest.mark.xfail(strict=True, reason="the Linux crontab is split with str.splitlines (CRLF, \\f, U+2028 are "
-                                       "line breaks there), so it is not written back byte for byte")
 @pytest.mark.parametrize("mine", [
     b"# edited on Windows\r\n30 2 * * * /usr/local/bin/other.sh\r\n",
     b"# page\x0cbreak\n30 2 * * * /usr/local/bin/other.sh\n",
@@ -109,8 +103,6 @@ def test_the_linux_crontab_round_trips_byte_for_byte(fake_crontab, qemu_site, mi
     assert fake_crontab.read_bytes() == mine
 
 
-@pytest.mark.xfail(strict=True, reason="on ESXi 4.x/5.0 the block is always appended to rc.local, below its "
-                                       "`exit 0`; show then says re-run install, which appends it below again")
 def test_rc_local_of_an_older_host_ending_in_exit_gets_the_block_above_it(host):
     """An ESXi 5.0 host whose /etc/rc.local the admin ended with `exit 0` (habit). `schedule install` appends the
     block below that exit (only local.sh gets the block above its exit), so it never runs at boot; today's
@@ -130,8 +122,6 @@ def test_rc_local_of_an_older_host_ending_in_exit_gets_the_block_above_it(host):
     assert first == [] and sched.status().unreached == [], rc.read_text()
 
 
-@pytest.mark.xfail(strict=True, reason="the lock refusal for a box of this box's host name but another machine "
-                                       "id says `hotvcb cleanup` from that (same) name takes it at once; it won't")
 def test_a_lock_of_a_same_named_box_does_not_send_the_admin_to_a_cleanup_here_that_cannot_take_it(tmp_path):
     """Two backup boxes cloned from one image are both called `backup01`; today records carry /etc/machine-id so
     that box B never takes box A's live run for a dead one of its own. Box B's nightly backup is refused by
@@ -159,8 +149,6 @@ def test_a_lock_of_a_same_named_box_does_not_send_the_admin_to_a_cleanup_here_th
     assert wrong not in told or other[:8] in told or "machine id" in told or "machine-id" in told, told
 
 
-@pytest.mark.xfail(strict=True, reason="ESXi's crontab and local.sh are split with str.splitlines too: a form "
-                                       "feed or U+2028 in a comment becomes a line break when written back")
 def test_the_esxi_crontab_round_trips_byte_for_byte(host):
     """The same promise on the host ('ESXi's and the Linux box's crontabs ... byte for byte'): root's crontab
     there carries the admin's comment `# note<U+2028>more` (pasted from a web page). `schedule install` then

@@ -88,7 +88,7 @@ def sweep(shell: Shell, roots: Iterable[str], log, me: RunId, dry_run: bool = Fa
                 continue
             if not owner.same_machine(me):
                 log.warning("%s: %s of a restore on %s (%s); leaving it to a cleanup there"
-                            % (folder, _kind(name), owner.machine, owner))
+                            % (folder, _kind(name), owner.machine_seen_from(me), owner))
                 continue
             alive = owner_alive(owner, me)
             if alive:

@@ -94,6 +94,15 @@ def default_job(host: Optional[str] = None, port: Optional[int] = None) -> str:
     return name if _JOB_RE.fullmatch(name) else DEFAULT_JOB
 
 
+def lines_of(text: str) -> List[str]:
+    """A crontab's (or boot script's) lines as cron and sh read them: split at "\n" alone, so a CR of a CRLF
+    end, a form feed or a U+2028 in a comment stays in its line (str.splitlines breaks there, and the table
+    written back would hold a new line, a broken job line for cron); joining each with "\n" gives the text back
+    (with a final "\n" where it had none)."""
+    lines = text.split("\n")
+    return lines[:-1] if lines[-1] == "" else lines
+
+
 def marker(job: str) -> str:
     return "# hotvcb:" + job
 

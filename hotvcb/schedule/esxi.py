@@ -8,7 +8,7 @@ samples crontab-root_01 / local-sh_01 in esxi-samples):
   ``/usr/lib/vmware/busybox/bin/busybox crond`` (7.x+) or ``/bin/busybox crond`` (older).
 * The crontab is rebuilt from the image at every boot, so a job is re-added at boot
   by ``/etc/rc.local.d/local.sh`` (5.1+; commands go above its final ``exit 0``) or
-  ``/etc/rc.local`` (4.x / 5.0). ``/sbin/auto-backup.sh`` saves the edited file to the
+  ``/etc/rc.local`` (4.x / 5.0; above a final ``exit`` an admin put there). ``/sbin/auto-backup.sh`` saves the edited file to the
   bootbank (otherwise the edit itself is lost at reboot).
 * With UEFI Secure Boot on (ESXi 7+/8: also ``execInstalledOnly``), local.sh is not run
   at boot: the job then lasts until the next reboot only. Checked with
@@ -31,7 +31,7 @@ from ..hosts.vimcmd import parse_version
 from ..shell import LocalShell
 from ..pids import alive
 from ..units import whole
-from . import Entry, Job, cron_line, has_marker, job_of, shell_line
+from . import Entry, Job, cron_line, has_marker, job_of, lines_of, shell_line
 
 CRONTAB = "/var/spool/cron/crontabs/root"
 CROND_PID = "/var/run/crond.pid"
@@ -254,8 +254,8 @@ class EsxiScheduler:
     def _read_optional(self, path: str) -> Optional[List[str]]:
         """The file's lines, or None when there is no such file (a boot file not yet made)."""
         try:
-            with open(self.p(path), encoding="utf-8", errors="surrogateescape") as f:
-                return f.read().splitlines()
+            with open(self.p(path), encoding="utf-8", errors="surrogateescape", newline="") as f:
+                return lines_of(f.read())
         except FileNotFoundError:
             return None
         except OSError as err:
@@ -266,7 +266,7 @@ class EsxiScheduler:
         real = self.p(path)
         fresh = not os.path.exists(real)
         try:
-            with open(real, "w", encoding="utf-8", errors="surrogateescape") as f:
+            with open(real, "w", encoding="utf-8", errors="surrogateescape", newline="") as f:
                 f.write("".join(ln + "\n" for ln in lines))
                 f.flush()
                 os.fsync(f.fileno())
@@ -285,7 +285,12 @@ def _without_job(lines: List[str], job: str) -> List[str]:
 
 
 _MARK = re.compile(r"^# hotvcb:([A-Za-z0-9][A-Za-z0-9_.-]*) (begin|end)\b")
-_EXIT = re.compile(r"^\s*exit(\s+0)?\s*(#.*)?$")  # `exit 0`, `exit`, also with a comment: where the script ends
+# `exit 0`, `exit`, also with a comment, at column 0: where the script ends. An indented one is taken for a
+# conditional exit (a guard's `if ...; then exit 0; fi`, a `die()` helper's), which ends no script: parsing sh
+# is not worth it, so the rule is that simple, and where it cannot be sure the block goes at the end (below).
+_EXIT = re.compile(r"^exit(\s+0)?\s*(#.*)?$")
+# a line closing an if/loop/case/brace group: an `exit` above it (even at column 0) may be a conditional one
+_CLOSER = re.compile(r"^\s*(fi|done|esac|\}|;;)(\s|;|$)")
 
 
 def _block_end(lines: List[str], begin: int, job: str) -> int:
@@ -329,7 +334,8 @@ def _blocks(lines: List[str]) -> "dict":
 
 
 def unreached(lines: List[str]) -> List[str]:
-    """Jobs whose boot block sits below an `exit` line: the shell leaves the script before reaching them."""
+    """Jobs whose boot block sits below a top-level `exit` line: the shell may leave the script before reaching
+    them (said for one under a column-0 exit inside an unindented `if` too: where in doubt, `show` warns)."""
     out = []
     gone = False
     for ln in lines:
@@ -356,14 +362,23 @@ def _without_block(lines: List[str], job: str) -> List[str]:
     return out
 
 
+def _final_exit(lines: List[str]) -> Optional[int]:
+    """Index of the top-level `exit` that ends the script: the last one, unless something after it closes an
+    if/loop/case/group (it may then sit inside one: not sure, so None)."""
+    exits = [i for i, ln in enumerate(lines) if _EXIT.match(ln)]
+    if not exits or any(_CLOSER.match(ln) for ln in lines[exits[-1] + 1:]):
+        return None
+    return exits[-1]
+
+
 def _with_block(lines: Optional[List[str]], job: str, block: List[str], path: str) -> List[str]:
-    """Our block (replacing an older one) above the last `exit` line (`exit 0  # end` too: anything below
-    it never runs at boot), followed by a blank line."""
+    """Our block (replacing an older one) above the script's final top-level `exit` line (local.sh's `exit 0`,
+    an admin's in rc.local, `exit 0  # end` too: anything below it never runs at boot), else at the end;
+    followed by a blank line."""
     if lines is None:
         lines = ["#!/bin/sh"] if path == LOCAL_SH else ["#! /bin/ash"]
     lines = _without_block(lines, job)
-    exits = [i for i, ln in enumerate(lines) if _EXIT.match(ln)]
-    if exits and path == LOCAL_SH:
-        at = exits[-1]
+    at = _final_exit(lines)
+    if at is not None:
         return lines[:at] + block + [""] + lines[at:]
     return lines + block + [""]

@@ -17,23 +17,25 @@ import subprocess
 from typing import List, Optional, Sequence
 
 from ..errors import CommandFailed, HostError
-from . import Entry, Job, cron_line, cron, has_marker, job_of, marker
+from . import Entry, Job, cron_line, cron, has_marker, job_of, lines_of, marker
 
 UNIT_DIR = "/etc/systemd/system"
 
 
 def _run(argv: Sequence[str], stdin: Optional[str] = None) -> subprocess.CompletedProcess:
     """Text both ways, but the admin's bytes survive: a crontab from Latin-1 days reads and writes back
-    unchanged (surrogateescape), as the ESXi scheduler does with its files."""
+    unchanged (surrogateescape), as the ESXi scheduler does with its files, and so do its line ends (decoded
+    here, not by subprocess's text mode, which turns a CRLF into "\n")."""
     try:
-        return subprocess.run(
-            list(argv), input=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            encoding="utf-8", errors="surrogateescape", timeout=60,
+        done = subprocess.run(
+            list(argv), input=None if stdin is None else stdin.encode("utf-8", "surrogateescape"),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60,
         )
     except FileNotFoundError as err:
         raise HostError("%s is not installed" % argv[0]) from err
     except (OSError, subprocess.SubprocessError) as err:
         raise HostError("cannot run %s: %s" % (argv[0], err)) from err
+    return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode("utf-8", "surrogateescape"))
 
 
 # -- crontab -----------------------------------------------------------------
@@ -47,7 +49,7 @@ class CrontabScheduler:
             if "no crontab" in done.stdout.lower():
                 return []
             raise CommandFailed([self.crontab, "-l"], done.returncode, done.stdout)
-        return done.stdout.splitlines()
+        return lines_of(done.stdout)
 
     def write(self, lines: List[str]) -> None:
         done = _run([self.crontab, "-"], stdin="".join(ln + "\n" for ln in lines))

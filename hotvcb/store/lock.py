@@ -104,9 +104,10 @@ def _way_out(record: Optional[RunId], me: RunId) -> str:
     client asks its own /proc (`gone_here`); anywhere, STALE_AFTER without a heartbeat."""
     if record is None or record.same_machine(me):
         return ""
-    return ("; if that run is no longer running on %s (killed), `hotvcb cleanup` started from %s takes its lock "
-            "over at once; otherwise the lock is free %d s after that run's last heartbeat"
-            % (record.machine, record.machine, STALE_AFTER))
+    there = record.machine_seen_from(me)
+    return ("; if that run is no longer running on %s (killed), `hotvcb cleanup` started from there takes its "
+            "lock over at once; otherwise the lock is free %d s after that run's last heartbeat"
+            % (there, STALE_AFTER))
 
 
 class HostLock:
