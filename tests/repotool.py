@@ -10,6 +10,7 @@ SIGKILL it).
 """
 
 import collections
+import json
 import os
 import random
 import subprocess
@@ -93,6 +94,23 @@ def backup(repo, vm, *disks, when=None):
         return w.commit(when)
     finally:
         w.abort()
+
+
+def record_path(repo_path, snap):
+    """Where a backup's snapshot record lies in the repository at repo_path."""
+    return os.path.join(str(repo_path), "snapshots", snap.id)
+
+
+def edit_record(repo_path, snap, edit):
+    """Rewrite a snapshot record as a bug or a hand edit would leave it (records are immutable to hotvcb):
+    `edit(record)` changes the parsed JSON in place."""
+    path = record_path(repo_path, snap)
+    with open(path, encoding="utf-8") as f:
+        record = json.load(f)
+    edit(record)
+    os.chmod(path, 0o644)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(record, f)
 
 
 def same(a, b):

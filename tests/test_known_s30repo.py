@@ -10,7 +10,7 @@ import os
 import time
 
 from esxisim import proclog
-from repotool import age, backup, cli, make_disk, new_repo
+from repotool import age, backup, cli, edit_record, make_disk, new_repo
 from simhost import hotvcb, needs_root, write_conf
 
 from hotvcb.repo.repository import open_path
@@ -42,17 +42,6 @@ def test_a_delta_clone_that_cannot_fit_on_the_repositorys_datastore_is_never_sta
 
 # -- 2. a record whose disk size is not its index's restores a disk of the wrong size --------------------------------
 
-def _edit_record(repo_path, snap, edit):
-    """Rewrite a snapshot record as a bug or a hand edit would leave it (records are immutable to hotvcb)."""
-    path = os.path.join(str(repo_path), "snapshots", snap.id)
-    with open(path, encoding="utf-8") as f:
-        record = json.load(f)
-    edit(record)
-    os.chmod(path, 0o644)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(record, f)
-
-
 def test_a_record_whose_disk_size_is_not_its_indexs_is_damaged_to_verify_and_restore(tmp_path):
     """The record says the disk is 16 MiB; its index (checked by its SHA-256) covers 24 MiB. verify said OK, and
     restore wrote the index's disk while list and restore's room check went by the record: a disk of another size
@@ -64,7 +53,7 @@ def test_a_record_whose_disk_size_is_not_its_indexs_is_damaged_to_verify_and_res
 
     def shrink(record):
         record["disks"][0]["size"] = 16 << 20
-    _edit_record(tmp_path / "repo", snap, shrink)
+    edit_record(tmp_path / "repo", snap, shrink)
     r = cli("verify", "--repo", tmp_path / "repo")
     damaged = [line for line in r.stdout.splitlines() if line.startswith("DAMAGED")]
     assert r.returncode == 4, r.stdout + r.stderr
@@ -154,7 +143,7 @@ def test_a_record_of_a_newer_format_is_not_damage_and_keeps_its_chunks(tmp_path)
 
     def newer(record):
         record["version"] = 2
-    _edit_record(repo_path, dbsnap, newer)
+    edit_record(repo_path, dbsnap, newer)
     r = cli("verify", "--repo", repo_path)
     out = r.stdout + r.stderr
     assert r.returncode == 3, out
@@ -168,7 +157,7 @@ def test_a_record_of_a_newer_format_is_not_damage_and_keeps_its_chunks(tmp_path)
 
     def older(record):
         record["version"] = 1
-    _edit_record(repo_path, dbsnap, older)  # the upgraded hotvcb reads it: its backup restores whole
+    edit_record(repo_path, dbsnap, older)  # the upgraded hotvcb reads it: its backup restores whole
     r = cli("restore", "--repo", repo_path, dbsnap.id, "--to", tmp_path / "out")
     assert r.returncode == 0, r.stdout + r.stderr
     assert (tmp_path / "out" / "db.raw").read_bytes() == (tmp_path / "db.raw").read_bytes()

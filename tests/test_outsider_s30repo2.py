@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from repotool import PYTHON, ROOT, age, backup, cli, make_disk, new_repo
+from repotool import PYTHON, ROOT, age, backup, cli, edit_record, make_disk, new_repo, record_path
 from simhost import hotvcb, needs_root, write_conf
 
 
@@ -29,20 +29,6 @@ def _two_vms(tmp_path):
     return old, new, dbsnap
 
 
-def _edit_record(repo_path, snap, edit):
-    path = os.path.join(str(repo_path), "snapshots", snap.id)
-    with open(path, encoding="utf-8") as f:
-        record = json.load(f)
-    edit(record)
-    os.chmod(path, 0o644)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(record, f)
-
-
-def _record(repo_path, snap):
-    return os.path.join(str(repo_path), "snapshots", snap.id)
-
-
 # -- 1. a record whose disk size is not its index's still blocks every VM's prune -----------------------------------
 
 def test_a_record_whose_size_disagrees_with_its_index_does_not_block_every_vms_prune(tmp_path):
@@ -57,15 +43,15 @@ def test_a_record_whose_size_disagrees_with_its_index_does_not_block_every_vms_p
 
     def halve(record):
         record["disks"][0]["size"] = 2 << 20
-    _edit_record(repo_path, dbsnap, halve)
+    edit_record(repo_path, dbsnap, halve)
     r = cli("prune", "--repo", repo_path, "--keep-last", "1", "--dry-run")
     assert r.returncode == 0 and "the prune would collect no garbage" in r.stderr, r.stdout + r.stderr
     assert "snapshots/%s" % dbsnap.id in r.stderr, r.stdout + r.stderr
     r = cli("prune", "--repo", repo_path, "--keep-last", "1")
     out = r.stdout + r.stderr
     assert r.returncode == 3 and "Traceback" not in out, out
-    assert not os.path.exists(_record(repo_path, old)), out  # web's old backup went
-    assert os.path.exists(_record(repo_path, new)) and os.path.exists(_record(repo_path, dbsnap))
+    assert not os.path.exists(record_path(repo_path, old)), out  # web's old backup went
+    assert os.path.exists(record_path(repo_path, new)) and os.path.exists(record_path(repo_path, dbsnap))
     assert "garbage collection did not run" in r.stderr and "snapshots/%s" % dbsnap.id in r.stderr, out
     assert "move the file" in r.stderr, out
 
@@ -84,7 +70,7 @@ def test_a_record_this_run_cannot_read_is_not_sent_aside_as_damaged(tmp_path):
     run again), never sent aside as damage."""
     repo_path = tmp_path / "repo"
     _old, _new, dbsnap = _two_vms(tmp_path)
-    os.chmod(_record(repo_path, dbsnap), 0)
+    os.chmod(record_path(repo_path, dbsnap), 0)
     r = subprocess.run(["setpriv", "--inh-caps=-dac_override,-dac_read_search",
                         "--bounding-set=-dac_override,-dac_read_search", PYTHON, "-m", "hotvcb", "prune", "--repo",
                         str(repo_path), "--keep-last", "1"], capture_output=True, text=True, cwd=ROOT, timeout=60,
