@@ -10,6 +10,8 @@ SIGKILL it).
 """
 
 import collections
+import datetime
+import json
 import os
 import random
 import subprocess
@@ -93,6 +95,39 @@ def backup(repo, vm, *disks, when=None):
         return w.commit(when)
     finally:
         w.abort()
+
+
+def record_path(repo_path, snap):
+    """Where a backup's snapshot record lies in the repository at repo_path."""
+    return os.path.join(str(repo_path), "snapshots", snap.id)
+
+
+def edit_record(repo_path, snap, edit):
+    """Rewrite a snapshot record as a bug or a hand edit would leave it (records are immutable to hotvcb):
+    `edit(record)` changes the parsed JSON in place."""
+    path = record_path(repo_path, snap)
+    with open(path, encoding="utf-8") as f:
+        record = json.load(f)
+    edit(record)
+    os.chmod(path, 0o644)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(record, f)
+
+
+def two_vms(tmp_path):
+    """A repository at tmp_path/repo where `web` is backed up twice (its first backup's chunks overwritten
+    since) and `db` once (disks of 4 MiB under tmp_path), all older than GC's grace: (repo, web's older
+    snapshot, web's newer, db's)."""
+    repo = new_repo(tmp_path / "repo")
+    web, db = tmp_path / "web.raw", tmp_path / "db.raw"
+    make_disk(web, size=4 << 20, seed=3)
+    make_disk(db, size=4 << 20, seed=4)
+    old = backup(repo, "web", web, when=datetime.datetime(2026, 11, 30, 21))
+    make_disk(web, size=4 << 20, seed=5)
+    new = backup(repo, "web", web, when=datetime.datetime(2026, 12, 1, 21))
+    dbsnap = backup(repo, "db", db, when=datetime.datetime(2026, 12, 1, 21))
+    age(tmp_path / "repo", 3 * 3600)
+    return repo, old, new, dbsnap
 
 
 def same(a, b):

@@ -100,6 +100,12 @@ def backup_root(host: Host, vm: str) -> str:
     return host.real(VOLUME + "/" + vm)
 
 
+def backup_dirs(host: Host, vm: str):
+    """vm's backup folders (every directory under its backup root, finished or not), sorted."""
+    root = backup_root(host, vm)
+    return sorted(p for p in glob.glob(os.path.join(glob.escape(root), "*")) if os.path.isdir(p))
+
+
 def copying(host: Host, vm: str) -> bool:
     """A disk copy into one of vm's unfinished (-partial) backups has started: vmkfstools has
     created its output file."""

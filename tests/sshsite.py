@@ -5,6 +5,7 @@ connection and its control requests are not sessions): behaviour, not time. sshd
 the host's namespace (`esxisim shell HOST -- sshd`), so every session sees the host's tools.
 """
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ import sys
 
 import pytest
 
-from simhost import REPO
+from simhost import REPO, make_host
 from sshd import running_sshd
 
 
@@ -63,6 +64,20 @@ def host_sshd(host, folder):
     (a context manager: running_sshd's server)."""
     return running_sshd(folder, wrap=[sys.executable, "-m", "esxisim", "shell", host.root, "--"],
                         env=dict(os.environ, PYTHONPATH=REPO))
+
+
+@contextlib.contextmanager
+def web_host_behind_sshd(tmp):
+    """A simulated host under tmp/host with one VM, `web` (1 MiB, powered on), and an sshd in front of it
+    under tmp/sshd: (host, sshd), the host stopped after. The one host a file of SSH-mode outsider tests
+    shares (a module-scoped lab), written once so the files set it up alike."""
+    host = make_host(tmp / "host")
+    try:
+        host.create_vm("web", "datastore1", [{"size": "1M"}], power="on")
+        with host_sshd(host, tmp / "sshd") as sshd:
+            yield host, sshd
+    finally:
+        host.stop()
 
 
 def replace_host_python(host, make) -> None:

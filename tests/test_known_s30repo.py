@@ -4,13 +4,12 @@ one test per defect.
 Tiny disks; one simulated host per test where a host is needed.
 """
 
-import datetime
 import json
 import os
 import time
 
 from esxisim import proclog
-from repotool import age, backup, cli, make_disk, new_repo
+from repotool import backup, cli, edit_record, make_disk, new_repo, two_vms
 from simhost import hotvcb, needs_root, write_conf
 
 from hotvcb.repo.repository import open_path
@@ -42,17 +41,6 @@ def test_a_delta_clone_that_cannot_fit_on_the_repositorys_datastore_is_never_sta
 
 # -- 2. a record whose disk size is not its index's restores a disk of the wrong size --------------------------------
 
-def _edit_record(repo_path, snap, edit):
-    """Rewrite a snapshot record as a bug or a hand edit would leave it (records are immutable to hotvcb)."""
-    path = os.path.join(str(repo_path), "snapshots", snap.id)
-    with open(path, encoding="utf-8") as f:
-        record = json.load(f)
-    edit(record)
-    os.chmod(path, 0o644)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(record, f)
-
-
 def test_a_record_whose_disk_size_is_not_its_indexs_is_damaged_to_verify_and_restore(tmp_path):
     """The record says the disk is 16 MiB; its index (checked by its SHA-256) covers 24 MiB. verify said OK, and
     restore wrote the index's disk while list and restore's room check went by the record: a disk of another size
@@ -64,7 +52,7 @@ def test_a_record_whose_disk_size_is_not_its_indexs_is_damaged_to_verify_and_res
 
     def shrink(record):
         record["disks"][0]["size"] = 16 << 20
-    _edit_record(tmp_path / "repo", snap, shrink)
+    edit_record(tmp_path / "repo", snap, shrink)
     r = cli("verify", "--repo", tmp_path / "repo")
     damaged = [line for line in r.stdout.splitlines() if line.startswith("DAMAGED")]
     assert r.returncode == 4, r.stdout + r.stderr
@@ -78,21 +66,6 @@ def test_a_record_whose_disk_size_is_not_its_indexs_is_damaged_to_verify_and_res
 
 # -- 3. one damaged record of another VM blocks prune for every VM, with no way out said --------------------------
 
-def _two_vms(tmp_path):
-    """`web` backed up twice (its first backup's chunks overwritten since), `db` once, all older than GC's grace."""
-    repo = new_repo(tmp_path / "repo")
-    web, db = tmp_path / "web.raw", tmp_path / "db.raw"
-    make_disk(web, size=4 << 20, seed=3)
-    make_disk(db, size=4 << 20, seed=4)
-    old = backup(repo, "web", web, when=datetime.datetime(2026, 11, 30, 21))
-    (tmp_path / "web-old.raw").write_bytes(web.read_bytes())
-    make_disk(web, size=4 << 20, seed=5)
-    new = backup(repo, "web", web, when=datetime.datetime(2026, 12, 1, 21))
-    dbsnap = backup(repo, "db", db, when=datetime.datetime(2026, 12, 1, 21))
-    age(tmp_path / "repo", 3 * 3600)
-    return repo, old, new, dbsnap
-
-
 def _packs(repo_path):
     return sorted(os.path.join(d, f) for d, _sub, files in os.walk(os.path.join(str(repo_path), "packs"))
                   for f in files)
@@ -105,7 +78,7 @@ def test_a_damaged_record_of_another_vm_lets_prune_drop_backups_and_says_how_to_
     collection did not run, names the record and how to get out (move it out of snapshots/), exit 3; once it is
     moved aside, prune collects as before."""
     repo_path = tmp_path / "repo"
-    _repo, old, new, dbsnap = _two_vms(tmp_path)
+    _repo, old, new, dbsnap = two_vms(tmp_path)
     record = os.path.join(str(repo_path), "snapshots", dbsnap.id)
     os.chmod(record, 0o644)
     with open(record, "w") as f:
@@ -132,7 +105,7 @@ def test_prune_refuses_before_it_drops_a_backup_where_a_kept_ones_index_is_damag
     """The other side of proceeding past a damaged record: a kept backup whose index is gone must still refuse
     the prune before it removes the older whole backup (it would leave the VM with no backup that restores)."""
     repo_path = tmp_path / "repo"
-    _repo, old, new, dbsnap = _two_vms(tmp_path)
+    _repo, old, new, dbsnap = two_vms(tmp_path)
     os.chmod(os.path.join(str(repo_path), "snapshots", dbsnap.id), 0o644)
     with open(os.path.join(str(repo_path), "snapshots", dbsnap.id), "w") as f:
         f.write("garbage")
@@ -150,11 +123,11 @@ def test_a_record_of_a_newer_format_is_not_damage_and_keeps_its_chunks(tmp_path)
     a newer hotvcb (format 2)", upgrade), exit 3 (not checked), and prune keeps every chunk it may use and does
     not tell the admin to move it aside."""
     repo_path = tmp_path / "repo"
-    _repo, old, new, dbsnap = _two_vms(tmp_path)
+    _repo, old, new, dbsnap = two_vms(tmp_path)
 
     def newer(record):
         record["version"] = 2
-    _edit_record(repo_path, dbsnap, newer)
+    edit_record(repo_path, dbsnap, newer)
     r = cli("verify", "--repo", repo_path)
     out = r.stdout + r.stderr
     assert r.returncode == 3, out
@@ -168,7 +141,7 @@ def test_a_record_of_a_newer_format_is_not_damage_and_keeps_its_chunks(tmp_path)
 
     def older(record):
         record["version"] = 1
-    _edit_record(repo_path, dbsnap, older)  # the upgraded hotvcb reads it: its backup restores whole
+    edit_record(repo_path, dbsnap, older)  # the upgraded hotvcb reads it: its backup restores whole
     r = cli("restore", "--repo", repo_path, dbsnap.id, "--to", tmp_path / "out")
     assert r.returncode == 0, r.stdout + r.stderr
     assert (tmp_path / "out" / "db.raw").read_bytes() == (tmp_path / "db.raw").read_bytes()

@@ -11,6 +11,7 @@ from datetime import datetime
 
 import pytest
 
+from cronsite import crontab_on_path
 from simhost import REPO, make_host, needs_root, write_conf
 from sshd import needs_sshd
 from sshsite import host_sshd
@@ -77,13 +78,7 @@ def test_file_by_file_names_the_backup_by_the_hosts_time_not_the_linux_boxs_time
 @pytest.fixture
 def fake_crontab(tmp_path):
     """A `crontab` first on PATH keeping the Linux box's table in a file."""
-    table, bindir = tmp_path / "table", tmp_path / "bin"
-    bindir.mkdir()
-    (bindir / "crontab").write_text('#!/bin/sh\ncase "$1" in\n'
-                                    '-l) [ -f %(t)s ] || { echo "no crontab" >&2; exit 1; }; cat %(t)s;;\n'
-                                    '-) cat > %(t)s;;\n*) exit 2;;\nesac\n' % {"t": table})
-    (bindir / "crontab").chmod(0o755)
-    return table, "%s:%s" % (bindir, os.environ["PATH"])
+    return crontab_on_path(tmp_path)
 
 
 def test_schedule_install_takes_a_leading_dash_vm_name_as_backup_does(lab, fake_crontab):

@@ -14,9 +14,10 @@ import time
 
 import pytest
 
-from simhost import REPO, copying, lock_pid, make_host, needs_root, ours, wait_for, write_conf
+from cronsite import crontab_on_path
+from simhost import REPO, copying, lock_pid, needs_root, ours, wait_for, write_conf
 from sshd import needs_sshd
-from sshsite import host_sshd
+from sshsite import web_host_behind_sshd
 
 
 class Lab:
@@ -51,13 +52,8 @@ def lab(tmp_path_factory):
     if not available():
         pytest.skip("needs OpenSSH sshd")
     tmp = tmp_path_factory.mktemp("s29ops")
-    host = make_host(tmp / "host")
-    try:
-        host.create_vm("web", "datastore1", [{"size": "1M"}], power="on")
-        with host_sshd(host, tmp / "sshd") as sshd:
-            yield Lab(host, sshd, tmp)
-    finally:
-        host.stop()
+    with web_host_behind_sshd(tmp) as (host, sshd):
+        yield Lab(host, sshd, tmp)
 
 
 def _final(text):
@@ -122,13 +118,7 @@ def test_a_file_by_file_run_reports_the_esxi_host_not_the_linux_box(lab, tmp_pat
 @pytest.fixture
 def fake_crontab(tmp_path):
     """A `crontab` first on PATH keeping the Linux box's table in a file: (table, PATH)."""
-    table, bindir = tmp_path / "table", tmp_path / "bin"
-    bindir.mkdir()
-    (bindir / "crontab").write_text('#!/bin/sh\ncase "$1" in\n'
-                                    '-l) [ -f %(t)s ] || { echo "no crontab" >&2; exit 1; }; cat %(t)s;;\n'
-                                    '-) cat > %(t)s;;\n*) exit 2;;\nesac\n' % {"t": table})
-    (bindir / "crontab").chmod(0o755)
-    return table, "%s:%s" % (bindir, os.environ["PATH"])
+    return crontab_on_path(tmp_path)
 
 
 def _as_cron_runs(line, home, folder):

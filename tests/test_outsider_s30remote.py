@@ -16,7 +16,8 @@ import time
 
 import pytest
 
-from simhost import REPO, copying, hotvcb, host_lock_path, make_host, needs_root, wait_for, write_conf
+from cronsite import crontab_on_path
+from simhost import REPO, copying, hotvcb, host_lock_path, needs_root, wait_for, write_conf
 from sshd import needs_sshd
 
 
@@ -52,16 +53,20 @@ class Lab:
 def lab(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("esxisim needs root")
-    from sshsite import host_sshd
+    from sshsite import web_host_behind_sshd
 
     tmp = tmp_path_factory.mktemp("s30remote")
-    host = make_host(tmp / "host")
-    try:
-        host.create_vm("web", "datastore1", [{"size": "1M"}], power="on")
-        with host_sshd(host, tmp / "sshd") as sshd:
-            yield Lab(host, sshd, tmp)
-    finally:
-        host.stop()
+    with web_host_behind_sshd(tmp) as (host, sshd):
+        yield Lab(host, sshd, tmp)
+
+
+def _clear_faults_and_reap(lab, proc):
+    """After a run under injected faults, however it went: the host's faults cleared, the run killed and
+    waited for if it still runs."""
+    lab.host.clear_faults()
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
 
 
 def _settle(lab, conf):
@@ -101,10 +106,7 @@ def test_the_session_ssh_killed_on_the_linux_box_is_named_as_the_cause(lab, tmp_
             os.kill(pid, signal.SIGKILL)
         out, _ = proc.communicate(timeout=120)
     finally:
-        lab.host.clear_faults()
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        _clear_faults_and_reap(lab, proc)
     try:
         assert proc.returncode != 0 and "Traceback" not in out, out
         said = [l for l in out.splitlines() if "error" in l.split(" -- ", 1)[-1][:8] or "Final status" in l]
@@ -167,13 +169,7 @@ def test_a_local_sh_whose_exit_carries_a_comment_still_gets_the_job_back_at_boot
 @pytest.fixture
 def fake_crontab(tmp_path):
     """A `crontab` first on PATH keeping the Linux box's table in a file, byte for byte: (table, PATH)."""
-    table, bindir = tmp_path / "table", tmp_path / "bin"
-    bindir.mkdir()
-    (bindir / "crontab").write_text('#!/bin/sh\ncase "$1" in\n'
-                                    '-l) [ -f %(t)s ] || { echo "no crontab for root" >&2; exit 1; }; cat %(t)s;;\n'
-                                    '-) cat > %(t)s;;\n*) exit 2;;\nesac\n' % {"t": table})
-    (bindir / "crontab").chmod(0o755)
-    return table, "%s:%s" % (bindir, os.environ["PATH"])
+    return crontab_on_path(tmp_path, "no crontab for root")
 
 
 @needs_root
@@ -235,10 +231,7 @@ def test_a_backup_refused_by_the_lock_of_a_killed_run_from_this_box_names_cleanu
         proc.kill()
         proc.communicate(timeout=60)
     finally:
-        lab.host.clear_faults()
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        _clear_faults_and_reap(lab, proc)
     try:
         again = lab.run("backup", "-m", "web", "-g", conf)
         assert again.returncode != 0 and "Traceback" not in again.out, again.out

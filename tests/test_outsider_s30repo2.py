@@ -4,43 +4,14 @@ last-run files, tried as an admin would. Each defect is a strict xfail asserting
 Tiny disks (4 MiB); one simulated host per test where a host is needed.
 """
 
-import datetime
 import json
 import os
 import subprocess
 
 import pytest
 
-from repotool import PYTHON, ROOT, age, backup, cli, make_disk, new_repo
+from repotool import PYTHON, ROOT, cli, edit_record, record_path, two_vms
 from simhost import hotvcb, needs_root, write_conf
-
-
-def _two_vms(tmp_path):
-    """`web` backed up twice (its first backup's chunks overwritten since), `db` once, all older than GC's grace."""
-    repo = new_repo(tmp_path / "repo")
-    web, db = tmp_path / "web.raw", tmp_path / "db.raw"
-    make_disk(web, size=4 << 20, seed=3)
-    make_disk(db, size=4 << 20, seed=4)
-    old = backup(repo, "web", web, when=datetime.datetime(2026, 11, 30, 21))
-    make_disk(web, size=4 << 20, seed=5)
-    new = backup(repo, "web", web, when=datetime.datetime(2026, 12, 1, 21))
-    dbsnap = backup(repo, "db", db, when=datetime.datetime(2026, 12, 1, 21))
-    age(tmp_path / "repo", 3 * 3600)
-    return old, new, dbsnap
-
-
-def _edit_record(repo_path, snap, edit):
-    path = os.path.join(str(repo_path), "snapshots", snap.id)
-    with open(path, encoding="utf-8") as f:
-        record = json.load(f)
-    edit(record)
-    os.chmod(path, 0o644)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(record, f)
-
-
-def _record(repo_path, snap):
-    return os.path.join(str(repo_path), "snapshots", snap.id)
 
 
 # -- 1. a record whose disk size is not its index's still blocks every VM's prune -----------------------------------
@@ -53,19 +24,19 @@ def test_a_record_whose_size_disagrees_with_its_index_does_not_block_every_vms_p
     and refuses the whole prune (exit 1, one line about db's disk size): web's old backups stay for ever, which is
     the very failure the 2026-12-04 change set out to end. The dry run meanwhile says nothing at all (exit 0)."""
     repo_path = tmp_path / "repo"
-    old, new, dbsnap = _two_vms(tmp_path)
+    _repo, old, new, dbsnap = two_vms(tmp_path)
 
     def halve(record):
         record["disks"][0]["size"] = 2 << 20
-    _edit_record(repo_path, dbsnap, halve)
+    edit_record(repo_path, dbsnap, halve)
     r = cli("prune", "--repo", repo_path, "--keep-last", "1", "--dry-run")
     assert r.returncode == 0 and "the prune would collect no garbage" in r.stderr, r.stdout + r.stderr
     assert "snapshots/%s" % dbsnap.id in r.stderr, r.stdout + r.stderr
     r = cli("prune", "--repo", repo_path, "--keep-last", "1")
     out = r.stdout + r.stderr
     assert r.returncode == 3 and "Traceback" not in out, out
-    assert not os.path.exists(_record(repo_path, old)), out  # web's old backup went
-    assert os.path.exists(_record(repo_path, new)) and os.path.exists(_record(repo_path, dbsnap))
+    assert not os.path.exists(record_path(repo_path, old)), out  # web's old backup went
+    assert os.path.exists(record_path(repo_path, new)) and os.path.exists(record_path(repo_path, dbsnap))
     assert "garbage collection did not run" in r.stderr and "snapshots/%s" % dbsnap.id in r.stderr, out
     assert "move the file" in r.stderr, out
 
@@ -83,8 +54,8 @@ def test_a_record_this_run_cannot_read_is_not_sent_aside_as_damaged(tmp_path):
     one of the wrong kind or a size not its index's; one that cannot be read must be named as such (fix access,
     run again), never sent aside as damage."""
     repo_path = tmp_path / "repo"
-    _old, _new, dbsnap = _two_vms(tmp_path)
-    os.chmod(_record(repo_path, dbsnap), 0)
+    _repo, _old, _new, dbsnap = two_vms(tmp_path)
+    os.chmod(record_path(repo_path, dbsnap), 0)
     r = subprocess.run(["setpriv", "--inh-caps=-dac_override,-dac_read_search",
                         "--bounding-set=-dac_override,-dac_read_search", PYTHON, "-m", "hotvcb", "prune", "--repo",
                         str(repo_path), "--keep-last", "1"], capture_output=True, text=True, cwd=ROOT, timeout=60,

@@ -11,23 +11,9 @@ import os
 
 import pytest
 
-from simhost import backup_root, hotvcb, make_host, needs_root, vim, write_conf
+from simhost import backup_dirs, hotvcb, needs_root, vim, write_conf
 
 pytestmark = [needs_root]
-
-
-@pytest.fixture
-def host(tmp_path):
-    h = make_host(tmp_path / "host")
-    try:
-        yield h
-    finally:
-        h.stop()
-
-
-def backup_dirs(host, vm):
-    root = backup_root(host, vm)
-    return sorted(p for p in glob.glob(os.path.join(glob.escape(root), "*")) if os.path.isdir(p))
 
 
 def edit_vmx(host, vmid, edit):

@@ -6,29 +6,14 @@ unquoted value, trailing `# comment`, NUL ends the line); the value is then unes
 `.encoding`; keys fold case; of two lines setting one key the last wins. Each defect is a strict
 xfail until fixed; tiny disks, one simulated host per test."""
 
-import glob
 import os
 import re
 
 import pytest
 
-from simhost import backup_root, hotvcb, make_host, needs_root, vim, write_conf
+from simhost import backup_dirs, hotvcb, needs_root, vim, write_conf
 
 pytestmark = [needs_root]
-
-
-@pytest.fixture
-def host(tmp_path):
-    h = make_host(tmp_path / "host")
-    try:
-        yield h
-    finally:
-        h.stop()
-
-
-def backup_dirs(host, vm):
-    root = backup_root(host, vm)
-    return sorted(p for p in glob.glob(os.path.join(glob.escape(root), "*")) if os.path.isdir(p))
 
 
 _LINE = re.compile(rb'[ \t]*([^ \t#=]+)[ \t]*=[ \t]*(?:"([^"]*)"|([^ \t#"][^ \t#]*)?)[ \t]*(?:#.*)?\Z', re.S)
@@ -61,6 +46,33 @@ def write_bytes(path, raw):
         f.write(raw)
 
 
+def as_written_by(path, kind, latin1_line):
+    """Rewrite the UTF-8 dictionary file at path as `kind` left it: "windows-1252", an old Windows-made VM's
+    (declared and written in windows-1252), or else UTF-8 with latin1_line appended from a Latin-1 terminal."""
+    raw = read_bytes(path)
+    if kind == "windows-1252":
+        raw = raw.decode("utf-8").replace('.encoding = "UTF-8"', '.encoding = "windows-1252"').encode("cp1252")
+    else:
+        raw += latin1_line.encode("latin-1")
+    write_bytes(path, raw)
+
+
+def _backup_web(host, conf):
+    """Back `web` up with conf, which must succeed: its one backup folder."""
+    r = hotvcb(host, "-m", "web", "-g", conf)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (folder,) = backup_dirs(host, "web")
+    return folder
+
+
+def _restore_web_copy(host, folder):
+    """Restore the backup in folder as `web copy` on ds5, which must succeed: its output."""
+    r = hotvcb(host, "restore", host.host_path(folder), "--datastore", "ds5", "--name", "web copy")
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    return out
+
+
 def restored(host, datastore, name, ext=".vmx"):
     return os.path.join(host.ds_dir(datastore), name, name + ext)
 
@@ -90,12 +102,8 @@ def test_a_copy_never_keeps_the_originals_identity_from_a_key_set_twice(host):
     pasted = ('# identity and placement, from the wiki page of web\nuuid.bios = "%s"\n'
               'ethernet0.generatedAddress = "%s"\nworkingDir = "%s"\n' % (bios, mac, original))
     write_bytes(path, pasted.encode("ascii") + raw + ('workingDir = "%s"\n' % original).encode("ascii"))
-    r = hotvcb(host, "-m", "web", "-g", conf)
-    assert r.returncode == 0, r.stdout + r.stderr
-    (folder,) = backup_dirs(host, "web")
-    r = hotvcb(host, "restore", host.host_path(folder), "--datastore", "ds5", "--name", "web copy")
-    out = r.stdout + r.stderr
-    assert r.returncode == 0, out
+    folder = _backup_web(host, conf)
+    out = _restore_web_copy(host, folder)
     after = as_vmware_reads(read_bytes(restored(host, "ds5", "web copy")))
     assert after.get("uuid.bios") != bios, (after.get("uuid.bios"), out)
     assert after.get("ethernet0.generatedaddress") != mac, (after.get("ethernet0.generatedaddress"), out)
@@ -122,19 +130,10 @@ def test_a_restored_snapshot_tree_keeps_its_snapshot_names(host, kind):
     vmid = host.create_vm("web", "datastore1", [{"size": "1M"}], power="on",
                           snapshots=["Vor Änderung – Test", "two"])
     vmsd = host.vmx_real(vmid)[: -len(".vmx")] + ".vmsd"
-    raw = read_bytes(vmsd)
-    if kind == "windows-1252":
-        raw = raw.decode("utf-8").replace('.encoding = "UTF-8"', '.encoding = "windows-1252"').encode("cp1252")
-    else:
-        raw += 'snapshot0.description = "Café"\n'.encode("latin-1")
-    write_bytes(vmsd, raw)
+    as_written_by(vmsd, kind, 'snapshot0.description = "Café"\n')
     assert "Vor Änderung – Test" in vim(host, "vmsvc/snapshot.get", vmid)  # as hostd lists it
-    r = hotvcb(host, "-m", "web", "-g", conf)
-    assert r.returncode == 0, r.stdout + r.stderr
-    (folder,) = backup_dirs(host, "web")
-    r = hotvcb(host, "restore", host.host_path(folder), "--datastore", "ds5", "--name", "web copy")
-    out = r.stdout + r.stderr
-    assert r.returncode == 0, out
+    folder = _backup_web(host, conf)
+    out = _restore_web_copy(host, folder)
     raw = read_bytes(restored(host, "ds5", "web copy", ".vmsd"))
     declared = as_vmware_reads(raw).get(".encoding") or "UTF-8"
     names = as_vmware_reads(raw, "cp1252" if declared.lower() == "windows-1252" else "utf-8")
@@ -203,19 +202,10 @@ def test_a_restored_snapshot_tree_keeps_the_vmx_text(host, kind):
     note = "Preis 5 € / Grüße"
     vmid = host.create_vm("web", "datastore1", [{"size": "1M"}], power="on", snapshots=["one"], annotation=note)
     path = host.vmx_real(vmid)
-    raw = read_bytes(path)
-    if kind == "windows-1252":
-        raw = raw.decode("utf-8").replace('.encoding = "UTF-8"', '.encoding = "windows-1252"').encode("cp1252")
-    else:
-        raw += 'guestinfo.owner = "Café team"\n'.encode("latin-1")
-    write_bytes(path, raw)
-    r = hotvcb(host, "-m", "web", "-g", conf)
-    assert r.returncode == 0, r.stdout + r.stderr
-    (folder,) = backup_dirs(host, "web")
+    as_written_by(path, kind, 'guestinfo.owner = "Café team"\n')
+    folder = _backup_web(host, conf)
     assert os.path.isdir(os.path.join(folder, "snapshot-tree")), os.listdir(folder)
-    r = hotvcb(host, "restore", host.host_path(folder), "--datastore", "ds5", "--name", "web copy")
-    out = r.stdout + r.stderr
-    assert r.returncode == 0, out
+    out = _restore_web_copy(host, folder)
     raw = read_bytes(restored(host, "ds5", "web copy"))
     declared = as_vmware_reads(raw).get(".encoding") or "UTF-8"
     values = as_vmware_reads(raw, "cp1252" if declared.lower() == "windows-1252" else "utf-8")
@@ -267,9 +257,7 @@ def test_the_backups_snapshot_tree_holds_the_vmsd_as_the_user_had_it(host):
         raw = read_bytes(base + ext).decode("utf-8")
         write_bytes(base + ext, raw.replace('.encoding = "UTF-8"', '.encoding = "windows-1252"').encode("cp1252"))
     assert "Vor Änderung – Test" in vim(host, "vmsvc/snapshot.get", vmid)
-    r = hotvcb(host, "-m", "web", "-g", conf)
-    assert r.returncode == 0, r.stdout + r.stderr
-    (folder,) = backup_dirs(host, "web")
+    folder = _backup_web(host, conf)
     with open(os.path.join(folder, "hotvcb.json"), encoding="utf-8") as f:
         listed = json.load(f)["snapshot_tree"]["snapshots"]
     raw = read_bytes(os.path.join(folder, "snapshot-tree", "web.vmsd"))

@@ -10,7 +10,7 @@ import json
 import os
 import subprocess
 
-from repotool import PYTHON, ROOT, age, backup, cli, make_disk, new_repo
+from repotool import PYTHON, ROOT, age, backup, cli, edit_record, make_disk, new_repo
 from simhost import needs_root
 
 from hotvcb.shell import LocalShell
@@ -28,20 +28,10 @@ def _repo(tmp_path):
     return snaps
 
 
-def _rewrite(tmp_path, snap, edit):
-    path = os.path.join(str(tmp_path / "repo"), "snapshots", snap.id)
-    with open(path, encoding="utf-8") as f:
-        record = json.load(f)
-    edit(record)
-    os.chmod(path, 0o644)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(record, f)
-
-
 def test_list_json_names_each_record_that_does_not_read_by_its_kind(tmp_path):
     snaps = _repo(tmp_path)
-    _rewrite(tmp_path, snaps["web"], lambda r: r.update(version=2))
-    _rewrite(tmp_path, snaps["db"], lambda r: r["disks"][0].update(size=2 << 20))
+    edit_record(tmp_path / "repo", snaps["web"], lambda r: r.update(version=2))
+    edit_record(tmp_path / "repo", snaps["db"], lambda r: r["disks"][0].update(size=2 << 20))
     r = cli("list", "--repo", tmp_path / "repo", "--json")
     assert r.returncode == 0, r.stdout + r.stderr
     out = json.loads(r.stdout)
