@@ -15,6 +15,7 @@ mount namespace at no cost per command.
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -128,3 +129,21 @@ def running_sshd(tmp: Path, force_command: Optional[str] = None,
             proc.kill()
             proc.wait()
         log.close()
+        _end_masters(str(tmp / "id_ed25519"))
+
+
+def _end_masters(identity: str) -> None:
+    """End the ssh clients still holding this server's identity: a master a killed or failed run left
+    (ControlPersist) lives on for minutes after its test, with the server's child of its connection, in
+    every later test's process table and load."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if os.path.basename(argv[0]) == b"ssh" and identity.encode() in argv:
+            try:
+                os.kill(int(pid), signal.SIGTERM)
+            except OSError:
+                pass
