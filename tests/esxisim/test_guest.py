@@ -126,6 +126,8 @@ def test_nfs_shared_between_hosts(tmp_path):
 def test_crond_restart_is_recorded(tmp_path):
     h = Host.create(str(tmp_path / "c"), version="6.7.0")
     try:
+        # the host's start waits a while for crond's pid file, not for its log line: under load that comes later
+        wait_for(lambda: crond.log(h), what="the first crond's start")
         first = crond.log(h)[-1]
         assert first["event"] == "start"
         r = sh(h, "echo '0 1 * * * /bin/true' >> /var/spool/cron/crontabs/root; "
