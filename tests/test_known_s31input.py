@@ -87,3 +87,55 @@ def test_a_pipe_whose_writer_ended_without_a_word_is_not_waited_for(qemu, tmp_pa
                         "backup", "-g", str(qemu[1])], capture_output=True, text=True, timeout=90, cwd=REPO,
                        env=dict(os.environ, PYTHONPATH=REPO))
     assert r.returncode == 1 and "names no VM" in said(r) and time.monotonic() - started < 30, said(r)
+
+
+# -- an SSH session lost while a restore registers its VM -----------------------------------------------------
+
+def _ssh_sessions(port, before):
+    """The session ssh clients (not the master connection) to the sshd on `port` started since `before`."""
+    out = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    rows = [line.strip().split(None, 1) for line in out.splitlines() if line.strip()]
+    return [int(r[0]) for r in rows if len(r) == 2 and os.path.basename(r[1].split()[0]) == "ssh"
+            and int(r[0]) not in before and "-p %d " % port in r[1] and "ControlMaster=yes" not in r[1]]
+
+
+@needs_root
+@pytest.mark.parametrize("mode", [[], ["--file-by-file"]], ids=["on-host", "file-by-file"])
+def test_a_session_killed_while_the_restore_registers_names_it_and_a_rerun_finds_the_vm(site, mode):
+    """The restore's SSH session dies while `vim-cmd solo/registervm` waits for hostd (the Linux box's OOM
+    killer, a dropped VPN): hostd registers the VM anyway. The run says the session broke and fails; the admin
+    must not be left with a VM registered that the run said was not, or a rerun that trips over it."""
+    import signal
+
+    host = site.host
+    host.create_vm("web", "datastore1", [{"size": "1M"}], power="on")
+    conf = write_conf(host)
+    r, _ = site.run("backup", "-m", "web", "-g", conf)
+    assert r.returncode == 0, r.out
+    host.set_fault("registervm.delay", "10")
+    before = set(_ssh_sessions(site.sshd.port, set()))
+    argv = site.argv("restore", *mode, "--latest", "web", "-g", conf, "--datastore", "datastore1", "--name", "web2")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=site.env(), cwd=REPO)
+    try:
+        deadline = time.monotonic() + 120
+        while "web2" not in [host.display_name(k) for k in host.state()["vms"]] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        for pid in _ssh_sessions(site.sshd.port, before):
+            os.kill(pid, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        host.clear_faults()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode != 0 and "Traceback" not in out, out
+    assert "SSH session to %s broke" % site.sshd.target in out, out
+    (vmid,) = [k for k in host.state()["vms"] if host.display_name(k) == "web2"]  # hostd registered it, once
+    if mode:  # the restore ran here and asks the inventory again; on the host the run stopped with its session
+        assert "registered it as vmid %s" % vmid in out and "register it with" not in out, out
+    else:
+        assert "the run on the host stopped with it" in out, out
+    rerun, _ = site.run("restore", *mode, "--latest", "web", "-g", conf, "--datastore", "datastore1", "--name", "web2")
+    assert rerun.returncode != 0 and "registered as vmid %s" % vmid in rerun.out, rerun.out
+    assert [k for k in host.state()["vms"] if host.display_name(k) == "web2"] == [vmid]
