@@ -497,6 +497,8 @@ def registervm(host, rest):
                                "The specified key, name, or identifier '%s' already exists." % existing,
                                [("name", '"%s"' % existing)]))
         return faults.FAULT_EXIT
+    # hostd's task registers the VM; vim-cmd, killed while it waits for the answer, leaves it registered (guess)
+    faults.sleep(faults.num(host, "registervm.delay"))
     if not _older_than(host, 5, 1):
         out("%s\n" % vmid)  # ESXi 5.1+ print the new vmid; ESX/ESXi 4.x print nothing (registervm-unregister_01)
     return 0

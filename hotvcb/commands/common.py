@@ -158,7 +158,8 @@ def add_target_options(parser: argparse.ArgumentParser) -> None:
     remote = parser.add_argument_group(
         "SSH remote mode", "run the job from this machine against an ESXi host over SSH "
         "(OpenSSH client; host keys must already be in known_hosts)")
-    remote.add_argument("--host", metavar="USER@HOST", help="the ESXi host to work on, e.g. root@esxi01")
+    remote.add_argument("--host", metavar="USER@HOST[:PORT]", help="the ESXi host to work on, e.g. root@esxi01, "
+                        "root@esxi01:2222, root@[fe80::1]:2222")
     remote.add_argument("--port", type=int, metavar="N", help="its SSH port (default 22)")
     remote.add_argument("--identity", metavar="FILE", help="private key to log in with")
     remote.add_argument("--known-hosts", metavar="FILE", help="known_hosts file holding the host's key")
@@ -286,18 +287,28 @@ def target_of(args) -> Target:
     given = [opt for opt, value in (("--qemu", qemu), ("--libvirt", libvirt), ("--host", host)) if value]
     if len(given) > 1:
         raise UsageError("%s exclude each other" % " and ".join(given))
-    if host is not None and not host.rsplit("@", 1)[-1]:
-        # `--host root@` (a variable left empty in a script) was no host: `schedule` named its job
-        # `hotvcb`, the one every job had before jobs were named after hosts (`remove` removed that
-        # one), and `--host ""` ran the command on this machine instead
-        raise UsageError("--host %r names no host: give [USER@]HOST, e.g. root@esxi01" % host)
-    if host:
-        refuse_option_as_host(host, "--host")
-        from ..sshshell import SshTarget
-        return Target(SshTarget(host, port, identity, known_hosts, tuple(options)), None)
+    if host is not None:
+        return Target(_ssh_target(host, port, identity, known_hosts, tuple(options)), None)
     if (port or identity or known_hosts or options) and not getattr(args, "hosts", None):
         raise UsageError("--port, --identity, --known-hosts and --ssh-option need --host")
     return Target(None, qemu, libvirt)
+
+
+def _ssh_target(host: str, port: Optional[int], identity: Optional[str], known_hosts: Optional[str],
+                options: Tuple[str, ...]):
+    """`--host` read as a `--hosts` file's line is (`host_and_port`): `root@esxi01:2222` and `root@[fe80::1]`
+    reached ssh as they stood, a host name ssh failed to resolve or resolved to a host nobody meant."""
+    dest, given = host_and_port(host)
+    if not dest.rsplit("@", 1)[-1]:
+        # `--host root@` (a variable left empty in a script) was no host: `schedule` named its job
+        # `hotvcb`, the one every job had before jobs were named after hosts (`remove` removed that
+        # one), and `--host ""` ran the command on this machine instead
+        raise UsageError("--host %r names no host: give [USER@]HOST[:PORT], e.g. root@esxi01" % host)
+    refuse_option_as_host(dest, "--host")
+    if given is not None and port is not None and given != port:
+        raise UsageError("--host %s names port %d and --port %d another: give the port once" % (host, given, port))
+    from ..sshshell import SshTarget
+    return SshTarget(dest, port if given is None else given, identity, known_hosts, options)
 
 
 def targets_in(path: str, args) -> List[Tuple[str, Target]]:

@@ -182,8 +182,9 @@ def command(args, failed: int, log: Optional[RunLog] = None,
     done = _run(args, log, ask=ask)
     if done is None:
         return None
-    if done.lost:
-        say("hotvcb: error: %s" % done.lost, stream=sys.stderr)
+    if done.lost:  # what the host's end had done, the admin reads in the lines it sent before it stopped
+        say("hotvcb: error: %s; the run on the host stopped with it, after the last step its lines above show "
+            "(run the command again: it says what was left)" % done.lost, stream=sys.stderr)
         return failed
     return done.returncode
 

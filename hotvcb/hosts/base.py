@@ -113,3 +113,6 @@ class Hypervisor(Protocol):
     # restore (issue 3): register a restored .vmx and return its vmid
     def register_vm(self, vmx_path: str) -> str: ...
 
+    # the vmid the inventory lists for a .vmx, or None (what a registration cut off on its way left)
+    def registered_at(self, vmx_path: str) -> Optional[str]: ...
+

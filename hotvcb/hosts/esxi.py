@@ -456,30 +456,31 @@ class EsxiHost:
         try:
             out = self._vim(["solo/registervm", vmx_path], interruptible=False)
         except CommandFailed as err:
-            kept = self._registered_at(vmx_path) if err.fault == "AlreadyExists" else None
+            kept = self._reloaded_at(vmx_path) if err.fault == "AlreadyExists" else None
             if kept is None:
                 raise
             return kept
         m = re.search(r"^\s*(\d+)\s*$", out, re.M)
         if m:
             return m.group(1)
-        found = self._registered_at(vmx_path)
+        found = self._reloaded_at(vmx_path)
         if found is None:
             raise HostError("registered %s but it does not show up in the inventory" % vmx_path)
         return found
 
-    def _registered_at(self, vmx_path: str) -> Optional[str]:
-        """The vmid the inventory has for this .vmx, or None. A VM hostd skips as invalid (its .vmx was gone)
-        is reloaded first (`vmsvc/reload`): with its .vmx back at its path, hostd reads it again."""
+    def registered_at(self, vmx_path: str) -> Optional[str]:
+        """The vmid the inventory lists for this .vmx, or None; compared by real path, as getallvms names a
+        datastore by its UUID where the restore named it by its label."""
         real = self.shell.realpath(vmx_path)
+        for ref in self.list_vms():
+            if ref.vmx_path == vmx_path or self.shell.realpath(ref.vmx_path) == real:
+                return ref.vmid
+        return None
 
-        def find() -> Optional[str]:
-            for ref in self.list_vms():
-                if ref.vmx_path == vmx_path or self.shell.realpath(ref.vmx_path) == real:
-                    return ref.vmid
-            return None
-
-        found = find()
+    def _reloaded_at(self, vmx_path: str) -> Optional[str]:
+        """registered_at, a VM hostd skips as invalid (its .vmx was gone) reloaded first (`vmsvc/reload`):
+        with its .vmx back at its path, hostd reads it again."""
+        found = self.registered_at(vmx_path)
         skipped = [vmid for vmid, why in self._invalid.items() if why == vimcmd.SKIPPED]
         if found is not None or not skipped:
             return found
@@ -488,7 +489,7 @@ class EsxiHost:
                 self._vim(["vmsvc/reload", vmid], interruptible=False)
             except CommandFailed:
                 continue  # still invalid: another lost VM's
-        return find()
+        return self.registered_at(vmx_path)
 
 
 def _datastore_of(path: str, names: Dict[str, str]) -> str:

@@ -417,6 +417,9 @@ class LibvirtHost(LocalKvmHost):
     def register_vm(self, vmx_path: str) -> str:
         raise HostError("restoring into libvirt is `hotvcb restore`'s (not this driver's) work")
 
+    def registered_at(self, vmx_path: str) -> Optional[str]:
+        return None  # register_vm registers nothing here
+
 
 def _with_live_disks(inactive: str, live: ET.Element, copied: List[str], name: str) -> str:
     """The definition a restore defines: `dumpxml --inactive`, plus the disks a backup copies that only the

@@ -357,6 +357,9 @@ class QemuHost(LocalKvmHost):
     def register_vm(self, vmx_path: str) -> str:
         raise HostError("restoring to a QEMU host is not supported yet")
 
+    def registered_at(self, vmx_path: str) -> Optional[str]:
+        return None  # register_vm registers nothing here
+
 
 def _below_ours(chain: List[Dict[str, Any]]) -> int:
     """The index of the image below our overlays: the one the guest wrote before our snapshot."""

@@ -128,14 +128,14 @@ class Planner:
         if self.req.new_name is None:  # a given one was refused before the restore began
             require_usable_name(name, given=False)
         self._check_name(name, quiet)
-        folder = self.req.target + "/" + layout.folder_name(name)
+        fname = layout.folder_name(name)
+        folder = self.req.target + "/" + fname
         temp = folder + RESTORING
         if self.shell.exists(folder):
-            raise RestoreError("target folder %s already exists; not overwriting it" % folder)
+            raise RestoreError(self._folder_taken(folder, folder + "/" + fname + ".vmx"))
         if self.shell.exists(temp):
             raise RestoreError("%s exists: another restore is running, or one was killed and `hotvcb cleanup` "
                                "removes it" % temp)
-        fname = layout.folder_name(name)
         plan = Plan(self.req, backup, name, folder, temp, fname + ".vmx", "", free=free)
         tree_folder = restore_tree.find(fs, backup)
         if tree_folder is not None:  # the VM comes back with its snapshots, on the user's .vmx
@@ -271,6 +271,21 @@ class Planner:
             return text, vmdk.parse(text)
         except (HostError, vmdk.NotADescriptor) as err:
             raise RestoreError("%s: %s is not a readable disk descriptor: %s" % (dev, path, err)) from err
+
+    def _folder_taken(self, folder: str, vmx: str) -> str:
+        """Why the restore stops at a target folder that is there already. A restore whose end was not seen
+        (its SSH session broke while the host registered the VM) left it complete, registered or not: which
+        one is said, not only "already exists"."""
+        said = "target folder %s already exists" % folder
+        if not self.shell.exists(vmx):
+            return said + "; not overwriting it"
+        vmid = self.host.registered_at(vmx)
+        if vmid is not None:
+            return ("%s, and the host has its VM registered as vmid %s (%s): restored already? Not overwriting it; "
+                    "restore under another name (--name), or remove that VM first" % (said, vmid, vmx))
+        return ("%s and no VM is registered from its %s (a restore cut off while it registered the VM leaves its "
+                "complete folder so: register it with `vim-cmd solo/registervm '%s'`, or remove the folder); not "
+                "overwriting it" % (said, vmx.rsplit("/", 1)[-1], vmx))
 
     def _name_for(self, vmx: VmxFile, folder_name: str) -> str:
         name = self.req.new_name or vmx.get("displayName") or ""

@@ -198,14 +198,30 @@ def register(host: Hypervisor, log, plan: Plan) -> str:
     try:
         vmid = host.register_vm(vmx)
     except HotvcbError as err:
-        raise RestoreError("restored %s completely, but registering it failed: %s -- register it with "
-                           "`vim-cmd solo/registervm '%s'`" % (plan.folder, err, vmx)) from err
+        raise RestoreError(_not_registered(host, plan, vmx, err)) from err
     if vmid in kept:
         log.info("Registered %s as vmid %s: the host had kept it in its inventory, invalid, while its files were "
                  "lost; it has them again" % (plan.name, vmid))
     else:
         log.info("Registered %s as vmid %s" % (plan.name, vmid))
     return vmid
+
+
+def _not_registered(host: Hypervisor, plan: Plan, vmx: str, err: HotvcbError) -> str:
+    """What a registration that failed left. One cut off on its way (its SSH session broke, vim-cmd was killed)
+    may have been done by hostd all the same: told it was not, the admin met AlreadyExists registering it by
+    hand, and a rerun the folder, for a VM they had not been told of. So the inventory is asked."""
+    try:
+        vmid = host.registered_at(vmx)
+    except HotvcbError:
+        return ("restored %s completely, but registering it broke off (%s), and whether the host registered it "
+                "cannot be told now: look for %s in `vim-cmd vmsvc/getallvms`, and only if it is not listed "
+                "register it with `vim-cmd solo/registervm '%s'`" % (plan.folder, err, vmx, vmx))
+    if vmid is not None:
+        return ("restored %s completely, and the host registered it as vmid %s, but the registration ended in an "
+                "error: %s -- the VM is there, not powered on" % (plan.folder, vmid, err))
+    return ("restored %s completely, but registering it failed: %s -- register it with "
+            "`vim-cmd solo/registervm '%s'`" % (plan.folder, err, vmx))
 
 
 def power_on(host: Hypervisor, log, plan: Plan, vmid: str) -> str:
