@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from simhost import hotvcb, make_host, needs_root, write_conf
+from simhost import VOLUME, hotvcb, make_host, needs_root, sealed, write_conf
 
 
 @needs_root
@@ -62,3 +62,49 @@ def test_parallel_temporary_clones_into_one_repository_reserve_their_room_and_th
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
     assert re.search(r"(a|b): waiting for room on .*repods.* \((b|a)\)", out), out
+
+
+def _with_iso_in_its_folder(host, name):
+    """A VM whose CD-ROM holds an ISO kept in the VM's own folder, named relative to it (as the vSphere
+    client writes it when the image is picked from that folder)."""
+    vmid = host.create_vm(name, "datastore1", [{"size": "1M"}], power="off")
+    vmx = host.real(host.vm(vmid)["vmx"])
+    with open(vmx, "a", encoding="utf-8") as f:
+        f.write('ide1:0.present = "TRUE"\nide1:0.deviceType = "cdrom-image"\nide1:0.fileName = "tools.iso"\n'
+                'ide1:0.startConnected = "TRUE"\n')
+    with open(os.path.join(os.path.dirname(vmx), "tools.iso"), "wb") as f:
+        f.write(b"CD001" * 100)
+    return vmid
+
+
+def _restored_vmx(host, folder):
+    with open(host.real(folder + "/" + folder.rsplit("/", 1)[-1] + ".vmx"), encoding="utf-8") as f:
+        return f.read()
+
+
+@needs_root
+def test_a_restored_copy_points_its_cdrom_at_the_iso_in_the_original_folder_or_warns(host, tmp_path):
+    """`web`'s CD-ROM names `tools.iso`, kept in its own folder, by that relative name. The backup holds no
+    ISO (nor did ghettoVCB's), so a copy restored under a new name on another datastore kept `tools.iso`,
+    resolved in its new folder where there is none: the copy pointed at nothing, without a word. The
+    restore now points it at the ISO where it still is (the original VM's folder, by full path) and says so;
+    where it is gone, it warns naming the device and the file."""
+    _with_iso_in_its_folder(host, "web")
+    conf = write_conf(host)
+    r = hotvcb(host, "backup", "-m", "web", "-g", conf, "-w", tmp_path / "work")
+    assert r.returncode == 0, r.stdout + r.stderr
+    [backup] = sealed(host, "web")
+    backup = VOLUME + "/web/" + backup
+    r = hotvcb(host, "restore", backup, "--datastore", "ds5", "--name", "web-copy")
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    text = _restored_vmx(host, "/vmfs/volumes/ds5/web-copy")
+    m = re.search(r'ide1:0\.fileName = "([^"]*)"', text)
+    assert m and m.group(1).startswith("/vmfs/volumes/") and m.group(1).endswith("/web/tools.iso"), text
+    assert os.path.exists(host.real(m.group(1)))
+    assert re.search(r"ide1:0.*tools\.iso", out), out
+    os.unlink(host.real("/vmfs/volumes/datastore1/web/tools.iso"))  # the ISO is gone: nothing to point at
+    r = hotvcb(host, "restore", backup, "--datastore", "ds5", "--name", "web-copy2")
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    assert re.search(r"warning: .*ide1:0.*tools\.iso", out), out
