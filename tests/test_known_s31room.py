@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from simhost import VOLUME, hotvcb, make_host, needs_root, sealed, write_conf
+from simhost import VOLUME, hotvcb, make_host, needs_root, sealed, vim, write_conf
 
 
 @needs_root
@@ -108,3 +108,23 @@ def test_a_restored_copy_points_its_cdrom_at_the_iso_in_the_original_folder_or_w
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
     assert re.search(r"warning: .*ide1:0.*tools\.iso", out), out
+
+
+@needs_root
+def test_esxisim_suspend_writes_the_vmss_the_vmx_names_and_a_resume_or_power_off_ends_it(host):
+    """ESXi's power.suspend writes the guest's state to `<vm>-<hex>.vmss` in the VM's folder and names it in
+    the .vmx (`checkpoint.vmState`); a resume reads and deletes it, as a power-off of the suspended VM does."""
+    vmid = host.create_vm("web", "datastore1", [{"size": "1M"}], power="on")
+    folder = os.path.dirname(host.vmx_real(vmid))
+    for end in ("vmsvc/power.on", "vmsvc/power.off"):
+        vim(host, "vmsvc/power.suspend", vmid)
+        state = host.load_vmx(vmid).get("checkpoint.vmState")
+        assert re.fullmatch(r"web-[0-9a-f]{8}\.vmss", state or ""), state
+        assert os.path.isfile(os.path.join(folder, state))
+        vim(host, end, vmid)
+        assert host.load_vmx(vmid).get("checkpoint.vmState") == ""
+        assert not [f for f in os.listdir(folder) if f.endswith(".vmss")]
+        if end == "vmsvc/power.off":
+            break
+        assert host.power_state(vmid) == "on"
+
