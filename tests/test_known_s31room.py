@@ -128,3 +128,22 @@ def test_esxisim_suspend_writes_the_vmss_the_vmx_names_and_a_resume_or_power_off
             break
         assert host.power_state(vmid) == "on"
 
+
+@needs_root
+def test_a_suspended_vms_restored_copy_does_not_name_a_state_file_it_lacks(host, tmp_path):
+    """`web` is suspended at backup time: its .vmx names its state file (`checkpoint.vmState`), which no backup
+    holds (ghettoVCB copies the .vmx and the disks only). The restored copy kept the line, naming a file that is
+    not in its folder, without a word. The restore clears it and warns: the copy starts from its disks, as
+    after a power loss."""
+    vmid = host.create_vm("web", "datastore1", [{"size": "1M"}], power="on")
+    vim(host, "vmsvc/power.suspend", vmid)
+    conf = write_conf(host)
+    r = hotvcb(host, "backup", "-m", "web", "-g", conf, "-w", tmp_path / "work")
+    assert r.returncode == 0, r.stdout + r.stderr
+    backup = VOLUME + "/web/" + sealed(host, "web")[0]
+    r = hotvcb(host, "restore", backup, "--datastore", "ds5", "--name", "web-copy")
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    m = re.search(r'checkpoint\.vmState = "([^"]*)"', _restored_vmx(host, "/vmfs/volumes/ds5/web-copy"))
+    assert m is None or m.group(1) == "", m.group(0)
+    assert re.search(r"warning: .*suspended.*web-[0-9a-f]{8}\.vmss", out), out

@@ -1,14 +1,23 @@
-"""A restored VM's CD-ROM images named relative to its folder.
+"""Files a restored VM's .vmx names beside its disks that no backup holds.
 
-A backup holds a VM's disks and its own small files, never the ISO images its
-CD-ROMs hold (nor did ghettoVCB's). An image named by a relative file name lies
-in the VM's folder, so a VM restored into a new folder (a new name, another
-datastore) would point at a file that is not there, and nothing said so. Where
-the image still lies in the original VM's folder (the VM of the backup's name
-is still registered), the restored VM is pointed at it by full path: the one
-the admin had mounted, and an image is opened read-only, so the two VMs can
-share it. Otherwise the restore warns, naming the device and the file, and
-leaves the line for the admin to point elsewhere.
+A backup holds a VM's disks and its own small files (.vmx, .nvram, .vmxf),
+never the ISO images its CD-ROMs hold nor a suspended VM's state file (nor
+did ghettoVCB's). Left as they are, the restored VM's .vmx names files that
+are not in its folder, and nothing said so.
+
+An image named by a relative file name lies in the VM's folder, so a VM
+restored into a new folder (a new name, another datastore) would point at
+nothing. Where the image still lies in the original VM's folder (the VM of the
+backup's name is still registered), the restored VM is pointed at it by full
+path: the one the admin had mounted, and an image is opened read-only, so the
+two VMs can share it. Otherwise the restore warns, naming the device and the
+file, and leaves the line for the admin to point elsewhere.
+
+A VM suspended when it was backed up names its state file (`.vmss`) in
+`checkpoint.vmState`; its disks are those of the suspended guest, without the
+memory that file held. The line is emptied, as ESXi empties it once a state
+is resumed or discarded, with a warning: the restored VM starts from its
+disks, as after a power loss.
 """
 
 from typing import Callable, List, Optional
@@ -38,3 +47,14 @@ def rehome(vmx: VmxFile, put: Callable[[str, Optional[str]], None], original: Ca
                         "not found there%s: the restored VM's CD-ROM points at nothing (give it an image)"
                         % (dev, image, " (%s)" % where if where else " (no VM of the backup's name is registered)"))
     return said
+
+
+def drop_suspended_state(vmx: VmxFile, put: Callable[[str, Optional[str]], None]) -> Optional[str]:
+    """Empties `checkpoint.vmState` where it names a suspended state, which the backup does not hold; what
+    to warn the admin of, or None."""
+    state = vmx.get("checkpoint.vmState") or ""
+    if not state:
+        return None
+    put("checkpoint.vmState", "")
+    return ("the VM was suspended when it was backed up: its suspended state %s is not in the backup, so the "
+            "restored VM starts from its disks, as after a power loss (checkpoint.vmState emptied)" % state)

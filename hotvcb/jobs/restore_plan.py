@@ -15,8 +15,9 @@ from it).
   (skipped at backup time: independent, RDM) is left disconnected
   (`.present = "FALSE"`) with a warning rather than pointing at nothing.
 - a CD-ROM image named relative to the VM's folder, which no backup holds: the
-  original VM's file by full path where it is still there, else a warning
-  (restore_media.py).
+  original VM's file by full path where it is still there, else a warning; a
+  suspended VM's state file (checkpoint.vmState), which no backup holds
+  either: emptied, with a warning (restore_media.py).
 - identity: ESXi's "moved or copied?" question is answered in advance
   (vmx_identity.py): the backup's own name keeps the identity, a new name
   makes a copy that can run next to the original (Plan.copy; a disk the
@@ -204,8 +205,8 @@ class Planner:
                 put(key, fname + ext)
             elif vmx.get(key) is not None and not quiet:
                 self.log.warning("%s: %s file %s is not in the backup" % (name, key, vmx.get(key)))
-        for said in restore_media.rehome(vmx, put, lambda: self._original_folder(original),
-                                           self.shell.exists):
+        lacking = restore_media.rehome(vmx, put, lambda: self._original_folder(original), self.shell.exists)
+        for said in lacking + [w for w in [restore_media.drop_suspended_state(vmx, put)] if w]:
             if not quiet:
                 self.log.warning("%s: %s" % (name, said))
         plan.copy = self.req.new_name is not None and self.req.new_name != original
