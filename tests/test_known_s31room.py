@@ -56,7 +56,7 @@ def test_parallel_temporary_clones_into_one_repository_reserve_their_room_and_th
     need = max(float(n) for n in re.findall(r"VMDK: .* at most ([\d.]+) MiB", r.stdout + r.stderr))
     with open(host.real("/vmfs/volumes/repods/someone-elses-file"), "wb") as f:
         os.posix_fallocate(f.fileno(), 0, host.ds_free("repods") - int(need / 0.8 * (1 << 20)))
-    host.set_fault("clone.delay", "2")  # the two clones overlap, as two VMs' clones of real size do
+    host.set_fault("clone.delay", "3")  # the two clones overlap, as two VMs' clones of real size do
     time.sleep(1.05)  # backup names have one-second resolution
     r = hotvcb(host, "backup", "-a", "-g", conf, "-w", tmp_path / "work")
     out = r.stdout + r.stderr
