@@ -318,7 +318,7 @@ def _power_suspend(host, vmid, state, verb, rest):
     if state != "on":
         out("Suspend failed\n")
         return 1
-    host.power_off(vmid, "suspended")
+    host.suspend(vmid)
     return 0
 
 

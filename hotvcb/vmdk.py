@@ -51,6 +51,11 @@ class Descriptor:
         return self.parent_hint is not None
 
     @property
+    def is_rdm(self) -> bool:
+        """A raw device mapping of either mode: its extent is a LUN, not a file of the datastore."""
+        return self.create_type.lower() in ("vmfsrawdevicemap", "vmfspassthroughrawdevicemap")
+
+    @property
     def is_physical_rdm(self) -> bool:
         return self.create_type.lower() == "vmfspassthroughrawdevicemap"
 

@@ -106,10 +106,13 @@ class EsxiDisks:
         return _files_of([(descriptor_path, vmdk.parse(esxi_tree.descriptor_text(self._files, descriptor_path)))])
 
     def bytes_needed(self, disk: Disk, fmt: str) -> int:
-        """Room the clone needs: thick formats take the full capacity."""
+        """Room the clone needs: thick formats take the full capacity. A sparse copy takes what the chain
+        allocates, except over a virtual-mode RDM: its mapping file's allocation says nothing of the LUN
+        (next to none on VMFS, or all of it), and the clone writes the LUN's data, up to its whole size,
+        which is the one bound the host gives."""
         links = esxi_tree.chain(self._files, disk.path, disk.path.rsplit("/", 1)[-1])
         files = _files_of(links)
-        if fmt in ("thin", "2gbsparse"):
+        if fmt in ("thin", "2gbsparse") and not any(desc.is_rdm for _link, desc in links):
             return sum(self._files.disk_usage(f) for f in files if self._files.exists(f))
         return links[0][1].capacity or sum(self._files.file_size(f) for f in files)
 

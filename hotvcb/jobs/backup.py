@@ -458,7 +458,7 @@ class _VmBackup:
         run = self.job.run_id
         if self.s.vm_backup_repository:
             from .repo_backup import RepoSink
-            return RepoSink(self.host, self.s, vm, self.started, self.log, run)
+            return RepoSink(self.host, self.s, vm, self.started, self.log, run, self.job.space)
         return Sealer(self.host.shell, self.s, vm, self.started, self.log, run, self.job.lock,
                       source_host=self.host.host_name(), remove=self.job.deleter.remove)
 

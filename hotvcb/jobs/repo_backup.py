@@ -105,14 +105,17 @@ def stored_names(filenames: List[str]) -> List[str]:
     return out
 
 
-def _check_room(host: Hypervisor, disk: Disk, folder: str) -> None:
+def _reserve_room(ledger: space.SpaceLedger, vm: str, host: Hypervisor, disk: Disk, folder: str) -> None:
     """CopyError unless the repository's volume has room for the disk's temporary thin clone, before it is
     started: a thin clone allocates as it goes, so one that does not fit ran until the volume was full and
     failed half-way, and on a datastore VMs run from every one of them could not write meanwhile. The need is
     what a folder backup's pre-flight counts for a thin copy of the disk (a delta: its chain's allocated
-    bytes), so a VM whose folder backup fits there is not refused here."""
+    bytes), so a VM whose folder backup fits there is not refused here. The room is reserved in the run's
+    ledger (jobs/space.py) until the clone is gone: with BACKUP_PARALLEL, two clones each fitting the free
+    space alone, but not both, passed their checks and filled the volume; the second now waits for the
+    first (the log names both), and is refused here only where it does not fit with none of ours holding room."""
     needed = host.bytes_needed(disk, "thin")
-    free = host.free_space(folder)
+    free = ledger.reserve(vm, folder, needed, lambda: host.free_space(folder))
     if free is not None and needed > free:
         need, room = need_and_free(needed, free)
         raise CopyError(disk.path, "its temporary clone into %s needs %s on the datastore %s, which has only %s "
@@ -126,8 +129,11 @@ def _check() -> None:
 
 
 class RepoSink:
-    def __init__(self, host: Hypervisor, settings: Settings, vm: Vm, started: datetime, log, run: RunId):
+    def __init__(self, host: Hypervisor, settings: Settings, vm: Vm, started: datetime, log, run: RunId,
+                 ledger: space.SpaceLedger):
+        """`ledger`: the run's reservations of room (jobs/space.py), which a temporary clone holds."""
         self.host, self.s, self.vm, self.started, self.log, self.run = host, settings, vm, started, log, run
+        self.ledger = ledger
         self.partial = ""  # no folder of ours on the target: nothing for backup_end._discard to record
         self.named_at = started  # what the snapshot is named after
         self.writer = None  # type: Optional[BackupWriter]
@@ -173,6 +179,7 @@ class RepoSink:
                         os.unlink(path)
                     except OSError:
                         pass  # GC's forget_uploads removes what a killed run left in tmp/
+                self.ledger.release(self.vm.name)  # its room is free again for the other VMs' clones
 
     def _tmp_prefix(self) -> str:
         return os.path.join(self.s.vm_backup_repository, TMP, "flatten-")
@@ -222,14 +229,14 @@ class RepoSink:
 
     def _flattened(self, host: Hypervisor, disk: Disk, what: str) -> Tuple[str, str]:
         """The disk (a delta: its chain) as it stands under our snapshot, cloned by vmkfstools into the
-        repository's tmp/ once the room the clone needs is seen free there (_check_room).
+        repository's tmp/ once the room the clone needs is seen free there (_reserve_room).
         A clone that fails or is stopped (SIGTERM, Ctrl-C: Interrupted is no HotvcbError) is removed at
         once: it is a whole copy of the disk, on a volume often nearly full, that GC would only remove a
         grace period later. Its failure names the repository: vmkfstools names only the disk it read, and
         the admin looked for room on the VM's datastore when the repository's volume was full."""
         folder = os.path.dirname(self._tmp_prefix())
         os.makedirs(folder, exist_ok=True)
-        _check_room(host, disk, folder)
+        _reserve_room(self.ledger, self.vm.name, host, disk, folder)
         tmp = "%s%s-%d.vmdk" % (self._tmp_prefix(), random_hex(6), os.getpid())
         self.log.info("%s is %s: cloning it to a temporary thin disk first" % (disk.path, what))
         flat = vmdk.flat_beside(tmp)  # where a thin clone keeps its data
@@ -246,6 +253,7 @@ class RepoSink:
                 for path in (tmp, flat):
                     if os.path.exists(path):
                         os.unlink(path)
+                self.ledger.release(self.vm.name, failed=True)  # the free figure it relied on was wrong
         return tmp, flat
 
     def discard_disk(self, dst: str) -> None:

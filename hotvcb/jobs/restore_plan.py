@@ -14,6 +14,10 @@ from it).
   too; clashing names get a `_N` suffix. A disk the backup does not hold
   (skipped at backup time: independent, RDM) is left disconnected
   (`.present = "FALSE"`) with a warning rather than pointing at nothing.
+- a CD-ROM image named relative to the VM's folder, which no backup holds: the
+  original VM's file by full path where it is still there, else a warning; a
+  suspended VM's state file (checkpoint.vmState), which no backup holds
+  either: emptied, with a warning (restore_media.py).
 - identity: ESXi's "moved or copied?" question is answered in advance
   (vmx_identity.py): the backup's own name keeps the identity, a new name
   makes a copy that can run next to the original (Plan.copy; a disk the
@@ -33,7 +37,7 @@ from ..store import layout
 from ..units import PAGE, in_pages
 from ..vmdk import base_name
 from ..vmx import MAX_SIZE, VmxFile, as_vmware_reads
-from . import backup_check, restore_tree
+from . import backup_check, restore_media, restore_tree
 from .restore_scratch import OWN_FILES, RESTORING
 from .restore_tree import TreeRestore
 from .vmx_identity import answer_moved_or_copied
@@ -201,6 +205,10 @@ class Planner:
                 put(key, fname + ext)
             elif vmx.get(key) is not None and not quiet:
                 self.log.warning("%s: %s file %s is not in the backup" % (name, key, vmx.get(key)))
+        lacking = restore_media.rehome(vmx, put, lambda: self._original_folder(original), self.shell.exists)
+        for said in lacking + [w for w in [restore_media.drop_suspended_state(vmx, put)] if w]:
+            if not quiet:
+                self.log.warning("%s: %s" % (name, said))
         plan.copy = self.req.new_name is not None and self.req.new_name != original
         folders = {f for f in (layout.folder_name(original or ""), vmxs[0][: -len(".vmx")]) if f}
         for warning in answer_moved_or_copied(vmx, plan.copy, put, folders):
@@ -293,6 +301,11 @@ class Planner:
             m = layout.named(folder_name)
             name = m.group(1) if m else folder_name
         return name
+
+    def _original_folder(self, original: Optional[str]) -> Optional[str]:
+        """The folder of the VM the backup was taken of, where one VM of its name is registered."""
+        found = [r for r in self.vms() if original and r.name == original]
+        return found[0].vmx_path.rsplit("/", 1)[0] if len(found) == 1 else None
 
     def _check_name(self, name: str, quiet: bool = False) -> None:
         """A VM of that name elsewhere is allowed, as ghettoVCB allowed it, with a warning; what

@@ -9,7 +9,8 @@ the room it lacks, and fails only when it does not fit with no other VM of
 ours holding any and none of this run's rotation removals still freeing
 space (store/deleter.py: it waits for those, then looks again) — the
 verdict a serial run gives. A reservation lasts until its VM is done
-(sealed and rotated, or failed).
+(sealed and rotated, or failed); a repository backup's temporary clone
+(jobs/repo_backup.py) reserves the same way, until the clone is removed.
 
 A compressed backup (ENABLE_COMPRESSION) writes its .gz beside the folder it
 packs, and the folder goes only once the archive is whole (store/seal.py):
@@ -146,9 +147,11 @@ class SpaceLedger:
                     return room
                 if not alone:
                     if not told:
+                        holders = sorted(name for name, (p, n) in self._held.items() if p == pool and name != vm)
                         self.log.info("%s: waiting for room on %s: needs %s, %s free, of which %s is promised to "
-                                      "VMs being backed up now" % (vm, volume, need_text(needed, archive),
-                                                                   human_size(free), human_size(others)))
+                                      "VMs being backed up now (%s)" % (vm, volume, need_text(needed, archive),
+                                                                        human_size(free), human_size(others),
+                                                                        ", ".join(holders)))
                         told = True
                     self._changed.wait(RECHECK)
             if alone:
