@@ -27,6 +27,7 @@ import fcntl
 import glob
 import hashlib
 import io
+import json
 import lzma
 import os
 import re
@@ -46,6 +47,7 @@ from hotvcb.hosts.qga import GuestAgent  # noqa: E402
 
 GUEST_DIR = os.environ.get("HOTVCB_TEST_GUEST", "/var/cache/hotvcb-test-guest")
 URI = "qemu:///system"
+OURS = "/var/tmp/hotvcb-tests-libvirt.domains"  # the domains tests defined and have not removed yet (define())
 MODULES = ["virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci", "virtio_blk",
            "virtio_console"]
 RECORD = 4096
@@ -65,9 +67,17 @@ for m in %(modules)s; do insmod /lib/$m.ko; done
 n=0
 while [ ! -b /dev/vda ] && [ $n -lt 200 ]; do sleep 0.1; n=$((n+1)); done
 [ -b /dev/vda ] || { echo HOTVCB-GUEST-NO-DISK; poweroff -f; }
-for port in /dev/vport*; do  # the guest agent's channel, if the domain has one: its log goes to the console
-  [ -c "$port" ] && /qga/ld-linux-x86-64.so.2 --library-path /qga /qga/qemu-ga -m virtio-serial -p "$port" \
-    -t /tmp -f /tmp/qga.pid -v -l /dev/ttyS0 &
+# the guest agent's channel, if the domain has one (a virtio-serial device, virtio id 3): its port is added by the
+# driver's work queue after insmod returned, from the device's answer on its control queue, so the loop below could
+# run before it, and qemu-ga never started: libvirt showed the agent never connected, with no job in its way
+if grep -qx 0x0003 /sys/bus/virtio/devices/*/device 2>/dev/null; then
+  n=0
+  while ! ls /dev/vport* >/dev/null 2>&1 && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done
+  ls /dev/vport* >/dev/null 2>&1 || echo HOTVCB-GUEST-NO-AGENT-PORT
+fi
+for port in /dev/vport*; do  # its log goes to the console
+  [ -c "$port" ] && echo "HOTVCB-GUEST-AGENT $port" && /qga/ld-linux-x86-64.so.2 --library-path /qga /qga/qemu-ga \
+    -m virtio-serial -p "$port" -t /tmp -f /tmp/qga.pid -v -l /dev/ttyS0 &
 done
 echo HOTVCB-GUEST-UP
 if grep -qw hotvcb.idle /proc/cmdline; then  # no writer: a guest only for its agent (in-guest hooks)
@@ -130,6 +140,8 @@ def libvirt_turn() -> Iterator[None]:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         ensure_libvirtd()
+        for name in _ours():  # every module defines in its turn and removes before it ends: a killed run's
+            undefine(name)
         yield
     finally:
         os.close(fd)
@@ -140,6 +152,41 @@ def libvirt_exclusive():
     """A module's tests run in one turn at the machine's libvirt (libvirt_turn)."""
     with libvirt_turn():
         yield
+
+
+def _ours() -> List[str]:
+    try:
+        with open(OURS) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return []
+
+
+def _own(names: List[str]) -> None:
+    with open(OURS + ".new", "w") as f:
+        json.dump(names, f)
+    os.replace(OURS + ".new", OURS)
+
+
+def define(xml: str, name: str) -> None:
+    """Define the domain `name` from the file `xml`, after removing one of that name a killed run left (its
+    fixture's teardown never ran): libvirt refuses a second domain of one name, and the old one's QEMU, still
+    writing under TCG, would take a core from the new guest. Recorded as ours until undefine(): the next
+    turn at libvirt (libvirt_turn) removes it if this run is killed, whatever module defines next."""
+    if virsh("domuuid", name, check=False).returncode == 0:
+        undefine(name)
+    _own(_ours() + [name])
+    virsh("define", xml)
+
+
+def undefine(name: str) -> None:
+    """The domain gone from libvirt, running or not, checkpoints and all (nothing if there is none)."""
+    virsh("destroy", name, check=False)
+    for cp in reversed(virsh("checkpoint-list", name, "--name", check=False).stdout.split()):
+        virsh("checkpoint-delete", name, cp, "--metadata", check=False)
+    virsh("undefine", name, "--checkpoints-metadata", check=False)
+    if name in _ours():
+        _own([n for n in _ours() if n != name])
 
 
 def killing_virsh(folder: str, verb: str) -> str:
@@ -327,7 +374,7 @@ class Guest:
         xml = os.path.join(folder, "domain.xml")
         with open(xml, "w") as f:
             f.write(domain_xml(name, self.image, "qcow2", self.console_path, kernel, initrd))
-        virsh("define", xml)
+        define(xml, name)
         self.qemu_log = "/var/log/libvirt/qemu/%s.log" % name  # appended to at every start of the name
         self._log_from = os.path.getsize(self.qemu_log) if os.path.exists(self.qemu_log) else 0
         virsh("start", name)
@@ -341,13 +388,17 @@ class Guest:
         except FileNotFoundError:
             return ""
 
-    def console(self) -> Tuple[List[int], Dict[int, str], List[int]]:
-        """(records the guest wrote, in order; checksums it read back by record; write errors)."""
+    def console_text(self) -> str:
+        """What the guest said so far on its serial console."""
         try:
             with open(self.console_path, errors="replace") as f:
-                text = f.read()
+                return f.read()
         except FileNotFoundError:
-            return [], {}, []
+            return ""
+
+    def console(self) -> Tuple[List[int], Dict[int, str], List[int]]:
+        """(records the guest wrote, in order; checksums it read back by record; write errors)."""
+        text = self.console_text()
         writes = [int(n) for n in re.findall(r"^W (\d+)\r?$", text, re.M)]
         sums = {int(n): s for n, s in re.findall(r"^C (\d+) ([0-9a-f]{64})\r?$", text, re.M)}
         errors = [int(n) for n in re.findall(r"^E (\d+)\r?$", text, re.M)]
@@ -366,20 +417,24 @@ class Guest:
     def wait_agent(self, timeout: float = 180) -> None:
         """Until libvirt has the guest's agent connected: the guest's init starts it before its writer, but
         libvirt learns of the channel from an event of its own, which a loaded machine delivers later (a
-        backup then found "QEMU guest agent is not connected" and ran unquiesced, failing two tests once)."""
+        backup then found "QEMU guest agent is not connected" and ran unquiesced, failing two tests once).
+        An agent that can never connect fails at once, not after `timeout`: a guest that found no port for
+        it (INIT), or a domain no longer running."""
         deadline = time.monotonic() + timeout
         while True:  # the channel's state in the live XML: no agent command (one would taint the domain)
             xml = virsh("dumpxml", self.name, check=False).stdout
             if re.search(r"name=.org\.qemu\.guest_agent\.0. state=.connected.", xml):
                 return
-            assert time.monotonic() < deadline, "libvirt has the guest's agent not connected after %d s" % timeout
+            assert "HOTVCB-GUEST-NO-AGENT-PORT" not in self.console_text(), "the guest found no port for its agent"
+            state = virsh("domstate", self.name, check=False).stdout.strip()
+            assert state == "running", "the guest's agent cannot connect: the domain is %s" % (state or "gone")
+            assert time.monotonic() < deadline, "libvirt has the guest's agent not connected after %d s (%s)" % (
+                timeout, "the guest started it" if "HOTVCB-GUEST-AGENT" in self.console_text() else
+                "the guest has not started it")
             time.sleep(0.5)
 
     def remove(self) -> None:
-        virsh("destroy", self.name, check=False)
-        for cp in reversed(virsh("checkpoint-list", self.name, "--name", check=False).stdout.split()):
-            virsh("checkpoint-delete", self.name, cp, "--metadata", check=False)
-        virsh("undefine", self.name, "--checkpoints-metadata", check=False)
+        undefine(self.name)
 
 
 def bare_qemu_guest(name: str, image: str, inventory: str, control: str, folder: str, cmdline: str = "") -> QemuVm:

@@ -74,6 +74,17 @@ def db_backed_up_elsewhere(host: Host, tmp_path) -> tuple:
     return conf, confdir
 
 
+def unmounted_share(host: Host, point="/vmfs/volumes/backup/nas") -> str:
+    """An NFS share's mount point in the host's /etc/fstab with nothing mounted there (the share did not mount
+    tonight): the empty folder on the host's own disk that a backup must refuse and leave empty. Returns it."""
+    os.makedirs(host.real(point))
+    etc = host.store.p("root", "etc", "upper")
+    os.makedirs(etc, exist_ok=True)
+    with open(os.path.join(etc, "fstab"), "w") as f:
+        f.write("nas:/export %s nfs defaults 0 0\n" % point)
+    return point
+
+
 def hotvcb_background(host: Host, *args) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=REPO)
     return subprocess.Popen(_argv(host, args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

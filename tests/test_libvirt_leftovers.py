@@ -33,16 +33,13 @@ def lab(libvirt_exclusive):  # noqa: F811
             xml = os.path.join(root, name + ".xml")
             with open(xml, "w") as f:
                 f.write(kvmguest.domain_xml(name, image, "qcow2", os.path.join(root, name + ".log"), agent=False))
-            virsh("define", xml)
+            kvmguest.define(xml, name)
             virsh("start", name)
         os.makedirs(os.path.join(root, "backups"))
         yield root, kvmguest.write_conf(root, os.path.join(root, "backups"))
     finally:
         for name in TWINS:
-            virsh("destroy", name, check=False)
-            for cp in reversed(virsh("checkpoint-list", name, "--name", check=False).stdout.split()):
-                virsh("checkpoint-delete", name, cp, "--metadata", check=False)
-            virsh("undefine", name, "--checkpoints-metadata", check=False)
+            kvmguest.undefine(name)
         shutil.rmtree(root, ignore_errors=True)
 
 

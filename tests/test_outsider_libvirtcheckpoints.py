@@ -39,7 +39,7 @@ class OddGuest(Guest):
         xml = os.path.join(folder, "domain.xml")
         with open(xml, "w") as f:
             f.write(kvmguest.domain_xml(_xml_name(name), self.image, "qcow2", self.console_path, kernel, initrd))
-        virsh("define", xml)
+        kvmguest.define(xml, name)
         self.qemu_log, self._log_from = "/dev/null", 0
         virsh("start", name)
 

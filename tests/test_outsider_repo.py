@@ -14,7 +14,7 @@ import time
 import pytest
 from repotool import PYTHON, MiB, backup, cli, corrupt_one_chunk, make_disk, new_repo, one_clear_line, same
 from simhost import hotvcb as host_hotvcb
-from simhost import needs_root, snapshot_names, write_conf
+from simhost import needs_root, snapshot_names, unmounted_share, write_conf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO = "/vmfs/volumes/backup/repo"
@@ -336,12 +336,7 @@ def test_a_repository_under_an_unmounted_share_is_refused_before_any_snapshot(ho
     """VM_BACKUP_VOLUME refuses a folder under an /etc/fstab mount point with nothing mounted; the
     repository took the empty mount point and created itself there, on the host's own disk. And a
     relative --repo was taken relative to wherever hotvcb runs (on ESXi: the ramdisk)."""
-    point = "/vmfs/volumes/backup/nas"
-    os.makedirs(host.real(point))
-    etc = host.store.p("root", "etc", "upper")
-    os.makedirs(etc, exist_ok=True)
-    with open(os.path.join(etc, "fstab"), "w") as f:
-        f.write("nas:/export %s nfs defaults 0 0\n" % point)
+    point = unmounted_share(host)
     vmid = host.create_vm("db", "datastore1", [{"size": "4M"}])
     host.power_on(vmid)
     r = host_hotvcb(host, "backup", "-m", "db", "-g", write_conf(host, VM_BACKUP_REPOSITORY=point + "/repo"),

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 from repotool import backup, make_disk, new_repo
-from simhost import hotvcb, needs_root, write_conf
+from simhost import hotvcb, needs_root, unmounted_share, write_conf
 
 from hotvcb.repo.repository import open_path
 from hotvcb.repo.writer import BackupWriter
@@ -168,12 +168,7 @@ def test_a_refused_backup_into_an_unmounted_repository_writes_nothing_on_the_hos
     missing, not become a local folder"). The empty mount point now holds files that the share hides
     once mounted (and that `status` then never sees), and the mount point is no longer the empty
     folder the admin left. Nothing may be written under an unmounted share."""
-    point = "/vmfs/volumes/backup/nas"
-    os.makedirs(host.real(point))
-    etc = host.store.p("root", "etc", "upper")
-    os.makedirs(etc, exist_ok=True)
-    with open(os.path.join(etc, "fstab"), "w") as f:
-        f.write("nas:/export %s nfs defaults 0 0\n" % point)
+    point = unmounted_share(host)
     host.create_vm("db", "datastore1", [{"size": "2M"}])
     r = hotvcb(host, "backup", "-m", "db", "-g", write_conf(host, VM_BACKUP_REPOSITORY=point), "-w", tmp_path / "w")
     assert r.returncode != 0 and "nothing is mounted there" in r.stdout + r.stderr, r.stdout + r.stderr

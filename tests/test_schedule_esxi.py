@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from simhost import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 PY38 = "/root/.pyenv/versions/3.8.18/bin/python3.8"
@@ -62,6 +63,7 @@ class Esxi:
         # install checks the job as the run would: the list, the config and the VM must be there
         self.sh("printf 'web 01\\n' > '/vmfs/volumes/ds1/vms to back up' && "
                 "printf 'VM_BACKUP_VOLUME=/vmfs/volumes/ds1/backups\\n' > /vmfs/volumes/ds1/hotvcb.conf")
+        self.crond_started(0)
 
     def sh(self, script, check=True):
         return _sh(self.path, script, check)
@@ -76,6 +78,16 @@ class Esxi:
     def crond_log(self):
         log = self.path / "state" / "crond.log"
         return [json.loads(x) for x in log.read_text().splitlines() if x.strip()] if log.exists() else []
+
+    def crond_started(self, since, line=None):
+        """The crond log once a crond has logged its start after record `since` (having read `line` in the
+        crontab, if given). A crond is started (host creation, `busybox crond`) with a wait for its pid file
+        only, and it logs its start after writing that file: under load, after the command that started it
+        has returned."""
+        wait_for(lambda: any(r["event"] == "start" and (line is None or line in r["crontab"])
+                             for r in self.crond_log()[since:]),
+                 what="a crond start after record %d%s" % (since, " reading " + line if line else ""))
+        return self.crond_log()
 
     def reboot(self):
         """Crontab back to the image default, local.sh from the bootbank, then local.sh runs."""
@@ -110,14 +122,14 @@ def test_round_trip_survives_reboot_and_remove_undoes_it(esxi):
     default_local = esxi.read(LOCAL_SH)
     starts = len([r for r in esxi.crond_log() if r["event"] == "start"])
 
+    before = len(esxi.crond_log())
     out = esxi.hotvcb("schedule", "install", *ARGS).stdout
     assert "installed job hotvcb" in out and "persisted in /etc/rc.local.d/local.sh" in out
     lines = _ours(esxi.read(CRONTAB))
     assert lines == ["0 17 * * 4 /bin/python /vmfs/volumes/ds1/hotvcb.pyz backup -f '/vmfs/volumes/ds1/vms to back up'"
                      " -g /vmfs/volumes/ds1/hotvcb.conf >> /var/log/hotvcb-hotvcb.log 2>&1 # hotvcb:hotvcb"]
-    log = esxi.crond_log()
-    assert [r["event"] for r in log[-2:]] == ["stop", "start"], "crond was restarted"
-    assert lines[0] in log[-1]["crontab"], "the new crond saw our line"
+    log = esxi.crond_started(before, lines[0])  # "the new crond saw our line"
+    assert [r["event"] for r in log[before:]] == ["stop", "start"], "crond was restarted"
 
     shown = esxi.hotvcb("schedule", "show").stdout
     assert lines[0] in shown
@@ -128,9 +140,11 @@ def test_round_trip_survives_reboot_and_remove_undoes_it(esxi):
     esxi.reboot()
     assert _ours(esxi.read(CRONTAB)) == lines, "local.sh put the line back"
     # local.sh's kill is asynchronous: the old crond may log its stop after the new one's start
-    assert any(r["event"] == "start" and lines[0] in r["crontab"] for r in esxi.crond_log()[seen:])
+    esxi.crond_started(seen, lines[0])
+    seen = len(esxi.crond_log())
     esxi.sh("sh " + LOCAL_SH)  # local.sh run again: still one line
     assert _ours(esxi.read(CRONTAB)) == lines
+    esxi.crond_started(seen)  # its crond's pid file written, for remove's restart to stop it
 
     out = esxi.hotvcb("schedule", "remove").stdout
     assert out.strip() == "removed job(s): hotvcb"
@@ -140,7 +154,7 @@ def test_round_trip_survives_reboot_and_remove_undoes_it(esxi):
     assert "no hotvcb jobs installed" in esxi.hotvcb("schedule", "show").stdout
     esxi.reboot()
     assert _ours(esxi.read(CRONTAB)) == []
-    assert len([r for r in esxi.crond_log() if r["event"] == "start"]) > starts
+    assert len([r for r in esxi.crond_log() if r["event"] == "start"]) > starts  # each awaited where it began
 
 
 def test_install_twice_gives_one_line_and_one_block(esxi):

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from hotvcb.store.health import GZ_RECORDS, GZ_VERIFY_SUFFIX
-from simhost import VOLUME, db_backed_up_elsewhere, hotvcb, make_host, needs_root, write_conf
+from simhost import VOLUME, db_backed_up_elsewhere, hotvcb, make_host, needs_root, unmounted_share, write_conf
 
 pytestmark = needs_root
 
@@ -118,11 +118,7 @@ def test_a_refused_backup_to_an_unmounted_volume_records_nothing_on_the_hosts_ow
     once mounted): store/lastrun.py writes nothing under an unmounted share."""
     host = make_host(tmp_path / "host")
     try:
-        point = "/vmfs/volumes/backup/nas"
-        os.makedirs(host.real(point))
-        etc = host.store.p("root", "etc", "upper")
-        with open(os.path.join(etc, "fstab"), "w") as f:
-            f.write("nas:/export %s nfs defaults 0 0\n" % point)
+        point = unmounted_share(host)
         host.create_vm("db", "datastore1", [{"size": "1M"}])
         r = hotvcb(host, "-m", "db", "-g", write_conf(host, VM_BACKUP_VOLUME=point))
         assert r.returncode != 0 and "nothing is mounted there" in r.stdout + r.stderr, r.stdout + r.stderr

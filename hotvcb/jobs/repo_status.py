@@ -22,7 +22,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from ..errors import RepoError
-from ..repo.repository import VERIFIED, Location, Repository, Snapshot, Unreadable, open_path
+from ..repo.repository import VERIFIED, Location, Repository, Snapshot, Unreadable, by_kind, open_path
 from ..units import human_size
 from .status import CRIT, FUTURE_SLACK, OK, WARN, Check, Limits, dated_ahead, failed_since
 from .status import _age as age_text
@@ -140,9 +140,7 @@ def unread(bad: List[Unreadable]) -> str:
     """The records that do not read, by kind, each with its way out (docs/repository.md "Records that do not read"):
     a newer hotvcb's is a good backup (upgrade), one this run could not read may be (access), a damaged one is
     verify's to name."""
-    newer = [u for u in bad if u.newer]
-    unavailable = [u for u in bad if u.unavailable]
-    damaged = [u for u in bad if u.damaged]
+    newer, unavailable, damaged = by_kind(bad)
     parts = []
     if newer:
         parts.append("%d written by a newer hotvcb (%s): upgrade hotvcb to read %s"

@@ -21,7 +21,7 @@ from .gclock import gc_lock
 from .packs import PackWriter
 from .backend import Unavailable
 from .repository import (CONDEMNED, DAMAGED, INDEXES, PACKS, SNAPSHOTS, VERIFIED, IndexUnreadable, Location, Repository,
-                         Snapshot, Unreadable, copy_rank)
+                         Snapshot, Unreadable, by_kind, copy_rank)
 
 REPACK_SHARE = 0.25  # a pack this much dead (garbage or duplicates) is rewritten; below it, the dead part waits
 WHY = {  # a mark's reason per pack (its "why"), as prune prints it
@@ -58,9 +58,7 @@ def blocked(unreadable: List[Unreadable], lead: str = "garbage collection did no
     I/O error) may be a good backup too: the way out is access, never moving it aside. A damaged one restores
     nothing (list and restore leave it out): moved out of snapshots/, its chunks are collected like any dropped
     backup's."""
-    newer = [u for u in unreadable if u.newer]
-    unavailable = [u for u in unreadable if u.unavailable]
-    damaged = [u for u in unreadable if u.damaged]
+    newer, unavailable, damaged = by_kind(unreadable)
     ways = []
     if newer:
         ways.append("%s written by a newer hotvcb: run prune with that hotvcb, or upgrade this one (never move "

@@ -9,7 +9,8 @@ import hashlib
 import math
 import string
 from dataclasses import dataclass, field
-from typing import Any, Callable, Container, Dict, Iterable, Iterator, List, Optional, Set, Tuple, TypeVar
+from typing import (Any, Callable, Container, Dict, Iterable, Iterator, List, NamedTuple, Optional, Set, Tuple,
+                    TypeVar)
 
 from ..errors import RepoError
 from ..runlog import shown
@@ -121,6 +122,21 @@ class Unreadable:
     def damaged(self) -> bool:
         """Read, and found not to be a whole record: no hotvcb restores from it."""
         return not (self.newer or self.unavailable)
+
+
+class Kinds(NamedTuple):
+    """Records that do not read, by kind: each kind has its own way out, which every message naming them gives
+    (list, status, GC each say it their own way; the split is one)."""
+
+    newer: List[Unreadable]
+    unavailable: List[Unreadable]
+    damaged: List[Unreadable]
+
+
+def by_kind(bad: Iterable[Unreadable]) -> Kinds:
+    """These records split into newer / unavailable / damaged, each kept in the order given."""
+    bad = list(bad)
+    return Kinds([u for u in bad if u.newer], [u for u in bad if u.unavailable], [u for u in bad if u.damaged])
 
 
 def machines(snaps: Iterable[Snapshot]) -> Dict[Tuple[str, str], List[Snapshot]]:
