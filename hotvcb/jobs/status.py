@@ -112,7 +112,11 @@ def host_status(host: Hypervisor, settings: Settings, limits: Limits, names: Opt
             report.checks.append(Check(CRIT, "backup", vm.name, "its per-VM config is refused, which fails its "
                                        "backup: %s" % err))
         else:
-            report.checks.append(_vm_backups(host, own, repos, vm.name, vm.uuid, limits, now))
+            skipped = _skipped(host, own, vm)
+            report.checks.append(skipped or _vm_backups(host, own, repos, vm.name, vm.uuid, limits, now))
+            if skipped:  # its job leaves it alone: nothing to judge of its backups, no room for its next one
+                report.checks.extend(_snapshots(host, vm, limits, now, run_alive))
+                continue
         report.checks.extend(_snapshots(host, vm, limits, now, run_alive))
         report.checks.extend(_left_off(host, vm, run_alive))
         try:  # one VM's image that cannot be sized (`qemu-img measure` of a deleted file) is its problem only
@@ -129,6 +133,21 @@ def host_status(host: Hypervisor, settings: Settings, limits: Limits, names: Opt
     if unmounted:  # why every VM has no backup: the backups are where this command does not look
         report.checks.append(Check(WARN, "datastore", settings.nfs_local_name + " (backup target)", unmounted))
     return report
+
+
+def _skipped(host: Hypervisor, settings: Settings, vm: Vm) -> Optional[Check]:
+    """The check of a VM its job skips on purpose (BACKUP_POWER_STATE, `--power-state`: jobs/backup.py), said
+    as such: judged by its backups it was CRIT "never backed up" every night for the admin's own choice. A VM
+    a dead run powered off (its marker is there) is not skipped: the job judges it by the state it had."""
+    rule = settings.backup_power_state
+    if rule == "any":
+        return None
+    state = host.power_state(vm)
+    if state == rule or host.shell.exists(power_marker(vm)):
+        return None
+    return Check(OK, "backup", vm.name, "skipped: powered %s, and BACKUP_POWER_STATE=%s backs up only VMs powered "
+                 "%s; its backups are not judged" % (state, rule, rule), {"skipped": "power_state",
+                                                                          "power_state": state})
 
 
 def _target(settings: Settings) -> str:
