@@ -5,16 +5,26 @@ host commands status's last-run lookups cost."""
 import glob
 import json
 import os
+import signal
+import subprocess
 import time
 
 import pytest
 
-from simhost import VOLUME, hotvcb, needs_root, sealed, write_conf
+from simhost import (VOLUME, copying, host_lock_path, hotvcb, hotvcb_background, kill, needs_root, sealed, wait_for,
+                     write_conf)
+from sshd import needs_sshd
+from sshsite import site  # noqa: F401  (the fixture)
 
 
 def _checks(host, *args):
     r = hotvcb(host, "status", "--json", *args)
     return r, {c["name"]: c for c in json.loads(r.stdout)["checks"] if c["kind"] == "backup"}
+
+
+def _records(host, folder):
+    """The last-run records in `folder` (a path on the host)."""
+    return sorted(glob.glob(host.real(folder) + "/.hotvcb-last-run.*.json"))
 
 
 # -- 1. status judges the VMs its job skips by BACKUP_POWER_STATE as skipped, not "never backed up" ------------
@@ -43,3 +53,47 @@ def test_status_says_a_vm_skipped_by_the_power_state_rule_is_skipped_not_crit(ho
     host.set_power(host.vmid_by_name("spare"), "on")
     r, checks = _checks(host, "-g", conf, *option)
     assert checks["spare"]["severity"] == "CRIT" and "never backed up" in checks["spare"]["message"], checks
+
+
+# -- 5. status reads a VM's last-run records from its one look at the VM's folder --------------------------------
+
+@needs_root
+def test_status_reads_last_run_records_without_a_host_call_of_their_own(host, tmp_path):
+    """status read each VM's last-run records through the host's own shell: a listing of the VM's folder (for
+    the records of other system ids), an `exists` and a read of each of its two files: over SSH file by file,
+    four round trips more per VM on top of the one look (a scan) at the VM's backups. The scan serves them
+    now: with three records beside the backups (its own, one an older hotvcb wrote under the host's name alone,
+    one under another system id) status makes exactly the host calls it makes with none, and still reads them."""
+    from test_host_commands_e2e import counted_backup
+
+    host.create_vm("web", "datastore1", [{"size": "1M"}], power="on")
+    conf = write_conf(host)
+    assert hotvcb(host, "backup", "-m", "web", "-g", conf).returncode == 0
+    host.set_fault("snapshot.create", "fail")
+    assert hotvcb(host, "backup", "-m", "web", "-g", conf).returncode != 0
+    host.clear_faults()
+    folder = host.real(VOLUME + "/web")
+    (own,) = _records(host, VOLUME + "/web")
+    data = json.load(open(own))
+    prefix = ".hotvcb-last-run." + data["host"]
+    for name in (prefix + ".json", prefix + ".0123456789abcdef.json"):  # the older hotvcb's, another system id's
+        with open(os.path.join(folder, name), "w") as f:
+            f.write(json.dumps(dict(data, time=data["time"] - 1)) + "\n")
+    aside = tmp_path / "aside"
+    aside.mkdir()
+
+    def counted():
+        r, count = counted_backup(host, tmp_path, "status", "-g", conf, "--json")
+        web = {c["name"]: c for c in json.loads(r.stdout)["checks"] if c["kind"] == "backup"}["web"]
+        return web, count
+
+    web, with_records = counted()
+    assert web["severity"] == "WARN" and "last run was error" in web["message"], web
+    assert not [p for p in with_records["text_reads"] if ".hotvcb-last-run" in p], with_records["text_reads"]
+    for name in os.listdir(folder):
+        if name.startswith(".hotvcb-last-run"):
+            os.rename(os.path.join(folder, name), str(aside / name))
+    web, without = counted()
+    assert "last run was" not in web["message"], web
+    assert with_records["files"] == without["files"] and with_records["commands"] == without["commands"], (
+        with_records["files"], without["files"])

@@ -27,13 +27,14 @@ from ..settings import Settings
 from ..shell import LocalShell
 from ..store import health, lastrun, layout, rotation
 from ..store.lock import LOCK_NAME, holder_alive
-from ..treeview import ScannedShell
+from ..treeview import BACKUP_TEXTS, ScannedShell
 from ..units import human_size
 from . import nfs
 from .leftovers import asked_at, is_ours, power_marker
 from .. import lazyre
 
 OK, WARN, CRIT = "OK", "WARN", "CRIT"
+RECORDS = (lastrun.PREFIX + ".*.json",)  # read by the scan of a VM's backups: its last-run records
 RANK = {OK: 0, WARN: 1, CRIT: 2}
 _CREATED = lazyre.compile(r"(\d{1,2})/(\d{1,2})/(\d{4}) (\d{1,2}):(\d{1,2}):(\d{1,2})")
 
@@ -201,14 +202,15 @@ def _backups(host: Hypervisor, settings: Settings, name: str, uuid: str, limits:
 
 def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: Limits, now: float,
             odd: Callable[[str], None]) -> Check:
-    shell = ScannedShell(host.shell, layout.vm_root(settings.vm_backup_volume, name))  # one look, not one per file
+    # one look, not one per file, also for the VM's last-run records (store/lastrun.py) beside its backups
+    shell = ScannedShell(host.shell, layout.vm_root(settings.vm_backup_volume, name), BACKUP_TEXTS + RECORDS)
     found = layout.list_backups(shell, settings.vm_backup_volume, name, odd)
     source = (host.host_name(), uuid)
     judged = {b.path: health.judge(shell, b) for b in found}
     own = dict(judged)  # one_per_time gives a .gz its unpacked twin's verdict where its own is not good
     found, unpacked = rotation.one_per_time(found, judged)  # a .gz and the folder unpacked beside it: one, as list shows
     verdicts = [(b, judged[b.path]) for b in found if not rotation.made_elsewhere(judged[b.path].manifest, source)]
-    tried = lastrun.last(host.shell, settings.vm_backup_volume, name, host.host_name(), uuid, host.system_id())
+    tried = lastrun.last(shell, settings.vm_backup_volume, name, host.host_name(), uuid, host.system_id())
     good = [(b, v) for b, v in verdicts if v.good]
     done = [(b, v) for b, v in verdicts if v.state not in ("partial", "deleting")]
     if not good:
