@@ -55,6 +55,59 @@ def test_status_says_a_vm_skipped_by_the_power_state_rule_is_skipped_not_crit(ho
     assert checks["spare"]["severity"] == "CRIT" and "never backed up" in checks["spare"]["message"], checks
 
 
+# -- 2. a failed run and a good run in one second: the later run decides ---------------------------------------
+
+def _same_second(host, folder, epoch):
+    """What a failed run and a backup begun in the same second leave: the record's whole second is the
+    backup's (the records of both orders are written as the real runs wrote them, only their second moved)."""
+    for path in _records(host, folder):
+        with open(path) as f:
+            data = json.load(f)
+        data["time"] = int(epoch)
+        with open(path, "w") as f:
+            f.write(json.dumps(data) + "\n")
+
+
+def _newest_epoch(host, repo):
+    if repo:
+        from hotvcb.repo.repository import open_path
+        return max(int(s.record["utc"]) for s in open_path(host.real(repo)).snapshots("web"))
+    name = sealed(host, "web")[-1].rsplit("/", 1)[-1]
+    return time.mktime(time.strptime(name[-19:], "%Y-%m-%d_%H-%M-%S"))
+
+
+@needs_root
+@pytest.mark.parametrize("where", ["volume", "repository"])
+@pytest.mark.parametrize("order", ["error-then-ok", "ok-then-error"])
+def test_the_later_of_two_runs_in_one_second_decides_the_last_run(host, tmp_path, where, order):
+    """A failed run and a good one ending in the same second (a quick refusal, the admin's or a retry loop's
+    immediate rerun): which one was last followed the whole-second tie, not the runs' order. On a backup
+    volume a failure just after the good backup's second read OK (the failure hidden); in a repository a
+    failure just before the good backup read "last run was error" (the good run hidden). The later run decides."""
+    host.create_vm("web", "datastore1", [{"size": "1M"}], power="on")
+    repo = VOLUME + "-repo" if where == "repository" else ""
+    conf = write_conf(host, **({"VM_BACKUP_REPOSITORY": repo} if repo else {}))
+    folder = repo + "/last-run/web" if repo else VOLUME + "/web"
+    work = ["-w", str(tmp_path / "work")]
+    if repo:  # the repository exists before the first failure, so its record is kept
+        r = hotvcb(host, "backup", "-m", "web", "-g", conf, *work)
+        assert r.returncode == 0, r.stdout + r.stderr
+    runs = ["fail", "ok"] if order == "error-then-ok" else ["ok", "fail"]
+    for run in runs:
+        if run == "fail":
+            host.set_fault("snapshot.create", "fail")
+        r = hotvcb(host, "backup", "-m", "web", "-g", conf, *work)
+        host.clear_faults()
+        assert (r.returncode == 0) == (run == "ok"), r.stdout + r.stderr
+    assert _records(host, folder), os.listdir(host.real(folder))
+    _same_second(host, folder, _newest_epoch(host, repo))
+    web = _checks(host, "-g", conf)[1]["web"]
+    if order == "error-then-ok":
+        assert web["severity"] == "OK" and "last run" not in web["message"], web
+    else:
+        assert web["severity"] == "WARN" and "last run was error" in web["message"], web
+
+
 # -- 5. status reads a VM's last-run records from its one look at the VM's folder --------------------------------
 
 @needs_root

@@ -233,7 +233,9 @@ def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: 
         return dated_ahead(name, "newest good backup " + newest.path.rsplit("/", 1)[-1], age, text, details)
     if age > 2 * limits.max_age:
         return Check(CRIT, "backup", name, text, details)
-    failed = failed_since(tried, made)
+    # a record's `time` is in whole seconds, and a good run overwrites a failure's record (lastrun.settle): one
+    # in the second the newest backup began came after it (it said OK for a run that failed a moment later)
+    failed = failed_since(tried, round(made) - 1)
     if failed:
         details["last_run"] = tried
         return Check(WARN, "backup", name, "%s; %s" % (failed, text), details)
