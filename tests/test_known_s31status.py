@@ -150,3 +150,38 @@ def test_status_reads_last_run_records_without_a_host_call_of_their_own(host, tm
     assert "last run was" not in web["message"], web
     assert with_records["files"] == without["files"] and with_records["commands"] == without["commands"], (
         with_records["files"], without["files"])
+
+
+# -- 3. an on-host run whose SSH session breaks mid-backup: the run and status name the session ------------------
+
+@needs_root
+@needs_sshd
+def test_an_on_host_run_whose_session_breaks_is_named_so_by_the_run_and_by_status(host, site, tmp_path):
+    """The connection of an on-host run (hotvcb running on the host over one SSH channel) dies mid-copy.
+    The host's end stopped the run as if the admin had sent SIGTERM: its VM's record and failed backup said
+    "interrupted by SIGTERM" (nobody sent one), and status then gave "STATUS.error: the backup failed" alone,
+    where a run file by file names the lost connection. The client exited 1, which README keeps for a run
+    that started no VM. The host's run now says its session ended (a hang-up), status shows the last run's
+    reason beside the failed backup, and the client exits 2, as a run the host's end stopped (README)."""
+    from test_outsider_sshrun import _under
+
+    host.create_vm("web", "datastore1", [{"size": "8M"}], power="on")
+    conf = write_conf(host)
+    host.set_fault("clone.delay", "30")
+    try:
+        proc = subprocess.Popen(site.argv("backup", "-m", "web", "-g", conf), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, env=site.env(), text=True)
+        wait_for(lambda: copying(host, "web"), 60, "the copy")
+        for pid, cmd in _under(site.sshd.proc.pid):
+            if cmd.startswith("sshd: root"):  # this test's connection, not the listener
+                os.kill(pid, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        host.clear_faults()
+    assert proc.returncode == 2 and "Traceback" not in out, out
+    assert "Final status: ERROR: lost the SSH connection" in out, out
+    wait_for(lambda: not os.path.exists(host_lock_path(host)), 60, "the run on the host to end")
+    r = hotvcb(host, "status", "-g", conf)
+    (web,) = [line for line in r.stdout.splitlines() if " web: " in line]
+    assert web.startswith("CRIT") and "STATUS.error" in web, r.stdout
+    assert "session" in web and "SIGHUP" in web and "SIGTERM" not in web, r.stdout

@@ -216,6 +216,9 @@ def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: 
     if not good:
         why = (_volume_gone(host, settings.vm_backup_volume) or "never backed up") if not done else \
             "no good backup (newest: %s, %s)" % (done[-1][1].state, done[-1][1].reason)
+        failed = failed_since(tried, round(_made_at(host, done[-1][0].when)) - 1 if done else 0)
+        if failed:  # why it failed: a failed backup's STATUS.error says only that it did
+            return Check(CRIT, "backup", name, "%s; %s" % (why, failed), {"good_backups": 0, "last_run": tried})
         return Check(CRIT, "backup", name, why, {"good_backups": 0})
     newest, verdict = good[-1]
     made = _made_at(host, newest.when)
