@@ -185,3 +185,43 @@ def test_an_on_host_run_whose_session_breaks_is_named_so_by_the_run_and_by_statu
     (web,) = [line for line in r.stdout.splitlines() if " web: " in line]
     assert web.startswith("CRIT") and "STATUS.error" in web, r.stdout
     assert "session" in web and "SIGHUP" in web and "SIGTERM" not in web, r.stdout
+
+
+# -- 4. a signal that comes while the run ends is its exit code, whenever it comes before the exit ---------------
+
+@needs_root
+def test_sigterm_while_a_quick_relay_takes_the_mail_ends_the_run_as_interrupted(host, tmp_path):
+    """cron's SIGTERM (or Ctrl-C) comes while the log mail goes out, and the relay answers at once: the mail's
+    wait ended with its sender, without a look at the signal recorded meanwhile, and the run exited 0 as if
+    none had come (a script that stopped the run took it for a whole, untouched run). A signal recorded at any
+    point before the exit ends the run as interrupted (exit 2, its final status and JSON report say so); the
+    backup it made stands."""
+    from smtpserver import aiosmtpd_controller, free_port
+
+    host.create_vm("web", "datastore1", [{"size": "1M"}], power="on")
+    holder = {}
+
+    class SignalsAtData:
+        async def handle_DATA(self, server, session, envelope):
+            os.kill(holder["pid"], signal.SIGTERM)  # the signal lands while the mail is sent; the answer is at once
+            return "250 OK"
+
+    relay = aiosmtpd_controller.Controller(SignalsAtData(), hostname="127.0.0.1", port=free_port(), ready_timeout=5.0)
+    relay.start()
+    report = tmp_path / "r.json"
+    try:
+        conf = write_conf(host, EMAIL_LOG=1, EMAIL_SERVER="127.0.0.1", EMAIL_SERVER_PORT=relay.port,
+                          EMAIL_TLS="none", EMAIL_TO="admin@example.com")
+        run = hotvcb_background(host, "-m", "web", "-g", conf, "--json-report", str(report))
+        holder["pid"] = run.pid
+        try:
+            out, _ = run.communicate(timeout=120)
+        finally:
+            kill(run.pid)
+    finally:
+        relay.stop()
+    assert run.returncode == 2 and "Traceback" not in out, out
+    assert "Final status: ERROR: interrupted by SIGTERM" in out.rsplit("LOG END", 1)[-1], out
+    data = json.loads(report.read_text())
+    assert data["exit_code"] == 2 and data["status"].startswith("ERROR: interrupted by SIGTERM"), data
+    assert len(sealed(host, "web")) == 1, out
