@@ -82,6 +82,8 @@ class Interrupted(BaseException):
                 message = "interrupted by %s" % signal.Signals(signum).name
             except ValueError:
                 message = "interrupted by signal %d" % signum
+            if signum == signal.SIGHUP:  # what an on-host run's end of its SSH session sends when the session breaks
+                message += ": the session it ran in ended (over SSH: the connection broke, or its client was killed)"
         super().__init__(message)
         self.signum = signum
         self.message = message

@@ -15,7 +15,7 @@ The protocol (lines end with a newline; a frame is a decimal length, a newline, 
           stands for the run's private folder on the host, where the files are (and the folders,
           made even when no file is sent into them)
   host:   HOTVCB-ONHOST NONCE run, then the run's stdout and stderr, as they come
-  client: `INT` or `TERM` lines: that signal goes to the run; EOF (the client is gone): TERM
+  client: `INT` or `TERM` lines: that signal goes to the run; EOF (the client is gone): HUP
   host:   HOTVCB-ONHOST NONCE end, then the outbox (`--outbox`, may be empty) until EOF;
           the exit code is the run's.
 
@@ -300,9 +300,9 @@ def relay(pyz, argv, env, run, stdin):
         if not ready:
             continue
         data = os.read(control, 4096)
-        if not data:  # the client went away: stop the run as its own Ctrl-C would
-            control = None
-            signal_child(child, signal.SIGTERM)
+        if not data:  # the client went away: stop the run as its own Ctrl-C would, as a hang-up, which its
+            control = None  # record and status name as the session's end (no one sent a SIGTERM)
+            signal_child(child, signal.SIGHUP)
             continue
         pending += data
         while b"\n" in pending:

@@ -107,7 +107,8 @@ def test_a_per_vm_file_that_cannot_be_sent_fails_its_vm_as_a_run_here_does(host,
 def test_a_dropped_connection_ends_with_a_final_status_and_a_real_report(host, site, tmp_path):
     """sshd's end of the connection dies mid-copy: the run on the host stops and cleans up by
     itself; the client ends like any failed run (final status line in its output and -l log, a
-    --json-report that says ERROR, exit 1), never an empty `{}` report."""
+    --json-report that says ERROR), never an empty `{}` report, with exit 2: the host's end stopped the run
+    as a signal does (README; 1 would say no VM was started)."""
     host.create_vm("web", "datastore1", [{"size": "8M"}], power="on")
     conf = write_conf(host, POWER_VM_DOWN_BEFORE_BACKUP=1)  # the VM is off while it is copied
     report, log = tmp_path / "r.json", tmp_path / "client.log"
@@ -122,12 +123,12 @@ def test_a_dropped_connection_ends_with_a_final_status_and_a_real_report(host, s
         out, _ = proc.communicate(timeout=120)
     finally:
         host.clear_faults()
-    assert proc.returncode == 1 and "Traceback" not in out, out
+    assert proc.returncode == 2 and "Traceback" not in out, out
     [final] = _final(out)  # "lost the SSH connection to …" (or "the SSH session … ended", if ssh says so)
     assert final.startswith("info: ###### Final status: ERROR: ") and "SSH" in final, out
     assert _final(log.read_text()) == [final]
     data = json.loads(report.read_text())
-    assert data["exit_code"] == 1 and "###### Final status: %s ######" % data["status"] in final, data
+    assert data["exit_code"] == 2 and "###### Final status: %s ######" % data["status"] in final, data
     assert data["job"] == "hotvcb" and data["vms"] == [], data
     # the host's end stopped the run: snapshot gone, lock free, VM on again, the partial backup not good
     wait_for(lambda: not ours(host, _vmid(host, "web")) and not os.path.exists(host_lock_path(host)), 60,

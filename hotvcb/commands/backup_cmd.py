@@ -209,10 +209,12 @@ def run(args) -> int:
     except (UsageError, Interrupted) as err:
         log.error(str(err))
         return _deliver(args, settings, log, onhost.ended(args, log, started, "ERROR: %s" % err, err.exit_code,
-                                                          args.host_target.name()))
+                                                          args.host_target.name()),
+                        interrupt.mark() if isinstance(err, Interrupted) else NONE_SAID)
     report = onhost.backup(args, log)  # SSH mode: the whole run on the host, where it can
-    if report is not None:
-        return _deliver(args, settings, log, report)
+    if report is not None:  # the signals passed on to the host are its report's, where it says it was interrupted
+        return _deliver(args, settings, log, report,
+                        interrupt.mark() if report.code == Interrupted.exit_code else NONE_SAID)
     no_mail = mailgate.unsendable(settings)  # said where the run runs (on the host, once)
     if no_mail:
         log.warning(no_mail)
@@ -221,6 +223,7 @@ def run(args) -> int:
     results = []  # type: list
     job = None  # type: Optional[BackupJob]
     lock = work = asked = nfs = None
+    said = NONE_SAID
     host_name = args.host_target.name()
     try:
         host = common.connect(args.host_target, log)
@@ -244,7 +247,7 @@ def run(args) -> int:
         for r in results:
             log.debug("%s: %s %s" % (r.name, r.status, r.message))
     except Interrupted as err:
-        status, code = "ERROR: %s" % err, err.exit_code
+        status, code, said = "ERROR: %s" % err, err.exit_code, interrupt.mark()
         results = list(job.results) if job is not None else results  # what the run got to
     except HotvcbError as err:
         log.error(str(err))
@@ -265,30 +268,50 @@ def run(args) -> int:
         status = "VM DOWN: %s; %s" % (", ".join(down), status)
         if code in (0, 3):
             code = 4  # a VM this run powered off is down: never an OK run
-    return _deliver(args, settings, log, onhost.ended(args, log, started, status, code, host_name, results, work))
+    return _deliver(args, settings, log, onhost.ended(args, log, started, status, code, host_name, results, work),
+                    said)
 
 
-def _deliver(args, settings, log, report: "onhost.Report") -> int:
+NONE_SAID = (0, 0)  # interrupt.mark() of a status that says no signal
+
+
+def _deliver(args, settings, log, report: "onhost.Report", said: Tuple[int, int]) -> int:
     """The JSON report and the mail, or (an on-host run) the outbox the SSH client does both from;
-    their status and code count the log lost since the final status line (and over SSH, ours)."""
+    their status and code count the log lost since the final status line (and over SSH, ours). `said`
+    (interrupt.mark()): the signals the report's status already tells; one recorded since, at whatever point
+    before the exit (after the run's last look at them, while or after the mail is sent), ends the run as
+    interrupted too: exit 2, not the 0 of a run no one stopped."""
     report.status, report.code = log.account(report.status, report.code)
+    said = _late(args, log, report, said, "as the run ended")
     _json_out(args, log, report)
-    if args.outbox:
-        report.save(args.outbox)
-    elif mailgate.wanted(settings, report.code != 0):
+    mailed = not args.outbox and mailgate.wanted(settings, report.code != 0)
+    if mailed:
         from .. import notify  # smtplib, ssl, email: ~0.1 s of imports that a run without mail skips
 
         mail = notify.Mail(
             host=report.host, job=args.job_name, status_line=report.status, failed=report.code != 0,
             log_text=report.log_text, report_text=report.report_text, report_html=report.report_html)
         try:  # a relay that takes the connection and never answers held Ctrl-C and cron's SIGTERM for 30 s
-            interrupt.unless_stopped(lambda: notify.send_report(settings, mail, logger=log), after=interrupt.mark())
+            interrupt.unless_stopped(lambda: notify.send_report(settings, mail, logger=log), after=said)
         except Interrupted as err:
-            _stopped_mailing(args, log, report, err)
+            log.warning("e-mail report not sent: %s while it was sent" % err)
+            said = _stopped(args, log, report, err, "while the report was mailed")
+    _late(args, log, report, said, "as the report was mailed" if mailed else "as the run ended")  # it went out
+    if args.outbox:  # the SSH client's report and exit code: saved once no signal can change them
+        report.save(args.outbox)
     # a sink lost while the report and the mail were written (their lines): the exit code counts it too
     _status, code = log.account(report.status, report.code)
     log.close()
     return code
+
+
+def _late(args, log, report: "onhost.Report", said: Tuple[int, int], when: str) -> Tuple[int, int]:
+    """The report stopped by a signal recorded since `said`, if one was (`_stopped`); what it says now."""
+    try:
+        interrupt.raise_pending(after=said)
+    except Interrupted as err:
+        return _stopped(args, log, report, err, when)
+    return said
 
 
 def _json_out(args, log, report: "onhost.Report") -> None:
@@ -302,15 +325,14 @@ def _json_out(args, log, report: "onhost.Report") -> None:
         report.code = LOG_LOST if report.code == 0 else report.code
 
 
-def _stopped_mailing(args, log, report: "onhost.Report", err: Interrupted) -> None:
-    """A signal while the report was mailed ends the run as a signal ends it elsewhere: exit 2 and a final
-    status saying so, in the log and the JSON report. The run itself had ended, so its status is kept after
-    it: the backups it reports stand."""
-    log.warning("e-mail report not sent: %s while it was sent" % err)
-    report.status, report.code = "ERROR: %s while the report was mailed; the run had ended: %s" % (
-        err, report.status), err.exit_code
+def _stopped(args, log, report: "onhost.Report", err: Interrupted, when: str) -> Tuple[int, int]:
+    """A signal once the run had ended (`when`: as it ended, while the report was mailed) ends the run as a
+    signal ends it elsewhere: exit 2 and a final status saying so, in the log and the JSON report. The run's
+    own status is kept after it: the backups it reports stand. Returns the signals its status now says."""
+    report.status, report.code = "ERROR: %s %s; the run had ended: %s" % (err, when, report.status), err.exit_code
     log.info("###### Final status: %s ######" % report.status)
     _json_out(args, log, report)
+    return interrupt.mark()
 
 
 def _report_folder(path: str) -> None:

@@ -138,7 +138,7 @@ def backup(args, log: RunLog) -> Optional[Report]:
               "-partial backup folder; `hotvcb --host %s cleanup` removes them (so does the next backup)" % (
                   why, killed, args.host_target.ssh.destination)
     log.error(why)
-    if killed:
+    if killed or done.lost:  # the host's end stops a run whose session broke as a signal does (onhost_boot)
         code = Interrupted.exit_code  # README: 2, interrupted by a signal; 1 would say no VM was started
     else:
         code = done.returncode if 1 <= done.returncode <= LOG_LOST else 1  # hotvcb's codes, not ssh's

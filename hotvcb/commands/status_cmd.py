@@ -5,6 +5,7 @@ Exit codes follow the monitoring plugins' convention (Nagios, Icinga, Zabbix):
 `--json` prints the report documented in docs/operations.md.
 """
 
+import dataclasses
 import sys
 from typing import Any, Dict, List
 
@@ -33,6 +34,9 @@ def register(subparsers) -> None:
                    help="a VM's newest good backup older than this is WARN, twice as old CRIT (default 26h)")
     p.add_argument("--snapshot-age", default="24h", metavar="AGE",
                    help="a user snapshot older than this is WARN (default 24h)")
+    p.add_argument("--power-state", type=str.lower, choices=("on", "off", "suspended", "any"),
+                   help="as the backup's --power-state: a VM the job skips for its power state is said to be "
+                   "skipped, not judged by its backups (overrides BACKUP_POWER_STATE)")
     common.add_repo_option(p)
     p.usage_exit = 3  # a bad command line is UNKNOWN to a monitor, not WARN
     onhost.add_option(p)
@@ -55,9 +59,7 @@ def run(args) -> int:
 
 def _here(args) -> int:
     """This machine's (or, file by file over SSH, the host's) status; run says its errors UNKNOWN."""
-    settings, warnings = config.load_settings(args.global_conf)
-    if args.repo:
-        settings = config.by_option(settings, "--repo", vm_backup_repository=args.repo)
+    settings, warnings = _settings(args)
     limits, names, exclude = _scope(args)
     settings_of = common.per_vm_settings(settings, args.confdir, warnings)
     report = _read(args.host_target, settings, limits, names, exclude, settings_of)
@@ -70,6 +72,17 @@ def _here(args) -> int:
         for c in sorted(report.checks, key=lambda c: -RANK[c.severity]):
             say(c.line())
     return RANK[report.severity]
+
+
+def _settings(args):
+    """The job's settings as its backup command line makes them (`--repo`, `--power-state`), and the config's
+    warnings."""
+    settings, warnings = config.load_settings(args.global_conf)
+    if args.repo:
+        settings = config.by_option(settings, "--repo", vm_backup_repository=args.repo)
+    if args.power_state:
+        settings = dataclasses.replace(settings, backup_power_state=args.power_state)
+    return settings, warnings
 
 
 def _say_unknown(args, message: str) -> int:
@@ -109,7 +122,7 @@ def _headline(severity: str, host: str, checks) -> str:
 
 def _many(args) -> int:
     """Every host of a list: one report each; CRIT anywhere is CRIT, else an unreachable host is UNKNOWN."""
-    settings, _warnings = config.load_settings(args.global_conf)
+    settings, _warnings = _settings(args)
     limits, names, exclude = _scope(args)
     settings_of = common.per_vm_settings(settings, args.confdir, _warnings)
     hosts = common.targets_in(args.hosts, args)

@@ -26,7 +26,7 @@ from ..model import Disk, DiskResult, Snapshot, SnapshotTree, Vm, VmRef, VmResul
 from ..runid import RunId
 from ..runlog import RunLog
 from ..settings import Settings
-from ..shell import LocalShell
+from ..shell import LocalShell, Shell
 from ..store import health, lastrun, layout, rotation
 from ..store.deleter import Deleter
 from ..store.seal import Sealer
@@ -260,13 +260,21 @@ class BackupJob:
         for `hotvcb status`. A dry run changes nothing, so what it would keep is what there is; the NFS
         share a dry run did not mount holds nothing to count yet."""
         uuid = seen.vm.uuid if seen.vm is not None else ""
+        repo = seen.settings.vm_backup_repository  # its records go where status looks for its backups
+        # one look at the VM's backup folder: its good backups, and whether a failure is recorded there
+        shell = self.host.shell if repo else \
+            ScannedShell(self.host.shell, layout.vm_root(seen.settings.vm_backup_volume, result.name))
         if not self.unmounted:
-            result.good_backups = self._good_backups(result.name, seen.settings, uuid)
-        if not self.dry_run and result.status not in ("ok", "skipped"):
-            repo = seen.settings.vm_backup_repository  # its records go where status looks for its backups
-            lastrun.record(self.host.shell, lastrun.in_repository(repo) if repo else seen.settings.vm_backup_volume,
-                           result.name, self.host.host_name(), uuid, result.status, result.message, self.log, repo,
+            result.good_backups = self._good_backups(result.name, seen.settings, uuid, shell)
+        if self.dry_run or result.status == "skipped":
+            return
+        where = lastrun.in_repository(repo) if repo else seen.settings.vm_backup_volume
+        if result.status == "ok":
+            lastrun.settle(shell, where, result.name, self.host.host_name(), uuid, self.log, repo,
                            self.host.system_id())
+        else:
+            lastrun.record(self.host.shell, where, result.name, self.host.host_name(), uuid, result.status,
+                           result.message, self.log, repo, self.host.system_id())
 
     def run_eta(self, disk_left: float, disks_left: int = 0) -> Optional[float]:
         """This disk's ETA, plus the rest of this VM and the VMs after it, by the average so far."""
@@ -277,12 +285,12 @@ class BackupJob:
         later = self.queue.later() if self.queue is not None else self.vm_count - self.vm_number
         return disk_left + disks_left * per_disk + later * per_vm
 
-    def _good_backups(self, name: str, settings: Settings, uuid: str = "") -> List[str]:
+    def _good_backups(self, name: str, settings: Settings, uuid: str, shell: Shell) -> List[str]:
         """What this VM can be restored from now: the e-mail says it, above all on a failure.
-        Never another host's backup of another VM of the same name (a shared volume)."""
+        Never another host's backup of another VM of the same name (a shared volume). `shell`: a
+        ScannedShell of the VM's backup folder."""
         if settings.vm_backup_repository:
             return self._in_repository(name, settings.vm_backup_repository, uuid)
-        shell = ScannedShell(self.host.shell, layout.vm_root(settings.vm_backup_volume, name))
         source = (self.host.host_name(), uuid)
         try:
             found = layout.list_backups(shell, settings.vm_backup_volume, name)

@@ -103,8 +103,8 @@ class RepoView:
             return Check(CRIT, "backup", name, text, details)
         tried = self.last_run(name, uuid)
         # a record's `time` is in whole seconds: one in the second the newest backup began is taken as after it
-        # (it said OK for a run that failed a moment after the backup); a failed run, then another run's start up
-        # to its backup, all in one second, is not what a host does
+        # (it said OK for a run that failed a moment after the backup); a failure before it in that second was
+        # overwritten by the good run (lastrun.settle)
         failed = failed_since(tried, int(newest.record.get("utc", 0)) - 1)
         if failed:
             details["last_run"] = tried

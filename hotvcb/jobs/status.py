@@ -27,13 +27,14 @@ from ..settings import Settings
 from ..shell import LocalShell
 from ..store import health, lastrun, layout, rotation
 from ..store.lock import LOCK_NAME, holder_alive
-from ..treeview import ScannedShell
+from ..treeview import BACKUP_TEXTS, ScannedShell
 from ..units import human_size
 from . import nfs
 from .leftovers import asked_at, is_ours, power_marker
 from .. import lazyre
 
 OK, WARN, CRIT = "OK", "WARN", "CRIT"
+RECORDS = (lastrun.PREFIX + ".*.json",)  # read by the scan of a VM's backups: its last-run records
 RANK = {OK: 0, WARN: 1, CRIT: 2}
 _CREATED = lazyre.compile(r"(\d{1,2})/(\d{1,2})/(\d{4}) (\d{1,2}):(\d{1,2}):(\d{1,2})")
 
@@ -112,7 +113,11 @@ def host_status(host: Hypervisor, settings: Settings, limits: Limits, names: Opt
             report.checks.append(Check(CRIT, "backup", vm.name, "its per-VM config is refused, which fails its "
                                        "backup: %s" % err))
         else:
-            report.checks.append(_vm_backups(host, own, repos, vm.name, vm.uuid, limits, now))
+            skipped = _skipped(host, own, vm)
+            report.checks.append(skipped or _vm_backups(host, own, repos, vm.name, vm.uuid, limits, now))
+            if skipped:  # its job leaves it alone: nothing to judge of its backups, no room for its next one
+                report.checks.extend(_snapshots(host, vm, limits, now, run_alive))
+                continue
         report.checks.extend(_snapshots(host, vm, limits, now, run_alive))
         report.checks.extend(_left_off(host, vm, run_alive))
         try:  # one VM's image that cannot be sized (`qemu-img measure` of a deleted file) is its problem only
@@ -129,6 +134,21 @@ def host_status(host: Hypervisor, settings: Settings, limits: Limits, names: Opt
     if unmounted:  # why every VM has no backup: the backups are where this command does not look
         report.checks.append(Check(WARN, "datastore", settings.nfs_local_name + " (backup target)", unmounted))
     return report
+
+
+def _skipped(host: Hypervisor, settings: Settings, vm: Vm) -> Optional[Check]:
+    """The check of a VM its job skips on purpose (BACKUP_POWER_STATE, `--power-state`: jobs/backup.py), said
+    as such: judged by its backups it was CRIT "never backed up" every night for the admin's own choice. A VM
+    a dead run powered off (its marker is there) is not skipped: the job judges it by the state it had."""
+    rule = settings.backup_power_state
+    if rule == "any":
+        return None
+    state = host.power_state(vm)
+    if state == rule or host.shell.exists(power_marker(vm)):
+        return None
+    return Check(OK, "backup", vm.name, "skipped: powered %s, and BACKUP_POWER_STATE=%s backs up only VMs powered "
+                 "%s; its backups are not judged" % (state, rule, rule), {"skipped": "power_state",
+                                                                          "power_state": state})
 
 
 def _target(settings: Settings) -> str:
@@ -182,19 +202,23 @@ def _backups(host: Hypervisor, settings: Settings, name: str, uuid: str, limits:
 
 def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: Limits, now: float,
             odd: Callable[[str], None]) -> Check:
-    shell = ScannedShell(host.shell, layout.vm_root(settings.vm_backup_volume, name))  # one look, not one per file
+    # one look, not one per file, also for the VM's last-run records (store/lastrun.py) beside its backups
+    shell = ScannedShell(host.shell, layout.vm_root(settings.vm_backup_volume, name), BACKUP_TEXTS + RECORDS)
     found = layout.list_backups(shell, settings.vm_backup_volume, name, odd)
     source = (host.host_name(), uuid)
     judged = {b.path: health.judge(shell, b) for b in found}
     own = dict(judged)  # one_per_time gives a .gz its unpacked twin's verdict where its own is not good
     found, unpacked = rotation.one_per_time(found, judged)  # a .gz and the folder unpacked beside it: one, as list shows
     verdicts = [(b, judged[b.path]) for b in found if not rotation.made_elsewhere(judged[b.path].manifest, source)]
-    tried = lastrun.last(host.shell, settings.vm_backup_volume, name, host.host_name(), uuid, host.system_id())
+    tried = lastrun.last(shell, settings.vm_backup_volume, name, host.host_name(), uuid, host.system_id())
     good = [(b, v) for b, v in verdicts if v.good]
     done = [(b, v) for b, v in verdicts if v.state not in ("partial", "deleting")]
     if not good:
         why = (_volume_gone(host, settings.vm_backup_volume) or "never backed up") if not done else \
             "no good backup (newest: %s, %s)" % (done[-1][1].state, done[-1][1].reason)
+        failed = failed_since(tried, round(_made_at(host, done[-1][0].when)) - 1 if done else 0)
+        if failed:  # why it failed: a failed backup's STATUS.error says only that it did
+            return Check(CRIT, "backup", name, "%s; %s" % (why, failed), {"good_backups": 0, "last_run": tried})
         return Check(CRIT, "backup", name, why, {"good_backups": 0})
     newest, verdict = good[-1]
     made = _made_at(host, newest.when)
@@ -212,7 +236,9 @@ def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: 
         return dated_ahead(name, "newest good backup " + newest.path.rsplit("/", 1)[-1], age, text, details)
     if age > 2 * limits.max_age:
         return Check(CRIT, "backup", name, text, details)
-    failed = failed_since(tried, made)
+    # a record's `time` is in whole seconds, and a good run overwrites a failure's record (lastrun.settle): one
+    # in the second the newest backup began came after it (it said OK for a run that failed a moment later)
+    failed = failed_since(tried, round(made) - 1)
     if failed:
         details["last_run"] = tried
         return Check(WARN, "backup", name, "%s; %s" % (failed, text), details)

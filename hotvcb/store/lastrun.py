@@ -4,9 +4,10 @@ A run that fails before it claims a backup folder (its per-VM file refused, a
 failing pre-hook, a pre-flight refusal, a VM that will not shut down) leaves no folder behind;
 without this record `hotvcb status` would call the VM OK on its older good
 backup until the age limit ran out. One file per VM name and host (hosts
-sharing a volume each keep their own, also two of one name: `_path`), written atomically, best effort, and
-only for runs that did not end well: `hotvcb status` reads it only when it is
-newer than the newest good backup, and only as the record of the VM it names
+sharing a volume each keep their own, also two of one name: `_path`), written atomically, best effort, for
+runs that did not end well, and by a run that ended well only over such a record (`settle`), so that the
+record follows the runs' order where whole seconds cannot: `hotvcb status` reads a failure only when it is
+not older than the newest good backup, and only as the record of the VM it names
 (by `vm_uuid` where both have one: two hosts of one name, ESXi's `localhost`,
 may each have a VM of that name). It never creates the backup volume (a
 missing or unmounted volume must stay missing, not become a local folder), and
@@ -76,42 +77,58 @@ def record(shell: Shell, volume: str, vm_name: str, host_name: str, vm_uuid: str
             vm_name, "in the repository" if inside else "on the backup volume", err))
 
 
+def settle(shell: Shell, volume: str, vm_name: str, host_name: str, vm_uuid: str, log, inside: str = "",
+           system: str = "") -> None:
+    """A run that ended well for a VM whose failure this host recorded: its own record now says so. Compared by
+    time alone, a failure and a good backup begun in the same whole second could not be told apart (status said
+    "last run was error" after the good run, or OK after the failure); the record itself now follows the runs'
+    order. Nothing is written where no record is (`shell` a ScannedShell of the VM's folder: no host command)."""
+    own, bare = _path(volume, vm_name, host_name, system), _path(volume, vm_name, host_name)
+    if _ours(_listed(shell, own), own, bare):
+        record(shell, volume, vm_name, host_name, vm_uuid, "ok", "", log, inside, system)
+
+
 def last(shell: Shell, volume: str, vm_name: str, host_name: str, vm_uuid: str = "",
          system: str = "") -> Optional[Dict[str, Any]]:
-    """The VM's last failed run recorded on this host (`system`: its system id), None if none: the newest of its
-    own file, the one an older hotvcb wrote under the host's name alone, and, for a VM with a uuid, the files of
+    """The VM's last run recorded on this host (`system`: its system id), None if none: the newest of its own
+    file, the one an older hotvcb wrote under the host's name alone, and, for a VM with a uuid, the files of
     this host name under another system id that name that uuid (a reinstall gives the host a new system id: the
     failure recorded under the old one is still this VM's, and status said OK). A record naming another uuid
-    than `vm_uuid` (both known) is another VM's, of a host of the same name."""
+    than `vm_uuid` (both known) is another VM's, of a host of the same name. Its own file wins a tie (`settle`
+    wrote it last). One listing of the VM's folder finds them all, and only the names it shows are read (status
+    passes its ScannedShell of that folder: no host command at all)."""
     own, bare = _path(volume, vm_name, host_name, system), _path(volume, vm_name, host_name)
     found = []  # type: List[Dict[str, Any]]
-    for path in sorted({own, bare}):
+    for path in _ours(_listed(shell, own), own, bare):
         data = _read(shell, path)
-        if data is not None and not (data.get("vm_uuid") and vm_uuid and data["vm_uuid"] != vm_uuid):
-            found.append(data)
-    for path in _other_systems(shell, own, bare) if vm_uuid else []:
-        data = _read(shell, path)
-        if data is not None and data.get("vm_uuid") == vm_uuid:
+        if data is None or (data.get("vm_uuid") and vm_uuid and data["vm_uuid"] != vm_uuid):
+            continue
+        if path in (own, bare) or data.get("vm_uuid") == vm_uuid != "":
             found.append(data)
     return max(found, key=lambda rec: rec["time"]) if found else None
 
 
-def _other_systems(shell: Shell, own: str, bare: str) -> List[str]:
-    """The files of this host name under a system id other than `own`'s, beside it."""
-    folder, _sep, name = bare.rpartition("/")
-    theirs = re.compile(re.escape(name[:-len(".json")]) + r"\.[0-9a-f]{16}\.json\Z")
+def _listed(shell: Shell, own: str) -> List[str]:
+    """The names in the folder of the VM's records, none where it cannot be listed."""
     try:
-        names = shell.listdir(folder)
+        return shell.listdir(own.rpartition("/")[0])
     except HotvcbError:
         return []
-    return ["%s/%s" % (folder, n) for n in sorted(names) if theirs.match(n) and "%s/%s" % (folder, n) != own]
+
+
+def _ours(names: List[str], own: str, bare: str) -> List[str]:
+    """The paths among `names` of this host name's records: its own file first, then the one under the host's
+    name alone, then those under another system id."""
+    folder, _sep, name = bare.rpartition("/")
+    theirs = re.compile(re.escape(name[:-len(".json")]) + r"\.[0-9a-f]{16}\.json\Z")
+    others = sorted("%s/%s" % (folder, n) for n in names if theirs.match(n))
+    listed = {"%s/%s" % (folder, n) for n in names}
+    return [p for p in dict.fromkeys([own, bare] + others) if p in listed]
 
 
 def _read(shell: Shell, path: str) -> Optional[Dict[str, Any]]:
     """A last-run record, None where there is none or it is no record."""
     try:
-        if not shell.exists(path):
-            return None
         data = json.loads(shell.read_regular(path, LAST_MAX))  # a FIFO planted there must not hang list/status
     except (HotvcbError, ValueError):
         return None
