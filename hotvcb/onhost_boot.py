@@ -308,7 +308,7 @@ def relay(pyz, argv, env, run, stdin):
         while b"\n" in pending:
             line, pending = pending.split(b"\n", 1)
             name = line.strip().decode("ascii", "replace")
-            if name in ("INT", "TERM", "HUP"):
+            if name in ("INT", "TERM", "HUP", "QUIT"):
                 signal_child(child, getattr(signal, "SIG" + name))
     for pipe in pipes:
         pipe[0].close()
