@@ -284,14 +284,19 @@ KEYS = {
     "BACKUP_PARALLEL_PER_DATASTORE": _count(1, 16),
     "GUEST_PRE_BACKUP_HOOK": str,
     "GUEST_POST_BACKUP_HOOK": str,
+    "LOG_LEVEL": _choice(("info", "debug", "dryrun")),
 }  # type: Dict[str, Callable[[str], object]]
+
+# Keys whose empty value (`EMAIL_SERVER_PORT=`, as many a ghettoVCB.conf has them, whose shell read them as
+# nothing set) means the default: refused as no number, it stopped every run, mail on or off
+EMPTY_IS_DEFAULT = ("EMAIL_SERVER_PORT", "EMAIL_DELAY_INTERVAL", "LOG_LEVEL")
 
 # Keys that act once per run (mail, NFS mount, start/stop order, work dir):
 # in a per-VM file they would silently do nothing, so we say so.
 RUN_WIDE = frozenset(
     [key for key in KEYS if key.startswith(("EMAIL_", "NFS_"))]
     + ["ENABLE_NON_PERSISTENT_NFS", "UNMOUNT_NFS", "VM_SHUTDOWN_ORDER", "VM_STARTUP_ORDER", "WORKDIR_DEBUG",
-       "BACKUP_PARALLEL", "BACKUP_PARALLEL_PER_DATASTORE"]
+       "BACKUP_PARALLEL", "BACKUP_PARALLEL_PER_DATASTORE", "LOG_LEVEL"]
 )
 
 _NOTICES = {
@@ -413,7 +418,7 @@ def _value(path: str, number: int, key: str, raw: str, warnings: List[str]) -> o
         shown = _shown(text, secret)
         if _CONTROL.search(text):
             raise _Invalid("printable text without control characters")
-        value = KEYS[key](text)
+        value = getattr(Settings(), key.lower()) if text == "" and key in EMPTY_IS_DEFAULT else KEYS[key](text)
     except _Invalid as bad:
         raise ConfigError(path, number, key, shown, bad.allowed) from None
     notice = _NOTICES.get((key, text.lower()))
@@ -507,6 +512,16 @@ def by_option(settings: Settings, option: str, **changes: Any) -> Settings:
     origin = dict(settings.origin)
     origin.update((name, option) for name in changes)
     return replace(settings, origin=tuple(origin.items()), **changes)
+
+
+def run_level(option: str, settings: Settings) -> str:
+    """The run's log level from `-d` (`option`, "info" unless given) and the config's LOG_LEVEL. ghettoVCB
+    sourced -g after reading its options, so the file's LOG_LEVEL was the run's: a test config saying
+    `LOG_LEVEL=dryrun` made every run with it a dry run, and hotvcb's "ignored" backed up for real. Here
+    either one asking for a dry run makes it one (a `-d dryrun` is never turned into a real run by a file
+    saying info, as ghettoVCB's was), else either asking for debug gives debug lines."""
+    levels = (option, settings.log_level)
+    return "dryrun" if "dryrun" in levels else "debug" if "debug" in levels else "info"
 
 
 def load_settings(global_path: Optional[str], base: Settings = Settings()) -> Tuple[Settings, List[str]]:

@@ -19,7 +19,7 @@
         ├── TimeoutExpired      a bounded wait ran out
         └── CopyError           a disk or file copy failed (per disk)
 
-    Interrupted                 SIGINT / SIGTERM / SIGHUP, or lost run lock (exit 2)
+    Interrupted                 SIGINT / SIGTERM / SIGHUP / SIGQUIT, or lost run lock (exit 2)
 
 Interrupted is *not* a HotvcbError (like KeyboardInterrupt is not an
 Exception): an `except HotvcbError` that handles a failed step must never

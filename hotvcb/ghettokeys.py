@@ -22,7 +22,6 @@ IGNORED = {
     "NFS_IO_HACK_LOOP_MAX": _SLOW_NAS,
     "NFS_IO_HACK_SLEEP_TIMER": _SLOW_NAS,
     "NFS_BACKUP_DELAY": _SLOW_NAS,
-    "LOG_LEVEL": "the log level is the command line's: -d info|debug|dryrun",
     "ADAPTER_FORMAT": "ESX 3.5's adapter type (deprecated in ghettoVCB): hotvcb reads each disk's own from its "
                       "descriptor",
     "LAST_MODIFIED_DATE": "ghettoVCB.sh's own version stamp, not a setting",

@@ -1,4 +1,4 @@
-"""SIGINT/SIGTERM handling: the handler only records the signal.
+"""SIGINT/SIGTERM/SIGHUP/SIGQUIT handling: the handler only records the signal.
 
 Work loops call `pending()` and unwind through `raise_pending()`, so cleanup
 (removing our snapshot) runs in ordinary `finally` blocks instead of inside a
@@ -21,7 +21,9 @@ _received = []  # type: List[int]
 _reasons = []  # type: List[str]  # why the run stops, where no signal stops it
 _early = {}  # type: Dict[int, Any]  # the handlers early() replaced, while its own await the command's scope
 T = TypeVar("T")
-_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# SIGQUIT too (Ctrl-\, the key an admin presses when Ctrl-C seems slow; ghettoVCB trapped it with these):
+# Python's default for it killed the run outright, its snapshot and run lock left behind
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 SLICE = 0.25  # seconds the main thread waits on a worker before it runs Python again
 
 

@@ -15,7 +15,7 @@ The protocol (lines end with a newline; a frame is a decimal length, a newline, 
           stands for the run's private folder on the host, where the files are (and the folders,
           made even when no file is sent into them)
   host:   HOTVCB-ONHOST NONCE run, then the run's stdout and stderr, as they come
-  client: `INT` or `TERM` lines: that signal goes to the run; EOF (the client is gone): HUP
+  client: `INT`, `TERM`, `HUP` or `QUIT` lines: that signal goes to the run; EOF (the client is gone): HUP
   host:   HOTVCB-ONHOST NONCE end, then the outbox (`--outbox`, may be empty) until EOF;
           the exit code is the run's.
 
@@ -278,7 +278,7 @@ def relay(pyz, argv, env, run, stdin):
     def forward(signum, _frame):
         received.append(signum)
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):  # QUIT: Ctrl-\, handled by the run as INT
         signal.signal(sig, forward)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     pipes = [[open(out_path, "rb"), sys.stdout.buffer], [open(err_path, "rb"), sys.stderr.buffer]]
@@ -308,7 +308,7 @@ def relay(pyz, argv, env, run, stdin):
         while b"\n" in pending:
             line, pending = pending.split(b"\n", 1)
             name = line.strip().decode("ascii", "replace")
-            if name in ("INT", "TERM", "HUP"):
+            if name in ("INT", "TERM", "HUP", "QUIT"):
                 signal_child(child, getattr(signal, "SIG" + name))
     for pipe in pipes:
         pipe[0].close()

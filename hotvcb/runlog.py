@@ -31,6 +31,7 @@ from datetime import datetime
 from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
 
 from . import lazyre
+from .datastorepath import refuse_missing  # a folder in /vmfs/volumes is never made for a log
 from .errors import UsageError
 
 LEVELS = {"debug": 10, "info": 20, "dryrun": 20, "warning": 30, "error": 40}
@@ -118,6 +119,7 @@ def open_log(path: str) -> io.TextIOWrapper:
     open does not wait (O_NONBLOCK: a pipe without reader fails at once), nor makes a terminal the run's
     own (O_NOCTTY), and what was opened is judged by the descriptor itself, so a path swapped meanwhile
     is no way around the check."""
+    refuse_missing(path, "cannot write the log file %s" % path)
     try:
         folder = os.path.dirname(path)
         if folder:
@@ -307,6 +309,19 @@ class RunLog:
             if f is not None:
                 f.close()
         self.file = self.debug_file = None
+
+
+def stopped(path: str, message: str) -> None:
+    """A run stopped before its log was opened (its config: a bad value, an unreadable -g) said in the -l
+    file, with the final status line a log watcher looks for; nothing if that file cannot be written (the
+    error still goes to stderr)."""
+    try:
+        log = RunLog(path=path, stream=io.StringIO())
+    except UsageError:
+        return
+    log.error(message)
+    log.info("###### Final status: ERROR: %s ######" % message)
+    log.close()
 
 
 class Progress:

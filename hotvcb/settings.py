@@ -68,6 +68,7 @@ class Settings:
     backup_parallel_per_datastore: int = 2  # (hotvcb) ... of them at most this many reading one datastore
     vm_backup_repository: str = ""  # (hotvcb) back up into this deduplicating repository (docs/repository.md)
     vm_backup_repository_compression: str = "zlib"  # (hotvcb) zlib | zstd: a new repository's codec
+    log_level: str = ""  # info | debug | dryrun, as ghettoVCB sourced it over -d ("": -d's); see config.run_level
     # where each value came from, "file:line" by key, for messages
     origin: Tuple[Tuple[str, str], ...] = field(default=(), compare=False)
     # the per-VM file (-c) these settings were read with, "" for the run's own: the log names it

@@ -232,8 +232,33 @@ def test_ghettovcb_keys_hotvcb_does_not_take_are_named_as_such_with_what_replace
     for number, (key, warning) in enumerate(zip(ghettokeys.IGNORED, warnings), 1):
         assert warning.startswith("%s:%d: %s is a ghettoVCB key hotvcb does not use, ignored: " % (path, number, key))
         assert "did you mean" not in warning
-    assert "<VM>-<YYYY-MM-DD_HH-MM-SS>" in warnings[0] and "-d info|debug|dryrun" in "".join(warnings)
+    assert "<VM>-<YYYY-MM-DD_HH-MM-SS>" in warnings[0]
     assert s == Settings(origin=s.origin)
+
+
+@pytest.mark.parametrize("option,key,level", [
+    ("info", "dryrun", "dryrun"), ("dryrun", "info", "dryrun"), ("debug", "dryrun", "dryrun"),
+    ("info", "debug", "debug"), ("debug", "info", "debug"), ("info", "", "info"), ("dryrun", "", "dryrun")])
+def test_log_level_in_the_config_counts_as_ghettovcb_sourced_it_over_d(tmp_path, option, key, level):
+    """ghettoVCB sourced -g after its options, so LOG_LEVEL=dryrun in a test config made every run a dry run
+    (hotvcb ignored it and backed up for real); a -d dryrun is never made a real run by the file."""
+    from hotvcb.config import run_level
+
+    s, warnings = load_settings(conf(tmp_path, "LOG_LEVEL=%s\n" % key))
+    assert warnings == [] and s.log_level == key
+    assert run_level(option, s) == level
+
+
+def test_empty_mail_numbers_mean_their_defaults_and_log_level_is_run_wide(tmp_path):
+    """`EMAIL_SERVER_PORT=` (ghettoVCB configs have empty values; its shell read them as unset) stopped every
+    run, mail on or off; LOG_LEVEL in a per-VM file would do nothing, so it is said."""
+    s, warnings = load_settings(conf(tmp_path, "EMAIL_SERVER_PORT=\nEMAIL_DELAY_INTERVAL=''\n"))
+    assert (s.email_server_port, s.email_delay_interval, warnings) == (25, 1, [])
+    confdir = tmp_path / "vms"
+    confdir.mkdir()
+    (confdir / "web").write_text("LOG_LEVEL=dryrun\n")
+    vm, said = for_vm(s, str(confdir), "web")
+    assert vm.log_level == "" and "applies to the whole run" in said[0]
 
 
 def test_a_key_set_twice_takes_the_later_line_and_warns(tmp_path):

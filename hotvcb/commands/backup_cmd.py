@@ -16,7 +16,7 @@ from ..jobs.backup import BackupJob
 from ..jobs.nfs import NfsTarget
 from ..jobs import outcome
 from ..jobs.outcome import final_status
-from ..runlog import LOG_LOST, open_log
+from ..runlog import LOG_LOST, open_log, say
 from . import common, onhost
 
 
@@ -34,7 +34,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-e", dest="exclude", metavar="FILE", help="file of VM names to leave out")
     p.add_argument("-c", dest="confdir", metavar="DIR", help="folder of per-VM config files named after VMs")
     p.add_argument("-j", dest="job_name", metavar="NAME", default=schedule.DEFAULT_JOB, type=_job_name,
-                   help="job name for log and mail (letters, digits, '.', '_' and '-')")
+                   help="job name for log and mail (ASCII letters, digits, '.', '_' and '-')")
     p.add_argument("--json-report", metavar="FILE", help="also write the run's per-VM report as JSON to FILE")
     p.add_argument("--json", dest="json_report", nargs="?", metavar="FILE", action=_JsonReport, help=argparse.SUPPRESS)
     p.add_argument("--power-state", type=str.lower, choices=("on", "off", "suspended", "any"),  # any case, as the
@@ -143,7 +143,11 @@ def check(args, target: "common.Target") -> List[str]:
     and that every named VM is there. Used by `schedule install`; returns the warnings to show."""
     names, exclude = selection(args)
     settings, warnings = config.load_settings(args.global_conf)
+    common.check_output_paths(args, settings)
     settings = prepare(args, settings)
+    if settings.log_level == "dryrun":
+        warnings.append("%s: LOG_LEVEL=dryrun makes every run of this job a dry run, as in ghettoVCB: it never backs "
+                        "anything up" % settings.where("log_level"))
     if args.log_file:
         open_log(args.log_file).close()  # as the run opens it (common.load): a folder or a pipe is refused
     try:
@@ -199,8 +203,11 @@ def prepare(args, settings):
 
 
 def run(args) -> int:
-    settings, log = common.load(args)
-    settings = prepare(args, settings)
+    if not (args.log_file or args.outbox):  # ghettoVCB's "Logging output to ..." (an on-host run's log is the client's)
+        args.log_file = common.default_log(args.workdir)
+        if args.log_file:
+            say('Logging output to "%s" ...' % args.log_file)
+    settings, log = common.load(args, prepare)
     started = datetime.now().isoformat(timespec="seconds")
     dry_run = args.level == "dryrun"
     interrupt.install()

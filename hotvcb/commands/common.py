@@ -4,14 +4,15 @@ import argparse
 import re
 import os
 import shutil
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
-from .. import config, namelist
+from .. import config, datastorepath, lazyre, namelist
 from . import onhost
-from ..errors import HostError, LockError, UsageError
+from ..errors import HostError, HotvcbError, LockError, UsageError
 from ..hosts.base import Hypervisor
 from ..runid import RunId, host_id, machine_name
-from ..runlog import RunLog
+from ..runlog import RunLog, open_log, stopped
 from ..settings import Settings
 from ..shell import LocalShell
 from ..store.lock import HostLock
@@ -436,12 +437,58 @@ def settings_for_latest(args, settings: Settings, warnings: List[str]) -> Settin
     return settings if settings_of is None else settings_of(args.latest)
 
 
-def load(args) -> Tuple[Settings, RunLog]:
-    """Settings first (a bad config must fail before anything is logged as started)."""
-    settings, warnings = config.load_settings(args.global_conf)
+def load(args, prepare: "Optional[Callable[[Any, Settings], Settings]]" = None) -> Tuple[Settings, RunLog]:
+    """Settings first (a bad config must fail before anything is logged as started), with the command line
+    applied by `prepare` (backup_cmd.prepare). A config or command line that stops the run is said in the -l
+    file too (`runlog.stopped`): a cron line ending `>/dev/null 2>&1` left the admin's log without a line of
+    those nights. The config's LOG_LEVEL counts with -d (`config.run_level`: `args.level` is the run's level
+    from here on)."""
+    try:
+        settings, warnings = config.load_settings(args.global_conf)
+        check_output_paths(args, settings)
+        if prepare is not None:
+            settings = prepare(args, settings)
+    except HotvcbError as err:
+        if args.log_file:
+            stopped(args.log_file, str(err))
+        raise
+    args.level = config.run_level(args.level, settings)
     log = RunLog("debug" if args.level == "debug" else "info", path=args.log_file)
     onhost.say_warnings(args, warnings, log.warning)
     return settings, log
+
+
+def check_output_paths(args, settings: Settings) -> None:
+    """-l and --json-report refused on a datastore that is not mounted (`datastorepath`), before any folder
+    of theirs is made: the NFS share the run mounts is named as such."""
+    nfs = settings.nfs_local_name if settings.enable_non_persistent_nfs else ""
+    for option, path in (("-l", args.log_file), ("--json-report", getattr(args, "json_report", None))):
+        if path:
+            datastorepath.refuse_missing(path, "%s %s" % (option, path), nfs)
+
+
+DEFAULT_LOGS_KEPT = 20  # of the runs without -l, the newest logs kept in the -w folder
+_DEFAULT_LOG = lazyre.compile(r"hotvcb-\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-\d+\.log")
+
+
+def default_log(workdir: str) -> Optional[str]:
+    """The log file of a backup run without -l: `<-w>/hotvcb-<date>_<time>-<pid>.log`, beside the runs'
+    work folders (/tmp/hotvcb.work by default), or None where it cannot be made (a run is not stopped
+    for a copy of its log). ghettoVCB always logged to /tmp/ghettoVCB-<date>-<pid>.log and said so, and
+    its cron lines (`> /dev/null 2>&1`, no -l) count on it: without one a failed night left nothing to
+    read. The newest DEFAULT_LOGS_KEPT are kept: ghettoVCB's piled up in the host's small ramdisk."""
+    if datastorepath.missing_datastore(workdir):
+        return None  # WorkDir says why it is not used
+    path = os.path.join(workdir, "hotvcb-%s-%d.log" % (datetime.now().strftime("%Y-%m-%d_%H-%M-%S"), os.getpid()))
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        older = sorted(n for n in os.listdir(workdir) if _DEFAULT_LOG.fullmatch(n))
+        for name in older[:max(len(older) - DEFAULT_LOGS_KEPT + 1, 0)]:
+            os.unlink(os.path.join(workdir, name))
+        open_log(path).close()
+    except (OSError, UsageError):
+        return None
+    return path
 
 
 def lock_host(host: Hypervisor, log, target: Target, gone: Sequence[str] = ()) -> Tuple[HostLock, RunId]:
@@ -475,10 +522,14 @@ class WorkDir:
         self.keep, self.log = keep, log
         debug_log = os.path.join(self.path, "debug.log")
         try:
+            datastorepath.refuse_missing(base, "-w %s" % base)
             os.makedirs(self.path)
             with open(os.path.join(self.path, "run.txt"), "w", encoding="utf-8") as f:
                 f.write(run.text() + "\n")
             log.keep_debug(debug_log)
+        except UsageError as err:  # -w on no datastore: not made in /vmfs/volumes, where a share is to be mounted
+            log.warning("cannot use work directory %s: %s" % (self.path, err))
+            self.path = ""
         except OSError as err:
             if keep:  # the debug log asked for is a log sink lost: the final status names it, exit 9
                 log.lose("the debug log %s" % debug_log, err)

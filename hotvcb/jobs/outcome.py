@@ -36,6 +36,8 @@ def final_status(results: List[VmResult], dry_run: bool = False) -> Tuple[str, i
         return "ERROR: No VMs backed up!", NONE
     if dry_run and not errors:
         return "OK, only a dryrun.", DRYRUN
+    if dry_run:
+        return dry_run_found(errors, done, final_status(results)[1])
     if not errors and not warns:
         return "All VMs backed up OK!", OK
     if len(errors) == len(done):
@@ -47,6 +49,16 @@ def final_status(results: List[VmResult], dry_run: bool = False) -> Tuple[str, i
     if warns:
         return "ERROR: Only some of the VMs backed up, and some disk(s) failed!", SOME_VMS_AND_DISKS
     return "ERROR: Only some of the VMs backed up!", SOME_VMS
+
+
+def dry_run_found(errors: List[VmResult], done: List[VmResult], code: int) -> Tuple[str, int]:
+    """A dry run that found what a real run would fail on (a VM list's typo): said as a dry run's finding,
+    never as "All VMs failed!" or "Only some of the VMs backed up!", which read as a night whose backups
+    failed (or some were made) in the log, the mail's subject and the JSON report. It exits the code the
+    real run would (README): a check before a real run must not read as OK."""
+    names = ", ".join(r.name for r in errors[:5]) + (", ..." if len(errors) > 5 else "")
+    return "ERROR: DRY RUN found problems with %d of %d VM(s) (%s); nothing was changed" % (
+        len(errors), len(done), names), code
 
 
 def with_warning(status: str, code: int, warning: str) -> Tuple[str, int]:

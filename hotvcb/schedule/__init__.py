@@ -64,9 +64,17 @@ def check_job_name(name: str) -> str:
     name (the default log, a systemd unit), a word of the log's HOST line and of the mail's Subject."""
     if not _JOB_RE.fullmatch(name):
         raise UsageError(
-            "job name %r: use letters, digits, '.', '_' and '-' (up to 64, starting with a letter or digit)" % name
+            "job name %r: use ASCII letters (A-Z, a-z), digits, '.', '_' and '-' (up to 64, starting with a letter "
+            "or digit)%s" % (name, _refused_chars(name))
         )
     return name
+
+
+def _refused_chars(name: str) -> str:
+    """The characters of `name` no job name may hold, named: `Nächtlich` is all letters to its admin, and
+    only ASCII ones make a crontab tag and a systemd unit name."""
+    bad = sorted(set(c for c in name if not re.match(r"[A-Za-z0-9_.-]", c)))
+    return "; not allowed: %s" % ", ".join(repr(c) for c in bad) if bad else ""
 
 
 def default_job(host: Optional[str] = None, port: Optional[int] = None) -> str:
