@@ -38,8 +38,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import hostdigest, lazyre, sshscripts as sh, tmpwork
+from .cmdstream import stream
 from .errors import HostError, TimeoutExpired
-from .shell import Completed, OutputCallback, Tree, decoded, stream, temp_tag, tree_of
+from .filetext import decoded, temp_tag
+from .shell import Completed, OutputCallback, Tree, tree_of
 
 SSH = "ssh"
 CONNECT_TIMEOUT = 20  # seconds for TCP connect + key exchange

@@ -251,7 +251,7 @@ def test_a_lock_of_another_machine_with_this_machines_hostname_is_not_taken_as_a
     and is judged by its heartbeat; a record without the id (an older hotvcb's) is judged by the name."""
     from hotvcb import runid
     from hotvcb.errors import LockError
-    from hotvcb.shell import LocalShell
+    from hotvcb.localshell import LocalShell
     from hotvcb.store import lock
 
     if not runid.machine_id():

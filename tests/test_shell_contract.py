@@ -15,7 +15,7 @@ import pytest
 
 from hotvcb import targz
 from hotvcb.errors import HostError, TimeoutExpired
-from hotvcb.shell import LocalShell
+from hotvcb.localshell import LocalShell
 from hotvcb.sshshell import SshShell, SshTarget
 from hotvcb.treeview import ScannedShell
 from sshd import needs_sshd, running_sshd

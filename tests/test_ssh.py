@@ -20,7 +20,7 @@ import pytest
 from hotvcb import cli, interrupt
 from hotvcb.commands import common
 from hotvcb.errors import HostError, Interrupted, TimeoutExpired
-from hotvcb.shell import LocalShell
+from hotvcb.localshell import LocalShell
 from hotvcb.sshshell import SshShell, SshTarget
 from sshd import needs_sshd, running_sshd
 

@@ -15,8 +15,8 @@ from hotvcb import pids, sshshell, tmpwork
 from hotvcb.errors import HostError, HotvcbError
 from hotvcb.jobs import boot_check
 from hotvcb.jobs.restore_kvm import WORK_PREFIX, KvmRequest, KvmRestore
+from hotvcb.localshell import LocalShell
 from hotvcb.runlog import RunLog
-from hotvcb.shell import LocalShell
 from hotvcb.sshshell import SshShell, SshTarget
 from qemuvm import needs_qemu
 from test_outsider_crosshv import esxi_backup

@@ -10,10 +10,10 @@ from .. import config, namelist
 from . import onhost
 from ..errors import HostError, LockError, UsageError
 from ..hosts.base import Hypervisor
+from ..localshell import LocalShell
 from ..runid import RunId, host_id, machine_name
 from ..runlog import RunLog
 from ..settings import Settings
-from ..shell import LocalShell
 from ..store.lock import HostLock
 
 if TYPE_CHECKING:  # imported by the runs that reach a host over SSH (its code and its scripts)
