@@ -16,7 +16,8 @@ import pytest
 from hotvcb import targz
 from hotvcb.errors import HostError, TimeoutExpired
 from hotvcb.localshell import LocalShell
-from hotvcb.sshshell import SshShell, SshTarget
+from hotvcb.sshconnection import SshTarget
+from hotvcb.sshshell import SshShell
 from hotvcb.treeview import ScannedShell
 from sshd import needs_sshd, running_sshd
 
