@@ -25,7 +25,7 @@ import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from hotvcb.jobs.verify import verify_folder  # noqa: E402
-from hotvcb.shell import LocalShell  # noqa: E402
+from hotvcb.localshell import LocalShell  # noqa: E402
 from hotvcb.store import manifest  # noqa: E402
 from _timing import best  # noqa: E402
 

@@ -6,7 +6,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from hotvcb.shell import LocalShell  # noqa: E402
+from hotvcb.localshell import LocalShell  # noqa: E402
 
 BASELINE_MBS = 300.0
 

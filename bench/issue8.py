@@ -352,7 +352,7 @@ def qemu_row(tmp):
     vm = QemuVm("q", image, "raw", inventory, control, os.path.join(tmp, "q.log"))
     argv = hotvcb_argv(inventory, "backup", "-m", "q", "-g", g, "-w", os.path.join(tmp, "qw"))
     # the digest the backup records (store/source_digest.py), alone: hotvcb's code, in the python it runs with
-    digest = [argv[0], "-c", "import sys; from hotvcb.shell import LocalShell; from hotvcb.store import manifest; "
+    digest = [argv[0], "-c", "import sys; from hotvcb.localshell import LocalShell; from hotvcb.store import manifest; "
               "manifest.digest_file(LocalShell(), sys.argv[1])", image]
     try:
         ours, ref, alone = best([

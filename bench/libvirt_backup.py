@@ -38,8 +38,8 @@ NAME = "hotvcb-bench"
 
 def main() -> int:
     from hotvcb.hosts.libvirt import LibvirtHost
+    from hotvcb.localshell import LocalShell
     from hotvcb.model import VmRef
-    from hotvcb.shell import LocalShell
 
     root = scratch("hvbench")
     if root is None:

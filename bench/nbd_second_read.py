@@ -28,7 +28,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from hotvcb.shell import LocalShell  # noqa: E402
+from hotvcb.localshell import LocalShell  # noqa: E402
 from hotvcb.store import manifest  # noqa: E402
 
 MIB = 1 << 20

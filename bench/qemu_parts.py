@@ -40,7 +40,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from hotvcb import blockdigest  # noqa: E402
 from _timing import parallel_speedup  # noqa: E402
-from hotvcb.shell import LocalShell  # noqa: E402
+from hotvcb.localshell import LocalShell  # noqa: E402
 from hotvcb.store import manifest  # noqa: E402
 
 MIB, GIB = 1 << 20, 1 << 30

@@ -39,7 +39,7 @@ class _Worker(threading.Thread):
 
 
 def given_up() -> bool:
-    """Has the owner of the work this thread runs given it up? shell.stream then ends the command it
+    """Has the owner of the work this thread runs given it up? cmdstream.stream then ends the command it
     runs, as it does on a signal, but also where a signal may not (`interruptible=False`): no one
     will read the answer, and a command left running would outlive hotvcb (its own session)."""
     thread = threading.current_thread()

@@ -27,8 +27,8 @@ from typing import Callable, Dict, List, Optional, Union
 from . import interrupt, pyzpack
 from .errors import HostError, TimeoutExpired
 from .onhost_boot import MARK, RUN_DIR
+from .sshconnection import SshConnection
 from .sshscripts import last_line as _last_line
-from .sshshell import SshShell
 # the host's folder for our builds and the runs' files, private (0700; /tmp is a ramdisk on ESXi);
 # $HOTVCB_HOST_FOLDER here names another
 FOLDER = "/tmp/hotvcb-onhost"
@@ -55,7 +55,7 @@ class Finished:
     lost: Optional[str] = None  # the connection broke during the run (the host's end stopped it)
 
 
-def run(shell: SshShell, request: Request, stdout: Output, stderr: Output) -> Union[Finished, str]:
+def run(shell: SshConnection, request: Request, stdout: Output, stderr: Output) -> Union[Finished, str]:
     """Run `python <pyz> ARGV` on the host; its stdout and stderr go to the callbacks as they come.
 
     Returns Finished, or a string saying why the host cannot (no python, or too old). Raises
@@ -217,7 +217,7 @@ class _Session:
             self.stopped = True
             return self.proc.wait()
 
-    def lost(self, shell: SshShell, code: int) -> Optional[HostError]:
+    def lost(self, shell: SshConnection, code: int) -> Optional[HostError]:
         """`shell.lost` for this session's end; a client killed by us (`wait`) is not one the system killed."""
         return shell.lost(None if self.stopped else code, self.err_text())
 

@@ -14,7 +14,8 @@ import ctypes
 import signal
 from typing import Callable, Optional, Sequence
 
-from .shell import Completed, LocalShell, OutputCallback, Shell
+from .localshell import LocalShell
+from .shell import Completed, OutputCallback, Shell
 
 PR_SET_PDEATHSIG = 1
 

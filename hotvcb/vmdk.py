@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
 from .errors import HotvcbError
-from .shell import decoded, encoded
+from .filetext import decoded, encoded
 from .units import DIGITS_MAX, whole
 from . import lazyre
 

@@ -194,7 +194,7 @@ _ASCII = bytes(range(0x20, 0x7F)) + b"\t\r\n"
 
 
 def as_vmware_reads(text: str, size: Callable[[], int], say: Callable[[str], None] = lambda _message: None) -> str:
-    """A .vmx's text as VMware reads it, from what shell.decoded gave for its bytes (UTF-8, else the
+    """A .vmx's text as VMware reads it, from what filetext.decoded gave for its bytes (UTF-8, else the
     whole file as Latin-1); `size()` is the file's size in bytes, asked only where the text alone
     cannot say how it was decoded.
 
@@ -210,7 +210,7 @@ def as_vmware_reads(text: str, size: Callable[[], int], say: Callable[[str], Non
     encoding such as "rot13" or "base64", UTF-16 over bytes that are plainly not) is read as UTF-8,
     and `say` is told why: decoding a hand-edited value would write the VM's configuration as
     garbage. Whoever writes the text back as UTF-8 declares so."""
-    from .shell import encoded  # the bytes shell.decoded read the text from
+    from .filetext import encoded  # the bytes filetext.decoded read the text from
     declared = VmxFile(text).get(".encoding")
     charset = _charset(declared, say) if declared else "utf-8"
     if charset != "utf-8":
@@ -234,7 +234,7 @@ def _charset(declared: str, say: Callable[[str], None]) -> str:
 
 
 def _maybe_latin1(text: str) -> bool:
-    """Whether shell.decoded may have read `text` as Latin-1: only characters up to U+00FF, some beyond
+    """Whether filetext.decoded may have read `text` as Latin-1: only characters up to U+00FF, some beyond
     ASCII, and as Latin-1 bytes no UTF-8 (else those bytes would have been read as UTF-8)."""
     if text.isascii() or max(text) > "\xff":
         return False

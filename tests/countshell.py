@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 
-from hotvcb import shell as _shell
+from hotvcb import localshell as _local
 from hotvcb import sshshell as _ssh
 
 COUNTED = {"commands": [], "seconds": [], "started": [], "threads": [], "files": {}, "text_reads": {},
@@ -85,7 +85,7 @@ def asked_ahead(counted):
 
 def main(argv):
     out, args = argv[0], argv[1:]
-    _wrap(_shell.LocalShell)
+    _wrap(_local.LocalShell)
     _wrap(_ssh.SshShell)
     sys.addaudithook(_count_read_opens)
     from hotvcb.cli import main as cli_main

@@ -12,8 +12,9 @@ import subprocess
 import pytest
 
 from hotvcb.errors import HotvcbError
+from hotvcb.filetext import decoded, encoded
 from hotvcb.jobs import backup_check
-from hotvcb.shell import LocalShell, decoded, encoded
+from hotvcb.localshell import LocalShell
 
 QEMU_IMG = shutil.which("qemu-img")
 needs_qemu_img = pytest.mark.skipif(QEMU_IMG is None, reason="needs qemu-img")

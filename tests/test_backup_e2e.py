@@ -12,7 +12,7 @@ import pytest
 from simhost import (needs_root, backup_root, backups, copying, hotvcb, hotvcb_background, kill, lock_pid,
                      make_host, manifest, sealed, snapshot_names, VOLUME, wait_for, write_conf)
 from esxisim import writer
-from hotvcb.shell import LocalShell
+from hotvcb.localshell import LocalShell
 from hotvcb.store import health, layout
 
 pytestmark = needs_root

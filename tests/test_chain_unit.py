@@ -6,7 +6,7 @@ import struct
 import pytest
 
 from hotvcb.errors import HostError
-from hotvcb.shell import LocalShell
+from hotvcb.localshell import LocalShell
 from hotvcb.store import chain
 from qemuvm import needs_qemu, qemu_img
 

@@ -172,7 +172,7 @@ def test_a_disk_of_the_backup_its_domain_xml_does_not_name_is_named_by_the_resto
     import json
 
     from hotvcb.jobs.machine_of import machine_of
-    from hotvcb.shell import LocalShell
+    from hotvcb.localshell import LocalShell
     from hotvcb.store import manifest
 
     (tmp_path / "domain.xml").write_text("<domain type='kvm'><name>x</name><memory unit='MiB'>32</memory>"
@@ -193,7 +193,7 @@ def test_machine_of_takes_each_same_named_disk_from_its_own_datastores_folder(tm
     after the VM): the backup keeps the second in `<ds5>/FS.vmdk`. A KVM restore and `verify --boot` read
     the VM through machine_of: each disk must come from its own file, not both from the top's FS.vmdk."""
     from hotvcb.jobs.machine_of import machine_of
-    from hotvcb.shell import LocalShell
+    from hotvcb.localshell import LocalShell
 
     uuid = "5f1e2d3c-aaaaaaaa-bbbb-001122334455"
     (tmp_path / "FS.vmx").write_text('displayName = "FS"\nmemSize = "32"\nscsi0.present = "TRUE"\n'

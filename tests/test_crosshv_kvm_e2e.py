@@ -15,7 +15,7 @@ import subprocess
 import pytest
 
 from bootguest import make_boot_disk
-from hotvcb.shell import LocalShell
+from hotvcb.localshell import LocalShell
 from hotvcb.store import manifest
 from qemuvm import PYTHON, QemuVm, env, hotvcb_argv, needs_qemu, same_content, short_dir
 from simhost import VOLUME, hotvcb, make_host, needs_root

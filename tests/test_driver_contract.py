@@ -20,7 +20,7 @@ def test_the_esxi_driver_keeps_the_contract(host):
     host.create_vm("contract vm", "datastore1", [{"size": "8M"}, {"size": "4M", "datastore": "ds5"}], power="on",
                    writer=True, snapshots=["user snap"])
     os.makedirs(host.real("/vmfs/volumes/backup/contract"))
-    code = ("import sys; from hotvcb.hosts.esxi import EsxiHost; from hotvcb.shell import LocalShell; "
+    code = ("import sys; from hotvcb.hosts.esxi import EsxiHost; from hotvcb.localshell import LocalShell; "
             "import driver_contract; driver_contract.check(EsxiHost(LocalShell()), 'contract vm', "
             "'/vmfs/volumes/backup/contract', 'user snap'); print('contract kept')")
     r = subprocess.run([sys.executable, "-m", "esxisim", "shell", host.root, "--", "env",
@@ -36,7 +36,7 @@ def test_the_esxi_driver_names_a_flat_base_disks_extent_as_its_copys(host):
     copy back. A 2gbsparse copy, or a disk on a snapshot's delta, has no file equal to the source's."""
     host.create_vm("flat vm", "datastore1", [{"size": "4M"}], power="on", writer=True)
     os.makedirs(host.real("/vmfs/volumes/backup/flat"))
-    code = ("import sys; from hotvcb.hosts.esxi import EsxiHost; from hotvcb.shell import LocalShell; "
+    code = ("import sys; from hotvcb.hosts.esxi import EsxiHost; from hotvcb.localshell import LocalShell; "
             "import driver_contract; h = EsxiHost(LocalShell()); [ref] = h.list_vms(); vm = h.load_vm(ref); "
             "d = vm.disks[0]; dst = '/vmfs/volumes/backup/flat/copy.vmdk'; "
             "snap = h.create_snapshot(vm, 'hotvcb-snapshot-x', '', False, False, 60.0); "
@@ -58,7 +58,7 @@ def test_the_qemu_driver_keeps_the_contract(tmp_path):
     from driver_contract import check
     from hotvcb.hosts import qemuimg
     from hotvcb.hosts.qemu import QemuHost
-    from hotvcb.shell import LocalShell
+    from hotvcb.localshell import LocalShell
 
     sockets = short_dir("dc")
     for sub in ("inv", "ctl"):
@@ -85,7 +85,7 @@ def test_the_qemu_driver_keeps_the_contract(tmp_path):
 def test_the_libvirt_driver_keeps_the_contract(tmp_path):
     from driver_contract import check
     from hotvcb.hosts.libvirt import LibvirtHost
-    from hotvcb.shell import LocalShell
+    from hotvcb.localshell import LocalShell
 
     with kvmguest.libvirt_turn():
         folder = short_dir("dcl")

@@ -4,8 +4,8 @@ leaves it to hostd (None). The .vmsd texts have the shape Broadcom KB 337269 and
 ESXi hosts show (keys in hostd's order, `snapshot.needConsolidate` among them)."""
 
 from hotvcb.hosts import esxi_tree
+from hotvcb.localshell import LocalShell
 from hotvcb.model import Vm, VmRef
-from hotvcb.shell import LocalShell
 
 OURS = "hotvcb-snapshot-2026-12-03_03-30-00"
 

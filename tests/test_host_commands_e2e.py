@@ -268,7 +268,7 @@ def test_dropped_questions_are_ended_even_uninterruptible_or_waiting_behind_a_hu
     Dropping the second must not wait for the first (30 s: background.CANCEL_WAIT), and dropping
     the first ends its command, though a signal would not."""
     from hotvcb.background import Ahead, Kept
-    from hotvcb.shell import LocalShell
+    from hotvcb.localshell import LocalShell
     pid_file = tmp_path / "pid"
     kept, shell = Kept(), LocalShell()
 

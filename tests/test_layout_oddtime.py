@@ -17,9 +17,9 @@ from hotvcb.commands import verify_cmd
 from hotvcb.errors import HotvcbError, UsageError
 from hotvcb.jobs import backup_check, status
 from hotvcb.jobs.leftovers import remove_partials
+from hotvcb.localshell import LocalShell
 from hotvcb.runid import RunId
 from hotvcb.settings import Settings
-from hotvcb.shell import LocalShell
 from hotvcb.store import health, layout, manifest, rotation
 
 ODD = ("web-2026-13-01_00-00-00", "web-2026-02-30_00-00-00.gz", "web-2026-01-01_25-00-00-partial",

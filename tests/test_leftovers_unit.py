@@ -22,11 +22,11 @@ from hotvcb.jobs.backup import BackupJob, _VmBackup
 from hotvcb.jobs.leftovers import (await_snapshot, mark_powered_off, mark_snapshot_asked, power_marker,
                                   remove_our_snapshots, remove_partials, restore_power, snapshot_marker)
 from hotvcb.jobs.ownership import NONE_DEAD
+from hotvcb.localshell import LocalShell
 from hotvcb.model import Snapshot, Vm, VmRef, VmResult
 from hotvcb.runid import RunId, parse
 from hotvcb.runlog import RunLog
 from hotvcb.settings import Settings
-from hotvcb.shell import LocalShell
 from hotvcb.store.lock import LOCK_NAME, STALE_AFTER, HostLock
 
 HOST = "thishost"  # the host id this test's runs work on (and hold the lock of)

@@ -21,7 +21,7 @@ import pytest
 
 import kvmguest
 from kvmguest import libvirt_exclusive  # noqa: F401  (the fixture)
-from hotvcb.shell import LocalShell
+from hotvcb.localshell import LocalShell
 from hotvcb.store import health, layout
 from kvmguest import Guest, MiB, expected_region, last_record, needs_libvirt, read_region, region_sha, virsh
 from qemuvm import PYTHON, env, kill_tree, qemu_img, slow_qemu_img, wait_until

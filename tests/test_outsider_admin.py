@@ -19,7 +19,7 @@ import pytest
 
 from hotvcb import cli, config, notify, restorefile, targz
 from hotvcb.errors import HostError
-from hotvcb.shell import LocalShell
+from hotvcb.localshell import LocalShell
 from hotvcb.store import health, layout, rotation
 from simhost import (REPO, backup_root, backups, hotvcb, kill, needs_root, on_host, power, snapshot_names, wait_for,
                      wrap_tool, write_conf)

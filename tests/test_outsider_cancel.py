@@ -1,5 +1,5 @@
 """Outside tester (out-cancel): dropped host questions end their commands (background.Ahead/Kept,
-shell.stream's given_up), the one chain check for sparse disks (backup_check.require_chain_inside), and
+cmdstream.stream's given_up), the one chain check for sparse disks (backup_check.require_chain_inside), and
 zlib chunks decoded as one bounded stream (repo/codec.py). Attacked through the CLI on esxisim where a
 host is involved, through the library API elsewhere."""
 
@@ -68,7 +68,7 @@ def test_a_question_dropped_while_others_wait_lets_a_waiter_ask_itself_not_fail(
     its command with Cancelled: the waiter must then ask itself and get the good answer, not the
     cancellation as the answer's failure."""
     from hotvcb.background import Ahead, Kept
-    from hotvcb.shell import LocalShell
+    from hotvcb.localshell import LocalShell
     kept, shell = Kept(), LocalShell()
     started = threading.Event()
     calls = []
@@ -105,7 +105,7 @@ def test_a_question_dropped_as_it_finishes_never_keeps_a_wrong_or_half_answer(de
     """A question whose command ends about when it is dropped: the Kept value is either the whole answer
     or nothing, and a later caller gets the whole answer."""
     from hotvcb.background import Ahead, Kept
-    from hotvcb.shell import LocalShell
+    from hotvcb.localshell import LocalShell
     kept, shell = Kept(), LocalShell()
     line = "VMware ESXi 7.0.3 build-%s" % ("9" * 200)
 
@@ -123,7 +123,7 @@ def test_the_kept_release_line_is_never_half_written(tmp_path):
     """hosts/esxi_release keeps `vmware -v`'s line on the ramdisk; a run killed while writing it (or a
     dropped question) must never leave a partial line that the next run trusts."""
     from hotvcb.hosts import esxi_release
-    from hotvcb.shell import LocalShell
+    from hotvcb.localshell import LocalShell
 
     class Shell(LocalShell):
         def run(self, argv, **kw):

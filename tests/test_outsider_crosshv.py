@@ -27,7 +27,7 @@ import pytest
 
 from bootguest import make_boot_disk
 from hotvcb.jobs.restore_kvm import WORK_PREFIX
-from hotvcb.shell import LocalShell
+from hotvcb.localshell import LocalShell
 from hotvcb.store import manifest
 from hotvcb.vmx import VmxFile
 import procs

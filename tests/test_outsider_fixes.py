@@ -19,11 +19,11 @@ from hotvcb.jobs import backup_check, boot_check
 from hotvcb.jobs.backup import BackupJob
 from hotvcb.jobs.leftovers import SNAPSHOT_PREFIX, mark_powered_off, power_marker
 from hotvcb.jobs.space import SpaceLedger
+from hotvcb.localshell import LocalShell
 from hotvcb.model import Snapshot
 from hotvcb.runid import RunId
 from hotvcb.runlog import RunLog
 from hotvcb.settings import Settings
-from hotvcb.shell import LocalShell
 from hotvcb.store import layout
 from hotvcb.store.lock import HostLock
 

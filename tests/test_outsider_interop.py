@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from hotvcb import cli
+from hotvcb.localshell import LocalShell
 from hotvcb.runlog import RunLog
-from hotvcb.shell import LocalShell
 from hotvcb.store import rotation
 from simhost import VOLUME, backup_root, hotvcb, make_host, needs_root, write_conf
 from test_outsider_admin import ghettovcb_gz

@@ -26,8 +26,8 @@ from test_outsider_crosshv import esxi_backup
 
 from esxisim import snapshots
 from hotvcb.jobs.leftovers import SNAPSHOT_PREFIX, mark_powered_off, remove_partials, restore_power
+from hotvcb.localshell import LocalShell
 from hotvcb.runid import RunId
-from hotvcb.shell import LocalShell
 from hotvcb.store import layout
 from hotvcb.store.lock import STALE_AFTER
 

@@ -17,8 +17,8 @@ from simhost import (REPO, VOLUME, _argv, copying, host_lock_path, hotvcb, make_
                      write_conf)
 
 from hotvcb.errors import LockError
+from hotvcb.localshell import LocalShell
 from hotvcb.runid import RunId
-from hotvcb.shell import LocalShell
 from hotvcb.store.lock import STALE_AFTER, HostLock
 
 MACHINE = socket.gethostname()
@@ -55,8 +55,8 @@ def test_a_live_slow_holder_of_this_machine_with_a_stale_heartbeat_is_not_taken_
 
 
 TAKE = """import sys, time
+from hotvcb.localshell import LocalShell
 from hotvcb.runid import RunId
-from hotvcb.shell import LocalShell
 from hotvcb.store.lock import HostLock
 lock = HostLock(LocalShell(), sys.argv[1], RunId.new().on_host("h")).acquire()
 print("took it", lock.took_over, lock.dead_runs(), flush=True)

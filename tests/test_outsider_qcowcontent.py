@@ -28,7 +28,7 @@ from test_qemu_backup import _image, lab  # noqa: F401  (the fixture)
 
 from hotvcb import qcow2
 from hotvcb.jobs.verify import verify_folder, verify_gz
-from hotvcb.shell import LocalShell
+from hotvcb.localshell import LocalShell
 from hotvcb.store import health, manifest
 
 pytestmark = pytest.mark.skipif(QEMU_IMG is None, reason="needs qemu-img (qemu-utils)")

@@ -11,8 +11,8 @@ import pytest
 from hotvcb import config
 from hotvcb.cli import main
 from hotvcb.errors import UsageError
+from hotvcb.localshell import LocalShell
 from hotvcb.runlog import RunLog
-from hotvcb.shell import LocalShell
 from hotvcb.store import health, layout, rotation
 
 OLD, MID, NEW = "2026-12-01_21-00-01", "2026-12-02_21-00-01", "2026-12-03_21-00-01"

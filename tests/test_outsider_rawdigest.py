@@ -63,7 +63,7 @@ def files_of(backup_dir):
 
 
 def digest_of(path):
-    from hotvcb.shell import LocalShell
+    from hotvcb.localshell import LocalShell
     from hotvcb.store import manifest
 
     return manifest.digest_file(LocalShell(), path).entry()

@@ -454,7 +454,7 @@ def test_a_losing_claim_leaves_the_running_restores_record(site):
     try:
         wait_for(lambda: hooked(host, "in_clone"), timeout=60, what="A's clone")
         records_before = leftovers(host)
-        code = ("import sys; from hotvcb.jobs import restore_scratch; from hotvcb.shell import LocalShell\n"
+        code = ("import sys; from hotvcb.jobs import restore_scratch; from hotvcb.localshell import LocalShell\n"
                 "from hotvcb.errors import HostError\n"
                 "r = restore_scratch.on_host(LocalShell(), '/var/run')\n"
                 "try:\n    r.claim(sys.argv[1])\nexcept HostError as e:\n    print('LOST', e)\n")

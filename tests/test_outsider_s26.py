@@ -75,7 +75,7 @@ def test_status_counts_a_gz_and_the_folder_unpacked_beside_it_as_list_and_rotati
     """status judged the pair as two backups: "2 kept" where list shows one row and rotation counts one,
     and a cut .gz beside a good folder made it warn "last backup damaged" of the one good backup."""
     from hotvcb.commands.list_cmd import backup_rows
-    from hotvcb.shell import LocalShell
+    from hotvcb.localshell import LocalShell
 
     vol = tmp_path / "vol"
     gz_pair(vol, archive)
@@ -102,8 +102,8 @@ def gz_pair(vol: Path, archive: str) -> Path:
 
 def status_of_db(vol: Path) -> "status.Check":
     """The `backup` check `hotvcb status` makes of VM db's backups under `vol`, a morning after."""
+    from hotvcb.localshell import LocalShell
     from hotvcb.settings import Settings
-    from hotvcb.shell import LocalShell
 
     host = SimpleNamespace(shell=LocalShell(), host_name=lambda: "esx1", system_id=lambda: "")
     return status._backups(host, Settings(vm_backup_volume=str(vol)), "db", "", status.Limits(),
@@ -117,7 +117,7 @@ def test_a_kvm_restore_that_leaves_a_disk_out_does_not_end_restored_ok(tmp_path,
     from qemuvm import QEMU_IMG
 
     from hotvcb.cli import main
-    from hotvcb.shell import LocalShell
+    from hotvcb.localshell import LocalShell
     from hotvcb.store import manifest
 
     folder = tmp_path / "vol" / "lv" / "lv-2026-12-01_21-00-01"

@@ -44,7 +44,7 @@ def test_status_names_the_good_twin_as_the_newest_good_backup_and_its_size_as_li
     `newest_good`, the path a script then restores (and fails on), and gave the .gz's size alone where
     list gives the pair's."""
     from hotvcb.commands.list_cmd import backup_rows
-    from hotvcb.shell import LocalShell
+    from hotvcb.localshell import LocalShell
 
     vol = tmp_path / "vol"
     folder = gz_pair(vol, "cut")
@@ -59,8 +59,8 @@ def test_the_run_report_counts_a_gz_and_its_unpacked_twin_once(tmp_path):
     from types import SimpleNamespace
 
     from hotvcb.jobs.backup import BackupJob
+    from hotvcb.localshell import LocalShell
     from hotvcb.settings import Settings
-    from hotvcb.shell import LocalShell
 
     vol = tmp_path / "vol"
     folder = gz_pair(vol, "good")

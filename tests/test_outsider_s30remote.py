@@ -251,7 +251,7 @@ def test_a_lock_of_another_machine_with_this_machines_hostname_is_not_taken_as_a
     and is judged by its heartbeat; a record without the id (an older hotvcb's) is judged by the name."""
     from hotvcb import runid
     from hotvcb.errors import LockError
-    from hotvcb.shell import LocalShell
+    from hotvcb.localshell import LocalShell
     from hotvcb.store import lock
 
     if not runid.machine_id():
@@ -274,7 +274,8 @@ def test_a_lost_connection_is_explained_by_what_ssh_said_never_by_the_commands_p
     """The master connection dies mid-clone: the reason given was the session output's last line,
     'lost the SSH connection to root@esxi01: Clone: 5% done.', vmkfstools' progress. Only ssh's own words
     explain a lost connection."""
-    from hotvcb.sshshell import SshShell, SshTarget
+    from hotvcb.sshconnection import SshTarget
+    from hotvcb.sshshell import SshShell
 
     shell = SshShell(SshTarget("root@esxi01"))  # never opened: no master, so the connection counts as gone
     assert str(shell.lost(255, "Clone: 4% done.\rClone: 5% done.\r")) == \

@@ -132,7 +132,7 @@ def test_a_lock_of_a_same_named_box_does_not_send_the_admin_to_a_cleanup_here_th
     id, or say it is another machine of the same name)."""
     from hotvcb import runid
     from hotvcb.errors import LockError
-    from hotvcb.shell import LocalShell
+    from hotvcb.localshell import LocalShell
     from hotvcb.store import lock
 
     if not runid.machine_id():

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from hotvcb import cli
+from hotvcb.localshell import LocalShell
 from hotvcb.runlog import RunLog
-from hotvcb.shell import LocalShell
 from hotvcb.store import rotation
 from simhost import VOLUME, hotvcb, make_host, needs_root, write_conf
 from test_outsider_interop import ghettovcb_disk, ghettovcb_folder

@@ -82,7 +82,7 @@ def copy_of(host, src, stamp):
 def reseal(host, backup, *rels):
     """Record the files `rels` as they are now in the backup's manifest: a backup another tool (or a
     hand repair) left self-consistent, that no checksum can call damaged."""
-    from hotvcb.shell import LocalShell
+    from hotvcb.localshell import LocalShell
     from hotvcb.store import manifest
 
     path = os.path.join(host.real(backup), "hotvcb.json")
@@ -474,7 +474,7 @@ def test_a_target_that_fills_after_the_flat_says_so_and_leaves_nothing(site, siz
 def test_a_manifest_of_64_kib_blocks_is_copied_by_its_own_block_size(site):
     """A flat proved by 64 KiB blocks (a block size hotvcb accepts): digested and written by that size,
     equal to the backup, and a byte flipped in one of its blocks is found there."""
-    from hotvcb.shell import LocalShell
+    from hotvcb.localshell import LocalShell
     from hotvcb.store import manifest
 
     host, _conf, backups = site

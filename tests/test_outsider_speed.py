@@ -11,7 +11,7 @@ from datetime import datetime
 import pytest
 
 from hotvcb import lazyre
-from hotvcb.shell import LocalShell
+from hotvcb.localshell import LocalShell
 from hotvcb.store import layout
 
 # Backup folder times that strptime refused (its %m, %d, %M patterns take ASCII digits first) and

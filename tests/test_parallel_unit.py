@@ -11,9 +11,9 @@ from hotvcb.errors import ConfigError
 from hotvcb.jobs import preflight, space
 from hotvcb.jobs.parallel import Queue
 from hotvcb.jobs.space import SpaceLedger
+from hotvcb.localshell import LocalShell
 from hotvcb.model import Disk, Vm, VmRef
 from hotvcb.runlog import RunLog
-from hotvcb.shell import LocalShell
 from hotvcb.store.deleter import Deleter
 from hotvcb.settings import Settings
 

@@ -11,7 +11,7 @@ from qemuvm import QEMU_IMG, first_l2_entry, qemu_img as run_qemu_img
 
 from hotvcb import qcow2
 from hotvcb.errors import HostError
-from hotvcb.shell import LocalShell
+from hotvcb.localshell import LocalShell
 from hotvcb.store import manifest
 
 pytestmark = pytest.mark.skipif(QEMU_IMG is None, reason="needs qemu-img (qemu-utils)")

@@ -20,7 +20,7 @@ from qemuvm import (
     needs_qemu, qemu_img, same_content, short_dir, slow_qemu_img, wait_until,
 )
 
-from hotvcb.shell import LocalShell
+from hotvcb.localshell import LocalShell
 from hotvcb.store import manifest as manifests
 
 pytestmark = needs_qemu

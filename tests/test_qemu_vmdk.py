@@ -14,7 +14,7 @@ from hotvcb.errors import HotvcbError
 from hotvcb.hosts import qemuimg
 from hotvcb.jobs import qemu_vmdk, restore_stage
 from hotvcb.jobs.machine_of import machine_of
-from hotvcb.shell import LocalShell
+from hotvcb.localshell import LocalShell
 
 MiB = 1 << 20
 BLANK = '# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="monolithicFlat"\n' \

@@ -25,7 +25,7 @@ from qemuvm import (
 )
 from test_qemu_backup import _flip, _image, _verify, lab  # noqa: F401  (the fixture)
 
-from hotvcb.shell import LocalShell
+from hotvcb.localshell import LocalShell
 from hotvcb.store import manifest as manifests
 
 pytestmark = needs_qemu

@@ -13,7 +13,7 @@ import subprocess
 from repotool import PYTHON, ROOT, age, backup, cli, edit_record, make_disk, new_repo
 from simhost import needs_root
 
-from hotvcb.shell import LocalShell
+from hotvcb.localshell import LocalShell
 from hotvcb.store import lastrun
 
 

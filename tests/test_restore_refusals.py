@@ -20,8 +20,8 @@ import sys
 import pytest
 
 from hotvcb.jobs.restore_kvm import KvmRequest, KvmRestore, KvmRestoreError
+from hotvcb.localshell import LocalShell
 from hotvcb.runlog import RunLog
-from hotvcb.shell import LocalShell
 from qemuvm import QEMU_IMG, kill_tree, needs_qemu, slow_qemu_img, wait_until
 from simhost import REPO, VOLUME, hotvcb, make_host, needs_root, write_conf
 from test_outsider_crosshv import TS, cli, esxi_backup, libvirt_backup, one_clear_error, procs_naming, seal

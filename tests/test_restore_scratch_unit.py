@@ -14,8 +14,8 @@ from restorerecords import dead_pid
 
 from hotvcb import pids
 from hotvcb.jobs import restore_scratch, restore_sweep
+from hotvcb.localshell import LocalShell
 from hotvcb.runid import RunId, parse
-from hotvcb.shell import LocalShell
 
 
 class Log:

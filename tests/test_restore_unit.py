@@ -12,9 +12,9 @@ from hotvcb.jobs.machine_of import machine_of
 from hotvcb.jobs.restore_check import Checking
 from hotvcb.jobs.restore_plan import DiskCopy, Plan, Planner, RestoreError, _unique
 from hotvcb.jobs.vmx_identity import answer_moved_or_copied
+from hotvcb.localshell import LocalShell
 from hotvcb.vmx import VmxFile, as_vmware_reads
 from hotvcb.restorefile import BadLine, RestoreRequest, disk_format, parse_line, read_restore_file
-from hotvcb.shell import LocalShell
 
 
 def test_line_with_quotes_and_trailing_slashes():
@@ -102,7 +102,7 @@ def test_a_key_set_on_two_lines_is_removed_and_set_on_both():
 def test_an_escape_is_a_byte_of_the_files_charset(charset, line, value):
     """Escape_Undo makes |XX a byte before the charset applies; a value written is escaped in bytes of
     the charset, and declaring UTF-8 re-escapes what would read otherwise."""
-    from hotvcb.shell import decoded
+    from hotvcb.filetext import decoded
     data = b'.encoding = "' + charset.encode("ascii") + b'"\n' + line + b"\n"
     vmx = VmxFile(as_vmware_reads(decoded(data), lambda: len(data)))
     assert vmx.get("n") == value
@@ -115,7 +115,7 @@ def test_an_escape_is_a_byte_of_the_files_charset(charset, line, value):
 
 def test_a_vmx_is_read_in_the_charset_it_declares():
     """windows-1252 is not Latin-1 in 0x80-0x9F (the euro sign); UTF-8, undeclared or unknown stay as read."""
-    from hotvcb.shell import decoded
+    from hotvcb.filetext import decoded
     data = '.encoding = "windows-1252"\nannotation = "5 \u20ac f\u00fcr B\u00fcro"\n'.encode("cp1252")
     assert VmxFile(as_vmware_reads(decoded(data), lambda: len(data))).get("annotation") == "5 \u20ac f\u00fcr B\u00fcro"
     for text in ('.encoding = "UTF-8"\na = "\u00e4"\n', 'a = "\u00e4"\n', '.encoding = "no-such"\na = "x"\n'):
@@ -126,7 +126,7 @@ def test_a_vmx_is_read_in_the_charset_it_declares():
 def test_a_utf8_vmx_with_one_latin1_line_is_read_line_by_line(declared):
     """One Latin-1 byte (an annotation appended from a Latin-1 terminal) made the shell read the whole
     file as Latin-1: the other lines keep their UTF-8, that line alone is Latin-1."""
-    from hotvcb.shell import decoded
+    from hotvcb.filetext import decoded
     data = (declared + 'displayName = "M\u00fcller DB"\n').encode("utf-8") + 'annotation = "Caf\u00e9"\n'.encode("latin-1")
     vmx = VmxFile(as_vmware_reads(decoded(data), lambda: len(data)))
     assert (vmx.get("displayName"), vmx.get("annotation")) == ("M\u00fcller DB", "Caf\u00e9")

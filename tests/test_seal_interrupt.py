@@ -11,10 +11,10 @@ import pytest
 from hotvcb import interrupt
 from hotvcb.errors import Interrupted
 from hotvcb.jobs import backup_end
+from hotvcb.localshell import LocalShell
 from hotvcb.model import Disk, DiskResult, Vm, VmRef, VmResult
 from hotvcb.runid import RunId
 from hotvcb.settings import Settings
-from hotvcb.shell import LocalShell
 from hotvcb.store import health, layout, rotation
 from hotvcb.store.seal import Sealer
 

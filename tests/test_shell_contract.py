@@ -15,8 +15,9 @@ import pytest
 
 from hotvcb import targz
 from hotvcb.errors import HostError, TimeoutExpired
-from hotvcb.shell import LocalShell
-from hotvcb.sshshell import SshShell, SshTarget
+from hotvcb.localshell import LocalShell
+from hotvcb.sshconnection import SshTarget
+from hotvcb.sshshell import SshShell
 from hotvcb.treeview import ScannedShell
 from sshd import needs_sshd, running_sshd
 

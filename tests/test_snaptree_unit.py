@@ -5,7 +5,7 @@ import json
 import os
 
 from hotvcb import vmdk
-from hotvcb.shell import LocalShell
+from hotvcb.localshell import LocalShell
 from hotvcb.store import health, layout, manifest
 
 DELTA = """# Disk DescriptorFile

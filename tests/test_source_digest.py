@@ -15,9 +15,9 @@ from qemuvm import make_initial, needs_qemu, qemu_img
 from hotvcb.errors import HostError
 from hotvcb.hosts.base import Copied
 from hotvcb.hosts.qemu import QemuHost
+from hotvcb.localshell import LocalShell
 from hotvcb.store import source_digest
 from hotvcb.model import Disk
-from hotvcb.shell import LocalShell
 from hotvcb.store import manifest
 
 pytestmark = needs_qemu

@@ -20,8 +20,9 @@ import pytest
 from hotvcb import cli, interrupt
 from hotvcb.commands import common
 from hotvcb.errors import HostError, Interrupted, TimeoutExpired
-from hotvcb.shell import LocalShell
-from hotvcb.sshshell import SshShell, SshTarget
+from hotvcb.localshell import LocalShell
+from hotvcb.sshconnection import SshTarget
+from hotvcb.sshshell import SshShell
 from sshd import needs_sshd, running_sshd
 
 pytestmark = needs_sshd

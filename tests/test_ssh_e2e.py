@@ -202,7 +202,8 @@ def test_force_command_wrapper(site, tmp_path):
     force = "env PYTHONPATH=%s %s -m esxisim shell %s -- sh -c \"$SSH_ORIGINAL_COMMAND\"" % (
         shlex.quote(str(ROOT)), shlex.quote(sys.executable), shlex.quote(host.root))
     from hotvcb.hosts.esxi import EsxiHost
-    from hotvcb.sshshell import SshShell, SshTarget
+    from hotvcb.sshconnection import SshTarget
+    from hotvcb.sshshell import SshShell
 
     with running_sshd(tmp_path / "sshd", force_command=force) as sshd:
         with SshShell(SshTarget(sshd.target, sshd.port, sshd.identity, sshd.known_hosts)) as shell:

@@ -22,12 +22,12 @@ from hotvcb.cli import main
 from hotvcb.errors import LockError
 from hotvcb.jobs import outcome, restore_source, status
 from hotvcb.jobs.outcome import final_status
+from hotvcb.localshell import LocalShell
 from hotvcb.model import Disk, DiskResult, VmResult
 from hotvcb.restorefile import RestoreRequest
 from hotvcb.runid import RunId, parse
 from hotvcb.runlog import RunLog
 from hotvcb.settings import Settings
-from hotvcb.shell import LocalShell
 from hotvcb.store import health, layout, lock, manifest, rotation
 from hotvcb.store.lock import HostLock
 
@@ -206,8 +206,8 @@ def dead_pid():
 HOLDER = """
 import sys, time
 sys.path.insert(0, %r)
+from hotvcb.localshell import LocalShell
 from hotvcb.runid import RunId
-from hotvcb.shell import LocalShell
 from hotvcb.store.lock import HostLock
 HostLock(LocalShell(), sys.argv[1], RunId.new()).acquire()
 print("held", flush=True)
@@ -268,8 +268,8 @@ RACER = """
 import sys, time
 sys.path.insert(0, %r)
 from hotvcb.errors import LockError
+from hotvcb.localshell import LocalShell
 from hotvcb.runid import RunId
-from hotvcb.shell import LocalShell
 from hotvcb.store.lock import HostLock
 start = float(sys.argv[2])
 while time.time() < start:

@@ -11,13 +11,14 @@ import tempfile
 
 import pytest
 
-from hotvcb import pids, sshshell, tmpwork
+from hotvcb import pids, sshconnection, tmpwork
 from hotvcb.errors import HostError, HotvcbError
 from hotvcb.jobs import boot_check
 from hotvcb.jobs.restore_kvm import WORK_PREFIX, KvmRequest, KvmRestore
+from hotvcb.localshell import LocalShell
 from hotvcb.runlog import RunLog
-from hotvcb.shell import LocalShell
-from hotvcb.sshshell import SshShell, SshTarget
+from hotvcb.sshconnection import SshTarget
+from hotvcb.sshshell import SshShell
 from qemuvm import needs_qemu
 from test_outsider_crosshv import esxi_backup
 
@@ -108,9 +109,9 @@ def test_an_ssh_connection_removes_a_killed_runs_socket_folder(tmp, monkeypatch)
     """Its master's socket and error output, kept by nothing once its run is gone; removed even by a
     connection that then fails (no ssh client here), which leaves none of its own."""
     root, plant = tmp
-    owned, (gone, live, _reused, _other_ns) = tags(sshshell.WORK_PREFIX)
+    owned, (gone, live, _reused, _other_ns) = tags(sshconnection.WORK_PREFIX)
     plant(gone, ("master.err",), owner=owned[gone])
-    monkeypatch.setattr(sshshell, "SSH", str(root / "no-ssh"))
+    monkeypatch.setattr(sshconnection, "SSH", str(root / "no-ssh"))
     with pytest.raises(HostError, match="cannot run .*no-ssh"):
         SshShell(SshTarget("root@esxi01")).open()
     assert os.listdir(str(root)) == [live]

@@ -12,7 +12,7 @@ import pytest
 
 from hotvcb.errors import HostError
 from hotvcb.jobs.verify import verify_folder
-from hotvcb.shell import LocalShell
+from hotvcb.localshell import LocalShell
 from hotvcb.store import manifest
 
 MIB = 1 << 20

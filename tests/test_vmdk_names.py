@@ -48,7 +48,7 @@ def test_a_descriptor_whose_extent_line_cannot_be_read_is_refused(tmp_path):
     a descriptor that names no extent we can read is refused, naming the file, never trusted."""
     from hotvcb.errors import HotvcbError
     from hotvcb.jobs import backup_check
-    from hotvcb.shell import LocalShell
+    from hotvcb.localshell import LocalShell
     path = tmp_path / "disk.vmdk"
     path.write_text('# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="vmfs"\n'
                     "RW 2048 VMFS /vmfs/volumes/datastore1/other/other-flat.vmdk\n")

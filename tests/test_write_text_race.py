@@ -5,12 +5,12 @@ import os
 import subprocess
 import sys
 
-from hotvcb.shell import LocalShell
+from hotvcb.localshell import LocalShell
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WRITER = """
 import sys
-from hotvcb.shell import LocalShell
+from hotvcb.localshell import LocalShell
 shell, path, mark = LocalShell(), sys.argv[1], sys.argv[2]
 for _ in range(150):
     shell.write_text(path, mark * (256 * 1024))

@@ -15,8 +15,8 @@ from .. import interrupt, tmpwork
 from ..errors import UsageError
 from ..jobs import nfs, restore_kvm, restore_sweep
 from ..jobs.leftovers import cleanup_host, snapshot_patience
+from ..localshell import LocalShell
 from ..runid import RunId, machine_id
-from ..shell import LocalShell
 from ..store.lock import gone_here
 from . import common, onhost
 

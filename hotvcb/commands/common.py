@@ -11,14 +11,14 @@ from .. import config, datastorepath, lazyre, namelist
 from . import onhost
 from ..errors import HostError, HotvcbError, LockError, UsageError
 from ..hosts.base import Hypervisor
+from ..localshell import LocalShell
 from ..runid import RunId, host_id, machine_name
 from ..runlog import RunLog, open_log, stopped
 from ..settings import Settings
-from ..shell import LocalShell
 from ..store.lock import HostLock
 
 if TYPE_CHECKING:  # imported by the runs that reach a host over SSH (its code and its scripts)
-    from ..sshshell import SshTarget
+    from ..sshconnection import SshTarget
 
 DEFAULT_WORKDIR = "/tmp/hotvcb.work"
 
@@ -308,7 +308,7 @@ def _ssh_target(host: str, port: Optional[int], identity: Optional[str], known_h
     refuse_option_as_host(dest, "--host")
     if given is not None and port is not None and given != port:
         raise UsageError("--host %s names port %d and --port %d another: give the port once" % (host, given, port))
-    from ..sshshell import SshTarget
+    from ..sshconnection import SshTarget
     return SshTarget(dest, port if given is None else given, identity, known_hosts, options)
 
 
@@ -317,7 +317,7 @@ def targets_in(path: str, args) -> List[Tuple[str, Target]]:
     SSH with the global --identity/--known-hosts/--ssh-option; --port is the default port.
     An IPv6 address is written as `--host` takes it (`root@fe80::1`, no port then) or in brackets
     (`root@[fe80::1]`, `root@[fe80::1]:2222`)."""
-    from ..sshshell import SshTarget
+    from ..sshconnection import SshTarget
     out = []
     for line in namelist.read_listed(path, "host"):
         line = line.split("#", 1)[0].rstrip()  # `root@esxi01  # rack 3`: no host name holds a '#'

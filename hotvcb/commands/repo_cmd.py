@@ -25,12 +25,12 @@ from ..errors import HostError, RepoError, UsageError, VmNotFound
 from ..jobs.repo_backup import flat_name, stored_names
 from ..jobs.restore_scratch import OWN_FILES, RESTORING, Records, record_of
 from ..jobs.restore_sweep import sweep
+from ..localshell import LocalShell
 from ..repo.reader import Where, read_file, restore_disk, whole_or_nothing
 from ..repo.repository import SNAPSHOTS, Repository, Snapshot, Unreadable, machines, open_path
 from ..repo.settle import Say
 from ..repo.verify import verify
 from ..runid import machine_id
-from ..shell import LocalShell
 from ..store import layout
 from ..units import PAGE, human_size, in_pages, need_and_free
 from ..vmx import VmxFile

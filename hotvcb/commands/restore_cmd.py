@@ -20,10 +20,10 @@ from ..errors import HotvcbError, Interrupted, UsageError, VmNotFound
 from ..jobs import backup_check, nfs, restore_room
 from ..jobs.restore import RestoreJob, RestoreResult
 from ..jobs.restore_plan import require_usable_name
+from ..localshell import LocalShell
 from ..restorefile import BadLine, RestoreRequest, datastore_path, disk_format, read_restore_file, trim_path
 from ..runid import machine_name
 from ..runlog import RunLog
-from ..shell import LocalShell
 from ..store import health, layout, rotation
 from ..units import human_size
 from . import common, onhost, restore_kvm_cmd

@@ -16,9 +16,9 @@ from .. import config, interrupt
 from ..convert.machine import BUILT_BUSES, NIC_MODELS
 from ..errors import HotvcbError, UsageError
 from ..jobs import backup_check, nfs
+from ..localshell import LocalShell
 from ..restorefile import trim_path
 from ..runlog import RunLog
-from ..shell import LocalShell
 from ..store import layout
 from . import common
 

@@ -13,8 +13,8 @@ import os
 import shutil
 
 from ..jobs.restore_kvm import KvmRequest, KvmRestore, KvmRestoreError, KvmResult
+from ..localshell import LocalShell
 from ..repo.repository import open_path
-from ..shell import LocalShell
 from ..store import layout
 from ..units import human_size, need_and_free
 from . import repo_cmd

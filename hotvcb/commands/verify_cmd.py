@@ -25,9 +25,10 @@ from .. import config, interrupt
 from ..errors import UsageError
 from ..jobs import backup_check, boot_check
 from ..jobs.verify import verify_backup
+from ..localshell import LocalShell
 from ..restorefile import trim_path
 from ..runlog import say, say_json
-from ..shell import LocalShell, Shell
+from ..shell import Shell
 from ..store import layout
 from . import common, list_cmd, onhost
 

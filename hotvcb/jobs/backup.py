@@ -22,11 +22,12 @@ from .. import config, crashpoint, interrupt, namelist
 from ..errors import (AmbiguousVm, HotvcbError, Interrupted, InvalidVm, SnapshotError, UnnameableVm, VmGone,
                       VmNotFound)
 from ..hosts.base import Hypervisor
+from ..localshell import LocalShell
 from ..model import Disk, DiskResult, Snapshot, SnapshotTree, Vm, VmRef, VmResult
 from ..runid import RunId
 from ..runlog import RunLog
 from ..settings import Settings
-from ..shell import LocalShell, Shell
+from ..shell import Shell
 from ..store import health, lastrun, layout, rotation
 from ..store.deleter import Deleter
 from ..store.seal import Sealer

@@ -10,9 +10,10 @@ from typing import Callable, List, Optional, Tuple
 
 from .. import targz, vmdk
 from ..convert.machine import Machine
+from ..filetext import decoded, encoded
 from ..hosts import esxi_tree, qemuimg
 from ..errors import HostError, HotvcbError
-from ..shell import FileReader, Shell, decoded, encoded
+from ..shell import FileReader, Shell
 from ..store import chain, health, layout
 from .verify import verify_folder, verify_gz
 from .. import lazyre

@@ -26,7 +26,7 @@ room on the target) waits for other VMs' backups to end, and every step of
 those is bounded; it looks again every WAIT seconds, so a signal stops it.
 
 Signals: the handler (main thread) only records; every running copy stops at
-its next poll (shell.stream), each worker's cleanup removes its VM's
+its next poll (cmdstream.stream), each worker's cleanup removes its VM's
 snapshot, no further VM is started, and once every worker has finished the
 main thread raises Interrupted (exit 2).
 """

@@ -26,6 +26,7 @@ from typing import Dict, List, Optional, Tuple
 from .. import interrupt, vmdk
 from ..errors import CopyError, HotvcbError, RepoError
 from ..hosts.base import Hypervisor
+from ..localshell import LocalShell
 from ..model import Disk, Vm, VmResult
 from ..repo import codec
 from ..repo.backend import TMP, LocalBackend, random_hex
@@ -33,7 +34,6 @@ from ..repo.repository import SNAPSHOTS, Repository, open_path
 from ..repo.writer import BackupWriter
 from ..runid import RunId
 from ..settings import Settings
-from ..shell import LocalShell
 from ..store import lastrun, volume
 from ..units import need_and_free
 from . import space

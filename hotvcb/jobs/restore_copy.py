@@ -45,8 +45,9 @@ from typing import Any, Callable, Dict, Iterator, Optional, Set, Tuple
 from .. import blockdigest, crashpoint, vmdk
 from ..errors import HostError
 from ..hostdigest import check_interrupt
+from ..localshell import LocalShell
 from ..restorefile import RestoreRequest
-from ..shell import NOT_REGULAR, LocalShell, Shell
+from ..shell import NOT_REGULAR, Shell
 from ..sparsewrite import Flusher, data_runs, write_at
 from ..store import manifest
 from .restore_plan import Plan

@@ -29,10 +29,11 @@ from typing import Callable, Collection, List, Optional, Set, Tuple
 
 from .. import vmdk
 from ..errors import HostError, HotvcbError
+from ..filetext import read_small
 from ..hosts.base import Hypervisor
 from ..model import DatastoreInfo, Disk, VmRef
 from ..restorefile import RestoreRequest
-from ..shell import FileReader, read_small
+from ..shell import FileReader
 from ..store import layout
 from ..units import PAGE, in_pages
 from ..vmdk import base_name

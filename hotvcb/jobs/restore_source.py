@@ -13,8 +13,10 @@ judgement of what it holds).
 from typing import Any, Dict, Optional, Tuple
 
 from ..errors import HostError
+from ..filetext import read_small
+from ..localshell import LocalShell
 from ..restorefile import RestoreRequest
-from ..shell import FileReader, LocalShell, Shell, read_small
+from ..shell import FileReader, Shell
 from ..store import health, layout, manifest
 from .restore_plan import RestoreError
 

@@ -206,7 +206,7 @@ def _remove_dead_temp(shell: Shell, path: str, log, me: RunId, dry_run: bool) ->
     holds the record's text, so its owner is known; removed once that owner is dead on this host.
 
     One killed between creating the file and writing its text (seen under SIGKILL) is empty: its name
-    still carries the writer's pid (shell.temp_tag), so it goes at once when no hotvcb of that pid lives
+    still carries the writer's pid (filetext.temp_tag), so it goes at once when no hotvcb of that pid lives
     here (one /proc hides from us, once old). A writer on another machine of a shared datastore is in that
     window for microseconds; if a cleanup takes its file then, that restore's rename fails and it ends with
     an error, not a wrong record.

@@ -15,8 +15,9 @@ from typing import Dict, List, Optional, Tuple
 
 from .. import vmdk
 from ..errors import HostError, HotvcbError
+from ..filetext import read_small
 from ..hosts import esxi_tree
-from ..shell import FileReader, Shell, read_small
+from ..shell import FileReader, Shell
 from ..vmx import MAX_SIZE, VmxFile, as_vmware_reads
 from . import backup_check
 from .snaptree import TREE, relink

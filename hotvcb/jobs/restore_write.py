@@ -13,10 +13,11 @@ from typing import Callable, List, Optional, Set, Tuple
 
 from .. import interrupt, vmdk
 from ..errors import HostError, HotvcbError, Interrupted
+from ..filetext import read_small
 from ..hosts.base import Hypervisor
 from ..model import Disk, Vm, VmRef
 from ..restorefile import RestoreRequest
-from ..shell import Shell, read_small
+from ..shell import Shell
 from ..vmx import MAX_SIZE, VmxFile
 from . import backup_check, restore_copy, restore_tree
 from .restore_check import Checking, damaged

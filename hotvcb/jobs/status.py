@@ -20,11 +20,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..errors import HotvcbError
 from ..hosts.base import Hypervisor
+from ..localshell import LocalShell
 from ..model import HOLDS_DATA, Snapshot, Vm
 from ..runlog import shown
 from ..runid import RECORD_MAX, RunId, known_host_id, parse
 from ..settings import Settings
-from ..shell import LocalShell
 from ..store import health, lastrun, layout, rotation
 from ..store.lock import LOCK_NAME, holder_alive
 from ..treeview import BACKUP_TEXTS, ScannedShell

@@ -26,8 +26,8 @@ from contextlib import contextmanager
 from typing import Iterator, Optional
 
 from ..errors import HotvcbError, RepoError
+from ..localshell import LocalShell
 from ..runid import RunId, host_id, machine_id, machine_name, parse, running
-from ..shell import LocalShell
 from .backend import NotFound
 from .repository import Repository
 

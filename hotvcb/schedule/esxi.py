@@ -28,7 +28,7 @@ from typing import Callable, List, NamedTuple, Optional, Tuple
 
 from ..errors import HostError
 from ..hosts.vimcmd import parse_version
-from ..shell import LocalShell
+from ..localshell import LocalShell
 from ..pids import alive
 from ..units import whole
 from . import Entry, Job, cron_line, has_marker, job_of, lines_of, shell_line

@@ -31,7 +31,8 @@ from typing import Any, Callable, Dict, Optional, Set, Tuple, Union
 
 from .. import lazyre, sparsecheck, vmdk
 from ..errors import HostError, NotABackup
-from ..shell import Shell, encoded, read_small
+from ..filetext import encoded, read_small
+from ..shell import Shell
 from . import chain, layout, manifest
 
 GOOD_STATES = ("good", "unverifiable")

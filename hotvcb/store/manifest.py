@@ -35,8 +35,9 @@ import json
 from typing import Any, Dict, List, Optional, Tuple
 
 from .. import blockdigest, qcow2
+from ..filetext import read_small
 from ..hostdigest import check_interrupt
-from ..shell import Shell, read_small
+from ..shell import Shell
 
 MANIFEST = "hotvcb.json"
 FORMAT = "hotvcb-backup"

@@ -1,0 +1,260 @@
+"""The SSH connection to a host: one master connection, sessions on it, and telling when it broke.
+
+Carried out with the system OpenSSH client, so the core stays stdlib-only and the host needs nothing
+but its own sshd and busybox. `SshShell` (sshshell.py) offers the Shell's file operations on it;
+`hostrun.py` speaks its own protocol over a session (`channel`).
+
+Connection: one multiplexed master (``ControlMaster``) whose socket lives in a
+private temp dir (0700); every command is a new channel on it, so a call costs
+one round trip, not a handshake. The master is started in its own session (a
+Ctrl-C at the terminal must not take it down: snapshot cleanup after an
+interrupt still needs the host) and stopped by ``close()`` (also at exit); an
+idle ``ControlPersist`` bounds its life if we are killed outright, and the temp dir, named by our
+process (tmpwork.py), is removed by the next connection once we are gone.
+
+Host keys: always ``StrictHostKeyChecking=yes``: a key that is unknown or
+changed is refused with a message telling the admin how to check and add it.
+Nothing is ever accepted silently. Authentication is non-interactive
+(``BatchMode``): a backup run under cron cannot answer a prompt.
+
+Commands run under a wrapper (sshscripts.py) that kills them on the host when we stop the ssh client.
+What the admin is told when a connection cannot be made or breaks is in ssherrors.py.
+"""
+
+import atexit
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple, TypeVar
+
+from . import ssherrors, sshscripts as sh, tmpwork
+from .cmdstream import stream
+from .errors import HostError, TimeoutExpired
+from .shell import Completed, OutputCallback
+
+SSH = "ssh"
+CONNECT_TIMEOUT = 20  # seconds for TCP connect + key exchange
+WORK_PREFIX = "hotvcb-ssh-"  # in /tmp: the master's socket and its error output
+PERSIST = 600  # an orphaned master goes away after this long without clients
+FILE_OP_TIMEOUT = 600  # a file operation's snippet (sshshell.py), unless it says otherwise
+
+_Self = TypeVar("_Self", bound="SshConnection")
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """Where and how to connect; the CLI's --host/--port/--identity/... options."""
+
+    destination: str  # [user@]host, as ssh takes it
+    port: Optional[int] = None
+    identity: Optional[str] = None
+    known_hosts: Optional[str] = None
+    options: Tuple[str, ...] = ()  # extra `-o` options; given first, so they win
+
+    @property
+    def hostname(self) -> str:
+        return self.destination.rsplit("@", 1)[-1]
+
+    @property
+    def known_hosts_name(self) -> str:
+        """How the host is written in known_hosts."""
+        if self.port is None or self.port == 22:
+            return self.hostname
+        return "[%s]:%d" % (self.hostname, self.port)
+
+    def describe(self) -> str:
+        return "ssh://%s%s" % (self.destination, "" if self.port is None or self.port == 22 else ":%d" % self.port)
+
+
+class SshConnection:
+    """The master connection to `target`, opened on first use, and the sessions run on it."""
+
+    def __init__(self, target: SshTarget):
+        self.target = target
+        self.description = target.describe()
+        self._dir = None  # type: Optional[str]
+        self._control = None  # type: Optional[str]
+
+    # -- connection ----------------------------------------------------------
+    def _ssh(self, *extra: str) -> List[str]:
+        """ssh's argv: our options, then `extra` (its own, then `--` before the destination: a destination
+        can never be read as an option)."""
+        t = self.target
+        argv = [SSH]
+        for opt in t.options:
+            argv += ["-o", opt]
+        argv += [
+            "-o", "BatchMode=yes",
+            "-o", "StrictHostKeyChecking=yes",
+            "-o", "ConnectTimeout=%d" % CONNECT_TIMEOUT,
+            "-o", "ServerAliveInterval=15",
+            "-o", "ServerAliveCountMax=4",
+            "-o", "LogLevel=ERROR",
+            "-o", "ForwardAgent=no",
+            "-o", "ForwardX11=no",
+            "-o", "EscapeChar=none",
+        ]
+        if self._control:
+            argv += ["-o", "ControlPath=" + _config_value(self._control)]
+        if t.port is not None:
+            argv += ["-p", str(t.port)]
+        if t.identity:
+            argv += ["-i", t.identity, "-o", "IdentitiesOnly=yes"]
+        if t.known_hosts:
+            argv += ["-o", "UserKnownHostsFile=" + _config_value(t.known_hosts)]
+        return argv + list(extra)
+
+    def open(self: _Self) -> _Self:
+        """Start the master connection (idempotent); fails with the reason why not."""
+        if self._control is not None:
+            return self
+        tmpwork.sweep(WORK_PREFIX)  # a SIGKILLed run's (its master, if still there, idles out in PERSIST)
+        self._dir = tmpwork.make(WORK_PREFIX)  # 0700: only we reach the socket
+        self._control = os.path.join(self._dir, "master")
+        argv = self._ssh("-o", "ControlMaster=yes", "-o", "ControlPersist=%d" % PERSIST,
+                         "-N", "-f", "--", self.target.destination)
+        errfile = os.path.join(self._dir, "master.err")
+        try:
+            with open(errfile, "wb") as err:
+                proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                      start_new_session=True, timeout=CONNECT_TIMEOUT * 3)
+            with open(errfile, "rb") as f:
+                message = f.read().decode("utf-8", "replace")
+        except subprocess.TimeoutExpired as err:
+            self._forget()
+            raise TimeoutExpired("the SSH connection to %s" % self.target.destination, CONNECT_TIMEOUT * 3) from err
+        except OSError as err:
+            self._forget()
+            raise HostError("cannot run %s: %s (install the OpenSSH client)" % (SSH, err.strerror or err)) from err
+        if proc.returncode != 0:
+            self._forget()
+            raise HostError(ssherrors.connect_error(self.target, message))
+        atexit.register(self.close)
+        return self
+
+    def close(self) -> None:
+        """Stop the master and remove its private dir (idempotent)."""
+        if self._control is None:
+            return
+        try:
+            subprocess.run(self._ssh("-O", "exit", "--", self.target.destination), stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            pass
+        atexit.unregister(self.close)
+        self._forget()
+
+    def _forget(self) -> None:
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+        self._dir = self._control = None
+
+    def __enter__(self: _Self) -> _Self:
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _broken(self, returncode: Optional[int], output: str) -> Optional[HostError]:
+        """The error for a session that ended because SSH failed, not the command: its ssh client here killed
+        by a signal (the OOM killer, a kill -9; we stop ours only by raising), or ssh's 255 with the master
+        connection gone. None when the session itself was sound (`returncode` None: not known)."""
+        if returncode is not None and returncode < 0:
+            return ssherrors.killed(self.target.destination, returncode)
+        if returncode == 255 and not self._master_alive():
+            return ssherrors.lost(self.target.destination, output)
+        return None
+
+    # -- commands ------------------------------------------------------------
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: Optional[float] = 600,
+        idle_timeout: Optional[float] = None,
+        on_output: Optional[OutputCallback] = None,
+        interruptible: bool = True,
+    ) -> Completed:
+        """Run argv on the host; same contract as Shell.run (LocalShell.run).
+
+        Stopping the local ssh client (interrupt, timeout) closes the channel,
+        and the wrapper then kills the remote command and its children.
+        """
+        self.open()
+        argv = [str(a) for a in argv]
+        remote = sh.wrapped(argv)
+        proc = self._session(remote, stdin=subprocess.PIPE,  # held open: its EOF tells the remote side we are gone
+                             stderr=subprocess.STDOUT)
+        try:
+            done = stream(proc, argv, timeout=timeout, idle_timeout=idle_timeout,
+                          on_output=on_output, interruptible=interruptible)
+        finally:
+            if proc.stdin is not None:
+                proc.stdin.close()
+        if done.returncode == 127 and done.output.startswith(sh.NOT_FOUND):
+            raise HostError("cannot run %s on %s: not found" % (argv[0], self.target.destination))
+        broken = self._broken(done.returncode, done.output)
+        if broken is not None:
+            raise broken
+        return done
+
+    def _session(self, remote: str, *, stdin: int, stderr: int) -> "subprocess.Popen":
+        """ssh running the command line `remote` on the host in a new session on the master, its stdout piped
+        to us; started in a session of its own here, so a Ctrl-C is passed on by us, not taken by ssh.
+        The caller opens the connection first and waits for the child."""
+        try:
+            return subprocess.Popen(self._ssh("-T", "--", self.target.destination, remote), stdin=stdin,
+                                    stdout=subprocess.PIPE, stderr=stderr, start_new_session=True)
+        except OSError as err:
+            raise HostError("cannot run %s: %s" % (SSH, err.strerror or err)) from err
+
+    def python_argv(self, source: str, *args: str) -> List[str]:
+        """argv that runs a stdlib script's source with the host's python (exit 127: it has none)."""
+        return sh.python_argv(source, args)
+
+    def channel(self, argv: Sequence[str]) -> "subprocess.Popen":
+        """One session running argv on the host with its stdin, stdout and stderr piped to us, for a
+        program that speaks its own protocol over them (`hostrun.py`); the caller waits for it."""
+        self.open()
+        return self._session(sh.join([str(a) for a in argv]), stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def lost(self, returncode: Optional[int], output: str) -> Optional[HostError]:
+        """The error to raise when a channel's session ended because SSH failed (see `_broken`): its
+        client killed, or the connection gone whatever the exit code."""
+        return self._broken(returncode, output) or (
+            None if self._master_alive() else ssherrors.lost(self.target.destination, output))
+
+    def _master_alive(self) -> bool:
+        if self._control is None:
+            return False
+        try:
+            check = subprocess.run(self._ssh("-O", "check", "--", self.target.destination), stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return False
+        return check.returncode == 0
+
+    def _call(self, script: str, *args: str, data: Optional[bytes] = None,
+              timeout: Optional[float] = FILE_OP_TIMEOUT) -> Tuple[int, bytes, str]:
+        """Run a short sh snippet with positional args; (exit code, stdout, stderr)."""
+        self.open()
+        stdin = subprocess.PIPE if data is not None else subprocess.DEVNULL
+        proc = self._session(sh.snippet(script, args), stdin=stdin, stderr=subprocess.PIPE)
+        try:
+            out, errout = proc.communicate(data, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            proc.kill()
+            proc.communicate()
+            raise TimeoutExpired("%s on %s" % (script.split()[0], self.target.destination), timeout or 0) from exc
+        message = errout.decode("utf-8", "replace")
+        broken = self._broken(proc.returncode, message)
+        if broken is not None:
+            raise broken
+        return proc.returncode, out, message
+
+
+def _config_value(value: str) -> str:
+    """Quote an ssh -o value that holds spaces."""
+    return '"%s"' % value if any(c.isspace() for c in value) else value
+
