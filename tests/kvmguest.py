@@ -47,7 +47,7 @@ from hotvcb.hosts.qga import GuestAgent  # noqa: E402
 
 GUEST_DIR = os.environ.get("HOTVCB_TEST_GUEST", "/var/cache/hotvcb-test-guest")
 URI = "qemu:///system"
-OURS = "/var/tmp/hotvcb-tests-libvirt.domains"  # the domains tests defined and have not removed yet (define())
+LEFT = "/var/tmp/hotvcb-tests-libvirt.%s"  # what tests made at libvirt and have not removed yet, by kind (_ours)
 MODULES = ["virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci", "virtio_blk",
            "virtio_console"]
 RECORD = 4096
@@ -140,8 +140,12 @@ def libvirt_turn() -> Iterator[None]:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         ensure_libvirtd()
-        for name in _ours():  # every module defines in its turn and removes before it ends: a killed run's
-            undefine(name)
+        for name in _ours("domains"):  # every module makes these in its turn and removes them before it
+            undefine(name)  # ends: what is recorded now is a killed run's (domains first: their QEMUs use
+        for name in _ours("pools"):  # the pools' and folders' files)
+            remove_pool(name)
+        for path in _ours("folders"):
+            remove_scratch(path)
         yield
     finally:
         os.close(fd)
@@ -154,39 +158,88 @@ def libvirt_exclusive():
         yield
 
 
-def _ours() -> List[str]:
+def _ours(kind: str) -> List[str]:
+    """The domains, pools or folders (`kind`) tests made at libvirt and have not removed yet. Written only
+    in a turn at libvirt (libvirt_turn), so by one process at a time on the machine; read only if this
+    user wrote it (/var/tmp is everyone's: another user's list must not name what root removes)."""
     try:
-        with open(OURS) as f:
-            return json.load(f)
+        with open(os.open(LEFT % kind, os.O_RDONLY | os.O_NOFOLLOW)) as f:
+            return json.load(f) if os.fstat(f.fileno()).st_uid == os.geteuid() else []
     except (OSError, ValueError):
         return []
 
 
-def _own(names: List[str]) -> None:
-    with open(OURS + ".new", "w") as f:
+def _own(kind: str, name: str) -> None:
+    _record(kind, _ours(kind) + [name])
+
+
+def _disown(kind: str, name: str) -> None:
+    if name in _ours(kind):
+        _record(kind, [n for n in _ours(kind) if n != name])
+
+
+def _record(kind: str, names: List[str]) -> None:
+    with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(LEFT), prefix=".hotvcb-tests.", delete=False) as f:
         json.dump(names, f)
-    os.replace(OURS + ".new", OURS)
+    os.replace(f.name, LEFT % kind)
 
 
-def define(xml: str, name: str) -> None:
-    """Define the domain `name` from the file `xml`, after removing one of that name a killed run left (its
-    fixture's teardown never ran): libvirt refuses a second domain of one name, and the old one's QEMU, still
-    writing under TCG, would take a core from the new guest. Recorded as ours until undefine(): the next
-    turn at libvirt (libvirt_turn) removes it if this run is killed, whatever module defines next."""
+def define(xml: str, name: str, transient: bool = False) -> None:
+    """Define the domain `name` from the file `xml` (`transient`: create it running, gone with its QEMU),
+    after removing one of that name a killed run left (its fixture's teardown never ran): libvirt refuses a
+    second domain of one name, and the old one's QEMU, still writing under TCG, would take a core from the
+    new guest. Recorded as ours until undefine(): the next turn at libvirt (libvirt_turn) removes it if
+    this run is killed, whatever module defines next."""
     if virsh("domuuid", name, check=False).returncode == 0:
         undefine(name)
-    _own(_ours() + [name])
-    virsh("define", xml)
+    _own("domains", name)
+    virsh("create" if transient else "define", xml)
 
 
 def undefine(name: str) -> None:
     """The domain gone from libvirt, running or not, checkpoints and all (nothing if there is none)."""
     virsh("destroy", name, check=False)
-    for cp in reversed(virsh("checkpoint-list", name, "--name", check=False).stdout.split()):
-        virsh("checkpoint-delete", name, cp, "--metadata", check=False)
+    for cp in reversed(virsh("checkpoint-list", name, "--name", check=False).stdout.splitlines()):
+        if cp.strip():  # one name a line: other tools' names may hold spaces
+            virsh("checkpoint-delete", name, cp.strip(), "--metadata", check=False)
     virsh("undefine", name, "--checkpoints-metadata", check=False)
-    if name in _ours():
-        _own([n for n in _ours() if n != name])
+    _disown("domains", name)
+
+
+def add_pool(name: str, target: str, persistent: bool = False) -> None:
+    """A started dir pool `name` on the folder `target` (`persistent`: defined, then started, as cockpit
+    makes one), recorded as ours until remove_pool(), like a domain (define): a killed run's pool of the
+    name would refuse the next run's."""
+    remove_pool(name)
+    _own("pools", name)
+    if persistent:
+        virsh("pool-define-as", name, "dir", "--target", target)
+        virsh("pool-start", name)
+    else:
+        virsh("pool-create-as", name, "dir", "--target", target)
+
+
+def remove_pool(name: str) -> None:
+    """The pool gone from libvirt, started or not (nothing if there is none); its files stay."""
+    virsh("pool-destroy", name, check=False)
+    virsh("pool-undefine", name, check=False)
+    _disown("pools", name)
+
+
+def scratch(prefix: str) -> str:
+    """A new folder in /var/tmp (libvirt's QEMU user reaches it; tmp_path under /tmp may be closed to it)
+    for a module's or a test's guests and backups, recorded as ours until remove_scratch(): a killed run's
+    images, consoles and backups (tens of MiB a guest) are removed at the next turn at libvirt. Only in a
+    turn: then every recorded folder is a killed run's, none another run's in use."""
+    path = tempfile.mkdtemp(prefix=prefix, dir="/var/tmp")
+    _own("folders", path)
+    os.chmod(path, 0o755)
+    return path
+
+
+def remove_scratch(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    _disown("folders", path)
 
 
 def killing_virsh(folder: str, verb: str) -> str:

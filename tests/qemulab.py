@@ -10,7 +10,7 @@ import subprocess
 import time
 from contextlib import contextmanager
 
-from qemuvm import PYTHON, QEMU, _listening, env, qemu_img, short_dir, wait_until  # noqa: F401
+from qemuvm import PYTHON, QEMU, _listening, dies_with_test, env, qemu_img, short_dir, wait_until  # noqa: F401
 
 MiB = 1 << 20
 
@@ -60,7 +60,8 @@ class Lab:
         argv += ["-qmp", "unix:%s,server=on,wait=off" % ctl]
         logpath = os.path.join(self.root, "qemu.log")
         with open(logpath, "ab") as log:
-            p = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            p = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                 preexec_fn=dies_with_test)
         self.procs.append(p)
         wait_until(lambda: (_listening(sock) and _listening(ctl)) or p.poll() is not None, 30, "QEMU to listen")
         assert p.poll() is None, open(logpath).read()

@@ -79,6 +79,7 @@ def test_the_qemu_driver_keeps_the_contract(tmp_path):
             min(allocated, virtual), virtual)
     finally:
         vm.quit()
+        shutil.rmtree(sockets, ignore_errors=True)
 
 
 @kvmguest.needs_libvirt
@@ -88,18 +89,17 @@ def test_the_libvirt_driver_keeps_the_contract(tmp_path):
     from hotvcb.localshell import LocalShell
 
     with kvmguest.libvirt_turn():
-        folder = short_dir("dcl")
-        os.chmod(folder, 0o755)  # libvirt's QEMU user reads the image
+        folder = kvmguest.scratch("dcl")  # libvirt's QEMU user reads the image
         image = os.path.join(folder, "vda.qcow2")
         assert qemu_img("create", "-q", "-f", "qcow2", image, "16M").returncode == 0
         xml = os.path.join(folder, "domain.xml")
         with open(xml, "w") as f:
             f.write(kvmguest.domain_xml("hvcontract", image, "qcow2", os.path.join(folder, "console.log"), agent=False))
-        kvmguest.virsh("create", xml)  # a transient domain: gone with its QEMU
+        kvmguest.define(xml, "hvcontract", transient=True)  # gone with its QEMU
         try:
             target = tmp_path / "target"
             target.mkdir()
             check(LibvirtHost(LocalShell()), "hvcontract", str(target))
         finally:
-            kvmguest.virsh("destroy", "hvcontract", check=False)
-            shutil.rmtree(folder, ignore_errors=True)
+            kvmguest.undefine("hvcontract")
+            kvmguest.remove_scratch(folder)

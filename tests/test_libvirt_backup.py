@@ -14,7 +14,6 @@ import re
 import shutil
 import signal
 import subprocess
-import tempfile
 from datetime import datetime
 
 import pytest
@@ -32,8 +31,7 @@ CLUSTER = 64 << 10
 
 @pytest.fixture(scope="module")
 def lab(libvirt_exclusive):
-    root = tempfile.mkdtemp(prefix="hvl", dir="/var/tmp")
-    os.chmod(root, 0o755)  # QEMU runs as libvirt's user and must reach the images
+    root = kvmguest.scratch("hvl")
 
     class Lab:
         volume = os.path.join(root, "backups")
@@ -66,7 +64,7 @@ def lab(libvirt_exclusive):
     yield lab  # what follows runs whatever the tests did
     for g in lab.guests:
         g.remove()
-    shutil.rmtree(root, ignore_errors=True)
+    kvmguest.remove_scratch(root)
 
 
 def ours_left(name):
@@ -448,14 +446,14 @@ def test_quiesce_without_an_agent_backs_up_crash_consistent(lab):
     xml = os.path.join(folder, "domain.xml")
     with open(xml, "w") as f:
         f.write(kvmguest.domain_xml("hv noagent", image, "qcow2", os.path.join(folder, "console.log")))
-    virsh("create", xml)  # transient: gone with its QEMU, checkpoints and all
+    kvmguest.define(xml, "hv noagent", transient=True)  # gone with its QEMU, checkpoints and all
     try:
         code, out = lab.backup("hv noagent", VM_SNAPSHOT_QUIESCE=1)
         assert code == 0, out
         assert "hv noagent: not quiesced (" in out and "backing up crash-consistent" in out
         assert not ours_left("hv noagent")
     finally:
-        virsh("destroy", "hv noagent", check=False)
+        kvmguest.undefine("hv noagent")
 
 
 def test_a_domain_that_is_off_is_copied_from_its_image(lab):
@@ -467,7 +465,7 @@ def test_a_domain_that_is_off_is_copied_from_its_image(lab):
     xml = os.path.join(folder, "domain.xml")
     with open(xml, "w") as f:
         f.write(kvmguest.domain_xml("hv off", image, "qcow2", os.path.join(folder, "console.log"), agent=False))
-    virsh("define", xml)
+    kvmguest.define(xml, "hv off")
     try:
         code, out = lab.backup("hv off", DISK_BACKUP_FORMAT="thin")
         assert code == 0, out
@@ -475,7 +473,7 @@ def test_a_domain_that_is_off_is_copied_from_its_image(lab):
         assert qemu_img("compare", "-f", "raw", raw, os.path.join(b, "vda.vmdk")).returncode == 0
         assert virsh("domstate", "hv off").stdout.strip() == "shut off" and not checkpoints("hv off")
     finally:
-        virsh("undefine", "hv off", check=False)
+        kvmguest.undefine("hv off")
 
 
 def test_a_repository_refuses_a_domain_before_any_job(lab, guest):

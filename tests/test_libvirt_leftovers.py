@@ -6,9 +6,7 @@ import glob
 import json
 import os
 import time
-import shutil
 import subprocess
-import tempfile
 
 import pytest
 
@@ -24,8 +22,7 @@ TWINS = ("twin a", "twin_a")
 @pytest.fixture(scope="module")
 def lab(libvirt_exclusive):  # noqa: F811
     """Both twins running (the firmware idles: no guest needed), and a config backing them up."""
-    root = tempfile.mkdtemp(prefix="hvn", dir="/var/tmp")
-    os.chmod(root, 0o755)
+    root = kvmguest.scratch("hvn")
     try:
         for name in TWINS:
             image = os.path.join(root, name + ".qcow2")
@@ -40,7 +37,7 @@ def lab(libvirt_exclusive):  # noqa: F811
     finally:
         for name in TWINS:
             kvmguest.undefine(name)
-        shutil.rmtree(root, ignore_errors=True)
+        kvmguest.remove_scratch(root)
 
 
 def hotvcb(root, *args, bin_dir=None):

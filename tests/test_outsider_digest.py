@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 from pathlib import Path
 
@@ -387,14 +386,13 @@ def bare_domain(request):
 
     request.getfixturevalue("libvirt_exclusive")
     virsh = kvmguest.virsh
-    root = tempfile.mkdtemp(prefix="hvdg", dir="/var/tmp")
-    os.chmod(root, 0o755)
+    root = kvmguest.scratch("hvdg")
     disk = kvmguest.random_qcow2(os.path.join(root, "the disk.src"), os.path.join(root, "the disk.qcow2"), 8 * MIB)
     xml = os.path.join(root, "domain.xml")
     with open(xml, "w") as f:
         f.write(kvmguest.domain_xml(DOM.replace("'", "&apos;").replace('"', "&quot;"), disk, "qcow2",
                                     os.path.join(root, "console.log"), agent=False))
-    virsh("define", xml)
+    kvmguest.define(xml, DOM)
     os.makedirs(os.path.join(root, "backups"))
     conf = kvmguest.write_conf(root, os.path.join(root, "backups"))
 
@@ -408,12 +406,8 @@ def bare_domain(request):
         virsh("start", DOM)
         yield virsh, run
     finally:
-        virsh("destroy", DOM, check=False)
-        for cp in reversed(virsh("checkpoint-list", DOM, "--name", check=False).stdout.splitlines()):
-            if cp.strip():
-                virsh("checkpoint-delete", DOM, cp.strip(), "--metadata", check=False)
-        virsh("undefine", DOM, "--checkpoints-metadata", check=False)
-        shutil.rmtree(root, ignore_errors=True)
+        kvmguest.undefine(DOM)
+        kvmguest.remove_scratch(root)
 
 
 def test_other_tools_checkpoints_with_odd_names_are_neither_used_nor_touched(bare_domain):

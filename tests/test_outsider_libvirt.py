@@ -6,7 +6,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 
 import pytest
 
@@ -20,8 +19,7 @@ pytestmark = needs_libvirt
 
 @pytest.fixture(scope="module")
 def lab(libvirt_exclusive):
-    root = tempfile.mkdtemp(prefix="hvo", dir="/var/tmp")
-    os.chmod(root, 0o755)
+    root = kvmguest.scratch("hvo")
 
     class Lab:
         volume = os.path.join(root, "backups")
@@ -69,11 +67,8 @@ def lab(libvirt_exclusive):
     os.makedirs(lab.volume)
     yield lab
     for name in lab.domains:
-        virsh("destroy", name, check=False)
-        for cp in reversed(virsh("checkpoint-list", name, "--name", check=False).stdout.split()):
-            virsh("checkpoint-delete", name, cp, "--metadata", check=False)
-        virsh("undefine", name, "--checkpoints-metadata", check=False)
-    shutil.rmtree(root, ignore_errors=True)
+        kvmguest.undefine(name)
+    kvmguest.remove_scratch(root)
 
 
 def ours_left(name):
@@ -139,7 +134,7 @@ def odd(lab):
         data[os.path.basename(raw)] = raw
     with open(os.path.join(folder, "domain.xml"), "w") as f:
         f.write(xml)
-    virsh("define", os.path.join(folder, "domain.xml"))
+    kvmguest.define(os.path.join(folder, "domain.xml"), ODD)
     lab.domains.append(ODD)
     virsh("start", ODD)
     data["console"] = os.path.join(folder, "console.log")

@@ -46,8 +46,7 @@ class OddGuest(Guest):
 
 @pytest.fixture(scope="module")
 def lab(libvirt_exclusive):  # noqa: F811
-    root = tempfile.mkdtemp(prefix="hvc", dir="/var/tmp")
-    os.chmod(root, 0o755)
+    root = kvmguest.scratch("hvc")
 
     class Lab:
         volume = os.path.join(root, "backups")
@@ -86,7 +85,7 @@ def lab(libvirt_exclusive):  # noqa: F811
         virsh("domjobabort", NAME, check=False)
         if lab.guest is not None:
             lab.guest.remove()
-        shutil.rmtree(root, ignore_errors=True)
+        kvmguest.remove_scratch(root)
 
 
 def state():
@@ -290,7 +289,7 @@ def test_a_foreign_backup_job_is_refused_and_left_running(lab, tmp_path, allow):
     ensure_running(g)
     cps = checkpoints()
     before = lab.backups()
-    sock_dir = tempfile.mkdtemp(prefix="hvf", dir="/var/tmp")
+    sock_dir = kvmguest.scratch("hvf")
     os.chmod(sock_dir, 0o777)
     virsh("backup-begin", NAME, foreign_job_xml(tmp_path, sock_dir))
     try:
@@ -311,7 +310,7 @@ def test_a_foreign_backup_job_is_refused_and_left_running(lab, tmp_path, allow):
         assert state() == "running"
     finally:
         virsh("domjobabort", NAME, check=False)
-        shutil.rmtree(sock_dir, ignore_errors=True)
+        kvmguest.remove_scratch(sock_dir)
 
 
 def test_a_foreign_job_begun_just_before_ours_costs_no_checkpoint(lab, tmp_path):
@@ -322,7 +321,7 @@ def test_a_foreign_job_begun_just_before_ours_costs_no_checkpoint(lab, tmp_path)
     ensure_running(g, lab)
     cps = checkpoints()
     before = lab.backups()
-    sock_dir = tempfile.mkdtemp(prefix="hvf", dir="/var/tmp")
+    sock_dir = kvmguest.scratch("hvf")
     os.chmod(sock_dir, 0o777)
     xml = foreign_job_xml(tmp_path, sock_dir)
     real = shutil.which("virsh")
@@ -342,7 +341,7 @@ def test_a_foreign_job_begun_just_before_ours_costs_no_checkpoint(lab, tmp_path)
         assert lab.backups() == before and not lab.partials(), out
     finally:
         virsh("domjobabort", NAME, check=False)
-        shutil.rmtree(sock_dir, ignore_errors=True)
+        kvmguest.remove_scratch(sock_dir)
     wait_until(lambda: not job_running(), 30, "the foreign job to end")  # domjobabort may return before it has
     g.wait_writes(len(g.console()[0]) + 3)
     code, out = lab.run()  # the good checkpoint still serves

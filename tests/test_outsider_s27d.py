@@ -308,9 +308,8 @@ def test_a_running_domains_volume_disk_is_backed_up_when_its_pool_is_stopped(lib
     LibvirtHost._disk asks only `virsh vol-path` (hosts/virsh.py vol_path)."""
     root, pool_dir, volume, work, xml = volume_domain("hv27d", VOLDOM, POOL)
     try:
-        virsh("pool-define-as", POOL, "dir", "--target", pool_dir)  # a defined pool, as cockpit makes one
-        virsh("pool-start", POOL)
-        virsh("define", xml)
+        kvmguest.add_pool(POOL, pool_dir, persistent=True)  # a defined pool, as cockpit makes one
+        kvmguest.define(xml, VOLDOM)
         virsh("start", VOLDOM)
         virsh("pool-destroy", POOL)  # stopped; the domain runs on with its disk open
         conf = kvmguest.write_conf(root, volume, DISK_BACKUP_FORMAT="qcow2")
@@ -324,13 +323,9 @@ def test_a_running_domains_volume_disk_is_backed_up_when_its_pool_is_stopped(lib
         copies = [os.path.join(backup, f) for f in os.listdir(backup) if f.endswith(".qcow2")]
         assert any(qemu_img("compare", "-U", os.path.join(pool_dir, "data.qcow2"), c).returncode == 0 for c in copies), (os.listdir(backup), out)
     finally:
-        virsh("destroy", VOLDOM, check=False)
-        for cp in reversed(virsh("checkpoint-list", VOLDOM, "--name", check=False).stdout.split()):
-            virsh("checkpoint-delete", VOLDOM, cp, "--metadata", check=False)
-        virsh("undefine", VOLDOM, "--checkpoints-metadata", check=False)
-        virsh("pool-destroy", POOL, check=False)
-        virsh("pool-undefine", POOL, check=False)
-        shutil.rmtree(root, ignore_errors=True)
+        kvmguest.undefine(VOLDOM)
+        kvmguest.remove_pool(POOL)
+        kvmguest.remove_scratch(root)
         for d in glob.glob("/run/hotvcb/libvirt-system/*/hv27d_voldom-*"):  # hotvcb's own, empty once done
             try:
                 os.rmdir(d)

@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -215,8 +214,7 @@ def volume_domain(prefix, name, pool):
     """A domain `name` with a file disk (vda) and a disk from the pool `pool`'s volume data.qcow2 (vdb), its
     files in a new folder of /var/tmp (libvirt's qemu user must reach them): (root, the pool's folder, a
     backup volume, a work dir, the domain's XML file)."""
-    root = tempfile.mkdtemp(prefix=prefix, dir="/var/tmp")
-    os.chmod(root, 0o755)
+    root = kvmguest.scratch(prefix)
     pool_dir = os.path.join(root, "pool")
     os.makedirs(pool_dir)
     os.chmod(pool_dir, 0o755)
@@ -263,8 +261,8 @@ def test_a_libvirt_disk_from_a_storage_pool_volume_is_backed_up(libvirt_exclusiv
     hotvcb/hosts/libvirt.py LibvirtHost._disk only takes type 'file' and 'block'."""
     root, pool_dir, volume, work, xml = volume_domain("hv27", DOMAIN, POOL)
     try:
-        virsh("pool-create-as", POOL, "dir", "--target", pool_dir)
-        virsh("define", xml)
+        kvmguest.add_pool(POOL, pool_dir)
+        kvmguest.define(xml, DOMAIN)
         conf = kvmguest.write_conf(root, volume, DISK_BACKUP_FORMAT="qcow2")
         r = subprocess.run([PYTHON, "-m", "hotvcb", "--libvirt", "qemu:///system", "backup", "-m", DOMAIN, "-g", conf,
                             "-w", work], capture_output=True, text=True, timeout=300, env=env())
@@ -276,10 +274,9 @@ def test_a_libvirt_disk_from_a_storage_pool_volume_is_backed_up(libvirt_exclusiv
         copies = [os.path.join(backup, f) for f in os.listdir(backup) if f.endswith(".qcow2")]
         assert any(qemu_img("compare", os.path.join(pool_dir, "data.qcow2"), c).returncode == 0 for c in copies), (os.listdir(backup), out)
     finally:
-        virsh("destroy", DOMAIN, check=False)
-        virsh("undefine", DOMAIN, "--checkpoints-metadata", check=False)
-        virsh("pool-destroy", POOL, check=False)
-        shutil.rmtree(root, ignore_errors=True)
+        kvmguest.undefine(DOMAIN)
+        kvmguest.remove_pool(POOL)
+        kvmguest.remove_scratch(root)
         for d in glob.glob("/run/hotvcb/libvirt-system/*/hv27_vol_dom-*"):  # hotvcb's own, empty once done
             try:
                 os.rmdir(d)
@@ -300,8 +297,7 @@ def test_a_live_attached_disk_in_the_backup_is_not_silently_left_out_of_the_rest
     0). Cause: the backup keeps `virsh dumpxml --inactive` (hotvcb/hosts/libvirt.py load_vm/backup_config),
     which lacks live-only disks, and restore (hotvcb/convert/domain_xml.py machine_from_xml,
     jobs/restore_kvm.py) restores only the disks that XML names, never looking at the backup's other disks."""
-    root = tempfile.mkdtemp(prefix="hv27h", dir="/var/tmp")
-    os.chmod(root, 0o755)
+    root = kvmguest.scratch("hv27h")
     volume, work, target = os.path.join(root, "backups"), os.path.join(root, "work"), os.path.join(root, "restored")
     for d in (volume, target):
         os.makedirs(d)
@@ -323,7 +319,7 @@ def test_a_live_attached_disk_in_the_backup_is_not_silently_left_out_of_the_rest
 </domain>
 """ % (HOT, vda))
     try:
-        virsh("define", xml)
+        kvmguest.define(xml, HOT)
         virsh("start", HOT)
         virsh("attach-disk", HOT, vdb, "vdb", "--driver", "qemu", "--subdriver", "qcow2", "--live")
         conf = kvmguest.write_conf(root, volume)
@@ -341,11 +337,8 @@ def test_a_live_attached_disk_in_the_backup_is_not_silently_left_out_of_the_rest
         # restored, or at least named: a disk of the backup is never dropped without a word
         assert "vdb" in out.replace(root, ""), out
     finally:
-        virsh("destroy", HOT, check=False)
-        for cp in reversed(virsh("checkpoint-list", HOT, "--name", check=False).stdout.split()):
-            virsh("checkpoint-delete", HOT, cp, "--metadata", check=False)
-        virsh("undefine", HOT, "--checkpoints-metadata", check=False)
-        shutil.rmtree(root, ignore_errors=True)
+        kvmguest.undefine(HOT)
+        kvmguest.remove_scratch(root)
         for d in glob.glob("/run/hotvcb/libvirt-system/*/hv27_hot_dom-*"):  # hotvcb's own, empty once done
             try:
                 os.rmdir(d)
@@ -361,8 +354,7 @@ def lun_domain_backed_up(prefix, name, lun_disk):
     """A domain `name` (off) with a qcow2 system disk and the LUN disk `lun_disk(root)` gives (its <disk>
     element, made in the domain's fresh folder under /var/tmp), backed up once: (root, volume, exit,
     output); undefined and its folder removed after."""
-    root = tempfile.mkdtemp(prefix=prefix, dir="/var/tmp")
-    os.chmod(root, 0o755)
+    root = kvmguest.scratch(prefix)
     volume, work = os.path.join(root, "backups"), os.path.join(root, "work")
     os.makedirs(volume)
     vda = os.path.join(root, "vda.qcow2")
@@ -383,14 +375,14 @@ def lun_domain_backed_up(prefix, name, lun_disk):
 </domain>
 """ % (name, vda, lun_disk(root)))
     try:
-        virsh("define", xml)
+        kvmguest.define(xml, name)
         conf = kvmguest.write_conf(root, volume)
         r = subprocess.run([PYTHON, "-m", "hotvcb", "--libvirt", "qemu:///system", "backup", "-m", name, "-g", conf,
                             "-w", work], capture_output=True, text=True, timeout=300, env=env())
         yield root, volume, r.returncode, r.stdout + r.stderr
     finally:
-        virsh("undefine", name, "--checkpoints-metadata", check=False)
-        shutil.rmtree(root, ignore_errors=True)
+        kvmguest.undefine(name)
+        kvmguest.remove_scratch(root)
         for d in glob.glob("/run/hotvcb/libvirt-system/*/%s-*" % name.replace(" ", "_")):  # hotvcb's own, empty once done
             try:
                 os.rmdir(d)
