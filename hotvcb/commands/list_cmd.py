@@ -16,7 +16,8 @@ VM and -c that VM's):
 status is store/health.py's verdict, the same one rotation and restore use:
 good, unverifiable (a ghettoVCB backup: good, nothing to check against),
 warn, error, damaged (a file missing, or verify found damage), empty (no
-disk), incomplete (no STATUS file), partial (being written, or left by a
+disk), incomplete (no STATUS file; a ghettoVCB backup's disk or .vmx cut
+short or lost; a symlink to a backup kept elsewhere), partial (being written, or left by a
 killed run), deleting (being removed by rotation). `good` is true for the
 first two; `reason` says why a backup is not good, `warning` what a good
 one lacks that its VM has (ghettoVCB's STATUS.warn: its independent
@@ -43,6 +44,8 @@ from ..treeview import ScannedShell
 from ..units import human_size
 from . import common
 
+HIDDEN = ".hotvcb-"  # what hotvcb keeps beside the VMs' folders (lastrun.PREFIX's records): no VM's
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("list", help="list backups with age, size, format, status and last verification")
@@ -58,12 +61,14 @@ def register(subparsers) -> None:
 
 
 def vm_names(shell: Shell, volume: str) -> List[str]:
-    """VM names that have a folder under the volume (folder names unescaped)."""
+    """VM names that have a folder under the volume (folder names unescaped). A VM's name may start with a
+    dot (`.web`: ESXi takes it, and its backups go to `<volume>/.web/`); only hotvcb's own bookkeeping
+    there (HIDDEN) is none. Any other folder holding no backup named after it shows none."""
     if not shell.isdir(volume):
         return []
     out = []
     for entry in shell.listdir(volume):
-        if entry.startswith(".") or not shell.isdir(volume + "/" + entry):
+        if entry.startswith(HIDDEN) or not shell.isdir(volume + "/" + entry):
             continue
         name = entry.replace("%2f", "/").replace("%25", "%") if "%2f" in entry else entry
         out.append(name)
