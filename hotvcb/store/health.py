@@ -12,17 +12,21 @@ A backup is good because of what it holds, not because of a marker:
   and good: without it the incremental restores nothing.
 
 A backup made by ghettoVCB has no manifest: on STATUS.ok with at least one
-.vmdk, and each descriptor's extents there, a flat one at the size it gives,
-a hosted sparse one as long as its tables need (sparsecheck), and no
--flat/-sNNN extent without its descriptor (_ghettovcb_disks, as for its
-archive), it is "unverifiable", which counts as good (nothing better is known
-of it) but is shown as such. So is one on STATUS.warn: ghettoVCB.sh writes that
+.vmdk, exactly one .vmx (_vmx_count: both restores need one), each descriptor
+readable and its extents there, a flat one at the size it gives, a hosted
+sparse one as long as its tables need (sparsecheck), no -flat/-sNNN extent
+without its descriptor (_ghettovcb_disks, as for its archive), and no disk its
+.vmx names missing that another backup of the VM holds (_missing_disk: an
+rsync cut between two disks), it is "unverifiable", which counts as good
+(nothing better is known of it) but is shown as such (manifestless, which
+verify reports too). So is one on STATUS.warn: ghettoVCB.sh writes that
 only for a VM with independent disks, which no snapshot can copy (a disk that
 failed gets STATUS.error), and the rest of the backup is whole; hotvcb skips
 those disks too. hotvcb's own STATUS.warn means a disk it should have copied
 failed, and its manifest says so: that backup is not good. ghettoVCB's
 compressed backup holds no STATUS at all: good when it is whole and holds its
-disks (_judge_ghettovcb_archive). Everything else is not good, with the reason.
+disks (_judge_ghettovcb_archive). A symlink named like a backup is none on
+this volume (linked). Everything else is not good, with the reason.
 """
 
 import json
