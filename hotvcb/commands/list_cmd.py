@@ -39,7 +39,7 @@ from ..jobs import nfs
 from ..runlog import columns, say, say_json
 from ..settings import Settings
 from ..shell import Shell
-from ..store import health, layout, manifest
+from ..store import health, layout, manifest, rotation
 from ..treeview import ScannedShell
 from ..units import human_size
 from . import common
@@ -124,7 +124,7 @@ def describe(shell: Shell, b: "layout.BackupSet", now: datetime) -> Dict[str, An
         "path": b.path,
         "time": b.when.isoformat(timespec="seconds"),
         "age_seconds": int((now - b.when).total_seconds()),
-        "size_bytes": _usage(shell, b.path),
+        "size_bytes": rotation.backup_size(shell, b.path),
         "format": fmt,
         "status": verdict.state,
         "good": verdict.good,
@@ -137,15 +137,6 @@ def describe(shell: Shell, b: "layout.BackupSet", now: datetime) -> Dict[str, An
         "warning": verdict.warning,
         "unpacked": None,
     }
-
-
-def _usage(shell: Shell, path: str) -> int:
-    try:
-        if not shell.isdir(path):
-            return shell.disk_usage(path)
-        return sum(shell.disk_usage(path + "/" + rel) for rel in shell.list_files(path))
-    except (OSError, HostError):
-        return 0
 
 
 def _detect_format(shell: Shell, folder: str) -> Optional[str]:

@@ -123,9 +123,9 @@ def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: 
             if b.path == PHANTOM:
                 return phantom or 0
             if b.path not in sizes:
-                sizes[b.path] = backup_size(shell, b)
+                sizes[b.path] = backup_size(shell, b.path)
                 if b.path in unpacked:
-                    sizes[b.path] += backup_size(shell, BackupSet(vm_name, unpacked[b.path], b.when, ""))
+                    sizes[b.path] += backup_size(shell, unpacked[b.path])
             return sizes[b.path]
 
         rest = [b for b in backups if b not in doomed]
@@ -235,16 +235,17 @@ def _spare_bases(shell: Shell, backups: List[BackupSet], doomed: List[BackupSet]
     return [b for b in doomed if b.name not in needed]
 
 
-def backup_size(shell: Shell, b: BackupSet) -> int:
-    """Bytes a backup takes on disk (a thin disk counts its allocated blocks); none for a symlink named like
-    one (health.linked): what it names is elsewhere, and removing the link frees nothing here."""
+def backup_size(shell: Shell, path: str) -> int:
+    """Bytes a backup (a folder or .gz) takes on disk (a thin disk counts its allocated blocks), as rotation's
+    budget, list and status count it; none for a symlink named like one (health.linked): what it names is
+    elsewhere, and removing the link frees nothing here."""
     try:
-        if layout.linked_elsewhere(shell, b.path):
+        if layout.linked_elsewhere(shell, path):
             return 0
-        if not shell.isdir(b.path):
-            return shell.disk_usage(b.path)
-        return sum(shell.disk_usage(b.path + "/" + rel) for rel in shell.list_files(b.path))
-    except HostError:
+        if not shell.isdir(path):
+            return shell.disk_usage(path)
+        return sum(shell.disk_usage(path + "/" + rel) for rel in shell.list_files(path))
+    except (HostError, OSError):
         return 0
 
 
