@@ -333,12 +333,12 @@ def _missing_disk(shell: Shell, path: str, present: Set[str]) -> Optional[Health
     lacking = [(dev, filename) for dev, _bus, filename in vmx.disk_slots()
                if not (vmx.get(dev + ".mode") or "").lower().startswith("independent")
                and layout.disk_in_backup(shell, path, filename) is None]
-    if not lacking:
-        return None
     root, _, own = path.rpartition("/")
     mine = layout.named(own)
-    siblings = [root + "/" + e for e in shell.listdir(root) if e != own and mine is not None
-                and _same_vm_done(layout.named(e), mine.group(1))]
+    if not lacking or mine is None:  # a folder not laid out as a backup has no other backups to hold its disks
+        return None
+    siblings = [root + "/" + e for e in shell.listdir(root)
+                if e != own and _same_vm_done(layout.named(e), mine.group(1))]
     for dev, filename in lacking:
         for other in siblings:
             if shell.isdir(other) and layout.disk_in_backup(shell, other, filename) is not None:
