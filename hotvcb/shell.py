@@ -34,13 +34,15 @@ class Completed:
 class TreeEntry:
     """One entry of Shell.scan (see treescan.py): `kind` as lstat sees it (dir, file, link,
     other); `size`, `allocated` and `is_dir` follow links (-1 sizes: a dangling link);
-    `text` the content of a small file the scan was asked to read, else None."""
+    `text` the content of a small file the scan was asked to read, else None; `real` the
+    root's realpath, for the root entry only (ScannedShell.realpath: no round trip of its own)."""
 
     kind: str
     size: int
     allocated: int
     text: Optional[str]
     is_dir: bool
+    real: Optional[str] = None
 
 
 Tree = Dict[str, TreeEntry]  # path relative to the scanned root ("" the root itself) -> entry
@@ -174,5 +176,6 @@ NOT_REGULAR = "not a regular file"  # read_regular's (and copy_regular's) refusa
 
 def tree_of(raw: Dict[str, Any]) -> Tree:
     """treescan.py's JSON entries as TreeEntry values."""
-    return {rel: TreeEntry(str(e[0]), int(e[1]), int(e[2]), e[3], bool(e[4])) for rel, e in raw.items()}
+    return {rel: TreeEntry(str(e[0]), int(e[1]), int(e[2]), e[3], bool(e[4]), str(e[5]) if len(e) > 5 else None)
+            for rel, e in raw.items()}
 

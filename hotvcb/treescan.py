@@ -9,7 +9,7 @@ rotation cost one round trip per folder tree instead of one per file.
 Self-contained (stdlib only, Python 3.5+, no package imports) because its
 source runs on the host. Result: {"entries": {rel: [kind, size, allocated,
 text-or-null, is_dir]}} with rel "" for the root itself (absent when the root
-does not exist); kind is "dir", "file", "link" or "other" as lstat sees it,
+does not exist; its list ends with the root's realpath too); kind is "dir", "file", "link" or "other" as lstat sees it,
 size and allocated follow links (-1 for a dangling one), is_dir follows
 links (what os.path.isdir says). Symlinked folders are not entered. `text`
 is the file decoded as UTF-8 (Latin-1 if it is not), for regular files whose
@@ -65,7 +65,7 @@ def scan(root, patterns=(), read_max=65536):
     """{rel: [kind, size, allocated, text, is_dir]} for root ("") and everything under it."""
     out = {}
     try:
-        out[""] = _entry(root, patterns, read_max)
+        out[""] = _entry(root, patterns, read_max) + [os.path.realpath(root)]
     except OSError:
         return out
     if not out[""][4]:

@@ -146,7 +146,16 @@ class ScannedShell:
         return self.shell.now()
 
     def realpath(self, path: str) -> str:
-        return self.shell.realpath(path)
+        """From the scan where it saw every part of the path below its root and none is a symlink: the
+        root's realpath (the scan's) and the rest as it is. health.judge asks it of every backup, to tell
+        a symlink named like one (layout.linked_elsewhere): not a round trip each over SSH."""
+        tree, rel = self._lookup(path)
+        parts = rel.split("/") if rel else []
+        below = ["/".join(parts[: i + 1]) for i in range(len(parts))]  # each part of the path below the root
+        real = tree[""].real if tree and "" in tree else None
+        if real is None or not all(p in tree and tree[p].kind != "link" for p in below):
+            return self.shell.realpath(path)
+        return real.rstrip("/") + "/" + rel if rel else real
 
     def file_id(self, path: str) -> str:
         return self.shell.file_id(path)

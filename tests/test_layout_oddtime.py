@@ -36,10 +36,12 @@ class Log:
 
 
 def ghettovcb_backup(folder):
-    """What health.judge calls good with no manifest (unverifiable): STATUS.ok and a disk."""
+    """What health.judge calls good with no manifest (unverifiable): STATUS.ok, the .vmx and a disk."""
     folder.mkdir(parents=True)
     (folder / "STATUS.ok").write_text("")
-    (folder / "web.vmdk").write_text("")
+    (folder / "web.vmx").write_text('displayName = "web"\n')
+    (folder / "web.vmdk").write_text('# Disk DescriptorFile\ncreateType="vmfs"\nRW 8 VMFS "web-flat.vmdk"\n')
+    (folder / "web-flat.vmdk").write_bytes(bytes(8 * 512))
 
 
 @pytest.fixture

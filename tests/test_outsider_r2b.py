@@ -22,7 +22,8 @@ def folder_backup(folder, status: str = "ok") -> str:
     """A ghettoVCB-style folder: .vmx, one disk, STATUS.<status>, no manifest."""
     folder.mkdir(parents=True)
     (folder / "db.vmx").write_text('displayName = "db"\n')
-    (folder / "db.vmdk").write_text("# Disk DescriptorFile\n")
+    (folder / "db.vmdk").write_text('# Disk DescriptorFile\ncreateType="vmfs"\nRW 8 VMFS "db-flat.vmdk"\n')
+    (folder / "db-flat.vmdk").write_bytes(bytes(8 * 512))
     (folder / ("STATUS." + status)).write_text(status + "\n")
     return str(folder)
 

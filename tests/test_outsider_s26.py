@@ -91,7 +91,8 @@ def gz_pair(vol: Path, archive: str) -> Path:
     folder = vol / "db" / "db-2026-12-01_21-00-01"
     folder.mkdir(parents=True)
     (folder / "db.vmx").write_text('displayName = "db"\n')
-    (folder / "db.vmdk").write_text("# Disk DescriptorFile\n")
+    (folder / "db.vmdk").write_text('# Disk DescriptorFile\ncreateType="vmfs"\nRW 8 VMFS "db-flat.vmdk"\n')
+    (folder / "db-flat.vmdk").write_bytes(bytes(8 * 512))
     (folder / "STATUS.ok").write_text("ok\n")
     with tarfile.open(str(folder) + ".gz", "w:gz") as tar:
         tar.add(str(folder), arcname=folder.name)

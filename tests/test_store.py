@@ -122,7 +122,8 @@ def ghettovcb_backup(volume, stamp: str, status: str, disk: bool = True) -> str:
     folder.mkdir(parents=True)
     (folder / "db.vmx").write_text('displayName = "db"\n')
     if disk:
-        (folder / "db.vmdk").write_text("# Disk DescriptorFile\n")
+        (folder / "db.vmdk").write_text('# Disk DescriptorFile\ncreateType="vmfs"\nRW 2048 VMFS "db-flat.vmdk"\n')
+        (folder / "db-flat.vmdk").write_bytes(bytes(2048 * 512))
     (folder / ("STATUS." + status)).write_text("WARN: db has some Independent VMDKs that can not be backed up\n")
     return str(folder)
 

@@ -119,6 +119,9 @@ def test_ghettovcb_backup_is_unverifiable_not_damaged(tmp_path):
     folder = tmp_path / "g"
     folder.mkdir()
     (folder / "STATUS.ok").write_text("")
+    (folder / "g.vmx").write_text('displayName = "g"\n')
+    (folder / "g.vmdk").write_text('# Disk DescriptorFile\ncreateType="vmfs"\nRW 8 VMFS "g-flat.vmdk"\n')
+    (folder / "g-flat.vmdk").write_bytes(bytes(8 * 512))
     res = verify_folder(LocalShell(), str(folder))
     assert res.status == "unverifiable" and res.ok
 

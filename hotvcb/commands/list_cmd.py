@@ -16,7 +16,8 @@ VM and -c that VM's):
 status is store/health.py's verdict, the same one rotation and restore use:
 good, unverifiable (a ghettoVCB backup: good, nothing to check against),
 warn, error, damaged (a file missing, or verify found damage), empty (no
-disk), incomplete (no STATUS file), partial (being written, or left by a
+disk), incomplete (no STATUS file; a ghettoVCB backup's disk or .vmx cut
+short or lost; a symlink to a backup kept elsewhere), partial (being written, or left by a
 killed run), deleting (being removed by rotation). `good` is true for the
 first two; `reason` says why a backup is not good, `warning` what a good
 one lacks that its VM has (ghettoVCB's STATUS.warn: its independent
@@ -38,10 +39,12 @@ from ..jobs import nfs
 from ..runlog import columns, say, say_json
 from ..settings import Settings
 from ..shell import Shell
-from ..store import health, layout, manifest
+from ..store import health, layout, manifest, rotation
 from ..treeview import ScannedShell
 from ..units import human_size
 from . import common
+
+HIDDEN = ".hotvcb-"  # what hotvcb keeps beside the VMs' folders (lastrun.PREFIX's records): no VM's
 
 
 def register(subparsers) -> None:
@@ -58,12 +61,14 @@ def register(subparsers) -> None:
 
 
 def vm_names(shell: Shell, volume: str) -> List[str]:
-    """VM names that have a folder under the volume (folder names unescaped)."""
+    """VM names that have a folder under the volume (folder names unescaped). A VM's name may start with a
+    dot (`.web`: ESXi takes it, and its backups go to `<volume>/.web/`); only hotvcb's own bookkeeping
+    there (HIDDEN) is none. Any other folder holding no backup named after it shows none."""
     if not shell.isdir(volume):
         return []
     out = []
     for entry in shell.listdir(volume):
-        if entry.startswith(".") or not shell.isdir(volume + "/" + entry):
+        if entry.startswith(HIDDEN) or not shell.isdir(volume + "/" + entry):
             continue
         name = entry.replace("%2f", "/").replace("%25", "%") if "%2f" in entry else entry
         out.append(name)
@@ -119,7 +124,7 @@ def describe(shell: Shell, b: "layout.BackupSet", now: datetime) -> Dict[str, An
         "path": b.path,
         "time": b.when.isoformat(timespec="seconds"),
         "age_seconds": int((now - b.when).total_seconds()),
-        "size_bytes": _usage(shell, b.path),
+        "size_bytes": rotation.backup_size(shell, b.path),
         "format": fmt,
         "status": verdict.state,
         "good": verdict.good,
@@ -132,15 +137,6 @@ def describe(shell: Shell, b: "layout.BackupSet", now: datetime) -> Dict[str, An
         "warning": verdict.warning,
         "unpacked": None,
     }
-
-
-def _usage(shell: Shell, path: str) -> int:
-    try:
-        if not shell.isdir(path):
-            return shell.disk_usage(path)
-        return sum(shell.disk_usage(path + "/" + rel) for rel in shell.list_files(path))
-    except (OSError, HostError):
-        return 0
 
 
 def _detect_format(shell: Shell, folder: str) -> Optional[str]:

@@ -9,8 +9,10 @@ the config (-g) sets VM_BACKUP_REPOSITORY, as list and status read it. For
 each damaged backup the first bad file and byte range are printed. The time
 of a successful check is recorded in the manifest (see jobs/verify.py).
 Exit codes: 0 nothing damaged (ghettoVCB backups without a manifest are
-reported as unverifiable, not as damaged), 4 some backups damaged or
-incomplete (no STATUS file), 6 all of them, 1 usage (a path that is no backup; a VM
+reported as unverifiable, not as damaged, where store/health.py calls them good,
+and a failed one as skipped), 4 some backups damaged, empty or
+incomplete (no STATUS file, a ghettoVCB disk or .vmx cut short or lost, a symlink
+named like a backup), 6 all of them, 1 usage (a path that is no backup; a VM
 or --all while the backup volume is not there or the NFS share it is on is not mounted; with -c, a
 per-VM file's volume that is not there, named once the rest is checked). A bare word is a VM's name, a
 path says so (`./web`, `/...`): `names_path`.

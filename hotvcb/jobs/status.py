@@ -224,7 +224,7 @@ def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: 
     made = _made_at(host, newest.when)
     age = now - made
     # a pair's path is the good one of the two (a script restores it), its size both (as list gives it)
-    size = sum(_size(host, p) for p in (newest.path, unpacked.get(newest.path)) if p)
+    size = sum(rotation.backup_size(shell, p) for p in (newest.path, unpacked.get(newest.path)) if p)
     details = {"good_backups": len(good), "newest_good": rotation.restorable(newest.path, own, unpacked),
                "age_seconds": int(age), "size_bytes": size, "verified": verdict.verified}  # type: Dict[str, Any]
     text = "newest good backup %s old (%s), %d kept%s" % (
@@ -285,15 +285,6 @@ def _made_at(host: Hypervisor, when: datetime) -> float:
     than the host (an ESXi host keeps UTC) judged a fresh backup hours old, or a stopped one fresh, and
     one whose summer time ended since the backup an hour off."""
     return time.time() - (host.shell.now() - when).total_seconds()
-
-
-def _size(host: Hypervisor, path: str) -> int:
-    try:
-        if not host.shell.isdir(path):
-            return host.shell.disk_usage(path)
-        return sum(host.shell.disk_usage(path + "/" + rel) for rel in host.shell.list_files(path))
-    except HotvcbError:
-        return 0
 
 
 def _snapshots(host: Hypervisor, vm: Vm, limits: Limits, now: float, run_alive: bool) -> List[Check]:

@@ -20,9 +20,13 @@ record is what store/health.py reads: a damaged backup is not good.
 A folder without a STATUS file never finished: it is "incomplete", a
 failure, not something verify can pass.
 
-Backups without a manifest (made by ghettoVCB) cannot be verified: they are
-reported as "unverifiable", which is not a failure; a folder of theirs whose
-disk is cut short (health.ghettovcb_folder_disks) is "incomplete", which is.
+Backups without a manifest (made by ghettoVCB) cannot be verified: one that
+store/health.py calls good is reported as "unverifiable", which is not a
+failure; otherwise verify says what health.py, and so `list`, says of it
+(health.manifestless): a failed one (STATUS.error) is "skipped", as a failed
+backup of hotvcb's is, and one that is incomplete (a disk or .vmx cut short or
+lost), empty or damaged is that, a failure. A symlink named like a backup is
+no backup on this volume (health.linked): "incomplete", as list calls it.
 """
 
 from dataclasses import dataclass, field
@@ -56,7 +60,7 @@ class Problem:
 @dataclass
 class VerifyResult:
     path: str
-    status: str = "ok"  # ok | damaged | incomplete | unverifiable | skipped
+    status: str = "ok"  # ok | damaged | incomplete | empty | unverifiable | skipped
     files: int = 0
     bytes: int = 0
     problems: List[Problem] = field(default_factory=list)
@@ -70,9 +74,20 @@ class VerifyResult:
 
 def verify_backup(shell: Shell, path: str, record: bool = True, progress=None) -> VerifyResult:
     """Check one backup folder or .gz against its manifest."""
+    elsewhere = health.linked(shell, path) if _laid_out(path) else None
+    if elsewhere is not None:
+        return VerifyResult(path, elsewhere.state, message=elsewhere.reason)
     if path.endswith(".gz") and not shell.isdir(path):
         return verify_gz(shell, path, record=record)
     return verify_folder(shell, path, record=record, progress=progress)
+
+
+def _laid_out(path: str) -> bool:
+    """Whether the path is named as a backup in its VM's folder (as layout.from_path, without listing the
+    folder): an entry `list` shows, not a link the admin made elsewhere (RSYNC_LINK's `<VM>-symlink`)."""
+    root, _, entry = path.rstrip("/").rpartition("/")
+    named = layout.named(entry)
+    return named is not None and root.rpartition("/")[2] == named.group(1)
 
 
 def verify_folder(shell: Shell, folder: str, record: bool = True, progress=None,
@@ -94,13 +109,15 @@ def verify_folder(shell: Shell, folder: str, record: bool = True, progress=None,
         result.status, result.message = "damaged", "manifest unreadable: %s" % err
         result.problems.append(Problem(manifest.MANIFEST, "unreadable: %s" % err))
         return result
-    if data is None:  # no checksums; but a disk cut short (a copy or an rsync that died) is seen by its size
-        cut_short = health.ghettovcb_folder_disks(shell, folder, set(shell.list_files(folder)))
-        if cut_short is not None:
-            result.status, result.message = cut_short.state, cut_short.reason
-            return result
-        result.status = "unverifiable"
-        result.message = "no %s (a ghettoVCB backup): nothing to check against" % manifest.MANIFEST
+    if data is None:  # no checksums; but what list says of it (a disk cut short, no disk, a failed one) holds
+        verdict = health.manifestless(shell, folder, layout.folder_status(shell, folder), set(shell.list_files(folder)))
+        if verdict.good:
+            result.status = "unverifiable"
+            result.message = "no %s (a ghettoVCB backup): nothing to check against" % manifest.MANIFEST
+        elif verdict.state == "error":
+            result.status, result.message = "skipped", "failed backup (%s), holds no data to check" % verdict.reason
+        else:
+            result.status, result.message = verdict.state, verdict.reason
         return result
     files = data.get("files") or {}
     if data.get("result") == "error" or not files:

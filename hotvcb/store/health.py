@@ -12,27 +12,32 @@ A backup is good because of what it holds, not because of a marker:
   and good: without it the incremental restores nothing.
 
 A backup made by ghettoVCB has no manifest: on STATUS.ok with at least one
-.vmdk, and each descriptor's extents there, a flat one at the size it gives,
-a hosted sparse one as long as its tables need (sparsecheck), and no
--flat/-sNNN extent without its descriptor (_ghettovcb_disks, as for its
-archive), it is "unverifiable", which counts as good (nothing better is known
-of it) but is shown as such. So is one on STATUS.warn: ghettoVCB.sh writes that
+.vmdk, exactly one .vmx (_vmx_count: both restores need one), each descriptor
+readable and its extents there, a flat one at the size it gives, a hosted
+sparse one as long as its tables need (sparsecheck), no -flat/-sNNN extent
+without its descriptor (_ghettovcb_disks, as for its archive), and no disk its
+.vmx names missing that another backup of the VM holds (_missing_disk: an
+rsync cut between two disks), it is "unverifiable", which counts as good
+(nothing better is known of it) but is shown as such (manifestless, which
+verify reports too). So is one on STATUS.warn: ghettoVCB.sh writes that
 only for a VM with independent disks, which no snapshot can copy (a disk that
 failed gets STATUS.error), and the rest of the backup is whole; hotvcb skips
 those disks too. hotvcb's own STATUS.warn means a disk it should have copied
 failed, and its manifest says so: that backup is not good. ghettoVCB's
 compressed backup holds no STATUS at all: good when it is whole and holds its
-disks (_judge_ghettovcb_archive). Everything else is not good, with the reason.
+disks (_judge_ghettovcb_archive). A symlink named like a backup is none on
+this volume (linked). Everything else is not good, with the reason.
 """
 
 import json
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, Match, Optional, Set, Tuple, Union
 
 from .. import lazyre, sparsecheck, vmdk
 from ..errors import HostError, NotABackup
 from ..filetext import encoded, read_small
 from ..shell import Shell
+from ..vmx import MAX_SIZE, VmxFile, as_vmware_reads
 from . import chain, layout, manifest
 
 GOOD_STATES = ("good", "unverifiable")
@@ -42,6 +47,9 @@ GZ_VERIFY_SUFFIX = ".verify.json"  # a .gz's record, which cannot go into the ar
 GZ_RECORDS = ".hotvcb-gz-records"  # the folder, in the VM's, that holds them (gz_record)
 FLAT_EXTENTS = ("VMFS", "FLAT")  # extents whose file is the disk's size (thin ones too: their apparent size)
 EXTENT_NAME = lazyre.compile(r"(.*)-(flat|s\d{3})\.vmdk")  # a disk's data file beside its descriptor `\1.vmdk`
+# what is no descriptor by its name: data (flat, 2gbsparse's, a snapshot delta's: vmfsSparse, SEsparse), an RDM's
+# mapping, change tracking; any other .vmdk a descriptor is read from, and holding none it is cut short
+DATA_NAME = lazyre.compile(r".*-(flat|s\d{3}|delta|sesparse|rdm|rdmp|ctk)\.vmdk")
 SPARSE_READ = 256 << 10  # a hosted sparse extent's start read for its tables (sparsecheck): all of a 2 GiB one's
 DESCRIPTOR_READ = 64 << 10  # a ghettoVCB folder's .vmdk up to this is read as a descriptor (as a scan reads it)
 
@@ -69,6 +77,9 @@ def judge(shell: Shell, b: "layout.BackupSet", depth: int = 0, remember: bool = 
         return Health("partial", "being written, or left by a run that died")
     if b.status == "deleting":
         return Health("deleting", "being removed by rotation")
+    elsewhere = linked(shell, b.path)
+    if elsewhere is not None:
+        return elsewhere
     if b.compressed:
         return _judge_archive(shell, b.path, remember)
     return _judge_folder(shell, b.path, b.status, depth)
@@ -83,14 +94,7 @@ def _judge_folder(shell: Shell, path: str, status: str, depth: int = 0) -> Healt
     except (ValueError, HostError) as err:
         return _not_ok(status) if status != "ok" else Health("damaged", "manifest unreadable: %s" % err)
     if data is None:
-        if status == "warn" and any(rel.startswith(".") and rel.endswith(".vmxf") for rel in present):
-            # hotvcb's STATUS.warn (a disk it should have copied failed), known by the .vmxf kept as only it
-            # keeps one (layout.side_file_name), whose manifest is gone: not ghettoVCB's warn, which is good
-            return Health("damaged", "a hotvcb backup with a disk that failed (STATUS.warn) whose manifest is gone")
-        cut_short = ghettovcb_folder_disks(shell, path, present)
-        if cut_short is not None:
-            return cut_short
-        return _ghettovcb(status, any(rel.endswith(".vmdk") for rel in present), "folder")
+        return manifestless(shell, path, status, present)
     if status != "ok":
         return _not_ok(status)
     found = _judge_manifest(data)
@@ -183,6 +187,49 @@ def _judge_archive(shell: Shell, path: str, remember: bool = False) -> Health:
     return _verified(found, record.get("verify_error"), record.get("verified"))
 
 
+def linked(shell: Shell, path: str) -> Optional[Health]:
+    """The verdict on a symlink named like a backup (an old backup moved to other storage, a link left in
+    its place), or None for a backup on this volume. Not good: what it names is not on this volume, may
+    be gone or changed under it, and counted as a kept backup it would push a real one out; rotation
+    removes the link (never what it names), and verify, restore and list all say so alike."""
+    try:
+        if not layout.linked_elsewhere(shell, path):
+            return None
+        target = shell.realpath(path)
+    except HostError:
+        return None  # cannot tell: judged by what it holds, as every backup was
+    return Health("incomplete", "a symlink to %s, not a backup on this volume (verify or restore %s itself)"
+                  % (target, target))
+
+
+def manifestless(shell: Shell, path: str, status: str, present: Set[str]) -> Health:
+    """The verdict on a backup folder without a manifest (ghettoVCB's), by its STATUS (layout.folder_status)
+    and files (`present`, relative): judge's, and what `verify` of the folder reports."""
+    if status not in ("ok", "warn"):
+        return _not_ok(status)
+    if status == "warn" and any(rel.startswith(".") and rel.endswith(".vmxf") for rel in present):
+        # hotvcb's STATUS.warn (a disk it should have copied failed), known by the .vmxf kept as only it
+        # keeps one (layout.side_file_name), whose manifest is gone: not ghettoVCB's warn, which is good
+        return Health("damaged", "a hotvcb backup with a disk that failed (STATUS.warn) whose manifest is gone")
+    odd = _vmx_count(present, "folder") or _ghettovcb_folder_disks(shell, path, present)
+    if odd is not None:
+        return odd
+    return _ghettovcb(status, any(rel.endswith(".vmdk") for rel in present), "folder")
+
+
+def _vmx_count(names, where: str) -> Optional[Health]:
+    """Why a ghettoVCB backup (its files' relative `names`) does not hold the one .vmx both restores need
+    (ghettoVCB-restore's `ls | grep .vmx`, restore_plan's), or None. ghettoVCB.sh copies it before
+    anything else: none is a .vmx lost since (a hand, an rsync), two a copy's leftover (`web (1).vmx`)."""
+    vmxs = sorted(n for n in names if "/" not in n and not n.startswith(".") and n.lower().endswith(".vmx"))
+    if len(vmxs) == 1:
+        return None
+    if not vmxs:
+        return Health("incomplete", "ghettoVCB backup: the %s holds no .vmx (lost since it was made?)" % where)
+    return Health("damaged", "ghettoVCB backup: the %s holds %d .vmx files (%s), a restore needs exactly one"
+                  % (where, len(vmxs), ", ".join(vmxs)))
+
+
 def _judge_ghettovcb_archive(members, texts: Dict[str, str]) -> Health:
     """ghettoVCB tars a backup before it writes its STATUS (then into the folder it has removed): a
     good archive of its holds none, nor a manifest. What it does hold is judged instead, having been
@@ -192,6 +239,9 @@ def _judge_ghettovcb_archive(members, texts: Dict[str, str]) -> Health:
     sizes = {m.rel: m.size for m in members}
     if not any(rel.endswith(".vmx") for rel in sizes):
         return Health("incomplete", "no STATUS file in the archive, nor the .vmx of a ghettoVCB backup")
+    several = _vmx_count(sizes, "archive")
+    if several is not None:
+        return several
     disks = _ghettovcb_disks(sizes, texts, "archive")
     if isinstance(disks, Health):
         return disks
@@ -213,10 +263,18 @@ def _ghettovcb_disks(sizes: Dict[str, int], texts: Dict[str, str], where: str,
     for rel in sorted(r for r in texts if r.endswith(".vmdk")):
         try:  # a small hosted sparse extent was read whole: the descriptor it embeds, decoded as one
             desc = vmdk.parse(vmdk.embedded_text(texts[rel], sizes[rel]))
-        except vmdk.NotADescriptor:
-            continue  # an extent small enough to have been read
+        except vmdk.NotADescriptor as err:
+            if DATA_NAME.fullmatch(rel):
+                continue  # an extent small enough to have been read
+            # a descriptor's name (an extent's is <disk>-flat/-sNNN) holding none: emptied or cut short by a
+            # copy, and the disk with it (restore: "not a readable disk descriptor")
+            return Health("incomplete", "ghettoVCB backup: %s is not a readable disk descriptor (%s): cut short "
+                          "by a copy?" % (rel, err))
         except vmdk.BadSize as err:
             return Health("damaged", "%s: %s" % (rel, err))
+        if not desc.extents:
+            return Health("incomplete", "ghettoVCB backup: the disk descriptor %s names no extent: cut short by "
+                          "a copy?" % rel)
         folder = rel.rpartition("/")[0]
         for extent in desc.extents:
             name = folder + "/" + extent.filename if folder else extent.filename
@@ -249,19 +307,50 @@ def _orphan_extent(sizes: Dict[str, int], named: Set[str]) -> Optional[Tuple[str
     return None
 
 
-def ghettovcb_folder_disks(shell: Shell, path: str, present: Set[str]) -> Optional[Health]:
+def _ghettovcb_folder_disks(shell: Shell, path: str, present: Set[str]) -> Optional[Health]:
     """A ghettoVCB folder's disks judged as its archive's are (_ghettovcb_disks): a stat of each file,
     and the text of each .vmdk small enough to be a descriptor (a ScannedShell has read them all);
-    None when they are whole."""
+    then each disk its .vmx names (_missing_disk); None when they are whole."""
     try:
         sizes = {rel: shell.file_size(path + "/" + rel) for rel in present}
         texts = {rel: read_small(shell, path + "/" + rel, DESCRIPTOR_READ) for rel in present
                  if rel.endswith(".vmdk") and sizes[rel] <= DESCRIPTOR_READ}
         disks = _ghettovcb_disks(sizes, texts, "folder",
                                  lambda rel: _sparse_short(shell, path + "/" + rel, sizes[rel]))
+        return disks if isinstance(disks, Health) else _missing_disk(shell, path, present)
     except (HostError, OSError) as err:
         return Health("damaged", "ghettoVCB backup: %s" % err)
-    return disks if isinstance(disks, Health) else None
+
+
+def _missing_disk(shell: Shell, path: str, present: Set[str]) -> Optional[Health]:
+    """Why a disk the folder's .vmx names is missing from it by a cut, or None. ghettoVCB.sh leaves a disk
+    out with STATUS.ok only where VMDK_FILES_TO_BACKUP names others (an independent disk gets
+    STATUS.warn, a physical RDM STATUS.error), which no backup of the VM then holds; a disk that another
+    backup of the VM in its folder holds and this one lacks is a copy cut short (an rsync killed between
+    two disks copies a folder's files in name order: the .vmx and the first disk, nothing of the next)."""
+    (name,) = [n for n in present if "/" not in n and not n.startswith(".") and n.lower().endswith(".vmx")]
+    vmx_path = path + "/" + name
+    vmx = VmxFile(as_vmware_reads(read_small(shell, vmx_path, MAX_SIZE), lambda: shell.file_size(vmx_path)))
+    lacking = [(dev, filename) for dev, _bus, filename in vmx.disk_slots()
+               if not (vmx.get(dev + ".mode") or "").lower().startswith("independent")
+               and layout.disk_in_backup(shell, path, filename) is None]
+    root, _, own = path.rpartition("/")
+    mine = layout.named(own)
+    if not lacking or mine is None:  # a folder not laid out as a backup has no other backups to hold its disks
+        return None
+    siblings = [root + "/" + e for e in shell.listdir(root)
+                if e != own and _same_vm_done(layout.named(e), mine.group(1))]
+    for dev, filename in lacking:
+        for other in siblings:
+            if shell.isdir(other) and layout.disk_in_backup(shell, other, filename) is not None:
+                return Health("incomplete", "ghettoVCB backup: its .vmx names disk %s (%s), which is not in "
+                              "the folder, though %s holds it: a copy cut short" % (dev, filename, other))
+    return None
+
+
+def _same_vm_done(entry: Optional[Match[str]], vm_folder: str) -> bool:
+    """Whether a VM folder's entry (layout.named) is a finished backup folder of the VM `vm_folder` names."""
+    return entry is not None and entry.group(1) == vm_folder and entry.group(3) is None
 
 
 def _sparse_short(shell: Shell, path: str, size: int) -> Optional[str]:

@@ -228,7 +228,7 @@ def list_backups(shell: Shell, volume: str, vm_name: str,
             # the STATUS file is inside the archive: health.judge reads it
             found.append(BackupSet(vm_name, path, when, "archived", compressed=True))
         elif shell.isdir(path):
-            found.append(BackupSet(vm_name, path, when, _status(shell, path)))
+            found.append(BackupSet(vm_name, path, when, folder_status(shell, path)))
     return sorted(found, key=lambda b: (b.when, b.name))
 
 
@@ -269,12 +269,20 @@ def not_there(shell: Shell, path: str) -> str:
     return "backup %s does not exist" % path
 
 
+def linked_elsewhere(shell: Shell, path: str) -> bool:
+    """Whether a backup's entry is a symlink (to a copy kept elsewhere), asked with realpath (the Shell
+    contract's own question for it; a ScannedShell answers it from its scan): such an entry is no backup
+    on this volume (health.judge), and rotation removes the link, never what it names."""
+    parent, name = path.rsplit("/", 1)
+    return shell.realpath(path) != shell.realpath(parent or "/").rstrip("/") + "/" + name
+
+
 def odd_named(odd: List[str]) -> str:
     """The folders named like backups that are none, as a refusal's tail (`no good backup of 'web'; ...`)."""
     return "".join("; " + line for line in odd)
 
 
-def _status(shell: Shell, path: str) -> str:
+def folder_status(shell: FileReader, path: str) -> str:
     """The worst STATUS file present: a stray STATUS.ok never outvotes STATUS.error."""
     for name in reversed(STATUS_FILES):
         if shell.exists(path + "/" + name):

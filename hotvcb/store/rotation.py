@@ -6,6 +6,8 @@ newest `count` good backups (health.judge) are kept, and only backups older
 than the oldest of those are deleted. With fewer than `count` good backups
 nothing is deleted at all. Failed or partial backups newer than that line
 stay until good ones push them out, so an admin can still look at them.
+Backups named more than a day after the host's clock (a clock that ran ahead,
+set back since: dated_ahead) are set aside, neither counted nor removed.
 
 A backup (a folder, or a .gz file) is first renamed to `<name>-deleting` (one
 atomic step out of the good namespace), then removed: by the run's Deleter,
@@ -16,7 +18,7 @@ removes (`finish_deleting`).
 """
 
 import functools
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .. import crashpoint
@@ -90,6 +92,12 @@ def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: 
     verdicts = {b.path: health.judge(shell, b, remember=not dry_run) for b in backups
                 if b.status not in ("partial", "deleting")}
     backups, unpacked = one_per_time(backups, verdicts)
+    ahead = dated_ahead(backups, shell.now())
+    if ahead:
+        log.warning("%s: %d backup(s) are named later than the host's clock (%s): was the clock ahead when they "
+                    "were made? Rotation neither counts nor removes them until the clock passes their names "
+                    "(remove them by hand if they are stale)" % (vm_name, len(ahead), ", ".join(b.name for b in ahead)))
+        backups = [b for b in backups if b not in ahead]
     if phantom is not None:
         newest = BackupSet(vm_name, PHANTOM, datetime.max, "ok")
         backups.append(newest)
@@ -115,9 +123,9 @@ def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: 
             if b.path == PHANTOM:
                 return phantom or 0
             if b.path not in sizes:
-                sizes[b.path] = backup_size(shell, b)
+                sizes[b.path] = backup_size(shell, b.path)
                 if b.path in unpacked:
-                    sizes[b.path] += backup_size(shell, BackupSet(vm_name, unpacked[b.path], b.when, ""))
+                    sizes[b.path] += backup_size(shell, unpacked[b.path])
             return sizes[b.path]
 
         rest = [b for b in backups if b not in doomed]
@@ -128,7 +136,7 @@ def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: 
         if left > budget:
             log.warning("%s: its backups take %s, over the %s budget, but the newest good one always stays"
                         % (vm_name, human_size(left), human_size(budget)))
-    doomed = _spare_bases(shell, backups, doomed, verdicts, log)
+    doomed = _spare_bases(shell, backups + ahead, doomed, verdicts, log)  # an incremental set aside stands on its base
     for old in sorted(doomed, key=lambda b: (b.when, b.name)):
         state = verdicts[old.path].state
         if dry_run:
@@ -142,6 +150,17 @@ def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: 
     if not dry_run:
         _tidy_records(shell, layout.vm_root(volume, vm_name), log)
     return removed
+
+
+AHEAD = timedelta(days=1)  # more than zones and the clocks of hosts sharing a volume disagree by
+
+
+def dated_ahead(backups: List[BackupSet], now: datetime) -> List[BackupSet]:
+    """The backups named more than AHEAD after the host's clock `now`: made while it ran ahead (then set
+    back: NTP, a fixed BIOS clock). Counted, they would be the "newest" for as long as the clock takes
+    to pass them, and each run would remove the backup the run before made, the newest real data but
+    its own; removed, a clock error would cost backups. So they are set aside, and said each run."""
+    return [b for b in backups if b.when > now + AHEAD]
 
 
 def one_per_time(backups: List[BackupSet], verdicts: Dict[str, "health.Health"]) -> Tuple[
@@ -216,13 +235,17 @@ def _spare_bases(shell: Shell, backups: List[BackupSet], doomed: List[BackupSet]
     return [b for b in doomed if b.name not in needed]
 
 
-def backup_size(shell: Shell, b: BackupSet) -> int:
-    """Bytes a backup takes on disk (a thin disk counts its allocated blocks)."""
+def backup_size(shell: Shell, path: str) -> int:
+    """Bytes a backup (a folder or .gz) takes on disk (a thin disk counts its allocated blocks), as rotation's
+    budget, list and status count it; none for a symlink named like one (health.linked): what it names is
+    elsewhere, and removing the link frees nothing here."""
     try:
-        if not shell.isdir(b.path):
-            return shell.disk_usage(b.path)
-        return sum(shell.disk_usage(b.path + "/" + rel) for rel in shell.list_files(b.path))
-    except HostError:
+        if layout.linked_elsewhere(shell, path):
+            return 0
+        if not shell.isdir(path):
+            return shell.disk_usage(path)
+        return sum(shell.disk_usage(path + "/" + rel) for rel in shell.list_files(path))
+    except (HostError, OSError):
         return 0
 
 
@@ -242,7 +265,7 @@ def condemn(shell: Shell, b: BackupSet, unpacked: Optional[str] = None) -> str:
     both would take: the .gz goes into that folder first, so a kill between the two renames leaves one
     folder for the next rotation, never a .gz whose -deleting name a folder holds."""
     doomed = (b.path[: -len(".gz")] if b.compressed else b.path) + layout.DELETING
-    if unpacked is not None and _linked_elsewhere(shell, unpacked):
+    if unpacked is not None and layout.linked_elsewhere(shell, unpacked):
         # a hand linked an unpacked copy kept elsewhere in: the .gz moved through the link would live on
         # there, where no rotation looks. The link goes (what it names is not this volume's to remove).
         shell.remove_tree(unpacked)
@@ -255,13 +278,6 @@ def condemn(shell: Shell, b: BackupSet, unpacked: Optional[str] = None) -> str:
         for record in health.gz_records(b.path):  # its size and what verify found of it: moot now
             shell.remove_tree(record)
     return doomed
-
-
-def _linked_elsewhere(shell: Shell, path: str) -> bool:
-    """A symlink, asked with realpath (the Shell contract's own question for it): rare, so asked only
-    of a .gz's unpacked twin."""
-    parent, name = path.rsplit("/", 1)
-    return shell.realpath(path) != shell.realpath(parent).rstrip("/") + "/" + name
 
 
 def remove_now(shell: Shell, log, path: str) -> None:
