@@ -8,6 +8,7 @@ purpose: in-process CLI calls and rotation on folders in tmp_path where no host 
 esxisim host (1 MiB VMs) where one is.
 """
 
+import datetime
 import io
 import json
 import os
@@ -225,12 +226,13 @@ def test_clock_set_back_does_not_eat_yesterdays_backup(tmp_path):
     tool's own runs made, in the order they were made, should not be pushed out by names dated
     ahead of the host's clock (which `status` already spots)."""
     vol = tmp_path / "vol"
-    for day in ("01", "02", "03"):
-        ghettovcb_folder(vol, "web", "2027-11-%s_21-00-01" % day, "STATUS.ok", OK)
-    first = ghettovcb_folder(vol, "web", "2026-12-01_21-00-01", "STATUS.ok", OK)
+    today = datetime.date.today()  # names relative to the real clock, which rotation reads
+    for days in (334, 335, 336):  # about eleven months ahead, as in the story
+        ghettovcb_folder(vol, "web", "%s_21-00-01" % (today + datetime.timedelta(days)), "STATUS.ok", OK)
+    first = ghettovcb_folder(vol, "web", "%s_21-00-01" % (today - datetime.timedelta(1)), "STATUS.ok", OK)
     removed, log = rotate(vol, "web", 3, just_made=first)
     assert removed == [] and "clock" in log
-    second = ghettovcb_folder(vol, "web", "2026-12-02_21-00-01", "STATUS.ok", OK)
+    second = ghettovcb_folder(vol, "web", "%s_00-00-01" % today, "STATUS.ok", OK)
     removed, _ = rotate(vol, "web", 3, just_made=second)
     assert first.name not in removed, removed
 
