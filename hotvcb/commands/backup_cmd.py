@@ -14,7 +14,7 @@ from ..store import volume
 from ..jobs.ahead import RunStart
 from ..jobs.backup import BackupJob
 from ..jobs.nfs import NfsTarget
-from ..jobs import outcome
+from ..jobs import outcome, preflight
 from ..jobs.outcome import final_status
 from ..runlog import LOG_LOST, open_log, say
 from . import common, onhost
@@ -181,6 +181,7 @@ def check(args, target: "common.Target") -> List[str]:
     try:
         host = common.connect(target)
         common.require_root(host, target.ssh is not None)
+        preflight.refuse_run_format(host, settings)
         present = [ref.name for ref in host.list_vms()]
     except HostError as err:
         raise HostError("cannot reach the host to check the job: %s" % err) from err
@@ -264,6 +265,7 @@ def run(args) -> int:
     host_name = args.host_target.name()
     try:
         host = common.connect(args.host_target, log)
+        preflight.refuse_run_format(host, settings)  # the config's, before the lock: exit 1 with its file:line
         lock, run = common.lock_host(host, log, args.host_target)
         host_name = host.host_name()  # file by file over SSH: the ESXi host's name, not this Linux box's
         asked = RunStart(host, settings)  # the run's first questions, at once (jobs/ahead.py)
