@@ -16,7 +16,7 @@ OURS = "hotvcb-snapshot-contract"
 
 def check(host, vm_name: str, target: str, user_snapshot: Optional[str] = None) -> None:
     """Raise AssertionError naming the first clause `host` breaks; `target` is an empty folder."""
-    assert host.kind and host.formats and host.run_dir and host.describe(), "identity"
+    assert host.kind and host.formats and host.run_dir and host.describe() and host.why_root(), "identity"
     assert isinstance(host.system_id(), str) and host.system_id() == host.system_id(), "system_id: one id, kept"
 
     [ref] = [r for r in host.list_vms() if r.name == vm_name]

@@ -269,13 +269,25 @@ def test_two_vms_with_one_display_name_are_refused_not_guessed(host, tmp_path):
 
 
 def test_an_image_format_esxi_cannot_write_is_refused_before_any_change(host, tmp_path):
+    """The global config's: a config error, before any VM, naming its file:line (exit 1); a per-VM file's
+    fails only its VM (exit 4 here: another VM backed up)."""
     vmid = host.create_vm("qc", "datastore1", [{"size": "4M"}], power="on")
-    r = hotvcb(host, "-m", "qc", "-g", write_conf(host, DISK_BACKUP_FORMAT="qcow2"), "-w", tmp_path / "w")
-    assert r.returncode == 6, r.stdout + r.stderr
-    assert "DISK_BACKUP_FORMAT=qcow2 cannot be written on this esxi host " \
-           "(allowed: zeroedthick|eagerzeroedthick|thin|2gbsparse)" in r.stdout
+    host.create_vm("ok", "datastore1", [{"size": "4M"}], power="on")
+    conf = write_conf(host, DISK_BACKUP_FORMAT="qcow2")
+    r = hotvcb(host, "-m", "qc", "-g", conf, "-w", tmp_path / "w")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "%s:2: DISK_BACKUP_FORMAT=qcow2 cannot be written on this esxi host " \
+           "(allowed: zeroedthick|eagerzeroedthick|thin|2gbsparse)" % conf in r.stdout
+    assert "Traceback" not in r.stdout + r.stderr and "LOG START" not in r.stdout
     assert backups(host, "qc") == [] and not any(e["event"].startswith("snapshot") for e in host.writer_log("qc"))
     assert snapshot_names(host, vmid) == []
+    confdir = tmp_path / "per-vm"
+    confdir.mkdir()
+    (confdir / "qc").write_text("DISK_BACKUP_FORMAT=raw\n")
+    r = hotvcb(host, "-m", "qc", "-m", "ok", "-c", confdir, "-g", write_conf(host), "-w", tmp_path / "w")
+    assert r.returncode == 4, r.stdout + r.stderr
+    assert "DISK_BACKUP_FORMAT=raw cannot be written on this esxi host" in r.stdout
+    assert backups(host, "qc") == [] and snapshot_names(host, vmid) == [] and len(sealed(host, "ok")) == 1
 
 
 def test_backup_volume_on_no_datastore_is_refused(host, tmp_path):

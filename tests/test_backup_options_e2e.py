@@ -37,6 +37,24 @@ def test_vmdk_files_to_backup_selects_disks(host, tmp_path):
     assert "pick_1.vmdk not in VMDK_FILES_TO_BACKUP" in r.stdout
 
 
+def test_a_m_and_f_together_choose_as_ghettovcb_did_and_say_what_is_overridden(host, tmp_path):
+    """ghettoVCB.sh: -a over -m over -f, whatever their order. The overridden list is never read (a missing one
+    is no error), and a warning names it."""
+    for name in ("web", "db", "app"):
+        host.create_vm(name, "datastore1", [{"size": "1M"}], power="on")
+    conf = write_conf(host)
+    r = hotvcb(host, "-m", "web", "-f", tmp_path / "missing", "-g", conf, "-w", tmp_path / "w")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "warning: -m web overrides -f %s, as in ghettoVCB: only the VM(s) -m names are backed up" \
+        % (tmp_path / "missing") in r.stdout
+    assert sealed(host, "web") and not backups(host, "db") and not backups(host, "app")
+    r = hotvcb(host, "-m", "web", "-a", "-m", "db", "-f", tmp_path / "missing", "-g", conf, "-w", tmp_path / "w")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "warning: -a overrides -f %s and -m web -m db, as in ghettoVCB: every VM is backed up" \
+        % (tmp_path / "missing") in r.stdout
+    assert sealed(host, "app") and len(sealed(host, "web")) == 2
+
+
 def test_shutdown_and_startup_order(host, tmp_path):
     """ghettoVCB's meaning: the order keys act on their own, on any VM of the host."""
     ids = {n: host.create_vm(n, "datastore1", [{"size": "4M"}], power="on") for n in ("app", "db", "web", "mail")}

@@ -18,7 +18,6 @@ def _vms(host, *names):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="`backup -f LIST -m VM` is a usage error; ghettoVCB's -m overrides -f")
 def test_ghettovcb_cron_line_with_f_and_m_still_backs_up(host, tmp_path):
     """README.md:31 promises 'The ghettoVCB flags work as before' and migrating-from-ghettovcb.md:4 'Nothing
     needs converting'; the stricter points are listed (migrating-from-ghettovcb.md:50-54) and this is not one.
@@ -39,7 +38,6 @@ def test_ghettovcb_cron_line_with_f_and_m_still_backs_up(host, tmp_path):
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runuser") or not os.access("/usr/bin/python3", os.X_OK),
                     reason="needs root, runuser and a python3 other users may run")
-@pytest.mark.xfail(strict=True, reason="non-root `--libvirt` runs are told about vim-cmd/vmkfstools and ESXi SSH mode")
 @pytest.mark.parametrize("args", [["backup", "-m", "web"], ["cleanup"],
                                   ["schedule", "install", "--cron", "0 1 * * *", "--", "-m", "web"]],
                          ids=["backup", "cleanup", "schedule-install"])

@@ -14,7 +14,7 @@ from ..store import volume
 from ..jobs.ahead import RunStart
 from ..jobs.backup import BackupJob
 from ..jobs.nfs import NfsTarget
-from ..jobs import outcome
+from ..jobs import outcome, preflight
 from ..jobs.outcome import final_status
 from ..runlog import LOG_LOST, open_log, say
 from . import common, onhost
@@ -27,10 +27,11 @@ def register(subparsers) -> None:
 
 
 def add_options(p: argparse.ArgumentParser) -> None:
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("-a", dest="all_vms", action="store_true", help="every VM on the host")
-    which.add_argument("-f", dest="vm_list", metavar="FILE", help="file with one VM display name a line")
-    which.add_argument("-m", dest="vm_names", metavar="NAME", action="append", help="one VM (repeatable)")
+    # not exclusive: ghettoVCB took them together, -a over -m over -f (`overridden`)
+    p.add_argument("-a", dest="all_vms", action="store_true", help="every VM on the host (overrides -m and -f)")
+    p.add_argument("-f", dest="vm_list", metavar="FILE", help="file with one VM display name a line")
+    p.add_argument("-m", dest="vm_names", metavar="NAME", action="append",
+                   help="one VM (repeatable; overrides -f)")
     p.add_argument("-e", dest="exclude", metavar="FILE", help="file of VM names to leave out")
     p.add_argument("-c", dest="confdir", metavar="DIR", help="folder of per-VM config files named after VMs")
     p.add_argument("-j", dest="job_name", metavar="NAME", default=schedule.DEFAULT_JOB, type=_job_name,
@@ -121,8 +122,33 @@ def split_global_options(words: Sequence[str]) -> Tuple[List[str], List[str]]:
     return glob, rest + list(words[i:])
 
 
+def overridden(args) -> List[str]:
+    """ghettoVCB's choice among -a, -m and -f given together, made on `args`, and the warning naming what it
+    overrides (empty: nothing was). ghettoVCB.sh's getopts let each of them set its VM list; `-m` wrote its
+    name into whichever list file was set (`-m` overrides -f, its usage says), and `-a` then filled that file
+    with every VM: `-a` over `-m` over `-f`, in any order. A wrapper passing its usual `-f vms_to_backup` and
+    adding `-m web` for one more run of web was refused as a usage error, and nothing was backed up. The
+    overridden option is dropped from `args`: its list is not read, nor sent to the host in SSH mode (where
+    `-a` sends every per-VM file), and a scheduled job's check reads what its run will."""
+    dropped = ["-f %s" % config.shown_as(args.vm_list)] if args.vm_list and (args.all_vms or args.vm_names) else []
+    if args.all_vms and args.vm_names:
+        dropped.append(_names_given(args.vm_names))
+        args.vm_names = None
+    if not dropped:
+        return []
+    args.vm_list = None
+    chosen = "-a" if args.all_vms else _names_given(args.vm_names)
+    return ["%s overrides %s, as in ghettoVCB: %s backed up" % (
+        chosen, " and ".join(dropped), "every VM is" if args.all_vms else "only the VM(s) -m names are")]
+
+
+def _names_given(names: List[str]) -> str:
+    return " ".join("-m %s" % name for name in names)
+
+
 def selection(args) -> Tuple[Optional[List[str]], List[str]]:
-    """(names or None for -a, excluded names): the list files are read now.
+    """(names or None for -a, excluded names): the list files are read now. Of -a, -m and -f given
+    together, ghettoVCB's choice counts (`overridden`, which says it).
 
     A list naming no VM (only comments, say) is refused as a missing one is: a
     nightly run that backs up nothing by design is a mistake, and `schedule
@@ -141,8 +167,10 @@ def check(args, target: "common.Target") -> List[str]:
     the list files, the config, the command line (`prepare`), the log file (made, as the run makes it),
     that the host answers (as a user who may do the work), the backup target (the repository's too),
     and that every named VM is there. Used by `schedule install`; returns the warnings to show."""
+    chosen = overridden(args)
     names, exclude = selection(args)
     settings, warnings = config.load_settings(args.global_conf)
+    warnings += chosen
     common.check_output_paths(args, settings)
     settings = prepare(args, settings)
     if settings.log_level == "dryrun":
@@ -153,6 +181,7 @@ def check(args, target: "common.Target") -> List[str]:
     try:
         host = common.connect(target)
         common.require_root(host, target.ssh is not None)
+        preflight.refuse_run_format(host, settings)
         present = [ref.name for ref in host.list_vms()]
     except HostError as err:
         raise HostError("cannot reach the host to check the job: %s" % err) from err
@@ -211,6 +240,8 @@ def run(args) -> int:
     started = datetime.now().isoformat(timespec="seconds")
     dry_run = args.level == "dryrun"
     interrupt.install()
+    for warning in overridden(args):  # said here: what it dropped is not sent to the host in SSH mode either
+        log.warning(warning)
     try:  # once the config is read: a list file gone (its NAS not mounted after a reboot) is mailed as a failed run,
         names, exclude = selection(args)  # and a signal while a list's pipe is read ends it as an interrupted run
     except (UsageError, Interrupted) as err:
@@ -234,6 +265,7 @@ def run(args) -> int:
     host_name = args.host_target.name()
     try:
         host = common.connect(args.host_target, log)
+        preflight.refuse_run_format(host, settings)  # the config's, before the lock: exit 1 with its file:line
         lock, run = common.lock_host(host, log, args.host_target)
         host_name = host.host_name()  # file by file over SSH: the ESXi host's name, not this Linux box's
         asked = RunStart(host, settings)  # the run's first questions, at once (jobs/ahead.py)

@@ -380,7 +380,8 @@ def require_root(host, remote: bool) -> None:
 
     On ESXi vim-cmd, vmkfstools and the run lock in /var/run are root's; a QEMU host's run lock
     lives with the QMP sockets, which a user may own for their own VMs (then no root is needed).
-    Over SSH the remote login decides (see lock_host).
+    Over SSH the remote login decides (see lock_host). Why it needs root is the driver's to say
+    (`why_root`): the ESXi advice sent a libvirt admin after vim-cmd and SSH mode.
     """
     if remote or os.geteuid() == 0 or os.access(host.run_dir, os.W_OK):
         return
@@ -391,13 +392,7 @@ def _root_needed(host, remote: bool) -> str:
     if remote:
         return ("hotvcb must log in to the host as root (--host root@HOST): the run lock lives in %s there, and "
                 "vim-cmd snapshots and vmkfstools copies need root" % host.run_dir)
-    if host.kind == "qemu":
-        why = "the run lock lives in %s with the QMP sockets, and the VMs' sockets and disk images are root's" \
-              % host.run_dir
-    else:
-        why = ("the run lock lives in %s, and vim-cmd snapshots and vmkfstools disk copies need root; or run it "
-               "from a Linux box in SSH mode (--host root@HOST)" % host.run_dir)
-    return "hotvcb must run as root here (this is uid %d): %s" % (os.geteuid(), why)
+    return "hotvcb must run as root here (this is uid %d): %s" % (os.geteuid(), host.why_root())
 
 
 def add_confdir_option(p: argparse.ArgumentParser, why: str) -> None:

@@ -48,6 +48,10 @@ class Hypervisor(Protocol):
 
     def describe(self) -> str: ...
 
+    # why this host's work needs root here, for the one line that refuses a run by another user
+    # (commands/common.require_root): what this driver does that only root may, and where its run lock lives
+    def why_root(self) -> str: ...
+
     def host_name(self) -> str: ...
 
     # the host's own id that outlives its reboots ("" where it has none): the host id kept in run_dir is new

@@ -83,6 +83,10 @@ class EsxiHost:
         self._seen_snaps = {}  # type: Dict[str, Tuple[float, List[Snapshot]]]
 
     # -- host ----------------------------------------------------------------
+    def why_root(self) -> str:
+        return ("the run lock lives in %s, and vim-cmd snapshots and vmkfstools disk copies need root; or run it "
+                "from a Linux box in SSH mode (--host root@HOST)" % self.run_dir)
+
     def describe(self) -> str:
         return self._release()[0] or "unknown ESXi"
 

@@ -129,6 +129,14 @@ class LibvirtHost(LocalKvmHost):
     def describe(self) -> str:
         return "libvirt %s" % self.uri
 
+    def why_root(self) -> str:
+        """Not libvirtd's socket alone (virsh as a member of the libvirt group reaches qemu:///system): qemu-img
+        reads the domains' disk images, which are root's or libvirt-qemu's, and each pull job's NBD folder is
+        made and handed (chown) to the domain's QEMU user (docs/kvm.md)."""
+        return ("the run lock lives in %s, and access to %s is not enough: qemu-img reads the domains' disk "
+                "images, and each backup's NBD socket folder is handed (chown) to the domain's QEMU user, which only "
+                "root may do" % (self.run_dir, self.uri))
+
     # -- inventory -----------------------------------------------------------
     def list_vms(self) -> List[VmRef]:
         return [VmRef(vmid=name, name=name, vmx_path="%s#%s" % (self.uri, name)) for name in self.virsh.domains()]

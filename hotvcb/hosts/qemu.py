@@ -140,6 +140,10 @@ class QemuHost(LocalKvmHost):
     def describe(self) -> str:
         return "QEMU/KVM, QMP sockets in %s" % self.qmp_dir
 
+    def why_root(self) -> str:
+        return "the run lock lives in %s with the QMP sockets, and the VMs' sockets and disk images are root's" \
+            % self.run_dir
+
     # -- inventory -----------------------------------------------------------
     def list_vms(self) -> List[VmRef]:
         refs = []

@@ -57,6 +57,19 @@ def disk_names(vm: Vm, disk: Disk) -> Set[str]:
     return names
 
 
+def refuse_run_format(host: Hypervisor, s: Settings) -> None:
+    """The run's own DISK_BACKUP_FORMAT (the global config's), one this host cannot write, refused before any VM
+    with its file:line, exit 1, as a config error: every VM failed on it one by one (exit 6), without the line to
+    fix. A per-VM file's stays that VM's failure (`check`)."""
+    if s.disk_backup_format not in host.formats:
+        raise HotvcbError("%s: %s" % (s.where("disk_backup_format"), _unwritable(host, s.disk_backup_format)))
+
+
+def _unwritable(host: Hypervisor, fmt: str) -> str:
+    return "DISK_BACKUP_FORMAT=%s cannot be written on this %s host (allowed: %s)" % (
+        fmt, host.kind, "|".join(host.formats))
+
+
 def _refuse_power_down(host: Hypervisor, vm: Vm, key: str) -> None:
     """`key` (POWER_VM_DOWN_BEFORE_BACKUP, COLD_SNAPSHOT) on a host that cannot start a VM again (bare QEMU)
     refuses the VM, saying what the key does to it: a running one is shut down; a paused one is not (only a
@@ -148,8 +161,7 @@ def check(host: Hypervisor, s: Settings, log, space: SpaceLedger, vm: Vm, disks:
                           % (host.kind, "; ".join(vm.history)))
     fmt = s.disk_backup_format
     if fmt not in host.formats:
-        raise HotvcbError("DISK_BACKUP_FORMAT=%s cannot be written on this %s host (allowed: %s)"
-                          % (fmt, host.kind, "|".join(host.formats)))
+        raise HotvcbError(_unwritable(host, fmt))
     # a repository stores only new chunks: no estimate applies (nor its cost: `qemu-img measure` per qcow2)
     needed = 0 if s.vm_backup_repository else sum(host.bytes_needed(d, fmt) for d in disks)
     # each disk's size for the copy's progress, read now while the driver has the descriptors
