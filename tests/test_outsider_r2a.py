@@ -103,7 +103,7 @@ def test_log_lost_while_mailing_is_exit_9(tmp_path):
     report = Report(0, "All VMs backed up OK!", "host", "\n".join(log.lines), "", "", {})
     args = argparse.Namespace(json_report=None, outbox=None, job_name="nightly")
     stream.gone = True
-    code = backup_cmd._deliver(args, settings, log, report)
+    code = backup_cmd._deliver(args, settings, log, report, backup_cmd.NONE_SAID)
     assert log.lost and code == LOG_LOST, (log.lost, code)
 
 
