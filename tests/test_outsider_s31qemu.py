@@ -197,8 +197,6 @@ def test_a_second_run_on_the_same_vm_does_not_remove_the_first_runs_snapshot(lab
     assert code1 == 0 and lab.backups("vm"), text1 + "\n---\n" + text2
 
 
-@pytest.mark.xfail(strict=True, reason="a .qmp path that is a regular file or a folder is reported as "
-                                       "'QEMU is not listening (Connection refused)', not as no socket")
 @pytest.mark.parametrize("kind", ["file", "folder"])
 def test_a_qmp_path_that_is_not_a_socket_is_named_as_such(lab, kind):
     """The admin's start script had a typo (`-qmp unix:/run/qmp/web.sock`), and a deploy tool once left a

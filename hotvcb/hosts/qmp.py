@@ -21,6 +21,7 @@ import json
 import os
 import select
 import socket
+import stat
 import struct
 import time
 from threading import Lock
@@ -55,6 +56,20 @@ class QmpCommandError(QmpError):
     def __init__(self, path: str, command: str, error_class: str, desc: str):
         super().__init__(path, "%s failed: %s (%s)" % (command, desc, error_class))
         self.command, self.error_class, self.desc = command, error_class, desc
+
+
+def not_listening(path: str, err: OSError) -> str:
+    """Why nobody answers at `path`. connect() refuses a regular file or a folder with the same
+    ECONNREFUSED as a socket nobody listens on; told apart, the admin looks at a placeholder file or a
+    typo'd `-qmp unix:` path instead of restarting a QEMU that runs."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        mode = 0
+    if mode and not stat.S_ISSOCK(mode):
+        what = "a folder" if stat.S_ISDIR(mode) else "a regular file" if stat.S_ISREG(mode) else "no socket"
+        return "is not a socket but %s (is QEMU's `-qmp unix:` path another one?)" % what
+    return "QEMU is not listening (%s)" % (err.strerror or err)
 
 
 class QmpClient:
@@ -122,7 +137,7 @@ class QmpClient:
             return None
         except (FileNotFoundError, ConnectionRefusedError) as err:
             sock.close()
-            raise QmpUnavailable(self.path, "QEMU is not listening (%s)" % (err.strerror or err)) from err
+            raise QmpUnavailable(self.path, not_listening(self.path, err)) from err
         except socket.timeout as err:
             sock.close()
             raise QmpTimeout(self.path, "connection", self.timeout) from err
