@@ -32,7 +32,7 @@ from . import qemu_overlay_names as naming  # DEVICE_OVERLAYS read where tests m
 from .qemu_blockgraph import FILTERS, absolute_names, chain_of, format_node, inserted, top_file
 from .qemu_commit import Deadline, commit, find_overlay, finish_killed_runs_jobs
 from .qemu_overlay_names import OUR_MARK, OVERLAY_SUFFIX, layer_snapshot, on_device, overlay_name, overlay_path
-from .qmp import QmpClient, QmpCommandError, QmpError, QmpUnavailable
+from .qmp import QmpClient, QmpCommandError, QmpError, QmpUnavailable, files_held
 
 DESCRIPTION_SUFFIX = ".description"  # beside an overlay: the snapshot's description
 MADE_BY = "qmp "  # the description's second line: the QMP socket of the VM whose disk the overlay was on
@@ -48,6 +48,9 @@ class Overlays:
         # (QMP socket, snapshot name) of the snapshots this process made: at their removal, a disk whose image
         # its QEMU writes without our overlay above it was written past the snapshot (remove)
         self.made = set()  # type: Set[Tuple[str, str]]
+        # QMP socket -> pid of the QEMU that took this process's snapshot: which one still writes our overlay
+        # when its socket is gone (_orphaned)
+        self.qemu_pids = {}  # type: Dict[str, int]
 
     def snapshots(self, vm: Vm) -> List[Snapshot]:
         """Overlays named `<image>.<name>.qcow2` in the VM's disk chains, one Snapshot per name."""
@@ -204,6 +207,9 @@ class Overlays:
                     self.shell.remove_tree(overlay + DESCRIPTION_SUFFIX)
                 raise SnapshotError("snapshot of %s failed: %s" % (vm.name, err.desc)) from err
             now = inserted(qmp)
+            pid = qmp.peer_pid()
+            if pid is not None:
+                self.qemu_pids[vm.ref.vmx_path] = pid
         wrong = [k for k, o in planned if top_file(now.get(k) or {}) != o]
         if wrong:
             raise SnapshotError("%s: after the snapshot %s do not write to the overlay" % (vm.name, ", ".join(wrong)))
@@ -324,10 +330,21 @@ class Overlays:
         return out
 
     def _orphaned(self, vm: Vm, snap: Snapshot, err: QmpUnavailable) -> SnapshotError:
-        """QEMU died with our overlay on top: the guest's last writes are in it, so it is no leftover to delete."""
+        """No QMP socket with our overlay on top: the guest's writes are in it, so it is no leftover to delete.
+        Either QEMU died, or (its socket deleted by a tmp cleaner or systemd's RuntimeDirectory) the QEMU that
+        took the snapshot, known by its pid, still runs on the overlay: then it is no stopped VM to commit."""
         kept = [o for o in (overlay_path(d.path, snap.name) for d in vm.disks if d.path) if self.shell.exists(o)]
         if not kept:
             return SnapshotError("%s: %s" % (vm.name, err))
+        pid = self.qemu_pids.get(vm.ref.vmx_path)
+        if pid is not None and {os.path.realpath(o) for o in kept} & files_held(pid):
+            return SnapshotHeld(
+                "%s: its QMP socket is gone (%s), but its QEMU (pid %d) still runs, writing the guest's writes "
+                "since the snapshot into %s: do not delete or `qemu-img commit` it while that QEMU runs; commit it "
+                "live through another monitor of that QEMU (block-commit), or shut the guest down and then "
+                "`qemu-img commit` each into its image before the VM is started again; the next backup or "
+                "`hotvcb --qemu DIR cleanup` then removes the emptied overlay"
+                % (vm.name, err, pid, ", ".join(kept)))
         return SnapshotHeld(
             "%s: its QEMU is gone (%s); the guest's writes since the snapshot are in %s: `qemu-img commit` each "
             "into its image before the VM is started again (deleting one loses those writes); the next backup "
