@@ -297,8 +297,6 @@ def test_a_full_work_directory_is_left_as_it_was(lab, tmpfs):
     assert sorted(os.listdir(work)) == ["fill"], [(r, fs) for r, _d, fs in os.walk(work)]
 
 
-@pytest.mark.xfail(strict=True, reason="a disk QEMU runs with snapshot=on (-snapshot) fails the VM with a raw "
-                                       "`qemu-img measure failed ... /var/tmp/vl.XXXX: No such file` error")
 def test_a_disk_run_with_qemu_snapshot_mode_is_named_clearly(lab):
     """A test VM is started with `-drive file=/srv/vms/t.qcow2,...,snapshot=on` (or QEMU's global
     `-snapshot`: every write goes to a temporary qcow2 that QEMU creates in /var/tmp and unlinks at once, and

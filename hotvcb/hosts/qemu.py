@@ -210,6 +210,12 @@ class QemuHost(LocalKvmHost):
                            "image names" % path[:200], path)
         if not path.startswith("/"):
             return skipped("not a local image file: %s" % path[:200])
+        if len(chain) > i + 1 and _qemu_temporary(path) and not self.shell.exists(path):
+            image = chain[i + 1].get("filename", "")
+            return skipped("QEMU runs it in snapshot mode (`snapshot=on` or `-snapshot`): the guest writes to a "
+                           "temporary overlay over the image that QEMU deleted at once and throws away when it "
+                           "exits, so the image holds none of the guest's writes; run it without snapshot mode to "
+                           "back it up", image)
         self._formats[path] = chain[i].get("format", "") if chain else ""
         below = chain[i:]
         if below and all("virtual-size" in l and "actual-size" in l for l in below):
@@ -359,6 +365,14 @@ class QemuHost(LocalKvmHost):
 
     def registered_at(self, vmx_path: str) -> Optional[str]:
         return None  # register_vm registers nothing here
+
+
+def _qemu_temporary(path: str) -> bool:
+    """QEMU's name for a disk's temporary snapshot overlay (`snapshot=on`, `-snapshot`: `$TMPDIR/vl.XXXXXX`,
+    get_tmp_filename), which it unlinks once opened: nothing to copy, and the image below it is not what the
+    guest sees."""
+    base = path.rsplit("/", 1)[-1]
+    return len(base) == 9 and base.startswith("vl.") and base[3:].isalnum()
 
 
 def _below_ours(chain: List[Dict[str, Any]]) -> int:
