@@ -112,8 +112,6 @@ def test_kill9_mid_copy_then_cleanup_leaves_qemu_as_it_was_and_the_next_backup_i
 # -- defects --------------------------------------------------------------------------------------------
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="restore --kvm of an ESXi backup of a VM whose name has a double "
-                                       "quote fails in qemu-img: the VMDK extent name is cut at the quote")
 def test_an_esxi_vm_with_a_double_quote_in_its_name_restores_to_kvm(tmp_path):
     """The ESXi host dies; the admin moves its VMs to a KVM host as restore.md section 5 promises ("any
     good backup folder — made on ESXi ... — restores as a KVM VM"): `hotvcb restore BACKUP --kvm DIR
@@ -271,8 +269,6 @@ def test_a_vm_named_with_a_leading_dot_is_listed_and_verified_with_the_others(la
     assert "2 backup(s) checked" in verified and ".web-" in verified, verified
 
 
-@pytest.mark.xfail(strict=True, reason="a run whose -w work directory is full warns it cannot use it and leaves "
-                                       "its hotvcb-<run>/run.txt there, one more every night")
 def test_a_full_work_directory_is_left_as_it_was(lab, tmpfs):
     """`-w /var/tmp/hotvcb` sits on a small /var that filled up (logs). Each nightly run says `warning: cannot
     use work directory /var/tmp/hotvcb/hotvcb-<run>: No space left on device`, backs the VM up OK (right),
