@@ -140,8 +140,6 @@ def test_an_esxi_vm_with_a_double_quote_in_its_name_restores_to_kvm(tmp_path):
         host.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="a second run (another QMP folder) whose snapshot name equals the first "
-                                       "run's takes the first run's live overlay for its own and removes it")
 def test_a_second_run_on_the_same_vm_does_not_remove_the_first_runs_snapshot(lab):
     """The VM has two QMP monitors (`-qmp unix:/run/qmp/vm.qmp` for the nightly job, `-qmp
     unix:/run/qmp-offsite/vm.qmp` for the offsite job: kvm.md allows one run per folder), and the admin

@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from ..errors import HostError, SnapshotBypassed, SnapshotError, SnapshotHeld, SnapshotKept, TimeoutExpired
 from ..model import HOLDS_DATA, Snapshot, Vm
-from ..runid import RECORD_MAX
+from ..runid import RECORD_MAX, parse
 from ..shell import Shell
 from . import qemu_overlay_names as naming  # DEVICE_OVERLAYS read where tests may have pointed it
 from .qemu_blockgraph import FILTERS, absolute_names, chain_of, format_node, inserted, top_file
@@ -144,6 +144,12 @@ class Overlays:
             pass
         return "overlay " + overlay
 
+    def _holder(self, overlay: str) -> str:
+        """The run an overlay's description names, as the admin reads a run, else the description."""
+        text = self._description(overlay)
+        record = parse(text)
+        return str(record) if record is not None else text
+
     def delta_files(self, vm: Vm) -> List[str]:
         """Overlay files (ours or named like ours) on top of the VM's images, in use or not."""
         found = []
@@ -175,6 +181,12 @@ class Overlays:
             actions, planned = [], []  # type: List[Dict[str, Any]], List[Tuple[str, str]]
             for i, disk in enumerate(disks):
                 ins = current.get(disk.key)
+                above = self._ours_above(ins, disk.path) if ins is not None else None
+                if ins is not None and above is not None and (vm.ref.vmx_path, above) not in self.made:
+                    raise SnapshotError("%s: disk %s is under snapshot %s of another backup (%s): one backup of a VM "
+                                        "at a time, so not snapshotting it again (that run removes it when it ends; "
+                                        "a dead run's, `hotvcb --qemu DIR cleanup`)" % (
+                                            vm.name, disk.key, above, self._holder(top_file(ins))))
                 if ins is None or top_file(ins) != disk.path:
                     raise SnapshotError("%s: disk %s is no longer %s (now %s)" % (
                         vm.name, disk.key, disk.path, top_file(ins) if ins else "gone"))
@@ -229,17 +241,44 @@ class Overlays:
             raise SnapshotError("no block node for %s below its filter node %s" % (path, ins.get("node-name")))
         return node
 
+    def _ours_above(self, ins: Dict[str, Any], path: str) -> Optional[str]:
+        """The name of our snapshot whose overlay the disk's guest writes above `path` (its image as loaded):
+        unless this process made it, another run's (a second QMP folder's run on the same VM), which it is
+        backing up now."""
+        chain = chain_of(ins.get("image") or {})
+        for i, layer in enumerate(chain):
+            if layer.get("filename") == path:
+                return None
+            name = layer_snapshot(chain, i)
+            if name is not None and name.startswith(OUR_MARK):
+                return name
+        return None
+
     def _describe(self, overlays: List[str], description: str, vm: Vm) -> None:
         """Each overlay's description, written before QEMU is asked for any overlay: all of them, or (a full
         file system, a read-only folder) none, and a SnapshotError, so the job knows no snapshot will show
-        up late (nothing was asked of QEMU) and no file is left that no overlay explains."""
+        up late (nothing was asked of QEMU) and no file is left that no overlay explains. Each is claimed
+        (Shell.link_new): a run on another QMP folder of the same VM asking for a snapshot of the same name in
+        the same instant (names are seconds) gets none, rather than QEMU recreating, empty, the overlay the
+        other run's guest writes to."""
+        claimed = []  # type: List[str]
         try:
             for overlay in overlays:
-                self.shell.write_text(overlay + DESCRIPTION_SUFFIX, "%s\n%s%s\n" % (description, MADE_BY,
-                                                                                    vm.ref.vmx_path))
-        except HostError as err:
-            for overlay in overlays:
+                mine = "%s%s.%d-new" % (overlay, DESCRIPTION_SUFFIX, os.getpid())
+                self.shell.write_text(mine, "%s\n%s%s\n" % (description, MADE_BY, vm.ref.vmx_path))
+                try:
+                    won = self.shell.link_new(mine, overlay + DESCRIPTION_SUFFIX)
+                finally:
+                    self.shell.remove_tree(mine)
+                if not won:
+                    raise SnapshotError("snapshot of %s not taken (QEMU was not asked): %s is another backup's "
+                                        "(%s): one backup of a VM at a time" % (vm.name, overlay, self._holder(overlay)))
+                claimed.append(overlay)
+        except HostError as err:  # a SnapshotError too
+            for overlay in claimed:
                 self.shell.remove_tree(overlay + DESCRIPTION_SUFFIX)
+            if isinstance(err, SnapshotError):
+                raise
             raise SnapshotError("snapshot of %s not taken (QEMU was not asked): %s" % (vm.name, err)) from err
 
     def remove(self, vm: Vm, snap: Snapshot, timeout: float) -> None:
