@@ -217,7 +217,8 @@ class Overlays:
                 self._remove_unused(qmp, [o for _k, o in planned])
                 for _key, overlay in planned:
                     self.shell.remove_tree(overlay + DESCRIPTION_SUFFIX)
-                raise SnapshotError("snapshot of %s failed: %s" % (vm.name, err.desc)) from err
+                raise SnapshotError("snapshot of %s failed: %s%s" % (vm.name, err.desc, _jobs_in_the_way(qmp, err))) \
+                    from err
             now = inserted(qmp)
             pid = qmp.peer_pid()
             if pid is not None:
@@ -404,3 +405,19 @@ class Overlays:
         for f in files:
             if f not in used and self.shell.exists(f):
                 self.shell.remove_tree(f)
+
+
+def _jobs_in_the_way(qmp: QmpClient, err: QmpCommandError) -> str:
+    """Which block jobs hold a node QEMU calls busy (an admin's drive-mirror, a backup tool's job), by the id
+    its owner gave it, and what to do: QEMU's own text names an internal node (`#block123`) and a job type."""
+    if "is busy" not in err.desc:
+        return ""
+    try:
+        jobs = qmp.execute("query-block-jobs")
+    except QmpError:
+        return ""
+    named = ["%s (%s, %s)" % (j.get("device", "?"), j.get("type", "?"), j.get("status", "?")) for j in jobs or []]
+    if not named:
+        return ""
+    return ("; block job(s) on the VM's disks: %s -- a disk under a block job takes no snapshot: let it end, or "
+            "cancel it (QMP block-job-cancel), then back the VM up" % ", ".join(named))
