@@ -10,7 +10,7 @@ embedded in a hosted sparse extent (monolithicSparse: text at sector 1).
 import re
 import struct
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from .errors import HotvcbError
 from .filetext import decoded, encoded
@@ -189,6 +189,11 @@ def rename_extent(text: str, filename: str) -> str:
     between the quotes as it is, a `"` in it too: so vmkfstools writes a clone's extent, and an
     extent's name runs to the line's last quote (`_EXTENT`), so the descriptor names that very file."""
     return _renamed_extents(text, lambda _name: filename)
+
+
+def extents_renamed(text: str, names: Dict[str, str]) -> str:
+    """`text` with each extent named in `names` renamed to its value, every other line as it is."""
+    return _renamed_extents(text, names.get)
 
 
 def _renamed_extents(text: str, new_name: Callable[[str], Optional[str]]) -> str:

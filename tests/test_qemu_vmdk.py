@@ -105,3 +105,20 @@ def test_a_libvirt_backups_blank_line_vmdk_is_staged_for_esxi_as_the_one_disk(tm
     restore_stage.stage(LocalShell(), machine_of(LocalShell(), str(folder)), str(dest), _Log())
     assert sorted(n for n in os.listdir(str(dest)) if not n.endswith(".vmx")) == ["sda-flat.vmdk", "sda.vmdk"]
     assert raw_of(str(dest / "sda.vmdk"), tmp_path) == data
+
+
+def test_an_extent_with_a_quote_is_read_through_a_name_without_one(tmp_path):
+    """qemu ends an extent's name at its first `"` (`Web "prod"-flat.vmdk` opened as `Web `): the copy names
+    it by a link without the quote, one no other file of the chain has (the descriptor is called
+    `Web _prod_-flat.vmdk` here)."""
+    text = BLANK.replace("\n\nRW", "\nRW").replace('"disk-flat.vmdk"', '"Web "prod"-flat.vmdk"')
+    folder, data = backup(tmp_path, text)
+    os.rename(str(folder / "disk-flat.vmdk"), str(folder / 'Web "prod"-flat.vmdk'))
+    os.rename(str(folder / "disk.vmdk"), str(folder / "Web _prod_-flat.vmdk"))
+    path = str(folder / "Web _prod_-flat.vmdk")
+    work = str(tmp_path / "work")
+    opened = qemu_vmdk.opened(LocalShell(), path, work)
+    assert opened == work + "/Web _prod_-flat.vmdk"
+    assert '"1-Web _prod_-flat.vmdk"' in open(opened).read()
+    assert raw_of(opened, tmp_path) == data
+    assert (folder / "Web _prod_-flat.vmdk").read_text() == text  # the backup only read

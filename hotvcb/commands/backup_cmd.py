@@ -18,6 +18,7 @@ from ..jobs import outcome, preflight
 from ..jobs.outcome import final_status
 from ..runlog import LOG_LOST, open_log, say
 from . import common, onhost
+from .workdir import WorkDir
 
 
 def register(subparsers) -> None:
@@ -269,7 +270,7 @@ def run(args) -> int:
         lock, run = common.lock_host(host, log, args.host_target)
         host_name = host.host_name()  # file by file over SSH: the ESXi host's name, not this Linux box's
         asked = RunStart(host, settings)  # the run's first questions, at once (jobs/ahead.py)
-        work = common.WorkDir(args.workdir, run, settings.workdir_debug, log)
+        work = WorkDir(args.workdir, run, settings.workdir_debug, log)
         log.info("============================== hotvcb LOG START ==============================")
         log.info("HOST: %s (%s), job %s, %s" % (host.shell.description, host.describe(), args.job_name, run))
         log.info("CONFIG: %s; %s" % (config.shown_as(args.global_conf or "built-in defaults"), settings.summary()))

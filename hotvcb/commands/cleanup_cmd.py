@@ -18,7 +18,7 @@ from ..jobs.leftovers import cleanup_host, snapshot_patience
 from ..localshell import LocalShell
 from ..runid import RunId, machine_id
 from ..store.lock import gone_here
-from . import common, onhost
+from . import common, onhost, workdir
 
 
 def register(subparsers) -> None:
@@ -51,6 +51,7 @@ def run(args) -> int:
                              snapshot_patience(settings))
         n = swept.found + restore_sweep.sweep(host.shell, [d.url for d in host.datastores()], log, me,
                                                 args.level == "dryrun")
+        workdir.sweep(args.workdir, me, log, args.level == "dryrun")  # this machine's, said apart, not counted
         if swept.complete and args.level != "dryrun":
             lock.sweep_done()
     finally:

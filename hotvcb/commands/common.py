@@ -3,7 +3,6 @@
 import argparse
 import re
 import os
-import shutil
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -463,6 +462,7 @@ def check_output_paths(args, settings: Settings) -> None:
 
 
 DEFAULT_LOGS_KEPT = 20  # of the runs without -l, the newest logs kept in the -w folder
+DEFAULT_LOG_ROOM = 1 << 20  # free bytes the -w folder needs for one: a night's log of many VMs is some 100 KiB
 _DEFAULT_LOG = lazyre.compile(r"hotvcb-\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-\d+\.log")
 
 
@@ -477,6 +477,9 @@ def default_log(workdir: str) -> Optional[str]:
     path = os.path.join(workdir, "hotvcb-%s-%d.log" % (datetime.now().strftime("%Y-%m-%d_%H-%M-%S"), os.getpid()))
     try:
         os.makedirs(workdir, exist_ok=True)
+        room = os.statvfs(workdir)
+        if room.f_bavail * room.f_frsize < DEFAULT_LOG_ROOM:
+            return None  # a full /var: the log would be lost at its first line (exit 9), an empty file left
         older = sorted(n for n in os.listdir(workdir) if _DEFAULT_LOG.fullmatch(n))
         for name in older[:max(len(older) - DEFAULT_LOGS_KEPT + 1, 0)]:
             os.unlink(os.path.join(workdir, name))
@@ -503,42 +506,6 @@ def lock_host(host: Hypervisor, log, target: Target, gone: Sequence[str] = ()) -
         if "ermission denied" in str(err):
             raise LockError(_root_needed(host, remote)) from err
         raise
-
-
-class WorkDir:
-    """The run's own folder under -w: its record and a debug log of everything.
-
-    Removed when the run ends, unless WORKDIR_DEBUG=1 keeps it (and the log
-    says where), as ghettoVCB's work directory was.
-    """
-
-    def __init__(self, base: str, run: RunId, keep: bool, log: RunLog):
-        self.path = os.path.join(base, "hotvcb-" + run.run)
-        self.keep, self.log = keep, log
-        debug_log = os.path.join(self.path, "debug.log")
-        try:
-            datastorepath.refuse_missing(base, "-w %s" % base)
-            os.makedirs(self.path)
-            with open(os.path.join(self.path, "run.txt"), "w", encoding="utf-8") as f:
-                f.write(run.text() + "\n")
-            log.keep_debug(debug_log)
-        except UsageError as err:  # -w on no datastore: not made in /vmfs/volumes, where a share is to be mounted
-            log.warning("cannot use work directory %s: %s" % (self.path, err))
-            self.path = ""
-        except OSError as err:
-            if keep:  # the debug log asked for is a log sink lost: the final status names it, exit 9
-                log.lose("the debug log %s" % debug_log, err)
-            else:
-                log.warning("cannot use work directory %s: %s" % (self.path, err.strerror or err))
-            self.path = ""
-
-    def finish(self) -> None:
-        if not self.path:
-            return
-        if self.keep:
-            self.log.info("WORKDIR_DEBUG: work directory kept at %s (debug.log holds every line)" % self.path)
-            return
-        shutil.rmtree(self.path, ignore_errors=True)
 
 
 def connect(target: Target, log: Optional[RunLog] = None) -> Hypervisor:

@@ -126,7 +126,7 @@ class QemuHost(LocalKvmHost):
         # image path -> (virtual, allocated by its chain) as query-block showed them at load_vm,
         # so the pre-flight needs no `qemu-img info` process per disk and question
         self._sizes = {}  # type: Dict[str, Tuple[int, int]]
-        self._data = {}  # type: Dict[str, int]  # qcow2 image path -> its chain's data, uncompressed (bytes_needed)
+        self._data = {}  # type: Dict[str, int]  # image path -> its chain as a qcow2, qemu-img measure (bytes_needed)
         self._turns = {}  # type: Dict[str, threading.Lock]  # QMP socket -> its client's turn
         self._turns_lock = threading.Lock()
         self.overlays = Overlays(shell, self._qmp, qmp_timeout, qemu_img)
@@ -214,6 +214,12 @@ class QemuHost(LocalKvmHost):
                            "image names" % path[:200], path)
         if not path.startswith("/"):
             return skipped("not a local image file: %s" % path[:200])
+        if len(chain) > i + 1 and _qemu_temporary(path) and not self.shell.exists(path):
+            image = chain[i + 1].get("filename", "")
+            return skipped("QEMU runs it in snapshot mode (`snapshot=on` or `-snapshot`): the guest writes to a "
+                           "temporary overlay over the image that QEMU deleted at once and throws away when it "
+                           "exits, so the image holds none of the guest's writes; run it without snapshot mode to "
+                           "back it up", image)
         self._formats[path] = chain[i].get("format", "") if chain else ""
         below = chain[i:]
         if below and all("virtual-size" in l and "actual-size" in l for l in below):
@@ -337,18 +343,27 @@ class QemuHost(LocalKvmHost):
         return [descriptor_path] + [folder + "/" + e.filename for e in desc.extents]
 
     def bytes_needed(self, disk: Disk, fmt: str) -> int:
-        """Thick formats take the virtual size; the others what the chain has allocated, or for a qcow2 (which
-        may be compressed: its file is then a fraction of the data any copy writes) its data's size."""
+        """Thick formats take the virtual size; a qcow2 copy what `qemu-img measure` says it takes (the chain's
+        data and qcow2's own tables: the data alone fell short of what the copy wrote); the others what the
+        chain has allocated, or for a qcow2 (which may be compressed: its file is then a fraction of the data
+        any copy writes) its data's size."""
         virtual, allocated = self._sizes.get(disk.path) or local_sizes(
             qemuimg.info(self.shell, disk.path, self.qemu_img))
         spec = qemuimg.FORMATS.get(fmt)
         if spec is None or spec.thick:
             return virtual
-        if self._formats.get(disk.path) == "qcow2":
-            if disk.path not in self._data:
-                self._data[disk.path] = qemuimg.data_size(self.shell, disk.path, "qcow2", self.qemu_img)
-            allocated = max(allocated, self._data[disk.path])
+        source = self._formats.get(disk.path, "")
+        if source and spec.driver == "qcow2":
+            return self._measured(disk.path, source)
+        if source == "qcow2":
+            allocated = max(allocated, self._measured(disk.path, source))
         return min(allocated, virtual)
+
+    def _measured(self, path: str, source: str) -> int:
+        """`qemu-img measure`'s size of the image's chain as a qcow2, asked once per image."""
+        if path not in self._data:
+            self._data[path] = qemuimg.data_size(self.shell, path, source, self.qemu_img)
+        return self._data[path]
 
     def backup_config(self, vm: Vm, disk_names: Dict[str, str]) -> Tuple[str, str]:
         """The VM's description (image formats, disk nodes) in place of a .vmx."""
@@ -363,6 +378,14 @@ class QemuHost(LocalKvmHost):
 
     def registered_at(self, vmx_path: str) -> Optional[str]:
         return None  # register_vm registers nothing here
+
+
+def _qemu_temporary(path: str) -> bool:
+    """QEMU's name for a disk's temporary snapshot overlay (`snapshot=on`, `-snapshot`: `$TMPDIR/vl.XXXXXX`,
+    get_tmp_filename), which it unlinks once opened: nothing to copy, and the image below it is not what the
+    guest sees."""
+    base = path.rsplit("/", 1)[-1]
+    return len(base) == 9 and base.startswith("vl.") and base[3:].isalnum()
 
 
 def _below_ours(chain: List[Dict[str, Any]]) -> int:

@@ -26,13 +26,13 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from ..errors import HostError, SnapshotBypassed, SnapshotError, SnapshotHeld, SnapshotKept, TimeoutExpired
 from ..model import HOLDS_DATA, Snapshot, Vm
-from ..runid import RECORD_MAX
+from ..runid import RECORD_MAX, parse
 from ..shell import Shell
 from . import qemu_overlay_names as naming  # DEVICE_OVERLAYS read where tests may have pointed it
 from .qemu_blockgraph import FILTERS, absolute_names, chain_of, format_node, inserted, top_file
 from .qemu_commit import Deadline, commit, find_overlay, finish_killed_runs_jobs
 from .qemu_overlay_names import OUR_MARK, OVERLAY_SUFFIX, layer_snapshot, on_device, overlay_name, overlay_path
-from .qmp import QmpClient, QmpCommandError, QmpError, QmpUnavailable
+from .qmp import QmpClient, QmpCommandError, QmpError, QmpUnavailable, files_held
 
 DESCRIPTION_SUFFIX = ".description"  # beside an overlay: the snapshot's description
 MADE_BY = "qmp "  # the description's second line: the QMP socket of the VM whose disk the overlay was on
@@ -48,6 +48,9 @@ class Overlays:
         # (QMP socket, snapshot name) of the snapshots this process made: at their removal, a disk whose image
         # its QEMU writes without our overlay above it was written past the snapshot (remove)
         self.made = set()  # type: Set[Tuple[str, str]]
+        # QMP socket -> pid of the QEMU that took this process's snapshot: which one still writes our overlay
+        # when its socket is gone (_orphaned)
+        self.qemu_pids = {}  # type: Dict[str, int]
 
     def snapshots(self, vm: Vm) -> List[Snapshot]:
         """Overlays named `<image>.<name>.qcow2` in the VM's disk chains, one Snapshot per name."""
@@ -141,6 +144,12 @@ class Overlays:
             pass
         return "overlay " + overlay
 
+    def _holder(self, overlay: str) -> str:
+        """The run an overlay's description names, as the admin reads a run, else the description."""
+        text = self._description(overlay)
+        record = parse(text)
+        return str(record) if record is not None else text
+
     def delta_files(self, vm: Vm) -> List[str]:
         """Overlay files (ours or named like ours) on top of the VM's images, in use or not."""
         found = []
@@ -172,6 +181,12 @@ class Overlays:
             actions, planned = [], []  # type: List[Dict[str, Any]], List[Tuple[str, str]]
             for i, disk in enumerate(disks):
                 ins = current.get(disk.key)
+                above = self._ours_above(ins, disk.path) if ins is not None else None
+                if ins is not None and above is not None and (vm.ref.vmx_path, above) not in self.made:
+                    raise SnapshotError("%s: disk %s is under snapshot %s of another backup (%s): one backup of a VM "
+                                        "at a time, so not snapshotting it again (that run removes it when it ends; "
+                                        "a dead run's, `hotvcb --qemu DIR cleanup`)" % (
+                                            vm.name, disk.key, above, self._holder(top_file(ins))))
                 if ins is None or top_file(ins) != disk.path:
                     raise SnapshotError("%s: disk %s is no longer %s (now %s)" % (
                         vm.name, disk.key, disk.path, top_file(ins) if ins else "gone"))
@@ -202,8 +217,12 @@ class Overlays:
                 self._remove_unused(qmp, [o for _k, o in planned])
                 for _key, overlay in planned:
                     self.shell.remove_tree(overlay + DESCRIPTION_SUFFIX)
-                raise SnapshotError("snapshot of %s failed: %s" % (vm.name, err.desc)) from err
+                raise SnapshotError("snapshot of %s failed: %s%s" % (vm.name, err.desc, _jobs_in_the_way(qmp, err))) \
+                    from err
             now = inserted(qmp)
+            pid = qmp.peer_pid()
+            if pid is not None:
+                self.qemu_pids[vm.ref.vmx_path] = pid
         wrong = [k for k, o in planned if top_file(now.get(k) or {}) != o]
         if wrong:
             raise SnapshotError("%s: after the snapshot %s do not write to the overlay" % (vm.name, ", ".join(wrong)))
@@ -223,17 +242,44 @@ class Overlays:
             raise SnapshotError("no block node for %s below its filter node %s" % (path, ins.get("node-name")))
         return node
 
+    def _ours_above(self, ins: Dict[str, Any], path: str) -> Optional[str]:
+        """The name of our snapshot whose overlay the disk's guest writes above `path` (its image as loaded):
+        unless this process made it, another run's (a second QMP folder's run on the same VM), which it is
+        backing up now."""
+        chain = chain_of(ins.get("image") or {})
+        for i, layer in enumerate(chain):
+            if layer.get("filename") == path:
+                return None
+            name = layer_snapshot(chain, i)
+            if name is not None and name.startswith(OUR_MARK):
+                return name
+        return None
+
     def _describe(self, overlays: List[str], description: str, vm: Vm) -> None:
         """Each overlay's description, written before QEMU is asked for any overlay: all of them, or (a full
         file system, a read-only folder) none, and a SnapshotError, so the job knows no snapshot will show
-        up late (nothing was asked of QEMU) and no file is left that no overlay explains."""
+        up late (nothing was asked of QEMU) and no file is left that no overlay explains. Each is claimed
+        (Shell.link_new): a run on another QMP folder of the same VM asking for a snapshot of the same name in
+        the same instant (names are seconds) gets none, rather than QEMU recreating, empty, the overlay the
+        other run's guest writes to."""
+        claimed = []  # type: List[str]
         try:
             for overlay in overlays:
-                self.shell.write_text(overlay + DESCRIPTION_SUFFIX, "%s\n%s%s\n" % (description, MADE_BY,
-                                                                                    vm.ref.vmx_path))
-        except HostError as err:
-            for overlay in overlays:
+                mine = "%s%s.%d-new" % (overlay, DESCRIPTION_SUFFIX, os.getpid())
+                self.shell.write_text(mine, "%s\n%s%s\n" % (description, MADE_BY, vm.ref.vmx_path))
+                try:
+                    won = self.shell.link_new(mine, overlay + DESCRIPTION_SUFFIX)
+                finally:
+                    self.shell.remove_tree(mine)
+                if not won:
+                    raise SnapshotError("snapshot of %s not taken (QEMU was not asked): %s is another backup's "
+                                        "(%s): one backup of a VM at a time" % (vm.name, overlay, self._holder(overlay)))
+                claimed.append(overlay)
+        except HostError as err:  # a SnapshotError too
+            for overlay in claimed:
                 self.shell.remove_tree(overlay + DESCRIPTION_SUFFIX)
+            if isinstance(err, SnapshotError):
+                raise
             raise SnapshotError("snapshot of %s not taken (QEMU was not asked): %s" % (vm.name, err)) from err
 
     def remove(self, vm: Vm, snap: Snapshot, timeout: float) -> None:
@@ -324,10 +370,21 @@ class Overlays:
         return out
 
     def _orphaned(self, vm: Vm, snap: Snapshot, err: QmpUnavailable) -> SnapshotError:
-        """QEMU died with our overlay on top: the guest's last writes are in it, so it is no leftover to delete."""
+        """No QMP socket with our overlay on top: the guest's writes are in it, so it is no leftover to delete.
+        Either QEMU died, or (its socket deleted by a tmp cleaner or systemd's RuntimeDirectory) the QEMU that
+        took the snapshot, known by its pid, still runs on the overlay: then it is no stopped VM to commit."""
         kept = [o for o in (overlay_path(d.path, snap.name) for d in vm.disks if d.path) if self.shell.exists(o)]
         if not kept:
             return SnapshotError("%s: %s" % (vm.name, err))
+        pid = self.qemu_pids.get(vm.ref.vmx_path)
+        if pid is not None and {os.path.realpath(o) for o in kept} & files_held(pid):
+            return SnapshotHeld(
+                "%s: its QMP socket is gone (%s), but its QEMU (pid %d) still runs, writing the guest's writes "
+                "since the snapshot into %s: do not delete or `qemu-img commit` it while that QEMU runs; commit it "
+                "live through another monitor of that QEMU (block-commit), or shut the guest down and then "
+                "`qemu-img commit` each into its image before the VM is started again; the next backup or "
+                "`hotvcb --qemu DIR cleanup` then removes the emptied overlay"
+                % (vm.name, err, pid, ", ".join(kept)))
         return SnapshotHeld(
             "%s: its QEMU is gone (%s); the guest's writes since the snapshot are in %s: `qemu-img commit` each "
             "into its image before the VM is started again (deleting one loses those writes); the next backup "
@@ -348,3 +405,19 @@ class Overlays:
         for f in files:
             if f not in used and self.shell.exists(f):
                 self.shell.remove_tree(f)
+
+
+def _jobs_in_the_way(qmp: QmpClient, err: QmpCommandError) -> str:
+    """Which block jobs hold a node QEMU calls busy (an admin's drive-mirror, a backup tool's job), by the id
+    its owner gave it, and what to do: QEMU's own text names an internal node (`#block123`) and a job type."""
+    if "is busy" not in err.desc:
+        return ""
+    try:
+        jobs = qmp.execute("query-block-jobs")
+    except QmpError:
+        return ""
+    named = ["%s (%s, %s)" % (j.get("device", "?"), j.get("type", "?"), j.get("status", "?")) for j in jobs or []]
+    if not named:
+        return ""
+    return ("; block job(s) on the VM's disks: %s -- a disk under a block job takes no snapshot: let it end, or "
+            "cancel it (QMP block-job-cancel), then back the VM up" % ", ".join(named))

@@ -21,10 +21,11 @@ import json
 import os
 import select
 import socket
+import stat
 import struct
 import time
 from threading import Lock
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Set
 
 from .. import interrupt
 from ..errors import HostError
@@ -55,6 +56,36 @@ class QmpCommandError(QmpError):
     def __init__(self, path: str, command: str, error_class: str, desc: str):
         super().__init__(path, "%s failed: %s (%s)" % (command, desc, error_class))
         self.command, self.error_class, self.desc = command, error_class, desc
+
+
+def not_listening(path: str, err: OSError) -> str:
+    """Why nobody answers at `path`. connect() refuses a regular file or a folder with the same
+    ECONNREFUSED as a socket nobody listens on; told apart, the admin looks at a placeholder file or a
+    typo'd `-qmp unix:` path instead of restarting a QEMU that runs."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        mode = 0
+    if mode and not stat.S_ISSOCK(mode):
+        what = "a folder" if stat.S_ISDIR(mode) else "a regular file" if stat.S_ISREG(mode) else "no socket"
+        return "is not a socket but %s (is QEMU's `-qmp unix:` path another one?)" % what
+    return "QEMU is not listening (%s)" % (err.strerror or err)
+
+
+def files_held(pid: int) -> Set[str]:
+    """The files process `pid` holds open (/proc/<pid>/fd), none where that cannot be read (it is gone)."""
+    fds = "/proc/%d/fd" % pid
+    held = set()  # type: Set[str]
+    try:
+        entries = os.listdir(fds)
+    except OSError:
+        return held
+    for fd in entries:
+        try:
+            held.add(os.readlink(fds + "/" + fd))
+        except OSError:
+            pass  # closed meanwhile
+    return held
 
 
 class QmpClient:
@@ -122,7 +153,7 @@ class QmpClient:
             return None
         except (FileNotFoundError, ConnectionRefusedError) as err:
             sock.close()
-            raise QmpUnavailable(self.path, "QEMU is not listening (%s)" % (err.strerror or err)) from err
+            raise QmpUnavailable(self.path, not_listening(self.path, err)) from err
         except socket.timeout as err:
             sock.close()
             raise QmpTimeout(self.path, "connection", self.timeout) from err
@@ -138,21 +169,12 @@ class QmpClient:
         forwarder) whose directory holds a same-named file, and `-daemonize` chdirs QEMU to / after opening
         its images. So `<cwd>/<name>` is taken only when the peer has that very file open, else the one file
         it holds open whose path ends in `/<name>` (a daemonized QEMU), else none."""
-        if self._sock is None or not hasattr(socket, "SO_PEERCRED"):
+        pid = self.peer_pid()
+        if pid is None:
             return None
+        held = files_held(pid)
         try:
-            pid = struct.unpack("3i", self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                            struct.calcsize("3i")))[0]
-            if pid <= 0:
-                return None
             cwd = os.readlink("/proc/%d/cwd" % pid)
-            fds = "/proc/%d/fd" % pid
-            held = set()
-            for fd in os.listdir(fds):
-                try:
-                    held.add(os.readlink(fds + "/" + fd))
-                except OSError:
-                    pass  # closed meanwhile
         except OSError:
             return None
         candidate = os.path.normpath(os.path.join(cwd, name))
@@ -161,6 +183,18 @@ class QmpClient:
         tail = "/" + os.path.normpath(name)
         found = sorted(f for f in held if f.endswith(tail))
         return found[0] if len(found) == 1 else None
+
+    def peer_pid(self) -> Optional[int]:
+        """The pid of the process at the socket's other end (SO_PEERCRED): QEMU, or a proxy in front of it;
+        None where it cannot be told."""
+        if self._sock is None or not hasattr(socket, "SO_PEERCRED"):
+            return None
+        try:
+            pid = struct.unpack("3i", self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                            struct.calcsize("3i")))[0]
+        except OSError:
+            return None
+        return pid if pid > 0 else None
 
     def close(self) -> None:
         try:

@@ -17,6 +17,7 @@ from .. import crashpoint, interrupt
 from ..errors import HotvcbError, SnapshotBypassed, SnapshotHeld, SnapshotKept
 from ..hosts.base import Hypervisor
 from ..model import Snapshot, Vm
+from ..runid import RunId, parse
 from ..store.seal import Sealer
 from .leftovers import clear_snapshot_mark, late_wait, remove_our_snapshots
 
@@ -54,7 +55,7 @@ def _consolidate(one: "_VmBackup", vm: Vm) -> str:
     and the failed backup's record."""
     if one.snapshot is None and one.snapshot_name is not None and not one.gone:
         wait = 0.0 if one.snapshot_refused else late_wait(one.s)  # once if the host refused it
-        one.snapshot = _late_snapshot(one.host, vm, one.snapshot_name, wait, one.log)
+        one.snapshot = _late_snapshot(one.host, vm, one.snapshot_name, one.job.run_id, wait, one.log)
         if one.snapshot is None and one.snapshot_refused:
             clear_snapshot_mark(one.host, vm, one.log)  # nothing will show up
         elif one.snapshot is None:
@@ -100,17 +101,19 @@ def _consolidate(one: "_VmBackup", vm: Vm) -> str:
     return ""
 
 
-def _late_snapshot(host: Hypervisor, vm: Vm, name: str, wait: float, log) -> Optional[Snapshot]:
+def _late_snapshot(host: Hypervisor, vm: Vm, name: str, run: RunId, wait: float, log) -> Optional[Snapshot]:
     """Our snapshot `name`, if it shows up after we gave up on it (hostd finished the task late).
 
     Looks for `wait` seconds (0: once): removing it now beats leaving it to
     grow until the next run, which removes one hostd finishes later still
-    (jobs/leftovers.py: a dead run's snapshot).
+    (jobs/leftovers.py: a dead run's snapshot). One of that name whose record
+    is another run's is not ours: a run on another QMP folder of the same VM
+    named its snapshot after the same second, and is copying from it.
     """
     deadline = time.monotonic() + wait
     while True:
         try:
-            mine = [x for x in host.snapshots(vm, interruptible=False) if x.name == name]
+            mine = [x for x in host.snapshots(vm, interruptible=False) if x.name == name and _not_others(x, run)]
         except HotvcbError as err:
             log.warning("%s: cannot check for a late snapshot: %s" % (vm.name, err))
             return None
@@ -120,6 +123,12 @@ def _late_snapshot(host: Hypervisor, vm: Vm, name: str, wait: float, log) -> Opt
         if time.monotonic() >= deadline:
             return None
         time.sleep(1.0)
+
+
+def _not_others(snap: Snapshot, run: RunId) -> bool:
+    """Whether our snapshot's record names no other run than `run` (one without a record: an older hotvcb's)."""
+    owner = parse(snap.description)
+    return owner is None or owner.run == run.run
 
 
 def _discard(one: "_VmBackup", vm: Vm, message: str) -> None:

@@ -74,6 +74,9 @@ class Lookahead:
         # first): two round trips, asked at once
         self._asking = None  # type: Optional[Tuple[str, float, Ahead[List[Snapshot]], Ahead[str], Optional[Vm]]]
         self.next_vm = None  # type: Optional[VmRef]  # the serial loop's next VM, asked about ahead
+        # (vmid, why) the run's first VM could not be read, as its turn begins: its turn says so without reading
+        # it again (a QMP socket that accepts and never answers held the run for its timeout twice)
+        self._failed = None  # type: Optional[Tuple[str, HotvcbError]]
 
     def run(self, job: "BackupJob", targets: "List[Target]") -> None:
         """The serial loop: one VM after the other, job.results in list order, the next VM known
@@ -104,13 +107,19 @@ class Lookahead:
             return
         try:
             vm = self.host.load_vm(ref)
-        except HotvcbError:
-            return  # its own turn says why
+        except HotvcbError as err:
+            if keep:  # its turn is now: it says why
+                self._failed = (ref.vmid, err)
+            return  # a later VM's own turn asks again, and says why
         self._asking = (ref.vmid, time.monotonic(), Ahead(lambda: self.host.snapshots(vm), "lookahead"),
                         Ahead(lambda: self.host.power_state(vm), "lookahead"), vm if keep else None)
 
     def take(self, ref: VmRef) -> Optional[Answers]:
-        """The answers about `ref`, if they were asked and are fresh; waits for questions still out."""
+        """The answers about `ref`, if they were asked and are fresh; waits for questions still out. The
+        error that reading the run's first VM just met is raised again, for its turn."""
+        failed, self._failed = self._failed, None
+        if failed is not None and failed[0] == ref.vmid:
+            raise failed[1]
         asking, self._asking = self._asking, None
         if asking is None:
             return None
