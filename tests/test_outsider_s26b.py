@@ -64,5 +64,6 @@ def test_the_run_report_counts_a_gz_and_its_unpacked_twin_once(tmp_path):
 
     vol = tmp_path / "vol"
     folder = gz_pair(vol, "good")
-    job = SimpleNamespace(host=SimpleNamespace(shell=LocalShell(), host_name=lambda: "esx1"), log=None)
-    assert BackupJob._good_backups(job, "db", Settings(vm_backup_volume=str(vol))) == [str(folder) + ".gz"]
+    shell = LocalShell()
+    job = SimpleNamespace(host=SimpleNamespace(shell=shell, host_name=lambda: "esx1"), log=None)
+    assert BackupJob._good_backups(job, "db", Settings(vm_backup_volume=str(vol)), "", shell) == [str(folder) + ".gz"]
