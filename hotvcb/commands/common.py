@@ -144,7 +144,17 @@ class RefusesEmptyValues(argparse.ArgumentParser):
                 self.error("argument %s: a blank value %r (only white space) names nothing; give %s or leave "
                            "the option out" % ("/".join(action.option_strings) or action.metavar, blank[0],
                                                action.metavar or "a value"))
+        self._refuse_one_list_both_ways(namespace)
         return namespace, extras
+
+    def _refuse_one_list_both_ways(self, namespace) -> None:
+        """`-f L -e L`: every VM the list names is to be backed up and left out. A named pipe given both ways
+        is read twice, and its one writer's lines go to whichever read came first: the run did what neither
+        list said. Two spellings of one file count (`same_value`)."""
+        vm_list, exclude = getattr(namespace, "vm_list", None), getattr(namespace, "exclude", None)
+        if vm_list and exclude and same_value("FILE", vm_list, exclude):
+            self.error("-f %s and -e %s are one file: its VMs would be both chosen and left out; give the "
+                       "VMs to choose and those to leave out in two files" % (vm_list, exclude))
 
 
 class RaisingParser(RefusesEmptyValues):
