@@ -13,7 +13,7 @@ or ends with a blank can still be named with `-m`.  Only whole lines whose
 first non-blank character is `#` are comments, so `web#2` is a name.
 """
 
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 from hotvcb.config import read_text, shown_as
 from hotvcb.errors import UsageError, VmNotFound
@@ -24,15 +24,21 @@ _CONTROL = lazyre.compile(r"[\x00-\x1f\x7f]")
 
 
 def read_names(path: str, what: str = "VM") -> List[str]:
-    """Names in file order, each once, so the backup order is the admin's order. `what` the list names
-    ("host" for `status --hosts`): a host list that cannot be read was called a "VM list file", and the
+    """The names of `read_numbered`."""
+    return [name for _, name in read_numbered(path, what)]
+
+
+def read_numbered(path: str, what: str = "VM") -> List[Tuple[int, str]]:
+    """(line number, name) in file order, each name once: the order is the admin's (the backup order), and
+    the number shows an entry that is no name as FILE:LINE. `what` the list names ("host" for
+    `status --hosts`): a host list that cannot be read was called a "VM list file", and the
     admin checked the wrong file.
 
     A line that is not UTF-8 is read as Latin-1 (config.decode_lines) without a warning: the names
     are still compared exactly, so a wrong guess shows up as "no VM named ...".
     """
     text, _ = read_text(path, "%s list file" % what, pipes=True)
-    names = []  # type: List[str]
+    names = []  # type: List[Tuple[int, str]]
     seen = set()
     for number, line in enumerate(text.split("\n"), 1):
         name = line.strip(_BLANKS)
@@ -43,7 +49,7 @@ def read_names(path: str, what: str = "VM") -> List[str]:
                                                                                       what))
         if name not in seen:
             seen.add(name)
-            names.append(name)
+            names.append((number, name))
     return names
 
 
@@ -71,9 +77,14 @@ def excluding_nothing(exclude: Sequence[str], present: Sequence[str]) -> List[st
 
 
 def read_listed(path: str, what: str = "VM") -> List[str]:
-    """`read_names` of a list that must name something: one holding only comments (emptied by mistake)
+    """The names of `read_listed_numbered`."""
+    return [name for _, name in read_listed_numbered(path, what)]
+
+
+def read_listed_numbered(path: str, what: str = "VM") -> List[Tuple[int, str]]:
+    """`read_numbered` of a list that must name something: one holding only comments (emptied by mistake)
     would make a backup back up, or a status check watch, nothing while it says all is well."""
-    names = read_names(path, what)
+    names = read_numbered(path, what)
     if not names:
         raise UsageError("the %s list %s names no %s" % (what, shown_as(path), what))
     return names

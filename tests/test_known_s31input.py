@@ -89,6 +89,23 @@ def test_a_pipe_whose_writer_ended_without_a_word_is_not_waited_for(qemu, tmp_pa
     assert r.returncode == 1 and "names no VM" in said(r) and time.monotonic() - started < 30, said(r)
 
 
+@pytest.mark.parametrize("command", ["backup", "status"])
+@pytest.mark.parametrize("fifo", [True, False], ids=["fifo", "file"])
+def test_one_list_given_as_both_f_and_e_is_refused(tmp_path, command, fifo):
+    """`-f vms -e vms` (one FIFO, one writer): its one line went to whichever list was read first, and the run
+    did what neither said; with a file, every VM it names was both chosen and left out. Refused before any
+    list is read (a FIFO without a writer is not waited for), also spelled two ways (`vms`, `./vms`)."""
+    vms = tmp_path / "vms"
+    if fifo:
+        os.mkfifo(str(vms))
+    else:
+        vms.write_text("web\n")
+    conf = tmp_path / "c.conf"
+    conf.write_text("VM_BACKUP_VOLUME=/vmfs/volumes/datastore1/backups\n")
+    r = local(command, "-f", "vms", "-e", "./vms", "-g", conf, cwd=tmp_path, timeout=30)
+    assert r.returncode != 0 and "one file" in said(r) and "Traceback" not in said(r), said(r)
+
+
 # -- an SSH session lost while a restore registers its VM -----------------------------------------------------
 
 def _ssh_sessions(port, before):

@@ -1,10 +1,9 @@
 """What every subcommand that touches a host needs: settings, log, driver."""
 
 import argparse
-import re
 import os
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple, NoReturn, Optional, Sequence, Tuple, Union
 
 from .. import config, datastorepath, lazyre, namelist
 from . import onhost
@@ -144,7 +143,17 @@ class RefusesEmptyValues(argparse.ArgumentParser):
                 self.error("argument %s: a blank value %r (only white space) names nothing; give %s or leave "
                            "the option out" % ("/".join(action.option_strings) or action.metavar, blank[0],
                                                action.metavar or "a value"))
+        self._refuse_one_list_both_ways(namespace)
         return namespace, extras
+
+    def _refuse_one_list_both_ways(self, namespace) -> None:
+        """`-f L -e L`: every VM the list names is to be backed up and left out. A named pipe given both ways
+        is read twice, and its one writer's lines go to whichever read came first: the run did what neither
+        list said. Two spellings of one file count (`same_value`)."""
+        vm_list, exclude = getattr(namespace, "vm_list", None), getattr(namespace, "exclude", None)
+        if vm_list and exclude and same_value("FILE", vm_list, exclude):
+            self.error("-f %s and -e %s are one file: its VMs would be both chosen and left out; give the "
+                       "VMs to choose and those to leave out in two files" % (vm_list, exclude))
 
 
 class RaisingParser(RefusesEmptyValues):
@@ -160,7 +169,7 @@ def add_target_options(parser: argparse.ArgumentParser) -> None:
         "(OpenSSH client; host keys must already be in known_hosts)")
     remote.add_argument("--host", metavar="USER@HOST[:PORT]", help="the ESXi host to work on, e.g. root@esxi01, "
                         "root@esxi01:2222, root@[fe80::1]:2222")
-    remote.add_argument("--port", type=int, metavar="N", help="its SSH port (default 22)")
+    remote.add_argument("--port", type=_port_option, metavar="N", help="its SSH port (default 22)")
     remote.add_argument("--identity", metavar="FILE", help="private key to log in with")
     remote.add_argument("--known-hosts", metavar="FILE", help="known_hosts file holding the host's key")
     remote.add_argument("--ssh-option", metavar="OPT", action="append", default=[],
@@ -298,13 +307,9 @@ def _ssh_target(host: str, port: Optional[int], identity: Optional[str], known_h
                 options: Tuple[str, ...]):
     """`--host` read as a `--hosts` file's line is (`host_and_port`): `root@esxi01:2222` and `root@[fe80::1]`
     reached ssh as they stood, a host name ssh failed to resolve or resolved to a host nobody meant."""
-    dest, given = host_and_port(host)
-    if not dest.rsplit("@", 1)[-1]:
-        # `--host root@` (a variable left empty in a script) was no host: `schedule` named its job
-        # `hotvcb`, the one every job had before jobs were named after hosts (`remove` removed that
-        # one), and `--host ""` ran the command on this machine instead
-        raise UsageError("--host %r names no host: give [USER@]HOST[:PORT], e.g. root@esxi01" % host)
-    refuse_option_as_host(dest, "--host")
+    # `--host root@` (a variable left empty in a script) is refused with the rest: `schedule` named its
+    # job `hotvcb`, the one every job had before jobs were named after hosts (`remove` removed that one)
+    dest, given = host_and_port(host, "--host")
     if given is not None and port is not None and given != port:
         raise UsageError("--host %s names port %d and --port %d another: give the port once" % (host, given, port))
     from ..sshconnection import SshTarget
@@ -318,12 +323,11 @@ def targets_in(path: str, args) -> List[Tuple[str, Target]]:
     (`root@[fe80::1]`, `root@[fe80::1]:2222`)."""
     from ..sshconnection import SshTarget
     out = []
-    for line in namelist.read_listed(path, "host"):
+    for number, line in namelist.read_listed_numbered(path, "host"):
         line = line.split("#", 1)[0].rstrip()  # `root@esxi01  # rack 3`: no host name holds a '#'
         if not line:
             continue
-        dest, port = host_and_port(line)
-        refuse_option_as_host(dest, "%s:" % path)
+        dest, port = host_and_port(line, "%s:%d:" % (config.shown_as(path), number))
         port = getattr(args, "port", None) if port is None else port
         out.append((line, Target(SshTarget(dest, port, getattr(args, "identity", None),
                                            getattr(args, "known_hosts", None),
@@ -339,18 +343,70 @@ def refuse_option_as_host(host: str, given: str) -> None:
                          "[USER@]HOST, e.g. root@esxi01 (ssh options go in --ssh-option)" % (given, host))
 
 
-def host_and_port(line: str) -> Tuple[str, Optional[int]]:
-    """`[user@]host[:port]` -> (`[user@]host`, port or None). A host with more than one `:` is an IPv6
-    address without a port: its last group was taken for one (`root@::1` became `root@:` port 1, and
-    `fe80::20c:29ff:fe12:3456` port 3456), so such a host stayed UNKNOWN whatever was written."""
-    user, at, host = line.rpartition("@")
-    m = re.match(r"^\[([^\[\]]+)\](?::(\d{1,5}))?$", host)
-    if m:
-        return user + at + m.group(1), int(m.group(2)) if m.group(2) else None
-    m = re.match(r"^([^:]*):(\d{1,5})$", host)
-    if m:
-        return user + at + m.group(1), int(m.group(2))
-    return line, None
+HOST_FORMS = "[USER@]HOST[:PORT], e.g. root@esxi01, root@esxi01:2222, root@[fe80::1]:2222"
+_BRACKETED = lazyre.compile(r"^\[([^\[\]]*)\](?::(.*))?$")
+_IPV6 = lazyre.compile(r"^[0-9A-Fa-f:.]+(%\S+)?$")  # `fe80::1%vmk0`: the zone after '%' is the host's to say
+
+
+def host_and_port(value: str, given: str) -> Tuple[str, Optional[int]]:
+    """`[user@]host[:port]` -> (`[user@]host`, port or None); anything else is a UsageError naming `given`
+    (`--host`, or a `--hosts` file's `FILE:LINE:`) and the value. Passed through, `@esx1`, `esx1:`,
+    `esx1:abc` or `root@[::1` reached ssh as host names: the admin read "cannot connect" or a line of ssh's
+    usage text, as if the host were down. A host with more than one `:` is an IPv6 address without a port:
+    its last group was taken for one (`root@::1` became `root@:` port 1), so it needs brackets for a port."""
+    user, at, host = value.rpartition("@")
+
+    def refuse(why: str) -> NoReturn:
+        raise UsageError("%s %r: %s; give %s" % (given, value, why, HOST_FORMS))
+    refuse_option_as_host(value, given)
+    if at and not user:
+        refuse("names no user before its '@'")
+    if not host:
+        refuse("names no host")
+    if any(c.isspace() for c in value):
+        refuse("holds white space")
+    bracketed = _BRACKETED.match(host)
+    if bracketed:
+        address, port = bracketed.group(1), bracketed.group(2)
+        if not address:
+            refuse("names no address in its brackets")
+    elif "[" in host or "]" in host:
+        refuse("has a bracket without its pair")
+    elif host.count(":") > 1:
+        if not _IPV6.match(host):
+            refuse("is neither HOST:PORT nor an IPv6 address")
+        address, port = host, None
+    else:
+        address, _, port = host.partition(":")
+        port = port if ":" in host else None
+        if not address:
+            refuse("names no host before its ':'")
+    if port is None:
+        return user + at + address, None
+    if not port:
+        refuse("names no port after its ':'")
+    try:
+        return user + at + address, port_number(port)
+    except ValueError as e:
+        refuse(str(e))
+
+
+def port_number(text: str) -> int:
+    """An SSH port: a number 1-65535. ssh says "Bad port" of any other, which a run reported as a host it
+    cannot connect to (status UNKNOWN, as for a host that is down) instead of a mistyped command line."""
+    if not text.isdigit() or not text.isascii():
+        raise ValueError("port %r is no number" % text)
+    if not 0 < int(text) <= 65535:
+        raise ValueError("port %s is out of range (1-65535)" % text)
+    return int(text)
+
+
+def _port_option(text: str) -> int:
+    """`--port N` read by argparse: `port_number`, its refusal argparse's usage error."""
+    try:
+        return port_number(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
 
 
 def target_argv(target: Target, absolute) -> List[str]:
