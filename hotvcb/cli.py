@@ -15,7 +15,7 @@ import sys
 from typing import Dict, List, Optional, Tuple
 
 from . import __version__, interrupt
-from .commands import common, onhost
+from .commands import cmdline, onhost, runtarget
 from .errors import HotvcbError, Interrupted, UsageError
 from .runlog import say, say_json
 
@@ -23,7 +23,7 @@ from .runlog import say, say_json
 # usage errors, all; for --version, none): a `backup` run does not load restore, verify and the
 # repository's code first
 COMMANDS = ("backup", "cleanup", "schedule", "restore", "list", "verify", "status", "prune")
-_GLOBAL_VALUED = common.GLOBAL_VALUED
+_GLOBAL_VALUED = runtarget.GLOBAL_VALUED
 
 
 class _BadCommandLine(SystemExit):
@@ -35,7 +35,7 @@ class _BadCommandLine(SystemExit):
         self.message = message
 
 
-class _Parser(common.RefusesEmptyValues):
+class _Parser(cmdline.RefusesEmptyValues):
     """Usage errors exit 1 as ghettoVCB's did (argparse would use 2 = signal); `status` is a
     monitoring plugin, for which a bad command line is UNKNOWN (3)."""
 
@@ -45,7 +45,7 @@ class _Parser(common.RefusesEmptyValues):
         """argparse's messages quote what the user typed (`unrecognized arguments: ...`): printed
         through `say` like every other line, so an escape sequence in an argument stays text."""
         self.print_usage(sys.stderr)
-        message = message.replace(common.DOUBLE_DASH, " --")  # `-m --` as typed, not glue_dash_values' marker
+        message = message.replace(cmdline.DOUBLE_DASH, " --")  # `-m --` as typed, not glue_dash_values' marker
         say("%s: error: %s" % (self.prog, message), stream=sys.stderr)
         raise _BadCommandLine(self.usage_exit, message)
 
@@ -57,7 +57,7 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
         "`hotvcb -a -g FILE` works like `ghettoVCB.sh -a -g FILE`.",
     )
     parser.add_argument("--version", action="version", version="hotvcb " + __version__)
-    common.add_target_options(parser)
+    runtarget.add_target_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     # argparse prints the version and exits at the flag itself, before it looks at any subcommand
     names = [command] if command in COMMANDS else [] if command == "--version" else COMMANDS
@@ -82,8 +82,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             argv, first = argv[:first] + glob + ["backup"] + rest, first + len(glob)
         else:
             stray, first = _stray(argv[first]), at
-    argv = common.glue_dash_values(argv)  # first: `-m --libvirt` is the VM named --libvirt
-    argv = common.libvirt_uri_given(argv[:first]) + argv[first:first + 1] + _bare_libvirt_last(argv[first + 1:])
+    argv = cmdline.glue_dash_values(argv)  # first: `-m --libvirt` is the VM named --libvirt
+    argv = runtarget.libvirt_uri_given(argv[:first]) + argv[first:first + 1] + _bare_libvirt_last(argv[first + 1:])
     parser = build_parser(argv[first] if first < len(argv) else None)
     # a monitoring plugin's UNKNOWN for a run that could not tell (a bad command line, an internal error, a
     # signal): 1 and 2 are WARN and CRIT to Nagios, which they are not
@@ -130,11 +130,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _parse(parser: argparse.ArgumentParser, argv: List[str]) -> Optional[argparse.Namespace]:
     """The parsed command line with its target, or None when it names no command; a bad one raises
     _BadCommandLine (its usage and message said)."""
-    args = common.unglue(parser.parse_args(argv))
+    args = cmdline.unglue(parser.parse_args(argv))
     if not getattr(args, "handler", None):
         return None
     try:
-        args.host_target = common.target_of(args)  # the run's context, passed down; no module globals
+        args.host_target = runtarget.target_of(args)  # the run's context, passed down; no module globals
         onhost.adopt_client_names(args)  # a hidden option given by hand: a usage error, not a traceback
     except UsageError as err:
         parser.error(str(err))
@@ -161,7 +161,7 @@ def _is_backup_option(word: str) -> bool:
     option) ran as a backup and failed on its words, exit 1 and no JSON for the monitor."""
     from .commands import backup_cmd
 
-    return common.option_of(word, common.options_of(backup_cmd.parser())) is not None
+    return cmdline.option_of(word, cmdline.options_of(backup_cmd.parser())) is not None
 
 
 def _backup_words_end(argv: List[str], first: int) -> int:
@@ -170,7 +170,7 @@ def _backup_words_end(argv: List[str], first: int) -> int:
     as ghettoVCB's getopts read it, not the command."""
     from .commands import backup_cmd
 
-    return _options_end(argv, first, common.options_of(backup_cmd.parser()))
+    return _options_end(argv, first, cmdline.options_of(backup_cmd.parser()))
 
 
 def _options_end(argv: List[str], first: int, options: Dict[str, argparse.Action]) -> int:
@@ -178,7 +178,7 @@ def _options_end(argv: List[str], first: int, options: Dict[str, argparse.Action
     take, their values included."""
     i = first
     while i < len(argv) and argv[i] != "--":
-        hit = common.option_of(argv[i], options)
+        hit = cmdline.option_of(argv[i], options)
         if hit is None and argv[i].split("=", 1)[0] not in _GLOBAL_VALUED:
             break
         i += 1 + (_takes(hit[0], hit[2], argv[i + 1:]) if hit is not None else _global_takes(argv[i], argv[i + 1:]))
@@ -193,7 +193,7 @@ def _takes(action: argparse.Action, glued: Optional[str], following: List[str]) 
     if action.nargs == 0 or glued is not None:
         return 0
     if "--libvirt" in action.option_strings:
-        return 1 if common.libvirt_value(following) else 0
+        return 1 if runtarget.libvirt_value(following) else 0
     if action.nargs == "?":
         return 1 if following and not following[0].startswith("-") and following[0] not in COMMANDS else 0
     return 1
@@ -201,7 +201,7 @@ def _takes(action: argparse.Action, glued: Optional[str], following: List[str]) 
 
 def _global_takes(word: str, following: List[str]) -> int:
     """How many of the `following` words the global option `word` (by its name) takes."""
-    return 0 if "=" in word or word == "--libvirt" and not common.libvirt_value(following) else 1
+    return 0 if "=" in word or word == "--libvirt" and not runtarget.libvirt_value(following) else 1
 
 
 def _command_at(argv: List[str], start: int) -> int:
@@ -227,7 +227,7 @@ def _before_command(argv: List[str], first: int, at: int) -> Tuple[Optional[str]
     i = first
     while i < at:
         word = argv[i]
-        hit = common.option_of(word, options)  # the command's own first: restore's --libvirt is not the target's
+        hit = cmdline.option_of(word, options)  # the command's own first: restore's --libvirt is not the target's
         glob = hit is None and word.split("=", 1)[0] in _GLOBAL_VALUED
         if hit is None and not glob:
             return _stray(word), argv, at
@@ -243,7 +243,7 @@ def _options_of_command(name: str) -> Dict[str, argparse.Action]:
     """{option string: action} of command `name`'s own parser."""
     sub = _Parser(prog="hotvcb").add_subparsers(parser_class=_Parser)
     importlib.import_module("%s.commands.%s_cmd" % (__package__, name)).register(sub)
-    return common.options_of(sub.choices[name])
+    return cmdline.options_of(sub.choices[name])
 
 
 def _stray(word: str) -> str:
@@ -271,9 +271,9 @@ def _skip_global_options(argv: List[str]) -> Tuple[int, Optional[str]]:
 def _bare_libvirt_last(words: List[str]) -> List[str]:
     """A command's words with its own `--libvirt` that names no URI moved to their end (before a `--`), so
     that argparse gives it no value: `restore --kvm DIR --libvirt BACKUP` took the backup for libvirt's URI
-    (the global --libvirt reads the same way, `common.libvirt_uri_given`)."""
+    (the global --libvirt reads the same way, `runtarget.libvirt_uri_given`)."""
     end = words.index("--") if "--" in words else len(words)
-    bare = [i for i in range(end) if words[i] == "--libvirt" and not common.libvirt_value(words[i + 1:])]
+    bare = [i for i in range(end) if words[i] == "--libvirt" and not runtarget.libvirt_value(words[i + 1:])]
     kept = [w for i, w in enumerate(words[:end]) if i not in bare]
     return kept + ["--libvirt"] * len(bare) + words[end:]
 

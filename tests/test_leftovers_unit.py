@@ -15,7 +15,8 @@ from pidviews import hide_from_proc, hotvcb_holder, other_namespace, start_of  #
 from restorerecords import dead_pid
 
 from hotvcb import interrupt
-from hotvcb.commands.common import Target, lock_host
+from hotvcb.commands.common import lock_host
+from hotvcb.commands.runtarget import Target
 from hotvcb.errors import Interrupted
 from hotvcb.jobs import backup_end
 from hotvcb.jobs.backup import BackupJob, _VmBackup

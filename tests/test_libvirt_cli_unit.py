@@ -3,7 +3,7 @@
 import pytest
 
 from hotvcb.cli import build_parser
-from hotvcb.commands import common, schedule_cmd
+from hotvcb.commands import runtarget, schedule_cmd
 from hotvcb.errors import UsageError
 
 
@@ -13,9 +13,9 @@ from hotvcb.errors import UsageError
     (["--libvirt=qemu:///session", "backup", "-a"], "qemu:///session"),
 ])
 def test_the_uri_is_optional(argv, uri):
-    args = build_parser().parse_args(common.libvirt_uri_given(argv))
-    assert common.target_of(args) == common.Target(None, None, uri)
-    assert common.target_argv(common.target_of(args), str) == ["--libvirt", uri]
+    args = build_parser().parse_args(runtarget.libvirt_uri_given(argv))
+    assert runtarget.target_of(args) == runtarget.Target(None, None, uri)
+    assert runtarget.target_argv(runtarget.target_of(args), str) == ["--libvirt", uri]
 
 
 def test_a_scheduled_job_keeps_the_libvirt_target_and_its_arguments():
@@ -24,9 +24,9 @@ def test_a_scheduled_job_keeps_the_libvirt_target_and_its_arguments():
 
 
 def test_one_target_at_a_time():
-    args = build_parser().parse_args(common.libvirt_uri_given(["--libvirt", "--qemu", "/run/qmp", "backup", "-a"]))
+    args = build_parser().parse_args(runtarget.libvirt_uri_given(["--libvirt", "--qemu", "/run/qmp", "backup", "-a"]))
     with pytest.raises(UsageError, match="--qemu and --libvirt exclude each other"):
-        common.target_of(args)
+        runtarget.target_of(args)
 
 
 def test_only_the_global_option_is_rewritten():
@@ -34,7 +34,7 @@ def test_only_the_global_option_is_rewritten():
 
     argv = ["--libvirt", "restore", "X", "--kvm", "D", "--libvirt"]
     first, wrong = _skip_global_options(argv)
-    assert first == 1 and wrong is None and common.libvirt_uri_given(argv[:first]) + argv[first:] == [
+    assert first == 1 and wrong is None and runtarget.libvirt_uri_given(argv[:first]) + argv[first:] == [
         "--libvirt=qemu:///system", "restore", "X", "--kvm", "D", "--libvirt"]
 
 

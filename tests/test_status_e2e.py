@@ -249,7 +249,7 @@ def test_a_fleet_line_holding_an_ipv6_address(tmp_path):
     """`root@::1` is the address (no port: its last group was taken for one), `[addr]:port` gives one."""
     from argparse import Namespace
 
-    from hotvcb.commands.common import targets_in
+    from hotvcb.commands.runtarget import targets_in
 
     fleet = tmp_path / "fleet"
     fleet.write_text("root@::1\nroot@fe80::20c:29ff:fe12:3456\nroot@[fe80::1]:2222\n[::1]\nesxi01:23\nesxi02\n")
@@ -263,7 +263,7 @@ def test_a_fleet_line_may_end_in_a_comment(tmp_path):
     name in the report is the host as written, without its comment."""
     from argparse import Namespace
 
-    from hotvcb.commands.common import targets_in
+    from hotvcb.commands.runtarget import targets_in
 
     fleet = tmp_path / "fleet"
     fleet.write_text("root@esxi01:2222  # rack 3\nroot@[fe80::1] # lab\n#esxi03\n")

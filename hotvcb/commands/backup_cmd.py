@@ -17,7 +17,7 @@ from ..jobs.nfs import NfsTarget
 from ..jobs import outcome, preflight
 from ..jobs.outcome import final_status
 from ..runlog import LOG_LOST, open_log, say
-from . import common, onhost
+from . import cmdline, common, onhost, runtarget
 from .workdir import WorkDir
 
 
@@ -52,7 +52,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
     common.add_host_options(p)
 
 
-class _JsonReport(common.StoreOnce):
+class _JsonReport(cmdline.StoreOnce):
     """`--json FILE`, the spelling jobs scheduled while argparse read it as an abbreviation of --json-report,
     still writes the report there; a bare `--json` (typed as `list --json` is) says where the report goes,
     instead of taking the next word (`-g`, a VM list) for the file or "--json-report: expected one argument".
@@ -84,14 +84,14 @@ def _vms_at_once(text: str) -> int:
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     """`[global options] ARGS` of `hotvcb [global options] backup ARGS`, parsed as the run will parse
     them (global options may stand anywhere here); errors are UsageErrors."""
-    return common.unglue(parser().parse_args(list(argv)))
+    return cmdline.unglue(parser().parse_args(list(argv)))
 
 
 def parser() -> argparse.ArgumentParser:
     """The backup command's options with the global ones, as a scheduled job's words are read: by `parse`,
     and by `schedule.backup_argv`, which makes the path options' values absolute in every spelling."""
-    p = common.RaisingParser(prog="hotvcb backup", add_help=False)
-    common.add_target_options(p)
+    p = cmdline.RaisingParser(prog="hotvcb backup", add_help=False)
+    runtarget.add_target_options(p)
     add_options(p)
     return p
 
@@ -102,18 +102,18 @@ def split_global_options(words: Sequence[str]) -> Tuple[List[str], List[str]]:
     global option it stands for here too: `schedule install` checked `--qem` as --qemu but installed it after
     `backup`, where every night's run refused it; and `hotvcb -a -g F --qemu DIR` (the target appended to a
     ghettoVCB line) runs as `hotvcb --qemu DIR backup -a -g F`, as `schedule install` takes the same words.
-    A global `--libvirt` takes the next word only when it is a URI (`common.libvirt_value`)."""
-    options = common.options_of(parser())
+    A global `--libvirt` takes the next word only when it is a URI (`runtarget.libvirt_value`)."""
+    options = cmdline.options_of(parser())
     glob, rest = [], []  # type: Tuple[List[str], List[str]]
     i = 0
     while i < len(words) and words[i] != "--":
         word = words[i]
-        hit = common.option_of(word, options) if word.startswith("-") else None
+        hit = cmdline.option_of(word, options) if word.startswith("-") else None
         takes = 0 if hit is None or hit[0].nargs is not None or hit[2] is not None else 1
         name = hit[0].option_strings[-1] if hit is not None else ""
-        if hit is not None and name in common.GLOBAL_VALUED:
-            if name == "--libvirt" and takes and not common.libvirt_value(list(words[i + 1:])):
-                glob.append("--libvirt=" + common.LIBVIRT_DEFAULT)
+        if hit is not None and name in runtarget.GLOBAL_VALUED:
+            if name == "--libvirt" and takes and not runtarget.libvirt_value(list(words[i + 1:])):
+                glob.append("--libvirt=" + runtarget.LIBVIRT_DEFAULT)
                 takes = 0
             else:
                 glob += [name if hit[2] is None else name + "=" + hit[2]] + list(words[i + 1:i + 1 + takes])
@@ -163,7 +163,7 @@ def selection(args) -> Tuple[Optional[List[str]], List[str]]:
     return names, exclude
 
 
-def check(args, target: "common.Target") -> List[str]:
+def check(args, target: "runtarget.Target") -> List[str]:
     """Everything a run checks before its first VM, and nothing changed on the host: the VMs to back up,
     the list files, the config, the command line (`prepare`), the log file (made, as the run makes it),
     that the host answers (as a user who may do the work), the backup target (the repository's too),

@@ -11,7 +11,7 @@ from .. import schedule
 from ..errors import UsageError
 from ..runlog import open_log, say
 from ..schedule import cron, esxi, linux
-from . import backup_cmd, common
+from . import backup_cmd, cmdline, runtarget
 
 
 def register(subparsers) -> None:
@@ -93,7 +93,7 @@ def split_job_args(words: List[str]) -> Tuple[List[str], List[str]]:
     words = list(words)
     if words and words[0] == "--":
         words = words[1:]
-    return backup_cmd.split_global_options(common.glue_dash_values(words))  # `-m -web` as the run reads it
+    return backup_cmd.split_global_options(cmdline.glue_dash_values(words))  # `-m -web` as the run reads it
 
 
 def job_command(args):
@@ -105,8 +105,8 @@ def job_command(args):
         parsed = backup_cmd.parse(glob + rest)
     except UsageError as err:
         raise UsageError("the backup arguments are not valid: %s" % err) from None
-    inner = common.target_of(parsed)
-    outer = common.target_of(args)
+    inner = runtarget.target_of(parsed)
+    outer = runtarget.target_of(args)
     if inner and outer and inner != outer:
         raise UsageError("the job's target is given twice (before `schedule` and after --) and differently; "
                          "give --qemu / --host once")
@@ -126,7 +126,7 @@ def _refuse_piped_lists(parsed) -> None:
                              % (option, path))
 
 
-def job_name(args, target: common.Target) -> str:
+def job_name(args, target: runtarget.Target) -> str:
     """`--job`, or the default for the job's target (`schedule.default_job`: an SSH host's own name).
     `--job ""` (a variable left empty in a script) is a name, refused: taken for no --job, it removed
     or replaced the default job `hotvcb`, the production one."""
@@ -153,7 +153,7 @@ def run_install(args) -> int:
     if parsed.level == "dryrun":  # installed as given (a test of cron itself), but never silently
         _warn("the job runs with -d dryrun: it never backs anything up; install it without -d dryrun "
               "for real backups")
-    argv = schedule.self_command(on_esxi) + common.target_argv(target, schedule.absolute) + words
+    argv = schedule.self_command(on_esxi) + runtarget.target_argv(target, schedule.absolute) + words
     log = None if args.systemd else schedule.default_log(name, on_esxi)  # type: Optional[str]
     if args.log:  # made now, as -l's file: a folder (or a pipe) given would fail cron's `>> LOG` every night
         log = schedule.absolute(args.log)
@@ -245,7 +245,7 @@ def _word_lists(line: str) -> List[List[str]]:
 
 def run_remove(args) -> int:
     on_esxi = _on_esxi(args)
-    job = None if args.all_jobs else job_name(args, common.target_of(args))
+    job = None if args.all_jobs else job_name(args, runtarget.target_of(args))
     sched = _scheduler(args, on_esxi)
     found = sched.remove(job)
     if not found:

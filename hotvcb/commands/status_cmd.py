@@ -14,7 +14,7 @@ from ..errors import HotvcbError, Interrupted
 from ..jobs.status import RANK, Check, Limits, host_status
 from ..runlog import say, say_json, shown
 from ..units import parse_duration
-from . import common, onhost
+from . import common, onhost, runtarget
 
 UNKNOWN = 3
 
@@ -125,7 +125,7 @@ def _many(args) -> int:
     settings, _warnings = _settings(args)
     limits, names, exclude = _scope(args)
     settings_of = common.per_vm_settings(settings, args.confdir, _warnings)
-    hosts = common.targets_in(args.hosts, args)
+    hosts = runtarget.targets_in(args.hosts, args)
     reports = []  # type: List[Dict[str, Any]]
     for line, target in hosts:
         try:

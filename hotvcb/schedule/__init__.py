@@ -179,7 +179,7 @@ def backup_argv(args: Sequence[str], parser: Optional[argparse.ArgumentParser] =
         args = args[1:]
     if not args:
         raise UsageError("say what to back up after --, e.g. -- -a -g /vmfs/volumes/ds/hotvcb.conf")
-    from ..commands.common import DOUBLE_DASH, option_of, options_of  # not at the top: commands import this package
+    from ..commands.cmdline import DOUBLE_DASH, option_of, options_of  # not at the top: commands import this package
 
     if parser is None:
         from ..commands import backup_cmd
