@@ -6,7 +6,7 @@ the admin to a key that does something else (NFS_BACKUP_DELAY=0 renamed to NFS_V
 every backup in a folder "0"). config.py names them as ghettoVCB's, with what stands in their place.
 The list is ghettoVCB.sh's (2019_01_06 version 4): its user-definable parameters and the ones below
 "DO NOT MODIFY PAST THIS LINE" a config may still set, and ADAPTER_FORMAT, a user key of its ESX 3.5
-days; the keys hotvcb takes are in config.KEYS.
+days; the keys hotvcb takes are in confkeys.KEYS.
 """
 
 _SLOW_NAS = ("ghettoVCB's slow-NAS workaround (retries and pauses around its writes and removals, a pause "

@@ -15,7 +15,7 @@ first non-blank character is `#` are comments, so `web#2` is a name.
 
 from typing import List, Sequence, Tuple
 
-from hotvcb.config import read_text, shown_as
+from hotvcb.adminfile import read_text, shown_as
 from hotvcb.errors import UsageError, VmNotFound
 from . import lazyre
 
@@ -34,7 +34,7 @@ def read_numbered(path: str, what: str = "VM") -> List[Tuple[int, str]]:
     `status --hosts`): a host list that cannot be read was called a "VM list file", and the
     admin checked the wrong file.
 
-    A line that is not UTF-8 is read as Latin-1 (config.decode_lines) without a warning: the names
+    A line that is not UTF-8 is read as Latin-1 (adminfile.decode_lines) without a warning: the names
     are still compared exactly, so a wrong guess shows up as "no VM named ...".
     """
     text, _ = read_text(path, "%s list file" % what, pipes=True)

@@ -19,7 +19,7 @@ silently restored something else.
 from dataclasses import dataclass
 from typing import List, Optional, Union
 
-from .config import read_text, shown_as
+from .adminfile import read_text, shown_as
 from .errors import UsageError
 from . import lazyre
 
@@ -130,7 +130,7 @@ def datastore_path(target: str) -> str:
 def read_restore_file(path: str) -> List[Union[RestoreRequest, BadLine]]:
     """Every usable or unusable line of a restore file, in file order.
 
-    Lines are named by the file as the admin gave it (`config.shown_as`): run on the host over SSH, the
+    Lines are named by the file as the admin gave it (`adminfile.shown_as`): run on the host over SSH, the
     file read is the client's copy in the run's temp folder, a path on another machine, gone when the
     command ends."""
     text, _warnings = read_text(path, "restore file")

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from hotvcb.config import KEYS, MAX_FILE_BYTES, for_vm, load_settings, read_text
+from hotvcb.adminfile import MAX_FILE_BYTES, read_text
+from hotvcb.config import for_vm, load_settings
+from hotvcb.confkeys import KEYS
 from hotvcb.errors import ConfigError, HotvcbError, UsageError
 from hotvcb.namelist import excluding_nothing, read_names
 from hotvcb.settings import Settings

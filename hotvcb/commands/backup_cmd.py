@@ -8,7 +8,7 @@ import re
 from datetime import datetime
 from typing import List, Optional, Sequence, Tuple
 
-from .. import config, interrupt, mailgate, namelist, schedule
+from .. import adminfile, config, confkeys, interrupt, mailgate, namelist, schedule
 from ..errors import HostError, HotvcbError, Interrupted, UsageError, VmNotFound
 from ..store import volume
 from ..jobs.ahead import RunStart
@@ -131,7 +131,7 @@ def overridden(args) -> List[str]:
     adding `-m web` for one more run of web was refused as a usage error, and nothing was backed up. The
     overridden option is dropped from `args`: its list is not read, nor sent to the host in SSH mode (where
     `-a` sends every per-VM file), and a scheduled job's check reads what its run will."""
-    dropped = ["-f %s" % config.shown_as(args.vm_list)] if args.vm_list and (args.all_vms or args.vm_names) else []
+    dropped = ["-f %s" % adminfile.shown_as(args.vm_list)] if args.vm_list and (args.all_vms or args.vm_names) else []
     if args.all_vms and args.vm_names:
         dropped.append(_names_given(args.vm_names))
         args.vm_names = None
@@ -273,9 +273,9 @@ def run(args) -> int:
         work = WorkDir(args.workdir, run, settings.workdir_debug, log)
         log.info("============================== hotvcb LOG START ==============================")
         log.info("HOST: %s (%s), job %s, %s" % (host.shell.description, host.describe(), args.job_name, run))
-        log.info("CONFIG: %s; %s" % (config.shown_as(args.global_conf or "built-in defaults"), settings.summary()))
-        if config.repository_ignores(settings):
-            log.warning(config.repository_ignores(settings))
+        log.info("CONFIG: %s; %s" % (adminfile.shown_as(args.global_conf or "built-in defaults"), settings.summary()))
+        if confkeys.repository_ignores(settings):
+            log.warning(confkeys.repository_ignores(settings))
         if dry_run:
             log.info("DRY RUN: nothing will be changed")
         nfs = NfsTarget(host, settings, log, run, dry_run, lock.takeovers)

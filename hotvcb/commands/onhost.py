@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
-from .. import config, namelist, pipetext
+from .. import adminfile, config, namelist, pipetext
 from ..jobs import outcome
 from ..errors import HostError, Interrupted, UsageError
 from ..onhost_boot import RUN_DIR
@@ -74,7 +74,7 @@ def add_option(p: argparse.ArgumentParser) -> None:
 def adopt_client_names(args) -> None:
     """On the host: messages name the files the client sent as the admin wrote them (`--shown-as`)."""
     pairs = [item.split("=", 1) for item in getattr(args, "shown_as", None) or [] if "=" in item]
-    config.show_files_as({getattr(args, dest): name for dest, name in pairs if getattr(args, dest, None)})
+    adminfile.show_files_as({getattr(args, dest): name for dest, name in pairs if getattr(args, dest, None)})
     unsent, confdir = getattr(args, "unsent", None), getattr(args, "confdir", None)
     if unsent is not None:
         reasons = _unsent(unsent)
@@ -292,29 +292,29 @@ def _per_vm_names(args, folder: str) -> List[str]:
 
 
 def _why_unread(path: str, err: UsageError) -> str:
-    """What a run here says of a per-VM file it cannot read (config.read_text's words), else `err`."""
+    """What a run here says of a per-VM file it cannot read (adminfile.read_text's words), else `err`."""
     try:
-        config.read_text(path, "per-VM config file")
+        adminfile.read_text(path, "per-VM config file")
     except UsageError as local:
         return str(local)
     return str(err)
 
 
 def _read(path: str, option: str, pipes: bool = False) -> bytes:
-    """A file to send, refused as config.read_text refuses it: a FIFO would hang us, /dev/zero fill memory
+    """A file to send, refused as adminfile.read_text refuses it: a FIFO would hang us, /dev/zero fill memory
     (a list's pipe is read once, bounded, as the run reads it: pipetext.py)."""
     try:
         mode = os.stat(path).st_mode
         if pipes and stat.S_ISFIFO(mode):
-            return pipetext.read(path, path, option, config.MAX_FILE_BYTES)
+            return pipetext.read(path, path, option, adminfile.MAX_FILE_BYTES)
         if not stat.S_ISREG(mode):
             raise UsageError("%s %s is not a regular file" % (option, path))
         with open(path, "rb") as f:
-            data = f.read(config.MAX_FILE_BYTES + 1)
+            data = f.read(adminfile.MAX_FILE_BYTES + 1)
     except OSError as err:
         raise UsageError("%s %s: %s" % (option, path, err.strerror or err)) from err
-    if len(data) > config.MAX_FILE_BYTES:
-        raise UsageError("%s %s is larger than %d bytes" % (option, path, config.MAX_FILE_BYTES))
+    if len(data) > adminfile.MAX_FILE_BYTES:
+        raise UsageError("%s %s is larger than %d bytes" % (option, path, adminfile.MAX_FILE_BYTES))
     return data
 
 

@@ -5,7 +5,7 @@ for a scheduled run (`target_argv`)."""
 import argparse
 from typing import TYPE_CHECKING, List, NamedTuple, Optional, Tuple
 
-from .. import config, namelist
+from .. import adminfile, namelist
 from ..errors import UsageError
 from ..runid import machine_name
 from .sshhost import host_and_port, port_option
@@ -113,7 +113,7 @@ def targets_in(path: str, args) -> List[Tuple[str, Target]]:
         line = line.split("#", 1)[0].rstrip()  # `root@esxi01  # rack 3`: no host name holds a '#'
         if not line:
             continue
-        dest, port = host_and_port(line, "%s:%d:" % (config.shown_as(path), number))
+        dest, port = host_and_port(line, "%s:%d:" % (adminfile.shown_as(path), number))
         port = getattr(args, "port", None) if port is None else port
         out.append((line, Target(SshTarget(dest, port, getattr(args, "identity", None),
                                            getattr(args, "known_hosts", None),

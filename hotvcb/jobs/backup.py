@@ -18,7 +18,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Union
 
-from .. import config, crashpoint, interrupt, namelist
+from .. import config, confkeys, crashpoint, interrupt, namelist
 from ..errors import (AmbiguousVm, HotvcbError, Interrupted, InvalidVm, SnapshotError, UnnameableVm, VmGone,
                       VmNotFound)
 from ..hosts.base import Hypervisor
@@ -224,8 +224,8 @@ class BackupJob:
             self.log.warning(w)
         if settings.per_vm_file:  # as ghettoVCB's "CONFIG - USING CONFIGURATION FILE": was the file picked up?
             self.log.info("CONFIG: %s for %s; %s" % (settings.per_vm_file, ref.name, settings.summary()))
-            ignored = config.repository_ignores(settings)
-            if ignored and ignored != config.repository_ignores(self.settings):  # not said for the run already
+            ignored = confkeys.repository_ignores(settings)
+            if ignored and ignored != confkeys.repository_ignores(self.settings):  # not said for the run already
                 self.log.warning("%s: %s" % (ref.name, ignored))
         if ref.name in self.power.problems:
             raise HotvcbError("did not shut down for VM_SHUTDOWN_ORDER; not backed up")

@@ -1,0 +1,125 @@
+"""A ghettoVCB-style file's lines (`KEY=value`, `export KEY=value`, comments) and what /bin/sh would
+have assigned each value, read without running anything: ghettoVCB `source`d these files."""
+
+import re
+from typing import Iterator, List, Optional, Set, Tuple
+
+from hotvcb.errors import ConfigError
+from . import lazyre
+from .confkeys import Invalid
+
+_LINE = lazyre.compile(r"(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)\Z", re.S)
+_DOUBLE = lazyre.compile(r'"((?:[^"\\]|\\.)*)"(.*)\Z', re.S)
+_DOUBLE_ESCAPE = lazyre.compile(r'\\([\\"$`])')
+_SINGLE = lazyre.compile(r"'([^']*)'(.*)\Z", re.S)
+_AFTER_WORD = lazyre.compile(r"[ \t]+(?:#.*)?\Z", re.S)
+_TRAILING_COMMENT = lazyre.compile(r"\s#")
+_EXPANDS = r"\$[A-Za-z0-9_{($!?#@*-]|`"  # a name, ${, $(, the special parameters ($$ $! ...), a backquote
+_EXPANDS_HERE = lazyre.compile(_EXPANDS)
+_EXPANSION = lazyre.compile(r"(?<!\\)(?:%s)" % _EXPANDS)
+
+
+def shown(text: str, secret: bool = False) -> str:
+    """Keep messages one readable line, and passwords out of logs that get mailed."""
+    if secret:
+        return "***"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def entries(path: str, text: str) -> Iterator[Tuple[int, str, str]]:
+    """Yield (line number, KEY, text after '=') for each assignment line."""
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _LINE.match(line)
+        if not match:
+            allowed = "KEY=value with no spaces around '=', a # comment or a blank line"
+            raise ConfigError(path, number, "line", shown(line, "PASSWORD" in line.upper()), allowed)
+        yield number, match.group(1), match.group(2)
+
+
+_EXPANDED = "the shell would have expanded $ or ` here; hotvcb takes it literally"
+_ESCAPED = ("a backslash before a character the shell gives no meaning to stands for that character alone, "
+            "as in the shell (quote the value with '...' to keep the backslash)")
+_SHELL_MEANS = " \t$`\"'\\;&|<>()#*?[~"  # what a backslash rightly escapes for /bin/sh: no warning then
+
+
+def unquote(raw: str, command: bool = False) -> Tuple[str, List[str]]:
+    """Return what the shell would assign, and what to warn about it.
+
+    ghettoVCB `source`d the file, so a value that is one shell word means what
+    /bin/sh made of it: an unquoted backslash escapes the next character (`pa\\$\\$`,
+    `nas\\ backups`), nothing is special inside single quotes, and inside double
+    quotes a backslash escapes only $ ` " and itself. Anything else (a hook's
+    command line with blanks or `;`, which the shell would have run as a
+    command; a quote left open) is taken as written, as it always was. So is a
+    hook's unquoted `command` line (the *_HOOK keys, hotvcb's own): `sh -c` reads
+    it again, so `/opt/pre\\ backup.sh` must keep its backslash.
+    We never expand: the warning tells the admin that a `$` in, say, a
+    password now means itself, where ghettoVCB's shell replaced it.
+    """
+    text = raw.lstrip(" \t")
+    if command and text != raw and text.startswith("#"):
+        return "", []
+    word = None if command and not text.startswith(('"', "'")) else _shell_word(raw)
+    if word is not None:
+        return word
+    raw = raw.strip()
+    if raw.startswith(('"', "'")):
+        quoted = _DOUBLE.match(raw) or _SINGLE.match(raw)
+        raise Invalid("one quoted value, optionally followed by ' # comment'" if quoted
+                       else "a value with its closing quote")
+    value = _TRAILING_COMMENT.split(raw, 1)[0].strip()
+    return value, [_EXPANDED] if _EXPANSION.search(value) else []
+
+
+def _shell_word(raw: str) -> Optional[Tuple[str, List[str]]]:
+    """`unquote`'s answer if `raw` is one shell word with at most a comment after it; else None.
+
+    Blanks before the word are skipped as before (the shell would have assigned
+    nothing and run the word), but a `#` after them starts a comment there too:
+    `EMAIL_SERVER=   # none yet` is empty, as in the shell. A backslash before
+    a character the shell gives no meaning to is warned about: the shell drops
+    it, which a value written for hotvcb alone (`DOMAIN\\user`, `Xy\\!9`) did not expect.
+    """
+    text = raw.lstrip(" \t")
+    if text.startswith("#") and text != raw:
+        return "", []
+    out = []  # type: List[str]
+    notes = set()  # type: Set[str]
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c in " \t":
+            return ("".join(out), sorted(notes)) if _AFTER_WORD.match(text, i) else None
+        if c in ";&|<>()":  # the shell's operators: a command line, not a word
+            return None
+        if c == "\\":
+            if i + 1 == len(text):  # a line continuation: not one line's word
+                return None
+            if text[i + 1] not in _SHELL_MEANS:
+                notes.add(_ESCAPED)
+            out.append(text[i + 1])
+            i += 2
+        elif c == "'":
+            end = text.find("'", i + 1)
+            if end < 0:
+                return None
+            out.append(text[i + 1:end])
+            i = end + 1
+        elif c == '"':
+            quoted = _DOUBLE.match(text, i)
+            if not quoted:
+                return None
+            inner = quoted.group(1)
+            if _EXPANDS_HERE.search(_DOUBLE_ESCAPE.sub("", inner)):
+                notes.add(_EXPANDED)
+            out.append(_DOUBLE_ESCAPE.sub(r"\1", inner))
+            i = quoted.end(1) + 1
+        else:
+            if _EXPANDS_HERE.match(text, i):
+                notes.add(_EXPANDED)
+            out.append(c)
+            i += 1
+    return "".join(out), sorted(notes)
