@@ -245,6 +245,14 @@ def backup_once(host: Host, conf: str, vm: str, *extra, env=None):
                 os.environ[k] = v
 
 
+def backed_up(host: Host, vm: str, workdir) -> str:
+    """The path of the sealed backup one good run of vm just made (the run must succeed: what a restore test
+    starts from)."""
+    r = hotvcb(host, "backup", "-m", vm, "-g", write_conf(host), "-w", workdir)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return VOLUME + "/" + vm + "/" + sealed(host, vm)[-1]
+
+
 SHARED_VOLUME = "/vmfs/volumes/nfsbackup/hotvcb"
 
 

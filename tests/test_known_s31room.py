@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from simhost import VOLUME, hotvcb, make_host, needs_root, sealed, vim, write_conf
+from simhost import VOLUME, backed_up, hotvcb, make_host, needs_root, sealed, vim, write_conf
 
 
 @needs_root
@@ -137,10 +137,7 @@ def test_a_suspended_vms_restored_copy_does_not_name_a_state_file_it_lacks(host,
     after a power loss."""
     vmid = host.create_vm("web", "datastore1", [{"size": "1M"}], power="on")
     vim(host, "vmsvc/power.suspend", vmid)
-    conf = write_conf(host)
-    r = hotvcb(host, "backup", "-m", "web", "-g", conf, "-w", tmp_path / "work")
-    assert r.returncode == 0, r.stdout + r.stderr
-    backup = VOLUME + "/web/" + sealed(host, "web")[0]
+    backup = backed_up(host, "web", tmp_path / "work")
     r = hotvcb(host, "restore", backup, "--datastore", "ds5", "--name", "web-copy")
     out = r.stdout + r.stderr
     assert r.returncode == 0, out

@@ -98,7 +98,7 @@ def test_schedule_installed_with_one_host_spelling_is_removed_with_the_other(sit
 
 # -- restores of a suspended VM and of one whose ISO lives in its own folder, the original VM gone -------------
 
-from simhost import VOLUME, hotvcb, sealed, vim  # noqa: E402
+from simhost import backed_up, hotvcb, vim  # noqa: E402
 
 
 def _destroy(host, vmid, folder):
@@ -115,10 +115,7 @@ def test_a_suspended_vm_restored_in_place_of_the_lost_original_starts(host, tmp_
     import re
     vmid = host.create_vm("web", "datastore1", [{"size": "1M"}], power="on")
     vim(host, "vmsvc/power.suspend", vmid)
-    conf = write_conf(host)
-    r = hotvcb(host, "backup", "-m", "web", "-g", conf, "-w", tmp_path / "work")
-    assert r.returncode == 0, r.stdout + r.stderr
-    backup = VOLUME + "/web/" + sealed(host, "web")[0]
+    backup = backed_up(host, "web", tmp_path / "work")
     _destroy(host, vmid, "/vmfs/volumes/datastore1/web")
     r = hotvcb(host, "restore", backup, "--datastore", "datastore1")
     out = r.stdout + r.stderr
@@ -141,10 +138,7 @@ def test_a_restore_of_a_vm_whose_iso_was_in_its_lost_folder_warns_naming_the_iso
     import re
     from test_known_s31room import _with_iso_in_its_folder
     vmid = _with_iso_in_its_folder(host, "web")
-    conf = write_conf(host)
-    r = hotvcb(host, "backup", "-m", "web", "-g", conf, "-w", tmp_path / "work")
-    assert r.returncode == 0, r.stdout + r.stderr
-    backup = VOLUME + "/web/" + sealed(host, "web")[0]
+    backup = backed_up(host, "web", tmp_path / "work")
     _destroy(host, vmid, "/vmfs/volumes/datastore1/web")
     r = hotvcb(host, "restore", backup, "--datastore", "datastore1")
     out = r.stdout + r.stderr
@@ -169,10 +163,7 @@ def test_a_copy_under_a_new_name_points_at_an_iso_from_the_original_folder(host,
     os.makedirs(os.path.dirname(iso), exist_ok=True)
     with open(iso, "wb") as f:
         f.write(b"CD001" * 100)
-    conf = write_conf(host)
-    r = hotvcb(host, "backup", "-m", "web", "-g", conf, "-w", tmp_path / "work")
-    assert r.returncode == 0, r.stdout + r.stderr
-    backup = VOLUME + "/web/" + sealed(host, "web")[0]
+    backup = backed_up(host, "web", tmp_path / "work")
     r = hotvcb(host, "restore", backup, "--datastore", "ds5", "--name", "web-copy")
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
