@@ -54,8 +54,25 @@ class BackupSet:
 
 
 def folder_name(vm_name: str) -> str:
-    """A display name as a single path component ('/' cannot be one)."""
-    return vm_name.replace("%", "%25").replace("/", "%2f") if "/" in vm_name else vm_name
+    """A display name as a single path component ('/' cannot be one), one to one: `%` is written `%25`
+    and `/` `%2f`, hostd's own escapes, so the folder is the one ghettoVCB.sh made (it names it after
+    getallvms' name, `a%2fb` for `a/b`, `a%25b` for `a%b`), and VMs `a/b` and `a%2fb` (`a%252fb`) never
+    share one. A name without `%` or `/` is its own folder, as hotvcb always wrote it. (hotvcb before
+    this escaped `%` only in a name holding `/`: a folder `a%b` of such a backup is read as no VM's,
+    vm_of_folder; renamed to `a%25b` it is that VM's again.)"""
+    return vm_name.replace("%", "%25").replace("/", "%2f")
+
+
+_ESCAPE = lazyre.compile("%(25|2f)")
+_UNESCAPED = lazyre.compile("%(?!25|2f)")
+
+
+def vm_of_folder(folder: str) -> Optional[str]:
+    """The VM name whose folder_name is `folder`, or None where no name's is (a `%` that starts neither
+    `%25` nor `%2f`): its exact inverse, shared by every reader of a volume (list, verify, from_path)."""
+    if _UNESCAPED.search(folder):
+        return None
+    return _ESCAPE.sub(lambda m: "%" if m.group(1) == "25" else "/", folder)
 
 
 # C0 and C1 control characters, DEL and Unicode's line and paragraph separators: no display name or
@@ -253,7 +270,9 @@ def from_path(shell: Shell, path: str) -> Optional[BackupSet]:
         stamp_time(m.group(2))
     except ValueError as err:
         raise NotABackup(_no_time(path, m.group(2), err)) from None
-    vm = m.group(1).replace("%2f", "/").replace("%25", "%") if "%2f" in m.group(1) else m.group(1)
+    vm = vm_of_folder(m.group(1))
+    if vm is None:
+        return None
     for b in list_backups(shell, volume or "/", vm) if shell.isdir(root) else []:
         if b.path == path:
             return b
