@@ -149,9 +149,10 @@ class UnnameableVm(HostError):
     its backup folder would be named so ("." or ".." not even a folder of its own), and a restore reads no
     backup from such a path nor gives a VM such a name (store/layout.backup_unnameable)."""
 
-    def __init__(self, name: str, why: str):
-        super().__init__("VM %r is not backed up: %s; rename the VM (no restore reads a backup folder named so)"
-                         % (name, why))
+    def __init__(self, name: str, why: str, vmid: str = ""):
+        """`vmid`: the VM's, named too (an empty name or one of blanks shows as nothing in vSphere's list)."""
+        super().__init__("VM %r%s is not backed up: %s; rename the VM (no restore reads a backup folder named so)"
+                         % (name, " (vmid %s)" % vmid if vmid else "", why))
         self.name = name
 
 

@@ -105,8 +105,6 @@ def test_vm_named_like_hotvcb_internal_file_is_listed_and_verified(host, tmp_pat
     assert "/.hotvcb-x/.hotvcb-x-" in r.stdout, r.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="getallvms parsing (vimcmd._FILE, [^\\]]+) cannot take a datastore name "
-                   "holding ']': the VM is misnamed ('br     [my ds') and never backed up")
 def test_vm_on_datastore_whose_name_holds_brackets(host, tmp_path):
     """The admin's datastore is called `my ds [ssd] (1)` (vSphere allows brackets). A VM `br` on it:
     `hotvcb -m br` says "no VM named 'br' on this host", and `-a` fails a VM it calls
@@ -172,8 +170,6 @@ def test_repo_latest_line_for_name_with_trailing_blank(host, tmp_path):
     assert "did you mean 'trail '" not in line and " id" in line, line
 
 
-@pytest.mark.xfail(strict=True, reason="a VM named only blanks is reported as 'registered but invalid: its row in "
-                   "getallvms cannot be read', not as docs/backup-format.md promises (only dots and spaces: rename it)")
 def test_vm_named_only_blanks_is_named_as_such(host, tmp_path):
     """A VM whose display name is three blanks (someone cleared the name field in a script). The docs
     promise such a VM (only dots and spaces) is named as an error that asks for the VM to be renamed,

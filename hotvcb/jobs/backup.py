@@ -121,7 +121,7 @@ class BackupJob:
             matches = by_name.get(name, [])
             unnameable = layout.backup_unnameable(name) if len(matches) == 1 else None
             if unnameable is not None:  # a backup a restore would refuse: said before any change to the VM
-                out.append(UnnameableVm(name, unnameable))
+                out.append(UnnameableVm(name, unnameable, matches[0].vmid))
             elif len(matches) == 1:
                 out.append(matches[0])
             elif not matches:

@@ -100,7 +100,8 @@ def backup_unnameable(name: str) -> Optional[str]:
     folder above it, not a folder of the VM's own (its backups and their rotation would land among the
     other VMs' folders, or outside the volume, where `list` shows none), and a restore refuses every
     such name (unusable_name). A '/' is no reason: folder_name escapes it."""
-    return control_character(name) or ("it is only dots and spaces" if not name.strip(" .") else None)
+    return control_character(name) or ("its name is empty" if not name else "it is only dots and spaces"
+                                       if not name.strip(" .") else None)
 
 
 def control_character(name: str) -> Optional[str]:
