@@ -149,10 +149,12 @@ class UnnameableVm(HostError):
     its backup folder would be named so ("." or ".." not even a folder of its own), and a restore reads no
     backup from such a path nor gives a VM such a name (store/layout.backup_unnameable)."""
 
-    def __init__(self, name: str, why: str, vmid: str = ""):
-        """`vmid`: the VM's, named too (an empty name or one of blanks shows as nothing in vSphere's list)."""
-        super().__init__("VM %r%s is not backed up: %s; rename the VM (no restore reads a backup folder named so)"
-                         % (name, " (vmid %s)" % vmid if vmid else "", why))
+    def __init__(self, name: str, why: str, vmid: str = "", restorable: bool = False):
+        """`vmid`: the VM's, named too (an empty name or one of blanks shows as nothing in vSphere's list).
+        `restorable`: a name a restore would read (refused for its length, layout.too_long)."""
+        super().__init__("VM %r%s is not backed up: %s; rename the VM%s" % (
+            name, " (vmid %s)" % vmid if vmid else "", why,
+            "" if restorable else " (no restore reads a backup folder named so)"))
         self.name = name
 
 

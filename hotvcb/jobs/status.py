@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from ..errors import HotvcbError
+from ..errors import HotvcbError, UnnameableVm
 from ..hosts.base import Hypervisor
 from ..localshell import LocalShell
 from ..model import HOLDS_DATA, Snapshot, Vm
@@ -101,6 +101,11 @@ def host_status(host: Hypervisor, settings: Settings, limits: Limits, names: Opt
     repos = {}  # type: Dict[str, Callable[..., Check]]  # repository path -> its check, each read once a run
     needed = {_target(settings): 0}  # type: Dict[str, int]  # where backups go -> what the next run needs there
     for ref in refs:
+        unnameable, too_long = layout.backup_unnameable(ref.name), layout.too_long(ref.name)
+        if unnameable or too_long:  # the job refuses it every night (jobs/backup.select), in these words
+            report.checks.append(Check(CRIT, "backup", ref.name, str(UnnameableVm(
+                ref.name, unnameable or too_long or "", ref.vmid, not unnameable))))
+            continue
         try:
             vm = host.load_vm(ref)
         except HotvcbError as err:

@@ -104,6 +104,25 @@ def backup_unnameable(name: str) -> Optional[str]:
                                        if not name.strip(" .") else None)
 
 
+NAME_MAX = 255  # bytes of one folder name on VMFS, NFS and Linux file systems
+_LONGEST = "-" + "2026-01-01_00-00-00" + max((PARTIAL, DELETING, ".gz"), key=len)  # the longest name a backup takes
+
+
+def too_long(name: str) -> Optional[str]:
+    """Why no backup of a VM can be named after its display name for its length, or None: the longest folder
+    hotvcb makes for a backup of it, `<folder_name>-<time>-deleting`, would pass NAME_MAX bytes. Said before
+    anything is written: the run failed at `cannot create …-partial: File name too long` after its snapshot, for
+    a name whose final folder would have fitted."""
+    size = len(folder_name(name).encode("utf-8", "replace"))
+    if size + len(_LONGEST) <= NAME_MAX:
+        return None
+    own = len(name.encode("utf-8", "replace"))
+    return "its name is %d bytes in UTF-8%s, and its backups' folders are named after it: the longest, `<VM>%s`, " \
+        "would be %d bytes, past the %d a folder name may have (a name of at most %d bytes fits)" % (
+            own, " (%d as its folder writes it)" % size if size != own else "",
+            _LONGEST.replace("2026-01-01_00-00-00", "<time>"), size + len(_LONGEST), NAME_MAX, NAME_MAX - len(_LONGEST))
+
+
 def control_character(name: str) -> Optional[str]:
     """Why a VM name holding a control character or line separator is none (a NUL, a line break, an
     escape sequence), or None: a line break would end the .vmx line of its displayName, a getallvms
