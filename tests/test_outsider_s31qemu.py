@@ -250,8 +250,6 @@ def test_a_qmp_socket_removed_mid_backup_is_not_reported_as_qemu_gone(lab):
     assert str(qemu.pid) in out, out
 
 
-@pytest.mark.xfail(strict=True, reason="a VM whose name starts with '.' is backed up, but `list` and `verify "
-                                       "--all` skip its folder as hidden")
 def test_a_vm_named_with_a_leading_dot_is_listed_and_verified_with_the_others(lab):
     """A QEMU VM `.web` (the admin's naming for infrastructure VMs; ESXi and libvirt allow it too) is backed
     up every night: `OK 1/1`, its folder `<volume>/.web/.web-<time>`, and `status` shows `OK backup .web:

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from ..errors import HotvcbError, UnnameableVm
+from ..errors import HotvcbError
 from ..hosts.base import Hypervisor
 from ..localshell import LocalShell
 from ..model import HOLDS_DATA, Snapshot, Vm
@@ -101,11 +101,6 @@ def host_status(host: Hypervisor, settings: Settings, limits: Limits, names: Opt
     repos = {}  # type: Dict[str, Callable[..., Check]]  # repository path -> its check, each read once a run
     needed = {_target(settings): 0}  # type: Dict[str, int]  # where backups go -> what the next run needs there
     for ref in refs:
-        unnameable, too_long = layout.backup_unnameable(ref.name), layout.too_long(ref.name)
-        if unnameable or too_long:  # the job refuses it every night (jobs/backup.select), in these words
-            report.checks.append(Check(CRIT, "backup", ref.name, str(UnnameableVm(
-                ref.name, unnameable or too_long or "", ref.vmid, not unnameable))))
-            continue
         try:
             vm = host.load_vm(ref)
         except HotvcbError as err:
@@ -219,7 +214,7 @@ def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: 
     good = [(b, v) for b, v in verdicts if v.good]
     done = [(b, v) for b, v in verdicts if v.state not in ("partial", "deleting")]
     if not good:
-        why = (_volume_gone(host, settings.vm_backup_volume) or "never backed up") if not done else \
+        why = (_volume_gone(host, settings.vm_backup_volume) or _never(name)) if not done else \
             "no good backup (newest: %s, %s)" % (done[-1][1].state, done[-1][1].reason)
         failed = failed_since(tried, round(_made_at(host, done[-1][0].when)) - 1 if done else 0)
         if failed:  # why it failed: a failed backup's STATUS.error says only that it did
@@ -253,6 +248,13 @@ def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: 
     if age > limits.max_age:
         return Check(WARN, "backup", name, text, details)
     return Check(OK, "backup", name, text, details)
+
+
+def _never(name: str) -> str:
+    """Why a VM without backups has none: the run refuses its name (jobs/backup.select: blanks, a control
+    character, too long for its folders), or it was never backed up."""
+    refused = layout.backup_unnameable(name) or layout.too_long(name)
+    return "never backed up: the run refuses its name, as %s; rename the VM" % refused if refused else "never backed up"
 
 
 def failed_since(tried: Optional[Dict[str, Any]], made: float) -> str:
