@@ -63,6 +63,14 @@ def folder_name(vm_name: str) -> str:
     return vm_name.replace("%", "%25").replace("/", "%2f")
 
 
+def datastore_folder(vm_name: str) -> str:
+    """A restored VM's folder (and .vmx) name on its datastore: its display name, a '/' written `%2f`
+    (a restore refuses such a name, unusable_name, so this is the name itself). `%` stays as it is: unlike
+    backups of many VMs in one volume (folder_name), a restore never shares a folder, it refuses one that
+    exists, and restored folders have always been named so."""
+    return vm_name.replace("/", "%2f")
+
+
 _ESCAPE = lazyre.compile("%(25|2f)")
 _UNESCAPED = lazyre.compile("%(?!25|2f)")
 
@@ -83,7 +91,7 @@ _CONTROL = lazyre.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 def unusable_name(name: str, own: bool = False) -> Optional[str]:
     """Why a name for a restored VM cannot be its display and folder name (one line), or None; `own`:
     the backup's own name (no new one given), which the line then asks for. A '/' would be
-    folder_name's escape in the folder but the name itself in vSphere and libvirt; NUL ends the name
+    datastore_folder's escape in the folder but the name itself in vSphere and libvirt; NUL ends the name
     in C; "", "." and ".." are no folder of their own; a control character or line separator
     (control_character)."""
     why = backup_unnameable(name) or ("it holds '/'" if "/" in name else None)
