@@ -152,9 +152,9 @@ class UnnameableVm(HostError):
     def __init__(self, name: str, why: str, vmid: str = "", restorable: bool = False):
         """`vmid`: the VM's, named too (an empty name or one of blanks shows as nothing in vSphere's list).
         `restorable`: a name a restore would read (refused for its length, layout.too_long)."""
-        super().__init__("VM %r%s is not backed up: %s; rename the VM%s" % (
-            name, " (vmid %s)" % vmid if vmid else "", why,
-            "" if restorable else " (no restore reads a backup folder named so)"))
+        notes = (["vmid " + vmid] if vmid else []) + ([] if restorable else ["no restore reads a backup folder named so"])
+        super().__init__("VM %r is not backed up: %s; rename the VM%s" % (
+            name, why, " (%s)" % "; ".join(notes) if notes else ""))
         self.name = name
 
 
