@@ -18,6 +18,7 @@ from . import jsonio
 STATE_FILE = "state/host.json"
 # the bytes urllib.parse.quote never escapes
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+WRITER_NAME_MAX = 200  # bytes of a writer log's quoted name: with ".jsonl", well under a file name's 255
 
 
 def _flock(path):
@@ -104,8 +105,15 @@ class Store:
 
     def writer_log_path(self, name):
         """The name as urllib.parse.quote(name, safe="") gives it (urllib.parse loads re,
-        collections and ipaddress: more than the snapshot call that logs here)."""
+        collections and ipaddress: more than the snapshot call that logs here). A quoted name past
+        WRITER_NAME_MAX bytes is cut there and made unique by its digest: vSphere names a VM in at most 80
+        characters, but a .vmx's displayName takes any length, and 43 `ü` quote to more than the 255
+        bytes of a file name (a snapshot's event then failed with a traceback where ESXi snapshots)."""
         quoted = "".join(chr(b) if b in _UNRESERVED else "%%%02X" % b for b in name.encode("utf-8"))
+        if len(quoted) > WRITER_NAME_MAX:
+            from hashlib import sha256
+
+            quoted = quoted[:WRITER_NAME_MAX - 65] + "~" + sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
         return self.p("state", "writer", quoted + ".jsonl")
 
     def faults(self):

@@ -112,9 +112,27 @@ class VmNotFound(HostError):
 
         close = [p for p in present if p.lower() == name.lower() and p != name]
         close += [c for c in difflib.get_close_matches(name, list(present), n=3, cutoff=0.6) if c not in close]
-        hint = " (did you mean %s?)" % " or ".join(repr(c) for c in close[:3]) if close else ""
-        super().__init__("no VM named %r on this host%s" % (name, hint))
+        super().__init__("no VM named %r on this host%s" % (name, did_you_mean(name, close[:3])))
         self.name, self.suggestions = name, close[:3]
+
+
+def did_you_mean(name: str, close: Sequence[str]) -> str:
+    """` (did you mean 'x'?)` for the names close to `name`, or "". A close name that differs from it only
+    in Unicode normalization (`Müller` typed in vSphere, NFC, and read from a list file written on a Mac,
+    NFD) prints exactly as it does: the hint says so, or the admin sees the very name they wrote suggested.
+    Names are still matched exactly, code point for code point (docs/backup-format.md)."""
+    if not close:
+        return ""
+    import unicodedata
+
+    def form(text: str) -> str:
+        return "NFC" if unicodedata.is_normalized("NFC", text) else \
+            "NFD" if unicodedata.is_normalized("NFD", text) else "neither NFC nor NFD"
+
+    same = [c for c in close if unicodedata.normalize("NFC", c) == unicodedata.normalize("NFC", name)]
+    note = " The name given differs from %s only in Unicode normalization, %s against the VM's %s: names are " \
+        "matched exactly, code point for code point" % (repr(same[0]), form(name), form(same[0])) if same else ""
+    return " (did you mean %s?%s)" % (" or ".join(repr(c) for c in close), note)
 
 
 class InvalidVm(HostError):
@@ -131,9 +149,12 @@ class UnnameableVm(HostError):
     its backup folder would be named so ("." or ".." not even a folder of its own), and a restore reads no
     backup from such a path nor gives a VM such a name (store/layout.backup_unnameable)."""
 
-    def __init__(self, name: str, why: str):
-        super().__init__("VM %r is not backed up: %s; rename the VM (no restore reads a backup folder named so)"
-                         % (name, why))
+    def __init__(self, name: str, why: str, vmid: str = "", restorable: bool = False):
+        """`vmid`: the VM's, named too (an empty name or one of blanks shows as nothing in vSphere's list).
+        `restorable`: a name a restore would read (refused for its length, layout.too_long)."""
+        notes = (["vmid " + vmid] if vmid else []) + ([] if restorable else ["no restore reads a backup folder named so"])
+        super().__init__("VM %r is not backed up: %s; rename the VM%s" % (
+            name, why, " (%s)" % "; ".join(notes) if notes else ""))
         self.name = name
 
 

@@ -16,7 +16,7 @@ first non-blank character is `#` are comments, so `web#2` is a name.
 from typing import List, Sequence, Tuple
 
 from hotvcb.adminfile import read_text, shown_as
-from hotvcb.errors import UsageError, VmNotFound
+from hotvcb.errors import UsageError, VmNotFound, did_you_mean
 from . import lazyre
 
 _BLANKS = " \t\r"
@@ -69,8 +69,7 @@ def excluding_nothing(exclude: Sequence[str], present: Sequence[str]) -> List[st
             hint = ("; ghettoVCB left out %s for this line (it starts with that name), but hotvcb compares whole "
                     "names and backs %s up: write the name alone on its line to leave it out" % (started, started))
         else:
-            close = VmNotFound(entry, present).suggestions
-            hint = " (did you mean %s?)" % " or ".join(repr(c) for c in close) if close else ""
+            hint = did_you_mean(entry, VmNotFound(entry, present).suggestions)
         out.append("the exclude list (-e) names %r, which is no VM on this host, so it leaves no VM out%s"
                    % (entry, hint))
     return out

@@ -7,7 +7,7 @@
 Format numbers are ghettoVCB's: 1 zeroedthick, 2 2gbsparse, 3 thin,
 4 eagerzeroedthick (hotvcb also takes the names). Every `"` of a line is
 dropped, as ghettoVCB-restore did (`sed 's/"//g'` on each field), so a field
-quoted on its own or a quoted new name reads as it did there; a pair of `'`
+quoted on its own or a quoted new name reads as it did there, blanks inside the quotes kept; a pair of `'`
 around the whole line is stripped too. Blank lines and lines starting with `#`
 are skipped, a trailing `/` on either path is tolerated, and so are empty fields after the 4th
 (`...;3;New Name;`): ghettoVCB-restore read fields 1-4 only. A line that cannot be used becomes a
@@ -81,7 +81,7 @@ def parse_line(line: str, where: str) -> Union[RestoreRequest, BadLine, None]:
         return BadLine(where, "control character in line")
     # ghettoVCB-restore dropped every '"' (`sed 's/"//g'`): around the line or a field they go; one inside
     # a field is part of a name, and dropped it would name another backup (q"a -> qa): refused
-    fields = [f.strip(" \t").strip('"').strip(" \t") for f in text.split(";")]
+    fields = [_unquoted(f) for f in text.split(";")]
     inside = [i for i, f in enumerate(fields, 1) if '"' in f]
     if inside:
         return BadLine(where, 'a " inside field %d: ghettoVCB-restore removed it, which would name another '
@@ -120,6 +120,17 @@ def parse_line(line: str, where: str) -> Union[RestoreRequest, BadLine, None]:
         return RestoreRequest("" if latest else which, trim_path(datastore_path(target)), fmt_name, new_name, where,
                               repo=trim_path(path), latest=latest)
     return RestoreRequest(trim_path(backup), trim_path(datastore_path(target)), fmt_name, new_name, where)
+
+
+def _unquoted(field: str) -> str:
+    """A field without the blanks around it and its `"`s, keeping the blanks the quotes hold: VM `trail `
+    (a trailing blank from a copy-paste) is `"repo:...#latest=trail "`, as ghettoVCB-restore, which cut
+    no blank, read it. A blank outside the quotes, or in an unquoted field, is layout and goes."""
+    field = field.strip(" \t")
+    start, end = field.startswith('"'), len(field) > 1 and field.endswith('"')
+    inner = field[1 if start else 0: len(field) - 1 if end else len(field)]
+    inner = inner if start else inner.lstrip(" \t")
+    return inner if end else inner.rstrip(" \t")
 
 
 def datastore_path(target: str) -> str:

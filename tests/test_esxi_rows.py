@@ -84,13 +84,12 @@ def test_an_annotation_line_starting_with_a_listed_vmid_costs_that_vm_nothing(no
 
 
 def test_a_row_with_the_fields_but_no_reading_still_disputes_its_vmid():
-    """VM 2's genuine row names no VM (its name is empty), and a's note forges a whole row of vmid 2:
-    the forged row is the only one that reads, yet vmid 2 stays disputed, never x.vmx snapshotted
-    as VM 2."""
+    """VM 2's genuine row shows no name (its name is empty or blanks: read as such, the job names it), and
+    a's note forges a whole row of vmid 2: vmid 2 stays disputed, never x.vmx snapshotted as VM 2."""
     forged = "note\n2   x   [datastore1] x/x.vmx   otherGuest   vmx-19"
     text = HEADER + _row("1", "a", forged) + "2      [datastore1] e/e.vmx   otherGuest   vmx-19\n"
     refs, doubtful = _settled(text)
-    assert [r.vmid for r in refs] == ["1"] and "one that does not read" in doubtful["2"], doubtful
+    assert [r.vmid for r in refs] == ["1"] and "it starts 2 rows" in doubtful["2"], doubtful
 
 
 def test_a_line_without_the_fields_on_a_vmid_no_row_has_is_still_named():

@@ -59,8 +59,6 @@ def assert_same_disks(host, src_vmid, dst_vmid):
 # ---------------------------------------------------------------------------------------------- defects
 
 
-@pytest.mark.xfail(strict=True, reason="folder_name escapes '%' only when the name holds '/': VMs 'a/b' and "
-                   "'a%2fb' share one backup folder and one's rotation deletes the other's backups")
 def test_slash_and_percent_names_do_not_share_a_backup_folder(host, tmp_path):
     """Two VMs: one the admin named `a/b`, one `a%2fb` (a name someone typed after seeing how hostd
     shows the first). With VM_BACKUP_ROTATION_COUNT=1 they back up `a%2fb`, then `a/b`. hotvcb writes
@@ -87,8 +85,6 @@ def test_slash_and_percent_names_do_not_share_a_backup_folder(host, tmp_path):
     assert names == sorted(done), names
 
 
-@pytest.mark.xfail(strict=True, reason="list and verify --all skip a VM folder named .hotvcb-*: a VM of that "
-                   "name is backed up (and in status) but its backups are invisible to list/verify --all")
 def test_vm_named_like_hotvcb_internal_file_is_listed_and_verified(host, tmp_path):
     """A VM called `.hotvcb-x` (a test VM someone named after the tool) is backed up: the run says
     OK and `status` counts its backup. But `hotvcb list` (no VM named) and `hotvcb verify --all` leave
@@ -109,8 +105,6 @@ def test_vm_named_like_hotvcb_internal_file_is_listed_and_verified(host, tmp_pat
     assert "/.hotvcb-x/.hotvcb-x-" in r.stdout, r.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="getallvms parsing (vimcmd._FILE, [^\\]]+) cannot take a datastore name "
-                   "holding ']': the VM is misnamed ('br     [my ds') and never backed up")
 def test_vm_on_datastore_whose_name_holds_brackets(host, tmp_path):
     """The admin's datastore is called `my ds [ssd] (1)` (vSphere allows brackets). A VM `br` on it:
     `hotvcb -m br` says "no VM named 'br' on this host", and `-a` fails a VM it calls
@@ -133,8 +127,6 @@ def test_vm_on_datastore_whose_name_holds_brackets(host, tmp_path):
     assert_same_disks(host, vmid, host.vmid_by_name("br-copy"))
 
 
-@pytest.mark.xfail(strict=True, reason="a -f list line in NFD form is reported as \"no VM named 'Müller' (did you "
-                   "mean 'Müller'?)\": the two names print identically and nothing says they differ in normalization")
 def test_list_file_name_in_other_unicode_normalization_is_explained(host, tmp_path):
     """The VM `Müller` was named in vSphere (NFC, one code point for ü); the admin's VM list file was
     written on a Mac, which stores `Müller` decomposed (NFD, u + combining diaeresis). The run fails the
@@ -155,8 +147,6 @@ def test_list_file_name_in_other_unicode_normalization_is_explained(host, tmp_pa
     assert any(w in line.lower() for w in ("\\u0308", "u+0308", "normaliz", "combining", "decomposed")), line
 
 
-@pytest.mark.xfail(strict=True, reason="a repo:...#latest=<VM> line loses the VM name's trailing blank even "
-                   "quoted, then says \"did you mean 'trail '?\", the very name written; a leading blank is kept")
 def test_repo_latest_line_for_name_with_trailing_blank(host, tmp_path):
     """VM `trail ` (a trailing blank from a copy-paste in vSphere) is backed up into a repository. The
     admin's vms_to_restore line `"repo:<repo>#latest=trail ";ds5;3;trail-copy`, the field quoted as the
@@ -180,8 +170,6 @@ def test_repo_latest_line_for_name_with_trailing_blank(host, tmp_path):
     assert "did you mean 'trail '" not in line and " id" in line, line
 
 
-@pytest.mark.xfail(strict=True, reason="a VM named only blanks is reported as 'registered but invalid: its row in "
-                   "getallvms cannot be read', not as docs/backup-format.md promises (only dots and spaces: rename it)")
 def test_vm_named_only_blanks_is_named_as_such(host, tmp_path):
     """A VM whose display name is three blanks (someone cleared the name field in a script). The docs
     promise such a VM (only dots and spaces) is named as an error that asks for the VM to be renamed,

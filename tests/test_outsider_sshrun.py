@@ -258,7 +258,7 @@ def test_kill_9_of_the_client_before_the_run_leaves_nothing_on_the_host(host, si
     (["restore", "-c", "FIFO"], 1),
 ], ids=["status-conf-dev-zero", "restore-file-fifo"])
 def test_a_fifo_or_device_given_as_a_file_to_send_is_refused_not_read_forever(site, tmp_path, args, code):
-    """Local mode opens only regular files (config.read_text); the files SSH mode sends to the host
+    """Local mode opens only regular files (adminfile.read_text); the files SSH mode sends to the host
     were read whole: a FIFO hung the command for good, /dev/zero filled memory."""
     fifo = tmp_path / "vms ü fifo"
     os.mkfifo(str(fifo))

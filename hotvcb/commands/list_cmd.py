@@ -44,9 +44,6 @@ from ..treeview import ScannedShell
 from ..units import human_size
 from . import common
 
-HIDDEN = ".hotvcb-"  # what hotvcb keeps beside the VMs' folders (lastrun.PREFIX's records): no VM's
-
-
 def register(subparsers) -> None:
     p = subparsers.add_parser("list", help="list backups with age, size, format, status and last verification")
     p.add_argument("vm", nargs="?", metavar="VM", help="only this VM's backups")
@@ -61,17 +58,18 @@ def register(subparsers) -> None:
 
 
 def vm_names(shell: Shell, volume: str) -> List[str]:
-    """VM names that have a folder under the volume (folder names unescaped). A VM's name may start with a
-    dot (`.web`: ESXi takes it, and its backups go to `<volume>/.web/`); only hotvcb's own bookkeeping
-    there (HIDDEN) is none. Any other folder holding no backup named after it shows none."""
+    """VM names that have a folder under the volume (layout.vm_of_folder: a folder no name's folder_name
+    is, is none). No name is set aside for looking like hotvcb's own: a VM may be called `.web` or
+    `.hotvcb-x`, and its backups are in `<volume>/.hotvcb-x/`. What hotvcb keeps there itself is files (a
+    folder's clock probe, a restore's records) or a folder holding no backup named after it (a restore's
+    `.hotvcb-extract-…` scratch, were the volume its target), which shows none."""
     if not shell.isdir(volume):
         return []
     out = []
     for entry in shell.listdir(volume):
-        if entry.startswith(HIDDEN) or not shell.isdir(volume + "/" + entry):
-            continue
-        name = entry.replace("%2f", "/").replace("%25", "%") if "%2f" in entry else entry
-        out.append(name)
+        name = layout.vm_of_folder(entry)
+        if name is not None and shell.isdir(volume + "/" + entry):
+            out.append(name)
     return out
 
 

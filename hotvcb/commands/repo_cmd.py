@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from .. import interrupt, runlog
-from ..errors import HostError, RepoError, UsageError, VmNotFound
+from ..errors import HostError, RepoError, UsageError, VmNotFound, did_you_mean
 from ..jobs.repo_backup import flat_name, stored_names
 from ..jobs.restore_scratch import OWN_FILES, RESTORING, Records, record_of
 from ..jobs.restore_sweep import sweep
@@ -139,7 +139,7 @@ def find(repo: Repository, ident: str, latest: str = "") -> Snapshot:
         if not snaps:
             close = VmNotFound(latest, sorted({snap.vm for snap in every})).suggestions
             raise UsageError("no backup of %r in the repository%s (hotvcb list --repo shows them)" % (
-                latest, " (did you mean %s?)" % " or ".join(repr(c) for c in close) if close else ""))
+                latest, did_you_mean(latest, close)))
         # two hosts' VMs may share a name (repository.machines)
         newest = {key: found[-1] for key, found in machines(snaps).items()}
         if len(newest) > 1:

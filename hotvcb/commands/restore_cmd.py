@@ -212,7 +212,7 @@ def _restore(job: RestoreJob, req: RestoreRequest, log, dry_run: bool) -> Option
             require_usable_name(req.new_name)
         repo = open_path(req.repo)
         snap = repo_cmd.find(repo, req.backup, req.latest)
-        final = "%s/%s" % (req.target.rstrip("/"), layout.folder_name(req.new_name or snap.vm))
+        final = "%s/%s" % (req.target.rstrip("/"), layout.datastore_folder(req.new_name or snap.vm))
         if job.shell.exists(final):  # before the whole backup is staged on the datastore
             raise HotvcbError("target folder %s already exists; not overwriting it" % final)
         job.reclaim(req.target)  # a killed restore's staging there: its room, before the room is counted

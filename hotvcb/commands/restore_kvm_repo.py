@@ -26,7 +26,7 @@ def restore(path: str, ident: str, latest: str, req: KvmRequest, log, dry_run: b
     snap = repo_cmd.find(repo, ident, latest)
     if not os.path.isdir(req.target):
         raise KvmRestoreError("target folder %s does not exist" % req.target)
-    folder = req.target.rstrip("/") + "/" + layout.folder_name(req.name or snap.vm)
+    folder = req.target.rstrip("/") + "/" + layout.datastore_folder(req.name or snap.vm)
     if os.path.lexists(folder):  # before the whole backup is staged (the restore checks it again)
         raise KvmRestoreError("%s already exists; not overwriting it" % folder)
     # staged (zeros stay holes), then converted beside it: images hold no more than the staged disks

@@ -16,6 +16,7 @@ from .. import lazyre
 
 _ROW = lazyre.compile(r"^\s*(\d+)\s+(.*)$", re.S)  # S: a row joined from lines
 _FILE = lazyre.compile(r"^\[([^\]]+)\] (.+?\.vmx)\s+\S+\s+vmx-\d+\b")
+_PATH = lazyre.compile(r"^(.+?\.vmx)\s+\S+\s+vmx-\d+\b")  # after a known datastore's `[name] `
 _FIELDS = lazyre.compile(_FILE.pattern, re.S)  # the same fields, a path holding a line feed included
 _SNAP_FIELD = lazyre.compile(r"^(-*)(?:\|-(?:ROOT|CHILD))?Snapshot (\w+(?: \w+)?)\s*:\s?(.*)$")
 _AFTER_DESCRIPTION = ("Created On", "State")  # the fields vim-cmd prints after a description
@@ -97,7 +98,7 @@ def getallvms_candidates(text: str, datastores: Optional[Dict[str, str]] = None)
 
 def _has_fields(rest: str) -> bool:
     """Whether the text after a vmid holds a row's fields, from a field's start: as hostd prints them after
-    a name no reading takes (none, or only blanks and line feeds), or around a path holding a line feed."""
+    a name no reading takes (one holding line feeds), or around a path holding a line feed."""
     return any(_FIELDS.match(rest[i:]) for i in _bracket_positions(rest))
 
 
@@ -108,14 +109,31 @@ def _row_candidates(row: str, datastores: Optional[Dict[str, str]]) -> List[VmRe
     vmid, rest = m.group(1), m.group(2)
     cands = []
     for i in reversed(_bracket_positions(rest)):
-        f = _FILE.match(rest[i:])
+        # an empty name is a name of blanks (hostd prints it so): the .vmx's displayName shows it, and the
+        # job names it as one it cannot back up (layout.backup_unnameable), not as a row it cannot read
         name = rest[:i].rstrip()
-        if not f or not name:
-            continue
-        known = datastores is not None and f.group(1) in datastores
-        root = (datastores or {}).get(f.group(1), "/vmfs/volumes/" + f.group(1))
-        cands.append((not known, VmRef(vmid=vmid, name=unescape_name(name), vmx_path=root + "/" + f.group(2))))
+        for datastore, path in _file_fields(rest[i:], datastores):
+            known = datastores is not None and datastore in datastores
+            root = (datastores or {}).get(datastore, "/vmfs/volumes/" + datastore)
+            cands.append((not known, VmRef(vmid=vmid, name=unescape_name(name), vmx_path=root + "/" + path)))
     return [ref for _unknown, ref in sorted(cands, key=lambda c: c[0])]
+
+
+def _file_fields(field: str, datastores: Optional[Dict[str, str]]) -> List[Tuple[str, str]]:
+    """The (datastore, path) a `[datastore] path.vmx  guest  vmx-NN` field can be read as: for each of the
+    host's datastores it starts with (a name may hold brackets, `my ds [ssd] (1)`, which no pattern can
+    tell from the path's), then as the first `]` ends the name (a datastore the host did not list)."""
+    found = []
+    for name in datastores or {}:
+        head = "[" + name + "] "
+        if field.startswith(head):
+            f = _PATH.match(field[len(head):])
+            if f:
+                found.append((name, f.group(1)))
+    f = _FILE.match(field)
+    if f and (f.group(1), f.group(2)) not in found:
+        found.append((f.group(1), f.group(2)))
+    return found
 
 
 def _bracket_positions(rest: str) -> List[int]:

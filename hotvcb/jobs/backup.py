@@ -96,8 +96,8 @@ class BackupJob:
     # -- selection -----------------------------------------------------------
     def select(self, names: Optional[Sequence[str]], exclude: Sequence[str]) -> List[Target]:
         """VmRefs to back up, in order; a name that matches no VM, or several, or one a restore refuses
-        (a line break or other control character, only dots and spaces: layout.backup_unnameable) is an
-        error entry.
+        (a line break or other control character, only dots and spaces: layout.backup_unnameable), or one too
+        long for its backups' folder names (layout.too_long) is an error entry.
 
         Names are compared literally with the display name: a list line
         `Web Server (prod)` is that VM, never a pattern.
@@ -120,8 +120,9 @@ class BackupJob:
                 continue
             matches = by_name.get(name, [])
             unnameable = layout.backup_unnameable(name) if len(matches) == 1 else None
-            if unnameable is not None:  # a backup a restore would refuse: said before any change to the VM
-                out.append(UnnameableVm(name, unnameable))
+            too_long = layout.too_long(name) if len(matches) == 1 else None
+            if unnameable or too_long:  # a backup a restore would refuse, or none made: said before any change
+                out.append(UnnameableVm(name, unnameable or too_long or "", matches[0].vmid, not unnameable))
             elif len(matches) == 1:
                 out.append(matches[0])
             elif not matches:

@@ -247,7 +247,7 @@ class _Restore:
         if req.new_name is None:
             require_usable_name(kvm.machine.name, given=False)
         self.result.name = req.new_name or kvm.machine.name  # what a dry run's verdict names
-        folder = req.target + "/" + layout.folder_name(self.result.name)
+        folder = req.target + "/" + layout.datastore_folder(self.result.name)
         if shell.exists(folder):
             raise RestoreError("target folder %s already exists; not overwriting it" % folder)
         restore_room.check_staged_room(shell, req, kvm, folder, free)

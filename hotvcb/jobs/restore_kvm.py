@@ -144,7 +144,7 @@ class KvmRestore:
         if unusable is not None:  # a given name was refused before anything else
             raise KvmRestoreError(unusable)
         renamed(m, req.name or m.name, req.keep_macs)
-        folder = req.target.rstrip("/") + "/" + layout.folder_name(m.name)
+        folder = req.target.rstrip("/") + "/" + layout.datastore_folder(m.name)
         for path, why in ((folder, "already exists; not overwriting it"),
                           (folder + RESTORING, IN_USE)):
             if self.shell.exists(path):
@@ -196,7 +196,7 @@ class KvmRestore:
             out("NIC: %s %s" % (n.model, n.mac))
         if req.define_in is not None:
             out("DEFINE: virsh%s define %s/%s.xml" % (" -c " + req.define_in if req.define_in else "", folder,
-                                                    layout.folder_name(m.name)))
+                                                    layout.datastore_folder(m.name)))
 
     def _write(self, found: Found, req: KvmRequest, folder: str) -> KvmResult:
         m = found.machine
@@ -217,7 +217,7 @@ class KvmRestore:
             progress = self.log.progress("%s %s" % (m.name, name), os.path.getsize(d.source))
             self._convert(d.source, d.fmt, temp + "/" + name, spec, progress)
             d.source, d.fmt = folder + "/" + name, req.fmt
-        fname = layout.folder_name(m.name)
+        fname = layout.datastore_folder(m.name)
         xml = domain_xml.render(m, found.base_xml, found.definition)
         self.shell.write_text(temp + "/" + fname + ".xml", xml)
         script = self._script(m, temp, folder)
@@ -260,7 +260,7 @@ class KvmRestore:
         except ConvertError as err:
             self.log.warning("no QEMU start script: %s" % err)
             return ""
-        name = layout.folder_name(m.name) + ".sh"
+        name = layout.datastore_folder(m.name) + ".sh"
         self.shell.write_text(temp + "/" + name, start_script(m, argv))
         self.shell.chmod(temp + "/" + name, 0o755)
         return folder + "/" + name

@@ -133,7 +133,7 @@ class Planner:
         if self.req.new_name is None:  # a given one was refused before the restore began
             require_usable_name(name, given=False)
         self._check_name(name, quiet)
-        fname = layout.folder_name(name)
+        fname = layout.datastore_folder(name)
         folder = self.req.target + "/" + fname
         temp = folder + RESTORING
         if self.shell.exists(folder):
@@ -211,7 +211,7 @@ class Planner:
             if not quiet:
                 self.log.warning("%s: %s" % (name, said))
         plan.copy = self.req.new_name is not None and self.req.new_name != original
-        folders = {f for f in (layout.folder_name(original or ""), vmxs[0][: -len(".vmx")]) if f}
+        folders = {f for f in (layout.datastore_folder(original or ""), vmxs[0][: -len(".vmx")]) if f}
         for warning in answer_moved_or_copied(vmx, plan.copy, put, folders):
             if not quiet:
                 self.log.warning("%s: %s" % (name, warning))
@@ -300,7 +300,7 @@ class Planner:
         name = self.req.new_name or vmx.get("displayName") or ""
         if not name:
             m = layout.named(folder_name)
-            name = m.group(1) if m else folder_name
+            name = (layout.vm_of_folder(m.group(1)) or m.group(1)) if m else folder_name
         return name
 
     def _original_folder(self, original: Optional[str]) -> Optional[str]:

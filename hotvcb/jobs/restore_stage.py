@@ -87,4 +87,4 @@ def stage(shell: Shell, found: "Found", dest: str, log, qemu_img: str = qemuimg.
     vmx = vmx_from_machine(m, names)
     for note in m.notes:
         log.warning("%s: %s" % (m.name, note))
-    shell.write_text(dest + "/" + layout.folder_name(m.name) + ".vmx", vmx)
+    shell.write_text(dest + "/" + layout.datastore_folder(m.name) + ".vmx", vmx)

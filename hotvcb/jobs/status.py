@@ -214,7 +214,7 @@ def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: 
     good = [(b, v) for b, v in verdicts if v.good]
     done = [(b, v) for b, v in verdicts if v.state not in ("partial", "deleting")]
     if not good:
-        why = (_volume_gone(host, settings.vm_backup_volume) or "never backed up") if not done else \
+        why = (_volume_gone(host, settings.vm_backup_volume) or _never(name)) if not done else \
             "no good backup (newest: %s, %s)" % (done[-1][1].state, done[-1][1].reason)
         failed = failed_since(tried, round(_made_at(host, done[-1][0].when)) - 1 if done else 0)
         if failed:  # why it failed: a failed backup's STATUS.error says only that it did
@@ -248,6 +248,13 @@ def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: 
     if age > limits.max_age:
         return Check(WARN, "backup", name, text, details)
     return Check(OK, "backup", name, text, details)
+
+
+def _never(name: str) -> str:
+    """Why a VM without backups has none: the run refuses its name (jobs/backup.select: blanks, a control
+    character, too long for its folders), or it was never backed up."""
+    refused = layout.backup_unnameable(name) or layout.too_long(name)
+    return "never backed up: the run refuses its name, as %s; rename the VM" % refused if refused else "never backed up"
 
 
 def failed_since(tried: Optional[Dict[str, Any]], made: float) -> str:

@@ -54,8 +54,33 @@ class BackupSet:
 
 
 def folder_name(vm_name: str) -> str:
-    """A display name as a single path component ('/' cannot be one)."""
-    return vm_name.replace("%", "%25").replace("/", "%2f") if "/" in vm_name else vm_name
+    """A display name as a single path component ('/' cannot be one), one to one: `%` is written `%25`
+    and `/` `%2f`, hostd's own escapes, so the folder is the one ghettoVCB.sh made (it names it after
+    getallvms' name, `a%2fb` for `a/b`, `a%25b` for `a%b`), and VMs `a/b` and `a%2fb` (`a%252fb`) never
+    share one. A name without `%` or `/` is its own folder, as hotvcb always wrote it. (hotvcb before
+    this escaped `%` only in a name holding `/`: a folder `a%b` of such a backup is read as no VM's,
+    vm_of_folder; renamed to `a%25b` it is that VM's again.)"""
+    return vm_name.replace("%", "%25").replace("/", "%2f")
+
+
+def datastore_folder(vm_name: str) -> str:
+    """A restored VM's folder (and .vmx) name on its datastore: its display name, a '/' written `%2f`
+    (a restore refuses such a name, unusable_name, so this is the name itself). `%` stays as it is: unlike
+    backups of many VMs in one volume (folder_name), a restore never shares a folder, it refuses one that
+    exists, and restored folders have always been named so."""
+    return vm_name.replace("/", "%2f")
+
+
+_ESCAPE = lazyre.compile("%(25|2f)")
+_UNESCAPED = lazyre.compile("%(?!25|2f)")
+
+
+def vm_of_folder(folder: str) -> Optional[str]:
+    """The VM name whose folder_name is `folder`, or None where no name's is (a `%` that starts neither
+    `%25` nor `%2f`): its exact inverse, shared by every reader of a volume (list, verify, from_path)."""
+    if _UNESCAPED.search(folder):
+        return None
+    return _ESCAPE.sub(lambda m: "%" if m.group(1) == "25" else "/", folder)
 
 
 # C0 and C1 control characters, DEL and Unicode's line and paragraph separators: no display name or
@@ -66,7 +91,7 @@ _CONTROL = lazyre.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 def unusable_name(name: str, own: bool = False) -> Optional[str]:
     """Why a name for a restored VM cannot be its display and folder name (one line), or None; `own`:
     the backup's own name (no new one given), which the line then asks for. A '/' would be
-    folder_name's escape in the folder but the name itself in vSphere and libvirt; NUL ends the name
+    datastore_folder's escape in the folder but the name itself in vSphere and libvirt; NUL ends the name
     in C; "", "." and ".." are no folder of their own; a control character or line separator
     (control_character)."""
     why = backup_unnameable(name) or ("it holds '/'" if "/" in name else None)
@@ -83,7 +108,27 @@ def backup_unnameable(name: str) -> Optional[str]:
     folder above it, not a folder of the VM's own (its backups and their rotation would land among the
     other VMs' folders, or outside the volume, where `list` shows none), and a restore refuses every
     such name (unusable_name). A '/' is no reason: folder_name escapes it."""
-    return control_character(name) or ("it is only dots and spaces" if not name.strip(" .") else None)
+    return control_character(name) or ("its name is empty" if not name else "it is only dots and spaces"
+                                       if not name.strip(" .") else None)
+
+
+NAME_MAX = 255  # bytes of one folder name on VMFS, NFS and Linux file systems
+_LONGEST = "-" + "2026-01-01_00-00-00" + max((PARTIAL, DELETING, ".gz"), key=len)  # the longest name a backup takes
+
+
+def too_long(name: str) -> Optional[str]:
+    """Why no backup of a VM can be named after its display name for its length, or None: the longest folder
+    hotvcb makes for a backup of it, `<folder_name>-<time>-deleting`, would pass NAME_MAX bytes. Said before
+    anything is written: the run failed at `cannot create …-partial: File name too long` after its snapshot, for
+    a name whose final folder would have fitted."""
+    size = len(folder_name(name).encode("utf-8", "replace"))
+    if size + len(_LONGEST) <= NAME_MAX:
+        return None
+    own = len(name.encode("utf-8", "replace"))
+    return "its name is %d bytes in UTF-8%s, and its backups' folders are named after it: the longest, `<VM>%s`, " \
+        "would be %d bytes, past the %d a folder name may have (a name of at most %d bytes fits)" % (
+            own, " (%d as its folder writes it)" % size if size != own else "",
+            _LONGEST.replace("2026-01-01_00-00-00", "<time>"), size + len(_LONGEST), NAME_MAX, NAME_MAX - len(_LONGEST))
 
 
 def control_character(name: str) -> Optional[str]:
@@ -253,7 +298,9 @@ def from_path(shell: Shell, path: str) -> Optional[BackupSet]:
         stamp_time(m.group(2))
     except ValueError as err:
         raise NotABackup(_no_time(path, m.group(2), err)) from None
-    vm = m.group(1).replace("%2f", "/").replace("%25", "%") if "%2f" in m.group(1) else m.group(1)
+    vm = vm_of_folder(m.group(1))
+    if vm is None:
+        return None
     for b in list_backups(shell, volume or "/", vm) if shell.isdir(root) else []:
         if b.path == path:
             return b
