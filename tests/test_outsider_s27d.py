@@ -17,6 +17,8 @@ import pytest
 from qemulab import MiB, disk_of, opened
 from qemuvm import PYTHON, env, loop_devices, needs_qemu, qemu_img, wait_until  # noqa: F401
 
+from hotvcb.hosts.qemu_overlay_names import OVERLAY_SUFFIX, overlay_path
+
 from test_outsider_s27kvm import lun_domain_backed_up, volume_domain
 
 
@@ -26,9 +28,24 @@ def lab(tmp_path):
         yield made
 
 
-def _clean_device_overlays(prefix):
-    for f in glob.glob("/var/lib/hotvcb/qemu-overlays/" + glob.escape(prefix) + "*"):
-        os.remove(f)
+def _clean_device_overlays(*devices):
+    """Remove hotvcb's overlays (and their descriptions) of exactly these devices: the overlay folder is shared
+    by every test worker and every developer's run, and one device's name may begin another's (/dev/loop1 and
+    /dev/loop10, every /tmp path): a prefix would delete the overlay another test's backup is writing to."""
+    for device in devices:
+        stem = overlay_path(device, "x")[:-len("x" + OVERLAY_SUFFIX)]  # `<device's stem>.`
+        for f in glob.glob(glob.escape(stem) + "*"):
+            os.remove(f)
+
+
+def _overlay_in_use(lab, pattern):
+    """The overlay matching `pattern` once the VM's QEMU writes to it (its snapshot transaction done), else None.
+    QEMU creates an overlay as a qcow2 of size 0 with no backing file and only then sizes it and names its
+    backing: a file `qemu-img info` reads may be that stub, and a QEMU killed then leaves one where any write
+    fails (`write failed: Input/output error`, past its end)."""
+    found = glob.glob(pattern)
+    tops = {(d.get("inserted") or {}).get("file") for d in lab.qmp("query-block")}
+    return found[0] if len(found) == 1 and found[0] in tops else None
 
 
 # -- relative image names ----------------------------------------------------------------------------
@@ -134,7 +151,7 @@ def test_a_block_device_deep_in_a_folder_tree_is_backed_up(lab, loop_devices):  
     try:
         code, out = lab.backup("deep")
     finally:
-        _clean_device_overlays("%2F" + lab.root.strip("/").split("/")[0])
+        _clean_device_overlays(link)
     assert "Traceback" not in out, out
     assert code == 0, out
     (backup,) = lab.backups("deep")
@@ -193,7 +210,7 @@ def test_the_backup_of_one_lv_does_not_stop_the_backup_of_the_vm_on_a_dotted_nei
                 os.killpg(run.pid, signal.SIGKILL)
     finally:
         open(release, "w").close()
-        _clean_device_overlays(stem)
+        _clean_device_overlays(*links.values())
     assert "Traceback" not in out, out
     assert code == 0, out
     assert len(lab.backups("web")) == 1, out
@@ -231,7 +248,7 @@ def test_the_overlay_of_a_device_disk_is_not_readable_by_every_local_user(lab, l
         open(release, "w").close()
         if run.wait(60) is None:
             os.killpg(run.pid, signal.SIGKILL)
-        _clean_device_overlays(stem)
+        _clean_device_overlays(dev)
     assert r.returncode != 0, "nobody read %d bytes of %s" % (len(r.stdout), overlay)
 
 
@@ -260,10 +277,9 @@ def test_an_orphaned_overlay_holding_writes_does_not_stop_every_backup_of_the_vm
                             "-w", lab.workdir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env(bin_dir))
     try:
         try:
-            # made and in use (a file just created may not hold its qcow2 header yet: killed then, it is no overlay)
-            wait_until(lambda: glob.glob(pattern) and qemu_img("info", "-U", glob.glob(pattern)[0]).returncode == 0,
-                       30, "the overlay")
-            (overlay,) = glob.glob(pattern)
+            # made and written by QEMU: before that it may be a stub of size 0, where no write lands
+            wait_until(lambda: _overlay_in_use(lab, pattern), 30, "QEMU to write to the overlay")
+            overlay = _overlay_in_use(lab, pattern)
             qemu.kill()
             qemu.wait(10)
         finally:
@@ -272,13 +288,13 @@ def test_an_orphaned_overlay_holding_writes_does_not_stop_every_backup_of_the_vm
         # what the guest wrote before its QEMU died is in the overlay (written here once QEMU let go of it)
         wrote = subprocess.run(["qemu-io", "-f", "qcow2", overlay, "-c", "write -P 0x77 0 64k"],
                                capture_output=True, text=True)
-        assert wrote.returncode == 0, (wrote.stdout + wrote.stderr, run.returncode)  # failed once under CI's load
+        assert wrote.returncode == 0, (wrote.stdout + wrote.stderr, run.returncode)
         os.remove(os.path.join(lab.inventory, "o.qmp"))
         lab.start("o", drive)  # restarted, on the LV
         code, out = lab.backup("o")
         kept = os.path.exists(overlay)
     finally:
-        _clean_device_overlays(stem)
+        _clean_device_overlays(dev)
     assert "Traceback" not in out, out
     assert kept, out  # never deleted: it holds the guest's writes
     assert overlay in out, out  # named

@@ -123,7 +123,10 @@ class Overlays:
 
     def _holds_nothing(self, overlay: str) -> bool:
         """No cluster of the overlay's own is allocated (data or zeroes): `qemu-img commit` empties the overlay
-        it committed, so deleting it loses nothing. Any doubt (qemu-img fails, its backing is gone) says no."""
+        it committed, so deleting it loses nothing; nor has the stub a QEMU killed while making the overlay
+        leaves (a qcow2 of size 0, or with no backing file yet: `qemu-img map` shows it at depth 0, present
+        nowhere), which no guest ever wrote and `qemu-img commit` refuses. Any doubt (qemu-img fails, its
+        backing is gone, an extent says not whether it is present) says no."""
         out = self.shell.run([self.qemu_img, "map", "-U", "--output=json", "-f", "qcow2", overlay], timeout=120)
         if out.returncode != 0:
             return False
@@ -131,7 +134,8 @@ class Overlays:
             extents = json.loads(out.output)
         except ValueError:
             return False
-        return isinstance(extents, list) and all(isinstance(e, dict) and e.get("depth", 0) > 0 for e in extents)
+        return isinstance(extents, list) and all(
+            isinstance(e, dict) and (e.get("depth", 0) > 0 or e.get("present") is False) for e in extents)
 
     def _description(self, overlay: str) -> str:
         """What create_snapshot was told (the run record), kept beside the overlay: qcow2 has no place for it."""
