@@ -3,7 +3,8 @@
 A repository holds no half backups (a record is written last), so every backup
 it lists is complete; what can still be wrong is its age, its chunks, and a
 failed run since (its last-run record, store/lastrun.py: WARN as for a folder
-backup, and named in the CRIT of a stale or never made backup, as there). The newest backup of the VM (Snapshot.of_vm: its name and uuid, or
+backup, and named in the CRIT of a stale or never made backup, as there).
+The newest backup of the VM (Snapshot.of_vm: its name and uuid, or
 where there is none the host that made it: another host's VM of that name is
 not this one) is judged by age as a folder backup is, and its last verify is
 the oldest `verified/` marker among the packs that hold its chunks: the

@@ -147,7 +147,8 @@ def _skipped(host: Hypervisor, settings: Settings, vm: Vm) -> Optional[Check]:
     if state == rule or host.shell.exists(power_marker(vm)):
         return None
     return Check(OK, "backup", vm.name, "skipped: %s, and BACKUP_POWER_STATE=%s backs up only VMs %s; its backups "
-                 "are not judged" % (powered(state), rule, powered(rule)), {"skipped": "power_state", "power_state": state})
+                 "are not judged" % (powered(state), rule, powered(rule)),
+                 {"skipped": "power_state", "power_state": state})
 
 
 def _target(settings: Settings) -> str:
