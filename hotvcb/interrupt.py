@@ -33,11 +33,18 @@ def _handler(signum, frame):  # noqa: ARG001 - signature fixed by signal
 
 def install() -> None:
     """From the main thread only, the one Python lets set handlers: a command a program runs in a worker
-    thread (cli.main as a library) leaves the program's handlers alone, and stops as the program has it."""
+    thread (cli.main as a library) leaves the program's handlers alone, and stops as the program has it.
+
+    A signal ignored when hotvcb started stays ignored, as POSIX sh keeps it (a shell cannot trap a signal
+    ignored at its start): `nohup hotvcb backup ... &` ignores SIGHUP, and a `&` job of a script SIGINT and
+    SIGQUIT, so that the logout or the script's Ctrl-C leaves the run alone. ghettoVCB ran on under nohup;
+    a handler put over the inherited SIG_IGN stopped hotvcb's run at the very logout nohup was to shield
+    it from. (The on-host relay, onhost_boot.py, starts its run with no signal ignored, so it can stop it.)"""
     if threading.current_thread() is not threading.main_thread():
         return
     for sig in _SIGNALS:
-        signal.signal(sig, _handler)
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, _handler)
 
 
 def early() -> None:

@@ -268,19 +268,22 @@ def relay(pyz, argv, env, run, stdin):
     environ = dict(os.environ)
     environ.update(env)
     out_path, err_path = os.path.join(run, "stdout"), os.path.join(run, "stderr")
-    with open(out_path, "wb") as out, open(err_path, "wb") as err, open(os.devnull, "rb") as null:
-        child = subprocess.Popen([sys.executable, pyz] + argv, stdin=null, stdout=out, stderr=err, cwd="/",
-                                 env=environ, start_new_session=True)
-    with open(os.path.join(run, "pid"), "w") as f:
-        f.write("%d %d\n" % (os.getpid(), child.pid))  # the folder is in use while either lives
     received = []
 
     def forward(signum, _frame):
         received.append(signum)
 
+    # handlers, set before the run starts: a run inherits a signal ignored (SIG_IGN) and keeps it ignored
+    # (interrupt.install, as sh does under nohup), so the relay's own SIGHUP ignored so would leave the run
+    # deaf to the hang-up this relay sends it when the session breaks; a handler is reset at exec
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):  # QUIT: Ctrl-\, handled by the run as INT
         signal.signal(sig, forward)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, ignore)  # the session's end is told by EOF on stdin, below
+    with open(out_path, "wb") as out, open(err_path, "wb") as err, open(os.devnull, "rb") as null:
+        child = subprocess.Popen([sys.executable, pyz] + argv, stdin=null, stdout=out, stderr=err, cwd="/",
+                                 env=environ, start_new_session=True)
+    with open(os.path.join(run, "pid"), "w") as f:
+        f.write("%d %d\n" % (os.getpid(), child.pid))  # the folder is in use while either lives
     pipes = [[open(out_path, "rb"), sys.stdout.buffer], [open(err_path, "rb"), sys.stderr.buffer]]
     control, pending = stdin.fileno(), b""
     while True:
@@ -314,6 +317,10 @@ def relay(pyz, argv, env, run, stdin):
         pipe[0].close()
     code = child.returncode
     return code if code >= 0 else 128 - code
+
+
+def ignore(_signum, _frame):
+    """The relay's SIGHUP: a handler that does nothing, not SIG_IGN, which its run would inherit."""
 
 
 def signal_child(child, signum):

@@ -82,8 +82,6 @@ def test_a_qmp_path_that_is_a_regular_file_is_named_so(tmp_path):
 # -- status: why the last run failed ------------------------------------------------------------------------
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="status: once the newest good backup is older than 2x --max-age the CRIT "
-                   "check drops the last failed run's reason (jobs/status.py _judged returns before failed_since)")
 def test_status_crit_for_a_stale_backup_still_names_why_the_runs_fail(host):
     """The nightly backup of `web` has failed for three nights on its pre-backup hook (the disk array it
     quiesces is offline). `status` said WARN "last run was error (pre-backup hook ... failed)" while the good
@@ -215,8 +213,6 @@ def test_a_disk_under_an_admins_backup_job_is_refused_naming_the_job_and_no_over
 
 
 @needs_qemu_mark
-@pytest.mark.xfail(strict=True, reason="hotvcb installs its SIGHUP handler over an inherited SIG_IGN (interrupt."
-                   "install), so `nohup hotvcb backup ... &` is stopped by the hang-up nohup was to shield it from")
 def test_a_backup_started_under_nohup_survives_the_hang_up(lab):
     """The admin starts a long backup from an SSH login as ghettoVCB users always have: `nohup hotvcb backup
     ... &`, then logs out. ghettoVCB's `trap ... SIGHUP` could not undo nohup (a shell cannot trap a signal
@@ -328,8 +324,6 @@ def test_a_proxied_qmp_socket_removed_mid_backup_is_not_reported_as_qemu_gone(la
 # -- restore: files beside the disks that no backup holds ---------------------------------------------------
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="restore re-points a relative CD-ROM image but not a relative floppy image "
-                   "(floppy0.fileName): the restored copy names a file absent from its folder, without a word")
 def test_a_restored_copy_points_its_floppy_image_at_the_original_or_warns(host, tmp_path):
     """`web` (an old Windows guest) has its driver floppy `drivers.flp` in its own folder, named relative to
     it (`floppy0.fileType = "file"`, `floppy0.fileName = "drivers.flp"`), as the vSphere client writes it.
@@ -363,8 +357,6 @@ def test_a_restored_copy_points_its_floppy_image_at_the_original_or_warns(host, 
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="status with VM_BACKUP_REPOSITORY: a VM whose every run failed is CRIT 'never "
-                   "backed up into REPO' without the last run's reason, which the repository's last-run record holds")
 def test_status_of_a_repository_vm_never_backed_up_names_why_its_runs_fail(host):
     """A new VM `db` is added to a job that backs up into a repository; its pre-backup hook fails every
     night ("cannot reach the database"). The run records the failure in <repo>/last-run/ "for status"

@@ -38,6 +38,12 @@ class Copied(NamedTuple):
     source_format: str = ""
 
 
+def powered(state: str) -> str:
+    """A `power_state()` answer as a sentence says it: "powered on", "powered off", but "suspended" (the
+    admin read "powered suspended")."""
+    return state if state == "suspended" else "powered " + state
+
+
 class Hypervisor(Protocol):
     shell: Shell
     kind: str

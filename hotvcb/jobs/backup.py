@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Union
 from .. import config, confkeys, crashpoint, interrupt, namelist
 from ..errors import (AmbiguousVm, HotvcbError, Interrupted, InvalidVm, SnapshotError, UnnameableVm, VmGone,
                       VmNotFound)
-from ..hosts.base import Hypervisor
+from ..hosts.base import Hypervisor, powered
 from ..localshell import LocalShell
 from ..model import Disk, DiskResult, Snapshot, SnapshotTree, Vm, VmRef, VmResult
 from ..runid import RunId
@@ -237,8 +237,8 @@ class BackupJob:
             state = self.host.power_state(vm)
             if state != settings.backup_power_state:
                 result.status = "skipped"
-                result.message = "powered %s (BACKUP_POWER_STATE=%s%s)" % (
-                    state, settings.backup_power_state, _SUSPENDED if state == "suspended" else "")
+                result.message = "%s (BACKUP_POWER_STATE=%s%s)" % (
+                    powered(state), settings.backup_power_state, _SUSPENDED if state == "suspended" else "")
                 self.log.info("%s: skipped, %s" % (ref.name, result.message))
                 return
         self.log.info("Initiate backup for %s" % ref.name)

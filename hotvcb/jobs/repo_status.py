@@ -3,7 +3,8 @@
 A repository holds no half backups (a record is written last), so every backup
 it lists is complete; what can still be wrong is its age, its chunks, and a
 failed run since (its last-run record, store/lastrun.py: WARN as for a folder
-backup). The newest backup of the VM (Snapshot.of_vm: its name and uuid, or
+backup, and named in the CRIT of a stale or never made backup, as there).
+The newest backup of the VM (Snapshot.of_vm: its name and uuid, or
 where there is none the host that made it: another host's VM of that name is
 not this one) is judged by age as a folder backup is, and its last verify is
 the oldest `verified/` marker among the packs that hold its chunks: the
@@ -24,7 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 from ..errors import RepoError
 from ..repo.repository import VERIFIED, Location, Repository, Snapshot, Unreadable, by_kind, open_path
 from ..units import human_size
-from .status import CRIT, FUTURE_SLACK, OK, WARN, Check, Limits, dated_ahead, failed_since
+from .status import CRIT, FUTURE_SLACK, OK, WARN, Check, Limits, aged, dated_ahead, no_good_backup
 from .status import _age as age_text
 
 
@@ -75,8 +76,8 @@ class RepoView:
             repo = self._open()
             mine = [s for s in self._snaps if s.of_vm(name, uuid, self.host_id, self.system_id)]
             if not mine:  # where a record does not read, it may be this VM's: "never" would be a guess
-                return Check(CRIT, "backup", name, "%s %s" % ("no backup this hotvcb reads in" if self._bad else
-                                                             "never backed up into", self.path), {"good_backups": 0})
+                return no_good_backup(name, "%s %s" % ("no backup this hotvcb reads in" if self._bad else
+                                                       "never backed up into", self.path), self.last_run(name, uuid))
             newest = mine[-1]
             try:
                 verified, damaged = self._verified(repo, newest)
@@ -99,17 +100,12 @@ class RepoView:
             "verified %s" % details["verified"].replace("T", " ") if verified else "not wholly verified yet")
         if age < -FUTURE_SLACK:
             return dated_ahead(name, "newest backup " + newest.id, age, text, details)
-        if age > 2 * limits.max_age:
-            return Check(CRIT, "backup", name, text, details)
-        tried = self.last_run(name, uuid)
         # a record's `time` is in whole seconds: one in the second the newest backup began is taken as after it
         # (it said OK for a run that failed a moment after the backup); a failure before it in that second was
         # overwritten by the good run (lastrun.settle)
-        failed = failed_since(tried, int(newest.record.get("utc", 0)) - 1)
-        if failed:
-            details["last_run"] = tried
-            return Check(WARN, "backup", name, "%s; %s" % (failed, text), details)
-        return Check(WARN if age > limits.max_age else OK, "backup", name, text, details)
+        by_age = aged(name, text, details, age, limits, self.last_run(name, uuid),
+                      int(newest.record.get("utc", 0)) - 1)
+        return by_age or Check(WARN if age > limits.max_age else OK, "backup", name, text, details)
 
     def _verified(self, repo: Repository, snap: Snapshot) -> Tuple[Optional[float], List[Tuple[str, bytes]]]:
         """(When every pack holding the backup's chunks was last found good, the oldest such marker; the

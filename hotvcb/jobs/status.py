@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..errors import HotvcbError
-from ..hosts.base import Hypervisor
+from ..hosts.base import Hypervisor, powered
 from ..localshell import LocalShell
 from ..model import HOLDS_DATA, Snapshot, Vm
 from ..runlog import shown
@@ -146,9 +146,9 @@ def _skipped(host: Hypervisor, settings: Settings, vm: Vm) -> Optional[Check]:
     state = host.power_state(vm)
     if state == rule or host.shell.exists(power_marker(vm)):
         return None
-    return Check(OK, "backup", vm.name, "skipped: powered %s, and BACKUP_POWER_STATE=%s backs up only VMs powered "
-                 "%s; its backups are not judged" % (state, rule, rule), {"skipped": "power_state",
-                                                                          "power_state": state})
+    return Check(OK, "backup", vm.name, "skipped: %s, and BACKUP_POWER_STATE=%s backs up only VMs %s; its backups "
+                 "are not judged" % (powered(state), rule, powered(rule)),
+                 {"skipped": "power_state", "power_state": state})
 
 
 def _target(settings: Settings) -> str:
@@ -216,10 +216,7 @@ def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: 
     if not good:
         why = (_volume_gone(host, settings.vm_backup_volume) or _never(name)) if not done else \
             "no good backup (newest: %s, %s)" % (done[-1][1].state, done[-1][1].reason)
-        failed = failed_since(tried, round(_made_at(host, done[-1][0].when)) - 1 if done else 0)
-        if failed:  # why it failed: a failed backup's STATUS.error says only that it did
-            return Check(CRIT, "backup", name, "%s; %s" % (why, failed), {"good_backups": 0, "last_run": tried})
-        return Check(CRIT, "backup", name, why, {"good_backups": 0})
+        return no_good_backup(name, why, tried, round(_made_at(host, done[-1][0].when)) - 1 if done else 0)
     newest, verdict = good[-1]
     made = _made_at(host, newest.when)
     age = now - made
@@ -234,14 +231,11 @@ def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: 
         text += "; " + verdict.warning
     if age < -FUTURE_SLACK:
         return dated_ahead(name, "newest good backup " + newest.path.rsplit("/", 1)[-1], age, text, details)
-    if age > 2 * limits.max_age:
-        return Check(CRIT, "backup", name, text, details)
     # a record's `time` is in whole seconds, and a good run overwrites a failure's record (lastrun.settle): one
     # in the second the newest backup began came after it (it said OK for a run that failed a moment later)
-    failed = failed_since(tried, round(made) - 1)
-    if failed:
-        details["last_run"] = tried
-        return Check(WARN, "backup", name, "%s; %s" % (failed, text), details)
+    by_age = aged(name, text, details, age, limits, tried, round(made) - 1)
+    if by_age:
+        return by_age
     if done and done[-1][0].path != newest.path:
         last = done[-1][1]
         return Check(WARN, "backup", name, "last backup %s (%s); %s" % (last.state, last.reason, text), details)
@@ -255,6 +249,34 @@ def _never(name: str) -> str:
     character, too long for its folders), or it was never backed up."""
     refused = layout.backup_unnameable(name) or layout.too_long(name)
     return "never backed up: the run refuses its name, as %s; rename the VM" % refused if refused else "never backed up"
+
+
+def no_good_backup(name: str, why: str, tried: Optional[Dict[str, Any]], made: float = 0) -> Check:
+    """The CRIT of a VM without a good backup, on a volume or in a repository (`why`: "never backed up", ...),
+    naming why its last run failed where it failed since `made` (failed_since): a VM the job never tried and
+    one whose runs fail every night are not the same page, and a failed backup's STATUS.error says only that
+    it failed."""
+    failed = failed_since(tried, made)
+    if failed:
+        return Check(CRIT, "backup", name, "%s; %s" % (why, failed), {"good_backups": 0, "last_run": tried})
+    return Check(CRIT, "backup", name, why, {"good_backups": 0})
+
+
+def aged(name: str, text: str, details: Dict[str, Any], age: float, limits: Limits,
+         tried: Optional[Dict[str, Any]], made: float) -> Optional[Check]:
+    """The check of a VM's newest good backup (`text`, made at `made`, `age` seconds old), on a volume or in
+    a repository: CRIT when older than twice max-age, WARN when a run since failed; None where neither
+    decides. Either way a failed run's reason leads the message: a stale backup's CRIT said only its age,
+    dropping why the runs fail just when the admin on call needs it most."""
+    failed = failed_since(tried, made)
+    if failed:
+        details["last_run"] = tried
+        text = "%s; %s" % (failed, text)
+    if age > 2 * limits.max_age:
+        return Check(CRIT, "backup", name, text, details)
+    if failed:
+        return Check(WARN, "backup", name, text, details)
+    return None
 
 
 def failed_since(tried: Optional[Dict[str, Any]], made: float) -> str:
