@@ -14,7 +14,7 @@ import time
 from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from . import blockdigest, hostdigest, interrupt, treescan
+from . import blockdigest, hostdigest, interrupt, norename, treescan
 from .cmdstream import stream
 from .errors import HostError
 from .filetext import decoded, temp_tag
@@ -170,15 +170,35 @@ class LocalShell:
             raise HostError("cannot create %s: %s" % (path, err.strerror)) from err
 
     def link_new(self, src: str, dst: str) -> bool:
-        """Hard-link src as dst; False if dst exists (an atomic create-with-content, NFS-safe)."""
+        """Hard-link src as dst; False if dst exists (an atomic create-with-content, NFS-safe). Where the
+        file system has no hard links (vfat, exFAT, some CIFS/FUSE mounts: EPERM, EOPNOTSUPP), a copy of src
+        is renamed to dst unless dst exists (norename.rename_new), which claims it as atomically: QEMU
+        images kept on such a disk took no snapshot at all ("cannot link")."""
         try:
             os.link(src, dst)
         except FileExistsError:
             return False
         except OSError as err:
-            raise HostError("cannot link %s to %s: %s" % (src, dst, err.strerror)) from err
+            if err.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS) or not norename.available():
+                raise HostError("cannot link %s to %s: %s" % (src, dst, err.strerror)) from err
+            if not self._copy_new(src, dst):
+                return False
         fsync_dir(os.path.dirname(dst) or ".")
         return True
+
+    def _copy_new(self, src: str, dst: str) -> bool:
+        """link_new without a hard link: src copied beside dst, renamed to dst unless dst exists."""
+        tmp = "%s.%s" % (dst, temp_tag())
+        try:
+            shutil.copyfile(src, tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            return norename.rename_new(tmp, dst)
+        except OSError as err:
+            raise HostError("cannot claim %s with a copy of %s: %s" % (dst, src, err.strerror or err)) from err
+        finally:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
 
     def now(self) -> datetime:
         return datetime.now()

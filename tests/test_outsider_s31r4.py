@@ -33,8 +33,6 @@ def _error_line(out, vm):
 
 # -- QMP paths that are no socket ---------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="a .qmp symlink to a socket QEMU no longer listens on is called 'not a "
-                   "socket but no socket' (qmp.not_listening uses lstat, not stat)")
 def test_a_symlinked_qmp_socket_whose_qemu_died_is_said_not_listening(tmp_path):
     """The admin keeps /run/qmp/web.qmp as a symlink to the socket QEMU's unit makes in the VM's own folder
     (`-qmp unix:/srv/vm/web/monitor.sock`). QEMU crashed overnight, leaving its socket file. The backup said
@@ -53,8 +51,6 @@ def test_a_symlinked_qmp_socket_whose_qemu_died_is_said_not_listening(tmp_path):
     assert "not listening" in line and "not a socket" not in line, line
 
 
-@pytest.mark.xfail(strict=True, reason="a .qmp that is a named pipe (or other non-socket, non-file) is called "
-                   "'is not a socket but no socket' (qmp.not_listening's fallback wording)")
 def test_a_qmp_path_that_is_a_fifo_is_named_as_what_it_is(tmp_path):
     """An admin's script made /run/qmp/db.qmp with mkfifo by mistake (a wrapper meant to relay QMP). The
     backup's error said `db.qmp: is not a socket but no socket`, which names nothing. For a file or folder
@@ -140,8 +136,6 @@ def _two_folders_one_copying(lab):
 
 
 @needs_qemu_mark
-@pytest.mark.xfail(strict=True, reason="status of a second QMP folder calls a live run's snapshot (other folder's "
-                   "run, pid alive) 'left by run R, which is gone; run hotvcb cleanup' (run_alive = own lock only)")
 def test_status_of_the_other_qmp_folder_does_not_call_a_live_runs_snapshot_a_dead_runs(lab):
     """kvm.md allows a VM with QMP sockets in two folders (a nightly and an offsite job), one run per folder.
     While the nightly run copies, the offsite job's monitoring (`hotvcb --qemu /run/qmp-offsite status`)
@@ -165,8 +159,6 @@ def test_status_of_the_other_qmp_folder_does_not_call_a_live_runs_snapshot_a_dea
 
 
 @needs_qemu_mark
-@pytest.mark.xfail(strict=True, reason="a second QMP folder's run meeting a live run's overlay fails the VM with "
-                   "'set ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=1', not naming the other backup as kvm.md says")
 def test_the_second_folders_run_fails_the_vm_naming_the_other_backup_not_the_snapshot_setting(lab):
     """kvm.md: "the second finds the first's overlay over a disk and fails the VM, naming that run". The
     offsite run started while the nightly copied; its VM error (the summary, the mail, status's "last run was
@@ -188,8 +180,6 @@ def test_the_second_folders_run_fails_the_vm_naming_the_other_backup_not_the_sna
 
 
 @needs_qemu_mark
-@pytest.mark.xfail(strict=True, reason="a disk under an admin's drive-backup job is snapshotted anyway; the commit "
-                   "then fails ('Need a root block node') and our overlay is left on the running VM, the job unnamed")
 def test_a_disk_under_an_admins_backup_job_is_refused_naming_the_job_and_no_overlay_is_left(lab):
     """The admin runs their own `drive-backup` (job id `offsite-copy`, slow, to a USB disk) on the VM's disk
     when the nightly run starts. A drive-mirror there is refused before any change, naming the job (cf364bd);
@@ -286,8 +276,6 @@ def _qmp_proxy(front, back):
 
 
 @needs_qemu_mark
-@pytest.mark.xfail(strict=True, reason="a proxied QMP socket deleted mid-backup is still reported 'its QEMU is gone' "
-                   "(the pid checked is the proxy's, SO_PEERCRED), with advice for a stopped VM while QEMU runs")
 def test_a_proxied_qmp_socket_removed_mid_backup_is_not_reported_as_qemu_gone(lab):
     """kvm.md allows a QMP socket behind a proxy (socat, a container's forwarder) for VMs started with
     absolute image names. The proxy's socket in /run/qmp is removed mid-copy (a tmp cleaner), as in

@@ -6,6 +6,7 @@ every call the jobs make; targz.ArchiveView must keep the read side
 of the contract, so a shell that breaks it fails here, not in a backup.
 """
 
+import errno
 import hashlib
 import os
 import stat
@@ -115,6 +116,25 @@ def test_claims_are_atomic_and_say_who_won(shell, tmp_path):
     assert shell.link_new(src, str(tmp_path / "lock")) is True
     assert shell.link_new(src, str(tmp_path / "lock")) is False
     assert shell.read_text(str(tmp_path / "lock")) == "run=1\n"
+    with pytest.raises(HostError):
+        shell.link_new(str(tmp_path / "missing"), str(tmp_path / "other"))
+
+
+@pytest.mark.parametrize("refusal", [errno.EPERM, errno.EOPNOTSUPP])
+def test_a_local_claim_on_a_file_system_without_hard_links_is_as_atomic(tmp_path, monkeypatch, refusal):
+    """vfat, exFAT, some CIFS/FUSE mounts refuse link(2): a QEMU image kept there took no snapshot ("cannot
+    link" its overlay's description). The claim is then a copy renamed without replacing: still one winner,
+    the content whole, the source kept (a lock's takeover claims its guard and then the lock from one file)."""
+    def no_links(src, dst):
+        raise OSError(refusal, os.strerror(refusal))
+    monkeypatch.setattr(os, "link", no_links)
+    shell = LocalShell()
+    src = str(tmp_path / "record")
+    shell.write_text(src, "run=1\n")
+    assert shell.link_new(src, str(tmp_path / "lock")) is True
+    assert shell.link_new(src, str(tmp_path / "lock")) is False
+    assert shell.read_text(str(tmp_path / "lock")) == "run=1\n" and shell.read_text(src) == "run=1\n"
+    assert sorted(os.listdir(str(tmp_path))) == ["lock", "record"]  # no copy left behind
     with pytest.raises(HostError):
         shell.link_new(str(tmp_path / "missing"), str(tmp_path / "other"))
 

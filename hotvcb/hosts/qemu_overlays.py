@@ -30,9 +30,11 @@ from ..runid import RECORD_MAX, parse
 from ..shell import Shell
 from . import qemu_overlay_names as naming  # DEVICE_OVERLAYS read where tests may have pointed it
 from .qemu_blockgraph import FILTERS, absolute_names, chain_of, format_node, inserted, top_file
+from .qemu_blockjobs import in_the_way, jobs_on
 from .qemu_commit import Deadline, commit, find_overlay, finish_killed_runs_jobs
 from .qemu_overlay_names import OUR_MARK, OVERLAY_SUFFIX, layer_snapshot, on_device, overlay_name, overlay_path
-from .qmp import QmpClient, QmpCommandError, QmpError, QmpUnavailable, files_held
+from .openfiles import holders
+from .qmp import QmpClient, QmpCommandError, QmpError, QmpUnavailable
 
 DESCRIPTION_SUFFIX = ".description"  # beside an overlay: the snapshot's description
 MADE_BY = "qmp "  # the description's second line: the QMP socket of the VM whose disk the overlay was on
@@ -48,9 +50,6 @@ class Overlays:
         # (QMP socket, snapshot name) of the snapshots this process made: at their removal, a disk whose image
         # its QEMU writes without our overlay above it was written past the snapshot (remove)
         self.made = set()  # type: Set[Tuple[str, str]]
-        # QMP socket -> pid of the QEMU that took this process's snapshot: which one still writes our overlay
-        # when its socket is gone (_orphaned)
-        self.qemu_pids = {}  # type: Dict[str, int]
 
     def snapshots(self, vm: Vm) -> List[Snapshot]:
         """Overlays named `<image>.<name>.qcow2` in the VM's disk chains, one Snapshot per name."""
@@ -214,6 +213,10 @@ class Overlays:
                     "format": "qcow2", "mode": "absolute-paths",
                 }})
                 planned.append((disk.key, overlay))
+            tops = {d.key: current[d.key].get("node-name", "") for d in disks}
+            busy = jobs_on(qmp, tops)
+            if busy:  # a backup job's disk takes the snapshot, and our overlay could not be committed after it
+                raise SnapshotError("snapshot of %s not taken (QEMU was not asked): %s" % (vm.name, in_the_way(busy)))
             self._describe([o for _k, o in planned], description, vm)
             try:
                 qmp.execute("transaction", {"actions": actions}, timeout=max(timeout, 1.0))
@@ -221,12 +224,10 @@ class Overlays:
                 self._remove_unused(qmp, [o for _k, o in planned])
                 for _key, overlay in planned:
                     self.shell.remove_tree(overlay + DESCRIPTION_SUFFIX)
-                raise SnapshotError("snapshot of %s failed: %s%s" % (vm.name, err.desc, _jobs_in_the_way(qmp, err))) \
-                    from err
+                busy = jobs_on(qmp, tops) if "is busy" in err.desc else []  # one started since the look above
+                raise SnapshotError("snapshot of %s failed: %s%s" % (
+                    vm.name, err.desc, "; " + in_the_way(busy) if busy else "")) from err
             now = inserted(qmp)
-            pid = qmp.peer_pid()
-            if pid is not None:
-                self.qemu_pids[vm.ref.vmx_path] = pid
         wrong = [k for k, o in planned if top_file(now.get(k) or {}) != o]
         if wrong:
             raise SnapshotError("%s: after the snapshot %s do not write to the overlay" % (vm.name, ", ".join(wrong)))
@@ -375,20 +376,28 @@ class Overlays:
 
     def _orphaned(self, vm: Vm, snap: Snapshot, err: QmpUnavailable) -> SnapshotError:
         """No QMP socket with our overlay on top: the guest's writes are in it, so it is no leftover to delete.
-        Either QEMU died, or (its socket deleted by a tmp cleaner or systemd's RuntimeDirectory) the QEMU that
-        took the snapshot, known by its pid, still runs on the overlay: then it is no stopped VM to commit."""
+        Either QEMU died, or (its socket deleted by a tmp cleaner or systemd's RuntimeDirectory) a QEMU still
+        runs on the overlay: then it is no stopped VM to commit. That QEMU is found by the overlay it holds
+        open (openfiles.holders), not by the socket's peer, which may be a proxy in front of it; where that
+        cannot be told, the admin is told so, never that QEMU is gone."""
         kept = [o for o in (overlay_path(d.path, snap.name) for d in vm.disks if d.path) if self.shell.exists(o)]
         if not kept:
             return SnapshotError("%s: %s" % (vm.name, err))
-        pid = self.qemu_pids.get(vm.ref.vmx_path)
-        if pid is not None and {os.path.realpath(o) for o in kept} & files_held(pid):
+        pids = holders(kept)
+        if pids:
             return SnapshotHeld(
-                "%s: its QMP socket is gone (%s), but its QEMU (pid %d) still runs, writing the guest's writes "
+                "%s: its QMP socket is gone (%s), but its QEMU (pid %s) still runs, writing the guest's writes "
                 "since the snapshot into %s: do not delete or `qemu-img commit` it while that QEMU runs; commit it "
                 "live through another monitor of that QEMU (block-commit), or shut the guest down and then "
                 "`qemu-img commit` each into its image before the VM is started again; the next backup or "
                 "`hotvcb --qemu DIR cleanup` then removes the emptied overlay"
-                % (vm.name, err, pid, ", ".join(kept)))
+                % (vm.name, err, ", ".join(str(p) for p in pids), ", ".join(kept)))
+        if pids is None:
+            return SnapshotHeld(
+                "%s: its QMP socket is gone (%s), and whether a QEMU still writes the guest's writes since the "
+                "snapshot into %s cannot be told here (/proc shows not every process): do not delete it; once no "
+                "QEMU runs on it, `qemu-img commit` each into its image before the VM is started again; the next "
+                "backup or `hotvcb --qemu DIR cleanup` then removes the emptied overlay" % (vm.name, err, ", ".join(kept)))
         return SnapshotHeld(
             "%s: its QEMU is gone (%s); the guest's writes since the snapshot are in %s: `qemu-img commit` each "
             "into its image before the VM is started again (deleting one loses those writes); the next backup "
@@ -410,18 +419,3 @@ class Overlays:
             if f not in used and self.shell.exists(f):
                 self.shell.remove_tree(f)
 
-
-def _jobs_in_the_way(qmp: QmpClient, err: QmpCommandError) -> str:
-    """Which block jobs hold a node QEMU calls busy (an admin's drive-mirror, a backup tool's job), by the id
-    its owner gave it, and what to do: QEMU's own text names an internal node (`#block123`) and a job type."""
-    if "is busy" not in err.desc:
-        return ""
-    try:
-        jobs = qmp.execute("query-block-jobs")
-    except QmpError:
-        return ""
-    named = ["%s (%s, %s)" % (j.get("device", "?"), j.get("type", "?"), j.get("status", "?")) for j in jobs or []]
-    if not named:
-        return ""
-    return ("; block job(s) on the VM's disks: %s -- a disk under a block job takes no snapshot: let it end, or "
-            "cancel it (QMP block-job-cancel), then back the VM up" % ", ".join(named))

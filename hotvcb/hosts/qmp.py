@@ -25,10 +25,11 @@ import stat
 import struct
 import time
 from threading import Lock
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional
 
 from .. import interrupt
 from ..errors import HostError
+from .openfiles import files_held
 
 DEFAULT_TIMEOUT = 30.0
 BUSY_PAUSE = 0.05  # seconds between connects while the monitor's listen queue is full
@@ -59,33 +60,27 @@ class QmpCommandError(QmpError):
 
 
 def not_listening(path: str, err: OSError) -> str:
-    """Why nobody answers at `path`. connect() refuses a regular file or a folder with the same
-    ECONNREFUSED as a socket nobody listens on; told apart, the admin looks at a placeholder file or a
-    typo'd `-qmp unix:` path instead of restarting a QEMU that runs."""
+    """Why nobody answers at `path`. connect() refuses a regular file, a folder or a named pipe with the
+    same ECONNREFUSED as a socket nobody listens on; told apart, the admin looks at a placeholder file or a
+    typo'd `-qmp unix:` path instead of restarting a QEMU that runs. The path is followed as connect()
+    follows it: a symlink to a socket nobody listens on is a QEMU that is not listening."""
     try:
-        mode = os.lstat(path).st_mode
+        mode = os.stat(path).st_mode
     except OSError:
         mode = 0
     if mode and not stat.S_ISSOCK(mode):
-        what = "a folder" if stat.S_ISDIR(mode) else "a regular file" if stat.S_ISREG(mode) else "no socket"
-        return "is not a socket but %s (is QEMU's `-qmp unix:` path another one?)" % what
+        return "is not a socket but %s (is QEMU's `-qmp unix:` path another one?)" % _kind(mode)
     return "QEMU is not listening (%s)" % (err.strerror or err)
 
 
-def files_held(pid: int) -> Set[str]:
-    """The files process `pid` holds open (/proc/<pid>/fd), none where that cannot be read (it is gone)."""
-    fds = "/proc/%d/fd" % pid
-    held = set()  # type: Set[str]
-    try:
-        entries = os.listdir(fds)
-    except OSError:
-        return held
-    for fd in entries:
-        try:
-            held.add(os.readlink(fds + "/" + fd))
-        except OSError:
-            pass  # closed meanwhile
-    return held
+def _kind(mode: int) -> str:
+    """What a file that is no socket is, in the admin's words."""
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISREG, "a regular file"),
+                       (stat.S_ISFIFO, "a named pipe (fifo)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "a file of mode %o" % stat.S_IFMT(mode)
 
 
 class QmpClient:

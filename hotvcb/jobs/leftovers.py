@@ -85,7 +85,7 @@ def remove_our_snapshots(host: Hypervisor, vm, log, run: RunId, dry_run: bool = 
         owner = parse(snap.description)
         if owner is not None and owner.run == run.run:
             continue
-        alive = owner_alive(owner, run, dead, lambda: asked_at(snap)) if owner is not None else False
+        alive = snapshot_run_alive(snap, run, dead)
         if alive is not False:
             log.warning("%s: snapshot %r (id %s) belongs to %s, which %s; leaving it"
                         % (vm.name, snap.name, snap.id, owner, "is still running" if alive else UNTOLD))
@@ -107,6 +107,15 @@ def remove_our_snapshots(host: Hypervisor, vm, log, run: RunId, dry_run: bool = 
         else:
             removed += 1
     return removed
+
+
+def snapshot_run_alive(snap: Snapshot, run: RunId, dead: Mapping[str, float] = NONE_DEAD) -> Optional[bool]:
+    """Whether the run whose record our snapshot `snap` carries still runs (ownership.owner_alive; None: it
+    cannot be told from here; False for one without a record). The one judgement `cleanup` and `status` make
+    of it: judged by one folder's run lock alone, `status` of a second QMP folder called the snapshot of a
+    run copying for the other folder a dead run's, and paged the admin to clean it up."""
+    owner = parse(snap.description)
+    return owner_alive(owner, run, dead, lambda: asked_at(snap)) if owner is not None else False
 
 
 def asked_at(snap: Snapshot) -> Optional[float]:

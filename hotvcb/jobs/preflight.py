@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Set
 from ..errors import HotvcbError
 from ..hosts.base import Hypervisor
 from ..model import Disk, Snapshot, SnapshotTree, Vm
+from ..runid import parse
 from ..settings import Settings
 from ..store import layout, rotation, volume
 from ..units import human_size, need_and_free
@@ -117,6 +118,14 @@ def disks_to_copy(vm: Vm, s: Settings, log) -> List[Disk]:
     return out
 
 
+def _another_run(snap: Snapshot) -> str:
+    """Why a VM another hotvcb run is backing up (its snapshot is on the disks: a second QMP folder's run, a
+    run of another config) fails here, naming that run: "has 1 snapshot(s); set
+    ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=1" sent the admin to a setting that changes nothing."""
+    return ("another hotvcb backup, %s, is backing it up (its snapshot %r is on the disks); not backing it up "
+            "until that run ends" % (parse(snap.description) or "an earlier hotvcb run", snap.name))
+
+
 def check(host: Hypervisor, s: Settings, log, space: SpaceLedger, vm: Vm, disks: List[Disk],
           snaps: List[Snapshot], pending: bool = False, unmounted: bool = False) -> Plan:
     """Everything that can fail before we change anything on the host (`snaps`: read just now).
@@ -131,6 +140,9 @@ def check(host: Hypervisor, s: Settings, log, space: SpaceLedger, vm: Vm, disks:
     if any(x.foreign_job for x in snaps):  # not a snapshot: ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP has no say
         raise HotvcbError("another backup job is running on the domain (not hotvcb's); not backing it up "
                           "until that job ends")  # the log line names the VM
+    running = [x for x in snaps if is_ours(x)] if not pending else []
+    if running:  # left by the sweep: a live run's (or one that cannot be told dead); no snapshot of a user's
+        raise HotvcbError(_another_run(running[0]))  # the log line names the VM
     deltas = [] if pending else host.delta_files(vm)
     allowed = s.allow_vms_with_snapshots_to_be_backedup or s.backup_snapshot_tree  # asked to keep them
     if (snaps or deltas or vm.own_snapshots) and not allowed:

@@ -30,7 +30,7 @@ from ..store.lock import LOCK_NAME, holder_alive
 from ..treeview import BACKUP_TEXTS, ScannedShell
 from ..units import human_size
 from . import nfs
-from .leftovers import asked_at, is_ours, power_marker
+from .leftovers import UNTOLD, asked_at, is_ours, power_marker, snapshot_run_alive
 from .. import lazyre
 
 OK, WARN, CRIT = "OK", "WARN", "CRIT"
@@ -335,8 +335,12 @@ def _snapshots(host: Hypervisor, vm: Vm, limits: Limits, now: float, run_alive: 
             "%s old" % _age(age) if age is not None else "age unknown", human_size(delta_bytes))
         if details["ours"]:
             owner = parse(snap.description)
-            if run_alive:
+            alive = True if run_alive else snapshot_run_alive(snap, RunId.new())
+            if alive:
                 checks.append(Check(OK, "snapshot", vm.name, label + ": a backup is running", details))
+            elif alive is None:
+                checks.append(Check(WARN, "snapshot", vm.name, label + ": left by %s, which %s" % (owner, UNTOLD),
+                                    details))
             elif snap.state == HOLDS_DATA:  # cleanup keeps it: its own warning said what to do
                 checks.append(Check(WARN, "snapshot", vm.name, label + ": left by %s, no disk uses it but it holds the "
                                     "guest's writes, so hotvcb keeps it: if nothing wrote its image since, "
