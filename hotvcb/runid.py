@@ -93,10 +93,14 @@ class RunId:
     def same_machine(self, other: "RunId") -> bool:
         """Whether both records were written on one machine, so that a pid of one means the same process to the
         other: the same host name and, where both carry one, the same machine id (host names repeat: boxes
-        cloned from one image; an ESXi host and an older hotvcb's record have the name alone)."""
+        cloned from one image). Where either lacks a machine id (an ESXi host has none; an older hotvcb wrote
+        none) and both name the hypervisor host they worked on, that host too: on ESXi hotvcb runs on the host
+        itself, so two ESXi hosts of one name (one kickstart image, or both `localhost`) differ by it alone."""
         if self.machine != other.machine:
             return False
-        return not (self.machine_id and other.machine_id) or self.machine_id == other.machine_id
+        if self.machine_id and other.machine_id:
+            return self.machine_id == other.machine_id
+        return not (self.host and other.host) or self.host == other.host
 
     def machine_seen_from(self, me: "RunId") -> str:
         """The machine this record was written on, as the admin on `me` can find it: its host name, and where
