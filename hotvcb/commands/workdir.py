@@ -3,7 +3,8 @@ every line. Removed when the run ends, on every path, unless WORKDIR_DEBUG=1 kee
 where), as ghettoVCB's work directory was; one the run could not finish making (a full /var: an empty
 run.txt) is removed at once. A run killed with SIGKILL cannot remove its own: the next backup and
 `cleanup` remove the folders of runs of this machine that are gone (runid.running, as the locks judge
-their holders), never a live run's, another machine's (a -w on a share) or one WORKDIR_DEBUG kept. Only a
+their holders), never a live run's, another machine's (a -w on a share; an ESXi host of the same name told
+apart by its host id: RunId.same_machine_and_host) or one WORKDIR_DEBUG kept. Only a
 folder its run marked REMOVABLE is swept: one an earlier release kept with WORKDIR_DEBUG=1 has no marker at
 all (run.txt and debug.log alone), and the admin asked for it to stay.
 """
@@ -91,4 +92,4 @@ def _gone(folder: str, me: RunId) -> bool:
             record = runid.parse(f.read(runid.RECORD_MAX).decode("utf-8", "replace"))
     except OSError:
         return False
-    return record is not None and record.same_machine(me) and runid.running(record, me) is False
+    return record is not None and record.same_machine_and_host(me) and runid.running(record, me) is False
