@@ -68,6 +68,27 @@ def _asks_nothing(raw: str) -> bool:
         return False
 
 
+def _asks_dry_run(raw: str) -> bool:
+    """A LOG_LEVEL value saying dryrun: in a per-VM file it is kept (for `dry_run_refused`), never dropped with
+    a warning, for ghettoVCB made that VM's turn a dry run and a real backup in its place may shut the VM down."""
+    try:
+        return confsyntax.unquote(raw, False)[0].strip().lower() == "dryrun"
+    except confkeys.Invalid:
+        return False
+
+
+def dry_run_refused(vm_settings: Settings, dry_run: bool) -> str:
+    """Why a VM's turn in a real run (`dry_run` False) is refused before anything is done to it: its per-VM
+    file says LOG_LEVEL=dryrun. ghettoVCB.sh sourced that file in its VM loop and dry-ran the VM; a run here
+    is dry or real as a whole, and a file asking for a dry run must never turn into a VM shut down and copied
+    (POWER_VM_DOWN_BEFORE_BACKUP beside it). "" where the VM may go ahead."""
+    if dry_run or vm_settings.log_level != "dryrun":
+        return ""
+    return ("%s: LOG_LEVEL=dryrun asks for a dry run of this VM, and hotvcb dry-runs whole runs only: not backed "
+            "up, nothing done to it (try it with `-d dryrun`; remove the line for real backups)"
+            % vm_settings.where("log_level"))
+
+
 def _read_settings_file(path: str, per_vm: bool) -> Tuple[Dict[str, Tuple[object, str]], List[str]]:
     """Return {field: (value, "path:line")} for the keys the file sets, and warnings.
 
@@ -82,7 +103,7 @@ def _read_settings_file(path: str, per_vm: bool) -> Tuple[Dict[str, Tuple[object
         where = "%s:%d" % (path, number)
         if key not in confkeys.KEYS:
             warnings.append(_unknown(where, key))
-        elif per_vm and key in confkeys.RUN_WIDE:
+        elif per_vm and key in confkeys.RUN_WIDE and not (key == "LOG_LEVEL" and _asks_dry_run(raw)):
             if _asks_nothing(raw):
                 continue
             warnings.append("%s: %s applies to the whole run, not one VM; set it in the global config" % (where, key))

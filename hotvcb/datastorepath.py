@@ -20,6 +20,8 @@ def missing_datastore(path: str) -> Optional[str]:
     """The datastore name `path` lies on when no datastore (nor anything else) of that name is there,
     else None (a path outside /vmfs/volumes, or on a mounted datastore)."""
     full = os.path.normpath(os.path.abspath(path))
+    if full.startswith("//"):  # normpath keeps POSIX's leading `//`; Linux and ESXi's busybox read it as `/`
+        full = "/" + full.lstrip("/")
     if not full.startswith(VOLUMES):
         return None
     name = full[len(VOLUMES):].split("/", 1)[0]

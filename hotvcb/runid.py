@@ -98,6 +98,17 @@ class RunId:
             return False
         return not (self.machine_id and other.machine_id) or self.machine_id == other.machine_id
 
+    def same_machine_and_host(self, other: "RunId") -> bool:
+        """same_machine, and where the machine ids cannot tell (either lacks one: ESXi has none, an older hotvcb
+        wrote none) while both name the hypervisor host they worked on, that host too: on ESXi hotvcb runs on
+        the host itself, so two ESXi hosts of one name (one kickstart image, or both `localhost`) sharing a -w
+        on NFS differ by it alone. Not for every record: the host id lives in the host's run_dir (/var/run on
+        ESXi) and a reboot makes a new one, so a snapshot or -partial folder of a run before the reboot would
+        be another host's for ever; a work folder so judged is only left, never a live run's removed."""
+        if not self.same_machine(other):
+            return False
+        return bool(self.machine_id and other.machine_id) or not (self.host and other.host) or self.host == other.host
+
     def machine_seen_from(self, me: "RunId") -> str:
         """The machine this record was written on, as the admin on `me` can find it: its host name, and where
         that is `me`'s own name but the machine ids differ (a box cloned from one image), its machine id too:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hotvcb.adminfile import MAX_FILE_BYTES, read_text
-from hotvcb.config import for_vm, load_settings
+from hotvcb.config import dry_run_refused, for_vm, load_settings
 from hotvcb.confkeys import KEYS
 from hotvcb.errors import ConfigError, HotvcbError, UsageError
 from hotvcb.namelist import excluding_nothing, read_names
@@ -253,14 +253,19 @@ def test_log_level_in_the_config_counts_as_ghettovcb_sourced_it_over_d(tmp_path,
 
 def test_empty_mail_numbers_mean_their_defaults_and_log_level_is_run_wide(tmp_path):
     """`EMAIL_SERVER_PORT=` (ghettoVCB configs have empty values; its shell read them as unset) stopped every
-    run, mail on or off; LOG_LEVEL in a per-VM file would do nothing, so it is said."""
+    run, mail on or off; LOG_LEVEL=debug in a per-VM file would do nothing, so it is said; LOG_LEVEL=dryrun
+    there (ghettoVCB dry-ran that VM) is kept, and refuses the VM's turn in a real run (config.dry_run_refused)."""
     s, warnings = load_settings(conf(tmp_path, "EMAIL_SERVER_PORT=\nEMAIL_DELAY_INTERVAL=''\n"))
     assert (s.email_server_port, s.email_delay_interval, warnings) == (25, 1, [])
     confdir = tmp_path / "vms"
     confdir.mkdir()
-    (confdir / "web").write_text("LOG_LEVEL=dryrun\n")
+    (confdir / "web").write_text("LOG_LEVEL=debug\n")
     vm, said = for_vm(s, str(confdir), "web")
     assert vm.log_level == "" and "applies to the whole run" in said[0]
+    (confdir / "web").write_text("LOG_LEVEL='DryRun'\n")
+    vm, said = for_vm(s, str(confdir), "web")
+    assert (vm.log_level, said) == ("dryrun", [])
+    assert "web:1: LOG_LEVEL=dryrun" in dry_run_refused(vm, False) and dry_run_refused(vm, True) == ""
 
 
 def test_a_key_set_twice_takes_the_later_line_and_warns(tmp_path):

@@ -30,7 +30,6 @@ def _rotate(vol, count, just_made, budget=0):
 
 # -- LOG_LEVEL in a per-VM file ------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="a per-VM file's LOG_LEVEL=dryrun is only warned about: the VM is shut down and backed up for real")
 @needs_root
 def test_a_per_vm_file_saying_log_level_dryrun_does_not_shut_the_vm_down_for_a_real_backup(host, tmp_path):
     """The admin tries POWER_VM_DOWN_BEFORE_BACKUP=1 for one VM the ghettoVCB way, safely: its per-VM file
@@ -53,7 +52,6 @@ def test_a_per_vm_file_saying_log_level_dryrun_does_not_shut_the_vm_down_for_a_r
 
 # -- restore --latest and a backup named ahead of the clock --------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="restore --latest silently restores a backup named ahead of the clock, which rotation and status distrust")
 @needs_root
 def test_restore_latest_does_not_silently_take_a_backup_named_ahead_of_the_clock(host, tmp_path):
     """The host's clock ran a month ahead for a while (a BIOS clock after a board swap) and NTP set it
@@ -97,7 +95,6 @@ def test_rotation_sets_aside_a_backup_named_a_month_ahead_and_keeps_the_count_of
 
 # -- the default log file under -w ----------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="default-log pruning sorts by the name's date: logs named ahead of the clock stay, and each run removes the previous run's log")
 @needs_root
 def test_default_logs_named_ahead_of_the_clock_do_not_push_out_last_nights_log(host, tmp_path):
     """A cron line without -l (`hotvcb -f vms -g ghettoVCB.conf > /dev/null 2>&1`): each run keeps its log
@@ -140,7 +137,6 @@ def test_default_log_keeps_the_newest_twenty(host, tmp_path):
 
 # -- work folders under -w ------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="the -w sweep removes WORKDIR_DEBUG=1 folders the previous release kept (no marker then)")
 @needs_root
 def test_a_work_folder_workdir_debug_kept_before_the_upgrade_is_not_swept(host, tmp_path):
     """Last week the admin set WORKDIR_DEBUG=1 to chase a problem with support: hotvcb kept its work folder
@@ -181,8 +177,6 @@ def test_m_overrides_a_missing_f_list_and_a_overrides_a_typo_in_m(host, tmp_path
 
 # -- -l / --json-report / -w on the NFS share the run mounts ----------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="datastorepath: a path spelled //vmfs/volumes/<share>/... escapes the check "
-                                       "(normpath keeps a leading //) and a folder is made where the share mounts")
 @needs_root
 @pytest.mark.parametrize("option", ["-l", "--json-report", "-w"])
 def test_a_double_slash_path_on_the_share_the_run_mounts_makes_no_folder_in_vmfs_volumes(host, tmp_path, option):
@@ -205,8 +199,6 @@ def test_a_double_slash_path_on_the_share_the_run_mounts_makes_no_folder_in_vmfs
         "a folder was made where the share mounts:\n" + (r.stdout + r.stderr)[-800:])
 
 
-@pytest.mark.xfail(strict=True, reason="workdir.sweep ignores the record's host id: another ESXi host of the same "
-                                       "name (no machine-id on ESXi) has its live run's work folder removed")
 @needs_root
 def test_the_sweep_leaves_the_work_folder_of_another_esxi_host_with_the_same_name(host, tmp_path):
     """Two ESXi hosts installed from one kickstart image both call themselves esxi01 (as two hosts left at

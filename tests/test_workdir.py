@@ -1,5 +1,6 @@
 """The run's work folder under -w (commands/workdir.py): a dead run's is removed by the next run and by
-cleanup; the run's own, another machine's, a WORKDIR_DEBUG-kept one and one without a record are not."""
+cleanup; the run's own, another machine's, a WORKDIR_DEBUG-kept one (an earlier release's: no marker) and one
+without a record are not."""
 import os
 import subprocess
 import sys
@@ -15,8 +16,7 @@ def _folder(base, record, kept=False):
     os.makedirs(path)
     with open(os.path.join(path, workdir.RECORD), "w") as f:
         f.write(record.text() + "\n")
-    if kept:
-        open(os.path.join(path, workdir.KEPT), "w").close()
+    open(os.path.join(path, workdir.KEPT if kept else workdir.REMOVABLE), "w").close()
     return path
 
 
@@ -36,8 +36,10 @@ def test_only_a_dead_run_of_this_machine_loses_its_work_folder(tmp_path):
     other = _folder(tmp_path, replace(_dead(), machine="elsewhere", machine_id="0" * 32))
     unrecorded = os.path.join(str(tmp_path), "hotvcb-feedfeedfeed")
     os.makedirs(unrecorded)
+    unmarked = _folder(tmp_path, _dead())  # an earlier release's WORKDIR_DEBUG=1 folder: no marker of either kind
+    os.unlink(os.path.join(unmarked, workdir.REMOVABLE))
     log = RunLog("info", stream=open(os.devnull, "w"))
     assert workdir.sweep(str(tmp_path), me, log, dry=True) == sorted([dead, reused])
     assert os.path.isdir(dead)
     workdir.sweep(str(tmp_path), me, log)
-    assert sorted(os.listdir(str(tmp_path))) == sorted(os.path.basename(p) for p in (mine, kept, other, unrecorded))
+    assert sorted(os.listdir(str(tmp_path))) == sorted(os.path.basename(p) for p in (mine, kept, other, unrecorded, unmarked))

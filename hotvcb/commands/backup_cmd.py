@@ -194,7 +194,7 @@ def check(args, target: "runtarget.Target") -> List[str]:
     targets = {_target(settings)}
     for name in [n for n in (present if names is None else names) if n not in exclude]:
         vm_settings, vm_warnings = config.for_vm(settings, args.confdir, name)  # per-VM files parse too
-        warnings += vm_warnings
+        warnings += vm_warnings + [w for w in [config.dry_run_refused(vm_settings, settings.log_level == "dryrun")] if w]
         targets.add(_target(vm_settings))
     if settings.enable_non_persistent_nfs:
         warnings.append("the backups go to %s, on the NFS share mounted at run time (ENABLE_NON_PERSISTENT_NFS); "
@@ -233,11 +233,14 @@ def prepare(args, settings):
 
 
 def run(args) -> int:
+    no_log = ""
     if not (args.log_file or args.outbox):  # ghettoVCB's "Logging output to ..." (an on-host run's log is the client's)
-        args.log_file = common.default_log(args.workdir)
+        args.log_file, no_log = common.default_log(args.workdir, args.level == "dryrun")
         if args.log_file:
             say('Logging output to "%s" ...' % args.log_file)
     settings, log = common.load(args, prepare)
+    if no_log:
+        log.warning(no_log)
     started = datetime.now().isoformat(timespec="seconds")
     dry_run = args.level == "dryrun"
     interrupt.install()

@@ -132,32 +132,49 @@ def check_output_paths(args, settings: Settings) -> None:
             datastorepath.refuse_missing(path, "%s %s" % (option, path), nfs)
 
 
-DEFAULT_LOGS_KEPT = 20  # of the runs without -l, the newest logs kept in the -w folder
+DEFAULT_LOGS_KEPT = 20  # of the runs without -l, the newest logs kept in the -w folder (and apart, of dry runs)
 DEFAULT_LOG_ROOM = 1 << 20  # free bytes the -w folder needs for one: a night's log of many VMs is some 100 KiB
-_DEFAULT_LOG = lazyre.compile(r"hotvcb-\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-\d+\.log")
+_DEFAULT_LOG = {False: lazyre.compile(r"hotvcb-\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-\d+\.log"),
+                True: lazyre.compile(r"hotvcb-dryrun-\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-\d+\.log")}
 
 
-def default_log(workdir: str) -> Optional[str]:
-    """The log file of a backup run without -l: `<-w>/hotvcb-<date>_<time>-<pid>.log`, beside the runs'
-    work folders (/tmp/hotvcb.work by default), or None where it cannot be made (a run is not stopped
-    for a copy of its log). ghettoVCB always logged to /tmp/ghettoVCB-<date>-<pid>.log and said so, and
-    its cron lines (`> /dev/null 2>&1`, no -l) count on it: without one a failed night left nothing to
-    read. The newest DEFAULT_LOGS_KEPT are kept: ghettoVCB's piled up in the host's small ramdisk."""
-    if datastorepath.missing_datastore(workdir):
-        return None  # WorkDir says why it is not used
-    path = os.path.join(workdir, "hotvcb-%s-%d.log" % (datetime.now().strftime("%Y-%m-%d_%H-%M-%S"), os.getpid()))
+def default_log(workdir: str, dry_run: bool) -> Tuple[Optional[str], str]:
+    """The log file of a backup run without -l: `<-w>/hotvcb-<date>_<time>-<pid>.log` (a dry run's
+    `hotvcb-dryrun-...`, kept apart: a day of trying a config out must not push out the real nights' logs),
+    beside the runs' work folders (/tmp/hotvcb.work by default); or None and why it cannot be made (a run is
+    not stopped for a copy of its log). ghettoVCB always logged to /tmp/ghettoVCB-<date>-<pid>.log and said
+    so, and its cron lines (`> /dev/null 2>&1`, no -l) count on it: without one a failed night left nothing
+    to read. The newest DEFAULT_LOGS_KEPT are kept: ghettoVCB's piled up in the host's small ramdisk."""
+    missing = datastorepath.missing_datastore(workdir)
+    if missing:
+        return None, "no log file of this run under -w %s: no datastore %s is mounted" % (workdir, missing)
+    path = os.path.join(workdir, "hotvcb-%s%s-%d.log" % ("dryrun-" if dry_run else "",
+                                                         datetime.now().strftime("%Y-%m-%d_%H-%M-%S"), os.getpid()))
     try:
         os.makedirs(workdir, exist_ok=True)
         room = os.statvfs(workdir)
-        if room.f_bavail * room.f_frsize < DEFAULT_LOG_ROOM:
-            return None  # a full /var: the log would be lost at its first line (exit 9), an empty file left
-        older = sorted(n for n in os.listdir(workdir) if _DEFAULT_LOG.fullmatch(n))
-        for name in older[:max(len(older) - DEFAULT_LOGS_KEPT + 1, 0)]:
-            os.unlink(os.path.join(workdir, name))
+        if room.f_bavail * room.f_frsize < DEFAULT_LOG_ROOM:  # a full /var: the log lost at its first line (exit 9)
+            return None, "no log file of this run under -w %s: less than 1 MiB free there" % workdir
+        _prune_default_logs(workdir, dry_run)
         open_log(path).close()
-    except (OSError, UsageError):
-        return None
-    return path
+    except (OSError, UsageError) as err:
+        return None, "no log file of this run under -w %s: %s" % (workdir, getattr(err, "strerror", None) or err)
+    return path, ""
+
+
+def _prune_default_logs(workdir: str, dry_run: bool) -> None:
+    """Room for one more: the oldest by when they were last written, not by the date in their names - a
+    clock that ran ahead for a while names logs later than tonight's, and sorted by name those would stay
+    for ever while each run removed the one before it (rotation sets backups named ahead aside for the
+    same reason)."""
+    def written(name: str) -> Tuple[float, str]:
+        try:
+            return os.lstat(os.path.join(workdir, name)).st_mtime, name
+        except OSError:
+            return 0.0, name
+    older = sorted((n for n in os.listdir(workdir) if _DEFAULT_LOG[dry_run].fullmatch(n)), key=written)
+    for name in older[:max(len(older) - DEFAULT_LOGS_KEPT + 1, 0)]:
+        os.unlink(os.path.join(workdir, name))
 
 
 def lock_host(host: Hypervisor, log, target: Target, gone: Sequence[str] = ()) -> Tuple[HostLock, RunId]:

@@ -95,8 +95,10 @@ def requests_from(args, settings, skipped: List[str]) -> list:
             raise UsageError("no good backup of %r under %s%s%s%s" % (
                 args.latest, settings.vm_backup_volume, _close_names(shell, settings.vm_backup_volume, args.latest),
                 layout.odd_named(odd), nfs.because(shell, settings)))
-        backup = good[-1].path
+        ahead = rotation.dated_ahead(good, shell.now())  # as rotation and status, which set them aside
+        backup = ([b for b in good if b not in ahead] or good)[-1].path
         skipped += backup_check.passed_over(args.latest, verdicts, backup)
+        skipped += backup_check.named_ahead(args.latest, ahead, backup)
     return [RestoreRequest(trim_path(backup), trim_path(target), fmt, args.name or None)]
 
 

@@ -3,7 +3,10 @@ every line. Removed when the run ends, on every path, unless WORKDIR_DEBUG=1 kee
 where), as ghettoVCB's work directory was; one the run could not finish making (a full /var: an empty
 run.txt) is removed at once. A run killed with SIGKILL cannot remove its own: the next backup and
 `cleanup` remove the folders of runs of this machine that are gone (runid.running, as the locks judge
-their holders), never a live run's, another machine's (a -w on a share) or one WORKDIR_DEBUG kept.
+their holders), never a live run's, another machine's (a -w on a share; an ESXi host of the same name told
+apart by its host id: RunId.same_machine_and_host) or one WORKDIR_DEBUG kept. Only a
+folder its run marked REMOVABLE is swept: one an earlier release kept with WORKDIR_DEBUG=1 has no marker at
+all (run.txt and debug.log alone), and the admin asked for it to stay.
 """
 
 import os
@@ -20,6 +23,7 @@ from ..runlog import RunLog
 PREFIX = "hotvcb-"
 RECORD = "run.txt"
 KEPT = "WORKDIR_DEBUG"  # in a folder WORKDIR_DEBUG=1 keeps: no later run removes it
+REMOVABLE = "REMOVABLE"  # in a folder its run removes when it ends: the next run may sweep it if that run is gone
 
 
 class WorkDir:
@@ -33,8 +37,7 @@ class WorkDir:
             sweep(base, run, log)
             os.makedirs(self.path)
             made = True
-            if keep:
-                open(os.path.join(self.path, KEPT), "w").close()
+            open(os.path.join(self.path, KEPT if keep else REMOVABLE), "w").close()
             with open(os.path.join(self.path, RECORD), "w", encoding="utf-8") as f:
                 f.write(run.text() + "\n")
             log.keep_debug(debug_log)
@@ -61,8 +64,8 @@ class WorkDir:
 
 def sweep(base: str, me: RunId, log: RunLog, dry: bool = False) -> List[str]:
     """Remove (`dry`: only find) the work folders under `base` of this machine's runs that are gone; the
-    folders found. Only a real folder of our user with a readable record is judged: anyone may have put an
-    entry named so there, and a folder whose record is lost tells no owner."""
+    folders found. Only a real folder of our user marked REMOVABLE with a readable record is judged: anyone
+    may have put an entry named so there, and a folder whose record is lost tells no owner."""
     found = []  # type: List[str]
     try:
         entries = os.listdir(base)
@@ -83,8 +86,10 @@ def _gone(folder: str, me: RunId) -> bool:
         st = os.lstat(folder)
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or os.path.lexists(os.path.join(folder, KEPT)):
             return False
+        if not os.path.lexists(os.path.join(folder, REMOVABLE)):  # an earlier release's, or one WORKDIR_DEBUG kept
+            return False
         with open_regular(os.path.join(folder, RECORD), follow=False) as f:
             record = runid.parse(f.read(runid.RECORD_MAX).decode("utf-8", "replace"))
     except OSError:
         return False
-    return record is not None and record.same_machine(me) and runid.running(record, me) is False
+    return record is not None and record.same_machine_and_host(me) and runid.running(record, me) is False

@@ -16,7 +16,7 @@ import functools
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .. import config, confkeys, crashpoint, interrupt, namelist
 from ..errors import (AmbiguousVm, HotvcbError, Interrupted, InvalidVm, SnapshotError, UnnameableVm, VmGone,
@@ -185,10 +185,19 @@ class BackupJob:
         for ref in targets:
             if isinstance(ref, VmRef) and ref.name in self.settings.vm_shutdown_order:
                 try:
-                    config.for_vm(self.settings, self.confdir, ref.name)
+                    self._vm_settings(ref)
                 except HotvcbError as err:
                     refused[ref.name] = str(err)
         return refused
+
+    def _vm_settings(self, ref: VmRef) -> "Tuple[Settings, List[str]]":
+        """The VM's settings (its per-VM file over the run's) and their warnings, or the reason its file
+        refuses it before anything is done to it (a HotvcbError)."""
+        settings, warnings = config.for_vm(self.settings, self.confdir, ref.name)
+        refused = config.dry_run_refused(settings, self.dry_run)
+        if refused:
+            raise HotvcbError(refused)
+        return settings, warnings
 
     def backup_one(self, ref: VmRef, skip_power: bool = False) -> VmResult:
         """One VM's turn. However it ends (its per-VM file refused, a VM that did not shut down for
@@ -219,7 +228,7 @@ class BackupJob:
     def _attempt(self, ref: VmRef, skip_power: bool, result: VmResult, seen: "_Seen") -> None:
         """The VM's settings, then its backup; a failure is raised, and `seen` keeps what the turn
         learnt of where the VM's backups are and whose."""
-        settings, warnings = config.for_vm(self.settings, self.confdir, ref.name)
+        settings, warnings = self._vm_settings(ref)
         seen.settings = settings
         for w in warnings:
             self.log.warning(w)

@@ -271,3 +271,19 @@ def passed_over(vm: str, verdicts: "List[Tuple[layout.BackupSet, health.Health]]
     newer = [b.path for b, _ in verdicts].index(chosen) + 1
     return ["%s: skipped the newer backup %s, which is %s: %s; taking %s" % (
         vm, b.path, v.state, v.reason or v.state, chosen) for b, v in verdicts[newer:] if not v.good]
+
+
+def named_ahead(vm: str, ahead: "List[layout.BackupSet]", chosen: str) -> List[str]:
+    """One line for the good backups of `vm` named more than a day after the host's clock (rotation.dated_ahead:
+    made while it ran ahead), which --latest passes over as rotation and status distrust them: their names say
+    nothing of when their data is from, which may be weeks older than last night's. Where every good backup is
+    so named, `chosen` is one of them, and the line says so."""
+    if not ahead:
+        return []
+    names = ", ".join(b.path for b in ahead if b.path != chosen)
+    if any(b.path == chosen for b in ahead):
+        return ["%s: taking %s, named later than the host's clock (was the clock ahead when it was made?): its "
+                "data may be older than its name says%s" % (vm, chosen, "; so are " + names if names else "")]
+    return ["%s: skipped %s, named later than the host's clock (was the clock ahead when it was made?): its data "
+            "may be older than its name says; taking %s (restore one by its path if it is the one)" % (vm, names, chosen)]
+
