@@ -20,6 +20,7 @@ import time
 import pytest
 from repotool import HOUR, PYTHON, ROOT, MiB, age, backup, make_disk, new_repo, one_clear_line
 
+from asuser import SYS_PYTHON, readable_code
 from pidviews import holder, hotvcb_holder  # noqa: F401  (fixtures: a reused pid, a GC at work)
 from test_outsider_gclock import (ANCIENT, KILL_AFTER, gc_ran, lock_path, make_repo, no_trace, prune,
                                   put_lock, verify)
@@ -458,7 +459,6 @@ def test_a_live_gc_in_another_pid_namespace_of_this_machine_is_not_taken_over(tm
     assert r.returncode != 0 and held == text, (text, r.stdout + r.stderr)
 
 
-SYS_PYTHON = "/usr/bin/python3"  # one another user can run (the pyenv ones live under /root, mode 700)
 
 
 @pytest.fixture
@@ -481,19 +481,9 @@ def prune_as_nobody(repo, hidepid):
     mount = "mount -t proc -o hidepid=2 proc /proc || exit 97; " if hidepid else ""
     script = mount + ("exec setpriv --reuid=65534 --regid=65534 --clear-groups %s -m hotvcb prune --repo '%s' "
                       "--keep-last 1" % (SYS_PYTHON, repo))
-    # nobody may not reach the checkout (a clone under a 0700 folder): it runs a world-readable copy
-    code = tempfile.mkdtemp(prefix="gclockstart-code-")
-    try:
-        shutil.copytree(os.path.join(ROOT, "hotvcb"), os.path.join(code, "hotvcb"),
-                        ignore=shutil.ignore_patterns("__pycache__"))
-        for folder, _dirs, files in os.walk(code):
-            os.chmod(folder, 0o755)
-            for name in files:
-                os.chmod(os.path.join(folder, name), 0o644)
+    with readable_code() as code:  # nobody may not reach the checkout (a clone under a 0700 folder)
         r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], capture_output=True,
                            text=True, cwd=code, timeout=60, env=dict(os.environ, PYTHONPATH=code))
-    finally:
-        shutil.rmtree(code)
     if r.returncode == 97:
         pytest.skip("cannot mount /proc with hidepid here")
     return r

@@ -204,7 +204,7 @@ def test_ssh_backup_of_a_vm_without_a_per_vm_file_in_the_c_folder(lab, tmp_path)
     assert here.returncode == 0, here.out
     r = lab.run("backup", "-m", VM, "-g", lab.conf, "-c", pervm, "-d", "dryrun")
     assert r.returncode == 0 and "Final status: OK, only a dryrun." in r.out, r.out
-    assert "run-" not in r.out, r.out
+    assert not re.search(r"/run-\w", r.out), r.out  # the host's run folder (the default log, hotvcb-dryrun-…, may show)
 
 
 def test_install_with_job_says_when_it_takes_the_job_of_another_host(lab, cron):

@@ -9,7 +9,8 @@ import subprocess
 
 import pytest
 
-from simhost import REPO as SRC, hotvcb, needs_root, sealed, write_conf
+from asuser import SYS_PYTHON, readable_code
+from simhost import hotvcb, needs_root, sealed, write_conf
 
 
 def _vms(host, *names):
@@ -36,7 +37,7 @@ def test_ghettovcb_cron_line_with_f_and_m_still_backs_up(host, tmp_path):
     assert sealed(host, "web"), r.stdout[-1500:]
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runuser") or not os.access("/usr/bin/python3", os.X_OK),
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runuser") or not os.access(SYS_PYTHON, os.X_OK),
                     reason="needs root, runuser and a python3 other users may run")
 @pytest.mark.parametrize("args", [["backup", "-m", "web"], ["cleanup"],
                                   ["schedule", "install", "--cron", "0 1 * * *", "--", "-m", "web"]],
@@ -51,9 +52,10 @@ def test_a_libvirt_backup_as_a_user_is_told_what_libvirt_needs_not_esxi_advice(t
     (commands/common.py `_root_needed` words every non-QEMU host as ESXi; `--qemu` gets its own text). The
     same line answers `--libvirt cleanup` and `--libvirt schedule install` (to the user's crontab).
     Expected: exit 1 naming root and what libvirt's backup needs it for, without ESXi's tools or SSH mode."""
-    env = dict(os.environ, PYTHONPATH=SRC, HOME="/tmp")
-    r = subprocess.run(["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-m", "hotvcb", "--libvirt"] + args,
-                       capture_output=True, text=True, timeout=60, env=env, cwd="/tmp")
+    with readable_code() as code:  # nobody may not reach the checkout (a clone under a 0700 folder)
+        env = dict(os.environ, PYTHONPATH=code, HOME="/tmp")
+        r = subprocess.run(["runuser", "-u", "nobody", "--", SYS_PYTHON, "-m", "hotvcb", "--libvirt"] + args,
+                           capture_output=True, text=True, timeout=60, env=env, cwd="/tmp")
     out = r.stdout + r.stderr
     assert "Traceback" not in out
     assert r.returncode == 1 and "must run as root" in out, (r.returncode, out[-1500:])
