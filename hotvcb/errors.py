@@ -70,6 +70,7 @@ class NotABackup(HotvcbError):
 
 class Interrupted(BaseException):
     exit_code = 2
+    unasked = False  # raised before a request the host may finish after we are gone was sent (a snapshot's create)
 
     def __init__(self, signum: Optional[int], reason: str = ""):
         """By signal `signum`, or (None) for `reason` (interrupt.stop)."""

@@ -12,9 +12,9 @@ import re
 import time
 from typing import Dict, List, Optional, Tuple
 
-from .. import vmdk
+from .. import interrupt, vmdk
 from ..background import Kept
-from ..errors import CommandFailed, HostError, SnapshotError, TimeoutExpired, VmGone, VmNotFound
+from ..errors import CommandFailed, HostError, Interrupted, SnapshotError, TimeoutExpired, VmGone, VmNotFound
 from ..model import DatastoreInfo, Disk, NfsShare, Snapshot, SnapshotTree, Vm, VmRef
 from ..runlog import RunLog
 from ..settings import DISK_FORMATS
@@ -322,7 +322,12 @@ class EsxiHost:
     ) -> Snapshot:
         # ours is told apart by its name (a timestamp) and by not being in `before`:
         # a list from seconds ago serves, as no snapshot made since has our name
-        before = {s.id for s in self._recent_snapshots(vm)}
+        try:
+            before = {s.id for s in self._recent_snapshots(vm)}
+            interrupt.raise_pending()
+        except Interrupted as err:  # a signal while the snapshots were listed: no create is sent, so the run
+            err.unasked = True  # waits for none to show up late (one sent may finish in hostd after its vim-cmd)
+            raise
         self._seen_snaps.pop(vm.ref.vmid, None)
         args = ["vmsvc/snapshot.create", vm.ref.vmid, name, description, str(int(memory)), str(int(quiesce))]
         deadline = time.monotonic() + timeout

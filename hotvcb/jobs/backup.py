@@ -349,7 +349,7 @@ class _VmBackup:
         self.vm = None  # type: Optional[Vm]
         self.snapshot = None  # type: Optional[Snapshot]
         self.snapshot_name = None  # type: Optional[str]  # asked for, whether or not it showed up
-        self.snapshot_refused = False  # the host said no: nothing will show up late
+        self.snapshot_refused = False  # the host said no, or was never asked: nothing will show up late
         self.gone = False  # the host no longer has the VM (asked about ahead, jobs/lookahead.py)
         self.untouched = False  # stopped before its snapshot was asked for: its folder holds only its config
         self.power_failure = ""  # the VM did not come back on: the run's first news
@@ -524,6 +524,9 @@ class _VmBackup:
         except SnapshotError as err:
             self.snapshot_refused = True
             self.gone = isinstance(err, VmGone)  # leaves no folder, as its pre-flight's failure did
+            raise
+        except Interrupted as err:
+            self.snapshot_refused = err.unasked  # stopped before the create was sent: nothing can show up late
             raise
         self.log.debug("%s: snapshot id %s" % (vm.name, self.snapshot.id if self.snapshot else "?"))
         crashpoint.reached("snapshot-created")
