@@ -18,6 +18,7 @@ from datetime import datetime
 from types import SimpleNamespace
 
 import pytest
+from asuser import SYS_PYTHON, readable_code
 from pidviews import hotvcb_holder, start_of  # noqa: F401  (fixture: a live hotvcb process)
 from qemuvm import PYTHON, env, needs_qemu, slow_qemu_img, wait_until
 from simhost import (REPO, VOLUME, _argv, copying, host_lock_path, hotvcb, needs_root, ours, wait_for,
@@ -32,7 +33,6 @@ from hotvcb.store import layout
 from hotvcb.store.lock import STALE_AFTER
 
 MACHINE = socket.gethostname()
-SYS_PYTHON = "/usr/bin/python3"  # one `nobody` can run (pyenv's live under /root, mode 700)
 HOST = "thishost"  # the host id the unit-level attacks' runs hold the lock of
 
 
@@ -382,31 +382,27 @@ def test_another_user_under_hidepid_keeps_a_live_root_restores_folder(tmp_path, 
     top = tempfile.mkdtemp(prefix="outsider-owner-")
     try:
         os.chmod(top, 0o755)
-        code, out = os.path.join(top, "code"), os.path.join(top, "out")
-        shutil.copytree(os.path.join(REPO, "hotvcb"), os.path.join(code, "hotvcb"),
-                        ignore=shutil.ignore_patterns("__pycache__"))
-        for folder_, dirs, files in os.walk(code):
-            os.chmod(folder_, 0o755)
-            for f in files:
-                os.chmod(os.path.join(folder_, f), 0o644)
+        out = os.path.join(top, "out")
         os.mkdir(out)
-        os.chmod(out, 0o777)
-        p, folder = live_restore(tmp_path, out)
-        try:
-            recs = records(out)
-            mount = "mount -t proc -o hidepid=2 proc /proc || exit 97; " if hidepid else ""
-            script = mount + ("exec setpriv --reuid=65534 --regid=65534 --clear-groups %s -m hotvcb cleanup --kvm '%s'"
-                              % (SYS_PYTHON, out))
-            r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], capture_output=True,
-                               text=True, cwd=code, timeout=60, env=dict(os.environ, PYTHONPATH=code))
-            if r.returncode == 97:
-                pytest.skip("cannot mount /proc with hidepid here")
-            r.out = r.stdout + r.stderr
-            assert "Traceback" not in r.out, r.out
-            kept(r, folder, out, recs)
-            assert ("cannot be told from here" if hidepid else "of a running restore") in r.out, r.out
-        finally:
-            kill_all(p)
+        with readable_code() as code:  # nobody may not reach the checkout (a clone under a 0700 folder)
+            os.chmod(out, 0o777)
+            p, folder = live_restore(tmp_path, out)
+            try:
+                recs = records(out)
+                mount = "mount -t proc -o hidepid=2 proc /proc || exit 97; " if hidepid else ""
+                script = mount + ("exec setpriv --reuid=65534 --regid=65534 --clear-groups %s -m hotvcb cleanup "
+                                  "--kvm '%s'" % (SYS_PYTHON, out))
+                r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                                   capture_output=True, text=True, cwd=code, timeout=60,
+                                   env=dict(os.environ, PYTHONPATH=code))
+                if r.returncode == 97:
+                    pytest.skip("cannot mount /proc with hidepid here")
+                r.out = r.stdout + r.stderr
+                assert "Traceback" not in r.out, r.out
+                kept(r, folder, out, recs)
+                assert ("cannot be told from here" if hidepid else "of a running restore") in r.out, r.out
+            finally:
+                kill_all(p)
     finally:
         shutil.rmtree(top)
 
