@@ -2,10 +2,12 @@
 the rotation count's limit, what restore refuses, each pinned through the public command line."""
 
 import os
+import time
 
 import pytest
 
 from simhost import VOLUME, hotvcb, needs_root, write_conf
+from sshsite import site  # noqa: F401  (the fixture)
 from test_outsider_interop import ghettovcb_disk, ghettovcb_folder
 
 OK = "Successfully completed backup"
@@ -35,3 +37,32 @@ def test_restore_of_a_cut_short_folder_is_refused_before_anything_is_said(host, 
     out = r.stdout + r.stderr
     assert r.returncode != 0 and "cut short" in out, out
     assert "disconnected" not in out, out
+
+
+# -- 3. SSH mode: the -a/-m/-f override is in the mailed log ----------------------------------------------
+
+@needs_root
+def test_ssh_mode_mails_the_warning_that_m_overrode_f(site, tmp_path):
+    """The nightly wrapper passes its usual `-f vms` and adds `-m web` for one more run of web: -m overrides
+    -f, as in ghettoVCB, and the run warns so. Over SSH (the run on the host) that warning reached only the
+    client's terminal and -l: the mail's log, the host's run's own, lacked it, and the admin reading the
+    mail could not tell why db was not backed up."""
+    smtpserver = pytest.importorskip("smtpserver", reason="aiosmtpd is needed for the mail tests")
+    host = site.host
+    for vm in ("web", "db"):
+        host.create_vm(vm, "datastore1", [{"size": "1M"}], power="on")
+    vms = tmp_path / "vms"
+    vms.write_text("web\ndb\n")
+    with smtpserver.smtp_server() as server:
+        conf = write_conf(host, EMAIL_LOG=1, EMAIL_SERVER="127.0.0.1", EMAIL_SERVER_PORT=server.port,
+                          EMAIL_TLS="none", EMAIL_TO="admin@example.org", EMAIL_DELAY_INTERVAL=0)
+        r, _ = site.run("backup", "-f", vms, "-m", "web", "-g", conf)
+        deadline = time.monotonic() + 10
+        while not server.messages and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert r.returncode == 0, r.out
+    assert "SSH mode: hotvcb cannot run" not in r.out, r.out  # the run went to the host
+    (mail,) = server.messages
+    body = mail.message.get_body(("plain",)).get_content()
+    assert "-m web overrides -f %s" % vms in body, body
+    assert body.count("overrides -f") == 1, body
