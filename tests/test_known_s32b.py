@@ -66,3 +66,24 @@ def test_ssh_mode_mails_the_warning_that_m_overrode_f(site, tmp_path):
     body = mail.message.get_body(("plain",)).get_content()
     assert "-m web overrides -f %s" % vms in body, body
     assert body.count("overrides -f") == 1, body
+
+
+# -- 4. a dry run the config asks for logs under the dry run's default name --------------------------------
+
+@needs_root
+def test_a_dry_run_asked_by_the_configs_log_level_keeps_its_log_apart(host, tmp_path):
+    """A test config saying LOG_LEVEL=dryrun (ghettoVCB's way) makes every run with it a dry run; its cron line
+    has no -l. Its default log was named as a real night's (`hotvcb-<time>-<pid>.log`), so a day of trying the
+    config out pushed the real nights' logs out of the 20 kept; a dry run's is `hotvcb-dryrun-...`, kept apart."""
+    host.create_vm("web", "datastore1", [{"size": "1M"}], power="on")
+    work = tmp_path / "w"
+    work.mkdir()
+    nights = ["hotvcb-2026-11-%02d_21-00-01-%d.log" % (day, 1000 + day) for day in range(1, 21)]  # the 20 kept
+    for name in nights:
+        (work / name).write_text("###### Final status: All VMs backed up OK! ######\n")
+    r = hotvcb(host, "-m", "web", "-g", write_conf(host, LOG_LEVEL="dryrun"), "-w", work)
+    assert r.returncode == 0, r.stdout + r.stderr
+    logs = sorted(os.listdir(str(work)))
+    assert [n for n in logs if n in nights] == nights, logs
+    (dry,) = [n for n in logs if n not in nights]
+    assert dry.startswith("hotvcb-dryrun-") and 'Logging output to "%s/%s"' % (work, dry) in r.stdout, r.stdout
