@@ -87,3 +87,19 @@ def test_a_dry_run_asked_by_the_configs_log_level_keeps_its_log_apart(host, tmp_
     assert [n for n in logs if n in nights] == nights, logs
     (dry,) = [n for n in logs if n not in nights]
     assert dry.startswith("hotvcb-dryrun-") and 'Logging output to "%s/%s"' % (work, dry) in r.stdout, r.stdout
+
+
+# -- 5. the rotation count's upper limit is said -----------------------------------------------------------
+
+@pytest.mark.parametrize("count", ["1000000000", "0"])
+def test_a_rotation_count_out_of_range_is_refused_naming_both_limits(tmp_path, capsys, count):
+    """VM_BACKUP_ROTATION_COUNT=1000000000 (keep everything, the admin meant) was refused as not "a whole number
+    >= 1": it is one, and the admin could not tell what to write instead. The error names the range."""
+    from hotvcb import cli
+
+    conf = tmp_path / "ghettoVCB.conf"
+    conf.write_text("VM_BACKUP_VOLUME=%s\nVM_BACKUP_ROTATION_COUNT=%s\n" % (tmp_path / "vol", count))
+    assert cli.main(["list", "-g", str(conf)]) != 0
+    err = capsys.readouterr().err
+    assert "VM_BACKUP_ROTATION_COUNT='%s'" % count in err and "from 1 to 999999999" in err, err
+    assert "Traceback" not in err
