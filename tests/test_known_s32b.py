@@ -103,3 +103,26 @@ def test_a_rotation_count_out_of_range_is_refused_naming_both_limits(tmp_path, c
     err = capsys.readouterr().err
     assert "VM_BACKUP_ROTATION_COUNT='%s'" % count in err and "from 1 to 999999999" in err, err
     assert "Traceback" not in err
+
+
+# -- 6. a ';' inside a name in a restore file -------------------------------------------------------------
+
+@pytest.mark.parametrize("line", [
+    "/vmfs/volumes/backup/hotvcb/a;b/a;b-2026-12-01_21-00-01;datastore1;3",  # the backup's folder
+    "/vmfs/volumes/backup/hotvcb/web/web-2026-12-01_21-00-01;datastore1;3;Web;prod",  # the new name
+    "repo:/vmfs/volumes/backup/repo#latest=db;2;datastore1;3",  # the VM of a latest= line
+])
+def test_a_semicolon_inside_a_name_in_a_restore_file_is_named_with_the_way_out(tmp_path, capsys, line):
+    """ghettoVCB-restore split a line at every ';' (awk -F ';') and had no escape, nor has hotvcb's reading of
+    it: a VM `a;b`, a new name `Web;prod`, a repository VM `db;2` cannot be written in such a line. The line
+    was refused as "expected 3 or 4 fields ..., found 5", or as "disk format 'datastore1' is not valid", which
+    sends the admin looking at the format. The error names the ';' and the command line that restores it."""
+    from hotvcb import cli
+
+    restore_file = tmp_path / "vms_to_restore"
+    restore_file.write_text('"%s"\n' % line)
+    code = cli.main(["restore", "-c", str(restore_file), "-d", "1"])
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert code != 0 and "%s:1" % restore_file in text, text
+    assert "';' inside a path or name" in text and "hotvcb restore" in text, text
