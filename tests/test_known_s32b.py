@@ -126,3 +126,33 @@ def test_a_semicolon_inside_a_name_in_a_restore_file_is_named_with_the_way_out(t
     text = out.out + out.err
     assert code != 0 and "%s:1" % restore_file in text, text
     assert "';' inside a path or name" in text and "hotvcb restore" in text, text
+
+
+# -- 2. a folder cut short beside compressed backups of the VM ---------------------------------------------
+
+def test_a_ghettovcb_folder_cut_short_is_incomplete_where_a_gz_of_the_vm_holds_its_disk(tmp_path, capsys):
+    """ghettoVCB compressed web's backups (ENABLE_COMPRESSION=1) until the admin turned it off; the first
+    folder backup since was then rsynced to new storage and the rsync killed between web's two disks. A disk
+    another backup of the VM holds and the folder lacks is a copy cut short (backup-format.md), but only
+    folder backups were looked in: beside .gz backups alone the cut folder was "unverifiable" (good), so
+    rotation counted it and `restore --latest` brought the VM back without its data disk."""
+    import json
+    import shutil
+    import tarfile
+
+    from hotvcb import cli
+
+    vol = tmp_path / "vol"
+    whole = ghettovcb_folder(vol, "web", "2026-11-01_21-00-01", "STATUS.ok", OK, SECOND)
+    ghettovcb_disk(whole, "web_1")
+    (whole / "STATUS.ok").unlink()  # ghettoVCB writes it after compressing, into the folder it removed
+    with tarfile.open(str(whole) + ".gz", "w:gz") as tar:
+        tar.add(str(whole), arcname=whole.name)
+    shutil.rmtree(str(whole))
+    cut = ghettovcb_folder(vol, "web", "2026-11-02_21-00-01", "STATUS.ok", OK, SECOND)
+    conf = tmp_path / "ghettoVCB.conf"
+    conf.write_text("VM_BACKUP_VOLUME=%s\nVM_BACKUP_ROTATION_COUNT=1\n" % vol)
+    assert cli.main(["list", "--json", "-g", str(conf)]) == 0
+    rows = {b["name"]: b for b in json.loads(capsys.readouterr().out)["backups"]}
+    assert rows[whole.name + ".gz"]["good"], rows
+    assert not rows[cut.name]["good"] and "cut short" in rows[cut.name]["reason"], rows[cut.name]
