@@ -156,3 +156,36 @@ def test_a_ghettovcb_folder_cut_short_is_incomplete_where_a_gz_of_the_vm_holds_i
     rows = {b["name"]: b for b in json.loads(capsys.readouterr().out)["backups"]}
     assert rows[whole.name + ".gz"]["good"], rows
     assert not rows[cut.name]["good"] and "cut short" in rows[cut.name]["reason"], rows[cut.name]
+
+
+# -- 7. backups in the folders older writers named ---------------------------------------------------------
+
+@pytest.mark.parametrize("vm, folder", [
+    ("a%b", "a%b"),  # hotvcb before `%` was escaped in every name
+    ("a\\b", "a%5cb"),  # ghettoVCB.sh: getallvms' name, hostd writing `\` as %5c
+    ("50% a\\b", "50%25 a%5cb"),
+])
+def test_backups_in_a_folder_an_older_writer_named_are_the_vms(tmp_path, capsys, vm, folder):
+    """Old hotvcb releases kept VM `a%b`'s backups in `a%b/a%b-<time>` (now `a%25b/...`), and ghettoVCB
+    named a VM's folder after getallvms' name, where hostd writes `\\` as `%5c` (`a%5cb` for `a\\b`). Such a
+    folder is no name's folder today: `list` showed none of its backups, `restore --latest` found no backup
+    of the VM, and rotation never counted or removed them. They are the VM's backups, found where they are."""
+    import io
+    import json
+
+    from hotvcb import cli
+    from hotvcb.localshell import LocalShell
+    from hotvcb.runlog import RunLog
+    from hotvcb.store import rotation
+
+    vol = tmp_path / "vol"
+    old = [ghettovcb_folder(vol, folder, "2026-11-0%d_21-00-01" % day, "STATUS.ok", OK) for day in (1, 2)]
+    conf = tmp_path / "ghettoVCB.conf"
+    conf.write_text("VM_BACKUP_VOLUME=%s\n" % vol)
+    assert cli.main(["list", "--json", "-g", str(conf)]) == 0
+    rows = json.loads(capsys.readouterr().out)["backups"]
+    assert sorted((r["vm"], r["name"]) for r in rows) == [(vm, b.name) for b in old], rows
+    assert cli.main(["list", "--json", "-g", str(conf), vm]) == 0
+    assert [r["name"] for r in json.loads(capsys.readouterr().out)["backups"]] == [b.name for b in old]
+    removed = rotation.rotate(LocalShell(), str(vol), vm, 1, RunLog(stream=io.StringIO()), remove=lambda path: None)
+    assert [os.path.basename(p) for p in removed] == [old[0].name], removed
