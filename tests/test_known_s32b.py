@@ -189,3 +189,12 @@ def test_backups_in_a_folder_an_older_writer_named_are_the_vms(tmp_path, capsys,
     assert [r["name"] for r in json.loads(capsys.readouterr().out)["backups"]] == [b.name for b in old]
     removed = rotation.rotate(LocalShell(), str(vol), vm, 1, RunLog(stream=io.StringIO()), remove=lambda path: None)
     assert [os.path.basename(p) for p in removed] == [old[0].name], removed
+
+
+@needs_root
+def test_restore_latest_finds_a_backup_in_ghettovcbs_folder_of_a_vm_with_a_backslash(host):
+    """The VM `a\\b`'s only backups are ghettoVCB's, in `a%5cb/`: `restore --latest` said there is no backup."""
+    ghettovcb_folder(_volume(host), "a%5cb", "2026-11-01_21-00-01", "STATUS.ok", OK)
+    r = hotvcb(host, "restore", "-d", "1", "--latest", "a\\b", "-g", write_conf(host), "--datastore", "datastore1",
+               "--name", "ab2")
+    assert r.returncode == 0 and "%s/a%%5cb/a%%5cb-2026-11-01_21-00-01" % VOLUME in r.stdout, r.stdout + r.stderr
