@@ -28,9 +28,11 @@ def _boolean(text: str) -> bool:
     raise Invalid("0 or 1 (also yes/no, true/false)")
 
 
-def _count(minimum: int, maximum: int = 999999999, allowed: str = "") -> Callable[[str], int]:
-    """Digits only: shell arithmetic would read '010' as octal and '-1' as true."""
-    allowed = allowed or "a whole number from %d to %d" % (minimum, maximum)
+def _count(minimum: int, maximum: int = 999999999, why: str = "") -> Callable[[str], int]:
+    """Digits only: shell arithmetic would read '010' as octal and '-1' as true. The error names both limits
+    (and `why` the lower one, where it needs saying): an admin told only ">= 1" of a count too large cannot
+    tell what to write instead."""
+    allowed = "a whole number from %d to %d%s" % (minimum, maximum, "; " + why if why else "")
 
     def check(text: str) -> int:
         if _COUNT.fullmatch(text) and minimum <= int(text) <= maximum:
@@ -127,13 +129,13 @@ def _vmdk_files(text: str) -> Tuple[str, ...]:
 
 
 _DURATION = lazyre.compile(r"(\d{1,9})([sm]?)")
-_ROTATION = "a whole number >= 1; ghettoVCB's 0 deleted the backup it had just made, so hotvcb refuses it"
+_ROTATION = "ghettoVCB's 0 deleted the backup it had just made, so hotvcb refuses it"
 
 # Each key's field in Settings is the key in lower case.
 KEYS = {
     "VM_BACKUP_VOLUME": _absolute_path,
     "DISK_BACKUP_FORMAT": _choice(DISK_FORMATS + IMAGE_FORMATS, {"thick": "zeroedthick"}),
-    "VM_BACKUP_ROTATION_COUNT": _count(1, allowed=_ROTATION),
+    "VM_BACKUP_ROTATION_COUNT": _count(1, why=_ROTATION),
     "POWER_VM_DOWN_BEFORE_BACKUP": _boolean,
     "ENABLE_HARD_POWER_OFF": _boolean,
     "ITER_TO_WAIT_SHUTDOWN": _minutes(1),

@@ -10,7 +10,9 @@ dropped, as ghettoVCB-restore did (`sed 's/"//g'` on each field), so a field
 quoted on its own or a quoted new name reads as it did there, blanks inside the quotes kept; a pair of `'`
 around the whole line is stripped too. Blank lines and lines starting with `#`
 are skipped, a trailing `/` on either path is tolerated, and so are empty fields after the 4th
-(`...;3;New Name;`): ghettoVCB-restore read fields 1-4 only. A line that cannot be used becomes a
+(`...;3;New Name;`): ghettoVCB-restore read fields 1-4 only. A `;` inside a path or name has no
+escape (ghettoVCB-restore split at every one): such a line is refused naming the command line that
+restores it (SEMICOLON). A line that cannot be used becomes a
 `BadLine` naming file:line, so the caller can report it and still restore the
 other lines; ghettoVCB-restore either stopped at the first bad line or
 silently restored something else.
@@ -27,6 +29,11 @@ FORMATS = {"1": "zeroedthick", "2": "2gbsparse", "3": "thin", "4": "eagerzeroedt
 FORMAT_NAMES = tuple(FORMATS.values())
 REPO_PREFIX = "repo:"  # field 1 naming a backup in a repository (docs/restore.md)
 _CONTROL = lazyre.compile(r"[\x00-\x1f\x7f]")
+# a line split where a name holds ';' (too many fields, or a format where a later field is one): ghettoVCB-restore
+# split at every ';' (`awk -F ';'`) with no escape, nor quotes that keep one, so no such line can name it
+SEMICOLON = (": a ';' inside a path or name splits the line there, and such a line has no way to escape it; "
+             "restore that backup with the command line instead: `hotvcb restore PATH --datastore DS --format F "
+             "[--name NEW]`, or `hotvcb restore --repo REPO --latest VM --datastore DS ...` (docs/restore.md)")
 
 
 @dataclass(frozen=True)
@@ -95,7 +102,8 @@ def parse_line(line: str, where: str) -> Union[RestoreRequest, BadLine, None]:
         return BadLine(
             where,
             "expected 3 or 4 fields separated by ';' "
-            '("<backup dir or .gz>;<datastore path>;<format 1-4>[;<new name>]"), found %d' % len(fields),
+            '("<backup dir or .gz>;<datastore path>;<format 1-4>[;<new name>]"), found %d%s'
+            % (len(fields), SEMICOLON if len(fields) > 4 else ""),
         )
     backup, target, fmt = fields[0], fields[1], fields[2]
     if not backup:
@@ -105,7 +113,7 @@ def parse_line(line: str, where: str) -> Union[RestoreRequest, BadLine, None]:
     try:
         fmt_name = disk_format(fmt)
     except ValueError as err:
-        return BadLine(where, str(err))
+        return BadLine(where, str(err) + (SEMICOLON if len(fields) == 4 and _is_format(fields[3]) else ""))
     new_name = fields[3] if len(fields) == 4 and fields[3] else None
     if backup.startswith(REPO_PREFIX):
         path, _sep, which = backup[len(REPO_PREFIX):].rpartition("#")
@@ -120,6 +128,14 @@ def parse_line(line: str, where: str) -> Union[RestoreRequest, BadLine, None]:
         return RestoreRequest("" if latest else which, trim_path(datastore_path(target)), fmt_name, new_name, where,
                               repo=trim_path(path), latest=latest)
     return RestoreRequest(trim_path(backup), trim_path(datastore_path(target)), fmt_name, new_name, where)
+
+
+def _is_format(text: str) -> bool:
+    try:
+        disk_format(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _unquoted(field: str) -> str:

@@ -279,9 +279,9 @@ def test_a_key_set_twice_takes_the_later_line_and_warns(tmp_path):
 
 BAD = [
     ("VM_BACKUP_ROTATION_COUNT", "0", "deleted the backup it had just made"),
-    ("VM_BACKUP_ROTATION_COUNT", "-1", ">= 1"),
-    ("VM_BACKUP_ROTATION_COUNT", "three", ">= 1"),
-    ("VM_BACKUP_ROTATION_COUNT", "", ">= 1"),
+    ("VM_BACKUP_ROTATION_COUNT", "-1", "from 1 to 999999999"),
+    ("VM_BACKUP_ROTATION_COUNT", "three", "from 1 to 999999999"),
+    ("VM_BACKUP_ROTATION_COUNT", "", "from 1 to 999999999"),
     ("ITER_TO_WAIT_SHUTDOWN", "0", "minutes >= 1"),
     ("POWER_DOWN_TIMEOUT", "0", "minutes >= 1"),
     ("SNAPSHOT_TIMEOUT", "0", "minutes >= 1"),

@@ -292,7 +292,7 @@ def test_restore_reads_a_full_path_disk_and_the_vmxf_where_each_layout_keeps_the
         f.truncate(1 << 20)
     (backup / vmxf).write_text("<Foundry/>")
     req = RestoreRequest(str(backup), str(tmp_path), "thin")
-    plan = Planner(_Stranger(), _Log(), req, list).plan(LocalShell(), str(backup), None, quiet=True)
+    plan = Planner(_Stranger(), req, list).plan(LocalShell(), str(backup), None)
     assert [d.source for d in plan.disks] == [str(backup / kept)]
     assert plan.files == [(str(backup / vmxf), "abs.vmxf")]
     assert [d.source for d in machine_of(LocalShell(), str(backup)).machine.disks] == [str(backup / kept)]  # --kvm

@@ -235,7 +235,7 @@ def prepare(args, settings):
 def run(args) -> int:
     no_log = ""
     if not (args.log_file or args.outbox):  # ghettoVCB's "Logging output to ..." (an on-host run's log is the client's)
-        args.log_file, no_log = common.default_log(args.workdir, args.level == "dryrun")
+        args.log_file, no_log = common.default_log(args.workdir, common.dry_run_asked(args))
         if args.log_file:
             say('Logging output to "%s" ...' % args.log_file)
     settings, log = common.load(args, prepare)

@@ -162,6 +162,19 @@ def default_log(workdir: str, dry_run: bool) -> Tuple[Optional[str], str]:
     return path, ""
 
 
+def dry_run_asked(args) -> bool:
+    """Whether the run will be a dry run, known before its default log is named (`default_log`): `-d dryrun`,
+    or the config's LOG_LEVEL=dryrun (`config.run_level`), which `load` reads only once that log is open. A
+    config that does not read is `load`'s to say, in that log: no dry run asked of it here."""
+    if args.level == "dryrun":
+        return True
+    try:
+        settings, _warnings = config.load_settings(args.global_conf)
+    except HotvcbError:
+        return False
+    return config.run_level(args.level, settings) == "dryrun"
+
+
 def _prune_default_logs(workdir: str, dry_run: bool) -> None:
     """Room for one more: the oldest by when they were last written, not by the date in their names - a
     clock that ran ahead for a while names logs later than tonight's, and sorted by name those would stay

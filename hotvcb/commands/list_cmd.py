@@ -65,10 +65,10 @@ def vm_names(shell: Shell, volume: str) -> List[str]:
     `.hotvcb-extract-…` scratch, were the volume its target), which shows none."""
     if not shell.isdir(volume):
         return []
-    out = []
+    out = []  # type: List[str]
     for entry in shell.listdir(volume):
-        name = layout.vm_of_folder(entry)
-        if name is not None and shell.isdir(volume + "/" + entry):
+        name = layout.vm_of_folder(entry) or layout.older_vm(entry)  # a VM's folder, or one older writers named
+        if name is not None and name not in out and shell.isdir(volume + "/" + entry):
             out.append(name)
     return out
 

@@ -128,7 +128,11 @@ def backup(args, log: RunLog) -> Optional[Report]:
     if done is None:
         return None
     try:
-        return Report(**json.loads(done.outbox.decode("utf-8")))
+        report = Report(**json.loads(done.outbox.decode("utf-8")))
+        # the lines this machine said before the run went to the host (-m overriding -f) are the mail's too:
+        # its log is the host's run's, which never heard them
+        report.log_text = "\n".join(log.lines + [report.log_text]) if log.lines else report.log_text
+        return report
     except (TypeError, ValueError) as err:
         why = done.lost or "the run on the host ended without its report (exit %d%s)" % (
             done.returncode, ": %s" % err if done.outbox else "")

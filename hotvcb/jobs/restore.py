@@ -205,6 +205,7 @@ class _Restore:
         plan = self.planner.plan(fs, source, free)
         self.result.name, self.result.folder, self.result.disconnected = plan.name, plan.folder, plan.disconnected
         bare = restore_source.check_sealed(shell, req, fs, source)
+        self._say(plan)
         if archive is not None:
             restore_room.check_unpack_room(req, archive, source, free)
             if job.dry_run:
@@ -214,7 +215,7 @@ class _Restore:
                 self._print_plan(plan, compressed)
                 return
             backup = self._extract(source)
-            plan = self.planner.plan(shell, backup, self.host.free_space(req.target), quiet=True)
+            plan = self.planner.plan(shell, backup, self.host.free_space(req.target))  # its warnings were said
             restore_source.check_sealed(shell, req, shell, backup, unsealed_ok=bare)
         else:
             backup = source
@@ -258,6 +259,7 @@ class _Restore:
         self.extract_dir = dest  # from here on, `run` removes it
         restore_stage.stage(shell, kvm, dest, self.log)
         plan = self.planner.plan(shell, dest, free)
+        self._say(plan)
         # a disk the KVM backup does not hold was left out of the staged .vmx (named by stage): the VM is short
         # of it all the same, and the restore ends WARNING as for an ESXi backup's
         self.result.name, self.result.folder = plan.name, plan.folder
@@ -265,6 +267,10 @@ class _Restore:
         restore_room.check_room(req, self.log, plan)
         self._write(plan, Checking(req, self.log, None))
         self._register(plan)
+
+    def _say(self, plan: Plan) -> None:
+        for warning in plan.warnings:
+            self.log.warning(warning)
 
     def _print_plan(self, plan: Plan, compressed: bool) -> None:
         """A dry run's plan, and what --power-on would do (a VM kept off beside its running original)."""
@@ -290,7 +296,7 @@ class _Restore:
         room = Ahead(lambda: self.host.free_space(target), "restore")
         inventory = Ahead(self.host.list_vms, "restore")
         self.asked = [room, inventory, Ahead(self.host.describe, "restore")]
-        self.planner = Planner(self.host, self.log, self.req, inventory.answer)
+        self.planner = Planner(self.host, self.req, inventory.answer)
         return room
 
     def _extract(self, gz: str) -> str:

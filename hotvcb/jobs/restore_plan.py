@@ -106,33 +106,39 @@ class Plan:
     tree: Optional[TreeRestore] = None  # the user's snapshot tree, brought back (restore_tree.py)
     copy: bool = False  # a new name: a copy that can run beside the original (vmx_identity.py), not the VM itself
     disconnected: List[str] = field(default_factory=list)  # devices the backup holds no disk for
+    # what the admin is told of the plan (a disk restored disconnected, a VM of the name already there), said
+    # by the restore once the backup passed its checks: a warning before a refusal would tell of a VM coming
+    # back short of a disk that does not come back at all (a folder an rsync cut short)
+    warnings: List[str] = field(default_factory=list)
 
 
 class Planner:
-    def __init__(self, host: Hypervisor, log, req: RestoreRequest, vms: Callable[[], List[VmRef]]):
+    def __init__(self, host: Hypervisor, req: RestoreRequest, vms: Callable[[], List[VmRef]]):
         """`vms`: the host's VMs (asked ahead by the restore, beside its other pre-checks)."""
-        self.host, self.shell, self.log, self.req, self.vms = host, host.shell, log, req, vms
+        self.host, self.shell, self.req, self.vms = host, host.shell, req, vms
         self._ds_cache = None  # type: Optional[List[DatastoreInfo]]
 
-    def plan(self, fs: FileReader, backup: str, free: Optional[int], quiet: bool = False) -> Plan:
-        """Everything the restore will do, worked out from the backup's files.
+    def plan(self, fs: FileReader, backup: str, free: Optional[int]) -> Plan:
+        """Everything the restore will do, worked out from the backup's files, and what to warn of it
+        (Plan.warnings, the caller's to say).
 
         `fs` is the Shell, or a targz.ArchiveView for a .gz not unpacked yet.
         """
+        warnings = []  # type: List[str]
         vmxs = [f for f in fs.listdir(backup) if f.lower().endswith(".vmx") and not f.startswith(".")]
         if len(vmxs) != 1:
             raise RestoreError("%s holds %d .vmx files, expected 1" % (self.req.backup, len(vmxs)))
         try:  # read_regular: a FIFO planted as the .vmx would block a plain read for ever
             path = backup + "/" + vmxs[0]
-            say = (lambda _message: None) if quiet else self.log.warning
-            vmx = VmxFile(as_vmware_reads(read_small(fs, path, MAX_SIZE), lambda: fs.file_size(path), say))
+            vmx = VmxFile(as_vmware_reads(read_small(fs, path, MAX_SIZE), lambda: fs.file_size(path),
+                                          warnings.append))
         except HostError as err:
             raise RestoreError(str(err)) from err
         original = vmx.get("displayName")
         name = self._name_for(vmx, self.req.backup.rsplit("/", 1)[-1])
         if self.req.new_name is None:  # a given one was refused before the restore began
             require_usable_name(name, given=False)
-        self._check_name(name, quiet)
+        warnings += self._name_taken(name)
         fname = layout.datastore_folder(name)
         folder = self.req.target + "/" + fname
         temp = folder + RESTORING
@@ -141,7 +147,7 @@ class Planner:
         if self.shell.exists(temp):
             raise RestoreError("%s exists: another restore is running, or one was killed and `hotvcb cleanup` "
                                "removes it" % temp)
-        plan = Plan(self.req, backup, name, folder, temp, fname + ".vmx", "", free=free)
+        plan = Plan(self.req, backup, name, folder, temp, fname + ".vmx", "", free=free, warnings=warnings)
         tree_folder = restore_tree.find(fs, backup)
         if tree_folder is not None:  # the VM comes back with its snapshots, on the user's .vmx
             vmx, plan.tree = restore_tree.plan(fs, tree_folder, vmxs[0], fname)
@@ -185,9 +191,8 @@ class Planner:
                     if lost is not None:
                         raise RestoreError("disk %s (%s): %s; not restoring the VM without that disk (put the descriptor "
                                            "back beside its data, from the VM or another backup of it)" % (dev, filename, lost))
-                    if not quiet:
-                        self.log.warning("%s: disk %s (%s) is not in the backup (skipped when it was taken); "
-                                         "it is restored disconnected" % (name, dev, filename))
+                    warnings.append("%s: disk %s (%s) is not in the backup (skipped when it was taken); "
+                                    "it is restored disconnected" % (name, dev, filename))
                     put(dev + ".present", "FALSE")
                     plan.disconnected.append(dev)
                     continue
@@ -204,17 +209,15 @@ class Planner:
             if side is not None:
                 plan.files.append((side, fname + ext))
                 put(key, fname + ext)
-            elif vmx.get(key) is not None and not quiet:
-                self.log.warning("%s: %s file %s is not in the backup" % (name, key, vmx.get(key)))
+            elif vmx.get(key) is not None:
+                warnings.append("%s: %s file %s is not in the backup" % (name, key, vmx.get(key)))
         lacking = restore_media.rehome(vmx, put, lambda: self._original_folder(original), self.shell.exists)
         for said in lacking + [w for w in [restore_media.drop_suspended_state(vmx, put)] if w]:
-            if not quiet:
-                self.log.warning("%s: %s" % (name, said))
+            warnings.append("%s: %s" % (name, said))
         plan.copy = self.req.new_name is not None and self.req.new_name != original
         folders = {f for f in (layout.datastore_folder(original or ""), vmxs[0][: -len(".vmx")]) if f}
         for warning in answer_moved_or_copied(vmx, plan.copy, put, folders):
-            if not quiet:
-                self.log.warning("%s: %s" % (name, warning))
+            warnings.append("%s: %s" % (name, warning))
         plan.vmx_text = vmx.text()
         plan.needed = sum(in_pages(d.needed) + sum(in_pages(fs.file_size(c)) for c in d.sparse_copies())
                           + PAGE * d.descriptor_files() for d in plan.disks) + sum(
@@ -308,20 +311,18 @@ class Planner:
         found = [r for r in self.vms() if original and r.name == original]
         return found[0].vmx_path.rsplit("/", 1)[0] if len(found) == 1 else None
 
-    def _check_name(self, name: str, quiet: bool = False) -> None:
-        """A VM of that name elsewhere is allowed, as ghettoVCB allowed it, with a warning; what
+    def _name_taken(self, name: str) -> List[str]:
+        """A VM of that name elsewhere is allowed, as ghettoVCB allowed it, with a warning (returned); what
         really clashes (the target folder, the .vmx already registered) is refused by the caller
         and by registervm itself."""
-        if quiet:
-            return  # planned again after unpacking: said the first time
         taken = [r for r in self.vms() if r.name == name]
-        if taken:
-            self.log.warning(
-                "%sa VM named %r is already registered (vmid %s, %s); restoring anyway, as ghettoVCB did. The host "
+        if not taken:
+            return []
+        return ["%sa VM named %r is already registered (vmid %s, %s); restoring anyway, as ghettoVCB did. The host "
                 "will have two VMs of that name, and a backup by name (-m, -f) refuses ambiguous names until one "
                 "is renamed; restore with a new name (4th field, --name) to avoid that"
                 % (self.req.where + ": " if self.req.where else "", name, ", ".join(r.vmid for r in taken),
-                   ", ".join(r.vmx_path for r in taken)))
+                   ", ".join(r.vmx_path for r in taken))]
 
 
 def _names_kept(vmx: VmxFile, restored: Set[str]) -> Set[str]:

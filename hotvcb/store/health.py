@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, Match, Optional, Set, Tuple, Union
 from .. import lazyre, sparsecheck, vmdk
 from ..errors import HostError, NotABackup
 from ..filetext import encoded, read_small
-from ..shell import Shell
+from ..shell import FileReader, Shell
 from ..vmx import MAX_SIZE, VmxFile, as_vmware_reads
 from . import chain, layout, manifest
 
@@ -338,19 +338,38 @@ def _missing_disk(shell: Shell, path: str, present: Set[str]) -> Optional[Health
     mine = layout.named(own)
     if not lacking or mine is None:  # a folder not laid out as a backup has no other backups to hold its disks
         return None
-    siblings = [root + "/" + e for e in shell.listdir(root)
-                if e != own and _same_vm_done(layout.named(e), mine.group(1))]
+    siblings = sorted((root + "/" + e for e in shell.listdir(root)
+                       if e != own and _same_vm_done(layout.named(e), mine.group(1))),
+                      key=lambda other: other.endswith(".gz"))  # folders first: an archive is read whole
+    views = {}  # type: Dict[str, Optional[FileReader]]
     for dev, filename in lacking:
         for other in siblings:
-            if shell.isdir(other) and layout.disk_in_backup(shell, other, filename) is not None:
+            if other not in views:
+                views[other] = _readable(shell, other)
+            view = views[other]
+            if view is not None and layout.disk_in_backup(view, other, filename) is not None:
                 return Health("incomplete", "ghettoVCB backup: its .vmx names disk %s (%s), which is not in "
                               "the folder, though %s holds it: a copy cut short" % (dev, filename, other))
     return None
 
 
 def _same_vm_done(entry: Optional[Match[str]], vm_folder: str) -> bool:
-    """Whether a VM folder's entry (layout.named) is a finished backup folder of the VM `vm_folder` names."""
-    return entry is not None and entry.group(1) == vm_folder and entry.group(3) is None
+    """Whether a VM folder's entry (layout.named) is a finished backup of the VM `vm_folder` names: a folder,
+    or a .gz (ghettoVCB's ENABLE_COMPRESSION=1), whose disks tell a folder cut short as well."""
+    return entry is not None and entry.group(1) == vm_folder and entry.group(3) in (None, ".gz")
+
+
+def _readable(shell: Shell, other: str) -> Optional[FileReader]:
+    """What reads another backup's files: the shell for a folder, a view of a .gz (read whole, once), or None
+    (no folder; an archive that does not read holds no disk to count on)."""
+    if not other.endswith(".gz"):
+        return shell if shell.isdir(other) else None
+    from .. import targz  # tarfile, bz2, lzma: only for .gz backups
+
+    try:
+        return targz.ArchiveView(other, opener=shell.open_binary)
+    except (HostError, OSError):
+        return None
 
 
 def _sparse_short(shell: Shell, path: str, size: int) -> Optional[str]:

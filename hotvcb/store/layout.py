@@ -57,9 +57,9 @@ def folder_name(vm_name: str) -> str:
     """A display name as a single path component ('/' cannot be one), one to one: `%` is written `%25`
     and `/` `%2f`, hostd's own escapes, so the folder is the one ghettoVCB.sh made (it names it after
     getallvms' name, `a%2fb` for `a/b`, `a%25b` for `a%b`), and VMs `a/b` and `a%2fb` (`a%252fb`) never
-    share one. A name without `%` or `/` is its own folder, as hotvcb always wrote it. (hotvcb before
-    this escaped `%` only in a name holding `/`: a folder `a%b` of such a backup is read as no VM's,
-    vm_of_folder; renamed to `a%25b` it is that VM's again.)"""
+    share one. A name without `%` or `/` is its own folder, as hotvcb always wrote it. Folders older
+    writers named otherwise (ghettoVCB's `%5c` for a backslash, older hotvcb's unescaped `a%b`) are read
+    too: older_folders."""
     return vm_name.replace("%", "%25").replace("/", "%2f")
 
 
@@ -73,6 +73,8 @@ def datastore_folder(vm_name: str) -> str:
 
 _ESCAPE = lazyre.compile("%(25|2f)")
 _UNESCAPED = lazyre.compile("%(?!25|2f)")
+_HOSTD_ESCAPE = lazyre.compile("%(25|2f|5c)")  # getallvms' escapes of %, / and \ (hosts/vimcmd.unescape_name)
+_HOSTD_UNESCAPED = lazyre.compile("%(?!25|2f|5c)")
 
 
 def vm_of_folder(folder: str) -> Optional[str]:
@@ -81,6 +83,26 @@ def vm_of_folder(folder: str) -> Optional[str]:
     if _UNESCAPED.search(folder):
         return None
     return _ESCAPE.sub(lambda m: "%" if m.group(1) == "25" else "/", folder)
+
+
+def older_vm(folder: str) -> Optional[str]:
+    """The VM whose backups an older writer kept in `folder`, a folder no name's folder_name is (vm_of_folder
+    None), or None: ghettoVCB.sh named a VM's folder after getallvms' name, where hostd also writes a backslash
+    as `%5c` (`a%5cb` for a VM `a<backslash>b`), read back where every `%` starts one of its escapes; hotvcb before `%` was
+    escaped in every name kept `a%b`'s in `a%b`, the name as it stands. One folder, one VM: a folder both
+    could have named (`a%5cb`: ghettoVCB's, or older hotvcb's of a VM `a%5cb`) is ghettoVCB's."""
+    if vm_of_folder(folder) is not None:
+        return None
+    if _HOSTD_UNESCAPED.search(folder):
+        return folder
+    return _HOSTD_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), folder)
+
+
+def older_folders(vm_name: str) -> List[str]:
+    """The folders besides folder_name's that hold a VM's backups older writers made (older_vm): listed,
+    counted, rotated and restored as its own; new backups go to folder_name's."""
+    hostd = vm_name.replace("%", "%25").replace("/", "%2f").replace("\\", "%5c")
+    return [f for f in dict.fromkeys((hostd, vm_name)) if f != folder_name(vm_name) and older_vm(f) == vm_name]
 
 
 # C0 and C1 control characters, DEL and Unicode's line and paragraph separators: no display name or
@@ -225,9 +247,10 @@ def named(entry: str) -> Optional[re.Match]:
     return _NAMED.match(entry)
 
 
-def parse_entry(vm_name: str, entry: str) -> Optional[re.Match]:
-    """Match `entry` as a backup of exactly this VM (literal prefix, no regex)."""
-    prefix = folder_name(vm_name) + "-"
+def parse_entry(vm_name: str, entry: str, folder: Optional[str] = None) -> Optional[re.Match]:
+    """Match `entry` as a backup of exactly this VM (literal prefix, no regex); `folder`: the VM's folder it
+    is in, where not folder_name's (older_folders)."""
+    prefix = (folder or folder_name(vm_name)) + "-"
     if not entry.startswith(prefix):
         return None
     return _TS.match(entry[len(prefix) :])
@@ -248,14 +271,22 @@ def _no_time(path: str, stamp: str, err: ValueError) -> str:
 
 def list_backups(shell: Shell, volume: str, vm_name: str,
                  odd: Optional[Callable[[str], None]] = None) -> List[BackupSet]:
-    """Every backup of one VM, oldest first. An entry named like one with a time no calendar has is
-    left out (see above), and said to `odd` as one line naming it, by a caller a user reads."""
-    root = vm_root(volume, vm_name)
+    """Every backup of one VM, oldest first, in its folder and those older writers named (older_folders). An
+    entry named like one with a time no calendar has is left out (see above), and said to `odd` as one line
+    naming it, by a caller a user reads."""
+    found = []  # type: List[BackupSet]
+    for folder in [folder_name(vm_name)] + older_folders(vm_name):
+        found += _backups_in(shell, volume.rstrip("/") + "/" + folder, vm_name, folder, odd)
+    return sorted(found, key=lambda b: (b.when, b.name))
+
+
+def _backups_in(shell: Shell, root: str, vm_name: str, folder: str,
+                odd: Optional[Callable[[str], None]]) -> List[BackupSet]:
     if not shell.isdir(root):
         return []
     found = []
     for entry in shell.listdir(root):
-        m = parse_entry(vm_name, entry)
+        m = parse_entry(vm_name, entry, folder)
         if not m:
             continue
         path = root + "/" + entry
@@ -274,7 +305,7 @@ def list_backups(shell: Shell, volume: str, vm_name: str,
             found.append(BackupSet(vm_name, path, when, "archived", compressed=True))
         elif shell.isdir(path):
             found.append(BackupSet(vm_name, path, when, folder_status(shell, path)))
-    return sorted(found, key=lambda b: (b.when, b.name))
+    return found
 
 
 def from_path(shell: Shell, path: str) -> Optional[BackupSet]:
@@ -298,7 +329,7 @@ def from_path(shell: Shell, path: str) -> Optional[BackupSet]:
         stamp_time(m.group(2))
     except ValueError as err:
         raise NotABackup(_no_time(path, m.group(2), err)) from None
-    vm = vm_of_folder(m.group(1))
+    vm = vm_of_folder(m.group(1)) or older_vm(m.group(1))
     if vm is None:
         return None
     for b in list_backups(shell, volume or "/", vm) if shell.isdir(root) else []:
