@@ -136,6 +136,13 @@ def did_you_mean(name: str, close: Sequence[str]) -> str:
     return " (did you mean %s?%s)" % (" or ".join(repr(c) for c in close), note)
 
 
+class VmStopped(HostError):
+    """A VM the host lists that no process runs (bare QEMU: the QMP socket of a QEMU killed or crashed, which
+    had no chance to remove it): nothing of it can be asked. A backup fails it; `hotvcb cleanup`, which has
+    no running VM there to clean up, names it in a warning rather than failing every night the VM stays down
+    (jobs/leftovers.cleanup_host), and the message says what the admin may do about it."""
+
+
 class InvalidVm(HostError):
     """A VM the host has registered but cannot use (hostd skips it: its datastore or .vmx is gone; or
     its row in the listing cannot be read)."""
