@@ -1,14 +1,21 @@
 """Testers' notes (session 31) pinned through the public command line: how an exit-9 run's final status
-reads, whichever cause made it 9; `cleanup` beside a QMP socket its killed QEMU left."""
+reads, whichever cause made it 9; `cleanup` beside a QMP socket its killed QEMU left, and beside the
+`.description` files a run killed around its QEMU snapshot left."""
 
+import glob
 import json
 import os
+import re
 import signal
+import subprocess
+import time
 
 import pytest
 
-from qemulab import finish, opened, run_bg
-from qemuvm import needs_qemu, slow_qemu_img, wait_until
+from hotvcb import crashpoint
+from pidviews import hotvcb_holder, other_namespace  # noqa: F401  (a fixture)
+from qemulab import PYTHON, finish, opened, run_bg
+from qemuvm import env, needs_qemu, slow_qemu_img, wait_until
 from simhost import hotvcb, needs_root, write_conf
 
 
@@ -69,3 +76,60 @@ def test_cleanup_beside_a_killed_qemus_socket_warns_and_still_removes_its_dead_b
     assert "remove" in warned and "socket" in warned, warned
     assert not [e for e in os.listdir(folder) if e.endswith("-partial")], out
     assert "1 leftover(s) removed" in out, out
+
+
+# -- QEMU: the `.description` files a run killed around its snapshot left -----------------------------------
+
+def _killed_at(lab, name, point):
+    """`hotvcb --qemu DIR backup -m name` SIGKILLed at crashpoint `point`."""
+    r = subprocess.run([PYTHON, "-m", "hotvcb", "--qemu", lab.inventory, "backup", "-m", name, "-g", lab.conf(),
+                        "-w", lab.workdir], capture_output=True, text=True, timeout=120,
+                       env=dict(env(), **{crashpoint.ENV: point}))
+    assert r.returncode == -signal.SIGKILL, r.stdout + r.stderr
+    hour_ago = time.time() - 3600  # killed long ago: the next run waits for no snapshot it may have asked for
+    for marker in glob.glob(os.path.join(glob.escape(lab.inventory), ".hotvcb-snapshot-asked.*")):
+        os.utime(marker, (hour_ago, hour_ago))
+
+
+def _descriptions(lab):
+    return sorted(glob.glob(os.path.join(glob.escape(lab.images), "*.description*")))
+
+
+@needs_qemu
+@pytest.mark.parametrize("point, left_as, owner", [
+    ("qemu-description-written", "-new", "dead"), ("qemu-snapshot-described", ".description", "dead"),
+    ("qemu-description-written", "-new", "alive"), ("qemu-snapshot-described", ".description", "untold")])
+def test_description_files_a_killed_run_left_are_removed_once_it_is_provably_dead(lab, point, left_as, owner,
+                                                                                  hotvcb_holder):
+    """A run SIGKILLed while it claims its overlay's `.description` (it writes `<overlay>.description.<pid>-new`
+    and links it to `<overlay>.description`: the kill lands between) leaves that copy; one killed after the
+    claim, before QEMU was asked for the overlay, leaves a `.description` with no overlay beside it. Neither is
+    a snapshot any listing showed: `hotvcb --qemu DIR cleanup` and the next backups left them beside the VM's
+    image for good. Expected: removed by cleanup once the run that wrote them is provably dead (its pid gone),
+    the next backup OK and leaving nothing; kept, with a warning naming its run, while that run lives or its
+    pid cannot tell (another pid namespace)."""
+    image = lab.image("web.qcow2")
+    lab.start("web", ["file=%s,format=qcow2,if=virtio" % image])
+    _killed_at(lab, "web", point)
+    left = _descriptions(lab)
+    assert len(left) == 1 and left[0].endswith(left_as), left
+    assert lab.overlays() == left, lab.overlays()  # no overlay was made
+    if owner != "dead":  # the same file, written by a run that lives or whose pid cannot be told from here
+        with open(left[0]) as f:
+            text = f.read()
+        if owner == "alive":
+            text = re.sub(r" pidstart=\d+", "", re.sub(r"pid=\d+", "pid=%d" % hotvcb_holder, text, count=1))
+        else:
+            text = re.sub(r"pidns=\d+", "pidns=%d" % other_namespace(), text)
+        with open(left[0], "w") as f:
+            f.write(text)
+    rc, out = lab.hotvcb("--qemu", lab.inventory, "cleanup", "-g", lab.conf())
+    assert rc == 0, out
+    if owner == "dead":
+        assert _descriptions(lab) == [], out
+        rc, out = lab.backup("web")
+        assert rc == 0, out
+        assert _descriptions(lab) == [] and lab.overlays() == [], out
+    else:
+        assert _descriptions(lab) == left, out
+        assert "leaving it" in out, out
