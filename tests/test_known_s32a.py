@@ -1,6 +1,7 @@
 """Testers' notes (session 31) pinned through the public command line: how an exit-9 run's final status
 reads, whichever cause made it 9; `cleanup` beside a QMP socket its killed QEMU left, and beside the
-`.description` files a run killed around its QEMU snapshot left."""
+`.description` files a run killed around its QEMU snapshot left; `verify` of a backup whose manifest was
+edited to drop a disk."""
 
 import glob
 import json
@@ -16,7 +17,7 @@ from hotvcb import crashpoint
 from pidviews import hotvcb_holder, other_namespace  # noqa: F401  (a fixture)
 from qemulab import PYTHON, finish, opened, run_bg
 from qemuvm import env, needs_qemu, slow_qemu_img, wait_until
-from simhost import hotvcb, needs_root, write_conf
+from simhost import backup_root, hotvcb, manifest, needs_root, sealed, write_conf
 
 
 @pytest.fixture
@@ -133,3 +134,50 @@ def test_description_files_a_killed_run_left_are_removed_once_it_is_provably_dea
     else:
         assert _descriptions(lab) == left, out
         assert "leaving it" in out, out
+
+
+# -- verify: a disk the backup's .vmx names that neither its manifest nor its folder holds --------------------
+
+def _drop_disk(host, vm, entry, key):
+    """The backup's manifest edited to drop disk `key` (its entry and its files' proofs), and its files deleted."""
+    folder = os.path.join(backup_root(host, vm), entry)
+    data = manifest(host, vm, entry)
+    [gone] = [d for d in data["disks"] if d["key"] == key]
+    data["disks"] = [d for d in data["disks"] if d["key"] != key]
+    for f in gone["files"]:
+        del data["files"][f]
+        os.remove(os.path.join(folder, f))
+    with open(os.path.join(folder, "hotvcb.json"), "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2)
+    return gone
+
+
+@needs_root
+def test_verify_fails_a_backup_whose_vmx_names_a_disk_its_manifest_dropped(host, tmp_path):
+    """Someone freeing room on the backup volume deletes a backup's second disk and edits hotvcb.json to drop
+    its entry and proofs. `hotvcb verify` said the backup was good (every file the manifest names is there
+    and proven), `list` called it good, and only a restore warned the disk "is not in the backup (skipped
+    when it was taken)" and restored the VM without it. The backup's .vmx names that disk, and the manifest
+    says the backup took every disk it did not list as skipped: it is no good backup of the VM."""
+    host.create_vm("two", "datastore1", [{"size": "1M"}, {"size": "1M"}], power="on")
+    conf = write_conf(host)
+    r = hotvcb(host, "-m", "two", "-g", conf, "-w", tmp_path / "w")
+    assert r.returncode == 0, r.stdout + r.stderr
+    [entry] = sealed(host, "two")
+    gone = _drop_disk(host, "two", entry, "scsi0:1")
+    r = hotvcb(host, "verify", "two", "-g", conf)
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert "scsi0:1" in r.stdout + r.stderr and gone["source"].rsplit("/", 1)[-1] in r.stdout + r.stderr, \
+        r.stdout + r.stderr
+
+
+@needs_root
+def test_verify_passes_a_backup_that_left_a_disk_out_by_vmdk_files_to_backup(host, tmp_path):
+    """Guard: a backup of the disks VMDK_FILES_TO_BACKUP names lacks the others by the admin's choice; its .vmx
+    still names them, and it verifies good."""
+    host.create_vm("pick", "datastore1", [{"size": "1M"}, {"size": "1M"}], power="on")
+    conf = write_conf(host, VMDK_FILES_TO_BACKUP="pick.vmdk")
+    r = hotvcb(host, "-m", "pick", "-g", conf, "-w", tmp_path / "w")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = hotvcb(host, "verify", "pick", "-g", conf)
+    assert r.returncode == 0, r.stdout + r.stderr
