@@ -112,7 +112,9 @@ class VmNotFound(HostError):
         import difflib
 
         close = [p for p in present if p.lower() == name.lower() and p != name]
-        close += [c for c in difflib.get_close_matches(name, list(present), n=3, cutoff=0.6) if c not in close]
+        # never the name itself: a folder of that name holding no good backup is no typo of it
+        close += [c for c in difflib.get_close_matches(name, list(present), n=3, cutoff=0.6)
+                  if c not in close and c != name]
         super().__init__("no VM named %r on this host%s" % (name, did_you_mean(name, close[:3])))
         self.name, self.suggestions = name, close[:3]
 

@@ -17,7 +17,7 @@ from hotvcb import crashpoint
 from pidviews import hotvcb_holder, other_namespace  # noqa: F401  (a fixture)
 from qemulab import PYTHON, finish, opened, run_bg
 from qemuvm import env, needs_qemu, slow_qemu_img, wait_until
-from simhost import backup_root, hotvcb, manifest, needs_root, sealed, write_conf
+from simhost import VOLUME, backup_root, hotvcb, manifest, needs_root, sealed, write_conf
 
 
 @pytest.fixture
@@ -169,6 +169,10 @@ def test_verify_fails_a_backup_whose_vmx_names_a_disk_its_manifest_dropped(host,
     assert r.returncode != 0, r.stdout + r.stderr
     assert "scsi0:1" in r.stdout + r.stderr and gone["source"].rsplit("/", 1)[-1] in r.stdout + r.stderr, \
         r.stdout + r.stderr
+    r = hotvcb(host, "list", "two", "-g", conf)
+    assert "incomplete" in r.stdout, r.stdout + r.stderr
+    r = hotvcb(host, "restore", "%s/two/%s" % (VOLUME, entry), "--datastore", "datastore1", "--name", "two-back")
+    assert r.returncode != 0 and "scsi0:1" in r.stdout + r.stderr, r.stdout + r.stderr  # not without that disk
 
 
 @needs_root
@@ -181,3 +185,21 @@ def test_verify_passes_a_backup_that_left_a_disk_out_by_vmdk_files_to_backup(hos
     assert r.returncode == 0, r.stdout + r.stderr
     r = hotvcb(host, "verify", "pick", "-g", conf)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+@needs_root
+def test_restore_latest_of_a_vm_with_no_good_backup_says_why_not_did_you_mean_itself(host, tmp_path):
+    """`hotvcb restore --latest two` where two's only backup is not good said: "no good backup of 'two' under
+    … (did you mean 'two'? The name given differs from 'two' only in Unicode normalization, NFC against the
+    VM's NFC …)": the VM's own name offered as a typo and a normalization difference that is none. It should
+    not suggest the very name given, and should say what the backup there is."""
+    host.create_vm("two", "datastore1", [{"size": "1M"}, {"size": "1M"}], power="on")
+    conf = write_conf(host)
+    r = hotvcb(host, "-m", "two", "-g", conf, "-w", tmp_path / "w")
+    assert r.returncode == 0, r.stdout + r.stderr
+    [entry] = sealed(host, "two")
+    _drop_disk(host, "two", entry, "scsi0:1")
+    r = hotvcb(host, "restore", "--latest", "two", "--datastore", "datastore1", "-g", conf)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "did you mean" not in r.stderr and "normalization" not in r.stderr, r.stderr
+    assert entry in r.stderr and "incomplete" in r.stderr and "scsi0:1" in r.stderr, r.stderr
