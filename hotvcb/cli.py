@@ -5,7 +5,7 @@ backup: independent, physical RDM; jobs/outcome.py), 4 some
 VMs failed, 5 some VMs and some disks, 6 all failed, 7 none backed up,
 8 every VM partly failed, 1 usage/config/lock, 2 interrupted by a signal, 9 all OK but the log
 could not be written everywhere (runlog.LOG_LOST), or the NFS share UNMOUNT_NFS=1 unmounts is still
-mounted (jobs/outcome.with_warning).
+mounted; either way an otherwise OK run's status starts with the warning (runlog.with_warning).
 """
 
 import argparse

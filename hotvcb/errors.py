@@ -112,7 +112,9 @@ class VmNotFound(HostError):
         import difflib
 
         close = [p for p in present if p.lower() == name.lower() and p != name]
-        close += [c for c in difflib.get_close_matches(name, list(present), n=3, cutoff=0.6) if c not in close]
+        # never the name itself: a folder of that name holding no good backup is no typo of it
+        close += [c for c in difflib.get_close_matches(name, list(present), n=3, cutoff=0.6)
+                  if c not in close and c != name]
         super().__init__("no VM named %r on this host%s" % (name, did_you_mean(name, close[:3])))
         self.name, self.suggestions = name, close[:3]
 
@@ -134,6 +136,13 @@ def did_you_mean(name: str, close: Sequence[str]) -> str:
     note = " The name given differs from %s only in Unicode normalization, %s against the VM's %s: names are " \
         "matched exactly, code point for code point" % (repr(same[0]), form(name), form(same[0])) if same else ""
     return " (did you mean %s?%s)" % (" or ".join(repr(c) for c in close), note)
+
+
+class VmStopped(HostError):
+    """A VM the host lists that no process runs (bare QEMU: the QMP socket of a QEMU killed or crashed, which
+    had no chance to remove it): nothing of it can be asked. A backup fails it; `hotvcb cleanup`, which has
+    no running VM there to clean up, names it in a warning rather than failing every night the VM stays down
+    (jobs/leftovers.cleanup_host), and the message says what the admin may do about it."""
 
 
 class InvalidVm(HostError):

@@ -48,6 +48,17 @@ _HIDDEN = lazyre.compile("[%s]" % _HIDDEN_CHARS)
 _HIDDEN_IN_FIELD = lazyre.compile("[\t\n%s]" % _HIDDEN_CHARS)
 
 
+def with_warning(status: str, code: int, warning: str) -> Tuple[str, int]:
+    """A run's final status and code with something that went wrong around its work, the same way for every
+    cause of exit 9 (a log sink lost, the JSON report not written, an NFS share UNMOUNT_NFS=1 could not
+    unmount): an otherwise OK run exits LOG_LOST and its status starts with the warning, so the mail's
+    subject, the JSON report and EMAIL_ALERT never read "All VMs backed up OK!" first on a run that exited 9;
+    a failed run keeps its code, which says more, and says the warning after its own status."""
+    if code == 0:
+        return "WARNING: %s; %s" % (warning, status), LOG_LOST
+    return "%s; WARNING: %s" % (status, warning), code
+
+
 def shown(text: str, field: bool = False) -> str:
     """Text from a host, a folder or a user as one may print it: every command's output goes through
     this too (`say`), so what a terminal or a monitor reads from hotvcb is only ever what hotvcb meant.
@@ -256,12 +267,11 @@ class RunLog:
         """A run's final status and exit code with the sinks lost since the last call: a run that went
         well but could not write all of its log exits LOG_LOST, not 0 (the log the admin reads is
         cut, and a full disk is theirs to fix); a failed run keeps its own code, which says more.
-        Either way the status names the sinks. Called again as the run ends, it adds only the new."""
+        Either way the status names the sinks (with_warning). Called again as the run ends, it adds only the new."""
         lost, self._accounted = self.lost[self._accounted:], len(self.lost)
         if not lost:
             return status, code
-        return "%s; WARNING: the log could not be written to %s" % (status, ", ".join(lost)), \
-            LOG_LOST if code == 0 else code
+        return with_warning(status, code, "the log could not be written to %s" % ", ".join(lost))
 
     def debug(self, message: str) -> None:
         self._emit("debug", message)

@@ -16,7 +16,7 @@ from ..jobs.backup import BackupJob
 from ..jobs.nfs import NfsTarget
 from ..jobs import outcome, preflight
 from ..jobs.outcome import final_status
-from ..runlog import LOG_LOST, open_log, say
+from ..runlog import open_log, say, with_warning
 from . import cmdline, common, onhost, runtarget
 from .workdir import WorkDir
 
@@ -301,7 +301,7 @@ def run(args) -> int:
         if lock is not None:
             lock.release()
     if nfs is not None and nfs.left_mounted:
-        status, code = outcome.with_warning(status, code, nfs.left_mounted)
+        status, code = with_warning(status, code, nfs.left_mounted)
     for line in outcome.table(outcome.rows(results)) if results else []:
         log.info(line)
     down = [r.name for r in results if r.down]
@@ -363,9 +363,9 @@ def _json_out(args, log, report: "onhost.Report") -> None:
     if args.json_report and not _write_json_report(args.json_report, log, report.json_report):
         # as a lost log: said in the status the mail gives, exit 9 for a run otherwise OK (the monitoring that
         # reads the report sees nothing, or an old run)
-        report.status += "; WARNING: the JSON report could not be written to %s" % args.json_report
+        report.status, report.code = with_warning(report.status, report.code,
+                                                  "the JSON report could not be written to %s" % args.json_report)
         report.log_text += "\nWARNING: cannot write the JSON report %s" % args.json_report
-        report.code = LOG_LOST if report.code == 0 else report.code
 
 
 def _stopped(args, log, report: "onhost.Report", err: Interrupted, when: str) -> Tuple[int, int]:

@@ -92,9 +92,12 @@ def requests_from(args, settings, skipped: List[str]) -> list:
                                                                             args.latest, odd.append)]
         good = [b for b, v in verdicts if v.good and not rotation.made_elsewhere(v.manifest, source)]
         if not good:
-            raise UsageError("no good backup of %r under %s%s%s%s" % (
+            newest = verdicts[-1] if verdicts and not verdicts[-1][1].good else None
+            why = "; its newest backup %s is %s: %s" % (newest[0].path, newest[1].state, newest[1].reason or
+                                                         newest[1].state) if newest else ""
+            raise UsageError("no good backup of %r under %s%s%s%s%s" % (
                 args.latest, settings.vm_backup_volume, _close_names(shell, settings.vm_backup_volume, args.latest),
-                layout.odd_named(odd), nfs.because(shell, settings)))
+                why, layout.odd_named(odd), nfs.because(shell, settings)))
         ahead = rotation.dated_ahead(good, shell.now())  # as rotation and status, which set them aside
         backup = ([b for b in good if b not in ahead] or good)[-1].path
         skipped += backup_check.passed_over(args.latest, verdicts, backup)

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Tuple
 
 from .. import vmdk
-from ..errors import HostError, SnapshotError, VmNotFound
+from ..errors import HostError, SnapshotError, VmNotFound, VmStopped
 from ..model import DatastoreInfo, Disk, NfsShare, Snapshot, SnapshotTree, Vm, VmRef
 from ..runid import machine_id
 from ..shell import Shell
@@ -56,7 +56,7 @@ from .qemu_blockgraph import absolute_names, chain_of, device_key, relative_name
 from .qemu_overlay_names import OUR_MARK, layer_snapshot
 from .qemu_overlays import Overlays
 from .qga import SOCKET_SUFFIX as QGA_SUFFIX, GuestAgent
-from .qmp import QmpClient, QmpError, QmpUnavailable
+from .qmp import QmpClient, QmpError, QmpNotListening, QmpUnavailable
 
 SOCKET_SUFFIX = ".qmp"
 QMP_TIMEOUT = 30.0
@@ -159,12 +159,20 @@ class QemuHost(LocalKvmHost):
     def load_vm(self, ref: VmRef) -> Vm:
         if not self.shell.exists(ref.vmx_path):
             raise VmNotFound(ref.name)  # its QEMU is gone since the listing
-        with self._qmp(ref.vmx_path) as qmp:
-            version = qmp.execute("query-version")
-            status = qmp.execute("query-status")
-            blocks = absolute_names(qmp, qmp.execute("query-block"))  # `file=web.qcow2` is QEMU's cwd's
-            cpus = qmp.execute("query-cpus-fast")
-            memory = qmp.execute("query-memory-size-summary")
+        try:
+            with self._qmp(ref.vmx_path) as qmp:
+                version = qmp.execute("query-version")
+                status = qmp.execute("query-status")
+                blocks = absolute_names(qmp, qmp.execute("query-block"))  # `file=web.qcow2` is QEMU's cwd's
+                cpus = qmp.execute("query-cpus-fast")
+                memory = qmp.execute("query-memory-size-summary")
+        except QmpNotListening as err:
+            raise VmStopped(
+                "%s: its QEMU ended without removing the socket (killed, crashed, or its host lost power), so "
+                "no QEMU runs the VM: start it again, or remove the socket if the VM is gone for good; if it died "
+                "during a backup, an overlay `<image>.%s<time>.qcow2` beside its images holds the guest's last "
+                "writes: `qemu-img commit` it into its image before the VM is started again"
+                % (err, OUR_MARK)) from err
         vm = Vm(ref=ref, datastore="", folder=self.qmp_dir, vmx=None)
         flash = []  # type: List[Dict[str, Any]]
         for dev in blocks:

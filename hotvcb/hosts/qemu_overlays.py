@@ -24,6 +24,7 @@ import os
 from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
+from .. import crashpoint, lazyre
 from ..errors import HostError, SnapshotBypassed, SnapshotError, SnapshotHeld, SnapshotKept, TimeoutExpired
 from ..model import HOLDS_DATA, Snapshot, Vm
 from ..runid import RECORD_MAX, parse
@@ -38,6 +39,8 @@ from .qmp import QmpClient, QmpCommandError, QmpError, QmpUnavailable
 
 DESCRIPTION_SUFFIX = ".description"  # beside an overlay: the snapshot's description
 MADE_BY = "qmp "  # the description's second line: the QMP socket of the VM whose disk the overlay was on
+CLAIM_SUFFIX = "-new"  # `<overlay>.description.<pid>-new`: a run's own copy, linked to the description to claim it
+CLAIM_COPY = lazyre.compile(r"\.[0-9]+%s" % CLAIM_SUFFIX)
 
 
 class Overlays:
@@ -75,7 +78,37 @@ class Overlays:
             if name.startswith(OUR_MARK) and name not in found:
                 found[name] = Snapshot(id=name, name=name, description=self._description(overlay), created="",
                                        state="" if self._holds_nothing(overlay) else HOLDS_DATA, depth=0)
+        # a description with no overlay: a run killed around its snapshot (_strays); its record judges it as a
+        # snapshot of that run's, so it goes once that run is provably dead, and not before
+        for name, files in self._strays(vm).items():
+            if name not in found:
+                found[name] = Snapshot(id=name, name=name, description=self._first_line(files[0]), created="",
+                                       state="", depth=0)
         return list(found.values())
+
+    def _strays(self, vm: Vm) -> Dict[str, List[str]]:
+        """Snapshot name -> our description files beside the VM's images whose overlay is not there (the
+        `.description` first): a run killed after its claim and before QEMU made the overlay, or after the
+        commit deleted the overlay and before its description went; or killed while it claimed the name, which
+        leaves its own copy, `<overlay>.description.<pid>-new` (_describe)."""
+        out = {}  # type: Dict[str, List[str]]
+        listed = {}  # type: Dict[str, List[str]]
+        for d in vm.disks:
+            if not d.path:
+                continue
+            head = overlay_path(d.path, "")[:-len(OVERLAY_SUFFIX)]  # `<image>.`, or its device's stem
+            folder = head.rsplit("/", 1)[0] or "/"
+            if folder not in listed:
+                listed[folder] = self.shell.listdir(folder) if self.shell.isdir(folder) else []
+            for entry in listed[folder]:
+                f = folder + "/" + entry
+                overlay, sep, rest = f.rpartition(OVERLAY_SUFFIX + DESCRIPTION_SUFFIX)
+                overlay += OVERLAY_SUFFIX
+                name = overlay_name(overlay, d.path) if sep and f.startswith(head) else None
+                if name and name.startswith(OUR_MARK) and (rest == "" or CLAIM_COPY.fullmatch(rest)) \
+                        and not self.shell.exists(overlay):
+                    out.setdefault(name, []).append(f)
+        return {name: sorted(files) for name, files in out.items()}
 
     def _unused(self, vm: Vm, used: Set[str]) -> List[Tuple[str, str]]:
         """(snapshot name, file) of the overlay files beside the VM's images that no disk chain uses: of its
@@ -138,14 +171,24 @@ class Overlays:
 
     def _description(self, overlay: str) -> str:
         """What create_snapshot was told (the run record), kept beside the overlay: qcow2 has no place for it."""
+        return self._first_line(overlay + DESCRIPTION_SUFFIX, "overlay " + overlay)
+
+    def _first_line(self, path: str, missing: str = "") -> str:
+        """A description file's first line, the run record (the next line: its VM, _made_by); `missing` if
+        there is none or it cannot be read."""
         try:
-            if self.shell.exists(overlay + DESCRIPTION_SUFFIX):
+            if self.shell.exists(path):
                 # beside the VM's images, where others may write: a planted FIFO must not hang the run
-                text = self.shell.read_regular(overlay + DESCRIPTION_SUFFIX, RECORD_MAX).strip()
-                return text.splitlines()[0] if text else text  # the next line: its VM (_made_by)
+                text = self.shell.read_regular(path, RECORD_MAX).strip()
+                return text.splitlines()[0] if text else text
         except HostError:
             pass
-        return "overlay " + overlay
+        return missing
+
+    def _run_of(self, path: str) -> str:
+        """The run id a description file's record names, "" for none."""
+        record = parse(self._first_line(path))
+        return record.run if record is not None else ""
 
     def _holder(self, overlay: str) -> str:
         """The run an overlay's description names, as the admin reads a run, else the description."""
@@ -218,6 +261,7 @@ class Overlays:
             if busy:  # a backup job's disk takes the snapshot, and our overlay could not be committed after it
                 raise SnapshotError("snapshot of %s not taken (QEMU was not asked): %s" % (vm.name, in_the_way(busy)))
             self._describe([o for _k, o in planned], description, vm)
+            crashpoint.reached("qemu-snapshot-described")
             try:
                 qmp.execute("transaction", {"actions": actions}, timeout=max(timeout, 1.0))
             except QmpCommandError as err:
@@ -270,8 +314,9 @@ class Overlays:
         claimed = []  # type: List[str]
         try:
             for overlay in overlays:
-                mine = "%s%s.%d-new" % (overlay, DESCRIPTION_SUFFIX, os.getpid())
+                mine = "%s%s.%d%s" % (overlay, DESCRIPTION_SUFFIX, os.getpid(), CLAIM_SUFFIX)
                 self.shell.write_text(mine, "%s\n%s%s\n" % (description, MADE_BY, vm.ref.vmx_path))
+                crashpoint.reached("qemu-description-written")
                 try:
                     won = self.shell.link_new(mine, overlay + DESCRIPTION_SUFFIX)
                 finally:
@@ -335,9 +380,11 @@ class Overlays:
                 self.shell.remove_tree(f + DESCRIPTION_SUFFIX)
             else:
                 held.append(f)
-        for d in vm.disks:
-            if d.path and not self.shell.exists(overlay_path(d.path, snap.name)):
-                self.shell.remove_tree(overlay_path(d.path, snap.name) + DESCRIPTION_SUFFIX)
+        owner = parse(snap.description)
+        for f in self._strays(vm).get(snap.name, []):
+            # a claim copy only of the run this snapshot is (another folder's run may claim the name right now)
+            if f.endswith(DESCRIPTION_SUFFIX) or (owner is not None and self._run_of(f) == owner.run):
+                self.shell.remove_tree(f)
         left = [overlay_path(d.path, snap.name) for d in vm.disks if d.path]
         left = [f for f in left if self.shell.exists(f) and f not in held]
         if left:

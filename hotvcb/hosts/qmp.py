@@ -12,6 +12,7 @@ Every wait is bounded. Errors, under hotvcb's HostError:
     HostError
     └── QmpError                  talking to QEMU failed; .path = the socket
         ├── QmpUnavailable        no socket, or nobody listens (QEMU is gone)
+        │   └── QmpNotListening   a socket nobody listens on: its QEMU ended without removing it
         ├── QmpTimeout            no greeting / answer in time (another client
         │                         may hold the monitor: QEMU serves one at a time)
         └── QmpCommandError       QEMU refused a command: .command, .error_class, .desc
@@ -47,6 +48,11 @@ class QmpUnavailable(QmpError):
     pass
 
 
+class QmpNotListening(QmpUnavailable):
+    """A socket is there and nobody listens on it: the QEMU that made it ended without removing it (killed,
+    crashed, its host's power lost), so no process runs the VM (QemuHost.load_vm: VmStopped)."""
+
+
 class QmpTimeout(QmpError):
     def __init__(self, path: str, what: str, seconds: float):
         super().__init__(path, "no %s within %g s" % (what, seconds))
@@ -59,7 +65,7 @@ class QmpCommandError(QmpError):
         self.command, self.error_class, self.desc = command, error_class, desc
 
 
-def not_listening(path: str, err: OSError) -> str:
+def unavailable(path: str, err: OSError) -> QmpUnavailable:
     """Why nobody answers at `path`. connect() refuses a regular file, a folder or a named pipe with the
     same ECONNREFUSED as a socket nobody listens on; told apart, the admin looks at a placeholder file or a
     typo'd `-qmp unix:` path instead of restarting a QEMU that runs. The path is followed as connect()
@@ -69,8 +75,9 @@ def not_listening(path: str, err: OSError) -> str:
     except OSError:
         mode = 0
     if mode and not stat.S_ISSOCK(mode):
-        return "is not a socket but %s (is QEMU's `-qmp unix:` path another one?)" % _kind(mode)
-    return "QEMU is not listening (%s)" % (err.strerror or err)
+        return QmpUnavailable(path, "is not a socket but %s (is QEMU's `-qmp unix:` path another one?)" % _kind(mode))
+    why = "QEMU is not listening (%s)" % (err.strerror or err)
+    return QmpNotListening(path, why) if mode and isinstance(err, ConnectionRefusedError) else QmpUnavailable(path, why)
 
 
 def _kind(mode: int) -> str:
@@ -148,7 +155,7 @@ class QmpClient:
             return None
         except (FileNotFoundError, ConnectionRefusedError) as err:
             sock.close()
-            raise QmpUnavailable(self.path, not_listening(self.path, err)) from err
+            raise unavailable(self.path, err) from err
         except socket.timeout as err:
             sock.close()
             raise QmpTimeout(self.path, "connection", self.timeout) from err

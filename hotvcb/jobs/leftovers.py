@@ -24,7 +24,7 @@ import time
 from typing import Callable, List, Mapping, NamedTuple, Optional
 
 from .. import interrupt
-from ..errors import HotvcbError, SnapshotKept
+from ..errors import HotvcbError, SnapshotKept, VmStopped
 from ..hosts.base import Hypervisor
 from ..model import Snapshot
 from ..runid import RECORD_MAX, RunId, parse
@@ -393,13 +393,19 @@ def cleanup_host(host: Hypervisor, volume: str, log, run: RunId, dry_run: bool =
                  dead: Mapping[str, float] = NONE_DEAD, snapshot_wait: float = 0.0) -> HostCleanup:
     """`hotvcb cleanup`: every VM on the host, every leftover of a dead run (`dead`: as owner_alive's).
     Not complete where a VM's failed, or a dead run's VM is left for the next look (its guest may still be
-    going down, or its snapshot request is younger than `snapshot_wait`): a dead run whose pid cannot tell is
-    known dead only by the record the callers keep then, and without it the next cleanup would keep what it
-    left for good."""
+    going down, or its snapshot request is younger than `snapshot_wait`; no process runs it: VmStopped, named in a
+    warning, its dead runs' `-partial` folders removed): a dead run whose pid cannot tell is known dead only by
+    the record the callers keep then, and without it the next cleanup would keep what it left for good."""
     count, complete = 0, True
     for ref in host.list_vms():
         try:
-            vm = host.load_vm(ref)
+            try:
+                vm = host.load_vm(ref)
+            except VmStopped as err:  # no process runs it: nothing of a running VM to undo, every night it stays down
+                log.warning("%s: not looked at: %s" % (ref.name, err))
+                count += remove_partials(host.shell, volume, ref.name, log, run, dry_run, dead=dead)
+                complete = False  # a dead run's snapshot of it, if any, is judged once it runs again
+                continue
             snaps = host.snapshots(vm)
             count += remove_our_snapshots(host, vm, log, run, dry_run, snaps, dead)
             count += int(await_snapshot(host, vm, log, run, snaps, snapshot_wait, dry_run, dead, patient=False))

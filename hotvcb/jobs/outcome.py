@@ -11,7 +11,7 @@ EMAIL_ALERT hear of a disk that is in no backup.
 from typing import Any, Dict, List, Tuple
 
 from ..model import VmResult
-from ..runlog import LOG_LOST, columns
+from ..runlog import columns
 from ..units import human_size
 
 OK, DRYRUN = 0, 0
@@ -59,16 +59,6 @@ def dry_run_found(errors: List[VmResult], done: List[VmResult], code: int) -> Tu
     names = ", ".join(r.name for r in errors[:5]) + (", ..." if len(errors) > 5 else "")
     return "ERROR: DRY RUN found problems with %d of %d VM(s) (%s); nothing was changed" % (
         len(errors), len(done), names), code
-
-
-def with_warning(status: str, code: int, warning: str) -> Tuple[str, int]:
-    """A run's final status and code with something that went wrong around its VMs (an NFS share
-    UNMOUNT_NFS=1 could not unmount): an otherwise OK run exits 9, as one whose log could not be
-    written (runlog.LOG_LOST), and its status no longer reads "All VMs backed up OK!" first, so
-    EMAIL_ALERT and a wrapper checking $? hear of it; a failed run keeps its code and says it after."""
-    if code == OK:
-        return "WARNING: %s; %s" % (warning, status), LOG_LOST
-    return "%s; WARNING: %s" % (status, warning), code
 
 
 def rows(results: List[VmResult]) -> List[Dict[str, Any]]:

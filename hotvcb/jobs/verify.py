@@ -137,6 +137,14 @@ def verify_folder(shell: Shell, folder: str, record: bool = True, progress=None,
         if not rel.startswith(".") and "/." not in rel:
             result.notes.append("%s is not in the manifest" % rel)
     _finish(result)
+    if not result.problems:  # every file intact, but is every disk of the VM there? (no pass recorded if not)
+        try:
+            dropped = health.unaccounted_disk(shell, folder, data, present)
+        except (HostError, OSError) as err:
+            dropped = "cannot read its .vmx: %s" % err
+        if dropped:
+            result.status, result.message = "incomplete", dropped
+            return result
     if record:
         _record(shell, folder, data, result)
     return result

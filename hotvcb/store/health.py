@@ -6,6 +6,8 @@ A backup is good because of what it holds, not because of a marker:
 - its STATUS is `ok` (for a `.gz`, the STATUS inside the archive);
 - its manifest says `ok`, lists at least one disk, every listed disk was
   copied, and every file the manifest names is there;
+- every disk its .vmx names is copied, or its manifest says why not
+  (unaccounted_disk);
 - no later `hotvcb verify` found it damaged (the manifest's `verify_error`,
   or for a `.gz` its record, gz_record);
 - an incremental's base backup (chain.py: its qcow2 disks name it) is there
@@ -111,8 +113,38 @@ def _judge_folder(shell: Shell, path: str, status: str, depth: int = 0) -> Healt
             return Health("damaged", "cannot stat %s: %s" % (rel, err), data)
         if size != files[rel].get("size", size):
             return Health("damaged", "%s is %d bytes, the manifest says %d" % (rel, size, files[rel]["size"]), data)
+    try:
+        dropped = unaccounted_disk(shell, path, data, present)
+    except (HostError, OSError) as err:
+        return Health("damaged", "cannot read its .vmx: %s" % err, data)
+    if dropped:
+        return Health("incomplete", dropped, data)
     verdict = _verified(found, data.get("verify_error"), data.get("verified"))
     return _judge_bases(shell, path, sorted(files), verdict, depth)
+
+
+def unaccounted_disk(shell: Shell, path: str, data: Dict[str, Any], present: Set[str]) -> str:
+    """Why a disk the backup's .vmx names is missing from it, or "": a disk its manifest neither lists as
+    copied ("disks") nor as left out (no snapshot copies it: "skipped"; VMDK_FILES_TO_BACKUP did not name it:
+    "left_out") was dropped from the manifest after the backup, as when its files were deleted by hand to free
+    room and the manifest edited to match; a restore would bring the VM back without it. Only a manifest that
+    has "left_out" (manifest.py) accounts for every disk: an older one is taken at its word."""
+    if not isinstance(data.get("left_out"), list):
+        return ""
+    names = [n for n in present if "/" not in n and not n.startswith(".") and n.lower().endswith(".vmx")]
+    if len(names) != 1:  # a QEMU or libvirt backup keeps no .vmx; two are the manifest's files' business
+        return ""
+    vmx_path = path + "/" + names[0]
+    vmx = VmxFile(as_vmware_reads(read_small(shell, vmx_path, MAX_SIZE), lambda: shell.file_size(vmx_path)))
+    known = {e.get("key") for part in ("disks", "skipped", "left_out") for e in data.get(part) or []
+             if isinstance(e, dict)}
+    for dev, _bus, filename in vmx.disk_slots():
+        if dev not in known:
+            held = layout.disk_in_backup(shell, path, filename) is not None
+            return "its .vmx names disk %s (%s), which its manifest does not account for (not copied, skipped or " \
+                "left out by VMDK_FILES_TO_BACKUP)%s" % (dev, filename, ": its files are in the folder, unproven"
+                                                          if held else ", nor does the folder hold it")
+    return ""
 
 
 def _judge_bases(shell: Shell, path: str, files, verdict: Health, depth: int) -> Health:

@@ -16,7 +16,9 @@ a manifest without content entries is still written as version 2):
      "verified": iso or null,
      "snapshot_tree": {"folder": "snapshot-tree", "vmx": name, "vmsd": name, "snapshots": [name...],
                        "files": [relative name...]},      only with BACKUP_SNAPSHOT_TREE (jobs/snaptree.py)
-     "skipped": [{"key": "scsi0:1", "source": path, "reason": text}]}   only for disks no snapshot copies
+     "skipped": [{"key": "scsi0:1", "source": path, "reason": text}],   only for disks no snapshot copies
+     "left_out": [{"key": "scsi0:2", "source": path}]}   the VM's disks VMDK_FILES_TO_BACKUP did not name
+                                                         ([]: none); absent in manifests written before it
 
 Version 2 differs from version 1 only in the "files" entries: the proof of a
 file is derived from its 1 MiB block digests (one pass, one hash per block,
