@@ -145,6 +145,18 @@ class InvalidVm(HostError):
         self.name = "vmid " + vmid
 
 
+class TemplateVm(HostError):
+    """A name given (-m, -f) that is a template's: hostd lists templates among its VMs (their configuration
+    file is <name>.vmtx), but a template never runs and hotvcb backs up VMs only, as ghettoVCB did (its
+    `fgrep .vmx` never saw one). Named, the admin asked for a backup that is not made: so it is said, as
+    ghettoVCB said no VM of that name; a backup of all skips templates with a note instead."""
+
+    def __init__(self, name: str, path: str = ""):
+        super().__init__("%r is a template%s, not a VM: templates are not backed up (convert it to a VM to back "
+                         "it up, or take it off the list)" % (name, " (%s)" % path if path else ""))
+        self.name = name
+
+
 class UnnameableVm(HostError):
     """A VM whose display name holds a line break or other control character, or is only dots and spaces:
     its backup folder would be named so ("." or ".." not even a folder of its own), and a restore reads no

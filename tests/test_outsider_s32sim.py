@@ -17,8 +17,6 @@ CLONE_STOPS_SILENTLY = "https://github.com/lamw/ghettoVCB/issues/285"
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="a vmkfstools clone that exits non-zero without an error line (seen on "
-                   "ESXi 8.0b) is reported with its last progress line, 'Clone: 18% done.', as the cause")
 def test_clone_failing_without_message_names_progress_as_cause(host, tmp_path):
     """A real ESXi 8.0b host (ghettoVCB issue 285, %s) let `vmkfstools -i` stop at "Clone: 18%% done."
     and exit non-zero without printing any "Failed to clone disk: ..." line. esxisim's clone faults always print
@@ -72,8 +70,6 @@ TEMPLATE_DOCS = ("http://pubs.vmware.com/vi3/sdk/ReferenceGuide/vim.VirtualMachi
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="a template (registered .vmtx, listed by getallvms) is called 'registered but "
-                   "invalid' and turns every backup of all VMs into ERROR (exit 4); -m names it 'no VM named'")
 def test_registered_template_fails_every_backup_of_all(host, tmp_path):
     """hostd's inventory holds templates as VirtualMachines whose configuration file is <name>.vmtx
     (%s), so `vim-cmd vmsvc/getallvms` lists them with a `[ds] tpl/tpl.vmtx` File column. esxisim lists

@@ -10,6 +10,7 @@ answers of its own kept for the run: esxi_disks.py.
 import io
 import re
 import time
+from dataclasses import replace
 from typing import Dict, List, Optional, Tuple
 
 from .. import interrupt, vmdk
@@ -195,8 +196,8 @@ class EsxiHost:
             if shown is None or shown == ref.name:
                 return ref
             if shown.strip() == ref.name:
-                return VmRef(ref.vmid, shown, ref.vmx_path)  # blanks the listing cannot show
-            readable.append(VmRef(ref.vmid, shown, ref.vmx_path))
+                return replace(ref, name=shown)  # blanks the listing cannot show
+            readable.append(replace(ref, name=shown))
         return readable[0] if readable else cands[0]
 
     def _vmx(self, path: str, text: Optional[str] = None) -> VmxFile:
@@ -222,7 +223,7 @@ class EsxiHost:
                 uuid=vmx.bios_uuid())
         for dev, bus, name in vmx.disk_slots():
             vm.disks.append(self._disk(vmx, folder, dev, bus, name, names))
-        base = ref.vmx_path[: -len(".vmx")]
+        base = ref.vmx_path.rsplit(".", 1)[0]  # <name>.vmx, a template's <name>.vmtx
         for key, default in (("nvram", base + ".nvram"), ("extendedConfigFile", base + ".vmxf")):
             path = esxi_tree.absolute(folder, vmx.get(key) or default)
             if self._files.exists(path):
