@@ -13,6 +13,7 @@
         ├── InvalidVm           registered, but skipped by the host or unreadable in its listing
         ├── SnapshotError       snapshot did not appear / could not be removed
         │   ├── SnapshotKept    a dead overlay holding data, kept (the backup stands)
+        │   │   └── Unconsolidated  removed, but the VM still runs on its delta (the backup stands)
         │   ├── SnapshotHeld    a snapshot not removed that must not be deleted (says what to do)
         │   ├── SnapshotBypassed  the disk was written past our snapshot during the copy
         │   └── VmGone          the VM left the host before its snapshot was taken
@@ -185,6 +186,13 @@ class SnapshotKept(SnapshotError):
     """A dead run's snapshot that cannot go without losing data and stands in no backup's way (bare QEMU: an
     orphaned overlay, no disk uses it, still holding the writes of a QEMU that died): kept, named in a warning,
     and the VM is backed up (its running disks are whole) rather than failed every night until someone acts."""
+
+
+class Unconsolidated(SnapshotKept):
+    """Our snapshot is gone from the VM's tree, but its delta was not committed into the base disk: the VM
+    runs on it, growing, and the host says "Needs Consolidation" (VMware documents this for a snapshot's
+    removal). The copy was made from the snapshot, so the backup stands; the warning names the VM and how to
+    consolidate it, which neither a removal by hand nor ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP does."""
 
 
 class SnapshotHeld(SnapshotError):

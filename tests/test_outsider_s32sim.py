@@ -41,27 +41,27 @@ CONSOLIDATION_DOC = ("https://docs.vmware.com/en/VMware-vSphere/6.0/com.vmware.v
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="a snapshot removal that leaves the VM running on its delta (needs "
-                   "consolidation) is reported as a clean success; the next run blames ALLOW_VMS_WITH_SNAPSHOTS")
 def test_removal_that_leaves_disks_needing_consolidation_is_called_success(host, tmp_path):
     """VMware documents that deleting a snapshot can leave its disk not committed back to the base disk: the
     snapshot is gone from the tree, the VM keeps running on the delta, and the VM "Needs Consolidation"
-    (%s). esxisim's removal fault instead keeps the snapshot in the tree, so hotvcb never met a removal whose
-    snapshot vanished while its delta stayed in use. Against a host that does this (the wrapper drops the
-    snapshot from the .vmsd, marks snapshot.needConsolidate, and leaves the .vmx on web-000001.vmdk), hotvcb
-    logs "Successfully completed backup" and exit 0; the VM is left on a growing delta, and the next night's
-    run refuses the VM with "has delta files ...; set ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=1", the wrong
-    remedy. The run that left the disks unconsolidated should say so (disks need consolidation).""" % CONSOLIDATION_DOC
+    (%s). esxisim's removal fault instead kept the snapshot in the tree, so hotvcb never met a removal whose
+    snapshot vanished while its delta stayed in use. Against a host that does this (esxisim's fault
+    snapshot.remove=unconsolidated: the snapshot leaves the .vmsd, which says snapshot.needConsolidate, and
+    the .vmx stays on web-000001.vmdk), hotvcb logged "Successfully completed backup" and exit 0; the VM was
+    left on a growing delta, and the next night's run refused the VM with "has delta files ...; set
+    ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=1", the wrong remedy. The run that left the disks unconsolidated
+    should say so (disks need consolidation), and so should the next one.""" % CONSOLIDATION_DOC
     host.create_vm("web", "datastore1", [{"size": "4M"}], power="on")
-    vmsd = "/vmfs/volumes/datastore1/web/web.vmsd"
-    wrap_tool(host, "vim-cmd", 'if [ "$1" = vmsvc/snapshot.remove ]; then '
-              'printf \'.encoding = "UTF-8"\\nsnapshot.lastUID = "%%s"\\nsnapshot.needConsolidate = "TRUE"\\n\' "$3" > %s; '
-              'echo "Remove Snapshot:"; exit 0; fi' % vmsd)
+    host.set_fault("snapshot.remove", "unconsolidated")
     r = hotvcb(host, "backup", "-m", "web", "-g", write_conf(host), "-w", str(tmp_path / "work"))
     text = r.stdout + r.stderr
     with open(host.real("/vmfs/volumes/datastore1/web/web.vmx"), encoding="utf-8") as f:
         assert "web-000001.vmdk" in f.read()  # the host did leave the VM on its delta
-    assert "consolidat" in text.lower(), text[-1500:]
+    assert r.returncode != 0 and "web needs consolidation" in text, text[-1500:]
+    assert sealed(host, "web"), text[-1500:]  # copied from the snapshot: the backup itself is good
+    r = hotvcb(host, "backup", "-m", "web", "-g", write_conf(host), "-w", str(tmp_path / "work"))
+    text = r.stdout + r.stderr
+    assert "needs consolidation" in text and "ALLOW_VMS_WITH_SNAPSHOTS" not in text, text[-1500:]
 
 
 TEMPLATE_DOCS = ("http://pubs.vmware.com/vi3/sdk/ReferenceGuide/vim.VirtualMachine.html (VirtualMachine covers "

@@ -15,7 +15,8 @@ from typing import Dict, List, Optional, Tuple
 
 from .. import interrupt, vmdk
 from ..background import Kept
-from ..errors import CommandFailed, HostError, Interrupted, SnapshotError, TimeoutExpired, VmGone, VmNotFound
+from ..errors import (CommandFailed, HostError, Interrupted, SnapshotError, TimeoutExpired, Unconsolidated, VmGone,
+                      VmNotFound)
 from ..model import DatastoreInfo, Disk, NfsShare, Snapshot, SnapshotTree, Vm, VmRef
 from ..runlog import RunLog
 from ..settings import DISK_FORMATS
@@ -362,14 +363,33 @@ class EsxiHost:
         # the .vmsd is hostd's own record of the tree: when it no longer holds ours (and no delta
         # is left over), hostd need not be asked; else hostd is asked until it is gone
         if esxi_tree.holds(self._files, vm, snap) is False and not self._orphaned_deltas(vm):
-            return
+            return self._consolidated(vm)
         while True:
             still = [s for s in self.snapshots(vm, interruptible=False) if s.id == snap.id]
             if not still and not self._orphaned_deltas(vm):
-                return
+                return self._consolidated(vm)
             if time.monotonic() > deadline:
                 raise TimeoutExpired("snapshot %s of %s to be consolidated" % (snap.id, vm.name), timeout)
             time.sleep(POLL)
+
+    def _consolidated(self, vm: Vm) -> None:
+        """After a removal: the VM's disks are on their bases again, or Unconsolidated. VMware documents a
+        removal that drops the snapshot from the tree but leaves the VM running on its delta, "Needs
+        Consolidation" (.vmsd `snapshot.needConsolidate`): a disk of the .vmx on a delta with no snapshot
+        left to own it, or that flag, is that. Costs one listing when no delta is left (the usual case)."""
+        deltas = self.delta_files(vm)
+        if not deltas:
+            return
+        vmsd = esxi_tree.snapshot_dictionary(self._files, vm)
+        flagged = vmsd is not None and (vmsd.get("snapshot.needConsolidate") or "").upper() == "TRUE"
+        owned = vmsd is not None and esxi_tree.snapshot_count(vmsd) > 0
+        tops = {esxi_tree.absolute(vm.folder, name) for _dev, _bus, name in self._vmx(vm.ref.vmx_path).disk_slots()}
+        on_delta = sorted(f.rsplit("/", 1)[-1] for f in deltas if f in tops)
+        if flagged or (on_delta and not owned):
+            raise Unconsolidated(
+                "%s needs consolidation: its snapshot was removed, but the host left the VM running on %s "
+                "instead of committing it into the base disk (it grows until then); consolidate it: %s"
+                % (vm.name, ", ".join(on_delta) or "its delta files", vimcmd.consolidate_how(vm.ref.vmid)))
 
     def _orphaned_deltas(self, vm: Vm) -> List[str]:
         """Delta files no disk chain of the VM uses any more: consolidation not done.

@@ -23,6 +23,15 @@ _SNAP_FIELD = lazyre.compile(r"^(-*)(?:\|-(?:ROOT|CHILD))?Snapshot (\w+(?: \w+)?
 _AFTER_DESCRIPTION = ("Created On", "State")  # the fields vim-cmd prints after a description
 
 
+def consolidate_how(vmid: str) -> str:
+    """How an admin consolidates a VM's disks. vim-cmd's vmsvc verbs hold no consolidation of their own (a
+    snapshot taken and `snapshot.removeall` commits every chain, the usual advice without vCenter); the
+    clients' Consolidate is VMware's documented way (vSphere Host Client, "Consolidate Snapshots")."""
+    return ("Consolidate in the host client or vSphere Client (the VM's Snapshots menu), or take a snapshot and "
+            "remove all: `vim-cmd vmsvc/snapshot.create %s consolidate` then `vim-cmd vmsvc/snapshot.removeall %s`"
+            % (vmid, vmid))
+
+
 def invalid_vmids(text: str) -> List[str]:
     """vmids hostd lists as "Skipping invalid VM '<vmid>'" (its datastore or .vmx is gone)."""
     return re.findall(r"^Skipping invalid VM '(\d+)'", text, re.M)

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Dict, List, Optional, Set
 
 from ..errors import HotvcbError
+from ..hosts import vimcmd
 from ..hosts.base import Hypervisor
 from ..model import Disk, Snapshot, SnapshotTree, Vm
 from ..runid import parse
@@ -126,6 +127,15 @@ def _another_run(snap: Snapshot) -> str:
             "until that run ends" % (parse(snap.description) or "an earlier hotvcb run", snap.name))
 
 
+def _unconsolidated(vm: Vm, deltas: List[str]) -> str:
+    """Why an ESXi VM with delta files and no snapshot is not backed up: its disks need consolidation (a
+    removal that left them on their deltas, as VMware documents it can). "Set
+    ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=1" sent the admin to a setting that leaves the VM on its delta."""
+    return ("needs consolidation: delta files %s and no snapshot (a removal left its disks on them); not "
+            "backing it up until they are consolidated: %s"
+            % (", ".join(d.rsplit("/", 1)[-1] for d in deltas), vimcmd.consolidate_how(vm.ref.vmid)))
+
+
 def check(host: Hypervisor, s: Settings, log, space: SpaceLedger, vm: Vm, disks: List[Disk],
           snaps: List[Snapshot], pending: bool = False, unmounted: bool = False) -> Plan:
     """Everything that can fail before we change anything on the host (`snaps`: read just now).
@@ -145,6 +155,8 @@ def check(host: Hypervisor, s: Settings, log, space: SpaceLedger, vm: Vm, disks:
         raise HotvcbError(_another_run(running[0]))  # the log line names the VM
     deltas = [] if pending else host.delta_files(vm)
     allowed = s.allow_vms_with_snapshots_to_be_backedup or s.backup_snapshot_tree  # asked to keep them
+    if deltas and not snaps and not allowed and host.kind == "esxi":
+        raise HotvcbError(_unconsolidated(vm, deltas))
     if (snaps or deltas or vm.own_snapshots) and not allowed:
         what = "%d snapshot(s)" % len(snaps) if snaps else "delta files %s" % ", ".join(
             d.rsplit("/", 1)[-1] for d in deltas
