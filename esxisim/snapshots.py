@@ -15,7 +15,7 @@ TYPE_MEMORY = "1"
 
 
 def _vmsd_path(host, vmid):
-    return host.vmx_real(vmid)[:-4] + ".vmsd"
+    return os.path.splitext(host.vmx_real(vmid))[0] + ".vmsd"  # <name>.vmx, a template's <name>.vmtx
 
 
 def load(host, vmid):

@@ -291,6 +291,9 @@ def _power_getstate(host, vmid, state, verb, rest):
 
 def _power_on(host, vmid, state, verb, rest):
     out("Powering on VM:\n")
+    if host.is_template(vmid):
+        out("Power on failed\n")  # guess: a template never runs; hostd refuses its power-on task
+        return 1
     if state == "on":
         if _older_than(host, 6, 0):
             return _invalid_power_state(host, "poweredOn", "Powered On")
@@ -404,6 +407,17 @@ def _snapshot_revert(host, vmid, state, verb, rest):
     return 0
 
 
+def _to_template(host, vmid, state, verb, rest):
+    """MarkAsTemplate: a powered-off VM only (guess: the InvalidPowerState block hostd's fault gives)."""
+    if not host.to_template(vmid):
+        pretty, existing = {"on": ("Powered on", "poweredOn"), "suspended": ("Suspended", "suspended")}[state]
+        out(_fault(host, "vim.fault.InvalidPowerState",
+                   "The attempted operation cannot be performed in the current state (%s)." % pretty,
+                   [("requestedState", '"poweredOff"'), ("existingState", '"%s"' % existing)]))
+        return faults.FAULT_EXIT
+    return 0
+
+
 def _unregister(host, vmid, state, verb, rest):
     host.unregister(vmid)
     return 0
@@ -425,6 +439,7 @@ VMSVC_ACTIONS = {
     "snapshot.removeall": _snapshot_removeall,
     "snapshot.revert": _snapshot_revert,
     "unregister": _unregister,
+    "convert.toTemplate": _to_template,
     "reload": lambda host, vmid, state, verb, rest: 0,
     "device.getdevices": lambda host, vmid, state, verb, rest: getdevices(host, vmid),
 }

@@ -1,12 +1,11 @@
 """Outsider round s32: is esxisim faithful to a real ESXi host?
 
 Each test here makes the simulated host answer the way VMware documents (or a real host was seen to)
-answer, through the test hook `simhost.wrap_tool` (a shell in front of the host's own vim-cmd /
-vmkfstools; the simulator itself is not touched), and checks that hotvcb then still does the right
-thing. Every xfail names a place where esxisim is friendlier than the real host and hotvcb relies on it.
+answer, and checks that hotvcb then still does the right thing: a clone that stops silently through the
+test hook `simhost.wrap_tool` (a shell in front of the host's own vmkfstools), a removal that leaves the
+disks unconsolidated and a template through esxisim's own fault and verb that the tester's findings
+added (snapshot.remove=unconsolidated, vmsvc/convert.toTemplate).
 """
-
-import os
 
 import pytest
 
@@ -72,22 +71,21 @@ TEMPLATE_DOCS = ("http://pubs.vmware.com/vi3/sdk/ReferenceGuide/vim.VirtualMachi
 @needs_root
 def test_registered_template_fails_every_backup_of_all(host, tmp_path):
     """hostd's inventory holds templates as VirtualMachines whose configuration file is <name>.vmtx
-    (%s), so `vim-cmd vmsvc/getallvms` lists them with a `[ds] tpl/tpl.vmtx` File column. esxisim lists
-    vim-cmd's convert.toTemplate verb but simulates no template, so its listings only ever hold .vmx rows.
-    An admin with one template on the host (the wrapper lists it as hostd does) runs the nightly `-a`: the
-    VM is backed up, but the template is logged as "vmid 2 is registered but invalid: its row ... cannot be
-    read" and the run ends "ERROR: Only some of the VMs backed up!" with exit 4 -- every night, for a
-    template that is perfectly valid. ghettoVCB's `fgrep ".vmx"` skipped templates and ended OK. hotvcb
-    should read the row (and skip or back up the template, saying so), not fail the run.""" % TEMPLATE_DOCS
+    (%s), so `vim-cmd vmsvc/getallvms` lists them with a `[ds] tpl/tpl.vmtx` File column. esxisim listed
+    vim-cmd's convert.toTemplate verb but simulated no template, so its listings only ever held .vmx rows.
+    An admin with one template on the host (esxisim's convert.toTemplate now makes one as hostd does) runs
+    the nightly `-a`: the VM was backed up, but the template was logged as "vmid 2 is registered but invalid:
+    its row ... cannot be read" and the run ended "ERROR: Only some of the VMs backed up!" with exit 4 --
+    every night, for a template that is perfectly valid. ghettoVCB's `fgrep ".vmx"` skipped templates and
+    ended OK. hotvcb skips it with a note; named with -m, it says it is a template.""" % TEMPLATE_DOCS
     host.create_vm("web", "datastore1", [{"size": "4M"}], power="on")
-    host.create_vm("tpl", "datastore1", [{"size": "4M"}], power="off")
-    folder = host.real("/vmfs/volumes/datastore1/tpl")
-    with open(os.path.join(folder, "tpl.vmx"), "rb") as src, open(os.path.join(folder, "tpl.vmtx"), "wb") as dst:
-        dst.write(src.read())
-    wrap_tool(host, "vim-cmd", 'if [ "$1" = vmsvc/getallvms ]; then "$0.real" "$@" | '
-              'sed "s#tpl/tpl.vmx #tpl/tpl.vmtx#"; exit 0; fi')
+    tpl = host.create_vm("tpl", "datastore1", [{"size": "4M"}], power="off")
+    vim(host, "vmsvc/convert.toTemplate", tpl)
     assert "tpl/tpl.vmtx" in vim(host, "vmsvc/getallvms")
     r = hotvcb(host, "backup", "-a", "-g", write_conf(host), "-w", str(tmp_path / "work"))
     text = r.stdout + r.stderr
     assert sealed(host, "web"), text[-1500:]
-    assert r.returncode == 0 and "invalid" not in text, text[-1500:]
+    assert r.returncode == 0 and "invalid" not in text and "tpl is a template" in text, text[-1500:]
+    r = hotvcb(host, "backup", "-m", "tpl", "-g", write_conf(host), "-w", str(tmp_path / "work"))
+    text = r.stdout + r.stderr
+    assert r.returncode != 0 and "'tpl' is a template" in text and "no VM named" not in text, text[-1500:]

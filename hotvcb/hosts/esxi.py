@@ -399,7 +399,7 @@ class EsxiHost:
         """
         vmx = self._vmx(vm.ref.vmx_path)
         tops = [name for _dev, _bus, name in vmx.disk_slots()]
-        vmsd_path = vm.ref.vmx_path[: -len(".vmx")] + ".vmsd"
+        vmsd_path = esxi_tree.vmsd_of(vm.ref.vmx_path)
         if self._files.exists(vmsd_path):
             vmsd = VmxFile(esxi_tree.read_dictionary(self._files, vmsd_path))
             tops += [vmsd.get(k) or "" for k in vmsd.keys() if ".disk" in k and k.endswith(".filename")]

@@ -114,10 +114,15 @@ def created(files: FileReader, vm: Vm, name: str, before: Collection[str]) -> Op
     return None
 
 
+def vmsd_of(vmx_path: str) -> str:
+    """The .vmsd beside a VM's <name>.vmx (or a template's <name>.vmtx)."""
+    return vmx_path.rsplit(".", 1)[0] + ".vmsd"
+
+
 def snapshot_dictionary(files: FileReader, vm: Vm) -> Optional[VmxFile]:
     """The VM's .vmsd; None where there is none to read (hostd writes one with the first snapshot)."""
     try:
-        return VmxFile(read_dictionary(files, vm.ref.vmx_path[: -len(".vmx")] + ".vmsd"))
+        return VmxFile(read_dictionary(files, vmsd_of(vm.ref.vmx_path)))
     except HostError:
         return None
 
@@ -146,7 +151,7 @@ def read_tree(files: FileReader, vm: Vm, disks: List[Disk]) -> SnapshotTree:
     that is refused here, before any change.
     """
     vmx_path = vm.ref.vmx_path
-    vmsd_path = vmx_path[: -len(".vmx")] + ".vmsd"
+    vmsd_path = vmsd_of(vmx_path)
     vmsd_text = read_dictionary(files, vmsd_path) if files.exists(vmsd_path) else ""
     vmsd = VmxFile(vmsd_text)
     by_node = {d.key.lower(): d for d in disks}
