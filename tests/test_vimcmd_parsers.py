@@ -188,4 +188,5 @@ def test_clone_failure_names_its_exit_status_not_a_progress_line():
     assert _clone_error("", 255) == "vmkfstools exited with status 255 without saying why"
     assert _clone_error(silent + "Failed to clone disk: No space left on device (393228).\n", 1) == \
         "Failed to clone disk: No space left on device (393228)."
-    assert _clone_error(silent + "DiskLib_Check() failed\n", 1) == "vmkfstools exited with status 1: DiskLib_Check() failed"
+    assert _clone_error(silent + "DiskLib_Check() failed\n", 1) == \
+        "vmkfstools exited with status 1: DiskLib_Check() failed"

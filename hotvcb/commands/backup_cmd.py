@@ -191,7 +191,7 @@ def check(args, target: "runtarget.Target") -> List[str]:
     missing = [n for n in (names or []) if n not in present and n not in exclude]
     if missing:
         raise UsageError("; ".join(str(TemplateVm(n) if n in templates else VmNotFound(n, present)) for n in missing))
-    warnings += namelist.excluding_nothing(exclude, present)
+    warnings += namelist.excluding_nothing(exclude, present + sorted(templates))
     warnings += [w for w in [mailgate.unsendable(settings)] if w]
     targets = {_target(settings)}
     for name in [n for n in (present if names is None else names) if n not in exclude]:

@@ -135,7 +135,7 @@ class BackupJob:
                 out.append(VmNotFound(name, [r.name for r in refs]))
             else:
                 out.append(AmbiguousVm(name, [r.vmid for r in matches]))
-        for warning in namelist.excluding_nothing(exclude, list(by_name)):
+        for warning in namelist.excluding_nothing(exclude, list(by_name) + list(templates)):
             self.log.warning(warning)
         if names is None:
             for name in sorted(set(templates) - excluded):
