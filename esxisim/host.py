@@ -293,6 +293,25 @@ class Host:
         self.write_inventory()
         return vmid
 
+    def to_template(self, vmid):
+        """hostd's MarkAsTemplate (vim-cmd vmsvc/convert.toTemplate): a powered-off VM's <name>.vmx becomes
+        <name>.vmtx, the template's configuration file (vSphere VM administration, "Virtual Machine Files"),
+        and the inventory names it; getallvms lists it like a VM. False: the VM is not powered off."""
+        vmid = str(vmid)
+        if self.power_state(vmid) != "off":
+            return False
+        vmx_path = self.vm(vmid)["vmx"]
+        if vmx_path.endswith(".vmx"):
+            tpl = vmx_path[:-len(".vmx")] + ".vmtx"
+            os.rename(self.real(vmx_path), self.real(tpl))
+            with self.store.edit() as s:
+                s["vms"][vmid]["vmx"] = tpl
+            self.write_inventory()
+        return True
+
+    def is_template(self, vmid):
+        return self.vm(vmid)["vmx"].endswith(".vmtx")
+
     def unregister(self, vmid):
         vmid = str(vmid)
         self.vm(vmid)

@@ -15,14 +15,15 @@ TYPE_MEMORY = "1"
 
 
 def _vmsd_path(host, vmid):
-    return host.vmx_real(vmid)[:-4] + ".vmsd"
+    return os.path.splitext(host.vmx_real(vmid))[0] + ".vmsd"  # <name>.vmx, a template's <name>.vmtx
 
 
 def load(host, vmid):
     path = _vmsd_path(host, vmid)
     data = vmx.load(path) if os.path.exists(path) else {}
     meta = {"lastUID": int(data.get("snapshot.lastUID", "0") or 0),
-            "current": int(data.get("snapshot.current", "0") or 0)}
+            "current": int(data.get("snapshot.current", "0") or 0),
+            "needConsolidate": data.get("snapshot.needConsolidate", "").upper() == "TRUE"}
     snaps = []
     for i in range(int(data.get("snapshot.numSnapshots", "0") or 0)):
         p = "snapshot%d." % i
@@ -49,6 +50,8 @@ def save(host, vmid, meta, snaps):
     data["snapshot.lastUID"] = str(meta["lastUID"])
     if snaps:
         data["snapshot.current"] = str(meta["current"])
+    if meta.get("needConsolidate"):
+        data["snapshot.needConsolidate"] = "TRUE"
     for i, s in enumerate(snaps):
         p = "snapshot%d." % i
         data[p + "uid"] = str(s["uid"])
@@ -158,7 +161,10 @@ def _chain(host, path):
     return out
 
 
-def remove(host, vmid, uid, delay=0.0):
+def remove(host, vmid, uid, delay=0.0, commit=True):
+    """hostd's RemoveSnapshot task. commit=False is the removal VMware documents as leaving the VM
+    "Needs Consolidation": the snapshot leaves the tree (.vmsd, its .vmsn), but its delta is not
+    committed into the parent, so the .vmx stays on it; the .vmsd says `snapshot.needConsolidate`."""
     from . import disks, writer
     vmid = str(vmid)
     meta, snaps = load(host, vmid)
@@ -180,7 +186,7 @@ def remove(host, vmid, uid, delay=0.0):
         others = [s for s in snaps if s["uid"] != uid]
         refs = _references(host, vmid, snaps, exclude_uid=uid)
         data = host.load_vmx(vmid)
-        for node, fn in target["disks"]:
+        for node, fn in target["disks"] if commit else ():
             frozen = os.path.normpath(_abs(folder, fn))
             children = set()
             for r in refs:
@@ -210,6 +216,7 @@ def remove(host, vmid, uid, delay=0.0):
                 s["parent"] = target["parent"]
         if meta["current"] == uid:
             meta["current"] = target["parent"]
+        meta["needConsolidate"] = meta["needConsolidate"] or not commit
         vmsn = os.path.join(os.path.dirname(host.vmx_real(vmid)), target["filename"])
         if os.path.exists(vmsn):
             os.unlink(vmsn)
@@ -218,7 +225,10 @@ def remove(host, vmid, uid, delay=0.0):
         writer.log_event(host, vmid, "snapshot.remove", id=uid)
 
 
-def remove_all(host, vmid, delay=0.0):
+def remove_all(host, vmid, delay=0.0, commit=True):
+    """hostd's RemoveAllSnapshots task: every chain of the current state merged into its base. commit=False:
+    the tree goes, the disks stay on their deltas (as remove's). A committing one consolidates a VM that
+    needed it too, when it has a snapshot to remove (take one first: guess, the usual advice without vCenter)."""
     from . import disks, writer
     vmid = str(vmid)
     if delay:
@@ -234,14 +244,14 @@ def remove_all(host, vmid, delay=0.0):
         for r in refs:
             doomed.update(p for p in _chain(host, r) if disks.is_delta(host.real(p)))
         data = host.load_vmx(vmid)
-        for node, cur, _mode in host.vm_disks(vmid):
+        for node, cur, _mode in host.vm_disks(vmid) if commit else ():
             ch = _chain(host, cur)
             base = ch[-1]
             for d in reversed(ch[:-1]):  # oldest delta first, newer ones override
                 disks.merge_into(host.real(d), host.real(base))
             if len(ch) > 1:
                 data[node + ".fileName"] = _rel(folder, base)
-        for d in doomed:
+        for d in doomed if commit else ():
             disks.delete(host.real(d))
         for s in snaps:
             p = os.path.join(os.path.dirname(host.vmx_real(vmid)), s["filename"])
@@ -249,6 +259,7 @@ def remove_all(host, vmid, delay=0.0):
                 os.unlink(p)
         vmx.save(host.vmx_real(vmid), data)
         meta["current"] = 0
+        meta["needConsolidate"] = not commit
         save(host, vmid, meta, [])
         writer.log_event(host, vmid, "snapshot.removeall")
 

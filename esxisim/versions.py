@@ -6,7 +6,7 @@ Where no pristine file exists for a release the nearest sample is used (noted be
 
 VERSIONS = {
     # version: (build, level text for `vmware -l`, esxcli Update, esxcli Patch)
-    # Hosts older than 6.7 run no Python hotvcb can use (6.5 ships 3.5, 6.0/5.5 2.x, 4.1 none):
+    # Hosts older than 7.0 run no Python hotvcb can use (6.5 and 6.7 ship 3.5, 6.0/5.5 2.x, 4.1 none):
     # esxisim gives them no /bin/python; hotvcb serves them over SSH.
     "4.1.0": ("502767", "4.1.0 Update 2", "2", "0"),
     "5.5.0": ("3248547", "5.5.0 Update 3", "3", "0"),
@@ -94,8 +94,9 @@ def older(version, major, minor):
 
 
 def has_python(version):
-    """A /bin/python hotvcb can run on (3.8: ESXi 7/8; esxisim also gives 6.7 one)."""
-    return not older(version, 6, 7)
+    """A /bin/python hotvcb can run on: ESXi 7/8 ship 3.8. ESXi 6.5 and 6.7 ship 3.5, older ones 2.x or none:
+    they get none (no 3.5 to give them here; onhost_boot turns a 3.5 away as it would a missing one)."""
+    return not older(version, 7, 0)
 
 
 def old_faults(version):

@@ -13,6 +13,7 @@
         ├── InvalidVm           registered, but skipped by the host or unreadable in its listing
         ├── SnapshotError       snapshot did not appear / could not be removed
         │   ├── SnapshotKept    a dead overlay holding data, kept (the backup stands)
+        │   │   └── Unconsolidated  removed, but the VM still runs on its delta (the backup stands)
         │   ├── SnapshotHeld    a snapshot not removed that must not be deleted (says what to do)
         │   ├── SnapshotBypassed  the disk was written past our snapshot during the copy
         │   └── VmGone          the VM left the host before its snapshot was taken
@@ -154,6 +155,18 @@ class InvalidVm(HostError):
         self.name = "vmid " + vmid
 
 
+class TemplateVm(HostError):
+    """A name given (-m, -f) that is a template's: hostd lists templates among its VMs (their configuration
+    file is <name>.vmtx), but a template never runs and hotvcb backs up VMs only, as ghettoVCB did (its
+    `fgrep .vmx` never saw one). Named, the admin asked for a backup that is not made: so it is said, as
+    ghettoVCB said no VM of that name; a backup of all skips templates with a note instead."""
+
+    def __init__(self, name: str, path: str = ""):
+        super().__init__("%r is a template%s, not a VM: templates are not backed up (convert it to a VM to back "
+                         "it up, or take it off the list)" % (name, " (%s)" % path if path else ""))
+        self.name = name
+
+
 class UnnameableVm(HostError):
     """A VM whose display name holds a line break or other control character, or is only dots and spaces:
     its backup folder would be named so ("." or ".." not even a folder of its own), and a restore reads no
@@ -182,6 +195,13 @@ class SnapshotKept(SnapshotError):
     """A dead run's snapshot that cannot go without losing data and stands in no backup's way (bare QEMU: an
     orphaned overlay, no disk uses it, still holding the writes of a QEMU that died): kept, named in a warning,
     and the VM is backed up (its running disks are whole) rather than failed every night until someone acts."""
+
+
+class Unconsolidated(SnapshotKept):
+    """Our snapshot is gone from the VM's tree, but its delta was not committed into the base disk: the VM
+    runs on it, growing, and the host says "Needs Consolidation" (VMware documents this for a snapshot's
+    removal). The copy was made from the snapshot, so the backup stands; the warning names the VM and how to
+    consolidate it, which neither a removal by hand nor ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP does."""
 
 
 class SnapshotHeld(SnapshotError):

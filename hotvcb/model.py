@@ -14,7 +14,9 @@ class VmRef:
 
     vmid: str
     name: str
-    vmx_path: str  # absolute host path of the .vmx
+    vmx_path: str  # absolute host path of the .vmx (a template's .vmtx)
+    # a template (ESXi: registered by its <name>.vmtx): listed like a VM, never powered on, not backed up
+    template: bool = False
 
 
 @dataclass(frozen=True)

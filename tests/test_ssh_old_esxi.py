@@ -1,4 +1,4 @@
-"""SSH mode serves hosts that cannot run hotvcb themselves: ESXi 5.5 and 6.5 have no Python 3.8.
+"""SSH mode serves hosts that cannot run hotvcb themselves: ESXi 5.5, 6.5 and 6.7 have no Python 3.8.
 
 esxisim simulates a 5.5 host without /bin/python, with 5.x texts (fault blocks with
 dynamicType, snapshot.remove printing the remaining tree, vmkfstools that needs -a).
@@ -24,7 +24,7 @@ def _env():
     return dict(os.environ, PYTHONPATH=str(ROOT))
 
 
-@pytest.mark.parametrize("version", ["5.5.0", "6.5.0"])
+@pytest.mark.parametrize("version", ["5.5.0", "6.5.0", "6.7.0"])
 def test_hot_backup_over_ssh_of_a_host_without_python(tmp_path, version):
     if os.geteuid() != 0:
         pytest.skip("esxisim needs root for unshare -m")

@@ -164,3 +164,29 @@ def test_the_share_an_nfs_datastore_mounts_is_read_from_its_info():
     assert vimcmd.parse_nas_share(NAS_INFO.replace('"/export/backups"', '""')) is None
     vmfs = '(vim.host.VmfsDatastoreInfo) {\n   name = "datastore1",\n   vmfs = (vim.host.VmfsVolume) {\n      type = "VMFS"\n   }\n}\n'
     assert vimcmd.parse_nas_share(vmfs) is None
+
+
+def test_getallvms_template_row_is_read_and_marked():
+    """hostd lists a template like a VM, its File a `<name>.vmtx` (not one of the samples: VMware's VM
+    administration names the template's configuration file so); a `.vmtxx` or `.vmt` is no such file."""
+    text = ("Vmid   Name          File                    Guest OS         Version   Annotation\n"
+            "1      web           [ds1] web/web.vmx       otherGuest64     vmx-19\n"
+            "2      tpl           [ds1] tpl/tpl.vmtx      otherGuest64     vmx-19\n")
+    refs = vimcmd.parse_getallvms(text, {"ds1": "/vmfs/volumes/ds1"})
+    assert [(r.name, r.vmx_path, r.template) for r in refs] == [
+        ("web", "/vmfs/volumes/ds1/web/web.vmx", False), ("tpl", "/vmfs/volumes/ds1/tpl/tpl.vmtx", True)]
+    bad = text.replace("tpl.vmtx ", "tpl.vmt  ")
+    assert vimcmd.getallvms_candidates(bad).unreadable.keys() == {"2"}
+
+
+def test_clone_failure_names_its_exit_status_not_a_progress_line():
+    """ESXi 8.0b stopped a clone at 18 % with no reason and exit 1 (ghettoVCB issue 285)."""
+    from hotvcb.hosts.esxi_disks import _clone_error
+    silent = ("Destination disk format: VMFS thin-provisioned\nCloning disk '/vmfs/volumes/ds1/web/web.vmdk'...\n"
+              "Clone: 17% done.\rClone: 18% done.\r\n")
+    assert _clone_error(silent, 1) == "vmkfstools exited with status 1 at 18% without saying why"
+    assert _clone_error("", 255) == "vmkfstools exited with status 255 without saying why"
+    assert _clone_error(silent + "Failed to clone disk: No space left on device (393228).\n", 1) == \
+        "Failed to clone disk: No space left on device (393228)."
+    assert _clone_error(silent + "DiskLib_Check() failed\n", 1) == \
+        "vmkfstools exited with status 1: DiskLib_Check() failed"

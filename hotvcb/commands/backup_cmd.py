@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import List, Optional, Sequence, Tuple
 
 from .. import adminfile, config, confkeys, interrupt, mailgate, namelist, schedule
-from ..errors import HostError, HotvcbError, Interrupted, UsageError, VmNotFound
+from ..errors import HostError, HotvcbError, Interrupted, TemplateVm, UsageError, VmNotFound
 from ..store import volume
 from ..jobs.ahead import RunStart
 from ..jobs.backup import BackupJob
@@ -183,13 +183,15 @@ def check(args, target: "runtarget.Target") -> List[str]:
         host = common.connect(target)
         common.require_root(host, target.ssh is not None)
         preflight.refuse_run_format(host, settings)
-        present = [ref.name for ref in host.list_vms()]
+        listed = host.list_vms()
     except HostError as err:
         raise HostError("cannot reach the host to check the job: %s" % err) from err
+    present = [ref.name for ref in listed if not ref.template]
+    templates = {ref.name for ref in listed if ref.template}
     missing = [n for n in (names or []) if n not in present and n not in exclude]
     if missing:
-        raise UsageError("; ".join(str(VmNotFound(n, present)) for n in missing))
-    warnings += namelist.excluding_nothing(exclude, present)
+        raise UsageError("; ".join(str(TemplateVm(n) if n in templates else VmNotFound(n, present)) for n in missing))
+    warnings += namelist.excluding_nothing(exclude, present + sorted(templates))
     warnings += [w for w in [mailgate.unsendable(settings)] if w]
     targets = {_target(settings)}
     for name in [n for n in (present if names is None else names) if n not in exclude]:

@@ -10,11 +10,13 @@ answers of its own kept for the run: esxi_disks.py.
 import io
 import re
 import time
+from dataclasses import replace
 from typing import Dict, List, Optional, Tuple
 
 from .. import interrupt, vmdk
 from ..background import Kept
-from ..errors import CommandFailed, HostError, Interrupted, SnapshotError, TimeoutExpired, VmGone, VmNotFound
+from ..errors import (CommandFailed, HostError, Interrupted, SnapshotError, TimeoutExpired, Unconsolidated, VmGone,
+                      VmNotFound)
 from ..model import DatastoreInfo, Disk, NfsShare, Snapshot, SnapshotTree, Vm, VmRef
 from ..runlog import RunLog
 from ..settings import DISK_FORMATS
@@ -195,8 +197,8 @@ class EsxiHost:
             if shown is None or shown == ref.name:
                 return ref
             if shown.strip() == ref.name:
-                return VmRef(ref.vmid, shown, ref.vmx_path)  # blanks the listing cannot show
-            readable.append(VmRef(ref.vmid, shown, ref.vmx_path))
+                return replace(ref, name=shown)  # blanks the listing cannot show
+            readable.append(replace(ref, name=shown))
         return readable[0] if readable else cands[0]
 
     def _vmx(self, path: str, text: Optional[str] = None) -> VmxFile:
@@ -222,7 +224,7 @@ class EsxiHost:
                 uuid=vmx.bios_uuid())
         for dev, bus, name in vmx.disk_slots():
             vm.disks.append(self._disk(vmx, folder, dev, bus, name, names))
-        base = ref.vmx_path[: -len(".vmx")]
+        base = ref.vmx_path.rsplit(".", 1)[0]  # <name>.vmx, a template's <name>.vmtx
         for key, default in (("nvram", base + ".nvram"), ("extendedConfigFile", base + ".vmxf")):
             path = esxi_tree.absolute(folder, vmx.get(key) or default)
             if self._files.exists(path):
@@ -361,14 +363,33 @@ class EsxiHost:
         # the .vmsd is hostd's own record of the tree: when it no longer holds ours (and no delta
         # is left over), hostd need not be asked; else hostd is asked until it is gone
         if esxi_tree.holds(self._files, vm, snap) is False and not self._orphaned_deltas(vm):
-            return
+            return self._consolidated(vm)
         while True:
             still = [s for s in self.snapshots(vm, interruptible=False) if s.id == snap.id]
             if not still and not self._orphaned_deltas(vm):
-                return
+                return self._consolidated(vm)
             if time.monotonic() > deadline:
                 raise TimeoutExpired("snapshot %s of %s to be consolidated" % (snap.id, vm.name), timeout)
             time.sleep(POLL)
+
+    def _consolidated(self, vm: Vm) -> None:
+        """After a removal: the VM's disks are on their bases again, or Unconsolidated. VMware documents a
+        removal that drops the snapshot from the tree but leaves the VM running on its delta, "Needs
+        Consolidation" (.vmsd `snapshot.needConsolidate`): a disk of the .vmx on a delta with no snapshot
+        left to own it, or that flag, is that. Costs one listing when no delta is left (the usual case)."""
+        deltas = self.delta_files(vm)
+        if not deltas:
+            return
+        vmsd = esxi_tree.snapshot_dictionary(self._files, vm)
+        flagged = vmsd is not None and (vmsd.get("snapshot.needConsolidate") or "").upper() == "TRUE"
+        owned = vmsd is not None and esxi_tree.snapshot_count(vmsd) > 0
+        tops = {esxi_tree.absolute(vm.folder, name) for _dev, _bus, name in self._vmx(vm.ref.vmx_path).disk_slots()}
+        on_delta = sorted(f.rsplit("/", 1)[-1] for f in deltas if f in tops)
+        if flagged or (on_delta and not owned):
+            raise Unconsolidated(
+                "%s needs consolidation: its snapshot was removed, but the host left the VM running on %s "
+                "instead of committing it into the base disk (it grows until then); consolidate it: %s"
+                % (vm.name, ", ".join(on_delta) or "its delta files", vimcmd.consolidate_how(vm.ref.vmid)))
 
     def _orphaned_deltas(self, vm: Vm) -> List[str]:
         """Delta files no disk chain of the VM uses any more: consolidation not done.
@@ -378,7 +399,7 @@ class EsxiHost:
         """
         vmx = self._vmx(vm.ref.vmx_path)
         tops = [name for _dev, _bus, name in vmx.disk_slots()]
-        vmsd_path = vm.ref.vmx_path[: -len(".vmx")] + ".vmsd"
+        vmsd_path = esxi_tree.vmsd_of(vm.ref.vmx_path)
         if self._files.exists(vmsd_path):
             vmsd = VmxFile(esxi_tree.read_dictionary(self._files, vmsd_path))
             tops += [vmsd.get(k) or "" for k in vmsd.keys() if ".disk" in k and k.endswith(".filename")]

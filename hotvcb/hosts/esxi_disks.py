@@ -24,6 +24,8 @@ from . import esxi_tree, vimcmd
 from .base import Copied
 
 VMKFSTOOLS = "/sbin/vmkfstools"
+# what vmkfstools -i prints before it copies: never a reason it stopped
+_PREAMBLE = ("Destination disk format:", "Cloning disk ")
 FLAT_FORMATS = ("thin", "zeroedthick", "eagerzeroedthick")  # a descriptor and one -flat file
 
 
@@ -56,7 +58,7 @@ class EsxiDisks:
 
         out = self._files.run(argv, timeout=None, idle_timeout=1800, on_output=watch)
         if out.returncode != 0:
-            raise CopyError(disk.path, _clone_error(out.output), dst)
+            raise CopyError(disk.path, _clone_error(out.output, out.returncode), dst)
         return [f.rsplit("/", 1)[-1] for f in self.files(dst)]
 
     def copied_as(self, disk: Disk, dst: str, fmt: str) -> Optional[Copied]:
@@ -135,9 +137,17 @@ def _flat_extent(desc: vmdk.Descriptor) -> Optional[str]:
     return extent.filename if extent.kind == "VMFS" and "/" not in extent.filename else None
 
 
-def _clone_error(output: str) -> str:
+def _clone_error(output: str, status: int) -> str:
+    """vmkfstools' own "Failed to ..." line; else its last line that is no progress or preamble, with its
+    exit status. A clone may stop with no reason at all (ESXi 8.0b stopped at "Clone: 18% done." and
+    exited 1, ghettoVCB issue 285): its last progress line is then where it stopped, never the cause."""
     m = re.search(r"(Failed to (?:clone disk|open)[^\r\n]*)", output)
     if m:
         return m.group(1).strip()
-    lines = [l for l in re.split(r"[\r\n]+", output) if l.strip()]
-    return lines[-1].strip() if lines else "vmkfstools failed without a message"
+    lines = [l.strip() for l in re.split(r"[\r\n]+", output) if l.strip()]
+    said = [l for l in lines if vimcmd.clone_percent(l) is None and not l.startswith(_PREAMBLE)]
+    if said:
+        return "vmkfstools exited with status %d: %s" % (status, said[-1])
+    pct = vimcmd.clone_percent(output)
+    where = " at %d%%" % pct if pct is not None else ""
+    return "vmkfstools exited with status %d%s without saying why" % (status, where)

@@ -73,7 +73,7 @@ def chain(files: FileReader, top: str, what: str) -> List[Tuple[str, vmdk.Descri
 def holds(files: FileReader, vm: Vm, snap: Snapshot) -> Optional[bool]:
     """Whether the VM's .vmsd still lists `snap` (by its id or by its name, either will do);
     None where there is no .vmsd to tell (hostd writes one with the VM's first snapshot)."""
-    vmsd = _vmsd(files, vm)
+    vmsd = snapshot_dictionary(files, vm)
     if vmsd is None:
         return None
     for key in vmsd.keys():  # every entry, whatever snapshot.numSnapshots says
@@ -93,7 +93,7 @@ def created(files: FileReader, vm: Vm, name: str, before: Collection[str]) -> Op
     .vmsd (docs/architecture.md, ESXi facts). What only snapshot.get says (created, state) is
     left empty: a backup needs ours for its id alone.
     """
-    vmsd = _vmsd(files, vm)
+    vmsd = snapshot_dictionary(files, vm)
     if vmsd is None:
         return None
     entries = {}  # type: Dict[str, Dict[str, str]]  # N of snapshotN -> its fields, lower case
@@ -114,12 +114,22 @@ def created(files: FileReader, vm: Vm, name: str, before: Collection[str]) -> Op
     return None
 
 
-def _vmsd(files: FileReader, vm: Vm) -> Optional[VmxFile]:
+def vmsd_of(vmx_path: str) -> str:
+    """The .vmsd beside a VM's <name>.vmx (or a template's <name>.vmtx)."""
+    return vmx_path.rsplit(".", 1)[0] + ".vmsd"
+
+
+def snapshot_dictionary(files: FileReader, vm: Vm) -> Optional[VmxFile]:
     """The VM's .vmsd; None where there is none to read (hostd writes one with the first snapshot)."""
     try:
-        return VmxFile(read_dictionary(files, vm.ref.vmx_path[: -len(".vmx")] + ".vmsd"))
+        return VmxFile(read_dictionary(files, vmsd_of(vm.ref.vmx_path)))
     except HostError:
         return None
+
+
+def snapshot_count(vmsd: VmxFile) -> int:
+    """How many snapshots a .vmsd holds: its entries with a uid, whatever snapshot.numSnapshots says."""
+    return len({m.group(1) for m in map(_ENTRY.match, vmsd.keys()) if m and m.group(2).lower() == "uid"})
 
 
 def read_dictionary(files: FileReader, path: str) -> str:
@@ -141,7 +151,7 @@ def read_tree(files: FileReader, vm: Vm, disks: List[Disk]) -> SnapshotTree:
     that is refused here, before any change.
     """
     vmx_path = vm.ref.vmx_path
-    vmsd_path = vmx_path[: -len(".vmx")] + ".vmsd"
+    vmsd_path = vmsd_of(vmx_path)
     vmsd_text = read_dictionary(files, vmsd_path) if files.exists(vmsd_path) else ""
     vmsd = VmxFile(vmsd_text)
     by_node = {d.key.lower(): d for d in disks}

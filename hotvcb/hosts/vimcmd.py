@@ -15,11 +15,21 @@ from ..units import DIGITS
 from .. import lazyre
 
 _ROW = lazyre.compile(r"^\s*(\d+)\s+(.*)$", re.S)  # S: a row joined from lines
-_FILE = lazyre.compile(r"^\[([^\]]+)\] (.+?\.vmx)\s+\S+\s+vmx-\d+\b")
-_PATH = lazyre.compile(r"^(.+?\.vmx)\s+\S+\s+vmx-\d+\b")  # after a known datastore's `[name] `
+# a VM's .vmx, or a template's .vmtx (hostd lists templates among its VMs)
+_FILE = lazyre.compile(r"^\[([^\]]+)\] (.+?\.vmt?x)\s+\S+\s+vmx-\d+\b")
+_PATH = lazyre.compile(r"^(.+?\.vmt?x)\s+\S+\s+vmx-\d+\b")  # after a known datastore's `[name] `
 _FIELDS = lazyre.compile(_FILE.pattern, re.S)  # the same fields, a path holding a line feed included
 _SNAP_FIELD = lazyre.compile(r"^(-*)(?:\|-(?:ROOT|CHILD))?Snapshot (\w+(?: \w+)?)\s*:\s?(.*)$")
 _AFTER_DESCRIPTION = ("Created On", "State")  # the fields vim-cmd prints after a description
+
+
+def consolidate_how(vmid: str) -> str:
+    """How an admin consolidates a VM's disks. vim-cmd's vmsvc verbs hold no consolidation of their own (a
+    snapshot taken and `snapshot.removeall` commits every chain, the usual advice without vCenter); the
+    clients' Consolidate is VMware's documented way (vSphere Host Client, "Consolidate Snapshots")."""
+    return ("Consolidate in the host client or vSphere Client (the VM's Snapshots menu), or take a snapshot and "
+            "remove all: `vim-cmd vmsvc/snapshot.create %s consolidate` then `vim-cmd vmsvc/snapshot.removeall %s`"
+            % (vmid, vmid))
 
 
 def invalid_vmids(text: str) -> List[str]:
@@ -27,6 +37,7 @@ def invalid_vmids(text: str) -> List[str]:
     return re.findall(r"^Skipping invalid VM '(\d+)'", text, re.M)
 
 
+TEMPLATE_SUFFIX = ".vmtx"  # a template's configuration file: <name>.vmtx, the .vmx's format
 SKIPPED = "the host skips it (its datastore or .vmx is gone)"  # why hostd lists a VM as "Skipping invalid VM"
 
 
@@ -36,7 +47,8 @@ class Listing(NamedTuple):
 
 
 def parse_getallvms(text: str, datastores: Optional[Dict[str, str]] = None) -> List[VmRef]:
-    """Rows of `vim-cmd vmsvc/getallvms` as VmRefs with absolute .vmx paths (best guess per row)."""
+    """Rows of `vim-cmd vmsvc/getallvms` as VmRefs with absolute .vmx (or template's .vmtx) paths (best
+    guess per row)."""
     return [cands[0] for cands in getallvms_candidates(text, datastores).rows]
 
 
@@ -44,7 +56,7 @@ def getallvms_candidates(text: str, datastores: Optional[Dict[str, str]] = None)
     """Every way each row of `vim-cmd vmsvc/getallvms` can be read, most likely first.
 
     A row is anchored on its leading vmid and on a `[datastore] path.vmx`
-    field followed by guest OS and `vmx-NN`. The name may itself contain
+    field (a template's `path.vmtx`) followed by guest OS and `vmx-NN`. The name may itself contain
     `[x] ` pieces (`Copy of [datastore1] web`), so every bracket is a
     candidate split; candidates naming a known datastore come first, the
     rightmost first among equals. The listing cannot settle it (nor show a
@@ -115,7 +127,8 @@ def _row_candidates(row: str, datastores: Optional[Dict[str, str]]) -> List[VmRe
         for datastore, path in _file_fields(rest[i:], datastores):
             known = datastores is not None and datastore in datastores
             root = (datastores or {}).get(datastore, "/vmfs/volumes/" + datastore)
-            cands.append((not known, VmRef(vmid=vmid, name=unescape_name(name), vmx_path=root + "/" + path)))
+            cands.append((not known, VmRef(vmid=vmid, name=unescape_name(name), vmx_path=root + "/" + path,
+                                           template=path.endswith(TEMPLATE_SUFFIX))))
     return [ref for _unknown, ref in sorted(cands, key=lambda c: c[0])]
 
 

@@ -19,7 +19,7 @@ import time
 from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .. import config, confkeys, crashpoint, interrupt, namelist
-from ..errors import (AmbiguousVm, HotvcbError, Interrupted, InvalidVm, SnapshotError, UnnameableVm, VmGone,
+from ..errors import (AmbiguousVm, HotvcbError, Interrupted, InvalidVm, SnapshotError, TemplateVm, UnnameableVm, VmGone,
                       VmNotFound)
 from ..hosts.base import Hypervisor, powered
 from ..localshell import LocalShell
@@ -48,7 +48,8 @@ from .vm_leftovers import clear_dead_runs
 if TYPE_CHECKING:  # imported by the runs that write to a repository (it loads the repository's code)
     from .repo_backup import RepoSink
 
-Target = Union[VmRef, VmNotFound, AmbiguousVm, InvalidVm, UnnameableVm]  # a VM to back up, or why a listed name is none
+# a VM to back up, or why a listed name is none
+Target = Union[VmRef, VmNotFound, AmbiguousVm, InvalidVm, UnnameableVm, TemplateVm]
 # a suspended ESXi VM or a paused QEMU/KVM guest is neither on nor off: a filtered job skipped it and said
 # nothing of how it could be backed up
 _SUSPENDED = "; a suspended or paused VM is backed up with --power-state suspended or any"
@@ -100,9 +101,12 @@ class BackupJob:
         long for its backups' folder names (layout.too_long) is an error entry.
 
         Names are compared literally with the display name: a list line
-        `Web Server (prod)` is that VM, never a pattern.
+        `Web Server (prod)` is that VM, never a pattern. A template (listed among the VMs) is no VM to
+        back up: -a skips it with a note, a name given that is only a template's is an error entry.
         """
-        refs = self.asked.vms()
+        listed = self.asked.vms()
+        refs = [ref for ref in listed if not ref.template]
+        templates = {ref.name: ref for ref in listed if ref.template}
         invalid = [InvalidVm(vmid, why) for vmid, why in sorted(self.host.invalid_vms().items())]
         by_name = {}  # type: Dict[str, List[VmRef]]
         for ref in refs:
@@ -125,13 +129,17 @@ class BackupJob:
                 out.append(UnnameableVm(name, unnameable or too_long or "", matches[0].vmid, not unnameable))
             elif len(matches) == 1:
                 out.append(matches[0])
+            elif not matches and name in templates:
+                out.append(TemplateVm(name, templates[name].vmx_path))
             elif not matches:
                 out.append(VmNotFound(name, [r.name for r in refs]))
             else:
                 out.append(AmbiguousVm(name, [r.vmid for r in matches]))
-        for warning in namelist.excluding_nothing(exclude, list(by_name)):
+        for warning in namelist.excluding_nothing(exclude, list(by_name) + list(templates)):
             self.log.warning(warning)
         if names is None:
+            for name in sorted(set(templates) - excluded):
+                self.log.info("%s is a template (%s), not a VM: not backed up" % (name, templates[name].vmx_path))
             out.extend(invalid)  # -a: every VM of the host, the ones it cannot read included
         else:
             for bad in invalid:
@@ -173,7 +181,7 @@ class BackupJob:
 
     def backup_target(self, target: Target) -> VmResult:
         """One entry of the selection: its VM's backup, or why a listed name is none."""
-        if isinstance(target, (VmNotFound, AmbiguousVm, InvalidVm, UnnameableVm)):
+        if isinstance(target, (VmNotFound, AmbiguousVm, InvalidVm, UnnameableVm, TemplateVm)):
             self.log.error(str(target))
             return VmResult(name=target.name, status="error", message=str(target))
         return self.backup_one(target, skip_power=target.name in self.power.ordered_down)

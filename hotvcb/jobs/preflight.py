@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Dict, List, Optional, Set
 
 from ..errors import HotvcbError
+from ..hosts import esxi_tree, vimcmd
 from ..hosts.base import Hypervisor
 from ..model import Disk, Snapshot, SnapshotTree, Vm
 from ..runid import parse
@@ -126,6 +127,22 @@ def _another_run(snap: Snapshot) -> str:
             "until that run ends" % (parse(snap.description) or "an earlier hotvcb run", snap.name))
 
 
+def _vmsd_snapshots(host: Hypervisor, vm: Vm) -> int:
+    """The snapshots the VM's .vmsd holds now: `snaps` may be the look-ahead's, read before a snapshot the
+    user took since, whose deltas are then no sign of a consolidation needed (a file read, not a hostd call)."""
+    vmsd = esxi_tree.snapshot_dictionary(host.shell, vm)
+    return esxi_tree.snapshot_count(vmsd) if vmsd is not None else 0
+
+
+def _unconsolidated(vm: Vm, deltas: List[str]) -> str:
+    """Why an ESXi VM with delta files and no snapshot is not backed up: its disks need consolidation (a
+    removal that left them on their deltas, as VMware documents it can). "Set
+    ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=1" sent the admin to a setting that leaves the VM on its delta."""
+    return ("needs consolidation: delta files %s and no snapshot (a removal left its disks on them); not "
+            "backing it up until they are consolidated: %s"
+            % (", ".join(d.rsplit("/", 1)[-1] for d in deltas), vimcmd.consolidate_how(vm.ref.vmid)))
+
+
 def check(host: Hypervisor, s: Settings, log, space: SpaceLedger, vm: Vm, disks: List[Disk],
           snaps: List[Snapshot], pending: bool = False, unmounted: bool = False) -> Plan:
     """Everything that can fail before we change anything on the host (`snaps`: read just now).
@@ -145,6 +162,8 @@ def check(host: Hypervisor, s: Settings, log, space: SpaceLedger, vm: Vm, disks:
         raise HotvcbError(_another_run(running[0]))  # the log line names the VM
     deltas = [] if pending else host.delta_files(vm)
     allowed = s.allow_vms_with_snapshots_to_be_backedup or s.backup_snapshot_tree  # asked to keep them
+    if deltas and not snaps and not allowed and host.kind == "esxi" and not _vmsd_snapshots(host, vm):
+        raise HotvcbError(_unconsolidated(vm, deltas))
     if (snaps or deltas or vm.own_snapshots) and not allowed:
         what = "%d snapshot(s)" % len(snaps) if snaps else "delta files %s" % ", ".join(
             d.rsplit("/", 1)[-1] for d in deltas

@@ -91,7 +91,9 @@ def host_status(host: Hypervisor, settings: Settings, limits: Limits, names: Opt
     from it (a file the backup refuses, failing that VM every night) is the VM's CRIT check."""
     now = time.time() if now is None else now
     report = Report(host.describe())
-    refs = [r for r in host.list_vms() if (names is None or r.name in names) and r.name not in exclude]
+    # a template is no VM to back up (errors.TemplateVm)
+    refs = [r for r in host.list_vms()
+            if not r.template and (names is None or r.name in names) and r.name not in exclude]
     for vmid, why in sorted(host.invalid_vms().items()):
         report.checks.append(Check(CRIT, "backup", "vmid " + vmid, "registered but invalid: %s; it cannot be "
                                    "backed up" % why))

@@ -209,6 +209,25 @@ def test_snapshot_remove_fail(host):
     assert r.returncode == 0 and "fault" not in r.stdout and snapshots.tree(host, vmid) == []
 
 
+def test_snapshot_remove_unconsolidated_leaves_the_vm_on_its_delta(host):
+    """VMware documents a deletion whose disk "does not commit back to the base disk" (vSphere Host Client,
+    Consolidate Snapshots): the snapshot leaves the tree, the VM stays on its delta, "Needs Consolidation".
+    A snapshot taken and removeall (no fault) then commit the whole chain and clear the flag."""
+    vmid = host.create_vm("a", "datastore1", power="on")
+    base = host.vm_disks(vmid)[0][1]
+    sid = snapshots.create(host, vmid, "s")
+    delta = host.vm_disks(vmid)[0][1]
+    host.set_fault("snapshot.remove", "unconsolidated-once")
+    r = run_shell(host, "vim-cmd", "vmsvc/snapshot.remove", vmid, str(sid))
+    assert r.returncode == 0 and r.stdout == "Remove Snapshot:\n" and "snapshot.remove" not in host.faults()
+    assert snapshots.tree(host, vmid) == [] and host.vm_disks(vmid)[0][1] == delta
+    assert os.path.exists(host.real(delta)) and snapshots.load(host, vmid)[0]["needConsolidate"]
+    snapshots.create(host, vmid, "consolidate")
+    r = run_shell(host, "vim-cmd", "vmsvc/snapshot.removeall", vmid)
+    assert r.returncode == 0 and host.vm_disks(vmid)[0][1] == base and not os.path.exists(host.real(delta))
+    assert not snapshots.load(host, vmid)[0]["needConsolidate"]
+
+
 def test_fault_blocks_exit_0_one_line_failures_exit_1(host):
     """Samples power-getstate_02 / vimcmd-faults_01: NotFound for an unknown vmid on stdout, status 0;
     power-on-off_01: the 6.x one-line "Power on failed" (status not shown; esxisim: 1)."""

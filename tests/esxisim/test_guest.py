@@ -145,3 +145,20 @@ def test_crond_restart_is_recorded(tmp_path):
         assert "/bin/true" in crond.log(h)[-1]["crontab"]
     finally:
         h.stop()
+
+
+def test_a_template_is_listed_by_its_vmtx_and_never_runs(host):
+    """hostd keeps templates among its VMs, their configuration file <name>.vmtx (vSphere VM administration,
+    "Virtual Machine Files"): convert.toTemplate renames a powered-off VM's .vmx, getallvms lists the .vmtx,
+    and a template is not powered on."""
+    on = host.create_vm("on", "datastore1", power="on")
+    r = run_shell(host, "vim-cmd", "vmsvc/convert.toTemplate", on)
+    assert r.returncode == 0 and "(vim.fault.InvalidPowerState)" in r.stdout and not host.is_template(on)
+    tpl = host.create_vm("tpl", "datastore1")
+    r = run_shell(host, "vim-cmd", "vmsvc/convert.toTemplate", tpl)
+    assert r.returncode == 0 and r.stdout == "" and host.is_template(tpl)
+    assert os.path.exists(host.real("/vmfs/volumes/datastore1/tpl/tpl.vmtx"))
+    assert not os.path.exists(host.real("/vmfs/volumes/datastore1/tpl/tpl.vmx"))
+    assert "[datastore1] tpl/tpl.vmtx" in run_shell(host, "vim-cmd", "vmsvc/getallvms").stdout
+    r = run_shell(host, "vim-cmd", "vmsvc/power.on", tpl)
+    assert r.returncode == 1 and r.stdout == "Powering on VM:\nPower on failed\n" and host.power_state(tpl) == "off"
