@@ -175,12 +175,6 @@ def test_a_taker_killed_inside_its_takeover_does_not_fail_the_next_runs(host, tm
     assert r.returncode == 0 or "takeover" in out, out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=("backup -d dryrun after a run killed with its snapshot on the VM plans "
-            "to copy the snapshot's delta (web-000001.vmdk), where the real run "
-            "copies web.vmdk"),
-)
 def test_dry_run_after_a_killed_run_plans_the_disk_the_real_run_copies(host, tmp_path):
     """Last night's backup of web was killed -9 right after it took its snapshot. In the morning the
     admin checks what the next run would do: `hotvcb -m web -g conf -d dryrun` says it "would remove
