@@ -24,12 +24,6 @@ def _killed_restore(host, conf, name="r1"):
         rs.communicate()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=("restore -d 1 after a killed restore says it would remove the dead "
-            "folder, then fails on that very folder: the dry run predicts a failure "
-            "the real run does not have"),
-)
 def test_dry_run_after_killed_restore_predicts_what_the_real_restore_does(host, tmp_path):
     """The admin's restore of web into ds5 as r1 was killed (kill -9, an OOM, a lost SSH session).
     Before trying again they do what the docs recommend: a dry run (`-d 1`). It says
@@ -50,12 +44,6 @@ def test_dry_run_after_killed_restore_predicts_what_the_real_restore_does(host, 
     assert dry.returncode == 0 and "error" not in dry.stdout.lower(), dry.stdout + dry.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=("a restore whose source backup a running backup's rotation removed "
-            "fails blaming its own scratch file (.hotvcb-checked/web.vmdk not "
-            "found), never naming the backup that went"),
-)
 def test_restore_whose_backup_rotation_removes_meanwhile_says_so(host, tmp_path):
     """Cron's nightly backup of web (VM_BACKUP_ROTATION_COUNT=1) is running when the admin starts
     `restore --latest web`: it rightly skips the backup being written and restores the older one,
@@ -118,11 +106,6 @@ def test_latest_with_only_a_partial_backup_names_it_not_a_unicode_twin(host, tmp
         assert "partial" in out, out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=("verify --all counts a backup that a running backup's rotation removed "
-            "after verify listed it as DAMAGED ('does not exist') and exits 4"),
-)
 def test_verify_all_does_not_call_a_backup_rotated_away_meanwhile_damaged(host, tmp_path):
     """The monitoring system runs `hotvcb verify --all` every night; it overlaps with cron's backup
     of bbb (VM_BACKUP_ROTATION_COUNT=1). verify lists every backup first, then reads them one by
@@ -161,12 +144,6 @@ def test_verify_all_does_not_call_a_backup_rotated_away_meanwhile_damaged(host, 
     assert v.returncode == 0, out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=("a takeover guard (hotvcb.lock.takeover) left by a run killed -9 "
-            "mid-takeover makes every run for 60 s fail 'could not take the run "
-            "lock (it keeps changing hands)'"),
-)
 def test_a_taker_killed_inside_its_takeover_does_not_fail_the_next_runs(host, tmp_path):
     """Cron's backup was killed -9 (an OOM) and left the run lock; minutes later the admin's
     `hotvcb cleanup` finds it dead and starts taking it over, and is itself killed -9 inside that
@@ -198,12 +175,6 @@ def test_a_taker_killed_inside_its_takeover_does_not_fail_the_next_runs(host, tm
     assert r.returncode == 0 or "takeover" in out, out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=("backup -d dryrun after a run killed with its snapshot on the VM plans "
-            "to copy the snapshot's delta (web-000001.vmdk), where the real run "
-            "copies web.vmdk"),
-)
 def test_dry_run_after_a_killed_run_plans_the_disk_the_real_run_copies(host, tmp_path):
     """Last night's backup of web was killed -9 right after it took its snapshot. In the morning the
     admin checks what the next run would do: `hotvcb -m web -g conf -d dryrun` says it "would remove

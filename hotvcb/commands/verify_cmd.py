@@ -10,7 +10,8 @@ each damaged backup the first bad file and byte range are printed. The time
 of a successful check is recorded in the manifest (see jobs/verify.py).
 Exit codes: 0 nothing damaged (ghettoVCB backups without a manifest are
 reported as unverifiable, not as damaged, where store/health.py calls them good,
-and a failed one as skipped), 4 some backups damaged, empty or
+and a failed one as skipped, as is one removed after verify listed it: rotation by a backup running
+beside verify), 4 some backups damaged, empty or
 incomplete (no STATUS file, a ghettoVCB disk or .vmx cut short or lost, a symlink
 named like a backup), 6 all of them, 1 usage (a path that is no backup; a VM
 or --all while the backup volume is not there or the NFS share it is on is not mounted; with -c, a
@@ -26,7 +27,7 @@ from typing import Dict, List, Optional
 from .. import config, interrupt
 from ..errors import UsageError
 from ..jobs import backup_check, boot_check
-from ..jobs.verify import verify_backup
+from ..jobs.verify import VerifyResult, verify_backup
 from ..localshell import LocalShell
 from ..restorefile import trim_path
 from ..runlog import say, say_json
@@ -152,6 +153,12 @@ def run(args) -> int:
         if not args.json:
             say("Verifying %s ..." % path)
         res = verify_backup(shell, path)
+        if _removed_meanwhile(shell, res):
+            skipped.append("%s: removed since verify listed it (rotated away by a running backup?), not checked"
+                           % path)
+            if not args.json:
+                say("  REMOVED meanwhile: not checked")
+            continue
         results.append(res)
         if not args.json:
             say("  %s: %s" % (res.status.upper(), res.message))
@@ -175,6 +182,12 @@ def run(args) -> int:
     if not damaged:
         return 1 if missing else 0
     return 6 if len(damaged) == len(results) else 4
+
+
+def _removed_meanwhile(shell: Shell, res: VerifyResult) -> bool:
+    """A backup found damaged because it is no longer there was removed after verify listed it (rotation by a
+    backup running beside verify, a prune): no damage, nor a page for the admin on call."""
+    return res.status == "damaged" and not shell.exists(res.path)
 
 
 def _follow_repository(args, settings) -> None:

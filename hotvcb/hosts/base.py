@@ -97,6 +97,9 @@ class Hypervisor(Protocol):
 
     def delta_files(self, vm: Vm) -> List[str]: ...
 
+    # a dry run leaves a dead run's snapshots in place: the VM as the real run, having removed them, finds it
+    def without_snapshots(self, vm: Vm, snaps: List[Snapshot]) -> Vm: ...
+
     def create_snapshot(
         self, vm: Vm, name: str, description: str, memory: bool, quiesce: bool, timeout: float
     ) -> Snapshot: ...

@@ -213,6 +213,16 @@ class EsxiHost:
         return VmxFile(as_vmware_reads(text, lambda: self._files.file_size(path)))
 
     def load_vm(self, ref: VmRef) -> Vm:
+        return self._load(ref, {})
+
+    def without_snapshots(self, vm: Vm, snaps: List[Snapshot]) -> Vm:
+        """Each disk a snapshot of `snaps` put on a delta (the current one, and its parents among them) named by
+        the file that snapshot froze, as the .vmx names it once they are removed (esxi_tree.frozen_files)."""
+        frozen = esxi_tree.frozen_files(self._files, vm, {s.id for s in snaps if s.id})
+        return self._load(vm.ref, frozen) if frozen else vm
+
+    def _load(self, ref: VmRef, frozen: Dict[str, str]) -> Vm:
+        """The VM as its .vmx names it, a disk of `frozen` (lower-case device: file) as named there."""
         try:
             vmx = self._vmx(ref.vmx_path)
         except HostError as err:
@@ -223,7 +233,7 @@ class EsxiHost:
         vm = Vm(ref=ref, datastore=_datastore_of(ref.vmx_path, names), folder=folder, vmx=vmx,
                 uuid=vmx.bios_uuid())
         for dev, bus, name in vmx.disk_slots():
-            vm.disks.append(self._disk(vmx, folder, dev, bus, name, names))
+            vm.disks.append(self._disk(vmx, folder, dev, bus, frozen.get(dev.lower(), name), names))
         base = ref.vmx_path.rsplit(".", 1)[0]  # <name>.vmx, a template's <name>.vmtx
         for key, default in (("nvram", base + ".nvram"), ("extendedConfigFile", base + ".vmxf")):
             path = esxi_tree.absolute(folder, vmx.get(key) or default)

@@ -119,6 +119,34 @@ def vmsd_of(vmx_path: str) -> str:
     return vmx_path.rsplit(".", 1)[0] + ".vmsd"
 
 
+def frozen_files(files: FileReader, vm: Vm, removed: Collection[str]) -> Dict[str, str]:
+    """{disk device: the file the .vmx will name} once the snapshots of the uids `removed` are removed,
+    where one of them is the current snapshot: removing it consolidates the current deltas into the
+    files it froze (its .vmsd entry's `diskN.fileName`), named as the .vmx names a disk; a removed parent
+    of it below, the files that one froze. Other disks, and a VM whose current snapshot stays, keep
+    theirs (nothing); so does one without a .vmsd to tell."""
+    vmsd = snapshot_dictionary(files, vm)
+    if vmsd is None:
+        return {}
+    numbers = {}  # type: Dict[str, str]  # uid -> N of its snapshotN entry
+    for key in vmsd.keys():
+        m = _ENTRY.match(key)
+        if m and m.group(2).lower() == "uid":
+            numbers[vmsd.get(key) or ""] = m.group(1)
+    frozen = {}  # type: Dict[str, str]
+    uid = vmsd.get("snapshot.current") or ""
+    for _ in range(MAX_DEPTH):
+        if uid not in removed or uid not in numbers:
+            break
+        entry = "snapshot%s." % numbers[uid]
+        for j in range(_count(vmsd.get(entry + "numDisks"))):
+            node, name = vmsd.get("%sdisk%d.node" % (entry, j)), vmsd.get("%sdisk%d.fileName" % (entry, j))
+            if node and name:
+                frozen[node.lower()] = name
+        uid = vmsd.get(entry + "parent") or ""
+    return frozen
+
+
 def snapshot_dictionary(files: FileReader, vm: Vm) -> Optional[VmxFile]:
     """The VM's .vmsd; None where there is none to read (hostd writes one with the first snapshot)."""
     try:

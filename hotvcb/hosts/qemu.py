@@ -284,6 +284,9 @@ class QemuHost(LocalKvmHost):
     def delta_files(self, vm: Vm) -> List[str]:
         return self.overlays.delta_files(vm)
 
+    def without_snapshots(self, vm: Vm, snaps: List[Snapshot]) -> Vm:
+        return vm  # load_vm names each disk's image below our overlays already (_below_ours)
+
     def guest_exec(self, vm: Vm, argv: List[str], env: List[str], timeout: float,
                    interruptible: bool = True) -> Tuple[int, str]:
         # a mute agent (hung, or not started in the guest: QEMU's socket accepts anyway) is bounded by

@@ -378,10 +378,11 @@ class _VmBackup:
                                              lookahead.snapshots(self.asked, self.s), self.job.dead,
                                              snapshot_patience(self.s), self.result.warnings)
         self.vm = vm
-        if not dry and not self.s.vm_backup_repository:
+        if not self.s.vm_backup_repository:
             # before the pre-flight counts the room, which what a dead run or a refused removal left takes:
-            # -deleting entries go to the deleter, and a VM that does not fit waits for it (jobs/space.py)
-            remove_partials(self.host.shell, self.s.vm_backup_volume, vm.name, self.log, run,
+            # -deleting entries go to the deleter, and a VM that does not fit waits for it (jobs/space.py);
+            # a dry run says what it would remove
+            remove_partials(self.host.shell, self.s.vm_backup_volume, vm.name, self.log, run, dry,
                             finish=self.job.deleter.remove, dead=self.job.dead)
         disks = preflight.disks_to_copy(vm, self.s, self.log)
         self.result.skipped_disks = [d for d in vm.disks if d.skip_reason]

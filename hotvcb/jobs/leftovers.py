@@ -345,12 +345,18 @@ def remove_partials(shell: Shell, volume: str, vm_name: str, log, run: RunId, dr
         log.warning("%s: removing unfinished backup %s left by a run that died" % (vm_name, b.path))
         shell.remove_tree(b.path)
     root = layout.vm_root(volume, vm_name)
-    if shell.isdir(root) and not dry_run:
+    if shell.isdir(root):
         for entry in shell.listdir(root):
             if entry.startswith(".") and entry.endswith(".gz.tmp"):
                 partial = root + "/" + entry[1 : -len(".gz.tmp")] + layout.PARTIAL
-                if not shell.exists(partial) or _partial_dead(shell, partial, run, dead):
-                    shell.remove_tree(root + "/" + entry)
+                if shell.exists(partial) and not _partial_dead(shell, partial, run, dead):
+                    continue
+                removed += 1
+                if dry_run:
+                    log.info("%s: would remove unfinished archive %s/%s" % (vm_name, root, entry))
+                    continue
+                log.warning("%s: removing unfinished archive %s/%s left by a run that died" % (vm_name, root, entry))
+                shell.remove_tree(root + "/" + entry)
     return removed + finish_deleting(shell, volume, vm_name, log, finish, dry_run)
 
 

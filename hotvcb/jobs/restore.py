@@ -76,6 +76,7 @@ class RestoreJob:
         self.dry_run, self.verbose, self.verify, self.power_on = dry_run, verbose, verify, power_on
         self.records = restore_scratch.on_host(self.shell, host.run_dir)  # one heartbeat for all requests
         self._reclaimed = set()  # type: Set[str]  # datastore roots already swept
+        self.swept = set()  # type: Set[str]  # folders a dry run's sweep would remove: its plan takes them as gone
 
     def reclaim(self, target: str) -> None:
         """Remove what restores that provably died (kill -9, a dropped SSH session) left on the target's
@@ -85,7 +86,7 @@ class RestoreJob:
         root = restore_scratch.records_root(target.rstrip("/") + "/x")
         if root not in self._reclaimed:
             self._reclaimed.add(root)
-            restore_sweep.sweep(self.shell, [root], self.log, self.records.run(), self.dry_run)
+            restore_sweep.sweep(self.shell, [root], self.log, self.records.run(), self.dry_run, self.swept)
 
     def ask_early(self) -> List[Ahead]:
         """The answer the driver keeps for the run that every restore's pre-checks wait on (the host's
@@ -234,6 +235,10 @@ class _Restore:
         checking.own.decide(restore_copy.own_copies(shell, req, plan, backup, data, compressed))
         try:
             self._write(plan, checking)
+        except HotvcbError:
+            if archive is None and not req.staged:  # not a folder of our own (a .gz unpacked, a repository's stage)
+                restore_source.require_still_there(shell, backup)
+            raise
         finally:
             checking.cancel()
         self._register(plan)
@@ -296,7 +301,7 @@ class _Restore:
         room = Ahead(lambda: self.host.free_space(target), "restore")
         inventory = Ahead(self.host.list_vms, "restore")
         self.asked = [room, inventory, Ahead(self.host.describe, "restore")]
-        self.planner = Planner(self.host, self.req, inventory.answer)
+        self.planner = Planner(self.host, self.req, inventory.answer, self.job.swept)
         return room
 
     def _extract(self, gz: str) -> str:

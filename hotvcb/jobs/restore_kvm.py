@@ -33,7 +33,7 @@ import os
 import shlex
 import shutil
 from dataclasses import dataclass, field, replace
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Set
 
 from .. import interrupt, tether, tmpwork
 from ..convert import domain_xml
@@ -127,7 +127,8 @@ class KvmRestore:
             raise KvmRestoreError("target folder %s is inside the backup %s, which a restore only reads"
                                   % (req.target, backup))
         backup_check.require_good(self.shell, backup)
-        restore_sweep.sweep(self.shell, [req.target], self.log, self.records.run(), self.dry_run)
+        swept = set()  # type: Set[str]  # a dry run's: what the real run finds gone
+        restore_sweep.sweep(self.shell, [req.target], self.log, self.records.run(), self.dry_run, swept)
         if not self.dry_run:
             tmpwork.sweep(WORK_PREFIX)
         if archive:  # checked as it is, then unpacked beside the target (never next to the backups)
@@ -147,7 +148,7 @@ class KvmRestore:
         folder = req.target.rstrip("/") + "/" + layout.datastore_folder(m.name)
         for path, why in ((folder, "already exists; not overwriting it"),
                           (folder + RESTORING, IN_USE)):
-            if self.shell.exists(path):
+            if path not in swept and self.shell.exists(path):
                 raise KvmRestoreError("%s %s" % (path, why))
         if not archive:
             self._verify(backup)

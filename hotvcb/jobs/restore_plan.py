@@ -25,7 +25,7 @@ from it).
 """
 
 from dataclasses import dataclass, field
-from typing import Callable, Collection, List, Optional, Set, Tuple
+from typing import AbstractSet, Callable, Collection, List, Optional, Set, Tuple
 
 from .. import vmdk
 from ..errors import HostError, HotvcbError
@@ -113,9 +113,12 @@ class Plan:
 
 
 class Planner:
-    def __init__(self, host: Hypervisor, req: RestoreRequest, vms: Callable[[], List[VmRef]]):
-        """`vms`: the host's VMs (asked ahead by the restore, beside its other pre-checks)."""
+    def __init__(self, host: Hypervisor, req: RestoreRequest, vms: Callable[[], List[VmRef]],
+                 swept: AbstractSet[str] = frozenset()):
+        """`vms`: the host's VMs (asked ahead by the restore, beside its other pre-checks); `swept`: the
+        folders a dry run's sweep said it would remove (restore_sweep.sweep), gone by the real run's plan."""
         self.host, self.shell, self.req, self.vms = host, host.shell, req, vms
+        self.swept = swept
         self._ds_cache = None  # type: Optional[List[DatastoreInfo]]
 
     def plan(self, fs: FileReader, backup: str, free: Optional[int]) -> Plan:
@@ -144,7 +147,7 @@ class Planner:
         temp = folder + RESTORING
         if self.shell.exists(folder):
             raise RestoreError(self._folder_taken(folder, folder + "/" + fname + ".vmx"))
-        if self.shell.exists(temp):
+        if temp not in self.swept and self.shell.exists(temp):
             raise RestoreError("%s exists: another restore is running, or one was killed and `hotvcb cleanup` "
                                "removes it" % temp)
         plan = Plan(self.req, backup, name, folder, temp, fname + ".vmx", "", free=free, warnings=warnings)

@@ -35,6 +35,15 @@ def locate(shell: Shell, path: str) -> Tuple[str, bool]:
     raise RestoreError(layout.not_there(shell, path))
 
 
+def require_still_there(shell: Shell, backup: str) -> None:
+    """After a failed copy: a backup folder gone meanwhile is what failed, not the file the copy named (a
+    checked descriptor of the restore's own, whose extents are no longer there). Rotation by a backup of
+    the VM running beside the restore removes the very backup `--latest` took (the newest finished one)."""
+    if not shell.isdir(backup):
+        raise RestoreError("the backup %s was removed while it was being restored (rotation of a running backup "
+                           "of the VM?); nothing was registered" % backup)
+
+
 def check_sealed(shell: Shell, req: RestoreRequest, fs: FileReader, backup: str, unsealed_ok: bool = False) -> bool:
     """`fs` reads the backup's files: the shell, or a targz.ArchiveView of a .gz not unpacked yet.
     True for a backup good without a STATUS file: ghettoVCB's .gz, which never holds one (health.py

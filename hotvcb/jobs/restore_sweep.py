@@ -35,7 +35,7 @@ well, by the datastore's own clock (ownership.volume_age).
 """
 
 import re
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Set
 
 from ..errors import HostError
 from ..pids import hotvcb
@@ -50,9 +50,12 @@ TAKEN_OVER = "%s: a new restore took it over meanwhile; leaving it"
 _NAME = lazyre.compile(r"^%s\d+-\d+-[0-9a-f]+$" % re.escape(PREFIX))  # as Records.make names a folder
 
 
-def sweep(shell: Shell, roots: Iterable[str], log, me: RunId, dry_run: bool = False) -> int:
+def sweep(shell: Shell, roots: Iterable[str], log, me: RunId, dry_run: bool = False,
+          would_remove: Optional[Set[str]] = None) -> int:
     """Remove the scratch folders of dead restores recorded in the roots; how many were removed
-    (would be, dry run). One that cannot be is logged as an error."""
+    (would be, dry run). One that cannot be is logged as an error. `would_remove` gets each folder a
+    dry run says it would remove: the restore's dry run then plans as if it were gone, as the real run
+    finds it (a dead restore's unfinished VM folder is no "another restore is running")."""
     found = 0
     taker = Records(shell, lambda: me.host, RunId.new().with_process_start().on_host(me.host))  # names of its own
     for root in sorted({r.rstrip("/") for r in roots}):
@@ -112,6 +115,8 @@ def sweep(shell: Shell, roots: Iterable[str], log, me: RunId, dry_run: bool = Fa
             if dry_run:
                 found += 1
                 log.info("would remove %s, left by a restore that died (%s)" % (folder, owner))
+                if would_remove is not None:
+                    would_remove.add(folder)
                 continue
             # said before the last look: a log held (`cleanup | less`) must not hold a verdict
             log.warning("removing %s, left by a restore that died (%s)" % (folder, owner))

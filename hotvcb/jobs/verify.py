@@ -195,7 +195,8 @@ def verify_gz(shell: Shell, path: str, record: bool = True) -> VerifyResult:
     """Stream a compressed backup once, hashing each member, then compare; record the
     finding (damage too: a truncated archive must stop counting as good)."""
     result = _check_gz(shell, path)
-    if record and result.status in ("ok", "damaged"):
+    # no record for an archive removed meanwhile (rotation): nothing would ever read it, or remove it
+    if record and result.status in ("ok", "damaged") and shell.exists(path):
         _record_gz(shell, path, result)
     return result
 

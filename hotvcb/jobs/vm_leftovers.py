@@ -33,7 +33,8 @@ def clear_dead_runs(host: Hypervisor, ref: VmRef, vm: Vm, log, run: RunId, dry_r
     if kept is not None:
         kept.extend(held)
     if removed or held:  # a kept overlay is no snapshot of the VM any more either (the driver's `kept`)
-        if dry_run:  # they would be gone by now: judge the VM without them, as the real run would
+        if dry_run:  # they would be gone by now: judge the VM without them, and plan its disks, as the real run would
+            vm = host.without_snapshots(vm, [s for s in snaps if is_ours(s)])
             snaps = [s for s in snaps if not is_ours(s)]
             pending = True
         else:

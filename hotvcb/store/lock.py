@@ -15,6 +15,9 @@ Taking it (no empty-file window, no double takeover):
 3. A stale lock is taken over only inside a second, short-lived lock
    `<lock>.takeover` taken the same way: of two runs that both found the lock
    stale, one removes it and takes it; the other then finds a live holder.
+   A guard left by a taker killed inside its takeover is removed at once when
+   its record's run is gone by its pid (as a lock's holder is judged), else
+   once TAKEOVER_STALE old.
 
 Liveness: a holder on this machine (its host name and, where both records carry one, its machine id:
 runid.same_machine) is alive while its pid is a hotvcb
@@ -164,7 +167,7 @@ class HostLock:
         guard = self.path + ".takeover"
         if not self.shell.link_new(mine, guard):
             age = self.shell.age(guard)
-            if age is not None and age > TAKEOVER_STALE:
+            if self._taker_gone(guard) or age is not None and age > TAKEOVER_STALE:
                 self.shell.remove_tree(guard)
             time.sleep(0.1)
             return
@@ -181,6 +184,18 @@ class HostLock:
                 self.took_over = True
         finally:
             self.shell.remove_tree(guard)
+
+    def _taker_gone(self, guard: str) -> bool:
+        """Whether the takeover guard's record names a run that is gone by its pid (one of this machine whose
+        pid tells, or one SSH mode's client found gone): a taker killed inside its takeover, whose guard
+        otherwise failed every run for TAKEOVER_STALE ("it keeps changing hands"). A taker whose pid cannot
+        tell (another machine, another pid namespace) is judged by the guard's age."""
+        record, _text = self._read(guard)
+        if record is None:
+            return False
+        if record.run in self.gone:
+            return True
+        return record.same_machine(self.run) and running(record, self.run) is False
 
     @property
     def sweep_needed(self) -> bool:
