@@ -206,7 +206,7 @@ class _Restore:
         self.result.name, self.result.folder, self.result.disconnected = plan.name, plan.folder, plan.disconnected
         bare = restore_source.check_sealed(shell, req, fs, source)
         if archive is not None:
-            restore_room.check_unpack_room(req, archive, source, free)
+            restore_room.check_unpack_room(req, archive, source, free, plan)
             if job.dry_run:
                 if job.verify:
                     restore_check.verify_gz_now(shell, req, self.log, source)
