@@ -93,7 +93,8 @@ def requests_from(args, settings, skipped: List[str]) -> list:
         good = [b for b, v in verdicts if v.good and not rotation.made_elsewhere(v.manifest, source)]
         if not good:
             raise UsageError("no good backup of %r under %s%s%s%s" % (
-                args.latest, settings.vm_backup_volume, _why_none(shell, settings.vm_backup_volume, args.latest, verdicts),
+                args.latest, settings.vm_backup_volume,
+                _why_none(shell, settings.vm_backup_volume, args.latest, verdicts),
                 layout.odd_named(odd), nfs.because(shell, settings)))
         ahead = rotation.dated_ahead(good, shell.now())  # as rotation and status, which set them aside
         backup = ([b for b in good if b not in ahead] or good)[-1].path

@@ -145,7 +145,8 @@ def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: 
         if left > budget:
             log.warning("%s: its backups take %s, over the %s budget, but the newest good one always stays"
                         % (vm_name, human_size(left), human_size(budget)))
-    doomed = _spare_bases(shell, backups + ahead + newer, doomed, verdicts, log)  # an incremental set aside stands on its base
+    # an incremental set aside stands on its base
+    doomed = _spare_bases(shell, backups + ahead + newer, doomed, verdicts, log)
     for old in sorted(doomed, key=lambda b: (b.when, b.name)):
         state = verdicts[old.path].state
         if dry_run:
