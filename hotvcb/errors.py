@@ -113,9 +113,8 @@ class VmNotFound(HostError):
         import difflib
 
         close = [p for p in present if p.lower() == name.lower() and p != name]
-        # never the name itself: a folder of that name holding no good backup is no typo of it
         close += [c for c in difflib.get_close_matches(name, list(present), n=3, cutoff=0.6)
-                  if c not in close and c != name]
+                  if c not in close and c != name]  # the very name is no suggestion
         super().__init__("no VM named %r on this host%s" % (name, did_you_mean(name, close[:3])))
         self.name, self.suggestions = name, close[:3]
 
@@ -133,7 +132,7 @@ def did_you_mean(name: str, close: Sequence[str]) -> str:
         return "NFC" if unicodedata.is_normalized("NFC", text) else \
             "NFD" if unicodedata.is_normalized("NFD", text) else "neither NFC nor NFD"
 
-    same = [c for c in close if unicodedata.normalize("NFC", c) == unicodedata.normalize("NFC", name)]
+    same = [c for c in close if c != name and unicodedata.normalize("NFC", c) == unicodedata.normalize("NFC", name)]
     note = " The name given differs from %s only in Unicode normalization, %s against the VM's %s: names are " \
         "matched exactly, code point for code point" % (repr(same[0]), form(name), form(same[0])) if same else ""
     return " (did you mean %s?%s)" % (" or ".join(repr(c) for c in close), note)

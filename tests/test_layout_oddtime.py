@@ -124,3 +124,16 @@ def test_an_incremental_on_such_a_base_is_incomplete(volume):
     (inc / "STATUS.ok").write_text("")
     verdict = health.judge(LocalShell(), layout.from_path(LocalShell(), str(inc)))
     assert verdict.state == "incomplete" and str(volume / "web" / ODD[0]) + ":" in verdict.reason, verdict
+
+
+def test_ghettovcbs_space_padded_hour_is_the_same_time_as_the_zero_padded_one(tmp_path):
+    """ghettoVCB.sh's fallback name `date +%F_%k-%M-%S` pads the hour with a space: such a backup counts,
+    in time order with hotvcb's `%H` names; a name with no hour digit at all is still no backup."""
+    for name in ("web-2026-11-30_ 3-00-02", "web-2026-11-30_10-00-00", "web-2026-11-29_03-00-00"):
+        ghettovcb_backup(tmp_path / "web" / name)
+    (tmp_path / "web" / "web-2026-11-30_  3-00-02").mkdir()
+    found = layout.list_backups(LocalShell(), str(tmp_path), "web")
+    assert [(b.name, b.when) for b in found] == [
+        ("web-2026-11-29_03-00-00", datetime(2026, 11, 29, 3, 0, 0)),
+        ("web-2026-11-30_ 3-00-02", datetime(2026, 11, 30, 3, 0, 2)),
+        ("web-2026-11-30_10-00-00", datetime(2026, 11, 30, 10, 0, 0))]

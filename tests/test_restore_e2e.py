@@ -380,3 +380,18 @@ def test_a_misspelt_vm_name_gets_the_close_names(site):
     r = hotvcb(host, "restore", "--latest", "web prüf 1", "-g", str(conf), "--datastore", "ds2")
     assert r.returncode == 1
     assert "no good backup of 'web prüf 1' under %s (did you mean %r?)" % (BK, VM) in r.out
+
+
+def test_latest_of_a_vm_whose_folder_holds_no_backup_says_so(site):
+    """The VM's folder is there, holding only a copy named like a backup with no calendar's time: the
+    refusal names the folder and that entry, never suggests the very name given as a close one."""
+    host, conf, _backup = site
+    odd = host.real(BK + "/Leer") + "/Leer-2026-13-01_00-00-00"
+    os.makedirs(odd)
+    try:
+        r = hotvcb(host, "restore", "--latest", "Leer", "-g", str(conf), "--datastore", "ds2")
+    finally:
+        shutil.rmtree(host.real(BK + "/Leer"))
+    assert r.returncode == 1, r.out
+    assert "no good backup of 'Leer' under %s; %s/Leer holds no backup; " % (BK, BK) in r.out, r.out
+    assert "Leer-2026-13-01_00-00-00" in r.out and "did you mean" not in r.out, r.out

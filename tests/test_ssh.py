@@ -424,3 +424,20 @@ def test_nothing_ssh_creates_is_writable_by_others_whatever_sshd_umask(tmp_path)
     modes = {str(p.relative_to(tmp_path)): os.stat(str(p)).st_mode & 0o777
              for p in tmp_path.rglob("*") if "sshd" not in p.parts}
     assert len(modes) == 5 and not [p for p, m in modes.items() if m & 0o022], {p: oct(m) for p, m in modes.items()}
+
+
+def test_rotation_removes_ghettovcbs_space_padded_backup_names(shell, tmp_path):
+    """ghettoVCB's `date +%F_%k-%M-%S` names (`web-2026-11-28_ 3-00-01`, a space in the hour) are counted and
+    removed by rotation over either shell: every file operation takes the name as one argument."""
+    from test_outsider_interop import ghettovcb_folder
+    from hotvcb.store import rotation
+
+    class Log:
+        def __getattr__(self, level):
+            return lambda message: None
+
+    for stamp in ("2026-11-28_ 3-00-01", "2026-11-29_ 3-00-01", "2026-11-30_ 3-00-02"):
+        ghettovcb_folder(tmp_path, "web", stamp, "STATUS.ok", "Successfully completed backup")
+    removed = rotation.rotate(shell, str(tmp_path), "web", 2, Log())
+    assert removed == [str(tmp_path / "web" / "web-2026-11-28_ 3-00-01")]
+    assert sorted(os.listdir(tmp_path / "web")) == ["web-2026-11-29_ 3-00-01", "web-2026-11-30_ 3-00-02"]

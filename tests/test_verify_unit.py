@@ -253,6 +253,16 @@ def test_a_newer_manifest_version_is_refused_not_misread(tmp_path):
     assert res.status == "damaged" and "newer hotvcb" in res.message
 
 
+@pytest.mark.parametrize("version", ["0", "-1", "true", '"3"'])
+def test_a_manifest_version_that_is_no_whole_number_of_one_or_more_is_damaged_or_edited(tmp_path, version):
+    """`true` is an int to Python, 0 and -1 are ints: none is a version any hotvcb wrote."""
+    shell, folder = make_backup(tmp_path)
+    path = folder / manifest.MANIFEST
+    path.write_text(path.read_text().replace('"version": 2', '"version": %s' % version, 1))
+    res = verify_folder(shell, str(folder))
+    assert res.status == "damaged" and "no usable version" in res.message and "edited" in res.message, res.message
+
+
 class CommandHost(object):
     """A host reached only through run() (like SSH mode), here with a chosen PATH."""
 

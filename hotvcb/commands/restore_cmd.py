@@ -96,13 +96,24 @@ def requests_from(args, settings, skipped: List[str]) -> list:
             why = "; its newest backup %s is %s: %s" % (newest[0].path, newest[1].state, newest[1].reason or
                                                          newest[1].state) if newest else ""
             raise UsageError("no good backup of %r under %s%s%s%s%s" % (
-                args.latest, settings.vm_backup_volume, _close_names(shell, settings.vm_backup_volume, args.latest),
+                args.latest, settings.vm_backup_volume,
+                _why_none(shell, settings.vm_backup_volume, args.latest, verdicts),
                 why, layout.odd_named(odd), nfs.because(shell, settings)))
         ahead = rotation.dated_ahead(good, shell.now())  # as rotation and status, which set them aside
         backup = ([b for b in good if b not in ahead] or good)[-1].path
         skipped += backup_check.passed_over(args.latest, verdicts, backup)
         skipped += backup_check.named_ahead(args.latest, ahead, backup)
     return [RestoreRequest(trim_path(backup), trim_path(target), fmt, args.name or None)]
+
+
+def _why_none(shell, volume: str, name: str, verdicts: list) -> str:
+    """Why --latest found no good backup, as the refusal's tail: the VM's folder is there but holds none
+    hotvcb takes for a backup (the names it set aside follow, layout.odd_named), or the close folder names
+    where it is not there. Never a "did you mean" the very name given."""
+    root = layout.vm_root(volume, name)
+    if not shell.isdir(root):
+        return _close_names(shell, volume, name)
+    return "" if verdicts else "; %s holds no backup" % root
 
 
 def _close_names(shell, volume: str, name: str) -> str:

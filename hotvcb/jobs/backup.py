@@ -285,7 +285,7 @@ class BackupJob:
             ScannedShell(self.host.shell, layout.vm_root(seen.settings.vm_backup_volume, result.name))
         if not self.unmounted:
             result.good_backups = self._good_backups(result.name, seen.settings, uuid, shell)
-        if self.dry_run or result.status == "skipped":
+        if self.dry_run or result.status == "skipped" or repo and _newer_repository(repo):
             return
         where = lastrun.in_repository(repo) if repo else seen.settings.vm_backup_volume
         if result.status == "ok":
@@ -336,6 +336,22 @@ class BackupJob:
             return []
         return ["%s/%s%s" % (path.rstrip("/"), SNAPSHOTS, s.id) for s in snaps
                 if s.of_vm(name, uuid, self.run_id.host)]
+
+
+def _newer_repository(path: str) -> bool:
+    """Whether the repository at `path` is a newer hotvcb's (the run refused it): this one writes nothing into a
+    layout it does not know, not even its run's record (a newer hotvcb may keep those elsewhere, or not at all)."""
+    from ..repo.backend import LocalBackend
+    from ..repo.format import NewerFormat
+    from ..repo.repository import Repository
+
+    try:
+        Repository.open(LocalBackend(path))
+    except NewerFormat:
+        return True
+    except HotvcbError:
+        pass  # none yet, or one this run could not open: its record goes where it always went (lastrun.record)
+    return False
 
 
 class _Seen:

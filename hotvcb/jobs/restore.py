@@ -208,7 +208,7 @@ class _Restore:
         bare = restore_source.check_sealed(shell, req, fs, source)
         self._say(plan)
         if archive is not None:
-            restore_room.check_unpack_room(req, archive, source, free)
+            restore_room.check_unpack_room(req, archive, source, free, plan)
             if job.dry_run:
                 if job.verify:
                     restore_check.verify_gz_now(shell, req, self.log, source)

@@ -31,11 +31,15 @@ def free_on_target(host: Hypervisor, target: str, room: Callable[[], Optional[in
     return free
 
 
-def check_unpack_room(req: RestoreRequest, view: ArchiveView, gz: str, free: Optional[int]) -> None:
-    """Unpacking and cloning together need at most twice the archive's content."""
+def check_unpack_room(req: RestoreRequest, view: ArchiveView, gz: str, free: Optional[int], plan: Plan) -> None:
+    """The archive unpacked and the VM cloned beside it: its content once, then the restored VM (`plan`,
+    as planned from the archive: a thick format's disks take their whole capacity), or its content again
+    where that is more. Checked before unpacking, so the dry run refuses what the real run would only refuse
+    once it had unpacked."""
     size = sum(view.sizes.values())
-    if free is not None and 2 * size > free:
-        need, room = need_and_free(2 * size, free)
+    needed = size + max(size, plan.needed)
+    if free is not None and needed > free:
+        need, room = need_and_free(needed, free)
         raise RestoreError("%s needs up to %s to unpack and restore on %s, only %s free" % (gz, need, req.target, room))
 
 

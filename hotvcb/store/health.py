@@ -65,6 +65,7 @@ class Health:
     manifest: Optional[Dict[str, Any]] = None
     verified: Optional[str] = None  # when a verify last passed
     warning: str = ""  # what a good backup lacks that its VM has: shown, never held against it
+    newer: bool = False  # its manifest is a newer hotvcb's (manifest.NewerManifest): rotation leaves it alone
 
     @property
     def good(self) -> bool:
@@ -93,6 +94,8 @@ def _judge_folder(shell: Shell, path: str, status: str, depth: int = 0) -> Healt
     try:
         data = manifest.load(shell, path)
         present = set(shell.list_files(path))
+    except manifest.NewerManifest as err:
+        return _newer(err)
     except (ValueError, HostError) as err:
         return _not_ok(status) if status != "ok" else Health("damaged", "manifest unreadable: %s" % err)
     if data is None:
@@ -199,12 +202,17 @@ def _judge_archive(shell: Shell, path: str, remember: bool = False) -> Health:
         return verdict
     if manifest.MANIFEST not in texts and status[0] in ("ok", "warn"):
         return _ghettovcb(status[0], any(m.rel.endswith(".vmdk") for m in members), "archive")
+    try:  # a newer hotvcb's manifest first: whatever its STATUS, rotation must leave that backup alone
+        data = manifest.parse(texts[manifest.MANIFEST], path + ":" + manifest.MANIFEST) \
+            if manifest.MANIFEST in texts else {}
+    except manifest.NewerManifest as err:
+        return _newer(err)
+    except ValueError as err:
+        if status[0] == "ok":
+            return Health("damaged", "manifest unreadable: %s" % err)
+        data = {}
     if status[0] != "ok":
         return _not_ok(status[0])
-    try:
-        data = manifest.parse(texts[manifest.MANIFEST], path + ":" + manifest.MANIFEST)
-    except ValueError as err:
-        return Health("damaged", "manifest unreadable: %s" % err)
     found = _judge_manifest(data)
     if found.state != "good":
         return found
@@ -487,6 +495,12 @@ def _ghettovcb(status: str, has_disk: bool, where: str) -> Health:
     if status == "warn":
         return Health("unverifiable", "ghettoVCB backup: no manifest to check against", warning=GHETTOVCB_WARN)
     return Health("unverifiable", "ghettoVCB backup: no manifest to check against")
+
+
+def _newer(err: "manifest.NewerManifest") -> Health:
+    """A backup whose manifest a newer hotvcb wrote: not good to this one (it cannot read it), whatever its
+    STATUS says, and marked so that rotation leaves it to that hotvcb rather than remove it as broken."""
+    return Health("damaged", "manifest unreadable: %s" % err, newer=True)
 
 
 def _not_ok(status: str) -> Health:

@@ -5,6 +5,10 @@
     <VOLUME>/<VM>/<VM>-YYYY-MM-DD_HH-MM-SS-partial/    ours, being written
     <VOLUME>/<VM>/<VM>-YYYY-MM-DD_HH-MM-SS-deleting/   being removed by rotation
 
+ghettoVCB.sh names a backup `<VM>-$(date +%F_%k-%M-%S)` where VM_BACKUP_DIR_NAMING_CONVENTION is
+empty (its fallback): `%k` pads the hour with a space, `web-2026-11-30_ 3-00-02`. Such a name is read
+as the same time as `_03-00-02`; hotvcb itself writes `%H`.
+
 Write order for a backup: files into the -partial folder, then hotvcb.json,
 then STATUS.*, then the rename to the final name. Deletion runs the other
 way: the rename to -deleting first (out of the good namespace in one atomic
@@ -33,7 +37,8 @@ TS_FORMAT = "%Y-%m-%d_%H-%M-%S"
 PARTIAL = "-partial"
 DELETING = "-deleting"
 STATUS_FILES = ("STATUS.ok", "STATUS.warn", "STATUS.error")
-_STAMP = r"(\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})(-partial|-deleting|\.gz)?$"  # a backup name's time and state
+# a backup name's time and state; the hour also space-padded, as ghettoVCB.sh's fallback `date +%F_%k-%M-%S` writes it
+_STAMP = r"(\d{4}-\d{2}-\d{2}_(?:\d| )\d-\d{2}-\d{2})(-partial|-deleting|\.gz)?$"
 _TS = lazyre.compile("^" + _STAMP)  # after "<the VM's folder name>-"
 _NAMED = lazyre.compile("^(.+)-" + _STAMP)  # any VM's
 
@@ -258,10 +263,11 @@ def parse_entry(vm_name: str, entry: str, folder: Optional[str] = None) -> Optio
 
 def stamp_time(stamp: str) -> datetime:
     """A backup's or our snapshot's name's TS_FORMAT time: the fields as strptime would read them (a month
-    13 is a ValueError too), without its import (_strptime, calendar: ~2 ms of every run's start-up)."""
+    13 is a ValueError too), without its import (_strptime, calendar: ~2 ms of every run's start-up). An
+    hour padded with a space (ghettoVCB's `%k`: `_ 3-00-02`) is the same time as `_03-00-02`."""
     if not stamp.isascii():  # int() takes any script's digits; strptime refused them (hotvcb and date(1) write ASCII)
         raise ValueError("time data %r: digits other than 0-9" % stamp)
-    year, month, day, hour, minute, second = (int(n) for n in re.split("[-_]", stamp))
+    year, month, day, hour, minute, second = (int(n) for n in re.split("[-_]", stamp.replace("_ ", "_0")))
     return datetime(year, month, day, hour, minute, second)
 
 

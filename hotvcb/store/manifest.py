@@ -52,6 +52,12 @@ CONTENT_FORMATS = ("qcow2",)  # how the virtual disk is read from the file (qcow
 MANIFEST_MAX = 1 << 30
 
 
+class NewerManifest(ValueError):
+    """A manifest of a version this hotvcb does not know: a newer hotvcb's backup, sound as far as anyone
+    knows, not damage. Rotation leaves such a backup alone (it cannot tell whose it is, nor whether it is
+    good); every reader refuses it alike."""
+
+
 def dumps(data: Dict[str, Any]) -> str:
     files = data.get("files") or {}
     body = {"format": FORMAT, "version": VERSION if any(CONTENT in e for e in files.values()) else 2}
@@ -79,11 +85,11 @@ def parse(text: str, where: str) -> Dict[str, Any]:
         raise ValueError("%s is not JSON: %s" % (where, err)) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError("%s is not a hotvcb manifest" % where)
-    version = data.get("version", 1)
-    if not isinstance(version, int):
-        raise ValueError("%s has no usable version" % where)
+    version = data.get("version", 1)  # version 1 wrote none
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:  # true is an int to Python
+        raise ValueError("%s has no usable version (%s): damaged or edited" % (where, json.dumps(version)))
     if version > VERSION:
-        raise ValueError("%s is manifest version %s, made by a newer hotvcb (this one reads up to %d)"
+        raise NewerManifest("%s is manifest version %s, made by a newer hotvcb (this one reads up to %d)"
                          % (where, version, VERSION))
     files, disks = data.get("files", {}), data.get("disks", [])
     if not isinstance(files, dict) or not all(

@@ -7,7 +7,9 @@ than the oldest of those are deleted. With fewer than `count` good backups
 nothing is deleted at all. Failed or partial backups newer than that line
 stay until good ones push them out, so an admin can still look at them.
 Backups named more than a day after the host's clock (a clock that ran ahead,
-set back since: dated_ahead) are set aside, neither counted nor removed.
+set back since: dated_ahead) are set aside, neither counted nor removed; so are
+backups whose manifest a newer hotvcb wrote (health.Health.newer): this release
+cannot read who made them (another host sharing the volume, upgraded first).
 
 A backup (a folder, or a .gz file) is first renamed to `<name>-deleting` (one
 atomic step out of the good namespace), then removed: by the run's Deleter,
@@ -98,6 +100,13 @@ def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: 
                     "were made? Rotation neither counts nor removes them until the clock passes their names "
                     "(remove them by hand if they are stale)" % (vm_name, len(ahead), ", ".join(b.name for b in ahead)))
         backups = [b for b in backups if b not in ahead]
+    newer = [b for b in backups if b.path in verdicts and verdicts[b.path].newer]
+    if newer:
+        log.warning("%s: %d backup(s) were made by a newer hotvcb (%s): this one cannot read their manifests, so "
+                    "cannot tell whose they are or whether they are good; left alone, neither counted nor removed "
+                    "(rotate them with that hotvcb, or upgrade this one)"
+                    % (vm_name, len(newer), ", ".join(b.name for b in newer)))
+        backups = [b for b in backups if b not in newer]
     if phantom is not None:
         newest = BackupSet(vm_name, PHANTOM, datetime.max, "ok")
         backups.append(newest)
@@ -136,7 +145,8 @@ def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: 
         if left > budget:
             log.warning("%s: its backups take %s, over the %s budget, but the newest good one always stays"
                         % (vm_name, human_size(left), human_size(budget)))
-    doomed = _spare_bases(shell, backups + ahead, doomed, verdicts, log)  # an incremental set aside stands on its base
+    # an incremental set aside stands on its base
+    doomed = _spare_bases(shell, backups + ahead + newer, doomed, verdicts, log)
     for old in sorted(doomed, key=lambda b: (b.when, b.name)):
         state = verdicts[old.path].state
         if dry_run:
