@@ -22,10 +22,11 @@ not once per VM.
 import time
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
+from .. import clockage
 from ..errors import RepoError
 from ..repo.repository import VERIFIED, Location, Repository, Snapshot, Unreadable, by_kind, open_path
 from ..units import human_size
-from .status import CRIT, FUTURE_SLACK, OK, WARN, Check, Limits, aged, dated_ahead, no_good_backup
+from .status import CRIT, OK, WARN, Check, Limits, aged, dated_ahead, no_good_backup
 from .status import _age as age_text
 
 
@@ -85,7 +86,7 @@ class RepoView:
                 raise self._named(err) from err
         except RepoError as err:
             return Check(CRIT, "backup", name, str(err), {"repository": self.path})
-        age = now - time.mktime(newest.time.timetuple())
+        age = now - newest.began()
         size = sum(d["size"] for d in newest.disks)
         details = {"good_backups": len(mine), "newest_good": newest.id, "repository": self.path,
                    "age_seconds": int(age), "size_bytes": size,
@@ -98,7 +99,7 @@ class RepoView:
         text = "newest backup %s old (%s, %s), %d in the repository, %s" % (
             age_text(age), newest.id, human_size(size), len(mine),
             "verified %s" % details["verified"].replace("T", " ") if verified else "not wholly verified yet")
-        if age < -FUTURE_SLACK:
+        if clockage.dated_ahead(age):
             return dated_ahead(name, "newest backup " + newest.id, age, text, details)
         # a record's `time` is in whole seconds: one in the second the newest backup began is taken as after it
         # (it said OK for a run that failed a moment after the backup); a failure before it in that second was

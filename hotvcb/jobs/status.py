@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from .. import clockage
 from ..errors import HotvcbError
 from ..hosts.base import Hypervisor, powered
 from ..localshell import LocalShell
@@ -229,7 +230,7 @@ def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: 
         ", verified %s" % verdict.verified.replace("T", " ") if verdict.verified else ", never verified")
     if verdict.warning:
         text += "; " + verdict.warning
-    if age < -FUTURE_SLACK:
+    if clockage.dated_ahead(age):
         return dated_ahead(name, "newest good backup " + newest.path.rsplit("/", 1)[-1], age, text, details)
     # a record's `time` is in whole seconds, and a good run overwrites a failure's record (lastrun.settle): one
     # in the second the newest backup began came after it (it said OK for a run that failed a moment later)
@@ -298,9 +299,6 @@ def _volume_gone(host: Hypervisor, volume: str) -> str:
     return ""
 
 
-FUTURE_SLACK = 300  # seconds a backup's name may be ahead of the host's clock (named at its start, clocks stepped)
-
-
 def dated_ahead(name: str, what: str, age: float, text: str, details: Dict[str, Any]) -> Check:
     """The check of a newest backup named or recorded by a clock that was ahead then (or is behind now): not
     OK, whatever its negative age, for it may be old and no backup made since (it said "OK, -86395s old")."""
@@ -326,13 +324,16 @@ def _snapshots(host: Hypervisor, vm: Vm, limits: Limits, now: float, run_alive: 
                             % (len(deltas), human_size(delta_bytes)), {"delta_files": deltas, "delta_bytes": delta_bytes}))
     free = _free_of(host, vm.folder)
     for snap in snaps:
-        age = _snapshot_age(host, snap, now)
+        stamped = _snapshot_age(host, snap, now)
+        ahead = clockage.dated_ahead(stamped)
+        age = None if stamped is None or ahead else max(0, stamped)
         share = delta_bytes / free if free else 0.0
         details = {"id": snap.id, "snapshot": snap.name, "created": snap.created, "age_seconds": age,
                    "delta_bytes": delta_bytes, "ours": is_ours(snap)}
         label = "%s %r (id %s, %s, deltas %s)" % (
             "hotvcb snapshot" if details["ours"] else "snapshot", snap.name, snap.id or "?",
-            "%s old" % _age(age) if age is not None else "age unknown", human_size(delta_bytes))
+            "%s old" % _age(age) if age is not None else "dated %s ahead of the host's clock" % _age(-stamped)
+            if ahead and stamped is not None else "age unknown", human_size(delta_bytes))
         if details["ours"]:
             owner = parse(snap.description)
             alive = True if run_alive else snapshot_run_alive(snap, RunId.new())
@@ -354,6 +355,10 @@ def _snapshots(host: Hypervisor, vm: Vm, limits: Limits, now: float, run_alive: 
                                 % (100 * share), details))
         elif share > limits.delta_share or (age is not None and age > limits.snapshot_age):
             checks.append(Check(WARN, "snapshot", vm.name, label + ": a snapshot grows until it is removed", details))
+        elif ahead:  # taken while the clock ran ahead: it may be as old as that, growing all along
+            checks.append(Check(WARN, "snapshot", vm.name, label + " (a clock that was ahead when it was taken, or "
+                                "is behind now): its age cannot be told, and a snapshot grows until it is removed",
+                                details))
         else:
             checks.append(Check(OK, "snapshot", vm.name, label, details))
     return checks
@@ -428,17 +433,17 @@ def _usage(host: Hypervisor, path: str) -> int:
 
 def _snapshot_age(host: Hypervisor, snap: Snapshot, now: float) -> Optional[int]:
     """Seconds since `Created On` (M/D/YYYY H:M:S, the host's local time, unpadded), or for one of ours the host
-    keeps no time of (a QEMU overlay) since the second its name says."""
+    keeps no time of (a QEMU overlay) since the second its name says; negative: dated ahead (clockage.py)."""
     m = _CREATED.search(snap.created or "")
     if not m:
         named = asked_at(snap) if is_ours(snap) else None
-        return None if named is None else max(0, int(now - named))
+        return None if named is None else int(now - named)
     month, day, year, hour, minute, second = (int(x) for x in m.groups())
     try:
         created = datetime(year, month, day, hour, minute, second)
     except ValueError:
         return None
-    return max(0, int(now - _made_at(host, created)))
+    return int(now - _made_at(host, created))
 
 
 def _age(seconds: float) -> str:

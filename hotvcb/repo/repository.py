@@ -8,6 +8,7 @@ import datetime
 import hashlib
 import math
 import string
+import time
 from dataclasses import dataclass, field
 from typing import (Any, Callable, Container, Dict, Iterable, Iterator, List, NamedTuple, Optional, Set, Tuple,
                     TypeVar)
@@ -55,6 +56,13 @@ class Snapshot:
         """How every line names the backup (prune's keep/remove lines, restore, a chunk's users): its VM's name
         as one field, a line feed or tab in it escaped, so a name cannot forge or shift a line of prune's plan."""
         return "%s @ %s (%s)" % (shown(self.vm, field=True), self.time.strftime("%Y-%m-%d %H:%M:%S"), self.id)
+
+    def began(self) -> float:
+        """The instant the backup began (epoch): its record's `utc`, the same whatever zone reads it (`time`
+        read in the reader's zone made a fresh backup a day old under a monitor in another zone); a record
+        without one (a tool's) by its local `time` in ours."""
+        utc = self.record.get("utc")
+        return float(utc) if utc else time.mktime(self.time.timetuple())
 
     def hosts(self) -> Set[str]:
         """The ids of the host that made it: the run's host id (`host`, kept in the host's run folder: new
