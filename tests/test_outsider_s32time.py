@@ -350,8 +350,6 @@ def test_prune_keep_hourly_in_the_repeated_hour_matches_pbs(tmp_path, capsys):
 
 # -- 11. status behind a backup set aside as dated ahead --------------------------------------------------------
 @needs_root
-@pytest.mark.xfail(strict=True, reason="status judges only the newest-named good backup: one set aside as dated "
-                   "ahead (rotation, restore --latest pass over it) pins the VM at WARN; backups stopping never pages")
 def test_status_of_a_vm_whose_backups_stopped_behind_one_dated_ahead_goes_crit(host, tmp_path):
     """The host's clock ran 40 days ahead one night in the ghettoVCB days (web-<40 days ahead>, kept by the
     admin 'in case') and was set right. Rotation and `restore --latest` set such a backup aside (docs/backup-

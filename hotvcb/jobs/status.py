@@ -212,6 +212,13 @@ def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: 
     found, unpacked = rotation.one_per_time(found, judged)  # a .gz and the folder unpacked beside it: one, as list shows
     verdicts = [(b, judged[b.path]) for b in found if not rotation.made_elsewhere(judged[b.path].manifest, source)]
     tried = lastrun.last(shell, settings.vm_backup_volume, name, host.host_name(), uuid, host.system_id())
+    # those rotation and restore --latest set aside (named over a day ahead: a clock that ran ahead) are not
+    # judged while a good one is not: behind one of them a VM whose backups stopped stayed WARN, never CRIT
+    ahead = rotation.dated_ahead([b for b, _v in verdicts], host.shell.now())
+    if any(v.good and b not in ahead for b, v in verdicts):
+        verdicts = [(b, v) for b, v in verdicts if b not in ahead]
+    else:
+        ahead = []
     good = [(b, v) for b, v in verdicts if v.good]
     done = [(b, v) for b, v in verdicts if v.state not in ("partial", "deleting")]
     if not good:
@@ -232,6 +239,11 @@ def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: 
         text += "; " + verdict.warning
     if clockage.dated_ahead(age):
         return dated_ahead(name, "newest good backup " + newest.path.rsplit("/", 1)[-1], age, text, details)
+    if ahead:
+        text += "; %d backup(s) named more than a day after the host's clock, set aside as rotation and restore " \
+            "--latest do (a clock that was ahead when they were made): %s; remove them by hand if they are stale" % (
+                len(ahead), ", ".join(b.name for b in ahead))
+        details["dated_ahead"] = [b.path for b in ahead]
     # a record's `time` is in whole seconds, and a good run overwrites a failure's record (lastrun.settle): one
     # in the second the newest backup began came after it (it said OK for a run that failed a moment later)
     by_age = aged(name, text, details, age, limits, tried, round(made) - 1)
@@ -240,7 +252,7 @@ def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: 
     if done and done[-1][0].path != newest.path:
         last = done[-1][1]
         return Check(WARN, "backup", name, "last backup %s (%s); %s" % (last.state, last.reason, text), details)
-    if age > limits.max_age:
+    if age > limits.max_age or ahead:
         return Check(WARN, "backup", name, text, details)
     return Check(OK, "backup", name, text, details)
 
