@@ -9,6 +9,9 @@ clock garbage, as the repository's GC lock judges its own (repo/gclock.py)."""
 
 from typing import Optional
 
+SET_ASIDE = 86400.0  # a backup dated more than this ahead of the clock (more than zones and the clocks of hosts
+# sharing a volume disagree by) was made while the clock ran ahead: rotation, prune, restore --latest and
+# status set it aside, or it would be the "newest" until the clock passes it, each run dropping the one before
 AHEAD_SLACK = 300.0  # seconds a stamp may be ahead of the clock reading it and still count (named at a run's
 # start, clocks stepped by NTP, timestamps to the second)
 

@@ -225,8 +225,6 @@ def test_default_logs_of_a_clock_that_ran_ahead_do_not_push_out_tonights(host, t
 
 
 # -- 7. a repository's backups a clock that ran ahead recorded ---------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="the repository has no 'dated ahead' rule: a backup recorded while the clock "
-                   "ran a month ahead is the 'newest' for prune --keep-last and restore --latest; tonight's is removed")
 def test_prune_keep_last_does_not_remove_tonights_backup_for_one_dated_a_month_ahead(tmp_path, capsys):
     """The backup host's clock ran a month ahead one night (a bad RTC after a board swap) before NTP set it
     right. That night's backup went into the repository with `utc` and `time` a month ahead. Tonight's backup

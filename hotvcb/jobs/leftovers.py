@@ -312,11 +312,11 @@ def restore_power(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False,
         return True
     if state == "on":
         age = host.shell.age(path)
-        if fresh(age, SHUTDOWN_GRACE):
+        if age is not None and fresh(age, SHUTDOWN_GRACE):
             # the guest may still be going down from that run's request: keep the marker, so the
             # run that finds it off powers it on
             log.info("%s: %s asked it to shut down %d s ago and is gone; it is still on, looking again next time"
-                     % (vm.name, who, age))
+                     % (vm.name, who, max(0.0, age)))
             return True
         log.info("%s: %s powered it off for a backup and did not finish; it is on again" % (vm.name, who))
     else:

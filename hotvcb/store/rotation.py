@@ -21,7 +21,7 @@ import functools
 from datetime import datetime, timedelta
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from .. import crashpoint
+from .. import clockage, crashpoint
 from ..errors import HostError
 from ..shell import Shell
 from ..treeview import ScannedShell
@@ -152,7 +152,7 @@ def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: 
     return removed
 
 
-AHEAD = timedelta(days=1)  # more than zones and the clocks of hosts sharing a volume disagree by
+AHEAD = timedelta(seconds=clockage.SET_ASIDE)
 
 
 def dated_ahead(backups: List[BackupSet], now: datetime) -> List[BackupSet]:
