@@ -118,8 +118,6 @@ def _summer_backup(host, zone, conf):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="folder status ages a backup by host.now() - name in naive wall time "
-                   "(status._made_at): after summer time ends a fresh backup is 'dated 1h ahead', WARN")
 def test_status_after_summer_time_ended_calls_a_fresh_backup_fresh(host, tmp_path):
     """A Linux host keeps local time (Europe/London here, on the simulated host through TZ). The VM is backed up at
     01:59:59 BST; a second later the clocks go back to 01:00:00 GMT. Monitoring runs `hotvcb status --json`
@@ -139,8 +137,6 @@ def test_status_after_summer_time_ended_calls_a_fresh_backup_fresh(host, tmp_pat
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="restore --latest picks the newest backup by its name's wall time: after "
-                   "summer time ends the backup made an hour before sorts later and is restored instead")
 def test_restore_latest_after_summer_time_ended_restores_the_newest_backup(host, tmp_path):
     """A Linux host in local time (Europe/London). The VM is backed up at 01:59:59 BST (web-..._01-59-59); the
     clocks go back; before a risky upgrade at 01:00:05 GMT the admin backs it up again (web-..._01-00-05,
@@ -168,8 +164,6 @@ def test_restore_latest_after_summer_time_ended_restores_the_newest_backup(host,
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="rotation orders backups by their names' wall time: in the repeated hour "
-                   "after summer time ends it deletes the second-newest backup and keeps an older one")
 def test_rotation_in_the_repeated_hour_keeps_the_newest_backups(host, tmp_path):
     """VM_BACKUP_ROTATION_COUNT=2 ('keep the newest 2 good backups', docs/config-reference.md) on a Linux host in
     local time. Backups at 01:59:59 BST (A), then after the clocks went back at 01:00:05 GMT (B) and 01:00:10

@@ -226,7 +226,7 @@ def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: 
             "no good backup (newest: %s, %s)" % (done[-1][1].state, done[-1][1].reason)
         return no_good_backup(name, why, tried, round(_made_at(host, done[-1][0].when)) - 1 if done else 0)
     newest, verdict = good[-1]
-    made = _made_at(host, newest.when)
+    made = _made(host, shell, newest)
     age = now - made
     # a pair's path is the good one of the two (a script restores it), its size both (as list gives it)
     size = sum(rotation.backup_size(shell, p) for p in (newest.path, unpacked.get(newest.path)) if p)
@@ -324,6 +324,17 @@ def _made_at(host: Hypervisor, when: datetime) -> float:
     than the host (an ESXi host keeps UTC) judged a fresh backup hours old, or a stopped one fresh, and
     one whose summer time ended since the backup an hour off."""
     return time.time() - (host.shell.now() - when).total_seconds()
+
+
+def _made(host: Hypervisor, shell: ScannedShell, backup: layout.BackupSet) -> float:
+    """The epoch a backup was made: by its name (_made_at), or where its name is in the hour summer time ends
+    repeats (layout.repeated_hour) by its files' age: by its name, a backup made seconds before the clocks
+    went back was 'dated 59m ahead' for an hour."""
+    if layout.repeated_hour(backup.when):
+        age = layout.sealed_age(shell, backup)
+        if age is not None:
+            return time.time() - age
+    return _made_at(host, backup.when)
 
 
 def _snapshots(host: Hypervisor, vm: Vm, limits: Limits, now: float, run_alive: bool) -> List[Check]:
