@@ -187,8 +187,6 @@ def test_rotation_in_the_repeated_hour_keeps_the_newest_backups(host, tmp_path):
 
 # -- 6. the default logs a clock that ran ahead left --------------------------------------------------------------
 @needs_root
-@pytest.mark.xfail(strict=True, reason="default logs are pruned by mtime, which the clock that ran ahead set too: "
-                   "each run still removes the log of the run before it while the future-dated ones stay")
 def test_default_logs_of_a_clock_that_ran_ahead_do_not_push_out_tonights(host, tmp_path):
     """The host's clock ran a year ahead for three weeks (20 nightly runs without -l left their logs in
     /tmp/hotvcb.work, dated 2027-...), then NTP set it right. README: 'the 20 last written kept, by modification
