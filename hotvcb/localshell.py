@@ -204,9 +204,10 @@ class LocalShell:
         return datetime.now()
 
     def age(self, path: str) -> Optional[float]:
-        """Seconds since path was last modified, by this host's clock; None if it is gone."""
+        """Seconds since path was last modified, by this host's clock (negative: dated ahead of it,
+        clockage.py); None if it is gone."""
         try:
-            return max(0.0, time.time() - os.stat(path).st_mtime)
+            return time.time() - os.stat(path).st_mtime
         except FileNotFoundError:
             return None
         except OSError as err:

@@ -139,13 +139,14 @@ class SshShell(SshConnection):
         return True
 
     def age(self, path: str) -> Optional[float]:
-        """Seconds since path was last modified, by the host's clock; None if it is gone."""
+        """Seconds since path was last modified, by the host's clock (negative: dated ahead of it,
+        clockage.py); None if it is gone."""
         rc, out, err = self._call(sh.AGE, path)
         if rc == 3:
             return None
         if rc != 0:
             raise HostError("cannot stat %s: %s" % (path, sh.reason(err) or "exit %d" % rc))
-        return max(0.0, float(out.split()[0]))
+        return float(out.split()[0])
 
     def now(self) -> datetime:
         """Our clock (UTC, so that neither our zone nor its summer time moves it) plus the difference to the

@@ -2,10 +2,11 @@
 
 import argparse
 import os
+import time
 from datetime import datetime
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
-from .. import config, datastorepath, lazyre
+from .. import clockage, config, datastorepath, lazyre
 from . import onhost
 from ..errors import HostError, HotvcbError, LockError, UsageError
 from ..hosts.base import Hypervisor
@@ -179,12 +180,16 @@ def _prune_default_logs(workdir: str, dry_run: bool) -> None:
     """Room for one more: the oldest by when they were last written, not by the date in their names - a
     clock that ran ahead for a while names logs later than tonight's, and sorted by name those would stay
     for ever while each run removed the one before it (rotation sets backups named ahead aside for the
-    same reason)."""
-    def written(name: str) -> Tuple[float, str]:
+    same reason). That clock wrote their times too: a log written ahead of the clock (clockage.dated_ahead)
+    has no age to go by and goes first, or it outlived tonight's, removed by tomorrow's run, for a year."""
+    now = time.time()
+
+    def written(name: str) -> Tuple[bool, float, str]:
         try:
-            return os.lstat(os.path.join(workdir, name)).st_mtime, name
+            mtime = os.lstat(os.path.join(workdir, name)).st_mtime
         except OSError:
-            return 0.0, name
+            return True, 0.0, name
+        return not clockage.dated_ahead(now - mtime), mtime, name
     older = sorted((n for n in os.listdir(workdir) if _DEFAULT_LOG[dry_run].fullmatch(n)), key=written)
     for name in older[:max(len(older) - DEFAULT_LOGS_KEPT + 1, 0)]:
         os.unlink(os.path.join(workdir, name))

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
@@ -27,7 +28,8 @@ from ..jobs.restore_scratch import OWN_FILES, RESTORING, Records, record_of
 from ..jobs.restore_sweep import sweep
 from ..localshell import LocalShell
 from ..repo.reader import Where, read_file, restore_disk, whole_or_nothing
-from ..repo.repository import SNAPSHOTS, Repository, Snapshot, Unreadable, machines, open_path
+from ..repo.repository import (SNAPSHOTS, Repository, Snapshot, Unreadable, dated_ahead, machines,
+                                open_path)
 from ..repo.settle import Say
 from ..repo.verify import verify
 from ..runid import machine_id
@@ -148,7 +150,16 @@ def find(repo: Repository, ident: str, latest: str = "") -> Snapshot:
                     snap.record.get("vm_uuid") or "-", snap.record.get("host_system") or snap.record.get("host") or "?",
                     snap.id)
                     for _key, snap in sorted(newest.items()))))
-        return snaps[-1]
+        ahead = dated_ahead(snaps, time.time())  # as a folder restore --latest passes over them
+        real = [s for s in snaps if s not in ahead]
+        if ahead:
+            runlog.say("hotvcb: warning: %s of %r dated over a day ahead of the clock (made while it "
+                       "ran ahead): %s; %s" % (
+                           "passing over the backup(s)" if real else "every backup", latest,
+                           ", ".join(s.id for s in ahead),
+                           "their data may be older than the newest real one's: restore one by its id if it is the "
+                           "one" if real else "taking the newest of them"), stream=sys.stderr)
+        return (real or snaps)[-1]
     ids = [i.name[len(SNAPSHOTS):] for i in repo.backend.list(SNAPSHOTS)]  # by name: another record's
     matches = [i for i in ids if i.startswith(ident)] if ident else []    # damage must not stop this restore
     if len(matches) != 1:

@@ -24,6 +24,7 @@ import time
 from typing import Callable, List, Mapping, NamedTuple, Optional
 
 from .. import interrupt
+from ..clockage import fresh
 from ..errors import HotvcbError, SnapshotKept, VmStopped
 from ..hosts.base import Hypervisor
 from ..model import Snapshot
@@ -194,7 +195,7 @@ def await_snapshot(host: Hypervisor, vm, log, run: RunId, seen: List[Snapshot], 
     give_up = time.monotonic() + PENDING_LOOK
     while owner is not None and not any(_made_by(s, owner) for s in seen):
         age = host.shell.age(path)
-        if age is None or age >= wait:
+        if age is None or not fresh(age, wait):
             break
         if dry_run or not patient or time.monotonic() >= give_up:
             log.info("%s: %s is gone, and the snapshot it asked for has not appeared yet (the host may still make "
@@ -311,11 +312,11 @@ def restore_power(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False,
         return True
     if state == "on":
         age = host.shell.age(path)
-        if age is not None and age < SHUTDOWN_GRACE:
+        if age is not None and fresh(age, SHUTDOWN_GRACE):
             # the guest may still be going down from that run's request: keep the marker, so the
             # run that finds it off powers it on
             log.info("%s: %s asked it to shut down %d s ago and is gone; it is still on, looking again next time"
-                     % (vm.name, who, age))
+                     % (vm.name, who, max(0.0, age)))
             return True
         log.info("%s: %s powered it off for a backup and did not finish; it is on again" % (vm.name, who))
     else:
@@ -376,7 +377,7 @@ def _partial_dead(shell: Shell, partial: str, run: RunId, dead: Mapping[str, flo
         if alive is False and owner.host and owner.host == run.host:
             return True  # this host's run, and we hold this host's lock (one whose pid cannot tell: by its heartbeat)
     age = volume_age(shell, owner_file if shell.exists(owner_file) else partial, partial.rsplit("/", 1)[0], run)
-    return age is None or age > STALE_AFTER
+    return not fresh(age, STALE_AFTER)
 
 
 class HostCleanup(NamedTuple):

@@ -22,6 +22,7 @@ file anyone who can write the run folder may plant).
 import time
 from typing import Callable, Mapping, Optional
 
+from ..clockage import dated_ahead
 from ..errors import HotvcbError
 from ..runid import RunId, running
 from ..shell import Shell
@@ -52,8 +53,9 @@ def owner_alive(owner: RunId, run: RunId, dead: Mapping[str, float] = NONE_DEAD,
 
 def made_at(age: Optional[float]) -> Optional[float]:
     """When a thing `age` seconds old by its host's clock was made, by ours (the clocks may disagree on the
-    time, not on how long ago)."""
-    return None if age is None else time.time() - age
+    time, not on how long ago); None where that cannot be told: gone, or dated ahead of the clock
+    (clockage.py), which read as "just now" made a dead run's marker a live run's, made after the takeover."""
+    return None if age is None or dated_ahead(age) else time.time() - age
 
 
 def volume_age(shell: Shell, path: str, folder: str, run: RunId) -> Optional[float]:
@@ -61,7 +63,8 @@ def volume_age(shell: Shell, path: str, folder: str, run: RunId) -> Optional[flo
 
     An NFS server stamps mtimes with its own clock; a host whose clock is off
     by minutes would otherwise see another host's live, heartbeating folder as
-    stale. A probe touched now in `folder` gives the volume's "now".
+    stale. A probe touched now in `folder` gives the volume's "now". Negative: dated ahead of the volume's
+    clock (clockage.py).
     """
     age = shell.age(path)
     if age is None:

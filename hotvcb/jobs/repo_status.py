@@ -22,10 +22,13 @@ not once per VM.
 import time
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
+from .. import clockage
 from ..errors import RepoError
-from ..repo.repository import VERIFIED, Location, Repository, Snapshot, Unreadable, by_kind, open_path
+from ..repo.repository import (VERIFIED, Location, Repository, Snapshot, Unreadable, by_kind, dated_ahead,
+                               open_path)
 from ..units import human_size
-from .status import CRIT, FUTURE_SLACK, OK, WARN, Check, Limits, aged, dated_ahead, no_good_backup
+from .status import CRIT, OK, WARN, Check, Limits, aged, no_good_backup
+from .status import dated_ahead as ahead_check
 from .status import _age as age_text
 
 
@@ -78,14 +81,15 @@ class RepoView:
             if not mine:  # where a record does not read, it may be this VM's: "never" would be a guess
                 return no_good_backup(name, "%s %s" % ("no backup this hotvcb reads in" if self._bad else
                                                        "never backed up into", self.path), self.last_run(name, uuid))
-            newest = mine[-1]
+            ahead = dated_ahead(mine, now)  # set aside, as prune and restore --latest do
+            newest = ([s for s in mine if s not in ahead] or mine)[-1]
             try:
                 verified, damaged = self._verified(repo, newest)
             except RepoError as err:
                 raise self._named(err) from err
         except RepoError as err:
             return Check(CRIT, "backup", name, str(err), {"repository": self.path})
-        age = now - time.mktime(newest.time.timetuple())
+        age = now - newest.began()
         size = sum(d["size"] for d in newest.disks)
         details = {"good_backups": len(mine), "newest_good": newest.id, "repository": self.path,
                    "age_seconds": int(age), "size_bytes": size,
@@ -98,14 +102,25 @@ class RepoView:
         text = "newest backup %s old (%s, %s), %d in the repository, %s" % (
             age_text(age), newest.id, human_size(size), len(mine),
             "verified %s" % details["verified"].replace("T", " ") if verified else "not wholly verified yet")
-        if age < -FUTURE_SLACK:
-            return dated_ahead(name, "newest backup " + newest.id, age, text, details)
+        if clockage.dated_ahead(age):
+            return ahead_check(name, "newest backup " + newest.id, age, text, details)
+        skew = newest.wall_skew()
+        if abs(skew) > clockage.AHEAD_SLACK:
+            return Check(WARN, "backup", name, "newest backup %s is named %s, %s %s of the instant it began, more "
+                         "than any time zone is (the host's clock and the repository's disagreed when it was made: "
+                         "one was wrong): its age cannot be told for sure; %s" % (
+                             newest.id, newest.time.strftime("%Y-%m-%d %H:%M:%S"), age_text(abs(skew)),
+                             "ahead" if skew > 0 else "behind", text), details)
+        if ahead:
+            text += "; %d backup(s) dated over a day ahead of the clock, set aside as prune and restore --latest " \
+                "do (a clock that was ahead when they were made): %s" % (len(ahead), ", ".join(s.id for s in ahead))
+            details["dated_ahead"] = [s.id for s in ahead]
         # a record's `time` is in whole seconds: one in the second the newest backup began is taken as after it
         # (it said OK for a run that failed a moment after the backup); a failure before it in that second was
         # overwritten by the good run (lastrun.settle)
         by_age = aged(name, text, details, age, limits, self.last_run(name, uuid),
                       int(newest.record.get("utc", 0)) - 1)
-        return by_age or Check(WARN if age > limits.max_age else OK, "backup", name, text, details)
+        return by_age or Check(WARN if age > limits.max_age or ahead else OK, "backup", name, text, details)
 
     def _verified(self, repo: Repository, snap: Snapshot) -> Tuple[Optional[float], List[Tuple[str, bytes]]]:
         """(When every pack holding the backup's chunks was last found good, the oldest such marker; the

@@ -37,6 +37,7 @@ well, by the datastore's own clock (ownership.volume_age).
 import re
 from typing import Iterable, Optional, Set
 
+from ..clockage import fresh
 from ..errors import HostError
 from ..pids import hotvcb
 from ..runid import RunId, parse
@@ -185,7 +186,7 @@ def _heartbeat_fresh(shell: Shell, root: str, entry: str, owner: RunId, me: RunI
         age = volume_age(shell, root + "/" + entry, root, me)
     except HostError:
         age = 0.0  # cannot tell: not stale
-    return None if age is None or age > STALE_AFTER else age
+    return None if age is None or not fresh(age, STALE_AFTER) else max(0.0, age)
 
 
 def _seen_dead(shell: Shell, record: str, text: str, folder: str) -> Optional[bool]:
@@ -223,7 +224,7 @@ def _remove_dead_temp(shell: Shell, path: str, log, me: RunId, dry_run: bool) ->
     owner = parse(text)
     if owner is not None and (not owner.same_machine(me) or owner_alive(owner, me) is not False):
         return 0
-    if owner is None and not (text == "" and not _writer_alive(path)) and (shell.age(path) or 0) < STALE_AFTER:
+    if owner is None and not (text == "" and not _writer_alive(path)) and fresh(shell.age(path) or 0.0, STALE_AFTER):
         return 0
     if dry_run:
         log.info("would remove %s, a record a dead restore was writing" % path)

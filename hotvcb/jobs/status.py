@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from .. import clockage
 from ..errors import HotvcbError
 from ..hosts.base import Hypervisor, powered
 from ..localshell import LocalShell
@@ -213,6 +214,13 @@ def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: 
     found, unpacked = rotation.one_per_time(found, judged)  # a .gz and the folder unpacked beside it: one, as list shows
     verdicts = [(b, judged[b.path]) for b in found if not rotation.made_elsewhere(judged[b.path].manifest, source)]
     tried = lastrun.last(shell, settings.vm_backup_volume, name, host.host_name(), uuid, host.system_id())
+    # those rotation and restore --latest set aside (named over a day ahead: a clock that ran ahead) are not
+    # judged while a good one is not: behind one of them a VM whose backups stopped stayed WARN, never CRIT
+    ahead = rotation.dated_ahead([b for b, _v in verdicts], host.shell.now())
+    if any(v.good and b not in ahead for b, v in verdicts):
+        verdicts = [(b, v) for b, v in verdicts if b not in ahead]
+    else:
+        ahead = []
     good = [(b, v) for b, v in verdicts if v.good]
     done = [(b, v) for b, v in verdicts if v.state not in ("partial", "deleting")]
     if not good:
@@ -220,7 +228,7 @@ def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: 
             "no good backup (newest: %s, %s)" % (done[-1][1].state, done[-1][1].reason)
         return no_good_backup(name, why, tried, round(_made_at(host, done[-1][0].when)) - 1 if done else 0)
     newest, verdict = good[-1]
-    made = _made_at(host, newest.when)
+    made = _made(host, shell, newest)
     age = now - made
     # a pair's path is the good one of the two (a script restores it), its size both (as list gives it)
     size = sum(rotation.backup_size(shell, p) for p in (newest.path, unpacked.get(newest.path)) if p)
@@ -231,8 +239,13 @@ def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: 
         ", verified %s" % verdict.verified.replace("T", " ") if verdict.verified else ", never verified")
     if verdict.warning:
         text += "; " + verdict.warning
-    if age < -FUTURE_SLACK:
+    if clockage.dated_ahead(age):
         return dated_ahead(name, "newest good backup " + newest.path.rsplit("/", 1)[-1], age, text, details)
+    if ahead:
+        text += "; %d backup(s) named more than a day after the host's clock, set aside as rotation and restore " \
+            "--latest do (a clock that was ahead when they were made): %s; remove them by hand if they are stale" % (
+                len(ahead), ", ".join(b.name for b in ahead))
+        details["dated_ahead"] = [b.path for b in ahead]
     # a record's `time` is in whole seconds, and a good run overwrites a failure's record (lastrun.settle): one
     # in the second the newest backup began came after it (it said OK for a run that failed a moment later)
     by_age = aged(name, text, details, age, limits, tried, round(made) - 1)
@@ -241,7 +254,7 @@ def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: 
     if done and done[-1][0].path != newest.path:
         last = done[-1][1]
         return Check(WARN, "backup", name, "last backup %s (%s); %s" % (last.state, last.reason, text), details)
-    if age > limits.max_age:
+    if age > limits.max_age or ahead:
         return Check(WARN, "backup", name, text, details)
     return Check(OK, "backup", name, text, details)
 
@@ -300,9 +313,6 @@ def _volume_gone(host: Hypervisor, volume: str) -> str:
     return ""
 
 
-FUTURE_SLACK = 300  # seconds a backup's name may be ahead of the host's clock (named at its start, clocks stepped)
-
-
 def dated_ahead(name: str, what: str, age: float, text: str, details: Dict[str, Any]) -> Check:
     """The check of a newest backup named or recorded by a clock that was ahead then (or is behind now): not
     OK, whatever its negative age, for it may be old and no backup made since (it said "OK, -86395s old")."""
@@ -318,6 +328,17 @@ def _made_at(host: Hypervisor, when: datetime) -> float:
     return time.time() - (host.shell.now() - when).total_seconds()
 
 
+def _made(host: Hypervisor, shell: ScannedShell, backup: layout.BackupSet) -> float:
+    """The epoch a backup was made: by its name (_made_at), or where its name is in the hour summer time ends
+    repeats (layout.repeated_hour) by its files' age: by its name, a backup made seconds before the clocks
+    went back was 'dated 59m ahead' for an hour."""
+    if layout.repeated_hour(backup.when):
+        age = layout.sealed_age(shell, backup)
+        if age is not None:
+            return time.time() - age
+    return _made_at(host, backup.when)
+
+
 def _snapshots(host: Hypervisor, vm: Vm, limits: Limits, now: float, run_alive: bool) -> List[Check]:
     checks = []
     snaps = host.snapshots(vm)
@@ -328,13 +349,16 @@ def _snapshots(host: Hypervisor, vm: Vm, limits: Limits, now: float, run_alive: 
                             % (len(deltas), human_size(delta_bytes)), {"delta_files": deltas, "delta_bytes": delta_bytes}))
     free = _free_of(host, vm.folder)
     for snap in snaps:
-        age = _snapshot_age(host, snap, now)
+        stamped = _snapshot_age(host, snap, now)
+        ahead = clockage.dated_ahead(stamped)
+        age = None if stamped is None or ahead else max(0, stamped)
         share = delta_bytes / free if free else 0.0
         details = {"id": snap.id, "snapshot": snap.name, "created": snap.created, "age_seconds": age,
                    "delta_bytes": delta_bytes, "ours": is_ours(snap)}
         label = "%s %r (id %s, %s, deltas %s)" % (
             "hotvcb snapshot" if details["ours"] else "snapshot", snap.name, snap.id or "?",
-            "%s old" % _age(age) if age is not None else "age unknown", human_size(delta_bytes))
+            "%s old" % _age(age) if age is not None else "dated %s ahead of the host's clock" % _age(-stamped)
+            if ahead and stamped is not None else "age unknown", human_size(delta_bytes))
         if details["ours"]:
             owner = parse(snap.description)
             alive = True if run_alive else snapshot_run_alive(snap, RunId.new())
@@ -356,6 +380,10 @@ def _snapshots(host: Hypervisor, vm: Vm, limits: Limits, now: float, run_alive: 
                                 % (100 * share), details))
         elif share > limits.delta_share or (age is not None and age > limits.snapshot_age):
             checks.append(Check(WARN, "snapshot", vm.name, label + ": a snapshot grows until it is removed", details))
+        elif ahead:  # taken while the clock ran ahead: it may be as old as that, growing all along
+            checks.append(Check(WARN, "snapshot", vm.name, label + " (a clock that was ahead when it was taken, or "
+                                "is behind now): its age cannot be told, and a snapshot grows until it is removed",
+                                details))
         else:
             checks.append(Check(OK, "snapshot", vm.name, label, details))
     return checks
@@ -430,17 +458,17 @@ def _usage(host: Hypervisor, path: str) -> int:
 
 def _snapshot_age(host: Hypervisor, snap: Snapshot, now: float) -> Optional[int]:
     """Seconds since `Created On` (M/D/YYYY H:M:S, the host's local time, unpadded), or for one of ours the host
-    keeps no time of (a QEMU overlay) since the second its name says."""
+    keeps no time of (a QEMU overlay) since the second its name says; negative: dated ahead (clockage.py)."""
     m = _CREATED.search(snap.created or "")
     if not m:
         named = asked_at(snap) if is_ours(snap) else None
-        return None if named is None else max(0, int(now - named))
+        return None if named is None else int(now - named)
     month, day, year, hour, minute, second = (int(x) for x in m.groups())
     try:
         created = datetime(year, month, day, hour, minute, second)
     except ValueError:
         return None
-    return max(0, int(now - _made_at(host, created)))
+    return int(now - _made_at(host, created))
 
 
 def _age(seconds: float) -> str:

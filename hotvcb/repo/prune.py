@@ -7,6 +7,7 @@ the chunks go later, through GC's grace period (gc.py).
 """
 
 import importlib
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
 
@@ -14,9 +15,10 @@ from .. import crashpoint
 from ..errors import RepoError
 from .gc import GcReport, blocked, collect_held, needed
 from .gclock import gc_lock
-from .repository import SNAPSHOTS, Repository, Snapshot, machines
+from .repository import SNAPSHOTS, Repository, Snapshot, dated_ahead, machines
 
 KEEP_RULES = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
+AHEAD_RULE = "dated over a day ahead of the clock: neither counted nor removed"
 
 
 @dataclass
@@ -40,9 +42,12 @@ def plan(repo: Repository, keep: Dict[str, int], vm: Optional[str] = None,
     by_vm = machines(repo.readable_snapshots(vm, sizes=True)[0])  # two hosts' VMs of one name are two VMs (by uuid.bios, or host)
     out = []  # type: List[Decision]
     args = {"keep_" + rule: n for rule, n in keep.items() if n}
+    now = time.time()  # not the backend's (it writes a probe): a dry run and a read-only repository write nothing
     for name in sorted(by_vm):
+        ahead = dated_ahead(by_vm[name], now)
+        out.extend(Decision(s, True, AHEAD_RULE) for s in ahead[::-1])
         # newest first by the instant each began (the listing's order, `utc`), not by the local wall time
-        for d in choose(by_vm[name][::-1], newest_first=True, **args):
+        for d in choose([s for s in by_vm[name][::-1] if s not in ahead], newest_first=True, **args):
             out.append(Decision(d.backup, bool(d.kept), d.rule))
     return out
 

@@ -8,10 +8,12 @@ import datetime
 import hashlib
 import math
 import string
+import time
 from dataclasses import dataclass, field
 from typing import (Any, Callable, Container, Dict, Iterable, Iterator, List, NamedTuple, Optional, Set, Tuple,
                     TypeVar)
 
+from .. import clockage
 from ..errors import RepoError
 from ..runlog import shown
 from . import codec
@@ -40,6 +42,9 @@ class Config:
         return self.backup_limit + 2 * self.settle
 
 
+ZONES = (-12 * 3600.0, 14 * 3600.0)  # the UTC offsets local wall times have (Baker Island to Kiritimati)
+
+
 @dataclass
 class Snapshot:
     """One backup: what its record says (docs/repository.md "Snapshot record")."""
@@ -55,6 +60,23 @@ class Snapshot:
         """How every line names the backup (prune's keep/remove lines, restore, a chunk's users): its VM's name
         as one field, a line feed or tab in it escaped, so a name cannot forge or shift a line of prune's plan."""
         return "%s @ %s (%s)" % (shown(self.vm, field=True), self.time.strftime("%Y-%m-%d %H:%M:%S"), self.id)
+
+    def began(self) -> float:
+        """The instant the backup began (epoch): its record's `utc`, the same whatever zone reads it (`time`
+        read in the reader's zone made a fresh backup a day old under a monitor in another zone); a record
+        without one (a tool's) by its local `time` in ours."""
+        utc = self.record.get("utc")
+        return float(utc) if utc else time.mktime(self.time.timetuple())
+
+    def wall_skew(self) -> float:
+        """How far its local `time` is off its instant `utc` beyond any time zone's offset (seconds; positive:
+        ahead), 0 within them or without `utc`: the host's clock that gave `time` and the repository's that
+        gave `utc` disagreed when it was made (one of them was wrong), so its age cannot be told for sure."""
+        utc = self.record.get("utc")
+        if not utc:
+            return 0.0
+        offset = (self.time.replace(tzinfo=datetime.timezone.utc).timestamp() - float(utc))
+        return max(0.0, offset - ZONES[1]) or min(0.0, offset - ZONES[0])
 
     def hosts(self) -> Set[str]:
         """The ids of the host that made it: the run's host id (`host`, kept in the host's run folder: new
@@ -137,6 +159,16 @@ def by_kind(bad: Iterable[Unreadable]) -> Kinds:
     """These records split into newer / unavailable / damaged, each kept in the order given."""
     bad = list(bad)
     return Kinds([u for u in bad if u.newer], [u for u in bad if u.unavailable], [u for u in bad if u.damaged])
+
+
+def dated_ahead(snaps: Iterable[Snapshot], now: float) -> List[Snapshot]:
+    """The backups that began (`utc`) more than a day (clockage.SET_ASIDE) after `now`, this machine's clock
+    (the backend's, which `utc` is, would need a probe written; a day is far more than a file server's clock
+    and ours disagree by): recorded while it ran ahead, set back since. Prune neither counts nor removes them and `restore
+    --latest` passes over them, as rotation and restore do with a folder backup named so
+    (store/rotation.dated_ahead): counted, such a backup was the "newest" for as long as the clock took to
+    pass it, so keep-last 1 kept it and removed each night's real backup."""
+    return [s for s in snaps if s.began() > now + clockage.SET_ASIDE]
 
 
 def machines(snaps: Iterable[Snapshot]) -> Dict[Tuple[str, str], List[Snapshot]]:

@@ -6,6 +6,9 @@ each ``*``, a number, a name (``jan``, ``mon``), a range ``a-b``, a step
 shorthands. Every field is expanded to its set of values, so a check rejects
 anything busybox crond (ESXi) or cronie/vixie cron would not run the same way.
 
+A date no calendar has (``0 2 30 2 *``, ``0 2 31 4,6,9,11 *``) is refused: cron and systemd take it
+without a word and never run the job, so no backup is ever made and nothing says so.
+
 Not convertible to OnCalendar (refused with an error naming the reason):
 ``@reboot``; day-of-month *and* day-of-week both restricted (cron runs when
 *either* matches, OnCalendar only when *both* do).
@@ -78,7 +81,24 @@ def parse(expr: str) -> CronExpr:
             found.add(0)
             parts[4] = ",".join(str(d) for d in sorted(found))
         values.append(tuple(sorted(found)))
+    if restricted[2] and not restricted[4]:  # with a day of week as well, cron runs on either: those days come
+        _date_comes(values[2], values[3], expr)
     return CronExpr(" ".join(parts), tuple(values), restricted)
+
+
+_LONGEST = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # days of each month in its longest year
+
+
+def _date_comes(days: Sequence[int], months: Sequence[int], expr: str) -> None:
+    """UsageError where none of the days of month comes in any of the months (February 29 comes in leap
+    years)."""
+    if any(d <= _LONGEST[m - 1] for d in days for m in months):
+        return
+    raise UsageError("cron expression %r never runs: day of month %s never comes in %s (%s days at most), so the "
+                     "job would never back anything up; pick a day of month those months have" % (
+                         expr, ",".join(str(d) for d in days),
+                         ", ".join(_MONTHS[m - 1].capitalize() for m in months),
+                         ", ".join(str(_LONGEST[m - 1]) for m in months)))
 
 
 def _expand(field: _Field, part: str, expr: str) -> Tuple[Set[int], str]:

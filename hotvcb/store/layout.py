@@ -20,15 +20,21 @@ A name of this shape whose time no calendar has (month 13, 30 February: a
 copy named by hand) is no backup of any kind: nothing counts, rotates or
 removes it, and the callers a user reads (list, status, verify, rotation's
 log) name it.
+
+Backups are in the order their names say (ghettoVCB's), except where names fall in the hour that comes
+twice the night summer time ends (`repeated_hour`): a backup made at 01:59 before the clocks went back is
+named later than one made at 01:10 after, so those are put in the order their files were written
+(`made_order`). Rotation, restore --latest and status all take this one order from `list_backups`.
 """
 
+import itertools
 import os
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable, List, Optional, Tuple
 
-from ..errors import NotABackup
+from ..errors import HotvcbError, NotABackup
 from ..shell import FileReader, Shell
 from ..vmdk import base_name, flat_beside
 from .. import lazyre
@@ -283,7 +289,7 @@ def list_backups(shell: Shell, volume: str, vm_name: str,
     found = []  # type: List[BackupSet]
     for folder in [folder_name(vm_name)] + older_folders(vm_name):
         found += _backups_in(shell, volume.rstrip("/") + "/" + folder, vm_name, folder, odd)
-    return sorted(found, key=lambda b: (b.when, b.name))
+    return made_order(shell, sorted(found, key=lambda b: (b.when, b.name)))
 
 
 def _backups_in(shell: Shell, root: str, vm_name: str, folder: str,
@@ -312,6 +318,45 @@ def _backups_in(shell: Shell, root: str, vm_name: str, folder: str,
         elif shell.isdir(path):
             found.append(BackupSet(vm_name, path, when, folder_status(shell, path)))
     return found
+
+
+
+def repeated_hour(when: datetime) -> bool:
+    """Whether the wall time `when` came twice in the zone hotvcb runs in (the host's, where it runs on the
+    host; an ESXi host keeps UTC, which repeats no hour): the hour summer time ends. A name in it does not say
+    which of the two it was."""
+    try:
+        return when.replace(fold=0).timestamp() < when.replace(fold=1).timestamp()
+    except (OverflowError, OSError, ValueError):  # a year the platform's clock functions do not reach
+        return False
+
+
+def sealed_age(shell: Shell, b: BackupSet) -> Optional[float]:
+    """Seconds since the backup's files were last written, by the host's clock whatever its zone: its STATUS
+    file's age (written last), a .gz's or a folder without one its own; None where that cannot be read."""
+    paths = [b.path] if b.compressed else [b.path + "/" + n for n in STATUS_FILES] + [b.path]
+    try:
+        ages = (shell.age(p) for p in paths)
+        return next((a for a in ages if a is not None), None)
+    except HotvcbError:
+        return None
+
+
+def made_order(shell: Shell, backups: List[BackupSet]) -> List[BackupSet]:
+    """`backups` (in name order) in the order they were made: each run of names in a repeated hour ordered by
+    their files' ages (sealed_age), the rest by name as ghettoVCB orders them. By name, rotation in that hour
+    removed the second-newest backup, restore --latest took the older one, and status called a fresh backup
+    dated an hour ahead. Where a file's age cannot be read, the run keeps its name order."""
+    out = []  # type: List[BackupSet]
+    for repeated, group in itertools.groupby(backups, key=lambda b: repeated_hour(b.when)):
+        run = list(group)
+        if repeated and len(run) > 1:
+            ages = {r.path: sealed_age(shell, r) for r in run}
+            known = {path: age for path, age in ages.items() if age is not None}
+            if len(known) == len(run):
+                run.sort(key=lambda r: -known[r.path])  # the oldest files first; a tie keeps the name order
+        out.extend(run)
+    return out
 
 
 def from_path(shell: Shell, path: str) -> Optional[BackupSet]:

@@ -58,6 +58,7 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .. import interrupt, lazyre
+from ..clockage import fresh
 from ..errors import HostError, LockError
 from ..runid import RECORD_MAX, RunId, parse, running
 from ..shell import Shell
@@ -74,15 +75,15 @@ _TAKEN_AT = lazyre.compile(r" takeover=([0-9]{1,12})$")  # a sweep record line's
 def holder_alive(shell: Shell, path: str, record: Optional[RunId], me: RunId, gone: Sequence[str] = ()) -> bool:
     """Is the run that wrote `record` into `path` still running? One of this machine is asked by its pid where that
     can tell (runid.running), one SSH mode's client judged so and named `gone` (its run id) is not, any other is
-    asked by its heartbeat."""
+    asked by its heartbeat: touched within STALE_AFTER either way (one dated further ahead was stamped by a clock
+    that ran ahead and is right now: no live holder's, which touches it by this clock)."""
     if record is not None and record.run in gone:
         return False
     if record is not None and record.same_machine(me):
         by_pid = running(record, me)
         if by_pid is not None:
             return by_pid
-    age = shell.age(path)
-    return age is not None and age < STALE_AFTER
+    return fresh(shell.age(path), STALE_AFTER)
 
 
 def gone_here(shell: Shell, run_dir: str) -> List[str]:
@@ -167,7 +168,7 @@ class HostLock:
         guard = self.path + ".takeover"
         if not self.shell.link_new(mine, guard):
             age = self.shell.age(guard)
-            if self._taker_gone(guard) or age is not None and age > TAKEOVER_STALE:
+            if self._taker_gone(guard) or age is not None and not fresh(age, TAKEOVER_STALE):
                 self.shell.remove_tree(guard)
             time.sleep(0.1)
             return

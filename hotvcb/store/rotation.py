@@ -23,7 +23,7 @@ import functools
 from datetime import datetime, timedelta
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from .. import crashpoint
+from .. import clockage, crashpoint
 from ..errors import HostError
 from ..shell import Shell
 from ..treeview import ScannedShell
@@ -33,24 +33,25 @@ from .layout import BackupSet
 
 
 def to_delete(backups: List[BackupSet], good: Callable[[BackupSet], bool], count: int) -> List[BackupSet]:
+    """The backups older than the oldest of the newest `count` good ones; `backups` oldest first, in the order
+    they were made (layout.list_backups: not by name in the hour summer time ends repeats)."""
     if count < 1:
         raise ValueError("rotation count must be at least 1")
     done = [b for b in backups if b.status not in ("partial", "deleting")]
     kept = [b for b in done if good(b)]
     if len(kept) <= count:
         return []
-    oldest_kept = sorted(kept, key=lambda b: (b.when, b.name))[-count]
-    return [b for b in done if (b.when, b.name) < (oldest_kept.when, oldest_kept.name)]
+    return done[:done.index(kept[-count])]
 
 
 def over_budget(backups: List[BackupSet], good: Callable[[BackupSet], bool], size: Callable[[BackupSet], int],
                 budget: int, keep: Sequence[str] = ()) -> List[BackupSet]:
-    """The oldest backups to delete until the rest fit in `budget` bytes.
+    """The oldest backups (`backups` in the order to_delete takes) to delete until the rest fit in `budget` bytes.
 
     The newest good backup always stays (a budget smaller than one backup
     keeps that one), and so do the paths in `keep` (the backup just made).
     """
-    done = sorted((b for b in backups if b.status not in ("partial", "deleting")), key=lambda b: (b.when, b.name))
+    done = [b for b in backups if b.status not in ("partial", "deleting")]  # oldest first, as to_delete's
     goods = [b for b in done if good(b)]
     protected = set(keep) | ({goods[-1].path} if goods else set())
     total = sum(size(b) for b in done)
@@ -162,7 +163,7 @@ def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: 
     return removed
 
 
-AHEAD = timedelta(days=1)  # more than zones and the clocks of hosts sharing a volume disagree by
+AHEAD = timedelta(seconds=clockage.SET_ASIDE)
 
 
 def dated_ahead(backups: List[BackupSet], now: datetime) -> List[BackupSet]:
