@@ -12,17 +12,14 @@ import os
 import shlex
 import signal
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
 from esxisim import proclog, snapshots
-from simhost import (REPO, backups, hotvcb, hotvcb_background, lock_pid, needs_root, ours, sealed, sigterm_when,
+from simhost import (backups, host_python, hotvcb, hotvcb_background, lock_pid, needs_root, ours, sealed, sigterm_when,
                      snapshot_names, wait_for, wrap_tool, write_conf)
-
-TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
 # a powered-on VM's backup: its snapshot list and power state, its snapshot made and removed
@@ -32,9 +29,7 @@ ONE_VM = {"vmsvc/snapshot.get": 1, "vmsvc/power.getstate": 1, "vmsvc/snapshot.cr
 
 def counted_backup(host, tmp_path, *args):
     out = str(tmp_path / "count.json")
-    r = subprocess.run([sys.executable, "-m", "esxisim", "shell", host.root, "--", "env",
-                        "PYTHONPATH=%s:%s" % (REPO, TESTS), "/bin/python", "-m", "countshell", out] + list(args),
-                       capture_output=True, text=True, timeout=300, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO))
+    r = host_python(host, "-m", "countshell", out, *args)
     with open(out) as f:
         return r, json.load(f)
 
