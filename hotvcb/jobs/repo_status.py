@@ -23,7 +23,9 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from ..errors import RepoError
-from ..repo.repository import VERIFIED, Location, Repository, Snapshot, Unreadable, by_kind, open_path
+from ..repo.chunks import Location
+from ..repo.records import Snapshot, Unreadable, by_kind
+from ..repo.repository import VERIFIED, Repository, open_path
 from ..units import human_size
 from .status import CRIT, FUTURE_SLACK, OK, WARN, Check, Limits, aged, dated_ahead, no_good_backup
 from .status import _age as age_text

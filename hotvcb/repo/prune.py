@@ -14,7 +14,8 @@ from .. import crashpoint
 from ..errors import RepoError
 from .gc import GcReport, blocked, collect_held, needed
 from .gclock import gc_lock
-from .repository import SNAPSHOTS, Repository, Snapshot, machines
+from .records import Snapshot, machines
+from .repository import SNAPSHOTS, Repository
 
 KEEP_RULES = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 
