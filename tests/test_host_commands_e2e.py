@@ -79,7 +79,7 @@ def test_a_snapshot_the_vmsd_does_not_name_yet_is_found_by_asking_hostd(host, tm
 
 @needs_root
 def test_on_a_release_before_esxi_55_the_new_snapshots_id_is_asked_of_hostd(host, tmp_path):
-    """Only from ESXi 5.5 on are the .vmsd's uids known to be snapshot.get's Ids (hosts/esxi.py
+    """Only from ESXi 5.5 on are the .vmsd's uids known to be snapshot.get's Ids (hosts/esxi_snapshots.py
     VMSD_UIDS_FROM): a host that says it is 5.1 is asked after the create."""
     vmid = host.create_vm("alpha", "datastore1", [{"size": "4M"}], power="on")
     wrap_tool(host, "vmware", 'echo "VMware ESXi 5.1.0 build-1065491"; exit 0')
