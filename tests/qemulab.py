@@ -108,6 +108,25 @@ class Lab:
     def overlays(self, folder=None):
         return glob.glob(os.path.join(glob.escape(folder or self.images), "*hotvcb-snapshot-*"))
 
+    def two_qmp_folders(self, conf_extra=""):
+        """The VM `vm` (one raw disk of 8 MiB, 3 MiB of it data, running) with QMP sockets in two folders, as
+        kvm.md allows a nightly and an offsite job: self.inventory's and `inv2`; the offsite job's volume `vol2`
+        and config (qcow2, `conf_extra` lines added). Returns (image, inv2, vol2, offsite conf)."""
+        image = self.image("a.raw", fmt="raw", size=8 * MiB)
+        with open(image, "r+b") as f:
+            f.write(os.urandom(3 * MiB))
+        inv2 = os.path.join(self.sockets, "inv2")
+        os.makedirs(inv2)
+        self.start("vm", ["file=%s,format=raw,if=virtio" % image],
+                   extra=["-qmp", "unix:%s,server=on,wait=off" % os.path.join(inv2, "vm.qmp")])
+        self.qmp("cont")
+        vol2 = os.path.join(self.root, "vol2")
+        os.makedirs(vol2)
+        conf2 = os.path.join(self.root, "offsite.conf")
+        with open(conf2, "w") as f:
+            f.write("VM_BACKUP_VOLUME=%s\nDISK_BACKUP_FORMAT=qcow2\n%s" % (vol2, conf_extra))
+        return image, inv2, vol2, conf2
+
     def close(self):
         for p in self.procs:
             if p.poll() is None:

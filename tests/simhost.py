@@ -51,6 +51,16 @@ def on_host(host: Host, *cmd) -> list:
     return enter.argv(host.root, [str(a) for a in cmd])
 
 
+def host_python(host: Host, *args, timeout=300) -> subprocess.CompletedProcess:
+    """The host's own /bin/python run with `args` (`"-c", code` or `"-m", module, ...`) inside `esxisim shell`,
+    hotvcb and tests/ on its path (a test's snippet driving a driver there, tests/driver_contract.py, countshell)."""
+    tests = os.path.join(REPO, "tests")
+    return subprocess.run([sys.executable, "-m", "esxisim", "shell", host.root, "--", "env",
+                           "PYTHONPATH=%s:%s" % (REPO, tests), "/bin/python"] + [str(a) for a in args],
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                          env=dict(os.environ, PYTHONPATH=REPO))
+
+
 def _argv(host: Host, args):
     return on_host(host, "env", "PYTHONPATH=" + REPO, "/bin/python", "-m", "hotvcb", *args)
 

@@ -5,14 +5,10 @@ domain of a real libvirtd."""
 
 import os
 import shutil
-import subprocess
-import sys
 
 import kvmguest
 from qemuvm import QemuVm, make_initial, needs_qemu, qemu_img, short_dir
-from simhost import REPO, needs_root
-
-TESTS = os.path.dirname(os.path.abspath(__file__))
+from simhost import host_python, needs_root
 
 
 @needs_root
@@ -23,9 +19,7 @@ def test_the_esxi_driver_keeps_the_contract(host):
     code = ("import sys; from hotvcb.hosts.esxi import EsxiHost; from hotvcb.localshell import LocalShell; "
             "import driver_contract; driver_contract.check(EsxiHost(LocalShell()), 'contract vm', "
             "'/vmfs/volumes/backup/contract', 'user snap'); print('contract kept')")
-    r = subprocess.run([sys.executable, "-m", "esxisim", "shell", host.root, "--", "env",
-                        "PYTHONPATH=%s:%s" % (REPO, TESTS), "/bin/python", "-c", code],
-                       capture_output=True, text=True, timeout=300, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO))
+    r = host_python(host, "-c", code)
     assert r.returncode == 0 and "contract kept" in r.stdout, r.stdout + r.stderr
 
 
@@ -44,9 +38,7 @@ def test_the_esxi_driver_names_a_flat_base_disks_extent_as_its_copys(host):
             "h.copy_disk(d, dst, 'thin'); driver_contract._holds_what_copied_as_says(h, same); "
             "on_delta = EsxiHost(LocalShell()).copied_as(h.load_vm(ref).disks[0], dst, 'thin'); "
             "h.remove_snapshot(vm, snap, 120.0); print(same.source, same.copy, sparse, on_delta, sep='|')")
-    r = subprocess.run([sys.executable, "-m", "esxisim", "shell", host.root, "--", "env",
-                        "PYTHONPATH=%s:%s" % (REPO, TESTS), "/bin/python", "-c", code],
-                       capture_output=True, text=True, timeout=300, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO))
+    r = host_python(host, "-c", code)
     assert r.returncode == 0, r.stdout + r.stderr
     source, copy, sparse, on_delta = r.stdout.strip().split("|")
     assert source.endswith("-flat.vmdk") and source.startswith("/vmfs/volumes/datastore1/")

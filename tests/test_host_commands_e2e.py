@@ -12,17 +12,14 @@ import os
 import shlex
 import signal
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
 from esxisim import proclog, snapshots
-from simhost import (REPO, backups, hotvcb, hotvcb_background, lock_pid, needs_root, ours, sealed, sigterm_when,
+from simhost import (backups, host_python, hotvcb, hotvcb_background, lock_pid, needs_root, ours, sealed, sigterm_when,
                      snapshot_names, wait_for, wrap_tool, write_conf)
-
-TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
 # a powered-on VM's backup: its snapshot list and power state, its snapshot made and removed
@@ -32,9 +29,7 @@ ONE_VM = {"vmsvc/snapshot.get": 1, "vmsvc/power.getstate": 1, "vmsvc/snapshot.cr
 
 def counted_backup(host, tmp_path, *args):
     out = str(tmp_path / "count.json")
-    r = subprocess.run([sys.executable, "-m", "esxisim", "shell", host.root, "--", "env",
-                        "PYTHONPATH=%s:%s" % (REPO, TESTS), "/bin/python", "-m", "countshell", out] + list(args),
-                       capture_output=True, text=True, timeout=300, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO))
+    r = host_python(host, "-m", "countshell", out, *args)
     with open(out) as f:
         return r, json.load(f)
 
@@ -84,7 +79,7 @@ def test_a_snapshot_the_vmsd_does_not_name_yet_is_found_by_asking_hostd(host, tm
 
 @needs_root
 def test_on_a_release_before_esxi_55_the_new_snapshots_id_is_asked_of_hostd(host, tmp_path):
-    """Only from ESXi 5.5 on are the .vmsd's uids known to be snapshot.get's Ids (hosts/esxi.py
+    """Only from ESXi 5.5 on are the .vmsd's uids known to be snapshot.get's Ids (hosts/esxi_snapshots.py
     VMSD_UIDS_FROM): a host that says it is 5.1 is asked after the create."""
     vmid = host.create_vm("alpha", "datastore1", [{"size": "4M"}], power="on")
     wrap_tool(host, "vmware", 'echo "VMware ESXi 5.1.0 build-1065491"; exit 0')

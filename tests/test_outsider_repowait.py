@@ -625,7 +625,8 @@ import sys
 sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[1] + "/tests")
 from hotvcb.repo.backend import LocalBackend, NotFound
 from hotvcb.repo.reader import restore_disk
-from hotvcb.repo.repository import BadChunk, Repository
+from hotvcb.repo.chunks import BadChunk
+from hotvcb.repo.repository import Repository
 from hotvcb.repo.verify import verify
 
 class Flapping(LocalBackend):

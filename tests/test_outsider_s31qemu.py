@@ -153,22 +153,11 @@ def test_a_second_run_on_the_same_vm_does_not_remove_the_first_runs_snapshot(lab
     its `.description` are the same file for both runs. Expected: the second run never takes another live
     run's snapshot for its own; the first run's backup is sealed OK. (The seconds are lined up here by
     folders already taken on both volumes, which makes each run claim the next free second.)"""
-    image = lab.image("a.raw", fmt="raw", size=8 * MiB)
-    with open(image, "r+b") as f:
-        f.write(os.urandom(3 * MiB))
-    inv2 = os.path.join(lab.sockets, "inv2")
-    os.makedirs(inv2)
-    lab.start("vm", ["file=%s,format=raw,if=virtio" % image],
-              extra=["-qmp", "unix:%s,server=on,wait=off" % os.path.join(inv2, "vm.qmp")])
-    lab.qmp("cont")
-    vol2 = os.path.join(lab.root, "vol2")
+    image, inv2, vol2, conf2 = lab.two_qmp_folders("ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=1\n")
     now = datetime.now().replace(microsecond=0)
     for volume in (lab.volume, vol2):  # both runs claim the second `now + 8`
         for s in range(-2, 8):
             os.makedirs(os.path.join(volume, "vm", "vm-" + (now + timedelta(seconds=s)).strftime("%Y-%m-%d_%H-%M-%S")))
-    conf2 = os.path.join(lab.root, "offsite.conf")
-    with open(conf2, "w") as f:
-        f.write("VM_BACKUP_VOLUME=%s\nDISK_BACKUP_FORMAT=qcow2\nALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=1\n" % vol2)
     slow = slow_qemu_img(os.path.join(lab.root, "bin"), "256K")  # a copy of ~12 s
     p1, log1 = run_bg(lab, "vm", slow, ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=1)
     log2 = os.path.join(lab.root, "offsite.log")

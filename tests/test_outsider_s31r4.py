@@ -113,21 +113,9 @@ def lab(tmp_path):
 def _two_folders_one_copying(lab):
     """The VM `vm` with QMP sockets in lab.inventory (nightly) and inv2 (offsite); the nightly run copying
     slowly in the background. Returns (inv2, offsite conf, env bin dir, nightly Popen, its log)."""
-    from qemulab import MiB, run_bg
+    from qemulab import run_bg
     from qemuvm import slow_qemu_img, wait_until
-    image = lab.image("a.raw", fmt="raw", size=8 * MiB)
-    with open(image, "r+b") as f:
-        f.write(os.urandom(3 * MiB))
-    inv2 = os.path.join(lab.sockets, "inv2")
-    os.makedirs(inv2)
-    lab.start("vm", ["file=%s,format=raw,if=virtio" % image],
-              extra=["-qmp", "unix:%s,server=on,wait=off" % os.path.join(inv2, "vm.qmp")])
-    lab.qmp("cont")
-    vol2 = os.path.join(lab.root, "vol2")
-    os.makedirs(vol2)
-    conf2 = os.path.join(lab.root, "offsite.conf")
-    with open(conf2, "w") as f:
-        f.write("VM_BACKUP_VOLUME=%s\nDISK_BACKUP_FORMAT=qcow2\n" % vol2)
+    _image, inv2, _vol2, conf2 = lab.two_qmp_folders()
     slow = slow_qemu_img(os.path.join(lab.root, "bin"), "256K")  # a copy of ~12 s
     p1, log1 = run_bg(lab, "vm", slow)
     wait_until(lambda: "Backing up" in open(log1).read() or p1.poll() is not None, 60, "the nightly copy")

@@ -11,7 +11,9 @@ from hotvcb.errors import RepoError
 from hotvcb.repo import gc, prune
 from hotvcb.repo.backend import LocalBackend
 from hotvcb.repo.reader import read_file, restore_disk, restore_stream
-from hotvcb.repo.repository import PACKS, BadChunk, Repository, Snapshot, machines
+from hotvcb.repo.chunks import BadChunk
+from hotvcb.repo.records import Snapshot, machines
+from hotvcb.repo.repository import PACKS, Repository
 from hotvcb.repo.verify import verify
 from hotvcb.repo.writer import BackupWriter
 
@@ -252,7 +254,7 @@ def _record(n, vm="web", host="", system=None, uuid=""):
 
 
 def test_a_uuidless_vms_backups_are_one_vm_across_reboots_and_an_upgrade():
-    """A host is known by either id (repository.machines): its host id is new after each reboot (/var/run),
+    """A host is known by either id (records.machines): its host id is new after each reboot (/var/run),
     its system id is recorded only since the upgrade; backups linked by one id are one VM's, in order."""
     old = _record(0, host="aaaa")  # before the upgrade: host id only
     linked = _record(1, host="aaaa", system="esx-1")  # upgraded, same boot

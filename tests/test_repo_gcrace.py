@@ -20,7 +20,8 @@ from hotvcb.errors import Interrupted, RepoError
 from hotvcb.repo import gc
 from hotvcb.repo.backend import LocalBackend, NotFound
 from hotvcb.repo.reader import read_file, restore_disk
-from hotvcb.repo.repository import CONDEMNED, DAMAGED, PACKS, SNAPSHOTS, BadChunk, Repository
+from hotvcb.repo.chunks import BadChunk
+from hotvcb.repo.repository import CONDEMNED, DAMAGED, PACKS, SNAPSHOTS, Repository
 from hotvcb.repo.verify import verify
 
 

@@ -7,14 +7,8 @@ snapshots anew): the signal came during that listing, no create was sent, and th
 minute for a snapshot no vim-cmd had asked for. The driver now sends no create once a signal is
 pending, and says so (Interrupted.unasked), which the job reads as nothing to wait for."""
 
-import os
-import subprocess
-import sys
-
 from esxisim import proclog
-from simhost import REPO, needs_root, ours
-
-TESTS = os.path.dirname(os.path.abspath(__file__))
+from simhost import host_python, needs_root, ours
 
 
 @needs_root
@@ -26,9 +20,7 @@ def test_a_signal_pending_before_the_create_sends_none_and_says_so(host):
             "os.kill(os.getpid(), signal.SIGTERM)\n"
             "try:\n    h.create_snapshot(vm, 'hotvcb-snapshot-x', '', False, False, 60.0)\n"
             "except Interrupted as err:\n    print('unasked' if err.unasked else 'asked')")
-    r = subprocess.run([sys.executable, "-m", "esxisim", "shell", host.root, "--", "env",
-                        "PYTHONPATH=%s:%s" % (REPO, TESTS), "/bin/python", "-c", code],
-                       capture_output=True, text=True, timeout=120, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO))
+    r = host_python(host, "-c", code, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "unasked", r.stdout + r.stderr
     creates = [e for e in proclog.read(host) if e["tool"] == "vim-cmd" and e["args"][0] == "vmsvc/snapshot.create"]
     assert not creates and not ours(host, vmid), creates

@@ -28,8 +28,8 @@ from ..jobs.restore_scratch import OWN_FILES, RESTORING, Records, record_of
 from ..jobs.restore_sweep import sweep
 from ..localshell import LocalShell
 from ..repo.reader import Where, read_file, restore_disk, whole_or_nothing
-from ..repo.repository import (SNAPSHOTS, Repository, Snapshot, Unreadable, dated_ahead, machines,
-                                open_path)
+from ..repo.records import Snapshot, Unreadable, dated_ahead, machines
+from ..repo.repository import SNAPSHOTS, Repository, open_path
 from ..repo.settle import Say
 from ..repo.verify import verify
 from ..runid import machine_id
@@ -142,7 +142,7 @@ def find(repo: Repository, ident: str, latest: str = "") -> Snapshot:
             close = VmNotFound(latest, sorted({snap.vm for snap in every})).suggestions
             raise UsageError("no backup of %r in the repository%s (hotvcb list --repo shows them)" % (
                 latest, did_you_mean(latest, close)))
-        # two hosts' VMs may share a name (repository.machines)
+        # two hosts' VMs may share a name (records.machines)
         newest = {key: found[-1] for key, found in machines(snaps).items()}
         if len(newest) > 1:
             raise UsageError("%d VMs called %r are in the repository; restore one by its backup's id: %s" % (

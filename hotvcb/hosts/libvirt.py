@@ -8,7 +8,8 @@ in-guest hooks, below):
   `virsh dumpxml` gives the disks (`<target dev>` is the disk's key; CD-ROMs
   and empty or read-only floppies are no disks; read-only, shareable,
   transient and network disks, passed-through LUNs and writable floppy images
-  are skipped with the reason, so the run names them and ends WARNING).
+  are skipped with the reason, so the run names them and ends WARNING;
+  libvirt_domain.py).
 - snapshot: `virsh backup-begin` in pull mode (pulljob.py) with a checkpoint
   named as the job names its snapshot, the run record in the checkpoint's
   description.
@@ -23,7 +24,7 @@ in-guest hooks, below):
   deleted by hand or made again under its name (its creation time is not
   the one the base backup recorded, checked once backup-begin took the
   bitmap), the base backup rotated away or bad, its chain at MAX_CHAIN) is a
-  full copy, and the log says why.
+  full copy, and the log says why (libvirt_incremental.py).
 - remove: `virsh domjobabort` ends the pull job (libvirt deletes the scratch
   files), then the checkpoints: after a backup whose every disk was copied
   only its own checkpoint stays (the next incremental starts there); after a
@@ -49,9 +50,7 @@ The host is this machine: the NBD socket and the images are local files, so
 a remote URI (qemu+ssh://) is refused.
 """
 
-import copy
 import io
-import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -61,31 +60,15 @@ from ..errors import CopyError, HostError, SnapshotError, VmNotFound
 from ..runlog import RunLog
 from ..model import Disk, Snapshot, Vm, VmRef
 from ..shell import Shell
-from ..store import health, layout
-from ..store.chain import chain_length, written_after_seal
 from . import nbdcopy, qemuimg
 from .checkpoints import Checkpoints
+from .libvirt_domain import DomainConfig, disk_of, not_copied, parse, qemu_owner, with_live_disks
+from .libvirt_incremental import CHECKPOINT_FILE, incremental_base
 from .qemu import LocalKvmHost
 from .pulljob import PullJobs, checkpoint_fault, job_snapshot, own_folder, safe
 from .qemu_overlay_names import OUR_MARK
 from .qga import run_in_guest
 from .virsh import DEFAULT_URI, BackupJob, Virsh, VirshError, together
-
-CONFIG_NAME = "domain.xml"
-CHECKPOINT_FILE = "hotvcb-checkpoint"  # in a backup: the checkpoint it was taken at
-CHECKPOINT_MAX = 4096  # its two short lines; one planted on the backup volume is read no further
-MAX_CHAIN = 7  # incrementals on one full: then a full again, so rotation can free space
-
-
-@dataclass
-class DomainConfig:
-    """What a libvirt backup holds in place of a .vmx: `virsh dumpxml --inactive` at backup time."""
-
-    xml: str
-    filename: str = CONFIG_NAME
-
-    def text(self) -> str:
-        return self.xml
 
 
 @dataclass
@@ -153,8 +136,8 @@ class LibvirtHost(LocalKvmHost):
             if "ailed to get domain" in err.text or "not found" in err.text:
                 raise VmNotFound(ref.name) from err
             raise
-        root = _parse(live, ref.name)
-        self._owners[ref.name] = _qemu_owner(root)
+        root = parse(live, ref.name)
+        self._owners[ref.name] = qemu_owner(root)
         folder = self.run_dir + "/vms/" + own_folder(ref.name)
         self.shell.makedirs(folder)  # where a power-down marker of ours goes
         vm = Vm(ref=ref, datastore="", folder=folder, vmx=None, uuid=root.findtext("uuid") or "")
@@ -162,45 +145,18 @@ class LibvirtHost(LocalKvmHost):
             if d.get("device", "disk") == "disk":
                 vm.disks.append(self._disk(d))
             else:
-                passed = _not_copied(d)
+                passed = not_copied(d)
                 if passed is not None:
                     vm.disks.append(passed)
-        vm.vmx = DomainConfig(_with_live_disks(inactive, root, [d.key for d in vm.disks if not d.skip_reason],
-                                               ref.name))
+        vm.vmx = DomainConfig(with_live_disks(inactive, root, [d.key for d in vm.disks if not d.skip_reason],
+                                              ref.name))
         return vm
 
     def _disk(self, d: ET.Element) -> Disk:
-        target = d.find("target")
-        key = target.get("dev", "?") if target is not None else "?"
-        bus = target.get("bus", "") if target is not None else ""
-        source = d.find("source")
-        kind = d.get("type", "file")
-        path = ""
-        if source is not None:
-            path = source.get("file") or source.get("dev") or ""
-        driver = d.find("driver")
-        reason = ""
-        if kind == "volume" and source is not None and source.get("pool") and source.get("volume"):
-            # a storage pool's volume (cockpit, attach-disk --source-type): a dir pool's is a plain file,
-            # a logical pool's an LV, both read as such; a network pool's (rbd, gluster) is no local path
-            try:
-                path = self.virsh.vol_path(source.get("pool", ""), source.get("volume", ""))
-            except VirshError as err:
-                reason = "storage pool volume %s/%s: %s" % (source.get("pool"), source.get("volume"), err.text)
-            kind = "file" if path.startswith("/") else kind
-        if reason:
-            path = ""
-        elif kind not in ("file", "block") or not path.startswith("/"):
-            reason = "not a local image (%s disk)" % kind
-        elif d.find("readonly") is not None:
-            reason = "read-only disk"
-        elif d.find("shareable") is not None:
-            reason = "shareable disk (another domain writes it too)"
-        elif d.find("transient") is not None:
-            reason = "transient disk (its writes are thrown away)"
-        if not reason:
-            self._formats[path] = driver.get("type", "raw") if driver is not None else "raw"
-        return Disk(key=key, path=path, datastore="", adapter=bus, mode="persistent", skip_reason=reason)
+        disk, fmt = disk_of(d, self.virsh.vol_path)
+        if fmt:
+            self._formats[disk.path] = fmt
+        return disk
 
     def backup_config(self, vm: Vm, disk_names: Dict[str, str]) -> Tuple[str, str]:
         """`virsh dumpxml --inactive` as it was at backup time (restore defines a domain from it)."""
@@ -331,7 +287,8 @@ class LibvirtHost(LocalKvmHost):
         if not exports:
             raise CopyError(disk.path, "the backup job does not export %s" % disk.key, dst)
         export, folder = exports[0], dst.rsplit("/", 1)[0]
-        base = self._base(active, export.incremental, export.bitmap, disk, dst, fmt)
+        base = incremental_base(self.shell, self.log, active.domain, active.base_at, export.incremental,
+                                export.bitmap, disk, dst, fmt)
         if base:
             out = "%s/%s.qcow2" % (folder, safe(disk.key))
             ranges, size = nbdcopy.dirty_ranges(self.shell, active.job.socket, export.export, export.bitmap,
@@ -348,56 +305,6 @@ class LibvirtHost(LocalKvmHost):
         self.shell.write_text(folder + "/" + CHECKPOINT_FILE, "%s\n%s\n" % (name, active.made_at))
         active.copied.add(disk.key)
         return files
-
-    def _base(self, active: _Active, since: str, bitmap: str, disk: Disk, dst: str, fmt: str) -> str:
-        """`../<backup>/<disk>.qcow2` of the good backup taken at checkpoint `since`, or "" (a full copy)."""
-        if not since or not bitmap:
-            return ""
-        if fmt != "qcow2":
-            self.log.info("%s: incremental backups are written as qcow2 overlays; with DISK_BACKUP_FORMAT=%s every "
-                          "backup is full" % (active.domain, fmt))
-            return ""
-        volume = dst.rsplit("/", 3)[0]  # <volume>/<VM>/<backup>-partial/<disk>
-        disk_file = "%s.qcow2" % safe(disk.key)
-        for b in reversed(layout.list_backups(self.shell, volume, active.domain)):
-            if b.compressed or b.status != "ok":
-                continue
-            marker = b.path + "/" + CHECKPOINT_FILE
-            try:  # read_regular: anyone who can write the backup volume may plant a FIFO there
-                text = self.shell.read_regular(marker, CHECKPOINT_MAX) if self.shell.exists(marker) else ""
-            except HostError:
-                text = ""  # not a marker of ours: no base for an incremental
-            lines = text.splitlines()
-            if not lines or lines[0].strip() != since:
-                continue
-            recorded = lines[1].strip() if len(lines) > 1 else ""
-            if not recorded:
-                self.log.info("%s: the backup %s records no creation time of checkpoint %s (an older hotvcb's), so "
-                              "the checkpoint cannot be told from one made again; a full backup instead"
-                              % (active.domain, b.name, since))
-                return ""
-            if recorded != active.base_at:
-                self.log.info("%s: checkpoint %s is not the one the backup %s was taken at (created %s, the backup "
-                              "recorded %s): made again under its name, its bitmap misses writes; a full backup "
-                              "instead" % (active.domain, since, b.name, active.base_at or "?", recorded))
-                return ""
-            verdict = health.judge(self.shell, b)
-            if not verdict.good or not self.shell.exists(b.path + "/" + disk_file):
-                self.log.info("%s: the backup %s taken at checkpoint %s is not good (%s); a full backup instead"
-                              % (active.domain, b.name, since, verdict.reason or "no " + disk_file))
-                return ""
-            if chain_length(self.shell, b.path + "/" + disk_file) >= MAX_CHAIN:
-                self.log.info("%s: %d incrementals on one full; a full backup this time" % (active.domain, MAX_CHAIN))
-                return ""
-            changed = written_after_seal(self.shell, b.path + "/" + disk_file)
-            if changed:
-                self.log.info("%s: %s was written after its backup was sealed; a full backup instead"
-                              % (active.domain, changed))
-                return ""
-            return "../%s/%s" % (b.name, disk_file)
-        self.log.info("%s: no good backup holds checkpoint %s (rotated away, failed or compressed); a full backup "
-                      "instead" % (active.domain, since))
-        return ""
 
     def disk_files(self, descriptor_path: str) -> List[str]:
         return [descriptor_path]
@@ -430,63 +337,3 @@ class LibvirtHost(LocalKvmHost):
 
     def registered_at(self, vmx_path: str) -> Optional[str]:
         return None  # register_vm registers nothing here
-
-
-def _with_live_disks(inactive: str, live: ET.Element, copied: List[str], name: str) -> str:
-    """The definition a restore defines: `dumpxml --inactive`, plus the disks a backup copies that only the
-    running domain has (attached `--live`, without `--config`), or a restore would leave out a disk the backup
-    holds without a word. Unchanged where there is none."""
-    config = _parse(inactive, name)
-    devices = config.find("devices")
-    have = {t.get("dev") for t in config.findall("devices/disk/target")}
-    added = 0
-    for d in live.findall("devices/disk"):
-        target = d.find("target")
-        dev = target.get("dev", "") if target is not None else ""
-        if d.get("device", "disk") != "disk" or dev not in copied or dev in have or devices is None:
-            continue
-        disk = copy.deepcopy(d)
-        for el in list(disk):
-            if el.tag in ("alias", "backingStore"):  # the running QEMU's, not a definition's
-                disk.remove(el)
-        source = disk.find("source")
-        if source is not None:
-            source.attrib.pop("index", None)
-        devices.append(disk)
-        added += 1
-    return ET.tostring(config, encoding="unicode") + "\n" if added else inactive
-
-
-def _not_copied(d: ET.Element) -> Optional[Disk]:
-    """A <disk> that holds the guest's data but is no device='disk' a backup job exports, as a disk skipped with
-    why (the job names it, the run ends WARNING, as for an ESXi physical RDM); None for a CD-ROM, an empty or
-    read-only floppy."""
-    target, source = d.find("target"), d.find("source")
-    key = target.get("dev", "?") if target is not None else "?"
-    bus = target.get("bus", "") if target is not None else ""
-    path = "" if source is None else source.get("dev") or source.get("file") or source.get("volume") or ""
-    device = d.get("device", "")
-    if device == "lun":
-        reason = "passed-through LUN (its data is on the host's storage, which a backup does not copy)"
-    elif device == "floppy" and path and d.find("readonly") is None:
-        reason = "writable floppy image (a backup copies disks only)"
-    else:
-        return None
-    return Disk(key=key, path=path, datastore="", adapter=bus, mode="persistent", skip_reason=reason)
-
-
-def _parse(text: str, name: str) -> ET.Element:
-    try:
-        return ET.fromstring(text)
-    except ET.ParseError as err:
-        raise HostError("virsh dumpxml %s printed no readable XML: %s" % (name, err)) from err
-
-
-def _qemu_owner(root: ET.Element) -> str:
-    """`uid:gid` the domain's QEMU runs as (its DAC seclabel in the live XML), "" when unknown or root."""
-    for label in root.findall("seclabel"):
-        if label.get("model") == "dac":
-            text = (label.findtext("label") or "").replace("+", "")
-            if re.match(r"^\d+:\d+$", text) and text != "0:0":
-                return text
-    return ""

@@ -24,8 +24,9 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from .. import clockage
 from ..errors import RepoError
-from ..repo.repository import (VERIFIED, Location, Repository, Snapshot, Unreadable, by_kind, dated_ahead,
-                               open_path)
+from ..repo.chunks import Location
+from ..repo.records import Snapshot, Unreadable, by_kind, dated_ahead
+from ..repo.repository import VERIFIED, Repository, open_path
 from ..units import human_size
 from .status import CRIT, OK, WARN, Check, Limits, aged, no_good_backup
 from .status import dated_ahead as ahead_check

@@ -16,7 +16,7 @@ the worst one is the host's. What is checked, and why it matters:
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .. import clockage
 from ..errors import HotvcbError
@@ -100,7 +100,8 @@ def host_status(host: Hypervisor, settings: Settings, limits: Limits, names: Opt
                                    "backed up" % why))
     for missing in sorted(set(names or ()) - {r.name for r in refs} - set(exclude)):
         report.checks.append(Check(CRIT, "backup", missing, "listed, but no VM of that name is on this host"))
-    run_alive = _run_holding_lock(host)
+    me = RunId.new()  # this status run, as every record it judges is judged against
+    run_alive = _run_holding_lock(host, me)
     repos = {}  # type: Dict[str, Callable[..., Check]]  # repository path -> its check, each read once a run
     needed = {_target(settings): 0}  # type: Dict[str, int]  # where backups go -> what the next run needs there
     for ref in refs:
@@ -112,17 +113,17 @@ def host_status(host: Hypervisor, settings: Settings, limits: Limits, names: Opt
         try:
             own = settings if settings_of is None else settings_of(vm.name)
         except HotvcbError as err:
-            own = settings
+            own, state = settings, None
             report.checks.append(Check(CRIT, "backup", vm.name, "its per-VM config is refused, which fails its "
                                        "backup: %s" % err))
         else:
-            skipped = _skipped(host, own, vm)
+            skipped, state = _skipped(host, own, vm)
             report.checks.append(skipped or _vm_backups(host, own, repos, vm.name, vm.uuid, limits, now))
             if skipped:  # its job leaves it alone: nothing to judge of its backups, no room for its next one
-                report.checks.extend(_snapshots(host, vm, limits, now, run_alive))
+                report.checks.extend(_snapshots(host, vm, limits, now, run_alive, me))
                 continue
-        report.checks.extend(_snapshots(host, vm, limits, now, run_alive))
-        report.checks.extend(_left_off(host, vm, run_alive))
+        report.checks.extend(_snapshots(host, vm, limits, now, run_alive, me))
+        report.checks.extend(_left_off(host, vm, run_alive, state))
         try:  # one VM's image that cannot be sized (`qemu-img measure` of a deleted file) is its problem only
             needed[_target(own)] = needed.get(_target(own), 0) + sum(
                 host.bytes_needed(d, own.disk_backup_format) for d in vm.disks if not d.skip_reason)
@@ -139,19 +140,22 @@ def host_status(host: Hypervisor, settings: Settings, limits: Limits, names: Opt
     return report
 
 
-def _skipped(host: Hypervisor, settings: Settings, vm: Vm) -> Optional[Check]:
+def _skipped(host: Hypervisor, settings: Settings, vm: Vm) -> Tuple[Optional[Check], Optional[str]]:
     """The check of a VM its job skips on purpose (BACKUP_POWER_STATE, `--power-state`: jobs/backup.py), said
     as such: judged by its backups it was CRIT "never backed up" every night for the admin's own choice. A VM
-    a dead run powered off (its marker is there) is not skipped: the job judges it by the state it had."""
+    a dead run powered off (its marker is there) is not skipped: the job judges it by the state it had.
+    With it the power state asked (None: none was), which _left_off takes rather than ask again. Asked per
+    VM: nothing status reads before carries it (getallvms has no power column, a libvirt domain's XML does not
+    tell paused from running, and status asks no look-ahead), and with no rule set it is never asked."""
     rule = settings.backup_power_state
     if rule == "any":
-        return None
+        return None, None
     state = host.power_state(vm)
     if state == rule or host.shell.exists(power_marker(vm)):
-        return None
+        return None, state
     return Check(OK, "backup", vm.name, "skipped: %s, and BACKUP_POWER_STATE=%s backs up only VMs %s; its backups "
                  "are not judged" % (powered(state), rule, powered(rule)),
-                 {"skipped": "power_state", "power_state": state})
+                 {"skipped": "power_state", "power_state": state}), state
 
 
 def _target(settings: Settings) -> str:
@@ -183,12 +187,12 @@ def _repository(host: Hypervisor, path: str) -> Callable[..., Check]:
                     host.system_id()).check
 
 
-def _run_holding_lock(host: Hypervisor) -> bool:
+def _run_holding_lock(host: Hypervisor, me: RunId) -> bool:
     path = host.run_dir.rstrip("/") + "/" + LOCK_NAME
     try:
         if not host.shell.exists(path):
             return False
-        return holder_alive(host.shell, path, parse(host.shell.read_regular(path, RECORD_MAX)), RunId.new())
+        return holder_alive(host.shell, path, parse(host.shell.read_regular(path, RECORD_MAX)), me)
     except HotvcbError:
         return False
 
@@ -339,7 +343,7 @@ def _made(host: Hypervisor, shell: ScannedShell, backup: layout.BackupSet) -> fl
     return _made_at(host, backup.when)
 
 
-def _snapshots(host: Hypervisor, vm: Vm, limits: Limits, now: float, run_alive: bool) -> List[Check]:
+def _snapshots(host: Hypervisor, vm: Vm, limits: Limits, now: float, run_alive: bool, me: RunId) -> List[Check]:
     checks = []
     snaps = host.snapshots(vm)
     deltas = host.delta_files(vm)
@@ -361,7 +365,7 @@ def _snapshots(host: Hypervisor, vm: Vm, limits: Limits, now: float, run_alive: 
             if ahead and stamped is not None else "age unknown", human_size(delta_bytes))
         if details["ours"]:
             owner = parse(snap.description)
-            alive = True if run_alive else snapshot_run_alive(snap, RunId.new())
+            alive = True if run_alive else snapshot_run_alive(snap, me)
             if alive:
                 checks.append(Check(OK, "snapshot", vm.name, label + ": a backup is running", details))
             elif alive is None:
@@ -389,11 +393,12 @@ def _snapshots(host: Hypervisor, vm: Vm, limits: Limits, now: float, run_alive: 
     return checks
 
 
-def _left_off(host: Hypervisor, vm: Vm, run_alive: bool) -> List[Check]:
-    """A VM a hotvcb run powered off for its backup and that run died (its marker is still there)."""
+def _left_off(host: Hypervisor, vm: Vm, run_alive: bool, state: Optional[str] = None) -> List[Check]:
+    """A VM a hotvcb run powered off for its backup and that run died (its marker is still there). `state`:
+    its power state as _skipped just asked it, None where it did not."""
     path = power_marker(vm)
     try:
-        if run_alive or not host.shell.exists(path) or host.power_state(vm) != "off":
+        if run_alive or not host.shell.exists(path) or (state or host.power_state(vm)) != "off":
             return []
         owner = parse(host.shell.read_regular(path, RECORD_MAX))
     except HotvcbError:

@@ -20,8 +20,9 @@ from .format import Blob, dumps
 from .gclock import gc_lock
 from .packs import PackWriter
 from .backend import Unavailable
-from .repository import (CONDEMNED, DAMAGED, INDEXES, PACKS, SNAPSHOTS, VERIFIED, IndexUnreadable, Location, Repository,
-                         Snapshot, Unreadable, by_kind, copy_rank)
+from .chunks import Location, copy_rank
+from .records import IndexUnreadable, Snapshot, Unreadable, by_kind
+from .repository import CONDEMNED, DAMAGED, INDEXES, PACKS, SNAPSHOTS, VERIFIED, Repository
 
 REPACK_SHARE = 0.25  # a pack this much dead (garbage or duplicates) is rewritten; below it, the dead part waits
 WHY = {  # a mark's reason per pack (its "why"), as prune prints it

@@ -15,7 +15,8 @@ from .. import crashpoint
 from ..errors import RepoError
 from .gc import GcReport, blocked, collect_held, needed
 from .gclock import gc_lock
-from .repository import SNAPSHOTS, Repository, Snapshot, dated_ahead, machines
+from .records import Snapshot, dated_ahead, machines
+from .repository import SNAPSHOTS, Repository
 
 KEEP_RULES = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 AHEAD_RULE = "dated over a day ahead of the clock: neither counted nor removed"

@@ -28,7 +28,9 @@ from ..errors import RepoError
 from ..sparsewrite import Flusher, write_at
 from . import codec
 from .format import DiskIndex
-from .repository import Location, PackGone, Repository, Snapshot
+from .chunks import Location, PackGone
+from .records import Snapshot
+from .repository import Repository
 from .settle import Say, Settle, silent
 
 Check = Optional[Callable[[], None]]

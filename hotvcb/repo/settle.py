@@ -20,7 +20,8 @@ from .. import interrupt
 from ..errors import RepoError
 from ..runid import RunId
 from .gclock import LOCK, read, stale
-from .repository import BadChunk, Repository, needed_by
+from .chunks import BadChunk, needed_by
+from .repository import Repository
 
 Say = Callable[[str], None]
 

@@ -28,7 +28,9 @@ from ..errors import RepoError
 from . import codec
 from .backend import NotFound, ObjectInfo
 from .format import PACK_HEADER, Blob, TRAILER_SIZE, dumps, pack_id, pack_version, parse_table, table_length
-from .repository import DAMAGED, PACKS, VERIFIED, BadChunk, Repository, Snapshot
+from .chunks import BadChunk
+from .records import Snapshot
+from .repository import DAMAGED, PACKS, VERIFIED, Repository
 from .settle import Say, Settle, silent
 
 MODES = ("all", "sample", "new")

@@ -25,7 +25,8 @@ from ..errors import RepoError
 from . import codec
 from .format import DiskIndex, dumps, encode_index
 from .packs import PackWriter
-from .repository import INDEXES, SNAPSHOTS, Repository, Snapshot, new_snapshot_id
+from .records import Snapshot, new_snapshot_id
+from .repository import INDEXES, SNAPSHOTS, Repository
 
 Check = Optional[Callable[[], None]]
 Stored = Tuple[int, codec.Data]  # method, the chunk as stored (may be a view of the read buffer)

@@ -233,11 +233,11 @@ def linked(shell: Shell, path: str) -> Optional[Health]:
     be gone or changed under it, and counted as a kept backup it would push a real one out; rotation
     removes the link (never what it names), and verify, restore and list all say so alike."""
     try:
-        if not layout.linked_elsewhere(shell, path):
-            return None
-        target = shell.realpath(path)
+        target = layout.linked_elsewhere(shell, path)
     except HostError:
         return None  # cannot tell: judged by what it holds, as every backup was
+    if target is None:
+        return None
     return Health("incomplete", "a symlink to %s, not a backup on this volume (verify or restore %s itself)"
                   % (target, target))
 

@@ -398,12 +398,15 @@ def not_there(shell: Shell, path: str) -> str:
     return "backup %s does not exist" % path
 
 
-def linked_elsewhere(shell: Shell, path: str) -> bool:
-    """Whether a backup's entry is a symlink (to a copy kept elsewhere), asked with realpath (the Shell
-    contract's own question for it; a ScannedShell answers it from its scan): such an entry is no backup
-    on this volume (health.judge), and rotation removes the link, never what it names."""
+def linked_elsewhere(shell: Shell, path: str) -> Optional[str]:
+    """Where a backup's entry leads if it is a symlink (to a copy kept elsewhere), else None; asked with
+    realpath (the Shell contract's own question for it; a ScannedShell answers it from its scan): such an
+    entry is no backup on this volume (health.judge), and rotation removes the link, never what it names.
+    The target is returned so the verdict naming it (health.linked) asks no second realpath: the link's is
+    the one a ScannedShell cannot answer from its scan, a round trip over SSH."""
     parent, name = path.rsplit("/", 1)
-    return shell.realpath(path) != shell.realpath(parent or "/").rstrip("/") + "/" + name
+    real = shell.realpath(path)
+    return real if real != shell.realpath(parent or "/").rstrip("/") + "/" + name else None
 
 
 def odd_named(odd: List[str]) -> str:

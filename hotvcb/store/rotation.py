@@ -251,7 +251,7 @@ def backup_size(shell: Shell, path: str) -> int:
     budget, list and status count it; none for a symlink named like one (health.linked): what it names is
     elsewhere, and removing the link frees nothing here."""
     try:
-        if layout.linked_elsewhere(shell, path):
+        if layout.linked_elsewhere(shell, path) is not None:
             return 0
         if not shell.isdir(path):
             return shell.disk_usage(path)
@@ -276,7 +276,7 @@ def condemn(shell: Shell, b: BackupSet, unpacked: Optional[str] = None) -> str:
     both would take: the .gz goes into that folder first, so a kill between the two renames leaves one
     folder for the next rotation, never a .gz whose -deleting name a folder holds."""
     doomed = (b.path[: -len(".gz")] if b.compressed else b.path) + layout.DELETING
-    if unpacked is not None and layout.linked_elsewhere(shell, unpacked):
+    if unpacked is not None and layout.linked_elsewhere(shell, unpacked) is not None:
         # a hand linked an unpacked copy kept elsewhere in: the .gz moved through the link would live on
         # there, where no rotation looks. The link goes (what it names is not this volume's to remove).
         shell.remove_tree(unpacked)
