@@ -358,8 +358,6 @@ def s001_same_folder(host):
 
 # ---------------------------------------------------------------------------------------------- defects
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a thin restore writes disk B's descriptor d-flat.vmdk over disk A's "
-                   "extent d-flat.vmdk (one restore folder, no collision check): boot disk destroyed, 'restored OK'")
 def test_a_disk_named_like_another_disks_flat_extent_is_restored_without_overwriting_it(host):
     """`d` has its boot disk d.vmdk (data in d-flat.vmdk) on datastore1, and a data disk on ds5 that a
     colleague once cloned with `vmkfstools -i ... /vmfs/volumes/ds5/d/d-flat.vmdk` (a valid disk: its
@@ -378,8 +376,6 @@ def test_a_disk_named_like_another_disks_flat_extent_is_restored_without_overwri
     assert_restored_owns_its_disks(host, vmid, host.vmid_by_name("copy"))
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: restore as 2gbsparse clones e.vmdk to e.vmdk+e-s001.vmdk, then the "
-                   "disk named e-s001.vmdk collides: 'The file already exists', a good backup cannot be restored")
 def test_a_disk_named_like_a_2gbsparse_extent_restores_as_2gbsparse(host):
     """`e` has e.vmdk and a second disk e-s001.vmdk (on ds5; a legal VMFS name). Its backup is good.
     Restored as 2gbsparse (format 2 of a ghettoVCB restore line), hotvcb clones e.vmdk into e.vmdk
@@ -395,8 +391,6 @@ def test_a_disk_named_like_a_2gbsparse_extent_restores_as_2gbsparse(host):
     assert_restored_owns_its_disks(host, vmid, host.vmid_by_name("copy"))
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: DISK_BACKUP_FORMAT=2gbsparse of g.vmdk + g-s001.vmdk (one folder) "
-                   "clones g.vmdk's extent g-s001.vmdk then fails the second disk every night: 'file already exists'")
 def test_a_disk_named_like_a_2gbsparse_extent_backs_up_as_2gbsparse(host):
     """The admin keeps ghettoVCB's DISK_BACKUP_FORMAT=2gbsparse. VM `g` has g.vmdk and, in the same
     folder, a data disk g-s001.vmdk. Every night the backup copies g.vmdk as g.vmdk + g-s001.vmdk (its
@@ -446,8 +440,6 @@ def flat_named_in_subfolder(host):
     return "k", vmid
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a disk in a sub-folder (sub/k-flat.vmdk) is copied to the backup "
-                   "folder's top, where k.vmdk's extent k-flat.vmdk already is: every thin backup fails that disk")
 def test_a_subfolder_disk_named_like_the_boot_disks_extent_is_backed_up(host):
     """VM `k` has k.vmdk (data k-flat.vmdk) and a data disk the admin once made with `vmkfstools -i`
     into the VM's `sub/` folder as sub/k-flat.vmdk (a legal disk: descriptor k-flat.vmdk, data

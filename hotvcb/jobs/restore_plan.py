@@ -27,7 +27,7 @@ from it).
 from dataclasses import dataclass, field
 from typing import Callable, Collection, List, Optional, Set, Tuple
 
-from .. import vmdk
+from .. import vmdk, vmdknames
 from ..errors import HostError, HotvcbError
 from ..filetext import read_small
 from ..hosts.base import Hypervisor
@@ -165,7 +165,7 @@ class Planner:
                    if plan.tree is not None and fs.exists(plan.tree.folder + "/" + filename.rsplit("/", 1)[-1])}
         in_backup = {dev: layout.disk_in_backup(fs, backup, filename, self._datastore_aliases)
                      for dev, _bus, filename in slots if dev not in in_tree}
-        used = set()  # type: set
+        used = []  # type: List[vmdknames.Files]
         # a disk renamed to be unique never takes a name a line this restore leaves as it is holds (a disk
         # not in the backup, restored disconnected, or one not present): two devices would name one file
         kept = _names_kept(vmx, in_tree | {dev for dev, found in in_backup.items() if found is not None})
@@ -175,9 +175,10 @@ class Planner:
                 # the base is cloned under its own name: the deltas above it name it
                 target = restore_tree.chain(fs, plan.tree.folder, top)[-1]
                 src = plan.tree.folder + "/" + target
-                if target.lower() in used:
+                base = vmdknames.Files(target, self.req.disk_format)
+                if any(base.meets(other) for other in used):
                     raise RestoreError("two disks have a base named %s in the snapshot tree" % target)
-                used.add(target.lower())
+                used.append(base)
             else:
                 found = in_backup[dev]
                 if found is None:
@@ -191,7 +192,9 @@ class Planner:
                     put(dev + ".present", "FALSE")
                     plan.disconnected.append(dev)
                     continue
-                src, target = found, _unique(base_name(found.rsplit("/", 1)[-1]), used, kept)
+                src = found
+                used.append(vmdknames.pick(base_name(found.rsplit("/", 1)[-1]), self.req.disk_format, used, kept))
+                target = used[-1].name
                 top = target
             # vmkfstools -i would clone whatever the disk and each of its parents name
             read, parents = backup_check.require_chain_inside(fs, src)
@@ -329,14 +332,3 @@ def _names_kept(vmx: VmxFile, restored: Set[str]) -> Set[str]:
     those lines as they are."""
     return {(vmx.get(dev + ".fileName") or "").rsplit("/", 1)[-1].lower()
             for dev, _bus in vmx.devices() if dev not in restored} - {""}
-
-
-def _unique(name: str, used: set, kept: Collection[str] = ()) -> str:
-    """name, or name_2.vmdk, name_3.vmdk... when two disks share a file name, or a line `kept` names it."""
-    stem, ext = name[: -len(".vmdk")] if name.lower().endswith(".vmdk") else name, ".vmdk"
-    candidate, n = stem + ext, 1
-    while candidate.lower() in used or candidate.lower() in kept:
-        n += 1
-        candidate = "%s_%d%s" % (stem, n, ext)
-    used.add(candidate.lower())
-    return candidate
