@@ -612,8 +612,6 @@ def high_nodes(host):
 REPO = "/vmfs/volumes/backup/repo"
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a repository backup of d.vmdk + d-flat.vmdk (ds5) stages both disks "
-                   "in one folder by stored name: 'cannot create .../d-flat.vmdk: File exists', never restorable")
 @pytest.mark.parametrize("how", ["datastore", "to"])
 def test_a_repository_backup_of_a_disk_named_like_another_disks_extent_restores(host, how):
     """The same VM `d` (d.vmdk at home, a data disk whose descriptor is d-flat.vmdk on ds5) backed up into
