@@ -684,8 +684,6 @@ for _k, _stem in ODD_STEMS.items():
     SHAPES["odd_" + _k] = named_disk("o" + _k, _stem)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: a VM whose every disk is independent fails 'every disk was skipped' "
-                   "but its report row says disks 0, skipped_disks [] (table 0/0): the skipped disk is not named")
 def test_a_vm_of_only_independent_disks_names_them_in_its_report(host, tmp_path):
     """`scratch` has one disk, independent-persistent (a scratch VM the admin never wanted in snapshots).
     The backup rightly fails it ('nothing to back up: every disk was skipped', exit 6), but the table says
