@@ -518,8 +518,6 @@ def s001_with_snapshot(host):
     return "v", vmid
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT: with BACKUP_SNAPSHOT_TREE=1 a base disk v-s001.vmdk collides with "
-                   "v.vmdk's 2gbsparse extent in snapshot-tree/ (backup fails the VM, or the restore fails)")
 @pytest.mark.parametrize("backup_fmt,restore_fmt", [("thin", "2gbsparse"), ("2gbsparse", "thin")])
 def test_a_snapshot_tree_with_a_disk_named_like_a_2gbsparse_extent_round_trips(host, backup_fmt, restore_fmt):
     """VM `v` has v.vmdk and a data disk v-s001.vmdk on ds5, and a user snapshot `before`; the admin keeps

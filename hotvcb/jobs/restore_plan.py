@@ -169,16 +169,24 @@ class Planner:
         # a disk renamed to be unique never takes a name a line this restore leaves as it is holds (a disk
         # not in the backup, restored disconnected, or one not present): two devices would name one file
         kept = _names_kept(vmx, in_tree | {dev for dev, found in in_backup.items() if found is not None})
+        if plan.tree is not None:  # nor a file the tree's deltas and state files are copied as
+            kept |= {n.lower() for n in restore_tree.file_names(plan.tree)}
+        bases = set()  # type: Set[str]
         for dev, _bus, filename in slots:
             top = filename.rsplit("/", 1)[-1]
             if plan.tree is not None and dev in in_tree:
-                # the base is cloned under its own name: the deltas above it name it
-                target = restore_tree.chain(fs, plan.tree.folder, top)[-1]
-                src = plan.tree.folder + "/" + target
-                base = vmdknames.Files(target, self.req.disk_format)
-                if any(base.meets(other) for other in used):
-                    raise RestoreError("two disks have a base named %s in the snapshot tree" % target)
-                used.append(base)
+                # the base is cloned under its own name where no other copy writes a file of it, else
+                # under a free one the deltas above it are relinked to
+                base = restore_tree.chain(fs, plan.tree.folder, top)[-1]
+                src = plan.tree.folder + "/" + base
+                if base.lower() in bases:
+                    raise RestoreError("two disks have a base named %s in the snapshot tree" % base)
+                bases.add(base.lower())
+                used.append(vmdknames.pick(base, self.req.disk_format, used, kept))
+                target = used[-1].name
+                if target != base:
+                    restore_tree.rename_base(plan.tree, base, target)
+                    top = target if top == base else top
             else:
                 found = in_backup[dev]
                 if found is None:
