@@ -25,7 +25,7 @@ from it).
 """
 
 from dataclasses import dataclass, field
-from typing import Callable, Collection, List, Optional, Set, Tuple
+from typing import Callable, List, Optional, Set, Tuple
 
 from .. import vmdk, vmdknames
 from ..errors import HostError, HotvcbError
