@@ -10,7 +10,8 @@ from hotvcb.errors import UsageError
 from hotvcb.jobs import restore_write
 from hotvcb.jobs.machine_of import machine_of
 from hotvcb.jobs.restore_check import Checking
-from hotvcb.jobs.restore_plan import DiskCopy, Plan, Planner, RestoreError, _unique
+from hotvcb import vmdknames
+from hotvcb.jobs.restore_plan import DiskCopy, Plan, Planner, RestoreError
 from hotvcb.jobs.vmx_identity import answer_moved_or_copied
 from hotvcb.localshell import LocalShell
 from hotvcb.vmx import VmxFile, as_vmware_reads
@@ -205,15 +206,22 @@ def test_the_identity_a_restore_keeps_is_its_bios_uuid_and_mac_addresses():
 
 
 def test_unique_disk_names():
-    used = set()
-    assert [_unique(n, used) for n in ("a.vmdk", "A.vmdk", "a.vmdk", "b.vmdk")] == [
+    assert vmdknames.unique(("a.vmdk", "A.vmdk", "a.vmdk", "b.vmdk"), "thin") == [
         "a.vmdk", "A_2.vmdk", "a_3.vmdk", "b.vmdk"]
+
+
+def test_a_unique_disk_name_takes_no_data_file_of_another_copy():
+    """d-flat.vmdk is d.vmdk's thin data file, e-s001.vmdk e.vmdk's first 2gbsparse extent."""
+    assert vmdknames.unique(("d.vmdk", "d-flat.vmdk"), "thin") == ["d.vmdk", "d-flat_2.vmdk"]
+    assert vmdknames.unique(("e.vmdk", "e-s001.vmdk"), "thin") == ["e.vmdk", "e-s001.vmdk"]
+    assert vmdknames.unique(("e.vmdk", "E-S001.vmdk"), "2gbsparse") == ["e.vmdk", "E-S001_2.vmdk"]
+    assert vmdknames.unique(("e-s001.vmdk", "e.vmdk"), "2gbsparse") == ["e-s001.vmdk", "e_2.vmdk"]
 
 
 def test_a_unique_disk_name_is_none_a_kept_line_holds():
     """web_2.vmdk is the name the disconnected independent disk's line keeps: the second web.vmdk is web_3."""
-    used = set()
-    assert [_unique(n, used, {"web_2.vmdk"}) for n in ("web.vmdk", "web.vmdk")] == ["web.vmdk", "web_3.vmdk"]
+    first = vmdknames.pick("web.vmdk", "thin", [], {"web_2.vmdk"})
+    assert vmdknames.pick("web.vmdk", "thin", [first], {"web_2.vmdk"}).name == "web_3.vmdk"
 
 
 class _NoClone:

@@ -19,9 +19,9 @@ import shutil
 import sys
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from .. import interrupt, runlog
+from .. import interrupt, runlog, vmdk, vmdknames
 from ..errors import HostError, RepoError, UsageError, VmNotFound, did_you_mean
 from ..jobs.repo_backup import flat_name, stored_names
 from ..jobs.restore_scratch import OWN_FILES, RESTORING, Records, record_of
@@ -258,8 +258,9 @@ def _dry_run(path: str, snap: Snapshot, to: str, needed: int, free: int, log) ->
     """What `restore` would write into `to`, said by the run's log; nothing is written."""
     log.dryrun("RESTORE: %s from the repository %s into %s (written as %s%s, renamed when complete)" % (
         snap, path, to, to.rstrip("/"), RESTORING))
+    descriptors = _descriptor_names(snap)
     for f in snap.files:  # a file is named after the VM, whose name may hold a line feed: one field each
-        log.dryrun("FILE: %s" % runlog.shown(os.path.basename(f["name"]), field=True))
+        log.dryrun("FILE: %s" % runlog.shown(descriptors.get(f["name"], os.path.basename(f["name"])), field=True))
     files = _restored_names(snap)
     for disk in snap.disks:
         log.dryrun("DISK: %s -> %s (%s, sparse)" % (runlog.shown(disk["name"], field=True),
@@ -297,9 +298,15 @@ def _materialize(repo: Repository, snap: Snapshot, work: str, remove: Callable[[
         where = Where(repo, None, say)  # one for all: a pack one disk found gone is waited for once
         names = []  # type: List[str]
         files = _restored_names(snap)
+        descriptors = _descriptor_names(snap)
         for f in snap.files:
-            with open(os.path.join(work, os.path.basename(f["name"])), "wb") as out:
-                out.write(read_file(repo, snap, f["name"], where=where))
+            data = read_file(repo, snap, f["name"], where=where)
+            name = descriptors.get(f["name"], os.path.basename(f["name"]))
+            if name != os.path.basename(f["name"]):  # renamed: it names its data under the new name
+                data = vmdk.rename_extent(data.decode("utf-8", "surrogateescape"), flat_name(name)).encode(
+                    "utf-8", "surrogateescape")
+            with open(os.path.join(work, name), "xb") as out:  # never over a file of another disk
+                out.write(data)
         for disk in snap.disks:
             name = files[disk["name"]]
             runlog.say("Restoring %s (%s) ..." % (disk["name"], human_size(disk["size"])))
@@ -308,7 +315,8 @@ def _materialize(repo: Repository, snap: Snapshot, work: str, remove: Callable[[
         for f in snap.files:
             if f["name"].lower().endswith(".vmx"):
                 _name_disks_in_folder(os.path.join(work, os.path.basename(f["name"])),
-                                      {os.path.basename(d["name"]) for d in snap.disks})
+                                      {os.path.basename(d["name"]): descriptors.get(d["name"], os.path.basename(d["name"]))
+                                       for d in snap.disks})
             elif f["name"].lower().endswith(".json"):
                 _name_qemu_disks(os.path.join(work, os.path.basename(f["name"])), snap, files)
         return names
@@ -321,8 +329,10 @@ def _restored_names(snap: Snapshot) -> Dict[str, str]:
     QEMU VM's `data.img` beside its `data.raw`) comes back as `<name>.raw` (`data.img.raw`): every disk
     under a name of its own, or the backup could never be restored as files."""
     own = {f["name"] for f in snap.files}
-    names = {d["name"]: flat_name(os.path.basename(d["name"])) for d in snap.disks if d["name"] in own}
-    taken = {os.path.basename(n).lower() for n in own} | {n.lower() for n in names.values()}
+    descriptors = _descriptor_names(snap)
+    names = {disk: flat_name(name) for disk, name in descriptors.items()}
+    taken = {os.path.basename(n).lower() for n in own} | {n.lower() for n in names.values()} | {
+        n.lower() for n in descriptors.values()}
     raws = sorted((d["name"] for d in snap.disks if d["name"] not in own), key=lambda n: not n.lower().endswith(".raw"))
     for name in raws:
         base = os.path.basename(name)
@@ -335,17 +345,31 @@ def _restored_names(snap: Snapshot) -> Dict[str, str]:
     return names
 
 
-def _name_disks_in_folder(vmx_path: str, disks: Set[str]) -> None:
+def _descriptor_names(snap: Snapshot) -> Dict[str, str]:
+    """Each VMDK disk's name -> the name its descriptor comes back under: its own, unless that name or its
+    data file's is a file another disk's copy writes (a disk named `d-flat.vmdk` beside `d.vmdk`, whose
+    data is `d-flat.vmdk`): then `<stem>_2.vmdk`... (vmdknames.py). The VM's other files keep theirs."""
+    own = {f["name"] for f in snap.files}
+    disks = [d["name"] for d in snap.disks if d["name"] in own]
+    others = {os.path.basename(n) for n in own - set(disks)}
+    picked = []  # type: List[vmdknames.Files]
+    for name in disks:
+        picked.append(vmdknames.pick(os.path.basename(name), "thin", picked, others))
+    return {name: files.name for name, files in zip(disks, picked)}
+
+
+def _name_disks_in_folder(vmx_path: str, disks: Dict[str, str]) -> None:
     """The .vmx names each disk by its file in the folder. Its backup kept a disk on another datastore by
     full path (`/vmfs/volumes/<ds5>/FS/FS_2.vmdk`: a file that exists nowhere once the repository gave
     two same-named disks distinct names, and the original's file, not the restore's, where it did not);
-    every disk of the repository is a file of this folder, named uniquely."""
+    every disk of the repository is a file of this folder, named uniquely. `disks`: each disk's stored name
+    -> its descriptor's name in the folder (_descriptor_names)."""
     with open(vmx_path, "rb") as f:
         vmx = VmxFile(f.read().decode("utf-8", "surrogateescape"))  # as written, byte for byte (backup_config)
-    named = [(dev, filename) for dev, _bus, filename in vmx.disk_slots()
-             if "/" in filename and filename.rsplit("/", 1)[-1] in disks]
+    named = [(dev, disks[filename.rsplit("/", 1)[-1]]) for dev, _bus, filename in vmx.disk_slots()
+             if filename.rsplit("/", 1)[-1] in disks and filename != disks[filename.rsplit("/", 1)[-1]]]
     for dev, filename in named:
-        vmx.set(dev + ".fileName", filename.rsplit("/", 1)[-1])
+        vmx.set(dev + ".fileName", filename)
     if named:
         with open(vmx_path, "wb") as f:
             f.write(vmx.text().encode("utf-8", "surrogateescape"))

@@ -400,8 +400,9 @@ class _VmBackup:
             # a dry run says what it would remove
             remove_partials(self.host.shell, self.s.vm_backup_volume, vm.name, self.log, run, dry,
                             finish=self.job.deleter.remove, dead=self.job.dead)
-        disks = preflight.disks_to_copy(vm, self.s, self.log)
+        # named before disks_to_copy may refuse the VM: a VM of independent disks only is reported with them
         self.result.skipped_disks = [d for d in vm.disks if d.skip_reason]
+        disks = preflight.disks_to_copy(vm, self.s, self.log)
         plan = preflight.check(self.host, self.s, self.log, self.job.space, vm, disks, snaps, pending,
                                unmounted=self.job.unmounted)
         self.capacity, self.tree, self.user_snapshots = plan.capacity, plan.tree, plan.user_snapshots

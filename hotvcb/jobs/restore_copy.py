@@ -118,6 +118,8 @@ def copy(shell: Shell, own: OwnCopy, dst: str, progress: Callable[[int], None]) 
     backup; the Problem when what was read is not what the manifest proves (then no descriptor is
     written: the caller removes the folder). HostError when a file cannot be read or written."""
     flat = vmdk.flat_beside(dst)
+    if shell.exists(dst):  # another disk's file (its data, named like this descriptor): never written over
+        raise HostError("cannot write the disk %s: a file of that name is already there" % dst)
     try:
         block_size, _whole = manifest.block_size_for(own.entry, manifest.BLOCK_SIZE)
     except ValueError as err:

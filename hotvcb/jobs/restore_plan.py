@@ -25,9 +25,9 @@ from it).
 """
 
 from dataclasses import dataclass, field
-from typing import AbstractSet, Callable, Collection, List, Optional, Set, Tuple
+from typing import AbstractSet, Callable, List, Optional, Set, Tuple
 
-from .. import vmdk
+from .. import vmdk, vmdknames
 from ..errors import HostError, HotvcbError
 from ..filetext import read_small
 from ..hosts.base import Hypervisor
@@ -174,19 +174,28 @@ class Planner:
                    if plan.tree is not None and fs.exists(plan.tree.folder + "/" + filename.rsplit("/", 1)[-1])}
         in_backup = {dev: layout.disk_in_backup(fs, backup, filename, self._datastore_aliases)
                      for dev, _bus, filename in slots if dev not in in_tree}
-        used = set()  # type: set
+        used = []  # type: List[vmdknames.Files]
         # a disk renamed to be unique never takes a name a line this restore leaves as it is holds (a disk
         # not in the backup, restored disconnected, or one not present): two devices would name one file
         kept = _names_kept(vmx, in_tree | {dev for dev, found in in_backup.items() if found is not None})
+        if plan.tree is not None:  # nor a file the tree's deltas and state files are copied as
+            kept |= {n.lower() for n in restore_tree.file_names(plan.tree)}
+        bases = set()  # type: Set[str]
         for dev, _bus, filename in slots:
             top = filename.rsplit("/", 1)[-1]
             if plan.tree is not None and dev in in_tree:
-                # the base is cloned under its own name: the deltas above it name it
-                target = restore_tree.chain(fs, plan.tree.folder, top)[-1]
-                src = plan.tree.folder + "/" + target
-                if target.lower() in used:
-                    raise RestoreError("two disks have a base named %s in the snapshot tree" % target)
-                used.add(target.lower())
+                # the base is cloned under its own name where no other copy writes a file of it, else
+                # under a free one the deltas above it are relinked to
+                base = restore_tree.chain(fs, plan.tree.folder, top)[-1]
+                src = plan.tree.folder + "/" + base
+                if base.lower() in bases:
+                    raise RestoreError("two disks have a base named %s in the snapshot tree" % base)
+                bases.add(base.lower())
+                used.append(vmdknames.pick(base, self.req.disk_format, used, kept))
+                target = used[-1].name
+                if target != base:
+                    restore_tree.rename_base(plan.tree, base, target)
+                    top = target if top == base else top
             else:
                 found = in_backup[dev]
                 if found is None:
@@ -199,7 +208,9 @@ class Planner:
                     put(dev + ".present", "FALSE")
                     plan.disconnected.append(dev)
                     continue
-                src, target = found, _unique(base_name(found.rsplit("/", 1)[-1]), used, kept)
+                src = found
+                used.append(vmdknames.pick(base_name(found.rsplit("/", 1)[-1]), self.req.disk_format, used, kept))
+                target = used[-1].name
                 top = target
             # vmkfstools -i would clone whatever the disk and each of its parents name
             read, parents = backup_check.require_chain_inside(fs, src)
@@ -333,14 +344,3 @@ def _names_kept(vmx: VmxFile, restored: Set[str]) -> Set[str]:
     those lines as they are."""
     return {(vmx.get(dev + ".fileName") or "").rsplit("/", 1)[-1].lower()
             for dev, _bus in vmx.devices() if dev not in restored} - {""}
-
-
-def _unique(name: str, used: set, kept: Collection[str] = ()) -> str:
-    """name, or name_2.vmdk, name_3.vmdk... when two disks share a file name, or a line `kept` names it."""
-    stem, ext = name[: -len(".vmdk")] if name.lower().endswith(".vmdk") else name, ".vmdk"
-    candidate, n = stem + ext, 1
-    while candidate.lower() in used or candidate.lower() in kept:
-        n += 1
-        candidate = "%s_%d%s" % (stem, n, ext)
-    used.add(candidate.lower())
-    return candidate

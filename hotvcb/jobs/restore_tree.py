@@ -20,7 +20,7 @@ from ..hosts import esxi_tree
 from ..shell import FileReader, Shell
 from ..vmx import MAX_SIZE, VmxFile, as_vmware_reads
 from . import backup_check
-from .snaptree import TREE, relink
+from .snaptree import TREE, disks_renamed, relink, spelled
 
 
 @dataclass
@@ -62,12 +62,12 @@ def plan(fs: FileReader, folder: str, vmx_name: str, new_stem: str) -> Tuple[Vmx
         if key.startswith("snapshot") and key.endswith(".filename") and ".disk" not in key:
             state = posixpath.basename(value)
             renamed = new_stem + state[len(old_stem):] if state.startswith(old_stem) else state
-            vmsd.set(_spelled(vmsd, key), renamed)
+            vmsd.set(spelled(vmsd, key), renamed)
             for src, dst in ((state, renamed), (state[:-5] + ".vmem", renamed[:-5] + ".vmem")):
                 if fs.exists(folder + "/" + src) and (src, dst) not in tree.files:
                     tree.files.append((folder + "/" + src, dst))
         elif ".disk" in key and key.endswith(".filename"):
-            vmsd.set(_spelled(vmsd, key), posixpath.basename(value))
+            vmsd.set(spelled(vmsd, key), posixpath.basename(value))
             tops.append(posixpath.basename(value))
         elif key.endswith(".displayname") and key.startswith("snapshot") and key.count(".") == 1:
             tree.snapshots.append(value)
@@ -101,6 +101,18 @@ def chain(fs: FileReader, folder: str, top: str) -> List[str]:
     return out
 
 
+def file_names(tree: TreeRestore) -> List[str]:
+    """The names the tree's own files take in the restore's folder (deltas, their extents, state files)."""
+    return [name for _src, name in tree.files] + list(tree.texts) + [tree.vmsd_name]
+
+
+def rename_base(tree: TreeRestore, base: str, name: str) -> None:
+    """The base disk `base` is cloned as `name`: the deltas on it are relinked to that name, and the
+    .vmsd's snapshots taken of it name it so."""
+    tree.deltas = [(delta, name if parent == base else parent) for delta, parent in tree.deltas]
+    tree.vmsd_text = disks_renamed(tree.vmsd_text, {base: name})
+
+
 def copy(shell: Shell, tree: TreeRestore, dst: str) -> None:
     """Into the restore's folder, after the base disks were cloned there; each file, a delta's as any
     extent, only a regular file of the backup (backup_check.require_regular). A delta's descriptor is
@@ -125,12 +137,3 @@ def _checked(fs: FileReader, folder: str, name: str) -> Tuple[str, vmdk.Descript
         return text, vmdk.parse(text)
     except vmdk.NotADescriptor as err:
         raise HotvcbError("%s/%s is not a readable disk descriptor: %s" % (folder, name, err)) from None
-
-
-def _spelled(vmsd: VmxFile, key: str) -> str:
-    """The key as the file spells it (VmxFile.keys() folds case; VMware reads either)."""
-    for line in vmsd.lines:
-        if line is not None and "=" in line and line.split("=", 1)[0].strip().lower() == key:
-            return line.split("=", 1)[0].strip()
-    return key
-

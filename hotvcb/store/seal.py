@@ -4,12 +4,11 @@ See layout.py for the write order. Nothing here decides *what* to copy; the
 job hands disks over one by one and says at the end whether it went well.
 """
 
-import posixpath
 import re
 from datetime import datetime, timedelta
-from typing import Callable, Dict, List, Optional, Set, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
-from .. import crashpoint, interrupt
+from .. import crashpoint, interrupt, vmdknames
 from ..errors import HotvcbError, Interrupted
 from ..filemode import FileMode
 from ..hosts.base import Hypervisor
@@ -88,18 +87,16 @@ class Sealer:
         first in <datastore>/ too (a disk in a folder deeper than a VM's it
         keeps one level deeper, where its restore does not look). Two disks
         with one file name (attached from two folders) get distinct names, so a
-        failed one can never take the other's files with it.
+        failed one can never take the other's files with it; nor is a copy
+        named like a file another copy in its folder writes (`d-flat.vmdk`
+        beside `d.vmdk`'s data, `g-s001.vmdk` beside 2gbsparse `g.vmdk`'s).
         """
-        used = set()  # type: Set[str]
+        placed = {}  # type: Dict[str, List[vmdknames.Files]]
         for disk in disks:
             folder = disk.kept_in + "/" if disk.kept_in else ""
-            stem, ext = posixpath.splitext(base_name(disk.filename))  # .vmdk; QEMU images keep theirs
-            name, n = stem + ext, 1
-            while (folder + name).lower() in used:
-                n += 1
-                name = "%s_%d%s" % (stem, n, ext)
-            used.add((folder + name).lower())
-            self._planned[disk.key] = folder + name
+            others = placed.setdefault(folder.lower(), [])
+            others.append(vmdknames.pick(base_name(disk.filename), self.s.disk_backup_format, others))
+            self._planned[disk.key] = folder + others[-1].name
         return {key: rel.rsplit("/", 1)[-1] for key, rel in self._planned.items()}
 
     def disk_destination(self, disk: Disk) -> str:
