@@ -74,12 +74,6 @@ def test_restore_whose_backup_rotation_removes_meanwhile_says_so(host, tmp_path)
     assert errors and all(old in l for l in errors), r.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=("restore --latest of a VM whose only backup is a -partial one (being "
-            "written or killed) answers 'did you mean web? differs only in Unicode "
-            "normalization, NFC against NFC'"),
-)
 def test_latest_with_only_a_partial_backup_names_it_not_a_unicode_twin(host, tmp_path):
     """A new VM, web, gets its first backup tonight; cron's run is still copying (or was killed -9 in
     the copy) when the admin, asked to roll back, types `restore --latest web`. hotvcb answers
