@@ -25,8 +25,6 @@ def _other_box_run(name="backup01"):
 
 
 # -- 1. a live run's lock, right after NTP stepped the host's clock back -------------------------------------------
-@pytest.mark.xfail(strict=True, reason="a LIVE holder's lock whose last heartbeat a clock step back dated >300 s "
-                                       "ahead is taken over at once (clockage.fresh), before its next beat")
 def test_live_lock_is_not_taken_over_in_the_seconds_after_the_clock_is_stepped_back(tmp_path, monkeypatch):
     """backup01 runs a file-by-file backup of esx01 in SSH mode (its lock lives on esx01, judged by its heartbeat:
     touched every 30 s by esx01's clock). esx01's clock had drifted 10 minutes ahead; ntpd (or the admin's
@@ -67,8 +65,6 @@ class _Log:
     warning = error = info
 
 
-@pytest.mark.xfail(strict=True, reason="a live -partial folder of another host on a shared volume is removed when "
-                                       "the NAS's clock was just stepped back: its owner file reads >300 s ahead")
 def test_shared_volume_live_partial_is_kept_in_the_seconds_after_the_nas_clock_is_stepped_back(tmp_path):
     """Two ESXi hosts back up to one NFS export (docs: the -partial owner file's heartbeat is 'how hosts sharing
     an NFS volume tell a live backup from a dead one'); the NFS server stamps the mtimes with its own clock.
@@ -95,8 +91,6 @@ def test_shared_volume_live_partial_is_kept_in_the_seconds_after_the_nas_clock_i
 
 
 # -- 3. a date that never comes, with a day of week cron reads as no restriction ------------------------------------
-@pytest.mark.xfail(strict=True, reason="schedule install accepts '0 2 30 2 */1': cron reads a day-of-week field "
-                                       "starting with '*' as unrestricted, so Feb 30 alone decides: it never runs")
 def test_schedule_install_refuses_feb_30_with_a_star_step_day_of_week(fake_crontab, qemu_site):
     """The admin's crontab generator writes 'every day' as `*/1`: `0 2 30 2 */1`. The new check refuses a date
     that never comes only where the day-of-week field is exactly `*`, taking any other text for a restriction
@@ -135,8 +129,6 @@ def test_schedule_install_still_takes_feb_29(fake_crontab, qemu_site):
 
 # -- 4. folder backups read by a monitoring agent in another TZ than the nightly job --------------------------------
 @needs_root
-@pytest.mark.xfail(strict=True, reason="status ages a folder backup by its name against datetime.now() in the READER's "
-                                       "TZ: an agent with TZ=UTC0 calls a fresh Berlin-named backup 'dated 59m ahead'")
 def test_status_under_the_agents_tz_tells_a_fresh_folder_backup_fresh(host, tmp_path):
     """A Linux host keeps local time (Europe/Berlin): the nightly backup runs from cron, whose environment has no
     TZ (so /etc/localtime's zone names the backup folder), and the monitoring agent runs `hotvcb status --json`
@@ -164,8 +156,6 @@ def test_status_under_the_agents_tz_tells_a_fresh_folder_backup_fresh(host, tmp_
 
 
 # -- 5. the dead-taker guard check removes whatever guard is there by then ---------------------------------------
-@pytest.mark.xfail(strict=True, reason="HostLock._take_over judges the takeover guard it read, then removes the "
-                                       "guard path blindly: a live taker's guard that replaced it meanwhile goes")
 def test_dead_takers_guard_check_does_not_remove_a_live_takers_guard(tmp_path):
     """Last night a run (T0) was killed inside its takeover of a dead run's lock, leaving `hotvcb.lock.takeover`
     with its record. Tonight two runs start together on the host (backup02's file-by-file job and this box's
