@@ -32,7 +32,8 @@ another box) are alive while the heartbeat is fresh: the holder touches the
 lock every HEARTBEAT seconds and a lock untouched for STALE_AFTER seconds is
 stale. A heartbeat dated ahead of the host's clock (a clock stepped back: a live
 holder's last beat is, until its next) cannot tell: a run watches the lock for a
-beat (clockage.beating) and takes it over only if it did not move. A cleanup SSH mode runs on the host is told by its client which holder
+beat (clockage.beating) and takes it over only if it did not move.
+A cleanup SSH mode runs on the host is told by its client which holder
 is a run of the client's whose pid is gone (`gone_here`): a kill -9'd
 file-by-file run's lock is then taken at once, not STALE_AFTER later. The
 same heartbeat keeps the run's `-partial` folder owner files fresh
@@ -75,7 +76,8 @@ TAKEOVER_STALE = 60.0  # a takeover takes milliseconds; one this old died mid-wa
 _TAKEN_AT = lazyre.compile(r" takeover=([0-9]{1,12})$")  # a sweep record line's end: when the lock was taken over
 
 
-def holder_alive(shell: Shell, path: str, record: Optional[RunId], me: RunId, gone: Sequence[str] = ()) -> Optional[bool]:
+def holder_alive(shell: Shell, path: str, record: Optional[RunId], me: RunId,
+                 gone: Sequence[str] = ()) -> Optional[bool]:
     """Is the run that wrote `record` into `path` still running? By its pid where that tells (_by_pid), else by its
     heartbeat: touched within STALE_AFTER; None where that is dated further ahead (clockage.heartbeat: cannot tell
     without watching it, as HostLock does before a takeover)."""
