@@ -387,7 +387,8 @@ class LateSnapshotHost(SnapshotHost):
 
 
 @pytest.mark.parametrize("patient, age, removed, kept", [(True, 0, True, False), (True, 3600, False, False),
-                                                         (False, 0, False, True), (False, 3600, False, False)])
+                                                         (False, 0, False, True), (False, 3600, False, False),
+                                                         (True, -3600, True, False), (False, -3600, False, True)])
 def test_a_dead_runs_snapshot_request_is_waited_for_while_the_host_may_still_finish_it(tmp_path, patient, age,
                                                                                         removed, kept):
     """kill -9 while hostd created the snapshot: the next backup of the VM waits for it (as long as the dead run
@@ -405,6 +406,25 @@ def test_a_dead_runs_snapshot_request_is_waited_for_while_the_host_may_still_fin
     assert await_snapshot(host, vm, log, me(), [], 600.0, dead=NONE_DEAD, patient=patient) == removed
     assert host.removed == (["7"] if removed else []), log.lines
     assert os.path.exists(snapshot_marker(vm)) == kept
+
+
+def test_a_dead_runs_snapshot_request_dated_ahead_is_looked_for_once_then_let_go(tmp_path, monkeypatch):
+    """A request dated ahead of the host's clock (a clock stepped back since) cannot be told young or old: the
+    next backup looks for its snapshot as for a young one (above), but once only: waiting for the clock to pass
+    it would make every run wait for as long. A snapshot the host makes later is the next sweep's to remove."""
+    from hotvcb.jobs import leftovers
+    monkeypatch.setattr(leftovers, "PENDING_LOOK", 2.0)
+    dead = ours(dead_pid())
+    vm = SimpleNamespace(name="web", folder=str(tmp_path), ref=SimpleNamespace(vmx_path=str(tmp_path / "web.qmp")))
+    snap = Snapshot("7", "hotvcb-snapshot-2026-01-01_00-00-00", "hotvcb backup %s, job nightly" % dead.text(),
+                    "", "", 0)
+    host, log = LateSnapshotHost(snap, after=10 ** 6), Log()
+    mark_snapshot_asked(host, vm, dead)
+    ahead = time.time() + 86400
+    os.utime(snapshot_marker(vm), (ahead, ahead))
+    assert await_snapshot(host, vm, log, me(), [], 600.0, dead=NONE_DEAD) is False
+    assert host.looks >= 1 and not os.path.exists(snapshot_marker(vm)), log.lines
+    assert any("cannot be told" in line for line in log.lines), log.lines
 
 
 def test_a_dead_runs_snapshot_request_whose_snapshot_is_listed_is_not_waited_for(tmp_path):

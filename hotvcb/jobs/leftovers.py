@@ -14,7 +14,10 @@ Why each removal is safe:
   while its backup is written, as `hotvcb cleanup` is given no -c).
   A folder whose record names this host (and another run) is a dead run's,
   for the same reason. One of another host is dead only when its owner file
-  has missed its heartbeats for lock.STALE_AFTER seconds.
+  has missed its heartbeats for lock.STALE_AFTER seconds; one whose owner file
+  is dated ahead of the volume's clock (the NAS's clock just stepped back: a
+  live writer's last beat is, until its next) cannot be told, and is kept for a
+  later run (clockage.heartbeat).
 Whose a record is, a live run's or a dead one's (and one whose process
 cannot be told from here), is ownership.py's rule: never removed on a guess.
 User snapshots (any other name) and finished backups are never touched.
@@ -24,7 +27,7 @@ import time
 from typing import Callable, List, Mapping, NamedTuple, Optional
 
 from .. import interrupt
-from ..clockage import fresh
+from ..clockage import heartbeat
 from ..errors import HotvcbError, SnapshotKept, VmStopped
 from ..hosts.base import Hypervisor
 from ..model import Snapshot
@@ -195,8 +198,18 @@ def await_snapshot(host: Hypervisor, vm, log, run: RunId, seen: List[Snapshot], 
     give_up = time.monotonic() + PENDING_LOOK
     while owner is not None and not any(_made_by(s, owner) for s in seen):
         age = host.shell.age(path)
-        if age is None or not fresh(age, wait):
+        young = heartbeat(age, wait)
+        if young is False:
             break
+        if young is None and time.monotonic() >= give_up:
+            # dated ahead (a clock stepped back): how old the request is cannot be told, and waiting for the clock
+            # to pass it would make every run wait a minute for as long; looked for once, a snapshot the host
+            # makes later is a dead run's leftover the next run's sweep removes (remove_our_snapshots)
+            log.warning("%s: %s's snapshot request is dated ahead of the host's clock (its age cannot be told) "
+                        "and nothing appeared in %d s; going on" % (vm.name, owner, PENDING_LOOK))
+            said = False
+            break
+        age = max(0.0, age or 0.0)
         if dry_run or not patient or time.monotonic() >= give_up:
             log.info("%s: %s is gone, and the snapshot it asked for has not appeared yet (the host may still make "
                      "it); %s" % (vm.name, owner, "the real run waits up to %d s for it" % min(wait - age, PENDING_LOOK)
@@ -312,7 +325,9 @@ def restore_power(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False,
         return True
     if state == "on":
         age = host.shell.age(path)
-        if age is not None and fresh(age, SHUTDOWN_GRACE):
+        # dated ahead: its age cannot be told, and a marker kept for as long would power on a VM the admin shuts
+        # down meanwhile; the guest is on, so taken as having had its grace
+        if heartbeat(age, SHUTDOWN_GRACE) and age is not None:
             # the guest may still be going down from that run's request: keep the marker, so the
             # run that finds it off powers it on
             log.info("%s: %s asked it to shut down %d s ago and is gone; it is still on, looking again next time"
@@ -377,7 +392,7 @@ def _partial_dead(shell: Shell, partial: str, run: RunId, dead: Mapping[str, flo
         if alive is False and owner.host and owner.host == run.host:
             return True  # this host's run, and we hold this host's lock (one whose pid cannot tell: by its heartbeat)
     age = volume_age(shell, owner_file if shell.exists(owner_file) else partial, partial.rsplit("/", 1)[0], run)
-    return not fresh(age, STALE_AFTER)
+    return heartbeat(age, STALE_AFTER) is False  # dated ahead: cannot tell, kept
 
 
 class HostCleanup(NamedTuple):

@@ -31,13 +31,14 @@ new restore remaking it in between, could lose a folder.
 A record of this machine's name is judged by its pid only when its host id is ours; one with
 another id (another host of that name, or ours before a reboot: ESXi keeps its id on a ramdisk) or
 none (an older hotvcb's) is a dead restore's only once its heartbeat is lock.STALE_AFTER old as
-well, by the datastore's own clock (ownership.volume_age).
+well, by the datastore's own clock (ownership.volume_age); one dated ahead of that clock (stepped back
+since: a live restore's last beat is, until its next) cannot be told, and is kept (clockage.heartbeat).
 """
 
 import re
 from typing import Iterable, Optional, Set
 
-from ..clockage import fresh
+from ..clockage import heartbeat
 from ..errors import HostError
 from ..pids import hotvcb
 from ..runid import RunId, parse
@@ -179,14 +180,14 @@ def _replaced(shell: Shell, record: str, text: str) -> bool:
 
 def _heartbeat_fresh(shell: Shell, root: str, entry: str, owner: RunId, me: RunId, by_pid: bool) -> Optional[float]:
     """None when the record's pid is proof enough (`by_pid`: it told, and its host id is ours) or its
-    heartbeat is stale; else the seconds since it was touched."""
+    heartbeat is stale; else the seconds since it was touched (0 where it is dated ahead: cannot tell, kept)."""
     if by_pid and owner.host and owner.host == me.host:
         return None
     try:
         age = volume_age(shell, root + "/" + entry, root, me)
     except HostError:
         age = 0.0  # cannot tell: not stale
-    return None if age is None or not fresh(age, STALE_AFTER) else max(0.0, age)
+    return None if heartbeat(age, STALE_AFTER) is False else max(0.0, age or 0.0)
 
 
 def _seen_dead(shell: Shell, record: str, text: str, folder: str) -> Optional[bool]:
@@ -224,7 +225,8 @@ def _remove_dead_temp(shell: Shell, path: str, log, me: RunId, dry_run: bool) ->
     owner = parse(text)
     if owner is not None and (not owner.same_machine(me) or owner_alive(owner, me) is not False):
         return 0
-    if owner is None and not (text == "" and not _writer_alive(path)) and fresh(shell.age(path) or 0.0, STALE_AFTER):
+    if owner is None and not (text == "" and not _writer_alive(path)) \
+            and heartbeat(shell.age(path) or 0.0, STALE_AFTER) is not False:  # young, or dated ahead: cannot tell
         return 0
     if dry_run:
         log.info("would remove %s, a record a dead restore was writing" % path)

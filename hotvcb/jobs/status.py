@@ -192,7 +192,8 @@ def _run_holding_lock(host: Hypervisor, me: RunId) -> bool:
     try:
         if not host.shell.exists(path):
             return False
-        return holder_alive(host.shell, path, parse(host.shell.read_regular(path, RECORD_MAX)), me)
+        # a heartbeat dated ahead (a clock stepped back) cannot tell: its run may well be at work
+        return holder_alive(host.shell, path, parse(host.shell.read_regular(path, RECORD_MAX)), me) is not False
     except HotvcbError:
         return False
 
@@ -333,14 +334,18 @@ def _made_at(host: Hypervisor, when: datetime) -> float:
 
 
 def _made(host: Hypervisor, shell: ScannedShell, backup: layout.BackupSet) -> float:
-    """The epoch a backup was made: by its name (_made_at), or where its name is in the hour summer time ends
-    repeats (layout.repeated_hour) by its files' age: by its name, a backup made seconds before the clocks
-    went back was 'dated 59m ahead' for an hour."""
-    if layout.repeated_hour(backup.when):
+    """The epoch a backup was made: by its name (_made_at), or by its files' age (layout.sealed_age, by the host's
+    clock whatever the zone) where its name cannot say: in the hour summer time ends repeats (layout.repeated_hour:
+    by its name, a backup made seconds before the clocks went back was 'dated 59m ahead' for an hour), or ahead of
+    the clock as this process reads it in its zone while its files are not -- a name carries no zone, and one
+    made under cron's (the host's local time) read by a monitoring agent with TZ=UTC was 'dated 59m ahead' every
+    night. Files dated ahead as well were written by a clock that ran ahead: the name stands, dated ahead."""
+    made = _made_at(host, backup.when)
+    if layout.repeated_hour(backup.when) or clockage.dated_ahead(time.time() - made):
         age = layout.sealed_age(shell, backup)
-        if age is not None:
+        if age is not None and not clockage.dated_ahead(age):
             return time.time() - age
-    return _made_at(host, backup.when)
+    return made
 
 
 def _snapshots(host: Hypervisor, vm: Vm, limits: Limits, now: float, run_alive: bool, me: RunId) -> List[Check]:

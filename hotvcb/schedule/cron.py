@@ -6,8 +6,9 @@ each ``*``, a number, a name (``jan``, ``mon``), a range ``a-b``, a step
 shorthands. Every field is expanded to its set of values, so a check rejects
 anything busybox crond (ESXi) or cronie/vixie cron would not run the same way.
 
-A date no calendar has (``0 2 30 2 *``, ``0 2 31 4,6,9,11 *``) is refused: cron and systemd take it
-without a word and never run the job, so no backup is ever made and nothing says so.
+A date no calendar has (``0 2 30 2 *``, ``0 2 31 4,6,9,11 *``, ``0 2 30 2 */1``: a day of week that does
+not widen it, _widens) is refused: cron and systemd take it without a word and never run the job, so no
+backup is ever made and nothing says so.
 
 Not convertible to OnCalendar (refused with an error naming the reason):
 ``@reboot``; day-of-month *and* day-of-week both restricted (cron runs when
@@ -81,9 +82,17 @@ def parse(expr: str) -> CronExpr:
             found.add(0)
             parts[4] = ",".join(str(d) for d in sorted(found))
         values.append(tuple(sorted(found)))
-    if restricted[2] and not restricted[4]:  # with a day of week as well, cron runs on either: those days come
+    if restricted[2] and not _widens(text.split(" ")[4], values[4]):
         _date_comes(values[2], values[3], expr)
     return CronExpr(" ".join(parts), tuple(values), restricted)
+
+
+def _widens(dow: str, days: Sequence[int]) -> bool:
+    """Whether the day-of-week field `dow` (as written; `days` expanded) makes cron run on those weekdays besides
+    the days of month. Vixie cron, cronie and Debian's cron read a field starting with `*` (`*/1`, `*/2`) as no
+    restriction and then require both fields; busybox crond (ESXi) drops a field naming every day (`0-6`). Only
+    a field that is neither widens: a date that never comes with any other never runs on one of them."""
+    return not dow.startswith("*") and set(days) != set(range(7))
 
 
 _LONGEST = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # days of each month in its longest year

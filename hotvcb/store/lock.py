@@ -17,7 +17,8 @@ Taking it (no empty-file window, no double takeover):
    stale, one removes it and takes it; the other then finds a live holder.
    A guard left by a taker killed inside its takeover is removed at once when
    its record's run is gone by its pid (as a lock's holder is judged), else
-   once TAKEOVER_STALE old.
+   once TAKEOVER_STALE old -- and only if it still holds the record judged: a
+   live taker may have put its own guard there meanwhile.
 
 Liveness: a holder on this machine (its host name and, where both records carry one, its machine id:
 runid.same_machine) is alive while its pid is a hotvcb
@@ -29,7 +30,10 @@ which has no /proc, go by the pid alone). A holder whose pid cannot tell
 a holder elsewhere (SSH mode from
 another box) are alive while the heartbeat is fresh: the holder touches the
 lock every HEARTBEAT seconds and a lock untouched for STALE_AFTER seconds is
-stale. A cleanup SSH mode runs on the host is told by its client which holder
+stale. A heartbeat dated ahead of the host's clock (a clock stepped back: a live
+holder's last beat is, until its next) cannot tell: a run watches the lock for a
+beat (clockage.beating) and takes it over only if it did not move.
+A cleanup SSH mode runs on the host is told by its client which holder
 is a run of the client's whose pid is gone (`gone_here`): a kill -9'd
 file-by-file run's lock is then taken at once, not STALE_AFTER later. The
 same heartbeat keeps the run's `-partial` folder owner files fresh
@@ -58,7 +62,7 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .. import interrupt, lazyre
-from ..clockage import fresh
+from ..clockage import Reading, beating, heartbeat
 from ..errors import HostError, LockError
 from ..runid import RECORD_MAX, RunId, parse, running
 from ..shell import Shell
@@ -72,18 +76,23 @@ TAKEOVER_STALE = 60.0  # a takeover takes milliseconds; one this old died mid-wa
 _TAKEN_AT = lazyre.compile(r" takeover=([0-9]{1,12})$")  # a sweep record line's end: when the lock was taken over
 
 
-def holder_alive(shell: Shell, path: str, record: Optional[RunId], me: RunId, gone: Sequence[str] = ()) -> bool:
-    """Is the run that wrote `record` into `path` still running? One of this machine is asked by its pid where that
-    can tell (runid.running), one SSH mode's client judged so and named `gone` (its run id) is not, any other is
-    asked by its heartbeat: touched within STALE_AFTER either way (one dated further ahead was stamped by a clock
-    that ran ahead and is right now: no live holder's, which touches it by this clock)."""
+def holder_alive(shell: Shell, path: str, record: Optional[RunId], me: RunId,
+                 gone: Sequence[str] = ()) -> Optional[bool]:
+    """Is the run that wrote `record` into `path` still running? By its pid where that tells (_by_pid), else by its
+    heartbeat: touched within STALE_AFTER; None where that is dated further ahead (clockage.heartbeat: cannot tell
+    without watching it, as HostLock does before a takeover)."""
+    by_pid = _by_pid(record, me, gone)
+    return by_pid if by_pid is not None else heartbeat(shell.age(path), STALE_AFTER)
+
+
+def _by_pid(record: Optional[RunId], me: RunId, gone: Sequence[str]) -> Optional[bool]:
+    """Whether the lock's holder runs, where its pid tells: one of this machine is asked by its pid
+    (runid.running), one SSH mode's client judged so and named `gone` (its run id) is not; None for any other."""
     if record is not None and record.run in gone:
         return False
     if record is not None and record.same_machine(me):
-        by_pid = running(record, me)
-        if by_pid is not None:
-            return by_pid
-    return fresh(shell.age(path), STALE_AFTER)
+        return running(record, me)
+    return None
 
 
 def gone_here(shell: Shell, run_dir: str) -> List[str]:
@@ -147,10 +156,11 @@ class HostLock:
                     self._start_heartbeat()
                     return self
                 record, text = self._read(self.path)
-                if holder_alive(self.shell, self.path, record, self.run, self.gone):
+                alive, seen = self._holder_alive(record)
+                if alive:
                     raise LockError("another hotvcb run holds %s (%s); not starting a second one on this host%s"
                                     % (self.path, record or "holder unknown: %r" % text[:80], _way_out(record, self.run)))
-                self._take_over(mine, text)
+                self._take_over(mine, text, seen)
         except HostError as err:
             raise LockError("cannot take the run lock %s: %s" % (self.path, err)) from err
         finally:
@@ -164,17 +174,34 @@ class HostLock:
             text = ""
         return parse(text), text
 
-    def _take_over(self, mine: str, stale_text: str) -> None:
+    def _holder_alive(self, record: Optional[RunId], since: Optional[Reading] = None) -> Tuple[bool, Optional[Reading]]:
+        """holder_alive, with a heartbeat dated ahead watched for a beat (clockage.beating: `since` as its), and the
+        heartbeat reading that decided (None: the pid did)."""
+        by_pid = _by_pid(record, self.run, self.gone)
+        if by_pid is not None:
+            return by_pid, None
+        return beating(lambda: self.shell.age(self.path), STALE_AFTER, HEARTBEAT, since, self._watching)
+
+    def _watching(self, age: float, wait: float) -> None:
+        self.log("the run lock %s was last touched %d s ahead of the host's clock (a clock stepped back since?): "
+                 "watching it for %d s to tell a live holder from a dead one" % (self.path, -age, wait))
+
+    def _take_over(self, mine: str, stale_text: str, seen: Optional[Reading]) -> None:
+        """Take the stale lock (its text `stale_text`; `seen`: the heartbeat reading that judged it) over inside
+        the guard, or remove a dead taker's guard and let the caller try again."""
         guard = self.path + ".takeover"
         if not self.shell.link_new(mine, guard):
-            age = self.shell.age(guard)
-            if self._taker_gone(guard) or age is not None and not fresh(age, TAKEOVER_STALE):
-                self.shell.remove_tree(guard)
+            taker, judged = self._read(guard)
+            if self._taker_gone(taker) or not beating(lambda: self.shell.age(guard), TAKEOVER_STALE, TAKEOVER_STALE)[0]:
+                # only the guard judged: a live taker may have removed it and put its own there meanwhile
+                if self._read(guard)[1] == judged:
+                    self.shell.remove_tree(guard)
             time.sleep(0.1)
             return
         try:
             record, text = self._read(self.path)
-            if text == stale_text and not holder_alive(self.shell, self.path, record, self.run, self.gone):
+            # a heartbeat watched a moment ago is compared with (has it moved since?), not watched again
+            if text == stale_text and not self._holder_alive(record, seen)[0]:
                 self.log("taking over the run lock %s from %s, which is gone" % (self.path, record or "an unknown run"))
                 # recorded until a real run has looked for what that run left (a dry run only looks), beside
                 # the runs already recorded: one that took a lock over may die before its sweep
@@ -186,12 +213,11 @@ class HostLock:
         finally:
             self.shell.remove_tree(guard)
 
-    def _taker_gone(self, guard: str) -> bool:
+    def _taker_gone(self, record: Optional[RunId]) -> bool:
         """Whether the takeover guard's record names a run that is gone by its pid (one of this machine whose
         pid tells, or one SSH mode's client found gone): a taker killed inside its takeover, whose guard
         otherwise failed every run for TAKEOVER_STALE ("it keeps changing hands"). A taker whose pid cannot
         tell (another machine, another pid namespace) is judged by the guard's age."""
-        record, _text = self._read(guard)
         if record is None:
             return False
         if record.run in self.gone:
