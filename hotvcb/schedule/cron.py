@@ -83,7 +83,7 @@ def parse(expr: str) -> CronExpr:
             parts[4] = ",".join(str(d) for d in sorted(found))
         values.append(tuple(sorted(found)))
     if restricted[2] and not _widens(text.split(" ")[4], values[4]):
-        _date_comes(values[2], values[3], expr)
+        _date_comes(values[2], values[3], expr, set(values[4]) == set(range(7)))
     return CronExpr(" ".join(parts), tuple(values), restricted)
 
 
@@ -98,16 +98,19 @@ def _widens(dow: str, days: Sequence[int]) -> bool:
 _LONGEST = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # days of each month in its longest year
 
 
-def _date_comes(days: Sequence[int], months: Sequence[int], expr: str) -> None:
+def _date_comes(days: Sequence[int], months: Sequence[int], expr: str, every_weekday: bool) -> None:
     """UsageError where none of the days of month comes in any of the months (February 29 comes in leap
-    years)."""
+    years). A day-of-week field naming all seven days (`0-6`) is read two ways: busybox crond (ESXi) never
+    runs the job, Linux cron runs it on every day of those months; the message says both rather than "never"."""
     if any(d <= _LONGEST[m - 1] for d in days for m in months):
         return
-    raise UsageError("cron expression %r never runs: day of month %s never comes in %s (%s days at most), so the "
-                     "job would never back anything up; pick a day of month those months have" % (
+    how = ("ESXi's crond never runs it and Linux cron runs it on every day of those months (day of week names "
+           "all seven days)" if every_weekday else "the job would never back anything up")
+    raise UsageError("cron expression %r: day of month %s never comes in %s (%s days at most), so %s; pick a "
+                     "day of month those months have" % (
                          expr, ",".join(str(d) for d in days),
                          ", ".join(_MONTHS[m - 1].capitalize() for m in months),
-                         ", ".join(str(_LONGEST[m - 1]) for m in months)))
+                         ", ".join(str(_LONGEST[m - 1]) for m in months), how))
 
 
 def _expand(field: _Field, part: str, expr: str) -> Tuple[Set[int], str]:
