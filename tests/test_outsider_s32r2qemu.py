@@ -37,8 +37,6 @@ def _killed_at(lab, name, point):
 
 
 @needs_qemu
-@pytest.mark.xfail(strict=True, reason="a .description with no overlay and no run record in it (a power cut's empty "
-                                       "or cut file) is a 'snapshot' that fails the VM's every backup")
 @pytest.mark.parametrize("point, damage", [
     ("qemu-snapshot-described", "empty"), ("qemu-snapshot-described", "cut"), ("qemu-snapshot-described", "garbage"),
     ("qemu-description-written", "empty")])

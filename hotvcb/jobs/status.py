@@ -22,7 +22,7 @@ from .. import clockage
 from ..errors import HotvcbError
 from ..hosts.base import Hypervisor, powered
 from ..localshell import LocalShell
-from ..model import HOLDS_DATA, Snapshot, Vm
+from ..model import HOLDS_DATA, NO_DATA_FILE, Snapshot, Vm
 from ..runlog import shown
 from ..runid import RECORD_MAX, RunId, known_host_id, parse
 from ..settings import Settings
@@ -31,7 +31,7 @@ from ..store.lock import LOCK_NAME, holder_alive
 from ..treeview import BACKUP_TEXTS, ScannedShell
 from ..units import human_size
 from . import nfs
-from .leftovers import UNTOLD, asked_at, is_ours, power_marker, snapshot_run_alive
+from .leftovers import UNTOLD, asked_at, is_ours, no_data_file, power_marker, snapshot_run_alive
 from .. import lazyre
 
 OK, WARN, CRIT = "OK", "WARN", "CRIT"
@@ -363,7 +363,9 @@ def _snapshots(host: Hypervisor, vm: Vm, limits: Limits, now: float, run_alive: 
             "hotvcb snapshot" if details["ours"] else "snapshot", snap.name, snap.id or "?",
             "%s old" % _age(age) if age is not None else "dated %s ahead of the host's clock" % _age(-stamped)
             if ahead and stamped is not None else "age unknown", human_size(delta_bytes))
-        if details["ours"]:
+        if snap.state == NO_DATA_FILE and not details["ours"]:  # no snapshot, but a file to remove by hand
+            checks.append(Check(WARN, "snapshot", vm.name, no_data_file(snap), details))
+        elif details["ours"]:
             owner = parse(snap.description)
             alive = True if run_alive else snapshot_run_alive(snap, me)
             if alive:
@@ -376,6 +378,10 @@ def _snapshots(host: Hypervisor, vm: Vm, limits: Limits, now: float, run_alive: 
                                     "guest's writes, so hotvcb keeps it: if nothing wrote its image since, "
                                     "`qemu-img commit` it into its image (the next run removes it), else move it "
                                     "away" % (owner or "a hotvcb run"), details))
+            elif snap.state == NO_DATA_FILE:  # no snapshot on the disks: the VM's backups go on
+                checks.append(Check(WARN, "snapshot", vm.name, label + ": only its description, no overlay, left by "
+                                    "%s, which is gone; `hotvcb cleanup` removes it" % (owner or "a hotvcb run"),
+                                    details))
             else:
                 checks.append(Check(CRIT, "snapshot", vm.name, label + ": left by %s, which is gone; run `hotvcb cleanup`"
                                     % (owner or "a hotvcb run"), details))
