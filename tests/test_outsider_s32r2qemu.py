@@ -70,8 +70,6 @@ def test_a_stray_description_without_a_record_does_not_fail_every_backup_unnamed
 
 
 @needs_qemu
-@pytest.mark.xfail(strict=True, reason="status: a VM whose QEMU died (stale socket) is one WARN 'cannot read the VM'; "
-                                       "its 64-day-old newest backup's CRIT is no longer reported")
 def test_status_still_crits_an_old_backup_of_a_vm_whose_qemu_died(lab):
     """`hotvcb --qemu DIR status` runs every 5 minutes from Icinga. VM `old`'s newest good backup is 64 days
     old: status says CRIT. Then its QEMU is killed (OOM) and leaves its socket: every nightly backup of it now

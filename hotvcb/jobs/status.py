@@ -108,14 +108,16 @@ def host_status(host: Hypervisor, settings: Settings, limits: Limits, names: Opt
         try:
             vm = host.load_vm(ref)
         except HotvcbError as err:
+            # a VM whose QEMU died (a stale socket) or whose .vmx cannot be read: its backups are still judged,
+            # which need only its name; else status went from CRIT to WARN just as its backups stopped for good
             report.checks.append(Check(WARN, "backup", ref.name, "cannot read the VM: %s" % err))
+            own, refused = _own_settings(settings, settings_of, ref.name)
+            report.checks.append(refused or _vm_backups(host, own, repos, ref.name, "", limits, now))
             continue
-        try:
-            own = settings if settings_of is None else settings_of(vm.name)
-        except HotvcbError as err:
-            own, state = settings, None
-            report.checks.append(Check(CRIT, "backup", vm.name, "its per-VM config is refused, which fails its "
-                                       "backup: %s" % err))
+        own, refused = _own_settings(settings, settings_of, vm.name)
+        if refused:
+            state = None  # type: Optional[str]
+            report.checks.append(refused)
         else:
             skipped, state = _skipped(host, own, vm)
             report.checks.append(skipped or _vm_backups(host, own, repos, vm.name, vm.uuid, limits, now))
@@ -156,6 +158,17 @@ def _skipped(host: Hypervisor, settings: Settings, vm: Vm) -> Tuple[Optional[Che
     return Check(OK, "backup", vm.name, "skipped: %s, and BACKUP_POWER_STATE=%s backs up only VMs %s; its backups "
                  "are not judged" % (powered(state), rule, powered(rule)),
                  {"skipped": "power_state", "power_state": state}), state
+
+
+def _own_settings(settings: Settings, settings_of: Optional[Callable[[str], Settings]],
+                  name: str) -> Tuple[Settings, Optional[Check]]:
+    """The VM's own settings (its per-VM file), or the global ones with the VM's CRIT where its file is
+    refused: that fails its backup every night."""
+    try:
+        return (settings if settings_of is None else settings_of(name)), None
+    except HotvcbError as err:
+        return settings, Check(CRIT, "backup", name, "its per-VM config is refused, which fails its backup: %s"
+                               % err)
 
 
 def _target(settings: Settings) -> str:
