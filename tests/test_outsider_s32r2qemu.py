@@ -178,8 +178,6 @@ def test_a_vm_left_down_and_a_share_left_mounted_is_not_exit_9(tmp_path):
 # -- a stale QMP socket: where the advice sends the admin ---------------------------------------------------
 
 @needs_qemu
-@pytest.mark.xfail(strict=True, reason="the stale-socket advice sends the admin to look for the overlay beside the "
-                                       "VM's images only; an LV/block-device disk's overlay is in DEVICE_OVERLAYS")
 def test_stale_socket_advice_names_where_a_block_device_disks_overlay_is(lab):
     """Most KVM hosts keep their guests on LVs (`-drive file=/dev/vg0/web,format=raw`). hotvcb puts such a
     disk's overlay in /var/lib/hotvcb/qemu-overlays (not in /dev, a devtmpfs). The host lost power during the
