@@ -159,9 +159,6 @@ def test_a_vm_left_down_exits_4_without_a_share_left_mounted(tmp_path):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="a VM left powered off plus an NFS share left mounted exits 9 ('all OK but "
-                                       "...') instead of 4: backup_cmd applies the NFS warning's code before the VM "
-                                       "DOWN check, which only raises 0 or 3 to 4")
 def test_a_vm_left_down_and_a_share_left_mounted_is_not_exit_9(tmp_path):
     """VM_SHUTDOWN_ORDER=mail shuts the mail server down for the night's backups; hostd refuses to start it
     again, and also refuses to unmount the NFS share (UNMOUNT_NFS=1). The run says "!!! VM(s) DOWN ... mail !!!"

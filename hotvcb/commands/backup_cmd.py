@@ -302,8 +302,6 @@ def run(args) -> int:
             asked.drop()
         if lock is not None:
             lock.release()
-    if nfs is not None and nfs.left_mounted:
-        status, code = with_warning(status, code, nfs.left_mounted)
     for line in outcome.table(outcome.rows(results)) if results else []:
         log.info(line)
     down = [r.name for r in results if r.down]
@@ -313,6 +311,8 @@ def run(args) -> int:
         status = "VM DOWN: %s; %s" % (", ".join(down), status)
         if code in (0, 3):
             code = 4  # a VM this run powered off is down: never an OK run
+    if nfs is not None and nfs.left_mounted:  # after the VMs left down: a share's exit 9 must not hide one as "all OK"
+        status, code = with_warning(status, code, nfs.left_mounted)
     return _deliver(args, settings, log, onhost.ended(args, log, started, status, code, host_name, results, work),
                     said)
 
