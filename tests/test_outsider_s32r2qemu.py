@@ -104,8 +104,6 @@ from sshsite import site  # noqa: E402,F401
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="SSH mode: an otherwise OK run whose -l is lost exits 9, but its printed "
-                                       "final status line still reads 'All VMs backed up OK!' (locally: WARNING first)")
 @pytest.mark.parametrize("dry, ok", [([], "All VMs backed up OK!"), (["-d", "dryrun"], "OK, only a dryrun.")])
 def test_ssh_mode_final_status_line_of_a_run_that_lost_its_log_starts_with_the_warning(site, tmp_path, dry, ok):
     """The admin's cron line drives the ESXi host over SSH (`hotvcb --host root@esx backup ... -l
