@@ -89,6 +89,11 @@ class Vm:
 # Snapshot.state of a dead run's snapshot the driver keeps because it holds data (a QEMU overlay no disk uses,
 # holding the guest's writes): the next run or cleanup keeps it too, so only the admin can clear it
 HOLDS_DATA = "holds data"
+# Snapshot.state of a snapshot's description file with no data file beside it (a QEMU `.description` whose
+# overlay was never made or is gone: a run killed around its snapshot, a power cut, an admin's note): no
+# snapshot is on the VM's disks and nothing of the guest's is in it, so it never refuses the VM's backup; its
+# id names the file(s). One whose record names a dead run is removed as that run's snapshot; the rest are named
+NO_DATA_FILE = "no data file"
 
 
 @dataclass(frozen=True)

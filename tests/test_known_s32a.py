@@ -134,6 +134,10 @@ def test_description_files_a_killed_run_left_are_removed_once_it_is_provably_dea
     else:
         assert _descriptions(lab) == left, out
         assert "leaving it" in out, out
+        # no overlay, no snapshot on the disks: the VM is backed up all the same, the file still kept
+        rc, out = lab.backup("web")
+        assert rc == 0 and "is backing it up" not in out and "snapshot(s)" not in out, out
+        assert _descriptions(lab) == left and lab.overlays() == left, out
 
 
 # -- verify: a disk the backup's .vmx names that neither its manifest nor its folder holds --------------------

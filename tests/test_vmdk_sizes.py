@@ -49,4 +49,6 @@ def test_backup_restore_and_status_name_the_line_of_a_descriptor_with_a_5000_dig
     _swell(host.real("/vmfs/volumes/datastore1/web/web.vmdk"))
     _one_clear_error(hotvcb(host, "-m", "web", "-g", conf))
     r = hotvcb(host, "status", "-g", conf)
-    assert r.returncode == 1 and "web: cannot read the VM: disk descriptor line" in r.stdout, r.stdout
+    # the VM's backups are judged too (its only backup's vmdk was swelled above): CRIT, the WARN naming the line
+    assert r.returncode == 2 and "web: cannot read the VM: disk descriptor line" in r.stdout, r.stdout
+    assert "CRIT backup        web: no good backup" in r.stdout, r.stdout

@@ -302,8 +302,6 @@ def run(args) -> int:
             asked.drop()
         if lock is not None:
             lock.release()
-    if nfs is not None and nfs.left_mounted:
-        status, code = with_warning(status, code, nfs.left_mounted)
     for line in outcome.table(outcome.rows(results)) if results else []:
         log.info(line)
     down = [r.name for r in results if r.down]
@@ -313,6 +311,8 @@ def run(args) -> int:
         status = "VM DOWN: %s; %s" % (", ".join(down), status)
         if code in (0, 3):
             code = 4  # a VM this run powered off is down: never an OK run
+    if nfs is not None and nfs.left_mounted:  # after the VMs left down: a share's exit 9 must not hide one as "all OK"
+        status, code = with_warning(status, code, nfs.left_mounted)
     return _deliver(args, settings, log, onhost.ended(args, log, started, status, code, host_name, results, work),
                     said)
 
@@ -326,7 +326,7 @@ def _deliver(args, settings, log, report: "onhost.Report", said: Tuple[int, int]
     (interrupt.mark()): the signals the report's status already tells; one recorded since, at whatever point
     before the exit (after the run's last look at them, while or after the mail is sent), ends the run as
     interrupted too: exit 2, not the 0 of a run no one stopped."""
-    report.status, report.code = log.account(report.status, report.code)
+    _restate(log, report)
     said = _late(args, log, report, said, "as the run ended")
     _json_out(args, log, report)
     mailed = not args.outbox and mailgate.wanted(settings, report.code != 0)
@@ -348,6 +348,20 @@ def _deliver(args, settings, log, report: "onhost.Report", said: Tuple[int, int]
     _status, code = log.account(report.status, report.code)
     log.close()
     return code
+
+
+def _restate(log, report: "onhost.Report") -> None:
+    """The report's status and code with the sinks lost since its final status line was said, and that line
+    said again when they change it, in the log and the mail's copy of it: in SSH mode the line the terminal
+    and cron read last is the host's, which knows nothing of this machine's -l lost on a full /var/log, and
+    said "All VMs backed up OK!" of a run that exits 9 (README: such a run's status starts with the warning)."""
+    status, code = log.account(report.status, report.code)
+    if status == report.status:
+        return
+    report.status, report.code = status, code
+    said = len(log.lines)
+    log.info("###### Final status: %s ######" % status)
+    report.log_text = "\n".join([report.log_text] + log.lines[said:])
 
 
 def _late(args, log, report: "onhost.Report", said: Tuple[int, int], when: str) -> Tuple[int, int]:

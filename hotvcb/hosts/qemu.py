@@ -50,6 +50,7 @@ from ..errors import HostError, SnapshotError, VmNotFound, VmStopped
 from ..model import DatastoreInfo, Disk, NfsShare, Snapshot, SnapshotTree, Vm, VmRef
 from ..runid import machine_id
 from ..shell import Shell
+from . import qemu_overlay_names as naming  # DEVICE_OVERLAYS read where tests may have pointed it
 from . import qemuimg
 from .base import Copied
 from .qemu_blockgraph import absolute_names, chain_of, device_key, relative_name
@@ -170,9 +171,10 @@ class QemuHost(LocalKvmHost):
             raise VmStopped(
                 "%s: its QEMU ended without removing the socket (killed, crashed, or its host lost power), so "
                 "no QEMU runs the VM: start it again, or remove the socket if the VM is gone for good; if it died "
-                "during a backup, an overlay `<image>.%s<time>.qcow2` beside its images holds the guest's last "
-                "writes: `qemu-img commit` it into its image before the VM is started again"
-                % (err, OUR_MARK)) from err
+                "during a backup, an overlay `<image>.%s<time>.qcow2` beside its images (for a disk on a block "
+                "device, an LV: `<device path, / as %%2F>.%s<time>.qcow2` in %s) holds the guest's last writes: "
+                "`qemu-img commit` it into its image before the VM is started again"
+                % (err, OUR_MARK, OUR_MARK, naming.DEVICE_OVERLAYS)) from err
         vm = Vm(ref=ref, datastore="", folder=self.qmp_dir, vmx=None)
         flash = []  # type: List[Dict[str, Any]]
         for dev in blocks:

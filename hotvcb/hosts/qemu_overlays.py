@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from .. import crashpoint, lazyre
 from ..errors import HostError, SnapshotBypassed, SnapshotError, SnapshotHeld, SnapshotKept, TimeoutExpired
-from ..model import HOLDS_DATA, Snapshot, Vm
+from ..model import HOLDS_DATA, NO_DATA_FILE, Snapshot, Vm
 from ..runid import RECORD_MAX, parse
 from ..shell import Shell
 from . import qemu_overlay_names as naming  # DEVICE_OVERLAYS read where tests may have pointed it
@@ -78,12 +78,13 @@ class Overlays:
             if name.startswith(OUR_MARK) and name not in found:
                 found[name] = Snapshot(id=name, name=name, description=self._description(overlay), created="",
                                        state="" if self._holds_nothing(overlay) else HOLDS_DATA, depth=0)
-        # a description with no overlay: a run killed around its snapshot (_strays); its record judges it as a
-        # snapshot of that run's, so it goes once that run is provably dead, and not before
+        # a description with no overlay: a run killed around its snapshot (_strays); no snapshot on the disks,
+        # but its record judges it as that run's, so it goes once that run is provably dead, and not before; one
+        # with no record (cut by a power cut, a note) is named by its files, which its id gives
         for name, files in self._strays(vm).items():
             if name not in found:
-                found[name] = Snapshot(id=name, name=name, description=self._first_line(files[0]), created="",
-                                       state="", depth=0)
+                found[name] = Snapshot(id=", ".join(files), name=name, description=self._first_line(files[0]),
+                                       created="", state=NO_DATA_FILE, depth=0)
         return list(found.values())
 
     def _strays(self, vm: Vm) -> Dict[str, List[str]]:

@@ -30,7 +30,7 @@ from .. import interrupt
 from ..clockage import heartbeat
 from ..errors import HotvcbError, SnapshotKept, VmStopped
 from ..hosts.base import Hypervisor
-from ..model import Snapshot
+from ..model import NO_DATA_FILE, Snapshot
 from ..runid import RECORD_MAX, RunId, parse
 from ..settings import Settings
 from ..shell import Shell
@@ -82,6 +82,9 @@ def remove_our_snapshots(host: Hypervisor, vm, log, run: RunId, dry_run: bool = 
             continue
         if not snap.name.startswith(SNAPSHOT_PREFIX):
             continue
+        if not is_ours(snap) and snap.state == NO_DATA_FILE:
+            log.warning("%s: %s" % (vm.name, no_data_file(snap)))
+            continue
         if not is_ours(snap):
             log.warning("%s: snapshot %r (id %s) is named like ours but carries no hotvcb run record; leaving it"
                         % (vm.name, snap.name, snap.id))
@@ -91,8 +94,9 @@ def remove_our_snapshots(host: Hypervisor, vm, log, run: RunId, dry_run: bool = 
             continue
         alive = snapshot_run_alive(snap, run, dead)
         if alive is not False:
-            log.warning("%s: snapshot %r (id %s) belongs to %s, which %s; leaving it"
-                        % (vm.name, snap.name, snap.id, owner, "is still running" if alive else UNTOLD))
+            log.warning("%s: snapshot %r (id %s) belongs to %s, which %s; leaving it%s"
+                        % (vm.name, snap.name, snap.id, owner, "is still running" if alive else UNTOLD,
+                           NO_SNAPSHOT if snap.state == NO_DATA_FILE else ""))
             continue
         who = str(owner) if owner else "an earlier hotvcb run"
         if dry_run:
@@ -111,6 +115,19 @@ def remove_our_snapshots(host: Hypervisor, vm, log, run: RunId, dry_run: bool = 
         else:
             removed += 1
     return removed
+
+
+NO_SNAPSHOT = " (only its description, no overlay: no snapshot is on the disks, so the VM is backed up)"
+
+
+def no_data_file(snap: Snapshot) -> str:
+    """What `cleanup`, a backup and `status` say of a snapshot's description file with no overlay and no run
+    record (emptied or cut by a power cut after a killed run wrote it, or someone's note): no snapshot, so no
+    reason to refuse the VM, but no run's either, so not ours to delete; named, with how to remove it."""
+    return ("%s: named like a hotvcb snapshot's description, but no overlay is beside it and it carries no "
+            "hotvcb run record (cut short by a power cut, or someone's note): no snapshot, nothing of the guest's "
+            "is in it, and it does not stop the VM's backup; leaving it: remove it by hand (`rm`) unless it is a "
+            "note of yours" % snap.id)
 
 
 def snapshot_run_alive(snap: Snapshot, run: RunId, dead: Mapping[str, float] = NONE_DEAD) -> Optional[bool]:

@@ -22,7 +22,7 @@ from .. import clockage
 from ..errors import HotvcbError
 from ..hosts.base import Hypervisor, powered
 from ..localshell import LocalShell
-from ..model import HOLDS_DATA, Snapshot, Vm
+from ..model import HOLDS_DATA, NO_DATA_FILE, Snapshot, Vm
 from ..runlog import shown
 from ..runid import RECORD_MAX, RunId, known_host_id, parse
 from ..settings import Settings
@@ -31,7 +31,7 @@ from ..store.lock import LOCK_NAME, holder_alive
 from ..treeview import BACKUP_TEXTS, ScannedShell
 from ..units import human_size
 from . import nfs
-from .leftovers import UNTOLD, asked_at, is_ours, power_marker, snapshot_run_alive
+from .leftovers import UNTOLD, asked_at, is_ours, no_data_file, power_marker, snapshot_run_alive
 from .. import lazyre
 
 OK, WARN, CRIT = "OK", "WARN", "CRIT"
@@ -108,14 +108,16 @@ def host_status(host: Hypervisor, settings: Settings, limits: Limits, names: Opt
         try:
             vm = host.load_vm(ref)
         except HotvcbError as err:
+            # a VM whose QEMU died (a stale socket) or whose .vmx cannot be read: its backups are still judged,
+            # which need only its name; else status went from CRIT to WARN just as its backups stopped for good
             report.checks.append(Check(WARN, "backup", ref.name, "cannot read the VM: %s" % err))
+            own, refused = _own_settings(settings, settings_of, ref.name)
+            report.checks.append(refused or _vm_backups(host, own, repos, ref.name, "", limits, now))
             continue
-        try:
-            own = settings if settings_of is None else settings_of(vm.name)
-        except HotvcbError as err:
-            own, state = settings, None
-            report.checks.append(Check(CRIT, "backup", vm.name, "its per-VM config is refused, which fails its "
-                                       "backup: %s" % err))
+        own, refused = _own_settings(settings, settings_of, vm.name)
+        if refused:
+            state = None  # type: Optional[str]
+            report.checks.append(refused)
         else:
             skipped, state = _skipped(host, own, vm)
             report.checks.append(skipped or _vm_backups(host, own, repos, vm.name, vm.uuid, limits, now))
@@ -156,6 +158,17 @@ def _skipped(host: Hypervisor, settings: Settings, vm: Vm) -> Tuple[Optional[Che
     return Check(OK, "backup", vm.name, "skipped: %s, and BACKUP_POWER_STATE=%s backs up only VMs %s; its backups "
                  "are not judged" % (powered(state), rule, powered(rule)),
                  {"skipped": "power_state", "power_state": state}), state
+
+
+def _own_settings(settings: Settings, settings_of: Optional[Callable[[str], Settings]],
+                  name: str) -> Tuple[Settings, Optional[Check]]:
+    """The VM's own settings (its per-VM file), or the global ones with the VM's CRIT where its file is
+    refused: that fails its backup every night."""
+    try:
+        return (settings if settings_of is None else settings_of(name)), None
+    except HotvcbError as err:
+        return settings, Check(CRIT, "backup", name, "its per-VM config is refused, which fails its backup: %s"
+                               % err)
 
 
 def _target(settings: Settings) -> str:
@@ -368,7 +381,9 @@ def _snapshots(host: Hypervisor, vm: Vm, limits: Limits, now: float, run_alive: 
             "hotvcb snapshot" if details["ours"] else "snapshot", snap.name, snap.id or "?",
             "%s old" % _age(age) if age is not None else "dated %s ahead of the host's clock" % _age(-stamped)
             if ahead and stamped is not None else "age unknown", human_size(delta_bytes))
-        if details["ours"]:
+        if snap.state == NO_DATA_FILE and not details["ours"]:  # no snapshot, but a file to remove by hand
+            checks.append(Check(WARN, "snapshot", vm.name, no_data_file(snap), details))
+        elif details["ours"]:
             owner = parse(snap.description)
             alive = True if run_alive else snapshot_run_alive(snap, me)
             if alive:
@@ -381,6 +396,10 @@ def _snapshots(host: Hypervisor, vm: Vm, limits: Limits, now: float, run_alive: 
                                     "guest's writes, so hotvcb keeps it: if nothing wrote its image since, "
                                     "`qemu-img commit` it into its image (the next run removes it), else move it "
                                     "away" % (owner or "a hotvcb run"), details))
+            elif snap.state == NO_DATA_FILE:  # no snapshot on the disks: the VM's backups go on
+                checks.append(Check(WARN, "snapshot", vm.name, label + ": only its description, no overlay, left by "
+                                    "%s, which is gone; `hotvcb cleanup` removes it" % (owner or "a hotvcb run"),
+                                    details))
             else:
                 checks.append(Check(CRIT, "snapshot", vm.name, label + ": left by %s, which is gone; run `hotvcb cleanup`"
                                     % (owner or "a hotvcb run"), details))
