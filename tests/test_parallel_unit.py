@@ -163,6 +163,9 @@ class _TargetHost:
     def delta_files(self, vm):
         return []
 
+    def needs_consolidation(self, vm):
+        return ""
+
     def bytes_needed(self, disk, fmt):
         return 100
 

@@ -18,7 +18,7 @@ through QMP) plugs into the same job. Contracts:
   holds (`Copied.content`); or None where no file does.
 """
 
-from typing import Callable, Dict, List, NamedTuple, Optional, Protocol, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Protocol, Sequence, Tuple
 
 from ..model import DatastoreInfo, Disk, NfsShare, Snapshot, SnapshotTree, Vm, VmRef
 from ..shell import Shell
@@ -97,6 +97,10 @@ class Hypervisor(Protocol):
 
     def delta_files(self, vm: Vm) -> List[str]: ...
 
+    # why the VM's disks need consolidation ("needs consolidation: ..." and how), "" when they do not: the
+    # driver's one judgement, asked after a removal, by the pre-flight, status and cleanup
+    def needs_consolidation(self, vm: Vm) -> str: ...
+
     # a dry run leaves a dead run's snapshots in place: the VM as the real run, having removed them, finds it
     def without_snapshots(self, vm: Vm, snaps: List[Snapshot]) -> Vm: ...
 
@@ -106,8 +110,9 @@ class Hypervisor(Protocol):
 
     def remove_snapshot(self, vm: Vm, snap: Snapshot, timeout: float) -> None: ...
 
-    # the user's snapshots as files (BACKUP_SNAPSHOT_TREE), read and checked before any change
-    def snapshot_tree(self, vm: Vm, disks: List[Disk]) -> SnapshotTree: ...
+    # the user's snapshots as files (BACKUP_SNAPSHOT_TREE), read and checked before any change; `users`: the ids
+    # of those to keep (None: all), so that a dead run's snapshot a dry run leaves in place is not planned
+    def snapshot_tree(self, vm: Vm, disks: List[Disk], users: Optional[Sequence[str]] = None) -> SnapshotTree: ...
 
     # an in-guest hook: (exit code, output) of argv run in the guest, `env` its whole environment
     def guest_exec(self, vm: Vm, argv: List[str], env: List[str], timeout: float,

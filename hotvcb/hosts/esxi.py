@@ -14,7 +14,7 @@ and registering a restored VM (esxi_register.py).
 import io
 import re
 from dataclasses import replace
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .. import lazyre, vmdk
 from ..background import Kept
@@ -251,6 +251,9 @@ class EsxiHost:
     def delta_files(self, vm: Vm) -> List[str]:
         return self._snaps.delta_files(vm)
 
+    def needs_consolidation(self, vm: Vm) -> str:
+        return self._snaps.needs_consolidation(vm)
+
     def create_snapshot(
         self, vm: Vm, name: str, description: str, memory: bool, quiesce: bool, timeout: float
     ) -> Snapshot:
@@ -277,8 +280,8 @@ class EsxiHost:
         raise HostError("%s: vim-cmd cannot run a command in the guest (that is the vSphere API's "
                         "GuestOperationsManager)" % vm.name)
 
-    def snapshot_tree(self, vm: Vm, disks: List[Disk]) -> SnapshotTree:
-        return esxi_tree.read_tree(self._files, vm, disks)
+    def snapshot_tree(self, vm: Vm, disks: List[Disk], users: Optional[Sequence[str]] = None) -> SnapshotTree:
+        return esxi_tree.read_tree(self._files, vm, disks, users)
 
     # -- registration (restore; esxi_register.py) --------------------------------
     def register_vm(self, vmx_path: str) -> str:

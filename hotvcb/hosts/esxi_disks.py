@@ -146,8 +146,10 @@ def _clone_error(output: str, status: int) -> str:
         return m.group(1).strip()
     lines = [l.strip() for l in re.split(r"[\r\n]+", output) if l.strip()]
     said = [l for l in lines if vimcmd.clone_percent(l) is None and not l.startswith(_PREAMBLE)]
+    # a negative status is a signal's (subprocess's way): "exited with status -9" read as vmkfstools' own code
+    how = "was killed by signal %d" % -status if status < 0 else "exited with status %d" % status
     if said:
-        return "vmkfstools exited with status %d: %s" % (status, said[-1])
+        return "vmkfstools %s: %s" % (how, said[-1])
     pct = vimcmd.clone_percent(output)
     where = " at %d%%" % pct if pct is not None else ""
-    return "vmkfstools exited with status %d%s without saying why" % (status, where)
+    return "vmkfstools %s%s without saying why" % (how, where)

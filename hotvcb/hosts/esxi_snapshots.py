@@ -123,23 +123,35 @@ class EsxiSnapshots:
             time.sleep(POLL)
 
     def _consolidated(self, vm: Vm) -> None:
-        """After a removal: the VM's disks are on their bases again, or Unconsolidated. VMware documents a
-        removal that drops the snapshot from the tree but leaves the VM running on its delta, "Needs
-        Consolidation" (.vmsd `snapshot.needConsolidate`): a disk of the .vmx on a delta with no snapshot
-        left to own it, or that flag, is that. Costs one listing when no delta is left (the usual case)."""
+        """After a removal: the VM's disks are on their bases again, or Unconsolidated."""
+        why = self.needs_consolidation(vm)
+        if why:
+            raise Unconsolidated("%s %s" % (vm.name, why))
+
+    def needs_consolidation(self, vm: Vm) -> str:
+        """Why the VM's disks need consolidation ("needs consolidation: ..." with how), "" when they do not: the
+        one judgement of it, which a removal's check, the pre-flight (and its dry run), status and cleanup all
+        ask. VMware documents a removal that drops the snapshot from the tree but leaves the VM running on its
+        delta, "Needs Consolidation": the .vmsd's `snapshot.needConsolidate`, or delta files with no snapshot
+        left in the .vmsd to own them. The flag counts beside the user's snapshots (and beside a dead run's
+        snapshot taken on top): a check made only where no snapshot is left called such a VM fine. Costs one
+        listing when no delta is there (the usual case)."""
         deltas = self.delta_files(vm)
         if not deltas:
-            return
+            return ""
         vmsd = esxi_tree.snapshot_dictionary(self._files, vm)
         flagged = vmsd is not None and (vmsd.get("snapshot.needConsolidate") or "").upper() == "TRUE"
-        owned = vmsd is not None and esxi_tree.snapshot_count(vmsd) > 0
+        names = esxi_tree.snapshot_names(vmsd) if vmsd is not None else []
+        if names and not flagged:
+            return ""
         tops = {esxi_tree.absolute(vm.folder, name) for _dev, _bus, name in self._vmx(vm.ref.vmx_path).disk_slots()}
         on_delta = sorted(f.rsplit("/", 1)[-1] for f in deltas if f in tops)
-        if flagged or (on_delta and not owned):
-            raise Unconsolidated(
-                "%s needs consolidation: its snapshot was removed, but the host left the VM running on %s "
-                "instead of committing it into the base disk (it grows until then); consolidate it: %s"
-                % (vm.name, ", ".join(on_delta) or "its delta files", vimcmd.consolidate_how(vm.ref.vmid)))
+        files = ", ".join(on_delta or sorted(f.rsplit("/", 1)[-1] for f in deltas))
+        return ("needs consolidation: %s, and its disks %s %s, which grow until they are committed into the base "
+                "disks; consolidate it: %s"
+                % ("the host marks it so (the .vmsd's snapshot.needConsolidate)" if flagged
+                   else "delta files and no snapshot to own them (a removal left its disks on them)",
+                   "run on" if on_delta else "have", files, vimcmd.consolidate_how(vm.ref.vmid, names)))
 
     def _orphaned_deltas(self, vm: Vm) -> List[str]:
         """Delta files no disk chain of the VM uses any more: consolidation not done.

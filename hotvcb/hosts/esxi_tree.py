@@ -11,7 +11,7 @@ syntax as a .vmx) names each snapshot's frozen disk per device and its
 
 import posixpath
 import re
-from typing import Collection, Dict, List, Optional, Tuple
+from typing import Collection, Dict, List, Optional, Sequence, Tuple
 
 from .. import vmdk
 from ..errors import HostError
@@ -160,6 +160,12 @@ def snapshot_count(vmsd: VmxFile) -> int:
     return len({m.group(1) for m in map(_ENTRY.match, vmsd.keys()) if m and m.group(2).lower() == "uid"})
 
 
+def snapshot_names(vmsd: VmxFile) -> List[str]:
+    """The names (displayName) of the snapshots a .vmsd holds, in its order."""
+    uids = sorted({int(m.group(1)) for m in map(_ENTRY.match, vmsd.keys()) if m and m.group(2).lower() == "uid"})
+    return [vmsd.get("snapshot%d.displayName" % i) or "" for i in uids]
+
+
 def read_dictionary(files: FileReader, path: str) -> str:
     """A .vmx or .vmsd's text as hostd reads it (vmx.as_vmware_reads: in the charset it declares, a UTF-8
     one line by line), declared UTF-8 as hotvcb writes it: a .vmsd of an old VM made on Windows declares
@@ -171,8 +177,10 @@ def read_dictionary(files: FileReader, path: str) -> str:
     return vmx.text() if vmx.declare_utf8() else text
 
 
-def read_tree(files: FileReader, vm: Vm, disks: List[Disk]) -> SnapshotTree:
-    """The user's snapshot tree of `disks`: every chain the .vmx and the .vmsd name, checked.
+def read_tree(files: FileReader, vm: Vm, disks: List[Disk], users: Optional[Sequence[str]] = None) -> SnapshotTree:
+    """The user's snapshot tree of `disks`: every chain the .vmx and the .vmsd name, checked; with `users`, only
+    the snapshots of those uids (a dead run's, which a dry run leaves in place, is none: the real run removes it
+    before it reads the tree).
 
     Files are kept by base name in the backup, so two distinct files of one
     name (a disk and its namesake on another datastore) cannot both be kept:
@@ -187,7 +195,7 @@ def read_tree(files: FileReader, vm: Vm, disks: List[Disk]) -> SnapshotTree:
     names, state = [], []  # type: List[str], List[str]
     for i in range(_count(vmsd.get("snapshot.numSnapshots"))):
         p = "snapshot%d." % i
-        if vmsd.get(p + "uid") is None:
+        if vmsd.get(p + "uid") is None or (users is not None and vmsd.get(p + "uid") not in users):
             continue
         name = vmsd.get(p + "displayName") or ""
         names.append(name)

@@ -54,7 +54,7 @@ import io
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Dict, List, NoReturn, Optional, Set, Tuple
+from typing import Dict, List, NoReturn, Optional, Sequence, Set, Tuple
 
 from ..errors import CopyError, HostError, SnapshotError, VmNotFound
 from ..runlog import RunLog
@@ -208,6 +208,9 @@ class LibvirtHost(LocalKvmHost):
     def delta_files(self, vm: Vm) -> List[str]:
         return []  # libvirt keeps its scratch files to itself and deletes them when the job ends
 
+    def needs_consolidation(self, vm: Vm) -> str:
+        return ""  # no delta of a backup job's stays on the disks
+
     def without_snapshots(self, vm: Vm, snaps: List[Snapshot]) -> Vm:
         return vm  # a backup job with its checkpoint puts no disk on a delta
 
@@ -328,7 +331,7 @@ class LibvirtHost(LocalKvmHost):
 
     # what main's Hypervisor asks since BACKUP_SNAPSHOT_TREE landed beside this branch
 
-    def snapshot_tree(self, vm: Vm, disks: List[Disk]) -> NoReturn:
+    def snapshot_tree(self, vm: Vm, disks: List[Disk], users: Optional[Sequence[str]] = None) -> NoReturn:
         raise HostError("%s: BACKUP_SNAPSHOT_TREE=1 is for ESXi; a libvirt backup holds the disks' current "
                         "state" % vm.name)
 

@@ -43,7 +43,7 @@ import socket
 import stat
 import threading
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .. import vmdk
 from ..errors import HostError, SnapshotError, VmNotFound, VmStopped
@@ -286,6 +286,9 @@ class QemuHost(LocalKvmHost):
     def delta_files(self, vm: Vm) -> List[str]:
         return self.overlays.delta_files(vm)
 
+    def needs_consolidation(self, vm: Vm) -> str:
+        return ""  # an overlay left over is our snapshot's, listed and judged as such (qemu_overlays.py)
+
     def without_snapshots(self, vm: Vm, snaps: List[Snapshot]) -> Vm:
         return vm  # load_vm names each disk's image below our overlays already (_below_ours)
 
@@ -301,7 +304,7 @@ class QemuHost(LocalKvmHost):
         finally:
             agent.close()
 
-    def snapshot_tree(self, vm: Vm, disks: List[Disk]) -> SnapshotTree:
+    def snapshot_tree(self, vm: Vm, disks: List[Disk], users: Optional[Sequence[str]] = None) -> SnapshotTree:
         """QEMU keeps no snapshot tree hotvcb could restore as one (overlays carry no .vmsd)."""
         raise HostError("%s: BACKUP_SNAPSHOT_TREE=1 is for ESXi; on QEMU the backup holds the current state "
                         "(the overlay chain read through)" % vm.name)

@@ -23,13 +23,18 @@ _SNAP_FIELD = lazyre.compile(r"^(-*)(?:\|-(?:ROOT|CHILD))?Snapshot (\w+(?: \w+)?
 _AFTER_DESCRIPTION = ("Created On", "State")  # the fields vim-cmd prints after a description
 
 
-def consolidate_how(vmid: str) -> str:
-    """How an admin consolidates a VM's disks. vim-cmd's vmsvc verbs hold no consolidation of their own (a
-    snapshot taken and `snapshot.removeall` commits every chain, the usual advice without vCenter); the
-    clients' Consolidate is VMware's documented way (vSphere Host Client, "Consolidate Snapshots")."""
-    return ("Consolidate in the host client or vSphere Client (the VM's Snapshots menu), or take a snapshot and "
-            "remove all: `vim-cmd vmsvc/snapshot.create %s consolidate` then `vim-cmd vmsvc/snapshot.removeall %s`"
-            % (vmid, vmid))
+def consolidate_how(vmid: str, snapshots: List[str]) -> str:
+    """How an admin consolidates a VM's disks. The clients' Consolidate is VMware's documented way (vSphere
+    Host Client, "Consolidate Snapshots"); vim-cmd's vmsvc verbs hold none of their own: a snapshot taken
+    and `snapshot.removeall` commits every chain, the usual advice without vCenter, but removes every
+    snapshot, so it is offered only to a VM with none (`snapshots`: the names of those it has): pasted on
+    a VM with the user's snapshots, it deleted their way back."""
+    client = "Consolidate in the host client or vSphere Client (the VM's Snapshots menu)"
+    if snapshots:
+        return ("%s; not with `vim-cmd vmsvc/snapshot.removeall`, which would delete its snapshot(s) %s too"
+                % (client, ", ".join(repr(n) for n in snapshots)))
+    return ("%s, or take a snapshot and remove all: `vim-cmd vmsvc/snapshot.create %s consolidate` then "
+            "`vim-cmd vmsvc/snapshot.removeall %s`" % (client, vmid, vmid))
 
 
 def invalid_vmids(text: str) -> List[str]:

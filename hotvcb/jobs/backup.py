@@ -406,6 +406,9 @@ class _VmBackup:
         plan = preflight.check(self.host, self.s, self.log, self.job.space, vm, disks, snaps, pending,
                                unmounted=self.job.unmounted)
         self.capacity, self.tree, self.user_snapshots = plan.capacity, plan.tree, plan.user_snapshots
+        for warning in plan.warnings:
+            self.log.warning(warning)
+            self.result.warnings.append(warning)
         if dry:
             preflight.dry_run(self.host, self.s, self.log, vm, disks, plan, self.started)
             # the report's DISKS and SIZE: what the run would copy

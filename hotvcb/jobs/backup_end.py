@@ -90,8 +90,9 @@ def _consolidate(one: "_VmBackup", vm: Vm) -> str:
         if isinstance(err, SnapshotBypassed):
             one.log.error(str(err))
             return str(err)
-        one.log.warning(str(err))
-        one.result.warnings.append(str(err))
+        if str(err) not in one.result.warnings:  # the pre-flight's word of a VM that needed consolidation before
+            one.log.warning(str(err))
+            one.result.warnings.append(str(err))
     except HotvcbError as err:
         # an ESXi snapshot removed by hand consolidates; an overlay's error says itself what to do with it
         advice = "" if isinstance(err, SnapshotHeld) else " -- remove it by hand"

@@ -28,7 +28,7 @@ from typing import Callable, List, Mapping, NamedTuple, Optional
 
 from .. import interrupt
 from ..clockage import heartbeat
-from ..errors import HotvcbError, SnapshotKept, VmStopped
+from ..errors import HotvcbError, SnapshotKept, Unconsolidated, VmStopped
 from ..hosts.base import Hypervisor
 from ..model import NO_DATA_FILE, Snapshot
 from ..runid import RECORD_MAX, RunId, parse
@@ -71,7 +71,9 @@ def remove_our_snapshots(host: Hypervisor, vm, log, run: RunId, dry_run: bool = 
     just read it (one `snapshot.get` then serves the leftover check and the pre-flight); `dead`: run ids whose
     lock was taken over as gone, with when (HostLock.takeovers). One the driver keeps because it holds data
     (SnapshotKept) is not removed: not counted, and its warning goes to `kept` (a backup's warnings, so the run
-    ends WARNING and the admin learns of it), besides the log."""
+    ends WARNING and the admin learns of it), besides the log; one gone from the tree whose disks the host left
+    needing consolidation (Unconsolidated) is warned of the same way, and counted: cleanup's "1 leftover(s)
+    removed" for two gone read as one still there."""
     removed = 0
     listed = host.snapshots(vm) if snaps is None else snaps
     ids = [s.id for s in listed]
@@ -112,6 +114,7 @@ def remove_our_snapshots(host: Hypervisor, vm, log, run: RunId, dry_run: bool = 
             log.warning(str(err))
             if kept is not None:
                 kept.append(str(err))
+            removed += isinstance(err, Unconsolidated)  # gone from the VM's tree: its disks are what is left
         else:
             removed += 1
     return removed

@@ -69,7 +69,7 @@ def rows(results: List[VmResult]) -> List[Dict[str, Any]]:
         size = sum(d.bytes for d in copied)
         copy_seconds = sum(d.seconds for d in copied)
         out.append({
-            "vm": r.name, "result": shown(r), "message": r.message if r.status != "ok" else "",
+            "vm": r.name, "result": shown(r), "message": r.message if r.status != "ok" else "; ".join(r.warnings),
             "disks_ok": len(copied), "disks": len(r.disks) + len(r.skipped_disks),
             "failed_disks": [d.disk.key for d in r.disks if not d.ok],
             "skipped_disks": [d.key for d in r.skipped_disks],

@@ -14,7 +14,6 @@ from datetime import datetime
 from typing import Dict, List, Optional, Set
 
 from ..errors import HotvcbError
-from ..hosts import esxi_tree, vimcmd
 from ..hosts.base import Hypervisor
 from ..model import NO_DATA_FILE, Disk, Snapshot, SnapshotTree, Vm
 from ..runid import parse
@@ -36,6 +35,7 @@ class Plan:
     capacity: Dict[str, int]  # disk key -> virtual size, for the copy's progress
     tree: Optional[SnapshotTree] = None  # the user's, to keep (BACKUP_SNAPSHOT_TREE)
     user_snapshots: List[str] = field(default_factory=list)  # their ids when the tree was read
+    warnings: List[str] = field(default_factory=list)  # what the run warns of beside the backup it makes
 
 
 def disk_names(vm: Vm, disk: Disk) -> Set[str]:
@@ -127,22 +127,6 @@ def _another_run(snap: Snapshot) -> str:
             "until that run ends" % (parse(snap.description) or "an earlier hotvcb run", snap.name))
 
 
-def _vmsd_snapshots(host: Hypervisor, vm: Vm) -> int:
-    """The snapshots the VM's .vmsd holds now: `snaps` may be the look-ahead's, read before a snapshot the
-    user took since, whose deltas are then no sign of a consolidation needed (a file read, not a hostd call)."""
-    vmsd = esxi_tree.snapshot_dictionary(host.shell, vm)
-    return esxi_tree.snapshot_count(vmsd) if vmsd is not None else 0
-
-
-def _unconsolidated(vm: Vm, deltas: List[str]) -> str:
-    """Why an ESXi VM with delta files and no snapshot is not backed up: its disks need consolidation (a
-    removal that left them on their deltas, as VMware documents it can). "Set
-    ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=1" sent the admin to a setting that leaves the VM on its delta."""
-    return ("needs consolidation: delta files %s and no snapshot (a removal left its disks on them); not "
-            "backing it up until they are consolidated: %s"
-            % (", ".join(d.rsplit("/", 1)[-1] for d in deltas), vimcmd.consolidate_how(vm.ref.vmid)))
-
-
 def check(host: Hypervisor, s: Settings, log, space: SpaceLedger, vm: Vm, disks: List[Disk],
           snaps: List[Snapshot], pending: bool = False, unmounted: bool = False) -> Plan:
     """Everything that can fail before we change anything on the host (`snaps`: read just now).
@@ -165,8 +149,12 @@ def check(host: Hypervisor, s: Settings, log, space: SpaceLedger, vm: Vm, disks:
         raise HotvcbError(_another_run(running[0]))  # the log line names the VM
     deltas = [] if pending else host.delta_files(vm)
     allowed = s.allow_vms_with_snapshots_to_be_backedup or s.backup_snapshot_tree  # asked to keep them
-    if deltas and not snaps and not allowed and host.kind == "esxi" and not _vmsd_snapshots(host, vm):
-        raise HotvcbError(_unconsolidated(vm, deltas))
+    # asked with a dead run's snapshot still on top too (a dry run's): the host's mark of it stays under that
+    unconsolidated = host.needs_consolidation(vm)
+    if unconsolidated and not allowed:  # said before the user's snapshots, whose setting consolidates nothing
+        users = len([x for x in snaps if not is_ours(x)])
+        raise HotvcbError("%s; not backing it up until it is consolidated%s" % (
+            unconsolidated, " (it has %d snapshot(s) of the user's too)" % users if users else ""))
     if (snaps or deltas or vm.own_snapshots) and not allowed:
         what = "%d snapshot(s)" % len(snaps) if snaps else "delta files %s" % ", ".join(
             d.rsplit("/", 1)[-1] for d in deltas
@@ -200,10 +188,13 @@ def check(host: Hypervisor, s: Settings, log, space: SpaceLedger, vm: Vm, disks:
     needed = 0 if s.vm_backup_repository else sum(host.bytes_needed(d, fmt) for d in disks)
     # each disk's size for the copy's progress, read now while the driver has the descriptors
     plan = Plan(needed, {d.key: host.bytes_needed(d, "eagerzeroedthick") for d in disks})
-    if s.backup_snapshot_tree and [x for x in snaps if not is_ours(x)] and not pending:
-        # every chain of the tree is checked now: a missing delta fails the VM before any change
-        plan.tree = host.snapshot_tree(vm, disks)
+    if unconsolidated:  # backed up as allowed, and named: a cold backup has no removal of ours to warn of it
+        plan.warnings.append("%s %s" % (vm.name, unconsolidated))
+    if s.backup_snapshot_tree and [x for x in snaps if not is_ours(x)]:
+        # every chain of the tree is checked now: a missing delta fails the VM before any change; a dry run
+        # plans it as the real run reads it, a dead run's snapshot removed (under-planned without it)
         plan.user_snapshots = [x.id for x in snaps if not is_ours(x)]
+        plan.tree = host.snapshot_tree(vm, disks, plan.user_snapshots if pending and all(plan.user_snapshots) else None)
         needed += sum(host.bytes_needed(d, fmt) for d in plan.tree.bases) + sum(
             host.shell.file_size(f) for delta, _ in plan.tree.deltas for f in host.disk_files(delta))
         plan.needed = needed

@@ -329,7 +329,7 @@ class Planner:
         """A VM of that name elsewhere is allowed, as ghettoVCB allowed it, with a warning (returned); what
         really clashes (the target folder, the .vmx already registered) is refused by the caller
         and by registervm itself."""
-        taken = [r for r in self.vms() if r.name == name]
+        taken = [r for r in self.vms() if r.name == name and not r.template]  # a template is no VM: -m takes ours
         if not taken:
             return []
         return ["%sa VM named %r is already registered (vmid %s, %s); restoring anyway, as ghettoVCB did. The host "

@@ -8,7 +8,7 @@ the worst one is the host's. What is checked, and why it matters:
 - each snapshot on the host: ours left by a dead run (it grows until the
   datastore is full: CRIT), a user snapshot that is old or whose delta takes
   a large share of its datastore's free space;
-- each VM with delta files that no snapshot explains: consolidation needed;
+- each VM whose disks need consolidation (the driver says: delta files no snapshot owns, or the host's mark);
 - each datastore's free space: a VM datastore running out (snapshot deltas
   need room to grow), the backup target with less room than the next run.
 """
@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .. import clockage
-from ..errors import HotvcbError
+from ..errors import HotvcbError, TemplateVm
 from ..hosts.base import Hypervisor, powered
 from ..localshell import LocalShell
 from ..model import HOLDS_DATA, NO_DATA_FILE, Snapshot, Vm
@@ -93,13 +93,17 @@ def host_status(host: Hypervisor, settings: Settings, limits: Limits, names: Opt
     now = time.time() if now is None else now
     report = Report(host.describe())
     # a template is no VM to back up (errors.TemplateVm)
-    refs = [r for r in host.list_vms()
-            if not r.template and (names is None or r.name in names) and r.name not in exclude]
+    listed = host.list_vms()
+    refs = [r for r in listed if not r.template and (names is None or r.name in names) and r.name not in exclude]
+    templates = {r.name: r.vmx_path for r in listed if r.template}
     for vmid, why in sorted(host.invalid_vms().items()):
         report.checks.append(Check(CRIT, "backup", "vmid " + vmid, "registered but invalid: %s; it cannot be "
                                    "backed up" % why))
     for missing in sorted(set(names or ()) - {r.name for r in refs} - set(exclude)):
-        report.checks.append(Check(CRIT, "backup", missing, "listed, but no VM of that name is on this host"))
+        # a listed VM made a template: said as the backup says it, not as a VM the admin must hunt for
+        why = str(TemplateVm(missing, templates[missing])) if missing in templates else \
+            "listed, but no VM of that name is on this host"
+        report.checks.append(Check(CRIT, "backup", missing, why))
     me = RunId.new()  # this status run, as every record it judges is judged against
     run_alive = _run_holding_lock(host, me)
     repos = {}  # type: Dict[str, Callable[..., Check]]  # repository path -> its check, each read once a run
@@ -366,9 +370,11 @@ def _snapshots(host: Hypervisor, vm: Vm, limits: Limits, now: float, run_alive: 
     snaps = host.snapshots(vm)
     deltas = host.delta_files(vm)
     delta_bytes = sum(_usage(host, f) for f in deltas)
-    if deltas and not snaps:
-        checks.append(Check(CRIT, "consolidation", vm.name, "needs consolidation: %d delta file(s) (%s) and no snapshot"
-                            % (len(deltas), human_size(delta_bytes)), {"delta_files": deltas, "delta_bytes": delta_bytes}))
+    unconsolidated = host.needs_consolidation(vm)  # the driver's judgement, the user's snapshots beside it or not
+    if unconsolidated:
+        checks.append(Check(CRIT, "consolidation", vm.name, "%s (%d delta file(s), %s)"
+                            % (unconsolidated, len(deltas), human_size(delta_bytes)),
+                            {"delta_files": deltas, "delta_bytes": delta_bytes}))
     free = _free_of(host, vm.folder)
     for snap in snaps:
         stamped = _snapshot_age(host, snap, now)
