@@ -193,10 +193,13 @@ class ArchiveView:
     Used by dry runs, which must not unpack anything.
     """
 
-    def __init__(self, path: str, opener=None):
+    def __init__(self, path: str, opener=None, texts: bool = True):
+        """`texts`: False for the members' names and sizes alone (health's look for a disk another backup
+        holds), no member read."""
         self.root = path
         small = (".vmx", ".vmsd", ".vmdk", ".json") + STATUS_FILES  # .vmsd: a kept snapshot tree's
-        self.top, members, self.texts = scan(path, wanted=(lambda r: r.endswith(small),), opener=opener)
+        self.top, members, self.texts = scan(path, wanted=(lambda r: r.endswith(small),) if texts else (),
+                                             opener=opener)
         self.sizes = {m.rel: m.size for m in members}
 
     def _rel(self, path: str) -> Optional[str]:

@@ -256,8 +256,6 @@ def test_a_newer_hotvcbs_backup_is_not_reported_damaged(site):
 
 # -- 7. ghettoVCB's backups made with VMDK_FILES_TO_BACKUP, once hotvcb backs up every disk -----------------------
 
-@pytest.mark.xfail(strict=True, reason="health._missing_disk takes a disk that a NEWER backup (hotvcb's, after "
-                   "the switch) holds as proof an older ghettoVCB folder was cut short; it was left out by choice")
 def test_ghettovcb_backups_that_left_a_disk_out_by_choice_stay_restorable_after_hotvcb_backs_it_up(site):
     """For years ghettoVCB backed up web with VMDK_FILES_TO_BACKUP=web.vmdk (its scratch disk web_1 left out,
     STATUS.ok). The admin switches to hotvcb and backs up every disk. From hotvcb's first backup on, every

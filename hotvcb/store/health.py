@@ -18,8 +18,8 @@ A backup made by ghettoVCB has no manifest: on STATUS.ok with at least one
 readable and its extents there, a flat one at the size it gives, a hosted
 sparse one as long as its tables need (sparsecheck), no -flat/-sNNN extent
 without its descriptor (_ghettovcb_disks, as for its archive), and no disk its
-.vmx names missing that another backup of the VM holds (_missing_disk: an
-rsync cut between two disks), it is "unverifiable", which counts as good
+.vmx names missing that an earlier ghettoVCB backup of the VM holds
+(_missing_disk: an rsync cut between two disks), it is "unverifiable", which counts as good
 (nothing better is known of it) but is shown as such (manifestless, which
 verify reports too). So is one on STATUS.warn: ghettoVCB.sh writes that
 only for a VM with independent disks, which no snapshot can copy (a disk that
@@ -365,9 +365,13 @@ def _ghettovcb_folder_disks(shell: Shell, path: str, present: Set[str]) -> Optio
 def _missing_disk(shell: Shell, path: str, present: Set[str]) -> Optional[Health]:
     """Why a disk the folder's .vmx names is missing from it by a cut, or None. ghettoVCB.sh leaves a disk
     out with STATUS.ok only where VMDK_FILES_TO_BACKUP names others (an independent disk gets
-    STATUS.warn, a physical RDM STATUS.error), which no backup of the VM then holds; a disk that another
-    backup of the VM in its folder holds and this one lacks is a copy cut short (an rsync killed between
-    two disks copies a folder's files in name order: the .vmx and the first disk, nothing of the next)."""
+    STATUS.warn, a physical RDM STATUS.error). A disk that a ghettoVCB backup of the VM (no manifest) made
+    before this one, or at its time (the .gz an unpacked folder came from), holds and this one lacks is a
+    copy cut short (an rsync killed between two disks copies a folder's files in name order: the .vmx and
+    the first disk, nothing of the next; it copies older folders first). A newer backup holding it is no
+    evidence: the disk may have been added to the selection since, and hotvcb's backups, which copy every
+    disk after the switch, say in their manifests what they left out. Only the other backups' file names are
+    read (an archive's member list, none of its data kept)."""
     (name,) = [n for n in present if "/" not in n and not n.startswith(".") and n.lower().endswith(".vmx")]
     vmx_path = path + "/" + name
     vmx = VmxFile(as_vmware_reads(read_small(shell, vmx_path, MAX_SIZE), lambda: shell.file_size(vmx_path)))
@@ -379,37 +383,46 @@ def _missing_disk(shell: Shell, path: str, present: Set[str]) -> Optional[Health
     if not lacking or mine is None:  # a folder not laid out as a backup has no other backups to hold its disks
         return None
     siblings = sorted((root + "/" + e for e in shell.listdir(root)
-                       if e != own and _same_vm_done(layout.named(e), mine.group(1))),
-                      key=lambda other: other.endswith(".gz"))  # folders first: an archive is read whole
+                       if e != own and _same_vm_before(layout.named(e), mine)),
+                      key=lambda other: other.endswith(".gz"))  # folders first: an archive is read through
     views = {}  # type: Dict[str, Optional[FileReader]]
     for dev, filename in lacking:
         for other in siblings:
             if other not in views:
-                views[other] = _readable(shell, other)
+                views[other] = _ghettovcb_files(shell, other)
             view = views[other]
             if view is not None and layout.disk_in_backup(view, other, filename) is not None:
                 return Health("incomplete", "ghettoVCB backup: its .vmx names disk %s (%s), which is not in "
-                              "the folder, though %s holds it: a copy cut short" % (dev, filename, other))
+                              "the folder, though %s, made before it, holds it: a copy cut short"
+                              % (dev, filename, other))
     return None
 
 
-def _same_vm_done(entry: Optional[Match[str]], vm_folder: str) -> bool:
-    """Whether a VM folder's entry (layout.named) is a finished backup of the VM `vm_folder` names: a folder,
-    or a .gz (ghettoVCB's ENABLE_COMPRESSION=1), whose disks tell a folder cut short as well."""
-    return entry is not None and entry.group(1) == vm_folder and entry.group(3) in (None, ".gz")
+def _same_vm_before(entry: Optional[Match[str]], mine: Match[str]) -> bool:
+    """Whether a VM folder's entry (layout.named) is a finished backup of the VM `mine` (layout.named of this
+    backup) is of, named no later than it: a folder, or a .gz (ghettoVCB's ENABLE_COMPRESSION=1), whose disks
+    tell a folder cut short as well."""
+    if entry is None or entry.group(1) != mine.group(1) or entry.group(3) not in (None, ".gz"):
+        return False
+    try:
+        return layout.stamp_time(entry.group(2)) <= layout.stamp_time(mine.group(2))
+    except ValueError:  # a name no calendar has is no backup (layout)
+        return False
 
 
-def _readable(shell: Shell, other: str) -> Optional[FileReader]:
-    """What reads another backup's files: the shell for a folder, a view of a .gz (read whole, once), or None
-    (no folder; an archive that does not read holds no disk to count on)."""
+def _ghettovcb_files(shell: Shell, other: str) -> Optional[FileReader]:
+    """What reads the file names of another ghettoVCB backup: the shell for a folder, the member list of a .gz
+    (read through once, no member kept), or None: no folder, an archive that does not read, or a backup with a
+    manifest (hotvcb's, which says what it left out, and may be another VM's in a shared folder: owner.py)."""
     if not other.endswith(".gz"):
-        return shell if shell.isdir(other) else None
+        return shell if shell.isdir(other) and not shell.exists(other + "/" + manifest.MANIFEST) else None
     from .. import targz  # tarfile, bz2, lzma: only for .gz backups
 
     try:
-        return targz.ArchiveView(other, opener=shell.open_binary)
+        view = targz.ArchiveView(other, opener=shell.open_binary, texts=False)
     except (HostError, OSError):
         return None
+    return None if manifest.MANIFEST in view.sizes else view
 
 
 def _sparse_short(shell: Shell, path: str, size: int) -> Optional[str]:
