@@ -202,6 +202,13 @@ class ArchiveView:
                                              opener=opener)
         self.sizes = {m.rel: m.size for m in members}
 
+    @classmethod
+    def scanned(cls, path: str, top: str, members: List[Member], texts: Dict[str, str]) -> "ArchiveView":
+        """A view of what one scan already read (its members so far, its texts): no second pass."""
+        view = cls.__new__(cls)
+        view.root, view.top, view.texts, view.sizes = path, top, texts, {m.rel: m.size for m in members}
+        return view
+
     def _rel(self, path: str) -> Optional[str]:
         if path == self.root:
             return ""

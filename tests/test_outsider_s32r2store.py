@@ -116,8 +116,6 @@ def _repack_without(archive, key):
     return gone
 
 
-@pytest.mark.xfail(strict=True, reason="health.unaccounted_disk is only asked of folders: a .gz whose manifest "
-                   "dropped a disk verifies OK, lists good and restores without it")
 def test_a_compressed_backup_whose_manifest_dropped_a_disk_is_incomplete(site):
     """The admin keeps compressed backups (ENABLE_COMPRESSION=1) of a VM with two disks. Someone repacks
     one archive without the data disk and edits it out of hotvcb.json (as test_known_s32a does to a folder);

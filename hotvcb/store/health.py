@@ -126,15 +126,17 @@ def _judge_folder(shell: Shell, path: str, status: str, depth: int = 0) -> Healt
     return _judge_bases(shell, path, sorted(files), verdict, depth)
 
 
-def unaccounted_disk(shell: Shell, path: str, data: Dict[str, Any], present: Set[str]) -> str:
+def unaccounted_disk(shell: FileReader, path: str, data: Dict[str, Any], present: Set[str], whole: bool = True) -> str:
     """Why a disk the backup's .vmx names is missing from it, or "": a disk its manifest neither lists as
     copied ("disks") nor as left out (no snapshot copies it: "skipped"; VMDK_FILES_TO_BACKUP did not name it:
     "left_out") was dropped from the manifest after the backup, as when its files were deleted by hand to free
     room and the manifest edited to match; a restore would bring the VM back without it. Only a manifest that
-    has "left_out" (manifest.py) accounts for every disk: an older one is taken at its word."""
+    has "left_out" (manifest.py) accounts for every disk: an older one is taken at its word. `shell` reads the
+backup's files: the shell, or a targz.ArchiveView of a .gz; `whole`: False where `present` holds only the
+members read so far (an archive's judge), which then says nothing of whether the disk's files are there."""
     if not isinstance(data.get("left_out"), list):
         return ""
-    names = [n for n in present if "/" not in n and not n.startswith(".") and n.lower().endswith(".vmx")]
+    names = layout.top_vmx(present)
     if len(names) != 1:  # a QEMU or libvirt backup keeps no .vmx; two are the manifest's files' business
         return ""
     vmx_path = path + "/" + names[0]
@@ -143,10 +145,11 @@ def unaccounted_disk(shell: Shell, path: str, data: Dict[str, Any], present: Set
              if isinstance(e, dict)}
     for dev, _bus, filename in vmx.disk_slots():
         if dev not in known:
-            held = layout.disk_in_backup(shell, path, filename) is not None
+            held = layout.disk_in_backup(shell, path, filename) is not None if whole else None
             return "its .vmx names disk %s (%s), which its manifest does not account for (not copied, skipped or " \
-                "left out by VMDK_FILES_TO_BACKUP)%s" % (dev, filename, ": its files are in the folder, unproven"
-                                                          if held else ", nor does the folder hold it")
+                "left out by VMDK_FILES_TO_BACKUP)%s" % (dev, filename, "" if held is None else
+                                                         ": its files are in the backup, unproven" if held
+                                                         else ", nor does the backup hold it")
     return ""
 
 
@@ -185,11 +188,16 @@ def _judge_archive(shell: Shell, path: str, remember: bool = False) -> Health:
     wanted = (manifest.MANIFEST,) + layout.STATUS_FILES
 
     def enough(texts: Dict[str, str]) -> bool:
-        return manifest.MANIFEST in texts and any(s in texts for s in layout.STATUS_FILES)
+        """The manifest and STATUS, and where the manifest accounts for every disk ("left_out", a key its text
+        names) the .vmx too, to check that (unaccounted_disk): hotvcb archives it next (seal.py); an older
+        archive of this hotvcb's, after its disks."""
+        return manifest.MANIFEST in texts and any(s in texts for s in layout.STATUS_FILES) and (
+            '"left_out"' not in texts[manifest.MANIFEST] or bool(layout.top_vmx(texts)))
 
-    try:  # hotvcb's archives: a few KiB read (manifest and STATUS come first); ghettoVCB's: read whole
-        _top, members, texts = targz.scan(path, wanted=(lambda r: r in wanted or r.endswith(".vmdk"),),
-                                          opener=shell.open_binary, enough=enough)
+    try:  # hotvcb's archives: a few KiB read (manifest, STATUS, .vmx come first); ghettoVCB's: read whole
+        top, members, texts = targz.scan(path, wanted=(lambda r: r in wanted or r.endswith(".vmdk")
+                                                       or bool(layout.top_vmx([r])),),
+                                         opener=shell.open_binary, enough=enough)
     except HostError as err:
         return Health("damaged", str(err))
     status = [s.split(".", 1)[1] for s in reversed(layout.STATUS_FILES) if s in texts]  # the worst wins
@@ -224,6 +232,13 @@ def _judge_archive(shell: Shell, path: str, remember: bool = False) -> Health:
             return Health("damaged", "cannot stat the archive: %s" % err, data)
         if size != written:
             return Health("damaged", "the archive is %d bytes, it was %d when written" % (size, written), data)
+    try:
+        dropped = unaccounted_disk(targz.ArchiveView.scanned(path, top, members, texts), path, data,
+                                   {m.rel for m in members}, whole=False)
+    except (HostError, OSError) as err:
+        return Health("damaged", "cannot read its .vmx: %s" % err, data)
+    if dropped:
+        return Health("incomplete", dropped, data)
     return _verified(found, record.get("verify_error"), record.get("verified"))
 
 
@@ -372,7 +387,7 @@ def _missing_disk(shell: Shell, path: str, present: Set[str]) -> Optional[Health
     evidence: the disk may have been added to the selection since, and hotvcb's backups, which copy every
     disk after the switch, say in their manifests what they left out. Only the other backups' file names are
     read (an archive's member list, none of its data kept)."""
-    (name,) = [n for n in present if "/" not in n and not n.startswith(".") and n.lower().endswith(".vmx")]
+    (name,) = layout.top_vmx(present)
     vmx_path = path + "/" + name
     vmx = VmxFile(as_vmware_reads(read_small(shell, vmx_path, MAX_SIZE), lambda: shell.file_size(vmx_path)))
     lacking = [(dev, filename) for dev, _bus, filename in vmx.disk_slots()

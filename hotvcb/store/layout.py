@@ -435,6 +435,12 @@ def odd_named(odd: List[str]) -> str:
     return "".join("; " + line for line in odd)
 
 
+def top_vmx(names) -> List[str]:
+    """The .vmx files among a backup's relative file names, at its top (not a kept snapshot tree's, nor the
+    dot-file side_file_name makes of a .vmxf), sorted: a backup has exactly one."""
+    return sorted(n for n in names if "/" not in n and not n.startswith(".") and n.lower().endswith(".vmx"))
+
+
 def folder_status(shell: FileReader, path: str) -> str:
     """The worst STATUS file present: a stray STATUS.ok never outvotes STATUS.error."""
     for name in reversed(STATUS_FILES):
