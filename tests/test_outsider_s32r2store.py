@@ -185,8 +185,6 @@ def test_the_dry_run_of_a_backup_failing_its_checksums_warns_nothing_before_the_
 
 # -- 5. verify --all when the backup volume itself goes away mid-run -------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="verify --all calls every backup gone after its listing 'REMOVED meanwhile' "
-                   "(_removed_meanwhile checks only the backup's path): a volume that went away reads as all well")
 def test_verify_all_does_not_pass_a_run_whose_backup_volume_went_away(site):
     """The monitoring system's nightly `hotvcb verify --all`: verify lists aaa's and bbb's backups, then reads
     them one by one. While it reads aaa's, the NFS share holding the backups goes (a backup run of another config
@@ -224,8 +222,6 @@ def test_verify_all_does_not_pass_a_run_whose_backup_volume_went_away(site):
 
 # -- 6. a newer hotvcb's folder backup is called damaged ---------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="health._newer gives a newer hotvcb's manifest the state 'damaged': list, "
-                   "status and verify --all call a sound backup DAMAGED (the repository's says NOT CHECKED)")
 def test_a_newer_hotvcbs_backup_is_not_reported_damaged(site):
     """Two hosts share a backup volume; host B was upgraded first, so web's newest backup carries a manifest
     version host A's hotvcb does not know. Rotation rightly leaves it alone ("cannot tell ... whether they

@@ -62,7 +62,7 @@ class Problem:
 @dataclass
 class VerifyResult:
     path: str
-    status: str = "ok"  # ok | damaged | incomplete | empty | unverifiable | skipped
+    status: str = "ok"  # ok | damaged | incomplete | empty | unverifiable | skipped | newer (a newer hotvcb's)
     files: int = 0
     bytes: int = 0
     problems: List[Problem] = field(default_factory=list)
@@ -107,6 +107,8 @@ def verify_folder(shell: Shell, folder: str, record: bool = True, progress=None,
         return result
     try:
         data = manifest.load(shell, folder)
+    except manifest.NewerManifest as err:
+        return _newer(result, err)
     except (ValueError, HostError) as err:
         result.status, result.message = "damaged", "manifest unreadable: %s" % err
         result.problems.append(Problem(manifest.MANIFEST, "unreadable: %s" % err))
@@ -226,6 +228,8 @@ def _check_gz(shell: Shell, path: str) -> VerifyResult:
         return result
     try:
         data = manifest.parse(texts[manifest.MANIFEST], path + ":" + manifest.MANIFEST)
+    except manifest.NewerManifest as err:
+        return _newer(result, err)
     except ValueError as err:
         result.status, result.message = "damaged", "manifest unreadable: %s" % err
         result.problems.append(Problem(manifest.MANIFEST, "unreadable: %s" % err))
@@ -265,6 +269,12 @@ def _accounted(result: VerifyResult, fs: FileReader, path: str, data: Dict, pres
         dropped = "cannot read its .vmx: %s" % err
     if dropped:
         result.status, result.message = "incomplete", dropped
+
+
+def _newer(result: VerifyResult, err: manifest.NewerManifest) -> VerifyResult:
+    """A backup a newer hotvcb made: not checked, not damaged (verify says NOT CHECKED, as for a repository's)."""
+    result.status, result.message = "newer", health.newer_reason(err)
+    return result
 
 
 def _finish(result: VerifyResult) -> None:

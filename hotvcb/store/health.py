@@ -60,7 +60,7 @@ DESCRIPTOR_READ = 64 << 10  # a ghettoVCB folder's .vmdk up to this is read as a
 class Health:
     """The one verdict on a backup that rotation, list, status and restore all go by."""
 
-    state: str  # good | unverifiable | warn | error | damaged | empty | incomplete | partial | deleting
+    state: str  # good | unverifiable | warn | error | damaged | empty | incomplete | newer | partial | deleting
     reason: str = ""
     manifest: Optional[Dict[str, Any]] = None
     verified: Optional[str] = None  # when a verify last passed
@@ -527,8 +527,14 @@ def _ghettovcb(status: str, has_disk: bool, where: str) -> Health:
 
 def _newer(err: "manifest.NewerManifest") -> Health:
     """A backup whose manifest a newer hotvcb wrote: not good to this one (it cannot read it), whatever its
-    STATUS says, and marked so that rotation leaves it to that hotvcb rather than remove it as broken."""
-    return Health("damaged", "manifest unreadable: %s" % err, newer=True)
+    STATUS says, nor damaged (a good backup as far as anyone knows: the repository's rule, docs/repository.md),
+    and marked so that rotation leaves it to that hotvcb rather than remove it as broken."""
+    return Health("newer", newer_reason(err), newer=True)
+
+
+def newer_reason(err: "manifest.NewerManifest") -> str:
+    """What list, status and verify say of a newer hotvcb's backup: one wording."""
+    return "%s: not checked; upgrade hotvcb to read it" % err
 
 
 def _not_ok(status: str) -> Health:
