@@ -145,8 +145,6 @@ def test_a_compressed_backup_whose_manifest_dropped_a_disk_is_incomplete(site):
 
 # -- 3. restore --latest where the VM's only folder is one ghettoVCB named, and it is empty ---------------------
 
-@pytest.mark.xfail(strict=True, reason="restore --latest's '<folder> holds no backup' (_why_none) looks only at "
-                   "folder_name's folder, not the older folders list_backups now reads")
 @pytest.mark.parametrize("vm, folder", [("c\\d", "c%5cd"), ("e%f", "e%f")])
 def test_latest_says_the_older_folder_it_looked_in_holds_no_backup(site, vm, folder):
     """The VM `c\\d`'s backups were ghettoVCB's, in `c%5cd/` (hostd's escape), which hotvcb now reads as
