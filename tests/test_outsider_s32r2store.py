@@ -160,8 +160,6 @@ def test_latest_says_the_older_folder_it_looked_in_holds_no_backup(site, vm, fol
 
 # -- 4. the dry run of a damaged backup warns about its disks first ---------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="restore -d 1 says the planner's 'restored disconnected' warning before "
-                   "the checksum check refuses the backup")
 def test_the_dry_run_of_a_backup_failing_its_checksums_warns_nothing_before_the_refusal(site):
     """A VM with two disks is backed up with VMDK_FILES_TO_BACKUP naming the first. A bit of the backup's
     first disk rots. The admin's `restore -d 1` first warns "disk scsi0:1 (pick_1.vmdk) is not in the
