@@ -27,13 +27,17 @@ from .verify import Problem, VerifyResult, compare, verify_folder, verify_gz
 
 
 def refuse_damaged(req: RestoreRequest, log, res: VerifyResult) -> None:
+    _refuse(req, res)
+    log.info("Checksums hold: %s" % res.message)
+
+
+def _refuse(req: RestoreRequest, res: VerifyResult) -> None:
     """Refuse a backup that fails its checksums, or whose manifest a newer hotvcb wrote (not checked: this
     hotvcb cannot read what it holds)."""
     if res.status == "damaged":
         raise RestoreError(damaged(req, res.problems[0]))
     if res.status == "newer":
         raise RestoreError("%s: %s" % (req.backup, res.message))
-    log.info("Checksums hold: %s" % res.message)
 
 
 def damaged(req: RestoreRequest, problem: Problem) -> str:
@@ -136,7 +140,9 @@ def verify_now(shell: Shell, req: RestoreRequest, log, backup: str) -> None:
 
 def verify_gz_now(shell: Shell, req: RestoreRequest, log, gz: str) -> None:
     log.info("Verifying checksums inside %s" % gz)
-    refuse_damaged(req, log, verify_gz(shell, gz, record=False))
+    res = verify_gz(shell, gz, record=False)
+    _refuse(req, res)
+    log.info("Checksums: %s" % res.message)
 
 
 def start_early(shell: Shell, req: RestoreRequest, log, source: str) -> Optional[Checking]:
