@@ -193,11 +193,21 @@ class ArchiveView:
     Used by dry runs, which must not unpack anything.
     """
 
-    def __init__(self, path: str, opener=None):
+    def __init__(self, path: str, opener=None, texts: bool = True):
+        """`texts`: False for the members' names and sizes alone (health's look for a disk another backup
+        holds), no member read."""
         self.root = path
         small = (".vmx", ".vmsd", ".vmdk", ".json") + STATUS_FILES  # .vmsd: a kept snapshot tree's
-        self.top, members, self.texts = scan(path, wanted=(lambda r: r.endswith(small),), opener=opener)
+        self.top, members, self.texts = scan(path, wanted=(lambda r: r.endswith(small),) if texts else (),
+                                             opener=opener)
         self.sizes = {m.rel: m.size for m in members}
+
+    @classmethod
+    def scanned(cls, path: str, top: str, members: List[Member], texts: Dict[str, str]) -> "ArchiveView":
+        """A view of what one scan already read (its members so far, its texts): no second pass."""
+        view = cls.__new__(cls)
+        view.root, view.top, view.texts, view.sizes = path, top, texts, {m.rel: m.size for m in members}
+        return view
 
     def _rel(self, path: str) -> Optional[str]:
         if path == self.root:

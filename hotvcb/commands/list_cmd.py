@@ -67,9 +67,9 @@ def vm_names(shell: Shell, volume: str) -> List[str]:
         return []
     out = []  # type: List[str]
     for entry in shell.listdir(volume):
-        name = layout.vm_of_folder(entry) or layout.older_vm(entry)  # a VM's folder, or one older writers named
-        if name is not None and name not in out and shell.isdir(volume + "/" + entry):
-            out.append(name)
+        names = layout.folder_vms(entry)  # a VM's folder, or one older writers named (for some, several VMs')
+        if names and shell.isdir(volume + "/" + entry):
+            out += [n for n in names if n not in out]
     return out
 
 

@@ -109,11 +109,14 @@ def requests_from(args, settings, skipped: List[str]) -> list:
 def _why_none(shell, volume: str, name: str, verdicts: list) -> str:
     """Why --latest found no good backup, as the refusal's tail: the VM's folder is there but holds none
     hotvcb takes for a backup (the names it set aside follow, layout.odd_named), or the close folder names
-    where it is not there. Never a "did you mean" the very name given."""
-    root = layout.vm_root(volume, name)
-    if not shell.isdir(root):
+    where it is not there. Each folder looked in is named, those older writers named too (layout.older_folders,
+    as list_backups reads them): the admin sees `c%5cd/` there and is told it was looked in. Never a "did you
+    mean" the very name given."""
+    roots = [r for r in [layout.vm_root(volume, name)] + [volume.rstrip("/") + "/" + f
+                                                           for f in layout.older_folders(name)] if shell.isdir(r)]
+    if not roots:
         return _close_names(shell, volume, name)
-    return "" if verdicts else "; %s holds no backup" % root
+    return "" if verdicts else "".join("; %s holds no backup" % r for r in roots)
 
 
 def _close_names(shell, volume: str, name: str) -> str:

@@ -153,15 +153,15 @@ def run(args) -> int:
         if not args.json:
             say("Verifying %s ..." % path)
         res = verify_backup(shell, path)
-        if _removed_meanwhile(shell, res):
-            skipped.append("%s: removed since verify listed it (rotated away by a running backup?), not checked"
-                           % path)
+        gone = _gone_meanwhile(shell, res)
+        if gone:
+            (missing if gone.startswith(FOLDER_GONE) else skipped).append("%s: %s" % (path, gone))
             if not args.json:
-                say("  REMOVED meanwhile: not checked")
+                say("  %s" % gone)
             continue
         results.append(res)
         if not args.json:
-            say("  %s: %s" % (res.status.upper(), res.message))
+            say("  %s: %s" % ("NOT CHECKED" if res.status == "newer" else res.status.upper(), res.message))
             for p in res.problems[1:]:
                 say("  also: %s" % p)
             for n in res.notes:
@@ -169,25 +169,38 @@ def run(args) -> int:
     if not args.json:
         for s in skipped:
             say("skipped %s" % s)
-    damaged = [r for r in results if not r.ok]
+    newer = [r for r in results if r.status == "newer"]  # a good backup as far as anyone knows (repository's rule)
+    checked = [r for r in results if r.status != "newer"]
+    damaged = [r for r in checked if not r.ok]
     if args.json:
         say_json({"results": [{
             "path": r.path, "status": r.status, "files": r.files, "bytes": r.bytes, "message": r.message,
             "problems": [{"file": p.file, "message": p.message, "first": p.first, "last": p.last} for p in r.problems],
             "notes": r.notes} for r in results], "skipped": skipped, "missing": missing}, indent=2)
     else:
-        say("%d backup(s) checked, %d damaged or incomplete" % (len(results), len(damaged)))
+        say("%d backup(s) checked, %d damaged or incomplete%s" % (len(checked), len(damaged), (
+            ", %d not checked (made by a newer hotvcb: upgrade hotvcb to verify them)" % len(newer)) if newer else ""))
     for m in missing:
         say("hotvcb: error: %s" % m, stream=sys.stderr)
     if not damaged:
-        return 1 if missing else 0
-    return 6 if len(damaged) == len(results) else 4
+        return 1 if missing else 3 if newer else 0
+    return 6 if len(damaged) == len(checked) else 4
 
 
-def _removed_meanwhile(shell: Shell, res: VerifyResult) -> bool:
-    """A backup found damaged because it is no longer there was removed after verify listed it (rotation by a
-    backup running beside verify, a prune): no damage, nor a page for the admin on call."""
-    return res.status == "damaged" and not shell.exists(res.path)
+FOLDER_GONE = "NOT CHECKED: its VM's folder"
+
+
+def _gone_meanwhile(shell: Shell, res: VerifyResult) -> str:
+    """Why a backup found damaged because it is no longer there is not damage, or "". Removed after verify
+    listed it, its VM's folder still there (rotation by a backup running beside verify, a prune): nor a page
+    for the admin on call. Its VM's folder gone too (FOLDER_GONE: the share unmounted, by a backup run ending
+    with UNMOUNT_NFS=1): an error, never all well on a night nothing was checked."""
+    if res.status != "damaged" or shell.exists(res.path):
+        return ""
+    folder = res.path.rstrip("/").rpartition("/")[0]
+    if shell.isdir(folder):
+        return "REMOVED meanwhile: not checked (rotated away by a running backup?)"
+    return "%s %s went away while verify ran (the backup volume unmounted?)" % (FOLDER_GONE, folder)
 
 
 def _follow_repository(args, settings) -> None:

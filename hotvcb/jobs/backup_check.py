@@ -246,6 +246,8 @@ def require_checksums(shell: Shell, path: str, log) -> None:
     res = verify_gz(shell, path, record=False) if is_archive(shell, path) else verify_folder(shell, path, record=False)
     if res.status == "damaged":
         raise HotvcbError("%s fails verification: %s" % (path, res.problems[0]))
+    if res.status == "newer":
+        raise HotvcbError("%s: %s" % (path, res.message))
     if res.status == "unverifiable":
         log("%s: %s; checksums not available" % (path, res.message))
         return

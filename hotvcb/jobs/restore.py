@@ -206,23 +206,26 @@ class _Restore:
         plan = self.planner.plan(fs, source, free)
         self.result.name, self.result.folder, self.result.disconnected = plan.name, plan.folder, plan.disconnected
         bare = restore_source.check_sealed(shell, req, fs, source)
-        self._say(plan)
+        # the plan's warnings (a disk restored disconnected, ...) are said once the backup passes the checks
+        # made before writing: a backup refused is refused in one line, nothing said of how it would come back
         if archive is not None:
             restore_room.check_unpack_room(req, archive, source, free, plan)
             if job.dry_run:
                 if job.verify:
                     restore_check.verify_gz_now(shell, req, self.log, source)
+                self._say(plan)
                 restore_room.check_room(req, self.log, plan)
                 self._print_plan(plan, compressed)
                 return
             backup = self._extract(source)
-            plan = self.planner.plan(shell, backup, self.host.free_space(req.target))  # its warnings were said
+            plan = self.planner.plan(shell, backup, self.host.free_space(req.target))
             restore_source.check_sealed(shell, req, shell, backup, unsealed_ok=bare)
         else:
             backup = source
         data = restore_source.manifest_to_verify(shell, req, self.log, backup, job.verify)
         if data is not None and job.dry_run:
             restore_check.verify_now(shell, req, self.log, backup)
+        self._say(plan)
         restore_room.check_room(req, self.log, plan)
         if job.dry_run:
             self._print_plan(plan, compressed)

@@ -27,9 +27,17 @@ from .verify import Problem, VerifyResult, compare, verify_folder, verify_gz
 
 
 def refuse_damaged(req: RestoreRequest, log, res: VerifyResult) -> None:
+    _refuse(req, res)
+    log.info("Checksums hold: %s" % res.message)
+
+
+def _refuse(req: RestoreRequest, res: VerifyResult) -> None:
+    """Refuse a backup that fails its checksums, or whose manifest a newer hotvcb wrote (not checked: this
+    hotvcb cannot read what it holds)."""
     if res.status == "damaged":
         raise RestoreError(damaged(req, res.problems[0]))
-    log.info("Checksums hold: %s" % res.message)
+    if res.status == "newer":
+        raise RestoreError("%s: %s" % (req.backup, res.message))
 
 
 def damaged(req: RestoreRequest, problem: Problem) -> str:
@@ -133,8 +141,7 @@ def verify_now(shell: Shell, req: RestoreRequest, log, backup: str) -> None:
 def verify_gz_now(shell: Shell, req: RestoreRequest, log, gz: str) -> None:
     log.info("Verifying checksums inside %s" % gz)
     res = verify_gz(shell, gz, record=False)
-    if res.status == "damaged":
-        raise RestoreError(damaged(req, res.problems[0]))
+    _refuse(req, res)
     log.info("Checksums: %s" % res.message)
 
 

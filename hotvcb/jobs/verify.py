@@ -29,13 +29,15 @@ lost), empty or damaged is that, a failure. A symlink named like a backup is
 no backup on this volume (health.linked): "incomplete", as list calls it.
 """
 
+import io
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Set
 
 from .. import qcow2, targz
 from ..errors import HostError
-from ..shell import Shell
+from ..shell import FileReader, Shell
+from ..vmx import MAX_SIZE as VMX_MAX
 from ..store import health, layout, manifest
 
 # Files a backup folder holds besides the ones the manifest lists.
@@ -60,7 +62,7 @@ class Problem:
 @dataclass
 class VerifyResult:
     path: str
-    status: str = "ok"  # ok | damaged | incomplete | empty | unverifiable | skipped
+    status: str = "ok"  # ok | damaged | incomplete | empty | unverifiable | skipped | newer (a newer hotvcb's)
     files: int = 0
     bytes: int = 0
     problems: List[Problem] = field(default_factory=list)
@@ -105,6 +107,8 @@ def verify_folder(shell: Shell, folder: str, record: bool = True, progress=None,
         return result
     try:
         data = manifest.load(shell, folder)
+    except manifest.NewerManifest as err:
+        return _newer(result, err)
     except (ValueError, HostError) as err:
         result.status, result.message = "damaged", "manifest unreadable: %s" % err
         result.problems.append(Problem(manifest.MANIFEST, "unreadable: %s" % err))
@@ -138,12 +142,8 @@ def verify_folder(shell: Shell, folder: str, record: bool = True, progress=None,
             result.notes.append("%s is not in the manifest" % rel)
     _finish(result)
     if not result.problems:  # every file intact, but is every disk of the VM there? (no pass recorded if not)
-        try:
-            dropped = health.unaccounted_disk(shell, folder, data, present)
-        except (HostError, OSError) as err:
-            dropped = "cannot read its .vmx: %s" % err
-        if dropped:
-            result.status, result.message = "incomplete", dropped
+        _accounted(result, shell, folder, data, present)
+        if result.status == "incomplete":
             return result
     if record:
         _record(shell, folder, data, result)
@@ -206,11 +206,18 @@ def _check_gz(shell: Shell, path: str) -> VerifyResult:
     digests = {}  # type: Dict[str, manifest.FileDigest]
 
     def on_file(rel, tar, info):
-        digests[rel] = manifest.digest_stream(targz.member_data(tar, info).read)
+        if not layout.top_vmx([rel]) or info.size > VMX_MAX:
+            digests[rel] = manifest.digest_stream(targz.member_data(tar, info).read)
+            return
+        blob = targz.member_data(tar, info).read()  # hashed and kept: unaccounted_disk reads it
+        digests[rel] = manifest.digest_stream(io.BytesIO(blob).read)
+        texts[rel] = blob.decode("latin-1")
 
+    texts = {}  # type: Dict[str, str]
     try:
-        _top, members, texts = targz.scan(path, wanted=(lambda r: r == manifest.MANIFEST,), on_file=on_file,
-                                          opener=shell.open_binary)
+        top, members, found = targz.scan(path, wanted=(lambda r: r == manifest.MANIFEST,), on_file=on_file,
+                                         opener=shell.open_binary)
+        texts.update(found)
     except HostError as err:
         result.status, result.message = "damaged", str(err)
         result.problems.append(Problem(path.rsplit("/", 1)[-1], str(err)))
@@ -221,6 +228,8 @@ def _check_gz(shell: Shell, path: str) -> VerifyResult:
         return result
     try:
         data = manifest.parse(texts[manifest.MANIFEST], path + ":" + manifest.MANIFEST)
+    except manifest.NewerManifest as err:
+        return _newer(result, err)
     except ValueError as err:
         result.status, result.message = "damaged", "manifest unreadable: %s" % err
         result.problems.append(Problem(manifest.MANIFEST, "unreadable: %s" % err))
@@ -246,6 +255,25 @@ def _check_gz(shell: Shell, path: str) -> VerifyResult:
         if m.rel not in files and m.rel not in BOOKKEEPING:
             result.notes.append("%s is not in the manifest" % m.rel)
     _finish(result)
+    if not result.problems:  # every file intact, but is every disk of the VM there? (as verify_folder asks)
+        _accounted(result, targz.ArchiveView.scanned(path, top, members, texts), path, data, {m.rel for m in members})
+    return result
+
+
+def _accounted(result: VerifyResult, fs: FileReader, path: str, data: Dict, present: Set[str]) -> None:
+    """Mark `result` incomplete where the backup's .vmx names a disk its manifest does not account for
+    (health.unaccounted_disk), for a folder and a .gz alike."""
+    try:
+        dropped = health.unaccounted_disk(fs, path, data, present)
+    except (HostError, OSError) as err:
+        dropped = "cannot read its .vmx: %s" % err
+    if dropped:
+        result.status, result.message = "incomplete", dropped
+
+
+def _newer(result: VerifyResult, err: manifest.NewerManifest) -> VerifyResult:
+    """A backup a newer hotvcb made: not checked, not damaged (verify says NOT CHECKED, as for a repository's)."""
+    result.status, result.message = "newer", health.newer_reason(err)
     return result
 
 

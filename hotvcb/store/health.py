@@ -18,8 +18,8 @@ A backup made by ghettoVCB has no manifest: on STATUS.ok with at least one
 readable and its extents there, a flat one at the size it gives, a hosted
 sparse one as long as its tables need (sparsecheck), no -flat/-sNNN extent
 without its descriptor (_ghettovcb_disks, as for its archive), and no disk its
-.vmx names missing that another backup of the VM holds (_missing_disk: an
-rsync cut between two disks), it is "unverifiable", which counts as good
+.vmx names missing that an earlier ghettoVCB backup of the VM holds
+(_missing_disk: an rsync cut between two disks), it is "unverifiable", which counts as good
 (nothing better is known of it) but is shown as such (manifestless, which
 verify reports too). So is one on STATUS.warn: ghettoVCB.sh writes that
 only for a VM with independent disks, which no snapshot can copy (a disk that
@@ -60,7 +60,7 @@ DESCRIPTOR_READ = 64 << 10  # a ghettoVCB folder's .vmdk up to this is read as a
 class Health:
     """The one verdict on a backup that rotation, list, status and restore all go by."""
 
-    state: str  # good | unverifiable | warn | error | damaged | empty | incomplete | partial | deleting
+    state: str  # good | unverifiable | warn | error | damaged | empty | incomplete | newer | partial | deleting
     reason: str = ""
     manifest: Optional[Dict[str, Any]] = None
     verified: Optional[str] = None  # when a verify last passed
@@ -126,15 +126,17 @@ def _judge_folder(shell: Shell, path: str, status: str, depth: int = 0) -> Healt
     return _judge_bases(shell, path, sorted(files), verdict, depth)
 
 
-def unaccounted_disk(shell: Shell, path: str, data: Dict[str, Any], present: Set[str]) -> str:
+def unaccounted_disk(shell: FileReader, path: str, data: Dict[str, Any], present: Set[str], whole: bool = True) -> str:
     """Why a disk the backup's .vmx names is missing from it, or "": a disk its manifest neither lists as
     copied ("disks") nor as left out (no snapshot copies it: "skipped"; VMDK_FILES_TO_BACKUP did not name it:
     "left_out") was dropped from the manifest after the backup, as when its files were deleted by hand to free
     room and the manifest edited to match; a restore would bring the VM back without it. Only a manifest that
-    has "left_out" (manifest.py) accounts for every disk: an older one is taken at its word."""
+    has "left_out" (manifest.py) accounts for every disk: an older one is taken at its word. `shell` reads the
+backup's files: the shell, or a targz.ArchiveView of a .gz; `whole`: False where `present` holds only the
+members read so far (an archive's judge), which then says nothing of whether the disk's files are there."""
     if not isinstance(data.get("left_out"), list):
         return ""
-    names = [n for n in present if "/" not in n and not n.startswith(".") and n.lower().endswith(".vmx")]
+    names = layout.top_vmx(present)
     if len(names) != 1:  # a QEMU or libvirt backup keeps no .vmx; two are the manifest's files' business
         return ""
     vmx_path = path + "/" + names[0]
@@ -143,10 +145,11 @@ def unaccounted_disk(shell: Shell, path: str, data: Dict[str, Any], present: Set
              if isinstance(e, dict)}
     for dev, _bus, filename in vmx.disk_slots():
         if dev not in known:
-            held = layout.disk_in_backup(shell, path, filename) is not None
+            held = layout.disk_in_backup(shell, path, filename) is not None if whole else None
             return "its .vmx names disk %s (%s), which its manifest does not account for (not copied, skipped or " \
-                "left out by VMDK_FILES_TO_BACKUP)%s" % (dev, filename, ": its files are in the folder, unproven"
-                                                          if held else ", nor does the folder hold it")
+                "left out by VMDK_FILES_TO_BACKUP)%s" % (dev, filename, "" if held is None else
+                                                         ": its files are in the backup, unproven" if held
+                                                         else ", nor does the backup hold it")
     return ""
 
 
@@ -185,11 +188,16 @@ def _judge_archive(shell: Shell, path: str, remember: bool = False) -> Health:
     wanted = (manifest.MANIFEST,) + layout.STATUS_FILES
 
     def enough(texts: Dict[str, str]) -> bool:
-        return manifest.MANIFEST in texts and any(s in texts for s in layout.STATUS_FILES)
+        """The manifest and STATUS, and where the manifest accounts for every disk ("left_out", a key its text
+        names) the .vmx too, to check that (unaccounted_disk): hotvcb archives it next (seal.py); an older
+        archive of this hotvcb's, after its disks."""
+        return manifest.MANIFEST in texts and any(s in texts for s in layout.STATUS_FILES) and (
+            '"left_out"' not in texts[manifest.MANIFEST] or bool(layout.top_vmx(texts)))
 
-    try:  # hotvcb's archives: a few KiB read (manifest and STATUS come first); ghettoVCB's: read whole
-        _top, members, texts = targz.scan(path, wanted=(lambda r: r in wanted or r.endswith(".vmdk"),),
-                                          opener=shell.open_binary, enough=enough)
+    try:  # hotvcb's archives: a few KiB read (manifest, STATUS, .vmx come first); ghettoVCB's: read whole
+        top, members, texts = targz.scan(path, wanted=(lambda r: r in wanted or r.endswith(".vmdk")
+                                                       or bool(layout.top_vmx([r])),),
+                                         opener=shell.open_binary, enough=enough)
     except HostError as err:
         return Health("damaged", str(err))
     status = [s.split(".", 1)[1] for s in reversed(layout.STATUS_FILES) if s in texts]  # the worst wins
@@ -224,6 +232,13 @@ def _judge_archive(shell: Shell, path: str, remember: bool = False) -> Health:
             return Health("damaged", "cannot stat the archive: %s" % err, data)
         if size != written:
             return Health("damaged", "the archive is %d bytes, it was %d when written" % (size, written), data)
+    try:
+        dropped = unaccounted_disk(targz.ArchiveView.scanned(path, top, members, texts), path, data,
+                                   {m.rel for m in members}, whole=False)
+    except (HostError, OSError) as err:
+        return Health("damaged", "cannot read its .vmx: %s" % err, data)
+    if dropped:
+        return Health("incomplete", dropped, data)
     return _verified(found, record.get("verify_error"), record.get("verified"))
 
 
@@ -365,10 +380,14 @@ def _ghettovcb_folder_disks(shell: Shell, path: str, present: Set[str]) -> Optio
 def _missing_disk(shell: Shell, path: str, present: Set[str]) -> Optional[Health]:
     """Why a disk the folder's .vmx names is missing from it by a cut, or None. ghettoVCB.sh leaves a disk
     out with STATUS.ok only where VMDK_FILES_TO_BACKUP names others (an independent disk gets
-    STATUS.warn, a physical RDM STATUS.error), which no backup of the VM then holds; a disk that another
-    backup of the VM in its folder holds and this one lacks is a copy cut short (an rsync killed between
-    two disks copies a folder's files in name order: the .vmx and the first disk, nothing of the next)."""
-    (name,) = [n for n in present if "/" not in n and not n.startswith(".") and n.lower().endswith(".vmx")]
+    STATUS.warn, a physical RDM STATUS.error). A disk that a ghettoVCB backup of the VM (no manifest) made
+    before this one, or at its time (the .gz an unpacked folder came from), holds and this one lacks is a
+    copy cut short (an rsync killed between two disks copies a folder's files in name order: the .vmx and
+    the first disk, nothing of the next; it copies older folders first). A newer backup holding it is no
+    evidence: the disk may have been added to the selection since, and hotvcb's backups, which copy every
+    disk after the switch, say in their manifests what they left out. Only the other backups' file names are
+    read (an archive's member list, none of its data kept)."""
+    (name,) = layout.top_vmx(present)
     vmx_path = path + "/" + name
     vmx = VmxFile(as_vmware_reads(read_small(shell, vmx_path, MAX_SIZE), lambda: shell.file_size(vmx_path)))
     lacking = [(dev, filename) for dev, _bus, filename in vmx.disk_slots()
@@ -379,37 +398,46 @@ def _missing_disk(shell: Shell, path: str, present: Set[str]) -> Optional[Health
     if not lacking or mine is None:  # a folder not laid out as a backup has no other backups to hold its disks
         return None
     siblings = sorted((root + "/" + e for e in shell.listdir(root)
-                       if e != own and _same_vm_done(layout.named(e), mine.group(1))),
-                      key=lambda other: other.endswith(".gz"))  # folders first: an archive is read whole
+                       if e != own and _same_vm_before(layout.named(e), mine)),
+                      key=lambda other: other.endswith(".gz"))  # folders first: an archive is read through
     views = {}  # type: Dict[str, Optional[FileReader]]
     for dev, filename in lacking:
         for other in siblings:
             if other not in views:
-                views[other] = _readable(shell, other)
+                views[other] = _ghettovcb_files(shell, other)
             view = views[other]
             if view is not None and layout.disk_in_backup(view, other, filename) is not None:
                 return Health("incomplete", "ghettoVCB backup: its .vmx names disk %s (%s), which is not in "
-                              "the folder, though %s holds it: a copy cut short" % (dev, filename, other))
+                              "the folder, though %s, made before it, holds it: a copy cut short"
+                              % (dev, filename, other))
     return None
 
 
-def _same_vm_done(entry: Optional[Match[str]], vm_folder: str) -> bool:
-    """Whether a VM folder's entry (layout.named) is a finished backup of the VM `vm_folder` names: a folder,
-    or a .gz (ghettoVCB's ENABLE_COMPRESSION=1), whose disks tell a folder cut short as well."""
-    return entry is not None and entry.group(1) == vm_folder and entry.group(3) in (None, ".gz")
+def _same_vm_before(entry: Optional[Match[str]], mine: Match[str]) -> bool:
+    """Whether a VM folder's entry (layout.named) is a finished backup of the VM `mine` (layout.named of this
+    backup) is of, named no later than it: a folder, or a .gz (ghettoVCB's ENABLE_COMPRESSION=1), whose disks
+    tell a folder cut short as well."""
+    if entry is None or entry.group(1) != mine.group(1) or entry.group(3) not in (None, ".gz"):
+        return False
+    try:
+        return layout.stamp_time(entry.group(2)) <= layout.stamp_time(mine.group(2))
+    except ValueError:  # a name no calendar has is no backup (layout)
+        return False
 
 
-def _readable(shell: Shell, other: str) -> Optional[FileReader]:
-    """What reads another backup's files: the shell for a folder, a view of a .gz (read whole, once), or None
-    (no folder; an archive that does not read holds no disk to count on)."""
+def _ghettovcb_files(shell: Shell, other: str) -> Optional[FileReader]:
+    """What reads the file names of another ghettoVCB backup: the shell for a folder, the member list of a .gz
+    (read through once, no member kept), or None: no folder, an archive that does not read, or a backup with a
+    manifest (hotvcb's, which says what it left out, and may be another VM's in a shared folder: owner.py)."""
     if not other.endswith(".gz"):
-        return shell if shell.isdir(other) else None
+        return shell if shell.isdir(other) and not shell.exists(other + "/" + manifest.MANIFEST) else None
     from .. import targz  # tarfile, bz2, lzma: only for .gz backups
 
     try:
-        return targz.ArchiveView(other, opener=shell.open_binary)
+        view = targz.ArchiveView(other, opener=shell.open_binary, texts=False)
     except (HostError, OSError):
         return None
+    return None if manifest.MANIFEST in view.sizes else view
 
 
 def _sparse_short(shell: Shell, path: str, size: int) -> Optional[str]:
@@ -499,8 +527,14 @@ def _ghettovcb(status: str, has_disk: bool, where: str) -> Health:
 
 def _newer(err: "manifest.NewerManifest") -> Health:
     """A backup whose manifest a newer hotvcb wrote: not good to this one (it cannot read it), whatever its
-    STATUS says, and marked so that rotation leaves it to that hotvcb rather than remove it as broken."""
-    return Health("damaged", "manifest unreadable: %s" % err, newer=True)
+    STATUS says, nor damaged (a good backup as far as anyone knows: the repository's rule, docs/repository.md),
+    and marked so that rotation leaves it to that hotvcb rather than remove it as broken."""
+    return Health("newer", newer_reason(err), newer=True)
+
+
+def newer_reason(err: "manifest.NewerManifest") -> str:
+    """What list, status and verify say of a newer hotvcb's backup: one wording."""
+    return "%s: not checked; upgrade hotvcb to read it" % err
 
 
 def _not_ok(status: str) -> Health:

@@ -38,6 +38,7 @@ from ..errors import HotvcbError, NotABackup
 from ..shell import FileReader, Shell
 from ..vmdk import base_name, flat_beside
 from .. import lazyre
+from . import owner
 
 TS_FORMAT = "%Y-%m-%d_%H-%M-%S"
 PARTIAL = "-partial"
@@ -97,11 +98,11 @@ def vm_of_folder(folder: str) -> Optional[str]:
 
 
 def older_vm(folder: str) -> Optional[str]:
-    """The VM whose backups an older writer kept in `folder`, a folder no name's folder_name is (vm_of_folder
-    None), or None: ghettoVCB.sh named a VM's folder after getallvms' name, where hostd also writes a backslash
-    as `%5c` (`a%5cb` for a VM `a<backslash>b`), read back where every `%` starts one of its escapes; hotvcb before `%` was
-    escaped in every name kept `a%b`'s in `a%b`, the name as it stands. One folder, one VM: a folder both
-    could have named (`a%5cb`: ghettoVCB's, or older hotvcb's of a VM `a%5cb`) is ghettoVCB's."""
+    """The VM whose backups without a manifest (ghettoVCB's) are in `folder`, a folder no name's folder_name is
+    (vm_of_folder None), or None: ghettoVCB.sh named a VM's folder after getallvms' name, where hostd also writes
+    a backslash as `%5c` (`a%5cb` for a VM `a<backslash>b`), read back where every `%` starts one of its escapes;
+    otherwise the name as it stands (hotvcb before `%` was escaped in every name kept `a%b`'s in `a%b`). A
+    folder other VMs' older backups may be in too is folder_vms's."""
     if vm_of_folder(folder) is not None:
         return None
     if _HOSTD_UNESCAPED.search(folder):
@@ -109,11 +110,25 @@ def older_vm(folder: str) -> Optional[str]:
     return _HOSTD_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), folder)
 
 
+def name_owner(folder: str) -> Optional[str]:
+    """The VM a backup without a manifest in `folder` is of: the one its name reads as (ghettoVCB's name it)."""
+    return vm_of_folder(folder) or older_vm(folder)
+
+
+def folder_vms(folder: str) -> List[str]:
+    """Every VM whose backups may be in `folder`: name_owner's, and where it holds a `%`, the VM named as the
+    folder (hotvcb before `%` was escaped kept a VM `a%25b`'s in `a%25b`, today's folder of `a%b`, and a VM
+    `a%5cb`'s in ghettoVCB's folder of `a<backslash>b`). Where that is more than one, each backup's manifest
+    says whose it is (owner.py; list_backups)."""
+    return [v for v in dict.fromkeys((name_owner(folder), folder if "%" in folder else None)) if v is not None]
+
+
 def older_folders(vm_name: str) -> List[str]:
-    """The folders besides folder_name's that hold a VM's backups older writers made (older_vm): listed,
-    counted, rotated and restored as its own; new backups go to folder_name's."""
+    """The folders besides folder_name's that may hold a VM's backups older writers made (folder_vms): its
+    backups there are listed, counted, rotated and restored as its own; new backups go to folder_name's."""
     hostd = vm_name.replace("%", "%25").replace("/", "%2f").replace("\\", "%5c")
-    return [f for f in dict.fromkeys((hostd, vm_name)) if f != folder_name(vm_name) and older_vm(f) == vm_name]
+    return [f for f in dict.fromkeys((hostd, vm_name)) if f != folder_name(vm_name) and "/" not in f
+            and vm_name in folder_vms(f)]
 
 
 # C0 and C1 control characters, DEL and Unicode's line and paragraph separators: no display name or
@@ -288,8 +303,16 @@ def list_backups(shell: Shell, volume: str, vm_name: str,
     naming it, by a caller a user reads."""
     found = []  # type: List[BackupSet]
     for folder in [folder_name(vm_name)] + older_folders(vm_name):
-        found += _backups_in(shell, volume.rstrip("/") + "/" + folder, vm_name, folder, odd)
+        backups = _backups_in(shell, volume.rstrip("/") + "/" + folder, vm_name, folder, odd)
+        found += backups if len(folder_vms(folder)) == 1 else [b for b in backups if _owner(shell, b, folder) == vm_name]
     return made_order(shell, sorted(found, key=lambda b: (b.when, b.name)))
+
+
+def _owner(shell: Shell, b: BackupSet, folder: str) -> Optional[str]:
+    """The VM a backup in a folder several VMs' may share (folder_vms) is of: its manifest's, else its folder
+    name's (ghettoVCB's, which keeps no manifest). A backup whose manifest names another VM is never this one's:
+    not listed, counted, removed by its rotation, nor restored by its --latest."""
+    return owner.manifest_vm(shell, b.path, b.compressed) or name_owner(folder)
 
 
 def _backups_in(shell: Shell, root: str, vm_name: str, folder: str,
@@ -380,12 +403,10 @@ def from_path(shell: Shell, path: str) -> Optional[BackupSet]:
         stamp_time(m.group(2))
     except ValueError as err:
         raise NotABackup(_no_time(path, m.group(2), err)) from None
-    vm = vm_of_folder(m.group(1)) or older_vm(m.group(1))
-    if vm is None:
-        return None
-    for b in list_backups(shell, volume or "/", vm) if shell.isdir(root) else []:
-        if b.path == path:
-            return b
+    for vm in folder_vms(m.group(1)):
+        for b in list_backups(shell, volume or "/", vm) if shell.isdir(root) else []:
+            if b.path == path:
+                return b
     return None
 
 
@@ -412,6 +433,12 @@ def linked_elsewhere(shell: Shell, path: str) -> Optional[str]:
 def odd_named(odd: List[str]) -> str:
     """The folders named like backups that are none, as a refusal's tail (`no good backup of 'web'; ...`)."""
     return "".join("; " + line for line in odd)
+
+
+def top_vmx(names) -> List[str]:
+    """The .vmx files among a backup's relative file names, at its top (not a kept snapshot tree's, nor the
+    dot-file side_file_name makes of a .vmxf), sorted: a backup has exactly one."""
+    return sorted(n for n in names if "/" not in n and not n.startswith(".") and n.lower().endswith(".vmx"))
 
 
 def folder_status(shell: FileReader, path: str) -> str:
