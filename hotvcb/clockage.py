@@ -67,20 +67,9 @@ def beating(age_of: Callable[[], Optional[float]], within: float, period: float,
         assert now.age is not None
         wait = period * (1 + WATCH_MARGIN)
         watching(now.age, wait)
-        _pause(wait)
+        interrupt.sleep_until(time.monotonic() + wait, step=1.0)
         since, now = now, Reading(age_of(), time.monotonic())
     return moved(since, now), now
-
-
-def _pause(seconds: float) -> None:
-    """Sleep, stopped by a signal (interrupt.py) as every wait of a run is."""
-    end = time.monotonic() + seconds
-    while True:
-        interrupt.raise_pending()
-        left = end - time.monotonic()
-        if left <= 0:
-            return
-        time.sleep(min(left, 1.0))
 
 
 def dated_ahead(age: Optional[float]) -> bool:

@@ -9,6 +9,7 @@ it the same way and is told as that reason, not as a signal.
 
 import signal
 import threading
+import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Tuple, TypeVar
 
@@ -82,6 +83,17 @@ def raise_pending(after: Tuple[int, int] = (0, 0)) -> None:
         raise Interrupted(_received[after[0]])
     if len(_reasons) > after[1]:
         raise Interrupted(None, _reasons[after[1]])
+
+
+def sleep_until(until: float, step: float = 0.1) -> None:
+    """Sleep until `until` (time.monotonic), ending early with Interrupted on a signal: every wait of a run
+    stops on SIGINT/SIGTERM, a plain time.sleep would hold Ctrl-C off until it ends."""
+    while True:
+        raise_pending()
+        left = until - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(left, step))
 
 
 def reset() -> None:

@@ -58,7 +58,7 @@ class Settle:
             self.say("waiting up to %d s for %s: a GC on another host may be moving packs, and this host's listing "
                      "of them may lag behind it that long (the repository's settle_seconds)"
                      % (math.ceil(max(0.0, since + settle - now)), naming(pack, missing, more)))
-        _pause(min(since + settle, now + max(1.0, now - since)))  # 1, 2, 4 ... s, the last at settle
+        interrupt.sleep_until(min(since + settle, now + max(1.0, now - since)))  # 1, 2, 4 ... s, the last at settle
         return True
 
     def give_up(self, pack: str, missing: BadChunk, since: float, more: int = 0) -> None:
@@ -87,12 +87,3 @@ def naming(pack: str, missing: BadChunk, more: int = 0) -> str:
                                    "pack %s" % pack if pack else "no listed pack",
                                    " (%s)" % needed_by(missing.users) if missing.users else "")
 
-
-def _pause(until: float) -> None:
-    """Sleep until `until` (time.monotonic), ending early on SIGINT/SIGTERM (interrupt.Interrupted)."""
-    while True:
-        interrupt.raise_pending()
-        left = until - time.monotonic()
-        if left <= 0:
-            return
-        time.sleep(min(left, 0.1))
