@@ -144,6 +144,10 @@ class EsxiSnapshots:
         names = esxi_tree.snapshot_names(vmsd) if vmsd is not None else []
         if names and not flagged:
             return ""
+        if not flagged:
+            deltas = [d for d in deltas if self._left_by_removal(d)]
+            if not deltas:
+                return ""
         tops = {esxi_tree.absolute(vm.folder, name) for _dev, _bus, name in self._vmx(vm.ref.vmx_path).disk_slots()}
         on_delta = sorted(f.rsplit("/", 1)[-1] for f in deltas if f in tops)
         files = ", ".join(on_delta or sorted(f.rsplit("/", 1)[-1] for f in deltas))
@@ -152,6 +156,23 @@ class EsxiSnapshots:
                 % ("the host marks it so (the .vmsd's snapshot.needConsolidate)" if flagged
                    else "delta files and no snapshot to own them (a removal left its disks on them)",
                    "run on" if on_delta else "have", files, vimcmd.consolidate_how(vm.ref.vmid, names)))
+
+    def _left_by_removal(self, delta: str) -> bool:
+        """Whether a delta with no snapshot to own it is a removal's leftover: one over a disk of its own name
+        (web-000001 over web), as ESXi names a snapshot's delta. A linked clone's disk is a delta over another
+        VM's base (B-000001 over ../A/A.vmdk): that is how the VM is made, nothing to consolidate. Where the
+        chain does not read, it counts (the careful answer). A delta's data file (-sesparse, -delta) is judged
+        by its descriptor."""
+        for extent in ("-sesparse.vmdk", "-delta.vmdk"):
+            if delta.endswith(extent):
+                delta = delta[: -len(extent)] + ".vmdk"
+        try:
+            links = esxi_tree.chain(self._files, delta, delta.rsplit("/", 1)[-1])
+        except (HostError, vmdk.NotADescriptor):
+            return True
+        if len(links) < 2:
+            return True
+        return _disk_stem(links[1][0].rsplit("/", 1)[-1]) == _disk_stem(delta.rsplit("/", 1)[-1])
 
     def _orphaned_deltas(self, vm: Vm) -> List[str]:
         """Delta files no disk chain of the VM uses any more: consolidation not done.
