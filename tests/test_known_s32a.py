@@ -15,8 +15,8 @@ import pytest
 
 from hotvcb import crashpoint
 from pidviews import hotvcb_holder, other_namespace  # noqa: F401  (a fixture)
-from qemulab import PYTHON, finish, opened, run_bg
-from qemuvm import env, needs_qemu, slow_qemu_img, wait_until
+from qemulab import PYTHON, opened
+from qemuvm import env, needs_qemu
 from simhost import VOLUME, backup_root, hotvcb, manifest, needs_root, sealed, write_conf
 
 
@@ -50,7 +50,7 @@ def test_a_lost_log_puts_its_warning_before_an_ok_status_as_a_share_left_mounted
 
 @needs_qemu
 def test_cleanup_beside_a_killed_qemus_socket_warns_and_still_removes_its_dead_backup(lab):
-    """A power cut (here: SIGKILL of hotvcb mid-copy, then of the VM's QEMU) leaves `old.qmp`, a socket no
+    """A power cut (here: SIGKILL of hotvcb once its disk is copied, then of the VM's QEMU) leaves `old.qmp`, a socket no
     QEMU listens on, and the dead run's `old-…-partial` folder. The admin's nightly `hotvcb --qemu DIR
     cleanup` failed on the socket ("cleanup failed: … QEMU is not listening", exit 1) every night for as long
     as the VM stays down, and never removed that dead run's unfinished backup. Expected: a warning naming the
@@ -58,18 +58,13 @@ def test_cleanup_beside_a_killed_qemus_socket_warns_and_still_removes_its_dead_b
     QEMU left), the dead run's `-partial` removed, the running VM cleaned up as usual, exit 0."""
     lab.start("web", ["file=%s,format=qcow2,if=virtio" % lab.image("web.qcow2")])
     old = lab.start("old", ["file=%s,format=qcow2,if=virtio" % lab.image("old.qcow2", size=8 * (1 << 20))])
-    p, log = run_bg(lab, "old", slow_qemu_img(os.path.join(lab.root, "bin"), "1M"))
-    try:
-        wait_until(lambda: "old.qcow2 (virtio0" in open(log).read() or p.poll() is not None, 60, "the copy")
-        os.kill(p.pid, signal.SIGKILL)
-    finally:
-        finish(p)
+    _killed_at(lab, "old", "disk-copied-1")  # its disk copied, its overlay on the VM: a kill that no copy speed races
     old.kill()
     old.wait(10)
     sock = os.path.join(lab.inventory, "old.qmp")
     assert os.path.exists(sock)
     folder = os.path.join(lab.volume, "old")
-    assert [e for e in os.listdir(folder) if e.endswith("-partial")], open(log).read()
+    assert [e for e in os.listdir(folder) if e.endswith("-partial")], os.listdir(folder)
     rc, out = lab.hotvcb("--qemu", lab.inventory, "cleanup", "-g", lab.conf())
     assert rc == 0, out
     [warned] = [l for l in out.splitlines() if "old.qmp" in l]
