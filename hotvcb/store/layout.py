@@ -311,8 +311,10 @@ def list_backups(shell: Shell, volume: str, vm_name: str,
 def _owner(shell: Shell, b: BackupSet, folder: str) -> Optional[str]:
     """The VM a backup in a folder several VMs' may share (folder_vms) is of: its manifest's, else its folder
     name's (ghettoVCB's, which keeps no manifest). A backup whose manifest names another VM is never this one's:
-    not listed, counted, removed by its rotation, nor restored by its --latest."""
-    return owner.manifest_vm(shell, b.path, b.compressed) or name_owner(folder)
+    not listed, counted, removed by its rotation, nor restored by its --latest; nor is one whose manifest does
+    not read (owner.UNKNOWN), which a guess by the folder's name could have rotated away."""
+    vm = owner.manifest_vm(shell, b.path, b.compressed)
+    return name_owner(folder) if vm is None else vm
 
 
 def _backups_in(shell: Shell, root: str, vm_name: str, folder: str,

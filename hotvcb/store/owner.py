@@ -15,19 +15,26 @@ from ..filetext import read_small
 from ..shell import Shell
 from .manifest import MANIFEST, MANIFEST_MAX
 
-FIRST_MEMBERS = 8  # hotvcb archives its manifest and STATUS first (seal.FIRST_IN_ARCHIVE): a few KiB read
+FIRST_MEMBERS = 8  # hotvcb archives its manifest and STATUS first (seal.FIRST_IN_ARCHIVE): a few KiB read;
+# a ghettoVCB archive (no manifest) is read through up to 8 members, its disks decompressed on the way
+
+
+UNKNOWN = ""  # the owner of a backup whose manifest is there but does not read: no VM's
 
 
 def manifest_vm(shell: Shell, path: str, compressed: bool) -> Optional[str]:
-    """The VM a backup's manifest names, or None where it has none (ghettoVCB's) or none can be read (a
-    manifest damaged or missing its "vm": judged by its folder's name, as before manifests were asked).
-    Any version's: a newer hotvcb's backup names its VM too, and must not be taken for another's."""
+    """The VM a backup's manifest names; None where it has none (ghettoVCB's: judged by its folder's name);
+    UNKNOWN where one is there but cannot be read or names no VM (damaged, an NFS error): taken for neither
+    VM the folder may be of, so no rotation removes it on a guess. Any version's: a newer hotvcb's backup
+    names its VM too, and must not be taken for another's."""
     try:
         text = _archived_manifest(shell, path) if compressed else _folder_manifest(shell, path)
-        vm = json.loads(text).get("vm") if text is not None else None
+        if text is None:
+            return None
+        vm = json.loads(text).get("vm")
     except (HostError, OSError, ValueError, AttributeError):
-        return None
-    return vm if isinstance(vm, str) else None
+        return UNKNOWN
+    return vm if isinstance(vm, str) else UNKNOWN
 
 
 def _folder_manifest(shell: Shell, path: str) -> Optional[str]:
@@ -36,7 +43,8 @@ def _folder_manifest(shell: Shell, path: str) -> Optional[str]:
 
 
 def _archived_manifest(shell: Shell, path: str) -> Optional[str]:
-    """The manifest among an archive's first members; never the whole archive (a ghettoVCB one has none)."""
+    """The manifest among an archive's first members (FIRST_MEMBERS), None past them: a ghettoVCB archive has
+    none, and is read that far (its disks decompressed on the way: a tar stream reaches a header no other way)."""
     from .. import targz  # tarfile, bz2, lzma: only for .gz backups
 
     seen = [0]
