@@ -192,7 +192,9 @@ class HostLock:
         guard = self.path + ".takeover"
         if not self.shell.link_new(mine, guard):
             taker, judged = self._read(guard)
-            if self._taker_gone(taker) or not beating(lambda: self.shell.age(guard), TAKEOVER_STALE, TAKEOVER_STALE)[0]:
+            gone = judged and (self._taker_gone(taker) or
+                               not beating(lambda: self.shell.age(guard), TAKEOVER_STALE, TAKEOVER_STALE)[0])
+            if gone:  # a guard that went meanwhile is no dead taker's: a live taker's may stand there next
                 # only the guard judged: a live taker may have removed it and put its own there meanwhile
                 if self._read(guard)[1] == judged:
                     self.shell.remove_tree(guard)
