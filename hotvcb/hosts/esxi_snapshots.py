@@ -159,8 +159,9 @@ class EsxiSnapshots:
 
     def _left_by_removal(self, delta: str) -> bool:
         """Whether a delta with no snapshot to own it is a removal's leftover: one over a disk of its own name
-        (web-000001 over web), as ESXi names a snapshot's delta. A linked clone's disk is a delta over another
-        VM's base (B-000001 over ../A/A.vmdk): that is how the VM is made, nothing to consolidate. Where the
+        beside it (web-000001 over web), as ESXi names and places a snapshot's delta. A linked clone's disk is
+        a delta over another VM's base (B-000001 over ../A/A.vmdk, or a copied template's disk-000001 over
+        ../tpl/disk.vmdk): that is how the VM is made, nothing to consolidate. Where the
         chain does not read, it counts (the careful answer). A delta's data file (-sesparse, -delta) is judged
         by its descriptor."""
         for extent in ("-sesparse.vmdk", "-delta.vmdk"):
@@ -172,7 +173,8 @@ class EsxiSnapshots:
             return True
         if len(links) < 2:
             return True
-        return _disk_stem(links[1][0].rsplit("/", 1)[-1]) == _disk_stem(delta.rsplit("/", 1)[-1])
+        parent, child = links[1][0].rsplit("/", 1), delta.rsplit("/", 1)
+        return parent[0] == child[0] and _disk_stem(parent[-1]) == _disk_stem(child[-1])
 
     def _orphaned_deltas(self, vm: Vm) -> List[str]:
         """Delta files no disk chain of the VM uses any more: consolidation not done.
