@@ -8,6 +8,7 @@
     ├── NotABackup              a backup's name with an impossible time     (exit 1)
     └── HostError               a host command failed or said no
         ├── CommandFailed       non-zero exit of vim-cmd, vmkfstools, ...
+        │   └── HostdDown       vim-cmd could not reach hostd (exit 0 or not)
         ├── VmNotFound          no VM with that display name / vmid
         ├── AmbiguousVm         several VMs share that display name
         ├── InvalidVm           registered, but skipped by the host or unreadable in its listing
@@ -105,6 +106,18 @@ class CommandFailed(HostError):
         detail = output.strip().splitlines()[-1] if output.strip() else "no output"
         super().__init__("%s failed (exit %d): %s" % (first, returncode, detail))
         self.argv, self.returncode, self.output, self.fault = list(argv), returncode, output, fault
+
+
+class HostdDown(CommandFailed):
+    """vim-cmd could not log in to hostd (stopped, restarting, hung): it says so and often exits 0, its
+    output no answer to what was asked (read as one, a listing of no VMs)."""
+
+    def __init__(self, argv: Sequence[str], returncode: int, output: str, said: str):
+        super().__init__(argv, returncode, output)
+        self.message = ("the host's management agent (hostd) did not answer `%s`: %s; check that hostd runs "
+                        "(`/etc/init.d/hostd status`, start or restart it), then run again"
+                        % (" ".join(argv[:2]), said))
+        self.args = (self.message,)
 
 
 class VmNotFound(HostError):

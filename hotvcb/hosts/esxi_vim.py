@@ -7,12 +7,16 @@ import re
 from typing import List
 
 from .. import lazyre
-from ..errors import CommandFailed
+from ..errors import CommandFailed, HostdDown
 from ..shell import Shell
 from ..treeview import ScannedShell
 
 VIM_CMD = "/bin/vim-cmd"
 _FAULT = lazyre.compile(r"^\((vim|vmodl)\.fault\.(\w+)\)", re.M)
+# vim-cmd that could not log in to hostd (Apache VCL's VIM_SSH.pm catches these texts whatever the exit status):
+# "Connect to localhost failed: Connection failure", "Failed to login: Connection reset by peer". Only as
+# the output's first line: a later one may be a VM's annotation in a listing, anyone's to write
+_NO_HOSTD = lazyre.compile(r"\s*((?:Connect to localhost failed|Failed to login)\b[^\r\n]*)")
 # vim-cmd verbs that only read: they leave the driver's scans of VM folders valid
 _QUERIES = frozenset(["vmsvc/getallvms", "vmsvc/snapshot.get", "vmsvc/power.getstate", "vmsvc/get.guest",
                       "hostsvc/datastore/listsummary", "hostsvc/datastore/info"])
@@ -30,6 +34,9 @@ class Vim:
         # registration), so the driver's scans of VM folders are dropped
         runner = self.shell.run if args[0] in _QUERIES else self.files.run
         out = runner([VIM_CMD] + args, timeout=timeout, interruptible=interruptible)
+        down = _NO_HOSTD.match(out.output)
+        if down:
+            raise HostdDown(out.argv, out.returncode, out.output, down.group(1))
         fault = _FAULT.search(out.output)
         if out.returncode != 0 or fault:
             raise CommandFailed(out.argv, out.returncode, _fault_message(out.output), fault.group(2) if fault else "")
