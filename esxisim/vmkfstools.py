@@ -145,9 +145,11 @@ def clone(host, o):
     w("Destination disk format: %s\n" % FORMATS[fmt])
     w("Cloning disk '%s'...\n" % src_arg)
     hosted = ("2gbsparse", "monolithicSparse")
-    if not host.module_loaded("multiextent") and (fmt == "2gbsparse" or disks.disk_format(src) in hosted):
+    if not host.module_loaded("multiextent") and (
+            fmt == "2gbsparse" or any(disks.disk_format(p) in hosted for p in _chain(host, src))):
         # without the multiextent module disklib cannot open hosted sparse extents (sample vmdk_04),
-        # a monolithicSparse disk's one extent among them
+        # a monolithicSparse disk's one extent among them, nor so a snapshot's delta over one: the clone
+        # reads the whole chain
         raise Fail("Failed to clone disk: The system cannot find the file specified (25).")
     if os.path.exists(dst):
         raise Fail("Failed to clone disk: %s." % ERR_EXISTS)
@@ -204,14 +206,22 @@ def clone(host, o):
     return 0
 
 
+def _chain(host, src):
+    """The real path of each descriptor of src's chain, src first; it ends at a descriptor that is gone."""
+    path = src
+    while path:
+        yield path
+        if not os.path.exists(path):
+            return
+        parent = disks.parent_of(path)
+        path = host.real(parent) if parent and parent.startswith("/vmfs") else parent
+
+
 def _missing_member(host, src):
     """None when every file of src's chain is there, else whose file is gone: "own" or "parent"."""
-    path, whose = src, "own"
-    while path:
+    for k, path in enumerate(_chain(host, src)):
         if not os.path.exists(path) or not all(os.path.exists(f) for f in disks.own_files(path)):
-            return whose
-        parent = disks.parent_of(path)
-        path, whose = (host.real(parent) if parent and parent.startswith("/vmfs") else parent), "parent"
+            return "parent" if k else "own"
     return None
 
 

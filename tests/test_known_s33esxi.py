@@ -2,7 +2,7 @@
 not answer, the multiextent module for a snapshot over a 2gbsparse disk, a restored VM's independent disk
 on another datastore, a template named like a VM in `-a`, and the copy's silence limit for huge disks."""
 
-from simhost import hotvcb, needs_root, write_conf
+from simhost import VOLUME, hotvcb, needs_root, sealed, write_conf
 
 
 # -- 1. hostd down: vim-cmd says so and exits 0 ---------------------------------------------------------------
@@ -20,3 +20,33 @@ def test_all_vms_with_hostd_down_names_the_management_agent_and_fails(host, tmp_
     assert "hostd" in out and "Connect to localhost failed" in out, out
     assert "Traceback" not in out, out
 
+
+# -- 2. multiextent for a 2gbsparse disk below the top of the chain -----------------------------------------
+
+@needs_root
+def test_a_user_snapshot_over_a_2gbsparse_disk_loads_multiextent_and_backs_up(host, tmp_path):
+    """A VM whose disk is 2gbsparse, with a snapshot of the admin's: its top disk is the snapshot's delta
+    (vmfsSparse), and the clone of the chain opens the 2gbsparse base too. hotvcb loaded the multiextent module
+    only when the top disk was 2gbsparse, so on a host that had not loaded it the clone failed ("Failed to clone
+    disk: The system cannot find the file specified (25)"). The module must follow any 2gbsparse disk of the
+    chain."""
+    host.create_vm("old", "datastore1", [{"size": "1M", "format": "2gbsparse"}], power="on", snapshots=["before"])
+    assert not host.module_loaded("multiextent")
+    r = hotvcb(host, "-m", "old", "-g", write_conf(host, ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=1),
+               "-w", tmp_path / "w")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert host.module_loaded("multiextent")
+
+
+@needs_root
+def test_a_restore_from_a_2gbsparse_backup_loads_multiextent(host, tmp_path):
+    """A backup written as 2gbsparse, restored after a reboot (the module unloaded again) as zeroedthick,
+    which vmkfstools clones: the clone reads the 2gbsparse copy, so the module is loaded first."""
+    host.create_vm("db", "datastore1", [{"size": "1M"}], power="on")
+    r = hotvcb(host, "-m", "db", "-g", write_conf(host, DISK_BACKUP_FORMAT="2gbsparse"), "-w", tmp_path / "w")
+    assert r.returncode == 0, r.stdout + r.stderr
+    host.set_module("multiextent", False)
+    backup = VOLUME + "/db/" + sealed(host, "db")[-1]
+    r = hotvcb(host, "restore", backup, "--datastore", "datastore1", "--name", "db2", "--format", "zeroedthick")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert host.module_loaded("multiextent")

@@ -86,13 +86,15 @@ class EsxiDisks:
         return version is None or version[:2] < (6, 5)
 
     def _is_hosted_sparse(self, path: str) -> bool:
-        """A 2gbsparse disk, or a monolithicSparse one: one hosted sparse extent, its descriptor embedded in
-        its first sectors (read no further: the rest is the disk)."""
+        """A 2gbsparse disk, or a monolithicSparse one (one hosted sparse extent, its descriptor embedded in
+        its first sectors), anywhere in the disk's chain: the clone opens every link, so a snapshot's delta
+        over a 2gbsparse base (the admin's own snapshot, or a restore's checked chain) needs the module as the
+        base would. A chain that cannot be read is the clone's own error to tell."""
         try:
-            created = vmdk.parse(esxi_tree.descriptor_text(self._files, path)).create_type.lower()
-        except (HostError, vmdk.NotADescriptor):
+            links = esxi_tree.chain(self._files, path, path.rsplit("/", 1)[-1])
+        except HostError:
             return False
-        return created in ("twogbmaxextentsparse", "monolithicsparse")
+        return any(desc.create_type.lower() in ("twogbmaxextentsparse", "monolithicsparse") for _l, desc in links)
 
     def _load_multiextent(self) -> None:
         """vmkfstools opens 2gbsparse (hosted sparse) disks only with the multiextent module,
