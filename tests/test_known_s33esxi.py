@@ -2,6 +2,8 @@
 not answer, the multiextent module for a snapshot over a 2gbsparse disk, a restored VM's independent disk
 on another datastore, a template named like a VM in `-a`, and the copy's silence limit for huge disks."""
 
+import os
+
 from simhost import VOLUME, hotvcb, needs_root, sealed, write_conf
 
 
@@ -50,3 +52,30 @@ def test_a_restore_from_a_2gbsparse_backup_loads_multiextent(host, tmp_path):
     r = hotvcb(host, "restore", backup, "--datastore", "datastore1", "--name", "db2", "--format", "zeroedthick")
     assert r.returncode == 0, r.stdout + r.stderr
     assert host.module_loaded("multiextent")
+
+
+# -- 3. an independent disk on another datastore: the restored VM must not name the original's disk ----------
+
+@needs_root
+def test_a_restored_vm_names_no_file_of_the_originals_independent_disk(host, tmp_path):
+    """An independent disk is not backed up. Restored, the .vmx kept `scsi0:1.fileName` as the original VM's
+    absolute path on the other datastore, only `.present = "FALSE"`: an admin reconnecting it by hand (the
+    Host Client's "connect" or `.present = "TRUE"`) attached the ORIGINAL VM's live disk to the restored VM,
+    two VMs writing one disk. The restored .vmx must name no file of the original's, and the warning must name
+    the disk and say why it is not connected."""
+    host.create_vm("web", "datastore1", [{"size": "1M"}, {"size": "1M", "mode": "independent-persistent",
+                                                          "datastore": "ds5"}], power="on")
+    original = [p for _n, p, mode in host.vm_disks(host.vmid_by_name("web")) if "independent" in mode]
+    assert original and original[0].startswith("/vmfs/volumes/")
+    r = hotvcb(host, "-m", "web", "-g", write_conf(host), "-w", tmp_path / "w")
+    assert sealed(host, "web"), r.stdout + r.stderr
+    backup = VOLUME + "/web/" + sealed(host, "web")[-1]
+    r = hotvcb(host, "restore", backup, "--datastore", "datastore1", "--name", "web2", "--format", "thin")
+    out = r.stdout + r.stderr
+    assert r.returncode == 3, out  # restored without a disk: the warning's exit, as the backup's (docs/restore.md)
+    vmx = open(host.real("/vmfs/volumes/datastore1/web2/web2.vmx"), encoding="utf-8").read()
+    ds5_uuid = os.path.basename(os.path.realpath(host.real("/vmfs/volumes/ds5")))
+    assert "ds5" not in vmx and ds5_uuid not in vmx, vmx
+    assert os.path.basename(original[0]) not in vmx, vmx
+    warned = [l for l in out.splitlines() if "scsi0:1" in l and "warn" in l.lower()]
+    assert warned and os.path.basename(original[0]) in warned[0] and "original VM's own disk" in warned[0], out

@@ -13,7 +13,9 @@ from it).
   datastore (`<backup>/<datastore>/<file>`) are restored into the VM folder
   too; clashing names get a `_N` suffix. A disk the backup does not hold
   (skipped at backup time: independent, RDM) is left disconnected
-  (`.present = "FALSE"`) with a warning rather than pointing at nothing.
+  (`.present = "FALSE"`) with a warning rather than pointing at nothing; where
+  its line names a file outside the VM's folder (another datastore), that file
+  is the original VM's own disk, and the line naming it is removed (_unnamed).
 - a CD-ROM image named relative to the VM's folder, which no backup holds: the
   original VM's file by full path where it is still there, else a warning; a
   suspended VM's state file (checkpoint.vmState), which no backup holds
@@ -50,6 +52,19 @@ class RestoreError(HotvcbError):
     def __init__(self, message: str, where: str = ""):
         super().__init__("%s: %s" % (where, message) if where else message)
         self.where = where
+
+
+def _unnamed(dev: str, filename: str) -> str:
+    """What the warning of a disk left out adds where its line named a file outside the VM's own folder
+    (another datastore, an RDM's mapping file there): that file is the original VM's disk itself, not a
+    copy, so the line is removed rather than kept disconnected: connected by hand (`.present = "TRUE"`,
+    the Host Client's edit), the restored VM would write the disk the original VM still runs on. A name
+    in the VM's own folder names nothing in the restored VM's new one, and stays."""
+    if "/" not in filename:
+        return ""
+    return (", its %s.fileName line removed: that file is the original VM's own disk, not a copy, and attached "
+            "here as well two VMs would write one disk (give this VM a copy of it, `vmkfstools -i`, or attach it "
+            "only once the original VM no longer uses it)" % dev)
 
 
 def require_usable_name(name: str, given: bool = True) -> None:
@@ -204,8 +219,10 @@ class Planner:
                         raise RestoreError("disk %s (%s): %s; not restoring the VM without that disk (put the descriptor "
                                            "back beside its data, from the VM or another backup of it)" % (dev, filename, lost))
                     warnings.append("%s: disk %s (%s) is not in the backup (skipped when it was taken); "
-                                    "it is restored disconnected" % (name, dev, filename))
+                                    "it is restored disconnected%s" % (name, dev, filename, _unnamed(dev, filename)))
                     put(dev + ".present", "FALSE")
+                    if _unnamed(dev, filename):
+                        put(dev + ".fileName", None)
                     plan.disconnected.append(dev)
                     continue
                 src = found
