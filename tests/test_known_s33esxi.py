@@ -79,3 +79,22 @@ def test_a_restored_vm_names_no_file_of_the_originals_independent_disk(host, tmp
     assert os.path.basename(original[0]) not in vmx, vmx
     warned = [l for l in out.splitlines() if "scsi0:1" in l and "warn" in l.lower()]
     assert warned and os.path.basename(original[0]) in warned[0] and "original VM's own disk" in warned[0], out
+
+
+# -- 4. -a with a template and a VM of one name ---------------------------------------------------------------
+
+@needs_root
+def test_all_vms_says_which_web_is_skipped_when_a_template_shares_a_vms_name(host, tmp_path):
+    """A VM `web` and a template `web` (web.vmtx on ds5). `-a` logged "web is a template (…), not a VM: not
+    backed up", then backed up web: which web was backed up? The note must be the template's, by its path, and
+    say that the VM of that name is backed up all the same."""
+    host.create_vm("web", "datastore1", [{"size": "1M"}], power="on")
+    host.to_template(host.create_vm("web", "ds5", [{"size": "1M"}], power="off"))
+    r = hotvcb(host, "-a", "-g", write_conf(host), "-w", tmp_path / "w")
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    assert len(sealed(host, "web")) == 1, out
+    (note,) = [l for l in out.splitlines() if "template" in l]
+    vmtx = [p for p in os.listdir(host.real("/vmfs/volumes/ds5/web")) if p.endswith(".vmtx")]
+    assert vmtx and "/web/" + vmtx[0] in note, note
+    assert "the template web" in note.lower() and "the vm web" in note.lower(), note

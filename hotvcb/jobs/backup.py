@@ -139,7 +139,9 @@ class BackupJob:
             self.log.warning(warning)
         if names is None:
             for name in sorted(set(templates) - excluded):
-                self.log.info("%s is a template (%s), not a VM: not backed up" % (name, templates[name].vmx_path))
+                self.log.info("the template %s (%s) is not backed up: a template is not a VM%s" % (
+                    name, templates[name].vmx_path, " (the VM %s is another, backed up on its own)" % name
+                    if name in by_name else ""))
             out.extend(invalid)  # -a: every VM of the host, the ones it cannot read included
         else:
             for bad in invalid:
