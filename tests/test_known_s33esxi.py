@@ -98,3 +98,56 @@ def test_all_vms_says_which_web_is_skipped_when_a_template_shares_a_vms_name(hos
     vmtx = [p for p in os.listdir(host.real("/vmfs/volumes/ds5/web")) if p.endswith(".vmtx")]
     assert vmtx and "/web/" + vmtx[0] in note, note
     assert "the template web" in note.lower() and "the vm web" in note.lower(), note
+
+
+# -- 5. the copy's silence limit and a huge disk ---------------------------------------------------------------
+
+class _Silenced(Exception):
+    pass
+
+
+def _silence_allowed(tmp_path, capacity):
+    """The silence the ESXi driver allows `vmkfstools -i` of a disk of `capacity` bytes: its descriptor (and
+    an empty extent: no huge file) on this machine, vmkfstools' run caught at the shell, the seam every
+    command goes through, with the idle_timeout it is given."""
+    from hotvcb.hosts.esxi_disks import EsxiDisks
+    from hotvcb.localshell import LocalShell
+    from hotvcb.model import Disk
+    from hotvcb.treeview import ScannedShell
+
+    given = []
+
+    class Shell(LocalShell):
+        def run(self, argv, **kw):
+            if argv[0].endswith("vmkfstools"):
+                given.append(kw.get("idle_timeout"))
+                raise _Silenced()
+            return super().run(argv, **kw)
+
+    folder = tmp_path / "huge"
+    folder.mkdir()
+    (folder / "huge-flat.vmdk").write_bytes(b"")
+    (folder / "huge.vmdk").write_text('# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n'
+                                      'createType="vmfs"\n\nRW %d VMFS "huge-flat.vmdk"\n\n'
+                                      'ddb.adapterType = "lsilogic"\nddb.thinProvisioned = "1"\n' % (capacity // 512))
+    shell = Shell()
+    disks = EsxiDisks(shell, ScannedShell(shell), None, lambda: ("VMware ESXi 7.0.3 build-24784741", ""))
+    try:
+        disks.copy(Disk("scsi0:0", str(folder / "huge.vmdk"), "ds1", "lsilogic"), str(tmp_path / "copy.vmdk"), "thin")
+    except _Silenced:
+        pass
+    (allowed,) = given
+    return allowed
+
+
+def test_a_huge_disks_copy_may_stay_silent_as_long_as_one_percent_takes_at_a_slow_rate(tmp_path):
+    """vmkfstools prints whole percents: 1 % of a 9 TB disk is 90 GB, 30 minutes at 50 MB/s, and the copy's
+    fixed silence limit (1800 s) killed a working clone of it. The limit must allow 1 % at a slow floor rate
+    (here: at least 1 % at 20 MB/s), and stay bounded, so a hung vmkfstools is still caught."""
+    nine_tb = 9 * 10 ** 12
+    allowed = _silence_allowed(tmp_path, nine_tb)
+    assert allowed is not None and nine_tb / 100 / (20 * 10 ** 6) <= allowed <= 6 * 3600, allowed
+
+
+def test_a_small_disks_hung_copy_is_still_caught_within_half_an_hour(tmp_path):
+    assert _silence_allowed(tmp_path, 1 << 30) == 1800

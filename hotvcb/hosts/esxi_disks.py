@@ -13,7 +13,7 @@ folders they write.
 import re
 from typing import Callable, Dict, List, Optional, Tuple
 
-from .. import vmdk
+from .. import copysilence, vmdk
 from ..background import Kept
 from ..errors import CopyError, HostError
 from ..model import Disk
@@ -44,7 +44,8 @@ class EsxiDisks:
         self._flat_extent[path] = _flat_extent(desc)
 
     def copy(self, disk: Disk, dst: str, fmt: str, progress=None) -> List[str]:
-        if fmt == "2gbsparse" or self._is_hosted_sparse(disk.path):
+        links = self._chain(disk.path)
+        if fmt == "2gbsparse" or _hosted_sparse(links):
             self._load_multiextent()
         argv = [VMKFSTOOLS, "-i", disk.path, "-d", fmt]
         if self._wants_adapter_flag(disk.adapter):
@@ -56,7 +57,9 @@ class EsxiDisks:
             if pct is not None and progress is not None:
                 progress(pct)
 
-        out = self._files.run(argv, timeout=None, idle_timeout=1800, on_output=watch)
+        # vmkfstools prints whole percents: the silence allowed grows with the disk (copysilence)
+        silence = copysilence.allowed(links[0][1].capacity if links else 0)
+        out = self._files.run(argv, timeout=None, idle_timeout=silence, on_output=watch)
         if out.returncode != 0:
             raise CopyError(disk.path, _clone_error(out.output, out.returncode), dst)
         return [f.rsplit("/", 1)[-1] for f in self.files(dst)]
@@ -85,16 +88,13 @@ class EsxiDisks:
             self._unknown_said.get(say)
         return version is None or version[:2] < (6, 5)
 
-    def _is_hosted_sparse(self, path: str) -> bool:
-        """A 2gbsparse disk, or a monolithicSparse one (one hosted sparse extent, its descriptor embedded in
-        its first sectors), anywhere in the disk's chain: the clone opens every link, so a snapshot's delta
-        over a 2gbsparse base (the admin's own snapshot, or a restore's checked chain) needs the module as the
-        base would. A chain that cannot be read is the clone's own error to tell."""
+    def _chain(self, path: str) -> List[Tuple[str, vmdk.Descriptor]]:
+        """The disk's chain as the clone will read it, read once for what the copy needs to know of it;
+        empty where it cannot be read: that is the clone's own error to tell."""
         try:
-            links = esxi_tree.chain(self._files, path, path.rsplit("/", 1)[-1])
+            return esxi_tree.chain(self._files, path, path.rsplit("/", 1)[-1])
         except HostError:
-            return False
-        return any(desc.create_type.lower() in ("twogbmaxextentsparse", "monolithicsparse") for _l, desc in links)
+            return []
 
     def _load_multiextent(self) -> None:
         """vmkfstools opens 2gbsparse (hosted sparse) disks only with the multiextent module,
@@ -129,6 +129,14 @@ def _files_of(links: List[Tuple[str, vmdk.Descriptor]]) -> List[str]:
     """Each descriptor of a chain (esxi_tree.chain, read once) and the extents it names."""
     return [f for link, desc in links
             for f in [link] + [link.rsplit("/", 1)[0] + "/" + e.filename for e in desc.extents]]
+
+
+def _hosted_sparse(links: List[Tuple[str, vmdk.Descriptor]]) -> bool:
+    """A 2gbsparse disk, or a monolithicSparse one (one hosted sparse extent, its descriptor embedded in
+    its first sectors), anywhere in the disk's chain: the clone opens every link, so a snapshot's delta
+    over a 2gbsparse base (the admin's own snapshot, or a restore's checked chain) needs the multiextent
+    module as the base would."""
+    return any(desc.create_type.lower() in ("twogbmaxextentsparse", "monolithicsparse") for _l, desc in links)
 
 
 def _flat_extent(desc: vmdk.Descriptor) -> Optional[str]:

@@ -1,0 +1,18 @@
+"""How long a disk's copy may print nothing before it is taken for hung.
+
+A copy is bounded by its silence rather than its length (shell.run's `idle_timeout`): a hung copy
+is caught, a long one runs on as long as it reports progress. vmkfstools prints whole percents
+only, so between two of its lines 1 % of the disk is written: 90 GB of a 9 TB disk, half an hour
+at 50 MB/s, and a fixed half hour of silence killed such a copy at its first slow stretch. The
+silence allowed is the longer of half an hour and the time 1 % of the disk takes at a floor rate
+a healthy target exceeds (a busy NFS share, a slow array): a small disk's hung copy is still
+caught within half an hour, a huge one's within hours, never a working copy.
+"""
+
+SILENCE = 1800.0  # seconds: the least silence any copy is allowed
+FLOOR_BYTES_PER_SECOND = 10 << 20  # the slowest rate a working copy is taken to write at
+
+
+def allowed(capacity: int) -> float:
+    """Seconds a copy of a disk of `capacity` bytes may go without a progress line (1 % at a time)."""
+    return max(SILENCE, capacity / 100.0 / FLOOR_BYTES_PER_SECOND)
