@@ -3,9 +3,12 @@ remove, a .gz restore's room, old writers' .gz records, how far a .gz is read, o
 zones, and on-host builds dated ahead of the clock; each pinned through the public CLI or API."""
 
 import os
+import re
 import time
 
 from hotvcb import onhost_boot
+from qemulab import MiB
+from qemuvm import needs_qemu
 
 
 # -- 7. a build dated ahead of the clock is not kept for ever ------------------------------------------------
@@ -28,3 +31,28 @@ def test_a_build_dated_ahead_of_a_stepped_back_clock_goes_a_week_after_it_was_fi
         os.utime(str(cache / name), (week_ago, week_ago))  # a week on, unused
     onhost_boot.forget_old_builds(str(cache), ())
     assert os.listdir(str(cache)) == []
+
+
+# -- 6. a QEMU overlay's age in status whatever the zones of its writer and reader -----------------------------
+
+@needs_qemu
+def test_status_tells_a_killed_runs_overlay_age_in_any_zone(tmp_path, monkeypatch):
+    """The overlay's age came from the time its name says, read in the reader's zone: a backup run with
+    TZ=UTC+10 (cron's zone on that box) killed after its snapshot, and `status` run by a monitoring agent
+    with TZ=UTC, said the fresh overlay was dated 10 h ahead (or, the other way round, 10 h old)."""
+    from qemulab import opened
+    with opened(tmp_path, "k33") as lab:
+        image = lab.image("k.raw", fmt="raw", size=4 * MiB)
+        lab.start("kv", ["file=%s,format=raw,if=virtio" % image])
+        monkeypatch.setenv("TZ", "Etc/GMT-10")  # UTC+10
+        monkeypatch.setenv("HOTVCB_CRASH_AT", "snapshot-created")
+        lab.hotvcb("--qemu", lab.inventory, "backup", "-m", "kv", "-g", lab.conf(), "-w", lab.workdir)
+        monkeypatch.delenv("HOTVCB_CRASH_AT")
+        monkeypatch.setenv("TZ", "UTC")
+        try:
+            code, out = lab.hotvcb("--qemu", lab.inventory, "status", "-g", lab.conf())
+            line = next(l for l in out.splitlines() if "hotvcb-snapshot-" in l)
+            assert "ahead" not in line and "10h" not in line and "9h" not in line, line
+            assert re.search(r"\b[0-9]+s old\b|\b[0-9]m old\b", line), line
+        finally:
+            lab.hotvcb("--qemu", lab.inventory, "cleanup")

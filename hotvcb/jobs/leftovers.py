@@ -40,6 +40,7 @@ from ..store.rotation import finish_deleting
 from ..store.seal import OWNER, owner_of
 from ..treeview import ScannedShell
 from .ownership import NONE_DEAD, made_at, owner_alive, volume_age
+from .snapshot_text import asked_epoch
 from .. import lazyre
 
 SNAPSHOT_PREFIX = "hotvcb-snapshot-"
@@ -146,7 +147,11 @@ def asked_at(snap: Snapshot) -> Optional[float]:
     """The time our snapshot's name says: when its backup began (jobs/backup.py), by the host's wall clock
     (Shell.now), so no later than it was asked for; read in this machine's time zone (on the host itself, as a
     run on the host is; a client in another zone driving it file by file is off by the difference). A run stopped between its backup's start and its snapshot is not told by it:
-    it reads its lock right before it asks (store/lock.py: HostLock.check), so it asks for none once taken over."""
+    it reads its lock right before it asks (store/lock.py: HostLock.check), so it asks for none once taken over.
+    The epoch its description carries comes first (snapshot_text.py): the same in every zone."""
+    asked = asked_epoch(snap.description)
+    if asked is not None:
+        return asked
     try:
         return layout.stamp_time(snap.name[len(SNAPSHOT_PREFIX):]).timestamp()
     except (ValueError, OverflowError, OSError):
