@@ -56,3 +56,41 @@ def test_status_tells_a_killed_runs_overlay_age_in_any_zone(tmp_path, monkeypatc
             assert re.search(r"\b[0-9]+s old\b|\b[0-9]m old\b", line), line
         finally:
             lab.hotvcb("--qemu", lab.inventory, "cleanup")
+
+
+# -- 5. a QEMU .gz backup is judged by its first members, not decompressed whole ------------------------------
+
+@needs_qemu
+def test_a_qemu_gz_backup_is_judged_without_decompressing_its_disks(tmp_path, monkeypatch):
+    """Its manifest carries `left_out`, so the check read on looking for a .vmx that a QEMU archive never holds:
+    every rotation, status, list and restore --latest decompressed every .gz backup whole."""
+    from hotvcb.localshell import LocalShell
+    from hotvcb.store import health, layout
+    from qemulab import opened
+    with opened(tmp_path, "k33g") as lab:
+        image = lab.image("g.raw", fmt="raw", size=8 * MiB)
+        with open(image, "r+b") as f:
+            f.write(os.urandom(6 * MiB))  # incompressible: the archive is ~6 MiB
+        lab.start("gv", ["file=%s,format=raw,if=virtio" % image])
+        code, out = lab.backup("gv", ENABLE_COMPRESSION=1)
+        assert code == 0, out
+    shell = LocalShell()
+    (backup,) = layout.list_backups(shell, lab.volume, "gv")
+    assert backup.path.endswith(".gz"), backup
+    read = [0]
+    opened_binary = LocalShell.open_binary
+
+    def counted(self, path):
+        stream = opened_binary(self, path)
+        raw_read = stream.read
+
+        def read_counted(*args):
+            data = raw_read(*args)
+            read[0] += len(data)
+            return data
+        stream.read = read_counted
+        return stream
+    monkeypatch.setattr(LocalShell, "open_binary", counted)
+    verdict = health.judge(shell, backup)
+    assert verdict.good, verdict
+    assert 0 < read[0] < 1024 * 1024, "read %d bytes of a %d-byte archive" % (read[0], os.path.getsize(backup.path))

@@ -188,11 +188,11 @@ def _judge_archive(shell: Shell, path: str, remember: bool = False) -> Health:
     wanted = (manifest.MANIFEST,) + layout.STATUS_FILES
 
     def enough(texts: Dict[str, str]) -> bool:
-        """The manifest and STATUS, and where the manifest accounts for every disk ("left_out", a key its text
-        names) the .vmx too, to check that (unaccounted_disk): hotvcb archives it next (seal.py); an older
-        archive of this hotvcb's, after its disks."""
+        """The manifest and STATUS, and where the manifest accounts for every disk of a VM with a .vmx
+        (manifest.checks_vmx) the .vmx too, to check that (unaccounted_disk): hotvcb archives it next (seal.py);
+        an older archive of this hotvcb's, after its disks."""
         return manifest.MANIFEST in texts and any(s in texts for s in layout.STATUS_FILES) and (
-            '"left_out"' not in texts[manifest.MANIFEST] or bool(layout.top_vmx(texts)))
+            not manifest.checks_vmx(texts[manifest.MANIFEST]) or bool(layout.top_vmx(texts)))
 
     try:  # hotvcb's archives: a few KiB read (manifest, STATUS, .vmx come first); ghettoVCB's: read whole
         top, members, texts = targz.scan(path, wanted=(lambda r: r in wanted or r.endswith(".vmdk")
