@@ -9,6 +9,7 @@ import time
 from hotvcb import onhost_boot
 from qemulab import MiB
 from qemuvm import needs_qemu
+from simhost import VOLUME, hotvcb, needs_root, write_conf
 
 
 # -- 7. a build dated ahead of the clock is not kept for ever ------------------------------------------------
@@ -94,3 +95,39 @@ def test_a_qemu_gz_backup_is_judged_without_decompressing_its_disks(tmp_path, mo
     verdict = health.judge(shell, backup)
     assert verdict.good, verdict
     assert 0 < read[0] < 1024 * 1024, "read %d bytes of a %d-byte archive" % (read[0], os.path.getsize(backup.path))
+
+
+# -- 2. a failed backup of a newer hotvcb or of another host is not this run's to remove -----------------------
+
+@needs_root
+def test_rotation_leaves_failed_backups_of_a_newer_hotvcb_and_of_another_host_alone(host):
+    """A shared folder (ghettoVCB's layout: one folder per VM name) holds a failed backup (STATUS.error) another
+    host made of its own VM `web`, and one a newer hotvcb made: a failed backup was judged by its STATUS before
+    its manifest was read, so this host's rotation counted both as its own and removed them."""
+    import json
+    import shutil
+    host.create_vm("web", "datastore1", [{"size": "1M"}], power="on")
+    conf = write_conf(host, VM_BACKUP_ROTATION_COUNT=1)
+    r = hotvcb(host, "backup", "-m", "web", "-g", conf)
+    assert r.returncode == 0, r.stdout + r.stderr
+    folder = os.path.join(host.real(VOLUME), "web")
+    (made,) = [os.path.join(folder, n) for n in os.listdir(folder)]
+    planted = {}
+    for stamp, change in (("2026-01-01_01-00-00", {"source_host": "esxi-other", "vm_uuid": "42-other"}),
+                          ("2026-01-02_01-00-00", {"version": 99})):
+        copy = os.path.join(folder, "web-" + stamp)
+        shutil.copytree(made, copy)
+        os.rename(os.path.join(copy, "STATUS.ok"), os.path.join(copy, "STATUS.error"))
+        with open(os.path.join(copy, "hotvcb.json")) as f:
+            data = json.load(f)
+        data.update(change, result="error")
+        with open(os.path.join(copy, "hotvcb.json"), "w") as f:
+            json.dump(data, f)
+        planted[copy] = change
+    r = hotvcb(host, "backup", "-m", "web", "-g", conf)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    kept = [p for p in planted if os.path.isdir(p)]
+    assert kept == sorted(planted), out
+    assert "newer hotvcb" in out and "esxi-other" in out, out
+
