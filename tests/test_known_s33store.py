@@ -131,3 +131,33 @@ def test_rotation_leaves_failed_backups_of_a_newer_hotvcb_and_of_another_host_al
     assert kept == sorted(planted), out
     assert "newer hotvcb" in out and "esxi-other" in out, out
 
+
+# -- 4. rotation tidies the .gz records in the folders older writers named too --------------------------------
+
+class _Log:
+    def __init__(self):
+        self.lines = []
+
+    def info(self, text):
+        self.lines.append(text)
+
+    warning = error = debug = info
+
+
+def test_rotation_tidies_gz_records_in_older_writers_folders(tmp_path):
+    """Rotation lists, counts and removes a VM's backups in the folders older hotvcb (`a%b`) and ghettoVCB
+    (`a%5cb`) named, but tidied the .gz records only in today's folder: a record an older hotvcb left beside
+    its .gz (where ghettoVCB's rotation takes it for a backup) stayed there, and those of .gz backups gone
+    stayed for ever."""
+    from hotvcb.localshell import LocalShell
+    from hotvcb.store import rotation
+    volume = tmp_path / "vol"
+    for vm, folder in (("a%b", "a%b"), ("a\\b", "a%5cb")):
+        root = volume / folder
+        (root / ".hotvcb-gz-records").mkdir(parents=True)
+        gone = folder + "-2026-01-01_01-00-00.gz.verify.json"
+        (root / gone).write_text("{}")  # beside a .gz gone without hotvcb's rotation
+        (root / ".hotvcb-gz-records" / gone.replace("01-00-00", "02-00-00")).write_text("{}")
+        rotation.rotate(LocalShell(), str(volume), vm, 3, _Log())
+        assert sorted(os.listdir(str(root))) == [".hotvcb-gz-records"], folder
+        assert os.listdir(str(root / ".hotvcb-gz-records")) == [], folder
