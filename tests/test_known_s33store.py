@@ -161,3 +161,33 @@ def test_rotation_tidies_gz_records_in_older_writers_folders(tmp_path):
         rotation.rotate(LocalShell(), str(volume), vm, 3, _Log())
         assert sorted(os.listdir(str(root))) == [".hotvcb-gz-records"], folder
         assert os.listdir(str(root / ".hotvcb-gz-records")) == [], folder
+
+
+# -- 3. a .gz restore's room counts a sparse disk by the data it holds ----------------------------------------
+
+@needs_root
+def test_a_gz_restore_of_a_sparse_disk_that_fits_is_not_refused(host):
+    """A thin 40 MiB disk holding little data, backed up compressed, restored onto a 16 MiB datastore: the room
+    checks counted the archive's disk at its apparent size (twice: unpacked, then cloned), and refused a restore
+    that fits, though the unpack writes no holes and the manifest says which blocks hold data."""
+    host.create_vm("web", "datastore1", [{"size": "40M"}], power="off")
+    (flat,) = [os.path.join(d, n) for d, _, names in os.walk(host.real("/vmfs/volumes/datastore1/"))
+               for n in names if n == "web-flat.vmdk"]
+    with open(flat, "r+b") as f:  # 2 MiB of data, the rest holes
+        f.truncate(0)
+        f.truncate(40 << 20)
+        f.write(os.urandom(2 << 20))
+    conf = write_conf(host, ENABLE_COMPRESSION=1)
+    r = hotvcb(host, "backup", "-m", "web", "-g", conf)
+    assert r.returncode == 0, r.stdout + r.stderr
+    folder = os.path.join(host.real(VOLUME), "web")
+    (gz,) = [n for n in os.listdir(folder) if n.endswith(".gz")]
+    host.add_datastore("small", 16 << 20)
+    args = ("restore", "%s/web/%s" % (VOLUME, gz), "--datastore", "small", "--name", "back")
+    for dry in (["-d", "1"], []):
+        r = hotvcb(host, *args, *dry)
+        out = r.stdout + r.stderr
+        assert r.returncode == 0, out
+        assert "Traceback" not in out, out
+    restored = os.path.join(host.real("/vmfs/volumes/small"), "back")
+    assert any(n.endswith(".vmdk") for n in os.listdir(restored))
