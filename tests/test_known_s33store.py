@@ -191,3 +191,48 @@ def test_a_gz_restore_of_a_sparse_disk_that_fits_is_not_refused(host):
         assert "Traceback" not in out, out
     restored = os.path.join(host.real("/vmfs/volumes/small"), "back")
     assert any(n.endswith(".vmdk") for n in os.listdir(restored))
+
+
+# -- 1. status names a killed backup's -partial folder and a killed restore's folder -------------------------
+
+@needs_root
+def test_status_names_a_killed_backups_partial_and_a_killed_restores_folder(host, tmp_path, monkeypatch):
+    """After a crash the admin runs `status`: a killed backup's `-partial` folder and a killed restore's
+    `<name>.hotvcb-restoring` (each up to a whole VM's size, neither a backup nor a VM) were named only by
+    `hotvcb cleanup`; status said all was well. Each is a WARN naming the folder and what to do; a live
+    restore's folder is not."""
+    import json
+    from qemuvm import kill_tree
+    from simhost import hotvcb_background, wait_for
+    host.create_vm("web", "datastore1", [{"size": "4M"}], power="on")
+    conf = write_conf(host)
+    assert hotvcb(host, "backup", "-m", "web", "-g", conf).returncode == 0
+    monkeypatch.setenv("HOTVCB_CRASH_AT", "manifest-written")
+    hotvcb(host, "backup", "-m", "web", "-g", conf)
+    monkeypatch.delenv("HOTVCB_CRASH_AT")
+    (partial,) = [n for n in os.listdir(os.path.join(host.real(VOLUME), "web")) if n.endswith("-partial")]
+    (backup,) = [n for n in os.listdir(os.path.join(host.real(VOLUME), "web")) if n.startswith("web-")
+                 and not n.endswith("-partial")]
+    host.set_fault("clone.delay", "120")
+    p = hotvcb_background(host, "restore", "%s/web/%s" % (VOLUME, backup), "--datastore", "datastore1", "--name",
+                          "copy", "--format", "zeroedthick")
+    restoring = os.path.join(host.real("/vmfs/volumes/datastore1"), "copy.hotvcb-restoring")
+    try:
+        wait_for(lambda: os.path.isdir(restoring), 60, "the clone")
+        r = hotvcb(host, "status", "-g", conf, "--json")
+        live = [c for c in json.loads(r.stdout)["checks"] if "hotvcb-restoring" in c["message"]]
+        assert live == [], r.stdout
+    finally:
+        kill_tree(p.pid)
+        p.communicate()
+    host.clear_faults()
+    r = hotvcb(host, "status", "-g", conf, "--json")
+    checks = json.loads(r.stdout)["checks"]
+    left = [c for c in checks if c["kind"] == "leftover"]
+    assert any(partial in c["message"] for c in left), r.stdout
+    assert any("copy.hotvcb-restoring" in c["message"] for c in left), r.stdout
+    for c in left:
+        assert c["severity"] == "WARN" and "hotvcb cleanup" in c["message"], c
+    assert hotvcb(host, "cleanup", "-g", conf).returncode == 0
+    r = hotvcb(host, "status", "-g", conf, "--json")
+    assert not [c for c in json.loads(r.stdout)["checks"] if c["kind"] == "leftover"], r.stdout

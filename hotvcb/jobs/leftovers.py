@@ -376,7 +376,7 @@ def remove_partials(shell: Shell, volume: str, vm_name: str, log, run: RunId, dr
     for b in layout.list_backups(shell, volume, vm_name):
         if b.status != "partial":
             continue
-        if not _partial_dead(shell, b.path, run, dead):
+        if not partial_dead(shell, b.path, run, dead):
             log.info("%s: %s is being written by %s; leaving it" % (vm_name, b.path, owner_of(shell, b.path)))
             continue
         removed += 1
@@ -390,7 +390,7 @@ def remove_partials(shell: Shell, volume: str, vm_name: str, log, run: RunId, dr
         for entry in shell.listdir(root):
             if entry.startswith(".") and entry.endswith(".gz.tmp"):
                 partial = root + "/" + entry[1 : -len(".gz.tmp")] + layout.PARTIAL
-                if shell.exists(partial) and not _partial_dead(shell, partial, run, dead):
+                if shell.exists(partial) and not partial_dead(shell, partial, run, dead):
                     continue
                 removed += 1
                 if dry_run:
@@ -401,7 +401,7 @@ def remove_partials(shell: Shell, volume: str, vm_name: str, log, run: RunId, dr
     return removed + finish_deleting(shell, volume, vm_name, log, finish, dry_run)
 
 
-def _partial_dead(shell: Shell, partial: str, run: RunId, dead: Mapping[str, float]) -> bool:
+def partial_dead(shell: Shell, partial: str, run: RunId, dead: Mapping[str, float] = NONE_DEAD) -> bool:
     owner_file = partial + "/" + OWNER
     try:
         owner = parse(shell.read_regular(owner_file, RECORD_MAX)) if shell.exists(owner_file) else None
