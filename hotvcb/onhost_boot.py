@@ -396,14 +396,28 @@ def forget_old_builds(cache, current):
                 # str.isdigit alone takes a superscript two, which int() does not (named in words: this file
                 # stays ASCII, an old python reads it from argv in the C locale)
                 pid = name.rsplit(".", 2)[-2]
-                fresh = time.time() - os.path.getmtime(path) < 3600
+                fresh = unused_for(path) < 3600
                 if not (pid.isascii() and pid.isdigit()) or alive(int(pid)) and fresh:
                     continue
-            elif time.time() - os.path.getmtime(path) <= KEEP_OLD_BUILDS:
+            elif unused_for(path) <= KEEP_OLD_BUILDS:
                 continue
             discard(path)
         except OSError:
             pass
+
+
+def unused_for(path):
+    """Seconds since `path` was last used (its mtime). One dated ahead of the clock (a clock stepped back since:
+    NTP after a boot with a wrong RTC) is dated now, so its wait starts at this first look: its age was negative,
+    never over the limit, and such a build stayed on the host's small /tmp for good."""
+    import os
+    import time
+
+    age = time.time() - os.path.getmtime(path)
+    if age < 0:
+        os.utime(path, None)
+        return 0.0
+    return age
 
 
 if __name__ == "__main__":

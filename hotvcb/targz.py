@@ -201,12 +201,14 @@ class ArchiveView:
         self.top, members, self.texts = scan(path, wanted=(lambda r: r.endswith(small),) if texts else (),
                                              opener=opener)
         self.sizes = {m.rel: m.size for m in members}
+        self.data = {}  # type: Dict[str, int]  # what a member takes unpacked, where less than its size (unpacked_size)
 
     @classmethod
     def scanned(cls, path: str, top: str, members: List[Member], texts: Dict[str, str]) -> "ArchiveView":
         """A view of what one scan already read (its members so far, its texts): no second pass."""
         view = cls.__new__(cls)
         view.root, view.top, view.texts, view.sizes = path, top, texts, {m.rel: m.size for m in members}
+        view.data = {}
         return view
 
     def _rel(self, path: str) -> Optional[str]:
@@ -246,3 +248,9 @@ class ArchiveView:
 
     def file_size(self, path: str) -> int:
         return self.sizes[self._rel(path)]
+
+    def unpacked_size(self, path: str) -> int:
+        """The bytes extract writes of a member (no all-zero chunk): its size unless `data` (store/datasize.py,
+        from the manifest's block digests) says less."""
+        rel = self._rel(path)
+        return self.data.get(rel or "", self.sizes[rel])

@@ -181,11 +181,12 @@ def test_a_killed_container_backups_snapshot_goes_once_its_lock_is_taken_over_as
     then = time.time() - 2 * STALE_AFTER
     for path in (host_lock_path(host), partial + "/.hotvcb-owner"):
         os.utime(path, (then, then))
-    # and its snapshot's name, which says when its backup began: what a run makes after its lock was taken over
-    # is a live run's (it was only stopped), and that snapshot was made before those minutes
+    # and its snapshot's name and the epoch its description says it was asked at: what a run makes after its lock
+    # was taken over is a live run's (it was only stopped), and that snapshot was made before those minutes
     meta, snaps = snapshots.load(host, vmid)
     for snap in snaps:
         snap["name"] = SNAPSHOT_PREFIX + datetime.fromtimestamp(then).strftime(layout.TS_FORMAT)
+        snap["description"] = re.sub(r"asked=\d+", "asked=%d" % then, snap["description"])
     snapshots.save(host, vmid, meta, snaps)
     host.set_fault("clone.delay", "0")
     r = hotvcb(host, "cleanup", "-g", conf)

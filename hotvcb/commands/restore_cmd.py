@@ -112,8 +112,7 @@ def _why_none(shell, volume: str, name: str, verdicts: list) -> str:
     where it is not there. Each folder looked in is named, those older writers named too (layout.older_folders,
     as list_backups reads them): the admin sees `c%5cd/` there and is told it was looked in. Never a "did you
     mean" the very name given."""
-    roots = [r for r in [layout.vm_root(volume, name)] + [volume.rstrip("/") + "/" + f
-                                                           for f in layout.older_folders(name)] if shell.isdir(r)]
+    roots = [r for r in layout.vm_roots(volume, name) if shell.isdir(r)]
     if not roots:
         return _close_names(shell, volume, name)
     return "" if verdicts else "".join("; %s holds no backup" % r for r in roots)

@@ -33,7 +33,7 @@ from ..store.deleter import Deleter
 from ..store.seal import Sealer
 from ..treeview import ScannedShell
 from ..units import human_size
-from . import backup_end, lookahead, parallel, preflight
+from . import backup_end, lookahead, parallel, preflight, snapshot_text
 from .ahead import RunStart
 from .guest_hooks import run_guest_hook
 from .hooks import run_hook
@@ -545,7 +545,7 @@ class _VmBackup:
         # the next incremental's base) is then never this run's
         named_at = self.sealer.named_at if self.sealer is not None else self.started
         name = self.snapshot_name = SNAPSHOT_PREFIX + named_at.strftime(layout.TS_FORMAT)
-        desc = "hotvcb backup %s, job %s" % (self.job.run_id.text(), self.job.job_name)
+        desc = snapshot_text.describe(self.job.run_id, self.job.job_name)
         mark_snapshot_asked(self.host, vm, self.job.run_id)  # hostd may finish it after we are gone: the next run waits
         self.log.info("Creating Snapshot \"%s\" for %s" % (name, vm.name))
         try:

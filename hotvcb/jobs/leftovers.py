@@ -40,6 +40,7 @@ from ..store.rotation import finish_deleting
 from ..store.seal import OWNER, owner_of
 from ..treeview import ScannedShell
 from .ownership import NONE_DEAD, made_at, owner_alive, volume_age
+from .snapshot_text import asked_epoch
 from .. import lazyre
 
 SNAPSHOT_PREFIX = "hotvcb-snapshot-"
@@ -146,7 +147,11 @@ def asked_at(snap: Snapshot) -> Optional[float]:
     """The time our snapshot's name says: when its backup began (jobs/backup.py), by the host's wall clock
     (Shell.now), so no later than it was asked for; read in this machine's time zone (on the host itself, as a
     run on the host is; a client in another zone driving it file by file is off by the difference). A run stopped between its backup's start and its snapshot is not told by it:
-    it reads its lock right before it asks (store/lock.py: HostLock.check), so it asks for none once taken over."""
+    it reads its lock right before it asks (store/lock.py: HostLock.check), so it asks for none once taken over.
+    The epoch its description carries comes first (snapshot_text.py): the same in every zone."""
+    asked = asked_epoch(snap.description)
+    if asked is not None:
+        return asked
     try:
         return layout.stamp_time(snap.name[len(SNAPSHOT_PREFIX):]).timestamp()
     except (ValueError, OverflowError, OSError):
@@ -371,7 +376,7 @@ def remove_partials(shell: Shell, volume: str, vm_name: str, log, run: RunId, dr
     for b in layout.list_backups(shell, volume, vm_name):
         if b.status != "partial":
             continue
-        if not _partial_dead(shell, b.path, run, dead):
+        if not partial_dead(shell, b.path, run, dead):
             log.info("%s: %s is being written by %s; leaving it" % (vm_name, b.path, owner_of(shell, b.path)))
             continue
         removed += 1
@@ -385,7 +390,7 @@ def remove_partials(shell: Shell, volume: str, vm_name: str, log, run: RunId, dr
         for entry in shell.listdir(root):
             if entry.startswith(".") and entry.endswith(".gz.tmp"):
                 partial = root + "/" + entry[1 : -len(".gz.tmp")] + layout.PARTIAL
-                if shell.exists(partial) and not _partial_dead(shell, partial, run, dead):
+                if shell.exists(partial) and not partial_dead(shell, partial, run, dead):
                     continue
                 removed += 1
                 if dry_run:
@@ -396,7 +401,7 @@ def remove_partials(shell: Shell, volume: str, vm_name: str, log, run: RunId, dr
     return removed + finish_deleting(shell, volume, vm_name, log, finish, dry_run)
 
 
-def _partial_dead(shell: Shell, partial: str, run: RunId, dead: Mapping[str, float]) -> bool:
+def partial_dead(shell: Shell, partial: str, run: RunId, dead: Mapping[str, float] = NONE_DEAD) -> bool:
     owner_file = partial + "/" + OWNER
     try:
         owner = parse(shell.read_regular(owner_file, RECORD_MAX)) if shell.exists(owner_file) else None

@@ -49,7 +49,7 @@ from ..errors import HostError, HotvcbError, Interrupted
 from ..hosts.base import Hypervisor
 from ..restorefile import RestoreRequest
 from ..shell import FileReader
-from ..store import layout
+from ..store import datasize, layout
 from . import restore_check, restore_copy, restore_room, restore_scratch, restore_source, restore_stage, restore_sweep
 from . import restore_write
 from .restore_check import Checking
@@ -202,6 +202,8 @@ class _Restore:
             self._restore_kvm_backup(source, kvm, free)
             return
         archive = targz.ArchiveView(source) if compressed else None
+        if archive is not None:
+            datasize.measure(archive)  # a sparse disk counts by its data, not its size (the room checks)
         fs = shell if archive is None else archive  # type: FileReader
         plan = self.planner.plan(fs, source, free)
         self.result.name, self.result.folder, self.result.disconnected = plan.name, plan.folder, plan.disconnected

@@ -37,6 +37,7 @@ from ..model import DatastoreInfo, Disk, VmRef
 from ..restorefile import RestoreRequest
 from ..shell import FileReader
 from ..store import layout
+from ..targz import ArchiveView
 from ..units import PAGE, in_pages
 from ..vmdk import base_name
 from ..vmx import MAX_SIZE, VmxFile, as_vmware_reads
@@ -263,10 +264,10 @@ class Planner:
                                               self.req.disk_format)
             except HostError as err:  # a file of the disk that is not there to read (a dangling symlink)
                 raise RestoreError("%s: disk %s cannot be read: %s" % (dev, src, err)) from err
-        # archive: an upper bound from the member sizes
+        # archive: an upper bound from the member sizes; a thin copy of a sparse one takes its data (datasize.py)
         folder = src.rsplit("/", 1)[0]
-        apparent = sum(fs.file_size(folder + "/" + e.filename) for e in desc.extents
-                       if fs.exists(folder + "/" + e.filename))
+        size_of = fs.unpacked_size if isinstance(fs, ArchiveView) else fs.file_size
+        apparent = sum(size_of(folder + "/" + e.filename) for e in desc.extents if fs.exists(folder + "/" + e.filename))
         return max(desc.capacity, apparent) if self.req.disk_format not in ("thin", "2gbsparse") else apparent
 
     def _datastore_aliases(self, name: str) -> List[str]:

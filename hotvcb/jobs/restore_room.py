@@ -36,7 +36,7 @@ def check_unpack_room(req: RestoreRequest, view: ArchiveView, gz: str, free: Opt
     as planned from the archive: a thick format's disks take their whole capacity), or its content again
     where that is more. Checked before unpacking, so the dry run refuses what the real run would only refuse
     once it had unpacked."""
-    size = sum(view.sizes.values())
+    size = sum(view.unpacked_size(view.root + "/" + rel) for rel in view.sizes)
     needed = size + max(size, plan.needed)
     if free is not None and needed > free:
         need, room = need_and_free(needed, free)

@@ -55,7 +55,7 @@ class Check:
     """One finding: a monitor reads its line, a script its JSON."""
 
     severity: str
-    kind: str  # backup | snapshot | consolidation | datastore | host
+    kind: str  # backup | snapshot | consolidation | leftover | datastore | host
     name: str
     message: str
     details: Dict[str, Any] = field(default_factory=dict)
@@ -136,6 +136,8 @@ def host_status(host: Hypervisor, settings: Settings, limits: Limits, names: Opt
         except HotvcbError as err:
             report.checks.append(Check(WARN, "backup", vm.name, "cannot size its disks, so the room its next "
                                        "backup needs is not counted: %s" % err))
+    from .status_leftovers import leftover_checks  # it builds on this module's checks
+    report.checks.extend(leftover_checks(host, settings, settings_of, [r.name for r in refs], me))
     if not any(c.kind == "backup" for c in report.checks):  # nothing watched is not OK
         report.checks.append(Check(CRIT, "backup", "all", "no VM found to watch%s: none is backed up (a backup of "
                                    "all ends 'No VMs backed up!')" % (" (after -f/-e)" if names or exclude else "")))

@@ -89,9 +89,7 @@ def judge(shell: Shell, b: "layout.BackupSet", depth: int = 0, remember: bool = 
 
 
 def _judge_folder(shell: Shell, path: str, status: str, depth: int = 0) -> Health:
-    if status not in ("ok", "warn"):
-        return _not_ok(status)
-    try:
+    try:  # whatever its STATUS: a failed backup of a newer hotvcb or another host is not ours to rotate
         data = manifest.load(shell, path)
         present = set(shell.list_files(path))
     except manifest.NewerManifest as err:
@@ -101,7 +99,7 @@ def _judge_folder(shell: Shell, path: str, status: str, depth: int = 0) -> Healt
     if data is None:
         return manifestless(shell, path, status, present)
     if status != "ok":
-        return _not_ok(status)
+        return _not_ok(status, data)
     found = _judge_manifest(data)
     if found.state != "good":
         return found
@@ -188,11 +186,11 @@ def _judge_archive(shell: Shell, path: str, remember: bool = False) -> Health:
     wanted = (manifest.MANIFEST,) + layout.STATUS_FILES
 
     def enough(texts: Dict[str, str]) -> bool:
-        """The manifest and STATUS, and where the manifest accounts for every disk ("left_out", a key its text
-        names) the .vmx too, to check that (unaccounted_disk): hotvcb archives it next (seal.py); an older
-        archive of this hotvcb's, after its disks."""
+        """The manifest and STATUS, and where the manifest accounts for every disk of a VM with a .vmx
+        (manifest.checks_vmx) the .vmx too, to check that (unaccounted_disk): hotvcb archives it next (seal.py);
+        an older archive of this hotvcb's, after its disks."""
         return manifest.MANIFEST in texts and any(s in texts for s in layout.STATUS_FILES) and (
-            '"left_out"' not in texts[manifest.MANIFEST] or bool(layout.top_vmx(texts)))
+            not manifest.checks_vmx(texts[manifest.MANIFEST]) or bool(layout.top_vmx(texts)))
 
     try:  # hotvcb's archives: a few KiB read (manifest, STATUS, .vmx come first); ghettoVCB's: read whole
         top, members, texts = targz.scan(path, wanted=(lambda r: r in wanted or r.endswith(".vmdk")
@@ -220,7 +218,7 @@ def _judge_archive(shell: Shell, path: str, remember: bool = False) -> Health:
             return Health("damaged", "manifest unreadable: %s" % err)
         data = {}
     if status[0] != "ok":
-        return _not_ok(status[0])
+        return _not_ok(status[0], data)
     found = _judge_manifest(data)
     if found.state != "good":
         return found
@@ -537,13 +535,14 @@ def newer_reason(err: "manifest.NewerManifest") -> str:
     return "%s: not checked; upgrade hotvcb to read it" % err
 
 
-def _not_ok(status: str) -> Health:
+def _not_ok(status: str, data: Optional[Dict[str, Any]] = None) -> Health:
+    """`data`: its manifest, which says whose it is (rotation.made_elsewhere)."""
     reasons = {
         "warn": "STATUS.warn: some disks failed",
         "error": "STATUS.error: the backup failed",
         "incomplete": "not sealed (no STATUS file): never finished, or not a backup",
     }
-    return Health(status if status in ("warn", "error") else "incomplete", reasons.get(status, status))
+    return Health(status if status in ("warn", "error") else "incomplete", reasons.get(status, status), data)
 
 
 SIDECAR_MAX = 1 << 20  # a size and verify's finding: a few hundred bytes

@@ -264,6 +264,11 @@ def vm_root(volume: str, vm_name: str) -> str:
     return volume.rstrip("/") + "/" + folder_name(vm_name)
 
 
+def vm_roots(volume: str, vm_name: str) -> List[str]:
+    """Every folder a VM's backups may be in: today's (vm_root) and those older writers named (older_folders)."""
+    return [vm_root(volume, vm_name)] + [volume.rstrip("/") + "/" + f for f in older_folders(vm_name)]
+
+
 def backup_name(vm_name: str, when: datetime) -> str:
     return "%s-%s" % (folder_name(vm_name), when.strftime(TS_FORMAT))
 

@@ -73,6 +73,20 @@ def load(shell: Shell, folder: str) -> Optional[Dict[str, Any]]:
     return parse(read_small(shell, path, MANIFEST_MAX), path)
 
 
+def checks_vmx(text: str) -> bool:
+    """Whether a manifest's text has its backup's .vmx read to check every disk it names is accounted for
+    (health.unaccounted_disk): it accounts for all ("left_out") of a VM that has a .vmx. A QEMU or libvirt
+    VM's `source_vmx` is its QMP socket or domain, and their backups hold no .vmx: a .gz's judge read on for
+    one, and decompressed the whole archive at every rotation, status, list and restore --latest."""
+    if '"left_out"' not in text:
+        return False
+    try:
+        source = json.loads(text).get("source_vmx")
+    except (ValueError, AttributeError):
+        return True  # judged as unreadable once read
+    return not isinstance(source, str) or source.lower().endswith(".vmx")
+
+
 def parse(text: str, where: str) -> Dict[str, Any]:
     """A manifest's JSON, checked for the shape every reader relies on.
 

@@ -158,8 +158,9 @@ def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: 
         removed.append(old.path)
         if old.path in unpacked:
             removed.append(unpacked[old.path])
-    if not dry_run:
-        _tidy_records(shell, layout.vm_root(volume, vm_name), log)
+    if not dry_run:  # in the folders older writers named too: their backups are rotated as this VM's
+        for root in [r for r in layout.vm_roots(volume, vm_name) if shell.isdir(r)]:
+            _tidy_records(shell, root, log)
     return removed
 
 
