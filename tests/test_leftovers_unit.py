@@ -19,10 +19,11 @@ from hotvcb.commands.common import lock_host
 from hotvcb.commands.runtarget import Target
 from hotvcb.errors import Interrupted
 from hotvcb.jobs import backup_end
-from hotvcb.jobs.backup import BackupJob, _VmBackup
+from hotvcb.jobs.backup import BackupJob
 from hotvcb.jobs.leftovers import (await_snapshot, mark_powered_off, mark_snapshot_asked, power_marker,
                                   remove_our_snapshots, remove_partials, restore_power, snapshot_marker)
 from hotvcb.jobs.ownership import NONE_DEAD
+from hotvcb.jobs.vm_backup import _VmBackup
 from hotvcb.localshell import LocalShell
 from hotvcb.model import Snapshot, Vm, VmRef, VmResult
 from hotvcb.runid import RunId, parse
