@@ -20,7 +20,7 @@ from repotool import cli, one_clear_line
 from hotvcb import pids, runid
 from hotvcb.cli import main
 from hotvcb.errors import LockError
-from hotvcb.jobs import outcome, restore_source, status
+from hotvcb.jobs import outcome, restore_source, status_backups, status_report
 from hotvcb.jobs.outcome import final_status
 from hotvcb.localshell import LocalShell
 from hotvcb.model import Disk, DiskResult, VmResult
@@ -180,9 +180,9 @@ def test_list_and_status_show_what_a_good_ghettovcb_backup_lacks(tmp_path, capsy
     out = capsys.readouterr().out
     assert "unverifiable" in out and "%s: %s" % (backup, ghettovcb_health.GHETTOVCB_WARN) in out, out
     host = SimpleNamespace(shell=LocalShell(), host_name=lambda: "esx1", system_id=lambda: "")
-    check = status._backups(host, Settings(vm_backup_volume=str(tmp_path / "vol")), "db", "", status.Limits(),
-                            time.mktime(datetime(2026, 12, 2, 8).timetuple()))
-    assert check.severity == status.OK and ghettovcb_health.GHETTOVCB_WARN in check.message, check
+    check = status_backups._backups(host, Settings(vm_backup_volume=str(tmp_path / "vol")), "db", "",
+                                    status_report.Limits(), time.mktime(datetime(2026, 12, 2, 8).timetuple()))
+    assert check.severity == status_report.OK and ghettovcb_health.GHETTOVCB_WARN in check.message, check
 
 
 def run_id(machine=None, pid=None):
