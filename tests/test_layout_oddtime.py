@@ -16,7 +16,7 @@ from repotool import cli
 from hotvcb.commands import verify_cmd
 from hotvcb.errors import HotvcbError, UsageError
 from hotvcb.jobs import backup_check, status_backups, status_report
-from hotvcb.jobs.leftovers import remove_partials
+from hotvcb.jobs.partials import remove_partials
 from hotvcb.localshell import LocalShell
 from hotvcb.runid import RunId
 from hotvcb.settings import Settings

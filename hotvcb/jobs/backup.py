@@ -31,9 +31,11 @@ from ..store.deleter import Deleter
 from ..treeview import ScannedShell
 from . import lookahead, parallel
 from .ahead import RunStart
-from .leftovers import cleanup_host, restore_power, snapshot_patience
+from .host_cleanup import cleanup_host
+from .leftovers import restore_power
 from .ownership import NONE_DEAD
 from .power import PowerControl
+from .snapshot_asked import snapshot_patience
 from .space import SpaceLedger
 from .vm_backup import _VmBackup
 

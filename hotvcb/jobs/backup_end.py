@@ -19,7 +19,8 @@ from ..hosts.base import Hypervisor
 from ..model import Snapshot, Vm
 from ..runid import RunId, parse
 from ..store.seal import Sealer
-from .leftovers import clear_snapshot_mark, late_wait, remove_our_snapshots
+from .leftovers import remove_our_snapshots
+from .snapshot_asked import clear_snapshot_mark, late_wait
 
 if TYPE_CHECKING:
     from .vm_backup import _VmBackup

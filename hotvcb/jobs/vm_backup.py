@@ -17,8 +17,9 @@ from ..units import human_size
 from . import backup_end, lookahead, preflight
 from .guest_hooks import run_guest_hook
 from .hooks import run_hook
-from .leftovers import (SNAPSHOT_PREFIX, clear_volume_mark, is_ours, mark_snapshot_asked, mark_volume, remove_partials,
-                        snapshot_patience, volume_marker)
+from .leftovers import SNAPSHOT_PREFIX, is_ours
+from .partials import clear_volume_mark, mark_volume, remove_partials, volume_marker
+from .snapshot_asked import mark_snapshot_asked, snapshot_patience
 from .snaptree import copy_tree
 from .vm_leftovers import clear_dead_runs
 
@@ -110,7 +111,7 @@ class _VmBackup:
     def _backup_marked(self, vm: Vm, disks: List[Disk]) -> None:
         """The backup, its volume named in the VM's folder while it is written where a per-VM file
         sent it: a killed run's `-partial` there is found by `hotvcb cleanup`, which has no -c
-        (leftovers.marked_volume). Written only then: a run without per-VM volumes changes nothing.
+        (partials.marked_volume). Written only then: a run without per-VM volumes changes nothing.
         A folder that cannot take it (a read-only datastore holding a template) is warned about and the
         backup goes on: the marker only helps cleanup after a killed run."""
         marked = not self.s.vm_backup_repository and self.s.vm_backup_volume != self.job.settings.vm_backup_volume
