@@ -208,7 +208,7 @@ class LibvirtHost(LocalKvmHost):
     def delta_files(self, vm: Vm) -> List[str]:
         return []  # libvirt keeps its scratch files to itself and deletes them when the job ends
 
-    def needs_consolidation(self, vm: Vm) -> str:
+    def needs_consolidation(self, vm: Vm, deltas: Optional[List[str]] = None) -> str:
         return ""  # no delta of a backup job's stays on the disks
 
     def without_snapshots(self, vm: Vm, snaps: List[Snapshot]) -> Vm:

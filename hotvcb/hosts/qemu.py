@@ -246,7 +246,7 @@ class QemuHost(LocalKvmHost):
     def delta_files(self, vm: Vm) -> List[str]:
         return self.overlays.delta_files(vm)
 
-    def needs_consolidation(self, vm: Vm) -> str:
+    def needs_consolidation(self, vm: Vm, deltas: Optional[List[str]] = None) -> str:
         return ""  # an overlay left over is our snapshot's, listed and judged as such (qemu_overlays.py)
 
     def without_snapshots(self, vm: Vm, snaps: List[Snapshot]) -> Vm:

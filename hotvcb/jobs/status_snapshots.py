@@ -23,7 +23,8 @@ def _snapshots(host: Hypervisor, vm: Vm, limits: Limits, now: float, run_alive: 
     snaps = host.snapshots(vm)
     deltas = host.delta_files(vm)
     delta_bytes = sum(_usage(host, f) for f in deltas)
-    unconsolidated = host.needs_consolidation(vm)  # the driver's judgement, the user's snapshots beside it or not
+    # the driver's judgement, the user's snapshots beside it or not, of the deltas just listed (not listed again)
+    unconsolidated = host.needs_consolidation(vm, deltas)
     if unconsolidated:
         checks.append(Check(CRIT, "consolidation", vm.name, "%s (%d delta file(s), %s)"
                             % (unconsolidated, len(deltas), human_size(delta_bytes)),
