@@ -155,7 +155,7 @@ class VmStopped(HostError):
     """A VM the host lists that no process runs (bare QEMU: the QMP socket of a QEMU killed or crashed, which
     had no chance to remove it): nothing of it can be asked. A backup fails it; `hotvcb cleanup`, which has
     no running VM there to clean up, names it in a warning rather than failing every night the VM stays down
-    (jobs/leftovers.cleanup_host), and the message says what the admin may do about it."""
+    (jobs/host_cleanup.cleanup_host), and the message says what the admin may do about it."""
 
 
 class InvalidVm(HostError):

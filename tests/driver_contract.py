@@ -46,9 +46,11 @@ def check(host, vm_name: str, target: str, user_snapshot: Optional[str] = None) 
         assert tree.snapshots == [s.name for s in before], "snapshot_tree names the user's snapshots"
         assert sorted(d.key for d in tree.bases) == sorted(d.key for d in vm.disks), "one base per disk"
         assert len(tree.deltas) == len(vm.disks) * len(before), "a delta per disk and snapshot"
+    _one_consolidation_judgement(host, vm)
     snap = host.create_snapshot(vm, OURS, "driver contract", False, False, 60.0)
     assert any(s.id == snap.id and s.name == OURS for s in host.snapshots(vm)), "create returns once visible"
     try:
+        _one_consolidation_judgement(host, vm)  # its deltas on the disks now (ESXi, QEMU)
         disk = vm.disks[0]  # as loaded before the snapshot: the base the snapshot holds still
         seen = []  # type: list
         dst = os.path.join(target, "copy.vmdk")
@@ -75,6 +77,14 @@ def check(host, vm_name: str, target: str, user_snapshot: Optional[str] = None) 
         raise AssertionError("copy_disk into a missing folder must fail")
     except HostError:
         pass
+
+
+def _one_consolidation_judgement(host, vm) -> None:
+    """needs_consolidation given the deltas delta_files just listed judges as it does listing them itself."""
+    deltas = host.delta_files(vm)
+    assert isinstance(deltas, list), "delta_files: a list"
+    assert host.needs_consolidation(vm, deltas) == host.needs_consolidation(vm), \
+        "needs_consolidation: the same judgement of the deltas given as of its own listing"
 
 
 def _holds_what_copied_as_says(host, same) -> None:

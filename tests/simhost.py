@@ -263,6 +263,26 @@ def backed_up(host: Host, vm: str, workdir) -> str:
     return VOLUME + "/" + vm + "/" + sealed(host, vm)[-1]
 
 
+def backed_up_into_repository(host: Host, repository: str, vm: str, size: str, workdir) -> str:
+    """A new powered-on VM's one good backup into the repository at `repository` (the run must succeed):
+    the config it ran with."""
+    host.create_vm(vm, "datastore1", [{"size": size}], power="on")
+    conf = write_conf(host, VM_BACKUP_REPOSITORY=repository)
+    r = hotvcb(host, "backup", "-m", vm, "-g", conf, "-w", workdir)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return conf
+
+
+def set_version(path: str, version: int) -> None:
+    """A repository's JSON file (its config, a backup's record) rewritten as of another format `version`."""
+    with open(path) as f:
+        data = json.load(f)
+    data["version"] = version
+    os.chmod(path, 0o644)
+    with open(path, "w") as f:
+        json.dump(data, f)
+
+
 SHARED_VOLUME = "/vmfs/volumes/nfsbackup/hotvcb"
 
 

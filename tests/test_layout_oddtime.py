@@ -15,8 +15,8 @@ from repotool import cli
 
 from hotvcb.commands import verify_cmd
 from hotvcb.errors import HotvcbError, UsageError
-from hotvcb.jobs import backup_check, status
-from hotvcb.jobs.leftovers import remove_partials
+from hotvcb.jobs import backup_check, status_backups, status_report
+from hotvcb.jobs.partials import remove_partials
 from hotvcb.localshell import LocalShell
 from hotvcb.runid import RunId
 from hotvcb.settings import Settings
@@ -81,8 +81,9 @@ def test_rotation_and_cleanup_leave_it_and_the_run_log_names_it(volume):
 def test_status_names_it_without_counting_it_or_raising_the_severity(volume):
     host = types.SimpleNamespace(shell=LocalShell(), host_name=lambda: "esx1", system_id=lambda: "")
     now = time.mktime(datetime(2026, 1, 2, 1, 0, 0).timetuple())
-    check = status._backups(host, Settings(vm_backup_volume=str(volume)), "web", "", status.Limits(), now)
-    assert (check.severity, check.details["good_backups"]) == (status.OK, 2)
+    check = status_backups._backups(host, Settings(vm_backup_volume=str(volume)), "web", "", status_report.Limits(),
+                                    now)
+    assert (check.severity, check.details["good_backups"]) == (status_report.OK, 2)
     assert named_once([check.message], volume), check.message
 
 

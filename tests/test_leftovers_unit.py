@@ -19,10 +19,12 @@ from hotvcb.commands.common import lock_host
 from hotvcb.commands.runtarget import Target
 from hotvcb.errors import Interrupted
 from hotvcb.jobs import backup_end
-from hotvcb.jobs.backup import BackupJob, _VmBackup
-from hotvcb.jobs.leftovers import (await_snapshot, mark_powered_off, mark_snapshot_asked, power_marker,
-                                  remove_our_snapshots, remove_partials, restore_power, snapshot_marker)
+from hotvcb.jobs.backup import BackupJob
+from hotvcb.jobs.leftovers import mark_powered_off, power_marker, remove_our_snapshots, restore_power
 from hotvcb.jobs.ownership import NONE_DEAD
+from hotvcb.jobs.partials import remove_partials
+from hotvcb.jobs.snapshot_asked import await_snapshot, mark_snapshot_asked, snapshot_marker
+from hotvcb.jobs.vm_backup import _VmBackup
 from hotvcb.localshell import LocalShell
 from hotvcb.model import Snapshot, Vm, VmRef, VmResult
 from hotvcb.runid import RunId, parse
@@ -412,8 +414,8 @@ def test_a_dead_runs_snapshot_request_dated_ahead_is_looked_for_once_then_let_go
     """A request dated ahead of the host's clock (a clock stepped back since) cannot be told young or old: the
     next backup looks for its snapshot as for a young one (above), but once only: waiting for the clock to pass
     it would make every run wait for as long. A snapshot the host makes later is the next sweep's to remove."""
-    from hotvcb.jobs import leftovers
-    monkeypatch.setattr(leftovers, "PENDING_LOOK", 2.0)
+    from hotvcb.jobs import snapshot_asked
+    monkeypatch.setattr(snapshot_asked, "PENDING_LOOK", 2.0)
     dead = ours(dead_pid())
     vm = SimpleNamespace(name="web", folder=str(tmp_path), ref=SimpleNamespace(vmx_path=str(tmp_path / "web.qmp")))
     snap = Snapshot("7", "hotvcb-snapshot-2026-01-01_00-00-00", "hotvcb backup %s, job nightly" % dead.text(),

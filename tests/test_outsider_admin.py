@@ -20,7 +20,7 @@ import pytest
 from hotvcb import cli, config, notify, restorefile, targz
 from hotvcb.errors import HostError
 from hotvcb.localshell import LocalShell
-from hotvcb.store import health, layout, rotation
+from hotvcb.store import layout, rotation, sidecar
 from simhost import (REPO, backup_root, backups, hotvcb, kill, needs_root, on_host, power, snapshot_names, wait_for,
                      wrap_tool, write_conf)
 
@@ -305,12 +305,12 @@ def test_a_gz_record_where_an_older_hotvcb_kept_it_is_read_moved_and_removed_wit
     archive = ghettovcb_gz(tmp_path / "vol", "web", "2026-12-01_21-00-01")
     with open(archive + ".verify.json", "w") as f:
         json.dump({"verify_error": {"message": "bad block"}}, f)
-    assert health.read_gz_verify(shell, archive) == {"verify_error": {"message": "bad block"}}
-    health.write_gz_sidecar(shell, archive, {"archive_size": 1})
-    assert sorted(os.listdir(str(tmp_path / "vol" / "web"))) == [health.GZ_RECORDS, os.path.basename(archive)]
-    assert health.read_gz_verify(shell, archive) == {"archive_size": 1}
+    assert sidecar.read_gz_verify(shell, archive) == {"verify_error": {"message": "bad block"}}
+    sidecar.write_gz_sidecar(shell, archive, {"archive_size": 1})
+    assert sorted(os.listdir(str(tmp_path / "vol" / "web"))) == [sidecar.GZ_RECORDS, os.path.basename(archive)]
+    assert sidecar.read_gz_verify(shell, archive) == {"archive_size": 1}
     rotation.condemn(shell, layout.from_path(shell, archive))
-    assert os.listdir(os.path.join(str(tmp_path / "vol" / "web"), health.GZ_RECORDS)) == []
+    assert os.listdir(os.path.join(str(tmp_path / "vol" / "web"), sidecar.GZ_RECORDS)) == []
 
 
 def test_rotation_moves_records_kept_beside_and_drops_the_record_of_a_gz_ghettovcb_rotated_away(tmp_path):
@@ -319,13 +319,15 @@ def test_rotation_moves_records_kept_beside_and_drops_the_record_of_a_gz_ghettov
     shell, vol = LocalShell(), tmp_path / "vol"
     gone, kept, old = (ghettovcb_gz(vol, "web", "2026-11-%02d_21-00-01" % day) for day in (28, 29, 30))
     for archive in (gone, kept):
-        health.write_gz_sidecar(shell, archive, {"archive_size": os.path.getsize(archive)})
-    with open(old + health.GZ_VERIFY_SUFFIX, "w") as f:
+        sidecar.write_gz_sidecar(shell, archive, {"archive_size": os.path.getsize(archive)})
+    with open(old + sidecar.GZ_VERIFY_SUFFIX, "w") as f:
         json.dump({"archive_size": os.path.getsize(old)}, f)
     os.unlink(gone)
     assert rotation.rotate(shell, str(vol), "web", 3, logging.getLogger("test")) == []
-    assert sorted(os.listdir(str(vol / "web"))) == [health.GZ_RECORDS] + sorted(os.path.basename(a) for a in (kept, old))
-    assert sorted(os.listdir(os.path.dirname(health.gz_record(kept)))) == [
-        os.path.basename(health.gz_record(a)) for a in (kept, old)]
-    # moved with what it held (the rotation adds its verdict of the ghettoVCB archive: health.GHETTOVCB_VERDICT)
-    assert health.read_gz_verify(shell, old)["archive_size"] == os.path.getsize(old)
+    assert sorted(os.listdir(str(vol / "web"))) == [sidecar.GZ_RECORDS] + sorted(os.path.basename(a)
+                                                                           for a in (kept, old))
+    assert sorted(os.listdir(os.path.dirname(sidecar.gz_record(kept)))) == [
+        os.path.basename(sidecar.gz_record(a)) for a in (kept, old)]
+    # moved with what it held (the rotation adds its verdict of the ghettoVCB archive:
+    # ghettovcb_health.GHETTOVCB_VERDICT)
+    assert sidecar.read_gz_verify(shell, old)["archive_size"] == os.path.getsize(old)

@@ -26,7 +26,8 @@ from simhost import (REPO, VOLUME, _argv, copying, host_lock_path, hotvcb, needs
 from test_outsider_crosshv import esxi_backup
 
 from esxisim import snapshots
-from hotvcb.jobs.leftovers import SNAPSHOT_PREFIX, mark_powered_off, remove_partials, restore_power
+from hotvcb.jobs.leftovers import SNAPSHOT_PREFIX, mark_powered_off, restore_power
+from hotvcb.jobs.partials import remove_partials
 from hotvcb.localshell import LocalShell
 from hotvcb.runid import RunId
 from hotvcb.store import layout

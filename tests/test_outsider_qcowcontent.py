@@ -29,7 +29,7 @@ from test_qemu_backup import _image, lab  # noqa: F401  (the fixture)
 from hotvcb import qcow2
 from hotvcb.jobs.verify import verify_folder, verify_gz
 from hotvcb.localshell import LocalShell
-from hotvcb.store import health, manifest
+from hotvcb.store import manifest, sidecar
 
 pytestmark = pytest.mark.skipif(QEMU_IMG is None, reason="needs qemu-img (qemu-utils)")
 MIB = 1 << 20
@@ -601,7 +601,7 @@ def test_a_gz_whose_qcow2_was_damaged_and_repacked_fails_verify_and_restore(lab,
         for m in members:
             tar.add(os.path.join(unpacked, m.name), arcname=m.name, recursive=False)
     os.replace(archive + ".new", archive)
-    record = health.gz_record(archive)
+    record = sidecar.gz_record(archive)
     if os.path.exists(record):  # its recorded size would tell without reading: make the content tell
         os.unlink(record)
     r = _verify(archive)

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from hotvcb import onhost_boot
-from hotvcb.jobs import status
+from hotvcb.jobs import status_backups, status_report
 
 
 def tiny_pyz(cache: Path) -> Path:
@@ -82,7 +82,7 @@ def test_status_counts_a_gz_and_the_folder_unpacked_beside_it_as_list_and_rotati
     rows = backup_rows(LocalShell(), str(vol), "db")
     check = status_of_db(vol)
     assert [r["good"] for r in rows] == [True]
-    assert (check.severity, check.details["good_backups"]) == (status.OK, 1), check
+    assert (check.severity, check.details["good_backups"]) == (status_report.OK, 1), check
 
 
 def gz_pair(vol: Path, archive: str) -> Path:
@@ -101,14 +101,14 @@ def gz_pair(vol: Path, archive: str) -> Path:
     return folder
 
 
-def status_of_db(vol: Path) -> "status.Check":
+def status_of_db(vol: Path) -> "status_report.Check":
     """The `backup` check `hotvcb status` makes of VM db's backups under `vol`, a morning after."""
     from hotvcb.localshell import LocalShell
     from hotvcb.settings import Settings
 
     host = SimpleNamespace(shell=LocalShell(), host_name=lambda: "esx1", system_id=lambda: "")
-    return status._backups(host, Settings(vm_backup_volume=str(vol)), "db", "", status.Limits(),
-                           time.mktime(datetime(2026, 12, 2, 8).timetuple()))
+    return status_backups._backups(host, Settings(vm_backup_volume=str(vol)), "db", "", status_report.Limits(),
+                                   time.mktime(datetime(2026, 12, 2, 8).timetuple()))
 
 
 def test_a_kvm_restore_that_leaves_a_disk_out_does_not_end_restored_ok(tmp_path, capsys):

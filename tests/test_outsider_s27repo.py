@@ -221,7 +221,7 @@ def test_one_unreadable_record_warns_each_vm_of_the_repository_but_pages_for_non
     import time
 
     from hotvcb.jobs.repo_status import RepoView
-    from hotvcb.jobs.status import Limits
+    from hotvcb.jobs.status_report import Limits
 
     disk = small_disk(tmp_path / "web.raw")
     repo = new_repo(tmp_path / "repo")

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from repotool import PYTHON, ROOT, cli, edit_record, record_path, two_vms
-from simhost import hotvcb, needs_root, write_conf
+from simhost import backed_up_into_repository, hotvcb, needs_root, set_version, write_conf
 
 
 # -- 1. a record whose disk size is not its index's still blocks every VM's prune -----------------------------------
@@ -83,19 +83,10 @@ def test_status_says_a_record_a_newer_hotvcb_wrote_is_one(host, tmp_path):
     /vmfs/volumes/backup/repo" (CRIT) and adds "1 backup record(s) in the repository do not read, maybe this
     VM's newest (hotvcb verify --repo names them)": nowhere a newer hotvcb, nowhere the way out (upgrade). The
     admin on the pager reads a VM that was never backed up and a damaged repository."""
-    host.create_vm("db", "datastore1", [{"size": "2M"}], power="on")
-    conf = write_conf(host, VM_BACKUP_REPOSITORY=REPO)
-    r = hotvcb(host, "backup", "-m", "db", "-g", conf, "-w", tmp_path / "work")
-    assert r.returncode == 0, r.stdout + r.stderr
+    conf = backed_up_into_repository(host, REPO, "db", "2M", tmp_path / "work")
     snaps = host.real(REPO + "/snapshots")
     (name,) = os.listdir(snaps)
-    path = os.path.join(snaps, name)
-    with open(path) as f:
-        record = json.load(f)
-    record["version"] = 2
-    os.chmod(path, 0o644)
-    with open(path, "w") as f:
-        json.dump(record, f)
+    set_version(os.path.join(snaps, name), 2)
     r, checks = _status(host, conf)
     db = checks["db"]
     assert "newer hotvcb" in db["message"] and "upgrade" in db["message"], db

@@ -159,6 +159,31 @@ def round_trip(host, conf, vm, vmid, fmt, tmp_path, to_original=False, expect_rc
     return out
 
 
+def data_disk_renamed(host, vm, stem, power="off", sub=""):
+    """VM `vm` (a 1M boot disk, a 2M data disk) whose data disk is renamed `stem` in its own folder, or in its
+    sub-folder `sub`, the .vmx naming it relative: the VM's id."""
+    vmid = host.create_vm(vm, "datastore1", [{"size": "1M"}, {"size": "2M"}], power=power)
+    home = os.path.dirname(host.vmx_real(vmid))
+    move_disk(host, vmid, "scsi0:1", os.path.join(home, sub) if sub else home, stem,
+              ref=(sub + "/" if sub else "") + stem + ".vmdk")
+    return vmid
+
+
+def data_disk_on_ds5(host, vm, stem):
+    """VM `vm` (off) whose 2M data disk, made on ds5, is moved to ds5's folder `vm` and renamed `stem`: its id."""
+    vmid = host.create_vm(vm, "datastore1", [{"size": "1M"}, {"size": "2M", "datastore": "ds5"}], power="off")
+    move_disk(host, vmid, "scsi0:1", os.path.join(host.ds_dir("ds5"), vm), stem)
+    return vmid
+
+
+def snapshots_then_on(host, vmid, *names):
+    """The user's snapshots `names` taken of the powered-off VM, one over the other, then the VM powered on."""
+    from esxisim import snapshots as snaps
+    for name in names:
+        snaps.create(host, vmid, name, "", False, False)
+    host.power_on(vmid)
+
+
 SHAPES = {}
 
 
@@ -193,9 +218,7 @@ def other_vms_folder_relative(host):
 
 @shape
 def odd_extent_name(host):
-    vmid = host.create_vm("odd", "datastore1", [{"size": "1M"}, {"size": "2M"}], power="off")
-    move_disk(host, vmid, "scsi0:1", os.path.dirname(host.vmx_real(vmid)), "dä tä 'x'", ref="dä tä 'x'.vmdk")
-    return "odd", vmid
+    return "odd", data_disk_renamed(host, "odd", "dä tä 'x'")
 
 
 @shape
@@ -282,8 +305,7 @@ def big_thin(host):
 
 @shape
 def uppercase_ext(host):
-    vmid = host.create_vm("upx", "datastore1", [{"size": "1M"}, {"size": "2M"}], power="off")
-    move_disk(host, vmid, "scsi0:1", os.path.dirname(host.vmx_real(vmid)), "upx_1", ref="upx_1.vmdk")
+    vmid = data_disk_renamed(host, "upx", "upx_1")
     folder = os.path.dirname(host.vmx_real(vmid))
     os.rename(os.path.join(folder, "upx_1.vmdk"), os.path.join(folder, "DATA.VMDK"))
     data = host.load_vmx(vmid)
@@ -294,10 +316,7 @@ def uppercase_ext(host):
 
 @shape
 def same_basename_nested(host):
-    vmid = host.create_vm("nest", "datastore1", [{"size": "1M"}, {"size": "2M"}], power="off")
-    folder = os.path.dirname(host.vmx_real(vmid))
-    move_disk(host, vmid, "scsi0:1", os.path.join(folder, "sub"), "nest", ref="sub/nest.vmdk")
-    return "nest", vmid
+    return "nest", data_disk_renamed(host, "nest", "nest", sub="sub")
 
 
 @shape
@@ -321,24 +340,18 @@ def disconnected_same_name(host):
 
 @shape
 def quote_in_name(host):
-    vmid = host.create_vm("qn", "datastore1", [{"size": "1M"}, {"size": "2M"}], power="off")
-    move_disk(host, vmid, "scsi0:1", os.path.dirname(host.vmx_real(vmid)), 'a "b" #c', ref='a "b" #c.vmdk')
-    return "qn", vmid
+    return "qn", data_disk_renamed(host, "qn", 'a "b" #c')
 
 
 @shape
 def flat_named_descriptor(host):
     """d.vmdk (extent d-flat.vmdk) at home, and a disk whose descriptor is named d-flat.vmdk on ds5."""
-    vmid = host.create_vm("d", "datastore1", [{"size": "1M"}, {"size": "2M", "datastore": "ds5"}], power="off")
-    move_disk(host, vmid, "scsi0:1", os.path.join(host.ds_dir("ds5"), "d"), "d-flat")
-    return "d", vmid
+    return "d", data_disk_on_ds5(host, "d", "d-flat")
 
 
 @shape
 def s001_named_descriptor(host):
-    vmid = host.create_vm("e", "datastore1", [{"size": "1M"}, {"size": "2M", "datastore": "ds5"}], power="off")
-    move_disk(host, vmid, "scsi0:1", os.path.join(host.ds_dir("ds5"), "e"), "e-s001")
-    return "e", vmid
+    return "e", data_disk_on_ds5(host, "e", "e-s001")
 
 
 @shape
@@ -351,9 +364,7 @@ def delta_named_base(host):
 
 @shape
 def s001_same_folder(host):
-    vmid = host.create_vm("g", "datastore1", [{"size": "1M"}, {"size": "2M"}], power="on")
-    move_disk(host, vmid, "scsi0:1", os.path.dirname(host.vmx_real(vmid)), "g-s001", ref="g-s001.vmdk")
-    return "g", vmid
+    return "g", data_disk_renamed(host, "g", "g-s001", power="on")
 
 
 # ---------------------------------------------------------------------------------------------- defects
@@ -434,10 +445,7 @@ def uuid_named_subfolder(host):
 
 @shape
 def flat_named_in_subfolder(host):
-    vmid = host.create_vm("k", "datastore1", [{"size": "1M"}, {"size": "2M"}], power="on")
-    home = os.path.dirname(host.vmx_real(vmid))
-    move_disk(host, vmid, "scsi0:1", os.path.join(home, "sub"), "k-flat", ref="sub/k-flat.vmdk")
-    return "k", vmid
+    return "k", data_disk_renamed(host, "k", "k-flat", power="on", sub="sub")
 
 
 def test_a_subfolder_disk_named_like_the_boot_disks_extent_is_backed_up(host):
@@ -459,11 +467,8 @@ def test_a_subfolder_disk_named_like_the_boot_disks_extent_is_backed_up(host):
 
 @shape
 def flat_named_with_snapshot(host):
-    vmid = host.create_vm("t", "datastore1", [{"size": "1M"}, {"size": "2M", "datastore": "ds5"}], power="off")
-    move_disk(host, vmid, "scsi0:1", os.path.join(host.ds_dir("ds5"), "t"), "t-flat")
-    from esxisim import snapshots as snaps
-    snaps.create(host, vmid, "before", "", False, False)
-    host.power_on(vmid)
+    vmid = data_disk_on_ds5(host, "t", "t-flat")
+    snapshots_then_on(host, vmid, "before")
     return "t", vmid
 
 
@@ -473,10 +478,7 @@ def subfolder_with_snapshot(host):
     home = os.path.dirname(host.vmx_real(vmid))
     move_disk(host, vmid, "scsi0:1", os.path.join(home, "sub dir"), "data ü", ref="sub dir/data ü.vmdk")
     move_disk(host, vmid, "scsi0:2", os.path.join(host.ds_dir("ds5"), "elsewhere"), "u_2")
-    from esxisim import snapshots as snaps
-    snaps.create(host, vmid, "before", "", False, False)
-    snaps.create(host, vmid, "after", "", False, False)
-    host.power_on(vmid)
+    snapshots_then_on(host, vmid, "before", "after")
     return "u", vmid
 
 
@@ -510,11 +512,8 @@ def only_independent(host):
 
 @shape
 def s001_with_snapshot(host):
-    vmid = host.create_vm("v", "datastore1", [{"size": "1M"}, {"size": "2M", "datastore": "ds5"}], power="off")
-    move_disk(host, vmid, "scsi0:1", os.path.join(host.ds_dir("ds5"), "v"), "v-s001")
-    from esxisim import snapshots as snaps
-    snaps.create(host, vmid, "before", "", False, False)
-    host.power_on(vmid)
+    vmid = data_disk_on_ds5(host, "v", "v-s001")
+    snapshots_then_on(host, vmid, "before")
     return "v", vmid
 
 
@@ -670,9 +669,7 @@ def linked_clone(host):
 
 def named_disk(vm, stem):
     def build(host):
-        vmid = host.create_vm(vm, "datastore1", [{"size": "1M"}, {"size": "2M"}], power="on")
-        move_disk(host, vmid, "scsi0:1", os.path.dirname(host.vmx_real(vmid)), stem, ref=stem + ".vmdk")
-        return vm, vmid
+        return vm, data_disk_renamed(host, vm, stem, power="on")
     return build
 
 

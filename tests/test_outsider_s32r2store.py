@@ -4,17 +4,16 @@ ghettoVCB's and older hotvcb's folders as a VM's own, and that account for every
 Each defect is a strict xfail until fixed. Tiny disks (1-2 MiB) on a simulated ESXi host.
 """
 
-import io
 import json
 import os
 import shutil
-import tarfile
 import time
 
 import pytest
 
 from hotvcb.store import layout
 
+from gzrepack import repack
 from simhost import VOLUME, backup_root, hotvcb, make_host, needs_root, sealed, write_conf
 
 pytestmark = [needs_root]
@@ -88,32 +87,16 @@ def test_rotation_never_removes_another_vms_backups_its_manifests_name(site, oth
 
 # -- 2. a compressed backup whose manifest dropped a disk ---------------------------------------------------
 
-def _repack_without(archive, key):
-    """Rewrite a hotvcb .gz without disk `key`: its files left out of the archive, its entry and proofs out of
-    the manifest (as test_known_s32a's _drop_disk does to a folder)."""
-    with tarfile.open(archive) as t:
-        members = [(m, t.extractfile(m).read() if m.isfile() else None) for m in t.getmembers()]
-    data = json.loads([b for m, b in members if m.name.endswith("/hotvcb.json")][0])
-    [gone] = [d for d in data["disks"] if d["key"] == key]
-    data["disks"] = [d for d in data["disks"] if d["key"] != key]
-    for f in gone["files"]:
-        del data["files"][f]
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as t:
-        for m, blob in members:
-            rel = m.name.split("/", 1)[1] if "/" in m.name else ""
-            if rel in gone["files"]:
-                continue
-            if rel == "hotvcb.json":
-                blob = json.dumps(data).encode()
-            if blob is not None:
-                m.size = len(blob)
-                t.addfile(m, io.BytesIO(blob))
-            else:
-                t.addfile(m)
-    with open(archive, "wb") as f:
-        f.write(buf.getvalue())
-    return gone
+def _without_disk(key):
+    """A manifest edit (gzrepack.repack) dropping disk `key`: its files left out of the archive, its entry and
+    proofs out of the manifest (as test_known_s32a's _drop_disk does to a folder)."""
+    def edit(data, files):
+        [gone] = [d for d in data["disks"] if d["key"] == key]
+        data["disks"] = [d for d in data["disks"] if d["key"] != key]
+        for f in gone["files"]:
+            del data["files"][f]
+        return gone["files"]
+    return edit
 
 
 def test_a_compressed_backup_whose_manifest_dropped_a_disk_is_incomplete(site):
@@ -129,7 +112,7 @@ def test_a_compressed_backup_whose_manifest_dropped_a_disk_is_incomplete(site):
     assert r.returncode == 0, out(r)
     root = backup_root(site, "two")
     [gz] = [e for e in os.listdir(root) if e.endswith(".gz")]
-    _repack_without(os.path.join(root, gz), "scsi0:1")
+    repack(os.path.join(root, gz), _without_disk("scsi0:1"))
     shutil.rmtree(os.path.join(root, ".hotvcb-gz-records"), ignore_errors=True)
     bk = "%s/two/%s" % (VOLUME, gz)
     ver = hotvcb(site, "verify", bk)

@@ -74,7 +74,7 @@ def test_shared_volume_live_partial_is_kept_in_the_seconds_after_the_nas_clock_i
     10 minutes in the future, clockage.fresh says 'dead', and esx-b removes esx-a's LIVE backup folder under it
     -- before the change the age read 0, alive. A live writer re-stamps within HEARTBEAT, so a stamp dated ahead
     is no proof of death. Expected: the folder is left ('being written by ...')."""
-    from hotvcb.jobs.leftovers import remove_partials
+    from hotvcb.jobs.partials import remove_partials
     from hotvcb.store.seal import OWNER
 
     volume = tmp_path / "backup"

@@ -9,7 +9,6 @@ Defects are strict xfails until fixed. Tiny disks (1-3 MiB); one host per test.
 """
 
 import hashlib
-import io
 import json
 import os
 import re
@@ -19,6 +18,7 @@ import tarfile
 
 import pytest
 
+from gzrepack import repack
 from simhost import (SHARED_VOLUME, VOLUME, backup_once, backup_root, hotvcb, make_host, needs_root,
                      sealed, two_hosts_sharing_nfs, write_conf)
 
@@ -203,32 +203,6 @@ def _compressed_backup(site, vm="web"):
     return conf, gz
 
 
-def _repack(archive, edit_manifest=None, flip=None):
-    """Rewrite a hotvcb .gz, its manifest edited (edit(data, members)) and one member's byte flipped."""
-    with tarfile.open(archive) as t:
-        members = [(m, t.extractfile(m).read() if m.isfile() else None) for m in t.getmembers()]
-    files = {m.name.split("/", 1)[1]: blob for m, blob in members if m.isfile()}
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as t:
-        for m, blob in members:
-            rel = m.name.split("/", 1)[1] if "/" in m.name else None
-            if rel == "hotvcb.json" and edit_manifest:
-                data = json.loads(blob)
-                edit_manifest(data, files)
-                blob = json.dumps(data).encode()
-            if flip and rel == flip:
-                blob = bytearray(blob)
-                blob[len(blob) // 2] ^= 0xFF
-                blob = bytes(blob)
-            if blob is not None:
-                m.size = len(blob)
-                t.addfile(m, io.BytesIO(blob))
-            else:
-                t.addfile(m)
-    with open(archive, "wb") as f:
-        f.write(buf.getvalue())
-
-
 def _v1(data, files):
     data["version"] = 1
     for name in list(data["files"]):
@@ -243,7 +217,7 @@ def test_a_version_1_compressed_backup_verifies_restores_and_finds_damage(site):
     (The archive is rewritten, so its recorded size is updated as a hotvcb of that age left none.)"""
     conf, gz = _compressed_backup(site)
     archive = os.path.join(backup_root(site, "web"), gz)
-    _repack(archive, _v1)
+    repack(archive, _v1)
     shutil.rmtree(os.path.join(backup_root(site, "web"), ".hotvcb-gz-records"), ignore_errors=True)
     bk = folder_of(site, "web", gz)
     r = hotvcb(site, "verify", bk)
@@ -253,7 +227,7 @@ def test_a_version_1_compressed_backup_verifies_restores_and_finds_damage(site):
     r = hotvcb(site, "restore", bk, "--datastore", "ds5", "--name", "Gz Web")
     assert r.returncode == 0, out(r)
     check_restored(site, source_disks(site, "web"), real(site, "/vmfs/volumes/ds5/Gz Web"))
-    _repack(archive, None, flip="web-flat.vmdk")
+    repack(archive, None, flip="web-flat.vmdk")
     shutil.rmtree(os.path.join(backup_root(site, "web"), ".hotvcb-gz-records"), ignore_errors=True)
     r = hotvcb(site, "verify", bk)
     assert r.returncode != 0 and "web-flat.vmdk" in out(r), out(r)

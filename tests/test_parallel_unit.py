@@ -163,7 +163,7 @@ class _TargetHost:
     def delta_files(self, vm):
         return []
 
-    def needs_consolidation(self, vm):
+    def needs_consolidation(self, vm, deltas=None):
         return ""
 
     def bytes_needed(self, disk, fmt):

@@ -16,7 +16,7 @@ from hotvcb.hosts.qemu import QemuHost
 from hotvcb.hosts.qemu_blockgraph import below_filters
 from hotvcb.hosts.qemu_overlay_names import DEVICE_OVERLAYS, overlay_name, overlay_path
 from hotvcb.hosts.qmp import QmpClient, QmpCommandError, QmpError, QmpTimeout, QmpUnavailable
-from hotvcb.jobs.backup import SNAPSHOT_PREFIX
+from hotvcb.jobs.leftovers import SNAPSHOT_PREFIX
 from hotvcb.localshell import LocalShell
 from hotvcb.model import Disk
 

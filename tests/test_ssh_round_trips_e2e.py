@@ -168,7 +168,7 @@ def test_file_by_file_keeps_its_round_trips_bounded(host, site, tmp_path):
     # snapshot (store/lock.py: a run whose lock was taken over while it was stopped changes no VM); +1: the
     # host's clock, once per run (Shell.now: backups are named by the host's wall clock, not the client's zone);
     # +3: the snapshot request's marker, looked for, written and removed (a killed run's request hostd may still
-    # finish is waited for by the next run: jobs/leftovers.await_snapshot)
+    # finish is waited for by the next run: jobs/snapshot_asked.await_snapshot)
     assert len(trips) <= 61, "\n".join(trips)
 
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from hotvcb.store.health import GZ_RECORDS, GZ_VERIFY_SUFFIX
+from hotvcb.store.sidecar import GZ_RECORDS, GZ_VERIFY_SUFFIX
 from simhost import VOLUME, db_backed_up_elsewhere, hotvcb, make_host, needs_root, unmounted_share, write_conf
 
 pytestmark = needs_root

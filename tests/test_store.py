@@ -20,7 +20,7 @@ from repotool import cli, one_clear_line
 from hotvcb import pids, runid
 from hotvcb.cli import main
 from hotvcb.errors import LockError
-from hotvcb.jobs import outcome, restore_source, status
+from hotvcb.jobs import outcome, restore_source, status_backups, status_report
 from hotvcb.jobs.outcome import final_status
 from hotvcb.localshell import LocalShell
 from hotvcb.model import Disk, DiskResult, VmResult
@@ -28,7 +28,7 @@ from hotvcb.restorefile import RestoreRequest
 from hotvcb.runid import RunId, parse
 from hotvcb.runlog import RunLog
 from hotvcb.settings import Settings
-from hotvcb.store import health, layout, lock, manifest, rotation
+from hotvcb.store import ghettovcb_health, health, layout, lock, manifest, rotation
 from hotvcb.store.lock import HostLock
 
 T0 = datetime(2026, 11, 1, 21, 30, 0)
@@ -150,7 +150,7 @@ def test_ghettovcbs_status_warn_is_a_good_backup_and_hotvcbs_is_not(tmp_path):
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(newer, arcname="db-2026-12-05_21-00-01")
     verdict = health.judge(shell, layout.from_path(shell, archive))
-    assert verdict.good and verdict.warning == health.GHETTOVCB_WARN, verdict
+    assert verdict.good and verdict.warning == ghettovcb_health.GHETTOVCB_WARN, verdict
 
 
 def test_a_ghettovcb_folder_whose_disk_was_cut_short_is_not_good(tmp_path):
@@ -178,11 +178,11 @@ def test_list_and_status_show_what_a_good_ghettovcb_backup_lacks(tmp_path, capsy
     conf.write_text("VM_BACKUP_VOLUME=%s\n" % (tmp_path / "vol"))
     assert main(["list", "-g", str(conf)]) == 0
     out = capsys.readouterr().out
-    assert "unverifiable" in out and "%s: %s" % (backup, health.GHETTOVCB_WARN) in out, out
+    assert "unverifiable" in out and "%s: %s" % (backup, ghettovcb_health.GHETTOVCB_WARN) in out, out
     host = SimpleNamespace(shell=LocalShell(), host_name=lambda: "esx1", system_id=lambda: "")
-    check = status._backups(host, Settings(vm_backup_volume=str(tmp_path / "vol")), "db", "", status.Limits(),
-                            time.mktime(datetime(2026, 12, 2, 8).timetuple()))
-    assert check.severity == status.OK and health.GHETTOVCB_WARN in check.message, check
+    check = status_backups._backups(host, Settings(vm_backup_volume=str(tmp_path / "vol")), "db", "",
+                                    status_report.Limits(), time.mktime(datetime(2026, 12, 2, 8).timetuple()))
+    assert check.severity == status_report.OK and ghettovcb_health.GHETTOVCB_WARN in check.message, check
 
 
 def run_id(machine=None, pid=None):

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from hotvcb.store import health
+from hotvcb.store import sidecar
 from simhost import (backup_once as backup, backup_root, backups, good, hotvcb, hotvcb_background, kill, listing,
                      lock_pid, needs_root, ours, power, snapshot_names, VOLUME, wait_for, wrap_tool, write_conf)
 
@@ -144,8 +144,8 @@ def test_a_compressed_backup_is_renamed_out_of_the_good_namespace_before_its_rem
     assert backup(host, conf, vm).returncode == 0
     [old] = good(host, conf, vm)
     assert hotvcb(host, "verify", vm, "-g", conf).returncode == 0  # records what it found of the .gz
-    records = os.path.join(backup_root(host, vm), health.GZ_RECORDS)
-    assert os.listdir(records) == [old + health.GZ_VERIFY_SUFFIX]
+    records = os.path.join(backup_root(host, vm), sidecar.GZ_RECORDS)
+    assert os.listdir(records) == [old + sidecar.GZ_VERIFY_SUFFIX]
     r = backup(host, conf, vm, env={"HOTVCB_CRASH_AT": "rotation-renamed"})
     assert r.returncode != 0
     doomed = old[: -len(".gz")] + "-deleting"
@@ -155,7 +155,7 @@ def test_a_compressed_backup_is_renamed_out_of_the_good_namespace_before_its_rem
     [kept] = good(host, conf, vm)
     left = [n for n in os.listdir(backup_root(host, vm)) if not n.startswith(".")]
     assert kept.endswith(".gz") and left == [kept], left
-    assert set(os.listdir(records)) <= {kept + health.GZ_VERIFY_SUFFIX}  # no record of the removed
+    assert set(os.listdir(records)) <= {kept + sidecar.GZ_VERIFY_SUFFIX}  # no record of the removed
 
 
 def test_rotation_is_done_when_the_run_ends_and_a_refused_removal_is_a_warning_the_next_run_finishes(host, tmp_path):

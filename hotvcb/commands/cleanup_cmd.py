@@ -14,7 +14,8 @@ from typing import List
 from .. import interrupt, tmpwork
 from ..errors import UsageError
 from ..jobs import nfs, restore_kvm, restore_sweep
-from ..jobs.leftovers import cleanup_host, snapshot_patience
+from ..jobs.host_cleanup import cleanup_host
+from ..jobs.snapshot_asked import snapshot_patience
 from ..localshell import LocalShell
 from ..runid import RunId, machine_id
 from ..store.lock import gone_here

@@ -11,7 +11,8 @@ from typing import Any, Dict, List
 
 from .. import config, interrupt, namelist
 from ..errors import HotvcbError, Interrupted
-from ..jobs.status import RANK, Check, Limits, host_status
+from ..jobs.status import host_status
+from ..jobs.status_report import RANK, Check, Limits
 from ..runlog import say, say_json, shown
 from ..units import parse_duration
 from . import common, onhost, runtarget

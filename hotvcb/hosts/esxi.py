@@ -251,8 +251,8 @@ class EsxiHost:
     def delta_files(self, vm: Vm) -> List[str]:
         return self._snaps.delta_files(vm)
 
-    def needs_consolidation(self, vm: Vm) -> str:
-        return self._snaps.needs_consolidation(vm)
+    def needs_consolidation(self, vm: Vm, deltas: Optional[List[str]] = None) -> str:
+        return self._snaps.needs_consolidation(vm, deltas)
 
     def create_snapshot(
         self, vm: Vm, name: str, description: str, memory: bool, quiesce: bool, timeout: float

@@ -3,7 +3,7 @@ delta files, a snapshot made (its id read from the .vmsd where the release lets 
 the .vmsd no longer holds it and no delta is left over; hostd asked only while it may still be there)."""
 
 import time
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from .. import interrupt, lazyre, vmdk
 from ..errors import CommandFailed, HostError, Interrupted, SnapshotError, TimeoutExpired, Unconsolidated, VmGone
@@ -128,15 +128,16 @@ class EsxiSnapshots:
         if why:
             raise Unconsolidated("%s %s" % (vm.name, why))
 
-    def needs_consolidation(self, vm: Vm) -> str:
+    def needs_consolidation(self, vm: Vm, deltas: Optional[List[str]] = None) -> str:
         """Why the VM's disks need consolidation ("needs consolidation: ..." with how), "" when they do not: the
         one judgement of it, which a removal's check, the pre-flight (and its dry run), status and cleanup all
         ask. VMware documents a removal that drops the snapshot from the tree but leaves the VM running on its
         delta, "Needs Consolidation": the .vmsd's `snapshot.needConsolidate`, or delta files with no snapshot
         left in the .vmsd to own them. The flag counts beside the user's snapshots (and beside a dead run's
         snapshot taken on top): a check made only where no snapshot is left called such a VM fine. Costs one
-        listing when no delta is there (the usual case)."""
-        deltas = self.delta_files(vm)
+        listing when no delta is there (the usual case), none where the caller gives the `deltas` delta_files
+        just listed."""
+        deltas = self.delta_files(vm) if deltas is None else deltas
         if not deltas:
             return ""
         vmsd = esxi_tree.snapshot_dictionary(self._files, vm)

@@ -64,7 +64,7 @@ from . import nbdcopy, qemuimg
 from .checkpoints import Checkpoints
 from .libvirt_domain import DomainConfig, disk_of, not_copied, parse, qemu_owner, with_live_disks
 from .libvirt_incremental import CHECKPOINT_FILE, incremental_base
-from .qemu import LocalKvmHost
+from .localkvm import LocalKvmHost
 from .pulljob import PullJobs, checkpoint_fault, job_snapshot, own_folder, safe
 from .qemu_overlay_names import OUR_MARK
 from .qga import run_in_guest
@@ -208,7 +208,7 @@ class LibvirtHost(LocalKvmHost):
     def delta_files(self, vm: Vm) -> List[str]:
         return []  # libvirt keeps its scratch files to itself and deletes them when the job ends
 
-    def needs_consolidation(self, vm: Vm) -> str:
+    def needs_consolidation(self, vm: Vm, deltas: Optional[List[str]] = None) -> str:
         return ""  # no delta of a backup job's stays on the disks
 
     def without_snapshots(self, vm: Vm, snaps: List[Snapshot]) -> Vm:

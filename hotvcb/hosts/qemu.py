@@ -38,30 +38,28 @@ restore registration are ESXi's.
 """
 
 import json
-import os
 import socket
-import stat
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .. import vmdk
 from ..errors import HostError, SnapshotError, VmNotFound, VmStopped
-from ..model import DatastoreInfo, Disk, NfsShare, Snapshot, SnapshotTree, Vm, VmRef
-from ..runid import machine_id
+from ..model import Disk, Snapshot, SnapshotTree, Vm, VmRef
 from ..shell import Shell
 from . import qemu_overlay_names as naming  # DEVICE_OVERLAYS read where tests may have pointed it
 from . import qemuimg
 from .base import Copied
+from .localkvm import LocalKvmHost, local_sizes
 from .qemu_blockgraph import absolute_names, chain_of, device_key, relative_name
-from .qemu_overlay_names import OUR_MARK, layer_snapshot
+from .qemu_drives import _backing, _below, _below_ours, _internal, _is_flash, _qemu_temporary
+from .qemu_overlay_names import OUR_MARK
 from .qemu_overlays import Overlays
 from .qga import SOCKET_SUFFIX as QGA_SUFFIX, GuestAgent
 from .qmp import QmpClient, QmpError, QmpNotListening, QmpUnavailable
 
 SOCKET_SUFFIX = ".qmp"
 QMP_TIMEOUT = 30.0
-
 
 
 @dataclass
@@ -73,44 +71,6 @@ class VmDescription:
 
     def text(self) -> str:
         return json.dumps(self.data, indent=2, sort_keys=True) + "\n"
-
-
-class LocalKvmHost:
-    """What the QEMU and the libvirt driver share: the VMs run on this machine, which has no datastores."""
-
-    kind = "kvm"
-    run_dir: str  # each driver's own (QemuHost, LibvirtHost)
-
-    def host_name(self) -> str:
-        return socket.gethostname()
-
-    def system_id(self) -> str:
-        """This machine's /etc/machine-id and the driver's run folder (the QMP folder, the libvirt URI's):
-        both outlive a reboot, unlike the host id kept in that folder (often a tmpfs), and two QMP folders
-        of one machine stay two hosts, as their host ids made them. "" on a machine without a machine id."""
-        machine = machine_id()
-        return "%s:%s" % (machine, os.path.realpath(self.run_dir)) if machine else ""
-
-    def datastores(self) -> List[DatastoreInfo]:
-        return []
-
-    def mount_nfs(self, name: str, server: str, share: str, version: str) -> None:
-        raise HostError("ENABLE_NON_PERSISTENT_NFS is for ESXi; on a %s host mount %s:%s yourself"
-                        % ("QEMU" if self.kind == "qemu" else self.kind, server, share))
-
-    def unmount_nfs(self, name: str) -> None:
-        raise HostError("ENABLE_NON_PERSISTENT_NFS is for ESXi")
-
-    def nfs_share(self, name: str) -> Optional[NfsShare]:
-        return None  # no datastores here (`datastores()`), so none of that name
-
-    def free_space(self, path: str) -> Optional[int]:
-        return local_free_space(path)
-
-    def copied_as(self, disk: Disk, dst: str, fmt: str) -> Optional[Copied]:
-        """None: the guest writes the image while libvirt's backup job exports it (LibvirtHost), so no
-        file holds what the copy will; QemuHost's image is held still by the overlay."""
-        return None
 
 
 class QemuHost(LocalKvmHost):
@@ -286,7 +246,7 @@ class QemuHost(LocalKvmHost):
     def delta_files(self, vm: Vm) -> List[str]:
         return self.overlays.delta_files(vm)
 
-    def needs_consolidation(self, vm: Vm) -> str:
+    def needs_consolidation(self, vm: Vm, deltas: Optional[List[str]] = None) -> str:
         return ""  # an overlay left over is our snapshot's, listed and judged as such (qemu_overlays.py)
 
     def without_snapshots(self, vm: Vm, snaps: List[Snapshot]) -> Vm:
@@ -394,80 +354,3 @@ class QemuHost(LocalKvmHost):
 
     def registered_at(self, vmx_path: str) -> Optional[str]:
         return None  # register_vm registers nothing here
-
-
-def _qemu_temporary(path: str) -> bool:
-    """QEMU's name for a disk's temporary snapshot overlay (`snapshot=on`, `-snapshot`: `$TMPDIR/vl.XXXXXX`,
-    get_tmp_filename), which it unlinks once opened: nothing to copy, and the image below it is not what the
-    guest sees."""
-    base = path.rsplit("/", 1)[-1]
-    return len(base) == 9 and base.startswith("vl.") and base[3:].isalnum()
-
-
-def _below_ours(chain: List[Dict[str, Any]]) -> int:
-    """The index of the image below our overlays: the one the guest wrote before our snapshot."""
-    i = 0
-    while i + 1 < len(chain) and (layer_snapshot(chain, i) or "").startswith(OUR_MARK):
-        i += 1
-    return i
-
-
-def _below(chain: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """A disk's chain below our overlays: the user's, whose snapshots are Vm.history."""
-    return chain[_below_ours(chain):]
-
-
-def _backing(below: List[Dict[str, Any]]) -> List[str]:
-    """The images the disk's image stands on (an external snapshot: `qemu-img create -b`, blockdev-snapshot-sync;
-    or a linked clone's template, which no file tells apart), read through by the backup."""
-    if len(below) < 2:
-        return []
-    return ["%s stands on %s" % (below[0].get("filename", "?"), ", ".join(l.get("filename", "?") for l in below[1:]))]
-
-
-def _internal(below: List[Dict[str, Any]]) -> List[str]:
-    """Each layer's internal snapshots (`qemu-img snapshot -c`, HMP `savevm`). Those of the image the guest
-    writes (below[0]) are the VM's points to go back to (`loadvm` reverts the active layer). Those of an
-    image it stands on are not: a linked clone's template keeps its versions so (reverting it would break
-    every clone), and the backup reads the base through either way; they count only as history."""
-    out = []  # type: List[str]
-    for layer in below:
-        names = [str(x.get("name", "?")) for x in layer.get("snapshots") or [] if isinstance(x, dict)]
-        if names:
-            out.append("%s holds internal snapshot(s) %s" % (layer.get("filename", "?"), ", ".join(names)))
-    return out
-
-
-def _is_flash(dev: Dict[str, Any]) -> bool:
-    """A pflash drive (`-drive if=pflash`: the machine's firmware flash), not a disk of the guest's."""
-    return str(dev.get("qdev", "")).startswith("/machine/system.flash") or \
-        (str(dev.get("device", "")).startswith("pflash") and str(dev.get("device", ""))[6:].isdigit())
-
-
-def local_sizes(layers: List[qemuimg.ImageLayer]) -> Tuple[int, int]:
-    """qemuimg.sizes, where a layer on a block device (an LV, a loop device) counts whole (its virtual size,
-    a raw one's is the device's): qemu's actual-size is what a file system allocated, 0 for a device node."""
-    return qemuimg.sizes([replace(l, actual_size=l.virtual_size) if _on_block_device(l.filename) else l
-                          for l in layers])
-
-
-def _on_block_device(path: str) -> bool:
-    try:
-        return stat.S_ISBLK(os.stat(path).st_mode)
-    except OSError:
-        return False
-
-
-def local_free_space(path: str) -> Optional[int]:
-    """Free bytes where path is (or would be created); the driver runs on its host, so is this."""
-    probe = path
-    while probe and not os.path.exists(probe):
-        parent = os.path.dirname(probe.rstrip("/"))
-        if parent == probe:
-            break
-        probe = parent
-    try:
-        st = os.statvfs(probe or "/")
-    except OSError:
-        return None
-    return st.f_bavail * st.f_frsize

@@ -14,7 +14,7 @@ from ..filetext import decoded, encoded
 from ..hosts import esxi_tree, qemuimg
 from ..errors import HostError, HotvcbError
 from ..shell import FileReader, Shell
-from ..store import chain, health, layout
+from ..store import chain, health, layout, verdict
 from .verify import verify_folder, verify_gz
 from .. import lazyre
 
@@ -266,7 +266,7 @@ def newest_good(shell: Shell, volume: str, vm: str, odd: Optional[Callable[[str]
     return good[-1] if good else None
 
 
-def passed_over(vm: str, verdicts: "List[Tuple[layout.BackupSet, health.Health]]", chosen: str) -> List[str]:
+def passed_over(vm: str, verdicts: "List[Tuple[layout.BackupSet, verdict.Health]]", chosen: str) -> List[str]:
     """One line per backup of `vm` newer than `chosen` (the newest good one, which --latest takes) that
     is not good, with why: the one before a damaged backup restored without a word is taken by the admin
     for the VM's latest state, and the days between are missed."""

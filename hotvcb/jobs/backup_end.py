@@ -1,6 +1,6 @@
 """How one VM's backup ends, whatever stopped it: consolidated, powered on, then sealed or failed.
 
-jobs/backup.py's `_VmBackup` records each state as it is reached
+jobs/vm_backup.py's `_VmBackup` records each state as it is reached
 (`snapshot_name` before the request, `snapshot` once it shows, `powered_down`
 at the first shutdown request, `sealer` once the folder is claimed); `end`
 reads them and undoes exactly that, in reverse. Our snapshot goes first and
@@ -19,10 +19,11 @@ from ..hosts.base import Hypervisor
 from ..model import Snapshot, Vm
 from ..runid import RunId, parse
 from ..store.seal import Sealer
-from .leftovers import clear_snapshot_mark, late_wait, remove_our_snapshots
+from .leftovers import remove_our_snapshots
+from .snapshot_asked import clear_snapshot_mark, late_wait
 
 if TYPE_CHECKING:
-    from .backup import _VmBackup
+    from .vm_backup import _VmBackup
     from .repo_backup import RepoSink
 
 

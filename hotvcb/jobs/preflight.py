@@ -150,7 +150,7 @@ def check(host: Hypervisor, s: Settings, log, space: SpaceLedger, vm: Vm, disks:
     deltas = [] if pending else host.delta_files(vm)
     allowed = s.allow_vms_with_snapshots_to_be_backedup or s.backup_snapshot_tree  # asked to keep them
     # asked with a dead run's snapshot still on top too (a dry run's): the host's mark of it stays under that
-    unconsolidated = host.needs_consolidation(vm)
+    unconsolidated = host.needs_consolidation(vm, None if pending else deltas)  # the deltas it listed, not again
     if unconsolidated and not allowed:  # said before the user's snapshots, whose setting consolidates nothing
         users = len([x for x in snaps if not is_ours(x)])
         raise HotvcbError("%s; not backing it up until it is consolidated%s" % (

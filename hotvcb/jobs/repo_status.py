@@ -28,9 +28,10 @@ from ..repo.chunks import Location
 from ..repo.records import Snapshot, Unreadable, by_kind, dated_ahead
 from ..repo.repository import VERIFIED, Repository, open_path
 from ..units import human_size
-from .status import CRIT, OK, WARN, Check, Limits, aged, no_good_backup
-from .status import dated_ahead as ahead_check
-from .status import _age as age_text
+from .status_backups import aged, no_good_backup
+from .status_backups import dated_ahead as ahead_check
+from .status_report import CRIT, OK, WARN, Check, Limits
+from .status_report import _age as age_text
 
 
 class RepoView:

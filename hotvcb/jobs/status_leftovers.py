@@ -18,8 +18,8 @@ from ..treeview import ScannedShell
 from ..units import human_size
 from . import restore_sweep
 from .restore_scratch import RESTORING
-from .leftovers import partial_dead
-from .status import WARN, Check
+from .partials import partial_dead
+from .status_report import WARN, Check
 
 CLEANUP = "`hotvcb cleanup` removes it"
 

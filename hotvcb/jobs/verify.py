@@ -14,7 +14,7 @@ A successful check of a backup folder is recorded in its manifest
 `"verify_error": {"at", "file", "message"}` and keeps the last good
 `verified` time. The manifest is rewritten atomically (Shell.write_text).
 A compressed backup is checked by streaming the archive (through the
-Shell, so over SSH too); its result goes to its record (health.gz_record:
+Shell, so over SSH too); its result goes to its record (sidecar.gz_record:
 the archive cannot be rewritten in place). Either
 record is what store/health.py reads: a damaged backup is not good.
 A folder without a STATUS file never finished: it is "incomplete", a
@@ -23,7 +23,7 @@ failure, not something verify can pass.
 Backups without a manifest (made by ghettoVCB) cannot be verified: one that
 store/health.py calls good is reported as "unverifiable", which is not a
 failure; otherwise verify says what health.py, and so `list`, says of it
-(health.manifestless): a failed one (STATUS.error) is "skipped", as a failed
+(ghettovcb_health.manifestless): a failed one (STATUS.error) is "skipped", as a failed
 backup of hotvcb's is, and one that is incomplete (a disk or .vmx cut short or
 lost), empty or damaged is that, a failure. A symlink named like a backup is
 no backup on this volume (health.linked): "incomplete", as list calls it.
@@ -38,7 +38,7 @@ from .. import qcow2, targz
 from ..errors import HostError
 from ..shell import FileReader, Shell
 from ..vmx import MAX_SIZE as VMX_MAX
-from ..store import health, layout, manifest
+from ..store import ghettovcb_health, health, layout, manifest, sidecar
 
 # Files a backup folder holds besides the ones the manifest lists.
 BOOKKEEPING = (manifest.MANIFEST,) + layout.STATUS_FILES
@@ -114,7 +114,8 @@ def verify_folder(shell: Shell, folder: str, record: bool = True, progress=None,
         result.problems.append(Problem(manifest.MANIFEST, "unreadable: %s" % err))
         return result
     if data is None:  # no checksums; but what list says of it (a disk cut short, no disk, a failed one) holds
-        verdict = health.manifestless(shell, folder, layout.folder_status(shell, folder), set(shell.list_files(folder)))
+        verdict = ghettovcb_health.manifestless(shell, folder, layout.folder_status(shell, folder),
+                                                set(shell.list_files(folder)))
         if verdict.good:
             result.status = "unverifiable"
             result.message = "no %s (a ghettoVCB backup): nothing to check against" % manifest.MANIFEST
@@ -286,10 +287,10 @@ def _finish(result: VerifyResult) -> None:
 
 
 def _record_gz(shell: Shell, path: str, result: VerifyResult) -> None:
-    data = health.read_gz_verify(shell, path)
+    data = sidecar.read_gz_verify(shell, path)
     _apply(data, result)
     try:
-        health.write_gz_sidecar(shell, path, data)
+        sidecar.write_gz_sidecar(shell, path, data)
     except HostError as err:
         result.notes.append("could not record the result: %s" % err)
 

@@ -7,7 +7,7 @@ counts whole: never less than it may take.
 
 import hashlib
 import json
-from typing import TYPE_CHECKING, Any, Dict
+from typing import TYPE_CHECKING, Any
 
 from .manifest import BLOCK_HEX, CONTENT, MANIFEST, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE
 

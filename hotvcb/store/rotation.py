@@ -8,7 +8,7 @@ nothing is deleted at all. Failed or partial backups newer than that line
 stay until good ones push them out, so an admin can still look at them.
 Backups named more than a day after the host's clock (a clock that ran ahead,
 set back since: dated_ahead) are set aside, neither counted nor removed; so are
-backups whose manifest a newer hotvcb wrote (health.Health.newer): this release
+backups whose manifest a newer hotvcb wrote (verdict.Health.newer): this release
 cannot read who made them (another host sharing the volume, upgraded first).
 
 A backup (a folder, or a .gz file) is first renamed to `<name>-deleting` (one
@@ -27,7 +27,7 @@ from .. import clockage, crashpoint
 from ..errors import HostError
 from ..shell import Shell
 from ..treeview import ScannedShell
-from . import chain, health, layout
+from . import chain, health, layout, sidecar, verdict
 from ..units import human_size
 from .layout import BackupSet
 
@@ -111,7 +111,7 @@ def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: 
     if phantom is not None:
         newest = BackupSet(vm_name, PHANTOM, datetime.max, "ok")
         backups.append(newest)
-        verdicts[PHANTOM] = health.Health("good")
+        verdicts[PHANTOM] = verdict.Health("good")
         just_made = PHANTOM
     foreign = [b for b in backups if b.path in verdicts and made_elsewhere(verdicts[b.path].manifest, source)]
     if foreign:
@@ -175,7 +175,7 @@ def dated_ahead(backups: List[BackupSet], now: datetime) -> List[BackupSet]:
     return [b for b in backups if b.when > now + AHEAD]
 
 
-def one_per_time(backups: List[BackupSet], verdicts: Dict[str, "health.Health"]) -> Tuple[
+def one_per_time(backups: List[BackupSet], verdicts: Dict[str, "verdict.Health"]) -> Tuple[
         List[BackupSet], Dict[str, str]]:
     """The backups with a folder and a .gz of one name counted once, as the .gz (good if either is),
     and {that .gz: the folder}. ghettoVCB-restore.sh unpacks a .gz it restores beside itself (`tar -xzf
@@ -192,7 +192,7 @@ def one_per_time(backups: List[BackupSet], verdicts: Dict[str, "health.Health"])
     return [b for b in backups if b.path not in unpacked.values()], unpacked
 
 
-def restorable(path: str, own: Dict[str, "health.Health"], unpacked: Dict[str, str]) -> str:
+def restorable(path: str, own: Dict[str, "verdict.Health"], unpacked: Dict[str, str]) -> str:
     """Where to restore a backup one_per_time counted from: the path itself, or, where that is a .gz not
     good by its own verdict (`own`, as judged before one_per_time), the folder unpacked beside it."""
     twin = unpacked.get(path)
@@ -200,13 +200,13 @@ def restorable(path: str, own: Dict[str, "health.Health"], unpacked: Dict[str, s
 
 
 def _tidy_records(shell: Shell, root: str, log) -> None:
-    """Move the records (health.gz_record) an older hotvcb kept beside their .gz backups, where
+    """Move the records (sidecar.gz_record) an older hotvcb kept beside their .gz backups, where
     ghettoVCB's rotation takes them for backups, into their folder; remove those of backups gone
     without hotvcb's rotation (ghettoVCB's, for an admin who went back to it for a while, or a hand's),
     but not one of a .gz being sealed (its record is written before the archive has its name: seal.py)
     or being removed. All but the moves and removals answered by the scan of the VM's folder."""
-    suffix = ".gz" + health.GZ_VERIFY_SUFFIX
-    folder = root + "/" + health.GZ_RECORDS
+    suffix = ".gz" + sidecar.GZ_VERIFY_SUFFIX
+    folder = root + "/" + sidecar.GZ_RECORDS
     try:
         for entry in [e for e in shell.listdir(root) if e.endswith(suffix)]:
             old, new = root + "/" + entry, folder + "/" + entry
@@ -225,7 +225,7 @@ def _tidy_records(shell: Shell, root: str, log) -> None:
 
 
 def _spare_bases(shell: Shell, backups: List[BackupSet], doomed: List[BackupSet],
-                 verdicts: Dict[str, "health.Health"], log) -> List[BackupSet]:
+                 verdicts: Dict[str, "verdict.Health"], log) -> List[BackupSet]:
     """Never delete a backup that a kept one stands on (an incremental's base, and its base)."""
     by_name = {b.name: b for b in backups}
     needed = {}  # type: Dict[str, str]  # base name -> the backup standing on it
@@ -287,7 +287,7 @@ def condemn(shell: Shell, b: BackupSet, unpacked: Optional[str] = None) -> str:
     shell.rename(unpacked or b.path, doomed)
     crashpoint.reached("rotation-renamed")
     if b.compressed:
-        for record in health.gz_records(b.path):  # its size and what verify found of it: moot now
+        for record in sidecar.gz_records(b.path):  # its size and what verify found of it: moot now
             shell.remove_tree(record)
     return doomed
 
@@ -333,5 +333,5 @@ def _condemned(shell: Shell, volume: str, vm_name: str) -> List[str]:
     for b in layout.list_backups(shell, volume, vm_name):
         if b.status == "deleting":
             found.append(b.path)
-            found += [r for r in health.gz_records(b.path[: -len(layout.DELETING)] + ".gz") if shell.exists(r)]
+            found += [r for r in sidecar.gz_records(b.path[: -len(layout.DELETING)] + ".gz") if shell.exists(r)]
     return found

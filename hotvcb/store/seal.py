@@ -17,7 +17,7 @@ from ..runid import RECORD_MAX, RunId
 from ..settings import Settings
 from ..shell import Shell
 from ..vmdk import base_name
-from . import chain, health, layout, manifest, rotation, source_digest
+from . import chain, layout, manifest, rotation, sidecar, source_digest
 
 CLAIM_TRIES = 30
 DISK_SUFFIXES = (".vmdk", ".qcow2", ".raw", ".vmsn", ".vmem")  # disk (and snapshot memory) data a failed backup must not keep
@@ -278,7 +278,7 @@ class Sealer:
             crashpoint.reached("compressed")
             self._chmod(tmp)
             # its size as written, so a truncated archive is seen without reading it (health.py)
-            health.write_gz_sidecar(self.shell, self.final + ".gz", {"archive_size": self.shell.file_size(tmp)})
+            sidecar.write_gz_sidecar(self.shell, self.final + ".gz", {"archive_size": self.shell.file_size(tmp)})
             self.shell.rename(tmp, self.final + ".gz")
             crashpoint.reached("archive-published")
         except HotvcbError as err:
@@ -286,7 +286,7 @@ class Sealer:
                 raise
             self.log.warning("compression failed, keeping the uncompressed backup: %s" % err)
             self.shell.remove_tree(tmp)
-            for record in health.gz_records(self.final + ".gz"):
+            for record in sidecar.gz_records(self.final + ".gz"):
                 self.shell.remove_tree(record)
             self.shell.rename(self.partial, self.final)
             self._disown(self.final)

@@ -1,0 +1,55 @@
+"""What QEMU's query-block says of a VM's drives, as the QEMU driver reads it: a firmware flash is no disk, a temporary
+snapshot overlay (-snapshot) no image to copy; our overlays and the user's chain below them, the images a disk stands on
+and the internal snapshots its layers hold."""
+
+from typing import Any, Dict, List
+
+from .qemu_overlay_names import OUR_MARK, layer_snapshot
+
+
+def _qemu_temporary(path: str) -> bool:
+    """QEMU's name for a disk's temporary snapshot overlay (`snapshot=on`, `-snapshot`: `$TMPDIR/vl.XXXXXX`,
+    get_tmp_filename), which it unlinks once opened: nothing to copy, and the image below it is not what the
+    guest sees."""
+    base = path.rsplit("/", 1)[-1]
+    return len(base) == 9 and base.startswith("vl.") and base[3:].isalnum()
+
+
+def _below_ours(chain: List[Dict[str, Any]]) -> int:
+    """The index of the image below our overlays: the one the guest wrote before our snapshot."""
+    i = 0
+    while i + 1 < len(chain) and (layer_snapshot(chain, i) or "").startswith(OUR_MARK):
+        i += 1
+    return i
+
+
+def _below(chain: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """A disk's chain below our overlays: the user's, whose snapshots are Vm.history."""
+    return chain[_below_ours(chain):]
+
+
+def _backing(below: List[Dict[str, Any]]) -> List[str]:
+    """The images the disk's image stands on (an external snapshot: `qemu-img create -b`, blockdev-snapshot-sync;
+    or a linked clone's template, which no file tells apart), read through by the backup."""
+    if len(below) < 2:
+        return []
+    return ["%s stands on %s" % (below[0].get("filename", "?"), ", ".join(l.get("filename", "?") for l in below[1:]))]
+
+
+def _internal(below: List[Dict[str, Any]]) -> List[str]:
+    """Each layer's internal snapshots (`qemu-img snapshot -c`, HMP `savevm`). Those of the image the guest
+    writes (below[0]) are the VM's points to go back to (`loadvm` reverts the active layer). Those of an
+    image it stands on are not: a linked clone's template keeps its versions so (reverting it would break
+    every clone), and the backup reads the base through either way; they count only as history."""
+    out = []  # type: List[str]
+    for layer in below:
+        names = [str(x.get("name", "?")) for x in layer.get("snapshots") or [] if isinstance(x, dict)]
+        if names:
+            out.append("%s holds internal snapshot(s) %s" % (layer.get("filename", "?"), ", ".join(names)))
+    return out
+
+
+def _is_flash(dev: Dict[str, Any]) -> bool:
+    """A pflash drive (`-drive if=pflash`: the machine's firmware flash), not a disk of the guest's."""
+    return str(dev.get("qdev", "")).startswith("/machine/system.flash") or \
+        (str(dev.get("device", "")).startswith("pflash") and str(dev.get("device", ""))[6:].isdigit())

@@ -1,0 +1,60 @@
+"""`hotvcb cleanup` (and a run's sweep before its first VM): every leftover of a dead run on the host, VM by VM, undone
+as leftovers.py, snapshot_asked.py and partials.py say."""
+
+from typing import Mapping, NamedTuple
+
+from ..errors import HotvcbError, VmStopped
+from ..hosts.base import Hypervisor
+from ..runid import RECORD_MAX, RunId, parse
+from .leftovers import power_marker, remove_our_snapshots, restore_power
+from .ownership import NONE_DEAD
+from .partials import _partials_elsewhere, remove_partials
+from .snapshot_asked import await_snapshot, snapshot_marker
+
+
+class HostCleanup(NamedTuple):
+    found: int  # leftovers removed (a dry run's: found)
+    complete: bool  # no VM's cleanup failed: the dead runs' record may go (HostLock.sweep_done)
+
+
+def _kept_for(host: Hypervisor, path: str, dead: Mapping[str, float]) -> bool:
+    """A dead run's marker kept for a later look (a power-off marker while its guest may still be going down,
+    restore_power; a snapshot request the host may still finish, await_snapshot): the next run finishes it only
+    if it still knows that run is dead."""
+    try:
+        owner = parse(host.shell.read_regular(path, RECORD_MAX)) if host.shell.exists(path) else None
+    except HotvcbError:  # a planted FIFO: restore_power named it already
+        return False
+    return owner is not None and owner.run in dead
+
+
+def cleanup_host(host: Hypervisor, volume: str, log, run: RunId, dry_run: bool = False,
+                 dead: Mapping[str, float] = NONE_DEAD, snapshot_wait: float = 0.0) -> HostCleanup:
+    """`hotvcb cleanup`: every VM on the host, every leftover of a dead run (`dead`: as owner_alive's).
+    Not complete where a VM's failed, or a dead run's VM is left for the next look (its guest may still be
+    going down, or its snapshot request is younger than `snapshot_wait`; no process runs it: VmStopped, named in a
+    warning, its dead runs' `-partial` folders removed): a dead run whose pid cannot tell is known dead only by
+    the record the callers keep then, and without it the next cleanup would keep what it left for good."""
+    count, complete = 0, True
+    for ref in host.list_vms():
+        try:
+            try:
+                vm = host.load_vm(ref)
+            except VmStopped as err:  # no process runs it: nothing of a running VM to undo, every night it stays down
+                log.warning("%s: not looked at: %s" % (ref.name, err))
+                count += remove_partials(host.shell, volume, ref.name, log, run, dry_run, dead=dead)
+                complete = False  # a dead run's snapshot of it, if any, is judged once it runs again
+                continue
+            snaps = host.snapshots(vm)
+            count += remove_our_snapshots(host, vm, log, run, dry_run, snaps, dead)
+            count += int(await_snapshot(host, vm, log, run, snaps, snapshot_wait, dry_run, dead, patient=False))
+            count += int(restore_power(host, vm, log, run, dry_run, dead))
+            count += remove_partials(host.shell, volume, ref.name, log, run, dry_run, dead=dead)
+            count += _partials_elsewhere(host, vm, volume, log, run, dry_run, dead)
+            if dead and not dry_run and any(_kept_for(host, path, dead) for path in (power_marker(vm),
+                                                                                     snapshot_marker(vm))):
+                complete = False
+        except HotvcbError as err:
+            log.error("%s: cleanup failed: %s" % (ref.name, err))
+            complete = False
+    return HostCleanup(count, complete)

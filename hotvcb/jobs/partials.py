@@ -1,0 +1,122 @@
+"""A dead run's `-partial` backup folders removed (the rules of leftovers.py), also in the volume a per-VM file chose,
+which the VM's volume marker names while its backup is written there."""
+
+from typing import Callable, Mapping, Optional
+
+from ..clockage import heartbeat
+from ..errors import HotvcbError
+from ..hosts.base import Hypervisor
+from ..runid import RECORD_MAX, RunId, parse
+from ..shell import Shell
+from ..store import layout
+from ..store.lock import STALE_AFTER
+from ..store.rotation import finish_deleting
+from ..store.seal import OWNER, owner_of
+from ..treeview import ScannedShell
+from .ownership import NONE_DEAD, made_at, owner_alive, volume_age
+
+
+VOLUME_MARKER = ".hotvcb-backup-volume"  # + ".<vmx file name>": the per-VM volume a backup of it is written to
+
+
+def volume_marker(vm) -> str:
+    """One per VM, as power_marker: while its backup is written to a volume its per-VM file (-c) chose."""
+    return "%s/%s.%s" % (vm.folder, VOLUME_MARKER, vm.ref.vmx_path.rsplit("/", 1)[-1])
+
+
+def mark_volume(host: Hypervisor, vm, volume: str) -> None:
+    host.shell.write_text(volume_marker(vm), volume + "\n")
+
+
+def clear_volume_mark(host: Hypervisor, vm) -> None:
+    host.shell.remove_tree(volume_marker(vm))
+
+
+def marked_volume(host: Hypervisor, vm, log) -> Optional[str]:
+    """The volume a killed run was writing the VM's backup to, where it is not the run's global one (a
+    per-VM file's VM_BACKUP_VOLUME): `hotvcb cleanup` is given no -c, and must still find the `-partial`
+    there. Read as a file anyone may have planted (no FIFO); one naming no absolute path is said and
+    ignored."""
+    path = volume_marker(vm)
+    try:
+        if not host.shell.exists(path):
+            return None
+        text = host.shell.read_regular(path, RECORD_MAX).strip()
+    except HotvcbError as err:
+        log.warning("%s: %s cannot be read (%s); a backup folder outside the backup volume is not looked for"
+                    % (vm.name, path, err))
+        return None
+    if not text.startswith("/") or "\n" in text:
+        log.warning("%s: %s names no backup volume; ignored" % (vm.name, path))
+        return None
+    return text
+
+
+def _partials_elsewhere(host: Hypervisor, vm, volume: str, log, run: RunId, dry_run: bool,
+                        dead: Mapping[str, float]) -> int:
+    """The dead runs' `-partial` folders of the VM in the volume its marker names (marked_volume), and the
+    marker once none is left there."""
+    elsewhere = marked_volume(host, vm, log)
+    if elsewhere is None:
+        return 0
+    found = 0
+    if elsewhere.rstrip("/") != volume.rstrip("/"):
+        found = remove_partials(host.shell, elsewhere, vm.name, log, run, dry_run, dead=dead)
+        if dry_run or any(b.status == "partial" for b in layout.list_backups(host.shell, elsewhere, vm.name)):
+            return found
+    clear_volume_mark(host, vm)
+    return found
+
+
+def remove_partials(shell: Shell, volume: str, vm_name: str, log, run: RunId, dry_run: bool = False,
+                    finish: Optional[Callable[[str], None]] = None, dead: Mapping[str, float] = NONE_DEAD) -> int:
+    """Delete the -partial folders (and temp archives) of dead runs, and finish the removals of
+    `-deleting` entries (by `finish`, else at once: rotation.finish_deleting); call only under the
+    host lock. How many leftovers there were (a refused removal not counted)."""
+    shell = ScannedShell(shell, layout.vm_root(volume, vm_name))  # one look at the VM's folder
+    removed = 0
+    for b in layout.list_backups(shell, volume, vm_name):
+        if b.status != "partial":
+            continue
+        if not partial_dead(shell, b.path, run, dead):
+            log.info("%s: %s is being written by %s; leaving it" % (vm_name, b.path, owner_of(shell, b.path)))
+            continue
+        removed += 1
+        if dry_run:
+            log.info("%s: would remove unfinished backup %s" % (vm_name, b.path))
+            continue
+        log.warning("%s: removing unfinished backup %s left by a run that died" % (vm_name, b.path))
+        shell.remove_tree(b.path)
+    root = layout.vm_root(volume, vm_name)
+    if shell.isdir(root):
+        for entry in shell.listdir(root):
+            if entry.startswith(".") and entry.endswith(".gz.tmp"):
+                partial = root + "/" + entry[1 : -len(".gz.tmp")] + layout.PARTIAL
+                if shell.exists(partial) and not partial_dead(shell, partial, run, dead):
+                    continue
+                removed += 1
+                if dry_run:
+                    log.info("%s: would remove unfinished archive %s/%s" % (vm_name, root, entry))
+                    continue
+                log.warning("%s: removing unfinished archive %s/%s left by a run that died" % (vm_name, root, entry))
+                shell.remove_tree(root + "/" + entry)
+    return removed + finish_deleting(shell, volume, vm_name, log, finish, dry_run)
+
+
+def partial_dead(shell: Shell, partial: str, run: RunId, dead: Mapping[str, float] = NONE_DEAD) -> bool:
+    owner_file = partial + "/" + OWNER
+    try:
+        owner = parse(shell.read_regular(owner_file, RECORD_MAX)) if shell.exists(owner_file) else None
+    except HotvcbError:
+        owner = None
+    if owner is not None:
+        if owner.run == run.run:
+            return False
+        folder = partial.rsplit("/", 1)[0]
+        alive = owner_alive(owner, run, dead, lambda: made_at(volume_age(shell, owner_file, folder, run)))
+        if alive:
+            return False
+        if alive is False and owner.host and owner.host == run.host:
+            return True  # this host's run, and we hold this host's lock (one whose pid cannot tell: by its heartbeat)
+    age = volume_age(shell, owner_file if shell.exists(owner_file) else partial, partial.rsplit("/", 1)[0], run)
+    return heartbeat(age, STALE_AFTER) is False  # dated ahead: cannot tell, kept
