@@ -89,8 +89,6 @@ def _vixie_dom(text):
 
 # -- 1. every other day: ESXi's crond runs the even days, Linux cron the odd ones ----------------------------------
 @ESXI_ROOT
-@pytest.mark.xfail(strict=True, reason="a day-of-month step from '*' (`*/2`) is written as given: busybox crond "
-                                       "counts it from day 0 (even days), vixie/cronie and the check from day 1")
 def test_every_other_day_on_esxi_runs_on_the_days_the_check_and_linux_cron_mean(esxi):
     """The admin wants a full backup every other night and types the textbook `--cron "0 2 */2 * *"` on the ESXi
     host. operations.md promises the line is written so that busybox crond (ESXi) and vixie cron read it alike
@@ -118,9 +116,6 @@ def test_the_busybox_model_reads_a_range_as_vixie_does():
 # -- 2. a local.sh whose final exit is written `exit 0;` -----------------------------------------------------------
 @ESXI_ROOT
 @pytest.mark.parametrize("final", ["exit 0;", "exit $?"])
-@pytest.mark.xfail(strict=True, reason="the boot block goes BELOW a final top-level `exit 0;`/`exit $?` (only "
-                                       "`exit`/`exit 0` are seen as the end): the job is gone after a reboot, "
-                                       "while install and show say it survives")
 def test_a_local_sh_ending_in_another_spelling_of_exit_keeps_the_job_after_a_reboot(esxi, final):
     """The admin's local.sh ends with their own boot commands and `exit 0;` (a habit from C), or `exit $?` (the
     status of the last command). operations.md: "The boot block goes above the boot file's final top-level
@@ -171,8 +166,6 @@ def _install(box, *extra):
                 "0 2 * * *", "--job", "nightly", *extra, "--", "-m", "vm one", "-g", conf)
 
 
-@pytest.mark.xfail(strict=True, reason="install --systemd of a job already in the crontab (or back) adds a "
-                                       "second schedule of the same job without a word: both run every night")
 @pytest.mark.parametrize("first,second", [([], ["--systemd"]), (["--systemd"], [])], ids=["to-timer", "to-cron"])
 def test_moving_a_job_between_crontab_and_systemd_does_not_leave_it_scheduled_twice(linux_box, first, second):
     """The admin scheduled `--job nightly` in root's crontab and later decides on a systemd timer (journal,
@@ -192,8 +185,6 @@ def test_moving_a_job_between_crontab_and_systemd_does_not_leave_it_scheduled_tw
         "job nightly now runs from both the crontab and a systemd timer; install said:\n" + done.stdout + done.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="remove/show without --systemd say 'no hotvcb job ... installed' while the "
-                                       "job's systemd timer is installed and keeps running")
 def test_remove_does_not_say_nothing_is_installed_while_a_timer_runs_the_job(linux_box):
     """The admin installed `--systemd --job nightly` months ago, and now retires the box's backups with
     `hotvcb schedule remove --job nightly` (the command in operations.md's synopsis). Answer: "no hotvcb job
@@ -212,9 +203,6 @@ def test_remove_does_not_say_nothing_is_installed_while_a_timer_runs_the_job(lin
 
 
 # -- 5. crontab(1) refusing the user: the reason is cut off ---------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="a failing `crontab -l` is reported by its LAST line only: cronie's "
-                                       "'You (x) are not allowed to use this program' is dropped, 'See "
-                                       "crontab(1) for more information' is all the admin sees")
 def test_a_user_cron_refuses_is_told_why(tmp_path, qemu_site):  # noqa: F811
     """The backup box runs hotvcb as a service user whose name is not in /etc/cron.allow. cronie's crontab says
     "You (backup) are not allowed to use this program (crontab)" and, on a second line, "See crontab(1) for
@@ -238,9 +226,6 @@ def test_a_user_cron_refuses_is_told_why(tmp_path, qemu_site):  # noqa: F811
 
 # -- 6. a boot file that cannot be written: the job is left half installed ------------------------------------------
 @ESXI_ROOT
-@pytest.mark.xfail(strict=True, reason="install writes the crontab line before the boot file; when local.sh cannot "
-                                       "be written it stops (exit 1) with the line left in the crontab and crond "
-                                       "never restarted: a job show lists but crond never runs")
 def test_an_install_that_fails_at_local_sh_leaves_no_half_installed_job(esxi):
     """`hotvcb schedule install --job second ...` on a host whose local.sh cannot be written at that moment (the
     visorfs ramdisk full, or -- here -- its folder read-only) says "hotvcb: error: cannot write
@@ -266,8 +251,6 @@ def test_an_install_that_fails_at_local_sh_leaves_no_half_installed_job(esxi):
 
 
 # -- 7. two installs at once -----------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="two `schedule install` at once (different jobs) read-modify-write the "
-                                       "table unlocked: both say 'installed job', one job is silently lost")
 def test_two_installs_at_once_keep_both_jobs(tmp_path, qemu_site):  # noqa: F811
     """Two admins (or a config-management run started twice) install two different jobs on the same box at the
     same moment: `--job daily` and `--job weekly`. Both answer "installed job ...", exit 0. The crontab holds
@@ -306,9 +289,6 @@ def test_two_installs_at_once_keep_both_jobs(tmp_path, qemu_site):  # noqa: F811
 
 # -- 8. the program itself on ESXi's ramdisk -------------------------------------------------------------------------
 @ESXI_ROOT
-@pytest.mark.xfail(strict=True, reason="a job whose hotvcb.pyz (and config) sit in ESXi's /tmp ramdisk is installed "
-                                       "and shown as 'survives a reboot: yes' without a word: after the reboot the "
-                                       "line comes back and runs a file that is gone")
 def test_a_job_run_from_the_ramdisk_is_not_called_reboot_proof(esxi, tmp_path, pyz):  # noqa: F811
     """The admin scp'd hotvcb.pyz and the config to /tmp on the host to try it, liked the dry run, and scheduled it
     from there: `cd /tmp/x && python hotvcb.pyz schedule install --cron "0 2 * * *" -- -f vms -g hotvcb.conf`.
@@ -333,8 +313,6 @@ def test_a_job_run_from_the_ramdisk_is_not_called_reboot_proof(esxi, tmp_path, p
 
 
 # -- 9. remove --job NAME --all ---------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="`schedule remove --job daily --all` is not refused: --all silently wins and "
-                                       "every other job is removed too")
 def test_remove_with_a_job_and_all_removes_nothing_it_was_not_asked_to(fake_crontab):  # noqa: F811
     """The box has jobs `daily` and `weekly` and the admin's own line. To retire the daily job "and everything that
     keeps it" (the help: `remove` "remove a scheduled job and what keeps it across reboots", `--all` "every hotvcb
@@ -353,9 +331,6 @@ def test_remove_with_a_job_and_all_removes_nothing_it_was_not_asked_to(fake_cron
 # -- 10. a long job line and Debian's cron ----------------------------------------------------------------------------
 @pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/sbin/cron") or not os.path.exists("/usr/bin/crontab"),
                     reason="needs root and Debian's cron (crontab -u)")
-@pytest.mark.xfail(strict=True, reason="a job line over cron's 999-character command limit is refused by Debian's "
-                                       "crontab ('command too long'), and hotvcb reports only its last line, "
-                                       "\"errors in crontab file, can't install.\"")
 def test_a_job_too_long_for_cron_is_refused_saying_so(tmp_path):
     """The admin schedules the Linux box's backup of the VMs that matter, named one by one as the README allows
     (`-m web -m db ...`, "several -m at once"): twenty VMs with descriptive names. Debian's cron reads at most 998
@@ -402,9 +377,6 @@ def test_a_job_too_long_for_cron_is_refused_saying_so(tmp_path):
 
 
 # -- 11. a disabled timer shown as scheduled ---------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="`show --systemd` says 'survives a reboot: yes' for any unit files found, "
-                                       "also for a timer that is not enabled (never enabled, or disabled): it "
-                                       "never runs")
 def test_show_systemd_does_not_call_a_disabled_timer_scheduled(linux_box, tmp_path):
     """The admin paused the nightly job during a storage migration with `systemctl disable --now
     hotvcb-nightly.timer` (or the install ran where systemd could not enable it: "run `systemctl enable --now
@@ -429,9 +401,6 @@ def test_show_systemd_does_not_call_a_disabled_timer_scheduled(linux_box, tmp_pa
 # -- 12. a service user whose home folder was never made ---------------------------------------------------------------
 @pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/sbin/runuser") or not os.path.exists("/usr/bin/python3"),
                     reason="needs root, runuser and /usr/bin/python3")
-@pytest.mark.xfail(strict=True, reason="the default log of a user's job (~/.hotvcb-JOB.log) is not checked as --log "
-                                       "is: with no home folder, cron's `>> LOG` fails every night and the backup "
-                                       "never starts")
 def test_a_users_job_with_the_default_log_runs_where_the_home_folder_is_missing():
     """The Linux box backs up its ESXi hosts from a dedicated service account made with `useradd -r hotvcb` (no
     home folder is made for a system user) -- operations.md: "A user's crontab holding an SSH-mode job ... needs
