@@ -238,7 +238,8 @@ def _other_name(args, job: Optional[str]) -> str:
 
 def _jobs_elsewhere(args, job: Optional[str]) -> List[str]:
     """The jobs (`job`, or all when None) the other Linux scheduler holds; none where it cannot be read (no
-    crontab(1) on a systemd-only box, a cron refusing this user): the one asked for is read, and says why."""
+    crontab(1) on a systemd-only box, a cron refusing this user): only the scheduler the command was given
+    is one it must read, and its failure is the command's error."""
     try:
         return sorted({e.job for e in _other_scheduler(args).status() if job is None or e.job == job})
     except (HostError, OSError):
@@ -248,13 +249,13 @@ def _jobs_elsewhere(args, job: Optional[str]) -> List[str]:
 def _take_from_other(args, name: str) -> None:
     """After an install, the same job taken out of the other scheduler (moved from the crontab to a timer,
     or back): left there, both started the backup every night, one failing on the run lock or, minutes
-    apart, the two rotating the kept backups away twice as fast. A user's crontab job leaves root's timer of
-    the same name alone (it may be another job): said, not done."""
+    apart, the two rotating the kept backups away twice as fast. A user's crontab job leaves the timer of
+    the same name, root's (it may be another job), alone: said, not done."""
     if not _jobs_elsewhere(args, name):
         return
     other, remove = _other_name(args, name), "hotvcb schedule remove%s --job %s" % ("" if args.systemd else " --systemd",
                                                                                        name)
-    if os.geteuid() != 0:
+    if not args.systemd and os.geteuid() != 0:
         _warn("job %s is also installed as root's %s: both run it; remove one (as root: `%s`)" % (name, other, remove))
         return
     try:
