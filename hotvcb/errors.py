@@ -100,10 +100,14 @@ class HostError(HotvcbError):
 
 
 class CommandFailed(HostError):
-    def __init__(self, argv: Sequence[str], returncode: int, output: str, fault: str = ""):
-        """`fault`: the fault's type where the tool names one (vim-cmd's `vim.fault.NotFound`: NotFound)."""
+    def __init__(self, argv: Sequence[str], returncode: int, output: str, fault: str = "", lines: int = 1):
+        """`fault`: the fault's type where the tool names one (vim-cmd's `vim.fault.NotFound`: NotFound).
+        `lines`: how many of the output's last lines say why (joined by " / "): one for tools whose last
+        line is the reason (vim-cmd's fault), more where the reason comes first and advice after it
+        (crontab(1): "You (x) are not allowed to use this program", then "See crontab(1) ...")."""
         first = " ".join(argv[:2])
-        detail = output.strip().splitlines()[-1] if output.strip() else "no output"
+        said = [ln.strip() for ln in output.splitlines() if ln.strip()]
+        detail = " / ".join(said[-lines:]) if said else "no output"
         super().__init__("%s failed (exit %d): %s" % (first, returncode, detail))
         self.argv, self.returncode, self.output, self.fault = list(argv), returncode, output, fault
 

@@ -263,6 +263,21 @@ def test_install_warns_of_another_job_of_the_same_host(fake_crontab, capsys):
     assert "no hotvcb job 'esxi03' installed" in out and "(installed: esxi02, hotvcb; say which with --job)" in out
 
 
+def test_show_with_a_job_shows_that_job_only(fake_crontab, capsys, tmp_path):
+    """`show --job daily` listed every job (--job was taken and ignored); a job not installed is said so."""
+    from hotvcb.commands import schedule_cmd
+
+    fake_crontab.write_text("0 2 * * * x # hotvcb:daily\n0 4 * * 6 y # hotvcb:weekly\n")
+    args = schedule_cmd.argparse.Namespace(job="daily", platform="linux", systemd=False,
+                                           unit_dir=str(tmp_path / "units"))
+    assert schedule_cmd.run_show(args) == 0
+    out = capsys.readouterr().out
+    assert "job daily in" in out and "weekly" not in out
+    args.job = "gone"
+    assert schedule_cmd.run_show(args) == 0
+    assert capsys.readouterr().out.strip() == "no hotvcb job 'gone' installed"
+
+
 def test_self_command_from_a_checkout_runs_this_checkout():
     argv = schedule.self_command(on_esxi=False)
     assert argv[-2:] == ["-m", "hotvcb"]
@@ -519,7 +534,9 @@ def test_not_root_is_told_that_root_is_needed_and_why(tmp_path):
              "/etc/systemd/system"),
             (["--qemu", str(readable / "qmp")] + cron + ["--platform", "linux", "--", "-a", "-g", conf],
              "must run as root here", "QMP sockets"),
-            (["--qemu", str(readable / "own")] + cron + ["--platform", "linux", "--", "-a", "-g", conf],
+            # its own log: nobody's home, /nonexistent, takes no default log (refused first, s33 #12)
+            (["--qemu", str(readable / "own")] + cron + ["--platform", "linux", "--log", str(readable / "own" / "job.log"),
+                                                         "--", "-a", "-g", conf],
              "install the schedule as root", "mkstemp: Permission denied"),
         ]
         for args, words, why in cases:

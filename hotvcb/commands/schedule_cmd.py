@@ -8,7 +8,7 @@ import sys
 from typing import List, Optional, Set, Tuple
 
 from .. import schedule
-from ..errors import UsageError
+from ..errors import HostError, UsageError
 from ..runlog import open_log, say
 from ..schedule import cron, esxi, linux
 from . import backup_cmd, cmdline, runtarget
@@ -155,10 +155,13 @@ def run_install(args) -> int:
               "for real backups")
     argv = schedule.self_command(on_esxi) + runtarget.target_argv(target, schedule.absolute) + words
     log = None if args.systemd else schedule.default_log(name, on_esxi)  # type: Optional[str]
-    if args.log:  # made now, as -l's file: a folder (or a pipe) given would fail cron's `>> LOG` every night
+    if args.log:
         log = schedule.absolute(args.log)
-        open_log(log).close()
+    if log is not None:
+        _check_log(log, given=bool(args.log))
     job = schedule.Job(name, expr, argv, log, schedule.carried_env())
+    if on_esxi:
+        _warn_ramdisk(parsed)
     others = [] if target.ssh is None else _jobs_of_host(sched, on_esxi, name, target.ssh.destination,
                                                           target.ssh.port)
     now = {_host_key(target.ssh.destination, target.ssh.port)} if target.ssh else set()
@@ -170,6 +173,8 @@ def run_install(args) -> int:
         say("installed job %s: %s" % (name, result))
         if on_esxi:
             say("persisted in %s (re-added and crond restarted at boot)" % sched.boot_file())
+    if not on_esxi:
+        _take_from_other(args, name)
     if dropped:  # `--job NAME` of another host's job: that host has lost its nightly backup
         _warn("job %s backed up %s until now and backs up %s from now on: %s no longer backed up by it "
               "(give each host a job of its own: --job another name, or none for the host's own)" % (
@@ -183,6 +188,83 @@ def run_install(args) -> int:
               % ("s" if len(others) > 1 else "", ", ".join(others), "" if len(others) > 1 else "s",
                  target.ssh.describe(), older, "them" if len(others) > 1 else "it", removes))
     return 0
+
+
+def _warn_ramdisk(parsed) -> None:
+    """ESXi: the program and the files the job reads each night, where they lie on the in-memory root (a pyz
+    tried out of /tmp, then scheduled from there): local.sh puts the line back after a reboot, and it then
+    runs a file that is gone, every night, into a log no one reads."""
+    program = schedule.running_pyz() or schedule.source_root()
+    inputs = [program] + [getattr(parsed, dest, None) for dest in ("vm_list", "exclude", "global_conf", "confdir")]
+    for path in [schedule.absolute(p) for p in inputs if p]:
+        if esxi.on_ramdisk(path):
+            _warn("%s is on ESXi's ramdisk, not on a datastore (%s...): it is gone after a reboot, while the job's "
+                  "line comes back and fails every night; put it on a datastore and install from there"
+                  % (path, esxi.DATASTORES))
+
+
+def _check_log(log: str, given: bool) -> None:
+    """The job's log checked now: a folder (or a pipe) given, or a default `~/.hotvcb-JOB.log` under a home
+    folder never made (a service user's, `useradd -r`), fails cron's `>> LOG` every night, and the shell then
+    never starts the backup: no run, no log, no mail. `--log FILE` is made now, as -l's file (its folder
+    too); the default one is left to the job's first run, and only its folder must be there to take it (an
+    existing file is judged as -l's)."""
+    if given or os.path.lexists(log):
+        open_log(log).close()
+        return
+    folder = os.path.dirname(log)
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError("the job's default log %s cannot be made: its folder %s %s; give the job a log it can "
+                         "write: --log FILE" % (log, folder, "is not writable" if os.path.isdir(folder)
+                                                else "does not exist"))
+
+
+def _other_scheduler(args):
+    """Linux: the scheduler this command did not pick, the crontab for --systemd, the systemd timers without
+    it. A job name is one job: installed in both, the job runs twice a night."""
+    return linux.CrontabScheduler() if args.systemd else linux.SystemdScheduler(unit_dir=args.unit_dir, warn=_warn)
+
+
+def _scheduler_name(systemd: bool, job: Optional[str]) -> str:
+    """The crontab, or job's systemd timer (systemd timers, for no one job)."""
+    if not systemd:
+        return "the crontab"
+    return "a systemd timer (%s.timer)" % linux.unit_name(job) if job else "systemd timers"
+
+
+def _other_name(args, job: Optional[str]) -> str:
+    return _scheduler_name(not args.systemd, job)
+
+
+def _jobs_elsewhere(args, job: Optional[str]) -> List[str]:
+    """The jobs (`job`, or all when None) the other Linux scheduler holds; none where it cannot be read (no
+    crontab(1) on a systemd-only box, a cron refusing this user): only the scheduler the command was given
+    is one it must read, and its failure is the command's error."""
+    try:
+        return sorted({e.job for e in _other_scheduler(args).status() if job is None or e.job == job})
+    except (HostError, OSError):
+        return []
+
+
+def _take_from_other(args, name: str) -> None:
+    """After an install, the same job taken out of the other scheduler (moved from the crontab to a timer,
+    or back): left there, both started the backup every night, one failing on the run lock or, minutes
+    apart, the two rotating the kept backups away twice as fast. A user's crontab job leaves the timer of
+    the same name, root's (it may be another job), alone: said, not done."""
+    if not _jobs_elsewhere(args, name):
+        return
+    other, remove = _other_name(args, name), "hotvcb schedule remove%s --job %s" % ("" if args.systemd else " --systemd",
+                                                                                       name)
+    if not args.systemd and os.geteuid() != 0:
+        _warn("job %s is also installed as root's %s: both run it; remove one (as root: `%s`)" % (name, other, remove))
+        return
+    try:
+        _other_scheduler(args).remove(name)
+    except (HostError, OSError) as err:
+        _warn("job %s is also installed in %s and could not be taken out there (%s): both run it; remove it "
+              "with `%s`" % (name, other, err, remove))
+        return
+    say("job %s taken out of %s: it runs from the %s only" % (name, other, "systemd timer" if args.systemd else "crontab"))
 
 
 def _installed(sched, on_esxi: bool) -> List[schedule.Entry]:
@@ -244,10 +326,21 @@ def _word_lists(line: str) -> List[List[str]]:
 
 
 def run_remove(args) -> int:
+    if args.all_jobs and args.job is not None:  # --all silently won: `--job daily --all` removed weekly too
+        raise UsageError("schedule remove: give --job %s or --all, not both" % args.job)
     on_esxi = _on_esxi(args)
     job = None if args.all_jobs else job_name(args, runtarget.target_of(args))
     sched = _scheduler(args, on_esxi)
     found = sched.remove(job)
+    elsewhere = [] if on_esxi else _jobs_elsewhere(args, job)
+    # said where the job still runs: "nothing to remove" while a timer (or the crontab) backed up every night
+    still = "%s %s %s: remove %s with `hotvcb schedule remove%s %s`" % (
+        _other_name(args, None), "holds" if args.systemd else "hold", ", ".join(elsewhere),
+        "it" if len(elsewhere) == 1 else "them", "" if args.systemd else " --systemd",
+        "--all" if job is None else "--job %s" % job)
+    if elsewhere and not found:
+        raise UsageError("no hotvcb job %s in %s; %s" % ("at all" if job is None else repr(job),
+                                                         _scheduler_name(args.systemd, None), still))
     if not found:
         there = sorted({e.job for e in _installed(sched, on_esxi)})
         say("no hotvcb job %s installed; nothing to remove%s" % (
@@ -255,25 +348,23 @@ def run_remove(args) -> int:
             if there else ""))
         return 0
     say("removed job(s): %s" % ", ".join(found))
+    if elsewhere:
+        _warn("still scheduled: " + still)
     return 0
 
 
 def run_show(args) -> int:
+    if args.job is not None:
+        schedule.check_job_name(args.job)
     on_esxi = _on_esxi(args)
     sched = _scheduler(args, on_esxi, change=False)
     if not on_esxi:
-        entries = sched.status()
-        if not entries:
-            say("no hotvcb jobs installed")
-        for e in entries:
-            say("job %s in %s:\n  %s" % (e.job, e.where, e.text.replace("\n", "\n  ")))
-        if entries:
-            say("survives a reboot: yes (%s)" % ("systemd units are files on disk" if args.systemd else "crontab is on disk"))
+        _show_linux(args, sched)
         return 0
     status = sched.status()
-    jobs = sorted({e.job for e in status.entries})
+    jobs = sorted({e.job for e in status.entries if _asked(args, e.job)})
     if not jobs:
-        say("no hotvcb jobs installed")
+        say("no hotvcb %s installed" % _what(args))
     for name in jobs:
         lines = [e for e in status.entries if e.job == name and e.where == esxi.CRONTAB]
         blocks = [e for e in status.entries if e.job == name and e.where != esxi.CRONTAB]
@@ -294,6 +385,44 @@ def run_show(args) -> int:
     if status.secure_boot:
         _warn("UEFI Secure Boot is enabled: ESXi does not run %s at boot" % status.boot_file)
     return 0
+
+
+def _asked(args, job: str) -> bool:
+    """Whether `show` is to show `job`: all, or the one --job names."""
+    return args.job is None or job == args.job
+
+
+def _what(args) -> str:
+    return "jobs" if args.job is None else "job %r" % args.job
+
+
+def _show_linux(args, sched) -> None:
+    """The crontab's jobs, or the systemd timers' (each saying whether its timer is enabled), and the jobs
+    the other one holds named: `show` said "no hotvcb jobs installed" while a timer ran the job."""
+    entries = [e for e in sched.status() if _asked(args, e.job)]
+    elsewhere = _jobs_elsewhere(args, args.job)
+    if not entries:
+        say("no hotvcb %s %s" % (_what(args), "in " + _scheduler_name(args.systemd, None) if elsewhere else "installed"))
+    for name in sorted({e.job for e in entries}):
+        for e in entries:
+            if e.job == name:
+                say("job %s in %s:\n  %s" % (e.job, e.where, e.text.replace("\n", "\n  ")))
+        if args.systemd:
+            say("  survives a reboot: %s" % _timer_survives(sched.enabled(name), linux.unit_name(name)))
+    if entries and not args.systemd:
+        say("survives a reboot: yes (crontab is on disk)")
+    if elsewhere:
+        say("also in %s: %s (see `hotvcb schedule show%s`)" % (_other_name(args, None), ", ".join(elsewhere),
+                                                               "" if args.systemd else " --systemd"))
+
+
+def _timer_survives(enabled: Optional[bool], unit: str) -> str:
+    """A timer's unit files are on disk; it runs (now and after a reboot) only enabled."""
+    if enabled:
+        return "yes (%s.timer is enabled; systemd units are files on disk)" % unit
+    if enabled is None:
+        return "cannot tell (whether %s.timer is enabled: `systemctl is-enabled %s.timer`)" % (unit, unit)
+    return "no (%s.timer is not enabled, so it never runs: `systemctl enable --now %s.timer`)" % (unit, unit)
 
 
 def _quoted(line: str) -> str:

@@ -5,6 +5,7 @@
       cron.py       cron expressions: check, and convert to systemd OnCalendar
       esxi.py       /var/spool/cron/crontabs/root + crond restart + local.sh / rc.local block
       linux.py      user crontab (`crontab -l` / `crontab -`) and systemd .service + .timer
+      tablelock.py  one change of a crontab at a time (two installs at once each keep their job)
 
 Every line or block hotvcb adds carries the marker ``# hotvcb:<job>``, so
 installing twice replaces instead of adding, and ``remove`` finds exactly ours.
@@ -134,11 +135,11 @@ def self_command(on_esxi: bool) -> List[str]:
     if archive:
         return [ESXI_PYTHON if on_esxi else (sys.executable or "python3"), archive]
     module = [sys.executable or "python3", "-m", "hotvcb"]
-    source = _source_root()
+    source = source_root()
     return ["/usr/bin/env", "PYTHONPATH=" + source] + module if source else module
 
 
-def _source_root() -> Optional[str]:
+def source_root() -> Optional[str]:
     """The folder holding hotvcb/ when it is not installed (a checkout), else None."""
     import site
 

@@ -114,10 +114,12 @@ def _date_comes(days: Sequence[int], months: Sequence[int], expr: str, every_wee
 
 
 def _expand(field: _Field, part: str, expr: str) -> Tuple[Set[int], str]:
-    """The field's values, and the field as it goes into a crontab: a step from a single start, `5/15`,
-    written `5-59/15`. Vixie cron and cronie read `5/15` as 5-59/15; busybox crond (ESXi; ParseField
-    collapses a single number to a one-value range before it reads the step) as minute 5 alone, so the
-    job ran once an hour where the check had said four times. Both read the range alike."""
+    """The field's values, and the field as it goes into a crontab, written where busybox crond (ESXi) would
+    read it otherwise than vixie cron and cronie (and this check) do; both read a range alike:
+    * a step from a single start, `5/15`, written `5-59/15`: busybox's ParseField collapses a single number
+      to a one-value range before it reads the step (minute 5 alone: once an hour, not four times);
+    * a day-of-month step from `*`, `*/2`, written `1-31/2`: busybox's `*` there starts at slot 0 of its
+      32 (0..31), so `*/2` ran on days 2, 4, ..., 30, while Linux cron runs days 1, 3, ..., 31."""
     def bad(why: str) -> UsageError:
         return UsageError("cron expression %r: %s field %r %s" % (expr, field.name, part, why))
 
@@ -133,6 +135,8 @@ def _expand(field: _Field, part: str, expr: str) -> Tuple[Set[int], str]:
             step = given
         if base == "*":
             lo, hi = field.low, field.high
+            if step_text and field.name == "day of month":
+                item = "%d-%d/%d" % (lo, hi, step)
         elif "-" in base:
             a, _, b = base.partition("-")
             lo, hi = _number(field, a, bad), _number(field, b, bad)

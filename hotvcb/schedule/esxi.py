@@ -32,6 +32,7 @@ from ..localshell import LocalShell
 from ..pids import alive
 from ..units import whole
 from . import Entry, Job, cron_line, has_marker, job_of, lines_of, shell_line
+from .tablelock import lock_path, locked
 
 CRONTAB = "/var/spool/cron/crontabs/root"
 CROND_PID = "/var/run/crond.pid"
@@ -110,18 +111,32 @@ class EsxiScheduler:
 
     # -- the three commands ------------------------------------------------
     def install(self, job: Job) -> str:
+        """The boot block first, then the crontab line, both under the schedule lock (tablelock). A boot file
+        that cannot be written (the ramdisk full, its folder read-only) then leaves the crontab as it was,
+        and when either write fails the boot file is put back as it was: a half install left a line crond
+        never read (restarted only after both) that `show` listed as running."""
         line = cron_line(job, busybox=True)
-        crontab = self._read(CRONTAB)
-        self._write(CRONTAB, _without_job(crontab, job.name) + [line])
         boot = self.boot_file()
-        self._write(boot, _with_block(self._read_optional(boot), job.name, self._boot_block(job.name, line), boot))
-        self.restart_crond()
+        with locked(lock_path(self.root)):
+            crontab = self._read(CRONTAB)
+            before = self._read_optional(boot)
+            try:
+                self._write(boot, _with_block(before, job.name, self._boot_block(job.name, line), boot))
+                self._write(CRONTAB, _without_job(crontab, job.name) + [line])
+            except HostError:  # the boot file too: written in place, a full ramdisk may have cut it short
+                self._put_back(boot, before)
+                raise
+            self.restart_crond()
         self._persist()
         self.warn_if_secure_boot()
         return line
 
     def remove(self, job: Optional[str]) -> List[str]:
         """Take out job `job` (every hotvcb job when None); the jobs found are returned."""
+        with locked(lock_path(self.root)):
+            return self._remove(job)
+
+    def _remove(self, job: Optional[str]) -> List[str]:
         found = set()
         crontab = self._read(CRONTAB)
         kept = []
@@ -261,6 +276,19 @@ class EsxiScheduler:
         except OSError as err:
             raise HostError("cannot read %s: %s" % (path, err.strerror)) from err
 
+    def _put_back(self, path: str, lines: Optional[List[str]]) -> None:
+        """`path` as it was before this install (`lines`; None: there was no such file)."""
+        try:
+            if self._read_optional(path) == lines:  # the write failed before it changed anything
+                return
+            if lines is None:
+                os.remove(self.p(path))
+            else:
+                self._write(path, lines)
+        except (OSError, HostError) as err:
+            self.warn("could not put %s back as it was (%s): its block for this job re-adds the job at boot"
+                      % (path, getattr(err, "strerror", None) or err))
+
     def _write(self, path: str, lines: List[str]) -> None:
         """In place, keeping inode, owner and mode (auto-backup.sh keys on local.sh's sticky bit)."""
         real = self.p(path)
@@ -276,6 +304,17 @@ class EsxiScheduler:
             raise HostError("cannot write %s: %s" % (path, err.strerror)) from err
 
 
+DATASTORES = "/vmfs/volumes/"
+
+
+def on_ramdisk(path: str) -> bool:
+    """Whether `path` lies outside every datastore, on ESXi's in-memory root (/tmp, /etc, /opt, ...), which
+    a reboot builds anew from the image: a job's line comes back at boot (local.sh), the program or
+    config it names does not. /bootbank, /store, /locker and a /scratch on a datastore are links into
+    /vmfs/volumes, so they count as kept."""
+    return not (path.startswith(DATASTORES) or os.path.realpath(path).startswith(DATASTORES))
+
+
 def _tag(job: str) -> str:
     return "# hotvcb:%s" % job
 
@@ -285,10 +324,11 @@ def _without_job(lines: List[str], job: str) -> List[str]:
 
 
 _MARK = re.compile(r"^# hotvcb:([A-Za-z0-9][A-Za-z0-9_.-]*) (begin|end)\b")
-# `exit 0`, `exit`, also with a comment, at column 0: where the script ends. An indented one is taken for a
-# conditional exit (a guard's `if ...; then exit 0; fi`, a `die()` helper's), which ends no script: parsing sh
-# is not worth it, so the rule is that simple, and where it cannot be sure the block goes at the end (below).
-_EXIT = re.compile(r"^exit(\s+0)?\s*(#.*)?$")
+# `exit 0`, `exit`, `exit $?` (the last command's status), any `exit N`, also ended by `;` (a habit from C) or with a
+# comment, at column 0: where the script ends. An indented one is taken for a conditional exit (a guard's
+# `if ...; then exit 0; fi`, a `die()` helper's), which ends no script: parsing sh is not worth it, so the
+# rule is that simple, and where it cannot be sure the block goes at the end (below).
+_EXIT = re.compile(r"^exit(\s+([0-9]+|\$\?))?\s*(;\s*)?(#.*)?$")
 # a line closing an if/loop/case/brace group: an `exit` above it (even at column 0) may be a conditional one
 _CLOSER = re.compile(r"^\s*(fi|done|esac|\}|;;)(\s|;|$)")
 

@@ -18,6 +18,7 @@ from typing import List, Optional, Sequence
 
 from ..errors import CommandFailed, HostError
 from . import Entry, Job, cron_line, cron, has_marker, job_of, lines_of, marker
+from .tablelock import lock_path, locked
 
 UNIT_DIR = "/etc/systemd/system"
 
@@ -48,7 +49,7 @@ class CrontabScheduler:
         if done.returncode != 0:
             if "no crontab" in done.stdout.lower():
                 return []
-            raise CommandFailed([self.crontab, "-l"], done.returncode, done.stdout)
+            raise _crontab_failed([self.crontab, "-l"], done)
         return lines_of(done.stdout)
 
     def write(self, lines: List[str]) -> None:
@@ -60,22 +61,36 @@ class CrontabScheduler:
                     "crontab could not save the crontab of %s (%s): this user may not have one here "
                     "(crontab(1) writes root's spool folder, by its setgid bit or cron.allow); install the "
                     "schedule as root" % (_user(), done.stdout.strip().splitlines()[-1]))
-            raise CommandFailed([self.crontab, "-"], done.returncode, done.stdout)
+            raise _crontab_failed([self.crontab, "-"], done)
 
     def install(self, job: Job) -> str:
         line = cron_line(job, busybox=False)
-        self.write([ln for ln in self.read() if not has_marker(ln, job.name)] + [line])
+        with locked(lock_path()):  # read-modify-write: another install's line must not be written over
+            self.write([ln for ln in self.read() if not has_marker(ln, job.name)] + [line])
         return line
 
     def remove(self, job: Optional[str]) -> List[str]:
-        lines = self.read()
-        found = sorted({job_of(ln) or "" for ln in lines if has_marker(ln, job)})
-        if found:
-            self.write([ln for ln in lines if not has_marker(ln, job)])
+        with locked(lock_path()):
+            lines = self.read()
+            found = sorted({job_of(ln) or "" for ln in lines if has_marker(ln, job)})
+            if found:
+                self.write([ln for ln in lines if not has_marker(ln, job)])
         return found
 
     def status(self) -> List[Entry]:
         return [Entry(job_of(ln) or "", "crontab of %s" % _user(), ln) for ln in self.read() if has_marker(ln)]
+
+
+def _crontab_failed(argv: List[str], done: subprocess.CompletedProcess) -> HostError:
+    """crontab(1)'s refusal with its reason: that comes first and the advice last ("You (backup) are not
+    allowed to use this program (crontab)" / "See crontab(1) for more information"; Debian's `"-":3: command
+    too long` / "errors in crontab file, can't install."), so its last line alone named no problem. A command
+    too long for cron (Debian's reads 998 characters of it) gets the way around it."""
+    err = CommandFailed(argv, done.returncode, done.stdout, lines=4)
+    if "too long" in done.stdout.lower():
+        return HostError("%s; the job's command is too long for this cron: name the VMs in a list file (-f FILE) "
+                         "instead of one -m each" % err)
+    return err
 
 
 def _user() -> str:
@@ -168,7 +183,10 @@ class SystemdScheduler:
                 continue
             self._systemctl(["disable", "--now", "%s.timer" % unit_name(name)], check=False)
             for p in ours:
-                os.remove(p)
+                try:
+                    os.remove(p)
+                except OSError as err:
+                    raise HostError("cannot remove %s: %s" % (p, err.strerror or err)) from err
             found.append(name)
         if found:
             self._systemctl(["daemon-reload"])
@@ -188,6 +206,26 @@ class SystemdScheduler:
                 out.append(Entry(m.group(1), path, "\n".join(keep)))
         return out
 
+    def enabled(self, job: str) -> Optional[bool]:
+        """Whether job's timer is enabled (starts at boot and runs now), None where this cannot be told. Its
+        unit files alone say nothing: a timer disabled to pause the job, or never enabled (an install where
+        systemctl could not), never runs, and `show` called it scheduled. Enabled is the link `enable` makes
+        in timers.target.wants, or `systemctl is-enabled` saying so; not enabled is its saying otherwise
+        (`enabled-runtime` lasts until the next boot only)."""
+        timer = "%s.timer" % unit_name(job)
+        if os.path.lexists(os.path.join(self.unit_dir, "timers.target.wants", timer)):
+            return True
+        if not self.systemctl or not shutil.which(self.systemctl):
+            return None
+        try:
+            done = _run([self.systemctl, "is-enabled", timer])
+        except HostError:
+            return None
+        state = (done.stdout.split() or [""])[0]
+        if done.returncode == 0:
+            return state in ("", "enabled")
+        return False if state in _NOT_ENABLED else None
+
     def _systemctl(self, args: List[str], check: bool = True) -> None:
         if not self.systemctl:
             return
@@ -204,6 +242,10 @@ class SystemdScheduler:
             if check:
                 raise CommandFailed([self.systemctl] + args, done.returncode, done.stdout)
             self.warn("systemctl %s: %s" % (" ".join(args), done.stdout.strip()))
+
+
+# `systemctl is-enabled` states of a unit it knows that does not start at boot (it exits non-zero for them)
+_NOT_ENABLED = ("disabled", "masked", "masked-runtime", "linked", "linked-runtime", "bad")
 
 
 def _is_ours(path: str, job: str) -> bool:
