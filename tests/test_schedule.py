@@ -274,8 +274,8 @@ def test_show_with_a_job_shows_that_job_only(fake_crontab, capsys, tmp_path):
     out = capsys.readouterr().out
     assert "job daily in" in out and "weekly" not in out
     args.job = "gone"
-    assert schedule_cmd.run_show(args) == 0
-    assert capsys.readouterr().out.strip() == "no hotvcb job 'gone' installed"
+    assert schedule_cmd.run_show(args) == 1  # a script asking whether its job is installed is not told yes
+    assert capsys.readouterr().out.strip() == "hotvcb job 'gone' is not installed"
 
 
 def test_self_command_from_a_checkout_runs_this_checkout():

@@ -359,12 +359,11 @@ def run_show(args) -> int:
     on_esxi = _on_esxi(args)
     sched = _scheduler(args, on_esxi, change=False)
     if not on_esxi:
-        _show_linux(args, sched)
-        return 0
+        return 0 if _show_linux(args, sched) else 1
     status = sched.status()
     jobs = sorted({e.job for e in status.entries if _asked(args, e.job)})
     if not jobs:
-        say("no hotvcb %s installed" % _what(args))
+        say(_none_installed(args))
     for name in jobs:
         lines = [e for e in status.entries if e.job == name and e.where == esxi.CRONTAB]
         blocks = [e for e in status.entries if e.job == name and e.where != esxi.CRONTAB]
@@ -384,7 +383,7 @@ def run_show(args) -> int:
     say("crond: %s" % ("running" if status.crond_running else "NOT running (no job will start)"))
     if status.secure_boot:
         _warn("UEFI Secure Boot is enabled: ESXi does not run %s at boot" % status.boot_file)
-    return 0
+    return 0 if jobs or args.job is None else 1
 
 
 def _asked(args, job: str) -> bool:
@@ -396,13 +395,22 @@ def _what(args) -> str:
     return "jobs" if args.job is None else "job %r" % args.job
 
 
-def _show_linux(args, sched) -> None:
+def _none_installed(args, where: str = "installed") -> str:
+    """A job asked for by name and not there says so plainly, and `show` then exits 1: a script asking
+    whether its job is installed (or an admin's typo) is not told yes by exit 0."""
+    if args.job is None:
+        return "no hotvcb jobs %s" % where
+    return "hotvcb job %r is not installed%s" % (args.job, "" if where == "installed" else " " + where)
+
+
+def _show_linux(args, sched) -> bool:
     """The crontab's jobs, or the systemd timers' (each saying whether its timer is enabled), and the jobs
-    the other one holds named: `show` said "no hotvcb jobs installed" while a timer ran the job."""
+    the other one holds named: `show` said "no hotvcb jobs installed" while a timer ran the job. False: the
+    job --job names is in neither."""
     entries = [e for e in sched.status() if _asked(args, e.job)]
     elsewhere = _jobs_elsewhere(args, args.job)
     if not entries:
-        say("no hotvcb %s %s" % (_what(args), "in " + _scheduler_name(args.systemd, None) if elsewhere else "installed"))
+        say(_none_installed(args, "in " + _scheduler_name(args.systemd, None) if elsewhere else "installed"))
     for name in sorted({e.job for e in entries}):
         for e in entries:
             if e.job == name:
@@ -414,6 +422,7 @@ def _show_linux(args, sched) -> None:
     if elsewhere:
         say("also in %s: %s (see `hotvcb schedule show%s`)" % (_other_name(args, None), ", ".join(elsewhere),
                                                                "" if args.systemd else " --systemd"))
+    return bool(entries or elsewhere or args.job is None)
 
 
 def _timer_survives(enabled: Optional[bool], unit: str) -> str:
