@@ -93,13 +93,15 @@ def serve(nonce, sha, cache, version):
 
 
 def private_dir(path):
-    """Ours alone: a pyz in a folder others can write to could be swapped under us (we run as root)."""
+    """Ours alone: a pyz in a folder others can write to could be swapped under us (we run as root). A
+    folder that cannot be made raises mkdir's own error (a read-only /tmp: `Read-only file system`), which
+    the client gives as its reason to go file by file; the lstat's `No such file` named the wrong cause."""
     import os
     import stat
 
     try:
         os.mkdir(path, 0o700)
-    except OSError:
+    except FileExistsError:
         pass
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:

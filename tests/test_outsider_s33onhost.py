@@ -282,8 +282,6 @@ def test_a_restore_over_ssh_that_goes_file_by_file_names_the_esxi_host_it_restor
 
 
 @needs_sshd
-@pytest.mark.xfail(strict=True, reason="onhost_boot.private_dir swallows mkdir's error: a read-only /tmp on the host is "
-                                       "reported as 'No such file or directory' for the folder it could not make")
 @pytest.mark.parametrize("small_tmp", [8 << 20], indirect=True)
 def test_a_read_only_tmp_on_the_host_is_named_as_such_when_ssh_mode_goes_file_by_file(small_tmp, host, site):
     """The host's /tmp went read-only (a ramdisk remounted after an error; here a tmpfs remounted ro).
