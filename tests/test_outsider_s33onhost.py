@@ -256,8 +256,6 @@ def test_the_hosts_tmp_filling_during_an_on_host_run_does_not_turn_a_good_backup
 
 
 @needs_sshd
-@pytest.mark.xfail(strict=True, reason="a restore over SSH that goes file by file logs `HOST: <the Linux box's name>`, "
-                                       "not the ESXi host it restores on (run on the host, the same restore names it)")
 @pytest.mark.parametrize("small_tmp", [224 << 10], indirect=True)  # the host's /tmp too full to run hotvcb there
 def test_a_restore_over_ssh_that_goes_file_by_file_names_the_esxi_host_it_restores_on(small_tmp, host, site):
     """The host's /tmp ramdisk is nearly full, so `hotvcb --host root@esxi01 restore --latest web ...`
