@@ -169,8 +169,6 @@ def test_a_job_run_from_a_pyz_on_the_ramdisk_is_not_said_to_survive_a_reboot(hos
 
 
 
-@pytest.mark.xfail(strict=True, reason="schedule install from a source copy on a datastore writes its PYTHONPATH as the "
-                                       "datastore's UUID path while -g/-f in the same line keep the name the admin typed")
 def test_a_job_installed_from_a_source_copy_on_a_datastore_names_it_by_the_datastores_name(host):
     """The admin keeps hotvcb as a source copy on the datastore (`/vmfs/volumes/datastore1/src/hotvcb`,
     run as `cd /vmfs/volumes/datastore1/src && python -m hotvcb ...`; install works from one, the
