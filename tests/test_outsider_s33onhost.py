@@ -220,8 +220,6 @@ def _fill(folder):
 
 
 @needs_sshd
-@pytest.mark.xfail(strict=True, reason="SSH mode: the host's /tmp filling up during the run on the host turns a good "
-                                       "backup into 'ERROR: the run on the host ended without its report', exit 1")
 @pytest.mark.parametrize("small_tmp", [6 << 20], indirect=True)  # room to start the run on the host (4 MiB free)
 def test_the_hosts_tmp_filling_during_an_on_host_run_does_not_turn_a_good_backup_into_exit_1(small_tmp, host, site):
     """A Linux box backs up an ESXi 7 host in SSH mode, so hotvcb runs on the host from its build in
