@@ -231,3 +231,20 @@ def test_the_hosts_end_is_ascii_for_old_pythons_in_the_c_locale():
     """SSH mode passes onhost_boot.py as `python -c SOURCE`; Python 3.5/3.6 in the C locale (an ESXi 6.x
     session) cannot decode a non-ASCII argument and refuse it whole, before it could answer `old`."""
     assert (ROOT / "hotvcb" / "onhost_boot.py").read_bytes().isascii()
+
+
+def test_the_hosts_end_imports_nothing_from_the_ssh_sessions_working_folder(tmp_path):
+    """SSH mode starts onhost_boot.py (and treescan.py) as `python -c SOURCE` in the session's working folder
+    (root's home: `/` on ESXi), which `-c` puts first on the import path; `-I` would not, but 2.7 and 3.5 do
+    not know it and must still answer `old`. A tempfile.py lying there ran as root in the module's place."""
+    from hotvcb import sshscripts
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "tempfile.py").write_text("import sys\nsys.stderr.write('PLANTED\\n')\nsys.exit(42)\n")
+    cache = tmp_path / "cache"
+    source = (ROOT / "hotvcb" / "onhost_boot.py").read_text()
+    done = subprocess.run(sshscripts.python_argv(source, ["n0nce", "0" * 64, str(cache)]), cwd=str(home),
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"},
+                          timeout=60)
+    assert "PLANTED" not in done.stderr and done.stdout.startswith("HOTVCB-ONHOST n0nce need "), done
