@@ -84,3 +84,18 @@ def test_the_outbox_option_is_no_file_name():
         with pytest.raises(argparse.ArgumentTypeError):
             onhost.outbox_fd(value)
     assert onhost.outbox_fd("5") == 5
+
+
+def test_a_report_lost_after_a_run_that_ended_all_ok_there_is_exit_9_not_1(monkeypatch):
+    """Exit 1 says no VM was started (README); a run on the host that ended 0 and whose report did not come
+    (however) backed its VMs up: a copy lost, exit 9, its status starting with the warning."""
+    import types
+
+    from hotvcb import hostrun
+
+    monkeypatch.setattr(onhost, "_run", lambda *a, **k: hostrun.Finished(0, b"", False))
+    target = types.SimpleNamespace(name=lambda: "esxi01", ssh=types.SimpleNamespace(destination="root@esxi01"))
+    args = argparse.Namespace(host_target=target, job_name="nightly", level="info")
+    report = onhost.backup(args, RunLog(stream=_Stream()))
+    assert report.code == 9, report
+    assert report.status.startswith("WARNING: the run on the host ended without its report (exit 0)"), report.status

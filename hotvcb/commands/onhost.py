@@ -364,7 +364,7 @@ class _Tee:
         output in files in its /tmp, a small ramdisk that may fill up during the run; its lines then stopped
         there, and this machine's terminal and -l ended without the run's end and final status, which the
         report (passed by a pipe, no file) still holds."""
-        lines = host_log.split("\n")
+        lines = host_log.split("\n") if host_log else []
         if self.log is None or self.lines >= len(lines) or self.lines and lines[self.lines - 1] != self.last:
             return  # all came; or not this log's lines: nothing to add rather than lines twice
         if self.partial:
