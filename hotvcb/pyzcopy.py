@@ -38,8 +38,8 @@ def hold() -> None:
         with open(zipped.archive, "rb") as f:
             data = f.read()
         loader = _Loader(zipped.archive, zipfile.ZipFile(io.BytesIO(data)))
-    except (OSError, zipfile.BadZipFile):
-        return
+    except Exception:  # noqa: BLE001 - whatever a half-written zip raises (BadZipFile, EOFError, ...), before the
+        return  # CLI can word an error: the imports stay the file's, as they always were
     sys.meta_path.insert(0, _Finder(loader))
     package.__loader__ = package.__spec__.loader = loader
     _held = data
@@ -66,7 +66,7 @@ class _Loader(importlib.abc.SourceLoader):
     pyz (it holds no bytecode); `get_data` also serves `pkgutil.get_data` of the package's files."""
 
     def __init__(self, archive: str, zf: zipfile.ZipFile):
-        self.archive = archive
+        self.archive = archive  # the pyz's path, named as zipimporter names it (schedule.running_pyz reads it)
         self.zip = zf
         self.names = set(zf.namelist())
 
