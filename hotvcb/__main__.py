@@ -12,6 +12,9 @@ if sys.version_info < (3, 8):
 from hotvcb import interrupt  # noqa: E402  (after the version check on purpose)
 
 interrupt.early()  # a SIGTERM while the rest is imported ends the run as an interrupted run, not as exit 143
+from hotvcb import pyzcopy  # noqa: E402
+
+pyzcopy.hold()  # from a pyz: every later import from the copy read now, which an upgrade in place does not touch
 from hotvcb.cli import main  # noqa: E402
 
 sys.exit(main())

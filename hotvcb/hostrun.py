@@ -50,7 +50,7 @@ class Request:
 @dataclass
 class Finished:
     returncode: int
-    outbox: bytes  # what the run wrote to RUN_DIR/outbox.json (b"" if nothing)
+    outbox: bytes  # what the run wrote to its outbox (onhost_boot.OUTBOX; b"" if nothing)
     shipped: bool  # the pyz was sent (the host did not hold this build)
     lost: Optional[str] = None  # the connection broke during the run (the host's end stopped it)
 

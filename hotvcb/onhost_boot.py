@@ -13,21 +13,25 @@ The protocol (lines end with a newline; a frame is a decimal length, a newline, 
   client: the pyz frame (after `need` only), then the request frame: JSON {"argv": [...],
           "files": {relative path: base64}, "dirs": [relative path], "env": {...}}; in argv, RUN_DIR
           stands for the run's private folder on the host, where the files are (and the folders,
-          made even when no file is sent into them)
+          made even when no file is sent into them), and OUTBOX for the pipe the run writes its
+          report to (`--outbox FD`)
   host:   HOTVCB-ONHOST NONCE run, then the run's stdout and stderr, as they come
   client: `INT`, `TERM`, `HUP` or `QUIT` lines: that signal goes to the run; EOF (the client is gone): HUP
-  host:   HOTVCB-ONHOST NONCE end, then the outbox (`--outbox`, may be empty) until EOF;
-          the exit code is the run's.
+  host:   HOTVCB-ONHOST NONCE end, then the outbox (what the run wrote to OUTBOX, may be empty)
+          until EOF; the exit code is the run's.
 
 The run writes its output to files in its folder, never to the channel: a lost connection must
-not break the run's cleanup (a write to a closed pipe would), and the run holds the host's run
-lock and removes its snapshot whatever happens to us.
+not break the run's cleanup (a write to a closed pipe would), nor a stalled one hold it up; and the
+run holds the host's run lock and removes its snapshot whatever happens to us. Its report comes to
+us through a pipe instead, which needs no room: the host's /tmp (a small ramdisk) may have filled up
+during the run, and a good backup's report lost in it was told as a run that failed to start.
 """
 
 import sys
 
 MARK = "HOTVCB-ONHOST"
 RUN_DIR = "\x00run\x00"  # no argument can hold a NUL: the token cannot clash with a VM name
+OUTBOX = "\x00outbox\x00"  # the pipe's file descriptor, in the run's argv
 KEEP_OLD_BUILDS = 7 * 86400  # seconds another hotvcb version's pyz is kept unused
 FRAME_MAX = 64 << 20
 MIN_FREE = 4 << 20  # bytes the folder needs to start a run: the pyz, the run's files and its output
@@ -80,12 +84,9 @@ def serve(nonce, sha, cache, version):
             put_file(run, rel, b64)
         argv = [a.replace(RUN_DIR, run) for a in request["argv"]]
         say(nonce, "run")  # everything before may fail (a full /tmp...): the client then goes file by file
-        code = relay(program, argv, request.get("env") or {}, run, stdin)
-        outbox = os.path.join(run, "outbox.json")
+        code, outbox = relay(program, argv, request.get("env") or {}, run, stdin)
         say(nonce, "end")
-        if os.path.exists(outbox):
-            with open(outbox, "rb") as f:
-                write_out(sys.stdout.buffer, f.read())
+        write_out(sys.stdout.buffer, outbox)
         return code
     finally:
         shutil.rmtree(run, ignore_errors=True)
@@ -93,13 +94,15 @@ def serve(nonce, sha, cache, version):
 
 
 def private_dir(path):
-    """Ours alone: a pyz in a folder others can write to could be swapped under us (we run as root)."""
+    """Ours alone: a pyz in a folder others can write to could be swapped under us (we run as root). A
+    folder that cannot be made raises mkdir's own error (a read-only /tmp: `Read-only file system`), which
+    the client gives as its reason to go file by file; the lstat's `No such file` named the wrong cause."""
     import os
     import stat
 
     try:
         os.mkdir(path, 0o700)
-    except OSError:
+    except FileExistsError:
         pass
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
@@ -258,7 +261,8 @@ def put_file(run, rel, b64):
 
 
 def relay(pyz, argv, env, run, stdin):
-    """Run hotvcb, relay its output files to the channel and the client's signals to it."""
+    """Run hotvcb, relay its output files to the channel and the client's signals to it; (its exit code, what
+    it wrote to OUTBOX)."""
     import os
     import select
     import signal
@@ -279,9 +283,15 @@ def relay(pyz, argv, env, run, stdin):
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):  # QUIT: Ctrl-\, handled by the run as INT
         signal.signal(sig, forward)
     signal.signal(signal.SIGHUP, ignore)  # the session's end is told by EOF on stdin, below
-    with open(out_path, "wb") as out, open(err_path, "wb") as err, open(os.devnull, "rb") as null:
-        child = subprocess.Popen([sys.executable, pyz] + argv, stdin=null, stdout=out, stderr=err, cwd="/",
-                                 env=environ, start_new_session=True)
+    box, box_w = os.pipe()
+    try:
+        with open(out_path, "wb") as out, open(err_path, "wb") as err, open(os.devnull, "rb") as null:
+            child = subprocess.Popen([sys.executable, pyz] + [a.replace(OUTBOX, str(box_w)) for a in argv], stdin=null,
+                                     stdout=out, stderr=err, cwd="/", env=environ, start_new_session=True,
+                                     pass_fds=(box_w,))
+    finally:
+        os.close(box_w)  # the run's alone: its end is the pipe's EOF
+    report = Outbox(box)
     with open(os.path.join(run, "pid"), "w") as f:
         f.write("%d %d\n" % (os.getpid(), child.pid))  # the folder is in use while either lives
     pipes = [[open(out_path, "rb"), sys.stdout.buffer], [open(err_path, "rb"), sys.stderr.buffer]]
@@ -296,11 +306,10 @@ def relay(pyz, argv, env, run, stdin):
             break
         while received:
             signal_child(child, received.pop(0))
-        if control is None:
-            time.sleep(0.1)
-            continue
-        ready = select.select([control], [], [], 0.1)[0]
-        if not ready:
+        ready = select.select([fd for fd in (control, report.fd) if fd is not None], [], [], 0.1)[0]
+        if report.fd in ready:
+            report.read()
+        if control is None or control not in ready:
             continue
         data = os.read(control, 4096)
         if not data:  # the client went away: stop the run as its own Ctrl-C would, as a hang-up, which its
@@ -316,7 +325,46 @@ def relay(pyz, argv, env, run, stdin):
     for pipe in pipes:
         pipe[0].close()
     code = child.returncode
-    return code if code >= 0 else 128 - code
+    return (code if code >= 0 else 128 - code), report.rest()
+
+
+class Outbox(object):
+    """The run's report, read from its pipe as it comes: a report larger than the pipe holds would hold the
+    run's end until it is read."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.parts = []
+
+    def read(self):
+        import os
+
+        part = os.read(self.fd, 65536)
+        if part:
+            self.parts.append(part)
+        else:
+            self.close()
+
+    def close(self):
+        import os
+
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def rest(self):
+        """All of it, once the run has ended: read to the pipe's end, bounded (a process the run left behind
+        holding the pipe must not hold us)."""
+        import select
+        import time
+
+        deadline = time.time() + 5
+        while self.fd is not None:
+            if select.select([self.fd], [], [], max(0, deadline - time.time()))[0]:
+                self.read()
+            else:
+                self.close()
+        return b"".join(self.parts)
 
 
 def ignore(_signum, _frame):

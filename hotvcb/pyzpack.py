@@ -11,6 +11,8 @@ import os
 import zipfile
 from typing import List, Tuple
 
+from . import pyzcopy
+
 PACKAGE = "hotvcb"
 EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -51,8 +53,12 @@ def build(root: str) -> Tuple[bytes, int]:
 
 
 def this_package() -> bytes:
-    """The running hotvcb as a pyz: the archive itself when we run from one, else built now
-    from the source tree (in memory: ~0.1 s, no cache to go stale)."""
+    """The running hotvcb as a pyz: the archive itself when we run from one (as it was when the run
+    started: not a build copied over it since), else built now from the source tree (in memory: ~0.1 s,
+    no cache to go stale)."""
+    started = pyzcopy.held()
+    if started is not None:
+        return started
     here = os.path.dirname(os.path.abspath(__file__))
     archive = os.path.dirname(here)
     if os.path.isfile(archive) and zipfile.is_zipfile(archive):

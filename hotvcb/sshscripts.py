@@ -28,6 +28,10 @@ NOT_FOUND = "hotvcb-ssh: cannot run "
 # `python` first: ESXi's own is /bin/python (3.8 on 7/8).
 PYTHON = ('s=$1; shift; for p in python python3; do command -v "$p" >/dev/null 2>&1 && '
           'exec "$p" -c "$s" "$@"; done; exit 127')
+# the first lines of every script run with `python -c`: python puts the session's working folder (root's home,
+# `/` on ESXi) first on the import path, and `-I`, which would not, is unknown to the 2.7 and 3.5 pythons whose
+# `old` answer SSH mode needs: a json.py or tempfile.py lying there would have run as root in the module's place
+UNPATHED = 'import sys\nif sys.path and sys.path[0] == "":\n    del sys.path[0]\n'
 
 # "$@" is the command. fd 3 keeps the channel's stdin for the watcher (an
 # asynchronous list would otherwise get /dev/null). The watcher ignores TERM
@@ -112,7 +116,8 @@ def wrapped(argv: Sequence[str]) -> str:
 
 def python_argv(source: str, args: Sequence[str]) -> List[str]:
     """argv that runs a stdlib script's source with the host's python (exit 127: it has none)."""
-    return ["sh", "-c", PYTHON, "hotvcb", source] + list(args)
+    return ["sh", "-c", PYTHON, "hotvcb", UNPATHED + source] + list(args)
+
 
 
 def member(name: str) -> str:

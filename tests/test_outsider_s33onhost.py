@@ -79,8 +79,6 @@ def test_every_command_runs_from_the_pyz_on_the_hosts_bare_python(host, builds, 
     assert not [n for n in snapshot_names(host, _vmid(host, "Prüf VM")) if n.startswith("hotvcb-")]
 
 
-@pytest.mark.xfail(strict=True, reason="a run from the pyz imports notify only at its end: a pyz upgraded in place "
-                                       "meanwhile ends a good run in 'internal error: ZipImportError', exit 1, no mail")
 def test_a_pyz_upgraded_in_place_during_a_run_still_ends_the_run_and_sends_its_report(host, builds):
     """The admin upgrades hotvcb the way the docs install it, `scp dist/hotvcb.pyz
     root@esxi01:/vmfs/volumes/datastore1/`, while last night's run (EMAIL_LOG=1) is still copying a
@@ -167,8 +165,6 @@ def test_a_job_run_from_a_pyz_on_the_ramdisk_is_not_said_to_survive_a_reboot(hos
 
 
 
-@pytest.mark.xfail(strict=True, reason="schedule install from a source copy on a datastore writes its PYTHONPATH as the "
-                                       "datastore's UUID path while -g/-f in the same line keep the name the admin typed")
 def test_a_job_installed_from_a_source_copy_on_a_datastore_names_it_by_the_datastores_name(host):
     """The admin keeps hotvcb as a source copy on the datastore (`/vmfs/volumes/datastore1/src/hotvcb`,
     run as `cd /vmfs/volumes/datastore1/src && python -m hotvcb ...`; install works from one, the
@@ -220,8 +216,6 @@ def _fill(folder):
 
 
 @needs_sshd
-@pytest.mark.xfail(strict=True, reason="SSH mode: the host's /tmp filling up during the run on the host turns a good "
-                                       "backup into 'ERROR: the run on the host ended without its report', exit 1")
 @pytest.mark.parametrize("small_tmp", [6 << 20], indirect=True)  # room to start the run on the host (4 MiB free)
 def test_the_hosts_tmp_filling_during_an_on_host_run_does_not_turn_a_good_backup_into_exit_1(small_tmp, host, site):
     """A Linux box backs up an ESXi 7 host in SSH mode, so hotvcb runs on the host from its build in
@@ -254,8 +248,6 @@ def test_the_hosts_tmp_filling_during_an_on_host_run_does_not_turn_a_good_backup
 
 
 @needs_sshd
-@pytest.mark.xfail(strict=True, reason="a restore over SSH that goes file by file logs `HOST: <the Linux box's name>`, "
-                                       "not the ESXi host it restores on (run on the host, the same restore names it)")
 @pytest.mark.parametrize("small_tmp", [224 << 10], indirect=True)  # the host's /tmp too full to run hotvcb there
 def test_a_restore_over_ssh_that_goes_file_by_file_names_the_esxi_host_it_restores_on(small_tmp, host, site):
     """The host's /tmp ramdisk is nearly full, so `hotvcb --host root@esxi01 restore --latest web ...`
@@ -280,8 +272,6 @@ def test_a_restore_over_ssh_that_goes_file_by_file_names_the_esxi_host_it_restor
 
 
 @needs_sshd
-@pytest.mark.xfail(strict=True, reason="onhost_boot.private_dir swallows mkdir's error: a read-only /tmp on the host is "
-                                       "reported as 'No such file or directory' for the folder it could not make")
 @pytest.mark.parametrize("small_tmp", [8 << 20], indirect=True)
 def test_a_read_only_tmp_on_the_host_is_named_as_such_when_ssh_mode_goes_file_by_file(small_tmp, host, site):
     """The host's /tmp went read-only (a ramdisk remounted after an error; here a tmpfs remounted ro).

@@ -231,3 +231,39 @@ def test_the_hosts_end_is_ascii_for_old_pythons_in_the_c_locale():
     """SSH mode passes onhost_boot.py as `python -c SOURCE`; Python 3.5/3.6 in the C locale (an ESXi 6.x
     session) cannot decode a non-ASCII argument and refuse it whole, before it could answer `old`."""
     assert (ROOT / "hotvcb" / "onhost_boot.py").read_bytes().isascii()
+
+
+def test_the_hosts_end_imports_nothing_from_the_ssh_sessions_working_folder(tmp_path):
+    """SSH mode starts onhost_boot.py (and treescan.py) as `python -c SOURCE` in the session's working folder
+    (root's home: `/` on ESXi), which `-c` puts first on the import path; `-I` would not, but 2.7 and 3.5 do
+    not know it and must still answer `old`. A tempfile.py lying there ran as root in the module's place."""
+    from hotvcb import sshscripts
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "tempfile.py").write_text("import sys\nsys.stderr.write('PLANTED\\n')\nsys.exit(42)\n")
+    cache = tmp_path / "cache"
+    source = (ROOT / "hotvcb" / "onhost_boot.py").read_text()
+    done = subprocess.run(sshscripts.python_argv(source, ["n0nce", "0" * 64, str(cache)]), cwd=str(home),
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"},
+                          timeout=60)
+    assert "PLANTED" not in done.stderr and done.stdout.startswith("HOTVCB-ONHOST n0nce need "), done
+
+
+def test_a_pyz_rewritten_in_place_after_the_start_changes_nothing_of_the_run(pyz, tmp_path):
+    """`scp` of a new build over the pyz rewrites it in place while a run may use it; zipimport read a module
+    imported late (the mail code at the run's end) at the old build's offsets from the new file. A run
+    imports from the copy it read at its start (pyzcopy), pkgutil.get_data and the pyz SSH mode ships too."""
+    live = tmp_path / "hotvcb.pyz"
+    live.write_bytes(pyz.read_bytes())
+    other = _build(tmp_path / "other.pyz")  # the same modules at other offsets
+    script = ("import pkgutil, sys; sys.path.insert(0, sys.argv[1]); from hotvcb import pyzcopy; pyzcopy.hold()\n"
+              "started = open(sys.argv[1], 'rb').read()\n"
+              "with open(sys.argv[1], 'r+b') as f:\n    f.write(b'#!/bin/python -X\\n' + open(sys.argv[2], 'rb').read())\n"
+              "from hotvcb import notify, pyzpack\n"
+              "assert pkgutil.get_data('hotvcb', 'onhost_boot.py').startswith(b'\"\"\"')\n"
+              "assert pyzpack.this_package() == started\n"
+              "print('imported', notify.__name__)\n")
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", script, str(live), str(other)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and "imported hotvcb.notify" in done.stdout, done

@@ -45,7 +45,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    "overrides BACKUP_POWER_STATE")
     p.add_argument("--parallel", metavar="N", type=_vms_at_once,
                    help="back up up to N VMs at a time (1-16); overrides BACKUP_PARALLEL")
-    p.add_argument("--outbox", help=argparse.SUPPRESS)  # an on-host run for an SSH client (onhost.py)
+    p.add_argument("--outbox", type=onhost.outbox_fd, help=argparse.SUPPRESS)  # an on-host run for an SSH client
     onhost.add_option(p)
     p.add_argument("--repo", metavar="PATH", help="back up into the deduplicating repository at PATH "
                    "(overrides VM_BACKUP_REPOSITORY; docs/repository.md)")
@@ -343,7 +343,10 @@ def _deliver(args, settings, log, report: "onhost.Report", said: Tuple[int, int]
             said = _stopped(args, log, report, err, "while the report was mailed")
     _late(args, log, report, said, "as the report was mailed" if mailed else "as the run ended")  # it went out
     if args.outbox:  # the SSH client's report and exit code: saved once no signal can change them
-        report.save(args.outbox)
+        try:
+            report.save(args.outbox)
+        except OSError as err:  # the host's end is gone (killed): no one to tell but our own log
+            log.warning("cannot hand the run's report to the SSH client: %s" % (err.strerror or err))
     # a sink lost while the report and the mail were written (their lines): the exit code counts it too
     _status, code = log.account(report.status, report.code)
     log.close()

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import json
 import os
+import re
 import signal
 import stat
 import sys
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 from .. import adminfile, config, namelist, pipetext
 from ..jobs import outcome
 from ..errors import HostError, Interrupted, UsageError
-from ..onhost_boot import RUN_DIR
+from ..onhost_boot import OUTBOX, RUN_DIR
 from ..runlog import LOG_LOST, RunLog, put, say
 
 if TYPE_CHECKING:  # hostrun (with pyzpack, uuid, ...) is imported by an SSH run only: a local run starts sooner
@@ -39,7 +40,6 @@ CLIENT_SIDE = ("log_file", "workdir", "json_report", "file_by_file", "outbox", "
 SHIPPED_FILES = ("global_conf", "vm_list", "exclude", "restore_file")
 LISTS = ("vm_list", "exclude")  # may be pipes (`-f <(...)`), read once (pipetext.py)
 SHIPPED_DIRS = ("confdir",)
-OUTBOX = RUN_DIR + "/outbox.json"
 
 
 @dataclass
@@ -55,11 +55,20 @@ class Report:
     report_html: str
     json_report: Dict[str, Any]
 
-    def save(self, path: str) -> None:
-        tmp = "%s.%d.tmp" % (path, os.getpid())
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(dataclasses.asdict(self), f)
-        os.replace(tmp, path)
+    def save(self, outbox: int) -> None:
+        """Written to the pipe the host's end of SSH mode reads (`--outbox FD`, onhost_boot.relay), not to a
+        file in the host's /tmp: that ramdisk may have filled up during the run, and a good backup's report
+        lost there was told as a run that never started. Raises OSError (the pipe's reader is gone)."""
+        with open(outbox, "wb", closefd=True) as f:
+            f.write(json.dumps(dataclasses.asdict(self)).encode("utf-8"))
+
+
+def outbox_fd(text: str) -> int:
+    """`--outbox`'s value: the file descriptor of the pipe SSH mode's host end passes its run."""
+    if not re.fullmatch(r"[0-9]{1,9}", text) or int(text) < 3:
+        raise argparse.ArgumentTypeError("%r: not an option to give by hand (SSH mode passes the run on the host "
+                                         "the file descriptor of the pipe it reads the report from)" % text)
+    return int(text)
 
 
 def add_option(p: argparse.ArgumentParser) -> None:
@@ -121,17 +130,20 @@ def backup(args, log: RunLog) -> Optional[Report]:
     """The run's Report, or None when it is not run on the host (no SSH, --file-by-file, or the
     host cannot: said in the log), and the caller goes file by file."""
     started = datetime.now().isoformat(timespec="seconds")
+    tee = _Tee(log)
     try:
-        done = _run(args, log, ["--outbox", OUTBOX])
+        done = _run(args, log, ["--outbox", OUTBOX], tee=tee)
     except Interrupted as err:  # before the run started on the host: nothing to undo there
         return ended(args, log, started, "ERROR: %s" % err, err.exit_code, args.host_target.name())
     if done is None:
         return None
     try:
         report = Report(**json.loads(done.outbox.decode("utf-8")))
+        host_log = report.log_text
         # the lines this machine said before the run went to the host (-m overriding -f) are the mail's too:
         # its log is the host's run's, which never heard them
         report.log_text = "\n".join(log.lines + [report.log_text]) if log.lines else report.log_text
+        tee.say_rest(host_log)
         return report
     except (TypeError, ValueError) as err:
         why = done.lost or "the run on the host ended without its report (exit %d%s)" % (
@@ -141,6 +153,10 @@ def backup(args, log: RunLog) -> Optional[Report]:
         why = "%s: it was killed by %s and may have left hotvcb's snapshot on a VM, a VM it powered off or a " \
               "-partial backup folder; `hotvcb --host %s cleanup` removes them (so does the next backup)" % (
                   why, killed, args.host_target.ssh.destination)
+    if done.returncode == 0 and not (killed or done.lost):  # it ended all OK there, as its lines say: only its
+        log.warning(why)  # report is lost, a copy (README: 9), not a run that never started (1)
+        return ended(args, log, started, "WARNING: %s; it ended all OK there" % why, LOG_LOST,
+                     args.host_target.name())
     log.error(why)
     if killed or done.lost:  # the host's end stops a run whose session broke as a signal does (onhost_boot)
         code = Interrupted.exit_code  # README: 2, interrupted by a signal; 1 would say no VM was started
@@ -194,15 +210,16 @@ def command(args, failed: int, log: Optional[RunLog] = None,
 
 
 def _run(args, log: Optional[RunLog], extra: Sequence[str] = (),
-         ask: "Optional[Callable[[SshShell], List[str]]]" = None) -> "Optional[hostrun.Finished]":
-    done = _on_host(args, log, extra, ask)
+         ask: "Optional[Callable[[SshShell], List[str]]]" = None,
+         tee: "Optional[_Tee]" = None) -> "Optional[hostrun.Finished]":
+    done = _on_host(args, log, extra, ask, tee or _Tee(log))
     if done is None:  # the command stays here: say what the host's run would have said
         vars(args).pop("unsaid_warnings", lambda: None)()
     return done
 
 
 def _on_host(args, log: Optional[RunLog], extra: Sequence[str],
-             ask: "Optional[Callable[[SshShell], List[str]]]") -> "Optional[hostrun.Finished]":
+             ask: "Optional[Callable[[SshShell], List[str]]]", tee: "_Tee") -> "Optional[hostrun.Finished]":
     if not _may_go_to_host(args):
         return None
     from .. import hostrun
@@ -212,7 +229,6 @@ def _on_host(args, log: Optional[RunLog], extra: Sequence[str],
         shell.open()
     except HostError:
         return None  # no connection: the file-by-file path reports why, as it always has
-    tee = _Tee(log)
     try:
         request = _request(args, args.parser, list(extra) + (ask(shell) if ask else []))
         done = hostrun.run(shell, request, tee.stdout, tee.stderr)
@@ -329,12 +345,34 @@ class _Tee:
     def __init__(self, log: Optional[RunLog]):
         self.log = log
         self.decode = codecs.getincrementaldecoder("utf-8")("replace")
+        self.lines = 0  # complete lines of the host's log relayed
+        self.last = ""  # the last of them
+        self.partial = ""  # and what came of the next
 
     def stdout(self, data: bytes) -> None:
         if self.log is not None:
-            self.log.relay(data, self.decode.decode(data))
+            text = self.decode.decode(data)
+            self.log.relay(data, text)
+            *done, self.partial = (self.partial + text).split("\n")
+            if done:
+                self.lines, self.last = self.lines + len(done), done[-1]
         else:
             put(sys.stdout.buffer, data)
+
+    def say_rest(self, host_log: str) -> None:
+        """The host's log lines its output did not bring, said from its report: the run on the host keeps its
+        output in files in its /tmp, a small ramdisk that may fill up during the run; its lines then stopped
+        there, and this machine's terminal and -l ended without the run's end and final status, which the
+        report (passed by a pipe, no file) still holds."""
+        lines = host_log.split("\n") if host_log else []
+        if self.log is None or self.lines >= len(lines) or self.lines and lines[self.lines - 1] != self.last:
+            return  # all came; or not this log's lines: nothing to add rather than lines twice
+        if self.partial:
+            self.log.relay(b"\n", "\n")
+        self.log.warning("the host's output stopped after %d of its %d log lines (it could not keep them: its /tmp "
+                         "is full?); the rest, from its report:" % (self.lines, len(lines)))
+        rest = "".join(line + "\n" for line in lines[self.lines:])
+        self.log.relay(rest.encode("utf-8"), rest)
 
     def stderr(self, data: bytes) -> None:
         put(sys.stderr.buffer, data)

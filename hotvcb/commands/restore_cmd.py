@@ -22,7 +22,6 @@ from ..jobs.restore import RestoreJob, RestoreResult
 from ..jobs.restore_plan import require_usable_name
 from ..localshell import LocalShell
 from ..restorefile import BadLine, RestoreRequest, datastore_path, disk_format, read_restore_file, trim_path
-from ..runid import machine_name
 from ..runlog import RunLog
 from ..store import health, layout, rotation
 from ..units import human_size
@@ -177,12 +176,12 @@ def run(args) -> int:
         skipped = []  # type: List[str]
         items = requests_from(args, settings, skipped)
         log.info("============================== hotvcb restore LOG START ==============================")
-        log.info("HOST: %s" % machine_name())
+        host = common.connect(args.host_target)
+        log.info("HOST: %s" % host.host_name())  # file by file over SSH: the ESXi host's name, not this Linux box's
         for line in skipped:
             log.warning("--latest " + line)
         if dry_run:
             log.info("DRY RUN: nothing will be changed")
-        host = common.connect(args.host_target)
         job = RestoreJob(host, log, dry_run=dry_run, verbose=level == "dryrun2",
                          verify=not args.no_verify, power_on=args.power_on)
         for item in items:

@@ -128,6 +128,17 @@ class Plan:
     warnings: List[str] = field(default_factory=list)
 
 
+def _backups_within(folder: str, entries: List[str]) -> str:
+    """What to say of a folder that holds backups instead of being one (a VM's folder on the backup volume,
+    given where one of its backups belongs): "holds 0 .vmx files" alone sent the admin looking for a lost
+    .vmx instead of naming a backup."""
+    held = sorted(e for e in entries if layout.named(e))
+    if not held:
+        return ""
+    return ": it is a folder of %d backup(s), not a backup; name one of them (the last by name: %s/%s), or " \
+           "restore the newest with --latest VM" % (len(held), folder.rstrip("/"), held[-1])
+
+
 class Planner:
     def __init__(self, host: Hypervisor, req: RestoreRequest, vms: Callable[[], List[VmRef]],
                  swept: AbstractSet[str] = frozenset()):
@@ -144,9 +155,11 @@ class Planner:
         `fs` is the Shell, or a targz.ArchiveView for a .gz not unpacked yet.
         """
         warnings = []  # type: List[str]
-        vmxs = [f for f in fs.listdir(backup) if f.lower().endswith(".vmx") and not f.startswith(".")]
+        entries = fs.listdir(backup)
+        vmxs = [f for f in entries if f.lower().endswith(".vmx") and not f.startswith(".")]
         if len(vmxs) != 1:
-            raise RestoreError("%s holds %d .vmx files, expected 1" % (self.req.backup, len(vmxs)))
+            raise RestoreError("%s holds %d .vmx files, expected 1%s" % (self.req.backup, len(vmxs),
+                                                                        _backups_within(self.req.backup, entries)))
         try:  # read_regular: a FIFO planted as the .vmx would block a plain read for ever
             path = backup + "/" + vmxs[0]
             vmx = VmxFile(as_vmware_reads(read_small(fs, path, MAX_SIZE), lambda: fs.file_size(path),

@@ -140,7 +140,10 @@ def self_command(on_esxi: bool) -> List[str]:
 
 
 def source_root() -> Optional[str]:
-    """The folder holding hotvcb/ when it is not installed (a checkout), else None."""
+    """The folder holding hotvcb/ when it is not installed (a checkout), else None; named as the admin's
+    shell names it (`as_seen`): `cd /vmfs/volumes/datastore1/src && python -m hotvcb schedule install …`
+    wrote PYTHONPATH=/vmfs/volumes/<uuid>/src beside the line's datastore1 paths, so a datastore made anew
+    under its name kept the config and lost hotvcb itself."""
     import site
 
     import hotvcb
@@ -149,7 +152,7 @@ def source_root() -> Optional[str]:
     installed = list(site.getsitepackages()) + [site.getusersitepackages()]
     if any(os.path.abspath(d) == parent for d in installed):
         return None
-    return parent
+    return as_seen(parent)
 
 
 def running_pyz() -> Optional[str]:
@@ -230,7 +233,7 @@ def as_seen(path: str) -> str:
     if not os.path.isabs(path):
         return absolute(path)
     base, shown = os.getcwd().rstrip("/"), _shell_cwd().rstrip("/")
-    if base and shown != base and path.startswith(base + "/"):
+    if base and shown != base and (path == base or path.startswith(base + "/")):  # the folder itself too
         return shown + path[len(base):]
     return path
 
