@@ -1,6 +1,6 @@
 """The fixes of outside round s33 (restore) beyond what test_outsider_s33restore.py pins: the VM folder's
 place taken by a file or a dangling symlink is named for what it is, a backup still being written is
-not called missing, `list` of a backup volume that is not there is an error, and the dry run's tally
+not called missing, a `-partial` one says which it is (running, or left by a dead run), `list` of a backup volume that is not there is an error, and the dry run's tally
 of what earlier lines take (restore_tally.Tally)."""
 
 import os
@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from simhost import VOLUME, hotvcb, make_host, needs_root, write_conf
+from simhost import VOLUME, host_python, hotvcb, make_host, needs_root, write_conf
 
 pytestmark = [needs_root]
 VM = "tally"
@@ -59,6 +59,29 @@ def test_a_backup_still_being_written_is_not_called_missing(site):
     finally:
         shutil.rmtree(host.real(final + "-partial"))
     assert r.returncode == 6 and "does not exist yet" in out(r) and final + "-partial" in out(r), out(r)
+
+
+@pytest.mark.parametrize("record", ["dead run", "none"])
+def test_a_partial_backup_says_whether_its_run_died(site, record):
+    """`restore <VM>-<time>-partial` said "being written, or left by a run that died"; its owner record tells."""
+    host, _conf, bk = site
+    partial = bk[: -len("2026-01-01_00-00-00")] + "2031-01-01_00-00-00-partial"
+    shutil.copytree(host.real(bk), host.real(partial))
+    for status in ("STATUS.ok", "STATUS.warn", "STATUS.error"):
+        if os.path.exists(host.real(partial + "/" + status)):
+            os.unlink(host.real(partial + "/" + status))
+    if record == "dead run":  # a record of a process of the host that has ended
+        r = host_python(host, "-c", "from hotvcb.runid import RunId; print(RunId.new().with_process_start().text())")
+        assert r.returncode == 0, r.stderr
+        with open(host.real(partial + "/.hotvcb-owner"), "w") as f:
+            f.write(r.stdout)
+    try:
+        r = hotvcb(host, "restore", partial, "--datastore", "ds5", "--name", "half")
+    finally:
+        shutil.rmtree(host.real(partial))
+    assert r.returncode == 6, out(r)
+    said = "left by a run that died (run " if record == "dead run" else "no owner record to say which"
+    assert said in out(r), out(r)
 
 
 def test_list_of_a_backup_volume_that_is_not_there_is_an_error(site):
