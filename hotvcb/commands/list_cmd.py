@@ -25,6 +25,10 @@ disks; the table says it below itself). size_bytes is what the
 files take on disk (thin disks count only their allocated blocks). format
 comes from the manifest, or for ghettoVCB backups from the first disk
 descriptor (thin | 2gbsparse | thick).
+
+A backup volume that is not there (a typo, a datastore not mounted, -g forgotten) is an error
+naming it, exit 1, never "no backups under" it, which reads as backups lost; the NFS share a
+backup run mounts (ENABLE_NON_PERSISTENT_NFS) is said to be unmounted instead.
 """
 
 import os
