@@ -235,9 +235,11 @@ def _restore(job: RestoreJob, req: RestoreRequest, log, dry_run: bool) -> Option
         repo = open_path(req.repo)
         snap = repo_cmd.find(repo, req.backup, req.latest)
         final = "%s/%s" % (req.target.rstrip("/"), layout.datastore_folder(req.new_name or snap.vm))
-        if job.shell.exists(final) or job.tally.taken_by(final):  # before the whole backup is staged there
-            raise HotvcbError("target folder %s already exists%s; not overwriting it" % (
-                final, "" if job.shell.exists(final) else " once %s is restored" % job.tally.taken_by(final)))
+        if job.shell.exists(final):  # before the whole backup is staged on the datastore
+            raise HotvcbError("target folder %s already exists; not overwriting it" % final)
+        taken = job.tally.taken(final)
+        if taken is not None:
+            raise HotvcbError(taken)
         job.reclaim(req.target)  # a killed restore's staging there: its room, before the room is counted
         free = job.tally.left(req.target, restore_room.free_on_target(
             job.host, req.target, lambda: job.host.free_space(req.target)))

@@ -262,9 +262,11 @@ class _Restore:
             require_usable_name(kvm.machine.name, given=False)
         self.result.name = req.new_name or kvm.machine.name  # what a dry run's verdict names
         folder = req.target + "/" + layout.datastore_folder(self.result.name)
-        if shell.exists(folder) or self.job.tally.taken_by(folder) is not None:
-            raise RestoreError("target folder %s already exists%s; not overwriting it" % (
-                folder, "" if shell.exists(folder) else " once %s is restored" % self.job.tally.taken_by(folder)))
+        if shell.exists(folder):
+            raise RestoreError("target folder %s already exists; not overwriting it" % folder)
+        taken = self.job.tally.taken(folder)
+        if taken is not None:
+            raise RestoreError(taken)
         restore_room.check_staged_room(shell, req, kvm, folder, free)
         if self.job.dry_run:
             print_staged(self.log, req, backup, kvm, folder)
@@ -320,7 +322,7 @@ class _Restore:
         room = Ahead(lambda: self.host.free_space(target), "restore")
         inventory = Ahead(self.host.list_vms, "restore")
         self.asked = [room, inventory, Ahead(self.host.describe, "restore")]
-        self.planner = Planner(self.host, self.req, inventory.answer, self.job.swept, self.job.tally.taken_by)
+        self.planner = Planner(self.host, self.req, inventory.answer, self.job.swept, self.job.tally.taken)
         return room
 
     def _extract(self, gz: str) -> str:

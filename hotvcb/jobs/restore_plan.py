@@ -136,7 +136,7 @@ class Planner:
                  swept: AbstractSet[str] = frozenset(), planned: Callable[[str], Optional[str]] = lambda f: None):
         """`vms`: the host's VMs (asked ahead by the restore, beside its other pre-checks); `swept`: the
         folders a dry run's sweep said it would remove (restore_sweep.sweep), gone by the real run's plan;
-        `planned`: which request before this one a dry run's folder is made by (restore_tally.Tally.taken_by),
+        `planned`: the refusal of a folder a dry run's request before this one makes (restore_tally.Tally.taken),
         there by the real run's plan."""
         self.host, self.shell, self.req, self.vms = host, host.shell, req, vms
         self.swept, self.planned = swept, planned
@@ -168,9 +168,9 @@ class Planner:
         temp = folder + RESTORING
         if self.shell.exists(folder):
             raise RestoreError(self._folder_taken(folder, folder + "/" + fname + ".vmx"))
-        if self.planned(folder) is not None:
-            raise RestoreError("target folder %s is the one %s restores first; not overwriting it (give one of "
-                               "them another name)" % (folder, self.planned(folder)))
+        taken = self.planned(folder)
+        if taken is not None:
+            raise RestoreError(taken)
         if temp not in self.swept and self.shell.exists(temp):
             raise RestoreError(self._temp_taken(temp))
         plan = Plan(self.req, backup, name, folder, temp, fname + ".vmx", "", free=free, warnings=warnings)

@@ -23,9 +23,12 @@ class Tally:
         root = records_root(folder)
         self.room[root] = self.room.get(root, 0) + needed
 
-    def taken_by(self, folder: str) -> Optional[str]:
-        """Which request before would make `folder`, or None."""
-        return self.folders.get(folder)
+    def taken(self, folder: str) -> Optional[str]:
+        """The refusal of a VM folder a request before would make, or None: the real run finds it there."""
+        if folder not in self.folders:
+            return None
+        return "target folder %s is the one %s restores first; not overwriting it (give one of them another " \
+               "name)" % (folder, self.folders[folder])
 
     def left(self, target: str, free: Optional[int]) -> Optional[int]:
         """The target's free bytes once the requests before took theirs."""
