@@ -98,9 +98,6 @@ def test_a_truncated_disk_in_a_sealed_backup_in_its_vms_folder_is_refused_up_fro
     assert not gone(host, "ds5", name), text
 
 
-@pytest.mark.xfail(strict=True, reason="a backup folder outside its <VM>/ folder skips the up-front health check "
-                                       "(restore_source.check_sealed judges only layout-named backups): a disk cut "
-                                       "short is found only after the target folder was made and copying began")
 @pytest.mark.parametrize("num", ["1", "3"])
 def test_a_truncated_disk_in_a_backup_copied_elsewhere_is_refused_before_the_target_is_touched(site, num):
     """Before the restore the admin copied last night's sealed backup out of the rotation's reach, to
@@ -135,8 +132,6 @@ def _dry_then_real(host, tmp_path, lines):
     return str(f), dry, real
 
 
-@pytest.mark.xfail(strict=True, reason="restore -c -d 1 plans each line alone: a name an earlier line restores "
-                                       "is 'every check passed', the real run then refuses it (exit 4 vs 0)")
 def test_the_dry_run_of_a_restore_file_sees_a_name_an_earlier_line_takes(site, tmp_path):
     """The admin's vms_to_restore, edited at 3 a.m. from two tickets, has the same new name twice on the
     same datastore (line 1 thin, line 2 the same backup as zeroedthick). They run the dry run first, as
@@ -152,8 +147,6 @@ def test_the_dry_run_of_a_restore_file_sees_a_name_an_earlier_line_takes(site, t
     assert [l for l in out(dry).splitlines() if f + ":2" in l and "error" in l], out(dry)
 
 
-@pytest.mark.xfail(strict=True, reason="restore -c -d 1 checks each line's room against today's free space: two "
-                                       "lines that together do not fit both 'pass', the real run fails the second")
 def test_the_dry_run_of_a_restore_file_counts_the_room_earlier_lines_take(site, tmp_path):
     """Two VMs to bring back onto the only datastore with room left, "tiny" (5 MiB), both as
     zeroedthick (3 MiB each). The dry run checks each line's room against the free space as it is now:
@@ -169,9 +162,6 @@ def test_the_dry_run_of_a_restore_file_counts_the_room_earlier_lines_take(site, 
     assert [l for l in out(dry).splitlines() if f + ":2" in l and "error" in l], out(dry)
 
 
-@pytest.mark.xfail(strict=True, reason="a registered VM's folder named '<name>.hotvcb-restoring' blocks every restore of "
-                                       "<name> with 'another restore is running, or ... hotvcb cleanup removes it', "
-                                       "both false")
 def test_a_vm_named_like_a_restores_working_folder(site):
     """A restore under the new name `Shop.hotvcb-restoring` is accepted and registered (a name is refused
     only for `/`, NUL, control characters, or dots and spaces), so the datastore now holds the complete,
@@ -196,8 +186,6 @@ def test_a_vm_named_like_a_restores_working_folder(site):
         assert "vmid" in text, text
 
 
-@pytest.mark.xfail(strict=True, reason="restore --latest with a VM_BACKUP_VOLUME that does not exist (NFS datastore not "
-                                       "mounted, -g forgotten) says 'no good backup of VM under X', not that X is missing")
 @pytest.mark.parametrize("how", ["unmounted nfs", "no -g"])
 def test_latest_from_a_backup_volume_that_is_not_there_says_so(site, tmp_path, how):
     """The host was reinstalled after the crash; the NFS datastore "nfsbackup" holding every backup is
@@ -221,8 +209,6 @@ def test_latest_from_a_backup_volume_that_is_not_there_says_so(site, tmp_path, h
     assert any(w in text.lower() for w in ("does not exist", "not mounted", "no such", "is not there")), text
 
 
-@pytest.mark.xfail(strict=True, reason="restore accepts the backup's own folder as the target datastore path; the "
-                                       "registered VM then lives inside a backup, and rotation deletes its files")
 def test_a_vm_restored_into_the_backup_folder_is_not_deleted_by_rotation(site):
     """The only datastore with room at 3 a.m. is the backup datastore. The admin tab-completes the target
     one level too far: `hotvcb restore "/vmfs/volumes/backup/.../Web ö-<time>" --datastore
@@ -253,7 +239,6 @@ def test_a_vm_restored_into_the_backup_folder_is_not_deleted_by_rotation(site):
     assert os.path.exists(vmx), out(b)
 
 
-@pytest.mark.xfail(strict=True, reason="a target datastore path that is a file is reported as 'does not exist'")
 def test_a_target_path_that_is_a_file_is_not_called_missing(site, tmp_path):
     """The admin pastes the old VM's .vmx path as the line's datastore field
     (`...;/vmfs/volumes/ds5/old/old.vmx;3;Web ö neu`). hotvcb answers "target datastore path
@@ -276,8 +261,6 @@ def test_a_target_path_that_is_a_file_is_not_called_missing(site, tmp_path):
     assert "does not exist" not in err, text
 
 
-@pytest.mark.xfail(strict=True, reason="a VM restored under a name like hotvcb's scratch ('.hotvcb-extract-...') is then "
-                                       "called 'a restore's scratch folder ... remove it by hand' by cleanup and every restore")
 def test_a_vm_named_like_a_scratch_folder_is_not_offered_for_removal(site):
     """`--name` is accepted as `.hotvcb-extract-99999-20261205T000000-abcdef` (a name is refused only for `/`,
     NUL, control characters, or dots and spaces), restored and registered. From then on `hotvcb cleanup`
@@ -303,8 +286,6 @@ def vmx_keys(path):
         return dict((k.strip(), v.strip().strip('"')) for k, _, v in (l.partition("=") for l in f) if _)
 
 
-@pytest.mark.xfail(strict=True, reason="a same-name restore to another datastore keeps workingDir/sched.swap.dir naming "
-                                       "the original's folder on the old datastore (only copies drop them)")
 def test_a_same_name_restore_to_another_datastore_does_not_keep_the_old_working_dir(site):
     """datastore1 is failing; the admin restores last night's backup of "Swap ö" under its own name onto
     ds5 (the VM is "moved", docs/restore.md: same identity). Its .vmx sets `workingDir` and
@@ -333,8 +314,6 @@ def test_a_same_name_restore_to_another_datastore_does_not_keep_the_old_working_
     assert not pointing, pointing
 
 
-@pytest.mark.xfail(strict=True, reason="restore --name COPY --power-on starts a copy that keeps the running original's "
-                                       "static MAC (a warning says so), 'All VMs restored OK!', exit 0")
 def test_a_copy_with_the_originals_static_mac_is_not_powered_on_beside_it(site):
     """The VM "Kasse" has a static MAC (`ethernet0.addressType = "static"`, the licence server is bound to
     it) and is running. The admin restores last night's backup as a copy to test an update beside it

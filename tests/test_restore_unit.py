@@ -185,12 +185,13 @@ def test_a_copy_gets_a_new_identity_but_static_macs_stay_with_a_warning():
 def test_a_copy_does_not_keep_the_originals_folder_for_swap_and_snapshots():
     """workingDir and sched.swap.dir set to the original's folder (as the vSphere client writes them): the
     copy would write its swap and its snapshot deltas, named as the original's, there. A shared swap
-    datastore's folder stays, and the VM itself (same name) keeps both."""
+    datastore's folder stays. The VM itself (same name) drops them too: restored onto another datastore it
+    would write them back into the old folder (test_outsider_s33restore); unset, they are its own folder."""
     text = ('workingDir = "/vmfs/volumes/datastore1/Win \u00d6"\nsched.swap.dir = "/vmfs/volumes/swap/"\n')
     vmx, warnings = _identity(text, copy=True, original_folders=("Win \u00d6",))
     assert vmx.get("workingDir") is None and vmx.get("sched.swap.dir") == "/vmfs/volumes/swap/" and warnings == []
     vmx, _ = _identity(text, copy=False, original_folders=("Win \u00d6",))
-    assert vmx.get("workingDir") == "/vmfs/volumes/datastore1/Win \u00d6"
+    assert vmx.get("workingDir") is None and vmx.get("sched.swap.dir") == "/vmfs/volumes/swap/"
     vmx, _ = _identity(text, copy=True, original_folders=("Win Renamed", "Win \u00d6"))  # its .vmx's stem
     assert vmx.get("workingDir") is None
 

@@ -25,6 +25,10 @@ disks; the table says it below itself). size_bytes is what the
 files take on disk (thin disks count only their allocated blocks). format
 comes from the manifest, or for ghettoVCB backups from the first disk
 descriptor (thin | 2gbsparse | thick).
+
+A backup volume that is not there (a typo, a datastore not mounted, -g forgotten) is an error
+naming it, exit 1, never "no backups under" it, which reads as backups lost; the NFS share a
+backup run mounts (ENABLE_NON_PERSISTENT_NFS) is said to be unmounted instead.
 """
 
 import os
@@ -184,6 +188,9 @@ def run(args) -> int:
     if not rows and args.volume and not shell.isdir(args.volume):  # asked only then: over SSH a round trip
         # a typo must not read as a volume whose backups are gone
         raise UsageError("--volume %s: no such folder (a typo, or a share not mounted?)" % args.volume)
+    missing = "" if rows or args.volume or elsewhere else nfs.volume_missing(shell, mine, bool(args.global_conf))
+    if missing:  # as for --volume: "no backups under" a folder that is not there reads as backups lost
+        raise UsageError(missing)
     for name, target in sorted(elsewhere.items()):
         rows += backup_rows(shell, target, name, odd=_warn)
     if args.json:

@@ -86,6 +86,9 @@ def requests_from(args, settings, skipped: List[str]) -> list:
         # never another host's backup of another VM with this name (a shared volume)
         here = [r for r in host.list_vms() if r.name == args.latest]
         source = (host.host_name(), host.load_vm(here[0]).uuid if len(here) == 1 else "")
+        missing = nfs.volume_missing(shell, settings, bool(args.global_conf))
+        if missing:
+            raise UsageError("no backup of %r can be found: %s" % (args.latest, missing))
         odd = []  # type: List[str]
         verdicts = [(b, health.judge(shell, b)) for b in layout.list_backups(shell, settings.vm_backup_volume,
                                                                             args.latest, odd.append)]
@@ -232,8 +235,12 @@ def _restore(job: RestoreJob, req: RestoreRequest, log, dry_run: bool) -> Option
         final = "%s/%s" % (req.target.rstrip("/"), layout.datastore_folder(req.new_name or snap.vm))
         if job.shell.exists(final):  # before the whole backup is staged on the datastore
             raise HotvcbError("target folder %s already exists; not overwriting it" % final)
+        taken = job.tally.taken(final)
+        if taken is not None:
+            raise HotvcbError(taken)
         job.reclaim(req.target)  # a killed restore's staging there: its room, before the room is counted
-        free = restore_room.free_on_target(job.host, req.target, lambda: job.host.free_space(req.target))
+        free = job.tally.left(req.target, restore_room.free_on_target(
+            job.host, req.target, lambda: job.host.free_space(req.target)))
         needed = repo_cmd.staging_room(repo, snap, req.disk_format)
         restore_room.check_staging_room(req, final, "the backup staged", needed, free)
         if dry_run:
@@ -243,6 +250,7 @@ def _restore(job: RestoreJob, req: RestoreRequest, log, dry_run: bool) -> Option
             log.dryrun("ROOM: needs up to %s, %s free" % (human_size(needed), "unknown" if free is None
                                                            else human_size(free)))
             log.info("Dry run for %s: every check passed, nothing changed" % (req.new_name or snap.vm))
+            job.tally.hold(req, final, needed)
             return RestoreResult(req, "ok")
         early = job.ask_early()  # beside the staging: the host's answers are ready when its pre-checks run
         try:

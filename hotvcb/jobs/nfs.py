@@ -157,3 +157,20 @@ def because(shell, s: Settings) -> str:
     """`unmounted` as a refusal's tail (`no good backup of 'web' under ...; the NFS share ...`), or ""."""
     why = unmounted(shell, s)
     return "; " + why if why else ""
+
+
+def volume_missing(shell, s: Settings, conf_given: bool) -> str:
+    """Why a command reading the backups finds none because the backup volume itself is not there (a
+    datastore not mounted after a reinstall, a typo, or `-g` forgotten: ghettoVCB's built-in
+    VM_BACKUP_VOLUME), or "" when it is there, or when `unmounted` says why (the share a run mounts). Never
+    "no backup of VM under X" for an X that does not exist: the admin would take the backups for lost."""
+    volume = s.vm_backup_volume
+    if shell.isdir(volume) or unmounted(shell, s):
+        return ""
+    parts = volume.split("/")
+    why = "a typo, or a share not mounted?"
+    if volume.startswith("/vmfs/volumes/") and len(parts) > 3 and not shell.exists("/".join(parts[:4])):
+        why = "no datastore %s is mounted" % parts[3]
+    if not conf_given:
+        why += "; no -g CONF was given, so this is ghettoVCB's built-in default"
+    return "the backup volume %s does not exist (%s)" % (volume, why)

@@ -50,11 +50,13 @@ from ..hosts.base import Hypervisor
 from ..restorefile import RestoreRequest
 from ..shell import FileReader
 from ..store import datasize, layout
+from ..units import human_size
 from . import restore_check, restore_copy, restore_room, restore_scratch, restore_source, restore_stage, restore_sweep
 from . import restore_write
 from .restore_check import Checking
 from .restore_dryrun import print_plan, print_staged
 from .restore_plan import Plan, Planner, RestoreError, require_usable_name
+from .restore_tally import Tally
 
 
 @dataclass
@@ -77,6 +79,7 @@ class RestoreJob:
         self.records = restore_scratch.on_host(self.shell, host.run_dir)  # one heartbeat for all requests
         self._reclaimed = set()  # type: Set[str]  # datastore roots already swept
         self.swept = set()  # type: Set[str]  # folders a dry run's sweep would remove: its plan takes them as gone
+        self.tally = Tally()  # a dry run's: what the requests before would take, there for the next one's plan
 
     def reclaim(self, target: str) -> None:
         """Remove what restores that provably died (kill -9, a dropped SSH session) left on the target's
@@ -196,7 +199,7 @@ class _Restore:
         source, compressed = restore_source.locate(shell, req.backup)
         if not compressed and not job.dry_run and job.verify:
             self.early = restore_check.start_early(shell, req, self.log, source)
-        free = restore_room.free_on_target(self.host, req.target, room.answer)
+        free = self._left(restore_room.free_on_target(self.host, req.target, room.answer))
         kvm = None if compressed else restore_stage.kvm_machine(shell, source)
         if kvm is not None:
             self._restore_kvm_backup(source, kvm, free)
@@ -218,6 +221,7 @@ class _Restore:
                 self._say(plan)
                 restore_room.check_room(req, self.log, plan)
                 self._print_plan(plan, compressed)
+                self.job.tally.hold(req, plan.folder, plan.needed)
                 return
             backup = self._extract(source)
             plan = self.planner.plan(shell, backup, self.host.free_space(req.target))
@@ -231,6 +235,7 @@ class _Restore:
         restore_room.check_room(req, self.log, plan)
         if job.dry_run:
             self._print_plan(plan, compressed)
+            self.job.tally.hold(req, plan.folder, plan.needed)
             return
         if data is None:
             checking = Checking(req, self.log, None)
@@ -261,9 +266,13 @@ class _Restore:
         folder = req.target + "/" + layout.datastore_folder(self.result.name)
         if shell.exists(folder):
             raise RestoreError("target folder %s already exists; not overwriting it" % folder)
+        taken = self.job.tally.taken(folder)
+        if taken is not None:
+            raise RestoreError(taken)
         restore_room.check_staged_room(shell, req, kvm, folder, free)
         if self.job.dry_run:
             print_staged(self.log, req, backup, kvm, folder)
+            self.job.tally.hold(req, folder, 0)  # the staged VMDKs go once cloned: the VM's room is the plan's
             return
         dest = self.job.records.make(req.target)
         self.extract_dir = dest  # from here on, `run` removes it
@@ -277,6 +286,15 @@ class _Restore:
         restore_room.check_room(req, self.log, plan)
         self._write(plan, Checking(req, self.log, None))
         self._register(plan)
+
+    def _left(self, free: Optional[int]) -> Optional[int]:
+        """A dry run's free space once the requests before this one took theirs (restore_tally), said when
+        they take some: the real run finds it so."""
+        left = self.job.tally.left(self.req.target, free)
+        if free is not None and left != free:
+            self.log.dryrun("ROOM: %s of the %s free on %s taken by the restores before this one" % (
+                human_size(free - (left or 0)), human_size(free), self.req.target))
+        return left
 
     def _say(self, plan: Plan) -> None:
         for warning in plan.warnings:
@@ -306,7 +324,7 @@ class _Restore:
         room = Ahead(lambda: self.host.free_space(target), "restore")
         inventory = Ahead(self.host.list_vms, "restore")
         self.asked = [room, inventory, Ahead(self.host.describe, "restore")]
-        self.planner = Planner(self.host, self.req, inventory.answer, self.job.swept)
+        self.planner = Planner(self.host, self.req, inventory.answer, self.job.swept, self.job.tally.taken)
         return room
 
     def _extract(self, gz: str) -> str:

@@ -35,14 +35,14 @@ from ..filetext import read_small
 from ..hosts.base import Hypervisor
 from ..model import DatastoreInfo, Disk, VmRef
 from ..restorefile import RestoreRequest
-from ..shell import FileReader
+from ..shell import FileReader, Shell
 from ..store import layout
 from ..targz import ArchiveView
 from ..units import PAGE, in_pages
 from ..vmdk import base_name
 from ..vmx import MAX_SIZE, VmxFile, as_vmware_reads
 from . import backup_check, restore_media, restore_tree
-from .restore_scratch import OWN_FILES, RESTORING
+from .restore_scratch import OWN_FILES, PREFIX, RESTORING
 from .restore_tree import TreeRestore
 from .vmx_identity import answer_moved_or_copied
 
@@ -74,6 +74,25 @@ def require_usable_name(name: str, given: bool = True) -> None:
     why = layout.unusable_name(name, own=not given)
     if why is not None:
         raise RestoreError(why)
+    if name.startswith(PREFIX):
+        raise RestoreError("%r cannot be the restored VM's name: a folder of that name is a restore's scratch "
+                           "folder (an unpacked backup), which cleanup and every restore take it for%s" % (
+                               name, "" if given else " (the backup's own name): restore it under a new name "
+                               "(--name, or a restore file's 4th field)"))
+
+
+def not_a_folder(shell: Shell, path: str) -> str:
+    """What `path`, which is no folder, is, as the admin would see it with `ls -l`: an error telling of a
+    file they can see that it "does not exist" is one they stop believing."""
+    if not shell.exists(path):
+        return "does not exist"
+    try:
+        real = shell.realpath(path)
+    except HostError:
+        return "is not a folder"
+    if not shell.exists(real):
+        return "is a symlink to %s, which does not exist" % real
+    return "is a file, not a folder" if not shell.isdir(real) else "is not a folder"
 
 
 @dataclass
@@ -141,11 +160,13 @@ def _backups_within(folder: str, entries: List[str]) -> str:
 
 class Planner:
     def __init__(self, host: Hypervisor, req: RestoreRequest, vms: Callable[[], List[VmRef]],
-                 swept: AbstractSet[str] = frozenset()):
+                 swept: AbstractSet[str] = frozenset(), planned: Callable[[str], Optional[str]] = lambda f: None):
         """`vms`: the host's VMs (asked ahead by the restore, beside its other pre-checks); `swept`: the
-        folders a dry run's sweep said it would remove (restore_sweep.sweep), gone by the real run's plan."""
+        folders a dry run's sweep said it would remove (restore_sweep.sweep), gone by the real run's plan;
+        `planned`: the refusal of a folder a dry run's request before this one makes (restore_tally.Tally.taken),
+        there by the real run's plan."""
         self.host, self.shell, self.req, self.vms = host, host.shell, req, vms
-        self.swept = swept
+        self.swept, self.planned = swept, planned
         self._ds_cache = None  # type: Optional[List[DatastoreInfo]]
 
     def plan(self, fs: FileReader, backup: str, free: Optional[int]) -> Plan:
@@ -176,9 +197,11 @@ class Planner:
         temp = folder + RESTORING
         if self.shell.exists(folder):
             raise RestoreError(self._folder_taken(folder, folder + "/" + fname + ".vmx"))
+        taken = self.planned(folder)
+        if taken is not None:
+            raise RestoreError(taken)
         if temp not in self.swept and self.shell.exists(temp):
-            raise RestoreError("%s exists: another restore is running, or one was killed and `hotvcb cleanup` "
-                               "removes it" % temp)
+            raise RestoreError(self._temp_taken(temp))
         plan = Plan(self.req, backup, name, folder, temp, fname + ".vmx", "", free=free, warnings=warnings)
         tree_folder = restore_tree.find(fs, backup)
         if tree_folder is not None:  # the VM comes back with its snapshots, on the user's .vmx
@@ -334,6 +357,9 @@ class Planner:
         (its SSH session broke while the host registered the VM) left it complete, registered or not: which
         one is said, not only "already exists"."""
         said = "target folder %s already exists" % folder
+        if not self.shell.isdir(folder):
+            return "%s %s, where the restore would make the VM's folder; not touching it" % (
+                folder, not_a_folder(self.shell, folder))
         if not self.shell.exists(vmx):
             return said + "; not overwriting it"
         vmid = self.host.registered_at(vmx)
@@ -343,6 +369,18 @@ class Planner:
         return ("%s and no VM is registered from its %s (a restore cut off while it registered the VM leaves its "
                 "complete folder so: register it with `vim-cmd solo/registervm '%s'`, or remove the folder); not "
                 "overwriting it" % (said, vmx.rsplit("/", 1)[-1], vmx))
+
+    def _temp_taken(self, temp: str) -> str:
+        """Why the restore stops at its unfinished folder's name taken: a restore's, or the folder of a VM
+        restored under that very name (`Shop.hotvcb-restoring`, which a restore takes), which no cleanup
+        removes: then that VM is named, not a restore that is not running."""
+        own = temp.rsplit("/", 1)[-1]
+        vmid = self.host.registered_at(temp + "/" + own + ".vmx")
+        if vmid is not None:
+            return ("%s, the folder this restore would fill first, is that of the registered VM vmid %s (named "
+                    "like a restore's unfinished folder); restore under another name (--name) or onto another "
+                    "datastore" % (temp, vmid))
+        return "%s exists: another restore is running, or one was killed and `hotvcb cleanup` removes it" % temp
 
     def _name_for(self, vmx: VmxFile, folder_name: str) -> str:
         name = self.req.new_name or vmx.get("displayName") or ""

@@ -17,7 +17,9 @@ from ..filetext import read_small
 from ..localshell import LocalShell
 from ..restorefile import RestoreRequest
 from ..shell import FileReader, Shell
-from ..store import health, layout, manifest
+from ..runid import RunId, parse
+from ..store import health, layout, manifest, seal
+from .ownership import owner_alive
 from .restore_plan import RestoreError
 
 STATUS_MAX = 4096  # a STATUS file holds one line of why; more is not shown
@@ -49,10 +51,10 @@ def check_sealed(shell: Shell, req: RestoreRequest, fs: FileReader, backup: str,
     True for a backup good without a STATUS file: ghettoVCB's .gz, which never holds one (health.py
     judges what it holds instead); its unpacked folder is then checked with `unsealed_ok`."""
     named = layout.from_path(shell, backup) if fs is shell or backup.endswith(".gz") else None
-    if named is not None:
-        verdict = health.judge(shell, named)
-        if not verdict.good:
-            raise RestoreError("%s is not a good backup (%s)" % (req.backup, verdict.reason))
+    verdict = health.judge(shell, named) if named is not None else _as_recorded(shell, fs, backup)
+    if verdict is not None and not verdict.good:
+        raise RestoreError("%s is not a good backup (%s)" % (
+            req.backup, partial_which(shell, backup) if verdict.state == "partial" else verdict.reason))
     status = [s for s in layout.STATUS_FILES if fs.exists(backup + "/" + s)]
     if named is not None and status:
         return False  # good, sealed (a ghettoVCB STATUS.warn too: store/health.py)
@@ -68,6 +70,39 @@ def check_sealed(shell: Shell, req: RestoreRequest, fs: FileReader, backup: str,
     if unsealed_ok or (named is not None and named.compressed):
         return True
     raise RestoreError("%s is not sealed (no STATUS.ok): an unfinished or foreign backup" % req.backup)
+
+
+def partial_which(shell: Shell, partial: str) -> str:
+    """Which a `-partial` backup is, where its owner record tells (jobs/ownership.owner_alive): being written
+    by a run of this machine that still runs, or left by one that died (cleanup removes it); else both, as
+    health.judge says it, with the record's run and machine (another machine's run, a pid that cannot tell)."""
+    owner = parse(seal.owner_of(shell, partial))
+    if owner is None:
+        return "being written, or left by a run that died: it has no owner record to say which"
+    me = RunId.new()
+    alive = owner_alive(owner, me) if owner.same_machine(me) else None
+    if alive:
+        return "being written by a backup running now (run %s, pid %d)" % (owner.run, owner.pid)
+    if alive is False:
+        return "left by a run that died (run %s, pid %d); `hotvcb cleanup` removes it" % (owner.run, owner.pid)
+    return "being written, or left by a run that died: run %s of %s, whose process cannot be told from here" % (
+        owner.run, owner.machine_seen_from(me))
+
+
+def _as_recorded(shell: Shell, fs: FileReader, backup: str) -> Optional[health.Health]:
+    """A backup folder outside its VM's folder (a copy the admin made, one a repository staged), which
+    health.judge never sees: what its manifest names is there at the size it says, else the verdict that
+    refuses it before anything is written (a disk cut short by the copy is a stat's answer, not the
+    checksum read's hours into the clone). None where there is no manifest to go by (a ghettoVCB backup),
+    or it does not read (manifest_to_verify says why)."""
+    if fs is not shell:
+        return None
+    try:
+        data = manifest.load(shell, backup)
+        present = set(shell.list_files(backup)) if data is not None else set()
+    except (ValueError, HostError):
+        return None
+    return health.not_as_recorded(shell, backup, data, present) if data is not None else None
 
 
 def manifest_to_verify(shell: Shell, req: RestoreRequest, log, backup: str, verify: bool) -> Optional[Dict[str, Any]]:

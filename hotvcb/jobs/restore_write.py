@@ -239,8 +239,7 @@ def power_on(host: Hypervisor, log, plan: Plan, vmid: str) -> str:
     clash = _clash(host, plan, vmid)
     if clash:
         why = ("%s is registered as vmid %s but not powered on: %s. Power it on once the original is off "
-               "(`vim-cmd vmsvc/power.on %s`), or restore with --name NEW for a copy that can run beside the "
-               "original" % (plan.name, vmid, clash, vmid))
+               "(`vim-cmd vmsvc/power.on %s`), or %s" % (plan.name, vmid, clash, vmid, _beside(plan)))
         log.warning(why)
         return why
     try:
@@ -261,26 +260,38 @@ def say_power_on(host: Hypervisor, log, plan: Plan) -> str:
     if not clash:
         log.dryrun("POWER ON: %s, once registered" % plan.name)
         return ""
-    why = ("%s would be registered but left powered off: %s (restore with --name NEW for a copy that can run "
-           "beside the original)" % (plan.name, clash))
+    why = "%s would be registered but left powered off: %s (%s)" % (plan.name, clash, _beside(plan))
     log.warning(why)
     return why
 
 
+def _beside(plan: Plan) -> str:
+    """How to get a VM that can run beside the original: a copy, or for a copy a MAC address of its own."""
+    if plan.copy:
+        return "give the copy MAC addresses of its own (ethernetN.addressType = \"generated\" in its .vmx) to run " \
+               "it beside the original"
+    return "restore with --name NEW for a copy that can run beside the original"
+
+
 def _clash(host: Hypervisor, plan: Plan, vmid: str) -> str:
     """Why the restored VM must not run now, or "": a restore keeping the backup's identity beside a
-    VM of its name or identity that is not powered off."""
-    if plan.copy:
+    VM of its name or identity that is not powered off; a copy keeping a static MAC address (the
+    admin's, vmx_identity.py) beside a VM running with it (the copy's name is no clash: its own)."""
+    own = identity(VmxFile(plan.vmx_text))  # a copy's: the static MAC addresses it keeps
+    if plan.copy and not own:
         return ""
-    running = _running_twin(host, plan.name, identity(VmxFile(plan.vmx_text)), vmid)
+    running = _running_twin(host, None if plan.copy else plan.name, own, vmid)
     if running is None:
         return ""
     which, state, shared = running
-    return "%s %s%s, and this restore keeps the backup's identity (MAC addresses, BIOS UUID): both running " \
-           "would clash" % (which, state, " with the same " + shared if shared else "")
+    kept = "this copy keeps its static MAC address" if plan.copy else \
+        "this restore keeps the backup's identity (MAC addresses, BIOS UUID)"
+    return "%s %s%s, and %s: both running would clash" % (which, state, " with the same " + shared if shared else "",
+                                                         kept)
 
 
-def _running_twin(host: Hypervisor, name: str, own: Set[str], vmid: str) -> Optional[Tuple[str, str, str]]:
+def _running_twin(host: Hypervisor, name: Optional[str], own: Set[str],
+                  vmid: str) -> Optional[Tuple[str, str, str]]:
     """(which VM, its state, the identity it shares or "" for a same name) of another VM of this name or
     sharing this identity (vmx_identity.identity) and not powered off (one suspended resumes), or whose
     state cannot be read (the safe side). A VM whose .vmx cannot be read is matched by name alone."""

@@ -5,9 +5,10 @@ identity should be treated. Restoring under the backup's own name means the
 original is gone and this is it (uuid.action = "keep": BIOS UUID, MACs and
 vCenter id stay). A new name means a copy that may run next to the original,
 so uuid.action = "create" and the values that would clash are dropped:
-uuid.bios, vc.uuid, generated MAC addresses, and a workingDir or
-sched.swap.dir naming the original's folder (its swap and snapshot deltas). A static MAC is the admin's
-own choice: it is kept, with a warning.
+uuid.bios, vc.uuid and generated MAC addresses. Either way a workingDir or
+sched.swap.dir naming the original's folder (its swap and snapshot deltas) is dropped: the restored VM
+lives in a folder of its own. A static MAC is the admin's own choice: it is kept, with a warning (and
+the copy is not powered on beside a VM that runs with it: restore_write.power_on).
 """
 
 from typing import Callable, Collection, List, Optional, Set
@@ -30,18 +31,19 @@ def answer_moved_or_copied(vmx: VmxFile, copy: bool, put: Put, original_folders:
     client: "web01" renamed "Web Server" still lives in web01/web01.vmx)."""
     put("sched.swap.derivedName", None)  # points into the old folder; ESXi recreates it
     put("uuid.location", None)  # the old location; ESXi writes the new one
+    for key in _OWN_FOLDER:
+        # set explicitly to the original's folder (as the vSphere client writes them): the restored VM's swap
+        # and snapshot deltas (named as the original's) would go there, onto the datastore it was restored
+        # away from, moved or copied alike; unset, they go to the restored VM's own folder
+        value = (vmx.get(key) or "").rstrip("/")
+        if value and value.rsplit("/", 1)[-1] in original_folders:
+            put(key, None)
     if not copy:
         put("uuid.action", "keep")
         return []
     put("uuid.action", "create")
     put("uuid.bios", None)
     put("vc.uuid", None)
-    for key in _OWN_FOLDER:
-        # set explicitly to the original's folder (as the vSphere client writes them): the copy's swap and
-        # snapshot deltas (named as the original's) would go there; unset, they go to the copy's own folder
-        value = (vmx.get(key) or "").rstrip("/")
-        if value and value.rsplit("/", 1)[-1] in original_folders:
-            put(key, None)
     warnings = []
     for key in vmx.keys():
         m = _MAC.match(key)

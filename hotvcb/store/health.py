@@ -79,6 +79,24 @@ def _judge_folder(shell: Shell, path: str, status: str, depth: int = 0) -> Healt
     if found.state != "good":
         return found
     files = data.get("files") or {}
+    short = not_as_recorded(shell, path, data, present)
+    if short is not None:
+        return short
+    try:
+        dropped = unaccounted_disk(shell, path, data, present)
+    except (HostError, OSError) as err:
+        return Health("damaged", "cannot read its .vmx: %s" % err, data)
+    if dropped:
+        return Health("incomplete", dropped, data)
+    verdict = _verified(found, data.get("verify_error"), data.get("verified"))
+    return _judge_bases(shell, path, sorted(files), verdict, depth)
+
+
+def not_as_recorded(shell: FileReader, path: str, data: Dict[str, Any], present: Set[str]) -> Optional[Health]:
+    """The verdict on a backup a file its manifest names is missing from, or of another size (cut short by a
+    copy that died), else None: one stat a file, no read. Also what a restore asks of a backup folder lying
+    outside its VM's folder (a copy the admin made), which judge never sees."""
+    files = data.get("files") or {}
     missing = sorted(set(files) - present)
     if missing:
         return Health("damaged", "%d file(s) named in the manifest are missing, first %s" % (len(missing), missing[0]), data)
@@ -89,14 +107,7 @@ def _judge_folder(shell: Shell, path: str, status: str, depth: int = 0) -> Healt
             return Health("damaged", "cannot stat %s: %s" % (rel, err), data)
         if size != files[rel].get("size", size):
             return Health("damaged", "%s is %d bytes, the manifest says %d" % (rel, size, files[rel]["size"]), data)
-    try:
-        dropped = unaccounted_disk(shell, path, data, present)
-    except (HostError, OSError) as err:
-        return Health("damaged", "cannot read its .vmx: %s" % err, data)
-    if dropped:
-        return Health("incomplete", dropped, data)
-    verdict = _verified(found, data.get("verify_error"), data.get("verified"))
-    return _judge_bases(shell, path, sorted(files), verdict, depth)
+    return None
 
 
 def unaccounted_disk(shell: FileReader, path: str, data: Dict[str, Any], present: Set[str], whole: bool = True) -> str:

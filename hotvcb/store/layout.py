@@ -419,10 +419,14 @@ def from_path(shell: Shell, path: str) -> Optional[BackupSet]:
 
 def not_there(shell: Shell, path: str) -> str:
     """Why a path given as a backup (a folder or a .gz file) names none: missing, or something else that
-    exists (a restore file, a tarball not named .gz). Told apart: an admin told that a file they can
-    see "does not exist" stops believing what hotvcb says."""
+    exists (a restore file, a tarball not named .gz), or not yet (its `-partial` folder is there: a backup
+    running, or a dead run's). Told apart: an admin told that a file they can see "does not exist" stops
+    believing what hotvcb says."""
     if shell.exists(path):
         return "%s is not a backup: a backup is a folder or a .gz file" % path
+    if named(path.rstrip("/").rsplit("/", 1)[-1] + PARTIAL) and shell.isdir(path.rstrip("/") + PARTIAL):
+        return ("backup %s does not exist yet: %s%s is being written under that name, or was left by a run that "
+                "died (`hotvcb cleanup` removes it then)" % (path, path.rstrip("/"), PARTIAL))
     return "backup %s does not exist" % path
 
 
