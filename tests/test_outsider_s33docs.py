@@ -13,8 +13,6 @@ from simhost import backups, hotvcb, needs_root, sealed, snapshot_names, write_c
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="a VM name of 199-226 UTF-8 bytes, promised to be backed up, fails: the "
-                   "snapshot marker's temp file name is too long, after a minute's wait for a snapshot")
 def test_a_vm_name_within_the_documented_226_bytes_is_backed_up(host):
     """backup-format.md ("A VM's folder is its name ...") promises: 'a name of at most 226 bytes in UTF-8 (as its
     folder writes it, `%` as `%25`) is backed up; a longer one is refused before anything is written'. A
@@ -36,8 +34,6 @@ def test_a_vm_name_within_the_documented_226_bytes_is_backed_up(host):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="a --json-report lost to a full disk at the end leaves the final status "
-                   "'All VMs backed up OK!' (the warning comes after LOG END), though exit 9")
 def test_a_json_report_lost_at_the_end_is_named_in_the_final_status(host, tmpfs):
     """README (exit codes): '9 all OK but the log could not be written everywhere (or `--json-report`'s file
     ...) ... Whichever the cause, an otherwise OK run's final status starts with its `WARNING: …`, never with

@@ -41,6 +41,7 @@ from ..store.seal import OWNER, owner_of
 from ..treeview import ScannedShell
 from .ownership import NONE_DEAD, made_at, owner_alive, volume_age
 from .. import lazyre
+from ..namefit import fit
 
 SNAPSHOT_PREFIX = "hotvcb-snapshot-"
 POWER_MARKER = ".hotvcb-powered-off"  # + ".<vmx file name>", in the VM's folder while we hold it powered off
@@ -156,7 +157,7 @@ def asked_at(snap: Snapshot) -> Optional[float]:
 def power_marker(vm) -> str:
     """One per VM, named after its .vmx: a folder may hold several VMs, which BACKUP_PARALLEL powers
     down at once (one VM's end must not erase another's marker, nor a marker power on its neighbour)."""
-    return "%s/%s.%s" % (vm.folder, POWER_MARKER, vm.ref.vmx_path.rsplit("/", 1)[-1])
+    return _marker(vm, POWER_MARKER)
 
 
 def late_wait(s: Settings) -> float:
@@ -181,7 +182,7 @@ def snapshot_patience(s: Settings) -> float:
 def snapshot_marker(vm) -> str:
     """One per VM, as power_marker; never ending as the VM's own file does (bare QEMU lists a folder's `.qmp`
     names as VMs, and a marker is left there while a killed run's request is pending)."""
-    return "%s/%s.%s.run" % (vm.folder, SNAPSHOT_MARKER, vm.ref.vmx_path.rsplit("/", 1)[-1])
+    return _marker(vm, SNAPSHOT_MARKER, ".run")
 
 
 def mark_snapshot_asked(host: Hypervisor, vm, run: RunId) -> None:
@@ -270,7 +271,12 @@ def clear_power_mark(host: Hypervisor, vm) -> None:
 
 def volume_marker(vm) -> str:
     """One per VM, as power_marker: while its backup is written to a volume its per-VM file (-c) chose."""
-    return "%s/%s.%s" % (vm.folder, VOLUME_MARKER, vm.ref.vmx_path.rsplit("/", 1)[-1])
+    return _marker(vm, VOLUME_MARKER)
+
+
+def _marker(vm, kind: str, tail: str = "") -> str:
+    """`<kind>.<vmx file name><tail>` in the VM's folder, within the 255 bytes a name may have (namefit.fit)."""
+    return "%s/%s" % (vm.folder, fit(kind + ".", vm.ref.vmx_path.rsplit("/", 1)[-1], tail))
 
 
 def mark_volume(host: Hypervisor, vm, volume: str) -> None:
