@@ -33,7 +33,7 @@ from ..store.deleter import Deleter
 from ..store.seal import Sealer
 from ..treeview import ScannedShell
 from ..units import human_size
-from . import backup_end, lookahead, parallel, preflight
+from . import backup_end, dryrun_checks, lookahead, parallel, preflight
 from .ahead import RunStart
 from .guest_hooks import run_guest_hook
 from .hooks import run_hook
@@ -409,11 +409,10 @@ class _VmBackup:
         for warning in plan.warnings:
             self.log.warning(warning)
             self.result.warnings.append(warning)
-        if dry:
+        if dry:  # what the real run checks once the VM's backup began too, and what it would copy
+            refused = dryrun_checks.check(self.host, self.s, self.log, vm, disks)
             preflight.dry_run(self.host, self.s, self.log, vm, disks, plan, self.started)
-            # the report's DISKS and SIZE: what the run would copy
-            self.result.disks = [DiskResult(d, True, bytes=plan.capacity[d.key]) for d in disks]
-            self.result.status = "ok"
+            dryrun_checks.report(self.result, disks, plan.capacity, refused)
             return
         if self.s.pre_backup_hook:
             run_hook(self.host, self.s.pre_backup_hook, "pre", self.ref, self.s.hook_timeout * 60.0, self.log)
