@@ -144,8 +144,6 @@ def test_a_dry_run_of_a_vm_with_an_independent_disk_exits_as_the_real_run(host):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="restore --latest of a mistyped VM name with --kvm says only 'no good backup "
-                   "of …' with no 'did you mean', which the same restore to ESXi and --repo --kvm give")
 def test_restore_latest_to_kvm_of_a_mistyped_name_gets_the_close_names(host, tmp_path):
     """README: 'A VM name that matches nothing (backup `-m`/`-f`, restore `--latest`, `schedule install`) is
     answered with the close names: `no VM named 'Web server (prod)' on this host (did you mean 'Web Server
