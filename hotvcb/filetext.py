@@ -8,6 +8,7 @@ import os
 import threading
 
 from .errors import HostError
+from .namefit import fit
 from .shell import FileReader
 
 
@@ -34,6 +35,12 @@ def encoded(text: str, size: int) -> bytes:
     wherever the two differ (`é` is C3 A9 in UTF-8, E9 in Latin-1: the text alone cannot tell)."""
     return text.encode("latin-1" if len(text) == size else "utf-8")
 
+
+
+def temp_name(name: str) -> str:
+    """The name of the writer's own temp file for the file `name` beside it (`.<name>.<temp_tag>.tmp`), within
+    the 255 bytes a name may have however long `name` is (namefit.fit): a VM of a long name is backed up."""
+    return fit(".", name, ".%s.tmp" % temp_tag())
 
 
 def temp_tag() -> str:

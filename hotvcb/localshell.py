@@ -17,7 +17,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from . import blockdigest, hostdigest, interrupt, norename, treescan
 from .cmdstream import stream
 from .errors import HostError
-from .filetext import decoded, temp_tag
+from .filetext import decoded, temp_name, temp_tag
+from .namefit import fit
 from .runid import machine_name
 from .shell import NOT_REGULAR, Completed, OutputCallback, Tree, tree_of
 
@@ -96,7 +97,7 @@ class LocalShell:
         then makes every name in it durable, where each write's own cost one each (seal.py).
         """
         folder = os.path.dirname(path) or "."
-        tmp = os.path.join(folder, ".%s.%s.tmp" % (os.path.basename(path), temp_tag()))
+        tmp = os.path.join(folder, temp_name(os.path.basename(path)))
         try:
             with open(tmp, "wb") as f:
                 f.write(text.encode("utf-8"))
@@ -188,7 +189,7 @@ class LocalShell:
 
     def _copy_new(self, src: str, dst: str) -> bool:
         """link_new without a hard link: src copied beside dst, renamed to dst unless dst exists."""
-        tmp = "%s.%s" % (dst, temp_tag())
+        tmp = os.path.join(os.path.dirname(dst), fit("", os.path.basename(dst), "." + temp_tag()))
         try:
             shutil.copyfile(src, tmp)
             with open(tmp, "rb+") as f:

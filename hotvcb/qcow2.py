@@ -26,6 +26,7 @@ image that maps more tables and clusters than its file holds (some used twice)
 is refused as it is met, so a damaged small file is never read a terabyte long.
 """
 
+import os
 import struct
 from typing import BinaryIO, Iterator, Optional, Tuple
 
@@ -220,6 +221,21 @@ class Image(object):
                 break
             got += k
         part[got:] = bytes(len(part) - got)
+
+
+def is_image(path: str) -> bool:
+    """Whether the file on this machine at `path` starts as a qcow2 image does (False where it cannot be read:
+    its reader says why). Non-blocking, so a FIFO planted under a disk's name never holds the run."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return False
+    try:
+        return os.read(fd, len(MAGIC)) == MAGIC
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def header_fields(head: bytes, name: str) -> Tuple[int, int, int, int, int]:

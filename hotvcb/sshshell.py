@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import hostdigest, lazyre, sshscripts as sh
 from .errors import HostError
-from .filetext import decoded, temp_tag
+from .filetext import decoded, temp_name
 from .shell import Tree, tree_of
 from .sshconnection import FILE_OP_TIMEOUT, SshConnection, SshTarget
 
@@ -84,7 +84,7 @@ class SshShell(SshConnection):
         """Write atomically: temp file in the same folder, sync, rename. The host's `sync` has no
         folder of its own to leave out (`sync_folder`): each write is as durable as it gets."""
         folder, name = _split(path)
-        tmp = "%s/.%s.%s.tmp" % (folder, name, temp_tag())  # the writer's own, as LocalShell's
+        tmp = "%s/%s" % (folder, temp_name(name))  # the writer's own, as LocalShell's
         self._must("cannot write %s" % path, sh.WRITE, path, tmp, data=text.encode("utf-8"))
 
     def exists(self, path: str) -> bool:

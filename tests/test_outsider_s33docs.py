@@ -13,8 +13,6 @@ from simhost import backups, hotvcb, needs_root, sealed, snapshot_names, write_c
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="a VM name of 199-226 UTF-8 bytes, promised to be backed up, fails: the "
-                   "snapshot marker's temp file name is too long, after a minute's wait for a snapshot")
 def test_a_vm_name_within_the_documented_226_bytes_is_backed_up(host):
     """backup-format.md ("A VM's folder is its name ...") promises: 'a name of at most 226 bytes in UTF-8 (as its
     folder writes it, `%` as `%25`) is backed up; a longer one is refused before anything is written'. A
@@ -36,8 +34,6 @@ def test_a_vm_name_within_the_documented_226_bytes_is_backed_up(host):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="a --json-report lost to a full disk at the end leaves the final status "
-                   "'All VMs backed up OK!' (the warning comes after LOG END), though exit 9")
 def test_a_json_report_lost_at_the_end_is_named_in_the_final_status(host, tmpfs):
     """README (exit codes): '9 all OK but the log could not be written everywhere (or `--json-report`'s file
     ...) ... Whichever the cause, an otherwise OK run's final status starts with its `WARNING: …`, never with
@@ -66,8 +62,6 @@ def test_a_json_report_lost_at_the_end_is_named_in_the_final_status(host, tmpfs)
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="the dry run of a job whose new repository asks for zstd on a host without "
-                   "zstandard says 'OK, only a dryrun' (exit 0), while the real run fails every VM (exit 6)")
 def test_a_dry_run_finds_the_zstd_repository_the_real_run_fails_on(host):
     """README (exit codes): 'a dry run that finds what the real run would fail on ... exits the code that run
     would, its final status ... saying `ERROR: DRY RUN found problems with …; nothing was changed`';
@@ -99,8 +93,6 @@ def _dry_and_real(host, vm, conf):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="a dry run into a VM_BACKUP_REPOSITORY whose parent folder does not exist "
-                   "says 'OK, only a dryrun' (exit 0); the real run fails every VM on it (exit 6)")
 def test_a_dry_run_finds_a_repository_whose_folder_is_not_there(host):
     """config-reference.md: VM_BACKUP_REPOSITORY is 'created on first use inside an existing folder'; README: 'a
     dry run that finds what the real run would fail on ... exits the code that run would, ... `ERROR: DRY RUN
@@ -117,8 +109,6 @@ def test_a_dry_run_finds_a_repository_whose_folder_is_not_there(host):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="a dry run into a repository of a VM with a 2gbsparse disk says 'OK' (exit 0); "
-                   "the real run snapshots it and fails the disk (hosted sparse refused), exit 6")
 def test_a_dry_run_finds_a_hosted_sparse_disk_the_repository_refuses(host):
     """repository.md ('Using it'): 'Hosted sparse disks (2gbsparse, monolithicSparse) are refused.' README: a
     dry run that finds what the real run would fail on exits that run's code with 'ERROR: DRY RUN found
@@ -135,8 +125,6 @@ def test_a_dry_run_finds_a_hosted_sparse_disk_the_repository_refuses(host):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="a dry run of a VM with an independent disk warns it is skipped but ends "
-                   "'OK, only a dryrun', exit 0; the real run ends exit 3 'some disk(s) failed'")
 def test_a_dry_run_of_a_vm_with_an_independent_disk_exits_as_the_real_run(host):
     """README (exit codes): '0 all OK (or a dry run that found nothing wrong; a dry run that finds what the real
     run would fail on ... exits the code that run would ...), 3 all VMs but some disks failed (a disk no
@@ -156,8 +144,6 @@ def test_a_dry_run_of_a_vm_with_an_independent_disk_exits_as_the_real_run(host):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="restore --latest of a mistyped VM name with --kvm says only 'no good backup "
-                   "of …' with no 'did you mean', which the same restore to ESXi and --repo --kvm give")
 def test_restore_latest_to_kvm_of_a_mistyped_name_gets_the_close_names(host, tmp_path):
     """README: 'A VM name that matches nothing (backup `-m`/`-f`, restore `--latest`, `schedule install`) is
     answered with the close names: `no VM named 'Web server (prod)' on this host (did you mean 'Web Server
@@ -206,8 +192,6 @@ def _qemu_dry_and_real(lab, vm, **keys):
 
 
 @needs_qemu
-@pytest.mark.xfail(strict=True, reason="VM_SNAPSHOT_QUIESCE=1 on bare QEMU always fails the VM (the driver has no "
-                   "fsfreeze), yet its dry run ends 'OK, only a dryrun', exit 0")
 def test_a_dry_run_of_a_quiesced_bare_qemu_backup_says_it_will_fail(lab):
     """kvm.md ('Not yet'): '`VM_SNAPSHOT_QUIESCE` with bare QEMU needs the guest agent's `guest-fsfreeze-*`, which
     the QMP driver does not use yet (the snapshot then fails with that reason'; README: 'a dry run that finds
@@ -224,8 +208,6 @@ def test_a_dry_run_of_a_quiesced_bare_qemu_backup_says_it_will_fail(lab):
 
 
 @needs_qemu
-@pytest.mark.xfail(strict=True, reason="a bare-QEMU VM with no guest agent socket and GUEST_PRE_BACKUP_HOOK set: the "
-                   "dry run says nothing of the agent and ends OK; every real run fails the VM")
 def test_a_dry_run_of_an_in_guest_hook_without_a_guest_agent_says_so(lab):
     """README: 'On both [libvirt and bare QEMU], `GUEST_PRE_BACKUP_HOOK`/`GUEST_POST_BACKUP_HOOK` run inside the
     guest through the QEMU guest agent'; migrating-from-ghettovcb.md step 2 and README's exit codes: the dry
@@ -242,8 +224,6 @@ def test_a_dry_run_of_an_in_guest_hook_without_a_guest_agent_says_so(lab):
 
 
 @needs_qemu
-@pytest.mark.xfail(strict=True, reason="a qcow2 image backed up into a repository fails with 'cannot read its "
-                   "descriptor: no createType line' (read as a VMDK), not a reason naming qcow2")
 def test_a_qcow2_image_into_the_repository_fails_with_the_reason(lab, tmp_path):
     """kvm.md ('Not yet'): 'The deduplicating repository ... reads flat disks itself (VMDK extents, `.raw`/`.img`
     images): a qcow2 image fails that disk with the reason'. The KVM admin points VM_BACKUP_REPOSITORY at the

@@ -379,12 +379,15 @@ def _late(args, log, report: "onhost.Report", said: Tuple[int, int], when: str) 
 def _json_out(args, log, report: "onhost.Report") -> None:
     """The JSON report with the report's status and code, if the run writes one."""
     report.json_report.update(status=report.status, exit_code=report.code)
+    said = len(log.lines)
     if args.json_report and not _write_json_report(args.json_report, log, report.json_report):
         # as a lost log: said in the status the mail gives, exit 9 for a run otherwise OK (the monitoring that
-        # reads the report sees nothing, or an old run)
+        # reads the report sees nothing, or an old run), and in a final status line said again (as _restate
+        # does): the last one the log and cron's grep read said "All VMs backed up OK!" of a run that exits 9
         report.status, report.code = with_warning(report.status, report.code,
                                                   "the JSON report could not be written to %s" % args.json_report)
-        report.log_text += "\nWARNING: cannot write the JSON report %s" % args.json_report
+        log.info("###### Final status: %s ######" % report.status)
+        report.log_text = "\n".join([report.log_text] + log.lines[said:])
 
 
 def _stopped(args, log, report: "onhost.Report", err: Interrupted, when: str) -> Tuple[int, int]:

@@ -16,7 +16,7 @@ import dataclasses
 from typing import List, Optional
 
 from .. import config, interrupt
-from ..errors import HotvcbError, Interrupted, UsageError, VmNotFound
+from ..errors import HotvcbError, Interrupted, UsageError
 from ..jobs import backup_check, nfs, restore_room
 from ..jobs.restore import RestoreJob, RestoreResult
 from ..jobs.restore_plan import require_usable_name
@@ -26,6 +26,7 @@ from ..runlog import RunLog
 from ..store import health, layout, rotation
 from ..units import human_size
 from . import common, onhost, restore_kvm_cmd
+from .latest_hint import why_none
 
 LEVELS = {"0": "info", "info": "info", "1": "dryrun", "dryrun": "dryrun", "2": "dryrun2", "debug": "debug"}
 
@@ -99,35 +100,13 @@ def requests_from(args, settings, skipped: List[str]) -> list:
                                                          newest[1].state) if newest else ""
             raise UsageError("no good backup of %r under %s%s%s%s%s" % (
                 args.latest, settings.vm_backup_volume,
-                _why_none(shell, settings.vm_backup_volume, args.latest, verdicts),
+                why_none(shell, settings.vm_backup_volume, args.latest, bool(verdicts)),
                 why, layout.odd_named(odd), nfs.because(shell, settings)))
         ahead = rotation.dated_ahead(good, shell.now())  # as rotation and status, which set them aside
         backup = ([b for b in good if b not in ahead] or good)[-1].path
         skipped += backup_check.passed_over(args.latest, verdicts, backup)
         skipped += backup_check.named_ahead(args.latest, ahead, backup)
     return [RestoreRequest(trim_path(backup), trim_path(target), fmt, args.name or None)]
-
-
-def _why_none(shell, volume: str, name: str, verdicts: list) -> str:
-    """Why --latest found no good backup, as the refusal's tail: the VM's folder is there but holds none
-    hotvcb takes for a backup (the names it set aside follow, layout.odd_named), or the close folder names
-    where it is not there. Each folder looked in is named, those older writers named too (layout.older_folders,
-    as list_backups reads them): the admin sees `c%5cd/` there and is told it was looked in. Never a "did you
-    mean" the very name given."""
-    roots = [r for r in layout.vm_roots(volume, name) if shell.isdir(r)]
-    if not roots:
-        return _close_names(shell, volume, name)
-    return "" if verdicts else "".join("; %s holds no backup" % r for r in roots)
-
-
-def _close_names(shell, volume: str, name: str) -> str:
-    """` (did you mean 'Web Server (prod)'?)` from the VM folders under the backup volume, or ""."""
-    try:
-        present = [e for e in shell.listdir(volume) if shell.isdir(volume + "/" + e)]
-    except HotvcbError:
-        return ""
-    hint = str(VmNotFound(name, present))
-    return hint[hint.index(" (did you mean"):] if " (did you mean" in hint else ""
 
 
 def check_options(args) -> None:

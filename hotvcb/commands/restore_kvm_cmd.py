@@ -21,6 +21,7 @@ from ..restorefile import trim_path
 from ..runlog import RunLog
 from ..store import layout
 from . import common
+from .latest_hint import why_none
 
 
 def add_options(p) -> None:
@@ -72,8 +73,10 @@ def run(args, level: str) -> int:
                                           lambda line: log.warning("--latest " + line))
         if backup is None:
             log.close()
-            raise UsageError("no good backup of %r under %s%s%s" % (args.latest, settings.vm_backup_volume,
-                                                                   layout.odd_named(odd), nfs.because(shell, settings)))
+            listed = bool(layout.list_backups(shell, settings.vm_backup_volume, args.latest))
+            raise UsageError("no good backup of %r under %s%s%s%s" % (
+                args.latest, settings.vm_backup_volume, why_none(shell, settings.vm_backup_volume, args.latest, listed),
+                layout.odd_named(odd), nfs.because(shell, settings)))
     interrupt.install()
     req = KvmRequest(trim_path(backup or ""), trim_path(args.kvm), fmt, args.name or None, args.keep_macs,
                      args.disk_bus, args.nic_model, args.define_in)

@@ -51,6 +51,9 @@ class Hypervisor(Protocol):
     run_dir: str  # folder on the host for its run lock and host id (store/lock.py)
     powers_on: bool  # can start a VM it shut down (power-down modes need it)
     runs_in_guest: bool  # can run a command inside a guest (in-guest hooks need it)
+    # why this host cannot take a quiesced snapshot (VM_SNAPSHOT_QUIESCE=1), "" where it can: the pre-flight
+    # refuses such a VM before any change, so a dry run says what its real run's snapshot would fail on
+    quiesce_refused: str
 
     def describe(self) -> str: ...
 
@@ -118,6 +121,10 @@ class Hypervisor(Protocol):
     # an in-guest hook: (exit code, output) of argv run in the guest, `env` its whole environment
     def guest_exec(self, vm: Vm, argv: List[str], env: List[str], timeout: float,
                    interruptible: bool = True) -> Tuple[int, str]: ...
+
+    # why guest_exec cannot reach this VM's guest, as far as the host tells without running anything in it
+    # ("" where it may: a guest whose agent does not answer is told by the hook itself); the pre-flight asks it
+    def guest_unreachable(self, vm: Vm) -> str: ...
 
     def copy_disk(self, disk: Disk, dst: str, fmt: str, progress: Optional[Progress]) -> List[str]: ...
 

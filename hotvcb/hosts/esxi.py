@@ -47,6 +47,7 @@ class EsxiHost:
     # VMware Tools' guest operations are the vSphere API's (GuestOperationsManager); a standalone
     # host's vim-cmd has no guest exec (docs/config-reference.md, GUEST_PRE_BACKUP_HOOK)
     runs_in_guest = False
+    quiesce_refused = ""  # VMware Tools quiesces (a VM without them is warned of by the dry run: guest_tools)
     run_dir = "/var/run"  # the host's run lock and id (ramdisk: a reboot ends every run anyway)
 
     def __init__(self, shell: Shell, log: Optional[RunLog] = None):
@@ -279,6 +280,9 @@ class EsxiHost:
                    interruptible: bool = True) -> Tuple[int, str]:
         raise HostError("%s: vim-cmd cannot run a command in the guest (that is the vSphere API's "
                         "GuestOperationsManager)" % vm.name)
+
+    def guest_unreachable(self, vm: Vm) -> str:
+        return ""  # never asked: runs_in_guest refuses in-guest hooks first
 
     def snapshot_tree(self, vm: Vm, disks: List[Disk], users: Optional[Sequence[str]] = None) -> SnapshotTree:
         return esxi_tree.read_tree(self._files, vm, disks, users)

@@ -322,6 +322,10 @@ class LibvirtHost(LocalKvmHost):
         return virtual if spec is None or spec.thick else min(allocated, virtual) or virtual
 
     runs_in_guest = True  # through libvirt's connection to the guest agent (virsh qemu-agent-command)
+    quiesce_refused = ""  # `virsh domfsfreeze`, or a crash-consistent backup said so (pulljob.py)
+
+    def guest_unreachable(self, vm: Vm) -> str:
+        return ""  # libvirt holds the agent's channel: one the domain lacks is told by the hook's own command
 
     def guest_exec(self, vm: Vm, argv: List[str], env: List[str], timeout: float,
                    interruptible: bool = True) -> Tuple[int, str]:

@@ -77,6 +77,8 @@ class QemuHost(LocalKvmHost):
     kind = "qemu"
     powers_on = False  # a guest shut down ends its QEMU process, which hotvcb cannot start again
     runs_in_guest = True  # through the guest agent's socket beside the QMP one (qga.py)
+    quiesce_refused = ("a quiesced snapshot (VM_SNAPSHOT_QUIESCE=1) needs the QEMU guest agent's fsfreeze, which "
+                       "hotvcb does not use yet; set VM_SNAPSHOT_QUIESCE=0 for QEMU VMs")
     formats = tuple(qemuimg.FORMATS)
 
     def __init__(self, shell: Shell, qmp_dir: str, qemu_img: str = qemuimg.QEMU_IMG, qmp_timeout: float = QMP_TIMEOUT):
@@ -256,13 +258,25 @@ class QemuHost(LocalKvmHost):
                    interruptible: bool = True) -> Tuple[int, str]:
         # a mute agent (hung, or not started in the guest: QEMU's socket accepts anyway) is bounded by
         # the hook's own timeout too, and a signal ends the wait
-        agent = GuestAgent(self.qmp_dir + "/" + vm.name + QGA_SUFFIX, min(self.qmp_timeout, timeout))
+        agent = self._agent(vm, min(self.qmp_timeout, timeout))
         agent.interruptible = interruptible
         agent.connect()
         try:
             return agent.run(argv, env, timeout, interruptible)
         finally:
             agent.close()
+
+    def guest_unreachable(self, vm: Vm) -> str:
+        """The agent's socket not there or not listened on (QEMU started without it): its message; a socket
+        QEMU listens on says nothing of qemu-ga in the guest, which only a command finds (the hook's)."""
+        try:
+            self._agent(vm, self.qmp_timeout).probe()
+        except QmpUnavailable as err:
+            return str(err)
+        return ""
+
+    def _agent(self, vm: Vm, timeout: float) -> GuestAgent:
+        return GuestAgent(self.qmp_dir + "/" + vm.name + QGA_SUFFIX, timeout)
 
     def snapshot_tree(self, vm: Vm, disks: List[Disk], users: Optional[Sequence[str]] = None) -> SnapshotTree:
         """QEMU keeps no snapshot tree hotvcb could restore as one (overlays carry no .vmsd)."""
@@ -273,8 +287,7 @@ class QemuHost(LocalKvmHost):
         self, vm: Vm, name: str, description: str, memory: bool, quiesce: bool, timeout: float
     ) -> Snapshot:
         if quiesce:
-            raise SnapshotError("%s: a quiesced snapshot needs the QEMU guest agent, which hotvcb does not use "
-                                "yet; set VM_SNAPSHOT_QUIESCE=0 for QEMU VMs" % vm.name)
+            raise SnapshotError("%s: %s" % (vm.name, self.quiesce_refused))  # the pre-flight refuses it first
         return self.overlays.create(vm, name, description, timeout)
 
     def remove_snapshot(self, vm: Vm, snap: Snapshot, timeout: float) -> None:

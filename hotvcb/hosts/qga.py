@@ -33,6 +33,13 @@ class GuestAgent(QmpClient):
     # guest-exec-status returns up to 16 MiB of each of stdout and stderr (qemu-ga's cap), base64'd
     max_message = 48 << 20
 
+    def probe(self) -> None:
+        """QmpUnavailable unless QEMU listens on the agent's socket; nothing is sent to the guest."""
+        try:
+            self._open()
+        finally:
+            self.close()
+
     def _open(self) -> None:
         try:
             super()._open()

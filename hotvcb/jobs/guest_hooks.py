@@ -22,12 +22,18 @@ GUEST_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def refuse_unless_possible(host: Hypervisor, vm: Vm) -> None:
-    """Before any change: a host that cannot reach into the guest must not skip the hook silently."""
+    """Before any change: a host that cannot reach into the guest must not skip the hook silently, and a guest
+    the host has no way into (a bare-QEMU VM started without the agent's socket) fails here, where a dry run
+    says so too: its real run failed every night at the hook while the dry run said OK."""
     if not host.runs_in_guest:
         raise HotvcbError("%s: GUEST_PRE_BACKUP_HOOK/GUEST_POST_BACKUP_HOOK need a way into the guest, and this %s "
                           "host has none (vim-cmd cannot run guest commands; VMware Tools' guest operations are "
                           "the vSphere API's); use PRE_BACKUP_HOOK/POST_BACKUP_HOOK on the host instead"
                           % (vm.name, host.kind))
+    unreachable = host.guest_unreachable(vm)
+    if unreachable:
+        raise HotvcbError("%s: GUEST_PRE_BACKUP_HOOK/GUEST_POST_BACKUP_HOOK cannot reach the guest: %s"
+                          % (vm.name, unreachable))
 
 
 def run_guest_hook(host: Hypervisor, vm: Vm, command: str, phase: str, timeout: float, log,

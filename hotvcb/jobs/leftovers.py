@@ -37,6 +37,7 @@ from ..store import layout
 from .ownership import NONE_DEAD, made_at, owner_alive
 from .snapshot_text import asked_epoch
 from .. import lazyre
+from ..namefit import fit
 
 SNAPSHOT_PREFIX = "hotvcb-snapshot-"
 POWER_MARKER = ".hotvcb-powered-off"  # + ".<vmx file name>", in the VM's folder while we hold it powered off
@@ -152,7 +153,12 @@ def asked_at(snap: Snapshot) -> Optional[float]:
 def power_marker(vm) -> str:
     """One per VM, named after its .vmx: a folder may hold several VMs, which BACKUP_PARALLEL powers
     down at once (one VM's end must not erase another's marker, nor a marker power on its neighbour)."""
-    return "%s/%s.%s" % (vm.folder, POWER_MARKER, vm.ref.vmx_path.rsplit("/", 1)[-1])
+    return vm_marker(vm, POWER_MARKER)
+
+
+def vm_marker(vm, kind: str, tail: str = "") -> str:
+    """`<kind>.<vmx file name><tail>` in the VM's folder, within the 255 bytes a name may have (namefit.fit)."""
+    return "%s/%s" % (vm.folder, fit(kind + ".", vm.ref.vmx_path.rsplit("/", 1)[-1], tail))
 
 
 def mark_powered_off(host: Hypervisor, vm, run: RunId) -> None:

@@ -8,6 +8,7 @@ ghettoVCB's run did ("some disk(s) failed", exit 3), so that cron wrappers and
 EMAIL_ALERT hear of a disk that is in no backup.
 """
 
+from dataclasses import replace
 from typing import Any, Dict, List, Tuple
 
 from ..model import VmResult
@@ -34,10 +35,13 @@ def final_status(results: List[VmResult], dry_run: bool = False) -> Tuple[str, i
         return "OK, no VM to back up: all %d skipped for their power state" % len(results), OK
     if not done:
         return "ERROR: No VMs backed up!", NONE
-    if dry_run and not errors:
-        return "OK, only a dryrun.", DRYRUN
     if dry_run:
-        return dry_run_found(errors, done, final_status(results)[1])
+        # a disk no snapshot can copy, or one the real run's copy refuses, is a problem the real run exits 3 or
+        # more on; what a dry run only warns of (a dead run's snapshot it would remove) is not
+        found = [r for r in done if r.status != "ok" or r.skipped_disks]
+        if not found:
+            return "OK, only a dryrun.", DRYRUN
+        return dry_run_found(found, done, final_status([replace(r, warnings=[]) for r in results])[1])
     if not errors and not warns:
         return "All VMs backed up OK!", OK
     if len(errors) == len(done):
@@ -57,8 +61,8 @@ def dry_run_found(errors: List[VmResult], done: List[VmResult], code: int) -> Tu
     failed (or some were made) in the log, the mail's subject and the JSON report. It exits the code the
     real run would (README): a check before a real run must not read as OK."""
     names = ", ".join(r.name for r in errors[:5]) + (", ..." if len(errors) > 5 else "")
-    return "ERROR: DRY RUN found problems with %d of %d VM(s) (%s); nothing was changed" % (
-        len(errors), len(done), names), code
+    return "%s: DRY RUN found problems with %d of %d VM(s) (%s); nothing was changed" % (
+        "WARNING" if code == SOME_DISKS else "ERROR", len(errors), len(done), names), code
 
 
 def rows(results: List[VmResult]) -> List[Dict[str, Any]]:

@@ -13,6 +13,7 @@ from ..store.lock import STALE_AFTER
 from ..store.rotation import finish_deleting
 from ..store.seal import OWNER, owner_of
 from ..treeview import ScannedShell
+from .leftovers import vm_marker
 from .ownership import NONE_DEAD, made_at, owner_alive, volume_age
 
 
@@ -21,7 +22,7 @@ VOLUME_MARKER = ".hotvcb-backup-volume"  # + ".<vmx file name>": the per-VM volu
 
 def volume_marker(vm) -> str:
     """One per VM, as power_marker: while its backup is written to a volume its per-VM file (-c) chose."""
-    return "%s/%s.%s" % (vm.folder, VOLUME_MARKER, vm.ref.vmx_path.rsplit("/", 1)[-1])
+    return vm_marker(vm, VOLUME_MARKER)
 
 
 def mark_volume(host: Hypervisor, vm, volume: str) -> None:

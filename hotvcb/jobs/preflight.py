@@ -169,6 +169,9 @@ def check(host: Hypervisor, s: Settings, log, space: SpaceLedger, vm: Vm, disks:
                              ("COLD_SNAPSHOT", s.cold_snapshot)) if on]
     if modes and not host.powers_on:
         _refuse_power_down(host, vm, modes[0])
+    # its snapshot would be refused (a host that can neither quiesce nor start a VM again snapshots every VM not off)
+    if s.vm_snapshot_quiesce and host.quiesce_refused and host.power_state(vm) != "off":
+        raise HotvcbError("%s: %s" % (vm.name, host.quiesce_refused))
     if s.vm_backup_repository and host.kind == "libvirt":
         # the repository reads a base image as a file the snapshot holds still; libvirt's backup
         # job holds no file still (the guest goes on writing the image), it exports the instant over NBD

@@ -23,7 +23,7 @@ import os
 from datetime import datetime
 from typing import Dict, List, Optional, Tuple
 
-from .. import interrupt, vmdk
+from .. import interrupt, qcow2, vmdk
 from ..errors import CopyError, HotvcbError, RepoError
 from ..hosts.base import Hypervisor
 from ..localshell import LocalShell
@@ -123,6 +123,33 @@ def _reserve_room(ledger: space.SpaceLedger, vm: str, host: Hypervisor, disk: Di
                         % (folder, need, space.pool_of(folder) or folder, room))
 
 
+AS_IT_IS, EXTENT = "a raw image", "a flat extent"  # read_as: the file read, or the descriptor's extent
+
+
+def read_as(host: Hypervisor, disk: Disk) -> str:
+    """How the repository reads the disk: AS_IT_IS (a raw image), its EXTENT (a VMFS thin or thick base), or
+    what it is that is cloned to a temporary thin disk first ("a delta of a snapshot", "a virtual-mode RDM");
+    CopyError naming why it reads no other disk (hosted sparse, a qcow2 image). A VM's backup asks it of each
+    disk as it copies it, and a dry run of each before the VM's turn (jobs/dryrun_checks.py)."""
+    if disk.path.endswith((".raw", ".img")):
+        return AS_IT_IS
+    if qcow2.is_image(disk.path):  # read as a descriptor it was "no createType line": a VMDK to hunt for
+        raise CopyError(disk.path, "a qcow2 image; the repository reads flat disks only (VMDK extents, .raw/.img "
+                        "images): back this VM up to a folder (VM_BACKUP_VOLUME), or give it a raw image")
+    try:
+        desc = vmdk.parse(host.shell.read_text(disk.path))
+    except (HotvcbError, vmdk.NotADescriptor) as err:
+        raise CopyError(disk.path, "cannot read its descriptor: %s" % err) from err
+    if desc.is_delta:
+        return "a delta of a snapshot"
+    if desc.create_type.lower() == "vmfsrawdevicemap":  # a physical one is skipped by the driver
+        return "a virtual-mode RDM"
+    if desc.create_type.lower() not in ("vmfs", "monolithicflat") or len(host.disk_files(disk.path)) != 2:
+        raise CopyError(disk.path, "a %s disk; the repository reads flat disks (VMFS thin or thick bases), "
+                        "virtual-mode RDMs and snapshot deltas only" % desc.create_type)
+    return EXTENT
+
+
 def _check() -> None:
     if interrupt.pending():
         interrupt.raise_pending()
@@ -210,22 +237,13 @@ class RepoSink:
         thick base), or a temporary thin clone of a delta of a user's snapshot (docs/repository.md "Deltas
         of a user's snapshot") or of a virtual-mode RDM, which vmkfstools reads as the folder backup copies
         it (a VM with one failed every backup into the repository, while its folder backups had copied it
-        for years). Other disks (hosted sparse ones) are refused."""
-        if disk.path.endswith((".raw", ".img")):
+        for years). Other disks are refused (`read_as`)."""
+        how = read_as(host, disk)
+        if how == AS_IT_IS:
             return disk.path, disk.path
-        try:
-            desc = vmdk.parse(host.shell.read_text(disk.path))
-        except (HotvcbError, vmdk.NotADescriptor) as err:
-            raise CopyError(disk.path, "cannot read its descriptor: %s" % err) from err
-        if desc.is_delta:
-            return self._flattened(host, disk, "a delta of a snapshot")
-        if desc.create_type.lower() == "vmfsrawdevicemap":  # a physical one is skipped by the driver
-            return self._flattened(host, disk, "a virtual-mode RDM")
-        files = host.disk_files(disk.path)
-        if desc.create_type.lower() not in ("vmfs", "monolithicflat") or len(files) != 2:
-            raise CopyError(disk.path, "a %s disk; the repository reads flat disks (VMFS thin or thick bases), "
-                            "virtual-mode RDMs and snapshot deltas only" % desc.create_type)
-        return disk.path, files[1]
+        if how == EXTENT:
+            return disk.path, host.disk_files(disk.path)[1]
+        return self._flattened(host, disk, how)
 
     def _flattened(self, host: Hypervisor, disk: Disk, what: str) -> Tuple[str, str]:
         """The disk (a delta: its chain) as it stands under our snapshot, cloned by vmkfstools into the

@@ -12,7 +12,7 @@ from ..hosts.base import Hypervisor
 from ..model import Snapshot
 from ..runid import RECORD_MAX, RunId, parse
 from ..settings import Settings
-from .leftovers import is_ours, remove_our_snapshots
+from .leftovers import is_ours, remove_our_snapshots, vm_marker
 from .ownership import NONE_DEAD, made_at, owner_alive
 
 
@@ -43,7 +43,7 @@ def snapshot_patience(s: Settings) -> float:
 def snapshot_marker(vm) -> str:
     """One per VM, as power_marker; never ending as the VM's own file does (bare QEMU lists a folder's `.qmp`
     names as VMs, and a marker is left there while a killed run's request is pending)."""
-    return "%s/%s.%s.run" % (vm.folder, SNAPSHOT_MARKER, vm.ref.vmx_path.rsplit("/", 1)[-1])
+    return vm_marker(vm, SNAPSHOT_MARKER, ".run")
 
 
 def mark_snapshot_asked(host: Hypervisor, vm, run: RunId) -> None:

@@ -14,7 +14,7 @@ from ..settings import Settings
 from ..store import layout
 from ..store.seal import Sealer
 from ..units import human_size
-from . import backup_end, lookahead, preflight, snapshot_text
+from . import backup_end, dryrun_checks, lookahead, preflight, snapshot_text
 from .guest_hooks import run_guest_hook
 from .hooks import run_hook
 from .leftovers import SNAPSHOT_PREFIX, is_ours
@@ -74,11 +74,10 @@ class _VmBackup:
         for warning in plan.warnings:
             self.log.warning(warning)
             self.result.warnings.append(warning)
-        if dry:
+        if dry:  # what the real run checks once the VM's backup began too, and what it would copy
+            refused = dryrun_checks.check(self.host, self.s, self.log, vm, disks)
             preflight.dry_run(self.host, self.s, self.log, vm, disks, plan, self.started)
-            # the report's DISKS and SIZE: what the run would copy
-            self.result.disks = [DiskResult(d, True, bytes=plan.capacity[d.key]) for d in disks]
-            self.result.status = "ok"
+            dryrun_checks.report(self.result, disks, plan.capacity, refused)
             return
         if self.s.pre_backup_hook:
             run_hook(self.host, self.s.pre_backup_hook, "pre", self.ref, self.s.hook_timeout * 60.0, self.log)
