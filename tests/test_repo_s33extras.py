@@ -48,3 +48,23 @@ def test_a_tmp_that_is_a_plain_file_is_named_when_a_backup_cannot_write(tmp_path
     make_disk(disk, size=2 << 20)
     with pytest.raises(RepoError, match="tmp/: "):
         backup(repo, "web", disk)
+
+
+def test_a_restore_failing_on_a_staged_file_says_the_staging_folder_is_gone(tmp_path, capsys):
+    """A KVM (or datastore) restore of a repository's backup that fails on a file of its staged copy names a
+    path under the staging folder, which is removed by the time the admin reads it: the run says so."""
+    from hotvcb.commands import repo_cmd
+    from hotvcb.jobs.restore_kvm import KvmRestoreError
+    from hotvcb.jobs.restore_scratch import Records
+    from hotvcb.localshell import LocalShell
+
+    _repo, _old, new, _db = two_vms(tmp_path)
+    target = tmp_path / "kvm"
+    target.mkdir()
+    with pytest.raises(KvmRestoreError):
+        with repo_cmd.staged(str(tmp_path / "repo"), new.id, str(target), Records(LocalShell(), lambda: ""),
+                             lambda line: None) as folder:
+            raise KvmRestoreError("qemu-img cannot read %s/web.raw" % folder)
+    err = capsys.readouterr().err
+    assert "held backup %s as staged from the repository" % new.id in err and "removed now" in err, err
+    assert os.listdir(str(target)) == []

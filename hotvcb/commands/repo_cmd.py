@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from .. import interrupt, runlog, vmdk, vmdknames
-from ..errors import HostError, RepoError, UsageError, VmNotFound, did_you_mean
+from ..errors import HostError, HotvcbError, RepoError, UsageError, VmNotFound, did_you_mean
 from ..jobs.repo_backup import flat_name, stored_names
 from ..jobs.restore_scratch import OWN_FILES, RESTORING, Records, record_of
 from ..jobs.restore_sweep import sweep
@@ -288,6 +288,11 @@ def staged(path: str, ident: str, target: str, records: Records, say: Say, lates
         with open(os.path.join(folder, "STATUS.ok"), "w") as f:
             f.write("restored from the repository %s, backup %s (every chunk hash-checked)\n" % (path, snap.id))
         yield folder
+    except HotvcbError as err:
+        if scratch in str(err):  # the error names a file of the staged copy, gone once it reaches the admin
+            runlog.say("hotvcb: note: %s, named below, held backup %s as staged from the repository %s; it is "
+                       "removed now (the repository is untouched)" % (scratch, snap.id, path), stream=sys.stderr)
+        raise
     finally:
         try:
             records.remove(scratch)
