@@ -135,8 +135,6 @@ def test_a_backup_into_a_read_only_repository_fails_naming_it_and_leaves_no_snap
 
 # -- prune: its dry run must foresee what the real run does ----------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="prune --dry-run promises a removal (exit 0) that the real prune refuses "
-                                       "(a kept backup's damaged index, a GC mark or damaged/ object that does not read)")
 @pytest.mark.parametrize("damage", ["kept-index", "mark", "damaged-object"])
 def test_prune_dry_run_foresees_the_real_prunes_refusal(tmp_path, damage):
     """The admin always runs `prune --dry-run` first. Something in the repository makes the real prune refuse
@@ -174,8 +172,6 @@ def test_prune_dry_run_foresees_the_real_prunes_refusal(tmp_path, damage):
 
 # -- damage in the repository's config -------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="a chunk_size/pack_size of 1e999 in config is an internal error "
-                                       "(OverflowError) in every command, not 'config: damaged'")
 @pytest.mark.parametrize("key", ["chunk_size", "pack_size"])
 def test_an_infinite_chunk_or_pack_size_in_the_config_is_refused_in_one_line_naming_config(tmp_path, key):
     """A hand edit (or a bit flip turning `65536` into `6e536`) leaves `"chunk_size": 1e999` (JSON's infinity)
@@ -204,8 +200,6 @@ def test_an_infinite_chunk_or_pack_size_in_the_config_is_refused_in_one_line_nam
 
 # -- damage in a damaged/ object or a GC mark: what stops every backup must not pass verify ----------------------------
 
-@pytest.mark.xfail(strict=True, reason="verify says OK (exit 0) over a damaged/ object or GC mark that does not "
-                                       "read, while every backup and prune into the repository fails on it")
 @pytest.mark.parametrize("folder", ["damaged", "condemned"])
 def test_verify_names_an_unreadable_object_that_stops_every_backup_and_prune(tmp_path, folder):
     """A `damaged/<pack>.<tag>` object (or a GC mark `condemned/<time>-<random>`) was truncated: a copy of the
@@ -258,8 +252,6 @@ def test_a_dry_run_backup_into_a_repository_writes_nothing_there(host, tmp_path)
 
 # -- two writers making a new repository at once ---------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="a writer finding a new repository's config appear between its two looks "
-                                       "fails 'a folder that holds something other than a repository'")
 def test_a_second_writer_making_the_same_new_repository_at_the_same_moment_uses_it(tmp_path, monkeypatch):
     """First night of a new repository shared by two ESXi hosts over NFS (or one host with BACKUP_PARALLEL=2):
     two backups start at 02:00 and both find no `config`. jobs/repo_backup.open_repository means to cope ("another
@@ -294,8 +286,6 @@ def test_a_second_writer_making_the_same_new_repository_at_the_same_moment_uses_
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="restore --repo --kvm logs its own staging folder as 'scratch folder of a "
-                                       "running restore ...; leaving it', as if another restore were running")
 def test_a_repository_restore_to_kvm_does_not_report_its_own_staging_as_another_running_restore(host, tmp_path):
     """The admin restores a VM from the repository as a KVM VM, alone on the machine. Every such restore logs
     `<DIR>/.hotvcb-extract-<pid>-...: scratch folder of a running restore (run ... (pid <its own pid> ...));
@@ -318,8 +308,6 @@ def test_a_repository_restore_to_kvm_does_not_report_its_own_staging_as_another_
 
 # -- a snapshot record whose `utc` is no number of seconds -----------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="a record whose utc is NaN/-Infinity (not JSON, never written) reads as a "
-                                       "good backup: verify OK, and prune --keep-last 1 removes the NEWEST backup")
 @pytest.mark.parametrize("utc", ["NaN", "-Infinity"])
 def test_a_record_whose_utc_is_not_a_finite_number_is_damaged_not_ordered_first(tmp_path, utc):
     """web's newest record holds `"utc": NaN` (or `-Infinity`): not JSON at all (RFC 8259 has neither), nothing
@@ -345,8 +333,6 @@ def test_a_record_whose_utc_is_not_a_finite_number_is_damaged_not_ordered_first(
     assert r.returncode == 4 and "snapshots/%s" % new.id in r.stdout, r.stdout + r.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="a damaged/ object that does not read, naming a pack long gone, stops every "
-                                       "prune (and backup) for ever instead of being collected by GC")
 def test_an_unreadable_damaged_object_of_a_pack_long_gone_is_collected_not_fatal_for_ever(tmp_path):
     """docs/repository.md, Damaged chunks: "A pack deleted before its damaged/ object only leaves an object naming
     no pack, which nothing acts on and GC deletes (once older than the grace period)". Here such an object (its
@@ -370,9 +356,6 @@ def test_an_unreadable_damaged_object_of_a_pack_long_gone_is_collected_not_fatal
 
 # -- a NAS client's own files inside the repository ------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="a .DS_Store (no object name) in damaged/ or condemned/ fails every backup "
-                                       "and prune; in snapshots/ it stops GC for ever; in packs/ verify calls it "
-                                       "damage that 'may hold chunks of any backup'")
 @pytest.mark.parametrize("folder", ["damaged", "condemned", "snapshots", "packs"])
 def test_a_mac_finders_ds_store_in_a_repository_folder_stops_nothing(tmp_path, folder):
     """The repository lives on a NAS share; a colleague opened its folders in the Mac Finder, which leaves a

@@ -6,9 +6,10 @@ and changes nothing. The repository is `--repo` or VM_BACKUP_REPOSITORY (-g).
 """
 
 import sys
+from typing import List
 
 from .. import config, interrupt
-from ..errors import UsageError
+from ..errors import RepoError, UsageError
 from ..repo import gc, prune
 from ..repo.repository import open_path
 from ..runlog import say
@@ -43,12 +44,17 @@ def run(args) -> int:
     # a typo (or an empty -m "" from a script's blank line) would otherwise "prune" nothing and say so as a success
     if args.vm is not None and not decisions:
         raise UsageError("no backup of %r in the repository %s (hotvcb list --repo shows them)" % (args.vm, path))
+    foreseen = []  # type: List[str]
+    if args.dry_run:  # what the real prune would refuse on (raised, exit 1) or warn of, before the night it runs
+        try:
+            foreseen = prune.foresee(repo, decisions)
+        except RepoError as err:
+            raise RepoError("the prune would refuse and remove nothing: %s" % err) from err
     for d in decisions:
         say("%-8s %s%s" % ("keep" if d.kept else "remove", d.snapshot, " (%s)" % d.rule if d.rule else ""))
     if args.dry_run:
-        unreadable = repo.readable_snapshots(sizes=True)[1]
-        if unreadable:  # what the real prune would warn of, and the way out, before the night it runs
-            say("hotvcb: warning: %s" % gc.blocked(unreadable, "the prune would collect no garbage"), stream=sys.stderr)
+        for warning in foreseen:
+            say("hotvcb: warning: %s" % warning, stream=sys.stderr)
         say("dry run: nothing removed")
         return 0
     # a signal stops GC at its next step, through `finally` blocks, so the GC lock is given back: another host

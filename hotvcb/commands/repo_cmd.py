@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from .. import interrupt, runlog, vmdk, vmdknames
-from ..errors import HostError, RepoError, UsageError, VmNotFound, did_you_mean
+from ..errors import HostError, HotvcbError, RepoError, UsageError, VmNotFound, did_you_mean
 from ..jobs.repo_backup import flat_name, stored_names
 from ..jobs.restore_scratch import OWN_FILES, RESTORING, Records, record_of
 from ..jobs.restore_sweep import sweep
@@ -107,10 +107,14 @@ def verify_repository(path: str, sample: Optional[float], new_only: bool, as_jso
     if report.marker_error:
         runlog.say("hotvcb: warning: what verify found is not recorded (--new reads good packs again; a backup "
                    "reuses chunks found damaged): %s" % report.marker_error, stream=sys.stderr)
+    if report.foreign:  # a NAS client's .DS_Store, say: no damage, and nothing reads or deletes it
+        runlog.say("hotvcb: note: no hotvcb object, left alone by every command (a file manager's or NAS client's "
+                   "file?): %s" % ", ".join(report.foreign), stream=sys.stderr)
     if as_json:
         runlog.say_json({"repository": path, "vm": vm, "mode": mode, "backups": report.backups,
                          "packs_read": report.packs_read, "chunks_read": report.chunks_read,
-                         "problems": report.problems, "newer": report.newer, "not_read": report.not_read}, indent=2)
+                         "problems": report.problems, "newer": report.newer, "not_read": report.not_read,
+                         "foreign": report.foreign}, indent=2)
     else:
         for problem in report.problems:
             runlog.say("DAMAGED: %s" % problem)
@@ -160,7 +164,7 @@ def find(repo: Repository, ident: str, latest: str = "") -> Snapshot:
                            "their data may be older than the newest real one's: restore one by its id if it is the "
                            "one" if real else "taking the newest of them"), stream=sys.stderr)
         return (real or snaps)[-1]
-    ids = [i.name[len(SNAPSHOTS):] for i in repo.backend.list(SNAPSHOTS)]  # by name: another record's
+    ids = [i.name[len(SNAPSHOTS):] for i in repo.objects(SNAPSHOTS)]  # by name: another record's
     matches = [i for i in ids if i.startswith(ident)] if ident else []    # damage must not stop this restore
     if len(matches) != 1:
         raise UsageError("%s backup in the repository matches %r (hotvcb list --repo shows them)"
@@ -284,6 +288,11 @@ def staged(path: str, ident: str, target: str, records: Records, say: Say, lates
         with open(os.path.join(folder, "STATUS.ok"), "w") as f:
             f.write("restored from the repository %s, backup %s (every chunk hash-checked)\n" % (path, snap.id))
         yield folder
+    except HotvcbError as err:
+        if scratch in str(err):  # the error names a file of the staged copy, gone once it reaches the admin
+            runlog.say("hotvcb: note: %s, named below, held backup %s as staged from the repository %s; it is "
+                       "removed now (the repository is untouched)" % (scratch, snap.id, path), stream=sys.stderr)
+        raise
     finally:
         try:
             records.remove(scratch)

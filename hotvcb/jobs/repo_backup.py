@@ -30,6 +30,7 @@ from ..localshell import LocalShell
 from ..model import Disk, Vm, VmResult
 from ..repo import codec
 from ..repo.backend import TMP, LocalBackend, random_hex
+from ..repo.format import CONFIG
 from ..repo.repository import SNAPSHOTS, Repository, open_path
 from ..repo.writer import BackupWriter
 from ..runid import RunId
@@ -49,34 +50,39 @@ def check_target(host: Hypervisor, path: str, compression: str = "zlib") -> None
                           "directly); over --host use VM_BACKUP_VOLUME")
     # an empty mount point of an unmounted share would get a new repository on the host's own disk
     volume.refuse_unmounted(host.shell, path, "VM_BACKUP_REPOSITORY")
-    if not os.path.exists(os.path.join(path, "config")):
+    if not os.path.exists(os.path.join(path, CONFIG)):
         _check_new(path, compression)
 
 
-def _check_new(path: str, compression: str) -> None:
+def _check_new(path: str, compression: str) -> bool:
     """RepoError unless a new repository may be made at `path`: inside an existing folder (never a
-    missing volume), not in a folder holding anything else, with a codec this python has."""
+    missing volume), not in a folder holding anything else, with a codec this python has. True where the
+    folder's entries show a repository after all: another writer (a host sharing the volume, a parallel
+    backup) made it since the caller looked for its `config`, and it is to be used, not refused."""
     parent = os.path.dirname(path.rstrip("/"))
     if not os.path.isdir(parent):
         raise RepoError("VM_BACKUP_REPOSITORY %s: %s does not exist (is the datastore mounted?)" % (path, parent))
+    entries = set(os.listdir(path)) if os.path.isdir(path) else set()
+    if CONFIG in entries:
+        return True
     # tmp/: another host creating it right now; last-run/: failed runs' records an older hotvcb made in the empty folder
-    if os.path.isdir(path) and set(os.listdir(path)) - {TMP, lastrun.FOLDER}:
+    if entries - {TMP, lastrun.FOLDER}:
         raise RepoError("VM_BACKUP_REPOSITORY %s: a folder that holds something other than a repository" % path)
     if compression == "zstd" and not codec.available():  # before anything is made there
         raise RepoError("VM_BACKUP_REPOSITORY_COMPRESSION=zstd for the new repository %s: the zstandard package is "
                         "not installed here (never on ESXi): use zlib" % path)
+    return False
 
 
 def open_repository(path: str, compression: str = "zlib") -> Repository:
     """The repository at `path`, created on first use (`_check_new`), with `compression` (a repository's
     codec is chosen once: docs/repository.md "Compression")."""
-    if os.path.exists(os.path.join(path, "config")):
+    if os.path.exists(os.path.join(path, CONFIG)) or _check_new(path, compression):
         return open_path(path)
-    _check_new(path, compression)
     try:
         return Repository.init(LocalBackend(path), compression=compression)
     except RepoError:
-        if os.path.exists(os.path.join(path, "config")):  # another host (a shared volume) was first
+        if os.path.exists(os.path.join(path, CONFIG)):  # another host (a shared volume) was first
             return Repository.open(LocalBackend(path))
         raise
 

@@ -55,7 +55,7 @@ class RepoView:
             try:
                 # a record that does not read is said on every VM (it may be any one's newest), not CRIT for all
                 self._snaps, self._bad = repo.readable_snapshots()
-                self._marks = {i.name[len(VERIFIED):]: i.mtime for i in repo.backend.list(VERIFIED)}
+                self._marks = {i.name[len(VERIFIED):]: i.mtime for i in repo.objects(VERIFIED)}
                 self._damaged = repo.damaged(strict=False)
             except RepoError as err:
                 raise self._named(err) from err

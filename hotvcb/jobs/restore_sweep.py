@@ -87,6 +87,8 @@ def sweep(shell: Shell, roots: Iterable[str], log, me: RunId, dry_run: bool = Fa
             if owner is None or not _named_ours(name) or record_of(folder).rsplit("/", 1)[-1] != entry:
                 log.warning("%s/%s: not a record hotvcb wrote; leaving it" % (root, entry))
                 continue
+            if owner.run == me.run and owner.same_machine(me):
+                continue  # this restore's own (a repository's backup staged here before the sweep): no finding
             if not _inside(shell, folder, root):
                 log.warning("%s/%s names %s, outside this datastore (through a symlink?); leaving it -- remove "
                             "both by hand if no restore is running" % (root, entry, folder))

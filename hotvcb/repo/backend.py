@@ -148,7 +148,9 @@ class LocalBackend:
             os.makedirs(folder, exist_ok=True)
             return _FileUpload(os.path.join(folder, "%s.%d" % (random_hex(16), os.getpid())))
         except OSError as err:
-            raise RepoError("cannot write to the repository %s: %s" % (self.root, err.strerror or err)) from err
+            # named: `tmp` a plain file made every write fail "File exists", naming nothing in the repository
+            raise RepoError("cannot write to the repository %s: %s/: %s"
+                            % (self.root, TMP, err.strerror or err)) from err
 
     def put_new_file(self, name: str, upload: Upload) -> bool:
         assert isinstance(upload, _FileUpload)

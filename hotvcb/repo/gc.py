@@ -11,7 +11,7 @@ running.
 """
 
 from dataclasses import dataclass, field
-from typing import AbstractSet, Callable, Dict, List, Set
+from typing import AbstractSet, Callable, Dict, List, Set, Tuple
 
 from .. import crashpoint
 from ..errors import RepoError
@@ -20,7 +20,7 @@ from .format import Blob, dumps
 from .gclock import gc_lock
 from .packs import PackWriter
 from .backend import Unavailable
-from .chunks import Location, copy_rank
+from .chunks import Location, Mark, copy_rank
 from .records import IndexUnreadable, Snapshot, Unreadable, by_kind
 from .repository import CONDEMNED, DAMAGED, INDEXES, PACKS, SNAPSHOTS, VERIFIED, Repository
 
@@ -99,6 +99,13 @@ def needed(repo: Repository, snaps: List[Snapshot]) -> Set[bytes]:
                         "read (GC must know every chunk every backup uses): %s: %s" % (err, way)) from err
 
 
+def reads(repo: Repository, snaps: List[Snapshot]) -> Tuple[Set[bytes], List[Mark], Dict[str, Set[bytes]]]:
+    """What GC works from that refuses it where it does not read, read before GC changes anything: the chunks
+    the backups `snaps` need (needed), the marks, the damage records. Prune's dry run reads them too, so that
+    it refuses where the prune will (it promised removals the prune then refused)."""
+    return needed(repo, snaps), repo.marks(), repo.damaged()
+
+
 def describe(why: Dict[str, int]) -> str:
     """"2 held only duplicates, 1 held damaged chunks ..." for a report's counts by reason."""
     return ", ".join("%d %s" % (n, WHY.get(reason, "marked by an older hotvcb"))
@@ -118,8 +125,8 @@ class _Collector:
             raise RepoError(blocked(unreadable))
         snaps = [s for s in snaps if s.id not in dropping]
         self.snap_ids = {s.id for s in snaps}
-        self.referenced = needed(repo, snaps)
-        self.packs = {i.name: i for i in self.backend.list(PACKS)}  # type: Dict[str, ObjectInfo]
+        self.referenced, marks, self.damaged = reads(repo, snaps)  # a chunk a verify found bad holds nothing
+        self.packs = {i.name: i for i in self.repo.objects(PACKS)}  # type: Dict[str, ObjectInfo]
         self.listed = {_id(name) for name in self.packs}  # the packs there as GC began
         self.tables = {}  # type: Dict[str, List[Blob]]
         for name, info in self.packs.items():
@@ -131,13 +138,12 @@ class _Collector:
         self.marks = {}  # type: Dict[str, List[str]]
         self.mark_age = {}  # type: Dict[str, float]
         self.why = {}  # type: Dict[str, str]  # condemned pack -> its mark's reason (WHY)
-        for mark in repo.marks():
+        for mark in marks:
             self.marks[mark.name] = [p for p in mark.packs if p.startswith(PACKS)]
             for other in sorted(set(mark.packs) - set(self.marks[mark.name])):  # a hand-edited mark
                 log("ignoring %s in %s: GC condemns only packs" % (other, mark.name))
             self.mark_age[mark.name] = self.now - mark.mtime
             self.why.update(mark.why)
-        self.damaged = repo.damaged()  # a chunk a verify found bad holds nothing: copy a sound one out
         self.writer = PackWriter(self.backend, repo.config.pack_size)
 
     def copy_needed(self, leaving: Set[str], excluded: Set[str]) -> None:
@@ -259,16 +265,16 @@ class _Collector:
     def orphans(self) -> None:
         """Indexes whose backup has no record (a killed backup or prune), markers and damage records of
         packs gone, uploads."""
-        for info in self.backend.list(INDEXES):
+        for info in self.repo.objects(INDEXES):
             snap_id = info.name[len(INDEXES):].rsplit(".", 1)[0]
             if snap_id not in self.snap_ids and self.now - info.mtime >= self.grace:
                 self.backend.delete(info.name)
                 self.report.indexes_deleted += 1
         here = {_id(name) for name in self.packs}
-        for info in self.backend.list(VERIFIED):
+        for info in self.repo.objects(VERIFIED):
             if self.gone(info.name[len(VERIFIED):], info, here):
                 self.backend.delete(info.name)
-        for info in self.backend.list(DAMAGED):  # named <pack id>.<tag>
+        for info in self.repo.objects(DAMAGED):  # named <pack id>.<tag>
             if self.gone(info.name[len(DAMAGED):].split(".", 1)[0], info, here):
                 self.backend.delete(info.name)
         self.report.uploads_discarded = self.backend.forget_uploads(self.grace)

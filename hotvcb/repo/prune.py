@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from .. import crashpoint
 from ..errors import RepoError
-from .gc import GcReport, blocked, collect_held, needed
+from .gc import GcReport, blocked, collect_held, needed, reads
 from .gclock import gc_lock
 from .records import Snapshot, dated_ahead, machines
 from .repository import SNAPSHOTS, Repository
@@ -51,6 +51,27 @@ def plan(repo: Repository, keep: Dict[str, int], vm: Optional[str] = None,
         for d in choose([s for s in by_vm[name][::-1] if s not in ahead], newest_first=True, **args):
             out.append(Decision(d.backup, bool(d.kept), d.rule))
     return out
+
+
+def foresee(repo: Repository, decisions: List[Decision]) -> List[str]:
+    """For prune's dry run, which promised removals the prune then refused: what the prune of `decisions` would
+    refuse on before it removes anything (a kept backup's index, a GC mark or damage record that does not read),
+    raised as the prune raises it, by the same reads; and what it would warn of or cannot do here, returned.
+    Reads only (no probe of the backend's clock, no lock): a dry run writes nothing. A zstd repository on a
+    host without the package is a warning, not a refusal: the plan needs no chunk and is worth seeing there."""
+    warnings = []  # type: List[str]
+    try:
+        repo.require_codec("prune it")
+    except RepoError as err:
+        warnings.append(str(err))
+    gone = {d.snapshot.id for d in decisions if not d.kept}
+    readable, unreadable = repo.readable_snapshots(sizes=True)
+    kept = [s for s in readable if s.id not in gone]
+    if unreadable:
+        needed(repo, kept)
+        return warnings + [blocked(unreadable, "the prune would collect no garbage")]
+    reads(repo, kept)
+    return warnings
 
 
 def prune(repo: Repository, decisions: List[Decision], log: Callable[[str], None] = lambda msg: None,

@@ -30,7 +30,7 @@ from . import codec
 from .format import DiskIndex
 from .chunks import Location, PackGone
 from .records import Snapshot
-from .repository import Repository
+from .repository import Repository, check_file_size
 from .settle import Say, Settle, silent
 
 Check = Optional[Callable[[], None]]
@@ -242,5 +242,7 @@ def read_file(repo: Repository, snap: Snapshot, name: str, chunk_map: Optional[D
             parts = []
             for h in f["chunks"]:
                 parts.extend(where.read([where.locate(bytes.fromhex(h))]))
-            return b"".join(parts)
+            data = b"".join(parts)
+            check_file_size(snap.id, f, len(data))
+            return data
     raise RepoError("backup %s has no file %r" % (snap, name))

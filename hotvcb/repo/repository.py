@@ -8,6 +8,7 @@ chunks.py (where a chunk lies, and a chunk that does not read).
 
 import datetime
 import hashlib
+import math
 import string
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple, TypeVar
 
@@ -21,8 +22,7 @@ from .format import (BACKUP_LIMIT, CHUNK_SIZE, CONFIG, INDEX_HEAD_SIZE, PACK_HEA
 from .records import DamagedRecord, IndexUnreadable, Snapshot, Unreadable
 from .repoconfig import Config, check_config
 
-PACKS, INDEXES, SNAPSHOTS, CONDEMNED, VERIFIED = "packs/", "indexes/", "snapshots/", "condemned/", "verified/"
-DAMAGED = "damaged/"
+from .objnames import CONDEMNED, DAMAGED, INDEXES, PACKS, SNAPSHOTS, VERIFIED, foreign, ours
 T = TypeVar("T")
 
 
@@ -33,7 +33,8 @@ def _check_record(data: Dict[str, Any], snap_id: str) -> None:
             raise ValueError("bad %s" % what)
 
     need(data["id"] == snap_id and isinstance(data["vm"], str), "id or vm")
-    need(isinstance(data.get("utc", 0), (int, float)), "utc")
+    utc = data.get("utc", 0)  # Python's json takes NaN and -Infinity (no JSON): neither newer nor older than any
+    need(isinstance(utc, (int, float)) and not isinstance(utc, bool) and math.isfinite(utc), "utc")
     need(isinstance(data["disks"], list) and isinstance(data["files"], list), "disks or files")
     for n, d in enumerate(data["disks"]):
         need(isinstance(d, dict) and all(isinstance(d.get(k), str) for k in ("name", "index", "index_sha256"))
@@ -64,6 +65,35 @@ def _check_covers(index: DiskIndex, disk: Dict[str, Any]) -> None:
                         % (record, shown(disk["name"], field=True), name, last, index.size))
 
 
+def check_file_size(snap_id: str, f: Dict[str, Any], size: int) -> None:
+    """DamagedRecord where a record's small file (.vmx, .nvram) is `size` bytes by its chunks, not the size the
+    record gives it: a restore wrote the chunks' bytes while the record promised others (edited by hand, or
+    written by a faulty hotvcb), and verify said OK."""
+    if size != f["size"]:
+        raise DamagedRecord("%s%s: damaged (file %s is %d bytes by the record, %d by its chunks)"
+                            % (SNAPSHOTS, snap_id, shown(f["name"], field=True), f["size"], size))
+
+
+def _whole(data: Dict[str, Any], key: str) -> int:
+    """A config size as a whole number; RepoError naming the key where it is none (`1e999` is JSON's infinity,
+    which int() refuses with an OverflowError every command died of)."""
+    try:
+        return int(data[key])
+    except (TypeError, ValueError, OverflowError) as err:
+        raise RepoError("%s %.40r: not a whole number of bytes" % (key, data[key])) from err
+
+
+Failed = Callable[[ObjectInfo, RepoError], None]  # what to do with an object that does not read
+
+
+def _failing(strict: bool) -> Failed:
+    """Raise the error of an object that does not read (`strict`), or skip the object."""
+    def failed(_info: ObjectInfo, err: RepoError) -> None:
+        if strict:
+            raise err
+    return failed
+
+
 def pack_name(digest_hex: str) -> str:
     return "%s%s/%s" % (PACKS, digest_hex[:2], digest_hex)
 
@@ -72,6 +102,7 @@ class Repository:
     def __init__(self, backend: Backend, config: Config):
         self.backend, self.config = backend, config
         self.unreadable = {}  # type: Dict[str, str]  # pack -> why its table could not be read (chunk_map)
+        self.strays = set()  # type: Set[str]  # names `objects` met that are no object (objnames): verify's to name
 
     @classmethod
     def init(cls, backend: Backend, chunk_size: int = CHUNK_SIZE, pack_size: int = PACK_SIZE,
@@ -94,7 +125,7 @@ class Repository:
             raise RepoError("no hotvcb repository there (no %s file)" % CONFIG) from err
         data = loads(raw, "hotvcb-repository", CONFIG)
         try:
-            chunk_size, pack_size = int(data["chunk_size"]), int(data["pack_size"])
+            chunk_size, pack_size = _whole(data, "chunk_size"), _whole(data, "pack_size")
             backup_limit, settle = check_config(chunk_size, pack_size, data["backup_limit_seconds"],
                                                  data["settle_seconds"])
             config = Config(str(data["id"]), chunk_size, pack_size, backup_limit, settle,
@@ -104,6 +135,13 @@ class Repository:
         except (KeyError, TypeError, ValueError, RepoError) as err:
             raise RepoError("%s: damaged (%s)" % (CONFIG, err)) from err
         return cls(backend, config)
+
+    def objects(self, prefix: str) -> List[ObjectInfo]:
+        """The objects under `prefix` (a folder of objnames): its listing less the names no hotvcb writes there
+        (a NAS client's .DS_Store is no damaged record, pack or mark), which are kept in `strays`."""
+        listed = self.backend.list(prefix)
+        self.strays.update(foreign(info.name for info in listed))
+        return [info for info in listed if ours(info.name)]
 
     # --- backups ---------------------------------------------------------
 
@@ -150,7 +188,7 @@ class Repository:
         it: a listing may lag) is no backup any more and is skipped; one that does not read goes to `bad`, or
         is raised where there is no `bad`."""
         good = []  # type: List[Snapshot]
-        for info in self.backend.list(SNAPSHOTS):
+        for info in self.objects(SNAPSHOTS):
             try:
                 good.append(self._record(info.name[len(SNAPSHOTS):]))
             except NotFound:
@@ -228,10 +266,10 @@ class Repository:
         return parse_table(self.backend.get(name, size - TRAILER_SIZE - length, length), digest, name)
 
     def _objects(self, prefix: str, kind: str, read: Callable[[ObjectInfo, Dict[str, Any]], T],
-                 strict: bool) -> Iterator[T]:
+                 failed: "Failed") -> Iterator[T]:
         """`read` of each `kind` object under `prefix`. One gone since the listing is skipped (GC deleted it,
-        after what it was about); one that does not read is an error naming it, or `strict=False`, skipped."""
-        for info in self.backend.list(prefix):
+        after what it was about); one that does not read goes to `failed` (which raises it, or not: skipped)."""
+        for info in self.objects(prefix):
             try:
                 data = loads(self.backend.get(info.name), kind, info.name)
                 try:
@@ -240,34 +278,49 @@ class Repository:
                     raise RepoError("%s: damaged (%s)" % (info.name, err)) from err
             except NotFound:
                 continue
-            except RepoError:
-                if strict:
-                    raise
+            except RepoError as err:
+                failed(info, err)
                 continue
             yield item
 
-    def marks(self, strict: bool = True) -> List[Mark]:
-        """Every GC mark (docs/repository.md "Garbage collection and concurrency")."""
+    def marks(self, strict: bool = True, failed: Optional["Failed"] = None) -> List[Mark]:
+        """Every GC mark (docs/repository.md "Garbage collection and concurrency"). One that does not read is
+        raised (`strict`), skipped, or handed to `failed`."""
         def read(info: ObjectInfo, data: Dict[str, Any]) -> Mark:
             packs, why = data.get("packs"), data.get("why")
             if not isinstance(packs, list) or not all(isinstance(p, str) for p in packs):
                 raise ValueError("no list of packs")
             why = {str(p): str(r) for p, r in why.items()} if isinstance(why, dict) else {}
             return Mark(info.name, info.mtime, packs, why)
-        return list(self._objects(CONDEMNED, "hotvcb-condemned", read, strict))
+        return list(self._objects(CONDEMNED, "hotvcb-condemned", read, failed or _failing(strict)))
 
     def condemned(self, strict: bool = True) -> Dict[str, str]:
         """Pack -> the GC mark that condemned it."""
         return {pack: mark.name for mark in self.marks(strict) for pack in mark.packs}
 
-    def damaged(self, strict: bool = True) -> Dict[str, Set[bytes]]:
-        """Pack -> the chunks in it a verify found damaged (docs/repository.md "Damaged chunks")."""
+    def damaged(self, strict: bool = True, failed: Optional["Failed"] = None) -> Dict[str, Set[bytes]]:
+        """Pack -> the chunks in it a verify found damaged (docs/repository.md "Damaged chunks"). One that does
+        not read is raised (`strict`), skipped, or handed to `failed` -- unless the pack its name names is gone:
+        nothing can be unsound in a pack that is not there, and GC deletes the object as any naming no pack
+        (raised, it stopped every backup and prune for ever, GC included)."""
         def read(_info: ObjectInfo, data: Dict[str, Any]) -> Tuple[str, Set[bytes]]:
             return str(data["pack"]), {bytes.fromhex(h) for h in data["chunks"]}
+
+        def unread(info: ObjectInfo, err: RepoError) -> None:
+            if self.backend.stat(pack_name(info.name[len(DAMAGED):].split(".", 1)[0])) is not None:
+                (failed or _failing(strict))(info, err)
         out = {}  # type: Dict[str, Set[bytes]]
-        for pack, chunks in self._objects(DAMAGED, "hotvcb-damaged", read, strict):
+        for pack, chunks in self._objects(DAMAGED, "hotvcb-damaged", read, unread):
             out.setdefault(pack, set()).update(chunks)
         return out
+
+    def unread_objects(self) -> List[Tuple[str, RepoError]]:
+        """The GC marks and damaged/ objects that do not read, by name: each stops every backup (it cannot tell
+        what is sound or condemned), prune and GC, so verify names them."""
+        found = []  # type: List[Tuple[str, RepoError]]
+        self.marks(failed=lambda info, err: found.append((info.name, err)))
+        self.damaged(failed=lambda info, err: found.append((info.name, err)))
+        return found
 
     def chunk_map(self, usable_only: bool = False) -> Dict[bytes, Location]:
         """Where each stored chunk lies: of its copies, the first by copy_rank (the live copy GC keeps).
@@ -278,7 +331,7 @@ class Repository:
         # prefer, so one record that does not read costs only what it would have said
         damaged, condemned = self.damaged(usable_only), set(self.condemned(usable_only))
         out = {}  # type: Dict[bytes, Location]
-        for info in self.backend.list(PACKS):
+        for info in self.objects(PACKS):
             if usable_only and info.name in condemned:
                 continue
             try:

@@ -26,11 +26,12 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 from .. import interrupt
 from ..errors import RepoError
 from . import codec
-from .backend import NotFound, ObjectInfo
-from .format import PACK_HEADER, Blob, TRAILER_SIZE, dumps, pack_id, pack_version, parse_table, table_length
+from .backend import NotFound, ObjectInfo, Unavailable
+from .format import (PACK_HEADER, Blob, NewerFormat, TRAILER_SIZE, dumps, pack_id, pack_version, parse_table,
+                     table_length)
 from .chunks import BadChunk
 from .records import Snapshot
-from .repository import DAMAGED, PACKS, VERIFIED, Repository
+from .repository import CONDEMNED, DAMAGED, PACKS, VERIFIED, Repository, check_file_size
 from .settle import Say, Settle, silent
 
 MODES = ("all", "sample", "new")
@@ -45,6 +46,7 @@ class VerifyReport:
     newer: List[str] = field(default_factory=list)  # records a newer hotvcb wrote: not checked, not damaged
     not_read: List[str] = field(default_factory=list)  # records this run could not read (access, I/O): not checked
     marker_error: str = ""  # why a good pack's verified/ marker could not be written (a read-only repository)
+    foreign: List[str] = field(default_factory=list)  # names in the folders it listed that are no object (objnames)
 
     @property
     def ok(self) -> bool:
@@ -65,6 +67,7 @@ def verify(repo: Repository, mode: str = "all", share: float = 0.1, rng: Optiona
     report.newer.extend(str(bad) for bad in unreadable if bad.newer)
     report.not_read.extend(str(bad) for bad in unreadable if bad.unavailable)
     report.backups = len(snaps)
+    report.problems.extend(_stopping(name, err) for name, err in repo.unread_objects())
     users = {}  # type: Dict[bytes, List[Snapshot]]
     for snap in snaps:
         try:
@@ -73,11 +76,12 @@ def verify(repo: Repository, mode: str = "all", share: float = 0.1, rng: Optiona
         except RepoError as err:  # IndexUnreadable: it names the backup
             report.problems.append(str(err))
     marked = set(repo.condemned(strict=False))  # before the listing: a sweep deletes only packs a mark names
-    packs = repo.backend.list(PACKS)
+    packs = repo.objects(PACKS)
     found = Found({}, {}, {})
     _read_tables(repo, packs, found.tables, found.gone, report)
     held = packs if vm is None else [info for info in packs
                                      if any(blob.digest in users for blob in found.tables.get(info.name, ()))]
+    _check_files(snaps, found.tables, report)
     chosen = _choose(repo, held, mode, share, rng or random.Random())
     for info in chosen:  # (a pack whose table did not read is reported once, by _read_tables)
         if info.name not in found.gone and info.name in found.tables:
@@ -92,7 +96,36 @@ def verify(repo: Repository, mode: str = "all", share: float = 0.1, rng: Optiona
     for digest in _lacking(users, found, relist, Settle(repo, say)):
         report.problems.append(str(BadChunk(digest, "", "missing from the repository", users[digest])))
     _report_gone(found, marked, report)
+    report.foreign = sorted(repo.strays)  # those its listings met (of records, marks, damage records, packs)
     return report
+
+
+def _stopping(name: str, err: RepoError) -> str:
+    """A GC mark or damaged/ object that does not read, as verify reports it: what it stops, and the way out.
+    Verify is where an admin whose every backup fails on one looks (it said OK, never reading them)."""
+    stops = ("%s: every backup into the repository and every prune fail on it (they cannot tell which %s)"
+             % (err, "packs are condemned" if name.startswith(CONDEMNED) else "chunks are sound"))
+    if isinstance(err, (NewerFormat, Unavailable)):
+        return stops  # a newer hotvcb's, or one this run may not read: its own words say the way out
+    if name.startswith(CONDEMNED):
+        return stops + ("; move it out of the repository's %s folder (keep it for a bug report): the packs it "
+                        "named then stay until a later prune marks them again" % CONDEMNED.rstrip("/"))
+    return stops + ("; move it out of the repository's %s folder (keep it for a bug report) and verify again: "
+                    "reading its pack whole records the damage found there anew" % DAMAGED.rstrip("/"))
+
+
+def _check_files(snaps: List[Snapshot], tables: Dict[str, List[Blob]], report: VerifyReport) -> None:
+    """Each backup's small files (.vmx, .nvram) as long as their records say, by the lengths the pack tables
+    give their chunks (a file with a chunk in no pack is reported as that chunk missing, not here)."""
+    lengths = {blob.digest: blob.raw_len for blobs in tables.values() for blob in blobs}
+    for snap in snaps:
+        for f in snap.files:
+            sizes = [lengths.get(bytes.fromhex(h)) for h in f["chunks"]]
+            try:
+                if None not in sizes:
+                    check_file_size(snap.id, f, sum(n for n in sizes if n is not None))
+            except RepoError as err:
+                report.problems.append(str(err))
 
 
 @dataclass(frozen=True)
@@ -151,7 +184,7 @@ def _relist(repo: Repository, users: Dict[bytes, List[Snapshot]], found: Found, 
     """List the packs again. One gone that the listing names again (it came back, or a read failed for a
     moment) is read once more, as a restore would (whole, if it was to be); the tables of packs never listed
     before are read (`seen`: the packs listed so far, each new one read once)."""
-    listing = repo.backend.list(PACKS)
+    listing = repo.objects(PACKS)
     for info in listing:
         if info.name in found.gone:  # gone again, it stays gone, with the table an earlier read found
             del found.gone[info.name]
@@ -216,7 +249,7 @@ def _choose(repo: Repository, packs: List[ObjectInfo], mode: str, share: float, 
         return packs
     if mode == "sample":
         return rng.sample(packs, min(len(packs), max(1, int(round(len(packs) * share))))) if packs else []
-    done = {info.name[len(VERIFIED):] for info in repo.backend.list(VERIFIED)}
+    done = {info.name[len(VERIFIED):] for info in repo.objects(VERIFIED)}
     return [p for p in packs if p.name.rsplit("/", 1)[-1] not in done]
 
 

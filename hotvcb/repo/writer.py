@@ -155,7 +155,8 @@ class BackupWriter:
         crashpoint.reached("repo-before-record")
         took = self.repo.backend.now() - self.started
         if took > self.repo.config.backup_limit:
-            raise RepoError("the backup took %ds, longer than the repository's backup limit (%ds): garbage "
+            # %g: a limit under a second (a test's, a hand edit's) read "took 0s, longer than ... (0s)"
+            raise RepoError("the backup took %gs, longer than the repository's backup limit (%gs): garbage "
                             "collection may have removed chunks it reused; not recorded, run it again"
                             % (took, self.repo.config.backup_limit))
         local = when or datetime.datetime.now()
