@@ -139,7 +139,9 @@ class PowerControl:
                 self.log.warning("%s: not waiting for it to boot: the run was interrupted; starting the next VM"
                                  % vm.name)
                 return
-            time.sleep(min(BOOT_POLL, max(limit - waited, 0.1)))
+            until = time.monotonic() + min(BOOT_POLL, limit - waited)
+            while time.monotonic() < until and not interrupt.pending():  # a signal is heard within 0.1 s
+                time.sleep(0.1)
 
     def power_on(self, vm) -> bool:
         try:
