@@ -33,7 +33,7 @@ def _value(path: str, number: int, key: str, raw: str, warnings: List[str]) -> o
     secret = "PASSWORD" in key
     shown = confsyntax.shown(raw.strip(), secret)
     try:
-        text, notes = confsyntax.unquote(raw, key.endswith("_HOOK"))
+        text, notes = confsyntax.unquote(raw, key.endswith("_HOOK"), secret)
         shown = confsyntax.shown(text, secret)
         if _CONTROL.search(text):
             raise confkeys.Invalid("printable text without control characters")

@@ -46,7 +46,7 @@ _ESCAPED = ("a backslash before a character the shell gives no meaning to stands
 _SHELL_MEANS = " \t$`\"'\\;&|<>()#*?[~"  # what a backslash rightly escapes for /bin/sh: no warning then
 
 
-def unquote(raw: str, command: bool = False) -> Tuple[str, List[str]]:
+def unquote(raw: str, command: bool = False, secret: bool = False) -> Tuple[str, List[str]]:
     """Return what the shell would assign, and what to warn about it.
 
     ghettoVCB `source`d the file, so a value that is one shell word means what
@@ -61,12 +61,13 @@ def unquote(raw: str, command: bool = False) -> Tuple[str, List[str]]:
     a hook's unquoted `command` line (the *_HOOK keys, hotvcb's own), `;` and all:
     `sh -c` reads it again, so `/opt/pre\\ backup.sh` must keep its backslash.
     We never expand: the warning tells the admin that a `$` in, say, a
-    password now means itself, where ghettoVCB's shell replaced it.
+    password now means itself, where ghettoVCB's shell replaced it. A `secret`
+    value's text is never shown in a warning (logs get mailed).
     """
     text = raw.lstrip(" \t")
     if command and text != raw and text.startswith("#"):
         return "", []
-    word = None if command and not text.startswith(('"', "'")) else _shell_word(raw, not command)
+    word = None if command and not text.startswith(('"', "'")) else _shell_word(raw, not command, secret)
     if word is not None:
         return word
     raw = raw.strip()
@@ -78,7 +79,7 @@ def unquote(raw: str, command: bool = False) -> Tuple[str, List[str]]:
     return value, [_EXPANDED] if _EXPANSION.search(value) else []
 
 
-def _shell_word(raw: str, ends: bool = True) -> Optional[Tuple[str, List[str]]]:
+def _shell_word(raw: str, ends: bool = True, secret: bool = False) -> Optional[Tuple[str, List[str]]]:
     """`unquote`'s answer if `raw` is one shell word with at most a comment after it; else None.
 
     Blanks before the word are skipped as before (the shell would have assigned
@@ -104,7 +105,7 @@ def _shell_word(raw: str, ends: bool = True) -> Optional[Tuple[str, List[str]]]:
                 return None
             c = ";"
         if c == ";" and ends:
-            return "".join(out), sorted(notes) + _ran_after(text[i + 1:])
+            return "".join(out), sorted(notes) + _ran_after(text[i + 1:], secret)
         if c in ";&|<>()":  # the shell's operators: a command line, not a word
             return None
         if c == "\\":
@@ -137,10 +138,10 @@ def _shell_word(raw: str, ends: bool = True) -> Optional[Tuple[str, List[str]]]:
     return "".join(out), sorted(notes)
 
 
-def _ran_after(rest: str) -> List[str]:
+def _ran_after(rest: str, secret: bool) -> List[str]:
     """What to say of the commands after a value's `;`: nothing for an `export` of names (the shell only
     exported what it had assigned) or a comment; else that the shell ran them and hotvcb does not."""
     if _EXPORTS.match(rest):
         return []
     return ["the shell ended the value at ';' and ran %s as a command; hotvcb takes the value before ';' "
-            "and runs nothing" % shown(rest.strip())]
+            "and runs nothing" % shown(rest.strip(), secret)]

@@ -579,6 +579,14 @@ def test_a_semicolon_ends_a_value_as_in_the_shell(tmp_path):
     assert "touch /tmp/x" in warnings[0]
 
 
+def test_what_follows_a_passwords_semicolon_is_not_shown(tmp_path):
+    """`EMAIL_USER_PASSWORD=abc;def`: the shell assigned abc and ran def; the warning, which the mailed log
+    holds, must not show the rest of what the admin may have meant as the password."""
+    s, warnings = load(tmp_path, "EMAIL_USER_PASSWORD=abc;def\n")
+    assert s.email_user_password == "abc"
+    assert len(warnings) == 1 and "def" not in warnings[0] and "***" in warnings[0], warnings
+
+
 def test_email_addresses_are_separated_by_commas_and_semicolons(tmp_path):
     s, _ = load(tmp_path, 'EMAIL_TO="a@x;b@y, c@z"\nEMAIL_ERRORS_TO="Ops <o@x>;"\n')
     assert s.email_to == ("a@x", "b@y", "c@z") and s.email_errors_to == ("Ops <o@x>",)

@@ -115,8 +115,7 @@ class PowerControl:
         toolsNotRunning, POWER_DOWN_TIMEOUT times 60 s). Never raises: a signal, a host that cannot tell or
         a failed query ends the wait, and the next VM is started all the same."""
         start = time.monotonic()
-        self.log.info("Waiting for %s to boot (its VMware Tools to run) before the next VM of VM_STARTUP_ORDER, "
-                      "up to %d seconds" % (vm.name, limit))
+        said = False
         while True:
             try:
                 running = self.host.guest_tools(vm)
@@ -124,13 +123,16 @@ class PowerControl:
                 self.log.warning("%s: cannot tell whether it has booted (%s); starting the next VM" % (vm.name, err))
                 return
             waited = time.monotonic() - start
-            if running is None:
-                self.log.info("%s: this host does not say whether its guest has booted; starting the next VM"
-                              % vm.name)
+            if running is None:  # QEMU, libvirt: the host cannot tell, so there is nothing to wait for
                 return
             if running:
-                self.log.info("%s has booted (VMware Tools run after %d seconds)" % (vm.name, waited))
+                if said:
+                    self.log.info("%s has booted (VMware Tools run after %d seconds)" % (vm.name, waited))
                 return
+            if not said:
+                self.log.info("Waiting for %s to boot (its VMware Tools to run) before the next VM of "
+                              "VM_STARTUP_ORDER, up to %d seconds" % (vm.name, limit))
+                said = True
             if waited >= limit:
                 self.log.warning("Unable to detect started tools on %s, waited for %d seconds; starting the next "
                                  "VM anyway" % (vm.name, waited))
