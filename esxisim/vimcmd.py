@@ -111,6 +111,25 @@ def _vmid(host, text):
 
 # ------------------------------------------------------------------ getallvms
 
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def entity_name(display_name):
+    """The VM's name as hostd shows it (its inventory entity's name), from the .vmx displayName. The vSphere
+    Web Services API reference, vim.ManagedEntity.name (as in vmware/pyvmomi docs/vim/ManagedEntity.rst; so
+    VirtualMachineConfigInfo.name): "Any / (slash), \\ (backslash), character used in this name element will
+    be escaped. Similarly, any % (percent) character used in this name element will be escaped, unless it
+    is used to start an escape sequence. A slash is escaped as %2F or %2f. A backslash is escaped as %5C or
+    %5c, and a percent is escaped as %25." getallvms shows that name (ghettoVCB.sh named a VM's backup
+    folder and per-VM file after it: `SAP%2fDB`); the lower-case hex is a guess. No `re`: a tool call's
+    imports are most of its CPU (tests/esxisim/test_light_calls.py)."""
+    out = []
+    for i, c in enumerate(display_name):
+        starts_escape = c == "%" and len(display_name) > i + 2 and set(display_name[i + 1:i + 3]) <= _HEX
+        out.append("%25" if c == "%" and not starts_escape else {"/": "%2f", "\\": "%5c"}.get(c, c))
+    return "".join(out)
+
+
 def getallvms(host):
     rows, skipped = [], []
     inventory = host.vms()  # read once: hostd answers from one inventory, never half of a change
@@ -120,7 +139,7 @@ def getallvms(host):
             skipped.append(vmid)
             continue
         data = vmx.load(host.real(vmx_path))
-        rows.append([vmid, data.get("displayName", ""), host.bracket_path(vmx_path),
+        rows.append([vmid, entity_name(data.get("displayName", "")), host.bracket_path(vmx_path),
                      guest_id(data.get("guestOS", "other")), "vmx-%02d" % int(data.get("virtualHW.version", "19")),
                      data.get("annotation", "")])
     for vmid in skipped:
@@ -489,7 +508,7 @@ def get_summary(host, vmid):
     out("   config = (vim.vm.Summary.ConfigSummary) {\n      name = \"%s\",\n      template = false,\n"
         "      vmPathName = \"%s\",\n      memorySizeMB = %s,\n      numCpu = %s,\n      guestId = \"%s\",\n"
         "      uuid = \"%s\",\n   },\n   overallStatus = \"green\"\n}\n"
-        % (data.get("displayName", ""), host.bracket_path(host.vm(vmid)["vmx"]), data.get("memSize", "1024"),
+        % (entity_name(data.get("displayName", "")), host.bracket_path(host.vm(vmid)["vmx"]), data.get("memSize", "1024"),
            data.get("numvcpus", "1"), guest_id(data.get("guestOS", "other")), data.get("uuid.bios", "")))
     return 0
 

@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Any, Dict, List, Optional, Tuple
 
 from hotvcb.errors import ConfigError, UsageError
+from hotvcb.model import hostd_name
 from hotvcb.settings import Settings
 from . import adminfile, confkeys, confsyntax, lazyre
 
@@ -32,7 +33,7 @@ def _value(path: str, number: int, key: str, raw: str, warnings: List[str]) -> o
     secret = "PASSWORD" in key
     shown = confsyntax.shown(raw.strip(), secret)
     try:
-        text, notes = confsyntax.unquote(raw, key.endswith("_HOOK"))
+        text, notes = confsyntax.unquote(raw, key.endswith("_HOOK"), secret)
         shown = confsyntax.shown(text, secret)
         if _CONTROL.search(text):
             raise confkeys.Invalid("printable text without control characters")
@@ -184,20 +185,27 @@ def for_vm(settings: Settings, confdir: Optional[str], vm_name: str) -> Tuple[Se
 
     Always starts from the run's settings, never from the previous VM's, so
     one VM's overrides cannot leak into the next (a ghettoVCB pitfall).  The
-    name is used literally as the file name; a VM without a file is normal.
+    name is used literally as the file name, or as getallvms shows it (model.hostd_name: `SAP%2fDB` for
+    `SAP/DB`, `CORP%5cDC1` for `CORP\\DC1`), the name ghettoVCB.sh sourced `<confdir>/<name>` by; a VM
+    without a file is normal.
     """
     if not confdir:
         return settings, []
     if not os.path.isdir(confdir):
         raise UsageError("per-VM config directory %s is not a directory" % adminfile.shown_as(confdir))
-    if not _can_be_file_name(vm_name):
+    names = [n for n in dict.fromkeys((vm_name, hostd_name(vm_name))) if _can_be_file_name(n)]
+    if not names:
         return settings, ["VM %r cannot have a per-VM file in %s; using the global settings" % (vm_name, adminfile.shown_as(confdir))]
-    path = os.path.join(confdir, vm_name)
+    found = [p for p in (os.path.join(confdir, n) for n in names) if p in _UNSENT or os.path.lexists(p)]
+    if not found:
+        return settings, []
+    path = found[0]
     if path in _UNSENT:
         raise UsageError(_UNSENT[path])
-    if not os.path.lexists(path):
-        return settings, []
     values, warnings = _read_settings_file(path, per_vm=True)
+    warnings[:0] = ["%s ignored: %s is %s's per-VM file (its name as getallvms shows it is read only where there "
+                    "is no file of its own name)" % (adminfile.shown_as(other), adminfile.shown_as(path), vm_name)
+                    for other in found[1:]]
     for name in sorted(n for n in values if settings.where(n).startswith("--")):  # set by the command line
         warnings.append("%s: %s ignored: %s on the command line overrides it" % (
             values.pop(name)[1], name.upper(), settings.where(name)))

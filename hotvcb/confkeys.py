@@ -118,6 +118,15 @@ def _names(text: str) -> Tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
+_ADDRESS_LIST = lazyre.compile("[,;]")
+
+
+def _addresses(text: str) -> Tuple[str, ...]:
+    """ghettoVCB's comma list of mail addresses; a `;` separates too, as Outlook writes a list (ghettoVCB put
+    `a@x;b@x` in one RCPT TO, which a server refuses; smtplib's parser kept `a@x` alone): no address holds one."""
+    return tuple(item.strip() for item in _ADDRESS_LIST.split(text) if item.strip())
+
+
 def _vmdk_files(text: str) -> Tuple[str, ...]:
     """'all' beside file names is refused: ghettoVCB would have looked for a disk called 'all'."""
     names = _names(text)
@@ -161,8 +170,8 @@ KEYS = {
     "EMAIL_USER_NAME": str,
     "EMAIL_USER_PASSWORD": str,
     "EMAIL_FROM": str,
-    "EMAIL_TO": _names,
-    "EMAIL_ERRORS_TO": _names,
+    "EMAIL_TO": _addresses,
+    "EMAIL_ERRORS_TO": _addresses,
     "EMAIL_TLS": _choice(("none", "starttls", "smtps", "auto")),
     "WORKDIR_DEBUG": _boolean,
     "VM_SHUTDOWN_ORDER": _names,

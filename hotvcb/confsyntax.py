@@ -14,6 +14,7 @@ _DOUBLE_ESCAPE = lazyre.compile(r'\\([\\"$`])')
 _SINGLE = lazyre.compile(r"'([^']*)'(.*)\Z", re.S)
 _AFTER_WORD = lazyre.compile(r"[ \t]+(?:#.*)?\Z", re.S)
 _TRAILING_COMMENT = lazyre.compile(r"\s#")
+_EXPORTS = lazyre.compile(r"[ \t]*(?:export(?:[ \t]+[A-Za-z_][A-Za-z0-9_]*)+[ \t]*;?)?[ \t]*(?:#.*)?\Z", re.S)
 _EXPANDS = r"\$[A-Za-z0-9_{($!?#@*-]|`"  # a name, ${, $(, the special parameters ($$ $! ...), a backquote
 _EXPANDS_HERE = lazyre.compile(_EXPANDS)
 _EXPANSION = lazyre.compile(r"(?<!\\)(?:%s)" % _EXPANDS)
@@ -45,24 +46,28 @@ _ESCAPED = ("a backslash before a character the shell gives no meaning to stands
 _SHELL_MEANS = " \t$`\"'\\;&|<>()#*?[~"  # what a backslash rightly escapes for /bin/sh: no warning then
 
 
-def unquote(raw: str, command: bool = False) -> Tuple[str, List[str]]:
+def unquote(raw: str, command: bool = False, secret: bool = False) -> Tuple[str, List[str]]:
     """Return what the shell would assign, and what to warn about it.
 
     ghettoVCB `source`d the file, so a value that is one shell word means what
     /bin/sh made of it: an unquoted backslash escapes the next character (`pa\\$\\$`,
     `nas\\ backups`), nothing is special inside single quotes, and inside double
-    quotes a backslash escapes only $ ` " and itself. Anything else (a hook's
-    command line with blanks or `;`, which the shell would have run as a
-    command; a quote left open) is taken as written, as it always was. So is a
-    hook's unquoted `command` line (the *_HOOK keys, hotvcb's own): `sh -c` reads
-    it again, so `/opt/pre\\ backup.sh` must keep its backslash.
+    quotes a backslash escapes only $ ` " and itself. An unquoted `;` ends the
+    value, as it ended the shell's assignment (`/vmfs/volumes/b/ghetto; export
+    VM_BACKUP_VOLUME`, the old Bourne style): what the shell ran after it is
+    warned about, unless it is only an `export` of names. Anything else (a
+    command line with blanks or another operator, which the shell would have run
+    as a command; a quote left open) is taken as written, as it always was. So is
+    a hook's unquoted `command` line (the *_HOOK keys, hotvcb's own), `;` and all:
+    `sh -c` reads it again, so `/opt/pre\\ backup.sh` must keep its backslash.
     We never expand: the warning tells the admin that a `$` in, say, a
-    password now means itself, where ghettoVCB's shell replaced it.
+    password now means itself, where ghettoVCB's shell replaced it. A `secret`
+    value's text is never shown in a warning (logs get mailed).
     """
     text = raw.lstrip(" \t")
     if command and text != raw and text.startswith("#"):
         return "", []
-    word = None if command and not text.startswith(('"', "'")) else _shell_word(raw)
+    word = None if command and not text.startswith(('"', "'")) else _shell_word(raw, not command, secret)
     if word is not None:
         return word
     raw = raw.strip()
@@ -74,14 +79,15 @@ def unquote(raw: str, command: bool = False) -> Tuple[str, List[str]]:
     return value, [_EXPANDED] if _EXPANSION.search(value) else []
 
 
-def _shell_word(raw: str) -> Optional[Tuple[str, List[str]]]:
+def _shell_word(raw: str, ends: bool = True, secret: bool = False) -> Optional[Tuple[str, List[str]]]:
     """`unquote`'s answer if `raw` is one shell word with at most a comment after it; else None.
 
     Blanks before the word are skipped as before (the shell would have assigned
     nothing and run the word), but a `#` after them starts a comment there too:
     `EMAIL_SERVER=   # none yet` is empty, as in the shell. A backslash before
     a character the shell gives no meaning to is warned about: the shell drops
-    it, which a value written for hotvcb alone (`DOMAIN\\user`, `Xy\\!9`) did not expect.
+    it, which a value written for hotvcb alone (`DOMAIN\\user`, `Xy\\!9`) did not expect. Where `ends`
+    (not a hook's command line), an unquoted `;` ends the word, blanks before it or not.
     """
     text = raw.lstrip(" \t")
     if text.startswith("#") and text != raw:
@@ -92,7 +98,14 @@ def _shell_word(raw: str) -> Optional[Tuple[str, List[str]]]:
     while i < len(text):
         c = text[i]
         if c in " \t":
-            return ("".join(out), sorted(notes)) if _AFTER_WORD.match(text, i) else None
+            if _AFTER_WORD.match(text, i):
+                return "".join(out), sorted(notes)
+            i = len(text) - len(text[i:].lstrip(" \t"))
+            if not (ends and text[i] == ";"):
+                return None
+            c = ";"
+        if c == ";" and ends:
+            return "".join(out), sorted(notes) + _ran_after(text[i + 1:], secret)
         if c in ";&|<>()":  # the shell's operators: a command line, not a word
             return None
         if c == "\\":
@@ -123,3 +136,12 @@ def _shell_word(raw: str) -> Optional[Tuple[str, List[str]]]:
             out.append(c)
             i += 1
     return "".join(out), sorted(notes)
+
+
+def _ran_after(rest: str, secret: bool) -> List[str]:
+    """What to say of the commands after a value's `;`: nothing for an `export` of names (the shell only
+    exported what it had assigned) or a comment; else that the shell ran them and hotvcb does not."""
+    if _EXPORTS.match(rest):
+        return []
+    return ["the shell ended the value at ';' and ran %s as a command; hotvcb takes the value before ';' "
+            "and runs nothing" % shown(rest.strip(), secret)]

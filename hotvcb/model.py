@@ -8,6 +8,12 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Protocol, Tuple
 
 
+def hostd_name(vm_name: str) -> str:
+    """A display name as hostd shows it (getallvms, the vSphere API's entity names): `%` as `%25`, `/` as
+    `%2f`, `\\` as `%5c`. ghettoVCB.sh took this name for a VM's backup folder and its per-VM file."""
+    return vm_name.replace("%", "%25").replace("/", "%2f").replace("\\", "%5c")
+
+
 @dataclass(frozen=True)
 class VmRef:
     """A row of the host's inventory: enough to find the VM, nothing more."""

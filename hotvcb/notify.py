@@ -9,7 +9,9 @@ What ghettoVCB users bring, and what we do with it:
 * EMAIL_LOG=1 mails the whole log after every run (ghettoVCB's behaviour);
   the short report goes first so the outcome is visible without scrolling.
   EMAIL_ALERT=1 on its own mails only runs that did not end all OK, for
-  admins who want silence on good nights.
+  admins who want silence on good nights (hotvcb's meaning: ghettoVCB's
+  sendMail mailed every run for EMAIL_ALERT=1 as for EMAIL_LOG=1, a mail
+  of its final status without the log).
 * EMAIL_TO always, EMAIL_ERRORS_TO in addition (as Cc) when the run failed;
   with EMAIL_TO empty, a failed run goes to EMAIL_ERRORS_TO alone (as ghettoVCB did).
 * EMAIL_FROM, or ``hotvcb@<host>`` when unset.

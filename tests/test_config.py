@@ -537,12 +537,59 @@ def test_confdir_that_is_not_a_directory(tmp_path):
         for_vm(Settings(), str(tmp_path / "nope"), "web01")
 
 
-@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "../etc", "a\x00b"])
+@pytest.mark.parametrize("name", ["", ".", "..", "a\x00b"])
 def test_names_that_cannot_be_file_names(tmp_path, name):
     (tmp_path / "etc").mkdir()
     glob = Settings()
     s, warnings = for_vm(glob, str(tmp_path / "etc"), name)
     assert s is glob and len(warnings) == 1
+
+
+@pytest.mark.parametrize("name, filename", [("a/b", "a%2fb"), ("../etc", "..%2fetc"), ("C\\D", "C%5cD"),
+                                            ("50%/x", "50%25%2fx")])
+def test_per_vm_file_named_as_getallvms_shows_the_name(tmp_path, name, filename):
+    """ghettoVCB sourced `<confdir>/<name as getallvms shows it>`: hostd writes % / \\ as %25 %2f %5c."""
+    (tmp_path / "etc").mkdir()
+    glob = Settings()
+    assert for_vm(glob, str(tmp_path / "etc"), name) == (glob, [])  # no file: normal, nothing to say
+    (tmp_path / "etc" / filename).write_text("VM_BACKUP_ROTATION_COUNT=7\n")
+    s, warnings = for_vm(glob, str(tmp_path / "etc"), name)
+    assert s.vm_backup_rotation_count == 7 and s.per_vm_file.endswith(filename) and warnings == []
+
+
+def test_per_vm_file_of_the_vms_own_name_wins_over_its_escaped_name(tmp_path):
+    (tmp_path / "C\\D").write_text("VM_BACKUP_ROTATION_COUNT=2\n")
+    (tmp_path / "C%5cD").write_text("VM_BACKUP_ROTATION_COUNT=9\n")
+    s, warnings = for_vm(Settings(), str(tmp_path), "C\\D")
+    assert s.vm_backup_rotation_count == 2
+    assert len(warnings) == 1 and warnings[0].startswith("%s ignored: " % (tmp_path / "C%5cD")), warnings
+
+
+def test_a_semicolon_ends_a_value_as_in_the_shell(tmp_path):
+    """`KEY=value; export KEY` (old Bourne style): the shell assigned `value`; what it ran after the `;` is
+    warned about unless it only exported; a hook's command line keeps its `;`."""
+    path = conf(tmp_path, "VM_BACKUP_VOLUME=/vmfs/volumes/b/ghetto; export VM_BACKUP_VOLUME\n"
+                          "NFS_SERVER=nas ;export NFS_SERVER NFS_MOUNT # the share\n"
+                          "NFS_MOUNT='/ex port';touch /tmp/x\n"
+                          "PRE_BACKUP_HOOK=/opt/pre.sh; logger done\n")
+    s, warnings = load_settings(path)
+    assert (s.vm_backup_volume, s.nfs_server, s.nfs_mount) == ("/vmfs/volumes/b/ghetto", "nas", "/ex port")
+    assert s.pre_backup_hook == "/opt/pre.sh; logger done"
+    assert len(warnings) == 1 and warnings[0].startswith("%s:3: NFS_MOUNT: " % path), warnings
+    assert "touch /tmp/x" in warnings[0]
+
+
+def test_what_follows_a_passwords_semicolon_is_not_shown(tmp_path):
+    """`EMAIL_USER_PASSWORD=abc;def`: the shell assigned abc and ran def; the warning, which the mailed log
+    holds, must not show the rest of what the admin may have meant as the password."""
+    s, warnings = load(tmp_path, "EMAIL_USER_PASSWORD=abc;def\n")
+    assert s.email_user_password == "abc"
+    assert len(warnings) == 1 and "def" not in warnings[0] and "***" in warnings[0], warnings
+
+
+def test_email_addresses_are_separated_by_commas_and_semicolons(tmp_path):
+    s, _ = load(tmp_path, 'EMAIL_TO="a@x;b@y, c@z"\nEMAIL_ERRORS_TO="Ops <o@x>;"\n')
+    assert s.email_to == ("a@x", "b@y", "c@z") and s.email_errors_to == ("Ops <o@x>",)
 
 
 def test_per_vm_name_that_is_a_directory_is_a_usage_error(tmp_path):

@@ -27,8 +27,6 @@ def site(tmp_path):
 
 
 # -- 1. TIMEZONE, the first line of ghettoVCB's own ghettoVCB.conf, is "unknown" -----------------------------
-@pytest.mark.xfail(strict=True, reason="TIMEZONE (line 1 of ghettoVCB's shipped ghettoVCB.conf, ghettoVCB.sh "
-                                       "2019_02_07) is warned of as an unknown key, not as ghettoVCB's key with why")
 def test_ghettovcbs_timezone_key_is_named_as_ghettovcbs(tmp_path, capsys):
     """The admin copies the ghettoVCB.conf that ghettoVCB's VIB installs (/opt/ghettovcb/ghettoVCB.conf); its
     first line is `TIMEZONE=UTC` (ghettoVCB.sh 2019_02_07: "Adjust the date information with the timezone
@@ -51,8 +49,6 @@ def test_ghettovcbs_timezone_key_is_named_as_ghettovcbs(tmp_path, capsys):
 
 # -- 2. EMAIL_TO written Outlook-style: the log names a recipient that got nothing ---------------------------
 @needs_root
-@pytest.mark.xfail(strict=True, reason="EMAIL_TO='a@x;b@y' mails only a@x (parseaddr drops the rest), yet the "
-                                       "log says the report was sent to a@x;b@y")
 def test_the_mail_log_line_names_only_recipients_that_were_sent_to(site):
     """A Windows admin lists the report's recipients as Outlook does, `EMAIL_TO="backup@corp;oncall@corp"`.
     (ghettoVCB split EMAIL_TO only at commas; config-reference.md: EMAIL_TO is ghettoVCB's comma list.)
@@ -83,8 +79,6 @@ def test_the_mail_log_line_names_only_recipients_that_were_sent_to(site):
 
 # -- 3. VM_STARTUP_ORDER starts the next VM before the one before it has booted -------------------------------
 @needs_root
-@pytest.mark.xfail(strict=True, reason="VM_STARTUP_ORDER fires power.on for each VM back to back; ghettoVCB's powerOn "
-                                       "waited for VMware Tools in each VM (up to POWER_DOWN_TIMEOUT) before the next")
 def test_the_startup_order_waits_for_each_vm_to_boot_before_the_next(site):
     """The admin's ghettoVCB.conf shuts the application server down before the database and starts them the
     other way round: `VM_SHUTDOWN_ORDER=app,db`, `VM_STARTUP_ORDER=db,app`, the whole point being that `app`
@@ -126,9 +120,6 @@ def test_the_startup_order_waits_for_each_vm_to_boot_before_the_next(site):
 
 # -- 4. `KEY=value; export KEY`: the shell's command separator becomes part of the backup folder ----------
 @needs_root
-@pytest.mark.xfail(strict=True, reason="VM_BACKUP_VOLUME=/path; export VM_BACKUP_VOLUME is taken as the path "
-                                       "'/path; export VM_BACKUP_VOLUME' and the backups go to a new folder of that "
-                                       "name, without a warning")
 def test_a_shell_separator_after_the_backup_volume_is_not_made_into_a_folder(site):
     """The admin's ghettoVCB.conf was written in the old Bourne style, `VM_BACKUP_VOLUME=/vmfs/volumes/backup/
     ghetto; export VM_BACKUP_VOLUME`. ghettoVCB `source`d it: /bin/sh assigned /vmfs/volumes/backup/ghetto and
@@ -153,9 +144,6 @@ def test_a_shell_separator_after_the_backup_volume_is_not_made_into_a_folder(sit
 
 # -- 5. ghettoVCB's per-VM file of a VM whose name hostd escapes is not read --------------------------------
 @needs_root
-@pytest.mark.xfail(strict=True, reason="per-VM file named as ghettoVCB named it for a VM with / or \\ in its name "
-                                       "(hostd's %2f/%5c, as getallvms shows it) is ignored: the VM is backed up with "
-                                       "the global settings (silently for \\)")
 @pytest.mark.parametrize("name, filename", [("SAP/DB", "SAP%2fDB"), ("CORP\\DC1", "CORP%5cDC1")],
                          ids=["slash", "backslash"])
 def test_ghettovcbs_per_vm_file_of_an_escaped_name_is_read(site, name, filename):

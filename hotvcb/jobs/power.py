@@ -11,7 +11,10 @@ powers it on, even a VM an admin had switched off), with a warning.
 ghettoVCB's semantics, with bounded waits: a clean shutdown through VMware
 Tools, a hard power off after ITER_TO_WAIT_SHUTDOWN minutes if
 ENABLE_HARD_POWER_OFF=1, and giving up on the VM after POWER_DOWN_TIMEOUT
-minutes. A dry run says which VMs the orders would shut down and start again,
+minutes. VM_STARTUP_ORDER, as ghettoVCB's powerOn, waits after starting each VM until its VMware Tools
+run (the guest has booted) before the next VM is started, up to POWER_DOWN_TIMEOUT minutes (a VM without
+Tools waits that long, then the next starts anyway, as in ghettoVCB; a host that cannot tell, QEMU or
+libvirt, is not waited for; a signal ends the waiting, never the starting). A dry run says which VMs the orders would shut down and start again,
 and touches none. A VM we powered off is always powered on again, also after errors
 and interrupts; from the shutdown request until it is on again a marker in
 its folder names our run, so if this run is killed the next run (or
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
     from ..store.lock import HostLock
 
 POLL = 1.0
+BOOT_POLL = 2.0  # between `get.guest` calls while a started VM boots (ghettoVCB: 60 s)
 
 
 class PowerControl:
@@ -78,8 +82,9 @@ class PowerControl:
             time.sleep(POLL)
         self.log.info("%s is powered off" % vm.name)
 
-    def restore_on(self, vm) -> bool:
-        """Start a VM we asked to shut down, unless it never went off (a timed-out shutdown).
+    def restore_on(self, vm, boot_wait: float = 0.0) -> bool:
+        """Start a VM we asked to shut down, unless it never went off (a timed-out shutdown); one it
+        powers on is then given up to `boot_wait` seconds to boot (await_boot).
 
         True when the VM is on again.
         """
@@ -100,7 +105,45 @@ class PowerControl:
             clear_power_mark(self.host, vm)
         except HotvcbError as err:
             self.log.warning("%s: could not remove %s: %s" % (vm.name, vm.folder, err))
+        if boot_wait > 0:
+            self.await_boot(vm, boot_wait)
         return True
+
+    def await_boot(self, vm, limit: float) -> None:
+        """Wait up to `limit` seconds for the guest's VMware Tools to run, ghettoVCB's sign that a VM of
+        VM_STARTUP_ORDER has booted and the next may start (its powerOn polled `get.guest` while it said
+        toolsNotRunning, POWER_DOWN_TIMEOUT times 60 s). Never raises: a signal, a host that cannot tell or
+        a failed query ends the wait, and the next VM is started all the same."""
+        start = time.monotonic()
+        said = False
+        while True:
+            try:
+                running = self.host.guest_tools(vm)
+            except HotvcbError as err:
+                self.log.warning("%s: cannot tell whether it has booted (%s); starting the next VM" % (vm.name, err))
+                return
+            waited = time.monotonic() - start
+            if running is None:  # QEMU, libvirt: the host cannot tell, so there is nothing to wait for
+                return
+            if running:
+                if said:
+                    self.log.info("%s has booted (VMware Tools run after %d seconds)" % (vm.name, waited))
+                return
+            if not said:
+                self.log.info("Waiting for %s to boot (its VMware Tools to run) before the next VM of "
+                              "VM_STARTUP_ORDER, up to %d seconds" % (vm.name, limit))
+                said = True
+            if waited >= limit:
+                self.log.warning("Unable to detect started tools on %s, waited for %d seconds; starting the next "
+                                 "VM anyway" % (vm.name, waited))
+                return
+            if interrupt.pending():
+                self.log.warning("%s: not waiting for it to boot: the run was interrupted; starting the next VM"
+                                 % vm.name)
+                return
+            until = time.monotonic() + min(BOOT_POLL, limit - waited)
+            while time.monotonic() < until and not interrupt.pending():  # a signal is heard within 0.1 s
+                time.sleep(0.1)
 
     def power_on(self, vm) -> bool:
         try:
@@ -159,10 +202,14 @@ class PowerControl:
             if n not in names:
                 self.log.warning("VM_STARTUP_ORDER names %r, which this run did not power off; leaving it as it is" % n)
         order = [n for n in settings.vm_startup_order if n in names]
+        ordered = len(order)
         order += [n for n in names if n not in order]
-        for name in order:
+        for i, name in enumerate(order):
+            # a VM of VM_STARTUP_ORDER boots before the next starts; nothing waits on the last to start
+            boot_wait = settings.power_down_timeout * 60.0 if i < ordered and i + 1 < len(order) else 0.0
             if self.dry_run:
-                self.log.dryrun("VM_STARTUP_ORDER: would power %s on again after the backups" % name)
-            elif not self.restore_on(self._loaded[name]):
+                self.log.dryrun("VM_STARTUP_ORDER: would power %s on again after the backups%s" % (
+                    name, ", and wait for it to boot before the next" if boot_wait else ""))
+            elif not self.restore_on(self._loaded[name], boot_wait if not interrupt.pending() else 0.0):
                 self.left_down.append(name)
         del self.ordered_down[:]

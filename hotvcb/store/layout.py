@@ -35,6 +35,7 @@ from datetime import datetime
 from typing import Callable, List, Optional, Tuple
 
 from ..errors import HotvcbError, NotABackup
+from ..model import hostd_name
 from ..shell import FileReader, Shell
 from ..vmdk import base_name, flat_beside
 from .. import lazyre
@@ -126,7 +127,7 @@ def folder_vms(folder: str) -> List[str]:
 def older_folders(vm_name: str) -> List[str]:
     """The folders besides folder_name's that may hold a VM's backups older writers made (folder_vms): its
     backups there are listed, counted, rotated and restored as its own; new backups go to folder_name's."""
-    hostd = vm_name.replace("%", "%25").replace("/", "%2f").replace("\\", "%5c")
+    hostd = hostd_name(vm_name)
     return [f for f in dict.fromkeys((hostd, vm_name)) if f != folder_name(vm_name) and "/" not in f
             and vm_name in folder_vms(f)]
 
