@@ -28,7 +28,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, TypeVar
 
-from . import ssherrors, sshscripts as sh, tmpwork
+from . import ssherrors, sshfiles, sshscripts as sh, tmpwork
 from .cmdstream import stream
 from .errors import HostError, TimeoutExpired
 from .shell import Completed, OutputCallback
@@ -96,19 +96,24 @@ class SshConnection:
             "-o", "EscapeChar=none",
         ]
         if self._control:
-            argv += ["-o", "ControlPath=" + _config_value(self._control)]
+            argv += ["-o", "ControlPath=" + sshfiles.config_value(self._control, "the temp folder")]
         if t.port is not None:
             argv += ["-p", str(t.port)]
         if t.identity:
-            argv += ["-i", t.identity, "-o", "IdentitiesOnly=yes"]
+            argv += ["-o", "IdentityFile=" + sshfiles.config_value(t.identity, "--identity"),
+                     "-o", "IdentitiesOnly=yes"]
         if t.known_hosts:
-            argv += ["-o", "UserKnownHostsFile=" + _config_value(t.known_hosts)]
+            argv += ["-o", "UserKnownHostsFile=" + sshfiles.config_value(t.known_hosts, "--known-hosts")]
         return argv + list(extra)
 
     def open(self: _Self) -> _Self:
         """Start the master connection (idempotent); fails with the reason why not."""
         if self._control is not None:
             return self
+        if self.target.identity:
+            sshfiles.check_identity(self.target.identity)
+        if self.target.known_hosts:
+            sshfiles.check_known_hosts(self.target.known_hosts)
         tmpwork.sweep(WORK_PREFIX)  # a SIGKILLed run's (its master, if still there, idles out in PERSIST)
         self._dir = tmpwork.make(WORK_PREFIX)  # 0700: only we reach the socket
         self._control = os.path.join(self._dir, "master")
@@ -240,7 +245,8 @@ class SshConnection:
         """Run a short sh snippet with positional args; (exit code, stdout, stderr)."""
         self.open()
         stdin = subprocess.PIPE if data is not None else subprocess.DEVNULL
-        proc = self._session(sh.snippet(script, args), stdin=stdin, stderr=subprocess.PIPE)
+        mark = sh.new_mark()  # a greeting the host's shell prints on stdout comes before it
+        proc = self._session(sh.begun(mark, sh.snippet(script, args)), stdin=stdin, stderr=subprocess.PIPE)
         try:
             out, errout = proc.communicate(data, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
@@ -251,10 +257,8 @@ class SshConnection:
         broken = self._broken(proc.returncode, message)
         if broken is not None:
             raise broken
-        return proc.returncode, out, message
-
-
-def _config_value(value: str) -> str:
-    """Quote an ssh -o value that holds spaces."""
-    return '"%s"' % value if any(c.isspace() for c in value) else value
+        answer = sh.after_mark(out, mark)
+        if answer is None:
+            raise HostError("%s on %s: %s" % (script.split()[0], self.target.destination, sh.not_begun(out)))
+        return proc.returncode, answer, message
 
