@@ -5,7 +5,7 @@ but its own sshd and busybox. `SshShell` (sshshell.py) offers the Shell's file o
 `hostrun.py` speaks its own protocol over a session (`channel`).
 
 Connection: one multiplexed master (``ControlMaster``) whose socket lives in a
-private temp dir (0700); every command is a new channel on it, so a call costs
+private temp dir (0700; in /tmp when TMPDIR is too long for a socket's path); every command is a new channel on it, so a call costs
 one round trip, not a handshake. The master is started in its own session (a
 Ctrl-C at the terminal must not take it down: snapshot cleanup after an
 interrupt still needs the host) and stopped by ``close()`` (also at exit); an
@@ -25,6 +25,7 @@ import atexit
 import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, TypeVar
 
@@ -36,6 +37,10 @@ from .shell import Completed, OutputCallback
 SSH = "ssh"
 CONNECT_TIMEOUT = 20  # seconds for TCP connect + key exchange
 WORK_PREFIX = "hotvcb-ssh-"  # in /tmp: the master's socket and its error output
+# the longest temp folder the master's socket fits in: a socket path has 104 bytes on BSD and macOS (108 on
+# Linux) with its NUL, ssh makes the socket as <ControlPath>.<16 random> first, and ours is
+# <root>/<WORK_PREFIX><pid, 7 digits at most>-<8 random>/master
+SOCKET_ROOT_MAX = 104 - 1 - 17 - len("/%s1234567-12345678/master" % WORK_PREFIX)
 PERSIST = 600  # an orphaned master goes away after this long without clients
 FILE_OP_TIMEOUT = 600  # a file operation's snippet (sshshell.py), unless it says otherwise
 
@@ -114,8 +119,10 @@ class SshConnection:
             sshfiles.check_identity(self.target.identity)
         if self.target.known_hosts:
             sshfiles.check_known_hosts(self.target.known_hosts)
-        tmpwork.sweep(WORK_PREFIX)  # a SIGKILLed run's (its master, if still there, idles out in PERSIST)
-        self._dir = tmpwork.make(WORK_PREFIX)  # 0700: only we reach the socket
+        root = _socket_root()
+        for where in sorted({tempfile.gettempdir(), root}):  # a SIGKILLed run's (its master, if still there,
+            tmpwork.sweep(WORK_PREFIX, root=where)          # idles out in PERSIST), made with a TMPDIR short or long
+        self._dir = tmpwork.make(WORK_PREFIX, root)  # 0700: only we reach the socket
         self._control = os.path.join(self._dir, "master")
         argv = self._ssh("-o", "ControlMaster=yes", "-o", "ControlPersist=%d" % PERSIST,
                          "-N", "-f", "--", self.target.destination)
@@ -262,3 +269,9 @@ class SshConnection:
             raise HostError("%s on %s: %s" % (script.split()[0], self.target.destination, sh.not_begun(out)))
         return proc.returncode, answer, message
 
+
+def _socket_root() -> str:
+    """Where the master's work folder goes: the temp folder, or /tmp when TMPDIR is too long to hold a
+    socket (every connection would fail with ssh's 'path too long for Unix domain socket')."""
+    root = tempfile.gettempdir()
+    return root if len(root) <= SOCKET_ROOT_MAX else "/tmp"

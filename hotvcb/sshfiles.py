@@ -12,6 +12,7 @@ missing folder in "host key not known". Here they are named for what they are.
 """
 
 import os
+import stat
 
 from . import lazyre
 from .errors import HostError
@@ -31,11 +32,15 @@ def config_value(path: str, what: str) -> str:
 
 
 def check_identity(path: str) -> None:
-    """Refuse an --identity that is no private key file: missing or unreadable, a folder, a public key."""
+    """Refuse an --identity that is no private key file (missing or unreadable, a folder, a public key), or
+    that ssh cannot be given (`config_value`)."""
+    config_value(path, "--identity")
     local = os.path.expanduser(path)
     if os.path.isdir(local):
         raise HostError("--identity %s is a folder; name the private key file in it (the one without .pub)" % path)
     try:
+        if not stat.S_ISREG(os.stat(local).st_mode):
+            return  # a device or FIFO (a key served by a program): ssh's to read, never waited on here
         with open(local, "rb") as f:
             head = f.read(64).decode("ascii", "replace")
     except OSError as err:
@@ -49,7 +54,9 @@ def check_identity(path: str) -> None:
 
 def check_known_hosts(path: str) -> None:
     """Refuse a --known-hosts that cannot be a file: a folder, or a file in a folder that does not exist.
-    (A missing file in an existing folder is an unknown host key: ssh-keyscan >> FILE makes it.)"""
+    (A missing file in an existing folder is an unknown host key: ssh-keyscan >> FILE makes it.) Or one
+    ssh cannot be given (`config_value`)."""
+    config_value(path, "--known-hosts")
     local = os.path.expanduser(path)
     if os.path.isdir(local):
         raise HostError("--known-hosts %s is a folder; name the known_hosts file (e.g. %s)"

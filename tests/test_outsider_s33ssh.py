@@ -175,3 +175,46 @@ def test_a_known_hosts_path_that_cannot_be_a_file_is_named_not_blamed_on_the_hos
     said = r.out.replace(known, "PATH").lower()
     assert "PATH".lower() in said and any(w in said for w in ("directory", "folder", "does not exist", "no such")), \
         r.out
+
+
+# -- also noted by the tester (not pinned as defects) ------------------------------------------------------
+def test_a_host_python_killed_by_a_signal_is_named_not_taken_for_ssh(host, site):
+    """The host's python is killed as it starts (the OOM killer of a host short of memory). hotvcb went
+    file by file saying `cannot start hotvcb on the host: exit 255`: ssh's own code for a failed connection,
+    though the connection was fine. The reason given names the signal."""
+    host.create_vm("web", "datastore1", [{"size": "1M"}], power="on")
+    conf = write_conf(host)
+    _host_python(host, "#!/bin/sh\nkill -KILL $$\n")
+    r = _run(site, "backup", "-m", "web", "-g", conf)
+    [why] = [l for l in r.out.splitlines() if "going file by file" in l]
+    assert "killed by" in why and "signal" in why.lower() or "SIGKILL" in why, why
+
+
+def test_an_identity_that_is_a_folder_is_named_as_such(host, site, tmp_path):
+    """`--identity /root/.ssh` (the file name fell off): ssh said its permissions 0755 were too open and
+    hotvcb advised `chmod 600` on the folder. It is a folder, and that is what the admin is told."""
+    conf = write_conf(host)
+    r = _run(site, "list", "-g", conf, identity=str(tmp_path))
+    assert r.returncode == 1 and "Traceback" not in r.out, r.out
+    assert "%s is a folder" % tmp_path in r.out and "chmod" not in r.out, r.out
+
+
+def test_a_long_tmpdir_does_not_stop_every_connection(host, site, tmp_path):
+    """A TMPDIR of 90 characters (a per-job temp folder of a CI runner or a scheduler) made every connection
+    fail: the master's socket path is longer than a Unix socket may be. The socket goes to /tmp then."""
+    conf = write_conf(host)
+    long_tmp = tmp_path / ("t" * 60) / ("u" * 30)
+    long_tmp.mkdir(parents=True)
+    r = _run(site, "list", "-g", conf, env={"TMPDIR": str(long_tmp)})
+    assert r.returncode == 0 and "no backups under" in r.out, r.out
+
+
+def test_a_key_path_ssh_would_expand_as_a_variable_is_refused_naming_it(host, site, tmp_path):
+    """ssh reads `${NAME}` in a known_hosts or identity path as an environment variable and has no escape
+    for it: such a path is refused, named, before ssh reads another file."""
+    conf = write_conf(host)
+    where = tmp_path / "keys${HOME}"
+    where.mkdir()
+    shutil.copy(site.sshd.known_hosts, str(where / "known_hosts"))
+    r = _run(site, "list", "-g", conf, known_hosts=str(where / "known_hosts"))
+    assert r.returncode == 1 and str(where) in r.out and "'${'" in r.out and "ssh-keyscan" not in r.out, r.out
