@@ -218,3 +218,15 @@ def test_a_key_path_ssh_would_expand_as_a_variable_is_refused_naming_it(host, si
     shutil.copy(site.sshd.known_hosts, str(where / "known_hosts"))
     r = _run(site, "list", "-g", conf, known_hosts=str(where / "known_hosts"))
     assert r.returncode == 1 and str(where) in r.out and "'${'" in r.out and "ssh-keyscan" not in r.out, r.out
+
+
+@pytest.mark.parametrize("command", [("status",), ("cleanup",)])
+def test_status_and_cleanup_file_by_file_read_past_a_greeting_host_shell(host, site, command):
+    """The tester's note on the greeting host: `status` and `cleanup` file by file failed as the backup did
+    ('cannot read 1 files: bad checksum'). They read past the greeting too."""
+    host.create_vm("web", "datastore1", [{"size": "1M"}], power="on")
+    conf = write_conf(host)
+    assert _run(site, "backup", "-m", "web", "-g", conf).returncode == 0
+    (site.sshd.dir / ".bashrc").write_text('echo "Welcome to esxi01 - authorized use only"\n')
+    r = _run(site, *command, "--file-by-file", "-g", conf)
+    assert r.returncode == 0 and "bad checksum" not in r.out and "Traceback" not in r.out, r.out
