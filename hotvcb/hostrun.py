@@ -74,7 +74,7 @@ def run(shell: SshConnection, request: Request, stdout: Output, stderr: Output) 
             if code == 127:
                 return "it has no python"
             raise session.lost(shell, code) or HostError(
-                "cannot start hotvcb on the host: %s" % (_last_line(session.err_text()) or "exit %d" % code))
+                "cannot start hotvcb on the host: %s" % (_last_line(session.err_text()) or _silent_end(code)))
         kind, version = answer
         if kind == "old":
             session.close()
@@ -242,3 +242,18 @@ def _cut_mark(buf: bytes, mark: bytes) -> int:
         if mark.startswith(buf[-n:]):
             return n
     return 0
+
+
+def _silent_end(code: int) -> str:
+    """Why the host's python ended before its first word without saying why, from its exit code. With the
+    connection alive (checked first), ssh's 255 is a remote process killed by a signal (sshd then reports
+    no exit code); a shell in between gives 128 + the signal's number."""
+    if code == 255:
+        return "its python was killed by a signal (ssh reports exit 255; the SSH connection is fine)"
+    if 128 < code <= 128 + 64:
+        try:
+            name = signal.Signals(code - 128).name
+        except ValueError:
+            name = "signal %d" % (code - 128)
+        return "its python was killed by %s (exit %d)" % (name, code)
+    return "its python ended with exit %d and said nothing" % code

@@ -5,7 +5,7 @@ but its own sshd and busybox. `SshShell` (sshshell.py) offers the Shell's file o
 `hostrun.py` speaks its own protocol over a session (`channel`).
 
 Connection: one multiplexed master (``ControlMaster``) whose socket lives in a
-private temp dir (0700); every command is a new channel on it, so a call costs
+private temp dir (0700; in /tmp when TMPDIR is too long for a socket's path); every command is a new channel on it, so a call costs
 one round trip, not a handshake. The master is started in its own session (a
 Ctrl-C at the terminal must not take it down: snapshot cleanup after an
 interrupt still needs the host) and stopped by ``close()`` (also at exit); an
@@ -25,10 +25,11 @@ import atexit
 import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, TypeVar
 
-from . import ssherrors, sshscripts as sh, tmpwork
+from . import ssherrors, sshfiles, sshscripts as sh, tmpwork
 from .cmdstream import stream
 from .errors import HostError, TimeoutExpired
 from .shell import Completed, OutputCallback
@@ -36,6 +37,10 @@ from .shell import Completed, OutputCallback
 SSH = "ssh"
 CONNECT_TIMEOUT = 20  # seconds for TCP connect + key exchange
 WORK_PREFIX = "hotvcb-ssh-"  # in /tmp: the master's socket and its error output
+# the longest temp folder the master's socket fits in: a socket path has 104 bytes on BSD and macOS (108 on
+# Linux) with its NUL, ssh makes the socket as <ControlPath>.<16 random> first, and ours is
+# <root>/<WORK_PREFIX><pid, 7 digits at most>-<8 random>/master
+SOCKET_ROOT_MAX = 104 - 1 - 17 - len("/%s1234567-12345678/master" % WORK_PREFIX)
 PERSIST = 600  # an orphaned master goes away after this long without clients
 FILE_OP_TIMEOUT = 600  # a file operation's snippet (sshshell.py), unless it says otherwise
 
@@ -96,21 +101,28 @@ class SshConnection:
             "-o", "EscapeChar=none",
         ]
         if self._control:
-            argv += ["-o", "ControlPath=" + _config_value(self._control)]
+            argv += ["-o", "ControlPath=" + sshfiles.config_value(self._control, "the temp folder")]
         if t.port is not None:
             argv += ["-p", str(t.port)]
         if t.identity:
-            argv += ["-i", t.identity, "-o", "IdentitiesOnly=yes"]
+            argv += ["-o", "IdentityFile=" + sshfiles.config_value(t.identity, "--identity"),
+                     "-o", "IdentitiesOnly=yes"]
         if t.known_hosts:
-            argv += ["-o", "UserKnownHostsFile=" + _config_value(t.known_hosts)]
+            argv += ["-o", "UserKnownHostsFile=" + sshfiles.config_value(t.known_hosts, "--known-hosts")]
         return argv + list(extra)
 
     def open(self: _Self) -> _Self:
         """Start the master connection (idempotent); fails with the reason why not."""
         if self._control is not None:
             return self
-        tmpwork.sweep(WORK_PREFIX)  # a SIGKILLed run's (its master, if still there, idles out in PERSIST)
-        self._dir = tmpwork.make(WORK_PREFIX)  # 0700: only we reach the socket
+        if self.target.identity:
+            sshfiles.check_identity(self.target.identity)
+        if self.target.known_hosts:
+            sshfiles.check_known_hosts(self.target.known_hosts)
+        root = _socket_root()
+        for where in sorted({tempfile.gettempdir(), root}):  # a SIGKILLed run's (its master, if still there,
+            tmpwork.sweep(WORK_PREFIX, root=where)          # idles out in PERSIST), made with a TMPDIR short or long
+        self._dir = tmpwork.make(WORK_PREFIX, root)  # 0700: only we reach the socket
         self._control = os.path.join(self._dir, "master")
         argv = self._ssh("-o", "ControlMaster=yes", "-o", "ControlPersist=%d" % PERSIST,
                          "-N", "-f", "--", self.target.destination)
@@ -240,7 +252,8 @@ class SshConnection:
         """Run a short sh snippet with positional args; (exit code, stdout, stderr)."""
         self.open()
         stdin = subprocess.PIPE if data is not None else subprocess.DEVNULL
-        proc = self._session(sh.snippet(script, args), stdin=stdin, stderr=subprocess.PIPE)
+        mark = sh.new_mark()  # a greeting the host's shell prints on stdout comes before it
+        proc = self._session(sh.begun(mark, sh.snippet(script, args)), stdin=stdin, stderr=subprocess.PIPE)
         try:
             out, errout = proc.communicate(data, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
@@ -251,10 +264,14 @@ class SshConnection:
         broken = self._broken(proc.returncode, message)
         if broken is not None:
             raise broken
-        return proc.returncode, out, message
+        answer = sh.after_mark(out, mark)
+        if answer is None:
+            raise HostError("%s on %s: %s" % (script.split()[0], self.target.destination, sh.not_begun(out)))
+        return proc.returncode, answer, message
 
 
-def _config_value(value: str) -> str:
-    """Quote an ssh -o value that holds spaces."""
-    return '"%s"' % value if any(c.isspace() for c in value) else value
-
+def _socket_root() -> str:
+    """Where the master's work folder goes: the temp folder, or /tmp when TMPDIR is too long to hold a
+    socket (every connection would fail with ssh's 'path too long for Unix domain socket')."""
+    root = tempfile.gettempdir()
+    return root if len(root) <= SOCKET_ROOT_MAX else "/tmp"

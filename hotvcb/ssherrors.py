@@ -14,8 +14,8 @@ from .errors import HostError
 if TYPE_CHECKING:
     from .sshconnection import SshTarget
 
-# what ssh says of an --identity file it cannot use (it then logs in without it, and its last line blames the host)
-_IDENTITY_MISSING = lazyre.compile(r"(?m)Identity file (.+) not accessible: (.+?)\.?\r?$")
+# what ssh says of an --identity file others may read (it then logs in without it, and its last line blames the
+# host); a missing or unreadable one, a folder or a public key are refused before ssh runs (sshfiles.py)
 _IDENTITY_TOO_OPEN = lazyre.compile(r"Permissions ([0-7]+) for '(.+)' are too open")
 # what ssh itself says when a connection breaks; any other line of a session's output is the remote
 # command's (vmkfstools' `Clone: 5% done.`), never the reason the connection went
@@ -72,12 +72,9 @@ def killed(destination: str, returncode: int) -> HostError:
 
 
 def _identity_problem(message: str) -> str:
-    """Why ssh did not use the --identity file, from its own lines ("" if it said nothing): a missing file
-    or one others may read. ssh goes on without the key, so its last line is the host's refusal, and the
+    """Why ssh did not use the --identity file, from its own lines ("" if it said nothing): one others may
+    read. ssh goes on without the key, so its last line is the host's refusal, and the
     admin would look for the fault in the host's authorized_keys instead of their own file."""
-    missing = _IDENTITY_MISSING.search(message)
-    if missing:
-        return "the identity file %s cannot be read (%s)" % (missing.group(1), missing.group(2))
     too_open = _IDENTITY_TOO_OPEN.search(message)
     if too_open:
         return ("ssh ignores the identity file %s: its permissions %s let others read it; `chmod 600 %s`"

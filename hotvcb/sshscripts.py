@@ -14,16 +14,19 @@ then KILL after 5 s) -- without a pty sshd would otherwise leave a remote vmkfst
 its own.
 """
 
+import binascii
 import io
+import os
 import re
 import shlex
 import subprocess
 import tarfile
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from .errors import HostError
 
 NOT_FOUND = "hotvcb-ssh: cannot run "
+MAX_GREETING = 65536  # bytes a host's login shell may print before a command's output (`begun`)
 # Runs a stdlib script (its source first, then its arguments) with the host's python; 127: none.
 # `python` first: ESXi's own is /bin/python (3.8 on 7/8).
 PYTHON = ('s=$1; shift; for p in python python3; do command -v "$p" >/dev/null 2>&1 && '
@@ -109,6 +112,33 @@ def snippet(script: str, args: Sequence[str]) -> str:
     return join(["sh", "-c", "umask go-w\n" + script, "hotvcb"] + list(args))
 
 
+def new_mark() -> str:
+    """A token of one session's own, printed on the host before its command's output (`begun`)."""
+    return "hotvcb-output-begins-" + binascii.hexlify(os.urandom(8)).decode("ascii")
+
+
+def begun(mark: str, remote: str) -> str:
+    """The command line `remote` with `mark` printed on a line of its own first. A host's login shell may print
+    a greeting on stdout before it runs any command (a banner echoed from .profile or .bashrc): what comes
+    before the mark is the shell's, what follows it the command's."""
+    return "echo %s; %s" % (mark, remote)
+
+
+def after_mark(out: bytes, mark: str) -> Optional[bytes]:
+    """A session's stdout after `mark`'s line (`begun`); None if the mark is not in it (the command never ran)."""
+    at = out.find(mark.encode("ascii"))
+    if at < 0:
+        return None
+    rest = out[at + len(mark):]
+    return rest[2:] if rest.startswith(b"\r\n") else rest[1:] if rest.startswith(b"\n") else rest
+
+
+def not_begun(out: bytes) -> str:
+    """Why a session's command never started (its mark never came): the host's shell printed `out` instead."""
+    said = last_line(out.decode("utf-8", "replace"))
+    return "the host's login shell did not run the command%s" % (" (it printed %r)" % said[:200] if said else "")
+
+
 def wrapped(argv: Sequence[str]) -> str:
     """The command line running argv under WRAPPER."""
     return snippet(WRAPPER, argv)
@@ -165,12 +195,26 @@ class RemoteReader(object):
     """File-like read side of a remote `cat`; a failed cat raises HostError at the end
     (the Shell contract: a file that cannot be read is a HostError, from open or read)."""
 
-    def __init__(self, proc: "subprocess.Popen", path: str):
+    def __init__(self, proc: "subprocess.Popen", path: str, mark: str):
+        """`mark`: the session's command line is `begun` with it; the file's bytes follow its line."""
         if proc.stdout is None or proc.stderr is None:
             raise ValueError("the remote cat needs piped stdout and stderr")
         self.proc, self.path, self.out, self.err = proc, path, proc.stdout, proc.stderr
+        self.mark = mark  # "" once read past
+
+    def _skip_greeting(self) -> None:
+        """Read past what the host's shell printed before the cat (a greeting, at most MAX_GREETING bytes)."""
+        seen = b""
+        while self.mark:
+            line = self.out.readline(MAX_GREETING)
+            seen += line
+            if after_mark(line, self.mark) is not None:
+                self.mark = ""
+            elif not line or len(seen) >= MAX_GREETING:
+                raise HostError("cannot read %s: %s" % (self.path, not_begun(seen)))
 
     def read(self, n: int = -1) -> bytes:
+        self._skip_greeting()
         data = self.out.read(n) if n is not None and n >= 0 else self.out.read()
         if not data and self.proc.wait() != 0:
             err = self.err.read().decode("utf-8", "replace")

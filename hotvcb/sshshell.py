@@ -77,8 +77,10 @@ class SshShell(SshConnection):
         box; the caller closes it, which waits for (or stops) the remote cat.
         """
         self.open()
-        proc = self._session(sh.join(["cat", "--", path]), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        return sh.RemoteReader(proc, path)
+        mark = sh.new_mark()
+        proc = self._session(sh.begun(mark, sh.join(["cat", "--", path])), stdin=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
+        return sh.RemoteReader(proc, path, mark)
 
     def write_text(self, path: str, text: str, *, sync_folder: bool = True) -> None:
         """Write atomically: temp file in the same folder, sync, rename. The host's `sync` has no

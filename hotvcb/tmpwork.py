@@ -29,10 +29,10 @@ OWNER = ".owner"
 _OWNER_MAX = 256  # three numbers
 
 
-def make(prefix: str) -> str:
-    """A new work folder of this process, 0700 (mkdtemp), its `.owner` written."""
+def make(prefix: str, root: Optional[str] = None) -> str:
+    """A new work folder of this process in `root` (the temp folder), 0700 (mkdtemp), its `.owner` written."""
     pid = os.getpid()
-    folder = tempfile.mkdtemp(prefix="%s%d-" % (prefix, pid))
+    folder = tempfile.mkdtemp(prefix="%s%d-" % (prefix, pid), dir=root)
     offset = pids.boot_offset()
     start = pids.started(pid) if offset is not None else None
     try:
@@ -43,11 +43,11 @@ def make(prefix: str) -> str:
     return folder
 
 
-def sweep(prefix: str, keep: str = "", dry: bool = False) -> List[str]:
-    """Clear the work folders of gone processes named with `prefix` but for a file named `keep` (a
-    smoke boot's console log, whose path its result gave); the folders found (`dry`: only found), so
-    `hotvcb cleanup --kvm` can name them."""
-    root = tempfile.gettempdir()
+def sweep(prefix: str, keep: str = "", dry: bool = False, root: Optional[str] = None) -> List[str]:
+    """Clear the work folders of gone processes named with `prefix` in `root` (the temp folder) but for a
+    file named `keep` (a smoke boot's console log, whose path its result gave); the folders found (`dry`:
+    only found), so `hotvcb cleanup --kvm` can name them."""
+    root = root or tempfile.gettempdir()
     found_gone = []  # type: List[str]
     try:
         entries = os.listdir(root)

@@ -174,7 +174,11 @@ class EsxiHost:
         try:
             vmx = self._vmx(ref.vmx_path)
         except HostError as err:
-            raise VmNotFound(ref.name) from err
+            # gone since the listing (unregistered, its datastore unmounted): a VM no longer there; any other
+            # failure (a host python that dies at start, a read refused) is named, never taken for that
+            if not self._vmx_exists(ref.vmx_path):
+                raise VmNotFound(ref.name) from err
+            raise HostError("cannot read %s of %s: %s" % (ref.vmx_path, ref.name, err)) from err
         folder = ref.vmx_path.rsplit("/", 1)[0]
         # ESXi writes another datastore's disk as /vmfs/volumes/<uuid>/...
         names = {d.url.rsplit("/", 1)[-1]: d.name for d in self._stores.known()}
@@ -188,6 +192,14 @@ class EsxiHost:
             if self._files.exists(path):
                 vm.extra_files.append(path)
         return vm
+
+    def _vmx_exists(self, path: str) -> bool:
+        """Whether a .vmx is there, asked of the shell itself (not the scan that may have failed); True when
+        that cannot be told either."""
+        try:
+            return self.shell.exists(path)
+        except HostError:
+            return True
 
     def _disk(self, vmx: VmxFile, folder: str, dev: str, bus: str, name: str, names: Dict[str, str]) -> Disk:
         path = esxi_tree.absolute(folder, name)
