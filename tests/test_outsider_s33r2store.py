@@ -140,9 +140,6 @@ def test_status_does_not_call_a_live_file_by_file_runs_partial_dead(host, site):
 # -- 5. the restored snapshot tree's .vmsn still names the original's independent disk --------------------------
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="a restore with the snapshot tree (BACKUP_SNAPSHOT_TREE) removes the "
-                   "original's independent disk from the .vmx only: each restored .vmsn keeps its absolute path "
-                   "on the other datastore, present TRUE, which a revert brings back")
 def test_a_restored_snapshot_tree_names_no_file_of_the_originals_independent_disk(host, tmp_path):
     """The morning's fix: a restored VM's .vmx no longer names the original VM's independent disk on another
     datastore (connected by hand, two VMs would write one disk). But the VM had a snapshot of the admin's
