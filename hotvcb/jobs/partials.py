@@ -134,6 +134,6 @@ def partial_dead(shell: Shell, partial: str, run: RunId, dead: Mapping[str, floa
         if alive:
             return False
         if alive is False and owner.host and owner.host == run.host and (locked or owner.same_machine(run)):
-            return True  # this host's run, and we hold this host's lock (one whose pid cannot tell: by its heartbeat)
+            return True  # this host's run, and we hold its lock (or this machine's, its pid gone); else: by heartbeat
     age = volume_age(shell, owner_file if shell.exists(owner_file) else partial, partial.rsplit("/", 1)[0], run)
     return heartbeat(age, STALE_AFTER) is False  # dated ahead: cannot tell, kept
