@@ -71,8 +71,9 @@ def plan(fs: FileReader, folder: str, vmx_name: str, new_stem: str) -> Tuple[Vmx
                     tree.files.append((folder + "/" + src, dst))
             if _rewritten(renamed) and fs.exists(folder + "/" + state) and \
                     fs.file_size(folder + "/" + state) > restore_vmsn.STATE_MAX:
-                raise HotvcbError("%s/%s is larger than the %d MiB a snapshot's state file is read as to name no file "
-                                  "of the original VM in the restored one" % (folder, state, restore_vmsn.STATE_MAX >> 20))
+                raise HotvcbError("%s/%s is larger than the %d MiB a snapshot's state file is read as to name no "
+                                  "file of the original VM in the restored one"
+                                  % (folder, state, restore_vmsn.STATE_MAX >> 20))
         elif ".disk" in key and key.endswith(".filename"):
             vmsd.set(spelled(vmsd, key), posixpath.basename(value))
             tops.append(posixpath.basename(value))

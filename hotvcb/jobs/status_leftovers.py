@@ -1,7 +1,8 @@
 """The leftovers of killed runs that `status` names, judged as `hotvcb cleanup` judges them: a backup's
 `-partial` folder whose run died (and the half-written `.gz.tmp` archive beside it), and a restore's unfinished
-VM folder (`<name>.hotvcb-restoring`) or unpacked copy of a `.gz` whose restore died. Each may take a whole VM's room and is neither a backup nor a VM; named
-only by cleanup, status told the admin who looked after a crash that all was well. WARN: nothing restorable
+VM folder (`<name>.hotvcb-restoring`) or unpacked copy of a `.gz` whose restore died. Each may take a whole
+VM's room and is neither a backup nor a VM; named only by cleanup, status told the admin who looked after a
+crash that all was well. WARN: nothing restorable
 is lost, but room is, until `hotvcb cleanup` removes them. A live run's are not named, as cleanup leaves them.
 """
 
