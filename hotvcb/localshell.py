@@ -96,11 +96,15 @@ class LocalShell:
         filling a folder of its own leaves the folder's fsync to its last write there: one fsync
         then makes every name in it durable, where each write's own cost one each (seal.py).
         """
+        self.write_bytes(path, text.encode("utf-8"), sync_folder=sync_folder)
+
+    def write_bytes(self, path: str, data: bytes, *, sync_folder: bool = True) -> None:
+        """write_text's, for a file that is no text (a restored snapshot's state file, restore_vmsn.py)."""
         folder = os.path.dirname(path) or "."
         tmp = os.path.join(folder, temp_name(os.path.basename(path)))
         try:
             with open(tmp, "wb") as f:
-                f.write(text.encode("utf-8"))
+                f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)

@@ -85,9 +85,13 @@ class SshShell(SshConnection):
     def write_text(self, path: str, text: str, *, sync_folder: bool = True) -> None:
         """Write atomically: temp file in the same folder, sync, rename. The host's `sync` has no
         folder of its own to leave out (`sync_folder`): each write is as durable as it gets."""
+        self.write_bytes(path, text.encode("utf-8"), sync_folder=sync_folder)
+
+    def write_bytes(self, path: str, data: bytes, *, sync_folder: bool = True) -> None:
+        """write_text's, for a file that is no text (a restored snapshot's state file, restore_vmsn.py)."""
         folder, name = _split(path)
         tmp = "%s/%s" % (folder, temp_name(name))  # the writer's own, as LocalShell's
-        self._must("cannot write %s" % path, sh.WRITE, path, tmp, data=text.encode("utf-8"))
+        self._must("cannot write %s" % path, sh.WRITE, path, tmp, data=data)
 
     def exists(self, path: str) -> bool:
         return self._test(sh.EXISTS, path)

@@ -174,6 +174,10 @@ class ScannedShell:
         self._changed()
         self.shell.write_text(path, text, sync_folder=sync_folder)
 
+    def write_bytes(self, path: str, data: bytes, *, sync_folder: bool = True) -> None:
+        self._changed()
+        self.shell.write_bytes(path, data, sync_folder=sync_folder)
+
     def makedirs(self, path: str) -> None:
         self._changed()
         self.shell.makedirs(path)

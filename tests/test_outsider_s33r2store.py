@@ -20,8 +20,6 @@ from sshsite import site  # noqa: F401  (the fixture)
 # -- 1. status names a killed compressed backup's half-written archive ----------------------------------------
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="status names a killed compressed backup's -partial folder but not the "
-                   "half-written .gz.tmp archive beside it, which cleanup removes as a dead run's leftover")
 def test_status_names_a_killed_compressed_backups_half_written_archive(host, monkeypatch):
     """ENABLE_COMPRESSION=1; the backup is killed while it compresses (the host rebooted, OOM). Left behind:
     the `-partial` folder AND `.web-<stamp>.gz.tmp`, the archive being written, as big again. `status` now
@@ -48,9 +46,6 @@ def test_status_names_a_killed_compressed_backups_half_written_archive(host, mon
 # -- 2. a snapshot's asked epoch dated ahead makes a dead run's snapshot live for ever ----------------------------
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="leftovers.asked_at trusts a description's asked=<epoch> dated ahead of "
-                   "the clock (no clockage check, unlike made_at): a dead run's snapshot is taken for one made "
-                   "after the takeover, a live run's, and cleanup never removes it")
 def test_a_dead_runs_snapshot_whose_asked_epoch_is_dated_ahead_is_still_removed(host):
     """A backup driven from a container (its own pid namespace: the host cannot tell its pid) is SIGKILLed;
     cleanup takes its lock over once its heartbeats stopped. Its snapshot's NAME is dated by the host's clock
@@ -94,8 +89,6 @@ def test_a_dead_runs_snapshot_whose_asked_epoch_is_dated_ahead_is_still_removed(
 # -- 3. -a with two templates of one name: one of them is never named ------------------------------------------
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="-a keys the host's templates by name (jobs/backup.py select: a dict): of "
-                   "two templates named alike only one gets the 'not backed up: a template' note")
 def test_all_vms_names_each_template_it_skips_even_two_of_one_name(host, tmp_path):
     """Two golden images both called `gold` (one per datastore: ds5 and datastore1, a copy made for the other
     cluster), both marked as templates, and a VM `app`. `-a` backs up `app` and should say, for each
@@ -119,9 +112,6 @@ def test_all_vms_names_each_template_it_skips_even_two_of_one_name(host, tmp_pat
 
 @needs_root
 @needs_sshd
-@pytest.mark.xfail(strict=True, reason="partials.partial_dead takes another machine's run on this host for dead "
-                   "('we hold this host's lock'), which status does not hold: a live SSH file-by-file backup's "
-                   "-partial is a WARN 'left by a run that died'")
 def test_status_does_not_call_a_live_file_by_file_runs_partial_dead(host, site):
     """The backup box drives the host over SSH file by file (`--file-by-file`: hotvcb runs on the box, its
     owner record names the box). While it copies, the admin (or the monitoring agent, on the host or over
@@ -150,9 +140,6 @@ def test_status_does_not_call_a_live_file_by_file_runs_partial_dead(host, site):
 # -- 5. the restored snapshot tree's .vmsn still names the original's independent disk --------------------------
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="a restore with the snapshot tree (BACKUP_SNAPSHOT_TREE) removes the "
-                   "original's independent disk from the .vmx only: each restored .vmsn keeps its absolute path "
-                   "on the other datastore, present TRUE, which a revert brings back")
 def test_a_restored_snapshot_tree_names_no_file_of_the_originals_independent_disk(host, tmp_path):
     """The morning's fix: a restored VM's .vmx no longer names the original VM's independent disk on another
     datastore (connected by hand, two VMs would write one disk). But the VM had a snapshot of the admin's

@@ -98,11 +98,15 @@ class EsxiDisks:
 
     def _load_multiextent(self) -> None:
         """vmkfstools opens 2gbsparse (hosted sparse) disks only with the multiextent module,
-        which ESXi 5.1+ do not load at boot; as ghettoVCB does, load it when the list lacks it."""
+        which ESXi 5.1+ do not load at boot; as ghettoVCB does, load it when the list lacks it, or lists it
+        as not loaded (its "Is Loaded" column: a module the host knows of, as the API's KernelModuleInfo
+        has `loaded` beside `enabled`)."""
         if self._multiextent:
             return
         listed = self.shell.run(["/sbin/esxcli", "system", "module", "list"], timeout=60)
-        if not re.search(r"^multiextent\s", listed.output, re.M):
+        # a row whose "Is Loaded" column says false is a module the host knows of but has not loaded
+        row = re.search(r"^multiextent\s+(\S+)", listed.output, re.M)
+        if row is None or row.group(1).lower() == "false":
             self._files.run(["/sbin/esxcli", "system", "module", "load", "-m", "multiextent"], timeout=60)
         self._multiextent = True  # a failed load shows up as the clone's own error
 

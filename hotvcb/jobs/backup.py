@@ -101,7 +101,10 @@ class BackupJob:
         """
         listed = self.asked.vms()
         refs = [ref for ref in listed if not ref.template]
-        templates = {ref.name: ref for ref in listed if ref.template}
+        templates = {}  # type: Dict[str, List[str]]  # a name -> every template's .vmtx of it (one per datastore)
+        for ref in listed:
+            if ref.template:
+                templates.setdefault(ref.name, []).append(ref.vmx_path)
         invalid = [InvalidVm(vmid, why) for vmid, why in sorted(self.host.invalid_vms().items())]
         by_name = {}  # type: Dict[str, List[VmRef]]
         for ref in refs:
@@ -125,7 +128,7 @@ class BackupJob:
             elif len(matches) == 1:
                 out.append(matches[0])
             elif not matches and name in templates:
-                out.append(TemplateVm(name, templates[name].vmx_path))
+                out.append(TemplateVm(name, ", ".join(templates[name])))
             elif not matches:
                 out.append(VmNotFound(name, [r.name for r in refs]))
             else:
@@ -134,9 +137,10 @@ class BackupJob:
             self.log.warning(warning)
         if names is None:
             for name in sorted(set(templates) - excluded):
-                self.log.info("the template %s (%s) is not backed up: a template is not a VM%s" % (
-                    name, templates[name].vmx_path, " (the VM %s is another, backed up on its own)" % name
-                    if name in by_name else ""))
+                for path in templates[name]:
+                    self.log.info("the template %s (%s) is not backed up: a template is not a VM%s" % (
+                        name, path, " (the VM %s is another, backed up on its own)" % name
+                        if name in by_name else ""))
             out.extend(invalid)  # -a: every VM of the host, the ones it cannot read included
         else:
             for bad in invalid:

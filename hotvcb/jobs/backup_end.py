@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING, Dict, Optional, Union
 
 from .. import crashpoint, interrupt
-from ..errors import HotvcbError, SnapshotBypassed, SnapshotHeld, SnapshotKept
+from ..errors import HostdDown, HotvcbError, SnapshotBypassed, SnapshotHeld, SnapshotKept
 from ..hosts.base import Hypervisor
 from ..model import Snapshot, Vm
 from ..runid import RunId, parse
@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from .vm_backup import _VmBackup
     from .repo_backup import RepoSink
 
+
+LEFT_FOR_NEXT = (" -- it carries this run's record: once hostd answers, the next backup run (or `hotvcb cleanup`) "
+                 "removes it, and `hotvcb status` reports it until then")
 
 def end(one: "_VmBackup", vm: Vm, sealer: "Union[Sealer, RepoSink]", failed: bool) -> None:
     """Undo what we did, in reverse: snapshot, power, then seal or discard."""
@@ -95,8 +98,10 @@ def _consolidate(one: "_VmBackup", vm: Vm) -> str:
             one.log.warning(str(err))
             one.result.warnings.append(str(err))
     except HotvcbError as err:
-        # an ESXi snapshot removed by hand consolidates; an overlay's error says itself what to do with it
-        advice = "" if isinstance(err, SnapshotHeld) else " -- remove it by hand"
+        # an ESXi snapshot removed by hand consolidates; an overlay's error says itself what to do with it; one
+        # hostd did not answer for is a dead run's leftover once this run ends, which the next one removes
+        advice = "" if isinstance(err, SnapshotHeld) else LEFT_FOR_NEXT if isinstance(err, HostdDown) else \
+            " -- remove it by hand"
         error = "snapshot %s could NOT be removed: %s%s" % (snap.id, err, advice)
         one.log.error("%s: %s" % (vm.name, error))
         return error

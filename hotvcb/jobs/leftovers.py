@@ -26,6 +26,7 @@ Here: our snapshots and power-off markers. A snapshot request still pending is s
 run's `-partial` folders partials.py's, every VM of a host (`hotvcb cleanup`) host_cleanup.py's.
 """
 
+import time
 from typing import List, Mapping, Optional
 
 from ..clockage import heartbeat
@@ -132,7 +133,10 @@ def snapshot_run_alive(snap: Snapshot, run: RunId, dead: Mapping[str, float] = N
     of it: judged by one folder's run lock alone, `status` of a second QMP folder called the snapshot of a
     run copying for the other folder a dead run's, and paged the admin to clean it up."""
     owner = parse(snap.description)
-    return owner_alive(owner, run, dead, lambda: asked_at(snap)) if owner is not None else False
+    if owner is None:
+        return False
+    asked = asked_at(snap)  # dated ahead (a writer's clock ahead, an edited epoch): no time, as made_at says
+    return owner_alive(owner, run, dead, lambda: made_at(None if asked is None else time.time() - asked))
 
 
 def asked_at(snap: Snapshot) -> Optional[float]:
@@ -140,7 +144,10 @@ def asked_at(snap: Snapshot) -> Optional[float]:
     (Shell.now), so no later than it was asked for; read in this machine's time zone (on the host itself, as a
     run on the host is; a client in another zone driving it file by file is off by the difference). A run stopped between its backup's start and its snapshot is not told by it:
     it reads its lock right before it asks (store/lock.py: HostLock.check), so it asks for none once taken over.
-    The epoch its description carries comes first (snapshot_text.py): the same in every zone."""
+    The epoch its description carries comes first (snapshot_text.py): the same in every zone. Either may be
+    dated ahead of the clock (written by a client or container whose clock ran ahead, or edited): returned as
+    it says, for `status` to name; whether its run is alive goes by ownership.made_at, which takes it for no
+    time (snapshot_run_alive), or a dead run's snapshot would count as made after its lock's takeover."""
     asked = asked_epoch(snap.description)
     if asked is not None:
         return asked

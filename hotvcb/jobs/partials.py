@@ -1,7 +1,7 @@
 """A dead run's `-partial` backup folders removed (the rules of leftovers.py), also in the volume a per-VM file chose,
 which the VM's volume marker names while its backup is written there."""
 
-from typing import Callable, Mapping, Optional
+from typing import Callable, List, Mapping, Optional
 
 from ..clockage import heartbeat
 from ..errors import HotvcbError
@@ -88,23 +88,39 @@ def remove_partials(shell: Shell, volume: str, vm_name: str, log, run: RunId, dr
             continue
         log.warning("%s: removing unfinished backup %s left by a run that died" % (vm_name, b.path))
         shell.remove_tree(b.path)
-    root = layout.vm_root(volume, vm_name)
-    if shell.isdir(root):
-        for entry in shell.listdir(root):
-            if entry.startswith(".") and entry.endswith(".gz.tmp"):
-                partial = root + "/" + entry[1 : -len(".gz.tmp")] + layout.PARTIAL
-                if shell.exists(partial) and not partial_dead(shell, partial, run, dead):
-                    continue
-                removed += 1
-                if dry_run:
-                    log.info("%s: would remove unfinished archive %s/%s" % (vm_name, root, entry))
-                    continue
-                log.warning("%s: removing unfinished archive %s/%s left by a run that died" % (vm_name, root, entry))
-                shell.remove_tree(root + "/" + entry)
+    for path in dead_archives(shell, volume, vm_name, run, dead):
+        removed += 1
+        if dry_run:
+            log.info("%s: would remove unfinished archive %s" % (vm_name, path))
+            continue
+        log.warning("%s: removing unfinished archive %s left by a run that died" % (vm_name, path))
+        shell.remove_tree(path)
     return removed + finish_deleting(shell, volume, vm_name, log, finish, dry_run)
 
 
-def partial_dead(shell: Shell, partial: str, run: RunId, dead: Mapping[str, float] = NONE_DEAD) -> bool:
+def dead_archives(shell: Shell, volume: str, vm_name: str, run: RunId, dead: Mapping[str, float] = NONE_DEAD,
+                  locked: bool = True) -> List[str]:
+    """The half-written archives (`.<backup>.gz.tmp`, as big as the backup again) in the VM's folder that dead
+    runs left: one whose `-partial` is gone, or a dead run's (partial_dead, `locked` as there). Cleanup removes
+    them and status names them, so both go by this one list."""
+    root = layout.vm_root(volume, vm_name)
+    if not shell.isdir(root):
+        return []
+    found = []
+    for entry in shell.listdir(root):
+        if entry.startswith(".") and entry.endswith(".gz.tmp"):
+            partial = root + "/" + entry[1 : -len(".gz.tmp")] + layout.PARTIAL
+            if not shell.exists(partial) or partial_dead(shell, partial, run, dead, locked):
+                found.append(root + "/" + entry)
+    return found
+
+
+def partial_dead(shell: Shell, partial: str, run: RunId, dead: Mapping[str, float] = NONE_DEAD,
+                 locked: bool = True) -> bool:
+    """Whether a `-partial` folder was left by a run that died (never one of `run`'s own). `locked`: the caller
+    holds this host's run lock (cleanup, a backup), so another machine's run on this host (a client going file
+    by file) is gone, as no run works on a host without its lock. Without it (`status`) such a run may be the
+    one holding the lock now: judged by its owner file's heartbeat alone, as another host's run is."""
     owner_file = partial + "/" + OWNER
     try:
         owner = parse(shell.read_regular(owner_file, RECORD_MAX)) if shell.exists(owner_file) else None
@@ -117,7 +133,7 @@ def partial_dead(shell: Shell, partial: str, run: RunId, dead: Mapping[str, floa
         alive = owner_alive(owner, run, dead, lambda: made_at(volume_age(shell, owner_file, folder, run)))
         if alive:
             return False
-        if alive is False and owner.host and owner.host == run.host:
-            return True  # this host's run, and we hold this host's lock (one whose pid cannot tell: by its heartbeat)
+        if alive is False and owner.host and owner.host == run.host and (locked or owner.same_machine(run)):
+            return True  # this host's run, and we hold its lock (or this machine's, its pid gone); else: by heartbeat
     age = volume_age(shell, owner_file if shell.exists(owner_file) else partial, partial.rsplit("/", 1)[0], run)
     return heartbeat(age, STALE_AFTER) is False  # dated ahead: cannot tell, kept

@@ -5,7 +5,10 @@ restore's format under its own name, every delta is copied as it is and
 relinked to its parent in the new folder (the clone has a new CID), the
 .vmx is the user's (naming the current deltas), and the .vmsd is written
 under the new VM's name with each snapshot's state file renamed with it and
-every disk path made relative to the new folder. Each snapshot can then be
+every disk path made relative to the new folder; each snapshot's state file
+(.vmsn) has the disk lines of its configuration that name a file outside the
+VM's folder rewritten (restore_vmsn.py): a revert would attach the original
+VM's disk. Each snapshot can then be
 reverted to (`vim-cmd vmsvc/snapshot.revert`).
 """
 
@@ -19,7 +22,7 @@ from ..filetext import read_small
 from ..hosts import esxi_tree
 from ..shell import FileReader, Shell
 from ..vmx import MAX_SIZE, VmxFile, as_vmware_reads
-from . import backup_check
+from . import backup_check, restore_vmsn
 from .snaptree import TREE, disks_renamed, relink, spelled
 
 
@@ -66,6 +69,11 @@ def plan(fs: FileReader, folder: str, vmx_name: str, new_stem: str) -> Tuple[Vmx
             for src, dst in ((state, renamed), (state[:-5] + ".vmem", renamed[:-5] + ".vmem")):
                 if fs.exists(folder + "/" + src) and (src, dst) not in tree.files:
                     tree.files.append((folder + "/" + src, dst))
+            if _rewritten(renamed) and fs.exists(folder + "/" + state) and \
+                    fs.file_size(folder + "/" + state) > restore_vmsn.STATE_MAX:
+                raise HotvcbError("%s/%s is larger than the %d MiB a snapshot's state file is read as to name no "
+                                  "file of the original VM in the restored one"
+                                  % (folder, state, restore_vmsn.STATE_MAX >> 20))
         elif ".disk" in key and key.endswith(".filename"):
             vmsd.set(spelled(vmsd, key), posixpath.basename(value))
             tops.append(posixpath.basename(value))
@@ -118,14 +126,24 @@ def copy(shell: Shell, tree: TreeRestore, dst: str) -> None:
     extent, only a regular file of the backup (backup_check.require_regular). A delta's descriptor is
     written from the text the plan checked, not copied: one swapped since would have the restored
     snapshot read whatever it names (another VM's disk, by absolute path) as its data."""
+    vmsd = VmxFile(tree.vmsd_text)
     for src, name in tree.files:
         backup_check.require_regular(shell, src)
-        shell.copy_file(src, dst + "/" + name)
+        if _rewritten(name):  # the configuration a revert puts back names no disk of the original VM
+            data = restore_vmsn.read_state(shell, src)
+            shell.write_bytes(dst + "/" + name, restore_vmsn.rewritten(data, restore_vmsn.disk_names(vmsd, name)))
+        else:
+            shell.copy_file(src, dst + "/" + name)
     for name, text in tree.texts.items():
         shell.write_text(dst + "/" + name, text)
     for delta, parent in tree.deltas:
         relink(shell, dst, delta, parent)
     shell.write_text(dst + "/" + tree.vmsd_name, tree.vmsd_text)
+
+
+def _rewritten(name: str) -> bool:
+    """A file of the tree written through restore_vmsn.rewritten rather than copied: a snapshot's state file."""
+    return name.lower().endswith(".vmsn")
 
 
 def _checked(fs: FileReader, folder: str, name: str) -> Tuple[str, vmdk.Descriptor]:

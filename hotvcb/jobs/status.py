@@ -45,7 +45,8 @@ def host_status(host: Hypervisor, settings: Settings, limits: Limits, names: Opt
     # a template is no VM to back up (errors.TemplateVm)
     listed = host.list_vms()
     refs = [r for r in listed if not r.template and (names is None or r.name in names) and r.name not in exclude]
-    templates = {r.name: r.vmx_path for r in listed if r.template}
+    templates = {r.name: ", ".join(t.vmx_path for t in listed if t.template and t.name == r.name)
+                 for r in listed if r.template}  # each template of the name (one per datastore)
     for vmid, why in sorted(host.invalid_vms().items()):
         report.checks.append(Check(CRIT, "backup", "vmid " + vmid, "registered but invalid: %s; it cannot be "
                                    "backed up" % why))

@@ -1,7 +1,8 @@
 """The leftovers of killed runs that `status` names, judged as `hotvcb cleanup` judges them: a backup's
-`-partial` folder whose run died, and a restore's unfinished VM folder (`<name>.hotvcb-restoring`) or unpacked
-copy of a `.gz` whose restore died. Each may take a whole VM's room and is neither a backup nor a VM; named
-only by cleanup, status told the admin who looked after a crash that all was well. WARN: nothing restorable
+`-partial` folder whose run died (and the half-written `.gz.tmp` archive beside it), and a restore's unfinished
+VM folder (`<name>.hotvcb-restoring`) or unpacked copy of a `.gz` whose restore died. Each may take a whole
+VM's room and is neither a backup nor a VM; named only by cleanup, status told the admin who looked after a
+crash that all was well. WARN: nothing restorable
 is lost, but room is, until `hotvcb cleanup` removes them. A live run's are not named, as cleanup leaves them.
 """
 
@@ -18,7 +19,7 @@ from ..treeview import ScannedShell
 from ..units import human_size
 from . import restore_sweep
 from .restore_scratch import RESTORING
-from .partials import partial_dead
+from .partials import dead_archives, partial_dead
 from .status_report import WARN, Check
 
 CLEANUP = "`hotvcb cleanup` removes it"
@@ -41,13 +42,18 @@ def leftover_checks(host: Hypervisor, settings: Settings, settings_of: Optional[
 
 
 def _partials(host: Hypervisor, volume: str, name: str, me: RunId) -> List[Check]:
+    """A dead run's -partial folders, and the half-written archives (`.gz.tmp`) a killed compressed backup
+    leaves beside them, as big again: each named with its size, as cleanup removes each. Status holds no
+    lock: a run of another machine on this host is judged by its heartbeat (partials.partial_dead)."""
     shell = ScannedShell(host.shell, layout.vm_root(volume, name))
     try:
         dead = [b.path for b in layout.list_backups(shell, volume, name)
-                if b.status == "partial" and partial_dead(shell, b.path, me)]
-        return [Check(WARN, "leftover", name, "unfinished backup %s (%s) left by a run that died: no backup, and it "
-                      "takes room on the backup volume; %s" % (path, human_size(rotation.backup_size(shell, path)),
-                                                                CLEANUP), {"path": path}) for path in dead]
+                if b.status == "partial" and partial_dead(shell, b.path, me, locked=False)]
+        archives = dead_archives(shell, volume, name, me, locked=False)
+        return [Check(WARN, "leftover", name, "%s %s (%s) left by a run that died: no backup, and it takes room on "
+                      "the backup volume; %s" % (what, path, human_size(rotation.backup_size(shell, path)), CLEANUP),
+                      {"path": path})
+                for what, paths in (("unfinished backup", dead), ("unfinished archive", archives)) for path in paths]
     except HotvcbError:  # the volume cannot be read: the VM's backup check says so
         return []
 
