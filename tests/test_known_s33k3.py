@@ -1,6 +1,7 @@
 """Known defects found on 5 Dec (session 33, K3), pinned through the CLI on esxisim."""
 
 import os
+import shutil
 import shlex
 import time
 
@@ -85,3 +86,84 @@ def test_install_migrates_boot_blocks_of_the_format_before(esxi):
     assert len(_starts(esxi.crond_log()[seen:])) == 1
     assert esxi.hotvcb("schedule", "remove", "--all").stdout.strip() == "removed job(s): new, old1"
     assert esxi.read(LOCAL_SH) == pristine
+
+
+# -- 3. qemu-img's silence limit and a huge disk ---------------------------------------------------------------
+
+NINE_TB = 9 * 10 ** 12
+
+
+class _Silenced(Exception):
+    pass
+
+
+def _convert_caught(given):
+    """A LocalShell whose `qemu-img convert` is caught with the idle_timeout it is given (the seam every command
+    goes through); `qemu-img info` runs for real, of a qcow2 whose virtual size is 9 TB (a file of some KiB)."""
+    from hotvcb.localshell import LocalShell
+
+    class Shell(LocalShell):
+        def run(self, argv, **kw):
+            if "convert" in argv:
+                given.append(kw.get("idle_timeout"))
+                raise _Silenced()
+            return super().run(argv, **kw)
+
+    return Shell()
+
+
+@pytest.fixture
+def huge_qcow2(tmp_path):
+    import subprocess
+    path = str(tmp_path / "disk.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", path, str(NINE_TB)], check=True)
+    assert os.path.getsize(path) < 1 << 20
+    return path
+
+
+def _stage_silence(tmp_path, image):
+    """The silence a KVM backup's restore to ESXi allows its `qemu-img convert` of `image`."""
+    import logging
+    from hotvcb.convert.machine import DiskSpec, Machine
+    from hotvcb.jobs import restore_stage
+    from hotvcb.jobs.machine_of import Found
+
+    given = []
+    machine = Machine("big", "12345678-1234-1234-1234-123456789abc",
+                      disks=[DiskSpec(image, "qcow2", "scsi", "vda", "sda")])
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(_Silenced):
+        restore_stage.stage(_convert_caught(given), Found(machine, "libvirt", image), str(dest), logging.getLogger("t"))
+    (allowed,) = given
+    return allowed
+
+
+@pytest.mark.skipif(not shutil.which("qemu-img"), reason="needs qemu-img")
+def test_a_huge_kvm_disks_conversion_may_stay_silent_as_long_as_one_percent_takes(tmp_path, huge_qcow2):
+    """`qemu-img convert -p` moves in whole percents as vmkfstools does: 1 % of a 9 TB disk is 90 GB, 30 minutes
+    at 50 MB/s, and the fixed 1800 s silence limit killed a working conversion of it (restore to ESXi,
+    restore --kvm, the QEMU/libvirt backup copy). It is now copysilence's, from the image's virtual size."""
+    from hotvcb import copysilence
+    allowed = _stage_silence(tmp_path, huge_qcow2)
+    assert allowed == copysilence.allowed(NINE_TB) and NINE_TB / 100 / (20 * 10 ** 6) <= allowed <= 6 * 3600
+
+
+@pytest.mark.skipif(not shutil.which("qemu-img"), reason="needs qemu-img")
+def test_qemu_img_copy_to_takes_the_silence_from_the_capacity(tmp_path, huge_qcow2):
+    from hotvcb import copysilence
+    from hotvcb.hosts import qemuimg
+    from hotvcb.model import Disk
+
+    given = []
+    (tmp_path / "out").mkdir()
+    with pytest.raises(_Silenced):
+        qemuimg.copy_to(_convert_caught(given), Disk("vda", huge_qcow2, "", "virtio"), huge_qcow2, "qcow2",
+                        str(tmp_path / "out" / "vda.qcow2"), "qcow2", None, NINE_TB)
+    assert given == [copysilence.allowed(NINE_TB)]
+    small = []
+    with pytest.raises(_Silenced):
+        qemuimg.copy_to(_convert_caught(small), Disk("vda", huge_qcow2, "", "virtio"), huge_qcow2, "qcow2",
+                        str(tmp_path / "out" / "vda.qcow2"), "qcow2", None, 1 << 30)
+    assert small == [1800], "a small disk's hung copy is still caught within half an hour"
+
