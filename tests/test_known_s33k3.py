@@ -167,3 +167,64 @@ def test_qemu_img_copy_to_takes_the_silence_from_the_capacity(tmp_path, huge_qco
                         str(tmp_path / "out" / "vda.qcow2"), "qcow2", None, 1 << 30)
     assert small == [1800], "a small disk's hung copy is still caught within half an hour"
 
+
+# -- 2. a copy outliving its SIGKILLed run -------------------------------------------------------------------------
+
+def _copies_into(name):
+    """Pids of vmkfstools processes (this machine's) whose command line names `name`."""
+    found = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        # esxisim's vmkfstools: `python -S -c CODE vmkfstools HOST ARGS...` (a real one: `vmkfstools ARGS...`);
+        # not the sh that runs it (tether's wrapper, whose watcher lingers a few seconds after ending it)
+        if argv[0].endswith(b"sh"):
+            continue
+        if any(a.endswith(b"vmkfstools") for a in argv[:6]) and any(name.encode() in a for a in argv):
+            found.append(int(pid))
+    return found
+
+
+@ON_ESXISIM
+def test_a_sigkilled_runs_vmkfstools_does_not_write_on_into_what_the_next_run_cleans_up(host, tmp_path):
+    """hotvcb killed with -9 mid-copy left its `vmkfstools -i` running: the next run judged the `-partial`
+    folder dead and removed it while the orphan still wrote there (on VMFS the removal fails on its locks;
+    a restore re-clones into the same path under it). The copy now dies with hotvcb."""
+    import signal
+    from simhost import backups, copying, hotvcb, hotvcb_background, kill, lock_pid, wait_for, write_conf
+
+    vm = "orphaned"
+    host.create_vm(vm, "datastore1", [{"size": "8M"}], power="on")
+    conf = write_conf(host)
+    host.set_fault("clone.delay", "1000")  # a progress line each 10 s: 1 % of a big disk (its next write to
+    work = str(tmp_path / "w")              # the dead run's pipe would kill it by SIGPIPE)
+    proc = hotvcb_background(host, "-m", vm, "-g", conf, "-w", work)
+    wait_for(lambda: copying(host, vm) and lock_pid(host), what="the copy")
+    (partial,) = [b for b in backups(host, vm) if b.endswith("-partial")]
+    wait_for(lambda: _copies_into(partial), what="vmkfstools writing into " + partial)
+    kill(lock_pid(host), signal.SIGKILL)
+    proc.communicate(timeout=60)
+    try:
+        wait_for(lambda: not _copies_into(partial), timeout=3, what="the copy to end with its run")
+    finally:
+        for pid in _copies_into(partial):
+            kill(pid)
+    host.clear_faults()
+    r = hotvcb(host, "-m", vm, "-g", conf, "-w", work)
+    assert r.returncode == 0 and "removing unfinished backup" in r.stdout, r.stdout + r.stderr
+    assert partial not in backups(host, vm)
+
+
+def test_a_tethered_command_reads_as_an_untethered_one():
+    """The wrapper that ties a copy to hotvcb changes neither its output, its exit code nor the message for a
+    program that is not there."""
+    from hotvcb.errors import HostError
+    from hotvcb.localshell import LocalShell
+
+    done = LocalShell().run(["sh", "-c", "echo out; echo err >&2; exit 3"], tethered=True)
+    assert (done.returncode, sorted(done.output.split())) == (3, ["err", "out"])
+    with pytest.raises(HostError, match="^cannot run /nonexistent/vmkfstools: not found$"):
+        LocalShell().run(["/nonexistent/vmkfstools", "-i", "a", "b"], tethered=True)
