@@ -1,8 +1,8 @@
 """How long a disk's copy may print nothing before it is taken for hung.
 
 A copy is bounded by its silence rather than its length (shell.run's `idle_timeout`): a hung copy
-is caught, a long one runs on as long as it reports progress. vmkfstools prints whole percents
-only, so between two of its lines 1 % of the disk is written: 90 GB of a 9 TB disk, half an hour
+is caught, a long one runs on as long as it reports progress. vmkfstools and `qemu-img convert -p`
+print whole percents only, so between two of its lines 1 % of the disk is written: 90 GB of a 9 TB disk, half an hour
 at 50 MB/s, and a fixed half hour of silence killed such a copy at its first slow stretch. The
 silence allowed is the longer of half an hour and the time 1 % of the disk takes at a floor rate
 a healthy target exceeds (a busy NFS share, a slow array): a small disk's hung copy is still
@@ -15,4 +15,9 @@ FLOOR_BYTES_PER_SECOND = 10 << 20  # the slowest rate a working copy is taken to
 
 def allowed(capacity: int) -> float:
     """Seconds a copy of a disk of `capacity` bytes may go without a progress line (1 % at a time)."""
-    return max(SILENCE, capacity / 100.0 / FLOOR_BYTES_PER_SECOND)
+    return between(capacity / 100.0)
+
+
+def between(step: float) -> float:
+    """Seconds a copy that prints a line per `step` bytes written may go without one."""
+    return max(SILENCE, step / FLOOR_BYTES_PER_SECOND)

@@ -14,7 +14,7 @@ import time
 from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from . import blockdigest, hostdigest, interrupt, norename, treescan
+from . import blockdigest, hostdigest, interrupt, norename, sshscripts, treescan
 from .cmdstream import stream
 from .errors import HostError
 from .filetext import decoded, temp_name, temp_tag
@@ -23,6 +23,7 @@ from .runid import machine_name
 from .shell import NOT_REGULAR, Completed, OutputCallback, Tree, tree_of
 
 COPY_BLOCK = 1 << 20
+SH = "/bin/sh"  # ESXi's busybox ash, as SSH mode's wrapper runs in
 
 
 class LocalShell:
@@ -39,28 +40,36 @@ class LocalShell:
         idle_timeout: Optional[float] = None,
         on_output: Optional[OutputCallback] = None,
         interruptible: bool = True,
-        preexec_fn: Optional[Callable[[], None]] = None,
+        tethered: bool = False,
     ) -> Completed:
         """Run argv; feed each output fragment (split on CR/LF) to on_output.
 
         vmkfstools redraws its progress line with carriage returns, so output
         is read as it comes rather than at exit. `idle_timeout` bounds a copy
         that may rightly take hours by how long it may stay silent instead.
+        `tethered` (tether.py): argv runs under SSH mode's wrapper (sshscripts.WRAPPER), which ends it and its
+        children when its stdin, a pipe only we hold, closes: when we end, also by a SIGKILL.
         """
         argv = [str(a) for a in argv]
         try:
             proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
+                [SH, "-c", sshscripts.WRAPPER, "hotvcb"] + argv if tethered else argv,
+                stdin=subprocess.PIPE if tethered else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # our signal handling decides its fate
-                preexec_fn=preexec_fn,  # tether.py: one that must die with hotvcb
             )
         except OSError as err:
             raise HostError("cannot run %s: %s" % (argv[0], err.strerror or err)) from err
-        return stream(proc, argv, timeout=timeout, idle_timeout=idle_timeout,
-                      on_output=on_output, interruptible=interruptible)
+        try:
+            done = stream(proc, argv, timeout=timeout, idle_timeout=idle_timeout,
+                          on_output=on_output, interruptible=interruptible)
+        finally:
+            if proc.stdin is not None:
+                proc.stdin.close()
+        if tethered and done.returncode == 127 and done.output.startswith(sshscripts.NOT_FOUND):
+            raise HostError("cannot run %s: not found" % argv[0])
+        return done
 
     # -- files -------------------------------------------------------------
     def read_text(self, path: str) -> str:

@@ -3,11 +3,17 @@
 A child in its own session (so a Ctrl-C reaches hotvcb, which then stops it
 in order) survives hotvcb's SIGKILL: a qemu-img conversion would go on
 writing into a folder no one removes, a smoke boot's QEMU would go on
-running. On Linux the child asks for SIGKILL when its parent dies
-(PR_SET_PDEATHSIG, set between fork and exec). Over SSH nothing is needed:
-SshShell's wrapper already ends the command when hotvcb's end of the
-connection closes. Used by the QEMU and libvirt drivers' copies
-(qemuimg.copy_to), restore --kvm, the KVM->ESXi staging and the smoke boot.
+running, a `vmkfstools -i` would go on writing into the folder the next
+run's cleanup removes or a restore clones into again. A command run here
+runs under SSH mode's wrapper (LocalShell.run's `tethered`), which ends it
+and its children when the pipe on its stdin, held by hotvcb alone, closes:
+plain sh, so on an ESXi host too, where PR_SET_PDEATHSIG is not known to
+work. Over SSH the wrapper is there anyway, hotvcb's ssh client closing the
+session's stdin. Used by the QEMU and libvirt drivers' copies
+(qemuimg.copy_to), the ESXi driver's `vmkfstools -i` (backup and restore),
+restore --kvm and the KVM->ESXi staging. The smoke boot's QEMU, started by
+its own Popen (qemu_boot.py), asks on Linux for SIGKILL when its parent dies
+(die_with_parent: PR_SET_PDEATHSIG, set between fork and exec).
 """
 
 import ctypes
@@ -42,6 +48,5 @@ def run(shell: Shell, argv: Sequence[str], *, timeout: Optional[float] = 600, id
         on_output: Optional[OutputCallback] = None) -> Completed:
     """shell.run, with the command dying with hotvcb on this machine too."""
     if isinstance(shell, LocalShell):
-        return shell.run(argv, timeout=timeout, idle_timeout=idle_timeout, on_output=on_output,
-                         preexec_fn=die_with_parent)
+        return shell.run(argv, timeout=timeout, idle_timeout=idle_timeout, on_output=on_output, tethered=True)
     return shell.run(argv, timeout=timeout, idle_timeout=idle_timeout, on_output=on_output)

@@ -136,6 +136,13 @@ class ScannedShell:
         return self.shell.run(argv, timeout=timeout, idle_timeout=idle_timeout, on_output=on_output,
                               interruptible=interruptible)
 
+    def run_tethered(self, argv: Sequence[str], *, timeout: Optional[float] = 600,
+                     idle_timeout: Optional[float] = None, on_output: Optional[OutputCallback] = None) -> Completed:
+        """run, the command dying with hotvcb (tether.py): a copy that must not write on after a SIGKILL."""
+        from . import tether  # ctypes: for the copies only
+        self._changed()
+        return tether.run(self.shell, argv, timeout=timeout, idle_timeout=idle_timeout, on_output=on_output)
+
     def open_binary(self, path: str) -> Readable:
         return self.shell.open_binary(path)
 

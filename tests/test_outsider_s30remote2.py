@@ -56,7 +56,9 @@ def test_show_does_not_call_a_block_above_the_final_exit_unreached_because_of_an
     _put_local_sh(esxi, text)
     esxi.hotvcb("schedule", "install", *JOB)
     lines = esxi.read(LOCAL_SH).splitlines()
-    assert lines[-3:] == ["# hotvcb:weekly end", "", "exit 0"], lines
+    # the job's block, then the one crond restart (test_known_s33k3), above the final exit 0
+    assert lines[-3:] == ["# hotvcb-crond end", "", "exit 0"], lines
+    assert lines[lines.index("# hotvcb:weekly end") + 2].startswith("# hotvcb-crond begin"), lines
     line = _ours(esxi)
     esxi.reboot()
     assert _ours(esxi) == line and line, "the job did come back at boot"

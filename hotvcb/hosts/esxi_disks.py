@@ -57,9 +57,11 @@ class EsxiDisks:
             if pct is not None and progress is not None:
                 progress(pct)
 
-        # vmkfstools prints whole percents: the silence allowed grows with the disk (copysilence)
+        # vmkfstools prints whole percents: the silence allowed grows with the disk (copysilence). Tethered: one
+        # outliving a SIGKILLed hotvcb wrote on (until its next progress line hit the closed pipe, 1 % of the
+        # disk later) into the folder the next run's cleanup removes, or a restore re-clones into
         silence = copysilence.allowed(links[0][1].capacity if links else 0)
-        out = self._files.run(argv, timeout=None, idle_timeout=silence, on_output=watch)
+        out = self._files.run_tethered(argv, timeout=None, idle_timeout=silence, on_output=watch)
         if out.returncode != 0:
             raise CopyError(disk.path, _clone_error(out.output, out.returncode), dst)
         return [f.rsplit("/", 1)[-1] for f in self.files(dst)]

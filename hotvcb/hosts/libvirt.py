@@ -284,7 +284,7 @@ class LibvirtHost(LocalKvmHost):
         if not found:  # the domain is off (no snapshot was taken): its image holds still
             return qemuimg.copy_to(self.shell, disk, disk.path, self._formats.get(disk.path, "raw"),
                                    "%s/%s" % (dst.rsplit("/", 1)[0], safe(disk.key)), fmt, progress,
-                                   self.qemu_img)
+                                   self._sizes_of(disk)[0], self.qemu_img)
         name, active = found[-1]
         exports = [d for d in active.job.disks if d.target == disk.key]
         if not exports:
@@ -304,7 +304,7 @@ class LibvirtHost(LocalKvmHost):
         else:
             src = nbdcopy.export_uri(active.job.socket, export.export)
             files = qemuimg.copy_to(self.shell, disk, src, "raw", "%s/%s" % (folder, safe(disk.key)),
-                                    fmt, progress, self.qemu_img)
+                                    fmt, progress, self._sizes_of(disk)[0], self.qemu_img)
         self.shell.write_text(folder + "/" + CHECKPOINT_FILE, "%s\n%s\n" % (name, active.made_at))
         active.copied.add(disk.key)
         return files
@@ -312,12 +312,16 @@ class LibvirtHost(LocalKvmHost):
     def disk_files(self, descriptor_path: str) -> List[str]:
         return [descriptor_path]
 
+    def _sizes_of(self, disk: Disk) -> Tuple[int, int]:
+        """qemuimg.sizes of the disk's image, asked once per load_vm."""
+        if disk.path not in self._sizes:
+            self._sizes[disk.path] = qemuimg.sizes(qemuimg.info(self.shell, disk.path, self.qemu_img))
+        return self._sizes[disk.path]
+
     def bytes_needed(self, disk: Disk, fmt: str) -> int:
         """From one `qemu-img info` per image and load_vm: the pre-flight asks for each disk twice
         (its need in the format, its size for the progress), seconds apart."""
-        if disk.path not in self._sizes:
-            self._sizes[disk.path] = qemuimg.sizes(qemuimg.info(self.shell, disk.path, self.qemu_img))
-        virtual, allocated = self._sizes[disk.path]
+        virtual, allocated = self._sizes_of(disk)
         spec = qemuimg.FORMATS.get(fmt)
         return virtual if spec is None or spec.thick else min(allocated, virtual) or virtual
 

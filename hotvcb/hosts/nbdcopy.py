@@ -20,7 +20,7 @@ from typing import Callable, List, Optional, Tuple
 from ..errors import CopyError, HostError
 from ..shell import Shell
 from . import qemuimg
-from .. import lazyre
+from .. import copysilence, lazyre
 
 Range = Tuple[int, int]  # (offset, length) in bytes
 QEMU_IO = "qemu-io"
@@ -97,7 +97,9 @@ def copy_incremental(shell: Shell, socket: str, export: str, ranges: List[Range]
             argv = [qemu_io, "-C", "-f", "qcow2"]
             for offset, length in batch:
                 argv += ["-c", "read %d %d" % (offset, length)]
-            result = shell.run(argv + [out], timeout=None, idle_timeout=1800, on_output=watch)
+            # a line per read; stdio may hold a pipe's worth (4 KiB, some 60 lines) back
+            silence = copysilence.between(READ_MAX * 64)
+            result = shell.run(argv + [out], timeout=None, idle_timeout=silence, on_output=watch)
             copied = len(_READ_DONE.findall(result.output))
             if result.returncode != 0 or copied != len(batch):
                 raise CopyError(out, "qemu-io copied %d of %d ranges: %s"

@@ -321,8 +321,8 @@ class QemuHost(LocalKvmHost):
         change nothing visible cannot make the copy inconsistent, and the VM's QEMU, which holds the image,
         lets no other process take a write lock on it (a second writer is refused by QEMU's lock, not ours)."""
         src_format = self._formats.get(disk.path) or qemuimg.info(self.shell, disk.path, self.qemu_img)[0].format
-        return qemuimg.copy_to(self.shell, disk, disk.path, src_format, dst, fmt, progress, self.qemu_img,
-                               force_share=True)
+        return qemuimg.copy_to(self.shell, disk, disk.path, src_format, dst, fmt, progress, self._sizes_of(disk)[0],
+                               self.qemu_img, force_share=True)
 
     def disk_files(self, descriptor_path: str) -> List[str]:
         if not descriptor_path.lower().endswith(".vmdk"):
@@ -331,13 +331,16 @@ class QemuHost(LocalKvmHost):
         desc = vmdk.parse(self.shell.read_text(descriptor_path))
         return [descriptor_path] + [folder + "/" + e.filename for e in desc.extents]
 
+    def _sizes_of(self, disk: Disk) -> Tuple[int, int]:
+        """(virtual size, bytes allocated) of the disk's chain: as load_vm read them, else asked of qemu-img."""
+        return self._sizes.get(disk.path) or local_sizes(qemuimg.info(self.shell, disk.path, self.qemu_img))
+
     def bytes_needed(self, disk: Disk, fmt: str) -> int:
         """Thick formats take the virtual size; a qcow2 copy what `qemu-img measure` says it takes (the chain's
         data and qcow2's own tables: the data alone fell short of what the copy wrote); the others what the
         chain has allocated, or for a qcow2 (which may be compressed: its file is then a fraction of the data
         any copy writes) its data's size."""
-        virtual, allocated = self._sizes.get(disk.path) or local_sizes(
-            qemuimg.info(self.shell, disk.path, self.qemu_img))
+        virtual, allocated = self._sizes_of(disk)
         spec = qemuimg.FORMATS.get(fmt)
         if spec is None or spec.thick:
             return virtual

@@ -16,10 +16,10 @@ import re
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Set, Tuple
 
-from .. import vmdk
+from .. import copysilence, vmdk
 from ..errors import CommandFailed, CopyError, HostError
 from ..model import Disk
-from ..shell import Shell
+from ..shell import Completed, OutputCallback, Shell
 from .. import lazyre
 
 QEMU_IMG = "qemu-img"
@@ -176,10 +176,19 @@ def output_path(shell: Shell, disk: Disk, dst: str, spec: OutputFormat) -> str:
     raise HostError("%s: no free name for the copy of %s after %d tries" % (folder, disk.path, NAME_TRIES))
 
 
+def convert(shell: Shell, argv: List[str], capacity: int, on_output: Optional[OutputCallback] = None) -> Completed:
+    """Run a convert_argv tethered (tether.py), bounded by its silence: `-p` reports whole percents only,
+    so the silence allowed grows with `capacity`, the image's virtual size (copysilence)."""
+    from .. import tether  # ctypes: for the copies, not every ESXi command that reads a backup
+    return tether.run(shell, argv, timeout=None, idle_timeout=copysilence.allowed(capacity), on_output=on_output)
+
+
 def copy_to(shell: Shell, disk: Disk, src: str, src_format: str, dst: str, fmt: str,
-            progress: Optional[Callable[[int], None]], qemu_img: str = QEMU_IMG, force_share: bool = False) -> List[str]:
-    """qemu-img convert of `src` to dst's folder, the file named by dst's stem and fmt's extension;
-    the names of the files written, the disk file first. `force_share`: as convert_argv's.
+            progress: Optional[Callable[[int], None]], capacity: int, qemu_img: str = QEMU_IMG,
+            force_share: bool = False) -> List[str]:
+    """qemu-img convert of `src` (`capacity` bytes: its virtual size) to dst's folder, the file named by dst's
+    stem and fmt's extension; the names of the files written, the disk file first. `force_share`: as
+    convert_argv's.
 
     qemu-img runs tethered (tether.py): killed with hotvcb, it would go on reading the image under
     our overlay, and the next run could not commit that overlay (qemu-img holds the image's lock).
@@ -199,10 +208,9 @@ def copy_to(shell: Shell, disk: Disk, src: str, src_format: str, dst: str, fmt: 
         if pct is not None and progress is not None:
             progress(pct)
 
-    from .. import tether  # ctypes: for the copies, not every ESXi command that reads a backup
     before = set(shell.listdir(folder))
     try:
-        result = tether.run(shell, argv, timeout=None, idle_timeout=1800, on_output=watch)
+        result = convert(shell, argv, capacity, watch)
         if result.returncode != 0:
             raise CopyError(disk.path, error_line(result.output), out)
         made = set(shell.listdir(folder)) - before

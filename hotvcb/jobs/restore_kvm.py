@@ -35,7 +35,7 @@ import shutil
 from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Set
 
-from .. import interrupt, tether, tmpwork
+from .. import interrupt, tmpwork
 from ..convert import domain_xml
 from ..convert.firmware import ovmf
 from ..convert.machine import ConvertError, Machine, renamed
@@ -243,7 +243,8 @@ class KvmRestore:
 
         argv = qemuimg.convert_argv(self.reads[src], src_fmt, dst, spec, self.qemu_img)
         try:  # tethered: a SIGKILLed restore must not leave qemu-img writing on
-            out = tether.run(self.shell, argv, timeout=None, idle_timeout=1800, on_output=watch)
+            capacity = qemuimg.sizes(qemuimg.info(self.shell, self.reads[src], self.qemu_img))[0]
+            out = qemuimg.convert(self.shell, argv, capacity, watch)
         except HostError as err:
             raise KvmRestoreError(str(err)) from err
         if out.returncode != 0:

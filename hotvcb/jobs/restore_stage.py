@@ -60,7 +60,6 @@ def bytes_needed(shell: Shell, found: "Found", disk_format: str) -> int:
 def stage(shell: Shell, found: "Found", dest: str, log, qemu_img: str = qemuimg.QEMU_IMG) -> None:
     """Fill dest with `<target dev>.vmdk` per disk and `<VM>.vmx`; raise HostError on failure (HotvcbError for
     a VMDK disk qemu-img would read at another size than its descriptor gives: qemu_vmdk.py)."""
-    from .. import tether  # ctypes: only a KVM backup's restore to ESXi converts, every restore imports this
     from ..convert.domain_to_vmx import vmx_from_machine
     m = found.machine
     names = []  # type: List[str]
@@ -72,8 +71,9 @@ def stage(shell: Shell, found: "Found", dest: str, log, qemu_img: str = qemuimg.
         try:
             source = d.source if d.fmt != "vmdk" else qemu_vmdk.opened(shell, d.source, work, qemu_img)
             argv = qemuimg.convert_argv(source, d.fmt, dest + "/" + name, STAGED, qemu_img)
+            capacity = qemuimg.sizes(qemuimg.info(shell, d.source, qemu_img))[0]  # as bytes_needed read it
             try:
-                out = tether.run(shell, argv, timeout=None, idle_timeout=1800)  # a SIGKILLed restore ends it too
+                out = qemuimg.convert(shell, argv, capacity)  # tethered: a SIGKILLed restore ends it too
             except HostError as err:
                 raise HostError(NO_QEMU_IMG % err) from err
         finally:

@@ -18,6 +18,10 @@ samples crontab-root_01 / local-sh_01 in esxi-samples):
 
 Everything we add is marked ``# hotvcb:<job>``; the boot block re-adds the line only
 when it is not there yet (``grep -qxF``), so running local.sh twice gives one line.
+crond is restarted at boot once, by one ``# hotvcb-crond`` block below every job's block: a
+restart in each job's block (the format before) let the next block's ``kill`` read the pid file
+before the crond just started had written it, leaving two crond that ran every job twice a night.
+`install` moves blocks of that format to this one.
 """
 
 import os
@@ -121,7 +125,8 @@ class EsxiScheduler:
             crontab = self._read(CRONTAB)
             before = self._read_optional(boot)
             try:
-                self._write(boot, _with_block(before, job.name, self._boot_block(job.name, line), boot))
+                self._write(boot, _with_block(before, job.name, self._boot_block(job.name, line), boot,
+                                              self._restart_block()))
                 self._write(CRONTAB, _without_job(crontab, job.name) + [line])
             except HostError:  # the boot file too: written in place, a full ramdisk may have cut it short
                 self._put_back(boot, before)
@@ -155,6 +160,8 @@ class EsxiScheduler:
             stripped = lines
             for name in names:
                 stripped = _without_block(stripped, name)
+            if not _blocks(stripped):  # the last job gone: its crond restart too
+                stripped = _without_restart(stripped)
             if stripped != lines:
                 found.update(names)
                 self._write(boot, stripped)
@@ -212,13 +219,21 @@ class EsxiScheduler:
 
     # -- persistence ---------------------------------------------------------
     def _boot_block(self, job: str, line: str) -> List[str]:
+        """Puts the job's line back; crond reads it when `_restart_block`, below every job's block, restarts it."""
         crontab, quoted = CRONTAB, shell_line([line])
         return [
             "%s begin: added by `hotvcb schedule install`, removed by `hotvcb schedule remove --job %s`" % (_tag(job), job),
-            "/bin/kill $(cat %s) 2>/dev/null" % CROND_PID,
             "grep -qxF %s %s || printf '%%s\\n' %s >> %s" % (quoted, crontab, quoted, crontab),
-            "%s crond" % self.busybox(),
             "%s end" % _tag(job),
+        ]
+
+    def _restart_block(self) -> List[str]:
+        """One crond restart for all jobs, after their lines are back (the ESXi way: KB 2043564)."""
+        return [
+            "%s begin: restarts crond once, after every hotvcb job's line above is back" % RESTART_TAG,
+            KILL_CROND,
+            "%s crond" % self.busybox(),
+            "%s end" % RESTART_TAG,
         ]
 
     def _persist(self) -> None:
@@ -315,6 +330,10 @@ def on_ramdisk(path: str) -> bool:
     return not (path.startswith(DATASTORES) or os.path.realpath(path).startswith(DATASTORES))
 
 
+RESTART_TAG = "# hotvcb-crond"  # not `# hotvcb:<name>`: no job's block
+KILL_CROND = "/bin/kill $(cat %s) 2>/dev/null" % CROND_PID
+
+
 def _tag(job: str) -> str:
     return "# hotvcb:%s" % job
 
@@ -352,10 +371,50 @@ def _block_end(lines: List[str], begin: int, job: str) -> int:
 
 
 def _is_body(ln: str) -> bool:
-    """A line only `_boot_block` writes."""
-    return (ln == "/bin/kill $(cat %s) 2>/dev/null" % CROND_PID
-            or (ln.startswith("grep -qxF ") and ln.endswith(" >> %s" % CRONTAB))
-            or ln in ("%s crond" % BUSYBOX_7, "%s crond" % BUSYBOX_OLD))
+    """A line only `_boot_block` writes (or wrote: the kill and start of a job block of the format before)."""
+    return _restarts(ln) or (ln.startswith("grep -qxF ") and ln.endswith(" >> %s" % CRONTAB))
+
+
+def _restarts(ln: str) -> bool:
+    """A line of a crond restart we wrote."""
+    return ln == KILL_CROND or ln in ("%s crond" % BUSYBOX_7, "%s crond" % BUSYBOX_OLD)
+
+
+def _migrated(lines: List[str]) -> List[str]:
+    """`lines` with the crond restart taken out of every job block of the format before (each block restarted
+    crond itself), so that only the one restart block restarts it."""
+    out = []  # type: List[str]
+    inside = None  # type: Optional[int]
+    for i, ln in enumerate(lines):
+        m = _MARK.match(ln)
+        if m and m.group(2) == "begin":
+            inside = _block_end(lines, i, m.group(1))
+        elif inside is not None and i >= inside:
+            inside = None
+        if inside is not None and _restarts(ln):
+            continue
+        out.append(ln)
+    return out
+
+
+def _without_restart(lines: List[str]) -> List[str]:
+    """`lines` without the crond restart block and the blank line we put after it (without its end marker,
+    deleted as a stray comment, only the restart lines we write count as the block)."""
+    out = []  # type: List[str]
+    i = 0
+    while i < len(lines):
+        if not lines[i].startswith(RESTART_TAG + " begin"):
+            out.append(lines[i])
+            i += 1
+            continue
+        i += 1
+        while i < len(lines) and _restarts(lines[i]):
+            i += 1
+        if i < len(lines) and lines[i] == RESTART_TAG + " end":
+            i += 1
+        if i < len(lines) and lines[i] == "":
+            i += 1
+    return out
 
 
 def _blocks(lines: List[str]) -> "dict":
@@ -411,14 +470,15 @@ def _final_exit(lines: List[str]) -> Optional[int]:
     return exits[-1]
 
 
-def _with_block(lines: Optional[List[str]], job: str, block: List[str], path: str) -> List[str]:
+def _with_block(lines: Optional[List[str]], job: str, block: List[str], path: str, restart: List[str]) -> List[str]:
     """Our block (replacing an older one) above the script's final top-level `exit` line (local.sh's `exit 0`,
     an admin's in rc.local, `exit 0  # end` too: anything below it never runs at boot), else at the end;
-    followed by a blank line."""
+    then the crond restart block (moved there): below every job block that runs at boot; each followed by a
+    blank line. Blocks of the format before lose their own restart (`_migrated`)."""
     if lines is None:
         lines = ["#!/bin/sh"] if path == LOCAL_SH else ["#! /bin/ash"]
-    lines = _without_block(lines, job)
+    lines = _migrated(_without_restart(_without_block(lines, job)))
     at = _final_exit(lines)
     if at is not None:
-        return lines[:at] + block + [""] + lines[at:]
-    return lines + block + [""]
+        return lines[:at] + block + [""] + restart + [""] + lines[at:]
+    return lines + block + [""] + restart + [""]
