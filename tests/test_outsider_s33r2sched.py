@@ -68,10 +68,6 @@ def _vixie_days(dom, dow, year=2027):
     return out
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "`*/N` day of month is written `1-31/N` in the Linux crontab too: with a day of week, vixie/cronie "
-    "then run on either day (OR), not both (AND)"
-))
 def test_every_other_monday_in_a_linux_crontab_runs_on_the_days_linux_cron_reads(fake_crontab, qemu_site):  # noqa: F811
     """Round 1's fix for ESXi's crond (`*/2` in the day of month written `1-31/2`) is applied to the Linux crontab
     line too. The admin of a Linux box schedules `--cron "0 2 */2 * 1"`: in vixie cron and cronie a day-of-month
@@ -91,10 +87,6 @@ def test_every_other_monday_in_a_linux_crontab_runs_on_the_days_linux_cron_reads
 
 
 # -- 2. the user's schedule lock lives in the shared /tmp ---------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "a user's schedule lock is a predictable file in the shared /tmp: another user who creates it first "
-    "locks that user out of install/remove for good"
-))
 @AS_ROOT
 def test_another_user_cannot_lock_a_user_out_of_their_schedule():
     """A service user (uid 1000) keeps its backup job in its own crontab. Any other local user can create
@@ -138,10 +130,6 @@ def _lock_out(tmp_path):
 
 
 # -- 3. moving a job to systemd where systemd cannot enable the timer ---------------------------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "install --systemd takes the job out of the crontab even when systemd could not enable the timer: the"
-    " job then runs nowhere"
-))
 def test_moving_a_job_to_a_timer_that_is_never_enabled_keeps_the_crontab_job(fake_crontab, qemu_site, tmp_path,
                                                                              monkeypatch):  # noqa: F811
     """The job runs nightly from root's crontab. The admin tries `schedule install --systemd --job nightly` on a box
@@ -186,10 +174,6 @@ JOB = ["--", "-f", "/vmfs/volumes/ds1/vms to back up", "-g", "/vmfs/volumes/ds1/
 
 
 # -- 4. local.sh's final exit, indented ---------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "an indented final `exit` with nothing closing below it is top-level, yet the boot block goes below "
-    "it and show says it survives a reboot"
-))
 @ESXI_ROOT
 def test_a_local_sh_ending_in_an_indented_exit_keeps_the_job_after_a_reboot(esxi):
     """The admin's local.sh (edited with an editor that indents, or pasted from a KB article) ends with its own
@@ -214,10 +198,6 @@ def test_a_local_sh_ending_in_an_indented_exit_keeps_the_job_after_a_reboot(esxi
 
 
 # -- 5. the ramdisk warning and a link on the ramdisk -------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "the ramdisk warning judges a link by its target: a link on the ramdisk to a pyz on a datastore, "
-    "which the job's line runs, is not warned about"
-))
 @ESXI_ROOT
 def test_a_pyz_started_through_a_link_on_the_ramdisk_is_warned_about(esxi, tmp_path):
     """The admin keeps hotvcb.pyz on datastore ds1 and, for short commands, linked it into a folder of the in-memory
@@ -251,10 +231,6 @@ def test_control_a_pyz_copied_to_the_ramdisk_is_warned_about(esxi, tmp_path):
 
 
 # -- 6. the crontab's own write fails on a full ramdisk ------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "a crontab write that fails (ramdisk full) leaves root's crontab cut mid-line (a half hotvcb command,"
-    " no marker); only the boot file is put back"
-))
 @ESXI_ROOT
 def test_an_install_that_fails_writing_the_crontab_leaves_the_crontab_as_it_was(esxi):
     """operations.md (round 1's fix): "when either cannot be written (the ramdisk full, a folder read-only)
@@ -286,10 +262,6 @@ if cmp -s $D/before $C/root; then echo SAME; else echo CHANGED; tail -c 300 $C/r
 
 
 # -- 7. a --log folder on the ramdisk -------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "no ramdisk warning for a --log in a folder on ESXi's ramdisk: after a reboot `>> LOG` fails and the "
-    "job never starts"
-))
 @ESXI_ROOT
 def test_a_log_in_a_folder_on_the_ramdisk_is_warned_about(esxi, tmp_path):
     """The admin wants the job's log beside their other notes, in a folder of ESXi's in-memory root:
@@ -310,10 +282,6 @@ def test_a_log_in_a_folder_on_the_ramdisk_is_warned_about(esxi, tmp_path):
 
 # -- 8. the same user, two temp folders: two locks ------------------------------------------------------------------------
 @AS_ROOT
-@pytest.mark.xfail(strict=True, reason=(
-    "a user's schedule lock is named from TMPDIR: two installs by the same user with different TMPDIRs "
-    "(pam_tmpdir's login vs. cron) do not exclude each other, one job is lost"
-))
 def test_two_installs_of_one_user_with_different_temp_folders_keep_both_jobs():
     """The service user `backup` (uid 1000) keeps its jobs in its own crontab. On a Debian box with libpam-tmpdir
     its login shell has TMPDIR=/tmp/user/1000, while its configuration-management run (started by cron or a
@@ -388,8 +356,6 @@ def _two_temp_folders(top, tmps):
 
 # -- 9. a here-document at local.sh's end ----------------------------------------------------------------------------------
 @ESXI_ROOT
-@pytest.mark.xfail(strict=True, reason="an `exit 0` at column 0 inside a here-document is taken for local.sh's final exit: "
-                                       "the boot block is written into the document, never run at boot")
 def test_a_local_sh_writing_a_script_with_a_here_document_keeps_the_job_after_a_reboot(esxi):
     """ESXi's root is rebuilt at every boot, so admins let local.sh write their helper scripts anew: the admin's
     local.sh (its `exit 0` taken out long ago, which operations.md allows: "with no top-level exit ... the block

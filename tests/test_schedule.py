@@ -13,7 +13,7 @@ import pytest
 from cronsite import fake_crontab, qemu_site  # noqa: F401  (the fixtures)
 
 from hotvcb import schedule
-from hotvcb.errors import UsageError
+from hotvcb.errors import HostError, UsageError
 from hotvcb.schedule import cron, esxi, linux
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -726,3 +726,48 @@ def test_cli_install_shows_relative_paths_as_written_and_installs_them_absolute(
     assert done.returncode == 0, done.stderr
     assert "--qemu %s backup -f %s -g %s >> %s 2>&1" % (qmp, tmp_path / "vms", conf, tmp_path / "job.log") \
         in fake_crontab.read_text()
+
+
+def test_esxi_crond_that_does_not_start_again_is_said_to_stop_every_job(host):
+    """The old crond is stopped before the new one starts: a `busybox crond` that fails leaves the host with no
+    crond at all, and the error says so (every cron job of the host stops, not only hotvcb's), with the fix."""
+    (host / "usr/lib/vmware/busybox/bin/busybox").write_text("#!/bin/sh\necho 'crond: cannot start' >&2\nexit 1\n")
+    sched = esxi.EsxiScheduler(str(host), version=(8, 0, 1))
+    with pytest.raises(HostError) as err:
+        sched.restart_crond()
+    assert "NO cron job of this host runs" in str(err.value)
+    assert "/usr/lib/vmware/busybox/bin/busybox crond" in str(err.value)
+
+
+@pytest.mark.parametrize("expr", ["0 2 */2 * 1", "0 2 1 * */2", "0 2 */3 * mon-fri"])
+def test_an_expression_esxi_crond_reads_otherwise_than_linux_cron_is_refused_for_esxi(expr):
+    """busybox crond runs a line whose day of month and day of week are both restricted when either matches;
+    Linux cron, with one of them starting with `*`, when both do: refused for ESXi, kept as written for Linux."""
+    with pytest.raises(UsageError, match="ESXi's crond cannot run it"):
+        cron.parse(expr, busybox=True)
+    assert cron.parse(expr).text.split()[2] == expr.split()[2]
+
+
+@pytest.mark.parametrize("expr, esxi_text", [
+    ("0 2 */2 * *", "0 2 1-31/2 * *"),  # busybox's `*` would start at day 0
+    ("0 2 */1 * 1", "0 2 */1 * 1"),  # a `*/1` fills busybox's day 0 as `*` does: both drop it, Mondays
+    ("0 2 1-31/2 * 1", "0 2 1-31/2 * 1"),  # either, on both
+    ("0 2 1,15 * 5", "0 2 1,15 * 5"),
+])
+def test_the_day_of_month_step_is_rewritten_for_esxi_only(expr, esxi_text):
+    assert cron.parse(expr, busybox=True).text == esxi_text
+    assert cron.parse(expr).text == expr
+
+
+def test_an_indented_final_exit_is_the_scripts_end_and_a_here_document_is_no_code():
+    """An `exit` with no fi/done/esac/} below it is top-level, indented or not; an `exit 0` inside a here-document
+    is text (its `}` too); a guard's indented exit above a `fi` is not the end."""
+    block = ["# hotvcb:n begin", "x", "# hotvcb:n end"]
+    indented = ["#!/bin/sh", "echo mine", "    exit 0"]
+    assert esxi._with_block(indented, "n", block, esxi.LOCAL_SH)[-1] == "    exit 0"
+    assert esxi.unreached(indented + block) == ["n"] and esxi.unreached(block + indented) == []
+    heredoc = ["#!/bin/sh", "cat > /etc/hook.sh <<'EOF'", "f() {", "exit 0", "}", "EOF", "chmod +x /etc/hook.sh"]
+    assert esxi._with_block(heredoc, "n", block, esxi.LOCAL_SH)[-4:] == block + [""]
+    assert esxi.unreached(heredoc + block) == []
+    assert esxi._final_exit(["cat <<-E", "\texit 0", "\tE", "exit 0"]) == 3
+    assert esxi._final_exit(["if [ -f /tmp/m ]; then", "  exit 0", "fi"]) is None

@@ -140,7 +140,7 @@ def run_install(args) -> int:
     on_esxi = _on_esxi(args)
     if args.job is not None:
         schedule.check_job_name(args.job)  # a bad name is refused before the slower checks
-    expr = cron.parse(args.cron).text
+    expr = cron.parse(args.cron, busybox=on_esxi).text
     if args.systemd:
         cron.to_oncalendar(expr)  # a form a timer cannot express is refused before the slower checks
     target, rest, parsed = job_command(args)
@@ -161,7 +161,7 @@ def run_install(args) -> int:
         _check_log(log, given=bool(args.log))
     job = schedule.Job(name, expr, argv, log, schedule.carried_env())
     if on_esxi:
-        _warn_ramdisk(parsed)
+        _warn_ramdisk(parsed, log)
     others = [] if target.ssh is None else _jobs_of_host(sched, on_esxi, name, target.ssh.destination,
                                                           target.ssh.port)
     now = {_host_key(target.ssh.destination, target.ssh.port)} if target.ssh else set()
@@ -174,7 +174,7 @@ def run_install(args) -> int:
         if on_esxi:
             say("persisted in %s (re-added and crond restarted at boot)" % sched.boot_file())
     if not on_esxi:
-        _take_from_other(args, name)
+        _take_from_other(args, name, sched)
     if dropped:  # `--job NAME` of another host's job: that host has lost its nightly backup
         _warn("job %s backed up %s until now and backs up %s from now on: %s no longer backed up by it "
               "(give each host a job of its own: --job another name, or none for the host's own)" % (
@@ -190,10 +190,16 @@ def run_install(args) -> int:
     return 0
 
 
-def _warn_ramdisk(parsed) -> None:
+def _warn_ramdisk(parsed, log: Optional[str]) -> None:
     """ESXi: the program and the files the job reads each night, where they lie on the in-memory root (a pyz
     tried out of /tmp, then scheduled from there): local.sh puts the line back after a reboot, and it then
-    runs a file that is gone, every night, into a log no one reads."""
+    runs a file that is gone, every night, into a log no one reads. The log's folder too, unless the image
+    makes it at boot (esxi.BOOT_FOLDERS): gone, cron's `>> LOG` fails and the backup never starts."""
+    folder = os.path.dirname(log) if log else None
+    if folder and folder not in esxi.BOOT_FOLDERS and esxi.on_ramdisk(folder):
+        _warn("the job's log %s is in a folder on ESXi's ramdisk, not on a datastore (%s...): after a reboot the "
+              "folder is gone, the line's `>> LOG` fails and the backup never starts, every night, with no log; "
+              "give --log a file on a datastore" % (log, esxi.DATASTORES))
     program = schedule.running_pyz() or schedule.source_root()
     inputs = [program] + [getattr(parsed, dest, None) for dest in ("vm_list", "exclude", "global_conf", "confdir")]
     for path in [schedule.absolute(p) for p in inputs if p]:
@@ -246,15 +252,21 @@ def _jobs_elsewhere(args, job: Optional[str]) -> List[str]:
         return []
 
 
-def _take_from_other(args, name: str) -> None:
+def _take_from_other(args, name: str, sched) -> None:
     """After an install, the same job taken out of the other scheduler (moved from the crontab to a timer,
     or back): left there, both started the backup every night, one failing on the run lock or, minutes
     apart, the two rotating the kept backups away twice as fast. A user's crontab job leaves the timer of
-    the same name, root's (it may be another job), alone: said, not done."""
+    the same name, root's (it may be another job), alone: said, not done. A timer not known to be enabled
+    (systemd not running here, systemctl missing: only warned about) leaves the crontab's job where it is:
+    taken out, the job ran nowhere while install said it ran from the timer."""
     if not _jobs_elsewhere(args, name):
         return
     other, remove = _other_name(args, name), "hotvcb schedule remove%s --job %s" % ("" if args.systemd else " --systemd",
                                                                                        name)
+    if args.systemd and sched.enabled(name) is not True:
+        _warn("job %s stays in %s too: its timer is not enabled here; once it is (`systemctl enable --now %s.timer`), "
+              "both run it: then take it out with `%s`" % (name, other, linux.unit_name(name), remove))
+        return
     if not args.systemd and os.geteuid() != 0:
         _warn("job %s is also installed as root's %s: both run it; remove one (as root: `%s`)" % (name, other, remove))
         return

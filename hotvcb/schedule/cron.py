@@ -57,8 +57,9 @@ class CronExpr(NamedTuple):
     restricted: Tuple[bool, ...]  # field is not a bare "*"
 
 
-def parse(expr: str) -> CronExpr:
-    """Check a cron expression; raise UsageError naming the bad field."""
+def parse(expr: str, busybox: bool = False) -> CronExpr:
+    """Check a cron expression; raise UsageError naming the bad field. `busybox`: the text is for ESXi's crond
+    (busybox), written so that it reads it as Linux cron does, or refused where it cannot be (_same_days)."""
     text = " ".join(expr.split())
     if text.startswith("@"):
         if text == "@reboot":
@@ -75,7 +76,7 @@ def parse(expr: str) -> CronExpr:
     values = []
     restricted = tuple(p != "*" for p in parts)
     for i, (field, part) in enumerate(zip(_FIELDS, parts)):
-        found, parts[i] = _expand(field, part, expr)
+        found, parts[i] = _expand(field, part, expr, busybox)
         if field.name == "day of week" and 7 in found:
             # busybox crond (ESXi) knows days 0-6 only: write Sunday as 0
             found.discard(7)
@@ -84,6 +85,8 @@ def parse(expr: str) -> CronExpr:
         values.append(tuple(sorted(found)))
     if restricted[2] and not _widens(text.split(" ")[4], values[4]):
         _date_comes(values[2], values[3], expr, set(values[4]) == set(range(7)))
+    if busybox:
+        _same_days(text.split(" "), parts, values, expr)
     return CronExpr(" ".join(parts), tuple(values), restricted)
 
 
@@ -113,13 +116,43 @@ def _date_comes(days: Sequence[int], months: Sequence[int], expr: str, every_wee
                          ", ".join(str(_LONGEST[m - 1]) for m in months), how))
 
 
-def _expand(field: _Field, part: str, expr: str) -> Tuple[Set[int], str]:
+def _same_days(given: List[str], written: List[str], values: Sequence[Sequence[int]], expr: str) -> None:
+    """UsageError where busybox crond (ESXi) would run the `written` line on other days than Linux cron runs the
+    `given` expression. Linux (vixie cron, cronie: a field whose text starts with `*` sets DOM_STAR/DOW_STAR)
+    needs both the day of month and the day of week to match when either field starts with `*`, else either.
+    busybox (crond.c FixDayDow) knows no `*` text: a field filling all its slots (day of month: only `*`, `*/1`
+    fill its slot 0) is dropped, and with both left either matches. So `0 2 */2 * 1` (odd days that are
+    Mondays on Linux) ran on every odd day and every Monday on ESXi; no busybox line says "both"."""
+    dom, dow = set(values[2]), set(values[4])
+    dom_used = not any(item in ("*", "*/1") for item in written[2].split(","))
+    dow_used = dow != set(range(7))
+
+    def busybox_runs(day: int, weekday: int) -> bool:
+        if dom_used and dow_used:
+            return day in dom or weekday in dow
+        return (day in dom or not dom_used) and (weekday in dow or not dow_used)
+
+    both = given[2].startswith("*") or given[4].startswith("*")
+    for day in range(1, 32):
+        for weekday in range(7):
+            linux = (day in dom and weekday in dow) if both else (day in dom or weekday in dow)
+            if linux != busybox_runs(day, weekday):
+                raise UsageError(
+                    "cron expression %r: ESXi's crond cannot run it on the days it means: there a day of month "
+                    "and a day of week both given run the job when EITHER matches, while a field starting with "
+                    "`*` (as here) means on Linux that BOTH must; name the days of month without `*` (e.g. "
+                    "1-31/2) for either, or give one of the two fields as `*`" % expr)
+
+
+def _expand(field: _Field, part: str, expr: str, busybox: bool = False) -> Tuple[Set[int], str]:
     """The field's values, and the field as it goes into a crontab, written where busybox crond (ESXi) would
     read it otherwise than vixie cron and cronie (and this check) do; both read a range alike:
     * a step from a single start, `5/15`, written `5-59/15`: busybox's ParseField collapses a single number
       to a one-value range before it reads the step (minute 5 alone: once an hour, not four times);
-    * a day-of-month step from `*`, `*/2`, written `1-31/2`: busybox's `*` there starts at slot 0 of its
-      32 (0..31), so `*/2` ran on days 2, 4, ..., 30, while Linux cron runs days 1, 3, ..., 31."""
+    * for busybox only, a day-of-month step from `*`, `*/2`, written `1-31/2`: busybox's `*` there starts at
+      slot 0 of its 32 (0..31), so `*/2` ran on days 2, 4, ..., 30, while Linux cron runs days 1, 3, ..., 31.
+      Not in a Linux crontab: there a field starting with `*` makes a day of week given too a condition both
+      must meet (_same_days), and `1-31/2` one either may."""
     def bad(why: str) -> UsageError:
         return UsageError("cron expression %r: %s field %r %s" % (expr, field.name, part, why))
 
@@ -135,7 +168,7 @@ def _expand(field: _Field, part: str, expr: str) -> Tuple[Set[int], str]:
             step = given
         if base == "*":
             lo, hi = field.low, field.high
-            if step_text and field.name == "day of month":
+            if busybox and step > 1 and field.name == "day of month":
                 item = "%d-%d/%d" % (lo, hi, step)
         elif "-" in base:
             a, _, b = base.partition("-")

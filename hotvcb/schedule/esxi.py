@@ -127,7 +127,7 @@ class EsxiScheduler:
             try:
                 self._write(boot, _with_block(before, job.name, self._boot_block(job.name, line), boot,
                                               self._restart_block()))
-                self._write(CRONTAB, _without_job(crontab, job.name) + [line])
+                self._replace(CRONTAB, _without_job(crontab, job.name) + [line])
             except HostError:  # the boot file too: written in place, a full ramdisk may have cut it short
                 self._put_back(boot, before)
                 raise
@@ -151,7 +151,7 @@ class EsxiScheduler:
             else:
                 kept.append(ln)
         if kept != crontab:
-            self._write(CRONTAB, kept)
+            self._replace(CRONTAB, kept)
         for boot in (LOCAL_SH, RC_LOCAL):
             lines = self._read_optional(boot)
             if lines is None:
@@ -196,7 +196,8 @@ class EsxiScheduler:
         return pid is not None and alive(pid)
 
     def restart_crond(self, wait: float = 5.0) -> None:
-        """The ESXi way (`kill $(cat /var/run/crond.pid)`; `busybox crond`), with argument lists."""
+        """The ESXi way (`kill $(cat /var/run/crond.pid)`; `busybox crond`), with argument lists. A new crond
+        that does not start leaves the host with none: the error says that every cron job stopped."""
         pid = self.crond_pid()
         if pid is not None:
             try:
@@ -215,7 +216,11 @@ class EsxiScheduler:
         else:
             if pid is not None:
                 self.warn("crond (pid %d) did not stop within %ds; starting a new one anyway" % (pid, wait))
-        self.shell.run([self.p(self.busybox()), "crond"], timeout=30).check()
+        try:
+            self.shell.run([self.p(self.busybox()), "crond"], timeout=30).check()
+        except HostError as err:  # the old crond is stopped: said so, not only that a command failed
+            raise HostError("crond did not start again (%s): NO cron job of this host runs until it does; start "
+                            "it with `%s crond`" % (err, self.busybox())) from err
 
     # -- persistence ---------------------------------------------------------
     def _boot_block(self, job: str, line: str) -> List[str]:
@@ -304,6 +309,25 @@ class EsxiScheduler:
             self.warn("could not put %s back as it was (%s): its block for this job re-adds the job at boot"
                       % (path, getattr(err, "strerror", None) or err))
 
+    def _replace(self, path: str, lines: List[str]) -> None:
+        """The crontab written whole to a file beside it, then renamed over it (its mode kept): written in
+        place, a full ramdisk cut root's table mid-line, a half command crond ran each night. The new file's
+        name holds a `.`, which busybox crond's scan of the folder skips (no user is named so)."""
+        real = self.p(path)
+        new = os.path.join(os.path.dirname(real), ".%s.hotvcb-new" % os.path.basename(real))
+        try:
+            mode = os.stat(real).st_mode & 0o7777
+            with open(new, "w", encoding="utf-8", errors="surrogateescape", newline="") as f:
+                os.fchmod(f.fileno(), mode)
+                f.write("".join(ln + "\n" for ln in lines))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(new, real)
+        except OSError as err:
+            if os.path.lexists(new):
+                os.remove(new)
+            raise HostError("cannot write %s: %s" % (path, err.strerror)) from err
+
     def _write(self, path: str, lines: List[str]) -> None:
         """In place, keeping inode, owner and mode (auto-backup.sh keys on local.sh's sticky bit)."""
         real = self.p(path)
@@ -320,14 +344,19 @@ class EsxiScheduler:
 
 
 DATASTORES = "/vmfs/volumes/"
+# folders of the in-memory root ESXi's image makes at every boot: a job's log in one is lost, its folder is not
+BOOT_FOLDERS = ("/tmp", "/var/log", "/var/tmp")
 
 
 def on_ramdisk(path: str) -> bool:
     """Whether `path` lies outside every datastore, on ESXi's in-memory root (/tmp, /etc, /opt, ...), which
     a reboot builds anew from the image: a job's line comes back at boot (local.sh), the program or
     config it names does not. /bootbank, /store, /locker and a /scratch on a datastore are links into
-    /vmfs/volumes, so they count as kept."""
-    return not (path.startswith(DATASTORES) or os.path.realpath(path).startswith(DATASTORES))
+    /vmfs/volumes, so a path through them counts as kept. Both the path's own entry (its folder resolved, not
+    itself) and what it resolves to must lie on a datastore: a link made in a ramdisk folder to a pyz on ds1,
+    run by the job's line, is gone after a reboot as a copy there is."""
+    entry = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+    return not all(p.startswith(DATASTORES) for p in (entry, os.path.realpath(path)))
 
 
 RESTART_TAG = "# hotvcb-crond"  # not `# hotvcb:<name>`: no job's block
@@ -344,12 +373,17 @@ def _without_job(lines: List[str], job: str) -> List[str]:
 
 _MARK = re.compile(r"^# hotvcb:([A-Za-z0-9][A-Za-z0-9_.-]*) (begin|end)\b")
 # `exit 0`, `exit`, `exit $?` (the last command's status), any `exit N`, also ended by `;` (a habit from C) or with a
-# comment, at column 0: where the script ends. An indented one is taken for a conditional exit (a guard's
-# `if ...; then exit 0; fi`, a `die()` helper's), which ends no script: parsing sh is not worth it, so the
-# rule is that simple, and where it cannot be sure the block goes at the end (below).
-_EXIT = re.compile(r"^exit(\s+([0-9]+|\$\?))?\s*(;\s*)?(#.*)?$")
+# comment: where the script ends when it stands at the top level. At column 0 it is taken to; an indented one
+# only when no line below closes an if/loop/case/group (_CLOSER): it then cannot sit inside one (a final
+# `    exit 0` of an editor that indents), while above a `fi` it may be a guard's `if ...; then exit 0; fi`
+# or a `die()` helper's, which ends no script. Parsing sh is not worth it, so the rule is that simple, and
+# where it cannot be sure the block goes at the end (below). Here-document bodies are text, not commands
+# (_code): an `exit 0` in a script local.sh writes with `cat > /etc/hook.sh <<'EOF'` ends nothing.
+_EXIT = re.compile(r"^(\s*)exit(\s+([0-9]+|\$\?))?\s*(;\s*)?(#.*)?$")
 # a line closing an if/loop/case/brace group: an `exit` above it (even at column 0) may be a conditional one
 _CLOSER = re.compile(r"^\s*(fi|done|esac|\}|;;)(\s|;|$)")
+# a here-document's `<<WORD`, `<<-WORD`, `<< 'WORD'`, `<<"WORD"`, `<<\WORD` (not `<<<`, nor `$((1<<2))`)
+_HEREDOC = re.compile(r"(?<!<)<<(-?)[ \t]*\\?(['\"]?)([A-Za-z_][A-Za-z0-9_.-]*)\2")
 
 
 def _block_end(lines: List[str], begin: int, job: str) -> int:
@@ -433,16 +467,35 @@ def _blocks(lines: List[str]) -> "dict":
 
 
 def unreached(lines: List[str]) -> List[str]:
-    """Jobs whose boot block sits below a top-level `exit` line: the shell may leave the script before reaching
-    them (said for one under a column-0 exit inside an unindented `if` too: where in doubt, `show` warns)."""
-    out = []
-    gone = False
-    for ln in lines:
-        m = _MARK.match(ln)
-        if gone and m and m.group(2) == "begin":
-            out.append(m.group(1))
-        gone = gone or bool(_EXIT.match(ln))
+    """Jobs whose boot block sits below a top-level `exit` line (_EXIT): the shell may leave the script before
+    reaching them (said for one under a column-0 exit inside an unindented `if` too: where in doubt, `show`
+    warns)."""
+    final = _final_exit(lines)
+    top = [i for i in _exits(lines) if lines[i] == lines[i].lstrip()] + ([] if final is None else [final])
+    first = min(top, default=len(lines))
+    return [m.group(1) for m in (_MARK.match(ln) for ln in lines[first + 1:]) if m and m.group(2) == "begin"]
+
+
+def _code(lines: List[str]) -> List[int]:
+    """Indexes of the lines the shell reads as commands: all but the bodies of here-documents (and their
+    end lines). A here-document never ended runs to the end of the script, as in sh."""
+    out = []  # type: List[int]
+    ends = []  # type: List[Tuple[str, bool]]  # (word, tabs stripped) of the documents still open
+    for i, ln in enumerate(lines):
+        if ends:
+            word, tabs = ends[0]
+            if (ln.lstrip("\t") if tabs else ln) == word:
+                ends.pop(0)
+            continue
+        out.append(i)
+        if not ln.lstrip().startswith("#"):
+            ends = [(m.group(3), m.group(1) == "-") for m in _HEREDOC.finditer(ln)]
     return out
+
+
+def _exits(lines: List[str]) -> List[int]:
+    """Indexes of the `exit` lines (_EXIT) among the commands (_code)."""
+    return [i for i in _code(lines) if _EXIT.match(lines[i])]
 
 
 def _without_block(lines: List[str], job: str) -> List[str]:
@@ -462,10 +515,10 @@ def _without_block(lines: List[str], job: str) -> List[str]:
 
 
 def _final_exit(lines: List[str]) -> Optional[int]:
-    """Index of the top-level `exit` that ends the script: the last one, unless something after it closes an
-    if/loop/case/group (it may then sit inside one: not sure, so None)."""
-    exits = [i for i, ln in enumerate(lines) if _EXIT.match(ln)]
-    if not exits or any(_CLOSER.match(ln) for ln in lines[exits[-1] + 1:]):
+    """Index of the top-level `exit` that ends the script: the last one (_EXIT: indented or not), unless a
+    command after it closes an if/loop/case/group (it may then sit inside one: not sure, so None)."""
+    exits = _exits(lines)
+    if not exits or any(_CLOSER.match(lines[i]) for i in _code(lines) if i > exits[-1]):
         return None
     return exits[-1]
 
