@@ -85,7 +85,7 @@ def test_registered_template_fails_every_backup_of_all(host, tmp_path):
     r = hotvcb(host, "backup", "-a", "-g", write_conf(host), "-w", str(tmp_path / "work"))
     text = r.stdout + r.stderr
     assert sealed(host, "web"), text[-1500:]
-    assert r.returncode == 0 and "invalid" not in text and "tpl is a template" in text, text[-1500:]
+    assert r.returncode == 0 and "invalid" not in text and "the template tpl (" in text, text[-1500:]
     r = hotvcb(host, "backup", "-m", "tpl", "-g", write_conf(host), "-w", str(tmp_path / "work"))
     text = r.stdout + r.stderr
     assert r.returncode != 0 and "'tpl' is a template" in text and "no VM named" not in text, text[-1500:]

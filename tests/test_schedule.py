@@ -764,10 +764,11 @@ def test_an_indented_final_exit_is_the_scripts_end_and_a_here_document_is_no_cod
     is text (its `}` too); a guard's indented exit above a `fi` is not the end."""
     block = ["# hotvcb:n begin", "x", "# hotvcb:n end"]
     indented = ["#!/bin/sh", "echo mine", "    exit 0"]
-    assert esxi._with_block(indented, "n", block, esxi.LOCAL_SH)[-1] == "    exit 0"
+    restart = ["# hotvcb-crond begin", "y", "# hotvcb-crond end"]
+    assert esxi._with_block(indented, "n", block, esxi.LOCAL_SH, restart)[-1] == "    exit 0"
     assert esxi.unreached(indented + block) == ["n"] and esxi.unreached(block + indented) == []
     heredoc = ["#!/bin/sh", "cat > /etc/hook.sh <<'EOF'", "f() {", "exit 0", "}", "EOF", "chmod +x /etc/hook.sh"]
-    assert esxi._with_block(heredoc, "n", block, esxi.LOCAL_SH)[-4:] == block + [""]
+    assert esxi._with_block(heredoc, "n", block, esxi.LOCAL_SH, restart)[-8:] == block + [""] + restart + [""]
     assert esxi.unreached(heredoc + block) == []
     assert esxi._final_exit(["cat <<-E", "\texit 0", "\tE", "exit 0"]) == 3
     assert esxi._final_exit(["if [ -f /tmp/m ]; then", "  exit 0", "fi"]) is None
