@@ -96,7 +96,7 @@ def test_the_tally_counts_room_per_datastore_and_folders_by_path():
     from hotvcb.jobs.restore_tally import Tally
     from hotvcb.restorefile import RestoreRequest
 
-    tally = Tally()
+    tally = Tally(lambda path: path)  # the host's resolution: here, paths as written
     req = RestoreRequest("/b", "/vmfs/volumes/ds5", "thin", "a", where="f:1")
     tally.hold(req, "/vmfs/volumes/ds5/a", 3 << 20)
     assert "f:1 restores first" in tally.taken("/vmfs/volumes/ds5/a") and tally.taken("/vmfs/volumes/ds6/a") is None
