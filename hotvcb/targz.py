@@ -197,7 +197,8 @@ class ArchiveView:
         """`texts`: False for the members' names and sizes alone (health's look for a disk another backup
         holds), no member read."""
         self.root = path
-        small = (".vmx", ".vmsd", ".vmdk", ".json") + STATUS_FILES  # .vmsd: a kept snapshot tree's
+        # .vmsd: a kept snapshot tree's; .xml: a libvirt backup's domain (a dry run's restore to KVM reads it)
+        small = (".vmx", ".vmsd", ".vmdk", ".json", ".xml") + STATUS_FILES
         self.top, members, self.texts = scan(path, wanted=(lambda r: r.endswith(small),) if texts else (),
                                              opener=opener)
         self.sizes = {m.rel: m.size for m in members}

@@ -185,11 +185,16 @@ def staging_room(repo: Repository, snap: Snapshot, disk_format: str) -> int:
     disk's whole size; its files again, each disk's descriptor and checked copy, the restore's own
     files: restore_plan), as the folder restore's own check counts it once the backup is staged. Asked
     before staging, so a datastore too small is refused untouched, not filled to its last block first."""
-    staged_bytes = written(repo, snap) + PAGE
+    return written(repo, snap) + PAGE + restored_room(repo, snap, disk_format)
+
+
+def restored_room(repo: Repository, snap: Snapshot, disk_format: str) -> int:
+    """The VM's part of staging_room: what stays on the target once the staged backup is removed (a dry
+    run's tally holds it for the lines after, not the staged copy)."""
     if disk_format in ("thin", "2gbsparse"):
-        return 2 * staged_bytes
+        return written(repo, snap) + PAGE
     thick = sum(in_pages(d["size"]) for d in snap.disks) + sum(in_pages(f["size"]) for f in snap.files)
-    return staged_bytes + thick + PAGE * (2 * len(snap.disks) + OWN_FILES)
+    return thick + PAGE * (2 * len(snap.disks) + OWN_FILES)
 
 
 def _no_parent(to: str, parent: str) -> str:

@@ -229,7 +229,7 @@ def _restore(job: RestoreJob, req: RestoreRequest, log, dry_run: bool) -> Option
             log.dryrun("ROOM: needs up to %s, %s free" % (human_size(needed), "unknown" if free is None
                                                            else human_size(free)))
             log.info("Dry run for %s: every check passed, nothing changed" % (req.new_name or snap.vm))
-            job.tally.hold(req, final, needed)
+            job.tally.hold(req, final, repo_cmd.restored_room(repo, snap, req.disk_format))  # the staged copy goes
             return RestoreResult(req, "ok")
         early = job.ask_early()  # beside the staging: the host's answers are ready when its pre-checks run
         try:
@@ -255,9 +255,9 @@ def _final(done: int, failed: int, partial: int, dry_run: bool, left_off: int = 
     --power-on left powered off (their original runs, or the host refused: restore_write.power_on), each
     named in the log: not what was asked, nor failed (the VM is there; restoring it again would meet its
     folder), so a warning as well; a dry run counts those it would leave off (restore_write.say_power_on),
-    says so, and stays a dry run's success (exit 0: nothing was wrong with what it checked)."""
+    says so, and exits the code the real run would (README: a check before the real run must not read as OK)."""
     if dry_run and failed == 0 and left_off:
-        return "OK, only a dryrun, but %d VM(s) would be left powered off (see above)." % left_off, 0
+        return "WARNING: DRY RUN: %d VM(s) would be left powered off (see above); nothing was changed" % left_off, 3
     buts = [what for n, what in ((partial, "some disk(s) were not in the backup and are left disconnected"),
                                  (left_off, "%d VM(s) were left powered off (see above)" % left_off)) if n]
     if failed == 0 and buts:

@@ -8,7 +8,6 @@ ghettoVCB's run did ("some disk(s) failed", exit 3), so that cron wrappers and
 EMAIL_ALERT hear of a disk that is in no backup.
 """
 
-from dataclasses import replace
 from typing import Any, Dict, List, Tuple
 
 from ..model import VmResult
@@ -36,12 +35,13 @@ def final_status(results: List[VmResult], dry_run: bool = False) -> Tuple[str, i
     if not done:
         return "ERROR: No VMs backed up!", NONE
     if dry_run:
-        # a disk no snapshot can copy, or one the real run's copy refuses, is a problem the real run exits 3 or
-        # more on; what a dry run only warns of (a dead run's snapshot it would remove) is not
-        found = [r for r in done if r.status != "ok" or r.skipped_disks]
+        # a disk no snapshot can copy, one the real run's copy refuses, a VM warning (one needing consolidation)
+        # are problems the real run exits 3 or more on; what a dry run only notes (a VM that may need
+        # consolidation once a dead run's snapshot is removed first) is logged, never a VM warning (preflight)
+        found = [r for r in done if shown(r) != "ok"]
         if not found:
             return "OK, only a dryrun.", DRYRUN
-        return dry_run_found(found, done, final_status([replace(r, warnings=[]) for r in results])[1])
+        return dry_run_found(found, done, final_status(results)[1])
     if not errors and not warns:
         return "All VMs backed up OK!", OK
     if len(errors) == len(done):

@@ -191,7 +191,9 @@ def check(host: Hypervisor, s: Settings, log, space: SpaceLedger, vm: Vm, disks:
     needed = 0 if s.vm_backup_repository else sum(host.bytes_needed(d, fmt) for d in disks)
     # each disk's size for the copy's progress, read now while the driver has the descriptors
     plan = Plan(needed, {d.key: host.bytes_needed(d, "eagerzeroedthick") for d in disks})
-    if unconsolidated:  # backed up as allowed, and named: a cold backup has no removal of ours to warn of it
+    if unconsolidated and pending:  # a dry run's note: the real run removes the dead run's snapshot first
+        log.warning("%s %s (once the leftover snapshot is removed, the real run asks again)" % (vm.name, unconsolidated))
+    elif unconsolidated:  # backed up as allowed, and named: a cold backup has no removal of ours to warn of it
         plan.warnings.append("%s %s" % (vm.name, unconsolidated))
     if s.backup_snapshot_tree and [x for x in snaps if not is_ours(x)]:
         # every chain of the tree is checked now: a missing delta fails the VM before any change; a dry run

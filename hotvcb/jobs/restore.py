@@ -79,7 +79,7 @@ class RestoreJob:
         self.records = restore_scratch.on_host(self.shell, host.run_dir)  # one heartbeat for all requests
         self._reclaimed = set()  # type: Set[str]  # datastore roots already swept
         self.swept = set()  # type: Set[str]  # folders a dry run's sweep would remove: its plan takes them as gone
-        self.tally = Tally()  # a dry run's: what the requests before would take, there for the next one's plan
+        self.tally = Tally(self.shell.realpath)  # a dry run's: what the requests before would take, there for the next one's plan
 
     def reclaim(self, target: str) -> None:
         """Remove what restores that provably died (kill -9, a dropped SSH session) left on the target's
@@ -214,10 +214,10 @@ class _Restore:
         # the plan's warnings (a disk restored disconnected, ...) are said once the backup passes the checks
         # made before writing: a backup refused is refused in one line, nothing said of how it would come back
         if archive is not None:
-            restore_room.check_unpack_room(req, archive, source, free, plan)
+            by_digests = restore_room.check_unpack_room(req, archive, source, free, plan, job.verify)
+            if job.verify and (job.dry_run or by_digests):  # the room's count proved before anything is unpacked
+                restore_check.verify_gz_now(shell, req, self.log, source)
             if job.dry_run:
-                if job.verify:
-                    restore_check.verify_gz_now(shell, req, self.log, source)
                 self._say(plan)
                 restore_room.check_room(req, self.log, plan)
                 self._print_plan(plan, compressed)
@@ -269,10 +269,10 @@ class _Restore:
         taken = self.job.tally.taken(folder)
         if taken is not None:
             raise RestoreError(taken)
-        restore_room.check_staged_room(shell, req, kvm, folder, free)
+        kept = restore_room.check_staged_room(shell, req, kvm, folder, free)
         if self.job.dry_run:
             print_staged(self.log, req, backup, kvm, folder)
-            self.job.tally.hold(req, folder, 0)  # the staged VMDKs go once cloned: the VM's room is the plan's
+            self.job.tally.hold(req, folder, kept)  # the staged VMDKs go once cloned: the VM stays
             return
         dest = self.job.records.make(req.target)
         self.extract_dir = dest  # from here on, `run` removes it
@@ -304,7 +304,7 @@ class _Restore:
         """A dry run's plan, and what --power-on would do (a VM kept off beside its running original)."""
         print_plan(self.log, self.req, plan, compressed, self.job.verbose)
         if self.job.power_on:
-            self.result.left_off = restore_write.say_power_on(self.host, self.log, plan)
+            self.result.left_off = restore_write.say_power_on(self.host, self.log, plan, self.job.tally)
 
     def _register(self, plan: Plan) -> None:
         """registered [-> powered on]: a VM left off (its original runs, the host refused) is restored all the

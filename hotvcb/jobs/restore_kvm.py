@@ -35,7 +35,7 @@ import shutil
 from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Set
 
-from .. import interrupt, tmpwork
+from .. import interrupt, targz, tmpwork
 from ..convert import domain_xml
 from ..convert.firmware import ovmf
 from ..convert.machine import ConvertError, Machine, renamed
@@ -43,8 +43,8 @@ from ..convert.qemu_argv import qemu_argv, start_script
 from ..errors import HostError, HotvcbError
 from ..hosts import qemuimg
 from ..runid import machine_id
-from ..shell import Shell
-from ..store import layout
+from ..shell import FileReader, Shell
+from ..store import datasize, layout
 from ..units import human_size, need_and_free
 from . import backup_check, qemu_vmdk, restore_scratch, restore_sweep
 from .machine_of import Found, machine_of
@@ -131,16 +131,23 @@ class KvmRestore:
         restore_sweep.sweep(self.shell, [req.target], self.log, self.records.run(), self.dry_run, swept)
         if not self.dry_run:
             tmpwork.sweep(WORK_PREFIX)
+        view = None  # type: Optional[targz.ArchiveView]  # a .gz's dry run: planned from the archive as it is
+        fs = self.shell  # type: FileReader
         if archive:  # checked as it is, then unpacked beside the target (never next to the backups)
             self._verify(backup)
             if self.dry_run:
                 self.log.dryrun("RESTORE TO KVM: %s would be unpacked in %s and restored" % (backup, req.target))
-                return KvmResult("", "", "", "")
-            self.unpacked = self.records.make(req.target)
-            backup = backup_check.unpack(self.shell, backup, self.unpacked, self.log.info)
-        found = machine_of(self.shell, backup, req.disk_bus, req.nic_model)
+                view = fs = targz.ArchiveView(backup)
+                if self.verify:  # its block digests proved by the checks just passed (datasize.list_differs)
+                    datasize.measure(view)
+                backup = view.root
+            else:
+                self.unpacked = self.records.make(req.target)
+                backup = backup_check.unpack(self.shell, backup, self.unpacked, self.log.info)
+        found = machine_of(fs, backup, req.disk_bus, req.nic_model)
         m = found.machine
-        backup_check.require_whole(self.shell, m, self.qemu_img)
+        if view is None:  # a qcow2's header: read by qemu-img, which reads no archive (none in a VMware backup)
+            backup_check.require_whole(self.shell, m, self.qemu_img)
         unusable = None if req.name is not None else layout.unusable_name(m.name, own=True)
         if unusable is not None:  # a given name was refused before anything else
             raise KvmRestoreError(unusable)
@@ -154,6 +161,10 @@ class KvmRestore:
             self._verify(backup)
         for note in m.notes:
             self.log.warning("%s: %s" % (m.name, note))
+        if view is not None:
+            self._check_unpack_room(view, m, req, folder)
+            self._print_plan(found, req, folder)
+            return KvmResult(m.name, folder, "", "")
         self.work = tmpwork.make(WORK_PREFIX)
         for i, d in enumerate(m.disks):  # before anything is written: a disk qemu would misread is refused
             self.reads[d.source] = d.source if d.fmt != "vmdk" else qemu_vmdk.opened(
@@ -178,6 +189,16 @@ class KvmRestore:
         for d in m.disks:
             virtual, allocated = qemuimg.sizes(qemuimg.info(self.shell, self.reads[d.source], self.qemu_img))
             needed += min(virtual, allocated) if req.fmt == "qcow2" else virtual  # raw: an upper bound
+        self._require_room(needed, m, req, folder)
+
+    def _check_unpack_room(self, view: "targz.ArchiveView", m: Machine, req: KvmRequest, folder: str) -> None:
+        """A .gz's dry run: the archive unpacked in the target folder (its data), then its disks converted
+        beside it: a qcow2 takes at most their data again, a raw image their whole size. Counted from the
+        archive, as the real run counts the unpacked copy once it is there."""
+        unpacked = sum(view.unpacked_size(view.root + "/" + rel) for rel in view.sizes)
+        self._require_room(unpacked + (unpacked if req.fmt == "qcow2" else sum(view.sizes.values())), m, req, folder)
+
+    def _require_room(self, needed: int, m: Machine, req: KvmRequest, folder: str) -> None:
         st = os.statvfs(req.target)
         free = st.f_bavail * st.f_frsize
         if needed > free:

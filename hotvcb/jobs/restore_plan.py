@@ -192,6 +192,9 @@ class Planner:
         if self.req.new_name is None:  # a given one was refused before the restore began
             require_usable_name(name, given=False)
         warnings += self._name_taken(name)
+        unbackable = layout.too_long(name)
+        if unbackable is not None:  # restored all the same (ESXi takes it), but the admin learns it now
+            warnings.append("%s: no backup of it can be made under this name: %s" % (name, unbackable))
         fname = layout.datastore_folder(name)
         folder = self.req.target + "/" + fname
         temp = folder + RESTORING

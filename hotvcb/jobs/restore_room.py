@@ -48,22 +48,34 @@ def backup_around(target: str) -> Optional[str]:
     return None
 
 
-def check_unpack_room(req: RestoreRequest, view: ArchiveView, gz: str, free: Optional[int], plan: Plan) -> None:
+def check_unpack_room(req: RestoreRequest, view: ArchiveView, gz: str, free: Optional[int], plan: Plan,
+                      verified: bool) -> bool:
     """The archive unpacked and the VM cloned beside it: its content once, then the restored VM (`plan`,
     as planned from the archive: a thick format's disks take their whole capacity), or its content again
     where that is more. Checked before unpacking, so the dry run refuses what the real run would only refuse
-    once it had unpacked."""
+    once it had unpacked. Returns whether it fits only by the data the manifest's block digests locate
+    (datasize.measure): those the archive's checksums must prove before it is unpacked (`verified`: they
+    will be; under --no-verify the members count whole, as for a ghettoVCB archive)."""
     size = sum(view.unpacked_size(view.root + "/" + rel) for rel in view.sizes)
     needed = size + max(size, plan.needed)
-    if free is not None and needed > free:
-        need, room = need_and_free(needed, free)
-        raise RestoreError("%s needs up to %s to unpack and restore on %s, only %s free" % (gz, need, req.target, room))
+    whole = sum(view.sizes.values())
+    if free is None or whole + max(whole, plan.needed) <= free:
+        return False
+    if needed > free or not verified:
+        need, room = need_and_free(needed if needed > free else whole + max(whole, plan.needed), free)
+        raise RestoreError("%s needs up to %s to unpack and restore on %s, only %s free%s" % (
+            gz, need, req.target, room, "" if needed > free else " (counted whole: the smaller count by the data "
+            "its manifest's block digests locate needs them proved by its checksums, which --no-verify skips)"))
+    return True
 
 
 def check_staged_room(shell: Shell, req: RestoreRequest, kvm: "restore_stage.Found", folder: str,
-                      free: Optional[int]) -> None:
-    """A KVM backup's disks are staged on the target as VMDKs, then restored beside them."""
-    check_staging_room(req, folder, "the staged VMDKs", restore_stage.bytes_needed(shell, kvm, req.disk_format), free)
+                      free: Optional[int]) -> int:
+    """A KVM backup's disks are staged on the target as VMDKs, then restored beside them. Returns the room
+    the VM keeps once the staged VMDKs are removed (what a dry run's tally holds for the lines after)."""
+    staged, restored = restore_stage.bytes_needed(shell, kvm, req.disk_format)
+    check_staging_room(req, folder, "the staged VMDKs", staged + restored, free)
+    return restored
 
 
 def check_staging_room(req: RestoreRequest, what: str, staged: str, needed: int, free: Optional[int]) -> None:

@@ -47,12 +47,13 @@ from typing import Callable, Optional, Set
 from ..errors import HostError, HotvcbError
 from ..runid import RunId, host_id
 from ..shell import Shell
+from ..store import layout
 from ..store.lock import HEARTBEAT
 from .. import lazyre
 
 # here, not in restore_plan.py which makes the folder: `cleanup` would import the planner (backup checks,
-# conversions: ~15 ms) for this one name
-RESTORING = ".hotvcb-restoring"
+# conversions: ~15 ms) for this one name; layout's, which refuses a name too long for it (unusable_name)
+RESTORING = layout.RESTORING
 PREFIX = ".hotvcb-extract-"
 RECORD = ".owner"  # appended to the folder's name, at the datastore's root
 OWN_FILES = 2  # a restore's own files beside a folder it fills, for its room check: the record, a write's temp

@@ -12,7 +12,7 @@ test machine's; a real ESXi host has none, and the error says so. It dies
 with hotvcb (tether.py), as restore --kvm's conversion does.
 """
 
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, List, Optional, Tuple
 
 from .. import interrupt
 from ..errors import HostError
@@ -43,18 +43,20 @@ def kvm_machine(fs: FileReader, backup: str) -> "Optional[Found]":
     return found if found.kind in ("libvirt", "qemu") else None
 
 
-def bytes_needed(shell: Shell, found: "Found", disk_format: str) -> int:
-    """Room for the staged VMDKs (holes kept) and the restored disks in disk_format, together; a
-    qcow2 standing on anything but an incremental's base beside it is refused."""
-    total = 0
+def bytes_needed(shell: Shell, found: "Found", disk_format: str) -> Tuple[int, int]:
+    """Room for the staged VMDKs (holes kept) and for the restored disks in disk_format: (staged, restored),
+    apart because the staged ones go once cloned; a qcow2 standing on anything but an incremental's base
+    beside it is refused."""
+    total_staged = total_restored = 0
     for d in found.machine.disks:
         layers = qemuimg.info(shell, d.source)
         if d.fmt == "qcow2" and layers and layers[0].backing_filename:  # qemu-img would read it as the disk
             backup_check.require_base_beside(shell, d.source)
         virtual, allocated = qemuimg.sizes(layers)
         staged = min(virtual, allocated)
-        total += staged + (staged if disk_format in ("thin", "2gbsparse") else virtual)
-    return total
+        total_staged += staged
+        total_restored += staged if disk_format in ("thin", "2gbsparse") else virtual
+    return total_staged, total_restored
 
 
 def stage(shell: Shell, found: "Found", dest: str, log, qemu_img: str = qemuimg.QEMU_IMG) -> None:

@@ -9,7 +9,7 @@ and, if asked, powered on. Claiming the folder, the rename that completes it
 and removing it on failure are restore.py's.
 """
 
-from typing import Callable, List, Optional, Set, Tuple
+from typing import Callable, List, Optional, Sequence, Set, Tuple
 
 from .. import interrupt, vmdk
 from ..errors import HostError, HotvcbError, Interrupted
@@ -22,6 +22,7 @@ from ..vmx import MAX_SIZE, VmxFile
 from . import backup_check, restore_copy, restore_tree
 from .restore_check import Checking, damaged
 from .restore_plan import DiskCopy, Plan, RestoreError
+from .restore_tally import Tally
 from .vmx_identity import identity
 
 CHECKED = ".hotvcb-checked"  # holds the checked descriptors a clone reads, in the unfinished VM folder (_checked)
@@ -253,12 +254,15 @@ def power_on(host: Hypervisor, log, plan: Plan, vmid: str) -> str:
     return ""
 
 
-def say_power_on(host: Hypervisor, log, plan: Plan) -> str:
+def say_power_on(host: Hypervisor, log, plan: Plan, tally: Tally) -> str:
     """A dry run's word on --power-on: what power_on would do now, so the admin checking at night is not
-    told only at 3 a.m. that the VM stays off. Returns why it would be left off, or ""."""
-    clash = _clash(host, plan, "")
+    told only at 3 a.m. that the VM stays off; beside the VMs the lines before would power on (`tally`:
+    the real run finds them running, and a second copy keeping one static MAC stays off). Returns why it
+    would be left off, or ""."""
+    clash = _clash(host, plan, "", tally.running)
     if not clash:
         log.dryrun("POWER ON: %s, once registered" % plan.name)
+        tally.powered_on(plan.name, identity(VmxFile(plan.vmx_text)))
         return ""
     why = "%s would be registered but left powered off: %s (%s)" % (plan.name, clash, _beside(plan))
     log.warning(why)
@@ -273,14 +277,16 @@ def _beside(plan: Plan) -> str:
     return "restore with --name NEW for a copy that can run beside the original"
 
 
-def _clash(host: Hypervisor, plan: Plan, vmid: str) -> str:
+def _clash(host: Hypervisor, plan: Plan, vmid: str, planned: Sequence[Tuple[str, Set[str]]] = ()) -> str:
     """Why the restored VM must not run now, or "": a restore keeping the backup's identity beside a
     VM of its name or identity that is not powered off; a copy keeping a static MAC address (the
-    admin's, vmx_identity.py) beside a VM running with it (the copy's name is no clash: its own)."""
+    admin's, vmx_identity.py) beside a VM running with it (the copy's name is no clash: its own).
+    `planned`: (name, identity) of the VMs a dry run's lines before would power on."""
     own = identity(VmxFile(plan.vmx_text))  # a copy's: the static MAC addresses it keeps
     if plan.copy and not own:
         return ""
-    running = _running_twin(host, None if plan.copy else plan.name, own, vmid)
+    name = None if plan.copy else plan.name
+    running = _running_twin(host, name, own, vmid) or _planned_twin(name, own, planned)
     if running is None:
         return ""
     which, state, shared = running
@@ -311,6 +317,16 @@ def _running_twin(host: Hypervisor, name: Optional[str], own: Set[str],
             return which, "may run (its power state cannot be read: %s)" % err, shared
         if state != "off":
             return which, "is powered on" if state == "on" else "is " + state, shared
+    return None
+
+
+def _planned_twin(name: Optional[str], own: Set[str],
+                  planned: Sequence[Tuple[str, Set[str]]]) -> Optional[Tuple[str, str, str]]:
+    """_running_twin's answer for a VM a dry run's line before would power on."""
+    for other, theirs in planned:
+        shared = "" if other == name else ", ".join(sorted(own & theirs))
+        if other == name or shared:
+            return "VM %s (restored by a line before)" % other, "would be powered on", shared
     return None
 
 

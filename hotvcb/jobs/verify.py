@@ -38,7 +38,7 @@ from .. import qcow2, targz
 from ..errors import HostError
 from ..shell import FileReader, Shell
 from ..vmx import MAX_SIZE as VMX_MAX
-from ..store import ghettovcb_health, health, layout, manifest, sidecar
+from ..store import datasize, ghettovcb_health, health, layout, manifest, sidecar
 
 # Files a backup folder holds besides the ones the manifest lists.
 BOOKKEEPING = (manifest.MANIFEST,) + layout.STATUS_FILES
@@ -250,6 +250,9 @@ def _check_gz(shell: Shell, path: str) -> VerifyResult:
                                                 ".gz (unpack the archive and verify the folder)"))
             continue
         problem = compare(rel, files[rel], digests[rel])
+        if problem is None and datasize.list_differs(files[rel], digests[rel].blocks, digests[rel].block_size):
+            problem = Problem(rel, "its data is intact, but the manifest's block digest list does not match it (the "
+                                   "list a restore counts the room of the unpacked archive by)")
         if problem is not None:
             result.problems.append(problem)
     for m in members:

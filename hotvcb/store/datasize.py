@@ -31,6 +31,17 @@ def measure(view: "ArchiveView") -> None:
             view.data[rel] = _written(entry.get("blocks"), size, CHUNK)
 
 
+def list_differs(entry: Any, blocks: str, block_size: int) -> bool:
+    """Whether a manifest entry's block digest list (what `measure` counts room by) differs from `blocks`, the
+    list the member's data gives as its checksum is verified: the checksum (sha256_of_blocks) proves the data,
+    never the list beside it, so a list that lies (bit rot, an edit) would pass and let an unpack fill the
+    datastore. Only a list of the width and block size that was computed is compared."""
+    listed = entry.get("blocks") if isinstance(entry, dict) else None
+    if not isinstance(listed, dict) or not blocks or listed.get("size") != block_size or listed.get("hex") != BLOCK_HEX:
+        return False
+    return listed.get("digests") != blocks
+
+
 def _written(blocks: Any, size: int, chunk: int) -> int:
     """The bytes of the `chunk`-sized pieces of a file of `size` that hold a block of data by its digests."""
     if not isinstance(blocks, dict):

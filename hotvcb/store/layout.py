@@ -143,12 +143,24 @@ def unusable_name(name: str, own: bool = False) -> Optional[str]:
     datastore_folder's escape in the folder but the name itself in vSphere and libvirt; NUL ends the name
     in C; "", "." and ".." are no folder of their own; a control character or line separator
     (control_character)."""
-    why = backup_unnameable(name) or ("it holds '/'" if "/" in name else None)
+    why = backup_unnameable(name) or ("it holds '/'" if "/" in name else None) or _unrestorable_length(name)
     if why is None:
         return None
     return "%r cannot be the restored VM's name: %s%s" % (
         name, why, " (the backup's own name): restore it under a new name (--name, or a restore file's 4th field)"
         if own else "")
+
+
+def _unrestorable_length(name: str) -> Optional[str]:
+    """Why a restored VM's folder cannot be made for the name's length, or None: the restore writes it as
+    `<VM>.hotvcb-restoring` first, and a name past NAME_MAX bytes fails there ("File name too long") after
+    every check, a dry run's too, had passed."""
+    size = len(folder_name(name).encode("utf-8", "replace"))
+    if size + len(RESTORING) <= NAME_MAX:
+        return None
+    return "its name is %d bytes in UTF-8 as its folder writes it, and the restore writes the folder as `<VM>%s` " \
+           "first: %d bytes, past the %d a folder name may have (a name of at most %d bytes fits)" % (
+               size, RESTORING, size + len(RESTORING), NAME_MAX, NAME_MAX - len(RESTORING))
 
 
 def backup_unnameable(name: str) -> Optional[str]:
@@ -162,6 +174,7 @@ def backup_unnameable(name: str) -> Optional[str]:
 
 
 NAME_MAX = 255  # bytes of one folder name on VMFS, NFS and Linux file systems
+RESTORING = ".hotvcb-restoring"  # a restore's VM folder until complete (jobs/restore_scratch.py)
 _LONGEST = "-" + "2026-01-01_00-00-00" + max((PARTIAL, DELETING, ".gz"), key=len)  # the longest name a backup takes
 
 
