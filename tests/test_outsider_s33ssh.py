@@ -20,7 +20,7 @@ import subprocess
 
 import pytest
 
-from simhost import REPO, needs_root, ours, sealed, write_conf
+from simhost import REPO, VOLUME, needs_root, ours, sealed, write_conf
 from sshd import needs_sshd
 from sshsite import replace_host_python, site  # noqa: F401  (the fixture)
 
@@ -68,6 +68,7 @@ def test_key_files_in_folders_with_percent_or_quote_are_used_as_given(host, site
     and quote the value for ssh), or the path refused naming the character."""
     host.create_vm("web", "datastore1", [{"size": "1M"}], power="on")
     conf = write_conf(host)
+    os.makedirs(host.real(VOLUME), exist_ok=True)  # `list` of a volume not there exits 1 saying so
     where = tmp_path / folder
     where.mkdir()
     shutil.copy(site.sshd.known_hosts, str(where / "known_hosts"))
@@ -203,6 +204,7 @@ def test_a_long_tmpdir_does_not_stop_every_connection(host, site, tmp_path):
     """A TMPDIR of 90 characters (a per-job temp folder of a CI runner or a scheduler) made every connection
     fail: the master's socket path is longer than a Unix socket may be. The socket goes to /tmp then."""
     conf = write_conf(host)
+    os.makedirs(host.real(VOLUME), exist_ok=True)
     long_tmp = tmp_path / ("t" * 60) / ("u" * 30)
     long_tmp.mkdir(parents=True)
     r = _run(site, "list", "-g", conf, env={"TMPDIR": str(long_tmp)})
