@@ -266,7 +266,7 @@ class SshConnection:
             raise broken
         answer = sh.after_mark(out, mark)
         if answer is None:
-            raise HostError("%s on %s: %s" % (script.split()[0], self.target.destination, sh.not_begun(out)))
+            raise HostError("%s on %s: %s" % (script.split()[0], self.target.destination, sh.no_answer(out, mark)))
         return proc.returncode, answer, message
 
 

@@ -1,6 +1,6 @@
 """What the admin is told when SSH fails: a connection refused (an unknown or changed host key, a
-login refused, an --identity file ssh would not use), a connection lost mid-session, or the local ssh
-client killed. Each message names the problem from ssh's own words, never from what the remote command
+login refused, an --identity file ssh would not use or a public key no agent holds), a connection lost
+mid-session, or the local ssh client killed. Each message names the problem from ssh's own words, never from what the remote command
 printed (vmkfstools' progress is no reason a connection went), and says what to do where there is
 something to do.
 """
@@ -8,14 +8,15 @@ something to do.
 import signal
 from typing import TYPE_CHECKING
 
-from . import lazyre, sshscripts as sh
+from . import lazyre, sshfiles, sshscripts as sh
 from .errors import HostError
 
 if TYPE_CHECKING:
     from .sshconnection import SshTarget
 
 # what ssh says of an --identity file others may read (it then logs in without it, and its last line blames the
-# host); a missing or unreadable one, a folder or a public key are refused before ssh runs (sshfiles.py)
+# host); a missing or unreadable one or a folder is refused before ssh runs, a public key named if the login
+# fails (sshfiles.py)
 _IDENTITY_TOO_OPEN = lazyre.compile(r"Permissions ([0-7]+) for '(.+)' are too open")
 # what ssh itself says when a connection breaks; any other line of a session's output is the remote
 # command's (vmkfstools' `Clone: 5% done.`), never the reason the connection went
@@ -50,6 +51,7 @@ def connect_error(target: "SshTarget", message: str) -> str:
     detail = sh.last_line(message) or "ssh exited with an error"
     identity = _identity_problem(message)
     if "Permission denied" in message:
+        identity = (sshfiles.public_half(t.identity) if t.identity else "") or identity
         return ("SSH login to %s refused (%s): %s" % (t.destination, detail, identity or (
             "hotvcb logs in with a key, never a password; put the public key in "
             "/etc/ssh/keys-<user>/authorized_keys on ESXi and pass --identity FILE")))

@@ -21,7 +21,7 @@ import re
 import shlex
 import subprocess
 import tarfile
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from .errors import HostError
 
@@ -97,7 +97,8 @@ REALPATH = ('readlink -f -- "$1" 2>/dev/null && exit 0; '
             'd=$(readlink -f -- "$(dirname -- "$1")" 2>/dev/null) && '
             'echo "${d%/}/$(basename -- "$1")" && exit 0; echo "$1"')
 READ_MANY = 'tar -cf - -- "$@" 2>/dev/null; exit 0'  # those it can read; busybox tar too
-SHA256 = 'sha256sum -- "$1"'
+# its answer line starts with $2, a token of the call's own: a greeting line of 64 hex digits is not the digest
+SHA256 = 'd=$(sha256sum -- "$1") || exit $?; echo "$2 $d"'
 
 
 def join(argv: Sequence[str]) -> str:
@@ -113,28 +114,51 @@ def snippet(script: str, args: Sequence[str]) -> str:
 
 
 def new_mark() -> str:
-    """A token of one session's own, printed on the host before its command's output (`begun`)."""
-    return "hotvcb-output-begins-" + binascii.hexlify(os.urandom(8)).decode("ascii")
+    """A token of one session's own (128 random bits): printed on the host around its command's output (`begun`)."""
+    return binascii.hexlify(os.urandom(16)).decode("ascii")
+
+
+def _begin(mark: str) -> bytes:
+    return ("hotvcb-output-begins-" + mark).encode("ascii")
+
+
+def _end(mark: str) -> bytes:
+    """What follows a command's last byte: a line break of our own, then the end line (`begun`)."""
+    return ("\nhotvcb-output-ends-" + mark).encode("ascii")
 
 
 def begun(mark: str, remote: str) -> str:
-    """The command line `remote` with `mark` printed on a line of its own first. A host's login shell may print
-    a greeting on stdout before it runs any command (a banner echoed from .profile or .bashrc): what comes
-    before the mark is the shell's, what follows it the command's."""
-    return "echo %s; %s" % (mark, remote)
+    """The command line `remote` with `mark` printed on a line of its own before it and after it, keeping its
+    exit code. A host's login shell may print a greeting on stdout before it runs any command (a banner echoed
+    from .profile or .bashrc), and a farewell after it (an EXIT trap): what comes before the first mark is the
+    shell's, what follows the second as well, the command's answer is what lies between (byte for byte: the
+    line break before the end line is ours)."""
+    return "echo %s; %s; r=$?; echo; echo %s; exit $r" % (
+        _begin(mark).decode("ascii"), remote, _end(mark)[1:].decode("ascii"))
+
+
+def _answer_start(out: bytes, mark: str) -> int:
+    """Where the command's answer starts in `out` (past the begin line's line break), -1 if that is not there."""
+    at = out.find(_begin(mark))
+    line_end = out.find(b"\n", at) if at >= 0 else -1
+    return line_end + 1 if line_end >= 0 else -1
 
 
 def after_mark(out: bytes, mark: str) -> Optional[bytes]:
-    """A session's stdout after `mark`'s line (`begun`); None if the mark is not in it (the command never ran)."""
-    at = out.find(mark.encode("ascii"))
-    if at < 0:
-        return None
-    rest = out[at + len(mark):]
-    return rest[2:] if rest.startswith(b"\r\n") else rest[1:] if rest.startswith(b"\n") else rest
+    """A session's whole stdout cut to its command's answer (`begun`); None if a mark is missing (`no_answer`)."""
+    start = _answer_start(out, mark)
+    end = out.find(_end(mark), start) if start >= 0 else -1
+    return out[start:end] if end >= 0 else None
 
 
-def not_begun(out: bytes) -> str:
-    """Why a session's command never started (its mark never came): the host's shell printed `out` instead."""
+CUT_SHORT = "its answer was cut short (the session ended before the command's end)"
+
+
+def no_answer(out: bytes, mark: str) -> str:
+    """Why a session's stdout `out` holds no whole answer (`after_mark` None): the command never started (the
+    host's shell printed `out` instead), or the answer was cut short before its end mark."""
+    if _answer_start(out, mark) >= 0:
+        return CUT_SHORT
     said = last_line(out.decode("utf-8", "replace"))
     return "the host's login shell did not run the command%s" % (" (it printed %r)" % said[:200] if said else "")
 
@@ -185,40 +209,88 @@ def texts_of(tar_bytes: bytes, paths: Sequence[str]) -> Dict[str, str]:
     return texts
 
 
-def sha256_of(output: str) -> str:
-    """The digest in SHA256's answer, or "" if it holds none."""
-    m = re.search(r"^\\?([0-9a-f]{64})\s", output, re.M)
+def sha256_of(output: str, mark: str) -> str:
+    """The digest in SHA256's answer (its line starting with `mark`, the token passed to it), or "" if none."""
+    m = re.search(r"^%s \\?([0-9a-f]{64})\s" % re.escape(mark), output, re.M)
     return m.group(1) if m else ""
 
 
 class RemoteReader(object):
-    """File-like read side of a remote `cat`; a failed cat raises HostError at the end
-    (the Shell contract: a file that cannot be read is a HostError, from open or read)."""
+    """File-like read side of a remote `cat` (`begun`): the bytes between its marks, exactly; a failed cat or a
+    broken session raises HostError, at the latest at the end (the Shell contract: a file that cannot be read
+    is a HostError, from open or read). Up to the end mark's length is held back until the stream shows
+    whether it is the file's or the mark's."""
 
-    def __init__(self, proc: "subprocess.Popen", path: str, mark: str):
-        """`mark`: the session's command line is `begun` with it; the file's bytes follow its line."""
+    CHUNK = 1 << 16
+
+    def __init__(self, proc: "subprocess.Popen", path: str, mark: str,
+                 broken: Callable[[Optional[int], str], Optional[HostError]]):
+        """`broken`: the connection's error for a session that ended because SSH failed (None: it did not)."""
         if proc.stdout is None or proc.stderr is None:
             raise ValueError("the remote cat needs piped stdout and stderr")
         self.proc, self.path, self.out, self.err = proc, path, proc.stdout, proc.stderr
-        self.mark = mark  # "" once read past
+        self.mark, self.broken = mark, broken
+        self.end = _end(mark)
+        self.buf = bytearray()
+        self.begun = self.ended = False
+
+    def _more(self) -> None:
+        """Append what the session sent next to buf; raise at its end (the end mark not seen: no whole answer)."""
+        chunk = self.out.read1(self.CHUNK)  # type: ignore[attr-defined]
+        if chunk:
+            self.buf += chunk
+            return
+        rc = self.proc.wait()
+        err = self.err.read().decode("utf-8", "replace")
+        failed = self.broken(rc, err)
+        if failed is not None:
+            raise failed
+        if rc != 0:
+            raise HostError("cannot read %s: %s" % (self.path, reason(err) or "exit %d" % rc))
+        raise HostError("cannot read %s: %s" % (self.path, CUT_SHORT if self.begun else no_answer(bytes(self.buf),
+                                                                                               self.mark)))
 
     def _skip_greeting(self) -> None:
         """Read past what the host's shell printed before the cat (a greeting, at most MAX_GREETING bytes)."""
-        seen = b""
-        while self.mark:
-            line = self.out.readline(MAX_GREETING)
-            seen += line
-            if after_mark(line, self.mark) is not None:
-                self.mark = ""
-            elif not line or len(seen) >= MAX_GREETING:
-                raise HostError("cannot read %s: %s" % (self.path, not_begun(seen)))
+        while not self.begun:
+            start = _answer_start(bytes(self.buf), self.mark)
+            if start >= 0:
+                del self.buf[:start]
+                self.begun = True
+            elif len(self.buf) > MAX_GREETING + len(_begin(self.mark)):
+                raise HostError("cannot read %s: %s" % (self.path, no_answer(bytes(self.buf), self.mark)))
+            else:
+                self._more()
+
+    def _ready(self) -> int:
+        """How many bytes of buf are surely the file's."""
+        return len(self.buf) if self.ended else max(0, len(self.buf) - len(self.end) + 1)
 
     def read(self, n: int = -1) -> bytes:
+        if n == 0:
+            return b""
         self._skip_greeting()
-        data = self.out.read(n) if n is not None and n >= 0 else self.out.read()
-        if not data and self.proc.wait() != 0:
-            err = self.err.read().decode("utf-8", "replace")
-            raise HostError("cannot read %s: %s" % (self.path, reason(err) or "exit %d" % self.proc.returncode))
+        whole = n is None or n < 0
+        searched = 0
+        while not self.ended:
+            at = self.buf.find(self.end, searched)
+            if at >= 0:
+                del self.buf[at:]  # the end mark and the shell's farewell after it
+                self.ended = True
+            elif whole or self._ready() < n:
+                searched = self._ready()
+                self._more()
+            else:
+                break
+        take = self._ready() if whole else min(n, self._ready())
+        data = bytes(self.buf[:take])
+        del self.buf[:take]
+        if not data:
+            self.out.read()  # the farewell: the session ends once it is read
+            if self.proc.wait() != 0:
+                err = self.err.read().decode("utf-8", "replace")
+                raise self.broken(self.proc.returncode, err) or HostError(
+                    "cannot read %s: %s" % (self.path, reason(err) or "exit %d" % self.proc.returncode))
         return data
 
     def close(self) -> None:

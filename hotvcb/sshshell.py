@@ -80,7 +80,7 @@ class SshShell(SshConnection):
         mark = sh.new_mark()
         proc = self._session(sh.begun(mark, sh.join(["cat", "--", path])), stdin=subprocess.DEVNULL,
                              stderr=subprocess.PIPE)
-        return sh.RemoteReader(proc, path, mark)
+        return sh.RemoteReader(proc, path, mark, self._broken)
 
     def write_text(self, path: str, text: str, *, sync_folder: bool = True) -> None:
         """Write atomically: temp file in the same folder, sync, rename. The host's `sync` has no
@@ -279,8 +279,9 @@ class SshShell(SshConnection):
 
     def sha256(self, path: str, on_block: Optional[Callable[[int], None]] = None) -> str:
         """Hash a file on the host (sha256sum there: the data never crosses the wire)."""
-        out = self._streamed("cannot read %s" % path, sh.SHA256, path)
-        digest = sh.sha256_of(out)
+        mark = sh.new_mark()
+        out = self._streamed("cannot read %s" % path, sh.SHA256, path, mark)
+        digest = sh.sha256_of(out, mark)
         if not digest:
             raise HostError("cannot read %s: unexpected sha256sum output %r" % (path, out[:200]))
         if on_block is not None:

@@ -17,6 +17,7 @@ below."""
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -149,7 +150,8 @@ def test_an_identity_that_is_the_public_key_is_named_as_such(host, site, mode):
     permissions 0644 let others read it; chmod 600 .../esxi01.pub`; the admin obeys and is then told `SSH
     login ... refused: ... put the public key in /etc/ssh/keys-<user>/authorized_keys on ESXi` - where it
     already is. Both point away from the mistake: the file is the public half of the key (ssh-keygen
-    writes .pub files 0644 on purpose); --identity wants the private key beside it."""
+    writes .pub files 0644 on purpose); --identity wants the private key beside it, or an agent holding it.
+    (A .pub file is not refused up front: with an agent it is how OpenSSH picks a key, the next test.)"""
     host.create_vm("web", "datastore1", [{"size": "1M"}], power="on")
     conf = write_conf(host)
     public = site.sshd.identity + ".pub"
@@ -158,6 +160,28 @@ def test_an_identity_that_is_the_public_key_is_named_as_such(host, site, mode):
     assert r.returncode == 1 and "Traceback" not in r.out, r.out  # control: refused
     assert "public" in r.out.replace("public key in /etc/ssh", "") and site.sshd.identity in r.out, r.out
     assert "chmod 600" not in r.out and "authorized_keys" not in r.out, r.out
+
+
+def test_an_identity_that_is_the_public_key_of_a_key_in_an_agent_logs_in(host, site, tmp_path):
+    """`-i key.pub -o IdentitiesOnly=yes` is OpenSSH's way to pick one key of those an agent (or a hardware
+    token) holds: the private key need not be on disk. --identity takes it so too."""
+    host.create_vm("web", "datastore1", [{"size": "1M"}], power="on")
+    conf = write_conf(host)
+    sock = str(tmp_path / "agent.sock")
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", sock], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.05)
+        env = {"SSH_AUTH_SOCK": sock}
+        subprocess.run(["ssh-add", "-q", site.sshd.identity], env=dict(os.environ, **env), check=True,
+                       capture_output=True, timeout=30)
+        r = _run(site, "backup", "-m", "web", "-g", conf, identity=site.sshd.identity + ".pub", env=env)
+        assert r.returncode == 0 and len(sealed(host, "web")) == 1, r.out
+    finally:
+        agent.terminate()
+        agent.wait()
 
 
 @pytest.mark.parametrize("where", ["folder", "missing-folder"])

@@ -78,6 +78,8 @@ class Backend(Protocol):
 
     def forget_uploads(self, older_than: float) -> int: ...
 
+    def unwritable(self) -> str: ...
+
 
 TMP = "tmp"
 
@@ -249,6 +251,19 @@ class LocalBackend:
             return os.fstat(upload.f.fileno()).st_mtime if upload.f is not None else time.time()
         finally:
             upload.discard()
+
+    def unwritable(self) -> str:
+        """Why nothing can be written to the repository ("" if it can), found without writing (a dry run's
+        question): its file system mounted read-only, or its folder not writable by us."""
+        try:
+            if os.statvfs(self.root).f_flag & os.ST_RDONLY:
+                return "cannot write to the repository %s: Read-only file system" % self.root
+        except OSError as err:
+            return "cannot write to the repository %s: %s" % (self.root, err.strerror or err)
+        for folder in (self.root, os.path.join(self.root, TMP)):
+            if os.path.isdir(folder) and not os.access(folder, os.W_OK | os.X_OK):
+                return "cannot write to the repository %s: %s/: Permission denied" % (self.root, folder)
+        return ""
 
     def forget_uploads(self, older_than: float) -> int:
         """Discard uploads begun more than `older_than` seconds ago (their writer died)."""

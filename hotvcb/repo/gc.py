@@ -106,6 +106,21 @@ def reads(repo: Repository, snaps: List[Snapshot]) -> Tuple[Set[bytes], List[Mar
     return needed(repo, snaps), repo.marks(), repo.damaged()
 
 
+def pack_tables(repo: Repository, log: Callable[[str], None], check: Callable[[], None] = lambda: None
+                ) -> Tuple[Dict[str, ObjectInfo], Dict[str, List[Blob]]]:
+    """The packs GC starts from (a packs/<xx> folder that cannot be listed refuses it) and the tables of those
+    whose table reads (one that does not is left alone, logged). Prune's dry run reads them too."""
+    packs = {i.name: i for i in repo.objects(PACKS)}  # type: Dict[str, ObjectInfo]
+    tables = {}  # type: Dict[str, List[Blob]]
+    for name, info in packs.items():
+        check()
+        try:
+            tables[name] = repo.pack_blobs(name, info.size)
+        except RepoError as err:
+            log("leaving %s alone: %s (hotvcb verify --repo names what it hurts)" % (name, err))
+    return packs, tables
+
+
 def describe(why: Dict[str, int]) -> str:
     """"2 held only duplicates, 1 held damaged chunks ..." for a report's counts by reason."""
     return ", ".join("%d %s" % (n, WHY.get(reason, "marked by an older hotvcb"))
@@ -126,15 +141,8 @@ class _Collector:
         snaps = [s for s in snaps if s.id not in dropping]
         self.snap_ids = {s.id for s in snaps}
         self.referenced, marks, self.damaged = reads(repo, snaps)  # a chunk a verify found bad holds nothing
-        self.packs = {i.name: i for i in self.repo.objects(PACKS)}  # type: Dict[str, ObjectInfo]
+        self.packs, self.tables = pack_tables(repo, log, check)
         self.listed = {_id(name) for name in self.packs}  # the packs there as GC began
-        self.tables = {}  # type: Dict[str, List[Blob]]
-        for name, info in self.packs.items():
-            check()
-            try:
-                self.tables[name] = repo.pack_blobs(name, info.size)
-            except RepoError as err:
-                log("leaving %s alone: %s (hotvcb verify --repo names what it hurts)" % (name, err))
         self.marks = {}  # type: Dict[str, List[str]]
         self.mark_age = {}  # type: Dict[str, float]
         self.why = {}  # type: Dict[str, str]  # condemned pack -> its mark's reason (WHY)

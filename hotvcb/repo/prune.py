@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from .. import crashpoint
 from ..errors import RepoError
-from .gc import GcReport, blocked, collect_held, needed, reads
+from .gc import GcReport, blocked, collect_held, needed, pack_tables, reads
 from .gclock import gc_lock
 from .records import Snapshot, dated_ahead, machines
 from .repository import SNAPSHOTS, Repository
@@ -55,10 +55,14 @@ def plan(repo: Repository, keep: Dict[str, int], vm: Optional[str] = None,
 
 def foresee(repo: Repository, decisions: List[Decision]) -> List[str]:
     """For prune's dry run, which promised removals the prune then refused: what the prune of `decisions` would
-    refuse on before it removes anything (a kept backup's index, a GC mark or damage record that does not read),
-    raised as the prune raises it, by the same reads; and what it would warn of or cannot do here, returned.
-    Reads only (no probe of the backend's clock, no lock): a dry run writes nothing. A zstd repository on a
-    host without the package is a warning, not a refusal: the plan needs no chunk and is worth seeing there."""
+    refuse on before it removes anything (a repository it cannot write to, a kept backup's index, the packs/
+    listing, a GC mark or damage record that does not read), raised as the prune raises it, by the same reads;
+    and what it would warn of or cannot do here (a pack table GC leaves alone), returned. Reads only (no probe
+    of the backend's clock, no lock): a dry run writes nothing. A zstd repository on a host without the package
+    is a warning, not a refusal: the plan needs no chunk and is worth seeing there."""
+    unwritable = repo.backend.unwritable()
+    if unwritable:
+        raise RepoError(unwritable)
     warnings = []  # type: List[str]
     try:
         repo.require_codec("prune it")
@@ -71,6 +75,7 @@ def foresee(repo: Repository, decisions: List[Decision]) -> List[str]:
         needed(repo, kept)
         return warnings + [blocked(unreadable, "the prune would collect no garbage")]
     reads(repo, kept)
+    pack_tables(repo, lambda msg: warnings.append("the prune's garbage collection: " + msg))
     return warnings
 
 

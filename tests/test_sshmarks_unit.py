@@ -1,0 +1,118 @@
+"""The marks around a command's answer over SSH (sshscripts.begun): what the host's login shell prints before
+(a greeting) and after (a farewell from an EXIT trap) is never part of the answer, and a file read through
+RemoteReader arrives byte for byte. A local `sh` stands in for the host's login shell."""
+
+import hashlib
+import os
+import subprocess
+
+import pytest
+
+from hotvcb import sshscripts as sh
+from hotvcb.errors import HostError
+
+GREETING = "printf 'Welcome to esxi01'; echo 'esxi01: audited' >&2; "
+FAREWELL = "trap 'echo \"esxi01: session closed\"' EXIT; "
+
+
+def _session(remote, around=GREETING + FAREWELL):
+    return subprocess.Popen(["sh", "-c", around + remote], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+
+def _not_broken(_rc, _out):
+    return None
+
+
+def _read(path, size, chunk, around=GREETING + FAREWELL):
+    mark = sh.new_mark()
+    reader = sh.RemoteReader(_session(sh.begun(mark, sh.join(["cat", "--", path])), around), path, mark,
+                             _not_broken)
+    reader.CHUNK = chunk
+    with reader:
+        if size < 0:
+            return reader.read()
+        parts = []
+        while True:
+            part = reader.read(size)
+            if not part:
+                return b"".join(parts)
+            assert len(part) <= size
+            parts.append(part)
+
+
+def _contents():
+    other = sh.begun(sh.new_mark(), "x").encode("ascii")  # another session's marks, inside a file
+    end_of_mark = b"\nhotvcb-output-ends-"
+    return {
+        "empty": b"",
+        "all bytes": bytes(range(256)) * 300 + b"\r\n\n",
+        "no final newline": b"abc",
+        "blank lines at the end": b"abc\n\n\n",
+        "other marks": b"\n" + other + b"\n" + other,
+        "an end mark's start last": b"data" + end_of_mark,
+        "random": os.urandom(200000),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_contents()))
+@pytest.mark.parametrize("size,chunk", [(-1, 65536), (1, 5), (4096, 7), (65536, 65536), (7, 1 << 20)])
+def test_a_file_read_between_a_greeting_and_a_farewell_arrives_byte_for_byte(tmp_path, name, size, chunk):
+    data = _contents()[name]
+    path = tmp_path / "file"
+    path.write_bytes(data)
+    assert _read(str(path), size, chunk) == data
+    assert _read(str(path), size, chunk, around="") == data  # a quiet shell
+
+
+def test_a_call_answer_is_cut_at_both_marks():
+    mark = sh.new_mark()
+    proc = _session(sh.begun(mark, sh.snippet("printf 'a\\n\\nb'; exit 3", [])))
+    out, _err = proc.communicate()
+    assert proc.returncode == 3  # the command's exit code, past the end mark and the trap
+    assert sh.after_mark(out, mark) == b"a\n\nb"
+    assert out.endswith(b"esxi01: session closed\n")  # control: the farewell was there
+
+
+def test_an_answer_cut_short_is_no_answer_and_is_said_so():
+    mark = sh.new_mark()
+    out, _err = _session(sh.begun(mark, "printf abc; exec true")).communicate()
+    assert sh.after_mark(out, mark) is None
+    assert "cut short" in sh.no_answer(out, mark)
+    assert "login shell did not run" in sh.no_answer(b"Welcome\n", mark)
+
+
+def test_a_binary_read_cut_short_raises(tmp_path):
+    mark = sh.new_mark()
+    reader = sh.RemoteReader(_session(sh.begun(mark, "printf abc; exec true")), "/f", mark, _not_broken)
+    with reader, pytest.raises(HostError, match="cut short"):
+        reader.read()
+
+
+def test_a_binary_read_on_a_broken_session_names_the_connection():
+    """ssh's own exit (255, the master gone) is looked at before the missing begin mark is blamed on the host."""
+    def lost(rc, out):
+        return HostError("lost the SSH connection to esxi01: %s" % out.strip()) if rc == 255 else None
+    proc = subprocess.Popen(["sh", "-c", "echo 'ssh: connect to host esxi01 port 22: Connection refused' >&2; "
+                             "exit 255"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reader = sh.RemoteReader(proc, "/f", sh.new_mark(), lost)
+    with reader, pytest.raises(HostError) as err:
+        reader.read()
+    assert "lost the SSH connection" in str(err.value) and "login shell" not in str(err.value)
+
+
+def test_a_failed_cat_is_a_host_error(tmp_path):
+    with pytest.raises(HostError, match="No such file"):
+        _read(str(tmp_path / "missing"), -1, 65536)
+
+
+def test_sha256_is_read_from_its_own_line_not_a_greeting_of_hex(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"payload")
+    mark = sh.new_mark()
+    greeting = "echo '%s  motd'; " % ("a" * 64)
+    out = subprocess.run(["sh", "-c", greeting + FAREWELL + sh.join(["sh", "-c", sh.SHA256, "hotvcb", str(path),
+                                                                    mark])],
+                         capture_output=True, text=True).stdout
+    assert sh.sha256_of(out, mark) == hashlib.sha256(b"payload").hexdigest()
+    assert sh.sha256_of("%s  %s\n" % ("a" * 64, path), mark) == ""
