@@ -217,7 +217,8 @@ def test_a_restores_questions_are_asked_at_once_each_once(host, tmp_path):
     verbs = collections.Counter(" ".join(argv[:2]) for argv in count["commands"])
     assert verbs == {"/bin/vim-cmd hostsvc/datastore/listsummary": 1, "/bin/vim-cmd hostsvc/datastore/info": 1,
                      "/bin/vim-cmd vmsvc/getallvms": 1, "/bin/vmware -v": 1,
-                     "/bin/vim-cmd solo/registervm": 1}, verbs  # a thin restore copies its disk itself
+                     "/bin/vim-cmd solo/registervm": 1,
+                     "uname -n": 1}, verbs  # a thin restore copies its disk itself; its log's HOST is the host's name
 
 
 @needs_root
