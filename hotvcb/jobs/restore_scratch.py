@@ -47,6 +47,7 @@ from typing import Callable, Optional, Set
 from ..errors import HostError, HotvcbError
 from ..runid import RunId, host_id
 from ..shell import Shell
+from ..store import layout
 from ..store.lock import HEARTBEAT
 from .. import lazyre
 
@@ -173,6 +174,19 @@ class Records:
                     self.shell.touch(record_of(path))
                 except HotvcbError:
                     pass  # a datastore that hiccups: the next beat tries again, well within STALE_AFTER
+
+
+def unusable_name(name: str, given: bool = True) -> Optional[str]:
+    """Why a restored VM (to ESXi or to KVM) cannot have `name` (layout.unusable_name), or None; also a name
+    starting PREFIX: its folder would be a restore's scratch folder to cleanup and every restore, offered for
+    removal. `given`: the name was given (--name); else the backup's own, and the line says how to give one."""
+    why = layout.unusable_name(name, own=not given)
+    if why is None and name.startswith(PREFIX):
+        why = ("%r cannot be the restored VM's name: a folder of that name is a restore's scratch folder (an "
+               "unpacked backup), which cleanup and every restore take it for%s" % (
+                   name, "" if given else " (the backup's own name): restore it under a new name (--name, or a "
+                   "restore file's 4th field)"))
+    return why
 
 
 def on_host(shell: Shell, run_dir: str) -> Records:
