@@ -177,11 +177,11 @@ def volume_missing(shell, s: Settings, conf_given: bool) -> str:
         origin = "; no -g CONF was given, so this is ghettoVCB's built-in default" if not conf_given else \
             "; VM_BACKUP_VOLUME is set nowhere, so this is ghettoVCB's built-in default"
     else:
-        origin = "; VM_BACKUP_VOLUME set at %s" % where
+        origin = "; VM_BACKUP_VOLUME is set at %s" % where
     if what != "does not exist":
-        return "the backup volume %s %s (it must be a folder%s)" % (volume, what, origin)
+        return "the backup volume %s %s%s" % (volume, what, origin)
     parts = volume.split("/")
     why = "a typo, or a share not mounted?"
     if volume.startswith("/vmfs/volumes/") and len(parts) > 3 and not shell.exists("/".join(parts[:4])):
         why = "no datastore %s is mounted" % parts[3]
-    return "the backup volume %s does not exist (%s%s)" % (volume, why, origin)
+    return "the backup volume %s does not exist (%s)%s" % (volume, why, origin)
