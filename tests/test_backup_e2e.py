@@ -474,7 +474,7 @@ def test_failed_compression_keeps_the_uncompressed_backup(host, tmp_path):
     [partial] = [b for b in backups(host, "zipfail") if b.endswith("-partial")]
     os.mkdir(os.path.join(root, "." + partial[: -len("-partial")] + ".gz.tmp"))  # tar cannot write there
     out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, out
+    assert proc.returncode == 3, out  # a warning: a volume sized for .gz backups fills with folders otherwise
     assert "compression failed, keeping the uncompressed backup" in out
     assert sealed(host, "zipfail") == [partial[: -len("-partial")]]
     assert not [e for e in os.listdir(root) if e.endswith((".gz", ".tmp"))]

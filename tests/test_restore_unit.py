@@ -153,13 +153,26 @@ def test_a_vmx_declaring_a_charset_no_vmx_can_be_in_is_read_as_it_is_and_said_so
         assert len(said) == 1 and declared in said[0], said
 
 
-def _identity(text, copy, original_folders=()):
+class _Host:
+    """The host's answers about folders: realpath as typed, these folders there."""
+
+    def __init__(self, folders=()):
+        self.folders = set(folders)
+
+    def realpath(self, path):
+        return path.rstrip("/")
+
+    def isdir(self, path):
+        return path.rstrip("/") in self.folders
+
+
+def _identity(text, copy, original_folders=(), original=None, host=None):
     vmx = VmxFile(text)
 
     def put(key, value):
         vmx.remove(key) if value is None else vmx.set(key, value)
 
-    return vmx, answer_moved_or_copied(vmx, copy, put, original_folders)
+    return vmx, answer_moved_or_copied(vmx, copy, put, original_folders, original, host)
 
 
 def test_restore_under_the_same_name_keeps_the_identity():
@@ -188,12 +201,29 @@ def test_a_copy_does_not_keep_the_originals_folder_for_swap_and_snapshots():
     datastore's folder stays. The VM itself (same name) drops them too: restored onto another datastore it
     would write them back into the old folder (test_outsider_s33restore); unset, they are its own folder."""
     text = ('workingDir = "/vmfs/volumes/datastore1/Win \u00d6"\nsched.swap.dir = "/vmfs/volumes/swap/"\n')
-    vmx, warnings = _identity(text, copy=True, original_folders=("Win \u00d6",))
+    vmx, warnings = _identity(text, copy=True, original_folders=("Win \u00d6",),
+                              original="/vmfs/volumes/datastore1/Win \u00d6", host=_Host())
     assert vmx.get("workingDir") is None and vmx.get("sched.swap.dir") == "/vmfs/volumes/swap/" and warnings == []
+    vmx, warnings = _identity(text, copy=True, original_folders=("Win \u00d6",))  # the backup does not say where
+    assert vmx.get("workingDir") is None and [w for w in warnings if "/vmfs/volumes/datastore1/Win \u00d6" in w]
     vmx, _ = _identity(text, copy=False, original_folders=("Win \u00d6",))
     assert vmx.get("workingDir") is None and vmx.get("sched.swap.dir") == "/vmfs/volumes/swap/"
     vmx, _ = _identity(text, copy=True, original_folders=("Win Renamed", "Win \u00d6"))  # its .vmx's stem
     assert vmx.get("workingDir") is None
+
+
+def test_a_working_dir_set_apart_on_another_datastore_is_kept_and_said():
+    """The VM's deltas on the SSD datastore ds5, in a folder named after it: not its own folder (by full path),
+    kept, and the restore says so; a folder so named that is not there now is dropped, and said."""
+    text = 'workingDir = "/vmfs/volumes/ds5/Fast"\n'
+    host = _Host(["/vmfs/volumes/ds5/Fast"])
+    vmx, warnings = _identity(text, copy=False, original_folders=("Fast",), original="/vmfs/volumes/ds1/Fast",
+                              host=host)
+    assert vmx.get("workingDir") == "/vmfs/volumes/ds5/Fast"
+    assert [w for w in warnings if "kept" in w and "/vmfs/volumes/ds5/Fast" in w], warnings
+    vmx, warnings = _identity(text, copy=False, original_folders=("Fast",), original="/vmfs/volumes/ds1/Fast",
+                              host=_Host())
+    assert vmx.get("workingDir") is None and [w for w in warnings if "dropped" in w], warnings
 
 
 def test_the_identity_a_restore_keeps_is_its_bios_uuid_and_mac_addresses():

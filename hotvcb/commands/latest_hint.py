@@ -2,8 +2,19 @@
 asked (to ESXi, to KVM), so a mistyped VM name gets its close names from each (README: `restore --latest`
 is answered with the close names); the folder-volume KVM restore said only "no good backup of 'Web'"."""
 
-from ..errors import HotvcbError, VmNotFound
+from ..errors import HotvcbError, UsageError, VmNotFound
+from ..jobs import nfs
+from ..settings import Settings
 from ..store import layout
+
+
+def require_volume(shell, settings: Settings, conf_given: bool, name: str) -> None:
+    """Refuses `--latest name` up front when the backup volume itself is not there or is no folder
+    (nfs.volume_missing), for either restore (to ESXi, to KVM): "no good backup of 'web' under" a volume
+    that is not mounted reads as backups lost."""
+    missing = nfs.volume_missing(shell, settings, conf_given)
+    if missing:
+        raise UsageError("no backup of %r can be found: %s" % (name, missing))
 
 
 def why_none(shell, volume: str, name: str, listed: bool) -> str:

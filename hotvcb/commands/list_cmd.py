@@ -188,9 +188,11 @@ def run(args) -> int:
     if not rows and args.volume and not shell.isdir(args.volume):  # asked only then: over SSH a round trip
         # a typo must not read as a volume whose backups are gone
         raise UsageError("--volume %s: no such folder (a typo, or a share not mounted?)" % args.volume)
-    missing = "" if rows or args.volume or elsewhere else nfs.volume_missing(shell, mine, bool(args.global_conf))
-    if missing:  # as for --volume: "no backups under" a folder that is not there reads as backups lost
+    missing = "" if rows or args.volume else nfs.volume_missing(shell, mine, bool(args.global_conf))
+    if missing and not elsewhere:  # as for --volume: "no backups under" a missing folder reads as backups lost
         raise UsageError(missing)
+    if missing:  # the VMs per-VM files send elsewhere are listed; every other VM's backups are not lost
+        _warn("%s: only the backups of the VMs per-VM files send elsewhere are listed" % missing)
     for name, target in sorted(elsewhere.items()):
         rows += backup_rows(shell, target, name, odd=_warn)
     if args.json:

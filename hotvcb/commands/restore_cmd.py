@@ -26,7 +26,7 @@ from ..runlog import RunLog
 from ..store import health, layout, rotation
 from ..units import human_size
 from . import common, onhost, restore_kvm_cmd
-from .latest_hint import why_none
+from .latest_hint import require_volume, why_none
 
 LEVELS = {"0": "info", "info": "info", "1": "dryrun", "dryrun": "dryrun", "2": "dryrun2", "debug": "debug"}
 
@@ -87,9 +87,7 @@ def requests_from(args, settings, skipped: List[str]) -> list:
         # never another host's backup of another VM with this name (a shared volume)
         here = [r for r in host.list_vms() if r.name == args.latest]
         source = (host.host_name(), host.load_vm(here[0]).uuid if len(here) == 1 else "")
-        missing = nfs.volume_missing(shell, settings, bool(args.global_conf))
-        if missing:
-            raise UsageError("no backup of %r can be found: %s" % (args.latest, missing))
+        require_volume(shell, settings, bool(args.global_conf), args.latest)
         odd = []  # type: List[str]
         verdicts = [(b, health.judge(shell, b)) for b in layout.list_backups(shell, settings.vm_backup_volume,
                                                                             args.latest, odd.append)]

@@ -21,7 +21,7 @@ from ..restorefile import trim_path
 from ..runlog import RunLog
 from ..store import layout
 from . import common
-from .latest_hint import why_none
+from .latest_hint import require_volume, why_none
 
 
 def add_options(p) -> None:
@@ -68,6 +68,11 @@ def run(args, level: str) -> int:
     repo = args.repo or (settings.vm_backup_repository if args.latest else "")  # where backup, list look
     backup = args.backup
     if args.latest and not repo:
+        try:
+            require_volume(shell, settings, bool(args.global_conf), args.latest)
+        except UsageError:
+            log.close()
+            raise
         odd = []  # type: List[str]
         backup = backup_check.newest_good(shell, settings.vm_backup_volume, args.latest, odd.append,
                                           lambda line: log.warning("--latest " + line))

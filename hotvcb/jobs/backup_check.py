@@ -47,6 +47,28 @@ def inside(path: str, backup: str) -> bool:
     return path == backup or path.startswith(backup.rstrip("/") + "/")
 
 
+def inside_a_backup(shell: Shell, target: str) -> str:
+    """Why `target` may take no restore, as its tail (`<target> lies inside the backup …`), or "": it is a
+    backup folder or lies in one, spelled as typed or as the host resolves it (`//`, `/./`, a symlink to
+    the backup: the host's realpath, so over SSH too). Rotation would remove the restored VM with it."""
+    backup = backup_around(target) or backup_around(shell.realpath(target))
+    if backup is None:
+        return ""
+    return ("%s lies inside the backup %s, which rotation removes with everything in it (the restored VM too); "
+            "restore onto a folder outside the backups" % (target, backup))
+
+
+def backup_around(target: str) -> Optional[str]:
+    """The backup folder `target` is, or lies in, by its path (`<VM folder>/<VM folder>-<time>`, what
+    rotation removes: store/layout.named), else None. Told by the names alone: no round trip per folder."""
+    parts = target.rstrip("/").split("/")
+    for i in range(len(parts) - 1, 0, -1):
+        m = layout.named(parts[i])
+        if m is not None and m.group(1) == parts[i - 1]:
+            return "/".join(parts[: i + 1])
+    return None
+
+
 def require_whole(shell: Shell, m: Machine, qemu_img: str = qemuimg.QEMU_IMG) -> None:
     """A backup's qcow2 disk stands alone: a backing file its header names is not the backup's, yet
     qemu-img convert and the smoke boot's overlay would read it as the disk's data."""

@@ -30,6 +30,7 @@ from ..hosts.base import Hypervisor
 from ..model import DatastoreInfo
 from ..runid import RECORD_MAX, RunId, parse
 from ..settings import Settings
+from ..store import layout
 
 MOUNT_MARKER = "hotvcb-nfs-mounted."  # + NFS_LOCAL_NAME, in the host's run_dir while the share is ours
 
@@ -162,15 +163,25 @@ def because(shell, s: Settings) -> str:
 def volume_missing(shell, s: Settings, conf_given: bool) -> str:
     """Why a command reading the backups finds none because the backup volume itself is not there (a
     datastore not mounted after a reinstall, a typo, or `-g` forgotten: ghettoVCB's built-in
-    VM_BACKUP_VOLUME), or "" when it is there, or when `unmounted` says why (the share a run mounts). Never
-    "no backup of VM under X" for an X that does not exist: the admin would take the backups for lost."""
+    VM_BACKUP_VOLUME), or is something else than a folder (a file tab completion took), or "" when it is
+    a folder, or when `unmounted` says why (the share a run mounts). Never "no backup of VM under X" for
+    an X that does not exist: the admin would take the backups for lost; nor "does not exist" of a file
+    they can `ls`. The volume is named with where it was set (a per-VM file, the -g file), so the admin
+    looks there, not for a forgotten -g."""
     volume = s.vm_backup_volume
     if shell.isdir(volume) or unmounted(shell, s):
         return ""
+    what = layout.not_a_folder(shell, volume)
+    where = s.where("vm_backup_volume")
+    if where == "default":
+        origin = "; no -g CONF was given, so this is ghettoVCB's built-in default" if not conf_given else \
+            "; VM_BACKUP_VOLUME is set nowhere, so this is ghettoVCB's built-in default"
+    else:
+        origin = "; VM_BACKUP_VOLUME is set at %s" % where
+    if what != "does not exist":
+        return "the backup volume %s %s%s" % (volume, what, origin)
     parts = volume.split("/")
     why = "a typo, or a share not mounted?"
     if volume.startswith("/vmfs/volumes/") and len(parts) > 3 and not shell.exists("/".join(parts[:4])):
         why = "no datastore %s is mounted" % parts[3]
-    if not conf_given:
-        why += "; no -g CONF was given, so this is ghettoVCB's built-in default"
-    return "the backup volume %s does not exist (%s)" % (volume, why)
+    return "the backup volume %s does not exist (%s)%s" % (volume, why, origin)

@@ -113,7 +113,7 @@ class KvmRestore:
 
     def _run(self, req: KvmRequest) -> KvmResult:
         backup = req.backup.rstrip("/")
-        unusable = None if req.name is None else layout.unusable_name(req.name)
+        unusable = None if req.name is None else restore_scratch.unusable_name(req.name)
         if unusable is not None:
             raise KvmRestoreError(unusable)
         archive = backup_check.is_archive(self.shell, backup)
@@ -126,6 +126,9 @@ class KvmRestore:
         if backup_check.inside(req.target, backup):
             raise KvmRestoreError("target folder %s is inside the backup %s, which a restore only reads"
                                   % (req.target, backup))
+        inside = backup_check.inside_a_backup(self.shell, req.target)  # another backup, which rotation removes
+        if inside:
+            raise KvmRestoreError("target folder %s" % inside)
         backup_check.require_good(self.shell, backup)
         swept = set()  # type: Set[str]  # a dry run's: what the real run finds gone
         restore_sweep.sweep(self.shell, [req.target], self.log, self.records.run(), self.dry_run, swept)
@@ -148,15 +151,15 @@ class KvmRestore:
         m = found.machine
         if view is None:  # a qcow2's header: read by qemu-img, which reads no archive (none in a VMware backup)
             backup_check.require_whole(self.shell, m, self.qemu_img)
-        unusable = None if req.name is not None else layout.unusable_name(m.name, own=True)
+        unusable = None if req.name is not None else restore_scratch.unusable_name(m.name, given=False)
         if unusable is not None:  # a given name was refused before anything else
             raise KvmRestoreError(unusable)
         renamed(m, req.name or m.name, req.keep_macs)
         folder = req.target.rstrip("/") + "/" + layout.datastore_folder(m.name)
-        for path, why in ((folder, "already exists; not overwriting it"),
-                          (folder + RESTORING, IN_USE)):
-            if path not in swept and self.shell.exists(path):
-                raise KvmRestoreError("%s %s" % (path, why))
+        if folder not in swept and self.shell.exists(folder):
+            raise KvmRestoreError("%s already exists; not overwriting it" % folder)
+        if folder + RESTORING not in swept and self.shell.exists(folder + RESTORING):
+            raise KvmRestoreError("%s%s %s" % (folder, RESTORING, self._temp_taken(folder + RESTORING)))
         if not archive:
             self._verify(backup)
         for note in m.notes:
@@ -174,6 +177,17 @@ class KvmRestore:
             self._print_plan(found, req, folder)
             return KvmResult(m.name, folder, "", "")
         return self._write(found, req, folder)
+
+    def _temp_taken(self, temp: str) -> str:
+        """Why the restore stops at its unfinished folder's name taken: a restore's, or
+        the complete folder of a VM restored under that very name (`Shop.hotvcb-restoring`, its .xml within),
+        which no cleanup removes: then that VM is named, not a restore that is not running (as
+        restore_plan's for ESXi)."""
+        own = temp.rsplit("/", 1)[-1]
+        if not self.shell.exists("%s/%s.xml" % (temp, own)):
+            return IN_USE
+        return ("is the folder of the VM %r restored there (named like a restore's unfinished folder, which this "
+                "restore would fill first); restore under another name (--name) or into another folder" % own)
 
     def _verify(self, backup: str) -> None:
         if self.staged:

@@ -36,13 +36,13 @@ from ..hosts.base import Hypervisor
 from ..model import DatastoreInfo, Disk, VmRef
 from ..restorefile import RestoreRequest
 from ..shell import FileReader, Shell
-from ..store import layout
+from ..store import layout, manifest
 from ..targz import ArchiveView
 from ..units import PAGE, in_pages
 from ..vmdk import base_name
 from ..vmx import MAX_SIZE, VmxFile, as_vmware_reads
-from . import backup_check, restore_media, restore_tree
-from .restore_scratch import OWN_FILES, PREFIX, RESTORING
+from . import backup_check, restore_media, restore_scratch, restore_tree
+from .restore_scratch import OWN_FILES, RESTORING
 from .restore_tree import TreeRestore
 from .vmx_identity import answer_moved_or_copied
 
@@ -69,30 +69,10 @@ def _unnamed(dev: str, filename: str) -> str:
 
 
 def require_usable_name(name: str, given: bool = True) -> None:
-    """Refuses a name the restored VM cannot have (layout.unusable_name), before anything is written; for
-    one read from the backup (`given` False), says how to give another."""
-    why = layout.unusable_name(name, own=not given)
+    """Refuses a name the restored VM cannot have (restore_scratch.unusable_name), before anything is written."""
+    why = restore_scratch.unusable_name(name, given)
     if why is not None:
         raise RestoreError(why)
-    if name.startswith(PREFIX):
-        raise RestoreError("%r cannot be the restored VM's name: a folder of that name is a restore's scratch "
-                           "folder (an unpacked backup), which cleanup and every restore take it for%s" % (
-                               name, "" if given else " (the backup's own name): restore it under a new name "
-                               "(--name, or a restore file's 4th field)"))
-
-
-def not_a_folder(shell: Shell, path: str) -> str:
-    """What `path`, which is no folder, is, as the admin would see it with `ls -l`: an error telling of a
-    file they can see that it "does not exist" is one they stop believing."""
-    if not shell.exists(path):
-        return "does not exist"
-    try:
-        real = shell.realpath(path)
-    except HostError:
-        return "is not a folder"
-    if not shell.exists(real):
-        return "is a symlink to %s, which does not exist" % real
-    return "is a file, not a folder" if not shell.isdir(real) else "is not a folder"
 
 
 @dataclass
@@ -287,7 +267,8 @@ class Planner:
             warnings.append("%s: %s" % (name, said))
         plan.copy = self.req.new_name is not None and self.req.new_name != original
         folders = {f for f in (layout.datastore_folder(original or ""), vmxs[0][: -len(".vmx")]) if f}
-        for warning in answer_moved_or_copied(vmx, plan.copy, put, folders):
+        source = self._source_folder(fs, backup)
+        for warning in answer_moved_or_copied(vmx, plan.copy, put, folders, source, self.shell):
             warnings.append("%s: %s" % (name, warning))
         plan.vmx_text = vmx.text()
         plan.needed = sum(in_pages(d.needed) + sum(in_pages(fs.file_size(c)) for c in d.sparse_copies())
@@ -362,7 +343,7 @@ class Planner:
         said = "target folder %s already exists" % folder
         if not self.shell.isdir(folder):
             return "%s %s, where the restore would make the VM's folder; not touching it" % (
-                folder, not_a_folder(self.shell, folder))
+                folder, layout.not_a_folder(self.shell, folder))
         if not self.shell.exists(vmx):
             return said + "; not overwriting it"
         vmid = self.host.registered_at(vmx)
@@ -391,6 +372,17 @@ class Planner:
             m = layout.named(folder_name)
             name = (layout.vm_of_folder(m.group(1)) or m.group(1)) if m else folder_name
         return name
+
+    def _source_folder(self, fs: FileReader, backup: str) -> Optional[str]:
+        """The folder the backed-up VM lived in, by the host's full path, where the backup's manifest says
+        (`source_vmx`; a ghettoVCB backup, a KVM one, says none): its workingDir is told from one set apart."""
+        try:
+            source = (manifest.load(fs, backup) or {}).get("source_vmx")
+            if isinstance(source, str) and source.startswith("/") and source.lower().endswith(".vmx"):
+                return self.shell.realpath(source.rsplit("/", 1)[0])
+        except (ValueError, HostError):
+            pass  # its manifest is the checksum verify's to judge
+        return None
 
     def _original_folder(self, original: Optional[str]) -> Optional[str]:
         """The folder of the VM the backup was taken of, where one VM of its name is registered."""

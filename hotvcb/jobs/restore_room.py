@@ -11,8 +11,8 @@ from ..shell import Shell
 from ..store import layout
 from ..targz import ArchiveView
 from ..units import human_size, need_and_free
-from . import restore_stage
-from .restore_plan import Plan, RestoreError, not_a_folder
+from . import backup_check, restore_stage
+from .restore_plan import Plan, RestoreError
 
 FORMAT_2GB_NOTE = (
     "2gbsparse is a hosted format: ESXi opens it only with the multiextent module loaded "
@@ -24,28 +24,15 @@ def free_on_target(host: Hypervisor, target: str, room: Callable[[], Optional[in
     """The target's free bytes (`room()`: the answer asked ahead, restore.py), once the target is known to
     be a folder on a datastore."""
     if not host.shell.isdir(target):
-        raise RestoreError("target datastore path %s %s" % (target, not_a_folder(host.shell, target)))
-    backup = backup_around(target)
-    if backup is not None:
-        raise RestoreError("target datastore path %s lies inside the backup %s, which rotation removes with "
-                           "everything in it (the restored VM too); restore onto a folder outside the backups"
-                           % (target, backup))
+        raise RestoreError("target datastore path %s %s" % (target, layout.not_a_folder(host.shell, target)))
+    inside = backup_check.inside_a_backup(host.shell, target)
+    if inside:
+        raise RestoreError("target datastore path %s" % inside)
     free = room()
     if free is None:
         names = ", ".join(d.name for d in host.datastores()) or "none"
         raise RestoreError("%s is not on a datastore of this host (datastores: %s)" % (target, names))
     return free
-
-
-def backup_around(target: str) -> Optional[str]:
-    """The backup folder `target` is, or lies in, by its path (`<VM folder>/<VM folder>-<time>`, what
-    rotation removes: store/layout.named), else None. Told by the names alone: no round trip per folder."""
-    parts = target.rstrip("/").split("/")
-    for i in range(len(parts) - 1, 0, -1):
-        m = layout.named(parts[i])
-        if m is not None and m.group(1) == parts[i - 1]:
-            return "/".join(parts[: i + 1])
-    return None
 
 
 def check_unpack_room(req: RestoreRequest, view: ArchiveView, gz: str, free: Optional[int], plan: Plan,

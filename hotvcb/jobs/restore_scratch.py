@@ -176,6 +176,19 @@ class Records:
                     pass  # a datastore that hiccups: the next beat tries again, well within STALE_AFTER
 
 
+def unusable_name(name: str, given: bool = True) -> Optional[str]:
+    """Why a restored VM (to ESXi or to KVM) cannot have `name` (layout.unusable_name), or None; also a name
+    starting PREFIX: its folder would be a restore's scratch folder to cleanup and every restore, offered for
+    removal. `given`: the name was given (--name); else the backup's own, and the line says how to give one."""
+    why = layout.unusable_name(name, own=not given)
+    if why is None and name.startswith(PREFIX):
+        why = ("%r cannot be the restored VM's name: a folder of that name is a restore's scratch folder (an "
+               "unpacked backup), which cleanup and every restore take it for%s" % (
+                   name, "" if given else " (the backup's own name): restore it under a new name (--name, or a "
+                   "restore file's 4th field)"))
+    return why
+
+
 def on_host(shell: Shell, run_dir: str) -> Records:
     """The records of a restore onto a hypervisor host: its id is the one its run lock's holders
     record (runid.host_id), so `hotvcb cleanup`, holding that lock, knows them as its host's."""

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable, List, Optional, Tuple
 
-from ..errors import HotvcbError, NotABackup
+from ..errors import HostError, HotvcbError, NotABackup
 from ..model import hostd_name
 from ..shell import FileReader, Shell
 from ..vmdk import base_name, flat_beside
@@ -442,6 +442,20 @@ def not_there(shell: Shell, path: str) -> str:
         return ("backup %s does not exist yet: %s%s is being written under that name, or was left by a run that "
                 "died (`hotvcb cleanup` removes it then)" % (path, path.rstrip("/"), PARTIAL))
     return "backup %s does not exist" % path
+
+
+def not_a_folder(shell: Shell, path: str) -> str:
+    """What `path`, which is no folder, is, as the admin would see it with `ls -l`: an error telling of a
+    file they can see that it "does not exist" is one they stop believing."""
+    if not shell.exists(path):
+        return "does not exist"
+    try:
+        real = shell.realpath(path)
+    except HostError:
+        return "is not a folder"
+    if not shell.exists(real):
+        return "is a symlink to %s, which does not exist" % real
+    return "is a file, not a folder" if not shell.isdir(real) else "is not a folder"
 
 
 def linked_elsewhere(shell: Shell, path: str) -> Optional[str]:

@@ -39,7 +39,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from .. import blockdigest, qcow2
 from ..filetext import read_small
 from ..hostdigest import check_interrupt
-from ..shell import Shell
+from ..shell import FileReader, Shell
 
 MANIFEST = "hotvcb.json"
 FORMAT = "hotvcb-backup"
@@ -65,7 +65,7 @@ def dumps(data: Dict[str, Any]) -> str:
     return json.dumps(body, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
 
 
-def load(shell: Shell, folder: str) -> Optional[Dict[str, Any]]:
+def load(shell: FileReader, folder: str) -> Optional[Dict[str, Any]]:
     """The manifest of a backup, or None for one made by ghettoVCB; ValueError when unusable."""
     path = folder + "/" + MANIFEST
     if not shell.exists(path):

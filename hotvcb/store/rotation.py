@@ -208,20 +208,31 @@ def _tidy_records(shell: Shell, root: str, log) -> None:
     suffix = ".gz" + sidecar.GZ_VERIFY_SUFFIX
     folder = root + "/" + sidecar.GZ_RECORDS
     try:
-        for entry in [e for e in shell.listdir(root) if e.endswith(suffix)]:
+        entries = shell.listdir(root)
+        for entry in [e for e in entries if e.endswith(suffix)]:
             old, new = root + "/" + entry, folder + "/" + entry
             if shell.exists(new):
                 shell.remove_tree(old)
             else:
                 shell.makedirs(folder)
                 shell.rename(old, new)
+        # each record by the name its backup gives it (a long one's is fitted: sidecar.gz_record)
+        kept = {sidecar.gz_record(root + "/" + stem + ".gz").rpartition("/")[2] for stem in _gz_stems(entries)}
         for entry in shell.listdir(folder) if shell.isdir(folder) else []:
-            name = entry[: -len(suffix)]
-            if entry.endswith(suffix) and not any(
-                    shell.exists(root + "/" + n) for n in (name + ".gz", name + layout.DELETING, "." + name + ".gz.tmp")):
+            if entry.endswith(suffix) and entry not in kept:
                 shell.remove_tree(folder + "/" + entry)
     except HostError as err:
         log.warning("could not tidy the records of %s's compressed backups: %s" % (root, err))
+
+
+def _gz_stems(entries: List[str]) -> List[str]:
+    """`<VM>-<time>` of each .gz backup in a VM's folder: published, being removed, or being sealed."""
+    stems = []
+    for e in entries:
+        for head, tail in (("", ".gz"), ("", layout.DELETING), (".", ".gz.tmp")):
+            if e.startswith(head) and e.endswith(tail) and len(e) > len(head + tail):
+                stems.append(e[len(head): -len(tail)])
+    return stems
 
 
 def _spare_bases(shell: Shell, backups: List[BackupSet], doomed: List[BackupSet],

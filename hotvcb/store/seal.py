@@ -136,7 +136,7 @@ class Sealer:
         crashpoint.reached("hashed")
         self._write_record(result, files, snapshot, tree)
         self._chmod(self.partial)
-        final = self._publish(compress)
+        final = self._publish(compress, result)
         result.backup_dir, result.sealed = final, True
         try:
             rotation.rotate(self.shell, self.s.vm_backup_volume, self.vm.name, self.s.vm_backup_rotation_count,
@@ -260,8 +260,10 @@ class Sealer:
         self.shell.write_text(self.partial + "/STATUS." + status, "%s\n" % (result.message or status))
         crashpoint.reached("status-written")
 
-    def _publish(self, compress: bool) -> str:
-        """Give the backup its final name: the folder, or (only a good one) a .gz of it."""
+    def _publish(self, compress: bool, result: VmResult) -> str:
+        """Give the backup its final name: the folder, or (only a good one) a .gz of it. A .gz that could not
+        be made leaves the folder, as a warning of the VM's (the run's exit code): a volume sized for
+        compressed backups must not fill, night after night, with folders under "All VMs backed up OK!"."""
         if not compress:
             if self.s.enable_compression:
                 self.log.warning("%s: not compressing a backup that is not OK; keeping it as a folder" % self.vm.name)
@@ -284,7 +286,9 @@ class Sealer:
         except HotvcbError as err:
             if interrupt.pending():
                 raise
-            self.log.warning("compression failed, keeping the uncompressed backup: %s" % err)
+            said = "compression failed, keeping the uncompressed backup: %s" % err
+            self.log.warning(said)
+            result.warnings.append(said)
             self.shell.remove_tree(tmp)
             for record in sidecar.gz_records(self.final + ".gz"):
                 self.shell.remove_tree(record)

@@ -4,6 +4,7 @@
 import json
 from typing import Any, Dict, Tuple
 
+from .. import namefit
 from ..errors import HostError
 from ..shell import Shell
 
@@ -18,9 +19,11 @@ def gz_record(path: str) -> str:
     Not beside the archive, where hotvcb kept it first (old_gz_record): ghettoVCB's rotation takes
     every entry `ls` shows whose name holds `<VM>-<time>` for a backup, and an admin going back to
     it would lose a real backup early for each record. `ls` shows no dot-folder, nor does its name
-    hold a backup's time."""
+    hold a backup's time. A name over 255 bytes (a VM name of 221-226 bytes) is fitted (namefit: its head and a
+    digest), still ending `.gz.verify.json`; every name that fits is the one older hotvcb wrote."""
     root, _, name = path.rpartition("/")
-    return "%s/%s/%s%s" % (root, GZ_RECORDS, name, GZ_VERIFY_SUFFIX)
+    stem = name[: -len(".gz")] if name.endswith(".gz") else name
+    return "%s/%s/%s" % (root, GZ_RECORDS, namefit.fit("", stem, ".gz" + GZ_VERIFY_SUFFIX))
 
 
 def old_gz_record(path: str) -> str:
@@ -32,7 +35,8 @@ def write_gz_sidecar(shell: Shell, path: str, data: Dict[str, Any]) -> None:
     record = gz_record(path)
     shell.makedirs(record.rpartition("/")[0])
     shell.write_text(record, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    shell.remove_tree(old_gz_record(path))
+    for old in gz_records(path)[1:]:
+        shell.remove_tree(old)
 
 
 def read_gz_verify(shell: Shell, path: str) -> Dict[str, Any]:
@@ -48,6 +52,9 @@ def read_gz_verify(shell: Shell, path: str) -> Dict[str, Any]:
     return {}
 
 
-def gz_records(path: str) -> Tuple[str, str]:
-    """Every place a .gz backup's record may be, the one it is kept in first."""
-    return gz_record(path), old_gz_record(path)
+def gz_records(path: str) -> Tuple[str, ...]:
+    """Every place a .gz backup's record may be, the one it is kept in first (the old one only where its name
+    fits: an older hotvcb could write none past 255 bytes)."""
+    old = old_gz_record(path)
+    fits = len(old.rpartition("/")[2].encode("utf-8", "surrogateescape")) <= namefit.NAME_MAX
+    return (gz_record(path), old) if fits else (gz_record(path),)
