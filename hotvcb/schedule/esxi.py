@@ -378,12 +378,15 @@ _MARK = re.compile(r"^# hotvcb:([A-Za-z0-9][A-Za-z0-9_.-]*) (begin|end)\b")
 # `    exit 0` of an editor that indents), while above a `fi` it may be a guard's `if ...; then exit 0; fi`
 # or a `die()` helper's, which ends no script. Parsing sh is not worth it, so the rule is that simple, and
 # where it cannot be sure the block goes at the end (below). Here-document bodies are text, not commands
-# (_code): an `exit 0` in a script local.sh writes with `cat > /etc/hook.sh <<'EOF'` ends nothing.
+# (_code): an `exit 0` in a script local.sh writes with `cat > /etc/hook.sh <<'EOF'` ends nothing. A `<<`
+# that opens none (quoted, `logger "backup<<done"`; arithmetic, `x=$((a<<b))`) must not be taken for one: the
+# rest of the script, its `exit 0` too, would be text, and the block would go below that exit.
 _EXIT = re.compile(r"^(\s*)exit(\s+([0-9]+|\$\?))?\s*(;\s*)?(#.*)?$")
 # a line closing an if/loop/case/brace group: an `exit` above it (even at column 0) may be a conditional one
 _CLOSER = re.compile(r"^\s*(fi|done|esac|\}|;;)(\s|;|$)")
-# a here-document's `<<WORD`, `<<-WORD`, `<< 'WORD'`, `<<"WORD"`, `<<\WORD` (not `<<<`, nor `$((1<<2))`)
-_HEREDOC = re.compile(r"(?<!<)<<(-?)[ \t]*\\?(['\"]?)([A-Za-z_][A-Za-z0-9_.-]*)\2")
+# a here-document's `<<WORD`, `<<-WORD`, `<< 'WORD'`, `<<"WORD"`, `<<\WORD`, matched where _heredocs finds a
+# `<<` that is an operator (not `<<<`, and not in quotes, arithmetic or a comment)
+_HEREDOC = re.compile(r"<<(-?)[ \t]*\\?(['\"]?)([A-Za-z_][A-Za-z0-9_.-]*)\2")
 
 
 def _block_end(lines: List[str], begin: int, job: str) -> int:
@@ -478,18 +481,61 @@ def unreached(lines: List[str]) -> List[str]:
 
 def _code(lines: List[str]) -> List[int]:
     """Indexes of the lines the shell reads as commands: all but the bodies of here-documents (and their
-    end lines). A here-document never ended runs to the end of the script, as in sh."""
+    end lines). A line whose here-documents are not all ended is read as opening none (sh would read the
+    rest of the script as text; but a `<<` _heredocs took for one where it was not would then hide the
+    script's `exit` from _final_exit and `unreached`: where in doubt, the exit counts)."""
     out = []  # type: List[int]
-    ends = []  # type: List[Tuple[str, bool]]  # (word, tabs stripped) of the documents still open
-    for i, ln in enumerate(lines):
-        if ends:
-            word, tabs = ends[0]
-            if (ln.lstrip("\t") if tabs else ln) == word:
-                ends.pop(0)
-            continue
+    i = 0
+    while i < len(lines):
         out.append(i)
-        if not ln.lstrip().startswith("#"):
-            ends = [(m.group(3), m.group(1) == "-") for m in _HEREDOC.finditer(ln)]
+        after = _bodies_end(lines, i + 1, _heredocs(lines[i]))
+        i = i + 1 if after is None else after
+    return out
+
+
+def _bodies_end(lines: List[str], start: int, docs: List[Tuple[str, bool]]) -> Optional[int]:
+    """Index after the bodies of the here-documents `docs` ((word, tabs stripped), in order) that the line
+    before lines[start] opens, each ended by the first line that is its word; None if one is never ended."""
+    i = start
+    for word, tabs in docs:
+        while i < len(lines) and (lines[i].lstrip("\t") if tabs else lines[i]) != word:
+            i += 1
+        if i == len(lines):
+            return None
+        i += 1
+    return i
+
+
+def _heredocs(ln: str) -> List[Tuple[str, bool]]:
+    """(word, tabs stripped) of each here-document a command line opens: a `<<` inside '...' or "...", after
+    a backslash, inside arithmetic (`$((a<<b))`, `((a<<=1))`), in a comment, or as `<<<`, opens none. A line
+    scan, not a parser: a quote or `((` left open runs to the line's end."""
+    out = []  # type: List[Tuple[str, bool]]
+    quote, parens, i = "", 0, 0  # parens: those open inside the arithmetic we are in (0: none)
+    while i < len(ln):
+        c = ln[i]
+        if quote == "'":
+            quote = "" if c == "'" else quote
+        elif c == "\\":
+            i += 1  # the next character is quoted
+        elif quote == '"':
+            quote = "" if c == '"' else quote
+        elif parens:
+            parens += {"(": 1, ")": -1}.get(c, 0)
+        elif c in "'\"":
+            quote = c
+        elif ln.startswith("((", i):
+            parens, i = 2, i + 1
+        elif c == "#" and (i == 0 or ln[i - 1] in " \t;&|"):
+            break
+        elif ln.startswith("<<<", i):
+            i += 2
+        elif ln.startswith("<<", i):
+            m = _HEREDOC.match(ln, i)
+            if m:
+                out.append((m.group(3), m.group(1) == "-"))
+            i = m.end() - 1 if m else i + 1
+        i += 1
     return out
 
 
