@@ -203,24 +203,27 @@ def _tidy_records(shell: Shell, root: str, log) -> None:
     """Move the records (sidecar.gz_record) an older hotvcb kept beside their .gz backups, where
     ghettoVCB's rotation takes them for backups, into their folder; remove those of backups gone
     without hotvcb's rotation (ghettoVCB's, for an admin who went back to it for a while, or a hand's),
-    but not one of a .gz being sealed (its record is written before the archive has its name: seal.py)
-    or being removed. All but the moves and removals answered by the scan of the VM's folder."""
+    but not one of a .gz being sealed (its record is written once `.<name>.gz.tmp` exists and before the
+    archive has its name: seal.py) or being removed. The records are listed first and the VM's folder
+    after, right before the removals: a record listed was then written after its archive's .gz.tmp
+    appeared, so that listing sees the archive (a seal on another host sharing the volume included); a
+    listing taken before the moves would not, and its record would be removed under the seal."""
     suffix = ".gz" + sidecar.GZ_VERIFY_SUFFIX
     folder = root + "/" + sidecar.GZ_RECORDS
     try:
-        entries = shell.listdir(root)
-        for entry in [e for e in entries if e.endswith(suffix)]:
+        for entry in [e for e in shell.listdir(root) if e.endswith(suffix)]:
             old, new = root + "/" + entry, folder + "/" + entry
             if shell.exists(new):
                 shell.remove_tree(old)
             else:
                 shell.makedirs(folder)
                 shell.rename(old, new)
+        records = [e for e in (shell.listdir(folder) if shell.isdir(folder) else []) if e.endswith(suffix)]
         # each record by the name its backup gives it (a long one's is fitted: sidecar.gz_record)
-        kept = {sidecar.gz_record(root + "/" + stem + ".gz").rpartition("/")[2] for stem in _gz_stems(entries)}
-        for entry in shell.listdir(folder) if shell.isdir(folder) else []:
-            if entry.endswith(suffix) and entry not in kept:
-                shell.remove_tree(folder + "/" + entry)
+        kept = {sidecar.gz_record(root + "/" + stem + ".gz").rpartition("/")[2]
+                for stem in _gz_stems(shell.listdir(root))}
+        for entry in [e for e in records if e not in kept]:
+            shell.remove_tree(folder + "/" + entry)
     except HostError as err:
         log.warning("could not tidy the records of %s's compressed backups: %s" % (root, err))
 
