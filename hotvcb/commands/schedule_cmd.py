@@ -403,10 +403,6 @@ def _asked(args, job: str) -> bool:
     return args.job is None or job == args.job
 
 
-def _what(args) -> str:
-    return "jobs" if args.job is None else "job %r" % args.job
-
-
 def _none_installed(args, where: str = "installed") -> str:
     """A job asked for by name and not there says so plainly, and `show` then exits 1: a script asking
     whether its job is installed (or an admin's typo) is not told yes by exit 0."""

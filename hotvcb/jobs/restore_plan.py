@@ -35,7 +35,7 @@ from ..filetext import read_small
 from ..hosts.base import Hypervisor
 from ..model import DatastoreInfo, Disk, VmRef
 from ..restorefile import RestoreRequest
-from ..shell import FileReader, Shell
+from ..shell import FileReader
 from ..store import layout, manifest
 from ..targz import ArchiveView
 from ..units import PAGE, in_pages

@@ -36,6 +36,7 @@ from typing import Callable, List, Optional, Tuple
 
 from ..errors import HostError, HotvcbError, NotABackup
 from ..model import hostd_name
+from ..namefit import NAME_MAX
 from ..shell import FileReader, Shell
 from ..vmdk import base_name, flat_beside
 from .. import lazyre
@@ -173,7 +174,6 @@ def backup_unnameable(name: str) -> Optional[str]:
                                        if not name.strip(" .") else None)
 
 
-NAME_MAX = 255  # bytes of one folder name on VMFS, NFS and Linux file systems
 RESTORING = ".hotvcb-restoring"  # a restore's VM folder until complete (jobs/restore_scratch.py)
 _LONGEST = "-" + "2026-01-01_00-00-00" + max((PARTIAL, DELETING, ".gz"), key=len)  # the longest name a backup takes
 
