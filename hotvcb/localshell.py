@@ -48,7 +48,9 @@ class LocalShell:
         is read as it comes rather than at exit. `idle_timeout` bounds a copy
         that may rightly take hours by how long it may stay silent instead.
         `tethered` (tether.py): argv runs under SSH mode's wrapper (sshscripts.WRAPPER), which ends it and its
-        children when its stdin, a pipe only we hold, closes: when we end, also by a SIGKILL.
+        children when its stdin, a pipe only we hold, closes: when we end, also by a SIGKILL. A stop
+        (timeout, interrupt) returns once the command has gone, the wrapper waiting for it; a command
+        killed by signal N then exits 128+N (sshscripts.killed_by), as over SSH.
         """
         argv = [str(a) for a in argv]
         try:
@@ -67,8 +69,9 @@ class LocalShell:
         finally:
             if proc.stdin is not None:
                 proc.stdin.close()
-        if tethered and done.returncode == 127 and done.output.startswith(sshscripts.NOT_FOUND):
-            raise HostError("cannot run %s: not found" % argv[0])
+        why = sshscripts.cannot_run(done.returncode, done.output) if tethered else None
+        if why is not None:
+            raise HostError("cannot run %s: %s" % (argv[0], why))
         return done
 
     # -- files -------------------------------------------------------------

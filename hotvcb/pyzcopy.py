@@ -18,6 +18,7 @@ import io
 import sys
 import zipfile
 import zipimport
+import zlib
 from importlib.machinery import ModuleSpec
 from typing import Optional, Tuple
 
@@ -28,7 +29,9 @@ _held = None  # type: Optional[bytes]
 def hold() -> None:
     """If the package was imported from a zip, read that zip now and import the package's modules from
     the copy from here on (`pkgutil.get_data` of the package reads it too). A zip that cannot be read
-    whole now (being rewritten as the run starts) leaves the imports to the file, as they always were."""
+    whole now (being rewritten as the run starts) leaves the imports to the file, as they always were:
+    its table alone may read well while a module's bytes do not (scp writes over, then truncates), so
+    every member's checksum is tested (testzip; ~0.6 MB, in memory)."""
     global _held
     package = sys.modules[PACKAGE]
     zipped = package.__spec__.loader if package.__spec__ is not None else None
@@ -37,7 +40,10 @@ def hold() -> None:
     try:
         with open(zipped.archive, "rb") as f:
             data = f.read()
-        loader = _Loader(zipped.archive, zipfile.ZipFile(io.BytesIO(data)))
+        zf = zipfile.ZipFile(io.BytesIO(data))
+        if zf.testzip() is not None:
+            return
+        loader = _Loader(zipped.archive, zf)
     except Exception:  # noqa: BLE001 - whatever a half-written zip raises (BadZipFile, EOFError, ...), before the
         return  # CLI can word an error: the imports stay the file's, as they always were
     sys.meta_path.insert(0, _Finder(loader))
@@ -102,4 +108,15 @@ class _Loader(importlib.abc.SourceLoader):
         member = path[len(self.archive) + 1:] if path.startswith(self.archive + "/") else ""
         if member not in self.names:
             raise FileNotFoundError("%s is not in %s as this run read it" % (path, self.archive))
-        return self.zip.read(member)
+        try:
+            return self.zip.read(member)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as err:  # OSError: what pkgutil.get_data's callers expect
+            raise OSError("cannot read %s from %s: %s" % (member, self.archive, err)) from err
+
+    def get_code(self, fullname: str):
+        """SourceLoader's, a module's bytes that cannot be read an ImportError, as zipimport's would be (the
+        CLI words an ImportError; any other error is an internal one)."""
+        try:
+            return super().get_code(fullname)
+        except OSError as err:
+            raise ImportError(str(err), name=fullname) from err

@@ -204,8 +204,9 @@ class SshConnection:
         finally:
             if proc.stdin is not None:
                 proc.stdin.close()
-        if done.returncode == 127 and done.output.startswith(sh.NOT_FOUND):
-            raise HostError("cannot run %s on %s: not found" % (argv[0], self.target.destination))
+        why = sh.cannot_run(done.returncode, done.output)
+        if why is not None:
+            raise HostError("cannot run %s on %s: %s" % (argv[0], self.target.destination, why))
         broken = self._broken(done.returncode, done.output)
         if broken is not None:
             raise broken

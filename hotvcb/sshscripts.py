@@ -10,8 +10,9 @@ listings (ls and find print one name a line).
 Commands run under `WRAPPER`, which merges stderr into stdout and watches the channel's stdin:
 SshShell holds it open and never writes, so when it stops the ssh client (interrupt, timeout)
 sshd closes that stdin, the watcher sees EOF and kills the command's whole process group (TERM,
-then KILL after 5 s) -- without a pty sshd would otherwise leave a remote vmkfstools running on
-its own.
+then KILL after 10 s, the grace hotvcb gives its own children) -- without a pty sshd would otherwise
+leave a remote vmkfstools running on its own. The wrapper itself outlives a TERM until the command
+has ended: whoever waits for the wrapper (LocalShell's stop of a tethered copy) waits for the copy.
 """
 
 import binascii
@@ -19,6 +20,7 @@ import io
 import os
 import re
 import shlex
+import signal
 import subprocess
 import tarfile
 from typing import Callable, Dict, List, Optional, Sequence
@@ -40,20 +42,28 @@ UNPATHED = 'import sys\nif sys.path and sys.path[0] == "":\n    del sys.path[0]\
 # asynchronous list would otherwise get /dev/null). The watcher ignores TERM
 # itself so it can follow up with KILL; `kill 0` reaches every process of
 # this session's group, also children of the command (sshd gives each
-# session its own group).
+# session its own group). The wrapper catches TERM (the command, started
+# after the trap, gets it as default) and waits on until the command is
+# gone: a trapped signal ends a `wait` early, with the command still there
+# (`t` says the wait was cut short; kill -0 that the command, or its zombie,
+# is still there to wait for, so a reaped one's status is kept).
 WRAPPER = """\
+case $1 in */*) [ -f "$1" ] && [ ! -x "$1" ] && { echo "%s$1: not executable"; exit 126; };; esac
 command -v "$1" >/dev/null 2>&1 || { echo "%s$1: not found"; exit 127; }
+t=
+trap 't=1' TERM
 exec 3<&0
 "$@" </dev/null 2>&1 &
 p=$!
-{ trap '' TERM; while read -r _; do :; done; kill -TERM 0; sleep 5; kill -KILL 0; } <&3 >/dev/null 2>&1 &
+{ trap '' TERM; while read -r _; do :; done; kill -TERM 0; sleep 10; kill -KILL 0; } <&3 >/dev/null 2>&1 &
 w=$!
 exec 3<&-
 wait $p
 r=$?
+while [ -n "$t" ] && kill -0 $p 2>/dev/null; do t=; wait $p; r=$?; done
 kill -KILL $w 2>/dev/null
 exit $r
-""" % NOT_FOUND
+""" % (NOT_FOUND, NOT_FOUND)
 
 # -- the file operations ($1, $2: paths; exit 3 where a caller tells "exists" from a failure) --
 READ = 'cat -- "$1"'
@@ -166,6 +176,24 @@ def no_answer(out: bytes, mark: str) -> str:
 def wrapped(argv: Sequence[str]) -> str:
     """The command line running argv under WRAPPER."""
     return snippet(WRAPPER, argv)
+
+
+def cannot_run(returncode: int, output: str) -> Optional[str]:
+    """WRAPPER's reason the command did not start ("not found", "not executable"), else None."""
+    if returncode not in (126, 127) or not output.startswith(NOT_FOUND):
+        return None
+    return output.strip().rpartition(": ")[2]
+
+
+def killed_by(returncode: int) -> Optional[str]:
+    """The signal's name when a shell's exit status says its command was killed by one (128+N: WRAPPER's, or
+    the host's shell's for its python killed by the OOM killer or an operator's kill -9), else None."""
+    if not 128 < returncode < 128 + 65:
+        return None
+    try:
+        return signal.Signals(returncode - 128).name
+    except ValueError:
+        return "signal %d" % (returncode - 128)
 
 
 def python_argv(source: str, args: Sequence[str]) -> List[str]:

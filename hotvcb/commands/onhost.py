@@ -15,7 +15,6 @@ import functools
 import json
 import os
 import re
-import signal
 import stat
 import sys
 import codecs
@@ -28,6 +27,7 @@ from ..jobs import outcome
 from ..errors import HostError, Interrupted, UsageError
 from ..onhost_boot import OUTBOX, RUN_DIR
 from ..runlog import LOG_LOST, RunLog, put, say
+from ..sshscripts import killed_by
 
 if TYPE_CHECKING:  # hostrun (with pyzpack, uuid, ...) is imported by an SSH run only: a local run starts sooner
     from .. import hostrun
@@ -148,7 +148,7 @@ def backup(args, log: RunLog) -> Optional[Report]:
     except (TypeError, ValueError) as err:
         why = done.lost or "the run on the host ended without its report (exit %d%s)" % (
             done.returncode, ": %s" % err if done.outbox else "")
-    killed = _killed_by(done.returncode) if not done.lost else None
+    killed = killed_by(done.returncode) if not done.lost else None
     if killed:  # nothing of it ran its `finally`: whatever it had made on the host is still there
         why = "%s: it was killed by %s and may have left hotvcb's snapshot on a VM, a VM it powered off or a " \
               "-partial backup folder; `hotvcb --host %s cleanup` removes them (so does the next backup)" % (
@@ -163,17 +163,6 @@ def backup(args, log: RunLog) -> Optional[Report]:
     else:
         code = done.returncode if 1 <= done.returncode <= LOG_LOST else 1  # hotvcb's codes, not ssh's
     return ended(args, log, started, "ERROR: %s" % why, code, args.host_target.name())
-
-
-def _killed_by(returncode: int) -> Optional[str]:
-    """The signal's name when the host's shell says its python was killed by one (exit 128+N: the host's
-    OOM killer or an operator's kill -9), else None."""
-    if not 128 < returncode < 128 + 65:
-        return None
-    try:
-        return signal.Signals(returncode - 128).name
-    except ValueError:
-        return "signal %d" % (returncode - 128)
 
 
 def ended(args, log: RunLog, started: str, status: str, code: int, host: str,

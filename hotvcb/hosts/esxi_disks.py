@@ -19,6 +19,7 @@ from ..errors import CopyError, HostError
 from ..model import Disk
 from ..runlog import RunLog
 from ..shell import Shell
+from ..sshscripts import killed_by
 from ..treeview import ScannedShell
 from . import esxi_tree, vimcmd
 from .base import Copied
@@ -162,8 +163,9 @@ def _clone_error(output: str, status: int) -> str:
         return m.group(1).strip()
     lines = [l.strip() for l in re.split(r"[\r\n]+", output) if l.strip()]
     said = [l for l in lines if vimcmd.clone_percent(l) is None and not l.startswith(_PREAMBLE)]
-    # a negative status is a signal's (subprocess's way): "exited with status -9" read as vmkfstools' own code
-    how = "was killed by signal %d" % -status if status < 0 else "exited with status %d" % status
+    # it runs under the wrapper (tether.py, SSH mode): a signal's 128+N read as vmkfstools' own code would mislead
+    killed = killed_by(status)
+    how = "was killed by %s" % killed if killed else "exited with status %d" % status
     if said:
         return "vmkfstools %s: %s" % (how, said[-1])
     pct = vimcmd.clone_percent(output)
