@@ -68,10 +68,16 @@ def install_hooks(host):
         os.chmod(path, 0o755)
 
 
+# The restore's pid, seen from vmkfstools' hook: its parent, past the sh that tethers the copy to hotvcb
+# (tether.py): `kill -9 $PPID` meant the restore, not that wrapper.
+_RESTORE = ('RESTORE=$PPID; while [ "$(cat /proc/$RESTORE/comm 2>/dev/null)" = sh ]; do '
+            'RESTORE=$(sed "s/.*) //" /proc/$RESTORE/stat | cut -d" " -f2); done')
+
+
 def on_clone(host, script):
     """`script` (sh) runs in front of the next `vmkfstools -i`; HOOKS is its folder, $PPID the restore."""
     with open(os.path.join(hookdir(host), "vmkfstools.sh"), "w") as f:
-        f.write('HOOKS="%s"\n%s\n' % (hookdir(host), script))
+        f.write('HOOKS="%s"\n%s\n%s\n' % (hookdir(host), _RESTORE, script.replace("$PPID", "$RESTORE")))
 
 
 def clear_hooks(host):
