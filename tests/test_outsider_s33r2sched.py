@@ -24,11 +24,23 @@ from pathlib import Path
 
 import pytest
 
+from asuser import readable_code
 from cronsite import fake_crontab, qemu_site  # noqa: F401  (the fixtures)
 from simhost import REPO
 
 ESXI_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="esxisim needs root (mount namespaces)")
 AS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as two other users")
+
+USER_CODE = ""  # a world-readable copy of the package: user 1000 may not reach a clone under a 0700 folder
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _user_code():
+    """hotvcb as user 1000 runs from a copy it can read (asuser.py): a fresh CI clone lies in `mktemp -d`."""
+    global USER_CODE
+    with readable_code() as code:
+        USER_CODE = code
+        yield
 
 
 def _cli(*args, env=None, cwd=None):
@@ -121,7 +133,7 @@ def _lock_out(tmp_path):
     # the other user plants the file first
     subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "touch",
                     str(shared / "hotvcb-schedule-1000.lock")], check=True)
-    env = {"HOME": str(home), "TMPDIR": str(shared), "PATH": "%s:/usr/bin:/bin" % bindir, "PYTHONPATH": REPO}
+    env = {"HOME": str(home), "TMPDIR": str(shared), "PATH": "%s:/usr/bin:/bin" % bindir, "PYTHONPATH": USER_CODE}
     done = subprocess.run(["setpriv", "--reuid", "1000", "--regid", "1000", "--clear-groups", "/usr/bin/python3",
                            "-m", "hotvcb", "schedule", "remove", "--platform", "linux", "--job", "n"], cwd="/",
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
@@ -338,7 +350,7 @@ def _two_temp_folders(top, tmps):
         (top / sub).chmod(0o1777)
     procs = []
     for (job, cron), tmp in zip((("daily", "0 2 * * *"), ("weekly", "0 4 * * 6")), tmps):
-        env = {"HOME": str(work), "TMPDIR": str(top / tmp), "PATH": "%s:/usr/bin:/bin" % bindir, "PYTHONPATH": REPO}
+        env = {"HOME": str(work), "TMPDIR": str(top / tmp), "PATH": "%s:/usr/bin:/bin" % bindir, "PYTHONPATH": USER_CODE}
         procs.append(subprocess.Popen(
             ["setpriv", "--reuid", "1000", "--regid", "1000", "--clear-groups", "/usr/bin/python3", "-m", "hotvcb",
              "--qemu", str(qmp), "schedule", "install", "--platform", "linux", "--cron", cron, "--job", job, "--log",
