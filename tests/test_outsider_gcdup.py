@@ -291,7 +291,11 @@ def test_a_pack_copied_by_hand_is_dropped_as_a_duplicate_and_the_original_kept(t
     repo = new_repo(tmp_path / "repo")
     backup(repo, "web", disk)
     pack = repo.backend.list(PACKS)[0].name
-    for copy in ("packs/00/" + pack.rsplit("/", 1)[-1], pack + ".bak"):  # one sorts before it, one after
+    folder, base = pack.split("/")[1:]
+    # one sorts before it, one after; a pack's folder is its hash's first byte, so 1 in 256 lies in 00/,
+    # before which no folder sorts: its copy there would be the pack itself
+    before = "packs/%02x/%s" % (int(folder, 16) - 1, base) if folder != "00" else "packs/ff/" + base
+    for copy in (before, pack + ".bak"):
         os.makedirs(os.path.dirname(os.path.join(str(tmp_path / "repo"), copy)), exist_ok=True)
         shutil.copy2(os.path.join(str(tmp_path / "repo"), pack), os.path.join(str(tmp_path / "repo"), copy))
     gc_twice(tmp_path / "repo", repo)

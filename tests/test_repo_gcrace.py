@@ -117,15 +117,19 @@ def test_a_restore_finds_chunks_moved_since_its_map_was_built(tmp_path, repo_dis
     snap = backup(repo, "web", disk)
     stale = repo.chunk_map()
     root = str(tmp_path / "repo")
-    for info in repo.backend.list(PACKS):
-        moved = os.path.join(root, "packs", "00", info.name.rsplit("/", 1)[-1])
+    packs = repo.backend.list(PACKS)
+    # a folder none of them lies in: a pack already under it would not move, and the restore would
+    # have no miss to bring the map up to date with (1 in 256 per pack, as a pack's name is its hash)
+    to = min("%02x" % n for n in range(256) if "%02x" % n not in {i.name.split("/")[1] for i in packs})
+    for info in packs:
+        moved = os.path.join(root, "packs", to, info.name.rsplit("/", 1)[-1])
         os.makedirs(os.path.dirname(moved), exist_ok=True)
         shutil.move(os.path.join(root, info.name), moved)
     assert read_file(repo, snap, "web.vmx", dict(stale)) == b'displayName = "web"\n'
     out = tmp_path / "restored.raw"
     restore_disk(repo, snap, snap.disks[0], str(out), chunk_map=stale)
     assert same(out, disk)
-    assert {loc.pack.split("/")[1] for loc in stale.values()} == {"00"}  # brought up to date for the next disk
+    assert {loc.pack.split("/")[1] for loc in stale.values()} == {to}  # brought up to date for the next disk
     out.unlink()
     restore_disk(repo, snap, snap.disks[0], str(out), chunk_map={})  # a map built before the packs were seen
     assert same(out, disk)
