@@ -11,7 +11,7 @@ import select
 import signal
 import subprocess
 import time
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from . import background, interrupt
 from .errors import TimeoutExpired
@@ -26,14 +26,18 @@ def stream(
     idle_timeout: Optional[float],
     on_output: Optional[OutputCallback],
     interruptible: bool,
+    stop: "Optional[Callable[[subprocess.Popen], None]]" = None,
 ) -> Completed:
     """Read a started child's merged output until it exits; the shared core of run().
 
     `proc` must have been started in its own session with stdout a pipe
     (stderr merged into it); `argv` is the command as the user should see it.
     The child (and its group) is stopped on timeout, idle timeout, a pending
-    interrupt, its Background given up, and whatever else goes wrong while reading.
+    interrupt, its Background given up, and whatever else goes wrong while reading:
+    by `stop` where the caller knows better how (an ssh client's command on the host:
+    SshConnection.run), else by SIGTERM, then SIGKILL.
     """
+    halt = stop or _stop
     chunks = []  # type: List[bytes]
     pending = b""
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -46,20 +50,20 @@ def stream(
     def bounds() -> None:
         """Stop the child once its answer is given up, on a pending interrupt or past the deadline."""
         if background.given_up():
-            _stop(proc)
+            halt(proc)
             raise background.Cancelled()
         if interruptible and interrupt.pending():
-            _stop(proc)
+            halt(proc)
             interrupt.raise_pending()
         if deadline is not None and time.monotonic() > deadline:
-            _stop(proc)
+            halt(proc)
             raise TimeoutExpired(" ".join(argv[:2]), timeout or 0.0)
 
     try:
         while True:
             bounds()
             if idle_timeout is not None and time.monotonic() - quiet_since > idle_timeout:
-                _stop(proc)
+                halt(proc)
                 raise TimeoutExpired("output from " + " ".join(argv[:2]), idle_timeout)
             ready, _, _ = select.select([fd], [], [], 0.2)
             if not ready:
@@ -82,7 +86,7 @@ def stream(
                 bounds()
     finally:
         if proc.poll() is None:
-            _stop(proc)
+            halt(proc)
         out.close()
     if on_output is not None and pending:
         on_output(pending.decode("utf-8", "replace"))

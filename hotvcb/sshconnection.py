@@ -17,21 +17,24 @@ changed is refused with a message telling the admin how to check and add it.
 Nothing is ever accepted silently. Authentication is non-interactive
 (``BatchMode``): a backup run under cron cannot answer a prompt.
 
-Commands run under a wrapper (sshscripts.py) that kills them on the host when we stop the ssh client.
+Commands run under a wrapper (sshscripts.py) that ends them on the host when the session's stdin closes;
+a stop (interrupt, timeout) closes it and returns once the host has confirmed the command's end (`_stop`).
 What the admin is told when a connection cannot be made or breaks is in ssherrors.py.
 """
 
 import atexit
 import os
+import select
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, TypeVar
 
 from . import ssherrors, sshfiles, sshscripts as sh, tmpwork
 from .cmdstream import stream
-from .errors import HostError, TimeoutExpired
+from .errors import HostError, HotvcbError, Interrupted, TimeoutExpired
 from .shell import Completed, OutputCallback
 
 SSH = "ssh"
@@ -43,6 +46,8 @@ WORK_PREFIX = "hotvcb-ssh-"  # in /tmp: the master's socket and its error output
 SOCKET_ROOT_MAX = 104 - 1 - 17 - len("/%s1234567-12345678/master" % WORK_PREFIX)
 PERSIST = 600  # an orphaned master goes away after this long without clients
 FILE_OP_TIMEOUT = 600  # a file operation's snippet (sshshell.py), unless it says otherwise
+# how long a stopped command's host has to confirm its end: the wrapper's 10 s from TERM to KILL, and room
+STOP_CONFIRM = 30
 
 _Self = TypeVar("_Self", bound="SshConnection")
 
@@ -190,17 +195,25 @@ class SshConnection:
     ) -> Completed:
         """Run argv on the host; same contract as Shell.run (LocalShell.run).
 
-        Stopping the local ssh client (interrupt, timeout) closes the channel,
-        and the wrapper then kills the remote command and its children.
+        A stop (interrupt, timeout) returns once the command and its children have gone on the host, as a
+        tethered LocalShell.run's does (`_stop`): the snapshot a copy reads and the folder it writes are
+        cleaned up after it, not under it. A host that does not confirm in time is named in the error.
         """
         self.open()
         argv = [str(a) for a in argv]
         remote = sh.wrapped(argv)
         proc = self._session(remote, stdin=subprocess.PIPE,  # held open: its EOF tells the remote side we are gone
                              stderr=subprocess.STDOUT)
+        confirmed = []  # type: List[bool]  # each stop's: did the host confirm the command's end
         try:
             done = stream(proc, argv, timeout=timeout, idle_timeout=idle_timeout,
-                          on_output=on_output, interruptible=interruptible)
+                          on_output=on_output, interruptible=interruptible,
+                          stop=lambda p: confirmed.append(_stop(p)))
+        except (HotvcbError, Interrupted) as err:
+            if False in confirmed:
+                err.message += ("; %s: the host did not confirm its end within %d s of its stop: it may still run on "
+                                "%s (see `ps` there)" % (" ".join(argv[:2]), STOP_CONFIRM, self.target.destination))
+            raise
         finally:
             if proc.stdin is not None:
                 proc.stdin.close()
@@ -269,6 +282,31 @@ class SshConnection:
         if answer is None:
             raise HostError("%s on %s: %s" % (script.split()[0], self.target.destination, sh.no_answer(out, mark)))
         return proc.returncode, answer, message
+
+
+def _stop(proc: "subprocess.Popen") -> bool:
+    """Stop a run() session's command: our end of its stdin closed is the wrapper's cue to end it
+    (sshscripts.WRAPPER), and the session ends once it has gone. What it still prints is read and dropped
+    (a full pipe would hold the session open). True once the session ended within STOP_CONFIRM; else (the
+    connection hangs) the ssh client is killed, the command perhaps still running on the host, and False."""
+    try:
+        if proc.stdin is not None:
+            proc.stdin.close()
+    except OSError:
+        pass  # the client is gone already
+    deadline = time.monotonic() + STOP_CONFIRM
+    fd = proc.stdout.fileno() if proc.stdout is not None else -1
+    while fd >= 0 and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], min(0.2, max(0.0, deadline - time.monotonic())))
+        if ready and not os.read(fd, 65536):
+            break
+    try:
+        proc.wait(max(0.0, deadline - time.monotonic()))
+        return True
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return False
 
 
 def _socket_root() -> str:

@@ -8,11 +8,12 @@ ESXi): names holding spaces, quotes or `;` reach the host's tools as they are. A
 listings (ls and find print one name a line).
 
 Commands run under `WRAPPER`, which merges stderr into stdout and watches the channel's stdin:
-SshShell holds it open and never writes, so when it stops the ssh client (interrupt, timeout)
-sshd closes that stdin, the watcher sees EOF and kills the command's whole process group (TERM,
-then KILL after 10 s, the grace hotvcb gives its own children) -- without a pty sshd would otherwise
-leave a remote vmkfstools running on its own. The wrapper itself outlives a TERM until the command
-has ended: whoever waits for the wrapper (LocalShell's stop of a tethered copy) waits for the copy.
+SshShell holds it open and never writes, so when it closes it (a stop: interrupt, timeout) or its ssh
+client ends, sshd closes that stdin, the watcher sees EOF and kills the command's whole process group
+(TERM, then KILL after 10 s, the grace hotvcb gives its own children) -- without a pty sshd would
+otherwise leave a remote vmkfstools running on its own. The wrapper itself outlives a TERM until the
+command has ended: whoever waits for the wrapper (LocalShell's stop of a tethered copy, SshConnection's
+of its session) waits for the copy.
 """
 
 import binascii
