@@ -14,7 +14,7 @@ from cronsite import fake_crontab, qemu_site  # noqa: F401  (the fixtures)
 
 from hotvcb import schedule
 from hotvcb.errors import HostError, UsageError
-from hotvcb.schedule import cron, esxi, linux
+from hotvcb.schedule import cron, esxi, linux, localsh
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "tests" / "data" / "esxi-samples"
@@ -765,10 +765,10 @@ def test_an_indented_final_exit_is_the_scripts_end_and_a_here_document_is_no_cod
     block = ["# hotvcb:n begin", "x", "# hotvcb:n end"]
     indented = ["#!/bin/sh", "echo mine", "    exit 0"]
     restart = ["# hotvcb-crond begin", "y", "# hotvcb-crond end"]
-    assert esxi._with_block(indented, "n", block, esxi.LOCAL_SH, restart)[-1] == "    exit 0"
-    assert esxi.unreached(indented + block) == ["n"] and esxi.unreached(block + indented) == []
+    assert localsh.with_block(indented, "n", block, localsh.LOCAL_SH, restart)[-1] == "    exit 0"
+    assert localsh.unreached(indented + block) == ["n"] and localsh.unreached(block + indented) == []
     heredoc = ["#!/bin/sh", "cat > /etc/hook.sh <<'EOF'", "f() {", "exit 0", "}", "EOF", "chmod +x /etc/hook.sh"]
-    assert esxi._with_block(heredoc, "n", block, esxi.LOCAL_SH, restart)[-8:] == block + [""] + restart + [""]
-    assert esxi.unreached(heredoc + block) == []
-    assert esxi._final_exit(["cat <<-E", "\texit 0", "\tE", "exit 0"]) == 3
-    assert esxi._final_exit(["if [ -f /tmp/m ]; then", "  exit 0", "fi"]) is None
+    assert localsh.with_block(heredoc, "n", block, localsh.LOCAL_SH, restart)[-8:] == block + [""] + restart + [""]
+    assert localsh.unreached(heredoc + block) == []
+    assert localsh._final_exit(["cat <<-E", "\texit 0", "\tE", "exit 0"]) == 3
+    assert localsh._final_exit(["if [ -f /tmp/m ]; then", "  exit 0", "fi"]) is None
