@@ -246,16 +246,16 @@ def test_default_job_name_is_the_ssh_hosts(host, port, name):
 def test_install_warns_of_another_job_of_the_same_host(fake_crontab, capsys):
     """An older hotvcb named every job `hotvcb`: re-installed under the host's name, the old line would back
     the host up a second time unless the admin is told."""
-    from hotvcb.commands import schedule_cmd
+    from hotvcb.commands import schedule_cmd, schedule_hosts
 
     sched = linux.CrontabScheduler()
     sched.install(schedule.Job("hotvcb", "0 1 * * *", ["hotvcb", "--host", "root@esxi01", "backup", "-a"], None))
     sched.install(schedule.Job("esxi02", "0 1 * * *", ["hotvcb", "--host", "root@esxi02", "backup", "-a"], None))
-    assert schedule_cmd._jobs_of_host(sched, False, "esxi01", "root@esxi01") == ["hotvcb"]
-    assert schedule_cmd._jobs_of_host(sched, False, "esxi02", "root@esxi02") == []
+    assert schedule_hosts.jobs_of_host(sched, False, "esxi01", "root@esxi01") == ["hotvcb"]
+    assert schedule_hosts.jobs_of_host(sched, False, "esxi02", "root@esxi02") == []
     # the same host in another case, or another user, is the same host; another port is another host
-    assert schedule_cmd._jobs_of_host(sched, False, "x", "admin@ESXi02") == ["esxi02"]
-    assert schedule_cmd._jobs_of_host(sched, False, "x", "root@esxi02", 2222) == []
+    assert schedule_hosts.jobs_of_host(sched, False, "x", "admin@ESXi02") == ["esxi02"]
+    assert schedule_hosts.jobs_of_host(sched, False, "x", "root@esxi02", 2222) == []
     args = schedule_cmd.argparse.Namespace(all_jobs=False, job=None, host="root@esxi03", platform="linux",
                                            systemd=False, unit_dir=linux.UNIT_DIR)
     assert schedule_cmd.run_remove(args) == 0
