@@ -8,7 +8,7 @@ import pytest
 from test_schedule_esxi import ARGS, LOCAL_SH, Esxi, _esxisim, pyz  # noqa: F401  (pyz: a fixture)
 
 from hotvcb.localshell import LocalShell
-from hotvcb.schedule import esxi as esxi_sched
+from hotvcb.schedule import localsh
 from hotvcb.store import rotation, sidecar
 
 BLOCK = ["# hotvcb:n begin", "x", "# hotvcb:n end"]
@@ -29,22 +29,22 @@ NOT_HEREDOCS = [
 @pytest.mark.parametrize("line", NOT_HEREDOCS)
 def test_a_double_less_that_opens_no_ended_here_document_hides_no_exit(line):
     script = ["#!/bin/sh", line, "echo more", "exit 0"]
-    assert esxi_sched._with_block(script, "n", BLOCK, esxi_sched.LOCAL_SH, RESTART) == \
+    assert localsh.with_block(script, "n", BLOCK, localsh.LOCAL_SH, RESTART) == \
         script[:3] + BLOCK + [""] + RESTART + [""] + ["exit 0"]
-    assert esxi_sched.unreached(script + BLOCK) == ["n"]
+    assert localsh.unreached(script + BLOCK) == ["n"]
 
 
 def test_a_here_document_after_a_quoted_double_less_is_still_text():
     script = ["#!/bin/sh", 'logger "a<<b"; cat > /etc/h.sh <<EOF', "exit 0", "EOF", "echo done"]
-    assert esxi_sched._final_exit(script) is None
-    assert esxi_sched.unreached(script + BLOCK) == []
+    assert localsh._final_exit(script) is None
+    assert localsh.unreached(script + BLOCK) == []
     two = ["cat <<A <<-B", "exit 0", "A", "\texit 0", "\tB", "exit 1"]
-    assert esxi_sched._final_exit(two) == 5
+    assert localsh._final_exit(two) == 5
 
 
 def test_a_column_0_exit_above_a_block_is_said_after_an_unended_here_document():
     script = ["#!/bin/sh", "cat <<EOF", "exit 0"] + BLOCK
-    assert esxi_sched.unreached(script) == ["n"]
+    assert localsh.unreached(script) == ["n"]
 
 
 @pytest.mark.slow

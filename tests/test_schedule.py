@@ -14,7 +14,7 @@ from cronsite import fake_crontab, qemu_site  # noqa: F401  (the fixtures)
 
 from hotvcb import schedule
 from hotvcb.errors import HostError, UsageError
-from hotvcb.schedule import cron, esxi, linux
+from hotvcb.schedule import cron, esxi, linux, localsh
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "tests" / "data" / "esxi-samples"
@@ -246,16 +246,16 @@ def test_default_job_name_is_the_ssh_hosts(host, port, name):
 def test_install_warns_of_another_job_of_the_same_host(fake_crontab, capsys):
     """An older hotvcb named every job `hotvcb`: re-installed under the host's name, the old line would back
     the host up a second time unless the admin is told."""
-    from hotvcb.commands import schedule_cmd
+    from hotvcb.commands import schedule_cmd, schedule_hosts
 
     sched = linux.CrontabScheduler()
     sched.install(schedule.Job("hotvcb", "0 1 * * *", ["hotvcb", "--host", "root@esxi01", "backup", "-a"], None))
     sched.install(schedule.Job("esxi02", "0 1 * * *", ["hotvcb", "--host", "root@esxi02", "backup", "-a"], None))
-    assert schedule_cmd._jobs_of_host(sched, False, "esxi01", "root@esxi01") == ["hotvcb"]
-    assert schedule_cmd._jobs_of_host(sched, False, "esxi02", "root@esxi02") == []
+    assert schedule_hosts.jobs_of_host(sched, False, "esxi01", "root@esxi01") == ["hotvcb"]
+    assert schedule_hosts.jobs_of_host(sched, False, "esxi02", "root@esxi02") == []
     # the same host in another case, or another user, is the same host; another port is another host
-    assert schedule_cmd._jobs_of_host(sched, False, "x", "admin@ESXi02") == ["esxi02"]
-    assert schedule_cmd._jobs_of_host(sched, False, "x", "root@esxi02", 2222) == []
+    assert schedule_hosts.jobs_of_host(sched, False, "x", "admin@ESXi02") == ["esxi02"]
+    assert schedule_hosts.jobs_of_host(sched, False, "x", "root@esxi02", 2222) == []
     args = schedule_cmd.argparse.Namespace(all_jobs=False, job=None, host="root@esxi03", platform="linux",
                                            systemd=False, unit_dir=linux.UNIT_DIR)
     assert schedule_cmd.run_remove(args) == 0
@@ -765,10 +765,10 @@ def test_an_indented_final_exit_is_the_scripts_end_and_a_here_document_is_no_cod
     block = ["# hotvcb:n begin", "x", "# hotvcb:n end"]
     indented = ["#!/bin/sh", "echo mine", "    exit 0"]
     restart = ["# hotvcb-crond begin", "y", "# hotvcb-crond end"]
-    assert esxi._with_block(indented, "n", block, esxi.LOCAL_SH, restart)[-1] == "    exit 0"
-    assert esxi.unreached(indented + block) == ["n"] and esxi.unreached(block + indented) == []
+    assert localsh.with_block(indented, "n", block, localsh.LOCAL_SH, restart)[-1] == "    exit 0"
+    assert localsh.unreached(indented + block) == ["n"] and localsh.unreached(block + indented) == []
     heredoc = ["#!/bin/sh", "cat > /etc/hook.sh <<'EOF'", "f() {", "exit 0", "}", "EOF", "chmod +x /etc/hook.sh"]
-    assert esxi._with_block(heredoc, "n", block, esxi.LOCAL_SH, restart)[-8:] == block + [""] + restart + [""]
-    assert esxi.unreached(heredoc + block) == []
-    assert esxi._final_exit(["cat <<-E", "\texit 0", "\tE", "exit 0"]) == 3
-    assert esxi._final_exit(["if [ -f /tmp/m ]; then", "  exit 0", "fi"]) is None
+    assert localsh.with_block(heredoc, "n", block, localsh.LOCAL_SH, restart)[-8:] == block + [""] + restart + [""]
+    assert localsh.unreached(heredoc + block) == []
+    assert localsh._final_exit(["cat <<-E", "\texit 0", "\tE", "exit 0"]) == 3
+    assert localsh._final_exit(["if [ -f /tmp/m ]; then", "  exit 0", "fi"]) is None

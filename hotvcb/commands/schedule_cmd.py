@@ -2,16 +2,15 @@
 
 import argparse
 import os
-import shlex
 import stat
 import sys
-from typing import List, Optional, Set, Tuple
+from typing import List, Optional, Tuple
 
 from .. import schedule
 from ..errors import HostError, UsageError
 from ..runlog import open_log, say
 from ..schedule import cron, esxi, linux
-from . import backup_cmd, cmdline, runtarget
+from . import backup_cmd, cmdline, runtarget, schedule_hosts
 
 
 def register(subparsers) -> None:
@@ -162,10 +161,11 @@ def run_install(args) -> int:
     job = schedule.Job(name, expr, argv, log, schedule.carried_env())
     if on_esxi:
         _warn_ramdisk(parsed, log)
-    others = [] if target.ssh is None else _jobs_of_host(sched, on_esxi, name, target.ssh.destination,
-                                                          target.ssh.port)
-    now = {_host_key(target.ssh.destination, target.ssh.port)} if target.ssh else set()
-    dropped = sorted(set().union(*[_hosts_in(e.text) for e in _installed(sched, on_esxi) if e.job == name]) - now)
+    others = [] if target.ssh is None else schedule_hosts.jobs_of_host(sched, on_esxi, name,
+                                                                        target.ssh.destination, target.ssh.port)
+    now = {schedule_hosts.host_key(target.ssh.destination, target.ssh.port)} if target.ssh else set()
+    dropped = sorted(set().union(*[schedule_hosts.hosts_in(e.text) for e in schedule_hosts.installed(sched, on_esxi)
+                                   if e.job == name]) - now)
     result = sched.install(job)
     if args.systemd:
         say("installed %s.timer (OnCalendar=%s) running: %s" % (linux.unit_name(name), result, schedule.shell_line(argv)))
@@ -279,64 +279,6 @@ def _take_from_other(args, name: str, sched) -> None:
     say("job %s taken out of %s: it runs from the %s only" % (name, other, "systemd timer" if args.systemd else "crontab"))
 
 
-def _installed(sched, on_esxi: bool) -> List[schedule.Entry]:
-    status = sched.status()
-    return list(status.entries if on_esxi else status)
-
-
-def _jobs_of_host(sched, on_esxi: bool, name: str, destination: str, port: Optional[int] = None) -> List[str]:
-    """The other installed jobs that reach the same SSH host: installed under another name (by an older
-    hotvcb, whose default name was the same for every host; with --job, or as the host written in
-    another case), both would back it up now, colliding on the host's run lock or doubling its snapshots.
-
-    The same host is the same host name, in any case (names are case-blind), at the same port (22 when
-    none is given): two hosts behind one gateway told apart by the port are two hosts, and telling the
-    admin to remove the other's job would have removed that host's only backup."""
-    host = _host_key(destination, port)
-    return sorted({e.job for e in _installed(sched, on_esxi)
-                   if e.job != name and host in _hosts_in(e.text)})
-
-
-def _host_key(destination: str, port: Optional[int]) -> Tuple[str, int]:
-    return destination.rsplit("@", 1)[-1].lower(), port or 22
-
-
-def _hosts_in(text: str) -> Set[Tuple[str, int]]:
-    """The SSH hosts (`_host_key`) an installed job's text names with `--host` (and `--port`): a cron
-    line, a systemd unit's ExecStart=, or ESXi's boot block that holds the cron line quoted once more."""
-    found = set()  # type: Set[Tuple[str, int]]
-    for line in text.splitlines():
-        line = line[len("ExecStart="):] if line.startswith("ExecStart=") else line
-        for words in _word_lists(line):
-            dest, port = None, None  # type: Optional[str], Optional[int]
-            i = 0
-            while i < len(words) and words[i] != "backup":  # the global options stand before `backup`
-                flag, eq, value = words[i].partition("=")
-                if flag in ("--host", "--port") and not eq and i + 1 < len(words):
-                    value, i = words[i + 1], i + 1
-                if flag == "--host":
-                    dest = value
-                elif flag == "--port":
-                    port = int(value) if value.isdigit() else None
-                i += 1
-            if dest:
-                found.add(_host_key(dest, port))
-    return found
-
-
-def _word_lists(line: str) -> List[List[str]]:
-    """The line's shell words, and those of each word that is itself a command line (ESXi's boot block)."""
-    try:
-        words = shlex.split(line)
-    except ValueError:
-        return []
-    out = [words]
-    for w in words:
-        if " --host" in w:
-            out += _word_lists(w)
-    return out
-
-
 def run_remove(args) -> int:
     if args.all_jobs and args.job is not None:  # --all silently won: `--job daily --all` removed weekly too
         raise UsageError("schedule remove: give --job %s or --all, not both" % args.job)
@@ -354,7 +296,7 @@ def run_remove(args) -> int:
         raise UsageError("no hotvcb job %s in %s; %s" % ("at all" if job is None else repr(job),
                                                          _scheduler_name(args.systemd, None), still))
     if not found:
-        there = sorted({e.job for e in _installed(sched, on_esxi)})
+        there = sorted({e.job for e in schedule_hosts.installed(sched, on_esxi)})
         say("no hotvcb job %s installed; nothing to remove%s" % (
             "at all" if job is None else repr(job), " (installed: %s; say which with --job)" % ", ".join(there)
             if there else ""))

@@ -23,7 +23,7 @@ from ..model import DatastoreInfo, Disk, NfsShare, Snapshot, SnapshotTree, Vm, V
 from ..runlog import RunLog
 from ..settings import DISK_FORMATS
 from ..shell import Shell
-from ..store import layout
+from ..store import backup_files
 from ..treeview import ScannedShell
 from ..vmx import MAX_SIZE, VmxFile, as_vmware_reads
 from . import esxi_release, esxi_rows, esxi_tree, vimcmd
@@ -216,7 +216,7 @@ class EsxiHost:
         if "independent" in mode:
             skip = "independent disk (%s) is not part of snapshots" % mode
         return Disk(key=dev, path=path, datastore=datastore_of(path, names), adapter=adapter, mode=mode,
-                    skip_reason=skip, kept_in=layout.disk_folder(name)[0])
+                    skip_reason=skip, kept_in=backup_files.disk_folder(name)[0])
 
     def backup_config(self, vm: Vm, disk_names: Dict[str, str]) -> Tuple[str, str]:
         """The .vmx as a backup holds it: each disk named as the backup names it (its base

@@ -23,7 +23,7 @@ from ..convert.machine import (MAX_MEMORY_MIB, MAX_VCPUS, ConvertError, DiskSpec
 from ..convert.vmx_to_domain import machine_from_vmx
 from ..errors import HostError
 from ..shell import FileReader
-from ..store import layout, manifest
+from ..store import backup_files, manifest
 from ..vmx import as_vmware_reads
 from . import backup_check
 
@@ -75,9 +75,9 @@ def _read(fs: FileReader, path: str) -> str:
 
 def _from_vmx(fs: FileReader, folder: str, name: str, disk_bus: Optional[str], nic_model: Optional[str]) -> Found:
     def resolve(dev: str, filename: str) -> Optional[Tuple[str, str]]:
-        path = layout.disk_in_backup(fs, folder, filename)  # as the ESXi restore finds it
+        path = backup_files.disk_in_backup(fs, folder, filename)  # as the ESXi restore finds it
         if path is None:
-            lost = layout.descriptor_lost(fs, folder, filename)
+            lost = backup_files.descriptor_lost(fs, folder, filename)
             if lost is not None:  # damage, not a disk the backup skipped
                 raise ConvertError("disk %s (%s): %s" % (dev, filename, lost))
             return None

@@ -36,7 +36,7 @@ from ..hosts.base import Hypervisor
 from ..model import DatastoreInfo, Disk, VmRef
 from ..restorefile import RestoreRequest
 from ..shell import FileReader
-from ..store import layout, manifest
+from ..store import backup_files, layout, manifest
 from ..targz import ArchiveView
 from ..units import PAGE, in_pages
 from ..vmdk import base_name
@@ -207,7 +207,7 @@ class Planner:
         slots = vmx.disk_slots()
         in_tree = {dev for dev, _bus, filename in slots
                    if plan.tree is not None and fs.exists(plan.tree.folder + "/" + filename.rsplit("/", 1)[-1])}
-        in_backup = {dev: layout.disk_in_backup(fs, backup, filename, self._datastore_aliases)
+        in_backup = {dev: backup_files.disk_in_backup(fs, backup, filename, self._datastore_aliases)
                      for dev, _bus, filename in slots if dev not in in_tree}
         used = []  # type: List[vmdknames.Files]
         # a disk renamed to be unique never takes a name a line this restore leaves as it is holds (a disk
@@ -234,7 +234,7 @@ class Planner:
             else:
                 found = in_backup[dev]
                 if found is None:
-                    lost = layout.descriptor_lost(fs, backup, filename, self._datastore_aliases)
+                    lost = backup_files.descriptor_lost(fs, backup, filename, self._datastore_aliases)
                     if lost is not None:
                         raise RestoreError("disk %s (%s): %s; not restoring the VM without that disk (put the descriptor "
                                            "back beside its data, from the VM or another backup of it)" % (dev, filename, lost))
@@ -309,7 +309,7 @@ class Planner:
         if value:
             candidates.append(value.rsplit("/", 1)[-1])
         candidates.append(vmx_file[: -len(".vmx")] + ext)
-        for c in dict.fromkeys(n for name in candidates for n in (layout.side_file_name(name), name)):
+        for c in dict.fromkeys(n for name in candidates for n in (backup_files.side_file_name(name), name)):
             path = backup + "/" + c
             if fs.exists(path) and not fs.isdir(path):
                 if fs is self.shell:  # an archive's members are regular files (targz.scan refuses any other)

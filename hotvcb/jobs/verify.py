@@ -38,7 +38,7 @@ from .. import qcow2, targz
 from ..errors import HostError
 from ..shell import FileReader, Shell
 from ..vmx import MAX_SIZE as VMX_MAX
-from ..store import datasize, ghettovcb_health, health, layout, manifest, sidecar
+from ..store import backup_files, datasize, ghettovcb_health, health, layout, manifest, sidecar
 
 # Files a backup folder holds besides the ones the manifest lists.
 BOOKKEEPING = (manifest.MANIFEST,) + layout.STATUS_FILES
@@ -207,7 +207,7 @@ def _check_gz(shell: Shell, path: str) -> VerifyResult:
     digests = {}  # type: Dict[str, manifest.FileDigest]
 
     def on_file(rel, tar, info):
-        if not layout.top_vmx([rel]) or info.size > VMX_MAX:
+        if not backup_files.top_vmx([rel]) or info.size > VMX_MAX:
             digests[rel] = manifest.digest_stream(targz.member_data(tar, info).read)
             return
         blob = targz.member_data(tar, info).read()  # hashed and kept: unaccounted_disk reads it

@@ -3,7 +3,8 @@
     schedule/
       __init__.py   what every scheduler shares: job names, markers, the command line to run
       cron.py       cron expressions: check, and convert to systemd OnCalendar
-      esxi.py       /var/spool/cron/crontabs/root + crond restart + local.sh / rc.local block
+      esxi.py       /var/spool/cron/crontabs/root + crond restart + bootbank, on the host
+      localsh.py    the local.sh / rc.local blocks: where they go, read and taken out
       linux.py      user crontab (`crontab -l` / `crontab -`) and systemd .service + .timer
       tablelock.py  one change of a crontab at a time (two installs at once each keep their job)
 

@@ -8,7 +8,7 @@ from ..errors import HostError
 from ..filetext import encoded, read_small
 from ..shell import FileReader, Shell
 from ..vmx import MAX_SIZE, VmxFile, as_vmware_reads
-from . import layout, manifest
+from . import backup_files, layout, manifest
 from .sidecar import write_gz_sidecar
 from .verdict import Health, _not_ok
 
@@ -31,7 +31,7 @@ def manifestless(shell: Shell, path: str, status: str, present: Set[str]) -> Hea
         return _not_ok(status)
     if status == "warn" and any(rel.startswith(".") and rel.endswith(".vmxf") for rel in present):
         # hotvcb's STATUS.warn (a disk it should have copied failed), known by the .vmxf kept as only it
-        # keeps one (layout.side_file_name), whose manifest is gone: not ghettoVCB's warn, which is good
+        # keeps one (backup_files.side_file_name), whose manifest is gone: not ghettoVCB's warn, which is good
         return Health("damaged", "a hotvcb backup with a disk that failed (STATUS.warn) whose manifest is gone")
     odd = _vmx_count(present, "folder") or _ghettovcb_folder_disks(shell, path, present)
     if odd is not None:
@@ -121,7 +121,7 @@ def _ghettovcb_disks(sizes: Dict[str, int], texts: Dict[str, str], where: str,
 def _orphan_extent(sizes: Dict[str, int], named: Set[str]) -> Optional[Tuple[str, str]]:
     """(a -flat/-sNNN extent, its descriptor's name) where no descriptor names the extent and its own is
     gone: the disk was backed up and lost its descriptor, which the restore refuses as damage
-    (layout.descriptor_lost), so list, verify, --latest and rotation must not call the backup good."""
+    (backup_files.descriptor_lost), so list, verify, --latest and rotation must not call the backup good."""
     for rel in sorted(sizes):
         match = EXTENT_NAME.fullmatch(rel)
         if match and rel not in named and match.group(1) + ".vmdk" not in sizes:
@@ -154,12 +154,12 @@ def _missing_disk(shell: Shell, path: str, present: Set[str]) -> Optional[Health
     evidence: the disk may have been added to the selection since, and hotvcb's backups, which copy every
     disk after the switch, say in their manifests what they left out. Only the other backups' file names are
     read (an archive's member list, none of its data kept)."""
-    (name,) = layout.top_vmx(present)
+    (name,) = backup_files.top_vmx(present)
     vmx_path = path + "/" + name
     vmx = VmxFile(as_vmware_reads(read_small(shell, vmx_path, MAX_SIZE), lambda: shell.file_size(vmx_path)))
     lacking = [(dev, filename) for dev, _bus, filename in vmx.disk_slots()
                if not (vmx.get(dev + ".mode") or "").lower().startswith("independent")
-               and layout.disk_in_backup(shell, path, filename) is None]
+               and backup_files.disk_in_backup(shell, path, filename) is None]
     root, _, own = path.rpartition("/")
     mine = layout.named(own)
     if not lacking or mine is None:  # a folder not laid out as a backup has no other backups to hold its disks
@@ -173,7 +173,7 @@ def _missing_disk(shell: Shell, path: str, present: Set[str]) -> Optional[Health
             if other not in views:
                 views[other] = _ghettovcb_files(shell, other)
             view = views[other]
-            if view is not None and layout.disk_in_backup(view, other, filename) is not None:
+            if view is not None and backup_files.disk_in_backup(view, other, filename) is not None:
                 return Health("incomplete", "ghettoVCB backup: its .vmx names disk %s (%s), which is not in "
                               "the folder, though %s, made before it, holds it: a copy cut short"
                               % (dev, filename, other))

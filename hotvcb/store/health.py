@@ -40,7 +40,7 @@ from ..errors import HostError, NotABackup
 from ..filetext import read_small
 from ..shell import FileReader, Shell
 from ..vmx import MAX_SIZE, VmxFile, as_vmware_reads
-from . import chain, layout, manifest
+from . import backup_files, chain, layout, manifest
 from .ghettovcb_health import (_ghettovcb, _judge_ghettovcb_archive, _keep_ghettovcb_verdict, _kept_ghettovcb_verdict,
                                manifestless)
 from .sidecar import read_gz_verify
@@ -120,7 +120,7 @@ backup's files: the shell, or a targz.ArchiveView of a .gz; `whole`: False where
 members read so far (an archive's judge), which then says nothing of whether the disk's files are there."""
     if not isinstance(data.get("left_out"), list):
         return ""
-    names = layout.top_vmx(present)
+    names = backup_files.top_vmx(present)
     if len(names) != 1:  # a QEMU or libvirt backup keeps no .vmx; two are the manifest's files' business
         return ""
     vmx_path = path + "/" + names[0]
@@ -129,7 +129,7 @@ members read so far (an archive's judge), which then says nothing of whether the
              if isinstance(e, dict)}
     for dev, _bus, filename in vmx.disk_slots():
         if dev not in known:
-            held = layout.disk_in_backup(shell, path, filename) is not None if whole else None
+            held = backup_files.disk_in_backup(shell, path, filename) is not None if whole else None
             return "its .vmx names disk %s (%s), which its manifest does not account for (not copied, skipped or " \
                 "left out by VMDK_FILES_TO_BACKUP)%s" % (dev, filename, "" if held is None else
                                                          ": its files are in the backup, unproven" if held
@@ -176,11 +176,11 @@ def _judge_archive(shell: Shell, path: str, remember: bool = False) -> Health:
         (manifest.checks_vmx) the .vmx too, to check that (unaccounted_disk): hotvcb archives it next (seal.py);
         an older archive of this hotvcb's, after its disks."""
         return manifest.MANIFEST in texts and any(s in texts for s in layout.STATUS_FILES) and (
-            not manifest.checks_vmx(texts[manifest.MANIFEST]) or bool(layout.top_vmx(texts)))
+            not manifest.checks_vmx(texts[manifest.MANIFEST]) or bool(backup_files.top_vmx(texts)))
 
     try:  # hotvcb's archives: a few KiB read (manifest, STATUS, .vmx come first); ghettoVCB's: read whole
         top, members, texts = targz.scan(path, wanted=(lambda r: r in wanted or r.endswith(".vmdk")
-                                                       or bool(layout.top_vmx([r])),),
+                                                       or bool(backup_files.top_vmx([r])),),
                                          opener=shell.open_binary, enough=enough)
     except HostError as err:
         return Health("damaged", str(err))

@@ -17,7 +17,7 @@ from ..runid import RECORD_MAX, RunId
 from ..settings import Settings
 from ..shell import Shell
 from ..vmdk import base_name
-from . import chain, layout, manifest, rotation, sidecar, source_digest
+from . import backup_files, chain, layout, manifest, rotation, sidecar, source_digest
 
 CLAIM_TRIES = 30
 DISK_SUFFIXES = (".vmdk", ".qcow2", ".raw", ".vmsn", ".vmem")  # disk (and snapshot memory) data a failed backup must not keep
@@ -71,11 +71,11 @@ class Sealer:
     def copy_config_files(self, config: Tuple[str, str]) -> None:
         """The VM's config as its driver words it for a backup (`backup_config`:
         a .vmx pointing at the disk names in this backup, or QEMU's description),
-        then the .nvram and .vmxf as they are (named by layout.side_file_name)."""
+        then the .nvram and .vmxf as they are (named by backup_files.side_file_name)."""
         filename, text = config
         self.shell.write_text(self.partial + "/" + filename, text, sync_folder=False)
         for path in self.vm.extra_files:
-            self.shell.copy_file(path, self.partial + "/" + layout.side_file_name(path.rsplit("/", 1)[-1]))
+            self.shell.copy_file(path, self.partial + "/" + backup_files.side_file_name(path.rsplit("/", 1)[-1]))
 
     def plan_disks(self, disks: List[Disk]) -> Dict[str, str]:
         """Each disk's file name in the backup (by disk key), planned before the config is written.
@@ -275,7 +275,7 @@ class Sealer:
         try:
             self.log.info("Compressing %s" % self.final)
             # the .vmx next: health checks every disk it names is accounted for without reading past them
-            first = FIRST_IN_ARCHIVE + tuple(layout.top_vmx(self.shell.listdir(self.partial)))
+            first = FIRST_IN_ARCHIVE + tuple(backup_files.top_vmx(self.shell.listdir(self.partial)))
             self.shell.make_tar_gz(self.partial, tmp, self.name, first=first, skip=(OWNER,))
             crashpoint.reached("compressed")
             self._chmod(tmp)

@@ -1,0 +1,264 @@
+"""The boot script's hotvcb blocks: ESXi's ``/etc/rc.local.d/local.sh`` (``/etc/rc.local`` before 5.1).
+
+Why apart from esxi.py: the boot script is the admin's, shared with their own commands, and is read by a
+line scan of sh (where it ends: its top-level ``exit``, here-documents that are text, not code). That reading
+is the subtle part, and it needs neither crond, the crontab nor the host: here it is read and tested alone.
+
+Everything we add is marked ``# hotvcb:<job>``; the boot block re-adds the line only
+when it is not there yet (``grep -qxF``), so running local.sh twice gives one line.
+crond is restarted at boot once, by one ``# hotvcb-crond`` block below every job's block: a
+restart in each job's block (the format before) let the next block's ``kill`` read the pid file
+before the crond just started had written it, leaving two crond that ran every job twice a night.
+`install` moves blocks of that format to this one (`with_block`).
+"""
+
+import re
+from typing import List, Optional, Tuple
+
+from . import shell_line
+
+# the host paths a block names
+CRONTAB = "/var/spool/cron/crontabs/root"
+CROND_PID = "/var/run/crond.pid"
+LOCAL_SH = "/etc/rc.local.d/local.sh"
+BUSYBOX_7 = "/usr/lib/vmware/busybox/bin/busybox"
+BUSYBOX_OLD = "/bin/busybox"
+
+RESTART_TAG = "# hotvcb-crond"  # not `# hotvcb:<name>`: no job's block
+KILL_CROND = "/bin/kill $(cat %s) 2>/dev/null" % CROND_PID
+
+
+def _tag(job: str) -> str:
+    return "# hotvcb:%s" % job
+
+
+def job_block(job: str, line: str) -> List[str]:
+    """Puts the job's line back; crond reads it when `restart_block`, below every job's block, restarts it."""
+    quoted = shell_line([line])
+    return [
+        "%s begin: added by `hotvcb schedule install`, removed by `hotvcb schedule remove --job %s`" % (_tag(job), job),
+        "grep -qxF %s %s || printf '%%s\\n' %s >> %s" % (quoted, CRONTAB, quoted, CRONTAB),
+        "%s end" % _tag(job),
+    ]
+
+
+def restart_block(busybox: str) -> List[str]:
+    """One crond restart for all jobs, after their lines are back (the ESXi way: KB 2043564)."""
+    return [
+        "%s begin: restarts crond once, after every hotvcb job's line above is back" % RESTART_TAG,
+        KILL_CROND,
+        "%s crond" % busybox,
+        "%s end" % RESTART_TAG,
+    ]
+
+
+_MARK = re.compile(r"^# hotvcb:([A-Za-z0-9][A-Za-z0-9_.-]*) (begin|end)\b")
+# `exit 0`, `exit`, `exit $?` (the last command's status), any `exit N`, also ended by `;` (a habit from C) or with a
+# comment: where the script ends when it stands at the top level. At column 0 it is taken to; an indented one
+# only when no line below closes an if/loop/case/group (_CLOSER): it then cannot sit inside one (a final
+# `    exit 0` of an editor that indents), while above a `fi` it may be a guard's `if ...; then exit 0; fi`
+# or a `die()` helper's, which ends no script. Parsing sh is not worth it, so the rule is that simple, and
+# where it cannot be sure the block goes at the end (below). Here-document bodies are text, not commands
+# (_code): an `exit 0` in a script local.sh writes with `cat > /etc/hook.sh <<'EOF'` ends nothing. A `<<`
+# that opens none (quoted, `logger "backup<<done"`; arithmetic, `x=$((a<<b))`) must not be taken for one: the
+# rest of the script, its `exit 0` too, would be text, and the block would go below that exit.
+_EXIT = re.compile(r"^(\s*)exit(\s+([0-9]+|\$\?))?\s*(;\s*)?(#.*)?$")
+# a line closing an if/loop/case/brace group: an `exit` above it (even at column 0) may be a conditional one
+_CLOSER = re.compile(r"^\s*(fi|done|esac|\}|;;)(\s|;|$)")
+# a here-document's `<<WORD`, `<<-WORD`, `<< 'WORD'`, `<<"WORD"`, `<<\WORD`, matched where _heredocs finds a
+# `<<` that is an operator (not `<<<`, and not in quotes, arithmetic or a comment)
+_HEREDOC = re.compile(r"<<(-?)[ \t]*\\?(['\"]?)([A-Za-z_][A-Za-z0-9_.-]*)\2")
+
+
+def _block_end(lines: List[str], begin: int, job: str) -> int:
+    """Index after job's block, whose begin marker is lines[begin].
+
+    With its end marker (before any other block) that is the end marker. Without one (the admin deleted
+    `# hotvcb:<job> end` as a stray comment) only the body lines `job_block` writes count as the block:
+    everything after them is the admin's and stays."""
+    for i in range(begin + 1, len(lines)):
+        m = _MARK.match(lines[i])
+        if m and m.group(2) == "begin":
+            break
+        if m and m.group(1) == job:
+            return i + 1
+    end = begin + 1
+    while end < len(lines) and end - begin <= 3 and _is_body(lines[end]):
+        end += 1
+    return end
+
+
+def _is_body(ln: str) -> bool:
+    """A line only `job_block` writes (or wrote: the kill and start of a job block of the format before)."""
+    return _restarts(ln) or (ln.startswith("grep -qxF ") and ln.endswith(" >> %s" % CRONTAB))
+
+
+def _restarts(ln: str) -> bool:
+    """A line of a crond restart we wrote."""
+    return ln == KILL_CROND or ln in ("%s crond" % BUSYBOX_7, "%s crond" % BUSYBOX_OLD)
+
+
+def _migrated(lines: List[str]) -> List[str]:
+    """`lines` with the crond restart taken out of every job block of the format before (each block restarted
+    crond itself), so that only the one restart block restarts it."""
+    out = []  # type: List[str]
+    inside = None  # type: Optional[int]
+    for i, ln in enumerate(lines):
+        m = _MARK.match(ln)
+        if m and m.group(2) == "begin":
+            inside = _block_end(lines, i, m.group(1))
+        elif inside is not None and i >= inside:
+            inside = None
+        if inside is not None and _restarts(ln):
+            continue
+        out.append(ln)
+    return out
+
+
+def without_restart(lines: List[str]) -> List[str]:
+    """`lines` without the crond restart block and the blank line we put after it (without its end marker,
+    deleted as a stray comment, only the restart lines we write count as the block)."""
+    out = []  # type: List[str]
+    i = 0
+    while i < len(lines):
+        if not lines[i].startswith(RESTART_TAG + " begin"):
+            out.append(lines[i])
+            i += 1
+            continue
+        i += 1
+        while i < len(lines) and _restarts(lines[i]):
+            i += 1
+        if i < len(lines) and lines[i] == RESTART_TAG + " end":
+            i += 1
+        if i < len(lines) and lines[i] == "":
+            i += 1
+    return out
+
+
+def blocks(lines: List[str]) -> "dict":
+    """{job: block lines} for every hotvcb block in a boot script."""
+    out = {}
+    i = 0
+    while i < len(lines):
+        m = _MARK.match(lines[i])
+        if m and m.group(2) == "begin":
+            end = _block_end(lines, i, m.group(1))
+            out[m.group(1)] = lines[i:end]
+            i = end
+        else:
+            i += 1
+    return out
+
+
+def unreached(lines: List[str]) -> List[str]:
+    """Jobs whose boot block sits below a top-level `exit` line (_EXIT): the shell may leave the script before
+    reaching them (said for one under a column-0 exit inside an unindented `if` too: where in doubt, `show`
+    warns)."""
+    final = _final_exit(lines)
+    top = [i for i in _exits(lines) if lines[i] == lines[i].lstrip()] + ([] if final is None else [final])
+    first = min(top, default=len(lines))
+    return [m.group(1) for m in (_MARK.match(ln) for ln in lines[first + 1:]) if m and m.group(2) == "begin"]
+
+
+def _code(lines: List[str]) -> List[int]:
+    """Indexes of the lines the shell reads as commands: all but the bodies of here-documents (and their
+    end lines). A line whose here-documents are not all ended is read as opening none (sh would read the
+    rest of the script as text; but a `<<` _heredocs took for one where it was not would then hide the
+    script's `exit` from _final_exit and `unreached`: where in doubt, the exit counts)."""
+    out = []  # type: List[int]
+    i = 0
+    while i < len(lines):
+        out.append(i)
+        after = _bodies_end(lines, i + 1, _heredocs(lines[i]))
+        i = i + 1 if after is None else after
+    return out
+
+
+def _bodies_end(lines: List[str], start: int, docs: List[Tuple[str, bool]]) -> Optional[int]:
+    """Index after the bodies of the here-documents `docs` ((word, tabs stripped), in order) that the line
+    before lines[start] opens, each ended by the first line that is its word; None if one is never ended."""
+    i = start
+    for word, tabs in docs:
+        while i < len(lines) and (lines[i].lstrip("\t") if tabs else lines[i]) != word:
+            i += 1
+        if i == len(lines):
+            return None
+        i += 1
+    return i
+
+
+def _heredocs(ln: str) -> List[Tuple[str, bool]]:
+    """(word, tabs stripped) of each here-document a command line opens: a `<<` inside '...' or "...", after
+    a backslash, inside arithmetic (`$((a<<b))`, `((a<<=1))`), in a comment, or as `<<<`, opens none. A line
+    scan, not a parser: a quote or `((` left open runs to the line's end."""
+    out = []  # type: List[Tuple[str, bool]]
+    quote, parens, i = "", 0, 0  # parens: those open inside the arithmetic we are in (0: none)
+    while i < len(ln):
+        c = ln[i]
+        if quote == "'":
+            quote = "" if c == "'" else quote
+        elif c == "\\":
+            i += 1  # the next character is quoted
+        elif quote == '"':
+            quote = "" if c == '"' else quote
+        elif parens:
+            parens += {"(": 1, ")": -1}.get(c, 0)
+        elif c in "'\"":
+            quote = c
+        elif ln.startswith("((", i):
+            parens, i = 2, i + 1
+        elif c == "#" and (i == 0 or ln[i - 1] in " \t;&|"):
+            break
+        elif ln.startswith("<<<", i):
+            i += 2
+        elif ln.startswith("<<", i):
+            m = _HEREDOC.match(ln, i)
+            if m:
+                out.append((m.group(3), m.group(1) == "-"))
+            i = m.end() - 1 if m else i + 1
+        i += 1
+    return out
+
+
+def _exits(lines: List[str]) -> List[int]:
+    """Indexes of the `exit` lines (_EXIT) among the commands (_code)."""
+    return [i for i in _code(lines) if _EXIT.match(lines[i])]
+
+
+def without_block(lines: List[str], job: str) -> List[str]:
+    """`lines` without job's block and the blank line we put after it."""
+    out = []  # type: List[str]
+    i = 0
+    while i < len(lines):
+        m = _MARK.match(lines[i])
+        if m and m.group(2) == "begin" and m.group(1) == job:
+            i = _block_end(lines, i, job)
+            if i < len(lines) and lines[i] == "":
+                i += 1
+            continue
+        out.append(lines[i])
+        i += 1
+    return out
+
+
+def _final_exit(lines: List[str]) -> Optional[int]:
+    """Index of the top-level `exit` that ends the script: the last one (_EXIT: indented or not), unless a
+    command after it closes an if/loop/case/group (it may then sit inside one: not sure, so None)."""
+    exits = _exits(lines)
+    if not exits or any(_CLOSER.match(lines[i]) for i in _code(lines) if i > exits[-1]):
+        return None
+    return exits[-1]
+
+
+def with_block(lines: Optional[List[str]], job: str, block: List[str], path: str, restart: List[str]) -> List[str]:
+    """Our block (replacing an older one) above the script's final top-level `exit` line (local.sh's `exit 0`,
+    an admin's in rc.local, `exit 0  # end` too: anything below it never runs at boot), else at the end;
+    then the crond restart block (moved there): below every job block that runs at boot; each followed by a
+    blank line. Blocks of the format before lose their own restart (`_migrated`)."""
+    if lines is None:
+        lines = ["#!/bin/sh"] if path == LOCAL_SH else ["#! /bin/ash"]
+    lines = _migrated(without_restart(without_block(lines, job)))
+    at = _final_exit(lines)
+    if at is not None:
+        return lines[:at] + block + [""] + restart + [""] + lines[at:]
+    return lines + block + [""] + restart + [""]
