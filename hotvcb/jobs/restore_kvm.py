@@ -283,7 +283,7 @@ class KvmRestore:
         except HostError as err:
             raise KvmRestoreError(str(err)) from err
         if out.returncode != 0:
-            raise KvmRestoreError("converting %s failed: %s; nothing was defined" % (src, qemuimg.error_line(out.output)))
+            raise KvmRestoreError("converting %s failed: %s; nothing was defined" % (src, qemuimg.failure(out)))
 
     def _script(self, m: Machine, temp: str, folder: str) -> str:
         """`<name>.sh`, the VM as a QEMU command line; "" for an EFI VM on a machine without OVMF."""

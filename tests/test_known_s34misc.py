@@ -1,0 +1,40 @@
+"""Known behaviours of s34 pinned: what an admin reads after a qemu-img killed by a signal, a boot check's
+notes, `list` of a missing per-VM volume, cleanup of a restore folder, the copy silence's cap."""
+
+import os
+import subprocess
+
+import pytest
+
+from qemuvm import PYTHON, QEMU_IMG, env, needs_qemu
+from test_outsider_crosshv import esxi_backup
+
+
+def _cli(*args, bin_dir=None, timeout=120):
+    r = subprocess.run([PYTHON, "-m", "hotvcb"] + [str(a) for a in args], capture_output=True, text=True,
+                       timeout=timeout, env=env(bin_dir))
+    r.out = r.stdout + r.stderr
+    return r
+
+
+def _qemu_img_killed_on(tmp_path, verb):
+    """A bin folder whose qemu-img SIGKILLs itself when run as `qemu-img <verb>`, else is the real one."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "qemu-img").write_text('#!/bin/sh\n[ "$1" = %s ] && kill -9 $$\nexec %s "$@"\n' % (verb, QEMU_IMG))
+    (bin_dir / "qemu-img").chmod(0o755)
+    return str(bin_dir)
+
+
+@needs_qemu
+@pytest.mark.parametrize("verb, says", [("convert", "qemu-img was killed by SIGKILL"),
+                                        ("info", "qemu-img info was killed by SIGKILL")])
+def test_a_qemu_img_killed_by_a_signal_is_named_as_such(tmp_path, verb, says):
+    """As a killed vmkfstools is: the admin read "Killed" (the shell's word) or "exit -9" / "exit 137",
+    a status qemu-img never gives, and had to know that meant the OOM killer or someone's kill."""
+    backup = esxi_backup(tmp_path / "vol", "web")
+    (tmp_path / "out").mkdir()
+    r = _cli("restore", backup, "--kvm", tmp_path / "out", bin_dir=_qemu_img_killed_on(tmp_path, verb))
+    assert r.returncode != 0 and "Traceback" not in r.out, r.out
+    assert says in r.out and "exit -9" not in r.out and "exit 137" not in r.out, r.out
+    assert os.listdir(str(tmp_path / "out")) == [], r.out
