@@ -38,3 +38,21 @@ def test_a_qemu_img_killed_by_a_signal_is_named_as_such(tmp_path, verb, says):
     assert r.returncode != 0 and "Traceback" not in r.out, r.out
     assert says in r.out and "exit -9" not in r.out and "exit 137" not in r.out, r.out
     assert os.listdir(str(tmp_path / "out")) == [], r.out
+
+
+NIC = {"ethernet0.present": "TRUE", "ethernet0.virtualDev": "vmxnet3", "ethernet0.networkName": "VM Network",
+       "ethernet0.address": "00:50:56:01:02:03"}
+RESTORE_ADVICE = ("restored on sata", "--disk-bus", "--nic-model", "network 'default'")
+
+
+@needs_qemu
+def test_a_boot_check_says_only_what_fits_a_boot_check(tmp_path):
+    """`verify --boot` boots on its own buses without network and has no --disk-bus or --nic-model: it told
+    the admin the NIC "is attached to libvirt's network 'default'" and which restore options to take."""
+    backup = esxi_backup(tmp_path / "vol", "web", keys=NIC)
+    r = _cli("verify", "--boot", backup, "--boot-accel", "tcg")
+    assert r.returncode == 0 and "PASS" in r.out, r.out
+    assert not [a for a in RESTORE_ADVICE if a in r.out], r.out
+    (tmp_path / "out").mkdir()
+    r = _cli("restore", backup, "--kvm", tmp_path / "out")
+    assert r.returncode == 0 and all(a in r.out for a in RESTORE_ADVICE), r.out  # the restore still says them

@@ -162,7 +162,7 @@ class KvmRestore:
             raise KvmRestoreError("%s%s %s" % (folder, RESTORING, self._temp_taken(folder + RESTORING)))
         if not archive:
             self._verify(backup)
-        for note in m.notes:
+        for note in m.notes + m.restore_notes:
             self.log.warning("%s: %s" % (m.name, note))
         if view is not None:
             self._check_unpack_room(view, m, req, folder)

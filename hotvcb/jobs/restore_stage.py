@@ -87,6 +87,6 @@ def stage(shell: Shell, found: "Found", dest: str, log, qemu_img: str = qemuimg.
             raise HostError("converting %s for ESXi failed: %s" % (d.source, qemuimg.failure(out)))
         names.append(name)
     vmx = vmx_from_machine(m, names)
-    for note in m.notes:
+    for note in m.notes + m.restore_notes:
         log.warning("%s: %s" % (m.name, note))
     shell.write_text(dest + "/" + layout.datastore_folder(m.name) + ".vmx", vmx)
