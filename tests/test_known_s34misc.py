@@ -56,3 +56,24 @@ def test_a_boot_check_says_only_what_fits_a_boot_check(tmp_path):
     (tmp_path / "out").mkdir()
     r = _cli("restore", backup, "--kvm", tmp_path / "out")
     assert r.returncode == 0 and all(a in r.out for a in RESTORE_ADVICE), r.out  # the restore still says them
+
+
+@pytest.mark.parametrize("global_there", [True, False])
+def test_list_names_a_per_vm_volume_that_is_not_there_and_no_backups_under_a_volume_that_is_not(tmp_path,
+                                                                                                   global_there):
+    """db's per-VM file sends its backups to a share that is gone: `list -c DIR` said nothing of it and
+    "no backups under <the global volume>", where db's backups never were (or which is not there either)."""
+    volume, gone = tmp_path / "vol", tmp_path / "nas" / "db"
+    if global_there:
+        volume.mkdir()
+    conf = tmp_path / "hotvcb.conf"
+    conf.write_text("VM_BACKUP_VOLUME=%s\n" % volume)
+    confdir = tmp_path / "vmconf"
+    confdir.mkdir()
+    (confdir / "db").write_text("VM_BACKUP_VOLUME=%s\n" % gone)
+    r = _cli("list", "-g", conf, "-c", confdir)
+    assert "Traceback" not in r.out and "%s does not exist" % gone in r.stderr and "db's" in r.stderr, r.out
+    if global_there:
+        assert r.returncode == 0 and r.stdout.strip() == "no backups under %s" % volume, r.out
+    else:  # no volume at all is there: as with no per-VM file, an error, never "no backups under" it
+        assert r.returncode == 1 and "no backups under" not in r.out, r.out
