@@ -77,3 +77,32 @@ def test_list_names_a_per_vm_volume_that_is_not_there_and_no_backups_under_a_vol
         assert r.returncode == 0 and r.stdout.strip() == "no backups under %s" % volume, r.out
     else:  # no volume at all is there: as with no per-VM file, an error, never "no backups under" it
         assert r.returncode == 1 and "no backups under" not in r.out, r.out
+
+
+@needs_qemu
+def test_cleanup_never_takes_a_restored_vm_named_like_an_unfinished_folder(tmp_path):
+    """A VM restored as `x.hotvcb-restoring` (its own name), beside the record a restore of `x` left when it
+    died between its rename and removing its record (another machine's, or one whose pid could not be told
+    when the next restore looked): `cleanup --kvm` said "removing ... left by a restore that died" and deleted
+    the good VM. Its definition is named after the folder itself, which no unfinished folder's is."""
+    import hashlib
+    import socket
+    from restorerecords import dead_pid, write_record
+
+    name = "x.hotvcb-restoring"
+    backup = esxi_backup(tmp_path / "vol", name)
+    out = tmp_path / "out"
+    out.mkdir()
+    r = _cli("restore", backup, "--kvm", out)
+    assert r.returncode == 0 and (out / name / (name + ".xml")).exists(), r.out
+    folder = str(out / name)
+    host_id = open("/etc/machine-id").read().strip() if os.path.exists("/etc/machine-id") else None
+    record = write_record(str(out / (".hotvcb-restoring-%s.owner" % hashlib.sha1(folder.encode()).hexdigest()[:16])),
+                          socket.gethostname(), dead_pid(), folder, host=host_id)
+    before = sorted(os.listdir(folder))
+    for level in ("dryrun", None):
+        r = _cli("cleanup", "--kvm", out, *(("-d", level) if level else ()))
+        assert r.returncode == 0 and "Traceback" not in r.out, r.out
+        assert sorted(os.listdir(folder)) == before, r.out
+        assert "restore that died (" not in r.out and "the VM %r restored there" % name in r.out, r.out
+    assert not os.path.exists(record), r.out  # the dead restore's record goes: its folder is no more

@@ -48,7 +48,7 @@ from ..store import datasize, layout
 from ..units import human_size, need_and_free
 from . import backup_check, qemu_vmdk, restore_scratch, restore_sweep
 from .machine_of import Found, machine_of
-from .restore_scratch import RESTORING
+from .restore_scratch import RESTORING, vm_named_so
 
 IN_USE = "exists: another restore into it is running (or one that died on another machine left it)"
 KVM_FORMATS = ("qcow2", "raw")
@@ -183,11 +183,11 @@ class KvmRestore:
         the complete folder of a VM restored under that very name (`Shop.hotvcb-restoring`, its .xml within),
         which no cleanup removes: then that VM is named, not a restore that is not running (as
         restore_plan's for ESXi)."""
-        own = temp.rsplit("/", 1)[-1]
-        if not self.shell.exists("%s/%s.xml" % (temp, own)):
+        if not vm_named_so(self.shell, temp):
             return IN_USE
         return ("is the folder of the VM %r restored there (named like a restore's unfinished folder, which this "
-                "restore would fill first); restore under another name (--name) or into another folder" % own)
+                "restore would fill first); restore under another name (--name) or into another folder"
+                % temp.rsplit("/", 1)[-1])
 
     def _verify(self, backup: str) -> None:
         if self.staged:
