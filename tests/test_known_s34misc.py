@@ -106,3 +106,25 @@ def test_cleanup_never_takes_a_restored_vm_named_like_an_unfinished_folder(tmp_p
         assert sorted(os.listdir(folder)) == before, r.out
         assert "restore that died (" not in r.out and "the VM %r restored there" % name in r.out, r.out
     assert not os.path.exists(record), r.out  # the dead restore's record goes: its folder is no more
+
+
+@needs_qemu
+def test_a_hung_copy_of_the_largest_disk_is_called_hung_within_hours(tmp_path):
+    """The silence allowed grew with the disk without end: a hung copy of a 62 TB disk (VMFS's largest) stayed
+    unsaid for some 16 hours, its VM's snapshot growing and the next night's run kept out meanwhile."""
+    from test_known_s33k3 import _convert_caught, _Silenced
+    from hotvcb import copysilence
+    from hotvcb.hosts import qemuimg
+    from hotvcb.model import Disk
+
+    image = str(tmp_path / "disk.qcow2")
+    subprocess.run([QEMU_IMG, "create", "-q", "-f", "qcow2", image, "1M"], check=True)
+    (tmp_path / "out").mkdir()
+    given = []
+    with pytest.raises(_Silenced):
+        qemuimg.copy_to(_convert_caught(given), Disk("vda", image, "", "virtio"), image, "qcow2",
+                        str(tmp_path / "out" / "vda.qcow2"), "qcow2", None, 62 * 10 ** 12)
+    (silence,) = given
+    assert silence <= 6 * 3600, "%.1f h of silence" % (silence / 3600)
+    assert silence == copysilence.allowed(62 * 10 ** 12) == copysilence.CAP
+    assert copysilence.allowed(9 * 10 ** 12) > 2 * 3600, "a 9 TB disk's slow stretch is still no hang"
