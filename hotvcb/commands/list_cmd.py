@@ -28,7 +28,8 @@ descriptor (thin | 2gbsparse | thick).
 
 A backup volume that is not there (a typo, a datastore not mounted, -g forgotten) is an error
 naming it, exit 1, never "no backups under" it, which reads as backups lost; the NFS share a
-backup run mounts (ENABLE_NON_PERSISTENT_NFS) is said to be unmounted instead.
+backup run mounts (ENABLE_NON_PERSISTENT_NFS) is said to be unmounted instead. A per-VM file's
+volume (-c) that is not there is a warning naming it and its VM; the error only when no volume is.
 """
 
 import os
@@ -189,16 +190,23 @@ def run(args) -> int:
         # a typo must not read as a volume whose backups are gone
         raise UsageError("--volume %s: no such folder (a typo, or a share not mounted?)" % args.volume)
     missing = "" if rows or args.volume else nfs.volume_missing(shell, mine, bool(args.global_conf))
-    if missing and not elsewhere:  # as for --volume: "no backups under" a missing folder reads as backups lost
+    looked = [] if missing else [volume]  # the volumes "no backups under" may name: none that is not there
+    for name, target in sorted(elsewhere.items()):
+        gone = nfs.volume_missing(shell, own[name], True)
+        if gone:  # as the global volume's: named, so neither taken for lost nor looked for under the global one
+            _warn("%s: %s's backups are not listed" % (gone, name))
+            continue
+        rows += backup_rows(shell, target, name, odd=_warn)
+        looked.append(target)
+    if missing and not looked:  # as for --volume: "no backups under" a missing folder reads as backups lost
         raise UsageError(missing)
     if missing:  # the VMs per-VM files send elsewhere are listed; every other VM's backups are not lost
         _warn("%s: only the backups of the VMs per-VM files send elsewhere are listed" % missing)
-    for name, target in sorted(elsewhere.items()):
-        rows += backup_rows(shell, target, name, odd=_warn)
     if args.json:
         say_json({"volume": volume, "backups": rows}, indent=2)
     else:
-        say(table(rows) if rows else "no backups under %s%s" % (volume, " for %r" % args.vm if args.vm else ""))
+        say(table(rows) if rows else "no backups under %s%s"
+            % (" or ".join(looked), " for %r" % args.vm if args.vm else ""))
     return 0
 
 

@@ -64,7 +64,7 @@ def machine_from_xml(text: str, where: str, resolve: Resolve) -> Machine:
             m.left_out.append(dev)
             continue
         if bus not in DISK_BUSES:
-            m.notes.append("disk %s was on %r; it is restored on sata" % (dev, bus))
+            m.restore_notes.append("disk %s was on %r; it is restored on sata" % (dev, bus))
             bus = "sata"
         m.disks.append(DiskSpec(source=found[0], fmt=found[1], bus=bus, origin=dev, target=dev))
     if not m.disks:

@@ -4,7 +4,10 @@ Only what a restored VM needs to boot and be recognisable is kept: CPUs,
 memory, firmware, disks (image, format, bus) and NICs (model, MAC, network).
 `notes` collect what the reader had to change or drop, for the log: a
 restore that silently moved a Windows disk from pvscsi to SATA would leave
-the admin guessing why the guest behaves differently.
+the admin guessing why the guest behaves differently. `restore_notes` are
+those about the devices a restored VM gets (disk bus, NIC model, network)
+and the restore's options that choose them: a smoke boot (`verify --boot`),
+which has no such options and boots without network, says none of them.
 """
 
 import re
@@ -56,6 +59,7 @@ class Machine:
     disks: List[DiskSpec] = field(default_factory=list)
     nics: List[NicSpec] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
+    restore_notes: List[str] = field(default_factory=list)
     left_out: List[str] = field(default_factory=list)  # devices of disks the backup does not hold
     # (device, what it is on the host): disks the definition passes through to the host's own storage (a
     # libvirt <disk device='lun'>, a writable floppy image), not in the backup; a copy must not keep them

@@ -68,8 +68,9 @@ def _disks(vmx: VmxFile, m: Machine, where: str, resolve: Resolve, disk_bus: Opt
         target = disk_bus or "sata"  # IDE too: libvirt's q35 has no IDE controller
         if not disk_bus and controller != target:
             extra = " (paravirtual: virtio needs the guest's virtio drivers)" if controller in _PARAVIRTUAL else ""
-            m.notes.append("disk %s was on %s%s; restored on %s, which every guest boots from "
-                           "(--disk-bus virtio once the guest has virtio drivers)" % (dev, controller, extra, target))
+            m.restore_notes.append("disk %s was on %s%s; restored on %s, which every guest boots from "
+                                   "(--disk-bus virtio once the guest has virtio drivers)"
+                                   % (dev, controller, extra, target))
         m.disks.append(DiskSpec(source=found[0], fmt=found[1], bus=target, origin=dev))
     if not m.disks:
         raise ConvertError("%s: no disk of the .vmx is in the backup" % where)
@@ -92,11 +93,12 @@ def _nics(vmx: VmxFile, m: Machine, where: str, nic_model: Optional[str]) -> Non
         model = nic_model or _NIC[dev]
         if not nic_model and model != dev:
             extra = " (paravirtual: virtio needs the guest's virtio drivers)" if dev in _PARAVIRTUAL else ""
-            m.notes.append("%s was %s%s; it becomes %s (--nic-model virtio once the guest has virtio drivers)"
-                           % (slot, dev, extra, model))
+            m.restore_notes.append("%s was %s%s; it becomes %s (--nic-model virtio once the guest has virtio "
+                                   "drivers)" % (slot, dev, extra, model))
         address = vmx.get(slot + ".address") or vmx.get(slot + ".generatedAddress")
         mac = normal_mac(address, "%s: %s address" % (where, slot)) if address else new_mac()
         network = vmx.get(slot + ".networkName") or ""
         if network:
-            m.notes.append("%s was on the port group %r; it is attached to libvirt's network 'default'" % (slot, network))
+            m.restore_notes.append("%s was on the port group %r; it is attached to libvirt's network 'default'"
+                                   % (slot, network))
         m.nics.append(NicSpec(model=model, mac=mac, network=network))

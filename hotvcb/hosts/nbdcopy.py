@@ -49,7 +49,7 @@ def dirty_ranges(shell: Shell, socket: str, export: str, bitmap: str,
     spec = _nbd_opts(socket, export) + ",x-dirty-bitmap=qemu:dirty-bitmap:" + _escape(bitmap)
     out = shell.run([qemu_img, "map", "--output=json", "--image-opts", spec], timeout=600)
     if out.returncode != 0:
-        raise HostError("qemu-img map of the dirty bitmap %s: %s" % (bitmap, qemuimg.error_line(out.output)))
+        raise HostError("qemu-img map of the dirty bitmap %s: %s" % (bitmap, qemuimg.failure(out)))
     try:
         extents = json.loads(out.output)
     except ValueError as err:
@@ -81,7 +81,7 @@ def copy_incremental(shell: Shell, socket: str, export: str, ranges: List[Range]
     create = shell.run([qemu_img, "create", "-q", "-u", "-f", "qcow2", "-F", "raw", "-b", export_uri(socket, export),
                         out, str(size)], timeout=120)
     if create.returncode != 0:
-        raise CopyError(out, "qemu-img create of the incremental: %s" % qemuimg.error_line(create.output), out)
+        raise CopyError(out, "qemu-img create of the incremental: %s" % qemuimg.failure(create), out)
     reads = [(o + i, min(READ_MAX, l - i)) for o, l in ranges for i in range(0, l, READ_MAX)]
     total, done = sum(l for _o, l in reads) or 1, [0]
 
@@ -103,10 +103,10 @@ def copy_incremental(shell: Shell, socket: str, export: str, ranges: List[Range]
             copied = len(_READ_DONE.findall(result.output))
             if result.returncode != 0 or copied != len(batch):
                 raise CopyError(out, "qemu-io copied %d of %d ranges: %s"
-                                % (copied, len(batch), qemuimg.error_line(result.output)), out)
+                                % (copied, len(batch), qemuimg.failure(result)), out)
         rebase = shell.run([qemu_img, "rebase", "-u", "-F", "qcow2", "-b", backing, out], timeout=120)
         if rebase.returncode != 0:
-            raise CopyError(out, "qemu-img rebase of the incremental: %s" % qemuimg.error_line(rebase.output), out)
+            raise CopyError(out, "qemu-img rebase of the incremental: %s" % qemuimg.failure(rebase), out)
     except BaseException:
         shell.remove_tree(out)
         raise

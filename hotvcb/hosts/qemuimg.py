@@ -20,6 +20,7 @@ from .. import copysilence, vmdk
 from ..errors import CommandFailed, CopyError, HostError
 from ..model import Disk
 from ..shell import Completed, OutputCallback, Shell
+from ..sshscripts import killed_by
 from .. import lazyre
 
 QEMU_IMG = "qemu-img"
@@ -69,8 +70,7 @@ def info(shell: Shell, path: str, qemu_img: str = QEMU_IMG) -> List[ImageLayer]:
     on its images that would otherwise refuse even that.
     """
     out = shell.run([qemu_img, "info", "-U", "--backing-chain", "--output=json", path], timeout=120)
-    if out.returncode != 0:
-        raise CommandFailed(out.argv, out.returncode, out.output)
+    check(out)
     try:
         rows = json.loads(out.output)
     except ValueError as err:
@@ -116,6 +116,33 @@ def error_line(output: str) -> str:
     return lines[-1] if lines else "qemu-img failed without a message"
 
 
+def failure(out: Completed) -> str:
+    """Why a qemu-img (or qemu-io) run failed: the signal that killed it, else its last line."""
+    return _killed(out, _tool(out)) or error_line(out.output)
+
+
+def check(out: Completed) -> None:
+    """Nothing when it exited 0; else CommandFailed, or HostError naming the signal that killed it."""
+    if out.returncode == 0:
+        return
+    killed = _killed(out, "%s %s" % (_tool(out), out.argv[1]))
+    if killed:
+        raise HostError(killed)
+    raise CommandFailed(out.argv, out.returncode, out.output)
+
+
+def _killed(out: Completed, what: str) -> Optional[str]:
+    """"<what> was killed by <signal>", or None. A signal's status is no status of the tool's (-N run
+    directly, 128+N under a shell: tether's wrapper, SSH): read as one ("exit 137") or with the shell's
+    "Killed" as the reason, it hid which signal (the OOM killer's SIGKILL, an admin's SIGTERM)."""
+    signame = killed_by(128 - out.returncode if out.returncode < 0 else out.returncode)
+    return "%s was killed by %s" % (what, signame) if signame else None
+
+
+def _tool(out: Completed) -> str:
+    return out.argv[0].rsplit("/", 1)[-1]
+
+
 def sizes(layers: List[ImageLayer]) -> Tuple[int, int]:
     """(virtual size, bytes allocated by the whole chain)."""
     if not layers:
@@ -128,8 +155,7 @@ def data_size(shell: Shell, path: str, fmt: str, qemu_img: str = QEMU_IMG) -> in
     qcow2. A compressed qcow2 (a cloud image, `qemu-img convert -c`) allocates a fraction of that in its
     file, while any copy hotvcb writes holds the data uncompressed. -U: a running VM holds the image."""
     out = shell.run([qemu_img, "measure", "-U", "--output=json", "-f", fmt, "-O", "qcow2", path], timeout=120)
-    if out.returncode != 0:
-        raise CommandFailed(out.argv, out.returncode, out.output)
+    check(out)
     try:
         return int(json.loads(out.output)["required"])
     except (ValueError, KeyError, TypeError) as err:
@@ -139,8 +165,7 @@ def data_size(shell: Shell, path: str, fmt: str, qemu_img: str = QEMU_IMG) -> in
 def create_overlay(shell: Shell, backing: str, backing_format: str, dst: str, qemu_img: str = QEMU_IMG) -> None:
     """A qcow2 on top of `backing`: writes land in dst, the backing file is only read."""
     out = shell.run([qemu_img, "create", "-q", "-f", "qcow2", "-F", backing_format, "-b", backing, dst], timeout=120)
-    if out.returncode != 0:
-        raise CommandFailed(out.argv, out.returncode, out.output)
+    check(out)
 
 
 _UNSAFE_NAME = lazyre.compile(r"[^A-Za-z0-9_.-]+")
@@ -212,7 +237,7 @@ def copy_to(shell: Shell, disk: Disk, src: str, src_format: str, dst: str, fmt: 
     try:
         result = convert(shell, argv, capacity, watch)
         if result.returncode != 0:
-            raise CopyError(disk.path, error_line(result.output), out)
+            raise CopyError(disk.path, failure(result), out)
         made = set(shell.listdir(folder)) - before
         missing = [f for f in _written(shell, disk, out, spec, made) if f not in made]
         if missing:

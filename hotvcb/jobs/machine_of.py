@@ -203,8 +203,8 @@ def _from_qemu(fs: FileReader, folder: str, name: str, described: dict, disk_bus
     if not disks:
         raise ConvertError("%s: no disk of the QEMU VM is in the backup" % folder)
     m.disks = disks
-    m.notes.append("a bare-QEMU backup records no NICs or disk buses: %d vCPU, %d MiB, no NIC, disks on %s"
-                   % (m.vcpus, m.memory_mib, disk_bus or "sata (--disk-bus virtio if the guest has the drivers)"))
+    m.restore_notes.append("a bare-QEMU backup records no NICs or disk buses: %d vCPU, %d MiB, no NIC, disks on %s"
+                           % (m.vcpus, m.memory_mib, disk_bus or "sata (--disk-bus virtio if the guest has the drivers)"))
     number_targets(m)
     return Found(m, "qemu", path)
 

@@ -48,7 +48,7 @@ from ..store import datasize, layout
 from ..units import human_size, need_and_free
 from . import backup_check, qemu_vmdk, restore_scratch, restore_sweep
 from .machine_of import Found, machine_of
-from .restore_scratch import RESTORING
+from .restore_scratch import RESTORING, vm_named_so
 
 IN_USE = "exists: another restore into it is running (or one that died on another machine left it)"
 KVM_FORMATS = ("qcow2", "raw")
@@ -162,7 +162,7 @@ class KvmRestore:
             raise KvmRestoreError("%s%s %s" % (folder, RESTORING, self._temp_taken(folder + RESTORING)))
         if not archive:
             self._verify(backup)
-        for note in m.notes:
+        for note in m.notes + m.restore_notes:
             self.log.warning("%s: %s" % (m.name, note))
         if view is not None:
             self._check_unpack_room(view, m, req, folder)
@@ -183,11 +183,11 @@ class KvmRestore:
         the complete folder of a VM restored under that very name (`Shop.hotvcb-restoring`, its .xml within),
         which no cleanup removes: then that VM is named, not a restore that is not running (as
         restore_plan's for ESXi)."""
-        own = temp.rsplit("/", 1)[-1]
-        if not self.shell.exists("%s/%s.xml" % (temp, own)):
+        if not vm_named_so(self.shell, temp):
             return IN_USE
         return ("is the folder of the VM %r restored there (named like a restore's unfinished folder, which this "
-                "restore would fill first); restore under another name (--name) or into another folder" % own)
+                "restore would fill first); restore under another name (--name) or into another folder"
+                % temp.rsplit("/", 1)[-1])
 
     def _verify(self, backup: str) -> None:
         if self.staged:
@@ -283,7 +283,7 @@ class KvmRestore:
         except HostError as err:
             raise KvmRestoreError(str(err)) from err
         if out.returncode != 0:
-            raise KvmRestoreError("converting %s failed: %s; nothing was defined" % (src, qemuimg.error_line(out.output)))
+            raise KvmRestoreError("converting %s failed: %s; nothing was defined" % (src, qemuimg.failure(out)))
 
     def _script(self, m: Machine, temp: str, folder: str) -> str:
         """`<name>.sh`, the VM as a QEMU command line; "" for an EFI VM on a machine without OVMF."""

@@ -233,6 +233,18 @@ def record_of(path: str) -> str:
     return "%s/%s%s" % (root, name, RECORD)
 
 
+def vm_named_so(shell: Shell, folder: str) -> str:
+    """The definition (`<folder's name>.vmx` or `.xml`) in a folder named like an unfinished one (RESTORING) of
+    the VM restored under that very name (`Shop.hotvcb-restoring`), "" when it holds none. No restore's
+    unfinished folder holds one: its definition is named after its VM, the name without RESTORING. Such a
+    VM is complete and no restore's to remove, whatever record names its folder."""
+    own = posixpath.basename(posixpath.normpath(folder))
+    for ext in (".vmx", ".xml"):
+        if shell.exists("%s/%s%s" % (folder, own, ext)):
+            return own + ext
+    return ""
+
+
 def records_root(folder: str) -> str:
     """Where the record of a restore's folder `folder` is kept, and sweep looks: its datastore's root, or
     (a KVM restore's folder, on no datastore) the folder it is in."""

@@ -82,11 +82,11 @@ def stage(shell: Shell, found: "Found", dest: str, log, qemu_img: str = qemuimg.
             if shell.exists(work):
                 shell.remove_tree(work)
         if out.returncode == 127:  # the shell's "not found" (over SSH)
-            raise HostError(NO_QEMU_IMG % qemuimg.error_line(out.output))
+            raise HostError(NO_QEMU_IMG % qemuimg.failure(out))
         if out.returncode != 0:
-            raise HostError("converting %s for ESXi failed: %s" % (d.source, qemuimg.error_line(out.output)))
+            raise HostError("converting %s for ESXi failed: %s" % (d.source, qemuimg.failure(out)))
         names.append(name)
     vmx = vmx_from_machine(m, names)
-    for note in m.notes:
+    for note in m.notes + m.restore_notes:
         log.warning("%s: %s" % (m.name, note))
     shell.write_text(dest + "/" + layout.datastore_folder(m.name) + ".vmx", vmx)

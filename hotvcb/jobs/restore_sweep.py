@@ -45,7 +45,8 @@ from ..runid import RunId, parse
 from ..shell import Shell
 from ..store.lock import STALE_AFTER
 from .ownership import owner_alive, volume_age
-from .restore_scratch import PREFIX, RECORD, RECORD_MAX, RESTORING, RESTORING_RECORD, Records, record_of, recorded_path
+from .restore_scratch import (PREFIX, RECORD, RECORD_MAX, RESTORING, RESTORING_RECORD, Records, record_of,
+                              recorded_path, vm_named_so)
 from .. import lazyre
 
 TAKEN_OVER = "%s: a new restore took it over meanwhile; leaving it"
@@ -115,6 +116,14 @@ def sweep(shell: Shell, roots: Iterable[str], log, me: RunId, dry_run: bool = Fa
                 continue
             if _seen_dead(shell, root + "/" + entry, text, folder) is None:
                 log.info(TAKEN_OVER % folder)
+                continue
+            vm = vm_named_so(shell, folder) if name.endswith(RESTORING) else ""
+            if vm:  # its restore died after renaming the folder away; a VM restored under that name made it anew
+                log.warning("%s: the folder of the VM %r restored there (%s within), named like a restore's "
+                            "unfinished folder: no leftover; leaving it%s" % (folder, name, vm, "" if dry_run else
+                                                                            ", removing the record naming it"))
+                if not dry_run and not _replaced(shell, root + "/" + entry, text):
+                    shell.remove_tree(root + "/" + entry)
                 continue
             if dry_run:
                 found += 1
