@@ -29,8 +29,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, TypeVar
 
-from . import ssherrors, sshfiles, sshscripts as sh, tmpwork
-from .cmdstream import stream
+from . import ssherrors, sshfiles, sshscripts as sh, tmpwork, wrapperrun
 from .errors import HostError, TimeoutExpired
 from .shell import Completed, OutputCallback
 
@@ -198,15 +197,8 @@ class SshConnection:
         remote = sh.wrapped(argv)
         proc = self._session(remote, stdin=subprocess.PIPE,  # held open: its EOF tells the remote side we are gone
                              stderr=subprocess.STDOUT)
-        try:
-            done = stream(proc, argv, timeout=timeout, idle_timeout=idle_timeout,
-                          on_output=on_output, interruptible=interruptible)
-        finally:
-            if proc.stdin is not None:
-                proc.stdin.close()
-        why = sh.cannot_run(done.returncode, done.output)
-        if why is not None:
-            raise HostError("cannot run %s on %s: %s" % (argv[0], self.target.destination, why))
+        done = wrapperrun.follow(proc, argv, " on %s" % self.target.destination, timeout=timeout,
+                                 idle_timeout=idle_timeout, on_output=on_output, interruptible=interruptible)
         broken = self._broken(done.returncode, done.output)
         if broken is not None:
             raise broken

@@ -1,0 +1,40 @@
+"""A command run under SSH mode's wrapper (sshscripts.WRAPPER), followed to its end: the part LocalShell's
+tethered run and SshConnection.run share.
+
+Both hold the wrapper's stdin (the tether: its EOF makes the wrapper end the command and its children),
+read the merged output as it comes (cmdstream.py), let go of the tether once the command has ended or been
+stopped, and take the wrapper's word that the command never started ("not found", "not executable") as the
+error it is, not as a command that failed with exit 126 or 127.
+"""
+
+import subprocess
+from typing import List, Optional
+
+from . import sshscripts
+from .cmdstream import stream
+from .errors import HostError
+from .shell import Completed, OutputCallback
+
+
+def follow(
+    proc: "subprocess.Popen",
+    argv: List[str],
+    where: str,
+    *,
+    timeout: Optional[float],
+    idle_timeout: Optional[float],
+    on_output: Optional[OutputCallback],
+    interruptible: bool,
+) -> Completed:
+    """The wrapped command's result; `proc` started as stream() wants it, its stdin the tether. `where` follows
+    the command's name in the error when it could not run (" on root@esxi01"; "" here)."""
+    try:
+        done = stream(proc, argv, timeout=timeout, idle_timeout=idle_timeout,
+                      on_output=on_output, interruptible=interruptible)
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+    why = sshscripts.cannot_run(done.returncode, done.output)
+    if why is not None:
+        raise HostError("cannot run %s%s: %s" % (argv[0], where, why))
+    return done
