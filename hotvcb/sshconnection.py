@@ -194,15 +194,13 @@ class SshConnection:
         """
         self.open()
         argv = [str(a) for a in argv]
-        remote = sh.wrapped(argv)
-        proc = self._session(remote, stdin=subprocess.PIPE,  # held open: its EOF tells the remote side we are gone
+        mark = sh.new_mark()  # a greeting the host's shell prints comes before it, a farewell after the end mark
+        proc = self._session(sh.begun(mark, sh.wrapped(argv)),
+                             stdin=subprocess.PIPE,  # held open: its EOF tells the remote side we are gone
                              stderr=subprocess.STDOUT)
-        done = wrapperrun.follow(proc, argv, " on %s" % self.target.destination, timeout=timeout,
-                                 idle_timeout=idle_timeout, on_output=on_output, interruptible=interruptible)
-        broken = self._broken(done.returncode, done.output)
-        if broken is not None:
-            raise broken
-        return done
+        return wrapperrun.follow(proc, argv, " on %s" % self.target.destination, timeout=timeout,
+                                 idle_timeout=idle_timeout, on_output=on_output, interruptible=interruptible,
+                                 mark=mark, broken=self._broken)
 
     def _session(self, remote: str, *, stdin: int, stderr: int) -> "subprocess.Popen":
         """ssh running the command line `remote` on the host in a new session on the master, its stdout piped

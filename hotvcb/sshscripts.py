@@ -161,6 +161,26 @@ def after_mark(out: bytes, mark: str) -> Optional[bytes]:
     return out[start:end] if end >= 0 else None
 
 
+class Framed(object):
+    """An output callback that passes on only the command's own fragments of a `begun` session's output (as
+    cmdstream.py cuts them, at CR and LF): none of the greeting before the begin mark, none from the end mark on."""
+
+    def __init__(self, mark: str, on_output: Callable[[str], None]):
+        self.begin, self.end = _begin(mark).decode("ascii"), _end(mark)[1:].decode("ascii")
+        self.on_output = on_output
+        self.inside = self.over = False
+
+    def __call__(self, piece: str) -> None:
+        if self.over:
+            return
+        if not self.inside:
+            self.inside = self.begin in piece
+        elif piece == self.end:
+            self.over = True
+        else:
+            self.on_output(piece)
+
+
 CUT_SHORT = "its answer was cut short (the session ended before the command's end)"
 
 
