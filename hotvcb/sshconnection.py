@@ -240,11 +240,12 @@ class SshConnection:
 
     def _call(self, script: str, *args: str, data: Optional[bytes] = None,
               timeout: Optional[float] = FILE_OP_TIMEOUT) -> Tuple[int, bytes, str]:
-        """Run a short sh snippet with positional args; (exit code, stdout, stderr)."""
+        """Run a short sh snippet with positional args; (exit code, stdout, stderr), both as the snippet wrote them."""
         self.open()
         stdin = subprocess.PIPE if data is not None else subprocess.DEVNULL
-        mark = sh.new_mark()  # a greeting the host's shell prints on stdout comes before it
-        proc = self._session(sh.begun(mark, sh.snippet(script, args)), stdin=stdin, stderr=subprocess.PIPE)
+        mark = sh.new_mark()  # a greeting the host's shell prints comes before it, a farewell after it
+        proc = self._session(sh.begun(mark, sh.snippet(script, args), stderr=True), stdin=stdin,
+                             stderr=subprocess.PIPE)
         try:
             out, errout = proc.communicate(data, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
@@ -258,7 +259,7 @@ class SshConnection:
         answer = sh.after_mark(out, mark)
         if answer is None:
             raise HostError("%s on %s: %s" % (script.split()[0], self.target.destination, sh.no_answer(out, mark)))
-        return proc.returncode, answer, message
+        return proc.returncode, answer, sh.own_stderr(errout, mark)
 
 
 def _socket_root() -> str:

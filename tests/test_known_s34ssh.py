@@ -7,11 +7,12 @@ the reason a command failed.
 """
 
 import contextlib
+import os
 import subprocess
 
 import pytest
 
-from simhost import REPO, manifest, needs_root, sealed, write_conf
+from simhost import REPO, VOLUME, backup_root, manifest, needs_root, sealed, write_conf
 from sshd import needs_sshd, running_sshd
 from sshsite import site  # noqa: F401  (the fixture)
 
@@ -87,3 +88,37 @@ def test_a_greeting_of_over_64_kib_is_no_part_of_a_commands_answer(shell_with):
     shell = shell_with("head -c 70000 /dev/zero | tr '\\\\0' x; echo\n")
     done = shell.run(["echo", "answer"])
     assert done.output == "answer\n", done.output[:100] + "..." + done.output[-100:]
+
+
+# -- 3. a farewell on the host shell's stderr is never the reason a command failed ---------------------------
+
+@needs_root
+@needs_sshd
+def test_a_farewell_on_stderr_is_never_the_reason_the_admin_is_given(host, site):
+    """The host's shell says goodbye on stderr as each session ends. A file stands where the VM's backup folder
+    goes: the file-by-file backup fails, and should say why as the host's `mkdir` did (`...: File exists`);
+    it said `...: session closed`, the last line of the session's stderr, which is the shell's, not mkdir's."""
+    host.create_vm("web", "datastore1", [{"size": "1M"}], power="on")
+    conf = write_conf(host)
+    os.makedirs(host.real(VOLUME), exist_ok=True)
+    with open(backup_root(host, "web"), "w") as f:
+        f.write("in the way\n")
+    (site.sshd.dir / ".bashrc").write_text(FAREWELL_ON_STDERR)
+    r = _run(site, "backup", "--file-by-file", "-m", "web", "-g", conf)
+    assert r.returncode != 0 and "File exists" in r.out and "session closed" not in r.out, r.out
+
+
+@needs_root
+@needs_sshd
+def test_every_kind_of_host_call_quotes_the_commands_own_complaint(shell_with):
+    """A short command's, a remote cat's and a run's error each quote the command's last words, never a greeting
+    or a farewell the host's shell prints on stderr."""
+    shell = shell_with("echo 'esxi01: audited session' >&2\n" + FAREWELL_ON_STDERR)
+    missing = "/no/such/file"
+    calls = [lambda: shell.read_text(missing), lambda: shell.open_binary(missing).read(),
+             lambda: shell.sha256(missing), lambda: shell.file_size(missing)]
+    for call in calls:
+        with pytest.raises(HostError) as err:
+            call()
+        said = str(err.value)
+        assert "No such file or directory" in said and "esxi01" not in said, said
