@@ -1,7 +1,7 @@
 """Run host commands and touch host files locally: the Shell (shell.py) of hotvcb running on the host itself.
 
 A command's output is read as it comes, and the command stopped on a timeout or an interrupt, by
-cmdstream.py (shared with SshShell).
+cmdstream.py (shared with SshShell); a tethered one's under SSH mode's wrapper by wrapperrun.py, as over SSH.
 """
 
 import errno
@@ -14,7 +14,7 @@ import time
 from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from . import blockdigest, hostdigest, interrupt, norename, sshscripts, treescan
+from . import blockdigest, hostdigest, interrupt, norename, sshscripts, treescan, wrapperrun
 from .cmdstream import stream
 from .errors import HostError
 from .filetext import decoded, temp_name, temp_tag
@@ -63,16 +63,11 @@ class LocalShell:
             )
         except OSError as err:
             raise HostError("cannot run %s: %s" % (argv[0], err.strerror or err)) from err
-        try:
-            done = stream(proc, argv, timeout=timeout, idle_timeout=idle_timeout,
-                          on_output=on_output, interruptible=interruptible)
-        finally:
-            if proc.stdin is not None:
-                proc.stdin.close()
-        why = sshscripts.cannot_run(done.returncode, done.output) if tethered else None
-        if why is not None:
-            raise HostError("cannot run %s: %s" % (argv[0], why))
-        return done
+        if tethered:
+            return wrapperrun.follow(proc, argv, "", timeout=timeout, idle_timeout=idle_timeout,
+                                     on_output=on_output, interruptible=interruptible)
+        return stream(proc, argv, timeout=timeout, idle_timeout=idle_timeout,
+                      on_output=on_output, interruptible=interruptible)
 
     # -- files -------------------------------------------------------------
     def read_text(self, path: str) -> str:

@@ -32,8 +32,7 @@ import time
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, TypeVar
 
-from . import ssherrors, sshfiles, sshscripts as sh, tmpwork
-from .cmdstream import stream
+from . import ssherrors, sshfiles, sshscripts as sh, tmpwork, wrapperrun
 from .errors import HostError, HotvcbError, Interrupted, TimeoutExpired
 from .shell import Completed, OutputCallback
 
@@ -201,29 +200,20 @@ class SshConnection:
         """
         self.open()
         argv = [str(a) for a in argv]
-        remote = sh.wrapped(argv)
-        proc = self._session(remote, stdin=subprocess.PIPE,  # held open: its EOF tells the remote side we are gone
+        mark = sh.new_mark()  # a greeting the host's shell prints comes before it, a farewell after the end mark
+        proc = self._session(sh.begun(mark, sh.wrapped(argv)),
+                             stdin=subprocess.PIPE,  # held open: its EOF tells the remote side we are gone
                              stderr=subprocess.STDOUT)
         confirmed = []  # type: List[bool]  # each stop's: did the host confirm the command's end
         try:
-            done = stream(proc, argv, timeout=timeout, idle_timeout=idle_timeout,
-                          on_output=on_output, interruptible=interruptible,
-                          stop=lambda p: confirmed.append(_stop(p)))
+            return wrapperrun.follow(proc, argv, " on %s" % self.target.destination, timeout=timeout,
+                                     idle_timeout=idle_timeout, on_output=on_output, interruptible=interruptible,
+                                     mark=mark, broken=self._broken, stop=lambda p: confirmed.append(_stop(p)))
         except (HotvcbError, Interrupted) as err:
             if False in confirmed:
                 err.message += ("; %s: the host did not confirm its end within %d s of its stop: it may still run on "
                                 "%s (see `ps` there)" % (" ".join(argv[:2]), STOP_CONFIRM, self.target.destination))
             raise
-        finally:
-            if proc.stdin is not None:
-                proc.stdin.close()
-        why = sh.cannot_run(done.returncode, done.output)
-        if why is not None:
-            raise HostError("cannot run %s on %s: %s" % (argv[0], self.target.destination, why))
-        broken = self._broken(done.returncode, done.output)
-        if broken is not None:
-            raise broken
-        return done
 
     def _session(self, remote: str, *, stdin: int, stderr: int) -> "subprocess.Popen":
         """ssh running the command line `remote` on the host in a new session on the master, its stdout piped
@@ -263,11 +253,12 @@ class SshConnection:
 
     def _call(self, script: str, *args: str, data: Optional[bytes] = None,
               timeout: Optional[float] = FILE_OP_TIMEOUT) -> Tuple[int, bytes, str]:
-        """Run a short sh snippet with positional args; (exit code, stdout, stderr)."""
+        """Run a short sh snippet with positional args; (exit code, stdout, stderr), both as the snippet wrote them."""
         self.open()
         stdin = subprocess.PIPE if data is not None else subprocess.DEVNULL
-        mark = sh.new_mark()  # a greeting the host's shell prints on stdout comes before it
-        proc = self._session(sh.begun(mark, sh.snippet(script, args)), stdin=stdin, stderr=subprocess.PIPE)
+        mark = sh.new_mark()  # a greeting the host's shell prints comes before it, a farewell after it
+        proc = self._session(sh.begun(mark, sh.snippet(script, args), stderr=True), stdin=stdin,
+                             stderr=subprocess.PIPE)
         try:
             out, errout = proc.communicate(data, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
@@ -281,7 +272,7 @@ class SshConnection:
         answer = sh.after_mark(out, mark)
         if answer is None:
             raise HostError("%s on %s: %s" % (script.split()[0], self.target.destination, sh.no_answer(out, mark)))
-        return proc.returncode, answer, message
+        return proc.returncode, answer, sh.own_stderr(errout, mark)
 
 
 def _stop(proc: "subprocess.Popen") -> bool:

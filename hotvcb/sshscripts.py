@@ -138,14 +138,18 @@ def _end(mark: str) -> bytes:
     return ("\nhotvcb-output-ends-" + mark).encode("ascii")
 
 
-def begun(mark: str, remote: str) -> str:
+def begun(mark: str, remote: str, *, stderr: bool = False) -> str:
     """The command line `remote` with `mark` printed on a line of its own before it and after it, keeping its
     exit code. A host's login shell may print a greeting on stdout before it runs any command (a banner echoed
     from .profile or .bashrc), and a farewell after it (an EXIT trap): what comes before the first mark is the
     shell's, what follows the second as well, the command's answer is what lies between (byte for byte: the
-    line break before the end line is ours)."""
-    return "echo %s; %s; r=$?; echo; echo %s; exit $r" % (
-        _begin(mark).decode("ascii"), remote, _end(mark)[1:].decode("ascii"))
+    line break before the end line is ours). `stderr`: the marks framed on stderr too, for a session whose
+    stderr comes apart (`own_stderr`): there the shell's last words would be quoted as the command's reason."""
+    marks = [_begin(mark).decode("ascii"), _end(mark)[1:].decode("ascii")]
+    if not stderr:
+        return "echo %s; %s; r=$?; echo; echo %s; exit $r" % (marks[0], remote, marks[1])
+    return "echo %s; echo %s >&2; %s; r=$?; echo; echo %s; echo >&2; echo %s >&2; exit $r" % (
+        marks[0], marks[0], remote, marks[1], marks[1])
 
 
 def _answer_start(out: bytes, mark: str) -> int:
@@ -160,6 +164,33 @@ def after_mark(out: bytes, mark: str) -> Optional[bytes]:
     start = _answer_start(out, mark)
     end = out.find(_end(mark), start) if start >= 0 else -1
     return out[start:end] if end >= 0 else None
+
+
+def own_stderr(err: bytes, mark: str) -> str:
+    """What the command of a `begun(..., stderr=True)` session said on stderr; all the session's stderr when a
+    mark is missing (the command never ran or was cut short: the shell's or ssh's words are then what explains)."""
+    said = after_mark(err, mark)
+    return (err if said is None else said).decode("utf-8", "replace")
+
+
+class Framed(object):
+    """An output callback that passes on only the command's own fragments of a `begun` session's output (as
+    cmdstream.py cuts them, at CR and LF): none of the greeting before the begin mark, none from the end mark on."""
+
+    def __init__(self, mark: str, on_output: Callable[[str], None]):
+        self.begin, self.end = _begin(mark).decode("ascii"), _end(mark)[1:].decode("ascii")
+        self.on_output = on_output
+        self.inside = self.over = False
+
+    def __call__(self, piece: str) -> None:
+        if self.over:
+            return
+        if not self.inside:
+            self.inside = self.begin in piece
+        elif piece == self.end:
+            self.over = True
+        else:
+            self.on_output(piece)
 
 
 CUT_SHORT = "its answer was cut short (the session ended before the command's end)"
@@ -270,12 +301,9 @@ class RemoteReader(object):
             self.buf += chunk
             return
         rc = self.proc.wait()
-        err = self.err.read().decode("utf-8", "replace")
-        failed = self.broken(rc, err)
+        failed = self._failed(rc)
         if failed is not None:
             raise failed
-        if rc != 0:
-            raise HostError("cannot read %s: %s" % (self.path, reason(err) or "exit %d" % rc))
         raise HostError("cannot read %s: %s" % (self.path, CUT_SHORT if self.begun else no_answer(bytes(self.buf),
                                                                                                self.mark)))
 
@@ -316,11 +344,18 @@ class RemoteReader(object):
         del self.buf[:take]
         if not data:
             self.out.read()  # the farewell: the session ends once it is read
-            if self.proc.wait() != 0:
-                err = self.err.read().decode("utf-8", "replace")
-                raise self.broken(self.proc.returncode, err) or HostError(
-                    "cannot read %s: %s" % (self.path, reason(err) or "exit %d" % self.proc.returncode))
+            failed = self._failed(self.proc.wait())
+            if failed is not None:
+                raise failed
         return data
+
+    def _failed(self, rc: int) -> Optional[HostError]:
+        """The error of a session that ended with exit code `rc`: its connection's, else the cat's own words."""
+        err = self.err.read()
+        broken = self.broken(rc, err.decode("utf-8", "replace"))
+        if broken is not None or rc == 0:
+            return broken
+        return HostError("cannot read %s: %s" % (self.path, reason(own_stderr(err, self.mark)) or "exit %d" % rc))
 
     def close(self) -> None:
         if self.proc.poll() is None:

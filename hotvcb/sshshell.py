@@ -78,7 +78,7 @@ class SshShell(SshConnection):
         """
         self.open()
         mark = sh.new_mark()
-        proc = self._session(sh.begun(mark, sh.join(["cat", "--", path])), stdin=subprocess.DEVNULL,
+        proc = self._session(sh.begun(mark, sh.join(["cat", "--", path]), stderr=True), stdin=subprocess.DEVNULL,
                              stderr=subprocess.PIPE)
         return sh.RemoteReader(proc, path, mark, self._broken)
 
