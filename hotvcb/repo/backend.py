@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import BinaryIO, List, Optional
 
+from .. import folderwrite
 from ..blockdigest import open_regular
 from ..errors import RepoError
 
@@ -266,14 +267,13 @@ class LocalBackend:
         question): its file system mounted read-only, its folder (for one yet to be made: the folder it would
         be made in) not writable by us, or its `tmp` no folder."""
         where = self.root if os.path.isdir(self.root) else os.path.dirname(os.path.normpath(self.root))
-        try:
-            if os.statvfs(where).f_flag & os.ST_RDONLY:
-                return "cannot write to the repository %s: Read-only file system" % self.root
-        except OSError as err:
-            return "cannot write to the repository %s: %s" % (self.root, err.strerror or err)
-        for folder in (where, os.path.join(self.root, TMP)):
-            if os.path.isdir(folder) and not os.access(folder, os.W_OK | os.X_OK):
-                return "cannot write to the repository %s: %s/: Permission denied" % (self.root, folder)
+        why = folderwrite.unwritable(where)
+        if why:
+            return "cannot write to the repository %s: %s" % (self.root, why)
+        tmp = os.path.join(self.root, TMP)
+        why = folderwrite.unwritable(tmp) if os.path.isdir(tmp) else ""
+        if why:
+            return "cannot write to the repository %s: %s/: %s" % (self.root, TMP, why)
         return self._tmp_not_folder()
 
     def forget_uploads(self, older_than: float) -> int:
