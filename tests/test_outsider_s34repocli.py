@@ -63,8 +63,6 @@ def test_a_repository_named_in_the_conf_on_a_path_with_spaces_and_umlauts_works_
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="backup -d dryrun into a read-only repository says OK, exit 0; the real run fails the VM, "
-                                    "exit 6 (the dry run never asks LocalBackend.unwritable, as prune --dry-run does)")
 @pytest.mark.parametrize("made", [True, False], ids=["existing", "new"])
 def test_a_dry_run_backup_into_a_read_only_repository_exits_as_the_real_run_does(host, tmp_path, tmpfs, made):
     """The NAS export holding the repository was remounted read-only after an error. Before the night the admin
@@ -188,9 +186,6 @@ def _edit_config(repo, **keys):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="backup -d dryrun never opens an existing repository (dryrun_checks.check -> "
-                                    "check_target looks only at a new one's folder): a newer/damaged config or a "
-                                    "garbage mark/damage record fails every real run, the dry run says OK, exit 0")
 @pytest.mark.parametrize("damage", ["newer-config", "damaged-config", "garbage-mark", "garbage-damage-record"])
 def test_a_dry_run_backup_into_a_repository_every_real_run_fails_on_exits_as_the_real_run(host, tmp_path, damage):
     """The admin tests tonight's job with `hotvcb backup -d dryrun -g conf` after something happened to the
@@ -216,9 +211,6 @@ def test_a_dry_run_backup_into_a_repository_every_real_run_fails_on_exits_as_the
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="restore -g CONF <id shown by list -g CONF> with VM_BACKUP_REPOSITORY set says "
-                                    "'backup <id> does not exist', exit 6: the id is taken for a folder path and "
-                                    "neither the repository is used nor --repo named")
 def test_restore_of_an_id_that_list_g_shows_is_not_called_nonexistent(host, tmp_path):
     """The admin's ghettoVCB.conf names the repository (VM_BACKUP_REPOSITORY=). `hotvcb list -g conf` lists it and
     shows web's backup id; the admin restores that id the way `--latest web -g conf` works: `hotvcb restore -g

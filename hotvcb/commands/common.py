@@ -103,6 +103,18 @@ def settings_for_latest(args, settings: Settings, warnings: List[str]) -> Settin
     return settings if settings_of is None else settings_of(args.latest)
 
 
+def config_repository(args, settings: Settings) -> str:
+    """The repository a restore without --repo reads: the one the config's VM_BACKUP_REPOSITORY names, where
+    backup, list and prune look too, for --latest VM or for a BACKUP that is no path here (a backup's id, as
+    `list -g` shows it); "" for a folder or .gz restore. Such an id was taken for a folder and called missing,
+    of a backup `list -g` had just shown."""
+    if args.repo or not settings.vm_backup_repository:
+        return ""
+    if args.latest or args.backup and "/" not in args.backup and not os.path.exists(args.backup):
+        return settings.vm_backup_repository
+    return ""
+
+
 def load(args, prepare: "Optional[Callable[[Any, Settings], Settings]]" = None) -> Tuple[Settings, RunLog]:
     """Settings first (a bad config must fail before anything is logged as started), with the command line
     applied by `prepare` (backup_cmd.prepare). A config or command line that stops the run is said in the -l

@@ -21,7 +21,7 @@ import time
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from .. import interrupt, runlog, vmdk, vmdknames
+from .. import folderwrite, interrupt, runlog, vmdk, vmdknames
 from ..errors import HostError, HotvcbError, RepoError, UsageError, VmNotFound, did_you_mean
 from ..jobs.repo_backup import flat_name, stored_names
 from ..jobs.restore_scratch import OWN_FILES, RESTORING, Records, record_of
@@ -222,6 +222,9 @@ def restore(path: str, ident: str, to: str, log, latest: str = "", dry_run: bool
     parent = os.path.dirname(os.path.abspath(to.rstrip("/")))
     if not os.path.isdir(parent):  # a typo'd or unmounted datastore: never fill the host's ramdisk instead
         raise UsageError(_no_parent(to, parent))
+    unwritable = folderwrite.unwritable(parent)  # asked, not probed: a dry run said OK of a read-only export
+    if unwritable:
+        raise RepoError("cannot restore into %s: %s: %s" % (to, parent, unwritable))
     repo = open_path(path)
     snap = find(repo, ident, latest)
     needed, free = written(repo, snap), shutil.disk_usage(parent).free

@@ -33,7 +33,8 @@ LEVELS = {"0": "info", "info": "info", "1": "dryrun", "dryrun": "dryrun", "2": "
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("restore", help="restore backups and register the VMs (ghettoVCB-restore compatible)")
-    p.add_argument("backup", nargs="?", metavar="BACKUP", help="a backup folder or .gz")
+    p.add_argument("backup", nargs="?", metavar="BACKUP", help="a backup folder or .gz; or a backup's id in the repository --repo or "
+                   "-g's VM_BACKUP_REPOSITORY names")
     p.add_argument("-c", dest="restore_file", metavar="FILE",
                    help='ghettoVCB-restore file: "<backup>;<datastore path>;<format 1-4>[;<new name>]" a line')
     p.add_argument("--latest", metavar="VM", help="the latest good backup of this VM under VM_BACKUP_VOLUME (-g), "
@@ -51,7 +52,7 @@ def register(subparsers) -> None:
     p.add_argument("--power-on", action="store_true", help="power the VM on after registering it")
     common.add_repo_option(p)
     p.add_argument("--to", metavar="DIR", help="with --repo: a new folder for the raw disks and the VM's files")
-    p.add_argument("-g", dest="global_conf", metavar="FILE", help="global config (for --latest)")
+    p.add_argument("-g", dest="global_conf", metavar="FILE", help="global config (for --latest, and a backup's id in its VM_BACKUP_REPOSITORY)")
     p.add_argument("-l", dest="log_file", metavar="FILE", help="also write the log to FILE")
     p.add_argument("-d", dest="level", default="info", choices=sorted(LEVELS),
                    help="1 or dryrun: show what would happen; 2: the same with the rewritten .vmx; debug: more log")
@@ -138,9 +139,11 @@ def run(args) -> int:
     code = onhost.command(args, 1, log)  # SSH mode: the restore on the host, where it can
     if code is not None:
         return code
-    if args.latest and not args.repo and settings.vm_backup_repository:  # where backup, list and prune look
-        args.repo = settings.vm_backup_repository
-        log.info("--latest %s: from the repository VM_BACKUP_REPOSITORY names, %s" % (args.latest, args.repo))
+    named = common.config_repository(args, settings)
+    if named:
+        args.repo = named
+        log.info("%s: from the repository VM_BACKUP_REPOSITORY names, %s"
+                 % ("--latest " + args.latest if args.latest else "backup " + args.backup, named))
     if args.repo:
         from . import repo_cmd  # the repository's code, for --repo runs only
 

@@ -65,7 +65,7 @@ def run(args, level: str) -> int:
     for w in warnings:
         log.warning(w)
     shell = LocalShell()
-    repo = args.repo or (settings.vm_backup_repository if args.latest else "")  # where backup, list look
+    repo = args.repo or common.config_repository(args, settings)
     backup = args.backup
     if args.latest and not repo:
         try:

@@ -12,6 +12,7 @@ import dataclasses
 import os
 import shutil
 
+from .. import folderwrite
 from ..jobs.restore_kvm import KvmRequest, KvmRestore, KvmRestoreError, KvmResult
 from ..localshell import LocalShell
 from ..repo.repository import open_path
@@ -26,6 +27,9 @@ def restore(path: str, ident: str, latest: str, req: KvmRequest, log, dry_run: b
     snap = repo_cmd.find(repo, ident, latest)
     if not os.path.isdir(req.target):
         raise KvmRestoreError("target folder %s does not exist" % req.target)
+    unwritable = folderwrite.unwritable(req.target)  # asked, not probed: a dry run said OK of a read-only export
+    if unwritable:
+        raise KvmRestoreError("cannot restore into %s: %s" % (req.target, unwritable))
     folder = req.target.rstrip("/") + "/" + layout.datastore_folder(req.name or snap.vm)
     if os.path.lexists(folder):  # before the whole backup is staged (the restore checks it again)
         raise KvmRestoreError("%s already exists; not overwriting it" % folder)

@@ -2,11 +2,12 @@
 it has begun the VM's backup, asked here before the VM's turn ends, the same functions the real run calls.
 
 A real run into a repository checks it when it opens it (repo_backup.RepoSink.begin: hotvcb on the host
-itself, the share mounted, a new repository's folder and codec) and each disk as it copies it
+itself, the share mounted, a new repository's folder and codec; an existing one's config, its GC marks and
+damage records, and that it can be written to) and each disk as it copies it
 (repo_backup.read_as: hosted sparse disks and qcow2 images are refused). Its dry run said "OK, only a
 dryrun" with exit 0 of a job whose every real run then failed (README: a dry run that finds what the real
 run would fail on exits that run's code). Nothing is made or changed: a repository not yet there is only
-checked for the place it would be made in.
+checked for the place it would be made in, an existing one is opened read-only (repo_backup.check_open).
 """
 
 from typing import Dict, List
@@ -22,8 +23,9 @@ def check(host: Hypervisor, s: Settings, log, vm: Vm, disks: List[Disk]) -> Dict
     HotvcbError (the VM fails, as its real run would) for a repository its real run could not open."""
     if not s.vm_backup_repository:
         return {}
-    from .repo_backup import check_target, read_as  # the repository's code is imported only by runs using one
+    from .repo_backup import check_open, check_target, read_as  # the repository's code: only runs using one
     check_target(host, s.vm_backup_repository, s.vm_backup_repository_compression)
+    check_open(s.vm_backup_repository)
     refused = {}  # type: Dict[str, str]
     for disk in disks:
         try:

@@ -87,6 +87,21 @@ def open_repository(path: str, compression: str = "zlib") -> Repository:
         raise
 
 
+def check_open(path: str) -> None:
+    """RepoError with what opening the repository at `path` for a backup (open_repository, then BackupWriter)
+    would fail on, found without writing anything: a dry run's question (jobs/dryrun_checks.py), after
+    check_target. Its config read as the real run reads it (a newer hotvcb's format, a damaged one), its
+    folder writable (a NAS export remounted read-only; for a repository yet to be made, the folder it would
+    be made in), and its GC marks and damage records read, by which a backup tells which stored chunks it
+    may build on. The dry run said OK of a repository every real run failed on."""
+    repo = open_path(path) if os.path.exists(os.path.join(path, CONFIG)) else None
+    why = LocalBackend(path).unwritable()
+    if why:
+        raise RepoError(why)
+    if repo is not None:
+        repo.chunk_map(usable_only=True)  # the one BackupWriter builds on: a mark or record that does not read fails it
+
+
 def flat_name(descriptor_name: str) -> str:
     """`web.vmdk` -> `web-flat.vmdk`: where a restore writes the data its descriptor names. A `"` is
     dropped: the descriptors repositories hold name their flat so (written when vmdk.rename_extent

@@ -35,7 +35,7 @@ import shutil
 from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Set
 
-from .. import interrupt, targz, tmpwork
+from .. import folderwrite, interrupt, targz, tmpwork
 from ..convert import domain_xml
 from ..convert.firmware import ovmf
 from ..convert.machine import ConvertError, Machine, renamed
@@ -121,6 +121,9 @@ class KvmRestore:
             raise KvmRestoreError(layout.not_there(self.shell, backup))
         if not self.shell.isdir(req.target):
             raise KvmRestoreError("target folder %s does not exist" % req.target)
+        unwritable = folderwrite.unwritable(req.target)  # asked, not probed: a dry run said OK of a read-only one
+        if unwritable:
+            raise KvmRestoreError("cannot restore into %s: %s" % (req.target, unwritable))
         # recorded by its real path: a relative one names nothing to a cleanup run elsewhere
         req = replace(req, target=self.shell.realpath(req.target))
         if backup_check.inside(req.target, backup):

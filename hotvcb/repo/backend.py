@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import BinaryIO, List, Optional
 
+from .. import folderwrite
 from ..blockdigest import open_regular
 from ..errors import RepoError
 
@@ -151,8 +152,17 @@ class LocalBackend:
             return _FileUpload(os.path.join(folder, "%s.%d" % (random_hex(16), os.getpid())))
         except OSError as err:
             # named: `tmp` a plain file made every write fail "File exists", naming nothing in the repository
-            raise RepoError("cannot write to the repository %s: %s/: %s"
+            raise RepoError(self._tmp_not_folder() or "cannot write to the repository %s: %s/: %s"
                             % (self.root, TMP, err.strerror or err)) from err
+
+    def _tmp_not_folder(self) -> str:
+        """Why uploads cannot be made where they are ("" if they can): `tmp` is something other than a folder
+        (a file a NAS client or an admin put there), which every write failed on saying only "File exists"."""
+        folder = os.path.join(self.root, TMP)
+        if os.path.lexists(folder) and not os.path.isdir(folder):
+            return ("cannot write to the repository %s: %s/ is not a folder (every write goes through it): move "
+                    "it away" % (self.root, TMP))
+        return ""
 
     def put_new_file(self, name: str, upload: Upload) -> bool:
         assert isinstance(upload, _FileUpload)
@@ -254,16 +264,17 @@ class LocalBackend:
 
     def unwritable(self) -> str:
         """Why nothing can be written to the repository ("" if it can), found without writing (a dry run's
-        question): its file system mounted read-only, or its folder not writable by us."""
-        try:
-            if os.statvfs(self.root).f_flag & os.ST_RDONLY:
-                return "cannot write to the repository %s: Read-only file system" % self.root
-        except OSError as err:
-            return "cannot write to the repository %s: %s" % (self.root, err.strerror or err)
-        for folder in (self.root, os.path.join(self.root, TMP)):
-            if os.path.isdir(folder) and not os.access(folder, os.W_OK | os.X_OK):
-                return "cannot write to the repository %s: %s/: Permission denied" % (self.root, folder)
-        return ""
+        question): its file system mounted read-only, its folder (for one yet to be made: the folder it would
+        be made in) not writable by us, or its `tmp` no folder."""
+        where = self.root if os.path.isdir(self.root) else os.path.dirname(os.path.normpath(self.root))
+        why = folderwrite.unwritable(where)
+        if why:
+            return "cannot write to the repository %s: %s" % (self.root, why)
+        tmp = os.path.join(self.root, TMP)
+        why = folderwrite.unwritable(tmp) if os.path.isdir(tmp) else ""
+        if why:
+            return "cannot write to the repository %s: %s/: %s" % (self.root, TMP, why)
+        return self._tmp_not_folder()
 
     def forget_uploads(self, older_than: float) -> int:
         """Discard uploads begun more than `older_than` seconds ago (their writer died)."""
