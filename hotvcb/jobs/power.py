@@ -21,6 +21,9 @@ its folder names our run, so if this run is killed the next run (or
 `hotvcb cleanup`) powers it on (jobs/leftovers.py). A guest still on when its
 backup ends may yet finish the shutdown we asked for (no host can take the
 request back): its marker stays, so the run that finds it off powers it on.
+A shutdown request the host refuses (ESXi: no VMware Tools) with no hard
+power off to follow fails the VM at once and leaves no marker: nothing is
+going down, and a VM the admin then switches off must stay off.
 """
 
 import time
@@ -69,7 +72,11 @@ class PowerControl:
             self.host.shutdown(vm)
         except CommandFailed as err:  # the host answered no (no VMware Tools): the guest was not asked
             if not s.enable_hard_power_off:
-                clear_power_mark(self.host, vm)
+                try:
+                    clear_power_mark(self.host, vm)
+                except HotvcbError as stuck:
+                    self.log.warning("%s: could not remove its power-off marker (%s); if the VM is later off, "
+                                     "the next run or `hotvcb cleanup` powers it on" % (vm.name, stuck))
                 raise ShutdownRefused("the host refused to shut down the guest of %s (%s); without "
                                       "ENABLE_HARD_POWER_OFF it is left running (ignoring it for backup)"
                                       % (vm.name, err))
