@@ -21,13 +21,16 @@ its folder names our run, so if this run is killed the next run (or
 `hotvcb cleanup`) powers it on (jobs/leftovers.py). A guest still on when its
 backup ends may yet finish the shutdown we asked for (no host can take the
 request back): its marker stays, so the run that finds it off powers it on.
+A shutdown request the host refuses (ESXi: no VMware Tools) with no hard
+power off to follow fails the VM at once and leaves no marker: nothing is
+going down, and a VM the admin then switches off must stay off.
 """
 
 import time
 from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Set
 
 from .. import crashpoint, interrupt
-from ..errors import HotvcbError, TimeoutExpired
+from ..errors import CommandFailed, HostError, HotvcbError, TimeoutExpired
 from ..hosts.base import Hypervisor
 from ..model import Vm, VmRef
 from ..runid import RunId
@@ -38,6 +41,11 @@ if TYPE_CHECKING:
 
 POLL = 1.0
 BOOT_POLL = 2.0  # between `get.guest` calls while a started VM boots (ghettoVCB: 60 s)
+
+
+class ShutdownRefused(HostError):
+    """The host refused the guest shutdown (ESXi: no VMware Tools) and no hard power off follows: the VM was
+    never on its way down, so its caller has nothing to power on again."""
 
 
 class PowerControl:
@@ -51,7 +59,10 @@ class PowerControl:
         self.left_down = []  # type: List[str]  # powered off for the order and not on again: the run's first news
 
     def power_down(self, vm, s) -> None:
-        """Shut the guest down, bounded; raises TimeoutExpired when it will not go off."""
+        """Shut the guest down, bounded; raises TimeoutExpired when it will not go off, a HostError naming the
+        host's refusal when that is why (a hard power off refused), and ShutdownRefused when the host refused
+        the shutdown request itself and no hard power off follows: nothing is then under way, so the marker
+        goes (cleanup must not power on a VM the admin switches off later) and nothing is waited for."""
         if self.lock is not None and not self.lock.check():  # taken over while this run was stopped
             interrupt.raise_pending()
         self.log.info("Powering off initiated for %s, backup will not begin until VM is off..." % vm.name)
@@ -59,28 +70,54 @@ class PowerControl:
         crashpoint.reached("powering-down")
         try:
             self.host.shutdown(vm)
-        except HotvcbError as err:
+        except CommandFailed as err:  # the host answered no (no VMware Tools): the guest was not asked
+            if not s.enable_hard_power_off:
+                try:
+                    clear_power_mark(self.host, vm)
+                except HotvcbError as stuck:
+                    self.log.warning("%s: could not remove its power-off marker (%s); if the VM is later off, "
+                                     "the next run or `hotvcb cleanup` powers it on" % (vm.name, stuck))
+                raise ShutdownRefused("the host refused to shut down the guest of %s (%s); without "
+                                      "ENABLE_HARD_POWER_OFF it is left running (ignoring it for backup)"
+                                      % (vm.name, err))
+            self.log.warning("%s: guest shutdown refused (%s); a hard power off follows" % (vm.name, err))
+        except HotvcbError as err:  # no answer: the request may have reached the guest
             self.log.warning("%s: guest shutdown failed (%s)" % (vm.name, err))
         start = time.monotonic()
         hard_at = start + s.iter_to_wait_shutdown * 60.0
         give_up = start + s.power_down_timeout * 60.0
         hard_done = False
+        hard_refused = ""  # the host's answer to the hard power off, the VM's reason if it stays on
         while self.host.power_state(vm) != "off":
             now = time.monotonic()
             if s.enable_hard_power_off and not hard_done and now >= hard_at:
-                try:
-                    self.host.power_off(vm)
-                    # ghettoVCB's line, said only once the host did it: a log watcher reads it as done
-                    self.log.info("Hard power off occured for %s, waited for %d seconds" % (vm.name, now - start))
-                except HotvcbError as err:
-                    self.log.error("%s: hard power off failed: %s" % (vm.name, err))
+                hard_refused = self._hard_power_off(vm, now - start)
                 hard_done = True
+                continue  # its state asked again at once: it may be off now
             if now >= give_up:
+                if hard_refused:
+                    raise HostError("hard power off of %s failed (%s), and its guest did not shut down within "
+                                    "%d s (ignoring it for backup)" % (vm.name, hard_refused, now - start))
                 raise TimeoutExpired("%s to power off (ignoring it for backup)" % vm.name, now - start)
             if interrupt.pending():
                 interrupt.raise_pending()
             time.sleep(POLL)
         self.log.info("%s is powered off" % vm.name)
+
+    def _hard_power_off(self, vm, waited: float) -> str:
+        """ENABLE_HARD_POWER_OFF's power off; why it failed, or "" when it did. A guest that finishes its own
+        shutdown as the power off is sent makes the host refuse it (already off): not a failure."""
+        try:
+            self.host.power_off(vm)
+        except HotvcbError as err:
+            if self.host.power_state(vm) == "off":
+                self.log.info("%s went off by its own shutdown as the hard power off was sent" % vm.name)
+                return ""
+            self.log.error("%s: hard power off failed: %s" % (vm.name, err))
+            return str(err)
+        # ghettoVCB's line, said only once the host did it: a log watcher reads it as done
+        self.log.info("Hard power off occured for %s, waited for %d seconds" % (vm.name, waited))
+        return ""
 
     def restore_on(self, vm, boot_wait: float = 0.0) -> bool:
         """Start a VM we asked to shut down, unless it never went off (a timed-out shutdown); one it
@@ -192,6 +229,8 @@ class PowerControl:
                 try:
                     self.power_down(vm, settings)
                 except HotvcbError as err:
+                    if isinstance(err, ShutdownRefused):  # never on its way down: nothing to start again
+                        down.remove(name)
                     self.problems.add(name)
                     self.log.error("%s: %s; it will not be backed up" % (name, err))
 

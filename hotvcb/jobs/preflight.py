@@ -222,30 +222,38 @@ def check(host: Hypervisor, s: Settings, log, space: SpaceLedger, vm: Vm, disks:
     return plan
 
 
-def _tools_needed(host: Hypervisor, s: Settings, log, vm: Vm) -> None:
+def _tools_needed(host: Hypervisor, s: Settings, log, vm: Vm) -> str:
     """What of the real run needs the guest's tools (VMware Tools), asked of the host as that run depends on
-    it: a clean shutdown with no hard power off to fall back on, or a quiesced snapshot of a running VM."""
+    it: a clean shutdown with no hard power off to fall back on, or a quiesced snapshot of a running VM.
+    Returns why the real run would fail the VM (the host refuses a shutdown without Tools, and nothing
+    follows it: jobs/power.py), for the dry run to fail it too; "" when it would not."""
     down = s.power_vm_down_before_backup or s.cold_snapshot
     if down and not s.enable_hard_power_off:
-        needs = "guest shutdown (%s without ENABLE_HARD_POWER_OFF) will time out" % (
+        needs = "guest shutdown (%s without ENABLE_HARD_POWER_OFF) will be refused" % (
             "COLD_SNAPSHOT" if s.cold_snapshot else "POWER_VM_DOWN_BEFORE_BACKUP")
     elif s.vm_snapshot_quiesce and not down:
         needs = "quiesced snapshot (VM_SNAPSHOT_QUIESCE) will fail"
     else:
-        return
+        return ""
     try:
         running = host.guest_tools(vm)
     except HotvcbError as err:
         log.warning("%s: cannot ask whether VMware Tools is running (%s); if it is not, the real run's %s"
                     % (vm.name, err, needs))
-        return
-    if running is False:
-        log.warning("%s: VMware Tools is not running in the guest: the real run's %s" % (vm.name, needs))
+        return ""
+    if running is not False:
+        return ""
+    if down:
+        return ("VMware Tools is not running in the guest of %s: the real run's %s, and it will not be backed up"
+                % (vm.name, needs))
+    log.warning("%s: VMware Tools is not running in the guest: the real run's %s" % (vm.name, needs))
+    return ""
 
 
-def dry_run(host: Hypervisor, s: Settings, log, vm: Vm, disks: List[Disk], plan: Plan, started: datetime) -> None:
+def dry_run(host: Hypervisor, s: Settings, log, vm: Vm, disks: List[Disk], plan: Plan, started: datetime) -> str:
     """What the backup would do, as ghettoVCB's dry run prints it, and what rotation would remove (into
-    a repository: where it goes, and that prune, not rotation, removes its backups)."""
+    a repository: where it goes, and that prune, not rotation, removes its backups). Returns why the real
+    run would fail the VM before its copy (_tools_needed), said after the listing; "" when it would not."""
     repo = s.vm_backup_repository
     if repo:
         target = "the repository %s (only the chunks it lacks are stored)" % repo
@@ -257,8 +265,7 @@ def dry_run(host: Hypervisor, s: Settings, log, vm: Vm, disks: List[Disk], plan:
     log.dryrun("BACKUP_TO: %s" % target)
     state = host.power_state(vm)
     log.dryrun("POWER_STATE: %s" % state)
-    if state == "on":
-        _tools_needed(host, s, log, vm)
+    failing = _tools_needed(host, s, log, vm) if state == "on" else ""
     for d in disks:
         log.dryrun("VMDK: %s (%s) -> %s, %s %s" % (
             d.path, d.key, "chunks" if repo else s.disk_backup_format, "at most" if repo else "needs",
@@ -271,7 +278,7 @@ def dry_run(host: Hypervisor, s: Settings, log, vm: Vm, disks: List[Disk], plan:
         log.dryrun("TOTAL NEEDED: at most %s; ROTATION: none (a repository's backups go by hotvcb prune)"
                    % human_size(sum(host.bytes_needed(d, "thin") for d in disks)))  # check() counts none
         log.dryrun("###############################################")
-        return
+        return failing
     archive = plan.needed if s.enable_compression else 0  # as preflight reserves
     log.dryrun("TOTAL NEEDED: %s; ROTATION: keep %d%s" % (
         need_text(plan.needed, archive), s.vm_backup_rotation_count,
@@ -281,3 +288,4 @@ def dry_run(host: Hypervisor, s: Settings, log, vm: Vm, disks: List[Disk], plan:
                     source=(host.host_name(), vm.uuid), budget=s.vm_backup_rotation_size, dry_run=True,
                     phantom=plan.needed)
     log.dryrun("###############################################")
+    return failing

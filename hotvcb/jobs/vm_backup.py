@@ -19,6 +19,7 @@ from .guest_hooks import run_guest_hook
 from .hooks import run_hook
 from .leftovers import SNAPSHOT_PREFIX, is_ours
 from .partials import clear_volume_mark, mark_volume, remove_partials, volume_marker
+from .power import ShutdownRefused
 from .snapshot_asked import mark_snapshot_asked, snapshot_patience
 from .snaptree import copy_tree
 from .vm_leftovers import clear_dead_runs
@@ -76,8 +77,10 @@ class _VmBackup:
             self.result.warnings.append(warning)
         if dry:  # what the real run checks once the VM's backup began too, and what it would copy
             refused = dryrun_checks.check(self.host, self.s, self.log, vm, disks)
-            preflight.dry_run(self.host, self.s, self.log, vm, disks, plan, self.started)
+            failing = preflight.dry_run(self.host, self.s, self.log, vm, disks, plan, self.started)
             dryrun_checks.report(self.result, disks, plan.capacity, refused)
+            if failing:  # the VM fails, as in the real run (its report's DISKS and SIZE stay what it lists)
+                raise HotvcbError(failing)
             return
         if self.s.pre_backup_hook:
             run_hook(self.host, self.s.pre_backup_hook, "pre", self.ref, self.s.hook_timeout * 60.0, self.log)
@@ -140,8 +143,7 @@ class _VmBackup:
             if self.s.cold_snapshot and state == "on" and not self.skip_power:
                 self._cold_snapshot(vm)
             elif self.s.power_vm_down_before_backup and state == "on" and not self.skip_power:
-                self.powered_down = True  # from the first shutdown request on, cleanup restarts it
-                self.job.power.power_down(vm, self.s)
+                self._power_down(vm)
                 state = "off"
             elif state != "off":
                 self._snapshot(vm)
@@ -184,8 +186,7 @@ class _VmBackup:
         the exit code and the mail say.
         """
         down_at = time.monotonic()
-        self.powered_down = True
-        self.job.power.power_down(vm, self.s)
+        self._power_down(vm)
         self._snapshot(vm)
         self.log.info("Powering %s on again before the copy" % vm.name)
         back = self.job.power.restore_on(vm)
@@ -196,6 +197,16 @@ class _VmBackup:
         else:
             self.power_failure = "%s did NOT power on again after its cold snapshot; it is DOWN" % vm.name
             self.log.error("!!! %s !!!" % self.power_failure)
+
+    def _power_down(self, vm: Vm) -> None:
+        """From the first shutdown request on, the VM is this run's to power on again (and cleanup's: the
+        marker); not when the host refused that request: it was never on its way down."""
+        self.powered_down = True
+        try:
+            self.job.power.power_down(vm, self.s)
+        except ShutdownRefused:
+            self.powered_down = False
+            raise
 
     def _snapshot(self, vm: Vm) -> None:
         if self.job.lock is not None:

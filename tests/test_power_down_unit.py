@@ -1,0 +1,78 @@
+"""POWER_VM_DOWN_BEFORE_BACKUP's shutdown (jobs/power.py power_down), without a host: a shutdown request the
+host refuses is not waited out and leaves no power-off marker; a hard power off the host refuses because the
+guest has just gone off by itself is no failure (tests/test_outsider_s34shapes.py runs them on esxisim)."""
+
+import logging
+import time
+
+import pytest
+
+from hotvcb.errors import CommandFailed
+from hotvcb.jobs import power
+from hotvcb.runid import RunId
+from hotvcb.settings import Settings
+
+
+class Shell:
+    def __init__(self):
+        self.files = {}
+
+    def write_text(self, path, text):
+        self.files[path] = text
+
+    def remove_tree(self, path):
+        self.files.pop(path, None)
+
+
+class Host:
+    """A running VM whose hard power off the host refuses (vim-cmd's `Power off failed`); with
+    `off_after_power_off` because the guest went off just then."""
+
+    def __init__(self, shutdown_refused=False, off_after_power_off=False):
+        self.shell, self.state = Shell(), "on"
+        self.shutdown_refused, self.off_after_power_off = shutdown_refused, off_after_power_off
+
+    def shutdown(self, vm):
+        if self.shutdown_refused:
+            raise CommandFailed(["/bin/vim-cmd", "vmsvc/power.shutdown"], 0, "Cannot complete operation because "
+                                "VMware Tools is not running in this virtual machine.", "ToolsUnavailable")
+
+    def power_off(self, vm):
+        if self.off_after_power_off:  # the guest's own shutdown ended as the power off was sent
+            self.state = "off"
+        raise CommandFailed(["/bin/vim-cmd", "vmsvc/power.off"], 1, "Powering off VM:\nPower off failed")
+
+    def power_state(self, vm):
+        return self.state
+
+
+class Ref:
+    vmx_path = "/vmfs/volumes/datastore1/db/db.vmx"
+
+
+class Vm:
+    name, folder, ref = "db", "/vmfs/volumes/datastore1/db", Ref()
+
+
+@pytest.fixture
+def control(caplog):
+    caplog.set_level(logging.INFO)
+    return lambda host: power.PowerControl(host, logging.getLogger("down"),
+                                           RunId("0123456789ab", "esxi-a", 4242, 1, "esxi-a"))
+
+
+def test_a_refused_shutdown_is_not_waited_out_and_leaves_no_marker(control):
+    host = Host(shutdown_refused=True)
+    start = time.monotonic()
+    with pytest.raises(power.ShutdownRefused, match="VMware Tools is not running"):
+        control(host).power_down(Vm(), Settings(power_down_timeout=1))
+    assert time.monotonic() - start < 5 and host.shell.files == {}
+
+
+def test_a_guest_gone_off_as_the_hard_power_off_is_sent_is_no_failure(control, caplog, monkeypatch):
+    monkeypatch.setattr(power, "POLL", 0.01)
+    host = Host(off_after_power_off=True)
+    control(host).power_down(Vm(), Settings(enable_hard_power_off=True, iter_to_wait_shutdown=0,
+                                            power_down_timeout=1))
+    assert "hard power off failed" not in caplog.text and "went off by its own shutdown" in caplog.text
+    assert "db is powered off" in caplog.text and host.shell.files  # its marker stays: powered on after the copy
