@@ -61,8 +61,6 @@ def _plain(mail):
 
 # ---------------------------------------------------------------------------------------------- defects
 
-@pytest.mark.xfail(strict=True, reason="--json-report gives a WARN VM whose independent disk / physical RDM is "
-                                       "in no backup an empty message, though the mail and docs name the reason")
 def test_json_report_says_why_a_vm_with_a_skipped_disk_warns(host, tmp_path):
     """The admin's monitoring reads `--json-report` after the nightly `-a` run. Two VMs carry a disk no
     snapshot can copy: an independent-persistent data disk and a physical RDM. The run rightly warns (exit

@@ -25,6 +25,12 @@ def shown(r: VmResult) -> str:
     return "warn" if r.status == "ok" and (r.skipped_disks or r.warnings) else r.status
 
 
+def notes(r: VmResult) -> List[str]:
+    """What a VM whose backup is good warns of: each disk that is in no backup and why, then its warnings.
+    The mail's lines and the JSON report's `message` alike, so a monitor reads the reason the mail gives."""
+    return ["%s is in no backup: %s" % (d.key, d.skip_reason) for d in r.skipped_disks] + list(r.warnings)
+
+
 def final_status(results: List[VmResult], dry_run: bool = False) -> Tuple[str, int]:
     done = [r for r in results if r.status != "skipped"]
     errors = [r for r in done if r.status == "error"]
@@ -73,7 +79,7 @@ def rows(results: List[VmResult]) -> List[Dict[str, Any]]:
         size = sum(d.bytes for d in copied)
         copy_seconds = sum(d.seconds for d in copied)
         out.append({
-            "vm": r.name, "result": shown(r), "message": r.message if r.status != "ok" else "; ".join(r.warnings),
+            "vm": r.name, "result": shown(r), "message": r.message if r.status != "ok" else "; ".join(notes(r)),
             "disks_ok": len(copied), "disks": len(r.disks) + len(r.skipped_disks),
             "failed_disks": [d.disk.key for d in r.disks if not d.ok],
             "skipped_disks": [d.key for d in r.skipped_disks],
@@ -108,10 +114,8 @@ def report(results: List[VmResult], status: str) -> str:
             line += "  -> " + r.backup_dir
         if failed:
             line += "  (failed disks: %s)" % ", ".join(failed)
-        for d in r.skipped_disks:
-            line += "\n        %s is in no backup: %s" % (d.key, d.skip_reason)
-        for w in r.warnings:
-            line += "\n        " + w
+        for note in notes(r):
+            line += "\n        " + note
         if r.message and r.status != "ok":
             line += "\n        " + r.message
         if r.status != "skipped":
