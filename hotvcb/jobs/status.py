@@ -25,6 +25,7 @@ from ..runid import RECORD_MAX, RunId, parse
 from ..settings import Settings
 from ..store.lock import LOCK_NAME, holder_alive
 from ..units import human_size
+from .. import namelist
 from . import nfs
 from .leftovers import power_marker
 from .status_backups import _vm_backups
@@ -44,6 +45,8 @@ def host_status(host: Hypervisor, settings: Settings, limits: Limits, names: Opt
     report = Report(host.describe())
     # a template is no VM to back up (errors.TemplateVm)
     listed = host.list_vms()
+    names = None if names is None else namelist.fitted(names, [r.name for r in listed])
+    exclude = namelist.fitted(exclude, [r.name for r in listed])
     refs = [r for r in listed if not r.template and (names is None or r.name in names) and r.name not in exclude]
     templates = {r.name: ", ".join(t.vmx_path for t in listed if t.template and t.name == r.name)
                  for r in listed if r.template}  # each template of the name (one per datastore)
