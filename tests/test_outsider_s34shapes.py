@@ -116,8 +116,6 @@ def test_an_exclude_line_naming_the_vm_with_the_trailing_blank_does_not_leave_ou
     assert backed == ["db"] or "'db '" in out, (r.returncode, backed, out[-2500:])
 
 
-@pytest.mark.xfail(strict=True, reason="the run table (log and mail) shows VMs 'db' and 'db ' both as 'db': "
-                                       "which one failed cannot be read from it")
 def test_the_run_table_tells_apart_two_vms_that_differ_by_a_trailing_blank(host, tmp_path):
     """VMs `db` and `db ` are both backed up by `-a`; the copy of `db `'s disk fails. The table at the end of
     the log and in the mail reads `db  OK` and `db  ERROR`: the blank is lost in the column padding, and the

@@ -110,6 +110,7 @@ def test_the_run_report_names_the_disk_no_backup_has():
     short.backup_dir, short.good_backups = "/b/db/db-1", ["/b/db/db-1"]
     (row,) = outcome.rows([short])
     assert (row["result"], row["disks_ok"], row["disks"], row["skipped_disks"]) == ("warn", 1, 2, ["scsi0:1"])
+    assert row["message"].startswith("scsi0:1 is in no backup: independent disk"), row  # --json-report's reason
     text = outcome.report([short], final_status([short])[0])
     assert "WARN    db  -> /b/db/db-1" in text and "scsi0:1 is in no backup: independent disk" in text, text
     assert "good backups: 1" in text and "NO good backup" not in text, text

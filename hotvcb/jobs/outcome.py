@@ -91,13 +91,20 @@ def rows(results: List[VmResult]) -> List[Dict[str, Any]]:
     return out
 
 
+def named(vm: str) -> str:
+    """A VM's name in a table cell, ended by a colon as `status` ends it (`OK   backup  db :`): the column's
+    padding hid a trailing blank, so VMs `db` and `db ` were both rows `db`, one OK and one ERROR, and the
+    admin could not tell which had failed; they are `db:` and `db :`."""
+    return vm + ":"
+
+
 def table(records: List[Dict[str, Any]]) -> List[str]:
     """The per-VM table logged at the end of every run."""
     head = ("VM", "RESULT", "DISKS", "SIZE", "TIME", "RATE", "GOOD KEPT")
     lines = [head]
     for r in records:
         rate = "%.1f MB/s" % (r["rate_bytes_per_second"] / 1e6) if r["rate_bytes_per_second"] else "-"
-        lines.append((r["vm"], r["result"].upper(), "%d/%d" % (r["disks_ok"], r["disks"]),
+        lines.append((named(r["vm"]), r["result"].upper(), "%d/%d" % (r["disks_ok"], r["disks"]),
                       human_size(r["bytes"], compact=True), _clock(r["seconds"]), rate, str(r["good_backups"])))
     return columns(lines)
 
@@ -150,7 +157,7 @@ def report_html(results: List[VmResult], status: str, host: str, job: str) -> st
         cells.append(
             "<tr><td>%s</td><td style=\"color:%s;font-weight:bold\">%s</td><td>%d/%d</td><td>%s</td>"
             "<td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>"
-            % (e(r["vm"]), colour, e(r["result"].upper()), r["disks_ok"], r["disks"],
+            % (e(named(r["vm"])), colour, e(r["result"].upper()), r["disks_ok"], r["disks"],
                e(human_size(r["bytes"])), _clock(r["seconds"]), rate, kept, note))
     return (
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>hotvcb %s %s</title></head>"
