@@ -92,10 +92,11 @@ def rows(results: List[VmResult]) -> List[Dict[str, Any]]:
 
 
 def named(vm: str) -> str:
-    """A VM's name in a table cell, ended by a colon as `status` ends it (`OK   backup  db :`): the column's
-    padding hid a trailing blank, so VMs `db` and `db ` were both rows `db`, one OK and one ERROR, and the
-    admin could not tell which had failed; they are `db:` and `db :`."""
-    return vm + ":"
+    """A VM's name in a table cell: one that starts or ends with a blank is ended by a colon, as `status` ends
+    every name (`OK   backup  db :`). The column's padding hid the blank, so VMs `db` and `db ` were both
+    rows `db`, one OK and one ERROR, and the admin could not tell which had failed; they are `db` and `db :`.
+    Other names stay as they were: scripts read a row's first word as its VM."""
+    return vm + ":" if vm != vm.strip() else vm
 
 
 def table(records: List[Dict[str, Any]]) -> List[str]:
