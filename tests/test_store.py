@@ -117,6 +117,15 @@ def test_the_run_report_names_the_disk_no_backup_has():
     assert "in no backup: scsi0:1" in outcome.report_html([short], "WARNING", "esx1", "job")
 
 
+def test_the_report_tells_apart_two_vms_that_differ_by_a_trailing_blank():
+    """`db` and `db `: the mail's lines and the table end the second with a colon, as status does; an
+    ordinary name stays as it was, its row's first word."""
+    results = [vm_result("db", "ok"), vm_result("db ", "error")]
+    text = outcome.report(results, final_status(results)[0])
+    assert "\nOK      db\n" in text and "\nERROR   db :\n" in text, text
+    assert [row.split("  ")[0] for row in outcome.table(outcome.rows(results))[1:]] == ["db", "db :"]
+
+
 def ghettovcb_backup(volume, stamp: str, status: str, disk: bool = True) -> str:
     """ghettoVCB's folder: .vmx, disk, STATUS.<status> (never a hotvcb.json)."""
     folder = volume / "db" / ("db-" + stamp)

@@ -92,10 +92,10 @@ def rows(results: List[VmResult]) -> List[Dict[str, Any]]:
 
 
 def named(vm: str) -> str:
-    """A VM's name in a table cell: one that starts or ends with a blank is ended by a colon, as `status` ends
-    every name (`OK   backup  db :`). The column's padding hid the blank, so VMs `db` and `db ` were both
-    rows `db`, one OK and one ERROR, and the admin could not tell which had failed; they are `db` and `db :`.
-    Other names stay as they were: scripts read a row's first word as its VM."""
+    """A VM's name in the mail's lines and the table's cells: one that starts or ends with a blank is ended by
+    a colon, as `status` ends every name (`OK   backup  db :`). The column's padding hid the blank, so VMs `db`
+    and `db ` were both rows `db`, one OK and one ERROR, and the admin could not tell which had failed; they
+    are `db` and `db :`. Other names stay as they were: scripts read a row's first word as its VM."""
     return vm + ":" if vm != vm.strip() else vm
 
 
@@ -117,7 +117,7 @@ def report(results: List[VmResult], status: str) -> str:
     lines += ["Final status: " + status, ""]
     for r in results:
         failed = [d.disk.key for d in r.disks if not d.ok]
-        line = "%-7s %s" % (shown(r).upper(), r.name)
+        line = "%-7s %s" % (shown(r).upper(), named(r.name))
         if r.backup_dir:
             line += "  -> " + r.backup_dir
         if failed:
