@@ -57,8 +57,9 @@ def read_names(path: str, what: str = "VM") -> List[Listed]:
 
 
 def read_numbered(path: str, what: str = "VM") -> List[Tuple[int, Listed]]:
-    """(line number, name) in file order, each name once: the order is the admin's (the backup order), and
-    the number shows an entry that is no name as FILE:LINE. `what` the list names ("host" for
+    """(line number, name) in file order, each line's text once (`db` and `db ` are two: a host may have
+    both): the order is the admin's (the backup order), and the number shows an entry that is no name as
+    FILE:LINE. `what` the list names ("host" for
     `status --hosts`): a host list that cannot be read was called a "VM list file", and the
     admin checked the wrong file.
 

@@ -80,7 +80,8 @@ def rows(results: List[VmResult]) -> List[Dict[str, Any]]:
         copy_seconds = sum(d.seconds for d in copied)
         out.append({
             "vm": r.name, "result": shown(r), "message": r.message if r.status != "ok" else "; ".join(notes(r)),
-            "disks_ok": len(copied), "disks": (len(r.disks) if r.disks_to_copy is None else r.disks_to_copy) + len(r.skipped_disks),
+            "disks_ok": len(copied),
+            "disks": (len(r.disks) if r.disks_to_copy is None else r.disks_to_copy) + len(r.skipped_disks),
             "failed_disks": [d.disk.key for d in r.disks if not d.ok],
             "skipped_disks": [d.key for d in r.skipped_disks],
             "bytes": size, "seconds": round(r.seconds, 1),

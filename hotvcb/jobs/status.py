@@ -18,6 +18,7 @@ A check, the limits and the host's report are status_report.py's.
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from .. import namelist
 from ..errors import HotvcbError, TemplateVm
 from ..hosts.base import Hypervisor, powered
 from ..model import Vm
@@ -25,7 +26,6 @@ from ..runid import RECORD_MAX, RunId, parse
 from ..settings import Settings
 from ..store.lock import LOCK_NAME, holder_alive
 from ..units import human_size
-from .. import namelist
 from . import nfs
 from .leftovers import power_marker
 from .status_backups import _vm_backups
