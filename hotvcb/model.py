@@ -158,6 +158,9 @@ class VmResult:
     backup_dir: Optional[str] = None
     sealed: bool = False  # its backup is published (ok or warn): good, whatever stops the run after that
     disks: List[DiskResult] = field(default_factory=list)
+    # how many it was to copy, once its disks were read: a VM refused before any copy (a user's snapshot, no
+    # room) is `0/2` in the report's DISKS, where `0/0` read as a VM without a disk
+    disks_to_copy: Optional[int] = None
     # in no backup: no snapshot can copy them (independent, physical RDM); its backup is good without them
     skipped_disks: List[Disk] = field(default_factory=list)
     # what the run warns of beside a good backup (an overlay kept that still holds the guest's writes)

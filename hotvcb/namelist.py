@@ -8,12 +8,15 @@ or none; hotvcb compares whole names, exactly.
 Leading and trailing blanks (space, tab, CR) are stripped although a name
 could in theory start or end with one: they are invisible in an editor and
 come from indenting or copy-paste, and a list entry that silently matches no
-VM means a VM that silently is not backed up.  A VM whose name really starts
-or ends with a blank can still be named with `-m`.  Only whole lines whose
-first non-blank character is `#` are comments, so `web#2` is a name.
+VM means a VM that silently is not backed up.  But a line is first matched as
+written (`Listed.exact`, `fitted`): on a host with VMs `db` and `db `, the
+line `db ` names `db ` - stripped to `db`, it backed up (or, in `-e`, left
+out) the other VM, and the run said all was well.  The stripped name counts
+only when no VM has the line's exact name.  Only whole lines whose first
+non-blank character is `#` are comments, so `web#2` is a name.
 """
 
-from typing import List, Sequence, Tuple
+from typing import Collection, List, Optional, Sequence, Tuple
 
 from hotvcb.adminfile import read_text, shown_as
 from hotvcb.errors import UsageError, VmNotFound, did_you_mean
@@ -23,14 +26,40 @@ _BLANKS = " \t\r"
 _CONTROL = lazyre.compile(r"[\x00-\x1f\x7f]")
 
 
-def read_names(path: str, what: str = "VM") -> List[str]:
+class Listed(str):
+    """A list line's name: its value the name without the line's blanks (what every message shows, and what
+    matches when no VM has the line's exact name), `exact` the line as written, less its line end."""
+
+    exact: str
+
+    def __new__(cls, name: str, exact: Optional[str] = None) -> "Listed":  # a copy or unpickling gives no `exact`
+        listed = str.__new__(cls, name)
+        listed.exact = name if exact is None else exact
+        return listed
+
+
+def fitted(names: Sequence[str], present: Collection[str]) -> List[str]:
+    """The VMs `names` name on a host whose VMs (and templates) are `present`, each once, in order: a list
+    line as written if a VM has that very name, blanks and all, else its stripped name; a name from `-m`
+    (no `Listed`) is taken literally."""
+    out = []  # type: List[str]
+    for name in names:
+        exact = name.exact if isinstance(name, Listed) else name
+        chosen = exact if exact in present else str(name)
+        if chosen not in out:
+            out.append(chosen)
+    return out
+
+
+def read_names(path: str, what: str = "VM") -> List[Listed]:
     """The names of `read_numbered`."""
     return [name for _, name in read_numbered(path, what)]
 
 
-def read_numbered(path: str, what: str = "VM") -> List[Tuple[int, str]]:
-    """(line number, name) in file order, each name once: the order is the admin's (the backup order), and
-    the number shows an entry that is no name as FILE:LINE. `what` the list names ("host" for
+def read_numbered(path: str, what: str = "VM") -> List[Tuple[int, Listed]]:
+    """(line number, name) in file order, each line's text once (`db` and `db ` are two: a host may have
+    both): the order is the admin's (the backup order), and the number shows an entry that is no name as
+    FILE:LINE. `what` the list names ("host" for
     `status --hosts`): a host list that cannot be read was called a "VM list file", and the
     admin checked the wrong file.
 
@@ -38,7 +67,7 @@ def read_numbered(path: str, what: str = "VM") -> List[Tuple[int, str]]:
     are still compared exactly, so a wrong guess shows up as "no VM named ...".
     """
     text, _ = read_text(path, "%s list file" % what, pipes=True)
-    names = []  # type: List[Tuple[int, str]]
+    names = []  # type: List[Tuple[int, Listed]]
     seen = set()
     for number, line in enumerate(text.split("\n"), 1):
         name = line.strip(_BLANKS)
@@ -47,9 +76,10 @@ def read_numbered(path: str, what: str = "VM") -> List[Tuple[int, str]]:
         if _CONTROL.search(name):
             raise UsageError("%s:%d: %r is not a %s name (control character)" % (shown_as(path), number, name[:80],
                                                                                       what))
-        if name not in seen:
-            seen.add(name)
-            names.append((number, name))
+        exact = line[:-1] if line.endswith("\r") else line
+        if exact not in seen:  # `db` and `db ` are two lines: on a host with both VMs, two VMs
+            seen.add(exact)
+            names.append((number, Listed(name, exact)))
     return names
 
 
@@ -61,7 +91,7 @@ def excluding_nothing(exclude: Sequence[str], present: Sequence[str]) -> List[st
     ghettoVCB would have left out, or the close names, as `-f`'s "did you mean"."""
     out = []
     for entry in exclude:
-        if entry in present:
+        if fitted([entry], present)[0] in present:
             continue
         started = " and ".join(repr(p) for p in sorted((p for p in present if p and entry.startswith(p)),
                                                          key=len, reverse=True))
@@ -75,12 +105,12 @@ def excluding_nothing(exclude: Sequence[str], present: Sequence[str]) -> List[st
     return out
 
 
-def read_listed(path: str, what: str = "VM") -> List[str]:
+def read_listed(path: str, what: str = "VM") -> List[Listed]:
     """The names of `read_listed_numbered`."""
     return [name for _, name in read_listed_numbered(path, what)]
 
 
-def read_listed_numbered(path: str, what: str = "VM") -> List[Tuple[int, str]]:
+def read_listed_numbered(path: str, what: str = "VM") -> List[Tuple[int, Listed]]:
     """`read_numbered` of a list that must name something: one holding only comments (emptied by mistake)
     would make a backup back up, or a status check watch, nothing while it says all is well."""
     names = read_numbered(path, what)

@@ -11,7 +11,7 @@ from hotvcb.adminfile import MAX_FILE_BYTES, read_text
 from hotvcb.config import dry_run_refused, for_vm, load_settings
 from hotvcb.confkeys import KEYS
 from hotvcb.errors import ConfigError, HotvcbError, UsageError
-from hotvcb.namelist import excluding_nothing, read_names
+from hotvcb.namelist import excluding_nothing, fitted, read_names
 from hotvcb.settings import Settings
 
 try:
@@ -466,7 +466,7 @@ if given is not None:
             names = read_names(path)
         except HotvcbError:
             return
-        assert len(names) == len(set(names)) and all(n == n.strip(" \t\r") and n for n in names)
+        assert len(names) == len({n.exact for n in names}) and all(n == n.strip(" \t\r") and n for n in names)
 
 else:
 
@@ -632,6 +632,17 @@ def test_list_file_with_odd_names(tmp_path):
     )
     path = conf(tmp_path, text, name="vms.list")
     assert read_names(path) == ["web 01", "db [old] (2)", "a+b*c;d", "it's \"quoted\"", "M\u00fcller-DB", "web#2", "Web 01"]
+
+
+def test_a_list_line_names_the_vm_with_its_very_blanks_before_the_stripped_name(tmp_path):
+    """VMs `db` and `db ` on one host: the line `db ` is `db `, never silently the other; where no VM has the
+    line's blanks, they are the editor's and the line is `db`. `-m` names (no list line) stay literal."""
+    names = read_names(conf(tmp_path, "db \r\ndb\nweb \n", name="vms.list"))
+    assert names == ["db", "db", "web"]
+    assert fitted(names, ["db", "db ", "web"]) == ["db ", "db", "web"]
+    assert fitted(names, ["db", "web"]) == ["db", "web"]
+    assert fitted(["db "], ["db"]) == ["db "]
+    assert excluding_nothing(names[:1], ["db ", "web"]) == []
 
 
 def test_list_file_in_latin1(tmp_path):

@@ -61,8 +61,6 @@ def _plain(mail):
 
 # ---------------------------------------------------------------------------------------------- defects
 
-@pytest.mark.xfail(strict=True, reason="--json-report gives a WARN VM whose independent disk / physical RDM is "
-                                       "in no backup an empty message, though the mail and docs name the reason")
 def test_json_report_says_why_a_vm_with_a_skipped_disk_warns(host, tmp_path):
     """The admin's monitoring reads `--json-report` after the nightly `-a` run. Two VMs carry a disk no
     snapshot can copy: an independent-persistent data disk and a physical RDM. The run rightly warns (exit
@@ -82,8 +80,6 @@ def test_json_report_says_why_a_vm_with_a_skipped_disk_warns(host, tmp_path):
     assert "RDM" in rows["sql"]["message"] or "rdm" in rows["sql"]["message"].lower(), rows["sql"]
 
 
-@pytest.mark.xfail(strict=True, reason="a -f line 'db ' is stripped to 'db' and silently backs up VM 'db' "
-                                       "while VM 'db ' (also on the host) is never backed up nor named")
 def test_a_list_line_naming_the_vm_with_the_trailing_blank_does_not_silently_back_up_its_twin(host, tmp_path):
     """The host has two VMs, `db` and `db ` (a trailing blank typed in the vSphere client years ago: the
     old and the new database server). The admin's `vms_to_backup` names `db ` - the one that matters - on
@@ -103,8 +99,6 @@ def test_a_list_line_naming_the_vm_with_the_trailing_blank_does_not_silently_bac
     assert "db " in backed or ("'db '" in out and r.returncode != 0), (r.returncode, backed, out[-2500:])
 
 
-@pytest.mark.xfail(strict=True, reason="an -e line 'db ' is stripped to 'db': VM 'db' is silently left out and "
-                                       "VM 'db ' (the one named) is backed up, without a word")
 def test_an_exclude_line_naming_the_vm_with_the_trailing_blank_does_not_leave_out_its_twin(host, tmp_path):
     """Same host, VMs `db` and `db `. The admin's exclude list (-e) names `db ` (the scratch copy, 400 GB, not
     worth a backup); the nightly job is `-a -e exclude`. hotvcb strips the blank: `db` - the production
@@ -122,8 +116,6 @@ def test_an_exclude_line_naming_the_vm_with_the_trailing_blank_does_not_leave_ou
     assert backed == ["db"] or "'db '" in out, (r.returncode, backed, out[-2500:])
 
 
-@pytest.mark.xfail(strict=True, reason="the run table (log and mail) shows VMs 'db' and 'db ' both as 'db': "
-                                       "which one failed cannot be read from it")
 def test_the_run_table_tells_apart_two_vms_that_differ_by_a_trailing_blank(host, tmp_path):
     """VMs `db` and `db ` are both backed up by `-a`; the copy of `db `'s disk fails. The table at the end of
     the log and in the mail reads `db  OK` and `db  ERROR`: the blank is lost in the column padding, and the

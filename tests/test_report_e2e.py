@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from esxisim import snapshots
 from simhost import hotvcb, make_host, needs_root, write_conf
 
 pytestmark = needs_root
@@ -73,3 +74,16 @@ def test_the_run_report_in_the_log_the_mail_and_json(tmp_path):
     assert rows == [("Web &lt;prod&gt; &amp; Co", "OK", "1/1"), ("two disks", "WARN", "1/2")], dom[:2000]
     assert "WARNING: All VMs backed up, but some disk(s) failed!" in dom
     assert shot.exists() and shot.stat().st_size > 5000
+
+
+def test_a_vm_refused_before_any_copy_counts_the_disks_it_has(host, tmp_path):
+    """A VM of two disks refused for its user's snapshot (ghettoVCB's default) reads `0/2` in the table and
+    `"disks": 2` in --json-report: `0/0` read as a VM without a disk, which is another problem."""
+    vmid = host.create_vm("snapped", "datastore1", [{"size": "1M"}, {"size": "1M"}], power="on")
+    snapshots.create(host, vmid, "user snap", "d")
+    report = tmp_path / "report.json"
+    r = hotvcb(host, "-m", "snapped", "-g", write_conf(host), "--json-report", report)
+    assert r.returncode == 6, r.stdout[-2000:]
+    [row] = json.loads(report.read_text())["vms"]
+    assert (row["result"], row["disks_ok"], row["disks"]) == ("error", 0, 2), row
+    assert re.search(r"info: snapped\s+ERROR\s+0/2\s", r.stdout), r.stdout[-2000:]

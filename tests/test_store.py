@@ -110,10 +110,20 @@ def test_the_run_report_names_the_disk_no_backup_has():
     short.backup_dir, short.good_backups = "/b/db/db-1", ["/b/db/db-1"]
     (row,) = outcome.rows([short])
     assert (row["result"], row["disks_ok"], row["disks"], row["skipped_disks"]) == ("warn", 1, 2, ["scsi0:1"])
+    assert row["message"].startswith("scsi0:1 is in no backup: independent disk"), row  # --json-report's reason
     text = outcome.report([short], final_status([short])[0])
     assert "WARN    db  -> /b/db/db-1" in text and "scsi0:1 is in no backup: independent disk" in text, text
     assert "good backups: 1" in text and "NO good backup" not in text, text
     assert "in no backup: scsi0:1" in outcome.report_html([short], "WARNING", "esx1", "job")
+
+
+def test_the_report_tells_apart_two_vms_that_differ_by_a_trailing_blank():
+    """`db` and `db `: the mail's lines and the table end the second with a colon, as status does; an
+    ordinary name stays as it was, its row's first word."""
+    results = [vm_result("db", "ok"), vm_result("db ", "error")]
+    text = outcome.report(results, final_status(results)[0])
+    assert "\nOK      db\n" in text and "\nERROR   db :\n" in text, text
+    assert [row.split("  ")[0] for row in outcome.table(outcome.rows(results))[1:]] == ["db", "db :"]
 
 
 def ghettovcb_backup(volume, stamp: str, status: str, disk: bool = True) -> str:

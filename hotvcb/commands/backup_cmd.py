@@ -147,7 +147,7 @@ def _names_given(names: List[str]) -> str:
     return " ".join("-m %s" % name for name in names)
 
 
-def selection(args) -> Tuple[Optional[List[str]], List[str]]:
+def selection(args) -> Tuple[Optional[Sequence[str]], Sequence[str]]:
     """(names or None for -a, excluded names): the list files are read now. Of -a, -m and -f given
     together, ghettoVCB's choice counts (`overridden`, which says it).
 
@@ -188,6 +188,8 @@ def check(args, target: "runtarget.Target") -> List[str]:
         raise HostError("cannot reach the host to check the job: %s" % err) from err
     present = [ref.name for ref in listed if not ref.template]
     templates = {ref.name for ref in listed if ref.template}
+    exclude = namelist.fitted(exclude, present + sorted(templates))
+    names = None if names is None else namelist.fitted(names, present + sorted(templates))
     missing = [n for n in (names or []) if n not in present and n not in exclude]
     if missing:
         raise UsageError("; ".join(str(TemplateVm(n) if n in templates else VmNotFound(n, present)) for n in missing))

@@ -291,7 +291,7 @@ def _per_vm_names(args, folder: str) -> List[str]:
     names = getattr(args, "vm_names", None) or ([args.latest] if getattr(args, "latest", None) else None)
     if not names and getattr(args, "vm_list", None):
         try:
-            names = namelist.read_names(args.vm_list)
+            names = [form for n in namelist.read_names(args.vm_list) for form in (n, n.exact)]  # either is the VM
         except UsageError:
             names = None  # the run reports the list; the folder is sent whole
     if not names:

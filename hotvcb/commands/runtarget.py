@@ -108,10 +108,10 @@ def targets_in(path: str, args) -> List[Tuple[str, Target]]:
     An IPv6 address is written as `--host` takes it (`root@fe80::1`, no port then) or in brackets
     (`root@[fe80::1]`, `root@[fe80::1]:2222`)."""
     from ..sshconnection import SshTarget
-    out = []
-    for number, line in namelist.read_listed_numbered(path, "host"):
-        line = line.split("#", 1)[0].rstrip()  # `root@esxi01  # rack 3`: no host name holds a '#'
-        if not line:
+    out = []  # type: List[Tuple[str, Target]]
+    for number, listed in namelist.read_listed_numbered(path, "host"):
+        line = listed.split("#", 1)[0].rstrip()  # `root@esxi01  # rack 3`: no host name holds a '#'
+        if not line or line in (host for host, _ in out):  # `esxi01` and `esxi01 `: one host, checked once
             continue
         dest, port = host_and_port(line, "%s:%d:" % (adminfile.shown_as(path), number))
         port = getattr(args, "port", None) if port is None else port

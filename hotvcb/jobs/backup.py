@@ -109,8 +109,9 @@ class BackupJob:
         by_name = {}  # type: Dict[str, List[VmRef]]
         for ref in refs:
             by_name.setdefault(ref.name, []).append(ref)
-        excluded = set(exclude)
-        wanted = [r.name for r in refs] if names is None else list(names)
+        known = list(by_name) + list(templates)
+        excluded = set(namelist.fitted(exclude, known))
+        wanted = [r.name for r in refs] if names is None else namelist.fitted(names, known)
         out = []  # type: List[Target]
         seen = set()
         for name in wanted:
@@ -133,7 +134,7 @@ class BackupJob:
                 out.append(VmNotFound(name, [r.name for r in refs]))
             else:
                 out.append(AmbiguousVm(name, [r.vmid for r in matches]))
-        for warning in namelist.excluding_nothing(exclude, list(by_name) + list(templates)):
+        for warning in namelist.excluding_nothing(exclude, known):
             self.log.warning(warning)
         if names is None:
             for name in sorted(set(templates) - excluded):

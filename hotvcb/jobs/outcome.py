@@ -25,6 +25,12 @@ def shown(r: VmResult) -> str:
     return "warn" if r.status == "ok" and (r.skipped_disks or r.warnings) else r.status
 
 
+def notes(r: VmResult) -> List[str]:
+    """What a VM whose backup is good warns of: each disk that is in no backup and why, then its warnings.
+    The mail's lines and the JSON report's `message` alike, so a monitor reads the reason the mail gives."""
+    return ["%s is in no backup: %s" % (d.key, d.skip_reason) for d in r.skipped_disks] + list(r.warnings)
+
+
 def final_status(results: List[VmResult], dry_run: bool = False) -> Tuple[str, int]:
     done = [r for r in results if r.status != "skipped"]
     errors = [r for r in done if r.status == "error"]
@@ -73,8 +79,9 @@ def rows(results: List[VmResult]) -> List[Dict[str, Any]]:
         size = sum(d.bytes for d in copied)
         copy_seconds = sum(d.seconds for d in copied)
         out.append({
-            "vm": r.name, "result": shown(r), "message": r.message if r.status != "ok" else "; ".join(r.warnings),
-            "disks_ok": len(copied), "disks": len(r.disks) + len(r.skipped_disks),
+            "vm": r.name, "result": shown(r), "message": r.message if r.status != "ok" else "; ".join(notes(r)),
+            "disks_ok": len(copied),
+            "disks": (len(r.disks) if r.disks_to_copy is None else r.disks_to_copy) + len(r.skipped_disks),
             "failed_disks": [d.disk.key for d in r.disks if not d.ok],
             "skipped_disks": [d.key for d in r.skipped_disks],
             "bytes": size, "seconds": round(r.seconds, 1),
@@ -85,13 +92,21 @@ def rows(results: List[VmResult]) -> List[Dict[str, Any]]:
     return out
 
 
+def named(vm: str) -> str:
+    """A VM's name in the mail's lines and the table's cells: one that starts or ends with a blank is ended by
+    a colon, as `status` ends every name (`OK   backup  db :`). The column's padding hid the blank, so VMs `db`
+    and `db ` were both rows `db`, one OK and one ERROR, and the admin could not tell which had failed; they
+    are `db` and `db :`. Other names stay as they were: scripts read a row's first word as its VM."""
+    return vm + ":" if vm != vm.strip() else vm
+
+
 def table(records: List[Dict[str, Any]]) -> List[str]:
     """The per-VM table logged at the end of every run."""
     head = ("VM", "RESULT", "DISKS", "SIZE", "TIME", "RATE", "GOOD KEPT")
     lines = [head]
     for r in records:
         rate = "%.1f MB/s" % (r["rate_bytes_per_second"] / 1e6) if r["rate_bytes_per_second"] else "-"
-        lines.append((r["vm"], r["result"].upper(), "%d/%d" % (r["disks_ok"], r["disks"]),
+        lines.append((named(r["vm"]), r["result"].upper(), "%d/%d" % (r["disks_ok"], r["disks"]),
                       human_size(r["bytes"], compact=True), _clock(r["seconds"]), rate, str(r["good_backups"])))
     return columns(lines)
 
@@ -103,15 +118,13 @@ def report(results: List[VmResult], status: str) -> str:
     lines += ["Final status: " + status, ""]
     for r in results:
         failed = [d.disk.key for d in r.disks if not d.ok]
-        line = "%-7s %s" % (shown(r).upper(), r.name)
+        line = "%-7s %s" % (shown(r).upper(), named(r.name))
         if r.backup_dir:
             line += "  -> " + r.backup_dir
         if failed:
             line += "  (failed disks: %s)" % ", ".join(failed)
-        for d in r.skipped_disks:
-            line += "\n        %s is in no backup: %s" % (d.key, d.skip_reason)
-        for w in r.warnings:
-            line += "\n        " + w
+        for note in notes(r):
+            line += "\n        " + note
         if r.message and r.status != "ok":
             line += "\n        " + r.message
         if r.status != "skipped":
@@ -146,7 +159,7 @@ def report_html(results: List[VmResult], status: str, host: str, job: str) -> st
         cells.append(
             "<tr><td>%s</td><td style=\"color:%s;font-weight:bold\">%s</td><td>%d/%d</td><td>%s</td>"
             "<td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>"
-            % (e(r["vm"]), colour, e(r["result"].upper()), r["disks_ok"], r["disks"],
+            % (e(named(r["vm"])), colour, e(r["result"].upper()), r["disks_ok"], r["disks"],
                e(human_size(r["bytes"])), _clock(r["seconds"]), rate, kept, note))
     return (
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>hotvcb %s %s</title></head>"

@@ -18,6 +18,7 @@ A check, the limits and the host's report are status_report.py's.
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from .. import namelist
 from ..errors import HotvcbError, TemplateVm
 from ..hosts.base import Hypervisor, powered
 from ..model import Vm
@@ -44,6 +45,8 @@ def host_status(host: Hypervisor, settings: Settings, limits: Limits, names: Opt
     report = Report(host.describe())
     # a template is no VM to back up (errors.TemplateVm)
     listed = host.list_vms()
+    names = None if names is None else namelist.fitted(names, [r.name for r in listed])
+    exclude = namelist.fitted(exclude, [r.name for r in listed])
     refs = [r for r in listed if not r.template and (names is None or r.name in names) and r.name not in exclude]
     templates = {r.name: ", ".join(t.vmx_path for t in listed if t.template and t.name == r.name)
                  for r in listed if r.template}  # each template of the name (one per datastore)

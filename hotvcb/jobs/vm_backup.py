@@ -69,6 +69,7 @@ class _VmBackup:
         # named before disks_to_copy may refuse the VM: a VM of independent disks only is reported with them
         self.result.skipped_disks = [d for d in vm.disks if d.skip_reason]
         disks = preflight.disks_to_copy(vm, self.s, self.log)
+        self.result.disks_to_copy = len(disks)
         plan = preflight.check(self.host, self.s, self.log, self.job.space, vm, disks, snaps, pending,
                                unmounted=self.job.unmounted)
         self.capacity, self.tree, self.user_snapshots = plan.capacity, plan.tree, plan.user_snapshots
