@@ -187,8 +187,6 @@ def _has_gtk():
 
 
 @pytest.mark.skipif(not _has_gtk(), reason="QEMU here has no GTK display module (it then falls back to VNC)")
-@pytest.mark.xfail(strict=True, reason="the restore's QEMU start script picks no display: on a host without X "
-                                       "(an SSH session) QEMU exits 'gtk initialization failed'")
 def test_the_restored_start_script_starts_the_vm_on_a_headless_host_and_is_backed_up(lab, tmp_path):
     """Disaster recovery on the KVM host, over SSH: `hotvcb restore BACKUP --kvm /srv/restore` ends "or start
     it with plain QEMU: /srv/restore/vm/vm.sh", and restore.md promises that script is "the same VM as a QEMU
