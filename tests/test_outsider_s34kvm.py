@@ -250,8 +250,6 @@ def test_a_vm_in_migration_is_refused_before_any_snapshot(lab, state):
     assert dev["inserted"]["file"] == image and dev["inserted"].get("backing_file_depth", 0) == 0, out
 
 
-@pytest.mark.xfail(strict=True, reason="an image whose file name is long (over ~200 bytes; ext4/xfs take 255) "
-                                       "is never backed up: its overlay's `.description` name passes NAME_MAX")
 def test_an_image_with_a_long_file_name_is_backed_up(lab):
     """A VM's image was named by a provisioning tool after the customer's project and the VM's purpose:
     `ü` x 105 + `-data.qcow2` (221 bytes in UTF-8; ext4 and xfs take 255). The file is fine for QEMU, qemu-img

@@ -72,7 +72,7 @@ class Overlays(OverlayFinder):
                         vm.name, disk.key, disk.path, top_file(ins) if ins else "gone"))
                 node = self._top_node(qmp, ins, disk.path)
                 overlay = overlay_path(disk.path, name)
-                if not overlay.startswith(disk.path + "."):
+                if overlay.startswith(naming.DEVICE_OVERLAYS + "/"):
                     # root's only: the guest's writes during the copy land here (QEMU makes the overlay 0644),
                     # and unlike an image's own folder nothing else guards them from the host's other users;
                     # one made 0755 by an older hotvcb is tightened
