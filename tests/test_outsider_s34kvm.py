@@ -84,8 +84,6 @@ def test_a_backing_chain_and_an_umlaut_disk_restore_to_kvm_raw_and_qcow2_under_a
 
 # -- defects --------------------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="a writable removable drive (USB stick removable=on, floppy image) is "
-                                       "silently left out: no warning, exit 0, 'All VMs backed up OK!'")
 @pytest.mark.parametrize("kind", ["usb-stick", "floppy"])
 def test_a_writable_removable_drive_is_not_silently_left_out(lab, kind):
     """The admin's VM has its data on a USB disk passed as `-device usb-storage,drive=u0,removable=on` (how
@@ -113,8 +111,6 @@ def test_a_writable_removable_drive_is_not_silently_left_out(lab, kind):
     assert copied or (named and rc == 3), (rc, os.listdir(backup), out)
 
 
-@pytest.mark.xfail(strict=True, reason="a disk shared by two QEMUs (share-rw=on) is put under a private "
-                                       "overlay: the other VM no longer sees this VM's writes during the backup")
 def test_a_disk_shared_with_another_vm_is_not_put_under_a_private_overlay(lab):
     """Two VMs share a cluster disk (`-device virtio-blk-pci,drive=s0,share-rw=on` in both QEMUs, a cluster
     file system or a quorum disk on it). The nightly backup of VM `a` puts its usual overlay over the shared
@@ -219,9 +215,6 @@ def test_the_restored_start_script_starts_the_vm_on_a_headless_host_and_is_backe
     assert rc == 0 and len(lab.backups("dr")) == 1, out
 
 
-@pytest.mark.xfail(strict=True, reason="a QEMU whose images are inactive (migrated away: postmigrate; waiting for "
-                                       "an incoming migration: inmigrate) is snapshotted anyway; the commit then "
-                                       "fails and an overlay is left in its chain and beside the image")
 @pytest.mark.parametrize("state", ["postmigrate", "inmigrate"])
 def test_a_vm_in_migration_is_refused_before_any_snapshot(lab, state):
     """Shared storage, two KVM hosts. The admin live-migrated `vm` to the other host (the old QEMU stays

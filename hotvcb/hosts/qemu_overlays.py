@@ -33,6 +33,7 @@ from . import qemu_overlay_names as naming  # DEVICE_OVERLAYS read where tests m
 from .qemu_blockgraph import FILTERS, absolute_names, chain_of, format_node, inserted, top_file
 from .qemu_blockjobs import in_the_way, jobs_on
 from .qemu_commit import Deadline, commit, find_overlay, finish_killed_runs_jobs
+from .qemu_migration import migrating
 from .qemu_overlay_find import CLAIM_SUFFIX, DESCRIPTION_SUFFIX, MADE_BY, OverlayFinder
 from .qemu_overlay_names import OUR_MARK, layer_snapshot, overlay_path
 from .openfiles import holders
@@ -57,6 +58,9 @@ class Overlays(OverlayFinder):
             raise SnapshotError("%s has no disk to snapshot" % vm.name)
         token = os.urandom(4).hex()
         with self.connect(vm.ref.vmx_path) as qmp:
+            away = migrating(qmp)  # since the VM was loaded (the look-ahead's may be minutes old)
+            if away:
+                raise SnapshotError("snapshot of %s not taken (QEMU was not asked): %s" % (vm.name, away))
             current = inserted(qmp)
             actions, planned = [], []  # type: List[Dict[str, Any]], List[Tuple[str, str]]
             for i, disk in enumerate(disks):
