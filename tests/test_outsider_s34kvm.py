@@ -149,9 +149,6 @@ def test_a_disk_shared_with_another_vm_is_not_put_under_a_private_overlay(lab):
     assert "Pattern verification failed" not in seen_by_b, (seen_by_b, open(log).read())
 
 
-@pytest.mark.xfail(strict=True, reason="a QEMU running as an unprivileged user (-runas) is never backed up: QEMU "
-                                       "itself must create the overlay beside the root-owned image folder "
-                                       "('Permission denied')")
 def test_a_qemu_dropped_to_an_unprivileged_user_is_backed_up(lab):
     """The admin hardens the VMs as the QEMU docs advise: `qemu-system-x86_64 -runas nobody …` (or `-run-with
     user=`), the images made writable for that user, their folder root's (0755, as /srv/vms usually is).

@@ -9,11 +9,11 @@ The backup, in the job's words:
 
 - disks: `query-block`; empty drives and read-only removable ones (CD-ROM,
   floppy) are no disks; read-only ones, writable floppies, disks shared with
-  another QEMU (`share-rw=on`) and every disk of a VM a migration has (or is
-  about to have) on another QEMU are skipped with a warning; a writable USB
-  stick (`removable=on`) is a disk; pflash drives are the
-  UEFI firmware, no disks (the VM is recorded as UEFI, its variable store
-  copied beside the disks). A disk's path is its
+  another QEMU (`share-rw=on`), encrypted (LUKS) qcow2 images and every disk
+  of a VM a migration has (or is about to have) on another QEMU are skipped
+  with a warning; a writable USB stick (`removable=on`) is a disk; pflash
+  drives are the UEFI firmware, no disks (the VM is recorded as UEFI, its
+  variable store copied beside the disks). A disk's path is its
   current image file (a chain the user built stays, the copy flattens it),
   or the image below an overlay of ours.
 - snapshot: an external qcow2 overlay per disk, all in one `transaction` of
@@ -205,8 +205,12 @@ class QemuHost(LocalKvmHost):
                            "temporary overlay over the image that QEMU deleted at once and throws away when it "
                            "exits, so the image holds none of the guest's writes; run it without snapshot mode to "
                            "back it up", image)
-        self._formats[path] = chain[i].get("format", "") if chain else ""
         below = chain[i:]
+        if any(l.get("encrypted") for l in below):
+            # qemu-img measure and convert would fail on it ("Parameter 'encrypt.key-secret' is required")
+            return skipped("encrypted image (LUKS in qcow2): not supported, qemu-img cannot read it without the "
+                           "secret only its QEMU holds", path)
+        self._formats[path] = chain[i].get("format", "") if chain else ""
         if below and all("virtual-size" in l and "actual-size" in l for l in below):
             self._sizes[path] = local_sizes([qemuimg.ImageLayer(l.get("filename", ""), l.get("format", ""),
                                                                 int(l["virtual-size"]), int(l["actual-size"]), "")
