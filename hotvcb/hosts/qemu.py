@@ -152,7 +152,7 @@ class QemuHost(LocalKvmHost):
         for dev in blocks:
             if dev.get("inserted") and _is_flash(dev):
                 flash.append(dev["inserted"])
-            elif id(dev) in skips:  # empty drives, CD-ROMs: no disks
+            elif id(dev) in skips:  # the drives that are disks (not empty ones, CD-ROMs, read-only floppies)
                 vm.disks.append(self._disk(dev, skips[id(dev)]))
                 if not vm.disks[-1].skip_reason:  # a disk the backup skips loses no snapshot (BACKUP_SNAPSHOT_TREE)
                     below = _below(chain_of(dev["inserted"].get("image") or {}))
