@@ -212,6 +212,14 @@ def test_overlay_names_and_progress():
     assert long1.startswith(DEVICE_OVERLAYS + "/") and long1 != long2
     assert len(os.path.basename(long1 + ".description").encode()) <= 255
     assert overlay_name(long1, deep + "data-disk-1") == name and overlay_name(long1, deep + "data-disk-2") is None
+    # an image file whose name is long (a provisioning tool's): its overlay beside it, named so that its
+    # description's claim `<overlay>.description.<pid>-new` fits; one named whole by an older hotvcb is still ours
+    image = "/vm/" + "\u00fc" * 105 + "-data.qcow2"
+    short = overlay_path(image, name)
+    assert short.startswith("/vm/") and short != image + "." + name + ".qcow2"
+    assert len(os.path.basename(short + ".description.4194304-new").encode()) <= 255
+    assert overlay_name(short, image) == name and overlay_name(short, image[:-7] + "-2.qcow2") is None
+    assert overlay_name(image + "." + name + ".qcow2", image) == name
     assert qemuimg.percent("    (12.34/100%)") == 12
     assert qemuimg.percent("(0.00/100%)    (100.00/100%)") == 100
     assert qemuimg.percent("qemu-img: error") is None

@@ -67,11 +67,18 @@ def start_script(m: Machine, argv: List[str]) -> str:
     """A shell script that starts the restored VM the way hotvcb can back it up (QMP socket).
 
     Only the folder comes from the environment (double quotes); the name, which a .vmx or domain
-    XML chose, is single-quoted, so `$(...)` or a backtick in it is never run."""
+    XML chose, is single-quoted, so `$(...)` or a backtick in it is never run.
+
+    Without a graphical session (no DISPLAY or WAYLAND_DISPLAY: an SSH session, a disaster recovery on
+    the KVM host) QEMU's default display, GTK where the distribution installs it, ends QEMU at once
+    ("gtk initialization failed"): the script then asks for none (the console is on the terminal,
+    `-serial mon:stdio`), before the admin's own arguments, so a `-display` of theirs still wins."""
     line = " ".join(shlex.quote(a) for a in argv)
     flat = " ".join(m.name.splitlines())  # for the comment line, which a newline would end
     qmp = '"unix:${HOTVCB_QMP_DIR:-/run/qmp}/"%s' % shlex.quote(_opt(m.name) + ".qmp,server=on,wait=off")
     return ("#!/bin/sh\n# %s, restored by hotvcb. Back it up with: hotvcb --qemu \"${HOTVCB_QMP_DIR:-/run/qmp}\" "
-            "backup -m %s\nmkdir -p \"${HOTVCB_QMP_DIR:-/run/qmp}\"\nexec %s -vga std -serial mon:stdio \\\n"
+            "backup -m %s\nmkdir -p \"${HOTVCB_QMP_DIR:-/run/qmp}\"\n"
+            "if [ -z \"${DISPLAY:-}${WAYLAND_DISPLAY:-}\" ]; then set -- -display none \"$@\"; fi\n"
+            "exec %s -vga std -serial mon:stdio \\\n"
             "  -qmp %s \"$@\"\n"
             % (flat, shlex.quote(flat), line, qmp))

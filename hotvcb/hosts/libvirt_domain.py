@@ -10,6 +10,7 @@ from typing import Callable, List, Optional, Tuple
 
 from ..errors import HostError
 from ..model import Disk
+from .disk_skips import SHAREABLE, WRITABLE_FLOPPY
 from .virsh import VirshError
 
 CONFIG_NAME = "domain.xml"
@@ -54,7 +55,7 @@ def disk_of(d: ET.Element, vol_path: Callable[[str, str], str]) -> Tuple[Disk, s
     elif d.find("readonly") is not None:
         reason = "read-only disk"
     elif d.find("shareable") is not None:
-        reason = "shareable disk (another domain writes it too)"
+        reason = SHAREABLE
     elif d.find("transient") is not None:
         reason = "transient disk (its writes are thrown away)"
     fmt = "" if reason else driver.get("type", "raw") if driver is not None else "raw"
@@ -98,7 +99,7 @@ def not_copied(d: ET.Element) -> Optional[Disk]:
     if device == "lun":
         reason = "passed-through LUN (its data is on the host's storage, which a backup does not copy)"
     elif device == "floppy" and path and d.find("readonly") is None:
-        reason = "writable floppy image (a backup copies disks only)"
+        reason = WRITABLE_FLOPPY
     else:
         return None
     return Disk(key=key, path=path, datastore="", adapter=bus, mode="persistent", skip_reason=reason)

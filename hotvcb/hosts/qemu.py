@@ -7,10 +7,13 @@ driver connects for each step and lets go again.
 
 The backup, in the job's words:
 
-- disks: `query-block`; empty and removable drives (CD-ROM, floppy) are no
-  disks, read-only ones are skipped with a warning; pflash drives are the
-  UEFI firmware, no disks (the VM is recorded as UEFI, its variable store
-  copied beside the disks). A disk's path is its
+- disks: `query-block`; empty drives and read-only removable ones (CD-ROM,
+  floppy) are no disks; read-only ones, writable floppies, disks shared with
+  another QEMU (`share-rw=on`), encrypted (LUKS) qcow2 images and every disk
+  of a VM a migration has (or is about to have) on another QEMU are skipped
+  with a warning; a writable USB stick (`removable=on`) is a disk; pflash
+  drives are the UEFI firmware, no disks (the VM is recorded as UEFI, its
+  variable store copied beside the disks). A disk's path is its
   current image file (a chain the user built stays, the copy flattens it),
   or the image below an overlay of ours.
 - snapshot: an external qcow2 overlay per disk, all in one `transaction` of
@@ -52,7 +55,8 @@ from . import qemuimg
 from .base import Copied
 from .localkvm import LocalKvmHost, local_sizes
 from .qemu_blockgraph import absolute_names, chain_of, device_key, relative_name
-from .qemu_drives import _backing, _below, _below_ours, _internal, _is_flash, _qemu_temporary
+from .qemu_drives import _backing, _below, _below_ours, _internal, _is_flash, _qemu_temporary, device_skip
+from .qemu_migration import migrating
 from .qemu_overlay_names import OUR_MARK
 from .qemu_overlays import Overlays
 from .qga import SOCKET_SUFFIX as QGA_SUFFIX, GuestAgent
@@ -129,6 +133,12 @@ class QemuHost(LocalKvmHost):
                 blocks = absolute_names(qmp, qmp.execute("query-block"))  # `file=web.qcow2` is QEMU's cwd's
                 cpus = qmp.execute("query-cpus-fast")
                 memory = qmp.execute("query-memory-size-summary")
+                away = migrating(qmp)
+                # CD-ROMs and read-only floppies (removable, read-only) are no disks; a writable drive QEMU
+                # calls removable is a USB stick's (`removable=on`, a disk) or a floppy's (skipped, named)
+                drives = [d for d in blocks if d.get("inserted") and not _is_flash(d)
+                          and not (d.get("removable") and d["inserted"].get("ro"))]
+                skips = {id(d): away or ("" if d["inserted"].get("ro") else device_skip(qmp, d)) for d in drives}
         except QmpNotListening as err:
             raise VmStopped(
                 "%s: its QEMU ended without removing the socket (killed, crashed, or its host lost power), so "
@@ -142,8 +152,8 @@ class QemuHost(LocalKvmHost):
         for dev in blocks:
             if dev.get("inserted") and _is_flash(dev):
                 flash.append(dev["inserted"])
-            elif dev.get("inserted") and not dev.get("removable"):  # empty drives, CD-ROMs: no disks
-                vm.disks.append(self._disk(dev))
+            elif id(dev) in skips:  # the drives that are disks (not empty ones, CD-ROMs, read-only floppies)
+                vm.disks.append(self._disk(dev, skips[id(dev)]))
                 if not vm.disks[-1].skip_reason:  # a disk the backup skips loses no snapshot (BACKUP_SNAPSHOT_TREE)
                     below = _below(chain_of(dev["inserted"].get("image") or {}))
                     vm.own_snapshots += _internal(below[:1])  # the image it writes: a base's are no VM's
@@ -168,7 +178,8 @@ class QemuHost(LocalKvmHost):
         })
         return vm
 
-    def _disk(self, dev: Dict[str, Any]) -> Disk:
+    def _disk(self, dev: Dict[str, Any], skip: str) -> Disk:
+        """The drive as a disk to copy, or skipped (read-only; `skip`: a floppy, a shared disk, a VM migrating)."""
         key, ins = device_key(dev), dev["inserted"]
 
         def skipped(reason: str, path: str = "") -> Disk:
@@ -179,6 +190,8 @@ class QemuHost(LocalKvmHost):
         path = chain[i].get("filename", "") if chain else ins.get("file", "")
         if ins.get("ro"):
             return skipped("read-only drive", path)
+        if skip:
+            return skipped(skip, path)
         if path and relative_name(path):  # absolute_names could not prove which file QEMU has open under it
             return skipped("image %s is named relative to its QEMU's working directory, and which file that is "
                            "cannot be proven (the process behind the QMP socket holds no one file open by that "
@@ -192,8 +205,12 @@ class QemuHost(LocalKvmHost):
                            "temporary overlay over the image that QEMU deleted at once and throws away when it "
                            "exits, so the image holds none of the guest's writes; run it without snapshot mode to "
                            "back it up", image)
-        self._formats[path] = chain[i].get("format", "") if chain else ""
         below = chain[i:]
+        if any(l.get("encrypted") for l in below):
+            # qemu-img measure and convert would fail on it ("Parameter 'encrypt.key-secret' is required")
+            return skipped("encrypted image (LUKS in qcow2): not supported, qemu-img cannot read it without the "
+                           "secret only its QEMU holds", path)
+        self._formats[path] = chain[i].get("format", "") if chain else ""
         if below and all("virtual-size" in l and "actual-size" in l for l in below):
             self._sizes[path] = local_sizes([qemuimg.ImageLayer(l.get("filename", ""), l.get("format", ""),
                                                                 int(l["virtual-size"]), int(l["actual-size"]), "")

@@ -1,10 +1,13 @@
 """What QEMU's query-block says of a VM's drives, as the QEMU driver reads it: a firmware flash is no disk, a temporary
-snapshot overlay (-snapshot) no image to copy; our overlays and the user's chain below them, the images a disk stands on
-and the internal snapshots its layers hold."""
+snapshot overlay (-snapshot) no image to copy, a floppy or a disk shared with another QEMU no disk to snapshot; our
+overlays and the user's chain below them, the images a disk stands on and the internal snapshots its layers hold."""
 
 from typing import Any, Dict, List
 
+from .disk_skips import SHAREABLE, WRITABLE_FLOPPY
+from .openfiles import holders
 from .qemu_overlay_names import OUR_MARK, layer_snapshot
+from .qmp import QmpClient, QmpCommandError
 
 
 def _qemu_temporary(path: str) -> bool:
@@ -53,3 +56,37 @@ def _is_flash(dev: Dict[str, Any]) -> bool:
     """A pflash drive (`-drive if=pflash`: the machine's firmware flash), not a disk of the guest's."""
     return str(dev.get("qdev", "")).startswith("/machine/system.flash") or \
         (str(dev.get("device", "")).startswith("pflash") and str(dev.get("device", ""))[6:].isdigit())
+
+
+def device_skip(qmp: QmpClient, dev: Dict[str, Any]) -> str:
+    """Why the backup leaves out a writable drive by its guest device (qom-get on its qdev path): a floppy (QEMU
+    calls it removable, as a USB stick's `removable=on`, which is a disk), a disk shared with another QEMU;
+    "" for a disk to back up."""
+    if dev.get("removable") and _device_property(qmp, dev, "type") == "floppy":
+        return WRITABLE_FLOPPY
+    if _device_property(qmp, dev, "share-rw") is True:
+        return _shared(qmp, str(dev["inserted"].get("file", "")))
+    return ""
+
+
+def _shared(qmp: QmpClient, image: str) -> str:
+    """A device that lets others write its image (`share-rw=on`) shares it when another process holds the image
+    open too (a cluster's other QEMU); share-rw alone is no sharing (a block export of the same QEMU's needs it).
+    Where /proc cannot tell, it is taken for shared: a private overlay over a shared disk splits the cluster."""
+    if not image.startswith("/"):
+        return ""
+    others = holders([image])
+    if others is None:
+        return SHAREABLE + "; %s is opened with share-rw=on and /proc cannot tell who else holds it" % image
+    others = [p for p in others if p != qmp.peer_pid()]
+    return SHAREABLE + "; share-rw=on, process(es) %s hold it open too" % ", ".join(map(str, others)) if others else ""
+
+
+def _device_property(qmp: QmpClient, dev: Dict[str, Any], name: str) -> Any:
+    """A property of the drive's guest device; None for a drive no device uses, or a QEMU without the property."""
+    if not dev.get("qdev"):
+        return None
+    try:
+        return qmp.execute("qom-get", {"path": dev["qdev"], "property": name})
+    except QmpCommandError:
+        return None

@@ -72,15 +72,15 @@ class OverlayFinder:
         for d in vm.disks:
             if not d.path:
                 continue
-            head = overlay_path(d.path, "")[:-len(OVERLAY_SUFFIX)]  # `<image>.`, or its device's stem
-            folder = head.rsplit("/", 1)[0] or "/"
+            folder = overlay_path(d.path, "").rsplit("/", 1)[0] or "/"  # the image's, or DEVICE_OVERLAYS
             if folder not in listed:
                 listed[folder] = self.shell.listdir(folder) if self.shell.isdir(folder) else []
             for entry in listed[folder]:
                 f = folder + "/" + entry
                 overlay, sep, rest = f.rpartition(OVERLAY_SUFFIX + DESCRIPTION_SUFFIX)
                 overlay += OVERLAY_SUFFIX
-                name = overlay_name(overlay, d.path) if sep and f.startswith(head) else None
+                # either stem of a long image name's (qemu_overlay_names.overlay_name): an older hotvcb's too
+                name = overlay_name(overlay, d.path) if sep else None
                 if name and name.startswith(OUR_MARK) and (rest == "" or CLAIM_COPY.fullmatch(rest)) \
                         and not self.shell.exists(overlay):
                     out.setdefault(name, []).append(f)

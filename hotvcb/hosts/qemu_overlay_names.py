@@ -6,7 +6,8 @@ DEVICE_OVERLAYS instead, named after the device's path (`%2F` for `/`):
 beside the device it would be in /dev, a devtmpfs, so the guest's writes
 during the backup would live in RAM (lost with a power cut, ENOSPC at its
 few MiB); that folder is 0700, as the device node keeps ordinary users off
-the disk's data.
+the disk's data. A name too long to carry whole (an image's file name,
+a device's path) is cut short and a digest added (_digest_name).
 """
 
 import hashlib
@@ -34,33 +35,52 @@ def on_device(image: str) -> bool:
         return False
 
 
-STEM_MAX = 150  # bytes of a device's escaped path in an overlay's name: with `.<snapshot>.qcow2.description` under 255
+# bytes of an image's file name, or a device's escaped path, in an overlay's name: the longest name made of it,
+# `<stem>.<snapshot>.qcow2.description.<pid>-new` (the claim of its description), stays under 255
+STEM_MAX = 150
+
+
+def _digest_name(path: str) -> str:
+    """A name too long to carry whole, one to one still: its base name cut short, `%23` and a digest of the whole
+    path (an escaped device path has `%` only in `%25` and `%2F`, and an image name past STEM_MAX is never
+    kept whole, so no stem kept whole is taken for one of these)."""
+    digest = hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:40]
+    return UNSAFE.sub("_", path.rsplit("/", 1)[-1])[:48] + "%23" + digest
+
+
+def _too_long(name: str) -> bool:
+    return len(name.encode("utf-8", "surrogateescape")) > STEM_MAX
 
 
 def _device_stem(image: str) -> str:
     """The device's path as one file name in DEVICE_OVERLAYS, one to one (/dev/vg0/a-b and /dev/vg0-a/b differ).
     A long path (a device linked deep in a VM's folder tree, a /dev/disk/by-path/…-iscsi-iqn…-lun-N name) would
-    make a name past the 255 bytes a file system allows: it is then the device's base name and `%23` and a
-    digest of the whole path, still one to one (an escaped path has `%` only in `%25` and `%2F`, so never `%23`)."""
+    make a name past the 255 bytes a file system allows: it is then _digest_name's."""
     escaped = image.replace("%", "%25").replace("/", "%2F")
-    if len(escaped.encode("utf-8", "surrogateescape")) > STEM_MAX:
-        digest = hashlib.sha256(image.encode("utf-8", "surrogateescape")).hexdigest()[:40]
-        escaped = UNSAFE.sub("_", image.rsplit("/", 1)[-1])[:48] + "%23" + digest
-    return DEVICE_OVERLAYS + "/" + escaped
+    return DEVICE_OVERLAYS + "/" + (_digest_name(image) if _too_long(escaped) else escaped)
+
+
+def _file_stem(image: str) -> str:
+    """An image file's overlay stem beside it: the image's own path, or for a file name too long to take the
+    ~65 bytes an overlay's description claim adds (a provisioning tool's 200-byte name; ext4 and xfs take 255),
+    _digest_name's in the same folder, else no backup of it could ever be made ("File name too long")."""
+    folder, base = image.rsplit("/", 1)
+    return folder + "/" + _digest_name(image) if _too_long(base) else image
 
 
 def overlay_path(image: str, snapshot_name: str) -> str:
-    return "%s.%s%s" % (_device_stem(image) if on_device(image) else image, snapshot_name, OVERLAY_SUFFIX)
+    return "%s.%s%s" % (_device_stem(image) if on_device(image) else _file_stem(image), snapshot_name, OVERLAY_SUFFIX)
 
 
 def overlay_name(filename: str, backing: str) -> Optional[str]:
     """The snapshot name if `filename` is an overlay of `backing` named the way this driver names them
-    (beside it, or for a device in DEVICE_OVERLAYS). The name has no dot, as ours never do: `web.data`'s
+    (beside it, or for a device in DEVICE_OVERLAYS; for a long image name also as an older hotvcb named it,
+    the whole name, so its leftover is still found). The name has no dot, as ours never do: `web.data`'s
     overlay `<web.data>.hotvcb-snapshot-….qcow2` is no overlay of `web` called `data.hotvcb-snapshot-…`
     (two LVs of one volume group, two VMs: one's backup would refuse the other for the other's snapshot)."""
     if not backing:
         return None
-    for head in (backing + ".", _device_stem(backing) + "."):
+    for head in (backing + ".", _device_stem(backing) + ".", _file_stem(backing) + "."):
         if filename.rsplit("/", 1)[0] != head.rsplit("/", 1)[0]:
             continue
         if filename.startswith(head) and filename.endswith(OVERLAY_SUFFIX):

@@ -33,8 +33,10 @@ from . import qemu_overlay_names as naming  # DEVICE_OVERLAYS read where tests m
 from .qemu_blockgraph import FILTERS, absolute_names, chain_of, format_node, inserted, top_file
 from .qemu_blockjobs import in_the_way, jobs_on
 from .qemu_commit import Deadline, commit, find_overlay, finish_killed_runs_jobs
+from .qemu_migration import migrating
 from .qemu_overlay_find import CLAIM_SUFFIX, DESCRIPTION_SUFFIX, MADE_BY, OverlayFinder
 from .qemu_overlay_names import OUR_MARK, layer_snapshot, overlay_path
+from .qemu_runas import make_overlay, qemu_user
 from .openfiles import holders
 from .qmp import QmpClient, QmpCommandError, QmpError, QmpUnavailable
 
@@ -57,8 +59,13 @@ class Overlays(OverlayFinder):
             raise SnapshotError("%s has no disk to snapshot" % vm.name)
         token = os.urandom(4).hex()
         with self.connect(vm.ref.vmx_path) as qmp:
+            away = migrating(qmp)  # since the VM was loaded (the look-ahead's may be minutes old)
+            if away:
+                raise SnapshotError("snapshot of %s not taken (QEMU was not asked): %s" % (vm.name, away))
             current = inserted(qmp)
+            owner = qemu_user(qmp)  # a QEMU dropped to another user: overlays made for it (qemu_runas.py)
             actions, planned = [], []  # type: List[Dict[str, Any]], List[Tuple[str, str]]
+            to_make = []  # type: List[Tuple[str, str, Optional[int], str]]  # image, its format and size, overlay
             for i, disk in enumerate(disks):
                 ins = current.get(disk.key)
                 above = self._ours_above(ins, disk.path) if ins is not None else None
@@ -72,7 +79,12 @@ class Overlays(OverlayFinder):
                         vm.name, disk.key, disk.path, top_file(ins) if ins else "gone"))
                 node = self._top_node(qmp, ins, disk.path)
                 overlay = overlay_path(disk.path, name)
-                if not overlay.startswith(disk.path + "."):
+                if overlay.startswith(naming.DEVICE_OVERLAYS + "/") and owner:
+                    raise SnapshotError("snapshot of %s not taken (QEMU was not asked): disk %s is on a block device, "
+                                        "whose overlay goes in %s, root's only, which its QEMU running as %s cannot "
+                                        "open; not supported: run that QEMU as root to back it up"
+                                        % (vm.name, disk.key, naming.DEVICE_OVERLAYS, owner))
+                if overlay.startswith(naming.DEVICE_OVERLAYS + "/"):
                     # root's only: the guest's writes during the copy land here (QEMU makes the overlay 0644),
                     # and unlike an image's own folder nothing else guards them from the host's other users;
                     # one made 0755 by an older hotvcb is tightened
@@ -87,15 +99,19 @@ class Overlays(OverlayFinder):
                 actions.append({"type": "blockdev-snapshot-sync", "data": {
                     "node-name": node, "snapshot-file": overlay,
                     "snapshot-node-name": "hvsnap%d-%s" % (i, token),  # node names: 31 characters at most
-                    "format": "qcow2", "mode": "absolute-paths",
+                    "format": "qcow2", "mode": "existing" if owner else "absolute-paths",
                 }})
                 planned.append((disk.key, overlay))
+                top = chain_of(ins.get("image") or {})[0]
+                to_make.append((disk.path, str(top.get("format", "")), top.get("virtual-size"), overlay))
             tops = {d.key: current[d.key].get("node-name", "") for d in disks}
             busy = jobs_on(qmp, tops)
             if busy:  # a backup job's disk takes the snapshot, and our overlay could not be committed after it
                 raise SnapshotError("snapshot of %s not taken (QEMU was not asked): %s" % (vm.name, in_the_way(busy)))
             self._describe([o for _k, o in planned], description, vm)
             crashpoint.reached("qemu-snapshot-described")
+            if owner:
+                self._make_for(owner, to_make)
             try:
                 qmp.execute("transaction", {"actions": actions}, timeout=max(timeout, 1.0))
             except QmpCommandError as err:
@@ -112,6 +128,18 @@ class Overlays(OverlayFinder):
         self.made.add((vm.ref.vmx_path, name))
         return Snapshot(id=name, name=name, description=description,
                         created=datetime.now().isoformat(timespec="seconds"), state="", depth=0)
+
+    def _make_for(self, owner: str, to_make: List[Tuple[str, str, Optional[int], str]]) -> None:
+        """Each overlay made and handed to the QEMU's user `owner` (its descriptions claimed: the names are this
+        run's), or none: a failure removes those made and the descriptions, before QEMU is asked."""
+        try:
+            for image, fmt, size, overlay in to_make:
+                make_overlay(self.shell, self.qemu_img, owner, image, fmt, size, overlay)
+        except SnapshotError:
+            for _image, _fmt, _size, overlay in to_make:
+                self.shell.remove_tree(overlay)
+                self.shell.remove_tree(overlay + DESCRIPTION_SUFFIX)
+            raise
 
     def _top_node(self, qmp: QmpClient, ins: Dict[str, Any], path: str) -> str:
         """The node of the disk's image, where its overlay goes: the drive's own, or under a filter node the

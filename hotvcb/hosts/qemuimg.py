@@ -162,9 +162,14 @@ def data_size(shell: Shell, path: str, fmt: str, qemu_img: str = QEMU_IMG) -> in
         raise HostError("qemu-img measure %s: no required size in its output" % path) from err
 
 
-def create_overlay(shell: Shell, backing: str, backing_format: str, dst: str, qemu_img: str = QEMU_IMG) -> None:
-    """A qcow2 on top of `backing`: writes land in dst, the backing file is only read."""
-    out = shell.run([qemu_img, "create", "-q", "-f", "qcow2", "-F", backing_format, "-b", backing, dst], timeout=120)
+def create_overlay(shell: Shell, backing: str, backing_format: str, dst: str, qemu_img: str = QEMU_IMG,
+                   size: Optional[int] = None) -> None:
+    """A qcow2 on top of `backing`: writes land in dst, the backing file is only read. With `size` (the
+    backing's virtual size) the backing is not opened (`-u`): a running QEMU's write lock on it refuses that."""
+    unopened = ["-u"] if size is not None else []
+    sized = [str(size)] if size is not None else []
+    out = shell.run([qemu_img, "create", "-q", "-f", "qcow2", "-F", backing_format, "-b", backing] + unopened
+                    + [dst] + sized, timeout=120)
     check(out)
 
 

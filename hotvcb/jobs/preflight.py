@@ -112,6 +112,9 @@ def disks_to_copy(vm: Vm, s: Settings, log) -> List[Disk]:
                     % (vm.name, ", ".join(unknown), ", ".join(d.filename for d in vm.disks) or "none"))
     if not out:
         why = "every disk was skipped" if vm.disks else "the VM has no disk"
+        reasons = {d.skip_reason for d in vm.disks}
+        if len(reasons) == 1 and "" not in reasons:  # one for them all (a VM being migrated) is the VM's: said here
+            why += ": " + reasons.pop()
         if wanted:
             why = "VMDK_FILES_TO_BACKUP=%s matches none of its disks (%s)" % (
                 ",".join(wanted), ", ".join(d.filename for d in vm.disks) or "none")
