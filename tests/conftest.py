@@ -12,37 +12,54 @@ sys.path.insert(0, str(ROOT))
 # file is one unit of work (a file's tests may share a host, a port or a crontab), except the libvirt
 # files, one unit together: they take turns at the machine's libvirt (kvmguest.libvirt_turn), and as
 # separate files two workers sat blocked on that turn. Units are handed out in collection order, the
-# longest first, as a profiled run measured them (2026-12-03, 4 workers on 2 cores; wall seconds in
-# brackets): with xdist's default order (most tests first), a long file handed out last was the tail.
+# longest first, as a profiled run measured them (2026-12-05, 5 workers on 2 cores beside other developers'
+# work, ~3x slower than CI: summed seconds per file in brackets, only their order counts): with xdist's
+# default order (most tests first), a long file handed out last was the tail.
 LIBVIRT = ("test_outsider_libvirtcheckpoints.py", "test_libvirt_backup.py", "test_outsider_libvirt.py",
-           "test_libvirt_leftovers.py")  # 226 + 173 + 168 + 17
+           "test_libvirt_leftovers.py")  # 241 + 258 + 172 + 31
 LONGEST_FIRST = LIBVIRT + (
-    "test_trust_kill9_e2e.py",  # 250
-    "test_trust_e2e.py",  # 200
-    "test_outsider_trust.py",  # 191
-    "test_outsider_fixrepo.py",  # 155
-    "test_outsider_rawdigest.py",  # 148
-    "test_backup_e2e.py",  # 137
-    "test_outsider_restoresplit.py",  # 129
-    "test_outsider_release.py",  # 129
-    "test_outsider_print.py",  # 129
-    "test_outsider_round2.py",  # 126
-    "test_outsider_fixrestore.py",  # 124
-    "test_schedule_esxi.py",  # 117
-    "test_outsider_snaptree.py",  # 104
-    "test_ssh_round_trips_e2e.py",  # 101
-    "test_outsider_repowait.py",  # 97
-    "test_outsider_selfcopy.py",  # 97
-    "test_outsider_sparsecopy.py",  # 96
-    "test_outsider_repocodec2.py",  # 93
-    "test_outsider_gcrace.py",  # 84
-    "test_ssh_e2e.py",  # 77
-    "test_outsider_restoreinputs.py",  # 75
-    "test_outsider_lookahead.py",  # 71
-    "test_parallel_e2e.py",  # 69
-    "test_restore_e2e.py",  # 69
-    "test_outsider_digest.py",  # 67
-    "test_restore_inputs.py",  # 66
+    "test_outsider_rawdigest.py",  # 492
+    "test_outsider_fixrepo.py",  # 435
+    "test_trust_kill9_e2e.py",  # 376
+    "test_outsider_s32disks.py",  # 349
+    "test_trust_e2e.py",  # 288
+    "test_outsider_repowait.py",  # 268
+    "test_schedule_esxi.py",  # 265
+    "test_outsider_fixrestore.py",  # 262
+    "test_outsider_repocodec2.py",  # 255
+    "test_backup_e2e.py",  # 235
+    "test_outsider_print.py",  # 232
+    "test_outsider_trust.py",  # 232
+    "test_outsider_round2.py",  # 221
+    "test_outsider_restoresplit.py",  # 213
+    "test_outsider_release.py",  # 195
+    "test_restore_e2e.py",  # 190
+    "test_outsider_selfcopy.py",  # 189
+    "test_ssh_round_trips_e2e.py",  # 189
+    "test_outsider_sparsecopy.py",  # 180
+    "test_outsider_gcrace.py",  # 172
+    "test_outsider_gcdup.py",  # 167
+    "test_outsider_snaptree.py",  # 166
+    "test_outsider_gclock.py",  # 159
+    "test_outsider_digest.py",  # 153
+    "test_outsider_gclockstart.py",  # 136
+    "test_outsider_restoreinputs.py",  # 132
+    "test_restore_inputs.py",  # 125
+    "test_outsider_s32upgrade.py",  # 124
+    "test_ssh_e2e.py",  # 113
+    "test_outsider_s33sched.py",  # 109
+    "test_outsider_repocodec.py",  # 106
+    "test_outsider_spacerace.py",  # 105
+    "test_parallel_e2e.py",  # 102
+    "test_outsider_lookahead.py",  # 101
+    "test_outsider_crosshv.py",  # 99
+    "test_outsider_s28options.py",  # 94
+    "test_outsider_repopack2.py",  # 91
+    "test_faults.py",  # 90
+    "test_outsider_qcowcontent.py",  # 90
+    "test_outsider_repo.py",  # 89
+    "test_outsider_s32time.py",  # 89
+    "test_outsider_s33onhost.py",  # 86
 )
 
 
