@@ -74,7 +74,7 @@ def run(shell: SshConnection, request: Request, stdout: Output, stderr: Output) 
             if code == 127:
                 return "it has no python"
             raise session.lost(shell, code) or HostError(
-                "cannot start hotvcb on the host: %s" % (_last_line(session.err_text()) or _silent_end(code)))
+                "cannot start hotvcb on the host: %s" % (session.reason() or _silent_end(code)))
         kind, version = answer
         if kind == "old":
             session.close()
@@ -88,7 +88,7 @@ def run(shell: SshConnection, request: Request, stdout: Output, stderr: Output) 
         if not session.started():  # nothing ran there: the caller may go file by file
             code = session.wait()
             raise session.lost(shell, code) or HostError(
-                _last_line(session.err_text()) or "its end of the session ended (exit %d)" % code)
+                session.reason() or "its end of the session ended (exit %d)" % code)
         code, outbox = session.relay(stdout, stderr)
         lost = None
         if (code == 255 or (code < 0 and not session.stopped)) and not session.ended:
@@ -107,18 +107,20 @@ def _boot_source() -> str:
 
 class _Session:
     """The client's end of the channel: the handshake, the frames, then output and signals. What the host's login
-    shell prints around its end's stdout (a greeting, an EXIT trap's farewell) lies outside the marks (onhost_boot.py)."""
+    shell prints around its end's (a greeting, an EXIT trap's farewell) lies outside the marks (onhost_boot.py)."""
 
     def __init__(self, proc, nonce: str):
         self.proc = proc
         self.mark = ("%s %s " % (MARK, nonce)).encode("ascii")
         self.out_end = _UpTo(self.mark + b"end ")  # then the outbox's length, a newline and the outbox
+        self.err_end = _UpTo(self.mark + b"end\n")
         self.selector = selectors.DefaultSelector()
         self.selector.register(proc.stdout, selectors.EVENT_READ, "out")
         self.selector.register(proc.stderr, selectors.EVENT_READ, "err")
         self.open = 2
         self.out = b""  # stdout read during the handshake and not yet taken
-        self.err = b""  # the last of stderr, for messages
+        self.err = b""  # the last of all stderr, for `lost`: ssh's words on a broken connection follow the end mark
+        self.said = b""  # the last of what the host's end said on stderr, for messages
         self.stopped = False  # we killed the session's ssh (its exit code is then ours, not a failure)
 
     @property
@@ -127,7 +129,8 @@ class _Session:
         return self.out_end.after is not None
 
     def _read(self, timeout: float):
-        """(stream, data) pairs readable within timeout; b"" at a stream's end."""
+        """(stream, data) pairs readable within timeout; b"" at stdout's end. Of stderr, only what the host's end
+        said (up to its end mark): the host's login shell may say goodbye there."""
         got = []
         for key, _ in self.selector.select(timeout):
             data = os.read(key.fd, 65536)
@@ -136,6 +139,8 @@ class _Session:
                 self.open -= 1
             if key.data == "err":
                 self.err = (self.err + data)[-4096:]
+                data = self.err_end.feed(data)
+                self.said = (self.said + data)[-4096:]
             got.append((key.data, data))
         return got
 
@@ -174,7 +179,7 @@ class _Session:
             self.proc.stdin.write(b"%d\n" % len(data) + data)
             self.proc.stdin.flush()
         except OSError as err:
-            raise HostError("the host stopped reading: %s" % (_last_line(self.err_text()) or err)) from err
+            raise HostError("the host stopped reading: %s" % (self.reason() or err)) from err
 
     def relay(self, stdout: Output, stderr: Output):
         """Pass output on until the run ends; signals received here go to the run. (code, outbox)."""
@@ -223,6 +228,10 @@ class _Session:
     def err_text(self) -> str:
         return self.err.decode("utf-8", "replace")
 
+    def reason(self) -> str:
+        """The host's end's last words on stderr, never the farewell its login shell prints after them."""
+        return _last_line(self.said.decode("utf-8", "replace"))
+
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
@@ -236,8 +245,8 @@ class _Session:
 
 
 class _UpTo:
-    """The host's end's stdout cut at its end mark: the bytes before it are passed on as they come (but for a
-    possible start of the mark, held until the next bytes show), those after it kept (`after`)."""
+    """One stream of the host's end (stdout, stderr) cut at its end mark: the bytes before it are passed on as they
+    come (but for a possible start of the mark, held until the next bytes show), those after it kept (`after`)."""
 
     def __init__(self, mark: bytes):
         self.mark = mark

@@ -19,10 +19,12 @@ The protocol (lines end with a newline; a frame is a decimal length, a newline, 
   client: `INT`, `TERM`, `HUP` or `QUIT` lines: that signal goes to the run; EOF (the client is gone): HUP
   host:   HOTVCB-ONHOST NONCE end LENGTH, then the outbox (what the run wrote to OUTBOX, may be empty):
           LENGTH bytes; the exit code is the run's.
+  host:   as it ends, whether the run started or not: HOTVCB-ONHOST NONCE end and a newline on stderr.
 
 The host's login shell may print a greeting before this file runs and a farewell after it (an EXIT trap in
-root's profile): what precedes the first mark line is the shell's, and so is what follows the outbox's LENGTH
-bytes. The report and the run's output are read from between them alone.
+root's profile), on stdout or stderr: what precedes the first mark line is the shell's, and so is what follows
+the outbox's LENGTH bytes on stdout and the end line on stderr. The report, the run's output and the reason the
+host gives for not running are read from between them alone.
 
 The run writes its output to files in its folder, never to the channel: a lost connection must
 not break the run's cleanup (a write to a closed pipe would), nor a stalled one hold it up; and the
@@ -57,6 +59,12 @@ def main(argv):
     except (OSError, ValueError) as err:
         sys.stderr.write("hotvcb: error: on the host: %s\n" % (err,))
         return 1
+    finally:
+        try:  # the client's cue that what follows on stderr is the host's login shell's (a farewell), not ours
+            sys.stderr.write("%s %s end\n" % (MARK, nonce))
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass  # the channel is gone: no one reads it
 
 
 def serve(nonce, sha, cache, version):
