@@ -74,7 +74,7 @@ def run(shell: SshConnection, request: Request, stdout: Output, stderr: Output) 
             if code == 127:
                 return "it has no python"
             raise session.lost(shell, code) or HostError(
-                "cannot start hotvcb on the host: %s" % (_last_line(session.err_text()) or _silent_end(code)))
+                "cannot start hotvcb on the host: %s" % (session.reason() or _silent_end(code)))
         kind, version = answer
         if kind == "old":
             session.close()
@@ -88,7 +88,7 @@ def run(shell: SshConnection, request: Request, stdout: Output, stderr: Output) 
         if not session.started():  # nothing ran there: the caller may go file by file
             code = session.wait()
             raise session.lost(shell, code) or HostError(
-                _last_line(session.err_text()) or "its end of the session ended (exit %d)" % code)
+                session.reason() or "its end of the session ended (exit %d)" % code)
         code, outbox = session.relay(stdout, stderr)
         lost = None
         if (code == 255 or (code < 0 and not session.stopped)) and not session.ended:
@@ -106,23 +106,31 @@ def _boot_source() -> str:
 
 
 class _Session:
-    """The client's end of the channel: the handshake, the frames, then output and signals."""
+    """The client's end of the channel: the handshake, the frames, then output and signals. What the host's login
+    shell prints around its end's (a greeting, an EXIT trap's farewell) lies outside the marks (onhost_boot.py)."""
 
     def __init__(self, proc, nonce: str):
         self.proc = proc
         self.mark = ("%s %s " % (MARK, nonce)).encode("ascii")
-        self.end = self.mark + b"end\n"
+        self.out_end = _UpTo(self.mark + b"end ")  # then the outbox's length, a newline and the outbox
+        self.err_end = _UpTo(self.mark + b"end\n")
         self.selector = selectors.DefaultSelector()
         self.selector.register(proc.stdout, selectors.EVENT_READ, "out")
         self.selector.register(proc.stderr, selectors.EVENT_READ, "err")
         self.open = 2
-        self.out = b""  # stdout not yet passed on
-        self.err = b""  # the last of stderr, for messages
-        self.ended = False  # the host said `end`
+        self.out = b""  # stdout read during the handshake and not yet taken
+        self.err = b""  # the last of all stderr, for `lost`: ssh's words on a broken connection follow the end mark
+        self.said = b""  # the last of what the host's end said on stderr, for messages
         self.stopped = False  # we killed the session's ssh (its exit code is then ours, not a failure)
 
+    @property
+    def ended(self) -> bool:
+        """The host said `end`."""
+        return self.out_end.after is not None
+
     def _read(self, timeout: float):
-        """(stream, data) pairs readable within timeout; b"" at a stream's end."""
+        """(stream, data) pairs readable within timeout; b"" at stdout's end. Of stderr, only what the host's end
+        said (up to its end mark): the host's login shell may say goodbye there."""
         got = []
         for key, _ in self.selector.select(timeout):
             data = os.read(key.fd, 65536)
@@ -131,6 +139,8 @@ class _Session:
                 self.open -= 1
             if key.data == "err":
                 self.err = (self.err + data)[-4096:]
+                data = self.err_end.feed(data)
+                self.said = (self.said + data)[-4096:]
             got.append((key.data, data))
         return got
 
@@ -169,12 +179,14 @@ class _Session:
             self.proc.stdin.write(b"%d\n" % len(data) + data)
             self.proc.stdin.flush()
         except OSError as err:
-            raise HostError("the host stopped reading: %s" % (_last_line(self.err_text()) or err)) from err
+            raise HostError("the host stopped reading: %s" % (self.reason() or err)) from err
 
     def relay(self, stdout: Output, stderr: Output):
         """Pass output on until the run ends; signals received here go to the run. (code, outbox)."""
         told, stop_by = 0, None  # type: int, Optional[float]
-        outbox = b""
+        early = self.out_end.feed(self.out)  # what came with the `run` line
+        if early:
+            stdout(early)
         while self.open:
             signals = interrupt.signals()
             for signum in signals[told:]:
@@ -184,23 +196,15 @@ class _Session:
             if stop_by is not None and time.monotonic() > stop_by:
                 break  # bounded: close() drops the channel, the host's end TERMs the run once more
             for stream, data in self._read(0.2):
-                if stream == "err":
-                    if data:
-                        stderr(data)
-                elif self.ended:
-                    outbox += data
-                else:
-                    self.out += data
-                    at = self.out.find(self.end)
-                    if at >= 0:
-                        self.ended = True
-                        outbox, self.out = self.out[at + len(self.end):], self.out[:at]
-                    keep = 0 if self.ended or not data else _cut_mark(self.out, self.end)
-                    cut = len(self.out) - keep
-                    if cut:
-                        stdout(self.out[:cut])
-                    self.out = self.out[cut:]
-        return self.wait(), outbox
+                passed = data if stream == "err" else self.out_end.feed(data)
+                if passed:
+                    (stderr if stream == "err" else stdout)(passed)
+        return self.wait(), self._outbox()
+
+    def _outbox(self) -> bytes:
+        """The outbox: the bytes its length after the `end` mark counts (what follows is the host's shell's)."""
+        size, newline, rest = (self.out_end.after or b"").partition(b"\n")
+        return rest[:int(size)] if newline and size.isdigit() else b""
 
     def _tell(self, name: str) -> None:
         try:
@@ -224,6 +228,10 @@ class _Session:
     def err_text(self) -> str:
         return self.err.decode("utf-8", "replace")
 
+    def reason(self) -> str:
+        """The host's end's last words on stderr, never the farewell its login shell prints after them."""
+        return _last_line(self.said.decode("utf-8", "replace"))
+
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
@@ -234,6 +242,30 @@ class _Session:
             except OSError:
                 pass
         self.selector.close()
+
+
+class _UpTo:
+    """One stream of the host's end (stdout, stderr) cut at its end mark: the bytes before it are passed on as they
+    come (but for a possible start of the mark, held until the next bytes show), those after it kept (`after`)."""
+
+    def __init__(self, mark: bytes):
+        self.mark = mark
+        self.held = b""
+        self.after = None  # type: Optional[bytes]
+
+    def feed(self, data: bytes) -> bytes:
+        """What of data (b"": the stream's end) is surely before the mark."""
+        if self.after is not None:
+            self.after += data
+            return b""
+        self.held += data
+        at = self.held.find(self.mark)
+        if at >= 0:
+            passed, self.after, self.held = self.held[:at], self.held[at + len(self.mark):], b""
+            return passed
+        cut = len(self.held) - (_cut_mark(self.held, self.mark) if data else 0)
+        passed, self.held = self.held[:cut], self.held[cut:]
+        return passed
 
 
 def _cut_mark(buf: bytes, mark: bytes) -> int:

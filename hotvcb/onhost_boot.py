@@ -17,8 +17,14 @@ The protocol (lines end with a newline; a frame is a decimal length, a newline, 
           report to (`--outbox FD`)
   host:   HOTVCB-ONHOST NONCE run, then the run's stdout and stderr, as they come
   client: `INT`, `TERM`, `HUP` or `QUIT` lines: that signal goes to the run; EOF (the client is gone): HUP
-  host:   HOTVCB-ONHOST NONCE end, then the outbox (what the run wrote to OUTBOX, may be empty)
-          until EOF; the exit code is the run's.
+  host:   HOTVCB-ONHOST NONCE end LENGTH, then the outbox (what the run wrote to OUTBOX, may be empty):
+          LENGTH bytes; the exit code is the run's.
+  host:   as it ends, whether the run started or not: HOTVCB-ONHOST NONCE end and a newline on stderr.
+
+The host's login shell may print a greeting before this file runs and a farewell after it (an EXIT trap in
+root's profile), on stdout or stderr: what precedes the first mark line is the shell's, and so is what follows
+the outbox's LENGTH bytes on stdout and the end line on stderr. The report, the run's output and the reason the
+host gives for not running are read from between them alone.
 
 The run writes its output to files in its folder, never to the channel: a lost connection must
 not break the run's cleanup (a write to a closed pipe would), nor a stalled one hold it up; and the
@@ -53,6 +59,12 @@ def main(argv):
     except (OSError, ValueError) as err:
         sys.stderr.write("hotvcb: error: on the host: %s\n" % (err,))
         return 1
+    finally:
+        try:  # the client's cue that what follows on stderr is the host's login shell's (a farewell), not ours
+            sys.stderr.write("%s %s end\n" % (MARK, nonce))
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass  # the channel is gone: no one reads it
 
 
 def serve(nonce, sha, cache, version):
@@ -85,7 +97,7 @@ def serve(nonce, sha, cache, version):
         argv = [a.replace(RUN_DIR, run) for a in request["argv"]]
         say(nonce, "run")  # everything before may fail (a full /tmp...): the client then goes file by file
         code, outbox = relay(program, argv, request.get("env") or {}, run, stdin)
-        say(nonce, "end")
+        say(nonce, "end %d" % len(outbox))
         write_out(sys.stdout.buffer, outbox)
         return code
     finally:
