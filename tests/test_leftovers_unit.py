@@ -23,7 +23,8 @@ from hotvcb.jobs.backup import BackupJob
 from hotvcb.jobs.leftovers import mark_powered_off, power_marker, remove_our_snapshots, restore_power
 from hotvcb.jobs.ownership import NONE_DEAD
 from hotvcb.jobs.partials import remove_partials
-from hotvcb.jobs.snapshot_asked import await_snapshot, mark_snapshot_asked, snapshot_marker
+from hotvcb.jobs.power import PowerControl
+from hotvcb.jobs.snapshot_asked import await_snapshot, mark_snapshot_asked, mark_snapshot_made, snapshot_marker
 from hotvcb.jobs.vm_backup import _VmBackup
 from hotvcb.localshell import LocalShell
 from hotvcb.model import Snapshot, Vm, VmRef, VmResult
@@ -176,6 +177,41 @@ def test_a_vm_is_powered_on_for_a_run_only_when_that_run_is_told_dead(tmp_path, 
         hide_from_proc(monkeypatch, hotvcb_holder)
     assert restore_power(host, vm, Log(), me()) == powered_on
     assert (host.powered_on, os.path.exists(power_marker(vm))) == ((["web"], False) if powered_on else ([], True))
+
+
+class OrderHost(PowerHost):
+    """db, of VM_SHUTDOWN_ORDER, found off: what a run powers on again after the backups."""
+
+    powers_on, kind = True, "esxi"
+
+    def __init__(self, vm):
+        super().__init__()
+        self.vm = vm
+
+    def load_vm(self, ref):
+        return self.vm
+
+    def power_on(self, vm):
+        super().power_on(vm)
+        self.power_state = lambda vm: "on"
+
+
+@pytest.mark.parametrize("marker, powered_on", [("gone", True), ("none", False), ("live", False)])
+def test_a_shutdown_order_vm_a_gone_run_asked_to_shut_down_is_powered_on_after_the_backups(
+        tmp_path, hotvcb_holder, marker, powered_on):
+    """A run stopped by a signal right after asking db's guest to shut down says the next run powers it on if it
+    goes off: the next run, finding db off with that gone run's marker, starts it with the order (and clears the
+    marker); one off with no marker (the admin's choice) or a live run's is left as it is."""
+    vm = SimpleNamespace(name="db", folder=str(tmp_path), ref=SimpleNamespace(vmx_path=str(tmp_path / "db.vmx")))
+    host, log = OrderHost(vm), Log()
+    if marker != "none":
+        mark_powered_off(host, vm, ours(dead_pid()) if marker == "gone" else owner("its own", hotvcb_holder))
+    control = PowerControl(host, log, me())
+    s = Settings(vm_shutdown_order=["db"], vm_startup_order=["db"])
+    control.shutdown_in_order([VmRef("2", "db", vm.ref.vmx_path)], s)
+    control.start_in_order(s)
+    assert host.powered_on == (["db"] if powered_on else []), log.lines
+    assert os.path.exists(power_marker(vm)) == (marker == "live")
 
 
 def test_a_container_runs_snapshot_and_vm_left_off_are_dead_once_its_stale_lock_is_taken_over(tmp_path):
@@ -427,6 +463,23 @@ def test_a_dead_runs_snapshot_request_dated_ahead_is_looked_for_once_then_let_go
     assert await_snapshot(host, vm, log, me(), [], 600.0, dead=NONE_DEAD) is False
     assert host.looks >= 1 and not os.path.exists(snapshot_marker(vm)), log.lines
     assert any("cannot be told" in line for line in log.lines), log.lines
+
+
+def test_a_dead_runs_answered_snapshot_request_is_not_waited_for(tmp_path):
+    """Killed after hostd removed its snapshot, before the marker went: the marker says the snapshot was made,
+    so the next run does not wait a minute for one that "has not appeared yet"."""
+    dead = ours(dead_pid())
+    vm = SimpleNamespace(name="web", folder=str(tmp_path), ref=SimpleNamespace(vmx_path=str(tmp_path / "web.vmx")))
+    snap = Snapshot("7", "hotvcb-snapshot-2026-01-01_00-00-00", "hotvcb backup %s, job nightly" % dead.text(),
+                    "", "", 0)
+    host, log = LateSnapshotHost(snap, after=10 ** 6), Log()
+    mark_snapshot_asked(host, vm, dead)
+    mark_snapshot_made(host, vm, dead, "7", log)
+    assert parse(open(snapshot_marker(vm)).read()) == dead
+    start = time.monotonic()
+    assert await_snapshot(host, vm, log, me(), [], 600.0) is False
+    assert time.monotonic() - start < 5 and host.looks == 0 and not os.path.exists(snapshot_marker(vm)), log.lines
+    assert not any("has not appeared" in line for line in log.lines), log.lines
 
 
 def test_a_dead_runs_snapshot_request_whose_snapshot_is_listed_is_not_waited_for(tmp_path):

@@ -161,7 +161,8 @@ class BackupJob:
         targets = self.select(names, exclude)
         self.results = []
         try:
-            self.power.shutdown_in_order(targets, self.settings, refused=self._refused_configs(targets))
+            self.power.shutdown_in_order(targets, self.settings, refused=self._refused_configs(targets),
+                                         dead=self.dead)
             self.vm_count = len(targets)
             if self.settings.backup_parallel > 1 and len(targets) > 1 and not self.dry_run:
                 parallel.run(self, targets)

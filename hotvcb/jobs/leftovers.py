@@ -176,28 +176,37 @@ def clear_power_mark(host: Hypervisor, vm) -> None:
     host.shell.remove_tree(power_marker(vm))
 
 
-def restore_power(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False,
-                  dead: Mapping[str, float] = NONE_DEAD) -> bool:
-    """Power on a VM that a dead run powered off for its backup; True if there was one. One that a run whose pid
-    cannot be told keeps off is named, as its snapshot is: the VM may be down for good."""
+def dead_power_mark(host: Hypervisor, vm, log, run: RunId, dead: Mapping[str, float] = NONE_DEAD) -> Optional[str]:
+    """Who left the VM's power-off marker, when that run is gone (restore_power; a VM of VM_SHUTDOWN_ORDER found
+    off, jobs/power.py); None when there is none, it is `run`'s own or a live run's, or cannot be read or told
+    (said: the VM may be down for good)."""
     path = power_marker(vm)
     if not host.shell.exists(path):
-        return False
+        return None
     try:
         owner = parse(host.shell.read_regular(path, RECORD_MAX))
     except HotvcbError as err:  # not ours (we write a file): a FIFO planted on an NFS datastore, a folder
         log.warning("%s: cannot read the power-off marker: %s; leaving the VM as it is" % (vm.name, err))
-        return False
+        return None
     if owner is not None and owner.run == run.run:
-        return False
+        return None
     alive = owner_alive(owner, run, dead, lambda: made_at(host.shell.age(path))) if owner is not None else False
     if alive:
-        return False  # its run lives (its lock file was deleted under it): it powers the VM on itself
+        return None  # its run lives (its lock file was deleted under it): it powers the VM on itself
     if alive is None:
         log.warning("%s: %s powered it off for a backup and %s; leaving it as it is (now %s)"
                     % (vm.name, owner, UNTOLD, host.power_state(vm)))
+        return None
+    return str(owner) if owner else "an earlier hotvcb run"
+
+
+def restore_power(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False,
+                  dead: Mapping[str, float] = NONE_DEAD) -> bool:
+    """Power on a VM that a dead run powered off for its backup; True if there was one."""
+    who = dead_power_mark(host, vm, log, run, dead)
+    if who is None:
         return False
-    who = str(owner) if owner else "an earlier hotvcb run"
+    path = power_marker(vm)
     state = host.power_state(vm)
     if dry_run:
         log.info("%s: %s powered it off for a backup and did not finish; would power it on (now %s)" % (vm.name, who, state))

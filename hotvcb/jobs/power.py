@@ -34,7 +34,8 @@ from ..errors import CommandFailed, HostError, HotvcbError, TimeoutExpired
 from ..hosts.base import Hypervisor
 from ..model import Vm, VmRef
 from ..runid import RunId
-from .leftovers import clear_power_mark, mark_powered_off
+from .leftovers import clear_power_mark, dead_power_mark, mark_powered_off
+from .ownership import NONE_DEAD
 
 if TYPE_CHECKING:
     from ..store.lock import HostLock
@@ -191,9 +192,11 @@ class PowerControl:
             self.log.error("%s: could NOT be powered on again: %s -- start it by hand" % (vm.name, err))
             return False
 
-    def shutdown_in_order(self, targets, settings, refused: Optional[Mapping[str, str]] = None) -> None:
+    def shutdown_in_order(self, targets, settings, refused: Optional[Mapping[str, str]] = None,
+                          dead: Mapping[str, float] = NONE_DEAD) -> None:
         """VM_SHUTDOWN_ORDER: power those VMs down, in that order, before any backup; not those `refused`
-        ({name: why}: their backup is refused before it starts, so they stay up).
+        ({name: why}: their backup is refused before it starts, so they stay up). One found off that a gone
+        run had asked to shut down is started with the others (_adopt); `dead`: as leftovers.restore_power's.
 
         Each is in `ordered_down` from its shutdown request on, so an interrupt
         halfway still starts every VM that went down (start_in_order in finally).
@@ -220,7 +223,9 @@ class PowerControl:
                                  % (name, refused[name]))
                 continue
             vm = self.host.load_vm(ref)
-            if self.host.power_state(vm) == "on":
+            if self.host.power_state(vm) != "on":
+                self._adopt(name, vm, dead)
+            else:
                 down.append(name)  # asked to go down: brought back up after the backups
                 self._loaded[name] = vm
                 if self.dry_run:
@@ -233,6 +238,19 @@ class PowerControl:
                         down.remove(name)
                     self.problems.add(name)
                     self.log.error("%s: %s; it will not be backed up" % (name, err))
+
+    def _adopt(self, name: str, vm, dead: Mapping[str, float]) -> None:
+        """A VM of the order found off with a gone run's power-off marker: that run asked its guest to shut
+        down and stopped (a signal) before it went off, saying the next run powers it on. This run would
+        have shut it down now: it is this run's to start again with the order, after the backups (the
+        marker stays until then, so a kill meanwhile leaves it to the next run or `hotvcb cleanup`)."""
+        who = dead_power_mark(self.host, vm, self.log, self.run, dead)
+        if who is None:
+            return  # off by the admin's choice (or a live run's): left as it is
+        self.ordered_down.append(name)
+        self._loaded[name] = vm
+        self.log.warning("%s: %s asked it to shut down and is gone; it is off: %s it on after the backups"
+                         % (name, who, "would power" if self.dry_run else "powering"))
 
     def start_in_order(self, settings) -> None:
         """VM_STARTUP_ORDER first, then any other VM we powered down."""

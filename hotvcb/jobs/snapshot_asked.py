@@ -19,6 +19,8 @@ from .ownership import NONE_DEAD, made_at, owner_alive
 # + ".<vmx file name>.run", in the VM's folder from our snapshot request until that snapshot is removed (or the
 # host refused it): hostd's task outlives a killed run, and the next run waits for what it may still make
 SNAPSHOT_MARKER = ".hotvcb-snapshot-asked"
+# the marker's second line once the snapshot showed (mark_snapshot_made): the request was answered
+MADE = "made="
 
 
 def late_wait(s: Settings) -> float:
@@ -50,6 +52,21 @@ def mark_snapshot_asked(host: Hypervisor, vm, run: RunId) -> None:
     host.shell.write_text(snapshot_marker(vm), run.text() + "\n")
 
 
+def mark_snapshot_made(host: Hypervisor, vm, run: RunId, snap_id: str, log) -> None:
+    """The request answered: its snapshot `snap_id` showed. A run killed later (after hostd removed it, before
+    the marker went) leaves a marker the next run then takes as done, not as a request the host may still
+    make: without this it waited a minute for a snapshot made and removed long before. A failure only costs
+    that wait: named, not raised."""
+    try:
+        host.shell.write_text(snapshot_marker(vm), "%s\n%s%s\n" % (run.text(), MADE, snap_id or "?"))
+    except HotvcbError as err:
+        log.warning("%s: could not record in %s that its snapshot was made: %s" % (vm.name, snapshot_marker(vm), err))
+
+
+def _made(text: str) -> bool:
+    return any(line.startswith(MADE) for line in text.splitlines()[1:])
+
+
 def clear_snapshot_mark(host: Hypervisor, vm, log) -> None:
     """A failure only costs the next run a look (or its wait: await_snapshot): named, not raised."""
     try:
@@ -69,13 +86,18 @@ def await_snapshot(host: Hypervisor, vm, log, run: RunId, seen: List[Snapshot], 
     if not host.shell.exists(path):
         return False
     try:
-        owner = parse(host.shell.read_regular(path, RECORD_MAX))
+        text = host.shell.read_regular(path, RECORD_MAX)
     except HotvcbError as err:  # not ours (we write a file): planted
         log.warning("%s: cannot read %s: %s; leaving it" % (vm.name, path, err))
         return False
+    owner = parse(text)
     if owner is not None and (owner.run == run.run
                               or owner_alive(owner, run, dead, lambda: made_at(host.shell.age(path))) is not False):
         return False  # ours, or a live run's (or one whose pid cannot tell): it looks after its own request
+    if _made(text):  # answered: its snapshot is in `seen` (removed with the leftovers) or was removed before
+        if not dry_run:
+            clear_snapshot_mark(host, vm, log)
+        return False
     said = False
     give_up = time.monotonic() + PENDING_LOOK
     while owner is not None and not any(_made_by(s, owner) for s in seen):

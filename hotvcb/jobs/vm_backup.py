@@ -20,7 +20,7 @@ from .hooks import run_hook
 from .leftovers import SNAPSHOT_PREFIX, is_ours
 from .partials import clear_volume_mark, mark_volume, remove_partials, volume_marker
 from .power import ShutdownRefused
-from .snapshot_asked import mark_snapshot_asked, snapshot_patience
+from .snapshot_asked import mark_snapshot_asked, mark_snapshot_made, snapshot_patience
 from .snaptree import copy_tree
 from .vm_leftovers import clear_dead_runs
 
@@ -234,6 +234,7 @@ class _VmBackup:
             self.snapshot_refused = err.unasked  # stopped before the create was sent: nothing can show up late
             raise
         self.log.debug("%s: snapshot id %s" % (vm.name, self.snapshot.id if self.snapshot else "?"))
+        mark_snapshot_made(self.host, vm, self.job.run_id, self.snapshot.id if self.snapshot else "", self.log)
         crashpoint.reached("snapshot-created")
 
     def _check_tree_unchanged(self, vm: Vm) -> None:
