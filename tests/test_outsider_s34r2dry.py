@@ -142,8 +142,6 @@ def test_a_folder_backups_kvm_dry_run_sees_the_leftover_restoring_folder(host, t
 # -- power-down before backup -------------------------------------------------------------------------------------------
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="with VM_SHUTDOWN_ORDER a VM whose shutdown the host refused (no VMware Tools) "
-                                       "gets the report reason 'did not shut down for VM_SHUTDOWN_ORDER', not why")
 def test_shutdown_order_reports_why_a_vm_without_tools_was_not_backed_up(host, tmp_path):
     """POWER_VM_DOWN_BEFORE_BACKUP=1, VM_SHUTDOWN_ORDER=app,legacy, no hard power off. `legacy` has no VMware
     Tools: the host refuses `power.shutdown` at once. Without a shutdown order the mail/JSON reason says so

@@ -55,7 +55,7 @@ class PowerControl:
         self.host, self.log, self.run, self.lock, self.dry_run = host, log, run, lock, dry_run
         self._loaded = {}  # type: Dict[str, Vm]  # powered down by shutdown_in_order
         self.ordered_down = []  # type: List[str]  # by shutdown_in_order, to start again
-        self.problems = set()  # type: Set[str]  # would not shut down: not backed up
+        self.problems = {}  # type: Dict[str, str]  # would not shut down: not backed up, {name: why}
         self.left_down = []  # type: List[str]  # powered off for the order and not on again: the run's first news
 
     def power_down(self, vm, s) -> None:
@@ -231,7 +231,7 @@ class PowerControl:
                 except HotvcbError as err:
                     if isinstance(err, ShutdownRefused):  # never on its way down: nothing to start again
                         down.remove(name)
-                    self.problems.add(name)
+                    self.problems[name] = str(err)  # its turn's reason, in the report and the mail
                     self.log.error("%s: %s; it will not be backed up" % (name, err))
 
     def start_in_order(self, settings) -> None:
