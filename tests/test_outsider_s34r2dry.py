@@ -174,9 +174,6 @@ def test_without_shutdown_order_a_vm_without_tools_is_reported_for_what_it_is(ho
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="a no-Tools VM whose shutdown and hard power off were both refused keeps its "
-                                       "power-off marker ('may still go off'): cleanup later powers on the VM the "
-                                       "admin powered off by hand")
 def test_cleanup_leaves_off_a_vm_whose_shutdown_and_hard_power_off_were_both_refused(host, tmp_path):
     """ENABLE_HARD_POWER_OFF=1; `legacy` has no VMware Tools and the host refuses its power off ('Power off
     failed'). The run logs 'guest shutdown refused', 'hard power off failed', then 'b is still powered on; its

@@ -76,3 +76,16 @@ def test_a_guest_gone_off_as_the_hard_power_off_is_sent_is_no_failure(control, c
                                             power_down_timeout=1))
     assert "hard power off failed" not in caplog.text and "went off by its own shutdown" in caplog.text
     assert "db is powered off" in caplog.text and host.shell.files  # its marker stays: powered on after the copy
+
+
+def test_a_refused_shutdown_whose_hard_power_off_is_refused_too_is_not_waited_out_and_leaves_no_marker(
+        control, caplog, monkeypatch):
+    """No VMware Tools and a host that will not power the VM off either: no request of the run can take it
+    down, so cleanup must not later power it on after the admin switches it off (no marker)."""
+    monkeypatch.setattr(power, "POLL", 0.01)
+    host = Host(shutdown_refused=True)
+    start = time.monotonic()
+    with pytest.raises(power.ShutdownRefused, match="VMware Tools is not running.*Power off failed"):
+        control(host).power_down(Vm(), Settings(enable_hard_power_off=True, iter_to_wait_shutdown=0,
+                                                power_down_timeout=1))
+    assert time.monotonic() - start < 5 and host.shell.files == {}

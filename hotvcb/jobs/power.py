@@ -22,8 +22,9 @@ its folder names our run, so if this run is killed the next run (or
 backup ends may yet finish the shutdown we asked for (no host can take the
 request back): its marker stays, so the run that finds it off powers it on.
 A shutdown request the host refuses (ESXi: no VMware Tools) with no hard
-power off to follow fails the VM at once and leaves no marker: nothing is
-going down, and a VM the admin then switches off must stay off.
+power off to follow, or whose hard power off the host refuses too, fails the
+VM at once and leaves no marker: nothing is going down, and a VM the admin
+then switches off must stay off.
 """
 
 import time
@@ -44,8 +45,8 @@ BOOT_POLL = 2.0  # between `get.guest` calls while a started VM boots (ghettoVCB
 
 
 class ShutdownRefused(HostError):
-    """The host refused the guest shutdown (ESXi: no VMware Tools) and no hard power off follows: the VM was
-    never on its way down, so its caller has nothing to power on again."""
+    """The host refused the guest shutdown (ESXi: no VMware Tools) and no hard power off follows, or the host
+    refused that too: the VM was never on its way down, so its caller has nothing to power on again."""
 
 
 class PowerControl:
@@ -61,25 +62,23 @@ class PowerControl:
     def power_down(self, vm, s) -> None:
         """Shut the guest down, bounded; raises TimeoutExpired when it will not go off, a HostError naming the
         host's refusal when that is why (a hard power off refused), and ShutdownRefused when the host refused
-        the shutdown request itself and no hard power off follows: nothing is then under way, so the marker
-        goes (cleanup must not power on a VM the admin switches off later) and nothing is waited for."""
+        the shutdown request itself and no hard power off follows, or refused that too: nothing is then under
+        way, so the marker goes (cleanup must not power on a VM the admin switches off later) and nothing
+        more is waited for."""
         if self.lock is not None and not self.lock.check():  # taken over while this run was stopped
             interrupt.raise_pending()
         self.log.info("Powering off initiated for %s, backup will not begin until VM is off..." % vm.name)
         mark_powered_off(self.host, vm, self.run)
         crashpoint.reached("powering-down")
+        refused = ""  # the host's answer to the shutdown request, when it was no
         try:
             self.host.shutdown(vm)
         except CommandFailed as err:  # the host answered no (no VMware Tools): the guest was not asked
             if not s.enable_hard_power_off:
-                try:
-                    clear_power_mark(self.host, vm)
-                except HotvcbError as stuck:
-                    self.log.warning("%s: could not remove its power-off marker (%s); if the VM is later off, "
-                                     "the next run or `hotvcb cleanup` powers it on" % (vm.name, stuck))
-                raise ShutdownRefused("the host refused to shut down the guest of %s (%s); without "
-                                      "ENABLE_HARD_POWER_OFF it is left running (ignoring it for backup)"
-                                      % (vm.name, err))
+                raise self._refused(vm, "the host refused to shut down the guest of %s (%s); without "
+                                        "ENABLE_HARD_POWER_OFF it is left running (ignoring it for backup)"
+                                    % (vm.name, err))
+            refused = str(err)
             self.log.warning("%s: guest shutdown refused (%s); a hard power off follows" % (vm.name, err))
         except HotvcbError as err:  # no answer: the request may have reached the guest
             self.log.warning("%s: guest shutdown failed (%s)" % (vm.name, err))
@@ -93,6 +92,10 @@ class PowerControl:
             if s.enable_hard_power_off and not hard_done and now >= hard_at:
                 hard_refused = self._hard_power_off(vm, now - start)
                 hard_done = True
+                if hard_refused and refused:  # both refused: nothing of ours can take the VM down
+                    raise self._refused(vm, "the host refused to shut down the guest of %s (%s) and to power it "
+                                            "off (%s); it is left running (ignoring it for backup)"
+                                        % (vm.name, refused, hard_refused))
                 continue  # its state asked again at once: it may be off now
             if now >= give_up:
                 if hard_refused:
@@ -103,6 +106,12 @@ class PowerControl:
                 interrupt.raise_pending()
             time.sleep(POLL)
         self.log.info("%s is powered off" % vm.name)
+
+    def _refused(self, vm, why: str) -> ShutdownRefused:
+        """The VM is not going down (the host refused every request): its marker goes, so that no run nor
+        cleanup powers it on after the admin switches it off; the error to raise, naming `why`."""
+        self._clear_mark(vm)
+        return ShutdownRefused(why)
 
     def _hard_power_off(self, vm, waited: float) -> str:
         """ENABLE_HARD_POWER_OFF's power off; why it failed, or "" when it did. A guest that finishes its own
@@ -138,13 +147,18 @@ class PowerControl:
             return True
         if not self.power_on(vm):
             return False  # the marker stays: the next run tries again
-        try:
-            clear_power_mark(self.host, vm)
-        except HotvcbError as err:
-            self.log.warning("%s: could not remove %s: %s" % (vm.name, vm.folder, err))
+        self._clear_mark(vm)
         if boot_wait > 0:
             self.await_boot(vm, boot_wait)
         return True
+
+    def _clear_mark(self, vm) -> None:
+        """The VM is on and nothing of ours is pending on it: its power-off marker goes."""
+        try:
+            clear_power_mark(self.host, vm)
+        except HotvcbError as stuck:
+            self.log.warning("%s: could not remove its power-off marker (%s); if the VM is later off, "
+                             "the next run or `hotvcb cleanup` powers it on" % (vm.name, stuck))
 
     def await_boot(self, vm, limit: float) -> None:
         """Wait up to `limit` seconds for the guest's VMware Tools to run, ghettoVCB's sign that a VM of
