@@ -265,9 +265,6 @@ def test_list_with_per_vm_files_names_the_folder_backups_of_a_vm_sent_out_of_the
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="a VM powered off for its backup and powered on again by someone else meanwhile "
-                                       "keeps its power-off marker ('may still go off'): cleanup later powers it on "
-                                       "after the admin shut it down")
 def test_a_vm_that_came_back_on_during_its_backup_is_not_powered_on_later_by_cleanup(host, tmp_path):
     """POWER_VM_DOWN_BEFORE_BACKUP=1. The run shuts `a` down ('a is powered off'); as its copy starts, HA (or a
     colleague) powers `a` on again; the copy fails on the locked disk. The run ends saying 'a is still powered

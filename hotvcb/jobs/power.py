@@ -24,7 +24,10 @@ request back): its marker stays, so the run that finds it off powers it on.
 A shutdown request the host refuses (ESXi: no VMware Tools) with no hard
 power off to follow, or whose hard power off the host refuses too, fails the
 VM at once and leaves no marker: nothing is going down, and a VM the admin
-then switches off must stay off.
+then switches off must stay off. Nor does a VM seen off and found on again
+when its backup ends keep one: someone else powered it on (HA, a colleague),
+no request of ours is pending on it, and cleanup must not boot it later in
+the middle of the maintenance it is then shut down for.
 """
 
 import time
@@ -35,7 +38,7 @@ from ..errors import CommandFailed, HostError, HotvcbError, TimeoutExpired
 from ..hosts.base import Hypervisor
 from ..model import Vm, VmRef
 from ..runid import RunId
-from .leftovers import clear_power_mark, mark_powered_off
+from .leftovers import clear_power_mark, mark_powered_off, power_marker
 
 if TYPE_CHECKING:
     from ..store.lock import HostLock
@@ -57,6 +60,7 @@ class PowerControl:
         self._loaded = {}  # type: Dict[str, Vm]  # powered down by shutdown_in_order
         self.ordered_down = []  # type: List[str]  # by shutdown_in_order, to start again
         self.problems = {}  # type: Dict[str, str]  # would not shut down: not backed up, {name: why}
+        self._seen_off = set()  # type: Set[str]  # power_marker of each VM power_down saw off
         self.left_down = []  # type: List[str]  # powered off for the order and not on again: the run's first news
 
     def power_down(self, vm, s) -> None:
@@ -105,6 +109,7 @@ class PowerControl:
             if interrupt.pending():
                 interrupt.raise_pending()
             time.sleep(POLL)
+        self._seen_off.add(power_marker(vm))
         self.log.info("%s is powered off" % vm.name)
 
     def _refused(self, vm, why: str) -> ShutdownRefused:
@@ -139,6 +144,13 @@ class PowerControl:
         except HotvcbError as err:
             self.log.error("%s: power state unknown (%s); start it by hand if it is off" % (vm.name, err))
             return False
+        if state == "on" and power_marker(vm) in self._seen_off:
+            # it went off, and someone (HA, a colleague) powered it on since: no request of ours is pending
+            self._seen_off.discard(power_marker(vm))
+            self.log.warning("%s was powered on again by someone else during its backup (it had gone off for it); "
+                             "this run leaves it as it is" % vm.name)
+            self._clear_mark(vm)
+            return True
         if state == "on":
             # the guest was asked to shut down and may still finish it after we are gone: the marker stays
             # (as after kill -9), so whichever run finds the VM off powers it on (leftovers.restore_power)
@@ -147,6 +159,7 @@ class PowerControl:
             return True
         if not self.power_on(vm):
             return False  # the marker stays: the next run tries again
+        self._seen_off.discard(power_marker(vm))
         self._clear_mark(vm)
         if boot_wait > 0:
             self.await_boot(vm, boot_wait)
