@@ -233,6 +233,7 @@ class PowerControl:
             raise HotvcbError("VM_SHUTDOWN_ORDER shuts VMs down, and this %s host cannot start them again"
                               % self.host.kind)
         by_name = {t.name: t for t in targets if isinstance(t, VmRef)}  # type: Dict[str, VmRef]
+        backed_up = set(by_name)  # the others of the order are only shut down, never backed up
         if any(n not in by_name for n in settings.vm_shutdown_order):
             for listed in self.host.list_vms():
                 by_name.setdefault(listed.name, listed)
@@ -258,6 +259,10 @@ class PowerControl:
                 except HotvcbError as err:
                     if isinstance(err, ShutdownRefused):  # never on its way down: nothing to start again
                         down.remove(name)
+                    if name not in backed_up:
+                        self.log.warning("%s: did not shut down for VM_SHUTDOWN_ORDER: %s; this run does not back "
+                                         "it up" % (name, err))
+                        continue
                     self.problems[name] = str(err)  # its turn's reason, in the report and the mail
                     self.log.error("%s: %s; it will not be backed up" % (name, err))
 
