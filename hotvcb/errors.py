@@ -108,7 +108,9 @@ class CommandFailed(HostError):
         first = " ".join(argv[:2])
         said = [ln.strip() for ln in output.splitlines() if ln.strip()]
         detail = " / ".join(said[-lines:]) if said else "no output"
-        super().__init__("%s failed (exit %d): %s" % (first, returncode, detail))
+        # vim-cmd exits 0 on some failures (a refused power.shutdown): its output says why, "exit 0" would not
+        how = "failed" if returncode == 0 else "failed (exit %d)" % returncode
+        super().__init__("%s %s: %s" % (first, how, detail))
         self.argv, self.returncode, self.output, self.fault = list(argv), returncode, output, fault
 
 

@@ -142,8 +142,6 @@ def test_a_folder_backups_kvm_dry_run_sees_the_leftover_restoring_folder(host, t
 # -- power-down before backup -------------------------------------------------------------------------------------------
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="with VM_SHUTDOWN_ORDER a VM whose shutdown the host refused (no VMware Tools) "
-                                       "gets the report reason 'did not shut down for VM_SHUTDOWN_ORDER', not why")
 def test_shutdown_order_reports_why_a_vm_without_tools_was_not_backed_up(host, tmp_path):
     """POWER_VM_DOWN_BEFORE_BACKUP=1, VM_SHUTDOWN_ORDER=app,legacy, no hard power off. `legacy` has no VMware
     Tools: the host refuses `power.shutdown` at once. Without a shutdown order the mail/JSON reason says so
@@ -176,9 +174,6 @@ def test_without_shutdown_order_a_vm_without_tools_is_reported_for_what_it_is(ho
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="a no-Tools VM whose shutdown and hard power off were both refused keeps its "
-                                       "power-off marker ('may still go off'): cleanup later powers on the VM the "
-                                       "admin powered off by hand")
 def test_cleanup_leaves_off_a_vm_whose_shutdown_and_hard_power_off_were_both_refused(host, tmp_path):
     """ENABLE_HARD_POWER_OFF=1; `legacy` has no VMware Tools and the host refuses its power off ('Power off
     failed'). The run logs 'guest shutdown refused', 'hard power off failed', then 'b is still powered on; its
@@ -270,9 +265,6 @@ def test_list_with_per_vm_files_names_the_folder_backups_of_a_vm_sent_out_of_the
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="a VM powered off for its backup and powered on again by someone else meanwhile "
-                                       "keeps its power-off marker ('may still go off'): cleanup later powers it on "
-                                       "after the admin shut it down")
 def test_a_vm_that_came_back_on_during_its_backup_is_not_powered_on_later_by_cleanup(host, tmp_path):
     """POWER_VM_DOWN_BEFORE_BACKUP=1. The run shuts `a` down ('a is powered off'); as its copy starts, HA (or a
     colleague) powers `a` on again; the copy fails on the locked disk. The run ends saying 'a is still powered

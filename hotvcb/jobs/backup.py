@@ -249,7 +249,7 @@ class BackupJob:
             if ignored and ignored != confkeys.repository_ignores(self.settings):  # not said for the run already
                 self.log.warning("%s: %s" % (ref.name, ignored))
         if ref.name in self.power.problems:
-            raise HotvcbError("did not shut down for VM_SHUTDOWN_ORDER; not backed up")
+            raise HotvcbError("did not shut down for VM_SHUTDOWN_ORDER: %s" % self.power.problems[ref.name])
         if settings.backup_power_state != "any" and not skip_power:
             vm = seen.vm = self.host.load_vm(ref)
             # a VM a dead run powered off is judged by the state it had, not the one we left it in

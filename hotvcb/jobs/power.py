@@ -22,8 +22,12 @@ its folder names our run, so if this run is killed the next run (or
 backup ends may yet finish the shutdown we asked for (no host can take the
 request back): its marker stays, so the run that finds it off powers it on.
 A shutdown request the host refuses (ESXi: no VMware Tools) with no hard
-power off to follow fails the VM at once and leaves no marker: nothing is
-going down, and a VM the admin then switches off must stay off.
+power off to follow, or whose hard power off the host refuses too, fails the
+VM at once and leaves no marker: nothing is going down, and a VM the admin
+then switches off must stay off. Nor does a VM seen off and found on again
+when its backup ends keep one: someone else powered it on (HA, a colleague),
+no request of ours is pending on it, and cleanup must not boot it later in
+the middle of the maintenance it is then shut down for.
 """
 
 import time
@@ -34,7 +38,7 @@ from ..errors import CommandFailed, HostError, HotvcbError, TimeoutExpired
 from ..hosts.base import Hypervisor
 from ..model import Vm, VmRef
 from ..runid import RunId
-from .leftovers import clear_power_mark, dead_power_mark, mark_powered_off
+from .leftovers import clear_power_mark, dead_power_mark, mark_powered_off, power_marker
 from .ownership import NONE_DEAD
 
 if TYPE_CHECKING:
@@ -45,8 +49,8 @@ BOOT_POLL = 2.0  # between `get.guest` calls while a started VM boots (ghettoVCB
 
 
 class ShutdownRefused(HostError):
-    """The host refused the guest shutdown (ESXi: no VMware Tools) and no hard power off follows: the VM was
-    never on its way down, so its caller has nothing to power on again."""
+    """The host refused the guest shutdown (ESXi: no VMware Tools) and no hard power off follows, or the host
+    refused that too: the VM was never on its way down, so its caller has nothing to power on again."""
 
 
 class PowerControl:
@@ -56,31 +60,30 @@ class PowerControl:
         self.host, self.log, self.run, self.lock, self.dry_run = host, log, run, lock, dry_run
         self._loaded = {}  # type: Dict[str, Vm]  # powered down by shutdown_in_order
         self.ordered_down = []  # type: List[str]  # by shutdown_in_order, to start again
-        self.problems = set()  # type: Set[str]  # would not shut down: not backed up
+        self.problems = {}  # type: Dict[str, str]  # would not shut down: not backed up, {name: why}
+        self._seen_off = set()  # type: Set[str]  # power_marker of each VM power_down saw off
         self.left_down = []  # type: List[str]  # powered off for the order and not on again: the run's first news
 
     def power_down(self, vm, s) -> None:
         """Shut the guest down, bounded; raises TimeoutExpired when it will not go off, a HostError naming the
         host's refusal when that is why (a hard power off refused), and ShutdownRefused when the host refused
-        the shutdown request itself and no hard power off follows: nothing is then under way, so the marker
-        goes (cleanup must not power on a VM the admin switches off later) and nothing is waited for."""
+        the shutdown request itself and no hard power off follows, or refused that too: nothing is then under
+        way, so the marker goes (cleanup must not power on a VM the admin switches off later) and nothing
+        more is waited for."""
         if self.lock is not None and not self.lock.check():  # taken over while this run was stopped
             interrupt.raise_pending()
         self.log.info("Powering off initiated for %s, backup will not begin until VM is off..." % vm.name)
         mark_powered_off(self.host, vm, self.run)
         crashpoint.reached("powering-down")
+        refused = ""  # the host's answer to the shutdown request, when it was no
         try:
             self.host.shutdown(vm)
         except CommandFailed as err:  # the host answered no (no VMware Tools): the guest was not asked
             if not s.enable_hard_power_off:
-                try:
-                    clear_power_mark(self.host, vm)
-                except HotvcbError as stuck:
-                    self.log.warning("%s: could not remove its power-off marker (%s); if the VM is later off, "
-                                     "the next run or `hotvcb cleanup` powers it on" % (vm.name, stuck))
-                raise ShutdownRefused("the host refused to shut down the guest of %s (%s); without "
-                                      "ENABLE_HARD_POWER_OFF it is left running (ignoring it for backup)"
-                                      % (vm.name, err))
+                raise self._refused(vm, "the host refused to shut down the guest of %s (%s); without "
+                                        "ENABLE_HARD_POWER_OFF it is left running (ignoring it for backup)"
+                                    % (vm.name, err))
+            refused = str(err)
             self.log.warning("%s: guest shutdown refused (%s); a hard power off follows" % (vm.name, err))
         except HotvcbError as err:  # no answer: the request may have reached the guest
             self.log.warning("%s: guest shutdown failed (%s)" % (vm.name, err))
@@ -94,6 +97,10 @@ class PowerControl:
             if s.enable_hard_power_off and not hard_done and now >= hard_at:
                 hard_refused = self._hard_power_off(vm, now - start)
                 hard_done = True
+                if hard_refused and refused:  # both refused: nothing of ours can take the VM down
+                    raise self._refused(vm, "the host refused to shut down the guest of %s (%s) and to power it "
+                                            "off (%s); it is left running (ignoring it for backup)"
+                                        % (vm.name, refused, hard_refused))
                 continue  # its state asked again at once: it may be off now
             if now >= give_up:
                 if hard_refused:
@@ -103,7 +110,14 @@ class PowerControl:
             if interrupt.pending():
                 interrupt.raise_pending()
             time.sleep(POLL)
+        self._seen_off.add(power_marker(vm))
         self.log.info("%s is powered off" % vm.name)
+
+    def _refused(self, vm, why: str) -> ShutdownRefused:
+        """The VM is not going down (the host refused every request): its marker goes, so that no run nor
+        cleanup powers it on after the admin switches it off; the error to raise, naming `why`."""
+        self._clear_mark(vm)
+        return ShutdownRefused(why)
 
     def _hard_power_off(self, vm, waited: float) -> str:
         """ENABLE_HARD_POWER_OFF's power off; why it failed, or "" when it did. A guest that finishes its own
@@ -131,6 +145,13 @@ class PowerControl:
         except HotvcbError as err:
             self.log.error("%s: power state unknown (%s); start it by hand if it is off" % (vm.name, err))
             return False
+        if state == "on" and power_marker(vm) in self._seen_off:
+            # it went off, and someone (HA, a colleague) powered it on since: no request of ours is pending
+            self._seen_off.discard(power_marker(vm))
+            self.log.warning("%s was powered on again by someone else during its backup (it had gone off for it); "
+                             "this run leaves it as it is" % vm.name)
+            self._clear_mark(vm)
+            return True
         if state == "on":
             # the guest was asked to shut down and may still finish it after we are gone: the marker stays
             # (as after kill -9), so whichever run finds the VM off powers it on (leftovers.restore_power)
@@ -139,13 +160,19 @@ class PowerControl:
             return True
         if not self.power_on(vm):
             return False  # the marker stays: the next run tries again
-        try:
-            clear_power_mark(self.host, vm)
-        except HotvcbError as err:
-            self.log.warning("%s: could not remove %s: %s" % (vm.name, vm.folder, err))
+        self._seen_off.discard(power_marker(vm))
+        self._clear_mark(vm)
         if boot_wait > 0:
             self.await_boot(vm, boot_wait)
         return True
+
+    def _clear_mark(self, vm) -> None:
+        """The VM is on and nothing of ours is pending on it: its power-off marker goes."""
+        try:
+            clear_power_mark(self.host, vm)
+        except HotvcbError as stuck:
+            self.log.warning("%s: could not remove its power-off marker (%s); if the VM is later off, "
+                             "the next run or `hotvcb cleanup` powers it on" % (vm.name, stuck))
 
     def await_boot(self, vm, limit: float) -> None:
         """Wait up to `limit` seconds for the guest's VMware Tools to run, ghettoVCB's sign that a VM of
@@ -209,6 +236,7 @@ class PowerControl:
             raise HotvcbError("VM_SHUTDOWN_ORDER shuts VMs down, and this %s host cannot start them again"
                               % self.host.kind)
         by_name = {t.name: t for t in targets if isinstance(t, VmRef)}  # type: Dict[str, VmRef]
+        backed_up = set(by_name)  # the others of the order are only shut down, never backed up
         if any(n not in by_name for n in settings.vm_shutdown_order):
             for listed in self.host.list_vms():
                 by_name.setdefault(listed.name, listed)
@@ -236,7 +264,11 @@ class PowerControl:
                 except HotvcbError as err:
                     if isinstance(err, ShutdownRefused):  # never on its way down: nothing to start again
                         down.remove(name)
-                    self.problems.add(name)
+                    if name not in backed_up:
+                        self.log.warning("%s: did not shut down for VM_SHUTDOWN_ORDER: %s; this run does not back "
+                                         "it up" % (name, err))
+                        continue
+                    self.problems[name] = str(err)  # its turn's reason, in the report and the mail
                     self.log.error("%s: %s; it will not be backed up" % (name, err))
 
     def _adopt(self, name: str, vm, dead: Mapping[str, float]) -> None:
