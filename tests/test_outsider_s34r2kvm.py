@@ -113,7 +113,6 @@ def test_image_names_at_the_overlay_digest_boundary_are_backed_up(lab):
 
 # -- defects --------------------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="a CD-ROM (ide-cd) whose drive QEMU opened writable is backed up as a disk")
 def test_a_cdrom_whose_image_is_opened_writable_is_no_disk(lab, tmp_path):
     """The admin's hand-written QEMU line attaches the installer ISO as most q35/AHCI how-tos show it:
     `-drive if=none,id=cd0,file=debian.iso,format=raw -device ide-cd,drive=cd0` (no `readonly=on`: QEMU's CD
@@ -336,8 +335,6 @@ def test_a_disk_hot_plugged_before_the_snapshot_is_not_silently_missing(lab):
     assert copied or (rc == 3 and "new.raw" in out), (rc, os.listdir(backup), out)
 
 
-@pytest.mark.xfail(strict=True, reason="a LUKS image (format luks, no qcow2) is skipped as 'encrypted image (LUKS in "
-                                       "qcow2)': the message names a format the image is not")
 def test_a_raw_luks_image_is_skipped_with_a_message_naming_what_it_is(lab):
     """The VM's data disk is a LUKS container QEMU opens itself (`-drive file=data.luks,format=luks,
     key-secret=sec0`, `qemu-img create -f luks`): no qcow2 anywhere. hotvcb skips it (right: qemu-img has no

@@ -1,5 +1,5 @@
 """What QEMU's query-block says of a VM's drives, as the QEMU driver reads it: a firmware flash is no disk, a temporary
-snapshot overlay (-snapshot) no image to copy, a floppy or a disk shared with another QEMU no disk to snapshot; our
+snapshot overlay (-snapshot) no image to copy, a CD-ROM no disk, a floppy or a disk shared with another QEMU no disk to snapshot; our
 overlays and the user's chain below them, the images a disk stands on and the internal snapshots its layers hold."""
 
 from typing import Any, Dict, List
@@ -56,6 +56,19 @@ def _is_flash(dev: Dict[str, Any]) -> bool:
     """A pflash drive (`-drive if=pflash`: the machine's firmware flash), not a disk of the guest's."""
     return str(dev.get("qdev", "")).startswith("/machine/system.flash") or \
         (str(dev.get("device", "")).startswith("pflash") and str(dev.get("device", ""))[6:].isdigit())
+
+
+CDROM_DEVICES = ("ide-cd", "scsi-cd")  # QOM types of QEMU's CD-ROM drives (-cdrom, if=ide,media=cdrom, -device)
+
+
+def disk_drives(qmp: QmpClient, blocks: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The drives of query-block that are disks: not empty, no firmware flash, no CD-ROM (its device's type,
+    whatever the drive's read-only flag: `-drive if=none,file=x.iso -device ide-cd,drive=…` opens the ISO
+    writable, and QEMU's CD device still never writes it), no read-only floppy. A writable drive QEMU calls
+    removable otherwise is a USB stick's (`removable=on`, a disk) or a floppy's (skipped, named: device_skip)."""
+    return [d for d in blocks if d.get("inserted") and not _is_flash(d)
+            and not (d.get("removable") and (d["inserted"].get("ro")
+                                             or _device_property(qmp, d, "type") in CDROM_DEVICES))]
 
 
 def device_skip(qmp: QmpClient, dev: Dict[str, Any]) -> str:
