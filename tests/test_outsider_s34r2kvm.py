@@ -193,8 +193,6 @@ def test_a_disk_shared_with_a_qemu_in_another_mount_namespace_is_not_snapshotted
     assert rc == 3 and "shared.raw" in out and "shared.qcow2" not in os.listdir(backup), (rc, out)
 
 
-@pytest.mark.xfail(strict=True, reason="the backup's copy is named <image stem>.qcow2 with no fit to 255 bytes: a "
-                                       "legal long image name fails every backup with 'File name too long'")
 def test_an_image_name_of_250_bytes_is_backed_up(lab):
     """The provisioning tool names images after the customer and purpose, no extension: `ü` x 125 (250 bytes
     in UTF-8; ext4 takes 255). QEMU runs it, the overlay's name is now digest-shortened (this round's fix),
