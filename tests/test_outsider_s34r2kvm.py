@@ -134,8 +134,6 @@ def test_a_cdrom_whose_image_is_opened_writable_is_no_disk(lab, tmp_path):
     assert not [f for f in os.listdir(backup) if f.startswith("debian")], (os.listdir(backup), out)
 
 
-@pytest.mark.xfail(strict=True, reason="a read-only holder (qemu-nbd -r) of a share-rw disk makes it 'shared with "
-                                       "another VM' and the disk is left out of the backup")
 def test_a_read_only_reader_does_not_drop_a_share_rw_disk_from_the_backup(lab, procs):
     """The admin exports a VM's data disk read-only for the reporting host (`qemu-nbd -r -f raw data.raw`);
     for qemu-nbd to open it next to the running VM, the VM's device has `share-rw=on`. The nightly backup
@@ -157,8 +155,6 @@ def test_a_read_only_reader_does_not_drop_a_share_rw_disk_from_the_backup(lab, p
     assert rc == 0 and "data.qcow2" in os.listdir(backup), (rc, os.listdir(backup), out)
 
 
-@pytest.mark.xfail(strict=True, reason="a shared disk's other QEMU is looked for by path only: one in another "
-                                       "mount namespace (container) is not seen, and the disk gets an overlay")
 def test_a_disk_shared_with_a_qemu_in_another_mount_namespace_is_not_snapshotted(lab, procs):
     """Two VMs share a cluster disk (`share-rw=on` in both). VM `b` runs in a container (its own mount
     namespace) where the VM storage is bind-mounted at another path, as container runtimes do. The shared-

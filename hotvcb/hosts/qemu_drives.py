@@ -84,15 +84,18 @@ def device_skip(qmp: QmpClient, dev: Dict[str, Any]) -> str:
 
 def _shared(qmp: QmpClient, image: str) -> str:
     """A device that lets others write its image (`share-rw=on`) shares it when another process holds the image
-    open too (a cluster's other QEMU); share-rw alone is no sharing (a block export of the same QEMU's needs it).
-    Where /proc cannot tell, it is taken for shared: a private overlay over a shared disk splits the cluster."""
+    open for writing too (a cluster's other QEMU, also one in another mount namespace: openfiles.holders); share-rw
+    alone is no sharing (a block export of the same QEMU's needs it), nor is a reader (`qemu-nbd -r`), whose
+    reads an overlay cuts off from nothing. Where /proc cannot tell, it is taken for shared: a private overlay
+    over a shared disk splits the cluster."""
     if not image.startswith("/"):
         return ""
-    others = holders([image])
+    others = holders([image], writers=True)
     if others is None:
         return SHAREABLE + "; %s is opened with share-rw=on and /proc cannot tell who else holds it" % image
     others = [p for p in others if p != qmp.peer_pid()]
-    return SHAREABLE + "; share-rw=on, process(es) %s hold it open too" % ", ".join(map(str, others)) if others else ""
+    return SHAREABLE + "; share-rw=on, process(es) %s hold it open for writing too" % ", ".join(map(str, others)) \
+        if others else ""
 
 
 def _device_property(qmp: QmpClient, dev: Dict[str, Any], name: str) -> Any:
