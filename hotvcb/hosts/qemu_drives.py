@@ -4,8 +4,10 @@ overlays and the user's chain below them, the images a disk stands on and the in
 
 from typing import Any, Dict, List
 
+from ..model import Disk, Vm
 from .disk_skips import SHAREABLE, WRITABLE_FLOPPY
 from .openfiles import holders
+from .qemu_blockgraph import absolute_names, device_key
 from .qemu_overlay_names import OUR_MARK, layer_snapshot
 from .qmp import QmpClient, QmpCommandError
 
@@ -69,6 +71,18 @@ def disk_drives(qmp: QmpClient, blocks: List[Dict[str, Any]]) -> List[Dict[str, 
     return [d for d in blocks if d.get("inserted") and not _is_flash(d)
             and not (d.get("removable") and (d["inserted"].get("ro")
                                              or _device_property(qmp, d, "type") in CDROM_DEVICES))]
+
+
+def hot_plugged(qmp: QmpClient, vm: Vm) -> List[Disk]:
+    """The disks the VM has now that it had not when it was loaded (hot-plugged since: the look-ahead loads a VM
+    minutes before its snapshot), each skipped with the reason: the backup planned without them, and a disk
+    missing from a backup said OK is found missing only at the restore."""
+    loaded = {d.key for d in vm.disks}
+    return [Disk(key=device_key(d), path=str(d["inserted"].get("file", "")), datastore="", adapter="",
+                 skip_reason="hot-plugged after the VM was loaded for this backup, so not in it (the next backup "
+                             "takes it)")
+            for d in disk_drives(qmp, absolute_names(qmp, qmp.execute("query-block")))
+            if device_key(d) not in loaded]
 
 
 def device_skip(qmp: QmpClient, dev: Dict[str, Any]) -> str:
