@@ -113,7 +113,6 @@ def test_image_names_at_the_overlay_digest_boundary_are_backed_up(lab):
 
 # -- defects --------------------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="a CD-ROM (ide-cd) whose drive QEMU opened writable is backed up as a disk")
 def test_a_cdrom_whose_image_is_opened_writable_is_no_disk(lab, tmp_path):
     """The admin's hand-written QEMU line attaches the installer ISO as most q35/AHCI how-tos show it:
     `-drive if=none,id=cd0,file=debian.iso,format=raw -device ide-cd,drive=cd0` (no `readonly=on`: QEMU's CD
@@ -135,8 +134,6 @@ def test_a_cdrom_whose_image_is_opened_writable_is_no_disk(lab, tmp_path):
     assert not [f for f in os.listdir(backup) if f.startswith("debian")], (os.listdir(backup), out)
 
 
-@pytest.mark.xfail(strict=True, reason="a read-only holder (qemu-nbd -r) of a share-rw disk makes it 'shared with "
-                                       "another VM' and the disk is left out of the backup")
 def test_a_read_only_reader_does_not_drop_a_share_rw_disk_from_the_backup(lab, procs):
     """The admin exports a VM's data disk read-only for the reporting host (`qemu-nbd -r -f raw data.raw`);
     for qemu-nbd to open it next to the running VM, the VM's device has `share-rw=on`. The nightly backup
@@ -158,8 +155,6 @@ def test_a_read_only_reader_does_not_drop_a_share_rw_disk_from_the_backup(lab, p
     assert rc == 0 and "data.qcow2" in os.listdir(backup), (rc, os.listdir(backup), out)
 
 
-@pytest.mark.xfail(strict=True, reason="a shared disk's other QEMU is looked for by path only: one in another "
-                                       "mount namespace (container) is not seen, and the disk gets an overlay")
 def test_a_disk_shared_with_a_qemu_in_another_mount_namespace_is_not_snapshotted(lab, procs):
     """Two VMs share a cluster disk (`share-rw=on` in both). VM `b` runs in a container (its own mount
     namespace) where the VM storage is bind-mounted at another path, as container runtimes do. The shared-
@@ -194,8 +189,6 @@ def test_a_disk_shared_with_a_qemu_in_another_mount_namespace_is_not_snapshotted
     assert rc == 3 and "shared.raw" in out and "shared.qcow2" not in os.listdir(backup), (rc, out)
 
 
-@pytest.mark.xfail(strict=True, reason="the backup's copy is named <image stem>.qcow2 with no fit to 255 bytes: a "
-                                       "legal long image name fails every backup with 'File name too long'")
 def test_an_image_name_of_250_bytes_is_backed_up(lab):
     """The provisioning tool names images after the customer and purpose, no extension: `ü` x 125 (250 bytes
     in UTF-8; ext4 takes 255). QEMU runs it, the overlay's name is now digest-shortened (this round's fix),
@@ -303,8 +296,6 @@ def gated_qemu_img_at(folder, gate, subcommand):
     return folder
 
 
-@pytest.mark.xfail(strict=True, reason="a disk hot-plugged between the VM's load and its snapshot is neither "
-                                       "snapshotted nor named: the run ends OK with the disk missing")
 def test_a_disk_hot_plugged_before_the_snapshot_is_not_silently_missing(lab):
     """hotvcb loads the VM (its disks), checks the room (`qemu-img measure`; with several VMs the look-ahead
     loads a VM minutes before its snapshot) and then snapshots. Meanwhile the admin hot-plugs a data disk
@@ -336,8 +327,6 @@ def test_a_disk_hot_plugged_before_the_snapshot_is_not_silently_missing(lab):
     assert copied or (rc == 3 and "new.raw" in out), (rc, os.listdir(backup), out)
 
 
-@pytest.mark.xfail(strict=True, reason="a LUKS image (format luks, no qcow2) is skipped as 'encrypted image (LUKS in "
-                                       "qcow2)': the message names a format the image is not")
 def test_a_raw_luks_image_is_skipped_with_a_message_naming_what_it_is(lab):
     """The VM's data disk is a LUKS container QEMU opens itself (`-drive file=data.luks,format=luks,
     key-secret=sec0`, `qemu-img create -f luks`): no qcow2 anywhere. hotvcb skips it (right: qemu-img has no

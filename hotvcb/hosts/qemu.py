@@ -7,10 +7,11 @@ driver connects for each step and lets go again.
 
 The backup, in the job's words:
 
-- disks: `query-block`; empty drives and read-only removable ones (CD-ROM,
-  floppy) are no disks; read-only ones, writable floppies, disks shared with
-  another QEMU (`share-rw=on`), encrypted (LUKS) qcow2 images and every disk
-  of a VM a migration has (or is about to have) on another QEMU are skipped
+- disks: `query-block`; empty drives, CD-ROMs (by their device's type, even
+  on a drive opened writable) and read-only floppies are no disks; read-only
+  ones, writable floppies, disks shared with another QEMU (`share-rw=on`),
+  encrypted images (LUKS, plain or in qcow2) and every disk of a VM a
+  migration has (or is about to have) on another QEMU are skipped
   with a warning; a writable USB stick (`removable=on`) is a disk; pflash
   drives are the UEFI firmware, no disks (the VM is recorded as UEFI, its
   variable store copied beside the disks). A disk's path is its
@@ -55,7 +56,8 @@ from . import qemuimg
 from .base import Copied
 from .localkvm import LocalKvmHost, local_sizes
 from .qemu_blockgraph import absolute_names, chain_of, device_key, relative_name
-from .qemu_drives import _backing, _below, _below_ours, _internal, _is_flash, _qemu_temporary, device_skip
+from .qemu_drives import _backing, _below, _below_ours, _internal, _is_flash, _qemu_temporary, device_skip, \
+    disk_drives
 from .qemu_migration import migrating
 from .qemu_overlay_names import OUR_MARK
 from .qemu_overlays import Overlays
@@ -134,10 +136,7 @@ class QemuHost(LocalKvmHost):
                 cpus = qmp.execute("query-cpus-fast")
                 memory = qmp.execute("query-memory-size-summary")
                 away = migrating(qmp)
-                # CD-ROMs and read-only floppies (removable, read-only) are no disks; a writable drive QEMU
-                # calls removable is a USB stick's (`removable=on`, a disk) or a floppy's (skipped, named)
-                drives = [d for d in blocks if d.get("inserted") and not _is_flash(d)
-                          and not (d.get("removable") and d["inserted"].get("ro"))]
+                drives = disk_drives(qmp, blocks)
                 skips = {id(d): away or ("" if d["inserted"].get("ro") else device_skip(qmp, d)) for d in drives}
         except QmpNotListening as err:
             raise VmStopped(
@@ -208,8 +207,8 @@ class QemuHost(LocalKvmHost):
         below = chain[i:]
         if any(l.get("encrypted") for l in below):
             # qemu-img measure and convert would fail on it ("Parameter 'encrypt.key-secret' is required")
-            return skipped("encrypted image (LUKS in qcow2): not supported, qemu-img cannot read it without the "
-                           "secret only its QEMU holds", path)
+            return skipped("%s: not supported, qemu-img cannot read it without the secret only its QEMU holds"
+                           % _encrypted_kind(below), path)
         self._formats[path] = chain[i].get("format", "") if chain else ""
         if below and all("virtual-size" in l and "actual-size" in l for l in below):
             self._sizes[path] = local_sizes([qemuimg.ImageLayer(l.get("filename", ""), l.get("format", ""),
@@ -387,3 +386,11 @@ class QemuHost(LocalKvmHost):
 
     def registered_at(self, vmx_path: str) -> Optional[str]:
         return None  # register_vm registers nothing here
+
+
+def _encrypted_kind(chain: List[Dict[str, Any]]) -> str:
+    """What an encrypted disk is, as the admin made it: a LUKS image QEMU opens itself (`format=luks`, `qemu-img
+    create -f luks`) is no qcow2, and a skip naming qcow2 had the admin look for an image that is not there."""
+    if any(l.get("format") == "luks" for l in chain):
+        return "encrypted image (a LUKS image, format luks)"
+    return "encrypted image (LUKS in qcow2)"

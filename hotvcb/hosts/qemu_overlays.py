@@ -33,6 +33,7 @@ from . import qemu_overlay_names as naming  # DEVICE_OVERLAYS read where tests m
 from .qemu_blockgraph import FILTERS, absolute_names, chain_of, format_node, inserted, top_file
 from .qemu_blockjobs import in_the_way, jobs_on
 from .qemu_commit import Deadline, commit, find_overlay, finish_killed_runs_jobs
+from .qemu_drives import hot_plugged
 from .qemu_migration import migrating
 from .qemu_overlay_find import CLAIM_SUFFIX, DESCRIPTION_SUFFIX, MADE_BY, OverlayFinder
 from .qemu_overlay_names import OUR_MARK, layer_snapshot, overlay_path
@@ -63,6 +64,7 @@ class Overlays(OverlayFinder):
             if away:
                 raise SnapshotError("snapshot of %s not taken (QEMU was not asked): %s" % (vm.name, away))
             current = inserted(qmp)
+            vm.disks += hot_plugged(qmp, vm)  # named by the job, skipped: the backup was planned without them
             owner = qemu_user(qmp)  # a QEMU dropped to another user: overlays made for it (qemu_runas.py)
             actions, planned = [], []  # type: List[Dict[str, Any]], List[Tuple[str, str]]
             to_make = []  # type: List[Tuple[str, str, Optional[int], str]]  # image, its format and size, overlay

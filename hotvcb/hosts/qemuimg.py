@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Set, Tuple
 
-from .. import copysilence, vmdk
+from .. import copysilence, namefit, vmdk
 from ..errors import CommandFailed, CopyError, HostError
 from ..model import Disk
 from ..shell import Completed, OutputCallback, Shell
@@ -179,6 +179,7 @@ _IMAGE_EXT = lazyre.compile(r"\.(qcow2|img|raw|vmdk|qed|vdi|vhdx?)$", re.I)
 # names the extents after the descriptor: such a character in the stem makes a copy qemu-img refuses
 _NOT_IN_VMDK = lazyre.compile(r'["\r\n]')
 _EXTENT_SUFFIX = r"(-flat|-s\d{3})?"  # the extents qemu-img writes beside a `<stem>.vmdk` descriptor
+_LONGEST_EXTENT = "-flat"  # as long as `-s001`
 NAME_TRIES = 100
 
 
@@ -189,7 +190,8 @@ def output_path(shell: Shell, disk: Disk, dst: str, spec: OutputFormat) -> str:
     qemu-img writes over whatever it is told to write, and the names that meet are not only equal
     ones: disks `x-flat.img` and `x.img` copied as flat VMDKs both write `x-flat.vmdk` (one's descriptor,
     the other's extent). The folder (a backup's, filled one disk after the other) is compared without
-    case, as plan_disks does (a share may fold it).
+    case, as plan_disks does (a share may fold it). A stem too long for the copy's files to fit in 255 bytes
+    (an image named 250 bytes, no extension: `<name>.qcow2` is 256) is cut and given a digest (namefit.py).
     """
     folder, name = dst.rsplit("/", 1)
     stem = _IMAGE_EXT.sub("", name) or name
@@ -198,8 +200,10 @@ def output_path(shell: Shell, disk: Disk, dst: str, spec: OutputFormat) -> str:
         stem, suffix = _NOT_IN_VMDK.sub("_", stem), _EXTENT_SUFFIX
     taken = shell.listdir(folder)
     key = _UNSAFE_NAME.sub("-", disk.key).strip("-")
+    longest = (_LONGEST_EXTENT if spec.driver == "vmdk" else "") + spec.extension  # of the files the copy writes
     for n in range(NAME_TRIES):
         candidate = stem if n == 0 else "%s-%s" % (stem, key) if n == 1 else "%s-%s-%d" % (stem, key, n)
+        candidate = namefit.fit("", candidate, longest)[: -len(longest)]
         writes = re.compile(re.escape(candidate) + suffix + re.escape(spec.extension), re.I)
         if not any(writes.fullmatch(f) for f in taken):
             return "%s/%s%s" % (folder, candidate, spec.extension)

@@ -85,6 +85,11 @@ def _refuse_power_down(host: Hypervisor, vm: Vm, key: str) -> None:
                       "paused)" % (vm.name, key, host.kind, key))
 
 
+def warn_skipped(log, vm: Vm, disk: Disk) -> None:
+    """A disk in no backup, named: at the pre-flight, or one the host found only at the snapshot."""
+    log.warning("%s: skipping %s (%s): %s" % (vm.name, disk.key, disk.filename, disk.skip_reason))
+
+
 def disks_to_copy(vm: Vm, s: Settings, log) -> List[Disk]:
     """The disks to copy; none at all fails the VM before any change.
 
@@ -101,7 +106,7 @@ def disks_to_copy(vm: Vm, s: Settings, log) -> List[Disk]:
              for disk, names in zip(vm.disks, named)]
     for disk, names in zip(vm.disks, named):
         if disk.skip_reason:
-            log.warning("%s: skipping %s (%s): %s" % (vm.name, disk.key, disk.filename, disk.skip_reason))
+            warn_skipped(log, vm, disk)
         elif wanted and not names.intersection(wanted):
             log.info("%s: %s not in VMDK_FILES_TO_BACKUP, skipping" % (vm.name, disk.filename))
         else:

@@ -233,6 +233,10 @@ class _VmBackup:
         except Interrupted as err:
             self.snapshot_refused = err.unasked  # stopped before the create was sent: nothing can show up late
             raise
+        for disk in vm.disks:  # one the host found at the snapshot only (hot-plugged since the VM was loaded)
+            if disk.skip_reason and not any(disk is d for d in self.result.skipped_disks):
+                preflight.warn_skipped(self.log, vm, disk)
+                self.result.skipped_disks.append(disk)
         self.log.debug("%s: snapshot id %s" % (vm.name, self.snapshot.id if self.snapshot else "?"))
         mark_snapshot_made(self.host, vm, self.job.run_id, self.snapshot.id if self.snapshot else "", self.log)
         crashpoint.reached("snapshot-created")
