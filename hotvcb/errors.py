@@ -7,6 +7,7 @@
     ├── RepoError               a repository is unusable, damaged or busy   (exit 1)
     ├── NotABackup              a backup's name with an impossible time     (exit 1)
     └── HostError               a host command failed or said no
+        ├── ConnectionLost      the SSH session broke under a command (did it run?)
         ├── CommandFailed       non-zero exit of vim-cmd, vmkfstools, ...
         │   └── HostdDown       vim-cmd could not reach hostd (exit 0 or not)
         ├── VmNotFound          no VM with that display name / vmid
@@ -97,6 +98,12 @@ class Interrupted(BaseException):
 
 class HostError(HotvcbError):
     pass
+
+
+class ConnectionLost(HostError):
+    """The session to the host broke under a command (SSH mode): whether the command ran there, or how far, is
+    not known -- not the host's refusal. A step that must not be left undone (our snapshot's removal) looks
+    at the host again over a new connection before it judges (jobs/snapshot_removal.py)."""
 
 
 class CommandFailed(HostError):

@@ -201,14 +201,17 @@ class SshConnection:
         self.open()
         argv = [str(a) for a in argv]
         mark = sh.new_mark()  # a greeting the host's shell prints comes before it, a farewell after the end mark
-        proc = self._session(sh.begun(mark, sh.wrapped(argv)),
-                             stdin=subprocess.PIPE,  # held open: its EOF tells the remote side we are gone
-                             stderr=subprocess.STDOUT)
         confirmed = []  # type: List[bool]  # each stop's: did the host confirm the command's end
         try:
-            return wrapperrun.follow(proc, argv, " on %s" % self.target.destination, timeout=timeout,
-                                     idle_timeout=idle_timeout, on_output=on_output, interruptible=interruptible,
-                                     mark=mark, broken=self._broken, stop=lambda p: confirmed.append(_stop(p)))
+            # the session's stderr apart (a file: never a full pipe), framed too: sshd sends it in its own order
+            with tempfile.TemporaryFile(dir=self._dir) as errout:
+                proc = self._session(sh.begun(mark, sh.wrapped(argv), stderr=True),
+                                     stdin=subprocess.PIPE,  # held open: its EOF tells the remote side we are gone
+                                     stderr=errout.fileno())
+                return wrapperrun.follow(proc, argv, " on %s" % self.target.destination, timeout=timeout,
+                                         idle_timeout=idle_timeout, on_output=on_output, interruptible=interruptible,
+                                         mark=mark, broken=self._broken, stop=lambda p: confirmed.append(_stop(p)),
+                                         errout=errout)
         except (HotvcbError, Interrupted) as err:
             if False in confirmed:
                 err.message += ("; %s: the host did not confirm its end within %d s of its stop: it may still run on "

@@ -9,7 +9,7 @@ import signal
 from typing import TYPE_CHECKING
 
 from . import lazyre, sshfiles, sshscripts as sh
-from .errors import HostError
+from .errors import ConnectionLost
 
 if TYPE_CHECKING:
     from .sshconnection import SshTarget
@@ -58,18 +58,18 @@ def connect_error(target: "SshTarget", message: str) -> str:
     return "cannot connect to %s over SSH: %s%s" % (t.destination, detail, "; " + identity if identity else "")
 
 
-def lost(destination: str, output: str) -> HostError:
+def lost(destination: str, output: str) -> ConnectionLost:
     """The master connection is gone: said with ssh's own last word on it (`output`: the session's)."""
-    return HostError("lost the SSH connection to %s: %s" % (destination, _ssh_said(output) or "ssh exited 255"))
+    return ConnectionLost("lost the SSH connection to %s: %s" % (destination, _ssh_said(output) or "ssh exited 255"))
 
 
-def killed(destination: str, returncode: int) -> HostError:
+def killed(destination: str, returncode: int) -> ConnectionLost:
     """A session's ssh client on this machine was killed by signal -`returncode`."""
     try:
         name = signal.Signals(-returncode).name
     except ValueError:
         name = "signal %d" % -returncode
-    return HostError("the SSH session to %s broke: its ssh client on this machine was killed by %s "
+    return ConnectionLost("the SSH session to %s broke: its ssh client on this machine was killed by %s "
                      "(out of memory, or killed by hand?)" % (destination, name))
 
 

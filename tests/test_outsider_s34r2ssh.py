@@ -95,7 +95,6 @@ def _frozen(pids):
 
 # -- 1. the host shell's stderr is no part of a command's answer -------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="SshConnection.run merges ssh's stderr into the framed stdout here: the host shell's stderr banner lands inside the answer")
 def test_an_audit_banner_on_stderr_never_becomes_the_host_name_a_backup_records(host, site):
     """The security team's startup file on esxi01 prints a long audit banner on stderr for every session.
     docs/operations.md promises that what the host's login shell prints around a command is cut off by marks,
@@ -105,7 +104,7 @@ def test_an_audit_banner_on_stderr_never_becomes_the_host_name_a_backup_records(
     the begin mark land inside the answer of `uname -n` (and of vim-cmd, vmware -v...). Rotation and status tell
     a host's own backups by that name, and it differs from run to run with the race."""
     host.create_vm("web", "datastore1", [{"size": "1M"}], power="on")
-    conf = write_conf(host)
+    conf = write_conf(host, VM_BACKUP_ROTATION_COUNT="5")  # all four backups kept, rotation counting them as one host's
     on_host = _run(site, "backup", "-m", "web", "-g", conf)
     assert on_host.returncode == 0, on_host.out
     (site.sshd.dir / ".bashrc").write_text(AUDIT_BANNER)
@@ -117,7 +116,6 @@ def test_an_audit_banner_on_stderr_never_becomes_the_host_name_a_backup_records(
     assert len(names) == 4 and len(set(names)) == 1 and "audit banner" not in names[-1], names
 
 
-@pytest.mark.xfail(strict=True, reason="run() answers carry the host shell's stderr greeting, which also hides the wrapper's 'not found'")
 def test_a_commands_answer_and_not_found_are_read_past_a_banner_on_stderr(shell_with):
     """Through the shell's API: every run() answers exactly what the command printed, and a tool the host does not
     have is named so (the wrapper's word), whatever the host's shell printed on stderr first. Today the banner's
@@ -246,7 +244,6 @@ def _cut_during_removal(host, site, tmp_path, shim):
     return out, ours(host, vmid)
 
 
-@pytest.mark.xfail(strict=True, reason="a snapshot removal whose session broke is never asked again, though the host is reachable again")
 def test_a_connection_cut_before_the_removal_started_leaves_no_snapshot(host, site, tmp_path):
     """The link to esxi01 drops (its sshd restarted, a firewall reset) while hotvcb removes the backup's snapshot,
     before hostd started the removal. hotvcb logs `snapshot 1 could NOT be removed: lost the SSH connection ...
@@ -254,11 +251,12 @@ def test_a_connection_cut_before_the_removal_started_leaves_no_snapshot(host, si
     failed backup. The snapshot is left on a production VM, growing, for the admin to find, though the host was
     there to remove it: the removal should be asked again once the connection is back."""
     out, snapshots = _cut_during_removal(host, site, tmp_path, REMOVAL_STARTS_LATE)
-    assert "failed backup recorded" in out, out  # control: the host was reachable again after the cut
+    # control: the host was reachable again after the cut (the copy finished, and its snapshot removed on a new
+    # connection: the backup stands)
+    assert "Successfully completed backup for web" in out, out
     assert not snapshots, out
 
 
-@pytest.mark.xfail(strict=True, reason="a snapshot removal whose session broke is said to have failed without looking whether the snapshot is gone")
 def test_a_connection_cut_while_hostd_removes_the_snapshot_is_not_said_to_leave_it(host, site, tmp_path):
     """As above, but hostd had the removal under way (vim-cmd killed on the host as its session broke, hostd's task
     carries on): the snapshot is gone, yet hotvcb tells the admin it `could NOT be removed -- remove it by hand`

@@ -6,8 +6,9 @@ at the first shutdown request, `sealer` once the folder is claimed); `end`
 reads them and undoes exactly that, in reverse. Our snapshot goes first and
 by id (never `removeall`): a VM left with it grows until its datastore is
 full, the worst outcome hotvcb can have. The removal and the power-on are not
-interruptible, so they finish after Ctrl-C; a snapshot that cannot be removed
-keeps the backup from being sealed.
+interruptible, so they finish after Ctrl-C; a removal whose SSH connection broke
+is looked at and asked again over a new one (snapshot_removal.py); a snapshot
+that cannot be removed keeps the backup from being sealed.
 """
 
 import time
@@ -21,6 +22,7 @@ from ..runid import RunId, parse
 from ..store.seal import Sealer
 from .leftovers import remove_our_snapshots
 from .snapshot_asked import clear_snapshot_mark, late_wait
+from .snapshot_removal import remove_snapshot
 
 if TYPE_CHECKING:
     from .vm_backup import _VmBackup
@@ -74,7 +76,7 @@ def _consolidate(one: "_VmBackup", vm: Vm) -> str:
     try:
         one.log.info("Removing snapshot %s (id %s) from %s" % (snap.name, snap.id, vm.name))
         crashpoint.reached("removing-snapshot")
-        one.host.remove_snapshot(vm, snap, one.s.snapshot_remove_timeout * 60.0)
+        remove_snapshot(one.host, vm, snap, one.s.snapshot_remove_timeout * 60.0, one.log)
         one.snapshot = None
         clear_snapshot_mark(one.host, vm, one.log)
         crashpoint.reached("snapshot-removed")
