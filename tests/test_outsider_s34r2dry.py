@@ -51,9 +51,6 @@ def _repo_backup(host, tmp_path, repo="/vmfs/volumes/backup/repo", size="2M"):
 # -- backup -d dryrun against a repository path the real run cannot open ----------------------------------------------
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="backup dry run says OK of a VM_BACKUP_REPOSITORY that is a regular file or a "
-                                       "dangling symlink; the real run fails every VM (exit 6): check_open/unwritable "
-                                       "only look at the parent folder when the path is no folder")
 @pytest.mark.parametrize("what", ["file", "dangling-symlink"])
 def test_a_dry_run_into_a_repository_path_that_is_no_folder_exits_as_the_real_run(host, tmp_path, what):
     """The admin typed VM_BACKUP_REPOSITORY=/vmfs/volumes/backup/repo where `repo` is a file left by a copy
