@@ -19,7 +19,7 @@ import shutil
 import sys
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from .. import folderwrite, interrupt, runlog, vmdk, vmdknames
 from ..errors import HostError, HotvcbError, RepoError, UsageError, VmNotFound, did_you_mean
@@ -230,13 +230,16 @@ def restore(path: str, ident: str, to: str, log, latest: str = "", dry_run: bool
     needed, free = written(repo, snap), shutil.disk_usage(parent).free
     if needed > free:
         raise RepoError("restoring %s into %s needs %s, only %s free there" % ((snap, to) + need_and_free(needed, free)))
-    if dry_run:
-        _dry_run(path, snap, to, needed, free, log)
-        return 0
     work = os.path.abspath(to.rstrip("/")) + RESTORING  # absolute: its record goes beside it (record_of)
     shell = LocalShell()
     records = Records(shell, machine_id)
-    sweep(shell, [os.path.dirname(record_of(work))], log, records.run())
+    swept = set()  # type: Set[str]  # a dry run's: the dead restores' folders the real run's sweep removes
+    sweep(shell, [os.path.dirname(record_of(work))], log, records.run(), dry_run, swept)
+    if dry_run:
+        if work not in swept and os.path.lexists(work):  # what records.claim refuses in the real run
+            raise RepoError(_restoring_taken(work, to))
+        _dry_run(path, snap, to, needed, free, log)
+        return 0
 
     def drop(folder: str) -> None:
         try:
@@ -249,9 +252,7 @@ def restore(path: str, ident: str, to: str, log, latest: str = "", dry_run: bool
     except HostError as err:
         if not os.path.lexists(work):
             raise
-        raise RepoError("%s exists: another restore to %s is running, or one that was killed left it and its "
-                        "death cannot be proven here (`hotvcb cleanup --kvm %s` says why; remove it by hand if no "
-                        "restore is running)" % (work, to, os.path.dirname(record_of(work)))) from err
+        raise RepoError(_restoring_taken(work, to)) from err
     names = _materialize(repo, snap, work, drop, log.info)
     try:
         os.rename(work, to)
@@ -264,6 +265,14 @@ def restore(path: str, ident: str, to: str, log, latest: str = "", dry_run: bool
         log.warning("%s -- remove it by hand" % err)
     runlog.say("Restored %s into %s: %s" % (snap, to, ", ".join(names)))
     return 0
+
+
+def _restoring_taken(work: str, to: str) -> str:
+    """Why a restore to `to` stops at the folder `work` it would be written as: there already (the real run's
+    claim refuses it, and its dry run says so too)."""
+    return ("%s exists: another restore to %s is running, or one that was killed left it and its death cannot "
+            "be proven here (`hotvcb cleanup --kvm %s` says why; remove it by hand if no restore is running)"
+            % (work, to, os.path.dirname(record_of(work))))
 
 
 def _dry_run(path: str, snap: Snapshot, to: str, needed: int, free: int, log) -> None:
