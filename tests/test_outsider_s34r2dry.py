@@ -287,9 +287,6 @@ def test_a_vm_that_came_back_on_during_its_backup_is_not_powered_on_later_by_cle
 # -- restore -g CONF <id> of a backup pruned since: what the -l log says ------------------------------------------------
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="restore -g CONF <pruned id> -l FILE: the log file gets 'LOG START' and 'HOST' "
-                                       "and then nothing: the reason (no backup in the repository matches) and the "
-                                       "end of the run are on stderr only")
 def test_a_restore_of_a_pruned_id_says_why_in_its_log_file(host, tmp_path):
     """The admin's restore job (`hotvcb restore -g CONF <id> --datastore datastore1 -l /var/log/restore.log`,
     output to /dev/null) names a backup prune has removed since `list -g` showed it. Exit 1; the -l file reads

@@ -155,6 +155,7 @@ def run(args) -> int:
         if not args.datastore:
             raise UsageError("restore --repo needs --to DIR, or --datastore DS to restore the VM")
     failed = done = partial = left_off = 0
+    usage = None  # type: Optional[UsageError]  # the command line's own error: exit 1, said on stderr and in the log
     try:
         skipped = []  # type: List[str]
         items = requests_from(args, settings, skipped)
@@ -184,9 +185,11 @@ def run(args) -> int:
         status, code = _final(done, failed, partial, dry_run, left_off)
     except Interrupted as err:
         status, code = "ERROR: %s; unfinished restore folders removed" % err, err.exit_code
-    except UsageError:
-        log.close()
-        raise
+    except UsageError as err:  # a mistyped --latest, an id pruned since `list -g` showed it
+        usage = err
+        log.file_only()
+        log.error(str(err))
+        status, code = "ERROR: %s" % err, err.exit_code
     except HotvcbError as err:
         log.error(str(err))
         status, code = "ERROR: %s" % err, err.exit_code
@@ -194,6 +197,8 @@ def run(args) -> int:
     log.info("###### Final status: %s ######" % status)
     log.info("============================== hotvcb restore LOG END ================================")
     log.close()
+    if usage is not None:
+        raise usage
     return code
 
 
