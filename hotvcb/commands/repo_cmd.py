@@ -137,15 +137,16 @@ def _say(line: str) -> None:
     runlog.say("hotvcb: %s" % line, stream=sys.stderr)
 
 
-def find(repo: Repository, ident: str, latest: str = "") -> Snapshot:
-    """A backup by its id or an unambiguous prefix of it, or the newest of the VM `latest`."""
+def find(repo: Repository, ident: str, latest: str = "", lister: str = "hotvcb list --repo") -> Snapshot:
+    """A backup by its id or an unambiguous prefix of it, or the newest of the VM `latest`. `lister`: the
+    command the admin lists the repository's backups with (common.repository_lister), named when none matches."""
     if latest:
         every = _readable(repo)[0]
         snaps = [snap for snap in every if snap.vm == latest]
         if not snaps:
             close = VmNotFound(latest, sorted({snap.vm for snap in every})).suggestions
-            raise UsageError("no backup of %r in the repository%s (hotvcb list --repo shows them)" % (
-                latest, did_you_mean(latest, close)))
+            raise UsageError("no backup of %r in the repository%s (%s shows them)" % (
+                latest, did_you_mean(latest, close), lister))
         # two hosts' VMs may share a name (records.machines)
         newest = {key: found[-1] for key, found in machines(snaps).items()}
         if len(newest) > 1:
@@ -167,8 +168,8 @@ def find(repo: Repository, ident: str, latest: str = "") -> Snapshot:
     ids = [i.name[len(SNAPSHOTS):] for i in repo.objects(SNAPSHOTS)]  # by name: another record's
     matches = [i for i in ids if i.startswith(ident)] if ident else []    # damage must not stop this restore
     if len(matches) != 1:
-        raise UsageError("%s backup in the repository matches %r (hotvcb list --repo shows them)"
-                         % ("no" if not matches else "more than one", ident))
+        raise UsageError("%s backup in the repository matches %r (%s shows them)"
+                         % ("no" if not matches else "more than one", ident, lister))
     return repo.snapshot(matches[0])
 
 
@@ -208,7 +209,8 @@ def _no_parent(to: str, parent: str) -> str:
     return "%s: its folder %s does not exist (is the datastore mounted?)" % (to, parent)
 
 
-def restore(path: str, ident: str, to: str, log, latest: str = "", dry_run: bool = False) -> int:
+def restore(path: str, ident: str, to: str, log, latest: str = "", dry_run: bool = False,
+            lister: str = "hotvcb list --repo") -> int:
     """Each disk (thin VMDK or sparse raw) plus the VM's files into the new folder `to`, whole or not at all.
 
     It is written as `to`.hotvcb-restoring, recorded the way a KVM restore records its folder
@@ -226,7 +228,7 @@ def restore(path: str, ident: str, to: str, log, latest: str = "", dry_run: bool
     if unwritable:
         raise RepoError("cannot restore into %s: %s: %s" % (to, parent, unwritable))
     repo = open_path(path)
-    snap = find(repo, ident, latest)
+    snap = find(repo, ident, latest, lister)
     needed, free = written(repo, snap), shutil.disk_usage(parent).free
     if needed > free:
         raise RepoError("restoring %s into %s needs %s, only %s free there" % ((snap, to) + need_and_free(needed, free)))

@@ -26,13 +26,15 @@ from ..units import human_size, need_and_free
 from . import repo_cmd
 
 
-def restore(path: str, ident: str, latest: str, req: KvmRequest, log, dry_run: bool) -> KvmResult:
-    """The backup `ident` (or the newest of the VM `latest`) of the repository at `path`, as `req` asks."""
+def restore(path: str, ident: str, latest: str, req: KvmRequest, log, dry_run: bool,
+            lister: str = "hotvcb list --repo") -> KvmResult:
+    """The backup `ident` (or the newest of the VM `latest`) of the repository at `path`, as `req` asks;
+    `lister` lists its backups (repo_cmd.find)."""
     unusable = None if req.name is None else unusable_name(req.name)
     if unusable is not None:  # first, as a folder backup's restore does
         raise KvmRestoreError(unusable)
     repo = open_path(path)
-    snap = repo_cmd.find(repo, ident, latest)
+    snap = repo_cmd.find(repo, ident, latest, lister)
     if not os.path.isdir(req.target):
         raise KvmRestoreError("target folder %s %s" % (req.target, layout.not_a_folder(LocalShell(), req.target)))
     unwritable = folderwrite.unwritable(req.target)  # asked, not probed: a dry run said OK of a read-only export
