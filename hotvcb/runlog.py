@@ -314,6 +314,12 @@ class RunLog:
                 shown = (" | ".join(self._copies[k] for k in sorted(self._copies)) + run_eta)[:width]
             self._draw("\r\033[K" + shown)
 
+    def file_only(self) -> None:
+        """Lines from here on go to the log files only: what stops the run as a usage error is said on stderr
+        by the caller, and once on the terminal is enough; the -l file, which the admin's job reads with its
+        output sent to /dev/null, is told too."""
+        self.stream = None
+
     def close(self) -> None:
         for f in (self.file, self.debug_file):
             if f is not None:

@@ -51,9 +51,6 @@ def _repo_backup(host, tmp_path, repo="/vmfs/volumes/backup/repo", size="2M"):
 # -- backup -d dryrun against a repository path the real run cannot open ----------------------------------------------
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="backup dry run says OK of a VM_BACKUP_REPOSITORY that is a regular file or a "
-                                       "dangling symlink; the real run fails every VM (exit 6): check_open/unwritable "
-                                       "only look at the parent folder when the path is no folder")
 @pytest.mark.parametrize("what", ["file", "dangling-symlink"])
 def test_a_dry_run_into_a_repository_path_that_is_no_folder_exits_as_the_real_run(host, tmp_path, what):
     """The admin typed VM_BACKUP_REPOSITORY=/vmfs/volumes/backup/repo where `repo` is a file left by a copy
@@ -92,8 +89,6 @@ def test_a_dry_run_into_an_existing_repository_writes_nothing_there(host, tmp_pa
 # -- restore -d 1 from a repository into a target a killed restore left its folder in --------------------------------
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="restore --repo ID --to DIR -d 1 says 'every check passed' (exit 0) where "
-                                       "DIR.hotvcb-restoring is there; the real run refuses it (exit 1)")
 def test_a_dry_run_restore_to_dir_with_a_leftover_restoring_folder_exits_as_the_real_run(host, tmp_path):
     """A restore to /vmfs/volumes/backup/out/web from another machine died and left `web.hotvcb-restoring`
     (no record here proves it dead). The admin dry-runs the restore: "every check passed, nothing written",
@@ -109,8 +104,6 @@ def test_a_dry_run_restore_to_dir_with_a_leftover_restoring_folder_exits_as_the_
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="restore -g CONF ID --kvm DIR -d 1 (a repository backup) says OK where "
-                                       "DIR/<vm>.hotvcb-restoring is there; the real run fails (exit 6) after staging")
 def test_a_dry_run_kvm_restore_from_the_repository_with_a_leftover_restoring_folder_exits_as_the_real_run(host, tmp_path):
     """The admin restores a repository backup to KVM: `restore -g CONF <id> --kvm /srv/vms -d 1` says
     "every check passed", exit 0; the real run stages the backup, then fails: "/srv/vms/web.hotvcb-restoring
@@ -198,9 +191,6 @@ def test_cleanup_leaves_off_a_vm_whose_shutdown_and_hard_power_off_were_both_ref
 # -- restore --kvm from the repository: a name the real run refuses ---------------------------------------------------
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="restore -g CONF ID --kvm DIR --name 'a/b' -d 1 says every check passed (exit 0); "
-                                       "the real run refuses the name (exit 6): restore_kvm_repo's dry run never asks "
-                                       "restore_scratch.unusable_name")
 @pytest.mark.parametrize("name", ["a/b", "../evil"])
 def test_a_repository_kvm_dry_run_refuses_a_name_the_real_run_refuses(host, tmp_path, name):
     """The admin dry-runs the KVM restore of a repository backup with `--name "$SITE/web"` (a variable that held
@@ -289,9 +279,6 @@ def test_a_vm_that_came_back_on_during_its_backup_is_not_powered_on_later_by_cle
 # -- restore -g CONF <id> of a backup pruned since: what the -l log says ------------------------------------------------
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="restore -g CONF <pruned id> -l FILE: the log file gets 'LOG START' and 'HOST' "
-                                       "and then nothing: the reason (no backup in the repository matches) and the "
-                                       "end of the run are on stderr only")
 def test_a_restore_of_a_pruned_id_says_why_in_its_log_file(host, tmp_path):
     """The admin's restore job (`hotvcb restore -g CONF <id> --datastore datastore1 -l /var/log/restore.log`,
     output to /dev/null) names a backup prune has removed since `list -g` showed it. Exit 1; the -l file reads

@@ -2,6 +2,7 @@
 
 import argparse
 import os
+import shlex
 import time
 from datetime import datetime
 from typing import Any, Callable, List, Optional, Sequence, Tuple
@@ -113,6 +114,15 @@ def config_repository(args, settings: Settings) -> str:
     if args.latest or args.backup and "/" not in args.backup and not os.path.exists(args.backup):
         return settings.vm_backup_repository
     return ""
+
+
+def repository_lister(args, repo: str) -> str:
+    """The command that lists the backups of the repository `repo` a restore reads, for its messages: the
+    admin who named it by -g's VM_BACKUP_REPOSITORY lists it so (`hotvcb list -g CONF`), not by a --repo
+    they never typed."""
+    if not args.repo and args.global_conf:
+        return "hotvcb list -g %s" % shlex.quote(args.global_conf)
+    return "hotvcb list --repo %s" % shlex.quote(repo)
 
 
 def load(args, prepare: "Optional[Callable[[Any, Settings], Settings]]" = None) -> Tuple[Settings, RunLog]:

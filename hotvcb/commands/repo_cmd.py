@@ -19,7 +19,7 @@ import shutil
 import sys
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from .. import folderwrite, interrupt, runlog, vmdk, vmdknames
 from ..errors import HostError, HotvcbError, RepoError, UsageError, VmNotFound, did_you_mean
@@ -137,15 +137,16 @@ def _say(line: str) -> None:
     runlog.say("hotvcb: %s" % line, stream=sys.stderr)
 
 
-def find(repo: Repository, ident: str, latest: str = "") -> Snapshot:
-    """A backup by its id or an unambiguous prefix of it, or the newest of the VM `latest`."""
+def find(repo: Repository, ident: str, latest: str = "", lister: str = "hotvcb list --repo") -> Snapshot:
+    """A backup by its id or an unambiguous prefix of it, or the newest of the VM `latest`. `lister`: the
+    command the admin lists the repository's backups with (common.repository_lister), named when none matches."""
     if latest:
         every = _readable(repo)[0]
         snaps = [snap for snap in every if snap.vm == latest]
         if not snaps:
             close = VmNotFound(latest, sorted({snap.vm for snap in every})).suggestions
-            raise UsageError("no backup of %r in the repository%s (hotvcb list --repo shows them)" % (
-                latest, did_you_mean(latest, close)))
+            raise UsageError("no backup of %r in the repository%s (%s shows them)" % (
+                latest, did_you_mean(latest, close), lister))
         # two hosts' VMs may share a name (records.machines)
         newest = {key: found[-1] for key, found in machines(snaps).items()}
         if len(newest) > 1:
@@ -167,8 +168,8 @@ def find(repo: Repository, ident: str, latest: str = "") -> Snapshot:
     ids = [i.name[len(SNAPSHOTS):] for i in repo.objects(SNAPSHOTS)]  # by name: another record's
     matches = [i for i in ids if i.startswith(ident)] if ident else []    # damage must not stop this restore
     if len(matches) != 1:
-        raise UsageError("%s backup in the repository matches %r (hotvcb list --repo shows them)"
-                         % ("no" if not matches else "more than one", ident))
+        raise UsageError("%s backup in the repository matches %r (%s shows them)"
+                         % ("no" if not matches else "more than one", ident, lister))
     return repo.snapshot(matches[0])
 
 
@@ -208,7 +209,8 @@ def _no_parent(to: str, parent: str) -> str:
     return "%s: its folder %s does not exist (is the datastore mounted?)" % (to, parent)
 
 
-def restore(path: str, ident: str, to: str, log, latest: str = "", dry_run: bool = False) -> int:
+def restore(path: str, ident: str, to: str, log, latest: str = "", dry_run: bool = False,
+            lister: str = "hotvcb list --repo") -> int:
     """Each disk (thin VMDK or sparse raw) plus the VM's files into the new folder `to`, whole or not at all.
 
     It is written as `to`.hotvcb-restoring, recorded the way a KVM restore records its folder
@@ -226,17 +228,20 @@ def restore(path: str, ident: str, to: str, log, latest: str = "", dry_run: bool
     if unwritable:
         raise RepoError("cannot restore into %s: %s: %s" % (to, parent, unwritable))
     repo = open_path(path)
-    snap = find(repo, ident, latest)
+    snap = find(repo, ident, latest, lister)
     needed, free = written(repo, snap), shutil.disk_usage(parent).free
     if needed > free:
         raise RepoError("restoring %s into %s needs %s, only %s free there" % ((snap, to) + need_and_free(needed, free)))
-    if dry_run:
-        _dry_run(path, snap, to, needed, free, log)
-        return 0
     work = os.path.abspath(to.rstrip("/")) + RESTORING  # absolute: its record goes beside it (record_of)
     shell = LocalShell()
     records = Records(shell, machine_id)
-    sweep(shell, [os.path.dirname(record_of(work))], log, records.run())
+    swept = set()  # type: Set[str]  # a dry run's: the dead restores' folders the real run's sweep removes
+    sweep(shell, [os.path.dirname(record_of(work))], log, records.run(), dry_run, swept)
+    if dry_run:
+        if work not in swept and os.path.lexists(work):  # what records.claim refuses in the real run
+            raise RepoError(_restoring_taken(work, to))
+        _dry_run(path, snap, to, needed, free, log)
+        return 0
 
     def drop(folder: str) -> None:
         try:
@@ -249,9 +254,7 @@ def restore(path: str, ident: str, to: str, log, latest: str = "", dry_run: bool
     except HostError as err:
         if not os.path.lexists(work):
             raise
-        raise RepoError("%s exists: another restore to %s is running, or one that was killed left it and its "
-                        "death cannot be proven here (`hotvcb cleanup --kvm %s` says why; remove it by hand if no "
-                        "restore is running)" % (work, to, os.path.dirname(record_of(work)))) from err
+        raise RepoError(_restoring_taken(work, to)) from err
     names = _materialize(repo, snap, work, drop, log.info)
     try:
         os.rename(work, to)
@@ -264,6 +267,14 @@ def restore(path: str, ident: str, to: str, log, latest: str = "", dry_run: bool
         log.warning("%s -- remove it by hand" % err)
     runlog.say("Restored %s into %s: %s" % (snap, to, ", ".join(names)))
     return 0
+
+
+def _restoring_taken(work: str, to: str) -> str:
+    """Why a restore to `to` stops at the folder `work` it would be written as: there already (the real run's
+    claim refuses it, and its dry run says so too)."""
+    return ("%s exists: another restore to %s is running, or one that was killed left it and its death cannot "
+            "be proven here (`hotvcb cleanup --kvm %s` says why; remove it by hand if no restore is running)"
+            % (work, to, os.path.dirname(record_of(work))))
 
 
 def _dry_run(path: str, snap: Snapshot, to: str, needed: int, free: int, log) -> None:

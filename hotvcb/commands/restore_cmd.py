@@ -113,9 +113,6 @@ def check_options(args) -> None:
     what they typed (a VM named by --name to boot on --datastore, where --to only wrote files)."""
     if args.to is None:
         return
-    if not args.repo:
-        raise UsageError("--to DIR goes with --repo (a repository's backup written as files); a backup folder or "
-                         ".gz is restored with --datastore DS")
     unused = [option for option, given in (("--datastore", args.datastore), ("--name", args.name),
                                            ("--format", args.format), ("--power-on", args.power_on),
                                            ("--kvm", args.kvm is not None)) if given]
@@ -140,10 +137,15 @@ def run(args) -> int:
     if code is not None:
         return code
     named = common.config_repository(args, settings)
+    lister = common.repository_lister(args, args.repo or named)  # before args.repo is set from the config
     if named:
         args.repo = named
         log.info("%s: from the repository VM_BACKUP_REPOSITORY names, %s"
                  % ("--latest " + args.latest if args.latest else "backup " + args.backup, named))
+    if args.to is not None and not args.repo:  # asked once -g's VM_BACKUP_REPOSITORY may have named it
+        raise UsageError("--to DIR writes a repository's backup as files: name the repository with --repo PATH, or "
+                         "with -g CONF whose VM_BACKUP_REPOSITORY holds the backup's id; a backup folder or .gz is "
+                         "restored with --datastore DS")
     if args.repo:
         from . import repo_cmd  # the repository's code, for --repo runs only
 
@@ -151,10 +153,12 @@ def run(args) -> int:
         if bool(args.backup) == bool(args.latest):
             raise UsageError("say which backup of the repository: its ID, or --latest VM (exactly one)")
         if args.to:  # its log ends in one line of its own (no final status), its code as any restore's
-            return log.account("", repo_cmd.restore(args.repo, args.backup, args.to, log, args.latest, dry_run))[1]
+            return log.account("", repo_cmd.restore(args.repo, args.backup, args.to, log, args.latest, dry_run,
+                                                     lister))[1]
         if not args.datastore:
             raise UsageError("restore --repo needs --to DIR, or --datastore DS to restore the VM")
     failed = done = partial = left_off = 0
+    usage = None  # type: Optional[UsageError]  # the command line's own error: exit 1, said on stderr and in the log
     try:
         skipped = []  # type: List[str]
         items = requests_from(args, settings, skipped)
@@ -173,7 +177,7 @@ def run(args) -> int:
                 log.error(str(item))
                 failed += 1
                 continue
-            result = _restore(job, item, log, dry_run)
+            result = _restore(job, item, log, dry_run, lister)
             if result is None or result.status != "ok":
                 failed += 1
             else:
@@ -184,9 +188,11 @@ def run(args) -> int:
         status, code = _final(done, failed, partial, dry_run, left_off)
     except Interrupted as err:
         status, code = "ERROR: %s; unfinished restore folders removed" % err, err.exit_code
-    except UsageError:
-        log.close()
-        raise
+    except UsageError as err:  # a mistyped --latest, an id pruned since `list -g` showed it
+        usage = err
+        log.file_only()
+        log.error(str(err))
+        status, code = "ERROR: %s" % err, err.exit_code
     except HotvcbError as err:
         log.error(str(err))
         status, code = "ERROR: %s" % err, err.exit_code
@@ -194,12 +200,16 @@ def run(args) -> int:
     log.info("###### Final status: %s ######" % status)
     log.info("============================== hotvcb restore LOG END ================================")
     log.close()
+    if usage is not None:
+        raise usage
     return code
 
 
-def _restore(job: RestoreJob, req: RestoreRequest, log, dry_run: bool) -> Optional[RestoreResult]:
+def _restore(job: RestoreJob, req: RestoreRequest, log, dry_run: bool,
+             lister: str = "hotvcb list --repo") -> Optional[RestoreResult]:
     """One request; a repository's backup is first written (every chunk hash-checked) as a sealed
-    folder on the target datastore, then restored like any folder: formats, checks, registration."""
+    folder on the target datastore, then restored like any folder: formats, checks, registration.
+    `lister`: how the admin lists the repository's backups (repo_cmd.find)."""
     if not req.repo:
         return job.restore_one(req)
     from ..repo.repository import open_path  # the repository's code, for its backups only
@@ -211,7 +221,7 @@ def _restore(job: RestoreJob, req: RestoreRequest, log, dry_run: bool) -> Option
         if req.new_name is not None:  # before the whole backup is staged
             require_usable_name(req.new_name)
         repo = open_path(req.repo)
-        snap = repo_cmd.find(repo, req.backup, req.latest)
+        snap = repo_cmd.find(repo, req.backup, req.latest, lister)
         final = "%s/%s" % (req.target.rstrip("/"), layout.datastore_folder(req.new_name or snap.vm))
         if job.shell.exists(final):  # before the whole backup is staged on the datastore
             raise HotvcbError("target folder %s already exists; not overwriting it" % final)

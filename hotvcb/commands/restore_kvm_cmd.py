@@ -89,7 +89,8 @@ def run(args, level: str) -> int:
         if repo:
             from . import restore_kvm_repo  # the repository's code, for its backups only
 
-            result = restore_kvm_repo.restore(repo, args.backup or "", args.latest or "", req, log, dry_run)
+            result = restore_kvm_repo.restore(repo, args.backup or "", args.latest or "", req, log, dry_run,
+                                              common.repository_lister(args, repo))
         else:
             log.info("Restoring %s to KVM in %s (%s)" % (req.backup, req.target, fmt))
             result = KvmRestore(shell, log, verify=not args.no_verify, dry_run=dry_run).run(req)

@@ -23,7 +23,7 @@ import os
 from datetime import datetime
 from typing import Dict, List, Optional, Tuple
 
-from .. import interrupt, qcow2, vmdk
+from .. import folderwrite, interrupt, qcow2, vmdk
 from ..errors import CopyError, HotvcbError, RepoError
 from ..hosts.base import Hypervisor
 from ..localshell import LocalShell
@@ -55,10 +55,13 @@ def check_target(host: Hypervisor, path: str, compression: str = "zlib") -> None
 
 
 def _check_new(path: str, compression: str) -> bool:
-    """RepoError unless a new repository may be made at `path`: inside an existing folder (never a
-    missing volume), not in a folder holding anything else, with a codec this python has. True where the
+    """RepoError unless a new repository may be made at `path`: a folder or nothing (never a file or a
+    dangling link, named as such), inside an existing folder (never a missing volume), not in a folder holding anything else, with a codec this python has. True where the
     folder's entries show a repository after all: another writer (a host sharing the volume, a parallel
     backup) made it since the caller looked for its `config`, and it is to be used, not refused."""
+    what = folderwrite.not_folder(path)
+    if what:
+        raise RepoError("VM_BACKUP_REPOSITORY %s %s" % (path, what))
     parent = os.path.dirname(path.rstrip("/"))
     if not os.path.isdir(parent):
         raise RepoError("VM_BACKUP_REPOSITORY %s: %s does not exist (is the datastore mounted?)" % (path, parent))

@@ -120,7 +120,7 @@ class KvmRestore:
         if not archive and not self.shell.isdir(backup):
             raise KvmRestoreError(layout.not_there(self.shell, backup))
         if not self.shell.isdir(req.target):
-            raise KvmRestoreError("target folder %s does not exist" % req.target)
+            raise KvmRestoreError("target folder %s %s" % (req.target, layout.not_a_folder(self.shell, req.target)))
         unwritable = folderwrite.unwritable(req.target)  # asked, not probed: a dry run said OK of a read-only one
         if unwritable:
             raise KvmRestoreError("cannot restore into %s: %s" % (req.target, unwritable))
@@ -159,10 +159,7 @@ class KvmRestore:
             raise KvmRestoreError(unusable)
         renamed(m, req.name or m.name, req.keep_macs)
         folder = req.target.rstrip("/") + "/" + layout.datastore_folder(m.name)
-        if folder not in swept and self.shell.exists(folder):
-            raise KvmRestoreError("%s already exists; not overwriting it" % folder)
-        if folder + RESTORING not in swept and self.shell.exists(folder + RESTORING):
-            raise KvmRestoreError("%s%s %s" % (folder, RESTORING, self._temp_taken(folder + RESTORING)))
+        refuse_taken(self.shell, folder, swept)
         if not archive:
             self._verify(backup)
         for note in m.notes + m.restore_notes:
@@ -180,17 +177,6 @@ class KvmRestore:
             self._print_plan(found, req, folder)
             return KvmResult(m.name, folder, "", "")
         return self._write(found, req, folder)
-
-    def _temp_taken(self, temp: str) -> str:
-        """Why the restore stops at its unfinished folder's name taken: a restore's, or
-        the complete folder of a VM restored under that very name (`Shop.hotvcb-restoring`, its .xml within),
-        which no cleanup removes: then that VM is named, not a restore that is not running (as
-        restore_plan's for ESXi)."""
-        if not vm_named_so(self.shell, temp):
-            return IN_USE
-        return ("is the folder of the VM %r restored there (named like a restore's unfinished folder, which this "
-                "restore would fill first); restore under another name (--name) or into another folder"
-                % temp.rsplit("/", 1)[-1])
 
     def _verify(self, backup: str) -> None:
         if self.staged:
@@ -318,6 +304,29 @@ class KvmRestore:
             raise KvmRestoreError("the VM is restored, but libvirt refused it (%s); define it by hand: %s"
                                   % (last[-1] if last else "exit %d" % out.returncode, " ".join(argv)))
         self.log.info("Defined in libvirt: %s" % " ".join(argv))
+
+
+def refuse_taken(shell: Shell, folder: str, swept: Set[str]) -> None:
+    """KvmRestoreError if the VM folder `folder`, or the name it is written under first, is taken by what the
+    sweep of its target folder does not remove (`swept`: what a dry run's sweep says it would). Asked by a
+    folder backup's restore and, before anything is staged, by a repository backup's (restore_kvm_repo.py),
+    whose dry run said OK where its real run failed."""
+    if folder not in swept and shell.exists(folder):
+        raise KvmRestoreError("%s already exists; not overwriting it" % folder)
+    if folder + RESTORING not in swept and shell.exists(folder + RESTORING):
+        raise KvmRestoreError("%s%s %s" % (folder, RESTORING, _temp_taken(shell, folder + RESTORING)))
+
+
+def _temp_taken(shell: Shell, temp: str) -> str:
+    """Why the restore stops at its unfinished folder's name taken: a restore's, or
+    the complete folder of a VM restored under that very name (`Shop.hotvcb-restoring`, its .xml within),
+    which no cleanup removes: then that VM is named, not a restore that is not running (as
+    restore_plan's for ESXi)."""
+    if not vm_named_so(shell, temp):
+        return IN_USE
+    return ("is the folder of the VM %r restored there (named like a restore's unfinished folder, which this "
+            "restore would fill first); restore under another name (--name) or into another folder"
+            % temp.rsplit("/", 1)[-1])
 
 
 def how_to_start(result: KvmResult, defined: bool) -> List[str]:

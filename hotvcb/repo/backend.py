@@ -265,7 +265,10 @@ class LocalBackend:
     def unwritable(self) -> str:
         """Why nothing can be written to the repository ("" if it can), found without writing (a dry run's
         question): its file system mounted read-only, its folder (for one yet to be made: the folder it would
-        be made in) not writable by us, or its `tmp` no folder."""
+        be made in) not writable by us, its path something other than a folder, or its `tmp` no folder."""
+        what = folderwrite.not_folder(self.root)
+        if what:
+            return "cannot write to the repository: %s %s" % (self.root, what)
         where = self.root if os.path.isdir(self.root) else os.path.dirname(os.path.normpath(self.root))
         why = folderwrite.unwritable(where)
         if why:
