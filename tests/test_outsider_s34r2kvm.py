@@ -210,8 +210,6 @@ def test_an_image_name_of_250_bytes_is_backed_up(lab):
     assert "File name too long" not in out, out
 
 
-@pytest.mark.xfail(strict=True, reason="a migration that ends during the copy leaves the commit failing 'Block node "
-                                       "is read-only' with advice that the next backup commits it (it refuses the VM)")
 def test_a_migration_during_the_copy_is_named_and_not_left_to_the_next_backup(lab):
     """The backup's copy runs while a colleague live-migrates the VM (here to a file: the same end state). The
     copy ends, the commit fails and the run says: "commit of …qcow2 failed: Block node is read-only -- the

@@ -33,7 +33,7 @@ from . import qemu_overlay_names as naming  # DEVICE_OVERLAYS read where tests m
 from .qemu_blockgraph import FILTERS, absolute_names, chain_of, format_node, inserted, top_file
 from .qemu_blockjobs import in_the_way, jobs_on
 from .qemu_commit import Deadline, commit, find_overlay, finish_killed_runs_jobs
-from .qemu_migration import migrating
+from .qemu_migration import migrated_during_backup, migrating, migration
 from .qemu_overlay_find import CLAIM_SUFFIX, DESCRIPTION_SUFFIX, MADE_BY, OverlayFinder
 from .qemu_overlay_names import OUR_MARK, layer_snapshot, overlay_path
 from .qemu_runas import make_overlay, qemu_user
@@ -221,6 +221,9 @@ class Overlays(OverlayFinder):
             raise self._orphaned(vm, snap, err) from err
         try:
             mine = self._overlay_files(qmp, snap.name)
+            away = migration(qmp)  # its images another QEMU's: the commit would fail "Block node is read-only"
+            if away:
+                raise migrated_during_backup(vm.name, away, sorted(f for f in mine if self.shell.exists(f)))
             finish_killed_runs_jobs(qmp, vm, deadline)
             for _ in range(256):
                 target = find_overlay(qmp, snap.name)
