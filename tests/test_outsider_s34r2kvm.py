@@ -238,8 +238,6 @@ def test_a_migration_during_the_copy_is_named_and_not_left_to_the_next_backup(la
     assert "migrat" in errors.replace(lab.root, "ROOT"), out  # the test folder's own name holds "migration"
 
 
-@pytest.mark.xfail(strict=True, reason="one image on two drives of one VM (share-rw=on) fails the whole VM, blaming "
-                                       "'another backup' that is its own run")
 def test_one_image_on_two_drives_of_the_same_vm_does_not_fail_the_vm(lab):
     """The admin tests dm-multipath in a guest: the same raw image on two virtio devices of one QEMU, both
     `share-rw=on` (QEMU's way to let two devices write one image). The shared-disk check leaves out the VM's own
