@@ -259,8 +259,6 @@ def test_one_image_on_two_drives_of_the_same_vm_does_not_fail_the_vm(lab):
     assert sorted(os.listdir(lab.images)) == ["shared.raw", "sys.qcow2"], out
 
 
-@pytest.mark.xfail(strict=True, reason="a QEMU run with -runas and -chroot fails the snapshot with a bare 'Could not "
-                                       "open <overlay>: No such file or directory', nothing naming the chroot")
 def test_a_chrooted_runas_qemu_is_refused_naming_the_chroot(lab):
     """Hardening as QEMU's own docs list it: `-runas nobody -chroot /var/empty`. QEMU then opens no new file
     by a host path (its root is the empty folder), so `blockdev-snapshot-sync` of the overlay hotvcb made
@@ -356,8 +354,6 @@ def test_a_raw_luks_image_is_skipped_with_a_message_naming_what_it_is(lab):
     assert "LUKS" in line and "qcow2" not in line, line
 
 
-@pytest.mark.xfail(strict=True, reason="a -runas QEMU whose images sit in a root-only folder (0700) fails every "
-                                       "snapshot with a bare 'Could not open <overlay>: Permission denied'")
 def test_a_runas_qemu_with_images_in_a_root_only_folder_is_backed_up_or_told_why(lab):
     """The classic hardened layout: images root:root 0600 in /srv/vms 0700, QEMU started by root with
     `-runas nobody` (it opens its images before it drops to `nobody`, so they need not be that user's). The

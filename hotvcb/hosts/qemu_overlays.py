@@ -36,7 +36,7 @@ from .qemu_commit import Deadline, commit, find_overlay, finish_killed_runs_jobs
 from .qemu_migration import migrated_during_backup, migrating, migration
 from .qemu_overlay_find import CLAIM_SUFFIX, DESCRIPTION_SUFFIX, MADE_BY, OverlayFinder
 from .qemu_overlay_names import OUR_MARK, layer_snapshot, overlay_path
-from .qemu_runas import make_overlay, qemu_user
+from .qemu_runas import make_overlay, qemu_user, unopenable
 from .openfiles import holders
 from .qmp import QmpClient, QmpCommandError, QmpError, QmpUnavailable
 
@@ -104,6 +104,9 @@ class Overlays(OverlayFinder):
                 planned.append((disk.key, overlay))
                 top = chain_of(ins.get("image") or {})[0]
                 to_make.append((disk.path, str(top.get("format", "")), top.get("virtual-size"), overlay))
+            unreached = unopenable(qmp, owner, [o for _k, o in planned])  # chrooted, or a root-only folder
+            if unreached:
+                raise SnapshotError("snapshot of %s not taken (QEMU was not asked): %s" % (vm.name, unreached))
             tops = {d.key: current[d.key].get("node-name", "") for d in disks}
             busy = jobs_on(qmp, tops)
             if busy:  # a backup job's disk takes the snapshot, and our overlay could not be committed after it
