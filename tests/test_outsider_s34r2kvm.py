@@ -203,8 +203,6 @@ def test_an_image_name_of_250_bytes_is_backed_up(lab):
     assert "File name too long" not in out, out
 
 
-@pytest.mark.xfail(strict=True, reason="a migration that ends during the copy leaves the commit failing 'Block node "
-                                       "is read-only' with advice that the next backup commits it (it refuses the VM)")
 def test_a_migration_during_the_copy_is_named_and_not_left_to_the_next_backup(lab):
     """The backup's copy runs while a colleague live-migrates the VM (here to a file: the same end state). The
     copy ends, the commit fails and the run says: "commit of …qcow2 failed: Block node is read-only -- the
@@ -233,8 +231,6 @@ def test_a_migration_during_the_copy_is_named_and_not_left_to_the_next_backup(la
     assert "migrat" in errors.replace(lab.root, "ROOT"), out  # the test folder's own name holds "migration"
 
 
-@pytest.mark.xfail(strict=True, reason="one image on two drives of one VM (share-rw=on) fails the whole VM, blaming "
-                                       "'another backup' that is its own run")
 def test_one_image_on_two_drives_of_the_same_vm_does_not_fail_the_vm(lab):
     """The admin tests dm-multipath in a guest: the same raw image on two virtio devices of one QEMU, both
     `share-rw=on` (QEMU's way to let two devices write one image). The shared-disk check leaves out the VM's own
@@ -256,8 +252,6 @@ def test_one_image_on_two_drives_of_the_same_vm_does_not_fail_the_vm(lab):
     assert sorted(os.listdir(lab.images)) == ["shared.raw", "sys.qcow2"], out
 
 
-@pytest.mark.xfail(strict=True, reason="a QEMU run with -runas and -chroot fails the snapshot with a bare 'Could not "
-                                       "open <overlay>: No such file or directory', nothing naming the chroot")
 def test_a_chrooted_runas_qemu_is_refused_naming_the_chroot(lab):
     """Hardening as QEMU's own docs list it: `-runas nobody -chroot /var/empty`. QEMU then opens no new file
     by a host path (its root is the empty folder), so `blockdev-snapshot-sync` of the overlay hotvcb made
@@ -349,8 +343,6 @@ def test_a_raw_luks_image_is_skipped_with_a_message_naming_what_it_is(lab):
     assert "LUKS" in line and "qcow2" not in line, line
 
 
-@pytest.mark.xfail(strict=True, reason="a -runas QEMU whose images sit in a root-only folder (0700) fails every "
-                                       "snapshot with a bare 'Could not open <overlay>: Permission denied'")
 def test_a_runas_qemu_with_images_in_a_root_only_folder_is_backed_up_or_told_why(lab):
     """The classic hardened layout: images root:root 0600 in /srv/vms 0700, QEMU started by root with
     `-runas nobody` (it opens its images before it drops to `nobody`, so they need not be that user's). The

@@ -61,6 +61,7 @@ from .qemu_drives import _backing, _below, _below_ours, _internal, _is_flash, _q
 from .qemu_migration import migrating
 from .qemu_overlay_names import OUR_MARK
 from .qemu_overlays import Overlays
+from .qemu_same_image import skip_images_on_two_drives
 from .qga import SOCKET_SUFFIX as QGA_SUFFIX, GuestAgent
 from .qmp import QmpClient, QmpError, QmpNotListening, QmpUnavailable
 
@@ -157,6 +158,7 @@ class QemuHost(LocalKvmHost):
                     below = _below(chain_of(dev["inserted"].get("image") or {}))
                     vm.own_snapshots += _internal(below[:1])  # the image it writes: a base's are no VM's
                     vm.history += _backing(below) + _internal(below)
+        vm.disks = skip_images_on_two_drives(vm.disks, self.shell.file_id)
         # UEFI firmware on pflash (OVMF code, read-only, and the VM's variable store): no disks. The store is
         # the VM's own (boot entries), kept beside the disks as an ESXi VM's .nvram is
         vm.extra_files = [f.get("file", "") for f in flash if not f.get("ro") and f.get("file", "").startswith("/")]

@@ -34,10 +34,10 @@ from .qemu_blockgraph import FILTERS, absolute_names, chain_of, format_node, ins
 from .qemu_blockjobs import in_the_way, jobs_on
 from .qemu_commit import Deadline, commit, find_overlay, finish_killed_runs_jobs
 from .qemu_drives import hot_plugged
-from .qemu_migration import migrating
+from .qemu_migration import migrated_during_backup, migrating, migration
 from .qemu_overlay_find import CLAIM_SUFFIX, DESCRIPTION_SUFFIX, MADE_BY, OverlayFinder
 from .qemu_overlay_names import OUR_MARK, layer_snapshot, overlay_path
-from .qemu_runas import make_overlay, qemu_user
+from .qemu_runas import make_overlay, qemu_user, unopenable
 from .openfiles import holders
 from .qmp import QmpClient, QmpCommandError, QmpError, QmpUnavailable
 
@@ -106,6 +106,9 @@ class Overlays(OverlayFinder):
                 planned.append((disk.key, overlay))
                 top = chain_of(ins.get("image") or {})[0]
                 to_make.append((disk.path, str(top.get("format", "")), top.get("virtual-size"), overlay))
+            unreached = unopenable(qmp, owner, [o for _k, o in planned])  # chrooted, or a root-only folder
+            if unreached:
+                raise SnapshotError("snapshot of %s not taken (QEMU was not asked): %s" % (vm.name, unreached))
             tops = {d.key: current[d.key].get("node-name", "") for d in disks}
             busy = jobs_on(qmp, tops)
             if busy:  # a backup job's disk takes the snapshot, and our overlay could not be committed after it
@@ -223,6 +226,9 @@ class Overlays(OverlayFinder):
             raise self._orphaned(vm, snap, err) from err
         try:
             mine = self._overlay_files(qmp, snap.name)
+            away = migration(qmp)  # its images another QEMU's: the commit would fail "Block node is read-only"
+            if away:
+                raise migrated_during_backup(vm.name, away, sorted(f for f in mine if self.shell.exists(f)))
             finish_killed_runs_jobs(qmp, vm, deadline)
             for _ in range(256):
                 target = find_overlay(qmp, snap.name)
