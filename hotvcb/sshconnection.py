@@ -30,7 +30,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple, TypeVar
+from typing import Callable, List, Optional, Sequence, Tuple, TypeVar
 
 from . import ssherrors, sshfiles, sshscripts as sh, tmpwork, wrapperrun
 from .errors import HostError, HotvcbError, Interrupted, TimeoutExpired
@@ -82,8 +82,11 @@ class SshTarget:
 class SshConnection:
     """The master connection to `target`, opened on first use, and the sessions run on it."""
 
-    def __init__(self, target: SshTarget):
+    def __init__(self, target: SshTarget, say: Optional[Callable[[str], None]] = None):
+        """`say`: where a stop's wait for the host is announced (the run's log), so a quiet wait of up to
+        STOP_CONFIRM after a Ctrl-C does not look hung to an admin with kill -9 at hand."""
         self.target = target
+        self._say = say or (lambda message: None)
         self.description = target.describe()
         self._dir = None  # type: Optional[str]
         self._control = None  # type: Optional[str]
@@ -216,7 +219,9 @@ class SshConnection:
             return failed
 
         def stop(p: "subprocess.Popen") -> None:
-            why = _stop(p, mark)
+            self._say("stopping %s on %s; waiting up to %d s for it to end"
+                      % (" ".join(argv[:2]), self.target.destination, STOP_CONFIRM))
+            why = _stop(p, mark, self._master_alive)
             if why is not None:
                 unconfirmed.append(why)
 
@@ -294,14 +299,15 @@ class SshConnection:
         return proc.returncode, answer, sh.own_stderr(errout, mark)
 
 
-def _stop(proc: "subprocess.Popen", mark: str) -> Optional[str]:
+def _stop(proc: "subprocess.Popen", mark: str, connected: Callable[[], bool]) -> Optional[str]:
     """Stop a run() session's command: our end of its stdin closed is the wrapper's cue to end it
     (sshscripts.WRAPPER), and the session ends once it has gone. What it still prints is read and dropped
     (a full pipe would hold the session open), but for its last bytes: the end mark (`mark`'s) in them is the
     host's word that the command ended. None once the host confirmed that within STOP_CONFIRM: the end mark
-    came, or the session's exit status (the wrapper's) did. Else why not: the connection died within the wait
-    (ssh's 255 with no end mark: ssh gave a hung master up, which says nothing of the command), or it hangs (the
-    ssh client is then killed); the command perhaps still runs on the host."""
+    came, or the session's exit status (the wrapper's) did, or its end by a signal (the stop's TERM reaches the
+    session's shell too: ssh's 255, the master still `connected`). Else why not: the connection died within the
+    wait (ssh's 255, the master gone: ssh gave a hung one up, which says nothing of the command), or it hangs
+    (the ssh client is then killed); the command perhaps still runs on the host."""
     try:
         if proc.stdin is not None:
             proc.stdin.close()
@@ -324,7 +330,7 @@ def _stop(proc: "subprocess.Popen", mark: str) -> Optional[str]:
         proc.kill()
         proc.wait()
         return "the host did not confirm its end within %d s of its stop" % STOP_CONFIRM
-    if sh.ended(last, mark) or 0 <= proc.returncode != 255:
+    if sh.ended(last, mark) or (proc.returncode >= 0 and (proc.returncode != 255 or connected())):
         return None
     return LOST_UNCONFIRMED
 
