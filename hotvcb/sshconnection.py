@@ -30,7 +30,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple, TypeVar
+from typing import Callable, List, Optional, Sequence, Tuple, TypeVar
 
 from . import ssherrors, sshfiles, sshscripts as sh, tmpwork, wrapperrun
 from .errors import HostError, HotvcbError, Interrupted, TimeoutExpired
@@ -47,6 +47,9 @@ PERSIST = 600  # an orphaned master goes away after this long without clients
 FILE_OP_TIMEOUT = 600  # a file operation's snippet (sshshell.py), unless it says otherwise
 # how long a stopped command's host has to confirm its end: the wrapper's 10 s from TERM to KILL, and room
 STOP_CONFIRM = 30
+# why a run() command's end is unknown when its connection went: the wrapper ends it once sshd closes its stdin,
+# which a hung connection (a firewall that forgot the flow) never makes sshd do
+LOST_UNCONFIRMED = "the connection was lost before the host reported its end"
 
 _Self = TypeVar("_Self", bound="SshConnection")
 
@@ -79,8 +82,11 @@ class SshTarget:
 class SshConnection:
     """The master connection to `target`, opened on first use, and the sessions run on it."""
 
-    def __init__(self, target: SshTarget):
+    def __init__(self, target: SshTarget, say: Optional[Callable[[str], None]] = None):
+        """`say`: where a stop's wait for the host is announced (the run's log), so a quiet wait of up to
+        STOP_CONFIRM after a Ctrl-C does not look hung to an admin with kill -9 at hand."""
         self.target = target
+        self._say = say or (lambda message: None)
         self.description = target.describe()
         self._dir = None  # type: Optional[str]
         self._control = None  # type: Optional[str]
@@ -201,7 +207,21 @@ class SshConnection:
         self.open()
         argv = [str(a) for a in argv]
         mark = sh.new_mark()  # a greeting the host's shell prints comes before it, a farewell after the end mark
-        confirmed = []  # type: List[bool]  # each stop's: did the host confirm the command's end
+        unconfirmed = []  # type: List[str]  # why a stop's end was not confirmed by the host
+
+        def broken(returncode: Optional[int], output: str) -> Optional[HostError]:
+            failed = self._broken(returncode, output)
+            if failed is not None and returncode == 255:  # lost, not our client killed (its channel closes cleanly)
+                failed.message += self._may_still_run(argv, LOST_UNCONFIRMED)
+            return failed
+
+        def stop(p: "subprocess.Popen") -> None:
+            self._say("stopping %s on %s; waiting up to %d s for it to end"
+                      % (" ".join(argv[:2]), self.target.destination, STOP_CONFIRM))
+            why = _stop(p, mark, self._master_alive)
+            if why is not None:
+                unconfirmed.append(why)
+
         try:
             # the session's stderr apart (a file: never a full pipe), framed too: sshd sends it in its own order
             with tempfile.TemporaryFile(dir=self._dir) as errout:
@@ -210,13 +230,16 @@ class SshConnection:
                                      stderr=errout.fileno())
                 return wrapperrun.follow(proc, argv, " on %s" % self.target.destination, timeout=timeout,
                                          idle_timeout=idle_timeout, on_output=on_output, interruptible=interruptible,
-                                         mark=mark, broken=self._broken, stop=lambda p: confirmed.append(_stop(p)),
-                                         errout=errout)
+                                         mark=mark, broken=broken, stop=stop, errout=errout)
         except (HotvcbError, Interrupted) as err:
-            if False in confirmed:
-                err.message += ("; %s: the host did not confirm its end within %d s of its stop: it may still run on "
-                                "%s (see `ps` there)" % (" ".join(argv[:2]), STOP_CONFIRM, self.target.destination))
+            if unconfirmed:
+                err.message += self._may_still_run(argv, unconfirmed[0])
             raise
+
+    def _may_still_run(self, argv: Sequence[str], why: str) -> str:
+        """What an error adds when the host never reported the end of run()'s command `argv`: the copy may still
+        read a snapshot that is being removed and write a folder being cleaned up."""
+        return "; %s: %s: it may still run on %s (see `ps` there)" % (" ".join(argv[:2]), why, self.target.destination)
 
     def _session(self, remote: str, *, stdin: int, stderr: int) -> "subprocess.Popen":
         """ssh running the command line `remote` on the host in a new session on the master, its stdout piped
@@ -278,11 +301,15 @@ class SshConnection:
         return proc.returncode, answer, sh.own_stderr(errout, mark)
 
 
-def _stop(proc: "subprocess.Popen") -> bool:
+def _stop(proc: "subprocess.Popen", mark: str, connected: Callable[[], bool]) -> Optional[str]:
     """Stop a run() session's command: our end of its stdin closed is the wrapper's cue to end it
     (sshscripts.WRAPPER), and the session ends once it has gone. What it still prints is read and dropped
-    (a full pipe would hold the session open). True once the session ended within STOP_CONFIRM; else (the
-    connection hangs) the ssh client is killed, the command perhaps still running on the host, and False."""
+    (a full pipe would hold the session open), but for its last bytes: the end mark (`mark`'s) in them is the
+    host's word that the command ended. None once the host confirmed that within STOP_CONFIRM: the end mark
+    came, or the session's exit status (the wrapper's) did, or its end by a signal (the stop's TERM reaches the
+    session's shell too: ssh's 255, the master still `connected`). Else why not: the connection died within the
+    wait (ssh's 255, the master gone: ssh gave a hung one up, which says nothing of the command), or it hangs
+    (the ssh client is then killed); the command perhaps still runs on the host."""
     try:
         if proc.stdin is not None:
             proc.stdin.close()
@@ -290,17 +317,24 @@ def _stop(proc: "subprocess.Popen") -> bool:
         pass  # the client is gone already
     deadline = time.monotonic() + STOP_CONFIRM
     fd = proc.stdout.fileno() if proc.stdout is not None else -1
+    last = b""
     while fd >= 0 and time.monotonic() < deadline:
         ready, _, _ = select.select([fd], [], [], min(0.2, max(0.0, deadline - time.monotonic())))
-        if ready and not os.read(fd, 65536):
+        if not ready:
+            continue
+        data = os.read(fd, 65536)
+        if not data:
             break
+        last = (last + data)[-sh.TAIL_HOLDING_END:]
     try:
         proc.wait(max(0.0, deadline - time.monotonic()))
-        return True
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-        return False
+        return "the host did not confirm its end within %d s of its stop" % STOP_CONFIRM
+    if sh.ended(last, mark) or (proc.returncode >= 0 and (proc.returncode != 255 or connected())):
+        return None
+    return LOST_UNCONFIRMED
 
 
 def _socket_root() -> str:

@@ -166,6 +166,16 @@ def after_mark(out: bytes, mark: str) -> Optional[bytes]:
     return out[start:end] if end >= 0 else None
 
 
+# how many of a session's last bytes `ended` looks at: its end line, and a farewell the host's shell may print after
+TAIL_HOLDING_END = 4096
+
+
+def ended(last: bytes, mark: str) -> bool:
+    """Whether a session's last bytes (TAIL_HOLDING_END of them) hold its end line: the host's own word that the
+    command has ended and its shell gone on (`begun`), which no connection's failure can print."""
+    return _end(mark)[1:] in last
+
+
 def own_stderr(err: bytes, mark: str) -> str:
     """What the command of a `begun(..., stderr=True)` session said on stderr; all the session's stderr when a
     mark is missing (the command never ran or was cut short: the shell's or ssh's words are then what explains)."""

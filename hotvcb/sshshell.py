@@ -38,8 +38,8 @@ class SshShell(SshConnection):
 
     remote = True
 
-    def __init__(self, target: SshTarget):
-        super().__init__(target)
+    def __init__(self, target: SshTarget, say: Optional[Callable[[str], None]] = None):
+        super().__init__(target, say)
         self._clock = None  # type: Optional[timedelta]  # the host's wall clock less ours, asked once
 
     # -- snippets --------------------------------------------------------------

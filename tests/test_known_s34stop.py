@@ -70,6 +70,7 @@ def test_a_stopped_copy_over_ssh_is_gone_before_the_cleanup_starts(host, site, t
         host.clear_faults()
     assert proc.returncode == 2 and "Traceback" not in out, out
     assert copy_gone, "hotvcb exited while its copy still ran on the host:\n" + out
+    assert "; waiting up to 30 s for it to end" in out, "the wait for the host was not announced:\n" + out
     assert rec.read_text().split() == ["folder", "snapshot"], "cleaned up under a running copy:\n" + out
     assert not ours(host, [k for k in host.state()["vms"] if host.display_name(k) == "web"][0]), out
     assert not os.path.exists(host_lock_path(host))

@@ -556,6 +556,7 @@ def test_systemd_unit_texts():
     service = linux.service_text(job)
     assert service.splitlines()[0] == "# hotvcb:nightly"
     assert "Type=oneshot\n" in service
+    assert "TimeoutStopSec=35min\n" in service  # room for the stop and the snapshot removal after it
     assert ('ExecStart=/usr/bin/python3 /opt/hotvcb.pyz backup -f "/srv/vm list" -m "say \\"hi\\" 100%% $$HOME"\n'
             in service)
     assert "StandardOutput" not in service  # no --log: the journal has it

@@ -257,4 +257,4 @@ def connect(target: Target, log: Optional[RunLog] = None) -> Hypervisor:
     if target.ssh is None:
         return EsxiHost(LocalShell(), log)
     from ..sshshell import SshShell
-    return EsxiHost(SshShell(target.ssh).open(), log)
+    return EsxiHost(SshShell(target.ssh, say=log.info if log is not None else None).open(), log)

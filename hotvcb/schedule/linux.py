@@ -21,6 +21,11 @@ from . import Entry, Job, cron_line, cron, has_marker, job_of, lines_of, marker
 from .tablelock import lock_path, locked
 
 UNIT_DIR = "/etc/systemd/system"
+# how long `systemctl stop` (and a shutdown) waits after its TERM before it KILLs the job; systemd's default, 90 s,
+# cuts hotvcb's own stop short: it waits up to 30 s for the host to confirm its copy ended (over a hung SSH
+# connection, ssh gives it up after its keepalive, 60 s by default), then removes the snapshot, which may take
+# SNAPSHOT_REMOVE_TIMEOUT (30 min by default). A KILL midway leaves the VM running on a snapshot that grows.
+STOP_TIMEOUT = "35min"
 
 
 def _run(argv: Sequence[str], stdin: Optional[str] = None) -> subprocess.CompletedProcess:
@@ -131,6 +136,7 @@ def service_text(job: Job) -> str:
         "",
         "[Service]",
         "Type=oneshot",
+        "TimeoutStopSec=%s" % STOP_TIMEOUT,
     ]
     lines += [environment_line(name, value) for name, value in job.env]
     lines.append("ExecStart=%s" % " ".join(systemd_quote(a) for a in job.argv))
