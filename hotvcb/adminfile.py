@@ -60,6 +60,10 @@ def read_text(path: str, what: str, pipes: bool = False) -> Tuple[str, List[str]
         raise UsageError("cannot read %s %s: %s" % (what, path, reason)) from err
     if len(data) > MAX_FILE_BYTES:
         raise UsageError("%s %s is larger than %d bytes: not a %s" % (what, path, MAX_FILE_BYTES, what))
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # Notepad's "Unicode": read byte by byte, each
+        # name was refused as holding control characters (its NUL bytes), which said nothing of the encoding
+        raise UsageError("%s %s is saved as UTF-16 (Notepad's \"Unicode\"): save it as UTF-8 or ANSI"
+                         % (what, path))
     text, latin = decode_lines(data)
     if not latin:
         return text, []
