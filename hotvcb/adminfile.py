@@ -60,15 +60,18 @@ def read_text(path: str, what: str, pipes: bool = False) -> Tuple[str, List[str]
         raise UsageError("cannot read %s %s: %s" % (what, path, reason)) from err
     if len(data) > MAX_FILE_BYTES:
         raise UsageError("%s %s is larger than %d bytes: not a %s" % (what, path, MAX_FILE_BYTES, what))
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # Notepad's "Unicode": read byte by byte, each
-        # name was refused as holding control characters (its NUL bytes), which said nothing of the encoding
-        raise UsageError("%s %s is saved as UTF-16 (Notepad's \"Unicode\"): save it as UTF-8 or ANSI"
-                         % (what, path))
     text, latin = decode_lines(data)
     if not latin:
         return text, []
     return text, ["%s: not valid UTF-8 on line%s %s, read as Latin-1 (those lines only)" % (
         path, "s" if len(latin) > 1 else "", ", ".join(str(n) for n in latin[:10]) + (", ..." if len(latin) > 10 else ""))]
+
+
+def saved_as_utf16(text: str) -> bool:
+    """Whether `read_text` got a file Notepad saved as "Unicode" (UTF-16 with its byte-order mark, which
+    decode_lines reads as the Latin-1 `ÿþ`/`þÿ`): its names hold NUL bytes, refused as control characters,
+    which said nothing of the encoding."""
+    return text.startswith(("\xff\xfe", "\xfe\xff"))
 
 
 def decode_lines(data: bytes) -> Tuple[str, List[int]]:

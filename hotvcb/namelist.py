@@ -18,7 +18,7 @@ non-blank character is `#` are comments, so `web#2` is a name.
 
 from typing import Collection, List, Optional, Sequence, Tuple
 
-from hotvcb.adminfile import read_text, shown_as
+from hotvcb.adminfile import read_text, saved_as_utf16, shown_as
 from hotvcb.errors import UsageError, VmNotFound, did_you_mean
 from . import lazyre
 
@@ -71,6 +71,9 @@ def read_numbered(path: str, what: str = "VM", inline_comments: bool = False) ->
     not a name holding a tab (which refused the whole list and left every host unchecked).
     """
     text, _ = read_text(path, "%s list file" % what, pipes=True)
+    if saved_as_utf16(text):
+        raise UsageError("%s list file %s is saved as UTF-16 (Notepad's \"Unicode\"): save it as UTF-8 or ANSI"
+                         % (what, shown_as(path)))
     names = []  # type: List[Tuple[int, Listed]]
     seen = set()
     for number, line in enumerate(text.split("\n"), 1):
