@@ -67,6 +67,13 @@ def read_text(path: str, what: str, pipes: bool = False) -> Tuple[str, List[str]
         path, "s" if len(latin) > 1 else "", ", ".join(str(n) for n in latin[:10]) + (", ..." if len(latin) > 10 else ""))]
 
 
+def saved_as_utf16(text: str) -> bool:
+    """Whether `read_text` got a file Notepad saved as "Unicode" (UTF-16 with its byte-order mark, which
+    decode_lines reads as the Latin-1 `ÿþ`/`þÿ`): its names hold NUL bytes, refused as control characters,
+    which said nothing of the encoding."""
+    return text.startswith(("\xff\xfe", "\xfe\xff"))
+
+
 def decode_lines(data: bytes) -> Tuple[str, List[int]]:
     """The text of a file an admin wrote, each line decoded on its own: UTF-8, else Latin-1 for that
     line only; and the numbers of the Latin-1 lines. A file edited over the years mixes the two

@@ -161,6 +161,9 @@ class VmResult:
     # how many it was to copy, once its disks were read: a VM refused before any copy (a user's snapshot, no
     # room) is `0/2` in the report's DISKS, where `0/0` read as a VM without a disk
     disks_to_copy: Optional[int] = None
+    # its disks could not be read (a VM refused for its per-VM file whose .vmx the host did not give): its
+    # DISKS are unknown, `0/?` and JSON `"disks": null`, never `0/0` (a VM without a disk nobody looks at)
+    disks_unknown: bool = False
     # in no backup: no snapshot can copy them (independent, physical RDM); its backup is good without them
     skipped_disks: List[Disk] = field(default_factory=list)
     # what the run warns of beside a good backup (an overlay kept that still holds the guest's writes)

@@ -18,7 +18,7 @@ non-blank character is `#` are comments, so `web#2` is a name.
 
 from typing import Collection, List, Optional, Sequence, Tuple
 
-from hotvcb.adminfile import read_text, shown_as
+from hotvcb.adminfile import read_text, saved_as_utf16, shown_as
 from hotvcb.errors import UsageError, VmNotFound, did_you_mean
 from . import lazyre
 
@@ -56,7 +56,7 @@ def read_names(path: str, what: str = "VM") -> List[Listed]:
     return [name for _, name in read_numbered(path, what)]
 
 
-def read_numbered(path: str, what: str = "VM") -> List[Tuple[int, Listed]]:
+def read_numbered(path: str, what: str = "VM", inline_comments: bool = False) -> List[Tuple[int, Listed]]:
     """(line number, name) in file order, each line's text once (`db` and `db ` are two: a host may have
     both): the order is the admin's (the backup order), and the number shows an entry that is no name as
     FILE:LINE. `what` the list names ("host" for
@@ -65,11 +65,20 @@ def read_numbered(path: str, what: str = "VM") -> List[Tuple[int, Listed]]:
 
     A line that is not UTF-8 is read as Latin-1 (adminfile.decode_lines) without a warning: the names
     are still compared exactly, so a wrong guess shows up as "no VM named ...".
+
+    `inline_comments` (a host list: no host name holds a `#`): a `#` also starts a comment after a name,
+    cut before the control-character check, so that `root@esxi01<TAB># rack 3` is the host and its note,
+    not a name holding a tab (which refused the whole list and left every host unchecked).
     """
     text, _ = read_text(path, "%s list file" % what, pipes=True)
+    if saved_as_utf16(text):
+        raise UsageError("%s list file %s is saved as UTF-16 (Notepad's \"Unicode\"): save it as UTF-8 or ANSI"
+                         % (what, shown_as(path)))
     names = []  # type: List[Tuple[int, Listed]]
     seen = set()
     for number, line in enumerate(text.split("\n"), 1):
+        if inline_comments:
+            line = line.split("#", 1)[0]
         name = line.strip(_BLANKS)
         if not name or name.startswith("#"):
             continue
@@ -110,10 +119,10 @@ def read_listed(path: str, what: str = "VM") -> List[Listed]:
     return [name for _, name in read_listed_numbered(path, what)]
 
 
-def read_listed_numbered(path: str, what: str = "VM") -> List[Tuple[int, Listed]]:
+def read_listed_numbered(path: str, what: str = "VM", inline_comments: bool = False) -> List[Tuple[int, Listed]]:
     """`read_numbered` of a list that must name something: one holding only comments (emptied by mistake)
     would make a backup back up, or a status check watch, nothing while it says all is well."""
-    names = read_numbered(path, what)
+    names = read_numbered(path, what, inline_comments)
     if not names:
         raise UsageError("the %s list %s names no %s" % (what, shown_as(path), what))
     return names

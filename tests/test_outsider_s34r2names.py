@@ -58,8 +58,6 @@ def _job_lines(esxi, job="nightly"):
 # ---------------------------------------------------------------------------------------------- defects
 
 @ESXI_ROOT
-@pytest.mark.xfail(strict=True, reason="install puts the boot block below local.sh's `exit 0` when commands "
-                   "appended after it end in done/fi, says 'persisted', and the job is gone after a reboot")
 def test_a_loop_appended_below_exit_0_does_not_cost_the_job_at_the_next_reboot(esxi):
     """Years ago a KB article had the admin run `cat >> /etc/rc.local.d/local.sh` to add a small loop at boot;
     it landed below the stock `exit 0` (dead code, harmless). Now they install the nightly job:
@@ -83,8 +81,6 @@ def test_a_loop_appended_below_exit_0_does_not_cost_the_job_at_the_next_reboot(e
 
 @ESXI_ROOT
 @pytest.mark.parametrize("final", ["exit $rc", "exit ${RC:-0}"])
-@pytest.mark.xfail(strict=True, reason="local.sh ending `exit $rc` (a variable): install appends the boot block "
-                   "below it, show says it survives a reboot, and the job is gone after one")
 def test_a_local_sh_ending_in_exit_of_a_variable_keeps_the_job_after_a_reboot(esxi, final):
     """The admin's local.sh keeps its own status: `rc=0`, a few boot commands each `|| rc=1`, and ends with
     `exit $rc` (or `exit ${RC:-0}`), so that a failed boot step shows in the boot log. `schedule install` says
@@ -105,8 +101,6 @@ def test_a_local_sh_ending_in_exit_of_a_variable_keeps_the_job_after_a_reboot(es
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="JSON report: a VM with a failed disk and a disk in no backup has an empty "
-                   "`message`; the mail gives the skipped disk's reason (outcome.rows uses notes only for status ok)")
 def test_json_message_of_a_vm_with_a_failed_and_a_skipped_disk_is_not_empty(host, tmp_path):
     """VM `wf` has three disks: scsi0:2 is independent-persistent (in no backup), and tonight the copy of scsi0:1
     fails. The mail's line reads `WARN wf ... (failed disks: scsi0:1)` and `scsi0:2 is in no backup: independent
@@ -125,8 +119,6 @@ def test_json_message_of_a_vm_with_a_failed_and_a_skipped_disk_is_not_empty(host
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="a two-disk VM refused for its per-VM config file is `0/0` in the table, "
-                   "mail and JSON (`disks`: 0), the 'VM without a disk' reading the 0/N fix was for")
 def test_a_vm_refused_for_its_per_vm_file_does_not_read_as_a_vm_without_disks(host, tmp_path):
     """`-a -c vms/` on a host whose VM `percfg` has two disks; its per-VM file has a typo
     (`VM_BACKUP_ROTATION_COUNT=abc`), so the VM is refused before any copy. The table and the mail say
@@ -148,8 +140,6 @@ def test_a_vm_refused_for_its_per_vm_file_does_not_read_as_a_vm_without_disks(ho
     assert rows["percfg"]["disks"] == 2, rows["percfg"]
 
 
-@pytest.mark.xfail(strict=True, reason="status --hosts: a host line whose comment follows a tab "
-                   "(`root@esxi01<TAB># rack 3`) is refused as a control character, and every host goes unchecked")
 def test_a_host_list_comment_after_a_tab_is_a_comment(tmp_path):
     """The admin's fleet file for `status --hosts` aligns its notes with tabs, `root@esxi07<TAB># rack 3, on call: Jo`.
     operations.md: 'one `[user@]host[:port]` a line, `#` comments, also after a host'; with two spaces the line
@@ -166,8 +156,6 @@ def test_a_host_list_comment_after_a_tab_is_a_comment(tmp_path):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="`hotvcb list` shows VMs `db` and `db ` both as `db`: its VM column does "
-                   "not end a name with a blank by a colon as the run table and status now do")
 def test_list_tells_apart_two_vms_that_differ_by_a_trailing_blank(host, tmp_path):
     """VMs `db` (the old database server) and `db ` (the new one) are both backed up. To restore last night's
     `db `, the admin runs `hotvcb list -g hotvcb.conf`: four rows all reading `db   2026-12-05 ...`, two of one
@@ -189,8 +177,6 @@ def test_list_tells_apart_two_vms_that_differ_by_a_trailing_blank(host, tmp_path
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="the mail's `VM(s) DOWN ... NOT on again: db ` line and the status's "
-                   "`VM DOWN: db ;` name the VM with its trailing blank invisible, unlike the table's `db :`")
 def test_the_vm_down_line_tells_which_of_two_twins_is_left_off(host, tmp_path):
     """VMs `db` and `db ` (old and new database server). The nightly job backs up `db ` in power-down mode
     (POWER_VM_DOWN_BEFORE_BACKUP=1) and hostd refuses to power it on again. The mail's first line - the one the

@@ -40,7 +40,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .. import config, vmdk
 from ..errors import HostError, HotvcbError, UsageError
-from ..jobs import nfs
+from ..jobs import nfs, outcome
 from ..runlog import columns, say, say_json
 from ..settings import Settings
 from ..shell import Shell
@@ -274,7 +274,7 @@ def table(rows: List[Dict[str, Any]]) -> str:
             verified = "FAILED: " + r["verify_error"]
         else:
             verified = (r["verified"] or "never").replace("T", " ")
-        lines.append((r["vm"], r["time"].replace("T", " "), age(r["age_seconds"]),
+        lines.append((outcome.named(r["vm"]), r["time"].replace("T", " "), age(r["age_seconds"]),
                       human_size(r["size_bytes"], compact=True), r["format"] or "?", status, verified))
     notes = ["%s: %s" % (r["path"], r["warning"]) for r in rows if r["warning"]]
     return "\n".join(columns(lines) + ([""] + notes if notes else []))

@@ -109,8 +109,8 @@ def targets_in(path: str, args) -> List[Tuple[str, Target]]:
     (`root@[fe80::1]`, `root@[fe80::1]:2222`)."""
     from ..sshconnection import SshTarget
     out = []  # type: List[Tuple[str, Target]]
-    for number, listed in namelist.read_listed_numbered(path, "host"):
-        line = listed.split("#", 1)[0].rstrip()  # `root@esxi01  # rack 3`: no host name holds a '#'
+    for number, listed in namelist.read_listed_numbered(path, "host", inline_comments=True):
+        line = listed.rstrip()  # the comment cut (`root@esxi01  # rack 3`), a non-breaking space at the end too
         if not line or line in (host for host, _ in out):  # `esxi01` and `esxi01 `: one host, checked once
             continue
         dest, port = host_and_port(line, "%s:%d:" % (adminfile.shown_as(path), number))

@@ -210,6 +210,21 @@ class BackupJob:
             raise HotvcbError(refused)
         return settings, warnings
 
+    def _count_disks(self, ref: VmRef, result: VmResult) -> None:
+        """The disks of a VM refused before its turn read it (its per-VM file): counted from its .vmx (asked
+        ahead, or read now: one more question to the host, on a path that is rare), so the report says `0/2`,
+        not the `0/0` of a VM without a disk. A host that cannot answer leaves them unknown (`0/?`): a
+        guess either way would be a number the admin trusts."""
+        try:
+            asked = self.lookahead.take(ref)
+            vm = asked.vm if asked is not None and asked.vm is not None else self.host.load_vm(ref)
+        except HotvcbError as err:
+            self.log.debug("%s: its disks could not be read (%s)" % (ref.name, err))
+            result.disks_unknown = True
+            return
+        result.skipped_disks = [d for d in vm.disks if d.skip_reason]
+        result.disks_to_copy = len(vm.disks) - len(result.skipped_disks)
+
     def backup_one(self, ref: VmRef, skip_power: bool = False) -> VmResult:
         """One VM's turn. However it ends (its per-VM file refused, a VM that did not shut down for
         VM_SHUTDOWN_ORDER, a failed or interrupted backup, a dry run), its result names the good
@@ -239,7 +254,11 @@ class BackupJob:
     def _attempt(self, ref: VmRef, skip_power: bool, result: VmResult, seen: "_Seen") -> None:
         """The VM's settings, then its backup; a failure is raised, and `seen` keeps what the turn
         learnt of where the VM's backups are and whose."""
-        settings, warnings = self._vm_settings(ref)
+        try:
+            settings, warnings = self._vm_settings(ref)
+        except HotvcbError:
+            self._count_disks(ref, result)
+            raise
         seen.settings = settings
         for w in warnings:
             self.log.warning(w)

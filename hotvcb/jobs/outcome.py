@@ -26,8 +26,9 @@ def shown(r: VmResult) -> str:
 
 
 def notes(r: VmResult) -> List[str]:
-    """What a VM whose backup is good warns of: each disk that is in no backup and why, then its warnings.
-    The mail's lines and the JSON report's `message` alike, so a monitor reads the reason the mail gives."""
+    """What a VM warns of beside its result (whatever that is: a VM with a failed disk may have one in no
+    backup too): each disk that is in no backup and why, then its warnings. The mail's lines and the JSON
+    report's `message` alike, so a monitor reads the reason the mail gives."""
     return ["%s is in no backup: %s" % (d.key, d.skip_reason) for d in r.skipped_disks] + list(r.warnings)
 
 
@@ -79,9 +80,10 @@ def rows(results: List[VmResult]) -> List[Dict[str, Any]]:
         size = sum(d.bytes for d in copied)
         copy_seconds = sum(d.seconds for d in copied)
         out.append({
-            "vm": r.name, "result": shown(r), "message": r.message if r.status != "ok" else "; ".join(notes(r)),
+            "vm": r.name, "result": shown(r), "message": message(r),
             "disks_ok": len(copied),
-            "disks": (len(r.disks) if r.disks_to_copy is None else r.disks_to_copy) + len(r.skipped_disks),
+            "disks": None if r.disks_unknown else
+            (len(r.disks) if r.disks_to_copy is None else r.disks_to_copy) + len(r.skipped_disks),
             "failed_disks": [d.disk.key for d in r.disks if not d.ok],
             "skipped_disks": [d.key for d in r.skipped_disks],
             "bytes": size, "seconds": round(r.seconds, 1),
@@ -92,6 +94,13 @@ def rows(results: List[VmResult]) -> List[Dict[str, Any]]:
     return out
 
 
+def message(r: VmResult) -> str:
+    """A VM's JSON `message`: the lines the mail gives under its row (`report`), its notes then the error, so
+    a VM with a failed disk and one in no backup is not an empty message (a monitor's ticket 'wf: warning:'
+    with nothing after it), nor an error VM's message without the kept snapshot the mail warns of."""
+    return "; ".join(notes(r) + ([r.message] if r.message and r.status != "ok" else []))
+
+
 def named(vm: str) -> str:
     """A VM's name in the mail's lines and the table's cells: one that starts or ends with a blank is ended by
     a colon, as `status` ends every name (`OK   backup  db :`). The column's padding hid the blank, so VMs `db`
@@ -100,13 +109,24 @@ def named(vm: str) -> str:
     return vm + ":" if vm != vm.strip() else vm
 
 
+def names(vms: List[str]) -> str:
+    """VMs in one line, each as `named` shows it: in `VM(s) DOWN ... NOT on again: db ` the blank at the line's
+    end was invisible, and the admin powered on `db`, not `db `."""
+    return ", ".join(named(vm) for vm in vms)
+
+
+def disk_count(record: Dict[str, Any]) -> str:
+    """A row's DISKS: copied of all, `0/?` when its disks could not be read (VmResult.disks_unknown)."""
+    return "%d/%s" % (record["disks_ok"], "?" if record["disks"] is None else record["disks"])
+
+
 def table(records: List[Dict[str, Any]]) -> List[str]:
     """The per-VM table logged at the end of every run."""
     head = ("VM", "RESULT", "DISKS", "SIZE", "TIME", "RATE", "GOOD KEPT")
     lines = [head]
     for r in records:
         rate = "%.1f MB/s" % (r["rate_bytes_per_second"] / 1e6) if r["rate_bytes_per_second"] else "-"
-        lines.append((named(r["vm"]), r["result"].upper(), "%d/%d" % (r["disks_ok"], r["disks"]),
+        lines.append((named(r["vm"]), r["result"].upper(), disk_count(r),
                       human_size(r["bytes"], compact=True), _clock(r["seconds"]), rate, str(r["good_backups"])))
     return columns(lines)
 
@@ -114,7 +134,7 @@ def table(records: List[Dict[str, Any]]) -> List[str]:
 def report(results: List[VmResult], status: str) -> str:
     """The few lines an admin reads first in the e-mail: one per VM."""
     down = [r.name for r in results if r.down]
-    lines = (["VM(s) DOWN, powered off by this backup and NOT on again: %s" % ", ".join(down), ""] if down else [])
+    lines = (["VM(s) DOWN, powered off by this backup and NOT on again: %s" % names(down), ""] if down else [])
     lines += ["Final status: " + status, ""]
     for r in results:
         failed = [d.disk.key for d in r.disks if not d.ok]
@@ -157,9 +177,9 @@ def report_html(results: List[VmResult], status: str, host: str, job: str) -> st
         kept = ("%d, newest %s" % (r["good_backups"], e(r["newest_good"].rsplit("/", 1)[-1]))
                 if r["newest_good"] else "<b>none</b>")
         cells.append(
-            "<tr><td>%s</td><td style=\"color:%s;font-weight:bold\">%s</td><td>%d/%d</td><td>%s</td>"
+            "<tr><td>%s</td><td style=\"color:%s;font-weight:bold\">%s</td><td>%s</td><td>%s</td>"
             "<td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>"
-            % (e(named(r["vm"])), colour, e(r["result"].upper()), r["disks_ok"], r["disks"],
+            % (e(named(r["vm"])), colour, e(r["result"].upper()), disk_count(r),
                e(human_size(r["bytes"])), _clock(r["seconds"]), rate, kept, note))
     return (
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>hotvcb %s %s</title></head>"

@@ -116,9 +116,9 @@ class EsxiScheduler:
         with locked(lock_path(self.root)):
             crontab = self._read(CRONTAB)
             before = self._read_optional(boot)
+            written = with_block(before, job.name, job_block(job.name, line), boot, restart_block(self.busybox()))
             try:
-                self._write(boot, with_block(before, job.name, job_block(job.name, line), boot,
-                                             restart_block(self.busybox())))
+                self._write(boot, written)
                 self._replace(CRONTAB, _without_job(crontab, job.name) + [line])
             except HostError:  # the boot file too: written in place, a full ramdisk may have cut it short
                 self._put_back(boot, before)
@@ -126,7 +126,17 @@ class EsxiScheduler:
             self.restart_crond()
         self._persist()
         self.warn_if_secure_boot()
+        self._warn_if_unreached(job.name, boot, written)
         return line
+
+    def _warn_if_unreached(self, job: str, boot: str, lines: List[str]) -> None:
+        """Said at install, not only by `show`: a block `with_block` could only put below an `exit` line (the
+        scan could not tell where the script ends) may never run at boot, and the job is then gone after the
+        next reboot while install said it was persisted."""
+        if job in unreached(lines):
+            self.warn("the boot block in %s is below an `exit` line hotvcb could not place (inside an if, loop or "
+                      "function, or not): if the shell leaves there, the job is lost at the next reboot; move "
+                      "the lines from `# hotvcb:%s begin` to `# hotvcb-crond end` above that exit" % (boot, job))
 
     def remove(self, job: Optional[str]) -> List[str]:
         """Take out job `job` (every hotvcb job when None); the jobs found are returned."""

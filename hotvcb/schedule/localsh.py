@@ -53,18 +53,26 @@ def restart_block(busybox: str) -> List[str]:
 
 
 _MARK = re.compile(r"^# hotvcb:([A-Za-z0-9][A-Za-z0-9_.-]*) (begin|end)\b")
-# `exit 0`, `exit`, `exit $?` (the last command's status), any `exit N`, also ended by `;` (a habit from C) or with a
-# comment: where the script ends when it stands at the top level. At column 0 it is taken to; an indented one
-# only when no line below closes an if/loop/case/group (_CLOSER): it then cannot sit inside one (a final
-# `    exit 0` of an editor that indents), while above a `fi` it may be a guard's `if ...; then exit 0; fi`
-# or a `die()` helper's, which ends no script. Parsing sh is not worth it, so the rule is that simple, and
-# where it cannot be sure the block goes at the end (below). Here-document bodies are text, not commands
-# (_code): an `exit 0` in a script local.sh writes with `cat > /etc/hook.sh <<'EOF'` ends nothing. A `<<`
-# that opens none (quoted, `logger "backup<<done"`; arithmetic, `x=$((a<<b))`) must not be taken for one: the
-# rest of the script, its `exit 0` too, would be text, and the block would go below that exit.
-_EXIT = re.compile(r"^(\s*)exit(\s+([0-9]+|\$\?))?\s*(;\s*)?(#.*)?$")
-# a line closing an if/loop/case/brace group: an `exit` above it (even at column 0) may be a conditional one
-_CLOSER = re.compile(r"^\s*(fi|done|esac|\}|;;)(\s|;|$)")
+# `exit 0`, `exit`, `exit $?` (the last command's status), `exit $rc`, `exit ${RC:-0}` (an admin's own status), any
+# `exit N`, also ended by `;` (a habit from C) or with a comment: where the script ends when it stands at the top
+# level, that is outside every if/loop/case/group, which `_nesting` counts with a line scan (indentation says
+# nothing: an editor indents a final `    exit 0`, and a guard's `if ...; then` above a column-0 `exit 0` and its
+# `fi` make that exit a conditional one, as does a `die()` helper's). The first such exit ends the script: lines
+# an admin appended below local.sh's stock `exit 0` (`cat >> local.sh`, a loop ending in `done`) never run, and
+# the block goes above it. Parsing sh is not worth it; where the scan cannot be sure (more closers than openers)
+# no exit counts and the block goes at the end, which `unreached` and `install` warn of. Here-document bodies are
+# text, not commands (_code): an `exit 0` in a script local.sh writes with `cat > /etc/hook.sh <<'EOF'` ends
+# nothing. A `<<` that opens none (quoted, `logger "backup<<done"`; arithmetic, `x=$((a<<b))`) must not be taken
+# for one: the rest of the script, its `exit 0` too, would be text, and the block would go below that exit.
+_EXIT = re.compile(r"^(\s*)exit(\s+[^\s;#&|<>()]+)?\s*(;\s*)?(#.*)?$")
+# words that open or close an if/loop/case/brace group where a command starts (`then`, `do`, `else`, `elif`, `!`
+# are followed by one); quoted text and comments are taken out first, and `;`, `&`, `|`, `(`, `)` start commands
+_OPENS = ("if", "case", "for", "while", "until", "select", "{")
+_CLOSES = ("fi", "esac", "done", "}")
+_LEADS = ("then", "do", "else", "elif", "!")
+_QUOTED = re.compile(r"'[^']*'|\"(?:\\.|[^\"\\])*\"|\\.")
+_COMMENT = re.compile(r"(^|[\s;&|()])#.*")
+_COMMANDS = re.compile(r"[;&|()]")
 # a here-document's `<<WORD`, `<<-WORD`, `<< 'WORD'`, `<<"WORD"`, `<<\WORD`, matched where _heredocs finds a
 # `<<` that is an operator (not `<<<`, and not in quotes, arithmetic or a comment)
 _HEREDOC = re.compile(r"<<(-?)[ \t]*\\?(['\"]?)([A-Za-z_][A-Za-z0-9_.-]*)\2")
@@ -241,13 +249,34 @@ def without_block(lines: List[str], job: str) -> List[str]:
     return out
 
 
+def _nesting(ln: str) -> int:
+    """How many if/loop/case/brace groups a command line opens (less those it closes): `for m in a b; do` 1,
+    `done` -1, `if [ -f x ]; then exit 0; fi` and `echo "done"` 0."""
+    change = 0
+    for command in _COMMANDS.split(_COMMENT.sub("", _QUOTED.sub("''", ln))):
+        for word in command.split():
+            if word in _OPENS:
+                change += 1
+            elif word in _CLOSES:
+                change -= 1
+                break
+            elif word not in _LEADS:
+                break
+    return change
+
+
 def _final_exit(lines: List[str]) -> Optional[int]:
-    """Index of the top-level `exit` that ends the script: the last one (_EXIT: indented or not), unless a
-    command after it closes an if/loop/case/group (it may then sit inside one: not sure, so None)."""
-    exits = _exits(lines)
-    if not exits or any(_CLOSER.match(lines[i]) for i in _code(lines) if i > exits[-1]):
-        return None
-    return exits[-1]
+    """Index of the `exit` line (_EXIT) that ends the script: the first one outside every if/loop/case/group
+    (`_nesting` summed over the commands above it), indented or not. None when there is none, or when the scan
+    finds a group closed that it never saw opened (it misread the script: not sure where it ends)."""
+    depth = 0
+    for i in _code(lines):
+        if depth == 0 and _EXIT.match(lines[i]):
+            return i
+        depth += _nesting(lines[i])
+        if depth < 0:
+            return None
+    return None
 
 
 def with_block(lines: Optional[List[str]], job: str, block: List[str], path: str, restart: List[str]) -> List[str]:
