@@ -322,9 +322,6 @@ def test_a_restore_of_a_pruned_id_says_why_in_its_log_file(host, tmp_path):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="on an ESXi host (no /etc/machine-id) a killed `restore --repo ID --to DIR` is "
-                                       "recorded with no host id: the next restore there and every cleanup call it "
-                                       "'not this host (another host named esxi01?)' and refuse it for 300 s")
 def test_the_next_restore_on_the_host_removes_a_killed_repository_restores_folder(host, tmp_path):
     """On the ESXi host the admin runs `hotvcb restore --repo R <id> --to /vmfs/volumes/backup/out/web`, sees the
     wrong id and kills it (kill -9 / a dropped SSH session), then runs the right command at once. It is refused:

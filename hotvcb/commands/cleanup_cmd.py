@@ -17,7 +17,8 @@ from ..jobs import nfs, restore_kvm, restore_sweep
 from ..jobs.host_cleanup import cleanup_host
 from ..jobs.snapshot_asked import snapshot_patience
 from ..localshell import LocalShell
-from ..runid import RunId, machine_id
+from ..runid import RunId
+from ..thishost import this_host
 from ..store.lock import gone_here
 from . import common, onhost, workdir
 
@@ -75,7 +76,7 @@ def _kvm(args) -> int:
         raise UsageError("--kvm %s: no such folder" % args.kvm)
     _settings, log = common.load(args)
     dry = args.level == "dryrun"
-    n = restore_sweep.sweep(LocalShell(), [args.kvm], log, RunId.new().on_host(machine_id()), dry)
+    n = restore_sweep.sweep(LocalShell(), [args.kvm], log, RunId.new().on_host(this_host()), dry)
     # said apart, not counted: they may be of restores into another DIR (the last line counts DIR's)
     for folder in tmpwork.sweep(restore_kvm.WORK_PREFIX, dry=dry):
         log.info("%s %s: a killed restore --kvm's work folder" % ("would remove" if dry else "removed", folder))

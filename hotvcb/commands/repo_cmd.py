@@ -32,7 +32,7 @@ from ..repo.records import Snapshot, Unreadable, dated_ahead, machines
 from ..repo.repository import SNAPSHOTS, Repository, open_path
 from ..repo.settle import Say
 from ..repo.verify import verify
-from ..runid import machine_id
+from ..thishost import this_host
 from ..store import layout
 from ..units import PAGE, human_size, in_pages, need_and_free
 from ..vmx import VmxFile
@@ -235,7 +235,7 @@ def restore(path: str, ident: str, to: str, log, latest: str = "", dry_run: bool
         return 0
     work = os.path.abspath(to.rstrip("/")) + RESTORING  # absolute: its record goes beside it (record_of)
     shell = LocalShell()
-    records = Records(shell, machine_id)
+    records = Records(shell, this_host)
     sweep(shell, [os.path.dirname(record_of(work))], log, records.run())
 
     def drop(folder: str) -> None:
