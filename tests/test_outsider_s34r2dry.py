@@ -223,8 +223,6 @@ def test_a_repository_kvm_dry_run_refuses_a_name_the_real_run_refuses(host, tmp_
 # -- the advice a refused restore gives ----------------------------------------------------------------------------------
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="restore --to refuses DIR.hotvcb-restoring saying '`hotvcb cleanup --kvm P` says "
-                                       "why', but cleanup --kvm P (or DIR's parent) says only '0 leftover(s)'")
 def test_the_cleanup_a_refused_restore_names_says_why_the_folder_was_left(host, tmp_path):
     """A restore to /vmfs/volumes/backup/out/web is refused: "web.hotvcb-restoring exists: another restore ... is
     running, or one that was killed left it and its death cannot be proven here (`hotvcb cleanup --kvm

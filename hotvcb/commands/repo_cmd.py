@@ -251,7 +251,7 @@ def restore(path: str, ident: str, to: str, log, latest: str = "", dry_run: bool
             raise
         raise RepoError("%s exists: another restore to %s is running, or one that was killed left it and its "
                         "death cannot be proven here (`hotvcb cleanup --kvm %s` says why; remove it by hand if no "
-                        "restore is running)" % (work, to, os.path.dirname(record_of(work)))) from err
+                        "restore is running)" % (work, to, os.path.dirname(work))) from err
     names = _materialize(repo, snap, work, drop, log.info)
     try:
         os.rename(work, to)
