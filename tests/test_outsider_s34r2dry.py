@@ -243,8 +243,6 @@ def test_the_cleanup_a_refused_restore_names_says_why_the_folder_was_left(host, 
 # -- list -c where the run's config names a repository and a per-VM file sends a VM to folders -----------------------
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="list -g CONF -c DIR (no VM) with VM_BACKUP_REPOSITORY in CONF lists only the "
-                                       "repository: a VM whose per-VM file sends it to folders is left out without a word")
 def test_list_with_per_vm_files_names_the_folder_backups_of_a_vm_sent_out_of_the_repository(host, tmp_path):
     """ghettoVCB.conf sets VM_BACKUP_REPOSITORY; the per-VM file `db` sets VM_BACKUP_REPOSITORY="" and
     VM_BACKUP_VOLUME=/vmfs/volumes/ds5/db-only (db's backups go to folders). `hotvcb -a -g conf -c dir` backs
