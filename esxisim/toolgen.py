@@ -105,6 +105,7 @@ def install(host):
     _install_sh(host, ub)
     install_python(host)
     etc = upper(host, "etc")
+    _hide(etc, "machine-id")  # systemd's: an ESXi host has none, and its records must carry none of the test machine's
     _put(os.path.join(etc, versions.local_sh_path(version)), versions.local_sh(version), 0o755)
     _put(os.path.join(upper(host, "var_spool"), "cron", "crontabs", "root"), versions.crontab(version), 0o600)
     os.makedirs(os.path.join(etc, "vmware", "hostd"), exist_ok=True)

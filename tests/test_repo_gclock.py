@@ -10,7 +10,7 @@ import pytest
 from pidviews import hotvcb_holder, other_namespace, start_of  # noqa: F401  (the fixture: a live hotvcb process)
 from repotool import HOUR, PYTHON, ROOT, MiB, age, backup, cli, make_disk, new_repo, one_clear_line
 
-from hotvcb import pids, runid
+from hotvcb import pids, runid, thishost
 from hotvcb.errors import RepoError
 from hotvcb.repo import gclock
 from hotvcb.repo.backend import LocalBackend
@@ -45,7 +45,7 @@ def test_a_gcs_lock_names_this_machine_its_id_and_when_its_process_started(repo)
 def test_without_a_machine_id_the_host_id_of_the_run_lock_is_used(tmp_path, monkeypatch):
     """An ESXi host has no /etc/machine-id: its GC locks carry the id its run lock's records carry."""
     monkeypatch.setattr(runid, "MACHINE_ID", str(tmp_path / "no-machine-id"))
-    monkeypatch.setattr(gclock, "HOST_ID_DIR", str(tmp_path / "run"))
+    monkeypatch.setattr(thishost, "HOST_ID_DIR", str(tmp_path / "run"))
     gclock.this_host.cache_clear()
     try:
         first = gclock.this_host()

@@ -1,8 +1,10 @@
 """`hotvcb cleanup`: undo what a killed run left behind (a dead run's only).
 
-`--kvm DIR` looks only in DIR, a `restore --kvm` target on this machine: such a folder is on no
+`--kvm DIR` looks only in DIR, a `restore --kvm` or `restore --to DIR/NAME` target on this machine
+(and, for a DIR on a datastore, at its root, where `--to` keeps its records): a `--kvm` folder is on no
 host's datastore, so the host's cleanup cannot find the records there, and it needs no host lock
-(restores take none). It also removes the work folders killed `restore --kvm` runs left in this
+(restores take none). It names, and leaves, a restore's unfinished VM folder no record names: what
+refuses a restore into DIR, whose refusal sends the admin here. It also removes the work folders killed `restore --kvm` runs left in this
 machine's temp folder (tmpwork.py): the next restore --kvm would, but a machine that restored once
 after a disaster may never run another.
 """
@@ -15,9 +17,11 @@ from .. import interrupt, tmpwork
 from ..errors import UsageError
 from ..jobs import nfs, restore_kvm, restore_sweep
 from ..jobs.host_cleanup import cleanup_host
+from ..jobs.restore_scratch import records_roots_of
 from ..jobs.snapshot_asked import snapshot_patience
 from ..localshell import LocalShell
-from ..runid import RunId, machine_id
+from ..runid import RunId
+from ..thishost import this_host
 from ..store.lock import gone_here
 from . import common, onhost, workdir
 
@@ -26,8 +30,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("cleanup", help="remove leftover hotvcb snapshots, unfinished backups and killed "
                               "restores' scratch folders, power on VMs a killed run left off")
     common.add_host_options(p)
-    p.add_argument("--kvm", metavar="DIR", help="only remove what killed `restore --kvm DIR` runs of this machine "
-                   "left in DIR")
+    p.add_argument("--kvm", metavar="DIR", help="only remove what killed `restore --kvm DIR` (or `restore --to DIR/NAME`) "
+                   "runs of this machine left in DIR")
     p.add_argument("--gone-run", action="append", default=[], help=argparse.SUPPRESS)  # store/lock.gone_here's
     onhost.add_option(p)
     p.set_defaults(handler=run, catches_signals=True)  # interrupt.install(): it unwinds on a signal
@@ -75,7 +79,8 @@ def _kvm(args) -> int:
         raise UsageError("--kvm %s: no such folder" % args.kvm)
     _settings, log = common.load(args)
     dry = args.level == "dryrun"
-    n = restore_sweep.sweep(LocalShell(), [args.kvm], log, RunId.new().on_host(machine_id()), dry)
+    roots = records_roots_of(os.path.abspath(args.kvm))
+    n = restore_sweep.sweep(LocalShell(), roots, log, RunId.new().on_host(this_host()), dry)
     # said apart, not counted: they may be of restores into another DIR (the last line counts DIR's)
     for folder in tmpwork.sweep(restore_kvm.WORK_PREFIX, dry=dry):
         log.info("%s %s: a killed restore --kvm's work folder" % ("would remove" if dry else "removed", folder))

@@ -3,7 +3,9 @@ VM_BACKUP_REPOSITORY and no --volume, the repository's backups: repo_cmd.list_ba
 
 With `-c DIR` (the backup's per-VM config folder) a VM whose file sets
 VM_BACKUP_VOLUME is listed from that volume, where its backups went; `list VM -c DIR`
-of a VM whose file sets VM_BACKUP_REPOSITORY lists that repository.
+of a VM whose file sets VM_BACKUP_REPOSITORY lists that repository. Listing the repository the
+global config names, each VM a per-VM file sends elsewhere (folders, another repository) is named
+on stderr with the `list` that shows its backups.
 
 A table on a terminal (or whenever --json is not given); `--json` prints one
 JSON document for scripts and monitoring (`volume`: the global one, or with
@@ -175,6 +177,8 @@ def run(args) -> int:
             say("hotvcb: listing the repository VM_BACKUP_REPOSITORY names%s; backup folders: --volume %s"
                 % (" in %s's per-VM file" % args.vm if mine is not settings else "", mine.vm_backup_volume),
                 stream=sys.stderr)
+            if not args.vm:
+                _outside_repository(mine.vm_backup_repository, own, args)
     if args.repo:
         from . import repo_cmd  # the repository's code, for repository runs only
 
@@ -228,6 +232,20 @@ def per_vm_settings(settings: Settings, confdir: Optional[str], vm: Optional[str
         except HotvcbError as err:
             _warn("%s; the backups it may send elsewhere are not listed" % err)
     return out
+
+
+def _outside_repository(repository: str, own: Dict[str, Settings], args) -> None:
+    """Name each VM a per-VM file sends out of the repository the global config names (into folders, or
+    another repository), with the `list` that shows its backups: the repository's list holds none of them,
+    and a VM left out of it without a word reads as never backed up. On stderr: --json's stdout stays one
+    JSON document."""
+    for name, s in sorted(own.items()):
+        if not s.vm_backup_repository:
+            _warn("%s's per-VM file sends its backups to folders under %s, not this repository: hotvcb list -g %s "
+                  "-c %s %s lists them" % (name, s.vm_backup_volume, args.global_conf, args.confdir, name))
+        elif posixpath.normpath(s.vm_backup_repository) != posixpath.normpath(repository):
+            _warn("%s's per-VM file sends its backups to the repository %s: hotvcb list %s --repo %s reads them"
+                  % (name, s.vm_backup_repository, name, s.vm_backup_repository))
 
 
 def volumes_elsewhere(settings: Settings, own: Dict[str, Settings], command: str, shell: Shell) -> Dict[str, str]:

@@ -32,7 +32,7 @@ from ..repo.records import Snapshot, Unreadable, dated_ahead, machines
 from ..repo.repository import SNAPSHOTS, Repository, open_path
 from ..repo.settle import Say
 from ..repo.verify import verify
-from ..runid import machine_id
+from ..thishost import this_host
 from ..store import layout
 from ..units import PAGE, human_size, in_pages, need_and_free
 from ..vmx import VmxFile
@@ -234,7 +234,7 @@ def restore(path: str, ident: str, to: str, log, latest: str = "", dry_run: bool
         raise RepoError("restoring %s into %s needs %s, only %s free there" % ((snap, to) + need_and_free(needed, free)))
     work = os.path.abspath(to.rstrip("/")) + RESTORING  # absolute: its record goes beside it (record_of)
     shell = LocalShell()
-    records = Records(shell, machine_id)
+    records = Records(shell, this_host)
     swept = set()  # type: Set[str]  # a dry run's: the dead restores' folders the real run's sweep removes
     sweep(shell, [os.path.dirname(record_of(work))], log, records.run(), dry_run, swept)
     if dry_run:

@@ -108,6 +108,19 @@ def requests_from(args, settings, skipped: List[str]) -> list:
     return [RestoreRequest(trim_path(backup), trim_path(target), fmt, args.name or None)]
 
 
+def _no_repository_looked_in(args, log) -> None:
+    """A BACKUP that is no path (a backup's id, as `list` shows it) and no folder or .gz here, where no
+    repository is named to look in: said so, with where it did look, before the folder restore fails it as
+    any missing backup (in the -l log, with its final status). "backup <id> does not exist" alone sent the
+    admin hunting for a backup `list VM -c DIR` had just shown, in a repository only a per-VM file names
+    (the global config's is the one a restore reads)."""
+    if layout.not_there(LocalShell(), args.backup) != "backup %s does not exist" % args.backup:
+        return  # something is there (a -partial folder, a file): the folder restore says what
+    conf = "%s names no VM_BACKUP_REPOSITORY" % args.global_conf if args.global_conf else "no -g config was given"
+    log.warning("%s: no folder or .gz of that name here, and %s, so no repository was looked in; a backup's id in "
+                "a repository (one a per-VM file names too) is restored with --repo PATH" % (args.backup, conf))
+
+
 def check_options(args) -> None:
     """Options the chosen restore would not use are refused, never dropped: at 3 a.m. the admin believes
     what they typed (a VM named by --name to boot on --datastore, where --to only wrote files)."""
@@ -146,6 +159,8 @@ def run(args) -> int:
         raise UsageError("--to DIR writes a repository's backup as files: name the repository with --repo PATH, or "
                          "with -g CONF whose VM_BACKUP_REPOSITORY holds the backup's id; a backup folder or .gz is "
                          "restored with --datastore DS")
+    if not args.repo and args.backup and "/" not in args.backup:
+        _no_repository_looked_in(args, log)
     if args.repo:
         from . import repo_cmd  # the repository's code, for --repo runs only
 

@@ -42,7 +42,7 @@ import posixpath
 import re
 import threading
 import time
-from typing import Callable, Optional, Set
+from typing import Callable, List, Optional, Set
 
 from ..errors import HostError, HotvcbError
 from ..runid import RunId, host_id
@@ -243,6 +243,14 @@ def vm_named_so(shell: Shell, folder: str) -> str:
         if shell.exists("%s/%s%s" % (folder, own, ext)):
             return own + ext
     return ""
+
+
+def records_roots_of(parent: str) -> List[str]:
+    """Where the restores into `parent` keep their records (records_root), and `parent` itself: the
+    folders `cleanup --kvm PARENT` sweeps, so a `restore --to PARENT/NAME` on a datastore, recorded at
+    its root, is found from the folder the admin restored into."""
+    parent = posixpath.normpath(parent)
+    return sorted({parent, records_root(parent + "/" + RESTORING)})
 
 
 def records_root(folder: str) -> str:

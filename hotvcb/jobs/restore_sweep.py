@@ -71,6 +71,9 @@ def sweep(shell: Shell, roots: Iterable[str], log, me: RunId, dry_run: bool = Fa
             if _RECORD_TEMP.match(entry):
                 found += _remove_dead_temp(shell, root + "/" + entry, log, me, dry_run)
                 continue
+            if entry.endswith(RESTORING) and len(entry) > len(RESTORING):
+                _unrecorded(shell, root + "/" + entry, log)
+                continue
             if not entry.startswith((PREFIX, RESTORING_RECORD)):
                 continue
             if not entry.endswith(RECORD):
@@ -143,6 +146,21 @@ def sweep(shell: Shell, roots: Iterable[str], log, me: RunId, dry_run: bool = Fa
             else:
                 log.info(TAKEN_OVER % folder)
     return found
+
+
+def _unrecorded(shell: Shell, folder: str, log) -> None:
+    """Say so of a restore's unfinished VM folder no record names: a restore writes its record before it
+    makes the folder and removes it after, so no restore of this hotvcb is at work in it (made by hand,
+    copied, an older hotvcb's), and none will remove it. Left, as a folder without a record always is, but
+    named: it is what refuses a restore into its VM's folder, and that refusal sends the admin here."""
+    try:
+        if not shell.isdir(folder) or shell.exists(record_of(folder)) or vm_named_so(shell, folder):
+            return
+    except HostError as err:
+        log.warning("%s -- leaving it" % err)
+        return
+    log.warning("%s: a restore's unfinished VM folder that no restore's record names (made by hand, copied, or "
+                "left by an older hotvcb?); leaving it -- remove it by hand if no restore is running" % folder)
 
 
 def _remove_dead(shell: Shell, taker: Records, record: str, text: str, folder: str) -> bool:

@@ -21,31 +21,19 @@ takeover removes is the very one judged, read once before the guard and once
 inside it.
 """
 
-import functools
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
-from ..errors import HotvcbError, RepoError
-from ..localshell import LocalShell
-from ..runid import RunId, host_id, machine_id, machine_name, parse, running
+from ..errors import RepoError
+from ..runid import RunId, machine_name, parse, running
+from ..thishost import this_host
 from .backend import NotFound
 from .repository import Repository
 
 LOCK = "locks/gc"
 GUARD = LOCK + ".takeover"
-HOST_ID_DIR = "/var/run"  # hosts/esxi.py's run_dir: where an ESXi host (no /etc/machine-id) keeps its host id
 GUARD_STALE = 60.0  # a takeover takes milliseconds; a guard this far from the repository's clock is no taker
 SHOWN = 200  # characters of a lock quoted in a refusal (a planted one may be megabytes of anything)
-
-
-@functools.lru_cache(maxsize=None)
-def this_host() -> str:
-    """This machine's id: /etc/machine-id, or on an ESXi host the id its run lock's records carry; "" if
-    neither can be had (this machine's locks are then told from others' by name alone)."""
-    try:
-        return machine_id() or host_id(LocalShell(), HOST_ID_DIR)
-    except HotvcbError:
-        return ""
 
 
 def stale(repo: Repository, me: RunId, lock: Optional[bytes]) -> bool:
