@@ -274,7 +274,7 @@ def _restoring_taken(work: str, to: str) -> str:
     claim refuses it, and its dry run says so too)."""
     return ("%s exists: another restore to %s is running, or one that was killed left it and its death cannot "
             "be proven here (`hotvcb cleanup --kvm %s` says why; remove it by hand if no restore is running)"
-            % (work, to, os.path.dirname(record_of(work))))
+            % (work, to, os.path.dirname(work)))
 
 
 def _dry_run(path: str, snap: Snapshot, to: str, needed: int, free: int, log) -> None:
