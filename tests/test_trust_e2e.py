@@ -16,7 +16,8 @@ import pytest
 
 from hotvcb.store import sidecar
 from simhost import (backup_once as backup, backup_root, backups, good, hotvcb, hotvcb_background, kill, listing,
-                     lock_pid, needs_root, ours, power, snapshot_names, VOLUME, wait_for, wrap_tool, write_conf)
+                     lock_pid, needs_root, next_second, ours, power, snapshot_names, VOLUME, wait_for, wrap_tool,
+                     write_conf)
 
 pytestmark = needs_root
 
@@ -167,7 +168,7 @@ def test_rotation_is_done_when_the_run_ends_and_a_refused_removal_is_a_warning_t
     names.write_text("".join(vm + "\n" for vm in vms))
 
     def both():
-        time.sleep(1.05)  # backup names have one-second resolution
+        next_second()  # backup names have one-second resolution
         return hotvcb(host, "-f", str(names), "-g", conf)
 
     assert both().returncode == 0
