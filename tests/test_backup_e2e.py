@@ -133,7 +133,8 @@ def test_snapshot_that_never_appears_times_out_cleanly(host, tmp_path):
     good = _good_backup(host, vm, tmp_path)
     next_second()
     host.set_fault("snapshot.create", "never")
-    r = hotvcb(host, "-m", vm, "-g", write_conf(host, SNAPSHOT_TIMEOUT="3s"), "-w", tmp_path / "w")
+    # waited twice (the timeout, then as long again for a late one): 1 s each is the same path as 15 min each
+    r = hotvcb(host, "-m", vm, "-g", write_conf(host, SNAPSHOT_TIMEOUT="1s"), "-w", tmp_path / "w")
     assert r.returncode == 6, r.stdout + r.stderr
     assert "timed out" in r.stdout and "Final status: ERROR: All VMs failed!" in r.stdout
     _assert_nothing_left(host, vm, vmid, good)
