@@ -240,9 +240,16 @@ def ours(host: Host, vmid: str):
     return [n for n in snapshot_names(host, vmid) if n.startswith("hotvcb-")]
 
 
+def next_second():
+    """Sleep into the wall clock's next whole second. Backup names (and runs, checkpoints) have one-second
+    resolution: a run started after this is named apart from every run that has ended, whose name's second
+    is at most the one this began in. Half a second on average where a fixed 1.05 s cost the suite minutes."""
+    time.sleep(1.01 - time.time() % 1)
+
+
 def backup_once(host: Host, conf: str, vm: str, *extra, env=None):
-    """One backup of vm, a second after the last (backup names have one-second resolution)."""
-    time.sleep(1.05)
+    """One backup of vm, named apart from every run that ended before it (next_second)."""
+    next_second()
     saved = {k: os.environ.get(k) for k in env or ()}
     os.environ.update(env or {})
     try:

@@ -5,11 +5,10 @@ import os
 import re
 import signal
 import subprocess
-import time
 
 import pytest
 
-from simhost import (needs_root, backup_root, backups, copying, hotvcb, hotvcb_background, kill, lock_pid,
+from simhost import (needs_root, next_second, backup_root, backups, copying, hotvcb, hotvcb_background, kill, lock_pid,
                      make_host, manifest, sealed, snapshot_names, VOLUME, wait_for, write_conf)
 from esxisim import writer
 from hotvcb.localshell import LocalShell
@@ -132,9 +131,10 @@ def test_snapshot_that_never_appears_times_out_cleanly(host, tmp_path):
     vm = "never"
     vmid = host.create_vm(vm, "datastore1", [{"size": "8M"}], power="on")
     good = _good_backup(host, vm, tmp_path)
-    time.sleep(1)
+    next_second()
     host.set_fault("snapshot.create", "never")
-    r = hotvcb(host, "-m", vm, "-g", write_conf(host, SNAPSHOT_TIMEOUT="3s"), "-w", tmp_path / "w")
+    # waited twice (the timeout, then as long again for a late one): 1 s each is the same path as 15 min each
+    r = hotvcb(host, "-m", vm, "-g", write_conf(host, SNAPSHOT_TIMEOUT="1s"), "-w", tmp_path / "w")
     assert r.returncode == 6, r.stdout + r.stderr
     assert "timed out" in r.stdout and "Final status: ERROR: All VMs failed!" in r.stdout
     _assert_nothing_left(host, vm, vmid, good)
@@ -149,7 +149,7 @@ def test_snapshot_fault_with_exit_status_0_fails_the_vm(host, tmp_path):
     vm = "faulty"
     vmid = host.create_vm(vm, "datastore1", [{"size": "4M"}], power="on")
     good = _good_backup(host, vm, tmp_path)
-    time.sleep(1)
+    next_second()
     host.set_fault("snapshot.create", "fail")
     r = hotvcb(host, "-m", vm, "-g", write_conf(host, SNAPSHOT_TIMEOUT="30s"), "-w", tmp_path / "w")
     assert r.returncode == 6, r.stdout + r.stderr
@@ -178,7 +178,7 @@ def test_clone_failing_midway_fails_only_that_disk(host, tmp_path):
     assert r.returncode == 8, r.stdout + r.stderr
     assert "ERROR: All VMs experienced at least a partial failure!" in r.stdout
     assert "completed with failed disk(s)" in r.stdout
-    time.sleep(1)
+    next_second()
     r = hotvcb(host, "-m", vm, "-m", "clean", "-g", write_conf(host), "-w", tmp_path / "w")
     assert r.returncode == 3, r.stdout + r.stderr
     assert "WARNING: All VMs backed up, but some disk(s) failed!" in r.stdout
@@ -225,7 +225,7 @@ def test_sigkill_leftovers_are_removed_by_the_next_run_and_user_snapshots_surviv
     assert any(n.startswith("hotvcb-") for n in snapshot_names(host, vmid)), "SIGKILL leaves the snapshot"
     assert any(b.endswith("-partial") for b in backups(host, vm))
     host.clear_faults()
-    time.sleep(1)
+    next_second()
     r = hotvcb(host, "-m", vm, "-g", conf, "-w", work)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "found leftover snapshot" in r.stdout and "removing unfinished backup" in r.stdout
@@ -354,7 +354,7 @@ def test_odd_names_are_found_backed_up_and_rotated(host, tmp_path):
     for run in range(3):
         r = hotvcb(host, "-f", listing, "-g", conf, "-w", tmp_path / "w")
         assert r.returncode == 0, r.stdout + r.stderr
-        time.sleep(1)
+        next_second()
     for name in ODD:
         assert len(sealed(host, name)) == 2, (name, backups(host, name))
         assert all(b.startswith(name + "-") for b in backups(host, name))

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from simhost import hotvcb, needs_root, write_conf
+from simhost import hotvcb, needs_root, next_second, write_conf
 
 
 # -- 2. ghettoVCB's empty lines in per-VM files warn every night ---------------------------------------------------
@@ -137,7 +137,6 @@ def test_restore_latest_names_the_newer_backup_it_skipped_and_why(host):
     gets a VM from the night before, with no word that a newer backup exists and was passed over: the
     admin believes the restored VM is last night's state, and a day of data is missing unnoticed. The
     restore must name the newer backup it skipped and why."""
-    import time
 
     from simhost import backup_root, sealed
 
@@ -146,7 +145,7 @@ def test_restore_latest_names_the_newer_backup_it_skipped_and_why(host):
     for _ in range(2):
         r = hotvcb(host, "-m", "db", "-g", conf)
         assert r.returncode == 0, r.stdout + r.stderr
-        time.sleep(1.1)
+        next_second()
     older, newer = sealed(host, "db")
     os.remove(os.path.join(backup_root(host, "db"), newer, "db-flat.vmdk"))
     r = hotvcb(host, "restore", "--latest", "db", "-g", conf, "--datastore", "ds5", "--name", "db2")

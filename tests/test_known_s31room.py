@@ -5,11 +5,10 @@ restore under a new name, and a suspended VM's state file."""
 import os
 import re
 import subprocess
-import time
 
 import pytest
 
-from simhost import VOLUME, backed_up, hotvcb, make_host, needs_root, sealed, vim, write_conf
+from simhost import VOLUME, backed_up, hotvcb, make_host, needs_root, next_second, sealed, vim, write_conf
 
 
 @needs_root
@@ -57,7 +56,7 @@ def test_parallel_temporary_clones_into_one_repository_reserve_their_room_and_th
     with open(host.real("/vmfs/volumes/repods/someone-elses-file"), "wb") as f:
         os.posix_fallocate(f.fileno(), 0, host.ds_free("repods") - int(need / 0.8 * (1 << 20)))
     host.set_fault("clone.delay", "3")  # the two clones overlap, as two VMs' clones of real size do
-    time.sleep(1.05)  # backup names have one-second resolution
+    next_second()  # backup names have one-second resolution
     r = hotvcb(host, "backup", "-a", "-g", conf, "-w", tmp_path / "work")
     out = r.stdout + r.stderr
     assert r.returncode == 0, out

@@ -17,7 +17,7 @@ from hotvcb import crashpoint
 from pidviews import hotvcb_holder, other_namespace  # noqa: F401  (a fixture)
 from qemulab import PYTHON, opened
 from qemuvm import env, needs_qemu
-from simhost import VOLUME, backup_root, hotvcb, manifest, needs_root, sealed, write_conf
+from simhost import VOLUME, backup_root, hotvcb, manifest, needs_root, next_second, sealed, write_conf
 
 
 @pytest.fixture
@@ -132,7 +132,7 @@ def test_description_files_a_killed_run_left_are_removed_once_it_is_provably_dea
         # no overlay, no snapshot on the disks: the VM is backed up all the same, the file still kept. The
         # backup waits for the next second: a snapshot is named by its second, and one named like the kept
         # file's is refused as that run's (the claim), a collision a real night's next run never meets
-        time.sleep(1.1)
+        next_second()
         rc, out = lab.backup("web")
         assert rc == 0 and "is backing it up" not in out and "snapshot(s)" not in out, out
         assert _descriptions(lab) == left and lab.overlays() == left, out

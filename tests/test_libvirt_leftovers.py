@@ -14,6 +14,7 @@ import kvmguest
 from kvmguest import libvirt_exclusive  # noqa: F401  (the fixture)
 from kvmguest import needs_libvirt, scratch_left, slow_convert, virsh
 from qemuvm import PYTHON, env, qemu_img
+from simhost import next_second
 
 pytestmark = needs_libvirt
 TWINS = ("twin a", "twin_a")
@@ -79,7 +80,7 @@ def test_a_base_written_after_its_seal_is_not_built_on(lab):
         f.seek(size // 2)
         f.write(b"\xa5" * 4096)
     assert os.path.getsize(disk) == size
-    time.sleep(1.1)  # runs (and their checkpoints) are named by the second they start: not the first one's
+    next_second()  # runs (and their checkpoints) are named by the second they start: not the first one's
 
     r = hotvcb(root, "backup", "-m", TWINS[0], "-g", conf)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -12,7 +12,7 @@ import signal
 import time
 
 from simhost import (backup_once as backup, backup_root, backups, hotvcb, hotvcb_background, kill, lock_pid,
-                     needs_root, ours, sealed, two_hosts_sharing_nfs, wait_for, write_conf)
+                     needs_root, next_second, ours, sealed, two_hosts_sharing_nfs, wait_for, write_conf)
 
 pytestmark = needs_root
 
@@ -202,7 +202,7 @@ def test_cleanup_right_after_a_kill_during_the_guest_shutdown_does_not_lose_the_
     r = hotvcb(host, "cleanup", "-g", conf)
     no_traceback(r)
     host.power_off(vmid)  # the guest OS finishes the shutdown hotvcb asked for
-    time.sleep(1.05)
+    next_second()
     r = hotvcb(host, "-m", vm, "-g", conf)
     no_traceback(r)
     assert host.power_state(vmid) == "on", "the VM hotvcb shut down is off for good:\n" + r.stdout[-1500:]

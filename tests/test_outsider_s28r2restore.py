@@ -8,12 +8,11 @@ short, repository restores (--to, --datastore, --kvm), room near the limit, dry 
 import os
 import shutil
 import sys
-import time
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from simhost import REPO, VOLUME, hotvcb, needs_root, power, write_conf  # noqa: E402
+from simhost import REPO, VOLUME, hotvcb, needs_root, next_second, power, write_conf  # noqa: E402
 from test_outsider_s28restore import backed_up, in_host, out, repo_backed_up, vmids, vmx_keys  # noqa: E402
 
 pytestmark = [needs_root, pytest.mark.skipif(shutil.which("qemu-img") is None, reason="needs qemu-img")]
@@ -132,7 +131,7 @@ def test_a_backup_missing_a_descriptor_is_incomplete_for_list_verify_and_latest(
         r = hotvcb(host, "backup", "-m", vm, "-g", conf)
         assert r.returncode == 0, out(r)
         if i == 0:
-            time.sleep(1.1)
+            next_second()
     entries = sorted(os.listdir(host.real(VOLUME + "/" + vm)))
     assert len(entries) == 2, entries
     for e in entries:

@@ -10,12 +10,11 @@ import signal
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 
 from cronsite import crontab_on_path
-from simhost import REPO, copying, lock_pid, needs_root, ours, wait_for, write_conf
+from simhost import REPO, copying, lock_pid, needs_root, next_second, ours, wait_for, write_conf
 from sshd import needs_sshd
 from sshsite import web_host_behind_sshd
 
@@ -156,7 +155,7 @@ def test_the_scheduled_job_mails_through_the_relay_the_admins_run_mailed_through
                     "--log", log, "--", "-m", "web", "-g", conf, env=env)
         assert r.returncode == 0, r.out
         [line] = [l for l in table.read_text().splitlines() if l.endswith("# hotvcb:ca")]
-        time.sleep(1.1)  # backup names have one-second resolution
+        next_second()  # backup names have one-second resolution
         ran = _as_cron_runs(line, tmp_path, lab.folder)
         text = log.read_text() if log.exists() else ran.stdout + ran.stderr
         assert "Final status: All VMs backed up OK!" in text, text
@@ -210,7 +209,7 @@ def test_the_mail_of_a_run_that_left_a_vm_down_is_not_coloured_ok(lab):
                           EMAIL_SERVER_PORT=srv.port, EMAIL_TLS="none", EMAIL_TO="admin@example.com")
         lab.host.set_fault("power.on", "refuse")
         try:
-            time.sleep(1.1)
+            next_second()
             r = hotvcb(lab.host, "-m", "web", "-g", conf)
         finally:
             lab.host.clear_faults()

@@ -10,13 +10,12 @@ admin relies on. Tiny (1 MiB) disks.
 
 import json
 import os
-import time
 import unicodedata
 
 import pytest
 
 import esxisim.vmx as vmx
-from simhost import VOLUME, hotvcb, needs_root, ours, sealed, write_conf
+from simhost import VOLUME, hotvcb, needs_root, next_second, ours, sealed, write_conf
 
 pytestmark = needs_root
 
@@ -77,7 +76,7 @@ def test_slash_and_percent_names_do_not_share_a_backup_folder(host, tmp_path):
             done.append(name)
         else:  # refused up front, naming the VM, writing nothing
             assert name in r.stdout + r.stderr and sealed_anywhere(host) == before, r.stdout + r.stderr
-        time.sleep(1.05)
+        next_second()
     kept = sealed_anywhere(host)
     assert len(kept) == len(done), "one VM's rotation removed the other's backup: %s" % kept
     r = hotvcb(host, "list", "--json", "-g", conf)
@@ -201,7 +200,7 @@ def test_odd_names_back_up_list_verify_and_stay_apart(host, tmp_path):
     for _ in range(2):
         r = hotvcb(host, "-a", "-g", conf)
         assert r.returncode == 0, r.stdout + r.stderr
-        time.sleep(1.05)
+        next_second()
     for n in names:
         assert len(sealed(host, n)) == 1, n
     assert all(ours(host, v) == [] for v in ids)
@@ -292,7 +291,7 @@ def test_names_that_look_like_backup_folders_survive_cleanup_and_rotation(host, 
     assert hotvcb(host, "-a", "-g", conf).returncode == 0
     r = hotvcb(host, "cleanup", "-g", conf)
     assert r.returncode == 0 and "0 leftover(s) removed" in r.stdout, r.stdout + r.stderr
-    time.sleep(1.05)
+    next_second()
     assert hotvcb(host, "-a", "-g", conf).returncode == 0
     for n in names:
         assert len(sealed(host, n)) == 2, n

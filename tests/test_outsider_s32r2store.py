@@ -7,14 +7,13 @@ Each defect is a strict xfail until fixed. Tiny disks (1-2 MiB) on a simulated E
 import json
 import os
 import shutil
-import time
 
 import pytest
 
 from hotvcb.store import layout
 
 from gzrepack import repack
-from simhost import VOLUME, backup_root, hotvcb, make_host, needs_root, sealed, write_conf
+from simhost import VOLUME, backup_root, hotvcb, make_host, needs_root, next_second, sealed, write_conf
 
 pytestmark = [needs_root]
 
@@ -52,7 +51,7 @@ def _two_backups(site, vm, conf):
     for _ in range(2):
         r = hotvcb(site, "-m", vm, "-g", conf)
         assert r.returncode == 0, out(r)
-        time.sleep(1.1)
+        next_second()
 
 
 # -- 1. a folder two VMs' older writers could have named -----------------------------------------------------

@@ -67,7 +67,7 @@ def test_repository_status_ages_a_backup_by_its_instant_not_the_readers_zone(hos
 
 
 # -- 2. the run lock of a dead run on another machine, dated ahead by a clock set back since ----------------------
-def test_run_lock_dated_a_day_ahead_is_not_a_live_heartbeat(tmp_path):
+def test_run_lock_dated_a_day_ahead_is_not_a_live_heartbeat(tmp_path, monkeypatch):
     """Monday a file-by-file run from the backup box (SSH mode) was killed with the host's clock a day ahead (a
     wrong BIOS clock); NTP set it right since. The lock it left says 'otherbox', so it is judged by its heartbeat:
     the file's mtime, now a day in the future. `Shell.age` clamps a negative age to 0, so the heartbeat looks
@@ -76,6 +76,8 @@ def test_run_lock_dated_a_day_ahead_is_not_a_live_heartbeat(tmp_path):
     heartbeat dated a day ahead is not one (the GC lock treats 'dated that far ahead' as clock garbage:
     docs/repository.md). Expected: the lock is taken over as stale (or at least the refusal does not promise
     300 s)."""
+    # a stamp dated ahead is watched for one beat before it is judged: 1 s here, not 30 s (the verdict is the same)
+    monkeypatch.setattr("hotvcb.store.lock.HEARTBEAT", 1.0)
     lock = tmp_path / "hotvcb.lock"
     lock.write_text(RunId("abcdefabcdef", "otherbox", 4242, int(time.time()) - 7200, "h", None, 0, None).text() + "\n")
     ahead = time.time() + 86400

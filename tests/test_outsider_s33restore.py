@@ -11,11 +11,10 @@ behaved; they have no test here.) Each xfail test is one defect, asserting what 
 import os
 import shutil
 import subprocess
-import time
 
 import pytest
 
-from simhost import VOLUME, hotvcb, make_host, needs_root, vim, write_conf
+from simhost import VOLUME, hotvcb, make_host, needs_root, next_second, vim, write_conf
 
 pytestmark = [needs_root, pytest.mark.skipif(shutil.which("qemu-img") is None, reason="needs qemu-img")]
 
@@ -233,7 +232,7 @@ def test_a_vm_restored_into_the_backup_folder_is_not_deleted_by_rotation(site):
     vmx = host.real("%s/%s/%s.vmx" % (mine, name, name))
     assert os.path.exists(vmx), out(r)
     conf = write_conf(host, name="rot.conf", VM_BACKUP_VOLUME=volume, VM_BACKUP_ROTATION_COUNT=1)
-    time.sleep(1.05)
+    next_second()
     b = hotvcb(host, "backup", "-m", VM, "-g", conf)
     assert b.returncode == 0, out(b)
     assert os.path.exists(vmx), out(b)

@@ -22,8 +22,8 @@ import time
 
 import pytest
 
-from simhost import (VOLUME, backup_once, backup_root, backups, good, hotvcb, hotvcb_background, needs_root, ours,
-                     power, snapshot_names, wait_for, write_conf)
+from simhost import (VOLUME, backup_once, backup_root, backups, good, hotvcb, hotvcb_background, needs_root, next_second,
+                     ours, power, snapshot_names, wait_for, write_conf)
 
 pytestmark = needs_root
 
@@ -142,7 +142,7 @@ def test_folder_backup_stopped_at_each_host_call(host, tmp_path, step, sig):
     [before] = good(host, conf, "web")
 
     g = gate(host, tmp_path, tool, pattern, phase)
-    time.sleep(1.05)
+    next_second()
     run = hotvcb_background(host, "backup", "-m", "web", "-g", conf)
     out = stop_at(host, g, run, SIGNALS[sig])
     ungate(host, tool)
@@ -276,7 +276,7 @@ def test_repository_backup_stopped_at_each_host_call(host, tmp_path, step, sig):
     r = hotvcb(host, "backup", "-m", "web", "-g", conf)
     assert r.returncode == 0, r.stdout + r.stderr
     g = gate(host, tmp_path, tool, pattern, phase)
-    time.sleep(1.05)
+    next_second()
     run = hotvcb_background(host, "backup", "-m", "web", "-g", conf)
     out = stop_at(host, g, run, SIGNALS[sig])
     ungate(host, tool)
@@ -383,7 +383,7 @@ def test_list_backup_stopped_at_the_second_vms_step_keeps_the_first_vms_backup(h
     if sig != "KILL":
         assert run.returncode == 2, (run.returncode, out)
         assert ours(host, ids["db"]) == [] and leftovers(host, "db") == [], out
-    time.sleep(1.05)
+    next_second()
     nxt = hotvcb(host, "backup", "-f", lst, "-g", conf)
     assert nxt.returncode == 0, nxt.stdout + nxt.stderr
     assert [len(good(host, conf, vm)) for vm in ("web", "db")] == [2, 1], nxt.stdout

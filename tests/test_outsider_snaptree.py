@@ -16,7 +16,7 @@ import time
 import pytest
 
 from esxisim import disks
-from simhost import (backup_root, backups, hotvcb, kill, lock_pid, needs_root, sealed,
+from simhost import (backup_root, backups, hotvcb, kill, lock_pid, needs_root, next_second, sealed,
                      snapshot_names, vim, wait_for, write_conf)
 
 needs_qemu_img = pytest.mark.skipif(subprocess.run(["which", "qemu-img"], capture_output=True).returncode != 0,
@@ -387,7 +387,7 @@ def test_a_user_snapshot_taken_during_our_copy_is_kept_and_the_backup_is_not_sea
     assert "Traceback" not in out
 
     # and one the user removes during our copy
-    time.sleep(1.05)
+    next_second()
     proc = _background(host, log, "-m", VM, "-g", conf)
     try:
         wait_for(lambda: "Backing up" in open(log).read(), 60, "the copy")
@@ -430,7 +430,7 @@ def test_kill_9_during_our_snapshot_removal_then_cleanup_leaves_the_users_tree_a
     assert vim(host, "vmsvc/snapshot.get", vmid) == before, "the user's tree was touched"
     assert [b for b in backups(host, VM) if b.endswith("-partial")] == []
     # and the next run backs it up, its tree with the snapshot named like ours
-    time.sleep(1.05)
+    next_second()
     r = hotvcb(host, "-m", VM, "-g", conf)
     assert r.returncode == 0, r.stdout + r.stderr
     assert vim(host, "vmsvc/snapshot.get", vmid) == before

@@ -11,11 +11,10 @@ import re
 import signal
 import subprocess
 import threading
-import time
 
 import pytest
 
-from simhost import (backup_root, backups, copying, hotvcb, hotvcb_background, kill, lock_pid, needs_root,
+from simhost import (backup_root, backups, copying, hotvcb, hotvcb_background, kill, lock_pid, needs_root, next_second,
                      ours, sealed, wait_for, write_conf)
 from hotvcb.jobs.space import SpaceLedger
 from hotvcb.runlog import RunLog
@@ -46,7 +45,7 @@ def _fill_to(host, free):
 
 def _run(host, tmp_path, conf, *args, after=True):
     if after:
-        time.sleep(1.05)  # after another backup: backup names have one-second resolution
+        next_second()  # after another backup: backup names have one-second resolution
     return hotvcb(host, *args, "-g", conf, "-w", tmp_path / "w")
 
 

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from simhost import (backup_once as backup, backup_root, backups, good, host_lock_path, hotvcb,
-                     hotvcb_background, kill, listing, lock_pid, needs_root, ours, power, snapshot_names,
+                     hotvcb_background, kill, listing, lock_pid, needs_root, next_second, ours, power, snapshot_names,
                      two_hosts_sharing_nfs, vim, wait_for, write_conf)
 
 pytestmark = needs_root
@@ -163,7 +163,7 @@ def test_a_snapshot_of_a_killed_run_that_appears_late_is_not_left_after_the_next
     conf = write_conf(host, VM_BACKUP_ROTATION_COUNT=2)
     assert backup(host, conf, vm).returncode == 0
     host.set_fault("snapshot.create.delay", "8")
-    time.sleep(1.05)
+    next_second()
     _kill_when(hotvcb_background(host, "-m", vm, "-g", conf), host, "Creating Snapshot", 1.0)
     host.clear_faults()
     host.set_fault("clone.delay", "12")  # the next run is still copying when hostd finishes
@@ -214,7 +214,7 @@ def test_a_live_run_keeps_its_snapshot_and_folder_when_its_lock_file_is_deleted(
     live = lock_pid(host)
     os.unlink(host_lock_path(host))
     host.clear_faults()
-    time.sleep(1.05)
+    next_second()
     r = hotvcb(host, "-m", vm, "-g", conf, "-w", tmp_path / "other")
     out, _ = proc.communicate(timeout=120)
     assert "left by a run that died" not in r.stdout, "pid %d was alive:\n%s" % (live, r.stdout)
@@ -253,7 +253,7 @@ def test_a_stray_status_ok_does_not_outvote_status_error_and_cost_a_good_backup(
     conf = write_conf(host, VM_BACKUP_ROTATION_COUNT=2)
     assert backup(host, conf, vm).returncode == 0
     [first] = good(host, conf, vm)
-    time.sleep(1.05)
+    next_second()
     failed = os.path.join(backup_root(host, vm), "%s-%s" % (vm, datetime.now().strftime("%Y-%m-%d_%H-%M-%S")))
     os.makedirs(failed)  # what ghettoVCB leaves when a disk copy fails
     for name, text in ((vm + ".vmx", 'displayName = "%s"\n' % vm), (vm + ".vmdk", "# Disk DescriptorFile\n"),

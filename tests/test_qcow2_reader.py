@@ -111,9 +111,10 @@ def test_encryption_external_data_and_extended_l2_are_refused(tmp_path):
     enc = str(tmp_path / "enc.qcow2")
     for _ in range(5):
         # LUKS creation times its key derivation by CPU usage; on a loaded machine qemu-img can
-        # fail that calibration ("Unable to get accurate CPU usage"): a qemu-img limit, so retry
+        # fail that calibration ("Unable to get accurate CPU usage"): a qemu-img limit, so retry. The key
+        # slot's derivation is set to 10 ms (encrypt.iter-time; 2 s by default): half the CPU, the same image kind
         done = run_qemu_img("create", "-q", "--object", "secret,id=s0,data=pw", "-f", "qcow2", "-o",
-                            "encrypt.format=luks,encrypt.key-secret=s0", enc, "8M")
+                            "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10", enc, "8M")
         if "accurate CPU usage" not in done.stdout + done.stderr:
             break
     assert done.returncode == 0, done.stdout + done.stderr

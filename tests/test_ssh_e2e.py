@@ -21,7 +21,7 @@ import pytest
 
 import procs
 from hotvcb.errors import TimeoutExpired
-from simhost import host_lock_path
+from simhost import host_lock_path, next_second
 from sshd import needs_sshd, running_sshd
 from sshsite import host_sshd
 
@@ -117,7 +117,7 @@ def test_ssh_backup_matches_local_backup(site, tmp_path):
     r = local_hotvcb(host, "backup", "-m", VM, "-g", str(conf), "-w", str(tmp_path / "wl"))
     assert r.returncode == 0, r.out
     (local,) = backups(host)
-    time.sleep(1.1)  # the next backup gets another timestamp
+    next_second()  # the next backup gets another timestamp
     r = ssh_hotvcb(sshd, "backup", "-m", VM, "-g", str(conf), "-w", str(tmp_path / "ws"))
     assert r.returncode == 0, r.out
     assert "Final status: All VMs backed up OK!" in r.out
@@ -165,7 +165,7 @@ def test_ssh_and_local_backups_of_a_quiet_vm_are_identical(site, tmp_path, mode)
         r = local_hotvcb(host, "backup", "-m", VM, "-g", str(conf), "-w", str(tmp_path / "wl"))
         assert r.returncode == 0, r.out
         (local,) = set(backups(host)) - before
-        time.sleep(1.1)
+        next_second()
         flags, says = MODES[mode]
         r = ssh_hotvcb(sshd, "backup", "-m", VM, "-g", str(conf), "-w", str(tmp_path / "ws"), *flags)
         assert r.returncode == 0, r.out

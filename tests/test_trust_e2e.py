@@ -16,7 +16,8 @@ import pytest
 
 from hotvcb.store import sidecar
 from simhost import (backup_once as backup, backup_root, backups, good, hotvcb, hotvcb_background, kill, listing,
-                     lock_pid, needs_root, ours, power, snapshot_names, VOLUME, wait_for, wrap_tool, write_conf)
+                     lock_pid, needs_root, next_second, ours, power, snapshot_names, VOLUME, wait_for, wrap_tool,
+                     write_conf)
 
 pytestmark = needs_root
 
@@ -167,7 +168,7 @@ def test_rotation_is_done_when_the_run_ends_and_a_refused_removal_is_a_warning_t
     names.write_text("".join(vm + "\n" for vm in vms))
 
     def both():
-        time.sleep(1.05)  # backup names have one-second resolution
+        next_second()  # backup names have one-second resolution
         return hotvcb(host, "-f", str(names), "-g", conf)
 
     assert both().returncode == 0
@@ -290,10 +291,14 @@ def test_sigint_during_shutdown_order_exits_2_and_starts_the_vm_again(host, tmp_
     host.set_fault("power.shutdown", "ignore")
     conf = write_conf(host, POWER_VM_DOWN_BEFORE_BACKUP=1, VM_SHUTDOWN_ORDER=vm, POWER_DOWN_TIMEOUT="60s")
     proc = hotvcb_background(host, "-m", vm, "-g", conf)
-    wait_for(lambda: lock_pid(host), what="the run")
-    time.sleep(2)
+    seen = []
+    for line in proc.stdout:  # SIGINT once the run waits for the VM to go down (its guest ignores the request)
+        seen.append(line)
+        if "Powering off initiated" in line:
+            break
     kill(lock_pid(host), signal.SIGINT)
-    out, _ = proc.communicate(timeout=60)
+    rest, _ = proc.communicate(timeout=60)
+    out = "".join(seen) + rest
     assert proc.returncode == 2, out
     assert "interrupted by SIGINT" in out
     assert "Powered on" in power(host, vmid)

@@ -1,6 +1,6 @@
 """What ghettoVCB's users asked for (issue 13), through the CLI against a simulated host."""
 
-from simhost import backups, hotvcb, needs_root, write_conf
+from simhost import backups, hotvcb, needs_root, next_second, write_conf
 
 pytestmark = needs_root
 
@@ -28,7 +28,6 @@ def _usage(folder):
 
 def test_retention_by_size_keeps_the_newest_good_backup_and_the_stricter_rule_wins(host, tmp_path):
     import os
-    import time
 
     from simhost import backup_root, sealed
 
@@ -38,7 +37,7 @@ def test_retention_by_size_keeps_the_newest_good_backup_and_the_stricter_rule_wi
     budget = "%dK" % (int(2.5 * one) // 1024)  # room for two backups, not three
     conf = write_conf(host, VM_BACKUP_ROTATION_COUNT=5, VM_BACKUP_ROTATION_SIZE=budget)
     for _ in range(2):
-        time.sleep(1.05)
+        next_second()
         r = hotvcb(host, "-m", "sized", "-g", conf)
         assert r.returncode == 0, r.stdout + r.stderr
     kept = sealed(host, "sized")
@@ -51,7 +50,7 @@ def test_retention_by_size_keeps_the_newest_good_backup_and_the_stricter_rule_wi
     assert r.returncode == 0 and "Would remove old backup" in r.stdout and sealed(host, "sized") == kept
 
     # a budget smaller than one backup still keeps the newest good one
-    time.sleep(1.05)
+    next_second()
     r = hotvcb(host, "-m", "sized", "-g", write_conf(host, VM_BACKUP_ROTATION_COUNT=5, VM_BACKUP_ROTATION_SIZE="1K"))
     assert r.returncode == 0 and len(sealed(host, "sized")) == 1
     assert "the newest good one always stays" in r.stdout
