@@ -5,6 +5,7 @@ ITER_TO_WAIT_SHUTDOWN, since no guest was asked to shut down."""
 
 import logging
 import os
+import time
 from types import SimpleNamespace
 
 from hotvcb.errors import CommandFailed, HostdDown
@@ -12,7 +13,9 @@ from hotvcb.jobs import power
 from hotvcb.jobs.leftovers import mark_powered_off, power_marker, restore_power
 from hotvcb.jobs.power import PowerControl
 from hotvcb.model import VmRef
+from hotvcb.runid import RunId
 from hotvcb.settings import Settings
+from simhost import hotvcb, needs_root, power as power_state_of, write_conf
 
 from test_leftovers_unit import Log, OrderHost, dead_pid, me, ours
 from test_power_down_unit import Host, Vm, control  # noqa: F401  (control: a fixture)
@@ -98,3 +101,22 @@ def test_a_refused_shutdown_is_hard_powered_off_at_once(control, caplog, monkeyp
                                             power_down_timeout=10))
     assert host.off_at is not None and host.off_at - 1000.0 < 5, host.off_at
     assert "db is powered off" in caplog.text
+
+
+@needs_root
+def test_an_adopted_order_vm_backed_up_this_run_is_backed_up_off(host, tmp_path):
+    """esxisim: `db`, of VM_SHUTDOWN_ORDER and backed up this run, is off with the power-off marker of a gone run
+    (killed while its guest went down). It is copied off (no snapshot), then powered on with the order."""
+    vmid = host.create_vm("db", "datastore1", [{"size": "1M"}], power="off")
+    marker = host.real("/vmfs/volumes/datastore1/db/.hotvcb-powered-off.db.vmx")
+    with open(marker, "w") as f:  # pid 0: no process has it; esxi01: the simulated host's machine name
+        f.write(RunId("0000000000dd", "esxi01", 0, int(time.time()) - 7200, "h").text() + "\n")
+    old = time.time() - 3600
+    os.utime(marker, (old, old))
+    conf = write_conf(host, VM_SHUTDOWN_ORDER="db", VM_STARTUP_ORDER="db", POWER_DOWN_TIMEOUT="3s")
+    r = hotvcb(host, "-m", "db", "-g", conf)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    assert "asked it to shut down and is gone" in out and "Creating Snapshot" not in out, out
+    assert "may still go off" not in out and "did not finish; powering it on" not in out, out
+    assert power_state_of(host, vmid) == "Powered on" and not os.path.exists(marker), out
