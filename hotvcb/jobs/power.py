@@ -10,8 +10,9 @@ powers it on, even a VM an admin had switched off), with a warning.
 
 ghettoVCB's semantics, with bounded waits: a clean shutdown through VMware
 Tools, a hard power off after ITER_TO_WAIT_SHUTDOWN minutes if
-ENABLE_HARD_POWER_OFF=1, and giving up on the VM after POWER_DOWN_TIMEOUT
-minutes. VM_STARTUP_ORDER, as ghettoVCB's powerOn, waits after starting each VM until its VMware Tools
+ENABLE_HARD_POWER_OFF=1 (at once when the host refused the shutdown request:
+no guest was asked; ghettoVCB waits all the same), and giving up on the VM
+after POWER_DOWN_TIMEOUT minutes. VM_STARTUP_ORDER, as ghettoVCB's powerOn, waits after starting each VM until its VMware Tools
 run (the guest has booted) before the next VM is started, up to POWER_DOWN_TIMEOUT minutes (a VM without
 Tools waits that long, then the next starts anyway, as in ghettoVCB; a host that cannot tell, QEMU or
 libvirt, is not waited for; a signal ends the waiting, never the starting). A dry run says which VMs the orders would shut down and start again,
@@ -34,7 +35,7 @@ import time
 from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Set
 
 from .. import crashpoint, interrupt
-from ..errors import CommandFailed, HostError, HotvcbError, TimeoutExpired
+from ..errors import CommandFailed, HostdDown, HostError, HotvcbError, TimeoutExpired
 from ..hosts.base import Hypervisor
 from ..model import Vm, VmRef
 from ..runid import RunId
@@ -78,6 +79,8 @@ class PowerControl:
         refused = ""  # the host's answer to the shutdown request, when it was no
         try:
             self.host.shutdown(vm)
+        except HostdDown as err:  # no answer, not a no (a CommandFailed too): the request may have reached the guest
+            self.log.warning("%s: guest shutdown failed (%s)" % (vm.name, err))
         except CommandFailed as err:  # the host answered no (no VMware Tools): the guest was not asked
             if not s.enable_hard_power_off:
                 raise self._refused(vm, "the host refused to shut down the guest of %s (%s); without "
@@ -88,7 +91,9 @@ class PowerControl:
         except HotvcbError as err:  # no answer: the request may have reached the guest
             self.log.warning("%s: guest shutdown failed (%s)" % (vm.name, err))
         start = time.monotonic()
-        hard_at = start + s.iter_to_wait_shutdown * 60.0
+        # no guest was asked when the host refused: nothing for ITER_TO_WAIT_SHUTDOWN to wait for (ghettoVCB,
+        # which ignores the refusal, waits it out)
+        hard_at = start if refused else start + s.iter_to_wait_shutdown * 60.0
         give_up = start + s.power_down_timeout * 60.0
         hard_done = False
         hard_refused = ""  # the host's answer to the hard power off, the VM's reason if it stays on
@@ -274,11 +279,20 @@ class PowerControl:
     def _adopt(self, name: str, vm, dead: Mapping[str, float]) -> None:
         """A VM of the order found off with a gone run's power-off marker: that run asked its guest to shut
         down and stopped (a signal) before it went off, saying the next run powers it on. This run would
-        have shut it down now: it is this run's to start again with the order, after the backups (the
-        marker stays until then, so a kill meanwhile leaves it to the next run or `hotvcb cleanup`)."""
+        have shut it down now: it is this run's to start again with the order, after the backups. Its marker
+        is made this run's: no leftover check (its own backup's, vm_leftovers.clear_dead_runs) powers it on
+        before its backup, so it is backed up off, and a kill meanwhile leaves it to the next run or
+        `hotvcb cleanup`. A dry run leaves the marker as it is."""
         who = dead_power_mark(self.host, vm, self.log, self.run, dead)
         if who is None:
             return  # off by the admin's choice (or a live run's): left as it is
+        if not self.dry_run:
+            try:
+                mark_powered_off(self.host, vm, self.run)
+            except HotvcbError as err:  # the gone run's marker stays: its backup's leftover check powers it on
+                self.log.warning("%s: could not mark it as this run's (%s); it may be powered on before its "
+                                 "backup" % (name, err))
+            self._seen_off.add(power_marker(vm))  # found on after its backup: someone else started it
         self.ordered_down.append(name)
         self._loaded[name] = vm
         self.log.warning("%s: %s asked it to shut down and is gone; it is off: %s it on after the backups"
