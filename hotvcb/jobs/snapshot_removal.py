@@ -7,7 +7,8 @@ or leaving one to grow on the VM while the host can be reached again, are both w
 over a new connection (ssh makes one of its own once the master is gone) as the driver waits for its own, the
 snapshot listed and its deltas merged. The host tells no task apart (esxisim models none), so the removal is
 asked again only once ours stayed listed REASK_AFTER seconds; a refusal of that second removal because the first
-one is under way is waited out too, up to the removal's timeout. ATTEMPTS removals are asked for in all.
+one is under way is waited out too, up to the removal's timeout. ATTEMPTS removals are asked for in all, the last
+one waited for up to the removal's timeout.
 """
 
 from ..errors import CommandFailed, ConnectionLost, HotvcbError, Unconsolidated
@@ -29,7 +30,8 @@ def remove_snapshot(host: Hypervisor, vm: Vm, snap: Snapshot, timeout: float, lo
             host.remove_snapshot(vm, snap, timeout)
             return
         except ConnectionLost as err:
-            lost, wait = err, min(REASK_AFTER, timeout)
+            # the last removal is not asked again: it is waited for as long as any removal is
+            lost, wait = err, timeout if attempt == ATTEMPTS - 1 else min(REASK_AFTER, timeout)
             log.warning("%s: removing snapshot %s: %s; waiting for the host to remove it, over a new connection"
                         % (vm.name, snap.id, lost))
         except CommandFailed as err:
