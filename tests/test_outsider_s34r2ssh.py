@@ -264,3 +264,21 @@ def test_a_connection_cut_while_hostd_removes_the_snapshot_is_not_said_to_leave_
     assert not snapshots, out  # control: the removal itself went through
     assert "could NOT be removed" not in out and "remove it by hand" not in out, out
 
+
+
+# ... or one whose task hostd runs on after vim-cmd's session died (killing vim-cmd does not cancel it): the real
+# removal made slow (esxisim's snapshot.remove.delay) and detached from the session, each removal asked counted
+REMOVAL_CARRIED_ON = """\
+case " $* " in *snapshot.remove*) echo asked >> %(rec)s.asked; setsid "$0.real" "$@" > /dev/null 2>&1 &
+  echo "$$" > %(rec)s.tmp; mv %(rec)s.tmp %(rec)s; wait $!; exit $?;; esac
+"""
+
+
+def test_a_removal_hostd_carries_on_with_after_the_cut_is_waited_for_not_asked_again(host, site, tmp_path):
+    """hostd's removal runs on for seconds after the connection is cut: the snapshot stays listed a few polls,
+    then goes. Asked again at once, hostd refused (a task under way) and the run said `remove it by hand`."""
+    host.set_fault("snapshot.remove.delay", "4")
+    out, snapshots = _cut_during_removal(host, site, tmp_path, REMOVAL_CARRIED_ON)
+    assert not snapshots, out
+    assert "Successfully completed backup for web" in out, out
+    assert (tmp_path / "removal-pid.asked").read_text().count("asked") == 1, out

@@ -13,16 +13,24 @@ LOG = logging.getLogger("test")
 
 
 class Host(object):
-    """remove_snapshot's outcomes in turn (an exception raised, else the snapshot removed); what a look lists."""
+    """remove_snapshot's outcomes in turn (an exception raised, else the snapshot removed); what a look lists.
+    `takes`: seconds hostd's task runs on once a removal's connection broke, refusing another meanwhile (as
+    hostd does with a task under way); `merging`: seconds its deltas are merged after the snapshot left the list."""
 
-    def __init__(self, removals, listed=True, look=None, why=""):
+    def __init__(self, removals, listed=True, look=None, why="", takes=0, merging=0):
         self.removals, self.listed, self.look, self.why = list(removals), listed, look, why
-        self.asked = 0
+        self.takes, self.merging = takes, merging
+        self.asked, self.asked_while_listed, self.waited = 0, 0, []
 
     def remove_snapshot(self, vm, snap, timeout):
         self.asked += 1
+        if self.takes:
+            self.asked_while_listed += 1
+            raise CommandFailed(["vim-cmd", "vmsvc/snapshot.remove"], 1, "vim.fault.TaskInProgress",
+                                fault="TaskInProgress")
         outcome = self.removals.pop(0)
         if outcome is not None:
+            self.takes = self.takes or getattr(outcome, "takes", 0)
             raise outcome
         self.listed = False
 
@@ -32,7 +40,34 @@ class Host(object):
         return [SNAP] if self.listed else []
 
     def needs_consolidation(self, vm, deltas=None):
-        return self.why
+        return self.why or ("needs consolidation: its deltas are being merged" if self.merging else "")
+
+    def await_snapshot_removal(self, vm, snap, timeout):
+        """The driver's wait as a clock: hostd's task and the merge of its deltas run `timeout` seconds on."""
+        self.waited.append(timeout)
+        if self.look is not None:
+            raise self.look
+        if self.takes > timeout:
+            self.takes -= timeout
+            return False
+        if self.takes:
+            self.takes, self.listed = 0, False
+        if self.listed:
+            return False
+        if self.merging > timeout and not self.why:
+            self.merging -= timeout
+            return False
+        self.merging = 0
+        if self.why:
+            raise Unconsolidated("web " + self.why)
+        return True
+
+
+def lost_while_hostd_works(seconds):
+    """A removal's connection broken while hostd's task runs on for `seconds`."""
+    err = ConnectionLost("lost the SSH connection")
+    err.takes = seconds
+    return err
 
 
 class Vm(object):
@@ -68,7 +103,50 @@ def test_the_attempts_are_bounded_and_a_refusal_is_not_retried():
     with pytest.raises(ConnectionLost):
         snapshot_removal.remove_snapshot(host, Vm(), SNAP, 60, LOG)
     assert host.asked == snapshot_removal.ATTEMPTS
+    assert host.waited[-1] == 60  # the last removal, not asked again, waited for as long as any
     refused = Host([CommandFailed(["vim-cmd", "vmsvc/snapshot.remove"], 1, "fault")])
     with pytest.raises(CommandFailed):
         snapshot_removal.remove_snapshot(refused, Vm(), SNAP, 60, LOG)
     assert refused.asked == 1
+
+
+def test_a_removal_hostd_carries_on_with_is_waited_for_not_asked_again(monkeypatch):
+    monkeypatch.setattr(snapshot_removal, "REASK_AFTER", 10)
+    host = Host([lost_while_hostd_works(8)])
+    snapshot_removal.remove_snapshot(host, Vm(), SNAP, 60, LOG)
+    assert host.asked == 1 and not host.listed
+
+
+def test_a_removal_refused_while_hostd_still_works_on_it_is_waited_for(monkeypatch):
+    monkeypatch.setattr(snapshot_removal, "REASK_AFTER", 10)
+    host = Host([lost_while_hostd_works(40)])
+    snapshot_removal.remove_snapshot(host, Vm(), SNAP, 60, LOG)
+    assert not host.listed and host.asked_while_listed == 1
+
+
+def test_deltas_still_being_merged_after_a_lost_connection_are_waited_for(monkeypatch):
+    monkeypatch.setattr(snapshot_removal, "REASK_AFTER", 10)
+    host = Host([ConnectionLost("lost")], listed=False, merging=5)
+    snapshot_removal.remove_snapshot(host, Vm(), SNAP, 60, LOG)
+    assert host.asked == 1
+
+
+def test_the_drivers_wait_sees_deltas_merged_over_a_few_polls(monkeypatch):
+    """esxi_snapshots' wait (a removal's own, and one past a broken connection): deltas left for a few polls."""
+    from hotvcb.hosts import esxi_snapshots
+    monkeypatch.setattr(esxi_snapshots, "POLL", 0)
+    snaps = esxi_snapshots.EsxiSnapshots.__new__(esxi_snapshots.EsxiSnapshots)
+    polls = {"listed": 2, "deltas": 5}
+
+    def snapshots(vm, interruptible=True):
+        polls["listed"] -= 1
+        return [SNAP] if polls["listed"] > 0 else []
+
+    def orphaned(vm):
+        polls["deltas"] -= 1
+        return ["/vmfs/volumes/ds/web/web-000001.vmdk"] if polls["deltas"] > 0 else []
+
+    snaps.snapshots, snaps._orphaned_deltas = snapshots, orphaned
+    snaps.needs_consolidation = lambda vm, deltas=None: ""
+    assert snaps.await_removal(Vm(), SNAP, 60) is True
+    assert polls["deltas"] == 0

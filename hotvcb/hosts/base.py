@@ -114,6 +114,10 @@ class Hypervisor(Protocol):
 
     def remove_snapshot(self, vm: Vm, snap: Snapshot, timeout: float) -> None: ...
 
+    # a removal whose command died with its connection, waited for: True once the snapshot is gone and its
+    # changes merged (Unconsolidated where the disks stay on deltas), False when `timeout` seconds pass first
+    def await_snapshot_removal(self, vm: Vm, snap: Snapshot, timeout: float) -> bool: ...
+
     # the user's snapshots as files (BACKUP_SNAPSHOT_TREE), read and checked before any change; `users`: the ids
     # of those to keep (None: all), so that a dead run's snapshot a dry run leaves in place is not planned
     def snapshot_tree(self, vm: Vm, disks: List[Disk], users: Optional[Sequence[str]] = None) -> SnapshotTree: ...

@@ -275,6 +275,9 @@ class EsxiHost:
     def remove_snapshot(self, vm: Vm, snap: Snapshot, timeout: float) -> None:
         self._snaps.remove(vm, snap, timeout)
 
+    def await_snapshot_removal(self, vm: Vm, snap: Snapshot, timeout: float) -> bool:
+        return self._snaps.await_removal(vm, snap, timeout)
+
     # -- disks: vmkfstools clones and the files they read (esxi_disks.py) ----
     def copy_disk(self, disk: Disk, dst: str, fmt: str, progress=None) -> List[str]:
         return self._disks.copy(disk, dst, fmt, progress)

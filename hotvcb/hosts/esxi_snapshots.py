@@ -114,12 +114,21 @@ class EsxiSnapshots:
         # is left over), hostd need not be asked; else hostd is asked until it is gone
         if esxi_tree.holds(self._files, vm, snap) is False and not self._orphaned_deltas(vm):
             return self._consolidated(vm)
+        if not self.await_removal(vm, snap, deadline - time.monotonic()):
+            raise TimeoutExpired("snapshot %s of %s to be consolidated" % (snap.id, vm.name), timeout)
+
+    def await_removal(self, vm: Vm, snap: Snapshot, timeout: float) -> bool:
+        """True once hostd no longer lists ours and no delta is left over (then Unconsolidated where the disks
+        stay on deltas); False when `timeout` seconds pass first. A removal's own wait, and the wait for one
+        whose vim-cmd died with its SSH session: hostd's task carries on (jobs/snapshot_removal.py)."""
+        deadline = time.monotonic() + timeout
         while True:
             still = [s for s in self.snapshots(vm, interruptible=False) if s.id == snap.id]
             if not still and not self._orphaned_deltas(vm):
-                return self._consolidated(vm)
+                self._consolidated(vm)
+                return True
             if time.monotonic() > deadline:
-                raise TimeoutExpired("snapshot %s of %s to be consolidated" % (snap.id, vm.name), timeout)
+                return False
             time.sleep(POLL)
 
     def _consolidated(self, vm: Vm) -> None:

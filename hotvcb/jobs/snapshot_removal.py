@@ -1,39 +1,60 @@
 """Our snapshot's removal, carried past a broken SSH connection.
 
 A removal whose session broke (errors.ConnectionLost) tells nothing of the snapshot: hostd may never have been
-asked (the link dropped first), or carried the removal through while vim-cmd's session died. Telling the admin
-to remove by hand a snapshot that is gone, or leaving one to grow on the VM while the host can be reached again,
-are both wrong: the VM's snapshots are looked at over a new connection (ssh makes one of its own once the master
-is gone), and the removal is asked again while ours is still listed, ATTEMPTS times in all.
+asked (the link dropped first), or have its removal task under way (killing vim-cmd does not cancel it, and a
+long consolidation is when a link drops). Telling the admin to remove by hand a snapshot that hostd is removing,
+or leaving one to grow on the VM while the host can be reached again, are both wrong: the removal is waited for
+over a new connection (ssh makes one of its own once the master is gone) as the driver waits for its own, the
+snapshot listed and its deltas merged. The host tells no task apart (esxisim models none), so the removal is
+asked again only once ours stayed listed REASK_AFTER seconds; a refusal of that second removal because the first
+one is under way is waited out too, up to the removal's timeout. ATTEMPTS removals are asked for in all, the last
+one waited for up to the removal's timeout.
 """
 
-from ..errors import ConnectionLost, HotvcbError, Unconsolidated
+from ..errors import CommandFailed, ConnectionLost, HotvcbError, Unconsolidated
 from ..hosts.base import Hypervisor
 from ..model import Snapshot, Vm
 
 ATTEMPTS = 3  # removals asked for in all, each given the full SNAPSHOT_REMOVE_TIMEOUT
+REASK_AFTER = 10.0  # seconds ours stays listed after a broken removal before it is asked again
+# vim-cmd's faults for a removal asked while the first is under way: hostd's task in progress, the VM busy, or
+# the snapshot gone by the time the second task ran (as esxisim answers)
+UNDER_WAY = ("TaskInProgress", "InvalidState", "NotFound")
 
 
 def remove_snapshot(host: Hypervisor, vm: Vm, snap: Snapshot, timeout: float, log) -> None:
-    """host.remove_snapshot (its errors), a removal whose connection broke looked at again and asked again; the
+    """host.remove_snapshot (its errors), a removal whose connection broke waited for and asked again; the
     last ConnectionLost when the host cannot be reached to tell, or the snapshot outlived every attempt."""
-    for _ in range(ATTEMPTS):
+    for attempt in range(ATTEMPTS):
         try:
             host.remove_snapshot(vm, snap, timeout)
             return
         except ConnectionLost as err:
-            lost = err
-        log.warning("%s: removing snapshot %s: %s; looking at the VM's snapshots again over a new connection"
-                    % (vm.name, snap.id, lost))
-        try:
-            listed = any(s.id == snap.id for s in host.snapshots(vm, interruptible=False))
-            why = "" if listed else host.needs_consolidation(vm)
-        except HotvcbError as err:
-            log.warning("%s: cannot look at its snapshots again: %s" % (vm.name, err))
-            raise lost from err
-        if why:
-            raise Unconsolidated("%s %s" % (vm.name, why))
-        if not listed:
-            log.info("%s: snapshot %s is gone: the host carried its removal through" % (vm.name, snap.id))
+            # the last removal is not asked again: it is waited for as long as any removal is
+            lost, wait = err, timeout if attempt == ATTEMPTS - 1 else min(REASK_AFTER, timeout)
+            log.warning("%s: removing snapshot %s: %s; waiting for the host to remove it, over a new connection"
+                        % (vm.name, snap.id, lost))
+        except CommandFailed as err:
+            if not attempt or err.fault not in UNDER_WAY:
+                raise
+            wait = timeout
+            log.info("%s: the host refused to remove snapshot %s again (%s): its first removal is under way; "
+                     "waiting for it" % (vm.name, snap.id, err.fault))
+        if _removed(host, vm, snap, wait, lost, log):
             return
     raise lost
+
+
+def _removed(host: Hypervisor, vm: Vm, snap: Snapshot, wait: float, lost: ConnectionLost, log) -> bool:
+    """Whether the host removed ours within `wait` seconds (Unconsolidated where its disks stay on deltas);
+    `lost` raised when the host cannot be reached to tell."""
+    try:
+        gone = host.await_snapshot_removal(vm, snap, wait)
+    except Unconsolidated:
+        raise
+    except HotvcbError as err:
+        log.warning("%s: cannot look at its snapshots again: %s" % (vm.name, err))
+        raise lost from err
+    if gone:
+        log.info("%s: snapshot %s is gone: the host carried its removal through" % (vm.name, snap.id))
+    return gone
