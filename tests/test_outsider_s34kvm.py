@@ -240,6 +240,22 @@ def test_a_vm_in_migration_is_refused_before_any_snapshot(lab, state):
     assert dev["inserted"]["file"] == image and dev["inserted"].get("backing_file_depth", 0) == 0, out
 
 
+def test_a_vm_in_migration_with_a_read_only_drive_is_failed_naming_the_migration(lab):
+    """A VM waiting for a migration (`-incoming defer`, `inmigrate`) has a writable disk and a read-only
+    reference drive. The read-only one was skipped as "read-only drive", the writable one with the migration,
+    so with two reasons the VM failed as a bare "nothing to back up: every disk was skipped", where docs/kvm.md
+    promises the VM failed naming the migration. Expected: the migration the reason for every disk, and the
+    VM's failure naming it."""
+    image, ref = lab.image("a.qcow2"), lab.image("ref.raw", fmt="raw")
+    lab.start("vm", ["file=%s,format=qcow2,if=virtio" % image, "file=%s,format=raw,if=virtio,readonly=on" % ref],
+              extra=["-incoming", "defer"])
+    assert lab.qmp("query-status")["status"] == "inmigrate"  # guard
+    rc, out = lab.backup("vm")
+    [failure] = [line for line in out.splitlines() if "nothing to back up" in line] or [out]
+    assert rc != 0 and "migrat" in failure and "read-only drive" not in out, out
+    assert lab.overlays() == [], (lab.overlays(), out)
+
+
 def test_an_image_with_a_long_file_name_is_backed_up(lab):
     """A VM's image was named by a provisioning tool after the customer's project and the VM's purpose:
     `ü` x 105 + `-data.qcow2` (221 bytes in UTF-8; ext4 and xfs take 255). The file is fine for QEMU, qemu-img

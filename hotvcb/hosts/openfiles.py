@@ -20,26 +20,37 @@ def holders(paths: Iterable[str], writers: bool = False) -> Optional[List[int]]:
     writing, as /proc/PID/fdinfo's flags say; a reader such as `qemu-nbd -r` writes nothing); None where /proc
     cannot tell for every process (none mounted, another user's process hidden or unreadable): an empty list
     then would say "nobody" on a guess. A file is known by its device and inode, not by its name: a process in
-    another mount namespace (a container with the folder bind-mounted elsewhere) or one holding a hard link
-    names the same file otherwise."""
-    wanted = set()  # type: Set[Tuple[int, int]]
+    another mount namespace (a container with the folder bind-mounted elsewhere) names the same file otherwise.
+
+    Only a descriptor that may be one of them is stat'ed (its fdinfo read): a stat of /proc/PID/fd/N reaches
+    the file system behind it, and one process holding a file on a dead hard-mounted NFS share would hang the
+    search, and the backup with it, for good. In our mount namespace that is a descriptor whose link (read
+    without reaching the file system) ends in a wanted file's name; in another one, every descriptor, as the
+    container names it by its own path. A hard link of an image under another name, held by a process of our
+    namespace, is therefore not found: VM images are not hard-linked under other names in practice, and the
+    hang hit every VM of the run."""
+    wanted, names = set(), set()  # type: Set[Tuple[int, int]], Set[str]
     for p in paths:
         try:
             wanted.add(_identity(os.stat(p)))
+            names.add(os.path.basename(p))
         except OSError:
             pass  # no such file: nobody holds it
     try:
         entries = os.listdir(PROC)
     except OSError:
         return None
+    ours = _mount_namespace("self")
     found, told = [], True
     for entry in entries:
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
-        held = _held_files(int(entry), writers)
-        if held is None:
+        fds = _fds(int(entry))
+        if fds is None:
             told = told and not os.path.isdir("%s/%s" % (PROC, entry))  # unreadable, not gone meanwhile
-        elif held & wanted:
+            continue
+        anywhere = _mount_namespace(entry) != ours
+        if any(_holds(fd, wanted, None if anywhere else names, writers) for fd in fds):
             found.append(int(entry))
     return sorted(found) if found or told else None
 
@@ -57,21 +68,25 @@ def _held(pid: int) -> Optional[Set[str]]:
     return held
 
 
-def _held_files(pid: int, writers: bool) -> Optional[Set[Tuple[int, int]]]:
-    """(device, inode) of each file process `pid` holds open (for writing only, with `writers`); None where its
-    descriptors cannot be listed."""
-    fds = _fds(pid)
-    if fds is None:
+def _holds(fd: str, wanted: Set[Tuple[int, int]], names: Optional[Set[str]], writers: bool) -> bool:
+    """Whether descriptor `fd` (/proc/PID/fd/N) is one of the `wanted` files (device, inode), open for writing
+    with `writers`; with `names`, only one whose link ends in one of them is stat'ed (see holders)."""
+    try:
+        if names is not None and os.path.basename(os.readlink(fd)) not in names:
+            return False
+        return _identity(os.stat(fd)) in wanted and (not writers or _writes(fd))
+    except OSError:
+        return False  # closed meanwhile
+
+
+def _mount_namespace(pid: str) -> Optional[str]:
+    """Process `pid`'s mount namespace (/proc/PID/ns/mnt's link, `mnt:[inode]`); None where it cannot be read:
+    another process's unreadable one, while ours is read, counts as another namespace (all its descriptors
+    looked at)."""
+    try:
+        return os.readlink("%s/%s/ns/mnt" % (PROC, pid))
+    except OSError:
         return None
-    held = set()  # type: Set[Tuple[int, int]]
-    for fd in fds:
-        try:
-            if writers and not _writes(fd):
-                continue
-            held.add(_identity(os.stat(fd)))
-        except OSError:
-            pass  # closed meanwhile
-    return held
 
 
 def _writes(fd: str) -> bool:

@@ -189,10 +189,10 @@ class QemuHost(LocalKvmHost):
         chain = chain_of(ins.get("image") or {})
         i = _below_ours(chain)
         path = chain[i].get("filename", "") if chain else ins.get("file", "")
+        if skip:  # first: a migration is every disk's reason, so the VM is failed naming it (jobs/preflight.py)
+            return skipped(skip, path)
         if ins.get("ro"):
             return skipped("read-only drive", path)
-        if skip:
-            return skipped(skip, path)
         if path and relative_name(path):  # absolute_names could not prove which file QEMU has open under it
             return skipped("image %s is named relative to its QEMU's working directory, and which file that is "
                            "cannot be proven (the process behind the QMP socket holds no one file open by that "
