@@ -72,7 +72,6 @@ def _cut_during_removal(host, site, tmp_path, delay):
 
 @needs_root
 @needs_sshd
-@pytest.mark.xfail(strict=True, reason="a removal re-asked while hostd's first one still runs fails NotFound, and a good backup is called failed with 'remove it by hand'")
 def test_a_removal_under_way_when_the_connection_drops_is_not_asked_twice(host, site, tmp_path):
     """esxi01's link drops while hostd consolidates the backup's snapshot (a consolidation of a busy VM takes
     minutes). hotvcb reconnects, sees the snapshot still listed - hostd is still merging it - and asks for a
