@@ -46,7 +46,7 @@ def test_a_tmp_that_is_a_plain_file_is_named_when_a_backup_cannot_write(tmp_path
     (tmp_path / "repo" / "tmp").write_text("")
     disk = tmp_path / "web.raw"
     make_disk(disk, size=2 << 20)
-    with pytest.raises(RepoError, match="tmp/: "):
+    with pytest.raises(RepoError, match="tmp/ is not a folder"):
         backup(repo, "web", disk)
 
 
