@@ -13,53 +13,53 @@ sys.path.insert(0, str(ROOT))
 # files, one unit together: they take turns at the machine's libvirt (kvmguest.libvirt_turn), and as
 # separate files two workers sat blocked on that turn. Units are handed out in collection order, the
 # longest first, as a profiled run measured them (2026-12-05, 5 workers on 2 cores beside other developers'
-# work, ~3x slower than CI: summed seconds per file in brackets, only their order counts): with xdist's
+# work, ~1.7x slower than CI: summed seconds per file in brackets, only their order counts): with xdist's
 # default order (most tests first), a long file handed out last was the tail.
 LIBVIRT = ("test_outsider_libvirtcheckpoints.py", "test_libvirt_backup.py", "test_outsider_libvirt.py",
-           "test_libvirt_leftovers.py")  # 241 + 258 + 172 + 31
+           "test_libvirt_leftovers.py")  # 156 + 201 + 105 + 31
 LONGEST_FIRST = LIBVIRT + (
-    "test_outsider_rawdigest.py",  # 492
-    "test_outsider_fixrepo.py",  # 435
-    "test_trust_kill9_e2e.py",  # 376
-    "test_outsider_s32disks.py",  # 349
-    "test_trust_e2e.py",  # 288
-    "test_outsider_repowait.py",  # 268
-    "test_schedule_esxi.py",  # 265
-    "test_outsider_fixrestore.py",  # 262
-    "test_outsider_repocodec2.py",  # 255
-    "test_backup_e2e.py",  # 235
-    "test_outsider_print.py",  # 232
-    "test_outsider_trust.py",  # 232
-    "test_outsider_round2.py",  # 221
-    "test_outsider_restoresplit.py",  # 213
-    "test_outsider_release.py",  # 195
-    "test_restore_e2e.py",  # 190
-    "test_outsider_selfcopy.py",  # 189
-    "test_ssh_round_trips_e2e.py",  # 189
-    "test_outsider_sparsecopy.py",  # 180
-    "test_outsider_gcrace.py",  # 172
-    "test_outsider_gcdup.py",  # 167
-    "test_outsider_snaptree.py",  # 166
-    "test_outsider_gclock.py",  # 159
-    "test_outsider_digest.py",  # 153
-    "test_outsider_gclockstart.py",  # 136
-    "test_outsider_restoreinputs.py",  # 132
-    "test_restore_inputs.py",  # 125
-    "test_outsider_s32upgrade.py",  # 124
-    "test_ssh_e2e.py",  # 113
-    "test_outsider_s33sched.py",  # 109
-    "test_outsider_repocodec.py",  # 106
-    "test_outsider_spacerace.py",  # 105
-    "test_parallel_e2e.py",  # 102
-    "test_outsider_lookahead.py",  # 101
-    "test_outsider_crosshv.py",  # 99
-    "test_outsider_s28options.py",  # 94
-    "test_outsider_repopack2.py",  # 91
-    "test_faults.py",  # 90
-    "test_outsider_qcowcontent.py",  # 90
-    "test_outsider_repo.py",  # 89
-    "test_outsider_s32time.py",  # 89
-    "test_outsider_s33onhost.py",  # 86
+    "test_outsider_s32disks.py",  # 539
+    "test_outsider_rawdigest.py",  # 367
+    "test_outsider_fixrepo.py",  # 365
+    "test_trust_kill9_e2e.py",  # 327
+    "test_trust_e2e.py",  # 187
+    "test_outsider_repowait.py",  # 147
+    "test_outsider_trust.py",  # 129
+    "test_outsider_s34crash.py",  # 127
+    "test_schedule_esxi.py",  # 123
+    "test_outsider_repocodec2.py",  # 108
+    "test_backup_e2e.py",  # 102
+    "test_outsider_fixrestore.py",  # 89
+    "test_outsider_round2.py",  # 84
+    "test_outsider_print.py",  # 83
+    "test_outsider_s33sched.py",  # 77
+    "test_outsider_s32time.py",  # 73
+    "test_outsider_s28options.py",  # 72
+    "test_outsider_selfcopy.py",  # 63
+    "test_outsider_release.py",  # 62
+    "test_outsider_s34r2ssh.py",  # 61
+    "test_outsider_restoresplit.py",  # 59
+    "test_outsider_gcrace.py",  # 56
+    "test_outsider_gcdup.py",  # 56
+    "test_outsider_s33r2sched.py",  # 55
+    "test_outsider_s32upgrade.py",  # 53
+    "test_ssh_round_trips_e2e.py",  # 53
+    "test_outsider_sparsecopy.py",  # 51
+    "test_restore_e2e.py",  # 50
+    "test_outsider_s29kvm2.py",  # 49
+    "test_outsider_crosshv.py",  # 49
+    "test_outsider_lookahead.py",  # 48
+    "test_outsider_s28r2restore.py",  # 46
+    "test_outsider_s33onhost.py",  # 42
+    "test_outsider_s33ssh.py",  # 42
+    "test_outsider_repocodec.py",  # 42
+    "test_outsider_snaptree.py",  # 42
+    "test_outsider_gclock.py",  # 41
+    "test_outsider_s30remote.py",  # 40
+    "test_outsider_s33r2restore.py",  # 40
+    "test_outsider_s33repo.py",  # 39
+    "test_parallel_e2e.py",  # 39
+    "test_ssh_e2e.py",  # 38
 )
 
 
