@@ -291,11 +291,11 @@ class SshConnection:
             proc.kill()
             proc.communicate()
             raise TimeoutExpired("%s on %s" % (script.split()[0], self.target.destination), timeout or 0) from exc
-        message = errout.decode("utf-8", "replace")
-        broken = self._broken(proc.returncode, message)
+        answer = sh.after_mark(out, mark)
+        broken = None if sh.answered(answer, proc.returncode) else \
+            self._broken(proc.returncode, errout.decode("utf-8", "replace"))
         if broken is not None:
             raise broken
-        answer = sh.after_mark(out, mark)
         if answer is None:
             raise HostError("%s on %s: %s" % (script.split()[0], self.target.destination, sh.no_answer(out, mark)))
         return proc.returncode, answer, sh.own_stderr(errout, mark)

@@ -166,6 +166,14 @@ def after_mark(out: bytes, mark: str) -> Optional[bytes]:
     return out[start:end] if end >= 0 else None
 
 
+def answered(answer: Optional[bytes], returncode: Optional[int]) -> bool:
+    """Whether a session's exit code is its command's own: the answer came up to its end mark (`after_mark` not
+    None), which no failed connection prints, and the ssh client here was not killed (a signal's is ours). An
+    exit 255 then is the command's (vmkfstools' "No space left on device"), not a lost connection, whether or
+    not the master connection still lives."""
+    return answer is not None and returncode is not None and returncode >= 0
+
+
 # how many of a session's last bytes `ended` looks at: its end line, and a farewell the host's shell may print after
 TAIL_HOLDING_END = 4096
 

@@ -176,7 +176,6 @@ case " $* " in *" -i "*/db/*) echo "Failed to clone disk: No space left on devic
 
 @needs_root
 @needs_sshd
-@pytest.mark.xfail(strict=True, reason="once the master is gone, any host command's exit 255 is called 'lost the SSH connection' (its answer, end mark and all, dropped)")
 def test_after_the_master_died_a_commands_own_exit_255_is_not_called_a_lost_connection(host, site, tmp_path):
     """`hotvcb backup --file-by-file -a` over SSH: the link blips during app's snapshot removal; hotvcb looks again
     over a new connection, the removal goes through, app's backup stands. For the rest of the run there is no

@@ -21,7 +21,7 @@ from ..jobs.restore_scratch import records_roots_of
 from ..jobs.snapshot_asked import snapshot_patience
 from ..localshell import LocalShell
 from ..runid import RunId
-from ..thishost import this_host
+from ..thishost import known_this_host, this_host
 from ..store.lock import gone_here
 from . import common, onhost, workdir
 
@@ -80,7 +80,7 @@ def _kvm(args) -> int:
     _settings, log = common.load(args)
     dry = args.level == "dryrun"
     roots = records_roots_of(os.path.abspath(args.kvm))
-    n = restore_sweep.sweep(LocalShell(), roots, log, RunId.new().on_host(this_host()), dry)
+    n = restore_sweep.sweep(LocalShell(), roots, log, RunId.new().on_host(known_this_host() if dry else this_host()), dry)
     # said apart, not counted: they may be of restores into another DIR (the last line counts DIR's)
     for folder in tmpwork.sweep(restore_kvm.WORK_PREFIX, dry=dry):
         log.info("%s %s: a killed restore --kvm's work folder" % ("would remove" if dry else "removed", folder))

@@ -20,8 +20,8 @@ from ..jobs.restore_kvm import KvmRequest, KvmRestore, KvmRestoreError, KvmResul
 from ..jobs.restore_scratch import Records, unusable_name
 from ..localshell import LocalShell
 from ..repo.repository import open_path
-from ..runid import machine_id
 from ..store import layout
+from ..thishost import known_this_host
 from ..units import human_size, need_and_free
 from . import repo_cmd
 
@@ -69,5 +69,5 @@ def _dry_sweep(target: str, vm: str, log) -> None:
     shell = LocalShell()
     target = os.path.realpath(target)  # as the restore records and sweeps it
     swept = set()  # type: Set[str]
-    restore_sweep.sweep(shell, [target], log, Records(shell, machine_id).run(), True, swept)
+    restore_sweep.sweep(shell, [target], log, Records(shell, known_this_host).run(), True, swept)
     refuse_taken(shell, target.rstrip("/") + "/" + layout.datastore_folder(vm), swept)

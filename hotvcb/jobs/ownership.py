@@ -58,17 +58,17 @@ def made_at(age: Optional[float]) -> Optional[float]:
     return None if age is None or dated_ahead(age) else time.time() - age
 
 
-def volume_age(shell: Shell, path: str, folder: str, run: RunId) -> Optional[float]:
+def volume_age(shell: Shell, path: str, folder: str, run: RunId, dry_run: bool = False) -> Optional[float]:
     """How long since path was touched, by the clock of the volume that holds it and `folder`.
 
     An NFS server stamps mtimes with its own clock; a host whose clock is off
     by minutes would otherwise see another host's live, heartbeating folder as
     stale. A probe touched now in `folder` gives the volume's "now". Negative: dated ahead of the volume's
-    clock (clockage.py).
+    clock (clockage.py). A dry run writes nothing there, no probe either: its age is by this machine's clock.
     """
     age = shell.age(path)
-    if age is None:
-        return None
+    if age is None or dry_run:
+        return age
     probe = folder.rstrip("/") + "/.hotvcb-clock." + run.run
     try:
         shell.write_text(probe, "")

@@ -76,7 +76,7 @@ class RestoreJob:
                  power_on: bool = False):
         self.host, self.shell, self.log = host, host.shell, log
         self.dry_run, self.verbose, self.verify, self.power_on = dry_run, verbose, verify, power_on
-        self.records = restore_scratch.on_host(self.shell, host.run_dir)  # one heartbeat for all requests
+        self.records = restore_scratch.on_host(self.shell, host.run_dir, dry_run)  # one heartbeat for all requests
         self._reclaimed = set()  # type: Set[str]  # datastore roots already swept
         self.swept = set()  # type: Set[str]  # folders a dry run's sweep would remove: its plan takes them as gone
         self.tally = Tally(self.shell.realpath)  # a dry run's: what the requests before would take, there for the next one's plan

@@ -42,7 +42,7 @@ from ..convert.machine import ConvertError, Machine, renamed
 from ..convert.qemu_argv import qemu_argv, start_script
 from ..errors import HostError, HotvcbError
 from ..hosts import qemuimg
-from ..thishost import this_host
+from ..thishost import known_this_host, this_host
 from ..shell import FileReader, Shell
 from ..store import datasize, layout
 from ..units import human_size, need_and_free
@@ -90,7 +90,7 @@ class KvmRestore:
         self.staged = staged
         self.temp = None  # type: Optional[str]  # set once created: removed on any failure
         self.unpacked = None  # type: Optional[str]  # a .gz backup unpacked: removed at the end
-        self.records = restore_scratch.Records(shell, this_host)
+        self.records = restore_scratch.Records(shell, known_this_host if dry_run else this_host)  # a dry run makes no id
         self.work = None  # type: Optional[str]  # normalised VMDK descriptors qemu-img reads (qemu_vmdk.py)
         self.reads = {}  # type: Dict[str, str]  # a disk's source -> what qemu-img is handed for it
 

@@ -45,7 +45,7 @@ import time
 from typing import Callable, List, Optional, Set
 
 from ..errors import HostError, HotvcbError
-from ..runid import RunId, host_id
+from ..runid import RunId, host_id, known_host_id
 from ..shell import Shell
 from ..store import layout
 from ..store.lock import HEARTBEAT
@@ -189,10 +189,13 @@ def unusable_name(name: str, given: bool = True) -> Optional[str]:
     return why
 
 
-def on_host(shell: Shell, run_dir: str) -> Records:
+def on_host(shell: Shell, run_dir: str, dry_run: bool = False) -> Records:
     """The records of a restore onto a hypervisor host: its id is the one its run lock's holders
-    record (runid.host_id), so `hotvcb cleanup`, holding that lock, knows them as its host's."""
+    record (runid.host_id), so `hotvcb cleanup`, holding that lock, knows them as its host's. A dry
+    run reads it and makes none (where none exists yet, no record names this host by it)."""
     def ident() -> str:
+        if dry_run:
+            return known_host_id(shell, run_dir)
         try:
             return host_id(shell, run_dir)
         except HostError:

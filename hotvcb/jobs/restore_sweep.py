@@ -33,6 +33,7 @@ another id (another host of that name, or ours before a reboot: ESXi keeps its i
 none (an older hotvcb's) is a dead restore's only once its heartbeat is lock.STALE_AFTER old as
 well, by the datastore's own clock (ownership.volume_age); one dated ahead of that clock (stepped back
 since: a live restore's last beat is, until its next) cannot be told, and is kept (clockage.heartbeat).
+A dry run writes no clock probe into the datastore: it ages the record by this machine's clock.
 """
 
 import re
@@ -105,7 +106,7 @@ def sweep(shell: Shell, roots: Iterable[str], log, me: RunId, dry_run: bool = Fa
             if alive:
                 log.info("%s: %s of a running restore (%s); leaving it" % (folder, _kind(name), owner))
                 continue
-            beat = _heartbeat_fresh(shell, root, entry, owner, me, by_pid=alive is False)
+            beat = _heartbeat_fresh(shell, root, entry, owner, me, by_pid=alive is False, dry_run=dry_run)
             if beat is not None and alive is None:
                 log.warning("%s: %s of a restore whose process cannot be told from here (another pid namespace, "
                             "or hidden by /proc: %s), touched %d s ago; leaving it (a cleanup takes it once "
@@ -207,13 +208,15 @@ def _replaced(shell: Shell, record: str, text: str) -> bool:
         return True
 
 
-def _heartbeat_fresh(shell: Shell, root: str, entry: str, owner: RunId, me: RunId, by_pid: bool) -> Optional[float]:
+def _heartbeat_fresh(shell: Shell, root: str, entry: str, owner: RunId, me: RunId, by_pid: bool,
+                     dry_run: bool) -> Optional[float]:
     """None when the record's pid is proof enough (`by_pid`: it told, and its host id is ours) or its
-    heartbeat is stale; else the seconds since it was touched (0 where it is dated ahead: cannot tell, kept)."""
+    heartbeat is stale; else the seconds since it was touched (0 where it is dated ahead: cannot tell, kept).
+    A dry run's age is by this machine's clock (volume_age: no probe written into the target)."""
     if by_pid and owner.host and owner.host == me.host:
         return None
     try:
-        age = volume_age(shell, root + "/" + entry, root, me)
+        age = volume_age(shell, root + "/" + entry, root, me, dry_run)
     except HostError:
         age = 0.0  # cannot tell: not stale
     return None if heartbeat(age, STALE_AFTER) is False else max(0.0, age or 0.0)
