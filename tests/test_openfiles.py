@@ -63,3 +63,13 @@ def test_fdinfo_is_read_only_for_the_wanted_files_descriptors(fake_proc):
     disk, looked = fake_proc
     assert openfiles.holders([disk], writers=True) == [100]
     assert sorted(p for p in looked if "/fdinfo/" in p) == ["100/fdinfo/1", "300/fdinfo/0"], looked
+
+
+def test_a_disk_given_by_a_link_is_found_held_by_its_real_name(fake_proc, tmp_path):
+    """A cluster disk is given to QEMU as /dev/disk/by-id/… or /dev/mapper/…, links whose target /proc names:
+    matched by the link's own name alone, the other QEMU writing it went unseen and the disk got a private
+    overlay (split brain)."""
+    disk, looked = fake_proc
+    by_id = tmp_path / "by-id-scsi-0QEMU_disk"
+    os.symlink(disk, str(by_id))
+    assert openfiles.holders([str(by_id)], writers=True) == [100]

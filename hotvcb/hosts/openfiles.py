@@ -28,12 +28,14 @@ def holders(paths: Iterable[str], writers: bool = False) -> Optional[List[int]]:
     without reaching the file system) ends in a wanted file's name; in another one, every descriptor, as the
     container names it by its own path. A hard link of an image under another name, held by a process of our
     namespace, is therefore not found: VM images are not hard-linked under other names in practice, and the
-    hang hit every VM of the run."""
+    hang hit every VM of the run. A process of another mount namespace (a libvirt QEMU has its own) still has
+    each descriptor stat'ed: one of its files on a dead hard-mounted NFS share can still hang the search."""
     wanted, names = set(), set()  # type: Set[Tuple[int, int]], Set[str]
     for p in paths:
         try:
             wanted.add(_identity(os.stat(p)))
-            names.add(os.path.basename(p))
+            # /proc names the file by its real path: a /dev/disk/by-id or /dev/mapper link's target
+            names.update((os.path.basename(p), os.path.basename(os.path.realpath(p))))
         except OSError:
             pass  # no such file: nobody holds it
     try:
