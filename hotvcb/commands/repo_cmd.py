@@ -32,7 +32,7 @@ from ..repo.records import Snapshot, Unreadable, dated_ahead, machines
 from ..repo.repository import SNAPSHOTS, Repository, open_path
 from ..repo.settle import Say
 from ..repo.verify import verify
-from ..thishost import this_host
+from ..thishost import known_this_host, this_host
 from ..store import layout
 from ..units import PAGE, human_size, in_pages, need_and_free
 from ..vmx import VmxFile
@@ -234,7 +234,7 @@ def restore(path: str, ident: str, to: str, log, latest: str = "", dry_run: bool
         raise RepoError("restoring %s into %s needs %s, only %s free there" % ((snap, to) + need_and_free(needed, free)))
     work = os.path.abspath(to.rstrip("/")) + RESTORING  # absolute: its record goes beside it (record_of)
     shell = LocalShell()
-    records = Records(shell, this_host)
+    records = Records(shell, known_this_host if dry_run else this_host)  # a dry run makes no host-id file
     swept = set()  # type: Set[str]  # a dry run's: the dead restores' folders the real run's sweep removes
     sweep(shell, [os.path.dirname(record_of(work))], log, records.run(), dry_run, swept)
     if dry_run:

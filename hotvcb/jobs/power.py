@@ -289,10 +289,10 @@ class PowerControl:
         if not self.dry_run:
             try:
                 mark_powered_off(self.host, vm, self.run)
+                self._seen_off.add(power_marker(vm))  # found on after its backup: someone else started it
             except HotvcbError as err:  # the gone run's marker stays: its backup's leftover check powers it on
                 self.log.warning("%s: could not mark it as this run's (%s); it may be powered on before its "
                                  "backup" % (name, err))
-            self._seen_off.add(power_marker(vm))  # found on after its backup: someone else started it
         self.ordered_down.append(name)
         self._loaded[name] = vm
         self.log.warning("%s: %s asked it to shut down and is gone; it is off: %s it on after the backups"
