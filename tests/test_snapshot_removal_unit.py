@@ -110,6 +110,18 @@ def test_the_attempts_are_bounded_and_a_refusal_is_not_retried():
     assert refused.asked == 1
 
 
+def test_a_refusal_that_ends_the_attempts_is_said_not_the_earlier_lost_connection(monkeypatch):
+    """The later removals refused (InvalidState) and ours still listed after every wait: the admin reads the
+    host's refusal, not "connection lost" from the first attempt's session."""
+    monkeypatch.setattr(snapshot_removal, "REASK_AFTER", 10)
+    refusal = CommandFailed(["vim-cmd", "vmsvc/snapshot.remove"], 1, "vim.fault.InvalidState", fault="InvalidState")
+    host = Host([ConnectionLost("lost the SSH connection")] + [refusal] * (snapshot_removal.ATTEMPTS - 1))
+    with pytest.raises(CommandFailed) as raised:
+        snapshot_removal.remove_snapshot(host, Vm(), SNAP, 60, LOG)
+    assert raised.value.fault == "InvalidState" and "InvalidState" in str(raised.value)
+    assert host.asked == snapshot_removal.ATTEMPTS and host.listed
+
+
 def test_a_removal_hostd_carries_on_with_is_waited_for_not_asked_again(monkeypatch):
     monkeypatch.setattr(snapshot_removal, "REASK_AFTER", 10)
     host = Host([lost_while_hostd_works(8)])

@@ -11,6 +11,8 @@ one is under way is waited out too, up to the removal's timeout. ATTEMPTS remova
 one waited for up to the removal's timeout.
 """
 
+from typing import Optional
+
 from ..errors import CommandFailed, ConnectionLost, HotvcbError, Unconsolidated
 from ..hosts.base import Hypervisor
 from ..model import Snapshot, Vm
@@ -24,24 +26,33 @@ UNDER_WAY = ("TaskInProgress", "InvalidState", "NotFound")
 
 def remove_snapshot(host: Hypervisor, vm: Vm, snap: Snapshot, timeout: float, log) -> None:
     """host.remove_snapshot (its errors), a removal whose connection broke waited for and asked again; the
-    last ConnectionLost when the host cannot be reached to tell, or the snapshot outlived every attempt."""
+    last ConnectionLost when the host cannot be reached to tell; when the snapshot outlived every attempt, the
+    last attempt's error: its lost connection, or the host's refusal (InvalidState: the admin reads what the host
+    said, not an earlier session's broken link)."""
+    refused = None  # type: Optional[CommandFailed]  # the last attempt's refusal
     for attempt in range(ATTEMPTS):
         try:
             host.remove_snapshot(vm, snap, timeout)
             return
         except ConnectionLost as err:
             # the last removal is not asked again: it is waited for as long as any removal is
-            lost, wait = err, timeout if attempt == ATTEMPTS - 1 else min(REASK_AFTER, timeout)
+            lost, refused = err, None
+            wait = timeout if attempt == ATTEMPTS - 1 else min(REASK_AFTER, timeout)
             log.warning("%s: removing snapshot %s: %s; waiting for the host to remove it, over a new connection"
                         % (vm.name, snap.id, lost))
         except CommandFailed as err:
             if not attempt or err.fault not in UNDER_WAY:
                 raise
-            wait = timeout
+            refused, wait = err, timeout
             log.info("%s: the host refused to remove snapshot %s again (%s): its first removal is under way; "
                      "waiting for it" % (vm.name, snap.id, err.fault))
         if _removed(host, vm, snap, wait, lost, log):
             return
+    if refused is not None:
+        refused.message += "; snapshot %s is still listed after waiting %d s for the host's removal" % (
+            snap.id, timeout)
+        refused.args = (refused.message,)
+        raise refused
     raise lost
 
 
