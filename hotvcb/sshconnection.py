@@ -291,14 +291,13 @@ class SshConnection:
             proc.kill()
             proc.communicate()
             raise TimeoutExpired("%s on %s" % (script.split()[0], self.target.destination), timeout or 0) from exc
-        answer = sh.after_mark(out, mark)
-        broken = None if sh.answered(answer, proc.returncode) else \
-            self._broken(proc.returncode, errout.decode("utf-8", "replace"))
+        answer, code = sh.after_mark(out, mark), sh.end_code(out, mark)  # the end line's code: the snippet's own
+        broken = None if code is not None else self._broken(proc.returncode, errout.decode("utf-8", "replace"))
         if broken is not None:
             raise broken
         if answer is None:
             raise HostError("%s on %s: %s" % (script.split()[0], self.target.destination, sh.no_answer(out, mark)))
-        return proc.returncode, answer, sh.own_stderr(errout, mark)
+        return proc.returncode if code is None else code, answer, sh.own_stderr(errout, mark)
 
 
 def _stop(proc: "subprocess.Popen", mark: str, connected: Callable[[], bool]) -> Optional[str]:

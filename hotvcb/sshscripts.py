@@ -134,8 +134,13 @@ def _begin(mark: str) -> bytes:
 
 
 def _end(mark: str) -> bytes:
-    """What follows a command's last byte: a line break of our own, then the end line (`begun`)."""
+    """What follows a command's last byte: a line break of our own, then the end line (`begun`), which goes on
+    with the command's exit code (`end_code`)."""
     return ("\nhotvcb-output-ends-" + mark).encode("ascii")
+
+
+# the rest of an end line: the command's exit code and the line's break, which says the code came whole
+_CODE = re.compile(rb" ([0-9]{1,3})\r?\n")
 
 
 def begun(mark: str, remote: str, *, stderr: bool = False) -> str:
@@ -143,12 +148,14 @@ def begun(mark: str, remote: str, *, stderr: bool = False) -> str:
     exit code. A host's login shell may print a greeting on stdout before it runs any command (a banner echoed
     from .profile or .bashrc), and a farewell after it (an EXIT trap): what comes before the first mark is the
     shell's, what follows the second as well, the command's answer is what lies between (byte for byte: the
-    line break before the end line is ours). `stderr`: the marks framed on stderr too, for a session whose
+    line break before the end line is ours). The stdout end line names the command's exit code, taken right
+    after it (busybox ash's `$?` is the last command's): ssh's own exit status comes after it, and a link lost
+    in between makes that 255 (`end_code`). `stderr`: the marks framed on stderr too, for a session whose
     stderr comes apart (`own_stderr`): there the shell's last words would be quoted as the command's reason."""
     marks = [_begin(mark).decode("ascii"), _end(mark)[1:].decode("ascii")]
     if not stderr:
-        return "echo %s; %s; r=$?; echo; echo %s; exit $r" % (marks[0], remote, marks[1])
-    return "echo %s; echo %s >&2; %s; r=$?; echo; echo %s; echo >&2; echo %s >&2; exit $r" % (
+        return "echo %s; %s; r=$?; echo; echo %s $r; exit $r" % (marks[0], remote, marks[1])
+    return "echo %s; echo %s >&2; %s; r=$?; echo; echo %s $r; echo >&2; echo %s >&2; exit $r" % (
         marks[0], marks[0], remote, marks[1], marks[1])
 
 
@@ -159,19 +166,31 @@ def _answer_start(out: bytes, mark: str) -> int:
     return line_end + 1 if line_end >= 0 else -1
 
 
+def _answer_end(out: bytes, mark: str) -> int:
+    """Where the command's answer ends in `out` (at our line break before the end line), -1 if a mark is missing."""
+    start = _answer_start(out, mark)
+    return out.find(_end(mark), start) if start >= 0 else -1
+
+
 def after_mark(out: bytes, mark: str) -> Optional[bytes]:
     """A session's whole stdout cut to its command's answer (`begun`); None if a mark is missing (`no_answer`)."""
-    start = _answer_start(out, mark)
-    end = out.find(_end(mark), start) if start >= 0 else -1
-    return out[start:end] if end >= 0 else None
+    end = _answer_end(out, mark)
+    return out[_answer_start(out, mark):end] if end >= 0 else None
 
 
-def answered(answer: Optional[bytes], returncode: Optional[int]) -> bool:
-    """Whether a session's exit code is its command's own: the answer came up to its end mark (`after_mark` not
-    None), which no failed connection prints, and the ssh client here was not killed (a signal's is ours). An
-    exit 255 then is the command's (vmkfstools' "No space left on device"), not a lost connection, whether or
-    not the master connection still lives."""
-    return answer is not None and returncode is not None and returncode >= 0
+def end_code(out: bytes, mark: str) -> Optional[int]:
+    """The command's exit code as the host printed it on its end line in a session's stdout `out` (`begun`):
+    its own, whatever ssh's exit status says after it (a link lost once the end line came: 255); None when the
+    end line or its code did not come whole -- then only the connection can tell a lost link from the command's
+    failure (SshConnection._broken)."""
+    end = _answer_end(out, mark)
+    return code_after_end(out[end:], mark) if end >= 0 else None
+
+
+def code_after_end(tail: bytes, mark: str) -> Optional[int]:
+    """`end_code` of what starts with the end mark (`_end`: the line break before it too); None if it does not."""
+    found = _CODE.match(tail, len(_end(mark))) if tail.startswith(_end(mark)) else None
+    return int(found.group(1)) if found else None
 
 
 # how many of a session's last bytes `ended` looks at: its end line, and a farewell the host's shell may print after
@@ -205,7 +224,7 @@ class Framed(object):
             return
         if not self.inside:
             self.inside = self.begin in piece
-        elif piece == self.end:
+        elif piece.split(" ")[0] == self.end:  # the end line, its exit code after it
             self.over = True
         else:
             self.on_output(piece)
@@ -310,6 +329,7 @@ class RemoteReader(object):
         self.mark, self.broken = mark, broken
         self.end = _end(mark)
         self.buf = bytearray()
+        self.tail = b""  # from the end mark on: its exit code, then the shell's farewell
         self.begun = self.ended = False
 
     def _more(self) -> None:
@@ -350,6 +370,7 @@ class RemoteReader(object):
         while not self.ended:
             at = self.buf.find(self.end, searched)
             if at >= 0:
+                self.tail = bytes(self.buf[at:])
                 del self.buf[at:]  # the end mark and the shell's farewell after it
                 self.ended = True
             elif whole or self._ready() < n:
@@ -361,16 +382,19 @@ class RemoteReader(object):
         data = bytes(self.buf[:take])
         del self.buf[:take]
         if not data:
-            self.out.read()  # the farewell: the session ends once it is read
-            failed = self._failed(self.proc.wait())
+            self.tail += self.out.read()  # the farewell: the session ends once it is read
+            failed = self._failed(self.proc.wait(), code_after_end(self.tail, self.mark))
             if failed is not None:
                 raise failed
         return data
 
-    def _failed(self, rc: int) -> Optional[HostError]:
-        """The error of a session that ended with exit code `rc`: its connection's, else the cat's own words."""
+    def _failed(self, rc: int, code: Optional[int] = None) -> Optional[HostError]:
+        """The error of a session that ended with exit code `rc`: its connection's, else the cat's own words.
+        `code`: the cat's own exit code from its end line (`end_code`), which a link lost after it leaves true;
+        None: it did not come, the connection is asked."""
         err = self.err.read()
-        broken = self.broken(rc, err.decode("utf-8", "replace"))
+        broken = None if code is not None else self.broken(rc, err.decode("utf-8", "replace"))
+        rc = rc if code is None else code
         if broken is not None or rc == 0:
             return broken
         return HostError("cannot read %s: %s" % (self.path, reason(own_stderr(err, self.mark)) or "exit %d" % rc))

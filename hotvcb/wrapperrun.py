@@ -38,7 +38,7 @@ def follow(
     """The wrapped command's result; `proc` started as stream() wants it, its stdin the tether. `where` follows
     the command's name in the error when it could not run (" on root@esxi01"; "" here). `mark`: the session's
     (sshscripts.begun), its output cut to what lies between. `broken`: the error for a session that ended because
-    its connection failed, not the command (None: it did not; not asked once the answer's end mark came), given the session's stderr (`errout`'s, else its
+    its connection failed, not the command (None: it did not; not asked once the end line brought the command's exit code), given the session's stderr (`errout`'s, else its
 output). `stop`: how a stop ends it (cmdstream.stream's). `errout`: the file the session's stderr went to, framed
 by `mark` too: only what lies between its marks is the command's, added to its answer."""
     if mark is not None and on_output is not None:
@@ -55,8 +55,9 @@ by `mark` too: only what lies between its marks is the command's, added to its a
         err = errout.read()
     out = done.output.encode("utf-8")
     answer = None if mark is None else sshscripts.after_mark(out, mark)
-    # an answer up to its end mark came over a sound link: its exit code (255 too) is the command's own
-    if not sshscripts.answered(answer, done.returncode):
+    # the exit code on the end line is the command's own (255 too), whatever ssh's status after it says
+    code = None if mark is None else sshscripts.end_code(out, mark)
+    if code is None:
         failed = broken(done.returncode, done.output if errout is None else err.decode("utf-8", "replace"))
         if failed is not None:
             raise failed
@@ -64,7 +65,7 @@ by `mark` too: only what lies between its marks is the command's, added to its a
         if answer is None:
             raise HostError("cannot run %s%s: %s" % (argv[0], where, sshscripts.no_answer(out + err, mark)))
         answer += sshscripts.after_mark(err, mark) or b""
-        done = Completed(done.argv, done.returncode, answer.decode("utf-8", "replace"))
+        done = Completed(done.argv, done.returncode if code is None else code, answer.decode("utf-8", "replace"))
     why = sshscripts.cannot_run(done.returncode, done.output)
     if why is not None:
         raise HostError("cannot run %s%s: %s" % (argv[0], where, why))

@@ -9,7 +9,8 @@ import subprocess
 import pytest
 
 from hotvcb import sshscripts as sh
-from hotvcb.errors import HostError
+from hotvcb import wrapperrun
+from hotvcb.errors import ConnectionLost, HostError
 
 GREETING = "printf 'Welcome to esxi01'; echo 'esxi01: audited' >&2; "
 FAREWELL = "trap 'echo \"esxi01: session closed\"' EXIT; "
@@ -116,3 +117,73 @@ def test_sha256_is_read_from_its_own_line_not_a_greeting_of_hex(tmp_path):
                          capture_output=True, text=True).stdout
     assert sh.sha256_of(out, mark) == hashlib.sha256(b"payload").hexdigest()
     assert sh.sha256_of("%s  %s\n" % ("a" * 64, path), mark) == ""
+
+
+# -- the command's exit code on its end line: a link lost after it is not the command's failure --
+
+def _lost(rc, out):
+    """The connection's verdict as SshConnection's: ssh's 255 with the master gone is a lost link."""
+    return ConnectionLost("lost the SSH connection to esxi01") if rc == 255 else None
+
+
+def _then_lost(remote):
+    """A session whose link drops once `remote` (a `begun` command line) has ended: ssh exits 255."""
+    return subprocess.Popen(["sh", "-c", GREETING + FAREWELL + 'sh -c "$1"; exit 255', "ssh", remote],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.mark.parametrize("code", [0, 3, 255])
+def test_the_end_line_carries_the_commands_exit_code(code):
+    mark = sh.new_mark()
+    out, _err = _session(sh.begun(mark, sh.snippet("echo hi; exit %d" % code, []))).communicate()
+    assert sh.end_code(out, mark) == code
+    assert sh.after_mark(out, mark) == b"hi\n"
+
+
+def test_an_end_line_cut_before_its_code_gives_none():
+    mark = sh.new_mark()
+    out, _err = _session(sh.begun(mark, "true")).communicate()
+    whole = out[:out.index(b"hotvcb-output-ends-")] + b"hotvcb-output-ends-" + mark.encode("ascii")
+    assert sh.end_code(whole, mark) is None  # the link dropped inside the end line
+    assert sh.end_code(whole + b" 25", mark) is None  # "255" cut short is no 25
+    assert sh.end_code(whole + b" 0\n", mark) == 0
+
+
+def test_a_clone_that_ended_well_stands_though_the_link_dropped_after_its_end_line():
+    mark = sh.new_mark()
+    seen = []
+    proc = _then_lost(sh.begun(mark, sh.wrapped(["sh", "-c", "echo Clone: 100% done."]), stderr=True))
+    done = wrapperrun.follow(proc, ["vmkfstools"], " on esxi01", timeout=30, idle_timeout=None,
+                             on_output=seen.append, interruptible=False, mark=mark, broken=_lost)
+    assert done.returncode == 0 and done.output == "Clone: 100% done.\n"
+    assert seen == ["Clone: 100% done."]  # neither the greeting nor the end line with its code
+
+
+def test_a_command_that_failed_keeps_its_code_though_the_link_dropped_after():
+    mark = sh.new_mark()
+    proc = _then_lost(sh.begun(mark, sh.wrapped(["sh", "-c", "echo 'No space left on device'; exit 255"]),
+                               stderr=True))
+    done = wrapperrun.follow(proc, ["vmkfstools"], " on esxi01", timeout=30, idle_timeout=None, on_output=None,
+                             interruptible=False, mark=mark, broken=_lost)
+    assert done.returncode == 255 and "No space left" in done.output  # the command's own 255
+
+
+def test_an_end_line_without_its_code_leaves_the_verdict_to_the_connection():
+    mark = sh.new_mark()
+    framing = "echo hotvcb-output-begins-%s; echo done; echo; printf hotvcb-output-ends-%s; exit 255" % (mark, mark)
+    proc = subprocess.Popen(["sh", "-c", framing], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    with pytest.raises(ConnectionLost):
+        wrapperrun.follow(proc, ["vim-cmd"], " on esxi01", timeout=30, idle_timeout=None, on_output=None,
+                          interruptible=False, mark=mark, broken=_lost)
+
+
+def test_a_file_read_whole_stands_though_the_link_dropped_after_its_end_line(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"payload\n")
+    mark = sh.new_mark()
+    proc = _then_lost(sh.begun(mark, sh.join(["cat", "--", str(path)]), stderr=True))
+    proc.stdin.close()
+    with sh.RemoteReader(proc, str(path), mark, _lost) as reader:
+        assert reader.read() == b"payload\n"
+        assert reader.read() == b""  # the session's end looked at: the cat's own exit code, 0
