@@ -187,3 +187,13 @@ def test_a_file_read_whole_stands_though_the_link_dropped_after_its_end_line(tmp
     with sh.RemoteReader(proc, str(path), mark, _lost) as reader:
         assert reader.read() == b"payload\n"
         assert reader.read() == b""  # the session's end looked at: the cat's own exit code, 0
+
+
+def test_a_short_command_keeps_its_code_though_the_link_dropped_after_its_end_line(monkeypatch):
+    """SshConnection._call (file operations, EXISTS's exit 1 a "no"): the end line's code, not ssh's 255."""
+    from hotvcb.sshconnection import SshConnection
+    conn = SshConnection.__new__(SshConnection)
+    monkeypatch.setattr(conn, "open", lambda: conn, raising=False)
+    monkeypatch.setattr(conn, "_broken", _lost, raising=False)
+    monkeypatch.setattr(conn, "_session", lambda remote, stdin, stderr: _then_lost(remote), raising=False)
+    assert conn._call("echo yes; exit 1")[:2] == (1, b"yes\n")
