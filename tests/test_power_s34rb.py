@@ -120,3 +120,23 @@ def test_an_adopted_order_vm_backed_up_this_run_is_backed_up_off(host, tmp_path)
     assert "asked it to shut down and is gone" in out and "Creating Snapshot" not in out, out
     assert "may still go off" not in out and "did not finish; powering it on" not in out, out
     assert power_state_of(host, vmid) == "Powered on" and not os.path.exists(marker), out
+
+
+@needs_root
+def test_a_dry_run_tells_the_real_runs_story_of_an_adopted_order_vm(host, tmp_path):
+    """The same `db` in a dry run: it says once what the real run does (backed up off, powered on with the order
+    after the backups), never also that its backup's leftover check would power it on first; nothing changes."""
+    vmid = host.create_vm("db", "datastore1", [{"size": "1M"}], power="off")
+    marker = host.real("/vmfs/volumes/datastore1/db/.hotvcb-powered-off.db.vmx")
+    with open(marker, "w") as f:
+        f.write(RunId("0000000000dd", "esxi01", 0, int(time.time()) - 7200, "h").text() + "\n")
+    old = time.time() - 3600
+    os.utime(marker, (old, old))
+    before = open(marker).read()
+    conf = write_conf(host, VM_SHUTDOWN_ORDER="db", VM_STARTUP_ORDER="db", POWER_DOWN_TIMEOUT="3s")
+    r = hotvcb(host, "-m", "db", "-g", conf, "-d", "dryrun")
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    assert "would power it on after the backups" in out, out
+    assert "did not finish; would power it on" not in out, out
+    assert power_state_of(host, vmid) == "Powered off" and open(marker).read() == before, out

@@ -55,6 +55,22 @@ def test_without_a_machine_id_the_host_id_of_the_run_lock_is_used(tmp_path, monk
         gclock.this_host.cache_clear()
 
 
+def test_a_reader_asking_about_the_gc_lock_makes_no_host_id(repo, tmp_path, monkeypatch):
+    """A read-only repository command (verify, a restore's waits: settle.py) on an ESXi host (no
+    /etc/machine-id) asks whether a lock of this machine's name is a GC at work: it reads the host id where one
+    exists and never creates /var/run's id file (only a GC taking the lock makes it)."""
+    from hotvcb.repo.settle import Settle, silent
+    monkeypatch.setattr(runid, "MACHINE_ID", str(tmp_path / "no-machine-id"))
+    monkeypatch.setattr(thishost, "HOST_ID_DIR", str(tmp_path / "run"))
+    gclock.this_host.cache_clear()
+    try:
+        put(repo, RunId("0123456789ab", socket.gethostname(), 999999999, 1000, "abcdef012345").text())
+        assert Settle(repo, silent).sweeping()  # another machine of this name: fresh, by its age a GC at work
+        assert not os.path.exists(str(tmp_path / "run"))
+    finally:
+        gclock.this_host.cache_clear()
+
+
 def test_the_repository_loads_without_the_backup_stores_code():
     """repo/ and store/ are sibling layers (docs/architecture.md): the GC lock takes the host id the run lock
     keeps from runid, which both use, not from store/lock.py."""

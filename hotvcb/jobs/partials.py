@@ -79,7 +79,7 @@ def remove_partials(shell: Shell, volume: str, vm_name: str, log, run: RunId, dr
     for b in layout.list_backups(shell, volume, vm_name):
         if b.status != "partial":
             continue
-        if not partial_dead(shell, b.path, run, dead):
+        if not partial_dead(shell, b.path, run, dead, dry_run=dry_run):
             log.info("%s: %s is being written by %s; leaving it" % (vm_name, b.path, owner_of(shell, b.path)))
             continue
         removed += 1
@@ -88,7 +88,7 @@ def remove_partials(shell: Shell, volume: str, vm_name: str, log, run: RunId, dr
             continue
         log.warning("%s: removing unfinished backup %s left by a run that died" % (vm_name, b.path))
         shell.remove_tree(b.path)
-    for path in dead_archives(shell, volume, vm_name, run, dead):
+    for path in dead_archives(shell, volume, vm_name, run, dead, dry_run=dry_run):
         removed += 1
         if dry_run:
             log.info("%s: would remove unfinished archive %s" % (vm_name, path))
@@ -99,10 +99,10 @@ def remove_partials(shell: Shell, volume: str, vm_name: str, log, run: RunId, dr
 
 
 def dead_archives(shell: Shell, volume: str, vm_name: str, run: RunId, dead: Mapping[str, float] = NONE_DEAD,
-                  locked: bool = True) -> List[str]:
+                  locked: bool = True, dry_run: bool = False) -> List[str]:
     """The half-written archives (`.<backup>.gz.tmp`, as big as the backup again) in the VM's folder that dead
-    runs left: one whose `-partial` is gone, or a dead run's (partial_dead, `locked` as there). Cleanup removes
-    them and status names them, so both go by this one list."""
+    runs left: one whose `-partial` is gone, or a dead run's (partial_dead, `locked` and `dry_run` as there).
+    Cleanup removes them and status names them, so both go by this one list."""
     root = layout.vm_root(volume, vm_name)
     if not shell.isdir(root):
         return []
@@ -110,17 +110,19 @@ def dead_archives(shell: Shell, volume: str, vm_name: str, run: RunId, dead: Map
     for entry in shell.listdir(root):
         if entry.startswith(".") and entry.endswith(".gz.tmp"):
             partial = root + "/" + entry[1 : -len(".gz.tmp")] + layout.PARTIAL
-            if not shell.exists(partial) or partial_dead(shell, partial, run, dead, locked):
+            if not shell.exists(partial) or partial_dead(shell, partial, run, dead, locked, dry_run):
                 found.append(root + "/" + entry)
     return found
 
 
 def partial_dead(shell: Shell, partial: str, run: RunId, dead: Mapping[str, float] = NONE_DEAD,
-                 locked: bool = True) -> bool:
+                 locked: bool = True, dry_run: bool = False) -> bool:
     """Whether a `-partial` folder was left by a run that died (never one of `run`'s own). `locked`: the caller
     holds this host's run lock (cleanup, a backup), so another machine's run on this host (a client going file
     by file) is gone, as no run works on a host without its lock. Without it (`status`) such a run may be the
-    one holding the lock now: judged by its owner file's heartbeat alone, as another host's run is."""
+    one holding the lock now: judged by its owner file's heartbeat alone, as another host's run is. `dry_run`
+    (a dry run, or read-only `status`): no clock probe is written into the VM's folder (volume_age), the age is
+    by this machine's clock."""
     owner_file = partial + "/" + OWNER
     try:
         owner = parse(shell.read_regular(owner_file, RECORD_MAX)) if shell.exists(owner_file) else None
@@ -130,10 +132,11 @@ def partial_dead(shell: Shell, partial: str, run: RunId, dead: Mapping[str, floa
         if owner.run == run.run:
             return False
         folder = partial.rsplit("/", 1)[0]
-        alive = owner_alive(owner, run, dead, lambda: made_at(volume_age(shell, owner_file, folder, run)))
+        alive = owner_alive(owner, run, dead, lambda: made_at(volume_age(shell, owner_file, folder, run, dry_run)))
         if alive:
             return False
         if alive is False and owner.host and owner.host == run.host and (locked or owner.same_machine(run)):
             return True  # this host's run, and we hold its lock (or this machine's, its pid gone); else: by heartbeat
-    age = volume_age(shell, owner_file if shell.exists(owner_file) else partial, partial.rsplit("/", 1)[0], run)
+    age = volume_age(shell, owner_file if shell.exists(owner_file) else partial, partial.rsplit("/", 1)[0], run,
+                     dry_run)
     return heartbeat(age, STALE_AFTER) is False  # dated ahead: cannot tell, kept

@@ -280,9 +280,9 @@ class PowerControl:
         """A VM of the order found off with a gone run's power-off marker: that run asked its guest to shut
         down and stopped (a signal) before it went off, saying the next run powers it on. This run would
         have shut it down now: it is this run's to start again with the order, after the backups. Its marker
-        is made this run's: no leftover check (its own backup's, vm_leftovers.clear_dead_runs) powers it on
-        before its backup, so it is backed up off, and a kill meanwhile leaves it to the next run or
-        `hotvcb cleanup`. A dry run leaves the marker as it is."""
+        is made this run's, so a kill meanwhile leaves it to the next run or `hotvcb cleanup`. Its own backup's
+        leftover check (vm_leftovers.clear_dead_runs) leaves the power of the order's VMs alone: it is backed up
+        off, in a dry run too, which leaves the marker as it is."""
         who = dead_power_mark(self.host, vm, self.log, self.run, dead)
         if who is None:
             return  # off by the admin's choice (or a live run's): left as it is
@@ -290,9 +290,9 @@ class PowerControl:
             try:
                 mark_powered_off(self.host, vm, self.run)
                 self._seen_off.add(power_marker(vm))  # found on after its backup: someone else started it
-            except HotvcbError as err:  # the gone run's marker stays: its backup's leftover check powers it on
-                self.log.warning("%s: could not mark it as this run's (%s); it may be powered on before its "
-                                 "backup" % (name, err))
+            except HotvcbError as err:  # the gone run's marker stays: the order or the next run powers it on
+                self.log.warning("%s: could not mark it as this run's (%s); should this run stop before the order "
+                                 "starts it, the next run powers it on" % (name, err))
         self.ordered_down.append(name)
         self._loaded[name] = vm
         self.log.warning("%s: %s asked it to shut down and is gone; it is off: %s it on after the backups"

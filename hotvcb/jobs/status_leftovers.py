@@ -44,12 +44,13 @@ def leftover_checks(host: Hypervisor, settings: Settings, settings_of: Optional[
 def _partials(host: Hypervisor, volume: str, name: str, me: RunId) -> List[Check]:
     """A dead run's -partial folders, and the half-written archives (`.gz.tmp`) a killed compressed backup
     leaves beside them, as big again: each named with its size, as cleanup removes each. Status holds no
-    lock: a run of another machine on this host is judged by its heartbeat (partials.partial_dead)."""
+    lock: a run of another machine on this host is judged by its heartbeat (partials.partial_dead). Read-only
+    by promise: judged as a dry run, no clock probe written into the VM's folder."""
     shell = ScannedShell(host.shell, layout.vm_root(volume, name))
     try:
         dead = [b.path for b in layout.list_backups(shell, volume, name)
-                if b.status == "partial" and partial_dead(shell, b.path, me, locked=False)]
-        archives = dead_archives(shell, volume, name, me, locked=False)
+                if b.status == "partial" and partial_dead(shell, b.path, me, locked=False, dry_run=True)]
+        archives = dead_archives(shell, volume, name, me, locked=False, dry_run=True)
         return [Check(WARN, "leftover", name, "%s %s (%s) left by a run that died: no backup, and it takes room on "
                       "the backup volume; %s" % (what, path, human_size(rotation.backup_size(shell, path)), CLEANUP),
                       {"path": path})

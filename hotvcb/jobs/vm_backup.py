@@ -58,7 +58,7 @@ class _VmBackup:
         run, dry = self.job.run_id, self.job.dry_run
         vm, snaps, pending = clear_dead_runs(self.host, self.ref, vm, self.log, run, dry,
                                              lookahead.snapshots(self.asked, self.s), self.job.dead,
-                                             snapshot_patience(self.s), self.result.warnings)
+                                             snapshot_patience(self.s), self.result.warnings, self.skip_power)
         self.vm = vm
         if not self.s.vm_backup_repository:
             # before the pre-flight counts the room, which what a dead run or a refused removal left takes:

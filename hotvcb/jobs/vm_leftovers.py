@@ -18,13 +18,16 @@ from .snapshot_asked import await_snapshot
 def clear_dead_runs(host: Hypervisor, ref: VmRef, vm: Vm, log, run: RunId, dry_run: bool,
                     snaps: Optional[List[Snapshot]] = None,
                     dead: Mapping[str, float] = NONE_DEAD,
-                    snapshot_wait: float = 0.0, kept: Optional[List[str]] = None) -> Tuple[Vm, List[Snapshot], bool]:
+                    snapshot_wait: float = 0.0, kept: Optional[List[str]] = None,
+                    power_ordered: bool = False) -> Tuple[Vm, List[Snapshot], bool]:
     """A dead run's snapshots removed (one it asked for and the host may still make waited for until the
     request is `snapshot_wait` seconds old) and the VM it powered off powered on: (the VM as it is now,
     its snapshots, whether a dry run left a leftover snapshot that the real run removes first).
     `snaps`: the VM's snapshots if they were asked about already (jobs/lookahead.py); `dead`: the runs
     whose lock this run took over as gone, with when (ownership.owner_alive); `kept`: gets the warning of each
-    one kept because it holds data (remove_our_snapshots)."""
+    one kept because it holds data (remove_our_snapshots); `power_ordered`: the VM is the power order's this run
+    (jobs/power.py, a gone run's shut-down VM adopted among them): it is backed up off and started with the order
+    after the backups, so no dead run's marker powers it on here, in a dry run as in a real one."""
     if snaps is None:
         snaps = host.snapshots(vm)  # one look serves the leftover check and the pre-flight
     pending = False
@@ -41,6 +44,7 @@ def clear_dead_runs(host: Hypervisor, ref: VmRef, vm: Vm, log, run: RunId, dry_r
         else:
             vm = host.load_vm(ref)  # its disks no longer point at our deltas
             snaps = host.snapshots(vm)
-    restore_power(host, vm, log, run, dry_run, dead)
+    if not power_ordered:
+        restore_power(host, vm, log, run, dry_run, dead)
     return vm, snaps, pending
 

@@ -26,7 +26,7 @@ from typing import Iterator, Optional
 
 from ..errors import RepoError
 from ..runid import RunId, machine_name, parse, running
-from ..thishost import this_host
+from ..thishost import known_this_host, this_host
 from .backend import NotFound
 from .repository import Repository
 
@@ -46,12 +46,13 @@ def stale(repo: Repository, me: RunId, lock: Optional[bytes]) -> bool:
     (runid.running: a GC in another pid namespace of this machine, a process /proc hides from us), and for
     any other lock, it is judged by its age on the repository's clock:
     older than the grace period, or dated more than that ahead (clock garbage no GC writes), it is stale.
-    Readers ask it too (settle.py): a stale lock is no GC moving packs."""
+    Readers ask it too (settle.py): a stale lock is no GC moving packs. This machine's id is `me`'s (a GC's,
+    made by gc_lock), else read where it exists: a reader (a read-only command) makes no host-id file."""
     if lock is None:
         return True
     holder = parse(lock.decode("utf-8", "replace"))
     if holder is not None and holder.same_machine(me) and me.machine == machine_name() \
-            and holder.host in ("", this_host()):
+            and holder.host in ("", me.host or known_this_host()):
         by_pid = running(holder, me)
         if by_pid is not None:
             return not by_pid
