@@ -8,12 +8,14 @@ the host's namespace (`esxisim shell HOST -- sshd`), so every session sees the h
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
-from simhost import REPO, make_host
+from simhost import REPO, make_host, wait_for
 from sshd import running_sshd
 
 
@@ -30,6 +32,23 @@ class Site:
     def argv(self, *args):
         return [sys.executable, "-m", "hotvcb"] + self.sshd.cli_args() + [str(a) for a in args]
 
+    def cut(self, args, ready, what, timeout=120):
+        """hotvcb `args` whose SSH connection is cut (the sshd processes serving it killed) once the file
+        `ready` exists: (its exit code, its output)."""
+        proc = subprocess.Popen(self.argv(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=self.env(),
+                                text=True, cwd=REPO)
+        try:
+            wait_for(lambda: ready.exists() or proc.poll() is not None, 60, what)
+            time.sleep(0.5)
+            for p in sshd_children(self.sshd):
+                os.kill(p, signal.SIGKILL)
+            out, _ = proc.communicate(timeout=timeout)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        return proc.returncode, out
+
     def run(self, *args, **env):
         """(completed process with .out = stdout + stderr, the ssh sessions it opened); `env`: more variables"""
         if self.sessions.exists():
@@ -45,6 +64,13 @@ class Site:
     def kept(self):
         """What the host's folder keeps between runs: each build's pyz and the build unpacked beside it."""
         return sorted(self.builds() + [p[: -len(".pyz")] for p in self.builds()])
+
+
+def sshd_children(sshd):
+    """The processes serving sshd's connections (hotvcb's master connection, once it is up)."""
+    listener = int((sshd.dir / "sshd.pid").read_text())
+    out = subprocess.run(["pgrep", "-P", str(listener)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
 
 
 @pytest.fixture

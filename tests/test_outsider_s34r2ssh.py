@@ -24,7 +24,7 @@ import pytest
 
 from simhost import REPO, manifest, needs_root, ours, sealed, wait_for, wrap_tool, write_conf
 from sshd import needs_sshd, running_sshd
-from sshsite import site  # noqa: F401  (the fixture)
+from sshsite import sshd_children, site  # noqa: F401  (site: the fixture)
 
 from hotvcb.errors import HostError, TimeoutExpired
 from hotvcb.sshconnection import SshTarget
@@ -73,12 +73,6 @@ def _alive(pid):
     except OSError:
         return False
 
-
-def _sshd_children(sshd):
-    """The processes serving sshd's connections (hotvcb's master connection, once it is up)."""
-    listener = int((sshd.dir / "sshd.pid").read_text())
-    out = subprocess.run(["pgrep", "-P", str(listener)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
 
 
 @contextlib.contextmanager
@@ -165,7 +159,7 @@ def test_a_copy_whose_connection_hangs_is_not_cleaned_up_under_unsaid(host, site
         wait_for(lambda: rec.exists() or proc.poll() is not None, 60, "the copy to start")
         copy = int(rec.read_text())
         time.sleep(0.5)
-        with _frozen(_sshd_children(site.sshd)):
+        with _frozen(sshd_children(site.sshd)):
             out, _ = proc.communicate(timeout=120)
             copy_ran_on = _alive(copy)
     finally:
@@ -190,7 +184,7 @@ def test_a_stop_is_not_confirmed_by_the_connection_dying(shell_with, tmp_path):
     shell = shell_with("", QUICK_KEEPALIVE)
     shell.run(["true"])  # the master connection is up
     pidfile = tmp_path / "pid"
-    frozen = _sshd_children(shell.sshd)
+    frozen = sshd_children(shell.sshd)
     ran_on = []
     with contextlib.ExitStack() as stack:
         def hang(line):
@@ -225,18 +219,7 @@ def _cut_during_removal(host, site, tmp_path, shim):
     conf = write_conf(host)
     rec = tmp_path / "removal-pid"
     wrap_tool(host, "vim-cmd", shim % {"rec": rec})
-    proc = subprocess.Popen(site.argv("backup", "--file-by-file", "-m", "web", "-g", conf),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=site.env(), text=True, cwd=REPO)
-    try:
-        wait_for(lambda: rec.exists() or proc.poll() is not None, 60, "the snapshot's removal")
-        time.sleep(0.5)
-        for p in _sshd_children(site.sshd):
-            os.kill(p, signal.SIGKILL)
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    _code, out = site.cut(("backup", "--file-by-file", "-m", "web", "-g", conf), rec, "the snapshot's removal")
     vmid = [k for k in host.state()["vms"] if host.display_name(k) == "web"][0]
     assert "Traceback" not in out, out
     return out, ours(host, vmid)

@@ -13,22 +13,14 @@ dry run exits as the real run.
 
 import os
 import re
-import signal
-import subprocess
 import time
 
 import pytest
 
-from simhost import REPO, backup_dirs, hotvcb, hotvcb_background, needs_root, ours, wait_for, wrap_tool, write_conf
+from simhost import backup_dirs, hotvcb, hotvcb_background, needs_root, ours, wrap_tool, write_conf
 from sshd import needs_sshd
 from sshsite import site  # noqa: F401  (the fixture)
 
-
-
-def _sshd_children(sshd):
-    listener = int((sshd.dir / "sshd.pid").read_text())
-    out = subprocess.run(["pgrep", "-P", str(listener)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
 
 
 def _vmid(host, name):
@@ -53,21 +45,10 @@ def _cut_during_removal(host, site, tmp_path, delay):
     rec = tmp_path / "removals"
     wrap_tool(host, "vim-cmd", HOSTD_TASK % {"rec": rec})
     host.set_fault("snapshot.remove.delay", str(delay))
-    proc = subprocess.Popen(site.argv("backup", "--file-by-file", "-m", "web", "-g", conf),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=site.env(), text=True, cwd=REPO)
-    try:
-        wait_for(lambda: rec.exists() or proc.poll() is not None, 60, "the snapshot's removal")
-        time.sleep(0.5)
-        for p in _sshd_children(site.sshd):
-            os.kill(p, signal.SIGKILL)
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    code, out = site.cut(("backup", "--file-by-file", "-m", "web", "-g", conf), rec, "the snapshot's removal")
     time.sleep(delay + 1)  # any removal still under way on the host ends
     host.clear_faults()
-    return proc.returncode, out, ours(host, _vmid(host, "web")), rec.read_text().split(), conf
+    return code, out, ours(host, _vmid(host, "web")), rec.read_text().split(), conf
 
 
 @needs_root
@@ -190,18 +171,7 @@ def test_after_the_master_died_a_commands_own_exit_255_is_not_called_a_lost_conn
     rec = tmp_path / "first-removal"
     wrap_tool(host, "vim-cmd", FIRST_REMOVAL_LATE % {"rec": rec})
     wrap_tool(host, "vmkfstools", DB_CLONE_FAILS_255, layer="usr_sbin")
-    proc = subprocess.Popen(site.argv("backup", "--file-by-file", "-a", "-g", conf),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=site.env(), text=True, cwd=REPO)
-    try:
-        wait_for(lambda: rec.exists() or proc.poll() is not None, 60, "app's snapshot removal")
-        time.sleep(0.5)
-        for p in _sshd_children(site.sshd):
-            os.kill(p, signal.SIGKILL)
-        out, _ = proc.communicate(timeout=200)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    _code, out = site.cut(("backup", "--file-by-file", "-a", "-g", conf), rec, "app's snapshot removal", timeout=200)
     assert "Successfully completed backup for app" in out, out  # control: the blip itself was carried through
     assert not ours(host, _vmid(host, "db")), out
     line = [ln for ln in out.splitlines() if "error in backing up" in ln and "db" in ln]
