@@ -151,6 +151,20 @@ def manifest(host: Host, vm: str, entry: str):
         return json.load(f)
 
 
+def tree(path) -> dict:
+    """Every name under `path` with its mode, size and mtime, and the folder's own: what a run that must write
+    nothing there (a dry run, `status`) may not change, a probe made and removed included."""
+    out = {}
+    for d, ds, fs in os.walk(str(path)):
+        for n in ds + fs:
+            p = os.path.join(d, n)
+            st = os.lstat(p)
+            out[os.path.relpath(p, str(path))] = (st.st_mode, st.st_size, st.st_mtime_ns)
+    st = os.lstat(str(path))
+    out["."] = (st.st_mode, st.st_mtime_ns)
+    return out
+
+
 def wait_for(predicate, timeout=30.0, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

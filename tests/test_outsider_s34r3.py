@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from simhost import backup_dirs, hotvcb, hotvcb_background, needs_root, ours, wrap_tool, write_conf
+from simhost import backup_dirs, hotvcb, hotvcb_background, needs_root, ours, tree, wrap_tool, write_conf
 from sshd import needs_sshd
 from sshsite import site  # noqa: F401  (the fixture)
 
@@ -73,18 +73,6 @@ def test_a_removal_under_way_when_the_connection_drops_is_not_asked_twice(host, 
 ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{8}")
 
 
-def _tree(path):
-    out = {}
-    for d, ds, fs in os.walk(str(path)):
-        for n in ds + fs:
-            p = os.path.join(d, n)
-            st = os.lstat(p)
-            out[os.path.relpath(p, str(path))] = (st.st_mode, st.st_size, st.st_mtime_ns)
-    st = os.lstat(str(path))
-    out["."] = (st.st_mode, st.st_mtime_ns)
-    return out
-
-
 def _repo_backup(host, tmp_path, size="8M"):
     host.create_vm("web", "datastore1", [{"size": size}], power="on")
     conf = write_conf(host, VM_BACKUP_REPOSITORY="/vmfs/volumes/backup/repo")
@@ -131,11 +119,11 @@ def test_a_restore_dry_run_over_a_killed_restores_leftovers_changes_nothing(host
         args = ("restore", backup_dirs(host, "web")[-1], "--kvm", where)
     if not _killed(host, args, where):
         pytest.skip("the restore finished (or left nothing) before it was killed")
-    before = (_tree(backup), _tree(where))
+    before = (tree(backup), tree(where))
     time.sleep(0.05)
     dry = hotvcb(host, *args, "-d", "1")
     assert "Traceback" not in dry.stdout + dry.stderr, dry.stdout + dry.stderr
-    after = (_tree(backup), _tree(where))
+    after = (tree(backup), tree(where))
     real = hotvcb(host, *args)
     changed = sorted(k for i in (0, 1) for k in set(before[i]) | set(after[i]) if before[i].get(k) != after[i].get(k))
     assert not changed, (changed, dry.stdout + dry.stderr)

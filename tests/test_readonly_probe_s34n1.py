@@ -8,19 +8,7 @@ import time
 
 import pytest
 
-from simhost import VOLUME, hotvcb, needs_root, write_conf
-
-
-def _tree(path):
-    out = {}
-    for d, ds, fs in os.walk(str(path)):
-        for n in ds + fs:
-            p = os.path.join(d, n)
-            st = os.lstat(p)
-            out[os.path.relpath(p, str(path))] = (st.st_mode, st.st_size, st.st_mtime_ns)
-    st = os.lstat(str(path))
-    out["."] = (st.st_mode, st.st_mtime_ns)
-    return out
+from simhost import VOLUME, hotvcb, needs_root, tree, write_conf
 
 
 def _another_hosts_silent_run(partial):
@@ -48,10 +36,10 @@ def test_read_only_commands_leave_a_dead_runs_folder_untouched(host, monkeypatch
     folder = os.path.join(host.real(VOLUME), "web")
     (partial,) = [os.path.join(folder, n) for n in os.listdir(folder) if n.endswith("-partial")]
     _another_hosts_silent_run(partial)
-    before = _tree(folder)
+    before = tree(folder)
     r = hotvcb(host, *args, "-g", conf)
     out = r.stdout + r.stderr
     assert "Traceback" not in out, out
     assert "partial" in out, out  # the dead run's folder was looked at and named
-    after = _tree(folder)
+    after = tree(folder)
     assert before == after, (sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k)), out)
