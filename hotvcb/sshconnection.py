@@ -142,15 +142,19 @@ class SshConnection:
         self._dir = tmpwork.make(WORK_PREFIX, root)  # 0700: only we reach the socket
         self._control = os.path.join(self._dir, "master")
         try:
-            self._start_master()
+            refused = self._start_master()
         except HotvcbError:
             self._forget()
             raise
+        if refused is not None:
+            self._forget()
+            raise HostError(ssherrors.connect_error(self.target, refused))
         atexit.register(self.close)
         return self
 
-    def _start_master(self) -> None:
-        """Start the master on our control socket; fails with the reason why not."""
+    def _start_master(self) -> Optional[str]:
+        """Start the master on our control socket: None, else what ssh said on failing to connect (raises when ssh
+        cannot be run or does not return)."""
         assert self._dir is not None
         argv = self._ssh("-o", "ControlMaster=yes", "-o", "ControlPersist=%d" % PERSIST,
                          "-N", "-f", "--", self.target.destination)
@@ -165,14 +169,14 @@ class SshConnection:
             raise TimeoutExpired("the SSH connection to %s" % self.target.destination, CONNECT_TIMEOUT * 3) from err
         except OSError as err:
             raise HostError("cannot run %s: %s (install the OpenSSH client)" % (SSH, err.strerror or err)) from err
-        if proc.returncode != 0:
-            raise HostError(ssherrors.connect_error(self.target, message))
+        return message if proc.returncode != 0 else None
 
     def _revive(self) -> None:
         """Open the master anew when it died (its connection cut, its client killed): ssh would otherwise make a
         full connection of its own for every later command, a login each, which a host with MaxStartups or
-        fail2ban refuses. Said once per reopening; at most REOPEN_MAX times, then (said once) each command
-        connects on its own. A master that cannot be opened again fails this command with the reason why."""
+        fail2ban refuses. Each new master said once; at most REOPEN_MAX, then (said once) each command connects
+        on its own. A master that cannot be opened again fails this command as a lost connection, with ssh's
+        reason (the host is down: the next command tries again, as its own connection would have)."""
         if self._reopened > REOPEN_MAX or self._socket_answers():
             return
         if self._reopened == REOPEN_MAX:
@@ -180,12 +184,14 @@ class SshConnection:
             self._say("the SSH master connection to %s died again; each command now connects on its own"
                       % self.target.destination)
             return
-        self._reopened += 1
-        self._say("the SSH master connection to %s died; opening a new one" % self.target.destination)
         assert self._control is not None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._control)  # a killed master's socket stays: ssh would not bind a new one there
-        self._start_master()
+        refused = self._start_master()
+        if refused is not None:
+            raise ssherrors.lost(self.target.destination, refused)
+        self._reopened += 1
+        self._say("the SSH master connection to %s died; opened a new one" % self.target.destination)
 
     def _socket_answers(self) -> bool:
         """Whether a master listens on our control socket: a local connect, no process and no round trip, so

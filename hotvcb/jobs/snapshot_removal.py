@@ -4,7 +4,7 @@ A removal whose session broke (errors.ConnectionLost) tells nothing of the snaps
 asked (the link dropped first), or have its removal task under way (killing vim-cmd does not cancel it, and a
 long consolidation is when a link drops). Telling the admin to remove by hand a snapshot that hostd is removing,
 or leaving one to grow on the VM while the host can be reached again, are both wrong: the removal is waited for
-over a new connection (ssh makes one of its own once the master is gone) as the driver waits for its own, the
+over a new connection (the master opened anew, sshconnection.py) as the driver waits for its own, the
 snapshot listed and its deltas merged. The host tells no task apart (esxisim models none), so the removal is
 asked again only once ours stayed listed REASK_AFTER seconds; a refusal of that second removal because the first
 one is under way is waited out too, up to the removal's timeout. ATTEMPTS removals are asked for in all, the last
