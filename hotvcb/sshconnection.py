@@ -10,7 +10,8 @@ one round trip, not a handshake. The master is started in its own session (a
 Ctrl-C at the terminal must not take it down: snapshot cleanup after an
 interrupt still needs the host) and stopped by ``close()`` (also at exit); an
 idle ``ControlPersist`` bounds its life if we are killed outright, and the temp dir, named by our
-process (tmpwork.py), is removed by the next connection once we are gone.
+process (tmpwork.py), is removed by the next connection once we are gone. A master that died is opened
+anew before the next command (`_revive`, bounded), not left to ssh's fallback of a login per command.
 
 Host keys: always ``StrictHostKeyChecking=yes``: a key that is unknown or
 changed is refused with a message telling the admin how to check and add it.
@@ -23,9 +24,11 @@ What the admin is told when a connection cannot be made or breaks is in ssherror
 """
 
 import atexit
+import contextlib
 import os
 import select
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -43,6 +46,7 @@ WORK_PREFIX = "hotvcb-ssh-"  # in /tmp: the master's socket and its error output
 # Linux) with its NUL, ssh makes the socket as <ControlPath>.<16 random> first, and ours is
 # <root>/<WORK_PREFIX><pid, 7 digits at most>-<8 random>/master
 SOCKET_ROOT_MAX = 104 - 1 - 17 - len("/%s1234567-12345678/master" % WORK_PREFIX)
+REOPEN_MAX = 3  # masters opened anew after the first died (`_revive`): a host that keeps cutting it is not helped
 PERSIST = 600  # an orphaned master goes away after this long without clients
 FILE_OP_TIMEOUT = 600  # a file operation's snippet (sshshell.py), unless it says otherwise
 # how long a stopped command's host has to confirm its end: the wrapper's 10 s from TERM to KILL, and room
@@ -90,6 +94,7 @@ class SshConnection:
         self.description = target.describe()
         self._dir = None  # type: Optional[str]
         self._control = None  # type: Optional[str]
+        self._reopened = 0  # times the master was found dead (`_revive`)
 
     # -- connection ----------------------------------------------------------
     def _ssh(self, *extra: str) -> List[str]:
@@ -122,8 +127,10 @@ class SshConnection:
         return argv + list(extra)
 
     def open(self: _Self) -> _Self:
-        """Start the master connection (idempotent); fails with the reason why not."""
+        """Start the master connection (idempotent: a master that died since is opened anew, `_revive`); fails
+        with the reason why not."""
         if self._control is not None:
+            self._revive()
             return self
         if self.target.identity:
             sshfiles.check_identity(self.target.identity)
@@ -134,6 +141,21 @@ class SshConnection:
             tmpwork.sweep(WORK_PREFIX, root=where)          # idles out in PERSIST), made with a TMPDIR short or long
         self._dir = tmpwork.make(WORK_PREFIX, root)  # 0700: only we reach the socket
         self._control = os.path.join(self._dir, "master")
+        try:
+            refused = self._start_master()
+        except HotvcbError:
+            self._forget()
+            raise
+        if refused is not None:
+            self._forget()
+            raise HostError(ssherrors.connect_error(self.target, refused))
+        atexit.register(self.close)
+        return self
+
+    def _start_master(self) -> Optional[str]:
+        """Start the master on our control socket: None, else what ssh said on failing to connect (raises when ssh
+        cannot be run or does not return)."""
+        assert self._dir is not None
         argv = self._ssh("-o", "ControlMaster=yes", "-o", "ControlPersist=%d" % PERSIST,
                          "-N", "-f", "--", self.target.destination)
         errfile = os.path.join(self._dir, "master.err")
@@ -144,16 +166,44 @@ class SshConnection:
             with open(errfile, "rb") as f:
                 message = f.read().decode("utf-8", "replace")
         except subprocess.TimeoutExpired as err:
-            self._forget()
             raise TimeoutExpired("the SSH connection to %s" % self.target.destination, CONNECT_TIMEOUT * 3) from err
         except OSError as err:
-            self._forget()
             raise HostError("cannot run %s: %s (install the OpenSSH client)" % (SSH, err.strerror or err)) from err
-        if proc.returncode != 0:
-            self._forget()
-            raise HostError(ssherrors.connect_error(self.target, message))
-        atexit.register(self.close)
-        return self
+        return message if proc.returncode != 0 else None
+
+    def _revive(self) -> None:
+        """Open the master anew when it died (its connection cut, its client killed): ssh would otherwise make a
+        full connection of its own for every later command, a login each, which a host with MaxStartups or
+        fail2ban refuses. Each new master said once; at most REOPEN_MAX, then (said once) each command connects
+        on its own. A master that cannot be opened again fails this command as a lost connection, with ssh's
+        reason (the host is down: the next command tries again, as its own connection would have)."""
+        if self._reopened > REOPEN_MAX or self._socket_answers():
+            return
+        if self._reopened == REOPEN_MAX:
+            self._reopened += 1
+            self._say("the SSH master connection to %s died again; each command now connects on its own"
+                      % self.target.destination)
+            return
+        assert self._control is not None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._control)  # a killed master's socket stays: ssh would not bind a new one there
+        refused = self._start_master()
+        if refused is not None:
+            raise ssherrors.lost(self.target.destination, refused)
+        self._reopened += 1
+        self._say("the SSH master connection to %s died; opened a new one" % self.target.destination)
+
+    def _socket_answers(self) -> bool:
+        """Whether a master listens on our control socket: a local connect, no process and no round trip, so
+        cheap enough to ask before every session (a master's own end unlinks it; a killed one's refuses)."""
+        assert self._control is not None
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(5)
+            try:
+                probe.connect(self._control)
+            except OSError:
+                return False
+        return True
 
     def close(self) -> None:
         """Stop the master and remove its private dir (idempotent)."""

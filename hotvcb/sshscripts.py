@@ -24,12 +24,12 @@ import shlex
 import signal
 import subprocess
 import tarfile
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import IO, Callable, Dict, List, Optional, Sequence
 
 from .errors import HostError
 
 NOT_FOUND = "hotvcb-ssh: cannot run "
-MAX_GREETING = 65536  # bytes a host's login shell may print before a command's output (`begun`)
+MAX_GREETING = 65536  # bytes of a host's login shell's greeting a file's reader holds (RemoteReader)
 # Runs a stdlib script (its source first, then its arguments) with the host's python; 127: none.
 # `python` first: ESXi's own is /bin/python (3.8 on 7/8).
 PYTHON = ('s=$1; shift; for p in python python3; do command -v "$p" >/dev/null 2>&1 && '
@@ -321,11 +321,13 @@ class RemoteReader(object):
     CHUNK = 1 << 16
 
     def __init__(self, proc: "subprocess.Popen", path: str, mark: str,
-                 broken: Callable[[Optional[int], str], Optional[HostError]]):
-        """`broken`: the connection's error for a session that ended because SSH failed (None: it did not)."""
-        if proc.stdout is None or proc.stderr is None:
-            raise ValueError("the remote cat needs piped stdout and stderr")
-        self.proc, self.path, self.out, self.err = proc, path, proc.stdout, proc.stderr
+                 broken: Callable[[Optional[int], str], Optional[HostError]], errout: IO[bytes]):
+        """`broken`: the connection's error for a session that ended because SSH failed (None: it did not).
+        `errout`: the file the session's stderr goes to (the reader's to close), never a pipe: a pipe nobody
+        reads while the file comes would fill with a long greeting on stderr, and the cat's output stall."""
+        if proc.stdout is None:
+            raise ValueError("the remote cat needs a piped stdout")
+        self.proc, self.path, self.out, self.err = proc, path, proc.stdout, errout
         self.mark, self.broken = mark, broken
         self.end = _end(mark)
         self.buf = bytearray()
@@ -346,15 +348,15 @@ class RemoteReader(object):
                                                                                                self.mark)))
 
     def _skip_greeting(self) -> None:
-        """Read past what the host's shell printed before the cat (a greeting, at most MAX_GREETING bytes)."""
+        """Read past what the host's shell printed before the cat (a greeting, of any length): only its last
+        MAX_GREETING bytes are held, which hold a begin mark still coming whole and what a failure quotes."""
         while not self.begun:
             start = _answer_start(bytes(self.buf), self.mark)
             if start >= 0:
                 del self.buf[:start]
                 self.begun = True
-            elif len(self.buf) > MAX_GREETING + len(_begin(self.mark)):
-                raise HostError("cannot read %s: %s" % (self.path, no_answer(bytes(self.buf), self.mark)))
             else:
+                del self.buf[:-MAX_GREETING]
                 self._more()
 
     def _ready(self) -> int:
@@ -392,6 +394,7 @@ class RemoteReader(object):
         """The error of a session that ended with exit code `rc`: its connection's, else the cat's own words.
         `code`: the cat's own exit code from its end line (`end_code`), which a link lost after it leaves true;
         None: it did not come, the connection is asked."""
+        self.err.seek(0)
         err = self.err.read()
         broken = None if code is not None else self.broken(rc, err.decode("utf-8", "replace"))
         rc = rc if code is None else code

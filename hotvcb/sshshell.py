@@ -12,6 +12,7 @@ import pkgutil
 import posixpath
 import subprocess
 import tarfile
+import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -78,9 +79,14 @@ class SshShell(SshConnection):
         """
         self.open()
         mark = sh.new_mark()
-        proc = self._session(sh.begun(mark, sh.join(["cat", "--", path]), stderr=True), stdin=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE)
-        return sh.RemoteReader(proc, path, mark, self._broken)
+        errout = tempfile.TemporaryFile(dir=self._dir)
+        try:
+            proc = self._session(sh.begun(mark, sh.join(["cat", "--", path]), stderr=True), stdin=subprocess.DEVNULL,
+                                 stderr=errout.fileno())
+        except HostError:
+            errout.close()
+            raise
+        return sh.RemoteReader(proc, path, mark, self._broken, errout)
 
     def write_text(self, path: str, text: str, *, sync_folder: bool = True) -> None:
         """Write atomically: temp file in the same folder, sync, rename. The host's `sync` has no

@@ -5,6 +5,7 @@ RemoteReader arrives byte for byte. A local `sh` stands in for the host's login 
 import hashlib
 import os
 import subprocess
+import tempfile
 
 import pytest
 
@@ -21,14 +22,20 @@ def _session(remote, around=GREETING + FAREWELL):
                             stderr=subprocess.PIPE)
 
 
+def _reading(argv, path, mark, broken, stdin=subprocess.DEVNULL):
+    """A RemoteReader of a local process standing in for ssh, its stderr to a file as SshShell.open_binary's."""
+    errout = tempfile.TemporaryFile()
+    proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=errout.fileno())
+    return sh.RemoteReader(proc, path, mark, broken, errout)
+
+
 def _not_broken(_rc, _out):
     return None
 
 
 def _read(path, size, chunk, around=GREETING + FAREWELL):
     mark = sh.new_mark()
-    reader = sh.RemoteReader(_session(sh.begun(mark, sh.join(["cat", "--", path])), around), path, mark,
-                             _not_broken)
+    reader = _reading(["sh", "-c", around + sh.begun(mark, sh.join(["cat", "--", path]))], path, mark, _not_broken)
     reader.CHUNK = chunk
     with reader:
         if size < 0:
@@ -85,7 +92,8 @@ def test_an_answer_cut_short_is_no_answer_and_is_said_so():
 
 def test_a_binary_read_cut_short_raises(tmp_path):
     mark = sh.new_mark()
-    reader = sh.RemoteReader(_session(sh.begun(mark, "printf abc; exec true")), "/f", mark, _not_broken)
+    reader = _reading(["sh", "-c", GREETING + FAREWELL + sh.begun(mark, "printf abc; exec true")], "/f", mark,
+                      _not_broken)
     with reader, pytest.raises(HostError, match="cut short"):
         reader.read()
 
@@ -94,9 +102,8 @@ def test_a_binary_read_on_a_broken_session_names_the_connection():
     """ssh's own exit (255, the master gone) is looked at before the missing begin mark is blamed on the host."""
     def lost(rc, out):
         return HostError("lost the SSH connection to esxi01: %s" % out.strip()) if rc == 255 else None
-    proc = subprocess.Popen(["sh", "-c", "echo 'ssh: connect to host esxi01 port 22: Connection refused' >&2; "
-                             "exit 255"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    reader = sh.RemoteReader(proc, "/f", sh.new_mark(), lost)
+    reader = _reading(["sh", "-c", "echo 'ssh: connect to host esxi01 port 22: Connection refused' >&2; exit 255"],
+                      "/f", sh.new_mark(), lost)
     with reader, pytest.raises(HostError) as err:
         reader.read()
     assert "lost the SSH connection" in str(err.value) and "login shell" not in str(err.value)
@@ -126,10 +133,12 @@ def _lost(rc, out):
     return ConnectionLost("lost the SSH connection to esxi01") if rc == 255 else None
 
 
+# a session whose link drops once its command line (a `begun` one, the last argument) has ended: ssh exits 255
+_LOST = ["sh", "-c", GREETING + FAREWELL + 'sh -c "$1"; exit 255', "ssh"]
+
+
 def _then_lost(remote):
-    """A session whose link drops once `remote` (a `begun` command line) has ended: ssh exits 255."""
-    return subprocess.Popen(["sh", "-c", GREETING + FAREWELL + 'sh -c "$1"; exit 255', "ssh", remote],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(_LOST + [remote], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 @pytest.mark.parametrize("code", [0, 3, 255])
@@ -182,9 +191,8 @@ def test_a_file_read_whole_stands_though_the_link_dropped_after_its_end_line(tmp
     path = tmp_path / "f"
     path.write_bytes(b"payload\n")
     mark = sh.new_mark()
-    proc = _then_lost(sh.begun(mark, sh.join(["cat", "--", str(path)]), stderr=True))
-    proc.stdin.close()
-    with sh.RemoteReader(proc, str(path), mark, _lost) as reader:
+    remote = sh.begun(mark, sh.join(["cat", "--", str(path)]), stderr=True)
+    with _reading(_LOST + [remote], str(path), mark, _lost) as reader:
         assert reader.read() == b"payload\n"
         assert reader.read() == b""  # the session's end looked at: the cat's own exit code, 0
 

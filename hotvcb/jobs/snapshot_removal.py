@@ -4,9 +4,10 @@ A removal whose session broke (errors.ConnectionLost) tells nothing of the snaps
 asked (the link dropped first), or have its removal task under way (killing vim-cmd does not cancel it, and a
 long consolidation is when a link drops). Telling the admin to remove by hand a snapshot that hostd is removing,
 or leaving one to grow on the VM while the host can be reached again, are both wrong: the removal is waited for
-over a new connection (ssh makes one of its own once the master is gone) as the driver waits for its own, the
-snapshot listed and its deltas merged. The host tells no task apart (esxisim models none), so the removal is
-asked again only once ours stayed listed REASK_AFTER seconds; a refusal of that second removal because the first
+over a new connection (the master opened anew, sshconnection.py) as the driver waits for its own, the
+snapshot listed and its deltas merged. No task is asked after (esxisim models none; a real host's `vim-cmd
+vmsvc/get.tasklist` lists the VM's recent tasks, finished ones too, each's state only in `vimsvc/task_info`), so
+the removal is asked again only once ours stayed listed REASK_AFTER seconds; a refusal of that second removal because the first
 one is under way is waited out too, up to the removal's timeout. ATTEMPTS removals are asked for in all, the last
 one waited for up to the removal's timeout.
 """
@@ -19,8 +20,9 @@ from ..model import Snapshot, Vm
 
 ATTEMPTS = 3  # removals asked for in all, each given the full SNAPSHOT_REMOVE_TIMEOUT
 REASK_AFTER = 10.0  # seconds ours stays listed after a broken removal before it is asked again
-# vim-cmd's faults for a removal asked while the first is under way: hostd's task in progress, the VM busy, or
-# the snapshot gone by the time the second task ran (as esxisim answers)
+# vim-cmd's faults for a removal asked while the first is under way: TaskInProgress ("the virtual machine is busy")
+# and InvalidState, RemoveSnapshot_Task's documented faults (vSphere API reference, vim.vm.Snapshot), or NotFound,
+# the snapshot gone by the time the second task ran (esxisim's answer; no real host's output of it was found)
 UNDER_WAY = ("TaskInProgress", "InvalidState", "NotFound")
 
 
