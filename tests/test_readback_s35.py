@@ -16,3 +16,14 @@ def test_a_clone_whose_local_wrapper_was_killed_says_the_signal():
     assert sshscripts.killed_by(128 + 15) == "SIGTERM"
     assert [sshscripts.killed_by(s) for s in (0, 1, 127, 128, -0, 255)] == [None] * 6
     assert _clone_error("Clone: 12% done.", -9) == "vmkfstools was killed by SIGKILL at 12% without saying why"
+
+
+def test_the_local_kvm_drivers_wait_for_a_removal_one_way():
+    """QemuHost and LibvirtHost each held a copy of the same await_snapshot_removal; the contract
+    (tests/driver_contract.py) holds what it does for every driver, LocalKvmHost the one body."""
+    from hotvcb.hosts.libvirt import LibvirtHost
+    from hotvcb.hosts.localkvm import LocalKvmHost
+    from hotvcb.hosts.qemu import QemuHost
+
+    assert "await_snapshot_removal" in vars(LocalKvmHost)
+    assert [c.__name__ for c in (QemuHost, LibvirtHost) if "await_snapshot_removal" in vars(c)] == []
