@@ -255,14 +255,17 @@ def cannot_run(returncode: int, output: str) -> Optional[str]:
 
 
 def killed_by(returncode: int) -> Optional[str]:
-    """The signal's name when a shell's exit status says its command was killed by one (128+N: WRAPPER's, or
-    the host's shell's for its python killed by the OOM killer or an operator's kill -9), else None."""
-    if not 128 < returncode < 128 + 65:
+    """The signal's name when an exit status says the command was killed by one, else None. Both forms:
+    128+N, a shell's (WRAPPER's, or the host's shell's for its python killed by the OOM killer or an
+    operator's kill -9), and -N, subprocess's for a process it ran killed itself (the local wrapper's sh, a
+    tool run directly): read as a status, either hid which signal it was ("exited with status -9")."""
+    number = -returncode if returncode < 0 else returncode - 128
+    if not 0 < number < 65:
         return None
     try:
-        return signal.Signals(returncode - 128).name
+        return signal.Signals(number).name
     except ValueError:
-        return "signal %d" % (returncode - 128)
+        return "signal %d" % number
 
 
 def python_argv(source: str, args: Sequence[str]) -> List[str]:

@@ -49,6 +49,7 @@ def check(host, vm_name: str, target: str, user_snapshot: Optional[str] = None) 
     _one_consolidation_judgement(host, vm)
     snap = host.create_snapshot(vm, OURS, "driver contract", False, False, 60.0)
     assert any(s.id == snap.id and s.name == OURS for s in host.snapshots(vm)), "create returns once visible"
+    assert host.await_snapshot_removal(vm, snap, 1.0) is False, "await_snapshot_removal: False while still listed"
     try:
         _one_consolidation_judgement(host, vm)  # its deltas on the disks now (ESXi, QEMU)
         disk = vm.disks[0]  # as loaded before the snapshot: the base the snapshot holds still
@@ -69,6 +70,7 @@ def check(host, vm_name: str, target: str, user_snapshot: Optional[str] = None) 
         host.remove_snapshot(vm, snap, 120.0)
     after = host.snapshots(vm)
     assert not [s for s in after if s.id == snap.id], "remove_snapshot removes that snapshot"
+    assert host.await_snapshot_removal(vm, snap, 60.0) is True, "await_snapshot_removal: True once gone"
     assert [s.name for s in after] == [s.name for s in before], "and nothing else"
     if user_snapshot is not None:
         assert user_snapshot in [s.name for s in after], "the user's snapshot survives"

@@ -163,7 +163,8 @@ def _clone_error(output: str, status: int) -> str:
         return m.group(1).strip()
     lines = [l.strip() for l in re.split(r"[\r\n]+", output) if l.strip()]
     said = [l for l in lines if vimcmd.clone_percent(l) is None and not l.startswith(_PREAMBLE)]
-    # it runs under the wrapper (tether.py, SSH mode): a signal's 128+N read as vmkfstools' own code would mislead
+    # it runs under the wrapper (tether.py, SSH mode): a signal's status (128+N from the wrapper, -N when the
+    # local wrapper's sh was killed itself) read as vmkfstools' own code would mislead
     killed = killed_by(status)
     how = "was killed by %s" % killed if killed else "exited with status %d" % status
     if said:

@@ -276,10 +276,6 @@ class LibvirtHost(LocalKvmHost):
             self.checkpoints.drop(vm.name, snap.name)
         self.jobs.remove(vm.name, snap.name)
 
-    def await_snapshot_removal(self, vm: Vm, snap: Snapshot, timeout: float) -> bool:  # noqa: ARG002
-        """No removal here runs on past the call that made it (its commands end with it): looked at once."""
-        return not any(s.id == snap.id for s in self.snapshots(vm))
-
     # -- disks ---------------------------------------------------------------
     def copy_disk(self, disk: Disk, dst: str, fmt: str, progress=None) -> List[str]:
         """The disk as it was at backup-begin: only its dirty clusters when a good base holds the

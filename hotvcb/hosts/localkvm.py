@@ -5,10 +5,10 @@ import os
 import socket
 import stat
 from dataclasses import replace
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from ..errors import HostError
-from ..model import DatastoreInfo, Disk, NfsShare
+from ..model import DatastoreInfo, Disk, NfsShare, Snapshot, Vm
 from ..runid import machine_id
 from . import qemuimg
 from .base import Copied
@@ -19,6 +19,7 @@ class LocalKvmHost:
 
     kind = "kvm"
     run_dir: str  # each driver's own (QemuHost, LibvirtHost)
+    snapshots: Callable[..., List[Snapshot]]  # each driver's own
 
     def host_name(self) -> str:
         return socket.gethostname()
@@ -45,6 +46,11 @@ class LocalKvmHost:
 
     def free_space(self, path: str) -> Optional[int]:
         return local_free_space(path)
+
+    def await_snapshot_removal(self, vm: Vm, snap: Snapshot, timeout: float) -> bool:  # noqa: ARG002
+        """No removal here runs on past the call that made it (its commands end with it, unlike hostd's task
+        on ESXi): looked at once, gone or not, with no wait."""
+        return not any(s.id == snap.id for s in self.snapshots(vm))
 
     def copied_as(self, disk: Disk, dst: str, fmt: str) -> Optional[Copied]:
         """None: the guest writes the image while libvirt's backup job exports it (LibvirtHost), so no

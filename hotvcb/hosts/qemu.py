@@ -311,10 +311,6 @@ class QemuHost(LocalKvmHost):
     def remove_snapshot(self, vm: Vm, snap: Snapshot, timeout: float) -> None:
         self.overlays.remove(vm, snap, timeout)
 
-    def await_snapshot_removal(self, vm: Vm, snap: Snapshot, timeout: float) -> bool:  # noqa: ARG002
-        """No removal here runs on past the call that made it (its commands end with it): looked at once."""
-        return not any(s.id == snap.id for s in self.snapshots(vm))
-
     def copied_as(self, disk: Disk, dst: str, fmt: str) -> Optional[Copied]:
         """The image's virtual disk, which our overlay keeps read-only (a raw image is that disk, a qcow2
         one is read by qcow2.py: one with a backing chain or anything else it refuses leaves the copy to

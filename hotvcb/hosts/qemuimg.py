@@ -132,10 +132,10 @@ def check(out: Completed) -> None:
 
 
 def _killed(out: Completed, what: str) -> Optional[str]:
-    """"<what> was killed by <signal>", or None. A signal's status is no status of the tool's (-N run
-    directly, 128+N under a shell: tether's wrapper, SSH): read as one ("exit 137") or with the shell's
-    "Killed" as the reason, it hid which signal (the OOM killer's SIGKILL, an admin's SIGTERM)."""
-    signame = killed_by(128 - out.returncode if out.returncode < 0 else out.returncode)
+    """"<what> was killed by <signal>", or None. A signal's status is no status of the tool's (killed_by
+    reads both forms): read as one ("exit 137") or with the shell's "Killed" as the reason, it hid which
+    signal (the OOM killer's SIGKILL, an admin's SIGTERM)."""
+    signame = killed_by(out.returncode)
     return "%s was killed by %s" % (what, signame) if signame else None
 
 

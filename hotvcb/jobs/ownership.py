@@ -29,6 +29,9 @@ from ..shell import Shell
 from ..store.lock import HEARTBEAT
 
 NONE_DEAD = {}  # type: Mapping[str, float]  # no lock taken over: the `dead` default
+UNPROBED_STALE = 1800.0  # seconds untouched by this machine's clock that a read-only run, which writes no clock
+# probe (volume_age), calls stale: past any lag of a volume's clock behind ours it allows for (an NTP-less NFS
+# server's minutes); STALE_AFTER alone let a lag of 5 minutes make a live folder a dead run's
 
 
 def owner_alive(owner: RunId, run: RunId, dead: Mapping[str, float] = NONE_DEAD,
@@ -64,7 +67,8 @@ def volume_age(shell: Shell, path: str, folder: str, run: RunId, dry_run: bool =
     An NFS server stamps mtimes with its own clock; a host whose clock is off
     by minutes would otherwise see another host's live, heartbeating folder as
     stale. A probe touched now in `folder` gives the volume's "now". Negative: dated ahead of the volume's
-    clock (clockage.py). A dry run writes nothing there, no probe either: its age is by this machine's clock.
+    clock (clockage.py). A dry run writes nothing there, no probe either: its age is by this machine's clock,
+    which `unprobed_doubt` allows for.
     """
     age = shell.age(path)
     if age is None or dry_run:
@@ -81,3 +85,10 @@ def volume_age(shell: Shell, path: str, folder: str, run: RunId, dry_run: bool =
         except HotvcbError:
             pass
     return age - skew
+
+
+def unprobed_doubt(age: Optional[float], within: float) -> bool:
+    """Whether a dry run's volume_age (status, `-d dryrun`: by this machine's clock, no probe having read the
+    volume's) is past `within` but short of UNPROBED_STALE: it may be a live writer's on a volume whose clock
+    lags ours -- cannot tell (the real cleanup probes and tells), never stale."""
+    return age is not None and within <= age < UNPROBED_STALE

@@ -14,7 +14,7 @@ from ..store.rotation import finish_deleting
 from ..store.seal import OWNER, owner_of
 from ..treeview import ScannedShell
 from .leftovers import vm_marker
-from .ownership import NONE_DEAD, made_at, owner_alive, volume_age
+from .ownership import NONE_DEAD, made_at, owner_alive, unprobed_doubt, volume_age
 
 
 VOLUME_MARKER = ".hotvcb-backup-volume"  # + ".<vmx file name>": the per-VM volume a backup of it is written to
@@ -79,7 +79,13 @@ def remove_partials(shell: Shell, volume: str, vm_name: str, log, run: RunId, dr
     for b in layout.list_backups(shell, volume, vm_name):
         if b.status != "partial":
             continue
-        if not partial_dead(shell, b.path, run, dead, dry_run=dry_run):
+        died = partial_dead(shell, b.path, run, dead, dry_run=dry_run)
+        if died is None:
+            log.info("%s: %s of %s: cannot tell whether its run died (untouched for a while by this machine's "
+                     "clock; no clock probe in a read-only run: the volume's may lag); `hotvcb cleanup` tells"
+                     % (vm_name, b.path, owner_of(shell, b.path)))
+            continue
+        if not died:
             log.info("%s: %s is being written by %s; leaving it" % (vm_name, b.path, owner_of(shell, b.path)))
             continue
         removed += 1
@@ -116,13 +122,14 @@ def dead_archives(shell: Shell, volume: str, vm_name: str, run: RunId, dead: Map
 
 
 def partial_dead(shell: Shell, partial: str, run: RunId, dead: Mapping[str, float] = NONE_DEAD,
-                 locked: bool = True, dry_run: bool = False) -> bool:
+                 locked: bool = True, dry_run: bool = False) -> Optional[bool]:
     """Whether a `-partial` folder was left by a run that died (never one of `run`'s own). `locked`: the caller
     holds this host's run lock (cleanup, a backup), so another machine's run on this host (a client going file
     by file) is gone, as no run works on a host without its lock. Without it (`status`) such a run may be the
     one holding the lock now: judged by its owner file's heartbeat alone, as another host's run is. `dry_run`
     (a dry run, or read-only `status`): no clock probe is written into the VM's folder (volume_age), the age is
-    by this machine's clock."""
+    by this machine's clock: None where only the volume's clock could tell (ownership.unprobed_doubt), which
+    status leaves unnamed and a dry run says it cannot tell."""
     owner_file = partial + "/" + OWNER
     try:
         owner = parse(shell.read_regular(owner_file, RECORD_MAX)) if shell.exists(owner_file) else None
@@ -139,4 +146,6 @@ def partial_dead(shell: Shell, partial: str, run: RunId, dead: Mapping[str, floa
             return True  # this host's run, and we hold its lock (or this machine's, its pid gone); else: by heartbeat
     age = volume_age(shell, owner_file if shell.exists(owner_file) else partial, partial.rsplit("/", 1)[0], run,
                      dry_run)
+    if dry_run and unprobed_doubt(age, STALE_AFTER):
+        return None
     return heartbeat(age, STALE_AFTER) is False  # dated ahead: cannot tell, kept

@@ -45,7 +45,7 @@ from ..pids import hotvcb
 from ..runid import RunId, parse
 from ..shell import Shell
 from ..store.lock import STALE_AFTER
-from .ownership import owner_alive, volume_age
+from .ownership import owner_alive, unprobed_doubt, volume_age
 from .restore_scratch import (PREFIX, RECORD, RECORD_MAX, RESTORING, RESTORING_RECORD, Records, record_of,
                               recorded_path, vm_named_so)
 from .. import lazyre
@@ -212,13 +212,16 @@ def _heartbeat_fresh(shell: Shell, root: str, entry: str, owner: RunId, me: RunI
                      dry_run: bool) -> Optional[float]:
     """None when the record's pid is proof enough (`by_pid`: it told, and its host id is ours) or its
     heartbeat is stale; else the seconds since it was touched (0 where it is dated ahead: cannot tell, kept).
-    A dry run's age is by this machine's clock (volume_age: no probe written into the target)."""
+    A dry run's age is by this machine's clock (volume_age: no probe written into the target): stale only
+    past ownership.UNPROBED_STALE, the datastore's clock may lag ours (unprobed_doubt)."""
     if by_pid and owner.host and owner.host == me.host:
         return None
     try:
         age = volume_age(shell, root + "/" + entry, root, me, dry_run)
     except HostError:
         age = 0.0  # cannot tell: not stale
+    if dry_run and unprobed_doubt(age, STALE_AFTER):
+        return age
     return None if heartbeat(age, STALE_AFTER) is False else max(0.0, age or 0.0)
 
 
