@@ -131,12 +131,20 @@ def move_disk(host, vmid, node, new_real_dir, new_stem=None, ref=None):
     return new_desc
 
 
-def round_trip(host, conf, vm, vmid, fmt, tmp_path, to_original=False, expect_rc=0, by_host=False):
+def round_trip(host, conf, vm, vmid, fmts, tmp_path, to_original=None, expect_rc=0, by_host=False):
+    """One backup (verified), restored as a copy on ds5 in each of `fmts`, then, when `to_original` names a
+    format, in place of the original (deleted first): every restore owns its disks and equals the source."""
     r, out = backup(host, conf, vm)
     assert r.returncode == expect_rc, out
     bk = newest(host, vm)
     v = hotvcb(host, "verify", vm, "-g", conf)
     assert v.returncode == 0, v.stdout + v.stderr
+    for fmt in fmts:
+        copy = "copy-" + fmt
+        r, out = restore(host, bk, "ds5", fmt, copy)
+        assert r.returncode == 0, out
+        assert_restored_owns_its_disks(host, vmid, host.vmid_by_name(copy), by_host=by_host)
+        assert host.missing_disk(host.vmid_by_name(copy)) is None, out
     if to_original:
         kept = snapshot_of(host, vmid, str(tmp_path / "kept"))
         host.power_off(vmid)
@@ -146,16 +154,11 @@ def round_trip(host, conf, vm, vmid, fmt, tmp_path, to_original=False, expect_rc
                 os.unlink(f)
         host.unregister(vmid)
         shutil.rmtree(folder)
-        r, out = restore(host, bk, "datastore1", fmt)
+        r, out = restore(host, bk, "datastore1", to_original)
         assert r.returncode == 0, out
         dst = host.vmid_by_name(vm)
         assert_restored_owns_its_disks(host, None, dst, src_disks=kept, by_host=by_host)
         assert host.missing_disk(dst) is None, out
-        return out
-    r, out = restore(host, bk, "ds5", fmt, "copy")
-    assert r.returncode == 0, out
-    assert_restored_owns_its_disks(host, vmid, host.vmid_by_name("copy"), by_host=by_host)
-    assert host.missing_disk(host.vmid_by_name("copy")) is None, out
     return out
 
 
@@ -712,18 +715,18 @@ ROUND_TRIP_SHAPES = ["sub_folder_of_datastore", "other_vms_folder", "other_vms_f
 IN_PLACE = {"sub_folder_of_datastore", "other_vms_folder", "other_vms_folder_relative", "absolute_own_paths",
             "absolute_by_name", "same_names_three", "user_snapshot", "disconnected_same_name", "quote_in_name",
             "extent_rel_up"}
-WAYS = [("thin", False, "thin-copy"), ("2gbsparse", False, "2gbsparse-copy"), ("eagerzeroedthick", True, "ezt-original")]
 
 
-@pytest.mark.parametrize("name,fmt,orig", [pytest.param(n, f, o, id="%s-%s" % (n, i)) for n in ROUND_TRIP_SHAPES
-                                           for f, o, i in WAYS if not o or n in IN_PLACE])
-def test_a_disk_shape_round_trips(host, tmp_path, name, fmt, orig):
-    """Backed up (OK, verify OK), restored as a copy on ds5 or in place of the original (after the admin
-    deleted it): every disk's content is the source's (qemu-img compare), every restored disk is in the
-    restored VM's folder and none is a file of the source, and the restored VM can open every disk."""
+@pytest.mark.parametrize("name", ROUND_TRIP_SHAPES)
+def test_a_disk_shape_round_trips(host, tmp_path, name):
+    """Backed up (OK, verify OK), restored as a thin and as a 2gbsparse copy on ds5, and (IN_PLACE shapes) as
+    eagerzeroedthick in place of the original after the admin deleted it: every disk's content is the
+    source's (qemu-img compare), every restored disk is in the restored VM's folder and none is a file of
+    the source, and the restored VM can open every disk. One backup serves every restore of a shape."""
     conf = write_conf(host, ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=1)
     vm, vmid = SHAPES[name](host)
-    round_trip(host, conf, vm, vmid, fmt, tmp_path, to_original=orig, by_host=name == "linked_clone")
+    round_trip(host, conf, vm, vmid, ["thin", "2gbsparse"], tmp_path,
+               to_original="eagerzeroedthick" if name in IN_PLACE else None, by_host=name == "linked_clone")
 
 
 @pytest.mark.parametrize("name", sorted("odd_" + k for k in ODD_STEMS))
@@ -732,17 +735,16 @@ def test_a_disk_file_name_of_odd_characters_round_trips(host, tmp_path, name):
     signs, a semicolon, a leading dash: backed up, verified, restored as a thin copy equal to the source."""
     conf = write_conf(host)
     vm, vmid = SHAPES[name](host)
-    round_trip(host, conf, vm, vmid, "thin", tmp_path)
+    round_trip(host, conf, vm, vmid, ["thin"], tmp_path)
 
 
-@pytest.mark.parametrize("fmt,orig", [("thin", False), ("2gbsparse", False), ("thin", True)])
 @pytest.mark.parametrize("name", ["big_thin", "big_sparse_source"])
-def test_a_disk_over_2gib_round_trips(host, tmp_path, name, fmt, orig):
-    """A 2.5 GiB disk holding 1 MiB of data (flat, or a two-extent 2gbsparse source): restored as thin or as
-    2gbsparse (two extents), equal to the source."""
+def test_a_disk_over_2gib_round_trips(host, tmp_path, name):
+    """A 2.5 GiB disk holding 1 MiB of data (flat, or a two-extent 2gbsparse source): restored as thin and as
+    2gbsparse (two extents) copies, and as thin in place of the original, each equal to the source."""
     conf = write_conf(host)
     vm, vmid = SHAPES[name](host)
-    round_trip(host, conf, vm, vmid, fmt, tmp_path, to_original=orig)
+    round_trip(host, conf, vm, vmid, ["thin", "2gbsparse"], tmp_path, to_original="thin")
 
 
 @pytest.mark.parametrize("mode", ["independent-persistent", "independent-nonpersistent"])
