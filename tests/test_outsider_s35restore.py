@@ -239,8 +239,6 @@ def test_verify_fails_a_backup_whose_disk_data_has_no_checksum(site):
 
 
 @pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="needs QEMU")
-@pytest.mark.xfail(strict=True, reason="DEFECT 3: restore --kvm of a VM named 100 bytes says 'restored OK' and "
-                   "points at a start script that cannot start it (its QMP socket path is past 107 bytes)")
 def test_the_start_script_of_a_kvm_restore_under_a_long_name_starts_or_is_warned_of(site, tmp_path):
     """The admin restores an ESXi backup to KVM with `--kvm DIR --name <100 bytes>` (a name hotvcb itself
     backs up: up to 226 bytes, docs/backup-format.md) and runs the script the last lines name ("or start it
