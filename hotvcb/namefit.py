@@ -14,15 +14,16 @@ NAME_MAX = 255  # bytes in one folder entry's name: VMFS, ext4, XFS, NFS
 _DIGEST = 16  # hex digits of the name's SHA-256 that stand for the part cut off
 
 
-def fit(head: str, name: str, tail: str) -> str:
-    """`head + name + tail`, or, where that is over NAME_MAX bytes in UTF-8, `name` cut on a character's
-    boundary and followed by `~` and a digest of the whole of it, so that two long names never share one."""
+def fit(head: str, name: str, tail: str, limit: int = NAME_MAX) -> str:
+    """`head + name + tail`, or, where that is over `limit` bytes in UTF-8, `name` cut on a character's
+    boundary and followed by `~` and a digest of the whole of it, so that two long names never share one.
+    `limit` is lower where a name must fit more than a folder entry (a QMP socket's path, convert/qemu_argv)."""
     whole = head + name + tail
-    if _size(whole) <= NAME_MAX:
+    if _size(whole) <= limit:
         return whole
     raw = name.encode("utf-8", "surrogateescape")
     digest = "~" + hashlib.sha256(raw).hexdigest()[:_DIGEST]
-    room = max(0, NAME_MAX - _size(head + digest + tail))
+    room = max(0, limit - _size(head + digest + tail))
     return head + raw[:room].decode("utf-8", "ignore") + digest + tail
 
 

@@ -2,6 +2,7 @@
 
 import shutil
 import subprocess
+import tempfile
 
 import pytest
 
@@ -9,7 +10,7 @@ from hotvcb.convert import domain_xml
 from hotvcb.convert.domain_to_vmx import vmx_from_machine
 from hotvcb.convert.firmware import ovmf
 from hotvcb.convert.machine import ConvertError, DiskSpec, Machine, renamed
-from hotvcb.convert.qemu_argv import qemu_argv
+from hotvcb.convert.qemu_argv import SOCKET_PATH_MAX, qemu_argv, qmp_name, start_script
 from hotvcb.convert.vmx_to_domain import machine_from_vmx
 
 VMX = """displayName = "Win Server"
@@ -207,3 +208,25 @@ def test_machine_of_takes_each_same_named_disk_from_its_own_datastores_folder(tm
         (folder / "FS-flat.vmdk").write_bytes(b"\0" * (2048 * 512))
     m = machine_of(LocalShell(), str(tmp_path)).machine
     assert [d.source for d in m.disks] == [str(tmp_path / "FS.vmdk"), str(tmp_path / uuid / "FS.vmdk")]
+
+
+@pytest.mark.parametrize("folder", ["/q", "/" + "d" * 20])
+def test_the_start_script_names_the_qmp_socket_short_only_where_the_whole_name_makes_too_long_a_path(tmp_path, request,
+                                                                                                   folder):
+    """A socket's path holds 107 bytes: an 80-byte name fits a short QMP folder whole (the VM keeps its name
+    to `hotvcb --qemu`), and in a longer one the socket is named by qmp_name, its path within the limit."""
+    name = "n, " + "ü" * 38 + "x"  # 80 bytes in UTF-8, a comma QEMU needs doubled
+    base = tempfile.mkdtemp(prefix="q", dir="/tmp")  # a short folder: tmp_path alone is near the limit
+    qmp = base + folder
+    request.addfinalizer(lambda: shutil.rmtree(base))
+    fake = tmp_path / "qemu"
+    fake.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\0" "$a"; done > "$0.args"\n')
+    fake.chmod(0o755)
+    script = tmp_path / "vm.sh"
+    script.write_text(start_script(Machine(name, "0f4c2a56-5d0b-4d6c-9a3e-6c1f0e9d1a11"), [str(fake)]))
+    subprocess.run(["sh", str(script)], check=True, timeout=30, env={"PATH": "/usr/bin:/bin", "HOTVCB_QMP_DIR": qmp})
+    args = (tmp_path / "qemu.args").read_text().split("\0")
+    socket = args[args.index("-qmp") + 1][len("unix:"):-len(",server=on,wait=off")].replace(",,", ",")
+    whole = "%s/%s.qmp" % (qmp, name)
+    assert socket == (whole if folder == "/q" else "%s/%s.qmp" % (qmp, qmp_name(name)))
+    assert len(socket.encode()) <= SOCKET_PATH_MAX and socket.startswith(qmp + "/"), socket

@@ -195,8 +195,6 @@ def _drop_checksum(data):
     del data["files"][FLAT1]
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 1: a copy of a backup outside its VM's folder whose manifest "
-                   "was edited is restored (exit 0, 'Checksums hold') with a damaged disk; in place it is refused")
 @pytest.mark.parametrize("tamper", [_drop_disk, _drop_checksum], ids=["disk-dropped", "checksum-dropped"])
 def test_a_tampered_backup_copied_out_of_its_vm_folder_is_refused_as_in_place(site, tamper):
     """The admin keeps a copy of a backup out of rotation's reach (`/vmfs/volumes/backup/keepN/<backup>`).
@@ -221,8 +219,6 @@ def test_a_tampered_backup_copied_out_of_its_vm_folder_is_refused_as_in_place(si
     assert r.returncode == 6 and "is not a good backup" in out(r), out(r)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 2: verify says OK, '0 damaged', exit 0 for a backup whose disk "
-                   "data has no checksum in its manifest, which list calls damaged and restore refuses")
 def test_verify_fails_a_backup_whose_disk_data_has_no_checksum(site):
     """The admin runs `hotvcb verify` to know a backup can be restored before the disaster. Its manifest
     lost the checksum entry of one disk's data file (`files`), while its disk record still names the file,
@@ -243,8 +239,6 @@ def test_verify_fails_a_backup_whose_disk_data_has_no_checksum(site):
 
 
 @pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="needs QEMU")
-@pytest.mark.xfail(strict=True, reason="DEFECT 3: restore --kvm of a VM named 100 bytes says 'restored OK' and "
-                   "points at a start script that cannot start it (its QMP socket path is past 107 bytes)")
 def test_the_start_script_of_a_kvm_restore_under_a_long_name_starts_or_is_warned_of(site, tmp_path):
     """The admin restores an ESXi backup to KVM with `--kvm DIR --name <100 bytes>` (a name hotvcb itself
     backs up: up to 226 bytes, docs/backup-format.md) and runs the script the last lines name ("or start it

@@ -3,12 +3,17 @@
 The machine type is q35 (its AHCI controller is built in, ports ide.0-5;
 IDE disks sit there too, as q35 has no PIIX IDE). The first disk boots.
 The start script adds a QMP socket beside nothing in particular: the admin
-points it at the folder `hotvcb --qemu DIR` backs up.
+points it at the folder `hotvcb --qemu DIR` backs up. A socket's path holds
+at most SOCKET_PATH_MAX bytes (sun_path), which a long VM name in the QMP
+folder can pass: QEMU then ends at once, and hotvcb could not connect to it
+either. There the script names the socket short (qmp_name), and so `hotvcb
+--qemu` knows the VM by that name.
 """
 
 import shlex
 from typing import List, Optional
 
+from ..namefit import fit
 from .firmware import ovmf
 from .machine import ConvertError, Machine
 
@@ -16,6 +21,9 @@ QEMU = "qemu-system-x86_64"
 _NIC_DEVICE = {"e1000": "e1000", "e1000e": "e1000e", "rtl8139": "rtl8139", "virtio": "virtio-net-pci",
                "vmxnet3": "vmxnet3"}
 AHCI_PORTS = 6
+SOCKET_PATH_MAX = 107  # bytes in a Unix socket's path: sun_path's 108 less its NUL
+SOCKET = ".qmp"
+SHORT_SOCKET_MAX = 64  # bytes of `<qmp_name>.qmp`: room left for a QMP folder of up to 42 bytes
 
 
 def qemu_argv(m: Machine, *, qemu: str = QEMU, network: bool = True, efi_vars: Optional[str] = None,
@@ -75,10 +83,31 @@ def start_script(m: Machine, argv: List[str]) -> str:
     `-serial mon:stdio`), before the admin's own arguments, so a `-display` of theirs still wins."""
     line = " ".join(shlex.quote(a) for a in argv)
     flat = " ".join(m.name.splitlines())  # for the comment line, which a newline would end
-    qmp = '"unix:${HOTVCB_QMP_DIR:-/run/qmp}/"%s' % shlex.quote(_opt(m.name) + ".qmp,server=on,wait=off")
     return ("#!/bin/sh\n# %s, restored by hotvcb. Back it up with: hotvcb --qemu \"${HOTVCB_QMP_DIR:-/run/qmp}\" "
-            "backup -m %s\nmkdir -p \"${HOTVCB_QMP_DIR:-/run/qmp}\"\n"
+            "backup -m %s\nqmp_dir=\"${HOTVCB_QMP_DIR:-/run/qmp}\"\n%smkdir -p \"$qmp_dir\"\n"
             "if [ -z \"${DISPLAY:-}${WAYLAND_DISPLAY:-}\" ]; then set -- -display none \"$@\"; fi\n"
             "exec %s -vga std -serial mon:stdio \\\n"
-            "  -qmp %s \"$@\"\n"
-            % (flat, shlex.quote(flat), line, qmp))
+            "  -qmp \"unix:$qmp_dir/$qmp,server=on,wait=off\" \"$@\"\n"
+            % (flat, shlex.quote(flat), _socket_lines(m.name), line))
+
+
+def qmp_name(name: str) -> str:
+    """The name of the VM's QMP socket (less `.qmp`) where its whole name would make the socket's path too
+    long: its head and a digest of the whole (namefit.fit), the name `hotvcb --qemu` then knows it by."""
+    return fit("", name, SOCKET, SHORT_SOCKET_MAX)[: -len(SOCKET)]
+
+
+def _socket_lines(name: str) -> str:
+    """The script's lines that set `qmp`, the socket's file name in `$qmp_dir` (commas doubled, QEMU's
+    escape): the VM's name, or qmp_name's where the folder's path and the name pass SOCKET_PATH_MAX bytes."""
+    lines = "qmp=%s\n" % shlex.quote(_opt(name) + SOCKET)
+    short = qmp_name(name)
+    if short != name:
+        lines = ("# where the QMP folder's path and the whole name pass %d bytes, too long a socket path, the "
+                 "socket is shorter and hotvcb --qemu backs the VM up as: %s\n%s"
+                 "if [ \"$(printf '%%s/%%s' \"$qmp_dir\" %s | wc -c)\" -gt %d ]; then\n"
+                 "  qmp=%s\n"
+                 "  echo \"the VM's name makes too long a socket path: its QMP socket is $qmp_dir/$qmp\" >&2\n"
+                 "fi\n" % (SOCKET_PATH_MAX, shlex.quote(" ".join(short.splitlines())), lines,
+                            shlex.quote(name + SOCKET), SOCKET_PATH_MAX, shlex.quote(_opt(short) + SOCKET)))
+    return lines

@@ -39,7 +39,7 @@ from .. import folderwrite, interrupt, targz, tmpwork
 from ..convert import domain_xml
 from ..convert.firmware import ovmf
 from ..convert.machine import ConvertError, Machine, renamed
-from ..convert.qemu_argv import qemu_argv, start_script
+from ..convert.qemu_argv import SOCKET, SOCKET_PATH_MAX, qemu_argv, qmp_name, start_script
 from ..errors import HostError, HotvcbError
 from ..hosts import qemuimg
 from ..thishost import known_this_host, this_host
@@ -287,6 +287,10 @@ class KvmRestore:
             self.log.warning("no QEMU start script: %s" % err)
             return ""
         name = layout.datastore_folder(m.name) + ".sh"
+        if qmp_name(m.name) != m.name:
+            self.log.info("%s: where the QMP folder's path and the VM's name pass the %d bytes of a socket path, "
+                          "its QMP socket is %s, the name hotvcb --qemu backs it up by"
+                          % (name, SOCKET_PATH_MAX, qmp_name(m.name) + SOCKET))
         self.shell.write_text(temp + "/" + name, start_script(m, argv))
         self.shell.chmod(temp + "/" + name, 0o755)
         return folder + "/" + name

@@ -91,10 +91,11 @@ def partial_which(shell: Shell, partial: str) -> str:
 
 def _as_recorded(shell: Shell, fs: FileReader, backup: str) -> Optional[health.Health]:
     """A backup folder outside its VM's folder (a copy the admin made, one a repository staged), which
-    health.judge never sees: what its manifest names is there at the size it says, else the verdict that
-    refuses it before anything is written (a disk cut short by the copy is a stat's answer, not the
-    checksum read's hours into the clone). None where there is no manifest to go by (a ghettoVCB backup),
-    or it does not read (manifest_to_verify says why)."""
+    health.judge never sees: judged as one in place is (health.as_recorded: every disk's data has a
+    checksum, what its manifest names is there at the size it says, every disk its .vmx names accounted
+    for), so it is refused before anything is written (a disk cut short by the copy is a stat's answer, not
+    the checksum read's hours into the clone). None where there is no manifest to go by (a ghettoVCB
+    backup), or it does not read (manifest_to_verify says why)."""
     if fs is not shell:
         return None
     try:
@@ -102,7 +103,7 @@ def _as_recorded(shell: Shell, fs: FileReader, backup: str) -> Optional[health.H
         present = set(shell.list_files(backup)) if data is not None else set()
     except (ValueError, HostError):
         return None
-    return health.not_as_recorded(shell, backup, data, present) if data is not None else None
+    return health.as_recorded(shell, backup, data, present) if data is not None else None
 
 
 def manifest_to_verify(shell: Shell, req: RestoreRequest, log, backup: str, verify: bool) -> Optional[Dict[str, Any]]:

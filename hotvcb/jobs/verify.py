@@ -7,7 +7,9 @@ A disk with a content entry (a qcow2 made by qemu-img, manifest version 3) is
 checked by the virtual disk it holds, read by qcow2.py, and damage is located
 in virtual bytes; in a .gz, by its file's own proof (the seal adds one there).
 Files in the folder the manifest does not name are reported as notes, not
-damage (an admin's README does not break a backup).
+damage (an admin's README does not break a backup), except a disk's data that
+the manifest has no checksum for (health.unchecksummed: list calls that
+backup damaged and restore refuses it, so verify does too).
 
 A successful check of a backup folder is recorded in its manifest
 (`"verified": iso time`, and `"verify_error"` cleared); a failed one records
@@ -129,6 +131,7 @@ def verify_folder(shell: Shell, folder: str, record: bool = True, progress=None,
         result.status, result.message = "skipped", "failed backup, holds no data to check"
         return result
     present = set(shell.list_files(folder))
+    _unproven(result, data)
     for rel in sorted(files):
         if skip is not None and skip(rel):
             continue
@@ -239,6 +242,7 @@ def _check_gz(shell: Shell, path: str) -> VerifyResult:
     if data.get("result") == "error" or not files:
         result.status, result.message = "skipped", "failed backup, holds no data to check"
         return result
+    _unproven(result, data)
     for rel in sorted(files):
         result.files += 1
         result.bytes += int(files[rel].get("size", 0))
@@ -262,6 +266,15 @@ def _check_gz(shell: Shell, path: str) -> VerifyResult:
     if not result.problems:  # every file intact, but is every disk of the VM there? (as verify_folder asks)
         _accounted(result, targz.ArchiveView.scanned(path, top, members, texts), path, data, {m.rel for m in members})
     return result
+
+
+def _unproven(result: VerifyResult, data: Dict) -> None:
+    """A problem where the manifest has no checksum for a disk's data (health.unchecksummed): verify reads
+    only the entries there are, and would pass a backup whose edited manifest dropped a disk's, which list
+    calls damaged and restore refuses."""
+    why = health.unchecksummed(data)
+    if why:
+        result.problems.append(Problem(manifest.MANIFEST, why))
 
 
 def _accounted(result: VerifyResult, fs: FileReader, path: str, data: Dict, present: Set[str]) -> None:

@@ -75,10 +75,18 @@ def _judge_folder(shell: Shell, path: str, status: str, depth: int = 0) -> Healt
         return manifestless(shell, path, status, present)
     if status != "ok":
         return _not_ok(status, data)
+    verdict = as_recorded(shell, path, data, present)
+    return _judge_bases(shell, path, sorted(data.get("files") or {}), verdict, depth)
+
+
+def as_recorded(shell: FileReader, path: str, data: Dict[str, Any], present: Set[str]) -> Health:
+    """The verdict on a sealed backup folder by its manifest `data` and the files `present` in it, all but its
+    base backups (an incremental's, _judge_bases). Also what a restore asks of a backup folder lying outside its
+    VM's folder (a copy the admin made), which judge never sees: one answer for both, so a copy whose manifest
+    was edited (a disk's checksum or record dropped) is refused as the same folder in place is."""
     found = _judge_manifest(data)
     if found.state != "good":
         return found
-    files = data.get("files") or {}
     short = not_as_recorded(shell, path, data, present)
     if short is not None:
         return short
@@ -88,14 +96,12 @@ def _judge_folder(shell: Shell, path: str, status: str, depth: int = 0) -> Healt
         return Health("damaged", "cannot read its .vmx: %s" % err, data)
     if dropped:
         return Health("incomplete", dropped, data)
-    verdict = _verified(found, data.get("verify_error"), data.get("verified"))
-    return _judge_bases(shell, path, sorted(files), verdict, depth)
+    return _verified(found, data.get("verify_error"), data.get("verified"))
 
 
 def not_as_recorded(shell: FileReader, path: str, data: Dict[str, Any], present: Set[str]) -> Optional[Health]:
     """The verdict on a backup a file its manifest names is missing from, or of another size (cut short by a
-    copy that died), else None: one stat a file, no read. Also what a restore asks of a backup folder lying
-    outside its VM's folder (a copy the admin made), which judge never sees."""
+    copy that died), else None: one stat a file, no read."""
     files = data.get("files") or {}
     missing = sorted(set(files) - present)
     if missing:
@@ -251,14 +257,25 @@ def _judge_manifest(data: Dict[str, Any]) -> Health:
     failed = [d.get("key", "?") for d in disks if not d.get("ok")]
     if failed:
         return Health("warn", "disk(s) not copied: %s" % ", ".join(failed), data)
+    unproven = unchecksummed(data)
+    if unproven:
+        return Health("damaged", unproven, data)
+    return Health("good", "", data, warning=_left_out(data.get("skipped")))
+
+
+def unchecksummed(data: Dict[str, Any]) -> str:
+    """Why the manifest cannot prove the backup's data, or "": a file of a copied disk (its record's "files") or of
+    the snapshot tree that has no checksum entry ("files"), as when the manifest was edited after the backup.
+    A damaged backup to list, restore and verify alike: verify, which checks the entries there are, asks it
+    too, lest it pass what the other two refuse."""
     files = data.get("files") or {}
-    unlisted = [f for d in disks for f in d.get("files") or [] if f not in files]
+    unlisted = [f for d in data.get("disks") or [] if d.get("ok") for f in d.get("files") or [] if f not in files]
     if unlisted:
-        return Health("damaged", "disk file %s has no checksum in the manifest" % unlisted[0], data)
+        return "disk file %s has no checksum in the manifest" % unlisted[0]
     unlisted = [f for f in manifest.tree_files(data) if f not in files]
     if unlisted:
-        return Health("damaged", "snapshot tree file %s has no checksum in the manifest" % unlisted[0], data)
-    return Health("good", "", data, warning=_left_out(data.get("skipped")))
+        return "snapshot tree file %s has no checksum in the manifest" % unlisted[0]
+    return ""
 
 
 def _left_out(skipped: Any) -> str:
