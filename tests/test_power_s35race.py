@@ -125,3 +125,28 @@ def test_cleanup_powers_on_a_vm_the_next_run_took_over_once_that_run_is_killed_t
     c = hotvcb(host, "cleanup", "-g", conf)
     assert c.returncode == 0, nxt + "\n--- cleanup ---\n" + c.stdout + c.stderr
     assert "Powered on" in power(host, vmid), c.stdout
+
+
+def test_vm_taken_over_whose_backup_is_refused_before_it_begins_is_powered_on(host, tmp_path):
+    """The next run takes web over (off, the gone run's marker) and then refuses its backup at the
+    pre-flight (web has a snapshot of the user's, and this run's config does not allow that): web is
+    powered on all the same, as the leftover check powered it on before runs took such a VM over."""
+    conf = write_conf(host, POWER_VM_DOWN_BEFORE_BACKUP=1, ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP=1)
+    vmid, out = stopped_going_down(host, tmp_path, conf, "TERM")
+    vim(host, "vmsvc/snapshot.create", vmid, "user snap")
+    vim(host, "vmsvc/power.off", vmid)
+    strict = write_conf(host, name="strict.conf", POWER_VM_DOWN_BEFORE_BACKUP=1)
+    nxt = backup_once(host, strict, "web")
+    assert nxt.returncode != 0 and "ALLOW_VMS_WITH_SNAPSHOTS_TO_BE_BACKEDUP" in nxt.stdout, nxt.stdout + nxt.stderr
+    assert "Powered on" in power(host, vmid), nxt.stdout
+
+
+def test_cold_snapshot_vm_going_off_during_the_next_run_is_powered_on_by_it(host, tmp_path):
+    """COLD_SNAPSHOT shuts web down too: the same take-over when its guest finishes the gone run's shutdown
+    during the next run."""
+    conf = write_conf(host, COLD_SNAPSHOT=1)
+    vmid, out = stopped_going_down(host, tmp_path, conf, "KILL")
+    conf2 = write_conf(host, name="next.conf", COLD_SNAPSHOT=1, PRE_BACKUP_HOOK=off_now(vmid))
+    nxt = backup_once(host, conf2, "web")
+    assert nxt.returncode == 0, out + "\n--- next ---\n" + nxt.stdout + nxt.stderr
+    assert "Powered on" in power(host, vmid), nxt.stdout
