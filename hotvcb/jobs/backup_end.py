@@ -36,11 +36,7 @@ def end(one: "_VmBackup", vm: Vm, sealer: "Union[Sealer, RepoSink]", failed: boo
     """Undo what we did, in reverse: snapshot, power, then seal or discard."""
     error = _consolidate(one, vm)
     if one.powered_down:
-        if not one.job.power.restore_on(vm):
-            one.result.down = True
-            one.power_failure = "%s was left powered off: it did NOT power on again after its backup; it is DOWN" % (
-                vm.name)
-        one.powered_down = False
+        power_back(one, vm)
     disks = one.result.disks
     if not (failed or error or (disks and not any(d.ok for d in disks))):
         one.result.status = "warn" if any(not d.ok for d in disks) else "ok"
@@ -54,6 +50,16 @@ def end(one: "_VmBackup", vm: Vm, sealer: "Union[Sealer, RepoSink]", failed: boo
             _discard(one, vm, "sealing failed: %s" % err)
             raise
     _discard(one, vm, error or one.result.message or "; ".join(d.error for d in disks if not d.ok))
+
+
+def power_back(one: "_VmBackup", vm: Vm) -> None:
+    """The VM this backup powered off (or took over from a gone run: PowerControl.take_over) on again; one that
+    stays off is the run's first news (DOWN). Also for a taken-over VM whose backup failed before it began."""
+    if not one.job.power.restore_on(vm):
+        one.result.down = True
+        one.power_failure = "%s was left powered off: it did NOT power on again after its backup; it is DOWN" % (
+            vm.name)
+    one.powered_down = False
 
 
 def _consolidate(one: "_VmBackup", vm: Vm) -> str:

@@ -21,11 +21,13 @@ and interrupts; from the shutdown request until it is on again a marker in
 its folder names our run, so if this run is killed the next run (or
 `hotvcb cleanup`) powers it on (jobs/leftovers.py). A guest still on when its
 backup ends may yet finish the shutdown we asked for (no host can take the
-request back): its marker stays, so the run that finds it off powers it on.
+request back): its marker stays, so the run that finds it off powers it on;
+a run that would shut it down itself takes it over (take_over: backed up off,
+powered on after), whether it went off before that run looked or during it.
 A shutdown request the host refuses (ESXi: no VMware Tools) with no hard
 power off to follow, or whose hard power off the host refuses too, fails the
 VM at once and leaves no marker: nothing is going down, and a VM the admin
-then switches off must stay off. Nor does a VM seen off and found on again
+then switches off must stay off (one off by then went down after all). Nor does a VM seen off and found on again
 when its backup ends keep one: someone else powered it on (HA, a colleague),
 no request of ours is pending on it, and cleanup must not boot it later in
 the middle of the maintenance it is then shut down for.
@@ -82,12 +84,7 @@ class PowerControl:
         except HostdDown as err:  # no answer, not a no (a CommandFailed too): the request may have reached the guest
             self.log.warning("%s: guest shutdown failed (%s)" % (vm.name, err))
         except CommandFailed as err:  # the host answered no (no VMware Tools): the guest was not asked
-            if not s.enable_hard_power_off:
-                raise self._refused(vm, "the host refused to shut down the guest of %s (%s); without "
-                                        "ENABLE_HARD_POWER_OFF it is left running (ignoring it for backup)"
-                                    % (vm.name, err))
-            refused = str(err)
-            self.log.warning("%s: guest shutdown refused (%s); a hard power off follows" % (vm.name, err))
+            refused = self._why_refused(vm, err, s.enable_hard_power_off)
         except HotvcbError as err:  # no answer: the request may have reached the guest
             self.log.warning("%s: guest shutdown failed (%s)" % (vm.name, err))
         start = time.monotonic()
@@ -117,6 +114,22 @@ class PowerControl:
             time.sleep(POLL)
         self._seen_off.add(power_marker(vm))
         self.log.info("%s is powered off" % vm.name)
+
+    def _why_refused(self, vm, err: CommandFailed, hard: bool) -> str:
+        """The host's refusal of the shutdown request (`err`), for a hard power off (`hard`) to follow; "" when
+        the VM went off between our look and our request, which the host then refuses (no VMware Tools run
+        in a VM that is off): a gone run's shutdown finishing (take_over), or someone's. It is off, as this run
+        wanted, and on again after its backup. Without a hard power off, ShutdownRefused."""
+        if self.host.power_state(vm) == "off":
+            self.log.info("%s went off before its shutdown request reached the host (a shutdown asked for "
+                          "earlier finishing)" % vm.name)
+            return ""
+        if not hard:
+            raise self._refused(vm, "the host refused to shut down the guest of %s (%s); without "
+                                    "ENABLE_HARD_POWER_OFF it is left running (ignoring it for backup)"
+                                % (vm.name, err))
+        self.log.warning("%s: guest shutdown refused (%s); a hard power off follows" % (vm.name, err))
+        return str(err)
 
     def _refused(self, vm, why: str) -> ShutdownRefused:
         """The VM is not going down (the host refused every request): its marker goes, so that no run nor
@@ -277,26 +290,36 @@ class PowerControl:
                     self.log.error("%s: %s; it will not be backed up" % (name, err))
 
     def _adopt(self, name: str, vm, dead: Mapping[str, float]) -> None:
-        """A VM of the order found off with a gone run's power-off marker: that run asked its guest to shut
-        down and stopped (a signal) before it went off, saying the next run powers it on. This run would
-        have shut it down now: it is this run's to start again with the order, after the backups. Its marker
-        is made this run's, so a kill meanwhile leaves it to the next run or `hotvcb cleanup`. Its own backup's
-        leftover check (vm_leftovers.clear_dead_runs) leaves the power of the order's VMs alone: it is backed up
-        off, in a dry run too, which leaves the marker as it is."""
+        """A VM of the order found off with a gone run's power-off marker (take_over): this run would have
+        shut it down now, so it is this run's to start again with the order, after the backups. Its own
+        backup's leftover check (vm_leftovers.clear_dead_runs) leaves the power of the order's VMs alone: it
+        is backed up off, in a dry run too, which leaves the marker as it is."""
+        if self.take_over(vm, dead, "the backups"):
+            self.ordered_down.append(name)
+            self._loaded[name] = vm
+
+    def take_over(self, vm, dead: Mapping[str, float], after: str) -> bool:
+        """A VM found off with a gone run's power-off marker: that run asked its guest to shut down and was
+        stopped (a signal, a kill) before it went off; the guest finished meanwhile, before this run looked or
+        during its steps. This run would have shut it down itself (VM_SHUTDOWN_ORDER, or its backup's
+        POWER_VM_DOWN_BEFORE_BACKUP / COLD_SNAPSHOT), so the VM is this run's to power on, `after` its work,
+        as one it powered off (not booted now only to be shut down again; nor, off by the time the backup
+        looks, backed up as a VM the admin switched off and left off). Its marker is made this run's, so a
+        kill meanwhile leaves it to the next run or `hotvcb cleanup`. False when no gone run's marker is
+        there: off by the admin's choice (or a live run's), left as it is."""
         who = dead_power_mark(self.host, vm, self.log, self.run, dead)
         if who is None:
-            return  # off by the admin's choice (or a live run's): left as it is
+            return False
         if not self.dry_run:
             try:
                 mark_powered_off(self.host, vm, self.run)
                 self._seen_off.add(power_marker(vm))  # found on after its backup: someone else started it
-            except HotvcbError as err:  # the gone run's marker stays: the order or the next run powers it on
-                self.log.warning("%s: could not mark it as this run's (%s); should this run stop before the order "
-                                 "starts it, the next run powers it on" % (name, err))
-        self.ordered_down.append(name)
-        self._loaded[name] = vm
-        self.log.warning("%s: %s asked it to shut down and is gone; it is off: %s it on after the backups"
-                         % (name, who, "would power" if self.dry_run else "powering"))
+            except HotvcbError as err:  # the gone run's marker stays: this run or the next powers it on
+                self.log.warning("%s: could not mark it as this run's (%s); should this run stop before it "
+                                 "powers it on, the next run does" % (vm.name, err))
+        self.log.warning("%s: %s asked it to shut down and is gone; it is off: %s it on after %s"
+                         % (vm.name, who, "would power" if self.dry_run else "powering", after))
+        return True
 
     def start_in_order(self, settings) -> None:
         """VM_STARTUP_ORDER first, then any other VM we powered down."""

@@ -58,8 +58,20 @@ class _VmBackup:
         run, dry = self.job.run_id, self.job.dry_run
         vm, snaps, pending = clear_dead_runs(self.host, self.ref, vm, self.log, run, dry,
                                              lookahead.snapshots(self.asked, self.s), self.job.dead,
-                                             snapshot_patience(self.s), self.result.warnings, self.skip_power)
+                                             snapshot_patience(self.s), self.result.warnings,
+                                             self.skip_power or self._powers_down())
         self.vm = vm
+        self._take_over(vm)
+        try:
+            self._checked(vm, snaps, pending)
+        except BaseException:
+            if self.powered_down:  # taken over, and its backup failed before it began: on again now
+                backup_end.power_back(self, vm)
+            raise
+
+    def _checked(self, vm: Vm, snaps: List[Snapshot], pending: bool) -> None:
+        """The pre-flight, the hooks and the backup, once a dead run's leftovers are cleared."""
+        run, dry = self.job.run_id, self.job.dry_run
         if not self.s.vm_backup_repository:
             # before the pre-flight counts the room, which what a dead run or a refused removal left takes:
             # -deleting entries go to the deleter, and a VM that does not fit waits for it (jobs/space.py);
@@ -141,6 +153,7 @@ class _VmBackup:
             names = self.sealer.plan_disks(disks)
             self.sealer.copy_config_files(self.host.backup_config(vm, names))
             state = lookahead.power_state(self.host, vm, self.asked, self.s, self.skip_power)
+            self._take_over(vm, state)  # gone off since the leftover check looked
             if self.s.cold_snapshot and state == "on" and not self.skip_power:
                 self._cold_snapshot(vm)
             elif self.s.power_vm_down_before_backup and state == "on" and not self.skip_power:
@@ -198,6 +211,22 @@ class _VmBackup:
         else:
             self.power_failure = "%s did NOT power on again after its cold snapshot; it is DOWN" % vm.name
             self.log.error("!!! %s !!!" % self.power_failure)
+
+    def _powers_down(self) -> bool:
+        """This backup shuts its VM down itself (POWER_VM_DOWN_BEFORE_BACKUP, COLD_SNAPSHOT; not a VM of the
+        power order, whose power is the order's): one a gone run left going down is this run's to power on
+        (PowerControl.take_over), not the leftover check's to boot before its backup shuts it down again."""
+        return (self.s.power_vm_down_before_backup or self.s.cold_snapshot) and not self.skip_power
+
+    def _take_over(self, vm: Vm, state: Optional[str] = None) -> None:
+        """A VM this backup would shut down, found off (`state`, else asked) with a gone run's power-off marker:
+        the guest finished that run's shutdown before this run looked, or during its steps. It is this run's
+        (PowerControl.take_over): backed up off and powered on at its end (a dry run says so)."""
+        if self.powered_down or not self._powers_down():
+            return
+        if (state or self.host.power_state(vm)) == "off" and self.job.power.take_over(vm, self.job.dead,
+                                                                                       "its backup"):
+            self.powered_down = not self.job.dry_run
 
     def _power_down(self, vm: Vm) -> None:
         """From the first shutdown request on, the VM is this run's to power on again (and cleanup's: the

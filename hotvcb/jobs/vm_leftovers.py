@@ -19,15 +19,16 @@ def clear_dead_runs(host: Hypervisor, ref: VmRef, vm: Vm, log, run: RunId, dry_r
                     snaps: Optional[List[Snapshot]] = None,
                     dead: Mapping[str, float] = NONE_DEAD,
                     snapshot_wait: float = 0.0, kept: Optional[List[str]] = None,
-                    power_ordered: bool = False) -> Tuple[Vm, List[Snapshot], bool]:
+                    own_power: bool = False) -> Tuple[Vm, List[Snapshot], bool]:
     """A dead run's snapshots removed (one it asked for and the host may still make waited for until the
     request is `snapshot_wait` seconds old) and the VM it powered off powered on: (the VM as it is now,
     its snapshots, whether a dry run left a leftover snapshot that the real run removes first).
     `snaps`: the VM's snapshots if they were asked about already (jobs/lookahead.py); `dead`: the runs
     whose lock this run took over as gone, with when (ownership.owner_alive); `kept`: gets the warning of each
-    one kept because it holds data (remove_our_snapshots); `power_ordered`: the VM is the power order's this run
-    (jobs/power.py, a gone run's shut-down VM adopted among them): it is backed up off and started with the order
-    after the backups, so no dead run's marker powers it on here, in a dry run as in a real one."""
+    one kept because it holds data (remove_our_snapshots); `own_power`: the run powers the VM down itself (the
+    power order's, or its backup's POWER_VM_DOWN_BEFORE_BACKUP / COLD_SNAPSHOT), so a VM a gone run left going
+    down is taken over (jobs/power.py, PowerControl.take_over): backed up off and powered on after, so no dead
+    run's marker powers it on here (nor is kept, looked at once, while its guest goes on going down)."""
     if snaps is None:
         snaps = host.snapshots(vm)  # one look serves the leftover check and the pre-flight
     pending = False
@@ -44,7 +45,7 @@ def clear_dead_runs(host: Hypervisor, ref: VmRef, vm: Vm, log, run: RunId, dry_r
         else:
             vm = host.load_vm(ref)  # its disks no longer point at our deltas
             snaps = host.snapshots(vm)
-    if not power_ordered:
+    if not own_power:
         restore_power(host, vm, log, run, dry_run, dead)
     return vm, snaps, pending
 
