@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT))
 # work, ~1.7x slower than CI: summed seconds per file in brackets, only their order counts): with xdist's
 # default order (most tests first), a long file handed out last was the tail.
 LIBVIRT = ("test_outsider_libvirtcheckpoints.py", "test_libvirt_backup.py", "test_outsider_libvirt.py",
-           "test_libvirt_leftovers.py")  # 156 + 201 + 105 + 31
+           "test_libvirt_leftovers.py", "test_outsider_s35libvirt.py")  # 156 + 201 + 105 + 31 + ~90
 LONGEST_FIRST = LIBVIRT + (
     "test_outsider_s32disks.py",  # 539
     "test_outsider_rawdigest.py",  # 367

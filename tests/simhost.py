@@ -276,6 +276,16 @@ def backup_once(host: Host, conf: str, vm: str, *extra, env=None):
                 os.environ[k] = v
 
 
+def killed_while_compressing(host: Host, vm: str = "web"):
+    """A new powered-on VM whose compressed backup (ENABLE_COMPRESSION=1) was killed once its archive was
+    written, before it was published: the `-partial` folder and the `.gz.tmp` a dead run leaves. Returns
+    (the config, the real path of the VM's backup folder)."""
+    host.create_vm(vm, "datastore1", [{"size": "4M"}], power="on")
+    conf = write_conf(host, ENABLE_COMPRESSION=1)
+    backup_once(host, conf, vm, env={"HOTVCB_CRASH_AT": "compressed"})
+    return conf, os.path.join(host.real(VOLUME), vm)
+
+
 def backed_up(host: Host, vm: str, workdir) -> str:
     """The path of the sealed backup one good run of vm just made (the run must succeed: what a restore test
     starts from)."""

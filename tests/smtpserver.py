@@ -11,6 +11,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, List, NamedTuple, Optional, Tuple
@@ -118,3 +119,19 @@ def smtp_server(
         yield Server("127.0.0.1", controller.port, recorder.messages)
     finally:
         controller.stop()
+
+
+def mail_keys(server: Server, **extra) -> dict:
+    """The config keys that send a run's mail to `server`, at once (EMAIL_DELAY_INTERVAL=0), in plain text."""
+    keys = dict(EMAIL_LOG=1, EMAIL_SERVER="127.0.0.1", EMAIL_SERVER_PORT=server.port, EMAIL_TLS="none",
+                EMAIL_TO="admin@example.org", EMAIL_DELAY_INTERVAL=0)
+    keys.update(extra)
+    return keys
+
+
+def wait_mail(server: Server, count: int = 1, timeout: float = 10.0) -> List[Received]:
+    """The messages `server` has once it holds `count` (or `timeout` passed): the run may send after it exits."""
+    deadline = time.monotonic() + timeout
+    while len(server.messages) < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return list(server.messages)

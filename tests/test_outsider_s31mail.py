@@ -16,17 +16,7 @@ smtpserver = pytest.importorskip("smtpserver", reason="aiosmtpd is needed for th
 
 
 def _mail_keys(server, **extra):
-    keys = dict(EMAIL_LOG=1, EMAIL_SERVER="127.0.0.1", EMAIL_SERVER_PORT=server.port, EMAIL_TLS="none",
-                EMAIL_TO="admin@example.org", EMAIL_ERRORS_TO="oncall@example.org", EMAIL_DELAY_INTERVAL=0)
-    keys.update(extra)
-    return keys
-
-
-def _wait_mail(server, count=1, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while len(server.messages) < count and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return list(server.messages)
+    return smtpserver.mail_keys(server, EMAIL_ERRORS_TO="oncall@example.org", **extra)
 
 
 def _final_status(text):
@@ -53,7 +43,7 @@ def test_a_dry_run_that_finds_a_typo_does_not_report_a_failed_backup_night(host,
         conf = write_conf(host, **_mail_keys(server))
         args = [a for vm in vms for a in ("-m", vm)]
         r = hotvcb(host, *args, "-g", conf, "-d", "dryrun", "-w", tmp_path / "w", "--json-report", report)
-        mails = _wait_mail(server)
+        mails = smtpserver.wait_mail(server)
     assert r.returncode != 0, r.stdout[-1500:]  # the typo is found (as hotvcb means it to be)
     status = _final_status(r.stdout)
     assert "dry" in status.lower(), "final status of a dry run: %r" % status

@@ -12,7 +12,7 @@ import pytest
 
 import subprocess
 
-from simhost import VOLUME, copying, hotvcb, kill, needs_root, ours, wait_for, write_conf
+from simhost import VOLUME, copying, hotvcb, kill, killed_while_compressing, needs_root, ours, wait_for, write_conf
 from sshd import needs_sshd
 from sshsite import site  # noqa: F401  (the fixture)
 
@@ -20,19 +20,14 @@ from sshsite import site  # noqa: F401  (the fixture)
 # -- 1. status names a killed compressed backup's half-written archive ----------------------------------------
 
 @needs_root
-def test_status_names_a_killed_compressed_backups_half_written_archive(host, monkeypatch):
+def test_status_names_a_killed_compressed_backups_half_written_archive(host):
     """ENABLE_COMPRESSION=1; the backup is killed while it compresses (the host rebooted, OOM). Left behind:
     the `-partial` folder AND `.web-<stamp>.gz.tmp`, the archive being written, as big again. `status` now
     warns of the -partial with its size, but says nothing of the archive, so the room it reports as lost is
     half of it, and a script reading the JSON's `path`s to alert or clean sees one of the two leftovers
     (`hotvcb cleanup` removes both: 'removing unfinished archive ... left by a run that died'). The archive
     should be named too (its own leftover check, or in the -partial's)."""
-    host.create_vm("web", "datastore1", [{"size": "4M"}], power="on")
-    conf = write_conf(host, ENABLE_COMPRESSION=1)
-    monkeypatch.setenv("HOTVCB_CRASH_AT", "compressed")
-    hotvcb(host, "backup", "-m", "web", "-g", conf)
-    monkeypatch.delenv("HOTVCB_CRASH_AT")
-    folder = os.path.join(host.real(VOLUME), "web")
+    conf, folder = killed_while_compressing(host)
     (tmp,) = [n for n in os.listdir(folder) if n.endswith(".gz.tmp")]
     assert [n for n in os.listdir(folder) if n.endswith("-partial")], os.listdir(folder)
     r = hotvcb(host, "status", "-g", conf, "--json")

@@ -38,20 +38,6 @@ def _named(host, folder, name, specs=None, power_state="on", **kw):
     return vmid
 
 
-def _mail_keys(server, **extra):
-    keys = dict(EMAIL_LOG=1, EMAIL_SERVER="127.0.0.1", EMAIL_SERVER_PORT=server.port, EMAIL_TLS="none",
-                EMAIL_TO="admin@example.org", EMAIL_DELAY_INTERVAL=0)
-    keys.update(extra)
-    return keys
-
-
-def _wait_mail(server, count=1, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while len(server.messages) < count and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return list(server.messages)
-
-
 def _plain(mail):
     for part in mail.message.walk():
         if part.get_content_type() == "text/plain":
@@ -126,9 +112,9 @@ def test_the_run_table_tells_apart_two_vms_that_differ_by_a_trailing_blank(host,
     host.set_fault("clone.match", "/new/")
     host.set_fault("clone.fail_at", 50)
     with smtpserver.smtp_server() as server:
-        conf = write_conf(host, **_mail_keys(server))
+        conf = write_conf(host, **smtpserver.mail_keys(server))
         r = hotvcb(host, "-a", "-g", conf)
-        [mail] = _wait_mail(server)
+        [mail] = smtpserver.wait_mail(server)
     assert r.returncode == 4, r.stdout[-2000:]
 
     def rows(lines):
@@ -153,12 +139,12 @@ def test_a_refused_hard_power_off_is_the_reason_the_report_gives(host, tmp_path)
     host.create_vm("app", "datastore1", [{"size": "1M"}], power="on")
     report = tmp_path / "report.json"
     with smtpserver.smtp_server() as server:
-        conf = write_conf(host, **_mail_keys(server, POWER_VM_DOWN_BEFORE_BACKUP=1, ENABLE_HARD_POWER_OFF=1,
+        conf = write_conf(host, **smtpserver.mail_keys(server, POWER_VM_DOWN_BEFORE_BACKUP=1, ENABLE_HARD_POWER_OFF=1,
                                              ITER_TO_WAIT_SHUTDOWN="1s", POWER_DOWN_TIMEOUT="3s"))
         host.set_fault("power.shutdown", "ignore")
         host.set_fault("power.off", "refuse")
         r = hotvcb(host, "-m", "app", "-g", conf, "--json-report", report)
-        [mail] = _wait_mail(server)
+        [mail] = smtpserver.wait_mail(server)
     assert r.returncode == 6, r.stdout[-2000:]
     assert power(host, host.vmid_by_name("app")) == "Powered on"
     assert "Power off failed" in r.stdout or "hard power off failed" in r.stdout, r.stdout[-2000:]  # logged
@@ -247,9 +233,9 @@ def test_a_mixed_night_of_many_vms_says_what_happened_to_each(host, tmp_path):
     expect.update(vm02="warn", vm03="error", vm04="error", vm05="error")
     report = tmp_path / "report.json"
     with smtpserver.smtp_server() as server:
-        conf = write_conf(host, **_mail_keys(server))
+        conf = write_conf(host, **smtpserver.mail_keys(server))
         r = hotvcb(host, "-a", "-g", conf, "-c", confdir, "--json-report", report, timeout=300)
-        [mail] = _wait_mail(server)
+        [mail] = smtpserver.wait_mail(server)
     assert r.returncode == 5, r.stdout[-3000:]
     status = _final_status(r.stdout)
     assert status == "ERROR: Only some of the VMs backed up, and some disk(s) failed!", status

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from simhost import VOLUME, hotvcb, needs_root, tree, write_conf
+from simhost import hotvcb, killed_while_compressing, needs_root, tree
 
 
 def _another_hosts_silent_run(partial):
@@ -27,13 +27,8 @@ def _another_hosts_silent_run(partial):
 
 @needs_root
 @pytest.mark.parametrize("args", [("status",), ("cleanup", "-d", "dryrun"), ("backup", "-m", "web", "-d", "dryrun")])
-def test_read_only_commands_leave_a_dead_runs_folder_untouched(host, monkeypatch, args):
-    host.create_vm("web", "datastore1", [{"size": "4M"}], power="on")
-    conf = write_conf(host, ENABLE_COMPRESSION=1)
-    monkeypatch.setenv("HOTVCB_CRASH_AT", "compressed")
-    hotvcb(host, "backup", "-m", "web", "-g", conf)
-    monkeypatch.delenv("HOTVCB_CRASH_AT")
-    folder = os.path.join(host.real(VOLUME), "web")
+def test_read_only_commands_leave_a_dead_runs_folder_untouched(host, args):
+    conf, folder = killed_while_compressing(host)
     (partial,) = [os.path.join(folder, n) for n in os.listdir(folder) if n.endswith("-partial")]
     _another_hosts_silent_run(partial)
     before = tree(folder)
