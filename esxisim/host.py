@@ -195,8 +195,11 @@ class Host:
         ds = self.datastore_by_name(name)
         if not ds:
             raise NotFound(name)
-        if ds["type"] == "NFS":
+        if ds["type"] == "NFS":  # unmounted: the share's files stay on the server
             os.unlink(self.store.p("vmfs", "volumes", ds["uuid"]))
+        else:  # the VMFS volume is deleted: its uuid folder goes with its files, as on ESXi
+            import shutil
+            shutil.rmtree(self.store.p("vmfs", "volumes", ds["uuid"]))
         os.unlink(self.store.p("vmfs", "volumes", name))
         with self.store.edit() as s:
             del s["datastores"][name]
@@ -508,14 +511,15 @@ class Host:
     def suspend(self, vmid):
         """power.suspend: the vmx writes the guest's state to `<vmx stem>-<8 hex digits>.vmss` in the VM's
         folder and names it in the .vmx's `checkpoint.vmState` (the digits: guess, no sample names one).
-        The file is a marker plus the .vmx text, as esxisim's .vmsn files are."""
+        The file is a checkpoint file (checkpoint.py), as a .vmsn is."""
         import random
+        from . import checkpoint
         self.power_off(vmid)
         path = self.vmx_real(vmid)
         data = vmx.load(path)
         name = "%s-%08x.vmss" % (os.path.basename(path)[:-4], random.getrandbits(32))
         with open(os.path.join(os.path.dirname(path), name), "wb") as f:
-            f.write(b"\xd2\xbe\xd2\xbe" + vmx.render(data))
+            f.write(checkpoint.render(vmx.render(data)))
         data["checkpoint.vmState"] = name
         vmx.save(path, data)
         self.set_power(vmid, "suspended")

@@ -8,7 +8,7 @@ import time
 
 from . import vmx
 
-# disks and writer (with random, struct and the sparse formats) are imported by the functions
+# checkpoint, disks and writer (with random, struct and the sparse formats) are imported by the functions
 # that change disks: `snapshot.get`, the commonest call, only reads the .vmsd.
 
 TYPE_MEMORY = "1"
@@ -100,7 +100,7 @@ class SnapshotError(Exception):
 
 
 def create(host, vmid, name, description="", memory=False, quiesce=False):
-    from . import disks, writer
+    from . import checkpoint, disks, writer
     vmid = str(vmid)
     vmx_host = host.vm(vmid)["vmx"]
     folder = os.path.dirname(vmx_host)
@@ -123,7 +123,7 @@ def create(host, vmid, name, description="", memory=False, quiesce=False):
         stem = os.path.basename(vmx_host)[:-4]
         vmsn = "%s-Snapshot%d.vmsn" % (stem, uid)
         with open(os.path.join(os.path.dirname(host.vmx_real(vmid)), vmsn), "wb") as f:
-            f.write(b"\xd2\xbe\xd2\xbe" + vmx.render(data))
+            f.write(checkpoint.render(vmx.render(data)))
         snaps.append({"uid": uid, "parent": meta["current"] if any(s["uid"] == meta["current"] for s in snaps) else 0,
                       "filename": vmsn, "name": name, "description": description, "time": time.time(),
                       "memory": bool(memory and on), "quiesced": bool(quiesce and on),

@@ -5,7 +5,9 @@ One VM display name a line, taken literally: spaces, brackets, `+`, `*`,
 fed these names to grep, so `web+1` or `db[old]` silently matched other VMs
 or none; hotvcb compares whole names, exactly.
 
-Leading and trailing blanks (space, tab, CR) are stripped although a name
+Leading and trailing blanks (space, tab, CR, and the no-break spaces a Windows editor or a copy from a
+web page or Word leaves where a space was typed: U+00A0, U+202F, U+2007, a stray U+FEFF) are stripped
+although a name
 could in theory start or end with one: they are invisible in an editor and
 come from indenting or copy-paste, and a list entry that silently matches no
 VM means a VM that silently is not backed up.  But a line is first matched as
@@ -22,7 +24,7 @@ from hotvcb.adminfile import read_text, saved_as_utf16, shown_as
 from hotvcb.errors import UsageError, VmNotFound, did_you_mean
 from . import lazyre
 
-_BLANKS = " \t\r"
+_BLANKS = " \t\r\u00a0\u202f\u2007\ufeff"
 _CONTROL = lazyre.compile(r"[\x00-\x1f\x7f]")
 
 

@@ -6,7 +6,7 @@ something to do.
 """
 
 import signal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Tuple
 
 from . import lazyre, sshfiles, sshscripts as sh
 from .errors import ConnectionLost
@@ -24,20 +24,36 @@ _SSH_SAYS = lazyre.compile(r"^(ssh: |client_loop: |mux_client|Control socket|pac
                            r"|Timeout, server |Connection (to|closed|reset)|Shared connection to |Broken pipe)")
 
 
+# the known_hosts name ssh looked the key up under, in its own words: `[esxi01]:2222` for a port other than 22
+_CHECKED_AS = lazyre.compile(r"(?:host key is known for|Host key for) (\S+) (?:and|has changed)")
+_BRACKETED = lazyre.compile(r"\[(.+)\]:(\d+)")
+
+
+def _checked(target: "SshTarget", message: str) -> Tuple[str, str, str]:
+    """(known_hosts name, host, `-p N ` or "") of the key ssh checked: as ssh names it where it does, for a
+    port that came from --ssh-option Port=N or ~/.ssh/config (the admin was told of port 22's key and to
+    `ssh-keyscan` it, a line ssh never reads); else as --host and --port give it."""
+    m = _CHECKED_AS.search(message)
+    name = m.group(1) if m else target.known_hosts_name
+    bracketed = _BRACKETED.fullmatch(name)
+    if bracketed:
+        return name, bracketed.group(1), "" if bracketed.group(2) == "22" else "-p %s " % bracketed.group(2)
+    return name, name, ""
+
+
 def connect_error(target: "SshTarget", message: str) -> str:
     """Why the master connection could not be made, from what ssh said, with what the admin can do
     about it (a host key to check and add, a key to give)."""
     t = target
     known = t.known_hosts or "~/.ssh/known_hosts"
-    port = "" if t.port is None or t.port == 22 else "-p %d " % t.port
+    name, host, port = _checked(t, message)
     if "REMOTE HOST IDENTIFICATION HAS CHANGED" in message or "Host key for" in message:
         return (
             "the SSH host key of %s has CHANGED since it was recorded in %s; refusing to connect "
             "(this can be an attack, or the host was reinstalled). If you know why it changed, remove "
             "the old key with `ssh-keygen -R '%s' -f %s`, check the new key's fingerprint on the host "
             "console (`for k in /etc/ssh/ssh_host_*_key.pub; do ssh-keygen -lf $k; done`) and add it as "
-            "below: `ssh-keyscan %s%s >> %s`" % (t.hostname, known, t.known_hosts_name, known,
-                                                 port, t.hostname, known)
+            "below: `ssh-keyscan %s%s >> %s`" % (host, known, name, known, port, host, known)
         )
     if "Host key verification failed" in message or "host key is known" in message:
         return (
@@ -45,8 +61,7 @@ def connect_error(target: "SshTarget", message: str) -> str:
             "itself. Compare the fingerprints of `ssh-keyscan %s%s | ssh-keygen -lf -` with those shown "
             "on the host console (`for k in /etc/ssh/ssh_host_*_key.pub; do ssh-keygen -lf $k; done`), "
             "then add the key: `ssh-keyscan %s%s >> %s` (or run `ssh %s%s` once and answer yes)"
-            % (t.known_hosts_name, known, port, t.hostname, port, t.hostname, known,
-               port, t.destination)
+            % (name, known, port, host, port, host, known, port, t.destination)
         )
     detail = sh.last_line(message) or "ssh exited with an error"
     identity = _identity_problem(message)

@@ -158,6 +158,19 @@ def blocks(lines: List[str]) -> "dict":
     return out
 
 
+def windows_line_ends(lines: Optional[List[str]]) -> bool:
+    """Whether the boot script was saved with CR LF line ends (edited on Windows): sh takes each line's CR as
+    part of its last word, so `exit 0<CR>` is no number, `#!/bin/sh<CR>` names no shell and a block's
+    `>> .../root<CR>` another file. No block written into it puts a job back at boot (`install` refuses, `show`
+    says so); the scan above, which reads LF-ended lines, is not asked where such a script ends."""
+    return any(ln.endswith("\r") for ln in lines or [])
+
+
+def crlf_fix(path: str) -> str:
+    """What the admin runs to make `path` a script sh reads (what `install` and `show` tell them)."""
+    return "sed -i 's/\\r$//' %s" % path
+
+
 def unreached(lines: List[str]) -> List[str]:
     """Jobs whose boot block sits below a top-level `exit` line (_EXIT): the shell may leave the script before
     reaching them (said for one under a column-0 exit inside an unindented `if` too: where in doubt, `show`
