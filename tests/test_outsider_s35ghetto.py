@@ -138,8 +138,6 @@ def test_rotation_of_a_ghettovcb_tree_removes_only_its_old_backups(site):
 
 
 # -- DEFECT 1: a line `export KEY` on its own refuses the whole config ------------------------------------------
-@pytest.mark.xfail(strict=True, reason="DEFECT 1: a ghettoVCB.conf line `export KEY` (names only) is refused as "
-                                       "not valid: no backup runs")
 def test_an_export_line_of_names_alone_is_read_as_the_shell_read_it(site):
     """The admin's ghettoVCB.conf ends with `export VM_BACKUP_VOLUME DISK_BACKUP_FORMAT` on its own line (a
     shell habit; the file was written as a sh script, and ghettoVCB `source`d it without a word). hotvcb
