@@ -191,8 +191,6 @@ def test_the_log_keeps_ghettovcbs_start_and_end_banners(site):
 
 
 # -- DEFECT 3: `hotvcb verify` reorders the folders ghettoVCB's rotation keeps --------------------------------
-@pytest.mark.xfail(strict=True, reason="DEFECT 3: hotvcb verify bumps the verified backup folder's mtime, so "
-                                       "ghettoVCB's `ls -t` rotation (going back) keeps it and deletes newer ones")
 def test_verify_leaves_the_folder_order_ghettovcbs_rotation_reads(site):
     """Two nightly hotvcb backups; the admin checks the older one (`hotvcb verify <folder>`, as
     restore.md suggests before relying on a backup). Then the admin goes back to ghettoVCB
