@@ -218,8 +218,6 @@ def test_verify_leaves_the_folder_order_ghettovcbs_rotation_reads(site):
 
 
 # -- DEFECT 4: old ghettoVCB's RSYNC_LINK left a link in each backup: hotvcb calls them all damaged -------------
-@pytest.mark.xfail(strict=True, reason="DEFECT 4: a ghettoVCB backup holding the stray `<VM>-<time>` symlink old "
-                                       "ghettoVCB's RSYNC_LINK left in it is listed `damaged` and refused by restore")
 def test_a_ghettovcb_backup_with_old_rsync_links_stray_symlink_is_good(site):
     """ghettoVCB before lamw/ghettoVCB PR #76 (2015-11, "Fix for -symlink creation": "Remove an existing -symlink
     entry prior to creating a new one ... so that the new -symlink entry is not created as a link within the
