@@ -1,4 +1,4 @@
-"""A ghettoVCB-style file's lines (`KEY=value`, `export KEY=value`, comments) and what /bin/sh would
+"""A ghettoVCB-style file's lines (`KEY=value`, `export KEY=value`, `export KEY...`, comments) and what /bin/sh would
 have assigned each value, read without running anything: ghettoVCB `source`d these files."""
 
 import re
@@ -28,10 +28,14 @@ def shown(text: str, secret: bool = False) -> str:
 
 
 def entries(path: str, text: str) -> Iterator[Tuple[int, str, str]]:
-    """Yield (line number, KEY, text after '=') for each assignment line."""
+    """Yield (line number, KEY, text after '=') for each assignment line.
+
+    A line that is only an `export` of names (`export VM_BACKUP_VOLUME DISK_BACKUP_FORMAT`, a shell habit in
+    files ghettoVCB `source`d) assigned nothing for /bin/sh either: it is passed over, as after a `;`.
+    """
     for number, line in enumerate(text.split("\n"), 1):
         line = line.strip()
-        if not line or line.startswith("#"):
+        if not line or line.startswith("#") or _EXPORTS.match(line):
             continue
         match = _LINE.match(line)
         if not match:

@@ -95,26 +95,33 @@ class LocalShell:
         except OSError as err:
             raise HostError("cannot read %s: %s" % (path, err.strerror)) from err
 
-    def write_text(self, path: str, text: str, *, sync_folder: bool = True) -> None:
+    def write_text(self, path: str, text: str, *, sync_folder: bool = True,
+                   keep_folder_time: bool = False) -> None:
         """Write atomically: temp file, fsync, rename, fsync the folder (`sync_folder`).
 
         The temp name is the writer's own: two runs recording one file at once (two verifies of
         one backup) would otherwise rename each other's half-written temp into place. A writer
         filling a folder of its own leaves the folder's fsync to its last write there: one fsync
         then makes every name in it durable, where each write's own cost one each (seal.py).
+        `keep_folder_time`: the folder's times are set back after the rename (verify's record in a
+        finished backup must not make it the newest to ghettoVCB's `ls -t` rotation).
         """
-        self.write_bytes(path, text.encode("utf-8"), sync_folder=sync_folder)
+        self.write_bytes(path, text.encode("utf-8"), sync_folder=sync_folder, keep_folder_time=keep_folder_time)
 
-    def write_bytes(self, path: str, data: bytes, *, sync_folder: bool = True) -> None:
+    def write_bytes(self, path: str, data: bytes, *, sync_folder: bool = True,
+                    keep_folder_time: bool = False) -> None:
         """write_text's, for a file that is no text (a restored snapshot's state file, restore_vmsn.py)."""
         folder = os.path.dirname(path) or "."
         tmp = os.path.join(folder, temp_name(os.path.basename(path)))
         try:
+            before = os.stat(folder) if keep_folder_time else None
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+            if before is not None:
+                os.utime(folder, ns=(before.st_atime_ns, before.st_mtime_ns))
             if sync_folder:
                 fsync_dir(folder)
         except OSError as err:

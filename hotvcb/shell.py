@@ -89,7 +89,9 @@ class Shell(FileReader, Protocol):
     failure is a HostError (TimeoutExpired for a bounded wait); `write_text`
     is atomic (a reader sees the old file or the new one) and durable once it
     returns (its data and its name; with `sync_folder=False` its data only, for
-    a folder whose last write makes every name in it durable at once);
+    a folder whose last write makes every name in it durable at once), and with `keep_folder_time`
+    sets its folder's modification time back to what it was (a record rewritten in a finished backup:
+    ghettoVCB's rotation keeps the folders `ls -t` lists first);
     `make_new_dir` and
     `link_new` are atomic claims that return False when the name exists;
     `age` and `touch` use the host's clock, and `now` is its wall clock (the local
@@ -120,9 +122,11 @@ class Shell(FileReader, Protocol):
     def run(self, argv: Sequence[str], *, timeout: Optional[float] = 600, idle_timeout: Optional[float] = None,
             on_output: Optional[OutputCallback] = None, interruptible: bool = True) -> "Completed": ...
 
-    def write_text(self, path: str, text: str, *, sync_folder: bool = True) -> None: ...
+    def write_text(self, path: str, text: str, *, sync_folder: bool = True,
+                   keep_folder_time: bool = False) -> None: ...
 
-    def write_bytes(self, path: str, data: bytes, *, sync_folder: bool = True) -> None: ...
+    def write_bytes(self, path: str, data: bytes, *, sync_folder: bool = True,
+                    keep_folder_time: bool = False) -> None: ...
 
     def now(self) -> datetime: ...
 

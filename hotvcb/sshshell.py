@@ -88,16 +88,22 @@ class SshShell(SshConnection):
             raise
         return sh.RemoteReader(proc, path, mark, self._broken, errout)
 
-    def write_text(self, path: str, text: str, *, sync_folder: bool = True) -> None:
+    def write_text(self, path: str, text: str, *, sync_folder: bool = True,
+                   keep_folder_time: bool = False) -> None:
         """Write atomically: temp file in the same folder, sync, rename. The host's `sync` has no
         folder of its own to leave out (`sync_folder`): each write is as durable as it gets."""
-        self.write_bytes(path, text.encode("utf-8"), sync_folder=sync_folder)
+        self.write_bytes(path, text.encode("utf-8"), sync_folder=sync_folder, keep_folder_time=keep_folder_time)
 
-    def write_bytes(self, path: str, data: bytes, *, sync_folder: bool = True) -> None:
-        """write_text's, for a file that is no text (a restored snapshot's state file, restore_vmsn.py)."""
+    def write_bytes(self, path: str, data: bytes, *, sync_folder: bool = True,
+                    keep_folder_time: bool = False) -> None:
+        """write_text's, for a file that is no text (a restored snapshot's state file, restore_vmsn.py).
+        `keep_folder_time`: the folder's time is kept on a file of the host's /tmp meanwhile (`touch -r`)."""
         folder, name = _split(path)
         tmp = "%s/%s" % (folder, temp_name(name))  # the writer's own, as LocalShell's
-        self._must("cannot write %s" % path, sh.WRITE, path, tmp, data=data)
+        if keep_folder_time:
+            self._must("cannot write %s" % path, sh.WRITE_KEEPING_FOLDER_TIME, path, tmp, folder, data=data)
+        else:
+            self._must("cannot write %s" % path, sh.WRITE, path, tmp, data=data)
 
     def exists(self, path: str) -> bool:
         return self._test(sh.EXISTS, path)

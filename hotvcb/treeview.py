@@ -177,13 +177,15 @@ class ScannedShell:
     def touch(self, path: str) -> None:
         self.shell.touch(path)  # a heartbeat: changes no answer the scan gives
 
-    def write_text(self, path: str, text: str, *, sync_folder: bool = True) -> None:
+    def write_text(self, path: str, text: str, *, sync_folder: bool = True,
+                   keep_folder_time: bool = False) -> None:
         self._changed()
-        self.shell.write_text(path, text, sync_folder=sync_folder)
+        self.shell.write_text(path, text, sync_folder=sync_folder, keep_folder_time=keep_folder_time)
 
-    def write_bytes(self, path: str, data: bytes, *, sync_folder: bool = True) -> None:
+    def write_bytes(self, path: str, data: bytes, *, sync_folder: bool = True,
+                    keep_folder_time: bool = False) -> None:
         self._changed()
-        self.shell.write_bytes(path, data, sync_folder=sync_folder)
+        self.shell.write_bytes(path, data, sync_folder=sync_folder, keep_folder_time=keep_folder_time)
 
     def makedirs(self, path: str) -> None:
         self._changed()

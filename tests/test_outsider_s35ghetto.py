@@ -28,6 +28,7 @@ folder leave its mtime alone.
 
 import datetime
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -138,8 +139,6 @@ def test_rotation_of_a_ghettovcb_tree_removes_only_its_old_backups(site):
 
 
 # -- DEFECT 1: a line `export KEY` on its own refuses the whole config ------------------------------------------
-@pytest.mark.xfail(strict=True, reason="DEFECT 1: a ghettoVCB.conf line `export KEY` (names only) is refused as "
-                                       "not valid: no backup runs")
 def test_an_export_line_of_names_alone_is_read_as_the_shell_read_it(site):
     """The admin's ghettoVCB.conf ends with `export VM_BACKUP_VOLUME DISK_BACKUP_FORMAT` on its own line (a
     shell habit; the file was written as a sh script, and ghettoVCB `source`d it without a word). hotvcb
@@ -156,29 +155,42 @@ def test_an_export_line_of_names_alone_is_read_as_the_shell_read_it(site):
     assert "as thin, keep 2" in r.stdout, r.stdout[-1500:]
 
 
-# -- DEFECT 2: the log's banners are not ghettoVCB's ------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="DEFECT 2: the log's START/END banners say `hotvcb LOG START/END`, not "
-                                       "ghettoVCB's `ghettoVCB LOG START/END` that log parsers look for")
+# -- DEFECT 2: the log's banners are not ghettoVCB's: a deliberate difference, documented ---------------------
+GHETTO_BANNERS = ["============================== ghettoVCB LOG START ==============================",
+                  "============================== ghettoVCB LOG END ================================"]
+
+
 def test_the_log_keeps_ghettovcbs_start_and_end_banners(site):
     """ghettoVCB.sh frames every run's log with `============================== ghettoVCB LOG START
     ==============================` and `... ghettoVCB LOG END ...` (its main block, around getFinalStatus);
     scripts that read its logs take the text between them as one run and a log without the END banner as a run
     that died. hotvcb keeps the rest of the format (`<date> -- info: `, the `###### Final status: ... ######`
     line) but writes `hotvcb LOG START` / `hotvcb LOG END`, so such a parser reports every hotvcb night as a
-    crashed run. Nothing in migrating-from-ghettovcb.md or the README says the banners changed (the mail's
-    subject change is documented in operations.md; this is not). Keep ghettoVCB's banner words (the HOST
-    line already names hotvcb), or document the change for the admin's scripts."""
+    crashed run. Nothing in migrating-from-ghettovcb.md or the README said the banners changed.
+
+    Lead's decision: hotvcb's banner stays (it is hotvcb's log), named in migrating-from-ghettovcb.md as a
+    deliberate difference with the `sed` a parser needs. So: the run's banners are either ghettoVCB's, or the
+    guide names `hotvcb LOG START`, and its `sed` line, run over this log, gives ghettoVCB's banners."""
     conf = conf_file(site, "VM_BACKUP_VOLUME=%s\n" % VOLUME)
     r = hotvcb(site, "-m", "web", "-g", conf)
     assert r.returncode == 0, r.stdout[-1500:] + r.stderr
     lines = [ln.split(" -- info: ", 1)[-1] for ln in r.stdout.splitlines() if "LOG START" in ln or "LOG END" in ln]
-    assert lines == ["============================== ghettoVCB LOG START ==============================",
-                     "============================== ghettoVCB LOG END ================================"], lines
+    if lines == GHETTO_BANNERS:
+        return
+    guide = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
+                         "migrating-from-ghettovcb.md")
+    with open(guide, encoding="utf-8") as f:
+        text = " ".join(f.read().split())
+    assert "hotvcb LOG START" in text and "ghettoVCB LOG START" in text, "the banner change is not documented"
+    sed = re.search(r"`(sed -e [^`]*)`", text)
+    assert sed, "no sed line for a log parser in %s" % guide
+    fixed = subprocess.run(["sh", "-c", sed.group(1)], input=r.stdout, capture_output=True, text=True,
+                           check=True).stdout
+    lines = [ln.split(" -- info: ", 1)[-1] for ln in fixed.splitlines() if "LOG START" in ln or "LOG END" in ln]
+    assert lines == GHETTO_BANNERS, (sed.group(1), lines)
 
 
 # -- DEFECT 3: `hotvcb verify` reorders the folders ghettoVCB's rotation keeps --------------------------------
-@pytest.mark.xfail(strict=True, reason="DEFECT 3: hotvcb verify bumps the verified backup folder's mtime, so "
-                                       "ghettoVCB's `ls -t` rotation (going back) keeps it and deletes newer ones")
 def test_verify_leaves_the_folder_order_ghettovcbs_rotation_reads(site):
     """Two nightly hotvcb backups; the admin checks the older one (`hotvcb verify <folder>`, as
     restore.md suggests before relying on a backup). Then the admin goes back to ghettoVCB
@@ -206,8 +218,6 @@ def test_verify_leaves_the_folder_order_ghettovcbs_rotation_reads(site):
 
 
 # -- DEFECT 4: old ghettoVCB's RSYNC_LINK left a link in each backup: hotvcb calls them all damaged -------------
-@pytest.mark.xfail(strict=True, reason="DEFECT 4: a ghettoVCB backup holding the stray `<VM>-<time>` symlink old "
-                                       "ghettoVCB's RSYNC_LINK left in it is listed `damaged` and refused by restore")
 def test_a_ghettovcb_backup_with_old_rsync_links_stray_symlink_is_good(site):
     """ghettoVCB before lamw/ghettoVCB PR #76 (2015-11, "Fix for -symlink creation": "Remove an existing -symlink
     entry prior to creating a new one ... so that the new -symlink entry is not created as a link within the

@@ -79,6 +79,23 @@ def test_a_write_that_leaves_its_folder_unsynced_is_as_atomic(shell, tmp_path):
     assert sorted(os.listdir(str(tmp_path))) == [ODD + ".json"], "no temp file is left beside it"
 
 
+def test_a_write_told_to_keep_its_folders_time_leaves_it_as_it_was(shell, tmp_path):
+    """verify records its result in a finished backup: ghettoVCB's rotation keeps the folders `ls -t` lists
+    first, so the folder's modification time must stay; the file itself is new, and an ordinary write moves it."""
+    folder = tmp_path / ODD
+    folder.mkdir()
+    path = str(folder / "hotvcb.json")
+    shell.write_text(path, "{}\n")
+    past = time.time() - 3600
+    os.utime(str(folder), (past, past))
+    shell.write_text(path, "{\"verified\": 1}\n", keep_folder_time=True)
+    assert shell.read_text(path) == "{\"verified\": 1}\n"
+    assert abs(os.stat(str(folder)).st_mtime - past) < 1
+    assert os.listdir(str(folder)) == ["hotvcb.json"], "no temp file is left beside it"
+    shell.write_text(path, "{}\n")
+    assert os.stat(str(folder)).st_mtime > past + 3000
+
+
 def test_a_local_write_fsyncs_its_data_always_and_its_folder_unless_told_not_to(tmp_path, monkeypatch):
     synced = []  # per fsync: was it a folder's
     fsync = os.fsync

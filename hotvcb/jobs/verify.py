@@ -14,7 +14,9 @@ backup damaged and restore refuses it, so verify does too).
 A successful check of a backup folder is recorded in its manifest
 (`"verified": iso time`, and `"verify_error"` cleared); a failed one records
 `"verify_error": {"at", "file", "message"}` and keeps the last good
-`verified` time. The manifest is rewritten atomically (Shell.write_text).
+`verified` time. The manifest is rewritten atomically (Shell.write_text), the folder's modification
+time kept: ghettoVCB's rotation (an admin going back to it) keeps the folders `ls -t` lists first, and a
+verified old backup must not become the newest there.
 A compressed backup is checked by streaming the archive (through the
 Shell, so over SSH too); its result goes to its record (sidecar.gz_record:
 the archive cannot be rewritten in place). Either
@@ -324,6 +326,6 @@ def _apply(data: Dict, result: VerifyResult) -> None:
 def _record(shell: Shell, folder: str, data: Dict, result: VerifyResult) -> None:
     _apply(data, result)
     try:
-        shell.write_text(folder + "/" + manifest.MANIFEST, manifest.dumps(data))
+        shell.write_text(folder + "/" + manifest.MANIFEST, manifest.dumps(data), keep_folder_time=True)
     except HostError as err:
         result.notes.append("could not record the result: %s" % err)

@@ -134,7 +134,7 @@ def _ghettovcb_folder_disks(shell: Shell, path: str, present: Set[str]) -> Optio
     and the text of each .vmdk small enough to be a descriptor (a ScannedShell has read them all);
     then each disk its .vmx names (_missing_disk); None when they are whole."""
     try:
-        sizes = {rel: shell.file_size(path + "/" + rel) for rel in present}
+        sizes = _sizes(shell, path, present)
         texts = {rel: read_small(shell, path + "/" + rel, DESCRIPTOR_READ) for rel in present
                  if rel.endswith(".vmdk") and sizes[rel] <= DESCRIPTOR_READ}
         disks = _ghettovcb_disks(sizes, texts, "folder",
@@ -142,6 +142,22 @@ def _ghettovcb_folder_disks(shell: Shell, path: str, present: Set[str]) -> Optio
         return disks if isinstance(disks, Health) else _missing_disk(shell, path, present)
     except (HostError, OSError) as err:
         return Health("damaged", "ghettoVCB backup: %s" % err)
+
+
+def _sizes(shell: Shell, path: str, present: Set[str]) -> Dict[str, int]:
+    """The size of each file of the folder. One that cannot be stat'ed though it is listed, and is neither a
+    .vmx nor a .vmdk, is no part of the backup and passed over: the link old ghettoVCB's RSYNC_LINK left in
+    every backup but the newest (before its 2015 fix, `ln -sf ./<VM>-B <VM>-symlink`, the link pointing at
+    this folder, made `<VM>-B -> ./<VM>-B` in it, a link to itself: "Too many levels of symbolic links").
+    ghettoVCB-restore reads only `*.vmx` and `*.vmdk`; a .vmx or disk that cannot be stat'ed stays damage."""
+    sizes = {}  # type: Dict[str, int]
+    for rel in present:
+        try:
+            sizes[rel] = shell.file_size(path + "/" + rel)
+        except HostError:
+            if rel.lower().endswith((".vmx", ".vmdk")):
+                raise
+    return sizes
 
 
 def _missing_disk(shell: Shell, path: str, present: Set[str]) -> Optional[Health]:
