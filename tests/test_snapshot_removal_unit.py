@@ -103,7 +103,8 @@ def test_the_attempts_are_bounded_and_a_refusal_is_not_retried():
     with pytest.raises(ConnectionLost):
         snapshot_removal.remove_snapshot(host, Vm(), SNAP, 60, LOG)
     assert host.asked == snapshot_removal.ATTEMPTS
-    assert host.waited[-1] == 60  # the last removal, not asked again, waited for as long as any
+    # the last removal, not asked again, waited for all that is left of the one timeout (the fakes take no time)
+    assert 60 < host.waited[-1] <= 60 + snapshot_removal.REASK_AFTER
     refused = Host([CommandFailed(["vim-cmd", "vmsvc/snapshot.remove"], 1, "fault")])
     with pytest.raises(CommandFailed):
         snapshot_removal.remove_snapshot(refused, Vm(), SNAP, 60, LOG)

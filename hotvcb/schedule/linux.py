@@ -24,7 +24,8 @@ UNIT_DIR = "/etc/systemd/system"
 # how long `systemctl stop` (and a shutdown) waits after its TERM before it KILLs the job; systemd's default, 90 s,
 # cuts hotvcb's own stop short: it waits up to 30 s for the host to confirm its copy ended (over a hung SSH
 # connection, ssh gives it up after its keepalive, 60 s by default), then removes the snapshot, which may take
-# SNAPSHOT_REMOVE_TIMEOUT (30 min by default). A KILL midway leaves the VM running on a snapshot that grows.
+# SNAPSHOT_REMOVE_TIMEOUT (30 min by default; 10 s more where the removal's SSH connection broke, every attempt
+# within that: jobs/snapshot_removal.py). A KILL midway leaves the VM running on a snapshot that grows.
 STOP_TIMEOUT = "35min"
 
 
