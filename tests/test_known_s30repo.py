@@ -85,7 +85,7 @@ def test_a_damaged_record_of_another_vm_lets_prune_drop_backups_and_says_how_to_
         f.write('{"format": "hotvcb-snapshot", "version": 1, "id": "')  # torn
     packs = _packs(repo_path)
     r = cli("prune", "--repo", repo_path, "--keep-last", "1", "--dry-run")
-    assert r.returncode == 0 and "the prune would collect no garbage" in r.stderr, r.stdout + r.stderr
+    assert r.returncode == 3 and "the prune would collect no garbage" in r.stderr, r.stdout + r.stderr
     r = cli("prune", "--repo", repo_path, "--keep-last", "1")
     out = r.stdout + r.stderr
     assert r.returncode == 3 and "Traceback" not in out, out

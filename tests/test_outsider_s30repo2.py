@@ -30,7 +30,7 @@ def test_a_record_whose_size_disagrees_with_its_index_does_not_block_every_vms_p
         record["disks"][0]["size"] = 2 << 20
     edit_record(repo_path, dbsnap, halve)
     r = cli("prune", "--repo", repo_path, "--keep-last", "1", "--dry-run")
-    assert r.returncode == 0 and "the prune would collect no garbage" in r.stderr, r.stdout + r.stderr
+    assert r.returncode == 3 and "the prune would collect no garbage" in r.stderr, r.stdout + r.stderr
     assert "snapshots/%s" % dbsnap.id in r.stderr, r.stdout + r.stderr
     r = cli("prune", "--repo", repo_path, "--keep-last", "1")
     out = r.stdout + r.stderr

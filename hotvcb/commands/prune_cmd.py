@@ -6,8 +6,6 @@ and changes nothing. The repository is `--repo` or VM_BACKUP_REPOSITORY (-g).
 """
 
 import sys
-from typing import List
-
 from .. import config, interrupt
 from ..errors import RepoError, UsageError
 from ..repo import gc, prune
@@ -44,7 +42,7 @@ def run(args) -> int:
     # a typo (or an empty -m "" from a script's blank line) would otherwise "prune" nothing and say so as a success
     if args.vm is not None and not decisions:
         raise UsageError("no backup of %r in the repository %s (hotvcb list --repo shows them)" % (args.vm, path))
-    foreseen = []  # type: List[str]
+    foreseen = prune.Foresight([])
     if args.dry_run:  # what the real prune would refuse on (raised, exit 1) or warn of, before the night it runs
         try:
             foreseen = prune.foresee(repo, decisions)
@@ -53,10 +51,10 @@ def run(args) -> int:
     for d in decisions:
         say("%-8s %s%s" % ("keep" if d.kept else "remove", d.snapshot, " (%s)" % d.rule if d.rule else ""))
     if args.dry_run:
-        for warning in foreseen:
+        for warning in foreseen.warnings + [foreseen.not_run] * bool(foreseen.not_run):
             say("hotvcb: warning: %s" % warning, stream=sys.stderr)
         say("dry run: nothing removed")
-        return 0
+        return 3 if foreseen.not_run else 0  # the prune's own code: a check before the night must not read as OK
     # a signal stops GC at its next step, through `finally` blocks, so the GC lock is given back: another host
     # would wait out the grace period (a day) for a dead one's. Never at any instant: a handler raising between
     # an open and the object that owns its descriptor made that descriptor closed twice

@@ -265,7 +265,7 @@ def restore(path: str, ident: str, to: str, log, latest: str = "", dry_run: bool
         records.release(work)
     except HostError as err:  # the backup is restored; a record naming no folder is harmless
         log.warning("%s -- remove it by hand" % err)
-    runlog.say("Restored %s into %s: %s" % (snap, to, ", ".join(names)))
+    log.info("Restored %s into %s: %s" % (snap, to, ", ".join(names)))
     return 0
 
 

@@ -167,9 +167,8 @@ def run(args) -> int:
         repo_cmd.here_only(args)
         if bool(args.backup) == bool(args.latest):
             raise UsageError("say which backup of the repository: its ID, or --latest VM (exactly one)")
-        if args.to:  # its log ends in one line of its own (no final status), its code as any restore's
-            return log.account("", repo_cmd.restore(args.repo, args.backup, args.to, log, args.latest, dry_run,
-                                                     lister))[1]
+        if args.to:
+            return _restore_files(args, log, dry_run, lister)
         if not args.datastore:
             raise UsageError("restore --repo needs --to DIR, or --datastore DS to restore the VM")
     failed = done = partial = left_off = 0
@@ -177,7 +176,7 @@ def run(args) -> int:
     try:
         skipped = []  # type: List[str]
         items = requests_from(args, settings, skipped)
-        log.info("============================== hotvcb restore LOG START ==============================")
+        log.info(LOG_START)
         host = common.connect(args.host_target)
         log.info("HOST: %s" % host.host_name())  # file by file over SSH: the ESXi host's name, not this Linux box's
         for line in skipped:
@@ -211,13 +210,40 @@ def run(args) -> int:
     except HotvcbError as err:
         log.error(str(err))
         status, code = "ERROR: %s" % err, err.exit_code
+    _end(log, status, code)
+    if usage is not None:
+        raise usage
+    return code
+
+
+LOG_START = "============================== hotvcb restore LOG START =============================="
+
+
+def _end(log: RunLog, status: str, code: int) -> int:
+    """A restore's log ended as a log watcher reads it: its final status, then LOG END; the code the run exits."""
     status, code = log.account(status, code)
     log.info("###### Final status: %s ######" % status)
     log.info("============================== hotvcb restore LOG END ================================")
     log.close()
-    if usage is not None:
-        raise usage
     return code
+
+
+def _restore_files(args, log: RunLog, dry_run: bool, lister: str) -> int:
+    """`--to DIR`: a repository's backup written as files, its log framed as every restore's (LOG START, final
+    status, LOG END): its errors went to stderr alone, and the -l file of the admin's job, output sent to
+    /dev/null, held no error and no final status. An error is still said on stderr by the CLI, as before, and
+    in the log (a usage error's way: once on the terminal is enough)."""
+    from . import repo_cmd  # the repository's code, for --repo runs only
+
+    log.info(LOG_START)
+    try:
+        code = repo_cmd.restore(args.repo, args.backup, args.to, log, args.latest, dry_run, lister)
+    except (HotvcbError, Interrupted) as err:
+        log.file_only()
+        log.error(str(err))
+        _end(log, "ERROR: %s" % err, err.exit_code)
+        raise
+    return _end(log, "OK, only a dryrun." if dry_run else "Backup restored OK as files!", code)
 
 
 def _restore(job: RestoreJob, req: RestoreRequest, log, dry_run: bool,

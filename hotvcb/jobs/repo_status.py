@@ -14,7 +14,9 @@ one whose only copy a verify found damaged (`damaged/`): the pack's older
 marker still stands for its other chunks, but the backup cannot be restored
 until a later backup stores the chunk again. A record that does not read is
 told on every VM's check (WARN at least: it may be any VM's newest), by kind
-and way out (a newer hotvcb's: upgrade), which is judged on the records that read.
+and way out (a newer hotvcb's: upgrade), which is judged on the records that read. So is a GC mark or
+damaged/ object that does not read (every backup into the repository and every prune fail on it), in
+verify's words.
 The repository is read once per status run (records, pack tables, markers),
 not once per VM.
 """
@@ -24,9 +26,11 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from .. import clockage
 from ..errors import RepoError
+from ..repo.backend import ObjectInfo
 from ..repo.chunks import Location
 from ..repo.records import Snapshot, Unreadable, by_kind, dated_ahead
 from ..repo.repository import VERIFIED, Repository, open_path
+from ..repo.verify import stopping
 from ..units import human_size
 from .status_backups import aged, no_good_backup
 from .status_backups import dated_ahead as ahead_check
@@ -46,6 +50,7 @@ class RepoView:
         self._marks = {}  # type: Dict[str, float]
         self._damaged = {}  # type: Dict[str, Set[bytes]]
         self._bad = []  # type: List[Unreadable]
+        self._stopping = []  # type: List[str]  # the GC marks and damaged/ objects that do not read, as verify says
 
     def _open(self) -> Repository:
         """The repository, read; an error names it once (open_path's names it already: prefixed again, the
@@ -56,11 +61,17 @@ class RepoView:
                 # a record that does not read is said on every VM (it may be any one's newest), not CRIT for all
                 self._snaps, self._bad = repo.readable_snapshots()
                 self._marks = {i.name[len(VERIFIED):]: i.mtime for i in repo.objects(VERIFIED)}
-                self._damaged = repo.damaged(strict=False)
+                self._damaged = repo.damaged(failed=self._unread)
+                repo.marks(failed=self._unread)
             except RepoError as err:
                 raise self._named(err) from err
             self._repo = repo
         return self._repo
+
+    def _unread(self, info: ObjectInfo, err: RepoError) -> None:
+        """A GC mark or damaged/ object that does not read: every backup into the repository and every prune
+        fail on it, so every VM's check names it (status said OK while they failed)."""
+        self._stopping.append(stopping(info.name, err))
 
     def _named(self, err: RepoError) -> RepoError:
         return RepoError("repository %s: %s" % (self.path, err))
@@ -72,6 +83,11 @@ class RepoView:
                 len(self._bad), unread(self._bad))
             found.details["unreadable_records"] = len(self._bad)
             found.details["newer_records"] = sum(1 for u in self._bad if u.newer)
+            if found.severity == OK:
+                found.severity = WARN
+        if self._stopping:
+            found.message += "; %s" % "; ".join(self._stopping)
+            found.details["stopping_objects"] = len(self._stopping)
             if found.severity == OK:
                 found.severity = WARN
         return found

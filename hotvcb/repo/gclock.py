@@ -76,12 +76,26 @@ def _shown(data: Optional[bytes]) -> str:
     return "".join(c if c.isprintable() else "?" for c in cut) or "an empty lock"
 
 
+def _running(judged: Optional[bytes]) -> RepoError:
+    """The refusal of a GC (and of a prune, and of its dry run) while the live GC whose lock is `judged` runs."""
+    return RepoError("another garbage collection of this repository is running (%s)" % _shown(judged))
+
+
+def refuse_if_held(repo: Repository) -> None:
+    """Raise what taking the lock now would raise while a live GC holds it, taking nothing: prune's dry run
+    foresees the refusal of the prune (it said "nothing removed", exit 0, where the prune then refused, exit 1).
+    Judged as a reader judges it (settle.py): a lock gc_lock would take over as stale refuses nothing."""
+    judged = read(repo)
+    if not stale(repo, RunId.new(), judged):
+        raise _running(judged)
+
+
 def _take(repo: Repository, me: RunId, record: bytes) -> None:
     if repo.backend.put_new(LOCK, record):
         return
     judged = read(repo)  # only this very record is removed as stale
     if not stale(repo, me, judged):
-        raise RepoError("another garbage collection of this repository is running (%s)" % _shown(judged))
+        raise _running(judged)
     _take_over(repo, me, record, judged)
     if not repo.backend.put_new(LOCK, record):
         raise RepoError("another garbage collection of this repository started just now (%s)"

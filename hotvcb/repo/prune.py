@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional
 from .. import crashpoint
 from ..errors import RepoError
 from .gc import GcReport, blocked, collect_held, needed, pack_tables, reads
-from .gclock import gc_lock
+from .gclock import gc_lock, refuse_if_held
 from .records import Snapshot, dated_ahead, machines
 from .repository import SNAPSHOTS, Repository
 
@@ -53,16 +53,26 @@ def plan(repo: Repository, keep: Dict[str, int], vm: Optional[str] = None,
     return out
 
 
-def foresee(repo: Repository, decisions: List[Decision]) -> List[str]:
+@dataclass
+class Foresight:
+    """What prune's dry run foresees of the prune: lines it would warn of, and (`not_run`, as GcReport's) why its
+    GC would not run, which makes the prune end in a warning (exit 3)."""
+    warnings: List[str]
+    not_run: str = ""
+
+
+def foresee(repo: Repository, decisions: List[Decision]) -> Foresight:
     """For prune's dry run, which promised removals the prune then refused: what the prune of `decisions` would
-    refuse on before it removes anything (a repository it cannot write to, a kept backup's index, the packs/
-    listing, a GC mark or damage record that does not read), raised as the prune raises it, by the same reads;
-    and what it would warn of or cannot do here (a pack table GC leaves alone), returned. Reads only (no probe
-    of the backend's clock, no lock): a dry run writes nothing. A zstd repository on a host without the package
-    is a warning, not a refusal: the plan needs no chunk and is worth seeing there."""
+    refuse on before it removes anything (a repository it cannot write to, a live GC's lock, a kept backup's
+    index, the packs/ listing, a GC mark or damage record that does not read), raised as the prune raises it, by
+    the same reads; and what it would warn of or cannot do here (a pack table GC leaves alone, a record that
+    stops its GC), returned. Reads only (no probe of the backend's clock, no lock taken): a dry run writes
+    nothing. A zstd repository on a host without the package is a warning, not a refusal: the plan needs no
+    chunk and is worth seeing there."""
     unwritable = repo.backend.unwritable()
     if unwritable:
         raise RepoError(unwritable)
+    refuse_if_held(repo)
     warnings = []  # type: List[str]
     try:
         repo.require_codec("prune it")
@@ -73,10 +83,10 @@ def foresee(repo: Repository, decisions: List[Decision]) -> List[str]:
     kept = [s for s in readable if s.id not in gone]
     if unreadable:
         needed(repo, kept)
-        return warnings + [blocked(unreadable, "the prune would collect no garbage")]
+        return Foresight(warnings, blocked(unreadable, "the prune would collect no garbage"))
     reads(repo, kept)
     pack_tables(repo, lambda msg: warnings.append("the prune's garbage collection: " + msg))
-    return warnings
+    return Foresight(warnings)
 
 
 def prune(repo: Repository, decisions: List[Decision], log: Callable[[str], None] = lambda msg: None,

@@ -67,7 +67,7 @@ def verify(repo: Repository, mode: str = "all", share: float = 0.1, rng: Optiona
     report.newer.extend(str(bad) for bad in unreadable if bad.newer)
     report.not_read.extend(str(bad) for bad in unreadable if bad.unavailable)
     report.backups = len(snaps)
-    report.problems.extend(_stopping(name, err) for name, err in repo.unread_objects())
+    report.problems.extend(stopping(name, err) for name, err in repo.unread_objects())
     users = {}  # type: Dict[bytes, List[Snapshot]]
     for snap in snaps:
         try:
@@ -100,9 +100,10 @@ def verify(repo: Repository, mode: str = "all", share: float = 0.1, rng: Optiona
     return report
 
 
-def _stopping(name: str, err: RepoError) -> str:
-    """A GC mark or damaged/ object that does not read, as verify reports it: what it stops, and the way out.
-    Verify is where an admin whose every backup fails on one looks (it said OK, never reading them)."""
+def stopping(name: str, err: RepoError) -> str:
+    """A GC mark or damaged/ object that does not read, as verify and status report it: what it stops, and the
+    way out. Verify is where an admin whose every backup fails on one looks (it said OK, never reading them),
+    and status what a monitor reads (it said OK too)."""
     stops = ("%s: every backup into the repository and every prune fail on it (they cannot tell which %s)"
              % (err, "packs are condemned" if name.startswith(CONDEMNED) else "chunks are sound"))
     if isinstance(err, (NewerFormat, Unavailable)):

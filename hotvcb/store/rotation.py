@@ -4,8 +4,10 @@ ghettoVCB counted folders, so a run of failures could rotate away the last
 good backup, and ROTATION_COUNT=0 deleted the backup just made. Here the
 newest `count` good backups (health.judge) are kept, and only backups older
 than the oldest of those are deleted. With fewer than `count` good backups
-nothing is deleted at all. Failed or partial backups newer than that line
-stay until good ones push them out, so an admin can still look at them.
+no good one is deleted at all. Failed or partial backups newer than that line
+stay until good ones push them out, so an admin can still look at them; of
+those a run failed (STATUS.warn, STATUS.error), only the newest `count` stay,
+so a disk failing every night does not fill the volume with them.
 Backups named more than a day after the host's clock (a clock that ran ahead,
 set back since: dated_ahead) are set aside, neither counted nor removed; so are
 backups whose manifest a newer hotvcb wrote (verdict.Health.newer): this release
@@ -32,16 +34,24 @@ from ..units import human_size
 from .layout import BackupSet
 
 
+FAILED = ("warn", "error")  # a run's own verdict on a backup it could not make whole (STATUS.warn, STATUS.error)
+
+
 def to_delete(backups: List[BackupSet], good: Callable[[BackupSet], bool], count: int) -> List[BackupSet]:
-    """The backups older than the oldest of the newest `count` good ones; `backups` oldest first, in the order
-    they were made (layout.list_backups: not by name in the hour summer time ends repeats)."""
+    """The backups older than the oldest of the newest `count` good ones, and the failed ones (FAILED, not good:
+    ghettoVCB's STATUS.warn is a good backup) but the newest `count` of those; `backups` oldest first, in the
+    order they were made (layout.list_backups: not by name in the hour summer time ends repeats). A failed
+    backup is kept to be looked at, never counted as a good one; but a disk that failed every night made a
+    STATUS.warn folder, most of a backup's size, every night, and none was ever deleted (none is behind a good
+    one when no good one is made): the volume filled."""
     if count < 1:
         raise ValueError("rotation count must be at least 1")
     done = [b for b in backups if b.status not in ("partial", "deleting")]
     kept = [b for b in done if good(b)]
-    if len(kept) <= count:
-        return []
-    return done[:done.index(kept[-count])]
+    behind = done[:done.index(kept[-count])] if len(kept) > count else []
+    failed = [b for b in done[len(behind):] if b.status in FAILED and not good(b)]
+    extra = failed[:-count]
+    return behind + [b for b in done if b in extra]
 
 
 def over_budget(backups: List[BackupSet], good: Callable[[BackupSet], bool], size: Callable[[BackupSet], int],
