@@ -286,6 +286,21 @@ def killed_while_compressing(host: Host, vm: str = "web"):
     return conf, os.path.join(host.real(VOLUME), vm)
 
 
+def as_another_hosts_run(partial: str, untouched_for: float) -> None:
+    """The `-partial` folder made another machine's run, working on another host sharing the volume, its
+    owner file and folder last touched `untouched_for` seconds ago by this machine's clock (a live run's
+    where the NFS server's clock lags ours; a dead one's where it does not)."""
+    owner = os.path.join(partial, ".hotvcb-owner")
+    with open(owner) as f:
+        text = f.read()
+    text = re.sub(r" mid=\S+", "", re.sub(r"host=\S+", "host=otherhost", re.sub(r"machine=\S+", "machine=otherbox", text)))
+    with open(owner, "w") as f:
+        f.write(text)
+    old = time.time() - untouched_for
+    for path in (owner, partial):
+        os.utime(path, (old, old))
+
+
 def backed_up(host: Host, vm: str, workdir) -> str:
     """The path of the sealed backup one good run of vm just made (the run must succeed: what a restore test
     starts from)."""

@@ -12,7 +12,8 @@ import pytest
 from localcli import local, said
 from simhost import hotvcb, make_host, needs_root, write_conf
 from sshd import needs_sshd, running_sshd
-from test_schedule_esxi import ARGS, CRONTAB, LOCAL_SH, Esxi, _esxisim, pyz  # noqa: F401  (pyz: a fixture)
+from test_known_s33k3 import esxi  # noqa: F401  (a fixture: an ESXi 8 host with hotvcb's pyz)
+from test_schedule_esxi import ARGS, CRONTAB, LOCAL_SH, pyz  # noqa: F401  (pyz: a fixture)
 
 
 # -- 1: a no-break space around a name in -f / -e ----------------------------------------------------------
@@ -48,13 +49,6 @@ def test_a_no_break_space_around_a_name_is_a_blank_as_a_space_is(db_and_web):
 
 
 # -- 2: a boot script saved with CRLF line ends ---------------------------------------------------------------
-
-@pytest.fixture
-def esxi(tmp_path, pyz):  # noqa: F811
-    host = Esxi(tmp_path / "host", "8.0.2", pyz)
-    yield host
-    _esxisim("destroy", str(host.path))
-
 
 def _crlf(esxi):
     """local.sh re-saved by a Windows editor: every line ends in CR LF."""

@@ -2,12 +2,11 @@
 await_snapshot_removal for the local KVM drivers, a signal's status read in both its forms."""
 
 import os
-import time
 
 import pytest
 
 from hotvcb.localshell import LocalShell
-from simhost import needs_root
+from simhost import as_another_hosts_run, needs_root
 
 
 def test_a_clone_whose_local_wrapper_was_killed_says_the_signal():
@@ -35,22 +34,6 @@ def test_the_local_kvm_drivers_wait_for_a_removal_one_way():
     assert [c.__name__ for c in (QemuHost, LibvirtHost) if "await_snapshot_removal" in vars(c)] == []
 
 
-def _another_hosts_run_untouched_for(partial, seconds):
-    """The -partial made another machine's run, on another host sharing the volume, its owner file last
-    touched `seconds` ago by this machine's clock: a live run's where the NFS server's clock lags ours."""
-    import re
-
-    owner = os.path.join(partial, ".hotvcb-owner")
-    with open(owner) as f:
-        text = f.read()
-    text = re.sub(r" mid=\S+", "", re.sub(r"host=\S+", "host=otherhost", re.sub(r"machine=\S+", "machine=otherbox", text)))
-    with open(owner, "w") as f:
-        f.write(text)
-    old = time.time() - seconds
-    for path in (owner, partial):
-        os.utime(path, (old, old))
-
-
 def _crashed_backup(host, monkeypatch):
     from simhost import VOLUME, hotvcb, write_conf
 
@@ -75,7 +58,7 @@ def test_a_read_only_run_calls_another_hosts_folder_dead_only_past_a_clock_margi
     from simhost import hotvcb
 
     conf, partial = _crashed_backup(host, monkeypatch)
-    _another_hosts_run_untouched_for(partial, untouched)
+    as_another_hosts_run(partial, untouched)
     status = hotvcb(host, "status", "-g", conf)
     dry = hotvcb(host, "cleanup", "-d", "dryrun", "-g", conf)
     said = status.stdout + status.stderr + dry.stdout + dry.stderr
