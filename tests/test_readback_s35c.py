@@ -107,7 +107,6 @@ def test_a_hard_power_off_that_got_no_answer_and_went_through_leaves_the_vm_to_b
     assert "left running" not in caplog.text and "db is powered off" in caplog.text
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 1: a hard power off that got no answer (link dropped, hostd down) is taken for the host's refusal: ShutdownRefused, marker removed")
 @pytest.mark.parametrize("lost", [LOST, HOSTD], ids=["ssh link dropped", "hostd down"])
 def test_a_hard_power_off_that_got_no_answer_is_waited_for_and_keeps_the_marker(lost, caplog):
     """#1: the VM still on when the unanswered power off is known: hostd may yet do it, so the run waits until

@@ -26,7 +26,9 @@ a run that would shut it down itself takes it over (take_over: backed up off,
 powered on after), whether it went off before that run looked or during it.
 A shutdown request the host refuses (ESXi: no VMware Tools) with no hard
 power off to follow, or whose hard power off the host refuses too, fails the
-VM at once and leaves no marker: nothing is going down, and a VM the admin
+VM at once and leaves no marker (a request that got no answer, hostd down or
+the SSH link dropped, is no refusal: it may have reached the host, so it is
+waited for and the marker stays): nothing is going down, and a VM the admin
 then switches off must stay off (one off by then went down after all). Nor does a VM seen off and found on again
 when its backup ends keep one: someone else powered it on (HA, a colleague),
 no request of ours is pending on it, and cleanup must not boot it later in
@@ -138,19 +140,34 @@ class PowerControl:
         return ShutdownRefused(why)
 
     def _hard_power_off(self, vm, waited: float) -> str:
-        """ENABLE_HARD_POWER_OFF's power off; why it failed, or "" when it did. A guest that finishes its own
-        shutdown as the power off is sent makes the host refuse it (already off): not a failure."""
+        """ENABLE_HARD_POWER_OFF's power off; the host's refusal, or "" when it did it or may yet do it. Only
+        the host's no (a CommandFailed) is a refusal: a power off that got no answer (hostd down, the SSH
+        link dropped) may have reached hostd, which then powers the VM off after we are gone, so it is
+        waited for until POWER_DOWN_TIMEOUT, its marker kept, as an unanswered shutdown request is. A
+        guest that finishes its own shutdown as the power off is sent makes the host refuse it (already
+        off): not a refusal either."""
         try:
             self.host.power_off(vm)
-        except HotvcbError as err:
+        except HostdDown as err:  # no answer (a CommandFailed too)
+            self._unanswered(vm, err)
+            return ""
+        except CommandFailed as err:  # the host answered no
             if self.host.power_state(vm) == "off":
                 self.log.info("%s went off by its own shutdown as the hard power off was sent" % vm.name)
                 return ""
             self.log.error("%s: hard power off failed: %s" % (vm.name, err))
             return str(err)
+        except HotvcbError as err:  # no answer (ConnectionLost, ...)
+            self._unanswered(vm, err)
+            return ""
         # ghettoVCB's line, said only once the host did it: a log watcher reads it as done
         self.log.info("Hard power off occured for %s, waited for %d seconds" % (vm.name, waited))
         return ""
+
+    def _unanswered(self, vm, err: HotvcbError) -> None:
+        """The hard power off got no answer (`err`): said, and waited for."""
+        self.log.warning("%s: hard power off got no answer (%s); the host may still power it off: waiting for "
+                         "it to go off (POWER_DOWN_TIMEOUT)" % (vm.name, err))
 
     def restore_on(self, vm, boot_wait: float = 0.0) -> bool:
         """Start a VM we asked to shut down, unless it never went off (a timed-out shutdown); one it
