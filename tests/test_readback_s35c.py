@@ -145,7 +145,6 @@ def _order(name="db", **keys):
     return Settings(vm_shutdown_order=(name,), **keys)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 3: the dry run asks for VMware Tools only where the VM's own settings power it down, not for VM_SHUTDOWN_ORDER")
 def test_a_dry_run_fails_a_backed_up_vm_of_the_shutdown_order_without_tools(caplog):
     """#3: the real run's shutdown request is refused (no Tools, no hard power off): the VM is failed, so the
     dry run fails it too, in the real run's words, and does not plan to start it again."""
@@ -166,7 +165,6 @@ def test_a_dry_run_passes_a_vm_of_the_shutdown_order_the_real_run_can_shut_down(
     assert pc.problems == {} and pc.ordered_down == ["db"] and "would shut db down" in caplog.text
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 3: the dry run asks for VMware Tools only where the VM's own settings power it down, not for VM_SHUTDOWN_ORDER")
 def test_a_dry_run_warns_of_an_order_vm_it_does_not_back_up_without_tools(caplog):
     """#3: a VM of the order that this run does not back up: the real run only warns, so does the dry run."""
     pc = _control(Host(LOST, reached=False), dry_run=True)
@@ -174,7 +172,6 @@ def test_a_dry_run_warns_of_an_order_vm_it_does_not_back_up_without_tools(caplog
     assert pc.problems == {} and pc.ordered_down == [] and "this run does not back it up" in caplog.text
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 3: the dry run asks for VMware Tools only where the VM's own settings power it down, not for VM_SHUTDOWN_ORDER")
 @needs_root
 def test_a_dry_run_of_a_shutdown_order_vm_without_tools_exits_as_the_real_run(host):
     """#3 on esxisim: VM_SHUTDOWN_ORDER names `legacy` (no VMware Tools), no hard power off, no
