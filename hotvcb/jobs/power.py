@@ -16,7 +16,8 @@ after POWER_DOWN_TIMEOUT minutes. VM_STARTUP_ORDER, as ghettoVCB's powerOn, wait
 run (the guest has booted) before the next VM is started, up to POWER_DOWN_TIMEOUT minutes (a VM without
 Tools waits that long, then the next starts anyway, as in ghettoVCB; a host that cannot tell, QEMU or
 libvirt, is not waited for; a signal ends the waiting, never the starting). A dry run says which VMs the orders would shut down and start again,
-and touches none. A VM we powered off is always powered on again, also after errors
+and touches none; one whose shutdown request the host will refuse (no VMware
+Tools, no hard power off) it fails as the real run does. A VM we powered off is always powered on again, also after errors
 and interrupts; from the shutdown request until it is on again a marker in
 its folder names our run, so if this run is killed the next run (or
 `hotvcb cleanup`) powers it on (jobs/leftovers.py). A guest still on when its
@@ -26,7 +27,9 @@ a run that would shut it down itself takes it over (take_over: backed up off,
 powered on after), whether it went off before that run looked or during it.
 A shutdown request the host refuses (ESXi: no VMware Tools) with no hard
 power off to follow, or whose hard power off the host refuses too, fails the
-VM at once and leaves no marker: nothing is going down, and a VM the admin
+VM at once and leaves no marker (a request that got no answer, hostd down or
+the SSH link dropped, is no refusal: it may have reached the host, so it is
+waited for and the marker stays): nothing is going down, and a VM the admin
 then switches off must stay off (one off by then went down after all). Nor does a VM seen off and found on again
 when its backup ends keep one: someone else powered it on (HA, a colleague),
 no request of ours is pending on it, and cleanup must not boot it later in
@@ -54,6 +57,13 @@ BOOT_POLL = 2.0  # between `get.guest` calls while a started VM boots (ghettoVCB
 class ShutdownRefused(HostError):
     """The host refused the guest shutdown (ESXi: no VMware Tools) and no hard power off follows, or the host
     refused that too: the VM was never on its way down, so its caller has nothing to power on again."""
+
+
+def _left_running(name: str, why: str, refuses: str = "refused") -> str:
+    """The reason of a VM whose guest shutdown the host `refuses` (`why`: its answer) with no hard power
+    off to follow; the real run's and the dry run's alike."""
+    return ("the host %s to shut down the guest of %s (%s); without ENABLE_HARD_POWER_OFF it is left running "
+            "(ignoring it for backup)" % (refuses, name, why))
 
 
 class PowerControl:
@@ -125,9 +135,7 @@ class PowerControl:
                           "earlier finishing)" % vm.name)
             return ""
         if not hard:
-            raise self._refused(vm, "the host refused to shut down the guest of %s (%s); without "
-                                    "ENABLE_HARD_POWER_OFF it is left running (ignoring it for backup)"
-                                % (vm.name, err))
+            raise self._refused(vm, _left_running(vm.name, str(err)))
         self.log.warning("%s: guest shutdown refused (%s); a hard power off follows" % (vm.name, err))
         return str(err)
 
@@ -138,19 +146,34 @@ class PowerControl:
         return ShutdownRefused(why)
 
     def _hard_power_off(self, vm, waited: float) -> str:
-        """ENABLE_HARD_POWER_OFF's power off; why it failed, or "" when it did. A guest that finishes its own
-        shutdown as the power off is sent makes the host refuse it (already off): not a failure."""
+        """ENABLE_HARD_POWER_OFF's power off; the host's refusal, or "" when it did it or may yet do it. Only
+        the host's no (a CommandFailed) is a refusal: a power off that got no answer (hostd down, the SSH
+        link dropped) may have reached hostd, which then powers the VM off after we are gone, so it is
+        waited for until POWER_DOWN_TIMEOUT, its marker kept, as an unanswered shutdown request is. A
+        guest that finishes its own shutdown as the power off is sent makes the host refuse it (already
+        off): not a refusal either."""
         try:
             self.host.power_off(vm)
-        except HotvcbError as err:
+        except HostdDown as err:  # no answer (a CommandFailed too)
+            self._unanswered(vm, err)
+            return ""
+        except CommandFailed as err:  # the host answered no
             if self.host.power_state(vm) == "off":
                 self.log.info("%s went off by its own shutdown as the hard power off was sent" % vm.name)
                 return ""
             self.log.error("%s: hard power off failed: %s" % (vm.name, err))
             return str(err)
+        except HotvcbError as err:  # no answer (ConnectionLost, ...)
+            self._unanswered(vm, err)
+            return ""
         # ghettoVCB's line, said only once the host did it: a log watcher reads it as done
         self.log.info("Hard power off occured for %s, waited for %d seconds" % (vm.name, waited))
         return ""
+
+    def _unanswered(self, vm, err: HotvcbError) -> None:
+        """The hard power off got no answer (`err`): said, and waited for."""
+        self.log.warning("%s: hard power off got no answer (%s); the host may still power it off: waiting for "
+                         "it to go off (POWER_DOWN_TIMEOUT)" % (vm.name, err))
 
     def restore_on(self, vm, boot_wait: float = 0.0) -> bool:
         """Start a VM we asked to shut down, unless it never went off (a timed-out shutdown); one it
@@ -271,23 +294,53 @@ class PowerControl:
             vm = self.host.load_vm(ref)
             if self.host.power_state(vm) != "on":
                 self._adopt(name, vm, dead)
+            elif self.dry_run:
+                self._would_shut_down(name, vm, settings, name in backed_up)
             else:
                 down.append(name)  # asked to go down: brought back up after the backups
                 self._loaded[name] = vm
-                if self.dry_run:
-                    self.log.dryrun("VM_SHUTDOWN_ORDER: would shut %s down before the backups" % name)
-                    continue
                 try:
                     self.power_down(vm, settings)
                 except HotvcbError as err:
                     if isinstance(err, ShutdownRefused):  # never on its way down: nothing to start again
                         down.remove(name)
-                    if name not in backed_up:
-                        self.log.warning("%s: did not shut down for VM_SHUTDOWN_ORDER: %s; this run does not back "
-                                         "it up" % (name, err))
-                        continue
-                    self.problems[name] = str(err)  # its turn's reason, in the report and the mail
-                    self.log.error("%s: %s; it will not be backed up" % (name, err))
+                    self._not_down(name, str(err), name in backed_up)
+
+    def _not_down(self, name: str, why: str, backed_up: bool) -> None:
+        """A VM of the order that did not (a dry run: would not) shut down, `why`: one this run backs up
+        (`backed_up`) fails, its turn's reason in the report and the mail; another is only warned of."""
+        if not backed_up:
+            self.log.warning("%s: did not shut down for VM_SHUTDOWN_ORDER: %s; this run does not back it up"
+                             % (name, why))
+            return
+        self.problems[name] = why
+        self.log.error("%s: %s; it will not be backed up" % (name, why))
+
+    def _would_shut_down(self, name: str, vm, settings, backed_up: bool) -> None:
+        """A dry run's turn of the order for a VM that is on: said, and put in `ordered_down` to be said
+        started again; unless the real run's shutdown request will be refused (no VMware Tools, no hard
+        power off to follow: power_down's ShutdownRefused), which fails it as that run does, so the dry
+        run exits with that run's code."""
+        refusal = "" if settings.enable_hard_power_off else self._tools_refusal(vm)
+        if refusal:
+            self._not_down(name, refusal, backed_up)
+            return
+        self.ordered_down.append(name)
+        self._loaded[name] = vm
+        self.log.dryrun("VM_SHUTDOWN_ORDER: would shut %s down before the backups" % name)
+
+    def _tools_refusal(self, vm) -> str:
+        """Why the host will refuse the guest shutdown of `vm` (VMware Tools does not run in it), in the real
+        run's words; "" when it will not, or cannot tell (QEMU, libvirt; a failed query, warned of)."""
+        try:
+            running = self.host.guest_tools(vm)
+        except HotvcbError as err:
+            self.log.warning("%s: cannot ask whether VMware Tools is running (%s); if it is not, the real run's "
+                             "shutdown for VM_SHUTDOWN_ORDER will be refused" % (vm.name, err))
+            return ""
+        if running is not False:
+            return ""
+        return _left_running(vm.name, "VMware Tools is not running in this virtual machine", "will refuse")
 
     def _adopt(self, name: str, vm, dead: Mapping[str, float]) -> None:
         """A VM of the order found off with a gone run's power-off marker (take_over): this run would have
