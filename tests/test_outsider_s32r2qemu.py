@@ -81,9 +81,9 @@ def test_status_still_crits_an_old_backup_of_a_vm_whose_qemu_died(lab):
     rc, out = lab.backup("old")
     assert rc == 0, out
     [made] = lab.backups("old")
-    aged = os.path.join(os.path.dirname(made), "old-2026-10-01_21-00-01")
+    then = time.time() - 64 * 86400  # the folder's name says when, as its times do (no date that will pass)
+    aged = os.path.join(os.path.dirname(made), "old-" + time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(then)))
     os.rename(made, aged)
-    then = time.time() - 64 * 86400
     for folder, dirs, files in os.walk(aged):
         for f in files + dirs:
             os.utime(os.path.join(folder, f), (then, then))
