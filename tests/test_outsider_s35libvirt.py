@@ -256,8 +256,6 @@ def test_the_newest_incremental_restores_to_a_new_libvirt_domain(lab, tmp_path):
         kvmguest.remove_scratch(target)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 1: a copy restored under a new name with --libvirt keeps the "
-                   "original's serial log file and cannot be started beside the original (log file busy)")
 def test_a_copy_restored_under_a_new_name_starts_beside_the_original_with_its_own_serial_log(lab):
     """The admin's domain logs its serial console to a file (`<serial type='file'><source path=
     '.../console.log'/>`, common on headless hosts, what `virt-install --serial file,path=...` makes). The
