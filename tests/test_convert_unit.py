@@ -230,3 +230,51 @@ def test_the_start_script_names_the_qmp_socket_short_only_where_the_whole_name_m
     whole = "%s/%s.qmp" % (qmp, name)
     assert socket == (whole if folder == "/q" else "%s/%s.qmp" % (qmp, qmp_name(name)))
     assert len(socket.encode()) <= SOCKET_PATH_MAX and socket.startswith(qmp + "/"), socket
+
+
+OWN_FILES_XML = """<domain type='kvm'><name>web</name><uuid>6c1b2f0e-8d7a-4c11-9e3b-2a5f0c9d1e77</uuid>
+<memory unit='MiB'>512</memory><vcpu>1</vcpu><devices>
+<disk type='file' device='disk'><source file='/img/web.qcow2'/><target dev='vda' bus='virtio'/></disk>
+<serial type='file'><source path='/var/log/web/console.log'/><log file='/var/log/web/serial.log'/>
+<target port='0'/></serial>
+<console type='file'><source path='/var/log/web/console.log'/><target type='serial' port='0'/></console>
+<channel type='unix'><source mode='bind' path='/var/lib/libvirt/qemu/channel/target/web.agent'/>
+<target type='virtio' name='org.qemu.guest_agent.0'/></channel>
+<serial type='unix'><source mode='bind' path='/run/web/ttyS1.sock'/><target port='1'/></serial>
+<channel type='unix'><source mode='connect' path='/run/other/svc.sock'/><target type='virtio' name='x.y'/></channel>
+<serial type='dev'><source path='/dev/ttyS0'/><target port='2'/></serial>
+<graphics type='vnc' autoport='no' port='5907' websocket='5707'/>
+<graphics type='vnc' socket='/run/web/vnc.sock'><listen type='socket' socket='/run/web/vnc.sock'/></graphics>
+<tpm model='tpm-crb'><backend type='emulator' version='2.0'><source type='dir' path='/var/lib/web-tpm'/>
+</backend></tpm>
+</devices></domain>"""
+
+
+def test_a_copy_gets_files_sockets_and_ports_of_its_own_its_own_name_keeps_the_originals():
+    """A copy started beside the original could not open the serial log virtlogd holds for it (or, the original
+    off, wrote into it), nor bind its sockets and VNC port: a copy's are its own; under its own name all stay."""
+    import xml.etree.ElementTree as ET
+
+    def resolve(dev, src):
+        return ("/r/%s/vda.qcow2" % name, "qcow2")
+
+    for name in ("web", "web copy"):
+        m = domain_xml.machine_from_xml(OWN_FILES_XML, "d.xml", resolve)
+        renamed(m, name, False)
+        out = domain_xml.render(m, OWN_FILES_XML)
+        if name == "web":
+            for kept in ("/var/log/web/console.log", "/var/log/web/serial.log", "web.agent", "5907", "vnc.sock",
+                         "/var/lib/web-tpm", '"/run/web/ttyS1.sock"'):
+                assert kept in out, (kept, out)
+            continue
+        root = ET.fromstring(out)
+        assert [s.get("path") for s in root.findall("devices/serial/source")] == [
+            "/r/web copy/serial0.log", "/run/web/web copy-ttyS1.sock", "/dev/ttyS0"], out
+        assert root.find("devices/serial/log").get("file") == "/r/web copy/serial0.chardev.log"
+        assert root.find("devices/console/source").get("path") == "/r/web copy/serial0.log"  # serial 0's twin
+        agent, other = root.findall("devices/channel/source")
+        assert agent.get("path") is None and agent.get("mode") == "bind" and other.get("path") == "/run/other/svc.sock"
+        fixed, sock = root.findall("devices/graphics")
+        assert fixed.get("autoport") == "yes" and fixed.get("port") is None and fixed.get("websocket") == "-1"
+        assert sock.get("socket") is None and sock.find("listen").attrib == {"type": "socket"}
+        assert root.find("devices/tpm/backend/source") is None and "/var/log/web" not in out

@@ -271,6 +271,9 @@ class SweptHost(SnapshotHost):
     def invalid_vms(self):
         return {}
 
+    def kept_for_gone(self, known):
+        return []
+
     def load_vm(self, ref):
         return self.vm
 

@@ -256,8 +256,6 @@ def test_the_newest_incremental_restores_to_a_new_libvirt_domain(lab, tmp_path):
         kvmguest.remove_scratch(target)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 1: a copy restored under a new name with --libvirt keeps the "
-                   "original's serial log file and cannot be started beside the original (log file busy)")
 def test_a_copy_restored_under_a_new_name_starts_beside_the_original_with_its_own_serial_log(lab):
     """The admin's domain logs its serial console to a file (`<serial type='file'><source path=
     '.../console.log'/>`, common on headless hosts, what `virt-install --serial file,path=...` makes). The
@@ -466,8 +464,6 @@ def test_killed_run_then_the_domain_shut_off_then_the_next_runs_are_right(lab, t
     assert len(checkpoints()) == 1 and not job_left() and good not in checkpoints(), (checkpoints(), out)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 2: cleanup looks only at the domains libvirt still has: a killed "
-                   "run's -partial folder and /run scratch folder of a domain deleted since stay for good, '0 removed'")
 def test_a_domain_deleted_after_a_killed_run_is_cleaned_up_in_one_clear_run(lab, tmp_path):
     """The run is killed -9 mid-copy (host crash, OOM); the admin then deletes the domain for good (`virsh
     destroy`, `virsh undefine --checkpoints-metadata`) and runs `hotvcb --libvirt cleanup` as the docs say.

@@ -64,22 +64,6 @@ def register(subparsers) -> None:
     p.set_defaults(handler=run)
 
 
-def vm_names(shell: Shell, volume: str) -> List[str]:
-    """VM names that have a folder under the volume (layout.vm_of_folder: a folder no name's folder_name
-    is, is none). No name is set aside for looking like hotvcb's own: a VM may be called `.web` or
-    `.hotvcb-x`, and its backups are in `<volume>/.hotvcb-x/`. What hotvcb keeps there itself is files (a
-    folder's clock probe, a restore's records) or a folder holding no backup named after it (a restore's
-    `.hotvcb-extract-…` scratch, were the volume its target), which shows none."""
-    if not shell.isdir(volume):
-        return []
-    out = []  # type: List[str]
-    for entry in shell.listdir(volume):
-        names = layout.folder_vms(entry)  # a VM's folder, or one older writers named (for some, several VMs')
-        if names and shell.isdir(volume + "/" + entry):
-            out += [n for n in names if n not in out]
-    return out
-
-
 def backup_rows(shell: Shell, volume: str, vm: Optional[str] = None, now: Optional[datetime] = None,
                 odd: Optional[Callable[[str], None]] = None) -> List[Dict[str, Any]]:
     """`odd`: told of each entry named like a backup that is none (layout.list_backups)."""
@@ -90,7 +74,7 @@ def backup_rows(shell: Shell, volume: str, vm: Optional[str] = None, now: Option
     shell.exists(root)
     now = now or shell.now()  # the host's wall clock, which named its backups (another zone than ours, maybe)
     rows = []
-    for name in [vm] if vm else vm_names(shell, volume):
+    for name in [vm] if vm else layout.vm_names(shell, volume):
         rows += _one_per_time([describe(shell, b, now) for b in layout.list_backups(shell, volume, name, odd)])
     return rows
 

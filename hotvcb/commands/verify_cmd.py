@@ -99,7 +99,7 @@ def targets(shell: Shell, volume: str, target, all_backups: bool, elsewhere: Opt
         raise UsageError("the backup volume %s is not there (a share not mounted, or a typo?): nothing to "
                          "verify" % volume)
     names = [(target, elsewhere.get(target, volume))] if target else \
-        [(n, volume) for n in list_cmd.vm_names(shell, volume)] + sorted(elsewhere.items())
+        [(n, volume) for n in layout.vm_names(shell, volume)] + sorted(elsewhere.items())
     paths, skipped, missing = [], [], []  # type: List[str], List[str], List[str]
     for name, where in names:
         if where != volume and not shell.isdir(where):  # as for the global volume: said, never "all well"

@@ -5,13 +5,16 @@ that XML (every device and tuning we do not model survives) and rewrites
 only what must change: name, UUID, MACs, each disk's file and format, the
 UEFI variables file (a copy must not share the original's), and for a copy
 under a new name the passed-through LUNs and writable floppy images (the
-original's storage, which a copy beside it must not write). A VM from ESXi
+original's storage, which a copy beside it must not write) and the files,
+sockets and ports the domain holds as its own (domain_files.py). A VM from ESXi
 or bare QEMU gets a definition built from the Machine.
 """
 
+import posixpath
 import xml.etree.ElementTree as ET
 from typing import Callable, Dict, Optional, Tuple
 
+from .domain_files import give_own
 from .firmware import ovmf
 from .machine import (DISK_BUSES, MAX_MEMORY_MIB, MAX_VCPUS, ConvertError, DiskSpec, Machine, NicSpec, at_most, new_uuid,
                       normal_mac, normal_uuid)
@@ -143,6 +146,7 @@ def _indent(el: ET.Element, level: int = 0) -> None:
 
 
 def _rewrite(root: ET.Element, m: Machine) -> ET.Element:
+    copy = (root.findtext("name") or "").strip() != m.name
     root.attrib.pop("id", None)
     _child(root, "name").text = m.name
     _child(root, "uuid").text = m.uuid
@@ -171,6 +175,8 @@ def _rewrite(root: ET.Element, m: Machine) -> ET.Element:
         _child(disk, "driver").set("name", "qemu")
     for nic, spec_nic in zip(devices.findall("interface"), m.nics):
         _child(nic, "mac").set("address", spec_nic.mac)
+    if copy and m.disks:  # its serial log, sockets, display: its own, in its folder (that of its disks)
+        give_own(devices, posixpath.dirname(m.disks[0].source), m.name)
     return root
 
 

@@ -18,7 +18,7 @@ through QMP) plugs into the same job. Contracts:
   holds (`Copied.content`); or None where no file does.
 """
 
-from typing import Callable, Dict, List, NamedTuple, Optional, Protocol, Sequence, Tuple
+from typing import Callable, Collection, Dict, List, NamedTuple, Optional, Protocol, Sequence, Tuple
 
 from ..model import DatastoreInfo, Disk, NfsShare, Snapshot, SnapshotTree, Vm, VmRef
 from ..shell import Shell
@@ -79,6 +79,10 @@ class Hypervisor(Protocol):
     def list_vms(self) -> List[VmRef]: ...
 
     def invalid_vms(self) -> Dict[str, str]: ...  # vmid -> why: what the last list_vms saw registered but unusable
+
+    # what runs left that the driver keeps apart from a VM's own files (libvirt: a pull job's scratch folder, a
+    # marker) of VMs none of `known` (list_vms' names) is: deleted since, so no VM's cleanup meets it
+    def kept_for_gone(self, known: Collection[str]) -> List[str]: ...
 
     def load_vm(self, ref: VmRef) -> Vm: ...
 

@@ -14,7 +14,7 @@ and registering a restored VM (esxi_register.py).
 import io
 import re
 from dataclasses import replace
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Collection, Dict, List, Optional, Sequence, Tuple
 
 from .. import lazyre, vmdk
 from ..background import Kept
@@ -134,6 +134,10 @@ class EsxiHost:
         """vmid -> why, from the last list_vms: VMs hostd skips, rows of its listing no reading fits, vmids
         whose rows cannot be told from a forged one."""
         return dict(self._invalid)
+
+    def kept_for_gone(self, known: Collection[str]) -> List[str]:  # noqa: ARG002
+        """Nothing: what a run keeps of a VM is in the VM's folder, which an unregistered VM's files still are."""
+        return []
 
     def _confirmed(self, cands: List[VmRef], texts: Dict[str, str]) -> VmRef:
         """The candidate whose .vmx exists and names it; else the first readable one, by its displayName."""

@@ -54,7 +54,7 @@ import io
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Dict, List, NoReturn, Optional, Sequence, Set, Tuple
+from typing import Collection, Dict, List, NoReturn, Optional, Sequence, Set, Tuple
 
 from ..errors import CopyError, HostError, SnapshotError, VmNotFound
 from ..runlog import RunLog
@@ -126,6 +126,22 @@ class LibvirtHost(LocalKvmHost):
 
     def invalid_vms(self) -> Dict[str, str]:
         return {}
+
+    def kept_for_gone(self, known: Collection[str]) -> List[str]:
+        """What a run left under the run dir (a job's scratch folder in jobs/<domain>/, a marker in vms/<domain>/)
+        of domains none of `known` is: once a domain is undefined, nothing else removes it (its job and
+        checkpoints went with it). A domain's folders are named by own_folder, one to each name, so nothing of a
+        domain libvirt still has is taken for a gone one's; the empty folder every run leaves is no leftover."""
+        own = {own_folder(name) for name in known}
+        found = []  # type: List[str]
+        for kind in ("jobs", "vms"):
+            top = "%s/%s" % (self.run_dir, kind)
+            if not self.shell.isdir(top):
+                continue
+            for folder in sorted(set(self.shell.listdir(top)) - own):
+                if self.shell.isdir(top + "/" + folder):
+                    found += ["%s/%s/%s" % (top, folder, e) for e in sorted(self.shell.listdir(top + "/" + folder))]
+        return found
 
     def load_vm(self, ref: VmRef) -> Vm:
         self._sizes.clear()  # a new look at the VM: its images' sizes are read again

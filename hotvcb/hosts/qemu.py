@@ -45,7 +45,7 @@ import json
 import socket
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Collection, Dict, List, Optional, Sequence, Tuple
 
 from .. import vmdk
 from ..errors import HostError, SnapshotError, VmNotFound, VmStopped
@@ -125,6 +125,9 @@ class QemuHost(LocalKvmHost):
 
     def invalid_vms(self) -> Dict[str, str]:
         return {}  # a socket with no QEMU behind it is no VM at all
+
+    def kept_for_gone(self, known: Collection[str]) -> List[str]:  # noqa: ARG002
+        return []  # a VM's markers are beside its socket, in the admin's folder: nothing of ours apart
 
     def load_vm(self, ref: VmRef) -> Vm:
         if not self.shell.exists(ref.vmx_path):

@@ -1,11 +1,12 @@
 """`hotvcb cleanup` (and a run's sweep before its first VM): every leftover of a dead run on the host, VM by VM, undone
-as leftovers.py, snapshot_asked.py and partials.py say."""
+as leftovers.py, snapshot_asked.py and partials.py say, then those of VMs the host no longer has."""
 
-from typing import Mapping, NamedTuple
+from typing import Mapping, NamedTuple, Set
 
 from ..errors import HotvcbError, VmStopped
 from ..hosts.base import Hypervisor
 from ..runid import RECORD_MAX, RunId, parse
+from ..store import layout
 from .leftovers import power_marker, remove_our_snapshots, restore_power
 from .ownership import NONE_DEAD
 from .partials import _partials_elsewhere, remove_partials
@@ -36,7 +37,8 @@ def cleanup_host(host: Hypervisor, volume: str, log, run: RunId, dry_run: bool =
     warning, its dead runs' `-partial` folders removed): a dead run whose pid cannot tell is known dead only by
     the record the callers keep then, and without it the next cleanup would keep what it left for good."""
     count, complete = 0, True
-    for ref in host.list_vms():
+    refs = host.list_vms()
+    for ref in refs:
         try:
             try:
                 vm = host.load_vm(ref)
@@ -57,4 +59,29 @@ def cleanup_host(host: Hypervisor, volume: str, log, run: RunId, dry_run: bool =
         except HotvcbError as err:
             log.error("%s: cleanup failed: %s" % (ref.name, err))
             complete = False
+    try:
+        count += _gone_vms(host, volume, {ref.name for ref in refs}, log, run, dry_run, dead)
+    except HotvcbError as err:
+        log.error("cleanup of VMs the host no longer has failed: %s" % err)
+        complete = False
     return HostCleanup(count, complete)
+
+
+def _gone_vms(host: Hypervisor, volume: str, known: Set[str], log, run: RunId, dry_run: bool,
+              dead: Mapping[str, float]) -> int:
+    """What dead runs left of VMs the host no longer has (deleted, unregistered, renamed since), which the walk
+    over its VMs never meets: `-partial` folders in their folders on the backup volume (removed by the rules
+    every partial is, its run provably dead: a backup volume other hosts share keeps theirs), and what the
+    driver keeps of them apart (kept_for_gone)."""
+    count = 0
+    for name in layout.vm_names(host.shell, volume):
+        if name not in known:
+            count += remove_partials(host.shell, volume, name, log, run, dry_run, dead=dead)
+    for path in host.kept_for_gone(known):
+        count += 1
+        if dry_run:
+            log.info("would remove %s, left of a VM the host no longer has" % path)
+            continue
+        log.warning("removing %s, left of a VM the host no longer has" % path)
+        host.shell.remove_tree(path)
+    return count

@@ -212,6 +212,23 @@ def vm_roots(volume: str, vm_name: str) -> List[str]:
     return [vm_root(volume, vm_name)] + [volume.rstrip("/") + "/" + f for f in older_folders(vm_name)]
 
 
+def vm_names(shell: Shell, volume: str) -> List[str]:
+    """VM names that have a folder under the volume (vm_of_folder: a folder no name's folder_name is, is
+    none), whether or not a host still has such a VM: `list` shows them all, `cleanup` looks in each for a dead
+    run's leftovers. No name is set aside for looking like hotvcb's own: a VM may be called `.web` or
+    `.hotvcb-x`, and its backups are in `<volume>/.hotvcb-x/`. What hotvcb keeps there itself is files (a
+    folder's clock probe, a restore's records) or a folder holding no backup named after it (a restore's
+    `.hotvcb-extract-…` scratch, were the volume its target), which shows none."""
+    if not shell.isdir(volume):
+        return []
+    out = []  # type: List[str]
+    for entry in shell.listdir(volume):
+        names = folder_vms(entry)  # a VM's folder, or one older writers named (for some, several VMs')
+        if names and shell.isdir(volume + "/" + entry):
+            out += [n for n in names if n not in out]
+    return out
+
+
 def backup_name(vm_name: str, when: datetime) -> str:
     return "%s-%s" % (folder_name(vm_name), when.strftime(TS_FORMAT))
 
