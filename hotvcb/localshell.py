@@ -150,11 +150,12 @@ class LocalShell:
             raise HostError("cannot create %s: %s" % (path, err.strerror)) from err
 
     def list_files(self, folder: str) -> List[str]:
-        """Every file under folder, as sorted paths relative to it."""
-        out = []
+        """The regular files under folder, as sorted paths relative to it (the Shell contract's: no symlink,
+        FIFO or device; os.walk follows no link down, but names links to files and dangling ones as files)."""
+        out = []  # type: List[str]
         for root, _dirs, files in os.walk(folder):
-            for name in files:
-                out.append(os.path.relpath(os.path.join(root, name), folder))
+            out.extend(os.path.relpath(os.path.join(root, name), folder) for name in files
+                       if _regular(os.path.join(root, name)))
         return sorted(out)
 
     def make_tar_gz(self, folder: str, dst: str, arcname: str, first: Sequence[str] = (),
@@ -359,6 +360,14 @@ def _stat(path: str) -> os.stat_result:
         return os.stat(path)
     except OSError as err:
         raise HostError("cannot stat %s: %s" % (path, err.strerror)) from err
+
+
+def _regular(path: str) -> bool:
+    """Whether path is a regular file as lstat sees it (False once gone: a listing's race, as os.walk's)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def fsync_dir(folder: str) -> None:

@@ -113,7 +113,13 @@ class Shell(FileReader, Protocol):
     type is looked at just before its `cp -P`, which copies a symlink swapped in
     meanwhile as a link, refused then); `scan` is one look at a whole
     folder tree (a missing root gives {}), and None only when the host cannot
-    (no python): the caller then asks file by file.
+    (no python): the caller then asks file by file; `list_files` is the regular files under a folder
+    (the folder itself may be a link: a datastore's name is one), never a symlink (to a file, to a folder,
+    dangling: none followed down), FIFO or device: a backup's data is the regular files its folder holds, and
+    what its callers do with each would go wrong through a link planted there (seal's chmod changing a file
+    outside the backup, as root; its manifest recording data the folder does not hold; rotation counting
+    room that removing the backup does not free, or a dangling link's failed stat zeroing the whole backup's
+    size; health taking a manifest's file for present where only a link stands for it).
     """
 
     description: str  # besides FileReader's reads:

@@ -307,7 +307,10 @@ class SshConnection:
 
     def channel(self, argv: Sequence[str]) -> "subprocess.Popen":
         """One session running argv on the host with its stdin, stdout and stderr piped to us, for a
-        program that speaks its own protocol over them (`hostrun.py`); the caller waits for it."""
+        program that speaks its own protocol over them (`hostrun.py`); the caller waits for it. stderr is a
+        pipe, not run()'s temp file: the caller relays it as it comes, so it reads both pipes at once (a
+        selector), never one alone: a host's login greeting or python warning of megabytes on stderr would
+        otherwise fill that pipe and hang the session before its first word on stdout."""
         self.open()
         return self._session(sh.join([str(a) for a in argv]), stdin=subprocess.PIPE, stderr=subprocess.PIPE)
 

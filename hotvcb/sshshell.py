@@ -129,7 +129,7 @@ class SshShell(SshConnection):
         return True
 
     def list_files(self, folder: str) -> List[str]:
-        """Every file under folder, as sorted paths relative to it."""
+        """The regular files under folder, as sorted paths relative to it (`find -type f`: the Shell contract's)."""
         out = self._must("cannot list %s" % folder, sh.LIST_FILES, folder)
         names = out.decode("utf-8", "surrogateescape").split("\n")
         return sorted(n[2:] for n in names if n.startswith("./"))

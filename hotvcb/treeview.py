@@ -98,8 +98,7 @@ class ScannedShell:
         if tree is None or rel not in tree or (tree[rel].kind != "dir" and not (rel == "" and tree[rel].is_dir)):
             return self.shell.list_files(folder)
         prefix = rel + "/" if rel else ""
-        return sorted(r[len(prefix):] for r, e in tree.items()
-                      if r and r.startswith(prefix) and not e.is_dir and e.kind != "other")
+        return sorted(r[len(prefix):] for r, e in tree.items() if r and r.startswith(prefix) and e.kind == "file")
 
     def read_text(self, path: str) -> str:
         known, e = self._entry(path)

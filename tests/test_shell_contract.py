@@ -124,6 +124,25 @@ def test_listing_and_tests(shell, tmp_path):
         shell.listdir(str(root / "nope"))
 
 
+def test_list_files_lists_the_regular_files_a_folder_holds_never_links(shell, tmp_path):
+    """A backup's data is the regular files in its folder: a symlink planted there (to a file, to a folder, or
+    dangling) or a FIFO is none of it, and no link is followed down; the folder itself may be reached through a
+    link (a datastore's name is one)."""
+    root = tmp_path / "vm-2026-01-01_00-00-00"
+    (root / "deep").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "big-flat.vmdk").write_text("x")
+    (root / "vm.vmx").write_text("v")
+    (root / "deep" / "b-flat.vmdk").write_text("b")
+    os.symlink(str(tmp_path / "elsewhere" / "big-flat.vmdk"), str(root / "vm-flat.vmdk"))
+    os.symlink(str(tmp_path / "elsewhere"), str(root / "linked"))
+    os.symlink("gone.vmdk", str(root / "dangling.vmdk"))
+    os.mkfifo(str(root / "fifo"))
+    os.symlink(root.name, str(tmp_path / "latest"))
+    assert shell.list_files(str(root)) == ["deep/b-flat.vmdk", "vm.vmx"]
+    assert shell.list_files(str(tmp_path / "latest")) == ["deep/b-flat.vmdk", "vm.vmx"]
+
+
 def test_claims_are_atomic_and_say_who_won(shell, tmp_path):
     folder = str(tmp_path / "vm-2026-01-01_00-00-00-partial")
     assert shell.make_new_dir(folder) is True

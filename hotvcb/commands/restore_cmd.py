@@ -13,7 +13,7 @@ failed, 1 usage.
 """
 
 import dataclasses
-from typing import List, Optional
+from typing import List, Optional, Union
 
 from .. import config, interrupt
 from ..errors import HotvcbError, Interrupted, UsageError
@@ -144,39 +144,26 @@ def run(args) -> int:
     settings, warnings = config.load_settings(args.global_conf)
     settings = common.settings_for_latest(args, settings, warnings)
     log = RunLog("debug" if level in ("debug", "dryrun2") else "info", path=args.log_file)
-    onhost.say_warnings(args, warnings, log.warning)
+    held = []  # type: List[str]  # the config's warnings, said inside the frame of a restore that stays here
+    onhost.say_warnings(args, warnings, held.append)
     interrupt.install()
-    code = onhost.command(args, 1, log)  # SSH mode: the restore on the host, where it can
+    code = onhost.command(args, 1, log)  # SSH mode: the restore on the host, where it can (its log its own)
     if code is not None:
         return code
-    named = common.config_repository(args, settings)
-    lister = common.repository_lister(args, args.repo or named)  # before args.repo is set from the config
-    if named:
-        args.repo = named
-        log.info("%s: from the repository VM_BACKUP_REPOSITORY names, %s"
-                 % ("--latest " + args.latest if args.latest else "backup " + args.backup, named))
-    if args.to is not None and not args.repo:  # asked once -g's VM_BACKUP_REPOSITORY may have named it
-        raise UsageError("--to DIR writes a repository's backup as files: name the repository with --repo PATH, or "
-                         "with -g CONF whose VM_BACKUP_REPOSITORY holds the backup's id; a backup folder or .gz is "
-                         "restored with --datastore DS")
-    if not args.repo and args.backup and "/" not in args.backup:
-        _no_repository_looked_in(args, log)
-    if args.repo:
-        from . import repo_cmd  # the repository's code, for --repo runs only
-
-        repo_cmd.here_only(args)
-        if bool(args.backup) == bool(args.latest):
-            raise UsageError("say which backup of the repository: its ID, or --latest VM (exactly one)")
-        if args.to:
-            return _restore_files(args, log, dry_run, lister)
-        if not args.datastore:
-            raise UsageError("restore --repo needs --to DIR, or --datastore DS to restore the VM")
+    log.info(LOG_START)  # every line of the run from here, so inside its frame (ghettoVCB's log parsers')
+    for warning in held:
+        log.warning(warning)
+    try:
+        lister = _repository(args, settings, log)
+    except UsageError as err:
+        _refused(log, err)
+        raise
+    if args.to:
+        return _restore_files(args, log, dry_run, lister)
     failed = done = partial = left_off = 0
-    usage = None  # type: Optional[UsageError]  # the command line's own error: exit 1, said on stderr and in the log
     try:
         skipped = []  # type: List[str]
         items = requests_from(args, settings, skipped)
-        log.info(LOG_START)
         host = common.connect(args.host_target)
         log.info("HOST: %s" % host.host_name())  # file by file over SSH: the ESXi host's name, not this Linux box's
         for line in skipped:
@@ -202,21 +189,50 @@ def run(args) -> int:
         status, code = _final(done, failed, partial, dry_run, left_off)
     except Interrupted as err:
         status, code = "ERROR: %s; unfinished restore folders removed" % err, err.exit_code
-    except UsageError as err:  # a mistyped --latest, an id pruned since `list -g` showed it
-        usage = err
-        log.file_only()
-        log.error(str(err))
-        status, code = "ERROR: %s" % err, err.exit_code
+    except UsageError as err:  # a mistyped --latest, an id pruned since `list -g` showed it, a bad restore file
+        _refused(log, err)
+        raise
     except HotvcbError as err:
         log.error(str(err))
         status, code = "ERROR: %s" % err, err.exit_code
-    _end(log, status, code)
-    if usage is not None:
-        raise usage
-    return code
+    return _end(log, status, code)
+
+
+def _repository(args, settings, log: RunLog) -> str:
+    """The repository the restore reads (args.repo, set from -g's VM_BACKUP_REPOSITORY where that names one, and
+    said so) and the options it takes checked (UsageError); how the admin lists its backups (repo_cmd.find)."""
+    named = common.config_repository(args, settings)
+    lister = common.repository_lister(args, args.repo or named)  # before args.repo is set from the config
+    if named:
+        args.repo = named
+        log.info("%s: from the repository VM_BACKUP_REPOSITORY names, %s"
+                 % ("--latest " + args.latest if args.latest else "backup " + args.backup, named))
+    if args.to is not None and not args.repo:  # asked once -g's VM_BACKUP_REPOSITORY may have named it
+        raise UsageError("--to DIR writes a repository's backup as files: name the repository with --repo PATH, or "
+                         "with -g CONF whose VM_BACKUP_REPOSITORY holds the backup's id; a backup folder or .gz is "
+                         "restored with --datastore DS")
+    if not args.repo and args.backup and "/" not in args.backup:
+        _no_repository_looked_in(args, log)
+    if args.repo:
+        from . import repo_cmd  # the repository's code, for --repo runs only
+
+        repo_cmd.here_only(args)
+        if bool(args.backup) == bool(args.latest):
+            raise UsageError("say which backup of the repository: its ID, or --latest VM (exactly one)")
+        if not args.to and not args.datastore:
+            raise UsageError("restore --repo needs --to DIR, or --datastore DS to restore the VM")
+    return lister
 
 
 LOG_START = "============================== hotvcb restore LOG START =============================="
+
+
+def _refused(log: RunLog, err: Union[HotvcbError, Interrupted]) -> None:
+    """A run stopped by an error the CLI says on stderr (a usage error; `--to`'s every error): said in the log
+    files only (once on the terminal is enough), the log ended with its final status and LOG END."""
+    log.file_only()
+    log.error(str(err))
+    _end(log, "ERROR: %s" % err, err.exit_code)
 
 
 def _end(log: RunLog, status: str, code: int) -> int:
@@ -229,19 +245,16 @@ def _end(log: RunLog, status: str, code: int) -> int:
 
 
 def _restore_files(args, log: RunLog, dry_run: bool, lister: str) -> int:
-    """`--to DIR`: a repository's backup written as files, its log framed as every restore's (LOG START, final
-    status, LOG END): its errors went to stderr alone, and the -l file of the admin's job, output sent to
+    """`--to DIR`: a repository's backup written as files, its log framed as every restore's (LOG START, run's,
+    final status, LOG END): its errors went to stderr alone, and the -l file of the admin's job, output sent to
     /dev/null, held no error and no final status. An error is still said on stderr by the CLI, as before, and
     in the log (a usage error's way: once on the terminal is enough)."""
     from . import repo_cmd  # the repository's code, for --repo runs only
 
-    log.info(LOG_START)
     try:
         code = repo_cmd.restore(args.repo, args.backup, args.to, log, args.latest, dry_run, lister)
     except (HotvcbError, Interrupted) as err:
-        log.file_only()
-        log.error(str(err))
-        _end(log, "ERROR: %s" % err, err.exit_code)
+        _refused(log, err)
         raise
     return _end(log, "OK, only a dryrun." if dry_run else "Backup restored OK as files!", code)
 
