@@ -187,6 +187,25 @@ def partial(name):
 lab_volume = []
 
 
+def killed_mid_copy(lab, tmp_path, during=None):
+    """A backup run killed -9 while it copies vdb (its job and checkpoint left behind). vdb is given 2 MiB of
+    new data first, 16 s of copy at the slowed rate: raw vdb holding a few writes copied in a blink, and under
+    load the run could end its job before the kill landed. `during()` runs while the copy is under way."""
+    lab.write("vdb", 0x5f, 1 * MiB, 2 * MiB)
+    next_second()
+    p = subprocess.Popen(lab.argv(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env=env(slow_qemu_img(str(tmp_path / "bin"), "128K")))
+    try:
+        wait_until(lambda: partial("vdb.qcow2") or p.poll() is not None, 120, "the copy of vdb")
+        assert p.poll() is None, p.communicate()[0]
+        if during:
+            during()
+        assert p.poll() is None and job_left(), "the run ended its job before it could be killed"
+    finally:
+        kill_tree(p.pid)
+        p.wait(10)
+
+
 def test_kill_9_mid_incremental_then_the_next_nightly_run_is_incremental_and_complete(lab, tmp_path):
     """The admin's host reboots (or the OOM killer strikes) while the nightly incremental copies vdb; the next
     night's run (no `cleanup` in between) must end the dead run's job, drop its checkpoint, remove its
@@ -195,18 +214,8 @@ def test_kill_9_mid_incremental_then_the_next_nightly_run_is_incremental_and_com
     that checkpoint (the last good backup's checkpoint stays), removes the `-partial` folder")."""
     good = lab.backups()[-1]
     lab.write("vda", 0x61, 5 * MiB, 64 << 10)
-    next_second()
-    p = subprocess.Popen(lab.argv(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         env=env(slow_qemu_img(str(tmp_path / "bin"), "128K")))
-    try:
-        wait_until(lambda: partial("vdb.qcow2") or p.poll() is not None, 120, "the copy of vdb")
-        assert p.poll() is None, p.communicate()[0]
-        lab.write("vda", 0x62, 6 * MiB, 4096)  # during the dead run's job: after its instant
-        assert p.poll() is None, "the run ended before it could be killed"
-        kill_tree(p.pid)
-        p.wait(10)
-    finally:
-        kill_tree(p.pid)
+    # a write during the dead run's job: after its instant
+    killed_mid_copy(lab, tmp_path, during=lambda: lab.write("vda", 0x62, 6 * MiB, 4096))
     assert len(checkpoints()) == 2 and job_left()
     lab.write("vda", 0x63, 7 * MiB, 4096)
     lab.write("vdb", 0x64, 3 * MiB, 4096)
@@ -295,15 +304,7 @@ def test_status_after_a_killed_run_names_the_leftover_and_cleanup_removes_it(lab
     `-partial` folder: docs/operations.md, the `leftover` row), and `cleanup` must remove job, folder and the
     dead run's checkpoint, keeping the last good one."""
     [good] = checkpoints()
-    next_second()
-    p = subprocess.Popen(lab.argv(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         env=env(slow_qemu_img(str(tmp_path / "bin"), "128K")))
-    try:
-        wait_until(lambda: partial("vdb.qcow2") or p.poll() is not None, 120, "the copy of vdb")
-        assert p.poll() is None, p.communicate()[0]
-    finally:
-        kill_tree(p.pid)
-        p.wait(10)
+    killed_mid_copy(lab, tmp_path)
     code, out = lab.run("status", "-g", lab.conf())
     assert "Traceback" not in out and "leftover" in out.lower() and "-partial" in out, (code, out)
     code, out = lab.run("cleanup", "-g", lab.conf(), "-w", lab.workdir)
@@ -424,19 +425,6 @@ def test_a_disk_attached_between_two_backups_is_in_the_next_one(lab):
             assert lab.holds(os.path.join(newest, disk + ".qcow2"), disk), (disk, out)
         assert len(checkpoints()) == 1 and not job_left(), out
         lab.write("vdc", 0xb3, MiB, 4096)
-
-
-def killed_mid_copy(lab, tmp_path):
-    """A backup run killed -9 while it copies vdb (its job and checkpoint left behind)."""
-    next_second()
-    p = subprocess.Popen(lab.argv(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         env=env(slow_qemu_img(str(tmp_path / "bin"), "128K")))
-    try:
-        wait_until(lambda: partial("vdb.qcow2") or p.poll() is not None, 120, "the copy of vdb")
-        assert p.poll() is None, p.communicate()[0]
-    finally:
-        kill_tree(p.pid)
-        p.wait(10)
 
 
 def test_killed_run_then_the_domain_shut_off_then_the_next_runs_are_right(lab, tmp_path):
