@@ -357,3 +357,33 @@ def two_hosts_sharing_nfs(tmp_path, vm="web", **conf):
     finally:
         for h in hosts:
             h.stop()
+
+
+class HostRelay:
+    """Hosts handed on from one test case to the next in a worker (a module-scoped fixture's value), for cases
+    that each begin with the same costly state (a VM's first good backup) and end in it again, as their own
+    last assertions prove (the next run repaired all, one good backup, nothing left over): the state is made
+    once, not in every case. A case hands its host on only when it got to the end, so a failure never
+    leaks into the next case: that one builds afresh."""
+
+    def __init__(self, tmp_path_factory):
+        self._factory = tmp_path_factory
+        self._made = []
+        self._ready = {}
+
+    def take(self, key, build):
+        """(host, what build gave, whether it is new): the host handed on under `key`, else a new host that
+        `build(host)` prepared."""
+        if key in self._ready:
+            host, value = self._ready.pop(key)
+            return host, value, False
+        host = make_host(self._factory.mktemp("host"))
+        self._made.append(host)
+        return host, build(host), True
+
+    def hand_on(self, key, host, value):
+        self._ready[key] = (host, value)
+
+    def stop(self):
+        for host in self._made:
+            host.stop()
