@@ -78,8 +78,6 @@ def du(path):
 
 # -- DEFECT 1: a dangling .nvram passes as good (list, verify, rotation) but restore refuses it -------------------
 @needs_root
-@pytest.mark.xfail(strict=True, reason="DEFECT 1: a ghettoVCB backup whose .nvram is a dangling link is good to list, "
-                                       "verify and rotation since the RSYNC_LINK pass-over, but restore refuses it")
 def test_a_ghettovcb_backup_with_a_dangling_nvram_is_judged_alike_by_list_verify_and_restore(site):
     """The admin's ghettoVCB backup folder holds `web.nvram` as a symlink whose target is gone (a copy made with
     `rsync -l`/`cp -P` from a datastore where the nvram was a link, or a hand's mistake). Since b6857b2
