@@ -110,8 +110,6 @@ def test_a_ghettovcb_backup_with_a_dangling_nvram_is_judged_alike_by_list_verify
 
 # -- DEFECT 2: a ghettoVCB backup holding old RSYNC_LINK's self-link: good now, but 0 B to list and the budget ----
 @needs_root
-@pytest.mark.xfail(strict=True, reason="DEFECT 2: a ghettoVCB backup holding old RSYNC_LINK's self-link counts 0 B "
-                                       "(list SIZE, VM_BACKUP_ROTATION_SIZE): the budget is never kept")
 def test_a_backup_holding_the_rsync_link_self_link_counts_its_size(site):
     """The tree old ghettoVCB with RSYNC_LINK=1 left: every backup but the newest holds `<VM>-<next> ->
     ./<VM>-<next>`, a link to itself. b6857b2 made these good (rightly), but rotation.backup_size sums
