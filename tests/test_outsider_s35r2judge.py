@@ -194,8 +194,6 @@ def test_prune_dry_run_exits_as_the_prune_for_odd_gc_locks(tmp_path, lock):
 
 # -- DEFECT 3: a verify that cannot record its result (a full volume) still makes the folder the newest by mtime ----
 @needs_root
-@pytest.mark.xfail(strict=True, reason="DEFECT 3: verify on a full backup volume cannot record its result and leaves "
-                                       "the backup folder the newest by mtime (keep_folder_time only on success)")
 def test_a_verify_that_cannot_record_on_a_full_volume_keeps_the_folders_time(site, tmp_path, tmpfs):
     """The backup volume is full (the usual state of one), and the admin, going back to ghettoVCB, verifies an old
     backup first: verify checks it (OK) and says `note: could not record the result: ... No space left on
