@@ -226,8 +226,6 @@ def test_a_verify_that_cannot_record_on_a_full_volume_keeps_the_folders_time(sit
 
 # -- DEFECT 4: a ghettoVCB backup's copy cut short, outside its VM folder: verify INCOMPLETE, restore "OK" ---------
 @needs_root
-@pytest.mark.xfail(strict=True, reason="DEFECT 4: restore of a ghettoVCB backup copied outside its VM folder judges "
-                                       "nothing: a flat cut short by the copy restores 'OK' where verify says INCOMPLETE")
 def test_a_cut_short_ghettovcb_copy_outside_its_vm_folder_is_refused_as_verify_judges_it(site):
     """The admin's offsite copy of a ghettoVCB backup (`/vmfs/volumes/backup/copies/web-<time>`), its
     web-flat.vmdk cut to half by an rsync that died. `hotvcb verify` of that path says `INCOMPLETE: ghettoVCB
