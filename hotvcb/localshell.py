@@ -26,6 +26,22 @@ COPY_BLOCK = 1 << 20
 SH = "/bin/sh"  # ESXi's busybox ash, as SSH mode's wrapper runs in
 
 
+def _write_replacing(tmp: str, path: str, data: bytes) -> None:
+    """`data` into the temp file `tmp`, made durable, then renamed over `path`; the temp removed when that fails."""
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
 class LocalShell:
     """The host is this machine (hotvcb runs on the ESXi host itself)."""
 
@@ -103,8 +119,8 @@ class LocalShell:
         one backup) would otherwise rename each other's half-written temp into place. A writer
         filling a folder of its own leaves the folder's fsync to its last write there: one fsync
         then makes every name in it durable, where each write's own cost one each (seal.py).
-        `keep_folder_time`: the folder's times are set back after the rename (verify's record in a
-        finished backup must not make it the newest to ghettoVCB's `ls -t` rotation).
+        `keep_folder_time`: the folder's times are set back after the rename, or after a write that failed
+        (verify's record in a finished backup must not make it the newest to ghettoVCB's `ls -t` rotation).
         """
         self.write_bytes(path, text.encode("utf-8"), sync_folder=sync_folder, keep_folder_time=keep_folder_time)
 
@@ -115,20 +131,14 @@ class LocalShell:
         tmp = os.path.join(folder, temp_name(os.path.basename(path)))
         try:
             before = os.stat(folder) if keep_folder_time else None
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            if before is not None:
-                os.utime(folder, ns=(before.st_atime_ns, before.st_mtime_ns))
+            try:
+                _write_replacing(tmp, path, data)
+            finally:  # a write that failed made and removed its temp file there too (a full volume)
+                if before is not None:
+                    os.utime(folder, ns=(before.st_atime_ns, before.st_mtime_ns))
             if sync_folder:
                 fsync_dir(folder)
         except OSError as err:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
             raise HostError("cannot write %s: %s" % (path, err.strerror)) from err
 
     def exists(self, path: str) -> bool:

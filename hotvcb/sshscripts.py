@@ -73,9 +73,10 @@ READ_REGULAR = ('[ -f "$1" ] && [ ! -L "$1" ] || { echo "not a regular file" >&2
                 'dd if="$1" bs="$2" count=1 2>/dev/null || { echo "cannot read it" >&2; exit 1; }')
 WRITE = ('cat > "$2" && { sync -- "$2" 2>/dev/null || sync; } && mv -f -- "$2" "$1" '
          '|| { r=$?; rm -f -- "$2"; exit $r; }')  # $1 the file, $2 its temp name beside it
-# WRITE, and $3 (the file's folder) keeps its modification time: a reference file outside it holds the time
+# WRITE, and $3 (the file's folder) keeps its modification time, the write failed or not (a full volume: its temp
+# file made and removed there): a reference file outside it holds the time
 WRITE_KEEPING_FOLDER_TIME = ('t=$(mktemp) || exit 1; touch -r "$3" -- "$t" || { rm -f -- "$t"; exit 1; }; '
-                             '(%s); w=$?; [ $w -ne 0 ] || touch -c -r "$t" -- "$3" || w=$?; rm -f -- "$t"; '
+                             '(%s); w=$?; touch -c -r "$t" -- "$3" || { r=$?; [ $w -ne 0 ] || w=$r; }; rm -f -- "$t"; '
                              'exit $w' % WRITE)
 EXISTS = '[ -e "$1" ] || [ -L "$1" ]'
 ISDIR = '[ -d "$1" ]'

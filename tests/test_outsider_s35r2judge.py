@@ -78,8 +78,6 @@ def du(path):
 
 # -- DEFECT 1: a dangling .nvram passes as good (list, verify, rotation) but restore refuses it -------------------
 @needs_root
-@pytest.mark.xfail(strict=True, reason="DEFECT 1: a ghettoVCB backup whose .nvram is a dangling link is good to list, "
-                                       "verify and rotation since the RSYNC_LINK pass-over, but restore refuses it")
 def test_a_ghettovcb_backup_with_a_dangling_nvram_is_judged_alike_by_list_verify_and_restore(site):
     """The admin's ghettoVCB backup folder holds `web.nvram` as a symlink whose target is gone (a copy made with
     `rsync -l`/`cp -P` from a datastore where the nvram was a link, or a hand's mistake). Since b6857b2
@@ -112,8 +110,6 @@ def test_a_ghettovcb_backup_with_a_dangling_nvram_is_judged_alike_by_list_verify
 
 # -- DEFECT 2: a ghettoVCB backup holding old RSYNC_LINK's self-link: good now, but 0 B to list and the budget ----
 @needs_root
-@pytest.mark.xfail(strict=True, reason="DEFECT 2: a ghettoVCB backup holding old RSYNC_LINK's self-link counts 0 B "
-                                       "(list SIZE, VM_BACKUP_ROTATION_SIZE): the budget is never kept")
 def test_a_backup_holding_the_rsync_link_self_link_counts_its_size(site):
     """The tree old ghettoVCB with RSYNC_LINK=1 left: every backup but the newest holds `<VM>-<next> ->
     ./<VM>-<next>`, a link to itself. b6857b2 made these good (rightly), but rotation.backup_size sums
@@ -198,8 +194,6 @@ def test_prune_dry_run_exits_as_the_prune_for_odd_gc_locks(tmp_path, lock):
 
 # -- DEFECT 3: a verify that cannot record its result (a full volume) still makes the folder the newest by mtime ----
 @needs_root
-@pytest.mark.xfail(strict=True, reason="DEFECT 3: verify on a full backup volume cannot record its result and leaves "
-                                       "the backup folder the newest by mtime (keep_folder_time only on success)")
 def test_a_verify_that_cannot_record_on_a_full_volume_keeps_the_folders_time(site, tmp_path, tmpfs):
     """The backup volume is full (the usual state of one), and the admin, going back to ghettoVCB, verifies an old
     backup first: verify checks it (OK) and says `note: could not record the result: ... No space left on
@@ -232,8 +226,6 @@ def test_a_verify_that_cannot_record_on_a_full_volume_keeps_the_folders_time(sit
 
 # -- DEFECT 4: a ghettoVCB backup's copy cut short, outside its VM folder: verify INCOMPLETE, restore "OK" ---------
 @needs_root
-@pytest.mark.xfail(strict=True, reason="DEFECT 4: restore of a ghettoVCB backup copied outside its VM folder judges "
-                                       "nothing: a flat cut short by the copy restores 'OK' where verify says INCOMPLETE")
 def test_a_cut_short_ghettovcb_copy_outside_its_vm_folder_is_refused_as_verify_judges_it(site):
     """The admin's offsite copy of a ghettoVCB backup (`/vmfs/volumes/backup/copies/web-<time>`), its
     web-flat.vmdk cut to half by an rsync that died. `hotvcb verify` of that path says `INCOMPLETE: ghettoVCB

@@ -96,6 +96,26 @@ def test_a_write_told_to_keep_its_folders_time_leaves_it_as_it_was(shell, tmp_pa
     assert os.stat(str(folder)).st_mtime > past + 3000
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_a_write_keeping_its_folders_time_keeps_it_when_the_volume_is_full(shell, tmpfs):
+    """A full backup volume: the temp file is made and removed in the folder, the write fails, and the folder's
+    time is still put back (verify of an old backup must not make it the newest to ghettoVCB's rotation)."""
+    folder = tmpfs("full", "256k") / "web-1"
+    folder.mkdir()
+    with open(str(folder.parent / "filler"), "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    past = time.time() - 3600
+    os.utime(str(folder), (past, past))
+    with pytest.raises(HostError):
+        shell.write_text(str(folder / "hotvcb.json"), "{\"verified\": 1}\n" * 4096, keep_folder_time=True)
+    assert os.listdir(str(folder)) == [], "no temp file is left"
+    assert abs(os.stat(str(folder)).st_mtime - past) < 1
+
+
 def test_a_local_write_fsyncs_its_data_always_and_its_folder_unless_told_not_to(tmp_path, monkeypatch):
     synced = []  # per fsync: was it a folder's
     fsync = os.fsync

@@ -255,7 +255,7 @@ class Planner:
             needed = self._needed(fs, src, dev, desc)
             plan.disks.append(DiskCopy(dev, src, target, desc.adapter_type, needed, text, read is None, parents))
             put(dev + ".fileName", top)
-        for key, ext in (("nvram", ".nvram"), ("extendedConfigFile", ".vmxf")):
+        for key, ext in backup_files.SIDE_FILES:
             side = self._side_file(fs, backup, vmxs[0], vmx.get(key), ext)
             if side is not None:
                 plan.files.append((side, fname + ext))
@@ -305,17 +305,10 @@ class Planner:
         return out
 
     def _side_file(self, fs: FileReader, backup: str, vmx_file: str, value: Optional[str], ext: str) -> Optional[str]:
-        candidates = []
-        if value:
-            candidates.append(value.rsplit("/", 1)[-1])
-        candidates.append(vmx_file[: -len(".vmx")] + ext)
-        for c in dict.fromkeys(n for name in candidates for n in (backup_files.side_file_name(name), name)):
-            path = backup + "/" + c
-            if fs.exists(path) and not fs.isdir(path):
-                if fs is self.shell:  # an archive's members are regular files (targz.scan refuses any other)
-                    self._regular(path)
-                return path
-        return None
+        path = backup_files.side_file(fs, backup, vmx_file, value, ext)
+        if path is not None and fs is self.shell:  # an archive's members are regular files (targz.scan refuses any other)
+            self._regular(path)
+        return path
 
     def _regular(self, path: str) -> None:
         """A side file is a regular file of the backup, or refused here, before anything is written (a dry run

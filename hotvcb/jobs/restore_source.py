@@ -5,8 +5,9 @@ It is a folder or a .gz (found also when the folder's name is given without
 unpacks it. It may be restored when it is good (store/health.py: the answer
 rotation, list, verify and restore share), sealed (STATUS.ok), and its
 manifest says ok; a ghettoVCB backup has no manifest and is accepted on
-STATUS.ok alone (or the STATUS.warn it gave a VM with independent disks),
-its checksums not available (its .gz, which holds no STATUS, on health.py's
+STATUS.ok (or the STATUS.warn it gave a VM with independent disks) and its
+disks judged whole (store/ghettovcb_health.py, in its VM's folder or a copy
+outside it), its checksums not available (its .gz, which holds no STATUS, on health.py's
 judgement of what it holds).
 """
 
@@ -91,19 +92,24 @@ def partial_which(shell: Shell, partial: str) -> str:
 
 def _as_recorded(shell: Shell, fs: FileReader, backup: str) -> Optional[health.Health]:
     """A backup folder outside its VM's folder (a copy the admin made, one a repository staged), which
-    health.judge never sees: judged as one in place is (health.as_recorded: every disk's data has a
+    health.judge never sees: judged as one in place is (health.by_contents: every disk's data has a
     checksum, what its manifest names is there at the size it says, every disk its .vmx names accounted
-    for), so it is refused before anything is written (a disk cut short by the copy is a stat's answer, not
-    the checksum read's hours into the clone). None where there is no manifest to go by (a ghettoVCB
-    backup), or it does not read (manifest_to_verify says why)."""
+    for; a ghettoVCB backup's disks whole, as verify of the same path judges them), so it is refused before
+    anything is written (a disk cut short by the copy is a stat's answer, not the checksum read's hours into
+    the clone). None where its STATUS says it failed or is missing (check_sealed says why, and passes the
+    unpacked folder of a ghettoVCB .gz, judged whole already), or its manifest does not read
+    (manifest_to_verify says why)."""
     if fs is not shell:
+        return None
+    status = layout.folder_status(shell, backup)
+    if status not in ("ok", "warn"):
         return None
     try:
         data = manifest.load(shell, backup)
-        present = set(shell.list_files(backup)) if data is not None else set()
+        present = set(shell.list_files(backup))
     except (ValueError, HostError):
         return None
-    return health.as_recorded(shell, backup, data, present) if data is not None else None
+    return health.by_contents(shell, backup, status, data, present)
 
 
 def manifest_to_verify(shell: Shell, req: RestoreRequest, log, backup: str, verify: bool) -> Optional[Dict[str, Any]]:

@@ -27,6 +27,25 @@ def side_file_name(filename: str) -> str:
     return "." + filename if "vmx" in filename[1:] else filename
 
 
+SIDE_FILES = (("nvram", ".nvram"), ("extendedConfigFile", ".vmxf"))  # (.vmx key, extension) a restore copies
+
+
+def side_file(fs: FileReader, backup: str, vmx_file: str, value: Optional[str], ext: str) -> Optional[str]:
+    """The file of the backup a restore copies as the VM's .nvram or .vmxf (the .vmx's `value` for it, else
+    named after the .vmx `vmx_file`; side_file_name's or its own name), or None. Also what health judges of a
+    ghettoVCB backup beside its disks: a file the restore would read is part of the backup, damage when it does
+    not read."""
+    candidates = []
+    if value:
+        candidates.append(value.rsplit("/", 1)[-1])
+    candidates.append(vmx_file[: -len(".vmx")] + ext)
+    for c in dict.fromkeys(n for name in candidates for n in (side_file_name(name), name)):
+        path = backup + "/" + c
+        if fs.exists(path) and not fs.isdir(path):
+            return path
+    return None
+
+
 def disk_folder(filename: str) -> Tuple[str, str]:
     """Where a backup keeps a disk its .vmx names by full path (/vmfs/volumes/<datastore>/...), as
     (<datastore> as named, the folder below it ghettoVCB.sh used), ("", "") for any other name.

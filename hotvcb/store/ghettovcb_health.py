@@ -145,19 +145,36 @@ def _ghettovcb_folder_disks(shell: Shell, path: str, present: Set[str]) -> Optio
 
 
 def _sizes(shell: Shell, path: str, present: Set[str]) -> Dict[str, int]:
-    """The size of each file of the folder. One that cannot be stat'ed though it is listed, and is neither a
-    .vmx nor a .vmdk, is no part of the backup and passed over: the link old ghettoVCB's RSYNC_LINK left in
-    every backup but the newest (before its 2015 fix, `ln -sf ./<VM>-B <VM>-symlink`, the link pointing at
-    this folder, made `<VM>-B -> ./<VM>-B` in it, a link to itself: "Too many levels of symbolic links").
-    ghettoVCB-restore reads only `*.vmx` and `*.vmdk`; a .vmx or disk that cannot be stat'ed stays damage."""
+    """The size of each file of the folder. One that cannot be stat'ed though it is listed, and that nothing
+    names (neither a .vmx nor a .vmdk, nor the .nvram/.vmxf a restore copies: backup_files.side_file), is no
+    part of the backup and passed over: the link old ghettoVCB's RSYNC_LINK left in every backup but the newest
+    (before its 2015 fix, `ln -sf ./<VM>-B <VM>-symlink`, the link pointing at this folder, made `<VM>-B ->
+    ./<VM>-B` in it, a link to itself: "Too many levels of symbolic links"). One the restore reads stays damage
+    (a dangling .nvram link: the restore refuses it, so list, verify and rotation must not call it good)."""
     sizes = {}  # type: Dict[str, int]
+    unstated = {}  # type: Dict[str, HostError]
     for rel in present:
         try:
             sizes[rel] = shell.file_size(path + "/" + rel)
-        except HostError:
+        except HostError as err:
             if rel.lower().endswith((".vmx", ".vmdk")):
                 raise
+            unstated[rel] = err
+    if unstated:  # the .vmx read only then: which of them a restore reads
+        vmx, name = _vmx(shell, path, present), backup_files.top_vmx(present)[0]
+        for key, ext in backup_files.SIDE_FILES:
+            side = backup_files.side_file(shell, path, name, vmx.get(key), ext)
+            rel = side[len(path) + 1:] if side is not None else ""
+            if rel in unstated:
+                raise unstated[rel]
     return sizes
+
+
+def _vmx(shell: Shell, path: str, present: Set[str]) -> VmxFile:
+    """The folder's one .vmx (_vmx_count has made sure of it), read as VMware reads it."""
+    (name,) = backup_files.top_vmx(present)
+    vmx_path = path + "/" + name
+    return VmxFile(as_vmware_reads(read_small(shell, vmx_path, MAX_SIZE), lambda: shell.file_size(vmx_path)))
 
 
 def _missing_disk(shell: Shell, path: str, present: Set[str]) -> Optional[Health]:
@@ -170,9 +187,7 @@ def _missing_disk(shell: Shell, path: str, present: Set[str]) -> Optional[Health
     evidence: the disk may have been added to the selection since, and hotvcb's backups, which copy every
     disk after the switch, say in their manifests what they left out. Only the other backups' file names are
     read (an archive's member list, none of its data kept)."""
-    (name,) = backup_files.top_vmx(present)
-    vmx_path = path + "/" + name
-    vmx = VmxFile(as_vmware_reads(read_small(shell, vmx_path, MAX_SIZE), lambda: shell.file_size(vmx_path)))
+    vmx = _vmx(shell, path, present)
     lacking = [(dev, filename) for dev, _bus, filename in vmx.disk_slots()
                if not (vmx.get(dev + ".mode") or "").lower().startswith("independent")
                and backup_files.disk_in_backup(shell, path, filename) is None]

@@ -71,19 +71,25 @@ def _judge_folder(shell: Shell, path: str, status: str, depth: int = 0) -> Healt
         return _newer(err)
     except (ValueError, HostError) as err:
         return _not_ok(status) if status != "ok" else Health("damaged", "manifest unreadable: %s" % err)
+    verdict = by_contents(shell, path, status, data, present)
+    return verdict if data is None else _judge_bases(shell, path, sorted(data.get("files") or {}), verdict, depth)
+
+
+def by_contents(shell: Shell, path: str, status: str, data: Optional[Dict[str, Any]], present: Set[str]) -> Health:
+    """The verdict on a backup folder by its STATUS (layout.folder_status), its manifest `data` (None: a
+    ghettoVCB backup, manifestless) and the files `present` in it, all but its base backups (an incremental's,
+    _judge_bases). Also what a restore asks of a backup folder lying outside its VM's folder (a copy the admin
+    made), which judge never sees: one answer for both, so a copy whose manifest was edited (a disk's checksum
+    or record dropped), or a ghettoVCB backup's copy cut short, is refused as the same folder in place is."""
     if data is None:
         return manifestless(shell, path, status, present)
     if status != "ok":
         return _not_ok(status, data)
-    verdict = as_recorded(shell, path, data, present)
-    return _judge_bases(shell, path, sorted(data.get("files") or {}), verdict, depth)
+    return as_recorded(shell, path, data, present)
 
 
 def as_recorded(shell: FileReader, path: str, data: Dict[str, Any], present: Set[str]) -> Health:
-    """The verdict on a sealed backup folder by its manifest `data` and the files `present` in it, all but its
-    base backups (an incremental's, _judge_bases). Also what a restore asks of a backup folder lying outside its
-    VM's folder (a copy the admin made), which judge never sees: one answer for both, so a copy whose manifest
-    was edited (a disk's checksum or record dropped) is refused as the same folder in place is."""
+    """The verdict on a sealed backup folder by its manifest `data` and the files `present` in it (by_contents)."""
     found = _judge_manifest(data)
     if found.state != "good":
         return found

@@ -280,7 +280,16 @@ def backup_size(shell: Shell, path: str) -> int:
             return 0
         if not shell.isdir(path):
             return shell.disk_usage(path)
-        return sum(shell.disk_usage(path + "/" + rel) for rel in shell.list_files(path))
+        return sum(_usage(shell, path + "/" + rel) for rel in shell.list_files(path))
+    except (HostError, OSError):
+        return 0
+
+
+def _usage(shell: Shell, path: str) -> int:
+    """A file's bytes on disk; none for one that cannot be stat'ed (a link leading nowhere: the link to itself
+    old ghettoVCB's RSYNC_LINK left in its backups), which must not make the whole backup count 0 B."""
+    try:
+        return shell.disk_usage(path)
     except (HostError, OSError):
         return 0
 
