@@ -298,8 +298,6 @@ def test_sshd_down_for_3_s_during_the_snapshot_removal_the_removal_is_still_wait
     assert rc == 0 and len(sealed(host, "web")) == 1, (rc, out)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 4: after a SIGKILLed run, the run-start leftover sweep boots the VM "
-                   "the gone run left going down, then its backup shuts it down again (no take-over)")
 def test_vm_a_sigkilled_run_left_going_down_is_not_booted_only_to_be_shut_down_again(host, tmp_path):
     """Run 1 is SIGKILLed right after asking web's guest to shut down (its run lock stays); the guest finishes going
     down. architecture.md: such a VM "is taken over (PowerControl.take_over) ... backed up off, and powered on as one
