@@ -109,8 +109,6 @@ def test_master_killed_mid_clone_of_the_run_on_the_host_exits_2_and_removes_the_
 
 
 @needs_sshd
-@pytest.mark.xfail(strict=True, reason="DEFECT 1: a re-asked removal that times out says 'timed out after <what was left>s', "
-                   "not the time waited in all (nor the SNAPSHOT_REMOVE_TIMEOUT)")
 def test_removal_after_a_lost_connection_ends_within_one_timeout_and_says_so(site, tmp_path):
     """File by file, SNAPSHOT_REMOVE_TIMEOUT=3s, a consolidation that takes a minute. The master dies while the
     removal is asked. operations.md: "All of it, the first removal's own wait included, ends within one
@@ -276,8 +274,6 @@ def _sshd_up(site):
 
 
 @needs_sshd
-@pytest.mark.xfail(strict=True, reason="DEFECT 3: one refused reconnect ends the removal's wait at once: a 3 s sshd blip "
-                   "leaves the snapshot on the VM and the backup failed")
 def test_sshd_down_for_3_s_during_the_snapshot_removal_the_removal_is_still_waited_for(site, tmp_path):
     """File by file. The host's sshd (and with it the master) goes down as web's snapshot removal is asked, and is up
     again 3 s later. The removal is to be "waited for over a new connection" (operations.md) within
@@ -298,8 +294,6 @@ def test_sshd_down_for_3_s_during_the_snapshot_removal_the_removal_is_still_wait
     assert rc == 0 and len(sealed(host, "web")) == 1, (rc, out)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 4: after a SIGKILLed run, the run-start leftover sweep boots the VM "
-                   "the gone run left going down, then its backup shuts it down again (no take-over)")
 def test_vm_a_sigkilled_run_left_going_down_is_not_booted_only_to_be_shut_down_again(host, tmp_path):
     """Run 1 is SIGKILLed right after asking web's guest to shut down (its run lock stays); the guest finishes going
     down. architecture.md: such a VM "is taken over (PowerControl.take_over) ... backed up off, and powered on as one

@@ -34,7 +34,7 @@ from .ahead import RunStart
 from .host_cleanup import cleanup_host
 from .leftovers import restore_power
 from .ownership import NONE_DEAD
-from .power import PowerControl
+from .power import PowerControl, powers_down
 from .snapshot_asked import snapshot_patience
 from .space import SpaceLedger
 from .vm_backup import _VmBackup
@@ -155,7 +155,8 @@ class BackupJob:
             self.log.warning("a previous hotvcb run on this host died; looking for its leftovers on every VM")
             self.dead = self.lock.takeovers()
             if cleanup_host(self.host, self.settings.vm_backup_volume, self.log, self.run_id, dead=self.dead,
-                            snapshot_wait=snapshot_patience(self.settings)).complete:
+                            snapshot_wait=snapshot_patience(self.settings),
+                            own_power=functools.partial(self._shuts_down, names, exclude)).complete:
                 self.lock.sweep_done()
             self.swept = True
         targets = self.select(names, exclude)
@@ -200,6 +201,20 @@ class BackupJob:
                 except HotvcbError as err:
                     refused[ref.name] = str(err)
         return refused
+
+    def _shuts_down(self, names: Optional[Sequence[str]], exclude: Sequence[str], ref: VmRef) -> bool:
+        """Whether this run (of `names`, None for all, less `exclude`) shuts `ref` down itself: one of
+        VM_SHUTDOWN_ORDER (unless its per-VM file refuses its backup, which leaves it up: _refused_configs), or
+        one it backs up whose settings power it down (power.powers_down). One a gone run left going down is
+        taken over (PowerControl.take_over), so the leftover sweep leaves its power alone; the sweep runs
+        before the selection, whose listing may show what hostd finished meanwhile."""
+        backed_up = (names is None or ref.name in namelist.fitted(names, [ref.name])) \
+            and ref.name not in namelist.fitted(exclude, [ref.name])
+        try:
+            settings = self._vm_settings(ref)[0] if backed_up else self.settings
+        except HotvcbError:  # its turn fails before any power change: the sweep's to power on
+            return False
+        return ref.name in self.settings.vm_shutdown_order or backed_up and powers_down(settings)
 
     def _vm_settings(self, ref: VmRef) -> "Tuple[Settings, List[str]]":
         """The VM's settings (its per-VM file over the run's) and their warnings, or the reason its file

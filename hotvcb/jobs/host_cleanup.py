@@ -1,10 +1,11 @@
 """`hotvcb cleanup` (and a run's sweep before its first VM): every leftover of a dead run on the host, VM by VM, undone
 as leftovers.py, snapshot_asked.py and partials.py say, then those of VMs the host no longer has."""
 
-from typing import Mapping, NamedTuple, Set
+from typing import Callable, Mapping, NamedTuple, Set
 
 from ..errors import HotvcbError, VmStopped
 from ..hosts.base import Hypervisor
+from ..model import VmRef
 from ..runid import RECORD_MAX, RunId, parse
 from ..store import layout
 from .leftovers import power_marker, remove_our_snapshots, restore_power
@@ -30,12 +31,15 @@ def _kept_for(host: Hypervisor, path: str, dead: Mapping[str, float]) -> bool:
 
 
 def cleanup_host(host: Hypervisor, volume: str, log, run: RunId, dry_run: bool = False,
-                 dead: Mapping[str, float] = NONE_DEAD, snapshot_wait: float = 0.0) -> HostCleanup:
+                 dead: Mapping[str, float] = NONE_DEAD, snapshot_wait: float = 0.0,
+                 own_power: Callable[[VmRef], bool] = lambda ref: False) -> HostCleanup:
     """`hotvcb cleanup`: every VM on the host, every leftover of a dead run (`dead`: as owner_alive's).
     Not complete where a VM's failed, or a dead run's VM is left for the next look (its guest may still be
     going down, or its snapshot request is younger than `snapshot_wait`; no process runs it: VmStopped, named in a
     warning, its dead runs' `-partial` folders removed): a dead run whose pid cannot tell is known dead only by
-    the record the callers keep then, and without it the next cleanup would keep what it left for good."""
+    the record the callers keep then, and without it the next cleanup would keep what it left for good.
+    `own_power`: whether a backup run's sweep leaves the VM to that run, which shuts it down itself (a VM a gone run
+    left going down is taken over, PowerControl.take_over: not booted here only to be shut down again)."""
     count, complete = 0, True
     refs = host.list_vms()
     for ref in refs:
@@ -50,11 +54,13 @@ def cleanup_host(host: Hypervisor, volume: str, log, run: RunId, dry_run: bool =
             snaps = host.snapshots(vm)
             count += remove_our_snapshots(host, vm, log, run, dry_run, snaps, dead)
             count += int(await_snapshot(host, vm, log, run, snaps, snapshot_wait, dry_run, dead, patient=False))
-            count += int(restore_power(host, vm, log, run, dry_run, dead))
+            owned = own_power(ref)
+            if not owned:
+                count += int(restore_power(host, vm, log, run, dry_run, dead))
             count += remove_partials(host.shell, volume, ref.name, log, run, dry_run, dead=dead)
             count += _partials_elsewhere(host, vm, volume, log, run, dry_run, dead)
-            if dead and not dry_run and any(_kept_for(host, path, dead) for path in (power_marker(vm),
-                                                                                     snapshot_marker(vm))):
+            kept = [snapshot_marker(vm)] + ([] if owned else [power_marker(vm)])
+            if dead and not dry_run and any(_kept_for(host, path, dead) for path in kept):
                 complete = False
         except HotvcbError as err:
             log.error("%s: cleanup failed: %s" % (ref.name, err))

@@ -54,6 +54,13 @@ POLL = 1.0
 BOOT_POLL = 2.0  # between `get.guest` calls while a started VM boots (ghettoVCB: 60 s)
 
 
+
+def powers_down(settings) -> bool:
+    """A backup under `settings` shuts its VM down itself (POWER_VM_DOWN_BEFORE_BACKUP, COLD_SNAPSHOT): a VM a
+    gone run left going down is its to take over (PowerControl.take_over), so neither the run's leftover sweep
+    nor the VM's leftover check boots it first, only for the backup to shut it down again."""
+    return bool(settings.power_vm_down_before_backup or settings.cold_snapshot)
+
 class ShutdownRefused(HostError):
     """The host refused the guest shutdown (ESXi: no VMware Tools) and no hard power off follows, or the host
     refused that too: the VM was never on its way down, so its caller has nothing to power on again."""

@@ -19,7 +19,7 @@ from .guest_hooks import run_guest_hook
 from .hooks import run_hook
 from .leftovers import SNAPSHOT_PREFIX, is_ours
 from .partials import clear_volume_mark, mark_volume, remove_partials, volume_marker
-from .power import ShutdownRefused
+from .power import ShutdownRefused, powers_down
 from .snapshot_asked import mark_snapshot_asked, mark_snapshot_made, snapshot_patience
 from .snaptree import copy_tree
 from .vm_leftovers import clear_dead_runs
@@ -216,7 +216,7 @@ class _VmBackup:
         """This backup shuts its VM down itself (POWER_VM_DOWN_BEFORE_BACKUP, COLD_SNAPSHOT; not a VM of the
         power order, whose power is the order's): one a gone run left going down is this run's to power on
         (PowerControl.take_over), not the leftover check's to boot before its backup shuts it down again."""
-        return (self.s.power_vm_down_before_backup or self.s.cold_snapshot) and not self.skip_power
+        return powers_down(self.s) and not self.skip_power
 
     def _take_over(self, vm: Vm, state: Optional[str] = None) -> None:
         """A VM this backup would shut down, found off (`state`, else asked) with a gone run's power-off marker:
