@@ -145,29 +145,11 @@ def _ghettovcb_folder_disks(shell: Shell, path: str, present: Set[str]) -> Optio
 
 
 def _sizes(shell: Shell, path: str, present: Set[str]) -> Dict[str, int]:
-    """The size of each file of the folder. One that cannot be stat'ed though it is listed, and that nothing
-    names (neither a .vmx nor a .vmdk, nor the .nvram/.vmxf a restore copies: backup_files.side_file), is no
-    part of the backup and passed over: the link old ghettoVCB's RSYNC_LINK left in every backup but the newest
-    (before its 2015 fix, `ln -sf ./<VM>-B <VM>-symlink`, the link pointing at this folder, made `<VM>-B ->
-    ./<VM>-B` in it, a link to itself: "Too many levels of symbolic links"). One the restore reads stays damage
-    (a dangling .nvram link: the restore refuses it, so list, verify and rotation must not call it good)."""
-    sizes = {}  # type: Dict[str, int]
-    unstated = {}  # type: Dict[str, HostError]
-    for rel in present:
-        try:
-            sizes[rel] = shell.file_size(path + "/" + rel)
-        except HostError as err:
-            if rel.lower().endswith((".vmx", ".vmdk")):
-                raise
-            unstated[rel] = err
-    if unstated:  # the .vmx read only then: which of them a restore reads
-        vmx, name = _vmx(shell, path, present), backup_files.top_vmx(present)[0]
-        for key, ext in backup_files.SIDE_FILES:
-            side = backup_files.side_file(shell, path, name, vmx.get(key), ext)
-            rel = side[len(path) + 1:] if side is not None else ""
-            if rel in unstated:
-                raise unstated[rel]
-    return sizes
+    """The size of each file of the folder. `present` holds regular files only (Shell.list_files): a link is
+    no file of the backup, so the one old ghettoVCB's RSYNC_LINK left in every backup but the newest (before
+    its 2015 fix, `ln -sf ./<VM>-B <VM>-symlink`, the link pointing at this folder, made `<VM>-B -> ./<VM>-B`
+    in it, a link to itself) is passed over; one the restore would read is judged by _side_file_unread."""
+    return {rel: shell.file_size(path + "/" + rel) for rel in present}
 
 
 def _vmx(shell: Shell, path: str, present: Set[str]) -> VmxFile:
@@ -188,6 +170,9 @@ def _missing_disk(shell: Shell, path: str, present: Set[str]) -> Optional[Health
     disk after the switch, say in their manifests what they left out. Only the other backups' file names are
     read (an archive's member list, none of its data kept)."""
     vmx = _vmx(shell, path, present)
+    unread = _side_file_unread(shell, path, present, vmx)
+    if unread:
+        return unread
     lacking = [(dev, filename) for dev, _bus, filename in vmx.disk_slots()
                if not (vmx.get(dev + ".mode") or "").lower().startswith("independent")
                and backup_files.disk_in_backup(shell, path, filename) is None]
@@ -208,6 +193,19 @@ def _missing_disk(shell: Shell, path: str, present: Set[str]) -> Optional[Health
                 return Health("incomplete", "ghettoVCB backup: its .vmx names disk %s (%s), which is not in "
                               "the folder, though %s, made before it, holds it: a copy cut short"
                               % (dev, filename, other))
+    return None
+
+
+def _side_file_unread(shell: Shell, path: str, present: Set[str], vmx: VmxFile) -> Optional[Health]:
+    """Damage where the .nvram or .vmxf a restore copies (backup_files.side_file) is there but no regular file
+    (a dangling link, a link, a FIFO): the restore refuses it, so list, verify and rotation must not call the
+    backup good."""
+    name = backup_files.top_vmx(present)[0]
+    for key, ext in backup_files.SIDE_FILES:
+        side = backup_files.side_file(shell, path, name, vmx.get(key), ext)
+        if side is not None and side[len(path) + 1:] not in present:
+            return Health("damaged", "ghettoVCB backup: %s, which a restore copies as the VM's %s, is not a regular "
+                          "file" % (side[len(path) + 1:], ext))
     return None
 
 
