@@ -36,8 +36,6 @@ def esxi(tmp_path, pyz):  # noqa: F811
 # ------------------------------------------------------------------------------------ schedule, CRLF
 
 @ON_ESXISIM
-@pytest.mark.xfail(strict=True, reason="DEFECT 1: `schedule remove` on a local.sh re-saved with CRLF leaves the "
-                                       "crond restart lines and the `# hotvcb-crond end` marker behind")
 def test_remove_after_local_sh_was_resaved_with_crlf_leaves_nothing_of_ours(esxi):
     """The job was installed; later the admin edited /etc/rc.local.d/local.sh on Windows (CRLF). `schedule show`
     now says the block will not survive and advises converting the file; the admin decides to drop the job
@@ -57,8 +55,6 @@ def test_remove_after_local_sh_was_resaved_with_crlf_leaves_nothing_of_ours(esxi
 
 
 @ON_ESXISIM
-@pytest.mark.xfail(strict=True, reason="DEFECT 2: one CR-ended comment line in local.sh makes `schedule show` say "
-                                       "the job does not survive a reboot, which it does")
 def test_show_on_a_local_sh_with_one_crlf_comment_line(esxi):
     """The job is installed (LF local.sh, block above `exit 0`). A colleague later adds a comment line pasted
     from a Windows editor: that one line ends in CR. `schedule show` now says 'survives a reboot: no
