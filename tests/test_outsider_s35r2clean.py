@@ -310,8 +310,6 @@ def test_nbsp_lines_pick_the_exact_vm_first(host):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="DEFECT 4: an -e line `db<NBSP><space>` silently leaves out `db`, not "
-                                       "the VM `db<NBSP>` it left out before the NBSP change")
 def test_exclude_line_with_nbsp_and_a_trailing_space_leaves_out_the_vm_it_names(host):
     """The host has VMs `db` and `db<NBSP>` (the second's name pasted from a web page, NBSP and all). The
     admin's exclude list, pasted the same way, holds `db<NBSP>` followed by an editor's trailing space. Before
