@@ -167,8 +167,6 @@ def test_dry_run_says_being_written_of_a_folder_the_cleanup_then_removes(tmp_pat
 # ---------------------------------------------------------------------------- ghettoVCB.conf `export` lines
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="DEFECT 5: `export VM_BACKUP_VOLUME=/path OTHER_NAME` backs up to "
-                                       "'/path OTHER_NAME', silently; /bin/sh assigned '/path'")
 def test_export_of_an_assignment_and_a_name_takes_the_value_sh_assigned(host):
     """The ghettoVCB.conf an admin brings holds `export VM_BACKUP_VOLUME=/vmfs/volumes/backup/hotvcb
     DISK_BACKUP_FORMAT` (assign one, export another: one line of a shell habit). ghettoVCB `source`d it: /bin/sh
