@@ -8,7 +8,9 @@ from hotvcb.errors import ConfigError
 from . import lazyre
 from .confkeys import Invalid
 
-_LINE = lazyre.compile(r"(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)\Z", re.S)
+_LINE = lazyre.compile(r"(export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)\Z", re.S)
+# what may follow an `export NAME=value`'s value: more names to export, then a `;` or a comment
+_EXPORTED_NAMES = lazyre.compile(r"((?:[ \t]+[A-Za-z_][A-Za-z0-9_]*)*)[ \t]*(?:;.*|(?<=[ \t])#.*)?\Z", re.S)
 _DOUBLE = lazyre.compile(r'"((?:[^"\\]|\\.)*)"(.*)\Z', re.S)
 _DOUBLE_ESCAPE = lazyre.compile(r'\\([\\"$`])')
 _SINGLE = lazyre.compile(r"'([^']*)'(.*)\Z", re.S)
@@ -41,7 +43,40 @@ def entries(path: str, text: str) -> Iterator[Tuple[int, str, str]]:
         if not match:
             allowed = "KEY=value with no spaces around '=', a # comment or a blank line"
             raise ConfigError(path, number, "line", shown(line, "PASSWORD" in line.upper()), allowed)
-        yield number, match.group(1), match.group(2)
+        raw = match.group(3)
+        if match.group(1):
+            raw = _exported_value(path, number, line, raw)
+        yield number, match.group(2), raw
+
+
+def _exported_value(path: str, number: int, line: str, raw: str) -> str:
+    """The value of `export NAME=value NAME2...`, which /bin/sh ends at its first unquoted blank (`export` takes
+    words: the others are names it exports, `DISK_BACKUP_FORMAT` in `export
+    VM_BACKUP_VOLUME=/vmfs/volumes/backup/hotvcb DISK_BACKUP_FORMAT`), with the line's `;...` or comment after
+    it for `unquote`. Taken as written, the backups went to a folder named with the blank and the other name.
+    A second assignment there (`export A=1 B=2`) or a word that is no name is refused, as `export A B=2` is."""
+    end = _word_end(raw)
+    rest = _EXPORTED_NAMES.match(raw, end)
+    if rest is None:
+        allowed = "export NAME=value followed only by names to export, a ';' or a # comment"
+        raise ConfigError(path, number, "line", shown(line, "PASSWORD" in line.upper()), allowed)
+    return raw[:end] + raw[rest.end(1):]
+
+
+def _word_end(raw: str) -> int:
+    """Index of the first unquoted blank or `;` in `raw` (its length if none): where sh ends the first word.
+    A quote left open runs to the end (`unquote` says so)."""
+    i = 0
+    while i < len(raw) and raw[i] not in " \t;":
+        if raw[i] == "\\":
+            i += 1
+        elif raw[i] == "'":
+            i = raw.find("'", i + 1) % (len(raw) + 1)
+        elif raw[i] == '"':
+            quoted = _DOUBLE.match(raw, i)
+            i = quoted.end(1) if quoted else len(raw)
+        i += 1
+    return min(i, len(raw))
 
 
 _EXPANDED = "the shell would have expanded $ or ` here; hotvcb takes it literally"

@@ -212,6 +212,18 @@ class AmbiguousVm(HostError):
         self.name, self.vmids = name, list(vmids)
 
 
+class UnclearLine(AmbiguousVm):
+    """A list line that names no VM as written and could mean more than one as its blanks are dropped
+    (namelist.unclear): a -f line so is failed, not guessed; a -e line is warned of."""
+
+    def __init__(self, option: str, line: str, meant: Sequence[str]):
+        HostError.__init__(self, "the %s list line %r names no VM as written and could mean any of the VMs %s, "
+                                 "whose names differ only in blanks (spaces, no-break spaces): write the VM's name "
+                                 "exactly as it is on the host" % (option, line, ", ".join(repr(m) for m in meant)))
+        self.name = line
+        self.vmids = []  # no VM is named so: no vmid to give
+
+
 class SnapshotError(HostError):
     pass
 

@@ -14,17 +14,22 @@ VM means a VM that silently is not backed up.  But a line is first matched as
 written (`Listed.exact`, `fitted`): on a host with VMs `db` and `db `, the
 line `db ` names `db ` - stripped to `db`, it backed up (or, in `-e`, left
 out) the other VM, and the run said all was well.  The stripped name counts
-only when no VM has the line's exact name.  Only whole lines whose first
+only when no VM has the line's exact name, and then with the fewest blanks dropped first (`_readings`): the
+ASCII ones (space, tab, CR), which were always blanks, before the no-break spaces, which were not. On a host
+with `db` and `db<NBSP>`, the line `db<NBSP><space>` names `db<NBSP>`, as it did before no-break spaces were
+blanks; as it could also mean `db`, it is ambiguous (`unclear`): `-e` warns, `-f` fails that line rather
+than guess which VM to back up.  Only whole lines whose first
 non-blank character is `#` are comments, so `web#2` is a name.
 """
 
 from typing import Collection, List, Optional, Sequence, Tuple
 
 from hotvcb.adminfile import read_text, saved_as_utf16, shown_as
-from hotvcb.errors import UsageError, VmNotFound, did_you_mean
+from hotvcb.errors import UnclearLine, UsageError, VmNotFound, did_you_mean
 from . import lazyre
 
-_BLANKS = " \t\r\u00a0\u202f\u2007\ufeff"
+_ASCII_BLANKS = " \t\r"
+_BLANKS = _ASCII_BLANKS + "\u00a0\u202f\u2007\ufeff"
 _CONTROL = lazyre.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -40,17 +45,60 @@ class Listed(str):
         return listed
 
 
+def _readings(name: str) -> List[str]:
+    """The names a list line may mean, fewest blanks dropped first: as written, less its ASCII blanks, less
+    all its blanks (`_BLANKS`); a name from `-m` (no `Listed`) is taken literally."""
+    if not isinstance(name, Listed):
+        return [name]
+    out = []  # type: List[str]
+    for reading in (name.exact, name.exact.strip(_ASCII_BLANKS), str(name)):
+        if reading not in out:
+            out.append(reading)
+    return out
+
+
+def written(name: str) -> str:
+    """A list line as written (less its line end), a `-m` name as given."""
+    return _readings(name)[0]
+
+
+def _meant(name: str, present: Collection[str]) -> List[str]:
+    """The VMs of `present` the line `name` may name: the one with its very name (blanks and all) alone,
+    else every reading a VM has, fewest blanks dropped first."""
+    readings = _readings(name)
+    if readings[0] in present:
+        return readings[:1]
+    return [r for r in readings[1:] if r in present]
+
+
 def fitted(names: Sequence[str], present: Collection[str]) -> List[str]:
     """The VMs `names` name on a host whose VMs (and templates) are `present`, each once, in order: a list
-    line as written if a VM has that very name, blanks and all, else its stripped name; a name from `-m`
-    (no `Listed`) is taken literally."""
+    line as written if a VM has that very name, blanks and all, else the reading with the fewest blanks
+    dropped that a VM has (`_meant`), else its stripped name (which names no VM: said so by the caller)."""
     out = []  # type: List[str]
     for name in names:
-        exact = name.exact if isinstance(name, Listed) else name
-        chosen = exact if exact in present else str(name)
+        chosen = (_meant(name, present) or [str(name)])[0]
         if chosen not in out:
             out.append(chosen)
     return out
+
+
+def unclear(names: Sequence[str], present: Collection[str]) -> List[Tuple[str, List[str]]]:
+    """(line, the VMs it may name) of each line no VM has the very name of that names two VMs as
+    its blanks are dropped (`db<NBSP><space>` on a host with `db` and `db<NBSP>`): `fitted` takes the first,
+    but the admin may have meant either, and a VM left out (or backed up) by a guess is not said otherwise."""
+    out = []  # type: List[Tuple[str, List[str]]]
+    for name in names:
+        meant = _meant(name, present)
+        if len(meant) > 1:
+            out.append((name, meant))
+    return out
+
+
+def unclear_excluded(exclude: Sequence[str], present: Collection[str]) -> List[str]:
+    """A warning for each `-e` line `unclear` finds, naming the VM it leaves out (`fitted`'s choice)."""
+    return ["%s; it leaves out %r" % (UnclearLine("-e", written(line), meant), meant[0])
+            for line, meant in unclear(exclude, present)]
 
 
 def read_names(path: str, what: str = "VM") -> List[Listed]:

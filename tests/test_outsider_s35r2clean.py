@@ -36,8 +36,6 @@ def esxi(tmp_path, pyz):  # noqa: F811
 # ------------------------------------------------------------------------------------ schedule, CRLF
 
 @ON_ESXISIM
-@pytest.mark.xfail(strict=True, reason="DEFECT 1: `schedule remove` on a local.sh re-saved with CRLF leaves the "
-                                       "crond restart lines and the `# hotvcb-crond end` marker behind")
 def test_remove_after_local_sh_was_resaved_with_crlf_leaves_nothing_of_ours(esxi):
     """The job was installed; later the admin edited /etc/rc.local.d/local.sh on Windows (CRLF). `schedule show`
     now says the block will not survive and advises converting the file; the admin decides to drop the job
@@ -57,8 +55,6 @@ def test_remove_after_local_sh_was_resaved_with_crlf_leaves_nothing_of_ours(esxi
 
 
 @ON_ESXISIM
-@pytest.mark.xfail(strict=True, reason="DEFECT 2: one CR-ended comment line in local.sh makes `schedule show` say "
-                                       "the job does not survive a reboot, which it does")
 def test_show_on_a_local_sh_with_one_crlf_comment_line(esxi):
     """The job is installed (LF local.sh, block above `exit 0`). A colleague later adds a comment line pasted
     from a Windows editor: that one line ends in CR. `schedule show` now says 'survives a reboot: no
@@ -171,8 +167,6 @@ def test_dry_run_says_being_written_of_a_folder_the_cleanup_then_removes(tmp_pat
 # ---------------------------------------------------------------------------- ghettoVCB.conf `export` lines
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="DEFECT 5: `export VM_BACKUP_VOLUME=/path OTHER_NAME` backs up to "
-                                       "'/path OTHER_NAME', silently; /bin/sh assigned '/path'")
 def test_export_of_an_assignment_and_a_name_takes_the_value_sh_assigned(host):
     """The ghettoVCB.conf an admin brings holds `export VM_BACKUP_VOLUME=/vmfs/volumes/backup/hotvcb
     DISK_BACKUP_FORMAT` (assign one, export another: one line of a shell habit). ghettoVCB `source`d it: /bin/sh
@@ -314,8 +308,6 @@ def test_nbsp_lines_pick_the_exact_vm_first(host):
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="DEFECT 4: an -e line `db<NBSP><space>` silently leaves out `db`, not "
-                                       "the VM `db<NBSP>` it left out before the NBSP change")
 def test_exclude_line_with_nbsp_and_a_trailing_space_leaves_out_the_vm_it_names(host):
     """The host has VMs `db` and `db<NBSP>` (the second's name pasted from a web page, NBSP and all). The
     admin's exclude list, pasted the same way, holds `db<NBSP>` followed by an editor's trailing space. Before

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import List, Optional, Sequence, Tuple
 
 from .. import adminfile, config, confkeys, interrupt, mailgate, namelist, schedule
-from ..errors import HostError, HotvcbError, Interrupted, TemplateVm, UsageError, VmNotFound
+from ..errors import HostError, HotvcbError, Interrupted, TemplateVm, UnclearLine, UsageError, VmNotFound
 from ..store import volume
 from ..jobs.ahead import RunStart
 from ..jobs.backup import BackupJob
@@ -188,6 +188,10 @@ def check(args, target: "runtarget.Target") -> List[str]:
         raise HostError("cannot reach the host to check the job: %s" % err) from err
     present = [ref.name for ref in listed if not ref.template]
     templates = {ref.name for ref in listed if ref.template}
+    unclear = [] if names is None else namelist.unclear(names, present + sorted(templates))
+    if unclear:
+        raise UsageError("; ".join(str(UnclearLine("-f", namelist.written(n), meant)) for n, meant in unclear))
+    warnings += namelist.unclear_excluded(exclude, present + sorted(templates))
     exclude = namelist.fitted(exclude, present + sorted(templates))
     names = None if names is None else namelist.fitted(names, present + sorted(templates))
     missing = [n for n in (names or []) if n not in present and n not in exclude]

@@ -334,7 +334,7 @@ def run_show(args) -> int:
             say("  boot block in %s: MISSING" % status.boot_file)
         say("  survives a reboot: %s" % _survives(bool(blocks), status.secure_boot,
                                                     status.boot_file if name in status.unreached else "",
-                                                    status.boot_file if status.windows_ends else ""))
+                                                    status.boot_file, status.windows_ends))
     say("crond: %s" % ("running" if status.crond_running else "NOT running (no job will start)"))
     if status.secure_boot:
         _warn("UEFI Secure Boot is enabled: ESXi does not run %s at boot" % status.boot_file)
@@ -389,14 +389,15 @@ def _quoted(line: str) -> str:
     return schedule.shell_line([line])
 
 
-def _survives(block: bool, secure_boot, below_exit: str, crlf: str = "") -> str:
+def _survives(block: bool, secure_boot, below_exit: str, boot: str, crlf: int) -> str:
     """`below_exit`: the boot file whose `exit` line comes before the block (the shell never reaches it);
-    `crlf`: the boot file, saved with CR LF line ends (sh runs no block of it)."""
+    `crlf`: the first command line of the boot file `boot` with a CR LF end (0: none), which sh does not run
+    as written."""
     if not block:
         return "no (no boot block)"
     if crlf:
-        return "no (%s is saved with Windows (CRLF) line ends, which sh does not run as written; convert it " \
-               "with `%s`)" % (crlf, esxi.crlf_fix(crlf))
+        return "no (%s is saved with Windows (CRLF) line ends: its line %d, a command, ends in a CR, which sh " \
+               "does not run as written; convert it with `%s`)" % (boot, crlf, esxi.crlf_fix(boot))
     if below_exit:
         return "no (the boot block is below an `exit` line of %s, so it never runs; re-run install to move it " \
                "above)" % below_exit

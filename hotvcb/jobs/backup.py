@@ -18,7 +18,8 @@ import threading
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .. import config, confkeys, namelist
-from ..errors import AmbiguousVm, HotvcbError, Interrupted, InvalidVm, TemplateVm, UnnameableVm, VmNotFound
+from ..errors import (AmbiguousVm, HotvcbError, Interrupted, InvalidVm, TemplateVm, UnclearLine, UnnameableVm,
+                      VmNotFound)
 from ..hosts.base import Hypervisor, powered
 from ..localshell import LocalShell
 from ..model import Vm, VmRef, VmResult
@@ -111,8 +112,10 @@ class BackupJob:
             by_name.setdefault(ref.name, []).append(ref)
         known = list(by_name) + list(templates)
         excluded = set(namelist.fitted(exclude, known))
-        wanted = [r.name for r in refs] if names is None else namelist.fitted(names, known)
-        out = []  # type: List[Target]
+        unclear = [] if names is None else namelist.unclear(names, known)
+        out = [UnclearLine("-f", namelist.written(line), meant) for line, meant in unclear]  # type: List[Target]
+        wanted = [r.name for r in refs] if names is None else \
+            namelist.fitted([n for n in names if not any(n is line for line, _ in unclear)], known)
         seen = set()
         for name in wanted:
             if name in seen:
@@ -134,7 +137,7 @@ class BackupJob:
                 out.append(VmNotFound(name, [r.name for r in refs]))
             else:
                 out.append(AmbiguousVm(name, [r.vmid for r in matches]))
-        for warning in namelist.excluding_nothing(exclude, known):
+        for warning in namelist.excluding_nothing(exclude, known) + namelist.unclear_excluded(exclude, known):
             self.log.warning(warning)
         if names is None:
             for name in sorted(set(templates) - excluded):

@@ -32,7 +32,7 @@ from ..pids import alive
 from ..units import whole
 from . import Entry, Job, cron_line, has_marker, job_of, lines_of
 from .localsh import (BUSYBOX_7, BUSYBOX_OLD, CROND_PID, CRONTAB, LOCAL_SH, blocks, job_block, restart_block,
-                      crlf_fix, unreached, windows_line_ends, with_block, without_block, without_restart)
+                      crlf_fix, unreached, windows_line_end, with_block, without_block, without_restart)
 from .tablelock import lock_path, locked
 
 RC_LOCAL = "/etc/rc.local"
@@ -73,7 +73,7 @@ class Status(NamedTuple):
     boot_file: str
     secure_boot: Optional[bool]  # None: could not tell
     unreached: List[str]  # jobs whose boot block lies below an `exit` of the boot file: never run at boot
-    windows_ends: bool = False  # the boot file has CR LF line ends: sh runs none of its blocks (localsh)
+    windows_ends: int = 0  # the boot file's first command line with a CR LF end (localsh): its blocks may not run
 
 
 class EsxiScheduler:
@@ -117,10 +117,11 @@ class EsxiScheduler:
         with locked(lock_path(self.root)):
             crontab = self._read(CRONTAB)
             before = self._read_optional(boot)
-            if windows_line_ends(before):
-                raise HostError("%s is saved with Windows (CRLF) line ends: ESXi's sh reads each line's CR as part "
-                                "of its command, so a boot block there would never put the job back at boot; "
-                                "convert it with `%s` and re-run install" % (boot, crlf_fix(boot)))
+            crlf = windows_line_end(before)
+            if crlf:
+                raise HostError("%s is saved with Windows (CRLF) line ends (line %d, a command, ends in a CR): ESXi's "
+                                "sh reads the CR as part of the command, so a boot block there may never put the job "
+                                "back at boot; convert it with `%s` and re-run install" % (boot, crlf, crlf_fix(boot)))
             written = with_block(before, job.name, job_block(job.name, line), boot, restart_block(self.busybox()))
             try:
                 self._write(boot, written)
@@ -188,7 +189,7 @@ class EsxiScheduler:
         for block, body in blocks(lines).items():
             entries.append(Entry(block, boot, "\n".join(ln.rstrip("\r") for ln in body)))
         return Status(entries, self.crond_running(), boot, self.secure_boot(), unreached(lines),
-                      windows_line_ends(lines))
+                      windows_line_end(lines))
 
     # -- crond ---------------------------------------------------------------
     def crond_pid(self) -> Optional[int]:

@@ -96,14 +96,22 @@ def _block_end(lines: List[str], begin: int, job: str) -> int:
     return end
 
 
+def _bare(ln: str) -> str:
+    """The line as we wrote it: without the CR an editor on Windows added when it re-saved the file. Every
+    test of whether a line is ours goes through it, so `remove` takes out all we wrote from a CRLF file too (a
+    begin marker found and its restart lines and end marker not left the kill and start of crond behind, no
+    longer recognisable as ours); the lines are written back with their own line ends."""
+    return ln[:-1] if ln.endswith("\r") else ln
+
+
 def _is_body(ln: str) -> bool:
     """A line only `job_block` writes (or wrote: the kill and start of a job block of the format before)."""
-    return _restarts(ln) or (ln.startswith("grep -qxF ") and ln.endswith(" >> %s" % CRONTAB))
+    return _restarts(ln) or (_bare(ln).startswith("grep -qxF ") and _bare(ln).endswith(" >> %s" % CRONTAB))
 
 
 def _restarts(ln: str) -> bool:
     """A line of a crond restart we wrote."""
-    return ln == KILL_CROND or ln in ("%s crond" % BUSYBOX_7, "%s crond" % BUSYBOX_OLD)
+    return _bare(ln) in (KILL_CROND, "%s crond" % BUSYBOX_7, "%s crond" % BUSYBOX_OLD)
 
 
 def _migrated(lines: List[str]) -> List[str]:
@@ -129,16 +137,16 @@ def without_restart(lines: List[str]) -> List[str]:
     out = []  # type: List[str]
     i = 0
     while i < len(lines):
-        if not lines[i].startswith(RESTART_TAG + " begin"):
+        if not _bare(lines[i]).startswith(RESTART_TAG + " begin"):
             out.append(lines[i])
             i += 1
             continue
         i += 1
         while i < len(lines) and _restarts(lines[i]):
             i += 1
-        if i < len(lines) and lines[i] == RESTART_TAG + " end":
+        if i < len(lines) and _bare(lines[i]) == RESTART_TAG + " end":
             i += 1
-        if i < len(lines) and lines[i] == "":
+        if i < len(lines) and _bare(lines[i]) == "":
             i += 1
     return out
 
@@ -158,12 +166,19 @@ def blocks(lines: List[str]) -> "dict":
     return out
 
 
-def windows_line_ends(lines: Optional[List[str]]) -> bool:
-    """Whether the boot script was saved with CR LF line ends (edited on Windows): sh takes each line's CR as
-    part of its last word, so `exit 0<CR>` is no number, `#!/bin/sh<CR>` names no shell and a block's
-    `>> .../root<CR>` another file. No block written into it puts a job back at boot (`install` refuses, `show`
-    says so); the scan above, which reads LF-ended lines, is not asked where such a script ends."""
-    return any(ln.endswith("\r") for ln in lines or [])
+def windows_line_end(lines: Optional[List[str]]) -> int:
+    """The number (from 1) of the first line sh reads as code that ends in a CR (the file, or part of it, saved
+    on Windows), 0 when none does: sh takes the CR as part of the line's last word, so `exit 0<CR>` is no number,
+    `#!/bin/sh<CR>` names no shell and a block's `>> .../root<CR>` another file. No block written into such a
+    script is sure to put a job back at boot (`install` refuses, `show` says so, both naming the line); the scan
+    above, which reads LF-ended lines, is not asked where it ends. A CR inside a comment (a comment line pasted
+    from a Windows editor, or a line's trailing `# ...`) is skipped with the comment: it changes nothing, and
+    calling the whole file CRLF for it made `show` say a job was lost at reboot that came back. Line 1 counts
+    whatever it is: `#!` there names the interpreter."""
+    for number, ln in enumerate(lines or [], 1):
+        if ln.endswith("\r") and (number == 1 or not _COMMENT.search(_QUOTED.sub("''", ln))):
+            return number
+    return 0
 
 
 def crlf_fix(path: str) -> str:
@@ -254,7 +269,7 @@ def without_block(lines: List[str], job: str) -> List[str]:
         m = _MARK.match(lines[i])
         if m and m.group(2) == "begin" and m.group(1) == job:
             i = _block_end(lines, i, job)
-            if i < len(lines) and lines[i] == "":
+            if i < len(lines) and _bare(lines[i]) == "":
                 i += 1
             continue
         out.append(lines[i])
