@@ -265,8 +265,6 @@ def _repo_record(site):
     return real, rec
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 5: a repository record edited to list no disks passes verify and "
-                   "status and the restore's dry run; the restore itself fails")
 def test_a_repository_record_without_disks_is_damaged_for_every_command(site):
     """The repository's snapshot record of web's backup is edited (`"disks": []`: a careless script, a
     restore of the record from an older copy). `hotvcb verify --repo` says OK, exit 0; `status` is OK
