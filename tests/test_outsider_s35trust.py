@@ -288,8 +288,6 @@ def test_a_repository_record_without_disks_is_damaged_for_every_command(site):
     assert d.returncode != 0, out(d)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 6: restore's dry run of a repository backup whose pack is gone says "
-                   "'every check passed' (exit 0), where verify, status and the restore fail it")
 def test_the_restore_dry_run_of_a_repository_backup_missing_a_pack_refuses_it(site):
     """A half-finished copy of the repository lacks one pack of web's only backup. `verify --repo` says
     DAMAGED ("chunk ... in no pack: missing from the repository"), exit 4; `status` is CRIT ("needs chunk ...,
