@@ -265,8 +265,6 @@ def _repo_record(site):
     return real, rec
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 5: a repository record edited to list no disks passes verify and "
-                   "status and the restore's dry run; the restore itself fails")
 def test_a_repository_record_without_disks_is_damaged_for_every_command(site):
     """The repository's snapshot record of web's backup is edited (`"disks": []`: a careless script, a
     restore of the record from an older copy). `hotvcb verify --repo` says OK, exit 0; `status` is OK
@@ -290,8 +288,6 @@ def test_a_repository_record_without_disks_is_damaged_for_every_command(site):
     assert d.returncode != 0, out(d)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 6: restore's dry run of a repository backup whose pack is gone says "
-                   "'every check passed' (exit 0), where verify, status and the restore fail it")
 def test_the_restore_dry_run_of_a_repository_backup_missing_a_pack_refuses_it(site):
     """A half-finished copy of the repository lacks one pack of web's only backup. `verify --repo` says
     DAMAGED ("chunk ... in no pack: missing from the repository"), exit 4; `status` is CRIT ("needs chunk ...,

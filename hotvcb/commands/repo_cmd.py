@@ -31,7 +31,7 @@ from ..repo.reader import Where, read_file, restore_disk, whole_or_nothing
 from ..repo.records import Snapshot, Unreadable, dated_ahead, machines
 from ..repo.repository import SNAPSHOTS, Repository, open_path
 from ..repo.settle import Say
-from ..repo.verify import verify
+from ..repo.verify import check_backup, verify
 from ..thishost import known_this_host, this_host
 from ..store import layout
 from ..units import PAGE, human_size, in_pages, need_and_free
@@ -198,6 +198,16 @@ def restored_room(repo: Repository, snap: Snapshot, disk_format: str) -> int:
     return thick + PAGE * (2 * len(snap.disks) + OWN_FILES)
 
 
+def check_restorable(repo: Repository, snap: Snapshot, say: Say) -> None:
+    """RepoError naming what a restore of `snap` would fail on (verify.check_backup: each chunk it needs read
+    and hash-checked), for a dry run, which must refuse what the restore will (docs/restore.md section 3)."""
+    problems = check_backup(repo, snap, say)
+    if problems:
+        more = len(problems) - 1
+        raise RepoError("the restore would fail: %s%s" % (problems[0], " (and %d more problem(s); hotvcb verify "
+                                                          "--repo names them)" % more if more else ""))
+
+
 def _no_parent(to: str, parent: str) -> str:
     """Why `parent` is no folder to restore into: a file in the way is named as such (a mistyped path
     through a disk image), so the admin is not sent checking mounts that are fine."""
@@ -240,6 +250,7 @@ def restore(path: str, ident: str, to: str, log, latest: str = "", dry_run: bool
     if dry_run:
         if work not in swept and os.path.lexists(work):  # what records.claim refuses in the real run
             raise RepoError(_restoring_taken(work, to))
+        check_restorable(repo, snap, log.info)
         _dry_run(path, snap, to, needed, free, log)
         return 0
 

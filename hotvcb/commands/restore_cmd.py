@@ -288,6 +288,7 @@ def _restore(job: RestoreJob, req: RestoreRequest, log, dry_run: bool,
         needed = repo_cmd.staging_room(repo, snap, req.disk_format)
         restore_room.check_staging_room(req, final, "the backup staged", needed, free)
         if dry_run:
+            repo_cmd.check_restorable(repo, snap, log.info)
             log.dryrun("RESTORE: %s from the repository %s to %s as %s%s (staged on the target datastore, then "
                        "restored as a folder backup)" % (snap, req.repo, req.target, req.disk_format,
                                                           ", named " + req.new_name if req.new_name else ""))

@@ -6,7 +6,8 @@ chunk hash-checked as it is read; its record beside it, so a killed restore's sc
 by the next KVM restore into DIR or `hotvcb cleanup --kvm DIR`), restored from there as any backup
 folder is (jobs/restore_kvm.py), and the scratch removed whatever happens. Room for both is checked
 before anything is written; a dry run stages nothing, and refuses what the real run would refuse once
-staged (a name that cannot be a VM's, a leftover `VM.hotvcb-restoring` its sweep would not remove).
+staged (a name that cannot be a VM's, a leftover `VM.hotvcb-restoring` its sweep would not remove) or
+while staging (a chunk missing or damaged: repo_cmd.check_restorable reads each one the backup needs).
 """
 
 import dataclasses
@@ -50,6 +51,7 @@ def restore(path: str, ident: str, latest: str, req: KvmRequest, log, dry_run: b
                               "only %s free" % ((snap, req.target) + need_and_free(needed, free)))
     if dry_run:
         _dry_sweep(req.target, req.name or snap.vm, log)
+        repo_cmd.check_restorable(repo, snap, log.info)
         log.dryrun("RESTORE: %s from the repository %s to KVM in %s as %s%s (staged there first, every chunk "
                    "hash-checked, then converted)" % (snap, path, req.target, req.fmt,
                                                       ", named " + req.name if req.name else ""))

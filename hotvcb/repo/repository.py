@@ -36,6 +36,9 @@ def _check_record(data: Dict[str, Any], snap_id: str) -> None:
     utc = data.get("utc", 0)  # Python's json takes NaN and -Infinity (no JSON): neither newer nor older than any
     need(isinstance(utc, (int, float)) and not isinstance(utc, bool) and math.isfinite(utc), "utc")
     need(isinstance(data["disks"], list) and isinstance(data["files"], list), "disks or files")
+    # a backup holds at least one disk (a VM with none to copy fails "nothing to back up", recording nothing):
+    # one with none restored nothing, where verify, status and the restore's dry run had called it good
+    need(bool(data["disks"]), "disks (none listed)")
     for n, d in enumerate(data["disks"]):
         need(isinstance(d, dict) and all(isinstance(d.get(k), str) for k in ("name", "index", "index_sha256"))
              and all(isinstance(d.get(k), int) for k in ("size", "chunks", "new_chunks", "new_bytes")), "disk entry")

@@ -172,10 +172,10 @@ def _read_pack(repo: Repository, info: ObjectInfo, users: Dict[bytes, List[Snaps
     except NotFound as err:
         found.gone[info.name] = Gone(str(err), found.tables.get(info.name))
         return
-    found.bad[info.name] = chunks
+    found.bad[info.name] = [chunk.digest for chunk in chunks]
     if (chunks or not bad) and not report.marker_error:
         try:  # a marker only spares --new a re-read or a backup a bad chunk: failing never hides what was found
-            _mark(repo, info.name, chunks)
+            _mark(repo, info.name, found.bad[info.name])
         except RepoError as err:
             report.marker_error = str(err)
 
@@ -205,6 +205,59 @@ def _report_gone(found: Found, marked: Set[str], report: VerifyReport) -> None:
     for name, pack in sorted(found.gone.items()):
         if name not in marked and (pack.table is None or any(b.digest not in sound for b in pack.table)):
             report.problems.append("%s; it may hold chunks of any backup" % pack.why)
+
+
+def check_backup(repo: Repository, snap: Snapshot, say: Say = silent) -> List[str]:
+    """What a restore of `snap` would meet, found as verify finds it and nothing written (a restore's dry run,
+    docs/restore.md section 3: it said "every check passed" of a backup whose pack was gone, which verify,
+    status and the restore failed): its indexes and small files as recorded, each pack holding a chunk it
+    needs read whole and every chunk hash-checked, a chunk in no pack looked for as verify does (`say`: a
+    wait on a lagging listing). Only what hurts this backup counts: a bad chunk of another in a pack they
+    share, or a pack's table that does not read while its chunks lie elsewhere too, the restore reads past."""
+    try:
+        users = repo.references([snap])
+    except RepoError as err:  # IndexUnreadable: it names the backup
+        return [str(err)]
+    scratch = VerifyReport()  # verify's findings in those packs, of which only this backup's chunks count
+    packs = repo.objects(PACKS)
+    found = Found({}, {}, {})
+    tables = VerifyReport()  # the packs whose table does not read: why a chunk is in none
+    _read_tables(repo, packs, found.tables, found.gone, tables)
+    files = VerifyReport()
+    _check_files([snap], found.tables, files)
+    bad = _read_needed(repo, packs, users, found, scratch)
+    seen = {info.name for info in packs}
+
+    def relist() -> None:
+        _relist(repo, users, found, seen, set(), lambda msg: None, scratch)
+    if found.gone:
+        relist()
+    lacking = _lacking(users, found, relist, Settle(repo, say))
+    sound = {blob.digest for name, blobs in found.tables.items() if name not in found.gone for blob in blobs
+             if blob.digest not in found.bad.get(name, ())}
+    unsound = [str(chunk) for digest, chunk in sorted(bad.items()) if digest not in sound]  # no good copy left
+    why = "missing from the repository%s" % (" (unreadable: %s)" % "; ".join(tables.problems) if tables.problems
+                                             else "")
+    return files.problems + unsound + [str(BadChunk(digest, "", why, users[digest])) for digest in lacking]
+
+
+def _read_needed(repo: Repository, packs: List[ObjectInfo], users: Dict[bytes, List[Snapshot]], found: Found,
+                 report: VerifyReport) -> Dict[bytes, BadChunk]:
+    """Each pack holding a chunk in `users` read whole (_check_pack) into `found`, nothing marked (a dry run
+    writes nothing): the chunks found bad, by digest."""
+    bad = {}  # type: Dict[bytes, BadChunk]
+    for info in packs:
+        if info.name in found.gone or not any(blob.digest in users for blob in found.tables.get(info.name, ())):
+            continue
+        interrupt.raise_pending()
+        try:
+            chunks = _check_pack(repo, info, users, report)[1]
+        except NotFound as err:
+            found.gone[info.name] = Gone(str(err), found.tables.get(info.name))
+            continue
+        found.bad[info.name] = [chunk.digest for chunk in chunks]
+        bad.update((chunk.digest, chunk) for chunk in chunks)
+    return bad
 
 
 def _lacking(users: Dict[bytes, List[Snapshot]], found: Found, relist: Callable[[], None], settle: Settle
@@ -255,7 +308,7 @@ def _choose(repo: Repository, packs: List[ObjectInfo], mode: str, share: float, 
 
 
 def _check_pack(repo: Repository, info: ObjectInfo, users: Dict[bytes, List[Snapshot]],
-                report: VerifyReport) -> Tuple[bool, List[bytes]]:
+                report: VerifyReport) -> Tuple[bool, List[BadChunk]]:
     """Read one pack whole; (whether something in it is bad, the chunks found bad), each reported. NotFound:
     the pack went since it was listed (for the caller to judge)."""
     report.packs_read += 1
@@ -270,7 +323,7 @@ def _check_pack(repo: Repository, info: ObjectInfo, users: Dict[bytes, List[Snap
     except RepoError as err:
         report.problems.append("%s; it may hold chunks of any backup" % err)
         return True, []
-    bad = []  # type: List[bytes]
+    bad = []  # type: List[BadChunk]
     for blob in blobs:
         report.chunks_read += 1
         try:
@@ -279,8 +332,8 @@ def _check_pack(repo: Repository, info: ObjectInfo, users: Dict[bytes, List[Snap
                 raise RepoError("lies outside its pack")
             codec.decode(blob.method, stored, blob.raw_len, blob.digest)
         except RepoError as err:
-            bad.append(blob.digest)
-            report.problems.append(str(BadChunk(blob.digest, info.name, str(err), users.get(blob.digest, []))))
+            bad.append(BadChunk(blob.digest, info.name, str(err), users.get(blob.digest, [])))
+            report.problems.append(str(bad[-1]))
     if not bad:  # damage outside any chunk (the header, bytes between blobs); the chunks themselves read fine
         try:
             if pack_version(data, info.name) == 1:
