@@ -1,7 +1,7 @@
 """`hotvcb cleanup` (and a run's sweep before its first VM): every leftover of a dead run on the host, VM by VM, undone
 as leftovers.py, snapshot_asked.py and partials.py say."""
 
-from typing import Mapping, NamedTuple
+from typing import List, Mapping, NamedTuple
 
 from ..errors import HotvcbError, VmStopped
 from ..hosts.base import Hypervisor
@@ -15,6 +15,7 @@ from .snapshot_asked import await_snapshot, snapshot_marker
 class HostCleanup(NamedTuple):
     found: int  # leftovers removed (a dry run's: found)
     complete: bool  # no VM's cleanup failed: the dead runs' record may go (HostLock.sweep_done)
+    undecided: int  # a dry run's `-partial` folders it cannot tell about (partials.remove_partials): not in found
 
 
 def _kept_for(host: Hypervisor, path: str, dead: Mapping[str, float]) -> bool:
@@ -35,26 +36,27 @@ def cleanup_host(host: Hypervisor, volume: str, log, run: RunId, dry_run: bool =
     going down, or its snapshot request is younger than `snapshot_wait`; no process runs it: VmStopped, named in a
     warning, its dead runs' `-partial` folders removed): a dead run whose pid cannot tell is known dead only by
     the record the callers keep then, and without it the next cleanup would keep what it left for good."""
-    count, complete = 0, True
+    count, complete, undecided = 0, True, []  # type: int, bool, List[str]
     for ref in host.list_vms():
         try:
             try:
                 vm = host.load_vm(ref)
             except VmStopped as err:  # no process runs it: nothing of a running VM to undo, every night it stays down
                 log.warning("%s: not looked at: %s" % (ref.name, err))
-                count += remove_partials(host.shell, volume, ref.name, log, run, dry_run, dead=dead)
+                count += remove_partials(host.shell, volume, ref.name, log, run, dry_run, dead=dead,
+                                         undecided=undecided)
                 complete = False  # a dead run's snapshot of it, if any, is judged once it runs again
                 continue
             snaps = host.snapshots(vm)
             count += remove_our_snapshots(host, vm, log, run, dry_run, snaps, dead)
             count += int(await_snapshot(host, vm, log, run, snaps, snapshot_wait, dry_run, dead, patient=False))
             count += int(restore_power(host, vm, log, run, dry_run, dead))
-            count += remove_partials(host.shell, volume, ref.name, log, run, dry_run, dead=dead)
-            count += _partials_elsewhere(host, vm, volume, log, run, dry_run, dead)
+            count += remove_partials(host.shell, volume, ref.name, log, run, dry_run, dead=dead, undecided=undecided)
+            count += _partials_elsewhere(host, vm, volume, log, run, dry_run, dead, undecided)
             if dead and not dry_run and any(_kept_for(host, path, dead) for path in (power_marker(vm),
                                                                                      snapshot_marker(vm))):
                 complete = False
         except HotvcbError as err:
             log.error("%s: cleanup failed: %s" % (ref.name, err))
             complete = False
-    return HostCleanup(count, complete)
+    return HostCleanup(count, complete, len(undecided))
