@@ -6,7 +6,6 @@ rule under the titles, numbers and booleans right-aligned (esxcli's table format
 import sys
 
 from . import faults, versions
-from .host import NotFound
 
 
 def out(text):
@@ -105,11 +104,11 @@ def main(host, args):
         return 0
     if cmd == "storage nfs remove":
         name = opts.get("v") or opts.get("volume-name")
-        try:
-            host.remove_datastore(name)
-        except (NotFound, TypeError):
+        ds = host.datastore_by_name(name) if name else None
+        if not ds or ds["type"] != "NFS":  # NAS volumes only: a VMFS volume's name is no NFS volume's
             out("Error performing operation: NFS Error: Unable to Unmount filesystem: Volume not found\n")  # guess
             return 1
+        host.remove_datastore(name)
         return 0
     if cmd == "system module load":
         name = opts.get("m") or opts.get("module")

@@ -204,6 +204,20 @@ class Host:
         with self.store.edit() as s:
             del s["datastores"][name]
 
+    def vms_on(self, name):
+        """The registered VMs with a file (their .vmx, a disk) on datastore `name`: what makes hostd refuse to
+        remove a VMFS datastore (RemoveDatastore: ResourceInUse), where remove_datastore would delete them."""
+        found = []
+        for vmid, v in self.vms().items():
+            paths = [v["vmx"]]
+            try:
+                paths += [path for _node, path, _mode in self.vm_disks(vmid)]
+            except (NotFound, OSError, KeyError):
+                pass  # unregistered since, or its .vmx unreadable: its home still counts
+            if any(self.ds_of_path(path)[0] == name for path in paths):
+                found.append(vmid)
+        return found
+
     def ds_dir(self, name):
         return self.store.p("vmfs", "volumes", self.datastore_by_name(name)["uuid"])
 

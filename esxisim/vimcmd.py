@@ -612,6 +612,13 @@ def datastore(host, verb, rest):
     if verb == "destroy":
         if not rest:
             return usage("destroy")
+        ds = host.datastore_by_name(rest[0])
+        if ds and ds["type"] != "NFS" and host.vms_on(rest[0]):
+            # RemoveDatastore's ResourceInUse (vSphere API); msg as the vSphere client shows it (guess for
+            # vim-cmd's block: docs/esxisim.md, "Removing a datastore")
+            out(_fault(host, "vim.fault.ResourceInUse", "The resource '%s' is in use." % rest[0],
+                       [("name", '"%s"' % rest[0])]))
+            return faults.FAULT_EXIT
         try:
             host.remove_datastore(rest[0])
         except NotFound:

@@ -61,7 +61,7 @@ def run(args) -> int:
             lock.sweep_done()
     finally:
         lock.release()
-    return _summary(args, log, n, before)
+    return _summary(args, log, n, before, swept.undecided)
 
 
 def _gone_here(shell) -> List[str]:
@@ -87,11 +87,15 @@ def _kvm(args) -> int:
     return _summary(args, log, n, 0)
 
 
-def _summary(args, log, n: int, before: int) -> int:
+def _summary(args, log, n: int, before: int, undecided: int = 0) -> int:
+    """The last line: what was removed (found), failed, and what a dry run could not tell about (`undecided`:
+    counted as found, and said apart: the real cleanup may remove it, so "0 found" would promise nothing is
+    there, and a wrapper reading the count would miss it)."""
     # a VM's cleanup, a folder, a condemned backup's removal: each named on its error line
     failed = sum(" -- error: " in line for line in log.lines[before:])
-    line, code = log.account("cleanup: %d leftover(s) %s%s" % (
-        n, "found" if args.level == "dryrun" else "removed",
+    line, code = log.account("cleanup: %d leftover(s) %s%s%s" % (
+        n + undecided, "found" if args.level == "dryrun" else "removed",
+        ", %d of them undecided: run `hotvcb cleanup`" % undecided if undecided else "",
         ", %d failed (see above), left for the next cleanup" % failed if failed else ""), 1 if failed else 0)
     log.info(line)  # a cleanup whose log could not be written everywhere exits 9, as a backup does
     return log.account(line, code)[1]  # this line may be the first to meet a closed stdout

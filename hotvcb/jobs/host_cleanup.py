@@ -1,7 +1,7 @@
 """`hotvcb cleanup` (and a run's sweep before its first VM): every leftover of a dead run on the host, VM by VM, undone
 as leftovers.py, snapshot_asked.py and partials.py say, then those of VMs the host no longer has."""
 
-from typing import Callable, Mapping, NamedTuple, Set
+from typing import Callable, List, Mapping, NamedTuple, Set
 
 from ..errors import HotvcbError, VmStopped
 from ..hosts.base import Hypervisor
@@ -17,6 +17,7 @@ from .snapshot_asked import await_snapshot, snapshot_marker
 class HostCleanup(NamedTuple):
     found: int  # leftovers removed (a dry run's: found)
     complete: bool  # no VM's cleanup failed: the dead runs' record may go (HostLock.sweep_done)
+    undecided: int  # a dry run's `-partial` folders it cannot tell about (partials.remove_partials): not in found
 
 
 def _kept_for(host: Hypervisor, path: str, dead: Mapping[str, float]) -> bool:
@@ -40,7 +41,7 @@ def cleanup_host(host: Hypervisor, volume: str, log, run: RunId, dry_run: bool =
     the record the callers keep then, and without it the next cleanup would keep what it left for good.
     `own_power`: whether a backup run's sweep leaves the VM to that run, which shuts it down itself (a VM a gone run
     left going down is taken over, PowerControl.take_over: not booted here only to be shut down again)."""
-    count, complete = 0, True
+    count, complete, undecided = 0, True, []  # type: int, bool, List[str]
     refs = host.list_vms()
     for ref in refs:
         try:
@@ -48,7 +49,8 @@ def cleanup_host(host: Hypervisor, volume: str, log, run: RunId, dry_run: bool =
                 vm = host.load_vm(ref)
             except VmStopped as err:  # no process runs it: nothing of a running VM to undo, every night it stays down
                 log.warning("%s: not looked at: %s" % (ref.name, err))
-                count += remove_partials(host.shell, volume, ref.name, log, run, dry_run, dead=dead)
+                count += remove_partials(host.shell, volume, ref.name, log, run, dry_run, dead=dead,
+                                         undecided=undecided)
                 complete = False  # a dead run's snapshot of it, if any, is judged once it runs again
                 continue
             snaps = host.snapshots(vm)
@@ -57,8 +59,8 @@ def cleanup_host(host: Hypervisor, volume: str, log, run: RunId, dry_run: bool =
             owned = own_power(ref)
             if not owned:
                 count += int(restore_power(host, vm, log, run, dry_run, dead))
-            count += remove_partials(host.shell, volume, ref.name, log, run, dry_run, dead=dead)
-            count += _partials_elsewhere(host, vm, volume, log, run, dry_run, dead)
+            count += remove_partials(host.shell, volume, ref.name, log, run, dry_run, dead=dead, undecided=undecided)
+            count += _partials_elsewhere(host, vm, volume, log, run, dry_run, dead, undecided)
             kept = [snapshot_marker(vm)] + ([] if owned else [power_marker(vm)])
             if dead and not dry_run and any(_kept_for(host, path, dead) for path in kept):
                 complete = False
@@ -66,15 +68,15 @@ def cleanup_host(host: Hypervisor, volume: str, log, run: RunId, dry_run: bool =
             log.error("%s: cleanup failed: %s" % (ref.name, err))
             complete = False
     try:
-        count += _gone_vms(host, volume, {ref.name for ref in refs}, log, run, dry_run, dead)
+        count += _gone_vms(host, volume, {ref.name for ref in refs}, log, run, dry_run, dead, undecided)
     except HotvcbError as err:
         log.error("cleanup of VMs the host no longer has failed: %s" % err)
         complete = False
-    return HostCleanup(count, complete)
+    return HostCleanup(count, complete, len(undecided))
 
 
 def _gone_vms(host: Hypervisor, volume: str, known: Set[str], log, run: RunId, dry_run: bool,
-              dead: Mapping[str, float]) -> int:
+              dead: Mapping[str, float], undecided: List[str]) -> int:
     """What dead runs left of VMs the host no longer has (deleted, unregistered, renamed since), which the walk
     over its VMs never meets: `-partial` folders in their folders on the backup volume (removed by the rules
     every partial is, its run provably dead: a backup volume other hosts share keeps theirs), and what the
@@ -82,7 +84,7 @@ def _gone_vms(host: Hypervisor, volume: str, known: Set[str], log, run: RunId, d
     count = 0
     for name in layout.vm_names(host.shell, volume):
         if name not in known:
-            count += remove_partials(host.shell, volume, name, log, run, dry_run, dead=dead)
+            count += remove_partials(host.shell, volume, name, log, run, dry_run, dead=dead, undecided=undecided)
     for path in host.kept_for_gone(known):
         count += 1
         if dry_run:

@@ -89,6 +89,11 @@ def volume_age(shell: Shell, path: str, folder: str, run: RunId, dry_run: bool =
 
 def unprobed_doubt(age: Optional[float], within: float) -> bool:
     """Whether a dry run's volume_age (status, `-d dryrun`: by this machine's clock, no probe having read the
-    volume's) is past `within` but short of UNPROBED_STALE: it may be a live writer's on a volume whose clock
-    lags ours -- cannot tell (the real cleanup probes and tells), never stale."""
-    return age is not None and within <= age < UNPROBED_STALE
+    volume's) cannot tell fresh from stale by `within`: the volume's clock may be off ours either way by as
+    much as UNPROBED_STALE allows for a lag (UNPROBED_STALE - within), so only an age past UNPROBED_STALE is
+    stale beyond doubt and only one fresh even on a volume that far ahead (below within - that) is fresh beyond
+    doubt. In between it may be a live writer's on a lagging volume or a dead one's on a volume ahead (a stamp
+    of 3 minutes ago by a NAS 10 minutes ahead reads "3 minutes in the future" here) -- cannot tell (the real
+    cleanup probes and tells)."""
+    skew = UNPROBED_STALE - within
+    return age is not None and within - skew <= age < UNPROBED_STALE

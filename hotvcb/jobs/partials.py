@@ -54,15 +54,15 @@ def marked_volume(host: Hypervisor, vm, log) -> Optional[str]:
 
 
 def _partials_elsewhere(host: Hypervisor, vm, volume: str, log, run: RunId, dry_run: bool,
-                        dead: Mapping[str, float]) -> int:
+                        dead: Mapping[str, float], undecided: Optional[List[str]] = None) -> int:
     """The dead runs' `-partial` folders of the VM in the volume its marker names (marked_volume), and the
-    marker once none is left there."""
+    marker once none is left there (`undecided` as remove_partials')."""
     elsewhere = marked_volume(host, vm, log)
     if elsewhere is None:
         return 0
     found = 0
     if elsewhere.rstrip("/") != volume.rstrip("/"):
-        found = remove_partials(host.shell, elsewhere, vm.name, log, run, dry_run, dead=dead)
+        found = remove_partials(host.shell, elsewhere, vm.name, log, run, dry_run, dead=dead, undecided=undecided)
         if dry_run or any(b.status == "partial" for b in layout.list_backups(host.shell, elsewhere, vm.name)):
             return found
     clear_volume_mark(host, vm)
@@ -70,10 +70,13 @@ def _partials_elsewhere(host: Hypervisor, vm, volume: str, log, run: RunId, dry_
 
 
 def remove_partials(shell: Shell, volume: str, vm_name: str, log, run: RunId, dry_run: bool = False,
-                    finish: Optional[Callable[[str], None]] = None, dead: Mapping[str, float] = NONE_DEAD) -> int:
+                    finish: Optional[Callable[[str], None]] = None, dead: Mapping[str, float] = NONE_DEAD,
+                    undecided: Optional[List[str]] = None) -> int:
     """Delete the -partial folders (and temp archives) of dead runs, and finish the removals of
     `-deleting` entries (by `finish`, else at once: rotation.finish_deleting); call only under the
-    host lock. How many leftovers there were (a refused removal not counted)."""
+    host lock. How many leftovers there were (a refused removal not counted). A dry run's folders it cannot
+    tell about (partial_dead: None) go to `undecided`: the cleanup's summary counts them, or its "0 found"
+    would say there is nothing where the real cleanup may remove them."""
     shell = ScannedShell(shell, layout.vm_root(volume, vm_name))  # one look at the VM's folder
     removed = 0
     for b in layout.list_backups(shell, volume, vm_name):
@@ -81,9 +84,11 @@ def remove_partials(shell: Shell, volume: str, vm_name: str, log, run: RunId, dr
             continue
         died = partial_dead(shell, b.path, run, dead, dry_run=dry_run)
         if died is None:
-            log.info("%s: %s of %s: cannot tell whether its run died (untouched for a while by this machine's "
-                     "clock; no clock probe in a read-only run: the volume's may lag); `hotvcb cleanup` tells"
+            log.info("%s: %s of %s: cannot tell whether its run died (no clock probe in a read-only run, and "
+                     "the volume's clock may be off this machine's); `hotvcb cleanup` tells"
                      % (vm_name, b.path, owner_of(shell, b.path)))
+            if undecided is not None:
+                undecided.append(b.path)
             continue
         if not died:
             log.info("%s: %s is being written by %s; leaving it" % (vm_name, b.path, owner_of(shell, b.path)))

@@ -212,17 +212,17 @@ def _heartbeat_fresh(shell: Shell, root: str, entry: str, owner: RunId, me: RunI
                      dry_run: bool) -> Optional[float]:
     """None when the record's pid is proof enough (`by_pid`: it told, and its host id is ours) or its
     heartbeat is stale; else the seconds since it was touched (0 where it is dated ahead: cannot tell, kept).
-    A dry run's age is by this machine's clock (volume_age: no probe written into the target): stale only
-    past ownership.UNPROBED_STALE, the datastore's clock may lag ours (unprobed_doubt)."""
+    A dry run's age is by this machine's clock (volume_age: no probe written into the target): what it cannot
+    tell (unprobed_doubt: the datastore's clock may be off ours either way) is kept, as a fresh one."""
     if by_pid and owner.host and owner.host == me.host:
         return None
     try:
         age = volume_age(shell, root + "/" + entry, root, me, dry_run)
     except HostError:
         age = 0.0  # cannot tell: not stale
-    if dry_run and unprobed_doubt(age, STALE_AFTER):
-        return age
-    return None if heartbeat(age, STALE_AFTER) is False else max(0.0, age or 0.0)
+    if heartbeat(age, STALE_AFTER) is False and not (dry_run and unprobed_doubt(age, STALE_AFTER)):
+        return None
+    return max(0.0, age or 0.0)
 
 
 def _seen_dead(shell: Shell, record: str, text: str, folder: str) -> Optional[bool]:
