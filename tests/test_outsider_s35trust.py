@@ -180,8 +180,6 @@ def test_a_compressed_backup_killed_at_its_seal_is_no_good_backup_to_any_command
 
 
 # -- defects ----------------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="DEFECT 1: a sealed backup with a second .vmx beside its own (`web (1).vmx`) "
-                   "is good to list, verify and status, but every restore refuses it")
 def test_a_second_vmx_in_a_sealed_backup_is_judged_alike_by_all(site):
     """A careless admin (or a file manager's "keep both") leaves `web (1).vmx` in last night's sealed backup.
     `hotvcb list` shows it good, `hotvcb verify` says "OK ... note: web (1).vmx is not in the manifest",
@@ -200,8 +198,6 @@ def test_a_second_vmx_in_a_sealed_backup_is_judged_alike_by_all(site):
     assert (s.returncode == 0) == restorable, (out(s), out(d))
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 2: rotation counts a backup no restore accepts (a second .vmx in it) "
-                   "as good and deletes the older, restorable one")
 def test_rotation_keeps_count_restorable_backups_when_the_newer_one_has_a_second_vmx(site):
     """VM_BACKUP_ROTATION_COUNT=2, two backups A (older) and B (newer); B got a stray `web (1).vmx`, so no
     restore accepts it (see DEFECT 1). The next nightly run keeps B and its own new backup and deletes A:

@@ -48,7 +48,7 @@ def machine_of(fs: FileReader, folder: str, disk_bus: Optional[str] = None,
                nic_model: Optional[str] = None) -> Found:
     """The VM the folder holds; ConvertError if it holds none we can read."""
     entries = [e for e in fs.listdir(folder) if not e.startswith(".")]
-    vmxs = [e for e in entries if e.lower().endswith(".vmx")]
+    vmxs = backup_files.own_vmx(entries, manifest.readable(fs, folder))
     if DOMAIN_XML in entries:
         return _from_xml(fs, folder, DOMAIN_XML, "libvirt")
     if len(vmxs) == 1:

@@ -27,7 +27,7 @@ from it).
 """
 
 from dataclasses import dataclass, field
-from typing import AbstractSet, Callable, List, Optional, Set, Tuple
+from typing import AbstractSet, Any, Callable, Dict, List, Optional, Set, Tuple
 
 from .. import vmdk, vmdknames
 from ..errors import HostError, HotvcbError
@@ -157,7 +157,8 @@ class Planner:
         """
         warnings = []  # type: List[str]
         entries = fs.listdir(backup)
-        vmxs = [f for f in entries if f.lower().endswith(".vmx") and not f.startswith(".")]
+        recorded = manifest.readable(fs, backup)
+        vmxs = backup_files.own_vmx(entries, recorded)
         if len(vmxs) != 1:
             raise RestoreError("%s holds %d .vmx files, expected 1%s" % (self.req.backup, len(vmxs),
                                                                         _backups_within(self.req.backup, entries)))
@@ -267,7 +268,7 @@ class Planner:
             warnings.append("%s: %s" % (name, said))
         plan.copy = self.req.new_name is not None and self.req.new_name != original
         folders = {f for f in (layout.datastore_folder(original or ""), vmxs[0][: -len(".vmx")]) if f}
-        source = self._source_folder(fs, backup)
+        source = self._source_folder(recorded)
         for warning in answer_moved_or_copied(vmx, plan.copy, put, folders, source, self.shell):
             warnings.append("%s: %s" % (name, warning))
         plan.vmx_text = vmx.text()
@@ -366,15 +367,16 @@ class Planner:
             name = (layout.vm_of_folder(m.group(1)) or m.group(1)) if m else folder_name
         return name
 
-    def _source_folder(self, fs: FileReader, backup: str) -> Optional[str]:
-        """The folder the backed-up VM lived in, by the host's full path, where the backup's manifest says
-        (`source_vmx`; a ghettoVCB backup, a KVM one, says none): its workingDir is told from one set apart."""
-        try:
-            source = (manifest.load(fs, backup) or {}).get("source_vmx")
-            if isinstance(source, str) and source.startswith("/") and source.lower().endswith(".vmx"):
+    def _source_folder(self, recorded: Optional[Dict[str, Any]]) -> Optional[str]:
+        """The folder the backed-up VM lived in, by the host's full path, where the backup's manifest
+        `recorded` says (`source_vmx`; a ghettoVCB backup, a KVM one, says none): its workingDir is told from
+        one set apart."""
+        source = (recorded or {}).get("source_vmx")
+        if isinstance(source, str) and source.startswith("/") and source.lower().endswith(".vmx"):
+            try:
                 return self.shell.realpath(source.rsplit("/", 1)[0])
-        except (ValueError, HostError):
-            pass  # its manifest is the checksum verify's to judge
+            except HostError:
+                pass
         return None
 
     def _original_folder(self, original: Optional[str]) -> Optional[str]:

@@ -6,7 +6,7 @@ backup (an ESXi restore, a KVM restore, `verify --boot`, health's verdict) must 
 do: one answer, kept here, needing nothing of the volume's layout.
 """
 
-from typing import Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..shell import FileReader
 from ..vmdk import base_name, flat_beside
@@ -16,6 +16,16 @@ def top_vmx(names) -> List[str]:
     """The .vmx files among a backup's relative file names, at its top (not a kept snapshot tree's, nor the
     dot-file side_file_name makes of a .vmxf), sorted: a backup has exactly one."""
     return sorted(n for n in names if "/" not in n and not n.startswith(".") and n.lower().endswith(".vmx"))
+
+
+def own_vmx(names, data: Optional[Dict[str, Any]]) -> List[str]:
+    """The backup's own .vmx files among its top-level `names` (top_vmx), by its manifest `data` where it has one
+    (None: ghettoVCB's): a file the manifest does not name is no part of the backup, as verify notes it. A
+    `web (1).vmx` a file manager's "keep both" left in a sealed backup made every restore refuse it ("holds 2
+    .vmx files") while list, verify, status and rotation called it good; a backup without a manifest has
+    nothing to tell its .vmx by (health calls one with two damaged, ghettovcb_health._vmx_count)."""
+    vmxs = top_vmx(names)
+    return vmxs if data is None else [n for n in vmxs if n in (data.get("files") or {})]
 
 
 def side_file_name(filename: str) -> str:

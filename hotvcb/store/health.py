@@ -132,8 +132,8 @@ backup's files: the shell, or a targz.ArchiveView of a .gz; `whole`: False where
 members read so far (an archive's judge), which then says nothing of whether the disk's files are there."""
     if not isinstance(data.get("left_out"), list):
         return ""
-    names = backup_files.top_vmx(present)
-    if len(names) != 1:  # a QEMU or libvirt backup keeps no .vmx; two are the manifest's files' business
+    names = backup_files.own_vmx(present, data)
+    if len(names) != 1:  # a QEMU or libvirt backup keeps no .vmx (nor proves one: as_recorded's missing file)
         return ""
     vmx_path = path + "/" + names[0]
     vmx = VmxFile(as_vmware_reads(read_small(shell, vmx_path, MAX_SIZE), lambda: shell.file_size(vmx_path)))

@@ -37,6 +37,7 @@ import json
 from typing import Any, Dict, List, Optional, Tuple
 
 from .. import blockdigest, qcow2
+from ..errors import HostError
 from ..filetext import read_small
 from ..hostdigest import check_interrupt
 from ..shell import FileReader, Shell
@@ -71,6 +72,16 @@ def load(shell: FileReader, folder: str) -> Optional[Dict[str, Any]]:
     if not shell.exists(path):
         return None
     return parse(read_small(shell, path, MANIFEST_MAX), path)
+
+
+def readable(shell: FileReader, folder: str) -> Optional[Dict[str, Any]]:
+    """The manifest of a backup where it reads, else None (none, or unusable): for a restore's plan, which
+    takes from it which .vmx is the backup's (backup_files.own_vmx) and where the VM lived; whether the backup
+    is good, its manifest readable, is health's and verify's to judge before."""
+    try:
+        return load(shell, folder)
+    except (ValueError, HostError):
+        return None
 
 
 def checks_vmx(text: str) -> bool:
