@@ -95,7 +95,6 @@ def _grace(where) -> float:
 
 # -- 7. the start script falls back to a short QMP socket whatever the name's length -------------------------------
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 7: a VM name of up to 60 bytes gets no short QMP socket fallback")
 def test_a_60_byte_name_in_a_long_qmp_folder_gets_a_socket_path_that_fits(tmp_path, request):
     """`<name>.qmp` of 64 bytes passes 107 bytes in a QMP folder of 43 or more: the script set qmp to the whole
     name without a check (the fallback was only written for longer names), and QEMU ended at once."""
@@ -112,3 +111,20 @@ def test_a_60_byte_name_in_a_long_qmp_folder_gets_a_socket_path_that_fits(tmp_pa
     args = (tmp_path / "qemu.args").read_text().split("\0")
     socket = args[args.index("-qmp") + 1][len("unix:"):-len(",server=on,wait=off")]
     assert len(socket.encode()) <= SOCKET_PATH_MAX and socket.startswith(qmp + "/"), socket
+
+
+def test_a_qmp_folder_too_long_for_any_socket_name_ends_the_script_saying_so(tmp_path, request):
+    """Where even the short socket name passes 107 bytes, the script ends saying which folder is too long,
+    before QEMU starts (which ended at once on a socket path it cannot bind)."""
+    base = tempfile.mkdtemp(prefix="q", dir="/tmp")
+    request.addfinalizer(lambda: shutil.rmtree(base))
+    qmp = base + "/" + "d" * (100 - len(base))
+    fake = tmp_path / "qemu"
+    fake.write_text('#!/bin/sh\ntouch "$0.ran"\n')
+    fake.chmod(0o755)
+    script = tmp_path / "vm.sh"
+    script.write_text(start_script(Machine("web", "0f4c2a56-5d0b-4d6c-9a3e-6c1f0e9d1a11"), [str(fake)]))
+    r = subprocess.run(["sh", str(script)], timeout=30, env={"PATH": "/usr/bin:/bin", "HOTVCB_QMP_DIR": qmp},
+                       stderr=subprocess.PIPE, universal_newlines=True)
+    assert r.returncode == 1 and "HOTVCB_QMP_DIR" in r.stderr and qmp in r.stderr, r.stderr
+    assert not (tmp_path / "qemu.ran").exists()
