@@ -34,7 +34,8 @@ from ..units import human_size
 from .layout import BackupSet
 
 
-FAILED = ("warn", "error")  # verdicts (verdict._not_ok's) on a backup a run could not make whole (hotvcb's STATUS.warn, STATUS.error)
+# verdicts (verdict._not_ok's) on a backup a run could not make whole (hotvcb's STATUS.warn, STATUS.error)
+FAILED = ("warn", "error")
 
 
 def to_delete(backups: List[BackupSet], state: Callable[[BackupSet], str], count: int) -> List[BackupSet]:
