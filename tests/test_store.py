@@ -42,25 +42,30 @@ def ok(b):
     return b.status == "ok"
 
 
+def state(b):
+    """A verdict as a STATUS file alone gives it (verdict._not_ok's for a run's failure)."""
+    return "good" if ok(b) else b.status
+
+
 def test_rotation_keeps_newest_good_and_never_counts_failures():
     backups = sets("ok", "ok", "ok", "error", "error", "error")
-    assert rotation.to_delete(backups, ok, 3) == []  # failures never push out good backups
+    assert rotation.to_delete(backups, state, 3) == []  # failures never push out good backups
     backups = sets("ok", "warn", "ok", "ok", "error", "ok")
-    gone = rotation.to_delete(backups, ok, 3)
+    gone = rotation.to_delete(backups, state, 3)
     assert [b.path for b in gone] == ["/b/vm-0", "/b/vm-1"]
 
 
 def test_rotation_counts_only_what_the_predicate_calls_good():
     backups = sets("ok", "ok", "ok", "ok")
     damaged = {"/b/vm-2", "/b/vm-3"}
-    gone = rotation.to_delete(backups, lambda b: b.path not in damaged, 2)
+    gone = rotation.to_delete(backups, lambda b: "damaged" if b.path in damaged else "good", 2)
     assert gone == []  # two "ok" markers are damaged: only two good ones, nothing may go
 
 
 def test_rotation_refuses_zero_and_ignores_partial_and_deleting():
     with pytest.raises(ValueError):
-        rotation.to_delete(sets("ok"), ok, 0)
-    gone = rotation.to_delete(sets("partial", "deleting", "ok", "ok"), ok, 1)
+        rotation.to_delete(sets("ok"), state, 0)
+    gone = rotation.to_delete(sets("partial", "deleting", "ok", "ok"), state, 1)
     assert [b.status for b in gone] == ["ok"]
 
 

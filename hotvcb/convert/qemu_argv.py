@@ -24,6 +24,7 @@ AHCI_PORTS = 6
 SOCKET_PATH_MAX = 107  # bytes in a Unix socket's path: sun_path's 108 less its NUL
 SOCKET = ".qmp"
 SHORT_SOCKET_MAX = 64  # bytes of `<qmp_name>.qmp`: room left for a QMP folder of up to 42 bytes
+TIGHT_SOCKET_MAX = 32  # and of a name that fits SHORT_SOCKET_MAX whole: room for a QMP folder of up to 74 bytes
 
 
 def qemu_argv(m: Machine, *, qemu: str = QEMU, network: bool = True, efi_vars: Optional[str] = None,
@@ -93,21 +94,33 @@ def start_script(m: Machine, argv: List[str]) -> str:
 
 def qmp_name(name: str) -> str:
     """The name of the VM's QMP socket (less `.qmp`) where its whole name would make the socket's path too
-    long: its head and a digest of the whole (namefit.fit), the name `hotvcb --qemu` then knows it by."""
-    return fit("", name, SOCKET, SHORT_SOCKET_MAX)[: -len(SOCKET)]
+    long: its head and a digest of the whole (namefit.fit), the name `hotvcb --qemu` then knows it by.
+    Fitted to SHORT_SOCKET_MAX bytes; a name whose whole `.qmp` fits that already is fitted to
+    TIGHT_SOCKET_MAX, as a QMP folder of over 42 bytes passes the limit with it too (a 60-byte name got no
+    short socket, and QEMU ended at once). A name shorter than that is its own."""
+    short = fit("", name, SOCKET, SHORT_SOCKET_MAX)
+    if short == name + SOCKET:
+        short = fit("", name, SOCKET, TIGHT_SOCKET_MAX)
+    return short[: -len(SOCKET)]
 
 
 def _socket_lines(name: str) -> str:
     """The script's lines that set `qmp`, the socket's file name in `$qmp_dir` (commas doubled, QEMU's
-    escape): the VM's name, or qmp_name's where the folder's path and the name pass SOCKET_PATH_MAX bytes."""
-    lines = "qmp=%s\n" % shlex.quote(_opt(name) + SOCKET)
+    escape): the VM's name, or qmp_name's where the folder's path and the name pass SOCKET_PATH_MAX bytes;
+    where even that one does (a folder of some 75 bytes), the script ends saying so, not QEMU at start."""
     short = qmp_name(name)
-    if short != name:
-        lines = ("# where the QMP folder's path and the whole name pass %d bytes, too long a socket path, the "
-                 "socket is shorter and hotvcb --qemu backs the VM up as: %s\n%s"
-                 "if [ \"$(printf '%%s/%%s' \"$qmp_dir\" %s | wc -c)\" -gt %d ]; then\n"
-                 "  qmp=%s\n"
-                 "  echo \"the VM's name makes too long a socket path: its QMP socket is $qmp_dir/$qmp\" >&2\n"
-                 "fi\n" % (SOCKET_PATH_MAX, shlex.quote(" ".join(short.splitlines())), lines,
-                            shlex.quote(name + SOCKET), SOCKET_PATH_MAX, shlex.quote(_opt(short) + SOCKET)))
-    return lines
+    said = ("# where the QMP folder's path and the whole name pass %d bytes, too long a socket path, the socket "
+            "is shorter and hotvcb --qemu backs the VM up as: %s\n" % (SOCKET_PATH_MAX, shlex.quote(
+                " ".join(short.splitlines())))) if short != name else ""
+    return ("%sqmp=%s\n"
+            "if [ \"$(printf '%%s/%%s' \"$qmp_dir\" %s | wc -c)\" -gt %d ]; then\n"
+            "  if [ \"$(printf '%%s/%%s' \"$qmp_dir\" %s | wc -c)\" -gt %d ]; then\n"
+            "    echo \"the QMP folder $qmp_dir makes too long a socket path (over %d bytes) for this VM: "
+            "set HOTVCB_QMP_DIR to a shorter folder\" >&2\n"
+            "    exit 1\n"
+            "  fi\n"
+            "  qmp=%s\n"
+            "  echo \"the VM's name makes too long a socket path: its QMP socket is $qmp_dir/$qmp\" >&2\n"
+            "fi\n" % (said, shlex.quote(_opt(name) + SOCKET), shlex.quote(name + SOCKET), SOCKET_PATH_MAX,
+                       shlex.quote(short + SOCKET), SOCKET_PATH_MAX, SOCKET_PATH_MAX,
+                       shlex.quote(_opt(short) + SOCKET)))

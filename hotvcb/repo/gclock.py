@@ -21,6 +21,7 @@ takeover removes is the very one judged, read once before the guard and once
 inside it.
 """
 
+import time
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
@@ -33,6 +34,8 @@ from .repository import Repository
 LOCK = "locks/gc"
 GUARD = LOCK + ".takeover"
 GUARD_STALE = 60.0  # a takeover takes milliseconds; a guard this far from the repository's clock is no taker
+UNPROBED_MARGIN = 1800  # seconds the repository's clock may differ from this machine's for a run that probes none
+# (refuse_if_held): past any lag of a server's clock it allows for, as jobs/ownership.py's UNPROBED_STALE
 SHOWN = 200  # characters of a lock quoted in a refusal (a planted one may be megabytes of anything)
 
 
@@ -50,14 +53,23 @@ def stale(repo: Repository, me: RunId, lock: Optional[bytes]) -> bool:
     made by gc_lock), else read where it exists: a reader (a read-only command) makes no host-id file."""
     if lock is None:
         return True
+    by_pid = _stale_by_pid(me, lock)
+    if by_pid is not None:
+        return by_pid
+    info = repo.backend.stat(LOCK)
+    return info is None or abs(repo.backend.now() - info.mtime) > repo.config.grace
+
+
+def _stale_by_pid(me: RunId, lock: bytes) -> Optional[bool]:
+    """Whether this machine's lock `lock` is stale by its pid (stale's rules); None where its pid cannot tell
+    (another machine's lock, a pid namespace or /proc that hides it): then its age judges."""
     holder = parse(lock.decode("utf-8", "replace"))
     if holder is not None and holder.same_machine(me) and me.machine == machine_name() \
             and holder.host in ("", me.host or known_this_host()):
         by_pid = running(holder, me)
         if by_pid is not None:
             return not by_pid
-    info = repo.backend.stat(LOCK)
-    return info is None or abs(repo.backend.now() - info.mtime) > repo.config.grace
+    return None
 
 
 def read(repo: Repository) -> Optional[bytes]:
@@ -84,10 +96,30 @@ def _running(judged: Optional[bytes]) -> RepoError:
 def refuse_if_held(repo: Repository) -> None:
     """Raise what taking the lock now would raise while a live GC holds it, taking nothing: prune's dry run
     foresees the refusal of the prune (it said "nothing removed", exit 0, where the prune then refused, exit 1).
-    Judged as a reader judges it (settle.py): a lock gc_lock would take over as stale refuses nothing."""
+    Judged as stale judges it, but a lock its pid cannot tell is aged by this machine's clock: the repository's
+    (backend.now) is read by writing a probe, and a dry run writes nothing. That clock may differ from the
+    repository's by UNPROBED_MARGIN (an NTP-less NFS server), so only a lock past the grace period by more is
+    stale here; one within the margin of it is foreseen as refusing, saying it cannot tell (the prune tells)."""
     judged = read(repo)
-    if not stale(repo, RunId.new(), judged):
+    if judged is None:
+        return
+    by_pid = _stale_by_pid(RunId.new(), judged)
+    if by_pid is not None:
+        if not by_pid:
+            raise _running(judged)
+        return
+    info = repo.backend.stat(LOCK)
+    if info is None:
+        return
+    age = abs(time.time() - info.mtime)
+    grace = repo.config.grace
+    if age > grace + UNPROBED_MARGIN:
+        return
+    if age < grace - UNPROBED_MARGIN:
         raise _running(judged)
+    raise RepoError("cannot tell whether another garbage collection of this repository is running (%s): its lock "
+                    "is %d s old by this machine's clock, within %d s of the grace period (%d s) that the prune judges "
+                    "it by on the repository's clock" % (_shown(judged), age, UNPROBED_MARGIN, grace))
 
 
 def _take(repo: Repository, me: RunId, record: bytes) -> None:

@@ -6,7 +6,7 @@ newest `count` good backups (health.judge) are kept, and only backups older
 than the oldest of those are deleted. With fewer than `count` good backups
 no good one is deleted at all. Failed or partial backups newer than that line
 stay until good ones push them out, so an admin can still look at them; of
-those a run failed (STATUS.warn, STATUS.error), only the newest `count` stay,
+those a run failed (by their verdict: hotvcb's STATUS.warn, STATUS.error), only the newest `count` stay,
 so a disk failing every night does not fill the volume with them.
 Backups named more than a day after the host's clock (a clock that ran ahead,
 set back since: dated_ahead) are set aside, neither counted nor removed; so are
@@ -34,22 +34,24 @@ from ..units import human_size
 from .layout import BackupSet
 
 
-FAILED = ("warn", "error")  # a run's own verdict on a backup it could not make whole (STATUS.warn, STATUS.error)
+# verdicts (verdict._not_ok's) on a backup a run could not make whole (hotvcb's STATUS.warn, STATUS.error)
+FAILED = ("warn", "error")
 
 
-def to_delete(backups: List[BackupSet], good: Callable[[BackupSet], bool], count: int) -> List[BackupSet]:
-    """The backups older than the oldest of the newest `count` good ones, and the failed ones (FAILED, not good:
-    ghettoVCB's STATUS.warn is a good backup) but the newest `count` of those; `backups` oldest first, in the
-    order they were made (layout.list_backups: not by name in the hour summer time ends repeats). A failed
+def to_delete(backups: List[BackupSet], state: Callable[[BackupSet], str], count: int) -> List[BackupSet]:
+    """The backups older than the oldest of the newest `count` good ones, and the failed ones (verdict FAILED) but
+    the newest `count` of those; `backups` oldest first, in the order they were made (layout.list_backups: not by
+    name in the hour summer time ends repeats); `state` a backup's verdict (verdict.Health.state). A failed
     backup is kept to be looked at, never counted as a good one; but a disk that failed every night made a
     STATUS.warn folder, most of a backup's size, every night, and none was ever deleted (none is behind a good
-    one when no good one is made): the volume filled."""
+    one when no good one is made): the volume filled. Failed by the verdict, not by the STATUS word: ghettoVCB's
+    STATUS.warn is a good backup, and one verify found wanting since (its .vmx lost) is no run's failure."""
     if count < 1:
         raise ValueError("rotation count must be at least 1")
     done = [b for b in backups if b.status not in ("partial", "deleting")]
-    kept = [b for b in done if good(b)]
+    kept = [b for b in done if state(b) in verdict.GOOD_STATES]
     behind = done[:done.index(kept[-count])] if len(kept) > count else []
-    failed = [b for b in done[len(behind):] if b.status in FAILED and not good(b)]
+    failed = [b for b in done[len(behind):] if state(b) in FAILED]
     extra = failed[:-count]
     return behind + [b for b in done if b in extra]
 
@@ -130,7 +132,7 @@ def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: 
                     "that host's rotation" % (vm_name, len(foreign), layout.vm_root(volume, vm_name), ", ".join(hosts)))
         backups = [b for b in backups if b not in foreign]
     removed = []
-    doomed = to_delete(backups, lambda b: verdicts[b.path].good, count)
+    doomed = to_delete(backups, lambda b: verdicts[b.path].state, count)
     why = {b.path: "rotation count %d" % count for b in doomed}
     if just_made is not None and just_made != PHANTOM and any(b.path == just_made for b in doomed):
         log.warning("%s: backups named later than the one just made exist (was the clock ahead?); "
