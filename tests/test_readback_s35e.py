@@ -54,3 +54,78 @@ def test_a_refused_shutdown_stays_refused_when_the_state_query_then_fails(caplog
     with pytest.raises(power.ShutdownRefused, match="VMware Tools is not running"):
         pc.power_down(Vm(), Settings(power_down_timeout=1))
     assert host.shell.files == {}
+
+
+class MarkedShell(Shell):
+    """A VM folder's files, as leftovers reads its power-off marker."""
+
+    def exists(self, path):
+        return path in self.files
+
+    def read_regular(self, path, limit):
+        return self.files[path]
+
+    def age(self, path):
+        return 3600.0
+
+
+class GoneRunsVm:
+    """A VM a gone run (another machine's, so surely gone) asked to shut down; it has gone off since."""
+
+    def __init__(self):
+        self.shell, self.state, self.booted = MarkedShell(), "off", 0
+        gone = RunId("fedcba987654", "other-box", 77, 1, "esxi-a")
+        self.shell.write_text(power.power_marker(Vm()), gone.text() + "\n")
+
+    def load_vm(self, ref):
+        return Vm()
+
+    def power_state(self, vm):
+        return self.state
+
+    def power_on(self, vm):
+        self.state, self.booted = "on", self.booted + 1
+
+
+def _turn(host, settings, monkeypatch):
+    """BackupJob._attempt for one VM of `host`, its _VmBackup a stub: the VM's state when its backup began
+    and how many times it was booted before, or None when the turn skipped it."""
+    import types
+
+    from hotvcb.jobs import backup
+    from hotvcb.model import VmResult
+    began = []
+
+    class Backup:
+        def __init__(self, *args):
+            self.vm = None
+            began.append((host.state, host.booted))
+
+        def run(self):
+            pass
+
+    monkeypatch.setattr(backup, "_VmBackup", Backup)
+    host.shell.now = lambda: __import__("datetime").datetime(2026, 12, 5)
+    job = types.SimpleNamespace(_vm_settings=lambda ref: (settings, []), log=logging.getLogger("turn"),
+                                power=types.SimpleNamespace(problems={}), host=host, dry_run=False, dead={},
+                                run_id=RunId("0123456789ab", "esxi-a", 4242, 1, "esxi-a"), _vm_seconds=[])
+    result = VmResult(name="db")
+    backup.BackupJob._attempt(job, types.SimpleNamespace(name="db"), False, result, backup._Seen(settings))
+    return began[0] if began else None
+
+
+def test_a_gone_runs_vm_its_backup_powers_down_is_judged_on_without_being_booted(monkeypatch, caplog):
+    """BACKUP_POWER_STATE=on with POWER_VM_DOWN_BEFORE_BACKUP: the VM had been on, so it is backed up; its
+    backup takes it over off, and it is not booted first only to be shut down again."""
+    caplog.set_level(logging.INFO)
+    host = GoneRunsVm()
+    assert _turn(host, Settings(backup_power_state="on", power_vm_down_before_backup=True), monkeypatch) \
+        == ("off", 0)
+
+
+def test_a_gone_runs_vm_skipped_by_backup_power_state_is_powered_on_again(monkeypatch, caplog):
+    """BACKUP_POWER_STATE=off: the VM had been on, so it is skipped, and not left off by the gone run."""
+    caplog.set_level(logging.INFO)
+    host = GoneRunsVm()
+    assert _turn(host, Settings(backup_power_state="off", power_vm_down_before_backup=True), monkeypatch) is None
+    assert host.state == "on" and host.booted == 1 and host.shell.files == {}
