@@ -129,3 +129,30 @@ def test_a_gone_runs_vm_skipped_by_backup_power_state_is_powered_on_again(monkey
     host = GoneRunsVm()
     assert _turn(host, Settings(backup_power_state="off", power_vm_down_before_backup=True), monkeypatch) is None
     assert host.state == "on" and host.booted == 1 and host.shell.files == {}
+
+
+def test_a_dead_ssh_master_found_by_two_threads_at_once_is_opened_anew_once(tmp_path):
+    """The host lock's heartbeat and a --parallel worker both find the master dead: one new master, said and
+    counted once; the other thread uses it (not unlinking its fresh socket to start one more)."""
+    import threading
+    import time
+
+    from hotvcb.sshconnection import SshConnection, SshTarget
+    said, started = [], []
+    conn = SshConnection(SshTarget("root@esxi-a"), said.append)
+    conn._control = str(tmp_path / "master")
+    alive = threading.Event()
+    conn._socket_answers = alive.is_set
+
+    def start():
+        started.append(threading.current_thread().name)
+        time.sleep(0.3)  # ssh -f returns once the master listens
+        alive.set()
+
+    conn._start_master = start
+    threads = [threading.Thread(target=conn._revive, name=n) for n in ("heartbeat", "worker")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(started) == 1 and conn._reopened == 1 and len(said) == 1
