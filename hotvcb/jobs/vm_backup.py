@@ -152,15 +152,7 @@ class _VmBackup:
         try:
             names = self.sealer.plan_disks(disks)
             self.sealer.copy_config_files(self.host.backup_config(vm, names))
-            state = lookahead.power_state(self.host, vm, self.asked, self.s, self.skip_power)
-            self._take_over(vm, state)  # gone off since the leftover check looked
-            if self.s.cold_snapshot and state == "on" and not self.skip_power:
-                self._cold_snapshot(vm)
-            elif self.s.power_vm_down_before_backup and state == "on" and not self.skip_power:
-                self._power_down(vm)
-                state = "off"
-            elif state != "off":
-                self._snapshot(vm)
+            self._ready(vm, lookahead.power_state(self.host, vm, self.asked, self.s, self.skip_power))
             self.job.lookahead.ask_next()  # while this VM's disks are copied
             self._copy_disks(vm, disks, self.sealer)
             if self.tree is not None and any(d.ok for d in self.result.disks):
@@ -191,6 +183,18 @@ class _VmBackup:
                       source_host=self.host.host_name(), remove=self.job.deleter.remove)
 
     # -- steps ---------------------------------------------------------------
+    def _ready(self, vm: Vm, state: str) -> None:
+        """The VM made ready for its copy by its power `state` and settings: shut down (COLD_SNAPSHOT, then
+        snapshot and on again; POWER_VM_DOWN_BEFORE_BACKUP), or snapshot while it runs; one off is copied as
+        it is."""
+        self._take_over(vm, state)  # gone off since the leftover check looked
+        if self.s.cold_snapshot and state == "on" and not self.skip_power:
+            self._cold_snapshot(vm)
+        elif self.s.power_vm_down_before_backup and state == "on" and not self.skip_power:
+            self._power_down(vm)
+        elif state != "off":
+            self._snapshot(vm)
+
     def _cold_snapshot(self, vm: Vm) -> None:
         """COLD_SNAPSHOT: the backup of a shut-down guest, with minutes of downtime, not hours.
 
