@@ -156,3 +156,25 @@ def test_a_dead_ssh_master_found_by_two_threads_at_once_is_opened_anew_once(tmp_
     for t in threads:
         t.join(10)
     assert len(started) == 1 and conn._reopened == 1 and len(said) == 1
+
+
+def test_a_cold_snapshot_vm_taken_over_off_is_snapshotted_and_powered_on_before_its_copy(caplog):
+    """COLD_SNAPSHOT promises minutes of downtime: a VM a gone run left going down, taken over off, is
+    snapshotted while off and powered on at once, its disks then copied from the snapshot while it runs; not
+    copied whole with the VM down and powered on only at the end."""
+    import types
+
+    from hotvcb.jobs.vm_backup import _VmBackup
+    caplog.set_level(logging.INFO)
+    host = GoneRunsVm()
+    log = logging.getLogger("cold")
+    one = _VmBackup.__new__(_VmBackup)
+    one.host, one.log, one.s, one.skip_power, one.powered_down = host, log, Settings(cold_snapshot=True), False, False
+    one.power_failure = ""
+    one.job = types.SimpleNamespace(dry_run=False, dead={}, power=power.PowerControl(
+        host, log, RunId("0123456789ab", "esxi-a", 4242, 1, "esxi-a")))
+    snapped = []
+    one._snapshot = lambda vm: snapped.append(host.state)
+    one._ready(Vm(), "off")
+    assert snapped == ["off"] and host.state == "on" and not one.powered_down and not one.power_failure
+    assert host.shell.files == {}  # on again: nothing left for cleanup to power on
