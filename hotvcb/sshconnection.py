@@ -31,6 +31,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple, TypeVar
@@ -95,6 +96,9 @@ class SshConnection:
         self._dir = None  # type: Optional[str]
         self._control = None  # type: Optional[str]
         self._reopened = 0  # times the master was found dead (`_revive`)
+        # one thread at a time opens the master anew: the host lock's heartbeat, lookahead and --parallel
+        # workers share this connection, and two that both found it dead would start two masters
+        self._reviving = threading.Lock()
 
     # -- connection ----------------------------------------------------------
     def _ssh(self, *extra: str) -> List[str]:
@@ -179,6 +183,15 @@ class SshConnection:
         reason (the host is down: the next command tries again, as its own connection would have)."""
         if self._reopened > REOPEN_MAX or self._socket_answers():
             return
+        with self._reviving:
+            # looked at again once held: the thread before may have opened it (unlinking its fresh socket would
+            # orphan that master, and a second would be counted and said again)
+            if self._reopened > REOPEN_MAX or self._socket_answers():
+                return
+            self._reopen()
+
+    def _reopen(self) -> None:
+        """_revive's new master (its lock held), or its last word when REOPEN_MAX are spent."""
         if self._reopened == REOPEN_MAX:
             self._reopened += 1
             self._say("the SSH master connection to %s died again; each command now connects on its own"

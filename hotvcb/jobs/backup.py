@@ -33,7 +33,7 @@ from ..treeview import ScannedShell
 from . import lookahead, parallel
 from .ahead import RunStart
 from .host_cleanup import cleanup_host
-from .leftovers import restore_power
+from .leftovers import restore_power, state_had
 from .ownership import NONE_DEAD
 from .power import PowerControl, powers_down
 from .snapshot_asked import snapshot_patience
@@ -289,10 +289,11 @@ class BackupJob:
             raise HotvcbError("did not shut down for VM_SHUTDOWN_ORDER: %s" % self.power.problems[ref.name])
         if settings.backup_power_state != "any" and not skip_power:
             vm = seen.vm = self.host.load_vm(ref)
-            # a VM a dead run powered off is judged by the state it had, not the one we left it in
-            restore_power(self.host, vm, self.log, self.run_id, self.dry_run, self.dead)
-            state = self.host.power_state(vm)
+            own = powers_down(settings)
+            state = state_had(self.host, vm, self.log, self.run_id, self.dry_run, self.dead, own)
             if state != settings.backup_power_state:
+                if own:  # not backed up, so not taken over: a VM a dead run powered off is on again now
+                    restore_power(self.host, vm, self.log, self.run_id, self.dry_run, self.dead)
                 result.status = "skipped"
                 result.message = "%s (BACKUP_POWER_STATE=%s%s)" % (
                     powered(state), settings.backup_power_state, _SUSPENDED if state == "suspended" else "")

@@ -200,6 +200,22 @@ def dead_power_mark(host: Hypervisor, vm, log, run: RunId, dead: Mapping[str, fl
     return str(owner) if owner else "an earlier hotvcb run"
 
 
+def state_had(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False,
+              dead: Mapping[str, float] = NONE_DEAD, own_power: bool = False) -> str:
+    """The VM's power state as BACKUP_POWER_STATE judges it: the one it had before a dead run powered it off
+    for a backup, not the one that run left it in. Without `own_power` that VM is powered on now
+    (restore_power); with it (its backup shuts it down itself: power.powers_down) it is judged "on" and left
+    off, for its backup to take over (PowerControl.take_over) and power on after: not booted here only to
+    be shut down again."""
+    if not own_power:
+        restore_power(host, vm, log, run, dry_run, dead)
+        return host.power_state(vm)
+    state = host.power_state(vm)
+    if state == "off" and dead_power_mark(host, vm, log, run, dead) is not None:
+        return "on"
+    return state
+
+
 def restore_power(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False,
                   dead: Mapping[str, float] = NONE_DEAD) -> bool:
     """Power on a VM that a dead run powered off for its backup; True if there was one."""

@@ -137,7 +137,7 @@ class PowerControl:
         the VM went off between our look and our request, which the host then refuses (no VMware Tools run
         in a VM that is off): a gone run's shutdown finishing (take_over), or someone's. It is off, as this run
         wanted, and on again after its backup. Without a hard power off, ShutdownRefused."""
-        if self.host.power_state(vm) == "off":
+        if self._gone_off(vm):
             self.log.info("%s went off before its shutdown request reached the host (a shutdown asked for "
                           "earlier finishing)" % vm.name)
             return ""
@@ -145,6 +145,17 @@ class PowerControl:
             raise self._refused(vm, _left_running(vm.name, str(err)))
         self.log.warning("%s: guest shutdown refused (%s); a hard power off follows" % (vm.name, err))
         return str(err)
+
+    def _gone_off(self, vm) -> bool:
+        """Whether a VM the host has just refused a request for is off (the reason it refused); a state query
+        that fails (hostd slow a moment) counts as "not off", so the host's refusal stands as the VM's reason
+        (and ShutdownRefused takes its marker away) instead of the query's error."""
+        try:
+            return self.host.power_state(vm) == "off"
+        except HotvcbError as err:
+            self.log.warning("%s: power state unknown after the host's refusal (%s); taken as still on"
+                             % (vm.name, err))
+            return False
 
     def _refused(self, vm, why: str) -> ShutdownRefused:
         """The VM is not going down (the host refused every request): its marker goes, so that no run nor
@@ -165,7 +176,7 @@ class PowerControl:
             self._unanswered(vm, err)
             return ""
         except CommandFailed as err:  # the host answered no
-            if self.host.power_state(vm) == "off":
+            if self._gone_off(vm):
                 self.log.info("%s went off by its own shutdown as the hard power off was sent" % vm.name)
                 return ""
             self.log.error("%s: hard power off failed: %s" % (vm.name, err))

@@ -152,15 +152,7 @@ class _VmBackup:
         try:
             names = self.sealer.plan_disks(disks)
             self.sealer.copy_config_files(self.host.backup_config(vm, names))
-            state = lookahead.power_state(self.host, vm, self.asked, self.s, self.skip_power)
-            self._take_over(vm, state)  # gone off since the leftover check looked
-            if self.s.cold_snapshot and state == "on" and not self.skip_power:
-                self._cold_snapshot(vm)
-            elif self.s.power_vm_down_before_backup and state == "on" and not self.skip_power:
-                self._power_down(vm)
-                state = "off"
-            elif state != "off":
-                self._snapshot(vm)
+            self._ready(vm, lookahead.power_state(self.host, vm, self.asked, self.s, self.skip_power))
             self.job.lookahead.ask_next()  # while this VM's disks are copied
             self._copy_disks(vm, disks, self.sealer)
             if self.tree is not None and any(d.ok for d in self.result.disks):
@@ -191,6 +183,20 @@ class _VmBackup:
                       source_host=self.host.host_name(), remove=self.job.deleter.remove)
 
     # -- steps ---------------------------------------------------------------
+    def _ready(self, vm: Vm, state: str) -> None:
+        """The VM made ready for its copy by its power `state` and settings: shut down (COLD_SNAPSHOT, then
+        snapshot and on again; POWER_VM_DOWN_BEFORE_BACKUP), or snapshot while it runs; one off is copied as
+        it is."""
+        self._take_over(vm, state)  # gone off since the leftover check looked
+        if self.s.cold_snapshot and self.powered_down:  # taken over off: the rest of its cold snapshot
+            self._snapshot_and_boot(vm, None)
+        elif self.s.cold_snapshot and state == "on" and not self.skip_power:
+            self._cold_snapshot(vm)
+        elif self.s.power_vm_down_before_backup and state == "on" and not self.skip_power:
+            self._power_down(vm)
+        elif state != "off":
+            self._snapshot(vm)
+
     def _cold_snapshot(self, vm: Vm) -> None:
         """COLD_SNAPSHOT: the backup of a shut-down guest, with minutes of downtime, not hours.
 
@@ -201,13 +207,21 @@ class _VmBackup:
         """
         down_at = time.monotonic()
         self._power_down(vm)
+        self._snapshot_and_boot(vm, down_at)
+
+    def _snapshot_and_boot(self, vm: Vm, down_at: Optional[float]) -> None:
+        """COLD_SNAPSHOT's VM once off: snapshotted, powered on at once, copied from the snapshot while it
+        runs. `down_at`: when this run shut it down; None for one taken over off (take_over), whose downtime
+        began in the gone run: it too is on again before its copy, not down for all of it."""
         self._snapshot(vm)
         self.log.info("Powering %s on again before the copy" % vm.name)
         back = self.job.power.restore_on(vm)
         self.powered_down = not back
-        downtime = time.monotonic() - down_at
-        if back:
-            self.log.info("%s was down for %d s (COLD_SNAPSHOT): shutdown, snapshot, boot" % (vm.name, downtime))
+        if back and down_at is not None:
+            self.log.info("%s was down for %d s (COLD_SNAPSHOT): shutdown, snapshot, boot"
+                          % (vm.name, time.monotonic() - down_at))
+        elif back:
+            self.log.info("%s is on again (COLD_SNAPSHOT): taken over off, snapshot, boot" % vm.name)
         else:
             self.power_failure = "%s did NOT power on again after its cold snapshot; it is DOWN" % vm.name
             self.log.error("!!! %s !!!" % self.power_failure)
@@ -221,11 +235,12 @@ class _VmBackup:
     def _take_over(self, vm: Vm, state: Optional[str] = None) -> None:
         """A VM this backup would shut down, found off (`state`, else asked) with a gone run's power-off marker:
         the guest finished that run's shutdown before this run looked, or during its steps. It is this run's
-        (PowerControl.take_over): backed up off and powered on at its end (a dry run says so)."""
+        (PowerControl.take_over): backed up off and powered on at its end (COLD_SNAPSHOT: snapshotted off and on
+        again at once, _ready); a dry run says so."""
         if self.powered_down or not self._powers_down():
             return
-        if (state or self.host.power_state(vm)) == "off" and self.job.power.take_over(vm, self.job.dead,
-                                                                                       "its backup"):
+        if (state or self.host.power_state(vm)) == "off" and self.job.power.take_over(
+                vm, self.job.dead, "its snapshot" if self.s.cold_snapshot else "its backup"):
             self.powered_down = not self.job.dry_run
 
     def _power_down(self, vm: Vm) -> None:
