@@ -19,19 +19,9 @@ from hotvcb.model import VmRef
 from hotvcb.runid import RunId
 from hotvcb.settings import Settings
 from simhost import hotvcb, needs_root, write_conf
+from test_power_down_unit import Shell  # a fake shell: the marker files it writes, in memory
 
 TOOLS = ("Cannot complete operation because VMware Tools is not running in this virtual machine.")
-
-
-class Shell:
-    def __init__(self):
-        self.files = {}
-
-    def write_text(self, path, text):
-        self.files[path] = text
-
-    def remove_tree(self, path):
-        self.files.pop(path, None)
 
 
 class Host:

@@ -10,17 +10,7 @@ from hotvcb.errors import CommandFailed, HostError
 from hotvcb.jobs import power
 from hotvcb.runid import RunId
 from hotvcb.settings import Settings
-
-
-class Shell:
-    def __init__(self):
-        self.files = {}
-
-    def write_text(self, path, text):
-        self.files[path] = text
-
-    def remove_tree(self, path):
-        self.files.pop(path, None)
+from test_power_down_unit import Shell  # a fake shell: the marker files it writes, in memory
 
 
 class Ref:
