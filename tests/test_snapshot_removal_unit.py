@@ -92,10 +92,14 @@ def test_one_carried_through_onto_a_delta_says_so():
         snapshot_removal.remove_snapshot(host, Vm(), SNAP, 60, LOG)
 
 
-def test_the_host_unreachable_again_leaves_the_lost_connection_said():
+def test_the_host_unreachable_again_leaves_the_lost_connection_said(monkeypatch):
+    """Looked at again within the one deadline, then the lost connection said (a 2 s timeout: the looks pause
+    for real)."""
+    monkeypatch.setattr(snapshot_removal, "REASK_AFTER", 0.5)
+    monkeypatch.setattr(snapshot_removal, "LOOK_PAUSE", 0.2)
     host = Host([ConnectionLost("lost the SSH connection")], look=HostError("cannot connect"))
     with pytest.raises(ConnectionLost):
-        snapshot_removal.remove_snapshot(host, Vm(), SNAP, 60, LOG)
+        snapshot_removal.remove_snapshot(host, Vm(), SNAP, 2, LOG)
 
 
 def test_the_attempts_are_bounded_and_a_refusal_is_not_retried():

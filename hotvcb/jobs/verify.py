@@ -158,7 +158,7 @@ def verify_folder(shell: Shell, folder: str, record: bool = True, progress=None,
 
 def _check_file(shell: Shell, path: str, rel: str, entry: Dict, present: bool, progress) -> Optional[Problem]:
     if not present:
-        return Problem(rel, "missing")
+        return Problem(rel, health.no_file(shell, path))
     content = entry.get(manifest.CONTENT)
     try:
         if content is None:

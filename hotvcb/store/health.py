@@ -105,13 +105,27 @@ def as_recorded(shell: FileReader, path: str, data: Dict[str, Any], present: Set
     return _verified(found, data.get("verify_error"), data.get("verified"))
 
 
+def no_file(shell: FileReader, path: str) -> str:
+    """Why a file a manifest names is not among the folder's files (Shell.list_files lists regular files only):
+    "missing", or what stands in its place (a symlink, a FIFO, a device), as reading it says."""
+    if not shell.exists(path):
+        return "missing"
+    try:
+        shell.read_regular(path, 1)
+    except HostError as err:
+        return "unreadable: %s" % err
+    return "missing"  # a regular file again by now: it came back since the listing
+
+
 def not_as_recorded(shell: FileReader, path: str, data: Dict[str, Any], present: Set[str]) -> Optional[Health]:
     """The verdict on a backup a file its manifest names is missing from, or of another size (cut short by a
     copy that died), else None: one stat a file, no read."""
     files = data.get("files") or {}
     missing = sorted(set(files) - present)
     if missing:
-        return Health("damaged", "%d file(s) named in the manifest are missing, first %s" % (len(missing), missing[0]), data)
+        why = no_file(shell, path + "/" + missing[0])
+        return Health("damaged", "%d file(s) named in the manifest are missing, first %s%s"
+                      % (len(missing), missing[0], ": " + why if why != "missing" else ""), data)
     for rel in sorted(files):  # one stat each: a truncated disk is not good, verified or not
         try:
             size = shell.file_size(path + "/" + rel)
