@@ -25,11 +25,13 @@ LONGEST_FIRST = LIBVIRT + (
     "test_trust_e2e.py",  # 187
     "test_outsider_repowait.py",  # 147
     "test_outsider_trust.py",  # 129
+    "test_outsider_s35r2ssh.py",  # ~155 with -n 2 at load 30 (2026-12-05, not profiled with the rest)
     "test_outsider_s34crash.py",  # 127
     "test_schedule_esxi.py",  # 123
     "test_outsider_repocodec2.py",  # 108
     "test_backup_e2e.py",  # 102
     "test_outsider_fixrestore.py",  # 89
+    "test_outsider_s35trust.py",  # ~85, as s35r2ssh's
     "test_outsider_round2.py",  # 84
     "test_outsider_print.py",  # 83
     "test_outsider_s33sched.py",  # 77
@@ -41,6 +43,8 @@ LONGEST_FIRST = LIBVIRT + (
     "test_outsider_restoresplit.py",  # 59
     "test_outsider_gcrace.py",  # 56
     "test_outsider_gcdup.py",  # 56
+    "test_outsider_s35r2clean.py",  # ~60, as s35r2ssh's
+    "test_outsider_s35r2judge.py",  # ~57, as s35r2ssh's
     "test_outsider_s33r2sched.py",  # 55
     "test_outsider_s32upgrade.py",  # 53
     "test_ssh_round_trips_e2e.py",  # 53
