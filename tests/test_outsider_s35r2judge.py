@@ -30,18 +30,8 @@ import time
 import pytest
 
 from repotool import cli, two_vms
-from simhost import VOLUME, backup_once, hotvcb, make_host, needs_root, sealed, write_conf
-
-
-@pytest.fixture
-def site(tmp_path):
-    """A host with VM `web` (1 MiB, on)."""
-    host = make_host(tmp_path / "host")
-    try:
-        host.create_vm("web", "datastore1", [{"size": "1M"}], power="on")
-        yield host
-    finally:
-        host.stop()
+from simhost import VOLUME, backup_once, hotvcb, needs_root, sealed, write_conf
+from test_outsider_s35ghetto import site  # noqa: F401  (a fixture: a host with VM `web`, 1 MiB, on)
 
 
 def stamp(days):
