@@ -27,6 +27,11 @@ WATCH_MARGIN = 1 / 3  # of a beat's period: a beat that late (a slow round trip,
 WATCH_SLOP = 3.0  # seconds two reads of a stamp that did not move may disagree by (stamps to the second, round trips)
 
 
+UNPROBED_STALE = 1800.0  # seconds by this machine's clock past which a run that writes no clock probe (status, a
+# dry run: jobs/ownership.py's volume_age, repo/gclock.py's refuse_if_held) calls a thing stale: past any lag of a
+# volume's or repository's clock behind ours it allows for (an NTP-less NFS server's minutes); STALE_AFTER alone
+# let a lag of 5 minutes make a live folder a dead run's
+
 def heartbeat(age: Optional[float], within: float) -> Optional[bool]:
     """Whether a thing `age` seconds old (Shell.age) was stamped within `within` seconds of now: True; False when
     it is gone (None) or older; None when it is dated further ahead than that: its writer's clock was ahead, or

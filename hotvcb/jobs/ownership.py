@@ -22,16 +22,13 @@ file anyone who can write the run folder may plant).
 import time
 from typing import Callable, Mapping, Optional
 
-from ..clockage import dated_ahead
+from ..clockage import UNPROBED_STALE, dated_ahead
 from ..errors import HotvcbError
 from ..runid import RunId, running
 from ..shell import Shell
 from ..store.lock import HEARTBEAT
 
 NONE_DEAD = {}  # type: Mapping[str, float]  # no lock taken over: the `dead` default
-UNPROBED_STALE = 1800.0  # seconds untouched by this machine's clock that a read-only run, which writes no clock
-# probe (volume_age), calls stale: past any lag of a volume's clock behind ours it allows for (an NTP-less NFS
-# server's minutes); STALE_AFTER alone let a lag of 5 minutes make a live folder a dead run's
 
 
 def owner_alive(owner: RunId, run: RunId, dead: Mapping[str, float] = NONE_DEAD,

@@ -25,6 +25,7 @@ import time
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
+from ..clockage import UNPROBED_STALE
 from ..errors import RepoError
 from ..runid import RunId, machine_name, parse, running
 from ..thishost import known_this_host, this_host
@@ -34,8 +35,6 @@ from .repository import Repository
 LOCK = "locks/gc"
 GUARD = LOCK + ".takeover"
 GUARD_STALE = 60.0  # a takeover takes milliseconds; a guard this far from the repository's clock is no taker
-UNPROBED_MARGIN = 1800  # seconds the repository's clock may differ from this machine's for a run that probes none
-# (refuse_if_held): past any lag of a server's clock it allows for, as jobs/ownership.py's UNPROBED_STALE
 SHOWN = 200  # characters of a lock quoted in a refusal (a planted one may be megabytes of anything)
 
 
@@ -98,7 +97,7 @@ def refuse_if_held(repo: Repository) -> None:
     foresees the refusal of the prune (it said "nothing removed", exit 0, where the prune then refused, exit 1).
     Judged as stale judges it, but a lock its pid cannot tell is aged by this machine's clock: the repository's
     (backend.now) is read by writing a probe, and a dry run writes nothing. That clock may differ from the
-    repository's by UNPROBED_MARGIN (an NTP-less NFS server), so only a lock past the grace period by more is
+    repository's by UNPROBED_STALE (an NTP-less NFS server), so only a lock past the grace period by more is
     stale here; one within the margin of it is foreseen as refusing, saying it cannot tell (the prune tells)."""
     judged = read(repo)
     if judged is None:
@@ -113,13 +112,13 @@ def refuse_if_held(repo: Repository) -> None:
         return
     age = abs(time.time() - info.mtime)
     grace = repo.config.grace
-    if age > grace + UNPROBED_MARGIN:
+    if age > grace + UNPROBED_STALE:
         return
-    if age < grace - UNPROBED_MARGIN:
+    if age < grace - UNPROBED_STALE:
         raise _running(judged)
     raise RepoError("cannot tell whether another garbage collection of this repository is running (%s): its lock "
                     "is %d s old by this machine's clock, within %d s of the grace period (%d s) that the prune judges "
-                    "it by on the repository's clock" % (_shown(judged), age, UNPROBED_MARGIN, grace))
+                    "it by on the repository's clock" % (_shown(judged), age, UNPROBED_STALE, grace))
 
 
 def _take(repo: Repository, me: RunId, record: bytes) -> None:
