@@ -4,8 +4,11 @@ becomes HOST/vmfs and overlays put the ESXi tools and files into /bin, /sbin, /e
 process a caller started reaches the command itself).
 
 Every hotvcb run and every host-side check of the test suite starts here, thousands of times
-per run, so this module imports os and sys only (ctypes to mount): loading the simulator's
-host model (hashing, disks, shutil) on this path cost about 0.1 s of CPU per command.
+per run. A Python start, ctypes and the mounts cost about 30 ms of CPU per command, so argv()
+runs enter.c instead, compiled with `cc` the first time a process asks (once per source and
+machine: `_build/enter-<crc32>-<machine>`); main() below does the same for a machine without a C
+compiler, and imports os and sys only (ctypes to mount). The layer table and the paths live here
+and go to the C helper on its command line.
 Overlay workdirs are per invocation (two shells may run at once); stale ones are removed at
 the next start once their owner is gone.
 """
@@ -18,16 +21,63 @@ LAYERS = {  # name -> mount point
 }
 PRIVATE_LAYERS = ("run",)  # the host's own ramdisk: nothing of this machine's /run shows through
 STATE_FILE = os.path.join("state", "host.json")
+HOSTNAME_FILE = os.path.join("state", "hostname")  # host.json's hostname, for enter.c to read without JSON
 _MS_BIND = 4096
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_helper = []  # [path of the compiled enter.c, or None], once a process has asked
 
 
 def argv(root, cmd):
     """The command line that runs `cmd` on the host at `root` (an unknown host: exit 2)."""
-    src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    code = "import sys; sys.path.insert(0, %r); from esxisim.enter import main; main()" % src
+    if not _helper:
+        _helper.append(_build())
+    root = os.path.abspath(root)
+    if _helper[0]:
+        layers = ["%s:%s%s" % (name, target, ":private" if name in PRIVATE_LAYERS else "")
+                  for name, target in LAYERS.items()]
+        enter = [_helper[0], root, STATE_FILE, HOSTNAME_FILE] + layers
+    else:
+        code = "import sys; sys.path.insert(0, %r); from esxisim.enter import main; main()" % os.path.dirname(_HERE)
+        enter = [sys.executable, "-S", "-c", code, root]
     # --uts: the host's own hostname inside, as every real ESXi host has one
-    return (["unshare", "--mount", "--uts", "--propagation", "private", sys.executable, "-S", "-c", code,
-             os.path.abspath(root), "--"] + (list(cmd) or ["/bin/sh"]))
+    return ["unshare", "--mount", "--uts", "--propagation", "private"] + enter + ["--"] + (list(cmd) or ["/bin/sh"])
+
+
+def _build():
+    """The compiled enter.c, built now if this source has not been on this machine; None (main() runs
+    instead) where it cannot be: no compiler, a read-only checkout. crc32, not hashlib, for the key:
+    importing _hashlib costs more than the key is worth in every `esxisim shell`."""
+    import zlib
+    src = os.path.join(_HERE, "enter.c")
+    try:
+        with open(src, "rb") as f:
+            key = "%08x" % zlib.crc32(f.read())
+    except OSError:
+        return None
+    exe = os.path.join(_HERE, "_build", "enter-%s-%s" % (key, os.uname().machine))
+    return exe if os.access(exe, os.X_OK) or _compile(src, exe) else None
+
+
+def _compile(src, exe):
+    """cc src to a temporary name, then renamed: pytest-xdist workers building at once each leave a whole
+    binary, and none runs a half-written one."""
+    import subprocess
+    import tempfile
+    try:
+        os.makedirs(os.path.dirname(exe), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".enter-", dir=os.path.dirname(exe))
+        os.close(fd)
+        try:
+            subprocess.run(["cc", "-O2", "-o", tmp, src], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, check=True, timeout=120)
+            os.chmod(tmp, 0o755)
+            os.replace(tmp, exe)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return True
 
 
 def _libc():
@@ -44,10 +94,9 @@ def _mount(source, target, fstype=None, flags=0, data=None):
 
 
 def _set_hostname(root):
-    import json
     try:
-        with open(os.path.join(root, STATE_FILE), encoding="utf-8") as f:
-            name = json.load(f).get("hostname")
+        with open(os.path.join(root, HOSTNAME_FILE), encoding="utf-8") as f:
+            name = f.read().rstrip("\r\n")
     except (OSError, ValueError):
         return
     if name:

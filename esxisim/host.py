@@ -132,6 +132,9 @@ class Host:
         os.makedirs(nfs_root, exist_ok=True)
         h.store.write({"version": version, "hostname": hostname, "mac": mac, "nfs_root": nfs_root,
                        "datastores": {}, "vms": {}, "next_vmid": 1, "crond": []})
+        from .enter import HOSTNAME_FILE
+        with open(os.path.join(h.root, HOSTNAME_FILE), "w", encoding="utf-8") as f:
+            f.write(hostname + "\n")  # the same name for enter.c, which reads no JSON
         toolgen.install(h)
         h.write_inventory()
         if crond:
