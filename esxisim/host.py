@@ -6,10 +6,10 @@ CLI, the Python API and the in-namespace tools all see one truth.
 import os
 import time
 
-from . import versions, vmx
+from . import versions
 from .state import Store
 
-# disks, hashlib, random, re, shutil and toolgen are imported by the methods that use them:
+# disks, hashlib, random, re, shutil, toolgen and vmx are imported by the methods that use them:
 # every vim-cmd, vmkfstools and esxcli call loads this module, and most of them need none of those.
 
 GUEST_IDS = {  # .vmx guestOS -> API guestId (what getallvms shows)
@@ -279,6 +279,7 @@ class Host:
         return self.real(self.vm(vmid)["vmx"])
 
     def load_vmx(self, vmid):
+        from . import vmx
         return vmx.load(self.vmx_real(vmid))
 
     def display_name(self, vmid):
@@ -291,6 +292,7 @@ class Host:
         return os.path.exists(self.vmx_real(vmid))
 
     def register(self, vmx_path, name=None, tools=True):
+        from . import vmx
         import hashlib
         vmx_path = self.canonical(vmx_path)
         if not os.path.isfile(self.real(vmx_path)):
@@ -357,6 +359,7 @@ class Host:
     # ------------------------------------------------------------------ VMs
     def create_vm(self, name, datastore, disk_specs=None, power="off", writer=False, snapshots=(),
                   nvram=True, vmxf=False, guest_os="centos7_64Guest", hw=19, tools=True, annotation=None):
+        from . import vmx
         import hashlib
         import random
         from . import disks
@@ -508,6 +511,7 @@ class Host:
     def _log_power_on_failure(self, vmid, path, reason):
         """vmware.log lines of a failed power-on (VMware's messages msg.disk.noBackEnd,
         msg.module.powerOnFailed, msg.vmx.poweron.failed; KB 1004232 quotes the first)."""
+        from . import vmx
         ts = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
         lines = ['DISKLIB-LINK  : "%s" : failed to open (%s).' % (path, reason),
                  'DISK: Cannot open disk "%s": %s (25).' % (path, reason),
@@ -529,6 +533,7 @@ class Host:
         """power.suspend: the vmx writes the guest's state to `<vmx stem>-<8 hex digits>.vmss` in the VM's
         folder and names it in the .vmx's `checkpoint.vmState` (the digits: guess, no sample names one).
         The file is a checkpoint file (checkpoint.py), as a .vmsn is."""
+        from . import vmx
         import random
         from . import checkpoint
         self.power_off(vmid)
@@ -544,6 +549,7 @@ class Host:
     def _drop_suspended_state(self, vmid):
         """A resume (read) or a power-off (discarded) ends a suspended state: the vmx deletes the .vmss
         and empties `checkpoint.vmState`."""
+        from . import vmx
         path = self.vmx_real(vmid)
         data = vmx.load(path)
         state = data.get("checkpoint.vmState", "")
@@ -561,6 +567,7 @@ class Host:
     # ------------------------------------------------------------------ disks
     def vm_disks(self, vmid):
         """[(node, host path of current file, mode)] for every present disk."""
+        from . import vmx
         data = self.load_vmx(vmid)
         folder = os.path.dirname(self.vm(vmid)["vmx"])
         out = []

@@ -7,8 +7,11 @@ import os
 import sys
 import time
 
-from . import faults, snapshots, versions, vmx
+from . import faults, versions
 from .host import NotFound, PowerOnFailed, guest_id
+
+# snapshots and vmx are imported by the functions that use them: most calls (power.getstate, the datastore
+# verbs) need neither, and each call is a fresh python3 -S (tests/esxisim/test_light_calls.py)
 
 VMSVC = ["acquiremksticket", "acquireticket", "connect", "convert.toTemplate", "convert.toVm", "createdummyvm",
          "destroy", "device.connection", "device.connusbdev", "device.diskadd", "device.diskaddexisting",
@@ -131,6 +134,7 @@ def entity_name(display_name):
 
 
 def getallvms(host):
+    from . import vmx
     rows, skipped = [], []
     inventory = host.vms()  # read once: hostd answers from one inventory, never half of a change
     for vmid in sorted(inventory, key=str):  # hostd sorts ids as strings (samples 01, 12B)
@@ -167,6 +171,7 @@ def _fmt_time(ts):
 
 
 def print_tree(host, vmid):
+    from . import snapshots
     ids = not _older_than(host, 5, 0)  # ESX(i) 4.x has no "Snapshot Id" line (snapshot-get_06)
     for depth, s in snapshots.tree(host, vmid):
         pre = "--" * depth
@@ -185,6 +190,7 @@ def _bool(text):
 
 
 def snapshot_create(host, vmid, rest, background=False):
+    from . import snapshots
     name = rest[1] if len(rest) > 1 else ""
     desc = rest[2] if len(rest) > 2 else ""
     memory = _bool(rest[3]) if len(rest) > 3 else False
@@ -225,6 +231,7 @@ def _remove_by_level(host, vmid, rest):
     among the snapshots of that level in display order; without them the current snapshot.
     removeChildren is not simulated (only the addressed snapshot goes).
     """
+    from . import snapshots
     out("Remove Snapshot:\n")
     tree = snapshots.tree(host, vmid)
     try:
@@ -253,6 +260,7 @@ def _remove_fails(host, vmid, uid=None):
     RemoveSnapshot_Task throws SnapshotFault / a VmConfigFault). The snapshot, its deltas
     and the .vmx stay as they were. "fail" fails every removal, "fail-once" only the next.
     """
+    from . import snapshots
     mode = faults.get(host, "snapshot.remove")
     if mode not in ("fail", "fail-once"):
         return False
@@ -395,6 +403,7 @@ def _snapshot_get(host, vmid, state, verb, rest):
 
 
 def _snapshot_remove(host, vmid, state, verb, rest):
+    from . import snapshots
     if _older_than(host, 5, 0):
         return _remove_by_level(host, vmid, rest)
     if len(rest) < 2:
@@ -415,6 +424,7 @@ def _snapshot_remove(host, vmid, state, verb, rest):
 
 
 def _snapshot_removeall(host, vmid, state, verb, rest):
+    from . import snapshots
     out("Remove All Snapshots:\n")
     if _remove_fails(host, vmid):
         return faults.FAULT_EXIT
@@ -423,6 +433,7 @@ def _snapshot_removeall(host, vmid, state, verb, rest):
 
 
 def _snapshot_revert(host, vmid, state, verb, rest):
+    from . import snapshots
     if len(rest) < 2:
         return usage(verb)
     try:
