@@ -6,7 +6,6 @@ createType="vmfs" + a -flat.vmdk, snapshot deltas vmfsSparse (VMFS5/NFS) or seSp
 """
 import errno
 import os
-import random
 import struct
 
 from . import sparse
@@ -135,15 +134,28 @@ def write_descriptor(path, desc, blank_before_extents=True):
         f.write(desc.render(blank_before_extents))
 
 
-def new_cid(rng=random):
+class _Urandom:
+    """The rng the tools use: random's getrandbits, from os.urandom. `import random` (math, bisect,
+    operator, a SHA-512) was about a millisecond of each snapshot.create and vmkfstools -i call, thousands
+    per test run; Host.create_vm passes a seeded random.Random where the same disks must come again."""
+
+    @staticmethod
+    def getrandbits(k):
+        return int.from_bytes(os.urandom((k + 7) // 8), "big") >> (-k % 8)
+
+
+URANDOM = _Urandom()
+
+
+def new_cid(rng=URANDOM):
     return "%08x" % rng.getrandbits(32)
 
 
-def _long_content_id(cid, rng=random):
+def _long_content_id(cid, rng=URANDOM):
     return "%024x%s" % (rng.getrandbits(96), cid)
 
 
-def _ddb_uuid(rng=random):
+def _ddb_uuid(rng=URANDOM):
     b = [rng.getrandbits(8) for _ in range(14)]
     h = ["%02x" % x for x in b]
     return "60 00 C2 9%x %s %s %s %s %s %s-%s %s %s %s %s %s %s %s" % (
@@ -168,7 +180,7 @@ def _delta_stem(name):
     return stem
 
 
-def base_descriptor(flat_name, sectors, adapter, thin, hw_version, rng=random):
+def base_descriptor(flat_name, sectors, adapter, thin, hw_version, rng=URANDOM):
     d = Descriptor()
     cid = new_cid(rng)
     d.header = [("version", "1"), ("encoding", '"UTF-8"'), ("CID", cid), ("parentCID", "ffffffff"),
@@ -341,7 +353,7 @@ def fill_pattern(seed, index, n):
     return hashlib.shake_256(("%s:%d" % (seed, index)).encode()).digest(n)
 
 
-def create_base(path, size, fmt="thin", adapter="lsilogic", hw_version=19, seed=None, rng=random):
+def create_base(path, size, fmt="thin", adapter="lsilogic", hw_version=19, seed=None, rng=URANDOM):
     """Base disk (descriptor + -flat.vmdk). With `seed`, fill it with reproducible data:
     every 64 KiB block is data, partly zero, or a hole, so copies have something to prove."""
     sectors = size // SECTOR
@@ -370,7 +382,7 @@ def create_base(path, size, fmt="thin", adapter="lsilogic", hw_version=19, seed=
     return d
 
 
-def create_rdm(path, size, mode="physical", rng=random):
+def create_rdm(path, size, mode="physical", rng=URANDOM):
     sectors = size // SECTOR
     stem = path[:-5]
     suffix = "-rdmp.vmdk" if mode == "physical" else "-rdm.vmdk"
@@ -402,7 +414,7 @@ def next_delta_name(parent_path):
         n += 1
 
 
-def create_delta(parent_path, sesparse, rng=random):
+def create_delta(parent_path, sesparse, rng=URANDOM):
     """Snapshot delta next to its parent (ESXi default without snapshot.redoNotWithParent)."""
     parent = read_descriptor(parent_path)
     path = next_delta_name(parent_path)
@@ -490,7 +502,7 @@ def disk_format(path):
     return "thin" if d.ddb_get("ddb.thinProvisioned") == "1" else "thick"
 
 
-def clone(src, dst, fmt, progress=None, rng=random):
+def clone(src, dst, fmt, progress=None, rng=URANDOM):
     """Full copy of the (flattened) disk at src into a new disk at dst in format fmt.
 
     progress(done_bytes, total_bytes) may raise to abort; the caller cleans up.

@@ -8,7 +8,7 @@ import time
 
 from . import vmx
 
-# checkpoint, disks and writer (with random, struct and the sparse formats) are imported by the functions
+# checkpoint, disks and writer (with struct and the sparse formats) are imported by the functions
 # that change disks: `snapshot.get`, the commonest call, only reads the .vmsd.
 
 TYPE_MEMORY = "1"

@@ -10,7 +10,7 @@ import pytest
 from simtools import REPO
 
 HEAVY = {"re", "json", "enum", "hashlib", "_hashlib", "shutil", "subprocess", "datetime", "urllib", "signal",
-         "collections", "contextlib", "functools"}  # snapshots and clones need random and struct, no more
+         "collections", "contextlib", "functools", "random"}  # snapshots and clones need struct, no more
 WRAPPER = ("import sys; sys.path.insert(0, %r); from esxisim.tools import main\n"
            "try:\n    main()\nfinally:\n"
            "    sys.stderr.write('LOADED ' + ' '.join(sorted({m.split('.')[0] for m in sys.modules})) + '\\n')" % REPO)
