@@ -123,6 +123,15 @@ def _cleanup_workdirs(root):
                 shutil.rmtree(os.path.join(d, name), ignore_errors=True)
 
 
+def _default_signals():
+    """SIGPIPE and SIGXFSZ back to their defaults, as the command gets them from enter.c: Python ignores
+    both, and what is ignored stays ignored through exec (a writer into a closed pipe would go on with
+    EPIPE where on the host the signal ends it). _signal: the signal module loads enum."""
+    import _signal
+    for sig in (_signal.SIGPIPE, _signal.SIGXFSZ):
+        _signal.signal(sig, _signal.SIG_DFL)
+
+
 def main():
     root, cmd = sys.argv[1], sys.argv[3:]
     if not os.path.exists(os.path.join(root, STATE_FILE)):
@@ -145,6 +154,7 @@ def main():
             os.makedirs(os.path.join(lower, "sshd"), exist_ok=True)  # the host's sshd (SSH-mode tests)
         _mount("overlay", target, "overlay", 0,
                "lowerdir=%s,upperdir=%s,workdir=%s" % (lower, os.path.join(base, "upper"), work))
+    _default_signals()
     try:
         os.chdir(os.getcwd())
     except OSError:

@@ -1,6 +1,7 @@
 """enter: the C helper runs every command on the host where a C compiler is (a Python start per command
 cost thousands of CPU seconds' worth of 30 ms per test run), and does what the Python enter.main does."""
 import os
+import signal
 import subprocess
 
 import pytest
@@ -61,3 +62,12 @@ def test_a_command_that_does_not_run(host, which, cmd, status, err):
 def test_no_host(tmp_path, which):
     r = subprocess.run(enter.argv(str(tmp_path), ["true"]), capture_output=True, text=True, timeout=30)
     assert (r.returncode, r.stderr) == (2, "esxisim: not found: no simulated host at %s\n" % tmp_path)
+
+
+def test_the_command_starts_with_no_signal_ignored(host, which):
+    """Python ignores SIGPIPE and SIGXFSZ, and an exec keeps them ignored: a writer into a closed pipe
+    went on with EPIPE where on a host (a shell from sshd) the signal ends it."""
+    r = subprocess.run(enter.argv(host.root, ["grep", "SigIgn", "/proc/self/status"]), capture_output=True,
+                       text=True, timeout=30)
+    ignored = int(r.stdout.split()[1], 16)
+    assert ignored & (1 << (signal.SIGPIPE - 1) | 1 << (signal.SIGXFSZ - 1)) == 0, r.stdout
