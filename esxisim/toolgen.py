@@ -22,11 +22,12 @@ def upper(host, layer):
 SHEBANG_MAX = 255  # bytes the kernel reads of a `#!` line (BINPRM_BUF_SIZE, Linux 5.1+), newline included
 
 
-def _script(host, tool):
+def script(host, tool):
     """The tool as a Python script its interpreter runs straight from the `#!` line: thousands of calls per
     test run, and a /bin/sh in between (busybox ash inside the namespace) cost ~1 ms of a ~14 ms call.
     sys.path[0] (the script's folder, /usr/bin) becomes the esxisim source: nothing is looked up there.
-    An interpreter path the kernel cannot take on a `#!` line (blanks, too long) gets a /bin/sh wrapper."""
+    An interpreter path the kernel cannot take on a `#!` line (blanks, too long) gets a /bin/sh wrapper.
+    Public: a test tells the generated tool from one it has wrapped (tests/simhost.py vim)."""
     src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     code = "import sys\nsys.path[0] = %r\nsys.argv[1:1] = [%r, %r]\nfrom esxisim.tools import main\nmain()\n" % (
         src, tool, host.root)
@@ -107,11 +108,11 @@ def install(host):
         os.makedirs(upper(host, layer), exist_ok=True)
     ub, us = upper(host, "usr_bin"), upper(host, "usr_sbin")
     for tool in ("vim-cmd", "vmware", "esxcli", "crond"):
-        _put(os.path.join(ub, tool), _script(host, tool))
+        _put(os.path.join(ub, tool), script(host, tool))
     for tool in ("vmkfstools", "esxcli", "auto-backup.sh"):
-        _put(os.path.join(us, tool), _script(host, tool))
-    _put(os.path.join(upper(host, "usr_lib"), "vmware", "busybox", "bin", "busybox"), _script(host, "busybox"))
-    _put(os.path.join(ub, "busybox"), _script(host, "busybox"))  # `busybox crond` is always the fake
+        _put(os.path.join(us, tool), script(host, tool))
+    _put(os.path.join(upper(host, "usr_lib"), "vmware", "busybox", "bin", "busybox"), script(host, "busybox"))
+    _put(os.path.join(ub, "busybox"), script(host, "busybox"))  # `busybox crond` is always the fake
     _install_sh(host, ub)
     install_python(host)
     etc = upper(host, "etc")
