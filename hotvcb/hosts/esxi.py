@@ -44,6 +44,11 @@ ESX_CONF = "/etc/vmware/esx.conf"
 _SYSTEM_UUID = lazyre.compile(r'^/system/uuid\s*=\s*"([0-9A-Fa-f][0-9A-Fa-f-]{15,63})"\s*$', re.M)
 
 
+def _is_vmx(name: str) -> bool:
+    """A VM's .vmx by its name, not a hidden file (a marker a run keeps beside it, named after it)."""
+    return name.lower().endswith(".vmx") and not name.startswith(".")
+
+
 class EsxiHost:
     kind = "esxi"
     formats = DISK_FORMATS  # type: Tuple[str, ...]
@@ -270,7 +275,12 @@ class EsxiHost:
         rotated to vmware-1.log, log.keepOld of them kept), headed by its pid and the time to the millisecond.
         "none" where the folder has none (a VM never powered on; `logging = "FALSE"`, `log.fileName` elsewhere:
         nothing tells). Read from the host each time, never from the driver's folder scans: a power on by
-        someone else drops none of them."""
+        someone else drops none of them. A HostError where the folder holds another .vmx: every VM there
+        writes the one vmware.log, so a neighbour's power on would pass for this VM's (a hidden file is none:
+        a marker of a run's, `.hotvcb-powered-off.<VM>.vmx`)."""
+        if sum(_is_vmx(name) for name in self._files.list_files(vm.folder)) > 1:
+            raise HostError("%s shares its folder, and its vmware.log, with another VM: its power ons cannot be "
+                            "told" % vm.name)
         path = vm.folder + "/" + VMWARE_LOG
         try:
             return self.shell.read_regular(path, BOOT_LINE_MAX).split("\n", 1)[0]
