@@ -498,6 +498,7 @@ class Host:
     def power_on(self, vmid):
         """Power on, or refuse like the vmx does when a disk cannot be opened (PowerOnFailed)."""
         from . import writer
+        self._start_vmware_log(vmid)
         missing = self.missing_disk(vmid)
         if missing:
             self._log_power_on_failure(vmid, *missing)
@@ -507,6 +508,26 @@ class Host:
         self.set_power(vmid, "on")
         if self.vm(vmid).get("writer"):
             writer.start(self, vmid)
+
+    def _start_vmware_log(self, vmid):
+        """What the VM's vmx process does as it starts, at every power on (a resume, a failed power on too):
+        the old logs rotated, vmware.log -> vmware-1.log -> vmware-2.log ..., as many kept as the .vmx's
+        `log.keepOld` says (6 by default; older ones deleted), and a new vmware.log opened with its first line
+        (the vmx's pid and the time to the millisecond: no two power ons write the same one)."""
+        folder = os.path.dirname(self.vmx_real(vmid))
+        keep = _keep_old(self.load_vmx(vmid))
+        names = ["vmware.log"] + ["vmware-%d.log" % n for n in range(1, keep + 1)]
+        if keep and os.path.exists(os.path.join(folder, names[-1])):
+            os.remove(os.path.join(folder, names[-1]))
+        for older, newer in reversed(list(zip(names, names[1:]))):
+            if os.path.exists(os.path.join(folder, older)):
+                os.rename(os.path.join(folder, older), os.path.join(folder, newer))
+        now = time.time()
+        build = versions.info(self.version)[0]
+        with open(os.path.join(folder, "vmware.log"), "w", encoding="utf-8") as f:
+            f.write("%s.%03dZ| vmx| I005: Log for VMware ESX pid=%d version=%s build=build-%s option=Release\n"
+                    % (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)), int(now * 1000) % 1000, os.getpid(),
+                       self.version, build))
 
     def _log_power_on_failure(self, vmid, path, reason):
         """vmware.log lines of a failed power-on (VMware's messages msg.disk.noBackEnd,
@@ -693,3 +714,15 @@ def parse_size(text):
         raise ValueError("bad size %r" % text)
     mult = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[m.group(2).lower()]
     return int(m.group(1)) * mult
+
+
+def _keep_old(data):
+    """The .vmx's `log.keepOld` (any case, as the vmx reads keys): how many old vmware-N.log a power on keeps; 6
+    where it is not set or not a number."""
+    for key, value in data.items():
+        if key.lower() == "log.keepold":
+            try:
+                return max(0, int(value))
+            except ValueError:
+                break
+    return 6

@@ -14,8 +14,9 @@ from hotvcb.model import VmRef
 OURS = "hotvcb-snapshot-contract"
 
 
-def check(host, vm_name: str, target: str, user_snapshot: Optional[str] = None) -> None:
-    """Raise AssertionError naming the first clause `host` breaks; `target` is an empty folder."""
+def check(host, vm_name: str, target: str, user_snapshot: Optional[str] = None, cycle_power: bool = False) -> None:
+    """Raise AssertionError naming the first clause `host` breaks; `target` is an empty folder. `cycle_power`: the
+    VM (on) may be powered off and on again at the end, to see its boot stamp change."""
     assert host.kind and host.formats and host.run_dir and host.describe() and host.why_root(), "identity"
     assert isinstance(host.system_id(), str) and host.system_id() == host.system_id(), "system_id: one id, kept"
 
@@ -30,6 +31,8 @@ def check(host, vm_name: str, target: str, user_snapshot: Optional[str] = None) 
     name, text = host.backup_config(vm, {})
     assert name and "/" not in name and text, "backup_config: a file name and its text"
     assert host.power_state(vm) in ("on", "off", "suspended")
+    stamp = host.boot_stamp(vm)
+    assert isinstance(stamp, str) and stamp and stamp == host.boot_stamp(vm), "boot_stamp: one value, kept"
     for disk in vm.disks:
         assert host.bytes_needed(disk, host.formats[0]) > 0, "bytes_needed"
     free = host.free_space(target)
@@ -79,6 +82,17 @@ def check(host, vm_name: str, target: str, user_snapshot: Optional[str] = None) 
         raise AssertionError("copy_disk into a missing folder must fail")
     except HostError:
         pass
+    assert host.boot_stamp(vm) == stamp, "boot_stamp: kept while the VM runs on (a snapshot, a copy)"
+    if cycle_power:
+        _boot_stamp_changes_at_power_on(host, vm, stamp)
+
+
+def _boot_stamp_changes_at_power_on(host, vm, stamp: str) -> None:
+    """A power off leaves the boot stamp as it was; a power on makes it another."""
+    host.power_off(vm)
+    assert host.boot_stamp(vm) == stamp, "boot_stamp: kept by a power off"
+    host.power_on(vm)
+    assert host.boot_stamp(vm) not in (stamp, "none"), "boot_stamp: another after a power on"
 
 
 def _one_consolidation_judgement(host, vm) -> None:

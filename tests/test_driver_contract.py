@@ -18,7 +18,7 @@ def test_the_esxi_driver_keeps_the_contract(host):
     os.makedirs(host.real("/vmfs/volumes/backup/contract"))
     code = ("import sys; from hotvcb.hosts.esxi import EsxiHost; from hotvcb.localshell import LocalShell; "
             "import driver_contract; driver_contract.check(EsxiHost(LocalShell()), 'contract vm', "
-            "'/vmfs/volumes/backup/contract', 'user snap'); print('contract kept')")
+            "'/vmfs/volumes/backup/contract', 'user snap', cycle_power=True); print('contract kept')")
     r = host_python(host, "-c", code)
     assert r.returncode == 0 and "contract kept" in r.stdout, r.stdout + r.stderr
 

@@ -17,7 +17,7 @@ from restorerecords import dead_pid
 from hotvcb import interrupt
 from hotvcb.commands.common import lock_host
 from hotvcb.commands.runtarget import Target
-from hotvcb.errors import Interrupted
+from hotvcb.errors import HostError, Interrupted
 from hotvcb.jobs import backup_end
 from hotvcb.jobs.backup import BackupJob
 from hotvcb.jobs.leftovers import mark_powered_off, power_marker, remove_our_snapshots, restore_power
@@ -164,6 +164,9 @@ class PowerHost:
     def power_on(self, vm):
         self.powered_on.append(vm.name)
 
+    def boot_stamp(self, vm):
+        return "started %d times" % len(self.powered_on)
+
 
 @pytest.mark.parametrize("view, powered_on", [("its own", False), ("reused", True), ("hidden", False),
                                               ("namespace", False)])
@@ -177,6 +180,73 @@ def test_a_vm_is_powered_on_for_a_run_only_when_that_run_is_told_dead(tmp_path, 
         hide_from_proc(monkeypatch, hotvcb_holder)
     assert restore_power(host, vm, Log(), me()) == powered_on
     assert (host.powered_on, os.path.exists(power_marker(vm))) == ((["web"], False) if powered_on else ([], True))
+
+
+class AdminHost(PowerHost):
+    """A VM whose boot stamp the admin changes (`admin_boots`), and whose power on fails once (`failing`), as a
+    vmx that starts its log and gives up on a missing disk."""
+
+    def __init__(self, failing=False):
+        super().__init__()
+        self.boots, self.failing = 0, failing
+
+    def boot_stamp(self, vm):
+        return "boot %d" % self.boots
+
+    def admin_boots(self):
+        self.boots += 1
+
+    def power_on(self, vm):
+        self.boots += 1
+        if self.failing:
+            self.failing = False
+            raise HostError("Power on failed")
+        super().power_on(vm)
+
+
+def _dead_runs_marker(tmp_path, host):
+    vm = SimpleNamespace(name="web", folder=str(tmp_path), ref=SimpleNamespace(vmx_path=str(tmp_path / "web.vmx")))
+    mark_powered_off(host, vm, ours(dead_pid()))
+    return vm
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_a_vm_powered_on_by_someone_since_a_dead_runs_marker_is_left_as_it_is(tmp_path, dry_run):
+    """The admin started the VM by hand after the run died, and switched it off again: the marker's boot stamp is
+    not the VM's now, so the admin's word stands (one line says so), and the marker goes (a dry run keeps it)."""
+    host, log = AdminHost(), Log()
+    vm = _dead_runs_marker(tmp_path, host)
+    host.admin_boots()
+    assert restore_power(host, vm, log, me(), dry_run) is False
+    assert host.powered_on == [] and os.path.exists(power_marker(vm)) == dry_run
+    assert [l for l in log.lines if "powered on since by someone else" in l] and len(log.lines) == 1, log.lines
+
+
+def test_a_vm_nobody_started_since_a_dead_runs_marker_is_powered_on_and_so_is_one_of_an_older_marker(tmp_path):
+    """The stamp unchanged: the run's own power off, powered on again; a marker with no stamp (an older hotvcb's)
+    powers it on whatever happened since, as before."""
+    host = AdminHost()
+    vm = _dead_runs_marker(tmp_path, host)
+    assert restore_power(host, vm, Log(), me()) is True and host.powered_on == ["web"]
+    older = AdminHost()
+    vm = _dead_runs_marker(tmp_path, older)
+    with open(power_marker(vm)) as f:
+        record = f.read().splitlines()[0]
+    with open(power_marker(vm), "w") as f:
+        f.write(record + "\n")
+    older.admin_boots()
+    assert restore_power(older, vm, Log(), me()) is True and older.powered_on == ["web"]
+
+
+def test_a_failed_power_on_of_ours_is_no_one_elses_the_next_run_tries_again(tmp_path):
+    """Our power on failed (the vmx started its log, then gave up): the marker records the new stamp, so the next
+    run still powers the VM on."""
+    host = AdminHost(failing=True)
+    vm = _dead_runs_marker(tmp_path, host)
+    with pytest.raises(HostError):
+        restore_power(host, vm, Log(), me())
+    assert restore_power(host, vm, Log(), me()) is True and host.powered_on == ["web"]
+    assert not os.path.exists(power_marker(vm))
 
 
 class OrderHost(PowerHost):
@@ -282,6 +352,9 @@ class SweptHost(SnapshotHost):
 
     def power_state(self, vm):
         return "on"
+
+    def boot_stamp(self, vm):
+        return "one boot"
 
     def host_name(self):
         return HOST

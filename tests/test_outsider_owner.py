@@ -244,6 +244,9 @@ def test_a_vm_left_off_by_a_run_that_cannot_be_told_is_at_least_named(tmp_path):
         def power_on(self, vm):
             raise AssertionError("powered on for a run that may live")
 
+        def boot_stamp(self, vm):
+            return "one boot"
+
     vm = SimpleNamespace(name="web", folder=str(tmp_path), ref=SimpleNamespace(vmx_path=str(tmp_path / "web.vmx")))
     other_ns = os.stat("/proc/self/ns/pid").st_ino + 1
     mark_powered_off(Host(), vm, RunId("0123456789ab", MACHINE, 7, 1, HOST, 5, pid_ns=other_ns))

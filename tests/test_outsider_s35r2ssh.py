@@ -200,8 +200,6 @@ def test_two_runs_killed_in_a_row_then_a_backup_leaves_web_on(host, tmp_path):
     assert not os.path.exists(host.real(MARKER)), r3.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 2: a killed run's power-off marker outlives the admin's own power-on and "
-                   "power-off: cleanup / the next run boots a VM the admin switched off on purpose")
 @pytest.mark.parametrize("then", ["cleanup", "backup"])
 def test_vm_the_admin_switched_off_after_starting_it_by_hand_stays_off(host, tmp_path, then):
     """A POWER_VM_DOWN_BEFORE_BACKUP run is killed during web's copy (web off, its marker says the next run
@@ -221,6 +219,7 @@ def test_vm_the_admin_switched_off_after_starting_it_by_hand_stays_off(host, tmp
         r = backup_once(host, conf, "web")
     assert "Traceback" not in r.stdout + r.stderr, r.stdout + r.stderr
     assert "Powered off" in power(host, vmid), r.stdout
+    assert "was powered on since by someone else" in r.stdout and not os.path.exists(host.real(MARKER)), r.stdout
 
 
 @pytest.mark.parametrize("sig", ["KILL"])

@@ -45,6 +45,9 @@ class Host:
     def power_state(self, vm):
         return self.state
 
+    def boot_stamp(self, vm):
+        return "one boot"
+
 
 class Ref:
     vmx_path = "/vmfs/volumes/datastore1/db/db.vmx"

@@ -44,6 +44,9 @@ class Host:
     def power_state(self, vm):
         return self.state
 
+    def boot_stamp(self, vm):
+        return "one boot"
+
     def guest_tools(self, vm):
         return self.tools
 

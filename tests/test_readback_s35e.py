@@ -34,6 +34,9 @@ class NoToolsSlowHostd:
     def power_state(self, vm):
         raise HostError("vim-cmd vmsvc/power.getstate: hostd is busy")
 
+    def boot_stamp(self, vm):
+        return "one boot"
+
 
 def test_a_refused_shutdown_stays_refused_when_the_state_query_then_fails(caplog):
     """The refusal is the VM's reason and its marker goes (cleanup must not boot it after the admin switches
@@ -75,6 +78,9 @@ class GoneRunsVm:
 
     def power_on(self, vm):
         self.state, self.booted = "on", self.booted + 1
+
+    def boot_stamp(self, vm):
+        return "boot %d" % self.booted
 
 
 def _turn(host, settings, monkeypatch):

@@ -34,10 +34,19 @@ from .esxi_snapshots import EsxiSnapshots
 from .esxi_stores import EsxiStores, datastore_of
 from .esxi_vim import Vim
 
+# the log the VM's vmx process writes in the VM's folder, started anew at each power on, and how much of it
+# boot_stamp reads (its first line, the vmx's "Log for VMware ESX pid=... version=..." is ~120 bytes)
+VMWARE_LOG = "vmware.log"
+BOOT_LINE_MAX = 1024
 # ESXi keeps its configuration in /etc/vmware/esx.conf, saved to the boot bank (state.tgz) and restored at each
 # boot; its `/system/uuid` is the host's system UUID, the one `esxcli system uuid get` prints
 ESX_CONF = "/etc/vmware/esx.conf"
 _SYSTEM_UUID = lazyre.compile(r'^/system/uuid\s*=\s*"([0-9A-Fa-f][0-9A-Fa-f-]{15,63})"\s*$', re.M)
+
+
+def _is_vmx(name: str) -> bool:
+    """A VM's .vmx by its name, not a hidden file (a marker a run keeps beside it, named after it)."""
+    return name.lower().endswith(".vmx") and not name.startswith(".")
 
 
 class EsxiHost:
@@ -260,6 +269,25 @@ class EsxiHost:
 
     def power_on(self, vm: Vm) -> None:
         self._vim(["vmsvc/power.on", vm.ref.vmid], interruptible=False)
+
+    def boot_stamp(self, vm: Vm) -> str:
+        """The first line of the VM's vmware.log: the vmx process starts a new one at every power on (the old
+        rotated to vmware-1.log, log.keepOld of them kept), headed by its pid and the time to the millisecond.
+        "none" where the folder has none (a VM never powered on; `logging = "FALSE"`, `log.fileName` elsewhere:
+        nothing tells). Read from the host each time, never from the driver's folder scans: a power on by
+        someone else drops none of them. A HostError where the folder holds another .vmx: every VM there
+        writes the one vmware.log, so a neighbour's power on would pass for this VM's (a hidden file is none:
+        a marker of a run's, `.hotvcb-powered-off.<VM>.vmx`)."""
+        if sum(_is_vmx(name) for name in self._files.list_files(vm.folder)) > 1:
+            raise HostError("%s shares its folder, and its vmware.log, with another VM: its power ons cannot be "
+                            "told" % vm.name)
+        path = vm.folder + "/" + VMWARE_LOG
+        try:
+            return self.shell.read_regular(path, BOOT_LINE_MAX).split("\n", 1)[0]
+        except HostError:
+            if not self.shell.exists(path):
+                return "none"
+            raise
 
     # -- snapshots (esxi_snapshots.py) -----------------------------------------
     def snapshots(self, vm: Vm, interruptible: bool = True) -> List[Snapshot]:

@@ -51,6 +51,7 @@ a remote URI (qemu+ssh://) is refused.
 """
 
 import io
+import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -59,7 +60,7 @@ from typing import Collection, Dict, List, NoReturn, Optional, Sequence, Set, Tu
 from ..errors import CopyError, HostError, SnapshotError, VmNotFound
 from ..runlog import RunLog
 from ..model import Disk, Snapshot, Vm, VmRef
-from ..shell import Shell
+from ..shell import Readable, Shell
 from . import nbdcopy, qemuimg
 from .checkpoints import Checkpoints
 from .libvirt_domain import DomainConfig, disk_of, not_copied, parse, qemu_owner, with_live_disks
@@ -69,6 +70,12 @@ from .pulljob import PullJobs, checkpoint_fault, job_snapshot, own_folder, safe
 from .qemu_overlay_names import OUR_MARK
 from .qga import run_in_guest
 from .virsh import DEFAULT_URI, BackupJob, Virsh, VirshError, together
+
+
+# libvirt's QEMU log of each domain (qemu:///system's), `<name>.log`, and what libvirt writes there at each start:
+# "2026-12-05 21:59:38.267+0000: starting up libvirt version: 9.0.0, ..."
+SYSTEM_QEMU_LOGS = "/var/log/libvirt/qemu"
+STARTING_UP = b": starting up libvirt version: "
 
 
 @dataclass
@@ -201,6 +208,24 @@ class LibvirtHost(LocalKvmHost):
         state = self.virsh.state(vm.name)
         if state != "on":
             self.virsh.power("resume" if state == "suspended" else "start", vm.name)
+
+    def boot_stamp(self, vm: Vm) -> str:
+        """The last "starting up" line of the domain's QEMU log, which libvirt appends at each start (its time to
+        the millisecond: the domain id, new at each start, is gone once the domain is off); "none" where the log
+        has none or is not there (never started). A resume of a paused domain starts nothing: it keeps its stamp."""
+        path = "%s/%s.log" % (self._qemu_logs(), vm.name)
+        if not self.shell.exists(path):
+            return "none"
+        with self.shell.open_binary(path) as log:  # 2 MiB at most where virtlogd writes it (its max_size)
+            return _last_start(log)
+
+    def _qemu_logs(self) -> str:
+        """Where libvirt keeps its domains' QEMU logs: the system daemon's under /var/log, a session daemon's in its
+        user's cache folder."""
+        if self.uri.split("://", 1)[-1].startswith("/system"):
+            return SYSTEM_QEMU_LOGS
+        cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+        return cache.rstrip("/") + "/libvirt/qemu/log"
 
     # -- snapshots: pull-mode backup jobs + checkpoints --------------------------
     def snapshots(self, vm: Vm, interruptible: bool = True) -> List[Snapshot]:  # noqa: ARG002
@@ -364,3 +389,18 @@ class LibvirtHost(LocalKvmHost):
 
     def registered_at(self, vmx_path: str) -> Optional[str]:
         return None  # register_vm registers nothing here
+
+
+def _last_start(log: Readable) -> str:
+    """The last line of a domain's QEMU log that says libvirt started it, read a MiB at a time; "none" if none does."""
+    last, tail = b"", b""
+    while True:
+        chunk = log.read(1 << 20)
+        if not chunk:
+            break
+        lines = (tail + chunk).split(b"\n")
+        tail = lines.pop()
+        last = next((line for line in reversed(lines) if STARTING_UP in line), last)
+    if STARTING_UP in tail:
+        last = tail
+    return last.decode("utf-8", "replace") if last else "none"

@@ -47,7 +47,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Collection, Dict, List, Optional, Sequence, Tuple
 
-from .. import vmdk
+from .. import pids, vmdk
 from ..errors import HostError, SnapshotError, VmNotFound, VmStopped
 from ..model import Disk, Snapshot, SnapshotTree, Vm, VmRef
 from ..shell import Shell
@@ -260,6 +260,19 @@ class QemuHost(LocalKvmHost):
                 "%s: its QEMU process is gone and hotvcb cannot start a QEMU VM again "
                 "(POWER_VM_DOWN_BEFORE_BACKUP is not supported for QEMU); start it the way it was started"
                 % vm.name) from err
+
+    def boot_stamp(self, vm: Vm) -> str:
+        """The QEMU process serving the VM's QMP socket, by its pid and start time: a VM is powered on by
+        starting one (hotvcb never does); "none" while none runs. A guest a `-no-shutdown` process keeps after
+        its shutdown, reset and continued in that process, keeps its stamp: QEMU counts no boots."""
+        try:
+            with self._qmp(vm.ref.vmx_path) as qmp:
+                pid = qmp.peer_pid()
+        except QmpUnavailable:
+            return "none"
+        if pid is None:
+            raise HostError("%s: the process behind its QMP socket cannot be told" % vm.name)
+        return "%d:%s" % (pid, pids.started(pid))
 
     # -- snapshots -----------------------------------------------------------
     # -- snapshots: qemu_overlays.py -------------------------------------------

@@ -26,6 +26,8 @@ Here: our snapshots and power-off markers. A snapshot request still pending is s
 run's `-partial` folders partials.py's, every VM of a host (`hotvcb cleanup`) host_cleanup.py's.
 """
 
+import hashlib
+import re
 import time
 from typing import List, Mapping, Optional
 
@@ -42,6 +44,8 @@ from ..namefit import fit
 
 SNAPSHOT_PREFIX = "hotvcb-snapshot-"
 POWER_MARKER = ".hotvcb-powered-off"  # + ".<vmx file name>", in the VM's folder while we hold it powered off
+BOOT = "boot "  # starts the power-off marker's second line: the VM's boot stamp (a digest) at the power off
+_STAMPED = lazyre.compile(r"^" + BOOT + r"([0-9a-f]{32})$", re.M)
 SHUTDOWN_GRACE = 30 * 60.0  # a guest asked to shut down may take this long (a marker this young is kept)
 UNTOLD = "may still be running (its process cannot be told from here: another pid namespace, or hidden by /proc)"
 
@@ -169,35 +173,91 @@ def vm_marker(vm, kind: str, tail: str = "") -> str:
 
 
 def mark_powered_off(host: Hypervisor, vm, run: RunId) -> None:
-    host.shell.write_text(power_marker(vm), run.text() + "\n")
+    """The marker naming `run`, and the VM's boot stamp as it is now (its power off keeps it)."""
+    host.shell.write_text(power_marker(vm), run.text() + "\n" + _boot_line(host, vm))
+
+
+def restamp_power_mark(host: Hypervisor, vm, log, stamped: bool = True) -> None:
+    """The marker made to record the VM's boot stamp as it is now, after a start of ours (a power on that failed:
+    a disk missing, the vmx started, and its log with it, before it gave up), else the next run would take it for
+    someone else's and leave the VM off; or (not `stamped`) none, before a step that may start it (a cold
+    snapshot: libvirt starts a shut-down domain paused for its backup job), so a kill meanwhile leaves a marker
+    that powers it on whatever its stamp, as one of a hotvcb before stamps does."""
+    path = power_marker(vm)
+    try:
+        record = host.shell.read_regular(path, RECORD_MAX).split("\n", 1)[0]
+        host.shell.write_text(path, record + "\n" + (_boot_line(host, vm) if stamped else ""))
+    except HotvcbError as err:
+        log.warning("%s: could not update its boot stamp in %s (%s); should the next run find it off, it may "
+                    "take it as started by someone else and leave it off" % (vm.name, path, err))
+
+
+def _boot_line(host: Hypervisor, vm) -> str:
+    """The marker's line naming the VM's boot stamp (a digest: the stamp is the host's text); "" where the host
+    cannot tell, and the marker then powers the VM on whatever happened since, as one of a hotvcb before
+    stamps does."""
+    try:
+        return "%s%s\n" % (BOOT, _digest(host.boot_stamp(vm)))
+    except HotvcbError:
+        return ""
+
+
+def _digest(stamp: str) -> str:
+    return hashlib.sha256(stamp.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
+def booted_since(host: Hypervisor, vm, marker: str, log=None) -> bool:
+    """Whether the VM has been powered on since its power-off `marker` (the file's text) was written: its boot
+    stamp is another (by hand, HA). False where that cannot be told, and the marker stands: no stamp recorded (an
+    older hotvcb's marker), or the host cannot say the stamp now (said in `log`, if given)."""
+    recorded = _STAMPED.search(marker)
+    if recorded is None:
+        return False
+    try:
+        return _digest(host.boot_stamp(vm)) != recorded.group(1)
+    except HotvcbError as err:
+        if log is not None:
+            log.warning("%s: cannot tell whether it was powered on since its power-off marker was written (%s); "
+                        "taking it as not" % (vm.name, err))
+        return False
 
 
 def clear_power_mark(host: Hypervisor, vm) -> None:
     host.shell.remove_tree(power_marker(vm))
 
 
-def dead_power_mark(host: Hypervisor, vm, log, run: RunId, dead: Mapping[str, float] = NONE_DEAD) -> Optional[str]:
+def dead_power_mark(host: Hypervisor, vm, log, run: RunId, dead: Mapping[str, float] = NONE_DEAD,
+                    dry_run: bool = False) -> Optional[str]:
     """Who left the VM's power-off marker, when that run is gone (restore_power; a VM of VM_SHUTDOWN_ORDER found
     off, jobs/power.py); None when there is none, it is `run`'s own or a live run's, or cannot be read or told
-    (said: the VM may be down for good)."""
+    (said: the VM may be down for good); None too when the VM has been powered on since (booted_since): the
+    admin's last word stands, whether the VM is on or off now, and the marker goes (not in a dry run)."""
     path = power_marker(vm)
     if not host.shell.exists(path):
         return None
     try:
-        owner = parse(host.shell.read_regular(path, RECORD_MAX))
+        text = host.shell.read_regular(path, RECORD_MAX)
     except HotvcbError as err:  # not ours (we write a file): a FIFO planted on an NFS datastore, a folder
         log.warning("%s: cannot read the power-off marker: %s; leaving the VM as it is" % (vm.name, err))
         return None
+    owner = parse(text)
     if owner is not None and owner.run == run.run:
         return None
     alive = owner_alive(owner, run, dead, lambda: made_at(host.shell.age(path))) if owner is not None else False
     if alive:
         return None  # its run lives (its lock file was deleted under it): it powers the VM on itself
+    who = str(owner) if owner else "an earlier hotvcb run"
     if alive is None:
         log.warning("%s: %s powered it off for a backup and %s; leaving it as it is (now %s)"
                     % (vm.name, owner, UNTOLD, host.power_state(vm)))
         return None
-    return str(owner) if owner else "an earlier hotvcb run"
+    if booted_since(host, vm, text, log):
+        log.warning("%s: %s powered it off for a backup and is gone, and it was powered on since by someone else: "
+                    "leaving it as it is%s" % (vm.name, who, "" if dry_run else ", its power-off marker removed"))
+        if not dry_run:
+            clear_power_mark(host, vm)
+        return None
+    return who
 
 
 def state_had(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False,
@@ -211,7 +271,7 @@ def state_had(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False,
         restore_power(host, vm, log, run, dry_run, dead)
         return host.power_state(vm)
     state = host.power_state(vm)
-    if state == "off" and dead_power_mark(host, vm, log, run, dead) is not None:
+    if state == "off" and dead_power_mark(host, vm, log, run, dead, dry_run) is not None:
         return "on"
     return state
 
@@ -219,7 +279,7 @@ def state_had(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False,
 def restore_power(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False,
                   dead: Mapping[str, float] = NONE_DEAD) -> bool:
     """Power on a VM that a dead run powered off for its backup; True if there was one."""
-    who = dead_power_mark(host, vm, log, run, dead)
+    who = dead_power_mark(host, vm, log, run, dead, dry_run)
     if who is None:
         return False
     path = power_marker(vm)
@@ -240,6 +300,10 @@ def restore_power(host: Hypervisor, vm, log, run: RunId, dry_run: bool = False,
         log.info("%s: %s powered it off for a backup and did not finish; it is on again" % (vm.name, who))
     else:
         log.warning("%s: %s powered it off for a backup and did not finish; powering it on" % (vm.name, who))
-        host.power_on(vm)
+        try:
+            host.power_on(vm)
+        except HotvcbError:
+            restamp_power_mark(host, vm, log)
+            raise
     clear_power_mark(host, vm)
     return True

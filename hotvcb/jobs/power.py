@@ -20,7 +20,9 @@ and touches none; one whose shutdown request the host will refuse (no VMware
 Tools, no hard power off) it fails as the real run does. A VM we powered off is always powered on again, also after errors
 and interrupts; from the shutdown request until it is on again a marker in
 its folder names our run, so if this run is killed the next run (or
-`hotvcb cleanup`) powers it on (jobs/leftovers.py). A guest still on when its
+`hotvcb cleanup`) powers it on (jobs/leftovers.py), unless someone powered it on
+since (the VM's boot stamp, which the marker records, is another): on, or
+switched off again by the admin, it is then left as it is. A guest still on when its
 backup ends may yet finish the shutdown we asked for (no host can take the
 request back): its marker stays, so the run that finds it off powers it on;
 a run that would shut it down itself takes it over (take_over: backed up off,
@@ -44,7 +46,7 @@ from ..errors import CommandFailed, HostdDown, HostError, HotvcbError, TimeoutEx
 from ..hosts.base import Hypervisor
 from ..model import Vm, VmRef
 from ..runid import RunId
-from .leftovers import clear_power_mark, dead_power_mark, mark_powered_off, power_marker
+from .leftovers import clear_power_mark, dead_power_mark, mark_powered_off, power_marker, restamp_power_mark
 from .ownership import NONE_DEAD
 
 if TYPE_CHECKING:
@@ -276,6 +278,7 @@ class PowerControl:
             return True
         except HotvcbError as err:
             self.log.error("%s: could NOT be powered on again: %s -- start it by hand" % (vm.name, err))
+            restamp_power_mark(self.host, vm, self.log)
             return False
 
     def shutdown_in_order(self, targets, settings, refused: Optional[Mapping[str, str]] = None,
@@ -378,7 +381,7 @@ class PowerControl:
         looks, backed up as a VM the admin switched off and left off). Its marker is made this run's, so a
         kill meanwhile leaves it to the next run or `hotvcb cleanup`. False when no gone run's marker is
         there: off by the admin's choice (or a live run's), left as it is."""
-        who = dead_power_mark(self.host, vm, self.log, self.run, dead)
+        who = dead_power_mark(self.host, vm, self.log, self.run, dead, self.dry_run)
         if who is None:
             return False
         if not self.dry_run:

@@ -27,7 +27,7 @@ from ..settings import Settings
 from ..store.lock import LOCK_NAME, holder_alive
 from ..units import human_size
 from . import nfs
-from .leftovers import power_marker
+from .leftovers import booted_since, power_marker
 from .status_backups import _vm_backups
 from .status_leftovers import leftover_checks
 from .status_report import CRIT, OK, WARN, Check, Limits, Report
@@ -152,9 +152,12 @@ def _left_off(host: Hypervisor, vm: Vm, run_alive: bool, state: Optional[str] = 
     try:
         if run_alive or not host.shell.exists(path) or (state or host.power_state(vm)) != "off":
             return []
-        owner = parse(host.shell.read_regular(path, RECORD_MAX))
+        text = host.shell.read_regular(path, RECORD_MAX)
     except HotvcbError:
         return []
+    if booted_since(host, vm, text):  # the admin's since: cleanup leaves it off, and removes the marker
+        return []
+    owner = parse(text)
     return [Check(CRIT, "power", vm.name, "powered off by %s for a backup, which died; it is still off "
                   "(`hotvcb cleanup` powers it on)" % (owner or "a hotvcb run"))]
 

@@ -17,7 +17,7 @@ from ..units import human_size
 from . import backup_end, dryrun_checks, lookahead, preflight, snapshot_text
 from .guest_hooks import run_guest_hook
 from .hooks import run_hook
-from .leftovers import SNAPSHOT_PREFIX, is_ours
+from .leftovers import SNAPSHOT_PREFIX, is_ours, restamp_power_mark
 from .partials import clear_volume_mark, mark_volume, remove_partials, volume_marker
 from .power import ShutdownRefused, powers_down
 from .snapshot_asked import mark_snapshot_asked, mark_snapshot_made, snapshot_patience
@@ -212,7 +212,9 @@ class _VmBackup:
     def _snapshot_and_boot(self, vm: Vm, down_at: Optional[float]) -> None:
         """COLD_SNAPSHOT's VM once off: snapshotted, powered on at once, copied from the snapshot while it
         runs. `down_at`: when this run shut it down; None for one taken over off (take_over), whose downtime
-        began in the gone run: it too is on again before its copy, not down for all of it."""
+        began in the gone run: it too is on again before its copy, not down for all of it. Its marker holds no
+        boot stamp from here until it is on (restamp_power_mark): the snapshot may start it itself."""
+        restamp_power_mark(self.host, vm, self.log, stamped=False)
         self._snapshot(vm)
         self.log.info("Powering %s on again before the copy" % vm.name)
         back = self.job.power.restore_on(vm)
