@@ -26,6 +26,8 @@ Here: our snapshots and power-off markers. A snapshot request still pending is s
 run's `-partial` folders partials.py's, every VM of a host (`hotvcb cleanup`) host_cleanup.py's.
 """
 
+from __future__ import annotations
+
 import time
 from typing import List, Mapping, Optional
 
