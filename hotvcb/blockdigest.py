@@ -25,7 +25,6 @@ because its source is also run on a remote host by `python -c` in SSH mode:
 
 import collections
 import errno
-import hashlib
 import json
 import os
 import stat
@@ -41,6 +40,9 @@ class Digester(object):
     """Accumulates block digests in file order; see the module docstring."""
 
     def __init__(self, block_size, whole=False, hex_width=16):
+        import hashlib  # here, not at import: a run that hashes nothing (list, status) starts without it
+
+        self._sha256 = hashlib.sha256
         self.block_size = block_size
         self.hex_width = hex_width
         self.proof = hashlib.sha256()
@@ -53,7 +55,7 @@ class Digester(object):
     def zero_digest(self, n):
         d = self._zero_digests.get(n)
         if d is None:
-            d = self._zero_digests[n] = hashlib.sha256(self._zero[:n] if n <= self.block_size else bytes(n)).digest()
+            d = self._zero_digests[n] = self._sha256(self._zero[:n] if n <= self.block_size else bytes(n)).digest()
         return d
 
     def block_digest(self, block):
@@ -62,7 +64,7 @@ class Digester(object):
         zero = self._zero if n == self.block_size else self._zero[:n]
         if block == zero:  # memcmp, stops at the first non-zero byte
             return self.zero_digest(n)
-        return hashlib.sha256(block).digest()
+        return self._sha256(block).digest()
 
     def add(self, block):
         """One block of data (bytes-like, block_size long except the last)."""

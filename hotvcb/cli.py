@@ -8,6 +8,8 @@ could not be written everywhere (runlog.LOG_LOST), or the NFS share UNMOUNT_NFS=
 mounted; either way an otherwise OK run's status starts with the warning (runlog.with_warning).
 """
 
+from __future__ import annotations
+
 import argparse
 import importlib
 import os

@@ -6,6 +6,8 @@ stops the run before any VM is touched instead of failing half-way through a
 night, and the jobs can trust what Settings holds.
 """
 
+from __future__ import annotations
+
 import os
 import posixpath
 from dataclasses import replace

@@ -8,7 +8,6 @@ qcow2 image (qcow2.py) is digested here only: over SSH file by file it is refuse
 """
 
 import json
-import pkgutil
 from typing import Any, Callable, Dict, Optional
 
 from . import blockdigest, interrupt, qcow2
@@ -60,6 +59,8 @@ def by_command(run, path: str, block_size: int, whole: bool,
 
 
 def _source() -> str:
+    import pkgutil  # with importlib.util: for a digest on an SSH host only
+
     data = pkgutil.get_data(__package__, "blockdigest.py")
     if data is None:
         raise RuntimeError("blockdigest.py is not readable from the package")

@@ -5,7 +5,7 @@ surrogates alone ~1 ms), and used from 9 (`verify`) to 31 (a backup) of them.
 """
 
 import re
-from typing import Any, Pattern, cast
+from typing import Any, AnyStr, Pattern, Union, cast
 
 _METHODS = ("match", "search", "fullmatch", "sub", "subn", "split", "findall", "finditer")
 
@@ -13,7 +13,7 @@ _METHODS = ("match", "search", "fullmatch", "sub", "subn", "split", "findall", "
 class _Lazy:
     """Stands in for the compiled pattern: its methods, `pattern` and `flags` (not isinstance)."""
 
-    def __init__(self, pattern: str, flags: int) -> None:
+    def __init__(self, pattern: Union[str, bytes], flags: int) -> None:
         self.pattern, self.flags = pattern, flags
 
     def __getattr__(self, name: str) -> Any:
@@ -28,5 +28,5 @@ class _Lazy:
         return getattr(compiled, name)
 
 
-def compile(pattern: str, flags: int = 0) -> "Pattern[str]":  # noqa: A001 - re.compile's stand-in
-    return cast("Pattern[str]", _Lazy(pattern, flags))
+def compile(pattern: AnyStr, flags: int = 0) -> "Pattern[AnyStr]":  # noqa: A001 - re.compile's stand-in
+    return cast("Pattern[AnyStr]", _Lazy(pattern, flags))

@@ -4,8 +4,9 @@ A command's output is read as it comes, and the command stopped on a timeout or 
 cmdstream.py (shared with SshShell); a tethered one's under SSH mode's wrapper by wrapperrun.py, as over SSH.
 """
 
+from __future__ import annotations
+
 import errno
-import hashlib
 import os
 import shutil
 import stat
@@ -345,6 +346,8 @@ class LocalShell:
 
     def sha256(self, path: str, on_block: Optional[Callable[[int], None]] = None) -> str:
         """Hash a file; sparse holes read as zeros like any reader sees them."""
+        import hashlib  # version-1 entries only: blockdigest hashes the others
+
         h = hashlib.sha256()
         try:
             with open(path, "rb") as f:

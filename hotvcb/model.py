@@ -4,6 +4,8 @@ Every dataclass has a docstring: for one without, @dataclass writes one from ins
 import, ~0.2 ms a class on Python 3.8, paid by every command's start-up.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass, field
 from typing import List, Optional, Protocol, Tuple
 

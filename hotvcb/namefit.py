@@ -8,7 +8,6 @@ too long". A name that does not fit keeps its head and gets a digest of the whol
 still one file per name, still read as the name's at a glance.
 """
 
-import hashlib
 
 NAME_MAX = 255  # bytes in one folder entry's name: VMFS, ext4, XFS, NFS
 _DIGEST = 16  # hex digits of the name's SHA-256 that stand for the part cut off
@@ -21,6 +20,8 @@ def fit(head: str, name: str, tail: str, limit: int = NAME_MAX) -> str:
     whole = head + name + tail
     if _size(whole) <= limit:
         return whole
+    import hashlib  # for the rare name too long: every run imports this module
+
     raw = name.encode("utf-8", "surrogateescape")
     digest = "~" + hashlib.sha256(raw).hexdigest()[:_DIGEST]
     room = max(0, limit - _size(head + digest + tail))

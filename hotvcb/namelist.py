@@ -22,6 +22,8 @@ than guess which VM to back up.  Only whole lines whose first
 non-blank character is `#` are comments, so `web#2` is a name.
 """
 
+from __future__ import annotations
+
 from typing import Collection, List, Optional, Sequence, Tuple
 
 from hotvcb.adminfile import read_text, saved_as_utf16, shown_as

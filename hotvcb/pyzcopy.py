@@ -16,11 +16,13 @@ import importlib.abc
 import importlib.util
 import io
 import sys
-import zipfile
 import zipimport
 import zlib
 from importlib.machinery import ModuleSpec
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
+
+if TYPE_CHECKING:  # zipfile (with struct, binascii) is imported by a run from the pyz only
+    import zipfile
 
 PACKAGE = "hotvcb"
 _held = None  # type: Optional[bytes]
@@ -37,6 +39,8 @@ def hold() -> None:
     zipped = package.__spec__.loader if package.__spec__ is not None else None
     if _held is not None or not isinstance(zipped, zipimport.zipimporter):
         return
+    import zipfile
+
     try:
         with open(zipped.archive, "rb") as f:
             data = f.read()
@@ -71,7 +75,7 @@ class _Loader(importlib.abc.SourceLoader):
     """The package's modules loaded from the copy, compiled from their sources as zipimport does with this
     pyz (it holds no bytecode); `get_data` also serves `pkgutil.get_data` of the package's files."""
 
-    def __init__(self, archive: str, zf: zipfile.ZipFile):
+    def __init__(self, archive: str, zf: "zipfile.ZipFile"):
         self.archive = archive  # the pyz's path, named as zipimporter names it (schedule.running_pyz reads it)
         self.zip = zf
         self.names = set(zf.namelist())
@@ -108,6 +112,8 @@ class _Loader(importlib.abc.SourceLoader):
         member = path[len(self.archive) + 1:] if path.startswith(self.archive + "/") else ""
         if member not in self.names:
             raise FileNotFoundError("%s is not in %s as this run read it" % (path, self.archive))
+        import zipfile  # loaded by hold() already: only a run from the pyz gets here
+
         try:
             return self.zip.read(member)
         except (zipfile.BadZipFile, zlib.error, EOFError) as err:  # OSError: what pkgutil.get_data's callers expect

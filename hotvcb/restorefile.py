@@ -38,6 +38,8 @@ SEMICOLON = (": a ';' inside a path or name splits the line there, and such a li
 
 @dataclass(frozen=True)
 class RestoreRequest:
+    """One backup to restore, from a restore file's line or the command line."""
+
     backup: str  # backup folder or .gz, no trailing "/"
     target: str  # datastore path the VM folder is created in, no trailing "/"
     disk_format: str  # one of FORMAT_NAMES
@@ -50,6 +52,8 @@ class RestoreRequest:
 
 @dataclass(frozen=True)
 class BadLine:
+    """A restore file's line that cannot be used, and why."""
+
     where: str
     message: str
 

@@ -16,6 +16,8 @@ still working and in the mail's lines, and the run's final status and exit code 
 (`account`); what the run does to its VMs goes on as if nothing happened.
 """
 
+from __future__ import annotations
+
 import errno
 import io
 import json

@@ -9,6 +9,8 @@ sshshell.py, the command runner they share cmdstream.py, and the file-text
 conventions every caller shares filetext.py.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence

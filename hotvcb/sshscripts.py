@@ -16,6 +16,8 @@ command has ended: whoever waits for the wrapper (LocalShell's stop of a tethere
 of its session) waits for the copy.
 """
 
+from __future__ import annotations
+
 import binascii
 import io
 import os
@@ -23,9 +25,9 @@ import re
 import shlex
 import signal
 import subprocess
-import tarfile
 from typing import IO, Callable, Dict, List, Optional, Sequence
 
+from . import lazyre
 from .errors import HostError
 
 NOT_FOUND = "hotvcb-ssh: cannot run "
@@ -145,7 +147,7 @@ def _end(mark: str) -> bytes:
 
 
 # the rest of an end line: the command's exit code and the line's break, which says the code came whole
-_CODE = re.compile(rb" ([0-9]{1,3})\r?\n")
+_CODE = lazyre.compile(rb" ([0-9]{1,3})\r?\n")
 
 
 def begun(mark: str, remote: str, *, stderr: bool = False) -> str:
@@ -297,6 +299,8 @@ def reason(stderr: str) -> str:
 
 def texts_of(tar_bytes: bytes, paths: Sequence[str]) -> Dict[str, str]:
     """READ_MANY's answer as {path: text} (UTF-8, else Latin-1); raises tarfile.TarError."""
+    import tarfile  # SSH mode's only: a local run does without it
+
     wanted = {p.lstrip("/"): p for p in paths}
     texts = {}
     with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:") as tar:

@@ -11,22 +11,28 @@ write outside the extraction folder). Blocks of zeros are skipped with a seek,
 so a thin disk stays thin when extracted instead of inflating to full size.
 """
 
-import gzip
+from __future__ import annotations
+
 import os
-import tarfile
 import zlib
 from dataclasses import dataclass
-from typing import IO, Any, Callable, Dict, List, Optional, Tuple, cast
+from typing import IO, TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, cast
 
 from . import interrupt
 from .errors import HostError
 from .store.layout import STATUS_FILES
+
+if TYPE_CHECKING:  # gzip and tarfile are imported where an archive is read: a .gz backup's run only
+    import gzip
+    import tarfile
 
 CHUNK = 1 << 20
 
 
 @dataclass
 class Member:
+    """A regular file in a .gz backup, as its tar header lists it."""
+
     rel: str  # path inside the backup folder
     size: int
 
@@ -36,6 +42,9 @@ def _open(path: str, opener=None) -> Tuple[tarfile.TarFile, gzip.GzipFile, Any]:
     stream under it for `_whole`, and the file under that, which GzipFile leaves open. gzip's own
     reader rather than tarfile's "r|gz", which checks neither gzip's CRC nor its length and takes an
     archive cut off between two members for one that ends there."""
+    import gzip
+    import tarfile
+
     raw = None
     try:
         raw = open(path, "rb") if opener is None else opener(path)
@@ -87,6 +96,8 @@ def scan(path: str, wanted=(), on_file: Optional[Callable[[str, tarfile.TarFile,
     `enough(texts)` ends the pass early once the texts it needs are in (hotvcb
     writes its manifest and STATUS first, so that costs a few KiB of reading).
     """
+    import tarfile
+
     top = None
     members = []  # type: List[Member]
     texts = {}  # type: Dict[str, str]
@@ -134,6 +145,9 @@ def scan(path: str, wanted=(), on_file: Optional[Callable[[str, tarfile.TarFile,
 
 def extract(path: str, dest: str, opener=None) -> str:
     """Unpack into dest (which must exist); return the backup folder inside it."""
+    import gzip
+    import tarfile
+
     top = None
     tar, gz, raw = _open(path, opener)
     try:

@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import stat
-import tempfile
 from typing import List, Optional, Tuple
 
 from . import pids
@@ -31,6 +30,8 @@ _OWNER_MAX = 256  # three numbers
 
 def make(prefix: str, root: Optional[str] = None) -> str:
     """A new work folder of this process in `root` (the temp folder), 0700 (mkdtemp), its `.owner` written."""
+    import tempfile  # with random: imported by the runs that make or sweep a work folder only
+
     pid = os.getpid()
     folder = tempfile.mkdtemp(prefix="%s%d-" % (prefix, pid), dir=root)
     offset = pids.boot_offset()
@@ -47,6 +48,8 @@ def sweep(prefix: str, keep: str = "", dry: bool = False, root: Optional[str] = 
     """Clear the work folders of gone processes named with `prefix` in `root` (the temp folder) but for a
     file named `keep` (a smoke boot's console log, whose path its result gave); the folders found (`dry`:
     only found), so `hotvcb cleanup --kvm` can name them."""
+    import tempfile
+
     root = root or tempfile.gettempdir()
     found_gone = []  # type: List[str]
     try:

@@ -12,6 +12,8 @@ change made through it drops the scan, so the next read looks again. On a host
 where scan is not possible (no python) every call simply goes through.
 """
 
+from __future__ import annotations
+
 from datetime import datetime
 from typing import Any, Dict, List, Optional, Sequence
 

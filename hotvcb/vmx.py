@@ -8,6 +8,8 @@ case-insensitive for VMware, so lookups fold case; rewriting keeps every other l
 which matters for restore (the admin's comments and odd keys survive).
 """
 
+from __future__ import annotations
+
 import codecs
 import re
 from typing import Callable, Dict, Iterator, List, Match, Optional, Tuple

@@ -1,5 +1,7 @@
 """`hotvcb backup`: ghettoVCB's flags, hotvcb's guarantees."""
 
+from __future__ import annotations
+
 import argparse
 import dataclasses
 import json

@@ -15,7 +15,7 @@ from typing import List
 
 from .. import interrupt, tmpwork
 from ..errors import UsageError
-from ..jobs import nfs, restore_kvm, restore_sweep
+from ..jobs import nfs, restore_sweep
 from ..jobs.host_cleanup import cleanup_host
 from ..jobs.restore_scratch import records_roots_of
 from ..jobs.snapshot_asked import snapshot_patience
@@ -73,6 +73,8 @@ def _gone_here(shell) -> List[str]:
 
 
 def _kvm(args) -> int:
+    from ..jobs.restore_kvm import WORK_PREFIX  # with convert's libvirt XML: a KVM cleanup's only
+
     if args.host_target:
         raise UsageError("--kvm DIR is a folder on this machine; drop --host/--qemu/--libvirt")
     if not os.path.isdir(args.kvm):
@@ -82,7 +84,7 @@ def _kvm(args) -> int:
     roots = records_roots_of(os.path.abspath(args.kvm))
     n = restore_sweep.sweep(LocalShell(), roots, log, RunId.new().on_host(known_this_host() if dry else this_host()), dry)
     # said apart, not counted: they may be of restores into another DIR (the last line counts DIR's)
-    for folder in tmpwork.sweep(restore_kvm.WORK_PREFIX, dry=dry):
+    for folder in tmpwork.sweep(WORK_PREFIX, dry=dry):
         log.info("%s %s: a killed restore --kvm's work folder" % ("would remove" if dry else "removed", folder))
     return _summary(args, log, n, 0)
 

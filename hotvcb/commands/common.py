@@ -1,5 +1,7 @@
 """What every subcommand that touches a host needs: settings, log, driver."""
 
+from __future__ import annotations
+
 import argparse
 import os
 import shlex

@@ -34,6 +34,8 @@ backup run mounts (ENABLE_NON_PERSISTENT_NFS) is said to be unmounted instead. A
 volume (-c) that is not there is a warning naming it and its VM; the error only when no volume is.
 """
 
+from __future__ import annotations
+
 import os
 import posixpath
 import sys

@@ -9,6 +9,8 @@ default, and an SSH-mode setup already reaches its mail server from the Linux bo
 the host hands its report back in an outbox (`--outbox`) instead of mailing it.
 """
 
+from __future__ import annotations
+
 import argparse
 import dataclasses
 import functools

@@ -34,6 +34,8 @@ class ConvertError(HotvcbError):
 
 @dataclass
 class DiskSpec:
+    """A disk of a VM definition: its image, format and bus, and the device it came from."""
+
     source: str  # the image file (in the backup, or restored)
     fmt: str  # its qemu format: qcow2, raw, vmdk
     bus: str  # one of DISK_BUSES
@@ -43,6 +45,8 @@ class DiskSpec:
 
 @dataclass
 class NicSpec:
+    """A network card of a VM definition."""
+
     model: str
     mac: str  # lower case, colon-separated
     network: str  # the network it was on (a portgroup or libvirt network name)
@@ -50,6 +54,8 @@ class NicSpec:
 
 @dataclass
 class Machine:
+    """A VM's definition apart from its hypervisor: what is carried across .vmx, libvirt XML and QEMU argv."""
+
     name: str
     uuid: str  # 8-4-4-4-12
     vcpus: int = 1

@@ -9,6 +9,8 @@ syntax as a .vmx) names each snapshot's frozen disk per device and its
 .vmsn state file; BACKUP_SNAPSHOT_TREE copies exactly those files.
 """
 
+from __future__ import annotations
+
 import posixpath
 import re
 from typing import Collection, Dict, List, Optional, Sequence, Tuple

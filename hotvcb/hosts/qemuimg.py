@@ -11,6 +11,8 @@ natural ones on a KVM host:
     qcow2, raw        as named (raw keeps holes)
 """
 
+from __future__ import annotations
+
 import json
 import re
 from dataclasses import dataclass
@@ -30,6 +32,8 @@ _PERCENT = lazyre.compile(r"\((\d+(?:\.\d+)?)/100%\)")
 
 @dataclass(frozen=True)
 class OutputFormat:
+    """How `qemu-img convert` writes a DISK_BACKUP_FORMAT, and the copy's file it gives."""
+
     driver: str  # qemu-img -O
     options: str  # qemu-img -o ("" for none)
     extension: str  # of the file the backup holds
@@ -48,6 +52,8 @@ FORMATS = {
 
 @dataclass(frozen=True)
 class ImageLayer:
+    """One image of a disk's backing chain, as `qemu-img info --backing-chain` reports it."""
+
     filename: str
     format: str
     virtual_size: int

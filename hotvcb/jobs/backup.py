@@ -12,6 +12,8 @@ host's run lock, removes those of other runs (jobs/leftovers.py); other
 snapshots are never touched.
 """
 
+from __future__ import annotations
+
 import functools
 import os
 import threading

@@ -5,6 +5,8 @@ good; jobs/verify.py re-reads the checksums), for the jobs that read a
 backup on this machine rather than through a hypervisor driver.
 """
 
+from __future__ import annotations
+
 import os
 from typing import Callable, List, Optional, Tuple
 

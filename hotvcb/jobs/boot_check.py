@@ -47,6 +47,8 @@ POLL = 0.25
 
 @dataclass
 class BootResult:
+    """How a smoke boot of a backup went, and the console it printed."""
+
     path: str
     ok: bool
     message: str

@@ -26,7 +26,8 @@ Here: our snapshots and power-off markers. A snapshot request still pending is s
 run's `-partial` folders partials.py's, every VM of a host (`hotvcb cleanup`) host_cleanup.py's.
 """
 
-import hashlib
+from __future__ import annotations
+
 import re
 import time
 from typing import List, Mapping, Optional
@@ -203,6 +204,8 @@ def _boot_line(host: Hypervisor, vm) -> str:
 
 
 def _digest(stamp: str) -> str:
+    import hashlib  # a power-off marker's, not every run's start (tests/test_startup_imports.py)
+
     return hashlib.sha256(stamp.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 

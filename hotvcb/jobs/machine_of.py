@@ -13,6 +13,8 @@ qemu: an image's format is never probed (a guest can write a qcow2 header
 into a raw disk).
 """
 
+from __future__ import annotations
+
 import json
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
@@ -33,6 +35,8 @@ _FORMATS = {".qcow2": "qcow2", ".raw": "raw", ".img": "raw", ".vmdk": "vmdk"}
 
 @dataclass
 class Found:
+    """A backup's VM definition, read from the file its hypervisor wrote."""
+
     machine: Machine
     kind: str  # esxi | libvirt | qemu
     definition: str  # the file it was read from

@@ -8,6 +8,8 @@ ghettoVCB's run did ("some disk(s) failed", exit 3), so that cron wrappers and
 EMAIL_ALERT hear of a disk that is in no backup.
 """
 
+from __future__ import annotations
+
 from typing import Any, Dict, List, Tuple
 
 from ..model import VmResult

@@ -1,6 +1,8 @@
 """A dead run's `-partial` backup folders removed (the rules of leftovers.py), also in the volume a per-VM file chose,
 which the VM's volume marker names while its backup is written there."""
 
+from __future__ import annotations
+
 from typing import Callable, List, Mapping, Optional
 
 from ..clockage import heartbeat

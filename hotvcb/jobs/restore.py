@@ -61,6 +61,8 @@ from .restore_tally import Tally
 
 @dataclass
 class RestoreResult:
+    """How one restore ended: the VM made (or that would be) and what was left out."""
+
     request: RestoreRequest
     status: str = "pending"  # ok | error
     message: str = ""

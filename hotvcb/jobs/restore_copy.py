@@ -37,6 +37,8 @@ their base's clone). What a mismatch means is the restore's (restore_write.py
 refuses it).
 """
 
+from __future__ import annotations
+
 import errno
 import os
 from dataclasses import dataclass

@@ -62,6 +62,8 @@ class KvmRestoreError(HotvcbError):
 
 @dataclass
 class KvmRequest:
+    """A backup to restore as a KVM guest, and how."""
+
     backup: str
     target: str  # the folder the VM's folder is made in
     fmt: str = "qcow2"  # one of KVM_FORMATS
@@ -74,6 +76,8 @@ class KvmRequest:
 
 @dataclass
 class KvmResult:
+    """The KVM guest a restore made: its folder, domain XML and start script."""
+
     name: str
     folder: str
     xml: str

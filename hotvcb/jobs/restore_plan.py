@@ -26,6 +26,8 @@ from it).
   restore copies itself then gets new ids too, restore_copy.py).
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass, field
 from typing import AbstractSet, Any, Callable, Dict, List, Optional, Set, Tuple
 
@@ -77,6 +79,8 @@ def require_usable_name(name: str, given: bool = True) -> None:
 
 @dataclass
 class DiskCopy:
+    """One disk of a restore: where its descriptor comes from and goes, as read and checked."""
+
     key: str
     source: str  # descriptor inside the backup
     target: str  # descriptor file name inside the VM folder
@@ -106,6 +110,8 @@ class DiskCopy:
 
 @dataclass
 class Plan:
+    """Everything a restore will write, decided and checked before the VM's folder is made."""
+
     request: RestoreRequest
     backup: str  # folder with the backup's files (the extracted one for .gz)
     name: str

@@ -37,7 +37,6 @@ hosts sharing an NFS datastore are often both `localhost`. So a record also carr
 restore touches its records every lock.HEARTBEAT seconds while they exist (Records).
 """
 
-import hashlib
 import posixpath
 import re
 import threading
@@ -232,6 +231,8 @@ def record_of(path: str) -> str:
     path = posixpath.normpath(path)
     root, name = records_root(path), path.rsplit("/", 1)[-1]
     if name.endswith(RESTORING):
+        import hashlib  # status and cleanup import this module; few of their runs hash a name
+
         name = RESTORING_RECORD + hashlib.sha1(path.encode("utf-8", "surrogateescape")).hexdigest()[:16]
     return "%s/%s%s" % (root, name, RECORD)
 

@@ -28,6 +28,8 @@ from .snaptree import TREE, disks_renamed, relink, spelled
 
 @dataclass
 class TreeRestore:
+    """A backed-up snapshot tree, checked and renamed for the restored VM's folder."""
+
     folder: str  # the backup's snapshot-tree folder
     vmx_name: str
     vmsd_name: str  # the .vmsd's name in the restored VM's folder

@@ -12,9 +12,9 @@ of the layout holding: it names the disk's restored file, as the restored .vmsd 
 that does not fit, it is blanked to a comment (`#` and spaces): no disk there once reverted.
 """
 
-import re
 from typing import Dict, List
 
+from .. import lazyre
 from ..errors import HotvcbError
 from ..shell import Shell
 from ..vmx import VmxFile
@@ -22,8 +22,8 @@ from ..vmx import VmxFile
 STATE_MAX = 256 * 2 ** 20  # bytes of a .vmsn read whole to be rewritten (its memory is in the .vmem beside it)
 
 # a disk slot's fileName line naming a path (a "/" in it: outside the VM's folder)
-_DISK_LINE = re.compile(rb'(?im)^[ \t]*((?:scsi|sata|ide|nvme)\d+:\d+)\.filename[ \t]*=[ \t]*"[^"\r\n]*/[^"\r\n]*"'
-                        rb'[ \t]*(?=\r?$)')
+_DISK_LINE = lazyre.compile(rb'(?im)^[ \t]*((?:scsi|sata|ide|nvme)\d+:\d+)\.filename[ \t]*=[ \t]*"[^"\r\n]*/[^"\r\n]*"'
+                            rb'[ \t]*(?=\r?$)')
 
 
 def read_state(shell: Shell, path: str) -> bytes:

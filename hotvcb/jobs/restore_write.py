@@ -9,6 +9,8 @@ and, if asked, powered on. Claiming the folder, the rename that completes it
 and removing it on failure are restore.py's.
 """
 
+from __future__ import annotations
+
 from typing import Callable, List, Optional, Sequence, Set, Tuple
 
 from .. import interrupt, vmdk

@@ -40,6 +40,8 @@ starts beside its other questions (jobs/ahead.py): it checked the target
 too, and serves the first VM's pre-flight by the same rules.
 """
 
+from __future__ import annotations
+
 import threading
 import time
 from typing import Callable, Dict, List, Optional, Protocol, Tuple

@@ -15,6 +15,8 @@ the worst one is the host's. What is checked, and why it matters:
 A check, the limits and the host's report are status_report.py's.
 """
 
+from __future__ import annotations
+
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 

@@ -1,6 +1,8 @@
 """`hotvcb status`'s check of each VM's backups (store/health.py): no good backup, the newest good one older than
 the age limit, or the last run failed; in a folder or a repository (jobs/repo_status.py)."""
 
+from __future__ import annotations
+
 import time
 from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional

@@ -50,6 +50,8 @@ BOOKKEEPING = (manifest.MANIFEST,) + layout.STATUS_FILES
 
 @dataclass
 class Problem:
+    """Something wrong with one file of a backup, with the damaged range where it is known."""
+
     file: str
     message: str
     first: Optional[int] = None  # byte range of the first damage, when known
@@ -65,6 +67,8 @@ class Problem:
 
 @dataclass
 class VerifyResult:
+    """One backup's verdict, with what was checked and what was wrong."""
+
     path: str
     status: str = "ok"  # ok | damaged | incomplete | empty | unverifiable | skipped | newer (a newer hotvcb's)
     files: int = 0

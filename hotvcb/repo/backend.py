@@ -47,6 +47,8 @@ _NOT_AN_OBJECT = {errno.EINVAL, errno.EISDIR, errno.ENOTDIR, errno.ELOOP}
 
 @dataclass(frozen=True)
 class ObjectInfo:
+    """An object a backend lists: its name, size and modification time."""
+
     name: str
     size: int
     mtime: float

@@ -12,6 +12,8 @@ from .records import Snapshot
 
 @dataclass(frozen=True)
 class Location:
+    """Where a chunk is stored: its pack and the blob in it."""
+
     pack: str
     blob: Blob
 

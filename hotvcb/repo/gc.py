@@ -36,6 +36,8 @@ FIRST_PASS = ("damaged", "repack")  # reasons that copy live chunks out: decided
 
 @dataclass
 class GcReport:
+    """What a GC did (or why it did not run), for prune's report."""
+
     not_run: str = ""  # why GC did not run (blocked): prune dropped its backups all the same
     packs_condemned: int = 0
     packs_deleted: int = 0

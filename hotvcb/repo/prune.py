@@ -24,6 +24,8 @@ AHEAD_RULE = "dated over a day ahead of the clock: neither counted nor removed"
 
 @dataclass
 class Decision:
+    """Whether the keep rules keep a backup, and by which rule."""
+
     snapshot: Snapshot
     kept: bool
     rule: Optional[str]

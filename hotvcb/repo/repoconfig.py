@@ -10,6 +10,8 @@ from ..errors import RepoError
 
 @dataclass(frozen=True)
 class Config:
+    """A repository's settings, as its config object holds them."""
+
     id: str
     chunk_size: int
     pack_size: int

@@ -13,7 +13,6 @@ installing twice replaces instead of adding, and ``remove`` finds exactly ours.
 """
 
 import argparse
-import hashlib
 import os
 import re
 import shlex
@@ -98,6 +97,8 @@ def default_job(host: Optional[str] = None, port: Optional[int] = None) -> str:
     suffix = "-%d" % port if port and port != 22 else ""
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", host.lower()).lstrip("_.-")
     if len(name) + len(suffix) > 64:
+        import hashlib  # a backup imports this package for its checks, which hash nothing
+
         digest = hashlib.sha256(host.lower().encode("utf-8", "surrogateescape")).hexdigest()[:8]
         name = "%s-%s" % (name[:64 - len(suffix) - 9].rstrip("_.-"), digest)
     name += suffix

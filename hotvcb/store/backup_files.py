@@ -6,6 +6,8 @@ backup (an ESXi restore, a KVM restore, `verify --boot`, health's verdict) must 
 do: one answer, kept here, needing nothing of the volume's layout.
 """
 
+from __future__ import annotations
+
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..shell import FileReader

@@ -5,7 +5,6 @@ does not tell (a ghettoVCB archive, a content entry, digests that do not match t
 counts whole: never less than it may take.
 """
 
-import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +52,8 @@ def _written(blocks: Any, size: int, chunk: int) -> int:
     count = -(-size // block)
     if len(digests) != count * width:
         return size
+    import hashlib  # a .gz backup's only: every restore imports this module
+
     full = hashlib.sha256(bytes(block)).hexdigest()[:width]
     last = hashlib.sha256(bytes(size - (count - 1) * block)).hexdigest()[:width] if count else full
     pieces = set()  # type: set

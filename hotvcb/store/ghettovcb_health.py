@@ -1,6 +1,8 @@
 """Is a backup ghettoVCB made good? It has no manifest: its folder's or archive's disks are checked as they stand
 (the rules are in store/health.py's docstring); the verdict reading all of an archive found is kept in its record."""
 
+from __future__ import annotations
+
 from typing import Any, Callable, Dict, Match, Optional, Set, Tuple, Union
 
 from .. import lazyre, sparsecheck, vmdk

@@ -34,6 +34,8 @@ The verdict is verdict.py's Health; the checks of ghettoVCB's backups are in ghe
 backup's records (gz_record) in sidecar.py.
 """
 
+from __future__ import annotations
+
 from typing import Any, Dict, Optional, Set
 
 from ..errors import HostError, NotABackup

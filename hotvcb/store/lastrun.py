@@ -20,7 +20,6 @@ made only in an empty folder, which a failed first run must leave empty), and
 no object of it (its readers and GC list only their own folders).
 """
 
-import hashlib
 import json
 import re
 import time
@@ -48,6 +47,8 @@ def _path(volume: str, vm_name: str, host_name: str, system: str = "") -> str:
     failure overwriting the other host's (its status then said OK). The system id is the one a repository tells
     hosts apart by (docs/repository.md "Which VM a backup is of"); it outlives a reboot, so a failure recorded
     before one is still found after. A host without one (`system` "") keeps the name alone, as before."""
+    import hashlib  # where a run writes or reads its record, not at every command's start
+
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", host_name) or "host"
     ours = "." + hashlib.sha256(system.encode("utf-8")).hexdigest()[:16] if system else ""
     return "%s/%s.%s%s.json" % (layout.vm_root(volume, vm_name), PREFIX, safe, ours)

@@ -27,6 +27,8 @@ named later than one made at 01:10 after, so those are put in the order their fi
 (`made_order`). Rotation, restore --latest and status all take this one order from `list_backups`.
 """
 
+from __future__ import annotations
+
 import itertools
 import os
 import re

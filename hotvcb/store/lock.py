@@ -57,6 +57,8 @@ ramdisk on ESXi and is new after a reboot, which only makes older records look
 foreign — and foreign records are judged by their heartbeat.
 """
 
+from __future__ import annotations
+
 import threading
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple

@@ -33,6 +33,8 @@ manifest holding one is written as version 3, so an older hotvcb refuses
 exactly the backups it could not check, and reads every other.
 """
 
+from __future__ import annotations
+
 import json
 from typing import Any, Dict, List, Optional, Tuple
 

@@ -21,6 +21,8 @@ run of that VM (before its pre-flight counts the room) or `hotvcb cleanup`
 removes (`finish_deleting`).
 """
 
+from __future__ import annotations
+
 import functools
 from datetime import datetime, timedelta
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple

@@ -4,6 +4,8 @@ See layout.py for the write order. Nothing here decides *what* to copy; the
 job hands disks over one by one and says at the end whether it went well.
 """
 
+from __future__ import annotations
+
 import re
 from datetime import datetime, timedelta
 from typing import Callable, Dict, List, Optional, Tuple
