@@ -1,5 +1,8 @@
-"""Known defects of s35, pinned in s36.
+"""Known defects of s35, pinned in s36 (verify takes store/health.py's verdict before it reads a byte).
 
+- A sealed backup (STATUS.ok) whose manifest's `files` was emptied (an edit, a script gone wrong): `list` calls it
+  damaged ("disk file ... has no checksum in the manifest"), a restore refuses it, but `verify` printed
+  "SKIPPED: failed backup, holds no data to check" and exited 0, its own rule for a failed backup.
 - A FIFO put where a backup's qcow2 disk was: whatever reads the image's header for its backing file (an
   incremental's base: store/chain.py, asked by health, rotation, a libvirt incremental's choice of base) opened
   it and blocked for ever. `list` and `verify` must finish and call the backup damaged.
@@ -66,6 +69,21 @@ def listed(tmp_path, folder):
     assert r.returncode == 0, r.out
     (b,) = [b for b in json.loads(r.stdout)["backups"] if b["name"] == os.path.basename(folder)]
     return b
+
+
+def test_verify_calls_a_sealed_backup_whose_manifest_lost_its_checksums_damaged_as_list_does(tmp_path):
+    folder = sealed(tmp_path / "vol")
+    path = os.path.join(folder, manifest.MANIFEST)
+    with open(path) as f:
+        data = json.load(f)
+    data["files"] = {}
+    with open(path, "w") as f:
+        json.dump(data, f)
+    item = listed(tmp_path, folder)
+    assert not item["good"] and "no checksum in the manifest" in item["reason"], item  # the control: list
+    v = hotvcb(tmp_path, "verify", folder)
+    assert v.returncode == 6 and "DAMAGED" in v.out and "no checksum in the manifest" in v.out, v.out
+    assert "SKIPPED" not in v.out, v.out
 
 
 def test_a_fifo_in_place_of_a_backups_disk_is_damaged_to_list_and_verify_which_finish(tmp_path):
