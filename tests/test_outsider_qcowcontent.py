@@ -360,7 +360,8 @@ def aliased_terabyte(tmp_path):
     shell = LocalShell()
     files = {DISK: {"size": os.path.getsize(disk), "content": dict(
         manifest.digest_content(shell, disk, "qcow2").entry(), format="qcow2")}}
-    (folder / manifest.MANIFEST).write_text(manifest.dumps({"vm": "VM", "result": "ok", "files": files}))
+    (folder / manifest.MANIFEST).write_text(manifest.dumps({"vm": "VM", "result": "ok", "files": files,
+                                                            "disks": [{"key": "drive0", "files": [DISK], "ok": True}]}))
     (folder / "STATUS.ok").write_text("ok\n")
     assert verify_folder(shell, str(folder), record=False).status == "ok"
     cluster, l1, _r = header(disk)
@@ -400,7 +401,8 @@ def sound_slow_backup(tmp_path):
     shell = LocalShell()
     files = {DISK: {"size": os.path.getsize(disk), "content": dict(manifest.digest_file(shell, src).entry(),
                                                                    format="qcow2")}}
-    (folder / manifest.MANIFEST).write_text(manifest.dumps({"vm": "VM", "result": "ok", "files": files}))
+    (folder / manifest.MANIFEST).write_text(manifest.dumps({"vm": "VM", "result": "ok", "files": files,
+                                                            "disks": [{"key": "drive0", "files": [DISK], "ok": True}]}))
     (folder / "STATUS.ok").write_text("ok\n")
     return str(folder), disk
 

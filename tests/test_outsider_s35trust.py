@@ -222,8 +222,6 @@ def _pad_gz(real):
         f.write(b"\0" * 512)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 3: verify says OK, exit 0, for a .gz that list, status and restore "
-                   "call damaged (its size is not the size it was written with)")
 def test_verify_and_list_agree_on_a_gz_of_another_size_than_written(site):
     """An admin's copy tool padded last night's `web-<time>.gz` with 512 zero bytes. `hotvcb list` calls it
     damaged ("the archive is N bytes, it was M when written"), `status` is CRIT ("no good backup"), a restore
@@ -239,8 +237,6 @@ def test_verify_and_list_agree_on_a_gz_of_another_size_than_written(site):
     assert v.returncode == 6 and "when written" in out(v), out(v)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 4: verify prints OK, '0 damaged', exit 0, for a backup with a "
-                   "STATUS.warn beside its STATUS.ok, which list, status and restore call not good")
 def test_verify_does_not_say_ok_of_a_backup_list_calls_warn(site):
     """A stray `STATUS.warn` lands beside `STATUS.ok` (a half-finished copy over an older, failed backup of
     the same name). `list` calls it not good ("STATUS.warn: some disks failed"), `status` CRIT, restore

@@ -173,7 +173,7 @@ def test_a_ghettovcb_folder_whose_disk_was_cut_short_is_not_good(tmp_path):
     one at the size it gives; one an rsync or a failed copy cut short is incomplete, not good."""
     from test_outsider_interop import ghettovcb_folder
 
-    from hotvcb.jobs.verify import verify_folder
+    from hotvcb.jobs.verify import verify_backup
 
     shell = LocalShell()
     folder = ghettovcb_folder(tmp_path, "db", "2026-12-01_21-00-01", "STATUS.ok", "Successfully completed backup")
@@ -181,7 +181,7 @@ def test_a_ghettovcb_folder_whose_disk_was_cut_short_is_not_good(tmp_path):
     os.truncate(str(folder / "db-flat.vmdk"), 512 << 10)
     verdict = health.judge(shell, layout.from_path(shell, str(folder)))
     assert verdict.state == "incomplete" and "db-flat.vmdk is 524288 bytes, db.vmdk says 1048576" in verdict.reason
-    assert verify_folder(shell, str(folder)).status == "incomplete"  # verify fails it (exit 4/6), as list does not count it
+    assert verify_backup(shell, str(folder)).status == "incomplete"  # verify fails it (exit 4/6), as list does not count it
     os.remove(str(folder / "db-flat.vmdk"))
     verdict = health.judge(shell, layout.from_path(shell, str(folder)))
     assert verdict.state == "incomplete" and "names db-flat.vmdk, which is not in the folder" in verdict.reason

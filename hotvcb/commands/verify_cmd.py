@@ -10,10 +10,10 @@ each damaged backup the first bad file and byte range are printed. The time
 of a successful check is recorded in the manifest (see jobs/verify.py).
 Exit codes: 0 nothing damaged (ghettoVCB backups without a manifest are
 reported as unverifiable, not as damaged, where store/health.py calls them good,
-and a failed one as skipped, as is one removed after verify listed it: rotation by a backup running
-beside verify), 4 some backups damaged, empty or
-incomplete (no STATUS file, a ghettoVCB disk or .vmx cut short or lost, a symlink
-named like a backup), 6 all of them, 1 usage (a path that is no backup; a VM
+and a failed one, one a disk failed in or one being rotated away as skipped, as is one removed after verify
+listed it: rotation by a backup running beside verify), 4 some backups damaged, empty or
+incomplete (store/health.py's verdict, as list says it: no STATUS file, a disk unaccounted for, a ghettoVCB
+disk or .vmx cut short or lost, a symlink named like a backup), 6 all of them, 1 usage (a path that is no backup; a VM
 or --all while the backup volume is not there or the NFS share it is on is not mounted; with -c, a
 per-VM file's volume that is not there, named once the rest is checked). A bare word is a VM's name, a
 path says so (`./web`, `/...`): `names_path`.

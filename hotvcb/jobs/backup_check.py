@@ -17,7 +17,7 @@ from ..hosts import esxi_tree, qemuimg
 from ..errors import HostError, HotvcbError
 from ..shell import FileReader, Shell
 from ..store import chain, health, layout, verdict
-from .verify import verify_folder, verify_gz
+from .verify import verify_backup
 from .. import lazyre
 
 DESCRIPTOR_MAX = 64 << 10  # a VMDK descriptor file is a few hundred bytes; a sparse extent embeds one within this
@@ -265,16 +265,17 @@ def unpack(shell: Shell, gz: str, dest: str, log) -> str:
 
 
 def require_checksums(shell: Shell, path: str, log) -> None:
-    """Every file against the manifest (a .gz: its members, streamed); a ghettoVCB backup (no
-    manifest) passes on STATUS.ok."""
-    res = verify_gz(shell, path, record=False) if is_archive(shell, path) else verify_folder(shell, path, record=False)
-    if res.status == "damaged":
-        raise HotvcbError("%s fails verification: %s" % (path, res.problems[0]))
+    """Every file against the manifest (a .gz: its members, streamed), as `hotvcb verify` reads it: health's
+    verdict first (a copy outside its VM's folder too, which require_good takes on its STATUS.ok), so what verify
+    fails is refused; a good ghettoVCB backup (no manifest) passes unverified."""
+    res = verify_backup(shell, path, record=False)
     if res.status == "newer":
         raise HotvcbError("%s: %s" % (path, res.message))
     if res.status == "unverifiable":
         log("%s: %s; checksums not available" % (path, res.message))
         return
+    if res.status != "ok":
+        raise HotvcbError("%s fails verification: %s" % (path, res.problems[0] if res.problems else res.message))
     log("Checksums hold: %s" % res.message)
 
 

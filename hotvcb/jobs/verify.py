@@ -7,9 +7,14 @@ A disk with a content entry (a qcow2 made by qemu-img, manifest version 3) is
 checked by the virtual disk it holds, read by qcow2.py, and damage is located
 in virtual bytes; in a .gz, by its file's own proof (the seal adds one there).
 Files in the folder the manifest does not name are reported as notes, not
-damage (an admin's README does not break a backup), except a disk's data that
-the manifest has no checksum for (health.unchecksummed: list calls that
-backup damaged and restore refuses it, so verify does too).
+damage (an admin's README does not break a backup).
+
+Whether a backup is good is store/health.py's to say, for verify as for list,
+status, rotation and restore (verify_backup asks health.judge_at first, leaving
+out only verify's own earlier finding, which it is about to renew): verify reads
+the checksums of a backup health calls good, and of any other says what health
+says (_not_good): no rule of its own (on STATUS files, a failed or edited
+manifest, a disk unaccounted for) to drift from theirs.
 
 A successful check of a backup folder is recorded in its manifest
 (`"verified": iso time`, and `"verify_error"` cleared); a failed one records
@@ -21,28 +26,21 @@ A compressed backup is checked by streaming the archive (through the
 Shell, so over SSH too); its result goes to its record (sidecar.gz_record:
 the archive cannot be rewritten in place). Either
 record is what store/health.py reads: a damaged backup is not good.
-A folder without a STATUS file never finished: it is "incomplete", a
-failure, not something verify can pass.
-
-Backups without a manifest (made by ghettoVCB) cannot be verified: one that
-store/health.py calls good is reported as "unverifiable", which is not a
-failure; otherwise verify says what health.py, and so `list`, says of it
-(ghettovcb_health.manifestless): a failed one (STATUS.error) is "skipped", as a failed
-backup of hotvcb's is, and one that is incomplete (a disk or .vmx cut short or
-lost), empty or damaged is that, a failure. A symlink named like a backup is
-no backup on this volume (health.linked): "incomplete", as list calls it.
+Backups without a manifest (made by ghettoVCB) cannot be verified: a good one
+is reported as "unverifiable", which is not a failure. A failed backup
+(STATUS.error), one a disk failed in (hotvcb's STATUS.warn) and one being
+rotated away are "skipped"; one that is partial, incomplete, empty or damaged
+is that, a failure (a symlink named like a backup: "incomplete", as list calls it).
 """
 
-import io
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Dict, List, Optional, Set
+from typing import Callable, Dict, List, Optional
 
 from .. import qcow2, targz
 from ..errors import HostError
-from ..shell import FileReader, Shell
-from ..vmx import MAX_SIZE as VMX_MAX
-from ..store import backup_files, datasize, ghettovcb_health, health, layout, manifest, sidecar
+from ..shell import Shell
+from ..store import datasize, health, layout, manifest, sidecar
 
 # Files a backup folder holds besides the ones the manifest lists.
 BOOKKEEPING = (manifest.MANIFEST,) + layout.STATUS_FILES
@@ -83,36 +81,50 @@ class VerifyResult:
 
 
 def verify_backup(shell: Shell, path: str, record: bool = True, progress=None) -> VerifyResult:
-    """Check one backup folder or .gz against its manifest."""
-    elsewhere = health.linked(shell, path) if _laid_out(path) else None
-    if elsewhere is not None:
-        return VerifyResult(path, elsewhere.state, message=elsewhere.reason)
-    if path.endswith(".gz") and not shell.isdir(path):
+    """Check one backup folder or .gz: health's verdict first (health.judge_at), then, for a backup it calls
+    good, every file against the manifest. NotABackup for a path named like a backup with no calendar's time."""
+    archive = path.endswith(".gz") and not shell.isdir(path)
+    if not archive and not shell.isdir(path):
+        return _no_folder(path, layout.not_there(shell, path))
+    verdict = health.judge_at(shell, path, recorded=False)
+    if not verdict.good:
+        return _not_good(path, verdict)
+    if verdict.state == "unverifiable":
+        return VerifyResult(path, "unverifiable", message=NO_MANIFEST)
+    if archive:
         return verify_gz(shell, path, record=record)
     return verify_folder(shell, path, record=record, progress=progress)
 
 
-def _laid_out(path: str) -> bool:
-    """Whether the path is named as a backup in its VM's folder (as layout.from_path, without listing the
-    folder): an entry `list` shows, not a link the admin made elsewhere (RSYNC_LINK's `<VM>-symlink`)."""
-    root, _, entry = path.rstrip("/").rpartition("/")
-    named = layout.named(entry)
-    return named is not None and root.rpartition("/")[2] == named.group(1)
+NO_MANIFEST = "no %s (a ghettoVCB backup): nothing to check against" % manifest.MANIFEST
+
+
+def _not_good(path: str, verdict: "health.Health") -> VerifyResult:
+    """What verify says of a backup health calls not good, by its verdict: a failed one, one a disk failed in
+    (hotvcb's STATUS.warn) or one being rotated away is skipped, not checked; one being written or left by a
+    dead run is incomplete; a newer hotvcb's is not checked; the rest (damaged, incomplete, empty) is that."""
+    if verdict.newer:
+        return VerifyResult(path, "newer", message=verdict.reason)
+    if verdict.state == "error":
+        return VerifyResult(path, "skipped", message="failed backup (%s), holds no data to check" % verdict.reason)
+    if verdict.state in ("warn", "deleting"):
+        return VerifyResult(path, "skipped", message="not a good backup (%s): not checked" % verdict.reason)
+    return VerifyResult(path, "incomplete" if verdict.state == "partial" else verdict.state, message=verdict.reason)
+
+
+def _no_folder(folder: str, why: str) -> VerifyResult:
+    return VerifyResult(folder, "damaged", problems=[Problem(folder, "no backup folder")], message=why)
 
 
 def verify_folder(shell: Shell, folder: str, record: bool = True, progress=None,
                   skip: Optional[Callable[[str], bool]] = None) -> VerifyResult:
-    """`skip(rel)`: a file not to read here, because its reader checks it (a restore copying a disk
-    itself, restore_copy.py); it is neither read nor counted."""
+    """Read every file the manifest names against its checksums: the work verify adds to health's verdict, for a
+    backup health calls good (verify_backup; a restore judged it with check_sealed). `skip(rel)`: a file not to
+    read here, because its reader checks it (a restore copying a disk itself, restore_copy.py); it is neither
+    read nor counted."""
     result = VerifyResult(folder)
     if not shell.isdir(folder):
-        result.status, result.message = "damaged", layout.not_there(shell, folder)
-        result.problems.append(Problem(folder, "no backup folder"))
-        return result
-    if not any(shell.exists(folder + "/" + s) for s in layout.STATUS_FILES):
-        result.status = "incomplete"
-        result.message = "no STATUS file: this backup never finished (or is not a backup)"
-        return result
+        return _no_folder(folder, layout.not_there(shell, folder))
     try:
         data = manifest.load(shell, folder)
     except manifest.NewerManifest as err:
@@ -121,23 +133,11 @@ def verify_folder(shell: Shell, folder: str, record: bool = True, progress=None,
         result.status, result.message = "damaged", "manifest unreadable: %s" % err
         result.problems.append(Problem(manifest.MANIFEST, "unreadable: %s" % err))
         return result
-    if data is None:  # no checksums; but what list says of it (a disk cut short, no disk, a failed one) holds
-        verdict = ghettovcb_health.manifestless(shell, folder, layout.folder_status(shell, folder),
-                                                set(shell.list_files(folder)))
-        if verdict.good:
-            result.status = "unverifiable"
-            result.message = "no %s (a ghettoVCB backup): nothing to check against" % manifest.MANIFEST
-        elif verdict.state == "error":
-            result.status, result.message = "skipped", "failed backup (%s), holds no data to check" % verdict.reason
-        else:
-            result.status, result.message = verdict.state, verdict.reason
+    if data is None:
+        result.status, result.message = "unverifiable", NO_MANIFEST
         return result
     files = data.get("files") or {}
-    if data.get("result") == "error" or not files:
-        result.status, result.message = "skipped", "failed backup, holds no data to check"
-        return result
     present = set(shell.list_files(folder))
-    _unproven(result, data)
     for rel in sorted(files):
         if skip is not None and skip(rel):
             continue
@@ -151,10 +151,6 @@ def verify_folder(shell: Shell, folder: str, record: bool = True, progress=None,
         if not rel.startswith(".") and "/." not in rel:
             result.notes.append("%s is not in the manifest" % rel)
     _finish(result)
-    if not result.problems:  # every file intact, but is every disk of the VM there? (no pass recorded if not)
-        _accounted(result, shell, folder, data, present)
-        if result.status == "incomplete":
-            return result
     if record:
         _record(shell, folder, data, result)
     return result
@@ -216,25 +212,17 @@ def _check_gz(shell: Shell, path: str) -> VerifyResult:
     digests = {}  # type: Dict[str, manifest.FileDigest]
 
     def on_file(rel, tar, info):
-        if not backup_files.top_vmx([rel]) or info.size > VMX_MAX:
-            digests[rel] = manifest.digest_stream(targz.member_data(tar, info).read)
-            return
-        blob = targz.member_data(tar, info).read()  # hashed and kept: unaccounted_disk reads it
-        digests[rel] = manifest.digest_stream(io.BytesIO(blob).read)
-        texts[rel] = blob.decode("latin-1")
+        digests[rel] = manifest.digest_stream(targz.member_data(tar, info).read)
 
-    texts = {}  # type: Dict[str, str]
     try:
-        top, members, found = targz.scan(path, wanted=(lambda r: r == manifest.MANIFEST,), on_file=on_file,
-                                         opener=shell.open_binary)
-        texts.update(found)
+        _top, members, texts = targz.scan(path, wanted=(lambda r: r == manifest.MANIFEST,), on_file=on_file,
+                                          opener=shell.open_binary)
     except HostError as err:
         result.status, result.message = "damaged", str(err)
         result.problems.append(Problem(path.rsplit("/", 1)[-1], str(err)))
         return result
     if manifest.MANIFEST not in texts:
-        result.status = "unverifiable"
-        result.message = "no %s (a ghettoVCB backup): nothing to check against" % manifest.MANIFEST
+        result.status, result.message = "unverifiable", NO_MANIFEST
         return result
     try:
         data = manifest.parse(texts[manifest.MANIFEST], path + ":" + manifest.MANIFEST)
@@ -245,10 +233,6 @@ def _check_gz(shell: Shell, path: str) -> VerifyResult:
         result.problems.append(Problem(manifest.MANIFEST, "unreadable: %s" % err))
         return result
     files = data.get("files") or {}
-    if data.get("result") == "error" or not files:
-        result.status, result.message = "skipped", "failed backup, holds no data to check"
-        return result
-    _unproven(result, data)
     for rel in sorted(files):
         result.files += 1
         result.bytes += int(files[rel].get("size", 0))
@@ -269,29 +253,7 @@ def _check_gz(shell: Shell, path: str) -> VerifyResult:
         if m.rel not in files and m.rel not in BOOKKEEPING:
             result.notes.append("%s is not in the manifest" % m.rel)
     _finish(result)
-    if not result.problems:  # every file intact, but is every disk of the VM there? (as verify_folder asks)
-        _accounted(result, targz.ArchiveView.scanned(path, top, members, texts), path, data, {m.rel for m in members})
     return result
-
-
-def _unproven(result: VerifyResult, data: Dict) -> None:
-    """A problem where the manifest has no checksum for a disk's data (health.unchecksummed): verify reads
-    only the entries there are, and would pass a backup whose edited manifest dropped a disk's, which list
-    calls damaged and restore refuses."""
-    why = health.unchecksummed(data)
-    if why:
-        result.problems.append(Problem(manifest.MANIFEST, why))
-
-
-def _accounted(result: VerifyResult, fs: FileReader, path: str, data: Dict, present: Set[str]) -> None:
-    """Mark `result` incomplete where the backup's .vmx names a disk its manifest does not account for
-    (health.unaccounted_disk), for a folder and a .gz alike."""
-    try:
-        dropped = health.unaccounted_disk(fs, path, data, present)
-    except (HostError, OSError) as err:
-        dropped = "cannot read its .vmx: %s" % err
-    if dropped:
-        result.status, result.message = "incomplete", dropped
 
 
 def _newer(result: VerifyResult, err: manifest.NewerManifest) -> VerifyResult:

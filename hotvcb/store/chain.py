@@ -15,6 +15,7 @@ import struct
 from typing import List, Optional
 
 from ..errors import HostError
+from ..filetext import encoded
 from ..shell import Shell
 
 QCOW2_MAGIC = b"QFI\xfb"
@@ -24,9 +25,11 @@ SEAL_SLACK = 2.0  # seconds: a write this soon after the seal is not told from t
 
 
 def backing_file(shell: Shell, path: str) -> Optional[str]:
-    """The backing file a qcow2 image names ("" for none), None if it is no qcow2."""
-    with shell.open_binary(path) as f:
-        head = f.read(_HEADER_MAX)
+    """The backing file a qcow2 image names ("" for none), None if it is no qcow2. Read with read_regular
+    (HostError for anything but a regular file): a FIFO put in place of a backup's disk blocked the open for
+    ever, and with it the rotation of every backup run of the VM (which asks what its kept backups stand on)."""
+    size = min(shell.file_size(path), _HEADER_MAX)
+    head = encoded(shell.read_regular(path, max(size, 1)), size)
     if len(head) < 20 or head[:4] != QCOW2_MAGIC:
         return None
     offset, size = struct.unpack(">QI", head[8:20])

@@ -49,10 +49,12 @@ from .sidecar import read_gz_verify
 from .verdict import Health, _not_ok
 
 
-def judge(shell: Shell, b: "layout.BackupSet", depth: int = 0, remember: bool = False) -> Health:
+def judge(shell: Shell, b: "layout.BackupSet", depth: int = 0, remember: bool = False, recorded: bool = True) -> Health:
     """`remember`: a ghettoVCB .gz's verdict, found by reading all of it, is kept in its record for
     every later look (a backup run's rotation asks: it writes to the volume anyway; list and status
-    only read what it kept)."""
+    only read what it kept). `recorded`: False leaves out what an earlier verify recorded of the backup
+    itself (its damage, a ghettoVCB archive's kept verdict), for verify, which is about to read it all again
+    and record anew (a base backup's record still counts)."""
     if b.status == "partial":
         return Health("partial", "being written, or left by a run that died")
     if b.status == "deleting":
@@ -61,11 +63,26 @@ def judge(shell: Shell, b: "layout.BackupSet", depth: int = 0, remember: bool = 
     if elsewhere is not None:
         return elsewhere
     if b.compressed:
-        return _judge_archive(shell, b.path, remember)
-    return _judge_folder(shell, b.path, b.status, depth)
+        return _judge_archive(shell, b.path, remember, recorded)
+    verdict = _judge_contents(shell, b.path, b.status, recorded)
+    return _judge_bases(shell, b.path, sorted((verdict.manifest or {}).get("files") or {}), verdict, depth)
 
 
-def _judge_folder(shell: Shell, path: str, status: str, depth: int = 0) -> Health:
+def judge_at(shell: Shell, path: str, recorded: bool = True) -> Health:
+    """The verdict on the backup a path names, as verify and a KVM restore are given it: judge's where it lies in
+    its VM's folder as list shows it (layout.from_path: NotABackup for a name with a time no calendar has),
+    else that of a copy the admin made elsewhere, by what it holds (by_contents, as a restore of such a path
+    judges it: no base backups, which stand beside a backup in its VM's folder)."""
+    named = layout.from_path(shell, path)
+    if named is not None:
+        return judge(shell, named, recorded=recorded)
+    if path.endswith(".gz") and not shell.isdir(path):
+        return _judge_archive(shell, path, recorded=recorded)
+    return _judge_contents(shell, path, layout.folder_status(shell, path), recorded)
+
+
+def _judge_contents(shell: Shell, path: str, status: str, recorded: bool = True) -> Health:
+    """A backup folder's verdict by by_contents, its manifest read here."""
     try:  # whatever its STATUS: a failed backup of a newer hotvcb or another host is not ours to rotate
         data = manifest.load(shell, path)
         present = set(shell.list_files(path))
@@ -73,25 +90,27 @@ def _judge_folder(shell: Shell, path: str, status: str, depth: int = 0) -> Healt
         return _newer(err)
     except (ValueError, HostError) as err:
         return _not_ok(status) if status != "ok" else Health("damaged", "manifest unreadable: %s" % err)
-    verdict = by_contents(shell, path, status, data, present)
-    return verdict if data is None else _judge_bases(shell, path, sorted(data.get("files") or {}), verdict, depth)
+    return by_contents(shell, path, status, data, present, recorded)
 
 
-def by_contents(shell: Shell, path: str, status: str, data: Optional[Dict[str, Any]], present: Set[str]) -> Health:
+def by_contents(shell: Shell, path: str, status: str, data: Optional[Dict[str, Any]], present: Set[str],
+                recorded: bool = True) -> Health:
     """The verdict on a backup folder by its STATUS (layout.folder_status), its manifest `data` (None: a
     ghettoVCB backup, manifestless) and the files `present` in it, all but its base backups (an incremental's,
     _judge_bases). Also what a restore asks of a backup folder lying outside its VM's folder (a copy the admin
     made), which judge never sees: one answer for both, so a copy whose manifest was edited (a disk's checksum
-    or record dropped), or a ghettoVCB backup's copy cut short, is refused as the same folder in place is."""
+    or record dropped), or a ghettoVCB backup's copy cut short, is refused as the same folder in place is.
+    `recorded`: as for judge."""
     if data is None:
         return manifestless(shell, path, status, present)
     if status != "ok":
         return _not_ok(status, data)
-    return as_recorded(shell, path, data, present)
+    return as_recorded(shell, path, data, present, recorded)
 
 
-def as_recorded(shell: FileReader, path: str, data: Dict[str, Any], present: Set[str]) -> Health:
-    """The verdict on a sealed backup folder by its manifest `data` and the files `present` in it (by_contents)."""
+def as_recorded(shell: FileReader, path: str, data: Dict[str, Any], present: Set[str], recorded: bool = True) -> Health:
+    """The verdict on a sealed backup folder by its manifest `data` and the files `present` in it (by_contents;
+    `recorded`: as for judge)."""
     found = _judge_manifest(data)
     if found.state != "good":
         return found
@@ -104,7 +123,7 @@ def as_recorded(shell: FileReader, path: str, data: Dict[str, Any], present: Set
         return Health("damaged", "cannot read its .vmx: %s" % err, data)
     if dropped:
         return Health("incomplete", dropped, data)
-    return _verified(found, data.get("verify_error"), data.get("verified"))
+    return _verified(found, data.get("verify_error"), data.get("verified")) if recorded else found
 
 
 def no_file(shell: FileReader, path: str) -> str:
@@ -189,11 +208,11 @@ def _judge_bases(shell: Shell, path: str, files, verdict: Health, depth: int) ->
     return verdict
 
 
-def _judge_archive(shell: Shell, path: str, remember: bool = False) -> Health:
+def _judge_archive(shell: Shell, path: str, remember: bool = False, recorded: bool = True) -> Health:
     from .. import targz  # tarfile, bz2, lzma: only for .gz backups, not every backup run's start-up
 
     record = read_gz_verify(shell, path)  # one read serves the kept verdict and, for hotvcb's, its size and verify
-    kept = _kept_ghettovcb_verdict(shell, path, record)
+    kept = _kept_ghettovcb_verdict(shell, path, record) if recorded else None
     if kept is not None:
         return kept
 
@@ -251,7 +270,7 @@ def _judge_archive(shell: Shell, path: str, remember: bool = False) -> Health:
         return Health("damaged", "cannot read its .vmx: %s" % err, data)
     if dropped:
         return Health("incomplete", dropped, data)
-    return _verified(found, record.get("verify_error"), record.get("verified"))
+    return _verified(found, record.get("verify_error"), record.get("verified")) if recorded else found
 
 
 def linked(shell: Shell, path: str) -> Optional[Health]:
@@ -288,8 +307,8 @@ def _judge_manifest(data: Dict[str, Any]) -> Health:
 def unchecksummed(data: Dict[str, Any]) -> str:
     """Why the manifest cannot prove the backup's data, or "": a file of a copied disk (its record's "files") or of
     the snapshot tree that has no checksum entry ("files"), as when the manifest was edited after the backup.
-    A damaged backup to list, restore and verify alike: verify, which checks the entries there are, asks it
-    too, lest it pass what the other two refuse."""
+    A damaged backup to list, restore and verify alike (verify, which reads the entries there are, takes this
+    verdict first: jobs/verify.verify_backup)."""
     files = data.get("files") or {}
     unlisted = [f for d in data.get("disks") or [] if d.get("ok") for f in d.get("files") or [] if f not in files]
     if unlisted:
