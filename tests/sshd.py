@@ -108,6 +108,7 @@ def running_sshd(tmp: Path, force_command: Optional[str] = None,
     log = open(str(tmp / "sshd.log"), "wb")
     proc = subprocess.Popen(list(wrap) + [SSHD, "-D", "-e", "-f", str(tmp / "sshd_config")],
                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
+    sshd = Sshd(tmp, port, proc)
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -120,8 +121,9 @@ def running_sshd(tmp: Path, force_command: Optional[str] = None,
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
-        yield Sshd(tmp, port, proc)
+        yield sshd
     finally:
+        proc = sshd.proc  # a test that restarted the server (a management network blip) left its own here
         proc.terminate()
         try:
             proc.wait(10)
