@@ -206,11 +206,12 @@ def small_tmp(tmp_path, request):
 
 
 def _fill(folder):
-    with open(os.path.join(str(folder), "filler"), "wb") as f:
+    """Unbuffered: a buffered file's close would retry the bytes the full disk refused, and raise there
+    whenever the room left was not a whole number of writes (it hangs on the pyz's size)."""
+    with open(os.path.join(str(folder), "filler"), "wb", buffering=0) as f:
         try:
             while True:
                 f.write(b"\0" * 65536)
-                f.flush()
         except OSError:
             pass
 
