@@ -27,6 +27,15 @@ static void die(const char *what, const char *path)
     exit(1);
 }
 
+static void *checked(void *p)
+{
+    if (!p) {
+        perror("esxisim");
+        exit(1);
+    }
+    return p;
+}
+
 static char *join(const char *a, const char *b)
 {
     char *p;
@@ -131,9 +140,21 @@ static void set_hostname(const char *root, const char *file)
     }
     while (n > 0 && (name[n - 1] == '\n' || name[n - 1] == '\r'))
         n--;
-    if (n > 0)
-        sethostname(name, n);
+    if (n > 0 && sethostname(name, n) != 0)
+        die("sethostname", path);
     free(path);
+}
+
+/* SIGPIPE and SIGXFSZ at their defaults and nothing blocked, as a command on the host gets them from
+ * sshd: what is ignored or blocked stays so through exec, and a Python parent (subprocess with
+ * restore_signals=False) ignores both */
+static void default_signals(void)
+{
+    sigset_t none;
+    signal(SIGPIPE, SIG_DFL);
+    signal(SIGXFSZ, SIG_DFL);
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
 /* os.execvp: Python's own PATH search (no /bin/sh for a file without #!, unlike execvp(3)); the
@@ -146,12 +167,12 @@ static void exec_path(char **cmd)
         execv(cmd[0], cmd);
         return;
     }
-    char *dirs = strdup(path ? path : "/bin:/usr/bin");  /* os.defpath */
+    char *dirs = checked(strdup(path ? path : "/bin:/usr/bin"));  /* os.defpath */
     for (char *dir = dirs, *next; dir; dir = next) {
         next = strchr(dir, ':');
         if (next)
             *next++ = '\0';
-        char *full = *dir ? join(dir, cmd[0]) : strdup(cmd[0]);
+        char *full = *dir ? join(dir, cmd[0]) : checked(strdup(cmd[0]));
         execv(full, cmd);
         last = errno;
         if (!saved && errno != ENOENT && errno != ENOTDIR)
@@ -221,8 +242,9 @@ int main(int argc, char **argv)
     }
 
     char cwd[4096];
-    if (!getcwd(cwd, sizeof cwd) || chdir(cwd) != 0)
-        chdir("/");
+    if ((!getcwd(cwd, sizeof cwd) || chdir(cwd) != 0) && chdir("/") != 0)
+        die("chdir", "/");
+    default_signals();
     exec_path(cmd);
     fprintf(stderr, "sh: %s: %s\n", cmd[0], errno == ENOENT ? "not found" : strerror(errno));
     _exit(127);

@@ -32,6 +32,7 @@ def argv(root, cmd):
     if not _helper:
         _helper.append(_build())
     root = os.path.abspath(root)
+    _ensure_hostname_file(root)
     if _helper[0]:
         layers = ["%s:%s%s" % (name, target, ":private" if name in PRIVATE_LAYERS else "")
                   for name, target in LAYERS.items()]
@@ -44,9 +45,12 @@ def argv(root, cmd):
 
 
 def _build():
-    """The compiled enter.c, built now if this source has not been on this machine; None (main() runs
-    instead) where it cannot be: no compiler, a read-only checkout. crc32, not hashlib, for the key:
-    importing _hashlib costs more than the key is worth in every `esxisim shell`."""
+    """The compiled enter.c, built now if this source has not been on this machine, and seen to run; None
+    (main() runs instead) where it cannot be: no compiler, a read-only checkout, a binary of a checkout
+    shared with another libc or on a noexec mount (trusted unrun, every host command would exit 127).
+    A failed build leaves `<exe>.failed`, so that the next processes do not each run cc again (remove
+    _build to retry). crc32, not hashlib, for the key: importing _hashlib costs more than the key is worth
+    in every `esxisim shell`."""
     import zlib
     src = os.path.join(_HERE, "enter.c")
     try:
@@ -55,16 +59,29 @@ def _build():
     except OSError:
         return None
     exe = os.path.join(_HERE, "_build", "enter-%s-%s" % (key, os.uname().machine))
-    return exe if os.access(exe, os.X_OK) or _compile(src, exe) else None
+    if not os.access(exe, os.X_OK) and (os.path.exists(exe + ".failed") or not _compile(src, exe)):
+        return None
+    return exe if _runs(exe) else None
+
+
+def _runs(exe):
+    """Whether the helper starts here: with no arguments it prints its usage and exits 2."""
+    import subprocess
+    try:
+        return subprocess.run([exe], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, timeout=30).returncode == 2
+    except (OSError, subprocess.SubprocessError):
+        return False
 
 
 def _compile(src, exe):
     """cc src to a temporary name, then renamed: pytest-xdist workers building at once each leave a whole
-    binary, and none runs a half-written one."""
+    binary, and none runs a half-written one. A failure leaves the `<exe>.failed` marker (where it can)."""
     import subprocess
     import tempfile
     try:
         os.makedirs(os.path.dirname(exe), exist_ok=True)
+        _clean_build_dir(exe)
         fd, tmp = tempfile.mkstemp(prefix=".enter-", dir=os.path.dirname(exe))
         os.close(fd)
         try:
@@ -76,8 +93,31 @@ def _compile(src, exe):
             if os.path.exists(tmp):
                 os.unlink(tmp)
     except (OSError, subprocess.SubprocessError):
+        try:
+            open(exe + ".failed", "w").close()
+        except OSError:
+            pass
         return False
     return True
+
+
+def _clean_build_dir(exe):
+    """Before a build: the helpers (and failure markers) of older enter.c sources for this machine go, and
+    the temporary files of compiles killed more than a minute ago."""
+    import time
+    d, name = os.path.split(exe)
+    ours = ("-%s" % os.uname().machine, "-%s.failed" % os.uname().machine)
+    for other in os.listdir(d):
+        path = os.path.join(d, other)
+        try:
+            if other == name:
+                continue  # another process's build, just renamed into place
+            if other.startswith("enter-") and other.endswith(ours):
+                os.unlink(path)
+            elif other.startswith(".enter-") and os.stat(path).st_mtime < time.time() - 60:
+                os.unlink(path)
+        except OSError:
+            pass
 
 
 def _libc():
@@ -93,6 +133,25 @@ def _mount(source, target, fstype=None, flags=0, data=None):
         raise OSError(err, "mount %s on %s: %s" % (source, target, os.strerror(err)))
 
 
+def _ensure_hostname_file(root):
+    """HOST/state/hostname from host.json where it is missing: a host created before the file existed
+    (both enters read only the file, and without it `--uts` showed this machine's hostname). Written
+    under a temporary name and renamed: an enter reading it meanwhile sees no file or all of it."""
+    path = os.path.join(root, HOSTNAME_FILE)
+    if os.path.exists(path):
+        return
+    import json
+    try:
+        with open(os.path.join(root, STATE_FILE), encoding="utf-8") as f:
+            name = json.load(f)["hostname"]
+        tmp = "%s.%d" % (path, os.getpid())
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(name + "\n")
+        os.replace(tmp, path)
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no host there (enter says so), or one it cannot write: the machine's hostname
+
+
 def _set_hostname(root):
     try:
         with open(os.path.join(root, HOSTNAME_FILE), encoding="utf-8") as f:
@@ -102,7 +161,9 @@ def _set_hostname(root):
     if name:
         ctypes, libc = _libc()
         raw = name.encode()
-        libc.sethostname(raw, ctypes.c_size_t(len(raw)))
+        if libc.sethostname(raw, ctypes.c_size_t(len(raw))) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, "sethostname %s: %s" % (name, os.strerror(err)))
 
 
 def _cleanup_workdirs(root):
@@ -124,12 +185,13 @@ def _cleanup_workdirs(root):
 
 
 def _default_signals():
-    """SIGPIPE and SIGXFSZ back to their defaults, as the command gets them from enter.c: Python ignores
-    both, and what is ignored stays ignored through exec (a writer into a closed pipe would go on with
+    """SIGPIPE and SIGXFSZ back to their defaults and nothing blocked, as enter.c leaves them: Python ignores
+    both, and what is ignored or blocked stays so through exec (a writer into a closed pipe would go on with
     EPIPE where on the host the signal ends it). _signal: the signal module loads enum."""
     import _signal
     for sig in (_signal.SIGPIPE, _signal.SIGXFSZ):
         _signal.signal(sig, _signal.SIG_DFL)
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
 
 
 def main():

@@ -19,7 +19,7 @@ def upper(host, layer):
     return host.store.p("root", layer, "upper")
 
 
-SHEBANG_MAX = 255  # bytes the kernel reads of a `#!` line (BINPRM_BUF_SIZE, Linux 5.1+), newline included
+SHEBANG_MAX = 127  # bytes of a `#!` line every kernel reads, newline included (BINPRM_BUF_SIZE: 256 only from Linux 5.1)
 
 
 def script(host, tool):
