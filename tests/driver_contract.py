@@ -31,6 +31,7 @@ def check(host, vm_name: str, target: str, user_snapshot: Optional[str] = None, 
     name, text = host.backup_config(vm, {})
     assert name and "/" not in name and text, "backup_config: a file name and its text"
     assert host.power_state(vm) in ("on", "off", "suspended")
+    assert isinstance(host.snapshot_starts_vm, bool), "snapshot_starts_vm: whether a cold snapshot starts the VM"
     stamp = host.boot_stamp(vm)
     assert isinstance(stamp, str) and stamp and stamp == host.boot_stamp(vm), "boot_stamp: one value, kept"
     for disk in vm.disks:

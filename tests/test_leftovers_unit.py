@@ -219,7 +219,7 @@ def test_a_vm_powered_on_by_someone_since_a_dead_runs_marker_is_left_as_it_is(tm
     host.admin_boots()
     assert restore_power(host, vm, log, me(), dry_run) is False
     assert host.powered_on == [] and os.path.exists(power_marker(vm)) == dry_run
-    assert [l for l in log.lines if "powered on since by someone else" in l] and len(log.lines) == 1, log.lines
+    assert [l for l in log.lines if "powered on since the run that left it off" in l] and len(log.lines) == 1, log.lines
 
 
 def test_a_vm_nobody_started_since_a_dead_runs_marker_is_powered_on_and_so_is_one_of_an_older_marker(tmp_path):

@@ -219,7 +219,7 @@ def test_vm_the_admin_switched_off_after_starting_it_by_hand_stays_off(host, tmp
         r = backup_once(host, conf, "web")
     assert "Traceback" not in r.stdout + r.stderr, r.stdout + r.stderr
     assert "Powered off" in power(host, vmid), r.stdout
-    assert "was powered on since by someone else" in r.stdout and not os.path.exists(host.real(MARKER)), r.stdout
+    assert "was powered on since the run that left it off" in r.stdout and not os.path.exists(host.real(MARKER)), r.stdout
 
 
 @pytest.mark.parametrize("sig", ["KILL"])

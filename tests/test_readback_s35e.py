@@ -65,6 +65,8 @@ class MarkedShell(Shell):
 class GoneRunsVm:
     """A VM a gone run (another machine's, so surely gone) asked to shut down; it has gone off since."""
 
+    snapshot_starts_vm = False  # an ESXi VM's: its cold snapshot starts nothing
+
     def __init__(self):
         self.shell, self.state, self.booted = MarkedShell(), "off", 0
         gone = RunId("fedcba987654", "other-box", 77, 1, "esxi-a")

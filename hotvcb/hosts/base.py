@@ -44,12 +44,20 @@ def powered(state: str) -> str:
     return state if state == "suspended" else "powered " + state
 
 
+# boot_stamp's value where nothing tells the VM's last power on. A power on always leaves a stamp, so a VM found
+# with none since a stamp was recorded was not told powered on: its log was deleted or rotated away
+NO_BOOT_STAMP = "none"
+
+
 class Hypervisor(Protocol):
     shell: Shell
     kind: str
     formats: Tuple[str, ...]  # the DISK_BACKUP_FORMAT values this driver can write
     run_dir: str  # folder on the host for its run lock and host id (store/lock.py)
     powers_on: bool  # can start a VM it shut down (power-down modes need it)
+    # create_snapshot of a VM that is off starts it (libvirt: paused, for its backup job), changing its boot stamp:
+    # a cold snapshot's power-off marker then holds no stamp while it is taken (jobs/vm_backup.py)
+    snapshot_starts_vm: bool
     runs_in_guest: bool  # can run a command inside a guest (in-guest hooks need it)
     # why this host cannot take a quiesced snapshot (VM_SNAPSHOT_QUIESCE=1), "" where it can: the pre-flight
     # refuses such a VM before any change, so a dry run says what its real run's snapshot would fail on
@@ -100,9 +108,10 @@ class Hypervisor(Protocol):
 
     def power_on(self, vm: Vm) -> None: ...
 
-    # an opaque value that changes whenever the VM is powered on, by anyone ("none" where nothing tells one: a VM
-    # never powered on); a power-off marker records it, so a gone run's marker powers on only a VM nobody started
-    # since (jobs/leftovers.py): one the admin started by hand and later switched off stays off
+    # an opaque value that changes whenever the VM is powered on, by anyone (NO_BOOT_STAMP where nothing tells one:
+    # a VM never powered on, its log deleted or emptied by a rotation); a power-off marker records it, so a gone
+    # run's marker powers on only a VM nobody started since (jobs/leftovers.py): one the admin started by hand and
+    # later switched off stays off
     def boot_stamp(self, vm: Vm) -> str: ...
 
     def snapshots(self, vm: Vm, interruptible: bool = True) -> List[Snapshot]: ...

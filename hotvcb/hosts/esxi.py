@@ -27,7 +27,7 @@ from ..store import backup_files
 from ..treeview import ScannedShell
 from ..vmx import MAX_SIZE, VmxFile, as_vmware_reads
 from . import esxi_release, esxi_rows, esxi_tree, vimcmd
-from .base import Copied
+from .base import NO_BOOT_STAMP, Copied
 from .esxi_disks import EsxiDisks
 from .esxi_register import EsxiRegistry
 from .esxi_snapshots import EsxiSnapshots
@@ -53,6 +53,7 @@ class EsxiHost:
     kind = "esxi"
     formats = DISK_FORMATS  # type: Tuple[str, ...]
     powers_on = True
+    snapshot_starts_vm = False
     # VMware Tools' guest operations are the vSphere API's (GuestOperationsManager); a standalone
     # host's vim-cmd has no guest exec (docs/config-reference.md, GUEST_PRE_BACKUP_HOOK)
     runs_in_guest = False
@@ -286,7 +287,7 @@ class EsxiHost:
             return self.shell.read_regular(path, BOOT_LINE_MAX).split("\n", 1)[0]
         except HostError:
             if not self.shell.exists(path):
-                return "none"
+                return NO_BOOT_STAMP
             raise
 
     # -- snapshots (esxi_snapshots.py) -----------------------------------------

@@ -62,6 +62,7 @@ from ..runlog import RunLog
 from ..model import Disk, Snapshot, Vm, VmRef
 from ..shell import Readable, Shell
 from . import nbdcopy, qemuimg
+from .base import NO_BOOT_STAMP
 from .checkpoints import Checkpoints
 from .libvirt_domain import DomainConfig, disk_of, not_copied, parse, qemu_owner, with_live_disks
 from .libvirt_incremental import CHECKPOINT_FILE, incremental_base
@@ -76,6 +77,8 @@ from .virsh import DEFAULT_URI, BackupJob, Virsh, VirshError, together
 # "2026-12-05 21:59:38.267+0000: starting up libvirt version: 9.0.0, ..."
 SYSTEM_QEMU_LOGS = "/var/log/libvirt/qemu"
 STARTING_UP = b": starting up libvirt version: "
+# a domain's QEMU log and its rotations, newest first: virtlogd's `<name>.log.0`, logrotate's `<name>.log.1`
+ROTATED_LOGS = ("", ".0", ".1")
 
 
 @dataclass
@@ -94,6 +97,7 @@ class _Active:
 class LibvirtHost(LocalKvmHost):
     kind = "libvirt"
     powers_on = True  # `virsh start` brings a shut-down domain back
+    snapshot_starts_vm = True  # a shut-down domain is started paused for its backup job (create_snapshot)
     formats = tuple(qemuimg.FORMATS)
 
     def __init__(self, shell: Shell, uri: str = DEFAULT_URI, qemu_img: str = qemuimg.QEMU_IMG,
@@ -211,13 +215,18 @@ class LibvirtHost(LocalKvmHost):
 
     def boot_stamp(self, vm: Vm) -> str:
         """The last "starting up" line of the domain's QEMU log, which libvirt appends at each start (its time to
-        the millisecond: the domain id, new at each start, is gone once the domain is off); "none" where the log
-        has none or is not there (never started). A resume of a paused domain starts nothing: it keeps its stamp."""
+        the millisecond: the domain id, new at each start, is gone once the domain is off); NO_BOOT_STAMP where no
+        log has one (never started, or deleted). A resume of a paused domain starts nothing: it keeps its stamp.
+        A log rotated since its last start (virtlogd's `<name>.log.0`, logrotate's `.1`, the current one emptied
+        by copytruncate) still tells it: the newest of them with a start line does."""
         path = "%s/%s.log" % (self._qemu_logs(), vm.name)
-        if not self.shell.exists(path):
-            return "none"
-        with self.shell.open_binary(path) as log:  # 2 MiB at most where virtlogd writes it (its max_size)
-            return _last_start(log)
+        for rotated in ROTATED_LOGS:
+            if self.shell.exists(path + rotated):
+                with self.shell.open_binary(path + rotated) as log:  # 2 MiB at most where virtlogd writes it
+                    stamp = _last_start(log)
+                if stamp != NO_BOOT_STAMP:
+                    return stamp
+        return NO_BOOT_STAMP
 
     def _qemu_logs(self) -> str:
         """Where libvirt keeps its domains' QEMU logs: the system daemon's under /var/log, a session daemon's in its
@@ -403,4 +412,4 @@ def _last_start(log: Readable) -> str:
         last = next((line for line in reversed(lines) if STARTING_UP in line), last)
     if STARTING_UP in tail:
         last = tail
-    return last.decode("utf-8", "replace") if last else "none"
+    return last.decode("utf-8", "replace") if last else NO_BOOT_STAMP

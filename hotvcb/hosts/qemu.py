@@ -53,7 +53,7 @@ from ..model import Disk, Snapshot, SnapshotTree, Vm, VmRef
 from ..shell import Shell
 from . import qemu_overlay_names as naming  # DEVICE_OVERLAYS read where tests may have pointed it
 from . import qemuimg
-from .base import Copied
+from .base import NO_BOOT_STAMP, Copied
 from .localkvm import LocalKvmHost, local_sizes
 from .qemu_blockgraph import absolute_names, chain_of, device_key, relative_name
 from .qemu_drives import _backing, _below, _below_ours, _internal, _is_flash, _qemu_temporary, device_skip, \
@@ -83,6 +83,7 @@ class VmDescription:
 class QemuHost(LocalKvmHost):
     kind = "qemu"
     powers_on = False  # a guest shut down ends its QEMU process, which hotvcb cannot start again
+    snapshot_starts_vm = False
     runs_in_guest = True  # through the guest agent's socket beside the QMP one (qga.py)
     quiesce_refused = ("a quiesced snapshot (VM_SNAPSHOT_QUIESCE=1) needs the QEMU guest agent's fsfreeze, which "
                        "hotvcb does not use yet; set VM_SNAPSHOT_QUIESCE=0 for QEMU VMs")
@@ -269,7 +270,7 @@ class QemuHost(LocalKvmHost):
             with self._qmp(vm.ref.vmx_path) as qmp:
                 pid = qmp.peer_pid()
         except QmpUnavailable:
-            return "none"
+            return NO_BOOT_STAMP
         if pid is None:
             raise HostError("%s: the process behind its QMP socket cannot be told" % vm.name)
         return "%d:%s" % (pid, pids.started(pid))

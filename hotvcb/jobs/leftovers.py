@@ -34,7 +34,7 @@ from typing import List, Mapping, Optional
 
 from ..clockage import heartbeat
 from ..errors import HotvcbError, SnapshotKept, Unconsolidated
-from ..hosts.base import Hypervisor
+from ..hosts.base import NO_BOOT_STAMP, Hypervisor
 from ..model import NO_DATA_FILE, Snapshot
 from ..runid import RECORD_MAX, RunId, parse
 from ..store import layout
@@ -199,7 +199,7 @@ def _boot_line(host: Hypervisor, vm) -> str:
     stamps does."""
     try:
         return "%s%s\n" % (BOOT, _digest(host.boot_stamp(vm)))
-    except HotvcbError:
+    except (HotvcbError, OSError):  # OSError: a log the driver could not read (libvirt's, not this user's to read)
         return ""
 
 
@@ -212,13 +212,15 @@ def _digest(stamp: str) -> str:
 def booted_since(host: Hypervisor, vm, marker: str, log=None) -> bool:
     """Whether the VM has been powered on since its power-off `marker` (the file's text) was written: its boot
     stamp is another (by hand, HA). False where that cannot be told, and the marker stands: no stamp recorded (an
-    older hotvcb's marker), or the host cannot say the stamp now (said in `log`, if given)."""
+    older hotvcb's marker), none now (NO_BOOT_STAMP: a power on always leaves one, so its log was deleted or
+    rotated away, not told a power on), or the host cannot say the stamp now (said in `log`, if given)."""
     recorded = _STAMPED.search(marker)
     if recorded is None:
         return False
     try:
-        return _digest(host.boot_stamp(vm)) != recorded.group(1)
-    except HotvcbError as err:
+        now = host.boot_stamp(vm)
+        return now != NO_BOOT_STAMP and _digest(now) != recorded.group(1)
+    except (HotvcbError, OSError) as err:  # OSError: a log the driver could not read
         if log is not None:
             log.warning("%s: cannot tell whether it was powered on since its power-off marker was written (%s); "
                         "taking it as not" % (vm.name, err))
@@ -227,6 +229,15 @@ def booted_since(host: Hypervisor, vm, marker: str, log=None) -> bool:
 
 def clear_power_mark(host: Hypervisor, vm) -> None:
     host.shell.remove_tree(power_marker(vm))
+
+
+def _drop_power_mark(host: Hypervisor, vm, log) -> None:
+    """A marker that no longer powers anything on removed; one that cannot be (a read-only datastore) is said, not
+    raised: the backup or cleanup that found it goes on, and the next run, finding the same stamp, says so again."""
+    try:
+        clear_power_mark(host, vm)
+    except HotvcbError as err:
+        log.warning("%s: could not remove its power-off marker (%s)" % (vm.name, err))
 
 
 def dead_power_mark(host: Hypervisor, vm, log, run: RunId, dead: Mapping[str, float] = NONE_DEAD,
@@ -255,10 +266,11 @@ def dead_power_mark(host: Hypervisor, vm, log, run: RunId, dead: Mapping[str, fl
                     % (vm.name, owner, UNTOLD, host.power_state(vm)))
         return None
     if booted_since(host, vm, text, log):
-        log.warning("%s: %s powered it off for a backup and is gone, and it was powered on since by someone else: "
-                    "leaving it as it is%s" % (vm.name, who, "" if dry_run else ", its power-off marker removed"))
+        log.warning("%s: %s powered it off for a backup and is gone, and it was powered on since the run that left "
+                    "it off: leaving it as it is%s"
+                    % (vm.name, who, "" if dry_run else ", its power-off marker removed"))
         if not dry_run:
-            clear_power_mark(host, vm)
+            _drop_power_mark(host, vm, log)
         return None
     return who
 

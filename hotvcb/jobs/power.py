@@ -132,6 +132,9 @@ class PowerControl:
                 interrupt.raise_pending()
             time.sleep(POLL)
         self._seen_off.add(power_marker(vm))
+        # its stamp read again now that it is off: the one read while it ran may be gone without a power on (a
+        # vmware.log rotated by log.rotateSize while the guest shut down), as take_over's marker is made anew
+        restamp_power_mark(self.host, vm, self.log)
         self.log.info("%s is powered off" % vm.name)
 
     def _why_refused(self, vm, err: CommandFailed, hard: bool) -> str:
@@ -232,8 +235,9 @@ class PowerControl:
         try:
             clear_power_mark(self.host, vm)
         except HotvcbError as stuck:
-            self.log.warning("%s: could not remove its power-off marker (%s); if the VM is later off, "
-                             "the next run or `hotvcb cleanup` powers it on" % (vm.name, stuck))
+            self.log.warning("%s: could not remove its power-off marker (%s); if the VM is later off, the next run "
+                             "or `hotvcb cleanup` powers it on, unless its boot stamp says it was powered on since"
+                             % (vm.name, stuck))
 
     def await_boot(self, vm, limit: float) -> None:
         """Wait up to `limit` seconds for the guest's VMware Tools to run, ghettoVCB's sign that a VM of

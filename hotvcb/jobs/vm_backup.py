@@ -213,8 +213,10 @@ class _VmBackup:
         """COLD_SNAPSHOT's VM once off: snapshotted, powered on at once, copied from the snapshot while it
         runs. `down_at`: when this run shut it down; None for one taken over off (take_over), whose downtime
         began in the gone run: it too is on again before its copy, not down for all of it. Its marker holds no
-        boot stamp from here until it is on (restamp_power_mark): the snapshot may start it itself."""
-        restamp_power_mark(self.host, vm, self.log, stamped=False)
+        boot stamp from here until it is on (restamp_power_mark) where the snapshot starts it itself (libvirt's:
+        snapshot_starts_vm); elsewhere it keeps the one of its power off."""
+        if self.host.snapshot_starts_vm:
+            restamp_power_mark(self.host, vm, self.log, stamped=False)
         self._snapshot(vm)
         self.log.info("Powering %s on again before the copy" % vm.name)
         back = self.job.power.restore_on(vm)

@@ -1,0 +1,202 @@
+"""The power-off marker's boot stamp (jobs/leftovers.py), on what a review found: a stamp gone with its log (deleted,
+rotated away) is no power on; a vmware.log rotated while the guest shuts down is no power on either (the stamp is
+read again once off); a marker that cannot be removed is a warning, not a failed backup; a cold snapshot drops the
+stamp only where the snapshot starts the VM; a log that cannot be read is a stamp not told."""
+
+import os
+import socket
+from types import SimpleNamespace
+
+import pytest
+from restorerecords import dead_pid
+
+from hotvcb.errors import HostError
+from hotvcb.hosts.base import NO_BOOT_STAMP
+from hotvcb.hosts.libvirt import LibvirtHost
+from hotvcb.jobs.leftovers import booted_since, mark_powered_off, power_marker, restore_power
+from hotvcb.jobs.power import PowerControl
+from hotvcb.jobs.vm_backup import _VmBackup
+from hotvcb.localshell import LocalShell
+from hotvcb.runid import RunId
+from hotvcb.settings import Settings
+
+
+class Log:
+    def __init__(self):
+        self.lines = []
+
+    def info(self, m):
+        self.lines.append(m)
+
+    warning = error = info
+
+
+HOST = "thishost"
+
+
+def ours(pid):
+    """A run of this machine and host that is gone (`pid` dead)."""
+    return RunId("0123456789ab", socket.gethostname(), pid, 1, HOST)
+
+
+def me():
+    return RunId.new().on_host(HOST)
+
+
+class StampHost:
+    """A VM that is off, whose boot stamp is `stamp` (changed by the test), powered on by `power_on`."""
+
+    powers_on, kind = True, "esxi"
+
+    def __init__(self, stamp="vmx pid=1", shell=None):
+        self.shell, self.stamp, self.powered_on = shell or LocalShell(), stamp, []
+
+    def power_state(self, vm):
+        return "off"
+
+    def power_on(self, vm):
+        self.powered_on.append(vm.name)
+
+    def boot_stamp(self, vm):
+        if isinstance(self.stamp, Exception):
+            raise self.stamp
+        return self.stamp
+
+
+def _vm(tmp_path, name="web"):
+    return SimpleNamespace(name=name, folder=str(tmp_path),
+                           ref=SimpleNamespace(vmx_path=str(tmp_path / (name + ".vmx"))))
+
+
+def _dead_runs_marker(tmp_path, host):
+    vm = _vm(tmp_path)
+    mark_powered_off(host, vm, ours(dead_pid()))
+    return vm
+
+
+def test_a_stamp_gone_with_its_log_is_no_power_on_the_vm_is_powered_on(tmp_path):
+    """DEFECT 1: libvirt's log emptied by logrotate's copytruncate, vmware*.log deleted by the admin: the VM's stamp
+    is none now. A power on always leaves one, so none is "cannot tell": the dead run's VM is powered on."""
+    host = StampHost()
+    vm = _dead_runs_marker(tmp_path, host)
+    host.stamp = NO_BOOT_STAMP
+    assert booted_since(host, vm, open(power_marker(vm)).read()) is False
+    assert restore_power(host, vm, Log(), me()) is True and host.powered_on == ["web"]
+
+
+@pytest.mark.parametrize("rotated", [".0", ".1"])
+def test_libvirt_tells_a_domains_last_start_from_its_rotated_log(tmp_path, monkeypatch, rotated):
+    """DEFECT 1: virtlogd rotates `<name>.log` to `.log.0`, logrotate to `.log.1` (copytruncate leaves the log
+    empty): the start line there is still the domain's last, its stamp unchanged."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    logs = tmp_path / "libvirt" / "qemu" / "log"
+    logs.mkdir(parents=True)
+    log = logs / "web.log"
+    log.write_text("2026-12-05 21:59:38.267+0000: starting up libvirt version: 9.0.0, qemu version: 7.2.0\n"
+                   "LC_ALL=C /usr/bin/qemu-system-x86_64 -name guest=web\n")
+    host = LibvirtHost(LocalShell(), uri="qemu:///session")
+    vm = _vm(tmp_path)
+    stamp = host.boot_stamp(vm)
+    assert stamp != NO_BOOT_STAMP
+    os.rename(str(log), str(log) + rotated)
+    log.write_text("2026-12-05 22:10:00.000+0000: shutting down, reason=shutdown\n")
+    assert host.boot_stamp(vm) == stamp
+    os.remove(str(log) + rotated)
+    assert host.boot_stamp(vm) == NO_BOOT_STAMP
+
+
+class RotatingHost(StampHost):
+    """A running VM whose vmware.log starts anew (log.rotateSize) while its guest shuts down: no power on."""
+
+    def __init__(self):
+        super().__init__("vmx pid=1 log 1")
+        self.state, self.looks = "on", 0
+
+    def shutdown(self, vm):
+        pass
+
+    def power_state(self, vm):
+        self.looks += 1
+        if self.looks == 2:
+            self.stamp, self.state = "vmx pid=1 log 2", "off"
+        return self.state
+
+
+def test_a_vmware_log_rotated_while_the_guest_shuts_down_is_no_power_on(tmp_path):
+    """DEFECT 2: the stamp read at the shutdown request is gone by the time the VM is off (a new vmware.log without
+    a power on); the marker is stamped again once off, so a run killed then leaves a VM the next run powers on."""
+    host, vm = RotatingHost(), _vm(tmp_path)
+    PowerControl(host, Log(), me()).power_down(vm, Settings(power_down_timeout=1))
+    with open(power_marker(vm)) as f:
+        lines = f.read().split("\n", 1)
+    with open(power_marker(vm), "w") as f:  # the run killed: its marker is a dead run's
+        f.write(ours(dead_pid()).text() + "\n" + lines[1])
+    host.state = "off"
+    assert restore_power(host, vm, Log(), me()) is True and host.powered_on == ["web"]
+
+
+class ReadOnlyShell(LocalShell):
+    def remove_tree(self, path):
+        raise HostError("cannot remove %s: Read-only file system" % path)
+
+
+def test_a_marker_that_cannot_be_removed_is_a_warning_not_a_failure(tmp_path):
+    """DEFECT 3: the VM was powered on since the dead run's marker, which a read-only datastore keeps: one
+    warning says so, and the cleanup or backup that found it goes on."""
+    host, log = StampHost(shell=ReadOnlyShell()), Log()
+    vm = _dead_runs_marker(tmp_path, host)
+    host.stamp = "vmx pid=2"
+    assert restore_power(host, vm, log, me()) is False and host.powered_on == []
+    assert [l for l in log.lines if "could not remove its power-off marker" in l], log.lines
+    assert [l for l in log.lines if "powered on since the run that left it off" in l], log.lines
+
+
+class ColdHost(StampHost):
+    def __init__(self, starts):
+        super().__init__()
+        self.snapshot_starts_vm = starts
+
+
+@pytest.mark.parametrize("starts", [False, True])
+def test_a_cold_snapshot_drops_the_stamp_only_where_it_starts_the_vm(tmp_path, starts):
+    """DEFECT 4: ESXi's cold snapshot starts nothing: its marker keeps the stamp through it (a run killed then, the
+    VM later started and stopped by the admin, stays off); libvirt's starts the domain paused: none then."""
+    host, vm = ColdHost(starts), _vm(tmp_path)
+    mark_powered_off(host, vm, me())
+    seen = []
+    backup = _VmBackup.__new__(_VmBackup)
+    backup.host, backup.log = host, Log()
+    backup.job = SimpleNamespace(power=SimpleNamespace(restore_on=lambda vm: True))
+    backup._snapshot = lambda vm: seen.append(open(power_marker(vm)).read().count("\n"))
+    backup._snapshot_and_boot(vm, None)
+    assert seen == [1 if starts else 2]
+
+
+def test_a_log_that_cannot_be_read_is_a_stamp_not_told(tmp_path):
+    """DEFECT 5: libvirt's log unreadable (an OSError from the local shell): the marker is written without a stamp,
+    and a stamped one is judged not powered on since, as before stamps."""
+    host = StampHost(stamp=PermissionError(13, "Permission denied"))
+    vm = _vm(tmp_path)
+    mark_powered_off(host, vm, me())
+    assert os.path.exists(power_marker(vm))
+    marker = "r-x\nboot " + "0" * 32 + "\n"
+    assert booted_since(host, vm, marker, Log()) is False
+
+
+def test_the_wording_of_a_vm_powered_on_since_is_neutral(tmp_path):
+    """DEFECT 5: our own run may have powered it on and died before removing the marker: no "someone else"."""
+    host, log = StampHost(), Log()
+    vm = _dead_runs_marker(tmp_path, host)
+    host.stamp = "vmx pid=2"
+    assert restore_power(host, vm, log, me()) is False
+    assert log.lines and not [l for l in log.lines if "someone else" in l], log.lines
+    assert not os.path.exists(power_marker(vm))
+
+
+def test_the_drivers_say_whether_their_snapshot_starts_the_vm():
+    from hotvcb.hosts.esxi import EsxiHost
+    from hotvcb.hosts.qemu import QemuHost
+
+    assert (LibvirtHost.snapshot_starts_vm, EsxiHost.snapshot_starts_vm, QemuHost.snapshot_starts_vm) == (
+        True, False, False)
+
