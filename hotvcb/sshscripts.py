@@ -49,18 +49,23 @@ UNPATHED = 'import sys\nif sys.path and sys.path[0] == "":\n    del sys.path[0]\
 # after the trap, gets it as default) and waits on until the command is
 # gone: a trapped signal ends a `wait` early, with the command still there
 # (`t` says the wait was cut short; kill -0 that the command, or its zombie,
-# is still there to wait for, so a reaped one's status is kept).
+# is still there to wait for, so a reaped one's status is kept). Once the
+# command runs, the wrapper's own stdout and stderr are /dev/null (fd 4 hands
+# the channel to the command alone): dash reports a command killed by TERM
+# ("Terminated") on stderr, and with the channel's reader gone (hotvcb
+# SIGKILLed) that write's SIGPIPE killed the wrapper before it could stop the
+# watcher, which then lived on for its 10 s grace.
 WRAPPER = """\
 case $1 in */*) [ -f "$1" ] && [ ! -x "$1" ] && { echo "%s$1: not executable"; exit 126; };; esac
 command -v "$1" >/dev/null 2>&1 || { echo "%s$1: not found"; exit 127; }
 t=
 trap 't=1' TERM
-exec 3<&0
-"$@" </dev/null 2>&1 &
+exec 3<&0 4>&1
+"$@" </dev/null >&4 2>&1 4>&- &
 p=$!
-{ trap '' TERM; while read -r _; do :; done; kill -TERM 0; sleep 10; kill -KILL 0; } <&3 >/dev/null 2>&1 &
+{ trap '' TERM; while read -r _; do :; done; kill -TERM 0; sleep 10; kill -KILL 0; } <&3 >/dev/null 2>&1 4>&- &
 w=$!
-exec 3<&-
+exec 3<&- 4>&- >/dev/null 2>&1
 wait $p
 r=$?
 while [ -n "$t" ] && kill -0 $p 2>/dev/null; do t=; wait $p; r=$?; done

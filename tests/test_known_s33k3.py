@@ -3,6 +3,7 @@
 import os
 import shutil
 import shlex
+import subprocess
 import time
 
 import pytest
@@ -180,7 +181,7 @@ def _copies_into(name):
         except OSError:
             continue
         # esxisim's vmkfstools: `python -S -c CODE vmkfstools HOST ARGS...` (a real one: `vmkfstools ARGS...`);
-        # not the sh that runs it (tether's wrapper, whose watcher lingers a few seconds after ending it)
+        # not the sh that runs it (tether's wrapper)
         if argv[0].endswith(b"sh"):
             continue
         if any(a.endswith(b"vmkfstools") for a in argv[:6]) and any(name.encode() in a for a in argv):
@@ -228,3 +229,46 @@ def test_a_tethered_command_reads_as_an_untethered_one():
     assert (done.returncode, sorted(done.output.split())) == (3, ["err", "out"])
     with pytest.raises(HostError, match="^cannot run /nonexistent/vmkfstools: not found$"):
         LocalShell().run(["/nonexistent/vmkfstools", "-i", "a", "b"], tethered=True)
+
+
+def _naming(marker):
+    """Pids of processes (the test's own aside) whose command line holds marker."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if int(pid) != os.getpid() and any(marker.encode() in a for a in argv[1:]):
+            found.append(int(pid))
+    return found
+
+
+def test_a_sigkilled_runs_tethered_command_and_its_wrapper_all_end_at_once(tmp_path):
+    """A silent command (a copy between progress lines). The watcher stopped it at once, but dash's "Terminated" on the dead run's pipe killed the
+    wrapper (SIGPIPE) before it could stop the watcher: a process naming the copy's paths lived on 10 s,
+    beside the next run's cleanup."""
+    import signal
+    import sys
+
+    marker = "tethered-%s" % tmp_path.name
+    code = ("import sys; from hotvcb.localshell import LocalShell\n"
+            "LocalShell().run(['sh', '-c', 'echo started; sleep 60', %r], tethered=True)" % marker)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while len(_naming(marker)) < 3:  # the wrapper, its watcher, the command
+            assert time.monotonic() < deadline and proc.poll() is None, "the tethered command did not start"
+            time.sleep(0.05)
+        time.sleep(0.5)  # the wrapper waiting for its command, as through a copy
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 5
+        while _naming(marker):
+            assert time.monotonic() < deadline, "still there 5 s after: %s" % _naming(marker)
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        for pid in _naming(marker):
+            os.kill(pid, signal.SIGKILL)
