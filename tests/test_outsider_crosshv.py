@@ -606,3 +606,21 @@ def test_a_qcow2_with_a_backing_file_outside_the_backup_is_refused(tmp_path):
     r = cli("verify", "--boot", backup, "--boot-timeout", 20, "--console-log", tmp_path / "console.log")
     assert r.returncode == 1 and re.search("backing file|stands on", one_clear_error(r)), r.out
     assert not (tmp_path / "console.log").exists()
+
+
+def test_a_copy_outside_its_vm_folder_is_judged_by_what_it_holds_with_no_verify_too(tmp_path):
+    """A copy of a backup the admin keeps elsewhere (its name no backup's) with STATUS.ok but its disk gone:
+    `--no-verify` skips the checksums, not the verdict. STATUS.ok alone once passed, and the restore went
+    on to fail in qemu-img, after the folder was begun."""
+    backup = esxi_backup(tmp_path / "vol", "web")
+    copy = tmp_path / "kept" / "web-copy"
+    shutil.copytree(backup, str(copy))
+    os.remove(str(copy / "disk-flat.vmdk"))
+    out = tmp_path / "out"
+    out.mkdir()
+    r = cli("restore", copy, "--kvm", out, "--no-verify")
+    assert r.returncode == 6 and "is not a good backup" in one_clear_error(r) and "disk-flat.vmdk" in r.out, r.out
+    assert os.listdir(str(out)) == []
+    shutil.copy2(os.path.join(backup, "disk-flat.vmdk"), str(copy))
+    r = cli("restore", copy, "--kvm", out, "--no-verify", "--format", "raw")
+    assert r.returncode == 0 and os.listdir(str(out)) == ["web"], r.out

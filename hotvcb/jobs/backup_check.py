@@ -34,13 +34,11 @@ def is_backup(shell: Shell, folder: str) -> bool:
 
 
 def require_good(shell: Shell, folder: str) -> None:
-    named = layout.from_path(shell, folder)
-    if named is not None:
-        verdict = health.judge(shell, named)
-        if not verdict.good:
-            raise HotvcbError("%s is not a good backup (%s)" % (folder, verdict.reason))
-    elif not shell.exists(folder + "/STATUS.ok"):
-        raise HotvcbError("%s is not a good backup (no STATUS.ok)" % folder)
+    """health's one verdict at the path (judge_at), also for a copy outside its VM's folder: a STATUS.ok
+    alone once let `restore --kvm --no-verify` take a copy whose manifest or disks were missing."""
+    verdict = health.judge_at(shell, folder)
+    if not verdict.good:
+        raise HotvcbError("%s is not a good backup (%s)" % (folder, verdict.reason))
 
 
 def inside(path: str, backup: str) -> bool:
@@ -266,7 +264,7 @@ def unpack(shell: Shell, gz: str, dest: str, log) -> str:
 
 def require_checksums(shell: Shell, path: str, log) -> None:
     """Every file against the manifest (a .gz: its members, streamed), as `hotvcb verify` reads it: health's
-    verdict first (a copy outside its VM's folder too, which require_good takes on its STATUS.ok), so what verify
+    verdict first (a copy outside its VM's folder too), so what verify
     fails is refused; a good ghettoVCB backup (no manifest) passes unverified."""
     res = verify_backup(shell, path, record=False)
     if res.status == "newer":
