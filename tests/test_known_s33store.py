@@ -10,6 +10,7 @@ from hotvcb import onhost_boot
 from qemulab import MiB
 from qemuvm import needs_qemu
 from simhost import VOLUME, hotvcb, needs_root, write_conf
+from fakelog import Log
 
 
 # -- 7. a build dated ahead of the clock is not kept for ever ------------------------------------------------
@@ -134,16 +135,6 @@ def test_rotation_leaves_failed_backups_of_a_newer_hotvcb_and_of_another_host_al
 
 # -- 4. rotation tidies the .gz records in the folders older writers named too --------------------------------
 
-class _Log:
-    def __init__(self):
-        self.lines = []
-
-    def info(self, text):
-        self.lines.append(text)
-
-    warning = error = debug = info
-
-
 def test_rotation_tidies_gz_records_in_older_writers_folders(tmp_path):
     """Rotation lists, counts and removes a VM's backups in the folders older hotvcb (`a%b`) and ghettoVCB
     (`a%5cb`) named, but tidied the .gz records only in today's folder: a record an older hotvcb left beside
@@ -158,7 +149,7 @@ def test_rotation_tidies_gz_records_in_older_writers_folders(tmp_path):
         gone = folder + "-2026-01-01_01-00-00.gz.verify.json"
         (root / gone).write_text("{}")  # beside a .gz gone without hotvcb's rotation
         (root / ".hotvcb-gz-records" / gone.replace("01-00-00", "02-00-00")).write_text("{}")
-        rotation.rotate(LocalShell(), str(volume), vm, 3, _Log())
+        rotation.rotate(LocalShell(), str(volume), vm, 3, Log())
         assert sorted(os.listdir(str(root))) == [".hotvcb-gz-records"], folder
         assert os.listdir(str(root / ".hotvcb-gz-records")) == [], folder
 

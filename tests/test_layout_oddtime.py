@@ -21,18 +21,11 @@ from hotvcb.localshell import LocalShell
 from hotvcb.runid import RunId
 from hotvcb.settings import Settings
 from hotvcb.store import health, layout, manifest, rotation
+from fakelog import Log
 
 ODD = ("web-2026-13-01_00-00-00", "web-2026-02-30_00-00-00.gz", "web-2026-01-01_25-00-00-partial",
        "web-2026-04-31_00-00-00-deleting", "web-2026-01-01_00-60-00")
 GOOD = ("web-2026-01-01_00-00-00", "web-2026-01-02_00-00-00")
-
-
-class Log:
-    def __init__(self):
-        self.lines = []
-
-    def __getattr__(self, level):
-        return lambda message: self.lines.append((level, message))
 
 
 def ghettovcb_backup(folder):
@@ -73,7 +66,7 @@ def test_rotation_and_cleanup_leave_it_and_the_run_log_names_it(volume):
     log = Log()
     removed = rotation.rotate(LocalShell(), str(volume), "web", 1, log)
     assert removed == [str(volume / "web" / GOOD[0])]
-    assert named_once([m for level, m in log.lines if level == "warning"], volume), log.lines
+    assert named_once([m for level, m in log.records if level == "warning"], volume), log.lines
     remove_partials(LocalShell(), str(volume), "web", log, RunId.new())  # -partial and -deleting: a dead run's?
     assert all((volume / "web" / name).exists() for name in ODD)
 

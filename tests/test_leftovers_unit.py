@@ -32,6 +32,7 @@ from hotvcb.runid import RunId, parse
 from hotvcb.runlog import RunLog
 from hotvcb.settings import Settings
 from hotvcb.store.lock import LOCK_NAME, STALE_AFTER, HostLock
+from fakelog import Log
 
 HOST = "thishost"  # the host id this test's runs work on (and hold the lock of)
 
@@ -45,16 +46,6 @@ class SkewedShell(LocalShell):
     def age(self, path):
         age = super().age(path)
         return None if age is None else age + self.skew
-
-
-class Log:
-    def __init__(self):
-        self.lines = []
-
-    def info(self, m):
-        self.lines.append(m)
-
-    warning = info
 
 
 def _partial(volume, owner_age, record=None):

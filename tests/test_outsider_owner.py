@@ -32,19 +32,10 @@ from hotvcb.localshell import LocalShell
 from hotvcb.runid import RunId
 from hotvcb.store import layout
 from hotvcb.store.lock import STALE_AFTER
+from fakelog import Log
 
 MACHINE = socket.gethostname()
 HOST = "thishost"  # the host id the unit-level attacks' runs hold the lock of
-
-
-class Log:
-    def __init__(self):
-        self.lines = []
-
-    def info(self, m):
-        self.lines.append(m)
-
-    warning = error = info
 
 
 def needs(*tools):

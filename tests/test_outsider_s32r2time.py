@@ -16,6 +16,7 @@ from hotvcb.runid import RunId
 from hotvcb.store import lock as lockmod
 from hotvcb.store.lock import HostLock
 from simhost import needs_root, write_conf
+from fakelog import Log
 
 
 def _other_box_run(name="backup01"):
@@ -55,16 +56,6 @@ def test_live_lock_is_not_taken_over_in_the_seconds_after_the_clock_is_stepped_b
 
 
 # -- 2. another host's live -partial folder on a shared NFS volume, right after the NAS's clock was stepped back --
-class _Log:
-    def __init__(self):
-        self.lines = []
-
-    def info(self, msg):
-        self.lines.append(msg)
-
-    warning = error = info
-
-
 def test_shared_volume_live_partial_is_kept_in_the_seconds_after_the_nas_clock_is_stepped_back(tmp_path):
     """Two ESXi hosts back up to one NFS export (docs: the -partial owner file's heartbeat is 'how hosts sharing
     an NFS volume tell a live backup from a dead one'); the NFS server stamps the mtimes with its own clock.
@@ -85,7 +76,7 @@ def test_shared_volume_live_partial_is_kept_in_the_seconds_after_the_nas_clock_i
     owner.write_text(RunId(os.urandom(6).hex(), "esx-a", 4242, int(time.time()) - 60, "hostA").text() + "\n")
     ahead = time.time() + 600
     os.utime(str(owner), (ahead, ahead))
-    log = _Log()
+    log = Log()
     removed = remove_partials(LocalShell(), str(volume), "web", log, RunId.new().on_host("hostB"))
     assert partial.is_dir() and removed == 0, log.lines
 

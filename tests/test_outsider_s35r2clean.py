@@ -22,6 +22,7 @@ import pytest
 
 from simhost import hotvcb, needs_root, sealed, snapshot_names, vim, write_conf
 from test_schedule_esxi import ARGS, CRONTAB, LOCAL_SH, Esxi, _esxisim, pyz  # noqa: F401  (pyz: a fixture)
+from fakelog import Log
 
 ON_ESXISIM = pytest.mark.skipif(os.geteuid() != 0, reason="esxisim needs root (mount namespaces)")
 
@@ -77,16 +78,6 @@ def _job_lines(esxi):
 
 # ------------------------------------------------------------ read-only runs against the real cleanup, NFS skew
 
-class _Log:
-    def __init__(self):
-        self.lines = []
-
-    def info(self, msg):
-        self.lines.append(msg)
-
-    warning = error = info
-
-
 def _nas_partial(tmp_path, server_offset, died_ago):
     """Another host's -partial folder on an NFS volume whose server's clock is `server_offset` s off ours; its
     run last stamped the owner file `died_ago` s ago by that server's clock. Returns (shell, volume, folder):
@@ -120,10 +111,10 @@ def _judged(tmp_path, server_offset, died_ago):
 
     shell, volume, partial = _nas_partial(tmp_path, server_offset, died_ago)
     me = RunId.new().on_host("hostB")
-    dry = _Log()
+    dry = Log()
     remove_partials(shell, volume, "web", dry, me, dry_run=True)
     assert partial.is_dir(), dry.lines
-    real = _Log()
+    real = Log()
     remove_partials(shell, volume, "web", real, me)
     return " ".join(dry.lines), "kept" if partial.is_dir() else "removed", real.lines
 

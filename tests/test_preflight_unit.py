@@ -6,6 +6,7 @@ from hotvcb.errors import HotvcbError
 from hotvcb.jobs.preflight import disks_to_copy
 from hotvcb.model import Disk, Vm, VmRef
 from hotvcb.settings import Settings
+from fakelog import Log
 
 FOLDER = "/vmfs/volumes/ds1/db"
 VM = Vm(VmRef("1", "db", FOLDER + "/db.vmx"), "ds1", FOLDER, None, [
@@ -13,16 +14,6 @@ VM = Vm(VmRef("1", "db", FOLDER + "/db.vmx"), "ds1", FOLDER, None, [
     Disk("scsi0:1", "/vmfs/volumes/5f1e0c2a-77d1c0de/db/db_1.vmdk", "ds5", "pvscsi"),  # as the .vmx writes it
     Disk("scsi0:2", FOLDER + "/logs/db_2.vmdk", "ds1", "pvscsi"),
 ])
-
-
-class Log:
-    def __init__(self):
-        self.lines = []
-
-    def info(self, line):
-        self.lines.append(line)
-
-    warning = info
 
 
 @pytest.mark.parametrize("name, key", [

@@ -15,6 +15,7 @@ from hotvcb.hosts import qemuimg
 from hotvcb.jobs import qemu_vmdk, restore_stage
 from hotvcb.jobs.machine_of import machine_of
 from hotvcb.localshell import LocalShell
+from fakelog import Log
 
 MiB = 1 << 20
 BLANK = '# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="monolithicFlat"\n' \
@@ -85,13 +86,6 @@ def test_an_extent_line_qemu_reads_and_vmware_does_not_is_refused_naming_the_des
         qemu_vmdk.opened(LocalShell(), str(folder / "disk.vmdk"), str(tmp_path / "work"))
 
 
-class _Log:
-    def info(self, _line):
-        pass
-
-    warning = info
-
-
 def test_a_libvirt_backups_blank_line_vmdk_is_staged_for_esxi_as_the_one_disk(tmp_path):
     """The ESXi restore of a KVM backup converts its disks first (restore_stage.stage): a .vmdk disk
     there is read through the same copy, and the work folder is gone before the plan reads the stage."""
@@ -102,7 +96,7 @@ def test_a_libvirt_backups_blank_line_vmdk_is_staged_for_esxi_as_the_one_disk(tm
         "<target dev='sda' bus='sata'/></disk></devices></domain>")
     dest = tmp_path / "stage"
     dest.mkdir()
-    restore_stage.stage(LocalShell(), machine_of(LocalShell(), str(folder)), str(dest), _Log())
+    restore_stage.stage(LocalShell(), machine_of(LocalShell(), str(folder)), str(dest), Log())
     assert sorted(n for n in os.listdir(str(dest)) if not n.endswith(".vmx")) == ["sda-flat.vmdk", "sda.vmdk"]
     assert raw_of(str(dest / "sda.vmdk"), tmp_path) == data
 
