@@ -109,14 +109,32 @@ def _feed(pending: bytes, callback: OutputCallback) -> bytes:
 
 
 def _stop(proc: "subprocess.Popen") -> None:
-    """Terminate a child and its group; kill it if it does not go in 10 s."""
+    """Terminate a child and its group; kill the group if it does not go in 10 s. Gone is the child's exit
+    and the end of its output: a process of the group that ignores TERM (a copy's helper, its parent the
+    command tether.py's wrapper waited for) holds the output still, and writes on where the stopped run's
+    cleanup is about to remove."""
     for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
         try:
             os.killpg(proc.pid, sig)
         except OSError:
             pass
-        try:
-            proc.wait(wait)
+        if _gone(proc, time.monotonic() + wait):
             return
-        except subprocess.TimeoutExpired:
-            continue
+
+
+def _gone(proc: "subprocess.Popen", deadline: float) -> bool:
+    """Whether the child exited and its output closed by `deadline`; what it still printed is dropped."""
+    try:
+        proc.wait(max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        return False
+    if proc.stdout is None or proc.stdout.closed:
+        return True
+    fd = proc.stdout.fileno()
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready and not os.read(fd, 65536):
+            return True

@@ -41,35 +41,38 @@ PYTHON = ('s=$1; shift; for p in python python3; do command -v "$p" >/dev/null 2
 # `old` answer SSH mode needs: a json.py or tempfile.py lying there would have run as root in the module's place
 UNPATHED = 'import sys\nif sys.path and sys.path[0] == "":\n    del sys.path[0]\n'
 
-# "$@" is the command. fd 3 keeps the channel's stdin for the watcher (an
-# asynchronous list would otherwise get /dev/null). The watcher ignores TERM
-# itself so it can follow up with KILL; `kill 0` reaches every process of
-# this session's group, also children of the command (sshd gives each
-# session its own group). The wrapper catches TERM (the command, started
-# after the trap, gets it as default) and waits on until the command is
-# gone: a trapped signal ends a `wait` early, with the command still there
-# (`t` says the wait was cut short; kill -0 that the command, or its zombie,
-# is still there to wait for, so a reaped one's status is kept). Once the
-# command runs, the wrapper's own stdout and stderr are /dev/null (fd 4 hands
-# the channel to the command alone): dash reports a command killed by TERM
-# ("Terminated") on stderr, and with the channel's reader gone (hotvcb
-# SIGKILLed) that write's SIGPIPE killed the wrapper before it could stop the
-# watcher, which then lived on for its 10 s grace.
+# "$@" is the command, run in the foreground: a command of an asynchronous
+# list would start with SIGINT and SIGQUIT ignored (POSIX), and a copy sent
+# either would not die of it. The watcher, started first, waits on fd 3, the
+# channel's stdin (an asynchronous list would otherwise get /dev/null), in an
+# sh of its own (its command line names none of the copy's paths); it ignores
+# TERM so it can follow up with KILL. `kill 0` reaches every process of this
+# session's group, also children of the command (sshd gives each session its
+# own group). The wrapper catches TERM, which POSIX holds back until the
+# foreground command has ended: whoever waits for the wrapper waits for the
+# command. Once a stop has begun (a TERM reached the wrapper: the watcher's or
+# hotvcb's), the wrapper leaves the watcher to its KILL, which then reaches a
+# child of the command that outlived its parent (one that ignores TERM);
+# otherwise it ends the watcher. Once the command runs, the wrapper's own
+# stdout and stderr are /dev/null (fd 4 hands the channel to the command
+# alone, redirected in the subshell that becomes it: dash would redirect a
+# simple command's fds in the wrapper itself while it waits): dash reports a
+# command killed by a signal ("Terminated", "Killed") on stderr, which is not
+# the command's output, and with the channel's reader gone (hotvcb SIGKILLed)
+# that write's SIGPIPE would kill the wrapper.
 WRAPPER = """\
 case $1 in */*) [ -f "$1" ] && [ ! -x "$1" ] && { echo "%s$1: not executable"; exit 126; };; esac
 command -v "$1" >/dev/null 2>&1 || { echo "%s$1: not found"; exit 127; }
-t=
-trap 't=1' TERM
+s=
+trap 's=1' TERM
 exec 3<&0 4>&1
-"$@" </dev/null >&4 2>&1 4>&- &
-p=$!
-{ trap '' TERM; while read -r _; do :; done; kill -TERM 0; sleep 10; kill -KILL 0; } <&3 >/dev/null 2>&1 4>&- &
+sh -c 'trap "" TERM; while read -r _; do :; done; kill -TERM 0; sleep 10; kill -KILL 0' hotvcb-tether \
+  <&3 >/dev/null 2>&1 4>&- &
 w=$!
-exec 3<&- 4>&- >/dev/null 2>&1
-wait $p
+exec 3<&- >/dev/null 2>&1
+(exec "$@" </dev/null >&4 2>&1 4>&-)
 r=$?
-while [ -n "$t" ] && kill -0 $p 2>/dev/null; do t=; wait $p; r=$?; done
-kill -KILL $w 2>/dev/null
+[ -n "$s" ] || kill -KILL $w 2>/dev/null
 exit $r
 """ % (NOT_FOUND, NOT_FOUND)
 
