@@ -357,12 +357,14 @@ def from_path(shell: Shell, path: str) -> Optional[BackupSet]:
     `app-2026-13-01_00-00-00` is a plain folder). NotABackup for a path laid out so with a time no calendar
     has: None would have restore and verify --boot take it for a plain folder, good on a STATUS.ok alone,
     under a name that says backup. A relative path is this machine's working folder's (over SSH it names
-    nothing we can place: None)."""
-    path = path.rstrip("/")
+    nothing we can place: None). Any path is read normalised (`//`, `/.`, `x/..` folded, no symlink
+    resolved): `VOL//web/web-…-partial` or `…-partial/.` was no backup by its last component, and judged as
+    a copy by what it holds, OK where `list` calls it partial."""
     if not path.startswith("/"):
         if shell.remote:
             return None
         path = os.path.abspath(path)
+    path = "/" + os.path.normpath(path).lstrip("/")  # normpath keeps a leading "//" (POSIX's own meaning)
     root, _, entry = path.rpartition("/")
     m = named(entry)
     volume, _, vm_folder = root.rpartition("/")
