@@ -34,7 +34,7 @@ from sshd import needs_sshd
 from sshsite import site  # noqa: F401  (the fixture)
 
 from hotvcb.localshell import LocalShell
-from hotvcb.store import manifest
+from hotvcb.store import health, manifest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VM = "web"
@@ -106,6 +106,23 @@ def test_verify_vm_and_verify_path_agree_on_a_backup_that_lost_its_status_file(t
     assert by_path.returncode == 6 and "INCOMPLETE" in by_path.out, by_path.out  # the control
     by_vm = hotvcb(tmp_path, "verify", VM)
     assert by_vm.returncode == 6 and "INCOMPLETE" in by_vm.out, by_vm.out
+    # the VM's folder given as a backup's path was one INCOMPLETE backup, "1 checked": a usage error naming `verify VM`
+    whole = hotvcb(tmp_path, "verify", os.path.dirname(folder) + "/")
+    assert whole.returncode == 1 and "folder of web's backups" in whole.out and "verify web --volume" in whole.out, \
+        whole.out
+
+
+@pytest.mark.parametrize("kind", ["dir", "fifo"])
+def test_a_status_ok_that_is_no_regular_file_seals_nothing(tmp_path, kind):
+    """A STATUS.ok that is a directory or FIFO (no run writes one) counted as sealed: health (list, verify,
+    restore) now calls the backup incomplete, as without one; in-process, and a FIFO is never opened blocking."""
+    folder = sealed(tmp_path / "vol")
+    status_ok = os.path.join(folder, "STATUS.ok")
+    assert health.judge_at(LocalShell(), folder).good  # the control
+    os.remove(status_ok)
+    os.mkdir(status_ok) if kind == "dir" else os.mkfifo(status_ok)
+    verdict = health.judge_at(LocalShell(), folder)
+    assert verdict.state == "incomplete" and "regular file" in verdict.reason, verdict
 
 
 def test_verify_does_not_count_a_skipped_backup_as_checked(tmp_path):

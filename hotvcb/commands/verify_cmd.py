@@ -16,14 +16,16 @@ and a failed one, one a disk failed in or one being rotated away as skipped, as 
 listed it: rotation by a backup running beside verify), 4 some backups damaged, empty or
 incomplete (store/health.py's verdict, as list says it: no STATUS file, a disk unaccounted for, a ghettoVCB
 disk or .vmx cut short or lost, a symlink named like a backup), 6 all of those checked (a skipped one was not
-checked and counts for neither: it never turns 6 into 4, nor reads as "1 backup(s) checked"), 1 usage (a path that is no backup; a VM
-or --all while the backup volume is not there or the NFS share it is on is not mounted; with -c, a
-per-VM file's volume that is not there, named once the rest is checked). A bare word is a VM's name, a
-path says so (`./web`, `/...`): `names_path`.
+checked and counts for neither: it never turns 6 into 4, nor reads as "1 backup(s) checked"), 1 usage (a path
+that is no backup, or a VM's folder of backups; a VM or --all while the backup volume is not there or the NFS
+share it is on is not mounted; with -c, a per-VM file's volume that is not there, named once the rest is
+checked). A bare word is a VM's name, a path says so (`./web`, `/...`): `names_path`.
 """
 
 import argparse
 import math
+import os
+import shlex
 import sys
 from typing import Dict, List, Optional
 
@@ -102,6 +104,7 @@ def targets(shell: Shell, volume: str, target, all_backups: bool, elsewhere: Opt
         path = trim_path(target)
         if not (shell.isdir(path) or path.endswith(".gz") and shell.exists(path)):
             raise UsageError(layout.not_there(shell, path))
+        _refuse_vm_folder(shell, path)
         return [path], [], []
     if not shell.isdir(volume):  # a share not mounted, a typo: "0 checked" must not read as all well
         raise UsageError("the backup volume %s is not there (a share not mounted, or a typo?): nothing to "
@@ -126,6 +129,20 @@ def targets(shell: Shell, volume: str, target, all_backups: bool, elsewhere: Opt
     if target and missing:
         raise UsageError(missing[0])
     return paths, skipped, missing
+
+
+def _refuse_vm_folder(shell: Shell, path: str) -> None:
+    """UsageError where the path given as a backup is a VM's folder of backups (`verify /vol/web`): verified as
+    one backup it was INCOMPLETE ("not sealed"), "1 backup(s) checked, 1 damaged", exit 6, for a VM whose
+    backups may all be good. The error names the command that checks them."""
+    if not shell.isdir(path):
+        return
+    volume, name = os.path.split(os.path.normpath(path))
+    for vm in layout.folder_vms(name):
+        if layout.list_backups(shell, volume or "/", vm):
+            raise UsageError("%s is the folder of %s's backups, not a backup: `hotvcb verify %s --volume %s` checks "
+                             "each of them, `hotvcb verify %s/BACKUP` one" % (
+                                 path, vm, shlex.quote(vm), shlex.quote(volume or "/"), shlex.quote(path)))
 
 
 def run(args) -> int:

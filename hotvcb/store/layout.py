@@ -47,6 +47,7 @@ TS_FORMAT = "%Y-%m-%d_%H-%M-%S"
 PARTIAL = "-partial"
 DELETING = "-deleting"
 STATUS_FILES = ("STATUS.ok", "STATUS.warn", "STATUS.error")
+STATUS_MAX = 4096  # a STATUS file holds one line of why; more is not shown
 # a backup name's time and state; the hour also space-padded, as ghettoVCB.sh's fallback `date +%F_%k-%M-%S` writes it
 _STAMP = r"(\d{4}-\d{2}-\d{2}_(?:\d| )\d-\d{2}-\d{2})(-partial|-deleting|\.gz)?$"
 _TS = lazyre.compile("^" + _STAMP)  # after "<the VM's folder name>-"
@@ -425,8 +426,20 @@ def odd_named(odd: List[str]) -> str:
 
 
 def folder_status(shell: FileReader, path: str) -> str:
-    """The worst STATUS file present: a stray STATUS.ok never outvotes STATUS.error."""
+    """The worst STATUS file present: a stray STATUS.ok never outvotes STATUS.error. STATUS.ok seals only as
+    a regular file (sealed): a directory, FIFO or symlink of that name, which no run writes, counted as one."""
     for name in reversed(STATUS_FILES):
         if shell.exists(path + "/" + name):
-            return name.split(".", 1)[1]
+            word = name.split(".", 1)[1]
+            return word if word != "ok" or sealed(shell, path + "/" + name) else "incomplete"
     return "incomplete"
+
+
+def sealed(shell: FileReader, status_ok: str) -> bool:
+    """Whether a STATUS.ok that exists is a regular file (Shell.read_regular refuses a link, FIFO or device and
+    never blocks on a FIFO; a scan that read it answers without asking the host: a list over SSH stays one look)."""
+    try:
+        shell.read_regular(status_ok, STATUS_MAX)
+    except HostError:
+        return False
+    return True
