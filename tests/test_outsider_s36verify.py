@@ -34,7 +34,7 @@ from sshd import needs_sshd
 from sshsite import site  # noqa: F401  (the fixture)
 
 from hotvcb.localshell import LocalShell
-from hotvcb.store import manifest
+from hotvcb.store import health, manifest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VM = "web"
@@ -89,8 +89,6 @@ def dryrun(tmp_path, path):
     return hotvcb(tmp_path, "restore", "--kvm", str(out), "-d", "dryrun", path)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 1: `verify VM` skips a final-named backup with no STATUS file "
-                                       "(exit 0, '0 checked') that `verify PATH` calls INCOMPLETE (exit 6)")
 def test_verify_vm_and_verify_path_agree_on_a_backup_that_lost_its_status_file(tmp_path):
     """The admin's nightly monitor runs `hotvcb verify web` (or `--all`). The newest backup's STATUS.ok is gone
     (a hand, a sync that dropped it, a disk full while sealing): list calls it not good ("not sealed (no STATUS
@@ -108,10 +106,25 @@ def test_verify_vm_and_verify_path_agree_on_a_backup_that_lost_its_status_file(t
     assert by_path.returncode == 6 and "INCOMPLETE" in by_path.out, by_path.out  # the control
     by_vm = hotvcb(tmp_path, "verify", VM)
     assert by_vm.returncode == 6 and "INCOMPLETE" in by_vm.out, by_vm.out
+    # the VM's folder given as a backup's path was one INCOMPLETE backup, "1 checked": a usage error naming `verify VM`
+    whole = hotvcb(tmp_path, "verify", os.path.dirname(folder) + "/")
+    assert whole.returncode == 1 and "folder of web's backups" in whole.out and "verify web --volume" in whole.out, \
+        whole.out
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 2: verify counts a backup it SKIPPED (not checked) as "
-                                       "'1 backup(s) checked'")
+@pytest.mark.parametrize("kind", ["dir", "fifo"])
+def test_a_status_ok_that_is_no_regular_file_seals_nothing(tmp_path, kind):
+    """A STATUS.ok that is a directory or FIFO (no run writes one) counted as sealed: health (list, verify,
+    restore) now calls the backup incomplete, as without one; in-process, and a FIFO is never opened blocking."""
+    folder = sealed(tmp_path / "vol")
+    status_ok = os.path.join(folder, "STATUS.ok")
+    assert health.judge_at(LocalShell(), folder).good  # the control
+    os.remove(status_ok)
+    os.mkdir(status_ok) if kind == "dir" else os.mkfifo(status_ok)
+    verdict = health.judge_at(LocalShell(), folder)
+    assert verdict.state == "incomplete" and "regular file" in verdict.reason, verdict
+
+
 def test_verify_does_not_count_a_skipped_backup_as_checked(tmp_path):
     """The admin verifies a backup that failed (STATUS.error) or one a disk failed in (STATUS.warn) by its path:
     verify rightly says "SKIPPED: ... holds no data to check" / "not checked", and then "1 backup(s) checked, 0
@@ -133,8 +146,6 @@ def test_verify_does_not_count_a_skipped_backup_as_checked(tmp_path):
         assert "0 backup(s) checked" in v.out, v.out
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 3: `verify VOL//VM/VM-TIME-partial` (or `.../-partial/.`) says OK, "
-                                       "exit 0, for the -partial backup list calls not good")
 @pytest.mark.parametrize("spelling", ["double-slash", "dot"])
 def test_a_partial_backup_named_by_an_unnormalized_absolute_path_is_not_good_to_verify(tmp_path, spelling):
     """A run killed between writing STATUS.ok and renaming its folder (or still running) leaves
@@ -157,10 +168,10 @@ def test_a_partial_backup_named_by_an_unnormalized_absolute_path_is_not_good_to_
     odd = head + "//" + VM + "/" + tail if spelling == "double-slash" else partial + "/."
     v = hotvcb(tmp_path, "verify", odd)
     assert v.returncode == 6 and "INCOMPLETE" in v.out and "OK:" not in v.out, v.out
+    r = dryrun(tmp_path, odd)
+    assert r.returncode != 0 and "not a good backup (being written" in r.out, r.out
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 2: a skipped STATUS.warn backup beside a damaged one turns "
-                                       "`verify VM`'s exit 6 (all checked damaged) into 4 (some)")
 def test_verify_exit_code_does_not_depend_on_which_kind_of_backup_it_skipped(tmp_path):
     """Two backups of web: the newest damaged (a byte flipped), an older one not good. `verify web` exits 6 when
     the older one failed (STATUS.error: listed as "skipped", not counted), but 4 when a disk failed in it

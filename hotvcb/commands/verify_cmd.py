@@ -1,7 +1,9 @@
 """`hotvcb verify [BACKUP|VM|--all]`: re-read backups against their manifests.
 
-BACKUP is a backup folder or .gz path; VM checks every sealed backup of that
-VM; --all every sealed backup under VM_BACKUP_VOLUME. With `-c DIR` (the backup's per-VM
+BACKUP is a backup folder or .gz path; VM checks every backup of that VM by its
+final name (whatever its STATUS: health's verdict says what it is, as for BACKUP; one a run
+is writing or removing, `-partial` or `-deleting`, is skipped); --all every such backup
+under VM_BACKUP_VOLUME. With `-c DIR` (the backup's per-VM
 config folder) a VM whose file sets VM_BACKUP_VOLUME is verified there too, where its
 backups went (list_cmd reads the files alike). With --repo, a VM names
 that VM's backups in the repository (repo_cmd); so does a VM (or --all) where
@@ -13,14 +15,17 @@ reported as unverifiable, not as damaged, where store/health.py calls them good,
 and a failed one, one a disk failed in or one being rotated away as skipped, as is one removed after verify
 listed it: rotation by a backup running beside verify), 4 some backups damaged, empty or
 incomplete (store/health.py's verdict, as list says it: no STATUS file, a disk unaccounted for, a ghettoVCB
-disk or .vmx cut short or lost, a symlink named like a backup), 6 all of them, 1 usage (a path that is no backup; a VM
-or --all while the backup volume is not there or the NFS share it is on is not mounted; with -c, a
-per-VM file's volume that is not there, named once the rest is checked). A bare word is a VM's name, a
-path says so (`./web`, `/...`): `names_path`.
+disk or .vmx cut short or lost, a symlink named like a backup), 6 all of those checked (a skipped one was not
+checked and counts for neither: it never turns 6 into 4, nor reads as "1 backup(s) checked"), 1 usage (a path
+that is no backup, or a VM's folder of backups; a VM or --all while the backup volume is not there or the NFS
+share it is on is not mounted; with -c, a per-VM file's volume that is not there, named once the rest is
+checked). A bare word is a VM's name, a path says so (`./web`, `/...`): `names_path`.
 """
 
 import argparse
 import math
+import os
+import shlex
 import sys
 from typing import Dict, List, Optional
 
@@ -82,6 +87,11 @@ def names_path(shell: Shell, target: str) -> bool:
     return target.startswith(("/", "./", "../")) or "/" in target and shell.exists(target)
 
 
+# a backup a run is writing or removing, by its name (layout): not sealed, so not checked; a sealed one whatever its
+# STATUS is checked by health's verdict (jobs/verify.verify_backup), which skips a failed one itself
+IN_FLIGHT = ("partial", "deleting")
+
+
 def targets(shell: Shell, volume: str, target, all_backups: bool, elsewhere: Optional[Dict[str, str]] = None):
     """Backup paths to check, and notes on what was left out. `elsewhere`: {VM: the volume its per-VM file
     sends its backups to} (-c), looked in as well: without it `verify --all` passed over them, unchecked
@@ -94,6 +104,7 @@ def targets(shell: Shell, volume: str, target, all_backups: bool, elsewhere: Opt
         path = trim_path(target)
         if not (shell.isdir(path) or path.endswith(".gz") and shell.exists(path)):
             raise UsageError(layout.not_there(shell, path))
+        _refuse_vm_folder(shell, path)
         return [path], [], []
     if not shell.isdir(volume):  # a share not mounted, a typo: "0 checked" must not read as all well
         raise UsageError("the backup volume %s is not there (a share not mounted, or a typo?): nothing to "
@@ -111,13 +122,27 @@ def targets(shell: Shell, volume: str, target, all_backups: bool, elsewhere: Opt
             raise UsageError("no backups of %r under %s%s%s" % (name, where, layout.odd_named(skipped), (
                 " (for the backup %s here, say ./%s)" % (target, target)) if shell.exists(target) else ""))
         for b in found:
-            if b.status in ("ok", "warn", "archived"):
-                paths.append(b.path)
-            else:
+            if b.status in IN_FLIGHT:
                 skipped.append("%s: %s, not checked" % (b.path, b.status))
+            else:  # health's verdict, as `verify PATH` takes it: no STATUS file is INCOMPLETE, not passed over
+                paths.append(b.path)
     if target and missing:
         raise UsageError(missing[0])
     return paths, skipped, missing
+
+
+def _refuse_vm_folder(shell: Shell, path: str) -> None:
+    """UsageError where the path given as a backup is a VM's folder of backups (`verify /vol/web`): verified as
+    one backup it was INCOMPLETE ("not sealed"), "1 backup(s) checked, 1 damaged", exit 6, for a VM whose
+    backups may all be good. The error names the command that checks them."""
+    if not shell.isdir(path):
+        return
+    volume, name = os.path.split(os.path.normpath(path))
+    for vm in layout.folder_vms(name):
+        if layout.list_backups(shell, volume or "/", vm):
+            raise UsageError("%s is the folder of %s's backups, not a backup: `hotvcb verify %s --volume %s` checks "
+                             "each of them, `hotvcb verify %s/BACKUP` one" % (
+                                 path, vm, shlex.quote(vm), shlex.quote(volume or "/"), shlex.quote(path)))
 
 
 def run(args) -> int:
@@ -174,7 +199,7 @@ def run(args) -> int:
         for s in skipped:
             say("skipped %s" % s)
     newer = [r for r in results if r.status == "newer"]  # a good backup as far as anyone knows (repository's rule)
-    checked = [r for r in results if r.status != "newer"]
+    checked = [r for r in results if r.status not in ("newer", "skipped")]  # SKIPPED was never read: no proof
     damaged = [r for r in checked if not r.ok]
     if args.json:
         say_json({"results": [{

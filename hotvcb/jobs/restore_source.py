@@ -23,7 +23,6 @@ from ..store import health, layout, manifest, seal
 from .ownership import owner_alive
 from .restore_plan import RestoreError
 
-STATUS_MAX = 4096  # a STATUS file holds one line of why; more is not shown
 
 
 def locate(shell: Shell, path: str) -> Tuple[str, bool]:
@@ -63,7 +62,7 @@ def check_sealed(shell: Shell, req: RestoreRequest, fs: FileReader, backup: str,
         return False
     if status:
         try:
-            reason = read_small(fs, backup + "/" + status[0], STATUS_MAX).strip()
+            reason = read_small(fs, backup + "/" + status[0], layout.STATUS_MAX).strip()
         except HostError:
             reason = ""
         raise RestoreError("%s is not a good backup (%s%s)" % (

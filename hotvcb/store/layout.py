@@ -47,6 +47,7 @@ TS_FORMAT = "%Y-%m-%d_%H-%M-%S"
 PARTIAL = "-partial"
 DELETING = "-deleting"
 STATUS_FILES = ("STATUS.ok", "STATUS.warn", "STATUS.error")
+STATUS_MAX = 4096  # a STATUS file holds one line of why; more is not shown
 # a backup name's time and state; the hour also space-padded, as ghettoVCB.sh's fallback `date +%F_%k-%M-%S` writes it
 _STAMP = r"(\d{4}-\d{2}-\d{2}_(?:\d| )\d-\d{2}-\d{2})(-partial|-deleting|\.gz)?$"
 _TS = lazyre.compile("^" + _STAMP)  # after "<the VM's folder name>-"
@@ -357,12 +358,14 @@ def from_path(shell: Shell, path: str) -> Optional[BackupSet]:
     `app-2026-13-01_00-00-00` is a plain folder). NotABackup for a path laid out so with a time no calendar
     has: None would have restore and verify --boot take it for a plain folder, good on a STATUS.ok alone,
     under a name that says backup. A relative path is this machine's working folder's (over SSH it names
-    nothing we can place: None)."""
-    path = path.rstrip("/")
+    nothing we can place: None). Any path is read normalised (`//`, `/.`, `x/..` folded, no symlink
+    resolved): `VOL//web/web-…-partial` or `…-partial/.` was no backup by its last component, and judged as
+    a copy by what it holds, OK where `list` calls it partial."""
     if not path.startswith("/"):
         if shell.remote:
             return None
         path = os.path.abspath(path)
+    path = "/" + os.path.normpath(path).lstrip("/")  # normpath keeps a leading "//" (POSIX's own meaning)
     root, _, entry = path.rpartition("/")
     m = named(entry)
     volume, _, vm_folder = root.rpartition("/")
@@ -423,8 +426,20 @@ def odd_named(odd: List[str]) -> str:
 
 
 def folder_status(shell: FileReader, path: str) -> str:
-    """The worst STATUS file present: a stray STATUS.ok never outvotes STATUS.error."""
+    """The worst STATUS file present: a stray STATUS.ok never outvotes STATUS.error. STATUS.ok seals only as
+    a regular file (sealed): a directory, FIFO or symlink of that name, which no run writes, counted as one."""
     for name in reversed(STATUS_FILES):
         if shell.exists(path + "/" + name):
-            return name.split(".", 1)[1]
+            word = name.split(".", 1)[1]
+            return word if word != "ok" or sealed(shell, path + "/" + name) else "incomplete"
     return "incomplete"
+
+
+def sealed(shell: FileReader, status_ok: str) -> bool:
+    """Whether a STATUS.ok that exists is a regular file (Shell.read_regular refuses a link, FIFO or device and
+    never blocks on a FIFO; a scan that read it answers without asking the host: a list over SSH stays one look)."""
+    try:
+        shell.read_regular(status_ok, STATUS_MAX)
+    except HostError:
+        return False
+    return True

@@ -31,6 +31,7 @@ def _not_ok(status: str, data: Optional[Dict[str, Any]] = None) -> Health:
     reasons = {
         "warn": "STATUS.warn: some disks failed",
         "error": "STATUS.error: the backup failed",
-        "incomplete": "not sealed (no STATUS file): never finished, or not a backup",
+        "incomplete": "not sealed (no STATUS file, or a STATUS.ok that is no regular file): never finished, or not a "
+                      "backup",
     }
     return Health(status if status in ("warn", "error") else "incomplete", reasons.get(status, status), data)
