@@ -24,7 +24,6 @@ from .ownership import owner_alive
 from .restore_plan import RestoreError
 
 
-
 def locate(shell: Shell, path: str) -> Tuple[str, bool]:
     """The backup (a folder, or a .gz) and whether it is compressed."""
     if shell.isdir(path):
