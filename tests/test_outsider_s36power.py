@@ -66,8 +66,6 @@ def _on_then_off(host, vmid):
 
 # -- defects ---------------------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 1: a live run powers on a VM the admin started and switched off "
-                                       "during its backup; a killed run's next run leaves it off")
 @pytest.mark.parametrize("then", ["power.off", "power.suspend"])
 def test_vm_the_admin_started_and_switched_off_during_the_copy_stays_off(host, tmp_path, then):
     """POWER_VM_DOWN_BEFORE_BACKUP=1. While web's disk is copied (web off, by the run), the admin powers web on by
@@ -87,8 +85,6 @@ def test_vm_the_admin_started_and_switched_off_during_the_copy_stays_off(host, t
     assert not os.path.exists(_marker(host)), out
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 2: VM_STARTUP_ORDER powers on a VM of the order the admin started "
-                                       "and switched off again during the backups")
 def test_order_vm_the_admin_started_and_switched_off_during_the_backups_stays_off(host, tmp_path):
     """-m web with VM_SHUTDOWN_ORDER=db,web / VM_STARTUP_ORDER=web,db. Both go down before the backups; while
     web's disk is copied the admin starts db by hand and switches it off again (he needs it down). The order's
@@ -239,8 +235,6 @@ def _rotate_by_size(host, vm="web"):
     assert later != stamp, head
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 3: a vmware.log rotated by size while a killed run's guest went "
-                                       "down passes for a power on: the VM is left off for good")
 def test_killed_going_down_log_rotated_by_size_next_run_powers_web_on(host, tmp_path):
     """The run is SIGKILLed right after asking web's guest to shut down; as the guest goes down its vmware.log reaches
     log.rotateSize and the vmx rotates it (same vmx process, same pid in the header line, a later time); the guest
@@ -288,8 +282,6 @@ def test_power_on_refused_at_the_end_then_cleanup_powers_it_on(host, tmp_path):
     assert not os.path.exists(_marker(host)), c.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 4: a run killed while its own power on failed leaves a new boot stamp "
-                                       "the next run takes for the admin's: the VM is left off for good")
 def test_run_killed_as_its_power_on_failed_next_cleanup_still_powers_it_on(host, tmp_path):
     """The run's final power on fails (`Power on failed`: a datastore briefly gone, the vmx started and gave up,
     rotating web's vmware.log as every power on does, docs/esxisim.md), and the run is SIGKILLed before it hears the
@@ -322,8 +314,6 @@ def test_run_killed_as_its_power_on_failed_next_cleanup_still_powers_it_on(host,
     assert "Powered on" in power(host, vmid), c.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 5: in a folder of two VMs the marker holds no boot stamp, silently: "
-                                       "cleanup powers on a VM the admin started and switched off since")
 def test_vm_sharing_its_folder_the_admin_switched_off_since_stays_off(host, tmp_path):
     """web and web2 share one folder (a copied or re-registered VM; ESXi allows it). A POWER_VM_DOWN backup of web is
     killed during the copy; the admin starts web by hand and switches it off again (maintenance). `hotvcb cleanup`
@@ -370,11 +360,7 @@ def test_order_run_killed_before_the_second_vms_power_on_cleanup_powers_it_on(ho
     assert not os.path.exists(_marker(host, "db")) and not os.path.exists(_marker(host, "web")), c.stdout
 
 
-@pytest.mark.parametrize("then", [
-    pytest.param("cleanup", marks=pytest.mark.xfail(strict=True, reason="DEFECT 6: cleanup fails a VM's whole cleanup "
-                                                                         "(its -partial kept) on a power-off marker it "
-                                                                         "cannot remove after powering the VM on")),
-    "backup"])
+@pytest.mark.parametrize("then", ["cleanup", "backup"])
 def test_killed_run_marker_that_cannot_be_removed_vm_still_powered_on(host, tmp_path, then):
     """Killed during the copy; the admin touches nothing; the marker cannot be removed (immutable, as on a read-only
     datastore). cleanup / the next backup powers web on, warns of the marker, no traceback; the backup is good
@@ -404,8 +390,6 @@ def test_killed_run_marker_that_cannot_be_removed_vm_still_powered_on(host, tmp_
         assert len(good(host, conf, "web")) == 1, r.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 7: a marker that cannot be written: the log says the guest was asked to "
-                                       "shut down and the next run powers it on; neither is true")
 def test_marker_cannot_be_written_the_log_does_not_claim_a_shutdown_was_asked(host, tmp_path):
     """web's folder cannot be written (immutable here; a read-only datastore). A POWER_VM_DOWN backup fails web
     before any shutdown request (the marker is written first: right), web stays on (right), but the log says
