@@ -19,6 +19,7 @@ GUEST_IDS = {  # .vmx guestOS -> API guestId (what getallvms shows)
     "rhel9-64": "rhel9_64Guest", "debian10-64": "debian10_64Guest", "debian11-64": "debian11_64Guest",
     "other": "otherGuest", "otherlinux": "otherLinuxGuest",
 }
+VMX_PID_BASE = 2099500  # the pid before the first vmx's of a host (a real host's vmx pids are of this size)
 GUEST_FULL = {"centos7_64Guest": "CentOS 7 (64-bit)", "debian11_64Guest": "Debian GNU/Linux 11 (64-bit)"}
 
 
@@ -513,7 +514,9 @@ class Host:
         """What the VM's vmx process does as it starts, at every power on (a resume, a failed power on too):
         the old logs rotated, vmware.log -> vmware-1.log -> vmware-2.log ..., as many kept as the .vmx's
         `log.keepOld` says (6 by default; older ones deleted), and a new vmware.log opened with its first line
-        (the vmx's pid and the time to the millisecond: no two power ons write the same one)."""
+        (the vmx's pid and the time to the millisecond: no two power ons write the same one). Each power on starts
+        a vmx process of its own, so its pid is another (the host's next: `last_vmx_pid`), whichever process of
+        ours simulates it."""
         folder = os.path.dirname(self.vmx_real(vmid))
         keep = _keep_old(self.load_vmx(vmid))
         names = ["vmware.log"] + ["vmware-%d.log" % n for n in range(1, keep + 1)]
@@ -522,11 +525,13 @@ class Host:
         for older, newer in reversed(list(zip(names, names[1:]))):
             if os.path.exists(os.path.join(folder, older)):
                 os.rename(os.path.join(folder, older), os.path.join(folder, newer))
+        with self.store.edit() as s:
+            pid = s["last_vmx_pid"] = s.get("last_vmx_pid", VMX_PID_BASE) + 1
         now = time.time()
         build = versions.info(self.version)[0]
         with open(os.path.join(folder, "vmware.log"), "w", encoding="utf-8") as f:
             f.write("%s.%03dZ| vmx| I005: Log for VMware ESX pid=%d version=%s build=build-%s option=Release\n"
-                    % (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)), int(now * 1000) % 1000, os.getpid(),
+                    % (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)), int(now * 1000) % 1000, pid,
                        self.version, build))
 
     def _log_power_on_failure(self, vmid, path, reason):

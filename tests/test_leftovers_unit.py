@@ -20,7 +20,8 @@ from hotvcb.commands.runtarget import Target
 from hotvcb.errors import HostError, Interrupted
 from hotvcb.jobs import backup_end
 from hotvcb.jobs.backup import BackupJob
-from hotvcb.jobs.leftovers import mark_powered_off, power_marker, remove_our_snapshots, restore_power
+from hotvcb.jobs.leftovers import remove_our_snapshots
+from hotvcb.jobs.powermark import mark_powered_off, power_marker, restore_power
 from hotvcb.jobs.ownership import NONE_DEAD
 from hotvcb.jobs.partials import remove_partials
 from hotvcb.jobs.power import PowerControl
@@ -166,7 +167,7 @@ def test_a_vm_is_powered_on_for_a_run_only_when_that_run_is_told_dead(tmp_path, 
     """A live run powers its VM on itself, and one whose process cannot be told from here may be one."""
     vm = SimpleNamespace(name="web", folder=str(tmp_path), ref=SimpleNamespace(vmx_path=str(tmp_path / "web.vmx")))
     host = PowerHost()
-    mark_powered_off(host, vm, owner(view, hotvcb_holder))
+    mark_powered_off(host, vm, owner(view, hotvcb_holder), Log())
     if view == "hidden":
         hide_from_proc(monkeypatch, hotvcb_holder)
     assert restore_power(host, vm, Log(), me()) == powered_on
@@ -197,7 +198,7 @@ class AdminHost(PowerHost):
 
 def _dead_runs_marker(tmp_path, host):
     vm = SimpleNamespace(name="web", folder=str(tmp_path), ref=SimpleNamespace(vmx_path=str(tmp_path / "web.vmx")))
-    mark_powered_off(host, vm, ours(dead_pid()))
+    mark_powered_off(host, vm, ours(dead_pid()), Log())
     return vm
 
 
@@ -266,7 +267,7 @@ def test_a_shutdown_order_vm_a_gone_run_asked_to_shut_down_is_powered_on_after_t
     vm = SimpleNamespace(name="db", folder=str(tmp_path), ref=SimpleNamespace(vmx_path=str(tmp_path / "db.vmx")))
     host, log = OrderHost(vm), Log()
     if marker != "none":
-        mark_powered_off(host, vm, ours(dead_pid()) if marker == "gone" else owner("its own", hotvcb_holder))
+        mark_powered_off(host, vm, ours(dead_pid()) if marker == "gone" else owner("its own", hotvcb_holder), Log())
     control = PowerControl(host, log, me())
     s = Settings(vm_shutdown_order=["db"], vm_startup_order=["db"])
     control.shutdown_in_order([VmRef("2", "db", vm.ref.vmx_path)], s)
@@ -286,7 +287,7 @@ def test_a_container_runs_snapshot_and_vm_left_off_are_dead_once_its_stale_lock_
     os.utime(str(lock_path), (past, past))
     vm = SimpleNamespace(name="web", folder=str(tmp_path), ref=SimpleNamespace(vmx_path=str(tmp_path / "web.vmx")))
     host, log = PowerHost(), Log()
-    mark_powered_off(host, vm, dead)
+    mark_powered_off(host, vm, dead, Log())
     os.utime(power_marker(vm), (past, past))  # as its lock, last touched before it died
     assert restore_power(host, vm, log, me()) is False and host.powered_on == []
     assert any(line.startswith("web: ") and "cannot be told" in line for line in log.lines), log.lines

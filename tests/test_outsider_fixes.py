@@ -9,7 +9,7 @@ from datetime import datetime
 from types import SimpleNamespace
 
 import pytest
-from test_leftovers_unit import HOST, SweptHost, _stale_lock_of, owner
+from test_leftovers_unit import HOST, Log, SweptHost, _stale_lock_of, owner
 from test_parallel_unit import _preflight, _TargetHost
 
 from hotvcb import tmpwork
@@ -17,7 +17,8 @@ from hotvcb.commands import verify_cmd
 from hotvcb.errors import HotvcbError, UsageError
 from hotvcb.jobs import backup_check, boot_check
 from hotvcb.jobs.backup import BackupJob
-from hotvcb.jobs.leftovers import SNAPSHOT_PREFIX, mark_powered_off, power_marker
+from hotvcb.jobs.leftovers import SNAPSHOT_PREFIX
+from hotvcb.jobs.powermark import mark_powered_off, power_marker
 from hotvcb.jobs.space import SpaceLedger
 from hotvcb.localshell import LocalShell
 from hotvcb.model import Snapshot
@@ -150,7 +151,7 @@ def test_a_resumed_runs_heartbeating_partial_made_after_the_takeover_is_not_remo
 
 def test_a_vm_a_resumed_run_powers_off_after_the_takeover_is_not_powered_on_under_it(tmp_path):
     def powering_off(host, stopped):
-        mark_powered_off(host, host.vm, stopped)
+        mark_powered_off(host, host.vm, stopped, Log())
         host.state = "off"
 
     _stopped, host, log = _take_over_and_back_up(tmp_path, powering_off)

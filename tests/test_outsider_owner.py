@@ -26,7 +26,8 @@ from simhost import (REPO, VOLUME, _argv, copying, host_lock_path, hotvcb, needs
 from test_outsider_crosshv import esxi_backup
 
 from esxisim import snapshots
-from hotvcb.jobs.leftovers import SNAPSHOT_PREFIX, mark_powered_off, restore_power
+from hotvcb.jobs.leftovers import SNAPSHOT_PREFIX
+from hotvcb.jobs.powermark import mark_powered_off, restore_power
 from hotvcb.jobs.partials import remove_partials
 from hotvcb.localshell import LocalShell
 from hotvcb.runid import RunId
@@ -240,7 +241,7 @@ def test_a_vm_left_off_by_a_run_that_cannot_be_told_is_at_least_named(tmp_path):
 
     vm = SimpleNamespace(name="web", folder=str(tmp_path), ref=SimpleNamespace(vmx_path=str(tmp_path / "web.vmx")))
     other_ns = os.stat("/proc/self/ns/pid").st_ino + 1
-    mark_powered_off(Host(), vm, RunId("0123456789ab", MACHINE, 7, 1, HOST, 5, pid_ns=other_ns))
+    mark_powered_off(Host(), vm, RunId("0123456789ab", MACHINE, 7, 1, HOST, 5, pid_ns=other_ns), Log())
     log = Log()
     restore_power(Host(), vm, log, RunId.new().on_host(HOST))
     assert any("web" in line for line in log.lines), log.lines

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 from hotvcb.errors import CommandFailed, HostdDown
 from hotvcb.jobs import power
-from hotvcb.jobs.leftovers import mark_powered_off, power_marker, restore_power
+from hotvcb.jobs.powermark import mark_powered_off, power_marker, restore_power
 from hotvcb.jobs.power import PowerControl
 from hotvcb.model import VmRef
 from hotvcb.runid import RunId
@@ -27,7 +27,7 @@ def test_an_adopted_order_vm_is_not_powered_on_by_its_own_backups_leftover_check
     with the order afterwards."""
     vm = SimpleNamespace(name="db", folder=str(tmp_path), ref=SimpleNamespace(vmx_path=str(tmp_path / "db.vmx")))
     host, log = OrderHost(vm), Log()
-    mark_powered_off(host, vm, ours(dead_pid()))
+    mark_powered_off(host, vm, ours(dead_pid()), Log())
     run = me()
     pc = PowerControl(host, log, run)
     s = Settings(vm_shutdown_order=["db"], vm_startup_order=["db"])
@@ -45,7 +45,7 @@ def test_an_adopted_order_vm_keeps_the_gone_runs_marker_in_a_dry_run(tmp_path):
     host, log = OrderHost(vm), Log()
     log.dryrun = log.info
     gone = ours(dead_pid())
-    mark_powered_off(host, vm, gone)
+    mark_powered_off(host, vm, gone, Log())
     before = open(power_marker(vm)).read()
     pc = PowerControl(host, log, me(), dry_run=True)
     pc.shutdown_in_order([VmRef("2", "db", vm.ref.vmx_path)], Settings(vm_shutdown_order=["db"]))

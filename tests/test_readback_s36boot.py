@@ -13,7 +13,7 @@ from restorerecords import dead_pid
 from hotvcb.errors import HostError
 from hotvcb.hosts.base import NO_BOOT_STAMP
 from hotvcb.hosts.libvirt import LibvirtHost
-from hotvcb.jobs.leftovers import booted_since, mark_powered_off, power_marker, restore_power
+from hotvcb.jobs.powermark import booted_since, mark_powered_off, power_marker, restore_power
 from hotvcb.jobs.power import PowerControl
 from hotvcb.jobs.vm_backup import _VmBackup
 from hotvcb.localshell import LocalShell
@@ -70,7 +70,7 @@ def _vm(tmp_path, name="web"):
 
 def _dead_runs_marker(tmp_path, host):
     vm = _vm(tmp_path)
-    mark_powered_off(host, vm, ours(dead_pid()))
+    mark_powered_off(host, vm, ours(dead_pid()), Log())
     return vm
 
 
@@ -162,7 +162,7 @@ def test_a_cold_snapshot_drops_the_stamp_only_where_it_starts_the_vm(tmp_path, s
     """DEFECT 4: ESXi's cold snapshot starts nothing: its marker keeps the stamp through it (a run killed then, the
     VM later started and stopped by the admin, stays off); libvirt's starts the domain paused: none then."""
     host, vm = ColdHost(starts), _vm(tmp_path)
-    mark_powered_off(host, vm, me())
+    mark_powered_off(host, vm, me(), Log())
     seen = []
     backup = _VmBackup.__new__(_VmBackup)
     backup.host, backup.log = host, Log()
@@ -177,7 +177,7 @@ def test_a_log_that_cannot_be_read_is_a_stamp_not_told(tmp_path):
     and a stamped one is judged not powered on since, as before stamps."""
     host = StampHost(stamp=PermissionError(13, "Permission denied"))
     vm = _vm(tmp_path)
-    mark_powered_off(host, vm, me())
+    mark_powered_off(host, vm, me(), Log())
     assert os.path.exists(power_marker(vm))
     marker = "r-x\nboot " + "0" * 32 + "\n"
     assert booted_since(host, vm, marker, Log()) is False

@@ -38,6 +38,8 @@ from .esxi_vim import Vim
 # boot_stamp reads (its first line, the vmx's "Log for VMware ESX pid=... version=..." is ~120 bytes)
 VMWARE_LOG = "vmware.log"
 BOOT_LINE_MAX = 1024
+# its header: "<time>| vmx| I005: Log for VMware ESX pid=<vmx pid> version=..." (5.x: no "I005: " level tag)
+_VMX_HEADER = lazyre.compile(r"\| vmx\| (?:[A-Z][0-9]+: )?Log for VMware ESX pid=([0-9]{1,20}) ")
 # ESXi keeps its configuration in /etc/vmware/esx.conf, saved to the boot bank (state.tgz) and restored at each
 # boot; its `/system/uuid` is the host's system UUID, the one `esxcli system uuid get` prints
 ESX_CONF = "/etc/vmware/esx.conf"
@@ -272,23 +274,27 @@ class EsxiHost:
         self._vim(["vmsvc/power.on", vm.ref.vmid], interruptible=False)
 
     def boot_stamp(self, vm: Vm) -> str:
-        """The first line of the VM's vmware.log: the vmx process starts a new one at every power on (the old
-        rotated to vmware-1.log, log.keepOld of them kept), headed by its pid and the time to the millisecond.
-        "none" where the folder has none (a VM never powered on; `logging = "FALSE"`, `log.fileName` elsewhere:
-        nothing tells). Read from the host each time, never from the driver's folder scans: a power on by
-        someone else drops none of them. A HostError where the folder holds another .vmx: every VM there
-        writes the one vmware.log, so a neighbour's power on would pass for this VM's (a hidden file is none:
-        a marker of a run's, `.hotvcb-powered-off.<VM>.vmx`)."""
+        """The vmx process of the VM's last power on, by the pid its vmware.log's first line names: the vmx starts a
+        new log at every power on (the old rotated to vmware-1.log, log.keepOld of them kept), headed by "Log for
+        VMware ESX pid=<its pid> ...", and one rotated by log.rotateSize while it runs is headed by the same pid
+        at a later time: no power on (a first line without that header is the stamp as it stands). "none" where
+        the folder has none (a VM never powered on; `logging = "FALSE"`, `log.fileName` elsewhere: nothing
+        tells). Read from the host each time, never from the driver's folder scans: a power on by someone else
+        drops none of them. A HostError where the folder holds another .vmx: every VM there writes the one
+        vmware.log, so a neighbour's power on would pass for this VM's (a hidden file is none: a marker of a
+        run's, `.hotvcb-powered-off.<VM>.vmx`)."""
         if sum(_is_vmx(name) for name in self._files.list_files(vm.folder)) > 1:
             raise HostError("%s shares its folder, and its vmware.log, with another VM: its power ons cannot be "
                             "told" % vm.name)
         path = vm.folder + "/" + VMWARE_LOG
         try:
-            return self.shell.read_regular(path, BOOT_LINE_MAX).split("\n", 1)[0]
+            first = self.shell.read_regular(path, BOOT_LINE_MAX).split("\n", 1)[0]
         except HostError:
             if not self.shell.exists(path):
                 return NO_BOOT_STAMP
             raise
+        vmx = _VMX_HEADER.search(first)
+        return "vmx pid=" + vmx.group(1) if vmx else first
 
     # -- snapshots (esxi_snapshots.py) -----------------------------------------
     def snapshots(self, vm: Vm, interruptible: bool = True) -> List[Snapshot]:

@@ -35,9 +35,9 @@ from ..treeview import ScannedShell
 from . import lookahead, parallel
 from .ahead import RunStart
 from .host_cleanup import cleanup_host
-from .leftovers import restore_power, state_had
 from .ownership import NONE_DEAD
 from .power import PowerControl, powers_down
+from .powermark import restore_power, state_had
 from .snapshot_asked import snapshot_patience
 from .space import SpaceLedger
 from .vm_backup import _VmBackup

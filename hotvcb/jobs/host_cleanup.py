@@ -8,9 +8,10 @@ from ..hosts.base import Hypervisor
 from ..model import VmRef
 from ..runid import RECORD_MAX, RunId, parse
 from ..store import layout
-from .leftovers import power_marker, remove_our_snapshots, restore_power
+from .leftovers import remove_our_snapshots
 from .ownership import NONE_DEAD
 from .partials import _partials_elsewhere, remove_partials
+from .powermark import power_marker, restore_power
 from .snapshot_asked import await_snapshot, snapshot_marker
 
 

@@ -20,9 +20,10 @@ and touches none; one whose shutdown request the host will refuse (no VMware
 Tools, no hard power off) it fails as the real run does. A VM we powered off is always powered on again, also after errors
 and interrupts; from the shutdown request until it is on again a marker in
 its folder names our run, so if this run is killed the next run (or
-`hotvcb cleanup`) powers it on (jobs/leftovers.py), unless someone powered it on
+`hotvcb cleanup`) powers it on (jobs/powermark.py), unless someone powered it on
 since (the VM's boot stamp, which the marker records, is another): on, or
-switched off again by the admin, it is then left as it is. A guest still on when its
+switched off again by the admin, it is then left as it is; so does this run
+when the admin started it and switched it off or suspended it during its backup. A guest still on when its
 backup ends may yet finish the shutdown we asked for (no host can take the
 request back): its marker stays, so the run that finds it off powers it on;
 a run that would shut it down itself takes it over (take_over: backed up off,
@@ -43,11 +44,12 @@ from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Set
 
 from .. import crashpoint, interrupt
 from ..errors import CommandFailed, HostdDown, HostError, HotvcbError, TimeoutExpired
-from ..hosts.base import Hypervisor
+from ..hosts.base import Hypervisor, powered
 from ..model import Vm, VmRef
 from ..runid import RunId
-from .leftovers import clear_power_mark, dead_power_mark, mark_powered_off, power_marker, restamp_power_mark
 from .ownership import NONE_DEAD
+from .powermark import (booted_since_marked, dead_power_mark, drop_power_mark, mark_powered_off, power_marker,
+                        power_on_marked, restamp_power_mark)
 
 if TYPE_CHECKING:
     from ..store.lock import HostLock
@@ -63,9 +65,15 @@ def powers_down(settings) -> bool:
     nor the VM's leftover check boots it first, only for the backup to shut it down again."""
     return bool(settings.power_vm_down_before_backup or settings.cold_snapshot)
 
-class ShutdownRefused(HostError):
+class NotGoingDown(HostError):
+    """The VM was never on its way down, so its caller has nothing to power on again: its power-off marker could
+    not be written (no shutdown is asked without one: a run stopped then would leave the VM off for good), or
+    ShutdownRefused."""
+
+
+class ShutdownRefused(NotGoingDown):
     """The host refused the guest shutdown (ESXi: no VMware Tools) and no hard power off follows, or the host
-    refused that too: the VM was never on its way down, so its caller has nothing to power on again."""
+    refused that too."""
 
 
 def _left_running(name: str, why: str, refuses: str = "refused") -> str:
@@ -91,11 +99,16 @@ class PowerControl:
         host's refusal when that is why (a hard power off refused), and ShutdownRefused when the host refused
         the shutdown request itself and no hard power off follows, or refused that too: nothing is then under
         way, so the marker goes (cleanup must not power on a VM the admin switches off later) and nothing
-        more is waited for."""
+        more is waited for; NotGoingDown when its marker cannot be written, before any request."""
         if self.lock is not None and not self.lock.check():  # taken over while this run was stopped
             interrupt.raise_pending()
         self.log.info("Powering off initiated for %s, backup will not begin until VM is off..." % vm.name)
-        mark_powered_off(self.host, vm, self.run)
+        try:
+            mark_powered_off(self.host, vm, self.run, self.log)
+        except HotvcbError as err:
+            raise NotGoingDown("%s not shut down: its power-off marker cannot be written (%s), and without it nothing "
+                               "would power it on again should this run be stopped (ignoring it for backup)"
+                               % (vm.name, err)) from err
         crashpoint.reached("powering-down")
         refused = ""  # the host's answer to the shutdown request, when it was no
         try:
@@ -165,7 +178,7 @@ class PowerControl:
     def _refused(self, vm, why: str) -> ShutdownRefused:
         """The VM is not going down (the host refused every request): its marker goes, so that no run nor
         cleanup powers it on after the admin switches it off; the error to raise, naming `why`."""
-        self._clear_mark(vm)
+        drop_power_mark(self.host, vm, self.log)
         return ShutdownRefused(why)
 
     def _hard_power_off(self, vm, waited: float) -> str:
@@ -199,10 +212,12 @@ class PowerControl:
                          "it to go off (POWER_DOWN_TIMEOUT)" % (vm.name, err))
 
     def restore_on(self, vm, boot_wait: float = 0.0) -> bool:
-        """Start a VM we asked to shut down, unless it never went off (a timed-out shutdown); one it
-        powers on is then given up to `boot_wait` seconds to boot (await_boot).
+        """Start a VM we asked to shut down, unless it never went off (a timed-out shutdown), or someone powered
+        it on since (its boot stamp, the marker's rule: powermark.booted_since) and it is off or suspended now:
+        the admin's last word, as a gone run's marker leaves it; one it powers on is then given up to
+        `boot_wait` seconds to boot (await_boot).
 
-        True when the VM is on again.
+        True when nothing is left for this run to power on: the VM is on again, or left as the admin left it.
         """
         try:
             state = self.host.power_state(vm)
@@ -214,30 +229,27 @@ class PowerControl:
             self._seen_off.discard(power_marker(vm))
             self.log.warning("%s was powered on again by someone else during its backup (it had gone off for it); "
                              "this run leaves it as it is" % vm.name)
-            self._clear_mark(vm)
+            drop_power_mark(self.host, vm, self.log)
             return True
         if state == "on":
             # the guest was asked to shut down and may still finish it after we are gone: the marker stays
-            # (as after kill -9), so whichever run finds the VM off powers it on (leftovers.restore_power)
+            # (as after kill -9), so whichever run finds the VM off powers it on (powermark.restore_power)
             self.log.info("%s is still powered on; its guest was asked to shut down and may still go off: the "
                           "next run (or `hotvcb cleanup`) powers it on again if it does" % vm.name)
+            return True
+        if booted_since_marked(self.host, vm, self.log):
+            self._seen_off.discard(power_marker(vm))
+            self.log.warning("%s was powered on by someone during its backup, after this run powered it off, and is "
+                             "%s now: this run leaves it as it is" % (vm.name, powered(state)))
+            drop_power_mark(self.host, vm, self.log)
             return True
         if not self.power_on(vm):
             return False  # the marker stays: the next run tries again
         self._seen_off.discard(power_marker(vm))
-        self._clear_mark(vm)
+        drop_power_mark(self.host, vm, self.log)
         if boot_wait > 0:
             self.await_boot(vm, boot_wait)
         return True
-
-    def _clear_mark(self, vm) -> None:
-        """The VM is on and nothing of ours is pending on it: its power-off marker goes."""
-        try:
-            clear_power_mark(self.host, vm)
-        except HotvcbError as stuck:
-            self.log.warning("%s: could not remove its power-off marker (%s); if the VM is later off, the next run "
-                             "or `hotvcb cleanup` powers it on, unless its boot stamp says it was powered on since"
-                             % (vm.name, stuck))
 
     def await_boot(self, vm, limit: float) -> None:
         """Wait up to `limit` seconds for the guest's VMware Tools to run, ghettoVCB's sign that a VM of
@@ -276,20 +288,20 @@ class PowerControl:
                 time.sleep(0.1)
 
     def power_on(self, vm) -> bool:
+        """The VM powered on (its marker saying so first: powermark.power_on_marked); False, said, if it failed."""
         try:
             self.log.info("Powering on %s" % vm.name)
-            self.host.power_on(vm)
+            power_on_marked(self.host, vm, self.log)
             return True
         except HotvcbError as err:
             self.log.error("%s: could NOT be powered on again: %s -- start it by hand" % (vm.name, err))
-            restamp_power_mark(self.host, vm, self.log)
             return False
 
     def shutdown_in_order(self, targets, settings, refused: Optional[Mapping[str, str]] = None,
                           dead: Mapping[str, float] = NONE_DEAD) -> None:
         """VM_SHUTDOWN_ORDER: power those VMs down, in that order, before any backup; not those `refused`
         ({name: why}: their backup is refused before it starts, so they stay up). One found off that a gone
-        run had asked to shut down is started with the others (_adopt); `dead`: as leftovers.restore_power's.
+        run had asked to shut down is started with the others (_adopt); `dead`: as powermark.restore_power's.
 
         Each is in `ordered_down` from its shutdown request on, so an interrupt
         halfway still starts every VM that went down (start_in_order in finally).
@@ -327,7 +339,7 @@ class PowerControl:
                 try:
                     self.power_down(vm, settings)
                 except HotvcbError as err:
-                    if isinstance(err, ShutdownRefused):  # never on its way down: nothing to start again
+                    if isinstance(err, NotGoingDown):  # never on its way down: nothing to start again
                         down.remove(name)
                     self._not_down(name, str(err), name in backed_up)
 
@@ -390,7 +402,7 @@ class PowerControl:
             return False
         if not self.dry_run:
             try:
-                mark_powered_off(self.host, vm, self.run)
+                mark_powered_off(self.host, vm, self.run, self.log)
                 self._seen_off.add(power_marker(vm))  # found on after its backup: someone else started it
             except HotvcbError as err:  # the gone run's marker stays: this run or the next powers it on
                 self.log.warning("%s: could not mark it as this run's (%s); should this run stop before it "

@@ -29,7 +29,7 @@ from ..settings import Settings
 from ..store.lock import LOCK_NAME, holder_alive
 from ..units import human_size
 from . import nfs
-from .leftovers import booted_since, power_marker
+from .powermark import booted_since, power_marker
 from .status_backups import _vm_backups
 from .status_leftovers import leftover_checks
 from .status_report import CRIT, OK, WARN, Check, Limits, Report

@@ -17,9 +17,10 @@ from ..units import human_size
 from . import backup_end, dryrun_checks, lookahead, preflight, snapshot_text
 from .guest_hooks import run_guest_hook
 from .hooks import run_hook
-from .leftovers import SNAPSHOT_PREFIX, is_ours, restamp_power_mark
+from .leftovers import SNAPSHOT_PREFIX, is_ours
 from .partials import clear_volume_mark, mark_volume, remove_partials, volume_marker
-from .power import ShutdownRefused, powers_down
+from .power import NotGoingDown, powers_down
+from .powermark import restamp_power_mark
 from .snapshot_asked import mark_snapshot_asked, mark_snapshot_made, snapshot_patience
 from .snaptree import copy_tree
 from .vm_leftovers import clear_dead_runs
@@ -249,11 +250,12 @@ class _VmBackup:
 
     def _power_down(self, vm: Vm) -> None:
         """From the first shutdown request on, the VM is this run's to power on again (and cleanup's: the
-        marker); not when the host refused that request: it was never on its way down."""
+        marker); not when the host refused that request, nor when no request was sent (its marker could not be
+        written): it was never on its way down."""
         self.powered_down = True
         try:
             self.job.power.power_down(vm, self.s)
-        except ShutdownRefused:
+        except NotGoingDown:
             self.powered_down = False
             raise
 

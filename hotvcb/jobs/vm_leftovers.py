@@ -10,8 +10,9 @@ from typing import List, Mapping, Optional, Tuple
 from ..hosts.base import Hypervisor
 from ..model import Snapshot, Vm, VmRef
 from ..runid import RunId
-from .leftovers import is_ours, remove_our_snapshots, restore_power
+from .leftovers import is_ours, remove_our_snapshots
 from .ownership import NONE_DEAD
+from .powermark import restore_power
 from .snapshot_asked import await_snapshot
 
 
