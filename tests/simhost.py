@@ -54,11 +54,10 @@ def on_host(host: Host, *cmd) -> list:
 
 
 def host_python(host: Host, *args, timeout=300) -> subprocess.CompletedProcess:
-    """The host's own /bin/python run with `args` (`"-c", code` or `"-m", module, ...`) inside `esxisim shell`,
+    """The host's own /bin/python run with `args` (`"-c", code` or `"-m", module, ...`) on the host (on_host),
     hotvcb and tests/ on its path (a test's snippet driving a driver there, tests/driver_contract.py, countshell)."""
     tests = os.path.join(REPO, "tests")
-    return subprocess.run([sys.executable, "-m", "esxisim", "shell", host.root, "--", "env",
-                           "PYTHONPATH=%s:%s" % (REPO, tests), "/bin/python"] + [str(a) for a in args],
+    return subprocess.run(on_host(host, "env", "PYTHONPATH=%s:%s" % (REPO, tests), "/bin/python", *args),
                           capture_output=True, text=True, timeout=timeout, cwd=REPO,
                           env=dict(os.environ, PYTHONPATH=REPO))
 

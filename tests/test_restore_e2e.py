@@ -15,6 +15,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from simhost import on_host
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [
@@ -29,16 +30,15 @@ FORMATS = {"1": "zeroedthick", "2": "2gbsparse", "3": "thin", "4": "eagerzeroedt
 
 def hotvcb(host, *args, timeout=120):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    r = subprocess.run([sys.executable, "-m", "esxisim", "shell", host.root, "--", sys.executable, "-m", "hotvcb"]
-                       + list(args), capture_output=True, timeout=timeout, env=env, cwd=str(ROOT))
+    r = subprocess.run(on_host(host, sys.executable, "-m", "hotvcb", *args), capture_output=True, timeout=timeout,
+                       env=env, cwd=str(ROOT))
     r.out = r.stdout.decode("utf-8", "replace") + r.stderr.decode("utf-8", "replace")
     return r
 
 
 def vim(host, *args):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    r = subprocess.run([sys.executable, "-m", "esxisim", "shell", host.root, "--", "vim-cmd"] + list(args),
-                       capture_output=True, timeout=60, env=env)
+    r = subprocess.run(on_host(host, "vim-cmd", *args), capture_output=True, timeout=60, env=env)
     return r.stdout.decode("utf-8", "replace")
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from simhost import wait_for
 
+from esxisim import enter  # noqa: E402  (simhost puts the repository on the path)
+
 ROOT = Path(__file__).resolve().parents[1]
 PY38 = "/root/.pyenv/versions/3.8.18/bin/python3.8"
 CRONTAB = "/var/spool/cron/crontabs/root"
@@ -37,7 +39,7 @@ def pyz(tmp_path_factory):
 
 def _sh(host_dir, script, check=True):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, "-m", "esxisim", "shell", str(host_dir), "--", "sh", "-c", script],
+    done = subprocess.run(enter.argv(str(host_dir), ["sh", "-c", script]),  # no Python start in between
                           cwd=str(ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           universal_newlines=True, timeout=120)
     if check:
