@@ -85,8 +85,6 @@ def kvm_dryrun(tmp_path, path, *extra):
 
 
 # -- defects ------------------------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="DEFECT 1: `verify web/` from the backup volume (a relative VM folder) "
-                                       "is verified as one INCOMPLETE backup, exit 6, not refused")
 def test_the_vms_folder_given_as_a_relative_path_is_refused_as_the_absolute_one_is(tmp_path):
     """The admin stands in the backup volume (`cd /backup`) and types `hotvcb verify web/` (tab completion adds the
     slash; `./web` alike). The same folder given absolutely is refused, exit 1: "... is the folder of web's
@@ -105,8 +103,6 @@ def test_the_vms_folder_given_as_a_relative_path_is_refused_as_the_absolute_one_
         assert "backup(s) checked" not in r.out, (spelling, r.out)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 4: `verify /backup` (the backup volume itself) is one INCOMPLETE "
-                                       "backup, \"1 backup(s) checked, 1 damaged\", exit 6, not a usage error")
 def test_the_backup_volume_given_as_a_path_is_a_usage_error_not_one_incomplete_backup(tmp_path):
     """The admin wants every backup checked and types `hotvcb verify /backup` (the volume, as they type
     `ls /backup`). hotvcb verifies the volume as one backup folder: "INCOMPLETE: not sealed ...", "1 backup(s)

@@ -17,9 +17,9 @@ listed it: rotation by a backup running beside verify), 4 some backups damaged, 
 incomplete (store/health.py's verdict, as list says it: no STATUS file, a disk unaccounted for, a ghettoVCB
 disk or .vmx cut short or lost, a symlink named like a backup), 6 all of those checked (a skipped one was not
 checked and counts for neither: it never turns 6 into 4, nor reads as "1 backup(s) checked"), 1 usage (a path
-that is no backup, or a VM's folder of backups; a VM or --all while the backup volume is not there or the NFS
-share it is on is not mounted; with -c, a per-VM file's volume that is not there, named once the rest is
-checked). A bare word is a VM's name, a path says so (`./web`, `/...`): `names_path`.
+that is no backup, or a folder of backups: a VM's or the backup volume; a VM or --all while the backup volume is
+not there or the NFS share it is on is not mounted; with -c, a per-VM file's volume that is not there, named once
+the rest is checked). A bare word is a VM's name, a path says so (`./web`, `/...`): `names_path`.
 """
 
 import argparse
@@ -30,14 +30,15 @@ import sys
 from typing import Dict, List, Optional
 
 from .. import config, interrupt
-from ..errors import UsageError
+from ..errors import HostError, UsageError
 from ..jobs import backup_check, boot_check
 from ..jobs.verify import VerifyResult, verify_backup
 from ..localshell import LocalShell
 from ..restorefile import trim_path
 from ..runlog import say, say_json
 from ..shell import Shell
-from ..store import layout
+from ..store import layout, manifest
+from ..treeview import ScannedShell
 from . import common, list_cmd, onhost
 
 
@@ -104,7 +105,7 @@ def targets(shell: Shell, volume: str, target, all_backups: bool, elsewhere: Opt
         path = trim_path(target)
         if not (shell.isdir(path) or path.endswith(".gz") and shell.exists(path)):
             raise UsageError(layout.not_there(shell, path))
-        _refuse_vm_folder(shell, path)
+        _refuse_folder_of_backups(shell, path, volume)
         return [path], [], []
     if not shell.isdir(volume):  # a share not mounted, a typo: "0 checked" must not read as all well
         raise UsageError("the backup volume %s is not there (a share not mounted, or a typo?): nothing to "
@@ -131,18 +132,42 @@ def targets(shell: Shell, volume: str, target, all_backups: bool, elsewhere: Opt
     return paths, skipped, missing
 
 
-def _refuse_vm_folder(shell: Shell, path: str) -> None:
-    """UsageError where the path given as a backup is a VM's folder of backups (`verify /vol/web`): verified as
-    one backup it was INCOMPLETE ("not sealed"), "1 backup(s) checked, 1 damaged", exit 6, for a VM whose
-    backups may all be good. The error names the command that checks them."""
-    if not shell.isdir(path):
+def _refuse_folder_of_backups(shell: Shell, path: str, volume: str) -> None:
+    """UsageError where the path given as a backup is a folder of backups: a VM's (`verify /vol/web`, or
+    `verify web/` from the volume) or a backup volume's (`verify /backup`). Verified as one backup it was
+    INCOMPLETE ("not sealed"), "1 backup(s) checked, 1 damaged", exit 6, where every backup in it may be good.
+    Looked for only where the folder holds no STATUS file and no manifest (a backup, sealed or not, holds
+    one: one listing); over SSH a volume's folders are read from one scan (one round trip, not one per VM).
+    The error names the command that checks them (`volume`: the configured one, which needs no --volume)."""
+    if not shell.isdir(path):  # a .gz
         return
-    volume, name = os.path.split(os.path.normpath(path))
+    try:
+        entries = shell.listdir(path)
+    except HostError:  # a folder not to be listed: verify of it says why
+        return
+    if any(e in layout.STATUS_FILES or e == manifest.MANIFEST for e in entries):
+        return
+    where = _absolute(shell, path)
+    parent, name = where.rsplit("/", 1)
     for vm in layout.folder_vms(name):
-        if layout.list_backups(shell, volume or "/", vm):
+        if layout.list_backups(shell, parent or "/", vm):
             raise UsageError("%s is the folder of %s's backups, not a backup: `hotvcb verify %s --volume %s` checks "
                              "each of them, `hotvcb verify %s/BACKUP` one" % (
-                                 path, vm, shlex.quote(vm), shlex.quote(volume or "/"), shlex.quote(path)))
+                                 path, vm, shlex.quote(vm), shlex.quote(parent or "/"), shlex.quote(path)))
+    scanned = ScannedShell(shell, where, read=("STATUS.*",)) if shell.remote else shell  # here: a few syscalls
+    if any(layout.list_backups(scanned, where, vm) for vm in layout.vm_names(scanned, where)):
+        other = "" if volume and where == _absolute(shell, volume) else " --volume " + shlex.quote(where)
+        raise UsageError("%s is a backup volume (its VMs' folders of backups), not a backup: `hotvcb verify --all%s` "
+                         "checks every backup in it, `hotvcb verify VM%s` one VM's" % (path, other, other))
+
+
+def _absolute(shell: Shell, path: str) -> str:
+    """`path` normalised (no symlink resolved) and absolute: a relative one is the working folder's
+    (docs/backup-format.md), here or, over SSH, the host's (which only the host can say). Split as a relative
+    `web`, the VM's folder was looked for under "/" and passed over."""
+    if not path.startswith("/"):
+        path = shell.realpath(path) if shell.remote else os.path.abspath(path)
+    return "/" + os.path.normpath(path).lstrip("/")
 
 
 def run(args) -> int:
