@@ -184,8 +184,6 @@ def esxi(tmp_path_factory):
 
 @needs_root
 @pytest.mark.parametrize("kind", ["status-ok-a-directory", "status-error-beside-it"])
-@pytest.mark.xfail(strict=True, reason="DEFECT 2: the ESXi restore of a copy outside its VM's folder takes a "
-                                       "STATUS.ok directory, or STATUS.ok beside STATUS.error, as sealed")
 def test_esxi_restore_of_a_copy_elsewhere_refuses_what_verify_and_restore_kvm_refuse(esxi, tmp_path, kind):
     """The admin keeps a copy of a backup outside the rotation's reach (/vmfs/volumes/backup/keep-…) and restores
     it with `hotvcb restore COPY --datastore datastore1 --name … -d dryrun`. The copy's STATUS.ok is a directory
