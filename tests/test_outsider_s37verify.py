@@ -118,8 +118,6 @@ def test_the_backup_volume_given_as_a_path_is_a_usage_error_not_one_incomplete_b
     assert r.returncode == 1 and "--all" in r.out and "backup(s) checked" not in r.out, r.out
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 3: verify --boot boots a copy elsewhere that lost its STATUS.ok "
-                                       "(manifest there, disk cut), which verify and restore --kvm call incomplete")
 def test_verify_boot_refuses_a_copy_that_lost_its_status_file_as_restore_kvm_does(tmp_path):
     """Before an upgrade the admin copies last night's backup out of the rotation's reach (`cp -a` cut short: the
     disk half copied, STATUS.ok never written) and smoke-boots the copy: `hotvcb verify --boot /keep/web-copy`.
