@@ -141,8 +141,6 @@ def test_verify_boot_refuses_a_copy_that_lost_its_status_file_as_restore_kvm_doe
     assert "Booting web (" not in b.out, b.out
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 5: a .gz with its unpacked folder beside it as a symlink (one good "
-                                       "backup to list) makes `verify VM` say 1 incomplete, exit 4")
 def test_verify_vm_counts_a_gz_and_its_unpacked_folder_as_the_one_good_backup_list_shows(tmp_path):
     """ghettoVCB-restore unpacked last night's `web-<time>.gz` and the admin moved the unpacked folder to other
     storage, leaving a symlink `web-<time>` -> it beside the .gz. docs/backup-format.md: "A `<name>.gz` with a

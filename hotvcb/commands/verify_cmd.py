@@ -2,7 +2,8 @@
 
 BACKUP is a backup folder or .gz path; VM checks every backup of that VM by its
 final name (whatever its STATUS: health's verdict says what it is, as for BACKUP; one a run
-is writing or removing, `-partial` or `-deleting`, is skipped); --all every such backup
+is writing or removing, `-partial` or `-deleting`, is skipped; a .gz and the folder unpacked beside it are one,
+good if either is, as list counts them); --all every such backup
 under VM_BACKUP_VOLUME. With `-c DIR` (the backup's per-VM
 config folder) a VM whose file sets VM_BACKUP_VOLUME is verified there too, where its
 backups went (list_cmd reads the files alike). With --repo, a VM names
@@ -96,8 +97,9 @@ IN_FLIGHT = ("partial", "deleting")
 def targets(shell: Shell, volume: str, target, all_backups: bool, elsewhere: Optional[Dict[str, str]] = None):
     """Backup paths to check, and notes on what was left out. `elsewhere`: {VM: the volume its per-VM file
     sends its backups to} (-c), looked in as well: without it `verify --all` passed over them, unchecked
-    and unsaid. (paths, skipped, missing): `missing` says each per-VM volume that is not there (an unmounted
-    share, a typo), for `run` to name once the rest is checked; for one VM it is the error."""
+    and unsaid. (paths, skipped, missing, unpacked): `missing` says each per-VM volume that is not there (an
+    unmounted share, a typo), for `run` to name once the rest is checked; for one VM it is the error.
+    `unpacked`: {a .gz among `paths`: the folder unpacked beside it, left out of `paths`} (_verify_pair)."""
     elsewhere = elsewhere or {}
     if bool(target) == bool(all_backups):
         raise UsageError("say what to verify: BACKUP, VM or --all (exactly one)")
@@ -106,13 +108,14 @@ def targets(shell: Shell, volume: str, target, all_backups: bool, elsewhere: Opt
         if not (shell.isdir(path) or path.endswith(".gz") and shell.exists(path)):
             raise UsageError(layout.not_there(shell, path))
         _refuse_folder_of_backups(shell, path, volume)
-        return [path], [], []
+        return [path], [], [], {}
     if not shell.isdir(volume):  # a share not mounted, a typo: "0 checked" must not read as all well
         raise UsageError("the backup volume %s is not there (a share not mounted, or a typo?): nothing to "
                          "verify" % volume)
     names = [(target, elsewhere.get(target, volume))] if target else \
         [(n, volume) for n in layout.vm_names(shell, volume)] + sorted(elsewhere.items())
     paths, skipped, missing = [], [], []  # type: List[str], List[str], List[str]
+    unpacked = {}  # type: Dict[str, str]
     for name, where in names:
         if where != volume and not shell.isdir(where):  # as for the global volume: said, never "all well"
             missing.append("%s's backup volume %s (its per-VM file) is not there (a share not mounted, or a "
@@ -122,14 +125,18 @@ def targets(shell: Shell, volume: str, target, all_backups: bool, elsewhere: Opt
         if target and not found:  # all `skipped` holds yet: this VM's folders named like backups that are none
             raise UsageError("no backups of %r under %s%s%s" % (name, where, layout.odd_named(skipped), (
                 " (for the backup %s here, say ./%s)" % (target, target)) if shell.exists(target) else ""))
+        pairs = layout.unpacked_pairs(found)  # a .gz and the folder unpacked beside it: one backup, as list shows
+        unpacked.update(pairs)
         for b in found:
+            if b.path in pairs.values():
+                continue  # checked with its .gz (_verify_pair)
             if b.status in IN_FLIGHT:
                 skipped.append("%s: %s, not checked" % (b.path, b.status))
             else:  # health's verdict, as `verify PATH` takes it: no STATUS file is INCOMPLETE, not passed over
                 paths.append(b.path)
     if target and missing:
         raise UsageError(missing[0])
-    return paths, skipped, missing
+    return paths, skipped, missing, unpacked
 
 
 def _refuse_folder_of_backups(shell: Shell, path: str, volume: str) -> None:
@@ -200,13 +207,13 @@ def run(args) -> int:
         raise UsageError("no backup on the backup volume can be verified while its NFS share is not mounted")
     own = {} if args.volume or not (args.all or args.target) else list_cmd.per_vm_settings(
         settings, args.confdir, None if args.all else args.target)
-    paths, skipped, missing = targets(shell, args.volume or settings.vm_backup_volume, args.target, args.all,
-                                      list_cmd.volumes_elsewhere(settings, own, "verify", shell))
+    paths, skipped, missing, unpacked = targets(shell, args.volume or settings.vm_backup_volume, args.target,
+                                                args.all, list_cmd.volumes_elsewhere(settings, own, "verify", shell))
     results = []
     for path in paths:
         if not args.json:
             say("Verifying %s ..." % path)
-        res = verify_backup(shell, path)
+        res = _verify_pair(shell, path, unpacked.get(path))
         gone = _gone_meanwhile(shell, res)
         if gone:
             (missing if gone.startswith(FOLDER_GONE) else skipped).append("%s: %s" % (path, gone))
@@ -241,6 +248,30 @@ def run(args) -> int:
     return 6 if len(damaged) == len(checked) else 4
 
 
+def _verify_pair(shell: Shell, path: str, unpacked: Optional[str]) -> VerifyResult:
+    """The backup at `path`; `unpacked`: the folder a .gz was unpacked into beside it, one backup with it (as
+    list and rotation count it: good if either is). The .gz is read; its folder only where the .gz is not
+    good, and its verdict stands where it is good. Checked as two, `verify web` said "2 backup(s) checked" of the
+    one backup list shows, and "1 damaged or incomplete" (exit 4) where the folder was a symlink to the copy
+    moved elsewhere."""
+    res = verify_backup(shell, path)
+    if unpacked is None:
+        return res
+    if res.status in GOOD_RESULTS + ("newer",):
+        res.notes.append("%s, the folder it was unpacked into beside it, is the same backup: not read (`hotvcb "
+                         "verify %s` reads it)" % (unpacked, shlex.quote(unpacked)))
+        return res
+    folder = verify_backup(shell, unpacked)
+    if folder.status not in GOOD_RESULTS:
+        res.notes.append("%s, the folder it was unpacked into beside it, is no better: %s: %s" % (
+            unpacked, folder.status, folder.message))
+        return res
+    folder.notes.append("the .gz is %s (%s); read instead: %s, the folder it was unpacked into beside it, the "
+                        "same backup" % (res.status, res.message, unpacked))
+    return folder
+
+
+GOOD_RESULTS = ("ok", "unverifiable")  # a backup read and found good (a skipped one was not read)
 FOLDER_GONE = "NOT CHECKED: its VM's folder"
 
 
