@@ -81,7 +81,7 @@ def test_status_names_it_without_counting_it_or_raising_the_severity(volume):
 
 
 def test_verify_skips_it_by_name(volume):
-    paths, skipped, _missing = verify_cmd.targets(LocalShell(), str(volume), None, True)
+    paths, skipped, _missing, _unpacked = verify_cmd.targets(LocalShell(), str(volume), None, True)
     assert paths == [str(volume / "web" / name) for name in GOOD]
     assert named_once(skipped, volume), skipped
     for name in GOOD:

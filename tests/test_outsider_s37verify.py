@@ -85,8 +85,6 @@ def kvm_dryrun(tmp_path, path, *extra):
 
 
 # -- defects ------------------------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="DEFECT 1: `verify web/` from the backup volume (a relative VM folder) "
-                                       "is verified as one INCOMPLETE backup, exit 6, not refused")
 def test_the_vms_folder_given_as_a_relative_path_is_refused_as_the_absolute_one_is(tmp_path):
     """The admin stands in the backup volume (`cd /backup`) and types `hotvcb verify web/` (tab completion adds the
     slash; `./web` alike). The same folder given absolutely is refused, exit 1: "... is the folder of web's
@@ -105,8 +103,6 @@ def test_the_vms_folder_given_as_a_relative_path_is_refused_as_the_absolute_one_
         assert "backup(s) checked" not in r.out, (spelling, r.out)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 4: `verify /backup` (the backup volume itself) is one INCOMPLETE "
-                                       "backup, \"1 backup(s) checked, 1 damaged\", exit 6, not a usage error")
 def test_the_backup_volume_given_as_a_path_is_a_usage_error_not_one_incomplete_backup(tmp_path):
     """The admin wants every backup checked and types `hotvcb verify /backup` (the volume, as they type
     `ls /backup`). hotvcb verifies the volume as one backup folder: "INCOMPLETE: not sealed ...", "1 backup(s)
@@ -122,8 +118,6 @@ def test_the_backup_volume_given_as_a_path_is_a_usage_error_not_one_incomplete_b
     assert r.returncode == 1 and "--all" in r.out and "backup(s) checked" not in r.out, r.out
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 3: verify --boot boots a copy elsewhere that lost its STATUS.ok "
-                                       "(manifest there, disk cut), which verify and restore --kvm call incomplete")
 def test_verify_boot_refuses_a_copy_that_lost_its_status_file_as_restore_kvm_does(tmp_path):
     """Before an upgrade the admin copies last night's backup out of the rotation's reach (`cp -a` cut short: the
     disk half copied, STATUS.ok never written) and smoke-boots the copy: `hotvcb verify --boot /keep/web-copy`.
@@ -147,8 +141,6 @@ def test_verify_boot_refuses_a_copy_that_lost_its_status_file_as_restore_kvm_doe
     assert "Booting web (" not in b.out, b.out
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 5: a .gz with its unpacked folder beside it as a symlink (one good "
-                                       "backup to list) makes `verify VM` say 1 incomplete, exit 4")
 def test_verify_vm_counts_a_gz_and_its_unpacked_folder_as_the_one_good_backup_list_shows(tmp_path):
     """ghettoVCB-restore unpacked last night's `web-<time>.gz` and the admin moved the unpacked folder to other
     storage, leaving a symlink `web-<time>` -> it beside the .gz. docs/backup-format.md: "A `<name>.gz` with a
@@ -188,8 +180,6 @@ def esxi(tmp_path_factory):
 
 @needs_root
 @pytest.mark.parametrize("kind", ["status-ok-a-directory", "status-error-beside-it"])
-@pytest.mark.xfail(strict=True, reason="DEFECT 2: the ESXi restore of a copy outside its VM's folder takes a "
-                                       "STATUS.ok directory, or STATUS.ok beside STATUS.error, as sealed")
 def test_esxi_restore_of_a_copy_elsewhere_refuses_what_verify_and_restore_kvm_refuse(esxi, tmp_path, kind):
     """The admin keeps a copy of a backup outside the rotation's reach (/vmfs/volumes/backup/keep-…) and restores
     it with `hotvcb restore COPY --datastore datastore1 --name … -d dryrun`. The copy's STATUS.ok is a directory

@@ -2,7 +2,8 @@
 
 BACKUP is a backup folder or .gz path; VM checks every backup of that VM by its
 final name (whatever its STATUS: health's verdict says what it is, as for BACKUP; one a run
-is writing or removing, `-partial` or `-deleting`, is skipped); --all every such backup
+is writing or removing, `-partial` or `-deleting`, is skipped; a .gz and the folder unpacked beside it are one,
+good if either is, as list counts them); --all every such backup
 under VM_BACKUP_VOLUME. With `-c DIR` (the backup's per-VM
 config folder) a VM whose file sets VM_BACKUP_VOLUME is verified there too, where its
 backups went (list_cmd reads the files alike). With --repo, a VM names
@@ -17,9 +18,9 @@ listed it: rotation by a backup running beside verify), 4 some backups damaged, 
 incomplete (store/health.py's verdict, as list says it: no STATUS file, a disk unaccounted for, a ghettoVCB
 disk or .vmx cut short or lost, a symlink named like a backup), 6 all of those checked (a skipped one was not
 checked and counts for neither: it never turns 6 into 4, nor reads as "1 backup(s) checked"), 1 usage (a path
-that is no backup, or a VM's folder of backups; a VM or --all while the backup volume is not there or the NFS
-share it is on is not mounted; with -c, a per-VM file's volume that is not there, named once the rest is
-checked). A bare word is a VM's name, a path says so (`./web`, `/...`): `names_path`.
+that is no backup, or a folder of backups: a VM's or the backup volume; a VM or --all while the backup volume is
+not there or the NFS share it is on is not mounted; with -c, a per-VM file's volume that is not there, named once
+the rest is checked). A bare word is a VM's name, a path says so (`./web`, `/...`): `names_path`.
 """
 
 import argparse
@@ -30,14 +31,15 @@ import sys
 from typing import Dict, List, Optional
 
 from .. import config, interrupt
-from ..errors import UsageError
+from ..errors import HostError, UsageError
 from ..jobs import backup_check, boot_check
 from ..jobs.verify import VerifyResult, verify_backup
 from ..localshell import LocalShell
 from ..restorefile import trim_path
 from ..runlog import say, say_json
 from ..shell import Shell
-from ..store import layout
+from ..store import layout, manifest
+from ..treeview import ScannedShell
 from . import common, list_cmd, onhost
 
 
@@ -95,8 +97,9 @@ IN_FLIGHT = ("partial", "deleting")
 def targets(shell: Shell, volume: str, target, all_backups: bool, elsewhere: Optional[Dict[str, str]] = None):
     """Backup paths to check, and notes on what was left out. `elsewhere`: {VM: the volume its per-VM file
     sends its backups to} (-c), looked in as well: without it `verify --all` passed over them, unchecked
-    and unsaid. (paths, skipped, missing): `missing` says each per-VM volume that is not there (an unmounted
-    share, a typo), for `run` to name once the rest is checked; for one VM it is the error."""
+    and unsaid. (paths, skipped, missing, unpacked): `missing` says each per-VM volume that is not there (an
+    unmounted share, a typo), for `run` to name once the rest is checked; for one VM it is the error.
+    `unpacked`: {a .gz among `paths`: the folder unpacked beside it, left out of `paths`} (_verify_pair)."""
     elsewhere = elsewhere or {}
     if bool(target) == bool(all_backups):
         raise UsageError("say what to verify: BACKUP, VM or --all (exactly one)")
@@ -104,14 +107,15 @@ def targets(shell: Shell, volume: str, target, all_backups: bool, elsewhere: Opt
         path = trim_path(target)
         if not (shell.isdir(path) or path.endswith(".gz") and shell.exists(path)):
             raise UsageError(layout.not_there(shell, path))
-        _refuse_vm_folder(shell, path)
-        return [path], [], []
+        _refuse_folder_of_backups(shell, path, volume)
+        return [path], [], [], {}
     if not shell.isdir(volume):  # a share not mounted, a typo: "0 checked" must not read as all well
         raise UsageError("the backup volume %s is not there (a share not mounted, or a typo?): nothing to "
                          "verify" % volume)
     names = [(target, elsewhere.get(target, volume))] if target else \
         [(n, volume) for n in layout.vm_names(shell, volume)] + sorted(elsewhere.items())
     paths, skipped, missing = [], [], []  # type: List[str], List[str], List[str]
+    unpacked = {}  # type: Dict[str, str]
     for name, where in names:
         if where != volume and not shell.isdir(where):  # as for the global volume: said, never "all well"
             missing.append("%s's backup volume %s (its per-VM file) is not there (a share not mounted, or a "
@@ -121,28 +125,56 @@ def targets(shell: Shell, volume: str, target, all_backups: bool, elsewhere: Opt
         if target and not found:  # all `skipped` holds yet: this VM's folders named like backups that are none
             raise UsageError("no backups of %r under %s%s%s" % (name, where, layout.odd_named(skipped), (
                 " (for the backup %s here, say ./%s)" % (target, target)) if shell.exists(target) else ""))
+        pairs = layout.unpacked_pairs(found)  # a .gz and the folder unpacked beside it: one backup, as list shows
+        unpacked.update(pairs)
         for b in found:
+            if b.path in pairs.values():
+                continue  # checked with its .gz (_verify_pair)
             if b.status in IN_FLIGHT:
                 skipped.append("%s: %s, not checked" % (b.path, b.status))
             else:  # health's verdict, as `verify PATH` takes it: no STATUS file is INCOMPLETE, not passed over
                 paths.append(b.path)
     if target and missing:
         raise UsageError(missing[0])
-    return paths, skipped, missing
+    return paths, skipped, missing, unpacked
 
 
-def _refuse_vm_folder(shell: Shell, path: str) -> None:
-    """UsageError where the path given as a backup is a VM's folder of backups (`verify /vol/web`): verified as
-    one backup it was INCOMPLETE ("not sealed"), "1 backup(s) checked, 1 damaged", exit 6, for a VM whose
-    backups may all be good. The error names the command that checks them."""
-    if not shell.isdir(path):
+def _refuse_folder_of_backups(shell: Shell, path: str, volume: str) -> None:
+    """UsageError where the path given as a backup is a folder of backups: a VM's (`verify /vol/web`, or
+    `verify web/` from the volume) or a backup volume's (`verify /backup`). Verified as one backup it was
+    INCOMPLETE ("not sealed"), "1 backup(s) checked, 1 damaged", exit 6, where every backup in it may be good.
+    Looked for only where the folder holds no STATUS file and no manifest (a backup, sealed or not, holds
+    one: one listing); over SSH a volume's folders are read from one scan (one round trip, not one per VM).
+    The error names the command that checks them (`volume`: the configured one, which needs no --volume)."""
+    if not shell.isdir(path):  # a .gz
         return
-    volume, name = os.path.split(os.path.normpath(path))
+    try:
+        entries = shell.listdir(path)
+    except HostError:  # a folder not to be listed: verify of it says why
+        return
+    if any(e in layout.STATUS_FILES or e == manifest.MANIFEST for e in entries):
+        return
+    where = _absolute(shell, path)
+    parent, name = where.rsplit("/", 1)
     for vm in layout.folder_vms(name):
-        if layout.list_backups(shell, volume or "/", vm):
+        if layout.list_backups(shell, parent or "/", vm):
             raise UsageError("%s is the folder of %s's backups, not a backup: `hotvcb verify %s --volume %s` checks "
                              "each of them, `hotvcb verify %s/BACKUP` one" % (
-                                 path, vm, shlex.quote(vm), shlex.quote(volume or "/"), shlex.quote(path)))
+                                 path, vm, shlex.quote(vm), shlex.quote(parent or "/"), shlex.quote(path)))
+    scanned = ScannedShell(shell, where, read=("STATUS.*",)) if shell.remote else shell  # here: a few syscalls
+    if any(layout.list_backups(scanned, where, vm) for vm in layout.vm_names(scanned, where)):
+        other = "" if volume and where == _absolute(shell, volume) else " --volume " + shlex.quote(where)
+        raise UsageError("%s is a backup volume (its VMs' folders of backups), not a backup: `hotvcb verify --all%s` "
+                         "checks every backup in it, `hotvcb verify VM%s` one VM's" % (path, other, other))
+
+
+def _absolute(shell: Shell, path: str) -> str:
+    """`path` normalised (no symlink resolved) and absolute: a relative one is the working folder's
+    (docs/backup-format.md), here or, over SSH, the host's (which only the host can say). Split as a relative
+    `web`, the VM's folder was looked for under "/" and passed over."""
+    if not path.startswith("/"):
+        path = shell.realpath(path) if shell.remote else os.path.abspath(path)
+    return "/" + os.path.normpath(path).lstrip("/")
 
 
 def run(args) -> int:
@@ -175,13 +207,13 @@ def run(args) -> int:
         raise UsageError("no backup on the backup volume can be verified while its NFS share is not mounted")
     own = {} if args.volume or not (args.all or args.target) else list_cmd.per_vm_settings(
         settings, args.confdir, None if args.all else args.target)
-    paths, skipped, missing = targets(shell, args.volume or settings.vm_backup_volume, args.target, args.all,
-                                      list_cmd.volumes_elsewhere(settings, own, "verify", shell))
+    paths, skipped, missing, unpacked = targets(shell, args.volume or settings.vm_backup_volume, args.target,
+                                                args.all, list_cmd.volumes_elsewhere(settings, own, "verify", shell))
     results = []
     for path in paths:
         if not args.json:
             say("Verifying %s ..." % path)
-        res = verify_backup(shell, path)
+        res = _verify_pair(shell, path, unpacked.get(path))
         gone = _gone_meanwhile(shell, res)
         if gone:
             (missing if gone.startswith(FOLDER_GONE) else skipped).append("%s: %s" % (path, gone))
@@ -216,6 +248,30 @@ def run(args) -> int:
     return 6 if len(damaged) == len(checked) else 4
 
 
+def _verify_pair(shell: Shell, path: str, unpacked: Optional[str]) -> VerifyResult:
+    """The backup at `path`; `unpacked`: the folder a .gz was unpacked into beside it, one backup with it (as
+    list and rotation count it: good if either is). The .gz is read; its folder only where the .gz is not
+    good, and its verdict stands where it is good. Checked as two, `verify web` said "2 backup(s) checked" of the
+    one backup list shows, and "1 damaged or incomplete" (exit 4) where the folder was a symlink to the copy
+    moved elsewhere."""
+    res = verify_backup(shell, path)
+    if unpacked is None:
+        return res
+    if res.status in GOOD_RESULTS + ("newer",):
+        res.notes.append("%s, the folder it was unpacked into beside it, is the same backup: not read (`hotvcb "
+                         "verify %s` reads it)" % (unpacked, shlex.quote(unpacked)))
+        return res
+    folder = verify_backup(shell, unpacked)
+    if folder.status not in GOOD_RESULTS:
+        res.notes.append("%s, the folder it was unpacked into beside it, is no better: %s: %s" % (
+            unpacked, folder.status, folder.message))
+        return res
+    folder.notes.append("the .gz is %s (%s); read instead: %s, the folder it was unpacked into beside it, the "
+                        "same backup" % (res.status, res.message, unpacked))
+    return folder
+
+
+GOOD_RESULTS = ("ok", "unverifiable")  # a backup read and found good (a skipped one was not read)
 FOLDER_GONE = "NOT CHECKED: its VM's folder"
 
 

@@ -16,7 +16,7 @@ from ..filetext import decoded, encoded
 from ..hosts import esxi_tree, qemuimg
 from ..errors import HostError, HotvcbError
 from ..shell import FileReader, Shell
-from ..store import chain, health, layout, verdict
+from ..store import chain, health, layout, manifest, verdict
 from .verify import verify_backup
 from .. import lazyre
 
@@ -29,8 +29,10 @@ _QEMU_HINT = lazyre.compile(r'parentFileNameHint[^\0][^\0]([^"\0]*)"')
 
 
 def is_backup(shell: Shell, folder: str) -> bool:
-    """A backup has a STATUS file; a folder `restore --kvm` wrote has none."""
-    return any(shell.exists(folder + "/" + s) for s in layout.STATUS_FILES)
+    """A backup has a STATUS file or a manifest; a folder `restore --kvm` wrote has neither. A copy that lost its
+    STATUS.ok (a `cp -a` cut short) still holds the manifest: taken for a restored folder, `verify --boot` booted
+    what verify and restore --kvm call incomplete."""
+    return any(shell.exists(folder + "/" + s) for s in layout.STATUS_FILES + (manifest.MANIFEST,))
 
 
 def require_good(shell: Shell, folder: str) -> None:

@@ -4,8 +4,9 @@
 
 - checked: a backup must be good (store/health.py; its checksums are
   `hotvcb verify`'s business), also one without a STATUS file yet that is
-  named as a backup (`-partial`: being written); any other folder
-  `restore --kvm` wrote (no STATUS file) is booted as it is; a .gz is unpacked into the temp folder first.
+  named as a backup (`-partial`: being written) or holds a manifest (a copy
+  that lost its STATUS.ok); any other folder `restore --kvm` wrote (no
+  STATUS file, no manifest) is booted as it is; a .gz is unpacked into the temp folder first.
 - overlays: one qcow2 per disk in a temp folder, backed by the backup's own
   file (qemu reads VMDKs directly), so the guest's writes land in the
   overlay and the backup is only read.

@@ -46,26 +46,30 @@ def require_still_there(shell: Shell, backup: str) -> None:
 
 
 def check_sealed(shell: Shell, req: RestoreRequest, fs: FileReader, backup: str, unsealed_ok: bool = False) -> bool:
-    """`fs` reads the backup's files: the shell, or a targz.ArchiveView of a .gz not unpacked yet.
-    True for a backup good without a STATUS file: ghettoVCB's .gz, which never holds one (health.py
-    judges what it holds instead); its unpacked folder is then checked with `unsealed_ok`."""
+    """`fs` reads the backup's files: the shell, or a targz.ArchiveView of a .gz not unpacked yet. Its STATUS
+    files are read by layout.folder_status's rule, as health.judge reads a backup in place. True for a backup
+    good without a STATUS file: ghettoVCB's .gz, which never holds one (health.py judges what it holds
+    instead); its unpacked folder is then checked with `unsealed_ok`."""
     named = layout.from_path(shell, backup) if fs is shell or backup.endswith(".gz") else None
     verdict = health.judge(shell, named) if named is not None else _as_recorded(shell, fs, backup)
     if verdict is not None and not verdict.good:
         raise RestoreError("%s is not a good backup (%s)" % (
             req.backup, partial_which(shell, backup) if verdict.state == "partial" else verdict.reason))
-    status = [s for s in layout.STATUS_FILES if fs.exists(backup + "/" + s)]
-    if named is not None and status:
-        return False  # good, sealed (a ghettoVCB STATUS.warn too: store/health.py)
-    if "STATUS.ok" in status:
-        return False
-    if status:
+    # health's one rule, as verify and restore --kvm read it: the worst STATUS file wins (a copy's STATUS.ok
+    # beside its STATUS.error restored), and a STATUS.ok seals only as a regular file (a directory restored)
+    status = layout.folder_status(fs, backup)
+    if status == "ok" or named is not None and status == "warn":
+        return False  # good, sealed (a ghettoVCB STATUS.warn in place too: store/health.py)
+    if status != "incomplete":
+        name = "STATUS." + status
         try:
-            reason = read_small(fs, backup + "/" + status[0], layout.STATUS_MAX).strip()
+            reason = read_small(fs, backup + "/" + name, layout.STATUS_MAX).strip()
         except HostError:
             reason = ""
-        raise RestoreError("%s is not a good backup (%s%s)" % (
-            req.backup, status[0], ": " + reason if reason else ""))
+        raise RestoreError("%s is not a good backup (%s%s)" % (req.backup, name, ": " + reason if reason else ""))
+    if fs.exists(backup + "/STATUS.ok"):
+        raise RestoreError("%s is not a good backup (its STATUS.ok is no regular file, which no run writes: it "
+                           "seals nothing)" % req.backup)
     if unsealed_ok or (named is not None and named.compressed):
         return True
     raise RestoreError("%s is not sealed (no STATUS.ok): an unfinished or foreign backup" % req.backup)

@@ -34,7 +34,7 @@ import os
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from ..errors import HostError, HotvcbError, NotABackup
 from ..model import hostd_name
@@ -312,6 +312,15 @@ def _backups_in(shell: Shell, root: str, vm_name: str, folder: str,
             found.append(BackupSet(vm_name, path, when, folder_status(shell, path)))
     return found
 
+
+
+def unpacked_pairs(backups: List[BackupSet]) -> Dict[str, str]:
+    """{a .gz's path: the folder of its name beside it} among `backups`: ghettoVCB-restore.sh unpacks a .gz it
+    restores beside itself (`tar -xzf X.gz -C <its folder>`) and leaves the folder (or an admin left a symlink
+    to the unpacked copy moved elsewhere). The two are one backup, good if either is: rotation counts it once
+    (rotation.one_per_time), list shows it once, verify checks it once."""
+    folders = {b.path for b in backups if not b.compressed}
+    return {b.path: b.path[: -len(".gz")] for b in backups if b.compressed and b.path[: -len(".gz")] in folders}
 
 
 def repeated_hour(when: datetime) -> bool:

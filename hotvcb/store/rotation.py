@@ -192,17 +192,12 @@ def dated_ahead(backups: List[BackupSet], now: datetime) -> List[BackupSet]:
 def one_per_time(backups: List[BackupSet], verdicts: Dict[str, "verdict.Health"]) -> Tuple[
         List[BackupSet], Dict[str, str]]:
     """The backups with a folder and a .gz of one name counted once, as the .gz (good if either is),
-    and {that .gz: the folder}. ghettoVCB-restore.sh unpacks a .gz it restores beside itself (`tar -xzf
-    X.gz -C <its folder>`) and leaves the folder: one backup, which must not count twice toward the
+    and {that .gz: the folder} (layout.unpacked_pairs): one backup, which must not count twice toward the
     rotation count nor be condemned twice to one -deleting name."""
-    folders = {b.path: b for b in backups if not b.compressed and b.path in verdicts}
-    unpacked = {}  # type: Dict[str, str]
-    for b in backups:
-        folder = folders.get(b.path[: -len(".gz")]) if b.compressed and b.path in verdicts else None
-        if folder is not None:
-            unpacked[b.path] = folder.path
-            if not verdicts[b.path].good:
-                verdicts[b.path] = verdicts[folder.path]
+    unpacked = layout.unpacked_pairs([b for b in backups if b.path in verdicts])
+    for gz, folder in unpacked.items():
+        if not verdicts[gz].good:
+            verdicts[gz] = verdicts[folder]
     return [b for b in backups if b.path not in unpacked.values()], unpacked
 
 
