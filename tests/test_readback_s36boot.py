@@ -200,3 +200,73 @@ def test_the_drivers_say_whether_their_snapshot_starts_the_vm():
     assert (LibvirtHost.snapshot_starts_vm, EsxiHost.snapshot_starts_vm, QemuHost.snapshot_starts_vm) == (
         True, False, False)
 
+
+
+# -- s37 read-back: a start that failed is no power on; ESXi 8's vmware.log header ---------------------------------
+
+def esxi_stamp(tmp_path, log_text):
+    """hosts/esxi.py boot_stamp of a VM alone in `tmp_path` whose vmware.log is `log_text`."""
+    from hotvcb.hosts.esxi import EsxiHost
+
+    (tmp_path / "vmware.log").write_text(log_text)
+    driver = SimpleNamespace(shell=LocalShell(), _files=SimpleNamespace(list_files=lambda folder: ["web.vmx"]))
+    return EsxiHost.boot_stamp(driver, _vm(tmp_path))  # type: ignore[arg-type]
+
+
+HEAD7 = "2026-12-06T05:00:00.123Z| vmx| I005: Log for VMware ESX pid=2100941 version=7.0.3 build=build-24784741 option=Release\n"
+HEAD8 = "2026-12-06T05:00:00.123Z In(05) vmx - Log for VMware ESX pid=2100941 version=8.0.2 build=build-22380479 option=Release\n"
+FAILED7 = ("2026-12-06T05:00:00.200Z| vmx| I005: [msg.module.powerOnFailed] Module 'Disk' power on failed.\n"
+           "2026-12-06T05:00:00.200Z| vmx| I005: VMX_PowerOn: ModuleTable_PowerOn = 0\n")
+FAILED8 = ("2026-12-06T05:00:00.200Z In(05) vmx - Module 'Disk' power on failed.\n"
+           "2026-12-06T05:00:00.200Z In(05) vmx - VMX_PowerOn: ModuleTable_PowerOn = 0\n")
+
+
+@pytest.mark.parametrize("head,failed", [(HEAD7, FAILED7), (HEAD8, FAILED8)], ids=["7.x", "8.x"])
+def test_esxi_tells_a_start_that_failed_and_reads_the_pid_of_either_header(tmp_path, head, failed):
+    """HIGH 2: ESXi 8 writes the RFC 5424 style header (`<time> In(05) vmx - Log for VMware ESX pid=...`): the stamp
+    is the pid, not the whole line with its time (a log rotated by size would pass for a power on). HIGH 1: a
+    vmware.log whose vmx says its power on failed (a disk locked during the copy) is a FAILED_START; a guest's text
+    the vmx logs for it is not."""
+    from hotvcb.hosts.base import FAILED_START, powered_on_by
+
+    assert esxi_stamp(tmp_path, head) == "vmx pid=2100941"
+    assert esxi_stamp(tmp_path, head + failed) == FAILED_START + "vmx pid=2100941"
+    assert not powered_on_by(esxi_stamp(tmp_path, head + failed))
+    guest = head.replace("Log for VMware ESX pid=2100941 version", "Guest: Module 'Disk' power on failed. x")
+    assert esxi_stamp(tmp_path, head + guest.split("\n")[0] + "\n") == "vmx pid=2100941"
+
+
+def test_a_start_that_failed_is_no_power_on_live_run_and_gone_runs_alike(tmp_path):
+    """HIGH 1: the admin powered web on during its backup and the power on failed (the vmx started, a new
+    vmware.log, and gave up on a locked disk): the admin's last word was "on". The live run's end powers web on
+    (it used to leave it OFF, marker dropped, "powered on by someone"), and so does a gone run's marker."""
+    from hotvcb.hosts.base import FAILED_START
+
+    host, log = StampHost(), Log()
+    vm = _vm(tmp_path)
+    mark_powered_off(host, vm, me(), Log())
+    host.stamp = FAILED_START + "vmx pid=2"
+    assert PowerControl(host, log, me()).restore_on(vm) is True and host.powered_on == ["web"], log.lines
+    assert not [l for l in log.lines if "powered on by someone" in l], log.lines
+    host = StampHost()
+    vm = _dead_runs_marker(tmp_path, host)
+    host.stamp = FAILED_START + "vmx pid=2"
+    assert restore_power(host, vm, Log(), me()) is True and host.powered_on == ["web"]
+
+
+def test_libvirt_tells_a_start_that_failed(tmp_path, monkeypatch):
+    """HIGH 1 on libvirt: a start libvirt stopped as failed (`shutting down, reason=failed`, qemuProcessStop's line
+    after qemuProcessStart gave up) is a FAILED_START; the next start that is not stopped so is a power on."""
+    from hotvcb.hosts.base import FAILED_START
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    logs = tmp_path / "libvirt" / "qemu" / "log"
+    logs.mkdir(parents=True)
+    start = "2026-12-06 05:00:0%d.000+0000: starting up libvirt version: 9.0.0, qemu version: 7.2.0\n"
+    failed = start % 1 + "qemu-system-x86_64: -blockdev ...: Failed to get \"write\" lock\n" \
+        "2026-12-06 05:00:01.500+0000: shutting down, reason=failed\n"
+    (logs / "web.log").write_text(failed)
+    host, vm = LibvirtHost(LocalShell(), uri="qemu:///session"), _vm(tmp_path)
+    assert host.boot_stamp(vm) == FAILED_START + start.strip() % 1
+    (logs / "web.log").write_text(failed + start % 2)
+    assert host.boot_stamp(vm) == start.strip() % 2

@@ -12,7 +12,8 @@ marker's second line:
   sees the VM off (a stamp that moved while the guest went down is no one's power on). Another stamp now: someone
   powered it on since (by hand, HA), and whatever it is now, on, switched off again or suspended, is the admin's
   last word: left as it is, the marker removed. A stamp of NO_BOOT_STAMP now tells no power on (a power on always
-  leaves one: its log was deleted or rotated away).
+  leaves one: its log was deleted or rotated away), nor does a FAILED_START (the VM's last start failed: a disk
+  locked during the copy; whoever asked it wanted the VM on, so it is powered on).
 - `power on asked`: written before each power on of ours (power_on_marked), since one that fails may start the
   VM's vmx, and a new stamp with it, before it gives up: a stamp changed since may be our own request's, so a VM
   off is powered on again; one on has nothing of ours pending (it was off before that request): the marker goes.
@@ -29,7 +30,7 @@ from typing import Mapping, Optional, Tuple
 from .. import lazyre
 from ..clockage import heartbeat
 from ..errors import HotvcbError
-from ..hosts.base import NO_BOOT_STAMP, Hypervisor
+from ..hosts.base import Hypervisor, powered_on_by
 from ..runid import RECORD_MAX, RunId, parse
 from .leftovers import UNTOLD, vm_marker
 from .ownership import NONE_DEAD, made_at, owner_alive
@@ -111,13 +112,14 @@ def booted_since(host: Hypervisor, vm, marker: str, log=None) -> bool:
     """The stamp rule (this module's docstring): whether the VM has been powered on by anyone since its power-off
     `marker` (the file's text) was written: its boot stamp is another than the one recorded. False where that
     cannot be told, and the marker stands: no stamp recorded (our power on asked, an older hotvcb's marker, a host
-    that could not say it), none now (NO_BOOT_STAMP), or the host cannot say the stamp now (said in `log`)."""
+    that could not say it), none now (NO_BOOT_STAMP), a start that failed (FAILED_START: no power on, and the last
+    word of whoever asked it was "on"), or the host cannot say the stamp now (said in `log`)."""
     recorded = _STAMPED.search(marker)
     if recorded is None:
         return False
     try:
         now = host.boot_stamp(vm)
-        return now != NO_BOOT_STAMP and _digest(now) != recorded.group(1)
+        return powered_on_by(now) and _digest(now) != recorded.group(1)
     except (HotvcbError, OSError) as err:  # OSError: a log the driver could not read
         if log is not None:
             log.warning("%s: cannot tell whether it was powered on since its power-off marker was written (%s); "
