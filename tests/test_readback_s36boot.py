@@ -10,10 +10,11 @@ from types import SimpleNamespace
 import pytest
 from restorerecords import dead_pid
 
-from hotvcb.errors import HostError
+from hotvcb.errors import CommandFailed, ConnectionLost, HostdDown, HostError, TimeoutExpired
 from hotvcb.hosts.base import NO_BOOT_STAMP
 from hotvcb.hosts.libvirt import LibvirtHost
-from hotvcb.jobs.powermark import booted_since, mark_powered_off, power_marker, restore_power
+from hotvcb.jobs.powermark import (POWER_ON_ASKED, booted_since, mark_powered_off, power_marker, power_on_marked,
+                                   restore_power)
 from hotvcb.jobs.power import PowerControl
 from hotvcb.jobs.vm_backup import _VmBackup
 from hotvcb.localshell import LocalShell
@@ -270,3 +271,32 @@ def test_libvirt_tells_a_start_that_failed(tmp_path, monkeypatch):
     assert host.boot_stamp(vm) == FAILED_START + start.strip() % 1
     (logs / "web.log").write_text(failed + start % 2)
     assert host.boot_stamp(vm) == start.strip() % 2
+
+
+class FailingOnHost(StampHost):
+    """A power on that fails with `err`, its vmx started (a new stamp) where the host answered."""
+
+    def __init__(self, err):
+        super().__init__()
+        self.err = err
+
+    def power_on(self, vm):
+        self.stamp = "vmx pid=2"
+        raise self.err
+
+
+@pytest.mark.parametrize("err,asked", [
+    (CommandFailed(["vim-cmd", "vmsvc/power.on"], 1, "Powering on VM:\nPower on failed\n"), False),
+    (HostdDown(["vim-cmd", "vmsvc/power.on"], 0, "", "Failed to login"), True),
+    (ConnectionLost("the SSH link dropped"), True),
+    (TimeoutExpired("vim-cmd vmsvc/power.on", 60), True)], ids=["refused", "hostd", "link", "timeout"])
+def test_a_power_on_that_got_no_answer_keeps_power_on_asked(tmp_path, err, asked):
+    """MEDIUM 4: only a power on the host answered no is restamped (its failed start's stamp is ours); one that got
+    no answer may still start the VM after the run is gone: its marker keeps saying `power on asked`."""
+    host = FailingOnHost(err)
+    vm = _vm(tmp_path)
+    mark_powered_off(host, vm, me(), Log())
+    with pytest.raises(type(err)):
+        power_on_marked(host, vm, Log())
+    second = open(power_marker(vm)).read().split("\n")[1]
+    assert (second == POWER_ON_ASKED) is asked and (second.startswith("stamp ") is not asked), second

@@ -29,7 +29,7 @@ from typing import Mapping, Optional, Tuple
 
 from .. import lazyre
 from ..clockage import heartbeat
-from ..errors import HotvcbError
+from ..errors import CommandFailed, HostdDown, HotvcbError
 from ..hosts.base import Hypervisor, powered_on_by
 from ..runid import RECORD_MAX, RunId, parse
 from .leftovers import UNTOLD, vm_marker
@@ -84,11 +84,15 @@ def _rewrite(host: Hypervisor, vm, log, line: str) -> None:
 def power_on_marked(host: Hypervisor, vm, log) -> None:
     """Power on a VM of a marker (ours or a gone run's), the marker saying so first: a request that fails, or
     whose answer a killed run never hears, may have started the vmx and its stamp, which must not pass for
-    someone's power on. A failed one records the stamp it left, and raises."""
+    someone's power on. One the host answered no (a CommandFailed: the vmx gave up) records the stamp it left,
+    and raises; one that got no answer (hostd down, a lost link, a timeout: as power_down tells them) may still
+    start the VM, so its marker keeps saying `power on asked`, and it raises."""
     _rewrite(host, vm, log, POWER_ON_ASKED + "\n")
     try:
         host.power_on(vm)
-    except HotvcbError:
+    except HostdDown:  # no answer, though a CommandFailed
+        raise
+    except CommandFailed:
         restamp_power_mark(host, vm, log)
         raise
 
