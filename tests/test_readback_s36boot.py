@@ -11,7 +11,7 @@ import pytest
 from restorerecords import dead_pid
 
 from hotvcb.errors import CommandFailed, ConnectionLost, HostdDown, HostError, TimeoutExpired
-from hotvcb.hosts.base import NO_BOOT_STAMP
+from hotvcb.hosts.base import FAILED_START, NO_BOOT_STAMP
 from hotvcb.hosts.libvirt import LibvirtHost
 from hotvcb.jobs.powermark import (POWER_ON_ASKED, booted_since, mark_powered_off, power_marker, power_on_marked,
                                    restore_power)
@@ -175,13 +175,14 @@ def test_a_cold_snapshot_drops_the_stamp_only_where_it_starts_the_vm(tmp_path, s
 
 def test_a_log_that_cannot_be_read_is_a_stamp_not_told(tmp_path):
     """DEFECT 5: libvirt's log unreadable (an OSError from the local shell): the marker is written without a stamp,
-    and a stamped one is judged not powered on since, as before stamps."""
-    host = StampHost(stamp=PermissionError(13, "Permission denied"))
+    and a stamped one is judged not powered on since, as before stamps, and says why."""
+    host, log = StampHost(stamp=PermissionError(13, "Permission denied")), Log()
     vm = _vm(tmp_path)
     mark_powered_off(host, vm, me(), Log())
     assert os.path.exists(power_marker(vm))
-    marker = "r-x\nboot " + "0" * 32 + "\n"
-    assert booted_since(host, vm, marker, Log()) is False
+    marker = "r-x\nstamp " + "0" * 32 + "\n"
+    assert booted_since(host, vm, marker, log) is False
+    assert [l for l in log.lines if "cannot tell whether it was powered on since" in l], log.lines
 
 
 def test_the_wording_of_a_vm_powered_on_since_is_neutral(tmp_path):
@@ -300,3 +301,44 @@ def test_a_power_on_that_got_no_answer_keeps_power_on_asked(tmp_path, err, asked
         power_on_marked(host, vm, Log())
     second = open(power_marker(vm)).read().split("\n")[1]
     assert (second == POWER_ON_ASKED) is asked and (second.startswith("stamp ") is not asked), second
+
+
+def test_a_marker_removed_by_hand_is_said_once_as_the_run_powers_the_vm_on(tmp_path):
+    """LOW 9: the live run's marker removed by hand during the backup: restore_on powers the VM on and says the
+    marker is gone once (it also warned that it "could not update its boot stamp", which it never needed)."""
+    host, log = StampHost(), Log()
+    vm = _vm(tmp_path)
+    mark_powered_off(host, vm, me(), Log())
+    os.remove(power_marker(vm))
+    assert PowerControl(host, log, me()).restore_on(vm) is True and host.powered_on == ["web"]
+    said = [l for l in log.lines if "marker" in l or "could not" in l or "cannot" in l]
+    assert len(said) == 1 and "gone" in said[0], log.lines
+
+
+class KilledAtPowerOnHost(StampHost):
+    """The power on reaches the host (a new vmx, its stamp `started`) and the run is killed before its answer."""
+
+    def __init__(self, started):
+        super().__init__()
+        self.started = started
+
+    def power_on(self, vm):
+        self.stamp = self.started
+        raise KeyboardInterrupt  # the run's end: its marker stays as it is
+
+
+@pytest.mark.parametrize("started,powered", [("vmx pid=2", False), (FAILED_START + "vmx pid=2", True)],
+                         ids=["started", "failed"])
+def test_a_run_killed_after_its_power_on_request_the_admins_off_since_stands(tmp_path, started, powered):
+    """MEDIUM 3: a run killed after its power on request, the VM up; the admin powers it off before the next run,
+    which saw `power on asked` and off and powered it on over the admin's off. The marker records the stamp before
+    the request: a start that succeeded since means the admin's off stands; one that failed is powered on."""
+    host = KilledAtPowerOnHost(started)
+    vm = _vm(tmp_path)
+    mark_powered_off(host, vm, ours(dead_pid()), Log())
+    with pytest.raises(KeyboardInterrupt):
+        power_on_marked(host, vm, Log())
+    assert open(power_marker(vm)).read().split("\n")[1] == POWER_ON_ASKED
+    host.powered_on, host.power_on = [], StampHost.power_on.__get__(host)  # the next run's power on works
+    assert restore_power(host, vm, Log(), me()) is powered and host.powered_on == (["web"] if powered else [])
+    assert not os.path.exists(power_marker(vm))
