@@ -530,13 +530,24 @@ class Host:
         now = time.time()
         build = versions.info(self.version)[0]
         with open(os.path.join(folder, "vmware.log"), "w", encoding="utf-8") as f:
-            f.write("%s.%03dZ| vmx| I005: Log for VMware ESX pid=%d version=%s build=build-%s option=Release\n"
-                    % (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)), int(now * 1000) % 1000, pid,
-                       self.version, build))
+            f.write(self._vmx_log_line("%s.%03dZ" % (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)),
+                                                     int(now * 1000) % 1000),
+                                       "Log for VMware ESX pid=%d version=%s build=build-%s option=Release"
+                                       % (pid, self.version, build)))
+
+    def _vmx_log_line(self, ts, message):
+        """A line of the vmx thread in vmware.log, in the host's version's format: 7.x (and older)
+        `<ts>| vmx| I005: <message>`; 8.x the RFC 5424 style header `<ts> In(05) vmx - <message>`
+        (VMware, vSphere 8 "Log File Formats", ESXi 8 log message format: TIMESTAMP SP SEVERITY SP
+        THREAD-NAME SP OPID SP MSG)."""
+        if versions.older(self.version, 8, 0):
+            return "%s| vmx| I005: %s\n" % (ts, message)
+        return "%s In(05) vmx - %s\n" % (ts, message)
 
     def _log_power_on_failure(self, vmid, path, reason):
         """vmware.log lines of a failed power-on (VMware's messages msg.disk.noBackEnd,
-        msg.module.powerOnFailed, msg.vmx.poweron.failed; KB 1004232 quotes the first)."""
+        msg.module.powerOnFailed, msg.vmx.poweron.failed; KB 1004232 quotes the first; the vmx's
+        "VMX_PowerOn: ModuleTable_PowerOn = 0" verdict)."""
         from . import vmx
         ts = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
         lines = ['DISKLIB-LINK  : "%s" : failed to open (%s).' % (path, reason),
@@ -544,9 +555,10 @@ class Host:
                  "Msg_Post: Error",
                  "[msg.disk.noBackEnd] Cannot open the disk '%s' or one of the snapshot disks it depends on." % path,
                  "[msg.module.powerOnFailed] Module 'Disk' power on failed.",
+                 "VMX_PowerOn: ModuleTable_PowerOn = 0",
                  "[msg.vmx.poweron.failed] Failed to start the virtual machine."]
         with open(os.path.join(os.path.dirname(self.vmx_real(vmid)), "vmware.log"), "a", encoding="utf-8") as f:
-            f.writelines("%s| vmx| I005: %s\n" % (ts, l) for l in lines)
+            f.writelines(self._vmx_log_line(ts, l) for l in lines)
 
     def power_off(self, vmid, state="off"):
         from . import writer

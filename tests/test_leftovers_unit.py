@@ -17,7 +17,8 @@ from restorerecords import dead_pid
 from hotvcb import interrupt
 from hotvcb.commands.common import lock_host
 from hotvcb.commands.runtarget import Target
-from hotvcb.errors import HostError, Interrupted
+from hotvcb.errors import CommandFailed, Interrupted
+from hotvcb.hosts.base import FAILED_START
 from hotvcb.jobs import backup_end
 from hotvcb.jobs.backup import BackupJob
 from hotvcb.jobs.leftovers import remove_our_snapshots
@@ -176,23 +177,25 @@ def test_a_vm_is_powered_on_for_a_run_only_when_that_run_is_told_dead(tmp_path, 
 
 class AdminHost(PowerHost):
     """A VM whose boot stamp the admin changes (`admin_boots`), and whose power on fails once (`failing`), as a
-    vmx that starts its log and gives up on a missing disk."""
+    vmx that starts its log and gives up on a missing disk: the host answers no, and the stamp is a failed
+    start's (hosts/esxi.py boot_stamp)."""
 
     def __init__(self, failing=False):
         super().__init__()
-        self.boots, self.failing = 0, failing
+        self.boots, self.failing, self.failed = 0, failing, False
 
     def boot_stamp(self, vm):
-        return "boot %d" % self.boots
+        return (FAILED_START if self.failed else "") + "boot %d" % self.boots
 
     def admin_boots(self):
-        self.boots += 1
+        self.boots, self.failed = self.boots + 1, False
 
     def power_on(self, vm):
         self.boots += 1
+        self.failed = self.failing
         if self.failing:
             self.failing = False
-            raise HostError("Power on failed")
+            raise CommandFailed(["vim-cmd", "vmsvc/power.on"], 1, "Powering on VM:\nPower on failed\n")
         super().power_on(vm)
 
 
@@ -235,7 +238,7 @@ def test_a_failed_power_on_of_ours_is_no_one_elses_the_next_run_tries_again(tmp_
     run still powers the VM on."""
     host = AdminHost(failing=True)
     vm = _dead_runs_marker(tmp_path, host)
-    with pytest.raises(HostError):
+    with pytest.raises(CommandFailed):
         restore_power(host, vm, Log(), me())
     assert restore_power(host, vm, Log(), me()) is True and host.powered_on == ["web"]
     assert not os.path.exists(power_marker(vm))

@@ -117,7 +117,7 @@ def test_an_adopted_order_vm_backed_up_this_run_is_backed_up_off(host, tmp_path)
     r = hotvcb(host, "-m", "db", "-g", conf)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
-    assert "asked it to shut down and is gone" in out and "Creating Snapshot" not in out, out
+    assert "powered it off for a backup and is gone; it is off" in out and "Creating Snapshot" not in out, out
     assert "may still go off" not in out and "did not finish; powering it on" not in out, out
     assert power_state_of(host, vmid) == "Powered on" and not os.path.exists(marker), out
 

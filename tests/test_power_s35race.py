@@ -83,7 +83,7 @@ def test_vm_already_off_is_taken_over_not_booted_and_shut_down_again(host, tmp_p
     assert nxt.returncode == 0, out + "\n--- next ---\n" + nxt.stdout + nxt.stderr
     assert "Powered on" in power(host, vmid), nxt.stdout
     assert shutdowns_since(host, mark) == ["vmsvc/power.on"], nxt.stdout
-    assert "asked it to shut down and is gone" in nxt.stdout, nxt.stdout
+    assert "powered it off for a backup and is gone; it is off" in nxt.stdout, nxt.stdout
 
 
 def test_vm_going_off_as_the_next_run_asks_it_to_shut_down_is_powered_on_by_it(host, tmp_path):

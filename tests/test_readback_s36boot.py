@@ -10,10 +10,11 @@ from types import SimpleNamespace
 import pytest
 from restorerecords import dead_pid
 
-from hotvcb.errors import HostError
-from hotvcb.hosts.base import NO_BOOT_STAMP
+from hotvcb.errors import CommandFailed, ConnectionLost, HostdDown, HostError, TimeoutExpired
+from hotvcb.hosts.base import FAILED_START, NO_BOOT_STAMP
 from hotvcb.hosts.libvirt import LibvirtHost
-from hotvcb.jobs.powermark import booted_since, mark_powered_off, power_marker, restore_power
+from hotvcb.jobs.powermark import (POWER_ON_ASKED, booted_since, mark_powered_off, power_marker, power_on_marked,
+                                   restore_power)
 from hotvcb.jobs.power import PowerControl
 from hotvcb.jobs.vm_backup import _VmBackup
 from hotvcb.localshell import LocalShell
@@ -174,13 +175,14 @@ def test_a_cold_snapshot_drops_the_stamp_only_where_it_starts_the_vm(tmp_path, s
 
 def test_a_log_that_cannot_be_read_is_a_stamp_not_told(tmp_path):
     """DEFECT 5: libvirt's log unreadable (an OSError from the local shell): the marker is written without a stamp,
-    and a stamped one is judged not powered on since, as before stamps."""
-    host = StampHost(stamp=PermissionError(13, "Permission denied"))
+    and a stamped one is judged not powered on since, as before stamps, and says why."""
+    host, log = StampHost(stamp=PermissionError(13, "Permission denied")), Log()
     vm = _vm(tmp_path)
     mark_powered_off(host, vm, me(), Log())
     assert os.path.exists(power_marker(vm))
-    marker = "r-x\nboot " + "0" * 32 + "\n"
-    assert booted_since(host, vm, marker, Log()) is False
+    marker = "r-x\nstamp " + "0" * 32 + "\n"
+    assert booted_since(host, vm, marker, log) is False
+    assert [l for l in log.lines if "cannot tell whether it was powered on since" in l], log.lines
 
 
 def test_the_wording_of_a_vm_powered_on_since_is_neutral(tmp_path):
@@ -200,3 +202,143 @@ def test_the_drivers_say_whether_their_snapshot_starts_the_vm():
     assert (LibvirtHost.snapshot_starts_vm, EsxiHost.snapshot_starts_vm, QemuHost.snapshot_starts_vm) == (
         True, False, False)
 
+
+
+# -- s37 read-back: a start that failed is no power on; ESXi 8's vmware.log header ---------------------------------
+
+def esxi_stamp(tmp_path, log_text):
+    """hosts/esxi.py boot_stamp of a VM alone in `tmp_path` whose vmware.log is `log_text`."""
+    from hotvcb.hosts.esxi import EsxiHost
+
+    (tmp_path / "vmware.log").write_text(log_text)
+    driver = SimpleNamespace(shell=LocalShell(), _files=SimpleNamespace(list_files=lambda folder: ["web.vmx"]))
+    return EsxiHost.boot_stamp(driver, _vm(tmp_path))  # type: ignore[arg-type]
+
+
+HEAD7 = "2026-12-06T05:00:00.123Z| vmx| I005: Log for VMware ESX pid=2100941 version=7.0.3 build=build-24784741 option=Release\n"
+HEAD8 = "2026-12-06T05:00:00.123Z In(05) vmx - Log for VMware ESX pid=2100941 version=8.0.2 build=build-22380479 option=Release\n"
+FAILED7 = ("2026-12-06T05:00:00.200Z| vmx| I005: [msg.module.powerOnFailed] Module 'Disk' power on failed.\n"
+           "2026-12-06T05:00:00.200Z| vmx| I005: VMX_PowerOn: ModuleTable_PowerOn = 0\n")
+FAILED8 = ("2026-12-06T05:00:00.200Z In(05) vmx - Module 'Disk' power on failed.\n"
+           "2026-12-06T05:00:00.200Z In(05) vmx - VMX_PowerOn: ModuleTable_PowerOn = 0\n")
+
+
+@pytest.mark.parametrize("head,failed", [(HEAD7, FAILED7), (HEAD8, FAILED8)], ids=["7.x", "8.x"])
+def test_esxi_tells_a_start_that_failed_and_reads_the_pid_of_either_header(tmp_path, head, failed):
+    """HIGH 2: ESXi 8 writes the RFC 5424 style header (`<time> In(05) vmx - Log for VMware ESX pid=...`): the stamp
+    is the pid, not the whole line with its time (a log rotated by size would pass for a power on). HIGH 1: a
+    vmware.log whose vmx says its power on failed (a disk locked during the copy) is a FAILED_START; a guest's text
+    the vmx logs for it is not."""
+    from hotvcb.hosts.base import FAILED_START, powered_on_by
+
+    assert esxi_stamp(tmp_path, head) == "vmx pid=2100941"
+    assert esxi_stamp(tmp_path, head + failed) == FAILED_START + "vmx pid=2100941"
+    assert not powered_on_by(esxi_stamp(tmp_path, head + failed))
+    guest = head.replace("Log for VMware ESX pid=2100941 version", "Guest: Module 'Disk' power on failed. x")
+    assert esxi_stamp(tmp_path, head + guest.split("\n")[0] + "\n") == "vmx pid=2100941"
+
+
+def test_a_start_that_failed_is_no_power_on_live_run_and_gone_runs_alike(tmp_path):
+    """HIGH 1: the admin powered web on during its backup and the power on failed (the vmx started, a new
+    vmware.log, and gave up on a locked disk): the admin's last word was "on". The live run's end powers web on
+    (it used to leave it OFF, marker dropped, "powered on by someone"), and so does a gone run's marker."""
+    from hotvcb.hosts.base import FAILED_START
+
+    host, log = StampHost(), Log()
+    vm = _vm(tmp_path)
+    mark_powered_off(host, vm, me(), Log())
+    host.stamp = FAILED_START + "vmx pid=2"
+    assert PowerControl(host, log, me()).restore_on(vm) is True and host.powered_on == ["web"], log.lines
+    assert not [l for l in log.lines if "powered on by someone" in l], log.lines
+    host = StampHost()
+    vm = _dead_runs_marker(tmp_path, host)
+    host.stamp = FAILED_START + "vmx pid=2"
+    assert restore_power(host, vm, Log(), me()) is True and host.powered_on == ["web"]
+
+
+def test_libvirt_tells_a_start_that_failed(tmp_path, monkeypatch):
+    """HIGH 1 on libvirt: a start libvirt stopped as failed (`shutting down, reason=failed`, qemuProcessStop's line
+    after qemuProcessStart gave up) is a FAILED_START; the next start that is not stopped so is a power on."""
+    from hotvcb.hosts.base import FAILED_START
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    logs = tmp_path / "libvirt" / "qemu" / "log"
+    logs.mkdir(parents=True)
+    start = "2026-12-06 05:00:0%d.000+0000: starting up libvirt version: 9.0.0, qemu version: 7.2.0\n"
+    failed = start % 1 + "qemu-system-x86_64: -blockdev ...: Failed to get \"write\" lock\n" \
+        "2026-12-06 05:00:01.500+0000: shutting down, reason=failed\n"
+    (logs / "web.log").write_text(failed)
+    host, vm = LibvirtHost(LocalShell(), uri="qemu:///session"), _vm(tmp_path)
+    assert host.boot_stamp(vm) == FAILED_START + start.strip() % 1
+    (logs / "web.log").write_text(failed + start % 2)
+    assert host.boot_stamp(vm) == start.strip() % 2
+
+
+class FailingOnHost(StampHost):
+    """A power on that fails with `err`, its vmx started (a new stamp) where the host answered."""
+
+    def __init__(self, err):
+        super().__init__()
+        self.err = err
+
+    def power_on(self, vm):
+        self.stamp = "vmx pid=2"
+        raise self.err
+
+
+@pytest.mark.parametrize("err,asked", [
+    (CommandFailed(["vim-cmd", "vmsvc/power.on"], 1, "Powering on VM:\nPower on failed\n"), False),
+    (HostdDown(["vim-cmd", "vmsvc/power.on"], 0, "", "Failed to login"), True),
+    (ConnectionLost("the SSH link dropped"), True),
+    (TimeoutExpired("vim-cmd vmsvc/power.on", 60), True)], ids=["refused", "hostd", "link", "timeout"])
+def test_a_power_on_that_got_no_answer_keeps_power_on_asked(tmp_path, err, asked):
+    """MEDIUM 4: only a power on the host answered no is restamped (its failed start's stamp is ours); one that got
+    no answer may still start the VM after the run is gone: its marker keeps saying `power on asked`."""
+    host = FailingOnHost(err)
+    vm = _vm(tmp_path)
+    mark_powered_off(host, vm, me(), Log())
+    with pytest.raises(type(err)):
+        power_on_marked(host, vm, Log())
+    second = open(power_marker(vm)).read().split("\n")[1]
+    assert (second == POWER_ON_ASKED) is asked and (second.startswith("stamp ") is not asked), second
+
+
+def test_a_marker_removed_by_hand_is_said_once_as_the_run_powers_the_vm_on(tmp_path):
+    """LOW 9: the live run's marker removed by hand during the backup: restore_on powers the VM on and says the
+    marker is gone once (it also warned that it "could not update its boot stamp", which it never needed)."""
+    host, log = StampHost(), Log()
+    vm = _vm(tmp_path)
+    mark_powered_off(host, vm, me(), Log())
+    os.remove(power_marker(vm))
+    assert PowerControl(host, log, me()).restore_on(vm) is True and host.powered_on == ["web"]
+    said = [l for l in log.lines if "marker" in l or "could not" in l or "cannot" in l]
+    assert len(said) == 1 and "gone" in said[0], log.lines
+
+
+class KilledAtPowerOnHost(StampHost):
+    """The power on reaches the host (a new vmx, its stamp `started`) and the run is killed before its answer."""
+
+    def __init__(self, started):
+        super().__init__()
+        self.started = started
+
+    def power_on(self, vm):
+        self.stamp = self.started
+        raise KeyboardInterrupt  # the run's end: its marker stays as it is
+
+
+@pytest.mark.parametrize("started,powered", [("vmx pid=2", False), (FAILED_START + "vmx pid=2", True)],
+                         ids=["started", "failed"])
+def test_a_run_killed_after_its_power_on_request_the_admins_off_since_stands(tmp_path, started, powered):
+    """MEDIUM 3: a run killed after its power on request, the VM up; the admin powers it off before the next run,
+    which saw `power on asked` and off and powered it on over the admin's off. The marker records the stamp before
+    the request: a start that succeeded since means the admin's off stands; one that failed is powered on."""
+    host = KilledAtPowerOnHost(started)
+    vm = _vm(tmp_path)
+    mark_powered_off(host, vm, ours(dead_pid()), Log())
+    with pytest.raises(KeyboardInterrupt):
+        power_on_marked(host, vm, Log())
+    assert open(power_marker(vm)).read().split("\n")[1] == POWER_ON_ASKED
+    host.powered_on, host.power_on = [], StampHost.power_on.__get__(host)  # the next run's power on works
+    assert restore_power(host, vm, Log(), me()) is powered and host.powered_on == (["web"] if powered else [])
+    assert not os.path.exists(power_marker(vm))

@@ -47,6 +47,15 @@ def powered(state: str) -> str:
 # boot_stamp's value where nothing tells the VM's last power on. A power on always leaves a stamp, so a VM found
 # with none since a stamp was recorded was not told powered on: its log was deleted or rotated away
 NO_BOOT_STAMP = "none"
+# starts boot_stamp's value where the VM's last start failed (the vmx, or libvirt's QEMU, began and gave up: a disk
+# locked or missing): no power on, as NO_BOOT_STAMP is none; whoever asked it (the admin, a run of ours) wanted the
+# VM on, so a marker judged by it still powers the VM on (jobs/powermark.py)
+FAILED_START = "failed start: "
+
+
+def powered_on_by(stamp: str) -> bool:
+    """Whether a boot_stamp value tells a power on that succeeded (neither NO_BOOT_STAMP nor a FAILED_START)."""
+    return stamp != NO_BOOT_STAMP and not stamp.startswith(FAILED_START)
 
 
 class Hypervisor(Protocol):
@@ -109,9 +118,9 @@ class Hypervisor(Protocol):
     def power_on(self, vm: Vm) -> None: ...
 
     # an opaque value that changes whenever the VM is powered on, by anyone (NO_BOOT_STAMP where nothing tells one:
-    # a VM never powered on, its log deleted or emptied by a rotation); a power-off marker records it, so a gone
-    # run's marker powers on only a VM nobody started since (jobs/leftovers.py): one the admin started by hand and
-    # later switched off stays off
+    # a VM never powered on, its log deleted or emptied by a rotation; FAILED_START + a stamp where its last start
+    # failed); a power-off marker records it, so a gone run's marker powers on only a VM nobody started since
+    # (jobs/powermark.py): one the admin started by hand and later switched off stays off
     def boot_stamp(self, vm: Vm) -> str: ...
 
     def snapshots(self, vm: Vm, interruptible: bool = True) -> List[Snapshot]: ...

@@ -27,7 +27,7 @@ from ..store import backup_files
 from ..treeview import ScannedShell
 from ..vmx import MAX_SIZE, VmxFile, as_vmware_reads
 from . import esxi_release, esxi_rows, esxi_tree, vimcmd
-from .base import NO_BOOT_STAMP, Copied
+from .base import FAILED_START, NO_BOOT_STAMP, Copied
 from .esxi_disks import EsxiDisks
 from .esxi_register import EsxiRegistry
 from .esxi_snapshots import EsxiSnapshots
@@ -35,11 +35,22 @@ from .esxi_stores import EsxiStores, datastore_of
 from .esxi_vim import Vim
 
 # the log the VM's vmx process writes in the VM's folder, started anew at each power on, and how much of it
-# boot_stamp reads (its first line, the vmx's "Log for VMware ESX pid=... version=..." is ~120 bytes)
+# boot_stamp reads: its first line, the vmx's "Log for VMware ESX pid=... version=..." (~120 bytes), and the power
+# on's verdict, which a start that fails writes within its first tens of KiB before the vmx exits (a running VM's
+# log past this is read no further: its start did not fail)
 VMWARE_LOG = "vmware.log"
-BOOT_LINE_MAX = 1024
-# its header: "<time>| vmx| I005: Log for VMware ESX pid=<vmx pid> version=..." (5.x: no "I005: " level tag)
-_VMX_HEADER = lazyre.compile(r"\| vmx\| (?:[A-Z][0-9]+: )?Log for VMware ESX pid=([0-9]{1,20}) ")
+BOOT_LOG_MAX = 512 << 10
+# its header, wherever on the first line: 7.x "<time>| vmx| I005: Log for VMware ESX pid=<vmx pid> version=..."
+# (5.x: no "I005: " level tag); 8.x's RFC 5424 style "<time> In(05) vmx - Log for VMware ESX pid=<vmx pid> ..."
+# (VMware, vSphere 8 "Log File Formats", ESXi 8 log message format: TIMESTAMP SEVERITY THREAD-NAME OPID MSG)
+_VMX_HEADER = lazyre.compile(r"Log for VMware ESX pid=([0-9]{1,20}) ")
+# a power on that failed, as the vmx thread logs it (7.x or 8.x header): "Module 'Disk' power on failed." (msg.module
+# .powerOnFailed), "VMX_PowerOn: ModuleTable_PowerOn = 0", "[msg.vmx.poweron.failed] Failed to start the virtual
+# machine." -- anchored to the vmx thread's own lines, not a guest's text the vmx logs for it
+_POWER_ON_FAILED = lazyre.compile(
+    r"^[^ |]+(?:\| vmx\| (?:[A-Z][0-9]+: )?| [A-Z][a-z]\([0-9]+\) vmx \S+ )"
+    r"(?:(?:\[msg\.module\.powerOnFailed\] )?Module '[^']*' power on failed|VMX_PowerOn: ModuleTable_PowerOn = 0\s*$"
+    r"|\[msg\.vmx\.poweron\.failed\])", re.M)
 # ESXi keeps its configuration in /etc/vmware/esx.conf, saved to the boot bank (state.tgz) and restored at each
 # boot; its `/system/uuid` is the host's system UUID, the one `esxcli system uuid get` prints
 ESX_CONF = "/etc/vmware/esx.conf"
@@ -277,9 +288,10 @@ class EsxiHost:
         """The vmx process of the VM's last power on, by the pid its vmware.log's first line names: the vmx starts a
         new log at every power on (the old rotated to vmware-1.log, log.keepOld of them kept), headed by "Log for
         VMware ESX pid=<its pid> ...", and one rotated by log.rotateSize while it runs is headed by the same pid
-        at a later time: no power on (a first line without that header is the stamp as it stands). "none" where
-        the folder has none (a VM never powered on; `logging = "FALSE"`, `log.fileName` elsewhere: nothing
-        tells). Read from the host each time, never from the driver's folder scans: a power on by someone else
+        at a later time: no power on (a first line without that header is the stamp as it stands). A log whose
+        vmx says its power on failed (a disk locked or missing: the vmx starts, logs why, and exits) is a
+        FAILED_START: no power on. "none" where the folder has none (a VM never powered on; `logging = "FALSE"`,
+        `log.fileName` elsewhere: nothing tells). Read from the host each time, never from the driver's folder scans: a power on by someone else
         drops none of them. A HostError where the folder holds another .vmx: every VM there writes the one
         vmware.log, so a neighbour's power on would pass for this VM's (a hidden file is none: a marker of a
         run's, `.hotvcb-powered-off.<VM>.vmx`)."""
@@ -288,13 +300,15 @@ class EsxiHost:
                             "told" % vm.name)
         path = vm.folder + "/" + VMWARE_LOG
         try:
-            first = self.shell.read_regular(path, BOOT_LINE_MAX).split("\n", 1)[0]
+            log = self.shell.read_regular(path, BOOT_LOG_MAX)
         except HostError:
             if not self.shell.exists(path):
                 return NO_BOOT_STAMP
             raise
+        first = log.split("\n", 1)[0]
         vmx = _VMX_HEADER.search(first)
-        return "vmx pid=" + vmx.group(1) if vmx else first
+        stamp = "vmx pid=" + vmx.group(1) if vmx else first
+        return FAILED_START + stamp if _POWER_ON_FAILED.search(log) else stamp
 
     # -- snapshots (esxi_snapshots.py) -----------------------------------------
     def snapshots(self, vm: Vm, interruptible: bool = True) -> List[Snapshot]:

@@ -62,7 +62,7 @@ from ..runlog import RunLog
 from ..model import Disk, Snapshot, Vm, VmRef
 from ..shell import Readable, Shell
 from . import nbdcopy, qemuimg
-from .base import NO_BOOT_STAMP
+from .base import FAILED_START, NO_BOOT_STAMP
 from .checkpoints import Checkpoints
 from .libvirt_domain import DomainConfig, disk_of, not_copied, parse, qemu_owner, with_live_disks
 from .libvirt_incremental import CHECKPOINT_FILE, incremental_base
@@ -77,6 +77,9 @@ from .virsh import DEFAULT_URI, BackupJob, Virsh, VirshError, together
 # "2026-12-05 21:59:38.267+0000: starting up libvirt version: 9.0.0, ..."
 SYSTEM_QEMU_LOGS = "/var/log/libvirt/qemu"
 STARTING_UP = b": starting up libvirt version: "
+# and after a start that failed (a disk image locked or missing: qemuProcessStart stops the process it began with
+# VIR_DOMAIN_SHUTOFF_FAILED, and qemuProcessStop logs "<time>: shutting down, reason=<reason>")
+START_FAILED = b": shutting down, reason=failed"
 # a domain's QEMU log and its rotations, newest first: virtlogd's `<name>.log.0`, logrotate's `<name>.log.1`
 ROTATED_LOGS = ("", ".0", ".1")
 
@@ -216,7 +219,8 @@ class LibvirtHost(LocalKvmHost):
     def boot_stamp(self, vm: Vm) -> str:
         """The last "starting up" line of the domain's QEMU log, which libvirt appends at each start (its time to
         the millisecond: the domain id, new at each start, is gone once the domain is off); NO_BOOT_STAMP where no
-        log has one (never started, or deleted). A resume of a paused domain starts nothing: it keeps its stamp.
+        log has one (never started, or deleted); a FAILED_START where libvirt stopped that start as failed. A
+        resume of a paused domain starts nothing: it keeps its stamp.
         A log rotated since its last start (virtlogd's `<name>.log.0`, logrotate's `.1`, the current one emptied
         by copytruncate) still tells it: the newest of them with a start line does."""
         path = "%s/%s.log" % (self._qemu_logs(), vm.name)
@@ -401,15 +405,20 @@ class LibvirtHost(LocalKvmHost):
 
 
 def _last_start(log: Readable) -> str:
-    """The last line of a domain's QEMU log that says libvirt started it, read a MiB at a time; "none" if none does."""
-    last, tail = b"", b""
+    """The last line of a domain's QEMU log that says libvirt started it, read a MiB at a time, as a FAILED_START
+    where a failed start's stop follows it (START_FAILED); "none" if none does."""
+    last, failed, tail = b"", False, b""
     while True:
         chunk = log.read(1 << 20)
+        lines = (tail + chunk).split(b"\n")
+        tail = lines.pop() if chunk else b""
+        for line in lines:
+            if STARTING_UP in line:
+                last, failed = line, False
+            elif line.rstrip().endswith(START_FAILED):
+                failed = True
         if not chunk:
             break
-        lines = (tail + chunk).split(b"\n")
-        tail = lines.pop()
-        last = next((line for line in reversed(lines) if STARTING_UP in line), last)
-    if STARTING_UP in tail:
-        last = tail
-    return last.decode("utf-8", "replace") if last else NO_BOOT_STAMP
+    if not last:
+        return NO_BOOT_STAMP
+    return (FAILED_START if failed else "") + last.decode("utf-8", "replace")

@@ -407,7 +407,7 @@ class PowerControl:
             except HotvcbError as err:  # the gone run's marker stays: this run or the next powers it on
                 self.log.warning("%s: could not mark it as this run's (%s); should this run stop before it "
                                  "powers it on, the next run does" % (vm.name, err))
-        self.log.warning("%s: %s asked it to shut down and is gone; it is off: %s it on after %s"
+        self.log.warning("%s: %s powered it off for a backup and is gone; it is off: %s it on after %s"
                          % (vm.name, who, "would power" if self.dry_run else "powering", after))
         return True
 

@@ -12,10 +12,14 @@ marker's second line:
   sees the VM off (a stamp that moved while the guest went down is no one's power on). Another stamp now: someone
   powered it on since (by hand, HA), and whatever it is now, on, switched off again or suspended, is the admin's
   last word: left as it is, the marker removed. A stamp of NO_BOOT_STAMP now tells no power on (a power on always
-  leaves one: its log was deleted or rotated away).
+  leaves one: its log was deleted or rotated away), nor does a FAILED_START (the VM's last start failed: a disk
+  locked during the copy; whoever asked it wanted the VM on, so it is powered on).
 - `power on asked`: written before each power on of ours (power_on_marked), since one that fails may start the
-  VM's vmx, and a new stamp with it, before it gives up: a stamp changed since may be our own request's, so a VM
-  off is powered on again; one on has nothing of ours pending (it was off before that request): the marker goes.
+  VM's vmx, and a new stamp with it, before it gives up: one on has nothing of ours pending (it was off before
+  that request): the marker goes. A third line, `stamp <digest>`, records the stamp as it was before the request:
+  a VM found off whose stamp is another and a start that succeeded (our request's, answered to a run killed
+  meanwhile) was switched off since by someone (the admin's off stands, by the rule above); the same stamp, or
+  a start that failed, is powered on again. Without it (the host could not say it) a VM off is powered on.
 - none: nothing tells (the host cannot say the VM's stamp, the run said so; a cold snapshot that starts the VM
   itself; a hotvcb before this rule, whose `boot <digest>` line digested a whole log line): the VM is powered on
   whatever happened since, as before stamps.
@@ -28,8 +32,8 @@ from typing import Mapping, Optional, Tuple
 
 from .. import lazyre
 from ..clockage import heartbeat
-from ..errors import HotvcbError
-from ..hosts.base import NO_BOOT_STAMP, Hypervisor
+from ..errors import CommandFailed, HostdDown, HotvcbError
+from ..hosts.base import Hypervisor, powered_on_by
 from ..runid import RECORD_MAX, RunId, parse
 from .leftovers import UNTOLD, vm_marker
 from .ownership import NONE_DEAD, made_at, owner_alive
@@ -59,35 +63,55 @@ def mark_powered_off(host: Hypervisor, vm, run: RunId, log) -> None:
     host.shell.write_text(power_marker(vm), run.text() + "\n" + line)
 
 
-def restamp_power_mark(host: Hypervisor, vm, log, stamped: bool = True) -> None:
+def restamp_power_mark(host: Hypervisor, vm, log) -> None:
     """The marker made to record the VM's boot stamp as it is now: once the run sees it off, and after a power on
-    of ours that failed (a disk missing: the vmx started, and its log with it, before it gave up), else the next
-    run would take either for someone's power on and leave the VM off; or (not `stamped`) none, before a step that
-    may start it (a cold snapshot: libvirt starts a shut-down domain paused for its backup job), so a kill
-    meanwhile leaves a marker that powers it on whatever its stamp."""
-    _rewrite(host, vm, log, _stamp_line(host, vm)[0] if stamped else "")
+    of ours the host refused (a disk missing: the vmx started, and its log with it, before it gave up), else the
+    next run would take either for someone's power on and leave the VM off."""
+    _rewrite(host, vm, log, _stamp_line(host, vm)[0])
+
+
+def unstamp_power_mark(host: Hypervisor, vm, log) -> None:
+    """The marker's stamp removed before a step of ours that may start the VM (a cold snapshot: libvirt starts a
+    shut-down domain paused for its backup job), so a kill meanwhile leaves a marker that powers it on whatever
+    its stamp."""
+    _rewrite(host, vm, log, "")
 
 
 def _rewrite(host: Hypervisor, vm, log, line: str) -> None:
     """The marker's second line made `line`, its run's record kept; one that cannot be is said, not raised: the
-    run goes on with the VM, and only its stamp may be misjudged should the run be stopped."""
+    run goes on with the VM, and only its stamp may be misjudged should the run be stopped. A marker gone (removed
+    by hand) is not said here: the run's own look at it before its power on (booted_since_marked) says so, once."""
     path = power_marker(vm)
     try:
         record = host.shell.read_regular(path, RECORD_MAX).split("\n", 1)[0]
         host.shell.write_text(path, record + "\n" + line)
     except HotvcbError as err:
+        if _gone(host, path):
+            return
         log.warning("%s: could not update its boot stamp in %s (%s); should the next run find it off, it may "
                     "take it as started by someone else and leave it off" % (vm.name, path, err))
 
 
+def _gone(host: Hypervisor, path: str) -> bool:
+    """Whether the marker at `path` is known to be gone (False where even that cannot be told)."""
+    try:
+        return not host.shell.exists(path)
+    except HotvcbError:
+        return False
+
+
 def power_on_marked(host: Hypervisor, vm, log) -> None:
-    """Power on a VM of a marker (ours or a gone run's), the marker saying so first: a request that fails, or
-    whose answer a killed run never hears, may have started the vmx and its stamp, which must not pass for
-    someone's power on. A failed one records the stamp it left, and raises."""
-    _rewrite(host, vm, log, POWER_ON_ASKED + "\n")
+    """Power on a VM of a marker (ours or a gone run's), the marker saying so first, with the stamp before the
+    request: a request that fails, or whose answer a killed run never hears, may have started the vmx and its
+    stamp, which must not pass for someone's power on, nor an off the admin gives after it for nothing. One the host answered no (a CommandFailed: the vmx gave up) records the stamp it left,
+    and raises; one that got no answer (hostd down, a lost link, a timeout: as power_down tells them) may still
+    start the VM, so its marker keeps saying `power on asked`, and it raises."""
+    _rewrite(host, vm, log, POWER_ON_ASKED + "\n" + _stamp_line(host, vm)[0])
     try:
         host.power_on(vm)
-    except HotvcbError:
+    except HostdDown:  # no answer, though a CommandFailed
+        raise
+    except CommandFailed:
         restamp_power_mark(host, vm, log)
         raise
 
@@ -111,13 +135,14 @@ def booted_since(host: Hypervisor, vm, marker: str, log=None) -> bool:
     """The stamp rule (this module's docstring): whether the VM has been powered on by anyone since its power-off
     `marker` (the file's text) was written: its boot stamp is another than the one recorded. False where that
     cannot be told, and the marker stands: no stamp recorded (our power on asked, an older hotvcb's marker, a host
-    that could not say it), none now (NO_BOOT_STAMP), or the host cannot say the stamp now (said in `log`)."""
+    that could not say it), none now (NO_BOOT_STAMP), a start that failed (FAILED_START: no power on, and the last
+    word of whoever asked it was "on"), or the host cannot say the stamp now (said in `log`)."""
     recorded = _STAMPED.search(marker)
     if recorded is None:
         return False
     try:
         now = host.boot_stamp(vm)
-        return now != NO_BOOT_STAMP and _digest(now) != recorded.group(1)
+        return powered_on_by(now) and _digest(now) != recorded.group(1)
     except (HotvcbError, OSError) as err:  # OSError: a log the driver could not read
         if log is not None:
             log.warning("%s: cannot tell whether it was powered on since its power-off marker was written (%s); "
@@ -130,7 +155,10 @@ def booted_since_marked(host: Hypervisor, vm, log) -> bool:
     try:
         return booted_since(host, vm, host.shell.read_regular(power_marker(vm), RECORD_MAX), log)
     except HotvcbError as err:
-        log.warning("%s: cannot read its power-off marker (%s); taking it as not powered on since" % (vm.name, err))
+        gone = _gone(host, power_marker(vm))
+        log.warning("%s: %s; taking it as not powered on since" % (
+            vm.name, "its power-off marker is gone (removed by hand?)" if gone else
+            "cannot read its power-off marker (%s)" % err))
         return False
 
 

@@ -20,7 +20,7 @@ from .hooks import run_hook
 from .leftovers import SNAPSHOT_PREFIX, is_ours
 from .partials import clear_volume_mark, mark_volume, remove_partials, volume_marker
 from .power import NotGoingDown, powers_down
-from .powermark import restamp_power_mark
+from .powermark import unstamp_power_mark
 from .snapshot_asked import mark_snapshot_asked, mark_snapshot_made, snapshot_patience
 from .snaptree import copy_tree
 from .vm_leftovers import clear_dead_runs
@@ -214,10 +214,10 @@ class _VmBackup:
         """COLD_SNAPSHOT's VM once off: snapshotted, powered on at once, copied from the snapshot while it
         runs. `down_at`: when this run shut it down; None for one taken over off (take_over), whose downtime
         began in the gone run: it too is on again before its copy, not down for all of it. Its marker holds no
-        boot stamp from here until it is on (restamp_power_mark) where the snapshot starts it itself (libvirt's:
+        boot stamp from here until it is on (unstamp_power_mark) where the snapshot starts it itself (libvirt's:
         snapshot_starts_vm); elsewhere it keeps the one of its power off."""
         if self.host.snapshot_starts_vm:
-            restamp_power_mark(self.host, vm, self.log, stamped=False)
+            unstamp_power_mark(self.host, vm, self.log)
         self._snapshot(vm)
         self.log.info("Powering %s on again before the copy" % vm.name)
         back = self.job.power.restore_on(vm)

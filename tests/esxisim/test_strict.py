@@ -1,8 +1,13 @@
 """esxisim is as strict as a real host (issue 9 §3): what a real host refuses, esxisim refuses."""
 import os
+import re
+from types import SimpleNamespace
 
-from simtools import run_shell
+from simtools import Host, run_shell
 from esxisim import snapshots
+from hotvcb.hosts.base import FAILED_START
+from hotvcb.hosts.esxi import EsxiHost
+from hotvcb.localshell import LocalShell
 
 
 def _vmware_log(host, vm):
@@ -21,9 +26,37 @@ def test_power_on_with_a_missing_disk_fails(host):
     disk = host.vm_disks(vmid)[1][1]  # /vmfs/volumes/<uuid>/m/m_1.vmdk, as the vmx names it
     assert "Cannot open the disk '%s' or one of the snapshot disks it depends on." % disk in log
     assert "Module 'Disk' power on failed." in log
+    assert _driver_stamp(host, "m").startswith(FAILED_START)  # hosts/esxi.py reads it as a start that failed
     os.rename(flat + ".away", flat)
     r = run_shell(host, "vim-cmd", "vmsvc/power.on", vmid)
     assert (r.stdout, r.returncode) == ("Powering on VM:\n", 0) and host.power_state(vmid) == "on"
+
+
+def _driver_stamp(host, vm):
+    """hotvcb's ESXi driver's boot stamp of `vm`, read from the simulated host's folder."""
+    folder = host.real("/vmfs/volumes/datastore1/%s" % vm)
+    driver = SimpleNamespace(shell=LocalShell(), _files=SimpleNamespace(list_files=lambda f: [vm + ".vmx"]))
+    return EsxiHost.boot_stamp(driver, SimpleNamespace(name=vm, folder=folder))
+
+
+def test_vmware_log_of_esxi_8_has_its_rfc_5424_style_header(tmp_path):
+    """ESXi 8 writes vmware.log as `<time> In(05) vmx - <message>` (vSphere 8 "Log File Formats"), 7.x as
+    `<time>| vmx| I005: <message>`; the driver reads the vmx pid and a failed power on from either."""
+    h = Host.create(str(tmp_path / "h8"), version="8.0.2", crond=False)
+    try:
+        h.add_datastore("datastore1", 1 << 30, vmfs=6)
+        vmid = h.create_vm("e", "datastore1", [{"size": "1M"}], power="on")
+        head = _vmware_log(h, "e").split("\n")[0]
+        assert re.match(r"^\S+Z In\(05\) vmx - Log for VMware ESX pid=[0-9]+ version=8\.0\.2 build=build-22380479 "
+                        r"option=Release$", head), head
+        assert _driver_stamp(h, "e") == "vmx pid=" + head.split("pid=")[1].split()[0]
+        h.power_off(vmid)
+        os.rename(h.real("/vmfs/volumes/datastore1/e/e-flat.vmdk"), h.real("/vmfs/volumes/datastore1/e/away"))
+        assert run_shell(h, "vim-cmd", "vmsvc/power.on", vmid).returncode == 1
+        assert " In(05) vmx - VMX_PowerOn: ModuleTable_PowerOn = 0\n" in _vmware_log(h, "e")
+        assert _driver_stamp(h, "e").startswith(FAILED_START)
+    finally:
+        h.stop()
 
 
 def test_power_on_with_a_broken_snapshot_chain_fails(host):
