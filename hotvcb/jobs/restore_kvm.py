@@ -136,7 +136,10 @@ class KvmRestore:
         inside = backup_check.inside_a_backup(self.shell, req.target)  # another backup, which rotation removes
         if inside:
             raise KvmRestoreError("target folder %s" % inside)
-        backup_check.require_good(self.shell, backup)
+        # a staged repository backup was judged in the repository; a bare QEMU VM's holds no .vmx and no
+        # manifest for a folder's verdict to read
+        if not self.staged:
+            backup_check.require_good(self.shell, backup)
         swept = set()  # type: Set[str]  # a dry run's: what the real run finds gone
         restore_sweep.sweep(self.shell, [req.target], self.log, self.records.run(), self.dry_run, swept)
         if not self.dry_run:
