@@ -180,7 +180,7 @@ def test_list_tells_apart_two_vms_that_differ_by_a_trailing_blank(host, tmp_path
 def test_the_vm_down_line_tells_which_of_two_twins_is_left_off(host, tmp_path):
     """VMs `db` and `db ` (old and new database server). The nightly job backs up `db ` in power-down mode
     (POWER_VM_DOWN_BEFORE_BACKUP=1) and hostd refuses to power it on again. The mail's first line - the one the
-    on-call admin acts on at 3 a.m. - reads `VM(s) DOWN, powered off by this backup and NOT on again: db`, the
+    on-call admin acts on at 3 a.m. - reads `VM(s) DOWN, powered off for a backup and NOT on again: db`, the
     blank invisible at the end of the line; the table below says `db :` as this morning's fix has it. Every
     line that names a VM with a blank at its end must show it as the table does (`db :`), above all the one
     that tells the admin which VM to power on."""

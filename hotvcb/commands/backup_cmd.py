@@ -315,7 +315,7 @@ def run(args) -> int:
     down = [r.name for r in results if r.down]
     down += [n for n in (job.power.left_down if job is not None else []) if n not in down]
     if down:
-        log.error("!!! VM(s) DOWN, powered off by this backup and NOT on again: %s !!!" % outcome.names(down))
+        log.error("!!! VM(s) DOWN, powered off for a backup and NOT on again: %s !!!" % outcome.names(down))
         status = "VM DOWN: %s; %s" % (outcome.names(down), status)
         if code in (0, 3):
             code = 4  # a VM this run powered off is down: never an OK run

@@ -292,10 +292,10 @@ class EsxiHost:
         vmx says its power on failed (a disk locked or missing: the vmx starts, logs why, and exits) is a
         FAILED_START: no power on. "none" where the folder has none (a VM never powered on; `logging = "FALSE"`,
         `log.fileName` elsewhere: nothing tells). Read from the host each time, never from the driver's folder scans: a power on by someone else
-        drops none of them. A HostError where the folder holds another .vmx: every VM there writes the one
-        vmware.log, so a neighbour's power on would pass for this VM's (a hidden file is none: a marker of a
+        drops none of them. A HostError where the folder itself holds another .vmx (one in a subfolder, a copy an
+        admin keeps, runs no VM there): every VM there writes the one vmware.log, so a neighbour's power on would pass for this VM's (a hidden file is none: a marker of a
         run's, `.hotvcb-powered-off.<VM>.vmx`)."""
-        if sum(_is_vmx(name) for name in self._files.list_files(vm.folder)) > 1:
+        if sum(_is_vmx(name) for name in self._files.list_files(vm.folder) if "/" not in name) > 1:
             raise HostError("%s shares its folder, and its vmware.log, with another VM: its power ons cannot be "
                             "told" % vm.name)
         path = vm.folder + "/" + VMWARE_LOG

@@ -159,10 +159,14 @@ class BackupJob:
             # a run before us died: what it left may be on VMs this run does not back up
             self.log.warning("a previous hotvcb run on this host died; looking for its leftovers on every VM")
             self.dead = self.lock.takeovers()
-            if cleanup_host(self.host, self.settings.vm_backup_volume, self.log, self.run_id, dead=self.dead,
-                            snapshot_wait=snapshot_patience(self.settings),
-                            own_power=functools.partial(self._shuts_down, names, exclude)).complete:
+            swept = cleanup_host(self.host, self.settings.vm_backup_volume, self.log, self.run_id, dead=self.dead,
+                                 snapshot_wait=snapshot_patience(self.settings),
+                                 own_power=functools.partial(self._shuts_down, names, exclude))
+            if swept.complete:
                 self.lock.sweep_done()
+            # a dead run's VM the sweep could not power on is down as one of this run's own (VM DOWN), also when
+            # this run backs up other VMs: logged only, the run ended "All VMs backed up OK!"
+            self.power.left_down.extend(n for n in swept.down if n not in self.power.left_down)
             self.swept = True
         targets = self.select(names, exclude)
         self.results = []

@@ -1,7 +1,7 @@
 """`hotvcb cleanup` (and a run's sweep before its first VM): every leftover of a dead run on the host, VM by VM, undone
 as leftovers.py, snapshot_asked.py and partials.py say, then those of VMs the host no longer has."""
 
-from typing import Callable, List, Mapping, NamedTuple, Set
+from typing import Callable, List, Mapping, NamedTuple, Set, Tuple
 
 from ..errors import HotvcbError, VmStopped
 from ..hosts.base import Hypervisor
@@ -19,6 +19,7 @@ class HostCleanup(NamedTuple):
     found: int  # leftovers removed (a dry run's: found)
     complete: bool  # no VM's cleanup failed: the dead runs' record may go (HostLock.sweep_done)
     undecided: int  # a dry run's `-partial` folders it cannot tell about (partials.remove_partials): not in found
+    down: Tuple[str, ...] = ()  # VMs a dead run powered off that are not on again: a backup run's first news
 
 
 def _kept_for(host: Hypervisor, path: str, dead: Mapping[str, float]) -> bool:
@@ -42,7 +43,7 @@ def cleanup_host(host: Hypervisor, volume: str, log, run: RunId, dry_run: bool =
     the record the callers keep then, and without it the next cleanup would keep what it left for good.
     `own_power`: whether a backup run's sweep leaves the VM to that run, which shuts it down itself (a VM a gone run
     left going down is taken over, PowerControl.take_over: not booted here only to be shut down again)."""
-    count, complete, undecided = 0, True, []  # type: int, bool, List[str]
+    count, complete, undecided, down = 0, True, [], []  # type: int, bool, List[str], List[str]
     refs = host.list_vms()
     for ref in refs:
         try:
@@ -59,7 +60,12 @@ def cleanup_host(host: Hypervisor, volume: str, log, run: RunId, dry_run: bool =
             count += int(await_snapshot(host, vm, log, run, snaps, snapshot_wait, dry_run, dead, patient=False))
             owned = own_power(ref)
             if not owned:
-                count += int(restore_power(host, vm, log, run, dry_run, dead))
+                try:
+                    count += int(restore_power(host, vm, log, run, dry_run, dead))
+                except HotvcbError:
+                    if _not_on(host, vm):
+                        down.append(ref.name)
+                    raise
             count += remove_partials(host.shell, volume, ref.name, log, run, dry_run, dead=dead, undecided=undecided)
             count += _partials_elsewhere(host, vm, volume, log, run, dry_run, dead, undecided)
             kept = [snapshot_marker(vm)] + ([] if owned else [power_marker(vm)])
@@ -73,7 +79,16 @@ def cleanup_host(host: Hypervisor, volume: str, log, run: RunId, dry_run: bool =
     except HotvcbError as err:
         log.error("cleanup of VMs the host no longer has failed: %s" % err)
         complete = False
-    return HostCleanup(count, complete, len(undecided))
+    return HostCleanup(count, complete, len(undecided), tuple(down))
+
+
+def _not_on(host: Hypervisor, vm) -> bool:
+    """Whether a VM whose power on by the sweep failed is not on (a state that cannot be read: not on, said
+    loudly rather than passed over)."""
+    try:
+        return host.power_state(vm) != "on"
+    except HotvcbError:
+        return True
 
 
 def _gone_vms(host: Hypervisor, volume: str, known: Set[str], log, run: RunId, dry_run: bool,

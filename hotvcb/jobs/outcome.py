@@ -136,7 +136,7 @@ def table(records: List[Dict[str, Any]]) -> List[str]:
 def report(results: List[VmResult], status: str) -> str:
     """The few lines an admin reads first in the e-mail: one per VM."""
     down = [r.name for r in results if r.down]
-    lines = (["VM(s) DOWN, powered off by this backup and NOT on again: %s" % names(down), ""] if down else [])
+    lines = (["VM(s) DOWN, powered off for a backup and NOT on again: %s" % names(down), ""] if down else [])
     lines += ["Final status: " + status, ""]
     for r in results:
         failed = [d.disk.key for d in r.disks if not d.ok]
