@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 
 import pytest
 
@@ -26,11 +27,11 @@ pytestmark = [needs_qemu, needs_root]
 VM = "web (prod)"
 
 
-def cli(*args, timeout=300):
+def cli(*args, timeout=300, environ=None):
     if "--boot" in args:
         args += ("--boot-accel", "tcg")  # nested KVM here is slower than TCG
     r = subprocess.run([PYTHON, "-m", "hotvcb"] + [str(a) for a in args], capture_output=True, text=True,
-                       timeout=timeout, env=env())
+                       timeout=timeout, env=environ or env())
     r.out = r.stdout + r.stderr
     return r
 
@@ -138,12 +139,16 @@ def test_a_smoke_boot_stopped_midway_leaves_no_qemu(esxi, tmp_path, sig):
     """Ctrl-C/SIGTERM: hotvcb kills QEMU and exits 2; SIGKILL: QEMU dies with it (PR_SET_PDEATHSIG)."""
     _host, backups = esxi
     console = str(tmp_path / "console.log")
+    # a temp folder of the test's own: any smoke boot removes a dead run's work folder, so another test's,
+    # beside this one, took the SIGKILLed run's before it was looked at (short: QEMU's sockets live there)
+    private = tempfile.mkdtemp(prefix="hb", dir="/tmp")
+    environ = dict(env(), TMPDIR=private)
     p = subprocess.Popen([PYTHON, "-m", "hotvcb", "verify", "--boot", backups["dead"], "--boot-timeout", "600",
-                          "--boot-accel", "tcg", "--console-log", console], env=env(),
+                          "--boot-accel", "tcg", "--console-log", console], env=environ,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_until(lambda: qemus_using(console), 60, "the smoke boot's QEMU")
-        (work,) = glob.glob("/tmp/hotvcb-boot-%d-*" % p.pid)
+        (work,) = glob.glob("%s/hotvcb-boot-%d-*" % (private, p.pid))
         p.send_signal(sig)
         out = p.communicate(timeout=60)[0]
         wait_until(lambda: not qemus_using(console), 30, "QEMU to end")
@@ -156,8 +161,10 @@ def test_a_smoke_boot_stopped_midway_leaves_no_qemu(esxi, tmp_path, sig):
         # vmdk0: its disk.vmdk without the blank line before its extent, for qemu (jobs/qemu_vmdk.py);
         # .owner: the run's start time and namespaces, how the next one tells it is gone (tmpwork.py)
         assert sorted(os.listdir(work)) == [".owner", "disk0.qcow2", "qemu.log", "unpacked", "vmdk0"]
-        cli("verify", "--boot", backups["dead"], "--boot-timeout", 1, "--console-log", tmp_path / "again.log")
+        cli("verify", "--boot", backups["dead"], "--boot-timeout", 1, "--console-log", tmp_path / "again.log",
+            environ=environ)
     assert not os.path.exists(work)
+    shutil.rmtree(private)
 
 
 @pytest.mark.skipif(ovmf() is None, reason="needs OVMF (apt-get install ovmf)")
