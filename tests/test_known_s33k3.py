@@ -6,6 +6,7 @@ import shlex
 import subprocess
 import time
 
+import procs
 import pytest
 from test_schedule_esxi import ARGS, CRONTAB, LOCAL_SH, Esxi, _esxisim, pyz  # noqa: F401  (pyz: a fixture)
 
@@ -233,16 +234,7 @@ def test_a_tethered_command_reads_as_an_untethered_one():
 
 def _naming(marker):
     """Pids of processes (the test's own aside) whose command line holds marker."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if int(pid) != os.getpid() and any(marker.encode() in a for a in argv[1:]):
-            found.append(int(pid))
-    return found
+    return [pid for pid, argv in procs.argvs() if pid != os.getpid() and any(marker.encode() in a for a in argv[1:])]
 
 
 def test_a_sigkilled_runs_tethered_command_and_its_wrapper_all_end_at_once(tmp_path):
