@@ -5,7 +5,7 @@ eagerzeroedthick) or `X-s001.vmdk`, `X-s002.vmdk`... (2gbsparse). A VM's disks a
 `d-flat.vmdk` or `e-s001.vmdk` too (a `vmkfstools -i ... d-flat.vmdk` makes one), so copies made unique by
 their descriptor names alone meet: one copy's descriptor is another's data file, a clone fails "The file
 already exists" or, worse, a writer replaces the other disk's data. Backup (store/seal.py), folder
-restore (jobs/restore_plan.py) and the repository's staging (commands/repo_cmd.py) name their copies
+restore (jobs/restore_plan.py) and the repository's staging (commands/repo_restore.py) name their copies
 here, so no copy ever writes a file another copy (or the folder) holds.
 """
 

@@ -249,10 +249,10 @@ def _restore_files(args, log: RunLog, dry_run: bool, lister: str) -> int:
     final status, LOG END): its errors went to stderr alone, and the -l file of the admin's job, output sent to
     /dev/null, held no error and no final status. An error is still said on stderr by the CLI, as before, and
     in the log (a usage error's way: once on the terminal is enough)."""
-    from . import repo_cmd  # the repository's code, for --repo runs only
+    from . import repo_restore  # the repository's code, for --repo runs only
 
     try:
-        code = repo_cmd.restore(args.repo, args.backup, args.to, log, args.latest, dry_run, lister)
+        code = repo_restore.restore(args.repo, args.backup, args.to, log, args.latest, dry_run, lister)
     except (HotvcbError, Interrupted) as err:
         _refused(log, err)
         raise
@@ -267,7 +267,7 @@ def _restore(job: RestoreJob, req: RestoreRequest, log, dry_run: bool,
     if not req.repo:
         return job.restore_one(req)
     from ..repo.repository import open_path  # the repository's code, for its backups only
-    from . import repo_cmd
+    from . import repo_cmd, repo_restore
     try:
         if not isinstance(job.shell, LocalShell):
             raise UsageError("a repository is read on the host itself: run hotvcb there (SSH mode does so "
@@ -285,21 +285,21 @@ def _restore(job: RestoreJob, req: RestoreRequest, log, dry_run: bool,
         job.reclaim(req.target)  # a killed restore's staging there: its room, before the room is counted
         free = job.tally.left(req.target, restore_room.free_on_target(
             job.host, req.target, lambda: job.host.free_space(req.target)))
-        needed = repo_cmd.staging_room(repo, snap, req.disk_format)
+        needed = repo_restore.staging_room(repo, snap, req.disk_format)
         restore_room.check_staging_room(req, final, "the backup staged", needed, free)
         if dry_run:
-            repo_cmd.check_restorable(repo, snap, log.info)
+            repo_restore.check_restorable(repo, snap, log.info)
             log.dryrun("RESTORE: %s from the repository %s to %s as %s%s (staged on the target datastore, then "
                        "restored as a folder backup)" % (snap, req.repo, req.target, req.disk_format,
                                                           ", named " + req.new_name if req.new_name else ""))
             log.dryrun("ROOM: needs up to %s, %s free" % (human_size(needed), "unknown" if free is None
                                                            else human_size(free)))
             log.info("Dry run for %s: every check passed, nothing changed" % (req.new_name or snap.vm))
-            job.tally.hold(req, final, repo_cmd.restored_room(repo, snap, req.disk_format))  # the staged copy goes
+            job.tally.hold(req, final, repo_restore.restored_room(repo, snap, req.disk_format))  # the staged copy goes
             return RestoreResult(req, "ok")
         early = job.ask_early()  # beside the staging: the host's answers are ready when its pre-checks run
         try:
-            with repo_cmd.staged(req.repo, snap.id, req.target, job.records, log.info) as folder:
+            with repo_restore.staged(req.repo, snap.id, req.target, job.records, log.info) as folder:
                 staged = dataclasses.replace(req, backup=folder, repo="", latest="", staged=True)
                 return job.restore_one(staged)
         finally:

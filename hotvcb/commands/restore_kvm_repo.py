@@ -1,13 +1,13 @@
 """`hotvcb restore --repo PATH ID|--latest VM --kvm DIR`: a repository's backup restored as a KVM VM.
 
 The ESXi host may be gone: the repository on the NAS and a Linux box with QEMU are what is left.
-The backup is staged as a sealed backup folder in a scratch folder of DIR (repo_cmd.staged: every
+The backup is staged as a sealed backup folder in a scratch folder of DIR (repo_restore.staged: every
 chunk hash-checked as it is read; its record beside it, so a killed restore's scratch is removed
 by the next KVM restore into DIR or `hotvcb cleanup --kvm DIR`), restored from there as any backup
 folder is (jobs/restore_kvm.py), and the scratch removed whatever happens. Room for both is checked
 before anything is written; a dry run stages nothing, and refuses what the real run would refuse once
 staged (a name that cannot be a VM's, a leftover `VM.hotvcb-restoring` its sweep would not remove) or
-while staging (a chunk missing or damaged: repo_cmd.check_restorable reads each one the backup needs).
+while staging (a chunk missing or damaged: repo_restore.check_restorable reads each one the backup needs).
 """
 
 import dataclasses
@@ -24,7 +24,7 @@ from ..repo.repository import open_path
 from ..store import layout
 from ..thishost import known_this_host
 from ..units import human_size, need_and_free
-from . import repo_cmd
+from . import repo_cmd, repo_restore
 
 
 def restore(path: str, ident: str, latest: str, req: KvmRequest, log, dry_run: bool,
@@ -45,13 +45,13 @@ def restore(path: str, ident: str, latest: str, req: KvmRequest, log, dry_run: b
     if os.path.lexists(folder):  # before the whole backup is staged (the restore checks it again)
         raise KvmRestoreError("%s already exists; not overwriting it" % folder)
     # staged (zeros stay holes), then converted beside it: images hold no more than the staged disks
-    needed, free = 2 * repo_cmd.written(repo, snap), shutil.disk_usage(req.target).free
+    needed, free = 2 * repo_restore.written(repo, snap), shutil.disk_usage(req.target).free
     if needed > free:
         raise KvmRestoreError("restoring %s to KVM in %s needs up to %s (the backup staged there and the VM), "
                               "only %s free" % ((snap, req.target) + need_and_free(needed, free)))
     if dry_run:
         _dry_sweep(req.target, req.name or snap.vm, log)
-        repo_cmd.check_restorable(repo, snap, log.info)
+        repo_restore.check_restorable(repo, snap, log.info)
         log.dryrun("RESTORE: %s from the repository %s to KVM in %s as %s%s (staged there first, every chunk "
                    "hash-checked, then converted)" % (snap, path, req.target, req.fmt,
                                                       ", named " + req.name if req.name else ""))
@@ -60,7 +60,7 @@ def restore(path: str, ident: str, latest: str, req: KvmRequest, log, dry_run: b
     log.info("Restoring %s from the repository %s to KVM in %s (%s)" % (snap, path, req.target, req.fmt))
     job = KvmRestore(LocalShell(), log, staged=True)
     # the job's own records: one run's, so its sweep of DIR knows the staging folder for its own
-    with repo_cmd.staged(path, snap.id, req.target, job.records, log.info) as folder:
+    with repo_restore.staged(path, snap.id, req.target, job.records, log.info) as folder:
         return job.run(dataclasses.replace(req, backup=folder))
 
 

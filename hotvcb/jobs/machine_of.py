@@ -148,7 +148,7 @@ def _qemu_description(fs: FileReader, path: str) -> Optional[dict]:
 
 def _staged_disks(described: dict) -> Optional[dict]:
     """A backup staged from a repository has no manifest: its description names each disk's file instead
-    (`file`, written by the staging: commands/repo_cmd.py), read as a manifest's disks and skipped drives;
+    (`file`, written by the staging: commands/repo_restore.py), read as a manifest's disks and skipped drives;
     None unless every disk backed up is named by a file of the folder."""
     disks, skipped = [], []
     for d in described.get("disks") or []:

@@ -115,7 +115,7 @@ def flat_name(descriptor_name: str) -> str:
 def stored_names(filenames: List[str]) -> List[str]:
     """The names disks with these file names (in the VM's order) are stored under in the repository: each
     one's base disk's name, a later one of a name taken (in any case) `<stem>_2<ext>`, `_3`, ... A restore
-    finds a bare-QEMU VM's disks by them, its description naming each disk's image (repo_cmd)."""
+    finds a bare-QEMU VM's disks by them, its description naming each disk's image (repo_restore)."""
     used = set()  # type: set
     out = []  # type: List[str]
     for filename in filenames:
