@@ -151,6 +151,7 @@ def run(args) -> int:
     if code is not None:
         return code
     log.info(LOG_START)  # every line of the run from here, so inside its frame (ghettoVCB's log parsers')
+    onhost.say_why_here(args, log)
     for warning in held:
         log.warning(warning)
     try:
