@@ -48,9 +48,11 @@ def _build():
     """The compiled enter.c, built now if this source has not been on this machine, and seen to run; None
     (main() runs instead) where it cannot be: no compiler, a read-only checkout, a binary of a checkout
     shared with another libc or on a noexec mount (trusted unrun, every host command would exit 127).
-    A failed build leaves `<exe>.failed`, so that the next processes do not each run cc again (remove
-    _build to retry). crc32, not hashlib, for the key: importing _hashlib costs more than the key is worth
-    in every `esxisim shell`."""
+    A failed build leaves `<exe>.failed`, so that the next processes do not each run cc again; it names the
+    compiler it failed with (_compiler), and a build is tried again once that is another (cc installed since,
+    or upgraded): the marker outlived its cause, and every host command started a Python until it was removed
+    by hand. crc32, not hashlib, for the key: importing _hashlib costs more than the key is worth in every
+    `esxisim shell`."""
     import zlib
     src = os.path.join(_HERE, "enter.c")
     try:
@@ -59,9 +61,27 @@ def _build():
     except OSError:
         return None
     exe = os.path.join(_HERE, "_build", "enter-%s-%s" % (key, os.uname().machine))
-    if not os.access(exe, os.X_OK) and (os.path.exists(exe + ".failed") or not _compile(src, exe)):
+    if not os.access(exe, os.X_OK) and (_failed_with(exe) == _compiler() or not _compile(src, exe)):
         return None
     return exe if _runs(exe) else None
+
+
+def _compiler():
+    """Which `cc` a build would run: its path on PATH and the time it was changed ("" where there is none)."""
+    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        path = os.path.join(folder or ".", "cc")
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return "%s %d" % (path, os.stat(path).st_mtime_ns)
+    return ""
+
+
+def _failed_with(exe):
+    """The compiler the failure marker of `exe` names (_compiler), None where there is no marker."""
+    try:
+        with open(exe + ".failed") as f:
+            return f.read()
+    except OSError:
+        return None
 
 
 def _runs(exe):
@@ -76,7 +96,8 @@ def _runs(exe):
 
 def _compile(src, exe):
     """cc src to a temporary name, then renamed: pytest-xdist workers building at once each leave a whole
-    binary, and none runs a half-written one. A failure leaves the `<exe>.failed` marker (where it can)."""
+    binary, and none runs a half-written one. A failure leaves the `<exe>.failed` marker (where it can), naming
+    the compiler it failed with; a success removes it."""
     import subprocess
     import tempfile
     try:
@@ -94,10 +115,15 @@ def _compile(src, exe):
                 os.unlink(tmp)
     except (OSError, subprocess.SubprocessError):
         try:
-            open(exe + ".failed", "w").close()
+            with open(exe + ".failed", "w") as f:
+                f.write(_compiler())
         except OSError:
             pass
         return False
+    try:
+        os.unlink(exe + ".failed")  # an older compiler's
+    except OSError:
+        pass
     return True
 
 

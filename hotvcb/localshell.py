@@ -162,9 +162,11 @@ class LocalShell:
 
     def list_files(self, folder: str) -> List[str]:
         """The regular files under folder, as sorted paths relative to it (the Shell contract's: no symlink,
-        FIFO or device; os.walk follows no link down, but names links to files and dangling ones as files)."""
+        FIFO or device; os.walk follows no link down, but names links to files and dangling ones as files). A folder
+        it cannot list (gone, no folder, unreadable) is a HostError, as `find` fails over SSH: os.walk passed over
+        it, and a backup folder removed while it was judged read as one holding nothing."""
         out = []  # type: List[str]
-        for root, _dirs, files in os.walk(folder):
+        for root, _dirs, files in os.walk(folder, onerror=_unlistable):
             out.extend(os.path.relpath(os.path.join(root, name), folder) for name in files
                        if _regular(os.path.join(root, name)))
         return sorted(out)
@@ -373,6 +375,11 @@ def _stat(path: str) -> os.stat_result:
         return os.stat(path)
     except OSError as err:
         raise HostError("cannot stat %s: %s" % (path, err.strerror)) from err
+
+
+def _unlistable(err: OSError) -> None:
+    """os.walk's onerror for list_files: the folder it could not list, as the contract's HostError."""
+    raise HostError("cannot list %s: %s" % (err.filename, err.strerror)) from err
 
 
 def _regular(path: str) -> bool:

@@ -121,7 +121,9 @@ class Shell(FileReader, Protocol):
     what its callers do with each would go wrong through a link planted there (seal's chmod changing a file
     outside the backup, as root; its manifest recording data the folder does not hold; rotation counting
     room that removing the backup does not free, or a dangling link's failed stat zeroing the whole backup's
-    size; health taking a manifest's file for present where only a link stands for it).
+    size; health taking a manifest's file for present where only a link stands for it); a folder it cannot list
+    (gone, no folder, unreadable) is a HostError, never [] (a backup removed while it is judged would read as
+    one holding nothing: verify calling every file missing, health judging an empty backup).
     """
 
     description: str  # besides FileReader's reads:

@@ -163,6 +163,15 @@ def test_list_files_lists_the_regular_files_a_folder_holds_never_links(shell, tm
     assert shell.list_files(str(tmp_path / "latest")) == ["deep/b-flat.vmdk", "vm.vmx"]
 
 
+def test_list_files_of_a_folder_that_cannot_be_listed_is_an_error_never_an_empty_one(shell, tmp_path):
+    """A backup folder removed while it is judged (or a file where a folder should be) holds no files: it
+    is not there, which the caller must hear as such (LocalShell said [], SshShell raised)."""
+    (tmp_path / "a-file").write_text("x")
+    for path in (tmp_path / "gone", tmp_path / "a-file"):
+        with pytest.raises(HostError):
+            shell.list_files(str(path))
+
+
 def test_claims_are_atomic_and_say_who_won(shell, tmp_path):
     folder = str(tmp_path / "vm-2026-01-01_00-00-00-partial")
     assert shell.make_new_dir(folder) is True

@@ -285,6 +285,7 @@ def run(args) -> int:
         asked = RunStart(host, settings)  # the run's first questions, at once (jobs/ahead.py)
         work = WorkDir(args.workdir, run, settings.workdir_debug, log)
         log.info("============================== hotvcb LOG START ==============================")
+        onhost.say_why_here(args, log)
         log.info("HOST: %s (%s), job %s, %s" % (host.shell.description, host.describe(), args.job_name, run))
         log.info("CONFIG: %s; %s" % (adminfile.shown_as(args.global_conf or "built-in defaults"), settings.summary()))
         if confkeys.repository_ignores(settings):
@@ -303,6 +304,7 @@ def run(args) -> int:
         status, code, said = "ERROR: %s" % err, err.exit_code, interrupt.mark()
         results = list(job.results) if job is not None else results  # what the run got to
     except HotvcbError as err:
+        onhost.say_why_here(args, log)  # a run stopped before its frame: why it went file by file, all the same
         log.error(str(err))
         status, code = "ERROR: %s" % err, err.exit_code
     finally:

@@ -45,6 +45,7 @@ def run(args) -> int:
     code = onhost.command(args, 1, log, _gone_here)
     if code is not None:
         return code
+    onhost.say_why_here(args, log)  # a cleanup's log has no frame
     host = common.connect(args.host_target)
     lock, me = common.lock_host(host, log, args.host_target, args.gone_run)
     before = len(log.lines)

@@ -96,6 +96,20 @@ def per_vm_settings(settings: Settings, confdir: Optional[str],
     return settings_of
 
 
+def restore_settings(args) -> Tuple[Settings, List[str]]:
+    """A restore's settings and the config's warnings: -g's, with --latest VM's per-VM file over them
+    (settings_for_latest). A config that stops the restore (gone with its NAS, a bad value) is said in the -l file
+    too, as `load` says a backup's: read before the restore's log opens, its error went to stderr only, and the
+    admin's -l file (cron's output sent to /dev/null) held no line of the run."""
+    try:
+        settings, warnings = config.load_settings(args.global_conf)
+        return settings_for_latest(args, settings, warnings), warnings
+    except HotvcbError as err:
+        if args.log_file:
+            stopped(args.log_file, str(err))
+        raise
+
+
 def settings_for_latest(args, settings: Settings, warnings: List[str]) -> Settings:
     """restore --latest VM's settings: with `--vm-configs DIR` (the backup's -c; restore's own -c is the
     vms_to_restore file) the VM's per-VM file over the global ones, so its newest backup is looked for

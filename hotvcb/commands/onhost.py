@@ -232,11 +232,20 @@ def _on_host(args, log: Optional[RunLog], extra: Sequence[str],
         note = "SSH mode: hotvcb cannot run on %s (%s): going file by file over SSH" % (
             args.host_target.ssh.destination, done)
         if log is not None:
-            log.info(note)
+            args.why_here = note  # said by say_why_here, inside the run's log frame
         else:
             say("hotvcb: %s" % note, stream=sys.stderr)
         return None
     return done
+
+
+def say_why_here(args, log: RunLog) -> None:
+    """Why SSH mode drives the host file by file from here (the host cannot run hotvcb), held by _on_host until the
+    caller's run has started its log frame: said before `hotvcb LOG START`, a log watcher reading a run's lines
+    between its banners (ghettoVCB's parsers) never saw it. Said once; nothing when the run went to the host."""
+    note = vars(args).pop("why_here", None)
+    if note:
+        log.info(note)
 
 
 def _request(args, parser: argparse.ArgumentParser, extra: Sequence[str]) -> "hostrun.Request":

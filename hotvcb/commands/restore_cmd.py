@@ -15,7 +15,7 @@ failed, 1 usage.
 import dataclasses
 from typing import List, Optional, Union
 
-from .. import config, interrupt
+from .. import interrupt
 from ..errors import HotvcbError, Interrupted, UsageError
 from ..jobs import backup_check, nfs, restore_room
 from ..jobs.restore import RestoreJob, RestoreResult
@@ -141,8 +141,7 @@ def run(args) -> int:
         return restore_kvm_cmd.run(args, LEVELS[args.level])
     level = LEVELS[args.level]
     dry_run = level in ("dryrun", "dryrun2")
-    settings, warnings = config.load_settings(args.global_conf)
-    settings = common.settings_for_latest(args, settings, warnings)
+    settings, warnings = common.restore_settings(args)
     log = RunLog("debug" if level in ("debug", "dryrun2") else "info", path=args.log_file)
     held = []  # type: List[str]  # the config's warnings, said inside the frame of a restore that stays here
     onhost.say_warnings(args, warnings, held.append)
@@ -151,6 +150,7 @@ def run(args) -> int:
     if code is not None:
         return code
     log.info(LOG_START)  # every line of the run from here, so inside its frame (ghettoVCB's log parsers')
+    onhost.say_why_here(args, log)
     for warning in held:
         log.warning(warning)
     try:

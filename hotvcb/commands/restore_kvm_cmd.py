@@ -12,7 +12,7 @@ Exit codes: 0 restored (or a clean dry run), 3 restored without a disk the backu
 
 from typing import List
 
-from .. import config, interrupt
+from .. import interrupt
 from ..convert.machine import BUILT_BUSES, NIC_MODELS
 from ..errors import HotvcbError, UsageError
 from ..jobs import backup_check, nfs
@@ -58,8 +58,7 @@ def run(args, level: str) -> int:
     fmt = args.format or "qcow2"
     if fmt not in KVM_FORMATS:
         raise UsageError("--format %s: a KVM restore writes %s" % (fmt, " or ".join(KVM_FORMATS)))
-    settings, warnings = config.load_settings(args.global_conf)
-    settings = common.settings_for_latest(args, settings, warnings)
+    settings, warnings = common.restore_settings(args)
     dry_run = level in ("dryrun", "dryrun2")
     log = RunLog("debug" if level in ("debug", "dryrun2") else "info", path=args.log_file)
     for w in warnings:

@@ -137,7 +137,10 @@ def verify_folder(shell: Shell, folder: str, record: bool = True, progress=None,
         result.status, result.message = "unverifiable", NO_MANIFEST
         return result
     files = data.get("files") or {}
-    present = set(shell.list_files(folder))
+    try:
+        present = set(shell.list_files(folder))
+    except HostError as err:  # removed since its manifest was read (another host's rotation), or unreadable
+        return _no_folder(folder, str(err))
     for rel in sorted(files):
         if skip is not None and skip(rel):
             continue
