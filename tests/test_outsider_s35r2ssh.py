@@ -23,8 +23,8 @@ import pytest
 
 from esxisim import proclog
 from gates import held, stopped
-from simhost import (REPO, backup_once, good, hotvcb, needs_root, next_second, ours, power, sealed, vim, wait_for,
-                     write_conf)
+from simhost import (REPO, backup_once, good, hotvcb, needs_root, next_second, on_host, ours, power, sealed, vim,
+                     wait_for, write_conf)
 from sshd import needs_sshd
 from sshsite import sshd_children, site  # noqa: F401  (site: the fixture)
 
@@ -245,12 +245,10 @@ def _sshd_down(site):
 
 def _sshd_up(site):
     """The host's sshd started again on its port (the fixture's teardown stops this one)."""
-    import sys
     d = site.sshd
     log = open(str(d.dir / "sshd2.log"), "ab")
-    d.proc = subprocess.Popen([sys.executable, "-m", "esxisim", "shell", site.host.root, "--", "/usr/sbin/sshd", "-D",
-                               "-e", "-f", str(d.dir / "sshd_config")], stdin=subprocess.DEVNULL, stdout=log,
-                              stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=REPO))
+    d.proc = subprocess.Popen(on_host(site.host, "/usr/sbin/sshd", "-D", "-e", "-f", str(d.dir / "sshd_config")),
+                              stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)  # as sshsite.host_sshd
     log.close()
 
 
