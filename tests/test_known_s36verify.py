@@ -10,69 +10,20 @@
 
 import json
 import os
-import struct
 import subprocess
 import sys
 
 import pytest
 
-from hotvcb.localshell import LocalShell
+from sealedbuild import REPO, TIMEOUT, VM, hotvcb, listed, sealed
+
 from hotvcb.store import manifest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VM = "web"
 STAMP = "2026-12-01_21-00-01"
-TIMEOUT = 60  # seconds: a FIFO opened for reading blocks for ever, a check of these backups takes one
-
-
-def qcow2_header(backing: str = "") -> bytes:
-    """The head of a qcow2 image (chain.backing_file reads its magic and its backing file's offset and length)."""
-    name = backing.encode()
-    head = b"QFI\xfb" + struct.pack(">I", 3) + struct.pack(">QI", 104 if name else 0, len(name))
-    return head.ljust(104, b"\0") + name + b"\0" * 4096
-
-
-def sealed(volume, stamp: str = STAMP, backing: str = "") -> str:
-    """A sealed hotvcb backup of VM `web` in its VM's folder: one qcow2 disk and the VM's JSON, each with its
-    checksum in the manifest, STATUS.ok."""
-    folder = os.path.join(str(volume), VM, "%s-%s" % (VM, stamp))
-    os.makedirs(folder)
-    with open(os.path.join(folder, "vda.qcow2"), "wb") as f:
-        f.write(qcow2_header(backing))
-    with open(os.path.join(folder, "web.json"), "w") as f:
-        f.write("{}\n")
-    files = {rel: manifest.digest_file(LocalShell(), os.path.join(folder, rel)).entry()
-             for rel in ("vda.qcow2", "web.json")}
-    disks = [{"key": "drive0", "source": "/var/lib/images/web.qcow2", "files": ["vda.qcow2"], "ok": True}]
-    with open(os.path.join(folder, manifest.MANIFEST), "w") as f:
-        f.write(manifest.dumps({"vm": VM, "result": "ok", "disk_format": "qcow2", "disks": disks, "files": files}))
-    with open(os.path.join(folder, "STATUS.ok"), "w") as f:
-        f.write("ok\n")
-    return folder
-
-
-def hotvcb(tmp_path, *args):
-    """hotvcb run as the admin runs it, with a config naming the volume; bounded (a blocked open never returns)."""
-    conf = tmp_path / "hotvcb.conf"
-    conf.write_text("VM_BACKUP_VOLUME=%s\n" % (tmp_path / "vol"))
-    try:
-        r = subprocess.run([sys.executable, "-m", "hotvcb"] + list(args) + ["-g", str(conf)], capture_output=True,
-                           text=True, timeout=TIMEOUT, env=dict(os.environ, PYTHONPATH=REPO))
-    except subprocess.TimeoutExpired:
-        pytest.fail("hotvcb %s still running after %d s" % (" ".join(args), TIMEOUT))
-    r.out = r.stdout + r.stderr
-    return r
-
-
-def listed(tmp_path, folder):
-    r = hotvcb(tmp_path, "list", "--json", VM)
-    assert r.returncode == 0, r.out
-    (b,) = [b for b in json.loads(r.stdout)["backups"] if b["name"] == os.path.basename(folder)]
-    return b
 
 
 def test_verify_calls_a_sealed_backup_whose_manifest_lost_its_checksums_damaged_as_list_does(tmp_path):
-    folder = sealed(tmp_path / "vol")
+    folder = sealed(tmp_path / "vol", STAMP)
     path = os.path.join(folder, manifest.MANIFEST)
     with open(path) as f:
         data = json.load(f)
@@ -87,7 +38,7 @@ def test_verify_calls_a_sealed_backup_whose_manifest_lost_its_checksums_damaged_
 
 
 def test_a_fifo_in_place_of_a_backups_disk_is_damaged_to_list_and_verify_which_finish(tmp_path):
-    folder = sealed(tmp_path / "vol")
+    folder = sealed(tmp_path / "vol", STAMP)
     disk = os.path.join(folder, "vda.qcow2")
     os.remove(disk)
     os.mkfifo(disk)
@@ -100,7 +51,7 @@ def test_a_fifo_in_place_of_a_backups_disk_is_damaged_to_list_and_verify_which_f
 def test_the_backing_file_of_a_fifo_is_refused_not_waited_for(tmp_path):
     """An incremental whose base's disk is a FIFO: following its chain (a libvirt incremental's choice of base,
     rotation's sparing of bases) reads each image's header in turn, and must refuse the FIFO at once."""
-    base = sealed(tmp_path / "vol")
+    base = sealed(tmp_path / "vol", STAMP)
     inc = sealed(tmp_path / "vol", "2026-12-02_21-00-01", backing="../%s/vda.qcow2" % os.path.basename(base))
     os.remove(os.path.join(base, "vda.qcow2"))
     os.mkfifo(os.path.join(base, "vda.qcow2"))

@@ -16,12 +16,12 @@ which is what a real ESXi does with a task already sent."""
 import glob
 import json
 import os
-import shlex
 import signal
 import time
 
 import pytest
 
+from gates import gate, stop_at, ungate
 from simhost import (VOLUME, backup_once, backup_root, backups, good, hotvcb, hotvcb_background, needs_root, next_second,
                      ours, power, snapshot_names, wait_for, write_conf)
 
@@ -41,64 +41,6 @@ def matrix(steps, sigs, keep=None, pick=None):
         return [pytest.param(steps[i], sg, id="%s-%s" % (_step_id(steps[i]), sg)) for i, sg in pick]
     return [pytest.param(st, sigs[i % len(sigs)], id="%s-%s" % (_step_id(st), sigs[i % len(sigs)]))
             for i, st in enumerate(steps) if keep is None or i in keep]
-
-
-# --- the gate: one host call held at its boundary ----------------------------------------------------------
-def gate(host, tmp_path, tool, pattern, phase):
-    """Wrap the host's `tool` so that its first call whose arguments match the sh `case` pattern stops:
-    `before` the real tool runs, or `after` it ran (its answer held back). The held call writes
-    GATE/hit and waits for GATE/go (60 s at most); GATE/done once the whole call is over. Returns GATE."""
-    layer = "usr_sbin" if tool == "vmkfstools" else "usr_bin"
-    g = tmp_path / ("gate-" + tool)
-    g.mkdir()
-    q = shlex.quote(str(g))
-    wait = 'i=0; while [ ! -e %s/go ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done' % q
-    if phase == "before":
-        held = 'echo $$ > %s/hit; %s; "$0.real" "$@"; rc=$?; touch %s/done; exit $rc' % (q, wait, q)
-    else:
-        held = '"$0.real" "$@"; rc=$?; echo $$ > %s/hit; %s; touch %s/done; exit $rc' % (q, wait, q)
-    path = host.store.p("root", layer, "upper", tool)
-    os.rename(path, path + ".real")
-    with open(path, "w") as f:
-        f.write('#!/bin/sh\ncase "$*" in\n  %s)\n    if mkdir %s/taken 2>/dev/null; then %s; fi;;\nesac\n'
-                'exec "$0.real" "$@"\n' % (pattern, q, held))
-    os.chmod(path, 0o755)
-    return g
-
-
-def ungate(host, tool):
-    layer = "usr_sbin" if tool == "vmkfstools" else "usr_bin"
-    path = host.store.p("root", layer, "upper", tool)
-    if os.path.exists(path + ".real"):
-        os.rename(path + ".real", path)
-
-
-def stop_at(host, g, run, sig):
-    """Once the gated call is held: `sig` to hotvcb, the call let go, hotvcb's end awaited. Returns its output."""
-    try:
-        wait_for(lambda: (g / "hit").exists() or run.poll() is not None, timeout=60, what="the gated call")
-        assert run.poll() is None, "the run ended before the gated call:\n" + run.communicate()[0]
-        run.send_signal(sig)
-        if sig == signal.SIGKILL:
-            run.wait(timeout=30)
-        else:  # hotvcb's own stop may end the held call; give it a moment before the call goes on
-            try:
-                run.wait(timeout=3)
-            except Exception:
-                pass
-        (g / "go").touch()
-        out, _ = run.communicate(timeout=90)
-    finally:
-        (g / "go").touch()
-        if run.poll() is None:
-            run.kill()
-            run.communicate()
-    # a held call hotvcb did not end runs to its end (as hostd finishes a task sent to it)
-    hit = (g / "hit").read_text().strip() if (g / "hit").exists() else ""
-    if hit:
-        wait_for(lambda: (g / "done").exists() or not os.path.exists("/proc/" + hit), timeout=30,
-                 what="the held call to end")
-    return out
 
 
 def leftovers(host, vm):

@@ -22,11 +22,11 @@ import time
 import pytest
 
 from esxisim import proclog
-from simhost import (REPO, backup_once, good, hotvcb, hotvcb_background, needs_root, next_second, ours, power,
-                     sealed, vim, wait_for, write_conf)
+from gates import held, stopped
+from simhost import (REPO, backup_once, good, hotvcb, needs_root, next_second, on_host, ours, power, sealed, vim,
+                     wait_for, write_conf)
 from sshd import needs_sshd
 from sshsite import sshd_children, site  # noqa: F401  (site: the fixture)
-from test_outsider_s34crash import gate, stop_at, ungate
 
 pytestmark = needs_root
 
@@ -64,18 +64,7 @@ def _bg(site, *args, env=None):
 
 def _held(site, tmp_path, tool, pattern, phase, args, action, env=None):
     """hotvcb `args` in the background; once the gated call is held, `action()`; then the call let go. (rc, out)"""
-    g = gate(site.host, tmp_path, tool, pattern, phase)
-    try:
-        run = _bg(site, *args, env=env)
-        wait_for(lambda: (g / "hit").exists() or run.poll() is not None, 60, "the gated call")
-        assert run.poll() is None, run.communicate()[0]
-        action()
-        (g / "go").touch()
-        out, _ = run.communicate(timeout=180)
-    finally:
-        (g / "go").touch()
-        ungate(site.host, tool)
-    return run.returncode, out
+    return held(site.host, tmp_path, tool, pattern, phase, lambda: _bg(site, *args, env=env), action)
 
 
 @needs_sshd
@@ -147,12 +136,7 @@ def _killed_going_down(host, tmp_path, conf, sig="KILL"):
 
 def _killed_during_copy(host, tmp_path, args, sig=signal.SIGKILL, sub="copy"):
     (tmp_path / sub).mkdir()
-    g = gate(host, tmp_path / sub, "vmkfstools", "-i*", "before")
-    run = hotvcb_background(host, *args)
-    try:
-        return stop_at(host, g, run, sig)
-    finally:
-        ungate(host, "vmkfstools")
+    return stopped(host, tmp_path / sub, "vmkfstools", "-i*", "before", args, sig)[1]
 
 
 def test_dry_run_after_a_gone_run_touches_nothing_and_cleanup_still_powers_it_on(host, tmp_path):
@@ -232,10 +216,8 @@ def test_power_order_run_killed_going_down_then_next_run_restores_every_vm_as_it
     idle = host.create_vm("idle", "datastore1", [{"size": "1M"}], power="off")
     conf = write_conf(host, POWER_VM_DOWN_BEFORE_BACKUP=1, VM_SHUTDOWN_ORDER="web,db", VM_STARTUP_ORDER="db,web")
     host.set_fault("power.shutdown", "ignore")
-    g = gate(host, tmp_path, "vim-cmd", "vmsvc/power.shutdown*", "after")
-    run = hotvcb_background(host, "-a", "-g", conf)
-    out1 = stop_at(host, g, run, getattr(signal, "SIG" + sig))
-    ungate(host, "vim-cmd")
+    _, out1 = stopped(host, tmp_path, "vim-cmd", "vmsvc/power.shutdown*", "after", ("-a", "-g", conf),
+                      getattr(signal, "SIG" + sig))
     host.clear_faults()
     assert "Traceback" not in out1, out1
     vim(host, "vmsvc/power.off", web)
@@ -263,12 +245,10 @@ def _sshd_down(site):
 
 def _sshd_up(site):
     """The host's sshd started again on its port (the fixture's teardown stops this one)."""
-    import sys
     d = site.sshd
     log = open(str(d.dir / "sshd2.log"), "ab")
-    d.proc = subprocess.Popen([sys.executable, "-m", "esxisim", "shell", site.host.root, "--", "/usr/sbin/sshd", "-D",
-                               "-e", "-f", str(d.dir / "sshd_config")], stdin=subprocess.DEVNULL, stdout=log,
-                              stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=REPO))
+    d.proc = subprocess.Popen(on_host(site.host, "/usr/sbin/sshd", "-D", "-e", "-f", str(d.dir / "sshd_config")),
+                              stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)  # as sshsite.host_sshd
     log.close()
 
 

@@ -19,9 +19,9 @@ import time
 
 import pytest
 
+from gates import gate, held, killed_before, stop_at, stopped, ungate, wait_held
 from simhost import (backup_dirs, backup_once, good, hotvcb, hotvcb_background, needs_root, next_second, power, vim,
-                     wait_for, write_conf)
-from test_outsider_s34crash import gate, stop_at, ungate
+                     write_conf)
 
 pytestmark = needs_root
 
@@ -35,28 +35,12 @@ def _marker(host, vm="web"):
 def _killed_during_copy(host, tmp_path, args, sub="copy"):
     """hotvcb `args` SIGKILLed as its first disk copy starts (vmkfstools -i held). Its output."""
     (tmp_path / sub).mkdir()
-    g = gate(host, tmp_path / sub, "vmkfstools", "-i*", "before")
-    run = hotvcb_background(host, *args)
-    try:
-        return stop_at(host, g, run, signal.SIGKILL)
-    finally:
-        ungate(host, "vmkfstools")
+    return stopped(host, tmp_path / sub, "vmkfstools", "-i*", "before", args)[1]
 
 
 def _during_copy(host, tmp_path, args, action):
     """hotvcb `args` run to its end; `action()` done while its first disk copy is held. (rc, output)"""
-    g = gate(host, tmp_path, "vmkfstools", "-i*", "before")
-    try:
-        run = hotvcb_background(host, *args)
-        wait_for(lambda: (g / "hit").exists() or run.poll() is not None, 60, "the copy")
-        assert run.poll() is None, run.communicate()[0]
-        action()
-        (g / "go").touch()
-        out, _ = run.communicate(timeout=180)
-    finally:
-        (g / "go").touch()
-        ungate(host, "vmkfstools")
-    return run.returncode, out
+    return held(host, tmp_path, "vmkfstools", "-i*", "before", lambda: hotvcb_background(host, *args), action)
 
 
 def _on_then_off(host, vmid):
@@ -108,12 +92,7 @@ def test_run_killed_as_its_power_on_was_answered_leaves_web_on(host, tmp_path, t
     traceback, marker gone; the next backup is good."""
     vmid = host.create_vm("web", "datastore1", [{"size": "1M"}], power="on")
     conf = write_conf(host, POWER_VM_DOWN_BEFORE_BACKUP=1)
-    g = gate(host, tmp_path, "vim-cmd", "vmsvc/power.on*", "after")
-    run = hotvcb_background(host, "backup", "-m", "web", "-g", conf)
-    try:
-        out = stop_at(host, g, run, signal.SIGKILL)
-    finally:
-        ungate(host, "vim-cmd")
+    _, out = stopped(host, tmp_path, "vim-cmd", "vmsvc/power.on*", "after", ("backup", "-m", "web", "-g", conf))
     assert "Powered on" in power(host, vmid) and os.path.exists(_marker(host)), out
     next_second()
     r = hotvcb(host, "cleanup", "-g", conf) if then == "cleanup" else backup_once(host, conf, "web")
@@ -220,24 +199,18 @@ def test_power_on_refused_at_the_end_then_cleanup_powers_it_on(host, tmp_path):
     vmid = host.create_vm("web", "datastore1", [{"size": "1M"}], power="on")
     conf = write_conf(host, POWER_VM_DOWN_BEFORE_BACKUP=1)
     flat = host.real(FOLDER % "web" + "/web-flat.vmdk")
-    (tmp_path / "w").mkdir()
-    g = gate(host, tmp_path / "w", "vim-cmd", "vmsvc/power.on*", "before")
-    run = hotvcb_background(host, "backup", "-m", "web", "-g", conf)
-    try:
-        wait_for(lambda: (g / "hit").exists() or run.poll() is not None, 60, "the power on")
-        os.rename(flat, flat + ".away")  # the power on fails as the vmx opens the disk
-        (g / "go").touch()
-        out, _ = run.communicate(timeout=120)
+    try:  # the power on fails as the vmx opens the disk
+        rc, out = held(host, tmp_path, "vim-cmd", "vmsvc/power.on*", "before",
+                       lambda: hotvcb_background(host, "backup", "-m", "web", "-g", conf),
+                       lambda: os.rename(flat, flat + ".away"))
     finally:
-        (g / "go").touch()
-        ungate(host, "vim-cmd")
         if os.path.exists(flat + ".away"):
             os.rename(flat + ".away", flat)
     assert "Module 'Disk' power on failed." in open(host.real(FOLDER % "web" + "/vmware.log")).read(), out
     assert "Traceback" not in out, out
     assert "Powered off" in power(host, vmid), out
     assert "could NOT be powered on" in out and "All VMs backed up OK" not in out, out
-    assert run.returncode != 0, (run.returncode, out)
+    assert rc != 0, (rc, out)
     assert os.path.exists(_marker(host)), out
     c = hotvcb(host, "cleanup", "-g", conf)
     assert "Traceback" not in c.stdout + c.stderr, c.stdout + c.stderr
@@ -260,7 +233,7 @@ def test_run_killed_as_its_power_on_failed_next_cleanup_still_powers_it_on(host,
     g = gate(host, tmp_path, "vim-cmd", "vmsvc/power.on*", "after")
     run = hotvcb_background(host, "backup", "-m", "web", "-g", conf)
     try:
-        wait_for(lambda: (copied / "hit").exists() or run.poll() is not None, 60, "the copy")
+        wait_held(copied, run, "the copy")
         os.rename(flat, flat + ".away")  # the disk's datastore path briefly gone: the power on will fail
         (copied / "go").touch()
         out = stop_at(host, g, run, signal.SIGKILL)
@@ -285,17 +258,7 @@ def test_order_run_killed_before_the_second_vms_power_on_cleanup_powers_it_on(ho
     web = host.create_vm("web", "datastore1", [{"size": "1M"}], power="on")
     db = host.create_vm("db", "datastore1", [{"size": "1M"}], power="on")
     conf = write_conf(host, POWER_VM_DOWN_BEFORE_BACKUP=1, VM_SHUTDOWN_ORDER="web,db", VM_STARTUP_ORDER="web,db")
-    g = gate(host, tmp_path, "vim-cmd", "vmsvc/power.on?%s" % db, "before")
-    run = hotvcb_background(host, "-a", "-g", conf)
-    try:
-        wait_for(lambda: (g / "hit").exists() or run.poll() is not None, 60, "db's power on")
-        assert run.poll() is None, run.communicate()[0]
-        run.kill()
-        out, _ = run.communicate(timeout=30)
-        os.kill(int((g / "hit").read_text().strip()), signal.SIGKILL)
-    finally:
-        (g / "go").touch()
-        ungate(host, "vim-cmd")
+    out = killed_before(host, tmp_path, "vim-cmd", "vmsvc/power.on?%s" % db, ("-a", "-g", conf))
     assert [power(host, v) for v in (web, db)] == ["Powered on", "Powered off"], out
     c = hotvcb(host, "cleanup", "-g", conf)
     assert "Traceback" not in c.stdout + c.stderr, c.stdout + c.stderr

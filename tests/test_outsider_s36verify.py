@@ -20,68 +20,20 @@ import json
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tarfile
 import time
-from datetime import datetime, timedelta
 
 import pytest
 
 import simhost
+from sealedbuild import REPO, TIMEOUT, VM, hotvcb, listed, sealed, stamp
 from sshd import needs_sshd
 from sshsite import site  # noqa: F401  (the fixture)
 
 from hotvcb.localshell import LocalShell
 from hotvcb.store import health, manifest
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VM = "web"
-TIMEOUT = 60
-
-
-def stamp(hours_ago: float = 2) -> str:
-    return (datetime.now() - timedelta(hours=hours_ago)).strftime("%Y-%m-%d_%H-%M-%S")
-
-
-def sealed(volume, when: str = "") -> str:
-    """A sealed hotvcb backup of `web` in its VM's folder: a qcow2 header as disk, the VM's JSON, STATUS.ok."""
-    folder = os.path.join(str(volume), VM, "%s-%s" % (VM, when or stamp()))
-    os.makedirs(folder)
-    head = (b"QFI\xfb" + struct.pack(">I", 3) + struct.pack(">QI", 0, 0)).ljust(104, b"\0") + b"\0" * 4096
-    with open(os.path.join(folder, "vda.qcow2"), "wb") as f:
-        f.write(head)
-    with open(os.path.join(folder, "web.json"), "w") as f:
-        f.write("{}\n")
-    files = {rel: manifest.digest_file(LocalShell(), os.path.join(folder, rel)).entry()
-             for rel in ("vda.qcow2", "web.json")}
-    disks = [{"key": "drive0", "source": "/var/lib/images/web.qcow2", "files": ["vda.qcow2"], "ok": True}]
-    with open(os.path.join(folder, manifest.MANIFEST), "w") as f:
-        f.write(manifest.dumps({"vm": VM, "result": "ok", "disk_format": "qcow2", "disks": disks, "files": files}))
-    with open(os.path.join(folder, "STATUS.ok"), "w") as f:
-        f.write("ok\n")
-    return folder
-
-
-def hotvcb(tmp_path, *args):
-    conf = tmp_path / "hotvcb.conf"
-    conf.write_text("VM_BACKUP_VOLUME=%s\n" % (tmp_path / "vol"))
-    try:
-        r = subprocess.run([sys.executable, "-m", "hotvcb"] + list(args) + ["-g", str(conf)], capture_output=True,
-                           text=True, timeout=TIMEOUT, env=dict(os.environ, PYTHONPATH=REPO), cwd=str(tmp_path))
-    except subprocess.TimeoutExpired:
-        pytest.fail("hotvcb %s still running after %d s" % (" ".join(args), TIMEOUT))
-    r.out = r.stdout + r.stderr
-    return r
-
-
-def listed(tmp_path, path):
-    r = hotvcb(tmp_path, "list", "--json", VM)
-    assert r.returncode == 0, r.out
-    (b,) = [b for b in json.loads(r.stdout)["backups"] if b["name"] == os.path.basename(path)]
-    return b
-
 
 def dryrun(tmp_path, path):
     out = tmp_path / "out"

@@ -11,13 +11,12 @@ VM the next run cannot power on (exit code, final status line: DEFECT 1); a .vmx
 """
 
 import os
-import signal
 import time
 
 import pytest
 
-from simhost import (good, hotvcb, hotvcb_background, needs_root, next_second, power, vim, wait_for, write_conf)
-from test_outsider_s34crash import gate, stop_at, ungate
+from gates import held, killed_before, stopped
+from simhost import good, hotvcb, hotvcb_background, needs_root, next_second, power, vim, write_conf
 
 pytestmark = needs_root
 
@@ -59,20 +58,10 @@ def _all(r):
 def _killed_at_power_on(host, tmp_path, vm, phase, conf):
     """hotvcb -m vm SIGKILLed at its final `vim-cmd vmsvc/power.on`: `before` it reaches the host (the held call
     killed with it), or `after` the host did it (the answer never heard). Its output."""
-    g = gate(host, tmp_path, "vim-cmd", "vmsvc/power.on*", phase)
-    run = hotvcb_background(host, "backup", "-m", vm, "-g", conf)
-    try:
-        if phase == "after":
-            return stop_at(host, g, run, signal.SIGKILL)
-        wait_for(lambda: (g / "hit").exists() or run.poll() is not None, 60, "the power on")
-        assert run.poll() is None, run.communicate()[0]
-        run.kill()
-        out, _ = run.communicate(timeout=30)
-        os.kill(int((g / "hit").read_text().strip()), signal.SIGKILL)
-        return out
-    finally:
-        (g / "go").touch()
-        ungate(host, "vim-cmd")
+    args = ("backup", "-m", vm, "-g", conf)
+    if phase == "after":
+        return stopped(host, tmp_path, "vim-cmd", "vmsvc/power.on*", phase, args)[1]
+    return killed_before(host, tmp_path, "vim-cmd", "vmsvc/power.on*", args)
 
 
 def _refused_power_ons(host):
@@ -170,26 +159,25 @@ def test_8x_power_on_refused_run_says_vm_down_admins_start_and_stop_stand(host8,
     vmid = host8.create_vm("lr", "datastore1", [{"size": "1M"}], power="on")
     conf = _conf(host8, "lr")
     flat = host8.real(FOLDER % "lr" + "/lr-flat.vmdk")
-    g = gate(host8, tmp_path, "vim-cmd", "vmsvc/power.on*", "before")
-    run = hotvcb_background(host8, "backup", "-m", "lr", "-g", conf)
-    try:
-        wait_for(lambda: (g / "hit").exists() or run.poll() is not None, 60, "the power on")
+    others = []  # while the power on is held: a cleanup and a second backup
+
+    def disk_away_then_others():
         os.rename(flat, flat + ".away")
-        c1 = hotvcb(host8, "cleanup", "-g", conf)
-        r2 = hotvcb(host8, "-m", "lr", "-g", conf)
-        (g / "go").touch()
-        out, _ = run.communicate(timeout=120)
+        others.extend([hotvcb(host8, "cleanup", "-g", conf), hotvcb(host8, "-m", "lr", "-g", conf)])
+
+    try:
+        rc, out = held(host8, tmp_path, "vim-cmd", "vmsvc/power.on*", "before",
+                       lambda: hotvcb_background(host8, "backup", "-m", "lr", "-g", conf), disk_away_then_others)
     finally:
-        (g / "go").touch()
-        ungate(host8, "vim-cmd")
         if os.path.exists(flat + ".away"):
             os.rename(flat + ".away", flat)
+    c1, r2 = others
     for other in (c1, r2):
         assert other.returncode != 0 and "another hotvcb run holds" in _all(other), _all(other)
     assert "In(05) vmx - [msg.module.powerOnFailed] Module 'Disk' power on failed." in open(_log(host8, "lr")).read()
     assert "Traceback" not in out, out
     assert "Powered off" in power(host8, vmid) and os.path.exists(_marker(host8, "lr")), out
-    assert "VM DOWN: lr" in _final(out) and run.returncode != 0, (run.returncode, out)
+    assert "VM DOWN: lr" in _final(out) and rc != 0, (rc, out)
     vim(host8, "vmsvc/power.on", vmid)
     vim(host8, "vmsvc/power.off", vmid)
     c = hotvcb(host8, "cleanup", "-g", conf)

@@ -26,56 +26,18 @@ Most agree (pinned below as controls). Defects:
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tarfile
-from datetime import datetime, timedelta
 
 import pytest
 
+import sealedbuild
+from sealedbuild import VM, hotvcb, stamp
 from simhost import VOLUME, hotvcb as host_hotvcb, make_host, needs_root, write_conf
-
-from hotvcb.localshell import LocalShell
-from hotvcb.store import manifest
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VM = "web"
-TIMEOUT = 60
-
-
-def stamp(hours_ago: float = 2) -> str:
-    return (datetime.now() - timedelta(hours=hours_ago)).strftime("%Y-%m-%d_%H-%M-%S")
 
 
 def sealed(volume, when: str = "", vm: str = VM) -> str:
-    """A sealed, restorable hotvcb backup of a bare-QEMU VM in its VM's folder: a 1 MiB qcow2 disk, the VM's
-    description (`<VM>.json`), the manifest with every checksum, STATUS.ok."""
-    folder = os.path.join(str(volume), vm, "%s-%s" % (vm, when or stamp()))
-    os.makedirs(folder)
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", os.path.join(folder, "vda.qcow2"), "1M"], check=True)
-    with open(os.path.join(folder, vm + ".json"), "w") as f:
-        json.dump({"hypervisor": "qemu", "name": vm}, f)
-    files = {rel: manifest.digest_file(LocalShell(), os.path.join(folder, rel)).entry()
-             for rel in ("vda.qcow2", vm + ".json")}
-    disks = [{"key": "drive0", "source": "/var/lib/images/%s.qcow2" % vm, "files": ["vda.qcow2"], "ok": True}]
-    with open(os.path.join(folder, manifest.MANIFEST), "w") as f:
-        f.write(manifest.dumps({"vm": vm, "result": "ok", "disk_format": "qcow2", "disks": disks, "files": files}))
-    with open(os.path.join(folder, "STATUS.ok"), "w") as f:
-        f.write("ok\n")
-    return folder
-
-
-def hotvcb(tmp_path, *args, cwd=None):
-    conf = tmp_path / "hotvcb.conf"
-    conf.write_text("VM_BACKUP_VOLUME=%s\n" % (tmp_path / "vol"))
-    try:
-        r = subprocess.run([sys.executable, "-m", "hotvcb"] + [str(a) for a in args] + ["-g", str(conf)],
-                           capture_output=True, text=True, timeout=TIMEOUT, env=dict(os.environ, PYTHONPATH=REPO),
-                           cwd=str(cwd or tmp_path))
-    except subprocess.TimeoutExpired:
-        pytest.fail("hotvcb %s still running after %d s" % (" ".join(map(str, args)), TIMEOUT))
-    r.out = r.stdout + r.stderr
-    return r
+    """sealedbuild's restorable backup (a real qcow2 image): these tests restore and boot it."""
+    return sealedbuild.sealed(volume, when, vm, restorable=True)
 
 
 def kvm_dryrun(tmp_path, path, *extra):

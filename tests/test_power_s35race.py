@@ -17,9 +17,8 @@ import signal
 import pytest
 
 from esxisim import proclog
-from simhost import (backup_once, good, hotvcb, hotvcb_background, needs_root, next_second, power, vim, wait_for,
-                     write_conf)
-from test_outsider_s34crash import gate, stop_at, ungate
+from gates import held, stopped
+from simhost import backup_once, good, hotvcb, hotvcb_background, needs_root, next_second, power, vim, write_conf
 
 pytestmark = needs_root
 
@@ -31,14 +30,12 @@ def stopped_going_down(host, tmp_path, conf, sig):
     which is still going down (off_now ends it). Returns (web's vmid, the stopped run's output)."""
     vmid = host.create_vm("web", "datastore1", [{"size": "1M"}], power="on")
     host.set_fault("power.shutdown", "ignore")
-    g = gate(host, tmp_path, "vim-cmd", "vmsvc/power.shutdown*", "after")
-    run = hotvcb_background(host, "backup", "-m", "web", "-g", conf)
-    out = stop_at(host, g, run, SIGNALS[sig])
-    ungate(host, "vim-cmd")
+    rc, out = stopped(host, tmp_path, "vim-cmd", "vmsvc/power.shutdown*", "after", ("backup", "-m", "web", "-g", conf),
+                      SIGNALS[sig])
     host.clear_faults()
     assert "Traceback" not in out, out
     if sig == "TERM":
-        assert run.returncode == 2, (run.returncode, out)
+        assert rc == 2, (rc, out)
     assert "Powered on" in power(host, vmid), out
     return vmid, out
 
@@ -94,18 +91,11 @@ def test_vm_going_off_as_the_next_run_asks_it_to_shut_down_is_powered_on_by_it(h
     conf = write_conf(host, POWER_VM_DOWN_BEFORE_BACKUP=1)
     vmid, out = stopped_going_down(host, tmp_path, conf, "TERM")
     (tmp_path / "next").mkdir()
-    g = gate(host, tmp_path / "next", "vim-cmd", "vmsvc/power.shutdown*", "before")
-    try:
-        next_second()
-        run = hotvcb_background(host, "backup", "-m", "web", "-g", conf)
-        wait_for(lambda: (g / "hit").exists() or run.poll() is not None, timeout=60, what="the next shutdown request")
-        vim(host, "vmsvc/power.off", vmid)
-        (g / "go").touch()
-        nxt, _ = run.communicate(timeout=120)
-    finally:
-        (g / "go").touch()
-        ungate(host, "vim-cmd")
-    assert run.returncode == 0, out + "\n--- next ---\n" + nxt
+    next_second()
+    rc, nxt = held(host, tmp_path / "next", "vim-cmd", "vmsvc/power.shutdown*", "before",
+                   lambda: hotvcb_background(host, "backup", "-m", "web", "-g", conf),
+                   lambda: vim(host, "vmsvc/power.off", vmid))
+    assert rc == 0, out + "\n--- next ---\n" + nxt
     assert "Powered on" in power(host, vmid), nxt
     assert len(good(host, conf, "web")) == 1, nxt
 
@@ -117,10 +107,7 @@ def test_cleanup_powers_on_a_vm_the_next_run_took_over_once_that_run_is_killed_t
     vmid, out = stopped_going_down(host, tmp_path, conf, "TERM")
     vim(host, "vmsvc/power.off", vmid)
     (tmp_path / "next").mkdir()
-    g = gate(host, tmp_path / "next", "vmkfstools", "-i*", "before")
-    run = hotvcb_background(host, "backup", "-m", "web", "-g", conf)
-    nxt = stop_at(host, g, run, signal.SIGKILL)
-    ungate(host, "vmkfstools")
+    _, nxt = stopped(host, tmp_path / "next", "vmkfstools", "-i*", "before", ("backup", "-m", "web", "-g", conf))
     assert "Powered off" in power(host, vmid), nxt
     c = hotvcb(host, "cleanup", "-g", conf)
     assert c.returncode == 0, nxt + "\n--- cleanup ---\n" + c.stdout + c.stderr
