@@ -182,10 +182,8 @@ class LibvirtStampHost(StampHost):
 
 
 @pytest.mark.parametrize("answer,asked", [
-    pytest.param(Completed(["virsh", "start", "web"], 1, "error: Failed to start domain 'web'\nerror: Cannot access "
-                           "storage file '/var/lib/libvirt/images/web.qcow2': No such file or directory\n"), False,
-                 marks=pytest.mark.xfail(strict=True, reason="DEFECT 2: a virsh error is no CommandFailed: a refused "
-                                                             "start passes for no answer")),
+    (Completed(["virsh", "start", "web"], 1, "error: Failed to start domain 'web'\nerror: Cannot access storage "
+               "file '/var/lib/libvirt/images/web.qcow2': No such file or directory\n"), False),
     (TimeoutExpired("virsh start web", 120), True)], ids=["refused", "timeout"])
 def test_libvirt_start_answered_no_is_restamped_unanswered_keeps_power_on_asked(tmp_path, answer, asked):
     """The marker of a `virsh start` libvirt refused records the stamp its failed start left (the next run powers
@@ -201,7 +199,6 @@ def test_libvirt_start_answered_no_is_restamped_unanswered_keeps_power_on_asked(
 
 # -- 3. libvirt: a log rotated between a start and its failure -------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 3: the failure is looked for only in the log holding the last start line")
 @pytest.mark.parametrize("rotated", [".0", ".1"])
 def test_libvirt_failed_start_split_by_a_log_rotation_is_told(tmp_path, monkeypatch, rotated):
     """virtlogd (`.log.0`) or logrotate (`.log.1`) rotated web's log between libvirt's `starting up` and its
