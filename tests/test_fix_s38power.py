@@ -10,6 +10,7 @@
    its tail for a failed start's verdict.
 """
 
+import calendar
 import os
 import time
 from types import SimpleNamespace
@@ -37,7 +38,7 @@ BOOT2 = "2026-12-06T06:00:00.500000Z"
 
 
 def esxi_driver(booted):
-    """hosts/esxi.py's EsxiHost whose host says it booted at `booted` (hostd's runtime.bootTime; None: it cannot
+    """hosts/esxi.py's EsxiHost whose host says it booted at `booted` (hostd's runtime.bootTime; "": it cannot
     say), its shell this machine's, each VM alone in its folder."""
     from hotvcb.hosts.esxi import EsxiHost
 
@@ -52,7 +53,6 @@ def header(when, pid=2100941):
     return "%s| vmx| I005: Log for VMware ESX pid=%d version=7.0.3 build=build-24784741 option=Release\n" % (when, pid)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 1: the ESXi stamp is the vmx pid alone, which a host reboot may give again")
 def test_esxi_stamp_tells_the_same_pid_in_another_host_boot(tmp_path):
     """The vmx of web's last power on had pid 2100941 in the host's boot of 04:00; the host reboots at 06:00 and the
     admin's power on gets the same pid: its stamp is another. A vmx of an earlier boot than the host's current
@@ -65,7 +65,7 @@ def test_esxi_stamp_tells_the_same_pid_in_another_host_boot(tmp_path):
     (tmp_path / "vmware.log").write_text(header("2026-12-06T06:05:00.123Z"))
     after = esxi_driver(BOOT2).boot_stamp(vm)
     assert before != after and powered_on_by(after)
-    assert esxi_driver(None).boot_stamp(vm) == "vmx pid=2100941"  # hostd cannot say its boot time
+    assert esxi_driver("").boot_stamp(vm) == "vmx pid=2100941"  # hostd cannot say its boot time
 
 
 class RebootingHost(StampHost):
@@ -85,7 +85,6 @@ class RebootingHost(StampHost):
         return self.driver.boot_stamp(vm)
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 1: the ESXi stamp is the vmx pid alone, which a host reboot may give again")
 def test_admins_on_off_across_a_host_reboot_with_the_same_pid_stands(tmp_path):
     """A run killed with web off; the host reboots; the admin powers web on (the same vmx pid as before the
     reboot) and off again: the admin's off stands. A reboot alone (no power on) is none: web is powered on."""
@@ -126,30 +125,50 @@ def _pid(host, vm):
         return f.readline().split("pid=")[1].split()[0]
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 1: the ESXi stamp is the vmx pid alone, which a host reboot may give again")
+def test_esxisim_hostsummary_says_the_hosts_boot_time_which_a_reboot_moves(fresh_host):
+    """`vim-cmd hostsvc/hostsummary`'s runtime.bootTime (HostRuntimeInfo.bootTime, UTC to the microsecond) as the
+    driver reads it: the host's creation, then its reboot; the pid count starts over at the reboot."""
+    from hotvcb.hosts.vimcmd import parse_boot_time
+
+    host = fresh_host
+    first = parse_boot_time(vim(host, "hostsvc/hostsummary"))
+    assert first and first.endswith("Z") and abs(calendar.timegm(time.strptime(first[:19], "%Y-%m-%dT%H:%M:%S"))
+                                                 - host.boot_time()) < 2, first
+    one = host.create_vm("one", "datastore1", [{"size": "1M"}], power="on")
+    pid = _pid(host, "one")
+    time.sleep(0.01)
+    host.reboot()
+    assert parse_boot_time(vim(host, "hostsvc/hostsummary")) > first
+    vim(host, "vmsvc/power.on", one)
+    assert _pid(host, "one") == pid
+
+
 @needs_root
 def test_esxisim_killed_run_host_reboot_admins_on_off_with_the_same_pid_stands(fresh_host, tmp_path):
     """esxisim: rb's backup (POWER_VM_DOWN_BEFORE_BACKUP) is killed before its final power on; the host reboots;
     the admin powers rb on (its first vmx of this boot: the pid its vmx had before) and off for maintenance:
-    `hotvcb cleanup` leaves it off. Another VM the same killed way, not touched after the reboot, is powered on."""
+    `hotvcb cleanup` leaves it off. Killed so again, the host rebooted and rb not touched since: cleanup powers
+    it on."""
     host = fresh_host
     rb = host.create_vm("rb", "datastore1", [{"size": "1M"}], power="on")
-    other = host.create_vm("ot", "datastore1", [{"size": "1M"}], power="on")
     conf = _conf(host, "rb")
     pid = _pid(host, "rb")
-    for vm in ("rb", "ot"):
-        (tmp_path / vm).mkdir()
-        out = _killed_at_power_on(host, tmp_path / vm, vm, "before", conf)
-        assert os.path.exists(_marker(host, vm)), out
-    host.reboot()
-    vim(host, "vmsvc/power.on", rb)
-    vim(host, "vmsvc/power.off", rb)
-    assert _pid(host, "rb") == pid
-    next_second()
-    c = hotvcb(host, "cleanup", "-g", conf)
-    assert "Traceback" not in c.stdout + c.stderr, c.stdout + c.stderr
-    assert "Powered off" in power(host, rb) and not os.path.exists(_marker(host, "rb")), c.stdout
-    assert "Powered on" in power(host, other) and not os.path.exists(_marker(host, "ot")), c.stdout
+    for admin in (True, False):
+        (tmp_path / str(admin)).mkdir()
+        out = _killed_at_power_on(host, tmp_path / str(admin), "rb", "before", conf)
+        assert "Powered off" in power(host, rb) and os.path.exists(_marker(host, "rb")), out
+        host.reboot()
+        if admin:
+            vim(host, "vmsvc/power.on", rb)
+            vim(host, "vmsvc/power.off", rb)
+            assert _pid(host, "rb") == pid
+        next_second()
+        c = hotvcb(host, "cleanup", "-g", conf)
+        assert "Traceback" not in c.stdout + c.stderr, c.stdout + c.stderr
+        assert ("Powered off" if admin else "Powered on") in power(host, rb), c.stdout
+        assert not os.path.exists(_marker(host, "rb")), c.stdout
+        if admin:
+            vim(host, "vmsvc/power.on", rb)
 
 
 # -- 2. libvirt: a start libvirt answered no is restamped ---------------------------------------------------------
@@ -248,12 +267,11 @@ def _filler(size, head):
     return head + line * ((size - len(head)) // len(line))
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 4: boot_stamp reads up to 512 KiB of vmware.log")
 @pytest.mark.parametrize("head,failed", [(HEAD7, FAILED7), (HEAD8, FAILED8)], ids=["7.x", "8.x"])
 def test_esxi_boot_stamp_reads_the_logs_head_and_tail_only(tmp_path, head, failed):
     """A running VM's 512 KiB vmware.log: boot_stamp brings back at most 80 KiB of it (it read all 512). A start that
     failed late in a 600 KiB log (more than the old 512 KiB cap) is told all the same."""
-    driver = esxi_driver(None)
+    driver = esxi_driver("")
     driver.shell = CountingShell()
     vm = _vm(tmp_path)
     (tmp_path / "vmware.log").write_text(_filler(512 << 10, head))
