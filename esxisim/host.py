@@ -132,7 +132,7 @@ class Host:
         nfs_root = os.path.abspath(nfs_root or h.store.p("nfs"))
         os.makedirs(nfs_root, exist_ok=True)
         h.store.write({"version": version, "hostname": hostname, "mac": mac, "nfs_root": nfs_root,
-                       "datastores": {}, "vms": {}, "next_vmid": 1, "crond": []})
+                       "datastores": {}, "vms": {}, "next_vmid": 1, "crond": [], "boot_time": time.time()})
         from .enter import HOSTNAME_FILE
         with open(os.path.join(h.root, HOSTNAME_FILE), "w", encoding="utf-8") as f:
             f.write(hostname + "\n")  # the same name for enter.c, which reads no JSON
@@ -685,8 +685,9 @@ class Host:
     # ------------------------------------------------------------------ reboot
     def reboot(self, version=None):
         """What a reboot does to the state a tool may keep: every VM is off (no autostart here),
-        the ramdisk is empty again (`/var/run`: ESXi's root file system is visorfs, in memory) and
-        crond is started anew. With `version`, the release installed before it boots (an update,
+        the ramdisk is empty again (`/var/run`: ESXi's root file system is visorfs, in memory),
+        crond is started anew, the host's boot time (`hostsvc/hostsummary`'s runtime.bootTime) is now
+        and its process ids start over (the next vmx gets the pid the host's first vmx got). With `version`, the release installed before it boots (an update,
         upgrade or patch through esxcli takes effect at the reboot after it). The crontab and
         local.sh at boot are tests/test_schedule_esxi.py's."""
         import shutil
@@ -701,12 +702,22 @@ class Host:
         ramdisk = toolgen.upper(self, "run")
         shutil.rmtree(ramdisk)
         os.makedirs(ramdisk)
-        if version is not None:
-            with self.store.edit() as s:
+        with self.store.edit() as s:
+            # the host boots now (hostd's runtime.bootTime), its process ids counted anew: the first vmx
+            # started after a reboot may get the pid a vmx had before it
+            s["boot_time"] = time.time()
+            s.pop("last_vmx_pid", None)
+            if version is not None:
                 s["version"] = version
+        if version is not None:
             toolgen.install_python(self)
         if was_running:
             crond.start(self)
+
+    def boot_time(self):
+        """When the host last booted (its creation, or `reboot`), seconds since the epoch; a host made before
+        esxisim kept it: when its state was written first."""
+        return self.state().get("boot_time") or os.path.getctime(self.store.p("state"))
 
     # ------------------------------------------------------------------ teardown
     def stop(self):

@@ -81,6 +81,8 @@ def main(host, args):
             return registervm(host, rest)
         if ns == "hostsvc/datastore":
             return datastore(host, verb, rest)
+        if path == "hostsvc/hostsummary":
+            return hostsummary(host)
         if path in ("vmsvc", "solo", "hostsvc", "hostsvc/datastore"):
             return listing(path, VMSVC if path == "vmsvc" else ["registervm", "environment", "querycfgopt"])
     except NotFound as e:
@@ -637,6 +639,24 @@ def datastore(host, verb, rest):
             return 1
         return 0
     return listing("hostsvc/datastore", ["destroy", "info", "listsummary", "nas_create", "refresh", "rename"])
+
+
+def hostsummary(host):
+    """`vim-cmd hostsvc/hostsummary`: the host's vim.host.Summary, as vim-cmd prints a data object (the vSphere
+    API's HostListSummary; HostRuntimeInfo.bootTime, "the time when the host was booted", in vim-cmd's
+    xsd:dateTime form to the microsecond, as its vim.vm.RuntimeInfo's bootTime prints). A subset: a real host
+    prints its hardware, quick stats and much more between these fields."""
+    st = host.state()
+    boot = host.boot_time()
+    when = "%s.%06dZ" % (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(boot)), int(boot * 1e6) % 1000000)
+    out("(vim.host.Summary) {\n   host = 'vim.HostSystem:ha-host',\n"
+        "   runtime = (vim.host.RuntimeInfo) {\n      connectionState = \"connected\",\n"
+        "      powerState = \"poweredOn\",\n      standbyMode = \"none\",\n      inMaintenanceMode = false,\n"
+        "      inQuarantineMode = false,\n      bootTime = \"%s\",\n   },\n"
+        "   config = (vim.host.Summary.ConfigSummary) {\n      name = \"%s\",\n      port = 443,\n"
+        "      product = (vim.AboutInfo) {\n         name = \"VMware ESXi\",\n         version = \"%s\",\n"
+        "      },\n   },\n   overallStatus = \"green\",\n}\n" % (when, st["hostname"], host.version))
+    return 0
 
 
 def datastore_info(host, name, ds):

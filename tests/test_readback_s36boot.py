@@ -211,7 +211,8 @@ def esxi_stamp(tmp_path, log_text):
     from hotvcb.hosts.esxi import EsxiHost
 
     (tmp_path / "vmware.log").write_text(log_text)
-    driver = SimpleNamespace(shell=LocalShell(), _files=SimpleNamespace(list_files=lambda folder: ["web.vmx"]))
+    driver = SimpleNamespace(shell=LocalShell(), _files=SimpleNamespace(list_files=lambda folder: ["web.vmx"]),
+                             host_booted=lambda: "")  # hostd not asked: the stamp is the pid alone
     return EsxiHost.boot_stamp(driver, _vm(tmp_path))  # type: ignore[arg-type]
 
 

@@ -53,6 +53,19 @@ NO_BOOT_STAMP = "none"
 FAILED_START = "failed start: "
 
 
+# joins a boot_stamp's process (ESXi: its vmx's pid) and the host's boot time, where the driver tells it: a pid is
+# given again after a reboot, so the process is told by both while it started in the host's current boot, by its
+# pid alone once the host has rebooted since (it ran in an earlier boot, which the host no longer says). A marker
+# judges the two parts apart (jobs/powermark.py): a reboot alone is no power on
+IN_HOST_BOOT = "; in the host's boot of "
+
+
+def stamp_parts(stamp: str) -> Tuple[str, str]:
+    """A boot_stamp value as (its process, the host's boot it started in: "" where it does not say)."""
+    process, _, boot = stamp.partition(IN_HOST_BOOT)
+    return process, boot
+
+
 def powered_on_by(stamp: str) -> bool:
     """Whether a boot_stamp value tells a power on that succeeded (neither NO_BOOT_STAMP nor a FAILED_START)."""
     return stamp != NO_BOOT_STAMP and not stamp.startswith(FAILED_START)

@@ -18,7 +18,7 @@ from typing import Collection, Dict, List, Optional, Sequence, Tuple
 
 from .. import lazyre, vmdk
 from ..background import Kept
-from ..errors import HostError, VmNotFound
+from ..errors import HostError, HotvcbError, VmNotFound
 from ..model import DatastoreInfo, Disk, NfsShare, Snapshot, SnapshotTree, Vm, VmRef
 from ..runlog import RunLog
 from ..settings import DISK_FORMATS
@@ -26,31 +26,14 @@ from ..shell import Shell
 from ..store import backup_files
 from ..treeview import ScannedShell
 from ..vmx import MAX_SIZE, VmxFile, as_vmware_reads
-from . import esxi_release, esxi_rows, esxi_tree, vimcmd
-from .base import FAILED_START, NO_BOOT_STAMP, Copied
+from . import esxi_bootstamp, esxi_release, esxi_rows, esxi_tree, vimcmd
+from .base import Copied
 from .esxi_disks import EsxiDisks
 from .esxi_register import EsxiRegistry
 from .esxi_snapshots import EsxiSnapshots
 from .esxi_stores import EsxiStores, datastore_of
 from .esxi_vim import Vim
 
-# the log the VM's vmx process writes in the VM's folder, started anew at each power on, and how much of it
-# boot_stamp reads: its first line, the vmx's "Log for VMware ESX pid=... version=..." (~120 bytes), and the power
-# on's verdict, which a start that fails writes within its first tens of KiB before the vmx exits (a running VM's
-# log past this is read no further: its start did not fail)
-VMWARE_LOG = "vmware.log"
-BOOT_LOG_MAX = 512 << 10
-# its header, wherever on the first line: 7.x "<time>| vmx| I005: Log for VMware ESX pid=<vmx pid> version=..."
-# (5.x: no "I005: " level tag); 8.x's RFC 5424 style "<time> In(05) vmx - Log for VMware ESX pid=<vmx pid> ..."
-# (VMware, vSphere 8 "Log File Formats", ESXi 8 log message format: TIMESTAMP SEVERITY THREAD-NAME OPID MSG)
-_VMX_HEADER = lazyre.compile(r"Log for VMware ESX pid=([0-9]{1,20}) ")
-# a power on that failed, as the vmx thread logs it (7.x or 8.x header): "Module 'Disk' power on failed." (msg.module
-# .powerOnFailed), "VMX_PowerOn: ModuleTable_PowerOn = 0", "[msg.vmx.poweron.failed] Failed to start the virtual
-# machine." -- anchored to the vmx thread's own lines, not a guest's text the vmx logs for it
-_POWER_ON_FAILED = lazyre.compile(
-    r"^[^ |]+(?:\| vmx\| (?:[A-Z][0-9]+: )?| [A-Z][a-z]\([0-9]+\) vmx \S+ )"
-    r"(?:(?:\[msg\.module\.powerOnFailed\] )?Module '[^']*' power on failed|VMX_PowerOn: ModuleTable_PowerOn = 0\s*$"
-    r"|\[msg\.vmx\.poweron\.failed\])", re.M)
 # ESXi keeps its configuration in /etc/vmware/esx.conf, saved to the boot bank (state.tgz) and restored at each
 # boot; its `/system/uuid` is the host's system UUID, the one `esxcli system uuid get` prints
 ESX_CONF = "/etc/vmware/esx.conf"
@@ -82,6 +65,7 @@ class EsxiHost:
         self._version = Kept()  # type: Kept[Tuple[str, str]]
         self._name = Kept()  # type: Kept[str]
         self._system = Kept()  # type: Kept[str]
+        self._booted = Kept()  # type: Kept[str]
         self._invalid = {}  # type: Dict[str, str]
         self._vim = Vim(shell, self._files)
         self._disks = EsxiDisks(shell, self._files, self.log, self._release)
@@ -285,30 +269,25 @@ class EsxiHost:
         self._vim(["vmsvc/power.on", vm.ref.vmid], interruptible=False)
 
     def boot_stamp(self, vm: Vm) -> str:
-        """The vmx process of the VM's last power on, by the pid its vmware.log's first line names: the vmx starts a
-        new log at every power on (the old rotated to vmware-1.log, log.keepOld of them kept), headed by "Log for
-        VMware ESX pid=<its pid> ...", and one rotated by log.rotateSize while it runs is headed by the same pid
-        at a later time: no power on (a first line without that header is the stamp as it stands). A log whose
-        vmx says its power on failed (a disk locked or missing: the vmx starts, logs why, and exits) is a
-        FAILED_START: no power on. "none" where the folder has none (a VM never powered on; `logging = "FALSE"`,
-        `log.fileName` elsewhere: nothing tells). Read from the host each time, never from the driver's folder scans: a power on by someone else
-        drops none of them. A HostError where the folder itself holds another .vmx (one in a subfolder, a copy an
-        admin keeps, runs no VM there): every VM there writes the one vmware.log, so a neighbour's power on would pass for this VM's (a hidden file is none: a marker of a
-        run's, `.hotvcb-powered-off.<VM>.vmx`)."""
+        """The vmx process of the VM's last power on, in the host's boot it started in, and whether its start
+        failed (esxi_bootstamp.py), read from the host each time, never from the driver's folder scans: a power
+        on by someone else drops none of them. A HostError where the folder itself holds another .vmx (one in a
+        subfolder, a copy an admin keeps, runs no VM there): every VM there writes the one vmware.log, so a
+        neighbour's power on would pass for this VM's (a hidden file is none: a marker of a run's,
+        `.hotvcb-powered-off.<VM>.vmx`)."""
         if sum(_is_vmx(name) for name in self._files.list_files(vm.folder) if "/" not in name) > 1:
             raise HostError("%s shares its folder, and its vmware.log, with another VM: its power ons cannot be "
                             "told" % vm.name)
-        path = vm.folder + "/" + VMWARE_LOG
+        return esxi_bootstamp.boot_stamp(self.shell, vm.folder, self.host_booted)
+
+    def host_booted(self) -> str:
+        """When the host last booted (hostd's runtime.bootTime, UTC), asked once per run (a reboot ends the run's
+        VMs, and its SSH link); "" where hostd does not say it, or cannot now (not kept: asked again next time)."""
         try:
-            log = self.shell.read_regular(path, BOOT_LOG_MAX)
-        except HostError:
-            if not self.shell.exists(path):
-                return NO_BOOT_STAMP
-            raise
-        first = log.split("\n", 1)[0]
-        vmx = _VMX_HEADER.search(first)
-        stamp = "vmx pid=" + vmx.group(1) if vmx else first
-        return FAILED_START + stamp if _POWER_ON_FAILED.search(log) else stamp
+            return self._booted.get(lambda: vimcmd.parse_boot_time(self._vim(["hostsvc/hostsummary"],
+                                                                             interruptible=False)))
+        except HotvcbError:
+            return ""
 
     # -- snapshots (esxi_snapshots.py) -----------------------------------------
     def snapshots(self, vm: Vm, interruptible: bool = True) -> List[Snapshot]:

@@ -19,7 +19,7 @@ _FAULT = lazyre.compile(r"^\((vim|vmodl)\.fault\.(\w+)\)", re.M)
 _NO_HOSTD = lazyre.compile(r"\s*((?:Connect to localhost failed|Failed to login)\b[^\r\n]*)")
 # vim-cmd verbs that only read: they leave the driver's scans of VM folders valid
 _QUERIES = frozenset(["vmsvc/getallvms", "vmsvc/snapshot.get", "vmsvc/power.getstate", "vmsvc/get.guest",
-                      "hostsvc/datastore/listsummary", "hostsvc/datastore/info"])
+                      "hostsvc/datastore/listsummary", "hostsvc/datastore/info", "hostsvc/hostsummary"])
 
 
 class Vim:

@@ -51,7 +51,6 @@ a remote URI (qemu+ssh://) is refused.
 """
 
 import io
-import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -60,9 +59,8 @@ from typing import Collection, Dict, List, NoReturn, Optional, Sequence, Set, Tu
 from ..errors import CopyError, HostError, SnapshotError, VmNotFound
 from ..runlog import RunLog
 from ..model import Disk, Snapshot, Vm, VmRef
-from ..shell import Readable, Shell
-from . import nbdcopy, qemuimg
-from .base import FAILED_START, NO_BOOT_STAMP
+from ..shell import Shell
+from . import libvirt_bootlog, nbdcopy, qemuimg
 from .checkpoints import Checkpoints
 from .libvirt_domain import DomainConfig, disk_of, not_copied, parse, qemu_owner, with_live_disks
 from .libvirt_incremental import CHECKPOINT_FILE, incremental_base
@@ -71,17 +69,6 @@ from .pulljob import PullJobs, checkpoint_fault, job_snapshot, own_folder, safe
 from .qemu_overlay_names import OUR_MARK
 from .qga import run_in_guest
 from .virsh import DEFAULT_URI, BackupJob, Virsh, VirshError, together
-
-
-# libvirt's QEMU log of each domain (qemu:///system's), `<name>.log`, and what libvirt writes there at each start:
-# "2026-12-05 21:59:38.267+0000: starting up libvirt version: 9.0.0, ..."
-SYSTEM_QEMU_LOGS = "/var/log/libvirt/qemu"
-STARTING_UP = b": starting up libvirt version: "
-# and after a start that failed (a disk image locked or missing: qemuProcessStart stops the process it began with
-# VIR_DOMAIN_SHUTOFF_FAILED, and qemuProcessStop logs "<time>: shutting down, reason=<reason>")
-START_FAILED = b": shutting down, reason=failed"
-# a domain's QEMU log and its rotations, newest first: virtlogd's `<name>.log.0`, logrotate's `<name>.log.1`
-ROTATED_LOGS = ("", ".0", ".1")
 
 
 @dataclass
@@ -217,28 +204,8 @@ class LibvirtHost(LocalKvmHost):
             self.virsh.power("resume" if state == "suspended" else "start", vm.name)
 
     def boot_stamp(self, vm: Vm) -> str:
-        """The last "starting up" line of the domain's QEMU log, which libvirt appends at each start (its time to
-        the millisecond: the domain id, new at each start, is gone once the domain is off); NO_BOOT_STAMP where no
-        log has one (never started, or deleted); a FAILED_START where libvirt stopped that start as failed. A
-        resume of a paused domain starts nothing: it keeps its stamp.
-        A log rotated since its last start (virtlogd's `<name>.log.0`, logrotate's `.1`, the current one emptied
-        by copytruncate) still tells it: the newest of them with a start line does."""
-        path = "%s/%s.log" % (self._qemu_logs(), vm.name)
-        for rotated in ROTATED_LOGS:
-            if self.shell.exists(path + rotated):
-                with self.shell.open_binary(path + rotated) as log:  # 2 MiB at most where virtlogd writes it
-                    stamp = _last_start(log)
-                if stamp != NO_BOOT_STAMP:
-                    return stamp
-        return NO_BOOT_STAMP
-
-    def _qemu_logs(self) -> str:
-        """Where libvirt keeps its domains' QEMU logs: the system daemon's under /var/log, a session daemon's in its
-        user's cache folder."""
-        if self.uri.split("://", 1)[-1].startswith("/system"):
-            return SYSTEM_QEMU_LOGS
-        cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-        return cache.rstrip("/") + "/libvirt/qemu/log"
+        """The last start of the domain, as its QEMU log tells it (libvirt_bootlog.py)."""
+        return libvirt_bootlog.boot_stamp(self.shell, self.uri, vm.name)
 
     # -- snapshots: pull-mode backup jobs + checkpoints --------------------------
     def snapshots(self, vm: Vm, interruptible: bool = True) -> List[Snapshot]:  # noqa: ARG002
@@ -403,22 +370,3 @@ class LibvirtHost(LocalKvmHost):
     def registered_at(self, vmx_path: str) -> Optional[str]:
         return None  # register_vm registers nothing here
 
-
-def _last_start(log: Readable) -> str:
-    """The last line of a domain's QEMU log that says libvirt started it, read a MiB at a time, as a FAILED_START
-    where a failed start's stop follows it (START_FAILED); "none" if none does."""
-    last, failed, tail = b"", False, b""
-    while True:
-        chunk = log.read(1 << 20)
-        lines = (tail + chunk).split(b"\n")
-        tail = lines.pop() if chunk else b""
-        for line in lines:
-            if STARTING_UP in line:
-                last, failed = line, False
-            elif line.rstrip().endswith(START_FAILED):
-                failed = True
-        if not chunk:
-            break
-    if not last:
-        return NO_BOOT_STAMP
-    return (FAILED_START if failed else "") + last.decode("utf-8", "replace")

@@ -311,6 +311,17 @@ def parse_version(text: str) -> Optional[Tuple[int, ...]]:
     return tuple(int(g) for g in m.groups() if g is not None)
 
 
+# `vim-cmd hostsvc/hostsummary`'s runtime (vim.host.RuntimeInfo): `bootTime = "2026-12-06T04:00:00.250123Z",`
+_BOOT_TIME = lazyre.compile(r'^\s*bootTime = "([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z)"', re.M)
+
+
+def parse_boot_time(text: str) -> str:
+    """The host's boot time in `vim-cmd hostsvc/hostsummary`'s output (HostRuntimeInfo.bootTime, UTC), "" where it
+    is unset or not there."""
+    m = _BOOT_TIME.search(text)
+    return m.group(1) if m else ""
+
+
 def version_line(output: str) -> str:
     """The line of `vmware -v`'s output that names ESX(i) and its version, "" if none does: every
     release prints one such line (vmware-v_01, ESX Server 3i to 8.0), which a login shell's or a

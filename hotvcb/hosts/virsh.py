@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
-from ..errors import HostError
+from ..errors import CommandFailed, HostError
 from ..shell import Shell
 from .. import lazyre
 
@@ -49,11 +49,16 @@ class BackupJob:
     disks: List[BackupDisk]
 
 
-class VirshError(HostError):
-    """virsh said no; `text` is its error line."""
+class VirshError(CommandFailed):
+    """virsh said no, `text` its error line: libvirt answered (a domain's disk missing, a state change lock held),
+    or virsh could not reach libvirtd (nothing was asked either). A CommandFailed, as vim-cmd's no is, so the jobs
+    tell it from no answer (a timeout: TimeoutExpired) alike for both hosts: the stamp a start libvirt refused left
+    is ours (jobs/powermark.power_on_marked), a shutdown it refused asked no guest (jobs/power.py)."""
 
-    def __init__(self, argv: List[str], text: str):
-        super().__init__("virsh %s: %s" % (argv[0] if argv else "", text))
+    def __init__(self, argv: List[str], returncode: int, output: str, text: str):
+        super().__init__(["virsh"] + argv, returncode, output)
+        self.message = "virsh %s: %s" % (argv[0] if argv else "", text)
+        self.args = (self.message,)
         self.text = text
 
 
@@ -67,7 +72,7 @@ class Virsh:
         argv = ["virsh", "-q", "-c", self.uri] + list(args)
         result = self.shell.run(argv, timeout=timeout or self.timeout, interruptible=False)
         if result.returncode != 0:
-            raise VirshError(list(args), _error_line(result.output))
+            raise VirshError(list(args), result.returncode, result.output, _error_line(result.output))
         return result.output
 
     # -- domains -------------------------------------------------------------

@@ -8,10 +8,14 @@ powered on by anyone since. The run that lives powers the VM on and removes it; 
 
 The stamp rule, one for a live run (PowerControl.restore_on) and a gone run's marker alike (booted_since), by the
 marker's second line:
-- `stamp <digest>`: the VM's boot stamp (Hypervisor.boot_stamp) as the shutdown was asked, taken again once the run
-  sees the VM off (a stamp that moved while the guest went down is no one's power on). Another stamp now: someone
-  powered it on since (by hand, HA), and whatever it is now, on, switched off again or suspended, is the admin's
-  last word: left as it is, the marker removed. A stamp of NO_BOOT_STAMP now tells no power on (a power on always
+- `stamp <digest>[ host <digest>]`: the VM's boot stamp (Hypervisor.boot_stamp) as the shutdown was asked, taken
+  again once the run sees the VM off (a stamp that moved while the guest went down is no one's power on): its
+  process, and the host's boot it started in where the host says it (base.stamp_parts: ESXi's vmx pid may be given
+  again after a reboot), digested apart. Another stamp now (another process, or the same in another host boot,
+  both sides saying theirs: a process of an earlier boot than the host's current one says none, the VM not
+  powered on since the reboot; nor does a marker without ` host`, an older hotvcb's): someone powered it on
+  since (by hand, HA), and whatever it is now, on, switched off again or suspended, is the admin's last word:
+  left as it is, the marker removed. A stamp of NO_BOOT_STAMP now tells no power on (a power on always
   leaves one: its log was deleted or rotated away), nor does a FAILED_START (the VM's last start failed: a disk
   locked during the copy; whoever asked it wanted the VM on, so it is powered on).
 - `power on asked`: written before each power on of ours (power_on_marked), since one that fails may start the
@@ -33,7 +37,7 @@ from typing import Mapping, Optional, Tuple
 from .. import lazyre
 from ..clockage import heartbeat
 from ..errors import CommandFailed, HostdDown, HotvcbError
-from ..hosts.base import Hypervisor, powered_on_by
+from ..hosts.base import Hypervisor, powered_on_by, stamp_parts
 from ..runid import RECORD_MAX, RunId, parse
 from .leftovers import UNTOLD, vm_marker
 from .ownership import NONE_DEAD, made_at, owner_alive
@@ -41,7 +45,8 @@ from .ownership import NONE_DEAD, made_at, owner_alive
 POWER_MARKER = ".hotvcb-powered-off"  # + ".<vmx file name>", in the VM's folder while we hold it powered off
 STAMP = "stamp "  # starts the marker's second line: the VM's boot stamp (a digest) at its power off
 POWER_ON_ASKED = "power on asked"  # the marker's second line from our power on request until the marker goes
-_STAMPED = lazyre.compile(r"^" + STAMP + r"([0-9a-f]{32})$", re.M)
+HOST_BOOT = " host "  # then the digest of the host's boot the stamp's process started in, where the host says it
+_STAMPED = lazyre.compile(r"^" + STAMP + r"([0-9a-f]{32})(?:" + HOST_BOOT + r"([0-9a-f]{32}))?$", re.M)
 SHUTDOWN_GRACE = 30 * 60.0  # a guest asked to shut down may take this long (a marker this young is kept)
 
 
@@ -117,12 +122,14 @@ def power_on_marked(host: Hypervisor, vm, log) -> None:
 
 
 def _stamp_line(host: Hypervisor, vm) -> Tuple[str, str]:
-    """The marker's line naming the VM's boot stamp (a digest: the stamp is the host's text), and ""; or "" where
-    the host cannot tell, and why: the marker then powers the VM on whatever happened since."""
+    """The marker's line naming the VM's boot stamp (digests: the stamp is the host's text), its process and the
+    host's boot apart (stamp_parts), and ""; or "" where the host cannot tell, and why: the marker then powers the
+    VM on whatever happened since."""
     try:
-        return "%s%s\n" % (STAMP, _digest(host.boot_stamp(vm))), ""
+        process, boot = stamp_parts(host.boot_stamp(vm))
     except (HotvcbError, OSError) as err:  # OSError: a log the driver could not read (libvirt's, not ours to read)
         return "", str(err)
+    return "%s%s%s\n" % (STAMP, _digest(process), HOST_BOOT + _digest(boot) if boot else ""), ""
 
 
 def _digest(stamp: str) -> str:
@@ -142,12 +149,23 @@ def booted_since(host: Hypervisor, vm, marker: str, log=None) -> bool:
         return False
     try:
         now = host.boot_stamp(vm)
-        return powered_on_by(now) and _digest(now) != recorded.group(1)
+        return powered_on_by(now) and _another(stamp_parts(now), recorded.group(1), recorded.group(2))
     except (HotvcbError, OSError) as err:  # OSError: a log the driver could not read
         if log is not None:
             log.warning("%s: cannot tell whether it was powered on since its power-off marker was written (%s); "
                         "taking it as not" % (vm.name, err))
         return False
+
+
+def _another(now: Tuple[str, str], process: str, boot: Optional[str]) -> bool:
+    """Whether the stamp `now` (its process, its host boot) tells another power on than the recorded digests (the
+    process's; the host boot's, None where the marker has none): another process, or the same pid started in
+    another boot of the host (a reboot gave it again). A host boot either side does not tell is no other: the
+    process of an earlier boot than the host's current one says none (the host rebooted, the VM not powered on
+    since), nor does a marker of a hotvcb before host boots were recorded (or that the host could not say)."""
+    if _digest(now[0]) != process:
+        return True
+    return bool(now[1] and boot and _digest(now[1]) != boot)
 
 
 def booted_since_marked(host: Hypervisor, vm, log) -> bool:

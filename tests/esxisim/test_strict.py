@@ -35,7 +35,8 @@ def test_power_on_with_a_missing_disk_fails(host):
 def _driver_stamp(host, vm):
     """hotvcb's ESXi driver's boot stamp of `vm`, read from the simulated host's folder."""
     folder = host.real("/vmfs/volumes/datastore1/%s" % vm)
-    driver = SimpleNamespace(shell=LocalShell(), _files=SimpleNamespace(list_files=lambda f: [vm + ".vmx"]))
+    driver = SimpleNamespace(shell=LocalShell(), _files=SimpleNamespace(list_files=lambda f: [vm + ".vmx"]),
+                             host_booted=lambda: "")  # hostd not asked: the stamp is the pid alone
     return EsxiHost.boot_stamp(driver, SimpleNamespace(name=vm, folder=folder))
 
 

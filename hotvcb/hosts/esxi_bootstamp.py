@@ -1,0 +1,89 @@
+"""An ESXi VM's boot stamp (hosts/esxi.py boot_stamp): which vmx process ran the VM last, in which boot of the host,
+and whether its start failed, from the vmware.log that vmx began in the VM's folder.
+
+The vmx starts a new vmware.log at every power on (the old rotated to vmware-1.log, log.keepOld of them kept),
+headed by "<time> ... Log for VMware ESX pid=<its pid> ...", and one log.rotateSize rotates while it runs is headed
+by the same pid at a later time (no power on): the pid, not the time, tells the vmx. A pid is the host's only
+until it reboots: the first vmx after a reboot may get the very pid of the one before it, so a vmx started since
+the host's last boot (hostd's runtime.bootTime) is told by its pid in that boot; one of an earlier boot (the VM
+not powered on since the reboot) by its pid alone: which boot it ran in, the host no longer says.
+A start that fails (a disk locked or missing: the vmx starts, logs why, and exits) ends its log with its verdict
+and the vmx's last lines: only the log's head (the header) and its tail are read, never a running VM's whole log
+(over SSH too, a few times for each VM a run powers down).
+"""
+
+import datetime
+import re
+from typing import Callable, Optional
+
+from .. import lazyre
+from ..errors import HostError
+from ..shell import Shell
+from .base import FAILED_START, IN_HOST_BOOT, NO_BOOT_STAMP
+
+VMWARE_LOG = "vmware.log"
+HEAD_MAX = 4 << 10  # the header is the log's first line (~120 bytes)
+TAIL_MAX = 64 << 10  # a failed start's verdict, then the vmx's exit lines (a few KiB), with room to spare
+# its header, wherever on the first line: 7.x "<time>| vmx| I005: Log for VMware ESX pid=<vmx pid> version=..."
+# (5.x: no "I005: " level tag); 8.x's RFC 5424 style "<time> In(05) vmx - Log for VMware ESX pid=<vmx pid> ..."
+# (VMware, vSphere 8 "Log File Formats", ESXi 8 log message format: TIMESTAMP SEVERITY THREAD-NAME OPID MSG)
+_VMX_HEADER = lazyre.compile(r"Log for VMware ESX pid=([0-9]{1,20}) ")
+# a time in UTC as vmware.log's lines start with it ("2026-12-06T05:00:00.123Z") and hostd gives the host's boot
+# time ("2026-12-06T04:00:00.250123Z")
+_UTC = lazyre.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?Z")
+# a power on that failed, as the vmx thread logs it (7.x or 8.x header): "Module 'Disk' power on failed." (msg.module
+# .powerOnFailed), "VMX_PowerOn: ModuleTable_PowerOn = 0", "[msg.vmx.poweron.failed] Failed to start the virtual
+# machine." -- anchored to the vmx thread's own lines, not a guest's text the vmx logs for it
+_POWER_ON_FAILED = lazyre.compile(
+    r"^[^ |]+(?:\| vmx\| (?:[A-Z][0-9]+: )?| [A-Z][a-z]\([0-9]+\) vmx \S+ )"
+    r"(?:(?:\[msg\.module\.powerOnFailed\] )?Module '[^']*' power on failed|VMX_PowerOn: ModuleTable_PowerOn = 0\s*$"
+    r"|\[msg\.vmx\.poweron\.failed\])", re.M)
+
+
+def boot_stamp(shell: Shell, folder: str, host_booted: Callable[[], str]) -> str:
+    """The stamp of the VM in `folder`: "vmx pid=<pid>", + IN_HOST_BOOT + the host's boot time (`host_booted`: ""
+    where it cannot be told) where that vmx started since; a first line without the header as it stands; a
+    FAILED_START where the log's vmx says its power on failed; NO_BOOT_STAMP where the folder has no log (a VM
+    never powered on; `logging = "FALSE"`, `log.fileName` elsewhere: nothing tells)."""
+    path = folder + "/" + VMWARE_LOG
+    try:
+        head = shell.read_regular(path, HEAD_MAX)
+    except HostError:
+        if not shell.exists(path):
+            return NO_BOOT_STAMP
+        raise
+    first = head.split("\n", 1)[0]
+    vmx = _VMX_HEADER.search(first)
+    stamp = "vmx pid=" + vmx.group(1) + _in_boot(first, host_booted) if vmx else first
+    return FAILED_START + stamp if _POWER_ON_FAILED.search(_tail(shell, path, head)) else stamp
+
+
+def _in_boot(header: str, host_booted: Callable[[], str]) -> str:
+    """IN_HOST_BOOT + the host's boot time where the header's vmx started since the host's last boot; "" where it
+    started before it (the VM not powered on since the reboot), or either time cannot be told (the stamp is then
+    the pid alone, as before hotvcb knew the host's boots). A clock stepped back after the boot may date a vmx
+    started right after it before it: taken as of an earlier boot, which only the pid tells then."""
+    booted = host_booted()
+    started, since = _utc(header), _utc(booted)
+    return IN_HOST_BOOT + booted if started is not None and since is not None and started >= since else ""
+
+
+def _utc(text: str) -> Optional[datetime.datetime]:
+    """The UTC time `text` starts with, None where it does not start with one."""
+    m = _UTC.match(text)
+    if m is None:
+        return None
+    try:
+        year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+        return datetime.datetime(year, month, day, hour, minute, second, int((m.group(7) or "")[:6].ljust(6, "0")))
+    except ValueError:  # a 13th month, a 61st second
+        return None
+
+
+def _tail(shell: Shell, path: str, head: str) -> str:
+    """The log's last TAIL_MAX bytes, its first line dropped where it is cut: `head` where that is the whole log
+    (shorter than HEAD_MAX)."""
+    if len(head.encode("utf-8")) < HEAD_MAX:
+        return head
+    out = shell.run(["tail", "-c", str(TAIL_MAX), path], timeout=60, interruptible=False).check().output
+    return out if len(out.encode("utf-8", "surrogateescape")) < TAIL_MAX else out.split("\n", 1)[-1]
