@@ -276,15 +276,21 @@ FOLDER_GONE = "NOT CHECKED: its VM's folder"
 
 
 def _gone_meanwhile(shell: Shell, res: VerifyResult) -> str:
-    """Why a backup found damaged because it is no longer there is not damage, or "". Removed after verify
-    listed it, its VM's folder still there (rotation by a backup running beside verify, a prune): nor a page
-    for the admin on call. Its VM's folder gone too (FOLDER_GONE: the share unmounted, by a backup run ending
-    with UNMOUNT_NFS=1): an error, never all well on a night nothing was checked."""
-    if res.status != "damaged" or shell.exists(res.path):
+    """Why a backup that went away while verify read it (jobs/verify: "gone", not damaged) was not checked, or "".
+    Removed after verify listed it, its VM's folder still there (rotation by a backup running beside verify, a
+    prune): nor a page for the admin on call. Its VM's folder gone too (FOLDER_GONE: the share unmounted, by a
+    backup run ending with UNMOUNT_NFS=1): an error, never all well on a night nothing was checked."""
+    if res.status != "gone":
         return ""
     folder = res.path.rstrip("/").rpartition("/")[0]
     if shell.isdir(folder):
         return "REMOVED meanwhile: not checked (rotated away by a running backup?)"
+    return _folder_gone(folder)
+
+
+def _folder_gone(folder: str) -> str:
+    """What verify says of a VM's folder that went away while it ran (the share unmounted, the VM's backups
+    removed by hand), whether before or after its backups were listed: not checked, an error."""
     return "%s %s went away while verify ran (the backup volume unmounted?)" % (FOLDER_GONE, folder)
 
 
