@@ -213,8 +213,6 @@ def test_a_restore_whose_backup_is_rotated_away_while_read_does_not_call_it_fail
     assert "fails verification" not in r.out, r.out
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 5: verify --all verifies nothing when one VM's folder is removed as it "
-                                       "lists it")
 def test_verify_all_goes_on_with_the_other_vms_when_one_vms_folder_is_removed(tmp_path):
     """Backups of app, web and zed. The nightly `verify --all` runs while the admin removes web's whole folder (a
     VM decommissioned: `rm -rf /backup/web`) just as verify lists it. verify stops with the one line "hotvcb: error:

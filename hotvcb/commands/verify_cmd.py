@@ -122,6 +122,9 @@ def targets(shell: Shell, volume: str, target, all_backups: bool, elsewhere: Opt
                            "typo?): its backups are not verified" % (name, where))
             continue
         found = layout.list_backups(shell, where, name, skipped.append)
+        if all_backups and not found and not any(shell.isdir(r) for r in layout.vm_roots(where, name)):
+            missing.append(_folder_gone(layout.vm_root(where, name)))  # listed, then removed: as _gone_meanwhile
+            continue
         if target and not found:  # all `skipped` holds yet: this VM's folders named like backups that are none
             raise UsageError("no backups of %r under %s%s%s" % (name, where, layout.odd_named(skipped), (
                 " (for the backup %s here, say ./%s)" % (target, target)) if shell.exists(target) else ""))
