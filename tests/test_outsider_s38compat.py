@@ -254,8 +254,6 @@ def test_restore_latest_takes_the_older_backup_when_the_newest_goes(three, tmp_p
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="DEFECT 3: a backup whose rotation finds the old backup already removed by "
-                                       "another run is reported failed, exit 6")
 @pytest.mark.parametrize("action", ["deleting", "rm"])
 def test_a_backup_whose_rotation_meets_another_removal_is_still_ok(host, action):
     """Two backups of `web` kept, VM_BACKUP_ROTATION_COUNT=2: the admin's third backup is made and sealed, and its
