@@ -401,8 +401,6 @@ def test_a_restore_whose_config_does_not_read_names_it_in_stderr_and_its_log_fil
     assert str(bad) in text and "Final status: ERROR" in text, text
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 7: restore --kvm's -l log has no LOG START/END banners, unlike every "
-                                       "other restore's")
 def test_a_kvm_restores_log_is_framed_as_every_restores(three, tmp_path):
     """The admin's job runs `restore --latest web --kvm DIR -l LOG` (the ESXi host gone, the NAS and a Linux box
     left). Its -l file holds the run's lines and its final status, but no `hotvcb restore LOG START` / `LOG END`
