@@ -233,6 +233,12 @@ class ScannedShell:
         self.shell.make_tar_gz(folder, dst, arcname, first, skip)
 
 
+def live(shell: Shell) -> Shell:
+    """The shell a ScannedShell reads through, any other shell itself: what is there now, where a scan says what
+    was there when it was taken (health.went_away: a backup removed since the scan is gone, not damaged)."""
+    return shell.shell if isinstance(shell, ScannedShell) else shell
+
+
 def _check(shell: ScannedShell) -> Shell:  # mypy: a ScannedShell is a Shell
     return shell
 

@@ -161,8 +161,6 @@ def local(*args):
 
 # -- 1. backups removed, renamed or replaced while they are judged --------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 1: restore --latest calls the newest backup, being rotated away, "
-                                       "'damaged: manifest unreadable'")
 def test_restore_latest_does_not_call_a_backup_being_rotated_away_damaged(three, tmp_path):
     """The admin runs `hotvcb restore --latest web --kvm DIR` while the nightly backup's rotation (another run)
     renames the newest backup to `-deleting`, just as the restore looks at its files. The restore warns "skipped the
@@ -183,8 +181,6 @@ def test_restore_latest_does_not_call_a_backup_being_rotated_away_damaged(three,
     assert "damaged" not in r.out and "manifest unreadable" not in r.out, r.out
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 2: list shows a qcow2 backup rotated away meanwhile as damaged, "
-                                       "VERIFIED FAILED")
 def test_list_does_not_call_a_backup_rotated_away_meanwhile_damaged_or_failed_verify(three):
     """The admin runs `hotvcb list` while another run's rotation renames a KVM backup to `-deleting` right after
     list read the volume. list shows it as "damaged" with VERIFIED "FAILED: cannot read .../vda.qcow2: No such file
@@ -201,8 +197,6 @@ def test_list_does_not_call_a_backup_rotated_away_meanwhile_damaged_or_failed_ve
     assert row is None or (row["status"] != "damaged" and not row["verify_error"]), row
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 4: restore says a backup rotated away while its checksums are read "
-                                       "'fails verification'")
 def test_a_restore_whose_backup_is_rotated_away_while_read_does_not_call_it_failed_verification(three, tmp_path):
     """`restore --latest web --kvm DIR` picks the newest backup, and while its checksums are read another run's
     rotation renames it to `-deleting`. The restore stops (right: its source is gone) saying "ERROR: ... fails
@@ -219,8 +213,6 @@ def test_a_restore_whose_backup_is_rotated_away_while_read_does_not_call_it_fail
     assert "fails verification" not in r.out, r.out
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 5: verify --all verifies nothing when one VM's folder is removed as it "
-                                       "lists it")
 def test_verify_all_goes_on_with_the_other_vms_when_one_vms_folder_is_removed(tmp_path):
     """Backups of app, web and zed. The nightly `verify --all` runs while the admin removes web's whole folder (a
     VM decommissioned: `rm -rf /backup/web`) just as verify lists it. verify stops with the one line "hotvcb: error:
@@ -262,8 +254,6 @@ def test_restore_latest_takes_the_older_backup_when_the_newest_goes(three, tmp_p
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="DEFECT 3: a backup whose rotation finds the old backup already removed by "
-                                       "another run is reported failed, exit 6")
 @pytest.mark.parametrize("action", ["deleting", "rm"])
 def test_a_backup_whose_rotation_meets_another_removal_is_still_ok(host, action):
     """Two backups of `web` kept, VM_BACKUP_ROTATION_COUNT=2: the admin's third backup is made and sealed, and its
@@ -295,8 +285,6 @@ def test_a_backup_whose_rotation_meets_another_removal_is_still_ok(host, action)
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="DEFECT 6: status WARNs 'last backup damaged' for a .gz removed while status "
-                                       "ran; list calls it damaged, VERIFIED FAILED")
 @pytest.mark.parametrize("command", ["status", "list"])
 def test_a_compressed_backup_removed_while_status_or_list_runs_is_not_called_damaged(host, command):
     """ENABLE_COMPRESSION=1, two good `.gz` backups of web. The admin removes the newest by hand (`rm web-...gz`: he
@@ -413,8 +401,6 @@ def test_a_restore_whose_config_does_not_read_names_it_in_stderr_and_its_log_fil
     assert str(bad) in text and "Final status: ERROR" in text, text
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 7: restore --kvm's -l log has no LOG START/END banners, unlike every "
-                                       "other restore's")
 def test_a_kvm_restores_log_is_framed_as_every_restores(three, tmp_path):
     """The admin's job runs `restore --latest web --kvm DIR -l LOG` (the ESXi host gone, the NAS and a Linux box
     left). Its -l file holds the run's lines and its final status, but no `hotvcb restore LOG START` / `LOG END`

@@ -20,7 +20,8 @@ good, unverifiable (a ghettoVCB backup: good, nothing to check against),
 warn, error, damaged (a file missing, or verify found damage), empty (no
 disk), incomplete (no STATUS file; a ghettoVCB backup's disk or .vmx cut
 short or lost; a symlink to a backup kept elsewhere), partial (being written, or left by a
-killed run), deleting (being removed by rotation). `good` is true for the
+killed run), deleting (being removed by rotation); one removed while list read it (health's "gone") is
+not listed. `good` is true for the
 first two; `reason` says why a backup is not good, `warning` what a good
 one lacks that its VM has (ghettoVCB's STATUS.warn: its independent
 disks; the table says it below itself). size_bytes is what the
@@ -77,7 +78,9 @@ def backup_rows(shell: Shell, volume: str, vm: Optional[str] = None, now: Option
     now = now or shell.now()  # the host's wall clock, which named its backups (another zone than ours, maybe)
     rows = []
     for name in [vm] if vm else layout.vm_names(shell, volume):
-        rows += _one_per_time([describe(shell, b, now) for b in layout.list_backups(shell, volume, name, odd)])
+        described = [describe(shell, b, now) for b in layout.list_backups(shell, volume, name, odd)]
+        # one removed after the scan (another run's rotation, a hand) is not shown: a list answers from what is there
+        rows += _one_per_time([r for r in described if r["status"] != "gone"])
     return rows
 
 

@@ -13,7 +13,7 @@ failed, 1 usage.
 """
 
 import dataclasses
-from typing import List, Optional, Union
+from typing import List, Optional
 
 from .. import interrupt
 from ..errors import HotvcbError, Interrupted, UsageError
@@ -25,7 +25,7 @@ from ..restorefile import BadLine, RestoreRequest, datastore_path, disk_format, 
 from ..runlog import RunLog
 from ..store import health, layout, rotation
 from ..units import human_size
-from . import common, onhost, restore_kvm_cmd
+from . import common, onhost, restore_frame, restore_kvm_cmd
 from .latest_hint import require_volume, why_none
 
 LEVELS = {"0": "info", "info": "info", "1": "dryrun", "dryrun": "dryrun", "2": "dryrun2", "debug": "debug"}
@@ -149,14 +149,14 @@ def run(args) -> int:
     code = onhost.command(args, 1, log)  # SSH mode: the restore on the host, where it can (its log its own)
     if code is not None:
         return code
-    log.info(LOG_START)  # every line of the run from here, so inside its frame (ghettoVCB's log parsers')
+    log.info(restore_frame.LOG_START)  # every line of the run from here, so inside its frame (ghettoVCB's log parsers')
     onhost.say_why_here(args, log)
     for warning in held:
         log.warning(warning)
     try:
         lister = _repository(args, settings, log)
     except UsageError as err:
-        _refused(log, err)
+        restore_frame.refused(log, err)
         raise
     if args.to:
         return _restore_files(args, log, dry_run, lister)
@@ -190,12 +190,12 @@ def run(args) -> int:
     except Interrupted as err:
         status, code = "ERROR: %s; unfinished restore folders removed" % err, err.exit_code
     except UsageError as err:  # a mistyped --latest, an id pruned since `list -g` showed it, a bad restore file
-        _refused(log, err)
+        restore_frame.refused(log, err)
         raise
     except HotvcbError as err:
         log.error(str(err))
         status, code = "ERROR: %s" % err, err.exit_code
-    return _end(log, status, code)
+    return restore_frame.end(log, status, code)
 
 
 def _repository(args, settings, log: RunLog) -> str:
@@ -224,26 +224,6 @@ def _repository(args, settings, log: RunLog) -> str:
     return lister
 
 
-LOG_START = "============================== hotvcb restore LOG START =============================="
-
-
-def _refused(log: RunLog, err: Union[HotvcbError, Interrupted]) -> None:
-    """A run stopped by an error the CLI says on stderr (a usage error; `--to`'s every error): said in the log
-    files only (once on the terminal is enough), the log ended with its final status and LOG END."""
-    log.file_only()
-    log.error(str(err))
-    _end(log, "ERROR: %s" % err, err.exit_code)
-
-
-def _end(log: RunLog, status: str, code: int) -> int:
-    """A restore's log ended as a log watcher reads it: its final status, then LOG END; the code the run exits."""
-    status, code = log.account(status, code)
-    log.info("###### Final status: %s ######" % status)
-    log.info("============================== hotvcb restore LOG END ================================")
-    log.close()
-    return code
-
-
 def _restore_files(args, log: RunLog, dry_run: bool, lister: str) -> int:
     """`--to DIR`: a repository's backup written as files, its log framed as every restore's (LOG START, run's,
     final status, LOG END): its errors went to stderr alone, and the -l file of the admin's job, output sent to
@@ -254,9 +234,9 @@ def _restore_files(args, log: RunLog, dry_run: bool, lister: str) -> int:
     try:
         code = repo_restore.restore(args.repo, args.backup, args.to, log, args.latest, dry_run, lister)
     except (HotvcbError, Interrupted) as err:
-        _refused(log, err)
+        restore_frame.refused(log, err)
         raise
-    return _end(log, "OK, only a dryrun." if dry_run else "Backup restored OK as files!", code)
+    return restore_frame.end(log, "OK, only a dryrun." if dry_run else "Backup restored OK as files!", code)
 
 
 def _restore(job: RestoreJob, req: RestoreRequest, log, dry_run: bool,

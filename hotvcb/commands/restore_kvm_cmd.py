@@ -20,7 +20,7 @@ from ..localshell import LocalShell
 from ..restorefile import trim_path
 from ..runlog import RunLog
 from ..store import layout
-from . import common
+from . import common, restore_frame
 from .latest_hint import require_volume, why_none
 
 
@@ -61,6 +61,7 @@ def run(args, level: str) -> int:
     settings, warnings = common.restore_settings(args)
     dry_run = level in ("dryrun", "dryrun2")
     log = RunLog("debug" if level in ("debug", "dryrun2") else "info", path=args.log_file)
+    log.info(restore_frame.LOG_START)  # framed as every restore's log (restore_frame)
     for w in warnings:
         log.warning(w)
     shell = LocalShell()
@@ -69,18 +70,19 @@ def run(args, level: str) -> int:
     if args.latest and not repo:
         try:
             require_volume(shell, settings, bool(args.global_conf), args.latest)
-        except UsageError:
-            log.close()
+        except UsageError as err:
+            restore_frame.refused(log, err)
             raise
         odd = []  # type: List[str]
         backup = backup_check.newest_good(shell, settings.vm_backup_volume, args.latest, odd.append,
                                           lambda line: log.warning("--latest " + line))
         if backup is None:
-            log.close()
             listed = bool(layout.list_backups(shell, settings.vm_backup_volume, args.latest))
-            raise UsageError("no good backup of %r under %s%s%s%s" % (
+            none_good = UsageError("no good backup of %r under %s%s%s%s" % (
                 args.latest, settings.vm_backup_volume, why_none(shell, settings.vm_backup_volume, args.latest, listed),
                 layout.odd_named(odd), nfs.because(shell, settings)))
+            restore_frame.refused(log, none_good)
+            raise none_good
     interrupt.install()
     req = KvmRequest(trim_path(backup or ""), trim_path(args.kvm), fmt, args.name or None, args.keep_macs,
                      args.disk_bus, args.nic_model, args.define_in)
@@ -106,7 +108,4 @@ def run(args, level: str) -> int:
         status, code = ("OK, only a dryrun." if dry_run else "All VMs restored OK!"), 0
         if result.left_out and not dry_run:  # as `restore` ends for an ESXi VM short of a disk
             status, code = "WARNING: All VMs restored, but some disk(s) were not in the backup and are left out!", 3
-    status, code = log.account(status, code)
-    log.info("###### Final status: %s ######" % status)
-    log.close()
-    return code
+    return restore_frame.end(log, status, code)

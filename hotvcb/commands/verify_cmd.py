@@ -122,6 +122,9 @@ def targets(shell: Shell, volume: str, target, all_backups: bool, elsewhere: Opt
                            "typo?): its backups are not verified" % (name, where))
             continue
         found = layout.list_backups(shell, where, name, skipped.append)
+        if all_backups and not found and not any(shell.isdir(r) for r in layout.vm_roots(where, name)):
+            missing.append(_folder_gone(layout.vm_root(where, name)))  # listed, then removed: as _gone_meanwhile
+            continue
         if target and not found:  # all `skipped` holds yet: this VM's folders named like backups that are none
             raise UsageError("no backups of %r under %s%s%s" % (name, where, layout.odd_named(skipped), (
                 " (for the backup %s here, say ./%s)" % (target, target)) if shell.exists(target) else ""))
@@ -276,15 +279,21 @@ FOLDER_GONE = "NOT CHECKED: its VM's folder"
 
 
 def _gone_meanwhile(shell: Shell, res: VerifyResult) -> str:
-    """Why a backup found damaged because it is no longer there is not damage, or "". Removed after verify
-    listed it, its VM's folder still there (rotation by a backup running beside verify, a prune): nor a page
-    for the admin on call. Its VM's folder gone too (FOLDER_GONE: the share unmounted, by a backup run ending
-    with UNMOUNT_NFS=1): an error, never all well on a night nothing was checked."""
-    if res.status != "damaged" or shell.exists(res.path):
+    """Why a backup that went away while verify read it (jobs/verify: "gone", not damaged) was not checked, or "".
+    Removed after verify listed it, its VM's folder still there (rotation by a backup running beside verify, a
+    prune): nor a page for the admin on call. Its VM's folder gone too (FOLDER_GONE: the share unmounted, by a
+    backup run ending with UNMOUNT_NFS=1): an error, never all well on a night nothing was checked."""
+    if res.status != "gone":
         return ""
     folder = res.path.rstrip("/").rpartition("/")[0]
     if shell.isdir(folder):
         return "REMOVED meanwhile: not checked (rotated away by a running backup?)"
+    return _folder_gone(folder)
+
+
+def _folder_gone(folder: str) -> str:
+    """What verify says of a VM's folder that went away while it ran (the share unmounted, the VM's backups
+    removed by hand), whether before or after its backups were listed: not checked, an error."""
     return "%s %s went away while verify ran (the backup volume unmounted?)" % (FOLDER_GONE, folder)
 
 

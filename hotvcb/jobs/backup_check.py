@@ -17,7 +17,7 @@ from ..hosts import esxi_tree, qemuimg
 from ..errors import HostError, HotvcbError
 from ..shell import FileReader, Shell
 from ..store import chain, health, layout, manifest, verdict
-from .verify import verify_backup
+from .verify import not_restoring_gone, verify_backup
 from .. import lazyre
 
 DESCRIPTOR_MAX = 64 << 10  # a VMDK descriptor file is a few hundred bytes; a sparse extent embeds one within this
@@ -274,6 +274,8 @@ def require_checksums(shell: Shell, path: str, log) -> None:
     if res.status == "unverifiable":
         log("%s: %s; checksums not available" % (path, res.message))
         return
+    if res.status == "gone":
+        raise HotvcbError(not_restoring_gone(path, res))
     if res.status != "ok":
         raise HotvcbError("%s fails verification: %s" % (path, res.problems[0] if res.problems else res.message))
     log("Checksums hold: %s" % res.message)

@@ -23,7 +23,7 @@ from ..shell import Shell
 from ..store import manifest
 from . import restore_copy, restore_stage
 from .restore_plan import Plan, RestoreError
-from .verify import Problem, VerifyResult, compare, verify_folder, verify_gz
+from .verify import Problem, VerifyResult, compare, not_restoring_gone, verify_folder, verify_gz
 
 
 def refuse_damaged(req: RestoreRequest, log, res: VerifyResult) -> None:
@@ -32,8 +32,10 @@ def refuse_damaged(req: RestoreRequest, log, res: VerifyResult) -> None:
 
 
 def _refuse(req: RestoreRequest, res: VerifyResult) -> None:
-    """Refuse a backup that fails its checksums, or whose manifest a newer hotvcb wrote (not checked: this
-    hotvcb cannot read what it holds)."""
+    """Refuse a backup that fails its checksums, whose manifest a newer hotvcb wrote (not checked: this
+    hotvcb cannot read what it holds), or that went away while it was read (verify._unless_gone)."""
+    if res.status == "gone":
+        raise RestoreError(not_restoring_gone(req.backup, res))
     if res.status == "damaged":
         raise RestoreError(damaged(req, res.problems[0]))
     if res.status == "newer":
@@ -84,8 +86,11 @@ class Checking:
         return progress if self.work is None else watch
 
     def stop_if_damaged(self) -> None:
-        if self.work is not None and self.work.done() and self.work.result().status == "damaged":
-            self.log.info("The backup failed verification during the copy: copy stopped")
+        """Stop the copy once the check found damage, or found the backup gone (it reads what the copy reads)."""
+        status = self.work.result().status if self.work is not None and self.work.done() else ""
+        if status in ("damaged", "gone"):
+            self.log.info("The backup %s during the copy: copy stopped" % (
+                "failed verification" if status == "damaged" else "went away"))
             self.wait()
 
     def wait(self) -> None:

@@ -76,7 +76,7 @@ def _judged(host: Hypervisor, settings: Settings, name: str, uuid: str, limits: 
     else:
         ahead = []
     good = [(b, v) for b, v in verdicts if v.good]
-    done = [(b, v) for b, v in verdicts if v.state not in ("partial", "deleting")]
+    done = [(b, v) for b, v in verdicts if v.state not in ("partial", "deleting", "gone")]
     if not good:
         why = (_volume_gone(host, settings.vm_backup_volume) or _never(name)) if not done else \
             "no good backup (newest: %s, %s)" % (done[-1][1].state, done[-1][1].reason)

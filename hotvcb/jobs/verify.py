@@ -68,7 +68,7 @@ class VerifyResult:
     """One backup's verdict, with what was checked and what was wrong."""
 
     path: str
-    status: str = "ok"  # ok | damaged | incomplete | empty | unverifiable | skipped | newer (a newer hotvcb's)
+    status: str = "ok"  # ok | damaged | incomplete | empty | unverifiable | skipped | newer (a newer hotvcb's) | gone
     files: int = 0
     bytes: int = 0
     problems: List[Problem] = field(default_factory=list)
@@ -85,7 +85,7 @@ def verify_backup(shell: Shell, path: str, record: bool = True, progress=None) -
     good, every file against the manifest. NotABackup for a path named like a backup with no calendar's time."""
     archive = path.endswith(".gz") and not shell.isdir(path)
     if not archive and not shell.isdir(path):
-        return _no_folder(path, layout.not_there(shell, path))
+        return _unless_gone(shell, _no_folder(path, layout.not_there(shell, path)))
     verdict = health.judge_at(shell, path, recorded=False)
     if not verdict.good:
         return _not_good(path, verdict)
@@ -116,6 +116,24 @@ def _no_folder(folder: str, why: str) -> VerifyResult:
     return VerifyResult(folder, "damaged", problems=[Problem(folder, "no backup folder")], message=why)
 
 
+def _unless_gone(shell: Shell, result: VerifyResult) -> VerifyResult:
+    """`result`, or "gone" where its damage is what reading a backup that went away meanwhile finds (another
+    run's rotation renamed it to `-deleting`, an admin removed it: health.went_away): a file that cannot be read
+    because its backup is no longer there says nothing of the backup's data. verify skips it, a restore stops
+    saying so (restore_check._refuse), never "fails verification"; nothing is recorded of it."""
+    if result.status != "damaged" or not health.went_away(shell, result.path):
+        return result
+    return VerifyResult(result.path, "gone", message=health.GONE)
+
+
+def not_restoring_gone(backup: str, res: VerifyResult) -> str:
+    """What a restore says of a backup that went away while its checksums were read: not that it failed them
+    (read as a corrupt backup). It stops: the copy read from it too. A rerun of `--latest` takes the newest good
+    backup left (restarting here would restore a backup other than the one the restore said it takes)."""
+    return "%s: %s; not restoring it (restore --latest again takes the newest good backup left)" % (
+        backup, res.message)
+
+
 def verify_folder(shell: Shell, folder: str, record: bool = True, progress=None,
                   skip: Optional[Callable[[str], bool]] = None) -> VerifyResult:
     """Read every file the manifest names against its checksums: the work verify adds to health's verdict, for a
@@ -124,7 +142,7 @@ def verify_folder(shell: Shell, folder: str, record: bool = True, progress=None,
     read nor counted."""
     result = VerifyResult(folder)
     if not shell.isdir(folder):
-        return _no_folder(folder, layout.not_there(shell, folder))
+        return _unless_gone(shell, _no_folder(folder, layout.not_there(shell, folder)))
     try:
         data = manifest.load(shell, folder)
     except manifest.NewerManifest as err:
@@ -132,7 +150,7 @@ def verify_folder(shell: Shell, folder: str, record: bool = True, progress=None,
     except (ValueError, HostError) as err:
         result.status, result.message = "damaged", "manifest unreadable: %s" % err
         result.problems.append(Problem(manifest.MANIFEST, "unreadable: %s" % err))
-        return result
+        return _unless_gone(shell, result)
     if data is None:
         result.status, result.message = "unverifiable", NO_MANIFEST
         return result
@@ -140,7 +158,7 @@ def verify_folder(shell: Shell, folder: str, record: bool = True, progress=None,
     try:
         present = set(shell.list_files(folder))
     except HostError as err:  # removed since its manifest was read (another host's rotation), or unreadable
-        return _no_folder(folder, str(err))
+        return _unless_gone(shell, _no_folder(folder, str(err)))
     for rel in sorted(files):
         if skip is not None and skip(rel):
             continue
@@ -154,7 +172,8 @@ def verify_folder(shell: Shell, folder: str, record: bool = True, progress=None,
         if not rel.startswith(".") and "/." not in rel:
             result.notes.append("%s is not in the manifest" % rel)
     _finish(result)
-    if record:
+    result = _unless_gone(shell, result)
+    if record and result.status != "gone":
         _record(shell, folder, data, result)
     return result
 
@@ -203,7 +222,7 @@ def compare(rel: str, entry: Dict, digest: "manifest.FileDigest") -> Optional[Pr
 def verify_gz(shell: Shell, path: str, record: bool = True) -> VerifyResult:
     """Stream a compressed backup once, hashing each member, then compare; record the
     finding (damage too: a truncated archive must stop counting as good)."""
-    result = _check_gz(shell, path)
+    result = _unless_gone(shell, _check_gz(shell, path))
     # no record for an archive removed meanwhile (rotation): nothing would ever read it, or remove it
     if record and result.status in ("ok", "damaged") and shell.exists(path):
         _record_gz(shell, path, result)

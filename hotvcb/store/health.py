@@ -28,7 +28,9 @@ those disks too. hotvcb's own STATUS.warn means a disk it should have copied
 failed, and its manifest says so: that backup is not good. ghettoVCB's
 compressed backup holds no STATUS at all: good when it is whole and holds its
 disks (_judge_ghettovcb_archive). A symlink named like a backup is none on
-this volume (linked). Everything else is not good, with the reason.
+this volume (linked). Everything else is not good, with the reason; but a backup
+that went away while it was read (went_away: renamed to `-deleting` by another
+run's rotation, removed by hand) is "gone", never damaged.
 
 The verdict is verdict.py's Health; the checks of ghettoVCB's backups are in ghettovcb_health.py, a .gz
 backup's records (gz_record) in sidecar.py.
@@ -41,6 +43,7 @@ from typing import Any, Dict, Optional, Set
 from ..errors import HostError, NotABackup
 from ..filetext import read_small
 from ..shell import FileReader, Shell
+from ..treeview import live
 from ..vmx import MAX_SIZE, VmxFile, as_vmware_reads
 from . import backup_files, chain, layout, manifest
 from .ghettovcb_health import (_ghettovcb, _judge_ghettovcb_archive, _keep_ghettovcb_verdict, _kept_ghettovcb_verdict,
@@ -63,9 +66,10 @@ def judge(shell: Shell, b: "layout.BackupSet", depth: int = 0, remember: bool = 
     if elsewhere is not None:
         return elsewhere
     if b.compressed:
-        return _judge_archive(shell, b.path, remember, recorded)
+        return _unless_gone(shell, b.path, _judge_archive(shell, b.path, remember, recorded))
     verdict = _judge_contents(shell, b.path, b.status, recorded)
-    return _judge_bases(shell, b.path, sorted((verdict.manifest or {}).get("files") or {}), verdict, depth)
+    return _unless_gone(shell, b.path, _judge_bases(shell, b.path, sorted((verdict.manifest or {}).get("files") or {}),
+                                                    verdict, depth))
 
 
 def judge_at(shell: Shell, path: str, recorded: bool = True) -> Health:
@@ -77,8 +81,28 @@ def judge_at(shell: Shell, path: str, recorded: bool = True) -> Health:
     if named is not None:
         return judge(shell, named, recorded=recorded)
     if path.endswith(".gz") and not shell.isdir(path):
-        return _judge_archive(shell, path, recorded=recorded)
-    return _judge_contents(shell, path, layout.folder_status(shell, path), recorded)
+        return _unless_gone(shell, path, _judge_archive(shell, path, recorded=recorded))
+    return _unless_gone(shell, path, _judge_contents(shell, path, layout.folder_status(shell, path), recorded))
+
+
+GONE = "removed while it was read (rotated away by a running backup, or removed by hand)"
+
+
+def went_away(shell: Shell, path: str) -> bool:
+    """Whether the backup at `path` (a folder, or a .gz) is no longer there, by a look now (treeview.live: a
+    ScannedShell's scan says what was there when it was taken). A read of a backup that failed because the backup
+    went (another run's rotation renamed it to `-deleting`, an admin's `rm -rf`, a folder replaced by a file) says
+    nothing of its data: it is gone, not damaged. A file missing from a backup folder still there is damage."""
+    here = live(shell)
+    return not (here.isdir(path) or path.endswith(".gz") and here.exists(path))
+
+
+def _unless_gone(shell: Shell, path: str, verdict: Health) -> Health:
+    """`verdict`, or "gone" where it is the damage or incompleteness a read of a backup that went away meanwhile
+    finds (went_away): list, status, restore and verify say "damaged" only of a backup that is there."""
+    if verdict.state not in ("damaged", "incomplete") or not went_away(shell, path):
+        return verdict
+    return Health("gone", GONE)
 
 
 def _judge_contents(shell: Shell, path: str, status: str, recorded: bool = True) -> Health:

@@ -38,6 +38,7 @@ from typing import Callable, Dict, List, Optional
 
 from ..errors import HostError, HotvcbError, NotABackup
 from ..model import hostd_name
+from ..treeview import live
 from ..namefit import NAME_MAX
 from ..shell import FileReader, Shell
 from .. import lazyre
@@ -287,10 +288,8 @@ def _owner(shell: Shell, b: BackupSet, folder: str) -> Optional[str]:
 
 def _backups_in(shell: Shell, root: str, vm_name: str, folder: str,
                 odd: Optional[Callable[[str], None]]) -> List[BackupSet]:
-    if not shell.isdir(root):
-        return []
-    found = []
-    for entry in shell.listdir(root):
+    found = []  # type: List[BackupSet]
+    for entry in _entries(shell, root):
         m = parse_entry(vm_name, entry, folder)
         if not m:
             continue
@@ -312,6 +311,21 @@ def _backups_in(shell: Shell, root: str, vm_name: str, folder: str,
             found.append(BackupSet(vm_name, path, when, folder_status(shell, path)))
     return found
 
+
+
+def _entries(shell: Shell, root: str) -> List[str]:
+    """What a VM's folder holds; nothing where it is not there, also where it went away between the look and
+    the listing (a VM decommissioned: `rm -rf` of its folder, the share unmounted): one removed a moment earlier
+    held no backups either, and a listing's HostError stopped `verify --all` and `list` for every VM. A folder
+    there that cannot be listed is the error it is."""
+    if not shell.isdir(root):
+        return []
+    try:
+        return shell.listdir(root)
+    except HostError:
+        if live(shell).isdir(root):
+            raise
+        return []
 
 
 def unpacked_pairs(backups: List[BackupSet]) -> Dict[str, str]:

@@ -168,7 +168,9 @@ def rotate(shell: Shell, volume: str, vm_name: str, count: int, log, just_made: 
             log.info("Would remove old backup %s (%s) per %s" % (old.path, state, why[old.path]))
         else:
             log.info("Removing old backup %s (%s) per %s" % (old.path, state, why[old.path]))
-            remove(condemn(shell, old, unpacked.get(old.path)))
+            doomed_path = condemn(shell, old, unpacked.get(old.path), log)
+            if doomed_path is not None:
+                remove(doomed_path)
         removed.append(old.path)
         if old.path in unpacked:
             removed.append(unpacked[old.path])
@@ -303,25 +305,42 @@ def made_elsewhere(data: Optional[Dict[str, Any]], source: Tuple[str, str]) -> b
     return not (uuid and data.get("vm_uuid") == uuid)  # the same VM, registered on another host now
 
 
-def condemn(shell: Shell, b: BackupSet, unpacked: Optional[str] = None) -> str:
+def condemn(shell: Shell, b: BackupSet, unpacked: Optional[str] = None, log=None) -> Optional[str]:
     """Rename a backup out of the good namespace; the -deleting path, for removal. `unpacked`: the
     folder of a .gz unpacked beside it (one_per_time), condemned with it under the one -deleting name
     both would take: the .gz goes into that folder first, so a kill between the two renames leaves one
-    folder for the next rotation, never a .gz whose -deleting name a folder holds."""
+    folder for the next rotation, never a .gz whose -deleting name a folder holds. None where another run
+    got there first (_removed_meanwhile): nothing left to remove."""
     doomed = (b.path[: -len(".gz")] if b.compressed else b.path) + layout.DELETING
     if unpacked is not None and layout.linked_elsewhere(shell, unpacked) is not None:
         # a hand linked an unpacked copy kept elsewhere in: the .gz moved through the link would live on
         # there, where no rotation looks. The link goes (what it names is not this volume's to remove).
         shell.remove_tree(unpacked)
         unpacked = None
-    if unpacked is not None:
-        shell.rename(b.path, unpacked + "/" + b.name)
-    shell.rename(unpacked or b.path, doomed)
+    try:
+        if unpacked is not None:
+            shell.rename(b.path, unpacked + "/" + b.name)
+        shell.rename(unpacked or b.path, doomed)
+    except HostError as err:
+        if not _removed_meanwhile(shell, b, unpacked, err, log):
+            raise
+        return None
     crashpoint.reached("rotation-renamed")
     if b.compressed:
         for record in sidecar.gz_records(b.path):  # its size and what verify found of it: moot now
             shell.remove_tree(record)
     return doomed
+
+
+def _removed_meanwhile(shell: Shell, b: BackupSet, unpacked: Optional[str], err: HostError, log) -> bool:
+    """Whether a rename that failed (`err`) failed because the backup is gone already: another run's rotation
+    (a second host on a shared volume) renamed it to `-deleting` first, or an admin removed it. Its removal is
+    what rotation wanted, done: said, never the failure of a VM whose new backup is sealed and good."""
+    if shell.exists(b.path) or unpacked is not None and shell.exists(unpacked):
+        return False
+    if log is not None:
+        log.info("%s is gone already (%s): removed meanwhile by another run's rotation, or by hand" % (b.path, err))
+    return True
 
 
 def remove_now(shell: Shell, log, path: str) -> None:

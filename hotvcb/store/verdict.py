@@ -14,7 +14,7 @@ GOOD_STATES = ("good", "unverifiable")
 class Health:
     """The one verdict on a backup that rotation, list, status and restore all go by."""
 
-    state: str  # good | unverifiable | warn | error | damaged | empty | incomplete | newer | partial | deleting
+    state: str  # good | unverifiable | warn | error | damaged | empty | incomplete | newer | partial | deleting | gone
     reason: str = ""
     manifest: Optional[Dict[str, Any]] = None
     verified: Optional[str] = None  # when a verify last passed
