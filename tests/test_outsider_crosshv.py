@@ -403,7 +403,8 @@ def test_a_restore_stopped_during_the_conversion(tmp_path, sig, then):
     out = tmp_path / "out"
     out.mkdir()
     slow = slow_qemu_img(str(tmp_path / "slowbin"), "2M")
-    p = subprocess.Popen([PYTHON, "-m", "hotvcb", "restore", backup, "--kvm", str(out), "--format", "raw"],
+    log = tmp_path / "restore.log"
+    p = subprocess.Popen([PYTHON, "-m", "hotvcb", "restore", backup, "--kvm", str(out), "--format", "raw", "-l", log],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env(slow))
     temp = out / "web.hotvcb-restoring"
     try:
@@ -425,6 +426,9 @@ def test_a_restore_stopped_during_the_conversion(tmp_path, sig, then):
     if sig == signal.SIGINT:
         assert p.returncode == 2, text
         assert os.listdir(str(out)) == []
+        # its -l file ends as every restore's: a final status, then LOG END (a log without it reads as a death)
+        lines = log.read_text().splitlines()
+        assert "Final status: ERROR: interrupted by SIGINT" in lines[-2] and "LOG END" in lines[-1], lines[-6:]
     else:
         assert temp.exists() and [e for e in os.listdir(str(out)) if e.endswith(".owner")], os.listdir(str(out))
         if then == "cleanup":

@@ -14,7 +14,7 @@ from typing import List
 
 from .. import interrupt
 from ..convert.machine import BUILT_BUSES, NIC_MODELS
-from ..errors import HotvcbError, UsageError
+from ..errors import HotvcbError, Interrupted, UsageError
 from ..jobs import backup_check, nfs
 from ..localshell import LocalShell
 from ..restorefile import trim_path
@@ -95,6 +95,10 @@ def run(args, level: str) -> int:
         else:
             log.info("Restoring %s to KVM in %s (%s)" % (req.backup, req.target, fmt))
             result = KvmRestore(shell, log, verify=not args.no_verify, dry_run=dry_run).run(req)
+    except Interrupted as err:  # its unfinished folder is removed (KvmRestore.run); the CLI says why it stopped
+        log.error(str(err))
+        restore_frame.end(log, "ERROR: %s; unfinished restore folder removed" % err, err.exit_code)
+        raise
     except HotvcbError as err:
         log.error(str(err))
         status, code = "ERROR: %s" % err, 6  # as `restore` says "all failed"
