@@ -289,7 +289,7 @@ def test_a_second_writer_making_the_same_new_repository_at_the_same_moment_uses_
 def test_a_repository_restore_to_kvm_does_not_report_its_own_staging_as_another_running_restore(host, tmp_path):
     """The admin restores a VM from the repository as a KVM VM, alone on the machine. Every such restore logs
     `<DIR>/.hotvcb-extract-<pid>-...: scratch folder of a running restore (run ... (pid <its own pid> ...));
-    leaving it`: the sweep of leftovers (restore_kvm.py, run after repo_cmd staged the backup in <DIR>) finds the
+    leaving it`: the sweep of leftovers (restore_kvm.py, run after repo_restore staged the backup in <DIR>) finds the
     restore's own staging folder and reports it as a running restore's. An admin reading the log looks for the
     other restore that is writing into the folder (and `hotvcb cleanup --kvm` says nothing is there). The restore
     ESXi-side (`--datastore`) does not say it; a restore's own scratch folder is no finding of the sweep."""

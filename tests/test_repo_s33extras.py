@@ -53,7 +53,7 @@ def test_a_tmp_that_is_a_plain_file_is_named_when_a_backup_cannot_write(tmp_path
 def test_a_restore_failing_on_a_staged_file_says_the_staging_folder_is_gone(tmp_path, capsys):
     """A KVM (or datastore) restore of a repository's backup that fails on a file of its staged copy names a
     path under the staging folder, which is removed by the time the admin reads it: the run says so."""
-    from hotvcb.commands import repo_cmd
+    from hotvcb.commands import repo_restore
     from hotvcb.jobs.restore_kvm import KvmRestoreError
     from hotvcb.jobs.restore_scratch import Records
     from hotvcb.localshell import LocalShell
@@ -62,7 +62,7 @@ def test_a_restore_failing_on_a_staged_file_says_the_staging_folder_is_gone(tmp_
     target = tmp_path / "kvm"
     target.mkdir()
     with pytest.raises(KvmRestoreError):
-        with repo_cmd.staged(str(tmp_path / "repo"), new.id, str(target), Records(LocalShell(), lambda: ""),
+        with repo_restore.staged(str(tmp_path / "repo"), new.id, str(target), Records(LocalShell(), lambda: ""),
                              lambda line: None) as folder:
             raise KvmRestoreError("qemu-img cannot read %s/web.raw" % folder)
     err = capsys.readouterr().err

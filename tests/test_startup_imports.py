@@ -26,7 +26,7 @@ LATE = (
     "tempfile",  # a work folder (tmpwork)
     "xml.etree.ElementTree",  # libvirt XML: KVM restores and cleanups
     "smtplib",  # a mailed run's report
-    "hotvcb.repo", "hotvcb.commands.repo_cmd",  # repository runs
+    "hotvcb.repo", "hotvcb.commands.repo_cmd", "hotvcb.commands.repo_restore",  # repository runs
     "hotvcb.sshshell", "hotvcb.sshconnection", "hotvcb.hostrun", "hotvcb.pyzpack",  # SSH mode
     "hotvcb.notify",
     "hotvcb.hosts.esxi", "hotvcb.hosts.qemu", "hotvcb.hosts.libvirt",  # the driver, at common.connect
