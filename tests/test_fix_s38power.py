@@ -203,7 +203,12 @@ class LibvirtStampHost(StampHost):
 @pytest.mark.parametrize("answer,asked", [
     (Completed(["virsh", "start", "web"], 1, "error: Failed to start domain 'web'\nerror: Cannot access storage "
                "file '/var/lib/libvirt/images/web.qcow2': No such file or directory\n"), False),
-    (TimeoutExpired("virsh start web", 120), True)], ids=["refused", "timeout"])
+    (TimeoutExpired("virsh start web", 120), True),
+    (Completed(["virsh", "start", "web"], 1, "error: failed to connect to the hypervisor\nerror: Failed to connect "
+               "socket to '/var/run/libvirt/libvirt-sock': Connection refused\n"), False),
+    (Completed(["virsh", "start", "web"], 1, "error: Failed to start domain 'web'\nerror: internal error: "
+               "connection closed due to keepalive timeout\n"), True)],
+    ids=["refused", "timeout", "libvirtd-unreached", "libvirtd-lost"])
 def test_libvirt_start_answered_no_is_restamped_unanswered_keeps_power_on_asked(tmp_path, answer, asked):
     """The marker of a `virsh start` libvirt refused records the stamp its failed start left (the next run powers
     the VM on if the admin does not); one that timed out keeps `power on asked`."""

@@ -240,9 +240,6 @@ def test_hostsummary_failing_after_a_reboot_is_said_not_silent(h, tmp_path):
 
 # -- DEFECT 3: libvirt: a `virsh start` cut off by libvirtd's end is taken as libvirt's "no" -------------------------
 
-@pytest.mark.xfail(strict=True, reason="DEFECT 3: a virsh start whose connection libvirtd dropped (its restart) is "
-                                       "restamped as a refusal: the start it made passes for ours-refused, and the "
-                                       "admin's later off is overridden")
 def test_libvirt_start_cut_off_by_libvirtd_restart_keeps_power_on_asked(tmp_path):
     """A run's final `virsh start web` meets libvirtd's restart (a package update restarting libvirtd): virsh exits
     1 with "error: Disconnected from qemu:///system due to end of file" / "error: End of file while reading data:

@@ -36,7 +36,7 @@ from typing import Mapping, Optional, Tuple
 
 from .. import lazyre
 from ..clockage import heartbeat
-from ..errors import CommandFailed, HostdDown, HotvcbError
+from ..errors import CommandFailed, HotvcbError, Unanswered
 from ..hosts.base import Hypervisor, powered_on_by, stamp_parts
 from ..runid import RECORD_MAX, RunId, parse
 from .leftovers import UNTOLD, vm_marker
@@ -108,13 +108,15 @@ def _gone(host: Hypervisor, path: str) -> bool:
 def power_on_marked(host: Hypervisor, vm, log) -> None:
     """Power on a VM of a marker (ours or a gone run's), the marker saying so first, with the stamp before the
     request: a request that fails, or whose answer a killed run never hears, may have started the vmx and its
-    stamp, which must not pass for someone's power on, nor an off the admin gives after it for nothing. One the host answered no (a CommandFailed: the vmx gave up) records the stamp it left,
-    and raises; one that got no answer (hostd down, a lost link, a timeout: as power_down tells them) may still
-    start the VM, so its marker keeps saying `power on asked`, and it raises."""
+    stamp, which must not pass for someone's power on, nor an off the admin gives after it for nothing. One the
+    host answered no (a CommandFailed: the vmx gave up; libvirtd not reached, nothing asked) records the stamp it
+    left, and raises; one that got no answer (Unanswered: hostd down, libvirtd lost under it; a lost link, a
+    timeout: as power_down tells them) may still start the VM, so its marker keeps saying `power on asked`, and it
+    raises."""
     _rewrite(host, vm, log, POWER_ON_ASKED + "\n" + _stamp_line(host, vm)[0])
     try:
         host.power_on(vm)
-    except HostdDown:  # no answer, though a CommandFailed
+    except Unanswered:  # no answer (hostd down, libvirtd lost under it), though a CommandFailed
         raise
     except CommandFailed:
         restamp_power_mark(host, vm, log)
